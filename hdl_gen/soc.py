@@ -1,5 +1,5 @@
 """Kaki SoC top: queues, control core, dispatcher, engines, on-chip memories and their registers."""
-from amaranth import Cat, EnableInserter, Module, ResetInserter, Signal
+from amaranth import Cat, Module, ResetInserter, Signal
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -124,7 +124,7 @@ class KakiSoc(wiring.Component):
                               | (timer & ~fw.work_mask_timer))
         self._status(m, csr, disp)
         self._interrupts(m, csr, fw, disp, qc)
-        self._perf_counters(m, csr, fw, disp, qc, dma, gemm, vec)
+        self._perf_counters(m, csr, fw, disp, qc, dma, gemm, vec, frozen)
         return m
 
     # ---------------------------------------------------------------- engines and memories
@@ -146,9 +146,12 @@ class KakiSoc(wiring.Component):
                 m.d.sync += [armed.eq(0), frz.eq(1)]
             with m.Elif(getattr(csr, f"debug_hang_{name}")):
                 m.d.sync += armed.eq(1)
-            # The reset cycle must be enabled, or the reset could not take effect.
-            m.submodules[name] = EnableInserter({"sync": ~frz | reset[idx]})(
-                ResetInserter({"sync": reset[idx]})(eng))
+            # A frozen engine hangs as seen from outside: its done, command handshake and memory
+            # requests (_memories) are masked and it reads as busy. Its registers are not stopped:
+            # an enable on every flip-flop of the PE array would be a net with thousands of
+            # sinks across the die (docs/synthesis.md), and the reset that ends the freeze clears
+            # what the engine did meanwhile.
+            m.submodules[name] = ResetInserter({"sync": reset[idx]})(eng)
             frozen[name] = frz
         engines = {"dma_load": (dma.load, "dma", load_reset), "dma_store": (dma.store, "dma", store_reset),
                    "gemm": (gemm.ctl, "gemm", reset[Engine.GEMM.value]),
@@ -156,9 +159,10 @@ class KakiSoc(wiring.Component):
         for i, name in enumerate(map(port_name, ENGINES)):
             ctl, kind, rst = engines[name]
             src = getattr(disp, name)
-            m.d.comb += [ctl.cmd.valid.eq(src.valid & ~rst), src.ready.eq(ctl.cmd.ready & ~rst),
+            off = rst | frozen.get(name, 0)
+            m.d.comb += [ctl.cmd.valid.eq(src.valid & ~off), src.ready.eq(ctl.cmd.ready & ~off),
                          ctl.cmd.payload.eq(getattr(src.payload.desc.payload, kind)),
-                         getattr(disp, f"{name}_done").eq(ctl.done),
+                         getattr(disp, f"{name}_done").eq(ctl.done & ~frozen.get(name, 0)),
                          getattr(disp, f"{name}_error").eq(ctl.error),
                          disp.engine_reset[i].eq(rst)]
         return frozen
@@ -377,15 +381,18 @@ class KakiSoc(wiring.Component):
                                      for n in status]).any())
         m.d.sync += self.irq.eq(pending)
 
-    def _perf_counters(self, m, csr, fw, disp, qc, dma, gemm, vec):
+    def _perf_counters(self, m, csr, fw, disp, qc, dma, gemm, vec, frozen):
+        # A frozen engine (DEBUG_HANG) counts as busy and stalled.
+        gemm_frz, vec_frz = frozen["gemm"], frozen["vec"]
+        vec_busy, vec_active = vec.ctl.busy | vec_frz, vec.active & ~vec_frz
         events = {
-            "cycles": 1, "gemm_busy": gemm.ctl.busy, "gemm_active": gemm.active,
-            "gemm_stall": gemm.stall, "vec_busy": vec.ctl.busy, "vec_active": vec.active,
+            "cycles": 1, "gemm_busy": gemm.ctl.busy | gemm_frz, "gemm_active": gemm.active & ~gemm_frz,
+            "gemm_stall": gemm.stall | gemm_frz, "vec_busy": vec_busy, "vec_active": vec_active,
             "dma_load_busy": dma.load.busy, "dma_store_busy": dma.store.busy,
             "dma_load_bytes": dma.load_bytes, "dma_store_bytes": dma.store_bytes,
             "dma_load_stall": dma.load.busy & ~(dma.axi.rvalid & dma.axi.rready),
             "dma_store_stall": dma.store.busy & ~(dma.axi.wvalid & dma.axi.wready),
-            "vec_stall": vec.ctl.busy & ~vec.active,
+            "vec_stall": vec_busy & ~vec_active,
         }
         for i, name in enumerate(map(port_name, ENGINES)):
             events[f"{name}_full"] = disp.full[i]

@@ -99,10 +99,12 @@ class VectorUnit(wiring.Component):
         cmd = Signal(VecCmd)
         err = Signal(ErrorCode)
 
-        # Per-channel parameters, loaded at command start.
-        bias = [Signal(signed(32), name=f"bias_{c}") for c in range(dim)]
-        mult = [Signal(signed(32), name=f"mult_{c}") for c in range(dim)]
-        shift = [Signal(6, name=f"shift_{c}") for c in range(dim)]
+        # Per-channel parameters, loaded at command start. Data registers (these, the stages) are
+        # not reset: only the valid bits and the control are, which keeps the engine reset's
+        # fanout small (docs/synthesis.md).
+        bias = [Signal(signed(32), name=f"bias_{c}", reset_less=True) for c in range(dim)]
+        mult = [Signal(signed(32), name=f"mult_{c}", reset_less=True) for c in range(dim)]
+        shift = [Signal(6, name=f"shift_{c}", reset_less=True) for c in range(dim)]
 
         # Parameter fetch: pidx is the row being requested (0 bias, 1 mult, 2 shift); a grant sets
         # cap_valid/cap_idx so the row is captured from acc_rd.data in the next cycle.
@@ -219,7 +221,7 @@ class VectorUnit(wiring.Component):
 
         res_lanes0 = [self.spad_rd.data[8 * c:8 * (c + 1)].as_signed() for c in range(dim)]
         # The residual byte of each row rides along the stages.
-        res = [[Signal(signed(8), name=f"res{i}_{c}") for c in range(dim)] for i in range(1, 6)]
+        res = [[Signal(signed(8), name=f"res{i}_{c}", reset_less=True) for c in range(dim)] for i in range(1, 6)]
         for c in range(dim):
             m.d.sync += res[0][c].eq(Mux(v[0], res_lanes0[c], res[0][c]))
             for i in range(1, 5):
@@ -229,11 +231,11 @@ class VectorUnit(wiring.Component):
         for c in range(dim):
             m.d.comb += out[c].eq(self._lane(m, c, v, acc_lanes[c], bias[c], mult[c], shift[c], zp,
                                              ops, res[4][c]))
-        max_row = [Signal(signed(8), name=f"max6_{c}") for c in range(dim)]
+        max_row = [Signal(signed(8), name=f"max6_{c}", reset_less=True) for c in range(dim)]
 
         wr_en = Signal()
-        wr_addr = Signal(cfg.spad_addr_bits)
-        wr_data = Signal(dim * 8)
+        wr_addr = Signal(cfg.spad_addr_bits, reset_less=True)
+        wr_data = Signal(dim * 8, reset_less=True)
         m.d.sync += wr_en.eq(0)
         with m.If(v[-1]):
             m.d.sync += retired.eq(retired + 1)
@@ -260,7 +262,7 @@ class VectorUnit(wiring.Component):
         exactly the bit below them), so no 66-bit adder sits in front of the shifter.
         """
         def stage(i, name, shape, value):
-            r = Signal(shape, name=f"{name}_{c}")
+            r = Signal(shape, name=f"{name}_{c}", reset_less=True)
             m.d.sync += r.eq(Mux(v[i], value, r))
             return r
         # 1: wrapping int32 bias add (bias is zero when ops.bias is clear).

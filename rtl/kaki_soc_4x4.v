@@ -7,15 +7,15 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
 , mem__bready, mem__arid, mem__araddr, mem__arlen, mem__arsize, mem__arburst, mem__arprot, mem__arvalid, mem__rready, irq, csr__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [1:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
   wire \$103 ;
   wire \$104 ;
-  wire \$105 ;
+  wire [3:0] \$105 ;
   wire \$106 ;
-  wire \$107 ;
+  wire [3:0] \$107 ;
   wire \$108 ;
   wire \$109 ;
   wire \$11 ;
@@ -25,7 +25,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
-  wire [32:0] \$116 ;
+  wire \$116 ;
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
@@ -38,190 +38,212 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$125 ;
   wire \$126 ;
   wire \$127 ;
-  wire \$128 ;
+  wire [32:0] \$128 ;
   wire \$129 ;
-  wire [1:0] \$13 ;
+  wire \$13 ;
   wire \$130 ;
   wire \$131 ;
-  wire [3:0] \$132 ;
-  wire [3:0] \$133 ;
+  wire \$132 ;
+  wire \$133 ;
   wire \$134 ;
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
-  wire [1:0] \$14 ;
+  wire \$14 ;
   wire \$140 ;
   wire \$141 ;
-  wire [32:0] \$142 ;
-  wire [32:0] \$143 ;
-  wire [32:0] \$144 ;
-  wire [32:0] \$145 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire [3:0] \$144 ;
+  wire [3:0] \$145 ;
   wire \$146 ;
   wire \$147 ;
   wire \$148 ;
-  wire [32:0] \$149 ;
+  wire \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire [32:0] \$151 ;
+  wire \$151 ;
   wire \$152 ;
-  wire [32:0] \$153 ;
-  wire \$154 ;
+  wire \$153 ;
+  wire [32:0] \$154 ;
   wire [32:0] \$155 ;
-  wire \$156 ;
+  wire [32:0] \$156 ;
   wire [32:0] \$157 ;
   wire \$158 ;
-  wire [32:0] \$159 ;
+  wire \$159 ;
   wire \$16 ;
   wire \$160 ;
   wire [32:0] \$161 ;
   wire \$162 ;
-  wire [32:0] \$163 ;
-  wire \$164 ;
-  wire [32:0] \$165 ;
+  wire \$163 ;
+  wire [32:0] \$164 ;
+  wire \$165 ;
   wire \$166 ;
-  wire [32:0] \$167 ;
-  wire \$168 ;
+  wire \$167 ;
+  wire [32:0] \$168 ;
   wire \$169 ;
-  wire [1:0] \$17 ;
+  wire \$17 ;
   wire \$170 ;
-  wire \$171 ;
-  wire [32:0] \$172 ;
+  wire [32:0] \$171 ;
+  wire \$172 ;
   wire \$173 ;
-  wire \$174 ;
+  wire [32:0] \$174 ;
   wire \$175 ;
   wire \$176 ;
-  wire [32:0] \$177 ;
-  wire \$178 ;
+  wire \$177 ;
+  wire [32:0] \$178 ;
   wire \$179 ;
-  wire [1:0] \$18 ;
-  wire \$180 ;
-  wire [32:0] \$181 ;
-  wire \$182 ;
-  wire [32:0] \$183 ;
-  wire \$184 ;
-  wire [32:0] \$185 ;
-  wire \$186 ;
-  wire [32:0] \$187 ;
+  wire \$18 ;
+  wire [32:0] \$180 ;
+  wire \$181 ;
+  wire [32:0] \$182 ;
+  wire \$183 ;
+  wire [32:0] \$184 ;
+  wire \$185 ;
+  wire [32:0] \$186 ;
+  wire \$187 ;
   wire \$188 ;
-  wire [32:0] \$189 ;
+  wire \$189 ;
   wire \$19 ;
   wire \$190 ;
   wire [32:0] \$191 ;
   wire \$192 ;
-  wire [32:0] \$193 ;
+  wire \$193 ;
   wire \$194 ;
-  wire [32:0] \$195 ;
-  wire \$196 ;
-  wire [32:0] \$197 ;
+  wire \$195 ;
+  wire [32:0] \$196 ;
+  wire \$197 ;
   wire \$198 ;
-  wire [32:0] \$199 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
-  wire [32:0] \$201 ;
+  wire \$201 ;
   wire \$202 ;
   wire [32:0] \$203 ;
   wire \$204 ;
   wire [32:0] \$205 ;
-  reg \$206 ;
-  reg \$207 ;
-  reg \$208 ;
-  reg \$209 ;
+  wire \$206 ;
+  wire [32:0] \$207 ;
+  wire \$208 ;
+  wire [32:0] \$209 ;
   wire \$21 ;
-  reg [31:0] \$210 ;
-  reg \$211 ;
-  reg [31:0] \$212 ;
-  reg \$213 ;
-  reg [31:0] \$214 ;
-  reg \$215 ;
-  reg [31:0] \$216 ;
-  reg [31:0] \$217 ;
-  reg \$218 ;
-  reg [31:0] \$219 ;
+  wire \$210 ;
+  wire [32:0] \$211 ;
+  wire \$212 ;
+  wire [32:0] \$213 ;
+  wire \$214 ;
+  wire [32:0] \$215 ;
+  wire \$216 ;
+  wire [32:0] \$217 ;
+  wire \$218 ;
+  wire [32:0] \$219 ;
   wire \$22 ;
-  reg \$220 ;
-  reg \$221 ;
-  reg \$222 ;
-  reg \$223 ;
-  reg \$224 ;
-  reg [31:0] \$225 ;
-  reg \$226 ;
-  reg [31:0] \$227 ;
+  wire \$220 ;
+  wire [32:0] \$221 ;
+  wire \$222 ;
+  wire [32:0] \$223 ;
+  wire \$224 ;
+  wire [32:0] \$225 ;
+  wire \$226 ;
+  wire [32:0] \$227 ;
   reg \$228 ;
-  reg [31:0] \$229 ;
-  wire [1:0] \$23 ;
-  reg [31:0] \$230 ;
-  reg [31:0] \$231 ;
+  reg \$229 ;
+  wire \$23 ;
+  reg \$230 ;
+  reg \$231 ;
   reg [31:0] \$232 ;
-  reg [7:0] \$233 ;
-  reg [7:0] \$234 ;
-  reg [15:0] \$235 ;
-  reg \$236 ;
-  reg [31:0] \$237 ;
+  reg \$233 ;
+  reg [31:0] \$234 ;
+  reg \$235 ;
+  reg [31:0] \$236 ;
+  reg \$237 ;
   reg [31:0] \$238 ;
   reg [31:0] \$239 ;
-  wire [1:0] \$24 ;
-  reg [31:0] \$240 ;
+  wire \$24 ;
+  reg \$240 ;
   reg [31:0] \$241 ;
-  reg [31:0] \$242 ;
-  reg [31:0] \$243 ;
-  reg [31:0] \$244 ;
-  reg [31:0] \$245 ;
-  reg [31:0] \$246 ;
+  reg \$242 ;
+  reg \$243 ;
+  reg \$244 ;
+  reg \$245 ;
+  reg \$246 ;
   reg [31:0] \$247 ;
-  reg [31:0] \$248 ;
+  reg \$248 ;
   reg [31:0] \$249 ;
-  wire \$25 ;
-  reg [31:0] \$250 ;
+  wire [1:0] \$25 ;
+  reg \$250 ;
   reg [31:0] \$251 ;
   reg [31:0] \$252 ;
   reg [31:0] \$253 ;
   reg [31:0] \$254 ;
-  reg [31:0] \$255 ;
-  reg [31:0] \$256 ;
-  reg [31:0] \$257 ;
-  reg [31:0] \$258 ;
+  reg [7:0] \$255 ;
+  reg [7:0] \$256 ;
+  reg [15:0] \$257 ;
+  reg \$258 ;
   reg [31:0] \$259 ;
-  wire \$26 ;
+  wire [1:0] \$26 ;
   reg [31:0] \$260 ;
   reg [31:0] \$261 ;
-  wire [29:0] \$262 ;
-  wire [8:0] \$263 ;
-  wire [8:0] \$264 ;
-  wire [8:0] \$265 ;
-  wire [8:0] \$266 ;
-  wire [2:0] \$267 ;
-  wire [2:0] \$268 ;
-  wire [2:0] \$269 ;
-  wire [1:0] \$27 ;
-  wire [2:0] \$270 ;
-  wire [1:0] \$28 ;
-  wire \$29 ;
+  reg [31:0] \$262 ;
+  reg [31:0] \$263 ;
+  reg [31:0] \$264 ;
+  reg [31:0] \$265 ;
+  reg [31:0] \$266 ;
+  reg [31:0] \$267 ;
+  reg [31:0] \$268 ;
+  reg [31:0] \$269 ;
+  wire \$27 ;
+  reg [31:0] \$270 ;
+  reg [31:0] \$271 ;
+  reg [31:0] \$272 ;
+  reg [31:0] \$273 ;
+  reg [31:0] \$274 ;
+  reg [31:0] \$275 ;
+  reg [31:0] \$276 ;
+  reg [31:0] \$277 ;
+  reg [31:0] \$278 ;
+  reg [31:0] \$279 ;
+  wire \$28 ;
+  reg [31:0] \$280 ;
+  reg [31:0] \$281 ;
+  reg [31:0] \$282 ;
+  reg [31:0] \$283 ;
+  wire [29:0] \$284 ;
+  wire [8:0] \$285 ;
+  wire [8:0] \$286 ;
+  wire [8:0] \$287 ;
+  wire [8:0] \$288 ;
+  wire [2:0] \$289 ;
+  wire [1:0] \$29 ;
+  wire [2:0] \$290 ;
+  wire [2:0] \$291 ;
+  wire [2:0] \$292 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [1:0] \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
+  wire [1:0] \$35 ;
+  wire [1:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [32:0] \$46 ;
+  wire \$46 ;
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
+  wire [1:0] \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -230,7 +252,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
+  wire [32:0] \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
@@ -269,9 +291,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
-  wire [3:0] \$93 ;
+  wire \$93 ;
   wire \$94 ;
-  wire [3:0] \$95 ;
+  wire \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
@@ -476,22 +498,22 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire ctl__busy;
   wire \ctl__busy$862 ;
   wire [175:0] ctl__cmd__payload;
-  wire [155:0] \ctl__cmd__payload$128 ;
-  wire [19:0] \ctl__cmd__payload$128.bias_addr ;
-  wire [19:0] \ctl__cmd__payload$128.dst_addr ;
-  wire [19:0] \ctl__cmd__payload$128.mult_addr ;
-  wire [7:0] \ctl__cmd__payload$128.ops ;
-  wire \ctl__cmd__payload$128.ops.add ;
-  wire \ctl__cmd__payload$128.ops.bias ;
-  wire \ctl__cmd__payload$128.ops.maxred ;
-  wire \ctl__cmd__payload$128.ops.relu ;
-  wire [3:0] \ctl__cmd__payload$128.ops.reserved ;
-  wire [19:0] \ctl__cmd__payload$128.res_addr ;
-  wire [3:0] \ctl__cmd__payload$128.reserved ;
-  wire [15:0] \ctl__cmd__payload$128.rows ;
-  wire [19:0] \ctl__cmd__payload$128.shift_addr ;
-  wire [19:0] \ctl__cmd__payload$128.src_addr ;
-  wire [7:0] \ctl__cmd__payload$128.zero_point ;
+  wire [155:0] \ctl__cmd__payload$130 ;
+  wire [19:0] \ctl__cmd__payload$130.bias_addr ;
+  wire [19:0] \ctl__cmd__payload$130.dst_addr ;
+  wire [19:0] \ctl__cmd__payload$130.mult_addr ;
+  wire [7:0] \ctl__cmd__payload$130.ops ;
+  wire \ctl__cmd__payload$130.ops.add ;
+  wire \ctl__cmd__payload$130.ops.bias ;
+  wire \ctl__cmd__payload$130.ops.maxred ;
+  wire \ctl__cmd__payload$130.ops.relu ;
+  wire [3:0] \ctl__cmd__payload$130.ops.reserved ;
+  wire [19:0] \ctl__cmd__payload$130.res_addr ;
+  wire [3:0] \ctl__cmd__payload$130.reserved ;
+  wire [15:0] \ctl__cmd__payload$130.rows ;
+  wire [19:0] \ctl__cmd__payload$130.shift_addr ;
+  wire [19:0] \ctl__cmd__payload$130.src_addr ;
+  wire [7:0] \ctl__cmd__payload$130.zero_point ;
   wire [19:0] \ctl__cmd__payload.a_addr ;
   wire [19:0] \ctl__cmd__payload.a_kt_stride ;
   wire \ctl__cmd__payload.accumulate ;
@@ -504,11 +526,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [11:0] \ctl__cmd__payload.n_tiles ;
   wire [14:0] \ctl__cmd__payload.reserved ;
   wire ctl__cmd__ready;
-  wire \ctl__cmd__ready$127 ;
+  wire \ctl__cmd__ready$129 ;
   wire ctl__cmd__valid;
-  wire \ctl__cmd__valid$124 ;
+  wire \ctl__cmd__valid$125 ;
   wire ctl__done;
-  wire \ctl__done$131 ;
+  wire \ctl__done$133 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -546,7 +568,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \ctl__error$133 ;
+  wire [7:0] \ctl__error$135 ;
   wire debug_hang_gemm;
   wire debug_hang_vec;
   reg [255:0] desc;
@@ -1653,13 +1675,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire s__wvalid;
   wire sleeping;
   wire [13:0] spad_rd__addr;
-  wire [13:0] \spad_rd__addr$144 ;
+  wire [13:0] \spad_rd__addr$145 ;
   wire [13:0] \spad_rd__addr$153 ;
   wire [31:0] spad_rd__data;
   wire [31:0] \spad_rd__data$150 ;
   wire [31:0] \spad_rd__data$158 ;
   wire spad_rd__en;
-  wire \spad_rd__en$146 ;
+  wire \spad_rd__en$147 ;
   wire \spad_rd__en$155 ;
   wire spad_rd__gnt;
   wire \spad_rd__gnt$148 ;
@@ -1852,345 +1874,363 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire wr__1__gnt;
   wire \wr__1__gnt$213 ;
   assign held = ~ core_ctrl_run;
-  assign \$1  = ~ reset[0];
-  assign load__cmd__valid = dma_load__valid & \$1 ;
-  assign \$2  = ~ reset[0];
-  assign dma_load__ready = load__cmd__ready & \$2 ;
-  assign \$3  = ~ reset[1];
-  assign store__cmd__valid = dma_store__valid & \$3 ;
-  assign \$4  = ~ reset[1];
-  assign dma_store__ready = store__cmd__ready & \$4 ;
-  assign \$5  = ~ reset[2];
-  assign ctl__cmd__valid = gemm__valid & \$5 ;
-  assign \$6  = ~ reset[2];
-  assign gemm__ready = ctl__cmd__ready & \$6 ;
-  assign \$7  = ~ reset[3];
-  assign \ctl__cmd__valid$124  = vec__valid & \$7 ;
-  assign \$8  = ~ reset[3];
-  assign vec__ready = \ctl__cmd__ready$127  & \$8 ;
-  assign \$9  = ~ gemm_frozen;
-  assign rd__0__en = spad_rd__en & \$9 ;
-  assign \$10  = ~ gemm_frozen;
-  assign spad_rd__gnt = rd__0__gnt & \$10 ;
-  assign \$11  = ~ vec_frozen;
-  assign rd__1__en = \spad_rd__en$146  & \$11 ;
-  assign \$12  = ~ vec_frozen;
-  assign \spad_rd__gnt$148  = rd__1__gnt & \$12 ;
-  assign \$15  = ~ vec_frozen;
-  assign wr__0__en = spad_wr__en & \$15 ;
-  assign \$16  = ~ vec_frozen;
-  assign spad_wr__gnt = wr__0__gnt & \$16 ;
-  assign \$19  = ~ gemm_frozen;
-  assign \rd__0__en$178  = acc_rd__en & \$19 ;
-  assign \$20  = ~ gemm_frozen;
-  assign acc_rd__gnt = \rd__0__gnt$181  & \$20 ;
-  assign \$21  = ~ vec_frozen;
-  assign \rd__1__en$186  = \acc_rd__en$187  & \$21 ;
-  assign \$22  = ~ vec_frozen;
-  assign \acc_rd__gnt$188  = \rd__1__gnt$189  & \$22 ;
-  assign \$25  = ~ gemm_frozen;
-  assign \wr__0__en$202  = acc_wr__en & \$25 ;
-  assign \$26  = ~ gemm_frozen;
-  assign acc_wr__gnt = \wr__0__gnt$205  & \$26 ;
-  assign \$29  = | \$267 ;
-  assign \$30  = | \$268 ;
-  assign \$31  = | \$269 ;
-  assign \$32  = | \$270 ;
+  assign \$2  = ~ \$1 ;
+  assign load__cmd__valid = dma_load__valid & \$2 ;
+  assign \$4  = ~ \$3 ;
+  assign dma_load__ready = load__cmd__ready & \$4 ;
+  assign \$7  = ~ \$6 ;
+  assign store__cmd__valid = dma_store__valid & \$7 ;
+  assign \$9  = ~ \$8 ;
+  assign dma_store__ready = store__cmd__ready & \$9 ;
+  assign \$11  = reset[2] | gemm_frozen;
+  assign \$12  = ~ \$11 ;
+  assign ctl__cmd__valid = gemm__valid & \$12 ;
+  assign \$13  = reset[2] | gemm_frozen;
+  assign \$14  = ~ \$13 ;
+  assign gemm__ready = ctl__cmd__ready & \$14 ;
+  assign \$15  = ~ gemm_frozen;
+  assign gemm_done = ctl__done & \$15 ;
+  assign \$16  = reset[3] | vec_frozen;
+  assign \$17  = ~ \$16 ;
+  assign \ctl__cmd__valid$125  = vec__valid & \$17 ;
+  assign \$18  = reset[3] | vec_frozen;
+  assign \$19  = ~ \$18 ;
+  assign vec__ready = \ctl__cmd__ready$129  & \$19 ;
+  assign \$20  = ~ vec_frozen;
+  assign vec_done = \ctl__done$133  & \$20 ;
+  assign \$21  = ~ gemm_frozen;
+  assign rd__0__en = spad_rd__en & \$21 ;
+  assign \$22  = ~ gemm_frozen;
+  assign spad_rd__gnt = rd__0__gnt & \$22 ;
+  assign \$23  = ~ vec_frozen;
+  assign rd__1__en = \spad_rd__en$147  & \$23 ;
+  assign \$24  = ~ vec_frozen;
+  assign \spad_rd__gnt$148  = rd__1__gnt & \$24 ;
+  assign \$27  = ~ vec_frozen;
+  assign wr__0__en = spad_wr__en & \$27 ;
+  assign \$28  = ~ vec_frozen;
+  assign spad_wr__gnt = wr__0__gnt & \$28 ;
+  assign \$31  = ~ gemm_frozen;
+  assign \rd__0__en$178  = acc_rd__en & \$31 ;
+  assign \$32  = ~ gemm_frozen;
+  assign acc_rd__gnt = \rd__0__gnt$181  & \$32 ;
+  assign \$33  = ~ vec_frozen;
+  assign \rd__1__en$186  = \acc_rd__en$187  & \$33 ;
+  assign \$34  = ~ vec_frozen;
+  assign \acc_rd__gnt$188  = \rd__1__gnt$189  & \$34 ;
+  assign \$37  = ~ gemm_frozen;
+  assign \wr__0__en$202  = acc_wr__en & \$37 ;
+  assign \$38  = ~ gemm_frozen;
+  assign acc_wr__gnt = \wr__0__gnt$205  & \$38 ;
+  assign \$41  = | \$289 ;
+  assign \$42  = | \$290 ;
+  assign \$43  = | \$291 ;
+  assign \$44  = | \$292 ;
   assign forward = fw_write_forward & forward_nonempty;
-  assign \$33  = cmd_submit_go & held;
+  assign \$45  = cmd_submit_go & held;
   assign fw_write_q_pop_queue = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign \$34  = ! fw_write_forward_word[1:0];
-  assign \$35  = forward & \$34 ;
-  assign q__0__pop = fw_write_q_pop_queue[0] | \$35 ;
-  assign \$36  = fw_write_forward_word[1:0] == 1'h1;
-  assign \$37  = forward & \$36 ;
-  assign q__1__pop = fw_write_q_pop_queue[1] | \$37 ;
-  assign \$38  = fw_write_forward_word[1:0] == 2'h2;
-  assign \$39  = forward & \$38 ;
-  assign q__2__pop = fw_write_q_pop_queue[2] | \$39 ;
-  assign \$40  = fw_write_forward_word[1:0] == 2'h3;
-  assign \$41  = forward & \$40 ;
-  assign q__3__pop = fw_write_q_pop_queue[3] | \$41 ;
+  assign \$46  = ! fw_write_forward_word[1:0];
+  assign \$47  = forward & \$46 ;
+  assign q__0__pop = fw_write_q_pop_queue[0] | \$47 ;
+  assign \$48  = fw_write_forward_word[1:0] == 1'h1;
+  assign \$49  = forward & \$48 ;
+  assign q__1__pop = fw_write_q_pop_queue[1] | \$49 ;
+  assign \$50  = fw_write_forward_word[1:0] == 2'h2;
+  assign \$51  = forward & \$50 ;
+  assign q__2__pop = fw_write_q_pop_queue[2] | \$51 ;
+  assign \$52  = fw_write_forward_word[1:0] == 2'h3;
+  assign \$53  = forward & \$52 ;
+  assign q__3__pop = fw_write_q_pop_queue[3] | \$53 ;
   assign fw_write_retire_pop_engine = fw_write_retire_pop_word[3:0] & { fw_write_retire_pop, fw_write_retire_pop, fw_write_retire_pop, fw_write_retire_pop };
-  assign w_en = retire__0__done & \$42 ;
-  assign \w_en$486  = retire__1__done & \$43 ;
-  assign \w_en$497  = retire__2__done & \$44 ;
-  assign \w_en$508  = retire__3__done & \$45 ;
+  assign w_en = retire__0__done & \$54 ;
+  assign \w_en$486  = retire__1__done & \$55 ;
+  assign \w_en$497  = retire__2__done & \$56 ;
+  assign \w_en$508  = retire__3__done & \$57 ;
   assign fw_write_qreset_ack_queue = fw_write_qreset_ack_word[3:0] & { fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack };
   assign reset = fw_write_engine_reset_word[3:0] & { fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset };
-  assign \$46  = timestamp_cycles - timer_cycles;
-  assign fw_timer_due = ~ \$46 [31];
-  assign \$47  = retire__0__done & \$263 [8];
-  assign \$48  = ! dma_load_error;
-  assign \$49  = \$47  & \$48 ;
-  assign \$50  = ~ core_ctrl_run;
-  assign irq_status_dma_load_done_set = \$49  & \$50 ;
-  assign \$51  = retire__1__done & \$264 [8];
-  assign \$52  = ! dma_store_error;
-  assign \$53  = \$51  & \$52 ;
-  assign \$54  = ~ core_ctrl_run;
-  assign irq_status_dma_store_done_set = \$53  & \$54 ;
-  assign \$55  = retire__2__done & \$265 [8];
-  assign \$56  = ! gemm_error;
-  assign \$57  = \$55  & \$56 ;
-  assign \$58  = ~ core_ctrl_run;
-  assign irq_status_gemm_done_set = \$57  & \$58 ;
-  assign \$59  = retire__3__done & \$266 [8];
-  assign \$60  = ! vec_error;
+  assign \$58  = timestamp_cycles - timer_cycles;
+  assign fw_timer_due = ~ \$58 [31];
+  assign \$59  = retire__0__done & \$285 [8];
+  assign \$60  = ! dma_load_error;
   assign \$61  = \$59  & \$60 ;
   assign \$62  = ~ core_ctrl_run;
-  assign irq_status_vec_done_set = \$61  & \$62 ;
+  assign irq_status_dma_load_done_set = \$61  & \$62 ;
+  assign \$63  = retire__1__done & \$286 [8];
+  assign \$64  = ! dma_store_error;
+  assign \$65  = \$63  & \$64 ;
+  assign \$66  = ~ core_ctrl_run;
+  assign irq_status_dma_store_done_set = \$65  & \$66 ;
+  assign \$67  = retire__2__done & \$287 [8];
+  assign \$68  = ! gemm_error;
+  assign \$69  = \$67  & \$68 ;
+  assign \$70  = ~ core_ctrl_run;
+  assign irq_status_gemm_done_set = \$69  & \$70 ;
+  assign \$71  = retire__3__done & \$288 [8];
+  assign \$72  = ! vec_error;
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = ~ core_ctrl_run;
+  assign irq_status_vec_done_set = \$73  & \$74 ;
   assign direct_busy = cmd_submit_go & core_ctrl_run;
-  assign \$63  = | vec_error;
-  assign \$64  = retire__3__done & \$63 ;
-  assign \$65  = ~ core_ctrl_run;
-  assign \$66  = \$64  & \$65 ;
-  assign \$67  = | gemm_error;
-  assign \$68  = retire__2__done & \$67 ;
-  assign \$69  = ~ core_ctrl_run;
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = | dma_store_error;
-  assign \$72  = retire__1__done & \$71 ;
-  assign \$73  = ~ core_ctrl_run;
-  assign \$74  = \$72  & \$73 ;
-  assign \$75  = | dma_load_error;
-  assign \$76  = retire__0__done & \$75 ;
+  assign \$75  = | vec_error;
+  assign \$76  = retire__3__done & \$75 ;
   assign \$77  = ~ core_ctrl_run;
   assign \$78  = \$76  & \$77 ;
-  assign \$79  = | reject__error;
-  assign \$80  = reject__done & \$79 ;
+  assign \$79  = | gemm_error;
+  assign \$80  = retire__2__done & \$79 ;
   assign \$81  = ~ core_ctrl_run;
   assign \$82  = \$80  & \$81 ;
-  assign \$83  = irq_status_dma_load_done & irq_enable_dma_load_done;
-  assign \$85  = irq_status_dma_store_done & irq_enable_dma_store_done;
-  assign \$87  = irq_status_gemm_done & irq_enable_gemm_done;
-  assign \$89  = irq_status_vec_done & irq_enable_vec_done;
-  assign \$91  = irq_status_error & irq_enable_error;
-  assign \$93  = irq_status_queue_cpl & irq_enable_queue_cpl;
-  assign \$94  = | \$93 ;
-  assign \$95  = irq_status_queue_error & irq_enable_queue_error;
-  assign \$96  = | \$95 ;
-  assign \$97  = irq_status_fw_msg & irq_enable_fw_msg;
-  assign pending = | { \$98 , \$96 , \$94 , \$92 , \$90 , \$88 , \$86 , \$84  };
-  assign \$99  = gemm_hang_armed & ctl__busy;
-  assign \$100  = vec_hang_armed & \ctl__busy$862 ;
-  assign \$101  = ~ mmio__ack;
-  assign \$102  = bus__en & \$101 ;
-  assign \$103  = \$102  & bus__we;
-  assign \$104  = \$262 [9:0] == 4'hb;
-  assign \$105  = \$103  & \$104 ;
-  assign \$106  = ~ mmio__ack;
-  assign \$107  = bus__en & \$106 ;
-  assign \$108  = \$107  & bus__we;
-  assign \$109  = \$262 [9:0] == 4'ha;
-  assign \$110  = \$108  & \$109 ;
-  assign \$111  = ~ mmio__ack;
-  assign \$112  = bus__en & \$111 ;
-  assign \$113  = \$112  & bus__we;
-  assign \$114  = \$262 [9:0] == 5'h10;
-  assign \$115  = \$113  & \$114 ;
-  assign \$116  = timestamp_cycles + 1'h1;
-  assign \$117  = ~ mmio__ack;
-  assign \$118  = bus__en & \$117 ;
-  assign \$119  = \$118  & bus__we;
-  assign \$120  = \$262 [9:0] == 5'h14;
-  assign \$121  = \$119  & \$120 ;
-  assign \$122  = ~ mmio__ack;
-  assign \$123  = bus__en & \$122 ;
-  assign \$124  = \$123  & bus__we;
-  assign \$125  = \$262 [9:0] == 5'h11;
-  assign \$126  = \$124  & \$125 ;
-  assign \$127  = ~ mmio__ack;
-  assign \$128  = bus__en & \$127 ;
-  assign \$129  = \$128  & bus__we;
-  assign \$130  = \$262 [9:0] == 5'h15;
-  assign \$131  = \$129  & \$130 ;
-  assign \$132  = ~ work_mask_qready;
-  assign \$133  = { q__3__ready, q__2__ready, q__1__ready, q__0__ready } & \$132 ;
-  assign \$134  = | \$133 ;
-  assign \$135  = | retire_valid;
-  assign \$136  = \$134  | \$135 ;
-  assign \$137  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
-  assign \$138  = \$136  | \$137 ;
-  assign \$139  = ~ work_mask_timer;
-  assign \$140  = fw_timer_due & \$139 ;
-  assign \$141  = \$138  | \$140 ;
-  assign \$142  = done_dma_load_count + 1'h1;
-  assign \$143  = done_dma_store_count + 1'h1;
-  assign \$144  = done_gemm_count + 1'h1;
-  assign \$145  = done_vec_count + 1'h1;
-  assign \$146  = ~ irq_status_error;
-  assign \$147  = failing & \$146 ;
-  assign \$148  = ~ perf_ctrl_freeze;
-  assign \$149  = perf_cycles_count + 1'h1;
-  assign \$150  = ~ perf_ctrl_freeze;
-  assign \$151  = perf_gemm_busy_count + ctl__busy;
-  assign \$152  = ~ perf_ctrl_freeze;
-  assign \$153  = perf_gemm_active_count + active;
-  assign \$154  = ~ perf_ctrl_freeze;
-  assign \$155  = perf_gemm_stall_count + stall;
-  assign \$156  = ~ perf_ctrl_freeze;
-  assign \$157  = perf_vec_busy_count + \ctl__busy$862 ;
-  assign \$158  = ~ perf_ctrl_freeze;
-  assign \$159  = perf_vec_active_count + \active$879 ;
+  assign \$83  = | dma_store_error;
+  assign \$84  = retire__1__done & \$83 ;
+  assign \$85  = ~ core_ctrl_run;
+  assign \$86  = \$84  & \$85 ;
+  assign \$87  = | dma_load_error;
+  assign \$88  = retire__0__done & \$87 ;
+  assign \$89  = ~ core_ctrl_run;
+  assign \$90  = \$88  & \$89 ;
+  assign \$91  = | reject__error;
+  assign \$92  = reject__done & \$91 ;
+  assign \$93  = ~ core_ctrl_run;
+  assign \$94  = \$92  & \$93 ;
+  assign \$95  = irq_status_dma_load_done & irq_enable_dma_load_done;
+  assign \$97  = irq_status_dma_store_done & irq_enable_dma_store_done;
+  assign \$99  = irq_status_gemm_done & irq_enable_gemm_done;
+  assign \$101  = irq_status_vec_done & irq_enable_vec_done;
+  assign \$103  = irq_status_error & irq_enable_error;
+  assign \$105  = irq_status_queue_cpl & irq_enable_queue_cpl;
+  assign \$106  = | \$105 ;
+  assign \$107  = irq_status_queue_error & irq_enable_queue_error;
+  assign \$108  = | \$107 ;
+  assign \$109  = irq_status_fw_msg & irq_enable_fw_msg;
+  assign pending = | { \$110 , \$108 , \$106 , \$104 , \$102 , \$100 , \$98 , \$96  };
+  assign \$111  = gemm_hang_armed & ctl__busy;
+  assign \$112  = vec_hang_armed & \ctl__busy$862 ;
+  assign \$113  = ~ mmio__ack;
+  assign \$114  = bus__en & \$113 ;
+  assign \$115  = \$114  & bus__we;
+  assign \$116  = \$284 [9:0] == 4'hb;
+  assign \$117  = \$115  & \$116 ;
+  assign \$118  = ~ mmio__ack;
+  assign \$119  = bus__en & \$118 ;
+  assign \$120  = \$119  & bus__we;
+  assign \$121  = \$284 [9:0] == 4'ha;
+  assign \$122  = \$120  & \$121 ;
+  assign \$123  = ~ mmio__ack;
+  assign \$124  = bus__en & \$123 ;
+  assign \$125  = \$124  & bus__we;
+  assign \$126  = \$284 [9:0] == 5'h10;
+  assign \$127  = \$125  & \$126 ;
+  assign \$128  = timestamp_cycles + 1'h1;
+  assign \$129  = ~ mmio__ack;
+  assign \$130  = bus__en & \$129 ;
+  assign \$131  = \$130  & bus__we;
+  assign \$132  = \$284 [9:0] == 5'h14;
+  assign \$133  = \$131  & \$132 ;
+  assign \$134  = ~ mmio__ack;
+  assign \$135  = bus__en & \$134 ;
+  assign \$136  = \$135  & bus__we;
+  assign \$137  = \$284 [9:0] == 5'h11;
+  assign \$138  = \$136  & \$137 ;
+  assign \$139  = ~ mmio__ack;
+  assign \$140  = bus__en & \$139 ;
+  assign \$141  = \$140  & bus__we;
+  assign \$142  = \$284 [9:0] == 5'h15;
+  assign \$143  = \$141  & \$142 ;
+  assign \$144  = ~ work_mask_qready;
+  assign \$145  = { q__3__ready, q__2__ready, q__1__ready, q__0__ready } & \$144 ;
+  assign \$146  = | \$145 ;
+  assign \$147  = | retire_valid;
+  assign \$148  = \$146  | \$147 ;
+  assign \$149  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
+  assign \$150  = \$148  | \$149 ;
+  assign \$151  = ~ work_mask_timer;
+  assign \$152  = fw_timer_due & \$151 ;
+  assign \$153  = \$150  | \$152 ;
+  assign \$154  = done_dma_load_count + 1'h1;
+  assign \$155  = done_dma_store_count + 1'h1;
+  assign \$156  = done_gemm_count + 1'h1;
+  assign \$157  = done_vec_count + 1'h1;
+  assign \$158  = ~ irq_status_error;
+  assign \$159  = failing & \$158 ;
   assign \$160  = ~ perf_ctrl_freeze;
-  assign \$161  = perf_dma_load_busy_count + load__busy;
+  assign \$161  = perf_cycles_count + 1'h1;
   assign \$162  = ~ perf_ctrl_freeze;
-  assign \$163  = perf_dma_store_busy_count + store__busy;
-  assign \$164  = ~ perf_ctrl_freeze;
-  assign \$165  = perf_dma_load_bytes_count + load_bytes;
-  assign \$166  = ~ perf_ctrl_freeze;
-  assign \$167  = perf_dma_store_bytes_count + store_bytes;
-  assign \$168  = ~ perf_ctrl_freeze;
-  assign \$169  = axi__rvalid & m__0__rready;
-  assign \$170  = ~ \$169 ;
-  assign \$171  = load__busy & \$170 ;
-  assign \$172  = perf_dma_load_stall_count + \$171 ;
-  assign \$173  = ~ perf_ctrl_freeze;
-  assign \$174  = m__0__wvalid & axi__wready;
-  assign \$175  = ~ \$174 ;
-  assign \$176  = store__busy & \$175 ;
-  assign \$177  = perf_dma_store_stall_count + \$176 ;
-  assign \$178  = ~ perf_ctrl_freeze;
-  assign \$179  = ~ \active$879 ;
-  assign \$180  = \ctl__busy$862  & \$179 ;
-  assign \$181  = perf_vec_stall_count + \$180 ;
-  assign \$182  = ~ perf_ctrl_freeze;
-  assign \$183  = perf_dma_load_full_count + full[0];
-  assign \$184  = ~ perf_ctrl_freeze;
-  assign \$185  = perf_dma_store_full_count + full[1];
-  assign \$186  = ~ perf_ctrl_freeze;
-  assign \$187  = perf_gemm_full_count + full[2];
-  assign \$188  = ~ perf_ctrl_freeze;
-  assign \$189  = perf_vec_full_count + full[3];
-  assign \$190  = ~ perf_ctrl_freeze;
-  assign \$191  = perf_q_retired0_count + q__0__retired;
+  assign \$163  = ctl__busy | gemm_frozen;
+  assign \$164  = perf_gemm_busy_count + \$163 ;
+  assign \$165  = ~ perf_ctrl_freeze;
+  assign \$166  = ~ gemm_frozen;
+  assign \$167  = active & \$166 ;
+  assign \$168  = perf_gemm_active_count + \$167 ;
+  assign \$169  = ~ perf_ctrl_freeze;
+  assign \$170  = stall | gemm_frozen;
+  assign \$171  = perf_gemm_stall_count + \$170 ;
+  assign \$172  = ~ perf_ctrl_freeze;
+  assign \$173  = \ctl__busy$862  | vec_frozen;
+  assign \$174  = perf_vec_busy_count + \$173 ;
+  assign \$175  = ~ perf_ctrl_freeze;
+  assign \$176  = ~ vec_frozen;
+  assign \$177  = \active$879  & \$176 ;
+  assign \$178  = perf_vec_active_count + \$177 ;
+  assign \$179  = ~ perf_ctrl_freeze;
+  assign \$180  = perf_dma_load_busy_count + load__busy;
+  assign \$181  = ~ perf_ctrl_freeze;
+  assign \$182  = perf_dma_store_busy_count + store__busy;
+  assign \$183  = ~ perf_ctrl_freeze;
+  assign \$184  = perf_dma_load_bytes_count + load_bytes;
+  assign \$185  = ~ perf_ctrl_freeze;
+  assign \$186  = perf_dma_store_bytes_count + store_bytes;
+  assign \$187  = ~ perf_ctrl_freeze;
+  assign \$188  = axi__rvalid & m__0__rready;
+  assign \$189  = ~ \$188 ;
+  assign \$190  = load__busy & \$189 ;
+  assign \$191  = perf_dma_load_stall_count + \$190 ;
   assign \$192  = ~ perf_ctrl_freeze;
-  assign \$193  = perf_q_event_stall0_count + q_wait_queue[0];
-  assign \$194  = ~ perf_ctrl_freeze;
-  assign \$195  = perf_q_retired1_count + q__1__retired;
-  assign \$196  = ~ perf_ctrl_freeze;
-  assign \$197  = perf_q_event_stall1_count + q_wait_queue[1];
-  assign \$198  = ~ perf_ctrl_freeze;
-  assign \$199  = perf_q_retired2_count + q__2__retired;
-  assign \$200  = ~ perf_ctrl_freeze;
-  assign \$201  = perf_q_event_stall2_count + q_wait_queue[2];
-  assign \$202  = ~ perf_ctrl_freeze;
-  assign \$203  = perf_q_retired3_count + q__3__retired;
+  assign \$193  = m__0__wvalid & axi__wready;
+  assign \$194  = ~ \$193 ;
+  assign \$195  = store__busy & \$194 ;
+  assign \$196  = perf_dma_store_stall_count + \$195 ;
+  assign \$197  = ~ perf_ctrl_freeze;
+  assign \$198  = \ctl__busy$862  | vec_frozen;
+  assign \$199  = ~ vec_frozen;
+  assign \$200  = \active$879  & \$199 ;
+  assign \$201  = ~ \$200 ;
+  assign \$202  = \$198  & \$201 ;
+  assign \$203  = perf_vec_stall_count + \$202 ;
   assign \$204  = ~ perf_ctrl_freeze;
-  assign \$205  = perf_q_event_stall3_count + q_wait_queue[3];
+  assign \$205  = perf_dma_load_full_count + full[0];
+  assign \$206  = ~ perf_ctrl_freeze;
+  assign \$207  = perf_dma_store_full_count + full[1];
+  assign \$208  = ~ perf_ctrl_freeze;
+  assign \$209  = perf_gemm_full_count + full[2];
+  assign \$210  = ~ perf_ctrl_freeze;
+  assign \$211  = perf_vec_full_count + full[3];
+  assign \$212  = ~ perf_ctrl_freeze;
+  assign \$213  = perf_q_retired0_count + q__0__retired;
+  assign \$214  = ~ perf_ctrl_freeze;
+  assign \$215  = perf_q_event_stall0_count + q_wait_queue[0];
+  assign \$216  = ~ perf_ctrl_freeze;
+  assign \$217  = perf_q_retired1_count + q__1__retired;
+  assign \$218  = ~ perf_ctrl_freeze;
+  assign \$219  = perf_q_event_stall1_count + q_wait_queue[1];
+  assign \$220  = ~ perf_ctrl_freeze;
+  assign \$221  = perf_q_retired2_count + q__2__retired;
+  assign \$222  = ~ perf_ctrl_freeze;
+  assign \$223  = perf_q_event_stall2_count + q_wait_queue[2];
+  assign \$224  = ~ perf_ctrl_freeze;
+  assign \$225  = perf_q_retired3_count + q__3__retired;
+  assign \$226  = ~ perf_ctrl_freeze;
+  assign \$227  = perf_q_event_stall3_count + q_wait_queue[3];
   always @(posedge clk)
-    gemm_hang_armed <= \$206 ;
+    gemm_hang_armed <= \$228 ;
   always @(posedge clk)
-    gemm_frozen <= \$207 ;
+    gemm_frozen <= \$229 ;
   always @(posedge clk)
-    vec_hang_armed <= \$208 ;
+    vec_hang_armed <= \$230 ;
   always @(posedge clk)
-    vec_frozen <= \$209 ;
+    vec_frozen <= \$231 ;
   always @(posedge clk)
-    fw_msg_value <= \$210 ;
+    fw_msg_value <= \$232 ;
   always @(posedge clk)
-    fw_write_forward <= \$211 ;
+    fw_write_forward <= \$233 ;
   always @(posedge clk)
-    fw_write_forward_word <= \$212 ;
+    fw_write_forward_word <= \$234 ;
   always @(posedge clk)
-    fw_write_q_pop <= \$213 ;
+    fw_write_q_pop <= \$235 ;
   always @(posedge clk)
-    fw_write_q_pop_word <= \$214 ;
+    fw_write_q_pop_word <= \$236 ;
   always @(posedge clk)
-    fw_write_retire_pop <= \$215 ;
+    fw_write_retire_pop <= \$237 ;
   always @(posedge clk)
-    fw_write_retire_pop_word <= \$216 ;
+    fw_write_retire_pop_word <= \$238 ;
   always @(posedge clk)
-    timestamp_cycles <= \$217 ;
+    timestamp_cycles <= \$239 ;
   always @(posedge clk)
-    fw_write_qreset_ack <= \$218 ;
+    fw_write_qreset_ack <= \$240 ;
   always @(posedge clk)
-    fw_write_qreset_ack_word <= \$219 ;
+    fw_write_qreset_ack_word <= \$241 ;
   always @(posedge clk)
-    q__0__doorbell_we <= \$220 ;
+    q__0__doorbell_we <= \$242 ;
   always @(posedge clk)
-    q__1__doorbell_we <= \$221 ;
+    q__1__doorbell_we <= \$243 ;
   always @(posedge clk)
-    q__2__doorbell_we <= \$222 ;
+    q__2__doorbell_we <= \$244 ;
   always @(posedge clk)
-    q__3__doorbell_we <= \$223 ;
+    q__3__doorbell_we <= \$245 ;
   always @(posedge clk)
-    cpl_valid <= \$224 ;
+    cpl_valid <= \$246 ;
   always @(posedge clk)
-    fw_write_cpl_word <= \$225 ;
+    fw_write_cpl_word <= \$247 ;
   always @(posedge clk)
-    fw_write_engine_reset <= \$226 ;
+    fw_write_engine_reset <= \$248 ;
   always @(posedge clk)
-    fw_write_engine_reset_word <= \$227 ;
+    fw_write_engine_reset_word <= \$249 ;
   always @(posedge clk)
-    \irq$724  <= \$228 ;
+    \irq$724  <= \$250 ;
   always @(posedge clk)
-    done_dma_load_count <= \$229 ;
+    done_dma_load_count <= \$251 ;
   always @(posedge clk)
-    done_dma_store_count <= \$230 ;
+    done_dma_store_count <= \$252 ;
   always @(posedge clk)
-    done_gemm_count <= \$231 ;
+    done_gemm_count <= \$253 ;
   always @(posedge clk)
-    done_vec_count <= \$232 ;
+    done_vec_count <= \$254 ;
   always @(posedge clk)
-    error_info_code <= \$233 ;
+    error_info_code <= \$255 ;
   always @(posedge clk)
-    error_info_opcode <= \$234 ;
+    error_info_opcode <= \$256 ;
   always @(posedge clk)
-    error_info_tag <= \$235 ;
+    error_info_tag <= \$257 ;
   always @(posedge clk)
-    irq <= \$236 ;
+    irq <= \$258 ;
   always @(posedge clk)
-    perf_cycles_count <= \$237 ;
+    perf_cycles_count <= \$259 ;
   always @(posedge clk)
-    perf_gemm_busy_count <= \$238 ;
+    perf_gemm_busy_count <= \$260 ;
   always @(posedge clk)
-    perf_gemm_active_count <= \$239 ;
+    perf_gemm_active_count <= \$261 ;
   always @(posedge clk)
-    perf_gemm_stall_count <= \$240 ;
+    perf_gemm_stall_count <= \$262 ;
   always @(posedge clk)
-    perf_vec_busy_count <= \$241 ;
+    perf_vec_busy_count <= \$263 ;
   always @(posedge clk)
-    perf_vec_active_count <= \$242 ;
+    perf_vec_active_count <= \$264 ;
   always @(posedge clk)
-    perf_dma_load_busy_count <= \$243 ;
+    perf_dma_load_busy_count <= \$265 ;
   always @(posedge clk)
-    perf_dma_store_busy_count <= \$244 ;
+    perf_dma_store_busy_count <= \$266 ;
   always @(posedge clk)
-    perf_dma_load_bytes_count <= \$245 ;
+    perf_dma_load_bytes_count <= \$267 ;
   always @(posedge clk)
-    perf_dma_store_bytes_count <= \$246 ;
+    perf_dma_store_bytes_count <= \$268 ;
   always @(posedge clk)
-    perf_dma_load_stall_count <= \$247 ;
+    perf_dma_load_stall_count <= \$269 ;
   always @(posedge clk)
-    perf_dma_store_stall_count <= \$248 ;
+    perf_dma_store_stall_count <= \$270 ;
   always @(posedge clk)
-    perf_vec_stall_count <= \$249 ;
+    perf_vec_stall_count <= \$271 ;
   always @(posedge clk)
-    perf_dma_load_full_count <= \$250 ;
+    perf_dma_load_full_count <= \$272 ;
   always @(posedge clk)
-    perf_dma_store_full_count <= \$251 ;
+    perf_dma_store_full_count <= \$273 ;
   always @(posedge clk)
-    perf_gemm_full_count <= \$252 ;
+    perf_gemm_full_count <= \$274 ;
   always @(posedge clk)
-    perf_vec_full_count <= \$253 ;
+    perf_vec_full_count <= \$275 ;
   always @(posedge clk)
-    perf_q_retired0_count <= \$254 ;
+    perf_q_retired0_count <= \$276 ;
   always @(posedge clk)
-    perf_q_event_stall0_count <= \$255 ;
+    perf_q_event_stall0_count <= \$277 ;
   always @(posedge clk)
-    perf_q_retired1_count <= \$256 ;
+    perf_q_retired1_count <= \$278 ;
   always @(posedge clk)
-    perf_q_event_stall1_count <= \$257 ;
+    perf_q_event_stall1_count <= \$279 ;
   always @(posedge clk)
-    perf_q_retired2_count <= \$258 ;
+    perf_q_retired2_count <= \$280 ;
   always @(posedge clk)
-    perf_q_event_stall2_count <= \$259 ;
+    perf_q_event_stall2_count <= \$281 ;
   always @(posedge clk)
-    perf_q_retired3_count <= \$260 ;
+    perf_q_retired3_count <= \$282 ;
   always @(posedge clk)
-    perf_q_event_stall3_count <= \$261 ;
+    perf_q_event_stall3_count <= \$283 ;
   \kaki_soc_4x4.acc  acc (
     .clk(clk),
     .rd__0__addr(\rd__0__addr$176 ),
@@ -2203,7 +2243,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .rd__1__gnt(\rd__1__gnt$189 ),
     .rd__2__addr(rd__2__addr[12:0]),
     .rd__2__data(\acc_rd__data$198 ),
-    .rd__2__en(\$23 [0]),
+    .rd__2__en(\$35 [0]),
     .rd__2__gnt(\rd__2__gnt$197 ),
     .rst(rst),
     .wr__0__addr(\wr__0__addr$200 ),
@@ -2212,7 +2252,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .wr__0__gnt(\wr__0__gnt$205 ),
     .wr__1__addr(wr__1__addr[12:0]),
     .wr__1__data(\wr__1__data$214 ),
-    .wr__1__en(\$27 [0]),
+    .wr__1__en(\$39 [0]),
     .wr__1__gnt(\wr__1__gnt$213 )
   );
   \kaki_soc_4x4.arb  arb (
@@ -2313,7 +2353,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$8181$2 (\$262 ),
+    .\port$8191$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2432,20 +2472,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8018$0 (q_wait_queue),
-    .\port$8207$0 (inflight),
-    .\port$8342$0 (q__0__cpl_irq),
-    .\port$8356$0 (q__0__error_irq),
-    .\port$8368$0 (q__1__cpl_irq),
-    .\port$8382$0 (q__1__error_irq),
-    .\port$8394$0 (q__2__cpl_irq),
-    .\port$8408$0 (q__2__error_irq),
-    .\port$8420$0 (q__3__cpl_irq),
-    .\port$8434$0 (q__3__error_irq),
-    .\port$8546$0 (\$267 ),
-    .\port$8554$0 (\$268 ),
-    .\port$8562$0 (\$269 ),
-    .\port$8570$0 (\$270 ),
+    .\port$8028$0 (q_wait_queue),
+    .\port$8217$0 (inflight),
+    .\port$8352$0 (q__0__cpl_irq),
+    .\port$8366$0 (q__0__error_irq),
+    .\port$8378$0 (q__1__cpl_irq),
+    .\port$8392$0 (q__1__error_irq),
+    .\port$8404$0 (q__2__cpl_irq),
+    .\port$8418$0 (q__2__error_irq),
+    .\port$8430$0 (q__3__cpl_irq),
+    .\port$8444$0 (q__3__error_irq),
+    .\port$8556$0 (\$289 ),
+    .\port$8564$0 (\$290 ),
+    .\port$8572$0 (\$291 ),
+    .\port$8580$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2522,10 +2562,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .desc(desc),
     .dma_load__payload(dma_load__payload),
     .dma_load__valid(dma_load__valid),
-    .dma_load_done(dma_load_done),
+    .dma_load_done(\$5 [0]),
     .dma_store__payload(dma_store__payload),
     .dma_store__valid(dma_store__valid),
-    .dma_store_done(dma_store_done),
+    .dma_store_done(\$10 [0]),
     .engine_reset(engine_reset),
     .full(full),
     .gemm__payload(gemm__payload),
@@ -2533,10 +2573,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$8209$0 (\$263 ),
-    .\port$8211$0 (\$264 ),
-    .\port$8213$0 (\$265 ),
-    .\port$8215$0 (\$266 ),
+    .\port$8219$0 (\$285 ),
+    .\port$8221$0 (\$286 ),
+    .\port$8223$0 (\$287 ),
+    .\port$8225$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2566,10 +2606,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma  dma (
     .acc_rd__data(\acc_rd__data$198 ),
     .acc_rd__en(\acc_rd__en$195 ),
-    .acc_rd__gnt(\$24 [0]),
+    .acc_rd__gnt(\$36 [0]),
     .acc_wr__data(\wr__1__data$214 ),
     .acc_wr__en(\acc_wr__en$211 ),
-    .acc_wr__gnt(\$28 [0]),
+    .acc_wr__gnt(\$40 [0]),
     .axi__araddr(m__0__araddr),
     .axi__arburst(m__0__arburst),
     .axi__arlen(m__0__arlen),
@@ -2607,24 +2647,24 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .load__cmd__payload(dma_load__payload[255:32]),
     .load__cmd__ready(load__cmd__ready),
     .load__cmd__valid(load__cmd__valid),
-    .load__done(dma_load_done),
+    .load__done(load__done),
     .load__error(dma_load_error),
     .load_bytes(load_bytes),
     .load_window(load_window),
-    .\port$97$0 (reset[1:0]),
+    .\port$111$0 (reset[1:0]),
     .rst(rst),
     .spad_rd__addr(rd__2__addr),
     .spad_rd__data(\spad_rd__data$158 ),
     .spad_rd__en(\spad_rd__en$155 ),
-    .spad_rd__gnt(\$14 [0]),
+    .spad_rd__gnt(\$26 [0]),
     .spad_wr__addr(wr__1__addr),
     .spad_wr__en(\spad_wr__en$171 ),
-    .spad_wr__gnt(\$18 [0]),
+    .spad_wr__gnt(\$30 [0]),
     .store__busy(store__busy),
     .store__cmd__payload(dma_store__payload[255:32]),
     .store__cmd__ready(store__cmd__ready),
     .store__cmd__valid(store__cmd__valid),
-    .store__done(dma_store_done),
+    .store__done(store__done),
     .store__error(dma_store_error),
     .store_bytes(store_bytes),
     .store_window(store_window)
@@ -2632,8 +2672,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$8209$16 (retire__0__tag),
-    .\port$8769$0 (dma_load_error),
+    .\port$8219$16 (retire__0__tag),
+    .\port$8779$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2643,8 +2683,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$8211$16 (retire__1__tag),
-    .\port$8889$0 (dma_store_error),
+    .\port$8221$16 (retire__1__tag),
+    .\port$8899$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2687,23 +2727,23 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$4265$0 (q__0__ready),
-    .\port$4267$0 (q__0__qreset_req),
-    .\port$4275$0 (q__1__ready),
-    .\port$4277$0 (q__1__qreset_req),
-    .\port$4285$0 (q__2__ready),
-    .\port$4287$0 (q__2__qreset_req),
-    .\port$4295$0 (q__3__ready),
-    .\port$4297$0 (q__3__qreset_req),
-    .\port$5325$0 (q__0__head),
-    .\port$5355$0 (q__1__head),
-    .\port$5385$0 (q__2__head),
-    .\port$5415$0 (q__3__head),
-    .\port$7521$0 (r_data),
-    .\port$7571$0 (\r_data$495 ),
-    .\port$7621$0 (\r_data$506 ),
-    .\port$7671$0 (\r_data$517 ),
-    .\port$8181$2 (\$262 ),
+    .\port$4289$0 (q__0__ready),
+    .\port$4291$0 (q__0__qreset_req),
+    .\port$4299$0 (q__1__ready),
+    .\port$4301$0 (q__1__qreset_req),
+    .\port$4309$0 (q__2__ready),
+    .\port$4311$0 (q__2__qreset_req),
+    .\port$4319$0 (q__3__ready),
+    .\port$4321$0 (q__3__qreset_req),
+    .\port$5349$0 (q__0__head),
+    .\port$5379$0 (q__1__head),
+    .\port$5409$0 (q__2__head),
+    .\port$5439$0 (q__3__head),
+    .\port$7531$0 (r_data),
+    .\port$7581$0 (\r_data$495 ),
+    .\port$7631$0 (\r_data$506 ),
+    .\port$7681$0 (\r_data$517 ),
+    .\port$8191$2 (\$284 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2736,9 +2776,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .ctl__cmd__payload(gemm__payload[207:32]),
     .ctl__cmd__ready(ctl__cmd__ready),
     .ctl__cmd__valid(ctl__cmd__valid),
-    .done(gemm_done),
+    .done(ctl__done),
     .error(gemm_error),
-    .gemm_frozen(gemm_frozen),
     .reset(reset),
     .rst(rst),
     .spad_rd__addr(rd__0__addr),
@@ -2749,8 +2788,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$8213$16 (retire__2__tag),
-    .\port$8957$0 (gemm_error),
+    .\port$8223$16 (retire__2__tag),
+    .\port$8966$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2795,14 +2834,14 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .down__rvalid(\axi__rvalid$336 ),
     .down__wready(\axi__wready$302 ),
     .fw_running(fw_running),
-    .level(\$267 ),
-    .\level$117 (\$268 ),
-    .\level$149 (\$269 ),
-    .\level$181 (\$270 ),
+    .level(\$289 ),
+    .\level$117 (\$290 ),
+    .\level$149 (\$291 ),
+    .\level$181 (\$292 ),
     .limit(bus_timeout),
-    .\port$7728$0 (fw_write_cpl_word[3:0]),
-    .\port$7728$8 (fw_write_cpl_word[31:8]),
-    .\port$95$0 (fw_write_qreset_ack_queue),
+    .\port$109$0 (fw_write_qreset_ack_queue),
+    .\port$7738$0 (fw_write_cpl_word[3:0]),
+    .\port$7738$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2905,7 +2944,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .rd__1__gnt(rd__1__gnt),
     .rd__2__addr(rd__2__addr),
     .rd__2__data(\spad_rd__data$158 ),
-    .rd__2__en(\$13 [0]),
+    .rd__2__en(\$25 [0]),
     .rd__2__gnt(rd__2__gnt),
     .rst(rst),
     .wr__0__addr(wr__0__addr),
@@ -2914,7 +2953,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .wr__0__gnt(wr__0__gnt),
     .wr__1__addr(wr__1__addr),
     .wr__1__data(\wr__1__data$214 [31:0]),
-    .wr__1__en(\$17 [0]),
+    .wr__1__en(\$29 [0]),
     .wr__1__gnt(wr__1__gnt)
   );
   \kaki_soc_4x4.vec  vec (
@@ -2925,18 +2964,17 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .clk(clk),
     .ctl__busy(\ctl__busy$862 ),
     .ctl__cmd__payload(vec__payload[187:32]),
-    .ctl__cmd__ready(\ctl__cmd__ready$127 ),
-    .ctl__cmd__valid(\ctl__cmd__valid$124 ),
-    .ctl__done(vec_done),
+    .ctl__cmd__ready(\ctl__cmd__ready$129 ),
+    .ctl__cmd__valid(\ctl__cmd__valid$125 ),
+    .ctl__done(\ctl__done$133 ),
     .err(vec_error),
     .fire(\active$879 ),
     .reset(reset),
     .rst(rst),
     .spad_rd__addr(rd__1__addr),
     .spad_rd__data(\spad_rd__data$150 ),
-    .spad_rd__en(\spad_rd__en$146 ),
+    .spad_rd__en(\spad_rd__en$147 ),
     .spad_rd__gnt(\spad_rd__gnt$148 ),
-    .vec_frozen(vec_frozen),
     .wr_addr(wr__0__addr),
     .wr_data(wr__0__data),
     .wr_en(spad_wr__en)
@@ -2944,8 +2982,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$8215$16 (retire__3__tag),
-    .\port$9233$0 (vec_error),
+    .\port$8225$16 (retire__3__tag),
+    .\port$9184$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -2971,13 +3009,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     (* full_case = 32'd1 *)
     casez (fw_write_forward_word[1:0])
       2'h0:
-          forward_nonempty = \$29 ;
+          forward_nonempty = \$41 ;
       2'h1:
-          forward_nonempty = \$30 ;
+          forward_nonempty = \$42 ;
       2'h2:
-          forward_nonempty = \$31 ;
+          forward_nonempty = \$43 ;
       2'h3:
-          forward_nonempty = \$32 ;
+          forward_nonempty = \$44 ;
     endcase
   end
   always @* begin
@@ -2995,7 +3033,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (forward) begin
       submit = 1'h1;
     end else begin
-      submit = \$33 ;
+      submit = \$45 ;
     end
   end
   always @* begin
@@ -3073,19 +3111,19 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     failing = 1'h0;
-    if (\$66 ) begin
-      failing = 1'h1;
-    end
-    if (\$70 ) begin
-      failing = 1'h1;
-    end
-    if (\$74 ) begin
-      failing = 1'h1;
-    end
     if (\$78 ) begin
       failing = 1'h1;
     end
     if (\$82 ) begin
+      failing = 1'h1;
+    end
+    if (\$86 ) begin
+      failing = 1'h1;
+    end
+    if (\$90 ) begin
+      failing = 1'h1;
+    end
+    if (\$94 ) begin
       failing = 1'h1;
     end
     if (direct_busy) begin
@@ -3095,19 +3133,19 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signal  = 8'h00;
-    if (\$66 ) begin
+    if (\$78 ) begin
       \$signal  = vec_error;
     end
-    if (\$70 ) begin
+    if (\$82 ) begin
       \$signal  = gemm_error;
     end
-    if (\$74 ) begin
+    if (\$86 ) begin
       \$signal  = dma_store_error;
     end
-    if (\$78 ) begin
+    if (\$90 ) begin
       \$signal  = dma_load_error;
     end
-    if (\$82 ) begin
+    if (\$94 ) begin
       \$signal  = reject__error;
     end
     if (direct_busy) begin
@@ -3117,19 +3155,19 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signal$766  = 8'h00;
-    if (\$66 ) begin
-      \$signal$766  = \$266 [7:0];
-    end
-    if (\$70 ) begin
-      \$signal$766  = \$265 [7:0];
-    end
-    if (\$74 ) begin
-      \$signal$766  = \$264 [7:0];
-    end
     if (\$78 ) begin
-      \$signal$766  = \$263 [7:0];
+      \$signal$766  = \$288 [7:0];
     end
     if (\$82 ) begin
+      \$signal$766  = \$287 [7:0];
+    end
+    if (\$86 ) begin
+      \$signal$766  = \$286 [7:0];
+    end
+    if (\$90 ) begin
+      \$signal$766  = \$285 [7:0];
+    end
+    if (\$94 ) begin
       \$signal$766  = desc[7:0];
     end
     if (direct_busy) begin
@@ -3139,19 +3177,19 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     tag = 16'h0000;
-    if (\$66 ) begin
+    if (\$78 ) begin
       tag = retire__3__tag;
     end
-    if (\$70 ) begin
+    if (\$82 ) begin
       tag = retire__2__tag;
     end
-    if (\$74 ) begin
+    if (\$86 ) begin
       tag = retire__1__tag;
     end
-    if (\$78 ) begin
+    if (\$90 ) begin
       tag = retire__0__tag;
     end
-    if (\$82 ) begin
+    if (\$94 ) begin
       tag = desc[31:16];
     end
     if (direct_busy) begin
@@ -3216,227 +3254,61 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$206  = gemm_hang_armed;
+    \$228  = gemm_hang_armed;
     if (reset[2]) begin
-      \$206  = 1'h0;
-    end else if (\$99 ) begin
-      \$206  = 1'h0;
+      \$228  = 1'h0;
+    end else if (\$111 ) begin
+      \$228  = 1'h0;
     end else if (debug_hang_gemm) begin
-      \$206  = 1'h1;
+      \$228  = 1'h1;
     end
-    if (rst) begin
-      \$206  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$207  = gemm_frozen;
-    if (reset[2]) begin
-      \$207  = 1'h0;
-    end else if (\$99 ) begin
-      \$207  = 1'h1;
-    end
-    if (rst) begin
-      \$207  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$208  = vec_hang_armed;
-    if (reset[3]) begin
-      \$208  = 1'h0;
-    end else if (\$100 ) begin
-      \$208  = 1'h0;
-    end else if (debug_hang_vec) begin
-      \$208  = 1'h1;
-    end
-    if (rst) begin
-      \$208  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$209  = vec_frozen;
-    if (reset[3]) begin
-      \$209  = 1'h0;
-    end else if (\$100 ) begin
-      \$209  = 1'h1;
-    end
-    if (rst) begin
-      \$209  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$210  = fw_msg_value;
-    if (irq_status_fw_msg_set) begin
-      \$210  = \fw_msg_value$865 ;
-    end
-    if (rst) begin
-      \$210  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$211  = \$105 ;
-    if (rst) begin
-      \$211  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$212  = bus__wdata;
-    if (rst) begin
-      \$212  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$213  = \$110 ;
-    if (rst) begin
-      \$213  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$214  = bus__wdata;
-    if (rst) begin
-      \$214  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$215  = \$115 ;
-    if (rst) begin
-      \$215  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$216  = bus__wdata;
-    if (rst) begin
-      \$216  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$217  = \$116 [31:0];
-    if (rst) begin
-      \$217  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$218  = \$121 ;
-    if (rst) begin
-      \$218  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$219  = bus__wdata;
-    if (rst) begin
-      \$219  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$220  = q_doorbell0_producer_swmod;
-    if (rst) begin
-      \$220  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$221  = q_doorbell1_producer_swmod;
-    if (rst) begin
-      \$221  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$222  = q_doorbell2_producer_swmod;
-    if (rst) begin
-      \$222  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$223  = q_doorbell3_producer_swmod;
-    if (rst) begin
-      \$223  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$224  = \$126 ;
-    if (rst) begin
-      \$224  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$225  = bus__wdata;
-    if (rst) begin
-      \$225  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$226  = \$131 ;
-    if (rst) begin
-      \$226  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$227  = bus__wdata;
-    if (rst) begin
-      \$227  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$228  = \$141 ;
     if (rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$229  = done_dma_load_count;
-    if (retire__0__done) begin
-      \$229  = \$142 [31:0];
+    \$229  = gemm_frozen;
+    if (reset[2]) begin
+      \$229  = 1'h0;
+    end else if (\$111 ) begin
+      \$229  = 1'h1;
     end
     if (rst) begin
-      \$229  = 32'd0;
+      \$229  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$230  = done_dma_store_count;
-    if (retire__1__done) begin
-      \$230  = \$143 [31:0];
+    \$230  = vec_hang_armed;
+    if (reset[3]) begin
+      \$230  = 1'h0;
+    end else if (\$112 ) begin
+      \$230  = 1'h0;
+    end else if (debug_hang_vec) begin
+      \$230  = 1'h1;
     end
     if (rst) begin
-      \$230  = 32'd0;
+      \$230  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$231  = done_gemm_count;
-    if (retire__2__done) begin
-      \$231  = \$144 [31:0];
+    \$231  = vec_frozen;
+    if (reset[3]) begin
+      \$231  = 1'h0;
+    end else if (\$112 ) begin
+      \$231  = 1'h1;
     end
     if (rst) begin
-      \$231  = 32'd0;
+      \$231  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$232  = done_vec_count;
-    if (retire__3__done) begin
-      \$232  = \$145 [31:0];
+    \$232  = fw_msg_value;
+    if (irq_status_fw_msg_set) begin
+      \$232  = \fw_msg_value$865 ;
     end
     if (rst) begin
       \$232  = 32'd0;
@@ -3444,344 +3316,510 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$233  = error_info_code;
-    if (\$147 ) begin
-      \$233  = \$signal ;
-    end
+    \$233  = \$117 ;
     if (rst) begin
-      \$233  = 8'h00;
+      \$233  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$234  = error_info_opcode;
-    if (\$147 ) begin
-      \$234  = \$signal$766 ;
-    end
+    \$234  = bus__wdata;
     if (rst) begin
-      \$234  = 8'h00;
+      \$234  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$235  = error_info_tag;
-    if (\$147 ) begin
-      \$235  = tag;
-    end
+    \$235  = \$122 ;
     if (rst) begin
-      \$235  = 16'h0000;
+      \$235  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$236  = pending;
+    \$236  = bus__wdata;
     if (rst) begin
-      \$236  = 1'h0;
+      \$236  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$237  = perf_cycles_count;
-    if (perf_ctrl_clear) begin
-      \$237  = 32'd0;
-    end else if (\$148 ) begin
-      \$237  = \$149 [31:0];
-    end
+    \$237  = \$127 ;
     if (rst) begin
-      \$237  = 32'd0;
+      \$237  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$238  = perf_gemm_busy_count;
-    if (perf_ctrl_clear) begin
-      \$238  = 32'd0;
-    end else if (\$150 ) begin
-      \$238  = \$151 [31:0];
-    end
+    \$238  = bus__wdata;
     if (rst) begin
       \$238  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$239  = perf_gemm_active_count;
-    if (perf_ctrl_clear) begin
-      \$239  = 32'd0;
-    end else if (\$152 ) begin
-      \$239  = \$153 [31:0];
-    end
+    \$239  = \$128 [31:0];
     if (rst) begin
       \$239  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$240  = perf_gemm_stall_count;
-    if (perf_ctrl_clear) begin
-      \$240  = 32'd0;
-    end else if (\$154 ) begin
-      \$240  = \$155 [31:0];
-    end
+    \$240  = \$133 ;
     if (rst) begin
-      \$240  = 32'd0;
+      \$240  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$241  = perf_vec_busy_count;
-    if (perf_ctrl_clear) begin
-      \$241  = 32'd0;
-    end else if (\$156 ) begin
-      \$241  = \$157 [31:0];
-    end
+    \$241  = bus__wdata;
     if (rst) begin
       \$241  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$242  = perf_vec_active_count;
-    if (perf_ctrl_clear) begin
-      \$242  = 32'd0;
-    end else if (\$158 ) begin
-      \$242  = \$159 [31:0];
-    end
+    \$242  = q_doorbell0_producer_swmod;
     if (rst) begin
-      \$242  = 32'd0;
+      \$242  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$243  = perf_dma_load_busy_count;
+    \$243  = q_doorbell1_producer_swmod;
+    if (rst) begin
+      \$243  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$244  = q_doorbell2_producer_swmod;
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$245  = q_doorbell3_producer_swmod;
+    if (rst) begin
+      \$245  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$246  = \$138 ;
+    if (rst) begin
+      \$246  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$247  = bus__wdata;
+    if (rst) begin
+      \$247  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$248  = \$143 ;
+    if (rst) begin
+      \$248  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$249  = bus__wdata;
+    if (rst) begin
+      \$249  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$250  = \$153 ;
+    if (rst) begin
+      \$250  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$251  = done_dma_load_count;
+    if (retire__0__done) begin
+      \$251  = \$154 [31:0];
+    end
+    if (rst) begin
+      \$251  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$252  = done_dma_store_count;
+    if (retire__1__done) begin
+      \$252  = \$155 [31:0];
+    end
+    if (rst) begin
+      \$252  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$253  = done_gemm_count;
+    if (retire__2__done) begin
+      \$253  = \$156 [31:0];
+    end
+    if (rst) begin
+      \$253  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$254  = done_vec_count;
+    if (retire__3__done) begin
+      \$254  = \$157 [31:0];
+    end
+    if (rst) begin
+      \$254  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$255  = error_info_code;
+    if (\$159 ) begin
+      \$255  = \$signal ;
+    end
+    if (rst) begin
+      \$255  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$256  = error_info_opcode;
+    if (\$159 ) begin
+      \$256  = \$signal$766 ;
+    end
+    if (rst) begin
+      \$256  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$257  = error_info_tag;
+    if (\$159 ) begin
+      \$257  = tag;
+    end
+    if (rst) begin
+      \$257  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$258  = pending;
+    if (rst) begin
+      \$258  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$259  = perf_cycles_count;
     if (perf_ctrl_clear) begin
-      \$243  = 32'd0;
+      \$259  = 32'd0;
     end else if (\$160 ) begin
-      \$243  = \$161 [31:0];
+      \$259  = \$161 [31:0];
     end
     if (rst) begin
-      \$243  = 32'd0;
+      \$259  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$244  = perf_dma_store_busy_count;
+    \$260  = perf_gemm_busy_count;
     if (perf_ctrl_clear) begin
-      \$244  = 32'd0;
+      \$260  = 32'd0;
     end else if (\$162 ) begin
-      \$244  = \$163 [31:0];
+      \$260  = \$164 [31:0];
     end
     if (rst) begin
-      \$244  = 32'd0;
+      \$260  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$245  = perf_dma_load_bytes_count;
+    \$261  = perf_gemm_active_count;
     if (perf_ctrl_clear) begin
-      \$245  = 32'd0;
-    end else if (\$164 ) begin
-      \$245  = \$165 [31:0];
+      \$261  = 32'd0;
+    end else if (\$165 ) begin
+      \$261  = \$168 [31:0];
     end
     if (rst) begin
-      \$245  = 32'd0;
+      \$261  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$246  = perf_dma_store_bytes_count;
+    \$262  = perf_gemm_stall_count;
     if (perf_ctrl_clear) begin
-      \$246  = 32'd0;
-    end else if (\$166 ) begin
-      \$246  = \$167 [31:0];
+      \$262  = 32'd0;
+    end else if (\$169 ) begin
+      \$262  = \$171 [31:0];
     end
     if (rst) begin
-      \$246  = 32'd0;
+      \$262  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$247  = perf_dma_load_stall_count;
+    \$263  = perf_vec_busy_count;
     if (perf_ctrl_clear) begin
-      \$247  = 32'd0;
-    end else if (\$168 ) begin
-      \$247  = \$172 [31:0];
+      \$263  = 32'd0;
+    end else if (\$172 ) begin
+      \$263  = \$174 [31:0];
     end
     if (rst) begin
-      \$247  = 32'd0;
+      \$263  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$248  = perf_dma_store_stall_count;
+    \$264  = perf_vec_active_count;
     if (perf_ctrl_clear) begin
-      \$248  = 32'd0;
-    end else if (\$173 ) begin
-      \$248  = \$177 [31:0];
+      \$264  = 32'd0;
+    end else if (\$175 ) begin
+      \$264  = \$178 [31:0];
     end
     if (rst) begin
-      \$248  = 32'd0;
+      \$264  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$249  = perf_vec_stall_count;
+    \$265  = perf_dma_load_busy_count;
     if (perf_ctrl_clear) begin
-      \$249  = 32'd0;
-    end else if (\$178 ) begin
-      \$249  = \$181 [31:0];
+      \$265  = 32'd0;
+    end else if (\$179 ) begin
+      \$265  = \$180 [31:0];
     end
     if (rst) begin
-      \$249  = 32'd0;
+      \$265  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$250  = perf_dma_load_full_count;
+    \$266  = perf_dma_store_busy_count;
     if (perf_ctrl_clear) begin
-      \$250  = 32'd0;
-    end else if (\$182 ) begin
-      \$250  = \$183 [31:0];
+      \$266  = 32'd0;
+    end else if (\$181 ) begin
+      \$266  = \$182 [31:0];
     end
     if (rst) begin
-      \$250  = 32'd0;
+      \$266  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$251  = perf_dma_store_full_count;
+    \$267  = perf_dma_load_bytes_count;
     if (perf_ctrl_clear) begin
-      \$251  = 32'd0;
-    end else if (\$184 ) begin
-      \$251  = \$185 [31:0];
+      \$267  = 32'd0;
+    end else if (\$183 ) begin
+      \$267  = \$184 [31:0];
     end
     if (rst) begin
-      \$251  = 32'd0;
+      \$267  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$252  = perf_gemm_full_count;
+    \$268  = perf_dma_store_bytes_count;
     if (perf_ctrl_clear) begin
-      \$252  = 32'd0;
-    end else if (\$186 ) begin
-      \$252  = \$187 [31:0];
+      \$268  = 32'd0;
+    end else if (\$185 ) begin
+      \$268  = \$186 [31:0];
     end
     if (rst) begin
-      \$252  = 32'd0;
+      \$268  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$253  = perf_vec_full_count;
+    \$269  = perf_dma_load_stall_count;
     if (perf_ctrl_clear) begin
-      \$253  = 32'd0;
-    end else if (\$188 ) begin
-      \$253  = \$189 [31:0];
+      \$269  = 32'd0;
+    end else if (\$187 ) begin
+      \$269  = \$191 [31:0];
     end
     if (rst) begin
-      \$253  = 32'd0;
+      \$269  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$254  = perf_q_retired0_count;
+    \$270  = perf_dma_store_stall_count;
     if (perf_ctrl_clear) begin
-      \$254  = 32'd0;
-    end else if (\$190 ) begin
-      \$254  = \$191 [31:0];
-    end
-    if (rst) begin
-      \$254  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$255  = perf_q_event_stall0_count;
-    if (perf_ctrl_clear) begin
-      \$255  = 32'd0;
+      \$270  = 32'd0;
     end else if (\$192 ) begin
-      \$255  = \$193 [31:0];
+      \$270  = \$196 [31:0];
     end
     if (rst) begin
-      \$255  = 32'd0;
+      \$270  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$256  = perf_q_retired1_count;
+    \$271  = perf_vec_stall_count;
     if (perf_ctrl_clear) begin
-      \$256  = 32'd0;
-    end else if (\$194 ) begin
-      \$256  = \$195 [31:0];
+      \$271  = 32'd0;
+    end else if (\$197 ) begin
+      \$271  = \$203 [31:0];
     end
     if (rst) begin
-      \$256  = 32'd0;
+      \$271  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$257  = perf_q_event_stall1_count;
+    \$272  = perf_dma_load_full_count;
     if (perf_ctrl_clear) begin
-      \$257  = 32'd0;
-    end else if (\$196 ) begin
-      \$257  = \$197 [31:0];
-    end
-    if (rst) begin
-      \$257  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$258  = perf_q_retired2_count;
-    if (perf_ctrl_clear) begin
-      \$258  = 32'd0;
-    end else if (\$198 ) begin
-      \$258  = \$199 [31:0];
-    end
-    if (rst) begin
-      \$258  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$259  = perf_q_event_stall2_count;
-    if (perf_ctrl_clear) begin
-      \$259  = 32'd0;
-    end else if (\$200 ) begin
-      \$259  = \$201 [31:0];
-    end
-    if (rst) begin
-      \$259  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$260  = perf_q_retired3_count;
-    if (perf_ctrl_clear) begin
-      \$260  = 32'd0;
-    end else if (\$202 ) begin
-      \$260  = \$203 [31:0];
-    end
-    if (rst) begin
-      \$260  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$261  = perf_q_event_stall3_count;
-    if (perf_ctrl_clear) begin
-      \$261  = 32'd0;
+      \$272  = 32'd0;
     end else if (\$204 ) begin
-      \$261  = \$205 [31:0];
+      \$272  = \$205 [31:0];
     end
     if (rst) begin
-      \$261  = 32'd0;
+      \$272  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$273  = perf_dma_store_full_count;
+    if (perf_ctrl_clear) begin
+      \$273  = 32'd0;
+    end else if (\$206 ) begin
+      \$273  = \$207 [31:0];
+    end
+    if (rst) begin
+      \$273  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$274  = perf_gemm_full_count;
+    if (perf_ctrl_clear) begin
+      \$274  = 32'd0;
+    end else if (\$208 ) begin
+      \$274  = \$209 [31:0];
+    end
+    if (rst) begin
+      \$274  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$275  = perf_vec_full_count;
+    if (perf_ctrl_clear) begin
+      \$275  = 32'd0;
+    end else if (\$210 ) begin
+      \$275  = \$211 [31:0];
+    end
+    if (rst) begin
+      \$275  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$276  = perf_q_retired0_count;
+    if (perf_ctrl_clear) begin
+      \$276  = 32'd0;
+    end else if (\$212 ) begin
+      \$276  = \$213 [31:0];
+    end
+    if (rst) begin
+      \$276  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$277  = perf_q_event_stall0_count;
+    if (perf_ctrl_clear) begin
+      \$277  = 32'd0;
+    end else if (\$214 ) begin
+      \$277  = \$215 [31:0];
+    end
+    if (rst) begin
+      \$277  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$278  = perf_q_retired1_count;
+    if (perf_ctrl_clear) begin
+      \$278  = 32'd0;
+    end else if (\$216 ) begin
+      \$278  = \$217 [31:0];
+    end
+    if (rst) begin
+      \$278  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$279  = perf_q_event_stall1_count;
+    if (perf_ctrl_clear) begin
+      \$279  = 32'd0;
+    end else if (\$218 ) begin
+      \$279  = \$219 [31:0];
+    end
+    if (rst) begin
+      \$279  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$280  = perf_q_retired2_count;
+    if (perf_ctrl_clear) begin
+      \$280  = 32'd0;
+    end else if (\$220 ) begin
+      \$280  = \$221 [31:0];
+    end
+    if (rst) begin
+      \$280  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$281  = perf_q_event_stall2_count;
+    if (perf_ctrl_clear) begin
+      \$281  = 32'd0;
+    end else if (\$222 ) begin
+      \$281  = \$223 [31:0];
+    end
+    if (rst) begin
+      \$281  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$282  = perf_q_retired3_count;
+    if (perf_ctrl_clear) begin
+      \$282  = 32'd0;
+    end else if (\$224 ) begin
+      \$282  = \$225 [31:0];
+    end
+    if (rst) begin
+      \$282  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$283  = perf_q_event_stall3_count;
+    if (perf_ctrl_clear) begin
+      \$283  = 32'd0;
+    end else if (\$226 ) begin
+      \$283  = \$227 [31:0];
+    end
+    if (rst) begin
+      \$283  = 32'd0;
     end
   end
   assign bus__ack = mmio__ack;
-  assign bus__addr = { \$262 , 2'h0 };
-  assign mmio__addr = { \$262 , 2'h0 };
+  assign bus__addr = { \$284 , 2'h0 };
+  assign mmio__addr = { \$284 , 2'h0 };
   assign mmio__en = bus__en;
   assign bus__rdata = mmio__rdata;
   assign mmio__wdata = bus__wdata;
@@ -3810,30 +3848,28 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign store_reset = reset[1];
   assign bus_timeout_cycles = bus_timeout;
   assign load__cmd__payload = dma_load__payload[255:32];
-  assign load__done = dma_load_done;
+  assign dma_load_done = \$5 [0];
   assign load__error = dma_load_error;
   assign store__cmd__payload = dma_store__payload[255:32];
-  assign store__done = dma_store_done;
+  assign dma_store_done = \$10 [0];
   assign store__error = dma_store_error;
   assign ctl__cmd__payload = gemm__payload[207:32];
-  assign ctl__done = gemm_done;
   assign ctl__error = gemm_error;
-  assign \ctl__cmd__payload$128  = vec__payload[187:32];
-  assign \ctl__done$131  = vec_done;
-  assign \ctl__error$133  = vec_error;
+  assign \ctl__cmd__payload$130  = vec__payload[187:32];
+  assign \ctl__error$135  = vec_error;
   assign spad_rd__addr = rd__0__addr;
   assign rd__0__data = spad_rd__data;
-  assign \spad_rd__addr$144  = rd__1__addr;
+  assign \spad_rd__addr$145  = rd__1__addr;
   assign rd__1__data = \spad_rd__data$150 ;
   assign \spad_rd__addr$153  = rd__2__addr;
-  assign rd__2__en = \$13 [0];
-  assign \spad_rd__gnt$156  = \$14 [0];
+  assign rd__2__en = \$25 [0];
+  assign \spad_rd__gnt$156  = \$26 [0];
   assign rd__2__data = \spad_rd__data$158 ;
   assign spad_wr__addr = wr__0__addr;
   assign spad_wr__data = wr__0__data;
   assign \spad_wr__addr$169  = wr__1__addr;
-  assign wr__1__en = \$17 [0];
-  assign \spad_wr__gnt$172  = \$18 [0];
+  assign wr__1__en = \$29 [0];
+  assign \spad_wr__gnt$172  = \$30 [0];
   assign wr__1__data = \wr__1__data$214 [31:0];
   assign \spad_wr__data$175  = \wr__1__data$214 [31:0];
   assign acc_rd__addr = \rd__0__addr$176 ;
@@ -3842,15 +3878,15 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \rd__1__data$191  = \acc_rd__data$190 ;
   assign \rd__2__addr$192  = rd__2__addr[12:0];
   assign \acc_rd__addr$193  = rd__2__addr[12:0];
-  assign \rd__2__en$194  = \$23 [0];
-  assign \acc_rd__gnt$196  = \$24 [0];
+  assign \rd__2__en$194  = \$35 [0];
+  assign \acc_rd__gnt$196  = \$36 [0];
   assign \rd__2__data$199  = \acc_rd__data$198 ;
   assign acc_wr__addr = \wr__0__addr$200 ;
   assign acc_wr__data = \wr__0__data$206 ;
   assign \wr__1__addr$208  = wr__1__addr[12:0];
   assign \acc_wr__addr$209  = wr__1__addr[12:0];
-  assign \wr__1__en$210  = \$27 [0];
-  assign \acc_wr__gnt$212  = \$28 [0];
+  assign \wr__1__en$210  = \$39 [0];
+  assign \acc_wr__gnt$212  = \$40 [0];
   assign \acc_wr__data$215  = \wr__1__data$214 ;
   assign axi__awid = { 1'h0, m__0__awid };
   assign axi__awaddr = m__0__awaddr;
@@ -3986,10 +4022,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \event13_value$423  = event13_value;
   assign \event14_value$425  = event14_value;
   assign \event15_value$427  = event15_value;
-  assign q__0__prefetched = { 5'h00, \$267  };
-  assign q__1__prefetched = { 5'h00, \$268  };
-  assign q__2__prefetched = { 5'h00, \$269  };
-  assign q__3__prefetched = { 5'h00, \$270  };
+  assign q__0__prefetched = { 5'h00, \$289  };
+  assign q__1__prefetched = { 5'h00, \$290  };
+  assign q__2__prefetched = { 5'h00, \$291  };
+  assign q__3__prefetched = { 5'h00, \$292  };
   assign w_data = { retire__0__tag, dma_load_error };
   assign retire__0__error = dma_load_error;
   assign r_en = fw_write_retire_pop_engine[0];
@@ -4030,7 +4066,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__0__halted = q_status0_halted;
   assign q__0__resetting = q_status0_resetting;
   assign q_status0_waiting = q_wait_queue[0];
-  assign q_status0_prefetched = { 5'h00, \$267  };
+  assign q_status0_prefetched = { 5'h00, \$289  };
   assign q__0__error = q_error0_code;
   assign q__0__error_index = q_error_index0_index;
   assign q__0__head_index = q_head_index0_index;
@@ -4056,7 +4092,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__1__halted = q_status1_halted;
   assign q__1__resetting = q_status1_resetting;
   assign q_status1_waiting = q_wait_queue[1];
-  assign q_status1_prefetched = { 5'h00, \$268  };
+  assign q_status1_prefetched = { 5'h00, \$290  };
   assign q__1__error = q_error1_code;
   assign q__1__error_index = q_error_index1_index;
   assign q__1__head_index = q_head_index1_index;
@@ -4082,7 +4118,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__2__halted = q_status2_halted;
   assign q__2__resetting = q_status2_resetting;
   assign q_status2_waiting = q_wait_queue[2];
-  assign q_status2_prefetched = { 5'h00, \$269  };
+  assign q_status2_prefetched = { 5'h00, \$291  };
   assign q__2__error = q_error2_code;
   assign q__2__error_index = q_error_index2_index;
   assign q__2__head_index = q_head_index2_index;
@@ -4108,7 +4144,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__3__halted = q_status3_halted;
   assign q__3__resetting = q_status3_resetting;
   assign q_status3_waiting = q_wait_queue[3];
-  assign q_status3_prefetched = { 5'h00, \$270  };
+  assign q_status3_prefetched = { 5'h00, \$292  };
   assign q__3__error = q_error3_code;
   assign q__3__error_index = q_error_index3_index;
   assign q__3__head_index = q_head_index3_index;
@@ -4132,7 +4168,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign cpl_timestamp = timestamp_cycles;
   assign cpl_free = cpl_status_free;
   assign fw_write_engine_reset_engine = reset;
-  assign fw_timer_diff = \$46 [31:0];
+  assign fw_timer_diff = \$58 [31:0];
   assign work_qready = { q__3__ready, q__2__ready, q__1__ready, q__0__ready };
   assign work_retire = retire_valid;
   assign work_qreset = { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
@@ -4161,14 +4197,14 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign done_count_dma_store = done_dma_store_count;
   assign done_count_gemm = done_gemm_count;
   assign done_count_vec = done_vec_count;
-  assign retire__0__irq = \$263 [8];
-  assign retire__1__irq = \$264 [8];
-  assign retire__2__irq = \$265 [8];
-  assign retire__3__irq = \$266 [8];
-  assign retire__3__opcode = \$266 [7:0];
-  assign retire__2__opcode = \$265 [7:0];
-  assign retire__1__opcode = \$264 [7:0];
-  assign retire__0__opcode = \$263 [7:0];
+  assign retire__0__irq = \$285 [8];
+  assign retire__1__irq = \$286 [8];
+  assign retire__2__irq = \$287 [8];
+  assign retire__3__irq = \$288 [8];
+  assign retire__3__opcode = \$288 [7:0];
+  assign retire__2__opcode = \$287 [7:0];
+  assign retire__1__opcode = \$286 [7:0];
+  assign retire__0__opcode = \$285 [7:0];
   assign reject__opcode = desc[7:0];
   assign reject__tag = desc[31:16];
   assign irq_status_error_set = failing;
@@ -4404,21 +4440,21 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \gemm__payload.desc.payload.event.reserved  = gemm__payload[255:96];
   assign \gemm__payload.queue  = gemm__payload[257:256];
   assign \gemm__payload.windowed  = gemm__payload[258];
-  assign \ctl__cmd__payload$128.src_addr  = vec__payload[51:32];
-  assign \ctl__cmd__payload$128.dst_addr  = vec__payload[71:52];
-  assign \ctl__cmd__payload$128.rows  = vec__payload[87:72];
-  assign \ctl__cmd__payload$128.bias_addr  = vec__payload[107:88];
-  assign \ctl__cmd__payload$128.mult_addr  = vec__payload[127:108];
-  assign \ctl__cmd__payload$128.shift_addr  = vec__payload[147:128];
-  assign \ctl__cmd__payload$128.res_addr  = vec__payload[167:148];
-  assign \ctl__cmd__payload$128.zero_point  = vec__payload[175:168];
-  assign \ctl__cmd__payload$128.ops  = vec__payload[183:176];
-  assign \ctl__cmd__payload$128.ops.bias  = vec__payload[176];
-  assign \ctl__cmd__payload$128.ops.relu  = vec__payload[177];
-  assign \ctl__cmd__payload$128.ops.add  = vec__payload[178];
-  assign \ctl__cmd__payload$128.ops.maxred  = vec__payload[179];
-  assign \ctl__cmd__payload$128.ops.reserved  = vec__payload[183:180];
-  assign \ctl__cmd__payload$128.reserved  = vec__payload[187:184];
+  assign \ctl__cmd__payload$130.src_addr  = vec__payload[51:32];
+  assign \ctl__cmd__payload$130.dst_addr  = vec__payload[71:52];
+  assign \ctl__cmd__payload$130.rows  = vec__payload[87:72];
+  assign \ctl__cmd__payload$130.bias_addr  = vec__payload[107:88];
+  assign \ctl__cmd__payload$130.mult_addr  = vec__payload[127:108];
+  assign \ctl__cmd__payload$130.shift_addr  = vec__payload[147:128];
+  assign \ctl__cmd__payload$130.res_addr  = vec__payload[167:148];
+  assign \ctl__cmd__payload$130.zero_point  = vec__payload[175:168];
+  assign \ctl__cmd__payload$130.ops  = vec__payload[183:176];
+  assign \ctl__cmd__payload$130.ops.bias  = vec__payload[176];
+  assign \ctl__cmd__payload$130.ops.relu  = vec__payload[177];
+  assign \ctl__cmd__payload$130.ops.add  = vec__payload[178];
+  assign \ctl__cmd__payload$130.ops.maxred  = vec__payload[179];
+  assign \ctl__cmd__payload$130.ops.reserved  = vec__payload[183:180];
+  assign \ctl__cmd__payload$130.reserved  = vec__payload[187:184];
   assign \vec__payload.desc  = vec__payload[255:0];
   assign \vec__payload.desc.opcode  = vec__payload[7:0];
   assign \vec__payload.desc.flags  = vec__payload[15:8];
@@ -4489,25 +4525,31 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign engine_reset[2] = reset[2];
   assign engine_reset[1] = reset[1];
   assign engine_reset[0] = reset[0];
-  assign \$13  = { 1'h0, \spad_rd__en$155  };
-  assign \$14  = { 1'h0, rd__2__gnt };
-  assign \$17  = { 1'h0, \spad_wr__en$171  };
-  assign \$18  = { 1'h0, wr__1__gnt };
-  assign \$23  = { 1'h0, \acc_rd__en$195  };
-  assign \$24  = { 1'h0, \rd__2__gnt$197  };
-  assign \$27  = { 1'h0, \acc_wr__en$211  };
-  assign \$28  = { 1'h0, \wr__1__gnt$213  };
-  assign \$42  = core_ctrl_run;
-  assign \$43  = core_ctrl_run;
-  assign \$44  = core_ctrl_run;
-  assign \$45  = core_ctrl_run;
+  assign \$1  = reset[0];
+  assign \$3  = reset[0];
+  assign \$5  = { 1'h0, load__done };
+  assign \$6  = reset[1];
+  assign \$8  = reset[1];
+  assign \$10  = { 1'h0, store__done };
+  assign \$25  = { 1'h0, \spad_rd__en$155  };
+  assign \$26  = { 1'h0, rd__2__gnt };
+  assign \$29  = { 1'h0, \spad_wr__en$171  };
+  assign \$30  = { 1'h0, wr__1__gnt };
+  assign \$35  = { 1'h0, \acc_rd__en$195  };
+  assign \$36  = { 1'h0, \rd__2__gnt$197  };
+  assign \$39  = { 1'h0, \acc_wr__en$211  };
+  assign \$40  = { 1'h0, \wr__1__gnt$213  };
+  assign \$54  = core_ctrl_run;
+  assign \$55  = core_ctrl_run;
+  assign \$56  = core_ctrl_run;
+  assign \$57  = core_ctrl_run;
   assign fw_running = core_ctrl_run;
-  assign \$84  = \$83 ;
-  assign \$86  = \$85 ;
-  assign \$88  = \$87 ;
-  assign \$90  = \$89 ;
-  assign \$92  = \$91 ;
+  assign \$96  = \$95 ;
   assign \$98  = \$97 ;
+  assign \$100  = \$99 ;
+  assign \$102  = \$101 ;
+  assign \$104  = \$103 ;
+  assign \$110  = \$109 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5816,7 +5858,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8181$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8191$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -5960,8 +6002,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$8181$2 ;
-  wire [29:0] \port$8181$2 ;
+  output [29:0] \port$8191$2 ;
+  wire [29:0] \port$8191$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6141,7 +6183,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$8181$2 (\$99 ),
+    .\port$8191$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6259,11 +6301,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$8181$2  = \$99 ;
+  assign \port$8191$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8181$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8191$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6688,8 +6730,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$8181$2 ;
-  wire [29:0] \port$8181$2 ;
+  output [29:0] \port$8191$2 ;
+  wire [29:0] \port$8191$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9794,7 +9836,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$8181$2  = ls_addr_r[31:2];
+  assign \port$8191$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -9963,10 +10005,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8018$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8207$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8342$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$8356$0 , q_status0_resetting, q_consumer1_index, \port$8368$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8382$0 , q_status1_resetting, q_consumer2_index, \port$8394$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8408$0 , q_status2_resetting, q_consumer3_index, \port$8420$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$8434$0 , q_status3_resetting, \port$8546$0 , \port$8554$0 , \port$8562$0 , \port$8570$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8028$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8217$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8352$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$8366$0 , q_status0_resetting, q_consumer1_index, \port$8378$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8392$0 , q_status1_resetting, q_consumer2_index, \port$8404$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8418$0 , q_status2_resetting, q_consumer3_index, \port$8430$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$8444$0 , q_status3_resetting, \port$8556$0 , \port$8564$0 , \port$8572$0 , \port$8580$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11500,34 +11542,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8018$0 ;
-  wire [3:0] \port$8018$0 ;
-  input [3:0] \port$8207$0 ;
-  wire [3:0] \port$8207$0 ;
-  input \port$8342$0 ;
-  wire \port$8342$0 ;
-  input \port$8356$0 ;
-  wire \port$8356$0 ;
-  input \port$8368$0 ;
-  wire \port$8368$0 ;
-  input \port$8382$0 ;
-  wire \port$8382$0 ;
-  input \port$8394$0 ;
-  wire \port$8394$0 ;
-  input \port$8408$0 ;
-  wire \port$8408$0 ;
-  input \port$8420$0 ;
-  wire \port$8420$0 ;
-  input \port$8434$0 ;
-  wire \port$8434$0 ;
-  input [2:0] \port$8546$0 ;
-  wire [2:0] \port$8546$0 ;
-  input [2:0] \port$8554$0 ;
-  wire [2:0] \port$8554$0 ;
-  input [2:0] \port$8562$0 ;
-  wire [2:0] \port$8562$0 ;
-  input [2:0] \port$8570$0 ;
-  wire [2:0] \port$8570$0 ;
+  input [3:0] \port$8028$0 ;
+  wire [3:0] \port$8028$0 ;
+  input [3:0] \port$8217$0 ;
+  wire [3:0] \port$8217$0 ;
+  input \port$8352$0 ;
+  wire \port$8352$0 ;
+  input \port$8366$0 ;
+  wire \port$8366$0 ;
+  input \port$8378$0 ;
+  wire \port$8378$0 ;
+  input \port$8392$0 ;
+  wire \port$8392$0 ;
+  input \port$8404$0 ;
+  wire \port$8404$0 ;
+  input \port$8418$0 ;
+  wire \port$8418$0 ;
+  input \port$8430$0 ;
+  wire \port$8430$0 ;
+  input \port$8444$0 ;
+  wire \port$8444$0 ;
+  input [2:0] \port$8556$0 ;
+  wire [2:0] \port$8556$0 ;
+  input [2:0] \port$8564$0 ;
+  wire [2:0] \port$8564$0 ;
+  input [2:0] \port$8572$0 ;
+  wire [2:0] \port$8572$0 ;
+  input [2:0] \port$8580$0 ;
+  wire [2:0] \port$8580$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12156,10 +12198,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$8420$0 , \port$8394$0 , \port$8368$0 , \port$8342$0  };
+  assign \$179  = \$178  | { \port$8430$0 , \port$8404$0 , \port$8378$0 , \port$8352$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$8434$0 , \port$8408$0 , \port$8382$0 , \port$8356$0  };
+  assign \$182  = \$181  | { \port$8444$0 , \port$8418$0 , \port$8392$0 , \port$8366$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14207,8 +14249,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$8420$0 , \port$8394$0 , \port$8368$0 , \port$8342$0  };
-  assign irq_status_queue_error_set = { \port$8434$0 , \port$8408$0 , \port$8382$0 , \port$8356$0  };
+  assign irq_status_queue_cpl_set = { \port$8430$0 , \port$8404$0 , \port$8378$0 , \port$8352$0  };
+  assign irq_status_queue_error_set = { \port$8444$0 , \port$8418$0 , \port$8392$0 , \port$8366$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -14223,18 +14265,18 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$8207$0 [0];
-  assign status_dma_store_busy = \port$8207$0 [1];
-  assign status_gemm_busy = \port$8207$0 [2];
-  assign status_vec_busy = \port$8207$0 [3];
-  assign q_status0_waiting = \port$8018$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$8546$0  };
-  assign q_status1_waiting = \port$8018$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$8554$0  };
-  assign q_status2_waiting = \port$8018$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$8562$0  };
-  assign q_status3_waiting = \port$8018$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$8570$0  };
+  assign status_dma_load_busy = \port$8217$0 [0];
+  assign status_dma_store_busy = \port$8217$0 [1];
+  assign status_gemm_busy = \port$8217$0 [2];
+  assign status_vec_busy = \port$8217$0 [3];
+  assign q_status0_waiting = \port$8028$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$8556$0  };
+  assign q_status1_waiting = \port$8028$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$8564$0  };
+  assign q_status2_waiting = \port$8028$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$8572$0  };
+  assign q_status3_waiting = \port$8028$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$8580$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14279,11 +14321,11 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$8207$0 [0] };
+  assign \$429  = { 1'h0, \port$8217$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$8207$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$8207$0 [2], 2'h0 };
-  assign \$435  = { \port$8207$0 [3], 3'h0 };
+  assign \$431  = { \port$8217$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$8217$0 [2], 2'h0 };
+  assign \$435  = { \port$8217$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14440,26 +14482,26 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8018$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$8546$0 , 8'h00 };
+  assign \$877  = { \port$8028$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$8556$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8018$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$8554$0 , 8'h00 };
+  assign \$890  = { \port$8028$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$8564$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8018$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$8562$0 , 8'h00 };
+  assign \$903  = { \port$8028$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$8572$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8018$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$8570$0 , 8'h00 };
+  assign \$916  = { \port$8028$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$8580$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14569,9 +14611,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$8209$0 , retire__0__tag, \port$8211$0 , retire__1__tag, \port$8213$0 , retire__2__tag, \port$8215$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
-, vec_done, clk);
+module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
+, queue, windowed, reject__done, reject__error, full, inflight, \port$8219$0 , retire__0__tag, \port$8221$0 , retire__1__tag, \port$8223$0 , retire__2__tag, \port$8225$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -15185,14 +15227,14 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$8209$0 ;
-  wire [8:0] \port$8209$0 ;
-  output [8:0] \port$8211$0 ;
-  wire [8:0] \port$8211$0 ;
-  output [8:0] \port$8213$0 ;
-  wire [8:0] \port$8213$0 ;
-  output [8:0] \port$8215$0 ;
-  wire [8:0] \port$8215$0 ;
+  output [8:0] \port$8219$0 ;
+  wire [8:0] \port$8219$0 ;
+  output [8:0] \port$8221$0 ;
+  wire [8:0] \port$8221$0 ;
+  output [8:0] \port$8223$0 ;
+  wire [8:0] \port$8223$0 ;
+  output [8:0] \port$8225$0 ;
+  wire [8:0] \port$8225$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15644,9 +15686,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$7675$0 (desc),
-    .\port$7677$0 (queue),
-    .\port$7678$0 (windowed),
+    .\port$7685$0 (desc),
+    .\port$7687$0 (queue),
+    .\port$7688$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15656,9 +15698,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$7675$0 (desc),
-    .\port$7677$0 (queue),
-    .\port$7678$0 (windowed),
+    .\port$7685$0 (desc),
+    .\port$7687$0 (queue),
+    .\port$7688$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15668,9 +15710,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$7675$0 (desc),
-    .\port$7677$0 (queue),
-    .\port$7678$0 (windowed),
+    .\port$7685$0 (desc),
+    .\port$7687$0 (queue),
+    .\port$7688$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15680,9 +15722,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$7675$0 (desc),
-    .\port$7677$0 (queue),
-    .\port$7678$0 (windowed),
+    .\port$7685$0 (desc),
+    .\port$7687$0 (queue),
+    .\port$7688$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15867,13 +15909,13 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$8209$0  = dma_load_held[8:0];
+  assign \port$8219$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$8211$0  = dma_store_held[8:0];
+  assign \port$8221$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$8213$0  = gemm_held[8:0];
+  assign \port$8223$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$8215$0  = vec_held[8:0];
+  assign \port$8225$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16374,7 +16416,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7675$0 , \port$7677$0 , \port$7678$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7685$0 , \port$7687$0 , \port$7688$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16416,12 +16458,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7675$0 ;
-  wire [255:0] \port$7675$0 ;
-  input [1:0] \port$7677$0 ;
-  wire [1:0] \port$7677$0 ;
-  input \port$7678$0 ;
-  wire \port$7678$0 ;
+  input [255:0] \port$7685$0 ;
+  wire [255:0] \port$7685$0 ;
+  input [1:0] \port$7687$0 ;
+  wire [1:0] \port$7687$0 ;
+  input \port$7688$0 ;
+  wire \port$7688$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16453,7 +16495,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7678$0 , \port$7677$0 , \port$7675$0  };
+      storage[w_port__addr] <= { \port$7688$0 , \port$7687$0 , \port$7685$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16552,14 +16594,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
-  assign w_data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
+  assign w_port__data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
+  assign w_data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7675$0 , \port$7677$0 , \port$7678$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7685$0 , \port$7687$0 , \port$7688$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16601,12 +16643,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7675$0 ;
-  wire [255:0] \port$7675$0 ;
-  input [1:0] \port$7677$0 ;
-  wire [1:0] \port$7677$0 ;
-  input \port$7678$0 ;
-  wire \port$7678$0 ;
+  input [255:0] \port$7685$0 ;
+  wire [255:0] \port$7685$0 ;
+  input [1:0] \port$7687$0 ;
+  wire [1:0] \port$7687$0 ;
+  input \port$7688$0 ;
+  wire \port$7688$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16638,7 +16680,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7678$0 , \port$7677$0 , \port$7675$0  };
+      storage[w_port__addr] <= { \port$7688$0 , \port$7687$0 , \port$7685$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16737,14 +16779,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
-  assign w_data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
+  assign w_port__data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
+  assign w_data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7675$0 , \port$7677$0 , \port$7678$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7685$0 , \port$7687$0 , \port$7688$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16786,12 +16828,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7675$0 ;
-  wire [255:0] \port$7675$0 ;
-  input [1:0] \port$7677$0 ;
-  wire [1:0] \port$7677$0 ;
-  input \port$7678$0 ;
-  wire \port$7678$0 ;
+  input [255:0] \port$7685$0 ;
+  wire [255:0] \port$7685$0 ;
+  input [1:0] \port$7687$0 ;
+  wire [1:0] \port$7687$0 ;
+  input \port$7688$0 ;
+  wire \port$7688$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16823,7 +16865,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7678$0 , \port$7677$0 , \port$7675$0  };
+      storage[w_port__addr] <= { \port$7688$0 , \port$7687$0 , \port$7685$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16922,14 +16964,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
-  assign w_data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
+  assign w_port__data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
+  assign w_data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7675$0 , \port$7677$0 , \port$7678$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7685$0 , \port$7687$0 , \port$7688$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16971,12 +17013,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7675$0 ;
-  wire [255:0] \port$7675$0 ;
-  input [1:0] \port$7677$0 ;
-  wire [1:0] \port$7677$0 ;
-  input \port$7678$0 ;
-  wire \port$7678$0 ;
+  input [255:0] \port$7685$0 ;
+  wire [255:0] \port$7685$0 ;
+  input [1:0] \port$7687$0 ;
+  wire [1:0] \port$7687$0 ;
+  input \port$7688$0 ;
+  wire \port$7688$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17008,7 +17050,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7678$0 , \port$7677$0 , \port$7675$0  };
+      storage[w_port__addr] <= { \port$7688$0 , \port$7687$0 , \port$7685$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17107,14 +17149,14 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
-  assign w_data = { \port$7678$0 , \port$7677$0 , \port$7675$0  };
+  assign w_port__data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
+  assign w_data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, load__cmd__valid, store__cmd__valid, spad_rd__gnt, spad_wr__gnt, acc_rd__gnt, acc_wr__gnt, \port$97$0 , load__cmd__payload, store__cmd__payload, down__arready, down__rvalid, down__awready, down__wready, down__bvalid
+module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, load__cmd__valid, store__cmd__valid, spad_rd__gnt, spad_wr__gnt, acc_rd__gnt, acc_wr__gnt, \port$111$0 , load__cmd__payload, store__cmd__payload, down__arready, down__rvalid, down__awready, down__wready, down__bvalid
 , axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready, axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, spad_wr__en, acc_wr__en, load_bytes, spad_rd__en
 , acc_rd__en, store_bytes, load_window, store_window, limit, axi__wvalid, axi__wdata, axi__wstrb, load__cmd__ready, load__busy, load__done, load__error, acc_wr__data, spad_wr__addr, store__cmd__ready, store__busy, store__done, spad_rd__addr, store__error, spad_rd__data, acc_rd__data
 , down__bid);
@@ -17284,8 +17326,8 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   wire [31:0] \load_window.base ;
   wire \load_window.check ;
   wire [31:0] \load_window.size ;
-  input [1:0] \port$97$0 ;
-  wire [1:0] \port$97$0 ;
+  input [1:0] \port$111$0 ;
+  wire [1:0] \port$111$0 ;
   input rst;
   wire rst;
   output [13:0] spad_rd__addr;
@@ -17382,8 +17424,8 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   wire up__wready;
   wire [7:0] up__wstrb;
   wire up__wvalid;
-  assign abandon = \port$97$0 [0] | ld_abort;
-  assign \abandon$68  = \port$97$0 [1] | st_abort;
+  assign abandon = \port$111$0 [0] | ld_abort;
+  assign \abandon$68  = \port$111$0 [1] | st_abort;
   \kaki_soc_4x4.dma.load_channel  load_channel (
     .acc_wr__en(acc_wr__en),
     .acc_wr__gnt(acc_wr__gnt),
@@ -17398,7 +17440,7 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
     .load__done(load__done),
     .load__error(load__error),
     .load_bytes(load_bytes),
-    .load_reset(\port$97$0 [0]),
+    .load_reset(\port$111$0 [0]),
     .load_window(load_window),
     .rst(rst),
     .spad_wr__addr(spad_wr__addr),
@@ -17461,7 +17503,7 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
     .store__done(store__done),
     .store__error(store__error),
     .store_bytes(store_bytes),
-    .store_reset(\port$97$0 [1]),
+    .store_reset(\port$111$0 [1]),
     .store_window(store_window),
     .timeout(\timeout$122 ),
     .up__awaddr(up__awaddr),
@@ -17521,7 +17563,7 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   assign axi__rvalid = down__rvalid;
   assign down__rready = axi__rready;
   assign bus_timeout = limit;
-  assign load_reset = \port$97$0 [0];
+  assign load_reset = \port$111$0 [0];
   assign axi__awid = { 1'h0, down__awid };
   assign down__awaddr = axi__awaddr;
   assign down__awlen = axi__awlen;
@@ -17540,7 +17582,7 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   assign axi__bvalid = down__bvalid;
   assign down__bready = axi__bready;
   assign \limit$67  = limit;
-  assign store_reset = \port$97$0 [1];
+  assign store_reset = \port$111$0 [1];
   assign up__arsize = 3'h3;
   assign up__arburst = 2'h1;
   assign up__arprot = 3'h0;
@@ -22093,8 +22135,8 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_4x4.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$5728$0 (aw_hs_id),
-    .\port$5742$0 (down__awlen),
+    .\port$5752$0 (aw_hs_id),
+    .\port$5766$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -22439,7 +22481,7 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5728$0 , w_en, \port$5742$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$5766$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22467,10 +22509,10 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5728$0 , w_en, \port$57
   (* init = 3'h0 *)
   wire [2:0] consume;
   reg [2:0] level = 3'h0;
-  input [2:0] \port$5728$0 ;
-  wire [2:0] \port$5728$0 ;
-  input [7:0] \port$5742$0 ;
-  wire [7:0] \port$5742$0 ;
+  input [2:0] \port$5752$0 ;
+  wire [2:0] \port$5752$0 ;
+  input [7:0] \port$5766$0 ;
+  wire [7:0] \port$5766$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [10:0] r_data;
@@ -22505,7 +22547,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5728$0 , w_en, \port$57
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5728$0 , \port$5742$0  };
+      storage[w_port__addr] <= { \port$5752$0 , \port$5766$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h5;
@@ -22571,14 +22613,14 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5728$0 , w_en, \port$57
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5728$0 , \port$5742$0  };
-  assign w_data = { \port$5728$0 , \port$5742$0  };
+  assign w_port__data = { \port$5752$0 , \port$5766$0  };
+  assign w_data = { \port$5752$0 , \port$5766$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8209$16 , \port$8769$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8219$16 , \port$8779$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22622,10 +22664,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8209$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8209$16 ;
-  wire [15:0] \port$8209$16 ;
-  input [7:0] \port$8769$0 ;
-  wire [7:0] \port$8769$0 ;
+  input [15:0] \port$8219$16 ;
+  wire [15:0] \port$8219$16 ;
+  input [7:0] \port$8779$0 ;
+  wire [7:0] \port$8779$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22660,7 +22702,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8209$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8209$16 , \port$8769$0  };
+      storage[w_port__addr] <= { \port$8219$16 , \port$8779$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22771,14 +22813,14 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8209$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8209$16 , \port$8769$0  };
-  assign w_data = { \port$8209$16 , \port$8769$0  };
+  assign w_port__data = { \port$8219$16 , \port$8779$0  };
+  assign w_data = { \port$8219$16 , \port$8779$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8211$16 , \port$8889$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8221$16 , \port$8899$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22822,10 +22864,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8211
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8211$16 ;
-  wire [15:0] \port$8211$16 ;
-  input [7:0] \port$8889$0 ;
-  wire [7:0] \port$8889$0 ;
+  input [15:0] \port$8221$16 ;
+  wire [15:0] \port$8221$16 ;
+  input [7:0] \port$8899$0 ;
+  wire [7:0] \port$8899$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22860,7 +22902,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8211
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8211$16 , \port$8889$0  };
+      storage[w_port__addr] <= { \port$8221$16 , \port$8899$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22971,16 +23013,16 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8211
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8211$16 , \port$8889$0  };
-  assign w_data = { \port$8211$16 , \port$8889$0  };
+  assign w_port__data = { \port$8221$16 , \port$8899$0  };
+  assign w_data = { \port$8221$16 , \port$8899$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4265$0 , \port$4267$0 , q_head_index1_index, \port$4275$0 , \port$4277$0 , q_head_index2_index, \port$4285$0 , \port$4287$0 , q_head_index3_index, \port$4295$0 , \port$4297$0 , cpl_status_free, \port$5325$0 , \port$5355$0 , \port$5385$0 
-, \port$5415$0 , \port$7521$0 , \port$7571$0 , \port$7621$0 , \port$7671$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8181$2 , bus__we, bus__wdata
+module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
+, \port$5439$0 , \port$7531$0 , \port$7581$0 , \port$7631$0 , \port$7681$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8191$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -23900,40 +23942,40 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$4265$0 ;
-  wire \port$4265$0 ;
-  input \port$4267$0 ;
-  wire \port$4267$0 ;
-  input \port$4275$0 ;
-  wire \port$4275$0 ;
-  input \port$4277$0 ;
-  wire \port$4277$0 ;
-  input \port$4285$0 ;
-  wire \port$4285$0 ;
-  input \port$4287$0 ;
-  wire \port$4287$0 ;
-  input \port$4295$0 ;
-  wire \port$4295$0 ;
-  input \port$4297$0 ;
-  wire \port$4297$0 ;
-  input [255:0] \port$5325$0 ;
-  wire [255:0] \port$5325$0 ;
-  input [255:0] \port$5355$0 ;
-  wire [255:0] \port$5355$0 ;
-  input [255:0] \port$5385$0 ;
-  wire [255:0] \port$5385$0 ;
-  input [255:0] \port$5415$0 ;
-  wire [255:0] \port$5415$0 ;
-  input [23:0] \port$7521$0 ;
-  wire [23:0] \port$7521$0 ;
-  input [23:0] \port$7571$0 ;
-  wire [23:0] \port$7571$0 ;
-  input [23:0] \port$7621$0 ;
-  wire [23:0] \port$7621$0 ;
-  input [23:0] \port$7671$0 ;
-  wire [23:0] \port$7671$0 ;
-  input [29:0] \port$8181$2 ;
-  wire [29:0] \port$8181$2 ;
+  input \port$4289$0 ;
+  wire \port$4289$0 ;
+  input \port$4291$0 ;
+  wire \port$4291$0 ;
+  input \port$4299$0 ;
+  wire \port$4299$0 ;
+  input \port$4301$0 ;
+  wire \port$4301$0 ;
+  input \port$4309$0 ;
+  wire \port$4309$0 ;
+  input \port$4311$0 ;
+  wire \port$4311$0 ;
+  input \port$4319$0 ;
+  wire \port$4319$0 ;
+  input \port$4321$0 ;
+  wire \port$4321$0 ;
+  input [255:0] \port$5349$0 ;
+  wire [255:0] \port$5349$0 ;
+  input [255:0] \port$5379$0 ;
+  wire [255:0] \port$5379$0 ;
+  input [255:0] \port$5409$0 ;
+  wire [255:0] \port$5409$0 ;
+  input [255:0] \port$5439$0 ;
+  wire [255:0] \port$5439$0 ;
+  input [23:0] \port$7531$0 ;
+  wire [23:0] \port$7531$0 ;
+  input [23:0] \port$7581$0 ;
+  wire [23:0] \port$7581$0 ;
+  input [23:0] \port$7631$0 ;
+  wire [23:0] \port$7631$0 ;
+  input [23:0] \port$7681$0 ;
+  wire [23:0] \port$7681$0 ;
+  input [29:0] \port$8191$2 ;
+  wire [29:0] \port$8191$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24097,79 +24139,79 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$8181$2 [9:0] == 6'h39;
+  assign \$111  = \port$8191$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$8181$2 [9:0] == 6'h3a;
+  assign \$113  = \port$8191$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$8181$2 [9:0] == 6'h3b;
+  assign \$115  = \port$8191$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$8181$2 [9:0] == 6'h3c;
+  assign \$117  = \port$8191$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$8181$2 [9:0] == 6'h3d;
+  assign \$119  = \port$8191$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$8181$2 [9:0] == 6'h3e;
+  assign \$121  = \port$8191$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$8181$2 [9:0] == 6'h3f;
+  assign \$123  = \port$8191$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$8181$2 [9:0] == 7'h40;
+  assign \$125  = \port$8191$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$8181$2 [9:0] == 7'h41;
+  assign \$127  = \port$8191$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$8181$2 [9:0] == 7'h42;
+  assign \$129  = \port$8191$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$8181$2 [9:0] == 7'h43;
+  assign \$131  = \port$8191$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$8181$2 [9:0] == 7'h44;
+  assign \$133  = \port$8191$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$8181$2 [9:0] == 7'h45;
+  assign \$135  = \port$8191$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$8181$2 [9:0] == 7'h46;
+  assign \$137  = \port$8191$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$8181$2 [9:0] == 7'h47;
+  assign \$139  = \port$8191$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$8181$2 [9:0] == 7'h48;
+  assign \$141  = \port$8191$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$8181$2 [9:0] == 7'h49;
+  assign \$143  = \port$8191$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$8181$2 [9:0] == 7'h4a;
+  assign \$145  = \port$8191$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$8181$2 [9:0] == 7'h4b;
+  assign \$147  = \port$8191$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$8181$2 [9:0] == 7'h4c;
+  assign \$149  = \port$8191$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$8181$2 [9:0] == 7'h4d;
+  assign \$151  = \port$8191$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$8181$2 [9:0] == 7'h4e;
+  assign \$153  = \port$8191$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$8181$2 [9:0] == 7'h4f;
+  assign \$155  = \port$8191$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$8181$2 [9:0] == 7'h50;
+  assign \$157  = \port$8191$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$8181$2 [9:0] == 7'h51;
+  assign \$159  = \port$8191$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24293,84 +24335,84 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$8181$2 [9:0];
+  assign \$282  = ! \port$8191$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$8181$2 [9:0] == 1'h1;
+  assign \$288  = \port$8191$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$8181$2 [9:0] == 2'h2;
+  assign \$294  = \port$8191$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$8181$2 [9:0] == 2'h3;
+  assign \$300  = \port$8191$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$8181$2 [9:0] == 3'h4;
+  assign \$306  = \port$8191$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$8181$2 [9:0] == 3'h5;
+  assign \$312  = \port$8191$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$8181$2 [9:0] == 3'h6;
+  assign \$318  = \port$8191$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$8181$2 [9:0] == 4'h8;
+  assign \$324  = \port$8191$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$8181$2 [9:0] == 4'h9;
+  assign \$336  = \port$8191$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$8181$2 [9:0] == 4'ha;
+  assign \$344  = \port$8191$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$8181$2 [9:0] == 4'hb;
+  assign \$350  = \port$8191$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$8181$2 [9:0] == 4'hc;
+  assign \$358  = \port$8191$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$8181$2 [9:0] == 4'hd;
+  assign \$368  = \port$8191$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$8181$2 [9:0] == 4'he;
+  assign \$378  = \port$8191$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$8181$2 [9:0] == 4'hf;
+  assign \$388  = \port$8191$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$8181$2 [9:0] == 5'h10;
+  assign \$398  = \port$8191$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$8181$2 [9:0] == 5'h11;
+  assign \$404  = \port$8191$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24379,251 +24421,251 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$8181$2 [9:0] == 5'h12;
+  assign \$420  = \port$8191$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$8181$2 [9:0] == 5'h13;
+  assign \$426  = \port$8191$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$8181$2 [9:0] == 5'h14;
+  assign \$432  = \port$8191$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$8181$2 [9:0] == 5'h15;
+  assign \$438  = \port$8191$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$8181$2 [9:0] == 5'h16;
+  assign \$444  = \port$8191$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$8181$2 [9:0] == 5'h17;
+  assign \$450  = \port$8191$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$8181$2 [9:0] == 5'h18;
+  assign \$456  = \port$8191$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$8181$2 [9:0] == 5'h19;
+  assign \$462  = \port$8191$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$8181$2 [9:0] == 5'h1a;
+  assign \$468  = \port$8191$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$8181$2 [9:0] == 5'h1b;
+  assign \$474  = \port$8191$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$8181$2 [9:0] == 5'h1c;
+  assign \$480  = \port$8191$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$8181$2 [9:0] == 5'h1d;
+  assign \$486  = \port$8191$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$8181$2 [9:0] == 6'h20;
+  assign \$492  = \port$8191$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$8181$2 [9:0] == 6'h21;
+  assign \$498  = \port$8191$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$8181$2 [9:0] == 6'h22;
+  assign \$504  = \port$8191$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$8181$2 [9:0] == 6'h23;
+  assign \$510  = \port$8191$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$8181$2 [9:0] == 6'h24;
+  assign \$516  = \port$8191$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$8181$2 [9:0] == 6'h25;
+  assign \$522  = \port$8191$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$8181$2 [9:0] == 6'h26;
+  assign \$528  = \port$8191$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$8181$2 [9:0] == 6'h27;
+  assign \$534  = \port$8191$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$8181$2 [9:0] == 6'h28;
+  assign \$540  = \port$8191$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$8181$2 [9:0] == 6'h29;
+  assign \$546  = \port$8191$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$8181$2 [9:0] == 6'h2a;
+  assign \$552  = \port$8191$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$8181$2 [9:0] == 6'h2b;
+  assign \$558  = \port$8191$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$8181$2 [9:0] == 6'h2c;
+  assign \$564  = \port$8191$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$8181$2 [9:0] == 6'h2d;
+  assign \$570  = \port$8191$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$8181$2 [9:0] == 6'h2e;
+  assign \$576  = \port$8191$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$8181$2 [9:0] == 6'h2f;
+  assign \$582  = \port$8191$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$8181$2 [9:0] == 6'h30;
+  assign \$588  = \port$8191$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$8181$2 [9:0] == 6'h31;
+  assign \$594  = \port$8191$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$8181$2 [9:0] == 6'h32;
+  assign \$600  = \port$8191$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$8181$2 [9:0] == 6'h33;
+  assign \$606  = \port$8191$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$8181$2 [9:0] == 6'h34;
+  assign \$612  = \port$8191$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$8181$2 [9:0] == 6'h35;
+  assign \$618  = \port$8191$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$8181$2 [9:0] == 6'h36;
+  assign \$624  = \port$8191$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$8181$2 [9:0] == 6'h37;
+  assign \$630  = \port$8191$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$8181$2 [9:0] == 6'h38;
+  assign \$636  = \port$8191$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$8181$2 [9:0] == 6'h39;
+  assign \$642  = \port$8191$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$8181$2 [9:0] == 6'h3a;
+  assign \$648  = \port$8191$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$8181$2 [9:0] == 6'h3b;
+  assign \$654  = \port$8191$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$8181$2 [9:0] == 6'h3c;
+  assign \$660  = \port$8191$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$8181$2 [9:0] == 6'h3d;
+  assign \$666  = \port$8191$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$8181$2 [9:0] == 6'h3e;
+  assign \$672  = \port$8191$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$8181$2 [9:0] == 6'h3f;
+  assign \$678  = \port$8191$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$8181$2 [9:0] == 7'h40;
+  assign \$684  = \port$8191$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$8181$2 [9:0] == 7'h41;
+  assign \$690  = \port$8191$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$8181$2 [9:0] == 7'h42;
+  assign \$696  = \port$8191$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$8181$2 [9:0] == 7'h43;
+  assign \$702  = \port$8191$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$8181$2 [9:0] == 7'h44;
+  assign \$708  = \port$8191$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$8181$2 [9:0] == 7'h45;
+  assign \$714  = \port$8191$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$8181$2 [9:0] == 7'h46;
+  assign \$720  = \port$8191$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$8181$2 [9:0] == 7'h47;
+  assign \$726  = \port$8191$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$8181$2 [9:0] == 7'h48;
+  assign \$732  = \port$8191$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$8181$2 [9:0] == 7'h49;
+  assign \$738  = \port$8191$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$8181$2 [9:0] == 7'h4a;
+  assign \$744  = \port$8191$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$8181$2 [9:0] == 7'h4b;
+  assign \$750  = \port$8191$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$8181$2 [9:0] == 7'h4c;
+  assign \$756  = \port$8191$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$8181$2 [9:0] == 7'h4d;
+  assign \$762  = \port$8191$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$8181$2 [9:0] == 7'h4e;
+  assign \$768  = \port$8191$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$8181$2 [9:0] == 7'h4f;
+  assign \$774  = \port$8191$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$8181$2 [9:0] == 7'h50;
+  assign \$780  = \port$8191$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$8181$2 [9:0] == 7'h51;
+  assign \$786  = \port$8191$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24717,167 +24759,167 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$8181$2 [9:0];
+  assign \$3  = ! \port$8191$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$8181$2 [9:0] == 1'h1;
+  assign \$5  = \port$8191$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$8181$2 [9:0] == 2'h2;
+  assign \$7  = \port$8191$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$8181$2 [9:0] == 2'h3;
+  assign \$9  = \port$8191$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$8181$2 [9:0] == 3'h4;
+  assign \$11  = \port$8191$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$8181$2 [9:0] == 3'h5;
+  assign \$13  = \port$8191$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$8181$2 [9:0] == 3'h6;
+  assign \$15  = \port$8191$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$8181$2 [9:0] == 4'h8;
+  assign \$17  = \port$8191$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$8181$2 [9:0] == 4'h9;
+  assign \$19  = \port$8191$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$8181$2 [9:0] == 4'ha;
+  assign \$21  = \port$8191$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$8181$2 [9:0] == 4'hb;
+  assign \$23  = \port$8191$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$8181$2 [9:0] == 4'hc;
+  assign \$25  = \port$8191$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$8181$2 [9:0] == 4'hd;
+  assign \$27  = \port$8191$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$8181$2 [9:0] == 4'he;
+  assign \$29  = \port$8191$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$8181$2 [9:0] == 4'hf;
+  assign \$31  = \port$8191$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$8181$2 [9:0] == 5'h10;
+  assign \$33  = \port$8191$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$8181$2 [9:0] == 5'h11;
+  assign \$35  = \port$8191$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$8181$2 [9:0] == 5'h12;
+  assign \$37  = \port$8191$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$8181$2 [9:0] == 5'h13;
+  assign \$39  = \port$8191$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$8181$2 [9:0] == 5'h14;
+  assign \$41  = \port$8191$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$8181$2 [9:0] == 5'h15;
+  assign \$43  = \port$8191$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$8181$2 [9:0] == 5'h16;
+  assign \$45  = \port$8191$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$8181$2 [9:0] == 5'h17;
+  assign \$47  = \port$8191$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$8181$2 [9:0] == 5'h18;
+  assign \$49  = \port$8191$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$8181$2 [9:0] == 5'h19;
+  assign \$51  = \port$8191$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$8181$2 [9:0] == 5'h1a;
+  assign \$53  = \port$8191$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$8181$2 [9:0] == 5'h1b;
+  assign \$55  = \port$8191$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$8181$2 [9:0] == 5'h1c;
+  assign \$57  = \port$8191$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$8181$2 [9:0] == 5'h1d;
+  assign \$59  = \port$8191$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$8181$2 [9:0] == 6'h20;
+  assign \$61  = \port$8191$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$8181$2 [9:0] == 6'h21;
+  assign \$63  = \port$8191$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$8181$2 [9:0] == 6'h22;
+  assign \$65  = \port$8191$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$8181$2 [9:0] == 6'h23;
+  assign \$67  = \port$8191$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$8181$2 [9:0] == 6'h24;
+  assign \$69  = \port$8191$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$8181$2 [9:0] == 6'h25;
+  assign \$71  = \port$8191$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$8181$2 [9:0] == 6'h26;
+  assign \$73  = \port$8191$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$8181$2 [9:0] == 6'h27;
+  assign \$75  = \port$8191$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$8181$2 [9:0] == 6'h28;
+  assign \$77  = \port$8191$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$8181$2 [9:0] == 6'h29;
+  assign \$79  = \port$8191$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$8181$2 [9:0] == 6'h2a;
+  assign \$81  = \port$8191$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$8181$2 [9:0] == 6'h2b;
+  assign \$83  = \port$8191$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$8181$2 [9:0] == 6'h2c;
+  assign \$85  = \port$8191$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$8181$2 [9:0] == 6'h2d;
+  assign \$87  = \port$8191$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$8181$2 [9:0] == 6'h2e;
+  assign \$89  = \port$8191$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$8181$2 [9:0] == 6'h2f;
+  assign \$91  = \port$8191$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$8181$2 [9:0] == 6'h30;
+  assign \$93  = \port$8191$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$8181$2 [9:0] == 6'h31;
+  assign \$95  = \port$8191$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$8181$2 [9:0] == 6'h32;
+  assign \$97  = \port$8191$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$8181$2 [9:0] == 6'h33;
+  assign \$99  = \port$8191$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$8181$2 [9:0] == 6'h34;
+  assign \$101  = \port$8191$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$8181$2 [9:0] == 6'h35;
+  assign \$103  = \port$8191$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$8181$2 [9:0] == 6'h36;
+  assign \$105  = \port$8191$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$8181$2 [9:0] == 6'h37;
+  assign \$107  = \port$8191$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$8181$2 [9:0] == 6'h38;
+  assign \$109  = \port$8191$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26155,49 +26197,49 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$8181$2 , 2'h0 };
-  assign work_qready = { \port$4295$0 , \port$4285$0 , \port$4275$0 , \port$4265$0  };
-  assign work_qreset = { \port$4297$0 , \port$4287$0 , \port$4277$0 , \port$4267$0  };
-  assign retire0_error = \port$7521$0 [7:0];
-  assign retire0_tag = \port$7521$0 [23:8];
-  assign retire1_error = \port$7571$0 [7:0];
-  assign retire1_tag = \port$7571$0 [23:8];
-  assign retire2_error = \port$7621$0 [7:0];
-  assign retire2_tag = \port$7621$0 [23:8];
-  assign retire3_error = \port$7671$0 [7:0];
-  assign retire3_tag = \port$7671$0 [23:8];
-  assign q_head0_word = \port$5325$0 [31:0];
-  assign q_head1_word = \port$5325$0 [63:32];
-  assign q_head2_word = \port$5325$0 [95:64];
-  assign q_head3_word = \port$5325$0 [127:96];
-  assign q_head4_word = \port$5325$0 [159:128];
-  assign q_head5_word = \port$5325$0 [191:160];
-  assign q_head6_word = \port$5325$0 [223:192];
-  assign q_head7_word = \port$5325$0 [255:224];
-  assign q_head8_word = \port$5355$0 [31:0];
-  assign q_head9_word = \port$5355$0 [63:32];
-  assign q_head10_word = \port$5355$0 [95:64];
-  assign q_head11_word = \port$5355$0 [127:96];
-  assign q_head12_word = \port$5355$0 [159:128];
-  assign q_head13_word = \port$5355$0 [191:160];
-  assign q_head14_word = \port$5355$0 [223:192];
-  assign q_head15_word = \port$5355$0 [255:224];
-  assign q_head16_word = \port$5385$0 [31:0];
-  assign q_head17_word = \port$5385$0 [63:32];
-  assign q_head18_word = \port$5385$0 [95:64];
-  assign q_head19_word = \port$5385$0 [127:96];
-  assign q_head20_word = \port$5385$0 [159:128];
-  assign q_head21_word = \port$5385$0 [191:160];
-  assign q_head22_word = \port$5385$0 [223:192];
-  assign q_head23_word = \port$5385$0 [255:224];
-  assign q_head24_word = \port$5415$0 [31:0];
-  assign q_head25_word = \port$5415$0 [63:32];
-  assign q_head26_word = \port$5415$0 [95:64];
-  assign q_head27_word = \port$5415$0 [127:96];
-  assign q_head28_word = \port$5415$0 [159:128];
-  assign q_head29_word = \port$5415$0 [191:160];
-  assign q_head30_word = \port$5415$0 [223:192];
-  assign q_head31_word = \port$5415$0 [255:224];
+  assign bus__addr = { \port$8191$2 , 2'h0 };
+  assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
+  assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
+  assign retire0_error = \port$7531$0 [7:0];
+  assign retire0_tag = \port$7531$0 [23:8];
+  assign retire1_error = \port$7581$0 [7:0];
+  assign retire1_tag = \port$7581$0 [23:8];
+  assign retire2_error = \port$7631$0 [7:0];
+  assign retire2_tag = \port$7631$0 [23:8];
+  assign retire3_error = \port$7681$0 [7:0];
+  assign retire3_tag = \port$7681$0 [23:8];
+  assign q_head0_word = \port$5349$0 [31:0];
+  assign q_head1_word = \port$5349$0 [63:32];
+  assign q_head2_word = \port$5349$0 [95:64];
+  assign q_head3_word = \port$5349$0 [127:96];
+  assign q_head4_word = \port$5349$0 [159:128];
+  assign q_head5_word = \port$5349$0 [191:160];
+  assign q_head6_word = \port$5349$0 [223:192];
+  assign q_head7_word = \port$5349$0 [255:224];
+  assign q_head8_word = \port$5379$0 [31:0];
+  assign q_head9_word = \port$5379$0 [63:32];
+  assign q_head10_word = \port$5379$0 [95:64];
+  assign q_head11_word = \port$5379$0 [127:96];
+  assign q_head12_word = \port$5379$0 [159:128];
+  assign q_head13_word = \port$5379$0 [191:160];
+  assign q_head14_word = \port$5379$0 [223:192];
+  assign q_head15_word = \port$5379$0 [255:224];
+  assign q_head16_word = \port$5409$0 [31:0];
+  assign q_head17_word = \port$5409$0 [63:32];
+  assign q_head18_word = \port$5409$0 [95:64];
+  assign q_head19_word = \port$5409$0 [127:96];
+  assign q_head20_word = \port$5409$0 [159:128];
+  assign q_head21_word = \port$5409$0 [191:160];
+  assign q_head22_word = \port$5409$0 [223:192];
+  assign q_head23_word = \port$5409$0 [255:224];
+  assign q_head24_word = \port$5439$0 [31:0];
+  assign q_head25_word = \port$5439$0 [63:32];
+  assign q_head26_word = \port$5439$0 [95:64];
+  assign q_head27_word = \port$5439$0 [127:96];
+  assign q_head28_word = \port$5439$0 [159:128];
+  assign q_head29_word = \port$5439$0 [191:160];
+  assign q_head30_word = \port$5439$0 [223:192];
+  assign q_head31_word = \port$5439$0 [255:224];
   assign \$360  = { 1'h0, retire0_valid };
   assign \$361  = { 30'h00000000, \$360  };
   assign \$284  = { 1'h0, fw_version_version };
@@ -26214,10 +26256,10 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$315  = \$314 ;
   assign \$320  = 2'h0;
   assign \$321  = { 30'h00000000, \$320  };
-  assign \$326  = { 1'h0, \port$4295$0 , \port$4285$0 , \port$4275$0 , \port$4265$0  };
+  assign \$326  = { 1'h0, \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign \$327  = { 27'h0000000, \$326  };
   assign \$328  = { 7'h00, work_retire, 8'h00 };
-  assign \$330  = { 15'h0000, \port$4297$0 , \port$4287$0 , \port$4277$0 , \port$4267$0 , 16'h0000 };
+  assign \$330  = { 15'h0000, \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0 , 16'h0000 };
   assign \$332  = { 7'h00, work_timer, 24'h000000 };
   assign \$338  = { 1'h0, work_mask_qready };
   assign \$339  = { 27'h0000000, \$338  };
@@ -26227,20 +26269,20 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$7521$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$7521$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$7531$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$7531$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$7571$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$7571$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$7581$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$7581$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$7621$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$7621$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$7631$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$7631$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$7671$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$7671$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$7681$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$7681$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -26274,69 +26316,69 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$483  = \$482 ;
   assign \$488  = { 1'h0, timer_cycles };
   assign \$489  = \$488 ;
-  assign \$494  = { 1'h0, \port$5325$0 [31:0] };
+  assign \$494  = { 1'h0, \port$5349$0 [31:0] };
   assign \$495  = \$494 ;
-  assign \$500  = { 1'h0, \port$5325$0 [63:32] };
+  assign \$500  = { 1'h0, \port$5349$0 [63:32] };
   assign \$501  = \$500 ;
-  assign \$506  = { 1'h0, \port$5325$0 [95:64] };
+  assign \$506  = { 1'h0, \port$5349$0 [95:64] };
   assign \$507  = \$506 ;
-  assign \$512  = { 1'h0, \port$5325$0 [127:96] };
+  assign \$512  = { 1'h0, \port$5349$0 [127:96] };
   assign \$513  = \$512 ;
-  assign \$518  = { 1'h0, \port$5325$0 [159:128] };
+  assign \$518  = { 1'h0, \port$5349$0 [159:128] };
   assign \$519  = \$518 ;
-  assign \$524  = { 1'h0, \port$5325$0 [191:160] };
+  assign \$524  = { 1'h0, \port$5349$0 [191:160] };
   assign \$525  = \$524 ;
-  assign \$530  = { 1'h0, \port$5325$0 [223:192] };
+  assign \$530  = { 1'h0, \port$5349$0 [223:192] };
   assign \$531  = \$530 ;
-  assign \$536  = { 1'h0, \port$5325$0 [255:224] };
+  assign \$536  = { 1'h0, \port$5349$0 [255:224] };
   assign \$537  = \$536 ;
-  assign \$542  = { 1'h0, \port$5355$0 [31:0] };
+  assign \$542  = { 1'h0, \port$5379$0 [31:0] };
   assign \$543  = \$542 ;
-  assign \$548  = { 1'h0, \port$5355$0 [63:32] };
+  assign \$548  = { 1'h0, \port$5379$0 [63:32] };
   assign \$549  = \$548 ;
-  assign \$554  = { 1'h0, \port$5355$0 [95:64] };
+  assign \$554  = { 1'h0, \port$5379$0 [95:64] };
   assign \$555  = \$554 ;
-  assign \$560  = { 1'h0, \port$5355$0 [127:96] };
+  assign \$560  = { 1'h0, \port$5379$0 [127:96] };
   assign \$561  = \$560 ;
-  assign \$566  = { 1'h0, \port$5355$0 [159:128] };
+  assign \$566  = { 1'h0, \port$5379$0 [159:128] };
   assign \$567  = \$566 ;
-  assign \$572  = { 1'h0, \port$5355$0 [191:160] };
+  assign \$572  = { 1'h0, \port$5379$0 [191:160] };
   assign \$573  = \$572 ;
-  assign \$578  = { 1'h0, \port$5355$0 [223:192] };
+  assign \$578  = { 1'h0, \port$5379$0 [223:192] };
   assign \$579  = \$578 ;
-  assign \$584  = { 1'h0, \port$5355$0 [255:224] };
+  assign \$584  = { 1'h0, \port$5379$0 [255:224] };
   assign \$585  = \$584 ;
-  assign \$590  = { 1'h0, \port$5385$0 [31:0] };
+  assign \$590  = { 1'h0, \port$5409$0 [31:0] };
   assign \$591  = \$590 ;
-  assign \$596  = { 1'h0, \port$5385$0 [63:32] };
+  assign \$596  = { 1'h0, \port$5409$0 [63:32] };
   assign \$597  = \$596 ;
-  assign \$602  = { 1'h0, \port$5385$0 [95:64] };
+  assign \$602  = { 1'h0, \port$5409$0 [95:64] };
   assign \$603  = \$602 ;
-  assign \$608  = { 1'h0, \port$5385$0 [127:96] };
+  assign \$608  = { 1'h0, \port$5409$0 [127:96] };
   assign \$609  = \$608 ;
-  assign \$614  = { 1'h0, \port$5385$0 [159:128] };
+  assign \$614  = { 1'h0, \port$5409$0 [159:128] };
   assign \$615  = \$614 ;
-  assign \$620  = { 1'h0, \port$5385$0 [191:160] };
+  assign \$620  = { 1'h0, \port$5409$0 [191:160] };
   assign \$621  = \$620 ;
-  assign \$626  = { 1'h0, \port$5385$0 [223:192] };
+  assign \$626  = { 1'h0, \port$5409$0 [223:192] };
   assign \$627  = \$626 ;
-  assign \$632  = { 1'h0, \port$5385$0 [255:224] };
+  assign \$632  = { 1'h0, \port$5409$0 [255:224] };
   assign \$633  = \$632 ;
-  assign \$638  = { 1'h0, \port$5415$0 [31:0] };
+  assign \$638  = { 1'h0, \port$5439$0 [31:0] };
   assign \$639  = \$638 ;
-  assign \$644  = { 1'h0, \port$5415$0 [63:32] };
+  assign \$644  = { 1'h0, \port$5439$0 [63:32] };
   assign \$645  = \$644 ;
-  assign \$650  = { 1'h0, \port$5415$0 [95:64] };
+  assign \$650  = { 1'h0, \port$5439$0 [95:64] };
   assign \$651  = \$650 ;
-  assign \$656  = { 1'h0, \port$5415$0 [127:96] };
+  assign \$656  = { 1'h0, \port$5439$0 [127:96] };
   assign \$657  = \$656 ;
-  assign \$662  = { 1'h0, \port$5415$0 [159:128] };
+  assign \$662  = { 1'h0, \port$5439$0 [159:128] };
   assign \$663  = \$662 ;
-  assign \$668  = { 1'h0, \port$5415$0 [191:160] };
+  assign \$668  = { 1'h0, \port$5439$0 [191:160] };
   assign \$669  = \$668 ;
-  assign \$674  = { 1'h0, \port$5415$0 [223:192] };
+  assign \$674  = { 1'h0, \port$5439$0 [223:192] };
   assign \$675  = \$674 ;
-  assign \$680  = { 1'h0, \port$5415$0 [255:224] };
+  assign \$680  = { 1'h0, \port$5439$0 [255:224] };
   assign \$681  = \$680 ;
   assign \$686  = { 1'h0, event0_value };
   assign \$687  = \$686 ;
@@ -26377,159 +26419,156 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__payload, spad_rd__en, spad_rd__addr, active, stall, acc_rd__en, acc_wr__data, ctl__busy, gemm_frozen, done, acc_rd__addr, acc_wr__addr, error, ctl__cmd__ready, acc_wr__en, a_data, acc_rd__data
-, clk);
+module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__payload, spad_rd__en, spad_rd__addr, active, stall, acc_rd__en, acc_wr__data, ctl__busy, done, acc_rd__addr, acc_wr__addr, error, ctl__cmd__ready, acc_wr__en, a_data, acc_rd__data, clk
+);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$100 ;
+  wire [3:0] \$10 ;
+  wire [32:0] \$100 ;
   wire [32:0] \$101 ;
   wire [32:0] \$102 ;
-  wire [32:0] \$103 ;
-  wire [32:0] \$104 ;
+  wire \$103 ;
+  wire \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
+  reg \$108 ;
+  reg [2:0] \$109 ;
   wire \$11 ;
-  reg \$110 ;
-  reg [2:0] \$111 ;
-  reg [2:0] \$112 ;
-  reg \$113 ;
+  reg [2:0] \$110 ;
+  reg \$111 ;
+  reg \$112 ;
+  reg [1:0] \$113 ;
   reg \$114 ;
-  reg [1:0] \$115 ;
+  reg [12:0] \$115 ;
   reg \$116 ;
-  reg [12:0] \$117 ;
-  reg \$118 ;
-  reg \$119 ;
-  wire [3:0] \$12 ;
+  reg \$117 ;
+  reg [15:0] \$118 ;
+  reg [15:0] \$119 ;
+  wire \$12 ;
   reg [15:0] \$120 ;
   reg [15:0] \$121 ;
   reg [15:0] \$122 ;
   reg [15:0] \$123 ;
   reg [15:0] \$124 ;
-  reg [15:0] \$125 ;
-  reg [15:0] \$126 ;
-  reg \$127 ;
-  reg [127:0] \$128 ;
-  reg [127:0] \$129 ;
+  reg \$125 ;
+  reg [127:0] \$126 ;
+  reg [175:0] \$127 ;
+  reg [2:0] \$128 ;
+  reg \$129 ;
   wire \$13 ;
-  reg [175:0] \$130 ;
-  reg [2:0] \$131 ;
-  reg \$132 ;
-  reg \$133 ;
-  reg \$134 ;
-  reg [7:0] \$135 ;
-  reg [11:0] \$136 ;
-  reg [11:0] \$137 ;
-  reg [15:0] \$138 ;
-  reg \$139 ;
+  reg \$130 ;
+  reg \$131 ;
+  reg [7:0] \$132 ;
+  reg [11:0] \$133 ;
+  reg [11:0] \$134 ;
+  reg [15:0] \$135 ;
+  reg \$136 ;
+  reg [13:0] \$137 ;
+  reg [13:0] \$138 ;
+  reg [13:0] \$139 ;
   wire \$14 ;
   reg [13:0] \$140 ;
-  reg [13:0] \$141 ;
-  reg [13:0] \$142 ;
-  reg [13:0] \$143 ;
-  reg [12:0] \$144 ;
-  reg [12:0] \$145 ;
-  reg \$146 ;
+  reg [12:0] \$141 ;
+  reg [12:0] \$142 ;
+  reg \$143 ;
+  wire [31:0] \$144 ;
+  wire [31:0] \$145 ;
+  wire [31:0] \$146 ;
   wire [31:0] \$147 ;
-  wire [31:0] \$148 ;
-  wire [31:0] \$149 ;
-  wire \$15 ;
-  wire [31:0] \$150 ;
+  wire [12:0] \$15 ;
   wire \$16 ;
   wire [12:0] \$17 ;
   wire \$18 ;
-  wire [12:0] \$19 ;
+  wire \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [16:0] \$20 ;
   wire \$21 ;
-  wire [16:0] \$22 ;
+  wire \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
-  wire \$28 ;
+  wire [127:0] \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire [127:0] \$30 ;
+  wire \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [12:0] \$37 ;
-  wire [31:0] \$38 ;
-  wire [32:0] \$39 ;
+  wire [12:0] \$35 ;
+  wire [31:0] \$36 ;
+  wire [32:0] \$37 ;
+  wire [16:0] \$38 ;
+  wire [33:0] \$39 ;
   wire \$4 ;
-  wire [16:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire \$42 ;
-  wire [12:0] \$43 ;
-  wire [31:0] \$44 ;
-  wire [32:0] \$45 ;
-  wire [12:0] \$46 ;
-  wire [14:0] \$47 ;
-  wire [33:0] \$48 ;
-  wire [34:0] \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire [12:0] \$52 ;
-  wire [31:0] \$53 ;
-  wire [32:0] \$54 ;
-  wire [16:0] \$55 ;
-  wire [33:0] \$56 ;
+  wire \$40 ;
+  wire [12:0] \$41 ;
+  wire [31:0] \$42 ;
+  wire [32:0] \$43 ;
+  wire [12:0] \$44 ;
+  wire [14:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire [3:0] \$5 ;
+  wire [12:0] \$50 ;
+  wire [31:0] \$51 ;
+  wire [32:0] \$52 ;
+  wire [16:0] \$53 ;
+  wire [33:0] \$54 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire [14:0] \$63 ;
-  wire [16:0] \$64 ;
+  wire [14:0] \$61 ;
+  wire [16:0] \$62 ;
+  wire \$63 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire [14:0] \$69 ;
-  wire [3:0] \$7 ;
-  wire [13:0] \$70 ;
-  wire [16:0] \$71 ;
-  wire [16:0] \$72 ;
-  wire \$73 ;
+  wire [14:0] \$67 ;
+  wire [13:0] \$68 ;
+  wire [16:0] \$69 ;
+  wire \$7 ;
+  wire [16:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [12:0] \$73 ;
   wire \$74 ;
   wire [12:0] \$75 ;
   wire \$76 ;
   wire [12:0] \$77 ;
-  wire \$78 ;
-  wire [12:0] \$79 ;
+  wire [20:0] \$78 ;
+  wire [20:0] \$79 ;
   wire \$8 ;
-  wire [20:0] \$80 ;
+  wire [12:0] \$80 ;
   wire [20:0] \$81 ;
-  wire [12:0] \$82 ;
+  wire [20:0] \$82 ;
   wire [20:0] \$83 ;
   wire [20:0] \$84 ;
-  wire [20:0] \$85 ;
-  wire [20:0] \$86 ;
+  wire \$85 ;
+  wire \$86 ;
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire [2:0] \$93 ;
-  wire [3:0] \$94 ;
+  wire [2:0] \$91 ;
+  wire [3:0] \$92 ;
+  wire \$93 ;
+  wire \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire \$99 ;
+  wire [32:0] \$99 ;
   (* init = 1'h0 *)
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
@@ -26641,8 +26680,6 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg [7:0] error = 8'h00;
   reg [127:0] fwd_data = 128'h00000000000000000000000000000000;
   reg fwd_hit = 1'h0;
-  input gemm_frozen;
-  wire gemm_frozen;
   reg [2:0] gemm_fsm_state = 3'h0;
   reg [15:0] idx = 16'h0000;
   reg issuing;
@@ -26685,206 +26722,203 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire w_en;
   (* init = 2'h0 *)
   wire [1:0] w_row;
-  assign \$1  = ~ gemm_frozen;
-  assign \$2  = \$1  | reset[2];
-  assign \$3  = s1_valid & s1_is_a;
-  assign \$4  = ! s1_bank;
-  assign \$5  = \$3  & \$4 ;
-  assign \$6  = | bank0_busy_cnt;
-  assign \$7  = bank0_busy_cnt - 1'h1;
-  assign \$8  = s1_valid & s1_is_a;
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = | bank1_busy_cnt;
-  assign \$12  = bank1_busy_cnt - 1'h1;
-  assign \$13  = spad_rd__en & spad_rd__gnt;
-  assign \$14  = ~ load_b;
-  assign \$15  = | kt;
-  assign \$16  = cmd[160] | \$15 ;
-  assign \$17  = cmd[99:88] - 1'h1;
-  assign \$18  = nt == \$17 [11:0];
-  assign \$19  = cmd[87:76] - 1'h1;
-  assign \$20  = kt == \$19 [11:0];
-  assign \$21  = \$18  & \$20 ;
-  assign \$22  = cmd[75:60] - 1'h1;
-  assign \$23  = idx == \$22 [15:0];
-  assign \$24  = \$21  & \$23 ;
-  assign \$25  = s1_valid & s1_is_a;
-  assign \$26  = meta7[13:1] == meta5[13:1];
+  assign \$1  = s1_valid & s1_is_a;
+  assign \$2  = ! s1_bank;
+  assign \$3  = \$1  & \$2 ;
+  assign \$4  = | bank0_busy_cnt;
+  assign \$5  = bank0_busy_cnt - 1'h1;
+  assign \$6  = s1_valid & s1_is_a;
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = | bank1_busy_cnt;
+  assign \$10  = bank1_busy_cnt - 1'h1;
+  assign \$11  = spad_rd__en & spad_rd__gnt;
+  assign \$12  = ~ load_b;
+  assign \$13  = | kt;
+  assign \$14  = cmd[160] | \$13 ;
+  assign \$15  = cmd[99:88] - 1'h1;
+  assign \$16  = nt == \$15 [11:0];
+  assign \$17  = cmd[87:76] - 1'h1;
+  assign \$18  = kt == \$17 [11:0];
+  assign \$19  = \$16  & \$18 ;
+  assign \$20  = cmd[75:60] - 1'h1;
+  assign \$21  = idx == \$20 [15:0];
+  assign \$22  = \$19  & \$21 ;
+  assign \$23  = s1_valid & s1_is_a;
+  assign \$24  = meta7[13:1] == meta5[13:1];
+  assign \$25  = acc_wr__en & \$24 ;
+  assign \$26  = meta7[13:1] == meta6[13:1];
   assign \$27  = acc_wr__en & \$26 ;
-  assign \$28  = meta7[13:1] == meta6[13:1];
-  assign \$29  = acc_wr__en & \$28 ;
-  assign \$30  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$31  = | cmd[175:161];
-  assign \$32  = ! cmd[75:60];
-  assign \$33  = ! cmd[87:76];
+  assign \$28  = fwd_hit ? fwd_data : acc_rd__data;
+  assign \$29  = | cmd[175:161];
+  assign \$30  = ! cmd[75:60];
+  assign \$31  = ! cmd[87:76];
+  assign \$32  = \$30  | \$31 ;
+  assign \$33  = ! cmd[99:88];
   assign \$34  = \$32  | \$33 ;
-  assign \$35  = ! cmd[99:88];
-  assign \$36  = \$34  | \$35 ;
-  assign \$37  = cmd[87:76] - 1'h1;
-  assign \$38  = \$37 [11:0] * cmd[119:100];
-  assign \$39  = cmd[19:0] + \$38 ;
-  assign \$40  = cmd[75:60] - 1'h1;
-  assign \$41  = \$39  + \$40 [15:0];
-  assign \$42  = \$41  >= 15'h4000;
-  assign \$43  = cmd[99:88] - 1'h1;
-  assign \$44  = \$43 [11:0] * cmd[139:120];
-  assign \$45  = cmd[39:20] + \$44 ;
-  assign \$46  = cmd[87:76] - 1'h1;
-  assign \$47  = \$46 [11:0] * 3'h4;
-  assign \$48  = \$45  + \$47 ;
-  assign \$49  = \$48  + 2'h3;
-  assign \$50  = \$49  >= 15'h4000;
-  assign \$51  = \$42  | \$50 ;
-  assign \$52  = cmd[99:88] - 1'h1;
-  assign \$53  = \$52 [11:0] * cmd[159:140];
-  assign \$54  = cmd[59:40] + \$53 ;
-  assign \$55  = cmd[75:60] - 1'h1;
-  assign \$56  = \$54  + \$55 [15:0];
-  assign \$57  = \$56  >= 14'h2000;
-  assign \$58  = \$51  | \$57 ;
-  assign \$59  = err_reserved | err_shape;
-  assign \$60  = \$59  | err_range;
-  assign \$61  = spad_rd__en & spad_rd__gnt;
-  assign \$62  = \$61  & load_b;
-  assign \$63  = b_ptr + 1'h1;
-  assign \$64  = idx + 1'h1;
-  assign \$65  = idx[1:0] == 2'h3;
-  assign \$66  = spad_rd__en & spad_rd__gnt;
-  assign \$67  = ~ load_b;
-  assign \$68  = \$66  & \$67 ;
-  assign \$69  = a_ptr + 1'h1;
-  assign \$70  = c_ptr + 1'h1;
-  assign \$71  = idx + 1'h1;
-  assign \$72  = cmd[75:60] - 1'h1;
-  assign \$73  = idx == \$72 [15:0];
-  assign \$74  = ~ bank;
-  assign \$75  = cmd[87:76] - 1'h1;
-  assign \$76  = kt != \$75 [11:0];
-  assign \$77  = cmd[99:88] - 1'h1;
-  assign \$78  = nt != \$77 [11:0];
-  assign \$79  = kt + 1'h1;
-  assign \$80  = a_base + cmd[119:100];
-  assign \$81  = a_base + cmd[119:100];
-  assign \$82  = nt + 1'h1;
-  assign \$83  = b_base + cmd[139:120];
-  assign \$84  = b_base + cmd[139:120];
-  assign \$85  = c_base + cmd[159:140];
-  assign \$86  = c_base + cmd[159:140];
-  assign \$87  = acc_wr__en & meta7[15];
-  assign \$88  = ~ load_b;
-  assign \$89  = s1_valid & s1_is_a;
-  assign \$90  = s1_bank == bank;
-  assign \$91  = \$89  & \$90 ;
-  assign \$92  = ~ \$91 ;
-  assign \$93  = bank ? bank1_busy_cnt : bank0_busy_cnt;
-  assign \$94  = \$93  + idx[1:0];
-  assign \$95  = \$94  <= 3'h5;
-  assign \$96  = \$92  & \$95 ;
-  assign \$97  = \$88  | \$96 ;
-  assign spad_rd__en = issuing & \$97 ;
+  assign \$35  = cmd[87:76] - 1'h1;
+  assign \$36  = \$35 [11:0] * cmd[119:100];
+  assign \$37  = cmd[19:0] + \$36 ;
+  assign \$38  = cmd[75:60] - 1'h1;
+  assign \$39  = \$37  + \$38 [15:0];
+  assign \$40  = \$39  >= 15'h4000;
+  assign \$41  = cmd[99:88] - 1'h1;
+  assign \$42  = \$41 [11:0] * cmd[139:120];
+  assign \$43  = cmd[39:20] + \$42 ;
+  assign \$44  = cmd[87:76] - 1'h1;
+  assign \$45  = \$44 [11:0] * 3'h4;
+  assign \$46  = \$43  + \$45 ;
+  assign \$47  = \$46  + 2'h3;
+  assign \$48  = \$47  >= 15'h4000;
+  assign \$49  = \$40  | \$48 ;
+  assign \$50  = cmd[99:88] - 1'h1;
+  assign \$51  = \$50 [11:0] * cmd[159:140];
+  assign \$52  = cmd[59:40] + \$51 ;
+  assign \$53  = cmd[75:60] - 1'h1;
+  assign \$54  = \$52  + \$53 [15:0];
+  assign \$55  = \$54  >= 14'h2000;
+  assign \$56  = \$49  | \$55 ;
+  assign \$57  = err_reserved | err_shape;
+  assign \$58  = \$57  | err_range;
+  assign \$59  = spad_rd__en & spad_rd__gnt;
+  assign \$60  = \$59  & load_b;
+  assign \$61  = b_ptr + 1'h1;
+  assign \$62  = idx + 1'h1;
+  assign \$63  = idx[1:0] == 2'h3;
+  assign \$64  = spad_rd__en & spad_rd__gnt;
+  assign \$65  = ~ load_b;
+  assign \$66  = \$64  & \$65 ;
+  assign \$67  = a_ptr + 1'h1;
+  assign \$68  = c_ptr + 1'h1;
+  assign \$69  = idx + 1'h1;
+  assign \$70  = cmd[75:60] - 1'h1;
+  assign \$71  = idx == \$70 [15:0];
+  assign \$72  = ~ bank;
+  assign \$73  = cmd[87:76] - 1'h1;
+  assign \$74  = kt != \$73 [11:0];
+  assign \$75  = cmd[99:88] - 1'h1;
+  assign \$76  = nt != \$75 [11:0];
+  assign \$77  = kt + 1'h1;
+  assign \$78  = a_base + cmd[119:100];
+  assign \$79  = a_base + cmd[119:100];
+  assign \$80  = nt + 1'h1;
+  assign \$81  = b_base + cmd[139:120];
+  assign \$82  = b_base + cmd[139:120];
+  assign \$83  = c_base + cmd[159:140];
+  assign \$84  = c_base + cmd[159:140];
+  assign \$85  = acc_wr__en & meta7[15];
+  assign \$86  = ~ load_b;
+  assign \$87  = s1_valid & s1_is_a;
+  assign \$88  = s1_bank == bank;
+  assign \$89  = \$87  & \$88 ;
+  assign \$90  = ~ \$89 ;
+  assign \$91  = bank ? bank1_busy_cnt : bank0_busy_cnt;
+  assign \$92  = \$91  + idx[1:0];
+  assign \$93  = \$92  <= 3'h5;
+  assign \$94  = \$90  & \$93 ;
+  assign \$95  = \$86  | \$94 ;
+  assign spad_rd__en = issuing & \$95 ;
   assign spad_rd__addr = load_b ? b_ptr : a_ptr;
   assign a_valid = s1_valid & s1_is_a;
-  assign \$98  = ~ s1_is_a;
-  assign w_en = s1_valid & \$98 ;
+  assign \$96  = ~ s1_is_a;
+  assign w_en = s1_valid & \$96 ;
   assign active = s1_valid & s1_is_a;
-  assign \$99  = s1_valid & s1_is_a;
-  assign \$100  = ~ \$99 ;
-  assign stall = ctl__busy & \$100 ;
+  assign \$97  = s1_valid & s1_is_a;
+  assign \$98  = ~ \$97 ;
+  assign stall = ctl__busy & \$98 ;
   assign acc_rd__en = meta5[0] & meta5[14];
-  assign \$101  = old[31:0] + \$148 ;
-  assign \$102  = old[63:32] + \$149 ;
-  assign \$103  = old[95:64] + \$150 ;
-  assign \$104  = old[127:96] + \$147 ;
-  assign acc_wr__data = meta7[14] ? { \$104 [31:0], \$103 [31:0], \$102 [31:0], \$101 [31:0] } : { \$147 , \$150 , \$149 , \$148  };
-  assign ctl__busy = ~ \$105 ;
-  assign \$105  = ! gemm_fsm_state;
-  assign \$106  = gemm_fsm_state == 1'h1;
-  assign \$107  = gemm_fsm_state == 2'h2;
-  assign \$108  = gemm_fsm_state == 2'h3;
-  assign \$109  = gemm_fsm_state == 3'h4;
+  assign \$99  = old[31:0] + \$145 ;
+  assign \$100  = old[63:32] + \$146 ;
+  assign \$101  = old[95:64] + \$147 ;
+  assign \$102  = old[127:96] + \$144 ;
+  assign acc_wr__data = meta7[14] ? { \$102 [31:0], \$101 [31:0], \$100 [31:0], \$99 [31:0] } : { \$144 , \$147 , \$146 , \$145  };
+  assign ctl__busy = ~ \$103 ;
+  assign \$103  = ! gemm_fsm_state;
+  assign \$104  = gemm_fsm_state == 1'h1;
+  assign \$105  = gemm_fsm_state == 2'h2;
+  assign \$106  = gemm_fsm_state == 2'h3;
+  assign \$107  = gemm_fsm_state == 3'h4;
   always @(posedge clk)
-    done <= \$110 ;
+    done <= \$108 ;
   always @(posedge clk)
-    bank0_busy_cnt <= \$111 ;
+    bank0_busy_cnt <= \$109 ;
   always @(posedge clk)
-    bank1_busy_cnt <= \$112 ;
+    bank1_busy_cnt <= \$110 ;
   always @(posedge clk)
-    s1_valid <= \$113 ;
+    s1_valid <= \$111 ;
   always @(posedge clk)
-    s1_is_a <= \$114 ;
+    s1_is_a <= \$112 ;
   always @(posedge clk)
-    s1_row <= \$115 ;
+    s1_row <= \$113 ;
   always @(posedge clk)
-    s1_bank <= \$116 ;
+    s1_bank <= \$114 ;
   always @(posedge clk)
-    s1_caddr <= \$117 ;
+    s1_caddr <= \$115 ;
   always @(posedge clk)
-    s1_accum <= \$118 ;
+    s1_accum <= \$116 ;
   always @(posedge clk)
-    s1_last <= \$119 ;
+    s1_last <= \$117 ;
   always @(posedge clk)
-    meta1 <= \$120 ;
+    meta1 <= \$118 ;
   always @(posedge clk)
-    meta2 <= \$121 ;
+    meta2 <= \$119 ;
   always @(posedge clk)
-    meta3 <= \$122 ;
+    meta3 <= \$120 ;
   always @(posedge clk)
-    meta4 <= \$123 ;
+    meta4 <= \$121 ;
   always @(posedge clk)
-    meta5 <= \$124 ;
+    meta5 <= \$122 ;
   always @(posedge clk)
-    meta6 <= \$125 ;
+    meta6 <= \$123 ;
   always @(posedge clk)
-    meta7 <= \$126 ;
+    meta7 <= \$124 ;
   always @(posedge clk)
-    fwd_hit <= \$127 ;
+    fwd_hit <= \$125 ;
   always @(posedge clk)
-    fwd_data <= \$128 ;
+    fwd_data <= acc_wr__data;
   always @(posedge clk)
-    old <= \$129 ;
+    old <= \$126 ;
   always @(posedge clk)
-    cmd <= \$130 ;
+    cmd <= \$127 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$131 ;
+    gemm_fsm_state <= \$128 ;
   always @(posedge clk)
-    err_reserved <= \$132 ;
+    err_reserved <= \$129 ;
   always @(posedge clk)
-    err_shape <= \$133 ;
+    err_shape <= \$130 ;
   always @(posedge clk)
-    err_range <= \$134 ;
+    err_range <= \$131 ;
   always @(posedge clk)
-    error <= \$135 ;
+    error <= \$132 ;
   always @(posedge clk)
-    nt <= \$136 ;
+    nt <= \$133 ;
   always @(posedge clk)
-    kt <= \$137 ;
+    kt <= \$134 ;
   always @(posedge clk)
-    idx <= \$138 ;
+    idx <= \$135 ;
   always @(posedge clk)
-    load_b <= \$139 ;
+    load_b <= \$136 ;
   always @(posedge clk)
-    a_base <= \$140 ;
+    a_base <= \$137 ;
   always @(posedge clk)
-    a_ptr <= \$141 ;
+    a_ptr <= \$138 ;
   always @(posedge clk)
-    b_base <= \$142 ;
+    b_base <= \$139 ;
   always @(posedge clk)
-    b_ptr <= \$143 ;
+    b_ptr <= \$140 ;
   always @(posedge clk)
-    c_base <= \$144 ;
+    c_base <= \$141 ;
   always @(posedge clk)
-    c_ptr <= \$145 ;
+    c_ptr <= \$142 ;
   always @(posedge clk)
-    bank <= \$146 ;
+    bank <= \$143 ;
   \kaki_soc_4x4.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_2(\$148 ),
-    .deskew1_1(\$149 ),
-    .deskew2_0(\$150 ),
-    .gemm_frozen(gemm_frozen),
+    .deskew0_2(\$145 ),
+    .deskew1_1(\$146 ),
+    .deskew2_0(\$147 ),
     .out_valid_q(acc_wr__en),
-    .pe3_3_psum(\$147 ),
+    .pe3_3_psum(\$144 ),
     .reset(reset),
     .rst(rst),
     .w_bank(s1_bank),
@@ -26894,88 +26928,95 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$110  = done;
-    if (\$2 ) begin
-      \$110  = 1'h0;
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            if (\$60 ) begin
-              \$110  = 1'h1;
-            end
-        3'h3:
-            /* empty */;
-        3'h4:
-            if (\$87 ) begin
-              \$110  = 1'h1;
-            end
-      endcase
-      if (reset[2]) begin
-        \$110  = 1'h0;
-      end
+    \$108  = 1'h0;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$58 ) begin
+            \$108  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$85 ) begin
+            \$108  = 1'h1;
+          end
+    endcase
+    if (reset[2]) begin
+      \$108  = 1'h0;
     end
     if (rst) begin
-      \$110  = 1'h0;
+      \$108  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$111  = bank0_busy_cnt;
-    if (\$2 ) begin
-      if (\$5 ) begin
-        \$111  = 3'h6;
-      end else if (\$6 ) begin
-        \$111  = \$7 [2:0];
-      end
-      if (reset[2]) begin
-        \$111  = 3'h0;
-      end
+    \$109  = bank0_busy_cnt;
+    if (\$3 ) begin
+      \$109  = 3'h6;
+    end else if (\$4 ) begin
+      \$109  = \$5 [2:0];
+    end
+    if (reset[2]) begin
+      \$109  = 3'h0;
     end
     if (rst) begin
-      \$111  = 3'h0;
+      \$109  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$112  = bank1_busy_cnt;
-    if (\$2 ) begin
-      if (\$10 ) begin
-        \$112  = 3'h6;
-      end else if (\$11 ) begin
-        \$112  = \$12 [2:0];
-      end
-      if (reset[2]) begin
-        \$112  = 3'h0;
-      end
+    \$110  = bank1_busy_cnt;
+    if (\$8 ) begin
+      \$110  = 3'h6;
+    end else if (\$9 ) begin
+      \$110  = \$10 [2:0];
+    end
+    if (reset[2]) begin
+      \$110  = 3'h0;
     end
     if (rst) begin
-      \$112  = 3'h0;
+      \$110  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$113  = s1_valid;
-    if (\$2 ) begin
-      \$113  = \$13 ;
-      if (reset[2]) begin
-        \$113  = 1'h0;
-      end
+    \$111  = \$11 ;
+    if (reset[2]) begin
+      \$111  = 1'h0;
     end
     if (rst) begin
-      \$113  = 1'h0;
+      \$111  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$114  = s1_is_a;
-    if (\$2 ) begin
-      \$114  = \$14 ;
-      if (reset[2]) begin
-        \$114  = 1'h0;
-      end
+    \$112  = \$12 ;
+    if (reset[2]) begin
+      \$112  = 1'h0;
+    end
+    if (rst) begin
+      \$112  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$113  = idx[1:0];
+    if (reset[2]) begin
+      \$113  = 2'h0;
+    end
+    if (rst) begin
+      \$113  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$114  = bank;
+    if (reset[2]) begin
+      \$114  = 1'h0;
     end
     if (rst) begin
       \$114  = 1'h0;
@@ -26983,25 +27024,19 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$115  = s1_row;
-    if (\$2 ) begin
-      \$115  = idx[1:0];
-      if (reset[2]) begin
-        \$115  = 2'h0;
-      end
+    \$115  = c_ptr;
+    if (reset[2]) begin
+      \$115  = 13'h0000;
     end
     if (rst) begin
-      \$115  = 2'h0;
+      \$115  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$116  = s1_bank;
-    if (\$2 ) begin
-      \$116  = bank;
-      if (reset[2]) begin
-        \$116  = 1'h0;
-      end
+    \$116  = \$14 ;
+    if (reset[2]) begin
+      \$116  = 1'h0;
     end
     if (rst) begin
       \$116  = 1'h0;
@@ -27009,51 +27044,39 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$117  = s1_caddr;
-    if (\$2 ) begin
-      \$117  = c_ptr;
-      if (reset[2]) begin
-        \$117  = 13'h0000;
-      end
+    \$117  = \$22 ;
+    if (reset[2]) begin
+      \$117  = 1'h0;
     end
     if (rst) begin
-      \$117  = 13'h0000;
+      \$117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$118  = s1_accum;
-    if (\$2 ) begin
-      \$118  = \$16 ;
-      if (reset[2]) begin
-        \$118  = 1'h0;
-      end
+    \$118  = { s1_last, s1_accum, s1_caddr, \$23  };
+    if (reset[2]) begin
+      \$118  = 16'h0000;
     end
     if (rst) begin
-      \$118  = 1'h0;
+      \$118  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$119  = s1_last;
-    if (\$2 ) begin
-      \$119  = \$24 ;
-      if (reset[2]) begin
-        \$119  = 1'h0;
-      end
+    \$119  = meta1;
+    if (reset[2]) begin
+      \$119  = 16'h0000;
     end
     if (rst) begin
-      \$119  = 1'h0;
+      \$119  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$120  = meta1;
-    if (\$2 ) begin
-      \$120  = { s1_last, s1_accum, s1_caddr, \$25  };
-      if (reset[2]) begin
-        \$120  = 16'h0000;
-      end
+    \$120  = meta2;
+    if (reset[2]) begin
+      \$120  = 16'h0000;
     end
     if (rst) begin
       \$120  = 16'h0000;
@@ -27061,12 +27084,9 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$121  = meta2;
-    if (\$2 ) begin
-      \$121  = meta1;
-      if (reset[2]) begin
-        \$121  = 16'h0000;
-      end
+    \$121  = meta3;
+    if (reset[2]) begin
+      \$121  = 16'h0000;
     end
     if (rst) begin
       \$121  = 16'h0000;
@@ -27074,12 +27094,9 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$122  = meta3;
-    if (\$2 ) begin
-      \$122  = meta2;
-      if (reset[2]) begin
-        \$122  = 16'h0000;
-      end
+    \$122  = meta4;
+    if (reset[2]) begin
+      \$122  = 16'h0000;
     end
     if (rst) begin
       \$122  = 16'h0000;
@@ -27087,12 +27104,9 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$123  = meta4;
-    if (\$2 ) begin
-      \$123  = meta3;
-      if (reset[2]) begin
-        \$123  = 16'h0000;
-      end
+    \$123  = meta5;
+    if (reset[2]) begin
+      \$123  = 16'h0000;
     end
     if (rst) begin
       \$123  = 16'h0000;
@@ -27100,12 +27114,9 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$124  = meta5;
-    if (\$2 ) begin
-      \$124  = meta4;
-      if (reset[2]) begin
-        \$124  = 16'h0000;
-      end
+    \$124  = meta6;
+    if (reset[2]) begin
+      \$124  = 16'h0000;
     end
     if (rst) begin
       \$124  = 16'h0000;
@@ -27113,383 +27124,422 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$125  = meta6;
-    if (\$2 ) begin
-      \$125  = meta5;
-      if (reset[2]) begin
-        \$125  = 16'h0000;
-      end
+    \$125  = \$25 ;
+    if (reset[2]) begin
+      \$125  = 1'h0;
     end
     if (rst) begin
-      \$125  = 16'h0000;
+      \$125  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$126  = meta7;
-    if (\$2 ) begin
-      \$126  = meta6;
-      if (reset[2]) begin
-        \$126  = 16'h0000;
-      end
+    (* full_case = 32'd1 *)
+    if (\$27 ) begin
+      \$126  = acc_wr__data;
+    end else begin
+      \$126  = \$28 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$127  = cmd;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$127  = ctl__cmd__payload;
+          end
+    endcase
+    if (reset[2]) begin
+      \$127  = 176'h00000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$126  = 16'h0000;
+      \$127  = 176'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$127  = fwd_hit;
-    if (\$2 ) begin
-      \$127  = \$27 ;
-      if (reset[2]) begin
-        \$127  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$127  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$128  = fwd_data;
-    if (\$2 ) begin
-      \$128  = acc_wr__data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$129  = old;
-    if (\$2 ) begin
-      (* full_case = 32'd1 *)
-      if (\$29 ) begin
-        \$129  = acc_wr__data;
-      end else begin
-        \$129  = \$30 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$130  = cmd;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$130  = ctl__cmd__payload;
-            end
-      endcase
-      if (reset[2]) begin
-        \$130  = 176'h00000000000000000000000000000000000000000000;
-      end
-    end
-    if (rst) begin
-      \$130  = 176'h00000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$131  = gemm_fsm_state;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$131  = 3'h1;
-            end
-        3'h1:
-            \$131  = 3'h2;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-              \$131  = 3'h0;
-            end else begin
-              \$131  = 3'h3;
-            end
-        3'h3:
-            if (\$68 ) begin
-              if (\$73 ) begin
-                (* full_case = 32'd1 *)
-                if (\$76 ) begin
-                end else if (\$78 ) begin
-                end else begin
-                  \$131  = 3'h4;
-                end
-              end
-            end
-        3'h4:
-            if (\$87 ) begin
-              \$131  = 3'h0;
-            end
-      endcase
-      if (reset[2]) begin
-        \$131  = 3'h0;
-      end
-    end
-    if (rst) begin
-      \$131  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$132  = err_reserved;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            \$132  = \$31 ;
-      endcase
-      if (reset[2]) begin
-        \$132  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$132  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$133  = err_shape;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            \$133  = \$36 ;
-      endcase
-      if (reset[2]) begin
-        \$133  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$133  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$134  = err_range;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            \$134  = \$58 ;
-      endcase
-      if (reset[2]) begin
-        \$134  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$134  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$135  = error;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            if (\$60 ) begin
+    \$128  = gemm_fsm_state;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$128  = 3'h1;
+          end
+      3'h1:
+          \$128  = 3'h2;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+            \$128  = 3'h0;
+          end else begin
+            \$128  = 3'h3;
+          end
+      3'h3:
+          if (\$66 ) begin
+            if (\$71 ) begin
               (* full_case = 32'd1 *)
-              if (err_reserved) begin
-                \$135  = 8'h02;
-              end else if (err_shape) begin
-                \$135  = 8'h03;
+              if (\$74 ) begin
+              end else if (\$76 ) begin
               end else begin
-                \$135  = 8'h04;
-              end
-            end
-        3'h3:
-            /* empty */;
-        3'h4:
-            if (\$87 ) begin
-              \$135  = 8'h00;
-            end
-      endcase
-      if (reset[2]) begin
-        \$135  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$135  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$136  = nt;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$136  = 12'h000;
-            end
-        3'h3:
-            if (\$68 ) begin
-              if (\$73 ) begin
-                if (\$76 ) begin
-                end else if (\$78 ) begin
-                  \$136  = \$82 [11:0];
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$136  = 12'h000;
-      end
-    end
-    if (rst) begin
-      \$136  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$137  = kt;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$137  = 12'h000;
-            end
-        3'h3:
-            if (\$68 ) begin
-              if (\$73 ) begin
-                if (\$76 ) begin
-                  \$137  = \$79 [11:0];
-                end else if (\$78 ) begin
-                  \$137  = 12'h000;
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$137  = 12'h000;
-      end
-    end
-    if (rst) begin
-      \$137  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$138  = idx;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$138  = 16'h0000;
-            end
-        3'h3:
-          begin
-            if (\$62 ) begin
-              \$138  = \$64 [15:0];
-              if (\$65 ) begin
-                \$138  = 16'h0000;
-              end
-            end
-            if (\$68 ) begin
-              \$138  = \$71 [15:0];
-              if (\$73 ) begin
-                \$138  = 16'h0000;
+                \$128  = 3'h4;
               end
             end
           end
-      endcase
-      if (reset[2]) begin
-        \$138  = 16'h0000;
-      end
+      3'h4:
+          if (\$85 ) begin
+            \$128  = 3'h0;
+          end
+    endcase
+    if (reset[2]) begin
+      \$128  = 3'h0;
     end
     if (rst) begin
-      \$138  = 16'h0000;
+      \$128  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$139  = load_b;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
+    \$129  = err_reserved;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$129  = \$29 ;
+    endcase
+    if (reset[2]) begin
+      \$129  = 1'h0;
+    end
+    if (rst) begin
+      \$129  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$130  = err_shape;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$130  = \$34 ;
+    endcase
+    if (reset[2]) begin
+      \$130  = 1'h0;
+    end
+    if (rst) begin
+      \$130  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$131  = err_range;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$131  = \$56 ;
+    endcase
+    if (reset[2]) begin
+      \$131  = 1'h0;
+    end
+    if (rst) begin
+      \$131  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$132  = error;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$58 ) begin
             (* full_case = 32'd1 *)
-            if (\$60 ) begin
+            if (err_reserved) begin
+              \$132  = 8'h02;
+            end else if (err_shape) begin
+              \$132  = 8'h03;
             end else begin
-              \$139  = 1'h1;
+              \$132  = 8'h04;
             end
-        3'h3:
-          begin
-            if (\$62 ) begin
-              if (\$65 ) begin
-                \$139  = 1'h0;
-              end
-            end
-            if (\$68 ) begin
-              if (\$73 ) begin
-                \$139  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$85 ) begin
+            \$132  = 8'h00;
+          end
+    endcase
+    if (reset[2]) begin
+      \$132  = 8'h00;
+    end
+    if (rst) begin
+      \$132  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$133  = nt;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$133  = 12'h000;
+          end
+      3'h3:
+          if (\$66 ) begin
+            if (\$71 ) begin
+              if (\$74 ) begin
+              end else if (\$76 ) begin
+                \$133  = \$80 [11:0];
               end
             end
           end
-      endcase
-      if (reset[2]) begin
-        \$139  = 1'h0;
-      end
+    endcase
+    if (reset[2]) begin
+      \$133  = 12'h000;
     end
     if (rst) begin
-      \$139  = 1'h0;
+      \$133  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$140  = a_base;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$140  = cmd[13:0];
-            end
-        3'h3:
-            if (\$68 ) begin
-              if (\$73 ) begin
-                if (\$76 ) begin
-                  \$140  = \$80 [13:0];
-                end else if (\$78 ) begin
-                  \$140  = cmd[13:0];
-                end
+    \$134  = kt;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$134  = 12'h000;
+          end
+      3'h3:
+          if (\$66 ) begin
+            if (\$71 ) begin
+              if (\$74 ) begin
+                \$134  = \$77 [11:0];
+              end else if (\$76 ) begin
+                \$134  = 12'h000;
               end
             end
-      endcase
-      if (reset[2]) begin
-        \$140  = 14'h0000;
-      end
+          end
+    endcase
+    if (reset[2]) begin
+      \$134  = 12'h000;
+    end
+    if (rst) begin
+      \$134  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$135  = idx;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$135  = 16'h0000;
+          end
+      3'h3:
+        begin
+          if (\$60 ) begin
+            \$135  = \$62 [15:0];
+            if (\$63 ) begin
+              \$135  = 16'h0000;
+            end
+          end
+          if (\$66 ) begin
+            \$135  = \$69 [15:0];
+            if (\$71 ) begin
+              \$135  = 16'h0000;
+            end
+          end
+        end
+    endcase
+    if (reset[2]) begin
+      \$135  = 16'h0000;
+    end
+    if (rst) begin
+      \$135  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$136  = load_b;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$136  = 1'h1;
+          end
+      3'h3:
+        begin
+          if (\$60 ) begin
+            if (\$63 ) begin
+              \$136  = 1'h0;
+            end
+          end
+          if (\$66 ) begin
+            if (\$71 ) begin
+              \$136  = 1'h1;
+            end
+          end
+        end
+    endcase
+    if (reset[2]) begin
+      \$136  = 1'h0;
+    end
+    if (rst) begin
+      \$136  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$137  = a_base;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$137  = cmd[13:0];
+          end
+      3'h3:
+          if (\$66 ) begin
+            if (\$71 ) begin
+              if (\$74 ) begin
+                \$137  = \$78 [13:0];
+              end else if (\$76 ) begin
+                \$137  = cmd[13:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$137  = 14'h0000;
+    end
+    if (rst) begin
+      \$137  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$138  = a_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$138  = cmd[13:0];
+          end
+      3'h3:
+          if (\$66 ) begin
+            \$138  = \$67 [13:0];
+            if (\$71 ) begin
+              if (\$74 ) begin
+                \$138  = \$79 [13:0];
+              end else if (\$76 ) begin
+                \$138  = cmd[13:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$138  = 14'h0000;
+    end
+    if (rst) begin
+      \$138  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$139  = b_base;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$139  = cmd[33:20];
+          end
+      3'h3:
+          if (\$66 ) begin
+            if (\$71 ) begin
+              if (\$74 ) begin
+              end else if (\$76 ) begin
+                \$139  = \$81 [13:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$139  = 14'h0000;
+    end
+    if (rst) begin
+      \$139  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$140  = b_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$140  = cmd[33:20];
+          end
+      3'h3:
+        begin
+          if (\$60 ) begin
+            \$140  = \$61 [13:0];
+          end
+          if (\$66 ) begin
+            if (\$71 ) begin
+              if (\$74 ) begin
+              end else if (\$76 ) begin
+                \$140  = \$82 [13:0];
+              end
+            end
+          end
+        end
+    endcase
+    if (reset[2]) begin
+      \$140  = 14'h0000;
     end
     if (rst) begin
       \$140  = 14'h0000;
@@ -27497,202 +27547,90 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$141  = a_ptr;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$141  = cmd[13:0];
-            end
-        3'h3:
-            if (\$68 ) begin
-              \$141  = \$69 [13:0];
-              if (\$73 ) begin
-                if (\$76 ) begin
-                  \$141  = \$81 [13:0];
-                end else if (\$78 ) begin
-                  \$141  = cmd[13:0];
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$141  = 14'h0000;
-      end
-    end
-    if (rst) begin
-      \$141  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$142  = b_base;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$142  = cmd[33:20];
-            end
-        3'h3:
-            if (\$68 ) begin
-              if (\$73 ) begin
-                if (\$76 ) begin
-                end else if (\$78 ) begin
-                  \$142  = \$83 [13:0];
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$142  = 14'h0000;
-      end
-    end
-    if (rst) begin
-      \$142  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$143  = b_ptr;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$143  = cmd[33:20];
-            end
-        3'h3:
-          begin
-            if (\$62 ) begin
-              \$143  = \$63 [13:0];
-            end
-            if (\$68 ) begin
-              if (\$73 ) begin
-                if (\$76 ) begin
-                end else if (\$78 ) begin
-                  \$143  = \$84 [13:0];
-                end
+    \$141  = c_base;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$141  = cmd[52:40];
+          end
+      3'h3:
+          if (\$66 ) begin
+            if (\$71 ) begin
+              if (\$74 ) begin
+              end else if (\$76 ) begin
+                \$141  = \$83 [12:0];
               end
             end
           end
-      endcase
-      if (reset[2]) begin
-        \$143  = 14'h0000;
-      end
+    endcase
+    if (reset[2]) begin
+      \$141  = 13'h0000;
     end
     if (rst) begin
-      \$143  = 14'h0000;
+      \$141  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$144  = c_base;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$144  = cmd[52:40];
-            end
-        3'h3:
-            if (\$68 ) begin
-              if (\$73 ) begin
-                if (\$76 ) begin
-                end else if (\$78 ) begin
-                  \$144  = \$85 [12:0];
-                end
+    \$142  = c_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$142  = cmd[52:40];
+          end
+      3'h3:
+          if (\$66 ) begin
+            \$142  = \$68 [12:0];
+            if (\$71 ) begin
+              if (\$74 ) begin
+                \$142  = c_base;
+              end else if (\$76 ) begin
+                \$142  = \$84 [12:0];
               end
             end
-      endcase
-      if (reset[2]) begin
-        \$144  = 13'h0000;
-      end
+          end
+    endcase
+    if (reset[2]) begin
+      \$142  = 13'h0000;
     end
     if (rst) begin
-      \$144  = 13'h0000;
+      \$142  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$145  = c_ptr;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$145  = cmd[52:40];
+    \$143  = bank;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$66 ) begin
+            if (\$71 ) begin
+              \$143  = \$72 ;
             end
-        3'h3:
-            if (\$68 ) begin
-              \$145  = \$70 [12:0];
-              if (\$73 ) begin
-                if (\$76 ) begin
-                  \$145  = c_base;
-                end else if (\$78 ) begin
-                  \$145  = \$86 [12:0];
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$145  = 13'h0000;
-      end
+          end
+    endcase
+    if (reset[2]) begin
+      \$143  = 1'h0;
     end
     if (rst) begin
-      \$145  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$146  = bank;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            /* empty */;
-        3'h3:
-            if (\$68 ) begin
-              if (\$73 ) begin
-                \$146  = \$74 ;
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$146  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$146  = 1'h0;
+      \$143  = 1'h0;
     end
   end
   always @* begin
@@ -27726,7 +27664,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign w_row = s1_row;
   assign w_bank = s1_bank;
   assign w_data = a_data;
-  assign out_data = { \$147 , \$150 , \$149 , \$148  };
+  assign out_data = { \$144 , \$147 , \$146 , \$145  };
   assign acc_rd__addr = meta5[13:1];
   assign acc_wr__addr = meta7[13:1];
   assign \cmd.a_addr  = cmd[19:0];
@@ -27751,14 +27689,14 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \ctl__cmd__payload.c_nt_stride  = ctl__cmd__payload[159:140];
   assign \ctl__cmd__payload.accumulate  = ctl__cmd__payload[160];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[175:161];
-  assign \$9  = s1_bank;
+  assign \$7  = s1_bank;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, w_bank, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
+module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [15:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
@@ -27769,7 +27707,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [7:0] \$11 ;
+  wire \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
@@ -27780,7 +27718,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire [15:0] \$12 ;
+  wire \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
@@ -27791,206 +27729,146 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$127 ;
   wire \$128 ;
   wire \$129 ;
-  wire \$13 ;
+  wire [7:0] \$13 ;
   wire \$130 ;
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire \$134 ;
-  wire \$135 ;
-  reg [7:0] \$136 ;
+  reg [7:0] \$134 ;
+  reg [7:0] \$135 ;
+  reg \$136 ;
   reg [7:0] \$137 ;
-  reg [31:0] \$138 ;
-  reg [7:0] \$139 ;
-  wire \$14 ;
-  reg \$140 ;
-  reg \$141 ;
-  reg [7:0] \$142 ;
+  reg [7:0] \$138 ;
+  reg \$139 ;
+  wire [15:0] \$14 ;
+  reg [7:0] \$140 ;
+  reg [7:0] \$141 ;
+  reg \$142 ;
   reg [7:0] \$143 ;
-  reg [31:0] \$144 ;
-  reg [7:0] \$145 ;
-  reg \$146 ;
-  reg \$147 ;
-  reg [7:0] \$148 ;
+  reg [7:0] \$144 ;
+  reg \$145 ;
+  reg [7:0] \$146 ;
+  reg [7:0] \$147 ;
+  reg \$148 ;
   reg [7:0] \$149 ;
-  wire [7:0] \$15 ;
-  reg [31:0] \$150 ;
-  reg [7:0] \$151 ;
-  reg \$152 ;
-  reg \$153 ;
-  reg [7:0] \$154 ;
+  wire \$15 ;
+  reg [7:0] \$150 ;
+  reg \$151 ;
+  reg [7:0] \$152 ;
+  reg [7:0] \$153 ;
+  reg \$154 ;
   reg [7:0] \$155 ;
-  reg [31:0] \$156 ;
-  reg [7:0] \$157 ;
+  reg [7:0] \$156 ;
+  reg \$157 ;
   reg \$158 ;
-  reg \$159 ;
-  wire [15:0] \$16 ;
+  reg [7:0] \$159 ;
+  wire \$16 ;
   reg [7:0] \$160 ;
-  reg [7:0] \$161 ;
-  reg [31:0] \$162 ;
+  reg \$161 ;
+  reg [7:0] \$162 ;
   reg [7:0] \$163 ;
   reg \$164 ;
-  reg \$165 ;
+  reg [7:0] \$165 ;
   reg [7:0] \$166 ;
-  reg [7:0] \$167 ;
-  reg [31:0] \$168 ;
+  reg \$167 ;
+  reg [7:0] \$168 ;
   reg [7:0] \$169 ;
-  wire \$17 ;
+  wire [7:0] \$17 ;
   reg \$170 ;
   reg \$171 ;
-  reg [7:0] \$172 ;
+  reg \$172 ;
   reg [7:0] \$173 ;
-  reg [31:0] \$174 ;
-  reg [7:0] \$175 ;
-  reg \$176 ;
-  reg \$177 ;
-  reg [7:0] \$178 ;
+  reg [7:0] \$174 ;
+  reg \$175 ;
+  reg [7:0] \$176 ;
+  reg [7:0] \$177 ;
+  reg \$178 ;
   reg [7:0] \$179 ;
-  wire \$18 ;
-  reg [31:0] \$180 ;
-  reg [7:0] \$181 ;
-  reg \$182 ;
-  reg \$183 ;
-  reg [7:0] \$184 ;
-  reg \$185 ;
-  reg \$186 ;
-  reg [7:0] \$187 ;
-  reg [7:0] \$188 ;
-  reg [31:0] \$189 ;
+  wire [15:0] \$18 ;
+  reg [7:0] \$180 ;
+  reg \$181 ;
+  reg [7:0] \$182 ;
+  reg [7:0] \$183 ;
+  reg \$184 ;
   wire [7:0] \$19 ;
-  reg [7:0] \$190 ;
-  reg \$191 ;
-  reg \$192 ;
-  reg [7:0] \$193 ;
-  reg [7:0] \$194 ;
-  reg [31:0] \$195 ;
-  reg [7:0] \$196 ;
-  reg \$197 ;
-  reg \$198 ;
-  reg [7:0] \$199 ;
   wire \$2 ;
-  wire [15:0] \$20 ;
-  reg [7:0] \$200 ;
-  reg [31:0] \$201 ;
-  reg [7:0] \$202 ;
-  reg \$203 ;
-  reg \$204 ;
-  reg [7:0] \$205 ;
-  reg [7:0] \$206 ;
-  reg [31:0] \$207 ;
-  reg [7:0] \$208 ;
-  reg \$209 ;
-  wire [7:0] \$21 ;
-  reg \$210 ;
-  reg [7:0] \$211 ;
-  reg \$212 ;
-  reg \$213 ;
-  reg [7:0] \$214 ;
-  reg \$215 ;
-  reg \$216 ;
-  reg [7:0] \$217 ;
-  reg [7:0] \$218 ;
-  reg [31:0] \$219 ;
-  wire \$22 ;
-  reg [7:0] \$220 ;
-  reg \$221 ;
-  reg \$222 ;
-  reg [7:0] \$223 ;
-  reg [7:0] \$224 ;
-  reg [31:0] \$225 ;
-  reg [7:0] \$226 ;
-  reg \$227 ;
-  reg \$228 ;
-  reg [7:0] \$229 ;
-  wire \$23 ;
-  reg [7:0] \$230 ;
-  reg [31:0] \$231 ;
-  reg [7:0] \$232 ;
-  reg \$233 ;
-  reg \$234 ;
-  reg [7:0] \$235 ;
-  reg [7:0] \$236 ;
-  reg [31:0] \$237 ;
-  reg \$238 ;
-  reg [31:0] \$239 ;
-  wire [7:0] \$24 ;
-  reg [31:0] \$240 ;
-  reg [31:0] \$241 ;
-  reg [31:0] \$242 ;
-  reg [31:0] \$243 ;
-  reg [31:0] \$244 ;
-  wire [15:0] \$25 ;
-  wire [32:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire [7:0] \$29 ;
-  wire \$3 ;
-  wire [15:0] \$30 ;
-  wire [32:0] \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire [7:0] \$34 ;
-  wire [15:0] \$35 ;
-  wire [32:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire [7:0] \$39 ;
-  wire \$4 ;
-  wire [15:0] \$40 ;
-  wire [32:0] \$41 ;
-  wire [7:0] \$42 ;
-  wire \$43 ;
-  wire \$44 ;
-  wire [7:0] \$45 ;
-  wire [15:0] \$46 ;
-  wire [32:0] \$47 ;
-  wire \$48 ;
-  wire \$49 ;
-  wire [7:0] \$5 ;
-  wire [7:0] \$50 ;
-  wire [15:0] \$51 ;
-  wire [32:0] \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [7:0] \$55 ;
-  wire [15:0] \$56 ;
-  wire [32:0] \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [7:0] \$22 ;
+  wire [15:0] \$23 ;
+  wire [32:0] \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire [7:0] \$27 ;
+  wire [15:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [7:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire [7:0] \$32 ;
+  wire [15:0] \$33 ;
+  wire [32:0] \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [7:0] \$37 ;
+  wire [15:0] \$38 ;
+  wire [32:0] \$39 ;
+  wire [7:0] \$4 ;
+  wire [7:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire [7:0] \$43 ;
+  wire [15:0] \$44 ;
+  wire [32:0] \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire [7:0] \$48 ;
+  wire [15:0] \$49 ;
+  wire [15:0] \$5 ;
+  wire [32:0] \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [7:0] \$53 ;
+  wire [15:0] \$54 ;
+  wire [32:0] \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire [7:0] \$58 ;
+  wire [15:0] \$59 ;
   wire [7:0] \$6 ;
-  wire [7:0] \$60 ;
-  wire [15:0] \$61 ;
-  wire [32:0] \$62 ;
-  wire [7:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
-  wire [7:0] \$66 ;
-  wire [15:0] \$67 ;
-  wire [32:0] \$68 ;
-  wire \$69 ;
-  wire [15:0] \$7 ;
-  wire \$70 ;
-  wire [7:0] \$71 ;
-  wire [15:0] \$72 ;
-  wire [32:0] \$73 ;
-  wire \$74 ;
-  wire \$75 ;
-  wire [7:0] \$76 ;
-  wire [15:0] \$77 ;
-  wire [32:0] \$78 ;
-  wire \$79 ;
-  wire [7:0] \$8 ;
-  wire \$80 ;
-  wire [7:0] \$81 ;
-  wire [15:0] \$82 ;
-  wire [32:0] \$83 ;
+  wire [32:0] \$60 ;
+  wire [7:0] \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [7:0] \$64 ;
+  wire [15:0] \$65 ;
+  wire [32:0] \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire [7:0] \$69 ;
+  wire \$7 ;
+  wire [15:0] \$70 ;
+  wire [32:0] \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [7:0] \$74 ;
+  wire [15:0] \$75 ;
+  wire [32:0] \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire [7:0] \$79 ;
+  wire \$8 ;
+  wire [15:0] \$80 ;
+  wire [32:0] \$81 ;
+  wire \$82 ;
+  wire \$83 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
-  wire \$9 ;
+  wire [7:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
@@ -28016,8 +27894,6 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   reg [31:0] deskew1_1 = 32'd0;
   output [31:0] deskew2_0;
   reg [31:0] deskew2_0 = 32'd0;
-  input gemm_frozen;
-  wire gemm_frozen;
   wire [127:0] out_data;
   (* init = 1'h0 *)
   wire out_valid;
@@ -28139,572 +28015,595 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire w_en;
   input [1:0] w_row;
   wire [1:0] w_row;
-  assign \$1  = ~ gemm_frozen;
-  assign \$2  = \$1  | reset[2];
-  assign \$3  = ! w_row;
-  assign \$4  = w_en & \$3 ;
-  assign \$5  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$6  = w_bank ? pe0_0_w1 : pe0_0_w0;
-  assign \$7  = $signed(\$5 ) * $signed(\$6 );
-  assign \$8  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$9  = ! w_row;
-  assign \$10  = w_en & \$9 ;
-  assign \$11  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
-  assign \$12  = $signed(pe0_0_a) * $signed(\$11 );
-  assign \$13  = ! w_row;
-  assign \$14  = w_en & \$13 ;
-  assign \$15  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
-  assign \$16  = $signed(pe0_1_a) * $signed(\$15 );
-  assign \$17  = ! w_row;
-  assign \$18  = w_en & \$17 ;
-  assign \$19  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
-  assign \$20  = $signed(pe0_2_a) * $signed(\$19 );
-  assign \$21  = a_valid ? w_data[15:8] : 8'h00;
-  assign \$22  = w_row == 1'h1;
-  assign \$23  = w_en & \$22 ;
-  assign \$24  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
-  assign \$25  = $signed(skew1_0_a) * $signed(\$24 );
-  assign \$26  = $signed(pe0_0_psum) + $signed(\$25 );
-  assign \$27  = w_row == 1'h1;
-  assign \$28  = w_en & \$27 ;
-  assign \$29  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
-  assign \$30  = $signed(pe1_0_a) * $signed(\$29 );
-  assign \$31  = $signed(pe0_1_psum) + $signed(\$30 );
-  assign \$32  = w_row == 1'h1;
-  assign \$33  = w_en & \$32 ;
-  assign \$34  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
-  assign \$35  = $signed(pe1_1_a) * $signed(\$34 );
-  assign \$36  = $signed(pe0_2_psum) + $signed(\$35 );
-  assign \$37  = w_row == 1'h1;
-  assign \$38  = w_en & \$37 ;
-  assign \$39  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
-  assign \$40  = $signed(pe1_2_a) * $signed(\$39 );
-  assign \$41  = $signed(pe0_3_psum) + $signed(\$40 );
-  assign \$42  = a_valid ? w_data[23:16] : 8'h00;
-  assign \$43  = w_row == 2'h2;
-  assign \$44  = w_en & \$43 ;
-  assign \$45  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
-  assign \$46  = $signed(skew2_1_a) * $signed(\$45 );
-  assign \$47  = $signed(pe1_0_psum) + $signed(\$46 );
-  assign \$48  = w_row == 2'h2;
-  assign \$49  = w_en & \$48 ;
-  assign \$50  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
-  assign \$51  = $signed(pe2_0_a) * $signed(\$50 );
-  assign \$52  = $signed(pe1_1_psum) + $signed(\$51 );
-  assign \$53  = w_row == 2'h2;
-  assign \$54  = w_en & \$53 ;
-  assign \$55  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
-  assign \$56  = $signed(pe2_1_a) * $signed(\$55 );
-  assign \$57  = $signed(pe1_2_psum) + $signed(\$56 );
-  assign \$58  = w_row == 2'h2;
-  assign \$59  = w_en & \$58 ;
-  assign \$60  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
-  assign \$61  = $signed(pe2_2_a) * $signed(\$60 );
-  assign \$62  = $signed(pe1_3_psum) + $signed(\$61 );
-  assign \$63  = a_valid ? w_data[31:24] : 8'h00;
-  assign \$64  = w_row == 2'h3;
-  assign \$65  = w_en & \$64 ;
-  assign \$66  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
-  assign \$67  = $signed(skew3_2_a) * $signed(\$66 );
-  assign \$68  = $signed(pe2_0_psum) + $signed(\$67 );
-  assign \$69  = w_row == 2'h3;
-  assign \$70  = w_en & \$69 ;
-  assign \$71  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
-  assign \$72  = $signed(pe3_0_a) * $signed(\$71 );
-  assign \$73  = $signed(pe2_1_psum) + $signed(\$72 );
-  assign \$74  = w_row == 2'h3;
-  assign \$75  = w_en & \$74 ;
-  assign \$76  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
-  assign \$77  = $signed(pe3_1_a) * $signed(\$76 );
-  assign \$78  = $signed(pe2_2_psum) + $signed(\$77 );
-  assign \$79  = w_row == 2'h3;
-  assign \$80  = w_en & \$79 ;
-  assign \$81  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
-  assign \$82  = $signed(pe3_2_a) * $signed(\$81 );
-  assign \$83  = $signed(pe2_3_psum) + $signed(\$82 );
-  assign \$84  = ! w_row;
-  assign \$85  = w_en & \$84 ;
-  assign \$88  = pe0_0_bank == w_bank;
-  assign \$89  = pe0_0_v & \$88 ;
-  assign \$90  = pe0_1_bank == w_bank;
-  assign \$91  = pe0_1_v & \$90 ;
-  assign \$92  = | { \$91 , \$89 , \$87  };
-  assign \$93  = \$85  & \$92 ;
-  assign \$94  = w_row == 1'h1;
-  assign \$95  = w_en & \$94 ;
-  assign \$98  = skew1_0_bank == w_bank;
-  assign \$99  = skew1_0_v & \$98 ;
-  assign \$100  = pe1_0_bank == w_bank;
-  assign \$101  = pe1_0_v & \$100 ;
-  assign \$102  = pe1_1_bank == w_bank;
-  assign \$103  = pe1_1_v & \$102 ;
-  assign \$104  = | { \$103 , \$101 , \$99 , \$97  };
-  assign \$105  = \$95  & \$104 ;
-  assign \$106  = w_row == 2'h2;
-  assign \$107  = w_en & \$106 ;
-  assign \$110  = skew2_0_bank == w_bank;
-  assign \$111  = skew2_0_v & \$110 ;
-  assign \$112  = skew2_1_bank == w_bank;
-  assign \$113  = skew2_1_v & \$112 ;
-  assign \$114  = pe2_0_bank == w_bank;
-  assign \$115  = pe2_0_v & \$114 ;
-  assign \$116  = pe2_1_bank == w_bank;
-  assign \$117  = pe2_1_v & \$116 ;
-  assign \$118  = | { \$117 , \$115 , \$113 , \$111 , \$109  };
-  assign \$119  = \$107  & \$118 ;
-  assign \$120  = w_row == 2'h3;
-  assign \$121  = w_en & \$120 ;
-  assign \$124  = skew3_0_bank == w_bank;
-  assign \$125  = skew3_0_v & \$124 ;
-  assign \$126  = skew3_1_bank == w_bank;
-  assign \$127  = skew3_1_v & \$126 ;
-  assign \$128  = skew3_2_bank == w_bank;
-  assign \$129  = skew3_2_v & \$128 ;
-  assign \$130  = pe3_0_bank == w_bank;
-  assign \$131  = pe3_0_v & \$130 ;
-  assign \$132  = pe3_1_bank == w_bank;
-  assign \$133  = pe3_1_v & \$132 ;
-  assign \$134  = | { \$133 , \$131 , \$129 , \$127 , \$125 , \$123  };
-  assign \$135  = \$121  & \$134 ;
-  assign w_conflict = | { \$135 , \$119 , \$105 , \$93  };
+  assign \$1  = ! w_row;
+  assign \$2  = w_en & \$1 ;
+  assign \$3  = a_valid ? w_data[7:0] : 8'h00;
+  assign \$4  = w_bank ? pe0_0_w1 : pe0_0_w0;
+  assign \$5  = $signed(\$3 ) * $signed(\$4 );
+  assign \$6  = a_valid ? w_data[7:0] : 8'h00;
+  assign \$7  = ! w_row;
+  assign \$8  = w_en & \$7 ;
+  assign \$9  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
+  assign \$10  = $signed(pe0_0_a) * $signed(\$9 );
+  assign \$11  = ! w_row;
+  assign \$12  = w_en & \$11 ;
+  assign \$13  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
+  assign \$14  = $signed(pe0_1_a) * $signed(\$13 );
+  assign \$15  = ! w_row;
+  assign \$16  = w_en & \$15 ;
+  assign \$17  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
+  assign \$18  = $signed(pe0_2_a) * $signed(\$17 );
+  assign \$19  = a_valid ? w_data[15:8] : 8'h00;
+  assign \$20  = w_row == 1'h1;
+  assign \$21  = w_en & \$20 ;
+  assign \$22  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
+  assign \$23  = $signed(skew1_0_a) * $signed(\$22 );
+  assign \$24  = $signed(pe0_0_psum) + $signed(\$23 );
+  assign \$25  = w_row == 1'h1;
+  assign \$26  = w_en & \$25 ;
+  assign \$27  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
+  assign \$28  = $signed(pe1_0_a) * $signed(\$27 );
+  assign \$29  = $signed(pe0_1_psum) + $signed(\$28 );
+  assign \$30  = w_row == 1'h1;
+  assign \$31  = w_en & \$30 ;
+  assign \$32  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
+  assign \$33  = $signed(pe1_1_a) * $signed(\$32 );
+  assign \$34  = $signed(pe0_2_psum) + $signed(\$33 );
+  assign \$35  = w_row == 1'h1;
+  assign \$36  = w_en & \$35 ;
+  assign \$37  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
+  assign \$38  = $signed(pe1_2_a) * $signed(\$37 );
+  assign \$39  = $signed(pe0_3_psum) + $signed(\$38 );
+  assign \$40  = a_valid ? w_data[23:16] : 8'h00;
+  assign \$41  = w_row == 2'h2;
+  assign \$42  = w_en & \$41 ;
+  assign \$43  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
+  assign \$44  = $signed(skew2_1_a) * $signed(\$43 );
+  assign \$45  = $signed(pe1_0_psum) + $signed(\$44 );
+  assign \$46  = w_row == 2'h2;
+  assign \$47  = w_en & \$46 ;
+  assign \$48  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
+  assign \$49  = $signed(pe2_0_a) * $signed(\$48 );
+  assign \$50  = $signed(pe1_1_psum) + $signed(\$49 );
+  assign \$51  = w_row == 2'h2;
+  assign \$52  = w_en & \$51 ;
+  assign \$53  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
+  assign \$54  = $signed(pe2_1_a) * $signed(\$53 );
+  assign \$55  = $signed(pe1_2_psum) + $signed(\$54 );
+  assign \$56  = w_row == 2'h2;
+  assign \$57  = w_en & \$56 ;
+  assign \$58  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
+  assign \$59  = $signed(pe2_2_a) * $signed(\$58 );
+  assign \$60  = $signed(pe1_3_psum) + $signed(\$59 );
+  assign \$61  = a_valid ? w_data[31:24] : 8'h00;
+  assign \$62  = w_row == 2'h3;
+  assign \$63  = w_en & \$62 ;
+  assign \$64  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
+  assign \$65  = $signed(skew3_2_a) * $signed(\$64 );
+  assign \$66  = $signed(pe2_0_psum) + $signed(\$65 );
+  assign \$67  = w_row == 2'h3;
+  assign \$68  = w_en & \$67 ;
+  assign \$69  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
+  assign \$70  = $signed(pe3_0_a) * $signed(\$69 );
+  assign \$71  = $signed(pe2_1_psum) + $signed(\$70 );
+  assign \$72  = w_row == 2'h3;
+  assign \$73  = w_en & \$72 ;
+  assign \$74  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
+  assign \$75  = $signed(pe3_1_a) * $signed(\$74 );
+  assign \$76  = $signed(pe2_2_psum) + $signed(\$75 );
+  assign \$77  = w_row == 2'h3;
+  assign \$78  = w_en & \$77 ;
+  assign \$79  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
+  assign \$80  = $signed(pe3_2_a) * $signed(\$79 );
+  assign \$81  = $signed(pe2_3_psum) + $signed(\$80 );
+  assign \$82  = ! w_row;
+  assign \$83  = w_en & \$82 ;
+  assign \$86  = pe0_0_bank == w_bank;
+  assign \$87  = pe0_0_v & \$86 ;
+  assign \$88  = pe0_1_bank == w_bank;
+  assign \$89  = pe0_1_v & \$88 ;
+  assign \$90  = | { \$89 , \$87 , \$85  };
+  assign \$91  = \$83  & \$90 ;
+  assign \$92  = w_row == 1'h1;
+  assign \$93  = w_en & \$92 ;
+  assign \$96  = skew1_0_bank == w_bank;
+  assign \$97  = skew1_0_v & \$96 ;
+  assign \$98  = pe1_0_bank == w_bank;
+  assign \$99  = pe1_0_v & \$98 ;
+  assign \$100  = pe1_1_bank == w_bank;
+  assign \$101  = pe1_1_v & \$100 ;
+  assign \$102  = | { \$101 , \$99 , \$97 , \$95  };
+  assign \$103  = \$93  & \$102 ;
+  assign \$104  = w_row == 2'h2;
+  assign \$105  = w_en & \$104 ;
+  assign \$108  = skew2_0_bank == w_bank;
+  assign \$109  = skew2_0_v & \$108 ;
+  assign \$110  = skew2_1_bank == w_bank;
+  assign \$111  = skew2_1_v & \$110 ;
+  assign \$112  = pe2_0_bank == w_bank;
+  assign \$113  = pe2_0_v & \$112 ;
+  assign \$114  = pe2_1_bank == w_bank;
+  assign \$115  = pe2_1_v & \$114 ;
+  assign \$116  = | { \$115 , \$113 , \$111 , \$109 , \$107  };
+  assign \$117  = \$105  & \$116 ;
+  assign \$118  = w_row == 2'h3;
+  assign \$119  = w_en & \$118 ;
+  assign \$122  = skew3_0_bank == w_bank;
+  assign \$123  = skew3_0_v & \$122 ;
+  assign \$124  = skew3_1_bank == w_bank;
+  assign \$125  = skew3_1_v & \$124 ;
+  assign \$126  = skew3_2_bank == w_bank;
+  assign \$127  = skew3_2_v & \$126 ;
+  assign \$128  = pe3_0_bank == w_bank;
+  assign \$129  = pe3_0_v & \$128 ;
+  assign \$130  = pe3_1_bank == w_bank;
+  assign \$131  = pe3_1_v & \$130 ;
+  assign \$132  = | { \$131 , \$129 , \$127 , \$125 , \$123 , \$121  };
+  assign \$133  = \$119  & \$132 ;
+  assign w_conflict = | { \$133 , \$117 , \$103 , \$91  };
   always @(posedge clk)
-    pe0_0_w1 <= \$136 ;
+    pe0_0_w1 <= \$134 ;
   always @(posedge clk)
-    pe0_0_w0 <= \$137 ;
+    pe0_0_w0 <= \$135 ;
   always @(posedge clk)
-    pe0_0_psum <= \$138 ;
+    pe0_0_psum <= { \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5  };
   always @(posedge clk)
-    pe0_0_a <= \$139 ;
+    pe0_0_a <= \$6 ;
   always @(posedge clk)
-    pe0_0_v <= \$140 ;
+    pe0_0_v <= \$136 ;
   always @(posedge clk)
-    pe0_0_bank <= \$141 ;
+    pe0_0_bank <= w_bank;
   always @(posedge clk)
-    pe0_1_w1 <= \$142 ;
+    pe0_1_w1 <= \$137 ;
   always @(posedge clk)
-    pe0_1_w0 <= \$143 ;
+    pe0_1_w0 <= \$138 ;
   always @(posedge clk)
-    pe0_1_psum <= \$144 ;
+    pe0_1_psum <= { \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10  };
   always @(posedge clk)
-    pe0_1_a <= \$145 ;
+    pe0_1_a <= pe0_0_a;
   always @(posedge clk)
-    pe0_1_v <= \$146 ;
+    pe0_1_v <= \$139 ;
   always @(posedge clk)
-    pe0_1_bank <= \$147 ;
+    pe0_1_bank <= pe0_0_bank;
   always @(posedge clk)
-    pe0_2_w1 <= \$148 ;
+    pe0_2_w1 <= \$140 ;
   always @(posedge clk)
-    pe0_2_w0 <= \$149 ;
+    pe0_2_w0 <= \$141 ;
   always @(posedge clk)
-    pe0_2_psum <= \$150 ;
+    pe0_2_psum <= { \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14  };
   always @(posedge clk)
-    pe0_2_a <= \$151 ;
+    pe0_2_a <= pe0_1_a;
   always @(posedge clk)
-    pe0_2_v <= \$152 ;
+    pe0_2_v <= \$142 ;
   always @(posedge clk)
-    pe0_2_bank <= \$153 ;
+    pe0_2_bank <= pe0_1_bank;
   always @(posedge clk)
-    pe0_3_w1 <= \$154 ;
+    pe0_3_w1 <= \$143 ;
   always @(posedge clk)
-    pe0_3_w0 <= \$155 ;
+    pe0_3_w0 <= \$144 ;
   always @(posedge clk)
-    pe0_3_psum <= \$156 ;
+    pe0_3_psum <= { \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18  };
   always @(posedge clk)
-    skew1_0_a <= \$157 ;
+    skew1_0_a <= \$19 ;
   always @(posedge clk)
-    skew1_0_v <= \$158 ;
+    skew1_0_v <= \$145 ;
   always @(posedge clk)
-    skew1_0_bank <= \$159 ;
+    skew1_0_bank <= w_bank;
   always @(posedge clk)
-    pe1_0_w1 <= \$160 ;
+    pe1_0_w1 <= \$146 ;
   always @(posedge clk)
-    pe1_0_w0 <= \$161 ;
+    pe1_0_w0 <= \$147 ;
   always @(posedge clk)
-    pe1_0_psum <= \$162 ;
+    pe1_0_psum <= \$24 [31:0];
   always @(posedge clk)
-    pe1_0_a <= \$163 ;
+    pe1_0_a <= skew1_0_a;
   always @(posedge clk)
-    pe1_0_v <= \$164 ;
+    pe1_0_v <= \$148 ;
   always @(posedge clk)
-    pe1_0_bank <= \$165 ;
+    pe1_0_bank <= skew1_0_bank;
   always @(posedge clk)
-    pe1_1_w1 <= \$166 ;
+    pe1_1_w1 <= \$149 ;
   always @(posedge clk)
-    pe1_1_w0 <= \$167 ;
+    pe1_1_w0 <= \$150 ;
   always @(posedge clk)
-    pe1_1_psum <= \$168 ;
+    pe1_1_psum <= \$29 [31:0];
   always @(posedge clk)
-    pe1_1_a <= \$169 ;
+    pe1_1_a <= pe1_0_a;
   always @(posedge clk)
-    pe1_1_v <= \$170 ;
+    pe1_1_v <= \$151 ;
   always @(posedge clk)
-    pe1_1_bank <= \$171 ;
+    pe1_1_bank <= pe1_0_bank;
   always @(posedge clk)
-    pe1_2_w1 <= \$172 ;
+    pe1_2_w1 <= \$152 ;
   always @(posedge clk)
-    pe1_2_w0 <= \$173 ;
+    pe1_2_w0 <= \$153 ;
   always @(posedge clk)
-    pe1_2_psum <= \$174 ;
+    pe1_2_psum <= \$34 [31:0];
   always @(posedge clk)
-    pe1_2_a <= \$175 ;
+    pe1_2_a <= pe1_1_a;
   always @(posedge clk)
-    pe1_2_v <= \$176 ;
+    pe1_2_v <= \$154 ;
   always @(posedge clk)
-    pe1_2_bank <= \$177 ;
+    pe1_2_bank <= pe1_1_bank;
   always @(posedge clk)
-    pe1_3_w1 <= \$178 ;
+    pe1_3_w1 <= \$155 ;
   always @(posedge clk)
-    pe1_3_w0 <= \$179 ;
+    pe1_3_w0 <= \$156 ;
   always @(posedge clk)
-    pe1_3_psum <= \$180 ;
+    pe1_3_psum <= \$39 [31:0];
   always @(posedge clk)
-    skew2_0_a <= \$181 ;
+    skew2_0_a <= \$40 ;
   always @(posedge clk)
-    skew2_0_v <= \$182 ;
+    skew2_0_v <= \$157 ;
   always @(posedge clk)
-    skew2_0_bank <= \$183 ;
+    skew2_0_bank <= w_bank;
   always @(posedge clk)
-    skew2_1_a <= \$184 ;
+    skew2_1_a <= skew2_0_a;
   always @(posedge clk)
-    skew2_1_v <= \$185 ;
+    skew2_1_v <= \$158 ;
   always @(posedge clk)
-    skew2_1_bank <= \$186 ;
+    skew2_1_bank <= skew2_0_bank;
   always @(posedge clk)
-    pe2_0_w1 <= \$187 ;
+    pe2_0_w1 <= \$159 ;
   always @(posedge clk)
-    pe2_0_w0 <= \$188 ;
+    pe2_0_w0 <= \$160 ;
   always @(posedge clk)
-    pe2_0_psum <= \$189 ;
+    pe2_0_psum <= \$45 [31:0];
   always @(posedge clk)
-    pe2_0_a <= \$190 ;
+    pe2_0_a <= skew2_1_a;
   always @(posedge clk)
-    pe2_0_v <= \$191 ;
+    pe2_0_v <= \$161 ;
   always @(posedge clk)
-    pe2_0_bank <= \$192 ;
+    pe2_0_bank <= skew2_1_bank;
   always @(posedge clk)
-    pe2_1_w1 <= \$193 ;
+    pe2_1_w1 <= \$162 ;
   always @(posedge clk)
-    pe2_1_w0 <= \$194 ;
+    pe2_1_w0 <= \$163 ;
   always @(posedge clk)
-    pe2_1_psum <= \$195 ;
+    pe2_1_psum <= \$50 [31:0];
   always @(posedge clk)
-    pe2_1_a <= \$196 ;
+    pe2_1_a <= pe2_0_a;
   always @(posedge clk)
-    pe2_1_v <= \$197 ;
+    pe2_1_v <= \$164 ;
   always @(posedge clk)
-    pe2_1_bank <= \$198 ;
+    pe2_1_bank <= pe2_0_bank;
   always @(posedge clk)
-    pe2_2_w1 <= \$199 ;
+    pe2_2_w1 <= \$165 ;
   always @(posedge clk)
-    pe2_2_w0 <= \$200 ;
+    pe2_2_w0 <= \$166 ;
   always @(posedge clk)
-    pe2_2_psum <= \$201 ;
+    pe2_2_psum <= \$55 [31:0];
   always @(posedge clk)
-    pe2_2_a <= \$202 ;
+    pe2_2_a <= pe2_1_a;
   always @(posedge clk)
-    pe2_2_v <= \$203 ;
+    pe2_2_v <= \$167 ;
   always @(posedge clk)
-    pe2_2_bank <= \$204 ;
+    pe2_2_bank <= pe2_1_bank;
   always @(posedge clk)
-    pe2_3_w1 <= \$205 ;
+    pe2_3_w1 <= \$168 ;
   always @(posedge clk)
-    pe2_3_w0 <= \$206 ;
+    pe2_3_w0 <= \$169 ;
   always @(posedge clk)
-    pe2_3_psum <= \$207 ;
+    pe2_3_psum <= \$60 [31:0];
   always @(posedge clk)
-    skew3_0_a <= \$208 ;
+    skew3_0_a <= \$61 ;
   always @(posedge clk)
-    skew3_0_v <= \$209 ;
+    skew3_0_v <= \$170 ;
   always @(posedge clk)
-    skew3_0_bank <= \$210 ;
+    skew3_0_bank <= w_bank;
   always @(posedge clk)
-    skew3_1_a <= \$211 ;
+    skew3_1_a <= skew3_0_a;
   always @(posedge clk)
-    skew3_1_v <= \$212 ;
+    skew3_1_v <= \$171 ;
   always @(posedge clk)
-    skew3_1_bank <= \$213 ;
+    skew3_1_bank <= skew3_0_bank;
   always @(posedge clk)
-    skew3_2_a <= \$214 ;
+    skew3_2_a <= skew3_1_a;
   always @(posedge clk)
-    skew3_2_v <= \$215 ;
+    skew3_2_v <= \$172 ;
   always @(posedge clk)
-    skew3_2_bank <= \$216 ;
+    skew3_2_bank <= skew3_1_bank;
   always @(posedge clk)
-    pe3_0_w1 <= \$217 ;
+    pe3_0_w1 <= \$173 ;
   always @(posedge clk)
-    pe3_0_w0 <= \$218 ;
+    pe3_0_w0 <= \$174 ;
   always @(posedge clk)
-    pe3_0_psum <= \$219 ;
+    pe3_0_psum <= \$66 [31:0];
   always @(posedge clk)
-    pe3_0_a <= \$220 ;
+    pe3_0_a <= skew3_2_a;
   always @(posedge clk)
-    pe3_0_v <= \$221 ;
+    pe3_0_v <= \$175 ;
   always @(posedge clk)
-    pe3_0_bank <= \$222 ;
+    pe3_0_bank <= skew3_2_bank;
   always @(posedge clk)
-    pe3_1_w1 <= \$223 ;
+    pe3_1_w1 <= \$176 ;
   always @(posedge clk)
-    pe3_1_w0 <= \$224 ;
+    pe3_1_w0 <= \$177 ;
   always @(posedge clk)
-    pe3_1_psum <= \$225 ;
+    pe3_1_psum <= \$71 [31:0];
   always @(posedge clk)
-    pe3_1_a <= \$226 ;
+    pe3_1_a <= pe3_0_a;
   always @(posedge clk)
-    pe3_1_v <= \$227 ;
+    pe3_1_v <= \$178 ;
   always @(posedge clk)
-    pe3_1_bank <= \$228 ;
+    pe3_1_bank <= pe3_0_bank;
   always @(posedge clk)
-    pe3_2_w1 <= \$229 ;
+    pe3_2_w1 <= \$179 ;
   always @(posedge clk)
-    pe3_2_w0 <= \$230 ;
+    pe3_2_w0 <= \$180 ;
   always @(posedge clk)
-    pe3_2_psum <= \$231 ;
+    pe3_2_psum <= \$76 [31:0];
   always @(posedge clk)
-    pe3_2_a <= \$232 ;
+    pe3_2_a <= pe3_1_a;
   always @(posedge clk)
-    pe3_2_v <= \$233 ;
+    pe3_2_v <= \$181 ;
   always @(posedge clk)
-    pe3_2_bank <= \$234 ;
+    pe3_2_bank <= pe3_1_bank;
   always @(posedge clk)
-    pe3_3_w1 <= \$235 ;
+    pe3_3_w1 <= \$182 ;
   always @(posedge clk)
-    pe3_3_w0 <= \$236 ;
+    pe3_3_w0 <= \$183 ;
   always @(posedge clk)
-    pe3_3_psum <= \$237 ;
+    pe3_3_psum <= \$81 [31:0];
   always @(posedge clk)
-    out_valid_q <= \$238 ;
+    out_valid_q <= \$184 ;
   always @(posedge clk)
-    deskew0_0 <= \$239 ;
+    deskew0_0 <= pe3_0_psum;
   always @(posedge clk)
-    deskew0_1 <= \$240 ;
+    deskew0_1 <= deskew0_0;
   always @(posedge clk)
-    deskew0_2 <= \$241 ;
+    deskew0_2 <= deskew0_1;
   always @(posedge clk)
-    deskew1_0 <= \$242 ;
+    deskew1_0 <= pe3_1_psum;
   always @(posedge clk)
-    deskew1_1 <= \$243 ;
+    deskew1_1 <= deskew1_0;
   always @(posedge clk)
-    deskew2_0 <= \$244 ;
+    deskew2_0 <= pe3_2_psum;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$136  = pe0_0_w1;
+    \$134  = pe0_0_w1;
     if (\$2 ) begin
-      if (\$4 ) begin
-        if (w_bank) begin
-          \$136  = w_data[7:0];
-        end
+      if (w_bank) begin
+        \$134  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$137  = pe0_0_w0;
+    \$135  = pe0_0_w0;
     if (\$2 ) begin
-      if (\$4 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$137  = w_data[7:0];
-        end
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$135  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$138  = pe0_0_psum;
-    if (\$2 ) begin
-      \$138  = { \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7  };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$139  = pe0_0_a;
-    if (\$2 ) begin
-      \$139  = \$8 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$140  = pe0_0_v;
-    if (\$2 ) begin
-      \$140  = a_valid;
-      if (reset[2]) begin
-        \$140  = 1'h0;
-      end
+    \$136  = a_valid;
+    if (reset[2]) begin
+      \$136  = 1'h0;
     end
     if (rst) begin
-      \$140  = 1'h0;
+      \$136  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$141  = pe0_0_bank;
-    if (\$2 ) begin
-      \$141  = w_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$142  = pe0_1_w1;
-    if (\$2 ) begin
-      if (\$10 ) begin
-        if (w_bank) begin
-          \$142  = w_data[15:8];
-        end
+    \$137  = pe0_1_w1;
+    if (\$8 ) begin
+      if (w_bank) begin
+        \$137  = w_data[15:8];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$143  = pe0_1_w0;
-    if (\$2 ) begin
-      if (\$10 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$143  = w_data[15:8];
-        end
+    \$138  = pe0_1_w0;
+    if (\$8 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$138  = w_data[15:8];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$144  = pe0_1_psum;
-    if (\$2 ) begin
-      \$144  = { \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12  };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$145  = pe0_1_a;
-    if (\$2 ) begin
-      \$145  = pe0_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$146  = pe0_1_v;
-    if (\$2 ) begin
-      \$146  = pe0_0_v;
-      if (reset[2]) begin
-        \$146  = 1'h0;
-      end
+    \$139  = pe0_0_v;
+    if (reset[2]) begin
+      \$139  = 1'h0;
     end
     if (rst) begin
-      \$146  = 1'h0;
+      \$139  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$147  = pe0_1_bank;
-    if (\$2 ) begin
-      \$147  = pe0_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$148  = pe0_2_w1;
-    if (\$2 ) begin
-      if (\$14 ) begin
-        if (w_bank) begin
-          \$148  = w_data[23:16];
-        end
+    \$140  = pe0_2_w1;
+    if (\$12 ) begin
+      if (w_bank) begin
+        \$140  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$149  = pe0_2_w0;
-    if (\$2 ) begin
-      if (\$14 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$149  = w_data[23:16];
-        end
+    \$141  = pe0_2_w0;
+    if (\$12 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$141  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$150  = pe0_2_psum;
-    if (\$2 ) begin
-      \$150  = { \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16  };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$151  = pe0_2_a;
-    if (\$2 ) begin
-      \$151  = pe0_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$152  = pe0_2_v;
-    if (\$2 ) begin
-      \$152  = pe0_1_v;
-      if (reset[2]) begin
-        \$152  = 1'h0;
-      end
+    \$142  = pe0_1_v;
+    if (reset[2]) begin
+      \$142  = 1'h0;
     end
     if (rst) begin
-      \$152  = 1'h0;
+      \$142  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$153  = pe0_2_bank;
-    if (\$2 ) begin
-      \$153  = pe0_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$154  = pe0_3_w1;
-    if (\$2 ) begin
-      if (\$18 ) begin
-        if (w_bank) begin
-          \$154  = w_data[31:24];
-        end
+    \$143  = pe0_3_w1;
+    if (\$16 ) begin
+      if (w_bank) begin
+        \$143  = w_data[31:24];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$155  = pe0_3_w0;
-    if (\$2 ) begin
-      if (\$18 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$155  = w_data[31:24];
-        end
+    \$144  = pe0_3_w0;
+    if (\$16 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$144  = w_data[31:24];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$156  = pe0_3_psum;
-    if (\$2 ) begin
-      \$156  = { \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20  };
+    \$145  = a_valid;
+    if (reset[2]) begin
+      \$145  = 1'h0;
+    end
+    if (rst) begin
+      \$145  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$157  = skew1_0_a;
-    if (\$2 ) begin
-      \$157  = \$21 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$158  = skew1_0_v;
-    if (\$2 ) begin
-      \$158  = a_valid;
-      if (reset[2]) begin
-        \$158  = 1'h0;
+    \$146  = pe1_0_w1;
+    if (\$21 ) begin
+      if (w_bank) begin
+        \$146  = w_data[7:0];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$147  = pe1_0_w0;
+    if (\$21 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$147  = w_data[7:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$148  = skew1_0_v;
+    if (reset[2]) begin
+      \$148  = 1'h0;
+    end
+    if (rst) begin
+      \$148  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$149  = pe1_1_w1;
+    if (\$26 ) begin
+      if (w_bank) begin
+        \$149  = w_data[15:8];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$150  = pe1_1_w0;
+    if (\$26 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$150  = w_data[15:8];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$151  = pe1_0_v;
+    if (reset[2]) begin
+      \$151  = 1'h0;
+    end
+    if (rst) begin
+      \$151  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$152  = pe1_2_w1;
+    if (\$31 ) begin
+      if (w_bank) begin
+        \$152  = w_data[23:16];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$153  = pe1_2_w0;
+    if (\$31 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$153  = w_data[23:16];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$154  = pe1_1_v;
+    if (reset[2]) begin
+      \$154  = 1'h0;
+    end
+    if (rst) begin
+      \$154  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$155  = pe1_3_w1;
+    if (\$36 ) begin
+      if (w_bank) begin
+        \$155  = w_data[31:24];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$156  = pe1_3_w0;
+    if (\$36 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$156  = w_data[31:24];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$157  = a_valid;
+    if (reset[2]) begin
+      \$157  = 1'h0;
+    end
+    if (rst) begin
+      \$157  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$158  = skew2_0_v;
+    if (reset[2]) begin
+      \$158  = 1'h0;
     end
     if (rst) begin
       \$158  = 1'h0;
@@ -28712,57 +28611,59 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$159  = skew1_0_bank;
-    if (\$2 ) begin
-      \$159  = w_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$160  = pe1_0_w1;
-    if (\$2 ) begin
-      if (\$23 ) begin
-        if (w_bank) begin
-          \$160  = w_data[7:0];
-        end
+    \$159  = pe2_0_w1;
+    if (\$42 ) begin
+      if (w_bank) begin
+        \$159  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$161  = pe1_0_w0;
-    if (\$2 ) begin
-      if (\$23 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$161  = w_data[7:0];
-        end
+    \$160  = pe2_0_w0;
+    if (\$42 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$160  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$162  = pe1_0_psum;
-    if (\$2 ) begin
-      \$162  = \$26 [31:0];
+    \$161  = skew2_1_v;
+    if (reset[2]) begin
+      \$161  = 1'h0;
+    end
+    if (rst) begin
+      \$161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$163  = pe1_0_a;
-    if (\$2 ) begin
-      \$163  = skew1_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$164  = pe1_0_v;
-    if (\$2 ) begin
-      \$164  = skew1_0_v;
-      if (reset[2]) begin
-        \$164  = 1'h0;
+    \$162  = pe2_1_w1;
+    if (\$47 ) begin
+      if (w_bank) begin
+        \$162  = w_data[15:8];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$163  = pe2_1_w0;
+    if (\$47 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$163  = w_data[15:8];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$164  = pe2_0_v;
+    if (reset[2]) begin
+      \$164  = 1'h0;
     end
     if (rst) begin
       \$164  = 1'h0;
@@ -28770,57 +28671,59 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$165  = pe1_0_bank;
-    if (\$2 ) begin
-      \$165  = skew1_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$166  = pe1_1_w1;
-    if (\$2 ) begin
-      if (\$28 ) begin
-        if (w_bank) begin
-          \$166  = w_data[15:8];
-        end
+    \$165  = pe2_2_w1;
+    if (\$52 ) begin
+      if (w_bank) begin
+        \$165  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$167  = pe1_1_w0;
-    if (\$2 ) begin
-      if (\$28 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$167  = w_data[15:8];
-        end
+    \$166  = pe2_2_w0;
+    if (\$52 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$166  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$168  = pe1_1_psum;
-    if (\$2 ) begin
-      \$168  = \$31 [31:0];
+    \$167  = pe2_1_v;
+    if (reset[2]) begin
+      \$167  = 1'h0;
+    end
+    if (rst) begin
+      \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$169  = pe1_1_a;
-    if (\$2 ) begin
-      \$169  = pe1_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$170  = pe1_1_v;
-    if (\$2 ) begin
-      \$170  = pe1_0_v;
-      if (reset[2]) begin
-        \$170  = 1'h0;
+    \$168  = pe2_3_w1;
+    if (\$57 ) begin
+      if (w_bank) begin
+        \$168  = w_data[31:24];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$169  = pe2_3_w0;
+    if (\$57 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$169  = w_data[31:24];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$170  = a_valid;
+    if (reset[2]) begin
+      \$170  = 1'h0;
     end
     if (rst) begin
       \$170  = 1'h0;
@@ -28828,716 +28731,160 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$171  = pe1_1_bank;
-    if (\$2 ) begin
-      \$171  = pe1_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$172  = pe1_2_w1;
-    if (\$2 ) begin
-      if (\$33 ) begin
-        if (w_bank) begin
-          \$172  = w_data[23:16];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$173  = pe1_2_w0;
-    if (\$2 ) begin
-      if (\$33 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$173  = w_data[23:16];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$174  = pe1_2_psum;
-    if (\$2 ) begin
-      \$174  = \$36 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$175  = pe1_2_a;
-    if (\$2 ) begin
-      \$175  = pe1_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$176  = pe1_2_v;
-    if (\$2 ) begin
-      \$176  = pe1_1_v;
-      if (reset[2]) begin
-        \$176  = 1'h0;
-      end
+    \$171  = skew3_0_v;
+    if (reset[2]) begin
+      \$171  = 1'h0;
     end
     if (rst) begin
-      \$176  = 1'h0;
+      \$171  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$177  = pe1_2_bank;
-    if (\$2 ) begin
-      \$177  = pe1_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$178  = pe1_3_w1;
-    if (\$2 ) begin
-      if (\$38 ) begin
-        if (w_bank) begin
-          \$178  = w_data[31:24];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$179  = pe1_3_w0;
-    if (\$2 ) begin
-      if (\$38 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$179  = w_data[31:24];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$180  = pe1_3_psum;
-    if (\$2 ) begin
-      \$180  = \$41 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$181  = skew2_0_a;
-    if (\$2 ) begin
-      \$181  = \$42 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$182  = skew2_0_v;
-    if (\$2 ) begin
-      \$182  = a_valid;
-      if (reset[2]) begin
-        \$182  = 1'h0;
-      end
+    \$172  = skew3_1_v;
+    if (reset[2]) begin
+      \$172  = 1'h0;
     end
     if (rst) begin
-      \$182  = 1'h0;
+      \$172  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$183  = skew2_0_bank;
-    if (\$2 ) begin
-      \$183  = w_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$184  = skew2_1_a;
-    if (\$2 ) begin
-      \$184  = skew2_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$185  = skew2_1_v;
-    if (\$2 ) begin
-      \$185  = skew2_0_v;
-      if (reset[2]) begin
-        \$185  = 1'h0;
+    \$173  = pe3_0_w1;
+    if (\$63 ) begin
+      if (w_bank) begin
+        \$173  = w_data[7:0];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$174  = pe3_0_w0;
+    if (\$63 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$174  = w_data[7:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$175  = skew3_2_v;
+    if (reset[2]) begin
+      \$175  = 1'h0;
     end
     if (rst) begin
-      \$185  = 1'h0;
+      \$175  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$186  = skew2_1_bank;
-    if (\$2 ) begin
-      \$186  = skew2_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$187  = pe2_0_w1;
-    if (\$2 ) begin
-      if (\$44 ) begin
-        if (w_bank) begin
-          \$187  = w_data[7:0];
-        end
+    \$176  = pe3_1_w1;
+    if (\$68 ) begin
+      if (w_bank) begin
+        \$176  = w_data[15:8];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$188  = pe2_0_w0;
-    if (\$2 ) begin
-      if (\$44 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$188  = w_data[7:0];
-        end
+    \$177  = pe3_1_w0;
+    if (\$68 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$177  = w_data[15:8];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$189  = pe2_0_psum;
-    if (\$2 ) begin
-      \$189  = \$47 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$190  = pe2_0_a;
-    if (\$2 ) begin
-      \$190  = skew2_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$191  = pe2_0_v;
-    if (\$2 ) begin
-      \$191  = skew2_1_v;
-      if (reset[2]) begin
-        \$191  = 1'h0;
-      end
+    \$178  = pe3_0_v;
+    if (reset[2]) begin
+      \$178  = 1'h0;
     end
     if (rst) begin
-      \$191  = 1'h0;
+      \$178  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$192  = pe2_0_bank;
-    if (\$2 ) begin
-      \$192  = skew2_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$193  = pe2_1_w1;
-    if (\$2 ) begin
-      if (\$49 ) begin
-        if (w_bank) begin
-          \$193  = w_data[15:8];
-        end
+    \$179  = pe3_2_w1;
+    if (\$73 ) begin
+      if (w_bank) begin
+        \$179  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$194  = pe2_1_w0;
-    if (\$2 ) begin
-      if (\$49 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$194  = w_data[15:8];
-        end
+    \$180  = pe3_2_w0;
+    if (\$73 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$180  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$195  = pe2_1_psum;
-    if (\$2 ) begin
-      \$195  = \$52 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$196  = pe2_1_a;
-    if (\$2 ) begin
-      \$196  = pe2_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$197  = pe2_1_v;
-    if (\$2 ) begin
-      \$197  = pe2_0_v;
-      if (reset[2]) begin
-        \$197  = 1'h0;
-      end
+    \$181  = pe3_1_v;
+    if (reset[2]) begin
+      \$181  = 1'h0;
     end
     if (rst) begin
-      \$197  = 1'h0;
+      \$181  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$198  = pe2_1_bank;
-    if (\$2 ) begin
-      \$198  = pe2_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$199  = pe2_2_w1;
-    if (\$2 ) begin
-      if (\$54 ) begin
-        if (w_bank) begin
-          \$199  = w_data[23:16];
-        end
+    \$182  = pe3_3_w1;
+    if (\$78 ) begin
+      if (w_bank) begin
+        \$182  = w_data[31:24];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$200  = pe2_2_w0;
-    if (\$2 ) begin
-      if (\$54 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$200  = w_data[23:16];
-        end
+    \$183  = pe3_3_w0;
+    if (\$78 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$183  = w_data[31:24];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$201  = pe2_2_psum;
-    if (\$2 ) begin
-      \$201  = \$57 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$202  = pe2_2_a;
-    if (\$2 ) begin
-      \$202  = pe2_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$203  = pe2_2_v;
-    if (\$2 ) begin
-      \$203  = pe2_1_v;
-      if (reset[2]) begin
-        \$203  = 1'h0;
-      end
+    \$184  = pe3_2_v;
+    if (reset[2]) begin
+      \$184  = 1'h0;
     end
     if (rst) begin
-      \$203  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$204  = pe2_2_bank;
-    if (\$2 ) begin
-      \$204  = pe2_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$205  = pe2_3_w1;
-    if (\$2 ) begin
-      if (\$59 ) begin
-        if (w_bank) begin
-          \$205  = w_data[31:24];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$206  = pe2_3_w0;
-    if (\$2 ) begin
-      if (\$59 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$206  = w_data[31:24];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$207  = pe2_3_psum;
-    if (\$2 ) begin
-      \$207  = \$62 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$208  = skew3_0_a;
-    if (\$2 ) begin
-      \$208  = \$63 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$209  = skew3_0_v;
-    if (\$2 ) begin
-      \$209  = a_valid;
-      if (reset[2]) begin
-        \$209  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$209  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$210  = skew3_0_bank;
-    if (\$2 ) begin
-      \$210  = w_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$211  = skew3_1_a;
-    if (\$2 ) begin
-      \$211  = skew3_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$212  = skew3_1_v;
-    if (\$2 ) begin
-      \$212  = skew3_0_v;
-      if (reset[2]) begin
-        \$212  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$212  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$213  = skew3_1_bank;
-    if (\$2 ) begin
-      \$213  = skew3_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$214  = skew3_2_a;
-    if (\$2 ) begin
-      \$214  = skew3_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$215  = skew3_2_v;
-    if (\$2 ) begin
-      \$215  = skew3_1_v;
-      if (reset[2]) begin
-        \$215  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$215  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$216  = skew3_2_bank;
-    if (\$2 ) begin
-      \$216  = skew3_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$217  = pe3_0_w1;
-    if (\$2 ) begin
-      if (\$65 ) begin
-        if (w_bank) begin
-          \$217  = w_data[7:0];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$218  = pe3_0_w0;
-    if (\$2 ) begin
-      if (\$65 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$218  = w_data[7:0];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$219  = pe3_0_psum;
-    if (\$2 ) begin
-      \$219  = \$68 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$220  = pe3_0_a;
-    if (\$2 ) begin
-      \$220  = skew3_2_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$221  = pe3_0_v;
-    if (\$2 ) begin
-      \$221  = skew3_2_v;
-      if (reset[2]) begin
-        \$221  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$221  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$222  = pe3_0_bank;
-    if (\$2 ) begin
-      \$222  = skew3_2_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$223  = pe3_1_w1;
-    if (\$2 ) begin
-      if (\$70 ) begin
-        if (w_bank) begin
-          \$223  = w_data[15:8];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$224  = pe3_1_w0;
-    if (\$2 ) begin
-      if (\$70 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$224  = w_data[15:8];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$225  = pe3_1_psum;
-    if (\$2 ) begin
-      \$225  = \$73 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$226  = pe3_1_a;
-    if (\$2 ) begin
-      \$226  = pe3_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$227  = pe3_1_v;
-    if (\$2 ) begin
-      \$227  = pe3_0_v;
-      if (reset[2]) begin
-        \$227  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$227  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$228  = pe3_1_bank;
-    if (\$2 ) begin
-      \$228  = pe3_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$229  = pe3_2_w1;
-    if (\$2 ) begin
-      if (\$75 ) begin
-        if (w_bank) begin
-          \$229  = w_data[23:16];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$230  = pe3_2_w0;
-    if (\$2 ) begin
-      if (\$75 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$230  = w_data[23:16];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$231  = pe3_2_psum;
-    if (\$2 ) begin
-      \$231  = \$78 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$232  = pe3_2_a;
-    if (\$2 ) begin
-      \$232  = pe3_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$233  = pe3_2_v;
-    if (\$2 ) begin
-      \$233  = pe3_1_v;
-      if (reset[2]) begin
-        \$233  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$233  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$234  = pe3_2_bank;
-    if (\$2 ) begin
-      \$234  = pe3_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$235  = pe3_3_w1;
-    if (\$2 ) begin
-      if (\$80 ) begin
-        if (w_bank) begin
-          \$235  = w_data[31:24];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$236  = pe3_3_w0;
-    if (\$2 ) begin
-      if (\$80 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$236  = w_data[31:24];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$237  = pe3_3_psum;
-    if (\$2 ) begin
-      \$237  = \$83 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$238  = out_valid_q;
-    if (\$2 ) begin
-      \$238  = pe3_2_v;
-      if (reset[2]) begin
-        \$238  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$238  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$239  = deskew0_0;
-    if (\$2 ) begin
-      \$239  = pe3_0_psum;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$240  = deskew0_1;
-    if (\$2 ) begin
-      \$240  = deskew0_0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$241  = deskew0_2;
-    if (\$2 ) begin
-      \$241  = deskew0_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$242  = deskew1_0;
-    if (\$2 ) begin
-      \$242  = pe3_1_psum;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$243  = deskew1_1;
-    if (\$2 ) begin
-      \$243  = deskew1_0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$244  = deskew2_0;
-    if (\$2 ) begin
-      \$244  = pe3_2_psum;
+      \$184  = 1'h0;
     end
   end
   assign a_data = w_data;
   assign a_bank = w_bank;
   assign out_data = { pe3_3_psum, deskew2_0, deskew1_1, deskew0_2 };
   assign out_valid = out_valid_q;
-  assign \$86  = 1'h1;
-  assign \$87  = a_valid;
-  assign \$96  = 1'h1;
-  assign \$97  = a_valid;
-  assign \$108  = 1'h1;
-  assign \$109  = a_valid;
-  assign \$122  = 1'h1;
-  assign \$123  = a_valid;
+  assign \$84  = 1'h1;
+  assign \$85  = a_valid;
+  assign \$94  = 1'h1;
+  assign \$95  = a_valid;
+  assign \$106  = 1'h1;
+  assign \$107  = a_valid;
+  assign \$120  = 1'h1;
+  assign \$121  = a_valid;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8213$16 , \port$8957$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8223$16 , \port$8966$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -29581,10 +28928,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8213$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8213$16 ;
-  wire [15:0] \port$8213$16 ;
-  input [7:0] \port$8957$0 ;
-  wire [7:0] \port$8957$0 ;
+  input [15:0] \port$8223$16 ;
+  wire [15:0] \port$8223$16 ;
+  input [7:0] \port$8966$0 ;
+  wire [7:0] \port$8966$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -29619,7 +28966,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8213$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8213$16 , \port$8957$0  };
+      storage[w_port__addr] <= { \port$8223$16 , \port$8966$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -29730,17 +29077,17 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8213$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8213$16 , \port$8957$0  };
-  assign w_data = { \port$8213$16 , \port$8957$0  };
+  assign w_port__data = { \port$8223$16 , \port$8966$0  };
+  assign w_data = { \port$8223$16 , \port$8966$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$95$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
+module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7728$0 , \port$7728$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7738$0 , \port$7738$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -30452,12 +29799,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
-  input [3:0] \port$7728$0 ;
-  wire [3:0] \port$7728$0 ;
-  input [23:0] \port$7728$8 ;
-  wire [23:0] \port$7728$8 ;
-  input [3:0] \port$95$0 ;
-  wire [3:0] \port$95$0 ;
+  input [3:0] \port$109$0 ;
+  wire [3:0] \port$109$0 ;
+  input [3:0] \port$7738$0 ;
+  wire [3:0] \port$7738$0 ;
+  input [23:0] \port$7738$8 ;
+  wire [23:0] \port$7738$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -31182,7 +30529,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$7728$0 [1:0] < 3'h4;
+  assign \$165  = \port$7738$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -31390,7 +30737,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$7728$0 [1:0];
+  assign \$344  = ! \port$7738$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -31404,13 +30751,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$355  = ~ q0_resetting;
   assign \$356  = q__0__reset & \$355 ;
   assign \$357  = ~ fw_running;
-  assign \$358  = \port$95$0 [0] | \$357 ;
+  assign \$358  = \port$109$0 [0] | \$357 ;
   assign \$359  = q0_resetting & \$358 ;
   assign \$360  = ! cpl_req[1:0];
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$7728$0 [1:0] == 1'h1;
+  assign \$364  = \port$7738$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -31424,13 +30771,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$375  = ~ q1_resetting;
   assign \$376  = q__1__reset & \$375 ;
   assign \$377  = ~ fw_running;
-  assign \$378  = \port$95$0 [1] | \$377 ;
+  assign \$378  = \port$109$0 [1] | \$377 ;
   assign \$379  = q1_resetting & \$378 ;
   assign \$380  = cpl_req[1:0] == 1'h1;
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$7728$0 [1:0] == 2'h2;
+  assign \$384  = \port$7738$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -31444,13 +30791,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$395  = ~ q2_resetting;
   assign \$396  = q__2__reset & \$395 ;
   assign \$397  = ~ fw_running;
-  assign \$398  = \port$95$0 [2] | \$397 ;
+  assign \$398  = \port$109$0 [2] | \$397 ;
   assign \$399  = q2_resetting & \$398 ;
   assign \$400  = cpl_req[1:0] == 2'h2;
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$7728$0 [1:0] == 2'h3;
+  assign \$404  = \port$7738$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -31464,7 +30811,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$415  = ~ q3_resetting;
   assign \$416  = q__3__reset & \$415 ;
   assign \$417  = ~ fw_running;
-  assign \$418  = \port$95$0 [3] | \$417 ;
+  assign \$418  = \port$109$0 [3] | \$417 ;
   assign \$419  = q3_resetting & \$418 ;
   assign \$420  = cpl_req[1:0] == 2'h3;
   assign \$421  = \abandon$67  & \$420 ;
@@ -31543,7 +30890,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$8294$0 (fetch_r_buf),
+    .\port$8304$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -31555,7 +30902,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$8294$0 (fetch_r_buf),
+    .\port$8304$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -31567,7 +30914,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$8294$0 (fetch_r_buf),
+    .\port$8304$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -31579,7 +30926,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$8294$0 (fetch_r_buf),
+    .\port$8304$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -33277,12 +32624,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$7728$0 [1:0];
-  assign cpl_irq = \port$7728$0 [2];
-  assign cpl_halt = \port$7728$0 [3];
-  assign cpl_flags = \port$7728$8 [7:0];
-  assign cpl_status = \port$7728$8 [15:8];
-  assign cpl_opcode = \port$7728$8 [23:16];
+  assign cpl_queue = \port$7738$0 [1:0];
+  assign cpl_irq = \port$7738$0 [2];
+  assign cpl_halt = \port$7738$0 [3];
+  assign cpl_flags = \port$7738$8 [7:0];
+  assign cpl_status = \port$7738$8 [15:8];
+  assign cpl_opcode = \port$7738$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -33299,10 +32646,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign q1_c_seen = \$212 [31:0];
   assign q2_c_seen = \$241 [31:0];
   assign q3_c_seen = \$270 [31:0];
-  assign q__0__qreset_ack = \port$95$0 [0];
-  assign q__1__qreset_ack = \port$95$0 [1];
-  assign q__2__qreset_ack = \port$95$0 [2];
-  assign q__3__qreset_ack = \port$95$0 [3];
+  assign q__0__qreset_ack = \port$109$0 [0];
+  assign q__1__qreset_ack = \port$109$0 [1];
+  assign q__2__qreset_ack = \port$109$0 [2];
+  assign q__3__qreset_ack = \port$109$0 [3];
   assign q__0__head_index = \$4 [31:0];
   assign q__1__head_index = \$10 [31:0];
   assign q__2__head_index = \$16 [31:0];
@@ -33333,12 +32680,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$7728$8 [23:16];
-  assign \w_data$258 [19:12] = \port$7728$8 [15:8];
-  assign \w_data$258 [11:4] = \port$7728$8 [7:0];
-  assign \w_data$258 [3] = \port$7728$0 [3];
-  assign \w_data$258 [2] = \port$7728$0 [2];
-  assign \w_data$258 [1:0] = \port$7728$0 [1:0];
+  assign \w_data$258 [27:20] = \port$7738$8 [23:16];
+  assign \w_data$258 [19:12] = \port$7738$8 [15:8];
+  assign \w_data$258 [11:4] = \port$7738$8 [7:0];
+  assign \w_data$258 [3] = \port$7738$0 [3];
+  assign \w_data$258 [2] = \port$7738$0 [2];
+  assign \w_data$258 [1:0] = \port$7738$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -33891,8 +33238,8 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_4x4.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5117$0 (aw_hs_id),
-    .\port$5131$0 (down__awlen),
+    .\port$5141$0 (aw_hs_id),
+    .\port$5155$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -34235,7 +33582,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5117$0 , w_en, \port$5131$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5141$0 , w_en, \port$5155$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34259,10 +33606,10 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5117$0 , w_en, \port$5131$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5117$0 ;
-  wire [2:0] \port$5117$0 ;
-  input [7:0] \port$5131$0 ;
-  wire [7:0] \port$5131$0 ;
+  input [2:0] \port$5141$0 ;
+  wire [2:0] \port$5141$0 ;
+  input [7:0] \port$5155$0 ;
+  wire [7:0] \port$5155$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -34294,7 +33641,7 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5117$0 , w_en, \port$5131$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5117$0 , \port$5131$0  };
+      storage[w_port__addr] <= { \port$5141$0 , \port$5155$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -34356,8 +33703,8 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5117$0 , w_en, \port$5131$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5117$0 , \port$5131$0  };
-  assign w_data = { \port$5117$0 , \port$5131$0  };
+  assign w_port__data = { \port$5141$0 , \port$5155$0  };
+  assign w_data = { \port$5141$0 , \port$5155$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -34924,7 +34271,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8294$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8304$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34951,8 +34298,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8294$0 ;
-  wire [191:0] \port$8294$0 ;
+  input [191:0] \port$8304$0 ;
+  wire [191:0] \port$8304$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -34987,7 +34334,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8294$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8304$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35058,14 +34405,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8294$0  };
-  assign w_data = { \port$0$87 , \port$8294$0  };
+  assign w_port__data = { \port$0$87 , \port$8304$0  };
+  assign w_data = { \port$0$87 , \port$8304$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8294$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8304$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35092,8 +34439,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8294$0 ;
-  wire [191:0] \port$8294$0 ;
+  input [191:0] \port$8304$0 ;
+  wire [191:0] \port$8304$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -35128,7 +34475,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8294$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8304$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35199,14 +34546,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8294$0  };
-  assign w_data = { \port$0$87 , \port$8294$0  };
+  assign w_port__data = { \port$0$87 , \port$8304$0  };
+  assign w_data = { \port$0$87 , \port$8304$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8294$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8304$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35233,8 +34580,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8294$0 ;
-  wire [191:0] \port$8294$0 ;
+  input [191:0] \port$8304$0 ;
+  wire [191:0] \port$8304$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -35269,7 +34616,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8294$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8304$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35340,14 +34687,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8294$0  };
-  assign w_data = { \port$0$87 , \port$8294$0  };
+  assign w_port__data = { \port$0$87 , \port$8304$0  };
+  assign w_data = { \port$0$87 , \port$8304$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8294$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8304$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35374,8 +34721,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8294$0 ;
-  wire [191:0] \port$8294$0 ;
+  input [191:0] \port$8304$0 ;
+  wire [191:0] \port$8304$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -35410,7 +34757,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8294$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8304$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35481,8 +34828,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8294$0  };
-  assign w_data = { \port$0$87 , \port$8294$0  };
+  assign w_port__data = { \port$0$87 , \port$8304$0  };
+  assign w_data = { \port$0$87 , \port$8304$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -36189,200 +35536,200 @@ module \kaki_soc_4x4.spad.bank3 (ren, wen, rdata, raddr, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset, ctl__cmd__payload, ctl__busy, vec_frozen, err, wr_en, wr_addr, wr_data, ctl__cmd__ready, acc_rd__en, acc_rd__addr, spad_rd__en, spad_rd__addr, fire, ctl__done, spad_rd__data, acc_rd__data
-, clk);
+module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset, ctl__cmd__payload, ctl__busy, err, wr_en, wr_addr, wr_data, ctl__cmd__ready, acc_rd__en, acc_rd__addr, spad_rd__en, spad_rd__addr, fire, ctl__done, spad_rd__data, acc_rd__data, clk
+);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire [11:0] \$101 ;
-  wire [12:0] \$102 ;
-  wire \$103 ;
-  wire [11:0] \$104 ;
-  wire [12:0] \$105 ;
-  wire \$106 ;
-  wire [11:0] \$107 ;
+  wire [12:0] \$100 ;
+  wire \$101 ;
+  wire [11:0] \$102 ;
+  wire [12:0] \$103 ;
+  wire \$104 ;
+  wire [11:0] \$105 ;
+  wire [12:0] \$106 ;
+  wire [12:0] \$107 ;
   wire [12:0] \$108 ;
-  wire [12:0] \$109 ;
-  wire [17:0] \$11 ;
-  wire [12:0] \$110 ;
-  wire [7:0] \$111 ;
-  wire [7:0] \$112 ;
-  wire \$113 ;
-  wire [11:0] \$114 ;
-  wire [12:0] \$115 ;
-  wire \$116 ;
-  wire [11:0] \$117 ;
-  wire [12:0] \$118 ;
-  wire \$119 ;
-  wire \$12 ;
-  wire [11:0] \$120 ;
+  wire [7:0] \$109 ;
+  wire [7:0] \$11 ;
+  wire [7:0] \$110 ;
+  wire \$111 ;
+  wire [11:0] \$112 ;
+  wire [12:0] \$113 ;
+  wire \$114 ;
+  wire [11:0] \$115 ;
+  wire [12:0] \$116 ;
+  wire \$117 ;
+  wire [11:0] \$118 ;
+  wire [12:0] \$119 ;
+  wire [7:0] \$12 ;
+  wire [12:0] \$120 ;
   wire [12:0] \$121 ;
-  wire [12:0] \$122 ;
-  wire [12:0] \$123 ;
+  wire [7:0] \$122 ;
+  wire [7:0] \$123 ;
   wire [7:0] \$124 ;
-  wire [7:0] \$125 ;
-  wire [7:0] \$126 ;
-  wire [11:0] \$127 ;
-  wire [12:0] \$128 ;
-  wire \$129 ;
+  wire [11:0] \$125 ;
+  wire [12:0] \$126 ;
+  wire \$127 ;
+  wire [11:0] \$128 ;
+  wire [12:0] \$129 ;
   wire [7:0] \$13 ;
-  wire [11:0] \$130 ;
-  wire [12:0] \$131 ;
-  wire \$132 ;
-  wire [11:0] \$133 ;
+  wire \$130 ;
+  wire [11:0] \$131 ;
+  wire [12:0] \$132 ;
+  wire [12:0] \$133 ;
   wire [12:0] \$134 ;
-  wire [12:0] \$135 ;
-  wire [12:0] \$136 ;
+  wire [7:0] \$135 ;
+  wire [7:0] \$136 ;
   wire [7:0] \$137 ;
   wire [7:0] \$138 ;
-  wire [7:0] \$139 ;
+  wire [32:0] \$139 ;
   wire [7:0] \$14 ;
-  wire [7:0] \$140 ;
-  wire [32:0] \$141 ;
-  wire [31:0] \$142 ;
+  wire [31:0] \$140 ;
+  wire [47:0] \$141 ;
+  wire [48:0] \$142 ;
   wire [47:0] \$143 ;
-  wire [48:0] \$144 ;
-  wire [47:0] \$145 ;
-  wire [47:0] \$146 ;
-  wire [78:0] \$147 ;
-  wire [79:0] \$148 ;
-  wire [79:0] \$149 ;
+  wire [47:0] \$144 ;
+  wire [78:0] \$145 ;
+  wire [79:0] \$146 ;
+  wire [79:0] \$147 ;
+  wire [63:0] \$148 ;
+  wire [63:0] \$149 ;
   wire [7:0] \$15 ;
-  wire [63:0] \$150 ;
-  wire [63:0] \$151 ;
-  wire [64:0] \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire [11:0] \$155 ;
-  wire [12:0] \$156 ;
-  wire \$157 ;
-  wire [11:0] \$158 ;
-  wire [12:0] \$159 ;
+  wire [64:0] \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire [11:0] \$153 ;
+  wire [12:0] \$154 ;
+  wire \$155 ;
+  wire [11:0] \$156 ;
+  wire [12:0] \$157 ;
+  wire \$158 ;
+  wire [11:0] \$159 ;
   wire [7:0] \$16 ;
-  wire \$160 ;
-  wire [11:0] \$161 ;
+  wire [12:0] \$160 ;
+  wire [12:0] \$161 ;
   wire [12:0] \$162 ;
-  wire [12:0] \$163 ;
-  wire [12:0] \$164 ;
-  wire [7:0] \$165 ;
-  wire [7:0] \$166 ;
-  wire \$167 ;
-  wire [11:0] \$168 ;
-  wire [12:0] \$169 ;
+  wire [7:0] \$163 ;
+  wire [7:0] \$164 ;
+  wire \$165 ;
+  wire [11:0] \$166 ;
+  wire [12:0] \$167 ;
+  wire \$168 ;
+  wire [11:0] \$169 ;
   wire [7:0] \$17 ;
-  wire \$170 ;
-  wire [11:0] \$171 ;
-  wire [12:0] \$172 ;
-  wire \$173 ;
-  wire [11:0] \$174 ;
+  wire [12:0] \$170 ;
+  wire \$171 ;
+  wire [11:0] \$172 ;
+  wire [12:0] \$173 ;
+  wire [12:0] \$174 ;
   wire [12:0] \$175 ;
-  wire [12:0] \$176 ;
-  wire [12:0] \$177 ;
+  wire [7:0] \$176 ;
+  wire [7:0] \$177 ;
   wire [7:0] \$178 ;
-  wire [7:0] \$179 ;
+  wire [11:0] \$179 ;
   wire [7:0] \$18 ;
-  wire [7:0] \$180 ;
-  wire [11:0] \$181 ;
-  wire [12:0] \$182 ;
-  wire \$183 ;
-  wire [11:0] \$184 ;
-  wire [12:0] \$185 ;
-  wire \$186 ;
-  wire [11:0] \$187 ;
+  wire [12:0] \$180 ;
+  wire \$181 ;
+  wire [11:0] \$182 ;
+  wire [12:0] \$183 ;
+  wire \$184 ;
+  wire [11:0] \$185 ;
+  wire [12:0] \$186 ;
+  wire [12:0] \$187 ;
   wire [12:0] \$188 ;
-  wire [12:0] \$189 ;
+  wire [7:0] \$189 ;
   wire [7:0] \$19 ;
-  wire [12:0] \$190 ;
+  wire [7:0] \$190 ;
   wire [7:0] \$191 ;
   wire [7:0] \$192 ;
-  wire [7:0] \$193 ;
-  wire [7:0] \$194 ;
-  wire [32:0] \$195 ;
-  wire [31:0] \$196 ;
+  wire [32:0] \$193 ;
+  wire [31:0] \$194 ;
+  wire [47:0] \$195 ;
+  wire [48:0] \$196 ;
   wire [47:0] \$197 ;
-  wire [48:0] \$198 ;
-  wire [47:0] \$199 ;
+  wire [47:0] \$198 ;
+  wire [78:0] \$199 ;
   wire \$2 ;
   wire [7:0] \$20 ;
-  wire [47:0] \$200 ;
-  wire [78:0] \$201 ;
-  wire [79:0] \$202 ;
-  wire [79:0] \$203 ;
-  wire [63:0] \$204 ;
-  wire [63:0] \$205 ;
-  wire [64:0] \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire [11:0] \$209 ;
+  wire [79:0] \$200 ;
+  wire [79:0] \$201 ;
+  wire [63:0] \$202 ;
+  wire [63:0] \$203 ;
+  wire [64:0] \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire [11:0] \$207 ;
+  wire [12:0] \$208 ;
+  wire \$209 ;
   wire [7:0] \$21 ;
-  wire [12:0] \$210 ;
-  wire \$211 ;
-  wire [11:0] \$212 ;
-  wire [12:0] \$213 ;
-  wire \$214 ;
-  wire [11:0] \$215 ;
+  wire [11:0] \$210 ;
+  wire [12:0] \$211 ;
+  wire \$212 ;
+  wire [11:0] \$213 ;
+  wire [12:0] \$214 ;
+  wire [12:0] \$215 ;
   wire [12:0] \$216 ;
-  wire [12:0] \$217 ;
-  wire [12:0] \$218 ;
-  wire [7:0] \$219 ;
+  wire [7:0] \$217 ;
+  wire [7:0] \$218 ;
+  wire \$219 ;
   wire [7:0] \$22 ;
-  wire [7:0] \$220 ;
-  wire \$221 ;
-  wire [11:0] \$222 ;
-  wire [12:0] \$223 ;
-  wire \$224 ;
-  wire [11:0] \$225 ;
-  wire [12:0] \$226 ;
-  wire \$227 ;
-  wire [11:0] \$228 ;
+  wire [11:0] \$220 ;
+  wire [12:0] \$221 ;
+  wire \$222 ;
+  wire [11:0] \$223 ;
+  wire [12:0] \$224 ;
+  wire \$225 ;
+  wire [11:0] \$226 ;
+  wire [12:0] \$227 ;
+  wire [12:0] \$228 ;
   wire [12:0] \$229 ;
   wire [7:0] \$23 ;
-  wire [12:0] \$230 ;
-  wire [12:0] \$231 ;
+  wire [7:0] \$230 ;
+  wire [7:0] \$231 ;
   wire [7:0] \$232 ;
-  wire [7:0] \$233 ;
-  wire [7:0] \$234 ;
-  wire [11:0] \$235 ;
-  wire [12:0] \$236 ;
-  wire \$237 ;
-  wire [11:0] \$238 ;
-  wire [12:0] \$239 ;
+  wire [11:0] \$233 ;
+  wire [12:0] \$234 ;
+  wire \$235 ;
+  wire [11:0] \$236 ;
+  wire [12:0] \$237 ;
+  wire \$238 ;
+  wire [11:0] \$239 ;
   wire [7:0] \$24 ;
-  wire \$240 ;
-  wire [11:0] \$241 ;
+  wire [12:0] \$240 ;
+  wire [12:0] \$241 ;
   wire [12:0] \$242 ;
-  wire [12:0] \$243 ;
-  wire [12:0] \$244 ;
+  wire [7:0] \$243 ;
+  wire [7:0] \$244 ;
   wire [7:0] \$245 ;
   wire [7:0] \$246 ;
-  wire [7:0] \$247 ;
-  wire [7:0] \$248 ;
-  wire [17:0] \$249 ;
+  wire [17:0] \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire [7:0] \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire [7:0] \$252 ;
-  wire [7:0] \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire [7:0] \$256 ;
-  wire [7:0] \$257 ;
-  wire \$258 ;
-  wire \$259 ;
+  wire [7:0] \$250 ;
+  wire [7:0] \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire [7:0] \$254 ;
+  wire [7:0] \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire [7:0] \$258 ;
+  wire [7:0] \$259 ;
   wire [7:0] \$26 ;
-  wire [7:0] \$260 ;
-  wire [7:0] \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire [7:0] \$264 ;
-  wire [7:0] \$265 ;
-  wire [20:0] \$266 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire [7:0] \$262 ;
+  wire [7:0] \$263 ;
+  wire [20:0] \$264 ;
+  wire \$265 ;
+  wire \$266 ;
   wire \$267 ;
-  wire \$268 ;
+  wire [20:0] \$268 ;
   wire \$269 ;
   wire [7:0] \$27 ;
-  wire [20:0] \$270 ;
+  wire \$270 ;
   wire \$271 ;
   wire \$272 ;
   wire \$273 ;
@@ -36390,14 +35737,14 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire \$275 ;
   wire \$276 ;
   wire \$277 ;
-  wire \$278 ;
+  wire [20:0] \$278 ;
   wire \$279 ;
   wire [7:0] \$28 ;
-  wire [20:0] \$280 ;
+  wire \$280 ;
   wire \$281 ;
-  wire \$282 ;
+  wire [20:0] \$282 ;
   wire \$283 ;
-  wire [20:0] \$284 ;
+  wire \$284 ;
   wire \$285 ;
   wire \$286 ;
   wire \$287 ;
@@ -36405,15 +35752,15 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire \$289 ;
   wire [7:0] \$29 ;
   wire \$290 ;
-  wire \$291 ;
-  wire \$292 ;
-  wire [19:0] \$293 ;
-  wire [19:0] \$294 ;
+  wire [19:0] \$291 ;
+  wire [19:0] \$292 ;
+  wire \$293 ;
+  wire [20:0] \$294 ;
   wire \$295 ;
-  wire [20:0] \$296 ;
-  wire \$297 ;
+  wire \$296 ;
+  wire [20:0] \$297 ;
   wire \$298 ;
-  wire [20:0] \$299 ;
+  wire \$299 ;
   wire \$3 ;
   wire [7:0] \$30 ;
   wire \$300 ;
@@ -36421,53 +35768,53 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire \$302 ;
   wire \$303 ;
   wire \$304 ;
-  wire \$305 ;
+  wire [8:0] \$305 ;
   wire \$306 ;
   wire [8:0] \$307 ;
   wire \$308 ;
   wire [8:0] \$309 ;
-  wire [7:0] \$31 ;
-  wire \$310 ;
+  wire [32:0] \$31 ;
+  wire [8:0] \$310 ;
   wire [8:0] \$311 ;
-  wire [8:0] \$312 ;
-  wire [8:0] \$313 ;
-  wire \$314 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire [8:0] \$314 ;
   wire \$315 ;
   wire [8:0] \$316 ;
   wire \$317 ;
   wire [8:0] \$318 ;
-  wire \$319 ;
-  wire [7:0] \$32 ;
+  wire [8:0] \$319 ;
+  wire [31:0] \$32 ;
   wire [8:0] \$320 ;
-  wire [8:0] \$321 ;
-  wire [8:0] \$322 ;
-  wire \$323 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire [8:0] \$323 ;
   wire \$324 ;
   wire [8:0] \$325 ;
   wire \$326 ;
   wire [8:0] \$327 ;
-  wire \$328 ;
+  wire [8:0] \$328 ;
   wire [8:0] \$329 ;
-  wire [32:0] \$33 ;
-  wire [8:0] \$330 ;
-  wire [8:0] \$331 ;
-  wire \$332 ;
+  wire [47:0] \$33 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire [8:0] \$332 ;
   wire \$333 ;
   wire [8:0] \$334 ;
   wire \$335 ;
   wire [8:0] \$336 ;
-  wire \$337 ;
+  wire [8:0] \$337 ;
   wire [8:0] \$338 ;
-  wire [8:0] \$339 ;
-  wire [31:0] \$34 ;
-  wire [8:0] \$340 ;
+  wire \$339 ;
+  wire [48:0] \$34 ;
+  wire \$340 ;
   wire \$341 ;
   wire \$342 ;
   wire \$343 ;
   wire \$344 ;
   wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
+  reg [31:0] \$346 ;
+  reg [31:0] \$347 ;
   reg [31:0] \$348 ;
   reg [31:0] \$349 ;
   wire [47:0] \$35 ;
@@ -36475,151 +35822,101 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [31:0] \$351 ;
   reg [31:0] \$352 ;
   reg [31:0] \$353 ;
-  reg [31:0] \$354 ;
-  reg [31:0] \$355 ;
+  reg [5:0] \$354 ;
+  reg [5:0] \$355 ;
   reg [5:0] \$356 ;
   reg [5:0] \$357 ;
-  reg [5:0] \$358 ;
-  reg [5:0] \$359 ;
-  wire [48:0] \$36 ;
-  reg \$360 ;
-  reg [155:0] \$361 ;
-  reg [7:0] \$362 ;
-  reg [16:0] \$363 ;
-  reg [16:0] \$364 ;
-  reg [2:0] \$365 ;
-  reg [1:0] \$366 ;
-  reg [1:0] \$367 ;
+  reg \$358 ;
+  reg [155:0] \$359 ;
+  wire [47:0] \$36 ;
+  reg [7:0] \$360 ;
+  reg [16:0] \$361 ;
+  reg [16:0] \$362 ;
+  reg [2:0] \$363 ;
+  reg [1:0] \$364 ;
+  reg [1:0] \$365 ;
+  reg \$366 ;
+  reg \$367 ;
   reg \$368 ;
   reg \$369 ;
-  wire [47:0] \$37 ;
+  wire [78:0] \$37 ;
   reg \$370 ;
   reg \$371 ;
   reg \$372 ;
-  reg \$373 ;
+  reg [7:0] \$373 ;
   reg [7:0] \$374 ;
   reg [7:0] \$375 ;
   reg [7:0] \$376 ;
-  reg [7:0] \$377 ;
-  reg [7:0] \$378 ;
-  reg [7:0] \$379 ;
-  wire [47:0] \$38 ;
-  reg [7:0] \$380 ;
-  reg [7:0] \$381 ;
-  reg [7:0] \$382 ;
-  reg [7:0] \$383 ;
-  reg [7:0] \$384 ;
-  reg [7:0] \$385 ;
-  reg [7:0] \$386 ;
-  reg [7:0] \$387 ;
-  reg [7:0] \$388 ;
-  reg [7:0] \$389 ;
-  wire [78:0] \$39 ;
-  reg [7:0] \$390 ;
-  reg [7:0] \$391 ;
-  reg [7:0] \$392 ;
-  reg [7:0] \$393 ;
-  reg [31:0] \$394 ;
-  reg [48:0] \$395 ;
-  reg [47:0] \$396 ;
-  reg [63:0] \$397 ;
-  reg [63:0] \$398 ;
-  reg \$399 ;
+  reg [13:0] \$377 ;
+  reg [31:0] \$378 ;
+  wire [79:0] \$38 ;
+  wire [79:0] \$39 ;
   wire \$4 ;
-  wire [79:0] \$40 ;
-  reg [7:0] \$400 ;
-  reg [31:0] \$401 ;
-  reg [48:0] \$402 ;
-  reg [47:0] \$403 ;
-  reg [63:0] \$404 ;
-  reg [63:0] \$405 ;
-  reg \$406 ;
-  reg [7:0] \$407 ;
-  reg [31:0] \$408 ;
-  reg [48:0] \$409 ;
-  wire [79:0] \$41 ;
-  reg [47:0] \$410 ;
-  reg [63:0] \$411 ;
-  reg [63:0] \$412 ;
-  reg \$413 ;
-  reg [7:0] \$414 ;
-  reg [31:0] \$415 ;
-  reg [48:0] \$416 ;
-  reg [47:0] \$417 ;
-  reg [63:0] \$418 ;
-  reg [63:0] \$419 ;
-  wire [63:0] \$42 ;
-  reg \$420 ;
-  reg [7:0] \$421 ;
-  reg \$422 ;
-  reg [7:0] \$423 ;
-  reg [7:0] \$424 ;
-  reg [7:0] \$425 ;
-  reg [7:0] \$426 ;
-  reg [13:0] \$427 ;
-  reg [31:0] \$428 ;
-  wire [63:0] \$43 ;
-  wire [64:0] \$44 ;
-  wire \$45 ;
-  wire \$46 ;
-  wire [11:0] \$47 ;
-  wire [12:0] \$48 ;
-  wire \$49 ;
+  wire [63:0] \$40 ;
+  wire [63:0] \$41 ;
+  wire [64:0] \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [11:0] \$45 ;
+  wire [12:0] \$46 ;
+  wire \$47 ;
+  wire [11:0] \$48 ;
+  wire [12:0] \$49 ;
   wire \$5 ;
-  wire [11:0] \$50 ;
-  wire [12:0] \$51 ;
-  wire \$52 ;
-  wire [11:0] \$53 ;
+  wire \$50 ;
+  wire [11:0] \$51 ;
+  wire [12:0] \$52 ;
+  wire [12:0] \$53 ;
   wire [12:0] \$54 ;
-  wire [12:0] \$55 ;
-  wire [12:0] \$56 ;
-  wire [7:0] \$57 ;
-  wire [7:0] \$58 ;
-  wire \$59 ;
+  wire [7:0] \$55 ;
+  wire [7:0] \$56 ;
+  wire \$57 ;
+  wire [11:0] \$58 ;
+  wire [12:0] \$59 ;
   wire \$6 ;
-  wire [11:0] \$60 ;
-  wire [12:0] \$61 ;
-  wire \$62 ;
-  wire [11:0] \$63 ;
-  wire [12:0] \$64 ;
-  wire \$65 ;
-  wire [11:0] \$66 ;
+  wire \$60 ;
+  wire [11:0] \$61 ;
+  wire [12:0] \$62 ;
+  wire \$63 ;
+  wire [11:0] \$64 ;
+  wire [12:0] \$65 ;
+  wire [12:0] \$66 ;
   wire [12:0] \$67 ;
-  wire [12:0] \$68 ;
-  wire [12:0] \$69 ;
-  wire \$7 ;
+  wire [7:0] \$68 ;
+  wire [7:0] \$69 ;
+  wire [2:0] \$7 ;
   wire [7:0] \$70 ;
-  wire [7:0] \$71 ;
-  wire [7:0] \$72 ;
-  wire [11:0] \$73 ;
-  wire [12:0] \$74 ;
-  wire \$75 ;
-  wire [11:0] \$76 ;
-  wire [12:0] \$77 ;
-  wire \$78 ;
-  wire [11:0] \$79 ;
+  wire [11:0] \$71 ;
+  wire [12:0] \$72 ;
+  wire \$73 ;
+  wire [11:0] \$74 ;
+  wire [12:0] \$75 ;
+  wire \$76 ;
+  wire [11:0] \$77 ;
+  wire [12:0] \$78 ;
+  wire [12:0] \$79 ;
   wire \$8 ;
   wire [12:0] \$80 ;
-  wire [12:0] \$81 ;
-  wire [12:0] \$82 ;
+  wire [7:0] \$81 ;
+  wire [7:0] \$82 ;
   wire [7:0] \$83 ;
   wire [7:0] \$84 ;
-  wire [7:0] \$85 ;
-  wire [7:0] \$86 ;
-  wire [32:0] \$87 ;
-  wire [31:0] \$88 ;
+  wire [32:0] \$85 ;
+  wire [31:0] \$86 ;
+  wire [47:0] \$87 ;
+  wire [48:0] \$88 ;
   wire [47:0] \$89 ;
-  wire [2:0] \$9 ;
-  wire [48:0] \$90 ;
-  wire [47:0] \$91 ;
-  wire [47:0] \$92 ;
-  wire [78:0] \$93 ;
-  wire [79:0] \$94 ;
-  wire [79:0] \$95 ;
-  wire [63:0] \$96 ;
-  wire [63:0] \$97 ;
-  wire [64:0] \$98 ;
-  wire \$99 ;
+  wire [17:0] \$9 ;
+  wire [47:0] \$90 ;
+  wire [78:0] \$91 ;
+  wire [79:0] \$92 ;
+  wire [79:0] \$93 ;
+  wire [63:0] \$94 ;
+  wire [63:0] \$95 ;
+  wire [64:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [11:0] \$99 ;
   output [12:0] acc_rd__addr;
   reg [12:0] acc_rd__addr;
   input [127:0] acc_rd__data;
@@ -36809,8 +36106,6 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg v3 = 1'h0;
   reg v4 = 1'h0;
   reg v5 = 1'h0;
-  input vec_frozen;
-  wire vec_frozen;
   reg [2:0] vec_fsm_state = 3'h0;
   output [13:0] wr_addr;
   reg [13:0] wr_addr = 14'h0000;
@@ -36826,1049 +36121,951 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [7:0] y5_1 = 8'h00;
   reg [7:0] y5_2 = 8'h00;
   reg [7:0] y5_3 = 8'h00;
-  assign \$1  = ~ vec_frozen;
-  assign \$2  = \$1  | reset[3];
-  assign \$3  = | cmd[155:152];
-  assign \$4  = | cmd[151:148];
-  assign \$5  = \$3  | \$4 ;
-  assign \$6  = ! cmd[55:40];
-  assign \$7  = cmd[144] ? 1'h0 : 1'h1;
-  assign \$8  = ~ cmd[144];
-  assign \$9  = pidx + 1'h1;
-  assign \$10  = pidx == 2'h2;
-  assign \$11  = issued + 1'h1;
-  assign \$12  = retired == cmd[55:40];
-  assign \$13  = v0 ? spad_rd__data[7:0] : res1_0;
-  assign \$14  = v1 ? res1_0 : res2_0;
-  assign \$15  = v2 ? res2_0 : res3_0;
-  assign \$16  = v3 ? res3_0 : res4_0;
-  assign \$17  = v4 ? res4_0 : res5_0;
-  assign \$18  = v0 ? spad_rd__data[15:8] : res1_1;
-  assign \$19  = v1 ? res1_1 : res2_1;
-  assign \$20  = v2 ? res2_1 : res3_1;
-  assign \$21  = v3 ? res3_1 : res4_1;
-  assign \$22  = v4 ? res4_1 : res5_1;
-  assign \$23  = v0 ? spad_rd__data[23:16] : res1_2;
-  assign \$24  = v1 ? res1_2 : res2_2;
-  assign \$25  = v2 ? res2_2 : res3_2;
-  assign \$26  = v3 ? res3_2 : res4_2;
-  assign \$27  = v4 ? res4_2 : res5_2;
-  assign \$28  = v0 ? spad_rd__data[31:24] : res1_3;
-  assign \$29  = v1 ? res1_3 : res2_3;
-  assign \$30  = v2 ? res2_3 : res3_3;
-  assign \$31  = v3 ? res3_3 : res4_3;
-  assign \$32  = v4 ? res4_3 : res5_3;
-  assign \$33  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
-  assign \$34  = v0 ? \$33 [31:0] : x1_0;
-  assign \$35  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
-  assign \$36  = v1 ? { \$35 [47], \$35  } : plo2_0;
-  assign \$37  = $signed(x1_0) * $signed(mult_0[31:16]);
-  assign \$38  = v1 ? \$37  : phi2_0;
-  assign \$40  = $signed(plo2_0) + $signed(\$39 );
-  assign \$41  = v2 ? \$40  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
-  assign \$42  = $signed(p3_0) >>> shift_0;
-  assign \$43  = v3 ? \$42  : sh4_0;
-  assign \$45  = \$44  >> shift_0;
-  assign \$46  = v3 ? \$45  : rb4_0;
-  assign \$47  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$48  = $signed(\$47 ) + $signed(cmd[143:136]);
-  assign \$49  = $signed(\$48 ) > $signed(8'h7f);
-  assign \$50  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$51  = $signed(\$50 ) + $signed(cmd[143:136]);
-  assign \$52  = $signed(\$51 ) < $signed(8'h80);
-  assign \$53  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$54  = $signed(\$53 ) + $signed(cmd[143:136]);
-  assign \$55  = \$52  ? 13'h1f80 : \$54 ;
-  assign \$56  = \$49  ? 13'h007f : \$55 ;
-  assign \$57  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$58  = fits5_0 ? \$56 [7:0] : \$57 ;
-  assign \$59  = $signed(\$58 ) > $signed(cmd[143:136]);
-  assign \$60  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$61  = $signed(\$60 ) + $signed(cmd[143:136]);
-  assign \$62  = $signed(\$61 ) > $signed(8'h7f);
-  assign \$63  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$64  = $signed(\$63 ) + $signed(cmd[143:136]);
-  assign \$65  = $signed(\$64 ) < $signed(8'h80);
-  assign \$66  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$67  = $signed(\$66 ) + $signed(cmd[143:136]);
-  assign \$68  = \$65  ? 13'h1f80 : \$67 ;
-  assign \$69  = \$62  ? 13'h007f : \$68 ;
-  assign \$70  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$71  = fits5_0 ? \$69 [7:0] : \$70 ;
-  assign \$72  = \$59  ? \$71  : cmd[143:136];
-  assign \$73  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$74  = $signed(\$73 ) + $signed(cmd[143:136]);
-  assign \$75  = $signed(\$74 ) > $signed(8'h7f);
-  assign \$76  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$77  = $signed(\$76 ) + $signed(cmd[143:136]);
-  assign \$78  = $signed(\$77 ) < $signed(8'h80);
-  assign \$79  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$80  = $signed(\$79 ) + $signed(cmd[143:136]);
-  assign \$81  = \$78  ? 13'h1f80 : \$80 ;
-  assign \$82  = \$75  ? 13'h007f : \$81 ;
-  assign \$83  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$84  = fits5_0 ? \$82 [7:0] : \$83 ;
-  assign \$85  = cmd[145] ? \$72  : \$84 ;
-  assign \$86  = v4 ? \$85  : y5_0;
-  assign \$87  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
-  assign \$88  = v0 ? \$87 [31:0] : x1_1;
-  assign \$89  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
-  assign \$90  = v1 ? { \$89 [47], \$89  } : plo2_1;
-  assign \$91  = $signed(x1_1) * $signed(mult_1[31:16]);
-  assign \$92  = v1 ? \$91  : phi2_1;
-  assign \$94  = $signed(plo2_1) + $signed(\$93 );
-  assign \$95  = v2 ? \$94  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
-  assign \$96  = $signed(p3_1) >>> shift_1;
-  assign \$97  = v3 ? \$96  : sh4_1;
-  assign \$99  = \$98  >> shift_1;
-  assign \$100  = v3 ? \$99  : rb4_1;
-  assign \$101  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$102  = $signed(\$101 ) + $signed(cmd[143:136]);
-  assign \$103  = $signed(\$102 ) > $signed(8'h7f);
-  assign \$104  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$105  = $signed(\$104 ) + $signed(cmd[143:136]);
-  assign \$106  = $signed(\$105 ) < $signed(8'h80);
-  assign \$107  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$108  = $signed(\$107 ) + $signed(cmd[143:136]);
-  assign \$109  = \$106  ? 13'h1f80 : \$108 ;
-  assign \$110  = \$103  ? 13'h007f : \$109 ;
-  assign \$111  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$112  = fits5_1 ? \$110 [7:0] : \$111 ;
-  assign \$113  = $signed(\$112 ) > $signed(cmd[143:136]);
-  assign \$114  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$115  = $signed(\$114 ) + $signed(cmd[143:136]);
-  assign \$116  = $signed(\$115 ) > $signed(8'h7f);
-  assign \$117  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$118  = $signed(\$117 ) + $signed(cmd[143:136]);
-  assign \$119  = $signed(\$118 ) < $signed(8'h80);
-  assign \$120  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$121  = $signed(\$120 ) + $signed(cmd[143:136]);
-  assign \$122  = \$119  ? 13'h1f80 : \$121 ;
-  assign \$123  = \$116  ? 13'h007f : \$122 ;
-  assign \$124  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$125  = fits5_1 ? \$123 [7:0] : \$124 ;
-  assign \$126  = \$113  ? \$125  : cmd[143:136];
-  assign \$127  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$128  = $signed(\$127 ) + $signed(cmd[143:136]);
-  assign \$129  = $signed(\$128 ) > $signed(8'h7f);
-  assign \$130  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$131  = $signed(\$130 ) + $signed(cmd[143:136]);
-  assign \$132  = $signed(\$131 ) < $signed(8'h80);
-  assign \$133  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$134  = $signed(\$133 ) + $signed(cmd[143:136]);
-  assign \$135  = \$132  ? 13'h1f80 : \$134 ;
-  assign \$136  = \$129  ? 13'h007f : \$135 ;
-  assign \$137  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$138  = fits5_1 ? \$136 [7:0] : \$137 ;
-  assign \$139  = cmd[145] ? \$126  : \$138 ;
-  assign \$140  = v4 ? \$139  : y5_1;
-  assign \$141  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
-  assign \$142  = v0 ? \$141 [31:0] : x1_2;
-  assign \$143  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
-  assign \$144  = v1 ? { \$143 [47], \$143  } : plo2_2;
-  assign \$145  = $signed(x1_2) * $signed(mult_2[31:16]);
-  assign \$146  = v1 ? \$145  : phi2_2;
-  assign \$148  = $signed(plo2_2) + $signed(\$147 );
-  assign \$149  = v2 ? \$148  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
-  assign \$150  = $signed(p3_2) >>> shift_2;
-  assign \$151  = v3 ? \$150  : sh4_2;
-  assign \$153  = \$152  >> shift_2;
-  assign \$154  = v3 ? \$153  : rb4_2;
-  assign \$155  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$156  = $signed(\$155 ) + $signed(cmd[143:136]);
-  assign \$157  = $signed(\$156 ) > $signed(8'h7f);
-  assign \$158  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$159  = $signed(\$158 ) + $signed(cmd[143:136]);
-  assign \$160  = $signed(\$159 ) < $signed(8'h80);
-  assign \$161  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$162  = $signed(\$161 ) + $signed(cmd[143:136]);
-  assign \$163  = \$160  ? 13'h1f80 : \$162 ;
-  assign \$164  = \$157  ? 13'h007f : \$163 ;
-  assign \$165  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$166  = fits5_2 ? \$164 [7:0] : \$165 ;
-  assign \$167  = $signed(\$166 ) > $signed(cmd[143:136]);
-  assign \$168  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$169  = $signed(\$168 ) + $signed(cmd[143:136]);
-  assign \$170  = $signed(\$169 ) > $signed(8'h7f);
-  assign \$171  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$172  = $signed(\$171 ) + $signed(cmd[143:136]);
-  assign \$173  = $signed(\$172 ) < $signed(8'h80);
-  assign \$174  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$175  = $signed(\$174 ) + $signed(cmd[143:136]);
-  assign \$176  = \$173  ? 13'h1f80 : \$175 ;
-  assign \$177  = \$170  ? 13'h007f : \$176 ;
-  assign \$178  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$179  = fits5_2 ? \$177 [7:0] : \$178 ;
-  assign \$180  = \$167  ? \$179  : cmd[143:136];
-  assign \$181  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$182  = $signed(\$181 ) + $signed(cmd[143:136]);
-  assign \$183  = $signed(\$182 ) > $signed(8'h7f);
-  assign \$184  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$185  = $signed(\$184 ) + $signed(cmd[143:136]);
-  assign \$186  = $signed(\$185 ) < $signed(8'h80);
-  assign \$187  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$188  = $signed(\$187 ) + $signed(cmd[143:136]);
-  assign \$189  = \$186  ? 13'h1f80 : \$188 ;
-  assign \$190  = \$183  ? 13'h007f : \$189 ;
-  assign \$191  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$192  = fits5_2 ? \$190 [7:0] : \$191 ;
-  assign \$193  = cmd[145] ? \$180  : \$192 ;
-  assign \$194  = v4 ? \$193  : y5_2;
-  assign \$195  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
-  assign \$196  = v0 ? \$195 [31:0] : x1_3;
-  assign \$197  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
-  assign \$198  = v1 ? { \$197 [47], \$197  } : plo2_3;
-  assign \$199  = $signed(x1_3) * $signed(mult_3[31:16]);
-  assign \$200  = v1 ? \$199  : phi2_3;
-  assign \$202  = $signed(plo2_3) + $signed(\$201 );
-  assign \$203  = v2 ? \$202  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
-  assign \$204  = $signed(p3_3) >>> shift_3;
-  assign \$205  = v3 ? \$204  : sh4_3;
-  assign \$207  = \$206  >> shift_3;
-  assign \$208  = v3 ? \$207  : rb4_3;
-  assign \$209  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$210  = $signed(\$209 ) + $signed(cmd[143:136]);
-  assign \$211  = $signed(\$210 ) > $signed(8'h7f);
-  assign \$212  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$213  = $signed(\$212 ) + $signed(cmd[143:136]);
-  assign \$214  = $signed(\$213 ) < $signed(8'h80);
-  assign \$215  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$216  = $signed(\$215 ) + $signed(cmd[143:136]);
-  assign \$217  = \$214  ? 13'h1f80 : \$216 ;
-  assign \$218  = \$211  ? 13'h007f : \$217 ;
-  assign \$219  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$220  = fits5_3 ? \$218 [7:0] : \$219 ;
-  assign \$221  = $signed(\$220 ) > $signed(cmd[143:136]);
-  assign \$222  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$223  = $signed(\$222 ) + $signed(cmd[143:136]);
-  assign \$224  = $signed(\$223 ) > $signed(8'h7f);
-  assign \$225  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$226  = $signed(\$225 ) + $signed(cmd[143:136]);
-  assign \$227  = $signed(\$226 ) < $signed(8'h80);
-  assign \$228  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$229  = $signed(\$228 ) + $signed(cmd[143:136]);
-  assign \$230  = \$227  ? 13'h1f80 : \$229 ;
-  assign \$231  = \$224  ? 13'h007f : \$230 ;
-  assign \$232  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$233  = fits5_3 ? \$231 [7:0] : \$232 ;
-  assign \$234  = \$221  ? \$233  : cmd[143:136];
-  assign \$235  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$236  = $signed(\$235 ) + $signed(cmd[143:136]);
-  assign \$237  = $signed(\$236 ) > $signed(8'h7f);
-  assign \$238  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$239  = $signed(\$238 ) + $signed(cmd[143:136]);
-  assign \$240  = $signed(\$239 ) < $signed(8'h80);
-  assign \$241  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$242  = $signed(\$241 ) + $signed(cmd[143:136]);
-  assign \$243  = \$240  ? 13'h1f80 : \$242 ;
-  assign \$244  = \$237  ? 13'h007f : \$243 ;
-  assign \$245  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$246  = fits5_3 ? \$244 [7:0] : \$245 ;
-  assign \$247  = cmd[145] ? \$234  : \$246 ;
-  assign \$248  = v4 ? \$247  : y5_3;
-  assign \$249  = retired + 1'h1;
-  assign \$250  = ! retired;
-  assign \$251  = $signed(max6_0) > $signed(out6_0);
-  assign \$252  = \$251  ? max6_0 : out6_0;
-  assign \$253  = \$250  ? out6_0 : \$252 ;
-  assign \$254  = ! retired;
-  assign \$255  = $signed(max6_1) > $signed(out6_1);
-  assign \$256  = \$255  ? max6_1 : out6_1;
-  assign \$257  = \$254  ? out6_1 : \$256 ;
-  assign \$258  = ! retired;
-  assign \$259  = $signed(max6_2) > $signed(out6_2);
-  assign \$260  = \$259  ? max6_2 : out6_2;
-  assign \$261  = \$258  ? out6_2 : \$260 ;
-  assign \$262  = ! retired;
-  assign \$263  = $signed(max6_3) > $signed(out6_3);
-  assign \$264  = \$263  ? max6_3 : out6_3;
-  assign \$265  = \$262  ? out6_3 : \$264 ;
-  assign \$266  = cmd[39:20] + retired;
-  assign \$267  = retired == cmd[55:40];
-  assign \$268  = \$346  & \$267 ;
-  assign \$269  = \$268  & cmd[147];
-  assign \$270  = cmd[19:0] + cmd[55:40];
-  assign \$271  = \$270  > 14'h2000;
-  assign \$272  = cmd[75:56] >= 14'h2000;
-  assign \$273  = cmd[144] & \$272 ;
-  assign \$274  = \$271  | \$273 ;
-  assign \$275  = cmd[95:76] >= 14'h2000;
+  assign \$1  = | cmd[155:152];
+  assign \$2  = | cmd[151:148];
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = ! cmd[55:40];
+  assign \$5  = cmd[144] ? 1'h0 : 1'h1;
+  assign \$6  = ~ cmd[144];
+  assign \$7  = pidx + 1'h1;
+  assign \$8  = pidx == 2'h2;
+  assign \$9  = issued + 1'h1;
+  assign \$10  = retired == cmd[55:40];
+  assign \$11  = v0 ? spad_rd__data[7:0] : res1_0;
+  assign \$12  = v1 ? res1_0 : res2_0;
+  assign \$13  = v2 ? res2_0 : res3_0;
+  assign \$14  = v3 ? res3_0 : res4_0;
+  assign \$15  = v4 ? res4_0 : res5_0;
+  assign \$16  = v0 ? spad_rd__data[15:8] : res1_1;
+  assign \$17  = v1 ? res1_1 : res2_1;
+  assign \$18  = v2 ? res2_1 : res3_1;
+  assign \$19  = v3 ? res3_1 : res4_1;
+  assign \$20  = v4 ? res4_1 : res5_1;
+  assign \$21  = v0 ? spad_rd__data[23:16] : res1_2;
+  assign \$22  = v1 ? res1_2 : res2_2;
+  assign \$23  = v2 ? res2_2 : res3_2;
+  assign \$24  = v3 ? res3_2 : res4_2;
+  assign \$25  = v4 ? res4_2 : res5_2;
+  assign \$26  = v0 ? spad_rd__data[31:24] : res1_3;
+  assign \$27  = v1 ? res1_3 : res2_3;
+  assign \$28  = v2 ? res2_3 : res3_3;
+  assign \$29  = v3 ? res3_3 : res4_3;
+  assign \$30  = v4 ? res4_3 : res5_3;
+  assign \$31  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
+  assign \$32  = v0 ? \$31 [31:0] : x1_0;
+  assign \$33  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
+  assign \$34  = v1 ? { \$33 [47], \$33  } : plo2_0;
+  assign \$35  = $signed(x1_0) * $signed(mult_0[31:16]);
+  assign \$36  = v1 ? \$35  : phi2_0;
+  assign \$38  = $signed(plo2_0) + $signed(\$37 );
+  assign \$39  = v2 ? \$38  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
+  assign \$40  = $signed(p3_0) >>> shift_0;
+  assign \$41  = v3 ? \$40  : sh4_0;
+  assign \$43  = \$42  >> shift_0;
+  assign \$44  = v3 ? \$43  : rb4_0;
+  assign \$45  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$46  = $signed(\$45 ) + $signed(cmd[143:136]);
+  assign \$47  = $signed(\$46 ) > $signed(8'h7f);
+  assign \$48  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$49  = $signed(\$48 ) + $signed(cmd[143:136]);
+  assign \$50  = $signed(\$49 ) < $signed(8'h80);
+  assign \$51  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$52  = $signed(\$51 ) + $signed(cmd[143:136]);
+  assign \$53  = \$50  ? 13'h1f80 : \$52 ;
+  assign \$54  = \$47  ? 13'h007f : \$53 ;
+  assign \$55  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$56  = fits5_0 ? \$54 [7:0] : \$55 ;
+  assign \$57  = $signed(\$56 ) > $signed(cmd[143:136]);
+  assign \$58  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$59  = $signed(\$58 ) + $signed(cmd[143:136]);
+  assign \$60  = $signed(\$59 ) > $signed(8'h7f);
+  assign \$61  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$62  = $signed(\$61 ) + $signed(cmd[143:136]);
+  assign \$63  = $signed(\$62 ) < $signed(8'h80);
+  assign \$64  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$65  = $signed(\$64 ) + $signed(cmd[143:136]);
+  assign \$66  = \$63  ? 13'h1f80 : \$65 ;
+  assign \$67  = \$60  ? 13'h007f : \$66 ;
+  assign \$68  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$69  = fits5_0 ? \$67 [7:0] : \$68 ;
+  assign \$70  = \$57  ? \$69  : cmd[143:136];
+  assign \$71  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$72  = $signed(\$71 ) + $signed(cmd[143:136]);
+  assign \$73  = $signed(\$72 ) > $signed(8'h7f);
+  assign \$74  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$75  = $signed(\$74 ) + $signed(cmd[143:136]);
+  assign \$76  = $signed(\$75 ) < $signed(8'h80);
+  assign \$77  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$78  = $signed(\$77 ) + $signed(cmd[143:136]);
+  assign \$79  = \$76  ? 13'h1f80 : \$78 ;
+  assign \$80  = \$73  ? 13'h007f : \$79 ;
+  assign \$81  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$82  = fits5_0 ? \$80 [7:0] : \$81 ;
+  assign \$83  = cmd[145] ? \$70  : \$82 ;
+  assign \$84  = v4 ? \$83  : y5_0;
+  assign \$85  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
+  assign \$86  = v0 ? \$85 [31:0] : x1_1;
+  assign \$87  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
+  assign \$88  = v1 ? { \$87 [47], \$87  } : plo2_1;
+  assign \$89  = $signed(x1_1) * $signed(mult_1[31:16]);
+  assign \$90  = v1 ? \$89  : phi2_1;
+  assign \$92  = $signed(plo2_1) + $signed(\$91 );
+  assign \$93  = v2 ? \$92  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
+  assign \$94  = $signed(p3_1) >>> shift_1;
+  assign \$95  = v3 ? \$94  : sh4_1;
+  assign \$97  = \$96  >> shift_1;
+  assign \$98  = v3 ? \$97  : rb4_1;
+  assign \$99  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$100  = $signed(\$99 ) + $signed(cmd[143:136]);
+  assign \$101  = $signed(\$100 ) > $signed(8'h7f);
+  assign \$102  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$103  = $signed(\$102 ) + $signed(cmd[143:136]);
+  assign \$104  = $signed(\$103 ) < $signed(8'h80);
+  assign \$105  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$106  = $signed(\$105 ) + $signed(cmd[143:136]);
+  assign \$107  = \$104  ? 13'h1f80 : \$106 ;
+  assign \$108  = \$101  ? 13'h007f : \$107 ;
+  assign \$109  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$110  = fits5_1 ? \$108 [7:0] : \$109 ;
+  assign \$111  = $signed(\$110 ) > $signed(cmd[143:136]);
+  assign \$112  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$113  = $signed(\$112 ) + $signed(cmd[143:136]);
+  assign \$114  = $signed(\$113 ) > $signed(8'h7f);
+  assign \$115  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$116  = $signed(\$115 ) + $signed(cmd[143:136]);
+  assign \$117  = $signed(\$116 ) < $signed(8'h80);
+  assign \$118  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$119  = $signed(\$118 ) + $signed(cmd[143:136]);
+  assign \$120  = \$117  ? 13'h1f80 : \$119 ;
+  assign \$121  = \$114  ? 13'h007f : \$120 ;
+  assign \$122  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$123  = fits5_1 ? \$121 [7:0] : \$122 ;
+  assign \$124  = \$111  ? \$123  : cmd[143:136];
+  assign \$125  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$126  = $signed(\$125 ) + $signed(cmd[143:136]);
+  assign \$127  = $signed(\$126 ) > $signed(8'h7f);
+  assign \$128  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$129  = $signed(\$128 ) + $signed(cmd[143:136]);
+  assign \$130  = $signed(\$129 ) < $signed(8'h80);
+  assign \$131  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$132  = $signed(\$131 ) + $signed(cmd[143:136]);
+  assign \$133  = \$130  ? 13'h1f80 : \$132 ;
+  assign \$134  = \$127  ? 13'h007f : \$133 ;
+  assign \$135  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$136  = fits5_1 ? \$134 [7:0] : \$135 ;
+  assign \$137  = cmd[145] ? \$124  : \$136 ;
+  assign \$138  = v4 ? \$137  : y5_1;
+  assign \$139  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
+  assign \$140  = v0 ? \$139 [31:0] : x1_2;
+  assign \$141  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
+  assign \$142  = v1 ? { \$141 [47], \$141  } : plo2_2;
+  assign \$143  = $signed(x1_2) * $signed(mult_2[31:16]);
+  assign \$144  = v1 ? \$143  : phi2_2;
+  assign \$146  = $signed(plo2_2) + $signed(\$145 );
+  assign \$147  = v2 ? \$146  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
+  assign \$148  = $signed(p3_2) >>> shift_2;
+  assign \$149  = v3 ? \$148  : sh4_2;
+  assign \$151  = \$150  >> shift_2;
+  assign \$152  = v3 ? \$151  : rb4_2;
+  assign \$153  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$154  = $signed(\$153 ) + $signed(cmd[143:136]);
+  assign \$155  = $signed(\$154 ) > $signed(8'h7f);
+  assign \$156  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$157  = $signed(\$156 ) + $signed(cmd[143:136]);
+  assign \$158  = $signed(\$157 ) < $signed(8'h80);
+  assign \$159  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$160  = $signed(\$159 ) + $signed(cmd[143:136]);
+  assign \$161  = \$158  ? 13'h1f80 : \$160 ;
+  assign \$162  = \$155  ? 13'h007f : \$161 ;
+  assign \$163  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$164  = fits5_2 ? \$162 [7:0] : \$163 ;
+  assign \$165  = $signed(\$164 ) > $signed(cmd[143:136]);
+  assign \$166  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$167  = $signed(\$166 ) + $signed(cmd[143:136]);
+  assign \$168  = $signed(\$167 ) > $signed(8'h7f);
+  assign \$169  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$170  = $signed(\$169 ) + $signed(cmd[143:136]);
+  assign \$171  = $signed(\$170 ) < $signed(8'h80);
+  assign \$172  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$173  = $signed(\$172 ) + $signed(cmd[143:136]);
+  assign \$174  = \$171  ? 13'h1f80 : \$173 ;
+  assign \$175  = \$168  ? 13'h007f : \$174 ;
+  assign \$176  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$177  = fits5_2 ? \$175 [7:0] : \$176 ;
+  assign \$178  = \$165  ? \$177  : cmd[143:136];
+  assign \$179  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$180  = $signed(\$179 ) + $signed(cmd[143:136]);
+  assign \$181  = $signed(\$180 ) > $signed(8'h7f);
+  assign \$182  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$183  = $signed(\$182 ) + $signed(cmd[143:136]);
+  assign \$184  = $signed(\$183 ) < $signed(8'h80);
+  assign \$185  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$186  = $signed(\$185 ) + $signed(cmd[143:136]);
+  assign \$187  = \$184  ? 13'h1f80 : \$186 ;
+  assign \$188  = \$181  ? 13'h007f : \$187 ;
+  assign \$189  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$190  = fits5_2 ? \$188 [7:0] : \$189 ;
+  assign \$191  = cmd[145] ? \$178  : \$190 ;
+  assign \$192  = v4 ? \$191  : y5_2;
+  assign \$193  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
+  assign \$194  = v0 ? \$193 [31:0] : x1_3;
+  assign \$195  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
+  assign \$196  = v1 ? { \$195 [47], \$195  } : plo2_3;
+  assign \$197  = $signed(x1_3) * $signed(mult_3[31:16]);
+  assign \$198  = v1 ? \$197  : phi2_3;
+  assign \$200  = $signed(plo2_3) + $signed(\$199 );
+  assign \$201  = v2 ? \$200  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
+  assign \$202  = $signed(p3_3) >>> shift_3;
+  assign \$203  = v3 ? \$202  : sh4_3;
+  assign \$205  = \$204  >> shift_3;
+  assign \$206  = v3 ? \$205  : rb4_3;
+  assign \$207  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$208  = $signed(\$207 ) + $signed(cmd[143:136]);
+  assign \$209  = $signed(\$208 ) > $signed(8'h7f);
+  assign \$210  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$211  = $signed(\$210 ) + $signed(cmd[143:136]);
+  assign \$212  = $signed(\$211 ) < $signed(8'h80);
+  assign \$213  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$214  = $signed(\$213 ) + $signed(cmd[143:136]);
+  assign \$215  = \$212  ? 13'h1f80 : \$214 ;
+  assign \$216  = \$209  ? 13'h007f : \$215 ;
+  assign \$217  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$218  = fits5_3 ? \$216 [7:0] : \$217 ;
+  assign \$219  = $signed(\$218 ) > $signed(cmd[143:136]);
+  assign \$220  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$221  = $signed(\$220 ) + $signed(cmd[143:136]);
+  assign \$222  = $signed(\$221 ) > $signed(8'h7f);
+  assign \$223  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$224  = $signed(\$223 ) + $signed(cmd[143:136]);
+  assign \$225  = $signed(\$224 ) < $signed(8'h80);
+  assign \$226  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$227  = $signed(\$226 ) + $signed(cmd[143:136]);
+  assign \$228  = \$225  ? 13'h1f80 : \$227 ;
+  assign \$229  = \$222  ? 13'h007f : \$228 ;
+  assign \$230  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$231  = fits5_3 ? \$229 [7:0] : \$230 ;
+  assign \$232  = \$219  ? \$231  : cmd[143:136];
+  assign \$233  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$234  = $signed(\$233 ) + $signed(cmd[143:136]);
+  assign \$235  = $signed(\$234 ) > $signed(8'h7f);
+  assign \$236  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$237  = $signed(\$236 ) + $signed(cmd[143:136]);
+  assign \$238  = $signed(\$237 ) < $signed(8'h80);
+  assign \$239  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$240  = $signed(\$239 ) + $signed(cmd[143:136]);
+  assign \$241  = \$238  ? 13'h1f80 : \$240 ;
+  assign \$242  = \$235  ? 13'h007f : \$241 ;
+  assign \$243  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$244  = fits5_3 ? \$242 [7:0] : \$243 ;
+  assign \$245  = cmd[145] ? \$232  : \$244 ;
+  assign \$246  = v4 ? \$245  : y5_3;
+  assign \$247  = retired + 1'h1;
+  assign \$248  = ! retired;
+  assign \$249  = $signed(max6_0) > $signed(out6_0);
+  assign \$250  = \$249  ? max6_0 : out6_0;
+  assign \$251  = \$248  ? out6_0 : \$250 ;
+  assign \$252  = ! retired;
+  assign \$253  = $signed(max6_1) > $signed(out6_1);
+  assign \$254  = \$253  ? max6_1 : out6_1;
+  assign \$255  = \$252  ? out6_1 : \$254 ;
+  assign \$256  = ! retired;
+  assign \$257  = $signed(max6_2) > $signed(out6_2);
+  assign \$258  = \$257  ? max6_2 : out6_2;
+  assign \$259  = \$256  ? out6_2 : \$258 ;
+  assign \$260  = ! retired;
+  assign \$261  = $signed(max6_3) > $signed(out6_3);
+  assign \$262  = \$261  ? max6_3 : out6_3;
+  assign \$263  = \$260  ? out6_3 : \$262 ;
+  assign \$264  = cmd[39:20] + retired;
+  assign \$265  = retired == cmd[55:40];
+  assign \$266  = \$344  & \$265 ;
+  assign \$267  = \$266  & cmd[147];
+  assign \$268  = cmd[19:0] + cmd[55:40];
+  assign \$269  = \$268  > 14'h2000;
+  assign \$270  = cmd[75:56] >= 14'h2000;
+  assign \$271  = cmd[144] & \$270 ;
+  assign \$272  = \$269  | \$271 ;
+  assign \$273  = cmd[95:76] >= 14'h2000;
+  assign \$274  = \$272  | \$273 ;
+  assign \$275  = cmd[115:96] >= 14'h2000;
   assign \$276  = \$274  | \$275 ;
-  assign \$277  = cmd[115:96] >= 14'h2000;
-  assign \$278  = \$276  | \$277 ;
-  assign \$279  = cmd[39:20] >= 15'h4000;
-  assign \$280  = cmd[39:20] + cmd[55:40];
-  assign \$281  = \$280  > 15'h4000;
-  assign \$282  = cmd[147] ? \$279  : \$281 ;
-  assign \$283  = \$278  | \$282 ;
-  assign \$284  = cmd[135:116] + cmd[55:40];
-  assign \$285  = \$284  > 15'h4000;
-  assign \$286  = cmd[146] & \$285 ;
-  assign range_bad = \$283  | \$286 ;
-  assign \$287  = | acc_rd__data[31:6];
-  assign \$288  = | acc_rd__data[63:38];
-  assign \$289  = | acc_rd__data[95:70];
-  assign \$290  = | acc_rd__data[127:102];
-  assign shift_bad = | { \$290 , \$289 , \$288 , \$287  };
-  assign \$291  = ! pidx;
-  assign \$292  = pidx == 1'h1;
-  assign \$293  = \$292  ? cmd[95:76] : cmd[115:96];
-  assign \$294  = \$291  ? cmd[75:56] : \$293 ;
+  assign \$277  = cmd[39:20] >= 15'h4000;
+  assign \$278  = cmd[39:20] + cmd[55:40];
+  assign \$279  = \$278  > 15'h4000;
+  assign \$280  = cmd[147] ? \$277  : \$279 ;
+  assign \$281  = \$276  | \$280 ;
+  assign \$282  = cmd[135:116] + cmd[55:40];
+  assign \$283  = \$282  > 15'h4000;
+  assign \$284  = cmd[146] & \$283 ;
+  assign range_bad = \$281  | \$284 ;
+  assign \$285  = | acc_rd__data[31:6];
+  assign \$286  = | acc_rd__data[63:38];
+  assign \$287  = | acc_rd__data[95:70];
+  assign \$288  = | acc_rd__data[127:102];
+  assign shift_bad = | { \$288 , \$287 , \$286 , \$285  };
+  assign \$289  = ! pidx;
+  assign \$290  = pidx == 1'h1;
+  assign \$291  = \$290  ? cmd[95:76] : cmd[115:96];
+  assign \$292  = \$289  ? cmd[75:56] : \$291 ;
+  assign \$293  = issued != cmd[55:40];
+  assign \$294  = cmd[19:0] + issued;
   assign \$295  = issued != cmd[55:40];
-  assign \$296  = cmd[19:0] + issued;
-  assign \$297  = issued != cmd[55:40];
-  assign \$298  = \$297  & cmd[146];
-  assign \$299  = cmd[135:116] + issued;
-  assign \$300  = issued != cmd[55:40];
-  assign \$301  = \$300  & acc_rd__gnt;
-  assign \$302  = ~ cmd[146];
-  assign \$303  = spad_rd__gnt | \$302 ;
-  assign \$304  = \$301  & \$303 ;
-  assign ctl__busy = ~ \$341 ;
-  assign \$305  = ! sh4_0[63:10];
-  assign \$306  = sh4_0[63:10] == 54'h3fffffffffffff;
-  assign fits5_0 = \$305  | \$306 ;
+  assign \$296  = \$295  & cmd[146];
+  assign \$297  = cmd[135:116] + issued;
+  assign \$298  = issued != cmd[55:40];
+  assign \$299  = \$298  & acc_rd__gnt;
+  assign \$300  = ~ cmd[146];
+  assign \$301  = spad_rd__gnt | \$300 ;
+  assign \$302  = \$299  & \$301 ;
+  assign ctl__busy = ~ \$339 ;
+  assign \$303  = ! sh4_0[63:10];
+  assign \$304  = sh4_0[63:10] == 54'h3fffffffffffff;
+  assign fits5_0 = \$303  | \$304 ;
+  assign \$305  = $signed(y5_0) + $signed(res5_0);
+  assign \$306  = $signed(\$305 ) > $signed(8'h7f);
   assign \$307  = $signed(y5_0) + $signed(res5_0);
-  assign \$308  = $signed(\$307 ) > $signed(8'h7f);
+  assign \$308  = $signed(\$307 ) < $signed(8'h80);
   assign \$309  = $signed(y5_0) + $signed(res5_0);
-  assign \$310  = $signed(\$309 ) < $signed(8'h80);
-  assign \$311  = $signed(y5_0) + $signed(res5_0);
-  assign \$312  = \$310  ? 9'h180 : \$311 ;
-  assign \$313  = \$308  ? 9'h07f : \$312 ;
-  assign out6_0 = cmd[146] ? \$313 [7:0] : y5_0;
-  assign \$314  = ! sh4_1[63:10];
-  assign \$315  = sh4_1[63:10] == 54'h3fffffffffffff;
-  assign fits5_1 = \$314  | \$315 ;
+  assign \$310  = \$308  ? 9'h180 : \$309 ;
+  assign \$311  = \$306  ? 9'h07f : \$310 ;
+  assign out6_0 = cmd[146] ? \$311 [7:0] : y5_0;
+  assign \$312  = ! sh4_1[63:10];
+  assign \$313  = sh4_1[63:10] == 54'h3fffffffffffff;
+  assign fits5_1 = \$312  | \$313 ;
+  assign \$314  = $signed(y5_1) + $signed(res5_1);
+  assign \$315  = $signed(\$314 ) > $signed(8'h7f);
   assign \$316  = $signed(y5_1) + $signed(res5_1);
-  assign \$317  = $signed(\$316 ) > $signed(8'h7f);
+  assign \$317  = $signed(\$316 ) < $signed(8'h80);
   assign \$318  = $signed(y5_1) + $signed(res5_1);
-  assign \$319  = $signed(\$318 ) < $signed(8'h80);
-  assign \$320  = $signed(y5_1) + $signed(res5_1);
-  assign \$321  = \$319  ? 9'h180 : \$320 ;
-  assign \$322  = \$317  ? 9'h07f : \$321 ;
-  assign out6_1 = cmd[146] ? \$322 [7:0] : y5_1;
-  assign \$323  = ! sh4_2[63:10];
-  assign \$324  = sh4_2[63:10] == 54'h3fffffffffffff;
-  assign fits5_2 = \$323  | \$324 ;
+  assign \$319  = \$317  ? 9'h180 : \$318 ;
+  assign \$320  = \$315  ? 9'h07f : \$319 ;
+  assign out6_1 = cmd[146] ? \$320 [7:0] : y5_1;
+  assign \$321  = ! sh4_2[63:10];
+  assign \$322  = sh4_2[63:10] == 54'h3fffffffffffff;
+  assign fits5_2 = \$321  | \$322 ;
+  assign \$323  = $signed(y5_2) + $signed(res5_2);
+  assign \$324  = $signed(\$323 ) > $signed(8'h7f);
   assign \$325  = $signed(y5_2) + $signed(res5_2);
-  assign \$326  = $signed(\$325 ) > $signed(8'h7f);
+  assign \$326  = $signed(\$325 ) < $signed(8'h80);
   assign \$327  = $signed(y5_2) + $signed(res5_2);
-  assign \$328  = $signed(\$327 ) < $signed(8'h80);
-  assign \$329  = $signed(y5_2) + $signed(res5_2);
-  assign \$330  = \$328  ? 9'h180 : \$329 ;
-  assign \$331  = \$326  ? 9'h07f : \$330 ;
-  assign out6_2 = cmd[146] ? \$331 [7:0] : y5_2;
-  assign \$332  = ! sh4_3[63:10];
-  assign \$333  = sh4_3[63:10] == 54'h3fffffffffffff;
-  assign fits5_3 = \$332  | \$333 ;
+  assign \$328  = \$326  ? 9'h180 : \$327 ;
+  assign \$329  = \$324  ? 9'h07f : \$328 ;
+  assign out6_2 = cmd[146] ? \$329 [7:0] : y5_2;
+  assign \$330  = ! sh4_3[63:10];
+  assign \$331  = sh4_3[63:10] == 54'h3fffffffffffff;
+  assign fits5_3 = \$330  | \$331 ;
+  assign \$332  = $signed(y5_3) + $signed(res5_3);
+  assign \$333  = $signed(\$332 ) > $signed(8'h7f);
   assign \$334  = $signed(y5_3) + $signed(res5_3);
-  assign \$335  = $signed(\$334 ) > $signed(8'h7f);
+  assign \$335  = $signed(\$334 ) < $signed(8'h80);
   assign \$336  = $signed(y5_3) + $signed(res5_3);
-  assign \$337  = $signed(\$336 ) < $signed(8'h80);
-  assign \$338  = $signed(y5_3) + $signed(res5_3);
-  assign \$339  = \$337  ? 9'h180 : \$338 ;
-  assign \$340  = \$335  ? 9'h07f : \$339 ;
-  assign out6_3 = cmd[146] ? \$340 [7:0] : y5_3;
-  assign \$341  = ! vec_fsm_state;
-  assign \$342  = vec_fsm_state == 1'h1;
-  assign \$343  = vec_fsm_state == 2'h2;
-  assign \$344  = vec_fsm_state == 2'h3;
-  assign \$345  = vec_fsm_state == 3'h4;
-  assign \$346  = vec_fsm_state == 3'h5;
-  assign \$347  = vec_fsm_state == 3'h6;
+  assign \$337  = \$335  ? 9'h180 : \$336 ;
+  assign \$338  = \$333  ? 9'h07f : \$337 ;
+  assign out6_3 = cmd[146] ? \$338 [7:0] : y5_3;
+  assign \$339  = ! vec_fsm_state;
+  assign \$340  = vec_fsm_state == 1'h1;
+  assign \$341  = vec_fsm_state == 2'h2;
+  assign \$342  = vec_fsm_state == 2'h3;
+  assign \$343  = vec_fsm_state == 3'h4;
+  assign \$344  = vec_fsm_state == 3'h5;
+  assign \$345  = vec_fsm_state == 3'h6;
   always @(posedge clk)
-    bias_0 <= \$348 ;
+    bias_0 <= \$346 ;
   always @(posedge clk)
-    bias_1 <= \$349 ;
+    bias_1 <= \$347 ;
   always @(posedge clk)
-    bias_2 <= \$350 ;
+    bias_2 <= \$348 ;
   always @(posedge clk)
-    bias_3 <= \$351 ;
+    bias_3 <= \$349 ;
   always @(posedge clk)
-    mult_0 <= \$352 ;
+    mult_0 <= \$350 ;
   always @(posedge clk)
-    mult_1 <= \$353 ;
+    mult_1 <= \$351 ;
   always @(posedge clk)
-    mult_2 <= \$354 ;
+    mult_2 <= \$352 ;
   always @(posedge clk)
-    mult_3 <= \$355 ;
+    mult_3 <= \$353 ;
   always @(posedge clk)
-    shift_0 <= \$356 ;
+    shift_0 <= \$354 ;
   always @(posedge clk)
-    shift_1 <= \$357 ;
+    shift_1 <= \$355 ;
   always @(posedge clk)
-    shift_2 <= \$358 ;
+    shift_2 <= \$356 ;
   always @(posedge clk)
-    shift_3 <= \$359 ;
+    shift_3 <= \$357 ;
   always @(posedge clk)
-    cap_valid <= \$360 ;
+    cap_valid <= \$358 ;
   always @(posedge clk)
-    cmd <= \$361 ;
+    cmd <= \$359 ;
   always @(posedge clk)
-    err <= \$362 ;
+    err <= \$360 ;
   always @(posedge clk)
-    issued <= \$363 ;
+    issued <= \$361 ;
   always @(posedge clk)
-    retired <= \$364 ;
+    retired <= \$362 ;
   always @(posedge clk)
-    vec_fsm_state <= \$365 ;
+    vec_fsm_state <= \$363 ;
   always @(posedge clk)
-    pidx <= \$366 ;
+    pidx <= \$364 ;
   always @(posedge clk)
-    cap_idx <= \$367 ;
+    cap_idx <= \$365 ;
   always @(posedge clk)
-    v0 <= \$368 ;
+    v0 <= \$366 ;
   always @(posedge clk)
-    v1 <= \$369 ;
+    v1 <= \$367 ;
   always @(posedge clk)
-    v2 <= \$370 ;
+    v2 <= \$368 ;
   always @(posedge clk)
-    v3 <= \$371 ;
+    v3 <= \$369 ;
   always @(posedge clk)
-    v4 <= \$372 ;
+    v4 <= \$370 ;
   always @(posedge clk)
-    v5 <= \$373 ;
+    v5 <= \$371 ;
   always @(posedge clk)
-    res1_0 <= \$374 ;
+    res1_0 <= \$11 ;
   always @(posedge clk)
-    res2_0 <= \$375 ;
+    res2_0 <= \$12 ;
   always @(posedge clk)
-    res3_0 <= \$376 ;
+    res3_0 <= \$13 ;
   always @(posedge clk)
-    res4_0 <= \$377 ;
+    res4_0 <= \$14 ;
   always @(posedge clk)
-    res5_0 <= \$378 ;
+    res5_0 <= \$15 ;
   always @(posedge clk)
-    res1_1 <= \$379 ;
+    res1_1 <= \$16 ;
   always @(posedge clk)
-    res2_1 <= \$380 ;
+    res2_1 <= \$17 ;
   always @(posedge clk)
-    res3_1 <= \$381 ;
+    res3_1 <= \$18 ;
   always @(posedge clk)
-    res4_1 <= \$382 ;
+    res4_1 <= \$19 ;
   always @(posedge clk)
-    res5_1 <= \$383 ;
+    res5_1 <= \$20 ;
   always @(posedge clk)
-    res1_2 <= \$384 ;
+    res1_2 <= \$21 ;
   always @(posedge clk)
-    res2_2 <= \$385 ;
+    res2_2 <= \$22 ;
   always @(posedge clk)
-    res3_2 <= \$386 ;
+    res3_2 <= \$23 ;
   always @(posedge clk)
-    res4_2 <= \$387 ;
+    res4_2 <= \$24 ;
   always @(posedge clk)
-    res5_2 <= \$388 ;
+    res5_2 <= \$25 ;
   always @(posedge clk)
-    res1_3 <= \$389 ;
+    res1_3 <= \$26 ;
   always @(posedge clk)
-    res2_3 <= \$390 ;
+    res2_3 <= \$27 ;
   always @(posedge clk)
-    res3_3 <= \$391 ;
+    res3_3 <= \$28 ;
   always @(posedge clk)
-    res4_3 <= \$392 ;
+    res4_3 <= \$29 ;
   always @(posedge clk)
-    res5_3 <= \$393 ;
+    res5_3 <= \$30 ;
   always @(posedge clk)
-    x1_0 <= \$394 ;
+    x1_0 <= \$32 ;
   always @(posedge clk)
-    plo2_0 <= \$395 ;
+    plo2_0 <= \$34 ;
   always @(posedge clk)
-    phi2_0 <= \$396 ;
+    phi2_0 <= \$36 ;
   always @(posedge clk)
-    p3_0 <= \$397 ;
+    p3_0 <= \$39 [63:0];
   always @(posedge clk)
-    sh4_0 <= \$398 ;
+    sh4_0 <= \$41 ;
   always @(posedge clk)
-    rb4_0 <= \$399 ;
+    rb4_0 <= \$44 ;
   always @(posedge clk)
-    y5_0 <= \$400 ;
+    y5_0 <= \$84 ;
   always @(posedge clk)
-    x1_1 <= \$401 ;
+    x1_1 <= \$86 ;
   always @(posedge clk)
-    plo2_1 <= \$402 ;
+    plo2_1 <= \$88 ;
   always @(posedge clk)
-    phi2_1 <= \$403 ;
+    phi2_1 <= \$90 ;
   always @(posedge clk)
-    p3_1 <= \$404 ;
+    p3_1 <= \$93 [63:0];
   always @(posedge clk)
-    sh4_1 <= \$405 ;
+    sh4_1 <= \$95 ;
   always @(posedge clk)
-    rb4_1 <= \$406 ;
+    rb4_1 <= \$98 ;
   always @(posedge clk)
-    y5_1 <= \$407 ;
+    y5_1 <= \$138 ;
   always @(posedge clk)
-    x1_2 <= \$408 ;
+    x1_2 <= \$140 ;
   always @(posedge clk)
-    plo2_2 <= \$409 ;
+    plo2_2 <= \$142 ;
   always @(posedge clk)
-    phi2_2 <= \$410 ;
+    phi2_2 <= \$144 ;
   always @(posedge clk)
-    p3_2 <= \$411 ;
+    p3_2 <= \$147 [63:0];
   always @(posedge clk)
-    sh4_2 <= \$412 ;
+    sh4_2 <= \$149 ;
   always @(posedge clk)
-    rb4_2 <= \$413 ;
+    rb4_2 <= \$152 ;
   always @(posedge clk)
-    y5_2 <= \$414 ;
+    y5_2 <= \$192 ;
   always @(posedge clk)
-    x1_3 <= \$415 ;
+    x1_3 <= \$194 ;
   always @(posedge clk)
-    plo2_3 <= \$416 ;
+    plo2_3 <= \$196 ;
   always @(posedge clk)
-    phi2_3 <= \$417 ;
+    phi2_3 <= \$198 ;
   always @(posedge clk)
-    p3_3 <= \$418 ;
+    p3_3 <= \$201 [63:0];
   always @(posedge clk)
-    sh4_3 <= \$419 ;
+    sh4_3 <= \$203 ;
   always @(posedge clk)
-    rb4_3 <= \$420 ;
+    rb4_3 <= \$206 ;
   always @(posedge clk)
-    y5_3 <= \$421 ;
+    y5_3 <= \$246 ;
   always @(posedge clk)
-    wr_en <= \$422 ;
+    wr_en <= \$372 ;
   always @(posedge clk)
-    max6_0 <= \$423 ;
+    max6_0 <= \$373 ;
   always @(posedge clk)
-    max6_1 <= \$424 ;
+    max6_1 <= \$374 ;
   always @(posedge clk)
-    max6_2 <= \$425 ;
+    max6_2 <= \$375 ;
   always @(posedge clk)
-    max6_3 <= \$426 ;
+    max6_3 <= \$376 ;
   always @(posedge clk)
-    wr_addr <= \$427 ;
+    wr_addr <= \$377 ;
   always @(posedge clk)
-    wr_data <= \$428 ;
+    wr_data <= \$378 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$348  = bias_0;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              \$348  = acc_rd__data[31:0];
-        endcase
-      end
-      casez (vec_fsm_state)
-        3'h0:
+    \$346  = bias_0;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$346  = acc_rd__data[31:0];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+          end else if (\$4 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$6 ) begin
+              \$346  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$347  = bias_1;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$347  = acc_rd__data[63:32];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+          end else if (\$4 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$6 ) begin
+              \$347  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$348  = bias_2;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$348  = acc_rd__data[95:64];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+          end else if (\$4 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$6 ) begin
+              \$348  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$349  = bias_3;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$349  = acc_rd__data[127:96];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+          end else if (\$4 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$6 ) begin
+              \$349  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$350  = mult_0;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
             /* empty */;
-        3'h1:
+        2'h1:
+            \$350  = acc_rd__data[31:0];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$351  = mult_1;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$351  = acc_rd__data[63:32];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$352  = mult_2;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$352  = acc_rd__data[95:64];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$353  = mult_3;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$353  = acc_rd__data[127:96];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$354  = shift_0;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$354  = acc_rd__data[5:0];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$355  = shift_1;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$355  = acc_rd__data[37:32];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$356  = shift_2;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$356  = acc_rd__data[69:64];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$357  = shift_3;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$357  = acc_rd__data[101:96];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$358  = 1'h0;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          if (acc_rd__gnt) begin
+            \$358  = 1'h1;
+          end
+    endcase
+    if (reset[3]) begin
+      \$358  = 1'h0;
+    end
+    if (rst) begin
+      \$358  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$359  = cmd;
+    casez (vec_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$359  = ctl__cmd__payload;
+          end
+    endcase
+    if (reset[3]) begin
+      \$359  = 156'h000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$359  = 156'h000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$360  = err;
+    casez (vec_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$360  = 8'h00;
+          end
+      3'h1:
+          if (\$3 ) begin
+            \$360  = 8'h02;
+          end else if (\$4 ) begin
+            \$360  = 8'h03;
+          end else if (range_bad) begin
+            \$360  = 8'h04;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (shift_bad) begin
+            \$360  = 8'h08;
+          end
+    endcase
+    if (reset[3]) begin
+      \$360  = 8'h00;
+    end
+    if (rst) begin
+      \$360  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$361  = issued;
+    casez (vec_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$361  = 17'h00000;
+          end
+      3'h1:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          if (fire) begin
+            \$361  = \$9 [16:0];
+          end
+    endcase
+    if (reset[3]) begin
+      \$361  = 17'h00000;
+    end
+    if (rst) begin
+      \$361  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$362  = retired;
+    casez (vec_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$362  = 17'h00000;
+          end
+    endcase
+    if (v5) begin
+      \$362  = \$247 [16:0];
+    end
+    if (reset[3]) begin
+      \$362  = 17'h00000;
+    end
+    if (rst) begin
+      \$362  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$363  = vec_fsm_state;
+    casez (vec_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$363  = 3'h1;
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+            \$363  = 3'h2;
+          end else if (\$4 ) begin
+            \$363  = 3'h2;
+          end else if (range_bad) begin
+            \$363  = 3'h2;
+          end else begin
+            \$363  = 3'h3;
+          end
+      3'h3:
+          if (acc_rd__gnt) begin
+            if (\$8 ) begin
+              \$363  = 3'h4;
+            end
+          end
+      3'h4:
+          (* full_case = 32'd1 *)
+          if (shift_bad) begin
+            \$363  = 3'h2;
+          end else begin
+            \$363  = 3'h5;
+          end
+      3'h5:
+          if (\$10 ) begin
             (* full_case = 32'd1 *)
-            if (\$5 ) begin
-            end else if (\$6 ) begin
-            end else if (range_bad) begin
+            if (cmd[147]) begin
+              \$363  = 3'h6;
             end else begin
-              if (\$8 ) begin
-                \$348  = 32'd0;
-              end
+              \$363  = 3'h2;
             end
-      endcase
-      if (reset[3]) begin
-        \$348  = 32'd0;
-      end
+          end
+      3'h6:
+          \$363  = 3'h2;
+      3'h2:
+          \$363  = 3'h0;
+    endcase
+    if (reset[3]) begin
+      \$363  = 3'h0;
     end
     if (rst) begin
-      \$348  = 32'd0;
+      \$363  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$349  = bias_1;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              \$349  = acc_rd__data[63:32];
-        endcase
-      end
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-            end else if (\$6 ) begin
-            end else if (range_bad) begin
-            end else begin
-              if (\$8 ) begin
-                \$349  = 32'd0;
-              end
-            end
-      endcase
-      if (reset[3]) begin
-        \$349  = 32'd0;
-      end
+    \$364  = pidx;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+          end else if (\$4 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$364  = { 1'h0, \$5  };
+          end
+      3'h3:
+          if (acc_rd__gnt) begin
+            \$364  = \$7 [1:0];
+          end
+    endcase
+    if (reset[3]) begin
+      \$364  = 2'h0;
     end
     if (rst) begin
-      \$349  = 32'd0;
+      \$364  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$350  = bias_2;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              \$350  = acc_rd__data[95:64];
-        endcase
-      end
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-            end else if (\$6 ) begin
-            end else if (range_bad) begin
-            end else begin
-              if (\$8 ) begin
-                \$350  = 32'd0;
-              end
-            end
-      endcase
-      if (reset[3]) begin
-        \$350  = 32'd0;
-      end
+    \$365  = cap_idx;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          if (acc_rd__gnt) begin
+            \$365  = pidx;
+          end
+    endcase
+    if (reset[3]) begin
+      \$365  = 2'h0;
     end
     if (rst) begin
-      \$350  = 32'd0;
+      \$365  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$351  = bias_3;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              \$351  = acc_rd__data[127:96];
-        endcase
-      end
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-            end else if (\$6 ) begin
-            end else if (range_bad) begin
-            end else begin
-              if (\$8 ) begin
-                \$351  = 32'd0;
-              end
-            end
-      endcase
-      if (reset[3]) begin
-        \$351  = 32'd0;
-      end
+    \$366  = fire;
+    if (reset[3]) begin
+      \$366  = 1'h0;
     end
     if (rst) begin
-      \$351  = 32'd0;
+      \$366  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$352  = mult_0;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              \$352  = acc_rd__data[31:0];
-        endcase
-      end
-      if (reset[3]) begin
-        \$352  = 32'd0;
-      end
+    \$367  = v0;
+    if (reset[3]) begin
+      \$367  = 1'h0;
     end
     if (rst) begin
-      \$352  = 32'd0;
+      \$367  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$353  = mult_1;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              \$353  = acc_rd__data[63:32];
-        endcase
-      end
-      if (reset[3]) begin
-        \$353  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$353  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$354  = mult_2;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              \$354  = acc_rd__data[95:64];
-        endcase
-      end
-      if (reset[3]) begin
-        \$354  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$354  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$355  = mult_3;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              \$355  = acc_rd__data[127:96];
-        endcase
-      end
-      if (reset[3]) begin
-        \$355  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$355  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$356  = shift_0;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              /* empty */;
-          2'h2:
-              \$356  = acc_rd__data[5:0];
-        endcase
-      end
-      if (reset[3]) begin
-        \$356  = 6'h00;
-      end
-    end
-    if (rst) begin
-      \$356  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$357  = shift_1;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              /* empty */;
-          2'h2:
-              \$357  = acc_rd__data[37:32];
-        endcase
-      end
-      if (reset[3]) begin
-        \$357  = 6'h00;
-      end
-    end
-    if (rst) begin
-      \$357  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$358  = shift_2;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              /* empty */;
-          2'h2:
-              \$358  = acc_rd__data[69:64];
-        endcase
-      end
-      if (reset[3]) begin
-        \$358  = 6'h00;
-      end
-    end
-    if (rst) begin
-      \$358  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$359  = shift_3;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              /* empty */;
-          2'h2:
-              \$359  = acc_rd__data[101:96];
-        endcase
-      end
-      if (reset[3]) begin
-        \$359  = 6'h00;
-      end
-    end
-    if (rst) begin
-      \$359  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$360  = cap_valid;
-    if (\$2 ) begin
-      \$360  = 1'h0;
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h3:
-            if (acc_rd__gnt) begin
-              \$360  = 1'h1;
-            end
-      endcase
-      if (reset[3]) begin
-        \$360  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$360  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$361  = cmd;
-    if (\$2 ) begin
-      casez (vec_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$361  = ctl__cmd__payload;
-            end
-      endcase
-      if (reset[3]) begin
-        \$361  = 156'h000000000000000000000000000000000000000;
-      end
-    end
-    if (rst) begin
-      \$361  = 156'h000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$362  = err;
-    if (\$2 ) begin
-      casez (vec_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$362  = 8'h00;
-            end
-        3'h1:
-            if (\$5 ) begin
-              \$362  = 8'h02;
-            end else if (\$6 ) begin
-              \$362  = 8'h03;
-            end else if (range_bad) begin
-              \$362  = 8'h04;
-            end
-        3'h3:
-            /* empty */;
-        3'h4:
-            if (shift_bad) begin
-              \$362  = 8'h08;
-            end
-      endcase
-      if (reset[3]) begin
-        \$362  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$362  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$363  = issued;
-    if (\$2 ) begin
-      casez (vec_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$363  = 17'h00000;
-            end
-        3'h1:
-            /* empty */;
-        3'h3:
-            /* empty */;
-        3'h4:
-            /* empty */;
-        3'h5:
-            if (fire) begin
-              \$363  = \$11 [16:0];
-            end
-      endcase
-      if (reset[3]) begin
-        \$363  = 17'h00000;
-      end
-    end
-    if (rst) begin
-      \$363  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$364  = retired;
-    if (\$2 ) begin
-      casez (vec_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$364  = 17'h00000;
-            end
-      endcase
-      if (v5) begin
-        \$364  = \$249 [16:0];
-      end
-      if (reset[3]) begin
-        \$364  = 17'h00000;
-      end
-    end
-    if (rst) begin
-      \$364  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$365  = vec_fsm_state;
-    if (\$2 ) begin
-      casez (vec_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$365  = 3'h1;
-            end
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              \$365  = 3'h2;
-            end else if (\$6 ) begin
-              \$365  = 3'h2;
-            end else if (range_bad) begin
-              \$365  = 3'h2;
-            end else begin
-              \$365  = 3'h3;
-            end
-        3'h3:
-            if (acc_rd__gnt) begin
-              if (\$10 ) begin
-                \$365  = 3'h4;
-              end
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (shift_bad) begin
-              \$365  = 3'h2;
-            end else begin
-              \$365  = 3'h5;
-            end
-        3'h5:
-            if (\$12 ) begin
-              (* full_case = 32'd1 *)
-              if (cmd[147]) begin
-                \$365  = 3'h6;
-              end else begin
-                \$365  = 3'h2;
-              end
-            end
-        3'h6:
-            \$365  = 3'h2;
-        3'h2:
-            \$365  = 3'h0;
-      endcase
-      if (reset[3]) begin
-        \$365  = 3'h0;
-      end
-    end
-    if (rst) begin
-      \$365  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$366  = pidx;
-    if (\$2 ) begin
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-            end else if (\$6 ) begin
-            end else if (range_bad) begin
-            end else begin
-              \$366  = { 1'h0, \$7  };
-            end
-        3'h3:
-            if (acc_rd__gnt) begin
-              \$366  = \$9 [1:0];
-            end
-      endcase
-      if (reset[3]) begin
-        \$366  = 2'h0;
-      end
-    end
-    if (rst) begin
-      \$366  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$367  = cap_idx;
-    if (\$2 ) begin
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h3:
-            if (acc_rd__gnt) begin
-              \$367  = pidx;
-            end
-      endcase
-      if (reset[3]) begin
-        \$367  = 2'h0;
-      end
-    end
-    if (rst) begin
-      \$367  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$368  = v0;
-    if (\$2 ) begin
-      \$368  = fire;
-      if (reset[3]) begin
-        \$368  = 1'h0;
-      end
+    \$368  = v1;
+    if (reset[3]) begin
+      \$368  = 1'h0;
     end
     if (rst) begin
       \$368  = 1'h0;
@@ -37876,12 +37073,9 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$369  = v1;
-    if (\$2 ) begin
-      \$369  = v0;
-      if (reset[3]) begin
-        \$369  = 1'h0;
-      end
+    \$369  = v2;
+    if (reset[3]) begin
+      \$369  = 1'h0;
     end
     if (rst) begin
       \$369  = 1'h0;
@@ -37889,12 +37083,9 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$370  = v2;
-    if (\$2 ) begin
-      \$370  = v1;
-      if (reset[3]) begin
-        \$370  = 1'h0;
-      end
+    \$370  = v3;
+    if (reset[3]) begin
+      \$370  = 1'h0;
     end
     if (rst) begin
       \$370  = 1'h0;
@@ -37902,12 +37093,9 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$371  = v3;
-    if (\$2 ) begin
-      \$371  = v2;
-      if (reset[3]) begin
-        \$371  = 1'h0;
-      end
+    \$371  = v4;
+    if (reset[3]) begin
+      \$371  = 1'h0;
     end
     if (rst) begin
       \$371  = 1'h0;
@@ -37915,12 +37103,19 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$372  = v4;
-    if (\$2 ) begin
-      \$372  = v3;
-      if (reset[3]) begin
-        \$372  = 1'h0;
+    \$372  = 1'h0;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$372  = 1'h1;
       end
+    end
+    if (\$267 ) begin
+      \$372  = 1'h1;
+    end
+    if (reset[3]) begin
+      \$372  = 1'h0;
     end
     if (rst) begin
       \$372  = 1'h0;
@@ -37928,774 +37123,66 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$373  = v5;
-    if (\$2 ) begin
-      \$373  = v4;
-      if (reset[3]) begin
-        \$373  = 1'h0;
+    \$373  = max6_0;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$373  = \$251 ;
       end
-    end
-    if (rst) begin
-      \$373  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$374  = res1_0;
-    if (\$2 ) begin
-      \$374  = \$13 ;
-      if (reset[3]) begin
-        \$374  = 8'h00;
+    \$374  = max6_1;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$374  = \$255 ;
       end
-    end
-    if (rst) begin
-      \$374  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$375  = res2_0;
-    if (\$2 ) begin
-      \$375  = \$14 ;
-      if (reset[3]) begin
-        \$375  = 8'h00;
+    \$375  = max6_2;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$375  = \$259 ;
       end
-    end
-    if (rst) begin
-      \$375  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$376  = res3_0;
-    if (\$2 ) begin
-      \$376  = \$15 ;
-      if (reset[3]) begin
-        \$376  = 8'h00;
+    \$376  = max6_3;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$376  = \$263 ;
       end
-    end
-    if (rst) begin
-      \$376  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$377  = res4_0;
-    if (\$2 ) begin
-      \$377  = \$16 ;
-      if (reset[3]) begin
-        \$377  = 8'h00;
+    \$377  = wr_addr;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$377  = \$264 [13:0];
       end
     end
-    if (rst) begin
-      \$377  = 8'h00;
+    if (\$267 ) begin
+      \$377  = cmd[33:20];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$378  = res5_0;
-    if (\$2 ) begin
-      \$378  = \$17 ;
-      if (reset[3]) begin
-        \$378  = 8'h00;
+    \$378  = wr_data;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$378  = { out6_3, out6_2, out6_1, out6_0 };
       end
     end
-    if (rst) begin
-      \$378  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$379  = res1_1;
-    if (\$2 ) begin
-      \$379  = \$18 ;
-      if (reset[3]) begin
-        \$379  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$379  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$380  = res2_1;
-    if (\$2 ) begin
-      \$380  = \$19 ;
-      if (reset[3]) begin
-        \$380  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$380  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$381  = res3_1;
-    if (\$2 ) begin
-      \$381  = \$20 ;
-      if (reset[3]) begin
-        \$381  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$381  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$382  = res4_1;
-    if (\$2 ) begin
-      \$382  = \$21 ;
-      if (reset[3]) begin
-        \$382  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$382  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$383  = res5_1;
-    if (\$2 ) begin
-      \$383  = \$22 ;
-      if (reset[3]) begin
-        \$383  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$383  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$384  = res1_2;
-    if (\$2 ) begin
-      \$384  = \$23 ;
-      if (reset[3]) begin
-        \$384  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$384  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$385  = res2_2;
-    if (\$2 ) begin
-      \$385  = \$24 ;
-      if (reset[3]) begin
-        \$385  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$385  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$386  = res3_2;
-    if (\$2 ) begin
-      \$386  = \$25 ;
-      if (reset[3]) begin
-        \$386  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$386  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$387  = res4_2;
-    if (\$2 ) begin
-      \$387  = \$26 ;
-      if (reset[3]) begin
-        \$387  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$387  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$388  = res5_2;
-    if (\$2 ) begin
-      \$388  = \$27 ;
-      if (reset[3]) begin
-        \$388  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$388  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$389  = res1_3;
-    if (\$2 ) begin
-      \$389  = \$28 ;
-      if (reset[3]) begin
-        \$389  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$389  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$390  = res2_3;
-    if (\$2 ) begin
-      \$390  = \$29 ;
-      if (reset[3]) begin
-        \$390  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$390  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$391  = res3_3;
-    if (\$2 ) begin
-      \$391  = \$30 ;
-      if (reset[3]) begin
-        \$391  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$391  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$392  = res4_3;
-    if (\$2 ) begin
-      \$392  = \$31 ;
-      if (reset[3]) begin
-        \$392  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$392  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$393  = res5_3;
-    if (\$2 ) begin
-      \$393  = \$32 ;
-      if (reset[3]) begin
-        \$393  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$393  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$394  = x1_0;
-    if (\$2 ) begin
-      \$394  = \$34 ;
-      if (reset[3]) begin
-        \$394  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$394  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$395  = plo2_0;
-    if (\$2 ) begin
-      \$395  = \$36 ;
-      if (reset[3]) begin
-        \$395  = 49'h0000000000000;
-      end
-    end
-    if (rst) begin
-      \$395  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$396  = phi2_0;
-    if (\$2 ) begin
-      \$396  = \$38 ;
-      if (reset[3]) begin
-        \$396  = 48'h000000000000;
-      end
-    end
-    if (rst) begin
-      \$396  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$397  = p3_0;
-    if (\$2 ) begin
-      \$397  = \$41 [63:0];
-      if (reset[3]) begin
-        \$397  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$397  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$398  = sh4_0;
-    if (\$2 ) begin
-      \$398  = \$43 ;
-      if (reset[3]) begin
-        \$398  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$398  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$399  = rb4_0;
-    if (\$2 ) begin
-      \$399  = \$46 ;
-      if (reset[3]) begin
-        \$399  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$399  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$400  = y5_0;
-    if (\$2 ) begin
-      \$400  = \$86 ;
-      if (reset[3]) begin
-        \$400  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$400  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$401  = x1_1;
-    if (\$2 ) begin
-      \$401  = \$88 ;
-      if (reset[3]) begin
-        \$401  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$401  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$402  = plo2_1;
-    if (\$2 ) begin
-      \$402  = \$90 ;
-      if (reset[3]) begin
-        \$402  = 49'h0000000000000;
-      end
-    end
-    if (rst) begin
-      \$402  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$403  = phi2_1;
-    if (\$2 ) begin
-      \$403  = \$92 ;
-      if (reset[3]) begin
-        \$403  = 48'h000000000000;
-      end
-    end
-    if (rst) begin
-      \$403  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$404  = p3_1;
-    if (\$2 ) begin
-      \$404  = \$95 [63:0];
-      if (reset[3]) begin
-        \$404  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$404  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$405  = sh4_1;
-    if (\$2 ) begin
-      \$405  = \$97 ;
-      if (reset[3]) begin
-        \$405  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$405  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$406  = rb4_1;
-    if (\$2 ) begin
-      \$406  = \$100 ;
-      if (reset[3]) begin
-        \$406  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$406  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$407  = y5_1;
-    if (\$2 ) begin
-      \$407  = \$140 ;
-      if (reset[3]) begin
-        \$407  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$407  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$408  = x1_2;
-    if (\$2 ) begin
-      \$408  = \$142 ;
-      if (reset[3]) begin
-        \$408  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$408  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$409  = plo2_2;
-    if (\$2 ) begin
-      \$409  = \$144 ;
-      if (reset[3]) begin
-        \$409  = 49'h0000000000000;
-      end
-    end
-    if (rst) begin
-      \$409  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$410  = phi2_2;
-    if (\$2 ) begin
-      \$410  = \$146 ;
-      if (reset[3]) begin
-        \$410  = 48'h000000000000;
-      end
-    end
-    if (rst) begin
-      \$410  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$411  = p3_2;
-    if (\$2 ) begin
-      \$411  = \$149 [63:0];
-      if (reset[3]) begin
-        \$411  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$411  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$412  = sh4_2;
-    if (\$2 ) begin
-      \$412  = \$151 ;
-      if (reset[3]) begin
-        \$412  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$412  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$413  = rb4_2;
-    if (\$2 ) begin
-      \$413  = \$154 ;
-      if (reset[3]) begin
-        \$413  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$413  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$414  = y5_2;
-    if (\$2 ) begin
-      \$414  = \$194 ;
-      if (reset[3]) begin
-        \$414  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$414  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$415  = x1_3;
-    if (\$2 ) begin
-      \$415  = \$196 ;
-      if (reset[3]) begin
-        \$415  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$415  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$416  = plo2_3;
-    if (\$2 ) begin
-      \$416  = \$198 ;
-      if (reset[3]) begin
-        \$416  = 49'h0000000000000;
-      end
-    end
-    if (rst) begin
-      \$416  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$417  = phi2_3;
-    if (\$2 ) begin
-      \$417  = \$200 ;
-      if (reset[3]) begin
-        \$417  = 48'h000000000000;
-      end
-    end
-    if (rst) begin
-      \$417  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$418  = p3_3;
-    if (\$2 ) begin
-      \$418  = \$203 [63:0];
-      if (reset[3]) begin
-        \$418  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$418  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$419  = sh4_3;
-    if (\$2 ) begin
-      \$419  = \$205 ;
-      if (reset[3]) begin
-        \$419  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$419  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$420  = rb4_3;
-    if (\$2 ) begin
-      \$420  = \$208 ;
-      if (reset[3]) begin
-        \$420  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$420  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$421  = y5_3;
-    if (\$2 ) begin
-      \$421  = \$248 ;
-      if (reset[3]) begin
-        \$421  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$421  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$422  = wr_en;
-    if (\$2 ) begin
-      \$422  = 1'h0;
-      if (v5) begin
-        (* full_case = 32'd1 *)
-        if (cmd[147]) begin
-        end else begin
-          \$422  = 1'h1;
-        end
-      end
-      if (\$269 ) begin
-        \$422  = 1'h1;
-      end
-      if (reset[3]) begin
-        \$422  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$422  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$423  = max6_0;
-    if (\$2 ) begin
-      if (v5) begin
-        if (cmd[147]) begin
-          \$423  = \$253 ;
-        end
-      end
-      if (reset[3]) begin
-        \$423  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$423  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$424  = max6_1;
-    if (\$2 ) begin
-      if (v5) begin
-        if (cmd[147]) begin
-          \$424  = \$257 ;
-        end
-      end
-      if (reset[3]) begin
-        \$424  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$424  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$425  = max6_2;
-    if (\$2 ) begin
-      if (v5) begin
-        if (cmd[147]) begin
-          \$425  = \$261 ;
-        end
-      end
-      if (reset[3]) begin
-        \$425  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$425  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$426  = max6_3;
-    if (\$2 ) begin
-      if (v5) begin
-        if (cmd[147]) begin
-          \$426  = \$265 ;
-        end
-      end
-      if (reset[3]) begin
-        \$426  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$426  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$427  = wr_addr;
-    if (\$2 ) begin
-      if (v5) begin
-        (* full_case = 32'd1 *)
-        if (cmd[147]) begin
-        end else begin
-          \$427  = \$266 [13:0];
-        end
-      end
-      if (\$269 ) begin
-        \$427  = cmd[33:20];
-      end
-      if (reset[3]) begin
-        \$427  = 14'h0000;
-      end
-    end
-    if (rst) begin
-      \$427  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$428  = wr_data;
-    if (\$2 ) begin
-      if (v5) begin
-        (* full_case = 32'd1 *)
-        if (cmd[147]) begin
-        end else begin
-          \$428  = { out6_3, out6_2, out6_1, out6_0 };
-        end
-      end
-      if (\$269 ) begin
-        \$428  = { max6_3, max6_2, max6_1, max6_0 };
-      end
-      if (reset[3]) begin
-        \$428  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$428  = 32'd0;
+    if (\$267 ) begin
+      \$378  = { max6_3, max6_2, max6_1, max6_0 };
     end
   end
   always @* begin
@@ -38719,7 +37206,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          acc_rd__en = \$295 ;
+          acc_rd__en = \$293 ;
     endcase
   end
   always @* begin
@@ -38731,11 +37218,11 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h1:
           /* empty */;
       3'h3:
-          acc_rd__addr = \$294 [12:0];
+          acc_rd__addr = \$292 [12:0];
       3'h4:
           /* empty */;
       3'h5:
-          acc_rd__addr = \$296 [12:0];
+          acc_rd__addr = \$294 [12:0];
     endcase
   end
   always @* begin
@@ -38751,7 +37238,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          spad_rd__en = \$298 ;
+          spad_rd__en = \$296 ;
     endcase
   end
   always @* begin
@@ -38767,7 +37254,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          spad_rd__addr = \$299 [13:0];
+          spad_rd__addr = \$297 [13:0];
     endcase
   end
   always @* begin
@@ -38783,7 +37270,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          fire = \$304 ;
+          fire = \$302 ;
     endcase
   end
   always @* begin
@@ -38841,18 +37328,18 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \ctl__cmd__payload.ops.maxred  = ctl__cmd__payload[147];
   assign \ctl__cmd__payload.ops.reserved  = ctl__cmd__payload[151:148];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[155:152];
-  assign \$39  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
-  assign \$44  = { p3_0, 1'h0 };
-  assign \$93  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
-  assign \$98  = { p3_1, 1'h0 };
-  assign \$147  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
-  assign \$152  = { p3_2, 1'h0 };
-  assign \$201  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
-  assign \$206  = { p3_3, 1'h0 };
+  assign \$37  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
+  assign \$42  = { p3_0, 1'h0 };
+  assign \$91  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
+  assign \$96  = { p3_1, 1'h0 };
+  assign \$145  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
+  assign \$150  = { p3_2, 1'h0 };
+  assign \$199  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
+  assign \$204  = { p3_3, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8215$16 , \port$9233$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8225$16 , \port$9184$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38896,10 +37383,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8215$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8215$16 ;
-  wire [15:0] \port$8215$16 ;
-  input [7:0] \port$9233$0 ;
-  wire [7:0] \port$9233$0 ;
+  input [15:0] \port$8225$16 ;
+  wire [15:0] \port$8225$16 ;
+  input [7:0] \port$9184$0 ;
+  wire [7:0] \port$9184$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -38934,7 +37421,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8215$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8215$16 , \port$9233$0  };
+      storage[w_port__addr] <= { \port$8225$16 , \port$9184$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -39045,8 +37532,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8215$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8215$16 , \port$9233$0  };
-  assign w_data = { \port$8215$16 , \port$9233$0  };
+  assign w_port__data = { \port$8225$16 , \port$9184$0  };
+  assign w_data = { \port$8225$16 , \port$9184$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -7,15 +7,15 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
 , mem__bready, mem__arid, mem__araddr, mem__arlen, mem__arsize, mem__arburst, mem__arprot, mem__arvalid, mem__rready, irq, csr__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [1:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
   wire \$103 ;
   wire \$104 ;
-  wire \$105 ;
+  wire [3:0] \$105 ;
   wire \$106 ;
-  wire \$107 ;
+  wire [3:0] \$107 ;
   wire \$108 ;
   wire \$109 ;
   wire \$11 ;
@@ -25,7 +25,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
-  wire [32:0] \$116 ;
+  wire \$116 ;
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
@@ -38,190 +38,212 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$125 ;
   wire \$126 ;
   wire \$127 ;
-  wire \$128 ;
+  wire [32:0] \$128 ;
   wire \$129 ;
-  wire [1:0] \$13 ;
+  wire \$13 ;
   wire \$130 ;
   wire \$131 ;
-  wire [3:0] \$132 ;
-  wire [3:0] \$133 ;
+  wire \$132 ;
+  wire \$133 ;
   wire \$134 ;
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
-  wire [1:0] \$14 ;
+  wire \$14 ;
   wire \$140 ;
   wire \$141 ;
-  wire [32:0] \$142 ;
-  wire [32:0] \$143 ;
-  wire [32:0] \$144 ;
-  wire [32:0] \$145 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire [3:0] \$144 ;
+  wire [3:0] \$145 ;
   wire \$146 ;
   wire \$147 ;
   wire \$148 ;
-  wire [32:0] \$149 ;
+  wire \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire [32:0] \$151 ;
+  wire \$151 ;
   wire \$152 ;
-  wire [32:0] \$153 ;
-  wire \$154 ;
+  wire \$153 ;
+  wire [32:0] \$154 ;
   wire [32:0] \$155 ;
-  wire \$156 ;
+  wire [32:0] \$156 ;
   wire [32:0] \$157 ;
   wire \$158 ;
-  wire [32:0] \$159 ;
+  wire \$159 ;
   wire \$16 ;
   wire \$160 ;
   wire [32:0] \$161 ;
   wire \$162 ;
-  wire [32:0] \$163 ;
-  wire \$164 ;
-  wire [32:0] \$165 ;
+  wire \$163 ;
+  wire [32:0] \$164 ;
+  wire \$165 ;
   wire \$166 ;
-  wire [32:0] \$167 ;
-  wire \$168 ;
+  wire \$167 ;
+  wire [32:0] \$168 ;
   wire \$169 ;
-  wire [1:0] \$17 ;
+  wire \$17 ;
   wire \$170 ;
-  wire \$171 ;
-  wire [32:0] \$172 ;
+  wire [32:0] \$171 ;
+  wire \$172 ;
   wire \$173 ;
-  wire \$174 ;
+  wire [32:0] \$174 ;
   wire \$175 ;
   wire \$176 ;
-  wire [32:0] \$177 ;
-  wire \$178 ;
+  wire \$177 ;
+  wire [32:0] \$178 ;
   wire \$179 ;
-  wire [1:0] \$18 ;
-  wire \$180 ;
-  wire [32:0] \$181 ;
-  wire \$182 ;
-  wire [32:0] \$183 ;
-  wire \$184 ;
-  wire [32:0] \$185 ;
-  wire \$186 ;
-  wire [32:0] \$187 ;
+  wire \$18 ;
+  wire [32:0] \$180 ;
+  wire \$181 ;
+  wire [32:0] \$182 ;
+  wire \$183 ;
+  wire [32:0] \$184 ;
+  wire \$185 ;
+  wire [32:0] \$186 ;
+  wire \$187 ;
   wire \$188 ;
-  wire [32:0] \$189 ;
+  wire \$189 ;
   wire \$19 ;
   wire \$190 ;
   wire [32:0] \$191 ;
   wire \$192 ;
-  wire [32:0] \$193 ;
+  wire \$193 ;
   wire \$194 ;
-  wire [32:0] \$195 ;
-  wire \$196 ;
-  wire [32:0] \$197 ;
+  wire \$195 ;
+  wire [32:0] \$196 ;
+  wire \$197 ;
   wire \$198 ;
-  wire [32:0] \$199 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
-  wire [32:0] \$201 ;
+  wire \$201 ;
   wire \$202 ;
   wire [32:0] \$203 ;
   wire \$204 ;
   wire [32:0] \$205 ;
-  reg \$206 ;
-  reg \$207 ;
-  reg \$208 ;
-  reg \$209 ;
+  wire \$206 ;
+  wire [32:0] \$207 ;
+  wire \$208 ;
+  wire [32:0] \$209 ;
   wire \$21 ;
-  reg [31:0] \$210 ;
-  reg \$211 ;
-  reg [31:0] \$212 ;
-  reg \$213 ;
-  reg [31:0] \$214 ;
-  reg \$215 ;
-  reg [31:0] \$216 ;
-  reg [31:0] \$217 ;
-  reg \$218 ;
-  reg [31:0] \$219 ;
+  wire \$210 ;
+  wire [32:0] \$211 ;
+  wire \$212 ;
+  wire [32:0] \$213 ;
+  wire \$214 ;
+  wire [32:0] \$215 ;
+  wire \$216 ;
+  wire [32:0] \$217 ;
+  wire \$218 ;
+  wire [32:0] \$219 ;
   wire \$22 ;
-  reg \$220 ;
-  reg \$221 ;
-  reg \$222 ;
-  reg \$223 ;
-  reg \$224 ;
-  reg [31:0] \$225 ;
-  reg \$226 ;
-  reg [31:0] \$227 ;
+  wire \$220 ;
+  wire [32:0] \$221 ;
+  wire \$222 ;
+  wire [32:0] \$223 ;
+  wire \$224 ;
+  wire [32:0] \$225 ;
+  wire \$226 ;
+  wire [32:0] \$227 ;
   reg \$228 ;
-  reg [31:0] \$229 ;
-  wire [1:0] \$23 ;
-  reg [31:0] \$230 ;
-  reg [31:0] \$231 ;
+  reg \$229 ;
+  wire \$23 ;
+  reg \$230 ;
+  reg \$231 ;
   reg [31:0] \$232 ;
-  reg [7:0] \$233 ;
-  reg [7:0] \$234 ;
-  reg [15:0] \$235 ;
-  reg \$236 ;
-  reg [31:0] \$237 ;
+  reg \$233 ;
+  reg [31:0] \$234 ;
+  reg \$235 ;
+  reg [31:0] \$236 ;
+  reg \$237 ;
   reg [31:0] \$238 ;
   reg [31:0] \$239 ;
-  wire [1:0] \$24 ;
-  reg [31:0] \$240 ;
+  wire \$24 ;
+  reg \$240 ;
   reg [31:0] \$241 ;
-  reg [31:0] \$242 ;
-  reg [31:0] \$243 ;
-  reg [31:0] \$244 ;
-  reg [31:0] \$245 ;
-  reg [31:0] \$246 ;
+  reg \$242 ;
+  reg \$243 ;
+  reg \$244 ;
+  reg \$245 ;
+  reg \$246 ;
   reg [31:0] \$247 ;
-  reg [31:0] \$248 ;
+  reg \$248 ;
   reg [31:0] \$249 ;
-  wire \$25 ;
-  reg [31:0] \$250 ;
+  wire [1:0] \$25 ;
+  reg \$250 ;
   reg [31:0] \$251 ;
   reg [31:0] \$252 ;
   reg [31:0] \$253 ;
   reg [31:0] \$254 ;
-  reg [31:0] \$255 ;
-  reg [31:0] \$256 ;
-  reg [31:0] \$257 ;
-  reg [31:0] \$258 ;
+  reg [7:0] \$255 ;
+  reg [7:0] \$256 ;
+  reg [15:0] \$257 ;
+  reg \$258 ;
   reg [31:0] \$259 ;
-  wire \$26 ;
+  wire [1:0] \$26 ;
   reg [31:0] \$260 ;
   reg [31:0] \$261 ;
-  wire [29:0] \$262 ;
-  wire [8:0] \$263 ;
-  wire [8:0] \$264 ;
-  wire [8:0] \$265 ;
-  wire [8:0] \$266 ;
-  wire [2:0] \$267 ;
-  wire [2:0] \$268 ;
-  wire [2:0] \$269 ;
-  wire [1:0] \$27 ;
-  wire [2:0] \$270 ;
-  wire [1:0] \$28 ;
-  wire \$29 ;
+  reg [31:0] \$262 ;
+  reg [31:0] \$263 ;
+  reg [31:0] \$264 ;
+  reg [31:0] \$265 ;
+  reg [31:0] \$266 ;
+  reg [31:0] \$267 ;
+  reg [31:0] \$268 ;
+  reg [31:0] \$269 ;
+  wire \$27 ;
+  reg [31:0] \$270 ;
+  reg [31:0] \$271 ;
+  reg [31:0] \$272 ;
+  reg [31:0] \$273 ;
+  reg [31:0] \$274 ;
+  reg [31:0] \$275 ;
+  reg [31:0] \$276 ;
+  reg [31:0] \$277 ;
+  reg [31:0] \$278 ;
+  reg [31:0] \$279 ;
+  wire \$28 ;
+  reg [31:0] \$280 ;
+  reg [31:0] \$281 ;
+  reg [31:0] \$282 ;
+  reg [31:0] \$283 ;
+  wire [29:0] \$284 ;
+  wire [8:0] \$285 ;
+  wire [8:0] \$286 ;
+  wire [8:0] \$287 ;
+  wire [8:0] \$288 ;
+  wire [2:0] \$289 ;
+  wire [1:0] \$29 ;
+  wire [2:0] \$290 ;
+  wire [2:0] \$291 ;
+  wire [2:0] \$292 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [1:0] \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
+  wire [1:0] \$35 ;
+  wire [1:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [1:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [32:0] \$46 ;
+  wire \$46 ;
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
+  wire [1:0] \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -230,7 +252,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
+  wire [32:0] \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
@@ -269,9 +291,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
-  wire [3:0] \$93 ;
+  wire \$93 ;
   wire \$94 ;
-  wire [3:0] \$95 ;
+  wire \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
@@ -476,22 +498,22 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire ctl__busy;
   wire \ctl__busy$862 ;
   wire [175:0] ctl__cmd__payload;
-  wire [155:0] \ctl__cmd__payload$128 ;
-  wire [19:0] \ctl__cmd__payload$128.bias_addr ;
-  wire [19:0] \ctl__cmd__payload$128.dst_addr ;
-  wire [19:0] \ctl__cmd__payload$128.mult_addr ;
-  wire [7:0] \ctl__cmd__payload$128.ops ;
-  wire \ctl__cmd__payload$128.ops.add ;
-  wire \ctl__cmd__payload$128.ops.bias ;
-  wire \ctl__cmd__payload$128.ops.maxred ;
-  wire \ctl__cmd__payload$128.ops.relu ;
-  wire [3:0] \ctl__cmd__payload$128.ops.reserved ;
-  wire [19:0] \ctl__cmd__payload$128.res_addr ;
-  wire [3:0] \ctl__cmd__payload$128.reserved ;
-  wire [15:0] \ctl__cmd__payload$128.rows ;
-  wire [19:0] \ctl__cmd__payload$128.shift_addr ;
-  wire [19:0] \ctl__cmd__payload$128.src_addr ;
-  wire [7:0] \ctl__cmd__payload$128.zero_point ;
+  wire [155:0] \ctl__cmd__payload$130 ;
+  wire [19:0] \ctl__cmd__payload$130.bias_addr ;
+  wire [19:0] \ctl__cmd__payload$130.dst_addr ;
+  wire [19:0] \ctl__cmd__payload$130.mult_addr ;
+  wire [7:0] \ctl__cmd__payload$130.ops ;
+  wire \ctl__cmd__payload$130.ops.add ;
+  wire \ctl__cmd__payload$130.ops.bias ;
+  wire \ctl__cmd__payload$130.ops.maxred ;
+  wire \ctl__cmd__payload$130.ops.relu ;
+  wire [3:0] \ctl__cmd__payload$130.ops.reserved ;
+  wire [19:0] \ctl__cmd__payload$130.res_addr ;
+  wire [3:0] \ctl__cmd__payload$130.reserved ;
+  wire [15:0] \ctl__cmd__payload$130.rows ;
+  wire [19:0] \ctl__cmd__payload$130.shift_addr ;
+  wire [19:0] \ctl__cmd__payload$130.src_addr ;
+  wire [7:0] \ctl__cmd__payload$130.zero_point ;
   wire [19:0] \ctl__cmd__payload.a_addr ;
   wire [19:0] \ctl__cmd__payload.a_kt_stride ;
   wire \ctl__cmd__payload.accumulate ;
@@ -504,11 +526,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [11:0] \ctl__cmd__payload.n_tiles ;
   wire [14:0] \ctl__cmd__payload.reserved ;
   wire ctl__cmd__ready;
-  wire \ctl__cmd__ready$127 ;
+  wire \ctl__cmd__ready$129 ;
   wire ctl__cmd__valid;
-  wire \ctl__cmd__valid$124 ;
+  wire \ctl__cmd__valid$125 ;
   wire ctl__done;
-  wire \ctl__done$131 ;
+  wire \ctl__done$133 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -546,7 +568,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  wire [7:0] \ctl__error$133 ;
+  wire [7:0] \ctl__error$135 ;
   wire debug_hang_gemm;
   wire debug_hang_vec;
   reg [255:0] desc;
@@ -1653,13 +1675,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire s__wvalid;
   wire sleeping;
   wire [13:0] spad_rd__addr;
-  wire [13:0] \spad_rd__addr$144 ;
+  wire [13:0] \spad_rd__addr$145 ;
   wire [13:0] \spad_rd__addr$153 ;
   wire [63:0] spad_rd__data;
   wire [63:0] \spad_rd__data$150 ;
   wire [63:0] \spad_rd__data$158 ;
   wire spad_rd__en;
-  wire \spad_rd__en$146 ;
+  wire \spad_rd__en$147 ;
   wire \spad_rd__en$155 ;
   wire spad_rd__gnt;
   wire \spad_rd__gnt$148 ;
@@ -1852,345 +1874,363 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire wr__1__gnt;
   wire \wr__1__gnt$213 ;
   assign held = ~ core_ctrl_run;
-  assign \$1  = ~ reset[0];
-  assign load__cmd__valid = dma_load__valid & \$1 ;
-  assign \$2  = ~ reset[0];
-  assign dma_load__ready = load__cmd__ready & \$2 ;
-  assign \$3  = ~ reset[1];
-  assign store__cmd__valid = dma_store__valid & \$3 ;
-  assign \$4  = ~ reset[1];
-  assign dma_store__ready = store__cmd__ready & \$4 ;
-  assign \$5  = ~ reset[2];
-  assign ctl__cmd__valid = gemm__valid & \$5 ;
-  assign \$6  = ~ reset[2];
-  assign gemm__ready = ctl__cmd__ready & \$6 ;
-  assign \$7  = ~ reset[3];
-  assign \ctl__cmd__valid$124  = vec__valid & \$7 ;
-  assign \$8  = ~ reset[3];
-  assign vec__ready = \ctl__cmd__ready$127  & \$8 ;
-  assign \$9  = ~ gemm_frozen;
-  assign rd__0__en = spad_rd__en & \$9 ;
-  assign \$10  = ~ gemm_frozen;
-  assign spad_rd__gnt = rd__0__gnt & \$10 ;
-  assign \$11  = ~ vec_frozen;
-  assign rd__1__en = \spad_rd__en$146  & \$11 ;
-  assign \$12  = ~ vec_frozen;
-  assign \spad_rd__gnt$148  = rd__1__gnt & \$12 ;
-  assign \$15  = ~ vec_frozen;
-  assign wr__0__en = spad_wr__en & \$15 ;
-  assign \$16  = ~ vec_frozen;
-  assign spad_wr__gnt = wr__0__gnt & \$16 ;
-  assign \$19  = ~ gemm_frozen;
-  assign \rd__0__en$178  = acc_rd__en & \$19 ;
-  assign \$20  = ~ gemm_frozen;
-  assign acc_rd__gnt = \rd__0__gnt$181  & \$20 ;
-  assign \$21  = ~ vec_frozen;
-  assign \rd__1__en$186  = \acc_rd__en$187  & \$21 ;
-  assign \$22  = ~ vec_frozen;
-  assign \acc_rd__gnt$188  = \rd__1__gnt$189  & \$22 ;
-  assign \$25  = ~ gemm_frozen;
-  assign \wr__0__en$202  = acc_wr__en & \$25 ;
-  assign \$26  = ~ gemm_frozen;
-  assign acc_wr__gnt = \wr__0__gnt$205  & \$26 ;
-  assign \$29  = | \$267 ;
-  assign \$30  = | \$268 ;
-  assign \$31  = | \$269 ;
-  assign \$32  = | \$270 ;
+  assign \$2  = ~ \$1 ;
+  assign load__cmd__valid = dma_load__valid & \$2 ;
+  assign \$4  = ~ \$3 ;
+  assign dma_load__ready = load__cmd__ready & \$4 ;
+  assign \$7  = ~ \$6 ;
+  assign store__cmd__valid = dma_store__valid & \$7 ;
+  assign \$9  = ~ \$8 ;
+  assign dma_store__ready = store__cmd__ready & \$9 ;
+  assign \$11  = reset[2] | gemm_frozen;
+  assign \$12  = ~ \$11 ;
+  assign ctl__cmd__valid = gemm__valid & \$12 ;
+  assign \$13  = reset[2] | gemm_frozen;
+  assign \$14  = ~ \$13 ;
+  assign gemm__ready = ctl__cmd__ready & \$14 ;
+  assign \$15  = ~ gemm_frozen;
+  assign gemm_done = ctl__done & \$15 ;
+  assign \$16  = reset[3] | vec_frozen;
+  assign \$17  = ~ \$16 ;
+  assign \ctl__cmd__valid$125  = vec__valid & \$17 ;
+  assign \$18  = reset[3] | vec_frozen;
+  assign \$19  = ~ \$18 ;
+  assign vec__ready = \ctl__cmd__ready$129  & \$19 ;
+  assign \$20  = ~ vec_frozen;
+  assign vec_done = \ctl__done$133  & \$20 ;
+  assign \$21  = ~ gemm_frozen;
+  assign rd__0__en = spad_rd__en & \$21 ;
+  assign \$22  = ~ gemm_frozen;
+  assign spad_rd__gnt = rd__0__gnt & \$22 ;
+  assign \$23  = ~ vec_frozen;
+  assign rd__1__en = \spad_rd__en$147  & \$23 ;
+  assign \$24  = ~ vec_frozen;
+  assign \spad_rd__gnt$148  = rd__1__gnt & \$24 ;
+  assign \$27  = ~ vec_frozen;
+  assign wr__0__en = spad_wr__en & \$27 ;
+  assign \$28  = ~ vec_frozen;
+  assign spad_wr__gnt = wr__0__gnt & \$28 ;
+  assign \$31  = ~ gemm_frozen;
+  assign \rd__0__en$178  = acc_rd__en & \$31 ;
+  assign \$32  = ~ gemm_frozen;
+  assign acc_rd__gnt = \rd__0__gnt$181  & \$32 ;
+  assign \$33  = ~ vec_frozen;
+  assign \rd__1__en$186  = \acc_rd__en$187  & \$33 ;
+  assign \$34  = ~ vec_frozen;
+  assign \acc_rd__gnt$188  = \rd__1__gnt$189  & \$34 ;
+  assign \$37  = ~ gemm_frozen;
+  assign \wr__0__en$202  = acc_wr__en & \$37 ;
+  assign \$38  = ~ gemm_frozen;
+  assign acc_wr__gnt = \wr__0__gnt$205  & \$38 ;
+  assign \$41  = | \$289 ;
+  assign \$42  = | \$290 ;
+  assign \$43  = | \$291 ;
+  assign \$44  = | \$292 ;
   assign forward = fw_write_forward & forward_nonempty;
-  assign \$33  = cmd_submit_go & held;
+  assign \$45  = cmd_submit_go & held;
   assign fw_write_q_pop_queue = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign \$34  = ! fw_write_forward_word[1:0];
-  assign \$35  = forward & \$34 ;
-  assign q__0__pop = fw_write_q_pop_queue[0] | \$35 ;
-  assign \$36  = fw_write_forward_word[1:0] == 1'h1;
-  assign \$37  = forward & \$36 ;
-  assign q__1__pop = fw_write_q_pop_queue[1] | \$37 ;
-  assign \$38  = fw_write_forward_word[1:0] == 2'h2;
-  assign \$39  = forward & \$38 ;
-  assign q__2__pop = fw_write_q_pop_queue[2] | \$39 ;
-  assign \$40  = fw_write_forward_word[1:0] == 2'h3;
-  assign \$41  = forward & \$40 ;
-  assign q__3__pop = fw_write_q_pop_queue[3] | \$41 ;
+  assign \$46  = ! fw_write_forward_word[1:0];
+  assign \$47  = forward & \$46 ;
+  assign q__0__pop = fw_write_q_pop_queue[0] | \$47 ;
+  assign \$48  = fw_write_forward_word[1:0] == 1'h1;
+  assign \$49  = forward & \$48 ;
+  assign q__1__pop = fw_write_q_pop_queue[1] | \$49 ;
+  assign \$50  = fw_write_forward_word[1:0] == 2'h2;
+  assign \$51  = forward & \$50 ;
+  assign q__2__pop = fw_write_q_pop_queue[2] | \$51 ;
+  assign \$52  = fw_write_forward_word[1:0] == 2'h3;
+  assign \$53  = forward & \$52 ;
+  assign q__3__pop = fw_write_q_pop_queue[3] | \$53 ;
   assign fw_write_retire_pop_engine = fw_write_retire_pop_word[3:0] & { fw_write_retire_pop, fw_write_retire_pop, fw_write_retire_pop, fw_write_retire_pop };
-  assign w_en = retire__0__done & \$42 ;
-  assign \w_en$486  = retire__1__done & \$43 ;
-  assign \w_en$497  = retire__2__done & \$44 ;
-  assign \w_en$508  = retire__3__done & \$45 ;
+  assign w_en = retire__0__done & \$54 ;
+  assign \w_en$486  = retire__1__done & \$55 ;
+  assign \w_en$497  = retire__2__done & \$56 ;
+  assign \w_en$508  = retire__3__done & \$57 ;
   assign fw_write_qreset_ack_queue = fw_write_qreset_ack_word[3:0] & { fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack };
   assign reset = fw_write_engine_reset_word[3:0] & { fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset };
-  assign \$46  = timestamp_cycles - timer_cycles;
-  assign fw_timer_due = ~ \$46 [31];
-  assign \$47  = retire__0__done & \$263 [8];
-  assign \$48  = ! dma_load_error;
-  assign \$49  = \$47  & \$48 ;
-  assign \$50  = ~ core_ctrl_run;
-  assign irq_status_dma_load_done_set = \$49  & \$50 ;
-  assign \$51  = retire__1__done & \$264 [8];
-  assign \$52  = ! dma_store_error;
-  assign \$53  = \$51  & \$52 ;
-  assign \$54  = ~ core_ctrl_run;
-  assign irq_status_dma_store_done_set = \$53  & \$54 ;
-  assign \$55  = retire__2__done & \$265 [8];
-  assign \$56  = ! gemm_error;
-  assign \$57  = \$55  & \$56 ;
-  assign \$58  = ~ core_ctrl_run;
-  assign irq_status_gemm_done_set = \$57  & \$58 ;
-  assign \$59  = retire__3__done & \$266 [8];
-  assign \$60  = ! vec_error;
+  assign \$58  = timestamp_cycles - timer_cycles;
+  assign fw_timer_due = ~ \$58 [31];
+  assign \$59  = retire__0__done & \$285 [8];
+  assign \$60  = ! dma_load_error;
   assign \$61  = \$59  & \$60 ;
   assign \$62  = ~ core_ctrl_run;
-  assign irq_status_vec_done_set = \$61  & \$62 ;
+  assign irq_status_dma_load_done_set = \$61  & \$62 ;
+  assign \$63  = retire__1__done & \$286 [8];
+  assign \$64  = ! dma_store_error;
+  assign \$65  = \$63  & \$64 ;
+  assign \$66  = ~ core_ctrl_run;
+  assign irq_status_dma_store_done_set = \$65  & \$66 ;
+  assign \$67  = retire__2__done & \$287 [8];
+  assign \$68  = ! gemm_error;
+  assign \$69  = \$67  & \$68 ;
+  assign \$70  = ~ core_ctrl_run;
+  assign irq_status_gemm_done_set = \$69  & \$70 ;
+  assign \$71  = retire__3__done & \$288 [8];
+  assign \$72  = ! vec_error;
+  assign \$73  = \$71  & \$72 ;
+  assign \$74  = ~ core_ctrl_run;
+  assign irq_status_vec_done_set = \$73  & \$74 ;
   assign direct_busy = cmd_submit_go & core_ctrl_run;
-  assign \$63  = | vec_error;
-  assign \$64  = retire__3__done & \$63 ;
-  assign \$65  = ~ core_ctrl_run;
-  assign \$66  = \$64  & \$65 ;
-  assign \$67  = | gemm_error;
-  assign \$68  = retire__2__done & \$67 ;
-  assign \$69  = ~ core_ctrl_run;
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = | dma_store_error;
-  assign \$72  = retire__1__done & \$71 ;
-  assign \$73  = ~ core_ctrl_run;
-  assign \$74  = \$72  & \$73 ;
-  assign \$75  = | dma_load_error;
-  assign \$76  = retire__0__done & \$75 ;
+  assign \$75  = | vec_error;
+  assign \$76  = retire__3__done & \$75 ;
   assign \$77  = ~ core_ctrl_run;
   assign \$78  = \$76  & \$77 ;
-  assign \$79  = | reject__error;
-  assign \$80  = reject__done & \$79 ;
+  assign \$79  = | gemm_error;
+  assign \$80  = retire__2__done & \$79 ;
   assign \$81  = ~ core_ctrl_run;
   assign \$82  = \$80  & \$81 ;
-  assign \$83  = irq_status_dma_load_done & irq_enable_dma_load_done;
-  assign \$85  = irq_status_dma_store_done & irq_enable_dma_store_done;
-  assign \$87  = irq_status_gemm_done & irq_enable_gemm_done;
-  assign \$89  = irq_status_vec_done & irq_enable_vec_done;
-  assign \$91  = irq_status_error & irq_enable_error;
-  assign \$93  = irq_status_queue_cpl & irq_enable_queue_cpl;
-  assign \$94  = | \$93 ;
-  assign \$95  = irq_status_queue_error & irq_enable_queue_error;
-  assign \$96  = | \$95 ;
-  assign \$97  = irq_status_fw_msg & irq_enable_fw_msg;
-  assign pending = | { \$98 , \$96 , \$94 , \$92 , \$90 , \$88 , \$86 , \$84  };
-  assign \$99  = gemm_hang_armed & ctl__busy;
-  assign \$100  = vec_hang_armed & \ctl__busy$862 ;
-  assign \$101  = ~ mmio__ack;
-  assign \$102  = bus__en & \$101 ;
-  assign \$103  = \$102  & bus__we;
-  assign \$104  = \$262 [9:0] == 4'hb;
-  assign \$105  = \$103  & \$104 ;
-  assign \$106  = ~ mmio__ack;
-  assign \$107  = bus__en & \$106 ;
-  assign \$108  = \$107  & bus__we;
-  assign \$109  = \$262 [9:0] == 4'ha;
-  assign \$110  = \$108  & \$109 ;
-  assign \$111  = ~ mmio__ack;
-  assign \$112  = bus__en & \$111 ;
-  assign \$113  = \$112  & bus__we;
-  assign \$114  = \$262 [9:0] == 5'h10;
-  assign \$115  = \$113  & \$114 ;
-  assign \$116  = timestamp_cycles + 1'h1;
-  assign \$117  = ~ mmio__ack;
-  assign \$118  = bus__en & \$117 ;
-  assign \$119  = \$118  & bus__we;
-  assign \$120  = \$262 [9:0] == 5'h14;
-  assign \$121  = \$119  & \$120 ;
-  assign \$122  = ~ mmio__ack;
-  assign \$123  = bus__en & \$122 ;
-  assign \$124  = \$123  & bus__we;
-  assign \$125  = \$262 [9:0] == 5'h11;
-  assign \$126  = \$124  & \$125 ;
-  assign \$127  = ~ mmio__ack;
-  assign \$128  = bus__en & \$127 ;
-  assign \$129  = \$128  & bus__we;
-  assign \$130  = \$262 [9:0] == 5'h15;
-  assign \$131  = \$129  & \$130 ;
-  assign \$132  = ~ work_mask_qready;
-  assign \$133  = { q__3__ready, q__2__ready, q__1__ready, q__0__ready } & \$132 ;
-  assign \$134  = | \$133 ;
-  assign \$135  = | retire_valid;
-  assign \$136  = \$134  | \$135 ;
-  assign \$137  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
-  assign \$138  = \$136  | \$137 ;
-  assign \$139  = ~ work_mask_timer;
-  assign \$140  = fw_timer_due & \$139 ;
-  assign \$141  = \$138  | \$140 ;
-  assign \$142  = done_dma_load_count + 1'h1;
-  assign \$143  = done_dma_store_count + 1'h1;
-  assign \$144  = done_gemm_count + 1'h1;
-  assign \$145  = done_vec_count + 1'h1;
-  assign \$146  = ~ irq_status_error;
-  assign \$147  = failing & \$146 ;
-  assign \$148  = ~ perf_ctrl_freeze;
-  assign \$149  = perf_cycles_count + 1'h1;
-  assign \$150  = ~ perf_ctrl_freeze;
-  assign \$151  = perf_gemm_busy_count + ctl__busy;
-  assign \$152  = ~ perf_ctrl_freeze;
-  assign \$153  = perf_gemm_active_count + active;
-  assign \$154  = ~ perf_ctrl_freeze;
-  assign \$155  = perf_gemm_stall_count + stall;
-  assign \$156  = ~ perf_ctrl_freeze;
-  assign \$157  = perf_vec_busy_count + \ctl__busy$862 ;
-  assign \$158  = ~ perf_ctrl_freeze;
-  assign \$159  = perf_vec_active_count + \active$879 ;
+  assign \$83  = | dma_store_error;
+  assign \$84  = retire__1__done & \$83 ;
+  assign \$85  = ~ core_ctrl_run;
+  assign \$86  = \$84  & \$85 ;
+  assign \$87  = | dma_load_error;
+  assign \$88  = retire__0__done & \$87 ;
+  assign \$89  = ~ core_ctrl_run;
+  assign \$90  = \$88  & \$89 ;
+  assign \$91  = | reject__error;
+  assign \$92  = reject__done & \$91 ;
+  assign \$93  = ~ core_ctrl_run;
+  assign \$94  = \$92  & \$93 ;
+  assign \$95  = irq_status_dma_load_done & irq_enable_dma_load_done;
+  assign \$97  = irq_status_dma_store_done & irq_enable_dma_store_done;
+  assign \$99  = irq_status_gemm_done & irq_enable_gemm_done;
+  assign \$101  = irq_status_vec_done & irq_enable_vec_done;
+  assign \$103  = irq_status_error & irq_enable_error;
+  assign \$105  = irq_status_queue_cpl & irq_enable_queue_cpl;
+  assign \$106  = | \$105 ;
+  assign \$107  = irq_status_queue_error & irq_enable_queue_error;
+  assign \$108  = | \$107 ;
+  assign \$109  = irq_status_fw_msg & irq_enable_fw_msg;
+  assign pending = | { \$110 , \$108 , \$106 , \$104 , \$102 , \$100 , \$98 , \$96  };
+  assign \$111  = gemm_hang_armed & ctl__busy;
+  assign \$112  = vec_hang_armed & \ctl__busy$862 ;
+  assign \$113  = ~ mmio__ack;
+  assign \$114  = bus__en & \$113 ;
+  assign \$115  = \$114  & bus__we;
+  assign \$116  = \$284 [9:0] == 4'hb;
+  assign \$117  = \$115  & \$116 ;
+  assign \$118  = ~ mmio__ack;
+  assign \$119  = bus__en & \$118 ;
+  assign \$120  = \$119  & bus__we;
+  assign \$121  = \$284 [9:0] == 4'ha;
+  assign \$122  = \$120  & \$121 ;
+  assign \$123  = ~ mmio__ack;
+  assign \$124  = bus__en & \$123 ;
+  assign \$125  = \$124  & bus__we;
+  assign \$126  = \$284 [9:0] == 5'h10;
+  assign \$127  = \$125  & \$126 ;
+  assign \$128  = timestamp_cycles + 1'h1;
+  assign \$129  = ~ mmio__ack;
+  assign \$130  = bus__en & \$129 ;
+  assign \$131  = \$130  & bus__we;
+  assign \$132  = \$284 [9:0] == 5'h14;
+  assign \$133  = \$131  & \$132 ;
+  assign \$134  = ~ mmio__ack;
+  assign \$135  = bus__en & \$134 ;
+  assign \$136  = \$135  & bus__we;
+  assign \$137  = \$284 [9:0] == 5'h11;
+  assign \$138  = \$136  & \$137 ;
+  assign \$139  = ~ mmio__ack;
+  assign \$140  = bus__en & \$139 ;
+  assign \$141  = \$140  & bus__we;
+  assign \$142  = \$284 [9:0] == 5'h15;
+  assign \$143  = \$141  & \$142 ;
+  assign \$144  = ~ work_mask_qready;
+  assign \$145  = { q__3__ready, q__2__ready, q__1__ready, q__0__ready } & \$144 ;
+  assign \$146  = | \$145 ;
+  assign \$147  = | retire_valid;
+  assign \$148  = \$146  | \$147 ;
+  assign \$149  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
+  assign \$150  = \$148  | \$149 ;
+  assign \$151  = ~ work_mask_timer;
+  assign \$152  = fw_timer_due & \$151 ;
+  assign \$153  = \$150  | \$152 ;
+  assign \$154  = done_dma_load_count + 1'h1;
+  assign \$155  = done_dma_store_count + 1'h1;
+  assign \$156  = done_gemm_count + 1'h1;
+  assign \$157  = done_vec_count + 1'h1;
+  assign \$158  = ~ irq_status_error;
+  assign \$159  = failing & \$158 ;
   assign \$160  = ~ perf_ctrl_freeze;
-  assign \$161  = perf_dma_load_busy_count + load__busy;
+  assign \$161  = perf_cycles_count + 1'h1;
   assign \$162  = ~ perf_ctrl_freeze;
-  assign \$163  = perf_dma_store_busy_count + store__busy;
-  assign \$164  = ~ perf_ctrl_freeze;
-  assign \$165  = perf_dma_load_bytes_count + load_bytes;
-  assign \$166  = ~ perf_ctrl_freeze;
-  assign \$167  = perf_dma_store_bytes_count + store_bytes;
-  assign \$168  = ~ perf_ctrl_freeze;
-  assign \$169  = axi__rvalid & m__0__rready;
-  assign \$170  = ~ \$169 ;
-  assign \$171  = load__busy & \$170 ;
-  assign \$172  = perf_dma_load_stall_count + \$171 ;
-  assign \$173  = ~ perf_ctrl_freeze;
-  assign \$174  = m__0__wvalid & axi__wready;
-  assign \$175  = ~ \$174 ;
-  assign \$176  = store__busy & \$175 ;
-  assign \$177  = perf_dma_store_stall_count + \$176 ;
-  assign \$178  = ~ perf_ctrl_freeze;
-  assign \$179  = ~ \active$879 ;
-  assign \$180  = \ctl__busy$862  & \$179 ;
-  assign \$181  = perf_vec_stall_count + \$180 ;
-  assign \$182  = ~ perf_ctrl_freeze;
-  assign \$183  = perf_dma_load_full_count + full[0];
-  assign \$184  = ~ perf_ctrl_freeze;
-  assign \$185  = perf_dma_store_full_count + full[1];
-  assign \$186  = ~ perf_ctrl_freeze;
-  assign \$187  = perf_gemm_full_count + full[2];
-  assign \$188  = ~ perf_ctrl_freeze;
-  assign \$189  = perf_vec_full_count + full[3];
-  assign \$190  = ~ perf_ctrl_freeze;
-  assign \$191  = perf_q_retired0_count + q__0__retired;
+  assign \$163  = ctl__busy | gemm_frozen;
+  assign \$164  = perf_gemm_busy_count + \$163 ;
+  assign \$165  = ~ perf_ctrl_freeze;
+  assign \$166  = ~ gemm_frozen;
+  assign \$167  = active & \$166 ;
+  assign \$168  = perf_gemm_active_count + \$167 ;
+  assign \$169  = ~ perf_ctrl_freeze;
+  assign \$170  = stall | gemm_frozen;
+  assign \$171  = perf_gemm_stall_count + \$170 ;
+  assign \$172  = ~ perf_ctrl_freeze;
+  assign \$173  = \ctl__busy$862  | vec_frozen;
+  assign \$174  = perf_vec_busy_count + \$173 ;
+  assign \$175  = ~ perf_ctrl_freeze;
+  assign \$176  = ~ vec_frozen;
+  assign \$177  = \active$879  & \$176 ;
+  assign \$178  = perf_vec_active_count + \$177 ;
+  assign \$179  = ~ perf_ctrl_freeze;
+  assign \$180  = perf_dma_load_busy_count + load__busy;
+  assign \$181  = ~ perf_ctrl_freeze;
+  assign \$182  = perf_dma_store_busy_count + store__busy;
+  assign \$183  = ~ perf_ctrl_freeze;
+  assign \$184  = perf_dma_load_bytes_count + load_bytes;
+  assign \$185  = ~ perf_ctrl_freeze;
+  assign \$186  = perf_dma_store_bytes_count + store_bytes;
+  assign \$187  = ~ perf_ctrl_freeze;
+  assign \$188  = axi__rvalid & m__0__rready;
+  assign \$189  = ~ \$188 ;
+  assign \$190  = load__busy & \$189 ;
+  assign \$191  = perf_dma_load_stall_count + \$190 ;
   assign \$192  = ~ perf_ctrl_freeze;
-  assign \$193  = perf_q_event_stall0_count + q_wait_queue[0];
-  assign \$194  = ~ perf_ctrl_freeze;
-  assign \$195  = perf_q_retired1_count + q__1__retired;
-  assign \$196  = ~ perf_ctrl_freeze;
-  assign \$197  = perf_q_event_stall1_count + q_wait_queue[1];
-  assign \$198  = ~ perf_ctrl_freeze;
-  assign \$199  = perf_q_retired2_count + q__2__retired;
-  assign \$200  = ~ perf_ctrl_freeze;
-  assign \$201  = perf_q_event_stall2_count + q_wait_queue[2];
-  assign \$202  = ~ perf_ctrl_freeze;
-  assign \$203  = perf_q_retired3_count + q__3__retired;
+  assign \$193  = m__0__wvalid & axi__wready;
+  assign \$194  = ~ \$193 ;
+  assign \$195  = store__busy & \$194 ;
+  assign \$196  = perf_dma_store_stall_count + \$195 ;
+  assign \$197  = ~ perf_ctrl_freeze;
+  assign \$198  = \ctl__busy$862  | vec_frozen;
+  assign \$199  = ~ vec_frozen;
+  assign \$200  = \active$879  & \$199 ;
+  assign \$201  = ~ \$200 ;
+  assign \$202  = \$198  & \$201 ;
+  assign \$203  = perf_vec_stall_count + \$202 ;
   assign \$204  = ~ perf_ctrl_freeze;
-  assign \$205  = perf_q_event_stall3_count + q_wait_queue[3];
+  assign \$205  = perf_dma_load_full_count + full[0];
+  assign \$206  = ~ perf_ctrl_freeze;
+  assign \$207  = perf_dma_store_full_count + full[1];
+  assign \$208  = ~ perf_ctrl_freeze;
+  assign \$209  = perf_gemm_full_count + full[2];
+  assign \$210  = ~ perf_ctrl_freeze;
+  assign \$211  = perf_vec_full_count + full[3];
+  assign \$212  = ~ perf_ctrl_freeze;
+  assign \$213  = perf_q_retired0_count + q__0__retired;
+  assign \$214  = ~ perf_ctrl_freeze;
+  assign \$215  = perf_q_event_stall0_count + q_wait_queue[0];
+  assign \$216  = ~ perf_ctrl_freeze;
+  assign \$217  = perf_q_retired1_count + q__1__retired;
+  assign \$218  = ~ perf_ctrl_freeze;
+  assign \$219  = perf_q_event_stall1_count + q_wait_queue[1];
+  assign \$220  = ~ perf_ctrl_freeze;
+  assign \$221  = perf_q_retired2_count + q__2__retired;
+  assign \$222  = ~ perf_ctrl_freeze;
+  assign \$223  = perf_q_event_stall2_count + q_wait_queue[2];
+  assign \$224  = ~ perf_ctrl_freeze;
+  assign \$225  = perf_q_retired3_count + q__3__retired;
+  assign \$226  = ~ perf_ctrl_freeze;
+  assign \$227  = perf_q_event_stall3_count + q_wait_queue[3];
   always @(posedge clk)
-    gemm_hang_armed <= \$206 ;
+    gemm_hang_armed <= \$228 ;
   always @(posedge clk)
-    gemm_frozen <= \$207 ;
+    gemm_frozen <= \$229 ;
   always @(posedge clk)
-    vec_hang_armed <= \$208 ;
+    vec_hang_armed <= \$230 ;
   always @(posedge clk)
-    vec_frozen <= \$209 ;
+    vec_frozen <= \$231 ;
   always @(posedge clk)
-    fw_msg_value <= \$210 ;
+    fw_msg_value <= \$232 ;
   always @(posedge clk)
-    fw_write_forward <= \$211 ;
+    fw_write_forward <= \$233 ;
   always @(posedge clk)
-    fw_write_forward_word <= \$212 ;
+    fw_write_forward_word <= \$234 ;
   always @(posedge clk)
-    fw_write_q_pop <= \$213 ;
+    fw_write_q_pop <= \$235 ;
   always @(posedge clk)
-    fw_write_q_pop_word <= \$214 ;
+    fw_write_q_pop_word <= \$236 ;
   always @(posedge clk)
-    fw_write_retire_pop <= \$215 ;
+    fw_write_retire_pop <= \$237 ;
   always @(posedge clk)
-    fw_write_retire_pop_word <= \$216 ;
+    fw_write_retire_pop_word <= \$238 ;
   always @(posedge clk)
-    timestamp_cycles <= \$217 ;
+    timestamp_cycles <= \$239 ;
   always @(posedge clk)
-    fw_write_qreset_ack <= \$218 ;
+    fw_write_qreset_ack <= \$240 ;
   always @(posedge clk)
-    fw_write_qreset_ack_word <= \$219 ;
+    fw_write_qreset_ack_word <= \$241 ;
   always @(posedge clk)
-    q__0__doorbell_we <= \$220 ;
+    q__0__doorbell_we <= \$242 ;
   always @(posedge clk)
-    q__1__doorbell_we <= \$221 ;
+    q__1__doorbell_we <= \$243 ;
   always @(posedge clk)
-    q__2__doorbell_we <= \$222 ;
+    q__2__doorbell_we <= \$244 ;
   always @(posedge clk)
-    q__3__doorbell_we <= \$223 ;
+    q__3__doorbell_we <= \$245 ;
   always @(posedge clk)
-    cpl_valid <= \$224 ;
+    cpl_valid <= \$246 ;
   always @(posedge clk)
-    fw_write_cpl_word <= \$225 ;
+    fw_write_cpl_word <= \$247 ;
   always @(posedge clk)
-    fw_write_engine_reset <= \$226 ;
+    fw_write_engine_reset <= \$248 ;
   always @(posedge clk)
-    fw_write_engine_reset_word <= \$227 ;
+    fw_write_engine_reset_word <= \$249 ;
   always @(posedge clk)
-    \irq$724  <= \$228 ;
+    \irq$724  <= \$250 ;
   always @(posedge clk)
-    done_dma_load_count <= \$229 ;
+    done_dma_load_count <= \$251 ;
   always @(posedge clk)
-    done_dma_store_count <= \$230 ;
+    done_dma_store_count <= \$252 ;
   always @(posedge clk)
-    done_gemm_count <= \$231 ;
+    done_gemm_count <= \$253 ;
   always @(posedge clk)
-    done_vec_count <= \$232 ;
+    done_vec_count <= \$254 ;
   always @(posedge clk)
-    error_info_code <= \$233 ;
+    error_info_code <= \$255 ;
   always @(posedge clk)
-    error_info_opcode <= \$234 ;
+    error_info_opcode <= \$256 ;
   always @(posedge clk)
-    error_info_tag <= \$235 ;
+    error_info_tag <= \$257 ;
   always @(posedge clk)
-    irq <= \$236 ;
+    irq <= \$258 ;
   always @(posedge clk)
-    perf_cycles_count <= \$237 ;
+    perf_cycles_count <= \$259 ;
   always @(posedge clk)
-    perf_gemm_busy_count <= \$238 ;
+    perf_gemm_busy_count <= \$260 ;
   always @(posedge clk)
-    perf_gemm_active_count <= \$239 ;
+    perf_gemm_active_count <= \$261 ;
   always @(posedge clk)
-    perf_gemm_stall_count <= \$240 ;
+    perf_gemm_stall_count <= \$262 ;
   always @(posedge clk)
-    perf_vec_busy_count <= \$241 ;
+    perf_vec_busy_count <= \$263 ;
   always @(posedge clk)
-    perf_vec_active_count <= \$242 ;
+    perf_vec_active_count <= \$264 ;
   always @(posedge clk)
-    perf_dma_load_busy_count <= \$243 ;
+    perf_dma_load_busy_count <= \$265 ;
   always @(posedge clk)
-    perf_dma_store_busy_count <= \$244 ;
+    perf_dma_store_busy_count <= \$266 ;
   always @(posedge clk)
-    perf_dma_load_bytes_count <= \$245 ;
+    perf_dma_load_bytes_count <= \$267 ;
   always @(posedge clk)
-    perf_dma_store_bytes_count <= \$246 ;
+    perf_dma_store_bytes_count <= \$268 ;
   always @(posedge clk)
-    perf_dma_load_stall_count <= \$247 ;
+    perf_dma_load_stall_count <= \$269 ;
   always @(posedge clk)
-    perf_dma_store_stall_count <= \$248 ;
+    perf_dma_store_stall_count <= \$270 ;
   always @(posedge clk)
-    perf_vec_stall_count <= \$249 ;
+    perf_vec_stall_count <= \$271 ;
   always @(posedge clk)
-    perf_dma_load_full_count <= \$250 ;
+    perf_dma_load_full_count <= \$272 ;
   always @(posedge clk)
-    perf_dma_store_full_count <= \$251 ;
+    perf_dma_store_full_count <= \$273 ;
   always @(posedge clk)
-    perf_gemm_full_count <= \$252 ;
+    perf_gemm_full_count <= \$274 ;
   always @(posedge clk)
-    perf_vec_full_count <= \$253 ;
+    perf_vec_full_count <= \$275 ;
   always @(posedge clk)
-    perf_q_retired0_count <= \$254 ;
+    perf_q_retired0_count <= \$276 ;
   always @(posedge clk)
-    perf_q_event_stall0_count <= \$255 ;
+    perf_q_event_stall0_count <= \$277 ;
   always @(posedge clk)
-    perf_q_retired1_count <= \$256 ;
+    perf_q_retired1_count <= \$278 ;
   always @(posedge clk)
-    perf_q_event_stall1_count <= \$257 ;
+    perf_q_event_stall1_count <= \$279 ;
   always @(posedge clk)
-    perf_q_retired2_count <= \$258 ;
+    perf_q_retired2_count <= \$280 ;
   always @(posedge clk)
-    perf_q_event_stall2_count <= \$259 ;
+    perf_q_event_stall2_count <= \$281 ;
   always @(posedge clk)
-    perf_q_retired3_count <= \$260 ;
+    perf_q_retired3_count <= \$282 ;
   always @(posedge clk)
-    perf_q_event_stall3_count <= \$261 ;
+    perf_q_event_stall3_count <= \$283 ;
   \kaki_soc_8x8.acc  acc (
     .clk(clk),
     .rd__0__addr(\rd__0__addr$176 ),
@@ -2203,7 +2243,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .rd__1__gnt(\rd__1__gnt$189 ),
     .rd__2__addr(rd__2__addr[12:0]),
     .rd__2__data(\acc_rd__data$198 ),
-    .rd__2__en(\$23 [0]),
+    .rd__2__en(\$35 [0]),
     .rd__2__gnt(\rd__2__gnt$197 ),
     .rst(rst),
     .wr__0__addr(\wr__0__addr$200 ),
@@ -2212,7 +2252,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .wr__0__gnt(\wr__0__gnt$205 ),
     .wr__1__addr(wr__1__addr[12:0]),
     .wr__1__data(\wr__1__data$214 ),
-    .wr__1__en(\$27 [0]),
+    .wr__1__en(\$39 [0]),
     .wr__1__gnt(\wr__1__gnt$213 )
   );
   \kaki_soc_8x8.arb  arb (
@@ -2313,7 +2353,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$9051$2 (\$262 ),
+    .\port$9061$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2432,20 +2472,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8888$0 (q_wait_queue),
-    .\port$9077$0 (inflight),
-    .\port$9212$0 (q__0__cpl_irq),
-    .\port$9226$0 (q__0__error_irq),
-    .\port$9238$0 (q__1__cpl_irq),
-    .\port$9252$0 (q__1__error_irq),
-    .\port$9264$0 (q__2__cpl_irq),
-    .\port$9278$0 (q__2__error_irq),
-    .\port$9290$0 (q__3__cpl_irq),
-    .\port$9304$0 (q__3__error_irq),
-    .\port$9416$0 (\$267 ),
-    .\port$9424$0 (\$268 ),
-    .\port$9432$0 (\$269 ),
-    .\port$9440$0 (\$270 ),
+    .\port$8898$0 (q_wait_queue),
+    .\port$9087$0 (inflight),
+    .\port$9222$0 (q__0__cpl_irq),
+    .\port$9236$0 (q__0__error_irq),
+    .\port$9248$0 (q__1__cpl_irq),
+    .\port$9262$0 (q__1__error_irq),
+    .\port$9274$0 (q__2__cpl_irq),
+    .\port$9288$0 (q__2__error_irq),
+    .\port$9300$0 (q__3__cpl_irq),
+    .\port$9314$0 (q__3__error_irq),
+    .\port$9426$0 (\$289 ),
+    .\port$9434$0 (\$290 ),
+    .\port$9442$0 (\$291 ),
+    .\port$9450$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2522,10 +2562,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .desc(desc),
     .dma_load__payload(dma_load__payload),
     .dma_load__valid(dma_load__valid),
-    .dma_load_done(dma_load_done),
+    .dma_load_done(\$5 [0]),
     .dma_store__payload(dma_store__payload),
     .dma_store__valid(dma_store__valid),
-    .dma_store_done(dma_store_done),
+    .dma_store_done(\$10 [0]),
     .engine_reset(engine_reset),
     .full(full),
     .gemm__payload(gemm__payload),
@@ -2533,10 +2573,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$9079$0 (\$263 ),
-    .\port$9081$0 (\$264 ),
-    .\port$9083$0 (\$265 ),
-    .\port$9085$0 (\$266 ),
+    .\port$9089$0 (\$285 ),
+    .\port$9091$0 (\$286 ),
+    .\port$9093$0 (\$287 ),
+    .\port$9095$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2566,10 +2606,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma  dma (
     .acc_rd__data(\acc_rd__data$198 ),
     .acc_rd__en(\acc_rd__en$195 ),
-    .acc_rd__gnt(\$24 [0]),
+    .acc_rd__gnt(\$36 [0]),
     .acc_wr__data(\wr__1__data$214 ),
     .acc_wr__en(\acc_wr__en$211 ),
-    .acc_wr__gnt(\$28 [0]),
+    .acc_wr__gnt(\$40 [0]),
     .axi__araddr(m__0__araddr),
     .axi__arburst(m__0__arburst),
     .axi__arlen(m__0__arlen),
@@ -2607,24 +2647,24 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .load__cmd__payload(dma_load__payload[255:32]),
     .load__cmd__ready(load__cmd__ready),
     .load__cmd__valid(load__cmd__valid),
-    .load__done(dma_load_done),
+    .load__done(load__done),
     .load__error(dma_load_error),
     .load_bytes(load_bytes),
     .load_window(load_window),
-    .\port$97$0 (reset[1:0]),
+    .\port$111$0 (reset[1:0]),
     .rst(rst),
     .spad_rd__addr(rd__2__addr),
     .spad_rd__data(\spad_rd__data$158 ),
     .spad_rd__en(\spad_rd__en$155 ),
-    .spad_rd__gnt(\$14 [0]),
+    .spad_rd__gnt(\$26 [0]),
     .spad_wr__addr(wr__1__addr),
     .spad_wr__en(\spad_wr__en$171 ),
-    .spad_wr__gnt(\$18 [0]),
+    .spad_wr__gnt(\$30 [0]),
     .store__busy(store__busy),
     .store__cmd__payload(dma_store__payload[255:32]),
     .store__cmd__ready(store__cmd__ready),
     .store__cmd__valid(store__cmd__valid),
-    .store__done(dma_store_done),
+    .store__done(store__done),
     .store__error(dma_store_error),
     .store_bytes(store_bytes),
     .store_window(store_window)
@@ -2632,8 +2672,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$9079$16 (retire__0__tag),
-    .\port$9639$0 (dma_load_error),
+    .\port$9089$16 (retire__0__tag),
+    .\port$9649$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2643,8 +2683,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$9081$16 (retire__1__tag),
-    .\port$9759$0 (dma_store_error),
+    .\port$9091$16 (retire__1__tag),
+    .\port$9769$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2687,23 +2727,23 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$4265$0 (q__0__ready),
-    .\port$4267$0 (q__0__qreset_req),
-    .\port$4275$0 (q__1__ready),
-    .\port$4277$0 (q__1__qreset_req),
-    .\port$4285$0 (q__2__ready),
-    .\port$4287$0 (q__2__qreset_req),
-    .\port$4295$0 (q__3__ready),
-    .\port$4297$0 (q__3__qreset_req),
-    .\port$5325$0 (q__0__head),
-    .\port$5355$0 (q__1__head),
-    .\port$5385$0 (q__2__head),
-    .\port$5415$0 (q__3__head),
-    .\port$8391$0 (r_data),
-    .\port$8441$0 (\r_data$495 ),
-    .\port$8491$0 (\r_data$506 ),
-    .\port$8541$0 (\r_data$517 ),
-    .\port$9051$2 (\$262 ),
+    .\port$4289$0 (q__0__ready),
+    .\port$4291$0 (q__0__qreset_req),
+    .\port$4299$0 (q__1__ready),
+    .\port$4301$0 (q__1__qreset_req),
+    .\port$4309$0 (q__2__ready),
+    .\port$4311$0 (q__2__qreset_req),
+    .\port$4319$0 (q__3__ready),
+    .\port$4321$0 (q__3__qreset_req),
+    .\port$5349$0 (q__0__head),
+    .\port$5379$0 (q__1__head),
+    .\port$5409$0 (q__2__head),
+    .\port$5439$0 (q__3__head),
+    .\port$8401$0 (r_data),
+    .\port$8451$0 (\r_data$495 ),
+    .\port$8501$0 (\r_data$506 ),
+    .\port$8551$0 (\r_data$517 ),
+    .\port$9061$2 (\$284 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2736,9 +2776,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .ctl__cmd__payload(gemm__payload[207:32]),
     .ctl__cmd__ready(ctl__cmd__ready),
     .ctl__cmd__valid(ctl__cmd__valid),
-    .done(gemm_done),
+    .done(ctl__done),
     .error(gemm_error),
-    .gemm_frozen(gemm_frozen),
     .reset(reset),
     .rst(rst),
     .spad_rd__addr(rd__0__addr),
@@ -2749,8 +2788,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$9083$16 (retire__2__tag),
-    .\port$9843$0 (gemm_error),
+    .\port$9093$16 (retire__2__tag),
+    .\port$9852$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2795,14 +2834,14 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .down__rvalid(\axi__rvalid$336 ),
     .down__wready(\axi__wready$302 ),
     .fw_running(fw_running),
-    .level(\$267 ),
-    .\level$117 (\$268 ),
-    .\level$149 (\$269 ),
-    .\level$181 (\$270 ),
+    .level(\$289 ),
+    .\level$117 (\$290 ),
+    .\level$149 (\$291 ),
+    .\level$181 (\$292 ),
     .limit(bus_timeout),
-    .\port$8598$0 (fw_write_cpl_word[3:0]),
-    .\port$8598$8 (fw_write_cpl_word[31:8]),
-    .\port$95$0 (fw_write_qreset_ack_queue),
+    .\port$109$0 (fw_write_qreset_ack_queue),
+    .\port$8608$0 (fw_write_cpl_word[3:0]),
+    .\port$8608$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2905,7 +2944,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .rd__1__gnt(rd__1__gnt),
     .rd__2__addr(rd__2__addr),
     .rd__2__data(\spad_rd__data$158 ),
-    .rd__2__en(\$13 [0]),
+    .rd__2__en(\$25 [0]),
     .rd__2__gnt(rd__2__gnt),
     .rst(rst),
     .wr__0__addr(wr__0__addr),
@@ -2914,7 +2953,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .wr__0__gnt(wr__0__gnt),
     .wr__1__addr(wr__1__addr),
     .wr__1__data(\wr__1__data$214 [63:0]),
-    .wr__1__en(\$17 [0]),
+    .wr__1__en(\$29 [0]),
     .wr__1__gnt(wr__1__gnt)
   );
   \kaki_soc_8x8.vec  vec (
@@ -2925,18 +2964,17 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .clk(clk),
     .ctl__busy(\ctl__busy$862 ),
     .ctl__cmd__payload(vec__payload[187:32]),
-    .ctl__cmd__ready(\ctl__cmd__ready$127 ),
-    .ctl__cmd__valid(\ctl__cmd__valid$124 ),
-    .ctl__done(vec_done),
+    .ctl__cmd__ready(\ctl__cmd__ready$129 ),
+    .ctl__cmd__valid(\ctl__cmd__valid$125 ),
+    .ctl__done(\ctl__done$133 ),
     .err(vec_error),
     .fire(\active$879 ),
     .reset(reset),
     .rst(rst),
     .spad_rd__addr(rd__1__addr),
     .spad_rd__data(\spad_rd__data$150 ),
-    .spad_rd__en(\spad_rd__en$146 ),
+    .spad_rd__en(\spad_rd__en$147 ),
     .spad_rd__gnt(\spad_rd__gnt$148 ),
-    .vec_frozen(vec_frozen),
     .wr_addr(wr__0__addr),
     .wr_data(wr__0__data),
     .wr_en(spad_wr__en)
@@ -2944,8 +2982,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10871$0 (vec_error),
-    .\port$9085$16 (retire__3__tag),
+    .\port$10620$0 (vec_error),
+    .\port$9095$16 (retire__3__tag),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -2971,13 +3009,13 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     (* full_case = 32'd1 *)
     casez (fw_write_forward_word[1:0])
       2'h0:
-          forward_nonempty = \$29 ;
+          forward_nonempty = \$41 ;
       2'h1:
-          forward_nonempty = \$30 ;
+          forward_nonempty = \$42 ;
       2'h2:
-          forward_nonempty = \$31 ;
+          forward_nonempty = \$43 ;
       2'h3:
-          forward_nonempty = \$32 ;
+          forward_nonempty = \$44 ;
     endcase
   end
   always @* begin
@@ -2995,7 +3033,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     if (forward) begin
       submit = 1'h1;
     end else begin
-      submit = \$33 ;
+      submit = \$45 ;
     end
   end
   always @* begin
@@ -3073,19 +3111,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     failing = 1'h0;
-    if (\$66 ) begin
-      failing = 1'h1;
-    end
-    if (\$70 ) begin
-      failing = 1'h1;
-    end
-    if (\$74 ) begin
-      failing = 1'h1;
-    end
     if (\$78 ) begin
       failing = 1'h1;
     end
     if (\$82 ) begin
+      failing = 1'h1;
+    end
+    if (\$86 ) begin
+      failing = 1'h1;
+    end
+    if (\$90 ) begin
+      failing = 1'h1;
+    end
+    if (\$94 ) begin
       failing = 1'h1;
     end
     if (direct_busy) begin
@@ -3095,19 +3133,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signal  = 8'h00;
-    if (\$66 ) begin
+    if (\$78 ) begin
       \$signal  = vec_error;
     end
-    if (\$70 ) begin
+    if (\$82 ) begin
       \$signal  = gemm_error;
     end
-    if (\$74 ) begin
+    if (\$86 ) begin
       \$signal  = dma_store_error;
     end
-    if (\$78 ) begin
+    if (\$90 ) begin
       \$signal  = dma_load_error;
     end
-    if (\$82 ) begin
+    if (\$94 ) begin
       \$signal  = reject__error;
     end
     if (direct_busy) begin
@@ -3117,19 +3155,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signal$766  = 8'h00;
-    if (\$66 ) begin
-      \$signal$766  = \$266 [7:0];
-    end
-    if (\$70 ) begin
-      \$signal$766  = \$265 [7:0];
-    end
-    if (\$74 ) begin
-      \$signal$766  = \$264 [7:0];
-    end
     if (\$78 ) begin
-      \$signal$766  = \$263 [7:0];
+      \$signal$766  = \$288 [7:0];
     end
     if (\$82 ) begin
+      \$signal$766  = \$287 [7:0];
+    end
+    if (\$86 ) begin
+      \$signal$766  = \$286 [7:0];
+    end
+    if (\$90 ) begin
+      \$signal$766  = \$285 [7:0];
+    end
+    if (\$94 ) begin
       \$signal$766  = desc[7:0];
     end
     if (direct_busy) begin
@@ -3139,19 +3177,19 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     tag = 16'h0000;
-    if (\$66 ) begin
+    if (\$78 ) begin
       tag = retire__3__tag;
     end
-    if (\$70 ) begin
+    if (\$82 ) begin
       tag = retire__2__tag;
     end
-    if (\$74 ) begin
+    if (\$86 ) begin
       tag = retire__1__tag;
     end
-    if (\$78 ) begin
+    if (\$90 ) begin
       tag = retire__0__tag;
     end
-    if (\$82 ) begin
+    if (\$94 ) begin
       tag = desc[31:16];
     end
     if (direct_busy) begin
@@ -3216,227 +3254,61 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$206  = gemm_hang_armed;
+    \$228  = gemm_hang_armed;
     if (reset[2]) begin
-      \$206  = 1'h0;
-    end else if (\$99 ) begin
-      \$206  = 1'h0;
+      \$228  = 1'h0;
+    end else if (\$111 ) begin
+      \$228  = 1'h0;
     end else if (debug_hang_gemm) begin
-      \$206  = 1'h1;
+      \$228  = 1'h1;
     end
-    if (rst) begin
-      \$206  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$207  = gemm_frozen;
-    if (reset[2]) begin
-      \$207  = 1'h0;
-    end else if (\$99 ) begin
-      \$207  = 1'h1;
-    end
-    if (rst) begin
-      \$207  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$208  = vec_hang_armed;
-    if (reset[3]) begin
-      \$208  = 1'h0;
-    end else if (\$100 ) begin
-      \$208  = 1'h0;
-    end else if (debug_hang_vec) begin
-      \$208  = 1'h1;
-    end
-    if (rst) begin
-      \$208  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$209  = vec_frozen;
-    if (reset[3]) begin
-      \$209  = 1'h0;
-    end else if (\$100 ) begin
-      \$209  = 1'h1;
-    end
-    if (rst) begin
-      \$209  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$210  = fw_msg_value;
-    if (irq_status_fw_msg_set) begin
-      \$210  = \fw_msg_value$865 ;
-    end
-    if (rst) begin
-      \$210  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$211  = \$105 ;
-    if (rst) begin
-      \$211  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$212  = bus__wdata;
-    if (rst) begin
-      \$212  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$213  = \$110 ;
-    if (rst) begin
-      \$213  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$214  = bus__wdata;
-    if (rst) begin
-      \$214  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$215  = \$115 ;
-    if (rst) begin
-      \$215  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$216  = bus__wdata;
-    if (rst) begin
-      \$216  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$217  = \$116 [31:0];
-    if (rst) begin
-      \$217  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$218  = \$121 ;
-    if (rst) begin
-      \$218  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$219  = bus__wdata;
-    if (rst) begin
-      \$219  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$220  = q_doorbell0_producer_swmod;
-    if (rst) begin
-      \$220  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$221  = q_doorbell1_producer_swmod;
-    if (rst) begin
-      \$221  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$222  = q_doorbell2_producer_swmod;
-    if (rst) begin
-      \$222  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$223  = q_doorbell3_producer_swmod;
-    if (rst) begin
-      \$223  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$224  = \$126 ;
-    if (rst) begin
-      \$224  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$225  = bus__wdata;
-    if (rst) begin
-      \$225  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$226  = \$131 ;
-    if (rst) begin
-      \$226  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$227  = bus__wdata;
-    if (rst) begin
-      \$227  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$228  = \$141 ;
     if (rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$229  = done_dma_load_count;
-    if (retire__0__done) begin
-      \$229  = \$142 [31:0];
+    \$229  = gemm_frozen;
+    if (reset[2]) begin
+      \$229  = 1'h0;
+    end else if (\$111 ) begin
+      \$229  = 1'h1;
     end
     if (rst) begin
-      \$229  = 32'd0;
+      \$229  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$230  = done_dma_store_count;
-    if (retire__1__done) begin
-      \$230  = \$143 [31:0];
+    \$230  = vec_hang_armed;
+    if (reset[3]) begin
+      \$230  = 1'h0;
+    end else if (\$112 ) begin
+      \$230  = 1'h0;
+    end else if (debug_hang_vec) begin
+      \$230  = 1'h1;
     end
     if (rst) begin
-      \$230  = 32'd0;
+      \$230  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$231  = done_gemm_count;
-    if (retire__2__done) begin
-      \$231  = \$144 [31:0];
+    \$231  = vec_frozen;
+    if (reset[3]) begin
+      \$231  = 1'h0;
+    end else if (\$112 ) begin
+      \$231  = 1'h1;
     end
     if (rst) begin
-      \$231  = 32'd0;
+      \$231  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$232  = done_vec_count;
-    if (retire__3__done) begin
-      \$232  = \$145 [31:0];
+    \$232  = fw_msg_value;
+    if (irq_status_fw_msg_set) begin
+      \$232  = \fw_msg_value$865 ;
     end
     if (rst) begin
       \$232  = 32'd0;
@@ -3444,344 +3316,510 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$233  = error_info_code;
-    if (\$147 ) begin
-      \$233  = \$signal ;
-    end
+    \$233  = \$117 ;
     if (rst) begin
-      \$233  = 8'h00;
+      \$233  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$234  = error_info_opcode;
-    if (\$147 ) begin
-      \$234  = \$signal$766 ;
-    end
+    \$234  = bus__wdata;
     if (rst) begin
-      \$234  = 8'h00;
+      \$234  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$235  = error_info_tag;
-    if (\$147 ) begin
-      \$235  = tag;
-    end
+    \$235  = \$122 ;
     if (rst) begin
-      \$235  = 16'h0000;
+      \$235  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$236  = pending;
+    \$236  = bus__wdata;
     if (rst) begin
-      \$236  = 1'h0;
+      \$236  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$237  = perf_cycles_count;
-    if (perf_ctrl_clear) begin
-      \$237  = 32'd0;
-    end else if (\$148 ) begin
-      \$237  = \$149 [31:0];
-    end
+    \$237  = \$127 ;
     if (rst) begin
-      \$237  = 32'd0;
+      \$237  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$238  = perf_gemm_busy_count;
-    if (perf_ctrl_clear) begin
-      \$238  = 32'd0;
-    end else if (\$150 ) begin
-      \$238  = \$151 [31:0];
-    end
+    \$238  = bus__wdata;
     if (rst) begin
       \$238  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$239  = perf_gemm_active_count;
-    if (perf_ctrl_clear) begin
-      \$239  = 32'd0;
-    end else if (\$152 ) begin
-      \$239  = \$153 [31:0];
-    end
+    \$239  = \$128 [31:0];
     if (rst) begin
       \$239  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$240  = perf_gemm_stall_count;
-    if (perf_ctrl_clear) begin
-      \$240  = 32'd0;
-    end else if (\$154 ) begin
-      \$240  = \$155 [31:0];
-    end
+    \$240  = \$133 ;
     if (rst) begin
-      \$240  = 32'd0;
+      \$240  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$241  = perf_vec_busy_count;
-    if (perf_ctrl_clear) begin
-      \$241  = 32'd0;
-    end else if (\$156 ) begin
-      \$241  = \$157 [31:0];
-    end
+    \$241  = bus__wdata;
     if (rst) begin
       \$241  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$242  = perf_vec_active_count;
-    if (perf_ctrl_clear) begin
-      \$242  = 32'd0;
-    end else if (\$158 ) begin
-      \$242  = \$159 [31:0];
-    end
+    \$242  = q_doorbell0_producer_swmod;
     if (rst) begin
-      \$242  = 32'd0;
+      \$242  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$243  = perf_dma_load_busy_count;
+    \$243  = q_doorbell1_producer_swmod;
+    if (rst) begin
+      \$243  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$244  = q_doorbell2_producer_swmod;
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$245  = q_doorbell3_producer_swmod;
+    if (rst) begin
+      \$245  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$246  = \$138 ;
+    if (rst) begin
+      \$246  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$247  = bus__wdata;
+    if (rst) begin
+      \$247  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$248  = \$143 ;
+    if (rst) begin
+      \$248  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$249  = bus__wdata;
+    if (rst) begin
+      \$249  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$250  = \$153 ;
+    if (rst) begin
+      \$250  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$251  = done_dma_load_count;
+    if (retire__0__done) begin
+      \$251  = \$154 [31:0];
+    end
+    if (rst) begin
+      \$251  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$252  = done_dma_store_count;
+    if (retire__1__done) begin
+      \$252  = \$155 [31:0];
+    end
+    if (rst) begin
+      \$252  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$253  = done_gemm_count;
+    if (retire__2__done) begin
+      \$253  = \$156 [31:0];
+    end
+    if (rst) begin
+      \$253  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$254  = done_vec_count;
+    if (retire__3__done) begin
+      \$254  = \$157 [31:0];
+    end
+    if (rst) begin
+      \$254  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$255  = error_info_code;
+    if (\$159 ) begin
+      \$255  = \$signal ;
+    end
+    if (rst) begin
+      \$255  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$256  = error_info_opcode;
+    if (\$159 ) begin
+      \$256  = \$signal$766 ;
+    end
+    if (rst) begin
+      \$256  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$257  = error_info_tag;
+    if (\$159 ) begin
+      \$257  = tag;
+    end
+    if (rst) begin
+      \$257  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$258  = pending;
+    if (rst) begin
+      \$258  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$259  = perf_cycles_count;
     if (perf_ctrl_clear) begin
-      \$243  = 32'd0;
+      \$259  = 32'd0;
     end else if (\$160 ) begin
-      \$243  = \$161 [31:0];
+      \$259  = \$161 [31:0];
     end
     if (rst) begin
-      \$243  = 32'd0;
+      \$259  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$244  = perf_dma_store_busy_count;
+    \$260  = perf_gemm_busy_count;
     if (perf_ctrl_clear) begin
-      \$244  = 32'd0;
+      \$260  = 32'd0;
     end else if (\$162 ) begin
-      \$244  = \$163 [31:0];
+      \$260  = \$164 [31:0];
     end
     if (rst) begin
-      \$244  = 32'd0;
+      \$260  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$245  = perf_dma_load_bytes_count;
+    \$261  = perf_gemm_active_count;
     if (perf_ctrl_clear) begin
-      \$245  = 32'd0;
-    end else if (\$164 ) begin
-      \$245  = \$165 [31:0];
+      \$261  = 32'd0;
+    end else if (\$165 ) begin
+      \$261  = \$168 [31:0];
     end
     if (rst) begin
-      \$245  = 32'd0;
+      \$261  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$246  = perf_dma_store_bytes_count;
+    \$262  = perf_gemm_stall_count;
     if (perf_ctrl_clear) begin
-      \$246  = 32'd0;
-    end else if (\$166 ) begin
-      \$246  = \$167 [31:0];
+      \$262  = 32'd0;
+    end else if (\$169 ) begin
+      \$262  = \$171 [31:0];
     end
     if (rst) begin
-      \$246  = 32'd0;
+      \$262  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$247  = perf_dma_load_stall_count;
+    \$263  = perf_vec_busy_count;
     if (perf_ctrl_clear) begin
-      \$247  = 32'd0;
-    end else if (\$168 ) begin
-      \$247  = \$172 [31:0];
+      \$263  = 32'd0;
+    end else if (\$172 ) begin
+      \$263  = \$174 [31:0];
     end
     if (rst) begin
-      \$247  = 32'd0;
+      \$263  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$248  = perf_dma_store_stall_count;
+    \$264  = perf_vec_active_count;
     if (perf_ctrl_clear) begin
-      \$248  = 32'd0;
-    end else if (\$173 ) begin
-      \$248  = \$177 [31:0];
+      \$264  = 32'd0;
+    end else if (\$175 ) begin
+      \$264  = \$178 [31:0];
     end
     if (rst) begin
-      \$248  = 32'd0;
+      \$264  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$249  = perf_vec_stall_count;
+    \$265  = perf_dma_load_busy_count;
     if (perf_ctrl_clear) begin
-      \$249  = 32'd0;
-    end else if (\$178 ) begin
-      \$249  = \$181 [31:0];
+      \$265  = 32'd0;
+    end else if (\$179 ) begin
+      \$265  = \$180 [31:0];
     end
     if (rst) begin
-      \$249  = 32'd0;
+      \$265  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$250  = perf_dma_load_full_count;
+    \$266  = perf_dma_store_busy_count;
     if (perf_ctrl_clear) begin
-      \$250  = 32'd0;
-    end else if (\$182 ) begin
-      \$250  = \$183 [31:0];
+      \$266  = 32'd0;
+    end else if (\$181 ) begin
+      \$266  = \$182 [31:0];
     end
     if (rst) begin
-      \$250  = 32'd0;
+      \$266  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$251  = perf_dma_store_full_count;
+    \$267  = perf_dma_load_bytes_count;
     if (perf_ctrl_clear) begin
-      \$251  = 32'd0;
-    end else if (\$184 ) begin
-      \$251  = \$185 [31:0];
+      \$267  = 32'd0;
+    end else if (\$183 ) begin
+      \$267  = \$184 [31:0];
     end
     if (rst) begin
-      \$251  = 32'd0;
+      \$267  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$252  = perf_gemm_full_count;
+    \$268  = perf_dma_store_bytes_count;
     if (perf_ctrl_clear) begin
-      \$252  = 32'd0;
-    end else if (\$186 ) begin
-      \$252  = \$187 [31:0];
+      \$268  = 32'd0;
+    end else if (\$185 ) begin
+      \$268  = \$186 [31:0];
     end
     if (rst) begin
-      \$252  = 32'd0;
+      \$268  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$253  = perf_vec_full_count;
+    \$269  = perf_dma_load_stall_count;
     if (perf_ctrl_clear) begin
-      \$253  = 32'd0;
-    end else if (\$188 ) begin
-      \$253  = \$189 [31:0];
+      \$269  = 32'd0;
+    end else if (\$187 ) begin
+      \$269  = \$191 [31:0];
     end
     if (rst) begin
-      \$253  = 32'd0;
+      \$269  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$254  = perf_q_retired0_count;
+    \$270  = perf_dma_store_stall_count;
     if (perf_ctrl_clear) begin
-      \$254  = 32'd0;
-    end else if (\$190 ) begin
-      \$254  = \$191 [31:0];
-    end
-    if (rst) begin
-      \$254  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$255  = perf_q_event_stall0_count;
-    if (perf_ctrl_clear) begin
-      \$255  = 32'd0;
+      \$270  = 32'd0;
     end else if (\$192 ) begin
-      \$255  = \$193 [31:0];
+      \$270  = \$196 [31:0];
     end
     if (rst) begin
-      \$255  = 32'd0;
+      \$270  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$256  = perf_q_retired1_count;
+    \$271  = perf_vec_stall_count;
     if (perf_ctrl_clear) begin
-      \$256  = 32'd0;
-    end else if (\$194 ) begin
-      \$256  = \$195 [31:0];
+      \$271  = 32'd0;
+    end else if (\$197 ) begin
+      \$271  = \$203 [31:0];
     end
     if (rst) begin
-      \$256  = 32'd0;
+      \$271  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$257  = perf_q_event_stall1_count;
+    \$272  = perf_dma_load_full_count;
     if (perf_ctrl_clear) begin
-      \$257  = 32'd0;
-    end else if (\$196 ) begin
-      \$257  = \$197 [31:0];
-    end
-    if (rst) begin
-      \$257  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$258  = perf_q_retired2_count;
-    if (perf_ctrl_clear) begin
-      \$258  = 32'd0;
-    end else if (\$198 ) begin
-      \$258  = \$199 [31:0];
-    end
-    if (rst) begin
-      \$258  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$259  = perf_q_event_stall2_count;
-    if (perf_ctrl_clear) begin
-      \$259  = 32'd0;
-    end else if (\$200 ) begin
-      \$259  = \$201 [31:0];
-    end
-    if (rst) begin
-      \$259  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$260  = perf_q_retired3_count;
-    if (perf_ctrl_clear) begin
-      \$260  = 32'd0;
-    end else if (\$202 ) begin
-      \$260  = \$203 [31:0];
-    end
-    if (rst) begin
-      \$260  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$261  = perf_q_event_stall3_count;
-    if (perf_ctrl_clear) begin
-      \$261  = 32'd0;
+      \$272  = 32'd0;
     end else if (\$204 ) begin
-      \$261  = \$205 [31:0];
+      \$272  = \$205 [31:0];
     end
     if (rst) begin
-      \$261  = 32'd0;
+      \$272  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$273  = perf_dma_store_full_count;
+    if (perf_ctrl_clear) begin
+      \$273  = 32'd0;
+    end else if (\$206 ) begin
+      \$273  = \$207 [31:0];
+    end
+    if (rst) begin
+      \$273  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$274  = perf_gemm_full_count;
+    if (perf_ctrl_clear) begin
+      \$274  = 32'd0;
+    end else if (\$208 ) begin
+      \$274  = \$209 [31:0];
+    end
+    if (rst) begin
+      \$274  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$275  = perf_vec_full_count;
+    if (perf_ctrl_clear) begin
+      \$275  = 32'd0;
+    end else if (\$210 ) begin
+      \$275  = \$211 [31:0];
+    end
+    if (rst) begin
+      \$275  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$276  = perf_q_retired0_count;
+    if (perf_ctrl_clear) begin
+      \$276  = 32'd0;
+    end else if (\$212 ) begin
+      \$276  = \$213 [31:0];
+    end
+    if (rst) begin
+      \$276  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$277  = perf_q_event_stall0_count;
+    if (perf_ctrl_clear) begin
+      \$277  = 32'd0;
+    end else if (\$214 ) begin
+      \$277  = \$215 [31:0];
+    end
+    if (rst) begin
+      \$277  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$278  = perf_q_retired1_count;
+    if (perf_ctrl_clear) begin
+      \$278  = 32'd0;
+    end else if (\$216 ) begin
+      \$278  = \$217 [31:0];
+    end
+    if (rst) begin
+      \$278  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$279  = perf_q_event_stall1_count;
+    if (perf_ctrl_clear) begin
+      \$279  = 32'd0;
+    end else if (\$218 ) begin
+      \$279  = \$219 [31:0];
+    end
+    if (rst) begin
+      \$279  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$280  = perf_q_retired2_count;
+    if (perf_ctrl_clear) begin
+      \$280  = 32'd0;
+    end else if (\$220 ) begin
+      \$280  = \$221 [31:0];
+    end
+    if (rst) begin
+      \$280  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$281  = perf_q_event_stall2_count;
+    if (perf_ctrl_clear) begin
+      \$281  = 32'd0;
+    end else if (\$222 ) begin
+      \$281  = \$223 [31:0];
+    end
+    if (rst) begin
+      \$281  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$282  = perf_q_retired3_count;
+    if (perf_ctrl_clear) begin
+      \$282  = 32'd0;
+    end else if (\$224 ) begin
+      \$282  = \$225 [31:0];
+    end
+    if (rst) begin
+      \$282  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$283  = perf_q_event_stall3_count;
+    if (perf_ctrl_clear) begin
+      \$283  = 32'd0;
+    end else if (\$226 ) begin
+      \$283  = \$227 [31:0];
+    end
+    if (rst) begin
+      \$283  = 32'd0;
     end
   end
   assign bus__ack = mmio__ack;
-  assign bus__addr = { \$262 , 2'h0 };
-  assign mmio__addr = { \$262 , 2'h0 };
+  assign bus__addr = { \$284 , 2'h0 };
+  assign mmio__addr = { \$284 , 2'h0 };
   assign mmio__en = bus__en;
   assign bus__rdata = mmio__rdata;
   assign mmio__wdata = bus__wdata;
@@ -3810,30 +3848,28 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign store_reset = reset[1];
   assign bus_timeout_cycles = bus_timeout;
   assign load__cmd__payload = dma_load__payload[255:32];
-  assign load__done = dma_load_done;
+  assign dma_load_done = \$5 [0];
   assign load__error = dma_load_error;
   assign store__cmd__payload = dma_store__payload[255:32];
-  assign store__done = dma_store_done;
+  assign dma_store_done = \$10 [0];
   assign store__error = dma_store_error;
   assign ctl__cmd__payload = gemm__payload[207:32];
-  assign ctl__done = gemm_done;
   assign ctl__error = gemm_error;
-  assign \ctl__cmd__payload$128  = vec__payload[187:32];
-  assign \ctl__done$131  = vec_done;
-  assign \ctl__error$133  = vec_error;
+  assign \ctl__cmd__payload$130  = vec__payload[187:32];
+  assign \ctl__error$135  = vec_error;
   assign spad_rd__addr = rd__0__addr;
   assign rd__0__data = spad_rd__data;
-  assign \spad_rd__addr$144  = rd__1__addr;
+  assign \spad_rd__addr$145  = rd__1__addr;
   assign rd__1__data = \spad_rd__data$150 ;
   assign \spad_rd__addr$153  = rd__2__addr;
-  assign rd__2__en = \$13 [0];
-  assign \spad_rd__gnt$156  = \$14 [0];
+  assign rd__2__en = \$25 [0];
+  assign \spad_rd__gnt$156  = \$26 [0];
   assign rd__2__data = \spad_rd__data$158 ;
   assign spad_wr__addr = wr__0__addr;
   assign spad_wr__data = wr__0__data;
   assign \spad_wr__addr$169  = wr__1__addr;
-  assign wr__1__en = \$17 [0];
-  assign \spad_wr__gnt$172  = \$18 [0];
+  assign wr__1__en = \$29 [0];
+  assign \spad_wr__gnt$172  = \$30 [0];
   assign wr__1__data = \wr__1__data$214 [63:0];
   assign \spad_wr__data$175  = \wr__1__data$214 [63:0];
   assign acc_rd__addr = \rd__0__addr$176 ;
@@ -3842,15 +3878,15 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \rd__1__data$191  = \acc_rd__data$190 ;
   assign \rd__2__addr$192  = rd__2__addr[12:0];
   assign \acc_rd__addr$193  = rd__2__addr[12:0];
-  assign \rd__2__en$194  = \$23 [0];
-  assign \acc_rd__gnt$196  = \$24 [0];
+  assign \rd__2__en$194  = \$35 [0];
+  assign \acc_rd__gnt$196  = \$36 [0];
   assign \rd__2__data$199  = \acc_rd__data$198 ;
   assign acc_wr__addr = \wr__0__addr$200 ;
   assign acc_wr__data = \wr__0__data$206 ;
   assign \wr__1__addr$208  = wr__1__addr[12:0];
   assign \acc_wr__addr$209  = wr__1__addr[12:0];
-  assign \wr__1__en$210  = \$27 [0];
-  assign \acc_wr__gnt$212  = \$28 [0];
+  assign \wr__1__en$210  = \$39 [0];
+  assign \acc_wr__gnt$212  = \$40 [0];
   assign \acc_wr__data$215  = \wr__1__data$214 ;
   assign axi__awid = { 1'h0, m__0__awid };
   assign axi__awaddr = m__0__awaddr;
@@ -3986,10 +4022,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \event13_value$423  = event13_value;
   assign \event14_value$425  = event14_value;
   assign \event15_value$427  = event15_value;
-  assign q__0__prefetched = { 5'h00, \$267  };
-  assign q__1__prefetched = { 5'h00, \$268  };
-  assign q__2__prefetched = { 5'h00, \$269  };
-  assign q__3__prefetched = { 5'h00, \$270  };
+  assign q__0__prefetched = { 5'h00, \$289  };
+  assign q__1__prefetched = { 5'h00, \$290  };
+  assign q__2__prefetched = { 5'h00, \$291  };
+  assign q__3__prefetched = { 5'h00, \$292  };
   assign w_data = { retire__0__tag, dma_load_error };
   assign retire__0__error = dma_load_error;
   assign r_en = fw_write_retire_pop_engine[0];
@@ -4030,7 +4066,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__0__halted = q_status0_halted;
   assign q__0__resetting = q_status0_resetting;
   assign q_status0_waiting = q_wait_queue[0];
-  assign q_status0_prefetched = { 5'h00, \$267  };
+  assign q_status0_prefetched = { 5'h00, \$289  };
   assign q__0__error = q_error0_code;
   assign q__0__error_index = q_error_index0_index;
   assign q__0__head_index = q_head_index0_index;
@@ -4056,7 +4092,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__1__halted = q_status1_halted;
   assign q__1__resetting = q_status1_resetting;
   assign q_status1_waiting = q_wait_queue[1];
-  assign q_status1_prefetched = { 5'h00, \$268  };
+  assign q_status1_prefetched = { 5'h00, \$290  };
   assign q__1__error = q_error1_code;
   assign q__1__error_index = q_error_index1_index;
   assign q__1__head_index = q_head_index1_index;
@@ -4082,7 +4118,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__2__halted = q_status2_halted;
   assign q__2__resetting = q_status2_resetting;
   assign q_status2_waiting = q_wait_queue[2];
-  assign q_status2_prefetched = { 5'h00, \$269  };
+  assign q_status2_prefetched = { 5'h00, \$291  };
   assign q__2__error = q_error2_code;
   assign q__2__error_index = q_error_index2_index;
   assign q__2__head_index = q_head_index2_index;
@@ -4108,7 +4144,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__3__halted = q_status3_halted;
   assign q__3__resetting = q_status3_resetting;
   assign q_status3_waiting = q_wait_queue[3];
-  assign q_status3_prefetched = { 5'h00, \$270  };
+  assign q_status3_prefetched = { 5'h00, \$292  };
   assign q__3__error = q_error3_code;
   assign q__3__error_index = q_error_index3_index;
   assign q__3__head_index = q_head_index3_index;
@@ -4132,7 +4168,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign cpl_timestamp = timestamp_cycles;
   assign cpl_free = cpl_status_free;
   assign fw_write_engine_reset_engine = reset;
-  assign fw_timer_diff = \$46 [31:0];
+  assign fw_timer_diff = \$58 [31:0];
   assign work_qready = { q__3__ready, q__2__ready, q__1__ready, q__0__ready };
   assign work_retire = retire_valid;
   assign work_qreset = { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
@@ -4161,14 +4197,14 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign done_count_dma_store = done_dma_store_count;
   assign done_count_gemm = done_gemm_count;
   assign done_count_vec = done_vec_count;
-  assign retire__0__irq = \$263 [8];
-  assign retire__1__irq = \$264 [8];
-  assign retire__2__irq = \$265 [8];
-  assign retire__3__irq = \$266 [8];
-  assign retire__3__opcode = \$266 [7:0];
-  assign retire__2__opcode = \$265 [7:0];
-  assign retire__1__opcode = \$264 [7:0];
-  assign retire__0__opcode = \$263 [7:0];
+  assign retire__0__irq = \$285 [8];
+  assign retire__1__irq = \$286 [8];
+  assign retire__2__irq = \$287 [8];
+  assign retire__3__irq = \$288 [8];
+  assign retire__3__opcode = \$288 [7:0];
+  assign retire__2__opcode = \$287 [7:0];
+  assign retire__1__opcode = \$286 [7:0];
+  assign retire__0__opcode = \$285 [7:0];
   assign reject__opcode = desc[7:0];
   assign reject__tag = desc[31:16];
   assign irq_status_error_set = failing;
@@ -4404,21 +4440,21 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \gemm__payload.desc.payload.event.reserved  = gemm__payload[255:96];
   assign \gemm__payload.queue  = gemm__payload[257:256];
   assign \gemm__payload.windowed  = gemm__payload[258];
-  assign \ctl__cmd__payload$128.src_addr  = vec__payload[51:32];
-  assign \ctl__cmd__payload$128.dst_addr  = vec__payload[71:52];
-  assign \ctl__cmd__payload$128.rows  = vec__payload[87:72];
-  assign \ctl__cmd__payload$128.bias_addr  = vec__payload[107:88];
-  assign \ctl__cmd__payload$128.mult_addr  = vec__payload[127:108];
-  assign \ctl__cmd__payload$128.shift_addr  = vec__payload[147:128];
-  assign \ctl__cmd__payload$128.res_addr  = vec__payload[167:148];
-  assign \ctl__cmd__payload$128.zero_point  = vec__payload[175:168];
-  assign \ctl__cmd__payload$128.ops  = vec__payload[183:176];
-  assign \ctl__cmd__payload$128.ops.bias  = vec__payload[176];
-  assign \ctl__cmd__payload$128.ops.relu  = vec__payload[177];
-  assign \ctl__cmd__payload$128.ops.add  = vec__payload[178];
-  assign \ctl__cmd__payload$128.ops.maxred  = vec__payload[179];
-  assign \ctl__cmd__payload$128.ops.reserved  = vec__payload[183:180];
-  assign \ctl__cmd__payload$128.reserved  = vec__payload[187:184];
+  assign \ctl__cmd__payload$130.src_addr  = vec__payload[51:32];
+  assign \ctl__cmd__payload$130.dst_addr  = vec__payload[71:52];
+  assign \ctl__cmd__payload$130.rows  = vec__payload[87:72];
+  assign \ctl__cmd__payload$130.bias_addr  = vec__payload[107:88];
+  assign \ctl__cmd__payload$130.mult_addr  = vec__payload[127:108];
+  assign \ctl__cmd__payload$130.shift_addr  = vec__payload[147:128];
+  assign \ctl__cmd__payload$130.res_addr  = vec__payload[167:148];
+  assign \ctl__cmd__payload$130.zero_point  = vec__payload[175:168];
+  assign \ctl__cmd__payload$130.ops  = vec__payload[183:176];
+  assign \ctl__cmd__payload$130.ops.bias  = vec__payload[176];
+  assign \ctl__cmd__payload$130.ops.relu  = vec__payload[177];
+  assign \ctl__cmd__payload$130.ops.add  = vec__payload[178];
+  assign \ctl__cmd__payload$130.ops.maxred  = vec__payload[179];
+  assign \ctl__cmd__payload$130.ops.reserved  = vec__payload[183:180];
+  assign \ctl__cmd__payload$130.reserved  = vec__payload[187:184];
   assign \vec__payload.desc  = vec__payload[255:0];
   assign \vec__payload.desc.opcode  = vec__payload[7:0];
   assign \vec__payload.desc.flags  = vec__payload[15:8];
@@ -4489,25 +4525,31 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign engine_reset[2] = reset[2];
   assign engine_reset[1] = reset[1];
   assign engine_reset[0] = reset[0];
-  assign \$13  = { 1'h0, \spad_rd__en$155  };
-  assign \$14  = { 1'h0, rd__2__gnt };
-  assign \$17  = { 1'h0, \spad_wr__en$171  };
-  assign \$18  = { 1'h0, wr__1__gnt };
-  assign \$23  = { 1'h0, \acc_rd__en$195  };
-  assign \$24  = { 1'h0, \rd__2__gnt$197  };
-  assign \$27  = { 1'h0, \acc_wr__en$211  };
-  assign \$28  = { 1'h0, \wr__1__gnt$213  };
-  assign \$42  = core_ctrl_run;
-  assign \$43  = core_ctrl_run;
-  assign \$44  = core_ctrl_run;
-  assign \$45  = core_ctrl_run;
+  assign \$1  = reset[0];
+  assign \$3  = reset[0];
+  assign \$5  = { 1'h0, load__done };
+  assign \$6  = reset[1];
+  assign \$8  = reset[1];
+  assign \$10  = { 1'h0, store__done };
+  assign \$25  = { 1'h0, \spad_rd__en$155  };
+  assign \$26  = { 1'h0, rd__2__gnt };
+  assign \$29  = { 1'h0, \spad_wr__en$171  };
+  assign \$30  = { 1'h0, wr__1__gnt };
+  assign \$35  = { 1'h0, \acc_rd__en$195  };
+  assign \$36  = { 1'h0, \rd__2__gnt$197  };
+  assign \$39  = { 1'h0, \acc_wr__en$211  };
+  assign \$40  = { 1'h0, \wr__1__gnt$213  };
+  assign \$54  = core_ctrl_run;
+  assign \$55  = core_ctrl_run;
+  assign \$56  = core_ctrl_run;
+  assign \$57  = core_ctrl_run;
   assign fw_running = core_ctrl_run;
-  assign \$84  = \$83 ;
-  assign \$86  = \$85 ;
-  assign \$88  = \$87 ;
-  assign \$90  = \$89 ;
-  assign \$92  = \$91 ;
+  assign \$96  = \$95 ;
   assign \$98  = \$97 ;
+  assign \$100  = \$99 ;
+  assign \$102  = \$101 ;
+  assign \$104  = \$103 ;
+  assign \$110  = \$109 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5816,7 +5858,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9051$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9061$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -5960,8 +6002,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$9051$2 ;
-  wire [29:0] \port$9051$2 ;
+  output [29:0] \port$9061$2 ;
+  wire [29:0] \port$9061$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6141,7 +6183,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$9051$2 (\$99 ),
+    .\port$9061$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6259,11 +6301,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$9051$2  = \$99 ;
+  assign \port$9061$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9051$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9061$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6688,8 +6730,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$9051$2 ;
-  wire [29:0] \port$9051$2 ;
+  output [29:0] \port$9061$2 ;
+  wire [29:0] \port$9061$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9794,7 +9836,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$9051$2  = ls_addr_r[31:2];
+  assign \port$9061$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -9963,10 +10005,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8888$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9077$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9212$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$9226$0 , q_status0_resetting, q_consumer1_index, \port$9238$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9252$0 , q_status1_resetting, q_consumer2_index, \port$9264$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9278$0 , q_status2_resetting, q_consumer3_index, \port$9290$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$9304$0 , q_status3_resetting, \port$9416$0 , \port$9424$0 , \port$9432$0 , \port$9440$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8898$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9087$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9222$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$9236$0 , q_status0_resetting, q_consumer1_index, \port$9248$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9262$0 , q_status1_resetting, q_consumer2_index, \port$9274$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9288$0 , q_status2_resetting, q_consumer3_index, \port$9300$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$9314$0 , q_status3_resetting, \port$9426$0 , \port$9434$0 , \port$9442$0 , \port$9450$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11500,34 +11542,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8888$0 ;
-  wire [3:0] \port$8888$0 ;
-  input [3:0] \port$9077$0 ;
-  wire [3:0] \port$9077$0 ;
-  input \port$9212$0 ;
-  wire \port$9212$0 ;
-  input \port$9226$0 ;
-  wire \port$9226$0 ;
-  input \port$9238$0 ;
-  wire \port$9238$0 ;
-  input \port$9252$0 ;
-  wire \port$9252$0 ;
-  input \port$9264$0 ;
-  wire \port$9264$0 ;
-  input \port$9278$0 ;
-  wire \port$9278$0 ;
-  input \port$9290$0 ;
-  wire \port$9290$0 ;
-  input \port$9304$0 ;
-  wire \port$9304$0 ;
-  input [2:0] \port$9416$0 ;
-  wire [2:0] \port$9416$0 ;
-  input [2:0] \port$9424$0 ;
-  wire [2:0] \port$9424$0 ;
-  input [2:0] \port$9432$0 ;
-  wire [2:0] \port$9432$0 ;
-  input [2:0] \port$9440$0 ;
-  wire [2:0] \port$9440$0 ;
+  input [3:0] \port$8898$0 ;
+  wire [3:0] \port$8898$0 ;
+  input [3:0] \port$9087$0 ;
+  wire [3:0] \port$9087$0 ;
+  input \port$9222$0 ;
+  wire \port$9222$0 ;
+  input \port$9236$0 ;
+  wire \port$9236$0 ;
+  input \port$9248$0 ;
+  wire \port$9248$0 ;
+  input \port$9262$0 ;
+  wire \port$9262$0 ;
+  input \port$9274$0 ;
+  wire \port$9274$0 ;
+  input \port$9288$0 ;
+  wire \port$9288$0 ;
+  input \port$9300$0 ;
+  wire \port$9300$0 ;
+  input \port$9314$0 ;
+  wire \port$9314$0 ;
+  input [2:0] \port$9426$0 ;
+  wire [2:0] \port$9426$0 ;
+  input [2:0] \port$9434$0 ;
+  wire [2:0] \port$9434$0 ;
+  input [2:0] \port$9442$0 ;
+  wire [2:0] \port$9442$0 ;
+  input [2:0] \port$9450$0 ;
+  wire [2:0] \port$9450$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12156,10 +12198,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$9290$0 , \port$9264$0 , \port$9238$0 , \port$9212$0  };
+  assign \$179  = \$178  | { \port$9300$0 , \port$9274$0 , \port$9248$0 , \port$9222$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$9304$0 , \port$9278$0 , \port$9252$0 , \port$9226$0  };
+  assign \$182  = \$181  | { \port$9314$0 , \port$9288$0 , \port$9262$0 , \port$9236$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14207,8 +14249,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$9290$0 , \port$9264$0 , \port$9238$0 , \port$9212$0  };
-  assign irq_status_queue_error_set = { \port$9304$0 , \port$9278$0 , \port$9252$0 , \port$9226$0  };
+  assign irq_status_queue_cpl_set = { \port$9300$0 , \port$9274$0 , \port$9248$0 , \port$9222$0  };
+  assign irq_status_queue_error_set = { \port$9314$0 , \port$9288$0 , \port$9262$0 , \port$9236$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -14223,18 +14265,18 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$9077$0 [0];
-  assign status_dma_store_busy = \port$9077$0 [1];
-  assign status_gemm_busy = \port$9077$0 [2];
-  assign status_vec_busy = \port$9077$0 [3];
-  assign q_status0_waiting = \port$8888$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$9416$0  };
-  assign q_status1_waiting = \port$8888$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$9424$0  };
-  assign q_status2_waiting = \port$8888$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$9432$0  };
-  assign q_status3_waiting = \port$8888$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$9440$0  };
+  assign status_dma_load_busy = \port$9087$0 [0];
+  assign status_dma_store_busy = \port$9087$0 [1];
+  assign status_gemm_busy = \port$9087$0 [2];
+  assign status_vec_busy = \port$9087$0 [3];
+  assign q_status0_waiting = \port$8898$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$9426$0  };
+  assign q_status1_waiting = \port$8898$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$9434$0  };
+  assign q_status2_waiting = \port$8898$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$9442$0  };
+  assign q_status3_waiting = \port$8898$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$9450$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14279,11 +14321,11 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$9077$0 [0] };
+  assign \$429  = { 1'h0, \port$9087$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$9077$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$9077$0 [2], 2'h0 };
-  assign \$435  = { \port$9077$0 [3], 3'h0 };
+  assign \$431  = { \port$9087$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$9087$0 [2], 2'h0 };
+  assign \$435  = { \port$9087$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14440,26 +14482,26 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8888$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$9416$0 , 8'h00 };
+  assign \$877  = { \port$8898$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$9426$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8888$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$9424$0 , 8'h00 };
+  assign \$890  = { \port$8898$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$9434$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8888$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$9432$0 , 8'h00 };
+  assign \$903  = { \port$8898$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$9442$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8888$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$9440$0 , 8'h00 };
+  assign \$916  = { \port$8898$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$9450$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14569,9 +14611,9 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error
-, full, inflight, \port$9079$0 , retire__0__tag, \port$9081$0 , retire__1__tag, \port$9083$0 , retire__2__tag, \port$9085$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, dma_load_done, retire__0__error, dma_store_done, retire__1__error, gemm_done, retire__2__error, retire__3__error
-, vec_done, clk);
+module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
+, queue, windowed, reject__done, reject__error, full, inflight, \port$9089$0 , retire__0__tag, \port$9091$0 , retire__1__tag, \port$9093$0 , retire__2__tag, \port$9095$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -15185,14 +15227,14 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$9079$0 ;
-  wire [8:0] \port$9079$0 ;
-  output [8:0] \port$9081$0 ;
-  wire [8:0] \port$9081$0 ;
-  output [8:0] \port$9083$0 ;
-  wire [8:0] \port$9083$0 ;
-  output [8:0] \port$9085$0 ;
-  wire [8:0] \port$9085$0 ;
+  output [8:0] \port$9089$0 ;
+  wire [8:0] \port$9089$0 ;
+  output [8:0] \port$9091$0 ;
+  wire [8:0] \port$9091$0 ;
+  output [8:0] \port$9093$0 ;
+  wire [8:0] \port$9093$0 ;
+  output [8:0] \port$9095$0 ;
+  wire [8:0] \port$9095$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15644,9 +15686,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$8545$0 (desc),
-    .\port$8547$0 (queue),
-    .\port$8548$0 (windowed),
+    .\port$8555$0 (desc),
+    .\port$8557$0 (queue),
+    .\port$8558$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15656,9 +15698,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$8545$0 (desc),
-    .\port$8547$0 (queue),
-    .\port$8548$0 (windowed),
+    .\port$8555$0 (desc),
+    .\port$8557$0 (queue),
+    .\port$8558$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15668,9 +15710,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$8545$0 (desc),
-    .\port$8547$0 (queue),
-    .\port$8548$0 (windowed),
+    .\port$8555$0 (desc),
+    .\port$8557$0 (queue),
+    .\port$8558$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15680,9 +15722,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$8545$0 (desc),
-    .\port$8547$0 (queue),
-    .\port$8548$0 (windowed),
+    .\port$8555$0 (desc),
+    .\port$8557$0 (queue),
+    .\port$8558$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15867,13 +15909,13 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$9079$0  = dma_load_held[8:0];
+  assign \port$9089$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$9081$0  = dma_store_held[8:0];
+  assign \port$9091$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$9083$0  = gemm_held[8:0];
+  assign \port$9093$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$9085$0  = vec_held[8:0];
+  assign \port$9095$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16374,7 +16416,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, \r_en$37 , \r_en$54 , \r_en$71 , ret
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8545$0 , \port$8547$0 , \port$8548$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8555$0 , \port$8557$0 , \port$8558$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16416,12 +16458,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8545$0 ;
-  wire [255:0] \port$8545$0 ;
-  input [1:0] \port$8547$0 ;
-  wire [1:0] \port$8547$0 ;
-  input \port$8548$0 ;
-  wire \port$8548$0 ;
+  input [255:0] \port$8555$0 ;
+  wire [255:0] \port$8555$0 ;
+  input [1:0] \port$8557$0 ;
+  wire [1:0] \port$8557$0 ;
+  input \port$8558$0 ;
+  wire \port$8558$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16453,7 +16495,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8548$0 , \port$8547$0 , \port$8545$0  };
+      storage[w_port__addr] <= { \port$8558$0 , \port$8557$0 , \port$8555$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16552,14 +16594,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
-  assign w_data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
+  assign w_port__data = { \port$8558$0 , \port$8557$0 , \port$8555$0  };
+  assign w_data = { \port$8558$0 , \port$8557$0 , \port$8555$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8545$0 , \port$8547$0 , \port$8548$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8555$0 , \port$8557$0 , \port$8558$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16601,12 +16643,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8545$0 ;
-  wire [255:0] \port$8545$0 ;
-  input [1:0] \port$8547$0 ;
-  wire [1:0] \port$8547$0 ;
-  input \port$8548$0 ;
-  wire \port$8548$0 ;
+  input [255:0] \port$8555$0 ;
+  wire [255:0] \port$8555$0 ;
+  input [1:0] \port$8557$0 ;
+  wire [1:0] \port$8557$0 ;
+  input \port$8558$0 ;
+  wire \port$8558$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16638,7 +16680,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8548$0 , \port$8547$0 , \port$8545$0  };
+      storage[w_port__addr] <= { \port$8558$0 , \port$8557$0 , \port$8555$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16737,14 +16779,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
-  assign w_data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
+  assign w_port__data = { \port$8558$0 , \port$8557$0 , \port$8555$0  };
+  assign w_data = { \port$8558$0 , \port$8557$0 , \port$8555$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8545$0 , \port$8547$0 , \port$8548$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8555$0 , \port$8557$0 , \port$8558$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16786,12 +16828,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8545$0 ;
-  wire [255:0] \port$8545$0 ;
-  input [1:0] \port$8547$0 ;
-  wire [1:0] \port$8547$0 ;
-  input \port$8548$0 ;
-  wire \port$8548$0 ;
+  input [255:0] \port$8555$0 ;
+  wire [255:0] \port$8555$0 ;
+  input [1:0] \port$8557$0 ;
+  wire [1:0] \port$8557$0 ;
+  input \port$8558$0 ;
+  wire \port$8558$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16823,7 +16865,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8548$0 , \port$8547$0 , \port$8545$0  };
+      storage[w_port__addr] <= { \port$8558$0 , \port$8557$0 , \port$8555$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16922,14 +16964,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
-  assign w_data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
+  assign w_port__data = { \port$8558$0 , \port$8557$0 , \port$8555$0  };
+  assign w_data = { \port$8558$0 , \port$8557$0 , \port$8555$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8545$0 , \port$8547$0 , \port$8548$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8555$0 , \port$8557$0 , \port$8558$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16971,12 +17013,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8545$0 ;
-  wire [255:0] \port$8545$0 ;
-  input [1:0] \port$8547$0 ;
-  wire [1:0] \port$8547$0 ;
-  input \port$8548$0 ;
-  wire \port$8548$0 ;
+  input [255:0] \port$8555$0 ;
+  wire [255:0] \port$8555$0 ;
+  input [1:0] \port$8557$0 ;
+  wire [1:0] \port$8557$0 ;
+  input \port$8558$0 ;
+  wire \port$8558$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17008,7 +17050,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8548$0 , \port$8547$0 , \port$8545$0  };
+      storage[w_port__addr] <= { \port$8558$0 , \port$8557$0 , \port$8555$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17107,14 +17149,14 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
-  assign w_data = { \port$8548$0 , \port$8547$0 , \port$8545$0  };
+  assign w_port__data = { \port$8558$0 , \port$8557$0 , \port$8555$0  };
+  assign w_data = { \port$8558$0 , \port$8557$0 , \port$8555$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, load__cmd__valid, store__cmd__valid, spad_rd__gnt, spad_wr__gnt, acc_rd__gnt, acc_wr__gnt, \port$97$0 , load__cmd__payload, store__cmd__payload, down__arready, down__rvalid, down__awready, down__wready, down__bvalid
+module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, load__cmd__valid, store__cmd__valid, spad_rd__gnt, spad_wr__gnt, acc_rd__gnt, acc_wr__gnt, \port$111$0 , load__cmd__payload, store__cmd__payload, down__arready, down__rvalid, down__awready, down__wready, down__bvalid
 , axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready, axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, spad_wr__en, acc_wr__en, load_bytes, spad_rd__en
 , acc_rd__en, store_bytes, load_window, store_window, limit, axi__wvalid, axi__wdata, axi__wstrb, load__cmd__ready, load__busy, load__done, load__error, acc_wr__data, spad_wr__addr, store__cmd__ready, store__busy, store__done, spad_rd__addr, store__error, spad_rd__data, acc_rd__data
 , down__bid);
@@ -17284,8 +17326,8 @@ module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   wire [31:0] \load_window.base ;
   wire \load_window.check ;
   wire [31:0] \load_window.size ;
-  input [1:0] \port$97$0 ;
-  wire [1:0] \port$97$0 ;
+  input [1:0] \port$111$0 ;
+  wire [1:0] \port$111$0 ;
   input rst;
   wire rst;
   output [13:0] spad_rd__addr;
@@ -17382,8 +17424,8 @@ module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   wire up__wready;
   wire [7:0] up__wstrb;
   wire up__wvalid;
-  assign abandon = \port$97$0 [0] | ld_abort;
-  assign \abandon$68  = \port$97$0 [1] | st_abort;
+  assign abandon = \port$111$0 [0] | ld_abort;
+  assign \abandon$68  = \port$111$0 [1] | st_abort;
   \kaki_soc_8x8.dma.load_channel  load_channel (
     .acc_wr__en(acc_wr__en),
     .acc_wr__gnt(acc_wr__gnt),
@@ -17398,7 +17440,7 @@ module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down
     .load__done(load__done),
     .load__error(load__error),
     .load_bytes(load_bytes),
-    .load_reset(\port$97$0 [0]),
+    .load_reset(\port$111$0 [0]),
     .load_window(load_window),
     .rst(rst),
     .spad_wr__addr(spad_wr__addr),
@@ -17461,7 +17503,7 @@ module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down
     .store__done(store__done),
     .store__error(store__error),
     .store_bytes(store_bytes),
-    .store_reset(\port$97$0 [1]),
+    .store_reset(\port$111$0 [1]),
     .store_window(store_window),
     .timeout(\timeout$122 ),
     .up__awaddr(up__awaddr),
@@ -17521,7 +17563,7 @@ module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   assign axi__rvalid = down__rvalid;
   assign down__rready = axi__rready;
   assign bus_timeout = limit;
-  assign load_reset = \port$97$0 [0];
+  assign load_reset = \port$111$0 [0];
   assign axi__awid = { 1'h0, down__awid };
   assign down__awaddr = axi__awaddr;
   assign down__awlen = axi__awlen;
@@ -17540,7 +17582,7 @@ module \kaki_soc_8x8.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   assign axi__bvalid = down__bvalid;
   assign down__bready = axi__bready;
   assign \limit$67  = limit;
-  assign store_reset = \port$97$0 [1];
+  assign store_reset = \port$111$0 [1];
   assign up__arsize = 3'h3;
   assign up__arburst = 2'h1;
   assign up__arprot = 3'h0;
@@ -22161,8 +22203,8 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_8x8.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$5728$0 (aw_hs_id),
-    .\port$5742$0 (down__awlen),
+    .\port$5752$0 (aw_hs_id),
+    .\port$5766$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -22507,7 +22549,7 @@ module \kaki_soc_8x8.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5728$0 , w_en, \port$5742$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$5766$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22535,10 +22577,10 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5728$0 , w_en, \port$57
   (* init = 3'h0 *)
   wire [2:0] consume;
   reg [2:0] level = 3'h0;
-  input [2:0] \port$5728$0 ;
-  wire [2:0] \port$5728$0 ;
-  input [7:0] \port$5742$0 ;
-  wire [7:0] \port$5742$0 ;
+  input [2:0] \port$5752$0 ;
+  wire [2:0] \port$5752$0 ;
+  input [7:0] \port$5766$0 ;
+  wire [7:0] \port$5766$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [10:0] r_data;
@@ -22573,7 +22615,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5728$0 , w_en, \port$57
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5728$0 , \port$5742$0  };
+      storage[w_port__addr] <= { \port$5752$0 , \port$5766$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h5;
@@ -22639,14 +22681,14 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5728$0 , w_en, \port$57
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5728$0 , \port$5742$0  };
-  assign w_data = { \port$5728$0 , \port$5742$0  };
+  assign w_port__data = { \port$5752$0 , \port$5766$0  };
+  assign w_data = { \port$5752$0 , \port$5766$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9079$16 , \port$9639$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9089$16 , \port$9649$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22690,10 +22732,10 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9079$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9079$16 ;
-  wire [15:0] \port$9079$16 ;
-  input [7:0] \port$9639$0 ;
-  wire [7:0] \port$9639$0 ;
+  input [15:0] \port$9089$16 ;
+  wire [15:0] \port$9089$16 ;
+  input [7:0] \port$9649$0 ;
+  wire [7:0] \port$9649$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22728,7 +22770,7 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9079$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9079$16 , \port$9639$0  };
+      storage[w_port__addr] <= { \port$9089$16 , \port$9649$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22839,14 +22881,14 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9079$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9079$16 , \port$9639$0  };
-  assign w_data = { \port$9079$16 , \port$9639$0  };
+  assign w_port__data = { \port$9089$16 , \port$9649$0  };
+  assign w_data = { \port$9089$16 , \port$9649$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9081$16 , \port$9759$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9091$16 , \port$9769$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22890,10 +22932,10 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9081
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9081$16 ;
-  wire [15:0] \port$9081$16 ;
-  input [7:0] \port$9759$0 ;
-  wire [7:0] \port$9759$0 ;
+  input [15:0] \port$9091$16 ;
+  wire [15:0] \port$9091$16 ;
+  input [7:0] \port$9769$0 ;
+  wire [7:0] \port$9769$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22928,7 +22970,7 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9081
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9081$16 , \port$9759$0  };
+      storage[w_port__addr] <= { \port$9091$16 , \port$9769$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23039,16 +23081,16 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9081
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9081$16 , \port$9759$0  };
-  assign w_data = { \port$9081$16 , \port$9759$0  };
+  assign w_port__data = { \port$9091$16 , \port$9769$0  };
+  assign w_data = { \port$9091$16 , \port$9769$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4265$0 , \port$4267$0 , q_head_index1_index, \port$4275$0 , \port$4277$0 , q_head_index2_index, \port$4285$0 , \port$4287$0 , q_head_index3_index, \port$4295$0 , \port$4297$0 , cpl_status_free, \port$5325$0 , \port$5355$0 , \port$5385$0 
-, \port$5415$0 , \port$8391$0 , \port$8441$0 , \port$8491$0 , \port$8541$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9051$2 , bus__we, bus__wdata
+module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
+, \port$5439$0 , \port$8401$0 , \port$8451$0 , \port$8501$0 , \port$8551$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9061$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -23968,40 +24010,40 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$4265$0 ;
-  wire \port$4265$0 ;
-  input \port$4267$0 ;
-  wire \port$4267$0 ;
-  input \port$4275$0 ;
-  wire \port$4275$0 ;
-  input \port$4277$0 ;
-  wire \port$4277$0 ;
-  input \port$4285$0 ;
-  wire \port$4285$0 ;
-  input \port$4287$0 ;
-  wire \port$4287$0 ;
-  input \port$4295$0 ;
-  wire \port$4295$0 ;
-  input \port$4297$0 ;
-  wire \port$4297$0 ;
-  input [255:0] \port$5325$0 ;
-  wire [255:0] \port$5325$0 ;
-  input [255:0] \port$5355$0 ;
-  wire [255:0] \port$5355$0 ;
-  input [255:0] \port$5385$0 ;
-  wire [255:0] \port$5385$0 ;
-  input [255:0] \port$5415$0 ;
-  wire [255:0] \port$5415$0 ;
-  input [23:0] \port$8391$0 ;
-  wire [23:0] \port$8391$0 ;
-  input [23:0] \port$8441$0 ;
-  wire [23:0] \port$8441$0 ;
-  input [23:0] \port$8491$0 ;
-  wire [23:0] \port$8491$0 ;
-  input [23:0] \port$8541$0 ;
-  wire [23:0] \port$8541$0 ;
-  input [29:0] \port$9051$2 ;
-  wire [29:0] \port$9051$2 ;
+  input \port$4289$0 ;
+  wire \port$4289$0 ;
+  input \port$4291$0 ;
+  wire \port$4291$0 ;
+  input \port$4299$0 ;
+  wire \port$4299$0 ;
+  input \port$4301$0 ;
+  wire \port$4301$0 ;
+  input \port$4309$0 ;
+  wire \port$4309$0 ;
+  input \port$4311$0 ;
+  wire \port$4311$0 ;
+  input \port$4319$0 ;
+  wire \port$4319$0 ;
+  input \port$4321$0 ;
+  wire \port$4321$0 ;
+  input [255:0] \port$5349$0 ;
+  wire [255:0] \port$5349$0 ;
+  input [255:0] \port$5379$0 ;
+  wire [255:0] \port$5379$0 ;
+  input [255:0] \port$5409$0 ;
+  wire [255:0] \port$5409$0 ;
+  input [255:0] \port$5439$0 ;
+  wire [255:0] \port$5439$0 ;
+  input [23:0] \port$8401$0 ;
+  wire [23:0] \port$8401$0 ;
+  input [23:0] \port$8451$0 ;
+  wire [23:0] \port$8451$0 ;
+  input [23:0] \port$8501$0 ;
+  wire [23:0] \port$8501$0 ;
+  input [23:0] \port$8551$0 ;
+  wire [23:0] \port$8551$0 ;
+  input [29:0] \port$9061$2 ;
+  wire [29:0] \port$9061$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24165,79 +24207,79 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$9051$2 [9:0] == 6'h39;
+  assign \$111  = \port$9061$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$9051$2 [9:0] == 6'h3a;
+  assign \$113  = \port$9061$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$9051$2 [9:0] == 6'h3b;
+  assign \$115  = \port$9061$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$9051$2 [9:0] == 6'h3c;
+  assign \$117  = \port$9061$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$9051$2 [9:0] == 6'h3d;
+  assign \$119  = \port$9061$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$9051$2 [9:0] == 6'h3e;
+  assign \$121  = \port$9061$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$9051$2 [9:0] == 6'h3f;
+  assign \$123  = \port$9061$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$9051$2 [9:0] == 7'h40;
+  assign \$125  = \port$9061$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$9051$2 [9:0] == 7'h41;
+  assign \$127  = \port$9061$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$9051$2 [9:0] == 7'h42;
+  assign \$129  = \port$9061$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$9051$2 [9:0] == 7'h43;
+  assign \$131  = \port$9061$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$9051$2 [9:0] == 7'h44;
+  assign \$133  = \port$9061$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$9051$2 [9:0] == 7'h45;
+  assign \$135  = \port$9061$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$9051$2 [9:0] == 7'h46;
+  assign \$137  = \port$9061$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$9051$2 [9:0] == 7'h47;
+  assign \$139  = \port$9061$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$9051$2 [9:0] == 7'h48;
+  assign \$141  = \port$9061$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$9051$2 [9:0] == 7'h49;
+  assign \$143  = \port$9061$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$9051$2 [9:0] == 7'h4a;
+  assign \$145  = \port$9061$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$9051$2 [9:0] == 7'h4b;
+  assign \$147  = \port$9061$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$9051$2 [9:0] == 7'h4c;
+  assign \$149  = \port$9061$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$9051$2 [9:0] == 7'h4d;
+  assign \$151  = \port$9061$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$9051$2 [9:0] == 7'h4e;
+  assign \$153  = \port$9061$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$9051$2 [9:0] == 7'h4f;
+  assign \$155  = \port$9061$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$9051$2 [9:0] == 7'h50;
+  assign \$157  = \port$9061$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$9051$2 [9:0] == 7'h51;
+  assign \$159  = \port$9061$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24361,84 +24403,84 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$9051$2 [9:0];
+  assign \$282  = ! \port$9061$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$9051$2 [9:0] == 1'h1;
+  assign \$288  = \port$9061$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$9051$2 [9:0] == 2'h2;
+  assign \$294  = \port$9061$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$9051$2 [9:0] == 2'h3;
+  assign \$300  = \port$9061$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$9051$2 [9:0] == 3'h4;
+  assign \$306  = \port$9061$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$9051$2 [9:0] == 3'h5;
+  assign \$312  = \port$9061$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$9051$2 [9:0] == 3'h6;
+  assign \$318  = \port$9061$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$9051$2 [9:0] == 4'h8;
+  assign \$324  = \port$9061$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$9051$2 [9:0] == 4'h9;
+  assign \$336  = \port$9061$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$9051$2 [9:0] == 4'ha;
+  assign \$344  = \port$9061$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$9051$2 [9:0] == 4'hb;
+  assign \$350  = \port$9061$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$9051$2 [9:0] == 4'hc;
+  assign \$358  = \port$9061$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$9051$2 [9:0] == 4'hd;
+  assign \$368  = \port$9061$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$9051$2 [9:0] == 4'he;
+  assign \$378  = \port$9061$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$9051$2 [9:0] == 4'hf;
+  assign \$388  = \port$9061$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$9051$2 [9:0] == 5'h10;
+  assign \$398  = \port$9061$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$9051$2 [9:0] == 5'h11;
+  assign \$404  = \port$9061$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24447,251 +24489,251 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$9051$2 [9:0] == 5'h12;
+  assign \$420  = \port$9061$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$9051$2 [9:0] == 5'h13;
+  assign \$426  = \port$9061$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$9051$2 [9:0] == 5'h14;
+  assign \$432  = \port$9061$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$9051$2 [9:0] == 5'h15;
+  assign \$438  = \port$9061$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$9051$2 [9:0] == 5'h16;
+  assign \$444  = \port$9061$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$9051$2 [9:0] == 5'h17;
+  assign \$450  = \port$9061$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$9051$2 [9:0] == 5'h18;
+  assign \$456  = \port$9061$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$9051$2 [9:0] == 5'h19;
+  assign \$462  = \port$9061$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$9051$2 [9:0] == 5'h1a;
+  assign \$468  = \port$9061$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$9051$2 [9:0] == 5'h1b;
+  assign \$474  = \port$9061$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$9051$2 [9:0] == 5'h1c;
+  assign \$480  = \port$9061$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$9051$2 [9:0] == 5'h1d;
+  assign \$486  = \port$9061$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$9051$2 [9:0] == 6'h20;
+  assign \$492  = \port$9061$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$9051$2 [9:0] == 6'h21;
+  assign \$498  = \port$9061$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$9051$2 [9:0] == 6'h22;
+  assign \$504  = \port$9061$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$9051$2 [9:0] == 6'h23;
+  assign \$510  = \port$9061$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$9051$2 [9:0] == 6'h24;
+  assign \$516  = \port$9061$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$9051$2 [9:0] == 6'h25;
+  assign \$522  = \port$9061$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$9051$2 [9:0] == 6'h26;
+  assign \$528  = \port$9061$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$9051$2 [9:0] == 6'h27;
+  assign \$534  = \port$9061$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$9051$2 [9:0] == 6'h28;
+  assign \$540  = \port$9061$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$9051$2 [9:0] == 6'h29;
+  assign \$546  = \port$9061$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$9051$2 [9:0] == 6'h2a;
+  assign \$552  = \port$9061$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$9051$2 [9:0] == 6'h2b;
+  assign \$558  = \port$9061$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$9051$2 [9:0] == 6'h2c;
+  assign \$564  = \port$9061$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$9051$2 [9:0] == 6'h2d;
+  assign \$570  = \port$9061$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$9051$2 [9:0] == 6'h2e;
+  assign \$576  = \port$9061$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$9051$2 [9:0] == 6'h2f;
+  assign \$582  = \port$9061$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$9051$2 [9:0] == 6'h30;
+  assign \$588  = \port$9061$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$9051$2 [9:0] == 6'h31;
+  assign \$594  = \port$9061$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$9051$2 [9:0] == 6'h32;
+  assign \$600  = \port$9061$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$9051$2 [9:0] == 6'h33;
+  assign \$606  = \port$9061$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$9051$2 [9:0] == 6'h34;
+  assign \$612  = \port$9061$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$9051$2 [9:0] == 6'h35;
+  assign \$618  = \port$9061$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$9051$2 [9:0] == 6'h36;
+  assign \$624  = \port$9061$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$9051$2 [9:0] == 6'h37;
+  assign \$630  = \port$9061$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$9051$2 [9:0] == 6'h38;
+  assign \$636  = \port$9061$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$9051$2 [9:0] == 6'h39;
+  assign \$642  = \port$9061$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$9051$2 [9:0] == 6'h3a;
+  assign \$648  = \port$9061$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$9051$2 [9:0] == 6'h3b;
+  assign \$654  = \port$9061$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$9051$2 [9:0] == 6'h3c;
+  assign \$660  = \port$9061$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$9051$2 [9:0] == 6'h3d;
+  assign \$666  = \port$9061$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$9051$2 [9:0] == 6'h3e;
+  assign \$672  = \port$9061$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$9051$2 [9:0] == 6'h3f;
+  assign \$678  = \port$9061$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$9051$2 [9:0] == 7'h40;
+  assign \$684  = \port$9061$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$9051$2 [9:0] == 7'h41;
+  assign \$690  = \port$9061$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$9051$2 [9:0] == 7'h42;
+  assign \$696  = \port$9061$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$9051$2 [9:0] == 7'h43;
+  assign \$702  = \port$9061$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$9051$2 [9:0] == 7'h44;
+  assign \$708  = \port$9061$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$9051$2 [9:0] == 7'h45;
+  assign \$714  = \port$9061$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$9051$2 [9:0] == 7'h46;
+  assign \$720  = \port$9061$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$9051$2 [9:0] == 7'h47;
+  assign \$726  = \port$9061$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$9051$2 [9:0] == 7'h48;
+  assign \$732  = \port$9061$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$9051$2 [9:0] == 7'h49;
+  assign \$738  = \port$9061$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$9051$2 [9:0] == 7'h4a;
+  assign \$744  = \port$9061$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$9051$2 [9:0] == 7'h4b;
+  assign \$750  = \port$9061$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$9051$2 [9:0] == 7'h4c;
+  assign \$756  = \port$9061$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$9051$2 [9:0] == 7'h4d;
+  assign \$762  = \port$9061$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$9051$2 [9:0] == 7'h4e;
+  assign \$768  = \port$9061$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$9051$2 [9:0] == 7'h4f;
+  assign \$774  = \port$9061$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$9051$2 [9:0] == 7'h50;
+  assign \$780  = \port$9061$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$9051$2 [9:0] == 7'h51;
+  assign \$786  = \port$9061$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24785,167 +24827,167 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$9051$2 [9:0];
+  assign \$3  = ! \port$9061$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$9051$2 [9:0] == 1'h1;
+  assign \$5  = \port$9061$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$9051$2 [9:0] == 2'h2;
+  assign \$7  = \port$9061$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$9051$2 [9:0] == 2'h3;
+  assign \$9  = \port$9061$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$9051$2 [9:0] == 3'h4;
+  assign \$11  = \port$9061$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$9051$2 [9:0] == 3'h5;
+  assign \$13  = \port$9061$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$9051$2 [9:0] == 3'h6;
+  assign \$15  = \port$9061$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$9051$2 [9:0] == 4'h8;
+  assign \$17  = \port$9061$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$9051$2 [9:0] == 4'h9;
+  assign \$19  = \port$9061$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$9051$2 [9:0] == 4'ha;
+  assign \$21  = \port$9061$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$9051$2 [9:0] == 4'hb;
+  assign \$23  = \port$9061$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$9051$2 [9:0] == 4'hc;
+  assign \$25  = \port$9061$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$9051$2 [9:0] == 4'hd;
+  assign \$27  = \port$9061$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$9051$2 [9:0] == 4'he;
+  assign \$29  = \port$9061$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$9051$2 [9:0] == 4'hf;
+  assign \$31  = \port$9061$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$9051$2 [9:0] == 5'h10;
+  assign \$33  = \port$9061$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$9051$2 [9:0] == 5'h11;
+  assign \$35  = \port$9061$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$9051$2 [9:0] == 5'h12;
+  assign \$37  = \port$9061$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$9051$2 [9:0] == 5'h13;
+  assign \$39  = \port$9061$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$9051$2 [9:0] == 5'h14;
+  assign \$41  = \port$9061$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$9051$2 [9:0] == 5'h15;
+  assign \$43  = \port$9061$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$9051$2 [9:0] == 5'h16;
+  assign \$45  = \port$9061$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$9051$2 [9:0] == 5'h17;
+  assign \$47  = \port$9061$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$9051$2 [9:0] == 5'h18;
+  assign \$49  = \port$9061$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$9051$2 [9:0] == 5'h19;
+  assign \$51  = \port$9061$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$9051$2 [9:0] == 5'h1a;
+  assign \$53  = \port$9061$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$9051$2 [9:0] == 5'h1b;
+  assign \$55  = \port$9061$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$9051$2 [9:0] == 5'h1c;
+  assign \$57  = \port$9061$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$9051$2 [9:0] == 5'h1d;
+  assign \$59  = \port$9061$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$9051$2 [9:0] == 6'h20;
+  assign \$61  = \port$9061$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$9051$2 [9:0] == 6'h21;
+  assign \$63  = \port$9061$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$9051$2 [9:0] == 6'h22;
+  assign \$65  = \port$9061$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$9051$2 [9:0] == 6'h23;
+  assign \$67  = \port$9061$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$9051$2 [9:0] == 6'h24;
+  assign \$69  = \port$9061$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$9051$2 [9:0] == 6'h25;
+  assign \$71  = \port$9061$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$9051$2 [9:0] == 6'h26;
+  assign \$73  = \port$9061$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$9051$2 [9:0] == 6'h27;
+  assign \$75  = \port$9061$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$9051$2 [9:0] == 6'h28;
+  assign \$77  = \port$9061$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$9051$2 [9:0] == 6'h29;
+  assign \$79  = \port$9061$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$9051$2 [9:0] == 6'h2a;
+  assign \$81  = \port$9061$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$9051$2 [9:0] == 6'h2b;
+  assign \$83  = \port$9061$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$9051$2 [9:0] == 6'h2c;
+  assign \$85  = \port$9061$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$9051$2 [9:0] == 6'h2d;
+  assign \$87  = \port$9061$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$9051$2 [9:0] == 6'h2e;
+  assign \$89  = \port$9061$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$9051$2 [9:0] == 6'h2f;
+  assign \$91  = \port$9061$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$9051$2 [9:0] == 6'h30;
+  assign \$93  = \port$9061$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$9051$2 [9:0] == 6'h31;
+  assign \$95  = \port$9061$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$9051$2 [9:0] == 6'h32;
+  assign \$97  = \port$9061$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$9051$2 [9:0] == 6'h33;
+  assign \$99  = \port$9061$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$9051$2 [9:0] == 6'h34;
+  assign \$101  = \port$9061$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$9051$2 [9:0] == 6'h35;
+  assign \$103  = \port$9061$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$9051$2 [9:0] == 6'h36;
+  assign \$105  = \port$9061$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$9051$2 [9:0] == 6'h37;
+  assign \$107  = \port$9061$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$9051$2 [9:0] == 6'h38;
+  assign \$109  = \port$9061$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26223,49 +26265,49 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$9051$2 , 2'h0 };
-  assign work_qready = { \port$4295$0 , \port$4285$0 , \port$4275$0 , \port$4265$0  };
-  assign work_qreset = { \port$4297$0 , \port$4287$0 , \port$4277$0 , \port$4267$0  };
-  assign retire0_error = \port$8391$0 [7:0];
-  assign retire0_tag = \port$8391$0 [23:8];
-  assign retire1_error = \port$8441$0 [7:0];
-  assign retire1_tag = \port$8441$0 [23:8];
-  assign retire2_error = \port$8491$0 [7:0];
-  assign retire2_tag = \port$8491$0 [23:8];
-  assign retire3_error = \port$8541$0 [7:0];
-  assign retire3_tag = \port$8541$0 [23:8];
-  assign q_head0_word = \port$5325$0 [31:0];
-  assign q_head1_word = \port$5325$0 [63:32];
-  assign q_head2_word = \port$5325$0 [95:64];
-  assign q_head3_word = \port$5325$0 [127:96];
-  assign q_head4_word = \port$5325$0 [159:128];
-  assign q_head5_word = \port$5325$0 [191:160];
-  assign q_head6_word = \port$5325$0 [223:192];
-  assign q_head7_word = \port$5325$0 [255:224];
-  assign q_head8_word = \port$5355$0 [31:0];
-  assign q_head9_word = \port$5355$0 [63:32];
-  assign q_head10_word = \port$5355$0 [95:64];
-  assign q_head11_word = \port$5355$0 [127:96];
-  assign q_head12_word = \port$5355$0 [159:128];
-  assign q_head13_word = \port$5355$0 [191:160];
-  assign q_head14_word = \port$5355$0 [223:192];
-  assign q_head15_word = \port$5355$0 [255:224];
-  assign q_head16_word = \port$5385$0 [31:0];
-  assign q_head17_word = \port$5385$0 [63:32];
-  assign q_head18_word = \port$5385$0 [95:64];
-  assign q_head19_word = \port$5385$0 [127:96];
-  assign q_head20_word = \port$5385$0 [159:128];
-  assign q_head21_word = \port$5385$0 [191:160];
-  assign q_head22_word = \port$5385$0 [223:192];
-  assign q_head23_word = \port$5385$0 [255:224];
-  assign q_head24_word = \port$5415$0 [31:0];
-  assign q_head25_word = \port$5415$0 [63:32];
-  assign q_head26_word = \port$5415$0 [95:64];
-  assign q_head27_word = \port$5415$0 [127:96];
-  assign q_head28_word = \port$5415$0 [159:128];
-  assign q_head29_word = \port$5415$0 [191:160];
-  assign q_head30_word = \port$5415$0 [223:192];
-  assign q_head31_word = \port$5415$0 [255:224];
+  assign bus__addr = { \port$9061$2 , 2'h0 };
+  assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
+  assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
+  assign retire0_error = \port$8401$0 [7:0];
+  assign retire0_tag = \port$8401$0 [23:8];
+  assign retire1_error = \port$8451$0 [7:0];
+  assign retire1_tag = \port$8451$0 [23:8];
+  assign retire2_error = \port$8501$0 [7:0];
+  assign retire2_tag = \port$8501$0 [23:8];
+  assign retire3_error = \port$8551$0 [7:0];
+  assign retire3_tag = \port$8551$0 [23:8];
+  assign q_head0_word = \port$5349$0 [31:0];
+  assign q_head1_word = \port$5349$0 [63:32];
+  assign q_head2_word = \port$5349$0 [95:64];
+  assign q_head3_word = \port$5349$0 [127:96];
+  assign q_head4_word = \port$5349$0 [159:128];
+  assign q_head5_word = \port$5349$0 [191:160];
+  assign q_head6_word = \port$5349$0 [223:192];
+  assign q_head7_word = \port$5349$0 [255:224];
+  assign q_head8_word = \port$5379$0 [31:0];
+  assign q_head9_word = \port$5379$0 [63:32];
+  assign q_head10_word = \port$5379$0 [95:64];
+  assign q_head11_word = \port$5379$0 [127:96];
+  assign q_head12_word = \port$5379$0 [159:128];
+  assign q_head13_word = \port$5379$0 [191:160];
+  assign q_head14_word = \port$5379$0 [223:192];
+  assign q_head15_word = \port$5379$0 [255:224];
+  assign q_head16_word = \port$5409$0 [31:0];
+  assign q_head17_word = \port$5409$0 [63:32];
+  assign q_head18_word = \port$5409$0 [95:64];
+  assign q_head19_word = \port$5409$0 [127:96];
+  assign q_head20_word = \port$5409$0 [159:128];
+  assign q_head21_word = \port$5409$0 [191:160];
+  assign q_head22_word = \port$5409$0 [223:192];
+  assign q_head23_word = \port$5409$0 [255:224];
+  assign q_head24_word = \port$5439$0 [31:0];
+  assign q_head25_word = \port$5439$0 [63:32];
+  assign q_head26_word = \port$5439$0 [95:64];
+  assign q_head27_word = \port$5439$0 [127:96];
+  assign q_head28_word = \port$5439$0 [159:128];
+  assign q_head29_word = \port$5439$0 [191:160];
+  assign q_head30_word = \port$5439$0 [223:192];
+  assign q_head31_word = \port$5439$0 [255:224];
   assign \$360  = { 1'h0, retire0_valid };
   assign \$361  = { 30'h00000000, \$360  };
   assign \$284  = { 1'h0, fw_version_version };
@@ -26282,10 +26324,10 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$315  = \$314 ;
   assign \$320  = 2'h0;
   assign \$321  = { 30'h00000000, \$320  };
-  assign \$326  = { 1'h0, \port$4295$0 , \port$4285$0 , \port$4275$0 , \port$4265$0  };
+  assign \$326  = { 1'h0, \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign \$327  = { 27'h0000000, \$326  };
   assign \$328  = { 7'h00, work_retire, 8'h00 };
-  assign \$330  = { 15'h0000, \port$4297$0 , \port$4287$0 , \port$4277$0 , \port$4267$0 , 16'h0000 };
+  assign \$330  = { 15'h0000, \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0 , 16'h0000 };
   assign \$332  = { 7'h00, work_timer, 24'h000000 };
   assign \$338  = { 1'h0, work_mask_qready };
   assign \$339  = { 27'h0000000, \$338  };
@@ -26295,20 +26337,20 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$8391$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$8391$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$8401$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$8401$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$8441$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$8441$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$8451$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$8451$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$8491$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$8491$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$8501$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$8501$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$8541$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$8541$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$8551$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$8551$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -26342,69 +26384,69 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$483  = \$482 ;
   assign \$488  = { 1'h0, timer_cycles };
   assign \$489  = \$488 ;
-  assign \$494  = { 1'h0, \port$5325$0 [31:0] };
+  assign \$494  = { 1'h0, \port$5349$0 [31:0] };
   assign \$495  = \$494 ;
-  assign \$500  = { 1'h0, \port$5325$0 [63:32] };
+  assign \$500  = { 1'h0, \port$5349$0 [63:32] };
   assign \$501  = \$500 ;
-  assign \$506  = { 1'h0, \port$5325$0 [95:64] };
+  assign \$506  = { 1'h0, \port$5349$0 [95:64] };
   assign \$507  = \$506 ;
-  assign \$512  = { 1'h0, \port$5325$0 [127:96] };
+  assign \$512  = { 1'h0, \port$5349$0 [127:96] };
   assign \$513  = \$512 ;
-  assign \$518  = { 1'h0, \port$5325$0 [159:128] };
+  assign \$518  = { 1'h0, \port$5349$0 [159:128] };
   assign \$519  = \$518 ;
-  assign \$524  = { 1'h0, \port$5325$0 [191:160] };
+  assign \$524  = { 1'h0, \port$5349$0 [191:160] };
   assign \$525  = \$524 ;
-  assign \$530  = { 1'h0, \port$5325$0 [223:192] };
+  assign \$530  = { 1'h0, \port$5349$0 [223:192] };
   assign \$531  = \$530 ;
-  assign \$536  = { 1'h0, \port$5325$0 [255:224] };
+  assign \$536  = { 1'h0, \port$5349$0 [255:224] };
   assign \$537  = \$536 ;
-  assign \$542  = { 1'h0, \port$5355$0 [31:0] };
+  assign \$542  = { 1'h0, \port$5379$0 [31:0] };
   assign \$543  = \$542 ;
-  assign \$548  = { 1'h0, \port$5355$0 [63:32] };
+  assign \$548  = { 1'h0, \port$5379$0 [63:32] };
   assign \$549  = \$548 ;
-  assign \$554  = { 1'h0, \port$5355$0 [95:64] };
+  assign \$554  = { 1'h0, \port$5379$0 [95:64] };
   assign \$555  = \$554 ;
-  assign \$560  = { 1'h0, \port$5355$0 [127:96] };
+  assign \$560  = { 1'h0, \port$5379$0 [127:96] };
   assign \$561  = \$560 ;
-  assign \$566  = { 1'h0, \port$5355$0 [159:128] };
+  assign \$566  = { 1'h0, \port$5379$0 [159:128] };
   assign \$567  = \$566 ;
-  assign \$572  = { 1'h0, \port$5355$0 [191:160] };
+  assign \$572  = { 1'h0, \port$5379$0 [191:160] };
   assign \$573  = \$572 ;
-  assign \$578  = { 1'h0, \port$5355$0 [223:192] };
+  assign \$578  = { 1'h0, \port$5379$0 [223:192] };
   assign \$579  = \$578 ;
-  assign \$584  = { 1'h0, \port$5355$0 [255:224] };
+  assign \$584  = { 1'h0, \port$5379$0 [255:224] };
   assign \$585  = \$584 ;
-  assign \$590  = { 1'h0, \port$5385$0 [31:0] };
+  assign \$590  = { 1'h0, \port$5409$0 [31:0] };
   assign \$591  = \$590 ;
-  assign \$596  = { 1'h0, \port$5385$0 [63:32] };
+  assign \$596  = { 1'h0, \port$5409$0 [63:32] };
   assign \$597  = \$596 ;
-  assign \$602  = { 1'h0, \port$5385$0 [95:64] };
+  assign \$602  = { 1'h0, \port$5409$0 [95:64] };
   assign \$603  = \$602 ;
-  assign \$608  = { 1'h0, \port$5385$0 [127:96] };
+  assign \$608  = { 1'h0, \port$5409$0 [127:96] };
   assign \$609  = \$608 ;
-  assign \$614  = { 1'h0, \port$5385$0 [159:128] };
+  assign \$614  = { 1'h0, \port$5409$0 [159:128] };
   assign \$615  = \$614 ;
-  assign \$620  = { 1'h0, \port$5385$0 [191:160] };
+  assign \$620  = { 1'h0, \port$5409$0 [191:160] };
   assign \$621  = \$620 ;
-  assign \$626  = { 1'h0, \port$5385$0 [223:192] };
+  assign \$626  = { 1'h0, \port$5409$0 [223:192] };
   assign \$627  = \$626 ;
-  assign \$632  = { 1'h0, \port$5385$0 [255:224] };
+  assign \$632  = { 1'h0, \port$5409$0 [255:224] };
   assign \$633  = \$632 ;
-  assign \$638  = { 1'h0, \port$5415$0 [31:0] };
+  assign \$638  = { 1'h0, \port$5439$0 [31:0] };
   assign \$639  = \$638 ;
-  assign \$644  = { 1'h0, \port$5415$0 [63:32] };
+  assign \$644  = { 1'h0, \port$5439$0 [63:32] };
   assign \$645  = \$644 ;
-  assign \$650  = { 1'h0, \port$5415$0 [95:64] };
+  assign \$650  = { 1'h0, \port$5439$0 [95:64] };
   assign \$651  = \$650 ;
-  assign \$656  = { 1'h0, \port$5415$0 [127:96] };
+  assign \$656  = { 1'h0, \port$5439$0 [127:96] };
   assign \$657  = \$656 ;
-  assign \$662  = { 1'h0, \port$5415$0 [159:128] };
+  assign \$662  = { 1'h0, \port$5439$0 [159:128] };
   assign \$663  = \$662 ;
-  assign \$668  = { 1'h0, \port$5415$0 [191:160] };
+  assign \$668  = { 1'h0, \port$5439$0 [191:160] };
   assign \$669  = \$668 ;
-  assign \$674  = { 1'h0, \port$5415$0 [223:192] };
+  assign \$674  = { 1'h0, \port$5439$0 [223:192] };
   assign \$675  = \$674 ;
-  assign \$680  = { 1'h0, \port$5415$0 [255:224] };
+  assign \$680  = { 1'h0, \port$5439$0 [255:224] };
   assign \$681  = \$680 ;
   assign \$686  = { 1'h0, event0_value };
   assign \$687  = \$686 ;
@@ -26445,37 +26487,37 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__payload, spad_rd__en, spad_rd__addr, active, stall, acc_rd__en, acc_wr__data, ctl__busy, gemm_frozen, done, acc_rd__addr, acc_wr__addr, error, ctl__cmd__ready, acc_wr__en, a_data, acc_rd__data
-, clk);
+module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__payload, spad_rd__en, spad_rd__addr, active, stall, acc_rd__en, acc_wr__data, ctl__busy, done, acc_rd__addr, acc_wr__addr, error, ctl__cmd__ready, acc_wr__en, a_data, acc_rd__data, clk
+);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$100 ;
+  wire [4:0] \$10 ;
+  wire [32:0] \$100 ;
   wire [32:0] \$101 ;
   wire [32:0] \$102 ;
   wire [32:0] \$103 ;
   wire [32:0] \$104 ;
   wire [32:0] \$105 ;
   wire [32:0] \$106 ;
-  wire [32:0] \$107 ;
-  wire [32:0] \$108 ;
+  wire \$107 ;
+  wire \$108 ;
   wire \$109 ;
   wire \$11 ;
   wire \$110 ;
   wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  reg \$114 ;
-  reg [3:0] \$115 ;
-  reg [3:0] \$116 ;
-  reg \$117 ;
+  reg \$112 ;
+  reg [3:0] \$113 ;
+  reg [3:0] \$114 ;
+  reg \$115 ;
+  reg \$116 ;
+  reg [2:0] \$117 ;
   reg \$118 ;
-  reg [2:0] \$119 ;
-  wire [4:0] \$12 ;
+  reg [12:0] \$119 ;
+  wire \$12 ;
   reg \$120 ;
-  reg [12:0] \$121 ;
-  reg \$122 ;
-  reg \$123 ;
+  reg \$121 ;
+  reg [15:0] \$122 ;
+  reg [15:0] \$123 ;
   reg [15:0] \$124 ;
   reg [15:0] \$125 ;
   reg [15:0] \$126 ;
@@ -26490,130 +26532,127 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg [15:0] \$134 ;
   reg [15:0] \$135 ;
   reg [15:0] \$136 ;
-  reg [15:0] \$137 ;
-  reg [15:0] \$138 ;
-  reg \$139 ;
+  reg \$137 ;
+  reg [255:0] \$138 ;
+  reg [175:0] \$139 ;
   wire \$14 ;
-  reg [255:0] \$140 ;
-  reg [255:0] \$141 ;
-  reg [175:0] \$142 ;
-  reg [2:0] \$143 ;
-  reg \$144 ;
-  reg \$145 ;
-  reg \$146 ;
-  reg [7:0] \$147 ;
-  reg [11:0] \$148 ;
-  reg [11:0] \$149 ;
-  wire \$15 ;
-  reg [15:0] \$150 ;
-  reg \$151 ;
+  reg [2:0] \$140 ;
+  reg \$141 ;
+  reg \$142 ;
+  reg \$143 ;
+  reg [7:0] \$144 ;
+  reg [11:0] \$145 ;
+  reg [11:0] \$146 ;
+  reg [15:0] \$147 ;
+  reg \$148 ;
+  reg [13:0] \$149 ;
+  wire [12:0] \$15 ;
+  reg [13:0] \$150 ;
+  reg [13:0] \$151 ;
   reg [13:0] \$152 ;
-  reg [13:0] \$153 ;
-  reg [13:0] \$154 ;
-  reg [13:0] \$155 ;
-  reg [12:0] \$156 ;
-  reg [12:0] \$157 ;
-  reg \$158 ;
+  reg [12:0] \$153 ;
+  reg [12:0] \$154 ;
+  reg \$155 ;
+  wire [31:0] \$156 ;
+  wire [31:0] \$157 ;
+  wire [31:0] \$158 ;
   wire [31:0] \$159 ;
   wire \$16 ;
   wire [31:0] \$160 ;
   wire [31:0] \$161 ;
   wire [31:0] \$162 ;
   wire [31:0] \$163 ;
-  wire [31:0] \$164 ;
-  wire [31:0] \$165 ;
-  wire [31:0] \$166 ;
   wire [12:0] \$17 ;
   wire \$18 ;
-  wire [12:0] \$19 ;
+  wire \$19 ;
   wire \$2 ;
-  wire \$20 ;
+  wire [16:0] \$20 ;
   wire \$21 ;
-  wire [16:0] \$22 ;
+  wire \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
-  wire \$28 ;
+  wire [255:0] \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire [255:0] \$30 ;
+  wire \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [12:0] \$37 ;
-  wire [31:0] \$38 ;
-  wire [32:0] \$39 ;
+  wire [12:0] \$35 ;
+  wire [31:0] \$36 ;
+  wire [32:0] \$37 ;
+  wire [16:0] \$38 ;
+  wire [33:0] \$39 ;
   wire \$4 ;
-  wire [16:0] \$40 ;
-  wire [33:0] \$41 ;
-  wire \$42 ;
-  wire [12:0] \$43 ;
-  wire [31:0] \$44 ;
-  wire [32:0] \$45 ;
-  wire [12:0] \$46 ;
-  wire [15:0] \$47 ;
-  wire [33:0] \$48 ;
-  wire [34:0] \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire [12:0] \$52 ;
-  wire [31:0] \$53 ;
-  wire [32:0] \$54 ;
-  wire [16:0] \$55 ;
-  wire [33:0] \$56 ;
+  wire \$40 ;
+  wire [12:0] \$41 ;
+  wire [31:0] \$42 ;
+  wire [32:0] \$43 ;
+  wire [12:0] \$44 ;
+  wire [15:0] \$45 ;
+  wire [33:0] \$46 ;
+  wire [34:0] \$47 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire [4:0] \$5 ;
+  wire [12:0] \$50 ;
+  wire [31:0] \$51 ;
+  wire [32:0] \$52 ;
+  wire [16:0] \$53 ;
+  wire [33:0] \$54 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire [14:0] \$63 ;
-  wire [16:0] \$64 ;
+  wire [14:0] \$61 ;
+  wire [16:0] \$62 ;
+  wire \$63 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire [14:0] \$69 ;
-  wire [4:0] \$7 ;
-  wire [13:0] \$70 ;
-  wire [16:0] \$71 ;
-  wire [16:0] \$72 ;
-  wire \$73 ;
+  wire [14:0] \$67 ;
+  wire [13:0] \$68 ;
+  wire [16:0] \$69 ;
+  wire \$7 ;
+  wire [16:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [12:0] \$73 ;
   wire \$74 ;
   wire [12:0] \$75 ;
   wire \$76 ;
   wire [12:0] \$77 ;
-  wire \$78 ;
-  wire [12:0] \$79 ;
+  wire [20:0] \$78 ;
+  wire [20:0] \$79 ;
   wire \$8 ;
-  wire [20:0] \$80 ;
+  wire [12:0] \$80 ;
   wire [20:0] \$81 ;
-  wire [12:0] \$82 ;
+  wire [20:0] \$82 ;
   wire [20:0] \$83 ;
   wire [20:0] \$84 ;
-  wire [20:0] \$85 ;
-  wire [20:0] \$86 ;
+  wire \$85 ;
+  wire \$86 ;
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire [3:0] \$93 ;
-  wire [4:0] \$94 ;
+  wire [3:0] \$91 ;
+  wire [4:0] \$92 ;
+  wire \$93 ;
+  wire \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire \$99 ;
+  wire [32:0] \$99 ;
   (* init = 1'h0 *)
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
@@ -26725,8 +26764,6 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg [7:0] error = 8'h00;
   reg [255:0] fwd_data = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg fwd_hit = 1'h0;
-  input gemm_frozen;
-  wire gemm_frozen;
   reg [2:0] gemm_fsm_state = 3'h0;
   reg [15:0] idx = 16'h0000;
   reg issuing;
@@ -26777,230 +26814,227 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire w_en;
   (* init = 3'h0 *)
   wire [2:0] w_row;
-  assign \$1  = ~ gemm_frozen;
-  assign \$2  = \$1  | reset[2];
-  assign \$3  = s1_valid & s1_is_a;
-  assign \$4  = ! s1_bank;
-  assign \$5  = \$3  & \$4 ;
-  assign \$6  = | bank0_busy_cnt;
-  assign \$7  = bank0_busy_cnt - 1'h1;
-  assign \$8  = s1_valid & s1_is_a;
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = | bank1_busy_cnt;
-  assign \$12  = bank1_busy_cnt - 1'h1;
-  assign \$13  = spad_rd__en & spad_rd__gnt;
-  assign \$14  = ~ load_b;
-  assign \$15  = | kt;
-  assign \$16  = cmd[160] | \$15 ;
-  assign \$17  = cmd[99:88] - 1'h1;
-  assign \$18  = nt == \$17 [11:0];
-  assign \$19  = cmd[87:76] - 1'h1;
-  assign \$20  = kt == \$19 [11:0];
-  assign \$21  = \$18  & \$20 ;
-  assign \$22  = cmd[75:60] - 1'h1;
-  assign \$23  = idx == \$22 [15:0];
-  assign \$24  = \$21  & \$23 ;
-  assign \$25  = s1_valid & s1_is_a;
-  assign \$26  = meta15[13:1] == meta13[13:1];
+  assign \$1  = s1_valid & s1_is_a;
+  assign \$2  = ! s1_bank;
+  assign \$3  = \$1  & \$2 ;
+  assign \$4  = | bank0_busy_cnt;
+  assign \$5  = bank0_busy_cnt - 1'h1;
+  assign \$6  = s1_valid & s1_is_a;
+  assign \$8  = \$6  & \$7 ;
+  assign \$9  = | bank1_busy_cnt;
+  assign \$10  = bank1_busy_cnt - 1'h1;
+  assign \$11  = spad_rd__en & spad_rd__gnt;
+  assign \$12  = ~ load_b;
+  assign \$13  = | kt;
+  assign \$14  = cmd[160] | \$13 ;
+  assign \$15  = cmd[99:88] - 1'h1;
+  assign \$16  = nt == \$15 [11:0];
+  assign \$17  = cmd[87:76] - 1'h1;
+  assign \$18  = kt == \$17 [11:0];
+  assign \$19  = \$16  & \$18 ;
+  assign \$20  = cmd[75:60] - 1'h1;
+  assign \$21  = idx == \$20 [15:0];
+  assign \$22  = \$19  & \$21 ;
+  assign \$23  = s1_valid & s1_is_a;
+  assign \$24  = meta15[13:1] == meta13[13:1];
+  assign \$25  = acc_wr__en & \$24 ;
+  assign \$26  = meta15[13:1] == meta14[13:1];
   assign \$27  = acc_wr__en & \$26 ;
-  assign \$28  = meta15[13:1] == meta14[13:1];
-  assign \$29  = acc_wr__en & \$28 ;
-  assign \$30  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$31  = | cmd[175:161];
-  assign \$32  = ! cmd[75:60];
-  assign \$33  = ! cmd[87:76];
+  assign \$28  = fwd_hit ? fwd_data : acc_rd__data;
+  assign \$29  = | cmd[175:161];
+  assign \$30  = ! cmd[75:60];
+  assign \$31  = ! cmd[87:76];
+  assign \$32  = \$30  | \$31 ;
+  assign \$33  = ! cmd[99:88];
   assign \$34  = \$32  | \$33 ;
-  assign \$35  = ! cmd[99:88];
-  assign \$36  = \$34  | \$35 ;
-  assign \$37  = cmd[87:76] - 1'h1;
-  assign \$38  = \$37 [11:0] * cmd[119:100];
-  assign \$39  = cmd[19:0] + \$38 ;
-  assign \$40  = cmd[75:60] - 1'h1;
-  assign \$41  = \$39  + \$40 [15:0];
-  assign \$42  = \$41  >= 15'h4000;
-  assign \$43  = cmd[99:88] - 1'h1;
-  assign \$44  = \$43 [11:0] * cmd[139:120];
-  assign \$45  = cmd[39:20] + \$44 ;
-  assign \$46  = cmd[87:76] - 1'h1;
-  assign \$47  = \$46 [11:0] * 4'h8;
-  assign \$48  = \$45  + \$47 ;
-  assign \$49  = \$48  + 3'h7;
-  assign \$50  = \$49  >= 15'h4000;
-  assign \$51  = \$42  | \$50 ;
-  assign \$52  = cmd[99:88] - 1'h1;
-  assign \$53  = \$52 [11:0] * cmd[159:140];
-  assign \$54  = cmd[59:40] + \$53 ;
-  assign \$55  = cmd[75:60] - 1'h1;
-  assign \$56  = \$54  + \$55 [15:0];
-  assign \$57  = \$56  >= 14'h2000;
-  assign \$58  = \$51  | \$57 ;
-  assign \$59  = err_reserved | err_shape;
-  assign \$60  = \$59  | err_range;
-  assign \$61  = spad_rd__en & spad_rd__gnt;
-  assign \$62  = \$61  & load_b;
-  assign \$63  = b_ptr + 1'h1;
-  assign \$64  = idx + 1'h1;
-  assign \$65  = idx[2:0] == 3'h7;
-  assign \$66  = spad_rd__en & spad_rd__gnt;
-  assign \$67  = ~ load_b;
-  assign \$68  = \$66  & \$67 ;
-  assign \$69  = a_ptr + 1'h1;
-  assign \$70  = c_ptr + 1'h1;
-  assign \$71  = idx + 1'h1;
-  assign \$72  = cmd[75:60] - 1'h1;
-  assign \$73  = idx == \$72 [15:0];
-  assign \$74  = ~ bank;
-  assign \$75  = cmd[87:76] - 1'h1;
-  assign \$76  = kt != \$75 [11:0];
-  assign \$77  = cmd[99:88] - 1'h1;
-  assign \$78  = nt != \$77 [11:0];
-  assign \$79  = kt + 1'h1;
-  assign \$80  = a_base + cmd[119:100];
-  assign \$81  = a_base + cmd[119:100];
-  assign \$82  = nt + 1'h1;
-  assign \$83  = b_base + cmd[139:120];
-  assign \$84  = b_base + cmd[139:120];
-  assign \$85  = c_base + cmd[159:140];
-  assign \$86  = c_base + cmd[159:140];
-  assign \$87  = acc_wr__en & meta15[15];
-  assign \$88  = ~ load_b;
-  assign \$89  = s1_valid & s1_is_a;
-  assign \$90  = s1_bank == bank;
-  assign \$91  = \$89  & \$90 ;
-  assign \$92  = ~ \$91 ;
-  assign \$93  = bank ? bank1_busy_cnt : bank0_busy_cnt;
-  assign \$94  = \$93  + idx[2:0];
-  assign \$95  = \$94  <= 4'h9;
-  assign \$96  = \$92  & \$95 ;
-  assign \$97  = \$88  | \$96 ;
-  assign spad_rd__en = issuing & \$97 ;
+  assign \$35  = cmd[87:76] - 1'h1;
+  assign \$36  = \$35 [11:0] * cmd[119:100];
+  assign \$37  = cmd[19:0] + \$36 ;
+  assign \$38  = cmd[75:60] - 1'h1;
+  assign \$39  = \$37  + \$38 [15:0];
+  assign \$40  = \$39  >= 15'h4000;
+  assign \$41  = cmd[99:88] - 1'h1;
+  assign \$42  = \$41 [11:0] * cmd[139:120];
+  assign \$43  = cmd[39:20] + \$42 ;
+  assign \$44  = cmd[87:76] - 1'h1;
+  assign \$45  = \$44 [11:0] * 4'h8;
+  assign \$46  = \$43  + \$45 ;
+  assign \$47  = \$46  + 3'h7;
+  assign \$48  = \$47  >= 15'h4000;
+  assign \$49  = \$40  | \$48 ;
+  assign \$50  = cmd[99:88] - 1'h1;
+  assign \$51  = \$50 [11:0] * cmd[159:140];
+  assign \$52  = cmd[59:40] + \$51 ;
+  assign \$53  = cmd[75:60] - 1'h1;
+  assign \$54  = \$52  + \$53 [15:0];
+  assign \$55  = \$54  >= 14'h2000;
+  assign \$56  = \$49  | \$55 ;
+  assign \$57  = err_reserved | err_shape;
+  assign \$58  = \$57  | err_range;
+  assign \$59  = spad_rd__en & spad_rd__gnt;
+  assign \$60  = \$59  & load_b;
+  assign \$61  = b_ptr + 1'h1;
+  assign \$62  = idx + 1'h1;
+  assign \$63  = idx[2:0] == 3'h7;
+  assign \$64  = spad_rd__en & spad_rd__gnt;
+  assign \$65  = ~ load_b;
+  assign \$66  = \$64  & \$65 ;
+  assign \$67  = a_ptr + 1'h1;
+  assign \$68  = c_ptr + 1'h1;
+  assign \$69  = idx + 1'h1;
+  assign \$70  = cmd[75:60] - 1'h1;
+  assign \$71  = idx == \$70 [15:0];
+  assign \$72  = ~ bank;
+  assign \$73  = cmd[87:76] - 1'h1;
+  assign \$74  = kt != \$73 [11:0];
+  assign \$75  = cmd[99:88] - 1'h1;
+  assign \$76  = nt != \$75 [11:0];
+  assign \$77  = kt + 1'h1;
+  assign \$78  = a_base + cmd[119:100];
+  assign \$79  = a_base + cmd[119:100];
+  assign \$80  = nt + 1'h1;
+  assign \$81  = b_base + cmd[139:120];
+  assign \$82  = b_base + cmd[139:120];
+  assign \$83  = c_base + cmd[159:140];
+  assign \$84  = c_base + cmd[159:140];
+  assign \$85  = acc_wr__en & meta15[15];
+  assign \$86  = ~ load_b;
+  assign \$87  = s1_valid & s1_is_a;
+  assign \$88  = s1_bank == bank;
+  assign \$89  = \$87  & \$88 ;
+  assign \$90  = ~ \$89 ;
+  assign \$91  = bank ? bank1_busy_cnt : bank0_busy_cnt;
+  assign \$92  = \$91  + idx[2:0];
+  assign \$93  = \$92  <= 4'h9;
+  assign \$94  = \$90  & \$93 ;
+  assign \$95  = \$86  | \$94 ;
+  assign spad_rd__en = issuing & \$95 ;
   assign spad_rd__addr = load_b ? b_ptr : a_ptr;
   assign a_valid = s1_valid & s1_is_a;
-  assign \$98  = ~ s1_is_a;
-  assign w_en = s1_valid & \$98 ;
+  assign \$96  = ~ s1_is_a;
+  assign w_en = s1_valid & \$96 ;
   assign active = s1_valid & s1_is_a;
-  assign \$99  = s1_valid & s1_is_a;
-  assign \$100  = ~ \$99 ;
-  assign stall = ctl__busy & \$100 ;
+  assign \$97  = s1_valid & s1_is_a;
+  assign \$98  = ~ \$97 ;
+  assign stall = ctl__busy & \$98 ;
   assign acc_rd__en = meta13[0] & meta13[14];
-  assign \$101  = old[31:0] + \$160 ;
-  assign \$102  = old[63:32] + \$161 ;
-  assign \$103  = old[95:64] + \$162 ;
-  assign \$104  = old[127:96] + \$163 ;
-  assign \$105  = old[159:128] + \$164 ;
-  assign \$106  = old[191:160] + \$165 ;
-  assign \$107  = old[223:192] + \$166 ;
-  assign \$108  = old[255:224] + \$159 ;
-  assign acc_wr__data = meta15[14] ? { \$108 [31:0], \$107 [31:0], \$106 [31:0], \$105 [31:0], \$104 [31:0], \$103 [31:0], \$102 [31:0], \$101 [31:0] } : { \$159 , \$166 , \$165 , \$164 , \$163 , \$162 , \$161 , \$160  };
-  assign ctl__busy = ~ \$109 ;
-  assign \$109  = ! gemm_fsm_state;
-  assign \$110  = gemm_fsm_state == 1'h1;
-  assign \$111  = gemm_fsm_state == 2'h2;
-  assign \$112  = gemm_fsm_state == 2'h3;
-  assign \$113  = gemm_fsm_state == 3'h4;
+  assign \$99  = old[31:0] + \$157 ;
+  assign \$100  = old[63:32] + \$158 ;
+  assign \$101  = old[95:64] + \$159 ;
+  assign \$102  = old[127:96] + \$160 ;
+  assign \$103  = old[159:128] + \$161 ;
+  assign \$104  = old[191:160] + \$162 ;
+  assign \$105  = old[223:192] + \$163 ;
+  assign \$106  = old[255:224] + \$156 ;
+  assign acc_wr__data = meta15[14] ? { \$106 [31:0], \$105 [31:0], \$104 [31:0], \$103 [31:0], \$102 [31:0], \$101 [31:0], \$100 [31:0], \$99 [31:0] } : { \$156 , \$163 , \$162 , \$161 , \$160 , \$159 , \$158 , \$157  };
+  assign ctl__busy = ~ \$107 ;
+  assign \$107  = ! gemm_fsm_state;
+  assign \$108  = gemm_fsm_state == 1'h1;
+  assign \$109  = gemm_fsm_state == 2'h2;
+  assign \$110  = gemm_fsm_state == 2'h3;
+  assign \$111  = gemm_fsm_state == 3'h4;
   always @(posedge clk)
-    done <= \$114 ;
+    done <= \$112 ;
   always @(posedge clk)
-    bank0_busy_cnt <= \$115 ;
+    bank0_busy_cnt <= \$113 ;
   always @(posedge clk)
-    bank1_busy_cnt <= \$116 ;
+    bank1_busy_cnt <= \$114 ;
   always @(posedge clk)
-    s1_valid <= \$117 ;
+    s1_valid <= \$115 ;
   always @(posedge clk)
-    s1_is_a <= \$118 ;
+    s1_is_a <= \$116 ;
   always @(posedge clk)
-    s1_row <= \$119 ;
+    s1_row <= \$117 ;
   always @(posedge clk)
-    s1_bank <= \$120 ;
+    s1_bank <= \$118 ;
   always @(posedge clk)
-    s1_caddr <= \$121 ;
+    s1_caddr <= \$119 ;
   always @(posedge clk)
-    s1_accum <= \$122 ;
+    s1_accum <= \$120 ;
   always @(posedge clk)
-    s1_last <= \$123 ;
+    s1_last <= \$121 ;
   always @(posedge clk)
-    meta1 <= \$124 ;
+    meta1 <= \$122 ;
   always @(posedge clk)
-    meta2 <= \$125 ;
+    meta2 <= \$123 ;
   always @(posedge clk)
-    meta3 <= \$126 ;
+    meta3 <= \$124 ;
   always @(posedge clk)
-    meta4 <= \$127 ;
+    meta4 <= \$125 ;
   always @(posedge clk)
-    meta5 <= \$128 ;
+    meta5 <= \$126 ;
   always @(posedge clk)
-    meta6 <= \$129 ;
+    meta6 <= \$127 ;
   always @(posedge clk)
-    meta7 <= \$130 ;
+    meta7 <= \$128 ;
   always @(posedge clk)
-    meta8 <= \$131 ;
+    meta8 <= \$129 ;
   always @(posedge clk)
-    meta9 <= \$132 ;
+    meta9 <= \$130 ;
   always @(posedge clk)
-    meta10 <= \$133 ;
+    meta10 <= \$131 ;
   always @(posedge clk)
-    meta11 <= \$134 ;
+    meta11 <= \$132 ;
   always @(posedge clk)
-    meta12 <= \$135 ;
+    meta12 <= \$133 ;
   always @(posedge clk)
-    meta13 <= \$136 ;
+    meta13 <= \$134 ;
   always @(posedge clk)
-    meta14 <= \$137 ;
+    meta14 <= \$135 ;
   always @(posedge clk)
-    meta15 <= \$138 ;
+    meta15 <= \$136 ;
   always @(posedge clk)
-    fwd_hit <= \$139 ;
+    fwd_hit <= \$137 ;
   always @(posedge clk)
-    fwd_data <= \$140 ;
+    fwd_data <= acc_wr__data;
   always @(posedge clk)
-    old <= \$141 ;
+    old <= \$138 ;
   always @(posedge clk)
-    cmd <= \$142 ;
+    cmd <= \$139 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$143 ;
+    gemm_fsm_state <= \$140 ;
   always @(posedge clk)
-    err_reserved <= \$144 ;
+    err_reserved <= \$141 ;
   always @(posedge clk)
-    err_shape <= \$145 ;
+    err_shape <= \$142 ;
   always @(posedge clk)
-    err_range <= \$146 ;
+    err_range <= \$143 ;
   always @(posedge clk)
-    error <= \$147 ;
+    error <= \$144 ;
   always @(posedge clk)
-    nt <= \$148 ;
+    nt <= \$145 ;
   always @(posedge clk)
-    kt <= \$149 ;
+    kt <= \$146 ;
   always @(posedge clk)
-    idx <= \$150 ;
+    idx <= \$147 ;
   always @(posedge clk)
-    load_b <= \$151 ;
+    load_b <= \$148 ;
   always @(posedge clk)
-    a_base <= \$152 ;
+    a_base <= \$149 ;
   always @(posedge clk)
-    a_ptr <= \$153 ;
+    a_ptr <= \$150 ;
   always @(posedge clk)
-    b_base <= \$154 ;
+    b_base <= \$151 ;
   always @(posedge clk)
-    b_ptr <= \$155 ;
+    b_ptr <= \$152 ;
   always @(posedge clk)
-    c_base <= \$156 ;
+    c_base <= \$153 ;
   always @(posedge clk)
-    c_ptr <= \$157 ;
+    c_ptr <= \$154 ;
   always @(posedge clk)
-    bank <= \$158 ;
+    bank <= \$155 ;
   \kaki_soc_8x8.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_6(\$160 ),
-    .deskew1_5(\$161 ),
-    .deskew2_4(\$162 ),
-    .deskew3_3(\$163 ),
-    .deskew4_2(\$164 ),
-    .deskew5_1(\$165 ),
-    .deskew6_0(\$166 ),
-    .gemm_frozen(gemm_frozen),
+    .deskew0_6(\$157 ),
+    .deskew1_5(\$158 ),
+    .deskew2_4(\$159 ),
+    .deskew3_3(\$160 ),
+    .deskew4_2(\$161 ),
+    .deskew5_1(\$162 ),
+    .deskew6_0(\$163 ),
     .out_valid_q(acc_wr__en),
-    .pe7_7_psum(\$159 ),
+    .pe7_7_psum(\$156 ),
     .reset(reset),
     .rst(rst),
     .w_bank(s1_bank),
@@ -27010,88 +27044,95 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$114  = done;
-    if (\$2 ) begin
-      \$114  = 1'h0;
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            if (\$60 ) begin
-              \$114  = 1'h1;
-            end
-        3'h3:
-            /* empty */;
-        3'h4:
-            if (\$87 ) begin
-              \$114  = 1'h1;
-            end
-      endcase
-      if (reset[2]) begin
-        \$114  = 1'h0;
-      end
+    \$112  = 1'h0;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$58 ) begin
+            \$112  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$85 ) begin
+            \$112  = 1'h1;
+          end
+    endcase
+    if (reset[2]) begin
+      \$112  = 1'h0;
     end
     if (rst) begin
-      \$114  = 1'h0;
+      \$112  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$115  = bank0_busy_cnt;
-    if (\$2 ) begin
-      if (\$5 ) begin
-        \$115  = 4'he;
-      end else if (\$6 ) begin
-        \$115  = \$7 [3:0];
-      end
-      if (reset[2]) begin
-        \$115  = 4'h0;
-      end
+    \$113  = bank0_busy_cnt;
+    if (\$3 ) begin
+      \$113  = 4'he;
+    end else if (\$4 ) begin
+      \$113  = \$5 [3:0];
+    end
+    if (reset[2]) begin
+      \$113  = 4'h0;
     end
     if (rst) begin
-      \$115  = 4'h0;
+      \$113  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$116  = bank1_busy_cnt;
-    if (\$2 ) begin
-      if (\$10 ) begin
-        \$116  = 4'he;
-      end else if (\$11 ) begin
-        \$116  = \$12 [3:0];
-      end
-      if (reset[2]) begin
-        \$116  = 4'h0;
-      end
+    \$114  = bank1_busy_cnt;
+    if (\$8 ) begin
+      \$114  = 4'he;
+    end else if (\$9 ) begin
+      \$114  = \$10 [3:0];
+    end
+    if (reset[2]) begin
+      \$114  = 4'h0;
     end
     if (rst) begin
-      \$116  = 4'h0;
+      \$114  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$117  = s1_valid;
-    if (\$2 ) begin
-      \$117  = \$13 ;
-      if (reset[2]) begin
-        \$117  = 1'h0;
-      end
+    \$115  = \$11 ;
+    if (reset[2]) begin
+      \$115  = 1'h0;
     end
     if (rst) begin
-      \$117  = 1'h0;
+      \$115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$118  = s1_is_a;
-    if (\$2 ) begin
-      \$118  = \$14 ;
-      if (reset[2]) begin
-        \$118  = 1'h0;
-      end
+    \$116  = \$12 ;
+    if (reset[2]) begin
+      \$116  = 1'h0;
+    end
+    if (rst) begin
+      \$116  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$117  = idx[2:0];
+    if (reset[2]) begin
+      \$117  = 3'h0;
+    end
+    if (rst) begin
+      \$117  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$118  = bank;
+    if (reset[2]) begin
+      \$118  = 1'h0;
     end
     if (rst) begin
       \$118  = 1'h0;
@@ -27099,25 +27140,19 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$119  = s1_row;
-    if (\$2 ) begin
-      \$119  = idx[2:0];
-      if (reset[2]) begin
-        \$119  = 3'h0;
-      end
+    \$119  = c_ptr;
+    if (reset[2]) begin
+      \$119  = 13'h0000;
     end
     if (rst) begin
-      \$119  = 3'h0;
+      \$119  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$120  = s1_bank;
-    if (\$2 ) begin
-      \$120  = bank;
-      if (reset[2]) begin
-        \$120  = 1'h0;
-      end
+    \$120  = \$14 ;
+    if (reset[2]) begin
+      \$120  = 1'h0;
     end
     if (rst) begin
       \$120  = 1'h0;
@@ -27125,51 +27160,39 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$121  = s1_caddr;
-    if (\$2 ) begin
-      \$121  = c_ptr;
-      if (reset[2]) begin
-        \$121  = 13'h0000;
-      end
+    \$121  = \$22 ;
+    if (reset[2]) begin
+      \$121  = 1'h0;
     end
     if (rst) begin
-      \$121  = 13'h0000;
+      \$121  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$122  = s1_accum;
-    if (\$2 ) begin
-      \$122  = \$16 ;
-      if (reset[2]) begin
-        \$122  = 1'h0;
-      end
+    \$122  = { s1_last, s1_accum, s1_caddr, \$23  };
+    if (reset[2]) begin
+      \$122  = 16'h0000;
     end
     if (rst) begin
-      \$122  = 1'h0;
+      \$122  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$123  = s1_last;
-    if (\$2 ) begin
-      \$123  = \$24 ;
-      if (reset[2]) begin
-        \$123  = 1'h0;
-      end
+    \$123  = meta1;
+    if (reset[2]) begin
+      \$123  = 16'h0000;
     end
     if (rst) begin
-      \$123  = 1'h0;
+      \$123  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$124  = meta1;
-    if (\$2 ) begin
-      \$124  = { s1_last, s1_accum, s1_caddr, \$25  };
-      if (reset[2]) begin
-        \$124  = 16'h0000;
-      end
+    \$124  = meta2;
+    if (reset[2]) begin
+      \$124  = 16'h0000;
     end
     if (rst) begin
       \$124  = 16'h0000;
@@ -27177,12 +27200,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$125  = meta2;
-    if (\$2 ) begin
-      \$125  = meta1;
-      if (reset[2]) begin
-        \$125  = 16'h0000;
-      end
+    \$125  = meta3;
+    if (reset[2]) begin
+      \$125  = 16'h0000;
     end
     if (rst) begin
       \$125  = 16'h0000;
@@ -27190,12 +27210,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$126  = meta3;
-    if (\$2 ) begin
-      \$126  = meta2;
-      if (reset[2]) begin
-        \$126  = 16'h0000;
-      end
+    \$126  = meta4;
+    if (reset[2]) begin
+      \$126  = 16'h0000;
     end
     if (rst) begin
       \$126  = 16'h0000;
@@ -27203,12 +27220,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$127  = meta4;
-    if (\$2 ) begin
-      \$127  = meta3;
-      if (reset[2]) begin
-        \$127  = 16'h0000;
-      end
+    \$127  = meta5;
+    if (reset[2]) begin
+      \$127  = 16'h0000;
     end
     if (rst) begin
       \$127  = 16'h0000;
@@ -27216,12 +27230,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$128  = meta5;
-    if (\$2 ) begin
-      \$128  = meta4;
-      if (reset[2]) begin
-        \$128  = 16'h0000;
-      end
+    \$128  = meta6;
+    if (reset[2]) begin
+      \$128  = 16'h0000;
     end
     if (rst) begin
       \$128  = 16'h0000;
@@ -27229,12 +27240,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$129  = meta6;
-    if (\$2 ) begin
-      \$129  = meta5;
-      if (reset[2]) begin
-        \$129  = 16'h0000;
-      end
+    \$129  = meta7;
+    if (reset[2]) begin
+      \$129  = 16'h0000;
     end
     if (rst) begin
       \$129  = 16'h0000;
@@ -27242,12 +27250,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$130  = meta7;
-    if (\$2 ) begin
-      \$130  = meta6;
-      if (reset[2]) begin
-        \$130  = 16'h0000;
-      end
+    \$130  = meta8;
+    if (reset[2]) begin
+      \$130  = 16'h0000;
     end
     if (rst) begin
       \$130  = 16'h0000;
@@ -27255,12 +27260,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$131  = meta8;
-    if (\$2 ) begin
-      \$131  = meta7;
-      if (reset[2]) begin
-        \$131  = 16'h0000;
-      end
+    \$131  = meta9;
+    if (reset[2]) begin
+      \$131  = 16'h0000;
     end
     if (rst) begin
       \$131  = 16'h0000;
@@ -27268,12 +27270,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$132  = meta9;
-    if (\$2 ) begin
-      \$132  = meta8;
-      if (reset[2]) begin
-        \$132  = 16'h0000;
-      end
+    \$132  = meta10;
+    if (reset[2]) begin
+      \$132  = 16'h0000;
     end
     if (rst) begin
       \$132  = 16'h0000;
@@ -27281,12 +27280,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$133  = meta10;
-    if (\$2 ) begin
-      \$133  = meta9;
-      if (reset[2]) begin
-        \$133  = 16'h0000;
-      end
+    \$133  = meta11;
+    if (reset[2]) begin
+      \$133  = 16'h0000;
     end
     if (rst) begin
       \$133  = 16'h0000;
@@ -27294,12 +27290,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$134  = meta11;
-    if (\$2 ) begin
-      \$134  = meta10;
-      if (reset[2]) begin
-        \$134  = 16'h0000;
-      end
+    \$134  = meta12;
+    if (reset[2]) begin
+      \$134  = 16'h0000;
     end
     if (rst) begin
       \$134  = 16'h0000;
@@ -27307,12 +27300,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$135  = meta12;
-    if (\$2 ) begin
-      \$135  = meta11;
-      if (reset[2]) begin
-        \$135  = 16'h0000;
-      end
+    \$135  = meta13;
+    if (reset[2]) begin
+      \$135  = 16'h0000;
     end
     if (rst) begin
       \$135  = 16'h0000;
@@ -27320,12 +27310,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$136  = meta13;
-    if (\$2 ) begin
-      \$136  = meta12;
-      if (reset[2]) begin
-        \$136  = 16'h0000;
-      end
+    \$136  = meta14;
+    if (reset[2]) begin
+      \$136  = 16'h0000;
     end
     if (rst) begin
       \$136  = 16'h0000;
@@ -27333,383 +27320,422 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$137  = meta14;
-    if (\$2 ) begin
-      \$137  = meta13;
-      if (reset[2]) begin
-        \$137  = 16'h0000;
-      end
+    \$137  = \$25 ;
+    if (reset[2]) begin
+      \$137  = 1'h0;
     end
     if (rst) begin
-      \$137  = 16'h0000;
+      \$137  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$138  = meta15;
-    if (\$2 ) begin
-      \$138  = meta14;
-      if (reset[2]) begin
-        \$138  = 16'h0000;
-      end
+    (* full_case = 32'd1 *)
+    if (\$27 ) begin
+      \$138  = acc_wr__data;
+    end else begin
+      \$138  = \$28 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$139  = cmd;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$139  = ctl__cmd__payload;
+          end
+    endcase
+    if (reset[2]) begin
+      \$139  = 176'h00000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$138  = 16'h0000;
+      \$139  = 176'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$139  = fwd_hit;
-    if (\$2 ) begin
-      \$139  = \$27 ;
-      if (reset[2]) begin
-        \$139  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$139  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$140  = fwd_data;
-    if (\$2 ) begin
-      \$140  = acc_wr__data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$141  = old;
-    if (\$2 ) begin
-      (* full_case = 32'd1 *)
-      if (\$29 ) begin
-        \$141  = acc_wr__data;
-      end else begin
-        \$141  = \$30 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$142  = cmd;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$142  = ctl__cmd__payload;
-            end
-      endcase
-      if (reset[2]) begin
-        \$142  = 176'h00000000000000000000000000000000000000000000;
-      end
-    end
-    if (rst) begin
-      \$142  = 176'h00000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$143  = gemm_fsm_state;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$143  = 3'h1;
-            end
-        3'h1:
-            \$143  = 3'h2;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-              \$143  = 3'h0;
-            end else begin
-              \$143  = 3'h3;
-            end
-        3'h3:
-            if (\$68 ) begin
-              if (\$73 ) begin
-                (* full_case = 32'd1 *)
-                if (\$76 ) begin
-                end else if (\$78 ) begin
-                end else begin
-                  \$143  = 3'h4;
-                end
-              end
-            end
-        3'h4:
-            if (\$87 ) begin
-              \$143  = 3'h0;
-            end
-      endcase
-      if (reset[2]) begin
-        \$143  = 3'h0;
-      end
-    end
-    if (rst) begin
-      \$143  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$144  = err_reserved;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            \$144  = \$31 ;
-      endcase
-      if (reset[2]) begin
-        \$144  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$144  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$145  = err_shape;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            \$145  = \$36 ;
-      endcase
-      if (reset[2]) begin
-        \$145  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$145  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$146  = err_range;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            \$146  = \$58 ;
-      endcase
-      if (reset[2]) begin
-        \$146  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$146  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$147  = error;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            if (\$60 ) begin
+    \$140  = gemm_fsm_state;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$140  = 3'h1;
+          end
+      3'h1:
+          \$140  = 3'h2;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+            \$140  = 3'h0;
+          end else begin
+            \$140  = 3'h3;
+          end
+      3'h3:
+          if (\$66 ) begin
+            if (\$71 ) begin
               (* full_case = 32'd1 *)
-              if (err_reserved) begin
-                \$147  = 8'h02;
-              end else if (err_shape) begin
-                \$147  = 8'h03;
+              if (\$74 ) begin
+              end else if (\$76 ) begin
               end else begin
-                \$147  = 8'h04;
-              end
-            end
-        3'h3:
-            /* empty */;
-        3'h4:
-            if (\$87 ) begin
-              \$147  = 8'h00;
-            end
-      endcase
-      if (reset[2]) begin
-        \$147  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$147  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$148  = nt;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$148  = 12'h000;
-            end
-        3'h3:
-            if (\$68 ) begin
-              if (\$73 ) begin
-                if (\$76 ) begin
-                end else if (\$78 ) begin
-                  \$148  = \$82 [11:0];
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$148  = 12'h000;
-      end
-    end
-    if (rst) begin
-      \$148  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$149  = kt;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$149  = 12'h000;
-            end
-        3'h3:
-            if (\$68 ) begin
-              if (\$73 ) begin
-                if (\$76 ) begin
-                  \$149  = \$79 [11:0];
-                end else if (\$78 ) begin
-                  \$149  = 12'h000;
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$149  = 12'h000;
-      end
-    end
-    if (rst) begin
-      \$149  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$150  = idx;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$150  = 16'h0000;
-            end
-        3'h3:
-          begin
-            if (\$62 ) begin
-              \$150  = \$64 [15:0];
-              if (\$65 ) begin
-                \$150  = 16'h0000;
-              end
-            end
-            if (\$68 ) begin
-              \$150  = \$71 [15:0];
-              if (\$73 ) begin
-                \$150  = 16'h0000;
+                \$140  = 3'h4;
               end
             end
           end
-      endcase
-      if (reset[2]) begin
-        \$150  = 16'h0000;
-      end
+      3'h4:
+          if (\$85 ) begin
+            \$140  = 3'h0;
+          end
+    endcase
+    if (reset[2]) begin
+      \$140  = 3'h0;
     end
     if (rst) begin
-      \$150  = 16'h0000;
+      \$140  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$151  = load_b;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
+    \$141  = err_reserved;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$141  = \$29 ;
+    endcase
+    if (reset[2]) begin
+      \$141  = 1'h0;
+    end
+    if (rst) begin
+      \$141  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$142  = err_shape;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$142  = \$34 ;
+    endcase
+    if (reset[2]) begin
+      \$142  = 1'h0;
+    end
+    if (rst) begin
+      \$142  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$143  = err_range;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$143  = \$56 ;
+    endcase
+    if (reset[2]) begin
+      \$143  = 1'h0;
+    end
+    if (rst) begin
+      \$143  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$144  = error;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (\$58 ) begin
             (* full_case = 32'd1 *)
-            if (\$60 ) begin
+            if (err_reserved) begin
+              \$144  = 8'h02;
+            end else if (err_shape) begin
+              \$144  = 8'h03;
             end else begin
-              \$151  = 1'h1;
+              \$144  = 8'h04;
             end
-        3'h3:
-          begin
-            if (\$62 ) begin
-              if (\$65 ) begin
-                \$151  = 1'h0;
-              end
-            end
-            if (\$68 ) begin
-              if (\$73 ) begin
-                \$151  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (\$85 ) begin
+            \$144  = 8'h00;
+          end
+    endcase
+    if (reset[2]) begin
+      \$144  = 8'h00;
+    end
+    if (rst) begin
+      \$144  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$145  = nt;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$145  = 12'h000;
+          end
+      3'h3:
+          if (\$66 ) begin
+            if (\$71 ) begin
+              if (\$74 ) begin
+              end else if (\$76 ) begin
+                \$145  = \$80 [11:0];
               end
             end
           end
-      endcase
-      if (reset[2]) begin
-        \$151  = 1'h0;
-      end
+    endcase
+    if (reset[2]) begin
+      \$145  = 12'h000;
     end
     if (rst) begin
-      \$151  = 1'h0;
+      \$145  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$152  = a_base;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$152  = cmd[13:0];
-            end
-        3'h3:
-            if (\$68 ) begin
-              if (\$73 ) begin
-                if (\$76 ) begin
-                  \$152  = \$80 [13:0];
-                end else if (\$78 ) begin
-                  \$152  = cmd[13:0];
-                end
+    \$146  = kt;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$146  = 12'h000;
+          end
+      3'h3:
+          if (\$66 ) begin
+            if (\$71 ) begin
+              if (\$74 ) begin
+                \$146  = \$77 [11:0];
+              end else if (\$76 ) begin
+                \$146  = 12'h000;
               end
             end
-      endcase
-      if (reset[2]) begin
-        \$152  = 14'h0000;
-      end
+          end
+    endcase
+    if (reset[2]) begin
+      \$146  = 12'h000;
+    end
+    if (rst) begin
+      \$146  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$147  = idx;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$147  = 16'h0000;
+          end
+      3'h3:
+        begin
+          if (\$60 ) begin
+            \$147  = \$62 [15:0];
+            if (\$63 ) begin
+              \$147  = 16'h0000;
+            end
+          end
+          if (\$66 ) begin
+            \$147  = \$69 [15:0];
+            if (\$71 ) begin
+              \$147  = 16'h0000;
+            end
+          end
+        end
+    endcase
+    if (reset[2]) begin
+      \$147  = 16'h0000;
+    end
+    if (rst) begin
+      \$147  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$148  = load_b;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$148  = 1'h1;
+          end
+      3'h3:
+        begin
+          if (\$60 ) begin
+            if (\$63 ) begin
+              \$148  = 1'h0;
+            end
+          end
+          if (\$66 ) begin
+            if (\$71 ) begin
+              \$148  = 1'h1;
+            end
+          end
+        end
+    endcase
+    if (reset[2]) begin
+      \$148  = 1'h0;
+    end
+    if (rst) begin
+      \$148  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$149  = a_base;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$149  = cmd[13:0];
+          end
+      3'h3:
+          if (\$66 ) begin
+            if (\$71 ) begin
+              if (\$74 ) begin
+                \$149  = \$78 [13:0];
+              end else if (\$76 ) begin
+                \$149  = cmd[13:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$149  = 14'h0000;
+    end
+    if (rst) begin
+      \$149  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$150  = a_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$150  = cmd[13:0];
+          end
+      3'h3:
+          if (\$66 ) begin
+            \$150  = \$67 [13:0];
+            if (\$71 ) begin
+              if (\$74 ) begin
+                \$150  = \$79 [13:0];
+              end else if (\$76 ) begin
+                \$150  = cmd[13:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$150  = 14'h0000;
+    end
+    if (rst) begin
+      \$150  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$151  = b_base;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$151  = cmd[33:20];
+          end
+      3'h3:
+          if (\$66 ) begin
+            if (\$71 ) begin
+              if (\$74 ) begin
+              end else if (\$76 ) begin
+                \$151  = \$81 [13:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$151  = 14'h0000;
+    end
+    if (rst) begin
+      \$151  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$152  = b_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$152  = cmd[33:20];
+          end
+      3'h3:
+        begin
+          if (\$60 ) begin
+            \$152  = \$61 [13:0];
+          end
+          if (\$66 ) begin
+            if (\$71 ) begin
+              if (\$74 ) begin
+              end else if (\$76 ) begin
+                \$152  = \$82 [13:0];
+              end
+            end
+          end
+        end
+    endcase
+    if (reset[2]) begin
+      \$152  = 14'h0000;
     end
     if (rst) begin
       \$152  = 14'h0000;
@@ -27717,202 +27743,90 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$153  = a_ptr;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$153  = cmd[13:0];
-            end
-        3'h3:
-            if (\$68 ) begin
-              \$153  = \$69 [13:0];
-              if (\$73 ) begin
-                if (\$76 ) begin
-                  \$153  = \$81 [13:0];
-                end else if (\$78 ) begin
-                  \$153  = cmd[13:0];
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$153  = 14'h0000;
-      end
-    end
-    if (rst) begin
-      \$153  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$154  = b_base;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$154  = cmd[33:20];
-            end
-        3'h3:
-            if (\$68 ) begin
-              if (\$73 ) begin
-                if (\$76 ) begin
-                end else if (\$78 ) begin
-                  \$154  = \$83 [13:0];
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$154  = 14'h0000;
-      end
-    end
-    if (rst) begin
-      \$154  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$155  = b_ptr;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$155  = cmd[33:20];
-            end
-        3'h3:
-          begin
-            if (\$62 ) begin
-              \$155  = \$63 [13:0];
-            end
-            if (\$68 ) begin
-              if (\$73 ) begin
-                if (\$76 ) begin
-                end else if (\$78 ) begin
-                  \$155  = \$84 [13:0];
-                end
+    \$153  = c_base;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$153  = cmd[52:40];
+          end
+      3'h3:
+          if (\$66 ) begin
+            if (\$71 ) begin
+              if (\$74 ) begin
+              end else if (\$76 ) begin
+                \$153  = \$83 [12:0];
               end
             end
           end
-      endcase
-      if (reset[2]) begin
-        \$155  = 14'h0000;
-      end
+    endcase
+    if (reset[2]) begin
+      \$153  = 13'h0000;
     end
     if (rst) begin
-      \$155  = 14'h0000;
+      \$153  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$156  = c_base;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$156  = cmd[52:40];
-            end
-        3'h3:
-            if (\$68 ) begin
-              if (\$73 ) begin
-                if (\$76 ) begin
-                end else if (\$78 ) begin
-                  \$156  = \$85 [12:0];
-                end
+    \$154  = c_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$58 ) begin
+          end else begin
+            \$154  = cmd[52:40];
+          end
+      3'h3:
+          if (\$66 ) begin
+            \$154  = \$68 [12:0];
+            if (\$71 ) begin
+              if (\$74 ) begin
+                \$154  = c_base;
+              end else if (\$76 ) begin
+                \$154  = \$84 [12:0];
               end
             end
-      endcase
-      if (reset[2]) begin
-        \$156  = 13'h0000;
-      end
+          end
+    endcase
+    if (reset[2]) begin
+      \$154  = 13'h0000;
     end
     if (rst) begin
-      \$156  = 13'h0000;
+      \$154  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$157  = c_ptr;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            (* full_case = 32'd1 *)
-            if (\$60 ) begin
-            end else begin
-              \$157  = cmd[52:40];
+    \$155  = bank;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$66 ) begin
+            if (\$71 ) begin
+              \$155  = \$72 ;
             end
-        3'h3:
-            if (\$68 ) begin
-              \$157  = \$70 [12:0];
-              if (\$73 ) begin
-                if (\$76 ) begin
-                  \$157  = c_base;
-                end else if (\$78 ) begin
-                  \$157  = \$86 [12:0];
-                end
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$157  = 13'h0000;
-      end
+          end
+    endcase
+    if (reset[2]) begin
+      \$155  = 1'h0;
     end
     if (rst) begin
-      \$157  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$158  = bank;
-    if (\$2 ) begin
-      casez (gemm_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h2:
-            /* empty */;
-        3'h3:
-            if (\$68 ) begin
-              if (\$73 ) begin
-                \$158  = \$74 ;
-              end
-            end
-      endcase
-      if (reset[2]) begin
-        \$158  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$158  = 1'h0;
+      \$155  = 1'h0;
     end
   end
   always @* begin
@@ -27946,7 +27860,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign w_row = s1_row;
   assign w_bank = s1_bank;
   assign w_data = a_data;
-  assign out_data = { \$159 , \$166 , \$165 , \$164 , \$163 , \$162 , \$161 , \$160  };
+  assign out_data = { \$156 , \$163 , \$162 , \$161 , \$160 , \$159 , \$158 , \$157  };
   assign acc_rd__addr = meta13[13:1];
   assign acc_wr__addr = meta15[13:1];
   assign \cmd.a_addr  = cmd[19:0];
@@ -27971,269 +27885,269 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \ctl__cmd__payload.c_nt_stride  = ctl__cmd__payload[159:140];
   assign \ctl__cmd__payload.accumulate  = ctl__cmd__payload[160];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[175:161];
-  assign \$9  = s1_bank;
+  assign \$7  = s1_bank;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, w_bank, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
+module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$100 ;
-  wire [7:0] \$101 ;
-  wire [15:0] \$102 ;
-  wire [32:0] \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire [7:0] \$106 ;
-  wire [15:0] \$107 ;
-  wire [32:0] \$108 ;
-  wire \$109 ;
-  wire [7:0] \$11 ;
-  wire \$110 ;
-  wire [7:0] \$111 ;
-  wire [15:0] \$112 ;
-  wire [32:0] \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire [7:0] \$116 ;
-  wire [15:0] \$117 ;
-  wire [32:0] \$118 ;
-  wire [7:0] \$119 ;
-  wire [15:0] \$12 ;
-  wire \$120 ;
-  wire \$121 ;
-  wire [7:0] \$122 ;
-  wire [15:0] \$123 ;
-  wire [32:0] \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire [7:0] \$127 ;
-  wire [15:0] \$128 ;
-  wire [32:0] \$129 ;
-  wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire [7:0] \$132 ;
-  wire [15:0] \$133 ;
-  wire [32:0] \$134 ;
-  wire \$135 ;
-  wire \$136 ;
-  wire [7:0] \$137 ;
-  wire [15:0] \$138 ;
-  wire [32:0] \$139 ;
-  wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire [7:0] \$142 ;
-  wire [15:0] \$143 ;
-  wire [32:0] \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire [7:0] \$147 ;
-  wire [15:0] \$148 ;
-  wire [32:0] \$149 ;
-  wire [7:0] \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire [7:0] \$152 ;
-  wire [15:0] \$153 ;
-  wire [32:0] \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire [7:0] \$157 ;
-  wire [15:0] \$158 ;
-  wire [32:0] \$159 ;
-  wire [15:0] \$16 ;
-  wire [7:0] \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire [7:0] \$163 ;
-  wire [15:0] \$164 ;
-  wire [32:0] \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire [7:0] \$168 ;
-  wire [15:0] \$169 ;
-  wire \$17 ;
-  wire [32:0] \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire [7:0] \$173 ;
-  wire [15:0] \$174 ;
-  wire [32:0] \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire [7:0] \$178 ;
-  wire [15:0] \$179 ;
-  wire \$18 ;
-  wire [32:0] \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire [7:0] \$183 ;
-  wire [15:0] \$184 ;
-  wire [32:0] \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire [7:0] \$188 ;
-  wire [15:0] \$189 ;
-  wire [7:0] \$19 ;
-  wire [32:0] \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire [7:0] \$193 ;
-  wire [15:0] \$194 ;
-  wire [32:0] \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire [7:0] \$198 ;
-  wire [15:0] \$199 ;
+  wire [15:0] \$10 ;
+  wire [15:0] \$100 ;
+  wire [32:0] \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire [7:0] \$104 ;
+  wire [15:0] \$105 ;
+  wire [32:0] \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire [7:0] \$109 ;
+  wire \$11 ;
+  wire [15:0] \$110 ;
+  wire [32:0] \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire [7:0] \$114 ;
+  wire [15:0] \$115 ;
+  wire [32:0] \$116 ;
+  wire [7:0] \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire \$12 ;
+  wire [7:0] \$120 ;
+  wire [15:0] \$121 ;
+  wire [32:0] \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire [7:0] \$125 ;
+  wire [15:0] \$126 ;
+  wire [32:0] \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire [7:0] \$13 ;
+  wire [7:0] \$130 ;
+  wire [15:0] \$131 ;
+  wire [32:0] \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire [7:0] \$135 ;
+  wire [15:0] \$136 ;
+  wire [32:0] \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire [15:0] \$14 ;
+  wire [7:0] \$140 ;
+  wire [15:0] \$141 ;
+  wire [32:0] \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire [7:0] \$145 ;
+  wire [15:0] \$146 ;
+  wire [32:0] \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire \$15 ;
+  wire [7:0] \$150 ;
+  wire [15:0] \$151 ;
+  wire [32:0] \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire [7:0] \$155 ;
+  wire [15:0] \$156 ;
+  wire [32:0] \$157 ;
+  wire [7:0] \$158 ;
+  wire \$159 ;
+  wire \$16 ;
+  wire \$160 ;
+  wire [7:0] \$161 ;
+  wire [15:0] \$162 ;
+  wire [32:0] \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire [7:0] \$166 ;
+  wire [15:0] \$167 ;
+  wire [32:0] \$168 ;
+  wire \$169 ;
+  wire [7:0] \$17 ;
+  wire \$170 ;
+  wire [7:0] \$171 ;
+  wire [15:0] \$172 ;
+  wire [32:0] \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire [7:0] \$176 ;
+  wire [15:0] \$177 ;
+  wire [32:0] \$178 ;
+  wire \$179 ;
+  wire [15:0] \$18 ;
+  wire \$180 ;
+  wire [7:0] \$181 ;
+  wire [15:0] \$182 ;
+  wire [32:0] \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire [7:0] \$186 ;
+  wire [15:0] \$187 ;
+  wire [32:0] \$188 ;
+  wire \$189 ;
+  wire \$19 ;
+  wire \$190 ;
+  wire [7:0] \$191 ;
+  wire [15:0] \$192 ;
+  wire [32:0] \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire [7:0] \$196 ;
+  wire [15:0] \$197 ;
+  wire [32:0] \$198 ;
+  wire [7:0] \$199 ;
   wire \$2 ;
-  wire [15:0] \$20 ;
-  wire [32:0] \$200 ;
-  wire [7:0] \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire [7:0] \$204 ;
-  wire [15:0] \$205 ;
-  wire [32:0] \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire [7:0] \$209 ;
-  wire \$21 ;
-  wire [15:0] \$210 ;
-  wire [32:0] \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire [7:0] \$214 ;
-  wire [15:0] \$215 ;
-  wire [32:0] \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire [7:0] \$219 ;
-  wire \$22 ;
-  wire [15:0] \$220 ;
-  wire [32:0] \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire [7:0] \$224 ;
-  wire [15:0] \$225 ;
-  wire [32:0] \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire [7:0] \$229 ;
-  wire [7:0] \$23 ;
-  wire [15:0] \$230 ;
-  wire [32:0] \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire [7:0] \$234 ;
-  wire [15:0] \$235 ;
-  wire [32:0] \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire [7:0] \$239 ;
-  wire [15:0] \$24 ;
-  wire [15:0] \$240 ;
-  wire [32:0] \$241 ;
-  wire [7:0] \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire [7:0] \$245 ;
-  wire [15:0] \$246 ;
-  wire [32:0] \$247 ;
-  wire \$248 ;
-  wire \$249 ;
-  wire \$25 ;
-  wire [7:0] \$250 ;
-  wire [15:0] \$251 ;
-  wire [32:0] \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire [7:0] \$255 ;
-  wire [15:0] \$256 ;
-  wire [32:0] \$257 ;
-  wire \$258 ;
-  wire \$259 ;
-  wire \$26 ;
-  wire [7:0] \$260 ;
-  wire [15:0] \$261 ;
-  wire [32:0] \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire [7:0] \$265 ;
-  wire [15:0] \$266 ;
-  wire [32:0] \$267 ;
-  wire \$268 ;
-  wire \$269 ;
-  wire [7:0] \$27 ;
-  wire [7:0] \$270 ;
-  wire [15:0] \$271 ;
-  wire [32:0] \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire [7:0] \$275 ;
-  wire [15:0] \$276 ;
-  wire [32:0] \$277 ;
-  wire \$278 ;
-  wire \$279 ;
-  wire [15:0] \$28 ;
-  wire [7:0] \$280 ;
-  wire [15:0] \$281 ;
-  wire [32:0] \$282 ;
-  wire [7:0] \$283 ;
-  wire \$284 ;
-  wire \$285 ;
-  wire [7:0] \$286 ;
-  wire [15:0] \$287 ;
-  wire [32:0] \$288 ;
-  wire \$289 ;
-  wire \$29 ;
-  wire \$290 ;
-  wire [7:0] \$291 ;
-  wire [15:0] \$292 ;
-  wire [32:0] \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire [7:0] \$296 ;
-  wire [15:0] \$297 ;
-  wire [32:0] \$298 ;
-  wire \$299 ;
-  wire \$3 ;
-  wire \$30 ;
-  wire \$300 ;
-  wire [7:0] \$301 ;
-  wire [15:0] \$302 ;
-  wire [32:0] \$303 ;
-  wire \$304 ;
-  wire \$305 ;
-  wire [7:0] \$306 ;
-  wire [15:0] \$307 ;
-  wire [32:0] \$308 ;
-  wire \$309 ;
-  wire [7:0] \$31 ;
-  wire \$310 ;
-  wire [7:0] \$311 ;
-  wire [15:0] \$312 ;
-  wire [32:0] \$313 ;
-  wire \$314 ;
-  wire \$315 ;
-  wire [7:0] \$316 ;
-  wire [15:0] \$317 ;
-  wire [32:0] \$318 ;
-  wire \$319 ;
-  wire [15:0] \$32 ;
-  wire \$320 ;
-  wire [7:0] \$321 ;
-  wire [15:0] \$322 ;
-  wire [32:0] \$323 ;
+  wire \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire [7:0] \$202 ;
+  wire [15:0] \$203 ;
+  wire [32:0] \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire [7:0] \$207 ;
+  wire [15:0] \$208 ;
+  wire [32:0] \$209 ;
+  wire [7:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire [7:0] \$212 ;
+  wire [15:0] \$213 ;
+  wire [32:0] \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire [7:0] \$217 ;
+  wire [15:0] \$218 ;
+  wire [32:0] \$219 ;
+  wire [15:0] \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire [7:0] \$222 ;
+  wire [15:0] \$223 ;
+  wire [32:0] \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire [7:0] \$227 ;
+  wire [15:0] \$228 ;
+  wire [32:0] \$229 ;
+  wire \$23 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire [7:0] \$232 ;
+  wire [15:0] \$233 ;
+  wire [32:0] \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire [7:0] \$237 ;
+  wire [15:0] \$238 ;
+  wire [32:0] \$239 ;
+  wire \$24 ;
+  wire [7:0] \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire [7:0] \$243 ;
+  wire [15:0] \$244 ;
+  wire [32:0] \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire [7:0] \$248 ;
+  wire [15:0] \$249 ;
+  wire [7:0] \$25 ;
+  wire [32:0] \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire [7:0] \$253 ;
+  wire [15:0] \$254 ;
+  wire [32:0] \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire [7:0] \$258 ;
+  wire [15:0] \$259 ;
+  wire [15:0] \$26 ;
+  wire [32:0] \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire [7:0] \$263 ;
+  wire [15:0] \$264 ;
+  wire [32:0] \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire [7:0] \$268 ;
+  wire [15:0] \$269 ;
+  wire \$27 ;
+  wire [32:0] \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire [7:0] \$273 ;
+  wire [15:0] \$274 ;
+  wire [32:0] \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire [7:0] \$278 ;
+  wire [15:0] \$279 ;
+  wire \$28 ;
+  wire [32:0] \$280 ;
+  wire [7:0] \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire [7:0] \$284 ;
+  wire [15:0] \$285 ;
+  wire [32:0] \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire [7:0] \$289 ;
+  wire [7:0] \$29 ;
+  wire [15:0] \$290 ;
+  wire [32:0] \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire [7:0] \$294 ;
+  wire [15:0] \$295 ;
+  wire [32:0] \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire [7:0] \$299 ;
+  wire [7:0] \$3 ;
+  wire [15:0] \$30 ;
+  wire [15:0] \$300 ;
+  wire [32:0] \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire [7:0] \$304 ;
+  wire [15:0] \$305 ;
+  wire [32:0] \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire [7:0] \$309 ;
+  wire \$31 ;
+  wire [15:0] \$310 ;
+  wire [32:0] \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire [7:0] \$314 ;
+  wire [15:0] \$315 ;
+  wire [32:0] \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire [7:0] \$319 ;
+  wire \$32 ;
+  wire [15:0] \$320 ;
+  wire [32:0] \$321 ;
+  wire \$322 ;
+  wire \$323 ;
   wire \$324 ;
   wire \$325 ;
   wire \$326 ;
   wire \$327 ;
   wire \$328 ;
   wire \$329 ;
-  wire \$33 ;
+  wire [7:0] \$33 ;
   wire \$330 ;
   wire \$331 ;
   wire \$332 ;
@@ -28244,7 +28158,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$337 ;
   wire \$338 ;
   wire \$339 ;
-  wire \$34 ;
+  wire [15:0] \$34 ;
   wire \$340 ;
   wire \$341 ;
   wire \$342 ;
@@ -28266,7 +28180,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$357 ;
   wire \$358 ;
   wire \$359 ;
-  wire [15:0] \$36 ;
+  wire \$36 ;
   wire \$360 ;
   wire \$361 ;
   wire \$362 ;
@@ -28277,7 +28191,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$367 ;
   wire \$368 ;
   wire \$369 ;
-  wire [7:0] \$37 ;
+  wire \$37 ;
   wire \$370 ;
   wire \$371 ;
   wire \$372 ;
@@ -28288,7 +28202,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$377 ;
   wire \$378 ;
   wire \$379 ;
-  wire \$38 ;
+  wire [7:0] \$38 ;
   wire \$380 ;
   wire \$381 ;
   wire \$382 ;
@@ -28299,7 +28213,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$387 ;
   wire \$388 ;
   wire \$389 ;
-  wire \$39 ;
+  wire [15:0] \$39 ;
   wire \$390 ;
   wire \$391 ;
   wire \$392 ;
@@ -28310,8 +28224,8 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$397 ;
   wire \$398 ;
   wire \$399 ;
-  wire \$4 ;
-  wire [7:0] \$40 ;
+  wire [7:0] \$4 ;
+  wire [32:0] \$40 ;
   wire \$400 ;
   wire \$401 ;
   wire \$402 ;
@@ -28322,7 +28236,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$407 ;
   wire \$408 ;
   wire \$409 ;
-  wire [15:0] \$41 ;
+  wire \$41 ;
   wire \$410 ;
   wire \$411 ;
   wire \$412 ;
@@ -28333,7 +28247,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$417 ;
   wire \$418 ;
   wire \$419 ;
-  wire [32:0] \$42 ;
+  wire \$42 ;
   wire \$420 ;
   wire \$421 ;
   wire \$422 ;
@@ -28344,7 +28258,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$427 ;
   wire \$428 ;
   wire \$429 ;
-  wire \$43 ;
+  wire [7:0] \$43 ;
   wire \$430 ;
   wire \$431 ;
   wire \$432 ;
@@ -28355,7 +28269,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$437 ;
   wire \$438 ;
   wire \$439 ;
-  wire \$44 ;
+  wire [15:0] \$44 ;
   wire \$440 ;
   wire \$441 ;
   wire \$442 ;
@@ -28366,7 +28280,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$447 ;
   wire \$448 ;
   wire \$449 ;
-  wire [7:0] \$45 ;
+  wire [32:0] \$45 ;
   wire \$450 ;
   wire \$451 ;
   wire \$452 ;
@@ -28377,7 +28291,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$457 ;
   wire \$458 ;
   wire \$459 ;
-  wire [15:0] \$46 ;
+  wire \$46 ;
   wire \$460 ;
   wire \$461 ;
   wire \$462 ;
@@ -28388,7 +28302,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$467 ;
   wire \$468 ;
   wire \$469 ;
-  wire [32:0] \$47 ;
+  wire \$47 ;
   wire \$470 ;
   wire \$471 ;
   wire \$472 ;
@@ -28399,7 +28313,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$477 ;
   wire \$478 ;
   wire \$479 ;
-  wire \$48 ;
+  wire [7:0] \$48 ;
   wire \$480 ;
   wire \$481 ;
   wire \$482 ;
@@ -28410,7 +28324,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$487 ;
   wire \$488 ;
   wire \$489 ;
-  wire \$49 ;
+  wire [15:0] \$49 ;
   wire \$490 ;
   wire \$491 ;
   wire \$492 ;
@@ -28421,8 +28335,8 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$497 ;
   wire \$498 ;
   wire \$499 ;
-  wire [7:0] \$5 ;
-  wire [7:0] \$50 ;
+  wire [15:0] \$5 ;
+  wire [32:0] \$50 ;
   wire \$500 ;
   wire \$501 ;
   wire \$502 ;
@@ -28433,7 +28347,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$507 ;
   wire \$508 ;
   wire \$509 ;
-  wire [15:0] \$51 ;
+  wire \$51 ;
   wire \$510 ;
   wire \$511 ;
   wire \$512 ;
@@ -28444,535 +28358,273 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire \$517 ;
   wire \$518 ;
   wire \$519 ;
-  wire [32:0] \$52 ;
+  wire \$52 ;
   wire \$520 ;
   wire \$521 ;
-  wire \$522 ;
-  wire \$523 ;
-  reg [7:0] \$524 ;
+  reg [7:0] \$522 ;
+  reg [7:0] \$523 ;
+  reg \$524 ;
   reg [7:0] \$525 ;
-  reg [31:0] \$526 ;
-  reg [7:0] \$527 ;
-  reg \$528 ;
-  reg \$529 ;
-  wire \$53 ;
-  reg [7:0] \$530 ;
+  reg [7:0] \$526 ;
+  reg \$527 ;
+  reg [7:0] \$528 ;
+  reg [7:0] \$529 ;
+  wire [7:0] \$53 ;
+  reg \$530 ;
   reg [7:0] \$531 ;
-  reg [31:0] \$532 ;
-  reg [7:0] \$533 ;
-  reg \$534 ;
-  reg \$535 ;
-  reg [7:0] \$536 ;
+  reg [7:0] \$532 ;
+  reg \$533 ;
+  reg [7:0] \$534 ;
+  reg [7:0] \$535 ;
+  reg \$536 ;
   reg [7:0] \$537 ;
-  reg [31:0] \$538 ;
-  reg [7:0] \$539 ;
-  wire \$54 ;
-  reg \$540 ;
-  reg \$541 ;
-  reg [7:0] \$542 ;
+  reg [7:0] \$538 ;
+  reg \$539 ;
+  wire [15:0] \$54 ;
+  reg [7:0] \$540 ;
+  reg [7:0] \$541 ;
+  reg \$542 ;
   reg [7:0] \$543 ;
-  reg [31:0] \$544 ;
-  reg [7:0] \$545 ;
-  reg \$546 ;
-  reg \$547 ;
-  reg [7:0] \$548 ;
+  reg [7:0] \$544 ;
+  reg \$545 ;
+  reg [7:0] \$546 ;
+  reg [7:0] \$547 ;
+  reg \$548 ;
   reg [7:0] \$549 ;
-  wire [7:0] \$55 ;
-  reg [31:0] \$550 ;
-  reg [7:0] \$551 ;
-  reg \$552 ;
-  reg \$553 ;
-  reg [7:0] \$554 ;
+  wire [32:0] \$55 ;
+  reg [7:0] \$550 ;
+  reg \$551 ;
+  reg [7:0] \$552 ;
+  reg [7:0] \$553 ;
+  reg \$554 ;
   reg [7:0] \$555 ;
-  reg [31:0] \$556 ;
-  reg [7:0] \$557 ;
-  reg \$558 ;
-  reg \$559 ;
-  wire [15:0] \$56 ;
-  reg [7:0] \$560 ;
+  reg [7:0] \$556 ;
+  reg \$557 ;
+  reg [7:0] \$558 ;
+  reg [7:0] \$559 ;
+  wire \$56 ;
+  reg \$560 ;
   reg [7:0] \$561 ;
-  reg [31:0] \$562 ;
-  reg [7:0] \$563 ;
-  reg \$564 ;
-  reg \$565 ;
-  reg [7:0] \$566 ;
+  reg [7:0] \$562 ;
+  reg \$563 ;
+  reg [7:0] \$564 ;
+  reg [7:0] \$565 ;
+  reg \$566 ;
   reg [7:0] \$567 ;
-  reg [31:0] \$568 ;
-  reg [7:0] \$569 ;
-  wire [32:0] \$57 ;
+  reg [7:0] \$568 ;
+  reg \$569 ;
+  wire \$57 ;
   reg \$570 ;
-  reg \$571 ;
+  reg [7:0] \$571 ;
   reg [7:0] \$572 ;
-  reg [7:0] \$573 ;
-  reg [31:0] \$574 ;
+  reg \$573 ;
+  reg [7:0] \$574 ;
   reg [7:0] \$575 ;
   reg \$576 ;
-  reg \$577 ;
+  reg [7:0] \$577 ;
   reg [7:0] \$578 ;
-  reg [7:0] \$579 ;
-  wire \$58 ;
-  reg [31:0] \$580 ;
+  reg \$579 ;
+  wire [7:0] \$58 ;
+  reg [7:0] \$580 ;
   reg [7:0] \$581 ;
   reg \$582 ;
-  reg \$583 ;
+  reg [7:0] \$583 ;
   reg [7:0] \$584 ;
-  reg [7:0] \$585 ;
-  reg [31:0] \$586 ;
+  reg \$585 ;
+  reg [7:0] \$586 ;
   reg [7:0] \$587 ;
   reg \$588 ;
-  reg \$589 ;
-  wire \$59 ;
+  reg [7:0] \$589 ;
+  wire [15:0] \$59 ;
   reg [7:0] \$590 ;
-  reg [7:0] \$591 ;
-  reg [31:0] \$592 ;
+  reg \$591 ;
+  reg [7:0] \$592 ;
   reg [7:0] \$593 ;
   reg \$594 ;
   reg \$595 ;
-  reg [7:0] \$596 ;
+  reg \$596 ;
   reg [7:0] \$597 ;
-  reg [31:0] \$598 ;
-  reg [7:0] \$599 ;
+  reg [7:0] \$598 ;
+  reg \$599 ;
   wire [7:0] \$6 ;
-  wire [7:0] \$60 ;
-  reg \$600 ;
-  reg \$601 ;
-  reg [7:0] \$602 ;
+  wire [32:0] \$60 ;
+  reg [7:0] \$600 ;
+  reg [7:0] \$601 ;
+  reg \$602 ;
   reg [7:0] \$603 ;
-  reg [31:0] \$604 ;
-  reg [7:0] \$605 ;
-  reg \$606 ;
-  reg \$607 ;
-  reg [7:0] \$608 ;
+  reg [7:0] \$604 ;
+  reg \$605 ;
+  reg [7:0] \$606 ;
+  reg [7:0] \$607 ;
+  reg \$608 ;
   reg [7:0] \$609 ;
-  wire [15:0] \$61 ;
-  reg [31:0] \$610 ;
-  reg [7:0] \$611 ;
-  reg \$612 ;
-  reg \$613 ;
-  reg [7:0] \$614 ;
+  wire \$61 ;
+  reg [7:0] \$610 ;
+  reg \$611 ;
+  reg [7:0] \$612 ;
+  reg [7:0] \$613 ;
+  reg \$614 ;
   reg [7:0] \$615 ;
-  reg [31:0] \$616 ;
-  reg [7:0] \$617 ;
-  reg \$618 ;
-  reg \$619 ;
-  wire [32:0] \$62 ;
-  reg [7:0] \$620 ;
+  reg [7:0] \$616 ;
+  reg \$617 ;
+  reg [7:0] \$618 ;
+  reg [7:0] \$619 ;
+  wire \$62 ;
+  reg \$620 ;
   reg \$621 ;
   reg \$622 ;
-  reg [7:0] \$623 ;
+  reg \$623 ;
   reg [7:0] \$624 ;
-  reg [31:0] \$625 ;
-  reg [7:0] \$626 ;
-  reg \$627 ;
-  reg \$628 ;
-  reg [7:0] \$629 ;
-  wire \$63 ;
+  reg [7:0] \$625 ;
+  reg \$626 ;
+  reg [7:0] \$627 ;
+  reg [7:0] \$628 ;
+  reg \$629 ;
+  wire [7:0] \$63 ;
   reg [7:0] \$630 ;
-  reg [31:0] \$631 ;
-  reg [7:0] \$632 ;
-  reg \$633 ;
-  reg \$634 ;
-  reg [7:0] \$635 ;
+  reg [7:0] \$631 ;
+  reg \$632 ;
+  reg [7:0] \$633 ;
+  reg [7:0] \$634 ;
+  reg \$635 ;
   reg [7:0] \$636 ;
-  reg [31:0] \$637 ;
-  reg [7:0] \$638 ;
-  reg \$639 ;
-  wire \$64 ;
-  reg \$640 ;
-  reg [7:0] \$641 ;
+  reg [7:0] \$637 ;
+  reg \$638 ;
+  reg [7:0] \$639 ;
+  wire [15:0] \$64 ;
+  reg [7:0] \$640 ;
+  reg \$641 ;
   reg [7:0] \$642 ;
-  reg [31:0] \$643 ;
-  reg [7:0] \$644 ;
-  reg \$645 ;
-  reg \$646 ;
-  reg [7:0] \$647 ;
-  reg [7:0] \$648 ;
-  reg [31:0] \$649 ;
-  wire [7:0] \$65 ;
-  reg [7:0] \$650 ;
+  reg [7:0] \$643 ;
+  reg \$644 ;
+  reg [7:0] \$645 ;
+  reg [7:0] \$646 ;
+  reg \$647 ;
+  reg \$648 ;
+  reg \$649 ;
+  wire [32:0] \$65 ;
+  reg \$650 ;
   reg \$651 ;
-  reg \$652 ;
+  reg [7:0] \$652 ;
   reg [7:0] \$653 ;
-  reg [7:0] \$654 ;
-  reg [31:0] \$655 ;
+  reg \$654 ;
+  reg [7:0] \$655 ;
   reg [7:0] \$656 ;
   reg \$657 ;
-  reg \$658 ;
+  reg [7:0] \$658 ;
   reg [7:0] \$659 ;
-  wire [15:0] \$66 ;
-  reg [7:0] \$660 ;
-  reg [31:0] \$661 ;
+  wire \$66 ;
+  reg \$660 ;
+  reg [7:0] \$661 ;
   reg [7:0] \$662 ;
   reg \$663 ;
-  reg \$664 ;
+  reg [7:0] \$664 ;
   reg [7:0] \$665 ;
-  reg [7:0] \$666 ;
-  reg [31:0] \$667 ;
+  reg \$666 ;
+  reg [7:0] \$667 ;
   reg [7:0] \$668 ;
   reg \$669 ;
-  wire [32:0] \$67 ;
-  reg \$670 ;
+  wire \$67 ;
+  reg [7:0] \$670 ;
   reg [7:0] \$671 ;
   reg \$672 ;
-  reg \$673 ;
+  reg [7:0] \$673 ;
   reg [7:0] \$674 ;
   reg \$675 ;
   reg \$676 ;
-  reg [7:0] \$677 ;
-  reg [7:0] \$678 ;
-  reg [31:0] \$679 ;
-  wire \$68 ;
-  reg [7:0] \$680 ;
-  reg \$681 ;
-  reg \$682 ;
-  reg [7:0] \$683 ;
+  reg \$677 ;
+  reg \$678 ;
+  reg \$679 ;
+  wire [7:0] \$68 ;
+  reg \$680 ;
+  reg [7:0] \$681 ;
+  reg [7:0] \$682 ;
+  reg \$683 ;
   reg [7:0] \$684 ;
-  reg [31:0] \$685 ;
-  reg [7:0] \$686 ;
-  reg \$687 ;
-  reg \$688 ;
-  reg [7:0] \$689 ;
-  wire \$69 ;
+  reg [7:0] \$685 ;
+  reg \$686 ;
+  reg [7:0] \$687 ;
+  reg [7:0] \$688 ;
+  reg \$689 ;
+  wire [15:0] \$69 ;
   reg [7:0] \$690 ;
-  reg [31:0] \$691 ;
-  reg [7:0] \$692 ;
-  reg \$693 ;
-  reg \$694 ;
-  reg [7:0] \$695 ;
+  reg [7:0] \$691 ;
+  reg \$692 ;
+  reg [7:0] \$693 ;
+  reg [7:0] \$694 ;
+  reg \$695 ;
   reg [7:0] \$696 ;
-  reg [31:0] \$697 ;
-  reg [7:0] \$698 ;
-  reg \$699 ;
-  wire [15:0] \$7 ;
-  wire [7:0] \$70 ;
-  reg \$700 ;
-  reg [7:0] \$701 ;
+  reg [7:0] \$697 ;
+  reg \$698 ;
+  reg [7:0] \$699 ;
+  wire \$7 ;
+  wire [32:0] \$70 ;
+  reg [7:0] \$700 ;
+  reg \$701 ;
   reg [7:0] \$702 ;
-  reg [31:0] \$703 ;
-  reg [7:0] \$704 ;
+  reg [7:0] \$703 ;
+  reg \$704 ;
   reg \$705 ;
   reg \$706 ;
-  reg [7:0] \$707 ;
-  reg [7:0] \$708 ;
-  reg [31:0] \$709 ;
-  wire [15:0] \$71 ;
-  reg [7:0] \$710 ;
-  reg \$711 ;
-  reg \$712 ;
-  reg [7:0] \$713 ;
+  reg \$707 ;
+  reg \$708 ;
+  reg \$709 ;
+  wire \$71 ;
+  reg \$710 ;
+  reg [7:0] \$711 ;
+  reg [7:0] \$712 ;
+  reg \$713 ;
   reg [7:0] \$714 ;
-  reg [31:0] \$715 ;
-  reg [7:0] \$716 ;
-  reg \$717 ;
-  reg \$718 ;
-  reg [7:0] \$719 ;
-  wire [32:0] \$72 ;
+  reg [7:0] \$715 ;
+  reg \$716 ;
+  reg [7:0] \$717 ;
+  reg [7:0] \$718 ;
+  reg \$719 ;
+  wire \$72 ;
   reg [7:0] \$720 ;
-  reg [31:0] \$721 ;
-  reg [7:0] \$722 ;
-  reg \$723 ;
-  reg \$724 ;
-  reg [7:0] \$725 ;
-  reg \$726 ;
-  reg \$727 ;
-  reg [7:0] \$728 ;
-  reg \$729 ;
-  wire \$73 ;
-  reg \$730 ;
-  reg [7:0] \$731 ;
-  reg \$732 ;
-  reg \$733 ;
-  reg [7:0] \$734 ;
-  reg [7:0] \$735 ;
-  reg [31:0] \$736 ;
-  reg [7:0] \$737 ;
-  reg \$738 ;
-  reg \$739 ;
-  wire \$74 ;
-  reg [7:0] \$740 ;
-  reg [7:0] \$741 ;
-  reg [31:0] \$742 ;
-  reg [7:0] \$743 ;
-  reg \$744 ;
-  reg \$745 ;
-  reg [7:0] \$746 ;
-  reg [7:0] \$747 ;
-  reg [31:0] \$748 ;
-  reg [7:0] \$749 ;
-  wire [7:0] \$75 ;
-  reg \$750 ;
-  reg \$751 ;
-  reg [7:0] \$752 ;
-  reg [7:0] \$753 ;
-  reg [31:0] \$754 ;
-  reg [7:0] \$755 ;
-  reg \$756 ;
-  reg \$757 ;
-  reg [7:0] \$758 ;
-  reg [7:0] \$759 ;
-  wire [15:0] \$76 ;
-  reg [31:0] \$760 ;
-  reg [7:0] \$761 ;
-  reg \$762 ;
-  reg \$763 ;
-  reg [7:0] \$764 ;
-  reg [7:0] \$765 ;
-  reg [31:0] \$766 ;
-  reg [7:0] \$767 ;
-  reg \$768 ;
-  reg \$769 ;
-  wire [32:0] \$77 ;
-  reg [7:0] \$770 ;
-  reg [7:0] \$771 ;
-  reg [31:0] \$772 ;
-  reg [7:0] \$773 ;
-  reg \$774 ;
-  reg \$775 ;
-  reg [7:0] \$776 ;
-  reg [7:0] \$777 ;
-  reg [31:0] \$778 ;
-  reg [7:0] \$779 ;
-  wire [7:0] \$78 ;
-  reg \$780 ;
-  reg \$781 ;
-  reg [7:0] \$782 ;
-  reg \$783 ;
-  reg \$784 ;
-  reg [7:0] \$785 ;
-  reg \$786 ;
-  reg \$787 ;
-  reg [7:0] \$788 ;
-  reg \$789 ;
-  wire \$79 ;
-  reg \$790 ;
-  reg [7:0] \$791 ;
-  reg \$792 ;
-  reg \$793 ;
-  reg [7:0] \$794 ;
-  reg [7:0] \$795 ;
-  reg [31:0] \$796 ;
-  reg [7:0] \$797 ;
-  reg \$798 ;
-  reg \$799 ;
-  wire [7:0] \$8 ;
-  wire \$80 ;
-  reg [7:0] \$800 ;
-  reg [7:0] \$801 ;
-  reg [31:0] \$802 ;
-  reg [7:0] \$803 ;
-  reg \$804 ;
-  reg \$805 ;
-  reg [7:0] \$806 ;
-  reg [7:0] \$807 ;
-  reg [31:0] \$808 ;
-  reg [7:0] \$809 ;
-  wire [7:0] \$81 ;
-  reg \$810 ;
-  reg \$811 ;
-  reg [7:0] \$812 ;
-  reg [7:0] \$813 ;
-  reg [31:0] \$814 ;
-  reg [7:0] \$815 ;
-  reg \$816 ;
-  reg \$817 ;
-  reg [7:0] \$818 ;
-  reg [7:0] \$819 ;
-  wire [15:0] \$82 ;
-  reg [31:0] \$820 ;
-  reg [7:0] \$821 ;
-  reg \$822 ;
-  reg \$823 ;
-  reg [7:0] \$824 ;
-  reg [7:0] \$825 ;
-  reg [31:0] \$826 ;
-  reg [7:0] \$827 ;
-  reg \$828 ;
-  reg \$829 ;
-  wire [32:0] \$83 ;
-  reg [7:0] \$830 ;
-  reg [7:0] \$831 ;
-  reg [31:0] \$832 ;
-  reg [7:0] \$833 ;
-  reg \$834 ;
-  reg \$835 ;
-  reg [7:0] \$836 ;
-  reg [7:0] \$837 ;
-  reg [31:0] \$838 ;
-  reg [7:0] \$839 ;
-  wire \$84 ;
-  reg \$840 ;
-  reg \$841 ;
-  reg [7:0] \$842 ;
-  reg \$843 ;
-  reg \$844 ;
-  reg [7:0] \$845 ;
-  reg \$846 ;
-  reg \$847 ;
-  reg [7:0] \$848 ;
-  reg \$849 ;
-  wire \$85 ;
-  reg \$850 ;
-  reg [7:0] \$851 ;
-  reg \$852 ;
-  reg \$853 ;
-  reg [7:0] \$854 ;
-  reg \$855 ;
-  reg \$856 ;
-  reg [7:0] \$857 ;
-  reg [7:0] \$858 ;
-  reg [31:0] \$859 ;
-  wire [7:0] \$86 ;
-  reg [7:0] \$860 ;
-  reg \$861 ;
-  reg \$862 ;
-  reg [7:0] \$863 ;
-  reg [7:0] \$864 ;
-  reg [31:0] \$865 ;
-  reg [7:0] \$866 ;
-  reg \$867 ;
-  reg \$868 ;
-  reg [7:0] \$869 ;
-  wire [15:0] \$87 ;
-  reg [7:0] \$870 ;
-  reg [31:0] \$871 ;
-  reg [7:0] \$872 ;
-  reg \$873 ;
-  reg \$874 ;
-  reg [7:0] \$875 ;
-  reg [7:0] \$876 ;
-  reg [31:0] \$877 ;
-  reg [7:0] \$878 ;
-  reg \$879 ;
-  wire [32:0] \$88 ;
-  reg \$880 ;
-  reg [7:0] \$881 ;
-  reg [7:0] \$882 ;
-  reg [31:0] \$883 ;
-  reg [7:0] \$884 ;
-  reg \$885 ;
-  reg \$886 ;
-  reg [7:0] \$887 ;
-  reg [7:0] \$888 ;
-  reg [31:0] \$889 ;
-  wire \$89 ;
-  reg [7:0] \$890 ;
-  reg \$891 ;
-  reg \$892 ;
-  reg [7:0] \$893 ;
-  reg [7:0] \$894 ;
-  reg [31:0] \$895 ;
-  reg [7:0] \$896 ;
-  reg \$897 ;
-  reg \$898 ;
-  reg [7:0] \$899 ;
-  wire \$9 ;
-  wire \$90 ;
-  reg [7:0] \$900 ;
-  reg [31:0] \$901 ;
-  reg [7:0] \$902 ;
-  reg \$903 ;
-  reg \$904 ;
-  reg [7:0] \$905 ;
-  reg \$906 ;
-  reg \$907 ;
-  reg [7:0] \$908 ;
-  reg \$909 ;
-  wire [7:0] \$91 ;
-  reg \$910 ;
-  reg [7:0] \$911 ;
-  reg \$912 ;
-  reg \$913 ;
-  reg [7:0] \$914 ;
-  reg \$915 ;
-  reg \$916 ;
-  reg [7:0] \$917 ;
-  reg \$918 ;
-  reg \$919 ;
-  wire [15:0] \$92 ;
-  reg [7:0] \$920 ;
-  reg \$921 ;
-  reg \$922 ;
-  reg [7:0] \$923 ;
-  reg [7:0] \$924 ;
-  reg [31:0] \$925 ;
-  reg [7:0] \$926 ;
-  reg \$927 ;
-  reg \$928 ;
-  reg [7:0] \$929 ;
-  wire [32:0] \$93 ;
-  reg [7:0] \$930 ;
-  reg [31:0] \$931 ;
-  reg [7:0] \$932 ;
-  reg \$933 ;
-  reg \$934 ;
-  reg [7:0] \$935 ;
-  reg [7:0] \$936 ;
-  reg [31:0] \$937 ;
-  reg [7:0] \$938 ;
-  reg \$939 ;
-  wire \$94 ;
-  reg \$940 ;
-  reg [7:0] \$941 ;
-  reg [7:0] \$942 ;
-  reg [31:0] \$943 ;
-  reg [7:0] \$944 ;
-  reg \$945 ;
-  reg \$946 ;
-  reg [7:0] \$947 ;
-  reg [7:0] \$948 ;
-  reg [31:0] \$949 ;
-  wire \$95 ;
-  reg [7:0] \$950 ;
-  reg \$951 ;
-  reg \$952 ;
-  reg [7:0] \$953 ;
-  reg [7:0] \$954 ;
-  reg [31:0] \$955 ;
-  reg [7:0] \$956 ;
-  reg \$957 ;
-  reg \$958 ;
-  reg [7:0] \$959 ;
-  wire [7:0] \$96 ;
-  reg [7:0] \$960 ;
-  reg [31:0] \$961 ;
-  reg [7:0] \$962 ;
-  reg \$963 ;
-  reg \$964 ;
-  reg [7:0] \$965 ;
-  reg [7:0] \$966 ;
-  reg [31:0] \$967 ;
-  reg \$968 ;
-  reg [31:0] \$969 ;
-  wire [15:0] \$97 ;
-  reg [31:0] \$970 ;
-  reg [31:0] \$971 ;
-  reg [31:0] \$972 ;
-  reg [31:0] \$973 ;
-  reg [31:0] \$974 ;
-  reg [31:0] \$975 ;
-  reg [31:0] \$976 ;
-  reg [31:0] \$977 ;
-  reg [31:0] \$978 ;
-  reg [31:0] \$979 ;
-  wire [32:0] \$98 ;
-  reg [31:0] \$980 ;
-  reg [31:0] \$981 ;
-  reg [31:0] \$982 ;
-  reg [31:0] \$983 ;
-  reg [31:0] \$984 ;
-  reg [31:0] \$985 ;
-  reg [31:0] \$986 ;
-  reg [31:0] \$987 ;
-  reg [31:0] \$988 ;
-  reg [31:0] \$989 ;
-  wire \$99 ;
-  reg [31:0] \$990 ;
-  reg [31:0] \$991 ;
-  reg [31:0] \$992 ;
-  reg [31:0] \$993 ;
-  reg [31:0] \$994 ;
-  reg [31:0] \$995 ;
-  reg [31:0] \$996 ;
+  reg [7:0] \$721 ;
+  reg \$722 ;
+  reg [7:0] \$723 ;
+  reg [7:0] \$724 ;
+  reg \$725 ;
+  reg [7:0] \$726 ;
+  reg [7:0] \$727 ;
+  reg \$728 ;
+  reg [7:0] \$729 ;
+  wire [7:0] \$73 ;
+  reg [7:0] \$730 ;
+  reg \$731 ;
+  reg [7:0] \$732 ;
+  reg [7:0] \$733 ;
+  reg \$734 ;
+  wire [15:0] \$74 ;
+  wire [32:0] \$75 ;
+  wire [7:0] \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire [7:0] \$79 ;
+  wire \$8 ;
+  wire [15:0] \$80 ;
+  wire [32:0] \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire [7:0] \$84 ;
+  wire [15:0] \$85 ;
+  wire [32:0] \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire [7:0] \$89 ;
+  wire [7:0] \$9 ;
+  wire [15:0] \$90 ;
+  wire [32:0] \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire [7:0] \$94 ;
+  wire [15:0] \$95 ;
+  wire [32:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [7:0] \$99 ;
   wire a_bank;
   wire [63:0] a_data;
   input a_valid;
@@ -29014,8 +28666,6 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   reg [31:0] deskew5_1 = 32'd0;
   output [31:0] deskew6_0;
   reg [31:0] deskew6_0 = 32'd0;
-  input gemm_frozen;
-  wire gemm_frozen;
   wire [255:0] out_data;
   (* init = 1'h0 *)
   wire out_valid;
@@ -29479,1912 +29129,1943 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   wire w_en;
   input [2:0] w_row;
   wire [2:0] w_row;
-  assign \$4  = w_en & \$3 ;
-  assign \$5  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$6  = w_bank ? pe0_0_w1 : pe0_0_w0;
-  assign \$7  = $signed(\$5 ) * $signed(\$6 );
-  assign \$8  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$9  = ! w_row;
-  assign \$10  = w_en & \$9 ;
-  assign \$11  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
-  assign \$12  = $signed(pe0_0_a) * $signed(\$11 );
-  assign \$13  = ! w_row;
-  assign \$14  = w_en & \$13 ;
-  assign \$15  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
-  assign \$16  = $signed(pe0_1_a) * $signed(\$15 );
-  assign \$17  = ! w_row;
-  assign \$18  = w_en & \$17 ;
-  assign \$19  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
-  assign \$20  = $signed(pe0_2_a) * $signed(\$19 );
-  assign \$21  = ! w_row;
-  assign \$22  = w_en & \$21 ;
-  assign \$23  = pe0_3_bank ? pe0_4_w1 : pe0_4_w0;
-  assign \$24  = $signed(pe0_3_a) * $signed(\$23 );
-  assign \$25  = ! w_row;
-  assign \$26  = w_en & \$25 ;
-  assign \$27  = pe0_4_bank ? pe0_5_w1 : pe0_5_w0;
-  assign \$28  = $signed(pe0_4_a) * $signed(\$27 );
-  assign \$29  = ! w_row;
-  assign \$30  = w_en & \$29 ;
-  assign \$31  = pe0_5_bank ? pe0_6_w1 : pe0_6_w0;
-  assign \$32  = $signed(pe0_5_a) * $signed(\$31 );
-  assign \$33  = ! w_row;
-  assign \$34  = w_en & \$33 ;
-  assign \$35  = pe0_6_bank ? pe0_7_w1 : pe0_7_w0;
-  assign \$36  = $signed(pe0_6_a) * $signed(\$35 );
-  assign \$37  = a_valid ? w_data[15:8] : 8'h00;
-  assign \$38  = w_row == 1'h1;
-  assign \$39  = w_en & \$38 ;
-  assign \$40  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
-  assign \$41  = $signed(skew1_0_a) * $signed(\$40 );
-  assign \$42  = $signed(pe0_0_psum) + $signed(\$41 );
-  assign \$43  = w_row == 1'h1;
-  assign \$44  = w_en & \$43 ;
-  assign \$45  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
-  assign \$46  = $signed(pe1_0_a) * $signed(\$45 );
-  assign \$47  = $signed(pe0_1_psum) + $signed(\$46 );
-  assign \$48  = w_row == 1'h1;
-  assign \$49  = w_en & \$48 ;
-  assign \$50  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
-  assign \$51  = $signed(pe1_1_a) * $signed(\$50 );
-  assign \$52  = $signed(pe0_2_psum) + $signed(\$51 );
-  assign \$53  = w_row == 1'h1;
-  assign \$54  = w_en & \$53 ;
-  assign \$55  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
-  assign \$56  = $signed(pe1_2_a) * $signed(\$55 );
-  assign \$57  = $signed(pe0_3_psum) + $signed(\$56 );
-  assign \$58  = w_row == 1'h1;
-  assign \$59  = w_en & \$58 ;
-  assign \$60  = pe1_3_bank ? pe1_4_w1 : pe1_4_w0;
-  assign \$61  = $signed(pe1_3_a) * $signed(\$60 );
-  assign \$62  = $signed(pe0_4_psum) + $signed(\$61 );
-  assign \$63  = w_row == 1'h1;
-  assign \$64  = w_en & \$63 ;
-  assign \$65  = pe1_4_bank ? pe1_5_w1 : pe1_5_w0;
-  assign \$66  = $signed(pe1_4_a) * $signed(\$65 );
-  assign \$67  = $signed(pe0_5_psum) + $signed(\$66 );
-  assign \$68  = w_row == 1'h1;
-  assign \$69  = w_en & \$68 ;
-  assign \$70  = pe1_5_bank ? pe1_6_w1 : pe1_6_w0;
-  assign \$71  = $signed(pe1_5_a) * $signed(\$70 );
-  assign \$72  = $signed(pe0_6_psum) + $signed(\$71 );
-  assign \$73  = w_row == 1'h1;
-  assign \$74  = w_en & \$73 ;
-  assign \$75  = pe1_6_bank ? pe1_7_w1 : pe1_7_w0;
-  assign \$76  = $signed(pe1_6_a) * $signed(\$75 );
-  assign \$77  = $signed(pe0_7_psum) + $signed(\$76 );
-  assign \$78  = a_valid ? w_data[23:16] : 8'h00;
-  assign \$79  = w_row == 2'h2;
-  assign \$80  = w_en & \$79 ;
-  assign \$81  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
-  assign \$82  = $signed(skew2_1_a) * $signed(\$81 );
-  assign \$83  = $signed(pe1_0_psum) + $signed(\$82 );
-  assign \$84  = w_row == 2'h2;
-  assign \$85  = w_en & \$84 ;
-  assign \$86  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
-  assign \$87  = $signed(pe2_0_a) * $signed(\$86 );
-  assign \$88  = $signed(pe1_1_psum) + $signed(\$87 );
-  assign \$89  = w_row == 2'h2;
-  assign \$90  = w_en & \$89 ;
-  assign \$91  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
-  assign \$92  = $signed(pe2_1_a) * $signed(\$91 );
-  assign \$93  = $signed(pe1_2_psum) + $signed(\$92 );
-  assign \$94  = w_row == 2'h2;
-  assign \$95  = w_en & \$94 ;
-  assign \$96  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
-  assign \$97  = $signed(pe2_2_a) * $signed(\$96 );
-  assign \$98  = $signed(pe1_3_psum) + $signed(\$97 );
-  assign \$99  = w_row == 2'h2;
-  assign \$100  = w_en & \$99 ;
-  assign \$101  = pe2_3_bank ? pe2_4_w1 : pe2_4_w0;
-  assign \$102  = $signed(pe2_3_a) * $signed(\$101 );
-  assign \$103  = $signed(pe1_4_psum) + $signed(\$102 );
-  assign \$104  = w_row == 2'h2;
-  assign \$105  = w_en & \$104 ;
-  assign \$106  = pe2_4_bank ? pe2_5_w1 : pe2_5_w0;
-  assign \$107  = $signed(pe2_4_a) * $signed(\$106 );
-  assign \$108  = $signed(pe1_5_psum) + $signed(\$107 );
-  assign \$109  = w_row == 2'h2;
-  assign \$110  = w_en & \$109 ;
-  assign \$111  = pe2_5_bank ? pe2_6_w1 : pe2_6_w0;
-  assign \$112  = $signed(pe2_5_a) * $signed(\$111 );
-  assign \$113  = $signed(pe1_6_psum) + $signed(\$112 );
-  assign \$114  = w_row == 2'h2;
-  assign \$115  = w_en & \$114 ;
-  assign \$116  = pe2_6_bank ? pe2_7_w1 : pe2_7_w0;
-  assign \$117  = $signed(pe2_6_a) * $signed(\$116 );
-  assign \$118  = $signed(pe1_7_psum) + $signed(\$117 );
-  assign \$119  = a_valid ? w_data[31:24] : 8'h00;
-  assign \$120  = w_row == 2'h3;
-  assign \$121  = w_en & \$120 ;
-  assign \$122  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
-  assign \$123  = $signed(skew3_2_a) * $signed(\$122 );
-  assign \$124  = $signed(pe2_0_psum) + $signed(\$123 );
-  assign \$125  = w_row == 2'h3;
-  assign \$126  = w_en & \$125 ;
-  assign \$127  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
-  assign \$128  = $signed(pe3_0_a) * $signed(\$127 );
-  assign \$129  = $signed(pe2_1_psum) + $signed(\$128 );
-  assign \$130  = w_row == 2'h3;
-  assign \$131  = w_en & \$130 ;
-  assign \$132  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
-  assign \$133  = $signed(pe3_1_a) * $signed(\$132 );
-  assign \$134  = $signed(pe2_2_psum) + $signed(\$133 );
-  assign \$135  = w_row == 2'h3;
-  assign \$136  = w_en & \$135 ;
-  assign \$137  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
-  assign \$138  = $signed(pe3_2_a) * $signed(\$137 );
-  assign \$139  = $signed(pe2_3_psum) + $signed(\$138 );
-  assign \$140  = w_row == 2'h3;
-  assign \$141  = w_en & \$140 ;
-  assign \$142  = pe3_3_bank ? pe3_4_w1 : pe3_4_w0;
-  assign \$143  = $signed(pe3_3_a) * $signed(\$142 );
-  assign \$144  = $signed(pe2_4_psum) + $signed(\$143 );
-  assign \$145  = w_row == 2'h3;
-  assign \$146  = w_en & \$145 ;
-  assign \$147  = pe3_4_bank ? pe3_5_w1 : pe3_5_w0;
-  assign \$148  = $signed(pe3_4_a) * $signed(\$147 );
-  assign \$149  = $signed(pe2_5_psum) + $signed(\$148 );
-  assign \$150  = w_row == 2'h3;
-  assign \$151  = w_en & \$150 ;
-  assign \$152  = pe3_5_bank ? pe3_6_w1 : pe3_6_w0;
-  assign \$153  = $signed(pe3_5_a) * $signed(\$152 );
-  assign \$154  = $signed(pe2_6_psum) + $signed(\$153 );
-  assign \$155  = w_row == 2'h3;
-  assign \$156  = w_en & \$155 ;
-  assign \$157  = pe3_6_bank ? pe3_7_w1 : pe3_7_w0;
-  assign \$158  = $signed(pe3_6_a) * $signed(\$157 );
-  assign \$159  = $signed(pe2_7_psum) + $signed(\$158 );
-  assign \$160  = a_valid ? w_data[39:32] : 8'h00;
-  assign \$161  = w_row == 3'h4;
-  assign \$162  = w_en & \$161 ;
-  assign \$163  = skew4_3_bank ? pe4_0_w1 : pe4_0_w0;
-  assign \$164  = $signed(skew4_3_a) * $signed(\$163 );
-  assign \$165  = $signed(pe3_0_psum) + $signed(\$164 );
-  assign \$166  = w_row == 3'h4;
-  assign \$167  = w_en & \$166 ;
-  assign \$168  = pe4_0_bank ? pe4_1_w1 : pe4_1_w0;
-  assign \$169  = $signed(pe4_0_a) * $signed(\$168 );
-  assign \$170  = $signed(pe3_1_psum) + $signed(\$169 );
-  assign \$171  = w_row == 3'h4;
-  assign \$172  = w_en & \$171 ;
-  assign \$173  = pe4_1_bank ? pe4_2_w1 : pe4_2_w0;
-  assign \$174  = $signed(pe4_1_a) * $signed(\$173 );
-  assign \$175  = $signed(pe3_2_psum) + $signed(\$174 );
-  assign \$176  = w_row == 3'h4;
-  assign \$177  = w_en & \$176 ;
-  assign \$178  = pe4_2_bank ? pe4_3_w1 : pe4_3_w0;
-  assign \$179  = $signed(pe4_2_a) * $signed(\$178 );
-  assign \$180  = $signed(pe3_3_psum) + $signed(\$179 );
-  assign \$181  = w_row == 3'h4;
-  assign \$182  = w_en & \$181 ;
-  assign \$183  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
-  assign \$184  = $signed(pe4_3_a) * $signed(\$183 );
-  assign \$185  = $signed(pe3_4_psum) + $signed(\$184 );
-  assign \$186  = w_row == 3'h4;
-  assign \$187  = w_en & \$186 ;
-  assign \$188  = pe4_4_bank ? pe4_5_w1 : pe4_5_w0;
-  assign \$189  = $signed(pe4_4_a) * $signed(\$188 );
-  assign \$190  = $signed(pe3_5_psum) + $signed(\$189 );
-  assign \$191  = w_row == 3'h4;
-  assign \$192  = w_en & \$191 ;
-  assign \$193  = pe4_5_bank ? pe4_6_w1 : pe4_6_w0;
-  assign \$194  = $signed(pe4_5_a) * $signed(\$193 );
-  assign \$195  = $signed(pe3_6_psum) + $signed(\$194 );
-  assign \$196  = w_row == 3'h4;
-  assign \$197  = w_en & \$196 ;
-  assign \$198  = pe4_6_bank ? pe4_7_w1 : pe4_7_w0;
-  assign \$199  = $signed(pe4_6_a) * $signed(\$198 );
-  assign \$200  = $signed(pe3_7_psum) + $signed(\$199 );
-  assign \$201  = a_valid ? w_data[47:40] : 8'h00;
-  assign \$202  = w_row == 3'h5;
-  assign \$203  = w_en & \$202 ;
-  assign \$204  = skew5_4_bank ? pe5_0_w1 : pe5_0_w0;
-  assign \$205  = $signed(skew5_4_a) * $signed(\$204 );
-  assign \$206  = $signed(pe4_0_psum) + $signed(\$205 );
-  assign \$207  = w_row == 3'h5;
-  assign \$208  = w_en & \$207 ;
-  assign \$209  = pe5_0_bank ? pe5_1_w1 : pe5_1_w0;
-  assign \$210  = $signed(pe5_0_a) * $signed(\$209 );
-  assign \$211  = $signed(pe4_1_psum) + $signed(\$210 );
-  assign \$212  = w_row == 3'h5;
-  assign \$213  = w_en & \$212 ;
-  assign \$214  = pe5_1_bank ? pe5_2_w1 : pe5_2_w0;
-  assign \$215  = $signed(pe5_1_a) * $signed(\$214 );
-  assign \$216  = $signed(pe4_2_psum) + $signed(\$215 );
-  assign \$217  = w_row == 3'h5;
-  assign \$218  = w_en & \$217 ;
-  assign \$219  = pe5_2_bank ? pe5_3_w1 : pe5_3_w0;
-  assign \$220  = $signed(pe5_2_a) * $signed(\$219 );
-  assign \$221  = $signed(pe4_3_psum) + $signed(\$220 );
-  assign \$222  = w_row == 3'h5;
-  assign \$223  = w_en & \$222 ;
-  assign \$224  = pe5_3_bank ? pe5_4_w1 : pe5_4_w0;
-  assign \$225  = $signed(pe5_3_a) * $signed(\$224 );
-  assign \$226  = $signed(pe4_4_psum) + $signed(\$225 );
-  assign \$227  = w_row == 3'h5;
-  assign \$228  = w_en & \$227 ;
-  assign \$229  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
-  assign \$230  = $signed(pe5_4_a) * $signed(\$229 );
-  assign \$231  = $signed(pe4_5_psum) + $signed(\$230 );
-  assign \$232  = w_row == 3'h5;
-  assign \$233  = w_en & \$232 ;
-  assign \$234  = pe5_5_bank ? pe5_6_w1 : pe5_6_w0;
-  assign \$235  = $signed(pe5_5_a) * $signed(\$234 );
-  assign \$236  = $signed(pe4_6_psum) + $signed(\$235 );
-  assign \$237  = w_row == 3'h5;
-  assign \$238  = w_en & \$237 ;
-  assign \$239  = pe5_6_bank ? pe5_7_w1 : pe5_7_w0;
-  assign \$240  = $signed(pe5_6_a) * $signed(\$239 );
-  assign \$241  = $signed(pe4_7_psum) + $signed(\$240 );
-  assign \$242  = a_valid ? w_data[55:48] : 8'h00;
-  assign \$243  = w_row == 3'h6;
-  assign \$244  = w_en & \$243 ;
-  assign \$245  = skew6_5_bank ? pe6_0_w1 : pe6_0_w0;
-  assign \$246  = $signed(skew6_5_a) * $signed(\$245 );
-  assign \$247  = $signed(pe5_0_psum) + $signed(\$246 );
-  assign \$248  = w_row == 3'h6;
-  assign \$249  = w_en & \$248 ;
-  assign \$250  = pe6_0_bank ? pe6_1_w1 : pe6_1_w0;
-  assign \$251  = $signed(pe6_0_a) * $signed(\$250 );
-  assign \$252  = $signed(pe5_1_psum) + $signed(\$251 );
-  assign \$253  = w_row == 3'h6;
-  assign \$254  = w_en & \$253 ;
-  assign \$255  = pe6_1_bank ? pe6_2_w1 : pe6_2_w0;
-  assign \$256  = $signed(pe6_1_a) * $signed(\$255 );
-  assign \$257  = $signed(pe5_2_psum) + $signed(\$256 );
-  assign \$258  = w_row == 3'h6;
-  assign \$259  = w_en & \$258 ;
-  assign \$260  = pe6_2_bank ? pe6_3_w1 : pe6_3_w0;
-  assign \$261  = $signed(pe6_2_a) * $signed(\$260 );
-  assign \$262  = $signed(pe5_3_psum) + $signed(\$261 );
-  assign \$263  = w_row == 3'h6;
-  assign \$264  = w_en & \$263 ;
-  assign \$265  = pe6_3_bank ? pe6_4_w1 : pe6_4_w0;
-  assign \$266  = $signed(pe6_3_a) * $signed(\$265 );
-  assign \$267  = $signed(pe5_4_psum) + $signed(\$266 );
-  assign \$268  = w_row == 3'h6;
-  assign \$269  = w_en & \$268 ;
-  assign \$270  = pe6_4_bank ? pe6_5_w1 : pe6_5_w0;
-  assign \$271  = $signed(pe6_4_a) * $signed(\$270 );
-  assign \$272  = $signed(pe5_5_psum) + $signed(\$271 );
-  assign \$273  = w_row == 3'h6;
-  assign \$274  = w_en & \$273 ;
-  assign \$275  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
-  assign \$276  = $signed(pe6_5_a) * $signed(\$275 );
-  assign \$277  = $signed(pe5_6_psum) + $signed(\$276 );
-  assign \$278  = w_row == 3'h6;
-  assign \$279  = w_en & \$278 ;
-  assign \$280  = pe6_6_bank ? pe6_7_w1 : pe6_7_w0;
-  assign \$281  = $signed(pe6_6_a) * $signed(\$280 );
-  assign \$282  = $signed(pe5_7_psum) + $signed(\$281 );
-  assign \$283  = a_valid ? w_data[63:56] : 8'h00;
-  assign \$284  = w_row == 3'h7;
-  assign \$285  = w_en & \$284 ;
-  assign \$286  = skew7_6_bank ? pe7_0_w1 : pe7_0_w0;
-  assign \$287  = $signed(skew7_6_a) * $signed(\$286 );
-  assign \$288  = $signed(pe6_0_psum) + $signed(\$287 );
-  assign \$289  = w_row == 3'h7;
-  assign \$290  = w_en & \$289 ;
-  assign \$291  = pe7_0_bank ? pe7_1_w1 : pe7_1_w0;
-  assign \$292  = $signed(pe7_0_a) * $signed(\$291 );
-  assign \$293  = $signed(pe6_1_psum) + $signed(\$292 );
-  assign \$294  = w_row == 3'h7;
-  assign \$295  = w_en & \$294 ;
-  assign \$296  = pe7_1_bank ? pe7_2_w1 : pe7_2_w0;
-  assign \$297  = $signed(pe7_1_a) * $signed(\$296 );
-  assign \$298  = $signed(pe6_2_psum) + $signed(\$297 );
-  assign \$299  = w_row == 3'h7;
-  assign \$300  = w_en & \$299 ;
-  assign \$301  = pe7_2_bank ? pe7_3_w1 : pe7_3_w0;
-  assign \$302  = $signed(pe7_2_a) * $signed(\$301 );
-  assign \$303  = $signed(pe6_3_psum) + $signed(\$302 );
-  assign \$304  = w_row == 3'h7;
-  assign \$305  = w_en & \$304 ;
-  assign \$306  = pe7_3_bank ? pe7_4_w1 : pe7_4_w0;
-  assign \$307  = $signed(pe7_3_a) * $signed(\$306 );
-  assign \$308  = $signed(pe6_4_psum) + $signed(\$307 );
-  assign \$309  = w_row == 3'h7;
-  assign \$310  = w_en & \$309 ;
-  assign \$311  = pe7_4_bank ? pe7_5_w1 : pe7_5_w0;
-  assign \$312  = $signed(pe7_4_a) * $signed(\$311 );
-  assign \$313  = $signed(pe6_5_psum) + $signed(\$312 );
-  assign \$314  = w_row == 3'h7;
-  assign \$315  = w_en & \$314 ;
-  assign \$316  = pe7_5_bank ? pe7_6_w1 : pe7_6_w0;
-  assign \$317  = $signed(pe7_5_a) * $signed(\$316 );
-  assign \$318  = $signed(pe6_6_psum) + $signed(\$317 );
-  assign \$319  = w_row == 3'h7;
-  assign \$320  = w_en & \$319 ;
-  assign \$321  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
-  assign \$322  = $signed(pe7_6_a) * $signed(\$321 );
-  assign \$323  = $signed(pe6_7_psum) + $signed(\$322 );
-  assign \$324  = ! w_row;
-  assign \$325  = w_en & \$324 ;
-  assign \$328  = pe0_0_bank == w_bank;
-  assign \$329  = pe0_0_v & \$328 ;
-  assign \$330  = pe0_1_bank == w_bank;
-  assign \$331  = pe0_1_v & \$330 ;
-  assign \$332  = pe0_2_bank == w_bank;
-  assign \$333  = pe0_2_v & \$332 ;
-  assign \$334  = pe0_3_bank == w_bank;
-  assign \$335  = pe0_3_v & \$334 ;
-  assign \$336  = pe0_4_bank == w_bank;
-  assign \$337  = pe0_4_v & \$336 ;
-  assign \$338  = pe0_5_bank == w_bank;
-  assign \$339  = pe0_5_v & \$338 ;
-  assign \$340  = | { \$339 , \$337 , \$335 , \$333 , \$331 , \$329 , \$327  };
-  assign \$341  = \$325  & \$340 ;
-  assign \$342  = w_row == 1'h1;
-  assign \$343  = w_en & \$342 ;
-  assign \$346  = skew1_0_bank == w_bank;
-  assign \$347  = skew1_0_v & \$346 ;
-  assign \$348  = pe1_0_bank == w_bank;
-  assign \$349  = pe1_0_v & \$348 ;
-  assign \$350  = pe1_1_bank == w_bank;
-  assign \$351  = pe1_1_v & \$350 ;
-  assign \$352  = pe1_2_bank == w_bank;
-  assign \$353  = pe1_2_v & \$352 ;
-  assign \$354  = pe1_3_bank == w_bank;
-  assign \$355  = pe1_3_v & \$354 ;
-  assign \$356  = pe1_4_bank == w_bank;
-  assign \$357  = pe1_4_v & \$356 ;
-  assign \$358  = pe1_5_bank == w_bank;
-  assign \$359  = pe1_5_v & \$358 ;
-  assign \$360  = | { \$359 , \$357 , \$355 , \$353 , \$351 , \$349 , \$347 , \$345  };
-  assign \$361  = \$343  & \$360 ;
-  assign \$362  = w_row == 2'h2;
-  assign \$363  = w_en & \$362 ;
-  assign \$366  = skew2_0_bank == w_bank;
-  assign \$367  = skew2_0_v & \$366 ;
-  assign \$368  = skew2_1_bank == w_bank;
-  assign \$369  = skew2_1_v & \$368 ;
-  assign \$370  = pe2_0_bank == w_bank;
-  assign \$371  = pe2_0_v & \$370 ;
-  assign \$372  = pe2_1_bank == w_bank;
-  assign \$373  = pe2_1_v & \$372 ;
-  assign \$374  = pe2_2_bank == w_bank;
-  assign \$375  = pe2_2_v & \$374 ;
-  assign \$376  = pe2_3_bank == w_bank;
-  assign \$377  = pe2_3_v & \$376 ;
-  assign \$378  = pe2_4_bank == w_bank;
-  assign \$379  = pe2_4_v & \$378 ;
-  assign \$380  = pe2_5_bank == w_bank;
-  assign \$381  = pe2_5_v & \$380 ;
-  assign \$382  = | { \$381 , \$379 , \$377 , \$375 , \$373 , \$371 , \$369 , \$367 , \$365  };
-  assign \$383  = \$363  & \$382 ;
-  assign \$384  = w_row == 2'h3;
-  assign \$385  = w_en & \$384 ;
-  assign \$388  = skew3_0_bank == w_bank;
-  assign \$389  = skew3_0_v & \$388 ;
-  assign \$390  = skew3_1_bank == w_bank;
-  assign \$391  = skew3_1_v & \$390 ;
-  assign \$392  = skew3_2_bank == w_bank;
-  assign \$393  = skew3_2_v & \$392 ;
-  assign \$394  = pe3_0_bank == w_bank;
-  assign \$395  = pe3_0_v & \$394 ;
-  assign \$396  = pe3_1_bank == w_bank;
-  assign \$397  = pe3_1_v & \$396 ;
-  assign \$398  = pe3_2_bank == w_bank;
-  assign \$399  = pe3_2_v & \$398 ;
-  assign \$400  = pe3_3_bank == w_bank;
-  assign \$401  = pe3_3_v & \$400 ;
-  assign \$402  = pe3_4_bank == w_bank;
-  assign \$403  = pe3_4_v & \$402 ;
-  assign \$404  = pe3_5_bank == w_bank;
-  assign \$405  = pe3_5_v & \$404 ;
-  assign \$406  = | { \$405 , \$403 , \$401 , \$399 , \$397 , \$395 , \$393 , \$391 , \$389 , \$387  };
-  assign \$407  = \$385  & \$406 ;
-  assign \$408  = w_row == 3'h4;
-  assign \$409  = w_en & \$408 ;
-  assign \$412  = skew4_0_bank == w_bank;
-  assign \$413  = skew4_0_v & \$412 ;
-  assign \$414  = skew4_1_bank == w_bank;
-  assign \$415  = skew4_1_v & \$414 ;
-  assign \$416  = skew4_2_bank == w_bank;
-  assign \$417  = skew4_2_v & \$416 ;
-  assign \$418  = skew4_3_bank == w_bank;
-  assign \$419  = skew4_3_v & \$418 ;
-  assign \$420  = pe4_0_bank == w_bank;
-  assign \$421  = pe4_0_v & \$420 ;
-  assign \$422  = pe4_1_bank == w_bank;
-  assign \$423  = pe4_1_v & \$422 ;
-  assign \$424  = pe4_2_bank == w_bank;
-  assign \$425  = pe4_2_v & \$424 ;
-  assign \$426  = pe4_3_bank == w_bank;
-  assign \$427  = pe4_3_v & \$426 ;
-  assign \$428  = pe4_4_bank == w_bank;
-  assign \$429  = pe4_4_v & \$428 ;
-  assign \$430  = pe4_5_bank == w_bank;
-  assign \$431  = pe4_5_v & \$430 ;
-  assign \$432  = | { \$431 , \$429 , \$427 , \$425 , \$423 , \$421 , \$419 , \$417 , \$415 , \$413 , \$411  };
-  assign \$433  = \$409  & \$432 ;
-  assign \$434  = w_row == 3'h5;
-  assign \$435  = w_en & \$434 ;
-  assign \$438  = skew5_0_bank == w_bank;
-  assign \$439  = skew5_0_v & \$438 ;
-  assign \$440  = skew5_1_bank == w_bank;
-  assign \$441  = skew5_1_v & \$440 ;
-  assign \$442  = skew5_2_bank == w_bank;
-  assign \$443  = skew5_2_v & \$442 ;
-  assign \$444  = skew5_3_bank == w_bank;
-  assign \$445  = skew5_3_v & \$444 ;
-  assign \$446  = skew5_4_bank == w_bank;
-  assign \$447  = skew5_4_v & \$446 ;
-  assign \$448  = pe5_0_bank == w_bank;
-  assign \$449  = pe5_0_v & \$448 ;
-  assign \$450  = pe5_1_bank == w_bank;
-  assign \$451  = pe5_1_v & \$450 ;
-  assign \$452  = pe5_2_bank == w_bank;
-  assign \$453  = pe5_2_v & \$452 ;
-  assign \$454  = pe5_3_bank == w_bank;
-  assign \$455  = pe5_3_v & \$454 ;
-  assign \$456  = pe5_4_bank == w_bank;
-  assign \$457  = pe5_4_v & \$456 ;
-  assign \$458  = pe5_5_bank == w_bank;
-  assign \$459  = pe5_5_v & \$458 ;
-  assign \$460  = | { \$459 , \$457 , \$455 , \$453 , \$451 , \$449 , \$447 , \$445 , \$443 , \$441 , \$439 , \$437  };
-  assign \$461  = \$435  & \$460 ;
-  assign \$462  = w_row == 3'h6;
-  assign \$463  = w_en & \$462 ;
-  assign \$466  = skew6_0_bank == w_bank;
-  assign \$467  = skew6_0_v & \$466 ;
-  assign \$468  = skew6_1_bank == w_bank;
-  assign \$469  = skew6_1_v & \$468 ;
-  assign \$470  = skew6_2_bank == w_bank;
-  assign \$471  = skew6_2_v & \$470 ;
-  assign \$472  = skew6_3_bank == w_bank;
-  assign \$473  = skew6_3_v & \$472 ;
-  assign \$474  = skew6_4_bank == w_bank;
-  assign \$475  = skew6_4_v & \$474 ;
-  assign \$476  = skew6_5_bank == w_bank;
-  assign \$477  = skew6_5_v & \$476 ;
-  assign \$478  = pe6_0_bank == w_bank;
-  assign \$479  = pe6_0_v & \$478 ;
-  assign \$480  = pe6_1_bank == w_bank;
-  assign \$481  = pe6_1_v & \$480 ;
-  assign \$482  = pe6_2_bank == w_bank;
-  assign \$483  = pe6_2_v & \$482 ;
-  assign \$484  = pe6_3_bank == w_bank;
-  assign \$485  = pe6_3_v & \$484 ;
-  assign \$486  = pe6_4_bank == w_bank;
-  assign \$487  = pe6_4_v & \$486 ;
-  assign \$488  = pe6_5_bank == w_bank;
-  assign \$489  = pe6_5_v & \$488 ;
-  assign \$490  = | { \$489 , \$487 , \$485 , \$483 , \$481 , \$479 , \$477 , \$475 , \$473 , \$471 , \$469 , \$467 , \$465  };
-  assign \$491  = \$463  & \$490 ;
-  assign \$492  = w_row == 3'h7;
-  assign \$493  = w_en & \$492 ;
-  assign \$496  = skew7_0_bank == w_bank;
-  assign \$497  = skew7_0_v & \$496 ;
-  assign \$498  = skew7_1_bank == w_bank;
-  assign \$499  = skew7_1_v & \$498 ;
-  assign \$500  = skew7_2_bank == w_bank;
-  assign \$501  = skew7_2_v & \$500 ;
-  assign \$502  = skew7_3_bank == w_bank;
-  assign \$503  = skew7_3_v & \$502 ;
-  assign \$504  = skew7_4_bank == w_bank;
-  assign \$505  = skew7_4_v & \$504 ;
-  assign \$506  = skew7_5_bank == w_bank;
-  assign \$507  = skew7_5_v & \$506 ;
-  assign \$508  = skew7_6_bank == w_bank;
-  assign \$509  = skew7_6_v & \$508 ;
-  assign \$510  = pe7_0_bank == w_bank;
-  assign \$511  = pe7_0_v & \$510 ;
-  assign \$512  = pe7_1_bank == w_bank;
-  assign \$513  = pe7_1_v & \$512 ;
-  assign \$514  = pe7_2_bank == w_bank;
-  assign \$515  = pe7_2_v & \$514 ;
-  assign \$516  = pe7_3_bank == w_bank;
-  assign \$517  = pe7_3_v & \$516 ;
-  assign \$518  = pe7_4_bank == w_bank;
-  assign \$519  = pe7_4_v & \$518 ;
-  assign \$520  = pe7_5_bank == w_bank;
-  assign \$521  = pe7_5_v & \$520 ;
-  assign \$522  = | { \$521 , \$519 , \$517 , \$515 , \$513 , \$511 , \$509 , \$507 , \$505 , \$503 , \$501 , \$499 , \$497 , \$495  };
-  assign \$523  = \$493  & \$522 ;
-  assign w_conflict = | { \$523 , \$491 , \$461 , \$433 , \$407 , \$383 , \$361 , \$341  };
-  always @(posedge clk)
-    pe0_0_w1 <= \$524 ;
-  always @(posedge clk)
-    pe0_0_w0 <= \$525 ;
-  always @(posedge clk)
-    pe0_0_psum <= \$526 ;
-  always @(posedge clk)
-    pe0_0_a <= \$527 ;
-  always @(posedge clk)
-    pe0_0_v <= \$528 ;
-  always @(posedge clk)
-    pe0_0_bank <= \$529 ;
-  always @(posedge clk)
-    pe0_1_w1 <= \$530 ;
-  always @(posedge clk)
-    pe0_1_w0 <= \$531 ;
-  always @(posedge clk)
-    pe0_1_psum <= \$532 ;
-  always @(posedge clk)
-    pe0_1_a <= \$533 ;
-  always @(posedge clk)
-    pe0_1_v <= \$534 ;
-  always @(posedge clk)
-    pe0_1_bank <= \$535 ;
-  always @(posedge clk)
-    pe0_2_w1 <= \$536 ;
-  always @(posedge clk)
-    pe0_2_w0 <= \$537 ;
-  always @(posedge clk)
-    pe0_2_psum <= \$538 ;
-  always @(posedge clk)
-    pe0_2_a <= \$539 ;
-  always @(posedge clk)
-    pe0_2_v <= \$540 ;
-  always @(posedge clk)
-    pe0_2_bank <= \$541 ;
-  always @(posedge clk)
-    pe0_3_w1 <= \$542 ;
-  always @(posedge clk)
-    pe0_3_w0 <= \$543 ;
-  always @(posedge clk)
-    pe0_3_psum <= \$544 ;
-  always @(posedge clk)
-    pe0_3_a <= \$545 ;
-  always @(posedge clk)
-    pe0_3_v <= \$546 ;
-  always @(posedge clk)
-    pe0_3_bank <= \$547 ;
-  always @(posedge clk)
-    pe0_4_w1 <= \$548 ;
-  always @(posedge clk)
-    pe0_4_w0 <= \$549 ;
-  always @(posedge clk)
-    pe0_4_psum <= \$550 ;
-  always @(posedge clk)
-    pe0_4_a <= \$551 ;
-  always @(posedge clk)
-    pe0_4_v <= \$552 ;
-  always @(posedge clk)
-    pe0_4_bank <= \$553 ;
-  always @(posedge clk)
-    pe0_5_w1 <= \$554 ;
-  always @(posedge clk)
-    pe0_5_w0 <= \$555 ;
-  always @(posedge clk)
-    pe0_5_psum <= \$556 ;
-  always @(posedge clk)
-    pe0_5_a <= \$557 ;
-  always @(posedge clk)
-    pe0_5_v <= \$558 ;
-  always @(posedge clk)
-    pe0_5_bank <= \$559 ;
-  always @(posedge clk)
-    pe0_6_w1 <= \$560 ;
-  always @(posedge clk)
-    pe0_6_w0 <= \$561 ;
-  always @(posedge clk)
-    pe0_6_psum <= \$562 ;
-  always @(posedge clk)
-    pe0_6_a <= \$563 ;
-  always @(posedge clk)
-    pe0_6_v <= \$564 ;
-  always @(posedge clk)
-    pe0_6_bank <= \$565 ;
-  always @(posedge clk)
-    pe0_7_w1 <= \$566 ;
-  always @(posedge clk)
-    pe0_7_w0 <= \$567 ;
-  always @(posedge clk)
-    pe0_7_psum <= \$568 ;
-  always @(posedge clk)
-    skew1_0_a <= \$569 ;
-  always @(posedge clk)
-    skew1_0_v <= \$570 ;
-  always @(posedge clk)
-    skew1_0_bank <= \$571 ;
-  always @(posedge clk)
-    pe1_0_w1 <= \$572 ;
-  always @(posedge clk)
-    pe1_0_w0 <= \$573 ;
-  always @(posedge clk)
-    pe1_0_psum <= \$574 ;
-  always @(posedge clk)
-    pe1_0_a <= \$575 ;
-  always @(posedge clk)
-    pe1_0_v <= \$576 ;
-  always @(posedge clk)
-    pe1_0_bank <= \$577 ;
-  always @(posedge clk)
-    pe1_1_w1 <= \$578 ;
-  always @(posedge clk)
-    pe1_1_w0 <= \$579 ;
-  always @(posedge clk)
-    pe1_1_psum <= \$580 ;
-  always @(posedge clk)
-    pe1_1_a <= \$581 ;
-  always @(posedge clk)
-    pe1_1_v <= \$582 ;
-  always @(posedge clk)
-    pe1_1_bank <= \$583 ;
-  always @(posedge clk)
-    pe1_2_w1 <= \$584 ;
-  always @(posedge clk)
-    pe1_2_w0 <= \$585 ;
-  always @(posedge clk)
-    pe1_2_psum <= \$586 ;
-  always @(posedge clk)
-    pe1_2_a <= \$587 ;
-  always @(posedge clk)
-    pe1_2_v <= \$588 ;
-  always @(posedge clk)
-    pe1_2_bank <= \$589 ;
-  always @(posedge clk)
-    pe1_3_w1 <= \$590 ;
-  always @(posedge clk)
-    pe1_3_w0 <= \$591 ;
-  always @(posedge clk)
-    pe1_3_psum <= \$592 ;
-  always @(posedge clk)
-    pe1_3_a <= \$593 ;
-  always @(posedge clk)
-    pe1_3_v <= \$594 ;
-  always @(posedge clk)
-    pe1_3_bank <= \$595 ;
-  always @(posedge clk)
-    pe1_4_w1 <= \$596 ;
-  always @(posedge clk)
-    pe1_4_w0 <= \$597 ;
-  always @(posedge clk)
-    pe1_4_psum <= \$598 ;
-  always @(posedge clk)
-    pe1_4_a <= \$599 ;
-  always @(posedge clk)
-    pe1_4_v <= \$600 ;
-  always @(posedge clk)
-    pe1_4_bank <= \$601 ;
-  always @(posedge clk)
-    pe1_5_w1 <= \$602 ;
-  always @(posedge clk)
-    pe1_5_w0 <= \$603 ;
-  always @(posedge clk)
-    pe1_5_psum <= \$604 ;
-  always @(posedge clk)
-    pe1_5_a <= \$605 ;
-  always @(posedge clk)
-    pe1_5_v <= \$606 ;
-  always @(posedge clk)
-    pe1_5_bank <= \$607 ;
-  always @(posedge clk)
-    pe1_6_w1 <= \$608 ;
-  always @(posedge clk)
-    pe1_6_w0 <= \$609 ;
-  always @(posedge clk)
-    pe1_6_psum <= \$610 ;
-  always @(posedge clk)
-    pe1_6_a <= \$611 ;
-  always @(posedge clk)
-    pe1_6_v <= \$612 ;
-  always @(posedge clk)
-    pe1_6_bank <= \$613 ;
-  always @(posedge clk)
-    pe1_7_w1 <= \$614 ;
-  always @(posedge clk)
-    pe1_7_w0 <= \$615 ;
-  always @(posedge clk)
-    pe1_7_psum <= \$616 ;
-  always @(posedge clk)
-    skew2_0_a <= \$617 ;
-  always @(posedge clk)
-    skew2_0_v <= \$618 ;
-  always @(posedge clk)
-    skew2_0_bank <= \$619 ;
-  always @(posedge clk)
-    skew2_1_a <= \$620 ;
-  always @(posedge clk)
-    skew2_1_v <= \$621 ;
-  always @(posedge clk)
-    skew2_1_bank <= \$622 ;
-  always @(posedge clk)
-    pe2_0_w1 <= \$623 ;
-  always @(posedge clk)
-    pe2_0_w0 <= \$624 ;
-  always @(posedge clk)
-    pe2_0_psum <= \$625 ;
-  always @(posedge clk)
-    pe2_0_a <= \$626 ;
-  always @(posedge clk)
-    pe2_0_v <= \$627 ;
-  always @(posedge clk)
-    pe2_0_bank <= \$628 ;
-  always @(posedge clk)
-    pe2_1_w1 <= \$629 ;
-  always @(posedge clk)
-    pe2_1_w0 <= \$630 ;
-  always @(posedge clk)
-    pe2_1_psum <= \$631 ;
-  always @(posedge clk)
-    pe2_1_a <= \$632 ;
-  always @(posedge clk)
-    pe2_1_v <= \$633 ;
-  always @(posedge clk)
-    pe2_1_bank <= \$634 ;
-  always @(posedge clk)
-    pe2_2_w1 <= \$635 ;
-  always @(posedge clk)
-    pe2_2_w0 <= \$636 ;
-  always @(posedge clk)
-    pe2_2_psum <= \$637 ;
-  always @(posedge clk)
-    pe2_2_a <= \$638 ;
-  always @(posedge clk)
-    pe2_2_v <= \$639 ;
-  always @(posedge clk)
-    pe2_2_bank <= \$640 ;
-  always @(posedge clk)
-    pe2_3_w1 <= \$641 ;
-  always @(posedge clk)
-    pe2_3_w0 <= \$642 ;
-  always @(posedge clk)
-    pe2_3_psum <= \$643 ;
-  always @(posedge clk)
-    pe2_3_a <= \$644 ;
-  always @(posedge clk)
-    pe2_3_v <= \$645 ;
-  always @(posedge clk)
-    pe2_3_bank <= \$646 ;
-  always @(posedge clk)
-    pe2_4_w1 <= \$647 ;
-  always @(posedge clk)
-    pe2_4_w0 <= \$648 ;
-  always @(posedge clk)
-    pe2_4_psum <= \$649 ;
-  always @(posedge clk)
-    pe2_4_a <= \$650 ;
-  always @(posedge clk)
-    pe2_4_v <= \$651 ;
-  always @(posedge clk)
-    pe2_4_bank <= \$652 ;
-  always @(posedge clk)
-    pe2_5_w1 <= \$653 ;
-  always @(posedge clk)
-    pe2_5_w0 <= \$654 ;
-  always @(posedge clk)
-    pe2_5_psum <= \$655 ;
-  always @(posedge clk)
-    pe2_5_a <= \$656 ;
-  always @(posedge clk)
-    pe2_5_v <= \$657 ;
-  always @(posedge clk)
-    pe2_5_bank <= \$658 ;
-  always @(posedge clk)
-    pe2_6_w1 <= \$659 ;
-  always @(posedge clk)
-    pe2_6_w0 <= \$660 ;
-  always @(posedge clk)
-    pe2_6_psum <= \$661 ;
-  always @(posedge clk)
-    pe2_6_a <= \$662 ;
-  always @(posedge clk)
-    pe2_6_v <= \$663 ;
-  always @(posedge clk)
-    pe2_6_bank <= \$664 ;
-  always @(posedge clk)
-    pe2_7_w1 <= \$665 ;
-  always @(posedge clk)
-    pe2_7_w0 <= \$666 ;
-  always @(posedge clk)
-    pe2_7_psum <= \$667 ;
-  always @(posedge clk)
-    skew3_0_a <= \$668 ;
-  always @(posedge clk)
-    skew3_0_v <= \$669 ;
-  always @(posedge clk)
-    skew3_0_bank <= \$670 ;
-  always @(posedge clk)
-    skew3_1_a <= \$671 ;
-  always @(posedge clk)
-    skew3_1_v <= \$672 ;
-  always @(posedge clk)
-    skew3_1_bank <= \$673 ;
-  always @(posedge clk)
-    skew3_2_a <= \$674 ;
-  always @(posedge clk)
-    skew3_2_v <= \$675 ;
-  always @(posedge clk)
-    skew3_2_bank <= \$676 ;
+  assign \$266  = w_row == 3'h6;
+  assign \$267  = w_en & \$266 ;
+  assign \$268  = pe6_4_bank ? pe6_5_w1 : pe6_5_w0;
+  assign \$269  = $signed(pe6_4_a) * $signed(\$268 );
+  assign \$270  = $signed(pe5_5_psum) + $signed(\$269 );
+  assign \$271  = w_row == 3'h6;
+  assign \$272  = w_en & \$271 ;
+  assign \$273  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
+  assign \$274  = $signed(pe6_5_a) * $signed(\$273 );
+  assign \$275  = $signed(pe5_6_psum) + $signed(\$274 );
+  assign \$276  = w_row == 3'h6;
+  assign \$277  = w_en & \$276 ;
+  assign \$278  = pe6_6_bank ? pe6_7_w1 : pe6_7_w0;
+  assign \$279  = $signed(pe6_6_a) * $signed(\$278 );
+  assign \$280  = $signed(pe5_7_psum) + $signed(\$279 );
+  assign \$281  = a_valid ? w_data[63:56] : 8'h00;
+  assign \$282  = w_row == 3'h7;
+  assign \$283  = w_en & \$282 ;
+  assign \$284  = skew7_6_bank ? pe7_0_w1 : pe7_0_w0;
+  assign \$285  = $signed(skew7_6_a) * $signed(\$284 );
+  assign \$286  = $signed(pe6_0_psum) + $signed(\$285 );
+  assign \$287  = w_row == 3'h7;
+  assign \$288  = w_en & \$287 ;
+  assign \$289  = pe7_0_bank ? pe7_1_w1 : pe7_1_w0;
+  assign \$290  = $signed(pe7_0_a) * $signed(\$289 );
+  assign \$291  = $signed(pe6_1_psum) + $signed(\$290 );
+  assign \$292  = w_row == 3'h7;
+  assign \$293  = w_en & \$292 ;
+  assign \$294  = pe7_1_bank ? pe7_2_w1 : pe7_2_w0;
+  assign \$295  = $signed(pe7_1_a) * $signed(\$294 );
+  assign \$296  = $signed(pe6_2_psum) + $signed(\$295 );
+  assign \$297  = w_row == 3'h7;
+  assign \$298  = w_en & \$297 ;
+  assign \$299  = pe7_2_bank ? pe7_3_w1 : pe7_3_w0;
+  assign \$300  = $signed(pe7_2_a) * $signed(\$299 );
+  assign \$301  = $signed(pe6_3_psum) + $signed(\$300 );
+  assign \$302  = w_row == 3'h7;
+  assign \$303  = w_en & \$302 ;
+  assign \$304  = pe7_3_bank ? pe7_4_w1 : pe7_4_w0;
+  assign \$305  = $signed(pe7_3_a) * $signed(\$304 );
+  assign \$306  = $signed(pe6_4_psum) + $signed(\$305 );
+  assign \$307  = w_row == 3'h7;
+  assign \$308  = w_en & \$307 ;
+  assign \$309  = pe7_4_bank ? pe7_5_w1 : pe7_5_w0;
+  assign \$310  = $signed(pe7_4_a) * $signed(\$309 );
+  assign \$311  = $signed(pe6_5_psum) + $signed(\$310 );
+  assign \$312  = w_row == 3'h7;
+  assign \$313  = w_en & \$312 ;
+  assign \$314  = pe7_5_bank ? pe7_6_w1 : pe7_6_w0;
+  assign \$315  = $signed(pe7_5_a) * $signed(\$314 );
+  assign \$316  = $signed(pe6_6_psum) + $signed(\$315 );
+  assign \$317  = w_row == 3'h7;
+  assign \$318  = w_en & \$317 ;
+  assign \$319  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
+  assign \$320  = $signed(pe7_6_a) * $signed(\$319 );
+  assign \$321  = $signed(pe6_7_psum) + $signed(\$320 );
+  assign \$322  = ! w_row;
+  assign \$323  = w_en & \$322 ;
+  assign \$326  = pe0_0_bank == w_bank;
+  assign \$327  = pe0_0_v & \$326 ;
+  assign \$328  = pe0_1_bank == w_bank;
+  assign \$329  = pe0_1_v & \$328 ;
+  assign \$330  = pe0_2_bank == w_bank;
+  assign \$331  = pe0_2_v & \$330 ;
+  assign \$332  = pe0_3_bank == w_bank;
+  assign \$333  = pe0_3_v & \$332 ;
+  assign \$334  = pe0_4_bank == w_bank;
+  assign \$335  = pe0_4_v & \$334 ;
+  assign \$336  = pe0_5_bank == w_bank;
+  assign \$337  = pe0_5_v & \$336 ;
+  assign \$338  = | { \$337 , \$335 , \$333 , \$331 , \$329 , \$327 , \$325  };
+  assign \$339  = \$323  & \$338 ;
+  assign \$340  = w_row == 1'h1;
+  assign \$341  = w_en & \$340 ;
+  assign \$344  = skew1_0_bank == w_bank;
+  assign \$345  = skew1_0_v & \$344 ;
+  assign \$346  = pe1_0_bank == w_bank;
+  assign \$347  = pe1_0_v & \$346 ;
+  assign \$348  = pe1_1_bank == w_bank;
+  assign \$349  = pe1_1_v & \$348 ;
+  assign \$350  = pe1_2_bank == w_bank;
+  assign \$351  = pe1_2_v & \$350 ;
+  assign \$352  = pe1_3_bank == w_bank;
+  assign \$353  = pe1_3_v & \$352 ;
+  assign \$354  = pe1_4_bank == w_bank;
+  assign \$355  = pe1_4_v & \$354 ;
+  assign \$356  = pe1_5_bank == w_bank;
+  assign \$357  = pe1_5_v & \$356 ;
+  assign \$358  = | { \$357 , \$355 , \$353 , \$351 , \$349 , \$347 , \$345 , \$343  };
+  assign \$359  = \$341  & \$358 ;
+  assign \$360  = w_row == 2'h2;
+  assign \$361  = w_en & \$360 ;
+  assign \$364  = skew2_0_bank == w_bank;
+  assign \$365  = skew2_0_v & \$364 ;
+  assign \$366  = skew2_1_bank == w_bank;
+  assign \$367  = skew2_1_v & \$366 ;
+  assign \$368  = pe2_0_bank == w_bank;
+  assign \$369  = pe2_0_v & \$368 ;
+  assign \$370  = pe2_1_bank == w_bank;
+  assign \$371  = pe2_1_v & \$370 ;
+  assign \$372  = pe2_2_bank == w_bank;
+  assign \$373  = pe2_2_v & \$372 ;
+  assign \$374  = pe2_3_bank == w_bank;
+  assign \$375  = pe2_3_v & \$374 ;
+  assign \$376  = pe2_4_bank == w_bank;
+  assign \$377  = pe2_4_v & \$376 ;
+  assign \$378  = pe2_5_bank == w_bank;
+  assign \$379  = pe2_5_v & \$378 ;
+  assign \$380  = | { \$379 , \$377 , \$375 , \$373 , \$371 , \$369 , \$367 , \$365 , \$363  };
+  assign \$381  = \$361  & \$380 ;
+  assign \$382  = w_row == 2'h3;
+  assign \$383  = w_en & \$382 ;
+  assign \$386  = skew3_0_bank == w_bank;
+  assign \$387  = skew3_0_v & \$386 ;
+  assign \$388  = skew3_1_bank == w_bank;
+  assign \$389  = skew3_1_v & \$388 ;
+  assign \$390  = skew3_2_bank == w_bank;
+  assign \$391  = skew3_2_v & \$390 ;
+  assign \$392  = pe3_0_bank == w_bank;
+  assign \$393  = pe3_0_v & \$392 ;
+  assign \$394  = pe3_1_bank == w_bank;
+  assign \$395  = pe3_1_v & \$394 ;
+  assign \$396  = pe3_2_bank == w_bank;
+  assign \$397  = pe3_2_v & \$396 ;
+  assign \$398  = pe3_3_bank == w_bank;
+  assign \$399  = pe3_3_v & \$398 ;
+  assign \$400  = pe3_4_bank == w_bank;
+  assign \$401  = pe3_4_v & \$400 ;
+  assign \$402  = pe3_5_bank == w_bank;
+  assign \$403  = pe3_5_v & \$402 ;
+  assign \$404  = | { \$403 , \$401 , \$399 , \$397 , \$395 , \$393 , \$391 , \$389 , \$387 , \$385  };
+  assign \$405  = \$383  & \$404 ;
+  assign \$406  = w_row == 3'h4;
+  assign \$407  = w_en & \$406 ;
+  assign \$410  = skew4_0_bank == w_bank;
+  assign \$411  = skew4_0_v & \$410 ;
+  assign \$412  = skew4_1_bank == w_bank;
+  assign \$413  = skew4_1_v & \$412 ;
+  assign \$414  = skew4_2_bank == w_bank;
+  assign \$415  = skew4_2_v & \$414 ;
+  assign \$416  = skew4_3_bank == w_bank;
+  assign \$417  = skew4_3_v & \$416 ;
+  assign \$418  = pe4_0_bank == w_bank;
+  assign \$419  = pe4_0_v & \$418 ;
+  assign \$420  = pe4_1_bank == w_bank;
+  assign \$421  = pe4_1_v & \$420 ;
+  assign \$422  = pe4_2_bank == w_bank;
+  assign \$423  = pe4_2_v & \$422 ;
+  assign \$424  = pe4_3_bank == w_bank;
+  assign \$425  = pe4_3_v & \$424 ;
+  assign \$426  = pe4_4_bank == w_bank;
+  assign \$427  = pe4_4_v & \$426 ;
+  assign \$428  = pe4_5_bank == w_bank;
+  assign \$429  = pe4_5_v & \$428 ;
+  assign \$430  = | { \$429 , \$427 , \$425 , \$423 , \$421 , \$419 , \$417 , \$415 , \$413 , \$411 , \$409  };
+  assign \$431  = \$407  & \$430 ;
+  assign \$432  = w_row == 3'h5;
+  assign \$433  = w_en & \$432 ;
+  assign \$436  = skew5_0_bank == w_bank;
+  assign \$437  = skew5_0_v & \$436 ;
+  assign \$438  = skew5_1_bank == w_bank;
+  assign \$439  = skew5_1_v & \$438 ;
+  assign \$440  = skew5_2_bank == w_bank;
+  assign \$441  = skew5_2_v & \$440 ;
+  assign \$442  = skew5_3_bank == w_bank;
+  assign \$443  = skew5_3_v & \$442 ;
+  assign \$444  = skew5_4_bank == w_bank;
+  assign \$445  = skew5_4_v & \$444 ;
+  assign \$446  = pe5_0_bank == w_bank;
+  assign \$447  = pe5_0_v & \$446 ;
+  assign \$448  = pe5_1_bank == w_bank;
+  assign \$449  = pe5_1_v & \$448 ;
+  assign \$450  = pe5_2_bank == w_bank;
+  assign \$451  = pe5_2_v & \$450 ;
+  assign \$452  = pe5_3_bank == w_bank;
+  assign \$453  = pe5_3_v & \$452 ;
+  assign \$454  = pe5_4_bank == w_bank;
+  assign \$455  = pe5_4_v & \$454 ;
+  assign \$456  = pe5_5_bank == w_bank;
+  assign \$457  = pe5_5_v & \$456 ;
+  assign \$458  = | { \$457 , \$455 , \$453 , \$451 , \$449 , \$447 , \$445 , \$443 , \$441 , \$439 , \$437 , \$435  };
+  assign \$459  = \$433  & \$458 ;
+  assign \$460  = w_row == 3'h6;
+  assign \$461  = w_en & \$460 ;
+  assign \$464  = skew6_0_bank == w_bank;
+  assign \$465  = skew6_0_v & \$464 ;
+  assign \$466  = skew6_1_bank == w_bank;
+  assign \$467  = skew6_1_v & \$466 ;
+  assign \$468  = skew6_2_bank == w_bank;
+  assign \$469  = skew6_2_v & \$468 ;
+  assign \$470  = skew6_3_bank == w_bank;
+  assign \$471  = skew6_3_v & \$470 ;
+  assign \$472  = skew6_4_bank == w_bank;
+  assign \$473  = skew6_4_v & \$472 ;
+  assign \$474  = skew6_5_bank == w_bank;
+  assign \$475  = skew6_5_v & \$474 ;
+  assign \$476  = pe6_0_bank == w_bank;
+  assign \$477  = pe6_0_v & \$476 ;
+  assign \$478  = pe6_1_bank == w_bank;
+  assign \$479  = pe6_1_v & \$478 ;
+  assign \$480  = pe6_2_bank == w_bank;
+  assign \$481  = pe6_2_v & \$480 ;
+  assign \$482  = pe6_3_bank == w_bank;
+  assign \$483  = pe6_3_v & \$482 ;
+  assign \$484  = pe6_4_bank == w_bank;
+  assign \$485  = pe6_4_v & \$484 ;
+  assign \$486  = pe6_5_bank == w_bank;
+  assign \$487  = pe6_5_v & \$486 ;
+  assign \$488  = | { \$487 , \$485 , \$483 , \$481 , \$479 , \$477 , \$475 , \$473 , \$471 , \$469 , \$467 , \$465 , \$463  };
+  assign \$489  = \$461  & \$488 ;
+  assign \$490  = w_row == 3'h7;
+  assign \$491  = w_en & \$490 ;
+  assign \$494  = skew7_0_bank == w_bank;
+  assign \$495  = skew7_0_v & \$494 ;
+  assign \$496  = skew7_1_bank == w_bank;
+  assign \$497  = skew7_1_v & \$496 ;
+  assign \$498  = skew7_2_bank == w_bank;
+  assign \$499  = skew7_2_v & \$498 ;
+  assign \$500  = skew7_3_bank == w_bank;
+  assign \$501  = skew7_3_v & \$500 ;
+  assign \$502  = skew7_4_bank == w_bank;
+  assign \$503  = skew7_4_v & \$502 ;
+  assign \$504  = skew7_5_bank == w_bank;
+  assign \$505  = skew7_5_v & \$504 ;
+  assign \$506  = skew7_6_bank == w_bank;
+  assign \$507  = skew7_6_v & \$506 ;
+  assign \$508  = pe7_0_bank == w_bank;
+  assign \$509  = pe7_0_v & \$508 ;
+  assign \$510  = pe7_1_bank == w_bank;
+  assign \$511  = pe7_1_v & \$510 ;
+  assign \$512  = pe7_2_bank == w_bank;
+  assign \$513  = pe7_2_v & \$512 ;
+  assign \$514  = pe7_3_bank == w_bank;
+  assign \$515  = pe7_3_v & \$514 ;
+  assign \$516  = pe7_4_bank == w_bank;
+  assign \$517  = pe7_4_v & \$516 ;
+  assign \$518  = pe7_5_bank == w_bank;
+  assign \$519  = pe7_5_v & \$518 ;
+  assign \$520  = | { \$519 , \$517 , \$515 , \$513 , \$511 , \$509 , \$507 , \$505 , \$503 , \$501 , \$499 , \$497 , \$495 , \$493  };
+  assign \$521  = \$491  & \$520 ;
+  assign w_conflict = | { \$521 , \$489 , \$459 , \$431 , \$405 , \$381 , \$359 , \$339  };
+  always @(posedge clk)
+    pe0_0_w1 <= \$522 ;
+  always @(posedge clk)
+    pe0_0_w0 <= \$523 ;
+  always @(posedge clk)
+    pe0_0_psum <= { \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5  };
+  always @(posedge clk)
+    pe0_0_a <= \$6 ;
+  always @(posedge clk)
+    pe0_0_v <= \$524 ;
+  always @(posedge clk)
+    pe0_0_bank <= w_bank;
+  always @(posedge clk)
+    pe0_1_w1 <= \$525 ;
+  always @(posedge clk)
+    pe0_1_w0 <= \$526 ;
+  always @(posedge clk)
+    pe0_1_psum <= { \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10  };
+  always @(posedge clk)
+    pe0_1_a <= pe0_0_a;
+  always @(posedge clk)
+    pe0_1_v <= \$527 ;
+  always @(posedge clk)
+    pe0_1_bank <= pe0_0_bank;
+  always @(posedge clk)
+    pe0_2_w1 <= \$528 ;
+  always @(posedge clk)
+    pe0_2_w0 <= \$529 ;
+  always @(posedge clk)
+    pe0_2_psum <= { \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14  };
+  always @(posedge clk)
+    pe0_2_a <= pe0_1_a;
+  always @(posedge clk)
+    pe0_2_v <= \$530 ;
+  always @(posedge clk)
+    pe0_2_bank <= pe0_1_bank;
+  always @(posedge clk)
+    pe0_3_w1 <= \$531 ;
+  always @(posedge clk)
+    pe0_3_w0 <= \$532 ;
+  always @(posedge clk)
+    pe0_3_psum <= { \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18  };
   always @(posedge clk)
-    pe3_0_w1 <= \$677 ;
+    pe0_3_a <= pe0_2_a;
   always @(posedge clk)
-    pe3_0_w0 <= \$678 ;
+    pe0_3_v <= \$533 ;
   always @(posedge clk)
-    pe3_0_psum <= \$679 ;
+    pe0_3_bank <= pe0_2_bank;
   always @(posedge clk)
-    pe3_0_a <= \$680 ;
+    pe0_4_w1 <= \$534 ;
   always @(posedge clk)
-    pe3_0_v <= \$681 ;
+    pe0_4_w0 <= \$535 ;
   always @(posedge clk)
-    pe3_0_bank <= \$682 ;
+    pe0_4_psum <= { \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22  };
   always @(posedge clk)
-    pe3_1_w1 <= \$683 ;
+    pe0_4_a <= pe0_3_a;
   always @(posedge clk)
-    pe3_1_w0 <= \$684 ;
+    pe0_4_v <= \$536 ;
   always @(posedge clk)
-    pe3_1_psum <= \$685 ;
+    pe0_4_bank <= pe0_3_bank;
   always @(posedge clk)
-    pe3_1_a <= \$686 ;
+    pe0_5_w1 <= \$537 ;
   always @(posedge clk)
-    pe3_1_v <= \$687 ;
+    pe0_5_w0 <= \$538 ;
   always @(posedge clk)
-    pe3_1_bank <= \$688 ;
+    pe0_5_psum <= { \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26  };
   always @(posedge clk)
-    pe3_2_w1 <= \$689 ;
+    pe0_5_a <= pe0_4_a;
   always @(posedge clk)
-    pe3_2_w0 <= \$690 ;
+    pe0_5_v <= \$539 ;
   always @(posedge clk)
-    pe3_2_psum <= \$691 ;
+    pe0_5_bank <= pe0_4_bank;
   always @(posedge clk)
-    pe3_2_a <= \$692 ;
+    pe0_6_w1 <= \$540 ;
   always @(posedge clk)
-    pe3_2_v <= \$693 ;
+    pe0_6_w0 <= \$541 ;
   always @(posedge clk)
-    pe3_2_bank <= \$694 ;
+    pe0_6_psum <= { \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30  };
   always @(posedge clk)
-    pe3_3_w1 <= \$695 ;
+    pe0_6_a <= pe0_5_a;
   always @(posedge clk)
-    pe3_3_w0 <= \$696 ;
+    pe0_6_v <= \$542 ;
   always @(posedge clk)
-    pe3_3_psum <= \$697 ;
+    pe0_6_bank <= pe0_5_bank;
   always @(posedge clk)
-    pe3_3_a <= \$698 ;
+    pe0_7_w1 <= \$543 ;
   always @(posedge clk)
-    pe3_3_v <= \$699 ;
+    pe0_7_w0 <= \$544 ;
   always @(posedge clk)
-    pe3_3_bank <= \$700 ;
+    pe0_7_psum <= { \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34  };
   always @(posedge clk)
-    pe3_4_w1 <= \$701 ;
+    skew1_0_a <= \$35 ;
   always @(posedge clk)
-    pe3_4_w0 <= \$702 ;
+    skew1_0_v <= \$545 ;
   always @(posedge clk)
-    pe3_4_psum <= \$703 ;
+    skew1_0_bank <= w_bank;
   always @(posedge clk)
-    pe3_4_a <= \$704 ;
+    pe1_0_w1 <= \$546 ;
   always @(posedge clk)
-    pe3_4_v <= \$705 ;
+    pe1_0_w0 <= \$547 ;
   always @(posedge clk)
-    pe3_4_bank <= \$706 ;
+    pe1_0_psum <= \$40 [31:0];
   always @(posedge clk)
-    pe3_5_w1 <= \$707 ;
+    pe1_0_a <= skew1_0_a;
   always @(posedge clk)
-    pe3_5_w0 <= \$708 ;
+    pe1_0_v <= \$548 ;
   always @(posedge clk)
-    pe3_5_psum <= \$709 ;
+    pe1_0_bank <= skew1_0_bank;
   always @(posedge clk)
-    pe3_5_a <= \$710 ;
+    pe1_1_w1 <= \$549 ;
   always @(posedge clk)
-    pe3_5_v <= \$711 ;
+    pe1_1_w0 <= \$550 ;
   always @(posedge clk)
-    pe3_5_bank <= \$712 ;
+    pe1_1_psum <= \$45 [31:0];
   always @(posedge clk)
-    pe3_6_w1 <= \$713 ;
+    pe1_1_a <= pe1_0_a;
   always @(posedge clk)
-    pe3_6_w0 <= \$714 ;
+    pe1_1_v <= \$551 ;
   always @(posedge clk)
-    pe3_6_psum <= \$715 ;
+    pe1_1_bank <= pe1_0_bank;
   always @(posedge clk)
-    pe3_6_a <= \$716 ;
+    pe1_2_w1 <= \$552 ;
   always @(posedge clk)
-    pe3_6_v <= \$717 ;
+    pe1_2_w0 <= \$553 ;
   always @(posedge clk)
-    pe3_6_bank <= \$718 ;
+    pe1_2_psum <= \$50 [31:0];
   always @(posedge clk)
-    pe3_7_w1 <= \$719 ;
+    pe1_2_a <= pe1_1_a;
   always @(posedge clk)
-    pe3_7_w0 <= \$720 ;
+    pe1_2_v <= \$554 ;
   always @(posedge clk)
-    pe3_7_psum <= \$721 ;
+    pe1_2_bank <= pe1_1_bank;
   always @(posedge clk)
-    skew4_0_a <= \$722 ;
+    pe1_3_w1 <= \$555 ;
   always @(posedge clk)
-    skew4_0_v <= \$723 ;
+    pe1_3_w0 <= \$556 ;
   always @(posedge clk)
-    skew4_0_bank <= \$724 ;
+    pe1_3_psum <= \$55 [31:0];
   always @(posedge clk)
-    skew4_1_a <= \$725 ;
+    pe1_3_a <= pe1_2_a;
   always @(posedge clk)
-    skew4_1_v <= \$726 ;
+    pe1_3_v <= \$557 ;
   always @(posedge clk)
-    skew4_1_bank <= \$727 ;
+    pe1_3_bank <= pe1_2_bank;
   always @(posedge clk)
-    skew4_2_a <= \$728 ;
+    pe1_4_w1 <= \$558 ;
   always @(posedge clk)
-    skew4_2_v <= \$729 ;
+    pe1_4_w0 <= \$559 ;
   always @(posedge clk)
-    skew4_2_bank <= \$730 ;
+    pe1_4_psum <= \$60 [31:0];
   always @(posedge clk)
-    skew4_3_a <= \$731 ;
+    pe1_4_a <= pe1_3_a;
   always @(posedge clk)
-    skew4_3_v <= \$732 ;
+    pe1_4_v <= \$560 ;
   always @(posedge clk)
-    skew4_3_bank <= \$733 ;
+    pe1_4_bank <= pe1_3_bank;
   always @(posedge clk)
-    pe4_0_w1 <= \$734 ;
+    pe1_5_w1 <= \$561 ;
   always @(posedge clk)
-    pe4_0_w0 <= \$735 ;
+    pe1_5_w0 <= \$562 ;
   always @(posedge clk)
-    pe4_0_psum <= \$736 ;
+    pe1_5_psum <= \$65 [31:0];
   always @(posedge clk)
-    pe4_0_a <= \$737 ;
+    pe1_5_a <= pe1_4_a;
   always @(posedge clk)
-    pe4_0_v <= \$738 ;
+    pe1_5_v <= \$563 ;
   always @(posedge clk)
-    pe4_0_bank <= \$739 ;
+    pe1_5_bank <= pe1_4_bank;
   always @(posedge clk)
-    pe4_1_w1 <= \$740 ;
+    pe1_6_w1 <= \$564 ;
   always @(posedge clk)
-    pe4_1_w0 <= \$741 ;
+    pe1_6_w0 <= \$565 ;
   always @(posedge clk)
-    pe4_1_psum <= \$742 ;
+    pe1_6_psum <= \$70 [31:0];
   always @(posedge clk)
-    pe4_1_a <= \$743 ;
+    pe1_6_a <= pe1_5_a;
   always @(posedge clk)
-    pe4_1_v <= \$744 ;
+    pe1_6_v <= \$566 ;
   always @(posedge clk)
-    pe4_1_bank <= \$745 ;
+    pe1_6_bank <= pe1_5_bank;
   always @(posedge clk)
-    pe4_2_w1 <= \$746 ;
+    pe1_7_w1 <= \$567 ;
   always @(posedge clk)
-    pe4_2_w0 <= \$747 ;
+    pe1_7_w0 <= \$568 ;
   always @(posedge clk)
-    pe4_2_psum <= \$748 ;
+    pe1_7_psum <= \$75 [31:0];
   always @(posedge clk)
-    pe4_2_a <= \$749 ;
+    skew2_0_a <= \$76 ;
   always @(posedge clk)
-    pe4_2_v <= \$750 ;
+    skew2_0_v <= \$569 ;
   always @(posedge clk)
-    pe4_2_bank <= \$751 ;
+    skew2_0_bank <= w_bank;
   always @(posedge clk)
-    pe4_3_w1 <= \$752 ;
+    skew2_1_a <= skew2_0_a;
   always @(posedge clk)
-    pe4_3_w0 <= \$753 ;
+    skew2_1_v <= \$570 ;
   always @(posedge clk)
-    pe4_3_psum <= \$754 ;
+    skew2_1_bank <= skew2_0_bank;
   always @(posedge clk)
-    pe4_3_a <= \$755 ;
+    pe2_0_w1 <= \$571 ;
   always @(posedge clk)
-    pe4_3_v <= \$756 ;
+    pe2_0_w0 <= \$572 ;
   always @(posedge clk)
-    pe4_3_bank <= \$757 ;
+    pe2_0_psum <= \$81 [31:0];
   always @(posedge clk)
-    pe4_4_w1 <= \$758 ;
+    pe2_0_a <= skew2_1_a;
   always @(posedge clk)
-    pe4_4_w0 <= \$759 ;
+    pe2_0_v <= \$573 ;
   always @(posedge clk)
-    pe4_4_psum <= \$760 ;
+    pe2_0_bank <= skew2_1_bank;
   always @(posedge clk)
-    pe4_4_a <= \$761 ;
+    pe2_1_w1 <= \$574 ;
   always @(posedge clk)
-    pe4_4_v <= \$762 ;
+    pe2_1_w0 <= \$575 ;
   always @(posedge clk)
-    pe4_4_bank <= \$763 ;
+    pe2_1_psum <= \$86 [31:0];
   always @(posedge clk)
-    pe4_5_w1 <= \$764 ;
+    pe2_1_a <= pe2_0_a;
   always @(posedge clk)
-    pe4_5_w0 <= \$765 ;
+    pe2_1_v <= \$576 ;
   always @(posedge clk)
-    pe4_5_psum <= \$766 ;
+    pe2_1_bank <= pe2_0_bank;
   always @(posedge clk)
-    pe4_5_a <= \$767 ;
+    pe2_2_w1 <= \$577 ;
   always @(posedge clk)
-    pe4_5_v <= \$768 ;
+    pe2_2_w0 <= \$578 ;
   always @(posedge clk)
-    pe4_5_bank <= \$769 ;
+    pe2_2_psum <= \$91 [31:0];
   always @(posedge clk)
-    pe4_6_w1 <= \$770 ;
+    pe2_2_a <= pe2_1_a;
   always @(posedge clk)
-    pe4_6_w0 <= \$771 ;
+    pe2_2_v <= \$579 ;
   always @(posedge clk)
-    pe4_6_psum <= \$772 ;
+    pe2_2_bank <= pe2_1_bank;
   always @(posedge clk)
-    pe4_6_a <= \$773 ;
+    pe2_3_w1 <= \$580 ;
   always @(posedge clk)
-    pe4_6_v <= \$774 ;
+    pe2_3_w0 <= \$581 ;
   always @(posedge clk)
-    pe4_6_bank <= \$775 ;
+    pe2_3_psum <= \$96 [31:0];
   always @(posedge clk)
-    pe4_7_w1 <= \$776 ;
+    pe2_3_a <= pe2_2_a;
   always @(posedge clk)
-    pe4_7_w0 <= \$777 ;
+    pe2_3_v <= \$582 ;
   always @(posedge clk)
-    pe4_7_psum <= \$778 ;
+    pe2_3_bank <= pe2_2_bank;
   always @(posedge clk)
-    skew5_0_a <= \$779 ;
+    pe2_4_w1 <= \$583 ;
   always @(posedge clk)
-    skew5_0_v <= \$780 ;
+    pe2_4_w0 <= \$584 ;
   always @(posedge clk)
-    skew5_0_bank <= \$781 ;
+    pe2_4_psum <= \$101 [31:0];
   always @(posedge clk)
-    skew5_1_a <= \$782 ;
+    pe2_4_a <= pe2_3_a;
   always @(posedge clk)
-    skew5_1_v <= \$783 ;
+    pe2_4_v <= \$585 ;
   always @(posedge clk)
-    skew5_1_bank <= \$784 ;
+    pe2_4_bank <= pe2_3_bank;
   always @(posedge clk)
-    skew5_2_a <= \$785 ;
+    pe2_5_w1 <= \$586 ;
   always @(posedge clk)
-    skew5_2_v <= \$786 ;
+    pe2_5_w0 <= \$587 ;
   always @(posedge clk)
-    skew5_2_bank <= \$787 ;
+    pe2_5_psum <= \$106 [31:0];
   always @(posedge clk)
-    skew5_3_a <= \$788 ;
+    pe2_5_a <= pe2_4_a;
   always @(posedge clk)
-    skew5_3_v <= \$789 ;
+    pe2_5_v <= \$588 ;
   always @(posedge clk)
-    skew5_3_bank <= \$790 ;
+    pe2_5_bank <= pe2_4_bank;
   always @(posedge clk)
-    skew5_4_a <= \$791 ;
+    pe2_6_w1 <= \$589 ;
   always @(posedge clk)
-    skew5_4_v <= \$792 ;
+    pe2_6_w0 <= \$590 ;
   always @(posedge clk)
-    skew5_4_bank <= \$793 ;
+    pe2_6_psum <= \$111 [31:0];
   always @(posedge clk)
-    pe5_0_w1 <= \$794 ;
+    pe2_6_a <= pe2_5_a;
   always @(posedge clk)
-    pe5_0_w0 <= \$795 ;
+    pe2_6_v <= \$591 ;
   always @(posedge clk)
-    pe5_0_psum <= \$796 ;
+    pe2_6_bank <= pe2_5_bank;
   always @(posedge clk)
-    pe5_0_a <= \$797 ;
+    pe2_7_w1 <= \$592 ;
   always @(posedge clk)
-    pe5_0_v <= \$798 ;
+    pe2_7_w0 <= \$593 ;
   always @(posedge clk)
-    pe5_0_bank <= \$799 ;
+    pe2_7_psum <= \$116 [31:0];
   always @(posedge clk)
-    pe5_1_w1 <= \$800 ;
+    skew3_0_a <= \$117 ;
   always @(posedge clk)
-    pe5_1_w0 <= \$801 ;
+    skew3_0_v <= \$594 ;
   always @(posedge clk)
-    pe5_1_psum <= \$802 ;
+    skew3_0_bank <= w_bank;
   always @(posedge clk)
-    pe5_1_a <= \$803 ;
+    skew3_1_a <= skew3_0_a;
   always @(posedge clk)
-    pe5_1_v <= \$804 ;
+    skew3_1_v <= \$595 ;
   always @(posedge clk)
-    pe5_1_bank <= \$805 ;
+    skew3_1_bank <= skew3_0_bank;
   always @(posedge clk)
-    pe5_2_w1 <= \$806 ;
+    skew3_2_a <= skew3_1_a;
   always @(posedge clk)
-    pe5_2_w0 <= \$807 ;
+    skew3_2_v <= \$596 ;
   always @(posedge clk)
-    pe5_2_psum <= \$808 ;
+    skew3_2_bank <= skew3_1_bank;
   always @(posedge clk)
-    pe5_2_a <= \$809 ;
+    pe3_0_w1 <= \$597 ;
   always @(posedge clk)
-    pe5_2_v <= \$810 ;
+    pe3_0_w0 <= \$598 ;
   always @(posedge clk)
-    pe5_2_bank <= \$811 ;
+    pe3_0_psum <= \$122 [31:0];
   always @(posedge clk)
-    pe5_3_w1 <= \$812 ;
+    pe3_0_a <= skew3_2_a;
   always @(posedge clk)
-    pe5_3_w0 <= \$813 ;
+    pe3_0_v <= \$599 ;
   always @(posedge clk)
-    pe5_3_psum <= \$814 ;
+    pe3_0_bank <= skew3_2_bank;
   always @(posedge clk)
-    pe5_3_a <= \$815 ;
+    pe3_1_w1 <= \$600 ;
   always @(posedge clk)
-    pe5_3_v <= \$816 ;
+    pe3_1_w0 <= \$601 ;
   always @(posedge clk)
-    pe5_3_bank <= \$817 ;
+    pe3_1_psum <= \$127 [31:0];
   always @(posedge clk)
-    pe5_4_w1 <= \$818 ;
+    pe3_1_a <= pe3_0_a;
   always @(posedge clk)
-    pe5_4_w0 <= \$819 ;
+    pe3_1_v <= \$602 ;
   always @(posedge clk)
-    pe5_4_psum <= \$820 ;
+    pe3_1_bank <= pe3_0_bank;
   always @(posedge clk)
-    pe5_4_a <= \$821 ;
+    pe3_2_w1 <= \$603 ;
   always @(posedge clk)
-    pe5_4_v <= \$822 ;
+    pe3_2_w0 <= \$604 ;
   always @(posedge clk)
-    pe5_4_bank <= \$823 ;
+    pe3_2_psum <= \$132 [31:0];
   always @(posedge clk)
-    pe5_5_w1 <= \$824 ;
+    pe3_2_a <= pe3_1_a;
   always @(posedge clk)
-    pe5_5_w0 <= \$825 ;
+    pe3_2_v <= \$605 ;
   always @(posedge clk)
-    pe5_5_psum <= \$826 ;
+    pe3_2_bank <= pe3_1_bank;
   always @(posedge clk)
-    pe5_5_a <= \$827 ;
+    pe3_3_w1 <= \$606 ;
   always @(posedge clk)
-    pe5_5_v <= \$828 ;
+    pe3_3_w0 <= \$607 ;
   always @(posedge clk)
-    pe5_5_bank <= \$829 ;
+    pe3_3_psum <= \$137 [31:0];
   always @(posedge clk)
-    pe5_6_w1 <= \$830 ;
+    pe3_3_a <= pe3_2_a;
   always @(posedge clk)
-    pe5_6_w0 <= \$831 ;
+    pe3_3_v <= \$608 ;
   always @(posedge clk)
-    pe5_6_psum <= \$832 ;
+    pe3_3_bank <= pe3_2_bank;
   always @(posedge clk)
-    pe5_6_a <= \$833 ;
+    pe3_4_w1 <= \$609 ;
   always @(posedge clk)
-    pe5_6_v <= \$834 ;
+    pe3_4_w0 <= \$610 ;
   always @(posedge clk)
-    pe5_6_bank <= \$835 ;
+    pe3_4_psum <= \$142 [31:0];
   always @(posedge clk)
-    pe5_7_w1 <= \$836 ;
+    pe3_4_a <= pe3_3_a;
   always @(posedge clk)
-    pe5_7_w0 <= \$837 ;
+    pe3_4_v <= \$611 ;
   always @(posedge clk)
-    pe5_7_psum <= \$838 ;
+    pe3_4_bank <= pe3_3_bank;
   always @(posedge clk)
-    skew6_0_a <= \$839 ;
+    pe3_5_w1 <= \$612 ;
   always @(posedge clk)
-    skew6_0_v <= \$840 ;
+    pe3_5_w0 <= \$613 ;
   always @(posedge clk)
-    skew6_0_bank <= \$841 ;
+    pe3_5_psum <= \$147 [31:0];
   always @(posedge clk)
-    skew6_1_a <= \$842 ;
+    pe3_5_a <= pe3_4_a;
   always @(posedge clk)
-    skew6_1_v <= \$843 ;
+    pe3_5_v <= \$614 ;
   always @(posedge clk)
-    skew6_1_bank <= \$844 ;
+    pe3_5_bank <= pe3_4_bank;
   always @(posedge clk)
-    skew6_2_a <= \$845 ;
+    pe3_6_w1 <= \$615 ;
   always @(posedge clk)
-    skew6_2_v <= \$846 ;
+    pe3_6_w0 <= \$616 ;
   always @(posedge clk)
-    skew6_2_bank <= \$847 ;
+    pe3_6_psum <= \$152 [31:0];
   always @(posedge clk)
-    skew6_3_a <= \$848 ;
+    pe3_6_a <= pe3_5_a;
   always @(posedge clk)
-    skew6_3_v <= \$849 ;
+    pe3_6_v <= \$617 ;
   always @(posedge clk)
-    skew6_3_bank <= \$850 ;
+    pe3_6_bank <= pe3_5_bank;
   always @(posedge clk)
-    skew6_4_a <= \$851 ;
+    pe3_7_w1 <= \$618 ;
   always @(posedge clk)
-    skew6_4_v <= \$852 ;
+    pe3_7_w0 <= \$619 ;
   always @(posedge clk)
-    skew6_4_bank <= \$853 ;
+    pe3_7_psum <= \$157 [31:0];
   always @(posedge clk)
-    skew6_5_a <= \$854 ;
+    skew4_0_a <= \$158 ;
   always @(posedge clk)
-    skew6_5_v <= \$855 ;
+    skew4_0_v <= \$620 ;
   always @(posedge clk)
-    skew6_5_bank <= \$856 ;
+    skew4_0_bank <= w_bank;
   always @(posedge clk)
-    pe6_0_w1 <= \$857 ;
+    skew4_1_a <= skew4_0_a;
   always @(posedge clk)
-    pe6_0_w0 <= \$858 ;
+    skew4_1_v <= \$621 ;
   always @(posedge clk)
-    pe6_0_psum <= \$859 ;
+    skew4_1_bank <= skew4_0_bank;
   always @(posedge clk)
-    pe6_0_a <= \$860 ;
+    skew4_2_a <= skew4_1_a;
   always @(posedge clk)
-    pe6_0_v <= \$861 ;
+    skew4_2_v <= \$622 ;
   always @(posedge clk)
-    pe6_0_bank <= \$862 ;
+    skew4_2_bank <= skew4_1_bank;
   always @(posedge clk)
-    pe6_1_w1 <= \$863 ;
+    skew4_3_a <= skew4_2_a;
   always @(posedge clk)
-    pe6_1_w0 <= \$864 ;
+    skew4_3_v <= \$623 ;
   always @(posedge clk)
-    pe6_1_psum <= \$865 ;
+    skew4_3_bank <= skew4_2_bank;
   always @(posedge clk)
-    pe6_1_a <= \$866 ;
+    pe4_0_w1 <= \$624 ;
   always @(posedge clk)
-    pe6_1_v <= \$867 ;
+    pe4_0_w0 <= \$625 ;
   always @(posedge clk)
-    pe6_1_bank <= \$868 ;
+    pe4_0_psum <= \$163 [31:0];
   always @(posedge clk)
-    pe6_2_w1 <= \$869 ;
+    pe4_0_a <= skew4_3_a;
   always @(posedge clk)
-    pe6_2_w0 <= \$870 ;
+    pe4_0_v <= \$626 ;
   always @(posedge clk)
-    pe6_2_psum <= \$871 ;
+    pe4_0_bank <= skew4_3_bank;
   always @(posedge clk)
-    pe6_2_a <= \$872 ;
+    pe4_1_w1 <= \$627 ;
   always @(posedge clk)
-    pe6_2_v <= \$873 ;
+    pe4_1_w0 <= \$628 ;
   always @(posedge clk)
-    pe6_2_bank <= \$874 ;
+    pe4_1_psum <= \$168 [31:0];
   always @(posedge clk)
-    pe6_3_w1 <= \$875 ;
+    pe4_1_a <= pe4_0_a;
   always @(posedge clk)
-    pe6_3_w0 <= \$876 ;
+    pe4_1_v <= \$629 ;
   always @(posedge clk)
-    pe6_3_psum <= \$877 ;
+    pe4_1_bank <= pe4_0_bank;
   always @(posedge clk)
-    pe6_3_a <= \$878 ;
+    pe4_2_w1 <= \$630 ;
   always @(posedge clk)
-    pe6_3_v <= \$879 ;
+    pe4_2_w0 <= \$631 ;
   always @(posedge clk)
-    pe6_3_bank <= \$880 ;
+    pe4_2_psum <= \$173 [31:0];
   always @(posedge clk)
-    pe6_4_w1 <= \$881 ;
+    pe4_2_a <= pe4_1_a;
   always @(posedge clk)
-    pe6_4_w0 <= \$882 ;
+    pe4_2_v <= \$632 ;
   always @(posedge clk)
-    pe6_4_psum <= \$883 ;
+    pe4_2_bank <= pe4_1_bank;
   always @(posedge clk)
-    pe6_4_a <= \$884 ;
+    pe4_3_w1 <= \$633 ;
   always @(posedge clk)
-    pe6_4_v <= \$885 ;
+    pe4_3_w0 <= \$634 ;
   always @(posedge clk)
-    pe6_4_bank <= \$886 ;
+    pe4_3_psum <= \$178 [31:0];
   always @(posedge clk)
-    pe6_5_w1 <= \$887 ;
+    pe4_3_a <= pe4_2_a;
   always @(posedge clk)
-    pe6_5_w0 <= \$888 ;
+    pe4_3_v <= \$635 ;
   always @(posedge clk)
-    pe6_5_psum <= \$889 ;
+    pe4_3_bank <= pe4_2_bank;
   always @(posedge clk)
-    pe6_5_a <= \$890 ;
+    pe4_4_w1 <= \$636 ;
   always @(posedge clk)
-    pe6_5_v <= \$891 ;
+    pe4_4_w0 <= \$637 ;
   always @(posedge clk)
-    pe6_5_bank <= \$892 ;
+    pe4_4_psum <= \$183 [31:0];
   always @(posedge clk)
-    pe6_6_w1 <= \$893 ;
+    pe4_4_a <= pe4_3_a;
   always @(posedge clk)
-    pe6_6_w0 <= \$894 ;
+    pe4_4_v <= \$638 ;
   always @(posedge clk)
-    pe6_6_psum <= \$895 ;
+    pe4_4_bank <= pe4_3_bank;
   always @(posedge clk)
-    pe6_6_a <= \$896 ;
+    pe4_5_w1 <= \$639 ;
   always @(posedge clk)
-    pe6_6_v <= \$897 ;
+    pe4_5_w0 <= \$640 ;
   always @(posedge clk)
-    pe6_6_bank <= \$898 ;
+    pe4_5_psum <= \$188 [31:0];
   always @(posedge clk)
-    pe6_7_w1 <= \$899 ;
+    pe4_5_a <= pe4_4_a;
   always @(posedge clk)
-    pe6_7_w0 <= \$900 ;
+    pe4_5_v <= \$641 ;
   always @(posedge clk)
-    pe6_7_psum <= \$901 ;
+    pe4_5_bank <= pe4_4_bank;
   always @(posedge clk)
-    skew7_0_a <= \$902 ;
+    pe4_6_w1 <= \$642 ;
   always @(posedge clk)
-    skew7_0_v <= \$903 ;
+    pe4_6_w0 <= \$643 ;
   always @(posedge clk)
-    skew7_0_bank <= \$904 ;
+    pe4_6_psum <= \$193 [31:0];
   always @(posedge clk)
-    skew7_1_a <= \$905 ;
+    pe4_6_a <= pe4_5_a;
   always @(posedge clk)
-    skew7_1_v <= \$906 ;
+    pe4_6_v <= \$644 ;
   always @(posedge clk)
-    skew7_1_bank <= \$907 ;
+    pe4_6_bank <= pe4_5_bank;
   always @(posedge clk)
-    skew7_2_a <= \$908 ;
+    pe4_7_w1 <= \$645 ;
   always @(posedge clk)
-    skew7_2_v <= \$909 ;
+    pe4_7_w0 <= \$646 ;
   always @(posedge clk)
-    skew7_2_bank <= \$910 ;
+    pe4_7_psum <= \$198 [31:0];
   always @(posedge clk)
-    skew7_3_a <= \$911 ;
+    skew5_0_a <= \$199 ;
   always @(posedge clk)
-    skew7_3_v <= \$912 ;
+    skew5_0_v <= \$647 ;
   always @(posedge clk)
-    skew7_3_bank <= \$913 ;
+    skew5_0_bank <= w_bank;
   always @(posedge clk)
-    skew7_4_a <= \$914 ;
+    skew5_1_a <= skew5_0_a;
   always @(posedge clk)
-    skew7_4_v <= \$915 ;
+    skew5_1_v <= \$648 ;
   always @(posedge clk)
-    skew7_4_bank <= \$916 ;
+    skew5_1_bank <= skew5_0_bank;
   always @(posedge clk)
-    skew7_5_a <= \$917 ;
+    skew5_2_a <= skew5_1_a;
   always @(posedge clk)
-    skew7_5_v <= \$918 ;
+    skew5_2_v <= \$649 ;
   always @(posedge clk)
-    skew7_5_bank <= \$919 ;
+    skew5_2_bank <= skew5_1_bank;
   always @(posedge clk)
-    skew7_6_a <= \$920 ;
+    skew5_3_a <= skew5_2_a;
   always @(posedge clk)
-    skew7_6_v <= \$921 ;
+    skew5_3_v <= \$650 ;
   always @(posedge clk)
-    skew7_6_bank <= \$922 ;
+    skew5_3_bank <= skew5_2_bank;
   always @(posedge clk)
-    pe7_0_w1 <= \$923 ;
+    skew5_4_a <= skew5_3_a;
   always @(posedge clk)
-    pe7_0_w0 <= \$924 ;
+    skew5_4_v <= \$651 ;
   always @(posedge clk)
-    pe7_0_psum <= \$925 ;
+    skew5_4_bank <= skew5_3_bank;
   always @(posedge clk)
-    pe7_0_a <= \$926 ;
+    pe5_0_w1 <= \$652 ;
   always @(posedge clk)
-    pe7_0_v <= \$927 ;
+    pe5_0_w0 <= \$653 ;
   always @(posedge clk)
-    pe7_0_bank <= \$928 ;
+    pe5_0_psum <= \$204 [31:0];
   always @(posedge clk)
-    pe7_1_w1 <= \$929 ;
+    pe5_0_a <= skew5_4_a;
   always @(posedge clk)
-    pe7_1_w0 <= \$930 ;
+    pe5_0_v <= \$654 ;
   always @(posedge clk)
-    pe7_1_psum <= \$931 ;
+    pe5_0_bank <= skew5_4_bank;
   always @(posedge clk)
-    pe7_1_a <= \$932 ;
+    pe5_1_w1 <= \$655 ;
   always @(posedge clk)
-    pe7_1_v <= \$933 ;
+    pe5_1_w0 <= \$656 ;
   always @(posedge clk)
-    pe7_1_bank <= \$934 ;
+    pe5_1_psum <= \$209 [31:0];
   always @(posedge clk)
-    pe7_2_w1 <= \$935 ;
+    pe5_1_a <= pe5_0_a;
   always @(posedge clk)
-    pe7_2_w0 <= \$936 ;
+    pe5_1_v <= \$657 ;
   always @(posedge clk)
-    pe7_2_psum <= \$937 ;
+    pe5_1_bank <= pe5_0_bank;
   always @(posedge clk)
-    pe7_2_a <= \$938 ;
+    pe5_2_w1 <= \$658 ;
   always @(posedge clk)
-    pe7_2_v <= \$939 ;
+    pe5_2_w0 <= \$659 ;
   always @(posedge clk)
-    pe7_2_bank <= \$940 ;
+    pe5_2_psum <= \$214 [31:0];
   always @(posedge clk)
-    pe7_3_w1 <= \$941 ;
+    pe5_2_a <= pe5_1_a;
   always @(posedge clk)
-    pe7_3_w0 <= \$942 ;
+    pe5_2_v <= \$660 ;
   always @(posedge clk)
-    pe7_3_psum <= \$943 ;
+    pe5_2_bank <= pe5_1_bank;
   always @(posedge clk)
-    pe7_3_a <= \$944 ;
+    pe5_3_w1 <= \$661 ;
   always @(posedge clk)
-    pe7_3_v <= \$945 ;
+    pe5_3_w0 <= \$662 ;
   always @(posedge clk)
-    pe7_3_bank <= \$946 ;
+    pe5_3_psum <= \$219 [31:0];
   always @(posedge clk)
-    pe7_4_w1 <= \$947 ;
+    pe5_3_a <= pe5_2_a;
   always @(posedge clk)
-    pe7_4_w0 <= \$948 ;
+    pe5_3_v <= \$663 ;
   always @(posedge clk)
-    pe7_4_psum <= \$949 ;
+    pe5_3_bank <= pe5_2_bank;
   always @(posedge clk)
-    pe7_4_a <= \$950 ;
+    pe5_4_w1 <= \$664 ;
   always @(posedge clk)
-    pe7_4_v <= \$951 ;
+    pe5_4_w0 <= \$665 ;
   always @(posedge clk)
-    pe7_4_bank <= \$952 ;
+    pe5_4_psum <= \$224 [31:0];
   always @(posedge clk)
-    pe7_5_w1 <= \$953 ;
+    pe5_4_a <= pe5_3_a;
   always @(posedge clk)
-    pe7_5_w0 <= \$954 ;
+    pe5_4_v <= \$666 ;
   always @(posedge clk)
-    pe7_5_psum <= \$955 ;
+    pe5_4_bank <= pe5_3_bank;
   always @(posedge clk)
-    pe7_5_a <= \$956 ;
+    pe5_5_w1 <= \$667 ;
   always @(posedge clk)
-    pe7_5_v <= \$957 ;
+    pe5_5_w0 <= \$668 ;
   always @(posedge clk)
-    pe7_5_bank <= \$958 ;
+    pe5_5_psum <= \$229 [31:0];
   always @(posedge clk)
-    pe7_6_w1 <= \$959 ;
+    pe5_5_a <= pe5_4_a;
   always @(posedge clk)
-    pe7_6_w0 <= \$960 ;
+    pe5_5_v <= \$669 ;
   always @(posedge clk)
-    pe7_6_psum <= \$961 ;
+    pe5_5_bank <= pe5_4_bank;
   always @(posedge clk)
-    pe7_6_a <= \$962 ;
+    pe5_6_w1 <= \$670 ;
   always @(posedge clk)
-    pe7_6_v <= \$963 ;
+    pe5_6_w0 <= \$671 ;
   always @(posedge clk)
-    pe7_6_bank <= \$964 ;
+    pe5_6_psum <= \$234 [31:0];
   always @(posedge clk)
-    pe7_7_w1 <= \$965 ;
+    pe5_6_a <= pe5_5_a;
   always @(posedge clk)
-    pe7_7_w0 <= \$966 ;
+    pe5_6_v <= \$672 ;
   always @(posedge clk)
-    pe7_7_psum <= \$967 ;
+    pe5_6_bank <= pe5_5_bank;
   always @(posedge clk)
-    out_valid_q <= \$968 ;
+    pe5_7_w1 <= \$673 ;
   always @(posedge clk)
-    deskew0_0 <= \$969 ;
+    pe5_7_w0 <= \$674 ;
   always @(posedge clk)
-    deskew0_1 <= \$970 ;
+    pe5_7_psum <= \$239 [31:0];
   always @(posedge clk)
-    deskew0_2 <= \$971 ;
+    skew6_0_a <= \$240 ;
   always @(posedge clk)
-    deskew0_3 <= \$972 ;
+    skew6_0_v <= \$675 ;
   always @(posedge clk)
-    deskew0_4 <= \$973 ;
+    skew6_0_bank <= w_bank;
   always @(posedge clk)
-    deskew0_5 <= \$974 ;
+    skew6_1_a <= skew6_0_a;
   always @(posedge clk)
-    deskew0_6 <= \$975 ;
+    skew6_1_v <= \$676 ;
   always @(posedge clk)
-    deskew1_0 <= \$976 ;
+    skew6_1_bank <= skew6_0_bank;
   always @(posedge clk)
-    deskew1_1 <= \$977 ;
+    skew6_2_a <= skew6_1_a;
   always @(posedge clk)
-    deskew1_2 <= \$978 ;
+    skew6_2_v <= \$677 ;
   always @(posedge clk)
-    deskew1_3 <= \$979 ;
+    skew6_2_bank <= skew6_1_bank;
   always @(posedge clk)
-    deskew1_4 <= \$980 ;
+    skew6_3_a <= skew6_2_a;
   always @(posedge clk)
-    deskew1_5 <= \$981 ;
+    skew6_3_v <= \$678 ;
   always @(posedge clk)
-    deskew2_0 <= \$982 ;
+    skew6_3_bank <= skew6_2_bank;
   always @(posedge clk)
-    deskew2_1 <= \$983 ;
+    skew6_4_a <= skew6_3_a;
   always @(posedge clk)
-    deskew2_2 <= \$984 ;
+    skew6_4_v <= \$679 ;
   always @(posedge clk)
-    deskew2_3 <= \$985 ;
+    skew6_4_bank <= skew6_3_bank;
   always @(posedge clk)
-    deskew2_4 <= \$986 ;
+    skew6_5_a <= skew6_4_a;
   always @(posedge clk)
-    deskew3_0 <= \$987 ;
+    skew6_5_v <= \$680 ;
   always @(posedge clk)
-    deskew3_1 <= \$988 ;
+    skew6_5_bank <= skew6_4_bank;
   always @(posedge clk)
-    deskew3_2 <= \$989 ;
+    pe6_0_w1 <= \$681 ;
   always @(posedge clk)
-    deskew3_3 <= \$990 ;
+    pe6_0_w0 <= \$682 ;
   always @(posedge clk)
-    deskew4_0 <= \$991 ;
+    pe6_0_psum <= \$245 [31:0];
   always @(posedge clk)
-    deskew4_1 <= \$992 ;
+    pe6_0_a <= skew6_5_a;
   always @(posedge clk)
-    deskew4_2 <= \$993 ;
+    pe6_0_v <= \$683 ;
   always @(posedge clk)
-    deskew5_0 <= \$994 ;
+    pe6_0_bank <= skew6_5_bank;
   always @(posedge clk)
-    deskew5_1 <= \$995 ;
+    pe6_1_w1 <= \$684 ;
   always @(posedge clk)
-    deskew6_0 <= \$996 ;
-  assign \$1  = ~ gemm_frozen;
-  assign \$2  = \$1  | reset[2];
-  assign \$3  = ! w_row;
+    pe6_1_w0 <= \$685 ;
+  always @(posedge clk)
+    pe6_1_psum <= \$250 [31:0];
+  always @(posedge clk)
+    pe6_1_a <= pe6_0_a;
+  always @(posedge clk)
+    pe6_1_v <= \$686 ;
+  always @(posedge clk)
+    pe6_1_bank <= pe6_0_bank;
+  always @(posedge clk)
+    pe6_2_w1 <= \$687 ;
+  always @(posedge clk)
+    pe6_2_w0 <= \$688 ;
+  always @(posedge clk)
+    pe6_2_psum <= \$255 [31:0];
+  always @(posedge clk)
+    pe6_2_a <= pe6_1_a;
+  always @(posedge clk)
+    pe6_2_v <= \$689 ;
+  always @(posedge clk)
+    pe6_2_bank <= pe6_1_bank;
+  always @(posedge clk)
+    pe6_3_w1 <= \$690 ;
+  always @(posedge clk)
+    pe6_3_w0 <= \$691 ;
+  always @(posedge clk)
+    pe6_3_psum <= \$260 [31:0];
+  always @(posedge clk)
+    pe6_3_a <= pe6_2_a;
+  always @(posedge clk)
+    pe6_3_v <= \$692 ;
+  always @(posedge clk)
+    pe6_3_bank <= pe6_2_bank;
+  always @(posedge clk)
+    pe6_4_w1 <= \$693 ;
+  always @(posedge clk)
+    pe6_4_w0 <= \$694 ;
+  always @(posedge clk)
+    pe6_4_psum <= \$265 [31:0];
+  always @(posedge clk)
+    pe6_4_a <= pe6_3_a;
+  always @(posedge clk)
+    pe6_4_v <= \$695 ;
+  always @(posedge clk)
+    pe6_4_bank <= pe6_3_bank;
+  always @(posedge clk)
+    pe6_5_w1 <= \$696 ;
+  always @(posedge clk)
+    pe6_5_w0 <= \$697 ;
+  always @(posedge clk)
+    pe6_5_psum <= \$270 [31:0];
+  always @(posedge clk)
+    pe6_5_a <= pe6_4_a;
+  always @(posedge clk)
+    pe6_5_v <= \$698 ;
+  always @(posedge clk)
+    pe6_5_bank <= pe6_4_bank;
+  always @(posedge clk)
+    pe6_6_w1 <= \$699 ;
+  always @(posedge clk)
+    pe6_6_w0 <= \$700 ;
+  always @(posedge clk)
+    pe6_6_psum <= \$275 [31:0];
+  always @(posedge clk)
+    pe6_6_a <= pe6_5_a;
+  always @(posedge clk)
+    pe6_6_v <= \$701 ;
+  always @(posedge clk)
+    pe6_6_bank <= pe6_5_bank;
+  always @(posedge clk)
+    pe6_7_w1 <= \$702 ;
+  always @(posedge clk)
+    pe6_7_w0 <= \$703 ;
+  always @(posedge clk)
+    pe6_7_psum <= \$280 [31:0];
+  always @(posedge clk)
+    skew7_0_a <= \$281 ;
+  always @(posedge clk)
+    skew7_0_v <= \$704 ;
+  always @(posedge clk)
+    skew7_0_bank <= w_bank;
+  always @(posedge clk)
+    skew7_1_a <= skew7_0_a;
+  always @(posedge clk)
+    skew7_1_v <= \$705 ;
+  always @(posedge clk)
+    skew7_1_bank <= skew7_0_bank;
+  always @(posedge clk)
+    skew7_2_a <= skew7_1_a;
+  always @(posedge clk)
+    skew7_2_v <= \$706 ;
+  always @(posedge clk)
+    skew7_2_bank <= skew7_1_bank;
+  always @(posedge clk)
+    skew7_3_a <= skew7_2_a;
+  always @(posedge clk)
+    skew7_3_v <= \$707 ;
+  always @(posedge clk)
+    skew7_3_bank <= skew7_2_bank;
+  always @(posedge clk)
+    skew7_4_a <= skew7_3_a;
+  always @(posedge clk)
+    skew7_4_v <= \$708 ;
+  always @(posedge clk)
+    skew7_4_bank <= skew7_3_bank;
+  always @(posedge clk)
+    skew7_5_a <= skew7_4_a;
+  always @(posedge clk)
+    skew7_5_v <= \$709 ;
+  always @(posedge clk)
+    skew7_5_bank <= skew7_4_bank;
+  always @(posedge clk)
+    skew7_6_a <= skew7_5_a;
+  always @(posedge clk)
+    skew7_6_v <= \$710 ;
+  always @(posedge clk)
+    skew7_6_bank <= skew7_5_bank;
+  always @(posedge clk)
+    pe7_0_w1 <= \$711 ;
+  always @(posedge clk)
+    pe7_0_w0 <= \$712 ;
+  always @(posedge clk)
+    pe7_0_psum <= \$286 [31:0];
+  always @(posedge clk)
+    pe7_0_a <= skew7_6_a;
+  always @(posedge clk)
+    pe7_0_v <= \$713 ;
+  always @(posedge clk)
+    pe7_0_bank <= skew7_6_bank;
+  always @(posedge clk)
+    pe7_1_w1 <= \$714 ;
+  always @(posedge clk)
+    pe7_1_w0 <= \$715 ;
+  always @(posedge clk)
+    pe7_1_psum <= \$291 [31:0];
+  always @(posedge clk)
+    pe7_1_a <= pe7_0_a;
+  always @(posedge clk)
+    pe7_1_v <= \$716 ;
+  always @(posedge clk)
+    pe7_1_bank <= pe7_0_bank;
+  always @(posedge clk)
+    pe7_2_w1 <= \$717 ;
+  always @(posedge clk)
+    pe7_2_w0 <= \$718 ;
+  always @(posedge clk)
+    pe7_2_psum <= \$296 [31:0];
+  always @(posedge clk)
+    pe7_2_a <= pe7_1_a;
+  always @(posedge clk)
+    pe7_2_v <= \$719 ;
+  always @(posedge clk)
+    pe7_2_bank <= pe7_1_bank;
+  always @(posedge clk)
+    pe7_3_w1 <= \$720 ;
+  always @(posedge clk)
+    pe7_3_w0 <= \$721 ;
+  always @(posedge clk)
+    pe7_3_psum <= \$301 [31:0];
+  always @(posedge clk)
+    pe7_3_a <= pe7_2_a;
+  always @(posedge clk)
+    pe7_3_v <= \$722 ;
+  always @(posedge clk)
+    pe7_3_bank <= pe7_2_bank;
+  always @(posedge clk)
+    pe7_4_w1 <= \$723 ;
+  always @(posedge clk)
+    pe7_4_w0 <= \$724 ;
+  always @(posedge clk)
+    pe7_4_psum <= \$306 [31:0];
+  always @(posedge clk)
+    pe7_4_a <= pe7_3_a;
+  always @(posedge clk)
+    pe7_4_v <= \$725 ;
+  always @(posedge clk)
+    pe7_4_bank <= pe7_3_bank;
+  always @(posedge clk)
+    pe7_5_w1 <= \$726 ;
+  always @(posedge clk)
+    pe7_5_w0 <= \$727 ;
+  always @(posedge clk)
+    pe7_5_psum <= \$311 [31:0];
+  always @(posedge clk)
+    pe7_5_a <= pe7_4_a;
+  always @(posedge clk)
+    pe7_5_v <= \$728 ;
+  always @(posedge clk)
+    pe7_5_bank <= pe7_4_bank;
+  always @(posedge clk)
+    pe7_6_w1 <= \$729 ;
+  always @(posedge clk)
+    pe7_6_w0 <= \$730 ;
+  always @(posedge clk)
+    pe7_6_psum <= \$316 [31:0];
+  always @(posedge clk)
+    pe7_6_a <= pe7_5_a;
+  always @(posedge clk)
+    pe7_6_v <= \$731 ;
+  always @(posedge clk)
+    pe7_6_bank <= pe7_5_bank;
+  always @(posedge clk)
+    pe7_7_w1 <= \$732 ;
+  always @(posedge clk)
+    pe7_7_w0 <= \$733 ;
+  always @(posedge clk)
+    pe7_7_psum <= \$321 [31:0];
+  always @(posedge clk)
+    out_valid_q <= \$734 ;
+  always @(posedge clk)
+    deskew0_0 <= pe7_0_psum;
+  always @(posedge clk)
+    deskew0_1 <= deskew0_0;
+  always @(posedge clk)
+    deskew0_2 <= deskew0_1;
+  always @(posedge clk)
+    deskew0_3 <= deskew0_2;
+  always @(posedge clk)
+    deskew0_4 <= deskew0_3;
+  always @(posedge clk)
+    deskew0_5 <= deskew0_4;
+  always @(posedge clk)
+    deskew0_6 <= deskew0_5;
+  always @(posedge clk)
+    deskew1_0 <= pe7_1_psum;
+  always @(posedge clk)
+    deskew1_1 <= deskew1_0;
+  always @(posedge clk)
+    deskew1_2 <= deskew1_1;
+  always @(posedge clk)
+    deskew1_3 <= deskew1_2;
+  always @(posedge clk)
+    deskew1_4 <= deskew1_3;
+  always @(posedge clk)
+    deskew1_5 <= deskew1_4;
+  always @(posedge clk)
+    deskew2_0 <= pe7_2_psum;
+  always @(posedge clk)
+    deskew2_1 <= deskew2_0;
+  always @(posedge clk)
+    deskew2_2 <= deskew2_1;
+  always @(posedge clk)
+    deskew2_3 <= deskew2_2;
+  always @(posedge clk)
+    deskew2_4 <= deskew2_3;
+  always @(posedge clk)
+    deskew3_0 <= pe7_3_psum;
+  always @(posedge clk)
+    deskew3_1 <= deskew3_0;
+  always @(posedge clk)
+    deskew3_2 <= deskew3_1;
+  always @(posedge clk)
+    deskew3_3 <= deskew3_2;
+  always @(posedge clk)
+    deskew4_0 <= pe7_4_psum;
+  always @(posedge clk)
+    deskew4_1 <= deskew4_0;
+  always @(posedge clk)
+    deskew4_2 <= deskew4_1;
+  always @(posedge clk)
+    deskew5_0 <= pe7_5_psum;
+  always @(posedge clk)
+    deskew5_1 <= deskew5_0;
+  always @(posedge clk)
+    deskew6_0 <= pe7_6_psum;
+  assign \$1  = ! w_row;
+  assign \$2  = w_en & \$1 ;
+  assign \$3  = a_valid ? w_data[7:0] : 8'h00;
+  assign \$4  = w_bank ? pe0_0_w1 : pe0_0_w0;
+  assign \$5  = $signed(\$3 ) * $signed(\$4 );
+  assign \$6  = a_valid ? w_data[7:0] : 8'h00;
+  assign \$7  = ! w_row;
+  assign \$8  = w_en & \$7 ;
+  assign \$9  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
+  assign \$10  = $signed(pe0_0_a) * $signed(\$9 );
+  assign \$11  = ! w_row;
+  assign \$12  = w_en & \$11 ;
+  assign \$13  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
+  assign \$14  = $signed(pe0_1_a) * $signed(\$13 );
+  assign \$15  = ! w_row;
+  assign \$16  = w_en & \$15 ;
+  assign \$17  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
+  assign \$18  = $signed(pe0_2_a) * $signed(\$17 );
+  assign \$19  = ! w_row;
+  assign \$20  = w_en & \$19 ;
+  assign \$21  = pe0_3_bank ? pe0_4_w1 : pe0_4_w0;
+  assign \$22  = $signed(pe0_3_a) * $signed(\$21 );
+  assign \$23  = ! w_row;
+  assign \$24  = w_en & \$23 ;
+  assign \$25  = pe0_4_bank ? pe0_5_w1 : pe0_5_w0;
+  assign \$26  = $signed(pe0_4_a) * $signed(\$25 );
+  assign \$27  = ! w_row;
+  assign \$28  = w_en & \$27 ;
+  assign \$29  = pe0_5_bank ? pe0_6_w1 : pe0_6_w0;
+  assign \$30  = $signed(pe0_5_a) * $signed(\$29 );
+  assign \$31  = ! w_row;
+  assign \$32  = w_en & \$31 ;
+  assign \$33  = pe0_6_bank ? pe0_7_w1 : pe0_7_w0;
+  assign \$34  = $signed(pe0_6_a) * $signed(\$33 );
+  assign \$35  = a_valid ? w_data[15:8] : 8'h00;
+  assign \$36  = w_row == 1'h1;
+  assign \$37  = w_en & \$36 ;
+  assign \$38  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
+  assign \$39  = $signed(skew1_0_a) * $signed(\$38 );
+  assign \$40  = $signed(pe0_0_psum) + $signed(\$39 );
+  assign \$41  = w_row == 1'h1;
+  assign \$42  = w_en & \$41 ;
+  assign \$43  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
+  assign \$44  = $signed(pe1_0_a) * $signed(\$43 );
+  assign \$45  = $signed(pe0_1_psum) + $signed(\$44 );
+  assign \$46  = w_row == 1'h1;
+  assign \$47  = w_en & \$46 ;
+  assign \$48  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
+  assign \$49  = $signed(pe1_1_a) * $signed(\$48 );
+  assign \$50  = $signed(pe0_2_psum) + $signed(\$49 );
+  assign \$51  = w_row == 1'h1;
+  assign \$52  = w_en & \$51 ;
+  assign \$53  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
+  assign \$54  = $signed(pe1_2_a) * $signed(\$53 );
+  assign \$55  = $signed(pe0_3_psum) + $signed(\$54 );
+  assign \$56  = w_row == 1'h1;
+  assign \$57  = w_en & \$56 ;
+  assign \$58  = pe1_3_bank ? pe1_4_w1 : pe1_4_w0;
+  assign \$59  = $signed(pe1_3_a) * $signed(\$58 );
+  assign \$60  = $signed(pe0_4_psum) + $signed(\$59 );
+  assign \$61  = w_row == 1'h1;
+  assign \$62  = w_en & \$61 ;
+  assign \$63  = pe1_4_bank ? pe1_5_w1 : pe1_5_w0;
+  assign \$64  = $signed(pe1_4_a) * $signed(\$63 );
+  assign \$65  = $signed(pe0_5_psum) + $signed(\$64 );
+  assign \$66  = w_row == 1'h1;
+  assign \$67  = w_en & \$66 ;
+  assign \$68  = pe1_5_bank ? pe1_6_w1 : pe1_6_w0;
+  assign \$69  = $signed(pe1_5_a) * $signed(\$68 );
+  assign \$70  = $signed(pe0_6_psum) + $signed(\$69 );
+  assign \$71  = w_row == 1'h1;
+  assign \$72  = w_en & \$71 ;
+  assign \$73  = pe1_6_bank ? pe1_7_w1 : pe1_7_w0;
+  assign \$74  = $signed(pe1_6_a) * $signed(\$73 );
+  assign \$75  = $signed(pe0_7_psum) + $signed(\$74 );
+  assign \$76  = a_valid ? w_data[23:16] : 8'h00;
+  assign \$77  = w_row == 2'h2;
+  assign \$78  = w_en & \$77 ;
+  assign \$79  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
+  assign \$80  = $signed(skew2_1_a) * $signed(\$79 );
+  assign \$81  = $signed(pe1_0_psum) + $signed(\$80 );
+  assign \$82  = w_row == 2'h2;
+  assign \$83  = w_en & \$82 ;
+  assign \$84  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
+  assign \$85  = $signed(pe2_0_a) * $signed(\$84 );
+  assign \$86  = $signed(pe1_1_psum) + $signed(\$85 );
+  assign \$87  = w_row == 2'h2;
+  assign \$88  = w_en & \$87 ;
+  assign \$89  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
+  assign \$90  = $signed(pe2_1_a) * $signed(\$89 );
+  assign \$91  = $signed(pe1_2_psum) + $signed(\$90 );
+  assign \$92  = w_row == 2'h2;
+  assign \$93  = w_en & \$92 ;
+  assign \$94  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
+  assign \$95  = $signed(pe2_2_a) * $signed(\$94 );
+  assign \$96  = $signed(pe1_3_psum) + $signed(\$95 );
+  assign \$97  = w_row == 2'h2;
+  assign \$98  = w_en & \$97 ;
+  assign \$99  = pe2_3_bank ? pe2_4_w1 : pe2_4_w0;
+  assign \$100  = $signed(pe2_3_a) * $signed(\$99 );
+  assign \$101  = $signed(pe1_4_psum) + $signed(\$100 );
+  assign \$102  = w_row == 2'h2;
+  assign \$103  = w_en & \$102 ;
+  assign \$104  = pe2_4_bank ? pe2_5_w1 : pe2_5_w0;
+  assign \$105  = $signed(pe2_4_a) * $signed(\$104 );
+  assign \$106  = $signed(pe1_5_psum) + $signed(\$105 );
+  assign \$107  = w_row == 2'h2;
+  assign \$108  = w_en & \$107 ;
+  assign \$109  = pe2_5_bank ? pe2_6_w1 : pe2_6_w0;
+  assign \$110  = $signed(pe2_5_a) * $signed(\$109 );
+  assign \$111  = $signed(pe1_6_psum) + $signed(\$110 );
+  assign \$112  = w_row == 2'h2;
+  assign \$113  = w_en & \$112 ;
+  assign \$114  = pe2_6_bank ? pe2_7_w1 : pe2_7_w0;
+  assign \$115  = $signed(pe2_6_a) * $signed(\$114 );
+  assign \$116  = $signed(pe1_7_psum) + $signed(\$115 );
+  assign \$117  = a_valid ? w_data[31:24] : 8'h00;
+  assign \$118  = w_row == 2'h3;
+  assign \$119  = w_en & \$118 ;
+  assign \$120  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
+  assign \$121  = $signed(skew3_2_a) * $signed(\$120 );
+  assign \$122  = $signed(pe2_0_psum) + $signed(\$121 );
+  assign \$123  = w_row == 2'h3;
+  assign \$124  = w_en & \$123 ;
+  assign \$125  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
+  assign \$126  = $signed(pe3_0_a) * $signed(\$125 );
+  assign \$127  = $signed(pe2_1_psum) + $signed(\$126 );
+  assign \$128  = w_row == 2'h3;
+  assign \$129  = w_en & \$128 ;
+  assign \$130  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
+  assign \$131  = $signed(pe3_1_a) * $signed(\$130 );
+  assign \$132  = $signed(pe2_2_psum) + $signed(\$131 );
+  assign \$133  = w_row == 2'h3;
+  assign \$134  = w_en & \$133 ;
+  assign \$135  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
+  assign \$136  = $signed(pe3_2_a) * $signed(\$135 );
+  assign \$137  = $signed(pe2_3_psum) + $signed(\$136 );
+  assign \$138  = w_row == 2'h3;
+  assign \$139  = w_en & \$138 ;
+  assign \$140  = pe3_3_bank ? pe3_4_w1 : pe3_4_w0;
+  assign \$141  = $signed(pe3_3_a) * $signed(\$140 );
+  assign \$142  = $signed(pe2_4_psum) + $signed(\$141 );
+  assign \$143  = w_row == 2'h3;
+  assign \$144  = w_en & \$143 ;
+  assign \$145  = pe3_4_bank ? pe3_5_w1 : pe3_5_w0;
+  assign \$146  = $signed(pe3_4_a) * $signed(\$145 );
+  assign \$147  = $signed(pe2_5_psum) + $signed(\$146 );
+  assign \$148  = w_row == 2'h3;
+  assign \$149  = w_en & \$148 ;
+  assign \$150  = pe3_5_bank ? pe3_6_w1 : pe3_6_w0;
+  assign \$151  = $signed(pe3_5_a) * $signed(\$150 );
+  assign \$152  = $signed(pe2_6_psum) + $signed(\$151 );
+  assign \$153  = w_row == 2'h3;
+  assign \$154  = w_en & \$153 ;
+  assign \$155  = pe3_6_bank ? pe3_7_w1 : pe3_7_w0;
+  assign \$156  = $signed(pe3_6_a) * $signed(\$155 );
+  assign \$157  = $signed(pe2_7_psum) + $signed(\$156 );
+  assign \$158  = a_valid ? w_data[39:32] : 8'h00;
+  assign \$159  = w_row == 3'h4;
+  assign \$160  = w_en & \$159 ;
+  assign \$161  = skew4_3_bank ? pe4_0_w1 : pe4_0_w0;
+  assign \$162  = $signed(skew4_3_a) * $signed(\$161 );
+  assign \$163  = $signed(pe3_0_psum) + $signed(\$162 );
+  assign \$164  = w_row == 3'h4;
+  assign \$165  = w_en & \$164 ;
+  assign \$166  = pe4_0_bank ? pe4_1_w1 : pe4_1_w0;
+  assign \$167  = $signed(pe4_0_a) * $signed(\$166 );
+  assign \$168  = $signed(pe3_1_psum) + $signed(\$167 );
+  assign \$169  = w_row == 3'h4;
+  assign \$170  = w_en & \$169 ;
+  assign \$171  = pe4_1_bank ? pe4_2_w1 : pe4_2_w0;
+  assign \$172  = $signed(pe4_1_a) * $signed(\$171 );
+  assign \$173  = $signed(pe3_2_psum) + $signed(\$172 );
+  assign \$174  = w_row == 3'h4;
+  assign \$175  = w_en & \$174 ;
+  assign \$176  = pe4_2_bank ? pe4_3_w1 : pe4_3_w0;
+  assign \$177  = $signed(pe4_2_a) * $signed(\$176 );
+  assign \$178  = $signed(pe3_3_psum) + $signed(\$177 );
+  assign \$179  = w_row == 3'h4;
+  assign \$180  = w_en & \$179 ;
+  assign \$181  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
+  assign \$182  = $signed(pe4_3_a) * $signed(\$181 );
+  assign \$183  = $signed(pe3_4_psum) + $signed(\$182 );
+  assign \$184  = w_row == 3'h4;
+  assign \$185  = w_en & \$184 ;
+  assign \$186  = pe4_4_bank ? pe4_5_w1 : pe4_5_w0;
+  assign \$187  = $signed(pe4_4_a) * $signed(\$186 );
+  assign \$188  = $signed(pe3_5_psum) + $signed(\$187 );
+  assign \$189  = w_row == 3'h4;
+  assign \$190  = w_en & \$189 ;
+  assign \$191  = pe4_5_bank ? pe4_6_w1 : pe4_6_w0;
+  assign \$192  = $signed(pe4_5_a) * $signed(\$191 );
+  assign \$193  = $signed(pe3_6_psum) + $signed(\$192 );
+  assign \$194  = w_row == 3'h4;
+  assign \$195  = w_en & \$194 ;
+  assign \$196  = pe4_6_bank ? pe4_7_w1 : pe4_7_w0;
+  assign \$197  = $signed(pe4_6_a) * $signed(\$196 );
+  assign \$198  = $signed(pe3_7_psum) + $signed(\$197 );
+  assign \$199  = a_valid ? w_data[47:40] : 8'h00;
+  assign \$200  = w_row == 3'h5;
+  assign \$201  = w_en & \$200 ;
+  assign \$202  = skew5_4_bank ? pe5_0_w1 : pe5_0_w0;
+  assign \$203  = $signed(skew5_4_a) * $signed(\$202 );
+  assign \$204  = $signed(pe4_0_psum) + $signed(\$203 );
+  assign \$205  = w_row == 3'h5;
+  assign \$206  = w_en & \$205 ;
+  assign \$207  = pe5_0_bank ? pe5_1_w1 : pe5_1_w0;
+  assign \$208  = $signed(pe5_0_a) * $signed(\$207 );
+  assign \$209  = $signed(pe4_1_psum) + $signed(\$208 );
+  assign \$210  = w_row == 3'h5;
+  assign \$211  = w_en & \$210 ;
+  assign \$212  = pe5_1_bank ? pe5_2_w1 : pe5_2_w0;
+  assign \$213  = $signed(pe5_1_a) * $signed(\$212 );
+  assign \$214  = $signed(pe4_2_psum) + $signed(\$213 );
+  assign \$215  = w_row == 3'h5;
+  assign \$216  = w_en & \$215 ;
+  assign \$217  = pe5_2_bank ? pe5_3_w1 : pe5_3_w0;
+  assign \$218  = $signed(pe5_2_a) * $signed(\$217 );
+  assign \$219  = $signed(pe4_3_psum) + $signed(\$218 );
+  assign \$220  = w_row == 3'h5;
+  assign \$221  = w_en & \$220 ;
+  assign \$222  = pe5_3_bank ? pe5_4_w1 : pe5_4_w0;
+  assign \$223  = $signed(pe5_3_a) * $signed(\$222 );
+  assign \$224  = $signed(pe4_4_psum) + $signed(\$223 );
+  assign \$225  = w_row == 3'h5;
+  assign \$226  = w_en & \$225 ;
+  assign \$227  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
+  assign \$228  = $signed(pe5_4_a) * $signed(\$227 );
+  assign \$229  = $signed(pe4_5_psum) + $signed(\$228 );
+  assign \$230  = w_row == 3'h5;
+  assign \$231  = w_en & \$230 ;
+  assign \$232  = pe5_5_bank ? pe5_6_w1 : pe5_6_w0;
+  assign \$233  = $signed(pe5_5_a) * $signed(\$232 );
+  assign \$234  = $signed(pe4_6_psum) + $signed(\$233 );
+  assign \$235  = w_row == 3'h5;
+  assign \$236  = w_en & \$235 ;
+  assign \$237  = pe5_6_bank ? pe5_7_w1 : pe5_7_w0;
+  assign \$238  = $signed(pe5_6_a) * $signed(\$237 );
+  assign \$239  = $signed(pe4_7_psum) + $signed(\$238 );
+  assign \$240  = a_valid ? w_data[55:48] : 8'h00;
+  assign \$241  = w_row == 3'h6;
+  assign \$242  = w_en & \$241 ;
+  assign \$243  = skew6_5_bank ? pe6_0_w1 : pe6_0_w0;
+  assign \$244  = $signed(skew6_5_a) * $signed(\$243 );
+  assign \$245  = $signed(pe5_0_psum) + $signed(\$244 );
+  assign \$246  = w_row == 3'h6;
+  assign \$247  = w_en & \$246 ;
+  assign \$248  = pe6_0_bank ? pe6_1_w1 : pe6_1_w0;
+  assign \$249  = $signed(pe6_0_a) * $signed(\$248 );
+  assign \$250  = $signed(pe5_1_psum) + $signed(\$249 );
+  assign \$251  = w_row == 3'h6;
+  assign \$252  = w_en & \$251 ;
+  assign \$253  = pe6_1_bank ? pe6_2_w1 : pe6_2_w0;
+  assign \$254  = $signed(pe6_1_a) * $signed(\$253 );
+  assign \$255  = $signed(pe5_2_psum) + $signed(\$254 );
+  assign \$256  = w_row == 3'h6;
+  assign \$257  = w_en & \$256 ;
+  assign \$258  = pe6_2_bank ? pe6_3_w1 : pe6_3_w0;
+  assign \$259  = $signed(pe6_2_a) * $signed(\$258 );
+  assign \$260  = $signed(pe5_3_psum) + $signed(\$259 );
+  assign \$261  = w_row == 3'h6;
+  assign \$262  = w_en & \$261 ;
+  assign \$263  = pe6_3_bank ? pe6_4_w1 : pe6_4_w0;
+  assign \$264  = $signed(pe6_3_a) * $signed(\$263 );
+  assign \$265  = $signed(pe5_4_psum) + $signed(\$264 );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$524  = pe0_0_w1;
+    \$522  = pe0_0_w1;
     if (\$2 ) begin
-      if (\$4 ) begin
-        if (w_bank) begin
-          \$524  = w_data[7:0];
-        end
+      if (w_bank) begin
+        \$522  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$525  = pe0_0_w0;
+    \$523  = pe0_0_w0;
     if (\$2 ) begin
-      if (\$4 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$525  = w_data[7:0];
-        end
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$523  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$526  = pe0_0_psum;
-    if (\$2 ) begin
-      \$526  = { \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7 [15], \$7  };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$527  = pe0_0_a;
-    if (\$2 ) begin
-      \$527  = \$8 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$528  = pe0_0_v;
-    if (\$2 ) begin
-      \$528  = a_valid;
-      if (reset[2]) begin
-        \$528  = 1'h0;
-      end
+    \$524  = a_valid;
+    if (reset[2]) begin
+      \$524  = 1'h0;
     end
     if (rst) begin
-      \$528  = 1'h0;
+      \$524  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$529  = pe0_0_bank;
-    if (\$2 ) begin
-      \$529  = w_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$530  = pe0_1_w1;
-    if (\$2 ) begin
-      if (\$10 ) begin
-        if (w_bank) begin
-          \$530  = w_data[15:8];
-        end
+    \$525  = pe0_1_w1;
+    if (\$8 ) begin
+      if (w_bank) begin
+        \$525  = w_data[15:8];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$531  = pe0_1_w0;
-    if (\$2 ) begin
-      if (\$10 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$531  = w_data[15:8];
-        end
+    \$526  = pe0_1_w0;
+    if (\$8 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$526  = w_data[15:8];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$532  = pe0_1_psum;
-    if (\$2 ) begin
-      \$532  = { \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12 [15], \$12  };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$533  = pe0_1_a;
-    if (\$2 ) begin
-      \$533  = pe0_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$534  = pe0_1_v;
-    if (\$2 ) begin
-      \$534  = pe0_0_v;
-      if (reset[2]) begin
-        \$534  = 1'h0;
-      end
+    \$527  = pe0_0_v;
+    if (reset[2]) begin
+      \$527  = 1'h0;
     end
     if (rst) begin
-      \$534  = 1'h0;
+      \$527  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$535  = pe0_1_bank;
-    if (\$2 ) begin
-      \$535  = pe0_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$536  = pe0_2_w1;
-    if (\$2 ) begin
-      if (\$14 ) begin
-        if (w_bank) begin
-          \$536  = w_data[23:16];
-        end
+    \$528  = pe0_2_w1;
+    if (\$12 ) begin
+      if (w_bank) begin
+        \$528  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$537  = pe0_2_w0;
-    if (\$2 ) begin
-      if (\$14 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$537  = w_data[23:16];
-        end
+    \$529  = pe0_2_w0;
+    if (\$12 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$529  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$538  = pe0_2_psum;
-    if (\$2 ) begin
-      \$538  = { \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16 [15], \$16  };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$539  = pe0_2_a;
-    if (\$2 ) begin
-      \$539  = pe0_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$540  = pe0_2_v;
-    if (\$2 ) begin
-      \$540  = pe0_1_v;
-      if (reset[2]) begin
-        \$540  = 1'h0;
-      end
+    \$530  = pe0_1_v;
+    if (reset[2]) begin
+      \$530  = 1'h0;
     end
     if (rst) begin
-      \$540  = 1'h0;
+      \$530  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$541  = pe0_2_bank;
-    if (\$2 ) begin
-      \$541  = pe0_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$542  = pe0_3_w1;
-    if (\$2 ) begin
-      if (\$18 ) begin
-        if (w_bank) begin
-          \$542  = w_data[31:24];
-        end
+    \$531  = pe0_3_w1;
+    if (\$16 ) begin
+      if (w_bank) begin
+        \$531  = w_data[31:24];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$543  = pe0_3_w0;
-    if (\$2 ) begin
-      if (\$18 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$543  = w_data[31:24];
-        end
+    \$532  = pe0_3_w0;
+    if (\$16 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$532  = w_data[31:24];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$544  = pe0_3_psum;
-    if (\$2 ) begin
-      \$544  = { \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20 [15], \$20  };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$545  = pe0_3_a;
-    if (\$2 ) begin
-      \$545  = pe0_2_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$546  = pe0_3_v;
-    if (\$2 ) begin
-      \$546  = pe0_2_v;
-      if (reset[2]) begin
-        \$546  = 1'h0;
-      end
+    \$533  = pe0_2_v;
+    if (reset[2]) begin
+      \$533  = 1'h0;
     end
     if (rst) begin
-      \$546  = 1'h0;
+      \$533  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$547  = pe0_3_bank;
-    if (\$2 ) begin
-      \$547  = pe0_2_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$548  = pe0_4_w1;
-    if (\$2 ) begin
-      if (\$22 ) begin
-        if (w_bank) begin
-          \$548  = w_data[39:32];
-        end
+    \$534  = pe0_4_w1;
+    if (\$20 ) begin
+      if (w_bank) begin
+        \$534  = w_data[39:32];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$549  = pe0_4_w0;
-    if (\$2 ) begin
-      if (\$22 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$549  = w_data[39:32];
-        end
+    \$535  = pe0_4_w0;
+    if (\$20 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$535  = w_data[39:32];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$550  = pe0_4_psum;
-    if (\$2 ) begin
-      \$550  = { \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24 [15], \$24  };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$551  = pe0_4_a;
-    if (\$2 ) begin
-      \$551  = pe0_3_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$552  = pe0_4_v;
-    if (\$2 ) begin
-      \$552  = pe0_3_v;
-      if (reset[2]) begin
-        \$552  = 1'h0;
-      end
+    \$536  = pe0_3_v;
+    if (reset[2]) begin
+      \$536  = 1'h0;
     end
     if (rst) begin
-      \$552  = 1'h0;
+      \$536  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$553  = pe0_4_bank;
-    if (\$2 ) begin
-      \$553  = pe0_3_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$554  = pe0_5_w1;
-    if (\$2 ) begin
-      if (\$26 ) begin
-        if (w_bank) begin
-          \$554  = w_data[47:40];
-        end
+    \$537  = pe0_5_w1;
+    if (\$24 ) begin
+      if (w_bank) begin
+        \$537  = w_data[47:40];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$555  = pe0_5_w0;
-    if (\$2 ) begin
-      if (\$26 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$555  = w_data[47:40];
-        end
+    \$538  = pe0_5_w0;
+    if (\$24 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$538  = w_data[47:40];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$556  = pe0_5_psum;
-    if (\$2 ) begin
-      \$556  = { \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28 [15], \$28  };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$557  = pe0_5_a;
-    if (\$2 ) begin
-      \$557  = pe0_4_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$558  = pe0_5_v;
-    if (\$2 ) begin
-      \$558  = pe0_4_v;
-      if (reset[2]) begin
-        \$558  = 1'h0;
-      end
+    \$539  = pe0_4_v;
+    if (reset[2]) begin
+      \$539  = 1'h0;
     end
     if (rst) begin
-      \$558  = 1'h0;
+      \$539  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$559  = pe0_5_bank;
-    if (\$2 ) begin
-      \$559  = pe0_4_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$560  = pe0_6_w1;
-    if (\$2 ) begin
-      if (\$30 ) begin
-        if (w_bank) begin
-          \$560  = w_data[55:48];
-        end
+    \$540  = pe0_6_w1;
+    if (\$28 ) begin
+      if (w_bank) begin
+        \$540  = w_data[55:48];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$561  = pe0_6_w0;
-    if (\$2 ) begin
-      if (\$30 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$561  = w_data[55:48];
-        end
+    \$541  = pe0_6_w0;
+    if (\$28 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$541  = w_data[55:48];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$562  = pe0_6_psum;
-    if (\$2 ) begin
-      \$562  = { \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32 [15], \$32  };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$563  = pe0_6_a;
-    if (\$2 ) begin
-      \$563  = pe0_5_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$564  = pe0_6_v;
-    if (\$2 ) begin
-      \$564  = pe0_5_v;
-      if (reset[2]) begin
-        \$564  = 1'h0;
-      end
+    \$542  = pe0_5_v;
+    if (reset[2]) begin
+      \$542  = 1'h0;
     end
     if (rst) begin
-      \$564  = 1'h0;
+      \$542  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$565  = pe0_6_bank;
-    if (\$2 ) begin
-      \$565  = pe0_5_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$566  = pe0_7_w1;
-    if (\$2 ) begin
-      if (\$34 ) begin
-        if (w_bank) begin
-          \$566  = w_data[63:56];
-        end
+    \$543  = pe0_7_w1;
+    if (\$32 ) begin
+      if (w_bank) begin
+        \$543  = w_data[63:56];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$567  = pe0_7_w0;
-    if (\$2 ) begin
-      if (\$34 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$567  = w_data[63:56];
-        end
+    \$544  = pe0_7_w0;
+    if (\$32 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$544  = w_data[63:56];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$568  = pe0_7_psum;
-    if (\$2 ) begin
-      \$568  = { \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36 [15], \$36  };
+    \$545  = a_valid;
+    if (reset[2]) begin
+      \$545  = 1'h0;
+    end
+    if (rst) begin
+      \$545  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$569  = skew1_0_a;
-    if (\$2 ) begin
-      \$569  = \$37 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$570  = skew1_0_v;
-    if (\$2 ) begin
-      \$570  = a_valid;
-      if (reset[2]) begin
-        \$570  = 1'h0;
+    \$546  = pe1_0_w1;
+    if (\$37 ) begin
+      if (w_bank) begin
+        \$546  = w_data[7:0];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$547  = pe1_0_w0;
+    if (\$37 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$547  = w_data[7:0];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$548  = skew1_0_v;
+    if (reset[2]) begin
+      \$548  = 1'h0;
+    end
+    if (rst) begin
+      \$548  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$549  = pe1_1_w1;
+    if (\$42 ) begin
+      if (w_bank) begin
+        \$549  = w_data[15:8];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$550  = pe1_1_w0;
+    if (\$42 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$550  = w_data[15:8];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$551  = pe1_0_v;
+    if (reset[2]) begin
+      \$551  = 1'h0;
+    end
+    if (rst) begin
+      \$551  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$552  = pe1_2_w1;
+    if (\$47 ) begin
+      if (w_bank) begin
+        \$552  = w_data[23:16];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$553  = pe1_2_w0;
+    if (\$47 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$553  = w_data[23:16];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$554  = pe1_1_v;
+    if (reset[2]) begin
+      \$554  = 1'h0;
+    end
+    if (rst) begin
+      \$554  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$555  = pe1_3_w1;
+    if (\$52 ) begin
+      if (w_bank) begin
+        \$555  = w_data[31:24];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$556  = pe1_3_w0;
+    if (\$52 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$556  = w_data[31:24];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$557  = pe1_2_v;
+    if (reset[2]) begin
+      \$557  = 1'h0;
+    end
+    if (rst) begin
+      \$557  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$558  = pe1_4_w1;
+    if (\$57 ) begin
+      if (w_bank) begin
+        \$558  = w_data[39:32];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$559  = pe1_4_w0;
+    if (\$57 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$559  = w_data[39:32];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$560  = pe1_3_v;
+    if (reset[2]) begin
+      \$560  = 1'h0;
+    end
+    if (rst) begin
+      \$560  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$561  = pe1_5_w1;
+    if (\$62 ) begin
+      if (w_bank) begin
+        \$561  = w_data[47:40];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$562  = pe1_5_w0;
+    if (\$62 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$562  = w_data[47:40];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$563  = pe1_4_v;
+    if (reset[2]) begin
+      \$563  = 1'h0;
+    end
+    if (rst) begin
+      \$563  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$564  = pe1_6_w1;
+    if (\$67 ) begin
+      if (w_bank) begin
+        \$564  = w_data[55:48];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$565  = pe1_6_w0;
+    if (\$67 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$565  = w_data[55:48];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$566  = pe1_5_v;
+    if (reset[2]) begin
+      \$566  = 1'h0;
+    end
+    if (rst) begin
+      \$566  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$567  = pe1_7_w1;
+    if (\$72 ) begin
+      if (w_bank) begin
+        \$567  = w_data[63:56];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$568  = pe1_7_w0;
+    if (\$72 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$568  = w_data[63:56];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$569  = a_valid;
+    if (reset[2]) begin
+      \$569  = 1'h0;
+    end
+    if (rst) begin
+      \$569  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$570  = skew2_0_v;
+    if (reset[2]) begin
+      \$570  = 1'h0;
     end
     if (rst) begin
       \$570  = 1'h0;
@@ -31392,57 +31073,59 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$571  = skew1_0_bank;
-    if (\$2 ) begin
-      \$571  = w_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$572  = pe1_0_w1;
-    if (\$2 ) begin
-      if (\$39 ) begin
-        if (w_bank) begin
-          \$572  = w_data[7:0];
-        end
+    \$571  = pe2_0_w1;
+    if (\$78 ) begin
+      if (w_bank) begin
+        \$571  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$573  = pe1_0_w0;
-    if (\$2 ) begin
-      if (\$39 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$573  = w_data[7:0];
-        end
+    \$572  = pe2_0_w0;
+    if (\$78 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$572  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$574  = pe1_0_psum;
-    if (\$2 ) begin
-      \$574  = \$42 [31:0];
+    \$573  = skew2_1_v;
+    if (reset[2]) begin
+      \$573  = 1'h0;
+    end
+    if (rst) begin
+      \$573  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$575  = pe1_0_a;
-    if (\$2 ) begin
-      \$575  = skew1_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$576  = pe1_0_v;
-    if (\$2 ) begin
-      \$576  = skew1_0_v;
-      if (reset[2]) begin
-        \$576  = 1'h0;
+    \$574  = pe2_1_w1;
+    if (\$83 ) begin
+      if (w_bank) begin
+        \$574  = w_data[15:8];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$575  = pe2_1_w0;
+    if (\$83 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$575  = w_data[15:8];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$576  = pe2_0_v;
+    if (reset[2]) begin
+      \$576  = 1'h0;
     end
     if (rst) begin
       \$576  = 1'h0;
@@ -31450,57 +31133,59 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$577  = pe1_0_bank;
-    if (\$2 ) begin
-      \$577  = skew1_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$578  = pe1_1_w1;
-    if (\$2 ) begin
-      if (\$44 ) begin
-        if (w_bank) begin
-          \$578  = w_data[15:8];
-        end
+    \$577  = pe2_2_w1;
+    if (\$88 ) begin
+      if (w_bank) begin
+        \$577  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$579  = pe1_1_w0;
-    if (\$2 ) begin
-      if (\$44 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$579  = w_data[15:8];
-        end
+    \$578  = pe2_2_w0;
+    if (\$88 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$578  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$580  = pe1_1_psum;
-    if (\$2 ) begin
-      \$580  = \$47 [31:0];
+    \$579  = pe2_1_v;
+    if (reset[2]) begin
+      \$579  = 1'h0;
+    end
+    if (rst) begin
+      \$579  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$581  = pe1_1_a;
-    if (\$2 ) begin
-      \$581  = pe1_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$582  = pe1_1_v;
-    if (\$2 ) begin
-      \$582  = pe1_0_v;
-      if (reset[2]) begin
-        \$582  = 1'h0;
+    \$580  = pe2_3_w1;
+    if (\$93 ) begin
+      if (w_bank) begin
+        \$580  = w_data[31:24];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$581  = pe2_3_w0;
+    if (\$93 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$581  = w_data[31:24];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$582  = pe2_2_v;
+    if (reset[2]) begin
+      \$582  = 1'h0;
     end
     if (rst) begin
       \$582  = 1'h0;
@@ -31508,57 +31193,59 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$583  = pe1_1_bank;
-    if (\$2 ) begin
-      \$583  = pe1_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$584  = pe1_2_w1;
-    if (\$2 ) begin
-      if (\$49 ) begin
-        if (w_bank) begin
-          \$584  = w_data[23:16];
-        end
+    \$583  = pe2_4_w1;
+    if (\$98 ) begin
+      if (w_bank) begin
+        \$583  = w_data[39:32];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$585  = pe1_2_w0;
-    if (\$2 ) begin
-      if (\$49 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$585  = w_data[23:16];
-        end
+    \$584  = pe2_4_w0;
+    if (\$98 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$584  = w_data[39:32];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$586  = pe1_2_psum;
-    if (\$2 ) begin
-      \$586  = \$52 [31:0];
+    \$585  = pe2_3_v;
+    if (reset[2]) begin
+      \$585  = 1'h0;
+    end
+    if (rst) begin
+      \$585  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$587  = pe1_2_a;
-    if (\$2 ) begin
-      \$587  = pe1_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$588  = pe1_2_v;
-    if (\$2 ) begin
-      \$588  = pe1_1_v;
-      if (reset[2]) begin
-        \$588  = 1'h0;
+    \$586  = pe2_5_w1;
+    if (\$103 ) begin
+      if (w_bank) begin
+        \$586  = w_data[47:40];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$587  = pe2_5_w0;
+    if (\$103 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$587  = w_data[47:40];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$588  = pe2_4_v;
+    if (reset[2]) begin
+      \$588  = 1'h0;
     end
     if (rst) begin
       \$588  = 1'h0;
@@ -31566,57 +31253,59 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$589  = pe1_2_bank;
-    if (\$2 ) begin
-      \$589  = pe1_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$590  = pe1_3_w1;
-    if (\$2 ) begin
-      if (\$54 ) begin
-        if (w_bank) begin
-          \$590  = w_data[31:24];
-        end
+    \$589  = pe2_6_w1;
+    if (\$108 ) begin
+      if (w_bank) begin
+        \$589  = w_data[55:48];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$591  = pe1_3_w0;
-    if (\$2 ) begin
-      if (\$54 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$591  = w_data[31:24];
-        end
+    \$590  = pe2_6_w0;
+    if (\$108 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$590  = w_data[55:48];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$592  = pe1_3_psum;
-    if (\$2 ) begin
-      \$592  = \$57 [31:0];
+    \$591  = pe2_5_v;
+    if (reset[2]) begin
+      \$591  = 1'h0;
+    end
+    if (rst) begin
+      \$591  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$593  = pe1_3_a;
-    if (\$2 ) begin
-      \$593  = pe1_2_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$594  = pe1_3_v;
-    if (\$2 ) begin
-      \$594  = pe1_2_v;
-      if (reset[2]) begin
-        \$594  = 1'h0;
+    \$592  = pe2_7_w1;
+    if (\$113 ) begin
+      if (w_bank) begin
+        \$592  = w_data[63:56];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$593  = pe2_7_w0;
+    if (\$113 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$593  = w_data[63:56];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$594  = a_valid;
+    if (reset[2]) begin
+      \$594  = 1'h0;
     end
     if (rst) begin
       \$594  = 1'h0;
@@ -31624,258 +31313,269 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$595  = pe1_3_bank;
-    if (\$2 ) begin
-      \$595  = pe1_2_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$596  = pe1_4_w1;
-    if (\$2 ) begin
-      if (\$59 ) begin
-        if (w_bank) begin
-          \$596  = w_data[39:32];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$597  = pe1_4_w0;
-    if (\$2 ) begin
-      if (\$59 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$597  = w_data[39:32];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$598  = pe1_4_psum;
-    if (\$2 ) begin
-      \$598  = \$62 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$599  = pe1_4_a;
-    if (\$2 ) begin
-      \$599  = pe1_3_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$600  = pe1_4_v;
-    if (\$2 ) begin
-      \$600  = pe1_3_v;
-      if (reset[2]) begin
-        \$600  = 1'h0;
-      end
+    \$595  = skew3_0_v;
+    if (reset[2]) begin
+      \$595  = 1'h0;
     end
     if (rst) begin
-      \$600  = 1'h0;
+      \$595  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$601  = pe1_4_bank;
-    if (\$2 ) begin
-      \$601  = pe1_3_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$602  = pe1_5_w1;
-    if (\$2 ) begin
-      if (\$64 ) begin
-        if (w_bank) begin
-          \$602  = w_data[47:40];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$603  = pe1_5_w0;
-    if (\$2 ) begin
-      if (\$64 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$603  = w_data[47:40];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$604  = pe1_5_psum;
-    if (\$2 ) begin
-      \$604  = \$67 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$605  = pe1_5_a;
-    if (\$2 ) begin
-      \$605  = pe1_4_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$606  = pe1_5_v;
-    if (\$2 ) begin
-      \$606  = pe1_4_v;
-      if (reset[2]) begin
-        \$606  = 1'h0;
-      end
+    \$596  = skew3_1_v;
+    if (reset[2]) begin
+      \$596  = 1'h0;
     end
     if (rst) begin
-      \$606  = 1'h0;
+      \$596  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$607  = pe1_5_bank;
-    if (\$2 ) begin
-      \$607  = pe1_4_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$608  = pe1_6_w1;
-    if (\$2 ) begin
-      if (\$69 ) begin
-        if (w_bank) begin
-          \$608  = w_data[55:48];
-        end
+    \$597  = pe3_0_w1;
+    if (\$119 ) begin
+      if (w_bank) begin
+        \$597  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$609  = pe1_6_w0;
-    if (\$2 ) begin
-      if (\$69 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$609  = w_data[55:48];
-        end
+    \$598  = pe3_0_w0;
+    if (\$119 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$598  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$610  = pe1_6_psum;
-    if (\$2 ) begin
-      \$610  = \$72 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$611  = pe1_6_a;
-    if (\$2 ) begin
-      \$611  = pe1_5_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$612  = pe1_6_v;
-    if (\$2 ) begin
-      \$612  = pe1_5_v;
-      if (reset[2]) begin
-        \$612  = 1'h0;
-      end
+    \$599  = skew3_2_v;
+    if (reset[2]) begin
+      \$599  = 1'h0;
     end
     if (rst) begin
-      \$612  = 1'h0;
+      \$599  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$613  = pe1_6_bank;
-    if (\$2 ) begin
-      \$613  = pe1_5_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$614  = pe1_7_w1;
-    if (\$2 ) begin
-      if (\$74 ) begin
-        if (w_bank) begin
-          \$614  = w_data[63:56];
-        end
+    \$600  = pe3_1_w1;
+    if (\$124 ) begin
+      if (w_bank) begin
+        \$600  = w_data[15:8];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$615  = pe1_7_w0;
-    if (\$2 ) begin
-      if (\$74 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$615  = w_data[63:56];
-        end
+    \$601  = pe3_1_w0;
+    if (\$124 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$601  = w_data[15:8];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$616  = pe1_7_psum;
-    if (\$2 ) begin
-      \$616  = \$77 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$617  = skew2_0_a;
-    if (\$2 ) begin
-      \$617  = \$78 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$618  = skew2_0_v;
-    if (\$2 ) begin
-      \$618  = a_valid;
-      if (reset[2]) begin
-        \$618  = 1'h0;
-      end
+    \$602  = pe3_0_v;
+    if (reset[2]) begin
+      \$602  = 1'h0;
     end
     if (rst) begin
-      \$618  = 1'h0;
+      \$602  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$619  = skew2_0_bank;
-    if (\$2 ) begin
-      \$619  = w_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$620  = skew2_1_a;
-    if (\$2 ) begin
-      \$620  = skew2_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$621  = skew2_1_v;
-    if (\$2 ) begin
-      \$621  = skew2_0_v;
-      if (reset[2]) begin
-        \$621  = 1'h0;
+    \$603  = pe3_2_w1;
+    if (\$129 ) begin
+      if (w_bank) begin
+        \$603  = w_data[23:16];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$604  = pe3_2_w0;
+    if (\$129 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$604  = w_data[23:16];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$605  = pe3_1_v;
+    if (reset[2]) begin
+      \$605  = 1'h0;
+    end
+    if (rst) begin
+      \$605  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$606  = pe3_3_w1;
+    if (\$134 ) begin
+      if (w_bank) begin
+        \$606  = w_data[31:24];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$607  = pe3_3_w0;
+    if (\$134 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$607  = w_data[31:24];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$608  = pe3_2_v;
+    if (reset[2]) begin
+      \$608  = 1'h0;
+    end
+    if (rst) begin
+      \$608  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$609  = pe3_4_w1;
+    if (\$139 ) begin
+      if (w_bank) begin
+        \$609  = w_data[39:32];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$610  = pe3_4_w0;
+    if (\$139 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$610  = w_data[39:32];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$611  = pe3_3_v;
+    if (reset[2]) begin
+      \$611  = 1'h0;
+    end
+    if (rst) begin
+      \$611  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$612  = pe3_5_w1;
+    if (\$144 ) begin
+      if (w_bank) begin
+        \$612  = w_data[47:40];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$613  = pe3_5_w0;
+    if (\$144 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$613  = w_data[47:40];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$614  = pe3_4_v;
+    if (reset[2]) begin
+      \$614  = 1'h0;
+    end
+    if (rst) begin
+      \$614  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$615  = pe3_6_w1;
+    if (\$149 ) begin
+      if (w_bank) begin
+        \$615  = w_data[55:48];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$616  = pe3_6_w0;
+    if (\$149 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$616  = w_data[55:48];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$617  = pe3_5_v;
+    if (reset[2]) begin
+      \$617  = 1'h0;
+    end
+    if (rst) begin
+      \$617  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$618  = pe3_7_w1;
+    if (\$154 ) begin
+      if (w_bank) begin
+        \$618  = w_data[63:56];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$619  = pe3_7_w0;
+    if (\$154 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$619  = w_data[63:56];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$620  = a_valid;
+    if (reset[2]) begin
+      \$620  = 1'h0;
+    end
+    if (rst) begin
+      \$620  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$621  = skew4_0_v;
+    if (reset[2]) begin
+      \$621  = 1'h0;
     end
     if (rst) begin
       \$621  = 1'h0;
@@ -31883,289 +31583,299 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$622  = skew2_1_bank;
-    if (\$2 ) begin
-      \$622  = skew2_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$623  = pe2_0_w1;
-    if (\$2 ) begin
-      if (\$80 ) begin
-        if (w_bank) begin
-          \$623  = w_data[7:0];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$624  = pe2_0_w0;
-    if (\$2 ) begin
-      if (\$80 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$624  = w_data[7:0];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$625  = pe2_0_psum;
-    if (\$2 ) begin
-      \$625  = \$83 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$626  = pe2_0_a;
-    if (\$2 ) begin
-      \$626  = skew2_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$627  = pe2_0_v;
-    if (\$2 ) begin
-      \$627  = skew2_1_v;
-      if (reset[2]) begin
-        \$627  = 1'h0;
-      end
+    \$622  = skew4_1_v;
+    if (reset[2]) begin
+      \$622  = 1'h0;
     end
     if (rst) begin
-      \$627  = 1'h0;
+      \$622  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$628  = pe2_0_bank;
-    if (\$2 ) begin
-      \$628  = skew2_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$629  = pe2_1_w1;
-    if (\$2 ) begin
-      if (\$85 ) begin
-        if (w_bank) begin
-          \$629  = w_data[15:8];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$630  = pe2_1_w0;
-    if (\$2 ) begin
-      if (\$85 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$630  = w_data[15:8];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$631  = pe2_1_psum;
-    if (\$2 ) begin
-      \$631  = \$88 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$632  = pe2_1_a;
-    if (\$2 ) begin
-      \$632  = pe2_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$633  = pe2_1_v;
-    if (\$2 ) begin
-      \$633  = pe2_0_v;
-      if (reset[2]) begin
-        \$633  = 1'h0;
-      end
+    \$623  = skew4_2_v;
+    if (reset[2]) begin
+      \$623  = 1'h0;
     end
     if (rst) begin
-      \$633  = 1'h0;
+      \$623  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$634  = pe2_1_bank;
-    if (\$2 ) begin
-      \$634  = pe2_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$635  = pe2_2_w1;
-    if (\$2 ) begin
-      if (\$90 ) begin
-        if (w_bank) begin
-          \$635  = w_data[23:16];
-        end
+    \$624  = pe4_0_w1;
+    if (\$160 ) begin
+      if (w_bank) begin
+        \$624  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$636  = pe2_2_w0;
-    if (\$2 ) begin
-      if (\$90 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$636  = w_data[23:16];
-        end
+    \$625  = pe4_0_w0;
+    if (\$160 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$625  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$637  = pe2_2_psum;
-    if (\$2 ) begin
-      \$637  = \$93 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$638  = pe2_2_a;
-    if (\$2 ) begin
-      \$638  = pe2_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$639  = pe2_2_v;
-    if (\$2 ) begin
-      \$639  = pe2_1_v;
-      if (reset[2]) begin
-        \$639  = 1'h0;
-      end
+    \$626  = skew4_3_v;
+    if (reset[2]) begin
+      \$626  = 1'h0;
     end
     if (rst) begin
-      \$639  = 1'h0;
+      \$626  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$640  = pe2_2_bank;
-    if (\$2 ) begin
-      \$640  = pe2_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$641  = pe2_3_w1;
-    if (\$2 ) begin
-      if (\$95 ) begin
-        if (w_bank) begin
-          \$641  = w_data[31:24];
-        end
+    \$627  = pe4_1_w1;
+    if (\$165 ) begin
+      if (w_bank) begin
+        \$627  = w_data[15:8];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$642  = pe2_3_w0;
-    if (\$2 ) begin
-      if (\$95 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$642  = w_data[31:24];
-        end
+    \$628  = pe4_1_w0;
+    if (\$165 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$628  = w_data[15:8];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$643  = pe2_3_psum;
-    if (\$2 ) begin
-      \$643  = \$98 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$644  = pe2_3_a;
-    if (\$2 ) begin
-      \$644  = pe2_2_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$645  = pe2_3_v;
-    if (\$2 ) begin
-      \$645  = pe2_2_v;
-      if (reset[2]) begin
-        \$645  = 1'h0;
-      end
+    \$629  = pe4_0_v;
+    if (reset[2]) begin
+      \$629  = 1'h0;
     end
     if (rst) begin
-      \$645  = 1'h0;
+      \$629  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$646  = pe2_3_bank;
-    if (\$2 ) begin
-      \$646  = pe2_2_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$647  = pe2_4_w1;
-    if (\$2 ) begin
-      if (\$100 ) begin
-        if (w_bank) begin
-          \$647  = w_data[39:32];
-        end
+    \$630  = pe4_2_w1;
+    if (\$170 ) begin
+      if (w_bank) begin
+        \$630  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$648  = pe2_4_w0;
-    if (\$2 ) begin
-      if (\$100 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$648  = w_data[39:32];
-        end
+    \$631  = pe4_2_w0;
+    if (\$170 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$631  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$649  = pe2_4_psum;
-    if (\$2 ) begin
-      \$649  = \$103 [31:0];
+    \$632  = pe4_1_v;
+    if (reset[2]) begin
+      \$632  = 1'h0;
+    end
+    if (rst) begin
+      \$632  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$650  = pe2_4_a;
-    if (\$2 ) begin
-      \$650  = pe2_3_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$651  = pe2_4_v;
-    if (\$2 ) begin
-      \$651  = pe2_3_v;
-      if (reset[2]) begin
-        \$651  = 1'h0;
+    \$633  = pe4_3_w1;
+    if (\$175 ) begin
+      if (w_bank) begin
+        \$633  = w_data[31:24];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$634  = pe4_3_w0;
+    if (\$175 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$634  = w_data[31:24];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$635  = pe4_2_v;
+    if (reset[2]) begin
+      \$635  = 1'h0;
+    end
+    if (rst) begin
+      \$635  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$636  = pe4_4_w1;
+    if (\$180 ) begin
+      if (w_bank) begin
+        \$636  = w_data[39:32];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$637  = pe4_4_w0;
+    if (\$180 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$637  = w_data[39:32];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$638  = pe4_3_v;
+    if (reset[2]) begin
+      \$638  = 1'h0;
+    end
+    if (rst) begin
+      \$638  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$639  = pe4_5_w1;
+    if (\$185 ) begin
+      if (w_bank) begin
+        \$639  = w_data[47:40];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$640  = pe4_5_w0;
+    if (\$185 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$640  = w_data[47:40];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$641  = pe4_4_v;
+    if (reset[2]) begin
+      \$641  = 1'h0;
+    end
+    if (rst) begin
+      \$641  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$642  = pe4_6_w1;
+    if (\$190 ) begin
+      if (w_bank) begin
+        \$642  = w_data[55:48];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$643  = pe4_6_w0;
+    if (\$190 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$643  = w_data[55:48];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$644  = pe4_5_v;
+    if (reset[2]) begin
+      \$644  = 1'h0;
+    end
+    if (rst) begin
+      \$644  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$645  = pe4_7_w1;
+    if (\$195 ) begin
+      if (w_bank) begin
+        \$645  = w_data[63:56];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$646  = pe4_7_w0;
+    if (\$195 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$646  = w_data[63:56];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$647  = a_valid;
+    if (reset[2]) begin
+      \$647  = 1'h0;
+    end
+    if (rst) begin
+      \$647  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$648  = skew5_0_v;
+    if (reset[2]) begin
+      \$648  = 1'h0;
+    end
+    if (rst) begin
+      \$648  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$649  = skew5_1_v;
+    if (reset[2]) begin
+      \$649  = 1'h0;
+    end
+    if (rst) begin
+      \$649  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$650  = skew5_2_v;
+    if (reset[2]) begin
+      \$650  = 1'h0;
+    end
+    if (rst) begin
+      \$650  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$651  = skew5_3_v;
+    if (reset[2]) begin
+      \$651  = 1'h0;
     end
     if (rst) begin
       \$651  = 1'h0;
@@ -32173,57 +31883,59 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$652  = pe2_4_bank;
-    if (\$2 ) begin
-      \$652  = pe2_3_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$653  = pe2_5_w1;
-    if (\$2 ) begin
-      if (\$105 ) begin
-        if (w_bank) begin
-          \$653  = w_data[47:40];
-        end
+    \$652  = pe5_0_w1;
+    if (\$201 ) begin
+      if (w_bank) begin
+        \$652  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$654  = pe2_5_w0;
-    if (\$2 ) begin
-      if (\$105 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$654  = w_data[47:40];
-        end
+    \$653  = pe5_0_w0;
+    if (\$201 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$653  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$655  = pe2_5_psum;
-    if (\$2 ) begin
-      \$655  = \$108 [31:0];
+    \$654  = skew5_4_v;
+    if (reset[2]) begin
+      \$654  = 1'h0;
+    end
+    if (rst) begin
+      \$654  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$656  = pe2_5_a;
-    if (\$2 ) begin
-      \$656  = pe2_4_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$657  = pe2_5_v;
-    if (\$2 ) begin
-      \$657  = pe2_4_v;
-      if (reset[2]) begin
-        \$657  = 1'h0;
+    \$655  = pe5_1_w1;
+    if (\$206 ) begin
+      if (w_bank) begin
+        \$655  = w_data[15:8];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$656  = pe5_1_w0;
+    if (\$206 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$656  = w_data[15:8];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$657  = pe5_0_v;
+    if (reset[2]) begin
+      \$657  = 1'h0;
     end
     if (rst) begin
       \$657  = 1'h0;
@@ -32231,57 +31943,59 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$658  = pe2_5_bank;
-    if (\$2 ) begin
-      \$658  = pe2_4_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$659  = pe2_6_w1;
-    if (\$2 ) begin
-      if (\$110 ) begin
-        if (w_bank) begin
-          \$659  = w_data[55:48];
-        end
+    \$658  = pe5_2_w1;
+    if (\$211 ) begin
+      if (w_bank) begin
+        \$658  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$660  = pe2_6_w0;
-    if (\$2 ) begin
-      if (\$110 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$660  = w_data[55:48];
-        end
+    \$659  = pe5_2_w0;
+    if (\$211 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$659  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$661  = pe2_6_psum;
-    if (\$2 ) begin
-      \$661  = \$113 [31:0];
+    \$660  = pe5_1_v;
+    if (reset[2]) begin
+      \$660  = 1'h0;
+    end
+    if (rst) begin
+      \$660  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$662  = pe2_6_a;
-    if (\$2 ) begin
-      \$662  = pe2_5_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$663  = pe2_6_v;
-    if (\$2 ) begin
-      \$663  = pe2_5_v;
-      if (reset[2]) begin
-        \$663  = 1'h0;
+    \$661  = pe5_3_w1;
+    if (\$216 ) begin
+      if (w_bank) begin
+        \$661  = w_data[31:24];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$662  = pe5_3_w0;
+    if (\$216 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$662  = w_data[31:24];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$663  = pe5_2_v;
+    if (reset[2]) begin
+      \$663  = 1'h0;
     end
     if (rst) begin
       \$663  = 1'h0;
@@ -32289,57 +32003,59 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$664  = pe2_6_bank;
-    if (\$2 ) begin
-      \$664  = pe2_5_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$665  = pe2_7_w1;
-    if (\$2 ) begin
-      if (\$115 ) begin
-        if (w_bank) begin
-          \$665  = w_data[63:56];
-        end
+    \$664  = pe5_4_w1;
+    if (\$221 ) begin
+      if (w_bank) begin
+        \$664  = w_data[39:32];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$666  = pe2_7_w0;
-    if (\$2 ) begin
-      if (\$115 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$666  = w_data[63:56];
-        end
+    \$665  = pe5_4_w0;
+    if (\$221 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$665  = w_data[39:32];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$667  = pe2_7_psum;
-    if (\$2 ) begin
-      \$667  = \$118 [31:0];
+    \$666  = pe5_3_v;
+    if (reset[2]) begin
+      \$666  = 1'h0;
+    end
+    if (rst) begin
+      \$666  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$668  = skew3_0_a;
-    if (\$2 ) begin
-      \$668  = \$119 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$669  = skew3_0_v;
-    if (\$2 ) begin
-      \$669  = a_valid;
-      if (reset[2]) begin
-        \$669  = 1'h0;
+    \$667  = pe5_5_w1;
+    if (\$226 ) begin
+      if (w_bank) begin
+        \$667  = w_data[47:40];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$668  = pe5_5_w0;
+    if (\$226 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$668  = w_data[47:40];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$669  = pe5_4_v;
+    if (reset[2]) begin
+      \$669  = 1'h0;
     end
     if (rst) begin
       \$669  = 1'h0;
@@ -32347,26 +32063,29 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$670  = skew3_0_bank;
-    if (\$2 ) begin
-      \$670  = w_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$671  = skew3_1_a;
-    if (\$2 ) begin
-      \$671  = skew3_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$672  = skew3_1_v;
-    if (\$2 ) begin
-      \$672  = skew3_0_v;
-      if (reset[2]) begin
-        \$672  = 1'h0;
+    \$670  = pe5_6_w1;
+    if (\$231 ) begin
+      if (w_bank) begin
+        \$670  = w_data[55:48];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$671  = pe5_6_w0;
+    if (\$231 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$671  = w_data[55:48];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$672  = pe5_5_v;
+    if (reset[2]) begin
+      \$672  = 1'h0;
     end
     if (rst) begin
       \$672  = 1'h0;
@@ -32374,26 +32093,29 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$673  = skew3_1_bank;
-    if (\$2 ) begin
-      \$673  = skew3_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$674  = skew3_2_a;
-    if (\$2 ) begin
-      \$674  = skew3_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$675  = skew3_2_v;
-    if (\$2 ) begin
-      \$675  = skew3_1_v;
-      if (reset[2]) begin
-        \$675  = 1'h0;
+    \$673  = pe5_7_w1;
+    if (\$236 ) begin
+      if (w_bank) begin
+        \$673  = w_data[63:56];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$674  = pe5_7_w0;
+    if (\$236 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$674  = w_data[63:56];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$675  = a_valid;
+    if (reset[2]) begin
+      \$675  = 1'h0;
     end
     if (rst) begin
       \$675  = 1'h0;
@@ -32401,289 +32123,299 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$676  = skew3_2_bank;
-    if (\$2 ) begin
-      \$676  = skew3_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$677  = pe3_0_w1;
-    if (\$2 ) begin
-      if (\$121 ) begin
-        if (w_bank) begin
-          \$677  = w_data[7:0];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$678  = pe3_0_w0;
-    if (\$2 ) begin
-      if (\$121 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$678  = w_data[7:0];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$679  = pe3_0_psum;
-    if (\$2 ) begin
-      \$679  = \$124 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$680  = pe3_0_a;
-    if (\$2 ) begin
-      \$680  = skew3_2_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$681  = pe3_0_v;
-    if (\$2 ) begin
-      \$681  = skew3_2_v;
-      if (reset[2]) begin
-        \$681  = 1'h0;
-      end
+    \$676  = skew6_0_v;
+    if (reset[2]) begin
+      \$676  = 1'h0;
     end
     if (rst) begin
-      \$681  = 1'h0;
+      \$676  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$682  = pe3_0_bank;
-    if (\$2 ) begin
-      \$682  = skew3_2_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$683  = pe3_1_w1;
-    if (\$2 ) begin
-      if (\$126 ) begin
-        if (w_bank) begin
-          \$683  = w_data[15:8];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$684  = pe3_1_w0;
-    if (\$2 ) begin
-      if (\$126 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$684  = w_data[15:8];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$685  = pe3_1_psum;
-    if (\$2 ) begin
-      \$685  = \$129 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$686  = pe3_1_a;
-    if (\$2 ) begin
-      \$686  = pe3_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$687  = pe3_1_v;
-    if (\$2 ) begin
-      \$687  = pe3_0_v;
-      if (reset[2]) begin
-        \$687  = 1'h0;
-      end
+    \$677  = skew6_1_v;
+    if (reset[2]) begin
+      \$677  = 1'h0;
     end
     if (rst) begin
-      \$687  = 1'h0;
+      \$677  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$688  = pe3_1_bank;
-    if (\$2 ) begin
-      \$688  = pe3_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$689  = pe3_2_w1;
-    if (\$2 ) begin
-      if (\$131 ) begin
-        if (w_bank) begin
-          \$689  = w_data[23:16];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$690  = pe3_2_w0;
-    if (\$2 ) begin
-      if (\$131 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$690  = w_data[23:16];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$691  = pe3_2_psum;
-    if (\$2 ) begin
-      \$691  = \$134 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$692  = pe3_2_a;
-    if (\$2 ) begin
-      \$692  = pe3_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$693  = pe3_2_v;
-    if (\$2 ) begin
-      \$693  = pe3_1_v;
-      if (reset[2]) begin
-        \$693  = 1'h0;
-      end
+    \$678  = skew6_2_v;
+    if (reset[2]) begin
+      \$678  = 1'h0;
     end
     if (rst) begin
-      \$693  = 1'h0;
+      \$678  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$694  = pe3_2_bank;
-    if (\$2 ) begin
-      \$694  = pe3_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$695  = pe3_3_w1;
-    if (\$2 ) begin
-      if (\$136 ) begin
-        if (w_bank) begin
-          \$695  = w_data[31:24];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$696  = pe3_3_w0;
-    if (\$2 ) begin
-      if (\$136 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$696  = w_data[31:24];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$697  = pe3_3_psum;
-    if (\$2 ) begin
-      \$697  = \$139 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$698  = pe3_3_a;
-    if (\$2 ) begin
-      \$698  = pe3_2_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$699  = pe3_3_v;
-    if (\$2 ) begin
-      \$699  = pe3_2_v;
-      if (reset[2]) begin
-        \$699  = 1'h0;
-      end
+    \$679  = skew6_3_v;
+    if (reset[2]) begin
+      \$679  = 1'h0;
     end
     if (rst) begin
-      \$699  = 1'h0;
+      \$679  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$700  = pe3_3_bank;
-    if (\$2 ) begin
-      \$700  = pe3_2_bank;
+    \$680  = skew6_4_v;
+    if (reset[2]) begin
+      \$680  = 1'h0;
+    end
+    if (rst) begin
+      \$680  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$701  = pe3_4_w1;
-    if (\$2 ) begin
-      if (\$141 ) begin
-        if (w_bank) begin
-          \$701  = w_data[39:32];
-        end
+    \$681  = pe6_0_w1;
+    if (\$242 ) begin
+      if (w_bank) begin
+        \$681  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$702  = pe3_4_w0;
-    if (\$2 ) begin
-      if (\$141 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$702  = w_data[39:32];
-        end
+    \$682  = pe6_0_w0;
+    if (\$242 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$682  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$703  = pe3_4_psum;
-    if (\$2 ) begin
-      \$703  = \$144 [31:0];
+    \$683  = skew6_5_v;
+    if (reset[2]) begin
+      \$683  = 1'h0;
+    end
+    if (rst) begin
+      \$683  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$704  = pe3_4_a;
-    if (\$2 ) begin
-      \$704  = pe3_3_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$705  = pe3_4_v;
-    if (\$2 ) begin
-      \$705  = pe3_3_v;
-      if (reset[2]) begin
-        \$705  = 1'h0;
+    \$684  = pe6_1_w1;
+    if (\$247 ) begin
+      if (w_bank) begin
+        \$684  = w_data[15:8];
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$685  = pe6_1_w0;
+    if (\$247 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$685  = w_data[15:8];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$686  = pe6_0_v;
+    if (reset[2]) begin
+      \$686  = 1'h0;
+    end
+    if (rst) begin
+      \$686  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$687  = pe6_2_w1;
+    if (\$252 ) begin
+      if (w_bank) begin
+        \$687  = w_data[23:16];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$688  = pe6_2_w0;
+    if (\$252 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$688  = w_data[23:16];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$689  = pe6_1_v;
+    if (reset[2]) begin
+      \$689  = 1'h0;
+    end
+    if (rst) begin
+      \$689  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$690  = pe6_3_w1;
+    if (\$257 ) begin
+      if (w_bank) begin
+        \$690  = w_data[31:24];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$691  = pe6_3_w0;
+    if (\$257 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$691  = w_data[31:24];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$692  = pe6_2_v;
+    if (reset[2]) begin
+      \$692  = 1'h0;
+    end
+    if (rst) begin
+      \$692  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$693  = pe6_4_w1;
+    if (\$262 ) begin
+      if (w_bank) begin
+        \$693  = w_data[39:32];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$694  = pe6_4_w0;
+    if (\$262 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$694  = w_data[39:32];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$695  = pe6_3_v;
+    if (reset[2]) begin
+      \$695  = 1'h0;
+    end
+    if (rst) begin
+      \$695  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$696  = pe6_5_w1;
+    if (\$267 ) begin
+      if (w_bank) begin
+        \$696  = w_data[47:40];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$697  = pe6_5_w0;
+    if (\$267 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$697  = w_data[47:40];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$698  = pe6_4_v;
+    if (reset[2]) begin
+      \$698  = 1'h0;
+    end
+    if (rst) begin
+      \$698  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$699  = pe6_6_w1;
+    if (\$272 ) begin
+      if (w_bank) begin
+        \$699  = w_data[55:48];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$700  = pe6_6_w0;
+    if (\$272 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$700  = w_data[55:48];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$701  = pe6_5_v;
+    if (reset[2]) begin
+      \$701  = 1'h0;
+    end
+    if (rst) begin
+      \$701  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$702  = pe6_7_w1;
+    if (\$277 ) begin
+      if (w_bank) begin
+        \$702  = w_data[63:56];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$703  = pe6_7_w0;
+    if (\$277 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$703  = w_data[63:56];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$704  = a_valid;
+    if (reset[2]) begin
+      \$704  = 1'h0;
+    end
+    if (rst) begin
+      \$704  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$705  = skew7_0_v;
+    if (reset[2]) begin
+      \$705  = 1'h0;
     end
     if (rst) begin
       \$705  = 1'h0;
@@ -32691,2733 +32423,318 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, gemm_frozen, w_row, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$706  = pe3_4_bank;
-    if (\$2 ) begin
-      \$706  = pe3_3_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$707  = pe3_5_w1;
-    if (\$2 ) begin
-      if (\$146 ) begin
-        if (w_bank) begin
-          \$707  = w_data[47:40];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$708  = pe3_5_w0;
-    if (\$2 ) begin
-      if (\$146 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$708  = w_data[47:40];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$709  = pe3_5_psum;
-    if (\$2 ) begin
-      \$709  = \$149 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$710  = pe3_5_a;
-    if (\$2 ) begin
-      \$710  = pe3_4_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$711  = pe3_5_v;
-    if (\$2 ) begin
-      \$711  = pe3_4_v;
-      if (reset[2]) begin
-        \$711  = 1'h0;
-      end
+    \$706  = skew7_1_v;
+    if (reset[2]) begin
+      \$706  = 1'h0;
     end
     if (rst) begin
-      \$711  = 1'h0;
+      \$706  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$712  = pe3_5_bank;
-    if (\$2 ) begin
-      \$712  = pe3_4_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$713  = pe3_6_w1;
-    if (\$2 ) begin
-      if (\$151 ) begin
-        if (w_bank) begin
-          \$713  = w_data[55:48];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$714  = pe3_6_w0;
-    if (\$2 ) begin
-      if (\$151 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$714  = w_data[55:48];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$715  = pe3_6_psum;
-    if (\$2 ) begin
-      \$715  = \$154 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$716  = pe3_6_a;
-    if (\$2 ) begin
-      \$716  = pe3_5_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$717  = pe3_6_v;
-    if (\$2 ) begin
-      \$717  = pe3_5_v;
-      if (reset[2]) begin
-        \$717  = 1'h0;
-      end
+    \$707  = skew7_2_v;
+    if (reset[2]) begin
+      \$707  = 1'h0;
     end
     if (rst) begin
-      \$717  = 1'h0;
+      \$707  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$718  = pe3_6_bank;
-    if (\$2 ) begin
-      \$718  = pe3_5_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$719  = pe3_7_w1;
-    if (\$2 ) begin
-      if (\$156 ) begin
-        if (w_bank) begin
-          \$719  = w_data[63:56];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$720  = pe3_7_w0;
-    if (\$2 ) begin
-      if (\$156 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$720  = w_data[63:56];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$721  = pe3_7_psum;
-    if (\$2 ) begin
-      \$721  = \$159 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$722  = skew4_0_a;
-    if (\$2 ) begin
-      \$722  = \$160 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$723  = skew4_0_v;
-    if (\$2 ) begin
-      \$723  = a_valid;
-      if (reset[2]) begin
-        \$723  = 1'h0;
-      end
+    \$708  = skew7_3_v;
+    if (reset[2]) begin
+      \$708  = 1'h0;
     end
     if (rst) begin
-      \$723  = 1'h0;
+      \$708  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$724  = skew4_0_bank;
-    if (\$2 ) begin
-      \$724  = w_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$725  = skew4_1_a;
-    if (\$2 ) begin
-      \$725  = skew4_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$726  = skew4_1_v;
-    if (\$2 ) begin
-      \$726  = skew4_0_v;
-      if (reset[2]) begin
-        \$726  = 1'h0;
-      end
+    \$709  = skew7_4_v;
+    if (reset[2]) begin
+      \$709  = 1'h0;
     end
     if (rst) begin
-      \$726  = 1'h0;
+      \$709  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$727  = skew4_1_bank;
-    if (\$2 ) begin
-      \$727  = skew4_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$728  = skew4_2_a;
-    if (\$2 ) begin
-      \$728  = skew4_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$729  = skew4_2_v;
-    if (\$2 ) begin
-      \$729  = skew4_1_v;
-      if (reset[2]) begin
-        \$729  = 1'h0;
-      end
+    \$710  = skew7_5_v;
+    if (reset[2]) begin
+      \$710  = 1'h0;
     end
     if (rst) begin
-      \$729  = 1'h0;
+      \$710  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$730  = skew4_2_bank;
-    if (\$2 ) begin
-      \$730  = skew4_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$731  = skew4_3_a;
-    if (\$2 ) begin
-      \$731  = skew4_2_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$732  = skew4_3_v;
-    if (\$2 ) begin
-      \$732  = skew4_2_v;
-      if (reset[2]) begin
-        \$732  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$732  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$733  = skew4_3_bank;
-    if (\$2 ) begin
-      \$733  = skew4_2_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$734  = pe4_0_w1;
-    if (\$2 ) begin
-      if (\$162 ) begin
-        if (w_bank) begin
-          \$734  = w_data[7:0];
-        end
+    \$711  = pe7_0_w1;
+    if (\$283 ) begin
+      if (w_bank) begin
+        \$711  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$735  = pe4_0_w0;
-    if (\$2 ) begin
-      if (\$162 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$735  = w_data[7:0];
-        end
+    \$712  = pe7_0_w0;
+    if (\$283 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$712  = w_data[7:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$736  = pe4_0_psum;
-    if (\$2 ) begin
-      \$736  = \$165 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$737  = pe4_0_a;
-    if (\$2 ) begin
-      \$737  = skew4_3_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$738  = pe4_0_v;
-    if (\$2 ) begin
-      \$738  = skew4_3_v;
-      if (reset[2]) begin
-        \$738  = 1'h0;
-      end
+    \$713  = skew7_6_v;
+    if (reset[2]) begin
+      \$713  = 1'h0;
     end
     if (rst) begin
-      \$738  = 1'h0;
+      \$713  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$739  = pe4_0_bank;
-    if (\$2 ) begin
-      \$739  = skew4_3_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$740  = pe4_1_w1;
-    if (\$2 ) begin
-      if (\$167 ) begin
-        if (w_bank) begin
-          \$740  = w_data[15:8];
-        end
+    \$714  = pe7_1_w1;
+    if (\$288 ) begin
+      if (w_bank) begin
+        \$714  = w_data[15:8];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$741  = pe4_1_w0;
-    if (\$2 ) begin
-      if (\$167 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$741  = w_data[15:8];
-        end
+    \$715  = pe7_1_w0;
+    if (\$288 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$715  = w_data[15:8];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$742  = pe4_1_psum;
-    if (\$2 ) begin
-      \$742  = \$170 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$743  = pe4_1_a;
-    if (\$2 ) begin
-      \$743  = pe4_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$744  = pe4_1_v;
-    if (\$2 ) begin
-      \$744  = pe4_0_v;
-      if (reset[2]) begin
-        \$744  = 1'h0;
-      end
+    \$716  = pe7_0_v;
+    if (reset[2]) begin
+      \$716  = 1'h0;
     end
     if (rst) begin
-      \$744  = 1'h0;
+      \$716  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$745  = pe4_1_bank;
-    if (\$2 ) begin
-      \$745  = pe4_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$746  = pe4_2_w1;
-    if (\$2 ) begin
-      if (\$172 ) begin
-        if (w_bank) begin
-          \$746  = w_data[23:16];
-        end
+    \$717  = pe7_2_w1;
+    if (\$293 ) begin
+      if (w_bank) begin
+        \$717  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$747  = pe4_2_w0;
-    if (\$2 ) begin
-      if (\$172 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$747  = w_data[23:16];
-        end
+    \$718  = pe7_2_w0;
+    if (\$293 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$718  = w_data[23:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$748  = pe4_2_psum;
-    if (\$2 ) begin
-      \$748  = \$175 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$749  = pe4_2_a;
-    if (\$2 ) begin
-      \$749  = pe4_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$750  = pe4_2_v;
-    if (\$2 ) begin
-      \$750  = pe4_1_v;
-      if (reset[2]) begin
-        \$750  = 1'h0;
-      end
+    \$719  = pe7_1_v;
+    if (reset[2]) begin
+      \$719  = 1'h0;
     end
     if (rst) begin
-      \$750  = 1'h0;
+      \$719  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$751  = pe4_2_bank;
-    if (\$2 ) begin
-      \$751  = pe4_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$752  = pe4_3_w1;
-    if (\$2 ) begin
-      if (\$177 ) begin
-        if (w_bank) begin
-          \$752  = w_data[31:24];
-        end
+    \$720  = pe7_3_w1;
+    if (\$298 ) begin
+      if (w_bank) begin
+        \$720  = w_data[31:24];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$753  = pe4_3_w0;
-    if (\$2 ) begin
-      if (\$177 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$753  = w_data[31:24];
-        end
+    \$721  = pe7_3_w0;
+    if (\$298 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$721  = w_data[31:24];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$754  = pe4_3_psum;
-    if (\$2 ) begin
-      \$754  = \$180 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$755  = pe4_3_a;
-    if (\$2 ) begin
-      \$755  = pe4_2_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$756  = pe4_3_v;
-    if (\$2 ) begin
-      \$756  = pe4_2_v;
-      if (reset[2]) begin
-        \$756  = 1'h0;
-      end
+    \$722  = pe7_2_v;
+    if (reset[2]) begin
+      \$722  = 1'h0;
     end
     if (rst) begin
-      \$756  = 1'h0;
+      \$722  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$757  = pe4_3_bank;
-    if (\$2 ) begin
-      \$757  = pe4_2_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$758  = pe4_4_w1;
-    if (\$2 ) begin
-      if (\$182 ) begin
-        if (w_bank) begin
-          \$758  = w_data[39:32];
-        end
+    \$723  = pe7_4_w1;
+    if (\$303 ) begin
+      if (w_bank) begin
+        \$723  = w_data[39:32];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$759  = pe4_4_w0;
-    if (\$2 ) begin
-      if (\$182 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$759  = w_data[39:32];
-        end
+    \$724  = pe7_4_w0;
+    if (\$303 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$724  = w_data[39:32];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$760  = pe4_4_psum;
-    if (\$2 ) begin
-      \$760  = \$185 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$761  = pe4_4_a;
-    if (\$2 ) begin
-      \$761  = pe4_3_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$762  = pe4_4_v;
-    if (\$2 ) begin
-      \$762  = pe4_3_v;
-      if (reset[2]) begin
-        \$762  = 1'h0;
-      end
+    \$725  = pe7_3_v;
+    if (reset[2]) begin
+      \$725  = 1'h0;
     end
     if (rst) begin
-      \$762  = 1'h0;
+      \$725  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$763  = pe4_4_bank;
-    if (\$2 ) begin
-      \$763  = pe4_3_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$764  = pe4_5_w1;
-    if (\$2 ) begin
-      if (\$187 ) begin
-        if (w_bank) begin
-          \$764  = w_data[47:40];
-        end
+    \$726  = pe7_5_w1;
+    if (\$308 ) begin
+      if (w_bank) begin
+        \$726  = w_data[47:40];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$765  = pe4_5_w0;
-    if (\$2 ) begin
-      if (\$187 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$765  = w_data[47:40];
-        end
+    \$727  = pe7_5_w0;
+    if (\$308 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$727  = w_data[47:40];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$766  = pe4_5_psum;
-    if (\$2 ) begin
-      \$766  = \$190 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$767  = pe4_5_a;
-    if (\$2 ) begin
-      \$767  = pe4_4_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$768  = pe4_5_v;
-    if (\$2 ) begin
-      \$768  = pe4_4_v;
-      if (reset[2]) begin
-        \$768  = 1'h0;
-      end
+    \$728  = pe7_4_v;
+    if (reset[2]) begin
+      \$728  = 1'h0;
     end
     if (rst) begin
-      \$768  = 1'h0;
+      \$728  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$769  = pe4_5_bank;
-    if (\$2 ) begin
-      \$769  = pe4_4_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$770  = pe4_6_w1;
-    if (\$2 ) begin
-      if (\$192 ) begin
-        if (w_bank) begin
-          \$770  = w_data[55:48];
-        end
+    \$729  = pe7_6_w1;
+    if (\$313 ) begin
+      if (w_bank) begin
+        \$729  = w_data[55:48];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$771  = pe4_6_w0;
-    if (\$2 ) begin
-      if (\$192 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$771  = w_data[55:48];
-        end
+    \$730  = pe7_6_w0;
+    if (\$313 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$730  = w_data[55:48];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$772  = pe4_6_psum;
-    if (\$2 ) begin
-      \$772  = \$195 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$773  = pe4_6_a;
-    if (\$2 ) begin
-      \$773  = pe4_5_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$774  = pe4_6_v;
-    if (\$2 ) begin
-      \$774  = pe4_5_v;
-      if (reset[2]) begin
-        \$774  = 1'h0;
-      end
+    \$731  = pe7_5_v;
+    if (reset[2]) begin
+      \$731  = 1'h0;
     end
     if (rst) begin
-      \$774  = 1'h0;
+      \$731  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$775  = pe4_6_bank;
-    if (\$2 ) begin
-      \$775  = pe4_5_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$776  = pe4_7_w1;
-    if (\$2 ) begin
-      if (\$197 ) begin
-        if (w_bank) begin
-          \$776  = w_data[63:56];
-        end
+    \$732  = pe7_7_w1;
+    if (\$318 ) begin
+      if (w_bank) begin
+        \$732  = w_data[63:56];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$777  = pe4_7_w0;
-    if (\$2 ) begin
-      if (\$197 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$777  = w_data[63:56];
-        end
+    \$733  = pe7_7_w0;
+    if (\$318 ) begin
+      (* full_case = 32'd1 *)
+      if (w_bank) begin
+      end else begin
+        \$733  = w_data[63:56];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$778  = pe4_7_psum;
-    if (\$2 ) begin
-      \$778  = \$200 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$779  = skew5_0_a;
-    if (\$2 ) begin
-      \$779  = \$201 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$780  = skew5_0_v;
-    if (\$2 ) begin
-      \$780  = a_valid;
-      if (reset[2]) begin
-        \$780  = 1'h0;
-      end
+    \$734  = pe7_6_v;
+    if (reset[2]) begin
+      \$734  = 1'h0;
     end
     if (rst) begin
-      \$780  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$781  = skew5_0_bank;
-    if (\$2 ) begin
-      \$781  = w_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$782  = skew5_1_a;
-    if (\$2 ) begin
-      \$782  = skew5_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$783  = skew5_1_v;
-    if (\$2 ) begin
-      \$783  = skew5_0_v;
-      if (reset[2]) begin
-        \$783  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$783  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$784  = skew5_1_bank;
-    if (\$2 ) begin
-      \$784  = skew5_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$785  = skew5_2_a;
-    if (\$2 ) begin
-      \$785  = skew5_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$786  = skew5_2_v;
-    if (\$2 ) begin
-      \$786  = skew5_1_v;
-      if (reset[2]) begin
-        \$786  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$786  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$787  = skew5_2_bank;
-    if (\$2 ) begin
-      \$787  = skew5_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$788  = skew5_3_a;
-    if (\$2 ) begin
-      \$788  = skew5_2_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$789  = skew5_3_v;
-    if (\$2 ) begin
-      \$789  = skew5_2_v;
-      if (reset[2]) begin
-        \$789  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$789  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$790  = skew5_3_bank;
-    if (\$2 ) begin
-      \$790  = skew5_2_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$791  = skew5_4_a;
-    if (\$2 ) begin
-      \$791  = skew5_3_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$792  = skew5_4_v;
-    if (\$2 ) begin
-      \$792  = skew5_3_v;
-      if (reset[2]) begin
-        \$792  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$792  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$793  = skew5_4_bank;
-    if (\$2 ) begin
-      \$793  = skew5_3_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$794  = pe5_0_w1;
-    if (\$2 ) begin
-      if (\$203 ) begin
-        if (w_bank) begin
-          \$794  = w_data[7:0];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$795  = pe5_0_w0;
-    if (\$2 ) begin
-      if (\$203 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$795  = w_data[7:0];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$796  = pe5_0_psum;
-    if (\$2 ) begin
-      \$796  = \$206 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$797  = pe5_0_a;
-    if (\$2 ) begin
-      \$797  = skew5_4_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$798  = pe5_0_v;
-    if (\$2 ) begin
-      \$798  = skew5_4_v;
-      if (reset[2]) begin
-        \$798  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$798  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$799  = pe5_0_bank;
-    if (\$2 ) begin
-      \$799  = skew5_4_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$800  = pe5_1_w1;
-    if (\$2 ) begin
-      if (\$208 ) begin
-        if (w_bank) begin
-          \$800  = w_data[15:8];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$801  = pe5_1_w0;
-    if (\$2 ) begin
-      if (\$208 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$801  = w_data[15:8];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$802  = pe5_1_psum;
-    if (\$2 ) begin
-      \$802  = \$211 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$803  = pe5_1_a;
-    if (\$2 ) begin
-      \$803  = pe5_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$804  = pe5_1_v;
-    if (\$2 ) begin
-      \$804  = pe5_0_v;
-      if (reset[2]) begin
-        \$804  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$804  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$805  = pe5_1_bank;
-    if (\$2 ) begin
-      \$805  = pe5_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$806  = pe5_2_w1;
-    if (\$2 ) begin
-      if (\$213 ) begin
-        if (w_bank) begin
-          \$806  = w_data[23:16];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$807  = pe5_2_w0;
-    if (\$2 ) begin
-      if (\$213 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$807  = w_data[23:16];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$808  = pe5_2_psum;
-    if (\$2 ) begin
-      \$808  = \$216 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$809  = pe5_2_a;
-    if (\$2 ) begin
-      \$809  = pe5_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$810  = pe5_2_v;
-    if (\$2 ) begin
-      \$810  = pe5_1_v;
-      if (reset[2]) begin
-        \$810  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$810  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$811  = pe5_2_bank;
-    if (\$2 ) begin
-      \$811  = pe5_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$812  = pe5_3_w1;
-    if (\$2 ) begin
-      if (\$218 ) begin
-        if (w_bank) begin
-          \$812  = w_data[31:24];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$813  = pe5_3_w0;
-    if (\$2 ) begin
-      if (\$218 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$813  = w_data[31:24];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$814  = pe5_3_psum;
-    if (\$2 ) begin
-      \$814  = \$221 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$815  = pe5_3_a;
-    if (\$2 ) begin
-      \$815  = pe5_2_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$816  = pe5_3_v;
-    if (\$2 ) begin
-      \$816  = pe5_2_v;
-      if (reset[2]) begin
-        \$816  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$816  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$817  = pe5_3_bank;
-    if (\$2 ) begin
-      \$817  = pe5_2_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$818  = pe5_4_w1;
-    if (\$2 ) begin
-      if (\$223 ) begin
-        if (w_bank) begin
-          \$818  = w_data[39:32];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$819  = pe5_4_w0;
-    if (\$2 ) begin
-      if (\$223 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$819  = w_data[39:32];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$820  = pe5_4_psum;
-    if (\$2 ) begin
-      \$820  = \$226 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$821  = pe5_4_a;
-    if (\$2 ) begin
-      \$821  = pe5_3_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$822  = pe5_4_v;
-    if (\$2 ) begin
-      \$822  = pe5_3_v;
-      if (reset[2]) begin
-        \$822  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$822  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$823  = pe5_4_bank;
-    if (\$2 ) begin
-      \$823  = pe5_3_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$824  = pe5_5_w1;
-    if (\$2 ) begin
-      if (\$228 ) begin
-        if (w_bank) begin
-          \$824  = w_data[47:40];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$825  = pe5_5_w0;
-    if (\$2 ) begin
-      if (\$228 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$825  = w_data[47:40];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$826  = pe5_5_psum;
-    if (\$2 ) begin
-      \$826  = \$231 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$827  = pe5_5_a;
-    if (\$2 ) begin
-      \$827  = pe5_4_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$828  = pe5_5_v;
-    if (\$2 ) begin
-      \$828  = pe5_4_v;
-      if (reset[2]) begin
-        \$828  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$828  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$829  = pe5_5_bank;
-    if (\$2 ) begin
-      \$829  = pe5_4_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$830  = pe5_6_w1;
-    if (\$2 ) begin
-      if (\$233 ) begin
-        if (w_bank) begin
-          \$830  = w_data[55:48];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$831  = pe5_6_w0;
-    if (\$2 ) begin
-      if (\$233 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$831  = w_data[55:48];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$832  = pe5_6_psum;
-    if (\$2 ) begin
-      \$832  = \$236 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$833  = pe5_6_a;
-    if (\$2 ) begin
-      \$833  = pe5_5_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$834  = pe5_6_v;
-    if (\$2 ) begin
-      \$834  = pe5_5_v;
-      if (reset[2]) begin
-        \$834  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$834  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$835  = pe5_6_bank;
-    if (\$2 ) begin
-      \$835  = pe5_5_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$836  = pe5_7_w1;
-    if (\$2 ) begin
-      if (\$238 ) begin
-        if (w_bank) begin
-          \$836  = w_data[63:56];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$837  = pe5_7_w0;
-    if (\$2 ) begin
-      if (\$238 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$837  = w_data[63:56];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$838  = pe5_7_psum;
-    if (\$2 ) begin
-      \$838  = \$241 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$839  = skew6_0_a;
-    if (\$2 ) begin
-      \$839  = \$242 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$840  = skew6_0_v;
-    if (\$2 ) begin
-      \$840  = a_valid;
-      if (reset[2]) begin
-        \$840  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$840  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$841  = skew6_0_bank;
-    if (\$2 ) begin
-      \$841  = w_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$842  = skew6_1_a;
-    if (\$2 ) begin
-      \$842  = skew6_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$843  = skew6_1_v;
-    if (\$2 ) begin
-      \$843  = skew6_0_v;
-      if (reset[2]) begin
-        \$843  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$843  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$844  = skew6_1_bank;
-    if (\$2 ) begin
-      \$844  = skew6_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$845  = skew6_2_a;
-    if (\$2 ) begin
-      \$845  = skew6_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$846  = skew6_2_v;
-    if (\$2 ) begin
-      \$846  = skew6_1_v;
-      if (reset[2]) begin
-        \$846  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$846  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$847  = skew6_2_bank;
-    if (\$2 ) begin
-      \$847  = skew6_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$848  = skew6_3_a;
-    if (\$2 ) begin
-      \$848  = skew6_2_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$849  = skew6_3_v;
-    if (\$2 ) begin
-      \$849  = skew6_2_v;
-      if (reset[2]) begin
-        \$849  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$849  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$850  = skew6_3_bank;
-    if (\$2 ) begin
-      \$850  = skew6_2_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$851  = skew6_4_a;
-    if (\$2 ) begin
-      \$851  = skew6_3_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$852  = skew6_4_v;
-    if (\$2 ) begin
-      \$852  = skew6_3_v;
-      if (reset[2]) begin
-        \$852  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$852  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$853  = skew6_4_bank;
-    if (\$2 ) begin
-      \$853  = skew6_3_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$854  = skew6_5_a;
-    if (\$2 ) begin
-      \$854  = skew6_4_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$855  = skew6_5_v;
-    if (\$2 ) begin
-      \$855  = skew6_4_v;
-      if (reset[2]) begin
-        \$855  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$855  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$856  = skew6_5_bank;
-    if (\$2 ) begin
-      \$856  = skew6_4_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$857  = pe6_0_w1;
-    if (\$2 ) begin
-      if (\$244 ) begin
-        if (w_bank) begin
-          \$857  = w_data[7:0];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$858  = pe6_0_w0;
-    if (\$2 ) begin
-      if (\$244 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$858  = w_data[7:0];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$859  = pe6_0_psum;
-    if (\$2 ) begin
-      \$859  = \$247 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$860  = pe6_0_a;
-    if (\$2 ) begin
-      \$860  = skew6_5_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$861  = pe6_0_v;
-    if (\$2 ) begin
-      \$861  = skew6_5_v;
-      if (reset[2]) begin
-        \$861  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$861  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$862  = pe6_0_bank;
-    if (\$2 ) begin
-      \$862  = skew6_5_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$863  = pe6_1_w1;
-    if (\$2 ) begin
-      if (\$249 ) begin
-        if (w_bank) begin
-          \$863  = w_data[15:8];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$864  = pe6_1_w0;
-    if (\$2 ) begin
-      if (\$249 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$864  = w_data[15:8];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$865  = pe6_1_psum;
-    if (\$2 ) begin
-      \$865  = \$252 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$866  = pe6_1_a;
-    if (\$2 ) begin
-      \$866  = pe6_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$867  = pe6_1_v;
-    if (\$2 ) begin
-      \$867  = pe6_0_v;
-      if (reset[2]) begin
-        \$867  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$867  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$868  = pe6_1_bank;
-    if (\$2 ) begin
-      \$868  = pe6_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$869  = pe6_2_w1;
-    if (\$2 ) begin
-      if (\$254 ) begin
-        if (w_bank) begin
-          \$869  = w_data[23:16];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$870  = pe6_2_w0;
-    if (\$2 ) begin
-      if (\$254 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$870  = w_data[23:16];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$871  = pe6_2_psum;
-    if (\$2 ) begin
-      \$871  = \$257 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$872  = pe6_2_a;
-    if (\$2 ) begin
-      \$872  = pe6_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$873  = pe6_2_v;
-    if (\$2 ) begin
-      \$873  = pe6_1_v;
-      if (reset[2]) begin
-        \$873  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$873  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$874  = pe6_2_bank;
-    if (\$2 ) begin
-      \$874  = pe6_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$875  = pe6_3_w1;
-    if (\$2 ) begin
-      if (\$259 ) begin
-        if (w_bank) begin
-          \$875  = w_data[31:24];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$876  = pe6_3_w0;
-    if (\$2 ) begin
-      if (\$259 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$876  = w_data[31:24];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$877  = pe6_3_psum;
-    if (\$2 ) begin
-      \$877  = \$262 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$878  = pe6_3_a;
-    if (\$2 ) begin
-      \$878  = pe6_2_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$879  = pe6_3_v;
-    if (\$2 ) begin
-      \$879  = pe6_2_v;
-      if (reset[2]) begin
-        \$879  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$879  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$880  = pe6_3_bank;
-    if (\$2 ) begin
-      \$880  = pe6_2_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$881  = pe6_4_w1;
-    if (\$2 ) begin
-      if (\$264 ) begin
-        if (w_bank) begin
-          \$881  = w_data[39:32];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$882  = pe6_4_w0;
-    if (\$2 ) begin
-      if (\$264 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$882  = w_data[39:32];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$883  = pe6_4_psum;
-    if (\$2 ) begin
-      \$883  = \$267 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$884  = pe6_4_a;
-    if (\$2 ) begin
-      \$884  = pe6_3_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$885  = pe6_4_v;
-    if (\$2 ) begin
-      \$885  = pe6_3_v;
-      if (reset[2]) begin
-        \$885  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$885  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$886  = pe6_4_bank;
-    if (\$2 ) begin
-      \$886  = pe6_3_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$887  = pe6_5_w1;
-    if (\$2 ) begin
-      if (\$269 ) begin
-        if (w_bank) begin
-          \$887  = w_data[47:40];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$888  = pe6_5_w0;
-    if (\$2 ) begin
-      if (\$269 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$888  = w_data[47:40];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$889  = pe6_5_psum;
-    if (\$2 ) begin
-      \$889  = \$272 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$890  = pe6_5_a;
-    if (\$2 ) begin
-      \$890  = pe6_4_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$891  = pe6_5_v;
-    if (\$2 ) begin
-      \$891  = pe6_4_v;
-      if (reset[2]) begin
-        \$891  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$891  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$892  = pe6_5_bank;
-    if (\$2 ) begin
-      \$892  = pe6_4_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$893  = pe6_6_w1;
-    if (\$2 ) begin
-      if (\$274 ) begin
-        if (w_bank) begin
-          \$893  = w_data[55:48];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$894  = pe6_6_w0;
-    if (\$2 ) begin
-      if (\$274 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$894  = w_data[55:48];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$895  = pe6_6_psum;
-    if (\$2 ) begin
-      \$895  = \$277 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$896  = pe6_6_a;
-    if (\$2 ) begin
-      \$896  = pe6_5_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$897  = pe6_6_v;
-    if (\$2 ) begin
-      \$897  = pe6_5_v;
-      if (reset[2]) begin
-        \$897  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$897  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$898  = pe6_6_bank;
-    if (\$2 ) begin
-      \$898  = pe6_5_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$899  = pe6_7_w1;
-    if (\$2 ) begin
-      if (\$279 ) begin
-        if (w_bank) begin
-          \$899  = w_data[63:56];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$900  = pe6_7_w0;
-    if (\$2 ) begin
-      if (\$279 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$900  = w_data[63:56];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$901  = pe6_7_psum;
-    if (\$2 ) begin
-      \$901  = \$282 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$902  = skew7_0_a;
-    if (\$2 ) begin
-      \$902  = \$283 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$903  = skew7_0_v;
-    if (\$2 ) begin
-      \$903  = a_valid;
-      if (reset[2]) begin
-        \$903  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$903  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$904  = skew7_0_bank;
-    if (\$2 ) begin
-      \$904  = w_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$905  = skew7_1_a;
-    if (\$2 ) begin
-      \$905  = skew7_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$906  = skew7_1_v;
-    if (\$2 ) begin
-      \$906  = skew7_0_v;
-      if (reset[2]) begin
-        \$906  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$906  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$907  = skew7_1_bank;
-    if (\$2 ) begin
-      \$907  = skew7_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$908  = skew7_2_a;
-    if (\$2 ) begin
-      \$908  = skew7_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$909  = skew7_2_v;
-    if (\$2 ) begin
-      \$909  = skew7_1_v;
-      if (reset[2]) begin
-        \$909  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$909  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$910  = skew7_2_bank;
-    if (\$2 ) begin
-      \$910  = skew7_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$911  = skew7_3_a;
-    if (\$2 ) begin
-      \$911  = skew7_2_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$912  = skew7_3_v;
-    if (\$2 ) begin
-      \$912  = skew7_2_v;
-      if (reset[2]) begin
-        \$912  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$912  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$913  = skew7_3_bank;
-    if (\$2 ) begin
-      \$913  = skew7_2_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$914  = skew7_4_a;
-    if (\$2 ) begin
-      \$914  = skew7_3_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$915  = skew7_4_v;
-    if (\$2 ) begin
-      \$915  = skew7_3_v;
-      if (reset[2]) begin
-        \$915  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$915  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$916  = skew7_4_bank;
-    if (\$2 ) begin
-      \$916  = skew7_3_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$917  = skew7_5_a;
-    if (\$2 ) begin
-      \$917  = skew7_4_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$918  = skew7_5_v;
-    if (\$2 ) begin
-      \$918  = skew7_4_v;
-      if (reset[2]) begin
-        \$918  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$918  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$919  = skew7_5_bank;
-    if (\$2 ) begin
-      \$919  = skew7_4_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$920  = skew7_6_a;
-    if (\$2 ) begin
-      \$920  = skew7_5_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$921  = skew7_6_v;
-    if (\$2 ) begin
-      \$921  = skew7_5_v;
-      if (reset[2]) begin
-        \$921  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$921  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$922  = skew7_6_bank;
-    if (\$2 ) begin
-      \$922  = skew7_5_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$923  = pe7_0_w1;
-    if (\$2 ) begin
-      if (\$285 ) begin
-        if (w_bank) begin
-          \$923  = w_data[7:0];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$924  = pe7_0_w0;
-    if (\$2 ) begin
-      if (\$285 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$924  = w_data[7:0];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$925  = pe7_0_psum;
-    if (\$2 ) begin
-      \$925  = \$288 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$926  = pe7_0_a;
-    if (\$2 ) begin
-      \$926  = skew7_6_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$927  = pe7_0_v;
-    if (\$2 ) begin
-      \$927  = skew7_6_v;
-      if (reset[2]) begin
-        \$927  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$927  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$928  = pe7_0_bank;
-    if (\$2 ) begin
-      \$928  = skew7_6_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$929  = pe7_1_w1;
-    if (\$2 ) begin
-      if (\$290 ) begin
-        if (w_bank) begin
-          \$929  = w_data[15:8];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$930  = pe7_1_w0;
-    if (\$2 ) begin
-      if (\$290 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$930  = w_data[15:8];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$931  = pe7_1_psum;
-    if (\$2 ) begin
-      \$931  = \$293 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$932  = pe7_1_a;
-    if (\$2 ) begin
-      \$932  = pe7_0_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$933  = pe7_1_v;
-    if (\$2 ) begin
-      \$933  = pe7_0_v;
-      if (reset[2]) begin
-        \$933  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$933  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$934  = pe7_1_bank;
-    if (\$2 ) begin
-      \$934  = pe7_0_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$935  = pe7_2_w1;
-    if (\$2 ) begin
-      if (\$295 ) begin
-        if (w_bank) begin
-          \$935  = w_data[23:16];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$936  = pe7_2_w0;
-    if (\$2 ) begin
-      if (\$295 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$936  = w_data[23:16];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$937  = pe7_2_psum;
-    if (\$2 ) begin
-      \$937  = \$298 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$938  = pe7_2_a;
-    if (\$2 ) begin
-      \$938  = pe7_1_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$939  = pe7_2_v;
-    if (\$2 ) begin
-      \$939  = pe7_1_v;
-      if (reset[2]) begin
-        \$939  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$939  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$940  = pe7_2_bank;
-    if (\$2 ) begin
-      \$940  = pe7_1_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$941  = pe7_3_w1;
-    if (\$2 ) begin
-      if (\$300 ) begin
-        if (w_bank) begin
-          \$941  = w_data[31:24];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$942  = pe7_3_w0;
-    if (\$2 ) begin
-      if (\$300 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$942  = w_data[31:24];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$943  = pe7_3_psum;
-    if (\$2 ) begin
-      \$943  = \$303 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$944  = pe7_3_a;
-    if (\$2 ) begin
-      \$944  = pe7_2_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$945  = pe7_3_v;
-    if (\$2 ) begin
-      \$945  = pe7_2_v;
-      if (reset[2]) begin
-        \$945  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$945  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$946  = pe7_3_bank;
-    if (\$2 ) begin
-      \$946  = pe7_2_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$947  = pe7_4_w1;
-    if (\$2 ) begin
-      if (\$305 ) begin
-        if (w_bank) begin
-          \$947  = w_data[39:32];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$948  = pe7_4_w0;
-    if (\$2 ) begin
-      if (\$305 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$948  = w_data[39:32];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$949  = pe7_4_psum;
-    if (\$2 ) begin
-      \$949  = \$308 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$950  = pe7_4_a;
-    if (\$2 ) begin
-      \$950  = pe7_3_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$951  = pe7_4_v;
-    if (\$2 ) begin
-      \$951  = pe7_3_v;
-      if (reset[2]) begin
-        \$951  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$951  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$952  = pe7_4_bank;
-    if (\$2 ) begin
-      \$952  = pe7_3_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$953  = pe7_5_w1;
-    if (\$2 ) begin
-      if (\$310 ) begin
-        if (w_bank) begin
-          \$953  = w_data[47:40];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$954  = pe7_5_w0;
-    if (\$2 ) begin
-      if (\$310 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$954  = w_data[47:40];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$955  = pe7_5_psum;
-    if (\$2 ) begin
-      \$955  = \$313 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$956  = pe7_5_a;
-    if (\$2 ) begin
-      \$956  = pe7_4_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$957  = pe7_5_v;
-    if (\$2 ) begin
-      \$957  = pe7_4_v;
-      if (reset[2]) begin
-        \$957  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$957  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$958  = pe7_5_bank;
-    if (\$2 ) begin
-      \$958  = pe7_4_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$959  = pe7_6_w1;
-    if (\$2 ) begin
-      if (\$315 ) begin
-        if (w_bank) begin
-          \$959  = w_data[55:48];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$960  = pe7_6_w0;
-    if (\$2 ) begin
-      if (\$315 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$960  = w_data[55:48];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$961  = pe7_6_psum;
-    if (\$2 ) begin
-      \$961  = \$318 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$962  = pe7_6_a;
-    if (\$2 ) begin
-      \$962  = pe7_5_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$963  = pe7_6_v;
-    if (\$2 ) begin
-      \$963  = pe7_5_v;
-      if (reset[2]) begin
-        \$963  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$963  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$964  = pe7_6_bank;
-    if (\$2 ) begin
-      \$964  = pe7_5_bank;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$965  = pe7_7_w1;
-    if (\$2 ) begin
-      if (\$320 ) begin
-        if (w_bank) begin
-          \$965  = w_data[63:56];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$966  = pe7_7_w0;
-    if (\$2 ) begin
-      if (\$320 ) begin
-        (* full_case = 32'd1 *)
-        if (w_bank) begin
-        end else begin
-          \$966  = w_data[63:56];
-        end
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$967  = pe7_7_psum;
-    if (\$2 ) begin
-      \$967  = \$323 [31:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$968  = out_valid_q;
-    if (\$2 ) begin
-      \$968  = pe7_6_v;
-      if (reset[2]) begin
-        \$968  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$968  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$969  = deskew0_0;
-    if (\$2 ) begin
-      \$969  = pe7_0_psum;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$970  = deskew0_1;
-    if (\$2 ) begin
-      \$970  = deskew0_0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$971  = deskew0_2;
-    if (\$2 ) begin
-      \$971  = deskew0_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$972  = deskew0_3;
-    if (\$2 ) begin
-      \$972  = deskew0_2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$973  = deskew0_4;
-    if (\$2 ) begin
-      \$973  = deskew0_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$974  = deskew0_5;
-    if (\$2 ) begin
-      \$974  = deskew0_4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$975  = deskew0_6;
-    if (\$2 ) begin
-      \$975  = deskew0_5;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$976  = deskew1_0;
-    if (\$2 ) begin
-      \$976  = pe7_1_psum;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$977  = deskew1_1;
-    if (\$2 ) begin
-      \$977  = deskew1_0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$978  = deskew1_2;
-    if (\$2 ) begin
-      \$978  = deskew1_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$979  = deskew1_3;
-    if (\$2 ) begin
-      \$979  = deskew1_2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$980  = deskew1_4;
-    if (\$2 ) begin
-      \$980  = deskew1_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$981  = deskew1_5;
-    if (\$2 ) begin
-      \$981  = deskew1_4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$982  = deskew2_0;
-    if (\$2 ) begin
-      \$982  = pe7_2_psum;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$983  = deskew2_1;
-    if (\$2 ) begin
-      \$983  = deskew2_0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$984  = deskew2_2;
-    if (\$2 ) begin
-      \$984  = deskew2_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$985  = deskew2_3;
-    if (\$2 ) begin
-      \$985  = deskew2_2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$986  = deskew2_4;
-    if (\$2 ) begin
-      \$986  = deskew2_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$987  = deskew3_0;
-    if (\$2 ) begin
-      \$987  = pe7_3_psum;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$988  = deskew3_1;
-    if (\$2 ) begin
-      \$988  = deskew3_0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$989  = deskew3_2;
-    if (\$2 ) begin
-      \$989  = deskew3_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$990  = deskew3_3;
-    if (\$2 ) begin
-      \$990  = deskew3_2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$991  = deskew4_0;
-    if (\$2 ) begin
-      \$991  = pe7_4_psum;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$992  = deskew4_1;
-    if (\$2 ) begin
-      \$992  = deskew4_0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$993  = deskew4_2;
-    if (\$2 ) begin
-      \$993  = deskew4_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$994  = deskew5_0;
-    if (\$2 ) begin
-      \$994  = pe7_5_psum;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$995  = deskew5_1;
-    if (\$2 ) begin
-      \$995  = deskew5_0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$996  = deskew6_0;
-    if (\$2 ) begin
-      \$996  = pe7_6_psum;
+      \$734  = 1'h0;
     end
   end
   assign a_data = w_data;
   assign a_bank = w_bank;
   assign out_data = { pe7_7_psum, deskew6_0, deskew5_1, deskew4_2, deskew3_3, deskew2_4, deskew1_5, deskew0_6 };
   assign out_valid = out_valid_q;
-  assign \$326  = 1'h1;
-  assign \$327  = a_valid;
-  assign \$344  = 1'h1;
-  assign \$345  = a_valid;
-  assign \$364  = 1'h1;
-  assign \$365  = a_valid;
-  assign \$386  = 1'h1;
-  assign \$387  = a_valid;
-  assign \$410  = 1'h1;
-  assign \$411  = a_valid;
-  assign \$436  = 1'h1;
-  assign \$437  = a_valid;
-  assign \$464  = 1'h1;
-  assign \$465  = a_valid;
-  assign \$494  = 1'h1;
-  assign \$495  = a_valid;
+  assign \$324  = 1'h1;
+  assign \$325  = a_valid;
+  assign \$342  = 1'h1;
+  assign \$343  = a_valid;
+  assign \$362  = 1'h1;
+  assign \$363  = a_valid;
+  assign \$384  = 1'h1;
+  assign \$385  = a_valid;
+  assign \$408  = 1'h1;
+  assign \$409  = a_valid;
+  assign \$434  = 1'h1;
+  assign \$435  = a_valid;
+  assign \$462  = 1'h1;
+  assign \$463  = a_valid;
+  assign \$492  = 1'h1;
+  assign \$493  = a_valid;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9083$16 , \port$9843$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9093$16 , \port$9852$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35461,10 +32778,10 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9083$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9083$16 ;
-  wire [15:0] \port$9083$16 ;
-  input [7:0] \port$9843$0 ;
-  wire [7:0] \port$9843$0 ;
+  input [15:0] \port$9093$16 ;
+  wire [15:0] \port$9093$16 ;
+  input [7:0] \port$9852$0 ;
+  wire [7:0] \port$9852$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -35499,7 +32816,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9083$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9083$16 , \port$9843$0  };
+      storage[w_port__addr] <= { \port$9093$16 , \port$9852$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -35610,17 +32927,17 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9083$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9083$16 , \port$9843$0  };
-  assign w_data = { \port$9083$16 , \port$9843$0  };
+  assign w_port__data = { \port$9093$16 , \port$9852$0  };
+  assign w_data = { \port$9093$16 , \port$9852$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$95$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
+module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8598$0 , \port$8598$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8608$0 , \port$8608$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -36332,12 +33649,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
-  input [3:0] \port$8598$0 ;
-  wire [3:0] \port$8598$0 ;
-  input [23:0] \port$8598$8 ;
-  wire [23:0] \port$8598$8 ;
-  input [3:0] \port$95$0 ;
-  wire [3:0] \port$95$0 ;
+  input [3:0] \port$109$0 ;
+  wire [3:0] \port$109$0 ;
+  input [3:0] \port$8608$0 ;
+  wire [3:0] \port$8608$0 ;
+  input [23:0] \port$8608$8 ;
+  wire [23:0] \port$8608$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -37062,7 +34379,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$8598$0 [1:0] < 3'h4;
+  assign \$165  = \port$8608$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -37270,7 +34587,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$8598$0 [1:0];
+  assign \$344  = ! \port$8608$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -37284,13 +34601,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$355  = ~ q0_resetting;
   assign \$356  = q__0__reset & \$355 ;
   assign \$357  = ~ fw_running;
-  assign \$358  = \port$95$0 [0] | \$357 ;
+  assign \$358  = \port$109$0 [0] | \$357 ;
   assign \$359  = q0_resetting & \$358 ;
   assign \$360  = ! cpl_req[1:0];
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$8598$0 [1:0] == 1'h1;
+  assign \$364  = \port$8608$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -37304,13 +34621,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$375  = ~ q1_resetting;
   assign \$376  = q__1__reset & \$375 ;
   assign \$377  = ~ fw_running;
-  assign \$378  = \port$95$0 [1] | \$377 ;
+  assign \$378  = \port$109$0 [1] | \$377 ;
   assign \$379  = q1_resetting & \$378 ;
   assign \$380  = cpl_req[1:0] == 1'h1;
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$8598$0 [1:0] == 2'h2;
+  assign \$384  = \port$8608$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -37324,13 +34641,13 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$395  = ~ q2_resetting;
   assign \$396  = q__2__reset & \$395 ;
   assign \$397  = ~ fw_running;
-  assign \$398  = \port$95$0 [2] | \$397 ;
+  assign \$398  = \port$109$0 [2] | \$397 ;
   assign \$399  = q2_resetting & \$398 ;
   assign \$400  = cpl_req[1:0] == 2'h2;
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$8598$0 [1:0] == 2'h3;
+  assign \$404  = \port$8608$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -37344,7 +34661,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$415  = ~ q3_resetting;
   assign \$416  = q__3__reset & \$415 ;
   assign \$417  = ~ fw_running;
-  assign \$418  = \port$95$0 [3] | \$417 ;
+  assign \$418  = \port$109$0 [3] | \$417 ;
   assign \$419  = q3_resetting & \$418 ;
   assign \$420  = cpl_req[1:0] == 2'h3;
   assign \$421  = \abandon$67  & \$420 ;
@@ -37423,7 +34740,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$9164$0 (fetch_r_buf),
+    .\port$9174$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -37435,7 +34752,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$9164$0 (fetch_r_buf),
+    .\port$9174$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -37447,7 +34764,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$9164$0 (fetch_r_buf),
+    .\port$9174$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -37459,7 +34776,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$9164$0 (fetch_r_buf),
+    .\port$9174$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -39157,12 +36474,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$8598$0 [1:0];
-  assign cpl_irq = \port$8598$0 [2];
-  assign cpl_halt = \port$8598$0 [3];
-  assign cpl_flags = \port$8598$8 [7:0];
-  assign cpl_status = \port$8598$8 [15:8];
-  assign cpl_opcode = \port$8598$8 [23:16];
+  assign cpl_queue = \port$8608$0 [1:0];
+  assign cpl_irq = \port$8608$0 [2];
+  assign cpl_halt = \port$8608$0 [3];
+  assign cpl_flags = \port$8608$8 [7:0];
+  assign cpl_status = \port$8608$8 [15:8];
+  assign cpl_opcode = \port$8608$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -39179,10 +36496,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign q1_c_seen = \$212 [31:0];
   assign q2_c_seen = \$241 [31:0];
   assign q3_c_seen = \$270 [31:0];
-  assign q__0__qreset_ack = \port$95$0 [0];
-  assign q__1__qreset_ack = \port$95$0 [1];
-  assign q__2__qreset_ack = \port$95$0 [2];
-  assign q__3__qreset_ack = \port$95$0 [3];
+  assign q__0__qreset_ack = \port$109$0 [0];
+  assign q__1__qreset_ack = \port$109$0 [1];
+  assign q__2__qreset_ack = \port$109$0 [2];
+  assign q__3__qreset_ack = \port$109$0 [3];
   assign q__0__head_index = \$4 [31:0];
   assign q__1__head_index = \$10 [31:0];
   assign q__2__head_index = \$16 [31:0];
@@ -39213,12 +36530,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$8598$8 [23:16];
-  assign \w_data$258 [19:12] = \port$8598$8 [15:8];
-  assign \w_data$258 [11:4] = \port$8598$8 [7:0];
-  assign \w_data$258 [3] = \port$8598$0 [3];
-  assign \w_data$258 [2] = \port$8598$0 [2];
-  assign \w_data$258 [1:0] = \port$8598$0 [1:0];
+  assign \w_data$258 [27:20] = \port$8608$8 [23:16];
+  assign \w_data$258 [19:12] = \port$8608$8 [15:8];
+  assign \w_data$258 [11:4] = \port$8608$8 [7:0];
+  assign \w_data$258 [3] = \port$8608$0 [3];
+  assign \w_data$258 [2] = \port$8608$0 [2];
+  assign \w_data$258 [1:0] = \port$8608$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -39771,8 +37088,8 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_8x8.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5117$0 (aw_hs_id),
-    .\port$5131$0 (down__awlen),
+    .\port$5141$0 (aw_hs_id),
+    .\port$5155$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -40115,7 +37432,7 @@ module \kaki_soc_8x8.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5117$0 , w_en, \port$5131$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5141$0 , w_en, \port$5155$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40139,10 +37456,10 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5117$0 , w_en, \port$5131$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5117$0 ;
-  wire [2:0] \port$5117$0 ;
-  input [7:0] \port$5131$0 ;
-  wire [7:0] \port$5131$0 ;
+  input [2:0] \port$5141$0 ;
+  wire [2:0] \port$5141$0 ;
+  input [7:0] \port$5155$0 ;
+  wire [7:0] \port$5155$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -40174,7 +37491,7 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5117$0 , w_en, \port$5131$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5117$0 , \port$5131$0  };
+      storage[w_port__addr] <= { \port$5141$0 , \port$5155$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -40236,8 +37553,8 @@ module \kaki_soc_8x8.qc.cpl_guard.w_order (rst, \port$5117$0 , w_en, \port$5131$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5117$0 , \port$5131$0  };
-  assign w_data = { \port$5117$0 , \port$5131$0  };
+  assign w_port__data = { \port$5141$0 , \port$5155$0  };
+  assign w_data = { \port$5141$0 , \port$5155$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -40804,7 +38121,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9164$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9174$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40831,8 +38148,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9164$0 ;
-  wire [191:0] \port$9164$0 ;
+  input [191:0] \port$9174$0 ;
+  wire [191:0] \port$9174$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -40867,7 +38184,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9164$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9174$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -40938,14 +38255,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9164$0  };
-  assign w_data = { \port$0$87 , \port$9164$0  };
+  assign w_port__data = { \port$0$87 , \port$9174$0  };
+  assign w_data = { \port$0$87 , \port$9174$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9164$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9174$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40972,8 +38289,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9164$0 ;
-  wire [191:0] \port$9164$0 ;
+  input [191:0] \port$9174$0 ;
+  wire [191:0] \port$9174$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -41008,7 +38325,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9164$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9174$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -41079,14 +38396,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9164$0  };
-  assign w_data = { \port$0$87 , \port$9164$0  };
+  assign w_port__data = { \port$0$87 , \port$9174$0  };
+  assign w_data = { \port$0$87 , \port$9174$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9164$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9174$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41113,8 +38430,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9164$0 ;
-  wire [191:0] \port$9164$0 ;
+  input [191:0] \port$9174$0 ;
+  wire [191:0] \port$9174$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -41149,7 +38466,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9164$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9174$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -41220,14 +38537,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9164$0  };
-  assign w_data = { \port$0$87 , \port$9164$0  };
+  assign w_port__data = { \port$0$87 , \port$9174$0  };
+  assign w_data = { \port$0$87 , \port$9174$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9164$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9174$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -41254,8 +38571,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9164$0 ;
-  wire [191:0] \port$9164$0 ;
+  input [191:0] \port$9174$0 ;
+  wire [191:0] \port$9174$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -41290,7 +38607,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9164$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9174$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -41361,8 +38678,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9164$0  };
-  assign w_data = { \port$0$87 , \port$9164$0  };
+  assign w_port__data = { \port$0$87 , \port$9174$0  };
+  assign w_data = { \port$0$87 , \port$9174$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -42069,480 +39386,480 @@ module \kaki_soc_8x8.spad.bank3 (ren, wen, rdata, raddr, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset, ctl__cmd__payload, ctl__busy, vec_frozen, err, wr_en, wr_addr, wr_data, ctl__cmd__ready, acc_rd__en, acc_rd__addr, spad_rd__en, spad_rd__addr, fire, ctl__done, spad_rd__data, acc_rd__data
-, clk);
+module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset, ctl__cmd__payload, ctl__busy, err, wr_en, wr_addr, wr_data, ctl__cmd__ready, acc_rd__en, acc_rd__addr, spad_rd__en, spad_rd__addr, fire, ctl__done, spad_rd__data, acc_rd__data, clk
+);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [12:0] \$100 ;
-  wire [12:0] \$101 ;
-  wire [12:0] \$102 ;
+  wire [7:0] \$101 ;
+  wire [7:0] \$102 ;
   wire [7:0] \$103 ;
   wire [7:0] \$104 ;
-  wire [7:0] \$105 ;
-  wire [7:0] \$106 ;
-  wire [32:0] \$107 ;
-  wire [31:0] \$108 ;
+  wire [32:0] \$105 ;
+  wire [31:0] \$106 ;
+  wire [47:0] \$107 ;
+  wire [48:0] \$108 ;
   wire [47:0] \$109 ;
-  wire [17:0] \$11 ;
-  wire [48:0] \$110 ;
-  wire [47:0] \$111 ;
-  wire [47:0] \$112 ;
-  wire [78:0] \$113 ;
-  wire [79:0] \$114 ;
-  wire [79:0] \$115 ;
-  wire [63:0] \$116 ;
-  wire [63:0] \$117 ;
-  wire [64:0] \$118 ;
-  wire \$119 ;
-  wire \$12 ;
-  wire \$120 ;
-  wire [11:0] \$121 ;
-  wire [12:0] \$122 ;
-  wire \$123 ;
-  wire [11:0] \$124 ;
-  wire [12:0] \$125 ;
-  wire \$126 ;
-  wire [11:0] \$127 ;
+  wire [7:0] \$11 ;
+  wire [47:0] \$110 ;
+  wire [78:0] \$111 ;
+  wire [79:0] \$112 ;
+  wire [79:0] \$113 ;
+  wire [63:0] \$114 ;
+  wire [63:0] \$115 ;
+  wire [64:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire [11:0] \$119 ;
+  wire [7:0] \$12 ;
+  wire [12:0] \$120 ;
+  wire \$121 ;
+  wire [11:0] \$122 ;
+  wire [12:0] \$123 ;
+  wire \$124 ;
+  wire [11:0] \$125 ;
+  wire [12:0] \$126 ;
+  wire [12:0] \$127 ;
   wire [12:0] \$128 ;
-  wire [12:0] \$129 ;
+  wire [7:0] \$129 ;
   wire [7:0] \$13 ;
-  wire [12:0] \$130 ;
-  wire [7:0] \$131 ;
-  wire [7:0] \$132 ;
-  wire \$133 ;
-  wire [11:0] \$134 ;
-  wire [12:0] \$135 ;
-  wire \$136 ;
-  wire [11:0] \$137 ;
-  wire [12:0] \$138 ;
-  wire \$139 ;
+  wire [7:0] \$130 ;
+  wire \$131 ;
+  wire [11:0] \$132 ;
+  wire [12:0] \$133 ;
+  wire \$134 ;
+  wire [11:0] \$135 ;
+  wire [12:0] \$136 ;
+  wire \$137 ;
+  wire [11:0] \$138 ;
+  wire [12:0] \$139 ;
   wire [7:0] \$14 ;
-  wire [11:0] \$140 ;
+  wire [12:0] \$140 ;
   wire [12:0] \$141 ;
-  wire [12:0] \$142 ;
-  wire [12:0] \$143 ;
+  wire [7:0] \$142 ;
+  wire [7:0] \$143 ;
   wire [7:0] \$144 ;
-  wire [7:0] \$145 ;
-  wire [7:0] \$146 ;
-  wire [11:0] \$147 ;
-  wire [12:0] \$148 ;
-  wire \$149 ;
+  wire [11:0] \$145 ;
+  wire [12:0] \$146 ;
+  wire \$147 ;
+  wire [11:0] \$148 ;
+  wire [12:0] \$149 ;
   wire [7:0] \$15 ;
-  wire [11:0] \$150 ;
-  wire [12:0] \$151 ;
-  wire \$152 ;
-  wire [11:0] \$153 ;
+  wire \$150 ;
+  wire [11:0] \$151 ;
+  wire [12:0] \$152 ;
+  wire [12:0] \$153 ;
   wire [12:0] \$154 ;
-  wire [12:0] \$155 ;
-  wire [12:0] \$156 ;
+  wire [7:0] \$155 ;
+  wire [7:0] \$156 ;
   wire [7:0] \$157 ;
   wire [7:0] \$158 ;
-  wire [7:0] \$159 ;
+  wire [32:0] \$159 ;
   wire [7:0] \$16 ;
-  wire [7:0] \$160 ;
-  wire [32:0] \$161 ;
-  wire [31:0] \$162 ;
+  wire [31:0] \$160 ;
+  wire [47:0] \$161 ;
+  wire [48:0] \$162 ;
   wire [47:0] \$163 ;
-  wire [48:0] \$164 ;
-  wire [47:0] \$165 ;
-  wire [47:0] \$166 ;
-  wire [78:0] \$167 ;
-  wire [79:0] \$168 ;
-  wire [79:0] \$169 ;
+  wire [47:0] \$164 ;
+  wire [78:0] \$165 ;
+  wire [79:0] \$166 ;
+  wire [79:0] \$167 ;
+  wire [63:0] \$168 ;
+  wire [63:0] \$169 ;
   wire [7:0] \$17 ;
-  wire [63:0] \$170 ;
-  wire [63:0] \$171 ;
-  wire [64:0] \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire [11:0] \$175 ;
-  wire [12:0] \$176 ;
-  wire \$177 ;
-  wire [11:0] \$178 ;
-  wire [12:0] \$179 ;
+  wire [64:0] \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire [11:0] \$173 ;
+  wire [12:0] \$174 ;
+  wire \$175 ;
+  wire [11:0] \$176 ;
+  wire [12:0] \$177 ;
+  wire \$178 ;
+  wire [11:0] \$179 ;
   wire [7:0] \$18 ;
-  wire \$180 ;
-  wire [11:0] \$181 ;
+  wire [12:0] \$180 ;
+  wire [12:0] \$181 ;
   wire [12:0] \$182 ;
-  wire [12:0] \$183 ;
-  wire [12:0] \$184 ;
-  wire [7:0] \$185 ;
-  wire [7:0] \$186 ;
-  wire \$187 ;
-  wire [11:0] \$188 ;
-  wire [12:0] \$189 ;
+  wire [7:0] \$183 ;
+  wire [7:0] \$184 ;
+  wire \$185 ;
+  wire [11:0] \$186 ;
+  wire [12:0] \$187 ;
+  wire \$188 ;
+  wire [11:0] \$189 ;
   wire [7:0] \$19 ;
-  wire \$190 ;
-  wire [11:0] \$191 ;
-  wire [12:0] \$192 ;
-  wire \$193 ;
-  wire [11:0] \$194 ;
+  wire [12:0] \$190 ;
+  wire \$191 ;
+  wire [11:0] \$192 ;
+  wire [12:0] \$193 ;
+  wire [12:0] \$194 ;
   wire [12:0] \$195 ;
-  wire [12:0] \$196 ;
-  wire [12:0] \$197 ;
+  wire [7:0] \$196 ;
+  wire [7:0] \$197 ;
   wire [7:0] \$198 ;
-  wire [7:0] \$199 ;
+  wire [11:0] \$199 ;
   wire \$2 ;
   wire [7:0] \$20 ;
-  wire [7:0] \$200 ;
-  wire [11:0] \$201 ;
-  wire [12:0] \$202 ;
-  wire \$203 ;
-  wire [11:0] \$204 ;
-  wire [12:0] \$205 ;
-  wire \$206 ;
-  wire [11:0] \$207 ;
+  wire [12:0] \$200 ;
+  wire \$201 ;
+  wire [11:0] \$202 ;
+  wire [12:0] \$203 ;
+  wire \$204 ;
+  wire [11:0] \$205 ;
+  wire [12:0] \$206 ;
+  wire [12:0] \$207 ;
   wire [12:0] \$208 ;
-  wire [12:0] \$209 ;
+  wire [7:0] \$209 ;
   wire [7:0] \$21 ;
-  wire [12:0] \$210 ;
+  wire [7:0] \$210 ;
   wire [7:0] \$211 ;
   wire [7:0] \$212 ;
-  wire [7:0] \$213 ;
-  wire [7:0] \$214 ;
-  wire [32:0] \$215 ;
-  wire [31:0] \$216 ;
+  wire [32:0] \$213 ;
+  wire [31:0] \$214 ;
+  wire [47:0] \$215 ;
+  wire [48:0] \$216 ;
   wire [47:0] \$217 ;
-  wire [48:0] \$218 ;
-  wire [47:0] \$219 ;
+  wire [47:0] \$218 ;
+  wire [78:0] \$219 ;
   wire [7:0] \$22 ;
-  wire [47:0] \$220 ;
-  wire [78:0] \$221 ;
-  wire [79:0] \$222 ;
-  wire [79:0] \$223 ;
-  wire [63:0] \$224 ;
-  wire [63:0] \$225 ;
-  wire [64:0] \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire [11:0] \$229 ;
+  wire [79:0] \$220 ;
+  wire [79:0] \$221 ;
+  wire [63:0] \$222 ;
+  wire [63:0] \$223 ;
+  wire [64:0] \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire [11:0] \$227 ;
+  wire [12:0] \$228 ;
+  wire \$229 ;
   wire [7:0] \$23 ;
-  wire [12:0] \$230 ;
-  wire \$231 ;
-  wire [11:0] \$232 ;
-  wire [12:0] \$233 ;
-  wire \$234 ;
-  wire [11:0] \$235 ;
+  wire [11:0] \$230 ;
+  wire [12:0] \$231 ;
+  wire \$232 ;
+  wire [11:0] \$233 ;
+  wire [12:0] \$234 ;
+  wire [12:0] \$235 ;
   wire [12:0] \$236 ;
-  wire [12:0] \$237 ;
-  wire [12:0] \$238 ;
-  wire [7:0] \$239 ;
+  wire [7:0] \$237 ;
+  wire [7:0] \$238 ;
+  wire \$239 ;
   wire [7:0] \$24 ;
-  wire [7:0] \$240 ;
-  wire \$241 ;
-  wire [11:0] \$242 ;
-  wire [12:0] \$243 ;
-  wire \$244 ;
-  wire [11:0] \$245 ;
-  wire [12:0] \$246 ;
-  wire \$247 ;
-  wire [11:0] \$248 ;
+  wire [11:0] \$240 ;
+  wire [12:0] \$241 ;
+  wire \$242 ;
+  wire [11:0] \$243 ;
+  wire [12:0] \$244 ;
+  wire \$245 ;
+  wire [11:0] \$246 ;
+  wire [12:0] \$247 ;
+  wire [12:0] \$248 ;
   wire [12:0] \$249 ;
   wire [7:0] \$25 ;
-  wire [12:0] \$250 ;
-  wire [12:0] \$251 ;
+  wire [7:0] \$250 ;
+  wire [7:0] \$251 ;
   wire [7:0] \$252 ;
-  wire [7:0] \$253 ;
-  wire [7:0] \$254 ;
-  wire [11:0] \$255 ;
-  wire [12:0] \$256 ;
-  wire \$257 ;
-  wire [11:0] \$258 ;
-  wire [12:0] \$259 ;
+  wire [11:0] \$253 ;
+  wire [12:0] \$254 ;
+  wire \$255 ;
+  wire [11:0] \$256 ;
+  wire [12:0] \$257 ;
+  wire \$258 ;
+  wire [11:0] \$259 ;
   wire [7:0] \$26 ;
-  wire \$260 ;
-  wire [11:0] \$261 ;
+  wire [12:0] \$260 ;
+  wire [12:0] \$261 ;
   wire [12:0] \$262 ;
-  wire [12:0] \$263 ;
-  wire [12:0] \$264 ;
+  wire [7:0] \$263 ;
+  wire [7:0] \$264 ;
   wire [7:0] \$265 ;
   wire [7:0] \$266 ;
-  wire [7:0] \$267 ;
-  wire [7:0] \$268 ;
-  wire [32:0] \$269 ;
+  wire [32:0] \$267 ;
+  wire [31:0] \$268 ;
+  wire [47:0] \$269 ;
   wire [7:0] \$27 ;
-  wire [31:0] \$270 ;
+  wire [48:0] \$270 ;
   wire [47:0] \$271 ;
-  wire [48:0] \$272 ;
-  wire [47:0] \$273 ;
-  wire [47:0] \$274 ;
-  wire [78:0] \$275 ;
-  wire [79:0] \$276 ;
-  wire [79:0] \$277 ;
-  wire [63:0] \$278 ;
-  wire [63:0] \$279 ;
+  wire [47:0] \$272 ;
+  wire [78:0] \$273 ;
+  wire [79:0] \$274 ;
+  wire [79:0] \$275 ;
+  wire [63:0] \$276 ;
+  wire [63:0] \$277 ;
+  wire [64:0] \$278 ;
+  wire \$279 ;
   wire [7:0] \$28 ;
-  wire [64:0] \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire [11:0] \$283 ;
-  wire [12:0] \$284 ;
-  wire \$285 ;
-  wire [11:0] \$286 ;
-  wire [12:0] \$287 ;
-  wire \$288 ;
-  wire [11:0] \$289 ;
+  wire \$280 ;
+  wire [11:0] \$281 ;
+  wire [12:0] \$282 ;
+  wire \$283 ;
+  wire [11:0] \$284 ;
+  wire [12:0] \$285 ;
+  wire \$286 ;
+  wire [11:0] \$287 ;
+  wire [12:0] \$288 ;
+  wire [12:0] \$289 ;
   wire [7:0] \$29 ;
   wire [12:0] \$290 ;
-  wire [12:0] \$291 ;
-  wire [12:0] \$292 ;
-  wire [7:0] \$293 ;
-  wire [7:0] \$294 ;
-  wire \$295 ;
-  wire [11:0] \$296 ;
-  wire [12:0] \$297 ;
-  wire \$298 ;
-  wire [11:0] \$299 ;
+  wire [7:0] \$291 ;
+  wire [7:0] \$292 ;
+  wire \$293 ;
+  wire [11:0] \$294 ;
+  wire [12:0] \$295 ;
+  wire \$296 ;
+  wire [11:0] \$297 ;
+  wire [12:0] \$298 ;
+  wire \$299 ;
   wire \$3 ;
   wire [7:0] \$30 ;
-  wire [12:0] \$300 ;
-  wire \$301 ;
-  wire [11:0] \$302 ;
+  wire [11:0] \$300 ;
+  wire [12:0] \$301 ;
+  wire [12:0] \$302 ;
   wire [12:0] \$303 ;
-  wire [12:0] \$304 ;
-  wire [12:0] \$305 ;
+  wire [7:0] \$304 ;
+  wire [7:0] \$305 ;
   wire [7:0] \$306 ;
-  wire [7:0] \$307 ;
-  wire [7:0] \$308 ;
-  wire [11:0] \$309 ;
+  wire [11:0] \$307 ;
+  wire [12:0] \$308 ;
+  wire \$309 ;
   wire [7:0] \$31 ;
-  wire [12:0] \$310 ;
-  wire \$311 ;
-  wire [11:0] \$312 ;
-  wire [12:0] \$313 ;
-  wire \$314 ;
-  wire [11:0] \$315 ;
+  wire [11:0] \$310 ;
+  wire [12:0] \$311 ;
+  wire \$312 ;
+  wire [11:0] \$313 ;
+  wire [12:0] \$314 ;
+  wire [12:0] \$315 ;
   wire [12:0] \$316 ;
-  wire [12:0] \$317 ;
-  wire [12:0] \$318 ;
+  wire [7:0] \$317 ;
+  wire [7:0] \$318 ;
   wire [7:0] \$319 ;
   wire [7:0] \$32 ;
   wire [7:0] \$320 ;
-  wire [7:0] \$321 ;
-  wire [7:0] \$322 ;
-  wire [32:0] \$323 ;
-  wire [31:0] \$324 ;
+  wire [32:0] \$321 ;
+  wire [31:0] \$322 ;
+  wire [47:0] \$323 ;
+  wire [48:0] \$324 ;
   wire [47:0] \$325 ;
-  wire [48:0] \$326 ;
-  wire [47:0] \$327 ;
-  wire [47:0] \$328 ;
-  wire [78:0] \$329 ;
+  wire [47:0] \$326 ;
+  wire [78:0] \$327 ;
+  wire [79:0] \$328 ;
+  wire [79:0] \$329 ;
   wire [7:0] \$33 ;
-  wire [79:0] \$330 ;
-  wire [79:0] \$331 ;
-  wire [63:0] \$332 ;
-  wire [63:0] \$333 ;
-  wire [64:0] \$334 ;
-  wire \$335 ;
-  wire \$336 ;
-  wire [11:0] \$337 ;
-  wire [12:0] \$338 ;
-  wire \$339 ;
+  wire [63:0] \$330 ;
+  wire [63:0] \$331 ;
+  wire [64:0] \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire [11:0] \$335 ;
+  wire [12:0] \$336 ;
+  wire \$337 ;
+  wire [11:0] \$338 ;
+  wire [12:0] \$339 ;
   wire [7:0] \$34 ;
-  wire [11:0] \$340 ;
-  wire [12:0] \$341 ;
-  wire \$342 ;
-  wire [11:0] \$343 ;
+  wire \$340 ;
+  wire [11:0] \$341 ;
+  wire [12:0] \$342 ;
+  wire [12:0] \$343 ;
   wire [12:0] \$344 ;
-  wire [12:0] \$345 ;
-  wire [12:0] \$346 ;
-  wire [7:0] \$347 ;
-  wire [7:0] \$348 ;
-  wire \$349 ;
+  wire [7:0] \$345 ;
+  wire [7:0] \$346 ;
+  wire \$347 ;
+  wire [11:0] \$348 ;
+  wire [12:0] \$349 ;
   wire [7:0] \$35 ;
-  wire [11:0] \$350 ;
-  wire [12:0] \$351 ;
-  wire \$352 ;
-  wire [11:0] \$353 ;
-  wire [12:0] \$354 ;
-  wire \$355 ;
-  wire [11:0] \$356 ;
+  wire \$350 ;
+  wire [11:0] \$351 ;
+  wire [12:0] \$352 ;
+  wire \$353 ;
+  wire [11:0] \$354 ;
+  wire [12:0] \$355 ;
+  wire [12:0] \$356 ;
   wire [12:0] \$357 ;
-  wire [12:0] \$358 ;
-  wire [12:0] \$359 ;
+  wire [7:0] \$358 ;
+  wire [7:0] \$359 ;
   wire [7:0] \$36 ;
   wire [7:0] \$360 ;
-  wire [7:0] \$361 ;
-  wire [7:0] \$362 ;
-  wire [11:0] \$363 ;
-  wire [12:0] \$364 ;
-  wire \$365 ;
-  wire [11:0] \$366 ;
-  wire [12:0] \$367 ;
-  wire \$368 ;
-  wire [11:0] \$369 ;
+  wire [11:0] \$361 ;
+  wire [12:0] \$362 ;
+  wire \$363 ;
+  wire [11:0] \$364 ;
+  wire [12:0] \$365 ;
+  wire \$366 ;
+  wire [11:0] \$367 ;
+  wire [12:0] \$368 ;
+  wire [12:0] \$369 ;
   wire [7:0] \$37 ;
   wire [12:0] \$370 ;
-  wire [12:0] \$371 ;
-  wire [12:0] \$372 ;
+  wire [7:0] \$371 ;
+  wire [7:0] \$372 ;
   wire [7:0] \$373 ;
   wire [7:0] \$374 ;
-  wire [7:0] \$375 ;
-  wire [7:0] \$376 ;
-  wire [32:0] \$377 ;
-  wire [31:0] \$378 ;
+  wire [32:0] \$375 ;
+  wire [31:0] \$376 ;
+  wire [47:0] \$377 ;
+  wire [48:0] \$378 ;
   wire [47:0] \$379 ;
   wire [7:0] \$38 ;
-  wire [48:0] \$380 ;
-  wire [47:0] \$381 ;
-  wire [47:0] \$382 ;
-  wire [78:0] \$383 ;
-  wire [79:0] \$384 ;
-  wire [79:0] \$385 ;
-  wire [63:0] \$386 ;
-  wire [63:0] \$387 ;
-  wire [64:0] \$388 ;
-  wire \$389 ;
+  wire [47:0] \$380 ;
+  wire [78:0] \$381 ;
+  wire [79:0] \$382 ;
+  wire [79:0] \$383 ;
+  wire [63:0] \$384 ;
+  wire [63:0] \$385 ;
+  wire [64:0] \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire [11:0] \$389 ;
   wire [7:0] \$39 ;
-  wire \$390 ;
-  wire [11:0] \$391 ;
-  wire [12:0] \$392 ;
-  wire \$393 ;
-  wire [11:0] \$394 ;
-  wire [12:0] \$395 ;
-  wire \$396 ;
-  wire [11:0] \$397 ;
+  wire [12:0] \$390 ;
+  wire \$391 ;
+  wire [11:0] \$392 ;
+  wire [12:0] \$393 ;
+  wire \$394 ;
+  wire [11:0] \$395 ;
+  wire [12:0] \$396 ;
+  wire [12:0] \$397 ;
   wire [12:0] \$398 ;
-  wire [12:0] \$399 ;
+  wire [7:0] \$399 ;
   wire \$4 ;
   wire [7:0] \$40 ;
-  wire [12:0] \$400 ;
-  wire [7:0] \$401 ;
-  wire [7:0] \$402 ;
-  wire \$403 ;
-  wire [11:0] \$404 ;
-  wire [12:0] \$405 ;
-  wire \$406 ;
-  wire [11:0] \$407 ;
-  wire [12:0] \$408 ;
-  wire \$409 ;
+  wire [7:0] \$400 ;
+  wire \$401 ;
+  wire [11:0] \$402 ;
+  wire [12:0] \$403 ;
+  wire \$404 ;
+  wire [11:0] \$405 ;
+  wire [12:0] \$406 ;
+  wire \$407 ;
+  wire [11:0] \$408 ;
+  wire [12:0] \$409 ;
   wire [7:0] \$41 ;
-  wire [11:0] \$410 ;
+  wire [12:0] \$410 ;
   wire [12:0] \$411 ;
-  wire [12:0] \$412 ;
-  wire [12:0] \$413 ;
+  wire [7:0] \$412 ;
+  wire [7:0] \$413 ;
   wire [7:0] \$414 ;
-  wire [7:0] \$415 ;
-  wire [7:0] \$416 ;
-  wire [11:0] \$417 ;
-  wire [12:0] \$418 ;
-  wire \$419 ;
+  wire [11:0] \$415 ;
+  wire [12:0] \$416 ;
+  wire \$417 ;
+  wire [11:0] \$418 ;
+  wire [12:0] \$419 ;
   wire [7:0] \$42 ;
-  wire [11:0] \$420 ;
-  wire [12:0] \$421 ;
-  wire \$422 ;
-  wire [11:0] \$423 ;
+  wire \$420 ;
+  wire [11:0] \$421 ;
+  wire [12:0] \$422 ;
+  wire [12:0] \$423 ;
   wire [12:0] \$424 ;
-  wire [12:0] \$425 ;
-  wire [12:0] \$426 ;
+  wire [7:0] \$425 ;
+  wire [7:0] \$426 ;
   wire [7:0] \$427 ;
   wire [7:0] \$428 ;
-  wire [7:0] \$429 ;
+  wire [32:0] \$429 ;
   wire [7:0] \$43 ;
-  wire [7:0] \$430 ;
-  wire [32:0] \$431 ;
-  wire [31:0] \$432 ;
+  wire [31:0] \$430 ;
+  wire [47:0] \$431 ;
+  wire [48:0] \$432 ;
   wire [47:0] \$433 ;
-  wire [48:0] \$434 ;
-  wire [47:0] \$435 ;
-  wire [47:0] \$436 ;
-  wire [78:0] \$437 ;
-  wire [79:0] \$438 ;
-  wire [79:0] \$439 ;
+  wire [47:0] \$434 ;
+  wire [78:0] \$435 ;
+  wire [79:0] \$436 ;
+  wire [79:0] \$437 ;
+  wire [63:0] \$438 ;
+  wire [63:0] \$439 ;
   wire [7:0] \$44 ;
-  wire [63:0] \$440 ;
-  wire [63:0] \$441 ;
-  wire [64:0] \$442 ;
-  wire \$443 ;
-  wire \$444 ;
-  wire [11:0] \$445 ;
-  wire [12:0] \$446 ;
-  wire \$447 ;
-  wire [11:0] \$448 ;
-  wire [12:0] \$449 ;
+  wire [64:0] \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire [11:0] \$443 ;
+  wire [12:0] \$444 ;
+  wire \$445 ;
+  wire [11:0] \$446 ;
+  wire [12:0] \$447 ;
+  wire \$448 ;
+  wire [11:0] \$449 ;
   wire [7:0] \$45 ;
-  wire \$450 ;
-  wire [11:0] \$451 ;
+  wire [12:0] \$450 ;
+  wire [12:0] \$451 ;
   wire [12:0] \$452 ;
-  wire [12:0] \$453 ;
-  wire [12:0] \$454 ;
-  wire [7:0] \$455 ;
-  wire [7:0] \$456 ;
-  wire \$457 ;
-  wire [11:0] \$458 ;
-  wire [12:0] \$459 ;
+  wire [7:0] \$453 ;
+  wire [7:0] \$454 ;
+  wire \$455 ;
+  wire [11:0] \$456 ;
+  wire [12:0] \$457 ;
+  wire \$458 ;
+  wire [11:0] \$459 ;
   wire [7:0] \$46 ;
-  wire \$460 ;
-  wire [11:0] \$461 ;
-  wire [12:0] \$462 ;
-  wire \$463 ;
-  wire [11:0] \$464 ;
+  wire [12:0] \$460 ;
+  wire \$461 ;
+  wire [11:0] \$462 ;
+  wire [12:0] \$463 ;
+  wire [12:0] \$464 ;
   wire [12:0] \$465 ;
-  wire [12:0] \$466 ;
-  wire [12:0] \$467 ;
+  wire [7:0] \$466 ;
+  wire [7:0] \$467 ;
   wire [7:0] \$468 ;
-  wire [7:0] \$469 ;
+  wire [11:0] \$469 ;
   wire [7:0] \$47 ;
-  wire [7:0] \$470 ;
-  wire [11:0] \$471 ;
-  wire [12:0] \$472 ;
-  wire \$473 ;
-  wire [11:0] \$474 ;
-  wire [12:0] \$475 ;
-  wire \$476 ;
-  wire [11:0] \$477 ;
+  wire [12:0] \$470 ;
+  wire \$471 ;
+  wire [11:0] \$472 ;
+  wire [12:0] \$473 ;
+  wire \$474 ;
+  wire [11:0] \$475 ;
+  wire [12:0] \$476 ;
+  wire [12:0] \$477 ;
   wire [12:0] \$478 ;
-  wire [12:0] \$479 ;
+  wire [7:0] \$479 ;
   wire [7:0] \$48 ;
-  wire [12:0] \$480 ;
+  wire [7:0] \$480 ;
   wire [7:0] \$481 ;
   wire [7:0] \$482 ;
-  wire [7:0] \$483 ;
-  wire [7:0] \$484 ;
-  wire [17:0] \$485 ;
-  wire \$486 ;
-  wire \$487 ;
-  wire [7:0] \$488 ;
-  wire [7:0] \$489 ;
+  wire [17:0] \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire [7:0] \$486 ;
+  wire [7:0] \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire [7:0] \$49 ;
-  wire \$490 ;
-  wire \$491 ;
-  wire [7:0] \$492 ;
-  wire [7:0] \$493 ;
-  wire \$494 ;
-  wire \$495 ;
-  wire [7:0] \$496 ;
-  wire [7:0] \$497 ;
-  wire \$498 ;
-  wire \$499 ;
+  wire [7:0] \$490 ;
+  wire [7:0] \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire [7:0] \$494 ;
+  wire [7:0] \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire [7:0] \$498 ;
+  wire [7:0] \$499 ;
   wire \$5 ;
   wire [7:0] \$50 ;
-  wire [7:0] \$500 ;
-  wire [7:0] \$501 ;
-  wire \$502 ;
-  wire \$503 ;
-  wire [7:0] \$504 ;
-  wire [7:0] \$505 ;
-  wire \$506 ;
-  wire \$507 ;
-  wire [7:0] \$508 ;
-  wire [7:0] \$509 ;
-  wire [7:0] \$51 ;
-  wire \$510 ;
-  wire \$511 ;
-  wire [7:0] \$512 ;
-  wire [7:0] \$513 ;
-  wire \$514 ;
-  wire \$515 ;
-  wire [7:0] \$516 ;
-  wire [7:0] \$517 ;
-  wire [20:0] \$518 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire [7:0] \$502 ;
+  wire [7:0] \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire [7:0] \$506 ;
+  wire [7:0] \$507 ;
+  wire \$508 ;
+  wire \$509 ;
+  wire [32:0] \$51 ;
+  wire [7:0] \$510 ;
+  wire [7:0] \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire [7:0] \$514 ;
+  wire [7:0] \$515 ;
+  wire [20:0] \$516 ;
+  wire \$517 ;
+  wire \$518 ;
   wire \$519 ;
-  wire [7:0] \$52 ;
-  wire \$520 ;
+  wire [31:0] \$52 ;
+  wire [20:0] \$520 ;
   wire \$521 ;
-  wire [20:0] \$522 ;
+  wire \$522 ;
   wire \$523 ;
   wire \$524 ;
   wire \$525 ;
@@ -42550,18 +39867,18 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire \$527 ;
   wire \$528 ;
   wire \$529 ;
-  wire [32:0] \$53 ;
-  wire \$530 ;
+  wire [47:0] \$53 ;
+  wire [20:0] \$530 ;
   wire \$531 ;
-  wire [20:0] \$532 ;
+  wire \$532 ;
   wire \$533 ;
-  wire \$534 ;
+  wire [20:0] \$534 ;
   wire \$535 ;
-  wire [20:0] \$536 ;
+  wire \$536 ;
   wire \$537 ;
   wire \$538 ;
   wire \$539 ;
-  wire [31:0] \$54 ;
+  wire [48:0] \$54 ;
   wire \$540 ;
   wire \$541 ;
   wire \$542 ;
@@ -42569,110 +39886,110 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire \$544 ;
   wire \$545 ;
   wire \$546 ;
-  wire \$547 ;
-  wire \$548 ;
-  wire [19:0] \$549 ;
+  wire [19:0] \$547 ;
+  wire [19:0] \$548 ;
+  wire \$549 ;
   wire [47:0] \$55 ;
-  wire [19:0] \$550 ;
+  wire [20:0] \$550 ;
   wire \$551 ;
-  wire [20:0] \$552 ;
-  wire \$553 ;
+  wire \$552 ;
+  wire [20:0] \$553 ;
   wire \$554 ;
-  wire [20:0] \$555 ;
+  wire \$555 ;
   wire \$556 ;
   wire \$557 ;
   wire \$558 ;
   wire \$559 ;
-  wire [48:0] \$56 ;
+  wire [47:0] \$56 ;
   wire \$560 ;
-  wire \$561 ;
+  wire [8:0] \$561 ;
   wire \$562 ;
   wire [8:0] \$563 ;
   wire \$564 ;
   wire [8:0] \$565 ;
-  wire \$566 ;
+  wire [8:0] \$566 ;
   wire [8:0] \$567 ;
-  wire [8:0] \$568 ;
-  wire [8:0] \$569 ;
-  wire [47:0] \$57 ;
-  wire \$570 ;
+  wire \$568 ;
+  wire \$569 ;
+  wire [78:0] \$57 ;
+  wire [8:0] \$570 ;
   wire \$571 ;
   wire [8:0] \$572 ;
   wire \$573 ;
   wire [8:0] \$574 ;
-  wire \$575 ;
+  wire [8:0] \$575 ;
   wire [8:0] \$576 ;
-  wire [8:0] \$577 ;
-  wire [8:0] \$578 ;
-  wire \$579 ;
-  wire [47:0] \$58 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire [8:0] \$579 ;
+  wire [79:0] \$58 ;
   wire \$580 ;
   wire [8:0] \$581 ;
   wire \$582 ;
   wire [8:0] \$583 ;
-  wire \$584 ;
+  wire [8:0] \$584 ;
   wire [8:0] \$585 ;
-  wire [8:0] \$586 ;
-  wire [8:0] \$587 ;
-  wire \$588 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire [8:0] \$588 ;
   wire \$589 ;
-  wire [78:0] \$59 ;
+  wire [79:0] \$59 ;
   wire [8:0] \$590 ;
   wire \$591 ;
   wire [8:0] \$592 ;
-  wire \$593 ;
+  wire [8:0] \$593 ;
   wire [8:0] \$594 ;
-  wire [8:0] \$595 ;
-  wire [8:0] \$596 ;
-  wire \$597 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire [8:0] \$597 ;
   wire \$598 ;
   wire [8:0] \$599 ;
   wire \$6 ;
-  wire [79:0] \$60 ;
+  wire [63:0] \$60 ;
   wire \$600 ;
   wire [8:0] \$601 ;
-  wire \$602 ;
+  wire [8:0] \$602 ;
   wire [8:0] \$603 ;
-  wire [8:0] \$604 ;
-  wire [8:0] \$605 ;
-  wire \$606 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire [8:0] \$606 ;
   wire \$607 ;
   wire [8:0] \$608 ;
   wire \$609 ;
-  wire [79:0] \$61 ;
+  wire [63:0] \$61 ;
   wire [8:0] \$610 ;
-  wire \$611 ;
+  wire [8:0] \$611 ;
   wire [8:0] \$612 ;
-  wire [8:0] \$613 ;
-  wire [8:0] \$614 ;
-  wire \$615 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire [8:0] \$615 ;
   wire \$616 ;
   wire [8:0] \$617 ;
   wire \$618 ;
   wire [8:0] \$619 ;
-  wire [63:0] \$62 ;
-  wire \$620 ;
+  wire [64:0] \$62 ;
+  wire [8:0] \$620 ;
   wire [8:0] \$621 ;
-  wire [8:0] \$622 ;
-  wire [8:0] \$623 ;
-  wire \$624 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire [8:0] \$624 ;
   wire \$625 ;
   wire [8:0] \$626 ;
   wire \$627 ;
   wire [8:0] \$628 ;
-  wire \$629 ;
-  wire [63:0] \$63 ;
+  wire [8:0] \$629 ;
+  wire \$63 ;
   wire [8:0] \$630 ;
-  wire [8:0] \$631 ;
-  wire [8:0] \$632 ;
+  wire \$631 ;
+  wire \$632 ;
   wire \$633 ;
   wire \$634 ;
   wire \$635 ;
   wire \$636 ;
   wire \$637 ;
-  wire \$638 ;
-  wire \$639 ;
-  wire [64:0] \$64 ;
+  reg [31:0] \$638 ;
+  reg [31:0] \$639 ;
+  wire \$64 ;
   reg [31:0] \$640 ;
   reg [31:0] \$641 ;
   reg [31:0] \$642 ;
@@ -42683,179 +40000,81 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [31:0] \$647 ;
   reg [31:0] \$648 ;
   reg [31:0] \$649 ;
-  wire \$65 ;
+  wire [11:0] \$65 ;
   reg [31:0] \$650 ;
   reg [31:0] \$651 ;
   reg [31:0] \$652 ;
   reg [31:0] \$653 ;
-  reg [31:0] \$654 ;
-  reg [31:0] \$655 ;
+  reg [5:0] \$654 ;
+  reg [5:0] \$655 ;
   reg [5:0] \$656 ;
   reg [5:0] \$657 ;
   reg [5:0] \$658 ;
   reg [5:0] \$659 ;
-  wire \$66 ;
+  wire [12:0] \$66 ;
   reg [5:0] \$660 ;
   reg [5:0] \$661 ;
-  reg [5:0] \$662 ;
-  reg [5:0] \$663 ;
-  reg \$664 ;
-  reg [155:0] \$665 ;
-  reg [7:0] \$666 ;
-  reg [16:0] \$667 ;
-  reg [16:0] \$668 ;
-  reg [2:0] \$669 ;
-  wire [11:0] \$67 ;
-  reg [1:0] \$670 ;
-  reg [1:0] \$671 ;
+  reg \$662 ;
+  reg [155:0] \$663 ;
+  reg [7:0] \$664 ;
+  reg [16:0] \$665 ;
+  reg [16:0] \$666 ;
+  reg [2:0] \$667 ;
+  reg [1:0] \$668 ;
+  reg [1:0] \$669 ;
+  wire \$67 ;
+  reg \$670 ;
+  reg \$671 ;
   reg \$672 ;
   reg \$673 ;
   reg \$674 ;
   reg \$675 ;
   reg \$676 ;
-  reg \$677 ;
+  reg [7:0] \$677 ;
   reg [7:0] \$678 ;
   reg [7:0] \$679 ;
-  wire [12:0] \$68 ;
+  wire [11:0] \$68 ;
   reg [7:0] \$680 ;
   reg [7:0] \$681 ;
   reg [7:0] \$682 ;
   reg [7:0] \$683 ;
   reg [7:0] \$684 ;
-  reg [7:0] \$685 ;
-  reg [7:0] \$686 ;
-  reg [7:0] \$687 ;
-  reg [7:0] \$688 ;
-  reg [7:0] \$689 ;
-  wire \$69 ;
-  reg [7:0] \$690 ;
-  reg [7:0] \$691 ;
-  reg [7:0] \$692 ;
-  reg [7:0] \$693 ;
-  reg [7:0] \$694 ;
-  reg [7:0] \$695 ;
-  reg [7:0] \$696 ;
-  reg [7:0] \$697 ;
-  reg [7:0] \$698 ;
-  reg [7:0] \$699 ;
-  wire \$7 ;
-  wire [11:0] \$70 ;
-  reg [7:0] \$700 ;
-  reg [7:0] \$701 ;
-  reg [7:0] \$702 ;
-  reg [7:0] \$703 ;
-  reg [7:0] \$704 ;
-  reg [7:0] \$705 ;
-  reg [7:0] \$706 ;
-  reg [7:0] \$707 ;
-  reg [7:0] \$708 ;
-  reg [7:0] \$709 ;
-  wire [12:0] \$71 ;
-  reg [7:0] \$710 ;
-  reg [7:0] \$711 ;
-  reg [7:0] \$712 ;
-  reg [7:0] \$713 ;
-  reg [7:0] \$714 ;
-  reg [7:0] \$715 ;
-  reg [7:0] \$716 ;
-  reg [7:0] \$717 ;
-  reg [31:0] \$718 ;
-  reg [48:0] \$719 ;
-  wire \$72 ;
-  reg [47:0] \$720 ;
-  reg [63:0] \$721 ;
-  reg [63:0] \$722 ;
-  reg \$723 ;
-  reg [7:0] \$724 ;
-  reg [31:0] \$725 ;
-  reg [48:0] \$726 ;
-  reg [47:0] \$727 ;
-  reg [63:0] \$728 ;
-  reg [63:0] \$729 ;
-  wire [11:0] \$73 ;
-  reg \$730 ;
-  reg [7:0] \$731 ;
-  reg [31:0] \$732 ;
-  reg [48:0] \$733 ;
-  reg [47:0] \$734 ;
-  reg [63:0] \$735 ;
-  reg [63:0] \$736 ;
-  reg \$737 ;
-  reg [7:0] \$738 ;
-  reg [31:0] \$739 ;
+  reg [13:0] \$685 ;
+  reg [63:0] \$686 ;
+  wire [12:0] \$69 ;
+  wire [2:0] \$7 ;
+  wire \$70 ;
+  wire [11:0] \$71 ;
+  wire [12:0] \$72 ;
+  wire [12:0] \$73 ;
   wire [12:0] \$74 ;
-  reg [48:0] \$740 ;
-  reg [47:0] \$741 ;
-  reg [63:0] \$742 ;
-  reg [63:0] \$743 ;
-  reg \$744 ;
-  reg [7:0] \$745 ;
-  reg [31:0] \$746 ;
-  reg [48:0] \$747 ;
-  reg [47:0] \$748 ;
-  reg [63:0] \$749 ;
-  wire [12:0] \$75 ;
-  reg [63:0] \$750 ;
-  reg \$751 ;
-  reg [7:0] \$752 ;
-  reg [31:0] \$753 ;
-  reg [48:0] \$754 ;
-  reg [47:0] \$755 ;
-  reg [63:0] \$756 ;
-  reg [63:0] \$757 ;
-  reg \$758 ;
-  reg [7:0] \$759 ;
-  wire [12:0] \$76 ;
-  reg [31:0] \$760 ;
-  reg [48:0] \$761 ;
-  reg [47:0] \$762 ;
-  reg [63:0] \$763 ;
-  reg [63:0] \$764 ;
-  reg \$765 ;
-  reg [7:0] \$766 ;
-  reg [31:0] \$767 ;
-  reg [48:0] \$768 ;
-  reg [47:0] \$769 ;
-  wire [7:0] \$77 ;
-  reg [63:0] \$770 ;
-  reg [63:0] \$771 ;
-  reg \$772 ;
-  reg [7:0] \$773 ;
-  reg \$774 ;
-  reg [7:0] \$775 ;
-  reg [7:0] \$776 ;
-  reg [7:0] \$777 ;
-  reg [7:0] \$778 ;
-  reg [7:0] \$779 ;
-  wire [7:0] \$78 ;
-  reg [7:0] \$780 ;
-  reg [7:0] \$781 ;
-  reg [7:0] \$782 ;
-  reg [13:0] \$783 ;
-  reg [63:0] \$784 ;
-  wire \$79 ;
+  wire [7:0] \$75 ;
+  wire [7:0] \$76 ;
+  wire \$77 ;
+  wire [11:0] \$78 ;
+  wire [12:0] \$79 ;
   wire \$8 ;
-  wire [11:0] \$80 ;
-  wire [12:0] \$81 ;
-  wire \$82 ;
-  wire [11:0] \$83 ;
-  wire [12:0] \$84 ;
-  wire \$85 ;
-  wire [11:0] \$86 ;
+  wire \$80 ;
+  wire [11:0] \$81 ;
+  wire [12:0] \$82 ;
+  wire \$83 ;
+  wire [11:0] \$84 ;
+  wire [12:0] \$85 ;
+  wire [12:0] \$86 ;
   wire [12:0] \$87 ;
-  wire [12:0] \$88 ;
-  wire [12:0] \$89 ;
-  wire [2:0] \$9 ;
+  wire [7:0] \$88 ;
+  wire [7:0] \$89 ;
+  wire [17:0] \$9 ;
   wire [7:0] \$90 ;
-  wire [7:0] \$91 ;
-  wire [7:0] \$92 ;
-  wire [11:0] \$93 ;
-  wire [12:0] \$94 ;
-  wire \$95 ;
-  wire [11:0] \$96 ;
-  wire [12:0] \$97 ;
-  wire \$98 ;
-  wire [11:0] \$99 ;
+  wire [11:0] \$91 ;
+  wire [12:0] \$92 ;
+  wire \$93 ;
+  wire [11:0] \$94 ;
+  wire [12:0] \$95 ;
+  wire \$96 ;
+  wire [11:0] \$97 ;
+  wire [12:0] \$98 ;
+  wire [12:0] \$99 ;
   output [12:0] acc_rd__addr;
   reg [12:0] acc_rd__addr;
   input [255:0] acc_rd__data;
@@ -43109,8 +40328,6 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg v3 = 1'h0;
   reg v4 = 1'h0;
   reg v5 = 1'h0;
-  input vec_frozen;
-  wire vec_frozen;
   reg [2:0] vec_fsm_state = 3'h0;
   output [13:0] wr_addr;
   reg [13:0] wr_addr = 14'h0000;
@@ -43134,1765 +40351,1571 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [7:0] y5_5 = 8'h00;
   reg [7:0] y5_6 = 8'h00;
   reg [7:0] y5_7 = 8'h00;
-  assign \$216  = v0 ? \$215 [31:0] : x1_3;
-  assign \$217  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
-  assign \$218  = v1 ? { \$217 [47], \$217  } : plo2_3;
-  assign \$219  = $signed(x1_3) * $signed(mult_3[31:16]);
-  assign \$220  = v1 ? \$219  : phi2_3;
-  assign \$222  = $signed(plo2_3) + $signed(\$221 );
-  assign \$223  = v2 ? \$222  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
-  assign \$224  = $signed(p3_3) >>> shift_3;
-  assign \$225  = v3 ? \$224  : sh4_3;
-  assign \$227  = \$226  >> shift_3;
-  assign \$228  = v3 ? \$227  : rb4_3;
-  assign \$229  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$230  = $signed(\$229 ) + $signed(cmd[143:136]);
-  assign \$231  = $signed(\$230 ) > $signed(8'h7f);
-  assign \$232  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$233  = $signed(\$232 ) + $signed(cmd[143:136]);
-  assign \$234  = $signed(\$233 ) < $signed(8'h80);
-  assign \$235  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$236  = $signed(\$235 ) + $signed(cmd[143:136]);
-  assign \$237  = \$234  ? 13'h1f80 : \$236 ;
-  assign \$238  = \$231  ? 13'h007f : \$237 ;
-  assign \$239  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$240  = fits5_3 ? \$238 [7:0] : \$239 ;
-  assign \$241  = $signed(\$240 ) > $signed(cmd[143:136]);
-  assign \$242  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$243  = $signed(\$242 ) + $signed(cmd[143:136]);
-  assign \$244  = $signed(\$243 ) > $signed(8'h7f);
-  assign \$245  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$246  = $signed(\$245 ) + $signed(cmd[143:136]);
-  assign \$247  = $signed(\$246 ) < $signed(8'h80);
-  assign \$248  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$249  = $signed(\$248 ) + $signed(cmd[143:136]);
-  assign \$250  = \$247  ? 13'h1f80 : \$249 ;
-  assign \$251  = \$244  ? 13'h007f : \$250 ;
-  assign \$252  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$253  = fits5_3 ? \$251 [7:0] : \$252 ;
-  assign \$254  = \$241  ? \$253  : cmd[143:136];
-  assign \$255  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$256  = $signed(\$255 ) + $signed(cmd[143:136]);
-  assign \$257  = $signed(\$256 ) > $signed(8'h7f);
-  assign \$258  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$259  = $signed(\$258 ) + $signed(cmd[143:136]);
-  assign \$260  = $signed(\$259 ) < $signed(8'h80);
-  assign \$261  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$262  = $signed(\$261 ) + $signed(cmd[143:136]);
-  assign \$263  = \$260  ? 13'h1f80 : \$262 ;
-  assign \$264  = \$257  ? 13'h007f : \$263 ;
-  assign \$265  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$266  = fits5_3 ? \$264 [7:0] : \$265 ;
-  assign \$267  = cmd[145] ? \$254  : \$266 ;
-  assign \$268  = v4 ? \$267  : y5_3;
-  assign \$269  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
-  assign \$270  = v0 ? \$269 [31:0] : x1_4;
-  assign \$271  = $signed(x1_4) * $signed({ 1'h0, mult_4[15:0] });
-  assign \$272  = v1 ? { \$271 [47], \$271  } : plo2_4;
-  assign \$273  = $signed(x1_4) * $signed(mult_4[31:16]);
-  assign \$274  = v1 ? \$273  : phi2_4;
-  assign \$276  = $signed(plo2_4) + $signed(\$275 );
-  assign \$277  = v2 ? \$276  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
-  assign \$278  = $signed(p3_4) >>> shift_4;
-  assign \$279  = v3 ? \$278  : sh4_4;
-  assign \$281  = \$280  >> shift_4;
-  assign \$282  = v3 ? \$281  : rb4_4;
-  assign \$283  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$284  = $signed(\$283 ) + $signed(cmd[143:136]);
-  assign \$285  = $signed(\$284 ) > $signed(8'h7f);
-  assign \$286  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$287  = $signed(\$286 ) + $signed(cmd[143:136]);
-  assign \$288  = $signed(\$287 ) < $signed(8'h80);
-  assign \$289  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$290  = $signed(\$289 ) + $signed(cmd[143:136]);
-  assign \$291  = \$288  ? 13'h1f80 : \$290 ;
-  assign \$292  = \$285  ? 13'h007f : \$291 ;
-  assign \$293  = sh4_4[63] ? 8'h80 : 8'h7f;
-  assign \$294  = fits5_4 ? \$292 [7:0] : \$293 ;
-  assign \$295  = $signed(\$294 ) > $signed(cmd[143:136]);
-  assign \$296  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$297  = $signed(\$296 ) + $signed(cmd[143:136]);
-  assign \$298  = $signed(\$297 ) > $signed(8'h7f);
-  assign \$299  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$300  = $signed(\$299 ) + $signed(cmd[143:136]);
-  assign \$301  = $signed(\$300 ) < $signed(8'h80);
-  assign \$302  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$303  = $signed(\$302 ) + $signed(cmd[143:136]);
-  assign \$304  = \$301  ? 13'h1f80 : \$303 ;
-  assign \$305  = \$298  ? 13'h007f : \$304 ;
-  assign \$306  = sh4_4[63] ? 8'h80 : 8'h7f;
-  assign \$307  = fits5_4 ? \$305 [7:0] : \$306 ;
-  assign \$308  = \$295  ? \$307  : cmd[143:136];
-  assign \$309  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$310  = $signed(\$309 ) + $signed(cmd[143:136]);
-  assign \$311  = $signed(\$310 ) > $signed(8'h7f);
-  assign \$312  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$313  = $signed(\$312 ) + $signed(cmd[143:136]);
-  assign \$314  = $signed(\$313 ) < $signed(8'h80);
-  assign \$315  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$316  = $signed(\$315 ) + $signed(cmd[143:136]);
-  assign \$317  = \$314  ? 13'h1f80 : \$316 ;
-  assign \$318  = \$311  ? 13'h007f : \$317 ;
-  assign \$319  = sh4_4[63] ? 8'h80 : 8'h7f;
-  assign \$320  = fits5_4 ? \$318 [7:0] : \$319 ;
-  assign \$321  = cmd[145] ? \$308  : \$320 ;
-  assign \$322  = v4 ? \$321  : y5_4;
-  assign \$323  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
-  assign \$324  = v0 ? \$323 [31:0] : x1_5;
-  assign \$325  = $signed(x1_5) * $signed({ 1'h0, mult_5[15:0] });
-  assign \$326  = v1 ? { \$325 [47], \$325  } : plo2_5;
-  assign \$327  = $signed(x1_5) * $signed(mult_5[31:16]);
-  assign \$328  = v1 ? \$327  : phi2_5;
-  assign \$330  = $signed(plo2_5) + $signed(\$329 );
-  assign \$331  = v2 ? \$330  : { p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5 };
-  assign \$332  = $signed(p3_5) >>> shift_5;
-  assign \$333  = v3 ? \$332  : sh4_5;
-  assign \$335  = \$334  >> shift_5;
-  assign \$336  = v3 ? \$335  : rb4_5;
-  assign \$337  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$338  = $signed(\$337 ) + $signed(cmd[143:136]);
-  assign \$339  = $signed(\$338 ) > $signed(8'h7f);
-  assign \$340  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$341  = $signed(\$340 ) + $signed(cmd[143:136]);
-  assign \$342  = $signed(\$341 ) < $signed(8'h80);
-  assign \$343  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$344  = $signed(\$343 ) + $signed(cmd[143:136]);
-  assign \$345  = \$342  ? 13'h1f80 : \$344 ;
-  assign \$346  = \$339  ? 13'h007f : \$345 ;
-  assign \$347  = sh4_5[63] ? 8'h80 : 8'h7f;
-  assign \$348  = fits5_5 ? \$346 [7:0] : \$347 ;
-  assign \$349  = $signed(\$348 ) > $signed(cmd[143:136]);
-  assign \$350  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$351  = $signed(\$350 ) + $signed(cmd[143:136]);
-  assign \$352  = $signed(\$351 ) > $signed(8'h7f);
-  assign \$353  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$354  = $signed(\$353 ) + $signed(cmd[143:136]);
-  assign \$355  = $signed(\$354 ) < $signed(8'h80);
-  assign \$356  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$357  = $signed(\$356 ) + $signed(cmd[143:136]);
-  assign \$358  = \$355  ? 13'h1f80 : \$357 ;
-  assign \$359  = \$352  ? 13'h007f : \$358 ;
-  assign \$360  = sh4_5[63] ? 8'h80 : 8'h7f;
-  assign \$361  = fits5_5 ? \$359 [7:0] : \$360 ;
-  assign \$362  = \$349  ? \$361  : cmd[143:136];
-  assign \$363  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$364  = $signed(\$363 ) + $signed(cmd[143:136]);
-  assign \$365  = $signed(\$364 ) > $signed(8'h7f);
-  assign \$366  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$367  = $signed(\$366 ) + $signed(cmd[143:136]);
-  assign \$368  = $signed(\$367 ) < $signed(8'h80);
-  assign \$369  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$370  = $signed(\$369 ) + $signed(cmd[143:136]);
-  assign \$371  = \$368  ? 13'h1f80 : \$370 ;
-  assign \$372  = \$365  ? 13'h007f : \$371 ;
-  assign \$373  = sh4_5[63] ? 8'h80 : 8'h7f;
-  assign \$374  = fits5_5 ? \$372 [7:0] : \$373 ;
-  assign \$375  = cmd[145] ? \$362  : \$374 ;
-  assign \$376  = v4 ? \$375  : y5_5;
-  assign \$377  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
-  assign \$378  = v0 ? \$377 [31:0] : x1_6;
-  assign \$379  = $signed(x1_6) * $signed({ 1'h0, mult_6[15:0] });
-  assign \$380  = v1 ? { \$379 [47], \$379  } : plo2_6;
-  assign \$381  = $signed(x1_6) * $signed(mult_6[31:16]);
-  assign \$382  = v1 ? \$381  : phi2_6;
-  assign \$384  = $signed(plo2_6) + $signed(\$383 );
-  assign \$385  = v2 ? \$384  : { p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6 };
-  assign \$386  = $signed(p3_6) >>> shift_6;
-  assign \$387  = v3 ? \$386  : sh4_6;
-  assign \$389  = \$388  >> shift_6;
-  assign \$390  = v3 ? \$389  : rb4_6;
-  assign \$391  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$392  = $signed(\$391 ) + $signed(cmd[143:136]);
-  assign \$393  = $signed(\$392 ) > $signed(8'h7f);
-  assign \$394  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$395  = $signed(\$394 ) + $signed(cmd[143:136]);
-  assign \$396  = $signed(\$395 ) < $signed(8'h80);
-  assign \$397  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$398  = $signed(\$397 ) + $signed(cmd[143:136]);
-  assign \$399  = \$396  ? 13'h1f80 : \$398 ;
-  assign \$400  = \$393  ? 13'h007f : \$399 ;
-  assign \$401  = sh4_6[63] ? 8'h80 : 8'h7f;
-  assign \$402  = fits5_6 ? \$400 [7:0] : \$401 ;
-  assign \$403  = $signed(\$402 ) > $signed(cmd[143:136]);
-  assign \$404  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$405  = $signed(\$404 ) + $signed(cmd[143:136]);
-  assign \$406  = $signed(\$405 ) > $signed(8'h7f);
-  assign \$407  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$408  = $signed(\$407 ) + $signed(cmd[143:136]);
-  assign \$409  = $signed(\$408 ) < $signed(8'h80);
-  assign \$410  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$411  = $signed(\$410 ) + $signed(cmd[143:136]);
-  assign \$412  = \$409  ? 13'h1f80 : \$411 ;
-  assign \$413  = \$406  ? 13'h007f : \$412 ;
-  assign \$414  = sh4_6[63] ? 8'h80 : 8'h7f;
-  assign \$415  = fits5_6 ? \$413 [7:0] : \$414 ;
-  assign \$416  = \$403  ? \$415  : cmd[143:136];
-  assign \$417  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$418  = $signed(\$417 ) + $signed(cmd[143:136]);
-  assign \$419  = $signed(\$418 ) > $signed(8'h7f);
-  assign \$420  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$421  = $signed(\$420 ) + $signed(cmd[143:136]);
-  assign \$422  = $signed(\$421 ) < $signed(8'h80);
-  assign \$423  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$424  = $signed(\$423 ) + $signed(cmd[143:136]);
-  assign \$425  = \$422  ? 13'h1f80 : \$424 ;
-  assign \$426  = \$419  ? 13'h007f : \$425 ;
-  assign \$427  = sh4_6[63] ? 8'h80 : 8'h7f;
-  assign \$428  = fits5_6 ? \$426 [7:0] : \$427 ;
-  assign \$429  = cmd[145] ? \$416  : \$428 ;
-  assign \$430  = v4 ? \$429  : y5_6;
-  assign \$431  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
-  assign \$432  = v0 ? \$431 [31:0] : x1_7;
-  assign \$433  = $signed(x1_7) * $signed({ 1'h0, mult_7[15:0] });
-  assign \$434  = v1 ? { \$433 [47], \$433  } : plo2_7;
-  assign \$435  = $signed(x1_7) * $signed(mult_7[31:16]);
-  assign \$436  = v1 ? \$435  : phi2_7;
-  assign \$438  = $signed(plo2_7) + $signed(\$437 );
-  assign \$439  = v2 ? \$438  : { p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7 };
-  assign \$440  = $signed(p3_7) >>> shift_7;
-  assign \$441  = v3 ? \$440  : sh4_7;
-  assign \$443  = \$442  >> shift_7;
-  assign \$444  = v3 ? \$443  : rb4_7;
-  assign \$445  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$446  = $signed(\$445 ) + $signed(cmd[143:136]);
-  assign \$447  = $signed(\$446 ) > $signed(8'h7f);
-  assign \$448  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$449  = $signed(\$448 ) + $signed(cmd[143:136]);
-  assign \$450  = $signed(\$449 ) < $signed(8'h80);
-  assign \$451  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$452  = $signed(\$451 ) + $signed(cmd[143:136]);
-  assign \$453  = \$450  ? 13'h1f80 : \$452 ;
-  assign \$454  = \$447  ? 13'h007f : \$453 ;
-  assign \$455  = sh4_7[63] ? 8'h80 : 8'h7f;
-  assign \$456  = fits5_7 ? \$454 [7:0] : \$455 ;
-  assign \$457  = $signed(\$456 ) > $signed(cmd[143:136]);
-  assign \$458  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$459  = $signed(\$458 ) + $signed(cmd[143:136]);
-  assign \$460  = $signed(\$459 ) > $signed(8'h7f);
-  assign \$461  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$462  = $signed(\$461 ) + $signed(cmd[143:136]);
-  assign \$463  = $signed(\$462 ) < $signed(8'h80);
-  assign \$464  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$465  = $signed(\$464 ) + $signed(cmd[143:136]);
-  assign \$466  = \$463  ? 13'h1f80 : \$465 ;
-  assign \$467  = \$460  ? 13'h007f : \$466 ;
-  assign \$468  = sh4_7[63] ? 8'h80 : 8'h7f;
-  assign \$469  = fits5_7 ? \$467 [7:0] : \$468 ;
-  assign \$470  = \$457  ? \$469  : cmd[143:136];
-  assign \$471  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$472  = $signed(\$471 ) + $signed(cmd[143:136]);
-  assign \$473  = $signed(\$472 ) > $signed(8'h7f);
-  assign \$474  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$475  = $signed(\$474 ) + $signed(cmd[143:136]);
-  assign \$476  = $signed(\$475 ) < $signed(8'h80);
-  assign \$477  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$478  = $signed(\$477 ) + $signed(cmd[143:136]);
-  assign \$479  = \$476  ? 13'h1f80 : \$478 ;
-  assign \$480  = \$473  ? 13'h007f : \$479 ;
-  assign \$481  = sh4_7[63] ? 8'h80 : 8'h7f;
-  assign \$482  = fits5_7 ? \$480 [7:0] : \$481 ;
-  assign \$483  = cmd[145] ? \$470  : \$482 ;
-  assign \$484  = v4 ? \$483  : y5_7;
-  assign \$485  = retired + 1'h1;
-  assign \$486  = ! retired;
-  assign \$487  = $signed(max6_0) > $signed(out6_0);
-  assign \$488  = \$487  ? max6_0 : out6_0;
-  assign \$489  = \$486  ? out6_0 : \$488 ;
-  assign \$490  = ! retired;
-  assign \$491  = $signed(max6_1) > $signed(out6_1);
-  assign \$492  = \$491  ? max6_1 : out6_1;
-  assign \$493  = \$490  ? out6_1 : \$492 ;
-  assign \$494  = ! retired;
-  assign \$495  = $signed(max6_2) > $signed(out6_2);
-  assign \$496  = \$495  ? max6_2 : out6_2;
-  assign \$497  = \$494  ? out6_2 : \$496 ;
-  assign \$498  = ! retired;
-  assign \$499  = $signed(max6_3) > $signed(out6_3);
-  assign \$500  = \$499  ? max6_3 : out6_3;
-  assign \$501  = \$498  ? out6_3 : \$500 ;
-  assign \$502  = ! retired;
-  assign \$503  = $signed(max6_4) > $signed(out6_4);
-  assign \$504  = \$503  ? max6_4 : out6_4;
-  assign \$505  = \$502  ? out6_4 : \$504 ;
-  assign \$506  = ! retired;
-  assign \$507  = $signed(max6_5) > $signed(out6_5);
-  assign \$508  = \$507  ? max6_5 : out6_5;
-  assign \$509  = \$506  ? out6_5 : \$508 ;
-  assign \$510  = ! retired;
-  assign \$511  = $signed(max6_6) > $signed(out6_6);
-  assign \$512  = \$511  ? max6_6 : out6_6;
-  assign \$513  = \$510  ? out6_6 : \$512 ;
-  assign \$514  = ! retired;
-  assign \$515  = $signed(max6_7) > $signed(out6_7);
-  assign \$516  = \$515  ? max6_7 : out6_7;
-  assign \$517  = \$514  ? out6_7 : \$516 ;
-  assign \$518  = cmd[39:20] + retired;
-  assign \$519  = retired == cmd[55:40];
-  assign \$520  = \$638  & \$519 ;
-  assign \$521  = \$520  & cmd[147];
-  assign \$522  = cmd[19:0] + cmd[55:40];
-  assign \$523  = \$522  > 14'h2000;
-  assign \$524  = cmd[75:56] >= 14'h2000;
-  assign \$525  = cmd[144] & \$524 ;
-  assign \$526  = \$523  | \$525 ;
-  assign \$527  = cmd[95:76] >= 14'h2000;
+  assign \$314  = $signed(\$313 ) + $signed(cmd[143:136]);
+  assign \$315  = \$312  ? 13'h1f80 : \$314 ;
+  assign \$316  = \$309  ? 13'h007f : \$315 ;
+  assign \$317  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$318  = fits5_4 ? \$316 [7:0] : \$317 ;
+  assign \$319  = cmd[145] ? \$306  : \$318 ;
+  assign \$320  = v4 ? \$319  : y5_4;
+  assign \$321  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
+  assign \$322  = v0 ? \$321 [31:0] : x1_5;
+  assign \$323  = $signed(x1_5) * $signed({ 1'h0, mult_5[15:0] });
+  assign \$324  = v1 ? { \$323 [47], \$323  } : plo2_5;
+  assign \$325  = $signed(x1_5) * $signed(mult_5[31:16]);
+  assign \$326  = v1 ? \$325  : phi2_5;
+  assign \$328  = $signed(plo2_5) + $signed(\$327 );
+  assign \$329  = v2 ? \$328  : { p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5 };
+  assign \$330  = $signed(p3_5) >>> shift_5;
+  assign \$331  = v3 ? \$330  : sh4_5;
+  assign \$333  = \$332  >> shift_5;
+  assign \$334  = v3 ? \$333  : rb4_5;
+  assign \$335  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$336  = $signed(\$335 ) + $signed(cmd[143:136]);
+  assign \$337  = $signed(\$336 ) > $signed(8'h7f);
+  assign \$338  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$339  = $signed(\$338 ) + $signed(cmd[143:136]);
+  assign \$340  = $signed(\$339 ) < $signed(8'h80);
+  assign \$341  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$342  = $signed(\$341 ) + $signed(cmd[143:136]);
+  assign \$343  = \$340  ? 13'h1f80 : \$342 ;
+  assign \$344  = \$337  ? 13'h007f : \$343 ;
+  assign \$345  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$346  = fits5_5 ? \$344 [7:0] : \$345 ;
+  assign \$347  = $signed(\$346 ) > $signed(cmd[143:136]);
+  assign \$348  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$349  = $signed(\$348 ) + $signed(cmd[143:136]);
+  assign \$350  = $signed(\$349 ) > $signed(8'h7f);
+  assign \$351  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$352  = $signed(\$351 ) + $signed(cmd[143:136]);
+  assign \$353  = $signed(\$352 ) < $signed(8'h80);
+  assign \$354  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$355  = $signed(\$354 ) + $signed(cmd[143:136]);
+  assign \$356  = \$353  ? 13'h1f80 : \$355 ;
+  assign \$357  = \$350  ? 13'h007f : \$356 ;
+  assign \$358  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$359  = fits5_5 ? \$357 [7:0] : \$358 ;
+  assign \$360  = \$347  ? \$359  : cmd[143:136];
+  assign \$361  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$362  = $signed(\$361 ) + $signed(cmd[143:136]);
+  assign \$363  = $signed(\$362 ) > $signed(8'h7f);
+  assign \$364  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$365  = $signed(\$364 ) + $signed(cmd[143:136]);
+  assign \$366  = $signed(\$365 ) < $signed(8'h80);
+  assign \$367  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$368  = $signed(\$367 ) + $signed(cmd[143:136]);
+  assign \$369  = \$366  ? 13'h1f80 : \$368 ;
+  assign \$370  = \$363  ? 13'h007f : \$369 ;
+  assign \$371  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$372  = fits5_5 ? \$370 [7:0] : \$371 ;
+  assign \$373  = cmd[145] ? \$360  : \$372 ;
+  assign \$374  = v4 ? \$373  : y5_5;
+  assign \$375  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
+  assign \$376  = v0 ? \$375 [31:0] : x1_6;
+  assign \$377  = $signed(x1_6) * $signed({ 1'h0, mult_6[15:0] });
+  assign \$378  = v1 ? { \$377 [47], \$377  } : plo2_6;
+  assign \$379  = $signed(x1_6) * $signed(mult_6[31:16]);
+  assign \$380  = v1 ? \$379  : phi2_6;
+  assign \$382  = $signed(plo2_6) + $signed(\$381 );
+  assign \$383  = v2 ? \$382  : { p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6 };
+  assign \$384  = $signed(p3_6) >>> shift_6;
+  assign \$385  = v3 ? \$384  : sh4_6;
+  assign \$387  = \$386  >> shift_6;
+  assign \$388  = v3 ? \$387  : rb4_6;
+  assign \$389  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$390  = $signed(\$389 ) + $signed(cmd[143:136]);
+  assign \$391  = $signed(\$390 ) > $signed(8'h7f);
+  assign \$392  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$393  = $signed(\$392 ) + $signed(cmd[143:136]);
+  assign \$394  = $signed(\$393 ) < $signed(8'h80);
+  assign \$395  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$396  = $signed(\$395 ) + $signed(cmd[143:136]);
+  assign \$397  = \$394  ? 13'h1f80 : \$396 ;
+  assign \$398  = \$391  ? 13'h007f : \$397 ;
+  assign \$399  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$400  = fits5_6 ? \$398 [7:0] : \$399 ;
+  assign \$401  = $signed(\$400 ) > $signed(cmd[143:136]);
+  assign \$402  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$403  = $signed(\$402 ) + $signed(cmd[143:136]);
+  assign \$404  = $signed(\$403 ) > $signed(8'h7f);
+  assign \$405  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$406  = $signed(\$405 ) + $signed(cmd[143:136]);
+  assign \$407  = $signed(\$406 ) < $signed(8'h80);
+  assign \$408  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$409  = $signed(\$408 ) + $signed(cmd[143:136]);
+  assign \$410  = \$407  ? 13'h1f80 : \$409 ;
+  assign \$411  = \$404  ? 13'h007f : \$410 ;
+  assign \$412  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$413  = fits5_6 ? \$411 [7:0] : \$412 ;
+  assign \$414  = \$401  ? \$413  : cmd[143:136];
+  assign \$415  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$416  = $signed(\$415 ) + $signed(cmd[143:136]);
+  assign \$417  = $signed(\$416 ) > $signed(8'h7f);
+  assign \$418  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$419  = $signed(\$418 ) + $signed(cmd[143:136]);
+  assign \$420  = $signed(\$419 ) < $signed(8'h80);
+  assign \$421  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$422  = $signed(\$421 ) + $signed(cmd[143:136]);
+  assign \$423  = \$420  ? 13'h1f80 : \$422 ;
+  assign \$424  = \$417  ? 13'h007f : \$423 ;
+  assign \$425  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$426  = fits5_6 ? \$424 [7:0] : \$425 ;
+  assign \$427  = cmd[145] ? \$414  : \$426 ;
+  assign \$428  = v4 ? \$427  : y5_6;
+  assign \$429  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
+  assign \$430  = v0 ? \$429 [31:0] : x1_7;
+  assign \$431  = $signed(x1_7) * $signed({ 1'h0, mult_7[15:0] });
+  assign \$432  = v1 ? { \$431 [47], \$431  } : plo2_7;
+  assign \$433  = $signed(x1_7) * $signed(mult_7[31:16]);
+  assign \$434  = v1 ? \$433  : phi2_7;
+  assign \$436  = $signed(plo2_7) + $signed(\$435 );
+  assign \$437  = v2 ? \$436  : { p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7 };
+  assign \$438  = $signed(p3_7) >>> shift_7;
+  assign \$439  = v3 ? \$438  : sh4_7;
+  assign \$441  = \$440  >> shift_7;
+  assign \$442  = v3 ? \$441  : rb4_7;
+  assign \$443  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$444  = $signed(\$443 ) + $signed(cmd[143:136]);
+  assign \$445  = $signed(\$444 ) > $signed(8'h7f);
+  assign \$446  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$447  = $signed(\$446 ) + $signed(cmd[143:136]);
+  assign \$448  = $signed(\$447 ) < $signed(8'h80);
+  assign \$449  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$450  = $signed(\$449 ) + $signed(cmd[143:136]);
+  assign \$451  = \$448  ? 13'h1f80 : \$450 ;
+  assign \$452  = \$445  ? 13'h007f : \$451 ;
+  assign \$453  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$454  = fits5_7 ? \$452 [7:0] : \$453 ;
+  assign \$455  = $signed(\$454 ) > $signed(cmd[143:136]);
+  assign \$456  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$457  = $signed(\$456 ) + $signed(cmd[143:136]);
+  assign \$458  = $signed(\$457 ) > $signed(8'h7f);
+  assign \$459  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$460  = $signed(\$459 ) + $signed(cmd[143:136]);
+  assign \$461  = $signed(\$460 ) < $signed(8'h80);
+  assign \$462  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$463  = $signed(\$462 ) + $signed(cmd[143:136]);
+  assign \$464  = \$461  ? 13'h1f80 : \$463 ;
+  assign \$465  = \$458  ? 13'h007f : \$464 ;
+  assign \$466  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$467  = fits5_7 ? \$465 [7:0] : \$466 ;
+  assign \$468  = \$455  ? \$467  : cmd[143:136];
+  assign \$469  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$470  = $signed(\$469 ) + $signed(cmd[143:136]);
+  assign \$471  = $signed(\$470 ) > $signed(8'h7f);
+  assign \$472  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$473  = $signed(\$472 ) + $signed(cmd[143:136]);
+  assign \$474  = $signed(\$473 ) < $signed(8'h80);
+  assign \$475  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$476  = $signed(\$475 ) + $signed(cmd[143:136]);
+  assign \$477  = \$474  ? 13'h1f80 : \$476 ;
+  assign \$478  = \$471  ? 13'h007f : \$477 ;
+  assign \$479  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$480  = fits5_7 ? \$478 [7:0] : \$479 ;
+  assign \$481  = cmd[145] ? \$468  : \$480 ;
+  assign \$482  = v4 ? \$481  : y5_7;
+  assign \$483  = retired + 1'h1;
+  assign \$484  = ! retired;
+  assign \$485  = $signed(max6_0) > $signed(out6_0);
+  assign \$486  = \$485  ? max6_0 : out6_0;
+  assign \$487  = \$484  ? out6_0 : \$486 ;
+  assign \$488  = ! retired;
+  assign \$489  = $signed(max6_1) > $signed(out6_1);
+  assign \$490  = \$489  ? max6_1 : out6_1;
+  assign \$491  = \$488  ? out6_1 : \$490 ;
+  assign \$492  = ! retired;
+  assign \$493  = $signed(max6_2) > $signed(out6_2);
+  assign \$494  = \$493  ? max6_2 : out6_2;
+  assign \$495  = \$492  ? out6_2 : \$494 ;
+  assign \$496  = ! retired;
+  assign \$497  = $signed(max6_3) > $signed(out6_3);
+  assign \$498  = \$497  ? max6_3 : out6_3;
+  assign \$499  = \$496  ? out6_3 : \$498 ;
+  assign \$500  = ! retired;
+  assign \$501  = $signed(max6_4) > $signed(out6_4);
+  assign \$502  = \$501  ? max6_4 : out6_4;
+  assign \$503  = \$500  ? out6_4 : \$502 ;
+  assign \$504  = ! retired;
+  assign \$505  = $signed(max6_5) > $signed(out6_5);
+  assign \$506  = \$505  ? max6_5 : out6_5;
+  assign \$507  = \$504  ? out6_5 : \$506 ;
+  assign \$508  = ! retired;
+  assign \$509  = $signed(max6_6) > $signed(out6_6);
+  assign \$510  = \$509  ? max6_6 : out6_6;
+  assign \$511  = \$508  ? out6_6 : \$510 ;
+  assign \$512  = ! retired;
+  assign \$513  = $signed(max6_7) > $signed(out6_7);
+  assign \$514  = \$513  ? max6_7 : out6_7;
+  assign \$515  = \$512  ? out6_7 : \$514 ;
+  assign \$516  = cmd[39:20] + retired;
+  assign \$517  = retired == cmd[55:40];
+  assign \$518  = \$636  & \$517 ;
+  assign \$519  = \$518  & cmd[147];
+  assign \$520  = cmd[19:0] + cmd[55:40];
+  assign \$521  = \$520  > 14'h2000;
+  assign \$522  = cmd[75:56] >= 14'h2000;
+  assign \$523  = cmd[144] & \$522 ;
+  assign \$524  = \$521  | \$523 ;
+  assign \$525  = cmd[95:76] >= 14'h2000;
+  assign \$526  = \$524  | \$525 ;
+  assign \$527  = cmd[115:96] >= 14'h2000;
   assign \$528  = \$526  | \$527 ;
-  assign \$529  = cmd[115:96] >= 14'h2000;
-  assign \$530  = \$528  | \$529 ;
-  assign \$531  = cmd[39:20] >= 15'h4000;
-  assign \$532  = cmd[39:20] + cmd[55:40];
-  assign \$533  = \$532  > 15'h4000;
-  assign \$534  = cmd[147] ? \$531  : \$533 ;
-  assign \$535  = \$530  | \$534 ;
-  assign \$536  = cmd[135:116] + cmd[55:40];
-  assign \$537  = \$536  > 15'h4000;
-  assign \$538  = cmd[146] & \$537 ;
-  assign range_bad = \$535  | \$538 ;
-  assign \$539  = | acc_rd__data[31:6];
-  assign \$540  = | acc_rd__data[63:38];
-  assign \$541  = | acc_rd__data[95:70];
-  assign \$542  = | acc_rd__data[127:102];
-  assign \$543  = | acc_rd__data[159:134];
-  assign \$544  = | acc_rd__data[191:166];
-  assign \$545  = | acc_rd__data[223:198];
-  assign \$546  = | acc_rd__data[255:230];
-  assign shift_bad = | { \$546 , \$545 , \$544 , \$543 , \$542 , \$541 , \$540 , \$539  };
-  assign \$547  = ! pidx;
-  assign \$548  = pidx == 1'h1;
-  assign \$549  = \$548  ? cmd[95:76] : cmd[115:96];
-  assign \$550  = \$547  ? cmd[75:56] : \$549 ;
+  assign \$529  = cmd[39:20] >= 15'h4000;
+  assign \$530  = cmd[39:20] + cmd[55:40];
+  assign \$531  = \$530  > 15'h4000;
+  assign \$532  = cmd[147] ? \$529  : \$531 ;
+  assign \$533  = \$528  | \$532 ;
+  assign \$534  = cmd[135:116] + cmd[55:40];
+  assign \$535  = \$534  > 15'h4000;
+  assign \$536  = cmd[146] & \$535 ;
+  assign range_bad = \$533  | \$536 ;
+  assign \$537  = | acc_rd__data[31:6];
+  assign \$538  = | acc_rd__data[63:38];
+  assign \$539  = | acc_rd__data[95:70];
+  assign \$540  = | acc_rd__data[127:102];
+  assign \$541  = | acc_rd__data[159:134];
+  assign \$542  = | acc_rd__data[191:166];
+  assign \$543  = | acc_rd__data[223:198];
+  assign \$544  = | acc_rd__data[255:230];
+  assign shift_bad = | { \$544 , \$543 , \$542 , \$541 , \$540 , \$539 , \$538 , \$537  };
+  assign \$545  = ! pidx;
+  assign \$546  = pidx == 1'h1;
+  assign \$547  = \$546  ? cmd[95:76] : cmd[115:96];
+  assign \$548  = \$545  ? cmd[75:56] : \$547 ;
+  assign \$549  = issued != cmd[55:40];
+  assign \$550  = cmd[19:0] + issued;
   assign \$551  = issued != cmd[55:40];
-  assign \$552  = cmd[19:0] + issued;
-  assign \$553  = issued != cmd[55:40];
-  assign \$554  = \$553  & cmd[146];
-  assign \$555  = cmd[135:116] + issued;
-  assign \$556  = issued != cmd[55:40];
-  assign \$557  = \$556  & acc_rd__gnt;
-  assign \$558  = ~ cmd[146];
-  assign \$559  = spad_rd__gnt | \$558 ;
-  assign \$560  = \$557  & \$559 ;
-  assign ctl__busy = ~ \$633 ;
-  assign \$561  = ! sh4_0[63:10];
-  assign \$562  = sh4_0[63:10] == 54'h3fffffffffffff;
-  assign fits5_0 = \$561  | \$562 ;
+  assign \$552  = \$551  & cmd[146];
+  assign \$553  = cmd[135:116] + issued;
+  assign \$554  = issued != cmd[55:40];
+  assign \$555  = \$554  & acc_rd__gnt;
+  assign \$556  = ~ cmd[146];
+  assign \$557  = spad_rd__gnt | \$556 ;
+  assign \$558  = \$555  & \$557 ;
+  assign ctl__busy = ~ \$631 ;
+  assign \$559  = ! sh4_0[63:10];
+  assign \$560  = sh4_0[63:10] == 54'h3fffffffffffff;
+  assign fits5_0 = \$559  | \$560 ;
+  assign \$561  = $signed(y5_0) + $signed(res5_0);
+  assign \$562  = $signed(\$561 ) > $signed(8'h7f);
   assign \$563  = $signed(y5_0) + $signed(res5_0);
-  assign \$564  = $signed(\$563 ) > $signed(8'h7f);
+  assign \$564  = $signed(\$563 ) < $signed(8'h80);
   assign \$565  = $signed(y5_0) + $signed(res5_0);
-  assign \$566  = $signed(\$565 ) < $signed(8'h80);
-  assign \$567  = $signed(y5_0) + $signed(res5_0);
-  assign \$568  = \$566  ? 9'h180 : \$567 ;
-  assign \$569  = \$564  ? 9'h07f : \$568 ;
-  assign out6_0 = cmd[146] ? \$569 [7:0] : y5_0;
-  assign \$570  = ! sh4_1[63:10];
-  assign \$571  = sh4_1[63:10] == 54'h3fffffffffffff;
-  assign fits5_1 = \$570  | \$571 ;
+  assign \$566  = \$564  ? 9'h180 : \$565 ;
+  assign \$567  = \$562  ? 9'h07f : \$566 ;
+  assign out6_0 = cmd[146] ? \$567 [7:0] : y5_0;
+  assign \$568  = ! sh4_1[63:10];
+  assign \$569  = sh4_1[63:10] == 54'h3fffffffffffff;
+  assign fits5_1 = \$568  | \$569 ;
+  assign \$570  = $signed(y5_1) + $signed(res5_1);
+  assign \$571  = $signed(\$570 ) > $signed(8'h7f);
   assign \$572  = $signed(y5_1) + $signed(res5_1);
-  assign \$573  = $signed(\$572 ) > $signed(8'h7f);
+  assign \$573  = $signed(\$572 ) < $signed(8'h80);
   assign \$574  = $signed(y5_1) + $signed(res5_1);
-  assign \$575  = $signed(\$574 ) < $signed(8'h80);
-  assign \$576  = $signed(y5_1) + $signed(res5_1);
-  assign \$577  = \$575  ? 9'h180 : \$576 ;
-  assign \$578  = \$573  ? 9'h07f : \$577 ;
-  assign out6_1 = cmd[146] ? \$578 [7:0] : y5_1;
-  assign \$579  = ! sh4_2[63:10];
-  assign \$580  = sh4_2[63:10] == 54'h3fffffffffffff;
-  assign fits5_2 = \$579  | \$580 ;
+  assign \$575  = \$573  ? 9'h180 : \$574 ;
+  assign \$576  = \$571  ? 9'h07f : \$575 ;
+  assign out6_1 = cmd[146] ? \$576 [7:0] : y5_1;
+  assign \$577  = ! sh4_2[63:10];
+  assign \$578  = sh4_2[63:10] == 54'h3fffffffffffff;
+  assign fits5_2 = \$577  | \$578 ;
+  assign \$579  = $signed(y5_2) + $signed(res5_2);
+  assign \$580  = $signed(\$579 ) > $signed(8'h7f);
   assign \$581  = $signed(y5_2) + $signed(res5_2);
-  assign \$582  = $signed(\$581 ) > $signed(8'h7f);
+  assign \$582  = $signed(\$581 ) < $signed(8'h80);
   assign \$583  = $signed(y5_2) + $signed(res5_2);
-  assign \$584  = $signed(\$583 ) < $signed(8'h80);
-  assign \$585  = $signed(y5_2) + $signed(res5_2);
-  assign \$586  = \$584  ? 9'h180 : \$585 ;
-  assign \$587  = \$582  ? 9'h07f : \$586 ;
-  assign out6_2 = cmd[146] ? \$587 [7:0] : y5_2;
-  assign \$588  = ! sh4_3[63:10];
-  assign \$589  = sh4_3[63:10] == 54'h3fffffffffffff;
-  assign fits5_3 = \$588  | \$589 ;
+  assign \$584  = \$582  ? 9'h180 : \$583 ;
+  assign \$585  = \$580  ? 9'h07f : \$584 ;
+  assign out6_2 = cmd[146] ? \$585 [7:0] : y5_2;
+  assign \$586  = ! sh4_3[63:10];
+  assign \$587  = sh4_3[63:10] == 54'h3fffffffffffff;
+  assign fits5_3 = \$586  | \$587 ;
+  assign \$588  = $signed(y5_3) + $signed(res5_3);
+  assign \$589  = $signed(\$588 ) > $signed(8'h7f);
   assign \$590  = $signed(y5_3) + $signed(res5_3);
-  assign \$591  = $signed(\$590 ) > $signed(8'h7f);
+  assign \$591  = $signed(\$590 ) < $signed(8'h80);
   assign \$592  = $signed(y5_3) + $signed(res5_3);
-  assign \$593  = $signed(\$592 ) < $signed(8'h80);
-  assign \$594  = $signed(y5_3) + $signed(res5_3);
-  assign \$595  = \$593  ? 9'h180 : \$594 ;
-  assign \$596  = \$591  ? 9'h07f : \$595 ;
-  assign out6_3 = cmd[146] ? \$596 [7:0] : y5_3;
-  assign \$597  = ! sh4_4[63:10];
-  assign \$598  = sh4_4[63:10] == 54'h3fffffffffffff;
-  assign fits5_4 = \$597  | \$598 ;
+  assign \$593  = \$591  ? 9'h180 : \$592 ;
+  assign \$594  = \$589  ? 9'h07f : \$593 ;
+  assign out6_3 = cmd[146] ? \$594 [7:0] : y5_3;
+  assign \$595  = ! sh4_4[63:10];
+  assign \$596  = sh4_4[63:10] == 54'h3fffffffffffff;
+  assign fits5_4 = \$595  | \$596 ;
+  assign \$597  = $signed(y5_4) + $signed(res5_4);
+  assign \$598  = $signed(\$597 ) > $signed(8'h7f);
   assign \$599  = $signed(y5_4) + $signed(res5_4);
-  assign \$600  = $signed(\$599 ) > $signed(8'h7f);
+  assign \$600  = $signed(\$599 ) < $signed(8'h80);
   assign \$601  = $signed(y5_4) + $signed(res5_4);
-  assign \$602  = $signed(\$601 ) < $signed(8'h80);
-  assign \$603  = $signed(y5_4) + $signed(res5_4);
-  assign \$604  = \$602  ? 9'h180 : \$603 ;
-  assign \$605  = \$600  ? 9'h07f : \$604 ;
-  assign out6_4 = cmd[146] ? \$605 [7:0] : y5_4;
-  assign \$606  = ! sh4_5[63:10];
-  assign \$607  = sh4_5[63:10] == 54'h3fffffffffffff;
-  assign fits5_5 = \$606  | \$607 ;
+  assign \$602  = \$600  ? 9'h180 : \$601 ;
+  assign \$603  = \$598  ? 9'h07f : \$602 ;
+  assign out6_4 = cmd[146] ? \$603 [7:0] : y5_4;
+  assign \$604  = ! sh4_5[63:10];
+  assign \$605  = sh4_5[63:10] == 54'h3fffffffffffff;
+  assign fits5_5 = \$604  | \$605 ;
+  assign \$606  = $signed(y5_5) + $signed(res5_5);
+  assign \$607  = $signed(\$606 ) > $signed(8'h7f);
   assign \$608  = $signed(y5_5) + $signed(res5_5);
-  assign \$609  = $signed(\$608 ) > $signed(8'h7f);
+  assign \$609  = $signed(\$608 ) < $signed(8'h80);
   assign \$610  = $signed(y5_5) + $signed(res5_5);
-  assign \$611  = $signed(\$610 ) < $signed(8'h80);
-  assign \$612  = $signed(y5_5) + $signed(res5_5);
-  assign \$613  = \$611  ? 9'h180 : \$612 ;
-  assign \$614  = \$609  ? 9'h07f : \$613 ;
-  assign out6_5 = cmd[146] ? \$614 [7:0] : y5_5;
-  assign \$615  = ! sh4_6[63:10];
-  assign \$616  = sh4_6[63:10] == 54'h3fffffffffffff;
-  assign fits5_6 = \$615  | \$616 ;
+  assign \$611  = \$609  ? 9'h180 : \$610 ;
+  assign \$612  = \$607  ? 9'h07f : \$611 ;
+  assign out6_5 = cmd[146] ? \$612 [7:0] : y5_5;
+  assign \$613  = ! sh4_6[63:10];
+  assign \$614  = sh4_6[63:10] == 54'h3fffffffffffff;
+  assign fits5_6 = \$613  | \$614 ;
+  assign \$615  = $signed(y5_6) + $signed(res5_6);
+  assign \$616  = $signed(\$615 ) > $signed(8'h7f);
   assign \$617  = $signed(y5_6) + $signed(res5_6);
-  assign \$618  = $signed(\$617 ) > $signed(8'h7f);
+  assign \$618  = $signed(\$617 ) < $signed(8'h80);
   assign \$619  = $signed(y5_6) + $signed(res5_6);
-  assign \$620  = $signed(\$619 ) < $signed(8'h80);
-  assign \$621  = $signed(y5_6) + $signed(res5_6);
-  assign \$622  = \$620  ? 9'h180 : \$621 ;
-  assign \$623  = \$618  ? 9'h07f : \$622 ;
-  assign out6_6 = cmd[146] ? \$623 [7:0] : y5_6;
-  assign \$624  = ! sh4_7[63:10];
-  assign \$625  = sh4_7[63:10] == 54'h3fffffffffffff;
-  assign fits5_7 = \$624  | \$625 ;
+  assign \$620  = \$618  ? 9'h180 : \$619 ;
+  assign \$621  = \$616  ? 9'h07f : \$620 ;
+  assign out6_6 = cmd[146] ? \$621 [7:0] : y5_6;
+  assign \$622  = ! sh4_7[63:10];
+  assign \$623  = sh4_7[63:10] == 54'h3fffffffffffff;
+  assign fits5_7 = \$622  | \$623 ;
+  assign \$624  = $signed(y5_7) + $signed(res5_7);
+  assign \$625  = $signed(\$624 ) > $signed(8'h7f);
   assign \$626  = $signed(y5_7) + $signed(res5_7);
-  assign \$627  = $signed(\$626 ) > $signed(8'h7f);
+  assign \$627  = $signed(\$626 ) < $signed(8'h80);
   assign \$628  = $signed(y5_7) + $signed(res5_7);
-  assign \$629  = $signed(\$628 ) < $signed(8'h80);
-  assign \$630  = $signed(y5_7) + $signed(res5_7);
-  assign \$631  = \$629  ? 9'h180 : \$630 ;
-  assign \$632  = \$627  ? 9'h07f : \$631 ;
-  assign out6_7 = cmd[146] ? \$632 [7:0] : y5_7;
-  assign \$633  = ! vec_fsm_state;
-  assign \$634  = vec_fsm_state == 1'h1;
-  assign \$635  = vec_fsm_state == 2'h2;
-  assign \$636  = vec_fsm_state == 2'h3;
-  assign \$637  = vec_fsm_state == 3'h4;
-  assign \$638  = vec_fsm_state == 3'h5;
-  assign \$639  = vec_fsm_state == 3'h6;
+  assign \$629  = \$627  ? 9'h180 : \$628 ;
+  assign \$630  = \$625  ? 9'h07f : \$629 ;
+  assign out6_7 = cmd[146] ? \$630 [7:0] : y5_7;
+  assign \$631  = ! vec_fsm_state;
+  assign \$632  = vec_fsm_state == 1'h1;
+  assign \$633  = vec_fsm_state == 2'h2;
+  assign \$634  = vec_fsm_state == 2'h3;
+  assign \$635  = vec_fsm_state == 3'h4;
+  assign \$636  = vec_fsm_state == 3'h5;
+  assign \$637  = vec_fsm_state == 3'h6;
   always @(posedge clk)
-    bias_0 <= \$640 ;
+    bias_0 <= \$638 ;
   always @(posedge clk)
-    bias_1 <= \$641 ;
+    bias_1 <= \$639 ;
   always @(posedge clk)
-    bias_2 <= \$642 ;
+    bias_2 <= \$640 ;
   always @(posedge clk)
-    bias_3 <= \$643 ;
+    bias_3 <= \$641 ;
   always @(posedge clk)
-    bias_4 <= \$644 ;
+    bias_4 <= \$642 ;
   always @(posedge clk)
-    bias_5 <= \$645 ;
+    bias_5 <= \$643 ;
   always @(posedge clk)
-    bias_6 <= \$646 ;
+    bias_6 <= \$644 ;
   always @(posedge clk)
-    bias_7 <= \$647 ;
+    bias_7 <= \$645 ;
   always @(posedge clk)
-    mult_0 <= \$648 ;
+    mult_0 <= \$646 ;
   always @(posedge clk)
-    mult_1 <= \$649 ;
+    mult_1 <= \$647 ;
   always @(posedge clk)
-    mult_2 <= \$650 ;
+    mult_2 <= \$648 ;
   always @(posedge clk)
-    mult_3 <= \$651 ;
+    mult_3 <= \$649 ;
   always @(posedge clk)
-    mult_4 <= \$652 ;
+    mult_4 <= \$650 ;
   always @(posedge clk)
-    mult_5 <= \$653 ;
+    mult_5 <= \$651 ;
   always @(posedge clk)
-    mult_6 <= \$654 ;
+    mult_6 <= \$652 ;
   always @(posedge clk)
-    mult_7 <= \$655 ;
+    mult_7 <= \$653 ;
   always @(posedge clk)
-    shift_0 <= \$656 ;
+    shift_0 <= \$654 ;
   always @(posedge clk)
-    shift_1 <= \$657 ;
+    shift_1 <= \$655 ;
   always @(posedge clk)
-    shift_2 <= \$658 ;
+    shift_2 <= \$656 ;
   always @(posedge clk)
-    shift_3 <= \$659 ;
+    shift_3 <= \$657 ;
   always @(posedge clk)
-    shift_4 <= \$660 ;
+    shift_4 <= \$658 ;
   always @(posedge clk)
-    shift_5 <= \$661 ;
+    shift_5 <= \$659 ;
   always @(posedge clk)
-    shift_6 <= \$662 ;
+    shift_6 <= \$660 ;
   always @(posedge clk)
-    shift_7 <= \$663 ;
+    shift_7 <= \$661 ;
   always @(posedge clk)
-    cap_valid <= \$664 ;
+    cap_valid <= \$662 ;
   always @(posedge clk)
-    cmd <= \$665 ;
+    cmd <= \$663 ;
   always @(posedge clk)
-    err <= \$666 ;
+    err <= \$664 ;
   always @(posedge clk)
-    issued <= \$667 ;
+    issued <= \$665 ;
   always @(posedge clk)
-    retired <= \$668 ;
+    retired <= \$666 ;
   always @(posedge clk)
-    vec_fsm_state <= \$669 ;
+    vec_fsm_state <= \$667 ;
   always @(posedge clk)
-    pidx <= \$670 ;
+    pidx <= \$668 ;
   always @(posedge clk)
-    cap_idx <= \$671 ;
+    cap_idx <= \$669 ;
   always @(posedge clk)
-    v0 <= \$672 ;
+    v0 <= \$670 ;
   always @(posedge clk)
-    v1 <= \$673 ;
+    v1 <= \$671 ;
   always @(posedge clk)
-    v2 <= \$674 ;
+    v2 <= \$672 ;
   always @(posedge clk)
-    v3 <= \$675 ;
+    v3 <= \$673 ;
   always @(posedge clk)
-    v4 <= \$676 ;
+    v4 <= \$674 ;
   always @(posedge clk)
-    v5 <= \$677 ;
+    v5 <= \$675 ;
   always @(posedge clk)
-    res1_0 <= \$678 ;
+    res1_0 <= \$11 ;
   always @(posedge clk)
-    res2_0 <= \$679 ;
+    res2_0 <= \$12 ;
   always @(posedge clk)
-    res3_0 <= \$680 ;
+    res3_0 <= \$13 ;
   always @(posedge clk)
-    res4_0 <= \$681 ;
+    res4_0 <= \$14 ;
   always @(posedge clk)
-    res5_0 <= \$682 ;
+    res5_0 <= \$15 ;
   always @(posedge clk)
-    res1_1 <= \$683 ;
+    res1_1 <= \$16 ;
   always @(posedge clk)
-    res2_1 <= \$684 ;
+    res2_1 <= \$17 ;
   always @(posedge clk)
-    res3_1 <= \$685 ;
+    res3_1 <= \$18 ;
   always @(posedge clk)
-    res4_1 <= \$686 ;
+    res4_1 <= \$19 ;
   always @(posedge clk)
-    res5_1 <= \$687 ;
+    res5_1 <= \$20 ;
   always @(posedge clk)
-    res1_2 <= \$688 ;
+    res1_2 <= \$21 ;
   always @(posedge clk)
-    res2_2 <= \$689 ;
+    res2_2 <= \$22 ;
   always @(posedge clk)
-    res3_2 <= \$690 ;
+    res3_2 <= \$23 ;
   always @(posedge clk)
-    res4_2 <= \$691 ;
+    res4_2 <= \$24 ;
   always @(posedge clk)
-    res5_2 <= \$692 ;
+    res5_2 <= \$25 ;
   always @(posedge clk)
-    res1_3 <= \$693 ;
+    res1_3 <= \$26 ;
   always @(posedge clk)
-    res2_3 <= \$694 ;
+    res2_3 <= \$27 ;
   always @(posedge clk)
-    res3_3 <= \$695 ;
+    res3_3 <= \$28 ;
   always @(posedge clk)
-    res4_3 <= \$696 ;
+    res4_3 <= \$29 ;
   always @(posedge clk)
-    res5_3 <= \$697 ;
+    res5_3 <= \$30 ;
   always @(posedge clk)
-    res1_4 <= \$698 ;
+    res1_4 <= \$31 ;
   always @(posedge clk)
-    res2_4 <= \$699 ;
+    res2_4 <= \$32 ;
   always @(posedge clk)
-    res3_4 <= \$700 ;
+    res3_4 <= \$33 ;
   always @(posedge clk)
-    res4_4 <= \$701 ;
+    res4_4 <= \$34 ;
   always @(posedge clk)
-    res5_4 <= \$702 ;
+    res5_4 <= \$35 ;
   always @(posedge clk)
-    res1_5 <= \$703 ;
+    res1_5 <= \$36 ;
   always @(posedge clk)
-    res2_5 <= \$704 ;
+    res2_5 <= \$37 ;
   always @(posedge clk)
-    res3_5 <= \$705 ;
+    res3_5 <= \$38 ;
   always @(posedge clk)
-    res4_5 <= \$706 ;
+    res4_5 <= \$39 ;
   always @(posedge clk)
-    res5_5 <= \$707 ;
+    res5_5 <= \$40 ;
   always @(posedge clk)
-    res1_6 <= \$708 ;
+    res1_6 <= \$41 ;
   always @(posedge clk)
-    res2_6 <= \$709 ;
+    res2_6 <= \$42 ;
   always @(posedge clk)
-    res3_6 <= \$710 ;
+    res3_6 <= \$43 ;
   always @(posedge clk)
-    res4_6 <= \$711 ;
+    res4_6 <= \$44 ;
   always @(posedge clk)
-    res5_6 <= \$712 ;
+    res5_6 <= \$45 ;
   always @(posedge clk)
-    res1_7 <= \$713 ;
+    res1_7 <= \$46 ;
   always @(posedge clk)
-    res2_7 <= \$714 ;
+    res2_7 <= \$47 ;
   always @(posedge clk)
-    res3_7 <= \$715 ;
+    res3_7 <= \$48 ;
   always @(posedge clk)
-    res4_7 <= \$716 ;
+    res4_7 <= \$49 ;
   always @(posedge clk)
-    res5_7 <= \$717 ;
+    res5_7 <= \$50 ;
   always @(posedge clk)
-    x1_0 <= \$718 ;
+    x1_0 <= \$52 ;
   always @(posedge clk)
-    plo2_0 <= \$719 ;
+    plo2_0 <= \$54 ;
   always @(posedge clk)
-    phi2_0 <= \$720 ;
+    phi2_0 <= \$56 ;
   always @(posedge clk)
-    p3_0 <= \$721 ;
+    p3_0 <= \$59 [63:0];
   always @(posedge clk)
-    sh4_0 <= \$722 ;
+    sh4_0 <= \$61 ;
   always @(posedge clk)
-    rb4_0 <= \$723 ;
+    rb4_0 <= \$64 ;
   always @(posedge clk)
-    y5_0 <= \$724 ;
+    y5_0 <= \$104 ;
   always @(posedge clk)
-    x1_1 <= \$725 ;
+    x1_1 <= \$106 ;
   always @(posedge clk)
-    plo2_1 <= \$726 ;
+    plo2_1 <= \$108 ;
   always @(posedge clk)
-    phi2_1 <= \$727 ;
+    phi2_1 <= \$110 ;
   always @(posedge clk)
-    p3_1 <= \$728 ;
+    p3_1 <= \$113 [63:0];
   always @(posedge clk)
-    sh4_1 <= \$729 ;
+    sh4_1 <= \$115 ;
   always @(posedge clk)
-    rb4_1 <= \$730 ;
+    rb4_1 <= \$118 ;
   always @(posedge clk)
-    y5_1 <= \$731 ;
+    y5_1 <= \$158 ;
   always @(posedge clk)
-    x1_2 <= \$732 ;
+    x1_2 <= \$160 ;
   always @(posedge clk)
-    plo2_2 <= \$733 ;
+    plo2_2 <= \$162 ;
   always @(posedge clk)
-    phi2_2 <= \$734 ;
+    phi2_2 <= \$164 ;
   always @(posedge clk)
-    p3_2 <= \$735 ;
+    p3_2 <= \$167 [63:0];
   always @(posedge clk)
-    sh4_2 <= \$736 ;
+    sh4_2 <= \$169 ;
   always @(posedge clk)
-    rb4_2 <= \$737 ;
+    rb4_2 <= \$172 ;
   always @(posedge clk)
-    y5_2 <= \$738 ;
+    y5_2 <= \$212 ;
   always @(posedge clk)
-    x1_3 <= \$739 ;
+    x1_3 <= \$214 ;
   always @(posedge clk)
-    plo2_3 <= \$740 ;
+    plo2_3 <= \$216 ;
   always @(posedge clk)
-    phi2_3 <= \$741 ;
+    phi2_3 <= \$218 ;
   always @(posedge clk)
-    p3_3 <= \$742 ;
+    p3_3 <= \$221 [63:0];
   always @(posedge clk)
-    sh4_3 <= \$743 ;
+    sh4_3 <= \$223 ;
   always @(posedge clk)
-    rb4_3 <= \$744 ;
+    rb4_3 <= \$226 ;
   always @(posedge clk)
-    y5_3 <= \$745 ;
+    y5_3 <= \$266 ;
   always @(posedge clk)
-    x1_4 <= \$746 ;
+    x1_4 <= \$268 ;
   always @(posedge clk)
-    plo2_4 <= \$747 ;
+    plo2_4 <= \$270 ;
   always @(posedge clk)
-    phi2_4 <= \$748 ;
+    phi2_4 <= \$272 ;
   always @(posedge clk)
-    p3_4 <= \$749 ;
+    p3_4 <= \$275 [63:0];
   always @(posedge clk)
-    sh4_4 <= \$750 ;
+    sh4_4 <= \$277 ;
   always @(posedge clk)
-    rb4_4 <= \$751 ;
+    rb4_4 <= \$280 ;
   always @(posedge clk)
-    y5_4 <= \$752 ;
+    y5_4 <= \$320 ;
   always @(posedge clk)
-    x1_5 <= \$753 ;
+    x1_5 <= \$322 ;
   always @(posedge clk)
-    plo2_5 <= \$754 ;
+    plo2_5 <= \$324 ;
   always @(posedge clk)
-    phi2_5 <= \$755 ;
+    phi2_5 <= \$326 ;
   always @(posedge clk)
-    p3_5 <= \$756 ;
+    p3_5 <= \$329 [63:0];
   always @(posedge clk)
-    sh4_5 <= \$757 ;
+    sh4_5 <= \$331 ;
   always @(posedge clk)
-    rb4_5 <= \$758 ;
+    rb4_5 <= \$334 ;
   always @(posedge clk)
-    y5_5 <= \$759 ;
+    y5_5 <= \$374 ;
   always @(posedge clk)
-    x1_6 <= \$760 ;
+    x1_6 <= \$376 ;
   always @(posedge clk)
-    plo2_6 <= \$761 ;
+    plo2_6 <= \$378 ;
   always @(posedge clk)
-    phi2_6 <= \$762 ;
+    phi2_6 <= \$380 ;
   always @(posedge clk)
-    p3_6 <= \$763 ;
+    p3_6 <= \$383 [63:0];
   always @(posedge clk)
-    sh4_6 <= \$764 ;
+    sh4_6 <= \$385 ;
   always @(posedge clk)
-    rb4_6 <= \$765 ;
+    rb4_6 <= \$388 ;
   always @(posedge clk)
-    y5_6 <= \$766 ;
+    y5_6 <= \$428 ;
   always @(posedge clk)
-    x1_7 <= \$767 ;
+    x1_7 <= \$430 ;
   always @(posedge clk)
-    plo2_7 <= \$768 ;
+    plo2_7 <= \$432 ;
   always @(posedge clk)
-    phi2_7 <= \$769 ;
+    phi2_7 <= \$434 ;
   always @(posedge clk)
-    p3_7 <= \$770 ;
+    p3_7 <= \$437 [63:0];
   always @(posedge clk)
-    sh4_7 <= \$771 ;
+    sh4_7 <= \$439 ;
   always @(posedge clk)
-    rb4_7 <= \$772 ;
+    rb4_7 <= \$442 ;
   always @(posedge clk)
-    y5_7 <= \$773 ;
+    y5_7 <= \$482 ;
   always @(posedge clk)
-    wr_en <= \$774 ;
+    wr_en <= \$676 ;
   always @(posedge clk)
-    max6_0 <= \$775 ;
+    max6_0 <= \$677 ;
   always @(posedge clk)
-    max6_1 <= \$776 ;
+    max6_1 <= \$678 ;
   always @(posedge clk)
-    max6_2 <= \$777 ;
+    max6_2 <= \$679 ;
   always @(posedge clk)
-    max6_3 <= \$778 ;
+    max6_3 <= \$680 ;
   always @(posedge clk)
-    max6_4 <= \$779 ;
+    max6_4 <= \$681 ;
   always @(posedge clk)
-    max6_5 <= \$780 ;
+    max6_5 <= \$682 ;
   always @(posedge clk)
-    max6_6 <= \$781 ;
+    max6_6 <= \$683 ;
   always @(posedge clk)
-    max6_7 <= \$782 ;
+    max6_7 <= \$684 ;
   always @(posedge clk)
-    wr_addr <= \$783 ;
+    wr_addr <= \$685 ;
   always @(posedge clk)
-    wr_data <= \$784 ;
-  assign \$1  = ~ vec_frozen;
-  assign \$2  = \$1  | reset[3];
-  assign \$3  = | cmd[155:152];
-  assign \$4  = | cmd[151:148];
-  assign \$5  = \$3  | \$4 ;
-  assign \$6  = ! cmd[55:40];
-  assign \$7  = cmd[144] ? 1'h0 : 1'h1;
-  assign \$8  = ~ cmd[144];
-  assign \$9  = pidx + 1'h1;
-  assign \$10  = pidx == 2'h2;
-  assign \$11  = issued + 1'h1;
-  assign \$12  = retired == cmd[55:40];
-  assign \$13  = v0 ? spad_rd__data[7:0] : res1_0;
-  assign \$14  = v1 ? res1_0 : res2_0;
-  assign \$15  = v2 ? res2_0 : res3_0;
-  assign \$16  = v3 ? res3_0 : res4_0;
-  assign \$17  = v4 ? res4_0 : res5_0;
-  assign \$18  = v0 ? spad_rd__data[15:8] : res1_1;
-  assign \$19  = v1 ? res1_1 : res2_1;
-  assign \$20  = v2 ? res2_1 : res3_1;
-  assign \$21  = v3 ? res3_1 : res4_1;
-  assign \$22  = v4 ? res4_1 : res5_1;
-  assign \$23  = v0 ? spad_rd__data[23:16] : res1_2;
-  assign \$24  = v1 ? res1_2 : res2_2;
-  assign \$25  = v2 ? res2_2 : res3_2;
-  assign \$26  = v3 ? res3_2 : res4_2;
-  assign \$27  = v4 ? res4_2 : res5_2;
-  assign \$28  = v0 ? spad_rd__data[31:24] : res1_3;
-  assign \$29  = v1 ? res1_3 : res2_3;
-  assign \$30  = v2 ? res2_3 : res3_3;
-  assign \$31  = v3 ? res3_3 : res4_3;
-  assign \$32  = v4 ? res4_3 : res5_3;
-  assign \$33  = v0 ? spad_rd__data[39:32] : res1_4;
-  assign \$34  = v1 ? res1_4 : res2_4;
-  assign \$35  = v2 ? res2_4 : res3_4;
-  assign \$36  = v3 ? res3_4 : res4_4;
-  assign \$37  = v4 ? res4_4 : res5_4;
-  assign \$38  = v0 ? spad_rd__data[47:40] : res1_5;
-  assign \$39  = v1 ? res1_5 : res2_5;
-  assign \$40  = v2 ? res2_5 : res3_5;
-  assign \$41  = v3 ? res3_5 : res4_5;
-  assign \$42  = v4 ? res4_5 : res5_5;
-  assign \$43  = v0 ? spad_rd__data[55:48] : res1_6;
-  assign \$44  = v1 ? res1_6 : res2_6;
-  assign \$45  = v2 ? res2_6 : res3_6;
-  assign \$46  = v3 ? res3_6 : res4_6;
-  assign \$47  = v4 ? res4_6 : res5_6;
-  assign \$48  = v0 ? spad_rd__data[63:56] : res1_7;
-  assign \$49  = v1 ? res1_7 : res2_7;
-  assign \$50  = v2 ? res2_7 : res3_7;
-  assign \$51  = v3 ? res3_7 : res4_7;
-  assign \$52  = v4 ? res4_7 : res5_7;
-  assign \$53  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
-  assign \$54  = v0 ? \$53 [31:0] : x1_0;
-  assign \$55  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
-  assign \$56  = v1 ? { \$55 [47], \$55  } : plo2_0;
-  assign \$57  = $signed(x1_0) * $signed(mult_0[31:16]);
-  assign \$58  = v1 ? \$57  : phi2_0;
-  assign \$60  = $signed(plo2_0) + $signed(\$59 );
-  assign \$61  = v2 ? \$60  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
-  assign \$62  = $signed(p3_0) >>> shift_0;
-  assign \$63  = v3 ? \$62  : sh4_0;
-  assign \$65  = \$64  >> shift_0;
-  assign \$66  = v3 ? \$65  : rb4_0;
-  assign \$67  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$68  = $signed(\$67 ) + $signed(cmd[143:136]);
-  assign \$69  = $signed(\$68 ) > $signed(8'h7f);
-  assign \$70  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$71  = $signed(\$70 ) + $signed(cmd[143:136]);
-  assign \$72  = $signed(\$71 ) < $signed(8'h80);
-  assign \$73  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$74  = $signed(\$73 ) + $signed(cmd[143:136]);
-  assign \$75  = \$72  ? 13'h1f80 : \$74 ;
-  assign \$76  = \$69  ? 13'h007f : \$75 ;
-  assign \$77  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$78  = fits5_0 ? \$76 [7:0] : \$77 ;
-  assign \$79  = $signed(\$78 ) > $signed(cmd[143:136]);
-  assign \$80  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$81  = $signed(\$80 ) + $signed(cmd[143:136]);
-  assign \$82  = $signed(\$81 ) > $signed(8'h7f);
-  assign \$83  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$84  = $signed(\$83 ) + $signed(cmd[143:136]);
-  assign \$85  = $signed(\$84 ) < $signed(8'h80);
-  assign \$86  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$87  = $signed(\$86 ) + $signed(cmd[143:136]);
-  assign \$88  = \$85  ? 13'h1f80 : \$87 ;
-  assign \$89  = \$82  ? 13'h007f : \$88 ;
-  assign \$90  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$91  = fits5_0 ? \$89 [7:0] : \$90 ;
-  assign \$92  = \$79  ? \$91  : cmd[143:136];
-  assign \$93  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$94  = $signed(\$93 ) + $signed(cmd[143:136]);
-  assign \$95  = $signed(\$94 ) > $signed(8'h7f);
-  assign \$96  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$97  = $signed(\$96 ) + $signed(cmd[143:136]);
-  assign \$98  = $signed(\$97 ) < $signed(8'h80);
-  assign \$99  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$100  = $signed(\$99 ) + $signed(cmd[143:136]);
-  assign \$101  = \$98  ? 13'h1f80 : \$100 ;
-  assign \$102  = \$95  ? 13'h007f : \$101 ;
-  assign \$103  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$104  = fits5_0 ? \$102 [7:0] : \$103 ;
-  assign \$105  = cmd[145] ? \$92  : \$104 ;
-  assign \$106  = v4 ? \$105  : y5_0;
-  assign \$107  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
-  assign \$108  = v0 ? \$107 [31:0] : x1_1;
-  assign \$109  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
-  assign \$110  = v1 ? { \$109 [47], \$109  } : plo2_1;
-  assign \$111  = $signed(x1_1) * $signed(mult_1[31:16]);
-  assign \$112  = v1 ? \$111  : phi2_1;
-  assign \$114  = $signed(plo2_1) + $signed(\$113 );
-  assign \$115  = v2 ? \$114  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
-  assign \$116  = $signed(p3_1) >>> shift_1;
-  assign \$117  = v3 ? \$116  : sh4_1;
-  assign \$119  = \$118  >> shift_1;
-  assign \$120  = v3 ? \$119  : rb4_1;
-  assign \$121  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$122  = $signed(\$121 ) + $signed(cmd[143:136]);
-  assign \$123  = $signed(\$122 ) > $signed(8'h7f);
-  assign \$124  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$125  = $signed(\$124 ) + $signed(cmd[143:136]);
-  assign \$126  = $signed(\$125 ) < $signed(8'h80);
-  assign \$127  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$128  = $signed(\$127 ) + $signed(cmd[143:136]);
-  assign \$129  = \$126  ? 13'h1f80 : \$128 ;
-  assign \$130  = \$123  ? 13'h007f : \$129 ;
-  assign \$131  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$132  = fits5_1 ? \$130 [7:0] : \$131 ;
-  assign \$133  = $signed(\$132 ) > $signed(cmd[143:136]);
-  assign \$134  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$135  = $signed(\$134 ) + $signed(cmd[143:136]);
-  assign \$136  = $signed(\$135 ) > $signed(8'h7f);
-  assign \$137  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$138  = $signed(\$137 ) + $signed(cmd[143:136]);
-  assign \$139  = $signed(\$138 ) < $signed(8'h80);
-  assign \$140  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$141  = $signed(\$140 ) + $signed(cmd[143:136]);
-  assign \$142  = \$139  ? 13'h1f80 : \$141 ;
-  assign \$143  = \$136  ? 13'h007f : \$142 ;
-  assign \$144  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$145  = fits5_1 ? \$143 [7:0] : \$144 ;
-  assign \$146  = \$133  ? \$145  : cmd[143:136];
-  assign \$147  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$148  = $signed(\$147 ) + $signed(cmd[143:136]);
-  assign \$149  = $signed(\$148 ) > $signed(8'h7f);
-  assign \$150  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$151  = $signed(\$150 ) + $signed(cmd[143:136]);
-  assign \$152  = $signed(\$151 ) < $signed(8'h80);
-  assign \$153  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$154  = $signed(\$153 ) + $signed(cmd[143:136]);
-  assign \$155  = \$152  ? 13'h1f80 : \$154 ;
-  assign \$156  = \$149  ? 13'h007f : \$155 ;
-  assign \$157  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$158  = fits5_1 ? \$156 [7:0] : \$157 ;
-  assign \$159  = cmd[145] ? \$146  : \$158 ;
-  assign \$160  = v4 ? \$159  : y5_1;
-  assign \$161  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
-  assign \$162  = v0 ? \$161 [31:0] : x1_2;
-  assign \$163  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
-  assign \$164  = v1 ? { \$163 [47], \$163  } : plo2_2;
-  assign \$165  = $signed(x1_2) * $signed(mult_2[31:16]);
-  assign \$166  = v1 ? \$165  : phi2_2;
-  assign \$168  = $signed(plo2_2) + $signed(\$167 );
-  assign \$169  = v2 ? \$168  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
-  assign \$170  = $signed(p3_2) >>> shift_2;
-  assign \$171  = v3 ? \$170  : sh4_2;
-  assign \$173  = \$172  >> shift_2;
-  assign \$174  = v3 ? \$173  : rb4_2;
-  assign \$175  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$176  = $signed(\$175 ) + $signed(cmd[143:136]);
-  assign \$177  = $signed(\$176 ) > $signed(8'h7f);
-  assign \$178  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$179  = $signed(\$178 ) + $signed(cmd[143:136]);
-  assign \$180  = $signed(\$179 ) < $signed(8'h80);
-  assign \$181  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$182  = $signed(\$181 ) + $signed(cmd[143:136]);
-  assign \$183  = \$180  ? 13'h1f80 : \$182 ;
-  assign \$184  = \$177  ? 13'h007f : \$183 ;
-  assign \$185  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$186  = fits5_2 ? \$184 [7:0] : \$185 ;
-  assign \$187  = $signed(\$186 ) > $signed(cmd[143:136]);
-  assign \$188  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$189  = $signed(\$188 ) + $signed(cmd[143:136]);
-  assign \$190  = $signed(\$189 ) > $signed(8'h7f);
-  assign \$191  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$192  = $signed(\$191 ) + $signed(cmd[143:136]);
-  assign \$193  = $signed(\$192 ) < $signed(8'h80);
-  assign \$194  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$195  = $signed(\$194 ) + $signed(cmd[143:136]);
-  assign \$196  = \$193  ? 13'h1f80 : \$195 ;
-  assign \$197  = \$190  ? 13'h007f : \$196 ;
-  assign \$198  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$199  = fits5_2 ? \$197 [7:0] : \$198 ;
-  assign \$200  = \$187  ? \$199  : cmd[143:136];
-  assign \$201  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$202  = $signed(\$201 ) + $signed(cmd[143:136]);
-  assign \$203  = $signed(\$202 ) > $signed(8'h7f);
-  assign \$204  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$205  = $signed(\$204 ) + $signed(cmd[143:136]);
-  assign \$206  = $signed(\$205 ) < $signed(8'h80);
-  assign \$207  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$208  = $signed(\$207 ) + $signed(cmd[143:136]);
-  assign \$209  = \$206  ? 13'h1f80 : \$208 ;
-  assign \$210  = \$203  ? 13'h007f : \$209 ;
-  assign \$211  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$212  = fits5_2 ? \$210 [7:0] : \$211 ;
-  assign \$213  = cmd[145] ? \$200  : \$212 ;
-  assign \$214  = v4 ? \$213  : y5_2;
-  assign \$215  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
+    wr_data <= \$686 ;
+  assign \$1  = | cmd[155:152];
+  assign \$2  = | cmd[151:148];
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = ! cmd[55:40];
+  assign \$5  = cmd[144] ? 1'h0 : 1'h1;
+  assign \$6  = ~ cmd[144];
+  assign \$7  = pidx + 1'h1;
+  assign \$8  = pidx == 2'h2;
+  assign \$9  = issued + 1'h1;
+  assign \$10  = retired == cmd[55:40];
+  assign \$11  = v0 ? spad_rd__data[7:0] : res1_0;
+  assign \$12  = v1 ? res1_0 : res2_0;
+  assign \$13  = v2 ? res2_0 : res3_0;
+  assign \$14  = v3 ? res3_0 : res4_0;
+  assign \$15  = v4 ? res4_0 : res5_0;
+  assign \$16  = v0 ? spad_rd__data[15:8] : res1_1;
+  assign \$17  = v1 ? res1_1 : res2_1;
+  assign \$18  = v2 ? res2_1 : res3_1;
+  assign \$19  = v3 ? res3_1 : res4_1;
+  assign \$20  = v4 ? res4_1 : res5_1;
+  assign \$21  = v0 ? spad_rd__data[23:16] : res1_2;
+  assign \$22  = v1 ? res1_2 : res2_2;
+  assign \$23  = v2 ? res2_2 : res3_2;
+  assign \$24  = v3 ? res3_2 : res4_2;
+  assign \$25  = v4 ? res4_2 : res5_2;
+  assign \$26  = v0 ? spad_rd__data[31:24] : res1_3;
+  assign \$27  = v1 ? res1_3 : res2_3;
+  assign \$28  = v2 ? res2_3 : res3_3;
+  assign \$29  = v3 ? res3_3 : res4_3;
+  assign \$30  = v4 ? res4_3 : res5_3;
+  assign \$31  = v0 ? spad_rd__data[39:32] : res1_4;
+  assign \$32  = v1 ? res1_4 : res2_4;
+  assign \$33  = v2 ? res2_4 : res3_4;
+  assign \$34  = v3 ? res3_4 : res4_4;
+  assign \$35  = v4 ? res4_4 : res5_4;
+  assign \$36  = v0 ? spad_rd__data[47:40] : res1_5;
+  assign \$37  = v1 ? res1_5 : res2_5;
+  assign \$38  = v2 ? res2_5 : res3_5;
+  assign \$39  = v3 ? res3_5 : res4_5;
+  assign \$40  = v4 ? res4_5 : res5_5;
+  assign \$41  = v0 ? spad_rd__data[55:48] : res1_6;
+  assign \$42  = v1 ? res1_6 : res2_6;
+  assign \$43  = v2 ? res2_6 : res3_6;
+  assign \$44  = v3 ? res3_6 : res4_6;
+  assign \$45  = v4 ? res4_6 : res5_6;
+  assign \$46  = v0 ? spad_rd__data[63:56] : res1_7;
+  assign \$47  = v1 ? res1_7 : res2_7;
+  assign \$48  = v2 ? res2_7 : res3_7;
+  assign \$49  = v3 ? res3_7 : res4_7;
+  assign \$50  = v4 ? res4_7 : res5_7;
+  assign \$51  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
+  assign \$52  = v0 ? \$51 [31:0] : x1_0;
+  assign \$53  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
+  assign \$54  = v1 ? { \$53 [47], \$53  } : plo2_0;
+  assign \$55  = $signed(x1_0) * $signed(mult_0[31:16]);
+  assign \$56  = v1 ? \$55  : phi2_0;
+  assign \$58  = $signed(plo2_0) + $signed(\$57 );
+  assign \$59  = v2 ? \$58  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
+  assign \$60  = $signed(p3_0) >>> shift_0;
+  assign \$61  = v3 ? \$60  : sh4_0;
+  assign \$63  = \$62  >> shift_0;
+  assign \$64  = v3 ? \$63  : rb4_0;
+  assign \$65  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$66  = $signed(\$65 ) + $signed(cmd[143:136]);
+  assign \$67  = $signed(\$66 ) > $signed(8'h7f);
+  assign \$68  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$69  = $signed(\$68 ) + $signed(cmd[143:136]);
+  assign \$70  = $signed(\$69 ) < $signed(8'h80);
+  assign \$71  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$72  = $signed(\$71 ) + $signed(cmd[143:136]);
+  assign \$73  = \$70  ? 13'h1f80 : \$72 ;
+  assign \$74  = \$67  ? 13'h007f : \$73 ;
+  assign \$75  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$76  = fits5_0 ? \$74 [7:0] : \$75 ;
+  assign \$77  = $signed(\$76 ) > $signed(cmd[143:136]);
+  assign \$78  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$79  = $signed(\$78 ) + $signed(cmd[143:136]);
+  assign \$80  = $signed(\$79 ) > $signed(8'h7f);
+  assign \$81  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$82  = $signed(\$81 ) + $signed(cmd[143:136]);
+  assign \$83  = $signed(\$82 ) < $signed(8'h80);
+  assign \$84  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$85  = $signed(\$84 ) + $signed(cmd[143:136]);
+  assign \$86  = \$83  ? 13'h1f80 : \$85 ;
+  assign \$87  = \$80  ? 13'h007f : \$86 ;
+  assign \$88  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$89  = fits5_0 ? \$87 [7:0] : \$88 ;
+  assign \$90  = \$77  ? \$89  : cmd[143:136];
+  assign \$91  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$92  = $signed(\$91 ) + $signed(cmd[143:136]);
+  assign \$93  = $signed(\$92 ) > $signed(8'h7f);
+  assign \$94  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$95  = $signed(\$94 ) + $signed(cmd[143:136]);
+  assign \$96  = $signed(\$95 ) < $signed(8'h80);
+  assign \$97  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$98  = $signed(\$97 ) + $signed(cmd[143:136]);
+  assign \$99  = \$96  ? 13'h1f80 : \$98 ;
+  assign \$100  = \$93  ? 13'h007f : \$99 ;
+  assign \$101  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$102  = fits5_0 ? \$100 [7:0] : \$101 ;
+  assign \$103  = cmd[145] ? \$90  : \$102 ;
+  assign \$104  = v4 ? \$103  : y5_0;
+  assign \$105  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
+  assign \$106  = v0 ? \$105 [31:0] : x1_1;
+  assign \$107  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
+  assign \$108  = v1 ? { \$107 [47], \$107  } : plo2_1;
+  assign \$109  = $signed(x1_1) * $signed(mult_1[31:16]);
+  assign \$110  = v1 ? \$109  : phi2_1;
+  assign \$112  = $signed(plo2_1) + $signed(\$111 );
+  assign \$113  = v2 ? \$112  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
+  assign \$114  = $signed(p3_1) >>> shift_1;
+  assign \$115  = v3 ? \$114  : sh4_1;
+  assign \$117  = \$116  >> shift_1;
+  assign \$118  = v3 ? \$117  : rb4_1;
+  assign \$119  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$120  = $signed(\$119 ) + $signed(cmd[143:136]);
+  assign \$121  = $signed(\$120 ) > $signed(8'h7f);
+  assign \$122  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$123  = $signed(\$122 ) + $signed(cmd[143:136]);
+  assign \$124  = $signed(\$123 ) < $signed(8'h80);
+  assign \$125  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$126  = $signed(\$125 ) + $signed(cmd[143:136]);
+  assign \$127  = \$124  ? 13'h1f80 : \$126 ;
+  assign \$128  = \$121  ? 13'h007f : \$127 ;
+  assign \$129  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$130  = fits5_1 ? \$128 [7:0] : \$129 ;
+  assign \$131  = $signed(\$130 ) > $signed(cmd[143:136]);
+  assign \$132  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$133  = $signed(\$132 ) + $signed(cmd[143:136]);
+  assign \$134  = $signed(\$133 ) > $signed(8'h7f);
+  assign \$135  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$136  = $signed(\$135 ) + $signed(cmd[143:136]);
+  assign \$137  = $signed(\$136 ) < $signed(8'h80);
+  assign \$138  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$139  = $signed(\$138 ) + $signed(cmd[143:136]);
+  assign \$140  = \$137  ? 13'h1f80 : \$139 ;
+  assign \$141  = \$134  ? 13'h007f : \$140 ;
+  assign \$142  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$143  = fits5_1 ? \$141 [7:0] : \$142 ;
+  assign \$144  = \$131  ? \$143  : cmd[143:136];
+  assign \$145  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$146  = $signed(\$145 ) + $signed(cmd[143:136]);
+  assign \$147  = $signed(\$146 ) > $signed(8'h7f);
+  assign \$148  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$149  = $signed(\$148 ) + $signed(cmd[143:136]);
+  assign \$150  = $signed(\$149 ) < $signed(8'h80);
+  assign \$151  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$152  = $signed(\$151 ) + $signed(cmd[143:136]);
+  assign \$153  = \$150  ? 13'h1f80 : \$152 ;
+  assign \$154  = \$147  ? 13'h007f : \$153 ;
+  assign \$155  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$156  = fits5_1 ? \$154 [7:0] : \$155 ;
+  assign \$157  = cmd[145] ? \$144  : \$156 ;
+  assign \$158  = v4 ? \$157  : y5_1;
+  assign \$159  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
+  assign \$160  = v0 ? \$159 [31:0] : x1_2;
+  assign \$161  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
+  assign \$162  = v1 ? { \$161 [47], \$161  } : plo2_2;
+  assign \$163  = $signed(x1_2) * $signed(mult_2[31:16]);
+  assign \$164  = v1 ? \$163  : phi2_2;
+  assign \$166  = $signed(plo2_2) + $signed(\$165 );
+  assign \$167  = v2 ? \$166  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
+  assign \$168  = $signed(p3_2) >>> shift_2;
+  assign \$169  = v3 ? \$168  : sh4_2;
+  assign \$171  = \$170  >> shift_2;
+  assign \$172  = v3 ? \$171  : rb4_2;
+  assign \$173  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$174  = $signed(\$173 ) + $signed(cmd[143:136]);
+  assign \$175  = $signed(\$174 ) > $signed(8'h7f);
+  assign \$176  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$177  = $signed(\$176 ) + $signed(cmd[143:136]);
+  assign \$178  = $signed(\$177 ) < $signed(8'h80);
+  assign \$179  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$180  = $signed(\$179 ) + $signed(cmd[143:136]);
+  assign \$181  = \$178  ? 13'h1f80 : \$180 ;
+  assign \$182  = \$175  ? 13'h007f : \$181 ;
+  assign \$183  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$184  = fits5_2 ? \$182 [7:0] : \$183 ;
+  assign \$185  = $signed(\$184 ) > $signed(cmd[143:136]);
+  assign \$186  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$187  = $signed(\$186 ) + $signed(cmd[143:136]);
+  assign \$188  = $signed(\$187 ) > $signed(8'h7f);
+  assign \$189  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$190  = $signed(\$189 ) + $signed(cmd[143:136]);
+  assign \$191  = $signed(\$190 ) < $signed(8'h80);
+  assign \$192  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$193  = $signed(\$192 ) + $signed(cmd[143:136]);
+  assign \$194  = \$191  ? 13'h1f80 : \$193 ;
+  assign \$195  = \$188  ? 13'h007f : \$194 ;
+  assign \$196  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$197  = fits5_2 ? \$195 [7:0] : \$196 ;
+  assign \$198  = \$185  ? \$197  : cmd[143:136];
+  assign \$199  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$200  = $signed(\$199 ) + $signed(cmd[143:136]);
+  assign \$201  = $signed(\$200 ) > $signed(8'h7f);
+  assign \$202  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$203  = $signed(\$202 ) + $signed(cmd[143:136]);
+  assign \$204  = $signed(\$203 ) < $signed(8'h80);
+  assign \$205  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$206  = $signed(\$205 ) + $signed(cmd[143:136]);
+  assign \$207  = \$204  ? 13'h1f80 : \$206 ;
+  assign \$208  = \$201  ? 13'h007f : \$207 ;
+  assign \$209  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$210  = fits5_2 ? \$208 [7:0] : \$209 ;
+  assign \$211  = cmd[145] ? \$198  : \$210 ;
+  assign \$212  = v4 ? \$211  : y5_2;
+  assign \$213  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
+  assign \$214  = v0 ? \$213 [31:0] : x1_3;
+  assign \$215  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
+  assign \$216  = v1 ? { \$215 [47], \$215  } : plo2_3;
+  assign \$217  = $signed(x1_3) * $signed(mult_3[31:16]);
+  assign \$218  = v1 ? \$217  : phi2_3;
+  assign \$220  = $signed(plo2_3) + $signed(\$219 );
+  assign \$221  = v2 ? \$220  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
+  assign \$222  = $signed(p3_3) >>> shift_3;
+  assign \$223  = v3 ? \$222  : sh4_3;
+  assign \$225  = \$224  >> shift_3;
+  assign \$226  = v3 ? \$225  : rb4_3;
+  assign \$227  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$228  = $signed(\$227 ) + $signed(cmd[143:136]);
+  assign \$229  = $signed(\$228 ) > $signed(8'h7f);
+  assign \$230  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$231  = $signed(\$230 ) + $signed(cmd[143:136]);
+  assign \$232  = $signed(\$231 ) < $signed(8'h80);
+  assign \$233  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$234  = $signed(\$233 ) + $signed(cmd[143:136]);
+  assign \$235  = \$232  ? 13'h1f80 : \$234 ;
+  assign \$236  = \$229  ? 13'h007f : \$235 ;
+  assign \$237  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$238  = fits5_3 ? \$236 [7:0] : \$237 ;
+  assign \$239  = $signed(\$238 ) > $signed(cmd[143:136]);
+  assign \$240  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$241  = $signed(\$240 ) + $signed(cmd[143:136]);
+  assign \$242  = $signed(\$241 ) > $signed(8'h7f);
+  assign \$243  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$244  = $signed(\$243 ) + $signed(cmd[143:136]);
+  assign \$245  = $signed(\$244 ) < $signed(8'h80);
+  assign \$246  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$247  = $signed(\$246 ) + $signed(cmd[143:136]);
+  assign \$248  = \$245  ? 13'h1f80 : \$247 ;
+  assign \$249  = \$242  ? 13'h007f : \$248 ;
+  assign \$250  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$251  = fits5_3 ? \$249 [7:0] : \$250 ;
+  assign \$252  = \$239  ? \$251  : cmd[143:136];
+  assign \$253  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$254  = $signed(\$253 ) + $signed(cmd[143:136]);
+  assign \$255  = $signed(\$254 ) > $signed(8'h7f);
+  assign \$256  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$257  = $signed(\$256 ) + $signed(cmd[143:136]);
+  assign \$258  = $signed(\$257 ) < $signed(8'h80);
+  assign \$259  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$260  = $signed(\$259 ) + $signed(cmd[143:136]);
+  assign \$261  = \$258  ? 13'h1f80 : \$260 ;
+  assign \$262  = \$255  ? 13'h007f : \$261 ;
+  assign \$263  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$264  = fits5_3 ? \$262 [7:0] : \$263 ;
+  assign \$265  = cmd[145] ? \$252  : \$264 ;
+  assign \$266  = v4 ? \$265  : y5_3;
+  assign \$267  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
+  assign \$268  = v0 ? \$267 [31:0] : x1_4;
+  assign \$269  = $signed(x1_4) * $signed({ 1'h0, mult_4[15:0] });
+  assign \$270  = v1 ? { \$269 [47], \$269  } : plo2_4;
+  assign \$271  = $signed(x1_4) * $signed(mult_4[31:16]);
+  assign \$272  = v1 ? \$271  : phi2_4;
+  assign \$274  = $signed(plo2_4) + $signed(\$273 );
+  assign \$275  = v2 ? \$274  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
+  assign \$276  = $signed(p3_4) >>> shift_4;
+  assign \$277  = v3 ? \$276  : sh4_4;
+  assign \$279  = \$278  >> shift_4;
+  assign \$280  = v3 ? \$279  : rb4_4;
+  assign \$281  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$282  = $signed(\$281 ) + $signed(cmd[143:136]);
+  assign \$283  = $signed(\$282 ) > $signed(8'h7f);
+  assign \$284  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$285  = $signed(\$284 ) + $signed(cmd[143:136]);
+  assign \$286  = $signed(\$285 ) < $signed(8'h80);
+  assign \$287  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$288  = $signed(\$287 ) + $signed(cmd[143:136]);
+  assign \$289  = \$286  ? 13'h1f80 : \$288 ;
+  assign \$290  = \$283  ? 13'h007f : \$289 ;
+  assign \$291  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$292  = fits5_4 ? \$290 [7:0] : \$291 ;
+  assign \$293  = $signed(\$292 ) > $signed(cmd[143:136]);
+  assign \$294  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$295  = $signed(\$294 ) + $signed(cmd[143:136]);
+  assign \$296  = $signed(\$295 ) > $signed(8'h7f);
+  assign \$297  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$298  = $signed(\$297 ) + $signed(cmd[143:136]);
+  assign \$299  = $signed(\$298 ) < $signed(8'h80);
+  assign \$300  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$301  = $signed(\$300 ) + $signed(cmd[143:136]);
+  assign \$302  = \$299  ? 13'h1f80 : \$301 ;
+  assign \$303  = \$296  ? 13'h007f : \$302 ;
+  assign \$304  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$305  = fits5_4 ? \$303 [7:0] : \$304 ;
+  assign \$306  = \$293  ? \$305  : cmd[143:136];
+  assign \$307  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$308  = $signed(\$307 ) + $signed(cmd[143:136]);
+  assign \$309  = $signed(\$308 ) > $signed(8'h7f);
+  assign \$310  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$311  = $signed(\$310 ) + $signed(cmd[143:136]);
+  assign \$312  = $signed(\$311 ) < $signed(8'h80);
+  assign \$313  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$640  = bias_0;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              \$640  = acc_rd__data[31:0];
-        endcase
-      end
-      casez (vec_fsm_state)
-        3'h0:
+    \$638  = bias_0;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$638  = acc_rd__data[31:0];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+          end else if (\$4 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$6 ) begin
+              \$638  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$639  = bias_1;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$639  = acc_rd__data[63:32];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+          end else if (\$4 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$6 ) begin
+              \$639  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$640  = bias_2;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$640  = acc_rd__data[95:64];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+          end else if (\$4 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$6 ) begin
+              \$640  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$641  = bias_3;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$641  = acc_rd__data[127:96];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+          end else if (\$4 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$6 ) begin
+              \$641  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$642  = bias_4;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$642  = acc_rd__data[159:128];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+          end else if (\$4 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$6 ) begin
+              \$642  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$643  = bias_5;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$643  = acc_rd__data[191:160];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+          end else if (\$4 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$6 ) begin
+              \$643  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$644  = bias_6;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$644  = acc_rd__data[223:192];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+          end else if (\$4 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$6 ) begin
+              \$644  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$645  = bias_7;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$645  = acc_rd__data[255:224];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+          end else if (\$4 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$6 ) begin
+              \$645  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$646  = mult_0;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
             /* empty */;
-        3'h1:
+        2'h1:
+            \$646  = acc_rd__data[31:0];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$647  = mult_1;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$647  = acc_rd__data[63:32];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$648  = mult_2;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$648  = acc_rd__data[95:64];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$649  = mult_3;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$649  = acc_rd__data[127:96];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$650  = mult_4;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$650  = acc_rd__data[159:128];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$651  = mult_5;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$651  = acc_rd__data[191:160];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$652  = mult_6;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$652  = acc_rd__data[223:192];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$653  = mult_7;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$653  = acc_rd__data[255:224];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$654  = shift_0;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$654  = acc_rd__data[5:0];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$655  = shift_1;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$655  = acc_rd__data[37:32];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$656  = shift_2;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$656  = acc_rd__data[69:64];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$657  = shift_3;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$657  = acc_rd__data[101:96];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$658  = shift_4;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$658  = acc_rd__data[133:128];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$659  = shift_5;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$659  = acc_rd__data[165:160];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$660  = shift_6;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$660  = acc_rd__data[197:192];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$661  = shift_7;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$661  = acc_rd__data[229:224];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$662  = 1'h0;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          if (acc_rd__gnt) begin
+            \$662  = 1'h1;
+          end
+    endcase
+    if (reset[3]) begin
+      \$662  = 1'h0;
+    end
+    if (rst) begin
+      \$662  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$663  = cmd;
+    casez (vec_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$663  = ctl__cmd__payload;
+          end
+    endcase
+    if (reset[3]) begin
+      \$663  = 156'h000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$663  = 156'h000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$664  = err;
+    casez (vec_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$664  = 8'h00;
+          end
+      3'h1:
+          if (\$3 ) begin
+            \$664  = 8'h02;
+          end else if (\$4 ) begin
+            \$664  = 8'h03;
+          end else if (range_bad) begin
+            \$664  = 8'h04;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (shift_bad) begin
+            \$664  = 8'h08;
+          end
+    endcase
+    if (reset[3]) begin
+      \$664  = 8'h00;
+    end
+    if (rst) begin
+      \$664  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$665  = issued;
+    casez (vec_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$665  = 17'h00000;
+          end
+      3'h1:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          if (fire) begin
+            \$665  = \$9 [16:0];
+          end
+    endcase
+    if (reset[3]) begin
+      \$665  = 17'h00000;
+    end
+    if (rst) begin
+      \$665  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$666  = retired;
+    casez (vec_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$666  = 17'h00000;
+          end
+    endcase
+    if (v5) begin
+      \$666  = \$483 [16:0];
+    end
+    if (reset[3]) begin
+      \$666  = 17'h00000;
+    end
+    if (rst) begin
+      \$666  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$667  = vec_fsm_state;
+    casez (vec_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$667  = 3'h1;
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+            \$667  = 3'h2;
+          end else if (\$4 ) begin
+            \$667  = 3'h2;
+          end else if (range_bad) begin
+            \$667  = 3'h2;
+          end else begin
+            \$667  = 3'h3;
+          end
+      3'h3:
+          if (acc_rd__gnt) begin
+            if (\$8 ) begin
+              \$667  = 3'h4;
+            end
+          end
+      3'h4:
+          (* full_case = 32'd1 *)
+          if (shift_bad) begin
+            \$667  = 3'h2;
+          end else begin
+            \$667  = 3'h5;
+          end
+      3'h5:
+          if (\$10 ) begin
             (* full_case = 32'd1 *)
-            if (\$5 ) begin
-            end else if (\$6 ) begin
-            end else if (range_bad) begin
+            if (cmd[147]) begin
+              \$667  = 3'h6;
             end else begin
-              if (\$8 ) begin
-                \$640  = 32'd0;
-              end
+              \$667  = 3'h2;
             end
-      endcase
-      if (reset[3]) begin
-        \$640  = 32'd0;
-      end
+          end
+      3'h6:
+          \$667  = 3'h2;
+      3'h2:
+          \$667  = 3'h0;
+    endcase
+    if (reset[3]) begin
+      \$667  = 3'h0;
     end
     if (rst) begin
-      \$640  = 32'd0;
+      \$667  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$641  = bias_1;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              \$641  = acc_rd__data[63:32];
-        endcase
-      end
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-            end else if (\$6 ) begin
-            end else if (range_bad) begin
-            end else begin
-              if (\$8 ) begin
-                \$641  = 32'd0;
-              end
-            end
-      endcase
-      if (reset[3]) begin
-        \$641  = 32'd0;
-      end
+    \$668  = pidx;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$3 ) begin
+          end else if (\$4 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$668  = { 1'h0, \$5  };
+          end
+      3'h3:
+          if (acc_rd__gnt) begin
+            \$668  = \$7 [1:0];
+          end
+    endcase
+    if (reset[3]) begin
+      \$668  = 2'h0;
     end
     if (rst) begin
-      \$641  = 32'd0;
+      \$668  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$642  = bias_2;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              \$642  = acc_rd__data[95:64];
-        endcase
-      end
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-            end else if (\$6 ) begin
-            end else if (range_bad) begin
-            end else begin
-              if (\$8 ) begin
-                \$642  = 32'd0;
-              end
-            end
-      endcase
-      if (reset[3]) begin
-        \$642  = 32'd0;
-      end
+    \$669  = cap_idx;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          if (acc_rd__gnt) begin
+            \$669  = pidx;
+          end
+    endcase
+    if (reset[3]) begin
+      \$669  = 2'h0;
     end
     if (rst) begin
-      \$642  = 32'd0;
+      \$669  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$643  = bias_3;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              \$643  = acc_rd__data[127:96];
-        endcase
-      end
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-            end else if (\$6 ) begin
-            end else if (range_bad) begin
-            end else begin
-              if (\$8 ) begin
-                \$643  = 32'd0;
-              end
-            end
-      endcase
-      if (reset[3]) begin
-        \$643  = 32'd0;
-      end
+    \$670  = fire;
+    if (reset[3]) begin
+      \$670  = 1'h0;
     end
     if (rst) begin
-      \$643  = 32'd0;
+      \$670  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$644  = bias_4;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              \$644  = acc_rd__data[159:128];
-        endcase
-      end
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-            end else if (\$6 ) begin
-            end else if (range_bad) begin
-            end else begin
-              if (\$8 ) begin
-                \$644  = 32'd0;
-              end
-            end
-      endcase
-      if (reset[3]) begin
-        \$644  = 32'd0;
-      end
+    \$671  = v0;
+    if (reset[3]) begin
+      \$671  = 1'h0;
     end
     if (rst) begin
-      \$644  = 32'd0;
+      \$671  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$645  = bias_5;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              \$645  = acc_rd__data[191:160];
-        endcase
-      end
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-            end else if (\$6 ) begin
-            end else if (range_bad) begin
-            end else begin
-              if (\$8 ) begin
-                \$645  = 32'd0;
-              end
-            end
-      endcase
-      if (reset[3]) begin
-        \$645  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$645  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$646  = bias_6;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              \$646  = acc_rd__data[223:192];
-        endcase
-      end
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-            end else if (\$6 ) begin
-            end else if (range_bad) begin
-            end else begin
-              if (\$8 ) begin
-                \$646  = 32'd0;
-              end
-            end
-      endcase
-      if (reset[3]) begin
-        \$646  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$646  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$647  = bias_7;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              \$647  = acc_rd__data[255:224];
-        endcase
-      end
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-            end else if (\$6 ) begin
-            end else if (range_bad) begin
-            end else begin
-              if (\$8 ) begin
-                \$647  = 32'd0;
-              end
-            end
-      endcase
-      if (reset[3]) begin
-        \$647  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$647  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$648  = mult_0;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              \$648  = acc_rd__data[31:0];
-        endcase
-      end
-      if (reset[3]) begin
-        \$648  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$648  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$649  = mult_1;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              \$649  = acc_rd__data[63:32];
-        endcase
-      end
-      if (reset[3]) begin
-        \$649  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$649  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$650  = mult_2;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              \$650  = acc_rd__data[95:64];
-        endcase
-      end
-      if (reset[3]) begin
-        \$650  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$650  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$651  = mult_3;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              \$651  = acc_rd__data[127:96];
-        endcase
-      end
-      if (reset[3]) begin
-        \$651  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$651  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$652  = mult_4;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              \$652  = acc_rd__data[159:128];
-        endcase
-      end
-      if (reset[3]) begin
-        \$652  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$652  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$653  = mult_5;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              \$653  = acc_rd__data[191:160];
-        endcase
-      end
-      if (reset[3]) begin
-        \$653  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$653  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$654  = mult_6;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              \$654  = acc_rd__data[223:192];
-        endcase
-      end
-      if (reset[3]) begin
-        \$654  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$654  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$655  = mult_7;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              \$655  = acc_rd__data[255:224];
-        endcase
-      end
-      if (reset[3]) begin
-        \$655  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$655  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$656  = shift_0;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              /* empty */;
-          2'h2:
-              \$656  = acc_rd__data[5:0];
-        endcase
-      end
-      if (reset[3]) begin
-        \$656  = 6'h00;
-      end
-    end
-    if (rst) begin
-      \$656  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$657  = shift_1;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              /* empty */;
-          2'h2:
-              \$657  = acc_rd__data[37:32];
-        endcase
-      end
-      if (reset[3]) begin
-        \$657  = 6'h00;
-      end
-    end
-    if (rst) begin
-      \$657  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$658  = shift_2;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              /* empty */;
-          2'h2:
-              \$658  = acc_rd__data[69:64];
-        endcase
-      end
-      if (reset[3]) begin
-        \$658  = 6'h00;
-      end
-    end
-    if (rst) begin
-      \$658  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$659  = shift_3;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              /* empty */;
-          2'h2:
-              \$659  = acc_rd__data[101:96];
-        endcase
-      end
-      if (reset[3]) begin
-        \$659  = 6'h00;
-      end
-    end
-    if (rst) begin
-      \$659  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$660  = shift_4;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              /* empty */;
-          2'h2:
-              \$660  = acc_rd__data[133:128];
-        endcase
-      end
-      if (reset[3]) begin
-        \$660  = 6'h00;
-      end
-    end
-    if (rst) begin
-      \$660  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$661  = shift_5;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              /* empty */;
-          2'h2:
-              \$661  = acc_rd__data[165:160];
-        endcase
-      end
-      if (reset[3]) begin
-        \$661  = 6'h00;
-      end
-    end
-    if (rst) begin
-      \$661  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$662  = shift_6;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              /* empty */;
-          2'h2:
-              \$662  = acc_rd__data[197:192];
-        endcase
-      end
-      if (reset[3]) begin
-        \$662  = 6'h00;
-      end
-    end
-    if (rst) begin
-      \$662  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$663  = shift_7;
-    if (\$2 ) begin
-      if (cap_valid) begin
-        casez (cap_idx)
-          2'h0:
-              /* empty */;
-          2'h1:
-              /* empty */;
-          2'h2:
-              \$663  = acc_rd__data[229:224];
-        endcase
-      end
-      if (reset[3]) begin
-        \$663  = 6'h00;
-      end
-    end
-    if (rst) begin
-      \$663  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$664  = cap_valid;
-    if (\$2 ) begin
-      \$664  = 1'h0;
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h3:
-            if (acc_rd__gnt) begin
-              \$664  = 1'h1;
-            end
-      endcase
-      if (reset[3]) begin
-        \$664  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$664  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$665  = cmd;
-    if (\$2 ) begin
-      casez (vec_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$665  = ctl__cmd__payload;
-            end
-      endcase
-      if (reset[3]) begin
-        \$665  = 156'h000000000000000000000000000000000000000;
-      end
-    end
-    if (rst) begin
-      \$665  = 156'h000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$666  = err;
-    if (\$2 ) begin
-      casez (vec_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$666  = 8'h00;
-            end
-        3'h1:
-            if (\$5 ) begin
-              \$666  = 8'h02;
-            end else if (\$6 ) begin
-              \$666  = 8'h03;
-            end else if (range_bad) begin
-              \$666  = 8'h04;
-            end
-        3'h3:
-            /* empty */;
-        3'h4:
-            if (shift_bad) begin
-              \$666  = 8'h08;
-            end
-      endcase
-      if (reset[3]) begin
-        \$666  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$666  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$667  = issued;
-    if (\$2 ) begin
-      casez (vec_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$667  = 17'h00000;
-            end
-        3'h1:
-            /* empty */;
-        3'h3:
-            /* empty */;
-        3'h4:
-            /* empty */;
-        3'h5:
-            if (fire) begin
-              \$667  = \$11 [16:0];
-            end
-      endcase
-      if (reset[3]) begin
-        \$667  = 17'h00000;
-      end
-    end
-    if (rst) begin
-      \$667  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$668  = retired;
-    if (\$2 ) begin
-      casez (vec_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$668  = 17'h00000;
-            end
-      endcase
-      if (v5) begin
-        \$668  = \$485 [16:0];
-      end
-      if (reset[3]) begin
-        \$668  = 17'h00000;
-      end
-    end
-    if (rst) begin
-      \$668  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$669  = vec_fsm_state;
-    if (\$2 ) begin
-      casez (vec_fsm_state)
-        3'h0:
-            if (ctl__cmd__valid) begin
-              \$669  = 3'h1;
-            end
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-              \$669  = 3'h2;
-            end else if (\$6 ) begin
-              \$669  = 3'h2;
-            end else if (range_bad) begin
-              \$669  = 3'h2;
-            end else begin
-              \$669  = 3'h3;
-            end
-        3'h3:
-            if (acc_rd__gnt) begin
-              if (\$10 ) begin
-                \$669  = 3'h4;
-              end
-            end
-        3'h4:
-            (* full_case = 32'd1 *)
-            if (shift_bad) begin
-              \$669  = 3'h2;
-            end else begin
-              \$669  = 3'h5;
-            end
-        3'h5:
-            if (\$12 ) begin
-              (* full_case = 32'd1 *)
-              if (cmd[147]) begin
-                \$669  = 3'h6;
-              end else begin
-                \$669  = 3'h2;
-              end
-            end
-        3'h6:
-            \$669  = 3'h2;
-        3'h2:
-            \$669  = 3'h0;
-      endcase
-      if (reset[3]) begin
-        \$669  = 3'h0;
-      end
-    end
-    if (rst) begin
-      \$669  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$670  = pidx;
-    if (\$2 ) begin
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            (* full_case = 32'd1 *)
-            if (\$5 ) begin
-            end else if (\$6 ) begin
-            end else if (range_bad) begin
-            end else begin
-              \$670  = { 1'h0, \$7  };
-            end
-        3'h3:
-            if (acc_rd__gnt) begin
-              \$670  = \$9 [1:0];
-            end
-      endcase
-      if (reset[3]) begin
-        \$670  = 2'h0;
-      end
-    end
-    if (rst) begin
-      \$670  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$671  = cap_idx;
-    if (\$2 ) begin
-      casez (vec_fsm_state)
-        3'h0:
-            /* empty */;
-        3'h1:
-            /* empty */;
-        3'h3:
-            if (acc_rd__gnt) begin
-              \$671  = pidx;
-            end
-      endcase
-      if (reset[3]) begin
-        \$671  = 2'h0;
-      end
-    end
-    if (rst) begin
-      \$671  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$672  = v0;
-    if (\$2 ) begin
-      \$672  = fire;
-      if (reset[3]) begin
-        \$672  = 1'h0;
-      end
+    \$672  = v1;
+    if (reset[3]) begin
+      \$672  = 1'h0;
     end
     if (rst) begin
       \$672  = 1'h0;
@@ -44900,12 +41923,9 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$673  = v1;
-    if (\$2 ) begin
-      \$673  = v0;
-      if (reset[3]) begin
-        \$673  = 1'h0;
-      end
+    \$673  = v2;
+    if (reset[3]) begin
+      \$673  = 1'h0;
     end
     if (rst) begin
       \$673  = 1'h0;
@@ -44913,12 +41933,9 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$674  = v2;
-    if (\$2 ) begin
-      \$674  = v1;
-      if (reset[3]) begin
-        \$674  = 1'h0;
-      end
+    \$674  = v3;
+    if (reset[3]) begin
+      \$674  = 1'h0;
     end
     if (rst) begin
       \$674  = 1'h0;
@@ -44926,12 +41943,9 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$675  = v3;
-    if (\$2 ) begin
-      \$675  = v2;
-      if (reset[3]) begin
-        \$675  = 1'h0;
-      end
+    \$675  = v4;
+    if (reset[3]) begin
+      \$675  = 1'h0;
     end
     if (rst) begin
       \$675  = 1'h0;
@@ -44939,12 +41953,19 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$676  = v4;
-    if (\$2 ) begin
-      \$676  = v3;
-      if (reset[3]) begin
-        \$676  = 1'h0;
+    \$676  = 1'h0;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$676  = 1'h1;
       end
+    end
+    if (\$519 ) begin
+      \$676  = 1'h1;
+    end
+    if (reset[3]) begin
+      \$676  = 1'h0;
     end
     if (rst) begin
       \$676  = 1'h0;
@@ -44952,1466 +41973,102 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$677  = v5;
-    if (\$2 ) begin
-      \$677  = v4;
-      if (reset[3]) begin
-        \$677  = 1'h0;
+    \$677  = max6_0;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$677  = \$487 ;
       end
     end
-    if (rst) begin
-      \$677  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$678  = res1_0;
-    if (\$2 ) begin
-      \$678  = \$13 ;
-      if (reset[3]) begin
-        \$678  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$678  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$679  = res2_0;
-    if (\$2 ) begin
-      \$679  = \$14 ;
-      if (reset[3]) begin
-        \$679  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$679  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$680  = res3_0;
-    if (\$2 ) begin
-      \$680  = \$15 ;
-      if (reset[3]) begin
-        \$680  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$680  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$681  = res4_0;
-    if (\$2 ) begin
-      \$681  = \$16 ;
-      if (reset[3]) begin
-        \$681  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$681  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$682  = res5_0;
-    if (\$2 ) begin
-      \$682  = \$17 ;
-      if (reset[3]) begin
-        \$682  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$682  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$683  = res1_1;
-    if (\$2 ) begin
-      \$683  = \$18 ;
-      if (reset[3]) begin
-        \$683  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$683  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$684  = res2_1;
-    if (\$2 ) begin
-      \$684  = \$19 ;
-      if (reset[3]) begin
-        \$684  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$684  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$685  = res3_1;
-    if (\$2 ) begin
-      \$685  = \$20 ;
-      if (reset[3]) begin
-        \$685  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$685  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$686  = res4_1;
-    if (\$2 ) begin
-      \$686  = \$21 ;
-      if (reset[3]) begin
-        \$686  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$686  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$687  = res5_1;
-    if (\$2 ) begin
-      \$687  = \$22 ;
-      if (reset[3]) begin
-        \$687  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$687  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$688  = res1_2;
-    if (\$2 ) begin
-      \$688  = \$23 ;
-      if (reset[3]) begin
-        \$688  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$688  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$689  = res2_2;
-    if (\$2 ) begin
-      \$689  = \$24 ;
-      if (reset[3]) begin
-        \$689  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$689  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$690  = res3_2;
-    if (\$2 ) begin
-      \$690  = \$25 ;
-      if (reset[3]) begin
-        \$690  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$690  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$691  = res4_2;
-    if (\$2 ) begin
-      \$691  = \$26 ;
-      if (reset[3]) begin
-        \$691  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$691  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$692  = res5_2;
-    if (\$2 ) begin
-      \$692  = \$27 ;
-      if (reset[3]) begin
-        \$692  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$692  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$693  = res1_3;
-    if (\$2 ) begin
-      \$693  = \$28 ;
-      if (reset[3]) begin
-        \$693  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$693  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$694  = res2_3;
-    if (\$2 ) begin
-      \$694  = \$29 ;
-      if (reset[3]) begin
-        \$694  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$694  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$695  = res3_3;
-    if (\$2 ) begin
-      \$695  = \$30 ;
-      if (reset[3]) begin
-        \$695  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$695  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$696  = res4_3;
-    if (\$2 ) begin
-      \$696  = \$31 ;
-      if (reset[3]) begin
-        \$696  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$696  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$697  = res5_3;
-    if (\$2 ) begin
-      \$697  = \$32 ;
-      if (reset[3]) begin
-        \$697  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$697  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$698  = res1_4;
-    if (\$2 ) begin
-      \$698  = \$33 ;
-      if (reset[3]) begin
-        \$698  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$698  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$699  = res2_4;
-    if (\$2 ) begin
-      \$699  = \$34 ;
-      if (reset[3]) begin
-        \$699  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$699  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$700  = res3_4;
-    if (\$2 ) begin
-      \$700  = \$35 ;
-      if (reset[3]) begin
-        \$700  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$700  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$701  = res4_4;
-    if (\$2 ) begin
-      \$701  = \$36 ;
-      if (reset[3]) begin
-        \$701  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$701  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$702  = res5_4;
-    if (\$2 ) begin
-      \$702  = \$37 ;
-      if (reset[3]) begin
-        \$702  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$702  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$703  = res1_5;
-    if (\$2 ) begin
-      \$703  = \$38 ;
-      if (reset[3]) begin
-        \$703  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$703  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$704  = res2_5;
-    if (\$2 ) begin
-      \$704  = \$39 ;
-      if (reset[3]) begin
-        \$704  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$704  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$705  = res3_5;
-    if (\$2 ) begin
-      \$705  = \$40 ;
-      if (reset[3]) begin
-        \$705  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$705  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$706  = res4_5;
-    if (\$2 ) begin
-      \$706  = \$41 ;
-      if (reset[3]) begin
-        \$706  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$706  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$707  = res5_5;
-    if (\$2 ) begin
-      \$707  = \$42 ;
-      if (reset[3]) begin
-        \$707  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$707  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$708  = res1_6;
-    if (\$2 ) begin
-      \$708  = \$43 ;
-      if (reset[3]) begin
-        \$708  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$708  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$709  = res2_6;
-    if (\$2 ) begin
-      \$709  = \$44 ;
-      if (reset[3]) begin
-        \$709  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$709  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$710  = res3_6;
-    if (\$2 ) begin
-      \$710  = \$45 ;
-      if (reset[3]) begin
-        \$710  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$710  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$711  = res4_6;
-    if (\$2 ) begin
-      \$711  = \$46 ;
-      if (reset[3]) begin
-        \$711  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$711  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$712  = res5_6;
-    if (\$2 ) begin
-      \$712  = \$47 ;
-      if (reset[3]) begin
-        \$712  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$712  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$713  = res1_7;
-    if (\$2 ) begin
-      \$713  = \$48 ;
-      if (reset[3]) begin
-        \$713  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$713  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$714  = res2_7;
-    if (\$2 ) begin
-      \$714  = \$49 ;
-      if (reset[3]) begin
-        \$714  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$714  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$715  = res3_7;
-    if (\$2 ) begin
-      \$715  = \$50 ;
-      if (reset[3]) begin
-        \$715  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$715  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$716  = res4_7;
-    if (\$2 ) begin
-      \$716  = \$51 ;
-      if (reset[3]) begin
-        \$716  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$716  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$717  = res5_7;
-    if (\$2 ) begin
-      \$717  = \$52 ;
-      if (reset[3]) begin
-        \$717  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$717  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$718  = x1_0;
-    if (\$2 ) begin
-      \$718  = \$54 ;
-      if (reset[3]) begin
-        \$718  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$718  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$719  = plo2_0;
-    if (\$2 ) begin
-      \$719  = \$56 ;
-      if (reset[3]) begin
-        \$719  = 49'h0000000000000;
-      end
-    end
-    if (rst) begin
-      \$719  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$720  = phi2_0;
-    if (\$2 ) begin
-      \$720  = \$58 ;
-      if (reset[3]) begin
-        \$720  = 48'h000000000000;
-      end
-    end
-    if (rst) begin
-      \$720  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$721  = p3_0;
-    if (\$2 ) begin
-      \$721  = \$61 [63:0];
-      if (reset[3]) begin
-        \$721  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$721  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$722  = sh4_0;
-    if (\$2 ) begin
-      \$722  = \$63 ;
-      if (reset[3]) begin
-        \$722  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$722  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$723  = rb4_0;
-    if (\$2 ) begin
-      \$723  = \$66 ;
-      if (reset[3]) begin
-        \$723  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$723  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$724  = y5_0;
-    if (\$2 ) begin
-      \$724  = \$106 ;
-      if (reset[3]) begin
-        \$724  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$724  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$725  = x1_1;
-    if (\$2 ) begin
-      \$725  = \$108 ;
-      if (reset[3]) begin
-        \$725  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$725  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$726  = plo2_1;
-    if (\$2 ) begin
-      \$726  = \$110 ;
-      if (reset[3]) begin
-        \$726  = 49'h0000000000000;
-      end
-    end
-    if (rst) begin
-      \$726  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$727  = phi2_1;
-    if (\$2 ) begin
-      \$727  = \$112 ;
-      if (reset[3]) begin
-        \$727  = 48'h000000000000;
-      end
-    end
-    if (rst) begin
-      \$727  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$728  = p3_1;
-    if (\$2 ) begin
-      \$728  = \$115 [63:0];
-      if (reset[3]) begin
-        \$728  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$728  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$729  = sh4_1;
-    if (\$2 ) begin
-      \$729  = \$117 ;
-      if (reset[3]) begin
-        \$729  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$729  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$730  = rb4_1;
-    if (\$2 ) begin
-      \$730  = \$120 ;
-      if (reset[3]) begin
-        \$730  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$730  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$731  = y5_1;
-    if (\$2 ) begin
-      \$731  = \$160 ;
-      if (reset[3]) begin
-        \$731  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$731  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$732  = x1_2;
-    if (\$2 ) begin
-      \$732  = \$162 ;
-      if (reset[3]) begin
-        \$732  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$732  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$733  = plo2_2;
-    if (\$2 ) begin
-      \$733  = \$164 ;
-      if (reset[3]) begin
-        \$733  = 49'h0000000000000;
-      end
-    end
-    if (rst) begin
-      \$733  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$734  = phi2_2;
-    if (\$2 ) begin
-      \$734  = \$166 ;
-      if (reset[3]) begin
-        \$734  = 48'h000000000000;
-      end
-    end
-    if (rst) begin
-      \$734  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$735  = p3_2;
-    if (\$2 ) begin
-      \$735  = \$169 [63:0];
-      if (reset[3]) begin
-        \$735  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$735  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$736  = sh4_2;
-    if (\$2 ) begin
-      \$736  = \$171 ;
-      if (reset[3]) begin
-        \$736  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$736  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$737  = rb4_2;
-    if (\$2 ) begin
-      \$737  = \$174 ;
-      if (reset[3]) begin
-        \$737  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$737  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$738  = y5_2;
-    if (\$2 ) begin
-      \$738  = \$214 ;
-      if (reset[3]) begin
-        \$738  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$738  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$739  = x1_3;
-    if (\$2 ) begin
-      \$739  = \$216 ;
-      if (reset[3]) begin
-        \$739  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$739  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$740  = plo2_3;
-    if (\$2 ) begin
-      \$740  = \$218 ;
-      if (reset[3]) begin
-        \$740  = 49'h0000000000000;
-      end
-    end
-    if (rst) begin
-      \$740  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$741  = phi2_3;
-    if (\$2 ) begin
-      \$741  = \$220 ;
-      if (reset[3]) begin
-        \$741  = 48'h000000000000;
-      end
-    end
-    if (rst) begin
-      \$741  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$742  = p3_3;
-    if (\$2 ) begin
-      \$742  = \$223 [63:0];
-      if (reset[3]) begin
-        \$742  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$742  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$743  = sh4_3;
-    if (\$2 ) begin
-      \$743  = \$225 ;
-      if (reset[3]) begin
-        \$743  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$743  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$744  = rb4_3;
-    if (\$2 ) begin
-      \$744  = \$228 ;
-      if (reset[3]) begin
-        \$744  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$744  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$745  = y5_3;
-    if (\$2 ) begin
-      \$745  = \$268 ;
-      if (reset[3]) begin
-        \$745  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$745  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$746  = x1_4;
-    if (\$2 ) begin
-      \$746  = \$270 ;
-      if (reset[3]) begin
-        \$746  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$746  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$747  = plo2_4;
-    if (\$2 ) begin
-      \$747  = \$272 ;
-      if (reset[3]) begin
-        \$747  = 49'h0000000000000;
-      end
-    end
-    if (rst) begin
-      \$747  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$748  = phi2_4;
-    if (\$2 ) begin
-      \$748  = \$274 ;
-      if (reset[3]) begin
-        \$748  = 48'h000000000000;
-      end
-    end
-    if (rst) begin
-      \$748  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$749  = p3_4;
-    if (\$2 ) begin
-      \$749  = \$277 [63:0];
-      if (reset[3]) begin
-        \$749  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$749  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$750  = sh4_4;
-    if (\$2 ) begin
-      \$750  = \$279 ;
-      if (reset[3]) begin
-        \$750  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$750  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$751  = rb4_4;
-    if (\$2 ) begin
-      \$751  = \$282 ;
-      if (reset[3]) begin
-        \$751  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$751  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$752  = y5_4;
-    if (\$2 ) begin
-      \$752  = \$322 ;
-      if (reset[3]) begin
-        \$752  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$752  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$753  = x1_5;
-    if (\$2 ) begin
-      \$753  = \$324 ;
-      if (reset[3]) begin
-        \$753  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$753  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$754  = plo2_5;
-    if (\$2 ) begin
-      \$754  = \$326 ;
-      if (reset[3]) begin
-        \$754  = 49'h0000000000000;
-      end
-    end
-    if (rst) begin
-      \$754  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$755  = phi2_5;
-    if (\$2 ) begin
-      \$755  = \$328 ;
-      if (reset[3]) begin
-        \$755  = 48'h000000000000;
-      end
-    end
-    if (rst) begin
-      \$755  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$756  = p3_5;
-    if (\$2 ) begin
-      \$756  = \$331 [63:0];
-      if (reset[3]) begin
-        \$756  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$756  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$757  = sh4_5;
-    if (\$2 ) begin
-      \$757  = \$333 ;
-      if (reset[3]) begin
-        \$757  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$757  = 64'h0000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$758  = rb4_5;
-    if (\$2 ) begin
-      \$758  = \$336 ;
-      if (reset[3]) begin
-        \$758  = 1'h0;
+    \$678  = max6_1;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$678  = \$491 ;
       end
     end
-    if (rst) begin
-      \$758  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$759  = y5_5;
-    if (\$2 ) begin
-      \$759  = \$376 ;
-      if (reset[3]) begin
-        \$759  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$759  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$760  = x1_6;
-    if (\$2 ) begin
-      \$760  = \$378 ;
-      if (reset[3]) begin
-        \$760  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$760  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$761  = plo2_6;
-    if (\$2 ) begin
-      \$761  = \$380 ;
-      if (reset[3]) begin
-        \$761  = 49'h0000000000000;
-      end
-    end
-    if (rst) begin
-      \$761  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$762  = phi2_6;
-    if (\$2 ) begin
-      \$762  = \$382 ;
-      if (reset[3]) begin
-        \$762  = 48'h000000000000;
-      end
-    end
-    if (rst) begin
-      \$762  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$763  = p3_6;
-    if (\$2 ) begin
-      \$763  = \$385 [63:0];
-      if (reset[3]) begin
-        \$763  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$763  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$764  = sh4_6;
-    if (\$2 ) begin
-      \$764  = \$387 ;
-      if (reset[3]) begin
-        \$764  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$764  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$765  = rb4_6;
-    if (\$2 ) begin
-      \$765  = \$390 ;
-      if (reset[3]) begin
-        \$765  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$765  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$766  = y5_6;
-    if (\$2 ) begin
-      \$766  = \$430 ;
-      if (reset[3]) begin
-        \$766  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$766  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$767  = x1_7;
-    if (\$2 ) begin
-      \$767  = \$432 ;
-      if (reset[3]) begin
-        \$767  = 32'd0;
-      end
-    end
-    if (rst) begin
-      \$767  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$768  = plo2_7;
-    if (\$2 ) begin
-      \$768  = \$434 ;
-      if (reset[3]) begin
-        \$768  = 49'h0000000000000;
-      end
-    end
-    if (rst) begin
-      \$768  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$769  = phi2_7;
-    if (\$2 ) begin
-      \$769  = \$436 ;
-      if (reset[3]) begin
-        \$769  = 48'h000000000000;
-      end
-    end
-    if (rst) begin
-      \$769  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$770  = p3_7;
-    if (\$2 ) begin
-      \$770  = \$439 [63:0];
-      if (reset[3]) begin
-        \$770  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$770  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$771  = sh4_7;
-    if (\$2 ) begin
-      \$771  = \$441 ;
-      if (reset[3]) begin
-        \$771  = 64'h0000000000000000;
-      end
-    end
-    if (rst) begin
-      \$771  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$772  = rb4_7;
-    if (\$2 ) begin
-      \$772  = \$444 ;
-      if (reset[3]) begin
-        \$772  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$772  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$773  = y5_7;
-    if (\$2 ) begin
-      \$773  = \$484 ;
-      if (reset[3]) begin
-        \$773  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$773  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$774  = wr_en;
-    if (\$2 ) begin
-      \$774  = 1'h0;
-      if (v5) begin
-        (* full_case = 32'd1 *)
-        if (cmd[147]) begin
-        end else begin
-          \$774  = 1'h1;
-        end
-      end
-      if (\$521 ) begin
-        \$774  = 1'h1;
-      end
-      if (reset[3]) begin
-        \$774  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$774  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$775  = max6_0;
-    if (\$2 ) begin
-      if (v5) begin
-        if (cmd[147]) begin
-          \$775  = \$489 ;
-        end
-      end
-      if (reset[3]) begin
-        \$775  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$775  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$776  = max6_1;
-    if (\$2 ) begin
-      if (v5) begin
-        if (cmd[147]) begin
-          \$776  = \$493 ;
-        end
-      end
-      if (reset[3]) begin
-        \$776  = 8'h00;
-      end
-    end
-    if (rst) begin
-      \$776  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$777  = max6_2;
-    if (\$2 ) begin
-      if (v5) begin
-        if (cmd[147]) begin
-          \$777  = \$497 ;
-        end
-      end
-      if (reset[3]) begin
-        \$777  = 8'h00;
+    \$679  = max6_2;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$679  = \$495 ;
       end
     end
-    if (rst) begin
-      \$777  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$778  = max6_3;
-    if (\$2 ) begin
-      if (v5) begin
-        if (cmd[147]) begin
-          \$778  = \$501 ;
-        end
-      end
-      if (reset[3]) begin
-        \$778  = 8'h00;
+    \$680  = max6_3;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$680  = \$499 ;
       end
     end
-    if (rst) begin
-      \$778  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$779  = max6_4;
-    if (\$2 ) begin
-      if (v5) begin
-        if (cmd[147]) begin
-          \$779  = \$505 ;
-        end
-      end
-      if (reset[3]) begin
-        \$779  = 8'h00;
+    \$681  = max6_4;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$681  = \$503 ;
       end
     end
-    if (rst) begin
-      \$779  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$780  = max6_5;
-    if (\$2 ) begin
-      if (v5) begin
-        if (cmd[147]) begin
-          \$780  = \$509 ;
-        end
-      end
-      if (reset[3]) begin
-        \$780  = 8'h00;
+    \$682  = max6_5;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$682  = \$507 ;
       end
     end
-    if (rst) begin
-      \$780  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$781  = max6_6;
-    if (\$2 ) begin
-      if (v5) begin
-        if (cmd[147]) begin
-          \$781  = \$513 ;
-        end
-      end
-      if (reset[3]) begin
-        \$781  = 8'h00;
+    \$683  = max6_6;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$683  = \$511 ;
       end
     end
-    if (rst) begin
-      \$781  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$782  = max6_7;
-    if (\$2 ) begin
-      if (v5) begin
-        if (cmd[147]) begin
-          \$782  = \$517 ;
-        end
-      end
-      if (reset[3]) begin
-        \$782  = 8'h00;
+    \$684  = max6_7;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$684  = \$515 ;
       end
     end
-    if (rst) begin
-      \$782  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$783  = wr_addr;
-    if (\$2 ) begin
-      if (v5) begin
-        (* full_case = 32'd1 *)
-        if (cmd[147]) begin
-        end else begin
-          \$783  = \$518 [13:0];
-        end
-      end
-      if (\$521 ) begin
-        \$783  = cmd[33:20];
+    \$685  = wr_addr;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$685  = \$516 [13:0];
       end
-      if (reset[3]) begin
-        \$783  = 14'h0000;
-      end
     end
-    if (rst) begin
-      \$783  = 14'h0000;
+    if (\$519 ) begin
+      \$685  = cmd[33:20];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$784  = wr_data;
-    if (\$2 ) begin
-      if (v5) begin
-        (* full_case = 32'd1 *)
-        if (cmd[147]) begin
-        end else begin
-          \$784  = { out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
-        end
-      end
-      if (\$521 ) begin
-        \$784  = { max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
-      end
-      if (reset[3]) begin
-        \$784  = 64'h0000000000000000;
+    \$686  = wr_data;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$686  = { out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
       end
     end
-    if (rst) begin
-      \$784  = 64'h0000000000000000;
+    if (\$519 ) begin
+      \$686  = { max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
     end
   end
   always @* begin
@@ -46435,7 +42092,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          acc_rd__en = \$551 ;
+          acc_rd__en = \$549 ;
     endcase
   end
   always @* begin
@@ -46447,11 +42104,11 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h1:
           /* empty */;
       3'h3:
-          acc_rd__addr = \$550 [12:0];
+          acc_rd__addr = \$548 [12:0];
       3'h4:
           /* empty */;
       3'h5:
-          acc_rd__addr = \$552 [12:0];
+          acc_rd__addr = \$550 [12:0];
     endcase
   end
   always @* begin
@@ -46467,7 +42124,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          spad_rd__en = \$554 ;
+          spad_rd__en = \$552 ;
     endcase
   end
   always @* begin
@@ -46483,7 +42140,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          spad_rd__addr = \$555 [13:0];
+          spad_rd__addr = \$553 [13:0];
     endcase
   end
   always @* begin
@@ -46499,7 +42156,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          fire = \$560 ;
+          fire = \$558 ;
     endcase
   end
   always @* begin
@@ -46557,26 +42214,26 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \ctl__cmd__payload.ops.maxred  = ctl__cmd__payload[147];
   assign \ctl__cmd__payload.ops.reserved  = ctl__cmd__payload[151:148];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[155:152];
-  assign \$59  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
-  assign \$64  = { p3_0, 1'h0 };
-  assign \$113  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
-  assign \$118  = { p3_1, 1'h0 };
-  assign \$167  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
-  assign \$172  = { p3_2, 1'h0 };
-  assign \$221  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
-  assign \$226  = { p3_3, 1'h0 };
-  assign \$275  = { phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4, 16'h0000 };
-  assign \$280  = { p3_4, 1'h0 };
-  assign \$329  = { phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5, 16'h0000 };
-  assign \$334  = { p3_5, 1'h0 };
-  assign \$383  = { phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6, 16'h0000 };
-  assign \$388  = { p3_6, 1'h0 };
-  assign \$437  = { phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7, 16'h0000 };
-  assign \$442  = { p3_7, 1'h0 };
+  assign \$57  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
+  assign \$62  = { p3_0, 1'h0 };
+  assign \$111  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
+  assign \$116  = { p3_1, 1'h0 };
+  assign \$165  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
+  assign \$170  = { p3_2, 1'h0 };
+  assign \$219  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
+  assign \$224  = { p3_3, 1'h0 };
+  assign \$273  = { phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4, 16'h0000 };
+  assign \$278  = { p3_4, 1'h0 };
+  assign \$327  = { phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5, 16'h0000 };
+  assign \$332  = { p3_5, 1'h0 };
+  assign \$381  = { phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6, 16'h0000 };
+  assign \$386  = { p3_6, 1'h0 };
+  assign \$435  = { phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7, 16'h0000 };
+  assign \$440  = { p3_7, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9085$16 , \port$10871$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9095$16 , \port$10620$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -46620,10 +42277,10 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9085$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10871$0 ;
-  wire [7:0] \port$10871$0 ;
-  input [15:0] \port$9085$16 ;
-  wire [15:0] \port$9085$16 ;
+  input [7:0] \port$10620$0 ;
+  wire [7:0] \port$10620$0 ;
+  input [15:0] \port$9095$16 ;
+  wire [15:0] \port$9095$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -46658,7 +42315,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9085$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9085$16 , \port$10871$0  };
+      storage[w_port__addr] <= { \port$9095$16 , \port$10620$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46769,8 +42426,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9085$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9085$16 , \port$10871$0  };
-  assign w_data = { \port$9085$16 , \port$10871$0  };
+  assign w_port__data = { \port$9095$16 , \port$10620$0  };
+  assign w_data = { \port$9095$16 , \port$10620$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

