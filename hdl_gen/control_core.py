@@ -50,8 +50,11 @@ class ControlSubsystem(wiring.Component):
         core = RV32Core()
         mmio = self.mmio
         m.submodules.core = ResetInserter({"sync": held})(core)
-        m.submodules.imem = imem = Sram1R1W(IMEM_WORDS, 32)
-        lanes = [Sram1R1W(DMEM_WORDS, 8) for _ in range(4)]
+        # No row is read in the cycle it is written: the host writes only while the core is held
+        # (whatever the held core reads is discarded), and the core's one data access per cycle
+        # is a load or a store. So IMEM and DMEM need no write-first bypass.
+        m.submodules.imem = imem = Sram1R1W(IMEM_WORDS, 32, transparent=False)
+        lanes = [Sram1R1W(DMEM_WORDS, 8, transparent=False) for _ in range(4)]
         for i, lane in enumerate(lanes):
             m.submodules[f"dmem{i}"] = lane
 

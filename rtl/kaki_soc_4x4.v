@@ -4920,6 +4920,7 @@ module \kaki_soc_4x4.acc.bank0 (ren, wen, rdata, raddr, waddr, wdata, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd1),
     .WIDTH(32'd128)
   ) macro (
     .clk(clk),
@@ -4951,6 +4952,7 @@ module \kaki_soc_4x4.acc.bank1 (ren, wen, rdata, raddr, waddr, wdata, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd1),
     .WIDTH(32'd128)
   ) macro (
     .clk(clk),
@@ -9862,6 +9864,7 @@ module \kaki_soc_4x4.control.dmem0 (ren, wen, waddr, wdata, rdata, raddr, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd0),
     .WIDTH(32'd8)
   ) macro (
     .clk(clk),
@@ -9893,6 +9896,7 @@ module \kaki_soc_4x4.control.dmem1 (ren, wen, waddr, wdata, rdata, raddr, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd0),
     .WIDTH(32'd8)
   ) macro (
     .clk(clk),
@@ -9924,6 +9928,7 @@ module \kaki_soc_4x4.control.dmem2 (ren, wen, waddr, wdata, rdata, raddr, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd0),
     .WIDTH(32'd8)
   ) macro (
     .clk(clk),
@@ -9955,6 +9960,7 @@ module \kaki_soc_4x4.control.dmem3 (ren, wen, waddr, wdata, rdata, raddr, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd0),
     .WIDTH(32'd8)
   ) macro (
     .clk(clk),
@@ -9986,6 +9992,7 @@ module \kaki_soc_4x4.control.imem (wen, rdata, wdata, waddr, ren, raddr, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd0),
     .WIDTH(32'd32)
   ) macro (
     .clk(clk),
@@ -35430,6 +35437,7 @@ module \kaki_soc_4x4.spad.bank0 (ren, wen, rdata, raddr, waddr, wdata, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd1),
     .WIDTH(32'd32)
   ) macro (
     .clk(clk),
@@ -35461,6 +35469,7 @@ module \kaki_soc_4x4.spad.bank1 (ren, wen, rdata, raddr, waddr, wdata, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd1),
     .WIDTH(32'd32)
   ) macro (
     .clk(clk),
@@ -35492,6 +35501,7 @@ module \kaki_soc_4x4.spad.bank2 (ren, wen, rdata, raddr, waddr, wdata, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd1),
     .WIDTH(32'd32)
   ) macro (
     .clk(clk),
@@ -35523,6 +35533,7 @@ module \kaki_soc_4x4.spad.bank3 (ren, wen, rdata, raddr, waddr, wdata, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd1),
     .WIDTH(32'd32)
   ) macro (
     .clk(clk),

@@ -4920,6 +4920,7 @@ module \kaki_soc_8x8.acc.bank0 (ren, wen, rdata, raddr, waddr, wdata, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd1),
     .WIDTH(32'd256)
   ) macro (
     .clk(clk),
@@ -4951,6 +4952,7 @@ module \kaki_soc_8x8.acc.bank1 (ren, wen, rdata, raddr, waddr, wdata, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd1),
     .WIDTH(32'd256)
   ) macro (
     .clk(clk),
@@ -9862,6 +9864,7 @@ module \kaki_soc_8x8.control.dmem0 (ren, wen, waddr, wdata, rdata, raddr, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd0),
     .WIDTH(32'd8)
   ) macro (
     .clk(clk),
@@ -9893,6 +9896,7 @@ module \kaki_soc_8x8.control.dmem1 (ren, wen, waddr, wdata, rdata, raddr, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd0),
     .WIDTH(32'd8)
   ) macro (
     .clk(clk),
@@ -9924,6 +9928,7 @@ module \kaki_soc_8x8.control.dmem2 (ren, wen, waddr, wdata, rdata, raddr, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd0),
     .WIDTH(32'd8)
   ) macro (
     .clk(clk),
@@ -9955,6 +9960,7 @@ module \kaki_soc_8x8.control.dmem3 (ren, wen, waddr, wdata, rdata, raddr, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd0),
     .WIDTH(32'd8)
   ) macro (
     .clk(clk),
@@ -9986,6 +9992,7 @@ module \kaki_soc_8x8.control.imem (wen, rdata, wdata, waddr, ren, raddr, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd0),
     .WIDTH(32'd32)
   ) macro (
     .clk(clk),
@@ -39280,6 +39287,7 @@ module \kaki_soc_8x8.spad.bank0 (ren, wen, rdata, raddr, waddr, wdata, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd1),
     .WIDTH(32'd64)
   ) macro (
     .clk(clk),
@@ -39311,6 +39319,7 @@ module \kaki_soc_8x8.spad.bank1 (ren, wen, rdata, raddr, waddr, wdata, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd1),
     .WIDTH(32'd64)
   ) macro (
     .clk(clk),
@@ -39342,6 +39351,7 @@ module \kaki_soc_8x8.spad.bank2 (ren, wen, rdata, raddr, waddr, wdata, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd1),
     .WIDTH(32'd64)
   ) macro (
     .clk(clk),
@@ -39373,6 +39383,7 @@ module \kaki_soc_8x8.spad.bank3 (ren, wen, rdata, raddr, waddr, wdata, clk);
   kaki_sram_1r1w #(
     .AW(32'd12),
     .DEPTH(32'd4096),
+    .TRANSPARENT(32'd1),
     .WIDTH(32'd64)
   ) macro (
     .clk(clk),
