@@ -4,6 +4,7 @@ The full flow (synth_ecp5, place and route of every configuration) is `make synt
 4x4 chip goes through elaboration, ``proc``, memory inference and the loop check (~25 s), and tiny
 designs show each rule catches what it is for.
 """
+import argparse
 import json
 import re
 
@@ -164,3 +165,14 @@ def test_a_design_larger_than_the_device_is_reported_not_placed(tmp_path, monkey
                                       "ERROR: Unable to place cell 'x', no BELs remaining\n")
     res = synth.read_timing(tmp_path, synth.Result("16x16", "", "LFE5U-85F-6"), False, "")
     assert res.timing == "none: does not fit the LFE5U-85F (123,465 TRELLIS_COMB of 83,640)"
+
+
+def test_fpga_variant_with_other_memory_sizes_is_a_target_of_its_own():
+    target = synth.Target.for_dim(8, synth._rows("spad_bank_rows=1024,acc_bank_rows=512"))
+    assert target.config == "8x8-spad_bank_rows1024-acc_bank_rows512"
+    assert target.variant == "spad_bank_rows=1024 (rtl/: 4096), acc_bank_rows=512 (rtl/: 4096)"
+    soc = target.sources["kaki_soc_8x8.v"]
+    assert ".DEPTH(32'd1024)" in soc and ".DEPTH(32'd512)" in soc and ".DEPTH(32'd4096)" in soc  # IMEM
+    for bad in ("spad_bank_rows=1000", "dim=4", "acc_bank_rows"):
+        with pytest.raises(argparse.ArgumentTypeError, match="power of two|FIELD=N"):
+            synth._rows(bad)

@@ -90,20 +90,23 @@ class Target:
     soft_mul: tuple = ()     # modules whose multipliers are built from LUTs, not DSPs
 
     @classmethod
-    def for_dim(cls, dim):
+    def for_dim(cls, dim, rows=None):
+        """The ``dim`` chip; ``rows`` (``{"spad_bank_rows": n, ...}``) overrides its memory sizes
+        (an FPGA variant of its own, work folder ``<dim>x<dim>-<field><n>...``)."""
         cfg = KakiConfig(dim=dim)
         sram = (REPO / "rtl" / f"{SRAM_MODULE}.v").read_text()
-        if dim in FPGA_VARIANTS:
-            fpga = KakiConfig(dim=dim, **FPGA_VARIANTS[dim])
-            soc = soc_verilog(fpga)
-            variant = ", ".join(f"{k}={v} (rtl/: {getattr(cfg, k)})" for k, v in FPGA_VARIANTS[dim].items())
+        sizes = rows if rows else FPGA_VARIANTS.get(dim, {})
+        if sizes:
+            soc = soc_verilog(KakiConfig(dim=dim, **sizes))
+            variant = ", ".join(f"{k}={v} (rtl/: {getattr(cfg, k)})" for k, v in sizes.items())
         else:
             soc = (REPO / "rtl" / f"{soc_top(cfg)}.v").read_text()
             variant = ""
         soft = SOFT_MULTIPLIERS.get(dim, ())
         if soft:
             variant = ", ".join(filter(None, [variant, "multipliers of " + ", ".join(soft) + " in LUTs"]))
-        return cls(cfg.name, soc_top(cfg), {f"{SRAM_MODULE}.v": sram, f"{soc_top(cfg)}.v": soc},
+        name = cfg.name + "".join(f"-{k}{v}" for k, v in (rows or {}).items())
+        return cls(name, soc_top(cfg), {f"{SRAM_MODULE}.v": sram, f"{soc_top(cfg)}.v": soc},
                    variant, soc.count(f"{SRAM_MODULE} #("),
                    soft_mul=tuple(f"{soc_top(cfg)}.{b}" for b in soft))
 
@@ -462,10 +465,28 @@ def _dims(text):
     return dims
 
 
-def build(dim, budget_s, seed, block=None, keep=(), extra=()):
+#: Memory sizes an FPGA variant may change (--rows): the logic stays the chip's.
+ROW_FIELDS = ("spad_bank_rows", "acc_bank_rows")
+
+
+def _rows(text):
+    rows = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in ROW_FIELDS or not value.isdigit():
+            raise argparse.ArgumentTypeError(f"{item!r} is not FIELD=N with FIELD one of {ROW_FIELDS}")
+        rows[key] = int(value)
+    try:
+        KakiConfig(**rows)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return rows
+
+
+def build(dim, budget_s, seed, block=None, keep=(), extra=(), rows=None):
     """Synthesize, place and route one array size (or one block of it, or the top with only the
     blocks ``keep``); progress lines go to stdout."""
-    target = Target.for_dim(dim)
+    target = Target.for_dim(dim, rows)
     if block:
         target = target.block(block)
     elif keep:
@@ -498,6 +519,9 @@ def main(argv=None):
                     "the other blocks cut out: prints figures and critical path, leaves the report alone")
     ap.add_argument("--nextpnr", type=shlex.split, default=[], metavar="OPTIONS",
                     help="more nextpnr options, one quoted string (e.g. '--placer-heap-beta 0.6')")
+    ap.add_argument("--rows", type=_rows, default=None, metavar="FIELD=N,...",
+                    help="memory sizes of an FPGA variant, e.g. spad_bank_rows=2048,acc_bank_rows=2048 "
+                    "(own work folder; the report says what differs from rtl/)")
     args = ap.parse_args(argv)
     if args.budget <= 0:
         ap.error(f"--budget must be positive, not {args.budget}")
@@ -514,7 +538,7 @@ def main(argv=None):
             ap.error("--block and --keep exclude each other")
         if args.block or args.keep:
             for dim in args.dims:
-                res = build(dim, args.budget * 60, args.seed, args.block, args.keep, args.nextpnr)
+                res = build(dim, args.budget * 60, args.seed, args.block, args.keep, args.nextpnr, args.rows)
                 print(f"{res.config}: critical path ({res.timing}), folded by signal "
                       f"(full path: build/synth/{res.config}/pnr.json)")
                 for signal, ns, steps in path_summary(res.critical_path):
@@ -525,7 +549,8 @@ def main(argv=None):
             print(REPORT_MD.read_text())
             return 0
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            results = list(pool.map(lambda dim: build(dim, args.budget * 60, args.seed, extra=args.nextpnr),
+            results = list(pool.map(lambda dim: build(dim, args.budget * 60, args.seed, extra=args.nextpnr,
+                                                      rows=args.rows),
                                     args.dims))
         write_report([asdict(r) for r in results])
     except SynthError as e:
