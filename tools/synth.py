@@ -83,7 +83,7 @@ class Target:
     config: str
     top: str
     sources: dict            # file name -> Verilog text
-    variant: str = ""        # empty for the committed rtl/, else what was changed to fit the device
+    variant: str = ""        # empty for the committed rtl/, else what differs from it (to fit the device, or --rows)
     srams: int | None = 0    # SRAM macro instances the design holds (None: a block, not counted)
     root: Path = OUT         # its work folder is root/<config>
     cut: tuple = ()          # submodules cut out of the top: black boxes whose ports become top ports
@@ -407,7 +407,7 @@ def markdown(results):
     notes = [f"\n{DEVICE['name']} speed grade {DEVICE['speed']}, out of context, router2; goal "
              f"{TARGET_MHZ:.0f} MHz. `placed`: routing did not finish in the budget, the figure is "
              "nextpnr's post-placement estimate."]
-    notes += [f"\n\\* {r['config']}: synthesized with {r['variant']} to fit the device."
+    notes += [f"\n\\* {r['config']}: synthesized with {r['variant']} (not the chip of rtl/)."
               for r in results if r["variant"]]
     return "\n".join(rows) + "\n" + "\n".join(notes) + "\n"
 
