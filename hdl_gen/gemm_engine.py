@@ -202,10 +202,8 @@ class GemmEngine(wiring.Component):
             fwd_data.eq(self.acc_wr.data),
         ]
         old = Signal(d * 32, reset_less=True)
-        with m.If(self.acc_wr.en & (self.acc_wr.addr == pre_addr)):
-            m.d.sync += old.eq(self.acc_wr.data)
-        with m.Else():
-            m.d.sync += old.eq(Mux(fwd_hit, fwd_data, self.acc_rd.data))
+        m.d.sync += old.eq(Mux(self.acc_wr.en & (self.acc_wr.addr == pre_addr), self.acc_wr.data,
+                               Mux(fwd_hit, fwd_data, self.acc_rd.data)))
         total = Cat(*[(old[32 * n:32 * n + 32] + arr.out_data[32 * n:32 * n + 32])[:32]
                       for n in range(d)])
         m.d.comb += [

@@ -2353,7 +2353,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$8191$2 (\$284 ),
+    .\port$8190$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2472,20 +2472,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8028$0 (q_wait_queue),
-    .\port$8217$0 (inflight),
-    .\port$8352$0 (q__0__cpl_irq),
-    .\port$8366$0 (q__0__error_irq),
-    .\port$8378$0 (q__1__cpl_irq),
-    .\port$8392$0 (q__1__error_irq),
-    .\port$8404$0 (q__2__cpl_irq),
-    .\port$8418$0 (q__2__error_irq),
-    .\port$8430$0 (q__3__cpl_irq),
-    .\port$8444$0 (q__3__error_irq),
-    .\port$8556$0 (\$289 ),
-    .\port$8564$0 (\$290 ),
-    .\port$8572$0 (\$291 ),
-    .\port$8580$0 (\$292 ),
+    .\port$8027$0 (q_wait_queue),
+    .\port$8216$0 (inflight),
+    .\port$8351$0 (q__0__cpl_irq),
+    .\port$8365$0 (q__0__error_irq),
+    .\port$8377$0 (q__1__cpl_irq),
+    .\port$8391$0 (q__1__error_irq),
+    .\port$8403$0 (q__2__cpl_irq),
+    .\port$8417$0 (q__2__error_irq),
+    .\port$8429$0 (q__3__cpl_irq),
+    .\port$8443$0 (q__3__error_irq),
+    .\port$8555$0 (\$289 ),
+    .\port$8563$0 (\$290 ),
+    .\port$8571$0 (\$291 ),
+    .\port$8579$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2573,10 +2573,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$8219$0 (\$285 ),
-    .\port$8221$0 (\$286 ),
-    .\port$8223$0 (\$287 ),
-    .\port$8225$0 (\$288 ),
+    .\port$8218$0 (\$285 ),
+    .\port$8220$0 (\$286 ),
+    .\port$8222$0 (\$287 ),
+    .\port$8224$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2672,8 +2672,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$8219$16 (retire__0__tag),
-    .\port$8779$0 (dma_load_error),
+    .\port$8218$16 (retire__0__tag),
+    .\port$8778$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2683,8 +2683,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$8221$16 (retire__1__tag),
-    .\port$8899$0 (dma_store_error),
+    .\port$8220$16 (retire__1__tag),
+    .\port$8898$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2739,11 +2739,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5379$0 (q__1__head),
     .\port$5409$0 (q__2__head),
     .\port$5439$0 (q__3__head),
-    .\port$7531$0 (r_data),
-    .\port$7581$0 (\r_data$495 ),
-    .\port$7631$0 (\r_data$506 ),
-    .\port$7681$0 (\r_data$517 ),
-    .\port$8191$2 (\$284 ),
+    .\port$7530$0 (r_data),
+    .\port$7580$0 (\r_data$495 ),
+    .\port$7630$0 (\r_data$506 ),
+    .\port$7680$0 (\r_data$517 ),
+    .\port$8190$2 (\$284 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2788,8 +2788,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$8223$16 (retire__2__tag),
-    .\port$8966$0 (gemm_error),
+    .\port$8222$16 (retire__2__tag),
+    .\port$8964$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2840,8 +2840,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$181 (\$292 ),
     .limit(bus_timeout),
     .\port$109$0 (fw_write_qreset_ack_queue),
-    .\port$7738$0 (fw_write_cpl_word[3:0]),
-    .\port$7738$8 (fw_write_cpl_word[31:8]),
+    .\port$7737$0 (fw_write_cpl_word[3:0]),
+    .\port$7737$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2982,8 +2982,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$8225$16 (retire__3__tag),
-    .\port$9184$0 (vec_error),
+    .\port$8224$16 (retire__3__tag),
+    .\port$9182$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -5860,7 +5860,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8191$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8190$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -6004,8 +6004,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$8191$2 ;
-  wire [29:0] \port$8191$2 ;
+  output [29:0] \port$8190$2 ;
+  wire [29:0] \port$8190$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6185,7 +6185,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$8191$2 (\$99 ),
+    .\port$8190$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6303,11 +6303,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$8191$2  = \$99 ;
+  assign \port$8190$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8191$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8190$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6732,8 +6732,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$8191$2 ;
-  wire [29:0] \port$8191$2 ;
+  output [29:0] \port$8190$2 ;
+  wire [29:0] \port$8190$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9838,7 +9838,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$8191$2  = ls_addr_r[31:2];
+  assign \port$8190$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -10012,10 +10012,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8028$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8217$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8352$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$8366$0 , q_status0_resetting, q_consumer1_index, \port$8378$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8392$0 , q_status1_resetting, q_consumer2_index, \port$8404$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8418$0 , q_status2_resetting, q_consumer3_index, \port$8430$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$8444$0 , q_status3_resetting, \port$8556$0 , \port$8564$0 , \port$8572$0 , \port$8580$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8027$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8216$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8351$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$8365$0 , q_status0_resetting, q_consumer1_index, \port$8377$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8391$0 , q_status1_resetting, q_consumer2_index, \port$8403$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8417$0 , q_status2_resetting, q_consumer3_index, \port$8429$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$8443$0 , q_status3_resetting, \port$8555$0 , \port$8563$0 , \port$8571$0 , \port$8579$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11549,34 +11549,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8028$0 ;
-  wire [3:0] \port$8028$0 ;
-  input [3:0] \port$8217$0 ;
-  wire [3:0] \port$8217$0 ;
-  input \port$8352$0 ;
-  wire \port$8352$0 ;
-  input \port$8366$0 ;
-  wire \port$8366$0 ;
-  input \port$8378$0 ;
-  wire \port$8378$0 ;
-  input \port$8392$0 ;
-  wire \port$8392$0 ;
-  input \port$8404$0 ;
-  wire \port$8404$0 ;
-  input \port$8418$0 ;
-  wire \port$8418$0 ;
-  input \port$8430$0 ;
-  wire \port$8430$0 ;
-  input \port$8444$0 ;
-  wire \port$8444$0 ;
-  input [2:0] \port$8556$0 ;
-  wire [2:0] \port$8556$0 ;
-  input [2:0] \port$8564$0 ;
-  wire [2:0] \port$8564$0 ;
-  input [2:0] \port$8572$0 ;
-  wire [2:0] \port$8572$0 ;
-  input [2:0] \port$8580$0 ;
-  wire [2:0] \port$8580$0 ;
+  input [3:0] \port$8027$0 ;
+  wire [3:0] \port$8027$0 ;
+  input [3:0] \port$8216$0 ;
+  wire [3:0] \port$8216$0 ;
+  input \port$8351$0 ;
+  wire \port$8351$0 ;
+  input \port$8365$0 ;
+  wire \port$8365$0 ;
+  input \port$8377$0 ;
+  wire \port$8377$0 ;
+  input \port$8391$0 ;
+  wire \port$8391$0 ;
+  input \port$8403$0 ;
+  wire \port$8403$0 ;
+  input \port$8417$0 ;
+  wire \port$8417$0 ;
+  input \port$8429$0 ;
+  wire \port$8429$0 ;
+  input \port$8443$0 ;
+  wire \port$8443$0 ;
+  input [2:0] \port$8555$0 ;
+  wire [2:0] \port$8555$0 ;
+  input [2:0] \port$8563$0 ;
+  wire [2:0] \port$8563$0 ;
+  input [2:0] \port$8571$0 ;
+  wire [2:0] \port$8571$0 ;
+  input [2:0] \port$8579$0 ;
+  wire [2:0] \port$8579$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12205,10 +12205,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$8430$0 , \port$8404$0 , \port$8378$0 , \port$8352$0  };
+  assign \$179  = \$178  | { \port$8429$0 , \port$8403$0 , \port$8377$0 , \port$8351$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$8444$0 , \port$8418$0 , \port$8392$0 , \port$8366$0  };
+  assign \$182  = \$181  | { \port$8443$0 , \port$8417$0 , \port$8391$0 , \port$8365$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14256,8 +14256,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$8430$0 , \port$8404$0 , \port$8378$0 , \port$8352$0  };
-  assign irq_status_queue_error_set = { \port$8444$0 , \port$8418$0 , \port$8392$0 , \port$8366$0  };
+  assign irq_status_queue_cpl_set = { \port$8429$0 , \port$8403$0 , \port$8377$0 , \port$8351$0  };
+  assign irq_status_queue_error_set = { \port$8443$0 , \port$8417$0 , \port$8391$0 , \port$8365$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -14272,18 +14272,18 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$8217$0 [0];
-  assign status_dma_store_busy = \port$8217$0 [1];
-  assign status_gemm_busy = \port$8217$0 [2];
-  assign status_vec_busy = \port$8217$0 [3];
-  assign q_status0_waiting = \port$8028$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$8556$0  };
-  assign q_status1_waiting = \port$8028$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$8564$0  };
-  assign q_status2_waiting = \port$8028$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$8572$0  };
-  assign q_status3_waiting = \port$8028$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$8580$0  };
+  assign status_dma_load_busy = \port$8216$0 [0];
+  assign status_dma_store_busy = \port$8216$0 [1];
+  assign status_gemm_busy = \port$8216$0 [2];
+  assign status_vec_busy = \port$8216$0 [3];
+  assign q_status0_waiting = \port$8027$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$8555$0  };
+  assign q_status1_waiting = \port$8027$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$8563$0  };
+  assign q_status2_waiting = \port$8027$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$8571$0  };
+  assign q_status3_waiting = \port$8027$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$8579$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14328,11 +14328,11 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$8217$0 [0] };
+  assign \$429  = { 1'h0, \port$8216$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$8217$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$8217$0 [2], 2'h0 };
-  assign \$435  = { \port$8217$0 [3], 3'h0 };
+  assign \$431  = { \port$8216$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$8216$0 [2], 2'h0 };
+  assign \$435  = { \port$8216$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14489,26 +14489,26 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8028$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$8556$0 , 8'h00 };
+  assign \$877  = { \port$8027$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$8555$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8028$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$8564$0 , 8'h00 };
+  assign \$890  = { \port$8027$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$8563$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8028$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$8572$0 , 8'h00 };
+  assign \$903  = { \port$8027$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$8571$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8028$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$8580$0 , 8'h00 };
+  assign \$916  = { \port$8027$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$8579$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14619,7 +14619,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
-, queue, windowed, reject__done, reject__error, full, inflight, \port$8219$0 , retire__0__tag, \port$8221$0 , retire__1__tag, \port$8223$0 , retire__2__tag, \port$8225$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, queue, windowed, reject__done, reject__error, full, inflight, \port$8218$0 , retire__0__tag, \port$8220$0 , retire__1__tag, \port$8222$0 , retire__2__tag, \port$8224$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
 , retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15234,14 +15234,14 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$8219$0 ;
-  wire [8:0] \port$8219$0 ;
-  output [8:0] \port$8221$0 ;
-  wire [8:0] \port$8221$0 ;
-  output [8:0] \port$8223$0 ;
-  wire [8:0] \port$8223$0 ;
-  output [8:0] \port$8225$0 ;
-  wire [8:0] \port$8225$0 ;
+  output [8:0] \port$8218$0 ;
+  wire [8:0] \port$8218$0 ;
+  output [8:0] \port$8220$0 ;
+  wire [8:0] \port$8220$0 ;
+  output [8:0] \port$8222$0 ;
+  wire [8:0] \port$8222$0 ;
+  output [8:0] \port$8224$0 ;
+  wire [8:0] \port$8224$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15693,9 +15693,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$7685$0 (desc),
-    .\port$7687$0 (queue),
-    .\port$7688$0 (windowed),
+    .\port$7684$0 (desc),
+    .\port$7686$0 (queue),
+    .\port$7687$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15705,9 +15705,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$7685$0 (desc),
-    .\port$7687$0 (queue),
-    .\port$7688$0 (windowed),
+    .\port$7684$0 (desc),
+    .\port$7686$0 (queue),
+    .\port$7687$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15717,9 +15717,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$7685$0 (desc),
-    .\port$7687$0 (queue),
-    .\port$7688$0 (windowed),
+    .\port$7684$0 (desc),
+    .\port$7686$0 (queue),
+    .\port$7687$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15729,9 +15729,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$7685$0 (desc),
-    .\port$7687$0 (queue),
-    .\port$7688$0 (windowed),
+    .\port$7684$0 (desc),
+    .\port$7686$0 (queue),
+    .\port$7687$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15916,13 +15916,13 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$8219$0  = dma_load_held[8:0];
+  assign \port$8218$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$8221$0  = dma_store_held[8:0];
+  assign \port$8220$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$8223$0  = gemm_held[8:0];
+  assign \port$8222$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$8225$0  = vec_held[8:0];
+  assign \port$8224$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16423,7 +16423,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7685$0 , \port$7687$0 , \port$7688$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7684$0 , \port$7686$0 , \port$7687$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16465,12 +16465,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7685$0 ;
-  wire [255:0] \port$7685$0 ;
-  input [1:0] \port$7687$0 ;
-  wire [1:0] \port$7687$0 ;
-  input \port$7688$0 ;
-  wire \port$7688$0 ;
+  input [255:0] \port$7684$0 ;
+  wire [255:0] \port$7684$0 ;
+  input [1:0] \port$7686$0 ;
+  wire [1:0] \port$7686$0 ;
+  input \port$7687$0 ;
+  wire \port$7687$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16502,7 +16502,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7688$0 , \port$7687$0 , \port$7685$0  };
+      storage[w_port__addr] <= { \port$7687$0 , \port$7686$0 , \port$7684$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16601,14 +16601,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
-  assign w_data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
+  assign w_port__data = { \port$7687$0 , \port$7686$0 , \port$7684$0  };
+  assign w_data = { \port$7687$0 , \port$7686$0 , \port$7684$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7685$0 , \port$7687$0 , \port$7688$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7684$0 , \port$7686$0 , \port$7687$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16650,12 +16650,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7685$0 ;
-  wire [255:0] \port$7685$0 ;
-  input [1:0] \port$7687$0 ;
-  wire [1:0] \port$7687$0 ;
-  input \port$7688$0 ;
-  wire \port$7688$0 ;
+  input [255:0] \port$7684$0 ;
+  wire [255:0] \port$7684$0 ;
+  input [1:0] \port$7686$0 ;
+  wire [1:0] \port$7686$0 ;
+  input \port$7687$0 ;
+  wire \port$7687$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16687,7 +16687,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7688$0 , \port$7687$0 , \port$7685$0  };
+      storage[w_port__addr] <= { \port$7687$0 , \port$7686$0 , \port$7684$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16786,14 +16786,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
-  assign w_data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
+  assign w_port__data = { \port$7687$0 , \port$7686$0 , \port$7684$0  };
+  assign w_data = { \port$7687$0 , \port$7686$0 , \port$7684$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7685$0 , \port$7687$0 , \port$7688$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7684$0 , \port$7686$0 , \port$7687$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16835,12 +16835,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7685$0 ;
-  wire [255:0] \port$7685$0 ;
-  input [1:0] \port$7687$0 ;
-  wire [1:0] \port$7687$0 ;
-  input \port$7688$0 ;
-  wire \port$7688$0 ;
+  input [255:0] \port$7684$0 ;
+  wire [255:0] \port$7684$0 ;
+  input [1:0] \port$7686$0 ;
+  wire [1:0] \port$7686$0 ;
+  input \port$7687$0 ;
+  wire \port$7687$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16872,7 +16872,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7688$0 , \port$7687$0 , \port$7685$0  };
+      storage[w_port__addr] <= { \port$7687$0 , \port$7686$0 , \port$7684$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16971,14 +16971,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
-  assign w_data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
+  assign w_port__data = { \port$7687$0 , \port$7686$0 , \port$7684$0  };
+  assign w_data = { \port$7687$0 , \port$7686$0 , \port$7684$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7685$0 , \port$7687$0 , \port$7688$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7684$0 , \port$7686$0 , \port$7687$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17020,12 +17020,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7685$0 ;
-  wire [255:0] \port$7685$0 ;
-  input [1:0] \port$7687$0 ;
-  wire [1:0] \port$7687$0 ;
-  input \port$7688$0 ;
-  wire \port$7688$0 ;
+  input [255:0] \port$7684$0 ;
+  wire [255:0] \port$7684$0 ;
+  input [1:0] \port$7686$0 ;
+  wire [1:0] \port$7686$0 ;
+  input \port$7687$0 ;
+  wire \port$7687$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17057,7 +17057,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7688$0 , \port$7687$0 , \port$7685$0  };
+      storage[w_port__addr] <= { \port$7687$0 , \port$7686$0 , \port$7684$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17156,8 +17156,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
-  assign w_data = { \port$7688$0 , \port$7687$0 , \port$7685$0  };
+  assign w_port__data = { \port$7687$0 , \port$7686$0 , \port$7684$0  };
+  assign w_data = { \port$7687$0 , \port$7686$0 , \port$7684$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -22627,7 +22627,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$57
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8219$16 , \port$8779$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8218$16 , \port$8778$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22671,10 +22671,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8219$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8219$16 ;
-  wire [15:0] \port$8219$16 ;
-  input [7:0] \port$8779$0 ;
-  wire [7:0] \port$8779$0 ;
+  input [15:0] \port$8218$16 ;
+  wire [15:0] \port$8218$16 ;
+  input [7:0] \port$8778$0 ;
+  wire [7:0] \port$8778$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22709,7 +22709,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8219$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8219$16 , \port$8779$0  };
+      storage[w_port__addr] <= { \port$8218$16 , \port$8778$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22820,14 +22820,14 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8219$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8219$16 , \port$8779$0  };
-  assign w_data = { \port$8219$16 , \port$8779$0  };
+  assign w_port__data = { \port$8218$16 , \port$8778$0  };
+  assign w_data = { \port$8218$16 , \port$8778$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8221$16 , \port$8899$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8220$16 , \port$8898$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22871,10 +22871,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8221
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8221$16 ;
-  wire [15:0] \port$8221$16 ;
-  input [7:0] \port$8899$0 ;
-  wire [7:0] \port$8899$0 ;
+  input [15:0] \port$8220$16 ;
+  wire [15:0] \port$8220$16 ;
+  input [7:0] \port$8898$0 ;
+  wire [7:0] \port$8898$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22909,7 +22909,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8221
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8221$16 , \port$8899$0  };
+      storage[w_port__addr] <= { \port$8220$16 , \port$8898$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23020,16 +23020,16 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8221
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8221$16 , \port$8899$0  };
-  assign w_data = { \port$8221$16 , \port$8899$0  };
+  assign w_port__data = { \port$8220$16 , \port$8898$0  };
+  assign w_data = { \port$8220$16 , \port$8898$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
-, \port$5439$0 , \port$7531$0 , \port$7581$0 , \port$7631$0 , \port$7681$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8191$2 , bus__we, bus__wdata
+, \port$5439$0 , \port$7530$0 , \port$7580$0 , \port$7630$0 , \port$7680$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8190$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -23973,16 +23973,16 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5409$0 ;
   input [255:0] \port$5439$0 ;
   wire [255:0] \port$5439$0 ;
-  input [23:0] \port$7531$0 ;
-  wire [23:0] \port$7531$0 ;
-  input [23:0] \port$7581$0 ;
-  wire [23:0] \port$7581$0 ;
-  input [23:0] \port$7631$0 ;
-  wire [23:0] \port$7631$0 ;
-  input [23:0] \port$7681$0 ;
-  wire [23:0] \port$7681$0 ;
-  input [29:0] \port$8191$2 ;
-  wire [29:0] \port$8191$2 ;
+  input [23:0] \port$7530$0 ;
+  wire [23:0] \port$7530$0 ;
+  input [23:0] \port$7580$0 ;
+  wire [23:0] \port$7580$0 ;
+  input [23:0] \port$7630$0 ;
+  wire [23:0] \port$7630$0 ;
+  input [23:0] \port$7680$0 ;
+  wire [23:0] \port$7680$0 ;
+  input [29:0] \port$8190$2 ;
+  wire [29:0] \port$8190$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24146,79 +24146,79 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$8191$2 [9:0] == 6'h39;
+  assign \$111  = \port$8190$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$8191$2 [9:0] == 6'h3a;
+  assign \$113  = \port$8190$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$8191$2 [9:0] == 6'h3b;
+  assign \$115  = \port$8190$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$8191$2 [9:0] == 6'h3c;
+  assign \$117  = \port$8190$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$8191$2 [9:0] == 6'h3d;
+  assign \$119  = \port$8190$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$8191$2 [9:0] == 6'h3e;
+  assign \$121  = \port$8190$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$8191$2 [9:0] == 6'h3f;
+  assign \$123  = \port$8190$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$8191$2 [9:0] == 7'h40;
+  assign \$125  = \port$8190$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$8191$2 [9:0] == 7'h41;
+  assign \$127  = \port$8190$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$8191$2 [9:0] == 7'h42;
+  assign \$129  = \port$8190$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$8191$2 [9:0] == 7'h43;
+  assign \$131  = \port$8190$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$8191$2 [9:0] == 7'h44;
+  assign \$133  = \port$8190$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$8191$2 [9:0] == 7'h45;
+  assign \$135  = \port$8190$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$8191$2 [9:0] == 7'h46;
+  assign \$137  = \port$8190$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$8191$2 [9:0] == 7'h47;
+  assign \$139  = \port$8190$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$8191$2 [9:0] == 7'h48;
+  assign \$141  = \port$8190$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$8191$2 [9:0] == 7'h49;
+  assign \$143  = \port$8190$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$8191$2 [9:0] == 7'h4a;
+  assign \$145  = \port$8190$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$8191$2 [9:0] == 7'h4b;
+  assign \$147  = \port$8190$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$8191$2 [9:0] == 7'h4c;
+  assign \$149  = \port$8190$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$8191$2 [9:0] == 7'h4d;
+  assign \$151  = \port$8190$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$8191$2 [9:0] == 7'h4e;
+  assign \$153  = \port$8190$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$8191$2 [9:0] == 7'h4f;
+  assign \$155  = \port$8190$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$8191$2 [9:0] == 7'h50;
+  assign \$157  = \port$8190$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$8191$2 [9:0] == 7'h51;
+  assign \$159  = \port$8190$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24342,84 +24342,84 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$8191$2 [9:0];
+  assign \$282  = ! \port$8190$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$8191$2 [9:0] == 1'h1;
+  assign \$288  = \port$8190$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$8191$2 [9:0] == 2'h2;
+  assign \$294  = \port$8190$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$8191$2 [9:0] == 2'h3;
+  assign \$300  = \port$8190$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$8191$2 [9:0] == 3'h4;
+  assign \$306  = \port$8190$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$8191$2 [9:0] == 3'h5;
+  assign \$312  = \port$8190$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$8191$2 [9:0] == 3'h6;
+  assign \$318  = \port$8190$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$8191$2 [9:0] == 4'h8;
+  assign \$324  = \port$8190$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$8191$2 [9:0] == 4'h9;
+  assign \$336  = \port$8190$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$8191$2 [9:0] == 4'ha;
+  assign \$344  = \port$8190$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$8191$2 [9:0] == 4'hb;
+  assign \$350  = \port$8190$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$8191$2 [9:0] == 4'hc;
+  assign \$358  = \port$8190$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$8191$2 [9:0] == 4'hd;
+  assign \$368  = \port$8190$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$8191$2 [9:0] == 4'he;
+  assign \$378  = \port$8190$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$8191$2 [9:0] == 4'hf;
+  assign \$388  = \port$8190$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$8191$2 [9:0] == 5'h10;
+  assign \$398  = \port$8190$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$8191$2 [9:0] == 5'h11;
+  assign \$404  = \port$8190$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24428,251 +24428,251 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$8191$2 [9:0] == 5'h12;
+  assign \$420  = \port$8190$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$8191$2 [9:0] == 5'h13;
+  assign \$426  = \port$8190$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$8191$2 [9:0] == 5'h14;
+  assign \$432  = \port$8190$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$8191$2 [9:0] == 5'h15;
+  assign \$438  = \port$8190$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$8191$2 [9:0] == 5'h16;
+  assign \$444  = \port$8190$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$8191$2 [9:0] == 5'h17;
+  assign \$450  = \port$8190$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$8191$2 [9:0] == 5'h18;
+  assign \$456  = \port$8190$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$8191$2 [9:0] == 5'h19;
+  assign \$462  = \port$8190$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$8191$2 [9:0] == 5'h1a;
+  assign \$468  = \port$8190$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$8191$2 [9:0] == 5'h1b;
+  assign \$474  = \port$8190$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$8191$2 [9:0] == 5'h1c;
+  assign \$480  = \port$8190$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$8191$2 [9:0] == 5'h1d;
+  assign \$486  = \port$8190$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$8191$2 [9:0] == 6'h20;
+  assign \$492  = \port$8190$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$8191$2 [9:0] == 6'h21;
+  assign \$498  = \port$8190$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$8191$2 [9:0] == 6'h22;
+  assign \$504  = \port$8190$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$8191$2 [9:0] == 6'h23;
+  assign \$510  = \port$8190$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$8191$2 [9:0] == 6'h24;
+  assign \$516  = \port$8190$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$8191$2 [9:0] == 6'h25;
+  assign \$522  = \port$8190$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$8191$2 [9:0] == 6'h26;
+  assign \$528  = \port$8190$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$8191$2 [9:0] == 6'h27;
+  assign \$534  = \port$8190$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$8191$2 [9:0] == 6'h28;
+  assign \$540  = \port$8190$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$8191$2 [9:0] == 6'h29;
+  assign \$546  = \port$8190$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$8191$2 [9:0] == 6'h2a;
+  assign \$552  = \port$8190$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$8191$2 [9:0] == 6'h2b;
+  assign \$558  = \port$8190$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$8191$2 [9:0] == 6'h2c;
+  assign \$564  = \port$8190$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$8191$2 [9:0] == 6'h2d;
+  assign \$570  = \port$8190$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$8191$2 [9:0] == 6'h2e;
+  assign \$576  = \port$8190$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$8191$2 [9:0] == 6'h2f;
+  assign \$582  = \port$8190$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$8191$2 [9:0] == 6'h30;
+  assign \$588  = \port$8190$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$8191$2 [9:0] == 6'h31;
+  assign \$594  = \port$8190$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$8191$2 [9:0] == 6'h32;
+  assign \$600  = \port$8190$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$8191$2 [9:0] == 6'h33;
+  assign \$606  = \port$8190$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$8191$2 [9:0] == 6'h34;
+  assign \$612  = \port$8190$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$8191$2 [9:0] == 6'h35;
+  assign \$618  = \port$8190$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$8191$2 [9:0] == 6'h36;
+  assign \$624  = \port$8190$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$8191$2 [9:0] == 6'h37;
+  assign \$630  = \port$8190$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$8191$2 [9:0] == 6'h38;
+  assign \$636  = \port$8190$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$8191$2 [9:0] == 6'h39;
+  assign \$642  = \port$8190$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$8191$2 [9:0] == 6'h3a;
+  assign \$648  = \port$8190$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$8191$2 [9:0] == 6'h3b;
+  assign \$654  = \port$8190$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$8191$2 [9:0] == 6'h3c;
+  assign \$660  = \port$8190$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$8191$2 [9:0] == 6'h3d;
+  assign \$666  = \port$8190$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$8191$2 [9:0] == 6'h3e;
+  assign \$672  = \port$8190$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$8191$2 [9:0] == 6'h3f;
+  assign \$678  = \port$8190$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$8191$2 [9:0] == 7'h40;
+  assign \$684  = \port$8190$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$8191$2 [9:0] == 7'h41;
+  assign \$690  = \port$8190$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$8191$2 [9:0] == 7'h42;
+  assign \$696  = \port$8190$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$8191$2 [9:0] == 7'h43;
+  assign \$702  = \port$8190$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$8191$2 [9:0] == 7'h44;
+  assign \$708  = \port$8190$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$8191$2 [9:0] == 7'h45;
+  assign \$714  = \port$8190$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$8191$2 [9:0] == 7'h46;
+  assign \$720  = \port$8190$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$8191$2 [9:0] == 7'h47;
+  assign \$726  = \port$8190$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$8191$2 [9:0] == 7'h48;
+  assign \$732  = \port$8190$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$8191$2 [9:0] == 7'h49;
+  assign \$738  = \port$8190$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$8191$2 [9:0] == 7'h4a;
+  assign \$744  = \port$8190$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$8191$2 [9:0] == 7'h4b;
+  assign \$750  = \port$8190$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$8191$2 [9:0] == 7'h4c;
+  assign \$756  = \port$8190$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$8191$2 [9:0] == 7'h4d;
+  assign \$762  = \port$8190$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$8191$2 [9:0] == 7'h4e;
+  assign \$768  = \port$8190$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$8191$2 [9:0] == 7'h4f;
+  assign \$774  = \port$8190$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$8191$2 [9:0] == 7'h50;
+  assign \$780  = \port$8190$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$8191$2 [9:0] == 7'h51;
+  assign \$786  = \port$8190$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24766,167 +24766,167 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$8191$2 [9:0];
+  assign \$3  = ! \port$8190$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$8191$2 [9:0] == 1'h1;
+  assign \$5  = \port$8190$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$8191$2 [9:0] == 2'h2;
+  assign \$7  = \port$8190$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$8191$2 [9:0] == 2'h3;
+  assign \$9  = \port$8190$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$8191$2 [9:0] == 3'h4;
+  assign \$11  = \port$8190$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$8191$2 [9:0] == 3'h5;
+  assign \$13  = \port$8190$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$8191$2 [9:0] == 3'h6;
+  assign \$15  = \port$8190$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$8191$2 [9:0] == 4'h8;
+  assign \$17  = \port$8190$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$8191$2 [9:0] == 4'h9;
+  assign \$19  = \port$8190$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$8191$2 [9:0] == 4'ha;
+  assign \$21  = \port$8190$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$8191$2 [9:0] == 4'hb;
+  assign \$23  = \port$8190$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$8191$2 [9:0] == 4'hc;
+  assign \$25  = \port$8190$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$8191$2 [9:0] == 4'hd;
+  assign \$27  = \port$8190$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$8191$2 [9:0] == 4'he;
+  assign \$29  = \port$8190$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$8191$2 [9:0] == 4'hf;
+  assign \$31  = \port$8190$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$8191$2 [9:0] == 5'h10;
+  assign \$33  = \port$8190$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$8191$2 [9:0] == 5'h11;
+  assign \$35  = \port$8190$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$8191$2 [9:0] == 5'h12;
+  assign \$37  = \port$8190$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$8191$2 [9:0] == 5'h13;
+  assign \$39  = \port$8190$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$8191$2 [9:0] == 5'h14;
+  assign \$41  = \port$8190$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$8191$2 [9:0] == 5'h15;
+  assign \$43  = \port$8190$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$8191$2 [9:0] == 5'h16;
+  assign \$45  = \port$8190$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$8191$2 [9:0] == 5'h17;
+  assign \$47  = \port$8190$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$8191$2 [9:0] == 5'h18;
+  assign \$49  = \port$8190$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$8191$2 [9:0] == 5'h19;
+  assign \$51  = \port$8190$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$8191$2 [9:0] == 5'h1a;
+  assign \$53  = \port$8190$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$8191$2 [9:0] == 5'h1b;
+  assign \$55  = \port$8190$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$8191$2 [9:0] == 5'h1c;
+  assign \$57  = \port$8190$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$8191$2 [9:0] == 5'h1d;
+  assign \$59  = \port$8190$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$8191$2 [9:0] == 6'h20;
+  assign \$61  = \port$8190$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$8191$2 [9:0] == 6'h21;
+  assign \$63  = \port$8190$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$8191$2 [9:0] == 6'h22;
+  assign \$65  = \port$8190$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$8191$2 [9:0] == 6'h23;
+  assign \$67  = \port$8190$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$8191$2 [9:0] == 6'h24;
+  assign \$69  = \port$8190$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$8191$2 [9:0] == 6'h25;
+  assign \$71  = \port$8190$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$8191$2 [9:0] == 6'h26;
+  assign \$73  = \port$8190$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$8191$2 [9:0] == 6'h27;
+  assign \$75  = \port$8190$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$8191$2 [9:0] == 6'h28;
+  assign \$77  = \port$8190$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$8191$2 [9:0] == 6'h29;
+  assign \$79  = \port$8190$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$8191$2 [9:0] == 6'h2a;
+  assign \$81  = \port$8190$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$8191$2 [9:0] == 6'h2b;
+  assign \$83  = \port$8190$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$8191$2 [9:0] == 6'h2c;
+  assign \$85  = \port$8190$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$8191$2 [9:0] == 6'h2d;
+  assign \$87  = \port$8190$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$8191$2 [9:0] == 6'h2e;
+  assign \$89  = \port$8190$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$8191$2 [9:0] == 6'h2f;
+  assign \$91  = \port$8190$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$8191$2 [9:0] == 6'h30;
+  assign \$93  = \port$8190$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$8191$2 [9:0] == 6'h31;
+  assign \$95  = \port$8190$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$8191$2 [9:0] == 6'h32;
+  assign \$97  = \port$8190$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$8191$2 [9:0] == 6'h33;
+  assign \$99  = \port$8190$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$8191$2 [9:0] == 6'h34;
+  assign \$101  = \port$8190$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$8191$2 [9:0] == 6'h35;
+  assign \$103  = \port$8190$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$8191$2 [9:0] == 6'h36;
+  assign \$105  = \port$8190$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$8191$2 [9:0] == 6'h37;
+  assign \$107  = \port$8190$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$8191$2 [9:0] == 6'h38;
+  assign \$109  = \port$8190$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26204,17 +26204,17 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$8191$2 , 2'h0 };
+  assign bus__addr = { \port$8190$2 , 2'h0 };
   assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
-  assign retire0_error = \port$7531$0 [7:0];
-  assign retire0_tag = \port$7531$0 [23:8];
-  assign retire1_error = \port$7581$0 [7:0];
-  assign retire1_tag = \port$7581$0 [23:8];
-  assign retire2_error = \port$7631$0 [7:0];
-  assign retire2_tag = \port$7631$0 [23:8];
-  assign retire3_error = \port$7681$0 [7:0];
-  assign retire3_tag = \port$7681$0 [23:8];
+  assign retire0_error = \port$7530$0 [7:0];
+  assign retire0_tag = \port$7530$0 [23:8];
+  assign retire1_error = \port$7580$0 [7:0];
+  assign retire1_tag = \port$7580$0 [23:8];
+  assign retire2_error = \port$7630$0 [7:0];
+  assign retire2_tag = \port$7630$0 [23:8];
+  assign retire3_error = \port$7680$0 [7:0];
+  assign retire3_tag = \port$7680$0 [23:8];
   assign q_head0_word = \port$5349$0 [31:0];
   assign q_head1_word = \port$5349$0 [63:32];
   assign q_head2_word = \port$5349$0 [95:64];
@@ -26276,20 +26276,20 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$7531$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$7531$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$7530$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$7530$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$7581$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$7581$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$7580$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$7580$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$7631$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$7631$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$7630$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$7630$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$7681$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$7681$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$7680$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$7680$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -26434,23 +26434,23 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire [32:0] \$100 ;
   wire [32:0] \$101 ;
   wire [32:0] \$102 ;
-  wire \$103 ;
+  wire [32:0] \$103 ;
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
-  reg \$108 ;
-  reg [2:0] \$109 ;
+  wire \$108 ;
+  reg \$109 ;
   wire \$11 ;
   reg [2:0] \$110 ;
-  reg \$111 ;
+  reg [2:0] \$111 ;
   reg \$112 ;
-  reg [1:0] \$113 ;
-  reg \$114 ;
-  reg [12:0] \$115 ;
-  reg \$116 ;
+  reg \$113 ;
+  reg [1:0] \$114 ;
+  reg \$115 ;
+  reg [12:0] \$116 ;
   reg \$117 ;
-  reg [15:0] \$118 ;
+  reg \$118 ;
   reg [15:0] \$119 ;
   wire \$12 ;
   reg [15:0] \$120 ;
@@ -26458,8 +26458,8 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg [15:0] \$122 ;
   reg [15:0] \$123 ;
   reg [15:0] \$124 ;
-  reg \$125 ;
-  reg [127:0] \$126 ;
+  reg [15:0] \$125 ;
+  reg \$126 ;
   reg [175:0] \$127 ;
   reg [2:0] \$128 ;
   reg \$129 ;
@@ -26498,84 +26498,84 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire \$26 ;
   wire \$27 ;
   wire [127:0] \$28 ;
-  wire \$29 ;
+  wire [127:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [12:0] \$35 ;
-  wire [31:0] \$36 ;
-  wire [32:0] \$37 ;
-  wire [16:0] \$38 ;
-  wire [33:0] \$39 ;
+  wire \$35 ;
+  wire [12:0] \$36 ;
+  wire [31:0] \$37 ;
+  wire [32:0] \$38 ;
+  wire [16:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [12:0] \$41 ;
-  wire [31:0] \$42 ;
-  wire [32:0] \$43 ;
-  wire [12:0] \$44 ;
-  wire [14:0] \$45 ;
-  wire [33:0] \$46 ;
-  wire [34:0] \$47 ;
-  wire \$48 ;
+  wire [33:0] \$40 ;
+  wire \$41 ;
+  wire [12:0] \$42 ;
+  wire [31:0] \$43 ;
+  wire [32:0] \$44 ;
+  wire [12:0] \$45 ;
+  wire [14:0] \$46 ;
+  wire [33:0] \$47 ;
+  wire [34:0] \$48 ;
   wire \$49 ;
   wire [3:0] \$5 ;
-  wire [12:0] \$50 ;
-  wire [31:0] \$51 ;
-  wire [32:0] \$52 ;
-  wire [16:0] \$53 ;
-  wire [33:0] \$54 ;
-  wire \$55 ;
+  wire \$50 ;
+  wire [12:0] \$51 ;
+  wire [31:0] \$52 ;
+  wire [32:0] \$53 ;
+  wire [16:0] \$54 ;
+  wire [33:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
-  wire [14:0] \$61 ;
-  wire [16:0] \$62 ;
-  wire \$63 ;
+  wire \$61 ;
+  wire [14:0] \$62 ;
+  wire [16:0] \$63 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire [14:0] \$67 ;
-  wire [13:0] \$68 ;
-  wire [16:0] \$69 ;
+  wire \$67 ;
+  wire [14:0] \$68 ;
+  wire [13:0] \$69 ;
   wire \$7 ;
   wire [16:0] \$70 ;
-  wire \$71 ;
+  wire [16:0] \$71 ;
   wire \$72 ;
-  wire [12:0] \$73 ;
-  wire \$74 ;
-  wire [12:0] \$75 ;
-  wire \$76 ;
-  wire [12:0] \$77 ;
-  wire [20:0] \$78 ;
+  wire \$73 ;
+  wire [12:0] \$74 ;
+  wire \$75 ;
+  wire [12:0] \$76 ;
+  wire \$77 ;
+  wire [12:0] \$78 ;
   wire [20:0] \$79 ;
   wire \$8 ;
-  wire [12:0] \$80 ;
-  wire [20:0] \$81 ;
+  wire [20:0] \$80 ;
+  wire [12:0] \$81 ;
   wire [20:0] \$82 ;
   wire [20:0] \$83 ;
   wire [20:0] \$84 ;
-  wire \$85 ;
+  wire [20:0] \$85 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
-  wire [2:0] \$91 ;
-  wire [3:0] \$92 ;
-  wire \$93 ;
+  wire \$91 ;
+  wire [2:0] \$92 ;
+  wire [3:0] \$93 ;
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire [32:0] \$99 ;
+  wire \$99 ;
   (* init = 1'h0 *)
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
@@ -26756,134 +26756,135 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$26  = meta7[13:1] == meta6[13:1];
   assign \$27  = acc_wr__en & \$26 ;
   assign \$28  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$29  = | cmd[175:161];
-  assign \$30  = ! cmd[75:60];
-  assign \$31  = ! cmd[87:76];
-  assign \$32  = \$30  | \$31 ;
-  assign \$33  = ! cmd[99:88];
-  assign \$34  = \$32  | \$33 ;
-  assign \$35  = cmd[87:76] - 1'h1;
-  assign \$36  = \$35 [11:0] * cmd[119:100];
-  assign \$37  = cmd[19:0] + \$36 ;
-  assign \$38  = cmd[75:60] - 1'h1;
-  assign \$39  = \$37  + \$38 [15:0];
-  assign \$40  = \$39  >= 15'h4000;
-  assign \$41  = cmd[99:88] - 1'h1;
-  assign \$42  = \$41 [11:0] * cmd[139:120];
-  assign \$43  = cmd[39:20] + \$42 ;
-  assign \$44  = cmd[87:76] - 1'h1;
-  assign \$45  = \$44 [11:0] * 3'h4;
-  assign \$46  = \$43  + \$45 ;
-  assign \$47  = \$46  + 2'h3;
-  assign \$48  = \$47  >= 15'h4000;
-  assign \$49  = \$40  | \$48 ;
-  assign \$50  = cmd[99:88] - 1'h1;
-  assign \$51  = \$50 [11:0] * cmd[159:140];
-  assign \$52  = cmd[59:40] + \$51 ;
-  assign \$53  = cmd[75:60] - 1'h1;
-  assign \$54  = \$52  + \$53 [15:0];
-  assign \$55  = \$54  >= 14'h2000;
-  assign \$56  = \$49  | \$55 ;
-  assign \$57  = err_reserved | err_shape;
-  assign \$58  = \$57  | err_range;
-  assign \$59  = spad_rd__en & spad_rd__gnt;
-  assign \$60  = \$59  & load_b;
-  assign \$61  = b_ptr + 1'h1;
-  assign \$62  = idx + 1'h1;
-  assign \$63  = idx[1:0] == 2'h3;
-  assign \$64  = spad_rd__en & spad_rd__gnt;
-  assign \$65  = ~ load_b;
-  assign \$66  = \$64  & \$65 ;
-  assign \$67  = a_ptr + 1'h1;
-  assign \$68  = c_ptr + 1'h1;
-  assign \$69  = idx + 1'h1;
-  assign \$70  = cmd[75:60] - 1'h1;
-  assign \$71  = idx == \$70 [15:0];
-  assign \$72  = ~ bank;
-  assign \$73  = cmd[87:76] - 1'h1;
-  assign \$74  = kt != \$73 [11:0];
-  assign \$75  = cmd[99:88] - 1'h1;
-  assign \$76  = nt != \$75 [11:0];
-  assign \$77  = kt + 1'h1;
-  assign \$78  = a_base + cmd[119:100];
+  assign \$29  = \$27  ? acc_wr__data : \$28 ;
+  assign \$30  = | cmd[175:161];
+  assign \$31  = ! cmd[75:60];
+  assign \$32  = ! cmd[87:76];
+  assign \$33  = \$31  | \$32 ;
+  assign \$34  = ! cmd[99:88];
+  assign \$35  = \$33  | \$34 ;
+  assign \$36  = cmd[87:76] - 1'h1;
+  assign \$37  = \$36 [11:0] * cmd[119:100];
+  assign \$38  = cmd[19:0] + \$37 ;
+  assign \$39  = cmd[75:60] - 1'h1;
+  assign \$40  = \$38  + \$39 [15:0];
+  assign \$41  = \$40  >= 15'h4000;
+  assign \$42  = cmd[99:88] - 1'h1;
+  assign \$43  = \$42 [11:0] * cmd[139:120];
+  assign \$44  = cmd[39:20] + \$43 ;
+  assign \$45  = cmd[87:76] - 1'h1;
+  assign \$46  = \$45 [11:0] * 3'h4;
+  assign \$47  = \$44  + \$46 ;
+  assign \$48  = \$47  + 2'h3;
+  assign \$49  = \$48  >= 15'h4000;
+  assign \$50  = \$41  | \$49 ;
+  assign \$51  = cmd[99:88] - 1'h1;
+  assign \$52  = \$51 [11:0] * cmd[159:140];
+  assign \$53  = cmd[59:40] + \$52 ;
+  assign \$54  = cmd[75:60] - 1'h1;
+  assign \$55  = \$53  + \$54 [15:0];
+  assign \$56  = \$55  >= 14'h2000;
+  assign \$57  = \$50  | \$56 ;
+  assign \$58  = err_reserved | err_shape;
+  assign \$59  = \$58  | err_range;
+  assign \$60  = spad_rd__en & spad_rd__gnt;
+  assign \$61  = \$60  & load_b;
+  assign \$62  = b_ptr + 1'h1;
+  assign \$63  = idx + 1'h1;
+  assign \$64  = idx[1:0] == 2'h3;
+  assign \$65  = spad_rd__en & spad_rd__gnt;
+  assign \$66  = ~ load_b;
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = a_ptr + 1'h1;
+  assign \$69  = c_ptr + 1'h1;
+  assign \$70  = idx + 1'h1;
+  assign \$71  = cmd[75:60] - 1'h1;
+  assign \$72  = idx == \$71 [15:0];
+  assign \$73  = ~ bank;
+  assign \$74  = cmd[87:76] - 1'h1;
+  assign \$75  = kt != \$74 [11:0];
+  assign \$76  = cmd[99:88] - 1'h1;
+  assign \$77  = nt != \$76 [11:0];
+  assign \$78  = kt + 1'h1;
   assign \$79  = a_base + cmd[119:100];
-  assign \$80  = nt + 1'h1;
-  assign \$81  = b_base + cmd[139:120];
+  assign \$80  = a_base + cmd[119:100];
+  assign \$81  = nt + 1'h1;
   assign \$82  = b_base + cmd[139:120];
-  assign \$83  = c_base + cmd[159:140];
+  assign \$83  = b_base + cmd[139:120];
   assign \$84  = c_base + cmd[159:140];
-  assign \$85  = acc_wr__en & meta7[15];
-  assign \$86  = ~ load_b;
-  assign \$87  = s1_valid & s1_is_a;
-  assign \$88  = s1_bank == bank;
-  assign \$89  = \$87  & \$88 ;
-  assign \$90  = ~ \$89 ;
-  assign \$91  = bank ? bank1_busy_cnt : bank0_busy_cnt;
-  assign \$92  = \$91  + idx[1:0];
-  assign \$93  = \$92  <= 3'h5;
-  assign \$94  = \$90  & \$93 ;
-  assign \$95  = \$86  | \$94 ;
-  assign spad_rd__en = issuing & \$95 ;
+  assign \$85  = c_base + cmd[159:140];
+  assign \$86  = acc_wr__en & meta7[15];
+  assign \$87  = ~ load_b;
+  assign \$88  = s1_valid & s1_is_a;
+  assign \$89  = s1_bank == bank;
+  assign \$90  = \$88  & \$89 ;
+  assign \$91  = ~ \$90 ;
+  assign \$92  = bank ? bank1_busy_cnt : bank0_busy_cnt;
+  assign \$93  = \$92  + idx[1:0];
+  assign \$94  = \$93  <= 3'h5;
+  assign \$95  = \$91  & \$94 ;
+  assign \$96  = \$87  | \$95 ;
+  assign spad_rd__en = issuing & \$96 ;
   assign spad_rd__addr = load_b ? b_ptr : a_ptr;
   assign a_valid = s1_valid & s1_is_a;
-  assign \$96  = ~ s1_is_a;
-  assign w_en = s1_valid & \$96 ;
+  assign \$97  = ~ s1_is_a;
+  assign w_en = s1_valid & \$97 ;
   assign active = s1_valid & s1_is_a;
-  assign \$97  = s1_valid & s1_is_a;
-  assign \$98  = ~ \$97 ;
-  assign stall = ctl__busy & \$98 ;
+  assign \$98  = s1_valid & s1_is_a;
+  assign \$99  = ~ \$98 ;
+  assign stall = ctl__busy & \$99 ;
   assign acc_rd__en = meta5[0] & meta5[14];
-  assign \$99  = old[31:0] + \$145 ;
-  assign \$100  = old[63:32] + \$146 ;
-  assign \$101  = old[95:64] + \$147 ;
-  assign \$102  = old[127:96] + \$144 ;
-  assign acc_wr__data = meta7[14] ? { \$102 [31:0], \$101 [31:0], \$100 [31:0], \$99 [31:0] } : { \$144 , \$147 , \$146 , \$145  };
-  assign ctl__busy = ~ \$103 ;
-  assign \$103  = ! gemm_fsm_state;
-  assign \$104  = gemm_fsm_state == 1'h1;
-  assign \$105  = gemm_fsm_state == 2'h2;
-  assign \$106  = gemm_fsm_state == 2'h3;
-  assign \$107  = gemm_fsm_state == 3'h4;
+  assign \$100  = old[31:0] + \$145 ;
+  assign \$101  = old[63:32] + \$146 ;
+  assign \$102  = old[95:64] + \$147 ;
+  assign \$103  = old[127:96] + \$144 ;
+  assign acc_wr__data = meta7[14] ? { \$103 [31:0], \$102 [31:0], \$101 [31:0], \$100 [31:0] } : { \$144 , \$147 , \$146 , \$145  };
+  assign ctl__busy = ~ \$104 ;
+  assign \$104  = ! gemm_fsm_state;
+  assign \$105  = gemm_fsm_state == 1'h1;
+  assign \$106  = gemm_fsm_state == 2'h2;
+  assign \$107  = gemm_fsm_state == 2'h3;
+  assign \$108  = gemm_fsm_state == 3'h4;
   always @(posedge clk)
-    done <= \$108 ;
+    done <= \$109 ;
   always @(posedge clk)
-    bank0_busy_cnt <= \$109 ;
+    bank0_busy_cnt <= \$110 ;
   always @(posedge clk)
-    bank1_busy_cnt <= \$110 ;
+    bank1_busy_cnt <= \$111 ;
   always @(posedge clk)
-    s1_valid <= \$111 ;
+    s1_valid <= \$112 ;
   always @(posedge clk)
-    s1_is_a <= \$112 ;
+    s1_is_a <= \$113 ;
   always @(posedge clk)
-    s1_row <= \$113 ;
+    s1_row <= \$114 ;
   always @(posedge clk)
-    s1_bank <= \$114 ;
+    s1_bank <= \$115 ;
   always @(posedge clk)
-    s1_caddr <= \$115 ;
+    s1_caddr <= \$116 ;
   always @(posedge clk)
-    s1_accum <= \$116 ;
+    s1_accum <= \$117 ;
   always @(posedge clk)
-    s1_last <= \$117 ;
+    s1_last <= \$118 ;
   always @(posedge clk)
-    meta1 <= \$118 ;
+    meta1 <= \$119 ;
   always @(posedge clk)
-    meta2 <= \$119 ;
+    meta2 <= \$120 ;
   always @(posedge clk)
-    meta3 <= \$120 ;
+    meta3 <= \$121 ;
   always @(posedge clk)
-    meta4 <= \$121 ;
+    meta4 <= \$122 ;
   always @(posedge clk)
-    meta5 <= \$122 ;
+    meta5 <= \$123 ;
   always @(posedge clk)
-    meta6 <= \$123 ;
+    meta6 <= \$124 ;
   always @(posedge clk)
-    meta7 <= \$124 ;
+    meta7 <= \$125 ;
   always @(posedge clk)
-    fwd_hit <= \$125 ;
+    fwd_hit <= \$126 ;
   always @(posedge clk)
     fwd_data <= acc_wr__data;
   always @(posedge clk)
-    old <= \$126 ;
+    old <= \$29 ;
   always @(posedge clk)
     cmd <= \$127 ;
   always @(posedge clk)
@@ -26935,73 +26936,63 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$108  = 1'h0;
+    \$109  = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$58 ) begin
-            \$108  = 1'h1;
+          if (\$59 ) begin
+            \$109  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$85 ) begin
-            \$108  = 1'h1;
+          if (\$86 ) begin
+            \$109  = 1'h1;
           end
     endcase
     if (reset[2]) begin
-      \$108  = 1'h0;
+      \$109  = 1'h0;
     end
     if (rst) begin
-      \$108  = 1'h0;
+      \$109  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$109  = bank0_busy_cnt;
+    \$110  = bank0_busy_cnt;
     if (\$3 ) begin
-      \$109  = 3'h6;
-    end else if (\$4 ) begin
-      \$109  = \$5 [2:0];
-    end
-    if (reset[2]) begin
-      \$109  = 3'h0;
-    end
-    if (rst) begin
-      \$109  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$110  = bank1_busy_cnt;
-    if (\$8 ) begin
       \$110  = 3'h6;
+    end else if (\$4 ) begin
+      \$110  = \$5 [2:0];
+    end
+    if (reset[2]) begin
+      \$110  = 3'h0;
+    end
+    if (rst) begin
+      \$110  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$111  = bank1_busy_cnt;
+    if (\$8 ) begin
+      \$111  = 3'h6;
     end else if (\$9 ) begin
-      \$110  = \$10 [2:0];
+      \$111  = \$10 [2:0];
     end
     if (reset[2]) begin
-      \$110  = 3'h0;
+      \$111  = 3'h0;
     end
     if (rst) begin
-      \$110  = 3'h0;
+      \$111  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$111  = \$11 ;
-    if (reset[2]) begin
-      \$111  = 1'h0;
-    end
-    if (rst) begin
-      \$111  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$112  = \$12 ;
+    \$112  = \$11 ;
     if (reset[2]) begin
       \$112  = 1'h0;
     end
@@ -27011,47 +27002,47 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$113  = idx[1:0];
+    \$113  = \$12 ;
     if (reset[2]) begin
-      \$113  = 2'h0;
+      \$113  = 1'h0;
     end
     if (rst) begin
-      \$113  = 2'h0;
+      \$113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$114  = bank;
+    \$114  = idx[1:0];
     if (reset[2]) begin
-      \$114  = 1'h0;
+      \$114  = 2'h0;
     end
     if (rst) begin
-      \$114  = 1'h0;
+      \$114  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$115  = c_ptr;
+    \$115  = bank;
     if (reset[2]) begin
-      \$115  = 13'h0000;
+      \$115  = 1'h0;
     end
     if (rst) begin
-      \$115  = 13'h0000;
+      \$115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$116  = \$14 ;
+    \$116  = c_ptr;
     if (reset[2]) begin
-      \$116  = 1'h0;
+      \$116  = 13'h0000;
     end
     if (rst) begin
-      \$116  = 1'h0;
+      \$116  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$117  = \$22 ;
+    \$117  = \$14 ;
     if (reset[2]) begin
       \$117  = 1'h0;
     end
@@ -27061,17 +27052,17 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$118  = { s1_last, s1_accum, s1_caddr, \$23  };
+    \$118  = \$22 ;
     if (reset[2]) begin
-      \$118  = 16'h0000;
+      \$118  = 1'h0;
     end
     if (rst) begin
-      \$118  = 16'h0000;
+      \$118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$119  = meta1;
+    \$119  = { s1_last, s1_accum, s1_caddr, \$23  };
     if (reset[2]) begin
       \$119  = 16'h0000;
     end
@@ -27081,7 +27072,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$120  = meta2;
+    \$120  = meta1;
     if (reset[2]) begin
       \$120  = 16'h0000;
     end
@@ -27091,7 +27082,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$121  = meta3;
+    \$121  = meta2;
     if (reset[2]) begin
       \$121  = 16'h0000;
     end
@@ -27101,7 +27092,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$122  = meta4;
+    \$122  = meta3;
     if (reset[2]) begin
       \$122  = 16'h0000;
     end
@@ -27111,7 +27102,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$123  = meta5;
+    \$123  = meta4;
     if (reset[2]) begin
       \$123  = 16'h0000;
     end
@@ -27121,7 +27112,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$124  = meta6;
+    \$124  = meta5;
     if (reset[2]) begin
       \$124  = 16'h0000;
     end
@@ -27131,21 +27122,22 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$125  = \$25 ;
+    \$125  = meta6;
     if (reset[2]) begin
-      \$125  = 1'h0;
+      \$125  = 16'h0000;
     end
     if (rst) begin
-      \$125  = 1'h0;
+      \$125  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$27 ) begin
-      \$126  = acc_wr__data;
-    end else begin
-      \$126  = \$28 ;
+    \$126  = \$25 ;
+    if (reset[2]) begin
+      \$126  = 1'h0;
+    end
+    if (rst) begin
+      \$126  = 1'h0;
     end
   end
   always @* begin
@@ -27176,24 +27168,24 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           \$128  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$58 ) begin
+          if (\$59 ) begin
             \$128  = 3'h0;
           end else begin
             \$128  = 3'h3;
           end
       3'h3:
-          if (\$66 ) begin
-            if (\$71 ) begin
+          if (\$67 ) begin
+            if (\$72 ) begin
               (* full_case = 32'd1 *)
-              if (\$74 ) begin
-              end else if (\$76 ) begin
+              if (\$75 ) begin
+              end else if (\$77 ) begin
               end else begin
                 \$128  = 3'h4;
               end
             end
           end
       3'h4:
-          if (\$85 ) begin
+          if (\$86 ) begin
             \$128  = 3'h0;
           end
     endcase
@@ -27211,7 +27203,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h0:
           /* empty */;
       3'h1:
-          \$129  = \$29 ;
+          \$129  = \$30 ;
     endcase
     if (reset[2]) begin
       \$129  = 1'h0;
@@ -27227,7 +27219,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h0:
           /* empty */;
       3'h1:
-          \$130  = \$34 ;
+          \$130  = \$35 ;
     endcase
     if (reset[2]) begin
       \$130  = 1'h0;
@@ -27243,7 +27235,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h0:
           /* empty */;
       3'h1:
-          \$131  = \$56 ;
+          \$131  = \$57 ;
     endcase
     if (reset[2]) begin
       \$131  = 1'h0;
@@ -27261,7 +27253,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h1:
           /* empty */;
       3'h2:
-          if (\$58 ) begin
+          if (\$59 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
               \$132  = 8'h02;
@@ -27274,7 +27266,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h3:
           /* empty */;
       3'h4:
-          if (\$85 ) begin
+          if (\$86 ) begin
             \$132  = 8'h00;
           end
     endcase
@@ -27295,16 +27287,16 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$58 ) begin
+          if (\$59 ) begin
           end else begin
             \$133  = 12'h000;
           end
       3'h3:
-          if (\$66 ) begin
-            if (\$71 ) begin
-              if (\$74 ) begin
-              end else if (\$76 ) begin
-                \$133  = \$80 [11:0];
+          if (\$67 ) begin
+            if (\$72 ) begin
+              if (\$75 ) begin
+              end else if (\$77 ) begin
+                \$133  = \$81 [11:0];
               end
             end
           end
@@ -27326,16 +27318,16 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$58 ) begin
+          if (\$59 ) begin
           end else begin
             \$134  = 12'h000;
           end
       3'h3:
-          if (\$66 ) begin
-            if (\$71 ) begin
-              if (\$74 ) begin
-                \$134  = \$77 [11:0];
-              end else if (\$76 ) begin
+          if (\$67 ) begin
+            if (\$72 ) begin
+              if (\$75 ) begin
+                \$134  = \$78 [11:0];
+              end else if (\$77 ) begin
                 \$134  = 12'h000;
               end
             end
@@ -27358,21 +27350,21 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$58 ) begin
+          if (\$59 ) begin
           end else begin
             \$135  = 16'h0000;
           end
       3'h3:
         begin
-          if (\$60 ) begin
-            \$135  = \$62 [15:0];
-            if (\$63 ) begin
+          if (\$61 ) begin
+            \$135  = \$63 [15:0];
+            if (\$64 ) begin
               \$135  = 16'h0000;
             end
           end
-          if (\$66 ) begin
-            \$135  = \$69 [15:0];
-            if (\$71 ) begin
+          if (\$67 ) begin
+            \$135  = \$70 [15:0];
+            if (\$72 ) begin
               \$135  = 16'h0000;
             end
           end
@@ -27395,19 +27387,19 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$58 ) begin
+          if (\$59 ) begin
           end else begin
             \$136  = 1'h1;
           end
       3'h3:
         begin
-          if (\$60 ) begin
-            if (\$63 ) begin
+          if (\$61 ) begin
+            if (\$64 ) begin
               \$136  = 1'h0;
             end
           end
-          if (\$66 ) begin
-            if (\$71 ) begin
+          if (\$67 ) begin
+            if (\$72 ) begin
               \$136  = 1'h1;
             end
           end
@@ -27430,16 +27422,16 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$58 ) begin
+          if (\$59 ) begin
           end else begin
             \$137  = cmd[13:0];
           end
       3'h3:
-          if (\$66 ) begin
-            if (\$71 ) begin
-              if (\$74 ) begin
-                \$137  = \$78 [13:0];
-              end else if (\$76 ) begin
+          if (\$67 ) begin
+            if (\$72 ) begin
+              if (\$75 ) begin
+                \$137  = \$79 [13:0];
+              end else if (\$77 ) begin
                 \$137  = cmd[13:0];
               end
             end
@@ -27462,17 +27454,17 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$58 ) begin
+          if (\$59 ) begin
           end else begin
             \$138  = cmd[13:0];
           end
       3'h3:
-          if (\$66 ) begin
-            \$138  = \$67 [13:0];
-            if (\$71 ) begin
-              if (\$74 ) begin
-                \$138  = \$79 [13:0];
-              end else if (\$76 ) begin
+          if (\$67 ) begin
+            \$138  = \$68 [13:0];
+            if (\$72 ) begin
+              if (\$75 ) begin
+                \$138  = \$80 [13:0];
+              end else if (\$77 ) begin
                 \$138  = cmd[13:0];
               end
             end
@@ -27495,16 +27487,16 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$58 ) begin
+          if (\$59 ) begin
           end else begin
             \$139  = cmd[33:20];
           end
       3'h3:
-          if (\$66 ) begin
-            if (\$71 ) begin
-              if (\$74 ) begin
-              end else if (\$76 ) begin
-                \$139  = \$81 [13:0];
+          if (\$67 ) begin
+            if (\$72 ) begin
+              if (\$75 ) begin
+              end else if (\$77 ) begin
+                \$139  = \$82 [13:0];
               end
             end
           end
@@ -27526,20 +27518,20 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$58 ) begin
+          if (\$59 ) begin
           end else begin
             \$140  = cmd[33:20];
           end
       3'h3:
         begin
-          if (\$60 ) begin
-            \$140  = \$61 [13:0];
+          if (\$61 ) begin
+            \$140  = \$62 [13:0];
           end
-          if (\$66 ) begin
-            if (\$71 ) begin
-              if (\$74 ) begin
-              end else if (\$76 ) begin
-                \$140  = \$82 [13:0];
+          if (\$67 ) begin
+            if (\$72 ) begin
+              if (\$75 ) begin
+              end else if (\$77 ) begin
+                \$140  = \$83 [13:0];
               end
             end
           end
@@ -27562,16 +27554,16 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$58 ) begin
+          if (\$59 ) begin
           end else begin
             \$141  = cmd[52:40];
           end
       3'h3:
-          if (\$66 ) begin
-            if (\$71 ) begin
-              if (\$74 ) begin
-              end else if (\$76 ) begin
-                \$141  = \$83 [12:0];
+          if (\$67 ) begin
+            if (\$72 ) begin
+              if (\$75 ) begin
+              end else if (\$77 ) begin
+                \$141  = \$84 [12:0];
               end
             end
           end
@@ -27593,18 +27585,18 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$58 ) begin
+          if (\$59 ) begin
           end else begin
             \$142  = cmd[52:40];
           end
       3'h3:
-          if (\$66 ) begin
-            \$142  = \$68 [12:0];
-            if (\$71 ) begin
-              if (\$74 ) begin
+          if (\$67 ) begin
+            \$142  = \$69 [12:0];
+            if (\$72 ) begin
+              if (\$75 ) begin
                 \$142  = c_base;
-              end else if (\$76 ) begin
-                \$142  = \$84 [12:0];
+              end else if (\$77 ) begin
+                \$142  = \$85 [12:0];
               end
             end
           end
@@ -27627,9 +27619,9 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$66 ) begin
-            if (\$71 ) begin
-              \$143  = \$72 ;
+          if (\$67 ) begin
+            if (\$72 ) begin
+              \$143  = \$73 ;
             end
           end
     endcase
@@ -28891,7 +28883,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8223$16 , \port$8966$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8222$16 , \port$8964$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -28935,10 +28927,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8223$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8223$16 ;
-  wire [15:0] \port$8223$16 ;
-  input [7:0] \port$8966$0 ;
-  wire [7:0] \port$8966$0 ;
+  input [15:0] \port$8222$16 ;
+  wire [15:0] \port$8222$16 ;
+  input [7:0] \port$8964$0 ;
+  wire [7:0] \port$8964$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -28973,7 +28965,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8223$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8223$16 , \port$8966$0  };
+      storage[w_port__addr] <= { \port$8222$16 , \port$8964$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -29084,8 +29076,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8223$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8223$16 , \port$8966$0  };
-  assign w_data = { \port$8223$16 , \port$8966$0  };
+  assign w_port__data = { \port$8222$16 , \port$8964$0  };
+  assign w_data = { \port$8222$16 , \port$8964$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -29094,7 +29086,7 @@ endmodule
 module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7738$0 , \port$7738$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7737$0 , \port$7737$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -29808,10 +29800,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] \limit$66 ;
   input [3:0] \port$109$0 ;
   wire [3:0] \port$109$0 ;
-  input [3:0] \port$7738$0 ;
-  wire [3:0] \port$7738$0 ;
-  input [23:0] \port$7738$8 ;
-  wire [23:0] \port$7738$8 ;
+  input [3:0] \port$7737$0 ;
+  wire [3:0] \port$7737$0 ;
+  input [23:0] \port$7737$8 ;
+  wire [23:0] \port$7737$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -30536,7 +30528,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$7738$0 [1:0] < 3'h4;
+  assign \$165  = \port$7737$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -30744,7 +30736,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$7738$0 [1:0];
+  assign \$344  = ! \port$7737$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -30764,7 +30756,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$7738$0 [1:0] == 1'h1;
+  assign \$364  = \port$7737$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -30784,7 +30776,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$7738$0 [1:0] == 2'h2;
+  assign \$384  = \port$7737$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -30804,7 +30796,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$7738$0 [1:0] == 2'h3;
+  assign \$404  = \port$7737$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -30897,7 +30889,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$8304$0 (fetch_r_buf),
+    .\port$8303$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -30909,7 +30901,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$8304$0 (fetch_r_buf),
+    .\port$8303$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -30921,7 +30913,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$8304$0 (fetch_r_buf),
+    .\port$8303$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -30933,7 +30925,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$8304$0 (fetch_r_buf),
+    .\port$8303$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -32631,12 +32623,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$7738$0 [1:0];
-  assign cpl_irq = \port$7738$0 [2];
-  assign cpl_halt = \port$7738$0 [3];
-  assign cpl_flags = \port$7738$8 [7:0];
-  assign cpl_status = \port$7738$8 [15:8];
-  assign cpl_opcode = \port$7738$8 [23:16];
+  assign cpl_queue = \port$7737$0 [1:0];
+  assign cpl_irq = \port$7737$0 [2];
+  assign cpl_halt = \port$7737$0 [3];
+  assign cpl_flags = \port$7737$8 [7:0];
+  assign cpl_status = \port$7737$8 [15:8];
+  assign cpl_opcode = \port$7737$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -32687,12 +32679,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$7738$8 [23:16];
-  assign \w_data$258 [19:12] = \port$7738$8 [15:8];
-  assign \w_data$258 [11:4] = \port$7738$8 [7:0];
-  assign \w_data$258 [3] = \port$7738$0 [3];
-  assign \w_data$258 [2] = \port$7738$0 [2];
-  assign \w_data$258 [1:0] = \port$7738$0 [1:0];
+  assign \w_data$258 [27:20] = \port$7737$8 [23:16];
+  assign \w_data$258 [19:12] = \port$7737$8 [15:8];
+  assign \w_data$258 [11:4] = \port$7737$8 [7:0];
+  assign \w_data$258 [3] = \port$7737$0 [3];
+  assign \w_data$258 [2] = \port$7737$0 [2];
+  assign \w_data$258 [1:0] = \port$7737$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -34278,7 +34270,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8304$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8303$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34305,8 +34297,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8304$0 ;
-  wire [191:0] \port$8304$0 ;
+  input [191:0] \port$8303$0 ;
+  wire [191:0] \port$8303$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -34341,7 +34333,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8304$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8303$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34412,14 +34404,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8304$0  };
-  assign w_data = { \port$0$87 , \port$8304$0  };
+  assign w_port__data = { \port$0$87 , \port$8303$0  };
+  assign w_data = { \port$0$87 , \port$8303$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8304$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8303$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34446,8 +34438,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8304$0 ;
-  wire [191:0] \port$8304$0 ;
+  input [191:0] \port$8303$0 ;
+  wire [191:0] \port$8303$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -34482,7 +34474,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8304$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8303$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34553,14 +34545,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8304$0  };
-  assign w_data = { \port$0$87 , \port$8304$0  };
+  assign w_port__data = { \port$0$87 , \port$8303$0  };
+  assign w_data = { \port$0$87 , \port$8303$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8304$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8303$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34587,8 +34579,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8304$0 ;
-  wire [191:0] \port$8304$0 ;
+  input [191:0] \port$8303$0 ;
+  wire [191:0] \port$8303$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -34623,7 +34615,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8304$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8303$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34694,14 +34686,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8304$0  };
-  assign w_data = { \port$0$87 , \port$8304$0  };
+  assign w_port__data = { \port$0$87 , \port$8303$0  };
+  assign w_data = { \port$0$87 , \port$8303$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8304$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8303$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34728,8 +34720,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8304$0 ;
-  wire [191:0] \port$8304$0 ;
+  input [191:0] \port$8303$0 ;
+  wire [191:0] \port$8303$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -34764,7 +34756,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8304$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8303$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34835,8 +34827,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8304$0  };
-  assign w_data = { \port$0$87 , \port$8304$0  };
+  assign w_port__data = { \port$0$87 , \port$8303$0  };
+  assign w_data = { \port$0$87 , \port$8303$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -37350,7 +37342,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8225$16 , \port$9184$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8224$16 , \port$9182$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -37394,10 +37386,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8225$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8225$16 ;
-  wire [15:0] \port$8225$16 ;
-  input [7:0] \port$9184$0 ;
-  wire [7:0] \port$9184$0 ;
+  input [15:0] \port$8224$16 ;
+  wire [15:0] \port$8224$16 ;
+  input [7:0] \port$9182$0 ;
+  wire [7:0] \port$9182$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -37432,7 +37424,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8225$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8225$16 , \port$9184$0  };
+      storage[w_port__addr] <= { \port$8224$16 , \port$9182$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -37543,8 +37535,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8225$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8225$16 , \port$9184$0  };
-  assign w_data = { \port$8225$16 , \port$9184$0  };
+  assign w_port__data = { \port$8224$16 , \port$9182$0  };
+  assign w_data = { \port$8224$16 , \port$9182$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
