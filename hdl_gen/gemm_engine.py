@@ -36,8 +36,9 @@ class GemmEngine(wiring.Component):
     between registers, not between block RAMs). Rows are written in issue order and a row's read
     and write are two cycles apart; a write to the same row in the read cycle or the cycle after is
     forwarded, so even back-to-back RMW of one row would be hazard-free whatever the SRAM's
-    read-during-write behaviour. (With today's issue order a C row recurs at least ``dim + 1`` cycles later, e.g. the
-    next k-tile with ``m = 1``, so the forward is a safeguard that does not fire.) ``done`` pulses
+    read-during-write behaviour. (With today's issue order a C row recurs at least ``dim + 1``
+    cycles later, e.g. the next k-tile with ``m = 1``, so the forward is a safeguard that does not
+    fire.) ``done`` pulses
     the cycle after the last accumulator write, with ``busy`` already low, so the next command can
     be accepted in the ``done`` cycle. In steady state one A row (one MAC per PE) enters per cycle.
 

@@ -159,10 +159,11 @@ class KakiSoc(wiring.Component):
         for i, name in enumerate(map(port_name, ENGINES)):
             ctl, kind, rst = engines[name]
             src = getattr(disp, name)
-            off = rst | frozen.get(name, 0)
-            m.d.comb += [ctl.cmd.valid.eq(src.valid & ~off), src.ready.eq(ctl.cmd.ready & ~off),
+            frz = frozen.get(name, 0)
+            m.d.comb += [ctl.cmd.valid.eq(src.valid & ~(rst | frz)),
+                         src.ready.eq(ctl.cmd.ready & ~(rst | frz)),
                          ctl.cmd.payload.eq(getattr(src.payload.desc.payload, kind)),
-                         getattr(disp, f"{name}_done").eq(ctl.done & ~frozen.get(name, 0)),
+                         getattr(disp, f"{name}_done").eq(ctl.done & ~frz),
                          getattr(disp, f"{name}_error").eq(ctl.error),
                          disp.engine_reset[i].eq(rst)]
         return frozen

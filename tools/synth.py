@@ -366,10 +366,7 @@ def read_timing(d, res, done, unplaced):
         res.timing = "routed"
         res.critical_path = critical_path(report)
         res.utilisation = {k: v for k, v in report.get("utilization", {}).items() if v.get("used")}
-        # the launch: the first step after the clock network's skew (a global clock reports it)
-        steps = [st for st in report["critical_paths"][0]["path"] if st["type"] != "clk-skew"] \
-            if res.critical_path else []
-        first = steps[0]["from"] if steps else {}
+        first = report["critical_paths"][0]["path"][0]["from"] if res.critical_path else {}
         res.critical_from = f"{first.get('cell', '')}.{first.get('port', '')}" if first else ""
         res.critical_to = res.critical_path[-1][2] if res.critical_path else ""
     else:
@@ -521,7 +518,7 @@ def main(argv=None):
                     help="more nextpnr options, one quoted string (e.g. '--placer-heap-beta 0.6')")
     ap.add_argument("--rows", type=_rows, default=None, metavar="FIELD=N,...",
                     help="memory sizes of an FPGA variant, e.g. spad_bank_rows=2048,acc_bank_rows=2048 "
-                    "(own work folder; the report says what differs from rtl/)")
+                    "(own work folder): prints figures and critical path, leaves the report alone")
     args = ap.parse_args(argv)
     if args.budget <= 0:
         ap.error(f"--budget must be positive, not {args.budget}")
@@ -536,7 +533,7 @@ def main(argv=None):
             return 0
         if args.block and args.keep:
             ap.error("--block and --keep exclude each other")
-        if args.block or args.keep:
+        if args.block or args.keep or args.rows:
             for dim in args.dims:
                 res = build(dim, args.budget * 60, args.seed, args.block, args.keep, args.nextpnr, args.rows)
                 print(f"{res.config}: critical path ({res.timing}), folded by signal "
@@ -549,8 +546,7 @@ def main(argv=None):
             print(REPORT_MD.read_text())
             return 0
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            results = list(pool.map(lambda dim: build(dim, args.budget * 60, args.seed, extra=args.nextpnr,
-                                                      rows=args.rows),
+            results = list(pool.map(lambda dim: build(dim, args.budget * 60, args.seed, extra=args.nextpnr),
                                     args.dims))
         write_report([asdict(r) for r in results])
     except SynthError as e:
