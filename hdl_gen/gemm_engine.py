@@ -46,7 +46,10 @@ class GemmEngine(wiring.Component):
     row of bank ``b`` (the tile before last) still has to pass. A per-bank down-counter is loaded with
     ``2*dim-2`` whenever an A row of that bank enters the array; B row ``kk`` is issued only when
     ``counter[b] + kk <= dim + 1`` and no row of bank ``b`` enters in the same cycle (row ``kk`` of an
-    entering row is last read ``kk + dim - 1`` cycles later). With the one-port issue order (all
+    entering row is last read ``kk + dim - 1`` cycles later). The check is made a cycle ahead and
+    registered, with ``kk`` bounded by one more than the row index then (so no path runs from the
+    counters into the scratchpad's address multiplexer); after a cycle without a B read the bound
+    is one too high and a B row can wait one cycle longer than needed. With the one-port issue order (all
     ``dim`` B reads of tile ``t+1`` and at least one A read of it lie between tile ``t-1``'s last
     A row and tile ``t+1``'s B rows) that condition always holds, so it never stalls today; it keeps
     the array safe if the issue order changes. ``array.w_conflict`` independently flags a violation.
@@ -137,18 +140,27 @@ class GemmEngine(wiring.Component):
         s1_last = Signal()
         a_enter = s1_valid & s1_is_a
 
-        # Weight-bank hazard tracking (see class docstring).
-        bank_cnt = [Signal(range(2 * d - 1), name=f"bank{b}_busy_cnt") for b in range(2)]
-        for b in range(2):
-            with m.If(a_enter & (s1_bank == b)):
-                m.d.sync += bank_cnt[b].eq(2 * d - 2)
-            with m.Elif(bank_cnt[b] != 0):
-                m.d.sync += bank_cnt[b].eq(bank_cnt[b] - 1)
-        b_safe = (~(a_enter & (s1_bank == bank))
-                  & (Mux(bank, bank_cnt[1], bank_cnt[0]) + idx[:kb] <= d + 1))
-
         # ---- stage 0: scratchpad read issue ---------------------------------------------------------
         issuing = Signal()
+
+        # Weight-bank hazard tracking (see class docstring). The check is registered: in each
+        # cycle, per bank, whether a B row issued into it in the next cycle is safe, from the
+        # counter's next value, an A row of that bank issued now (it enters next cycle) and an
+        # upper bound of the next B row index (idx + 1 while loading, 0 when loading starts).
+        # The bound only exceeds the real index after a cycle without a B read, so the
+        # registered check can hold a B row one cycle longer than the exact one, never shorter.
+        bank_cnt = [Signal(range(2 * d - 1), name=f"bank{b}_busy_cnt") for b in range(2)]
+        b_ok = Signal(2, name="bank_b_ok")
+        kk_next = Mux(load_b, idx[:kb] + 1, 0)
+        for b in range(2):
+            cnt_next = Mux(a_enter & (s1_bank == b), 2 * d - 2,
+                           Mux(bank_cnt[b] != 0, bank_cnt[b] - 1, 0))
+            m.d.sync += [
+                bank_cnt[b].eq(cnt_next),
+                b_ok[b].eq(~(issuing & ~load_b & (bank == b)) & (cnt_next + kk_next <= d + 1)),
+            ]
+        b_safe = b_ok.bit_select(bank, 1)
+
         spad_rd = self.spad_rd
         m.d.comb += [
             spad_rd.en.eq(issuing & (~load_b | b_safe)),

@@ -2353,7 +2353,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$9060$2 (\$284 ),
+    .\port$9085$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2472,20 +2472,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8897$0 (q_wait_queue),
-    .\port$9086$0 (inflight),
-    .\port$9221$0 (q__0__cpl_irq),
-    .\port$9235$0 (q__0__error_irq),
-    .\port$9247$0 (q__1__cpl_irq),
-    .\port$9261$0 (q__1__error_irq),
-    .\port$9273$0 (q__2__cpl_irq),
-    .\port$9287$0 (q__2__error_irq),
-    .\port$9299$0 (q__3__cpl_irq),
-    .\port$9313$0 (q__3__error_irq),
-    .\port$9425$0 (\$289 ),
-    .\port$9433$0 (\$290 ),
-    .\port$9441$0 (\$291 ),
-    .\port$9449$0 (\$292 ),
+    .\port$8922$0 (q_wait_queue),
+    .\port$9111$0 (inflight),
+    .\port$9246$0 (q__0__cpl_irq),
+    .\port$9260$0 (q__0__error_irq),
+    .\port$9272$0 (q__1__cpl_irq),
+    .\port$9286$0 (q__1__error_irq),
+    .\port$9298$0 (q__2__cpl_irq),
+    .\port$9312$0 (q__2__error_irq),
+    .\port$9324$0 (q__3__cpl_irq),
+    .\port$9338$0 (q__3__error_irq),
+    .\port$9450$0 (\$289 ),
+    .\port$9458$0 (\$290 ),
+    .\port$9466$0 (\$291 ),
+    .\port$9474$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2573,10 +2573,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$9088$0 (\$285 ),
-    .\port$9090$0 (\$286 ),
-    .\port$9092$0 (\$287 ),
-    .\port$9094$0 (\$288 ),
+    .\port$9113$0 (\$285 ),
+    .\port$9115$0 (\$286 ),
+    .\port$9117$0 (\$287 ),
+    .\port$9119$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2672,8 +2672,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$9088$16 (retire__0__tag),
-    .\port$9648$0 (dma_load_error),
+    .\port$9113$16 (retire__0__tag),
+    .\port$9673$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2683,8 +2683,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$9090$16 (retire__1__tag),
-    .\port$9768$0 (dma_store_error),
+    .\port$9115$16 (retire__1__tag),
+    .\port$9793$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2739,11 +2739,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5379$0 (q__1__head),
     .\port$5409$0 (q__2__head),
     .\port$5439$0 (q__3__head),
-    .\port$8400$0 (r_data),
-    .\port$8450$0 (\r_data$495 ),
-    .\port$8500$0 (\r_data$506 ),
-    .\port$8550$0 (\r_data$517 ),
-    .\port$9060$2 (\$284 ),
+    .\port$8425$0 (r_data),
+    .\port$8475$0 (\r_data$495 ),
+    .\port$8525$0 (\r_data$506 ),
+    .\port$8575$0 (\r_data$517 ),
+    .\port$9085$2 (\$284 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2788,8 +2788,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$9092$16 (retire__2__tag),
-    .\port$9850$0 (gemm_error),
+    .\port$9117$16 (retire__2__tag),
+    .\port$9877$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2840,8 +2840,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$181 (\$292 ),
     .limit(bus_timeout),
     .\port$109$0 (fw_write_qreset_ack_queue),
-    .\port$8607$0 (fw_write_cpl_word[3:0]),
-    .\port$8607$8 (fw_write_cpl_word[31:8]),
+    .\port$8632$0 (fw_write_cpl_word[3:0]),
+    .\port$8632$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2982,8 +2982,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10618$0 (vec_error),
-    .\port$9094$16 (retire__3__tag),
+    .\port$10645$0 (vec_error),
+    .\port$9119$16 (retire__3__tag),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -5860,7 +5860,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9060$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9085$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -6004,8 +6004,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$9060$2 ;
-  wire [29:0] \port$9060$2 ;
+  output [29:0] \port$9085$2 ;
+  wire [29:0] \port$9085$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6185,7 +6185,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$9060$2 (\$99 ),
+    .\port$9085$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6303,11 +6303,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$9060$2  = \$99 ;
+  assign \port$9085$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9060$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9085$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6732,8 +6732,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$9060$2 ;
-  wire [29:0] \port$9060$2 ;
+  output [29:0] \port$9085$2 ;
+  wire [29:0] \port$9085$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9838,7 +9838,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$9060$2  = ls_addr_r[31:2];
+  assign \port$9085$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -10012,10 +10012,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8897$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9086$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9221$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$9235$0 , q_status0_resetting, q_consumer1_index, \port$9247$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9261$0 , q_status1_resetting, q_consumer2_index, \port$9273$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9287$0 , q_status2_resetting, q_consumer3_index, \port$9299$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$9313$0 , q_status3_resetting, \port$9425$0 , \port$9433$0 , \port$9441$0 , \port$9449$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8922$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9111$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9246$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$9260$0 , q_status0_resetting, q_consumer1_index, \port$9272$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9286$0 , q_status1_resetting, q_consumer2_index, \port$9298$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9312$0 , q_status2_resetting, q_consumer3_index, \port$9324$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$9338$0 , q_status3_resetting, \port$9450$0 , \port$9458$0 , \port$9466$0 , \port$9474$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11549,34 +11549,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8897$0 ;
-  wire [3:0] \port$8897$0 ;
-  input [3:0] \port$9086$0 ;
-  wire [3:0] \port$9086$0 ;
-  input \port$9221$0 ;
-  wire \port$9221$0 ;
-  input \port$9235$0 ;
-  wire \port$9235$0 ;
-  input \port$9247$0 ;
-  wire \port$9247$0 ;
-  input \port$9261$0 ;
-  wire \port$9261$0 ;
-  input \port$9273$0 ;
-  wire \port$9273$0 ;
-  input \port$9287$0 ;
-  wire \port$9287$0 ;
-  input \port$9299$0 ;
-  wire \port$9299$0 ;
-  input \port$9313$0 ;
-  wire \port$9313$0 ;
-  input [2:0] \port$9425$0 ;
-  wire [2:0] \port$9425$0 ;
-  input [2:0] \port$9433$0 ;
-  wire [2:0] \port$9433$0 ;
-  input [2:0] \port$9441$0 ;
-  wire [2:0] \port$9441$0 ;
-  input [2:0] \port$9449$0 ;
-  wire [2:0] \port$9449$0 ;
+  input [3:0] \port$8922$0 ;
+  wire [3:0] \port$8922$0 ;
+  input [3:0] \port$9111$0 ;
+  wire [3:0] \port$9111$0 ;
+  input \port$9246$0 ;
+  wire \port$9246$0 ;
+  input \port$9260$0 ;
+  wire \port$9260$0 ;
+  input \port$9272$0 ;
+  wire \port$9272$0 ;
+  input \port$9286$0 ;
+  wire \port$9286$0 ;
+  input \port$9298$0 ;
+  wire \port$9298$0 ;
+  input \port$9312$0 ;
+  wire \port$9312$0 ;
+  input \port$9324$0 ;
+  wire \port$9324$0 ;
+  input \port$9338$0 ;
+  wire \port$9338$0 ;
+  input [2:0] \port$9450$0 ;
+  wire [2:0] \port$9450$0 ;
+  input [2:0] \port$9458$0 ;
+  wire [2:0] \port$9458$0 ;
+  input [2:0] \port$9466$0 ;
+  wire [2:0] \port$9466$0 ;
+  input [2:0] \port$9474$0 ;
+  wire [2:0] \port$9474$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12205,10 +12205,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$9299$0 , \port$9273$0 , \port$9247$0 , \port$9221$0  };
+  assign \$179  = \$178  | { \port$9324$0 , \port$9298$0 , \port$9272$0 , \port$9246$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$9313$0 , \port$9287$0 , \port$9261$0 , \port$9235$0  };
+  assign \$182  = \$181  | { \port$9338$0 , \port$9312$0 , \port$9286$0 , \port$9260$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14256,8 +14256,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$9299$0 , \port$9273$0 , \port$9247$0 , \port$9221$0  };
-  assign irq_status_queue_error_set = { \port$9313$0 , \port$9287$0 , \port$9261$0 , \port$9235$0  };
+  assign irq_status_queue_cpl_set = { \port$9324$0 , \port$9298$0 , \port$9272$0 , \port$9246$0  };
+  assign irq_status_queue_error_set = { \port$9338$0 , \port$9312$0 , \port$9286$0 , \port$9260$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -14272,18 +14272,18 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$9086$0 [0];
-  assign status_dma_store_busy = \port$9086$0 [1];
-  assign status_gemm_busy = \port$9086$0 [2];
-  assign status_vec_busy = \port$9086$0 [3];
-  assign q_status0_waiting = \port$8897$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$9425$0  };
-  assign q_status1_waiting = \port$8897$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$9433$0  };
-  assign q_status2_waiting = \port$8897$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$9441$0  };
-  assign q_status3_waiting = \port$8897$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$9449$0  };
+  assign status_dma_load_busy = \port$9111$0 [0];
+  assign status_dma_store_busy = \port$9111$0 [1];
+  assign status_gemm_busy = \port$9111$0 [2];
+  assign status_vec_busy = \port$9111$0 [3];
+  assign q_status0_waiting = \port$8922$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$9450$0  };
+  assign q_status1_waiting = \port$8922$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$9458$0  };
+  assign q_status2_waiting = \port$8922$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$9466$0  };
+  assign q_status3_waiting = \port$8922$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$9474$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14328,11 +14328,11 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$9086$0 [0] };
+  assign \$429  = { 1'h0, \port$9111$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$9086$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$9086$0 [2], 2'h0 };
-  assign \$435  = { \port$9086$0 [3], 3'h0 };
+  assign \$431  = { \port$9111$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$9111$0 [2], 2'h0 };
+  assign \$435  = { \port$9111$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14489,26 +14489,26 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8897$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$9425$0 , 8'h00 };
+  assign \$877  = { \port$8922$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$9450$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8897$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$9433$0 , 8'h00 };
+  assign \$890  = { \port$8922$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$9458$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8897$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$9441$0 , 8'h00 };
+  assign \$903  = { \port$8922$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$9466$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8897$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$9449$0 , 8'h00 };
+  assign \$916  = { \port$8922$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$9474$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14619,7 +14619,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
-, queue, windowed, reject__done, reject__error, full, inflight, \port$9088$0 , retire__0__tag, \port$9090$0 , retire__1__tag, \port$9092$0 , retire__2__tag, \port$9094$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, queue, windowed, reject__done, reject__error, full, inflight, \port$9113$0 , retire__0__tag, \port$9115$0 , retire__1__tag, \port$9117$0 , retire__2__tag, \port$9119$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
 , retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15234,14 +15234,14 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$9088$0 ;
-  wire [8:0] \port$9088$0 ;
-  output [8:0] \port$9090$0 ;
-  wire [8:0] \port$9090$0 ;
-  output [8:0] \port$9092$0 ;
-  wire [8:0] \port$9092$0 ;
-  output [8:0] \port$9094$0 ;
-  wire [8:0] \port$9094$0 ;
+  output [8:0] \port$9113$0 ;
+  wire [8:0] \port$9113$0 ;
+  output [8:0] \port$9115$0 ;
+  wire [8:0] \port$9115$0 ;
+  output [8:0] \port$9117$0 ;
+  wire [8:0] \port$9117$0 ;
+  output [8:0] \port$9119$0 ;
+  wire [8:0] \port$9119$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15693,9 +15693,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$8554$0 (desc),
-    .\port$8556$0 (queue),
-    .\port$8557$0 (windowed),
+    .\port$8579$0 (desc),
+    .\port$8581$0 (queue),
+    .\port$8582$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15705,9 +15705,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$8554$0 (desc),
-    .\port$8556$0 (queue),
-    .\port$8557$0 (windowed),
+    .\port$8579$0 (desc),
+    .\port$8581$0 (queue),
+    .\port$8582$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15717,9 +15717,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$8554$0 (desc),
-    .\port$8556$0 (queue),
-    .\port$8557$0 (windowed),
+    .\port$8579$0 (desc),
+    .\port$8581$0 (queue),
+    .\port$8582$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15729,9 +15729,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$8554$0 (desc),
-    .\port$8556$0 (queue),
-    .\port$8557$0 (windowed),
+    .\port$8579$0 (desc),
+    .\port$8581$0 (queue),
+    .\port$8582$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15916,13 +15916,13 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$9088$0  = dma_load_held[8:0];
+  assign \port$9113$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$9090$0  = dma_store_held[8:0];
+  assign \port$9115$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$9092$0  = gemm_held[8:0];
+  assign \port$9117$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$9094$0  = vec_held[8:0];
+  assign \port$9119$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16423,7 +16423,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8554$0 , \port$8556$0 , \port$8557$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8579$0 , \port$8581$0 , \port$8582$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16465,12 +16465,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8554$0 ;
-  wire [255:0] \port$8554$0 ;
-  input [1:0] \port$8556$0 ;
-  wire [1:0] \port$8556$0 ;
-  input \port$8557$0 ;
-  wire \port$8557$0 ;
+  input [255:0] \port$8579$0 ;
+  wire [255:0] \port$8579$0 ;
+  input [1:0] \port$8581$0 ;
+  wire [1:0] \port$8581$0 ;
+  input \port$8582$0 ;
+  wire \port$8582$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16502,7 +16502,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8557$0 , \port$8556$0 , \port$8554$0  };
+      storage[w_port__addr] <= { \port$8582$0 , \port$8581$0 , \port$8579$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16601,14 +16601,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8557$0 , \port$8556$0 , \port$8554$0  };
-  assign w_data = { \port$8557$0 , \port$8556$0 , \port$8554$0  };
+  assign w_port__data = { \port$8582$0 , \port$8581$0 , \port$8579$0  };
+  assign w_data = { \port$8582$0 , \port$8581$0 , \port$8579$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8554$0 , \port$8556$0 , \port$8557$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8579$0 , \port$8581$0 , \port$8582$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16650,12 +16650,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8554$0 ;
-  wire [255:0] \port$8554$0 ;
-  input [1:0] \port$8556$0 ;
-  wire [1:0] \port$8556$0 ;
-  input \port$8557$0 ;
-  wire \port$8557$0 ;
+  input [255:0] \port$8579$0 ;
+  wire [255:0] \port$8579$0 ;
+  input [1:0] \port$8581$0 ;
+  wire [1:0] \port$8581$0 ;
+  input \port$8582$0 ;
+  wire \port$8582$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16687,7 +16687,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8557$0 , \port$8556$0 , \port$8554$0  };
+      storage[w_port__addr] <= { \port$8582$0 , \port$8581$0 , \port$8579$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16786,14 +16786,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8557$0 , \port$8556$0 , \port$8554$0  };
-  assign w_data = { \port$8557$0 , \port$8556$0 , \port$8554$0  };
+  assign w_port__data = { \port$8582$0 , \port$8581$0 , \port$8579$0  };
+  assign w_data = { \port$8582$0 , \port$8581$0 , \port$8579$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8554$0 , \port$8556$0 , \port$8557$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8579$0 , \port$8581$0 , \port$8582$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16835,12 +16835,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8554$0 ;
-  wire [255:0] \port$8554$0 ;
-  input [1:0] \port$8556$0 ;
-  wire [1:0] \port$8556$0 ;
-  input \port$8557$0 ;
-  wire \port$8557$0 ;
+  input [255:0] \port$8579$0 ;
+  wire [255:0] \port$8579$0 ;
+  input [1:0] \port$8581$0 ;
+  wire [1:0] \port$8581$0 ;
+  input \port$8582$0 ;
+  wire \port$8582$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16872,7 +16872,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8557$0 , \port$8556$0 , \port$8554$0  };
+      storage[w_port__addr] <= { \port$8582$0 , \port$8581$0 , \port$8579$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16971,14 +16971,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8557$0 , \port$8556$0 , \port$8554$0  };
-  assign w_data = { \port$8557$0 , \port$8556$0 , \port$8554$0  };
+  assign w_port__data = { \port$8582$0 , \port$8581$0 , \port$8579$0  };
+  assign w_data = { \port$8582$0 , \port$8581$0 , \port$8579$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8554$0 , \port$8556$0 , \port$8557$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8579$0 , \port$8581$0 , \port$8582$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17020,12 +17020,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8554$0 ;
-  wire [255:0] \port$8554$0 ;
-  input [1:0] \port$8556$0 ;
-  wire [1:0] \port$8556$0 ;
-  input \port$8557$0 ;
-  wire \port$8557$0 ;
+  input [255:0] \port$8579$0 ;
+  wire [255:0] \port$8579$0 ;
+  input [1:0] \port$8581$0 ;
+  wire [1:0] \port$8581$0 ;
+  input \port$8582$0 ;
+  wire \port$8582$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17057,7 +17057,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8557$0 , \port$8556$0 , \port$8554$0  };
+      storage[w_port__addr] <= { \port$8582$0 , \port$8581$0 , \port$8579$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17156,8 +17156,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8557$0 , \port$8556$0 , \port$8554$0  };
-  assign w_data = { \port$8557$0 , \port$8556$0 , \port$8554$0  };
+  assign w_port__data = { \port$8582$0 , \port$8581$0 , \port$8579$0  };
+  assign w_data = { \port$8582$0 , \port$8581$0 , \port$8579$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -22695,7 +22695,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$57
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9088$16 , \port$9648$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9113$16 , \port$9673$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22739,10 +22739,10 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9088$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9088$16 ;
-  wire [15:0] \port$9088$16 ;
-  input [7:0] \port$9648$0 ;
-  wire [7:0] \port$9648$0 ;
+  input [15:0] \port$9113$16 ;
+  wire [15:0] \port$9113$16 ;
+  input [7:0] \port$9673$0 ;
+  wire [7:0] \port$9673$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22777,7 +22777,7 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9088$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9088$16 , \port$9648$0  };
+      storage[w_port__addr] <= { \port$9113$16 , \port$9673$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22888,14 +22888,14 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9088$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9088$16 , \port$9648$0  };
-  assign w_data = { \port$9088$16 , \port$9648$0  };
+  assign w_port__data = { \port$9113$16 , \port$9673$0  };
+  assign w_data = { \port$9113$16 , \port$9673$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9090$16 , \port$9768$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9115$16 , \port$9793$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22939,10 +22939,10 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9090
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9090$16 ;
-  wire [15:0] \port$9090$16 ;
-  input [7:0] \port$9768$0 ;
-  wire [7:0] \port$9768$0 ;
+  input [15:0] \port$9115$16 ;
+  wire [15:0] \port$9115$16 ;
+  input [7:0] \port$9793$0 ;
+  wire [7:0] \port$9793$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22977,7 +22977,7 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9090
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9090$16 , \port$9768$0  };
+      storage[w_port__addr] <= { \port$9115$16 , \port$9793$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23088,16 +23088,16 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9090
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9090$16 , \port$9768$0  };
-  assign w_data = { \port$9090$16 , \port$9768$0  };
+  assign w_port__data = { \port$9115$16 , \port$9793$0  };
+  assign w_data = { \port$9115$16 , \port$9793$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
-, \port$5439$0 , \port$8400$0 , \port$8450$0 , \port$8500$0 , \port$8550$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9060$2 , bus__we, bus__wdata
+, \port$5439$0 , \port$8425$0 , \port$8475$0 , \port$8525$0 , \port$8575$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9085$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -24041,16 +24041,16 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5409$0 ;
   input [255:0] \port$5439$0 ;
   wire [255:0] \port$5439$0 ;
-  input [23:0] \port$8400$0 ;
-  wire [23:0] \port$8400$0 ;
-  input [23:0] \port$8450$0 ;
-  wire [23:0] \port$8450$0 ;
-  input [23:0] \port$8500$0 ;
-  wire [23:0] \port$8500$0 ;
-  input [23:0] \port$8550$0 ;
-  wire [23:0] \port$8550$0 ;
-  input [29:0] \port$9060$2 ;
-  wire [29:0] \port$9060$2 ;
+  input [23:0] \port$8425$0 ;
+  wire [23:0] \port$8425$0 ;
+  input [23:0] \port$8475$0 ;
+  wire [23:0] \port$8475$0 ;
+  input [23:0] \port$8525$0 ;
+  wire [23:0] \port$8525$0 ;
+  input [23:0] \port$8575$0 ;
+  wire [23:0] \port$8575$0 ;
+  input [29:0] \port$9085$2 ;
+  wire [29:0] \port$9085$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24214,79 +24214,79 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$9060$2 [9:0] == 6'h39;
+  assign \$111  = \port$9085$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$9060$2 [9:0] == 6'h3a;
+  assign \$113  = \port$9085$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$9060$2 [9:0] == 6'h3b;
+  assign \$115  = \port$9085$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$9060$2 [9:0] == 6'h3c;
+  assign \$117  = \port$9085$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$9060$2 [9:0] == 6'h3d;
+  assign \$119  = \port$9085$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$9060$2 [9:0] == 6'h3e;
+  assign \$121  = \port$9085$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$9060$2 [9:0] == 6'h3f;
+  assign \$123  = \port$9085$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$9060$2 [9:0] == 7'h40;
+  assign \$125  = \port$9085$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$9060$2 [9:0] == 7'h41;
+  assign \$127  = \port$9085$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$9060$2 [9:0] == 7'h42;
+  assign \$129  = \port$9085$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$9060$2 [9:0] == 7'h43;
+  assign \$131  = \port$9085$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$9060$2 [9:0] == 7'h44;
+  assign \$133  = \port$9085$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$9060$2 [9:0] == 7'h45;
+  assign \$135  = \port$9085$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$9060$2 [9:0] == 7'h46;
+  assign \$137  = \port$9085$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$9060$2 [9:0] == 7'h47;
+  assign \$139  = \port$9085$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$9060$2 [9:0] == 7'h48;
+  assign \$141  = \port$9085$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$9060$2 [9:0] == 7'h49;
+  assign \$143  = \port$9085$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$9060$2 [9:0] == 7'h4a;
+  assign \$145  = \port$9085$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$9060$2 [9:0] == 7'h4b;
+  assign \$147  = \port$9085$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$9060$2 [9:0] == 7'h4c;
+  assign \$149  = \port$9085$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$9060$2 [9:0] == 7'h4d;
+  assign \$151  = \port$9085$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$9060$2 [9:0] == 7'h4e;
+  assign \$153  = \port$9085$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$9060$2 [9:0] == 7'h4f;
+  assign \$155  = \port$9085$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$9060$2 [9:0] == 7'h50;
+  assign \$157  = \port$9085$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$9060$2 [9:0] == 7'h51;
+  assign \$159  = \port$9085$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24410,84 +24410,84 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$9060$2 [9:0];
+  assign \$282  = ! \port$9085$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$9060$2 [9:0] == 1'h1;
+  assign \$288  = \port$9085$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$9060$2 [9:0] == 2'h2;
+  assign \$294  = \port$9085$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$9060$2 [9:0] == 2'h3;
+  assign \$300  = \port$9085$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$9060$2 [9:0] == 3'h4;
+  assign \$306  = \port$9085$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$9060$2 [9:0] == 3'h5;
+  assign \$312  = \port$9085$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$9060$2 [9:0] == 3'h6;
+  assign \$318  = \port$9085$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$9060$2 [9:0] == 4'h8;
+  assign \$324  = \port$9085$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$9060$2 [9:0] == 4'h9;
+  assign \$336  = \port$9085$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$9060$2 [9:0] == 4'ha;
+  assign \$344  = \port$9085$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$9060$2 [9:0] == 4'hb;
+  assign \$350  = \port$9085$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$9060$2 [9:0] == 4'hc;
+  assign \$358  = \port$9085$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$9060$2 [9:0] == 4'hd;
+  assign \$368  = \port$9085$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$9060$2 [9:0] == 4'he;
+  assign \$378  = \port$9085$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$9060$2 [9:0] == 4'hf;
+  assign \$388  = \port$9085$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$9060$2 [9:0] == 5'h10;
+  assign \$398  = \port$9085$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$9060$2 [9:0] == 5'h11;
+  assign \$404  = \port$9085$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24496,251 +24496,251 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$9060$2 [9:0] == 5'h12;
+  assign \$420  = \port$9085$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$9060$2 [9:0] == 5'h13;
+  assign \$426  = \port$9085$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$9060$2 [9:0] == 5'h14;
+  assign \$432  = \port$9085$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$9060$2 [9:0] == 5'h15;
+  assign \$438  = \port$9085$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$9060$2 [9:0] == 5'h16;
+  assign \$444  = \port$9085$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$9060$2 [9:0] == 5'h17;
+  assign \$450  = \port$9085$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$9060$2 [9:0] == 5'h18;
+  assign \$456  = \port$9085$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$9060$2 [9:0] == 5'h19;
+  assign \$462  = \port$9085$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$9060$2 [9:0] == 5'h1a;
+  assign \$468  = \port$9085$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$9060$2 [9:0] == 5'h1b;
+  assign \$474  = \port$9085$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$9060$2 [9:0] == 5'h1c;
+  assign \$480  = \port$9085$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$9060$2 [9:0] == 5'h1d;
+  assign \$486  = \port$9085$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$9060$2 [9:0] == 6'h20;
+  assign \$492  = \port$9085$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$9060$2 [9:0] == 6'h21;
+  assign \$498  = \port$9085$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$9060$2 [9:0] == 6'h22;
+  assign \$504  = \port$9085$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$9060$2 [9:0] == 6'h23;
+  assign \$510  = \port$9085$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$9060$2 [9:0] == 6'h24;
+  assign \$516  = \port$9085$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$9060$2 [9:0] == 6'h25;
+  assign \$522  = \port$9085$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$9060$2 [9:0] == 6'h26;
+  assign \$528  = \port$9085$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$9060$2 [9:0] == 6'h27;
+  assign \$534  = \port$9085$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$9060$2 [9:0] == 6'h28;
+  assign \$540  = \port$9085$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$9060$2 [9:0] == 6'h29;
+  assign \$546  = \port$9085$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$9060$2 [9:0] == 6'h2a;
+  assign \$552  = \port$9085$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$9060$2 [9:0] == 6'h2b;
+  assign \$558  = \port$9085$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$9060$2 [9:0] == 6'h2c;
+  assign \$564  = \port$9085$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$9060$2 [9:0] == 6'h2d;
+  assign \$570  = \port$9085$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$9060$2 [9:0] == 6'h2e;
+  assign \$576  = \port$9085$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$9060$2 [9:0] == 6'h2f;
+  assign \$582  = \port$9085$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$9060$2 [9:0] == 6'h30;
+  assign \$588  = \port$9085$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$9060$2 [9:0] == 6'h31;
+  assign \$594  = \port$9085$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$9060$2 [9:0] == 6'h32;
+  assign \$600  = \port$9085$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$9060$2 [9:0] == 6'h33;
+  assign \$606  = \port$9085$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$9060$2 [9:0] == 6'h34;
+  assign \$612  = \port$9085$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$9060$2 [9:0] == 6'h35;
+  assign \$618  = \port$9085$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$9060$2 [9:0] == 6'h36;
+  assign \$624  = \port$9085$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$9060$2 [9:0] == 6'h37;
+  assign \$630  = \port$9085$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$9060$2 [9:0] == 6'h38;
+  assign \$636  = \port$9085$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$9060$2 [9:0] == 6'h39;
+  assign \$642  = \port$9085$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$9060$2 [9:0] == 6'h3a;
+  assign \$648  = \port$9085$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$9060$2 [9:0] == 6'h3b;
+  assign \$654  = \port$9085$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$9060$2 [9:0] == 6'h3c;
+  assign \$660  = \port$9085$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$9060$2 [9:0] == 6'h3d;
+  assign \$666  = \port$9085$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$9060$2 [9:0] == 6'h3e;
+  assign \$672  = \port$9085$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$9060$2 [9:0] == 6'h3f;
+  assign \$678  = \port$9085$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$9060$2 [9:0] == 7'h40;
+  assign \$684  = \port$9085$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$9060$2 [9:0] == 7'h41;
+  assign \$690  = \port$9085$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$9060$2 [9:0] == 7'h42;
+  assign \$696  = \port$9085$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$9060$2 [9:0] == 7'h43;
+  assign \$702  = \port$9085$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$9060$2 [9:0] == 7'h44;
+  assign \$708  = \port$9085$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$9060$2 [9:0] == 7'h45;
+  assign \$714  = \port$9085$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$9060$2 [9:0] == 7'h46;
+  assign \$720  = \port$9085$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$9060$2 [9:0] == 7'h47;
+  assign \$726  = \port$9085$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$9060$2 [9:0] == 7'h48;
+  assign \$732  = \port$9085$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$9060$2 [9:0] == 7'h49;
+  assign \$738  = \port$9085$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$9060$2 [9:0] == 7'h4a;
+  assign \$744  = \port$9085$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$9060$2 [9:0] == 7'h4b;
+  assign \$750  = \port$9085$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$9060$2 [9:0] == 7'h4c;
+  assign \$756  = \port$9085$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$9060$2 [9:0] == 7'h4d;
+  assign \$762  = \port$9085$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$9060$2 [9:0] == 7'h4e;
+  assign \$768  = \port$9085$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$9060$2 [9:0] == 7'h4f;
+  assign \$774  = \port$9085$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$9060$2 [9:0] == 7'h50;
+  assign \$780  = \port$9085$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$9060$2 [9:0] == 7'h51;
+  assign \$786  = \port$9085$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24834,167 +24834,167 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$9060$2 [9:0];
+  assign \$3  = ! \port$9085$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$9060$2 [9:0] == 1'h1;
+  assign \$5  = \port$9085$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$9060$2 [9:0] == 2'h2;
+  assign \$7  = \port$9085$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$9060$2 [9:0] == 2'h3;
+  assign \$9  = \port$9085$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$9060$2 [9:0] == 3'h4;
+  assign \$11  = \port$9085$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$9060$2 [9:0] == 3'h5;
+  assign \$13  = \port$9085$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$9060$2 [9:0] == 3'h6;
+  assign \$15  = \port$9085$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$9060$2 [9:0] == 4'h8;
+  assign \$17  = \port$9085$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$9060$2 [9:0] == 4'h9;
+  assign \$19  = \port$9085$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$9060$2 [9:0] == 4'ha;
+  assign \$21  = \port$9085$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$9060$2 [9:0] == 4'hb;
+  assign \$23  = \port$9085$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$9060$2 [9:0] == 4'hc;
+  assign \$25  = \port$9085$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$9060$2 [9:0] == 4'hd;
+  assign \$27  = \port$9085$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$9060$2 [9:0] == 4'he;
+  assign \$29  = \port$9085$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$9060$2 [9:0] == 4'hf;
+  assign \$31  = \port$9085$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$9060$2 [9:0] == 5'h10;
+  assign \$33  = \port$9085$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$9060$2 [9:0] == 5'h11;
+  assign \$35  = \port$9085$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$9060$2 [9:0] == 5'h12;
+  assign \$37  = \port$9085$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$9060$2 [9:0] == 5'h13;
+  assign \$39  = \port$9085$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$9060$2 [9:0] == 5'h14;
+  assign \$41  = \port$9085$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$9060$2 [9:0] == 5'h15;
+  assign \$43  = \port$9085$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$9060$2 [9:0] == 5'h16;
+  assign \$45  = \port$9085$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$9060$2 [9:0] == 5'h17;
+  assign \$47  = \port$9085$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$9060$2 [9:0] == 5'h18;
+  assign \$49  = \port$9085$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$9060$2 [9:0] == 5'h19;
+  assign \$51  = \port$9085$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$9060$2 [9:0] == 5'h1a;
+  assign \$53  = \port$9085$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$9060$2 [9:0] == 5'h1b;
+  assign \$55  = \port$9085$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$9060$2 [9:0] == 5'h1c;
+  assign \$57  = \port$9085$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$9060$2 [9:0] == 5'h1d;
+  assign \$59  = \port$9085$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$9060$2 [9:0] == 6'h20;
+  assign \$61  = \port$9085$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$9060$2 [9:0] == 6'h21;
+  assign \$63  = \port$9085$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$9060$2 [9:0] == 6'h22;
+  assign \$65  = \port$9085$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$9060$2 [9:0] == 6'h23;
+  assign \$67  = \port$9085$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$9060$2 [9:0] == 6'h24;
+  assign \$69  = \port$9085$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$9060$2 [9:0] == 6'h25;
+  assign \$71  = \port$9085$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$9060$2 [9:0] == 6'h26;
+  assign \$73  = \port$9085$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$9060$2 [9:0] == 6'h27;
+  assign \$75  = \port$9085$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$9060$2 [9:0] == 6'h28;
+  assign \$77  = \port$9085$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$9060$2 [9:0] == 6'h29;
+  assign \$79  = \port$9085$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$9060$2 [9:0] == 6'h2a;
+  assign \$81  = \port$9085$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$9060$2 [9:0] == 6'h2b;
+  assign \$83  = \port$9085$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$9060$2 [9:0] == 6'h2c;
+  assign \$85  = \port$9085$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$9060$2 [9:0] == 6'h2d;
+  assign \$87  = \port$9085$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$9060$2 [9:0] == 6'h2e;
+  assign \$89  = \port$9085$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$9060$2 [9:0] == 6'h2f;
+  assign \$91  = \port$9085$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$9060$2 [9:0] == 6'h30;
+  assign \$93  = \port$9085$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$9060$2 [9:0] == 6'h31;
+  assign \$95  = \port$9085$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$9060$2 [9:0] == 6'h32;
+  assign \$97  = \port$9085$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$9060$2 [9:0] == 6'h33;
+  assign \$99  = \port$9085$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$9060$2 [9:0] == 6'h34;
+  assign \$101  = \port$9085$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$9060$2 [9:0] == 6'h35;
+  assign \$103  = \port$9085$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$9060$2 [9:0] == 6'h36;
+  assign \$105  = \port$9085$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$9060$2 [9:0] == 6'h37;
+  assign \$107  = \port$9085$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$9060$2 [9:0] == 6'h38;
+  assign \$109  = \port$9085$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26272,17 +26272,17 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$9060$2 , 2'h0 };
+  assign bus__addr = { \port$9085$2 , 2'h0 };
   assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
-  assign retire0_error = \port$8400$0 [7:0];
-  assign retire0_tag = \port$8400$0 [23:8];
-  assign retire1_error = \port$8450$0 [7:0];
-  assign retire1_tag = \port$8450$0 [23:8];
-  assign retire2_error = \port$8500$0 [7:0];
-  assign retire2_tag = \port$8500$0 [23:8];
-  assign retire3_error = \port$8550$0 [7:0];
-  assign retire3_tag = \port$8550$0 [23:8];
+  assign retire0_error = \port$8425$0 [7:0];
+  assign retire0_tag = \port$8425$0 [23:8];
+  assign retire1_error = \port$8475$0 [7:0];
+  assign retire1_tag = \port$8475$0 [23:8];
+  assign retire2_error = \port$8525$0 [7:0];
+  assign retire2_tag = \port$8525$0 [23:8];
+  assign retire3_error = \port$8575$0 [7:0];
+  assign retire3_tag = \port$8575$0 [23:8];
   assign q_head0_word = \port$5349$0 [31:0];
   assign q_head1_word = \port$5349$0 [63:32];
   assign q_head2_word = \port$5349$0 [95:64];
@@ -26344,20 +26344,20 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$8400$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$8400$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$8425$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$8425$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$8450$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$8450$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$8475$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$8475$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$8500$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$8500$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$8525$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$8525$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$8550$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$8550$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$8575$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$8575$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -26498,162 +26498,194 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
-  wire [4:0] \$10 ;
-  wire [32:0] \$100 ;
-  wire [32:0] \$101 ;
-  wire [32:0] \$102 ;
-  wire [32:0] \$103 ;
-  wire [32:0] \$104 ;
-  wire [32:0] \$105 ;
-  wire [32:0] \$106 ;
-  wire [32:0] \$107 ;
-  wire \$108 ;
-  wire \$109 ;
+  wire \$10 ;
+  wire [14:0] \$100 ;
+  wire [16:0] \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire [14:0] \$106 ;
+  wire [13:0] \$107 ;
+  wire [16:0] \$108 ;
+  wire [16:0] \$109 ;
   wire \$11 ;
   wire \$110 ;
   wire \$111 ;
-  wire \$112 ;
-  reg \$113 ;
-  reg [3:0] \$114 ;
-  reg [3:0] \$115 ;
-  reg \$116 ;
-  reg \$117 ;
-  reg [2:0] \$118 ;
-  reg \$119 ;
+  wire [12:0] \$112 ;
+  wire \$113 ;
+  wire [12:0] \$114 ;
+  wire \$115 ;
+  wire [12:0] \$116 ;
+  wire [20:0] \$117 ;
+  wire [20:0] \$118 ;
+  wire [12:0] \$119 ;
   wire \$12 ;
-  reg [12:0] \$120 ;
-  reg \$121 ;
-  reg \$122 ;
-  reg [15:0] \$123 ;
-  reg [15:0] \$124 ;
-  reg [15:0] \$125 ;
-  reg [15:0] \$126 ;
-  reg [15:0] \$127 ;
-  reg [15:0] \$128 ;
-  reg [15:0] \$129 ;
+  wire [20:0] \$120 ;
+  wire [20:0] \$121 ;
+  wire [20:0] \$122 ;
+  wire [20:0] \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  reg [15:0] \$130 ;
-  reg [15:0] \$131 ;
-  reg [15:0] \$132 ;
-  reg [15:0] \$133 ;
-  reg [15:0] \$134 ;
-  reg [15:0] \$135 ;
-  reg [15:0] \$136 ;
-  reg [15:0] \$137 ;
-  reg \$138 ;
-  reg [175:0] \$139 ;
+  wire \$130 ;
+  wire [32:0] \$131 ;
+  wire [32:0] \$132 ;
+  wire [32:0] \$133 ;
+  wire [32:0] \$134 ;
+  wire [32:0] \$135 ;
+  wire [32:0] \$136 ;
+  wire [32:0] \$137 ;
+  wire [32:0] \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  reg [2:0] \$140 ;
-  reg \$141 ;
-  reg \$142 ;
-  reg \$143 ;
-  reg [7:0] \$144 ;
-  reg [11:0] \$145 ;
-  reg [11:0] \$146 ;
-  reg [15:0] \$147 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  reg \$144 ;
+  reg [3:0] \$145 ;
+  reg [1:0] \$146 ;
+  reg [3:0] \$147 ;
   reg \$148 ;
-  reg [13:0] \$149 ;
-  wire [12:0] \$15 ;
-  reg [13:0] \$150 ;
-  reg [13:0] \$151 ;
-  reg [13:0] \$152 ;
-  reg [12:0] \$153 ;
-  reg [12:0] \$154 ;
-  reg \$155 ;
-  wire [31:0] \$156 ;
-  wire [31:0] \$157 ;
-  wire [31:0] \$158 ;
-  wire [31:0] \$159 ;
+  reg \$149 ;
+  wire \$15 ;
+  reg [2:0] \$150 ;
+  reg \$151 ;
+  reg [12:0] \$152 ;
+  reg \$153 ;
+  reg \$154 ;
+  reg [15:0] \$155 ;
+  reg [15:0] \$156 ;
+  reg [15:0] \$157 ;
+  reg [15:0] \$158 ;
+  reg [15:0] \$159 ;
   wire \$16 ;
-  wire [31:0] \$160 ;
-  wire [31:0] \$161 ;
-  wire [31:0] \$162 ;
-  wire [31:0] \$163 ;
-  wire [12:0] \$17 ;
-  wire \$18 ;
-  wire \$19 ;
+  reg [15:0] \$160 ;
+  reg [15:0] \$161 ;
+  reg [15:0] \$162 ;
+  reg [15:0] \$163 ;
+  reg [15:0] \$164 ;
+  reg [15:0] \$165 ;
+  reg [15:0] \$166 ;
+  reg [15:0] \$167 ;
+  reg [15:0] \$168 ;
+  reg [15:0] \$169 ;
+  wire [4:0] \$17 ;
+  reg \$170 ;
+  reg [175:0] \$171 ;
+  reg [2:0] \$172 ;
+  reg \$173 ;
+  reg \$174 ;
+  reg \$175 ;
+  reg [7:0] \$176 ;
+  reg [11:0] \$177 ;
+  reg [11:0] \$178 ;
+  reg [15:0] \$179 ;
+  wire [4:0] \$18 ;
+  reg \$180 ;
+  reg [13:0] \$181 ;
+  reg [13:0] \$182 ;
+  reg [13:0] \$183 ;
+  reg [13:0] \$184 ;
+  reg [12:0] \$185 ;
+  reg [12:0] \$186 ;
+  reg \$187 ;
+  wire [31:0] \$188 ;
+  wire [31:0] \$189 ;
+  wire [4:0] \$19 ;
+  wire [31:0] \$190 ;
+  wire [31:0] \$191 ;
+  wire [31:0] \$192 ;
+  wire [31:0] \$193 ;
+  wire [31:0] \$194 ;
+  wire [31:0] \$195 ;
   wire \$2 ;
-  wire [16:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
+  wire [3:0] \$20 ;
+  wire [3:0] \$21 ;
+  wire [5:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
-  wire [255:0] \$28 ;
-  wire [255:0] \$29 ;
+  wire \$28 ;
+  wire [4:0] \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
+  wire [4:0] \$30 ;
+  wire [4:0] \$31 ;
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [12:0] \$36 ;
-  wire [31:0] \$37 ;
-  wire [32:0] \$38 ;
-  wire [16:0] \$39 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire \$4 ;
-  wire [33:0] \$40 ;
-  wire \$41 ;
-  wire [12:0] \$42 ;
-  wire [31:0] \$43 ;
-  wire [32:0] \$44 ;
-  wire [12:0] \$45 ;
-  wire [15:0] \$46 ;
-  wire [33:0] \$47 ;
-  wire [34:0] \$48 ;
+  wire \$40 ;
+  wire [4:0] \$41 ;
+  wire [4:0] \$42 ;
+  wire [4:0] \$43 ;
+  wire [3:0] \$44 ;
+  wire [3:0] \$45 ;
+  wire [5:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire [4:0] \$5 ;
   wire \$50 ;
-  wire [12:0] \$51 ;
-  wire [31:0] \$52 ;
-  wire [32:0] \$53 ;
-  wire [16:0] \$54 ;
-  wire [33:0] \$55 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [12:0] \$53 ;
+  wire \$54 ;
+  wire [12:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
+  wire [16:0] \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [4:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
-  wire [14:0] \$62 ;
-  wire [16:0] \$63 ;
+  wire \$62 ;
+  wire \$63 ;
   wire \$64 ;
   wire \$65 ;
-  wire \$66 ;
-  wire \$67 ;
-  wire [14:0] \$68 ;
-  wire [13:0] \$69 ;
-  wire \$7 ;
-  wire [16:0] \$70 ;
-  wire [16:0] \$71 ;
+  wire [255:0] \$66 ;
+  wire [255:0] \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [4:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
   wire \$72 ;
   wire \$73 ;
   wire [12:0] \$74 ;
-  wire \$75 ;
-  wire [12:0] \$76 ;
-  wire \$77 ;
-  wire [12:0] \$78 ;
-  wire [20:0] \$79 ;
+  wire [31:0] \$75 ;
+  wire [32:0] \$76 ;
+  wire [16:0] \$77 ;
+  wire [33:0] \$78 ;
+  wire \$79 ;
   wire \$8 ;
-  wire [20:0] \$80 ;
-  wire [12:0] \$81 ;
-  wire [20:0] \$82 ;
-  wire [20:0] \$83 ;
-  wire [20:0] \$84 ;
-  wire [20:0] \$85 ;
-  wire \$86 ;
+  wire [12:0] \$80 ;
+  wire [31:0] \$81 ;
+  wire [32:0] \$82 ;
+  wire [12:0] \$83 ;
+  wire [15:0] \$84 ;
+  wire [33:0] \$85 ;
+  wire [34:0] \$86 ;
   wire \$87 ;
   wire \$88 ;
-  wire \$89 ;
+  wire [12:0] \$89 ;
   wire \$9 ;
-  wire \$90 ;
-  wire \$91 ;
-  wire [3:0] \$92 ;
-  wire [4:0] \$93 ;
+  wire [31:0] \$90 ;
+  wire [32:0] \$91 ;
+  wire [16:0] \$92 ;
+  wire [33:0] \$93 ;
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
@@ -26686,6 +26718,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg bank = 1'h0;
   reg [3:0] bank0_busy_cnt = 4'h0;
   reg [3:0] bank1_busy_cnt = 4'h0;
+  reg [1:0] bank_b_ok = 2'h0;
   wire busy;
   reg [12:0] c_base = 13'h0000;
   reg [12:0] c_ptr = 13'h0000;
@@ -26826,223 +26859,254 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$3  = \$1  & \$2 ;
   assign \$4  = | bank0_busy_cnt;
   assign \$5  = bank0_busy_cnt - 1'h1;
-  assign \$6  = s1_valid & s1_is_a;
-  assign \$8  = \$6  & \$7 ;
-  assign \$9  = | bank1_busy_cnt;
-  assign \$10  = bank1_busy_cnt - 1'h1;
-  assign \$11  = spad_rd__en & spad_rd__gnt;
-  assign \$12  = ~ load_b;
-  assign \$13  = | kt;
-  assign \$14  = cmd[160] | \$13 ;
-  assign \$15  = cmd[99:88] - 1'h1;
-  assign \$16  = nt == \$15 [11:0];
-  assign \$17  = cmd[87:76] - 1'h1;
-  assign \$18  = kt == \$17 [11:0];
-  assign \$19  = \$16  & \$18 ;
-  assign \$20  = cmd[75:60] - 1'h1;
-  assign \$21  = idx == \$20 [15:0];
-  assign \$22  = \$19  & \$21 ;
-  assign \$23  = s1_valid & s1_is_a;
-  assign \$24  = meta15[13:1] == meta13[13:1];
-  assign \$25  = acc_wr__en & \$24 ;
-  assign \$26  = meta15[13:1] == meta14[13:1];
-  assign \$27  = acc_wr__en & \$26 ;
-  assign \$28  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$29  = \$27  ? acc_wr__data : \$28 ;
-  assign \$30  = | cmd[175:161];
-  assign \$31  = ! cmd[75:60];
-  assign \$32  = ! cmd[87:76];
-  assign \$33  = \$31  | \$32 ;
-  assign \$34  = ! cmd[99:88];
-  assign \$35  = \$33  | \$34 ;
-  assign \$36  = cmd[87:76] - 1'h1;
-  assign \$37  = \$36 [11:0] * cmd[119:100];
-  assign \$38  = cmd[19:0] + \$37 ;
-  assign \$39  = cmd[75:60] - 1'h1;
-  assign \$40  = \$38  + \$39 [15:0];
-  assign \$41  = \$40  >= 15'h4000;
-  assign \$42  = cmd[99:88] - 1'h1;
-  assign \$43  = \$42 [11:0] * cmd[139:120];
-  assign \$44  = cmd[39:20] + \$43 ;
-  assign \$45  = cmd[87:76] - 1'h1;
-  assign \$46  = \$45 [11:0] * 4'h8;
-  assign \$47  = \$44  + \$46 ;
-  assign \$48  = \$47  + 3'h7;
-  assign \$49  = \$48  >= 15'h4000;
-  assign \$50  = \$41  | \$49 ;
-  assign \$51  = cmd[99:88] - 1'h1;
-  assign \$52  = \$51 [11:0] * cmd[159:140];
-  assign \$53  = cmd[59:40] + \$52 ;
-  assign \$54  = cmd[75:60] - 1'h1;
-  assign \$55  = \$53  + \$54 [15:0];
-  assign \$56  = \$55  >= 14'h2000;
-  assign \$57  = \$50  | \$56 ;
-  assign \$58  = err_reserved | err_shape;
-  assign \$59  = \$58  | err_range;
-  assign \$60  = spad_rd__en & spad_rd__gnt;
-  assign \$61  = \$60  & load_b;
-  assign \$62  = b_ptr + 1'h1;
-  assign \$63  = idx + 1'h1;
-  assign \$64  = idx[2:0] == 3'h7;
-  assign \$65  = spad_rd__en & spad_rd__gnt;
-  assign \$66  = ~ load_b;
-  assign \$67  = \$65  & \$66 ;
-  assign \$68  = a_ptr + 1'h1;
-  assign \$69  = c_ptr + 1'h1;
-  assign \$70  = idx + 1'h1;
-  assign \$71  = cmd[75:60] - 1'h1;
-  assign \$72  = idx == \$71 [15:0];
-  assign \$73  = ~ bank;
+  assign \$6  = \$4  ? \$5  : 5'h00;
+  assign \$7  = \$3  ? 5'h0e : \$6 ;
+  assign \$8  = ~ load_b;
+  assign \$9  = issuing & \$8 ;
+  assign \$10  = ! bank;
+  assign \$11  = \$9  & \$10 ;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s1_valid & s1_is_a;
+  assign \$14  = ! s1_bank;
+  assign \$15  = \$13  & \$14 ;
+  assign \$16  = | bank0_busy_cnt;
+  assign \$17  = bank0_busy_cnt - 1'h1;
+  assign \$18  = \$16  ? \$17  : 5'h00;
+  assign \$19  = \$15  ? 5'h0e : \$18 ;
+  assign \$20  = idx[2:0] + 1'h1;
+  assign \$21  = load_b ? \$20  : 4'h0;
+  assign \$22  = $signed(\$19 ) + $signed({ 1'h0, \$21  });
+  assign \$23  = $signed(\$22 ) <= $signed(5'h09);
+  assign \$24  = \$12  & \$23 ;
+  assign \$25  = s1_valid & s1_is_a;
+  assign \$27  = \$25  & \$26 ;
+  assign \$28  = | bank1_busy_cnt;
+  assign \$29  = bank1_busy_cnt - 1'h1;
+  assign \$30  = \$28  ? \$29  : 5'h00;
+  assign \$31  = \$27  ? 5'h0e : \$30 ;
+  assign \$32  = ~ load_b;
+  assign \$33  = issuing & \$32 ;
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = ~ \$35 ;
+  assign \$37  = s1_valid & s1_is_a;
+  assign \$39  = \$37  & \$38 ;
+  assign \$40  = | bank1_busy_cnt;
+  assign \$41  = bank1_busy_cnt - 1'h1;
+  assign \$42  = \$40  ? \$41  : 5'h00;
+  assign \$43  = \$39  ? 5'h0e : \$42 ;
+  assign \$44  = idx[2:0] + 1'h1;
+  assign \$45  = load_b ? \$44  : 4'h0;
+  assign \$46  = $signed(\$43 ) + $signed({ 1'h0, \$45  });
+  assign \$47  = $signed(\$46 ) <= $signed(5'h09);
+  assign \$48  = \$36  & \$47 ;
+  assign \$49  = spad_rd__en & spad_rd__gnt;
+  assign \$50  = ~ load_b;
+  assign \$51  = | kt;
+  assign \$52  = cmd[160] | \$51 ;
+  assign \$53  = cmd[99:88] - 1'h1;
+  assign \$54  = nt == \$53 [11:0];
+  assign \$55  = cmd[87:76] - 1'h1;
+  assign \$56  = kt == \$55 [11:0];
+  assign \$57  = \$54  & \$56 ;
+  assign \$58  = cmd[75:60] - 1'h1;
+  assign \$59  = idx == \$58 [15:0];
+  assign \$60  = \$57  & \$59 ;
+  assign \$61  = s1_valid & s1_is_a;
+  assign \$62  = meta15[13:1] == meta13[13:1];
+  assign \$63  = acc_wr__en & \$62 ;
+  assign \$64  = meta15[13:1] == meta14[13:1];
+  assign \$65  = acc_wr__en & \$64 ;
+  assign \$66  = fwd_hit ? fwd_data : acc_rd__data;
+  assign \$67  = \$65  ? acc_wr__data : \$66 ;
+  assign \$68  = | cmd[175:161];
+  assign \$69  = ! cmd[75:60];
+  assign \$70  = ! cmd[87:76];
+  assign \$71  = \$69  | \$70 ;
+  assign \$72  = ! cmd[99:88];
+  assign \$73  = \$71  | \$72 ;
   assign \$74  = cmd[87:76] - 1'h1;
-  assign \$75  = kt != \$74 [11:0];
-  assign \$76  = cmd[99:88] - 1'h1;
-  assign \$77  = nt != \$76 [11:0];
-  assign \$78  = kt + 1'h1;
-  assign \$79  = a_base + cmd[119:100];
-  assign \$80  = a_base + cmd[119:100];
-  assign \$81  = nt + 1'h1;
-  assign \$82  = b_base + cmd[139:120];
-  assign \$83  = b_base + cmd[139:120];
-  assign \$84  = c_base + cmd[159:140];
-  assign \$85  = c_base + cmd[159:140];
-  assign \$86  = acc_wr__en & meta15[15];
-  assign \$87  = ~ load_b;
-  assign \$88  = s1_valid & s1_is_a;
-  assign \$89  = s1_bank == bank;
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = ~ \$90 ;
-  assign \$92  = bank ? bank1_busy_cnt : bank0_busy_cnt;
-  assign \$93  = \$92  + idx[2:0];
-  assign \$94  = \$93  <= 4'h9;
-  assign \$95  = \$91  & \$94 ;
-  assign \$96  = \$87  | \$95 ;
-  assign spad_rd__en = issuing & \$96 ;
+  assign \$75  = \$74 [11:0] * cmd[119:100];
+  assign \$76  = cmd[19:0] + \$75 ;
+  assign \$77  = cmd[75:60] - 1'h1;
+  assign \$78  = \$76  + \$77 [15:0];
+  assign \$79  = \$78  >= 15'h4000;
+  assign \$80  = cmd[99:88] - 1'h1;
+  assign \$81  = \$80 [11:0] * cmd[139:120];
+  assign \$82  = cmd[39:20] + \$81 ;
+  assign \$83  = cmd[87:76] - 1'h1;
+  assign \$84  = \$83 [11:0] * 4'h8;
+  assign \$85  = \$82  + \$84 ;
+  assign \$86  = \$85  + 3'h7;
+  assign \$87  = \$86  >= 15'h4000;
+  assign \$88  = \$79  | \$87 ;
+  assign \$89  = cmd[99:88] - 1'h1;
+  assign \$90  = \$89 [11:0] * cmd[159:140];
+  assign \$91  = cmd[59:40] + \$90 ;
+  assign \$92  = cmd[75:60] - 1'h1;
+  assign \$93  = \$91  + \$92 [15:0];
+  assign \$94  = \$93  >= 14'h2000;
+  assign \$95  = \$88  | \$94 ;
+  assign \$96  = err_reserved | err_shape;
+  assign \$97  = \$96  | err_range;
+  assign \$98  = spad_rd__en & spad_rd__gnt;
+  assign \$99  = \$98  & load_b;
+  assign \$100  = b_ptr + 1'h1;
+  assign \$101  = idx + 1'h1;
+  assign \$102  = idx[2:0] == 3'h7;
+  assign \$103  = spad_rd__en & spad_rd__gnt;
+  assign \$104  = ~ load_b;
+  assign \$105  = \$103  & \$104 ;
+  assign \$106  = a_ptr + 1'h1;
+  assign \$107  = c_ptr + 1'h1;
+  assign \$108  = idx + 1'h1;
+  assign \$109  = cmd[75:60] - 1'h1;
+  assign \$110  = idx == \$109 [15:0];
+  assign \$111  = ~ bank;
+  assign \$112  = cmd[87:76] - 1'h1;
+  assign \$113  = kt != \$112 [11:0];
+  assign \$114  = cmd[99:88] - 1'h1;
+  assign \$115  = nt != \$114 [11:0];
+  assign \$116  = kt + 1'h1;
+  assign \$117  = a_base + cmd[119:100];
+  assign \$118  = a_base + cmd[119:100];
+  assign \$119  = nt + 1'h1;
+  assign \$120  = b_base + cmd[139:120];
+  assign \$121  = b_base + cmd[139:120];
+  assign \$122  = c_base + cmd[159:140];
+  assign \$123  = c_base + cmd[159:140];
+  assign \$124  = acc_wr__en & meta15[15];
+  assign \$125  = ~ load_b;
+  assign \$126  = bank_b_ok >> bank;
+  assign \$127  = \$125  | \$126 ;
+  assign spad_rd__en = issuing & \$127 ;
   assign spad_rd__addr = load_b ? b_ptr : a_ptr;
   assign a_valid = s1_valid & s1_is_a;
-  assign \$97  = ~ s1_is_a;
-  assign w_en = s1_valid & \$97 ;
+  assign \$128  = ~ s1_is_a;
+  assign w_en = s1_valid & \$128 ;
   assign active = s1_valid & s1_is_a;
-  assign \$98  = s1_valid & s1_is_a;
-  assign \$99  = ~ \$98 ;
-  assign stall = ctl__busy & \$99 ;
+  assign \$129  = s1_valid & s1_is_a;
+  assign \$130  = ~ \$129 ;
+  assign stall = ctl__busy & \$130 ;
   assign acc_rd__en = meta13[0] & meta13[14];
-  assign \$100  = old[31:0] + \$157 ;
-  assign \$101  = old[63:32] + \$158 ;
-  assign \$102  = old[95:64] + \$159 ;
-  assign \$103  = old[127:96] + \$160 ;
-  assign \$104  = old[159:128] + \$161 ;
-  assign \$105  = old[191:160] + \$162 ;
-  assign \$106  = old[223:192] + \$163 ;
-  assign \$107  = old[255:224] + \$156 ;
-  assign acc_wr__data = meta15[14] ? { \$107 [31:0], \$106 [31:0], \$105 [31:0], \$104 [31:0], \$103 [31:0], \$102 [31:0], \$101 [31:0], \$100 [31:0] } : { \$156 , \$163 , \$162 , \$161 , \$160 , \$159 , \$158 , \$157  };
-  assign ctl__busy = ~ \$108 ;
-  assign \$108  = ! gemm_fsm_state;
-  assign \$109  = gemm_fsm_state == 1'h1;
-  assign \$110  = gemm_fsm_state == 2'h2;
-  assign \$111  = gemm_fsm_state == 2'h3;
-  assign \$112  = gemm_fsm_state == 3'h4;
+  assign \$131  = old[31:0] + \$189 ;
+  assign \$132  = old[63:32] + \$190 ;
+  assign \$133  = old[95:64] + \$191 ;
+  assign \$134  = old[127:96] + \$192 ;
+  assign \$135  = old[159:128] + \$193 ;
+  assign \$136  = old[191:160] + \$194 ;
+  assign \$137  = old[223:192] + \$195 ;
+  assign \$138  = old[255:224] + \$188 ;
+  assign acc_wr__data = meta15[14] ? { \$138 [31:0], \$137 [31:0], \$136 [31:0], \$135 [31:0], \$134 [31:0], \$133 [31:0], \$132 [31:0], \$131 [31:0] } : { \$188 , \$195 , \$194 , \$193 , \$192 , \$191 , \$190 , \$189  };
+  assign ctl__busy = ~ \$139 ;
+  assign \$139  = ! gemm_fsm_state;
+  assign \$140  = gemm_fsm_state == 1'h1;
+  assign \$141  = gemm_fsm_state == 2'h2;
+  assign \$142  = gemm_fsm_state == 2'h3;
+  assign \$143  = gemm_fsm_state == 3'h4;
   always @(posedge clk)
-    done <= \$113 ;
+    done <= \$144 ;
   always @(posedge clk)
-    bank0_busy_cnt <= \$114 ;
+    bank0_busy_cnt <= \$145 ;
   always @(posedge clk)
-    bank1_busy_cnt <= \$115 ;
+    bank_b_ok <= \$146 ;
   always @(posedge clk)
-    s1_valid <= \$116 ;
+    bank1_busy_cnt <= \$147 ;
   always @(posedge clk)
-    s1_is_a <= \$117 ;
+    s1_valid <= \$148 ;
   always @(posedge clk)
-    s1_row <= \$118 ;
+    s1_is_a <= \$149 ;
   always @(posedge clk)
-    s1_bank <= \$119 ;
+    s1_row <= \$150 ;
   always @(posedge clk)
-    s1_caddr <= \$120 ;
+    s1_bank <= \$151 ;
   always @(posedge clk)
-    s1_accum <= \$121 ;
+    s1_caddr <= \$152 ;
   always @(posedge clk)
-    s1_last <= \$122 ;
+    s1_accum <= \$153 ;
   always @(posedge clk)
-    meta1 <= \$123 ;
+    s1_last <= \$154 ;
   always @(posedge clk)
-    meta2 <= \$124 ;
+    meta1 <= \$155 ;
   always @(posedge clk)
-    meta3 <= \$125 ;
+    meta2 <= \$156 ;
   always @(posedge clk)
-    meta4 <= \$126 ;
+    meta3 <= \$157 ;
   always @(posedge clk)
-    meta5 <= \$127 ;
+    meta4 <= \$158 ;
   always @(posedge clk)
-    meta6 <= \$128 ;
+    meta5 <= \$159 ;
   always @(posedge clk)
-    meta7 <= \$129 ;
+    meta6 <= \$160 ;
   always @(posedge clk)
-    meta8 <= \$130 ;
+    meta7 <= \$161 ;
   always @(posedge clk)
-    meta9 <= \$131 ;
+    meta8 <= \$162 ;
   always @(posedge clk)
-    meta10 <= \$132 ;
+    meta9 <= \$163 ;
   always @(posedge clk)
-    meta11 <= \$133 ;
+    meta10 <= \$164 ;
   always @(posedge clk)
-    meta12 <= \$134 ;
+    meta11 <= \$165 ;
   always @(posedge clk)
-    meta13 <= \$135 ;
+    meta12 <= \$166 ;
   always @(posedge clk)
-    meta14 <= \$136 ;
+    meta13 <= \$167 ;
   always @(posedge clk)
-    meta15 <= \$137 ;
+    meta14 <= \$168 ;
   always @(posedge clk)
-    fwd_hit <= \$138 ;
+    meta15 <= \$169 ;
+  always @(posedge clk)
+    fwd_hit <= \$170 ;
   always @(posedge clk)
     fwd_data <= acc_wr__data;
   always @(posedge clk)
-    old <= \$29 ;
+    old <= \$67 ;
   always @(posedge clk)
-    cmd <= \$139 ;
+    cmd <= \$171 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$140 ;
+    gemm_fsm_state <= \$172 ;
   always @(posedge clk)
-    err_reserved <= \$141 ;
+    err_reserved <= \$173 ;
   always @(posedge clk)
-    err_shape <= \$142 ;
+    err_shape <= \$174 ;
   always @(posedge clk)
-    err_range <= \$143 ;
+    err_range <= \$175 ;
   always @(posedge clk)
-    error <= \$144 ;
+    error <= \$176 ;
   always @(posedge clk)
-    nt <= \$145 ;
+    nt <= \$177 ;
   always @(posedge clk)
-    kt <= \$146 ;
+    kt <= \$178 ;
   always @(posedge clk)
-    idx <= \$147 ;
+    idx <= \$179 ;
   always @(posedge clk)
-    load_b <= \$148 ;
+    load_b <= \$180 ;
   always @(posedge clk)
-    a_base <= \$149 ;
+    a_base <= \$181 ;
   always @(posedge clk)
-    a_ptr <= \$150 ;
+    a_ptr <= \$182 ;
   always @(posedge clk)
-    b_base <= \$151 ;
+    b_base <= \$183 ;
   always @(posedge clk)
-    b_ptr <= \$152 ;
+    b_ptr <= \$184 ;
   always @(posedge clk)
-    c_base <= \$153 ;
+    c_base <= \$185 ;
   always @(posedge clk)
-    c_ptr <= \$154 ;
+    c_ptr <= \$186 ;
   always @(posedge clk)
-    bank <= \$155 ;
+    bank <= \$187 ;
   \kaki_soc_8x8.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_6(\$157 ),
-    .deskew1_5(\$158 ),
-    .deskew2_4(\$159 ),
-    .deskew3_3(\$160 ),
-    .deskew4_2(\$161 ),
-    .deskew5_1(\$162 ),
-    .deskew6_0(\$163 ),
+    .deskew0_6(\$189 ),
+    .deskew1_5(\$190 ),
+    .deskew2_4(\$191 ),
+    .deskew3_3(\$192 ),
+    .deskew4_2(\$193 ),
+    .deskew5_1(\$194 ),
+    .deskew6_0(\$195 ),
     .out_valid_q(acc_wr__en),
-    .pe7_7_psum(\$156 ),
+    .pe7_7_psum(\$188 ),
     .reset(reset),
     .rst(rst),
     .w_bank(s1_bank),
@@ -27052,430 +27116,431 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$113  = 1'h0;
+    \$144  = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$59 ) begin
-            \$113  = 1'h1;
+          if (\$97 ) begin
+            \$144  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$86 ) begin
-            \$113  = 1'h1;
+          if (\$124 ) begin
+            \$144  = 1'h1;
           end
     endcase
     if (reset[2]) begin
-      \$113  = 1'h0;
+      \$144  = 1'h0;
     end
     if (rst) begin
-      \$113  = 1'h0;
+      \$144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$114  = bank0_busy_cnt;
-    if (\$3 ) begin
-      \$114  = 4'he;
-    end else if (\$4 ) begin
-      \$114  = \$5 [3:0];
-    end
+    \$145  = \$7 [3:0];
     if (reset[2]) begin
-      \$114  = 4'h0;
+      \$145  = 4'h0;
     end
     if (rst) begin
-      \$114  = 4'h0;
+      \$145  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$115  = bank1_busy_cnt;
-    if (\$8 ) begin
-      \$115  = 4'he;
-    end else if (\$9 ) begin
-      \$115  = \$10 [3:0];
-    end
+    \$146 [0] = \$24 ;
+    \$146 [1] = \$48 ;
     if (reset[2]) begin
-      \$115  = 4'h0;
+      \$146  = 2'h0;
     end
     if (rst) begin
-      \$115  = 4'h0;
+      \$146  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$116  = \$11 ;
+    \$147  = \$31 [3:0];
     if (reset[2]) begin
-      \$116  = 1'h0;
+      \$147  = 4'h0;
     end
     if (rst) begin
-      \$116  = 1'h0;
+      \$147  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$117  = \$12 ;
+    \$148  = \$49 ;
     if (reset[2]) begin
-      \$117  = 1'h0;
+      \$148  = 1'h0;
     end
     if (rst) begin
-      \$117  = 1'h0;
+      \$148  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$118  = idx[2:0];
+    \$149  = \$50 ;
     if (reset[2]) begin
-      \$118  = 3'h0;
+      \$149  = 1'h0;
     end
     if (rst) begin
-      \$118  = 3'h0;
+      \$149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$119  = bank;
+    \$150  = idx[2:0];
     if (reset[2]) begin
-      \$119  = 1'h0;
+      \$150  = 3'h0;
     end
     if (rst) begin
-      \$119  = 1'h0;
+      \$150  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$120  = c_ptr;
+    \$151  = bank;
     if (reset[2]) begin
-      \$120  = 13'h0000;
+      \$151  = 1'h0;
     end
     if (rst) begin
-      \$120  = 13'h0000;
+      \$151  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$121  = \$14 ;
+    \$152  = c_ptr;
     if (reset[2]) begin
-      \$121  = 1'h0;
+      \$152  = 13'h0000;
     end
     if (rst) begin
-      \$121  = 1'h0;
+      \$152  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$122  = \$22 ;
+    \$153  = \$52 ;
     if (reset[2]) begin
-      \$122  = 1'h0;
+      \$153  = 1'h0;
     end
     if (rst) begin
-      \$122  = 1'h0;
+      \$153  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$123  = { s1_last, s1_accum, s1_caddr, \$23  };
+    \$154  = \$60 ;
     if (reset[2]) begin
-      \$123  = 16'h0000;
+      \$154  = 1'h0;
     end
     if (rst) begin
-      \$123  = 16'h0000;
+      \$154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$124  = meta1;
+    \$155  = { s1_last, s1_accum, s1_caddr, \$61  };
     if (reset[2]) begin
-      \$124  = 16'h0000;
+      \$155  = 16'h0000;
     end
     if (rst) begin
-      \$124  = 16'h0000;
+      \$155  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$125  = meta2;
+    \$156  = meta1;
     if (reset[2]) begin
-      \$125  = 16'h0000;
+      \$156  = 16'h0000;
     end
     if (rst) begin
-      \$125  = 16'h0000;
+      \$156  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$126  = meta3;
+    \$157  = meta2;
     if (reset[2]) begin
-      \$126  = 16'h0000;
+      \$157  = 16'h0000;
     end
     if (rst) begin
-      \$126  = 16'h0000;
+      \$157  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$127  = meta4;
+    \$158  = meta3;
     if (reset[2]) begin
-      \$127  = 16'h0000;
+      \$158  = 16'h0000;
     end
     if (rst) begin
-      \$127  = 16'h0000;
+      \$158  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$128  = meta5;
+    \$159  = meta4;
     if (reset[2]) begin
-      \$128  = 16'h0000;
+      \$159  = 16'h0000;
     end
     if (rst) begin
-      \$128  = 16'h0000;
+      \$159  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$129  = meta6;
+    \$160  = meta5;
     if (reset[2]) begin
-      \$129  = 16'h0000;
+      \$160  = 16'h0000;
     end
     if (rst) begin
-      \$129  = 16'h0000;
+      \$160  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$130  = meta7;
+    \$161  = meta6;
     if (reset[2]) begin
-      \$130  = 16'h0000;
+      \$161  = 16'h0000;
     end
     if (rst) begin
-      \$130  = 16'h0000;
+      \$161  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$131  = meta8;
+    \$162  = meta7;
     if (reset[2]) begin
-      \$131  = 16'h0000;
+      \$162  = 16'h0000;
     end
     if (rst) begin
-      \$131  = 16'h0000;
+      \$162  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$132  = meta9;
+    \$163  = meta8;
     if (reset[2]) begin
-      \$132  = 16'h0000;
+      \$163  = 16'h0000;
     end
     if (rst) begin
-      \$132  = 16'h0000;
+      \$163  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$133  = meta10;
+    \$164  = meta9;
     if (reset[2]) begin
-      \$133  = 16'h0000;
+      \$164  = 16'h0000;
     end
     if (rst) begin
-      \$133  = 16'h0000;
+      \$164  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$134  = meta11;
+    \$165  = meta10;
     if (reset[2]) begin
-      \$134  = 16'h0000;
+      \$165  = 16'h0000;
     end
     if (rst) begin
-      \$134  = 16'h0000;
+      \$165  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$135  = meta12;
+    \$166  = meta11;
     if (reset[2]) begin
-      \$135  = 16'h0000;
+      \$166  = 16'h0000;
     end
     if (rst) begin
-      \$135  = 16'h0000;
+      \$166  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$136  = meta13;
+    \$167  = meta12;
     if (reset[2]) begin
-      \$136  = 16'h0000;
+      \$167  = 16'h0000;
     end
     if (rst) begin
-      \$136  = 16'h0000;
+      \$167  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$137  = meta14;
+    \$168  = meta13;
     if (reset[2]) begin
-      \$137  = 16'h0000;
+      \$168  = 16'h0000;
     end
     if (rst) begin
-      \$137  = 16'h0000;
+      \$168  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$138  = \$25 ;
+    \$169  = meta14;
     if (reset[2]) begin
-      \$138  = 1'h0;
+      \$169  = 16'h0000;
     end
     if (rst) begin
-      \$138  = 1'h0;
+      \$169  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$139  = cmd;
+    \$170  = \$63 ;
+    if (reset[2]) begin
+      \$170  = 1'h0;
+    end
+    if (rst) begin
+      \$170  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$171  = cmd;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$139  = ctl__cmd__payload;
+            \$171  = ctl__cmd__payload;
           end
     endcase
     if (reset[2]) begin
-      \$139  = 176'h00000000000000000000000000000000000000000000;
+      \$171  = 176'h00000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$139  = 176'h00000000000000000000000000000000000000000000;
+      \$171  = 176'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$140  = gemm_fsm_state;
+    \$172  = gemm_fsm_state;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$140  = 3'h1;
+            \$172  = 3'h1;
           end
       3'h1:
-          \$140  = 3'h2;
+          \$172  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$59 ) begin
-            \$140  = 3'h0;
+          if (\$97 ) begin
+            \$172  = 3'h0;
           end else begin
-            \$140  = 3'h3;
+            \$172  = 3'h3;
           end
       3'h3:
-          if (\$67 ) begin
-            if (\$72 ) begin
+          if (\$105 ) begin
+            if (\$110 ) begin
               (* full_case = 32'd1 *)
-              if (\$75 ) begin
-              end else if (\$77 ) begin
+              if (\$113 ) begin
+              end else if (\$115 ) begin
               end else begin
-                \$140  = 3'h4;
+                \$172  = 3'h4;
               end
             end
           end
       3'h4:
-          if (\$86 ) begin
-            \$140  = 3'h0;
+          if (\$124 ) begin
+            \$172  = 3'h0;
           end
     endcase
     if (reset[2]) begin
-      \$140  = 3'h0;
+      \$172  = 3'h0;
     end
     if (rst) begin
-      \$140  = 3'h0;
+      \$172  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$141  = err_reserved;
+    \$173  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$141  = \$30 ;
+          \$173  = \$68 ;
     endcase
     if (reset[2]) begin
-      \$141  = 1'h0;
+      \$173  = 1'h0;
     end
     if (rst) begin
-      \$141  = 1'h0;
+      \$173  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$142  = err_shape;
+    \$174  = err_shape;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$142  = \$35 ;
+          \$174  = \$73 ;
     endcase
     if (reset[2]) begin
-      \$142  = 1'h0;
+      \$174  = 1'h0;
     end
     if (rst) begin
-      \$142  = 1'h0;
+      \$174  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$143  = err_range;
+    \$175  = err_range;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$143  = \$57 ;
+          \$175  = \$95 ;
     endcase
     if (reset[2]) begin
-      \$143  = 1'h0;
+      \$175  = 1'h0;
     end
     if (rst) begin
-      \$143  = 1'h0;
+      \$175  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$144  = error;
+    \$176  = error;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$59 ) begin
+          if (\$97 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
-              \$144  = 8'h02;
+              \$176  = 8'h02;
             end else if (err_shape) begin
-              \$144  = 8'h03;
+              \$176  = 8'h03;
             end else begin
-              \$144  = 8'h04;
+              \$176  = 8'h04;
             end
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$86 ) begin
-            \$144  = 8'h00;
+          if (\$124 ) begin
+            \$176  = 8'h00;
           end
     endcase
     if (reset[2]) begin
-      \$144  = 8'h00;
+      \$176  = 8'h00;
     end
     if (rst) begin
-      \$144  = 8'h00;
+      \$176  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$145  = nt;
+    \$177  = nt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27483,30 +27548,30 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$59 ) begin
+          if (\$97 ) begin
           end else begin
-            \$145  = 12'h000;
+            \$177  = 12'h000;
           end
       3'h3:
-          if (\$67 ) begin
-            if (\$72 ) begin
-              if (\$75 ) begin
-              end else if (\$77 ) begin
-                \$145  = \$81 [11:0];
+          if (\$105 ) begin
+            if (\$110 ) begin
+              if (\$113 ) begin
+              end else if (\$115 ) begin
+                \$177  = \$119 [11:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$145  = 12'h000;
+      \$177  = 12'h000;
     end
     if (rst) begin
-      \$145  = 12'h000;
+      \$177  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$146  = kt;
+    \$178  = kt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27514,31 +27579,31 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$59 ) begin
+          if (\$97 ) begin
           end else begin
-            \$146  = 12'h000;
+            \$178  = 12'h000;
           end
       3'h3:
-          if (\$67 ) begin
-            if (\$72 ) begin
-              if (\$75 ) begin
-                \$146  = \$78 [11:0];
-              end else if (\$77 ) begin
-                \$146  = 12'h000;
+          if (\$105 ) begin
+            if (\$110 ) begin
+              if (\$113 ) begin
+                \$178  = \$116 [11:0];
+              end else if (\$115 ) begin
+                \$178  = 12'h000;
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$146  = 12'h000;
+      \$178  = 12'h000;
     end
     if (rst) begin
-      \$146  = 12'h000;
+      \$178  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$147  = idx;
+    \$179  = idx;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27546,36 +27611,36 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$59 ) begin
+          if (\$97 ) begin
           end else begin
-            \$147  = 16'h0000;
+            \$179  = 16'h0000;
           end
       3'h3:
         begin
-          if (\$61 ) begin
-            \$147  = \$63 [15:0];
-            if (\$64 ) begin
-              \$147  = 16'h0000;
+          if (\$99 ) begin
+            \$179  = \$101 [15:0];
+            if (\$102 ) begin
+              \$179  = 16'h0000;
             end
           end
-          if (\$67 ) begin
-            \$147  = \$70 [15:0];
-            if (\$72 ) begin
-              \$147  = 16'h0000;
+          if (\$105 ) begin
+            \$179  = \$108 [15:0];
+            if (\$110 ) begin
+              \$179  = 16'h0000;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$147  = 16'h0000;
+      \$179  = 16'h0000;
     end
     if (rst) begin
-      \$147  = 16'h0000;
+      \$179  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$148  = load_b;
+    \$180  = load_b;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27583,34 +27648,34 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$59 ) begin
+          if (\$97 ) begin
           end else begin
-            \$148  = 1'h1;
+            \$180  = 1'h1;
           end
       3'h3:
         begin
-          if (\$61 ) begin
-            if (\$64 ) begin
-              \$148  = 1'h0;
+          if (\$99 ) begin
+            if (\$102 ) begin
+              \$180  = 1'h0;
             end
           end
-          if (\$67 ) begin
-            if (\$72 ) begin
-              \$148  = 1'h1;
+          if (\$105 ) begin
+            if (\$110 ) begin
+              \$180  = 1'h1;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$148  = 1'h0;
+      \$180  = 1'h0;
     end
     if (rst) begin
-      \$148  = 1'h0;
+      \$180  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$149  = a_base;
+    \$181  = a_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27618,31 +27683,31 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$59 ) begin
+          if (\$97 ) begin
           end else begin
-            \$149  = cmd[13:0];
+            \$181  = cmd[13:0];
           end
       3'h3:
-          if (\$67 ) begin
-            if (\$72 ) begin
-              if (\$75 ) begin
-                \$149  = \$79 [13:0];
-              end else if (\$77 ) begin
-                \$149  = cmd[13:0];
+          if (\$105 ) begin
+            if (\$110 ) begin
+              if (\$113 ) begin
+                \$181  = \$117 [13:0];
+              end else if (\$115 ) begin
+                \$181  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$149  = 14'h0000;
+      \$181  = 14'h0000;
     end
     if (rst) begin
-      \$149  = 14'h0000;
+      \$181  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$150  = a_ptr;
+    \$182  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27650,32 +27715,32 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$59 ) begin
+          if (\$97 ) begin
           end else begin
-            \$150  = cmd[13:0];
+            \$182  = cmd[13:0];
           end
       3'h3:
-          if (\$67 ) begin
-            \$150  = \$68 [13:0];
-            if (\$72 ) begin
-              if (\$75 ) begin
-                \$150  = \$80 [13:0];
-              end else if (\$77 ) begin
-                \$150  = cmd[13:0];
+          if (\$105 ) begin
+            \$182  = \$106 [13:0];
+            if (\$110 ) begin
+              if (\$113 ) begin
+                \$182  = \$118 [13:0];
+              end else if (\$115 ) begin
+                \$182  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$150  = 14'h0000;
+      \$182  = 14'h0000;
     end
     if (rst) begin
-      \$150  = 14'h0000;
+      \$182  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$151  = b_base;
+    \$183  = b_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27683,30 +27748,30 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$59 ) begin
+          if (\$97 ) begin
           end else begin
-            \$151  = cmd[33:20];
+            \$183  = cmd[33:20];
           end
       3'h3:
-          if (\$67 ) begin
-            if (\$72 ) begin
-              if (\$75 ) begin
-              end else if (\$77 ) begin
-                \$151  = \$82 [13:0];
+          if (\$105 ) begin
+            if (\$110 ) begin
+              if (\$113 ) begin
+              end else if (\$115 ) begin
+                \$183  = \$120 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$151  = 14'h0000;
+      \$183  = 14'h0000;
     end
     if (rst) begin
-      \$151  = 14'h0000;
+      \$183  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$152  = b_ptr;
+    \$184  = b_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27714,35 +27779,35 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$59 ) begin
+          if (\$97 ) begin
           end else begin
-            \$152  = cmd[33:20];
+            \$184  = cmd[33:20];
           end
       3'h3:
         begin
-          if (\$61 ) begin
-            \$152  = \$62 [13:0];
+          if (\$99 ) begin
+            \$184  = \$100 [13:0];
           end
-          if (\$67 ) begin
-            if (\$72 ) begin
-              if (\$75 ) begin
-              end else if (\$77 ) begin
-                \$152  = \$83 [13:0];
+          if (\$105 ) begin
+            if (\$110 ) begin
+              if (\$113 ) begin
+              end else if (\$115 ) begin
+                \$184  = \$121 [13:0];
               end
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$152  = 14'h0000;
+      \$184  = 14'h0000;
     end
     if (rst) begin
-      \$152  = 14'h0000;
+      \$184  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$153  = c_base;
+    \$185  = c_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27750,30 +27815,30 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$59 ) begin
+          if (\$97 ) begin
           end else begin
-            \$153  = cmd[52:40];
+            \$185  = cmd[52:40];
           end
       3'h3:
-          if (\$67 ) begin
-            if (\$72 ) begin
-              if (\$75 ) begin
-              end else if (\$77 ) begin
-                \$153  = \$84 [12:0];
+          if (\$105 ) begin
+            if (\$110 ) begin
+              if (\$113 ) begin
+              end else if (\$115 ) begin
+                \$185  = \$122 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$153  = 13'h0000;
+      \$185  = 13'h0000;
     end
     if (rst) begin
-      \$153  = 13'h0000;
+      \$185  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$154  = c_ptr;
+    \$186  = c_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27781,32 +27846,32 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$59 ) begin
+          if (\$97 ) begin
           end else begin
-            \$154  = cmd[52:40];
+            \$186  = cmd[52:40];
           end
       3'h3:
-          if (\$67 ) begin
-            \$154  = \$69 [12:0];
-            if (\$72 ) begin
-              if (\$75 ) begin
-                \$154  = c_base;
-              end else if (\$77 ) begin
-                \$154  = \$85 [12:0];
+          if (\$105 ) begin
+            \$186  = \$107 [12:0];
+            if (\$110 ) begin
+              if (\$113 ) begin
+                \$186  = c_base;
+              end else if (\$115 ) begin
+                \$186  = \$123 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$154  = 13'h0000;
+      \$186  = 13'h0000;
     end
     if (rst) begin
-      \$154  = 13'h0000;
+      \$186  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$155  = bank;
+    \$187  = bank;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27815,17 +27880,17 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$67 ) begin
-            if (\$72 ) begin
-              \$155  = \$73 ;
+          if (\$105 ) begin
+            if (\$110 ) begin
+              \$187  = \$111 ;
             end
           end
     endcase
     if (reset[2]) begin
-      \$155  = 1'h0;
+      \$187  = 1'h0;
     end
     if (rst) begin
-      \$155  = 1'h0;
+      \$187  = 1'h0;
     end
   end
   always @* begin
@@ -27859,7 +27924,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign w_row = s1_row;
   assign w_bank = s1_bank;
   assign w_data = a_data;
-  assign out_data = { \$156 , \$163 , \$162 , \$161 , \$160 , \$159 , \$158 , \$157  };
+  assign out_data = { \$188 , \$195 , \$194 , \$193 , \$192 , \$191 , \$190 , \$189  };
   assign acc_rd__addr = meta13[13:1];
   assign acc_wr__addr = meta15[13:1];
   assign \cmd.a_addr  = cmd[19:0];
@@ -27884,7 +27949,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \ctl__cmd__payload.c_nt_stride  = ctl__cmd__payload[159:140];
   assign \ctl__cmd__payload.accumulate  = ctl__cmd__payload[160];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[175:161];
-  assign \$7  = s1_bank;
+  assign \$26  = s1_bank;
+  assign \$34  = bank;
+  assign \$38  = s1_bank;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -32733,7 +32800,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9092$16 , \port$9850$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9117$16 , \port$9877$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -32777,10 +32844,10 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9092$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9092$16 ;
-  wire [15:0] \port$9092$16 ;
-  input [7:0] \port$9850$0 ;
-  wire [7:0] \port$9850$0 ;
+  input [15:0] \port$9117$16 ;
+  wire [15:0] \port$9117$16 ;
+  input [7:0] \port$9877$0 ;
+  wire [7:0] \port$9877$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -32815,7 +32882,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9092$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9092$16 , \port$9850$0  };
+      storage[w_port__addr] <= { \port$9117$16 , \port$9877$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -32926,8 +32993,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9092$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9092$16 , \port$9850$0  };
-  assign w_data = { \port$9092$16 , \port$9850$0  };
+  assign w_port__data = { \port$9117$16 , \port$9877$0  };
+  assign w_data = { \port$9117$16 , \port$9877$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -32936,7 +33003,7 @@ endmodule
 module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8607$0 , \port$8607$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8632$0 , \port$8632$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -33650,10 +33717,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] \limit$66 ;
   input [3:0] \port$109$0 ;
   wire [3:0] \port$109$0 ;
-  input [3:0] \port$8607$0 ;
-  wire [3:0] \port$8607$0 ;
-  input [23:0] \port$8607$8 ;
-  wire [23:0] \port$8607$8 ;
+  input [3:0] \port$8632$0 ;
+  wire [3:0] \port$8632$0 ;
+  input [23:0] \port$8632$8 ;
+  wire [23:0] \port$8632$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -34378,7 +34445,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$8607$0 [1:0] < 3'h4;
+  assign \$165  = \port$8632$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -34586,7 +34653,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$8607$0 [1:0];
+  assign \$344  = ! \port$8632$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -34606,7 +34673,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$8607$0 [1:0] == 1'h1;
+  assign \$364  = \port$8632$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -34626,7 +34693,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$8607$0 [1:0] == 2'h2;
+  assign \$384  = \port$8632$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -34646,7 +34713,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$8607$0 [1:0] == 2'h3;
+  assign \$404  = \port$8632$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -34739,7 +34806,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$9173$0 (fetch_r_buf),
+    .\port$9198$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -34751,7 +34818,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$9173$0 (fetch_r_buf),
+    .\port$9198$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -34763,7 +34830,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$9173$0 (fetch_r_buf),
+    .\port$9198$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -34775,7 +34842,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$9173$0 (fetch_r_buf),
+    .\port$9198$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -36473,12 +36540,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$8607$0 [1:0];
-  assign cpl_irq = \port$8607$0 [2];
-  assign cpl_halt = \port$8607$0 [3];
-  assign cpl_flags = \port$8607$8 [7:0];
-  assign cpl_status = \port$8607$8 [15:8];
-  assign cpl_opcode = \port$8607$8 [23:16];
+  assign cpl_queue = \port$8632$0 [1:0];
+  assign cpl_irq = \port$8632$0 [2];
+  assign cpl_halt = \port$8632$0 [3];
+  assign cpl_flags = \port$8632$8 [7:0];
+  assign cpl_status = \port$8632$8 [15:8];
+  assign cpl_opcode = \port$8632$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -36529,12 +36596,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$8607$8 [23:16];
-  assign \w_data$258 [19:12] = \port$8607$8 [15:8];
-  assign \w_data$258 [11:4] = \port$8607$8 [7:0];
-  assign \w_data$258 [3] = \port$8607$0 [3];
-  assign \w_data$258 [2] = \port$8607$0 [2];
-  assign \w_data$258 [1:0] = \port$8607$0 [1:0];
+  assign \w_data$258 [27:20] = \port$8632$8 [23:16];
+  assign \w_data$258 [19:12] = \port$8632$8 [15:8];
+  assign \w_data$258 [11:4] = \port$8632$8 [7:0];
+  assign \w_data$258 [3] = \port$8632$0 [3];
+  assign \w_data$258 [2] = \port$8632$0 [2];
+  assign \w_data$258 [1:0] = \port$8632$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -38120,7 +38187,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9173$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9198$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38147,8 +38214,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9173$0 ;
-  wire [191:0] \port$9173$0 ;
+  input [191:0] \port$9198$0 ;
+  wire [191:0] \port$9198$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -38183,7 +38250,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9173$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9198$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38254,14 +38321,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9173$0  };
-  assign w_data = { \port$0$87 , \port$9173$0  };
+  assign w_port__data = { \port$0$87 , \port$9198$0  };
+  assign w_data = { \port$0$87 , \port$9198$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9173$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9198$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38288,8 +38355,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9173$0 ;
-  wire [191:0] \port$9173$0 ;
+  input [191:0] \port$9198$0 ;
+  wire [191:0] \port$9198$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -38324,7 +38391,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9173$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9198$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38395,14 +38462,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9173$0  };
-  assign w_data = { \port$0$87 , \port$9173$0  };
+  assign w_port__data = { \port$0$87 , \port$9198$0  };
+  assign w_data = { \port$0$87 , \port$9198$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9173$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9198$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38429,8 +38496,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9173$0 ;
-  wire [191:0] \port$9173$0 ;
+  input [191:0] \port$9198$0 ;
+  wire [191:0] \port$9198$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -38465,7 +38532,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9173$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9198$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38536,14 +38603,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9173$0  };
-  assign w_data = { \port$0$87 , \port$9173$0  };
+  assign w_port__data = { \port$0$87 , \port$9198$0  };
+  assign w_data = { \port$0$87 , \port$9198$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9173$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9198$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38570,8 +38637,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9173$0 ;
-  wire [191:0] \port$9173$0 ;
+  input [191:0] \port$9198$0 ;
+  wire [191:0] \port$9198$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -38606,7 +38673,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9173$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9198$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38677,8 +38744,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9173$0  };
-  assign w_data = { \port$0$87 , \port$9173$0  };
+  assign w_port__data = { \port$0$87 , \port$9198$0  };
+  assign w_data = { \port$0$87 , \port$9198$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -42236,7 +42303,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9094$16 , \port$10618$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9119$16 , \port$10645$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -42280,10 +42347,10 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9094$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10618$0 ;
-  wire [7:0] \port$10618$0 ;
-  input [15:0] \port$9094$16 ;
-  wire [15:0] \port$9094$16 ;
+  input [7:0] \port$10645$0 ;
+  wire [7:0] \port$10645$0 ;
+  input [15:0] \port$9119$16 ;
+  wire [15:0] \port$9119$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -42318,7 +42385,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9094$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9094$16 , \port$10618$0  };
+      storage[w_port__addr] <= { \port$9119$16 , \port$10645$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -42429,8 +42496,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9094$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9094$16 , \port$10618$0  };
-  assign w_data = { \port$9094$16 , \port$10618$0  };
+  assign w_port__data = { \port$9119$16 , \port$10645$0  };
+  assign w_data = { \port$9119$16 , \port$10645$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

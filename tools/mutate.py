@@ -805,8 +805,8 @@ EXPLAINED = {
         "depth - 1, so they never hold a value the narrower ones could not; the induction fails "
         "on the unreachable states of the extra bits (undecided, not a hole)",
     ("hdl_gen/gemm_engine.py", "GemmEngine.elaborate",
-     "& (Mux(bank, bank_cnt[1], bank_cnt[0]) + idx[:kb] <= d + 1))", "arith",
-     "Mux(bank, bank_cnt[1], bank_cnt[0]) + idx[:kb]", "(Mux(bank, bank_cnt[1], bank_cnt[0]) - idx[:kb])"):
+     "b_ok[b].eq(~(issuing & ~load_b & (bank == b)) & (cnt_next + kk_next <= d + 1)),", "arith",
+     "cnt_next + kk_next", "(cnt_next - kk_next)"):
         "changes no behaviour: counter - kk <= dim + 1 holds whenever counter + kk <= dim + 1 does, "
         "and with the one-port issue order the original never stalls a B row (class docstring; "
         "the GEMM bench checks the exact busy cycles and w_conflict), so neither does this weaker "
