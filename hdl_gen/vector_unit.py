@@ -55,8 +55,10 @@ class VectorUnit(wiring.Component):
        against the accumulator, destination and residual rows against the scratchpad) →
        ``LOCAL_RANGE``. The bias row is only read (and range checked) with ``ops.bias``, the
        residual rows only with ``ops.add``; with ``ops.maxred`` only ``dst_addr`` is written.
-    2. Read the bias (if enabled), multiplier and shift rows into registers, one granted read each.
-       A shift lane (an int32) outside 0..63 → ``BAD_SHIFT``. Every error retires with ``done`` and
+    2. Read the shift, bias (if enabled) and multiplier rows into registers, one granted read each.
+       A shift lane (an int32) outside 0..63 → ``BAD_SHIFT``, decided after the last read (the
+       shift row comes first so that its check is registered per lane, not computed from the
+       block RAM's output in the deciding cycle). Every error retires with ``done`` and
        its code before anything is written.
     3. Stream the rows: row ``r`` enters the pipeline only in a cycle where its accumulator read
        (``src_addr + r``) *and*, with ``ops.add``, its residual read (``res_addr + r``) are both
@@ -106,11 +108,12 @@ class VectorUnit(wiring.Component):
         mult = [Signal(signed(32), name=f"mult_{c}", reset_less=True) for c in range(dim)]
         shift = [Signal(6, name=f"shift_{c}", reset_less=True) for c in range(dim)]
 
-        # Parameter fetch: pidx is the row being requested (0 bias, 1 mult, 2 shift); a grant sets
+        # Parameter fetch: pidx is the row being requested (0 shift, 1 bias, 2 mult); a grant sets
         # cap_valid/cap_idx so the row is captured from acc_rd.data in the next cycle.
         pidx = Signal(2)
         cap_valid = Signal()
         cap_idx = Signal(2)
+        shift_high = Signal(dim, name="shift_out_of_range")   # per lane: shift row >= 64 or < 0
 
         issued = Signal(17)      # rows whose reads were granted (entered the pipeline)
         retired = Signal(17)     # rows that left the last stage
@@ -121,11 +124,12 @@ class VectorUnit(wiring.Component):
         with m.If(cap_valid):
             with m.Switch(cap_idx):
                 with m.Case(0):
-                    m.d.sync += [b.eq(v) for b, v in zip(bias, acc_lanes)]
-                with m.Case(1):
-                    m.d.sync += [k.eq(v) for k, v in zip(mult, acc_lanes)]
-                with m.Case(2):
                     m.d.sync += [s.eq(v[:6]) for s, v in zip(shift, acc_lanes)]
+                    m.d.sync += shift_high.eq(Cat(*[v[6:] != 0 for v in acc_lanes]))
+                with m.Case(1):
+                    m.d.sync += [b.eq(v) for b, v in zip(bias, acc_lanes)]
+                with m.Case(2):
+                    m.d.sync += [k.eq(v) for k, v in zip(mult, acc_lanes)]
         m.d.sync += cap_valid.eq(0)
 
         # ---- validation (combinational on the latched command) ----
@@ -142,8 +146,6 @@ class VectorUnit(wiring.Component):
             | (cmd.shift_addr >= acc_rows)
             | Mux(ops.maxred, cmd.dst_addr >= spad_rows, cmd.dst_addr + rows > spad_rows)
             | (ops.add & (cmd.res_addr + rows > spad_rows)))
-        shift_bad = Signal()
-        m.d.comb += shift_bad.eq(Cat(*[v[6:] != 0 for v in acc_lanes]).any())
 
         # ---- control FSM ----
         with m.FSM(init="IDLE", name="vec_fsm") as fsm:
@@ -164,23 +166,24 @@ class VectorUnit(wiring.Component):
                     m.d.sync += err.eq(ErrorCode.LOCAL_RANGE)
                     m.next = "FIN"
                 with m.Else():
-                    m.d.sync += pidx.eq(Mux(ops.bias, 0, 1))
+                    m.d.sync += pidx.eq(0)
                     with m.If(~ops.bias):
                         m.d.sync += [b.eq(0) for b in bias]
                     m.next = "PARAM"
             with m.State("PARAM"):
                 m.d.comb += [
                     self.acc_rd.en.eq(1),
-                    self.acc_rd.addr.eq(Mux(pidx == 0, cmd.bias_addr,
-                                            Mux(pidx == 1, cmd.mult_addr, cmd.shift_addr))),
+                    self.acc_rd.addr.eq(Mux(pidx == 0, cmd.shift_addr,
+                                            Mux(pidx == 1, cmd.bias_addr, cmd.mult_addr))),
                 ]
                 with m.If(self.acc_rd.gnt):
-                    m.d.sync += [cap_valid.eq(1), cap_idx.eq(pidx), pidx.eq(pidx + 1)]
+                    m.d.sync += [cap_valid.eq(1), cap_idx.eq(pidx),
+                                 pidx.eq(Mux((pidx == 0) & ~ops.bias, 2, pidx + 1))]
                     with m.If(pidx == 2):
                         m.next = "SHIFT_CHECK"
             with m.State("SHIFT_CHECK"):
-                # acc_rd.data holds the shift row this cycle (being captured).
-                with m.If(shift_bad):
+                # The multiplier row is being captured; the shift row's check is registered.
+                with m.If(shift_high.any()):
                     m.d.sync += err.eq(ErrorCode.BAD_SHIFT)
                     m.next = "FIN"
                 with m.Else():

@@ -2353,7 +2353,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$11881$2 (\$284 ),
+    .\port$11884$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2472,20 +2472,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$11718$0 (q_wait_queue),
-    .\port$11907$0 (inflight),
-    .\port$12042$0 (q__0__cpl_irq),
-    .\port$12056$0 (q__0__error_irq),
-    .\port$12068$0 (q__1__cpl_irq),
-    .\port$12082$0 (q__1__error_irq),
-    .\port$12094$0 (q__2__cpl_irq),
-    .\port$12108$0 (q__2__error_irq),
-    .\port$12120$0 (q__3__cpl_irq),
-    .\port$12134$0 (q__3__error_irq),
-    .\port$12246$0 (\$289 ),
-    .\port$12254$0 (\$290 ),
-    .\port$12262$0 (\$291 ),
-    .\port$12270$0 (\$292 ),
+    .\port$11721$0 (q_wait_queue),
+    .\port$11910$0 (inflight),
+    .\port$12045$0 (q__0__cpl_irq),
+    .\port$12059$0 (q__0__error_irq),
+    .\port$12071$0 (q__1__cpl_irq),
+    .\port$12085$0 (q__1__error_irq),
+    .\port$12097$0 (q__2__cpl_irq),
+    .\port$12111$0 (q__2__error_irq),
+    .\port$12123$0 (q__3__cpl_irq),
+    .\port$12137$0 (q__3__error_irq),
+    .\port$12249$0 (\$289 ),
+    .\port$12257$0 (\$290 ),
+    .\port$12265$0 (\$291 ),
+    .\port$12273$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2573,10 +2573,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$11909$0 (\$285 ),
-    .\port$11911$0 (\$286 ),
-    .\port$11913$0 (\$287 ),
-    .\port$11915$0 (\$288 ),
+    .\port$11912$0 (\$285 ),
+    .\port$11914$0 (\$286 ),
+    .\port$11916$0 (\$287 ),
+    .\port$11918$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2672,8 +2672,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$11909$16 (retire__0__tag),
-    .\port$12469$0 (dma_load_error),
+    .\port$11912$16 (retire__0__tag),
+    .\port$12472$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2683,8 +2683,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$11911$16 (retire__1__tag),
-    .\port$12589$0 (dma_store_error),
+    .\port$11914$16 (retire__1__tag),
+    .\port$12592$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2727,11 +2727,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11221$0 (r_data),
-    .\port$11271$0 (\r_data$495 ),
-    .\port$11321$0 (\r_data$506 ),
-    .\port$11371$0 (\r_data$517 ),
-    .\port$11881$2 (\$284 ),
+    .\port$11224$0 (r_data),
+    .\port$11274$0 (\r_data$495 ),
+    .\port$11324$0 (\r_data$506 ),
+    .\port$11374$0 (\r_data$517 ),
+    .\port$11884$2 (\$284 ),
     .\port$4289$0 (q__0__ready),
     .\port$4291$0 (q__0__qreset_req),
     .\port$4299$0 (q__1__ready),
@@ -2788,8 +2788,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$11913$16 (retire__2__tag),
-    .\port$12705$0 (gemm_error),
+    .\port$11916$16 (retire__2__tag),
+    .\port$12708$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2840,8 +2840,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .\level$181 (\$292 ),
     .limit(bus_timeout),
     .\port$109$0 (fw_write_qreset_ack_queue),
-    .\port$11428$0 (fw_write_cpl_word[3:0]),
-    .\port$11428$8 (fw_write_cpl_word[31:8]),
+    .\port$11431$0 (fw_write_cpl_word[3:0]),
+    .\port$11431$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2982,8 +2982,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$11915$16 (retire__3__tag),
-    .\port$15677$0 (vec_error),
+    .\port$11918$16 (retire__3__tag),
+    .\port$15682$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -5860,7 +5860,7 @@ module \kaki_soc_16x16.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arread
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11881$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11884$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -6004,8 +6004,8 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$11881$2 ;
-  wire [29:0] \port$11881$2 ;
+  output [29:0] \port$11884$2 ;
+  wire [29:0] \port$11884$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6185,7 +6185,7 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$11881$2 (\$99 ),
+    .\port$11884$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6303,11 +6303,11 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$11881$2  = \$99 ;
+  assign \port$11884$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11881$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11884$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6732,8 +6732,8 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$11881$2 ;
-  wire [29:0] \port$11881$2 ;
+  output [29:0] \port$11884$2 ;
+  wire [29:0] \port$11884$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9838,7 +9838,7 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$11881$2  = ls_addr_r[31:2];
+  assign \port$11884$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -10012,10 +10012,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11718$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11907$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12042$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$12056$0 , q_status0_resetting, q_consumer1_index, \port$12068$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$12082$0 , q_status1_resetting, q_consumer2_index, \port$12094$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12108$0 , q_status2_resetting, q_consumer3_index, \port$12120$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$12134$0 , q_status3_resetting, \port$12246$0 , \port$12254$0 , \port$12262$0 , \port$12270$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11721$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11910$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12045$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$12059$0 , q_status0_resetting, q_consumer1_index, \port$12071$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$12085$0 , q_status1_resetting, q_consumer2_index, \port$12097$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12111$0 , q_status2_resetting, q_consumer3_index, \port$12123$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$12137$0 , q_status3_resetting, \port$12249$0 , \port$12257$0 , \port$12265$0 , \port$12273$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11549,34 +11549,34 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$11718$0 ;
-  wire [3:0] \port$11718$0 ;
-  input [3:0] \port$11907$0 ;
-  wire [3:0] \port$11907$0 ;
-  input \port$12042$0 ;
-  wire \port$12042$0 ;
-  input \port$12056$0 ;
-  wire \port$12056$0 ;
-  input \port$12068$0 ;
-  wire \port$12068$0 ;
-  input \port$12082$0 ;
-  wire \port$12082$0 ;
-  input \port$12094$0 ;
-  wire \port$12094$0 ;
-  input \port$12108$0 ;
-  wire \port$12108$0 ;
-  input \port$12120$0 ;
-  wire \port$12120$0 ;
-  input \port$12134$0 ;
-  wire \port$12134$0 ;
-  input [2:0] \port$12246$0 ;
-  wire [2:0] \port$12246$0 ;
-  input [2:0] \port$12254$0 ;
-  wire [2:0] \port$12254$0 ;
-  input [2:0] \port$12262$0 ;
-  wire [2:0] \port$12262$0 ;
-  input [2:0] \port$12270$0 ;
-  wire [2:0] \port$12270$0 ;
+  input [3:0] \port$11721$0 ;
+  wire [3:0] \port$11721$0 ;
+  input [3:0] \port$11910$0 ;
+  wire [3:0] \port$11910$0 ;
+  input \port$12045$0 ;
+  wire \port$12045$0 ;
+  input \port$12059$0 ;
+  wire \port$12059$0 ;
+  input \port$12071$0 ;
+  wire \port$12071$0 ;
+  input \port$12085$0 ;
+  wire \port$12085$0 ;
+  input \port$12097$0 ;
+  wire \port$12097$0 ;
+  input \port$12111$0 ;
+  wire \port$12111$0 ;
+  input \port$12123$0 ;
+  wire \port$12123$0 ;
+  input \port$12137$0 ;
+  wire \port$12137$0 ;
+  input [2:0] \port$12249$0 ;
+  wire [2:0] \port$12249$0 ;
+  input [2:0] \port$12257$0 ;
+  wire [2:0] \port$12257$0 ;
+  input [2:0] \port$12265$0 ;
+  wire [2:0] \port$12265$0 ;
+  input [2:0] \port$12273$0 ;
+  wire [2:0] \port$12273$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12205,10 +12205,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$12120$0 , \port$12094$0 , \port$12068$0 , \port$12042$0  };
+  assign \$179  = \$178  | { \port$12123$0 , \port$12097$0 , \port$12071$0 , \port$12045$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$12134$0 , \port$12108$0 , \port$12082$0 , \port$12056$0  };
+  assign \$182  = \$181  | { \port$12137$0 , \port$12111$0 , \port$12085$0 , \port$12059$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14256,8 +14256,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$12120$0 , \port$12094$0 , \port$12068$0 , \port$12042$0  };
-  assign irq_status_queue_error_set = { \port$12134$0 , \port$12108$0 , \port$12082$0 , \port$12056$0  };
+  assign irq_status_queue_cpl_set = { \port$12123$0 , \port$12097$0 , \port$12071$0 , \port$12045$0  };
+  assign irq_status_queue_error_set = { \port$12137$0 , \port$12111$0 , \port$12085$0 , \port$12059$0  };
   assign cap_array_rows = 8'h10;
   assign cap_array_cols = 8'h10;
   assign cap_spad_banks = 8'h04;
@@ -14272,18 +14272,18 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$11907$0 [0];
-  assign status_dma_store_busy = \port$11907$0 [1];
-  assign status_gemm_busy = \port$11907$0 [2];
-  assign status_vec_busy = \port$11907$0 [3];
-  assign q_status0_waiting = \port$11718$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$12246$0  };
-  assign q_status1_waiting = \port$11718$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$12254$0  };
-  assign q_status2_waiting = \port$11718$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$12262$0  };
-  assign q_status3_waiting = \port$11718$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$12270$0  };
+  assign status_dma_load_busy = \port$11910$0 [0];
+  assign status_dma_store_busy = \port$11910$0 [1];
+  assign status_gemm_busy = \port$11910$0 [2];
+  assign status_vec_busy = \port$11910$0 [3];
+  assign q_status0_waiting = \port$11721$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$12249$0  };
+  assign q_status1_waiting = \port$11721$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$12257$0  };
+  assign q_status2_waiting = \port$11721$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$12265$0  };
+  assign q_status3_waiting = \port$11721$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$12273$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14328,11 +14328,11 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$11907$0 [0] };
+  assign \$429  = { 1'h0, \port$11910$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$11907$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$11907$0 [2], 2'h0 };
-  assign \$435  = { \port$11907$0 [3], 3'h0 };
+  assign \$431  = { \port$11910$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$11910$0 [2], 2'h0 };
+  assign \$435  = { \port$11910$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14489,26 +14489,26 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$11718$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$12246$0 , 8'h00 };
+  assign \$877  = { \port$11721$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$12249$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$11718$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$12254$0 , 8'h00 };
+  assign \$890  = { \port$11721$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$12257$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$11718$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$12262$0 , 8'h00 };
+  assign \$903  = { \port$11721$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$12265$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$11718$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$12270$0 , 8'h00 };
+  assign \$916  = { \port$11721$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$12273$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14619,7 +14619,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
-, queue, windowed, reject__done, reject__error, full, inflight, \port$11909$0 , retire__0__tag, \port$11911$0 , retire__1__tag, \port$11913$0 , retire__2__tag, \port$11915$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, queue, windowed, reject__done, reject__error, full, inflight, \port$11912$0 , retire__0__tag, \port$11914$0 , retire__1__tag, \port$11916$0 , retire__2__tag, \port$11918$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
 , retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15234,14 +15234,14 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$11909$0 ;
-  wire [8:0] \port$11909$0 ;
-  output [8:0] \port$11911$0 ;
-  wire [8:0] \port$11911$0 ;
-  output [8:0] \port$11913$0 ;
-  wire [8:0] \port$11913$0 ;
-  output [8:0] \port$11915$0 ;
-  wire [8:0] \port$11915$0 ;
+  output [8:0] \port$11912$0 ;
+  wire [8:0] \port$11912$0 ;
+  output [8:0] \port$11914$0 ;
+  wire [8:0] \port$11914$0 ;
+  output [8:0] \port$11916$0 ;
+  wire [8:0] \port$11916$0 ;
+  output [8:0] \port$11918$0 ;
+  wire [8:0] \port$11918$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15693,9 +15693,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$11375$0 (desc),
-    .\port$11377$0 (queue),
-    .\port$11378$0 (windowed),
+    .\port$11378$0 (desc),
+    .\port$11380$0 (queue),
+    .\port$11381$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15705,9 +15705,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$11375$0 (desc),
-    .\port$11377$0 (queue),
-    .\port$11378$0 (windowed),
+    .\port$11378$0 (desc),
+    .\port$11380$0 (queue),
+    .\port$11381$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15717,9 +15717,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$11375$0 (desc),
-    .\port$11377$0 (queue),
-    .\port$11378$0 (windowed),
+    .\port$11378$0 (desc),
+    .\port$11380$0 (queue),
+    .\port$11381$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15729,9 +15729,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$11375$0 (desc),
-    .\port$11377$0 (queue),
-    .\port$11378$0 (windowed),
+    .\port$11378$0 (desc),
+    .\port$11380$0 (queue),
+    .\port$11381$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15916,13 +15916,13 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$11909$0  = dma_load_held[8:0];
+  assign \port$11912$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$11911$0  = dma_store_held[8:0];
+  assign \port$11914$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$11913$0  = gemm_held[8:0];
+  assign \port$11916$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$11915$0  = vec_held[8:0];
+  assign \port$11918$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16423,7 +16423,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11375$0 , \port$11377$0 , \port$11378$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11378$0 , \port$11380$0 , \port$11381$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16465,12 +16465,12 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11375$0 ;
-  wire [255:0] \port$11375$0 ;
-  input [1:0] \port$11377$0 ;
-  wire [1:0] \port$11377$0 ;
-  input \port$11378$0 ;
-  wire \port$11378$0 ;
+  input [255:0] \port$11378$0 ;
+  wire [255:0] \port$11378$0 ;
+  input [1:0] \port$11380$0 ;
+  wire [1:0] \port$11380$0 ;
+  input \port$11381$0 ;
+  wire \port$11381$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16502,7 +16502,7 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11378$0 , \port$11377$0 , \port$11375$0  };
+      storage[w_port__addr] <= { \port$11381$0 , \port$11380$0 , \port$11378$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16601,14 +16601,14 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11378$0 , \port$11377$0 , \port$11375$0  };
-  assign w_data = { \port$11378$0 , \port$11377$0 , \port$11375$0  };
+  assign w_port__data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
+  assign w_data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11375$0 , \port$11377$0 , \port$11378$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11378$0 , \port$11380$0 , \port$11381$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16650,12 +16650,12 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11375$0 ;
-  wire [255:0] \port$11375$0 ;
-  input [1:0] \port$11377$0 ;
-  wire [1:0] \port$11377$0 ;
-  input \port$11378$0 ;
-  wire \port$11378$0 ;
+  input [255:0] \port$11378$0 ;
+  wire [255:0] \port$11378$0 ;
+  input [1:0] \port$11380$0 ;
+  wire [1:0] \port$11380$0 ;
+  input \port$11381$0 ;
+  wire \port$11381$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16687,7 +16687,7 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11378$0 , \port$11377$0 , \port$11375$0  };
+      storage[w_port__addr] <= { \port$11381$0 , \port$11380$0 , \port$11378$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16786,14 +16786,14 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11378$0 , \port$11377$0 , \port$11375$0  };
-  assign w_data = { \port$11378$0 , \port$11377$0 , \port$11375$0  };
+  assign w_port__data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
+  assign w_data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11375$0 , \port$11377$0 , \port$11378$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11378$0 , \port$11380$0 , \port$11381$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16835,12 +16835,12 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11375$0 ;
-  wire [255:0] \port$11375$0 ;
-  input [1:0] \port$11377$0 ;
-  wire [1:0] \port$11377$0 ;
-  input \port$11378$0 ;
-  wire \port$11378$0 ;
+  input [255:0] \port$11378$0 ;
+  wire [255:0] \port$11378$0 ;
+  input [1:0] \port$11380$0 ;
+  wire [1:0] \port$11380$0 ;
+  input \port$11381$0 ;
+  wire \port$11381$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16872,7 +16872,7 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11378$0 , \port$11377$0 , \port$11375$0  };
+      storage[w_port__addr] <= { \port$11381$0 , \port$11380$0 , \port$11378$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16971,14 +16971,14 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11378$0 , \port$11377$0 , \port$11375$0  };
-  assign w_data = { \port$11378$0 , \port$11377$0 , \port$11375$0  };
+  assign w_port__data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
+  assign w_data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11375$0 , \port$11377$0 , \port$11378$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11378$0 , \port$11380$0 , \port$11381$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17020,12 +17020,12 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11375$0 ;
-  wire [255:0] \port$11375$0 ;
-  input [1:0] \port$11377$0 ;
-  wire [1:0] \port$11377$0 ;
-  input \port$11378$0 ;
-  wire \port$11378$0 ;
+  input [255:0] \port$11378$0 ;
+  wire [255:0] \port$11378$0 ;
+  input [1:0] \port$11380$0 ;
+  wire [1:0] \port$11380$0 ;
+  input \port$11381$0 ;
+  wire \port$11381$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17057,7 +17057,7 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11378$0 , \port$11377$0 , \port$11375$0  };
+      storage[w_port__addr] <= { \port$11381$0 , \port$11380$0 , \port$11378$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17156,8 +17156,8 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11378$0 , \port$11377$0 , \port$11375$0  };
-  assign w_data = { \port$11378$0 , \port$11377$0 , \port$11375$0  };
+  assign w_port__data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
+  assign w_data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -22831,7 +22831,7 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11909$16 , \port$12469$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11912$16 , \port$12472$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22875,10 +22875,10 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$119
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11909$16 ;
-  wire [15:0] \port$11909$16 ;
-  input [7:0] \port$12469$0 ;
-  wire [7:0] \port$12469$0 ;
+  input [15:0] \port$11912$16 ;
+  wire [15:0] \port$11912$16 ;
+  input [7:0] \port$12472$0 ;
+  wire [7:0] \port$12472$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22913,7 +22913,7 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$119
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11909$16 , \port$12469$0  };
+      storage[w_port__addr] <= { \port$11912$16 , \port$12472$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23024,14 +23024,14 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$119
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11909$16 , \port$12469$0  };
-  assign w_data = { \port$11909$16 , \port$12469$0  };
+  assign w_port__data = { \port$11912$16 , \port$12472$0  };
+  assign w_data = { \port$11912$16 , \port$12472$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11911$16 , \port$12589$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11914$16 , \port$12592$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -23075,10 +23075,10 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11911$16 ;
-  wire [15:0] \port$11911$16 ;
-  input [7:0] \port$12589$0 ;
-  wire [7:0] \port$12589$0 ;
+  input [15:0] \port$11914$16 ;
+  wire [15:0] \port$11914$16 ;
+  input [7:0] \port$12592$0 ;
+  wire [7:0] \port$12592$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -23113,7 +23113,7 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11911$16 , \port$12589$0  };
+      storage[w_port__addr] <= { \port$11914$16 , \port$12592$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23224,16 +23224,16 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11911$16 , \port$12589$0  };
-  assign w_data = { \port$11911$16 , \port$12589$0  };
+  assign w_port__data = { \port$11914$16 , \port$12592$0  };
+  assign w_data = { \port$11914$16 , \port$12592$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
-, \port$5439$0 , \port$11221$0 , \port$11271$0 , \port$11321$0 , \port$11371$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11881$2 , bus__we, bus__wdata
+, \port$5439$0 , \port$11224$0 , \port$11274$0 , \port$11324$0 , \port$11374$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11884$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -24153,16 +24153,16 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [23:0] \port$11221$0 ;
-  wire [23:0] \port$11221$0 ;
-  input [23:0] \port$11271$0 ;
-  wire [23:0] \port$11271$0 ;
-  input [23:0] \port$11321$0 ;
-  wire [23:0] \port$11321$0 ;
-  input [23:0] \port$11371$0 ;
-  wire [23:0] \port$11371$0 ;
-  input [29:0] \port$11881$2 ;
-  wire [29:0] \port$11881$2 ;
+  input [23:0] \port$11224$0 ;
+  wire [23:0] \port$11224$0 ;
+  input [23:0] \port$11274$0 ;
+  wire [23:0] \port$11274$0 ;
+  input [23:0] \port$11324$0 ;
+  wire [23:0] \port$11324$0 ;
+  input [23:0] \port$11374$0 ;
+  wire [23:0] \port$11374$0 ;
+  input [29:0] \port$11884$2 ;
+  wire [29:0] \port$11884$2 ;
   input \port$4289$0 ;
   wire \port$4289$0 ;
   input \port$4291$0 ;
@@ -24350,79 +24350,79 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$11881$2 [9:0] == 6'h39;
+  assign \$111  = \port$11884$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$11881$2 [9:0] == 6'h3a;
+  assign \$113  = \port$11884$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$11881$2 [9:0] == 6'h3b;
+  assign \$115  = \port$11884$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$11881$2 [9:0] == 6'h3c;
+  assign \$117  = \port$11884$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$11881$2 [9:0] == 6'h3d;
+  assign \$119  = \port$11884$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$11881$2 [9:0] == 6'h3e;
+  assign \$121  = \port$11884$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$11881$2 [9:0] == 6'h3f;
+  assign \$123  = \port$11884$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$11881$2 [9:0] == 7'h40;
+  assign \$125  = \port$11884$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$11881$2 [9:0] == 7'h41;
+  assign \$127  = \port$11884$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$11881$2 [9:0] == 7'h42;
+  assign \$129  = \port$11884$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$11881$2 [9:0] == 7'h43;
+  assign \$131  = \port$11884$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$11881$2 [9:0] == 7'h44;
+  assign \$133  = \port$11884$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$11881$2 [9:0] == 7'h45;
+  assign \$135  = \port$11884$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$11881$2 [9:0] == 7'h46;
+  assign \$137  = \port$11884$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$11881$2 [9:0] == 7'h47;
+  assign \$139  = \port$11884$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$11881$2 [9:0] == 7'h48;
+  assign \$141  = \port$11884$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$11881$2 [9:0] == 7'h49;
+  assign \$143  = \port$11884$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$11881$2 [9:0] == 7'h4a;
+  assign \$145  = \port$11884$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$11881$2 [9:0] == 7'h4b;
+  assign \$147  = \port$11884$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$11881$2 [9:0] == 7'h4c;
+  assign \$149  = \port$11884$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$11881$2 [9:0] == 7'h4d;
+  assign \$151  = \port$11884$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$11881$2 [9:0] == 7'h4e;
+  assign \$153  = \port$11884$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$11881$2 [9:0] == 7'h4f;
+  assign \$155  = \port$11884$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$11881$2 [9:0] == 7'h50;
+  assign \$157  = \port$11884$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$11881$2 [9:0] == 7'h51;
+  assign \$159  = \port$11884$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24546,84 +24546,84 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$11881$2 [9:0];
+  assign \$282  = ! \port$11884$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$11881$2 [9:0] == 1'h1;
+  assign \$288  = \port$11884$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$11881$2 [9:0] == 2'h2;
+  assign \$294  = \port$11884$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$11881$2 [9:0] == 2'h3;
+  assign \$300  = \port$11884$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$11881$2 [9:0] == 3'h4;
+  assign \$306  = \port$11884$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$11881$2 [9:0] == 3'h5;
+  assign \$312  = \port$11884$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$11881$2 [9:0] == 3'h6;
+  assign \$318  = \port$11884$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$11881$2 [9:0] == 4'h8;
+  assign \$324  = \port$11884$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$11881$2 [9:0] == 4'h9;
+  assign \$336  = \port$11884$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$11881$2 [9:0] == 4'ha;
+  assign \$344  = \port$11884$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$11881$2 [9:0] == 4'hb;
+  assign \$350  = \port$11884$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$11881$2 [9:0] == 4'hc;
+  assign \$358  = \port$11884$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$11881$2 [9:0] == 4'hd;
+  assign \$368  = \port$11884$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$11881$2 [9:0] == 4'he;
+  assign \$378  = \port$11884$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$11881$2 [9:0] == 4'hf;
+  assign \$388  = \port$11884$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$11881$2 [9:0] == 5'h10;
+  assign \$398  = \port$11884$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$11881$2 [9:0] == 5'h11;
+  assign \$404  = \port$11884$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24632,251 +24632,251 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$11881$2 [9:0] == 5'h12;
+  assign \$420  = \port$11884$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$11881$2 [9:0] == 5'h13;
+  assign \$426  = \port$11884$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$11881$2 [9:0] == 5'h14;
+  assign \$432  = \port$11884$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$11881$2 [9:0] == 5'h15;
+  assign \$438  = \port$11884$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$11881$2 [9:0] == 5'h16;
+  assign \$444  = \port$11884$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$11881$2 [9:0] == 5'h17;
+  assign \$450  = \port$11884$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$11881$2 [9:0] == 5'h18;
+  assign \$456  = \port$11884$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$11881$2 [9:0] == 5'h19;
+  assign \$462  = \port$11884$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$11881$2 [9:0] == 5'h1a;
+  assign \$468  = \port$11884$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$11881$2 [9:0] == 5'h1b;
+  assign \$474  = \port$11884$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$11881$2 [9:0] == 5'h1c;
+  assign \$480  = \port$11884$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$11881$2 [9:0] == 5'h1d;
+  assign \$486  = \port$11884$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$11881$2 [9:0] == 6'h20;
+  assign \$492  = \port$11884$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$11881$2 [9:0] == 6'h21;
+  assign \$498  = \port$11884$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$11881$2 [9:0] == 6'h22;
+  assign \$504  = \port$11884$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$11881$2 [9:0] == 6'h23;
+  assign \$510  = \port$11884$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$11881$2 [9:0] == 6'h24;
+  assign \$516  = \port$11884$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$11881$2 [9:0] == 6'h25;
+  assign \$522  = \port$11884$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$11881$2 [9:0] == 6'h26;
+  assign \$528  = \port$11884$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$11881$2 [9:0] == 6'h27;
+  assign \$534  = \port$11884$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$11881$2 [9:0] == 6'h28;
+  assign \$540  = \port$11884$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$11881$2 [9:0] == 6'h29;
+  assign \$546  = \port$11884$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$11881$2 [9:0] == 6'h2a;
+  assign \$552  = \port$11884$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$11881$2 [9:0] == 6'h2b;
+  assign \$558  = \port$11884$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$11881$2 [9:0] == 6'h2c;
+  assign \$564  = \port$11884$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$11881$2 [9:0] == 6'h2d;
+  assign \$570  = \port$11884$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$11881$2 [9:0] == 6'h2e;
+  assign \$576  = \port$11884$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$11881$2 [9:0] == 6'h2f;
+  assign \$582  = \port$11884$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$11881$2 [9:0] == 6'h30;
+  assign \$588  = \port$11884$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$11881$2 [9:0] == 6'h31;
+  assign \$594  = \port$11884$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$11881$2 [9:0] == 6'h32;
+  assign \$600  = \port$11884$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$11881$2 [9:0] == 6'h33;
+  assign \$606  = \port$11884$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$11881$2 [9:0] == 6'h34;
+  assign \$612  = \port$11884$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$11881$2 [9:0] == 6'h35;
+  assign \$618  = \port$11884$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$11881$2 [9:0] == 6'h36;
+  assign \$624  = \port$11884$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$11881$2 [9:0] == 6'h37;
+  assign \$630  = \port$11884$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$11881$2 [9:0] == 6'h38;
+  assign \$636  = \port$11884$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$11881$2 [9:0] == 6'h39;
+  assign \$642  = \port$11884$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$11881$2 [9:0] == 6'h3a;
+  assign \$648  = \port$11884$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$11881$2 [9:0] == 6'h3b;
+  assign \$654  = \port$11884$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$11881$2 [9:0] == 6'h3c;
+  assign \$660  = \port$11884$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$11881$2 [9:0] == 6'h3d;
+  assign \$666  = \port$11884$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$11881$2 [9:0] == 6'h3e;
+  assign \$672  = \port$11884$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$11881$2 [9:0] == 6'h3f;
+  assign \$678  = \port$11884$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$11881$2 [9:0] == 7'h40;
+  assign \$684  = \port$11884$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$11881$2 [9:0] == 7'h41;
+  assign \$690  = \port$11884$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$11881$2 [9:0] == 7'h42;
+  assign \$696  = \port$11884$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$11881$2 [9:0] == 7'h43;
+  assign \$702  = \port$11884$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$11881$2 [9:0] == 7'h44;
+  assign \$708  = \port$11884$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$11881$2 [9:0] == 7'h45;
+  assign \$714  = \port$11884$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$11881$2 [9:0] == 7'h46;
+  assign \$720  = \port$11884$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$11881$2 [9:0] == 7'h47;
+  assign \$726  = \port$11884$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$11881$2 [9:0] == 7'h48;
+  assign \$732  = \port$11884$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$11881$2 [9:0] == 7'h49;
+  assign \$738  = \port$11884$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$11881$2 [9:0] == 7'h4a;
+  assign \$744  = \port$11884$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$11881$2 [9:0] == 7'h4b;
+  assign \$750  = \port$11884$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$11881$2 [9:0] == 7'h4c;
+  assign \$756  = \port$11884$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$11881$2 [9:0] == 7'h4d;
+  assign \$762  = \port$11884$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$11881$2 [9:0] == 7'h4e;
+  assign \$768  = \port$11884$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$11881$2 [9:0] == 7'h4f;
+  assign \$774  = \port$11884$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$11881$2 [9:0] == 7'h50;
+  assign \$780  = \port$11884$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$11881$2 [9:0] == 7'h51;
+  assign \$786  = \port$11884$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24970,167 +24970,167 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$11881$2 [9:0];
+  assign \$3  = ! \port$11884$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$11881$2 [9:0] == 1'h1;
+  assign \$5  = \port$11884$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$11881$2 [9:0] == 2'h2;
+  assign \$7  = \port$11884$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$11881$2 [9:0] == 2'h3;
+  assign \$9  = \port$11884$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$11881$2 [9:0] == 3'h4;
+  assign \$11  = \port$11884$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$11881$2 [9:0] == 3'h5;
+  assign \$13  = \port$11884$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$11881$2 [9:0] == 3'h6;
+  assign \$15  = \port$11884$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$11881$2 [9:0] == 4'h8;
+  assign \$17  = \port$11884$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$11881$2 [9:0] == 4'h9;
+  assign \$19  = \port$11884$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$11881$2 [9:0] == 4'ha;
+  assign \$21  = \port$11884$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$11881$2 [9:0] == 4'hb;
+  assign \$23  = \port$11884$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$11881$2 [9:0] == 4'hc;
+  assign \$25  = \port$11884$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$11881$2 [9:0] == 4'hd;
+  assign \$27  = \port$11884$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$11881$2 [9:0] == 4'he;
+  assign \$29  = \port$11884$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$11881$2 [9:0] == 4'hf;
+  assign \$31  = \port$11884$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$11881$2 [9:0] == 5'h10;
+  assign \$33  = \port$11884$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$11881$2 [9:0] == 5'h11;
+  assign \$35  = \port$11884$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$11881$2 [9:0] == 5'h12;
+  assign \$37  = \port$11884$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$11881$2 [9:0] == 5'h13;
+  assign \$39  = \port$11884$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$11881$2 [9:0] == 5'h14;
+  assign \$41  = \port$11884$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$11881$2 [9:0] == 5'h15;
+  assign \$43  = \port$11884$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$11881$2 [9:0] == 5'h16;
+  assign \$45  = \port$11884$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$11881$2 [9:0] == 5'h17;
+  assign \$47  = \port$11884$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$11881$2 [9:0] == 5'h18;
+  assign \$49  = \port$11884$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$11881$2 [9:0] == 5'h19;
+  assign \$51  = \port$11884$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$11881$2 [9:0] == 5'h1a;
+  assign \$53  = \port$11884$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$11881$2 [9:0] == 5'h1b;
+  assign \$55  = \port$11884$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$11881$2 [9:0] == 5'h1c;
+  assign \$57  = \port$11884$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$11881$2 [9:0] == 5'h1d;
+  assign \$59  = \port$11884$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$11881$2 [9:0] == 6'h20;
+  assign \$61  = \port$11884$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$11881$2 [9:0] == 6'h21;
+  assign \$63  = \port$11884$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$11881$2 [9:0] == 6'h22;
+  assign \$65  = \port$11884$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$11881$2 [9:0] == 6'h23;
+  assign \$67  = \port$11884$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$11881$2 [9:0] == 6'h24;
+  assign \$69  = \port$11884$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$11881$2 [9:0] == 6'h25;
+  assign \$71  = \port$11884$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$11881$2 [9:0] == 6'h26;
+  assign \$73  = \port$11884$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$11881$2 [9:0] == 6'h27;
+  assign \$75  = \port$11884$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$11881$2 [9:0] == 6'h28;
+  assign \$77  = \port$11884$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$11881$2 [9:0] == 6'h29;
+  assign \$79  = \port$11884$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$11881$2 [9:0] == 6'h2a;
+  assign \$81  = \port$11884$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$11881$2 [9:0] == 6'h2b;
+  assign \$83  = \port$11884$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$11881$2 [9:0] == 6'h2c;
+  assign \$85  = \port$11884$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$11881$2 [9:0] == 6'h2d;
+  assign \$87  = \port$11884$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$11881$2 [9:0] == 6'h2e;
+  assign \$89  = \port$11884$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$11881$2 [9:0] == 6'h2f;
+  assign \$91  = \port$11884$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$11881$2 [9:0] == 6'h30;
+  assign \$93  = \port$11884$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$11881$2 [9:0] == 6'h31;
+  assign \$95  = \port$11884$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$11881$2 [9:0] == 6'h32;
+  assign \$97  = \port$11884$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$11881$2 [9:0] == 6'h33;
+  assign \$99  = \port$11884$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$11881$2 [9:0] == 6'h34;
+  assign \$101  = \port$11884$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$11881$2 [9:0] == 6'h35;
+  assign \$103  = \port$11884$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$11881$2 [9:0] == 6'h36;
+  assign \$105  = \port$11884$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$11881$2 [9:0] == 6'h37;
+  assign \$107  = \port$11884$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$11881$2 [9:0] == 6'h38;
+  assign \$109  = \port$11884$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26408,17 +26408,17 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$11881$2 , 2'h0 };
+  assign bus__addr = { \port$11884$2 , 2'h0 };
   assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
-  assign retire0_error = \port$11221$0 [7:0];
-  assign retire0_tag = \port$11221$0 [23:8];
-  assign retire1_error = \port$11271$0 [7:0];
-  assign retire1_tag = \port$11271$0 [23:8];
-  assign retire2_error = \port$11321$0 [7:0];
-  assign retire2_tag = \port$11321$0 [23:8];
-  assign retire3_error = \port$11371$0 [7:0];
-  assign retire3_tag = \port$11371$0 [23:8];
+  assign retire0_error = \port$11224$0 [7:0];
+  assign retire0_tag = \port$11224$0 [23:8];
+  assign retire1_error = \port$11274$0 [7:0];
+  assign retire1_tag = \port$11274$0 [23:8];
+  assign retire2_error = \port$11324$0 [7:0];
+  assign retire2_tag = \port$11324$0 [23:8];
+  assign retire3_error = \port$11374$0 [7:0];
+  assign retire3_tag = \port$11374$0 [23:8];
   assign q_head0_word = \port$5349$0 [31:0];
   assign q_head1_word = \port$5349$0 [63:32];
   assign q_head2_word = \port$5349$0 [95:64];
@@ -26480,20 +26480,20 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$11221$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$11221$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$11224$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$11224$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$11271$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$11271$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$11274$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$11274$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$11321$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$11321$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$11324$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$11324$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$11371$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$11371$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$11374$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$11374$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -48037,7 +48037,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11913$16 , \port$12705$0 , r_rdy, clk);
+module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11916$16 , \port$12708$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -48081,10 +48081,10 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11913$1
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11913$16 ;
-  wire [15:0] \port$11913$16 ;
-  input [7:0] \port$12705$0 ;
-  wire [7:0] \port$12705$0 ;
+  input [15:0] \port$11916$16 ;
+  wire [15:0] \port$11916$16 ;
+  input [7:0] \port$12708$0 ;
+  wire [7:0] \port$12708$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -48119,7 +48119,7 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11913$1
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11913$16 , \port$12705$0  };
+      storage[w_port__addr] <= { \port$11916$16 , \port$12708$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -48230,8 +48230,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11913$1
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11913$16 , \port$12705$0  };
-  assign w_data = { \port$11913$16 , \port$12705$0  };
+  assign w_port__data = { \port$11916$16 , \port$12708$0  };
+  assign w_data = { \port$11916$16 , \port$12708$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -48240,7 +48240,7 @@ endmodule
 module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$11428$0 , \port$11428$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$11431$0 , \port$11431$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -48954,10 +48954,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire [31:0] \limit$66 ;
   input [3:0] \port$109$0 ;
   wire [3:0] \port$109$0 ;
-  input [3:0] \port$11428$0 ;
-  wire [3:0] \port$11428$0 ;
-  input [23:0] \port$11428$8 ;
-  wire [23:0] \port$11428$8 ;
+  input [3:0] \port$11431$0 ;
+  wire [3:0] \port$11431$0 ;
+  input [23:0] \port$11431$8 ;
+  wire [23:0] \port$11431$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -49682,7 +49682,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$11428$0 [1:0] < 3'h4;
+  assign \$165  = \port$11431$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -49890,7 +49890,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$11428$0 [1:0];
+  assign \$344  = ! \port$11431$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -49910,7 +49910,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$11428$0 [1:0] == 1'h1;
+  assign \$364  = \port$11431$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -49930,7 +49930,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$11428$0 [1:0] == 2'h2;
+  assign \$384  = \port$11431$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -49950,7 +49950,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$11428$0 [1:0] == 2'h3;
+  assign \$404  = \port$11431$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -50043,7 +50043,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$11994$0 (fetch_r_buf),
+    .\port$11997$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -50055,7 +50055,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$11994$0 (fetch_r_buf),
+    .\port$11997$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -50067,7 +50067,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$11994$0 (fetch_r_buf),
+    .\port$11997$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -50079,7 +50079,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$11994$0 (fetch_r_buf),
+    .\port$11997$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -51777,12 +51777,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$11428$0 [1:0];
-  assign cpl_irq = \port$11428$0 [2];
-  assign cpl_halt = \port$11428$0 [3];
-  assign cpl_flags = \port$11428$8 [7:0];
-  assign cpl_status = \port$11428$8 [15:8];
-  assign cpl_opcode = \port$11428$8 [23:16];
+  assign cpl_queue = \port$11431$0 [1:0];
+  assign cpl_irq = \port$11431$0 [2];
+  assign cpl_halt = \port$11431$0 [3];
+  assign cpl_flags = \port$11431$8 [7:0];
+  assign cpl_status = \port$11431$8 [15:8];
+  assign cpl_opcode = \port$11431$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -51833,12 +51833,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$11428$8 [23:16];
-  assign \w_data$258 [19:12] = \port$11428$8 [15:8];
-  assign \w_data$258 [11:4] = \port$11428$8 [7:0];
-  assign \w_data$258 [3] = \port$11428$0 [3];
-  assign \w_data$258 [2] = \port$11428$0 [2];
-  assign \w_data$258 [1:0] = \port$11428$0 [1:0];
+  assign \w_data$258 [27:20] = \port$11431$8 [23:16];
+  assign \w_data$258 [19:12] = \port$11431$8 [15:8];
+  assign \w_data$258 [11:4] = \port$11431$8 [7:0];
+  assign \w_data$258 [3] = \port$11431$0 [3];
+  assign \w_data$258 [2] = \port$11431$0 [2];
+  assign \w_data$258 [1:0] = \port$11431$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -53424,7 +53424,7 @@ module \kaki_soc_16x16.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$11994$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$11997$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53451,8 +53451,8 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11994$0 ;
-  wire [191:0] \port$11994$0 ;
+  input [191:0] \port$11997$0 ;
+  wire [191:0] \port$11997$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -53487,7 +53487,7 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11994$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11997$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -53558,14 +53558,14 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11994$0  };
-  assign w_data = { \port$0$87 , \port$11994$0  };
+  assign w_port__data = { \port$0$87 , \port$11997$0  };
+  assign w_data = { \port$0$87 , \port$11997$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$11994$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$11997$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53592,8 +53592,8 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11994$0 ;
-  wire [191:0] \port$11994$0 ;
+  input [191:0] \port$11997$0 ;
+  wire [191:0] \port$11997$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -53628,7 +53628,7 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11994$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11997$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -53699,14 +53699,14 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11994$0  };
-  assign w_data = { \port$0$87 , \port$11994$0  };
+  assign w_port__data = { \port$0$87 , \port$11997$0  };
+  assign w_data = { \port$0$87 , \port$11997$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$11994$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$11997$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53733,8 +53733,8 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11994$0 ;
-  wire [191:0] \port$11994$0 ;
+  input [191:0] \port$11997$0 ;
+  wire [191:0] \port$11997$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -53769,7 +53769,7 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11994$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11997$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -53840,14 +53840,14 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11994$0  };
-  assign w_data = { \port$0$87 , \port$11994$0  };
+  assign w_port__data = { \port$0$87 , \port$11997$0  };
+  assign w_data = { \port$0$87 , \port$11997$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$11994$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$11997$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53874,8 +53874,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11994$0 ;
-  wire [191:0] \port$11994$0 ;
+  input [191:0] \port$11997$0 ;
+  wire [191:0] \port$11997$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -53910,7 +53910,7 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11994$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11997$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -53981,8 +53981,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11994$0  };
-  assign w_data = { \port$0$87 , \port$11994$0  };
+  assign w_port__data = { \port$0$87 , \port$11997$0  };
+  assign w_data = { \port$0$87 , \port$11997$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -54698,7 +54698,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [63:0] \$100 ;
+  wire [7:0] \$100 ;
   wire \$1000 ;
   wire \$1001 ;
   wire [7:0] \$1002 ;
@@ -54709,7 +54709,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$1007 ;
   wire \$1008 ;
   wire \$1009 ;
-  wire [63:0] \$101 ;
+  wire [7:0] \$101 ;
   wire [7:0] \$1010 ;
   wire [7:0] \$1011 ;
   wire \$1012 ;
@@ -54720,254 +54720,254 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire \$1017 ;
   wire [7:0] \$1018 ;
   wire [7:0] \$1019 ;
-  wire [64:0] \$102 ;
-  wire [20:0] \$1020 ;
+  wire [7:0] \$102 ;
+  wire \$1020 ;
   wire \$1021 ;
-  wire \$1022 ;
-  wire \$1023 ;
-  wire [20:0] \$1024 ;
+  wire [7:0] \$1022 ;
+  wire [7:0] \$1023 ;
+  wire \$1024 ;
   wire \$1025 ;
-  wire \$1026 ;
-  wire \$1027 ;
+  wire [7:0] \$1026 ;
+  wire [7:0] \$1027 ;
   wire \$1028 ;
   wire \$1029 ;
-  wire \$103 ;
-  wire \$1030 ;
-  wire \$1031 ;
+  wire [7:0] \$103 ;
+  wire [7:0] \$1030 ;
+  wire [7:0] \$1031 ;
   wire \$1032 ;
   wire \$1033 ;
-  wire [20:0] \$1034 ;
-  wire \$1035 ;
+  wire [7:0] \$1034 ;
+  wire [7:0] \$1035 ;
   wire \$1036 ;
   wire \$1037 ;
-  wire [20:0] \$1038 ;
-  wire \$1039 ;
-  wire \$104 ;
-  wire \$1040 ;
+  wire [7:0] \$1038 ;
+  wire [7:0] \$1039 ;
+  wire [7:0] \$104 ;
+  wire [20:0] \$1040 ;
   wire \$1041 ;
   wire \$1042 ;
   wire \$1043 ;
-  wire \$1044 ;
+  wire [20:0] \$1044 ;
   wire \$1045 ;
   wire \$1046 ;
   wire \$1047 ;
   wire \$1048 ;
   wire \$1049 ;
-  wire [11:0] \$105 ;
+  wire [7:0] \$105 ;
   wire \$1050 ;
   wire \$1051 ;
   wire \$1052 ;
   wire \$1053 ;
-  wire \$1054 ;
+  wire [20:0] \$1054 ;
   wire \$1055 ;
   wire \$1056 ;
   wire \$1057 ;
-  wire \$1058 ;
-  wire [19:0] \$1059 ;
-  wire [12:0] \$106 ;
-  wire [19:0] \$1060 ;
+  wire [20:0] \$1058 ;
+  wire \$1059 ;
+  wire [7:0] \$106 ;
+  wire \$1060 ;
   wire \$1061 ;
-  wire [20:0] \$1062 ;
-  wire \$1063 ;
-  wire \$1064 ;
-  wire [20:0] \$1065 ;
-  wire \$1066 ;
+  wire \$1062 ;
+  wire [19:0] \$1063 ;
+  wire [19:0] \$1064 ;
+  wire \$1065 ;
+  wire [20:0] \$1066 ;
   wire \$1067 ;
   wire \$1068 ;
-  wire \$1069 ;
-  wire \$107 ;
+  wire [20:0] \$1069 ;
+  wire [7:0] \$107 ;
   wire \$1070 ;
   wire \$1071 ;
   wire \$1072 ;
-  wire [8:0] \$1073 ;
+  wire \$1073 ;
   wire \$1074 ;
-  wire [8:0] \$1075 ;
+  wire \$1075 ;
   wire \$1076 ;
   wire [8:0] \$1077 ;
-  wire [8:0] \$1078 ;
+  wire \$1078 ;
   wire [8:0] \$1079 ;
-  wire [11:0] \$108 ;
+  wire [7:0] \$108 ;
   wire \$1080 ;
-  wire \$1081 ;
+  wire [8:0] \$1081 ;
   wire [8:0] \$1082 ;
-  wire \$1083 ;
-  wire [8:0] \$1084 ;
+  wire [8:0] \$1083 ;
+  wire \$1084 ;
   wire \$1085 ;
   wire [8:0] \$1086 ;
-  wire [8:0] \$1087 ;
+  wire \$1087 ;
   wire [8:0] \$1088 ;
   wire \$1089 ;
-  wire [12:0] \$109 ;
-  wire \$1090 ;
+  wire [7:0] \$109 ;
+  wire [8:0] \$1090 ;
   wire [8:0] \$1091 ;
-  wire \$1092 ;
-  wire [8:0] \$1093 ;
+  wire [8:0] \$1092 ;
+  wire \$1093 ;
   wire \$1094 ;
   wire [8:0] \$1095 ;
-  wire [8:0] \$1096 ;
+  wire \$1096 ;
   wire [8:0] \$1097 ;
   wire \$1098 ;
-  wire \$1099 ;
-  wire [7:0] \$11 ;
-  wire \$110 ;
+  wire [8:0] \$1099 ;
+  wire \$11 ;
+  wire [7:0] \$110 ;
   wire [8:0] \$1100 ;
-  wire \$1101 ;
-  wire [8:0] \$1102 ;
+  wire [8:0] \$1101 ;
+  wire \$1102 ;
   wire \$1103 ;
   wire [8:0] \$1104 ;
-  wire [8:0] \$1105 ;
+  wire \$1105 ;
   wire [8:0] \$1106 ;
   wire \$1107 ;
-  wire \$1108 ;
+  wire [8:0] \$1108 ;
   wire [8:0] \$1109 ;
-  wire [11:0] \$111 ;
-  wire \$1110 ;
-  wire [8:0] \$1111 ;
+  wire [32:0] \$111 ;
+  wire [8:0] \$1110 ;
+  wire \$1111 ;
   wire \$1112 ;
   wire [8:0] \$1113 ;
-  wire [8:0] \$1114 ;
+  wire \$1114 ;
   wire [8:0] \$1115 ;
   wire \$1116 ;
-  wire \$1117 ;
+  wire [8:0] \$1117 ;
   wire [8:0] \$1118 ;
-  wire \$1119 ;
-  wire [12:0] \$112 ;
-  wire [8:0] \$1120 ;
+  wire [8:0] \$1119 ;
+  wire [31:0] \$112 ;
+  wire \$1120 ;
   wire \$1121 ;
   wire [8:0] \$1122 ;
-  wire [8:0] \$1123 ;
+  wire \$1123 ;
   wire [8:0] \$1124 ;
   wire \$1125 ;
-  wire \$1126 ;
+  wire [8:0] \$1126 ;
   wire [8:0] \$1127 ;
-  wire \$1128 ;
-  wire [8:0] \$1129 ;
-  wire [12:0] \$113 ;
+  wire [8:0] \$1128 ;
+  wire \$1129 ;
+  wire [47:0] \$113 ;
   wire \$1130 ;
   wire [8:0] \$1131 ;
-  wire [8:0] \$1132 ;
+  wire \$1132 ;
   wire [8:0] \$1133 ;
   wire \$1134 ;
-  wire \$1135 ;
+  wire [8:0] \$1135 ;
   wire [8:0] \$1136 ;
-  wire \$1137 ;
-  wire [8:0] \$1138 ;
+  wire [8:0] \$1137 ;
+  wire \$1138 ;
   wire \$1139 ;
-  wire [12:0] \$114 ;
+  wire [48:0] \$114 ;
   wire [8:0] \$1140 ;
-  wire [8:0] \$1141 ;
+  wire \$1141 ;
   wire [8:0] \$1142 ;
   wire \$1143 ;
-  wire \$1144 ;
+  wire [8:0] \$1144 ;
   wire [8:0] \$1145 ;
-  wire \$1146 ;
-  wire [8:0] \$1147 ;
+  wire [8:0] \$1146 ;
+  wire \$1147 ;
   wire \$1148 ;
   wire [8:0] \$1149 ;
-  wire [7:0] \$115 ;
-  wire [8:0] \$1150 ;
+  wire [47:0] \$115 ;
+  wire \$1150 ;
   wire [8:0] \$1151 ;
   wire \$1152 ;
-  wire \$1153 ;
+  wire [8:0] \$1153 ;
   wire [8:0] \$1154 ;
-  wire \$1155 ;
-  wire [8:0] \$1156 ;
+  wire [8:0] \$1155 ;
+  wire \$1156 ;
   wire \$1157 ;
   wire [8:0] \$1158 ;
-  wire [8:0] \$1159 ;
-  wire [7:0] \$116 ;
+  wire \$1159 ;
+  wire [47:0] \$116 ;
   wire [8:0] \$1160 ;
   wire \$1161 ;
-  wire \$1162 ;
+  wire [8:0] \$1162 ;
   wire [8:0] \$1163 ;
-  wire \$1164 ;
-  wire [8:0] \$1165 ;
+  wire [8:0] \$1164 ;
+  wire \$1165 ;
   wire \$1166 ;
   wire [8:0] \$1167 ;
-  wire [8:0] \$1168 ;
+  wire \$1168 ;
   wire [8:0] \$1169 ;
-  wire \$117 ;
+  wire [78:0] \$117 ;
   wire \$1170 ;
-  wire \$1171 ;
+  wire [8:0] \$1171 ;
   wire [8:0] \$1172 ;
-  wire \$1173 ;
-  wire [8:0] \$1174 ;
+  wire [8:0] \$1173 ;
+  wire \$1174 ;
   wire \$1175 ;
   wire [8:0] \$1176 ;
-  wire [8:0] \$1177 ;
+  wire \$1177 ;
   wire [8:0] \$1178 ;
   wire \$1179 ;
-  wire [11:0] \$118 ;
-  wire \$1180 ;
+  wire [79:0] \$118 ;
+  wire [8:0] \$1180 ;
   wire [8:0] \$1181 ;
-  wire \$1182 ;
-  wire [8:0] \$1183 ;
+  wire [8:0] \$1182 ;
+  wire \$1183 ;
   wire \$1184 ;
   wire [8:0] \$1185 ;
-  wire [8:0] \$1186 ;
+  wire \$1186 ;
   wire [8:0] \$1187 ;
   wire \$1188 ;
-  wire \$1189 ;
-  wire [12:0] \$119 ;
+  wire [8:0] \$1189 ;
+  wire [79:0] \$119 ;
   wire [8:0] \$1190 ;
-  wire \$1191 ;
-  wire [8:0] \$1192 ;
+  wire [8:0] \$1191 ;
+  wire \$1192 ;
   wire \$1193 ;
   wire [8:0] \$1194 ;
-  wire [8:0] \$1195 ;
+  wire \$1195 ;
   wire [8:0] \$1196 ;
   wire \$1197 ;
-  wire \$1198 ;
+  wire [8:0] \$1198 ;
   wire [8:0] \$1199 ;
-  wire [7:0] \$12 ;
-  wire \$120 ;
-  wire \$1200 ;
-  wire [8:0] \$1201 ;
+  wire \$12 ;
+  wire [63:0] \$120 ;
+  wire [8:0] \$1200 ;
+  wire \$1201 ;
   wire \$1202 ;
   wire [8:0] \$1203 ;
-  wire [8:0] \$1204 ;
+  wire \$1204 ;
   wire [8:0] \$1205 ;
   wire \$1206 ;
-  wire \$1207 ;
+  wire [8:0] \$1207 ;
   wire [8:0] \$1208 ;
-  wire \$1209 ;
-  wire [11:0] \$121 ;
-  wire [8:0] \$1210 ;
+  wire [8:0] \$1209 ;
+  wire [63:0] \$121 ;
+  wire \$1210 ;
   wire \$1211 ;
   wire [8:0] \$1212 ;
-  wire [8:0] \$1213 ;
+  wire \$1213 ;
   wire [8:0] \$1214 ;
   wire \$1215 ;
-  wire \$1216 ;
-  wire \$1217 ;
-  wire \$1218 ;
+  wire [8:0] \$1216 ;
+  wire [8:0] \$1217 ;
+  wire [8:0] \$1218 ;
   wire \$1219 ;
-  wire [12:0] \$122 ;
+  wire [64:0] \$122 ;
   wire \$1220 ;
   wire \$1221 ;
-  reg [31:0] \$1222 ;
-  reg [31:0] \$1223 ;
-  reg [31:0] \$1224 ;
-  reg [31:0] \$1225 ;
-  reg [31:0] \$1226 ;
-  reg [31:0] \$1227 ;
-  reg [31:0] \$1228 ;
-  reg [31:0] \$1229 ;
+  wire \$1222 ;
+  wire \$1223 ;
+  wire \$1224 ;
+  wire \$1225 ;
+  reg [5:0] \$1226 ;
+  reg [5:0] \$1227 ;
+  reg [5:0] \$1228 ;
+  reg [5:0] \$1229 ;
   wire \$123 ;
-  reg [31:0] \$1230 ;
-  reg [31:0] \$1231 ;
-  reg [31:0] \$1232 ;
-  reg [31:0] \$1233 ;
-  reg [31:0] \$1234 ;
-  reg [31:0] \$1235 ;
-  reg [31:0] \$1236 ;
-  reg [31:0] \$1237 ;
-  reg [31:0] \$1238 ;
-  reg [31:0] \$1239 ;
-  wire [11:0] \$124 ;
-  reg [31:0] \$1240 ;
-  reg [31:0] \$1241 ;
-  reg [31:0] \$1242 ;
+  reg [5:0] \$1230 ;
+  reg [5:0] \$1231 ;
+  reg [5:0] \$1232 ;
+  reg [5:0] \$1233 ;
+  reg [5:0] \$1234 ;
+  reg [5:0] \$1235 ;
+  reg [5:0] \$1236 ;
+  reg [5:0] \$1237 ;
+  reg [5:0] \$1238 ;
+  reg [5:0] \$1239 ;
+  wire \$124 ;
+  reg [5:0] \$1240 ;
+  reg [5:0] \$1241 ;
+  reg [15:0] \$1242 ;
   reg [31:0] \$1243 ;
   reg [31:0] \$1244 ;
   reg [31:0] \$1245 ;
@@ -54975,51 +54975,51 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [31:0] \$1247 ;
   reg [31:0] \$1248 ;
   reg [31:0] \$1249 ;
-  wire [12:0] \$125 ;
+  wire [11:0] \$125 ;
   reg [31:0] \$1250 ;
   reg [31:0] \$1251 ;
   reg [31:0] \$1252 ;
   reg [31:0] \$1253 ;
-  reg [5:0] \$1254 ;
-  reg [5:0] \$1255 ;
-  reg [5:0] \$1256 ;
-  reg [5:0] \$1257 ;
-  reg [5:0] \$1258 ;
-  reg [5:0] \$1259 ;
+  reg [31:0] \$1254 ;
+  reg [31:0] \$1255 ;
+  reg [31:0] \$1256 ;
+  reg [31:0] \$1257 ;
+  reg [31:0] \$1258 ;
+  reg [31:0] \$1259 ;
   wire [12:0] \$126 ;
-  reg [5:0] \$1260 ;
-  reg [5:0] \$1261 ;
-  reg [5:0] \$1262 ;
-  reg [5:0] \$1263 ;
-  reg [5:0] \$1264 ;
-  reg [5:0] \$1265 ;
-  reg [5:0] \$1266 ;
-  reg [5:0] \$1267 ;
-  reg [5:0] \$1268 ;
-  reg [5:0] \$1269 ;
-  wire [12:0] \$127 ;
-  reg \$1270 ;
-  reg [155:0] \$1271 ;
-  reg [7:0] \$1272 ;
-  reg [16:0] \$1273 ;
-  reg [16:0] \$1274 ;
-  reg [2:0] \$1275 ;
-  reg [1:0] \$1276 ;
-  reg [1:0] \$1277 ;
-  reg \$1278 ;
-  reg \$1279 ;
-  wire [7:0] \$128 ;
-  reg \$1280 ;
-  reg \$1281 ;
-  reg \$1282 ;
+  reg [31:0] \$1260 ;
+  reg [31:0] \$1261 ;
+  reg [31:0] \$1262 ;
+  reg [31:0] \$1263 ;
+  reg [31:0] \$1264 ;
+  reg [31:0] \$1265 ;
+  reg [31:0] \$1266 ;
+  reg [31:0] \$1267 ;
+  reg [31:0] \$1268 ;
+  reg [31:0] \$1269 ;
+  wire \$127 ;
+  reg [31:0] \$1270 ;
+  reg [31:0] \$1271 ;
+  reg [31:0] \$1272 ;
+  reg [31:0] \$1273 ;
+  reg [31:0] \$1274 ;
+  reg \$1275 ;
+  reg [155:0] \$1276 ;
+  reg [7:0] \$1277 ;
+  reg [16:0] \$1278 ;
+  reg [16:0] \$1279 ;
+  wire [11:0] \$128 ;
+  reg [2:0] \$1280 ;
+  reg [1:0] \$1281 ;
+  reg [1:0] \$1282 ;
   reg \$1283 ;
   reg \$1284 ;
-  reg [7:0] \$1285 ;
-  reg [7:0] \$1286 ;
-  reg [7:0] \$1287 ;
-  reg [7:0] \$1288 ;
-  reg [7:0] \$1289 ;
-  wire [7:0] \$129 ;
+  reg \$1285 ;
+  reg \$1286 ;
+  reg \$1287 ;
+  reg \$1288 ;
+  reg \$1289 ;
+  wire [12:0] \$129 ;
   reg [7:0] \$1290 ;
   reg [7:0] \$1291 ;
   reg [7:0] \$1292 ;
@@ -55030,953 +55030,958 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [7:0] \$1297 ;
   reg [7:0] \$1298 ;
   reg [7:0] \$1299 ;
-  wire [7:0] \$13 ;
-  wire [7:0] \$130 ;
+  wire \$13 ;
+  wire \$130 ;
   reg [7:0] \$1300 ;
-  reg [13:0] \$1301 ;
-  reg [127:0] \$1302 ;
+  reg [7:0] \$1301 ;
+  reg [7:0] \$1302 ;
+  reg [7:0] \$1303 ;
+  reg [7:0] \$1304 ;
+  reg [7:0] \$1305 ;
+  reg [13:0] \$1306 ;
+  reg [127:0] \$1307 ;
   wire [11:0] \$131 ;
   wire [12:0] \$132 ;
-  wire \$133 ;
-  wire [11:0] \$134 ;
-  wire [12:0] \$135 ;
-  wire \$136 ;
-  wire [11:0] \$137 ;
-  wire [12:0] \$138 ;
+  wire [12:0] \$133 ;
+  wire [12:0] \$134 ;
+  wire [7:0] \$135 ;
+  wire [7:0] \$136 ;
+  wire \$137 ;
+  wire [11:0] \$138 ;
   wire [12:0] \$139 ;
-  wire [7:0] \$14 ;
-  wire [12:0] \$140 ;
-  wire [7:0] \$141 ;
-  wire [7:0] \$142 ;
-  wire [7:0] \$143 ;
-  wire [7:0] \$144 ;
-  wire [32:0] \$145 ;
-  wire [31:0] \$146 ;
-  wire [47:0] \$147 ;
-  wire [48:0] \$148 ;
-  wire [47:0] \$149 ;
-  wire [7:0] \$15 ;
-  wire [47:0] \$150 ;
-  wire [78:0] \$151 ;
-  wire [79:0] \$152 ;
-  wire [79:0] \$153 ;
-  wire [63:0] \$154 ;
-  wire [63:0] \$155 ;
-  wire [64:0] \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire [11:0] \$159 ;
-  wire [7:0] \$16 ;
+  wire \$14 ;
+  wire \$140 ;
+  wire [11:0] \$141 ;
+  wire [12:0] \$142 ;
+  wire \$143 ;
+  wire [11:0] \$144 ;
+  wire [12:0] \$145 ;
+  wire [12:0] \$146 ;
+  wire [12:0] \$147 ;
+  wire [7:0] \$148 ;
+  wire [7:0] \$149 ;
+  wire \$15 ;
+  wire [7:0] \$150 ;
+  wire [11:0] \$151 ;
+  wire [12:0] \$152 ;
+  wire \$153 ;
+  wire [11:0] \$154 ;
+  wire [12:0] \$155 ;
+  wire \$156 ;
+  wire [11:0] \$157 ;
+  wire [12:0] \$158 ;
+  wire [12:0] \$159 ;
+  wire \$16 ;
   wire [12:0] \$160 ;
-  wire \$161 ;
-  wire [11:0] \$162 ;
-  wire [12:0] \$163 ;
-  wire \$164 ;
-  wire [11:0] \$165 ;
-  wire [12:0] \$166 ;
-  wire [12:0] \$167 ;
-  wire [12:0] \$168 ;
-  wire [7:0] \$169 ;
-  wire [7:0] \$17 ;
-  wire [7:0] \$170 ;
-  wire \$171 ;
-  wire [11:0] \$172 ;
-  wire [12:0] \$173 ;
-  wire \$174 ;
-  wire [11:0] \$175 ;
-  wire [12:0] \$176 ;
+  wire [7:0] \$161 ;
+  wire [7:0] \$162 ;
+  wire [7:0] \$163 ;
+  wire [7:0] \$164 ;
+  wire [32:0] \$165 ;
+  wire [31:0] \$166 ;
+  wire [47:0] \$167 ;
+  wire [48:0] \$168 ;
+  wire [47:0] \$169 ;
+  wire \$17 ;
+  wire [47:0] \$170 ;
+  wire [78:0] \$171 ;
+  wire [79:0] \$172 ;
+  wire [79:0] \$173 ;
+  wire [63:0] \$174 ;
+  wire [63:0] \$175 ;
+  wire [64:0] \$176 ;
   wire \$177 ;
-  wire [11:0] \$178 ;
-  wire [12:0] \$179 ;
-  wire [7:0] \$18 ;
+  wire \$178 ;
+  wire [11:0] \$179 ;
+  wire \$18 ;
   wire [12:0] \$180 ;
-  wire [12:0] \$181 ;
-  wire [7:0] \$182 ;
-  wire [7:0] \$183 ;
-  wire [7:0] \$184 ;
+  wire \$181 ;
+  wire [11:0] \$182 ;
+  wire [12:0] \$183 ;
+  wire \$184 ;
   wire [11:0] \$185 ;
   wire [12:0] \$186 ;
-  wire \$187 ;
-  wire [11:0] \$188 ;
-  wire [12:0] \$189 ;
-  wire [7:0] \$19 ;
-  wire \$190 ;
-  wire [11:0] \$191 ;
-  wire [12:0] \$192 ;
+  wire [12:0] \$187 ;
+  wire [12:0] \$188 ;
+  wire [7:0] \$189 ;
+  wire \$19 ;
+  wire [7:0] \$190 ;
+  wire \$191 ;
+  wire [11:0] \$192 ;
   wire [12:0] \$193 ;
-  wire [12:0] \$194 ;
-  wire [7:0] \$195 ;
-  wire [7:0] \$196 ;
-  wire [7:0] \$197 ;
-  wire [7:0] \$198 ;
-  wire [32:0] \$199 ;
+  wire \$194 ;
+  wire [11:0] \$195 ;
+  wire [12:0] \$196 ;
+  wire \$197 ;
+  wire [11:0] \$198 ;
+  wire [12:0] \$199 ;
   wire \$2 ;
-  wire [7:0] \$20 ;
-  wire [31:0] \$200 ;
-  wire [47:0] \$201 ;
-  wire [48:0] \$202 ;
-  wire [47:0] \$203 ;
-  wire [47:0] \$204 ;
-  wire [78:0] \$205 ;
-  wire [79:0] \$206 ;
-  wire [79:0] \$207 ;
-  wire [63:0] \$208 ;
-  wire [63:0] \$209 ;
-  wire [7:0] \$21 ;
-  wire [64:0] \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire [11:0] \$213 ;
+  wire \$20 ;
+  wire [12:0] \$200 ;
+  wire [12:0] \$201 ;
+  wire [7:0] \$202 ;
+  wire [7:0] \$203 ;
+  wire [7:0] \$204 ;
+  wire [11:0] \$205 ;
+  wire [12:0] \$206 ;
+  wire \$207 ;
+  wire [11:0] \$208 ;
+  wire [12:0] \$209 ;
+  wire \$21 ;
+  wire \$210 ;
+  wire [11:0] \$211 ;
+  wire [12:0] \$212 ;
+  wire [12:0] \$213 ;
   wire [12:0] \$214 ;
-  wire \$215 ;
-  wire [11:0] \$216 ;
-  wire [12:0] \$217 ;
-  wire \$218 ;
-  wire [11:0] \$219 ;
-  wire [7:0] \$22 ;
-  wire [12:0] \$220 ;
-  wire [12:0] \$221 ;
-  wire [12:0] \$222 ;
-  wire [7:0] \$223 ;
-  wire [7:0] \$224 ;
-  wire \$225 ;
-  wire [11:0] \$226 ;
-  wire [12:0] \$227 ;
-  wire \$228 ;
-  wire [11:0] \$229 ;
-  wire [7:0] \$23 ;
-  wire [12:0] \$230 ;
+  wire [7:0] \$215 ;
+  wire [7:0] \$216 ;
+  wire [7:0] \$217 ;
+  wire [7:0] \$218 ;
+  wire [32:0] \$219 ;
+  wire \$22 ;
+  wire [31:0] \$220 ;
+  wire [47:0] \$221 ;
+  wire [48:0] \$222 ;
+  wire [47:0] \$223 ;
+  wire [47:0] \$224 ;
+  wire [78:0] \$225 ;
+  wire [79:0] \$226 ;
+  wire [79:0] \$227 ;
+  wire [63:0] \$228 ;
+  wire [63:0] \$229 ;
+  wire \$23 ;
+  wire [64:0] \$230 ;
   wire \$231 ;
-  wire [11:0] \$232 ;
-  wire [12:0] \$233 ;
+  wire \$232 ;
+  wire [11:0] \$233 ;
   wire [12:0] \$234 ;
-  wire [12:0] \$235 ;
-  wire [7:0] \$236 ;
-  wire [7:0] \$237 ;
-  wire [7:0] \$238 ;
+  wire \$235 ;
+  wire [11:0] \$236 ;
+  wire [12:0] \$237 ;
+  wire \$238 ;
   wire [11:0] \$239 ;
-  wire [7:0] \$24 ;
+  wire \$24 ;
   wire [12:0] \$240 ;
-  wire \$241 ;
-  wire [11:0] \$242 ;
-  wire [12:0] \$243 ;
-  wire \$244 ;
-  wire [11:0] \$245 ;
-  wire [12:0] \$246 ;
+  wire [12:0] \$241 ;
+  wire [12:0] \$242 ;
+  wire [7:0] \$243 ;
+  wire [7:0] \$244 ;
+  wire \$245 ;
+  wire [11:0] \$246 ;
   wire [12:0] \$247 ;
-  wire [12:0] \$248 ;
-  wire [7:0] \$249 ;
-  wire [7:0] \$25 ;
-  wire [7:0] \$250 ;
-  wire [7:0] \$251 ;
-  wire [7:0] \$252 ;
-  wire [32:0] \$253 ;
-  wire [31:0] \$254 ;
-  wire [47:0] \$255 ;
-  wire [48:0] \$256 ;
-  wire [47:0] \$257 ;
-  wire [47:0] \$258 ;
-  wire [78:0] \$259 ;
-  wire [7:0] \$26 ;
-  wire [79:0] \$260 ;
-  wire [79:0] \$261 ;
-  wire [63:0] \$262 ;
-  wire [63:0] \$263 ;
-  wire [64:0] \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire [11:0] \$267 ;
+  wire \$248 ;
+  wire [11:0] \$249 ;
+  wire [2:0] \$25 ;
+  wire [12:0] \$250 ;
+  wire \$251 ;
+  wire [11:0] \$252 ;
+  wire [12:0] \$253 ;
+  wire [12:0] \$254 ;
+  wire [12:0] \$255 ;
+  wire [7:0] \$256 ;
+  wire [7:0] \$257 ;
+  wire [7:0] \$258 ;
+  wire [11:0] \$259 ;
+  wire [2:0] \$26 ;
+  wire [12:0] \$260 ;
+  wire \$261 ;
+  wire [11:0] \$262 ;
+  wire [12:0] \$263 ;
+  wire \$264 ;
+  wire [11:0] \$265 ;
+  wire [12:0] \$266 ;
+  wire [12:0] \$267 ;
   wire [12:0] \$268 ;
-  wire \$269 ;
-  wire [7:0] \$27 ;
-  wire [11:0] \$270 ;
-  wire [12:0] \$271 ;
-  wire \$272 ;
-  wire [11:0] \$273 ;
-  wire [12:0] \$274 ;
-  wire [12:0] \$275 ;
-  wire [12:0] \$276 ;
-  wire [7:0] \$277 ;
-  wire [7:0] \$278 ;
-  wire \$279 ;
-  wire [7:0] \$28 ;
-  wire [11:0] \$280 ;
-  wire [12:0] \$281 ;
-  wire \$282 ;
-  wire [11:0] \$283 ;
-  wire [12:0] \$284 ;
+  wire [7:0] \$269 ;
+  wire \$27 ;
+  wire [7:0] \$270 ;
+  wire [7:0] \$271 ;
+  wire [7:0] \$272 ;
+  wire [32:0] \$273 ;
+  wire [31:0] \$274 ;
+  wire [47:0] \$275 ;
+  wire [48:0] \$276 ;
+  wire [47:0] \$277 ;
+  wire [47:0] \$278 ;
+  wire [78:0] \$279 ;
+  wire \$28 ;
+  wire [79:0] \$280 ;
+  wire [79:0] \$281 ;
+  wire [63:0] \$282 ;
+  wire [63:0] \$283 ;
+  wire [64:0] \$284 ;
   wire \$285 ;
-  wire [11:0] \$286 ;
-  wire [12:0] \$287 ;
+  wire \$286 ;
+  wire [11:0] \$287 ;
   wire [12:0] \$288 ;
-  wire [12:0] \$289 ;
-  wire [7:0] \$29 ;
-  wire [7:0] \$290 ;
-  wire [7:0] \$291 ;
-  wire [7:0] \$292 ;
+  wire \$289 ;
+  wire [17:0] \$29 ;
+  wire [11:0] \$290 ;
+  wire [12:0] \$291 ;
+  wire \$292 ;
   wire [11:0] \$293 ;
   wire [12:0] \$294 ;
-  wire \$295 ;
-  wire [11:0] \$296 ;
-  wire [12:0] \$297 ;
-  wire \$298 ;
-  wire [11:0] \$299 ;
+  wire [12:0] \$295 ;
+  wire [12:0] \$296 ;
+  wire [7:0] \$297 ;
+  wire [7:0] \$298 ;
+  wire \$299 ;
   wire \$3 ;
-  wire [7:0] \$30 ;
-  wire [12:0] \$300 ;
+  wire \$30 ;
+  wire [11:0] \$300 ;
   wire [12:0] \$301 ;
-  wire [12:0] \$302 ;
-  wire [7:0] \$303 ;
-  wire [7:0] \$304 ;
-  wire [7:0] \$305 ;
-  wire [7:0] \$306 ;
-  wire [32:0] \$307 ;
-  wire [31:0] \$308 ;
-  wire [47:0] \$309 ;
+  wire \$302 ;
+  wire [11:0] \$303 ;
+  wire [12:0] \$304 ;
+  wire \$305 ;
+  wire [11:0] \$306 ;
+  wire [12:0] \$307 ;
+  wire [12:0] \$308 ;
+  wire [12:0] \$309 ;
   wire [7:0] \$31 ;
-  wire [48:0] \$310 ;
-  wire [47:0] \$311 ;
-  wire [47:0] \$312 ;
-  wire [78:0] \$313 ;
-  wire [79:0] \$314 ;
-  wire [79:0] \$315 ;
-  wire [63:0] \$316 ;
-  wire [63:0] \$317 ;
-  wire [64:0] \$318 ;
-  wire \$319 ;
+  wire [7:0] \$310 ;
+  wire [7:0] \$311 ;
+  wire [7:0] \$312 ;
+  wire [11:0] \$313 ;
+  wire [12:0] \$314 ;
+  wire \$315 ;
+  wire [11:0] \$316 ;
+  wire [12:0] \$317 ;
+  wire \$318 ;
+  wire [11:0] \$319 ;
   wire [7:0] \$32 ;
-  wire \$320 ;
-  wire [11:0] \$321 ;
+  wire [12:0] \$320 ;
+  wire [12:0] \$321 ;
   wire [12:0] \$322 ;
-  wire \$323 ;
-  wire [11:0] \$324 ;
-  wire [12:0] \$325 ;
-  wire \$326 ;
-  wire [11:0] \$327 ;
-  wire [12:0] \$328 ;
-  wire [12:0] \$329 ;
+  wire [7:0] \$323 ;
+  wire [7:0] \$324 ;
+  wire [7:0] \$325 ;
+  wire [7:0] \$326 ;
+  wire [32:0] \$327 ;
+  wire [31:0] \$328 ;
+  wire [47:0] \$329 ;
   wire [7:0] \$33 ;
-  wire [12:0] \$330 ;
-  wire [7:0] \$331 ;
-  wire [7:0] \$332 ;
-  wire \$333 ;
-  wire [11:0] \$334 ;
-  wire [12:0] \$335 ;
-  wire \$336 ;
-  wire [11:0] \$337 ;
-  wire [12:0] \$338 ;
+  wire [48:0] \$330 ;
+  wire [47:0] \$331 ;
+  wire [47:0] \$332 ;
+  wire [78:0] \$333 ;
+  wire [79:0] \$334 ;
+  wire [79:0] \$335 ;
+  wire [63:0] \$336 ;
+  wire [63:0] \$337 ;
+  wire [64:0] \$338 ;
   wire \$339 ;
   wire [7:0] \$34 ;
-  wire [11:0] \$340 ;
-  wire [12:0] \$341 ;
+  wire \$340 ;
+  wire [11:0] \$341 ;
   wire [12:0] \$342 ;
-  wire [12:0] \$343 ;
-  wire [7:0] \$344 ;
-  wire [7:0] \$345 ;
-  wire [7:0] \$346 ;
+  wire \$343 ;
+  wire [11:0] \$344 ;
+  wire [12:0] \$345 ;
+  wire \$346 ;
   wire [11:0] \$347 ;
   wire [12:0] \$348 ;
-  wire \$349 ;
+  wire [12:0] \$349 ;
   wire [7:0] \$35 ;
-  wire [11:0] \$350 ;
-  wire [12:0] \$351 ;
-  wire \$352 ;
-  wire [11:0] \$353 ;
-  wire [12:0] \$354 ;
+  wire [12:0] \$350 ;
+  wire [7:0] \$351 ;
+  wire [7:0] \$352 ;
+  wire \$353 ;
+  wire [11:0] \$354 ;
   wire [12:0] \$355 ;
-  wire [12:0] \$356 ;
-  wire [7:0] \$357 ;
-  wire [7:0] \$358 ;
-  wire [7:0] \$359 ;
+  wire \$356 ;
+  wire [11:0] \$357 ;
+  wire [12:0] \$358 ;
+  wire \$359 ;
   wire [7:0] \$36 ;
-  wire [7:0] \$360 ;
-  wire [32:0] \$361 ;
-  wire [31:0] \$362 ;
-  wire [47:0] \$363 ;
-  wire [48:0] \$364 ;
-  wire [47:0] \$365 ;
-  wire [47:0] \$366 ;
-  wire [78:0] \$367 ;
-  wire [79:0] \$368 ;
-  wire [79:0] \$369 ;
+  wire [11:0] \$360 ;
+  wire [12:0] \$361 ;
+  wire [12:0] \$362 ;
+  wire [12:0] \$363 ;
+  wire [7:0] \$364 ;
+  wire [7:0] \$365 ;
+  wire [7:0] \$366 ;
+  wire [11:0] \$367 ;
+  wire [12:0] \$368 ;
+  wire \$369 ;
   wire [7:0] \$37 ;
-  wire [63:0] \$370 ;
-  wire [63:0] \$371 ;
-  wire [64:0] \$372 ;
-  wire \$373 ;
-  wire \$374 ;
-  wire [11:0] \$375 ;
+  wire [11:0] \$370 ;
+  wire [12:0] \$371 ;
+  wire \$372 ;
+  wire [11:0] \$373 ;
+  wire [12:0] \$374 ;
+  wire [12:0] \$375 ;
   wire [12:0] \$376 ;
-  wire \$377 ;
-  wire [11:0] \$378 ;
-  wire [12:0] \$379 ;
+  wire [7:0] \$377 ;
+  wire [7:0] \$378 ;
+  wire [7:0] \$379 ;
   wire [7:0] \$38 ;
-  wire \$380 ;
-  wire [11:0] \$381 ;
-  wire [12:0] \$382 ;
-  wire [12:0] \$383 ;
-  wire [12:0] \$384 ;
-  wire [7:0] \$385 ;
-  wire [7:0] \$386 ;
-  wire \$387 ;
-  wire [11:0] \$388 ;
-  wire [12:0] \$389 ;
+  wire [7:0] \$380 ;
+  wire [32:0] \$381 ;
+  wire [31:0] \$382 ;
+  wire [47:0] \$383 ;
+  wire [48:0] \$384 ;
+  wire [47:0] \$385 ;
+  wire [47:0] \$386 ;
+  wire [78:0] \$387 ;
+  wire [79:0] \$388 ;
+  wire [79:0] \$389 ;
   wire [7:0] \$39 ;
-  wire \$390 ;
-  wire [11:0] \$391 ;
-  wire [12:0] \$392 ;
+  wire [63:0] \$390 ;
+  wire [63:0] \$391 ;
+  wire [64:0] \$392 ;
   wire \$393 ;
-  wire [11:0] \$394 ;
-  wire [12:0] \$395 ;
+  wire \$394 ;
+  wire [11:0] \$395 ;
   wire [12:0] \$396 ;
-  wire [12:0] \$397 ;
-  wire [7:0] \$398 ;
-  wire [7:0] \$399 ;
+  wire \$397 ;
+  wire [11:0] \$398 ;
+  wire [12:0] \$399 ;
   wire \$4 ;
   wire [7:0] \$40 ;
-  wire [7:0] \$400 ;
+  wire \$400 ;
   wire [11:0] \$401 ;
   wire [12:0] \$402 ;
-  wire \$403 ;
-  wire [11:0] \$404 ;
-  wire [12:0] \$405 ;
-  wire \$406 ;
-  wire [11:0] \$407 ;
-  wire [12:0] \$408 ;
+  wire [12:0] \$403 ;
+  wire [12:0] \$404 ;
+  wire [7:0] \$405 ;
+  wire [7:0] \$406 ;
+  wire \$407 ;
+  wire [11:0] \$408 ;
   wire [12:0] \$409 ;
   wire [7:0] \$41 ;
-  wire [12:0] \$410 ;
-  wire [7:0] \$411 ;
-  wire [7:0] \$412 ;
-  wire [7:0] \$413 ;
-  wire [7:0] \$414 ;
-  wire [32:0] \$415 ;
-  wire [31:0] \$416 ;
-  wire [47:0] \$417 ;
-  wire [48:0] \$418 ;
-  wire [47:0] \$419 ;
+  wire \$410 ;
+  wire [11:0] \$411 ;
+  wire [12:0] \$412 ;
+  wire \$413 ;
+  wire [11:0] \$414 ;
+  wire [12:0] \$415 ;
+  wire [12:0] \$416 ;
+  wire [12:0] \$417 ;
+  wire [7:0] \$418 ;
+  wire [7:0] \$419 ;
   wire [7:0] \$42 ;
-  wire [47:0] \$420 ;
-  wire [78:0] \$421 ;
-  wire [79:0] \$422 ;
-  wire [79:0] \$423 ;
-  wire [63:0] \$424 ;
-  wire [63:0] \$425 ;
-  wire [64:0] \$426 ;
-  wire \$427 ;
-  wire \$428 ;
-  wire [11:0] \$429 ;
+  wire [7:0] \$420 ;
+  wire [11:0] \$421 ;
+  wire [12:0] \$422 ;
+  wire \$423 ;
+  wire [11:0] \$424 ;
+  wire [12:0] \$425 ;
+  wire \$426 ;
+  wire [11:0] \$427 ;
+  wire [12:0] \$428 ;
+  wire [12:0] \$429 ;
   wire [7:0] \$43 ;
   wire [12:0] \$430 ;
-  wire \$431 ;
-  wire [11:0] \$432 ;
-  wire [12:0] \$433 ;
-  wire \$434 ;
-  wire [11:0] \$435 ;
-  wire [12:0] \$436 ;
-  wire [12:0] \$437 ;
-  wire [12:0] \$438 ;
-  wire [7:0] \$439 ;
+  wire [7:0] \$431 ;
+  wire [7:0] \$432 ;
+  wire [7:0] \$433 ;
+  wire [7:0] \$434 ;
+  wire [32:0] \$435 ;
+  wire [31:0] \$436 ;
+  wire [47:0] \$437 ;
+  wire [48:0] \$438 ;
+  wire [47:0] \$439 ;
   wire [7:0] \$44 ;
-  wire [7:0] \$440 ;
-  wire \$441 ;
-  wire [11:0] \$442 ;
-  wire [12:0] \$443 ;
-  wire \$444 ;
-  wire [11:0] \$445 ;
-  wire [12:0] \$446 ;
+  wire [47:0] \$440 ;
+  wire [78:0] \$441 ;
+  wire [79:0] \$442 ;
+  wire [79:0] \$443 ;
+  wire [63:0] \$444 ;
+  wire [63:0] \$445 ;
+  wire [64:0] \$446 ;
   wire \$447 ;
-  wire [11:0] \$448 ;
-  wire [12:0] \$449 ;
+  wire \$448 ;
+  wire [11:0] \$449 ;
   wire [7:0] \$45 ;
   wire [12:0] \$450 ;
-  wire [12:0] \$451 ;
-  wire [7:0] \$452 ;
-  wire [7:0] \$453 ;
-  wire [7:0] \$454 ;
+  wire \$451 ;
+  wire [11:0] \$452 ;
+  wire [12:0] \$453 ;
+  wire \$454 ;
   wire [11:0] \$455 ;
   wire [12:0] \$456 ;
-  wire \$457 ;
-  wire [11:0] \$458 ;
-  wire [12:0] \$459 ;
+  wire [12:0] \$457 ;
+  wire [12:0] \$458 ;
+  wire [7:0] \$459 ;
   wire [7:0] \$46 ;
-  wire \$460 ;
-  wire [11:0] \$461 ;
-  wire [12:0] \$462 ;
+  wire [7:0] \$460 ;
+  wire \$461 ;
+  wire [11:0] \$462 ;
   wire [12:0] \$463 ;
-  wire [12:0] \$464 ;
-  wire [7:0] \$465 ;
-  wire [7:0] \$466 ;
-  wire [7:0] \$467 ;
-  wire [7:0] \$468 ;
-  wire [32:0] \$469 ;
+  wire \$464 ;
+  wire [11:0] \$465 ;
+  wire [12:0] \$466 ;
+  wire \$467 ;
+  wire [11:0] \$468 ;
+  wire [12:0] \$469 ;
   wire [7:0] \$47 ;
-  wire [31:0] \$470 ;
-  wire [47:0] \$471 ;
-  wire [48:0] \$472 ;
-  wire [47:0] \$473 ;
-  wire [47:0] \$474 ;
-  wire [78:0] \$475 ;
-  wire [79:0] \$476 ;
-  wire [79:0] \$477 ;
-  wire [63:0] \$478 ;
-  wire [63:0] \$479 ;
+  wire [12:0] \$470 ;
+  wire [12:0] \$471 ;
+  wire [7:0] \$472 ;
+  wire [7:0] \$473 ;
+  wire [7:0] \$474 ;
+  wire [11:0] \$475 ;
+  wire [12:0] \$476 ;
+  wire \$477 ;
+  wire [11:0] \$478 ;
+  wire [12:0] \$479 ;
   wire [7:0] \$48 ;
-  wire [64:0] \$480 ;
-  wire \$481 ;
-  wire \$482 ;
-  wire [11:0] \$483 ;
+  wire \$480 ;
+  wire [11:0] \$481 ;
+  wire [12:0] \$482 ;
+  wire [12:0] \$483 ;
   wire [12:0] \$484 ;
-  wire \$485 ;
-  wire [11:0] \$486 ;
-  wire [12:0] \$487 ;
-  wire \$488 ;
-  wire [11:0] \$489 ;
+  wire [7:0] \$485 ;
+  wire [7:0] \$486 ;
+  wire [7:0] \$487 ;
+  wire [7:0] \$488 ;
+  wire [32:0] \$489 ;
   wire [7:0] \$49 ;
-  wire [12:0] \$490 ;
-  wire [12:0] \$491 ;
-  wire [12:0] \$492 ;
-  wire [7:0] \$493 ;
-  wire [7:0] \$494 ;
-  wire \$495 ;
-  wire [11:0] \$496 ;
-  wire [12:0] \$497 ;
-  wire \$498 ;
-  wire [11:0] \$499 ;
+  wire [31:0] \$490 ;
+  wire [47:0] \$491 ;
+  wire [48:0] \$492 ;
+  wire [47:0] \$493 ;
+  wire [47:0] \$494 ;
+  wire [78:0] \$495 ;
+  wire [79:0] \$496 ;
+  wire [79:0] \$497 ;
+  wire [63:0] \$498 ;
+  wire [63:0] \$499 ;
   wire \$5 ;
   wire [7:0] \$50 ;
-  wire [12:0] \$500 ;
+  wire [64:0] \$500 ;
   wire \$501 ;
-  wire [11:0] \$502 ;
-  wire [12:0] \$503 ;
+  wire \$502 ;
+  wire [11:0] \$503 ;
   wire [12:0] \$504 ;
-  wire [12:0] \$505 ;
-  wire [7:0] \$506 ;
-  wire [7:0] \$507 ;
-  wire [7:0] \$508 ;
+  wire \$505 ;
+  wire [11:0] \$506 ;
+  wire [12:0] \$507 ;
+  wire \$508 ;
   wire [11:0] \$509 ;
   wire [7:0] \$51 ;
   wire [12:0] \$510 ;
-  wire \$511 ;
-  wire [11:0] \$512 ;
-  wire [12:0] \$513 ;
-  wire \$514 ;
-  wire [11:0] \$515 ;
-  wire [12:0] \$516 ;
+  wire [12:0] \$511 ;
+  wire [12:0] \$512 ;
+  wire [7:0] \$513 ;
+  wire [7:0] \$514 ;
+  wire \$515 ;
+  wire [11:0] \$516 ;
   wire [12:0] \$517 ;
-  wire [12:0] \$518 ;
-  wire [7:0] \$519 ;
+  wire \$518 ;
+  wire [11:0] \$519 ;
   wire [7:0] \$52 ;
-  wire [7:0] \$520 ;
-  wire [7:0] \$521 ;
-  wire [7:0] \$522 ;
-  wire [32:0] \$523 ;
-  wire [31:0] \$524 ;
-  wire [47:0] \$525 ;
-  wire [48:0] \$526 ;
-  wire [47:0] \$527 ;
-  wire [47:0] \$528 ;
-  wire [78:0] \$529 ;
+  wire [12:0] \$520 ;
+  wire \$521 ;
+  wire [11:0] \$522 ;
+  wire [12:0] \$523 ;
+  wire [12:0] \$524 ;
+  wire [12:0] \$525 ;
+  wire [7:0] \$526 ;
+  wire [7:0] \$527 ;
+  wire [7:0] \$528 ;
+  wire [11:0] \$529 ;
   wire [7:0] \$53 ;
-  wire [79:0] \$530 ;
-  wire [79:0] \$531 ;
-  wire [63:0] \$532 ;
-  wire [63:0] \$533 ;
-  wire [64:0] \$534 ;
-  wire \$535 ;
-  wire \$536 ;
-  wire [11:0] \$537 ;
+  wire [12:0] \$530 ;
+  wire \$531 ;
+  wire [11:0] \$532 ;
+  wire [12:0] \$533 ;
+  wire \$534 ;
+  wire [11:0] \$535 ;
+  wire [12:0] \$536 ;
+  wire [12:0] \$537 ;
   wire [12:0] \$538 ;
-  wire \$539 ;
+  wire [7:0] \$539 ;
   wire [7:0] \$54 ;
-  wire [11:0] \$540 ;
-  wire [12:0] \$541 ;
-  wire \$542 ;
-  wire [11:0] \$543 ;
-  wire [12:0] \$544 ;
-  wire [12:0] \$545 ;
-  wire [12:0] \$546 ;
-  wire [7:0] \$547 ;
-  wire [7:0] \$548 ;
-  wire \$549 ;
+  wire [7:0] \$540 ;
+  wire [7:0] \$541 ;
+  wire [7:0] \$542 ;
+  wire [32:0] \$543 ;
+  wire [31:0] \$544 ;
+  wire [47:0] \$545 ;
+  wire [48:0] \$546 ;
+  wire [47:0] \$547 ;
+  wire [47:0] \$548 ;
+  wire [78:0] \$549 ;
   wire [7:0] \$55 ;
-  wire [11:0] \$550 ;
-  wire [12:0] \$551 ;
-  wire \$552 ;
-  wire [11:0] \$553 ;
-  wire [12:0] \$554 ;
+  wire [79:0] \$550 ;
+  wire [79:0] \$551 ;
+  wire [63:0] \$552 ;
+  wire [63:0] \$553 ;
+  wire [64:0] \$554 ;
   wire \$555 ;
-  wire [11:0] \$556 ;
-  wire [12:0] \$557 ;
+  wire \$556 ;
+  wire [11:0] \$557 ;
   wire [12:0] \$558 ;
-  wire [12:0] \$559 ;
+  wire \$559 ;
   wire [7:0] \$56 ;
-  wire [7:0] \$560 ;
-  wire [7:0] \$561 ;
-  wire [7:0] \$562 ;
+  wire [11:0] \$560 ;
+  wire [12:0] \$561 ;
+  wire \$562 ;
   wire [11:0] \$563 ;
   wire [12:0] \$564 ;
-  wire \$565 ;
-  wire [11:0] \$566 ;
-  wire [12:0] \$567 ;
-  wire \$568 ;
-  wire [11:0] \$569 ;
+  wire [12:0] \$565 ;
+  wire [12:0] \$566 ;
+  wire [7:0] \$567 ;
+  wire [7:0] \$568 ;
+  wire \$569 ;
   wire [7:0] \$57 ;
-  wire [12:0] \$570 ;
+  wire [11:0] \$570 ;
   wire [12:0] \$571 ;
-  wire [12:0] \$572 ;
-  wire [7:0] \$573 ;
-  wire [7:0] \$574 ;
-  wire [7:0] \$575 ;
-  wire [7:0] \$576 ;
-  wire [32:0] \$577 ;
-  wire [31:0] \$578 ;
-  wire [47:0] \$579 ;
+  wire \$572 ;
+  wire [11:0] \$573 ;
+  wire [12:0] \$574 ;
+  wire \$575 ;
+  wire [11:0] \$576 ;
+  wire [12:0] \$577 ;
+  wire [12:0] \$578 ;
+  wire [12:0] \$579 ;
   wire [7:0] \$58 ;
-  wire [48:0] \$580 ;
-  wire [47:0] \$581 ;
-  wire [47:0] \$582 ;
-  wire [78:0] \$583 ;
-  wire [79:0] \$584 ;
-  wire [79:0] \$585 ;
-  wire [63:0] \$586 ;
-  wire [63:0] \$587 ;
-  wire [64:0] \$588 ;
-  wire \$589 ;
+  wire [7:0] \$580 ;
+  wire [7:0] \$581 ;
+  wire [7:0] \$582 ;
+  wire [11:0] \$583 ;
+  wire [12:0] \$584 ;
+  wire \$585 ;
+  wire [11:0] \$586 ;
+  wire [12:0] \$587 ;
+  wire \$588 ;
+  wire [11:0] \$589 ;
   wire [7:0] \$59 ;
-  wire \$590 ;
-  wire [11:0] \$591 ;
+  wire [12:0] \$590 ;
+  wire [12:0] \$591 ;
   wire [12:0] \$592 ;
-  wire \$593 ;
-  wire [11:0] \$594 ;
-  wire [12:0] \$595 ;
-  wire \$596 ;
-  wire [11:0] \$597 ;
-  wire [12:0] \$598 ;
-  wire [12:0] \$599 ;
+  wire [7:0] \$593 ;
+  wire [7:0] \$594 ;
+  wire [7:0] \$595 ;
+  wire [7:0] \$596 ;
+  wire [32:0] \$597 ;
+  wire [31:0] \$598 ;
+  wire [47:0] \$599 ;
   wire \$6 ;
   wire [7:0] \$60 ;
-  wire [12:0] \$600 ;
-  wire [7:0] \$601 ;
-  wire [7:0] \$602 ;
-  wire \$603 ;
-  wire [11:0] \$604 ;
-  wire [12:0] \$605 ;
-  wire \$606 ;
-  wire [11:0] \$607 ;
-  wire [12:0] \$608 ;
+  wire [48:0] \$600 ;
+  wire [47:0] \$601 ;
+  wire [47:0] \$602 ;
+  wire [78:0] \$603 ;
+  wire [79:0] \$604 ;
+  wire [79:0] \$605 ;
+  wire [63:0] \$606 ;
+  wire [63:0] \$607 ;
+  wire [64:0] \$608 ;
   wire \$609 ;
   wire [7:0] \$61 ;
-  wire [11:0] \$610 ;
-  wire [12:0] \$611 ;
+  wire \$610 ;
+  wire [11:0] \$611 ;
   wire [12:0] \$612 ;
-  wire [12:0] \$613 ;
-  wire [7:0] \$614 ;
-  wire [7:0] \$615 ;
-  wire [7:0] \$616 ;
+  wire \$613 ;
+  wire [11:0] \$614 ;
+  wire [12:0] \$615 ;
+  wire \$616 ;
   wire [11:0] \$617 ;
   wire [12:0] \$618 ;
-  wire \$619 ;
+  wire [12:0] \$619 ;
   wire [7:0] \$62 ;
-  wire [11:0] \$620 ;
-  wire [12:0] \$621 ;
-  wire \$622 ;
-  wire [11:0] \$623 ;
-  wire [12:0] \$624 ;
+  wire [12:0] \$620 ;
+  wire [7:0] \$621 ;
+  wire [7:0] \$622 ;
+  wire \$623 ;
+  wire [11:0] \$624 ;
   wire [12:0] \$625 ;
-  wire [12:0] \$626 ;
-  wire [7:0] \$627 ;
-  wire [7:0] \$628 ;
-  wire [7:0] \$629 ;
+  wire \$626 ;
+  wire [11:0] \$627 ;
+  wire [12:0] \$628 ;
+  wire \$629 ;
   wire [7:0] \$63 ;
-  wire [7:0] \$630 ;
-  wire [32:0] \$631 ;
-  wire [31:0] \$632 ;
-  wire [47:0] \$633 ;
-  wire [48:0] \$634 ;
-  wire [47:0] \$635 ;
-  wire [47:0] \$636 ;
-  wire [78:0] \$637 ;
-  wire [79:0] \$638 ;
-  wire [79:0] \$639 ;
+  wire [11:0] \$630 ;
+  wire [12:0] \$631 ;
+  wire [12:0] \$632 ;
+  wire [12:0] \$633 ;
+  wire [7:0] \$634 ;
+  wire [7:0] \$635 ;
+  wire [7:0] \$636 ;
+  wire [11:0] \$637 ;
+  wire [12:0] \$638 ;
+  wire \$639 ;
   wire [7:0] \$64 ;
-  wire [63:0] \$640 ;
-  wire [63:0] \$641 ;
-  wire [64:0] \$642 ;
-  wire \$643 ;
-  wire \$644 ;
-  wire [11:0] \$645 ;
+  wire [11:0] \$640 ;
+  wire [12:0] \$641 ;
+  wire \$642 ;
+  wire [11:0] \$643 ;
+  wire [12:0] \$644 ;
+  wire [12:0] \$645 ;
   wire [12:0] \$646 ;
-  wire \$647 ;
-  wire [11:0] \$648 ;
-  wire [12:0] \$649 ;
+  wire [7:0] \$647 ;
+  wire [7:0] \$648 ;
+  wire [7:0] \$649 ;
   wire [7:0] \$65 ;
-  wire \$650 ;
-  wire [11:0] \$651 ;
-  wire [12:0] \$652 ;
-  wire [12:0] \$653 ;
-  wire [12:0] \$654 ;
-  wire [7:0] \$655 ;
-  wire [7:0] \$656 ;
-  wire \$657 ;
-  wire [11:0] \$658 ;
-  wire [12:0] \$659 ;
+  wire [7:0] \$650 ;
+  wire [32:0] \$651 ;
+  wire [31:0] \$652 ;
+  wire [47:0] \$653 ;
+  wire [48:0] \$654 ;
+  wire [47:0] \$655 ;
+  wire [47:0] \$656 ;
+  wire [78:0] \$657 ;
+  wire [79:0] \$658 ;
+  wire [79:0] \$659 ;
   wire [7:0] \$66 ;
-  wire \$660 ;
-  wire [11:0] \$661 ;
-  wire [12:0] \$662 ;
+  wire [63:0] \$660 ;
+  wire [63:0] \$661 ;
+  wire [64:0] \$662 ;
   wire \$663 ;
-  wire [11:0] \$664 ;
-  wire [12:0] \$665 ;
+  wire \$664 ;
+  wire [11:0] \$665 ;
   wire [12:0] \$666 ;
-  wire [12:0] \$667 ;
-  wire [7:0] \$668 ;
-  wire [7:0] \$669 ;
+  wire \$667 ;
+  wire [11:0] \$668 ;
+  wire [12:0] \$669 ;
   wire [7:0] \$67 ;
-  wire [7:0] \$670 ;
+  wire \$670 ;
   wire [11:0] \$671 ;
   wire [12:0] \$672 ;
-  wire \$673 ;
-  wire [11:0] \$674 ;
-  wire [12:0] \$675 ;
-  wire \$676 ;
-  wire [11:0] \$677 ;
-  wire [12:0] \$678 ;
+  wire [12:0] \$673 ;
+  wire [12:0] \$674 ;
+  wire [7:0] \$675 ;
+  wire [7:0] \$676 ;
+  wire \$677 ;
+  wire [11:0] \$678 ;
   wire [12:0] \$679 ;
   wire [7:0] \$68 ;
-  wire [12:0] \$680 ;
-  wire [7:0] \$681 ;
-  wire [7:0] \$682 ;
-  wire [7:0] \$683 ;
-  wire [7:0] \$684 ;
-  wire [32:0] \$685 ;
-  wire [31:0] \$686 ;
-  wire [47:0] \$687 ;
-  wire [48:0] \$688 ;
-  wire [47:0] \$689 ;
+  wire \$680 ;
+  wire [11:0] \$681 ;
+  wire [12:0] \$682 ;
+  wire \$683 ;
+  wire [11:0] \$684 ;
+  wire [12:0] \$685 ;
+  wire [12:0] \$686 ;
+  wire [12:0] \$687 ;
+  wire [7:0] \$688 ;
+  wire [7:0] \$689 ;
   wire [7:0] \$69 ;
-  wire [47:0] \$690 ;
-  wire [78:0] \$691 ;
-  wire [79:0] \$692 ;
-  wire [79:0] \$693 ;
-  wire [63:0] \$694 ;
-  wire [63:0] \$695 ;
-  wire [64:0] \$696 ;
-  wire \$697 ;
-  wire \$698 ;
-  wire [11:0] \$699 ;
-  wire [2:0] \$7 ;
+  wire [7:0] \$690 ;
+  wire [11:0] \$691 ;
+  wire [12:0] \$692 ;
+  wire \$693 ;
+  wire [11:0] \$694 ;
+  wire [12:0] \$695 ;
+  wire \$696 ;
+  wire [11:0] \$697 ;
+  wire [12:0] \$698 ;
+  wire [12:0] \$699 ;
+  wire \$7 ;
   wire [7:0] \$70 ;
   wire [12:0] \$700 ;
-  wire \$701 ;
-  wire [11:0] \$702 ;
-  wire [12:0] \$703 ;
-  wire \$704 ;
-  wire [11:0] \$705 ;
-  wire [12:0] \$706 ;
-  wire [12:0] \$707 ;
-  wire [12:0] \$708 ;
-  wire [7:0] \$709 ;
+  wire [7:0] \$701 ;
+  wire [7:0] \$702 ;
+  wire [7:0] \$703 ;
+  wire [7:0] \$704 ;
+  wire [32:0] \$705 ;
+  wire [31:0] \$706 ;
+  wire [47:0] \$707 ;
+  wire [48:0] \$708 ;
+  wire [47:0] \$709 ;
   wire [7:0] \$71 ;
-  wire [7:0] \$710 ;
-  wire \$711 ;
-  wire [11:0] \$712 ;
-  wire [12:0] \$713 ;
-  wire \$714 ;
-  wire [11:0] \$715 ;
-  wire [12:0] \$716 ;
+  wire [47:0] \$710 ;
+  wire [78:0] \$711 ;
+  wire [79:0] \$712 ;
+  wire [79:0] \$713 ;
+  wire [63:0] \$714 ;
+  wire [63:0] \$715 ;
+  wire [64:0] \$716 ;
   wire \$717 ;
-  wire [11:0] \$718 ;
-  wire [12:0] \$719 ;
+  wire \$718 ;
+  wire [11:0] \$719 ;
   wire [7:0] \$72 ;
   wire [12:0] \$720 ;
-  wire [12:0] \$721 ;
-  wire [7:0] \$722 ;
-  wire [7:0] \$723 ;
-  wire [7:0] \$724 ;
+  wire \$721 ;
+  wire [11:0] \$722 ;
+  wire [12:0] \$723 ;
+  wire \$724 ;
   wire [11:0] \$725 ;
   wire [12:0] \$726 ;
-  wire \$727 ;
-  wire [11:0] \$728 ;
-  wire [12:0] \$729 ;
+  wire [12:0] \$727 ;
+  wire [12:0] \$728 ;
+  wire [7:0] \$729 ;
   wire [7:0] \$73 ;
-  wire \$730 ;
-  wire [11:0] \$731 ;
-  wire [12:0] \$732 ;
+  wire [7:0] \$730 ;
+  wire \$731 ;
+  wire [11:0] \$732 ;
   wire [12:0] \$733 ;
-  wire [12:0] \$734 ;
-  wire [7:0] \$735 ;
-  wire [7:0] \$736 ;
-  wire [7:0] \$737 ;
-  wire [7:0] \$738 ;
-  wire [32:0] \$739 ;
+  wire \$734 ;
+  wire [11:0] \$735 ;
+  wire [12:0] \$736 ;
+  wire \$737 ;
+  wire [11:0] \$738 ;
+  wire [12:0] \$739 ;
   wire [7:0] \$74 ;
-  wire [31:0] \$740 ;
-  wire [47:0] \$741 ;
-  wire [48:0] \$742 ;
-  wire [47:0] \$743 ;
-  wire [47:0] \$744 ;
-  wire [78:0] \$745 ;
-  wire [79:0] \$746 ;
-  wire [79:0] \$747 ;
-  wire [63:0] \$748 ;
-  wire [63:0] \$749 ;
+  wire [12:0] \$740 ;
+  wire [12:0] \$741 ;
+  wire [7:0] \$742 ;
+  wire [7:0] \$743 ;
+  wire [7:0] \$744 ;
+  wire [11:0] \$745 ;
+  wire [12:0] \$746 ;
+  wire \$747 ;
+  wire [11:0] \$748 ;
+  wire [12:0] \$749 ;
   wire [7:0] \$75 ;
-  wire [64:0] \$750 ;
-  wire \$751 ;
-  wire \$752 ;
-  wire [11:0] \$753 ;
+  wire \$750 ;
+  wire [11:0] \$751 ;
+  wire [12:0] \$752 ;
+  wire [12:0] \$753 ;
   wire [12:0] \$754 ;
-  wire \$755 ;
-  wire [11:0] \$756 ;
-  wire [12:0] \$757 ;
-  wire \$758 ;
-  wire [11:0] \$759 ;
+  wire [7:0] \$755 ;
+  wire [7:0] \$756 ;
+  wire [7:0] \$757 ;
+  wire [7:0] \$758 ;
+  wire [32:0] \$759 ;
   wire [7:0] \$76 ;
-  wire [12:0] \$760 ;
-  wire [12:0] \$761 ;
-  wire [12:0] \$762 ;
-  wire [7:0] \$763 ;
-  wire [7:0] \$764 ;
-  wire \$765 ;
-  wire [11:0] \$766 ;
-  wire [12:0] \$767 ;
-  wire \$768 ;
-  wire [11:0] \$769 ;
+  wire [31:0] \$760 ;
+  wire [47:0] \$761 ;
+  wire [48:0] \$762 ;
+  wire [47:0] \$763 ;
+  wire [47:0] \$764 ;
+  wire [78:0] \$765 ;
+  wire [79:0] \$766 ;
+  wire [79:0] \$767 ;
+  wire [63:0] \$768 ;
+  wire [63:0] \$769 ;
   wire [7:0] \$77 ;
-  wire [12:0] \$770 ;
+  wire [64:0] \$770 ;
   wire \$771 ;
-  wire [11:0] \$772 ;
-  wire [12:0] \$773 ;
+  wire \$772 ;
+  wire [11:0] \$773 ;
   wire [12:0] \$774 ;
-  wire [12:0] \$775 ;
-  wire [7:0] \$776 ;
-  wire [7:0] \$777 ;
-  wire [7:0] \$778 ;
+  wire \$775 ;
+  wire [11:0] \$776 ;
+  wire [12:0] \$777 ;
+  wire \$778 ;
   wire [11:0] \$779 ;
   wire [7:0] \$78 ;
   wire [12:0] \$780 ;
-  wire \$781 ;
-  wire [11:0] \$782 ;
-  wire [12:0] \$783 ;
-  wire \$784 ;
-  wire [11:0] \$785 ;
-  wire [12:0] \$786 ;
+  wire [12:0] \$781 ;
+  wire [12:0] \$782 ;
+  wire [7:0] \$783 ;
+  wire [7:0] \$784 ;
+  wire \$785 ;
+  wire [11:0] \$786 ;
   wire [12:0] \$787 ;
-  wire [12:0] \$788 ;
-  wire [7:0] \$789 ;
+  wire \$788 ;
+  wire [11:0] \$789 ;
   wire [7:0] \$79 ;
-  wire [7:0] \$790 ;
-  wire [7:0] \$791 ;
-  wire [7:0] \$792 ;
-  wire [32:0] \$793 ;
-  wire [31:0] \$794 ;
-  wire [47:0] \$795 ;
-  wire [48:0] \$796 ;
-  wire [47:0] \$797 ;
-  wire [47:0] \$798 ;
-  wire [78:0] \$799 ;
+  wire [12:0] \$790 ;
+  wire \$791 ;
+  wire [11:0] \$792 ;
+  wire [12:0] \$793 ;
+  wire [12:0] \$794 ;
+  wire [12:0] \$795 ;
+  wire [7:0] \$796 ;
+  wire [7:0] \$797 ;
+  wire [7:0] \$798 ;
+  wire [11:0] \$799 ;
   wire \$8 ;
   wire [7:0] \$80 ;
-  wire [79:0] \$800 ;
-  wire [79:0] \$801 ;
-  wire [63:0] \$802 ;
-  wire [63:0] \$803 ;
-  wire [64:0] \$804 ;
-  wire \$805 ;
-  wire \$806 ;
-  wire [11:0] \$807 ;
+  wire [12:0] \$800 ;
+  wire \$801 ;
+  wire [11:0] \$802 ;
+  wire [12:0] \$803 ;
+  wire \$804 ;
+  wire [11:0] \$805 ;
+  wire [12:0] \$806 ;
+  wire [12:0] \$807 ;
   wire [12:0] \$808 ;
-  wire \$809 ;
+  wire [7:0] \$809 ;
   wire [7:0] \$81 ;
-  wire [11:0] \$810 ;
-  wire [12:0] \$811 ;
-  wire \$812 ;
-  wire [11:0] \$813 ;
-  wire [12:0] \$814 ;
-  wire [12:0] \$815 ;
-  wire [12:0] \$816 ;
-  wire [7:0] \$817 ;
-  wire [7:0] \$818 ;
-  wire \$819 ;
+  wire [7:0] \$810 ;
+  wire [7:0] \$811 ;
+  wire [7:0] \$812 ;
+  wire [32:0] \$813 ;
+  wire [31:0] \$814 ;
+  wire [47:0] \$815 ;
+  wire [48:0] \$816 ;
+  wire [47:0] \$817 ;
+  wire [47:0] \$818 ;
+  wire [78:0] \$819 ;
   wire [7:0] \$82 ;
-  wire [11:0] \$820 ;
-  wire [12:0] \$821 ;
-  wire \$822 ;
-  wire [11:0] \$823 ;
-  wire [12:0] \$824 ;
+  wire [79:0] \$820 ;
+  wire [79:0] \$821 ;
+  wire [63:0] \$822 ;
+  wire [63:0] \$823 ;
+  wire [64:0] \$824 ;
   wire \$825 ;
-  wire [11:0] \$826 ;
-  wire [12:0] \$827 ;
+  wire \$826 ;
+  wire [11:0] \$827 ;
   wire [12:0] \$828 ;
-  wire [12:0] \$829 ;
+  wire \$829 ;
   wire [7:0] \$83 ;
-  wire [7:0] \$830 ;
-  wire [7:0] \$831 ;
-  wire [7:0] \$832 ;
+  wire [11:0] \$830 ;
+  wire [12:0] \$831 ;
+  wire \$832 ;
   wire [11:0] \$833 ;
   wire [12:0] \$834 ;
-  wire \$835 ;
-  wire [11:0] \$836 ;
-  wire [12:0] \$837 ;
-  wire \$838 ;
-  wire [11:0] \$839 ;
+  wire [12:0] \$835 ;
+  wire [12:0] \$836 ;
+  wire [7:0] \$837 ;
+  wire [7:0] \$838 ;
+  wire \$839 ;
   wire [7:0] \$84 ;
-  wire [12:0] \$840 ;
+  wire [11:0] \$840 ;
   wire [12:0] \$841 ;
-  wire [12:0] \$842 ;
-  wire [7:0] \$843 ;
-  wire [7:0] \$844 ;
-  wire [7:0] \$845 ;
-  wire [7:0] \$846 ;
-  wire [32:0] \$847 ;
-  wire [31:0] \$848 ;
-  wire [47:0] \$849 ;
+  wire \$842 ;
+  wire [11:0] \$843 ;
+  wire [12:0] \$844 ;
+  wire \$845 ;
+  wire [11:0] \$846 ;
+  wire [12:0] \$847 ;
+  wire [12:0] \$848 ;
+  wire [12:0] \$849 ;
   wire [7:0] \$85 ;
-  wire [48:0] \$850 ;
-  wire [47:0] \$851 ;
-  wire [47:0] \$852 ;
-  wire [78:0] \$853 ;
-  wire [79:0] \$854 ;
-  wire [79:0] \$855 ;
-  wire [63:0] \$856 ;
-  wire [63:0] \$857 ;
-  wire [64:0] \$858 ;
-  wire \$859 ;
+  wire [7:0] \$850 ;
+  wire [7:0] \$851 ;
+  wire [7:0] \$852 ;
+  wire [11:0] \$853 ;
+  wire [12:0] \$854 ;
+  wire \$855 ;
+  wire [11:0] \$856 ;
+  wire [12:0] \$857 ;
+  wire \$858 ;
+  wire [11:0] \$859 ;
   wire [7:0] \$86 ;
-  wire \$860 ;
-  wire [11:0] \$861 ;
+  wire [12:0] \$860 ;
+  wire [12:0] \$861 ;
   wire [12:0] \$862 ;
-  wire \$863 ;
-  wire [11:0] \$864 ;
-  wire [12:0] \$865 ;
-  wire \$866 ;
-  wire [11:0] \$867 ;
-  wire [12:0] \$868 ;
-  wire [12:0] \$869 ;
+  wire [7:0] \$863 ;
+  wire [7:0] \$864 ;
+  wire [7:0] \$865 ;
+  wire [7:0] \$866 ;
+  wire [32:0] \$867 ;
+  wire [31:0] \$868 ;
+  wire [47:0] \$869 ;
   wire [7:0] \$87 ;
-  wire [12:0] \$870 ;
-  wire [7:0] \$871 ;
-  wire [7:0] \$872 ;
-  wire \$873 ;
-  wire [11:0] \$874 ;
-  wire [12:0] \$875 ;
-  wire \$876 ;
-  wire [11:0] \$877 ;
-  wire [12:0] \$878 ;
+  wire [48:0] \$870 ;
+  wire [47:0] \$871 ;
+  wire [47:0] \$872 ;
+  wire [78:0] \$873 ;
+  wire [79:0] \$874 ;
+  wire [79:0] \$875 ;
+  wire [63:0] \$876 ;
+  wire [63:0] \$877 ;
+  wire [64:0] \$878 ;
   wire \$879 ;
   wire [7:0] \$88 ;
-  wire [11:0] \$880 ;
-  wire [12:0] \$881 ;
+  wire \$880 ;
+  wire [11:0] \$881 ;
   wire [12:0] \$882 ;
-  wire [12:0] \$883 ;
-  wire [7:0] \$884 ;
-  wire [7:0] \$885 ;
-  wire [7:0] \$886 ;
+  wire \$883 ;
+  wire [11:0] \$884 ;
+  wire [12:0] \$885 ;
+  wire \$886 ;
   wire [11:0] \$887 ;
   wire [12:0] \$888 ;
-  wire \$889 ;
+  wire [12:0] \$889 ;
   wire [7:0] \$89 ;
-  wire [11:0] \$890 ;
-  wire [12:0] \$891 ;
-  wire \$892 ;
-  wire [11:0] \$893 ;
-  wire [12:0] \$894 ;
+  wire [12:0] \$890 ;
+  wire [7:0] \$891 ;
+  wire [7:0] \$892 ;
+  wire \$893 ;
+  wire [11:0] \$894 ;
   wire [12:0] \$895 ;
-  wire [12:0] \$896 ;
-  wire [7:0] \$897 ;
-  wire [7:0] \$898 ;
-  wire [7:0] \$899 ;
-  wire [17:0] \$9 ;
+  wire \$896 ;
+  wire [11:0] \$897 ;
+  wire [12:0] \$898 ;
+  wire \$899 ;
+  wire \$9 ;
   wire [7:0] \$90 ;
-  wire [7:0] \$900 ;
-  wire [32:0] \$901 ;
-  wire [31:0] \$902 ;
-  wire [47:0] \$903 ;
-  wire [48:0] \$904 ;
-  wire [47:0] \$905 ;
-  wire [47:0] \$906 ;
-  wire [78:0] \$907 ;
-  wire [79:0] \$908 ;
-  wire [79:0] \$909 ;
-  wire [32:0] \$91 ;
-  wire [63:0] \$910 ;
-  wire [63:0] \$911 ;
-  wire [64:0] \$912 ;
-  wire \$913 ;
-  wire \$914 ;
-  wire [11:0] \$915 ;
+  wire [11:0] \$900 ;
+  wire [12:0] \$901 ;
+  wire [12:0] \$902 ;
+  wire [12:0] \$903 ;
+  wire [7:0] \$904 ;
+  wire [7:0] \$905 ;
+  wire [7:0] \$906 ;
+  wire [11:0] \$907 ;
+  wire [12:0] \$908 ;
+  wire \$909 ;
+  wire [7:0] \$91 ;
+  wire [11:0] \$910 ;
+  wire [12:0] \$911 ;
+  wire \$912 ;
+  wire [11:0] \$913 ;
+  wire [12:0] \$914 ;
+  wire [12:0] \$915 ;
   wire [12:0] \$916 ;
-  wire \$917 ;
-  wire [11:0] \$918 ;
-  wire [12:0] \$919 ;
-  wire [31:0] \$92 ;
-  wire \$920 ;
-  wire [11:0] \$921 ;
-  wire [12:0] \$922 ;
-  wire [12:0] \$923 ;
-  wire [12:0] \$924 ;
-  wire [7:0] \$925 ;
-  wire [7:0] \$926 ;
-  wire \$927 ;
-  wire [11:0] \$928 ;
-  wire [12:0] \$929 ;
-  wire [47:0] \$93 ;
-  wire \$930 ;
-  wire [11:0] \$931 ;
-  wire [12:0] \$932 ;
+  wire [7:0] \$917 ;
+  wire [7:0] \$918 ;
+  wire [7:0] \$919 ;
+  wire [7:0] \$92 ;
+  wire [7:0] \$920 ;
+  wire [32:0] \$921 ;
+  wire [31:0] \$922 ;
+  wire [47:0] \$923 ;
+  wire [48:0] \$924 ;
+  wire [47:0] \$925 ;
+  wire [47:0] \$926 ;
+  wire [78:0] \$927 ;
+  wire [79:0] \$928 ;
+  wire [79:0] \$929 ;
+  wire [7:0] \$93 ;
+  wire [63:0] \$930 ;
+  wire [63:0] \$931 ;
+  wire [64:0] \$932 ;
   wire \$933 ;
-  wire [11:0] \$934 ;
-  wire [12:0] \$935 ;
+  wire \$934 ;
+  wire [11:0] \$935 ;
   wire [12:0] \$936 ;
-  wire [12:0] \$937 ;
-  wire [7:0] \$938 ;
-  wire [7:0] \$939 ;
-  wire [48:0] \$94 ;
-  wire [7:0] \$940 ;
+  wire \$937 ;
+  wire [11:0] \$938 ;
+  wire [12:0] \$939 ;
+  wire [7:0] \$94 ;
+  wire \$940 ;
   wire [11:0] \$941 ;
   wire [12:0] \$942 ;
-  wire \$943 ;
-  wire [11:0] \$944 ;
-  wire [12:0] \$945 ;
-  wire \$946 ;
-  wire [11:0] \$947 ;
-  wire [12:0] \$948 ;
+  wire [12:0] \$943 ;
+  wire [12:0] \$944 ;
+  wire [7:0] \$945 ;
+  wire [7:0] \$946 ;
+  wire \$947 ;
+  wire [11:0] \$948 ;
   wire [12:0] \$949 ;
-  wire [47:0] \$95 ;
-  wire [12:0] \$950 ;
-  wire [7:0] \$951 ;
-  wire [7:0] \$952 ;
-  wire [7:0] \$953 ;
-  wire [7:0] \$954 ;
-  wire [17:0] \$955 ;
-  wire \$956 ;
-  wire \$957 ;
+  wire [7:0] \$95 ;
+  wire \$950 ;
+  wire [11:0] \$951 ;
+  wire [12:0] \$952 ;
+  wire \$953 ;
+  wire [11:0] \$954 ;
+  wire [12:0] \$955 ;
+  wire [12:0] \$956 ;
+  wire [12:0] \$957 ;
   wire [7:0] \$958 ;
   wire [7:0] \$959 ;
-  wire [47:0] \$96 ;
-  wire \$960 ;
-  wire \$961 ;
-  wire [7:0] \$962 ;
-  wire [7:0] \$963 ;
-  wire \$964 ;
-  wire \$965 ;
-  wire [7:0] \$966 ;
-  wire [7:0] \$967 ;
-  wire \$968 ;
-  wire \$969 ;
-  wire [78:0] \$97 ;
-  wire [7:0] \$970 ;
+  wire [7:0] \$96 ;
+  wire [7:0] \$960 ;
+  wire [11:0] \$961 ;
+  wire [12:0] \$962 ;
+  wire \$963 ;
+  wire [11:0] \$964 ;
+  wire [12:0] \$965 ;
+  wire \$966 ;
+  wire [11:0] \$967 ;
+  wire [12:0] \$968 ;
+  wire [12:0] \$969 ;
+  wire [7:0] \$97 ;
+  wire [12:0] \$970 ;
   wire [7:0] \$971 ;
-  wire \$972 ;
-  wire \$973 ;
+  wire [7:0] \$972 ;
+  wire [7:0] \$973 ;
   wire [7:0] \$974 ;
-  wire [7:0] \$975 ;
+  wire [17:0] \$975 ;
   wire \$976 ;
   wire \$977 ;
   wire [7:0] \$978 ;
   wire [7:0] \$979 ;
-  wire [79:0] \$98 ;
+  wire [7:0] \$98 ;
   wire \$980 ;
   wire \$981 ;
   wire [7:0] \$982 ;
@@ -55987,7 +55992,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$987 ;
   wire \$988 ;
   wire \$989 ;
-  wire [79:0] \$99 ;
+  wire [7:0] \$99 ;
   wire [7:0] \$990 ;
   wire [7:0] \$991 ;
   wire \$992 ;
@@ -56358,7 +56363,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [5:0] shift_7 = 6'h00;
   reg [5:0] shift_8 = 6'h00;
   reg [5:0] shift_9 = 6'h00;
-  wire shift_bad;
+  reg [15:0] shift_out_of_range = 16'h0000;
   output [13:0] spad_rd__addr;
   reg [13:0] spad_rd__addr;
   input [127:0] spad_rd__data;
@@ -56418,1783 +56423,1966 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [7:0] y5_7 = 8'h00;
   reg [7:0] y5_8 = 8'h00;
   reg [7:0] y5_9 = 8'h00;
-  assign \$1  = | cmd[155:152];
-  assign \$2  = | cmd[151:148];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = ! cmd[55:40];
-  assign \$5  = cmd[144] ? 1'h0 : 1'h1;
-  assign \$6  = ~ cmd[144];
-  assign \$7  = pidx + 1'h1;
-  assign \$8  = pidx == 2'h2;
-  assign \$9  = issued + 1'h1;
-  assign \$10  = retired == cmd[55:40];
-  assign \$11  = v0 ? spad_rd__data[7:0] : res1_0;
-  assign \$12  = v1 ? res1_0 : res2_0;
-  assign \$13  = v2 ? res2_0 : res3_0;
-  assign \$14  = v3 ? res3_0 : res4_0;
-  assign \$15  = v4 ? res4_0 : res5_0;
-  assign \$16  = v0 ? spad_rd__data[15:8] : res1_1;
-  assign \$17  = v1 ? res1_1 : res2_1;
-  assign \$18  = v2 ? res2_1 : res3_1;
-  assign \$19  = v3 ? res3_1 : res4_1;
-  assign \$20  = v4 ? res4_1 : res5_1;
-  assign \$21  = v0 ? spad_rd__data[23:16] : res1_2;
-  assign \$22  = v1 ? res1_2 : res2_2;
-  assign \$23  = v2 ? res2_2 : res3_2;
-  assign \$24  = v3 ? res3_2 : res4_2;
-  assign \$25  = v4 ? res4_2 : res5_2;
-  assign \$26  = v0 ? spad_rd__data[31:24] : res1_3;
-  assign \$27  = v1 ? res1_3 : res2_3;
-  assign \$28  = v2 ? res2_3 : res3_3;
-  assign \$29  = v3 ? res3_3 : res4_3;
-  assign \$30  = v4 ? res4_3 : res5_3;
-  assign \$31  = v0 ? spad_rd__data[39:32] : res1_4;
-  assign \$32  = v1 ? res1_4 : res2_4;
-  assign \$33  = v2 ? res2_4 : res3_4;
-  assign \$34  = v3 ? res3_4 : res4_4;
-  assign \$35  = v4 ? res4_4 : res5_4;
-  assign \$36  = v0 ? spad_rd__data[47:40] : res1_5;
-  assign \$37  = v1 ? res1_5 : res2_5;
-  assign \$38  = v2 ? res2_5 : res3_5;
-  assign \$39  = v3 ? res3_5 : res4_5;
-  assign \$40  = v4 ? res4_5 : res5_5;
-  assign \$41  = v0 ? spad_rd__data[55:48] : res1_6;
-  assign \$42  = v1 ? res1_6 : res2_6;
-  assign \$43  = v2 ? res2_6 : res3_6;
-  assign \$44  = v3 ? res3_6 : res4_6;
-  assign \$45  = v4 ? res4_6 : res5_6;
-  assign \$46  = v0 ? spad_rd__data[63:56] : res1_7;
-  assign \$47  = v1 ? res1_7 : res2_7;
-  assign \$48  = v2 ? res2_7 : res3_7;
-  assign \$49  = v3 ? res3_7 : res4_7;
-  assign \$50  = v4 ? res4_7 : res5_7;
-  assign \$51  = v0 ? spad_rd__data[71:64] : res1_8;
-  assign \$52  = v1 ? res1_8 : res2_8;
-  assign \$53  = v2 ? res2_8 : res3_8;
-  assign \$54  = v3 ? res3_8 : res4_8;
-  assign \$55  = v4 ? res4_8 : res5_8;
-  assign \$56  = v0 ? spad_rd__data[79:72] : res1_9;
-  assign \$57  = v1 ? res1_9 : res2_9;
-  assign \$58  = v2 ? res2_9 : res3_9;
-  assign \$59  = v3 ? res3_9 : res4_9;
-  assign \$60  = v4 ? res4_9 : res5_9;
-  assign \$61  = v0 ? spad_rd__data[87:80] : res1_10;
-  assign \$62  = v1 ? res1_10 : res2_10;
-  assign \$63  = v2 ? res2_10 : res3_10;
-  assign \$64  = v3 ? res3_10 : res4_10;
-  assign \$65  = v4 ? res4_10 : res5_10;
-  assign \$66  = v0 ? spad_rd__data[95:88] : res1_11;
-  assign \$67  = v1 ? res1_11 : res2_11;
-  assign \$68  = v2 ? res2_11 : res3_11;
-  assign \$69  = v3 ? res3_11 : res4_11;
-  assign \$70  = v4 ? res4_11 : res5_11;
-  assign \$71  = v0 ? spad_rd__data[103:96] : res1_12;
-  assign \$72  = v1 ? res1_12 : res2_12;
-  assign \$73  = v2 ? res2_12 : res3_12;
-  assign \$74  = v3 ? res3_12 : res4_12;
-  assign \$75  = v4 ? res4_12 : res5_12;
-  assign \$76  = v0 ? spad_rd__data[111:104] : res1_13;
-  assign \$77  = v1 ? res1_13 : res2_13;
-  assign \$78  = v2 ? res2_13 : res3_13;
-  assign \$79  = v3 ? res3_13 : res4_13;
-  assign \$80  = v4 ? res4_13 : res5_13;
-  assign \$81  = v0 ? spad_rd__data[119:112] : res1_14;
-  assign \$82  = v1 ? res1_14 : res2_14;
-  assign \$83  = v2 ? res2_14 : res3_14;
-  assign \$84  = v3 ? res3_14 : res4_14;
-  assign \$85  = v4 ? res4_14 : res5_14;
-  assign \$86  = v0 ? spad_rd__data[127:120] : res1_15;
-  assign \$87  = v1 ? res1_15 : res2_15;
-  assign \$88  = v2 ? res2_15 : res3_15;
-  assign \$89  = v3 ? res3_15 : res4_15;
-  assign \$90  = v4 ? res4_15 : res5_15;
-  assign \$91  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
-  assign \$92  = v0 ? \$91 [31:0] : x1_0;
-  assign \$93  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
-  assign \$94  = v1 ? { \$93 [47], \$93  } : plo2_0;
-  assign \$95  = $signed(x1_0) * $signed(mult_0[31:16]);
-  assign \$96  = v1 ? \$95  : phi2_0;
-  assign \$98  = $signed(plo2_0) + $signed(\$97 );
-  assign \$99  = v2 ? \$98  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
-  assign \$100  = $signed(p3_0) >>> shift_0;
-  assign \$101  = v3 ? \$100  : sh4_0;
-  assign \$103  = \$102  >> shift_0;
-  assign \$104  = v3 ? \$103  : rb4_0;
-  assign \$105  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$106  = $signed(\$105 ) + $signed(cmd[143:136]);
-  assign \$107  = $signed(\$106 ) > $signed(8'h7f);
-  assign \$108  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$109  = $signed(\$108 ) + $signed(cmd[143:136]);
-  assign \$110  = $signed(\$109 ) < $signed(8'h80);
-  assign \$111  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$112  = $signed(\$111 ) + $signed(cmd[143:136]);
-  assign \$113  = \$110  ? 13'h1f80 : \$112 ;
-  assign \$114  = \$107  ? 13'h007f : \$113 ;
-  assign \$115  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$116  = fits5_0 ? \$114 [7:0] : \$115 ;
-  assign \$117  = $signed(\$116 ) > $signed(cmd[143:136]);
-  assign \$118  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$119  = $signed(\$118 ) + $signed(cmd[143:136]);
-  assign \$120  = $signed(\$119 ) > $signed(8'h7f);
-  assign \$121  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$122  = $signed(\$121 ) + $signed(cmd[143:136]);
-  assign \$123  = $signed(\$122 ) < $signed(8'h80);
-  assign \$124  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$125  = $signed(\$124 ) + $signed(cmd[143:136]);
-  assign \$126  = \$123  ? 13'h1f80 : \$125 ;
-  assign \$127  = \$120  ? 13'h007f : \$126 ;
-  assign \$128  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$129  = fits5_0 ? \$127 [7:0] : \$128 ;
-  assign \$130  = \$117  ? \$129  : cmd[143:136];
+  assign \$1  = | acc_rd__data[31:6];
+  assign \$2  = | acc_rd__data[63:38];
+  assign \$3  = | acc_rd__data[95:70];
+  assign \$4  = | acc_rd__data[127:102];
+  assign \$5  = | acc_rd__data[159:134];
+  assign \$6  = | acc_rd__data[191:166];
+  assign \$7  = | acc_rd__data[223:198];
+  assign \$8  = | acc_rd__data[255:230];
+  assign \$9  = | acc_rd__data[287:262];
+  assign \$10  = | acc_rd__data[319:294];
+  assign \$11  = | acc_rd__data[351:326];
+  assign \$12  = | acc_rd__data[383:358];
+  assign \$13  = | acc_rd__data[415:390];
+  assign \$14  = | acc_rd__data[447:422];
+  assign \$15  = | acc_rd__data[479:454];
+  assign \$16  = | acc_rd__data[511:486];
+  assign \$17  = | cmd[155:152];
+  assign \$18  = | cmd[151:148];
+  assign \$19  = \$17  | \$18 ;
+  assign \$20  = ! cmd[55:40];
+  assign \$21  = ~ cmd[144];
+  assign \$22  = ! pidx;
+  assign \$23  = ~ cmd[144];
+  assign \$24  = \$22  & \$23 ;
+  assign \$25  = pidx + 1'h1;
+  assign \$26  = \$24  ? 3'h2 : \$25 ;
+  assign \$27  = pidx == 2'h2;
+  assign \$28  = | shift_out_of_range;
+  assign \$29  = issued + 1'h1;
+  assign \$30  = retired == cmd[55:40];
+  assign \$31  = v0 ? spad_rd__data[7:0] : res1_0;
+  assign \$32  = v1 ? res1_0 : res2_0;
+  assign \$33  = v2 ? res2_0 : res3_0;
+  assign \$34  = v3 ? res3_0 : res4_0;
+  assign \$35  = v4 ? res4_0 : res5_0;
+  assign \$36  = v0 ? spad_rd__data[15:8] : res1_1;
+  assign \$37  = v1 ? res1_1 : res2_1;
+  assign \$38  = v2 ? res2_1 : res3_1;
+  assign \$39  = v3 ? res3_1 : res4_1;
+  assign \$40  = v4 ? res4_1 : res5_1;
+  assign \$41  = v0 ? spad_rd__data[23:16] : res1_2;
+  assign \$42  = v1 ? res1_2 : res2_2;
+  assign \$43  = v2 ? res2_2 : res3_2;
+  assign \$44  = v3 ? res3_2 : res4_2;
+  assign \$45  = v4 ? res4_2 : res5_2;
+  assign \$46  = v0 ? spad_rd__data[31:24] : res1_3;
+  assign \$47  = v1 ? res1_3 : res2_3;
+  assign \$48  = v2 ? res2_3 : res3_3;
+  assign \$49  = v3 ? res3_3 : res4_3;
+  assign \$50  = v4 ? res4_3 : res5_3;
+  assign \$51  = v0 ? spad_rd__data[39:32] : res1_4;
+  assign \$52  = v1 ? res1_4 : res2_4;
+  assign \$53  = v2 ? res2_4 : res3_4;
+  assign \$54  = v3 ? res3_4 : res4_4;
+  assign \$55  = v4 ? res4_4 : res5_4;
+  assign \$56  = v0 ? spad_rd__data[47:40] : res1_5;
+  assign \$57  = v1 ? res1_5 : res2_5;
+  assign \$58  = v2 ? res2_5 : res3_5;
+  assign \$59  = v3 ? res3_5 : res4_5;
+  assign \$60  = v4 ? res4_5 : res5_5;
+  assign \$61  = v0 ? spad_rd__data[55:48] : res1_6;
+  assign \$62  = v1 ? res1_6 : res2_6;
+  assign \$63  = v2 ? res2_6 : res3_6;
+  assign \$64  = v3 ? res3_6 : res4_6;
+  assign \$65  = v4 ? res4_6 : res5_6;
+  assign \$66  = v0 ? spad_rd__data[63:56] : res1_7;
+  assign \$67  = v1 ? res1_7 : res2_7;
+  assign \$68  = v2 ? res2_7 : res3_7;
+  assign \$69  = v3 ? res3_7 : res4_7;
+  assign \$70  = v4 ? res4_7 : res5_7;
+  assign \$71  = v0 ? spad_rd__data[71:64] : res1_8;
+  assign \$72  = v1 ? res1_8 : res2_8;
+  assign \$73  = v2 ? res2_8 : res3_8;
+  assign \$74  = v3 ? res3_8 : res4_8;
+  assign \$75  = v4 ? res4_8 : res5_8;
+  assign \$76  = v0 ? spad_rd__data[79:72] : res1_9;
+  assign \$77  = v1 ? res1_9 : res2_9;
+  assign \$78  = v2 ? res2_9 : res3_9;
+  assign \$79  = v3 ? res3_9 : res4_9;
+  assign \$80  = v4 ? res4_9 : res5_9;
+  assign \$81  = v0 ? spad_rd__data[87:80] : res1_10;
+  assign \$82  = v1 ? res1_10 : res2_10;
+  assign \$83  = v2 ? res2_10 : res3_10;
+  assign \$84  = v3 ? res3_10 : res4_10;
+  assign \$85  = v4 ? res4_10 : res5_10;
+  assign \$86  = v0 ? spad_rd__data[95:88] : res1_11;
+  assign \$87  = v1 ? res1_11 : res2_11;
+  assign \$88  = v2 ? res2_11 : res3_11;
+  assign \$89  = v3 ? res3_11 : res4_11;
+  assign \$90  = v4 ? res4_11 : res5_11;
+  assign \$91  = v0 ? spad_rd__data[103:96] : res1_12;
+  assign \$92  = v1 ? res1_12 : res2_12;
+  assign \$93  = v2 ? res2_12 : res3_12;
+  assign \$94  = v3 ? res3_12 : res4_12;
+  assign \$95  = v4 ? res4_12 : res5_12;
+  assign \$96  = v0 ? spad_rd__data[111:104] : res1_13;
+  assign \$97  = v1 ? res1_13 : res2_13;
+  assign \$98  = v2 ? res2_13 : res3_13;
+  assign \$99  = v3 ? res3_13 : res4_13;
+  assign \$100  = v4 ? res4_13 : res5_13;
+  assign \$101  = v0 ? spad_rd__data[119:112] : res1_14;
+  assign \$102  = v1 ? res1_14 : res2_14;
+  assign \$103  = v2 ? res2_14 : res3_14;
+  assign \$104  = v3 ? res3_14 : res4_14;
+  assign \$105  = v4 ? res4_14 : res5_14;
+  assign \$106  = v0 ? spad_rd__data[127:120] : res1_15;
+  assign \$107  = v1 ? res1_15 : res2_15;
+  assign \$108  = v2 ? res2_15 : res3_15;
+  assign \$109  = v3 ? res3_15 : res4_15;
+  assign \$110  = v4 ? res4_15 : res5_15;
+  assign \$111  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
+  assign \$112  = v0 ? \$111 [31:0] : x1_0;
+  assign \$113  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
+  assign \$114  = v1 ? { \$113 [47], \$113  } : plo2_0;
+  assign \$115  = $signed(x1_0) * $signed(mult_0[31:16]);
+  assign \$116  = v1 ? \$115  : phi2_0;
+  assign \$118  = $signed(plo2_0) + $signed(\$117 );
+  assign \$119  = v2 ? \$118  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
+  assign \$120  = $signed(p3_0) >>> shift_0;
+  assign \$121  = v3 ? \$120  : sh4_0;
+  assign \$123  = \$122  >> shift_0;
+  assign \$124  = v3 ? \$123  : rb4_0;
+  assign \$125  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$126  = $signed(\$125 ) + $signed(cmd[143:136]);
+  assign \$127  = $signed(\$126 ) > $signed(8'h7f);
+  assign \$128  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$129  = $signed(\$128 ) + $signed(cmd[143:136]);
+  assign \$130  = $signed(\$129 ) < $signed(8'h80);
   assign \$131  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
   assign \$132  = $signed(\$131 ) + $signed(cmd[143:136]);
-  assign \$133  = $signed(\$132 ) > $signed(8'h7f);
-  assign \$134  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$135  = $signed(\$134 ) + $signed(cmd[143:136]);
-  assign \$136  = $signed(\$135 ) < $signed(8'h80);
-  assign \$137  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$138  = $signed(\$137 ) + $signed(cmd[143:136]);
-  assign \$139  = \$136  ? 13'h1f80 : \$138 ;
-  assign \$140  = \$133  ? 13'h007f : \$139 ;
-  assign \$141  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$142  = fits5_0 ? \$140 [7:0] : \$141 ;
-  assign \$143  = cmd[145] ? \$130  : \$142 ;
-  assign \$144  = v4 ? \$143  : y5_0;
-  assign \$145  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
-  assign \$146  = v0 ? \$145 [31:0] : x1_1;
-  assign \$147  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
-  assign \$148  = v1 ? { \$147 [47], \$147  } : plo2_1;
-  assign \$149  = $signed(x1_1) * $signed(mult_1[31:16]);
-  assign \$150  = v1 ? \$149  : phi2_1;
-  assign \$152  = $signed(plo2_1) + $signed(\$151 );
-  assign \$153  = v2 ? \$152  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
-  assign \$154  = $signed(p3_1) >>> shift_1;
-  assign \$155  = v3 ? \$154  : sh4_1;
-  assign \$157  = \$156  >> shift_1;
-  assign \$158  = v3 ? \$157  : rb4_1;
-  assign \$159  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$160  = $signed(\$159 ) + $signed(cmd[143:136]);
-  assign \$161  = $signed(\$160 ) > $signed(8'h7f);
-  assign \$162  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$163  = $signed(\$162 ) + $signed(cmd[143:136]);
-  assign \$164  = $signed(\$163 ) < $signed(8'h80);
-  assign \$165  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$166  = $signed(\$165 ) + $signed(cmd[143:136]);
-  assign \$167  = \$164  ? 13'h1f80 : \$166 ;
-  assign \$168  = \$161  ? 13'h007f : \$167 ;
-  assign \$169  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$170  = fits5_1 ? \$168 [7:0] : \$169 ;
-  assign \$171  = $signed(\$170 ) > $signed(cmd[143:136]);
-  assign \$172  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$173  = $signed(\$172 ) + $signed(cmd[143:136]);
-  assign \$174  = $signed(\$173 ) > $signed(8'h7f);
-  assign \$175  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$176  = $signed(\$175 ) + $signed(cmd[143:136]);
-  assign \$177  = $signed(\$176 ) < $signed(8'h80);
-  assign \$178  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$179  = $signed(\$178 ) + $signed(cmd[143:136]);
-  assign \$180  = \$177  ? 13'h1f80 : \$179 ;
-  assign \$181  = \$174  ? 13'h007f : \$180 ;
-  assign \$182  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$183  = fits5_1 ? \$181 [7:0] : \$182 ;
-  assign \$184  = \$171  ? \$183  : cmd[143:136];
+  assign \$133  = \$130  ? 13'h1f80 : \$132 ;
+  assign \$134  = \$127  ? 13'h007f : \$133 ;
+  assign \$135  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$136  = fits5_0 ? \$134 [7:0] : \$135 ;
+  assign \$137  = $signed(\$136 ) > $signed(cmd[143:136]);
+  assign \$138  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$139  = $signed(\$138 ) + $signed(cmd[143:136]);
+  assign \$140  = $signed(\$139 ) > $signed(8'h7f);
+  assign \$141  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$142  = $signed(\$141 ) + $signed(cmd[143:136]);
+  assign \$143  = $signed(\$142 ) < $signed(8'h80);
+  assign \$144  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$145  = $signed(\$144 ) + $signed(cmd[143:136]);
+  assign \$146  = \$143  ? 13'h1f80 : \$145 ;
+  assign \$147  = \$140  ? 13'h007f : \$146 ;
+  assign \$148  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$149  = fits5_0 ? \$147 [7:0] : \$148 ;
+  assign \$150  = \$137  ? \$149  : cmd[143:136];
+  assign \$151  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$152  = $signed(\$151 ) + $signed(cmd[143:136]);
+  assign \$153  = $signed(\$152 ) > $signed(8'h7f);
+  assign \$154  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$155  = $signed(\$154 ) + $signed(cmd[143:136]);
+  assign \$156  = $signed(\$155 ) < $signed(8'h80);
+  assign \$157  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$158  = $signed(\$157 ) + $signed(cmd[143:136]);
+  assign \$159  = \$156  ? 13'h1f80 : \$158 ;
+  assign \$160  = \$153  ? 13'h007f : \$159 ;
+  assign \$161  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$162  = fits5_0 ? \$160 [7:0] : \$161 ;
+  assign \$163  = cmd[145] ? \$150  : \$162 ;
+  assign \$164  = v4 ? \$163  : y5_0;
+  assign \$165  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
+  assign \$166  = v0 ? \$165 [31:0] : x1_1;
+  assign \$167  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
+  assign \$168  = v1 ? { \$167 [47], \$167  } : plo2_1;
+  assign \$169  = $signed(x1_1) * $signed(mult_1[31:16]);
+  assign \$170  = v1 ? \$169  : phi2_1;
+  assign \$172  = $signed(plo2_1) + $signed(\$171 );
+  assign \$173  = v2 ? \$172  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
+  assign \$174  = $signed(p3_1) >>> shift_1;
+  assign \$175  = v3 ? \$174  : sh4_1;
+  assign \$177  = \$176  >> shift_1;
+  assign \$178  = v3 ? \$177  : rb4_1;
+  assign \$179  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$180  = $signed(\$179 ) + $signed(cmd[143:136]);
+  assign \$181  = $signed(\$180 ) > $signed(8'h7f);
+  assign \$182  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$183  = $signed(\$182 ) + $signed(cmd[143:136]);
+  assign \$184  = $signed(\$183 ) < $signed(8'h80);
   assign \$185  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
   assign \$186  = $signed(\$185 ) + $signed(cmd[143:136]);
-  assign \$187  = $signed(\$186 ) > $signed(8'h7f);
-  assign \$188  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$189  = $signed(\$188 ) + $signed(cmd[143:136]);
-  assign \$190  = $signed(\$189 ) < $signed(8'h80);
-  assign \$191  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$192  = $signed(\$191 ) + $signed(cmd[143:136]);
-  assign \$193  = \$190  ? 13'h1f80 : \$192 ;
-  assign \$194  = \$187  ? 13'h007f : \$193 ;
-  assign \$195  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$196  = fits5_1 ? \$194 [7:0] : \$195 ;
-  assign \$197  = cmd[145] ? \$184  : \$196 ;
-  assign \$198  = v4 ? \$197  : y5_1;
-  assign \$199  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
-  assign \$200  = v0 ? \$199 [31:0] : x1_2;
-  assign \$201  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
-  assign \$202  = v1 ? { \$201 [47], \$201  } : plo2_2;
-  assign \$203  = $signed(x1_2) * $signed(mult_2[31:16]);
-  assign \$204  = v1 ? \$203  : phi2_2;
-  assign \$206  = $signed(plo2_2) + $signed(\$205 );
-  assign \$207  = v2 ? \$206  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
-  assign \$208  = $signed(p3_2) >>> shift_2;
-  assign \$209  = v3 ? \$208  : sh4_2;
-  assign \$211  = \$210  >> shift_2;
-  assign \$212  = v3 ? \$211  : rb4_2;
-  assign \$213  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$214  = $signed(\$213 ) + $signed(cmd[143:136]);
-  assign \$215  = $signed(\$214 ) > $signed(8'h7f);
-  assign \$216  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$217  = $signed(\$216 ) + $signed(cmd[143:136]);
-  assign \$218  = $signed(\$217 ) < $signed(8'h80);
-  assign \$219  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$220  = $signed(\$219 ) + $signed(cmd[143:136]);
-  assign \$221  = \$218  ? 13'h1f80 : \$220 ;
-  assign \$222  = \$215  ? 13'h007f : \$221 ;
-  assign \$223  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$224  = fits5_2 ? \$222 [7:0] : \$223 ;
-  assign \$225  = $signed(\$224 ) > $signed(cmd[143:136]);
-  assign \$226  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$227  = $signed(\$226 ) + $signed(cmd[143:136]);
-  assign \$228  = $signed(\$227 ) > $signed(8'h7f);
-  assign \$229  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$230  = $signed(\$229 ) + $signed(cmd[143:136]);
-  assign \$231  = $signed(\$230 ) < $signed(8'h80);
-  assign \$232  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$233  = $signed(\$232 ) + $signed(cmd[143:136]);
-  assign \$234  = \$231  ? 13'h1f80 : \$233 ;
-  assign \$235  = \$228  ? 13'h007f : \$234 ;
-  assign \$236  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$237  = fits5_2 ? \$235 [7:0] : \$236 ;
-  assign \$238  = \$225  ? \$237  : cmd[143:136];
+  assign \$187  = \$184  ? 13'h1f80 : \$186 ;
+  assign \$188  = \$181  ? 13'h007f : \$187 ;
+  assign \$189  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$190  = fits5_1 ? \$188 [7:0] : \$189 ;
+  assign \$191  = $signed(\$190 ) > $signed(cmd[143:136]);
+  assign \$192  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$193  = $signed(\$192 ) + $signed(cmd[143:136]);
+  assign \$194  = $signed(\$193 ) > $signed(8'h7f);
+  assign \$195  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$196  = $signed(\$195 ) + $signed(cmd[143:136]);
+  assign \$197  = $signed(\$196 ) < $signed(8'h80);
+  assign \$198  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$199  = $signed(\$198 ) + $signed(cmd[143:136]);
+  assign \$200  = \$197  ? 13'h1f80 : \$199 ;
+  assign \$201  = \$194  ? 13'h007f : \$200 ;
+  assign \$202  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$203  = fits5_1 ? \$201 [7:0] : \$202 ;
+  assign \$204  = \$191  ? \$203  : cmd[143:136];
+  assign \$205  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$206  = $signed(\$205 ) + $signed(cmd[143:136]);
+  assign \$207  = $signed(\$206 ) > $signed(8'h7f);
+  assign \$208  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$209  = $signed(\$208 ) + $signed(cmd[143:136]);
+  assign \$210  = $signed(\$209 ) < $signed(8'h80);
+  assign \$211  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$212  = $signed(\$211 ) + $signed(cmd[143:136]);
+  assign \$213  = \$210  ? 13'h1f80 : \$212 ;
+  assign \$214  = \$207  ? 13'h007f : \$213 ;
+  assign \$215  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$216  = fits5_1 ? \$214 [7:0] : \$215 ;
+  assign \$217  = cmd[145] ? \$204  : \$216 ;
+  assign \$218  = v4 ? \$217  : y5_1;
+  assign \$219  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
+  assign \$220  = v0 ? \$219 [31:0] : x1_2;
+  assign \$221  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
+  assign \$222  = v1 ? { \$221 [47], \$221  } : plo2_2;
+  assign \$223  = $signed(x1_2) * $signed(mult_2[31:16]);
+  assign \$224  = v1 ? \$223  : phi2_2;
+  assign \$226  = $signed(plo2_2) + $signed(\$225 );
+  assign \$227  = v2 ? \$226  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
+  assign \$228  = $signed(p3_2) >>> shift_2;
+  assign \$229  = v3 ? \$228  : sh4_2;
+  assign \$231  = \$230  >> shift_2;
+  assign \$232  = v3 ? \$231  : rb4_2;
+  assign \$233  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$234  = $signed(\$233 ) + $signed(cmd[143:136]);
+  assign \$235  = $signed(\$234 ) > $signed(8'h7f);
+  assign \$236  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$237  = $signed(\$236 ) + $signed(cmd[143:136]);
+  assign \$238  = $signed(\$237 ) < $signed(8'h80);
   assign \$239  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
   assign \$240  = $signed(\$239 ) + $signed(cmd[143:136]);
-  assign \$241  = $signed(\$240 ) > $signed(8'h7f);
-  assign \$242  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$243  = $signed(\$242 ) + $signed(cmd[143:136]);
-  assign \$244  = $signed(\$243 ) < $signed(8'h80);
-  assign \$245  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$246  = $signed(\$245 ) + $signed(cmd[143:136]);
-  assign \$247  = \$244  ? 13'h1f80 : \$246 ;
-  assign \$248  = \$241  ? 13'h007f : \$247 ;
-  assign \$249  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$250  = fits5_2 ? \$248 [7:0] : \$249 ;
-  assign \$251  = cmd[145] ? \$238  : \$250 ;
-  assign \$252  = v4 ? \$251  : y5_2;
-  assign \$253  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
-  assign \$254  = v0 ? \$253 [31:0] : x1_3;
-  assign \$255  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
-  assign \$256  = v1 ? { \$255 [47], \$255  } : plo2_3;
-  assign \$257  = $signed(x1_3) * $signed(mult_3[31:16]);
-  assign \$258  = v1 ? \$257  : phi2_3;
-  assign \$260  = $signed(plo2_3) + $signed(\$259 );
-  assign \$261  = v2 ? \$260  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
-  assign \$262  = $signed(p3_3) >>> shift_3;
-  assign \$263  = v3 ? \$262  : sh4_3;
-  assign \$265  = \$264  >> shift_3;
-  assign \$266  = v3 ? \$265  : rb4_3;
-  assign \$267  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$268  = $signed(\$267 ) + $signed(cmd[143:136]);
-  assign \$269  = $signed(\$268 ) > $signed(8'h7f);
-  assign \$270  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$271  = $signed(\$270 ) + $signed(cmd[143:136]);
-  assign \$272  = $signed(\$271 ) < $signed(8'h80);
-  assign \$273  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$274  = $signed(\$273 ) + $signed(cmd[143:136]);
-  assign \$275  = \$272  ? 13'h1f80 : \$274 ;
-  assign \$276  = \$269  ? 13'h007f : \$275 ;
-  assign \$277  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$278  = fits5_3 ? \$276 [7:0] : \$277 ;
-  assign \$279  = $signed(\$278 ) > $signed(cmd[143:136]);
-  assign \$280  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$281  = $signed(\$280 ) + $signed(cmd[143:136]);
-  assign \$282  = $signed(\$281 ) > $signed(8'h7f);
-  assign \$283  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$284  = $signed(\$283 ) + $signed(cmd[143:136]);
-  assign \$285  = $signed(\$284 ) < $signed(8'h80);
-  assign \$286  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$287  = $signed(\$286 ) + $signed(cmd[143:136]);
-  assign \$288  = \$285  ? 13'h1f80 : \$287 ;
-  assign \$289  = \$282  ? 13'h007f : \$288 ;
-  assign \$290  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$291  = fits5_3 ? \$289 [7:0] : \$290 ;
-  assign \$292  = \$279  ? \$291  : cmd[143:136];
+  assign \$241  = \$238  ? 13'h1f80 : \$240 ;
+  assign \$242  = \$235  ? 13'h007f : \$241 ;
+  assign \$243  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$244  = fits5_2 ? \$242 [7:0] : \$243 ;
+  assign \$245  = $signed(\$244 ) > $signed(cmd[143:136]);
+  assign \$246  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$247  = $signed(\$246 ) + $signed(cmd[143:136]);
+  assign \$248  = $signed(\$247 ) > $signed(8'h7f);
+  assign \$249  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$250  = $signed(\$249 ) + $signed(cmd[143:136]);
+  assign \$251  = $signed(\$250 ) < $signed(8'h80);
+  assign \$252  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$253  = $signed(\$252 ) + $signed(cmd[143:136]);
+  assign \$254  = \$251  ? 13'h1f80 : \$253 ;
+  assign \$255  = \$248  ? 13'h007f : \$254 ;
+  assign \$256  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$257  = fits5_2 ? \$255 [7:0] : \$256 ;
+  assign \$258  = \$245  ? \$257  : cmd[143:136];
+  assign \$259  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$260  = $signed(\$259 ) + $signed(cmd[143:136]);
+  assign \$261  = $signed(\$260 ) > $signed(8'h7f);
+  assign \$262  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$263  = $signed(\$262 ) + $signed(cmd[143:136]);
+  assign \$264  = $signed(\$263 ) < $signed(8'h80);
+  assign \$265  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$266  = $signed(\$265 ) + $signed(cmd[143:136]);
+  assign \$267  = \$264  ? 13'h1f80 : \$266 ;
+  assign \$268  = \$261  ? 13'h007f : \$267 ;
+  assign \$269  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$270  = fits5_2 ? \$268 [7:0] : \$269 ;
+  assign \$271  = cmd[145] ? \$258  : \$270 ;
+  assign \$272  = v4 ? \$271  : y5_2;
+  assign \$273  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
+  assign \$274  = v0 ? \$273 [31:0] : x1_3;
+  assign \$275  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
+  assign \$276  = v1 ? { \$275 [47], \$275  } : plo2_3;
+  assign \$277  = $signed(x1_3) * $signed(mult_3[31:16]);
+  assign \$278  = v1 ? \$277  : phi2_3;
+  assign \$280  = $signed(plo2_3) + $signed(\$279 );
+  assign \$281  = v2 ? \$280  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
+  assign \$282  = $signed(p3_3) >>> shift_3;
+  assign \$283  = v3 ? \$282  : sh4_3;
+  assign \$285  = \$284  >> shift_3;
+  assign \$286  = v3 ? \$285  : rb4_3;
+  assign \$287  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$288  = $signed(\$287 ) + $signed(cmd[143:136]);
+  assign \$289  = $signed(\$288 ) > $signed(8'h7f);
+  assign \$290  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$291  = $signed(\$290 ) + $signed(cmd[143:136]);
+  assign \$292  = $signed(\$291 ) < $signed(8'h80);
   assign \$293  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
   assign \$294  = $signed(\$293 ) + $signed(cmd[143:136]);
-  assign \$295  = $signed(\$294 ) > $signed(8'h7f);
-  assign \$296  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$297  = $signed(\$296 ) + $signed(cmd[143:136]);
-  assign \$298  = $signed(\$297 ) < $signed(8'h80);
-  assign \$299  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$300  = $signed(\$299 ) + $signed(cmd[143:136]);
-  assign \$301  = \$298  ? 13'h1f80 : \$300 ;
-  assign \$302  = \$295  ? 13'h007f : \$301 ;
-  assign \$303  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$304  = fits5_3 ? \$302 [7:0] : \$303 ;
-  assign \$305  = cmd[145] ? \$292  : \$304 ;
-  assign \$306  = v4 ? \$305  : y5_3;
-  assign \$307  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
-  assign \$308  = v0 ? \$307 [31:0] : x1_4;
-  assign \$309  = $signed(x1_4) * $signed({ 1'h0, mult_4[15:0] });
-  assign \$310  = v1 ? { \$309 [47], \$309  } : plo2_4;
-  assign \$311  = $signed(x1_4) * $signed(mult_4[31:16]);
-  assign \$312  = v1 ? \$311  : phi2_4;
-  assign \$314  = $signed(plo2_4) + $signed(\$313 );
-  assign \$315  = v2 ? \$314  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
-  assign \$316  = $signed(p3_4) >>> shift_4;
-  assign \$317  = v3 ? \$316  : sh4_4;
-  assign \$319  = \$318  >> shift_4;
-  assign \$320  = v3 ? \$319  : rb4_4;
-  assign \$321  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$322  = $signed(\$321 ) + $signed(cmd[143:136]);
-  assign \$323  = $signed(\$322 ) > $signed(8'h7f);
-  assign \$324  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$325  = $signed(\$324 ) + $signed(cmd[143:136]);
-  assign \$326  = $signed(\$325 ) < $signed(8'h80);
-  assign \$327  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$328  = $signed(\$327 ) + $signed(cmd[143:136]);
-  assign \$329  = \$326  ? 13'h1f80 : \$328 ;
-  assign \$330  = \$323  ? 13'h007f : \$329 ;
-  assign \$331  = sh4_4[63] ? 8'h80 : 8'h7f;
-  assign \$332  = fits5_4 ? \$330 [7:0] : \$331 ;
-  assign \$333  = $signed(\$332 ) > $signed(cmd[143:136]);
-  assign \$334  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$335  = $signed(\$334 ) + $signed(cmd[143:136]);
-  assign \$336  = $signed(\$335 ) > $signed(8'h7f);
-  assign \$337  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$338  = $signed(\$337 ) + $signed(cmd[143:136]);
-  assign \$339  = $signed(\$338 ) < $signed(8'h80);
-  assign \$340  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$341  = $signed(\$340 ) + $signed(cmd[143:136]);
-  assign \$342  = \$339  ? 13'h1f80 : \$341 ;
-  assign \$343  = \$336  ? 13'h007f : \$342 ;
-  assign \$344  = sh4_4[63] ? 8'h80 : 8'h7f;
-  assign \$345  = fits5_4 ? \$343 [7:0] : \$344 ;
-  assign \$346  = \$333  ? \$345  : cmd[143:136];
+  assign \$295  = \$292  ? 13'h1f80 : \$294 ;
+  assign \$296  = \$289  ? 13'h007f : \$295 ;
+  assign \$297  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$298  = fits5_3 ? \$296 [7:0] : \$297 ;
+  assign \$299  = $signed(\$298 ) > $signed(cmd[143:136]);
+  assign \$300  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$301  = $signed(\$300 ) + $signed(cmd[143:136]);
+  assign \$302  = $signed(\$301 ) > $signed(8'h7f);
+  assign \$303  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$304  = $signed(\$303 ) + $signed(cmd[143:136]);
+  assign \$305  = $signed(\$304 ) < $signed(8'h80);
+  assign \$306  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$307  = $signed(\$306 ) + $signed(cmd[143:136]);
+  assign \$308  = \$305  ? 13'h1f80 : \$307 ;
+  assign \$309  = \$302  ? 13'h007f : \$308 ;
+  assign \$310  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$311  = fits5_3 ? \$309 [7:0] : \$310 ;
+  assign \$312  = \$299  ? \$311  : cmd[143:136];
+  assign \$313  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$314  = $signed(\$313 ) + $signed(cmd[143:136]);
+  assign \$315  = $signed(\$314 ) > $signed(8'h7f);
+  assign \$316  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$317  = $signed(\$316 ) + $signed(cmd[143:136]);
+  assign \$318  = $signed(\$317 ) < $signed(8'h80);
+  assign \$319  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$320  = $signed(\$319 ) + $signed(cmd[143:136]);
+  assign \$321  = \$318  ? 13'h1f80 : \$320 ;
+  assign \$322  = \$315  ? 13'h007f : \$321 ;
+  assign \$323  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$324  = fits5_3 ? \$322 [7:0] : \$323 ;
+  assign \$325  = cmd[145] ? \$312  : \$324 ;
+  assign \$326  = v4 ? \$325  : y5_3;
+  assign \$327  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
+  assign \$328  = v0 ? \$327 [31:0] : x1_4;
+  assign \$329  = $signed(x1_4) * $signed({ 1'h0, mult_4[15:0] });
+  assign \$330  = v1 ? { \$329 [47], \$329  } : plo2_4;
+  assign \$331  = $signed(x1_4) * $signed(mult_4[31:16]);
+  assign \$332  = v1 ? \$331  : phi2_4;
+  assign \$334  = $signed(plo2_4) + $signed(\$333 );
+  assign \$335  = v2 ? \$334  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
+  assign \$336  = $signed(p3_4) >>> shift_4;
+  assign \$337  = v3 ? \$336  : sh4_4;
+  assign \$339  = \$338  >> shift_4;
+  assign \$340  = v3 ? \$339  : rb4_4;
+  assign \$341  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$342  = $signed(\$341 ) + $signed(cmd[143:136]);
+  assign \$343  = $signed(\$342 ) > $signed(8'h7f);
+  assign \$344  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$345  = $signed(\$344 ) + $signed(cmd[143:136]);
+  assign \$346  = $signed(\$345 ) < $signed(8'h80);
   assign \$347  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
   assign \$348  = $signed(\$347 ) + $signed(cmd[143:136]);
-  assign \$349  = $signed(\$348 ) > $signed(8'h7f);
-  assign \$350  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$351  = $signed(\$350 ) + $signed(cmd[143:136]);
-  assign \$352  = $signed(\$351 ) < $signed(8'h80);
-  assign \$353  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$354  = $signed(\$353 ) + $signed(cmd[143:136]);
-  assign \$355  = \$352  ? 13'h1f80 : \$354 ;
-  assign \$356  = \$349  ? 13'h007f : \$355 ;
-  assign \$357  = sh4_4[63] ? 8'h80 : 8'h7f;
-  assign \$358  = fits5_4 ? \$356 [7:0] : \$357 ;
-  assign \$359  = cmd[145] ? \$346  : \$358 ;
-  assign \$360  = v4 ? \$359  : y5_4;
-  assign \$361  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
-  assign \$362  = v0 ? \$361 [31:0] : x1_5;
-  assign \$363  = $signed(x1_5) * $signed({ 1'h0, mult_5[15:0] });
-  assign \$364  = v1 ? { \$363 [47], \$363  } : plo2_5;
-  assign \$365  = $signed(x1_5) * $signed(mult_5[31:16]);
-  assign \$366  = v1 ? \$365  : phi2_5;
-  assign \$368  = $signed(plo2_5) + $signed(\$367 );
-  assign \$369  = v2 ? \$368  : { p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5 };
-  assign \$370  = $signed(p3_5) >>> shift_5;
-  assign \$371  = v3 ? \$370  : sh4_5;
-  assign \$373  = \$372  >> shift_5;
-  assign \$374  = v3 ? \$373  : rb4_5;
-  assign \$375  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$376  = $signed(\$375 ) + $signed(cmd[143:136]);
-  assign \$377  = $signed(\$376 ) > $signed(8'h7f);
-  assign \$378  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$379  = $signed(\$378 ) + $signed(cmd[143:136]);
-  assign \$380  = $signed(\$379 ) < $signed(8'h80);
-  assign \$381  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$382  = $signed(\$381 ) + $signed(cmd[143:136]);
-  assign \$383  = \$380  ? 13'h1f80 : \$382 ;
-  assign \$384  = \$377  ? 13'h007f : \$383 ;
-  assign \$385  = sh4_5[63] ? 8'h80 : 8'h7f;
-  assign \$386  = fits5_5 ? \$384 [7:0] : \$385 ;
-  assign \$387  = $signed(\$386 ) > $signed(cmd[143:136]);
-  assign \$388  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$389  = $signed(\$388 ) + $signed(cmd[143:136]);
-  assign \$390  = $signed(\$389 ) > $signed(8'h7f);
-  assign \$391  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$392  = $signed(\$391 ) + $signed(cmd[143:136]);
-  assign \$393  = $signed(\$392 ) < $signed(8'h80);
-  assign \$394  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$395  = $signed(\$394 ) + $signed(cmd[143:136]);
-  assign \$396  = \$393  ? 13'h1f80 : \$395 ;
-  assign \$397  = \$390  ? 13'h007f : \$396 ;
-  assign \$398  = sh4_5[63] ? 8'h80 : 8'h7f;
-  assign \$399  = fits5_5 ? \$397 [7:0] : \$398 ;
-  assign \$400  = \$387  ? \$399  : cmd[143:136];
+  assign \$349  = \$346  ? 13'h1f80 : \$348 ;
+  assign \$350  = \$343  ? 13'h007f : \$349 ;
+  assign \$351  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$352  = fits5_4 ? \$350 [7:0] : \$351 ;
+  assign \$353  = $signed(\$352 ) > $signed(cmd[143:136]);
+  assign \$354  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$355  = $signed(\$354 ) + $signed(cmd[143:136]);
+  assign \$356  = $signed(\$355 ) > $signed(8'h7f);
+  assign \$357  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$358  = $signed(\$357 ) + $signed(cmd[143:136]);
+  assign \$359  = $signed(\$358 ) < $signed(8'h80);
+  assign \$360  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$361  = $signed(\$360 ) + $signed(cmd[143:136]);
+  assign \$362  = \$359  ? 13'h1f80 : \$361 ;
+  assign \$363  = \$356  ? 13'h007f : \$362 ;
+  assign \$364  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$365  = fits5_4 ? \$363 [7:0] : \$364 ;
+  assign \$366  = \$353  ? \$365  : cmd[143:136];
+  assign \$367  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$368  = $signed(\$367 ) + $signed(cmd[143:136]);
+  assign \$369  = $signed(\$368 ) > $signed(8'h7f);
+  assign \$370  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$371  = $signed(\$370 ) + $signed(cmd[143:136]);
+  assign \$372  = $signed(\$371 ) < $signed(8'h80);
+  assign \$373  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$374  = $signed(\$373 ) + $signed(cmd[143:136]);
+  assign \$375  = \$372  ? 13'h1f80 : \$374 ;
+  assign \$376  = \$369  ? 13'h007f : \$375 ;
+  assign \$377  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$378  = fits5_4 ? \$376 [7:0] : \$377 ;
+  assign \$379  = cmd[145] ? \$366  : \$378 ;
+  assign \$380  = v4 ? \$379  : y5_4;
+  assign \$381  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
+  assign \$382  = v0 ? \$381 [31:0] : x1_5;
+  assign \$383  = $signed(x1_5) * $signed({ 1'h0, mult_5[15:0] });
+  assign \$384  = v1 ? { \$383 [47], \$383  } : plo2_5;
+  assign \$385  = $signed(x1_5) * $signed(mult_5[31:16]);
+  assign \$386  = v1 ? \$385  : phi2_5;
+  assign \$388  = $signed(plo2_5) + $signed(\$387 );
+  assign \$389  = v2 ? \$388  : { p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5 };
+  assign \$390  = $signed(p3_5) >>> shift_5;
+  assign \$391  = v3 ? \$390  : sh4_5;
+  assign \$393  = \$392  >> shift_5;
+  assign \$394  = v3 ? \$393  : rb4_5;
+  assign \$395  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$396  = $signed(\$395 ) + $signed(cmd[143:136]);
+  assign \$397  = $signed(\$396 ) > $signed(8'h7f);
+  assign \$398  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$399  = $signed(\$398 ) + $signed(cmd[143:136]);
+  assign \$400  = $signed(\$399 ) < $signed(8'h80);
   assign \$401  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
   assign \$402  = $signed(\$401 ) + $signed(cmd[143:136]);
-  assign \$403  = $signed(\$402 ) > $signed(8'h7f);
-  assign \$404  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$405  = $signed(\$404 ) + $signed(cmd[143:136]);
-  assign \$406  = $signed(\$405 ) < $signed(8'h80);
-  assign \$407  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$408  = $signed(\$407 ) + $signed(cmd[143:136]);
-  assign \$409  = \$406  ? 13'h1f80 : \$408 ;
-  assign \$410  = \$403  ? 13'h007f : \$409 ;
-  assign \$411  = sh4_5[63] ? 8'h80 : 8'h7f;
-  assign \$412  = fits5_5 ? \$410 [7:0] : \$411 ;
-  assign \$413  = cmd[145] ? \$400  : \$412 ;
-  assign \$414  = v4 ? \$413  : y5_5;
-  assign \$415  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
-  assign \$416  = v0 ? \$415 [31:0] : x1_6;
-  assign \$417  = $signed(x1_6) * $signed({ 1'h0, mult_6[15:0] });
-  assign \$418  = v1 ? { \$417 [47], \$417  } : plo2_6;
-  assign \$419  = $signed(x1_6) * $signed(mult_6[31:16]);
-  assign \$420  = v1 ? \$419  : phi2_6;
-  assign \$422  = $signed(plo2_6) + $signed(\$421 );
-  assign \$423  = v2 ? \$422  : { p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6 };
-  assign \$424  = $signed(p3_6) >>> shift_6;
-  assign \$425  = v3 ? \$424  : sh4_6;
-  assign \$427  = \$426  >> shift_6;
-  assign \$428  = v3 ? \$427  : rb4_6;
-  assign \$429  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$430  = $signed(\$429 ) + $signed(cmd[143:136]);
-  assign \$431  = $signed(\$430 ) > $signed(8'h7f);
-  assign \$432  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$433  = $signed(\$432 ) + $signed(cmd[143:136]);
-  assign \$434  = $signed(\$433 ) < $signed(8'h80);
-  assign \$435  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$436  = $signed(\$435 ) + $signed(cmd[143:136]);
-  assign \$437  = \$434  ? 13'h1f80 : \$436 ;
-  assign \$438  = \$431  ? 13'h007f : \$437 ;
-  assign \$439  = sh4_6[63] ? 8'h80 : 8'h7f;
-  assign \$440  = fits5_6 ? \$438 [7:0] : \$439 ;
-  assign \$441  = $signed(\$440 ) > $signed(cmd[143:136]);
-  assign \$442  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$443  = $signed(\$442 ) + $signed(cmd[143:136]);
-  assign \$444  = $signed(\$443 ) > $signed(8'h7f);
-  assign \$445  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$446  = $signed(\$445 ) + $signed(cmd[143:136]);
-  assign \$447  = $signed(\$446 ) < $signed(8'h80);
-  assign \$448  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$449  = $signed(\$448 ) + $signed(cmd[143:136]);
-  assign \$450  = \$447  ? 13'h1f80 : \$449 ;
-  assign \$451  = \$444  ? 13'h007f : \$450 ;
-  assign \$452  = sh4_6[63] ? 8'h80 : 8'h7f;
-  assign \$453  = fits5_6 ? \$451 [7:0] : \$452 ;
-  assign \$454  = \$441  ? \$453  : cmd[143:136];
+  assign \$403  = \$400  ? 13'h1f80 : \$402 ;
+  assign \$404  = \$397  ? 13'h007f : \$403 ;
+  assign \$405  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$406  = fits5_5 ? \$404 [7:0] : \$405 ;
+  assign \$407  = $signed(\$406 ) > $signed(cmd[143:136]);
+  assign \$408  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$409  = $signed(\$408 ) + $signed(cmd[143:136]);
+  assign \$410  = $signed(\$409 ) > $signed(8'h7f);
+  assign \$411  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$412  = $signed(\$411 ) + $signed(cmd[143:136]);
+  assign \$413  = $signed(\$412 ) < $signed(8'h80);
+  assign \$414  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$415  = $signed(\$414 ) + $signed(cmd[143:136]);
+  assign \$416  = \$413  ? 13'h1f80 : \$415 ;
+  assign \$417  = \$410  ? 13'h007f : \$416 ;
+  assign \$418  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$419  = fits5_5 ? \$417 [7:0] : \$418 ;
+  assign \$420  = \$407  ? \$419  : cmd[143:136];
+  assign \$421  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$422  = $signed(\$421 ) + $signed(cmd[143:136]);
+  assign \$423  = $signed(\$422 ) > $signed(8'h7f);
+  assign \$424  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$425  = $signed(\$424 ) + $signed(cmd[143:136]);
+  assign \$426  = $signed(\$425 ) < $signed(8'h80);
+  assign \$427  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$428  = $signed(\$427 ) + $signed(cmd[143:136]);
+  assign \$429  = \$426  ? 13'h1f80 : \$428 ;
+  assign \$430  = \$423  ? 13'h007f : \$429 ;
+  assign \$431  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$432  = fits5_5 ? \$430 [7:0] : \$431 ;
+  assign \$433  = cmd[145] ? \$420  : \$432 ;
+  assign \$434  = v4 ? \$433  : y5_5;
+  assign \$435  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
+  assign \$436  = v0 ? \$435 [31:0] : x1_6;
+  assign \$437  = $signed(x1_6) * $signed({ 1'h0, mult_6[15:0] });
+  assign \$438  = v1 ? { \$437 [47], \$437  } : plo2_6;
+  assign \$439  = $signed(x1_6) * $signed(mult_6[31:16]);
+  assign \$440  = v1 ? \$439  : phi2_6;
+  assign \$442  = $signed(plo2_6) + $signed(\$441 );
+  assign \$443  = v2 ? \$442  : { p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6 };
+  assign \$444  = $signed(p3_6) >>> shift_6;
+  assign \$445  = v3 ? \$444  : sh4_6;
+  assign \$447  = \$446  >> shift_6;
+  assign \$448  = v3 ? \$447  : rb4_6;
+  assign \$449  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$450  = $signed(\$449 ) + $signed(cmd[143:136]);
+  assign \$451  = $signed(\$450 ) > $signed(8'h7f);
+  assign \$452  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$453  = $signed(\$452 ) + $signed(cmd[143:136]);
+  assign \$454  = $signed(\$453 ) < $signed(8'h80);
   assign \$455  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
   assign \$456  = $signed(\$455 ) + $signed(cmd[143:136]);
-  assign \$457  = $signed(\$456 ) > $signed(8'h7f);
-  assign \$458  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$459  = $signed(\$458 ) + $signed(cmd[143:136]);
-  assign \$460  = $signed(\$459 ) < $signed(8'h80);
-  assign \$461  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$462  = $signed(\$461 ) + $signed(cmd[143:136]);
-  assign \$463  = \$460  ? 13'h1f80 : \$462 ;
-  assign \$464  = \$457  ? 13'h007f : \$463 ;
-  assign \$465  = sh4_6[63] ? 8'h80 : 8'h7f;
-  assign \$466  = fits5_6 ? \$464 [7:0] : \$465 ;
-  assign \$467  = cmd[145] ? \$454  : \$466 ;
-  assign \$468  = v4 ? \$467  : y5_6;
-  assign \$469  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
-  assign \$470  = v0 ? \$469 [31:0] : x1_7;
-  assign \$471  = $signed(x1_7) * $signed({ 1'h0, mult_7[15:0] });
-  assign \$472  = v1 ? { \$471 [47], \$471  } : plo2_7;
-  assign \$473  = $signed(x1_7) * $signed(mult_7[31:16]);
-  assign \$474  = v1 ? \$473  : phi2_7;
-  assign \$476  = $signed(plo2_7) + $signed(\$475 );
-  assign \$477  = v2 ? \$476  : { p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7 };
-  assign \$478  = $signed(p3_7) >>> shift_7;
-  assign \$479  = v3 ? \$478  : sh4_7;
-  assign \$481  = \$480  >> shift_7;
-  assign \$482  = v3 ? \$481  : rb4_7;
-  assign \$483  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$484  = $signed(\$483 ) + $signed(cmd[143:136]);
-  assign \$485  = $signed(\$484 ) > $signed(8'h7f);
-  assign \$486  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$487  = $signed(\$486 ) + $signed(cmd[143:136]);
-  assign \$488  = $signed(\$487 ) < $signed(8'h80);
-  assign \$489  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$490  = $signed(\$489 ) + $signed(cmd[143:136]);
-  assign \$491  = \$488  ? 13'h1f80 : \$490 ;
-  assign \$492  = \$485  ? 13'h007f : \$491 ;
-  assign \$493  = sh4_7[63] ? 8'h80 : 8'h7f;
-  assign \$494  = fits5_7 ? \$492 [7:0] : \$493 ;
-  assign \$495  = $signed(\$494 ) > $signed(cmd[143:136]);
-  assign \$496  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$497  = $signed(\$496 ) + $signed(cmd[143:136]);
-  assign \$498  = $signed(\$497 ) > $signed(8'h7f);
-  assign \$499  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$500  = $signed(\$499 ) + $signed(cmd[143:136]);
-  assign \$501  = $signed(\$500 ) < $signed(8'h80);
-  assign \$502  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$503  = $signed(\$502 ) + $signed(cmd[143:136]);
-  assign \$504  = \$501  ? 13'h1f80 : \$503 ;
-  assign \$505  = \$498  ? 13'h007f : \$504 ;
-  assign \$506  = sh4_7[63] ? 8'h80 : 8'h7f;
-  assign \$507  = fits5_7 ? \$505 [7:0] : \$506 ;
-  assign \$508  = \$495  ? \$507  : cmd[143:136];
+  assign \$457  = \$454  ? 13'h1f80 : \$456 ;
+  assign \$458  = \$451  ? 13'h007f : \$457 ;
+  assign \$459  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$460  = fits5_6 ? \$458 [7:0] : \$459 ;
+  assign \$461  = $signed(\$460 ) > $signed(cmd[143:136]);
+  assign \$462  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$463  = $signed(\$462 ) + $signed(cmd[143:136]);
+  assign \$464  = $signed(\$463 ) > $signed(8'h7f);
+  assign \$465  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$466  = $signed(\$465 ) + $signed(cmd[143:136]);
+  assign \$467  = $signed(\$466 ) < $signed(8'h80);
+  assign \$468  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$469  = $signed(\$468 ) + $signed(cmd[143:136]);
+  assign \$470  = \$467  ? 13'h1f80 : \$469 ;
+  assign \$471  = \$464  ? 13'h007f : \$470 ;
+  assign \$472  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$473  = fits5_6 ? \$471 [7:0] : \$472 ;
+  assign \$474  = \$461  ? \$473  : cmd[143:136];
+  assign \$475  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$476  = $signed(\$475 ) + $signed(cmd[143:136]);
+  assign \$477  = $signed(\$476 ) > $signed(8'h7f);
+  assign \$478  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$479  = $signed(\$478 ) + $signed(cmd[143:136]);
+  assign \$480  = $signed(\$479 ) < $signed(8'h80);
+  assign \$481  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$482  = $signed(\$481 ) + $signed(cmd[143:136]);
+  assign \$483  = \$480  ? 13'h1f80 : \$482 ;
+  assign \$484  = \$477  ? 13'h007f : \$483 ;
+  assign \$485  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$486  = fits5_6 ? \$484 [7:0] : \$485 ;
+  assign \$487  = cmd[145] ? \$474  : \$486 ;
+  assign \$488  = v4 ? \$487  : y5_6;
+  assign \$489  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
+  assign \$490  = v0 ? \$489 [31:0] : x1_7;
+  assign \$491  = $signed(x1_7) * $signed({ 1'h0, mult_7[15:0] });
+  assign \$492  = v1 ? { \$491 [47], \$491  } : plo2_7;
+  assign \$493  = $signed(x1_7) * $signed(mult_7[31:16]);
+  assign \$494  = v1 ? \$493  : phi2_7;
+  assign \$496  = $signed(plo2_7) + $signed(\$495 );
+  assign \$497  = v2 ? \$496  : { p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7 };
+  assign \$498  = $signed(p3_7) >>> shift_7;
+  assign \$499  = v3 ? \$498  : sh4_7;
+  assign \$501  = \$500  >> shift_7;
+  assign \$502  = v3 ? \$501  : rb4_7;
+  assign \$503  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$504  = $signed(\$503 ) + $signed(cmd[143:136]);
+  assign \$505  = $signed(\$504 ) > $signed(8'h7f);
+  assign \$506  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$507  = $signed(\$506 ) + $signed(cmd[143:136]);
+  assign \$508  = $signed(\$507 ) < $signed(8'h80);
   assign \$509  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
   assign \$510  = $signed(\$509 ) + $signed(cmd[143:136]);
-  assign \$511  = $signed(\$510 ) > $signed(8'h7f);
-  assign \$512  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$513  = $signed(\$512 ) + $signed(cmd[143:136]);
-  assign \$514  = $signed(\$513 ) < $signed(8'h80);
-  assign \$515  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$516  = $signed(\$515 ) + $signed(cmd[143:136]);
-  assign \$517  = \$514  ? 13'h1f80 : \$516 ;
-  assign \$518  = \$511  ? 13'h007f : \$517 ;
-  assign \$519  = sh4_7[63] ? 8'h80 : 8'h7f;
-  assign \$520  = fits5_7 ? \$518 [7:0] : \$519 ;
-  assign \$521  = cmd[145] ? \$508  : \$520 ;
-  assign \$522  = v4 ? \$521  : y5_7;
-  assign \$523  = $signed(acc_rd__data[287:256]) + $signed(bias_8);
-  assign \$524  = v0 ? \$523 [31:0] : x1_8;
-  assign \$525  = $signed(x1_8) * $signed({ 1'h0, mult_8[15:0] });
-  assign \$526  = v1 ? { \$525 [47], \$525  } : plo2_8;
-  assign \$527  = $signed(x1_8) * $signed(mult_8[31:16]);
-  assign \$528  = v1 ? \$527  : phi2_8;
-  assign \$530  = $signed(plo2_8) + $signed(\$529 );
-  assign \$531  = v2 ? \$530  : { p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8 };
-  assign \$532  = $signed(p3_8) >>> shift_8;
-  assign \$533  = v3 ? \$532  : sh4_8;
-  assign \$535  = \$534  >> shift_8;
-  assign \$536  = v3 ? \$535  : rb4_8;
-  assign \$537  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$538  = $signed(\$537 ) + $signed(cmd[143:136]);
-  assign \$539  = $signed(\$538 ) > $signed(8'h7f);
-  assign \$540  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$541  = $signed(\$540 ) + $signed(cmd[143:136]);
-  assign \$542  = $signed(\$541 ) < $signed(8'h80);
-  assign \$543  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$544  = $signed(\$543 ) + $signed(cmd[143:136]);
-  assign \$545  = \$542  ? 13'h1f80 : \$544 ;
-  assign \$546  = \$539  ? 13'h007f : \$545 ;
-  assign \$547  = sh4_8[63] ? 8'h80 : 8'h7f;
-  assign \$548  = fits5_8 ? \$546 [7:0] : \$547 ;
-  assign \$549  = $signed(\$548 ) > $signed(cmd[143:136]);
-  assign \$550  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$551  = $signed(\$550 ) + $signed(cmd[143:136]);
-  assign \$552  = $signed(\$551 ) > $signed(8'h7f);
-  assign \$553  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$554  = $signed(\$553 ) + $signed(cmd[143:136]);
-  assign \$555  = $signed(\$554 ) < $signed(8'h80);
-  assign \$556  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$557  = $signed(\$556 ) + $signed(cmd[143:136]);
-  assign \$558  = \$555  ? 13'h1f80 : \$557 ;
-  assign \$559  = \$552  ? 13'h007f : \$558 ;
-  assign \$560  = sh4_8[63] ? 8'h80 : 8'h7f;
-  assign \$561  = fits5_8 ? \$559 [7:0] : \$560 ;
-  assign \$562  = \$549  ? \$561  : cmd[143:136];
+  assign \$511  = \$508  ? 13'h1f80 : \$510 ;
+  assign \$512  = \$505  ? 13'h007f : \$511 ;
+  assign \$513  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$514  = fits5_7 ? \$512 [7:0] : \$513 ;
+  assign \$515  = $signed(\$514 ) > $signed(cmd[143:136]);
+  assign \$516  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$517  = $signed(\$516 ) + $signed(cmd[143:136]);
+  assign \$518  = $signed(\$517 ) > $signed(8'h7f);
+  assign \$519  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$520  = $signed(\$519 ) + $signed(cmd[143:136]);
+  assign \$521  = $signed(\$520 ) < $signed(8'h80);
+  assign \$522  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$523  = $signed(\$522 ) + $signed(cmd[143:136]);
+  assign \$524  = \$521  ? 13'h1f80 : \$523 ;
+  assign \$525  = \$518  ? 13'h007f : \$524 ;
+  assign \$526  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$527  = fits5_7 ? \$525 [7:0] : \$526 ;
+  assign \$528  = \$515  ? \$527  : cmd[143:136];
+  assign \$529  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$530  = $signed(\$529 ) + $signed(cmd[143:136]);
+  assign \$531  = $signed(\$530 ) > $signed(8'h7f);
+  assign \$532  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$533  = $signed(\$532 ) + $signed(cmd[143:136]);
+  assign \$534  = $signed(\$533 ) < $signed(8'h80);
+  assign \$535  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$536  = $signed(\$535 ) + $signed(cmd[143:136]);
+  assign \$537  = \$534  ? 13'h1f80 : \$536 ;
+  assign \$538  = \$531  ? 13'h007f : \$537 ;
+  assign \$539  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$540  = fits5_7 ? \$538 [7:0] : \$539 ;
+  assign \$541  = cmd[145] ? \$528  : \$540 ;
+  assign \$542  = v4 ? \$541  : y5_7;
+  assign \$543  = $signed(acc_rd__data[287:256]) + $signed(bias_8);
+  assign \$544  = v0 ? \$543 [31:0] : x1_8;
+  assign \$545  = $signed(x1_8) * $signed({ 1'h0, mult_8[15:0] });
+  assign \$546  = v1 ? { \$545 [47], \$545  } : plo2_8;
+  assign \$547  = $signed(x1_8) * $signed(mult_8[31:16]);
+  assign \$548  = v1 ? \$547  : phi2_8;
+  assign \$550  = $signed(plo2_8) + $signed(\$549 );
+  assign \$551  = v2 ? \$550  : { p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8 };
+  assign \$552  = $signed(p3_8) >>> shift_8;
+  assign \$553  = v3 ? \$552  : sh4_8;
+  assign \$555  = \$554  >> shift_8;
+  assign \$556  = v3 ? \$555  : rb4_8;
+  assign \$557  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$558  = $signed(\$557 ) + $signed(cmd[143:136]);
+  assign \$559  = $signed(\$558 ) > $signed(8'h7f);
+  assign \$560  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$561  = $signed(\$560 ) + $signed(cmd[143:136]);
+  assign \$562  = $signed(\$561 ) < $signed(8'h80);
   assign \$563  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
   assign \$564  = $signed(\$563 ) + $signed(cmd[143:136]);
-  assign \$565  = $signed(\$564 ) > $signed(8'h7f);
-  assign \$566  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$567  = $signed(\$566 ) + $signed(cmd[143:136]);
-  assign \$568  = $signed(\$567 ) < $signed(8'h80);
-  assign \$569  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$570  = $signed(\$569 ) + $signed(cmd[143:136]);
-  assign \$571  = \$568  ? 13'h1f80 : \$570 ;
-  assign \$572  = \$565  ? 13'h007f : \$571 ;
-  assign \$573  = sh4_8[63] ? 8'h80 : 8'h7f;
-  assign \$574  = fits5_8 ? \$572 [7:0] : \$573 ;
-  assign \$575  = cmd[145] ? \$562  : \$574 ;
-  assign \$576  = v4 ? \$575  : y5_8;
-  assign \$577  = $signed(acc_rd__data[319:288]) + $signed(bias_9);
-  assign \$578  = v0 ? \$577 [31:0] : x1_9;
-  assign \$579  = $signed(x1_9) * $signed({ 1'h0, mult_9[15:0] });
-  assign \$580  = v1 ? { \$579 [47], \$579  } : plo2_9;
-  assign \$581  = $signed(x1_9) * $signed(mult_9[31:16]);
-  assign \$582  = v1 ? \$581  : phi2_9;
-  assign \$584  = $signed(plo2_9) + $signed(\$583 );
-  assign \$585  = v2 ? \$584  : { p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9 };
-  assign \$586  = $signed(p3_9) >>> shift_9;
-  assign \$587  = v3 ? \$586  : sh4_9;
-  assign \$589  = \$588  >> shift_9;
-  assign \$590  = v3 ? \$589  : rb4_9;
-  assign \$591  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$592  = $signed(\$591 ) + $signed(cmd[143:136]);
-  assign \$593  = $signed(\$592 ) > $signed(8'h7f);
-  assign \$594  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$595  = $signed(\$594 ) + $signed(cmd[143:136]);
-  assign \$596  = $signed(\$595 ) < $signed(8'h80);
-  assign \$597  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$598  = $signed(\$597 ) + $signed(cmd[143:136]);
-  assign \$599  = \$596  ? 13'h1f80 : \$598 ;
-  assign \$600  = \$593  ? 13'h007f : \$599 ;
-  assign \$601  = sh4_9[63] ? 8'h80 : 8'h7f;
-  assign \$602  = fits5_9 ? \$600 [7:0] : \$601 ;
-  assign \$603  = $signed(\$602 ) > $signed(cmd[143:136]);
-  assign \$604  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$605  = $signed(\$604 ) + $signed(cmd[143:136]);
-  assign \$606  = $signed(\$605 ) > $signed(8'h7f);
-  assign \$607  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$608  = $signed(\$607 ) + $signed(cmd[143:136]);
-  assign \$609  = $signed(\$608 ) < $signed(8'h80);
-  assign \$610  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$611  = $signed(\$610 ) + $signed(cmd[143:136]);
-  assign \$612  = \$609  ? 13'h1f80 : \$611 ;
-  assign \$613  = \$606  ? 13'h007f : \$612 ;
-  assign \$614  = sh4_9[63] ? 8'h80 : 8'h7f;
-  assign \$615  = fits5_9 ? \$613 [7:0] : \$614 ;
-  assign \$616  = \$603  ? \$615  : cmd[143:136];
+  assign \$565  = \$562  ? 13'h1f80 : \$564 ;
+  assign \$566  = \$559  ? 13'h007f : \$565 ;
+  assign \$567  = sh4_8[63] ? 8'h80 : 8'h7f;
+  assign \$568  = fits5_8 ? \$566 [7:0] : \$567 ;
+  assign \$569  = $signed(\$568 ) > $signed(cmd[143:136]);
+  assign \$570  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$571  = $signed(\$570 ) + $signed(cmd[143:136]);
+  assign \$572  = $signed(\$571 ) > $signed(8'h7f);
+  assign \$573  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$574  = $signed(\$573 ) + $signed(cmd[143:136]);
+  assign \$575  = $signed(\$574 ) < $signed(8'h80);
+  assign \$576  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$577  = $signed(\$576 ) + $signed(cmd[143:136]);
+  assign \$578  = \$575  ? 13'h1f80 : \$577 ;
+  assign \$579  = \$572  ? 13'h007f : \$578 ;
+  assign \$580  = sh4_8[63] ? 8'h80 : 8'h7f;
+  assign \$581  = fits5_8 ? \$579 [7:0] : \$580 ;
+  assign \$582  = \$569  ? \$581  : cmd[143:136];
+  assign \$583  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$584  = $signed(\$583 ) + $signed(cmd[143:136]);
+  assign \$585  = $signed(\$584 ) > $signed(8'h7f);
+  assign \$586  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$587  = $signed(\$586 ) + $signed(cmd[143:136]);
+  assign \$588  = $signed(\$587 ) < $signed(8'h80);
+  assign \$589  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$590  = $signed(\$589 ) + $signed(cmd[143:136]);
+  assign \$591  = \$588  ? 13'h1f80 : \$590 ;
+  assign \$592  = \$585  ? 13'h007f : \$591 ;
+  assign \$593  = sh4_8[63] ? 8'h80 : 8'h7f;
+  assign \$594  = fits5_8 ? \$592 [7:0] : \$593 ;
+  assign \$595  = cmd[145] ? \$582  : \$594 ;
+  assign \$596  = v4 ? \$595  : y5_8;
+  assign \$597  = $signed(acc_rd__data[319:288]) + $signed(bias_9);
+  assign \$598  = v0 ? \$597 [31:0] : x1_9;
+  assign \$599  = $signed(x1_9) * $signed({ 1'h0, mult_9[15:0] });
+  assign \$600  = v1 ? { \$599 [47], \$599  } : plo2_9;
+  assign \$601  = $signed(x1_9) * $signed(mult_9[31:16]);
+  assign \$602  = v1 ? \$601  : phi2_9;
+  assign \$604  = $signed(plo2_9) + $signed(\$603 );
+  assign \$605  = v2 ? \$604  : { p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9 };
+  assign \$606  = $signed(p3_9) >>> shift_9;
+  assign \$607  = v3 ? \$606  : sh4_9;
+  assign \$609  = \$608  >> shift_9;
+  assign \$610  = v3 ? \$609  : rb4_9;
+  assign \$611  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$612  = $signed(\$611 ) + $signed(cmd[143:136]);
+  assign \$613  = $signed(\$612 ) > $signed(8'h7f);
+  assign \$614  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$615  = $signed(\$614 ) + $signed(cmd[143:136]);
+  assign \$616  = $signed(\$615 ) < $signed(8'h80);
   assign \$617  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
   assign \$618  = $signed(\$617 ) + $signed(cmd[143:136]);
-  assign \$619  = $signed(\$618 ) > $signed(8'h7f);
-  assign \$620  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$621  = $signed(\$620 ) + $signed(cmd[143:136]);
-  assign \$622  = $signed(\$621 ) < $signed(8'h80);
-  assign \$623  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$624  = $signed(\$623 ) + $signed(cmd[143:136]);
-  assign \$625  = \$622  ? 13'h1f80 : \$624 ;
-  assign \$626  = \$619  ? 13'h007f : \$625 ;
-  assign \$627  = sh4_9[63] ? 8'h80 : 8'h7f;
-  assign \$628  = fits5_9 ? \$626 [7:0] : \$627 ;
-  assign \$629  = cmd[145] ? \$616  : \$628 ;
-  assign \$630  = v4 ? \$629  : y5_9;
-  assign \$631  = $signed(acc_rd__data[351:320]) + $signed(bias_10);
-  assign \$632  = v0 ? \$631 [31:0] : x1_10;
-  assign \$633  = $signed(x1_10) * $signed({ 1'h0, mult_10[15:0] });
-  assign \$634  = v1 ? { \$633 [47], \$633  } : plo2_10;
-  assign \$635  = $signed(x1_10) * $signed(mult_10[31:16]);
-  assign \$636  = v1 ? \$635  : phi2_10;
-  assign \$638  = $signed(plo2_10) + $signed(\$637 );
-  assign \$639  = v2 ? \$638  : { p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10 };
-  assign \$640  = $signed(p3_10) >>> shift_10;
-  assign \$641  = v3 ? \$640  : sh4_10;
-  assign \$643  = \$642  >> shift_10;
-  assign \$644  = v3 ? \$643  : rb4_10;
-  assign \$645  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$646  = $signed(\$645 ) + $signed(cmd[143:136]);
-  assign \$647  = $signed(\$646 ) > $signed(8'h7f);
-  assign \$648  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$649  = $signed(\$648 ) + $signed(cmd[143:136]);
-  assign \$650  = $signed(\$649 ) < $signed(8'h80);
-  assign \$651  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$652  = $signed(\$651 ) + $signed(cmd[143:136]);
-  assign \$653  = \$650  ? 13'h1f80 : \$652 ;
-  assign \$654  = \$647  ? 13'h007f : \$653 ;
-  assign \$655  = sh4_10[63] ? 8'h80 : 8'h7f;
-  assign \$656  = fits5_10 ? \$654 [7:0] : \$655 ;
-  assign \$657  = $signed(\$656 ) > $signed(cmd[143:136]);
-  assign \$658  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$659  = $signed(\$658 ) + $signed(cmd[143:136]);
-  assign \$660  = $signed(\$659 ) > $signed(8'h7f);
-  assign \$661  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$662  = $signed(\$661 ) + $signed(cmd[143:136]);
-  assign \$663  = $signed(\$662 ) < $signed(8'h80);
-  assign \$664  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$665  = $signed(\$664 ) + $signed(cmd[143:136]);
-  assign \$666  = \$663  ? 13'h1f80 : \$665 ;
-  assign \$667  = \$660  ? 13'h007f : \$666 ;
-  assign \$668  = sh4_10[63] ? 8'h80 : 8'h7f;
-  assign \$669  = fits5_10 ? \$667 [7:0] : \$668 ;
-  assign \$670  = \$657  ? \$669  : cmd[143:136];
+  assign \$619  = \$616  ? 13'h1f80 : \$618 ;
+  assign \$620  = \$613  ? 13'h007f : \$619 ;
+  assign \$621  = sh4_9[63] ? 8'h80 : 8'h7f;
+  assign \$622  = fits5_9 ? \$620 [7:0] : \$621 ;
+  assign \$623  = $signed(\$622 ) > $signed(cmd[143:136]);
+  assign \$624  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$625  = $signed(\$624 ) + $signed(cmd[143:136]);
+  assign \$626  = $signed(\$625 ) > $signed(8'h7f);
+  assign \$627  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$628  = $signed(\$627 ) + $signed(cmd[143:136]);
+  assign \$629  = $signed(\$628 ) < $signed(8'h80);
+  assign \$630  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$631  = $signed(\$630 ) + $signed(cmd[143:136]);
+  assign \$632  = \$629  ? 13'h1f80 : \$631 ;
+  assign \$633  = \$626  ? 13'h007f : \$632 ;
+  assign \$634  = sh4_9[63] ? 8'h80 : 8'h7f;
+  assign \$635  = fits5_9 ? \$633 [7:0] : \$634 ;
+  assign \$636  = \$623  ? \$635  : cmd[143:136];
+  assign \$637  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$638  = $signed(\$637 ) + $signed(cmd[143:136]);
+  assign \$639  = $signed(\$638 ) > $signed(8'h7f);
+  assign \$640  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$641  = $signed(\$640 ) + $signed(cmd[143:136]);
+  assign \$642  = $signed(\$641 ) < $signed(8'h80);
+  assign \$643  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$644  = $signed(\$643 ) + $signed(cmd[143:136]);
+  assign \$645  = \$642  ? 13'h1f80 : \$644 ;
+  assign \$646  = \$639  ? 13'h007f : \$645 ;
+  assign \$647  = sh4_9[63] ? 8'h80 : 8'h7f;
+  assign \$648  = fits5_9 ? \$646 [7:0] : \$647 ;
+  assign \$649  = cmd[145] ? \$636  : \$648 ;
+  assign \$650  = v4 ? \$649  : y5_9;
+  assign \$651  = $signed(acc_rd__data[351:320]) + $signed(bias_10);
+  assign \$652  = v0 ? \$651 [31:0] : x1_10;
+  assign \$653  = $signed(x1_10) * $signed({ 1'h0, mult_10[15:0] });
+  assign \$654  = v1 ? { \$653 [47], \$653  } : plo2_10;
+  assign \$655  = $signed(x1_10) * $signed(mult_10[31:16]);
+  assign \$656  = v1 ? \$655  : phi2_10;
+  assign \$658  = $signed(plo2_10) + $signed(\$657 );
+  assign \$659  = v2 ? \$658  : { p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10 };
+  assign \$660  = $signed(p3_10) >>> shift_10;
+  assign \$661  = v3 ? \$660  : sh4_10;
+  assign \$663  = \$662  >> shift_10;
+  assign \$664  = v3 ? \$663  : rb4_10;
+  assign \$665  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$666  = $signed(\$665 ) + $signed(cmd[143:136]);
+  assign \$667  = $signed(\$666 ) > $signed(8'h7f);
+  assign \$668  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$669  = $signed(\$668 ) + $signed(cmd[143:136]);
+  assign \$670  = $signed(\$669 ) < $signed(8'h80);
   assign \$671  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
   assign \$672  = $signed(\$671 ) + $signed(cmd[143:136]);
-  assign \$673  = $signed(\$672 ) > $signed(8'h7f);
-  assign \$674  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$675  = $signed(\$674 ) + $signed(cmd[143:136]);
-  assign \$676  = $signed(\$675 ) < $signed(8'h80);
-  assign \$677  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$678  = $signed(\$677 ) + $signed(cmd[143:136]);
-  assign \$679  = \$676  ? 13'h1f80 : \$678 ;
-  assign \$680  = \$673  ? 13'h007f : \$679 ;
-  assign \$681  = sh4_10[63] ? 8'h80 : 8'h7f;
-  assign \$682  = fits5_10 ? \$680 [7:0] : \$681 ;
-  assign \$683  = cmd[145] ? \$670  : \$682 ;
-  assign \$684  = v4 ? \$683  : y5_10;
-  assign \$685  = $signed(acc_rd__data[383:352]) + $signed(bias_11);
-  assign \$686  = v0 ? \$685 [31:0] : x1_11;
-  assign \$687  = $signed(x1_11) * $signed({ 1'h0, mult_11[15:0] });
-  assign \$688  = v1 ? { \$687 [47], \$687  } : plo2_11;
-  assign \$689  = $signed(x1_11) * $signed(mult_11[31:16]);
-  assign \$690  = v1 ? \$689  : phi2_11;
-  assign \$692  = $signed(plo2_11) + $signed(\$691 );
-  assign \$693  = v2 ? \$692  : { p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11 };
-  assign \$694  = $signed(p3_11) >>> shift_11;
-  assign \$695  = v3 ? \$694  : sh4_11;
-  assign \$697  = \$696  >> shift_11;
-  assign \$698  = v3 ? \$697  : rb4_11;
-  assign \$699  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$700  = $signed(\$699 ) + $signed(cmd[143:136]);
-  assign \$701  = $signed(\$700 ) > $signed(8'h7f);
-  assign \$702  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$703  = $signed(\$702 ) + $signed(cmd[143:136]);
-  assign \$704  = $signed(\$703 ) < $signed(8'h80);
-  assign \$705  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$706  = $signed(\$705 ) + $signed(cmd[143:136]);
-  assign \$707  = \$704  ? 13'h1f80 : \$706 ;
-  assign \$708  = \$701  ? 13'h007f : \$707 ;
-  assign \$709  = sh4_11[63] ? 8'h80 : 8'h7f;
-  assign \$710  = fits5_11 ? \$708 [7:0] : \$709 ;
-  assign \$711  = $signed(\$710 ) > $signed(cmd[143:136]);
-  assign \$712  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$713  = $signed(\$712 ) + $signed(cmd[143:136]);
-  assign \$714  = $signed(\$713 ) > $signed(8'h7f);
-  assign \$715  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$716  = $signed(\$715 ) + $signed(cmd[143:136]);
-  assign \$717  = $signed(\$716 ) < $signed(8'h80);
-  assign \$718  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$719  = $signed(\$718 ) + $signed(cmd[143:136]);
-  assign \$720  = \$717  ? 13'h1f80 : \$719 ;
-  assign \$721  = \$714  ? 13'h007f : \$720 ;
-  assign \$722  = sh4_11[63] ? 8'h80 : 8'h7f;
-  assign \$723  = fits5_11 ? \$721 [7:0] : \$722 ;
-  assign \$724  = \$711  ? \$723  : cmd[143:136];
+  assign \$673  = \$670  ? 13'h1f80 : \$672 ;
+  assign \$674  = \$667  ? 13'h007f : \$673 ;
+  assign \$675  = sh4_10[63] ? 8'h80 : 8'h7f;
+  assign \$676  = fits5_10 ? \$674 [7:0] : \$675 ;
+  assign \$677  = $signed(\$676 ) > $signed(cmd[143:136]);
+  assign \$678  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$679  = $signed(\$678 ) + $signed(cmd[143:136]);
+  assign \$680  = $signed(\$679 ) > $signed(8'h7f);
+  assign \$681  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$682  = $signed(\$681 ) + $signed(cmd[143:136]);
+  assign \$683  = $signed(\$682 ) < $signed(8'h80);
+  assign \$684  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$685  = $signed(\$684 ) + $signed(cmd[143:136]);
+  assign \$686  = \$683  ? 13'h1f80 : \$685 ;
+  assign \$687  = \$680  ? 13'h007f : \$686 ;
+  assign \$688  = sh4_10[63] ? 8'h80 : 8'h7f;
+  assign \$689  = fits5_10 ? \$687 [7:0] : \$688 ;
+  assign \$690  = \$677  ? \$689  : cmd[143:136];
+  assign \$691  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$692  = $signed(\$691 ) + $signed(cmd[143:136]);
+  assign \$693  = $signed(\$692 ) > $signed(8'h7f);
+  assign \$694  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$695  = $signed(\$694 ) + $signed(cmd[143:136]);
+  assign \$696  = $signed(\$695 ) < $signed(8'h80);
+  assign \$697  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$698  = $signed(\$697 ) + $signed(cmd[143:136]);
+  assign \$699  = \$696  ? 13'h1f80 : \$698 ;
+  assign \$700  = \$693  ? 13'h007f : \$699 ;
+  assign \$701  = sh4_10[63] ? 8'h80 : 8'h7f;
+  assign \$702  = fits5_10 ? \$700 [7:0] : \$701 ;
+  assign \$703  = cmd[145] ? \$690  : \$702 ;
+  assign \$704  = v4 ? \$703  : y5_10;
+  assign \$705  = $signed(acc_rd__data[383:352]) + $signed(bias_11);
+  assign \$706  = v0 ? \$705 [31:0] : x1_11;
+  assign \$707  = $signed(x1_11) * $signed({ 1'h0, mult_11[15:0] });
+  assign \$708  = v1 ? { \$707 [47], \$707  } : plo2_11;
+  assign \$709  = $signed(x1_11) * $signed(mult_11[31:16]);
+  assign \$710  = v1 ? \$709  : phi2_11;
+  assign \$712  = $signed(plo2_11) + $signed(\$711 );
+  assign \$713  = v2 ? \$712  : { p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11 };
+  assign \$714  = $signed(p3_11) >>> shift_11;
+  assign \$715  = v3 ? \$714  : sh4_11;
+  assign \$717  = \$716  >> shift_11;
+  assign \$718  = v3 ? \$717  : rb4_11;
+  assign \$719  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$720  = $signed(\$719 ) + $signed(cmd[143:136]);
+  assign \$721  = $signed(\$720 ) > $signed(8'h7f);
+  assign \$722  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$723  = $signed(\$722 ) + $signed(cmd[143:136]);
+  assign \$724  = $signed(\$723 ) < $signed(8'h80);
   assign \$725  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
   assign \$726  = $signed(\$725 ) + $signed(cmd[143:136]);
-  assign \$727  = $signed(\$726 ) > $signed(8'h7f);
-  assign \$728  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$729  = $signed(\$728 ) + $signed(cmd[143:136]);
-  assign \$730  = $signed(\$729 ) < $signed(8'h80);
-  assign \$731  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$732  = $signed(\$731 ) + $signed(cmd[143:136]);
-  assign \$733  = \$730  ? 13'h1f80 : \$732 ;
-  assign \$734  = \$727  ? 13'h007f : \$733 ;
-  assign \$735  = sh4_11[63] ? 8'h80 : 8'h7f;
-  assign \$736  = fits5_11 ? \$734 [7:0] : \$735 ;
-  assign \$737  = cmd[145] ? \$724  : \$736 ;
-  assign \$738  = v4 ? \$737  : y5_11;
-  assign \$739  = $signed(acc_rd__data[415:384]) + $signed(bias_12);
-  assign \$740  = v0 ? \$739 [31:0] : x1_12;
-  assign \$741  = $signed(x1_12) * $signed({ 1'h0, mult_12[15:0] });
-  assign \$742  = v1 ? { \$741 [47], \$741  } : plo2_12;
-  assign \$743  = $signed(x1_12) * $signed(mult_12[31:16]);
-  assign \$744  = v1 ? \$743  : phi2_12;
-  assign \$746  = $signed(plo2_12) + $signed(\$745 );
-  assign \$747  = v2 ? \$746  : { p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12 };
-  assign \$748  = $signed(p3_12) >>> shift_12;
-  assign \$749  = v3 ? \$748  : sh4_12;
-  assign \$751  = \$750  >> shift_12;
-  assign \$752  = v3 ? \$751  : rb4_12;
-  assign \$753  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$754  = $signed(\$753 ) + $signed(cmd[143:136]);
-  assign \$755  = $signed(\$754 ) > $signed(8'h7f);
-  assign \$756  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$757  = $signed(\$756 ) + $signed(cmd[143:136]);
-  assign \$758  = $signed(\$757 ) < $signed(8'h80);
-  assign \$759  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$760  = $signed(\$759 ) + $signed(cmd[143:136]);
-  assign \$761  = \$758  ? 13'h1f80 : \$760 ;
-  assign \$762  = \$755  ? 13'h007f : \$761 ;
-  assign \$763  = sh4_12[63] ? 8'h80 : 8'h7f;
-  assign \$764  = fits5_12 ? \$762 [7:0] : \$763 ;
-  assign \$765  = $signed(\$764 ) > $signed(cmd[143:136]);
-  assign \$766  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$767  = $signed(\$766 ) + $signed(cmd[143:136]);
-  assign \$768  = $signed(\$767 ) > $signed(8'h7f);
-  assign \$769  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$770  = $signed(\$769 ) + $signed(cmd[143:136]);
-  assign \$771  = $signed(\$770 ) < $signed(8'h80);
-  assign \$772  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$773  = $signed(\$772 ) + $signed(cmd[143:136]);
-  assign \$774  = \$771  ? 13'h1f80 : \$773 ;
-  assign \$775  = \$768  ? 13'h007f : \$774 ;
-  assign \$776  = sh4_12[63] ? 8'h80 : 8'h7f;
-  assign \$777  = fits5_12 ? \$775 [7:0] : \$776 ;
-  assign \$778  = \$765  ? \$777  : cmd[143:136];
+  assign \$727  = \$724  ? 13'h1f80 : \$726 ;
+  assign \$728  = \$721  ? 13'h007f : \$727 ;
+  assign \$729  = sh4_11[63] ? 8'h80 : 8'h7f;
+  assign \$730  = fits5_11 ? \$728 [7:0] : \$729 ;
+  assign \$731  = $signed(\$730 ) > $signed(cmd[143:136]);
+  assign \$732  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$733  = $signed(\$732 ) + $signed(cmd[143:136]);
+  assign \$734  = $signed(\$733 ) > $signed(8'h7f);
+  assign \$735  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$736  = $signed(\$735 ) + $signed(cmd[143:136]);
+  assign \$737  = $signed(\$736 ) < $signed(8'h80);
+  assign \$738  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$739  = $signed(\$738 ) + $signed(cmd[143:136]);
+  assign \$740  = \$737  ? 13'h1f80 : \$739 ;
+  assign \$741  = \$734  ? 13'h007f : \$740 ;
+  assign \$742  = sh4_11[63] ? 8'h80 : 8'h7f;
+  assign \$743  = fits5_11 ? \$741 [7:0] : \$742 ;
+  assign \$744  = \$731  ? \$743  : cmd[143:136];
+  assign \$745  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$746  = $signed(\$745 ) + $signed(cmd[143:136]);
+  assign \$747  = $signed(\$746 ) > $signed(8'h7f);
+  assign \$748  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$749  = $signed(\$748 ) + $signed(cmd[143:136]);
+  assign \$750  = $signed(\$749 ) < $signed(8'h80);
+  assign \$751  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$752  = $signed(\$751 ) + $signed(cmd[143:136]);
+  assign \$753  = \$750  ? 13'h1f80 : \$752 ;
+  assign \$754  = \$747  ? 13'h007f : \$753 ;
+  assign \$755  = sh4_11[63] ? 8'h80 : 8'h7f;
+  assign \$756  = fits5_11 ? \$754 [7:0] : \$755 ;
+  assign \$757  = cmd[145] ? \$744  : \$756 ;
+  assign \$758  = v4 ? \$757  : y5_11;
+  assign \$759  = $signed(acc_rd__data[415:384]) + $signed(bias_12);
+  assign \$760  = v0 ? \$759 [31:0] : x1_12;
+  assign \$761  = $signed(x1_12) * $signed({ 1'h0, mult_12[15:0] });
+  assign \$762  = v1 ? { \$761 [47], \$761  } : plo2_12;
+  assign \$763  = $signed(x1_12) * $signed(mult_12[31:16]);
+  assign \$764  = v1 ? \$763  : phi2_12;
+  assign \$766  = $signed(plo2_12) + $signed(\$765 );
+  assign \$767  = v2 ? \$766  : { p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12 };
+  assign \$768  = $signed(p3_12) >>> shift_12;
+  assign \$769  = v3 ? \$768  : sh4_12;
+  assign \$771  = \$770  >> shift_12;
+  assign \$772  = v3 ? \$771  : rb4_12;
+  assign \$773  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$774  = $signed(\$773 ) + $signed(cmd[143:136]);
+  assign \$775  = $signed(\$774 ) > $signed(8'h7f);
+  assign \$776  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$777  = $signed(\$776 ) + $signed(cmd[143:136]);
+  assign \$778  = $signed(\$777 ) < $signed(8'h80);
   assign \$779  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
   assign \$780  = $signed(\$779 ) + $signed(cmd[143:136]);
-  assign \$781  = $signed(\$780 ) > $signed(8'h7f);
-  assign \$782  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$783  = $signed(\$782 ) + $signed(cmd[143:136]);
-  assign \$784  = $signed(\$783 ) < $signed(8'h80);
-  assign \$785  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$786  = $signed(\$785 ) + $signed(cmd[143:136]);
-  assign \$787  = \$784  ? 13'h1f80 : \$786 ;
-  assign \$788  = \$781  ? 13'h007f : \$787 ;
-  assign \$789  = sh4_12[63] ? 8'h80 : 8'h7f;
-  assign \$790  = fits5_12 ? \$788 [7:0] : \$789 ;
-  assign \$791  = cmd[145] ? \$778  : \$790 ;
-  assign \$792  = v4 ? \$791  : y5_12;
-  assign \$793  = $signed(acc_rd__data[447:416]) + $signed(bias_13);
-  assign \$794  = v0 ? \$793 [31:0] : x1_13;
-  assign \$795  = $signed(x1_13) * $signed({ 1'h0, mult_13[15:0] });
-  assign \$796  = v1 ? { \$795 [47], \$795  } : plo2_13;
-  assign \$797  = $signed(x1_13) * $signed(mult_13[31:16]);
-  assign \$798  = v1 ? \$797  : phi2_13;
-  assign \$800  = $signed(plo2_13) + $signed(\$799 );
-  assign \$801  = v2 ? \$800  : { p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13 };
-  assign \$802  = $signed(p3_13) >>> shift_13;
-  assign \$803  = v3 ? \$802  : sh4_13;
-  assign \$805  = \$804  >> shift_13;
-  assign \$806  = v3 ? \$805  : rb4_13;
-  assign \$807  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$808  = $signed(\$807 ) + $signed(cmd[143:136]);
-  assign \$809  = $signed(\$808 ) > $signed(8'h7f);
-  assign \$810  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$811  = $signed(\$810 ) + $signed(cmd[143:136]);
-  assign \$812  = $signed(\$811 ) < $signed(8'h80);
-  assign \$813  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$814  = $signed(\$813 ) + $signed(cmd[143:136]);
-  assign \$815  = \$812  ? 13'h1f80 : \$814 ;
-  assign \$816  = \$809  ? 13'h007f : \$815 ;
-  assign \$817  = sh4_13[63] ? 8'h80 : 8'h7f;
-  assign \$818  = fits5_13 ? \$816 [7:0] : \$817 ;
-  assign \$819  = $signed(\$818 ) > $signed(cmd[143:136]);
-  assign \$820  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$821  = $signed(\$820 ) + $signed(cmd[143:136]);
-  assign \$822  = $signed(\$821 ) > $signed(8'h7f);
-  assign \$823  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$824  = $signed(\$823 ) + $signed(cmd[143:136]);
-  assign \$825  = $signed(\$824 ) < $signed(8'h80);
-  assign \$826  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$827  = $signed(\$826 ) + $signed(cmd[143:136]);
-  assign \$828  = \$825  ? 13'h1f80 : \$827 ;
-  assign \$829  = \$822  ? 13'h007f : \$828 ;
-  assign \$830  = sh4_13[63] ? 8'h80 : 8'h7f;
-  assign \$831  = fits5_13 ? \$829 [7:0] : \$830 ;
-  assign \$832  = \$819  ? \$831  : cmd[143:136];
+  assign \$781  = \$778  ? 13'h1f80 : \$780 ;
+  assign \$782  = \$775  ? 13'h007f : \$781 ;
+  assign \$783  = sh4_12[63] ? 8'h80 : 8'h7f;
+  assign \$784  = fits5_12 ? \$782 [7:0] : \$783 ;
+  assign \$785  = $signed(\$784 ) > $signed(cmd[143:136]);
+  assign \$786  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$787  = $signed(\$786 ) + $signed(cmd[143:136]);
+  assign \$788  = $signed(\$787 ) > $signed(8'h7f);
+  assign \$789  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$790  = $signed(\$789 ) + $signed(cmd[143:136]);
+  assign \$791  = $signed(\$790 ) < $signed(8'h80);
+  assign \$792  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$793  = $signed(\$792 ) + $signed(cmd[143:136]);
+  assign \$794  = \$791  ? 13'h1f80 : \$793 ;
+  assign \$795  = \$788  ? 13'h007f : \$794 ;
+  assign \$796  = sh4_12[63] ? 8'h80 : 8'h7f;
+  assign \$797  = fits5_12 ? \$795 [7:0] : \$796 ;
+  assign \$798  = \$785  ? \$797  : cmd[143:136];
+  assign \$799  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$800  = $signed(\$799 ) + $signed(cmd[143:136]);
+  assign \$801  = $signed(\$800 ) > $signed(8'h7f);
+  assign \$802  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$803  = $signed(\$802 ) + $signed(cmd[143:136]);
+  assign \$804  = $signed(\$803 ) < $signed(8'h80);
+  assign \$805  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$806  = $signed(\$805 ) + $signed(cmd[143:136]);
+  assign \$807  = \$804  ? 13'h1f80 : \$806 ;
+  assign \$808  = \$801  ? 13'h007f : \$807 ;
+  assign \$809  = sh4_12[63] ? 8'h80 : 8'h7f;
+  assign \$810  = fits5_12 ? \$808 [7:0] : \$809 ;
+  assign \$811  = cmd[145] ? \$798  : \$810 ;
+  assign \$812  = v4 ? \$811  : y5_12;
+  assign \$813  = $signed(acc_rd__data[447:416]) + $signed(bias_13);
+  assign \$814  = v0 ? \$813 [31:0] : x1_13;
+  assign \$815  = $signed(x1_13) * $signed({ 1'h0, mult_13[15:0] });
+  assign \$816  = v1 ? { \$815 [47], \$815  } : plo2_13;
+  assign \$817  = $signed(x1_13) * $signed(mult_13[31:16]);
+  assign \$818  = v1 ? \$817  : phi2_13;
+  assign \$820  = $signed(plo2_13) + $signed(\$819 );
+  assign \$821  = v2 ? \$820  : { p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13 };
+  assign \$822  = $signed(p3_13) >>> shift_13;
+  assign \$823  = v3 ? \$822  : sh4_13;
+  assign \$825  = \$824  >> shift_13;
+  assign \$826  = v3 ? \$825  : rb4_13;
+  assign \$827  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$828  = $signed(\$827 ) + $signed(cmd[143:136]);
+  assign \$829  = $signed(\$828 ) > $signed(8'h7f);
+  assign \$830  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$831  = $signed(\$830 ) + $signed(cmd[143:136]);
+  assign \$832  = $signed(\$831 ) < $signed(8'h80);
   assign \$833  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
   assign \$834  = $signed(\$833 ) + $signed(cmd[143:136]);
-  assign \$835  = $signed(\$834 ) > $signed(8'h7f);
-  assign \$836  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$837  = $signed(\$836 ) + $signed(cmd[143:136]);
-  assign \$838  = $signed(\$837 ) < $signed(8'h80);
-  assign \$839  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$840  = $signed(\$839 ) + $signed(cmd[143:136]);
-  assign \$841  = \$838  ? 13'h1f80 : \$840 ;
-  assign \$842  = \$835  ? 13'h007f : \$841 ;
-  assign \$843  = sh4_13[63] ? 8'h80 : 8'h7f;
-  assign \$844  = fits5_13 ? \$842 [7:0] : \$843 ;
-  assign \$845  = cmd[145] ? \$832  : \$844 ;
-  assign \$846  = v4 ? \$845  : y5_13;
-  assign \$847  = $signed(acc_rd__data[479:448]) + $signed(bias_14);
-  assign \$848  = v0 ? \$847 [31:0] : x1_14;
-  assign \$849  = $signed(x1_14) * $signed({ 1'h0, mult_14[15:0] });
-  assign \$850  = v1 ? { \$849 [47], \$849  } : plo2_14;
-  assign \$851  = $signed(x1_14) * $signed(mult_14[31:16]);
-  assign \$852  = v1 ? \$851  : phi2_14;
-  assign \$854  = $signed(plo2_14) + $signed(\$853 );
-  assign \$855  = v2 ? \$854  : { p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14 };
-  assign \$856  = $signed(p3_14) >>> shift_14;
-  assign \$857  = v3 ? \$856  : sh4_14;
-  assign \$859  = \$858  >> shift_14;
-  assign \$860  = v3 ? \$859  : rb4_14;
-  assign \$861  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$862  = $signed(\$861 ) + $signed(cmd[143:136]);
-  assign \$863  = $signed(\$862 ) > $signed(8'h7f);
-  assign \$864  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$865  = $signed(\$864 ) + $signed(cmd[143:136]);
-  assign \$866  = $signed(\$865 ) < $signed(8'h80);
-  assign \$867  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$868  = $signed(\$867 ) + $signed(cmd[143:136]);
-  assign \$869  = \$866  ? 13'h1f80 : \$868 ;
-  assign \$870  = \$863  ? 13'h007f : \$869 ;
-  assign \$871  = sh4_14[63] ? 8'h80 : 8'h7f;
-  assign \$872  = fits5_14 ? \$870 [7:0] : \$871 ;
-  assign \$873  = $signed(\$872 ) > $signed(cmd[143:136]);
-  assign \$874  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$875  = $signed(\$874 ) + $signed(cmd[143:136]);
-  assign \$876  = $signed(\$875 ) > $signed(8'h7f);
-  assign \$877  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$878  = $signed(\$877 ) + $signed(cmd[143:136]);
-  assign \$879  = $signed(\$878 ) < $signed(8'h80);
-  assign \$880  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$881  = $signed(\$880 ) + $signed(cmd[143:136]);
-  assign \$882  = \$879  ? 13'h1f80 : \$881 ;
-  assign \$883  = \$876  ? 13'h007f : \$882 ;
-  assign \$884  = sh4_14[63] ? 8'h80 : 8'h7f;
-  assign \$885  = fits5_14 ? \$883 [7:0] : \$884 ;
-  assign \$886  = \$873  ? \$885  : cmd[143:136];
+  assign \$835  = \$832  ? 13'h1f80 : \$834 ;
+  assign \$836  = \$829  ? 13'h007f : \$835 ;
+  assign \$837  = sh4_13[63] ? 8'h80 : 8'h7f;
+  assign \$838  = fits5_13 ? \$836 [7:0] : \$837 ;
+  assign \$839  = $signed(\$838 ) > $signed(cmd[143:136]);
+  assign \$840  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$841  = $signed(\$840 ) + $signed(cmd[143:136]);
+  assign \$842  = $signed(\$841 ) > $signed(8'h7f);
+  assign \$843  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$844  = $signed(\$843 ) + $signed(cmd[143:136]);
+  assign \$845  = $signed(\$844 ) < $signed(8'h80);
+  assign \$846  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$847  = $signed(\$846 ) + $signed(cmd[143:136]);
+  assign \$848  = \$845  ? 13'h1f80 : \$847 ;
+  assign \$849  = \$842  ? 13'h007f : \$848 ;
+  assign \$850  = sh4_13[63] ? 8'h80 : 8'h7f;
+  assign \$851  = fits5_13 ? \$849 [7:0] : \$850 ;
+  assign \$852  = \$839  ? \$851  : cmd[143:136];
+  assign \$853  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$854  = $signed(\$853 ) + $signed(cmd[143:136]);
+  assign \$855  = $signed(\$854 ) > $signed(8'h7f);
+  assign \$856  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$857  = $signed(\$856 ) + $signed(cmd[143:136]);
+  assign \$858  = $signed(\$857 ) < $signed(8'h80);
+  assign \$859  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$860  = $signed(\$859 ) + $signed(cmd[143:136]);
+  assign \$861  = \$858  ? 13'h1f80 : \$860 ;
+  assign \$862  = \$855  ? 13'h007f : \$861 ;
+  assign \$863  = sh4_13[63] ? 8'h80 : 8'h7f;
+  assign \$864  = fits5_13 ? \$862 [7:0] : \$863 ;
+  assign \$865  = cmd[145] ? \$852  : \$864 ;
+  assign \$866  = v4 ? \$865  : y5_13;
+  assign \$867  = $signed(acc_rd__data[479:448]) + $signed(bias_14);
+  assign \$868  = v0 ? \$867 [31:0] : x1_14;
+  assign \$869  = $signed(x1_14) * $signed({ 1'h0, mult_14[15:0] });
+  assign \$870  = v1 ? { \$869 [47], \$869  } : plo2_14;
+  assign \$871  = $signed(x1_14) * $signed(mult_14[31:16]);
+  assign \$872  = v1 ? \$871  : phi2_14;
+  assign \$874  = $signed(plo2_14) + $signed(\$873 );
+  assign \$875  = v2 ? \$874  : { p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14 };
+  assign \$876  = $signed(p3_14) >>> shift_14;
+  assign \$877  = v3 ? \$876  : sh4_14;
+  assign \$879  = \$878  >> shift_14;
+  assign \$880  = v3 ? \$879  : rb4_14;
+  assign \$881  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$882  = $signed(\$881 ) + $signed(cmd[143:136]);
+  assign \$883  = $signed(\$882 ) > $signed(8'h7f);
+  assign \$884  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$885  = $signed(\$884 ) + $signed(cmd[143:136]);
+  assign \$886  = $signed(\$885 ) < $signed(8'h80);
   assign \$887  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
   assign \$888  = $signed(\$887 ) + $signed(cmd[143:136]);
-  assign \$889  = $signed(\$888 ) > $signed(8'h7f);
-  assign \$890  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$891  = $signed(\$890 ) + $signed(cmd[143:136]);
-  assign \$892  = $signed(\$891 ) < $signed(8'h80);
-  assign \$893  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$894  = $signed(\$893 ) + $signed(cmd[143:136]);
-  assign \$895  = \$892  ? 13'h1f80 : \$894 ;
-  assign \$896  = \$889  ? 13'h007f : \$895 ;
-  assign \$897  = sh4_14[63] ? 8'h80 : 8'h7f;
-  assign \$898  = fits5_14 ? \$896 [7:0] : \$897 ;
-  assign \$899  = cmd[145] ? \$886  : \$898 ;
-  assign \$900  = v4 ? \$899  : y5_14;
-  assign \$901  = $signed(acc_rd__data[511:480]) + $signed(bias_15);
-  assign \$902  = v0 ? \$901 [31:0] : x1_15;
-  assign \$903  = $signed(x1_15) * $signed({ 1'h0, mult_15[15:0] });
-  assign \$904  = v1 ? { \$903 [47], \$903  } : plo2_15;
-  assign \$905  = $signed(x1_15) * $signed(mult_15[31:16]);
-  assign \$906  = v1 ? \$905  : phi2_15;
-  assign \$908  = $signed(plo2_15) + $signed(\$907 );
-  assign \$909  = v2 ? \$908  : { p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15 };
-  assign \$910  = $signed(p3_15) >>> shift_15;
-  assign \$911  = v3 ? \$910  : sh4_15;
-  assign \$913  = \$912  >> shift_15;
-  assign \$914  = v3 ? \$913  : rb4_15;
-  assign \$915  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$916  = $signed(\$915 ) + $signed(cmd[143:136]);
-  assign \$917  = $signed(\$916 ) > $signed(8'h7f);
-  assign \$918  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$919  = $signed(\$918 ) + $signed(cmd[143:136]);
-  assign \$920  = $signed(\$919 ) < $signed(8'h80);
-  assign \$921  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$922  = $signed(\$921 ) + $signed(cmd[143:136]);
-  assign \$923  = \$920  ? 13'h1f80 : \$922 ;
-  assign \$924  = \$917  ? 13'h007f : \$923 ;
-  assign \$925  = sh4_15[63] ? 8'h80 : 8'h7f;
-  assign \$926  = fits5_15 ? \$924 [7:0] : \$925 ;
-  assign \$927  = $signed(\$926 ) > $signed(cmd[143:136]);
-  assign \$928  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$929  = $signed(\$928 ) + $signed(cmd[143:136]);
-  assign \$930  = $signed(\$929 ) > $signed(8'h7f);
-  assign \$931  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$932  = $signed(\$931 ) + $signed(cmd[143:136]);
-  assign \$933  = $signed(\$932 ) < $signed(8'h80);
-  assign \$934  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$935  = $signed(\$934 ) + $signed(cmd[143:136]);
-  assign \$936  = \$933  ? 13'h1f80 : \$935 ;
-  assign \$937  = \$930  ? 13'h007f : \$936 ;
-  assign \$938  = sh4_15[63] ? 8'h80 : 8'h7f;
-  assign \$939  = fits5_15 ? \$937 [7:0] : \$938 ;
-  assign \$940  = \$927  ? \$939  : cmd[143:136];
+  assign \$889  = \$886  ? 13'h1f80 : \$888 ;
+  assign \$890  = \$883  ? 13'h007f : \$889 ;
+  assign \$891  = sh4_14[63] ? 8'h80 : 8'h7f;
+  assign \$892  = fits5_14 ? \$890 [7:0] : \$891 ;
+  assign \$893  = $signed(\$892 ) > $signed(cmd[143:136]);
+  assign \$894  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$895  = $signed(\$894 ) + $signed(cmd[143:136]);
+  assign \$896  = $signed(\$895 ) > $signed(8'h7f);
+  assign \$897  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$898  = $signed(\$897 ) + $signed(cmd[143:136]);
+  assign \$899  = $signed(\$898 ) < $signed(8'h80);
+  assign \$900  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$901  = $signed(\$900 ) + $signed(cmd[143:136]);
+  assign \$902  = \$899  ? 13'h1f80 : \$901 ;
+  assign \$903  = \$896  ? 13'h007f : \$902 ;
+  assign \$904  = sh4_14[63] ? 8'h80 : 8'h7f;
+  assign \$905  = fits5_14 ? \$903 [7:0] : \$904 ;
+  assign \$906  = \$893  ? \$905  : cmd[143:136];
+  assign \$907  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$908  = $signed(\$907 ) + $signed(cmd[143:136]);
+  assign \$909  = $signed(\$908 ) > $signed(8'h7f);
+  assign \$910  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$911  = $signed(\$910 ) + $signed(cmd[143:136]);
+  assign \$912  = $signed(\$911 ) < $signed(8'h80);
+  assign \$913  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$914  = $signed(\$913 ) + $signed(cmd[143:136]);
+  assign \$915  = \$912  ? 13'h1f80 : \$914 ;
+  assign \$916  = \$909  ? 13'h007f : \$915 ;
+  assign \$917  = sh4_14[63] ? 8'h80 : 8'h7f;
+  assign \$918  = fits5_14 ? \$916 [7:0] : \$917 ;
+  assign \$919  = cmd[145] ? \$906  : \$918 ;
+  assign \$920  = v4 ? \$919  : y5_14;
+  assign \$921  = $signed(acc_rd__data[511:480]) + $signed(bias_15);
+  assign \$922  = v0 ? \$921 [31:0] : x1_15;
+  assign \$923  = $signed(x1_15) * $signed({ 1'h0, mult_15[15:0] });
+  assign \$924  = v1 ? { \$923 [47], \$923  } : plo2_15;
+  assign \$925  = $signed(x1_15) * $signed(mult_15[31:16]);
+  assign \$926  = v1 ? \$925  : phi2_15;
+  assign \$928  = $signed(plo2_15) + $signed(\$927 );
+  assign \$929  = v2 ? \$928  : { p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15 };
+  assign \$930  = $signed(p3_15) >>> shift_15;
+  assign \$931  = v3 ? \$930  : sh4_15;
+  assign \$933  = \$932  >> shift_15;
+  assign \$934  = v3 ? \$933  : rb4_15;
+  assign \$935  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$936  = $signed(\$935 ) + $signed(cmd[143:136]);
+  assign \$937  = $signed(\$936 ) > $signed(8'h7f);
+  assign \$938  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$939  = $signed(\$938 ) + $signed(cmd[143:136]);
+  assign \$940  = $signed(\$939 ) < $signed(8'h80);
   assign \$941  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
   assign \$942  = $signed(\$941 ) + $signed(cmd[143:136]);
-  assign \$943  = $signed(\$942 ) > $signed(8'h7f);
-  assign \$944  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$945  = $signed(\$944 ) + $signed(cmd[143:136]);
-  assign \$946  = $signed(\$945 ) < $signed(8'h80);
-  assign \$947  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$948  = $signed(\$947 ) + $signed(cmd[143:136]);
-  assign \$949  = \$946  ? 13'h1f80 : \$948 ;
-  assign \$950  = \$943  ? 13'h007f : \$949 ;
-  assign \$951  = sh4_15[63] ? 8'h80 : 8'h7f;
-  assign \$952  = fits5_15 ? \$950 [7:0] : \$951 ;
-  assign \$953  = cmd[145] ? \$940  : \$952 ;
-  assign \$954  = v4 ? \$953  : y5_15;
-  assign \$955  = retired + 1'h1;
-  assign \$956  = ! retired;
-  assign \$957  = $signed(max6_0) > $signed(out6_0);
-  assign \$958  = \$957  ? max6_0 : out6_0;
-  assign \$959  = \$956  ? out6_0 : \$958 ;
-  assign \$960  = ! retired;
-  assign \$961  = $signed(max6_1) > $signed(out6_1);
-  assign \$962  = \$961  ? max6_1 : out6_1;
-  assign \$963  = \$960  ? out6_1 : \$962 ;
-  assign \$964  = ! retired;
-  assign \$965  = $signed(max6_2) > $signed(out6_2);
-  assign \$966  = \$965  ? max6_2 : out6_2;
-  assign \$967  = \$964  ? out6_2 : \$966 ;
-  assign \$968  = ! retired;
-  assign \$969  = $signed(max6_3) > $signed(out6_3);
-  assign \$970  = \$969  ? max6_3 : out6_3;
-  assign \$971  = \$968  ? out6_3 : \$970 ;
-  assign \$972  = ! retired;
-  assign \$973  = $signed(max6_4) > $signed(out6_4);
-  assign \$974  = \$973  ? max6_4 : out6_4;
-  assign \$975  = \$972  ? out6_4 : \$974 ;
+  assign \$943  = \$940  ? 13'h1f80 : \$942 ;
+  assign \$944  = \$937  ? 13'h007f : \$943 ;
+  assign \$945  = sh4_15[63] ? 8'h80 : 8'h7f;
+  assign \$946  = fits5_15 ? \$944 [7:0] : \$945 ;
+  assign \$947  = $signed(\$946 ) > $signed(cmd[143:136]);
+  assign \$948  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$949  = $signed(\$948 ) + $signed(cmd[143:136]);
+  assign \$950  = $signed(\$949 ) > $signed(8'h7f);
+  assign \$951  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$952  = $signed(\$951 ) + $signed(cmd[143:136]);
+  assign \$953  = $signed(\$952 ) < $signed(8'h80);
+  assign \$954  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$955  = $signed(\$954 ) + $signed(cmd[143:136]);
+  assign \$956  = \$953  ? 13'h1f80 : \$955 ;
+  assign \$957  = \$950  ? 13'h007f : \$956 ;
+  assign \$958  = sh4_15[63] ? 8'h80 : 8'h7f;
+  assign \$959  = fits5_15 ? \$957 [7:0] : \$958 ;
+  assign \$960  = \$947  ? \$959  : cmd[143:136];
+  assign \$961  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$962  = $signed(\$961 ) + $signed(cmd[143:136]);
+  assign \$963  = $signed(\$962 ) > $signed(8'h7f);
+  assign \$964  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$965  = $signed(\$964 ) + $signed(cmd[143:136]);
+  assign \$966  = $signed(\$965 ) < $signed(8'h80);
+  assign \$967  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$968  = $signed(\$967 ) + $signed(cmd[143:136]);
+  assign \$969  = \$966  ? 13'h1f80 : \$968 ;
+  assign \$970  = \$963  ? 13'h007f : \$969 ;
+  assign \$971  = sh4_15[63] ? 8'h80 : 8'h7f;
+  assign \$972  = fits5_15 ? \$970 [7:0] : \$971 ;
+  assign \$973  = cmd[145] ? \$960  : \$972 ;
+  assign \$974  = v4 ? \$973  : y5_15;
+  assign \$975  = retired + 1'h1;
   assign \$976  = ! retired;
-  assign \$977  = $signed(max6_5) > $signed(out6_5);
-  assign \$978  = \$977  ? max6_5 : out6_5;
-  assign \$979  = \$976  ? out6_5 : \$978 ;
+  assign \$977  = $signed(max6_0) > $signed(out6_0);
+  assign \$978  = \$977  ? max6_0 : out6_0;
+  assign \$979  = \$976  ? out6_0 : \$978 ;
   assign \$980  = ! retired;
-  assign \$981  = $signed(max6_6) > $signed(out6_6);
-  assign \$982  = \$981  ? max6_6 : out6_6;
-  assign \$983  = \$980  ? out6_6 : \$982 ;
+  assign \$981  = $signed(max6_1) > $signed(out6_1);
+  assign \$982  = \$981  ? max6_1 : out6_1;
+  assign \$983  = \$980  ? out6_1 : \$982 ;
   assign \$984  = ! retired;
-  assign \$985  = $signed(max6_7) > $signed(out6_7);
-  assign \$986  = \$985  ? max6_7 : out6_7;
-  assign \$987  = \$984  ? out6_7 : \$986 ;
+  assign \$985  = $signed(max6_2) > $signed(out6_2);
+  assign \$986  = \$985  ? max6_2 : out6_2;
+  assign \$987  = \$984  ? out6_2 : \$986 ;
   assign \$988  = ! retired;
-  assign \$989  = $signed(max6_8) > $signed(out6_8);
-  assign \$990  = \$989  ? max6_8 : out6_8;
-  assign \$991  = \$988  ? out6_8 : \$990 ;
+  assign \$989  = $signed(max6_3) > $signed(out6_3);
+  assign \$990  = \$989  ? max6_3 : out6_3;
+  assign \$991  = \$988  ? out6_3 : \$990 ;
   assign \$992  = ! retired;
-  assign \$993  = $signed(max6_9) > $signed(out6_9);
-  assign \$994  = \$993  ? max6_9 : out6_9;
-  assign \$995  = \$992  ? out6_9 : \$994 ;
+  assign \$993  = $signed(max6_4) > $signed(out6_4);
+  assign \$994  = \$993  ? max6_4 : out6_4;
+  assign \$995  = \$992  ? out6_4 : \$994 ;
   assign \$996  = ! retired;
-  assign \$997  = $signed(max6_10) > $signed(out6_10);
-  assign \$998  = \$997  ? max6_10 : out6_10;
-  assign \$999  = \$996  ? out6_10 : \$998 ;
+  assign \$997  = $signed(max6_5) > $signed(out6_5);
+  assign \$998  = \$997  ? max6_5 : out6_5;
+  assign \$999  = \$996  ? out6_5 : \$998 ;
   assign \$1000  = ! retired;
-  assign \$1001  = $signed(max6_11) > $signed(out6_11);
-  assign \$1002  = \$1001  ? max6_11 : out6_11;
-  assign \$1003  = \$1000  ? out6_11 : \$1002 ;
+  assign \$1001  = $signed(max6_6) > $signed(out6_6);
+  assign \$1002  = \$1001  ? max6_6 : out6_6;
+  assign \$1003  = \$1000  ? out6_6 : \$1002 ;
   assign \$1004  = ! retired;
-  assign \$1005  = $signed(max6_12) > $signed(out6_12);
-  assign \$1006  = \$1005  ? max6_12 : out6_12;
-  assign \$1007  = \$1004  ? out6_12 : \$1006 ;
+  assign \$1005  = $signed(max6_7) > $signed(out6_7);
+  assign \$1006  = \$1005  ? max6_7 : out6_7;
+  assign \$1007  = \$1004  ? out6_7 : \$1006 ;
   assign \$1008  = ! retired;
-  assign \$1009  = $signed(max6_13) > $signed(out6_13);
-  assign \$1010  = \$1009  ? max6_13 : out6_13;
-  assign \$1011  = \$1008  ? out6_13 : \$1010 ;
+  assign \$1009  = $signed(max6_8) > $signed(out6_8);
+  assign \$1010  = \$1009  ? max6_8 : out6_8;
+  assign \$1011  = \$1008  ? out6_8 : \$1010 ;
   assign \$1012  = ! retired;
-  assign \$1013  = $signed(max6_14) > $signed(out6_14);
-  assign \$1014  = \$1013  ? max6_14 : out6_14;
-  assign \$1015  = \$1012  ? out6_14 : \$1014 ;
+  assign \$1013  = $signed(max6_9) > $signed(out6_9);
+  assign \$1014  = \$1013  ? max6_9 : out6_9;
+  assign \$1015  = \$1012  ? out6_9 : \$1014 ;
   assign \$1016  = ! retired;
-  assign \$1017  = $signed(max6_15) > $signed(out6_15);
-  assign \$1018  = \$1017  ? max6_15 : out6_15;
-  assign \$1019  = \$1016  ? out6_15 : \$1018 ;
-  assign \$1020  = cmd[39:20] + retired;
-  assign \$1021  = retired == cmd[55:40];
-  assign \$1022  = \$1220  & \$1021 ;
-  assign \$1023  = \$1022  & cmd[147];
-  assign \$1024  = cmd[19:0] + cmd[55:40];
-  assign \$1025  = \$1024  > 14'h2000;
-  assign \$1026  = cmd[75:56] >= 14'h2000;
-  assign \$1027  = cmd[144] & \$1026 ;
-  assign \$1028  = \$1025  | \$1027 ;
-  assign \$1029  = cmd[95:76] >= 14'h2000;
-  assign \$1030  = \$1028  | \$1029 ;
-  assign \$1031  = cmd[115:96] >= 14'h2000;
-  assign \$1032  = \$1030  | \$1031 ;
-  assign \$1033  = cmd[39:20] >= 15'h4000;
-  assign \$1034  = cmd[39:20] + cmd[55:40];
-  assign \$1035  = \$1034  > 15'h4000;
-  assign \$1036  = cmd[147] ? \$1033  : \$1035 ;
-  assign \$1037  = \$1032  | \$1036 ;
-  assign \$1038  = cmd[135:116] + cmd[55:40];
-  assign \$1039  = \$1038  > 15'h4000;
-  assign \$1040  = cmd[146] & \$1039 ;
-  assign range_bad = \$1037  | \$1040 ;
-  assign \$1041  = | acc_rd__data[31:6];
-  assign \$1042  = | acc_rd__data[63:38];
-  assign \$1043  = | acc_rd__data[95:70];
-  assign \$1044  = | acc_rd__data[127:102];
-  assign \$1045  = | acc_rd__data[159:134];
-  assign \$1046  = | acc_rd__data[191:166];
-  assign \$1047  = | acc_rd__data[223:198];
-  assign \$1048  = | acc_rd__data[255:230];
-  assign \$1049  = | acc_rd__data[287:262];
-  assign \$1050  = | acc_rd__data[319:294];
-  assign \$1051  = | acc_rd__data[351:326];
-  assign \$1052  = | acc_rd__data[383:358];
-  assign \$1053  = | acc_rd__data[415:390];
-  assign \$1054  = | acc_rd__data[447:422];
-  assign \$1055  = | acc_rd__data[479:454];
-  assign \$1056  = | acc_rd__data[511:486];
-  assign shift_bad = | { \$1056 , \$1055 , \$1054 , \$1053 , \$1052 , \$1051 , \$1050 , \$1049 , \$1048 , \$1047 , \$1046 , \$1045 , \$1044 , \$1043 , \$1042 , \$1041  };
-  assign \$1057  = ! pidx;
-  assign \$1058  = pidx == 1'h1;
-  assign \$1059  = \$1058  ? cmd[95:76] : cmd[115:96];
-  assign \$1060  = \$1057  ? cmd[75:56] : \$1059 ;
-  assign \$1061  = issued != cmd[55:40];
-  assign \$1062  = cmd[19:0] + issued;
-  assign \$1063  = issued != cmd[55:40];
-  assign \$1064  = \$1063  & cmd[146];
-  assign \$1065  = cmd[135:116] + issued;
-  assign \$1066  = issued != cmd[55:40];
-  assign \$1067  = \$1066  & acc_rd__gnt;
-  assign \$1068  = ~ cmd[146];
-  assign \$1069  = spad_rd__gnt | \$1068 ;
-  assign \$1070  = \$1067  & \$1069 ;
-  assign ctl__busy = ~ \$1215 ;
-  assign \$1071  = ! sh4_0[63:10];
-  assign \$1072  = sh4_0[63:10] == 54'h3fffffffffffff;
-  assign fits5_0 = \$1071  | \$1072 ;
-  assign \$1073  = $signed(y5_0) + $signed(res5_0);
-  assign \$1074  = $signed(\$1073 ) > $signed(8'h7f);
-  assign \$1075  = $signed(y5_0) + $signed(res5_0);
-  assign \$1076  = $signed(\$1075 ) < $signed(8'h80);
+  assign \$1017  = $signed(max6_10) > $signed(out6_10);
+  assign \$1018  = \$1017  ? max6_10 : out6_10;
+  assign \$1019  = \$1016  ? out6_10 : \$1018 ;
+  assign \$1020  = ! retired;
+  assign \$1021  = $signed(max6_11) > $signed(out6_11);
+  assign \$1022  = \$1021  ? max6_11 : out6_11;
+  assign \$1023  = \$1020  ? out6_11 : \$1022 ;
+  assign \$1024  = ! retired;
+  assign \$1025  = $signed(max6_12) > $signed(out6_12);
+  assign \$1026  = \$1025  ? max6_12 : out6_12;
+  assign \$1027  = \$1024  ? out6_12 : \$1026 ;
+  assign \$1028  = ! retired;
+  assign \$1029  = $signed(max6_13) > $signed(out6_13);
+  assign \$1030  = \$1029  ? max6_13 : out6_13;
+  assign \$1031  = \$1028  ? out6_13 : \$1030 ;
+  assign \$1032  = ! retired;
+  assign \$1033  = $signed(max6_14) > $signed(out6_14);
+  assign \$1034  = \$1033  ? max6_14 : out6_14;
+  assign \$1035  = \$1032  ? out6_14 : \$1034 ;
+  assign \$1036  = ! retired;
+  assign \$1037  = $signed(max6_15) > $signed(out6_15);
+  assign \$1038  = \$1037  ? max6_15 : out6_15;
+  assign \$1039  = \$1036  ? out6_15 : \$1038 ;
+  assign \$1040  = cmd[39:20] + retired;
+  assign \$1041  = retired == cmd[55:40];
+  assign \$1042  = \$1224  & \$1041 ;
+  assign \$1043  = \$1042  & cmd[147];
+  assign \$1044  = cmd[19:0] + cmd[55:40];
+  assign \$1045  = \$1044  > 14'h2000;
+  assign \$1046  = cmd[75:56] >= 14'h2000;
+  assign \$1047  = cmd[144] & \$1046 ;
+  assign \$1048  = \$1045  | \$1047 ;
+  assign \$1049  = cmd[95:76] >= 14'h2000;
+  assign \$1050  = \$1048  | \$1049 ;
+  assign \$1051  = cmd[115:96] >= 14'h2000;
+  assign \$1052  = \$1050  | \$1051 ;
+  assign \$1053  = cmd[39:20] >= 15'h4000;
+  assign \$1054  = cmd[39:20] + cmd[55:40];
+  assign \$1055  = \$1054  > 15'h4000;
+  assign \$1056  = cmd[147] ? \$1053  : \$1055 ;
+  assign \$1057  = \$1052  | \$1056 ;
+  assign \$1058  = cmd[135:116] + cmd[55:40];
+  assign \$1059  = \$1058  > 15'h4000;
+  assign \$1060  = cmd[146] & \$1059 ;
+  assign range_bad = \$1057  | \$1060 ;
+  assign \$1061  = ! pidx;
+  assign \$1062  = pidx == 1'h1;
+  assign \$1063  = \$1062  ? cmd[75:56] : cmd[95:76];
+  assign \$1064  = \$1061  ? cmd[115:96] : \$1063 ;
+  assign \$1065  = issued != cmd[55:40];
+  assign \$1066  = cmd[19:0] + issued;
+  assign \$1067  = issued != cmd[55:40];
+  assign \$1068  = \$1067  & cmd[146];
+  assign \$1069  = cmd[135:116] + issued;
+  assign \$1070  = issued != cmd[55:40];
+  assign \$1071  = \$1070  & acc_rd__gnt;
+  assign \$1072  = ~ cmd[146];
+  assign \$1073  = spad_rd__gnt | \$1072 ;
+  assign \$1074  = \$1071  & \$1073 ;
+  assign ctl__busy = ~ \$1219 ;
+  assign \$1075  = ! sh4_0[63:10];
+  assign \$1076  = sh4_0[63:10] == 54'h3fffffffffffff;
+  assign fits5_0 = \$1075  | \$1076 ;
   assign \$1077  = $signed(y5_0) + $signed(res5_0);
-  assign \$1078  = \$1076  ? 9'h180 : \$1077 ;
-  assign \$1079  = \$1074  ? 9'h07f : \$1078 ;
-  assign out6_0 = cmd[146] ? \$1079 [7:0] : y5_0;
-  assign \$1080  = ! sh4_1[63:10];
-  assign \$1081  = sh4_1[63:10] == 54'h3fffffffffffff;
-  assign fits5_1 = \$1080  | \$1081 ;
-  assign \$1082  = $signed(y5_1) + $signed(res5_1);
-  assign \$1083  = $signed(\$1082 ) > $signed(8'h7f);
-  assign \$1084  = $signed(y5_1) + $signed(res5_1);
-  assign \$1085  = $signed(\$1084 ) < $signed(8'h80);
+  assign \$1078  = $signed(\$1077 ) > $signed(8'h7f);
+  assign \$1079  = $signed(y5_0) + $signed(res5_0);
+  assign \$1080  = $signed(\$1079 ) < $signed(8'h80);
+  assign \$1081  = $signed(y5_0) + $signed(res5_0);
+  assign \$1082  = \$1080  ? 9'h180 : \$1081 ;
+  assign \$1083  = \$1078  ? 9'h07f : \$1082 ;
+  assign out6_0 = cmd[146] ? \$1083 [7:0] : y5_0;
+  assign \$1084  = ! sh4_1[63:10];
+  assign \$1085  = sh4_1[63:10] == 54'h3fffffffffffff;
+  assign fits5_1 = \$1084  | \$1085 ;
   assign \$1086  = $signed(y5_1) + $signed(res5_1);
-  assign \$1087  = \$1085  ? 9'h180 : \$1086 ;
-  assign \$1088  = \$1083  ? 9'h07f : \$1087 ;
-  assign out6_1 = cmd[146] ? \$1088 [7:0] : y5_1;
-  assign \$1089  = ! sh4_2[63:10];
-  assign \$1090  = sh4_2[63:10] == 54'h3fffffffffffff;
-  assign fits5_2 = \$1089  | \$1090 ;
-  assign \$1091  = $signed(y5_2) + $signed(res5_2);
-  assign \$1092  = $signed(\$1091 ) > $signed(8'h7f);
-  assign \$1093  = $signed(y5_2) + $signed(res5_2);
-  assign \$1094  = $signed(\$1093 ) < $signed(8'h80);
+  assign \$1087  = $signed(\$1086 ) > $signed(8'h7f);
+  assign \$1088  = $signed(y5_1) + $signed(res5_1);
+  assign \$1089  = $signed(\$1088 ) < $signed(8'h80);
+  assign \$1090  = $signed(y5_1) + $signed(res5_1);
+  assign \$1091  = \$1089  ? 9'h180 : \$1090 ;
+  assign \$1092  = \$1087  ? 9'h07f : \$1091 ;
+  assign out6_1 = cmd[146] ? \$1092 [7:0] : y5_1;
+  assign \$1093  = ! sh4_2[63:10];
+  assign \$1094  = sh4_2[63:10] == 54'h3fffffffffffff;
+  assign fits5_2 = \$1093  | \$1094 ;
   assign \$1095  = $signed(y5_2) + $signed(res5_2);
-  assign \$1096  = \$1094  ? 9'h180 : \$1095 ;
-  assign \$1097  = \$1092  ? 9'h07f : \$1096 ;
-  assign out6_2 = cmd[146] ? \$1097 [7:0] : y5_2;
-  assign \$1098  = ! sh4_3[63:10];
-  assign \$1099  = sh4_3[63:10] == 54'h3fffffffffffff;
-  assign fits5_3 = \$1098  | \$1099 ;
-  assign \$1100  = $signed(y5_3) + $signed(res5_3);
-  assign \$1101  = $signed(\$1100 ) > $signed(8'h7f);
-  assign \$1102  = $signed(y5_3) + $signed(res5_3);
-  assign \$1103  = $signed(\$1102 ) < $signed(8'h80);
+  assign \$1096  = $signed(\$1095 ) > $signed(8'h7f);
+  assign \$1097  = $signed(y5_2) + $signed(res5_2);
+  assign \$1098  = $signed(\$1097 ) < $signed(8'h80);
+  assign \$1099  = $signed(y5_2) + $signed(res5_2);
+  assign \$1100  = \$1098  ? 9'h180 : \$1099 ;
+  assign \$1101  = \$1096  ? 9'h07f : \$1100 ;
+  assign out6_2 = cmd[146] ? \$1101 [7:0] : y5_2;
+  assign \$1102  = ! sh4_3[63:10];
+  assign \$1103  = sh4_3[63:10] == 54'h3fffffffffffff;
+  assign fits5_3 = \$1102  | \$1103 ;
   assign \$1104  = $signed(y5_3) + $signed(res5_3);
-  assign \$1105  = \$1103  ? 9'h180 : \$1104 ;
-  assign \$1106  = \$1101  ? 9'h07f : \$1105 ;
-  assign out6_3 = cmd[146] ? \$1106 [7:0] : y5_3;
-  assign \$1107  = ! sh4_4[63:10];
-  assign \$1108  = sh4_4[63:10] == 54'h3fffffffffffff;
-  assign fits5_4 = \$1107  | \$1108 ;
-  assign \$1109  = $signed(y5_4) + $signed(res5_4);
-  assign \$1110  = $signed(\$1109 ) > $signed(8'h7f);
-  assign \$1111  = $signed(y5_4) + $signed(res5_4);
-  assign \$1112  = $signed(\$1111 ) < $signed(8'h80);
+  assign \$1105  = $signed(\$1104 ) > $signed(8'h7f);
+  assign \$1106  = $signed(y5_3) + $signed(res5_3);
+  assign \$1107  = $signed(\$1106 ) < $signed(8'h80);
+  assign \$1108  = $signed(y5_3) + $signed(res5_3);
+  assign \$1109  = \$1107  ? 9'h180 : \$1108 ;
+  assign \$1110  = \$1105  ? 9'h07f : \$1109 ;
+  assign out6_3 = cmd[146] ? \$1110 [7:0] : y5_3;
+  assign \$1111  = ! sh4_4[63:10];
+  assign \$1112  = sh4_4[63:10] == 54'h3fffffffffffff;
+  assign fits5_4 = \$1111  | \$1112 ;
   assign \$1113  = $signed(y5_4) + $signed(res5_4);
-  assign \$1114  = \$1112  ? 9'h180 : \$1113 ;
-  assign \$1115  = \$1110  ? 9'h07f : \$1114 ;
-  assign out6_4 = cmd[146] ? \$1115 [7:0] : y5_4;
-  assign \$1116  = ! sh4_5[63:10];
-  assign \$1117  = sh4_5[63:10] == 54'h3fffffffffffff;
-  assign fits5_5 = \$1116  | \$1117 ;
-  assign \$1118  = $signed(y5_5) + $signed(res5_5);
-  assign \$1119  = $signed(\$1118 ) > $signed(8'h7f);
-  assign \$1120  = $signed(y5_5) + $signed(res5_5);
-  assign \$1121  = $signed(\$1120 ) < $signed(8'h80);
+  assign \$1114  = $signed(\$1113 ) > $signed(8'h7f);
+  assign \$1115  = $signed(y5_4) + $signed(res5_4);
+  assign \$1116  = $signed(\$1115 ) < $signed(8'h80);
+  assign \$1117  = $signed(y5_4) + $signed(res5_4);
+  assign \$1118  = \$1116  ? 9'h180 : \$1117 ;
+  assign \$1119  = \$1114  ? 9'h07f : \$1118 ;
+  assign out6_4 = cmd[146] ? \$1119 [7:0] : y5_4;
+  assign \$1120  = ! sh4_5[63:10];
+  assign \$1121  = sh4_5[63:10] == 54'h3fffffffffffff;
+  assign fits5_5 = \$1120  | \$1121 ;
   assign \$1122  = $signed(y5_5) + $signed(res5_5);
-  assign \$1123  = \$1121  ? 9'h180 : \$1122 ;
-  assign \$1124  = \$1119  ? 9'h07f : \$1123 ;
-  assign out6_5 = cmd[146] ? \$1124 [7:0] : y5_5;
-  assign \$1125  = ! sh4_6[63:10];
-  assign \$1126  = sh4_6[63:10] == 54'h3fffffffffffff;
-  assign fits5_6 = \$1125  | \$1126 ;
-  assign \$1127  = $signed(y5_6) + $signed(res5_6);
-  assign \$1128  = $signed(\$1127 ) > $signed(8'h7f);
-  assign \$1129  = $signed(y5_6) + $signed(res5_6);
-  assign \$1130  = $signed(\$1129 ) < $signed(8'h80);
+  assign \$1123  = $signed(\$1122 ) > $signed(8'h7f);
+  assign \$1124  = $signed(y5_5) + $signed(res5_5);
+  assign \$1125  = $signed(\$1124 ) < $signed(8'h80);
+  assign \$1126  = $signed(y5_5) + $signed(res5_5);
+  assign \$1127  = \$1125  ? 9'h180 : \$1126 ;
+  assign \$1128  = \$1123  ? 9'h07f : \$1127 ;
+  assign out6_5 = cmd[146] ? \$1128 [7:0] : y5_5;
+  assign \$1129  = ! sh4_6[63:10];
+  assign \$1130  = sh4_6[63:10] == 54'h3fffffffffffff;
+  assign fits5_6 = \$1129  | \$1130 ;
   assign \$1131  = $signed(y5_6) + $signed(res5_6);
-  assign \$1132  = \$1130  ? 9'h180 : \$1131 ;
-  assign \$1133  = \$1128  ? 9'h07f : \$1132 ;
-  assign out6_6 = cmd[146] ? \$1133 [7:0] : y5_6;
-  assign \$1134  = ! sh4_7[63:10];
-  assign \$1135  = sh4_7[63:10] == 54'h3fffffffffffff;
-  assign fits5_7 = \$1134  | \$1135 ;
-  assign \$1136  = $signed(y5_7) + $signed(res5_7);
-  assign \$1137  = $signed(\$1136 ) > $signed(8'h7f);
-  assign \$1138  = $signed(y5_7) + $signed(res5_7);
-  assign \$1139  = $signed(\$1138 ) < $signed(8'h80);
+  assign \$1132  = $signed(\$1131 ) > $signed(8'h7f);
+  assign \$1133  = $signed(y5_6) + $signed(res5_6);
+  assign \$1134  = $signed(\$1133 ) < $signed(8'h80);
+  assign \$1135  = $signed(y5_6) + $signed(res5_6);
+  assign \$1136  = \$1134  ? 9'h180 : \$1135 ;
+  assign \$1137  = \$1132  ? 9'h07f : \$1136 ;
+  assign out6_6 = cmd[146] ? \$1137 [7:0] : y5_6;
+  assign \$1138  = ! sh4_7[63:10];
+  assign \$1139  = sh4_7[63:10] == 54'h3fffffffffffff;
+  assign fits5_7 = \$1138  | \$1139 ;
   assign \$1140  = $signed(y5_7) + $signed(res5_7);
-  assign \$1141  = \$1139  ? 9'h180 : \$1140 ;
-  assign \$1142  = \$1137  ? 9'h07f : \$1141 ;
-  assign out6_7 = cmd[146] ? \$1142 [7:0] : y5_7;
-  assign \$1143  = ! sh4_8[63:10];
-  assign \$1144  = sh4_8[63:10] == 54'h3fffffffffffff;
-  assign fits5_8 = \$1143  | \$1144 ;
-  assign \$1145  = $signed(y5_8) + $signed(res5_8);
-  assign \$1146  = $signed(\$1145 ) > $signed(8'h7f);
-  assign \$1147  = $signed(y5_8) + $signed(res5_8);
-  assign \$1148  = $signed(\$1147 ) < $signed(8'h80);
+  assign \$1141  = $signed(\$1140 ) > $signed(8'h7f);
+  assign \$1142  = $signed(y5_7) + $signed(res5_7);
+  assign \$1143  = $signed(\$1142 ) < $signed(8'h80);
+  assign \$1144  = $signed(y5_7) + $signed(res5_7);
+  assign \$1145  = \$1143  ? 9'h180 : \$1144 ;
+  assign \$1146  = \$1141  ? 9'h07f : \$1145 ;
+  assign out6_7 = cmd[146] ? \$1146 [7:0] : y5_7;
+  assign \$1147  = ! sh4_8[63:10];
+  assign \$1148  = sh4_8[63:10] == 54'h3fffffffffffff;
+  assign fits5_8 = \$1147  | \$1148 ;
   assign \$1149  = $signed(y5_8) + $signed(res5_8);
-  assign \$1150  = \$1148  ? 9'h180 : \$1149 ;
-  assign \$1151  = \$1146  ? 9'h07f : \$1150 ;
-  assign out6_8 = cmd[146] ? \$1151 [7:0] : y5_8;
-  assign \$1152  = ! sh4_9[63:10];
-  assign \$1153  = sh4_9[63:10] == 54'h3fffffffffffff;
-  assign fits5_9 = \$1152  | \$1153 ;
-  assign \$1154  = $signed(y5_9) + $signed(res5_9);
-  assign \$1155  = $signed(\$1154 ) > $signed(8'h7f);
-  assign \$1156  = $signed(y5_9) + $signed(res5_9);
-  assign \$1157  = $signed(\$1156 ) < $signed(8'h80);
+  assign \$1150  = $signed(\$1149 ) > $signed(8'h7f);
+  assign \$1151  = $signed(y5_8) + $signed(res5_8);
+  assign \$1152  = $signed(\$1151 ) < $signed(8'h80);
+  assign \$1153  = $signed(y5_8) + $signed(res5_8);
+  assign \$1154  = \$1152  ? 9'h180 : \$1153 ;
+  assign \$1155  = \$1150  ? 9'h07f : \$1154 ;
+  assign out6_8 = cmd[146] ? \$1155 [7:0] : y5_8;
+  assign \$1156  = ! sh4_9[63:10];
+  assign \$1157  = sh4_9[63:10] == 54'h3fffffffffffff;
+  assign fits5_9 = \$1156  | \$1157 ;
   assign \$1158  = $signed(y5_9) + $signed(res5_9);
-  assign \$1159  = \$1157  ? 9'h180 : \$1158 ;
-  assign \$1160  = \$1155  ? 9'h07f : \$1159 ;
-  assign out6_9 = cmd[146] ? \$1160 [7:0] : y5_9;
-  assign \$1161  = ! sh4_10[63:10];
-  assign \$1162  = sh4_10[63:10] == 54'h3fffffffffffff;
-  assign fits5_10 = \$1161  | \$1162 ;
-  assign \$1163  = $signed(y5_10) + $signed(res5_10);
-  assign \$1164  = $signed(\$1163 ) > $signed(8'h7f);
-  assign \$1165  = $signed(y5_10) + $signed(res5_10);
-  assign \$1166  = $signed(\$1165 ) < $signed(8'h80);
+  assign \$1159  = $signed(\$1158 ) > $signed(8'h7f);
+  assign \$1160  = $signed(y5_9) + $signed(res5_9);
+  assign \$1161  = $signed(\$1160 ) < $signed(8'h80);
+  assign \$1162  = $signed(y5_9) + $signed(res5_9);
+  assign \$1163  = \$1161  ? 9'h180 : \$1162 ;
+  assign \$1164  = \$1159  ? 9'h07f : \$1163 ;
+  assign out6_9 = cmd[146] ? \$1164 [7:0] : y5_9;
+  assign \$1165  = ! sh4_10[63:10];
+  assign \$1166  = sh4_10[63:10] == 54'h3fffffffffffff;
+  assign fits5_10 = \$1165  | \$1166 ;
   assign \$1167  = $signed(y5_10) + $signed(res5_10);
-  assign \$1168  = \$1166  ? 9'h180 : \$1167 ;
-  assign \$1169  = \$1164  ? 9'h07f : \$1168 ;
-  assign out6_10 = cmd[146] ? \$1169 [7:0] : y5_10;
-  assign \$1170  = ! sh4_11[63:10];
-  assign \$1171  = sh4_11[63:10] == 54'h3fffffffffffff;
-  assign fits5_11 = \$1170  | \$1171 ;
-  assign \$1172  = $signed(y5_11) + $signed(res5_11);
-  assign \$1173  = $signed(\$1172 ) > $signed(8'h7f);
-  assign \$1174  = $signed(y5_11) + $signed(res5_11);
-  assign \$1175  = $signed(\$1174 ) < $signed(8'h80);
+  assign \$1168  = $signed(\$1167 ) > $signed(8'h7f);
+  assign \$1169  = $signed(y5_10) + $signed(res5_10);
+  assign \$1170  = $signed(\$1169 ) < $signed(8'h80);
+  assign \$1171  = $signed(y5_10) + $signed(res5_10);
+  assign \$1172  = \$1170  ? 9'h180 : \$1171 ;
+  assign \$1173  = \$1168  ? 9'h07f : \$1172 ;
+  assign out6_10 = cmd[146] ? \$1173 [7:0] : y5_10;
+  assign \$1174  = ! sh4_11[63:10];
+  assign \$1175  = sh4_11[63:10] == 54'h3fffffffffffff;
+  assign fits5_11 = \$1174  | \$1175 ;
   assign \$1176  = $signed(y5_11) + $signed(res5_11);
-  assign \$1177  = \$1175  ? 9'h180 : \$1176 ;
-  assign \$1178  = \$1173  ? 9'h07f : \$1177 ;
-  assign out6_11 = cmd[146] ? \$1178 [7:0] : y5_11;
-  assign \$1179  = ! sh4_12[63:10];
-  assign \$1180  = sh4_12[63:10] == 54'h3fffffffffffff;
-  assign fits5_12 = \$1179  | \$1180 ;
-  assign \$1181  = $signed(y5_12) + $signed(res5_12);
-  assign \$1182  = $signed(\$1181 ) > $signed(8'h7f);
-  assign \$1183  = $signed(y5_12) + $signed(res5_12);
-  assign \$1184  = $signed(\$1183 ) < $signed(8'h80);
+  assign \$1177  = $signed(\$1176 ) > $signed(8'h7f);
+  assign \$1178  = $signed(y5_11) + $signed(res5_11);
+  assign \$1179  = $signed(\$1178 ) < $signed(8'h80);
+  assign \$1180  = $signed(y5_11) + $signed(res5_11);
+  assign \$1181  = \$1179  ? 9'h180 : \$1180 ;
+  assign \$1182  = \$1177  ? 9'h07f : \$1181 ;
+  assign out6_11 = cmd[146] ? \$1182 [7:0] : y5_11;
+  assign \$1183  = ! sh4_12[63:10];
+  assign \$1184  = sh4_12[63:10] == 54'h3fffffffffffff;
+  assign fits5_12 = \$1183  | \$1184 ;
   assign \$1185  = $signed(y5_12) + $signed(res5_12);
-  assign \$1186  = \$1184  ? 9'h180 : \$1185 ;
-  assign \$1187  = \$1182  ? 9'h07f : \$1186 ;
-  assign out6_12 = cmd[146] ? \$1187 [7:0] : y5_12;
-  assign \$1188  = ! sh4_13[63:10];
-  assign \$1189  = sh4_13[63:10] == 54'h3fffffffffffff;
-  assign fits5_13 = \$1188  | \$1189 ;
-  assign \$1190  = $signed(y5_13) + $signed(res5_13);
-  assign \$1191  = $signed(\$1190 ) > $signed(8'h7f);
-  assign \$1192  = $signed(y5_13) + $signed(res5_13);
-  assign \$1193  = $signed(\$1192 ) < $signed(8'h80);
+  assign \$1186  = $signed(\$1185 ) > $signed(8'h7f);
+  assign \$1187  = $signed(y5_12) + $signed(res5_12);
+  assign \$1188  = $signed(\$1187 ) < $signed(8'h80);
+  assign \$1189  = $signed(y5_12) + $signed(res5_12);
+  assign \$1190  = \$1188  ? 9'h180 : \$1189 ;
+  assign \$1191  = \$1186  ? 9'h07f : \$1190 ;
+  assign out6_12 = cmd[146] ? \$1191 [7:0] : y5_12;
+  assign \$1192  = ! sh4_13[63:10];
+  assign \$1193  = sh4_13[63:10] == 54'h3fffffffffffff;
+  assign fits5_13 = \$1192  | \$1193 ;
   assign \$1194  = $signed(y5_13) + $signed(res5_13);
-  assign \$1195  = \$1193  ? 9'h180 : \$1194 ;
-  assign \$1196  = \$1191  ? 9'h07f : \$1195 ;
-  assign out6_13 = cmd[146] ? \$1196 [7:0] : y5_13;
-  assign \$1197  = ! sh4_14[63:10];
-  assign \$1198  = sh4_14[63:10] == 54'h3fffffffffffff;
-  assign fits5_14 = \$1197  | \$1198 ;
-  assign \$1199  = $signed(y5_14) + $signed(res5_14);
-  assign \$1200  = $signed(\$1199 ) > $signed(8'h7f);
-  assign \$1201  = $signed(y5_14) + $signed(res5_14);
-  assign \$1202  = $signed(\$1201 ) < $signed(8'h80);
+  assign \$1195  = $signed(\$1194 ) > $signed(8'h7f);
+  assign \$1196  = $signed(y5_13) + $signed(res5_13);
+  assign \$1197  = $signed(\$1196 ) < $signed(8'h80);
+  assign \$1198  = $signed(y5_13) + $signed(res5_13);
+  assign \$1199  = \$1197  ? 9'h180 : \$1198 ;
+  assign \$1200  = \$1195  ? 9'h07f : \$1199 ;
+  assign out6_13 = cmd[146] ? \$1200 [7:0] : y5_13;
+  assign \$1201  = ! sh4_14[63:10];
+  assign \$1202  = sh4_14[63:10] == 54'h3fffffffffffff;
+  assign fits5_14 = \$1201  | \$1202 ;
   assign \$1203  = $signed(y5_14) + $signed(res5_14);
-  assign \$1204  = \$1202  ? 9'h180 : \$1203 ;
-  assign \$1205  = \$1200  ? 9'h07f : \$1204 ;
-  assign out6_14 = cmd[146] ? \$1205 [7:0] : y5_14;
-  assign \$1206  = ! sh4_15[63:10];
-  assign \$1207  = sh4_15[63:10] == 54'h3fffffffffffff;
-  assign fits5_15 = \$1206  | \$1207 ;
-  assign \$1208  = $signed(y5_15) + $signed(res5_15);
-  assign \$1209  = $signed(\$1208 ) > $signed(8'h7f);
-  assign \$1210  = $signed(y5_15) + $signed(res5_15);
-  assign \$1211  = $signed(\$1210 ) < $signed(8'h80);
+  assign \$1204  = $signed(\$1203 ) > $signed(8'h7f);
+  assign \$1205  = $signed(y5_14) + $signed(res5_14);
+  assign \$1206  = $signed(\$1205 ) < $signed(8'h80);
+  assign \$1207  = $signed(y5_14) + $signed(res5_14);
+  assign \$1208  = \$1206  ? 9'h180 : \$1207 ;
+  assign \$1209  = \$1204  ? 9'h07f : \$1208 ;
+  assign out6_14 = cmd[146] ? \$1209 [7:0] : y5_14;
+  assign \$1210  = ! sh4_15[63:10];
+  assign \$1211  = sh4_15[63:10] == 54'h3fffffffffffff;
+  assign fits5_15 = \$1210  | \$1211 ;
   assign \$1212  = $signed(y5_15) + $signed(res5_15);
-  assign \$1213  = \$1211  ? 9'h180 : \$1212 ;
-  assign \$1214  = \$1209  ? 9'h07f : \$1213 ;
-  assign out6_15 = cmd[146] ? \$1214 [7:0] : y5_15;
-  assign \$1215  = ! vec_fsm_state;
-  assign \$1216  = vec_fsm_state == 1'h1;
-  assign \$1217  = vec_fsm_state == 2'h2;
-  assign \$1218  = vec_fsm_state == 2'h3;
-  assign \$1219  = vec_fsm_state == 3'h4;
-  assign \$1220  = vec_fsm_state == 3'h5;
-  assign \$1221  = vec_fsm_state == 3'h6;
+  assign \$1213  = $signed(\$1212 ) > $signed(8'h7f);
+  assign \$1214  = $signed(y5_15) + $signed(res5_15);
+  assign \$1215  = $signed(\$1214 ) < $signed(8'h80);
+  assign \$1216  = $signed(y5_15) + $signed(res5_15);
+  assign \$1217  = \$1215  ? 9'h180 : \$1216 ;
+  assign \$1218  = \$1213  ? 9'h07f : \$1217 ;
+  assign out6_15 = cmd[146] ? \$1218 [7:0] : y5_15;
+  assign \$1219  = ! vec_fsm_state;
+  assign \$1220  = vec_fsm_state == 1'h1;
+  assign \$1221  = vec_fsm_state == 2'h2;
+  assign \$1222  = vec_fsm_state == 2'h3;
+  assign \$1223  = vec_fsm_state == 3'h4;
+  assign \$1224  = vec_fsm_state == 3'h5;
+  assign \$1225  = vec_fsm_state == 3'h6;
   always @(posedge clk)
-    bias_0 <= \$1222 ;
+    shift_0 <= \$1226 ;
   always @(posedge clk)
-    bias_1 <= \$1223 ;
+    shift_1 <= \$1227 ;
   always @(posedge clk)
-    bias_2 <= \$1224 ;
+    shift_2 <= \$1228 ;
   always @(posedge clk)
-    bias_3 <= \$1225 ;
+    shift_3 <= \$1229 ;
   always @(posedge clk)
-    bias_4 <= \$1226 ;
+    shift_4 <= \$1230 ;
   always @(posedge clk)
-    bias_5 <= \$1227 ;
+    shift_5 <= \$1231 ;
   always @(posedge clk)
-    bias_6 <= \$1228 ;
+    shift_6 <= \$1232 ;
   always @(posedge clk)
-    bias_7 <= \$1229 ;
+    shift_7 <= \$1233 ;
   always @(posedge clk)
-    bias_8 <= \$1230 ;
+    shift_8 <= \$1234 ;
   always @(posedge clk)
-    bias_9 <= \$1231 ;
+    shift_9 <= \$1235 ;
   always @(posedge clk)
-    bias_10 <= \$1232 ;
+    shift_10 <= \$1236 ;
   always @(posedge clk)
-    bias_11 <= \$1233 ;
+    shift_11 <= \$1237 ;
   always @(posedge clk)
-    bias_12 <= \$1234 ;
+    shift_12 <= \$1238 ;
   always @(posedge clk)
-    bias_13 <= \$1235 ;
+    shift_13 <= \$1239 ;
   always @(posedge clk)
-    bias_14 <= \$1236 ;
+    shift_14 <= \$1240 ;
   always @(posedge clk)
-    bias_15 <= \$1237 ;
+    shift_15 <= \$1241 ;
   always @(posedge clk)
-    mult_0 <= \$1238 ;
+    shift_out_of_range <= \$1242 ;
   always @(posedge clk)
-    mult_1 <= \$1239 ;
+    bias_0 <= \$1243 ;
   always @(posedge clk)
-    mult_2 <= \$1240 ;
+    bias_1 <= \$1244 ;
   always @(posedge clk)
-    mult_3 <= \$1241 ;
+    bias_2 <= \$1245 ;
   always @(posedge clk)
-    mult_4 <= \$1242 ;
+    bias_3 <= \$1246 ;
   always @(posedge clk)
-    mult_5 <= \$1243 ;
+    bias_4 <= \$1247 ;
   always @(posedge clk)
-    mult_6 <= \$1244 ;
+    bias_5 <= \$1248 ;
   always @(posedge clk)
-    mult_7 <= \$1245 ;
+    bias_6 <= \$1249 ;
   always @(posedge clk)
-    mult_8 <= \$1246 ;
+    bias_7 <= \$1250 ;
   always @(posedge clk)
-    mult_9 <= \$1247 ;
+    bias_8 <= \$1251 ;
   always @(posedge clk)
-    mult_10 <= \$1248 ;
+    bias_9 <= \$1252 ;
   always @(posedge clk)
-    mult_11 <= \$1249 ;
+    bias_10 <= \$1253 ;
   always @(posedge clk)
-    mult_12 <= \$1250 ;
+    bias_11 <= \$1254 ;
   always @(posedge clk)
-    mult_13 <= \$1251 ;
+    bias_12 <= \$1255 ;
   always @(posedge clk)
-    mult_14 <= \$1252 ;
+    bias_13 <= \$1256 ;
   always @(posedge clk)
-    mult_15 <= \$1253 ;
+    bias_14 <= \$1257 ;
   always @(posedge clk)
-    shift_0 <= \$1254 ;
+    bias_15 <= \$1258 ;
   always @(posedge clk)
-    shift_1 <= \$1255 ;
+    mult_0 <= \$1259 ;
   always @(posedge clk)
-    shift_2 <= \$1256 ;
+    mult_1 <= \$1260 ;
   always @(posedge clk)
-    shift_3 <= \$1257 ;
+    mult_2 <= \$1261 ;
   always @(posedge clk)
-    shift_4 <= \$1258 ;
+    mult_3 <= \$1262 ;
   always @(posedge clk)
-    shift_5 <= \$1259 ;
+    mult_4 <= \$1263 ;
   always @(posedge clk)
-    shift_6 <= \$1260 ;
+    mult_5 <= \$1264 ;
   always @(posedge clk)
-    shift_7 <= \$1261 ;
+    mult_6 <= \$1265 ;
   always @(posedge clk)
-    shift_8 <= \$1262 ;
+    mult_7 <= \$1266 ;
   always @(posedge clk)
-    shift_9 <= \$1263 ;
+    mult_8 <= \$1267 ;
   always @(posedge clk)
-    shift_10 <= \$1264 ;
+    mult_9 <= \$1268 ;
   always @(posedge clk)
-    shift_11 <= \$1265 ;
+    mult_10 <= \$1269 ;
   always @(posedge clk)
-    shift_12 <= \$1266 ;
+    mult_11 <= \$1270 ;
   always @(posedge clk)
-    shift_13 <= \$1267 ;
+    mult_12 <= \$1271 ;
   always @(posedge clk)
-    shift_14 <= \$1268 ;
+    mult_13 <= \$1272 ;
   always @(posedge clk)
-    shift_15 <= \$1269 ;
+    mult_14 <= \$1273 ;
   always @(posedge clk)
-    cap_valid <= \$1270 ;
+    mult_15 <= \$1274 ;
   always @(posedge clk)
-    cmd <= \$1271 ;
+    cap_valid <= \$1275 ;
   always @(posedge clk)
-    err <= \$1272 ;
+    cmd <= \$1276 ;
   always @(posedge clk)
-    issued <= \$1273 ;
+    err <= \$1277 ;
   always @(posedge clk)
-    retired <= \$1274 ;
+    issued <= \$1278 ;
   always @(posedge clk)
-    vec_fsm_state <= \$1275 ;
+    retired <= \$1279 ;
   always @(posedge clk)
-    pidx <= \$1276 ;
+    vec_fsm_state <= \$1280 ;
   always @(posedge clk)
-    cap_idx <= \$1277 ;
+    pidx <= \$1281 ;
   always @(posedge clk)
-    v0 <= \$1278 ;
+    cap_idx <= \$1282 ;
   always @(posedge clk)
-    v1 <= \$1279 ;
+    v0 <= \$1283 ;
   always @(posedge clk)
-    v2 <= \$1280 ;
+    v1 <= \$1284 ;
   always @(posedge clk)
-    v3 <= \$1281 ;
+    v2 <= \$1285 ;
   always @(posedge clk)
-    v4 <= \$1282 ;
+    v3 <= \$1286 ;
   always @(posedge clk)
-    v5 <= \$1283 ;
+    v4 <= \$1287 ;
   always @(posedge clk)
-    res1_0 <= \$11 ;
+    v5 <= \$1288 ;
   always @(posedge clk)
-    res2_0 <= \$12 ;
+    res1_0 <= \$31 ;
   always @(posedge clk)
-    res3_0 <= \$13 ;
+    res2_0 <= \$32 ;
   always @(posedge clk)
-    res4_0 <= \$14 ;
+    res3_0 <= \$33 ;
   always @(posedge clk)
-    res5_0 <= \$15 ;
+    res4_0 <= \$34 ;
   always @(posedge clk)
-    res1_1 <= \$16 ;
+    res5_0 <= \$35 ;
   always @(posedge clk)
-    res2_1 <= \$17 ;
+    res1_1 <= \$36 ;
   always @(posedge clk)
-    res3_1 <= \$18 ;
+    res2_1 <= \$37 ;
   always @(posedge clk)
-    res4_1 <= \$19 ;
+    res3_1 <= \$38 ;
   always @(posedge clk)
-    res5_1 <= \$20 ;
+    res4_1 <= \$39 ;
   always @(posedge clk)
-    res1_2 <= \$21 ;
+    res5_1 <= \$40 ;
   always @(posedge clk)
-    res2_2 <= \$22 ;
+    res1_2 <= \$41 ;
   always @(posedge clk)
-    res3_2 <= \$23 ;
+    res2_2 <= \$42 ;
   always @(posedge clk)
-    res4_2 <= \$24 ;
+    res3_2 <= \$43 ;
   always @(posedge clk)
-    res5_2 <= \$25 ;
+    res4_2 <= \$44 ;
   always @(posedge clk)
-    res1_3 <= \$26 ;
+    res5_2 <= \$45 ;
   always @(posedge clk)
-    res2_3 <= \$27 ;
+    res1_3 <= \$46 ;
   always @(posedge clk)
-    res3_3 <= \$28 ;
+    res2_3 <= \$47 ;
   always @(posedge clk)
-    res4_3 <= \$29 ;
+    res3_3 <= \$48 ;
   always @(posedge clk)
-    res5_3 <= \$30 ;
+    res4_3 <= \$49 ;
   always @(posedge clk)
-    res1_4 <= \$31 ;
+    res5_3 <= \$50 ;
   always @(posedge clk)
-    res2_4 <= \$32 ;
+    res1_4 <= \$51 ;
   always @(posedge clk)
-    res3_4 <= \$33 ;
+    res2_4 <= \$52 ;
   always @(posedge clk)
-    res4_4 <= \$34 ;
+    res3_4 <= \$53 ;
   always @(posedge clk)
-    res5_4 <= \$35 ;
+    res4_4 <= \$54 ;
   always @(posedge clk)
-    res1_5 <= \$36 ;
+    res5_4 <= \$55 ;
   always @(posedge clk)
-    res2_5 <= \$37 ;
+    res1_5 <= \$56 ;
   always @(posedge clk)
-    res3_5 <= \$38 ;
+    res2_5 <= \$57 ;
   always @(posedge clk)
-    res4_5 <= \$39 ;
+    res3_5 <= \$58 ;
   always @(posedge clk)
-    res5_5 <= \$40 ;
+    res4_5 <= \$59 ;
   always @(posedge clk)
-    res1_6 <= \$41 ;
+    res5_5 <= \$60 ;
   always @(posedge clk)
-    res2_6 <= \$42 ;
+    res1_6 <= \$61 ;
   always @(posedge clk)
-    res3_6 <= \$43 ;
+    res2_6 <= \$62 ;
   always @(posedge clk)
-    res4_6 <= \$44 ;
+    res3_6 <= \$63 ;
   always @(posedge clk)
-    res5_6 <= \$45 ;
+    res4_6 <= \$64 ;
   always @(posedge clk)
-    res1_7 <= \$46 ;
+    res5_6 <= \$65 ;
   always @(posedge clk)
-    res2_7 <= \$47 ;
+    res1_7 <= \$66 ;
   always @(posedge clk)
-    res3_7 <= \$48 ;
+    res2_7 <= \$67 ;
   always @(posedge clk)
-    res4_7 <= \$49 ;
+    res3_7 <= \$68 ;
   always @(posedge clk)
-    res5_7 <= \$50 ;
+    res4_7 <= \$69 ;
   always @(posedge clk)
-    res1_8 <= \$51 ;
+    res5_7 <= \$70 ;
   always @(posedge clk)
-    res2_8 <= \$52 ;
+    res1_8 <= \$71 ;
   always @(posedge clk)
-    res3_8 <= \$53 ;
+    res2_8 <= \$72 ;
   always @(posedge clk)
-    res4_8 <= \$54 ;
+    res3_8 <= \$73 ;
   always @(posedge clk)
-    res5_8 <= \$55 ;
+    res4_8 <= \$74 ;
   always @(posedge clk)
-    res1_9 <= \$56 ;
+    res5_8 <= \$75 ;
   always @(posedge clk)
-    res2_9 <= \$57 ;
+    res1_9 <= \$76 ;
   always @(posedge clk)
-    res3_9 <= \$58 ;
+    res2_9 <= \$77 ;
   always @(posedge clk)
-    res4_9 <= \$59 ;
+    res3_9 <= \$78 ;
   always @(posedge clk)
-    res5_9 <= \$60 ;
+    res4_9 <= \$79 ;
   always @(posedge clk)
-    res1_10 <= \$61 ;
+    res5_9 <= \$80 ;
   always @(posedge clk)
-    res2_10 <= \$62 ;
+    res1_10 <= \$81 ;
   always @(posedge clk)
-    res3_10 <= \$63 ;
+    res2_10 <= \$82 ;
   always @(posedge clk)
-    res4_10 <= \$64 ;
+    res3_10 <= \$83 ;
   always @(posedge clk)
-    res5_10 <= \$65 ;
+    res4_10 <= \$84 ;
   always @(posedge clk)
-    res1_11 <= \$66 ;
+    res5_10 <= \$85 ;
   always @(posedge clk)
-    res2_11 <= \$67 ;
+    res1_11 <= \$86 ;
   always @(posedge clk)
-    res3_11 <= \$68 ;
+    res2_11 <= \$87 ;
   always @(posedge clk)
-    res4_11 <= \$69 ;
+    res3_11 <= \$88 ;
   always @(posedge clk)
-    res5_11 <= \$70 ;
+    res4_11 <= \$89 ;
   always @(posedge clk)
-    res1_12 <= \$71 ;
+    res5_11 <= \$90 ;
   always @(posedge clk)
-    res2_12 <= \$72 ;
+    res1_12 <= \$91 ;
   always @(posedge clk)
-    res3_12 <= \$73 ;
+    res2_12 <= \$92 ;
   always @(posedge clk)
-    res4_12 <= \$74 ;
+    res3_12 <= \$93 ;
   always @(posedge clk)
-    res5_12 <= \$75 ;
+    res4_12 <= \$94 ;
   always @(posedge clk)
-    res1_13 <= \$76 ;
+    res5_12 <= \$95 ;
   always @(posedge clk)
-    res2_13 <= \$77 ;
+    res1_13 <= \$96 ;
   always @(posedge clk)
-    res3_13 <= \$78 ;
+    res2_13 <= \$97 ;
   always @(posedge clk)
-    res4_13 <= \$79 ;
+    res3_13 <= \$98 ;
   always @(posedge clk)
-    res5_13 <= \$80 ;
+    res4_13 <= \$99 ;
   always @(posedge clk)
-    res1_14 <= \$81 ;
+    res5_13 <= \$100 ;
   always @(posedge clk)
-    res2_14 <= \$82 ;
+    res1_14 <= \$101 ;
   always @(posedge clk)
-    res3_14 <= \$83 ;
+    res2_14 <= \$102 ;
   always @(posedge clk)
-    res4_14 <= \$84 ;
+    res3_14 <= \$103 ;
   always @(posedge clk)
-    res5_14 <= \$85 ;
+    res4_14 <= \$104 ;
   always @(posedge clk)
-    res1_15 <= \$86 ;
+    res5_14 <= \$105 ;
   always @(posedge clk)
-    res2_15 <= \$87 ;
+    res1_15 <= \$106 ;
   always @(posedge clk)
-    res3_15 <= \$88 ;
+    res2_15 <= \$107 ;
   always @(posedge clk)
-    res4_15 <= \$89 ;
+    res3_15 <= \$108 ;
   always @(posedge clk)
-    res5_15 <= \$90 ;
+    res4_15 <= \$109 ;
   always @(posedge clk)
-    x1_0 <= \$92 ;
+    res5_15 <= \$110 ;
   always @(posedge clk)
-    plo2_0 <= \$94 ;
+    x1_0 <= \$112 ;
   always @(posedge clk)
-    phi2_0 <= \$96 ;
+    plo2_0 <= \$114 ;
   always @(posedge clk)
-    p3_0 <= \$99 [63:0];
+    phi2_0 <= \$116 ;
   always @(posedge clk)
-    sh4_0 <= \$101 ;
+    p3_0 <= \$119 [63:0];
   always @(posedge clk)
-    rb4_0 <= \$104 ;
+    sh4_0 <= \$121 ;
   always @(posedge clk)
-    y5_0 <= \$144 ;
+    rb4_0 <= \$124 ;
   always @(posedge clk)
-    x1_1 <= \$146 ;
+    y5_0 <= \$164 ;
   always @(posedge clk)
-    plo2_1 <= \$148 ;
+    x1_1 <= \$166 ;
   always @(posedge clk)
-    phi2_1 <= \$150 ;
+    plo2_1 <= \$168 ;
   always @(posedge clk)
-    p3_1 <= \$153 [63:0];
+    phi2_1 <= \$170 ;
   always @(posedge clk)
-    sh4_1 <= \$155 ;
+    p3_1 <= \$173 [63:0];
   always @(posedge clk)
-    rb4_1 <= \$158 ;
+    sh4_1 <= \$175 ;
   always @(posedge clk)
-    y5_1 <= \$198 ;
+    rb4_1 <= \$178 ;
   always @(posedge clk)
-    x1_2 <= \$200 ;
+    y5_1 <= \$218 ;
   always @(posedge clk)
-    plo2_2 <= \$202 ;
+    x1_2 <= \$220 ;
   always @(posedge clk)
-    phi2_2 <= \$204 ;
+    plo2_2 <= \$222 ;
   always @(posedge clk)
-    p3_2 <= \$207 [63:0];
+    phi2_2 <= \$224 ;
   always @(posedge clk)
-    sh4_2 <= \$209 ;
+    p3_2 <= \$227 [63:0];
   always @(posedge clk)
-    rb4_2 <= \$212 ;
+    sh4_2 <= \$229 ;
   always @(posedge clk)
-    y5_2 <= \$252 ;
+    rb4_2 <= \$232 ;
   always @(posedge clk)
-    x1_3 <= \$254 ;
+    y5_2 <= \$272 ;
   always @(posedge clk)
-    plo2_3 <= \$256 ;
+    x1_3 <= \$274 ;
   always @(posedge clk)
-    phi2_3 <= \$258 ;
+    plo2_3 <= \$276 ;
   always @(posedge clk)
-    p3_3 <= \$261 [63:0];
+    phi2_3 <= \$278 ;
   always @(posedge clk)
-    sh4_3 <= \$263 ;
+    p3_3 <= \$281 [63:0];
   always @(posedge clk)
-    rb4_3 <= \$266 ;
+    sh4_3 <= \$283 ;
   always @(posedge clk)
-    y5_3 <= \$306 ;
+    rb4_3 <= \$286 ;
   always @(posedge clk)
-    x1_4 <= \$308 ;
+    y5_3 <= \$326 ;
   always @(posedge clk)
-    plo2_4 <= \$310 ;
+    x1_4 <= \$328 ;
   always @(posedge clk)
-    phi2_4 <= \$312 ;
+    plo2_4 <= \$330 ;
   always @(posedge clk)
-    p3_4 <= \$315 [63:0];
+    phi2_4 <= \$332 ;
   always @(posedge clk)
-    sh4_4 <= \$317 ;
+    p3_4 <= \$335 [63:0];
   always @(posedge clk)
-    rb4_4 <= \$320 ;
+    sh4_4 <= \$337 ;
   always @(posedge clk)
-    y5_4 <= \$360 ;
+    rb4_4 <= \$340 ;
   always @(posedge clk)
-    x1_5 <= \$362 ;
+    y5_4 <= \$380 ;
   always @(posedge clk)
-    plo2_5 <= \$364 ;
+    x1_5 <= \$382 ;
   always @(posedge clk)
-    phi2_5 <= \$366 ;
+    plo2_5 <= \$384 ;
   always @(posedge clk)
-    p3_5 <= \$369 [63:0];
+    phi2_5 <= \$386 ;
   always @(posedge clk)
-    sh4_5 <= \$371 ;
+    p3_5 <= \$389 [63:0];
   always @(posedge clk)
-    rb4_5 <= \$374 ;
+    sh4_5 <= \$391 ;
   always @(posedge clk)
-    y5_5 <= \$414 ;
+    rb4_5 <= \$394 ;
   always @(posedge clk)
-    x1_6 <= \$416 ;
+    y5_5 <= \$434 ;
   always @(posedge clk)
-    plo2_6 <= \$418 ;
+    x1_6 <= \$436 ;
   always @(posedge clk)
-    phi2_6 <= \$420 ;
+    plo2_6 <= \$438 ;
   always @(posedge clk)
-    p3_6 <= \$423 [63:0];
+    phi2_6 <= \$440 ;
   always @(posedge clk)
-    sh4_6 <= \$425 ;
+    p3_6 <= \$443 [63:0];
   always @(posedge clk)
-    rb4_6 <= \$428 ;
+    sh4_6 <= \$445 ;
   always @(posedge clk)
-    y5_6 <= \$468 ;
+    rb4_6 <= \$448 ;
   always @(posedge clk)
-    x1_7 <= \$470 ;
+    y5_6 <= \$488 ;
   always @(posedge clk)
-    plo2_7 <= \$472 ;
+    x1_7 <= \$490 ;
   always @(posedge clk)
-    phi2_7 <= \$474 ;
+    plo2_7 <= \$492 ;
   always @(posedge clk)
-    p3_7 <= \$477 [63:0];
+    phi2_7 <= \$494 ;
   always @(posedge clk)
-    sh4_7 <= \$479 ;
+    p3_7 <= \$497 [63:0];
   always @(posedge clk)
-    rb4_7 <= \$482 ;
+    sh4_7 <= \$499 ;
   always @(posedge clk)
-    y5_7 <= \$522 ;
+    rb4_7 <= \$502 ;
   always @(posedge clk)
-    x1_8 <= \$524 ;
+    y5_7 <= \$542 ;
   always @(posedge clk)
-    plo2_8 <= \$526 ;
+    x1_8 <= \$544 ;
   always @(posedge clk)
-    phi2_8 <= \$528 ;
+    plo2_8 <= \$546 ;
   always @(posedge clk)
-    p3_8 <= \$531 [63:0];
+    phi2_8 <= \$548 ;
   always @(posedge clk)
-    sh4_8 <= \$533 ;
+    p3_8 <= \$551 [63:0];
   always @(posedge clk)
-    rb4_8 <= \$536 ;
+    sh4_8 <= \$553 ;
   always @(posedge clk)
-    y5_8 <= \$576 ;
+    rb4_8 <= \$556 ;
   always @(posedge clk)
-    x1_9 <= \$578 ;
+    y5_8 <= \$596 ;
   always @(posedge clk)
-    plo2_9 <= \$580 ;
+    x1_9 <= \$598 ;
   always @(posedge clk)
-    phi2_9 <= \$582 ;
+    plo2_9 <= \$600 ;
   always @(posedge clk)
-    p3_9 <= \$585 [63:0];
+    phi2_9 <= \$602 ;
   always @(posedge clk)
-    sh4_9 <= \$587 ;
+    p3_9 <= \$605 [63:0];
   always @(posedge clk)
-    rb4_9 <= \$590 ;
+    sh4_9 <= \$607 ;
   always @(posedge clk)
-    y5_9 <= \$630 ;
+    rb4_9 <= \$610 ;
   always @(posedge clk)
-    x1_10 <= \$632 ;
+    y5_9 <= \$650 ;
   always @(posedge clk)
-    plo2_10 <= \$634 ;
+    x1_10 <= \$652 ;
   always @(posedge clk)
-    phi2_10 <= \$636 ;
+    plo2_10 <= \$654 ;
   always @(posedge clk)
-    p3_10 <= \$639 [63:0];
+    phi2_10 <= \$656 ;
   always @(posedge clk)
-    sh4_10 <= \$641 ;
+    p3_10 <= \$659 [63:0];
   always @(posedge clk)
-    rb4_10 <= \$644 ;
+    sh4_10 <= \$661 ;
   always @(posedge clk)
-    y5_10 <= \$684 ;
+    rb4_10 <= \$664 ;
   always @(posedge clk)
-    x1_11 <= \$686 ;
+    y5_10 <= \$704 ;
   always @(posedge clk)
-    plo2_11 <= \$688 ;
+    x1_11 <= \$706 ;
   always @(posedge clk)
-    phi2_11 <= \$690 ;
+    plo2_11 <= \$708 ;
   always @(posedge clk)
-    p3_11 <= \$693 [63:0];
+    phi2_11 <= \$710 ;
   always @(posedge clk)
-    sh4_11 <= \$695 ;
+    p3_11 <= \$713 [63:0];
   always @(posedge clk)
-    rb4_11 <= \$698 ;
+    sh4_11 <= \$715 ;
   always @(posedge clk)
-    y5_11 <= \$738 ;
+    rb4_11 <= \$718 ;
   always @(posedge clk)
-    x1_12 <= \$740 ;
+    y5_11 <= \$758 ;
   always @(posedge clk)
-    plo2_12 <= \$742 ;
+    x1_12 <= \$760 ;
   always @(posedge clk)
-    phi2_12 <= \$744 ;
+    plo2_12 <= \$762 ;
   always @(posedge clk)
-    p3_12 <= \$747 [63:0];
+    phi2_12 <= \$764 ;
   always @(posedge clk)
-    sh4_12 <= \$749 ;
+    p3_12 <= \$767 [63:0];
   always @(posedge clk)
-    rb4_12 <= \$752 ;
+    sh4_12 <= \$769 ;
   always @(posedge clk)
-    y5_12 <= \$792 ;
+    rb4_12 <= \$772 ;
   always @(posedge clk)
-    x1_13 <= \$794 ;
+    y5_12 <= \$812 ;
   always @(posedge clk)
-    plo2_13 <= \$796 ;
+    x1_13 <= \$814 ;
   always @(posedge clk)
-    phi2_13 <= \$798 ;
+    plo2_13 <= \$816 ;
   always @(posedge clk)
-    p3_13 <= \$801 [63:0];
+    phi2_13 <= \$818 ;
   always @(posedge clk)
-    sh4_13 <= \$803 ;
+    p3_13 <= \$821 [63:0];
   always @(posedge clk)
-    rb4_13 <= \$806 ;
+    sh4_13 <= \$823 ;
   always @(posedge clk)
-    y5_13 <= \$846 ;
+    rb4_13 <= \$826 ;
   always @(posedge clk)
-    x1_14 <= \$848 ;
+    y5_13 <= \$866 ;
   always @(posedge clk)
-    plo2_14 <= \$850 ;
+    x1_14 <= \$868 ;
   always @(posedge clk)
-    phi2_14 <= \$852 ;
+    plo2_14 <= \$870 ;
   always @(posedge clk)
-    p3_14 <= \$855 [63:0];
+    phi2_14 <= \$872 ;
   always @(posedge clk)
-    sh4_14 <= \$857 ;
+    p3_14 <= \$875 [63:0];
   always @(posedge clk)
-    rb4_14 <= \$860 ;
+    sh4_14 <= \$877 ;
   always @(posedge clk)
-    y5_14 <= \$900 ;
+    rb4_14 <= \$880 ;
   always @(posedge clk)
-    x1_15 <= \$902 ;
+    y5_14 <= \$920 ;
   always @(posedge clk)
-    plo2_15 <= \$904 ;
+    x1_15 <= \$922 ;
   always @(posedge clk)
-    phi2_15 <= \$906 ;
+    plo2_15 <= \$924 ;
   always @(posedge clk)
-    p3_15 <= \$909 [63:0];
+    phi2_15 <= \$926 ;
   always @(posedge clk)
-    sh4_15 <= \$911 ;
+    p3_15 <= \$929 [63:0];
   always @(posedge clk)
-    rb4_15 <= \$914 ;
+    sh4_15 <= \$931 ;
   always @(posedge clk)
-    y5_15 <= \$954 ;
+    rb4_15 <= \$934 ;
   always @(posedge clk)
-    wr_en <= \$1284 ;
+    y5_15 <= \$974 ;
   always @(posedge clk)
-    max6_0 <= \$1285 ;
+    wr_en <= \$1289 ;
   always @(posedge clk)
-    max6_1 <= \$1286 ;
+    max6_0 <= \$1290 ;
   always @(posedge clk)
-    max6_2 <= \$1287 ;
+    max6_1 <= \$1291 ;
   always @(posedge clk)
-    max6_3 <= \$1288 ;
+    max6_2 <= \$1292 ;
   always @(posedge clk)
-    max6_4 <= \$1289 ;
+    max6_3 <= \$1293 ;
   always @(posedge clk)
-    max6_5 <= \$1290 ;
+    max6_4 <= \$1294 ;
   always @(posedge clk)
-    max6_6 <= \$1291 ;
+    max6_5 <= \$1295 ;
   always @(posedge clk)
-    max6_7 <= \$1292 ;
+    max6_6 <= \$1296 ;
   always @(posedge clk)
-    max6_8 <= \$1293 ;
+    max6_7 <= \$1297 ;
   always @(posedge clk)
-    max6_9 <= \$1294 ;
+    max6_8 <= \$1298 ;
   always @(posedge clk)
-    max6_10 <= \$1295 ;
+    max6_9 <= \$1299 ;
   always @(posedge clk)
-    max6_11 <= \$1296 ;
+    max6_10 <= \$1300 ;
   always @(posedge clk)
-    max6_12 <= \$1297 ;
+    max6_11 <= \$1301 ;
   always @(posedge clk)
-    max6_13 <= \$1298 ;
+    max6_12 <= \$1302 ;
   always @(posedge clk)
-    max6_14 <= \$1299 ;
+    max6_13 <= \$1303 ;
   always @(posedge clk)
-    max6_15 <= \$1300 ;
+    max6_14 <= \$1304 ;
   always @(posedge clk)
-    wr_addr <= \$1301 ;
+    max6_15 <= \$1305 ;
   always @(posedge clk)
-    wr_data <= \$1302 ;
+    wr_addr <= \$1306 ;
+  always @(posedge clk)
+    wr_data <= \$1307 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1222  = bias_0;
+    \$1226  = shift_0;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1222  = acc_rd__data[31:0];
+            \$1226  = acc_rd__data[5:0];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1227  = shift_1;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1227  = acc_rd__data[37:32];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1228  = shift_2;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1228  = acc_rd__data[69:64];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1229  = shift_3;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1229  = acc_rd__data[101:96];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1230  = shift_4;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1230  = acc_rd__data[133:128];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1231  = shift_5;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1231  = acc_rd__data[165:160];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1232  = shift_6;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1232  = acc_rd__data[197:192];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1233  = shift_7;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1233  = acc_rd__data[229:224];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1234  = shift_8;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1234  = acc_rd__data[261:256];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1235  = shift_9;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1235  = acc_rd__data[293:288];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1236  = shift_10;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1236  = acc_rd__data[325:320];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1237  = shift_11;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1237  = acc_rd__data[357:352];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1238  = shift_12;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1238  = acc_rd__data[389:384];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1239  = shift_13;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1239  = acc_rd__data[421:416];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1240  = shift_14;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1240  = acc_rd__data[453:448];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1241  = shift_15;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1241  = acc_rd__data[485:480];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1242  = shift_out_of_range;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            \$1242  = { \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
+      endcase
+    end
+    if (reset[3]) begin
+      \$1242  = 16'h0000;
+    end
+    if (rst) begin
+      \$1242  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1243  = bias_0;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1243  = acc_rd__data[31:0];
       endcase
     end
     casez (vec_fsm_state)
@@ -58202,23 +58390,25 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1222  = 32'd0;
+            if (\$21 ) begin
+              \$1243  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1223  = bias_1;
+    \$1244  = bias_1;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1223  = acc_rd__data[63:32];
+            /* empty */;
+        2'h1:
+            \$1244  = acc_rd__data[63:32];
       endcase
     end
     casez (vec_fsm_state)
@@ -58226,23 +58416,25 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1223  = 32'd0;
+            if (\$21 ) begin
+              \$1244  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1224  = bias_2;
+    \$1245  = bias_2;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1224  = acc_rd__data[95:64];
+            /* empty */;
+        2'h1:
+            \$1245  = acc_rd__data[95:64];
       endcase
     end
     casez (vec_fsm_state)
@@ -58250,23 +58442,25 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1224  = 32'd0;
+            if (\$21 ) begin
+              \$1245  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1225  = bias_3;
+    \$1246  = bias_3;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1225  = acc_rd__data[127:96];
+            /* empty */;
+        2'h1:
+            \$1246  = acc_rd__data[127:96];
       endcase
     end
     casez (vec_fsm_state)
@@ -58274,23 +58468,25 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1225  = 32'd0;
+            if (\$21 ) begin
+              \$1246  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1226  = bias_4;
+    \$1247  = bias_4;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1226  = acc_rd__data[159:128];
+            /* empty */;
+        2'h1:
+            \$1247  = acc_rd__data[159:128];
       endcase
     end
     casez (vec_fsm_state)
@@ -58298,23 +58494,25 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1226  = 32'd0;
+            if (\$21 ) begin
+              \$1247  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1227  = bias_5;
+    \$1248  = bias_5;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1227  = acc_rd__data[191:160];
+            /* empty */;
+        2'h1:
+            \$1248  = acc_rd__data[191:160];
       endcase
     end
     casez (vec_fsm_state)
@@ -58322,23 +58520,25 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1227  = 32'd0;
+            if (\$21 ) begin
+              \$1248  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1228  = bias_6;
+    \$1249  = bias_6;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1228  = acc_rd__data[223:192];
+            /* empty */;
+        2'h1:
+            \$1249  = acc_rd__data[223:192];
       endcase
     end
     casez (vec_fsm_state)
@@ -58346,23 +58546,25 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1228  = 32'd0;
+            if (\$21 ) begin
+              \$1249  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1229  = bias_7;
+    \$1250  = bias_7;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1229  = acc_rd__data[255:224];
+            /* empty */;
+        2'h1:
+            \$1250  = acc_rd__data[255:224];
       endcase
     end
     casez (vec_fsm_state)
@@ -58370,23 +58572,25 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1229  = 32'd0;
+            if (\$21 ) begin
+              \$1250  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1230  = bias_8;
+    \$1251  = bias_8;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1230  = acc_rd__data[287:256];
+            /* empty */;
+        2'h1:
+            \$1251  = acc_rd__data[287:256];
       endcase
     end
     casez (vec_fsm_state)
@@ -58394,23 +58598,25 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1230  = 32'd0;
+            if (\$21 ) begin
+              \$1251  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1231  = bias_9;
+    \$1252  = bias_9;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1231  = acc_rd__data[319:288];
+            /* empty */;
+        2'h1:
+            \$1252  = acc_rd__data[319:288];
       endcase
     end
     casez (vec_fsm_state)
@@ -58418,23 +58624,25 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1231  = 32'd0;
+            if (\$21 ) begin
+              \$1252  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1232  = bias_10;
+    \$1253  = bias_10;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1232  = acc_rd__data[351:320];
+            /* empty */;
+        2'h1:
+            \$1253  = acc_rd__data[351:320];
       endcase
     end
     casez (vec_fsm_state)
@@ -58442,23 +58650,25 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1232  = 32'd0;
+            if (\$21 ) begin
+              \$1253  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1233  = bias_11;
+    \$1254  = bias_11;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1233  = acc_rd__data[383:352];
+            /* empty */;
+        2'h1:
+            \$1254  = acc_rd__data[383:352];
       endcase
     end
     casez (vec_fsm_state)
@@ -58466,23 +58676,25 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1233  = 32'd0;
+            if (\$21 ) begin
+              \$1254  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1234  = bias_12;
+    \$1255  = bias_12;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1234  = acc_rd__data[415:384];
+            /* empty */;
+        2'h1:
+            \$1255  = acc_rd__data[415:384];
       endcase
     end
     casez (vec_fsm_state)
@@ -58490,23 +58702,25 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1234  = 32'd0;
+            if (\$21 ) begin
+              \$1255  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1235  = bias_13;
+    \$1256  = bias_13;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1235  = acc_rd__data[447:416];
+            /* empty */;
+        2'h1:
+            \$1256  = acc_rd__data[447:416];
       endcase
     end
     casez (vec_fsm_state)
@@ -58514,23 +58728,25 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1235  = 32'd0;
+            if (\$21 ) begin
+              \$1256  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1236  = bias_14;
+    \$1257  = bias_14;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1236  = acc_rd__data[479:448];
+            /* empty */;
+        2'h1:
+            \$1257  = acc_rd__data[479:448];
       endcase
     end
     casez (vec_fsm_state)
@@ -58538,23 +58754,25 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1236  = 32'd0;
+            if (\$21 ) begin
+              \$1257  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1237  = bias_15;
+    \$1258  = bias_15;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1237  = acc_rd__data[511:480];
+            /* empty */;
+        2'h1:
+            \$1258  = acc_rd__data[511:480];
       endcase
     end
     casez (vec_fsm_state)
@@ -58562,211 +58780,19 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            if (\$6 ) begin
-              \$1237  = 32'd0;
+            if (\$21 ) begin
+              \$1258  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1238  = mult_0;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1238  = acc_rd__data[31:0];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1239  = mult_1;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1239  = acc_rd__data[63:32];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1240  = mult_2;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1240  = acc_rd__data[95:64];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1241  = mult_3;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1241  = acc_rd__data[127:96];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1242  = mult_4;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1242  = acc_rd__data[159:128];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1243  = mult_5;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1243  = acc_rd__data[191:160];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1244  = mult_6;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1244  = acc_rd__data[223:192];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1245  = mult_7;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1245  = acc_rd__data[255:224];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1246  = mult_8;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1246  = acc_rd__data[287:256];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1247  = mult_9;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1247  = acc_rd__data[319:288];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1248  = mult_10;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1248  = acc_rd__data[351:320];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1249  = mult_11;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1249  = acc_rd__data[383:352];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1250  = mult_12;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1250  = acc_rd__data[415:384];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1251  = mult_13;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1251  = acc_rd__data[447:416];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1252  = mult_14;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1252  = acc_rd__data[479:448];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1253  = mult_15;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1253  = acc_rd__data[511:480];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1254  = shift_0;
+    \$1259  = mult_0;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58774,13 +58800,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1254  = acc_rd__data[5:0];
+            \$1259  = acc_rd__data[31:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1255  = shift_1;
+    \$1260  = mult_1;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58788,13 +58814,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1255  = acc_rd__data[37:32];
+            \$1260  = acc_rd__data[63:32];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1256  = shift_2;
+    \$1261  = mult_2;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58802,13 +58828,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1256  = acc_rd__data[69:64];
+            \$1261  = acc_rd__data[95:64];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1257  = shift_3;
+    \$1262  = mult_3;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58816,13 +58842,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1257  = acc_rd__data[101:96];
+            \$1262  = acc_rd__data[127:96];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1258  = shift_4;
+    \$1263  = mult_4;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58830,13 +58856,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1258  = acc_rd__data[133:128];
+            \$1263  = acc_rd__data[159:128];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1259  = shift_5;
+    \$1264  = mult_5;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58844,13 +58870,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1259  = acc_rd__data[165:160];
+            \$1264  = acc_rd__data[191:160];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1260  = shift_6;
+    \$1265  = mult_6;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58858,13 +58884,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1260  = acc_rd__data[197:192];
+            \$1265  = acc_rd__data[223:192];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1261  = shift_7;
+    \$1266  = mult_7;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58872,13 +58898,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1261  = acc_rd__data[229:224];
+            \$1266  = acc_rd__data[255:224];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1262  = shift_8;
+    \$1267  = mult_8;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58886,13 +58912,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1262  = acc_rd__data[261:256];
+            \$1267  = acc_rd__data[287:256];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1263  = shift_9;
+    \$1268  = mult_9;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58900,13 +58926,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1263  = acc_rd__data[293:288];
+            \$1268  = acc_rd__data[319:288];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1264  = shift_10;
+    \$1269  = mult_10;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58914,13 +58940,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1264  = acc_rd__data[325:320];
+            \$1269  = acc_rd__data[351:320];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1265  = shift_11;
+    \$1270  = mult_11;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58928,13 +58954,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1265  = acc_rd__data[357:352];
+            \$1270  = acc_rd__data[383:352];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1266  = shift_12;
+    \$1271  = mult_12;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58942,13 +58968,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1266  = acc_rd__data[389:384];
+            \$1271  = acc_rd__data[415:384];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1267  = shift_13;
+    \$1272  = mult_13;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58956,13 +58982,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1267  = acc_rd__data[421:416];
+            \$1272  = acc_rd__data[447:416];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1268  = shift_14;
+    \$1273  = mult_14;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58970,13 +58996,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1268  = acc_rd__data[453:448];
+            \$1273  = acc_rd__data[479:448];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1269  = shift_15;
+    \$1274  = mult_15;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58984,13 +59010,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1269  = acc_rd__data[485:480];
+            \$1274  = acc_rd__data[511:480];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1270  = 1'h0;
+    \$1275  = 1'h0;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -58998,69 +59024,69 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h3:
           if (acc_rd__gnt) begin
-            \$1270  = 1'h1;
+            \$1275  = 1'h1;
           end
     endcase
     if (reset[3]) begin
-      \$1270  = 1'h0;
+      \$1275  = 1'h0;
     end
     if (rst) begin
-      \$1270  = 1'h0;
+      \$1275  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1271  = cmd;
+    \$1276  = cmd;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1271  = ctl__cmd__payload;
+            \$1276  = ctl__cmd__payload;
           end
     endcase
     if (reset[3]) begin
-      \$1271  = 156'h000000000000000000000000000000000000000;
+      \$1276  = 156'h000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$1271  = 156'h000000000000000000000000000000000000000;
+      \$1276  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1272  = err;
+    \$1277  = err;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1272  = 8'h00;
+            \$1277  = 8'h00;
           end
       3'h1:
-          if (\$3 ) begin
-            \$1272  = 8'h02;
-          end else if (\$4 ) begin
-            \$1272  = 8'h03;
+          if (\$19 ) begin
+            \$1277  = 8'h02;
+          end else if (\$20 ) begin
+            \$1277  = 8'h03;
           end else if (range_bad) begin
-            \$1272  = 8'h04;
+            \$1277  = 8'h04;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (shift_bad) begin
-            \$1272  = 8'h08;
+          if (\$28 ) begin
+            \$1277  = 8'h08;
           end
     endcase
     if (reset[3]) begin
-      \$1272  = 8'h00;
+      \$1277  = 8'h00;
     end
     if (rst) begin
-      \$1272  = 8'h00;
+      \$1277  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1273  = issued;
+    \$1278  = issued;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1273  = 17'h00000;
+            \$1278  = 17'h00000;
           end
       3'h1:
           /* empty */;
@@ -59070,117 +59096,117 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h5:
           if (fire) begin
-            \$1273  = \$9 [16:0];
+            \$1278  = \$29 [16:0];
           end
     endcase
     if (reset[3]) begin
-      \$1273  = 17'h00000;
+      \$1278  = 17'h00000;
     end
     if (rst) begin
-      \$1273  = 17'h00000;
+      \$1278  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1274  = retired;
+    \$1279  = retired;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1274  = 17'h00000;
+            \$1279  = 17'h00000;
           end
     endcase
     if (v5) begin
-      \$1274  = \$955 [16:0];
+      \$1279  = \$975 [16:0];
     end
     if (reset[3]) begin
-      \$1274  = 17'h00000;
+      \$1279  = 17'h00000;
     end
     if (rst) begin
-      \$1274  = 17'h00000;
+      \$1279  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1275  = vec_fsm_state;
+    \$1280  = vec_fsm_state;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1275  = 3'h1;
+            \$1280  = 3'h1;
           end
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-            \$1275  = 3'h2;
-          end else if (\$4 ) begin
-            \$1275  = 3'h2;
+          if (\$19 ) begin
+            \$1280  = 3'h2;
+          end else if (\$20 ) begin
+            \$1280  = 3'h2;
           end else if (range_bad) begin
-            \$1275  = 3'h2;
+            \$1280  = 3'h2;
           end else begin
-            \$1275  = 3'h3;
+            \$1280  = 3'h3;
           end
       3'h3:
           if (acc_rd__gnt) begin
-            if (\$8 ) begin
-              \$1275  = 3'h4;
+            if (\$27 ) begin
+              \$1280  = 3'h4;
             end
           end
       3'h4:
           (* full_case = 32'd1 *)
-          if (shift_bad) begin
-            \$1275  = 3'h2;
+          if (\$28 ) begin
+            \$1280  = 3'h2;
           end else begin
-            \$1275  = 3'h5;
+            \$1280  = 3'h5;
           end
       3'h5:
-          if (\$10 ) begin
+          if (\$30 ) begin
             (* full_case = 32'd1 *)
             if (cmd[147]) begin
-              \$1275  = 3'h6;
+              \$1280  = 3'h6;
             end else begin
-              \$1275  = 3'h2;
+              \$1280  = 3'h2;
             end
           end
       3'h6:
-          \$1275  = 3'h2;
+          \$1280  = 3'h2;
       3'h2:
-          \$1275  = 3'h0;
+          \$1280  = 3'h0;
     endcase
     if (reset[3]) begin
-      \$1275  = 3'h0;
+      \$1280  = 3'h0;
     end
     if (rst) begin
-      \$1275  = 3'h0;
+      \$1280  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1276  = pidx;
+    \$1281  = pidx;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$3 ) begin
-          end else if (\$4 ) begin
+          if (\$19 ) begin
+          end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            \$1276  = { 1'h0, \$5  };
+            \$1281  = 2'h0;
           end
       3'h3:
           if (acc_rd__gnt) begin
-            \$1276  = \$7 [1:0];
+            \$1281  = \$26 [1:0];
           end
     endcase
     if (reset[3]) begin
-      \$1276  = 2'h0;
+      \$1281  = 2'h0;
     end
     if (rst) begin
-      \$1276  = 2'h0;
+      \$1281  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1277  = cap_idx;
+    \$1282  = cap_idx;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -59188,69 +59214,19 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h3:
           if (acc_rd__gnt) begin
-            \$1277  = pidx;
+            \$1282  = pidx;
           end
     endcase
     if (reset[3]) begin
-      \$1277  = 2'h0;
+      \$1282  = 2'h0;
     end
     if (rst) begin
-      \$1277  = 2'h0;
+      \$1282  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1278  = fire;
-    if (reset[3]) begin
-      \$1278  = 1'h0;
-    end
-    if (rst) begin
-      \$1278  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1279  = v0;
-    if (reset[3]) begin
-      \$1279  = 1'h0;
-    end
-    if (rst) begin
-      \$1279  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1280  = v1;
-    if (reset[3]) begin
-      \$1280  = 1'h0;
-    end
-    if (rst) begin
-      \$1280  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1281  = v2;
-    if (reset[3]) begin
-      \$1281  = 1'h0;
-    end
-    if (rst) begin
-      \$1281  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1282  = v3;
-    if (reset[3]) begin
-      \$1282  = 1'h0;
-    end
-    if (rst) begin
-      \$1282  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1283  = v4;
+    \$1283  = fire;
     if (reset[3]) begin
       \$1283  = 1'h0;
     end
@@ -59260,72 +59236,77 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1284  = 1'h0;
+    \$1284  = v0;
+    if (reset[3]) begin
+      \$1284  = 1'h0;
+    end
+    if (rst) begin
+      \$1284  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1285  = v1;
+    if (reset[3]) begin
+      \$1285  = 1'h0;
+    end
+    if (rst) begin
+      \$1285  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1286  = v2;
+    if (reset[3]) begin
+      \$1286  = 1'h0;
+    end
+    if (rst) begin
+      \$1286  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1287  = v3;
+    if (reset[3]) begin
+      \$1287  = 1'h0;
+    end
+    if (rst) begin
+      \$1287  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1288  = v4;
+    if (reset[3]) begin
+      \$1288  = 1'h0;
+    end
+    if (rst) begin
+      \$1288  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1289  = 1'h0;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$1284  = 1'h1;
+        \$1289  = 1'h1;
       end
     end
-    if (\$1023 ) begin
-      \$1284  = 1'h1;
+    if (\$1043 ) begin
+      \$1289  = 1'h1;
     end
     if (reset[3]) begin
-      \$1284  = 1'h0;
+      \$1289  = 1'h0;
     end
     if (rst) begin
-      \$1284  = 1'h0;
+      \$1289  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1285  = max6_0;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1285  = \$959 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1286  = max6_1;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1286  = \$963 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1287  = max6_2;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1287  = \$967 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1288  = max6_3;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1288  = \$971 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1289  = max6_4;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1289  = \$975 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1290  = max6_5;
+    \$1290  = max6_0;
     if (v5) begin
       if (cmd[147]) begin
         \$1290  = \$979 ;
@@ -59334,7 +59315,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1291  = max6_6;
+    \$1291  = max6_1;
     if (v5) begin
       if (cmd[147]) begin
         \$1291  = \$983 ;
@@ -59343,7 +59324,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1292  = max6_7;
+    \$1292  = max6_2;
     if (v5) begin
       if (cmd[147]) begin
         \$1292  = \$987 ;
@@ -59352,7 +59333,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1293  = max6_8;
+    \$1293  = max6_3;
     if (v5) begin
       if (cmd[147]) begin
         \$1293  = \$991 ;
@@ -59361,7 +59342,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1294  = max6_9;
+    \$1294  = max6_4;
     if (v5) begin
       if (cmd[147]) begin
         \$1294  = \$995 ;
@@ -59370,7 +59351,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1295  = max6_10;
+    \$1295  = max6_5;
     if (v5) begin
       if (cmd[147]) begin
         \$1295  = \$999 ;
@@ -59379,7 +59360,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1296  = max6_11;
+    \$1296  = max6_6;
     if (v5) begin
       if (cmd[147]) begin
         \$1296  = \$1003 ;
@@ -59388,7 +59369,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1297  = max6_12;
+    \$1297  = max6_7;
     if (v5) begin
       if (cmd[147]) begin
         \$1297  = \$1007 ;
@@ -59397,7 +59378,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1298  = max6_13;
+    \$1298  = max6_8;
     if (v5) begin
       if (cmd[147]) begin
         \$1298  = \$1011 ;
@@ -59406,7 +59387,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1299  = max6_14;
+    \$1299  = max6_9;
     if (v5) begin
       if (cmd[147]) begin
         \$1299  = \$1015 ;
@@ -59415,7 +59396,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1300  = max6_15;
+    \$1300  = max6_10;
     if (v5) begin
       if (cmd[147]) begin
         \$1300  = \$1019 ;
@@ -59424,30 +59405,75 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1301  = wr_addr;
+    \$1301  = max6_11;
     if (v5) begin
-      (* full_case = 32'd1 *)
       if (cmd[147]) begin
-      end else begin
-        \$1301  = \$1020 [13:0];
+        \$1301  = \$1023 ;
       end
-    end
-    if (\$1023 ) begin
-      \$1301  = cmd[33:20];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1302  = wr_data;
+    \$1302  = max6_12;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1302  = \$1027 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1303  = max6_13;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1303  = \$1031 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1304  = max6_14;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1304  = \$1035 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1305  = max6_15;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1305  = \$1039 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1306  = wr_addr;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$1302  = { out6_15, out6_14, out6_13, out6_12, out6_11, out6_10, out6_9, out6_8, out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
+        \$1306  = \$1040 [13:0];
       end
     end
-    if (\$1023 ) begin
-      \$1302  = { max6_15, max6_14, max6_13, max6_12, max6_11, max6_10, max6_9, max6_8, max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
+    if (\$1043 ) begin
+      \$1306  = cmd[33:20];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1307  = wr_data;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$1307  = { out6_15, out6_14, out6_13, out6_12, out6_11, out6_10, out6_9, out6_8, out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
+      end
+    end
+    if (\$1043 ) begin
+      \$1307  = { max6_15, max6_14, max6_13, max6_12, max6_11, max6_10, max6_9, max6_8, max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
     end
   end
   always @* begin
@@ -59471,7 +59497,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h4:
           /* empty */;
       3'h5:
-          acc_rd__en = \$1061 ;
+          acc_rd__en = \$1065 ;
     endcase
   end
   always @* begin
@@ -59483,11 +59509,11 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h1:
           /* empty */;
       3'h3:
-          acc_rd__addr = \$1060 [12:0];
+          acc_rd__addr = \$1064 [12:0];
       3'h4:
           /* empty */;
       3'h5:
-          acc_rd__addr = \$1062 [12:0];
+          acc_rd__addr = \$1066 [12:0];
     endcase
   end
   always @* begin
@@ -59503,7 +59529,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h4:
           /* empty */;
       3'h5:
-          spad_rd__en = \$1064 ;
+          spad_rd__en = \$1068 ;
     endcase
   end
   always @* begin
@@ -59519,7 +59545,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h4:
           /* empty */;
       3'h5:
-          spad_rd__addr = \$1065 [13:0];
+          spad_rd__addr = \$1069 [13:0];
     endcase
   end
   always @* begin
@@ -59535,7 +59561,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h4:
           /* empty */;
       3'h5:
-          fire = \$1070 ;
+          fire = \$1074 ;
     endcase
   end
   always @* begin
@@ -59593,42 +59619,42 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \ctl__cmd__payload.ops.maxred  = ctl__cmd__payload[147];
   assign \ctl__cmd__payload.ops.reserved  = ctl__cmd__payload[151:148];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[155:152];
-  assign \$97  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
-  assign \$102  = { p3_0, 1'h0 };
-  assign \$151  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
-  assign \$156  = { p3_1, 1'h0 };
-  assign \$205  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
-  assign \$210  = { p3_2, 1'h0 };
-  assign \$259  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
-  assign \$264  = { p3_3, 1'h0 };
-  assign \$313  = { phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4, 16'h0000 };
-  assign \$318  = { p3_4, 1'h0 };
-  assign \$367  = { phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5, 16'h0000 };
-  assign \$372  = { p3_5, 1'h0 };
-  assign \$421  = { phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6, 16'h0000 };
-  assign \$426  = { p3_6, 1'h0 };
-  assign \$475  = { phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7, 16'h0000 };
-  assign \$480  = { p3_7, 1'h0 };
-  assign \$529  = { phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8, 16'h0000 };
-  assign \$534  = { p3_8, 1'h0 };
-  assign \$583  = { phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9, 16'h0000 };
-  assign \$588  = { p3_9, 1'h0 };
-  assign \$637  = { phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10, 16'h0000 };
-  assign \$642  = { p3_10, 1'h0 };
-  assign \$691  = { phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11, 16'h0000 };
-  assign \$696  = { p3_11, 1'h0 };
-  assign \$745  = { phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12, 16'h0000 };
-  assign \$750  = { p3_12, 1'h0 };
-  assign \$799  = { phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13, 16'h0000 };
-  assign \$804  = { p3_13, 1'h0 };
-  assign \$853  = { phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14, 16'h0000 };
-  assign \$858  = { p3_14, 1'h0 };
-  assign \$907  = { phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15, 16'h0000 };
-  assign \$912  = { p3_15, 1'h0 };
+  assign \$117  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
+  assign \$122  = { p3_0, 1'h0 };
+  assign \$171  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
+  assign \$176  = { p3_1, 1'h0 };
+  assign \$225  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
+  assign \$230  = { p3_2, 1'h0 };
+  assign \$279  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
+  assign \$284  = { p3_3, 1'h0 };
+  assign \$333  = { phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4, 16'h0000 };
+  assign \$338  = { p3_4, 1'h0 };
+  assign \$387  = { phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5, 16'h0000 };
+  assign \$392  = { p3_5, 1'h0 };
+  assign \$441  = { phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6, 16'h0000 };
+  assign \$446  = { p3_6, 1'h0 };
+  assign \$495  = { phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7, 16'h0000 };
+  assign \$500  = { p3_7, 1'h0 };
+  assign \$549  = { phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8, 16'h0000 };
+  assign \$554  = { p3_8, 1'h0 };
+  assign \$603  = { phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9, 16'h0000 };
+  assign \$608  = { p3_9, 1'h0 };
+  assign \$657  = { phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10, 16'h0000 };
+  assign \$662  = { p3_10, 1'h0 };
+  assign \$711  = { phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11, 16'h0000 };
+  assign \$716  = { p3_11, 1'h0 };
+  assign \$765  = { phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12, 16'h0000 };
+  assign \$770  = { p3_12, 1'h0 };
+  assign \$819  = { phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13, 16'h0000 };
+  assign \$824  = { p3_13, 1'h0 };
+  assign \$873  = { phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14, 16'h0000 };
+  assign \$878  = { p3_14, 1'h0 };
+  assign \$927  = { phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15, 16'h0000 };
+  assign \$932  = { p3_15, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11915$16 , \port$15677$0 , r_rdy, clk);
+module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11918$16 , \port$15682$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -59672,10 +59698,10 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11915$16
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11915$16 ;
-  wire [15:0] \port$11915$16 ;
-  input [7:0] \port$15677$0 ;
-  wire [7:0] \port$15677$0 ;
+  input [15:0] \port$11918$16 ;
+  wire [15:0] \port$11918$16 ;
+  input [7:0] \port$15682$0 ;
+  wire [7:0] \port$15682$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -59710,7 +59736,7 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11915$16
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11915$16 , \port$15677$0  };
+      storage[w_port__addr] <= { \port$11918$16 , \port$15682$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -59821,8 +59847,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11915$16
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11915$16 , \port$15677$0  };
-  assign w_data = { \port$11915$16 , \port$15677$0  };
+  assign w_port__data = { \port$11918$16 , \port$15682$0  };
+  assign w_data = { \port$11918$16 , \port$15682$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
