@@ -116,6 +116,11 @@ class VectorUnit(wiring.Component):
         shift_high = Signal(dim, name="shift_out_of_range")   # per lane: shift row >= 64 or < 0
 
         issued = Signal(17)      # rows whose reads were granted (entered the pipeline)
+        more = Signal()          # issued != rows, registered
+        # Read addresses are registers (no adder or multiplexer in front of the memories'
+        # arbiters, whose address nets reach block RAMs across the whole die).
+        acc_ptr = Signal(cfg.acc_addr_bits)     # parameter row being fetched, then src_addr + issued
+        res_ptr = Signal(cfg.spad_addr_bits)    # res_addr + issued
         retired = Signal(17)     # rows that left the last stage
         fire = Signal()
 
@@ -166,19 +171,18 @@ class VectorUnit(wiring.Component):
                     m.d.sync += err.eq(ErrorCode.LOCAL_RANGE)
                     m.next = "FIN"
                 with m.Else():
-                    m.d.sync += pidx.eq(0)
+                    m.d.sync += [pidx.eq(0), acc_ptr.eq(cmd.shift_addr), res_ptr.eq(cmd.res_addr),
+                                 more.eq(1)]
                     with m.If(~ops.bias):
                         m.d.sync += [b.eq(0) for b in bias]
                     m.next = "PARAM"
             with m.State("PARAM"):
-                m.d.comb += [
-                    self.acc_rd.en.eq(1),
-                    self.acc_rd.addr.eq(Mux(pidx == 0, cmd.shift_addr,
-                                            Mux(pidx == 1, cmd.bias_addr, cmd.mult_addr))),
-                ]
+                m.d.comb += self.acc_rd.en.eq(1)
                 with m.If(self.acc_rd.gnt):
-                    m.d.sync += [cap_valid.eq(1), cap_idx.eq(pidx),
-                                 pidx.eq(Mux((pidx == 0) & ~ops.bias, 2, pidx + 1))]
+                    nxt = Mux((pidx == 0) & ~ops.bias, 2, pidx + 1)
+                    m.d.sync += [cap_valid.eq(1), cap_idx.eq(pidx), pidx.eq(nxt),
+                                 acc_ptr.eq(Mux(pidx == 2, cmd.src_addr,
+                                                Mux(nxt == 1, cmd.bias_addr, cmd.mult_addr)))]
                     with m.If(pidx == 2):
                         m.next = "SHIFT_CHECK"
             with m.State("SHIFT_CHECK"):
@@ -189,16 +193,14 @@ class VectorUnit(wiring.Component):
                 with m.Else():
                     m.next = "RUN"
             with m.State("RUN"):
-                more = issued != rows
                 m.d.comb += [
                     self.acc_rd.en.eq(more),
-                    self.acc_rd.addr.eq(cmd.src_addr + issued),
                     self.spad_rd.en.eq(more & ops.add),
-                    self.spad_rd.addr.eq(cmd.res_addr + issued),
                     fire.eq(more & self.acc_rd.gnt & (self.spad_rd.gnt | ~ops.add)),
                 ]
                 with m.If(fire):
-                    m.d.sync += issued.eq(issued + 1)
+                    m.d.sync += [issued.eq(issued + 1), more.eq(issued + 1 != rows),
+                                 acc_ptr.eq(acc_ptr + 1), res_ptr.eq(res_ptr + 1)]
                 with m.If(retired == rows):
                     # Every row left the pipeline; without maxred the last write is on the port now.
                     with m.If(ops.maxred):
@@ -215,6 +217,8 @@ class VectorUnit(wiring.Component):
             self.ctl.busy.eq(~fsm.ongoing("IDLE")),
             self.ctl.error.eq(err),
             self.active.eq(fire),
+            self.acc_rd.addr.eq(acc_ptr),
+            self.spad_rd.addr.eq(res_ptr),
         ]
 
         # ---- datapath: a valid bit travels with each row; the pipeline never stalls ----

@@ -2353,7 +2353,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$11884$2 (\$284 ),
+    .\port$11888$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2472,20 +2472,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$11721$0 (q_wait_queue),
-    .\port$11910$0 (inflight),
-    .\port$12045$0 (q__0__cpl_irq),
-    .\port$12059$0 (q__0__error_irq),
-    .\port$12071$0 (q__1__cpl_irq),
-    .\port$12085$0 (q__1__error_irq),
-    .\port$12097$0 (q__2__cpl_irq),
-    .\port$12111$0 (q__2__error_irq),
-    .\port$12123$0 (q__3__cpl_irq),
-    .\port$12137$0 (q__3__error_irq),
-    .\port$12249$0 (\$289 ),
-    .\port$12257$0 (\$290 ),
-    .\port$12265$0 (\$291 ),
-    .\port$12273$0 (\$292 ),
+    .\port$11725$0 (q_wait_queue),
+    .\port$11914$0 (inflight),
+    .\port$12049$0 (q__0__cpl_irq),
+    .\port$12063$0 (q__0__error_irq),
+    .\port$12075$0 (q__1__cpl_irq),
+    .\port$12089$0 (q__1__error_irq),
+    .\port$12101$0 (q__2__cpl_irq),
+    .\port$12115$0 (q__2__error_irq),
+    .\port$12127$0 (q__3__cpl_irq),
+    .\port$12141$0 (q__3__error_irq),
+    .\port$12253$0 (\$289 ),
+    .\port$12261$0 (\$290 ),
+    .\port$12269$0 (\$291 ),
+    .\port$12277$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2573,10 +2573,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$11912$0 (\$285 ),
-    .\port$11914$0 (\$286 ),
-    .\port$11916$0 (\$287 ),
-    .\port$11918$0 (\$288 ),
+    .\port$11916$0 (\$285 ),
+    .\port$11918$0 (\$286 ),
+    .\port$11920$0 (\$287 ),
+    .\port$11922$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2672,8 +2672,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$11912$16 (retire__0__tag),
-    .\port$12472$0 (dma_load_error),
+    .\port$11916$16 (retire__0__tag),
+    .\port$12476$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2683,8 +2683,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$11914$16 (retire__1__tag),
-    .\port$12592$0 (dma_store_error),
+    .\port$11918$16 (retire__1__tag),
+    .\port$12596$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2727,11 +2727,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11224$0 (r_data),
-    .\port$11274$0 (\r_data$495 ),
-    .\port$11324$0 (\r_data$506 ),
-    .\port$11374$0 (\r_data$517 ),
-    .\port$11884$2 (\$284 ),
+    .\port$11228$0 (r_data),
+    .\port$11278$0 (\r_data$495 ),
+    .\port$11328$0 (\r_data$506 ),
+    .\port$11378$0 (\r_data$517 ),
+    .\port$11888$2 (\$284 ),
     .\port$4289$0 (q__0__ready),
     .\port$4291$0 (q__0__qreset_req),
     .\port$4299$0 (q__1__ready),
@@ -2788,8 +2788,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$11916$16 (retire__2__tag),
-    .\port$12708$0 (gemm_error),
+    .\port$11920$16 (retire__2__tag),
+    .\port$12712$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2840,8 +2840,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .\level$181 (\$292 ),
     .limit(bus_timeout),
     .\port$109$0 (fw_write_qreset_ack_queue),
-    .\port$11431$0 (fw_write_cpl_word[3:0]),
-    .\port$11431$8 (fw_write_cpl_word[31:8]),
+    .\port$11435$0 (fw_write_cpl_word[3:0]),
+    .\port$11435$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2957,7 +2957,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .wr__1__gnt(wr__1__gnt)
   );
   \kaki_soc_16x16.vec  vec (
-    .acc_rd__addr(\rd__1__addr$184 ),
+    .acc_ptr(\rd__1__addr$184 ),
     .acc_rd__data(\acc_rd__data$190 ),
     .acc_rd__en(\acc_rd__en$187 ),
     .acc_rd__gnt(\acc_rd__gnt$188 ),
@@ -2969,9 +2969,9 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .ctl__done(\ctl__done$133 ),
     .err(vec_error),
     .fire(\active$879 ),
+    .res_ptr(rd__1__addr),
     .reset(reset),
     .rst(rst),
-    .spad_rd__addr(rd__1__addr),
     .spad_rd__data(\spad_rd__data$150 ),
     .spad_rd__en(\spad_rd__en$147 ),
     .spad_rd__gnt(\spad_rd__gnt$148 ),
@@ -2982,8 +2982,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$11918$16 (retire__3__tag),
-    .\port$15682$0 (vec_error),
+    .\port$11922$16 (retire__3__tag),
+    .\port$15686$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -5860,7 +5860,7 @@ module \kaki_soc_16x16.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arread
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11884$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11888$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -6004,8 +6004,8 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$11884$2 ;
-  wire [29:0] \port$11884$2 ;
+  output [29:0] \port$11888$2 ;
+  wire [29:0] \port$11888$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6185,7 +6185,7 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$11884$2 (\$99 ),
+    .\port$11888$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6303,11 +6303,11 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$11884$2  = \$99 ;
+  assign \port$11888$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11884$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11888$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6732,8 +6732,8 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$11884$2 ;
-  wire [29:0] \port$11884$2 ;
+  output [29:0] \port$11888$2 ;
+  wire [29:0] \port$11888$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9838,7 +9838,7 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$11884$2  = ls_addr_r[31:2];
+  assign \port$11888$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -10012,10 +10012,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11721$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11910$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12045$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$12059$0 , q_status0_resetting, q_consumer1_index, \port$12071$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$12085$0 , q_status1_resetting, q_consumer2_index, \port$12097$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12111$0 , q_status2_resetting, q_consumer3_index, \port$12123$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$12137$0 , q_status3_resetting, \port$12249$0 , \port$12257$0 , \port$12265$0 , \port$12273$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11725$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11914$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12049$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$12063$0 , q_status0_resetting, q_consumer1_index, \port$12075$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$12089$0 , q_status1_resetting, q_consumer2_index, \port$12101$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12115$0 , q_status2_resetting, q_consumer3_index, \port$12127$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$12141$0 , q_status3_resetting, \port$12253$0 , \port$12261$0 , \port$12269$0 , \port$12277$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11549,34 +11549,34 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$11721$0 ;
-  wire [3:0] \port$11721$0 ;
-  input [3:0] \port$11910$0 ;
-  wire [3:0] \port$11910$0 ;
-  input \port$12045$0 ;
-  wire \port$12045$0 ;
-  input \port$12059$0 ;
-  wire \port$12059$0 ;
-  input \port$12071$0 ;
-  wire \port$12071$0 ;
-  input \port$12085$0 ;
-  wire \port$12085$0 ;
-  input \port$12097$0 ;
-  wire \port$12097$0 ;
-  input \port$12111$0 ;
-  wire \port$12111$0 ;
-  input \port$12123$0 ;
-  wire \port$12123$0 ;
-  input \port$12137$0 ;
-  wire \port$12137$0 ;
-  input [2:0] \port$12249$0 ;
-  wire [2:0] \port$12249$0 ;
-  input [2:0] \port$12257$0 ;
-  wire [2:0] \port$12257$0 ;
-  input [2:0] \port$12265$0 ;
-  wire [2:0] \port$12265$0 ;
-  input [2:0] \port$12273$0 ;
-  wire [2:0] \port$12273$0 ;
+  input [3:0] \port$11725$0 ;
+  wire [3:0] \port$11725$0 ;
+  input [3:0] \port$11914$0 ;
+  wire [3:0] \port$11914$0 ;
+  input \port$12049$0 ;
+  wire \port$12049$0 ;
+  input \port$12063$0 ;
+  wire \port$12063$0 ;
+  input \port$12075$0 ;
+  wire \port$12075$0 ;
+  input \port$12089$0 ;
+  wire \port$12089$0 ;
+  input \port$12101$0 ;
+  wire \port$12101$0 ;
+  input \port$12115$0 ;
+  wire \port$12115$0 ;
+  input \port$12127$0 ;
+  wire \port$12127$0 ;
+  input \port$12141$0 ;
+  wire \port$12141$0 ;
+  input [2:0] \port$12253$0 ;
+  wire [2:0] \port$12253$0 ;
+  input [2:0] \port$12261$0 ;
+  wire [2:0] \port$12261$0 ;
+  input [2:0] \port$12269$0 ;
+  wire [2:0] \port$12269$0 ;
+  input [2:0] \port$12277$0 ;
+  wire [2:0] \port$12277$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12205,10 +12205,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$12123$0 , \port$12097$0 , \port$12071$0 , \port$12045$0  };
+  assign \$179  = \$178  | { \port$12127$0 , \port$12101$0 , \port$12075$0 , \port$12049$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$12137$0 , \port$12111$0 , \port$12085$0 , \port$12059$0  };
+  assign \$182  = \$181  | { \port$12141$0 , \port$12115$0 , \port$12089$0 , \port$12063$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14256,8 +14256,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$12123$0 , \port$12097$0 , \port$12071$0 , \port$12045$0  };
-  assign irq_status_queue_error_set = { \port$12137$0 , \port$12111$0 , \port$12085$0 , \port$12059$0  };
+  assign irq_status_queue_cpl_set = { \port$12127$0 , \port$12101$0 , \port$12075$0 , \port$12049$0  };
+  assign irq_status_queue_error_set = { \port$12141$0 , \port$12115$0 , \port$12089$0 , \port$12063$0  };
   assign cap_array_rows = 8'h10;
   assign cap_array_cols = 8'h10;
   assign cap_spad_banks = 8'h04;
@@ -14272,18 +14272,18 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$11910$0 [0];
-  assign status_dma_store_busy = \port$11910$0 [1];
-  assign status_gemm_busy = \port$11910$0 [2];
-  assign status_vec_busy = \port$11910$0 [3];
-  assign q_status0_waiting = \port$11721$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$12249$0  };
-  assign q_status1_waiting = \port$11721$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$12257$0  };
-  assign q_status2_waiting = \port$11721$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$12265$0  };
-  assign q_status3_waiting = \port$11721$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$12273$0  };
+  assign status_dma_load_busy = \port$11914$0 [0];
+  assign status_dma_store_busy = \port$11914$0 [1];
+  assign status_gemm_busy = \port$11914$0 [2];
+  assign status_vec_busy = \port$11914$0 [3];
+  assign q_status0_waiting = \port$11725$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$12253$0  };
+  assign q_status1_waiting = \port$11725$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$12261$0  };
+  assign q_status2_waiting = \port$11725$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$12269$0  };
+  assign q_status3_waiting = \port$11725$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$12277$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14328,11 +14328,11 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$11910$0 [0] };
+  assign \$429  = { 1'h0, \port$11914$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$11910$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$11910$0 [2], 2'h0 };
-  assign \$435  = { \port$11910$0 [3], 3'h0 };
+  assign \$431  = { \port$11914$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$11914$0 [2], 2'h0 };
+  assign \$435  = { \port$11914$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14489,26 +14489,26 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$11721$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$12249$0 , 8'h00 };
+  assign \$877  = { \port$11725$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$12253$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$11721$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$12257$0 , 8'h00 };
+  assign \$890  = { \port$11725$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$12261$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$11721$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$12265$0 , 8'h00 };
+  assign \$903  = { \port$11725$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$12269$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$11721$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$12273$0 , 8'h00 };
+  assign \$916  = { \port$11725$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$12277$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14619,7 +14619,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
-, queue, windowed, reject__done, reject__error, full, inflight, \port$11912$0 , retire__0__tag, \port$11914$0 , retire__1__tag, \port$11916$0 , retire__2__tag, \port$11918$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, queue, windowed, reject__done, reject__error, full, inflight, \port$11916$0 , retire__0__tag, \port$11918$0 , retire__1__tag, \port$11920$0 , retire__2__tag, \port$11922$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
 , retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15234,14 +15234,14 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$11912$0 ;
-  wire [8:0] \port$11912$0 ;
-  output [8:0] \port$11914$0 ;
-  wire [8:0] \port$11914$0 ;
   output [8:0] \port$11916$0 ;
   wire [8:0] \port$11916$0 ;
   output [8:0] \port$11918$0 ;
   wire [8:0] \port$11918$0 ;
+  output [8:0] \port$11920$0 ;
+  wire [8:0] \port$11920$0 ;
+  output [8:0] \port$11922$0 ;
+  wire [8:0] \port$11922$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15693,9 +15693,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$11378$0 (desc),
-    .\port$11380$0 (queue),
-    .\port$11381$0 (windowed),
+    .\port$11382$0 (desc),
+    .\port$11384$0 (queue),
+    .\port$11385$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15705,9 +15705,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$11378$0 (desc),
-    .\port$11380$0 (queue),
-    .\port$11381$0 (windowed),
+    .\port$11382$0 (desc),
+    .\port$11384$0 (queue),
+    .\port$11385$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15717,9 +15717,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$11378$0 (desc),
-    .\port$11380$0 (queue),
-    .\port$11381$0 (windowed),
+    .\port$11382$0 (desc),
+    .\port$11384$0 (queue),
+    .\port$11385$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15729,9 +15729,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$11378$0 (desc),
-    .\port$11380$0 (queue),
-    .\port$11381$0 (windowed),
+    .\port$11382$0 (desc),
+    .\port$11384$0 (queue),
+    .\port$11385$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15916,13 +15916,13 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$11912$0  = dma_load_held[8:0];
+  assign \port$11916$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$11914$0  = dma_store_held[8:0];
+  assign \port$11918$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$11916$0  = gemm_held[8:0];
+  assign \port$11920$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$11918$0  = vec_held[8:0];
+  assign \port$11922$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16423,7 +16423,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11378$0 , \port$11380$0 , \port$11381$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11382$0 , \port$11384$0 , \port$11385$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16465,12 +16465,12 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11378$0 ;
-  wire [255:0] \port$11378$0 ;
-  input [1:0] \port$11380$0 ;
-  wire [1:0] \port$11380$0 ;
-  input \port$11381$0 ;
-  wire \port$11381$0 ;
+  input [255:0] \port$11382$0 ;
+  wire [255:0] \port$11382$0 ;
+  input [1:0] \port$11384$0 ;
+  wire [1:0] \port$11384$0 ;
+  input \port$11385$0 ;
+  wire \port$11385$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16502,7 +16502,7 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11381$0 , \port$11380$0 , \port$11378$0  };
+      storage[w_port__addr] <= { \port$11385$0 , \port$11384$0 , \port$11382$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16601,14 +16601,14 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
-  assign w_data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
+  assign w_port__data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
+  assign w_data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11378$0 , \port$11380$0 , \port$11381$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11382$0 , \port$11384$0 , \port$11385$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16650,12 +16650,12 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11378$0 ;
-  wire [255:0] \port$11378$0 ;
-  input [1:0] \port$11380$0 ;
-  wire [1:0] \port$11380$0 ;
-  input \port$11381$0 ;
-  wire \port$11381$0 ;
+  input [255:0] \port$11382$0 ;
+  wire [255:0] \port$11382$0 ;
+  input [1:0] \port$11384$0 ;
+  wire [1:0] \port$11384$0 ;
+  input \port$11385$0 ;
+  wire \port$11385$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16687,7 +16687,7 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11381$0 , \port$11380$0 , \port$11378$0  };
+      storage[w_port__addr] <= { \port$11385$0 , \port$11384$0 , \port$11382$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16786,14 +16786,14 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
-  assign w_data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
+  assign w_port__data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
+  assign w_data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11378$0 , \port$11380$0 , \port$11381$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11382$0 , \port$11384$0 , \port$11385$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16835,12 +16835,12 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11378$0 ;
-  wire [255:0] \port$11378$0 ;
-  input [1:0] \port$11380$0 ;
-  wire [1:0] \port$11380$0 ;
-  input \port$11381$0 ;
-  wire \port$11381$0 ;
+  input [255:0] \port$11382$0 ;
+  wire [255:0] \port$11382$0 ;
+  input [1:0] \port$11384$0 ;
+  wire [1:0] \port$11384$0 ;
+  input \port$11385$0 ;
+  wire \port$11385$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16872,7 +16872,7 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11381$0 , \port$11380$0 , \port$11378$0  };
+      storage[w_port__addr] <= { \port$11385$0 , \port$11384$0 , \port$11382$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16971,14 +16971,14 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
-  assign w_data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
+  assign w_port__data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
+  assign w_data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11378$0 , \port$11380$0 , \port$11381$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11382$0 , \port$11384$0 , \port$11385$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17020,12 +17020,12 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11378$0 ;
-  wire [255:0] \port$11378$0 ;
-  input [1:0] \port$11380$0 ;
-  wire [1:0] \port$11380$0 ;
-  input \port$11381$0 ;
-  wire \port$11381$0 ;
+  input [255:0] \port$11382$0 ;
+  wire [255:0] \port$11382$0 ;
+  input [1:0] \port$11384$0 ;
+  wire [1:0] \port$11384$0 ;
+  input \port$11385$0 ;
+  wire \port$11385$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17057,7 +17057,7 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11381$0 , \port$11380$0 , \port$11378$0  };
+      storage[w_port__addr] <= { \port$11385$0 , \port$11384$0 , \port$11382$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17156,8 +17156,8 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
-  assign w_data = { \port$11381$0 , \port$11380$0 , \port$11378$0  };
+  assign w_port__data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
+  assign w_data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -22831,7 +22831,7 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11912$16 , \port$12472$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11916$16 , \port$12476$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22875,10 +22875,10 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$119
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11912$16 ;
-  wire [15:0] \port$11912$16 ;
-  input [7:0] \port$12472$0 ;
-  wire [7:0] \port$12472$0 ;
+  input [15:0] \port$11916$16 ;
+  wire [15:0] \port$11916$16 ;
+  input [7:0] \port$12476$0 ;
+  wire [7:0] \port$12476$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22913,7 +22913,7 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$119
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11912$16 , \port$12472$0  };
+      storage[w_port__addr] <= { \port$11916$16 , \port$12476$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23024,14 +23024,14 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$119
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11912$16 , \port$12472$0  };
-  assign w_data = { \port$11912$16 , \port$12472$0  };
+  assign w_port__data = { \port$11916$16 , \port$12476$0  };
+  assign w_data = { \port$11916$16 , \port$12476$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11914$16 , \port$12592$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11918$16 , \port$12596$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -23075,10 +23075,10 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11914$16 ;
-  wire [15:0] \port$11914$16 ;
-  input [7:0] \port$12592$0 ;
-  wire [7:0] \port$12592$0 ;
+  input [15:0] \port$11918$16 ;
+  wire [15:0] \port$11918$16 ;
+  input [7:0] \port$12596$0 ;
+  wire [7:0] \port$12596$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -23113,7 +23113,7 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11914$16 , \port$12592$0  };
+      storage[w_port__addr] <= { \port$11918$16 , \port$12596$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23224,16 +23224,16 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11914$16 , \port$12592$0  };
-  assign w_data = { \port$11914$16 , \port$12592$0  };
+  assign w_port__data = { \port$11918$16 , \port$12596$0  };
+  assign w_data = { \port$11918$16 , \port$12596$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
-, \port$5439$0 , \port$11224$0 , \port$11274$0 , \port$11324$0 , \port$11374$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11884$2 , bus__we, bus__wdata
+, \port$5439$0 , \port$11228$0 , \port$11278$0 , \port$11328$0 , \port$11378$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11888$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -24153,16 +24153,16 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [23:0] \port$11224$0 ;
-  wire [23:0] \port$11224$0 ;
-  input [23:0] \port$11274$0 ;
-  wire [23:0] \port$11274$0 ;
-  input [23:0] \port$11324$0 ;
-  wire [23:0] \port$11324$0 ;
-  input [23:0] \port$11374$0 ;
-  wire [23:0] \port$11374$0 ;
-  input [29:0] \port$11884$2 ;
-  wire [29:0] \port$11884$2 ;
+  input [23:0] \port$11228$0 ;
+  wire [23:0] \port$11228$0 ;
+  input [23:0] \port$11278$0 ;
+  wire [23:0] \port$11278$0 ;
+  input [23:0] \port$11328$0 ;
+  wire [23:0] \port$11328$0 ;
+  input [23:0] \port$11378$0 ;
+  wire [23:0] \port$11378$0 ;
+  input [29:0] \port$11888$2 ;
+  wire [29:0] \port$11888$2 ;
   input \port$4289$0 ;
   wire \port$4289$0 ;
   input \port$4291$0 ;
@@ -24350,79 +24350,79 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$11884$2 [9:0] == 6'h39;
+  assign \$111  = \port$11888$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$11884$2 [9:0] == 6'h3a;
+  assign \$113  = \port$11888$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$11884$2 [9:0] == 6'h3b;
+  assign \$115  = \port$11888$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$11884$2 [9:0] == 6'h3c;
+  assign \$117  = \port$11888$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$11884$2 [9:0] == 6'h3d;
+  assign \$119  = \port$11888$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$11884$2 [9:0] == 6'h3e;
+  assign \$121  = \port$11888$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$11884$2 [9:0] == 6'h3f;
+  assign \$123  = \port$11888$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$11884$2 [9:0] == 7'h40;
+  assign \$125  = \port$11888$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$11884$2 [9:0] == 7'h41;
+  assign \$127  = \port$11888$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$11884$2 [9:0] == 7'h42;
+  assign \$129  = \port$11888$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$11884$2 [9:0] == 7'h43;
+  assign \$131  = \port$11888$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$11884$2 [9:0] == 7'h44;
+  assign \$133  = \port$11888$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$11884$2 [9:0] == 7'h45;
+  assign \$135  = \port$11888$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$11884$2 [9:0] == 7'h46;
+  assign \$137  = \port$11888$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$11884$2 [9:0] == 7'h47;
+  assign \$139  = \port$11888$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$11884$2 [9:0] == 7'h48;
+  assign \$141  = \port$11888$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$11884$2 [9:0] == 7'h49;
+  assign \$143  = \port$11888$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$11884$2 [9:0] == 7'h4a;
+  assign \$145  = \port$11888$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$11884$2 [9:0] == 7'h4b;
+  assign \$147  = \port$11888$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$11884$2 [9:0] == 7'h4c;
+  assign \$149  = \port$11888$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$11884$2 [9:0] == 7'h4d;
+  assign \$151  = \port$11888$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$11884$2 [9:0] == 7'h4e;
+  assign \$153  = \port$11888$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$11884$2 [9:0] == 7'h4f;
+  assign \$155  = \port$11888$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$11884$2 [9:0] == 7'h50;
+  assign \$157  = \port$11888$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$11884$2 [9:0] == 7'h51;
+  assign \$159  = \port$11888$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24546,84 +24546,84 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$11884$2 [9:0];
+  assign \$282  = ! \port$11888$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$11884$2 [9:0] == 1'h1;
+  assign \$288  = \port$11888$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$11884$2 [9:0] == 2'h2;
+  assign \$294  = \port$11888$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$11884$2 [9:0] == 2'h3;
+  assign \$300  = \port$11888$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$11884$2 [9:0] == 3'h4;
+  assign \$306  = \port$11888$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$11884$2 [9:0] == 3'h5;
+  assign \$312  = \port$11888$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$11884$2 [9:0] == 3'h6;
+  assign \$318  = \port$11888$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$11884$2 [9:0] == 4'h8;
+  assign \$324  = \port$11888$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$11884$2 [9:0] == 4'h9;
+  assign \$336  = \port$11888$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$11884$2 [9:0] == 4'ha;
+  assign \$344  = \port$11888$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$11884$2 [9:0] == 4'hb;
+  assign \$350  = \port$11888$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$11884$2 [9:0] == 4'hc;
+  assign \$358  = \port$11888$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$11884$2 [9:0] == 4'hd;
+  assign \$368  = \port$11888$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$11884$2 [9:0] == 4'he;
+  assign \$378  = \port$11888$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$11884$2 [9:0] == 4'hf;
+  assign \$388  = \port$11888$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$11884$2 [9:0] == 5'h10;
+  assign \$398  = \port$11888$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$11884$2 [9:0] == 5'h11;
+  assign \$404  = \port$11888$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24632,251 +24632,251 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$11884$2 [9:0] == 5'h12;
+  assign \$420  = \port$11888$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$11884$2 [9:0] == 5'h13;
+  assign \$426  = \port$11888$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$11884$2 [9:0] == 5'h14;
+  assign \$432  = \port$11888$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$11884$2 [9:0] == 5'h15;
+  assign \$438  = \port$11888$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$11884$2 [9:0] == 5'h16;
+  assign \$444  = \port$11888$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$11884$2 [9:0] == 5'h17;
+  assign \$450  = \port$11888$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$11884$2 [9:0] == 5'h18;
+  assign \$456  = \port$11888$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$11884$2 [9:0] == 5'h19;
+  assign \$462  = \port$11888$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$11884$2 [9:0] == 5'h1a;
+  assign \$468  = \port$11888$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$11884$2 [9:0] == 5'h1b;
+  assign \$474  = \port$11888$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$11884$2 [9:0] == 5'h1c;
+  assign \$480  = \port$11888$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$11884$2 [9:0] == 5'h1d;
+  assign \$486  = \port$11888$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$11884$2 [9:0] == 6'h20;
+  assign \$492  = \port$11888$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$11884$2 [9:0] == 6'h21;
+  assign \$498  = \port$11888$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$11884$2 [9:0] == 6'h22;
+  assign \$504  = \port$11888$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$11884$2 [9:0] == 6'h23;
+  assign \$510  = \port$11888$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$11884$2 [9:0] == 6'h24;
+  assign \$516  = \port$11888$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$11884$2 [9:0] == 6'h25;
+  assign \$522  = \port$11888$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$11884$2 [9:0] == 6'h26;
+  assign \$528  = \port$11888$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$11884$2 [9:0] == 6'h27;
+  assign \$534  = \port$11888$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$11884$2 [9:0] == 6'h28;
+  assign \$540  = \port$11888$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$11884$2 [9:0] == 6'h29;
+  assign \$546  = \port$11888$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$11884$2 [9:0] == 6'h2a;
+  assign \$552  = \port$11888$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$11884$2 [9:0] == 6'h2b;
+  assign \$558  = \port$11888$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$11884$2 [9:0] == 6'h2c;
+  assign \$564  = \port$11888$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$11884$2 [9:0] == 6'h2d;
+  assign \$570  = \port$11888$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$11884$2 [9:0] == 6'h2e;
+  assign \$576  = \port$11888$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$11884$2 [9:0] == 6'h2f;
+  assign \$582  = \port$11888$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$11884$2 [9:0] == 6'h30;
+  assign \$588  = \port$11888$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$11884$2 [9:0] == 6'h31;
+  assign \$594  = \port$11888$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$11884$2 [9:0] == 6'h32;
+  assign \$600  = \port$11888$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$11884$2 [9:0] == 6'h33;
+  assign \$606  = \port$11888$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$11884$2 [9:0] == 6'h34;
+  assign \$612  = \port$11888$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$11884$2 [9:0] == 6'h35;
+  assign \$618  = \port$11888$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$11884$2 [9:0] == 6'h36;
+  assign \$624  = \port$11888$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$11884$2 [9:0] == 6'h37;
+  assign \$630  = \port$11888$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$11884$2 [9:0] == 6'h38;
+  assign \$636  = \port$11888$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$11884$2 [9:0] == 6'h39;
+  assign \$642  = \port$11888$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$11884$2 [9:0] == 6'h3a;
+  assign \$648  = \port$11888$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$11884$2 [9:0] == 6'h3b;
+  assign \$654  = \port$11888$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$11884$2 [9:0] == 6'h3c;
+  assign \$660  = \port$11888$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$11884$2 [9:0] == 6'h3d;
+  assign \$666  = \port$11888$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$11884$2 [9:0] == 6'h3e;
+  assign \$672  = \port$11888$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$11884$2 [9:0] == 6'h3f;
+  assign \$678  = \port$11888$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$11884$2 [9:0] == 7'h40;
+  assign \$684  = \port$11888$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$11884$2 [9:0] == 7'h41;
+  assign \$690  = \port$11888$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$11884$2 [9:0] == 7'h42;
+  assign \$696  = \port$11888$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$11884$2 [9:0] == 7'h43;
+  assign \$702  = \port$11888$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$11884$2 [9:0] == 7'h44;
+  assign \$708  = \port$11888$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$11884$2 [9:0] == 7'h45;
+  assign \$714  = \port$11888$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$11884$2 [9:0] == 7'h46;
+  assign \$720  = \port$11888$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$11884$2 [9:0] == 7'h47;
+  assign \$726  = \port$11888$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$11884$2 [9:0] == 7'h48;
+  assign \$732  = \port$11888$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$11884$2 [9:0] == 7'h49;
+  assign \$738  = \port$11888$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$11884$2 [9:0] == 7'h4a;
+  assign \$744  = \port$11888$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$11884$2 [9:0] == 7'h4b;
+  assign \$750  = \port$11888$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$11884$2 [9:0] == 7'h4c;
+  assign \$756  = \port$11888$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$11884$2 [9:0] == 7'h4d;
+  assign \$762  = \port$11888$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$11884$2 [9:0] == 7'h4e;
+  assign \$768  = \port$11888$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$11884$2 [9:0] == 7'h4f;
+  assign \$774  = \port$11888$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$11884$2 [9:0] == 7'h50;
+  assign \$780  = \port$11888$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$11884$2 [9:0] == 7'h51;
+  assign \$786  = \port$11888$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24970,167 +24970,167 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$11884$2 [9:0];
+  assign \$3  = ! \port$11888$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$11884$2 [9:0] == 1'h1;
+  assign \$5  = \port$11888$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$11884$2 [9:0] == 2'h2;
+  assign \$7  = \port$11888$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$11884$2 [9:0] == 2'h3;
+  assign \$9  = \port$11888$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$11884$2 [9:0] == 3'h4;
+  assign \$11  = \port$11888$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$11884$2 [9:0] == 3'h5;
+  assign \$13  = \port$11888$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$11884$2 [9:0] == 3'h6;
+  assign \$15  = \port$11888$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$11884$2 [9:0] == 4'h8;
+  assign \$17  = \port$11888$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$11884$2 [9:0] == 4'h9;
+  assign \$19  = \port$11888$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$11884$2 [9:0] == 4'ha;
+  assign \$21  = \port$11888$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$11884$2 [9:0] == 4'hb;
+  assign \$23  = \port$11888$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$11884$2 [9:0] == 4'hc;
+  assign \$25  = \port$11888$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$11884$2 [9:0] == 4'hd;
+  assign \$27  = \port$11888$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$11884$2 [9:0] == 4'he;
+  assign \$29  = \port$11888$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$11884$2 [9:0] == 4'hf;
+  assign \$31  = \port$11888$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$11884$2 [9:0] == 5'h10;
+  assign \$33  = \port$11888$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$11884$2 [9:0] == 5'h11;
+  assign \$35  = \port$11888$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$11884$2 [9:0] == 5'h12;
+  assign \$37  = \port$11888$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$11884$2 [9:0] == 5'h13;
+  assign \$39  = \port$11888$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$11884$2 [9:0] == 5'h14;
+  assign \$41  = \port$11888$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$11884$2 [9:0] == 5'h15;
+  assign \$43  = \port$11888$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$11884$2 [9:0] == 5'h16;
+  assign \$45  = \port$11888$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$11884$2 [9:0] == 5'h17;
+  assign \$47  = \port$11888$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$11884$2 [9:0] == 5'h18;
+  assign \$49  = \port$11888$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$11884$2 [9:0] == 5'h19;
+  assign \$51  = \port$11888$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$11884$2 [9:0] == 5'h1a;
+  assign \$53  = \port$11888$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$11884$2 [9:0] == 5'h1b;
+  assign \$55  = \port$11888$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$11884$2 [9:0] == 5'h1c;
+  assign \$57  = \port$11888$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$11884$2 [9:0] == 5'h1d;
+  assign \$59  = \port$11888$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$11884$2 [9:0] == 6'h20;
+  assign \$61  = \port$11888$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$11884$2 [9:0] == 6'h21;
+  assign \$63  = \port$11888$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$11884$2 [9:0] == 6'h22;
+  assign \$65  = \port$11888$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$11884$2 [9:0] == 6'h23;
+  assign \$67  = \port$11888$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$11884$2 [9:0] == 6'h24;
+  assign \$69  = \port$11888$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$11884$2 [9:0] == 6'h25;
+  assign \$71  = \port$11888$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$11884$2 [9:0] == 6'h26;
+  assign \$73  = \port$11888$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$11884$2 [9:0] == 6'h27;
+  assign \$75  = \port$11888$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$11884$2 [9:0] == 6'h28;
+  assign \$77  = \port$11888$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$11884$2 [9:0] == 6'h29;
+  assign \$79  = \port$11888$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$11884$2 [9:0] == 6'h2a;
+  assign \$81  = \port$11888$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$11884$2 [9:0] == 6'h2b;
+  assign \$83  = \port$11888$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$11884$2 [9:0] == 6'h2c;
+  assign \$85  = \port$11888$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$11884$2 [9:0] == 6'h2d;
+  assign \$87  = \port$11888$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$11884$2 [9:0] == 6'h2e;
+  assign \$89  = \port$11888$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$11884$2 [9:0] == 6'h2f;
+  assign \$91  = \port$11888$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$11884$2 [9:0] == 6'h30;
+  assign \$93  = \port$11888$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$11884$2 [9:0] == 6'h31;
+  assign \$95  = \port$11888$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$11884$2 [9:0] == 6'h32;
+  assign \$97  = \port$11888$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$11884$2 [9:0] == 6'h33;
+  assign \$99  = \port$11888$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$11884$2 [9:0] == 6'h34;
+  assign \$101  = \port$11888$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$11884$2 [9:0] == 6'h35;
+  assign \$103  = \port$11888$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$11884$2 [9:0] == 6'h36;
+  assign \$105  = \port$11888$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$11884$2 [9:0] == 6'h37;
+  assign \$107  = \port$11888$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$11884$2 [9:0] == 6'h38;
+  assign \$109  = \port$11888$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26408,17 +26408,17 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$11884$2 , 2'h0 };
+  assign bus__addr = { \port$11888$2 , 2'h0 };
   assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
-  assign retire0_error = \port$11224$0 [7:0];
-  assign retire0_tag = \port$11224$0 [23:8];
-  assign retire1_error = \port$11274$0 [7:0];
-  assign retire1_tag = \port$11274$0 [23:8];
-  assign retire2_error = \port$11324$0 [7:0];
-  assign retire2_tag = \port$11324$0 [23:8];
-  assign retire3_error = \port$11374$0 [7:0];
-  assign retire3_tag = \port$11374$0 [23:8];
+  assign retire0_error = \port$11228$0 [7:0];
+  assign retire0_tag = \port$11228$0 [23:8];
+  assign retire1_error = \port$11278$0 [7:0];
+  assign retire1_tag = \port$11278$0 [23:8];
+  assign retire2_error = \port$11328$0 [7:0];
+  assign retire2_tag = \port$11328$0 [23:8];
+  assign retire3_error = \port$11378$0 [7:0];
+  assign retire3_tag = \port$11378$0 [23:8];
   assign q_head0_word = \port$5349$0 [31:0];
   assign q_head1_word = \port$5349$0 [63:32];
   assign q_head2_word = \port$5349$0 [95:64];
@@ -26480,20 +26480,20 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$11224$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$11224$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$11228$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$11228$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$11274$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$11274$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$11278$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$11278$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$11324$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$11324$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$11328$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$11328$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$11374$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$11374$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$11378$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$11378$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -48037,7 +48037,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11916$16 , \port$12708$0 , r_rdy, clk);
+module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11920$16 , \port$12712$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -48081,10 +48081,10 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11916$1
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11916$16 ;
-  wire [15:0] \port$11916$16 ;
-  input [7:0] \port$12708$0 ;
-  wire [7:0] \port$12708$0 ;
+  input [15:0] \port$11920$16 ;
+  wire [15:0] \port$11920$16 ;
+  input [7:0] \port$12712$0 ;
+  wire [7:0] \port$12712$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -48119,7 +48119,7 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11916$1
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11916$16 , \port$12708$0  };
+      storage[w_port__addr] <= { \port$11920$16 , \port$12712$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -48230,8 +48230,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11916$1
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11916$16 , \port$12708$0  };
-  assign w_data = { \port$11916$16 , \port$12708$0  };
+  assign w_port__data = { \port$11920$16 , \port$12712$0  };
+  assign w_data = { \port$11920$16 , \port$12712$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -48240,7 +48240,7 @@ endmodule
 module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$11431$0 , \port$11431$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$11435$0 , \port$11435$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -48954,10 +48954,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire [31:0] \limit$66 ;
   input [3:0] \port$109$0 ;
   wire [3:0] \port$109$0 ;
-  input [3:0] \port$11431$0 ;
-  wire [3:0] \port$11431$0 ;
-  input [23:0] \port$11431$8 ;
-  wire [23:0] \port$11431$8 ;
+  input [3:0] \port$11435$0 ;
+  wire [3:0] \port$11435$0 ;
+  input [23:0] \port$11435$8 ;
+  wire [23:0] \port$11435$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -49682,7 +49682,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$11431$0 [1:0] < 3'h4;
+  assign \$165  = \port$11435$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -49890,7 +49890,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$11431$0 [1:0];
+  assign \$344  = ! \port$11435$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -49910,7 +49910,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$11431$0 [1:0] == 1'h1;
+  assign \$364  = \port$11435$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -49930,7 +49930,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$11431$0 [1:0] == 2'h2;
+  assign \$384  = \port$11435$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -49950,7 +49950,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$11431$0 [1:0] == 2'h3;
+  assign \$404  = \port$11435$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -50043,7 +50043,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$11997$0 (fetch_r_buf),
+    .\port$12001$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -50055,7 +50055,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$11997$0 (fetch_r_buf),
+    .\port$12001$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -50067,7 +50067,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$11997$0 (fetch_r_buf),
+    .\port$12001$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -50079,7 +50079,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$11997$0 (fetch_r_buf),
+    .\port$12001$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -51777,12 +51777,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$11431$0 [1:0];
-  assign cpl_irq = \port$11431$0 [2];
-  assign cpl_halt = \port$11431$0 [3];
-  assign cpl_flags = \port$11431$8 [7:0];
-  assign cpl_status = \port$11431$8 [15:8];
-  assign cpl_opcode = \port$11431$8 [23:16];
+  assign cpl_queue = \port$11435$0 [1:0];
+  assign cpl_irq = \port$11435$0 [2];
+  assign cpl_halt = \port$11435$0 [3];
+  assign cpl_flags = \port$11435$8 [7:0];
+  assign cpl_status = \port$11435$8 [15:8];
+  assign cpl_opcode = \port$11435$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -51833,12 +51833,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$11431$8 [23:16];
-  assign \w_data$258 [19:12] = \port$11431$8 [15:8];
-  assign \w_data$258 [11:4] = \port$11431$8 [7:0];
-  assign \w_data$258 [3] = \port$11431$0 [3];
-  assign \w_data$258 [2] = \port$11431$0 [2];
-  assign \w_data$258 [1:0] = \port$11431$0 [1:0];
+  assign \w_data$258 [27:20] = \port$11435$8 [23:16];
+  assign \w_data$258 [19:12] = \port$11435$8 [15:8];
+  assign \w_data$258 [11:4] = \port$11435$8 [7:0];
+  assign \w_data$258 [3] = \port$11435$0 [3];
+  assign \w_data$258 [2] = \port$11435$0 [2];
+  assign \w_data$258 [1:0] = \port$11435$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -53424,7 +53424,7 @@ module \kaki_soc_16x16.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$11997$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$12001$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53451,8 +53451,8 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11997$0 ;
-  wire [191:0] \port$11997$0 ;
+  input [191:0] \port$12001$0 ;
+  wire [191:0] \port$12001$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -53487,7 +53487,7 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11997$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12001$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -53558,14 +53558,14 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11997$0  };
-  assign w_data = { \port$0$87 , \port$11997$0  };
+  assign w_port__data = { \port$0$87 , \port$12001$0  };
+  assign w_data = { \port$0$87 , \port$12001$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$11997$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$12001$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53592,8 +53592,8 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11997$0 ;
-  wire [191:0] \port$11997$0 ;
+  input [191:0] \port$12001$0 ;
+  wire [191:0] \port$12001$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -53628,7 +53628,7 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11997$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12001$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -53699,14 +53699,14 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11997$0  };
-  assign w_data = { \port$0$87 , \port$11997$0  };
+  assign w_port__data = { \port$0$87 , \port$12001$0  };
+  assign w_data = { \port$0$87 , \port$12001$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$11997$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$12001$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53733,8 +53733,8 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11997$0 ;
-  wire [191:0] \port$11997$0 ;
+  input [191:0] \port$12001$0 ;
+  wire [191:0] \port$12001$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -53769,7 +53769,7 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11997$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12001$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -53840,14 +53840,14 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11997$0  };
-  assign w_data = { \port$0$87 , \port$11997$0  };
+  assign w_port__data = { \port$0$87 , \port$12001$0  };
+  assign w_data = { \port$0$87 , \port$12001$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$11997$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$12001$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53874,8 +53874,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11997$0 ;
-  wire [191:0] \port$11997$0 ;
+  input [191:0] \port$12001$0 ;
+  wire [191:0] \port$12001$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -53910,7 +53910,7 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11997$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12001$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -53981,14 +53981,14 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11997$0  };
-  assign w_data = { \port$0$87 , \port$11997$0  };
+  assign w_port__data = { \port$0$87 , \port$12001$0  };
+  assign w_data = { \port$0$87 , \port$12001$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1__en, rd__0__addr, rd__0__gnt, rd__1__gnt, rd__2__gnt, wr__0__gnt, wr__1__gnt, wr__1__data, wr__1__addr, rd__2__addr, wr__0__addr, wr__0__data, rd__1__addr, rd__0__data, rd__1__data, rd__2__data
+module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1__en, rd__0__addr, rd__0__gnt, rd__1__gnt, rd__2__gnt, wr__0__gnt, wr__1__gnt, wr__1__data, wr__1__addr, rd__2__addr, rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
@@ -54693,267 +54693,267 @@ module \kaki_soc_16x16.spad.bank3 (ren, wen, rdata, raddr, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset, ctl__cmd__payload, ctl__busy, err, wr_en, wr_addr, wr_data, ctl__cmd__ready, acc_rd__en, acc_rd__addr, spad_rd__en, spad_rd__addr, fire, ctl__done, spad_rd__data, acc_rd__data, clk
+module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset, ctl__cmd__payload, ctl__busy, err, acc_ptr, res_ptr, wr_en, wr_addr, wr_data, ctl__cmd__ready, acc_rd__en, spad_rd__en, fire, ctl__done, spad_rd__data, acc_rd__data, clk
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [7:0] \$100 ;
-  wire \$1000 ;
+  wire [7:0] \$1000 ;
   wire \$1001 ;
-  wire [7:0] \$1002 ;
+  wire \$1002 ;
   wire [7:0] \$1003 ;
-  wire \$1004 ;
+  wire [7:0] \$1004 ;
   wire \$1005 ;
-  wire [7:0] \$1006 ;
+  wire \$1006 ;
   wire [7:0] \$1007 ;
-  wire \$1008 ;
+  wire [7:0] \$1008 ;
   wire \$1009 ;
   wire [7:0] \$101 ;
-  wire [7:0] \$1010 ;
+  wire \$1010 ;
   wire [7:0] \$1011 ;
-  wire \$1012 ;
+  wire [7:0] \$1012 ;
   wire \$1013 ;
-  wire [7:0] \$1014 ;
+  wire \$1014 ;
   wire [7:0] \$1015 ;
-  wire \$1016 ;
+  wire [7:0] \$1016 ;
   wire \$1017 ;
-  wire [7:0] \$1018 ;
+  wire \$1018 ;
   wire [7:0] \$1019 ;
   wire [7:0] \$102 ;
-  wire \$1020 ;
+  wire [7:0] \$1020 ;
   wire \$1021 ;
-  wire [7:0] \$1022 ;
+  wire \$1022 ;
   wire [7:0] \$1023 ;
-  wire \$1024 ;
+  wire [7:0] \$1024 ;
   wire \$1025 ;
-  wire [7:0] \$1026 ;
+  wire \$1026 ;
   wire [7:0] \$1027 ;
-  wire \$1028 ;
+  wire [7:0] \$1028 ;
   wire \$1029 ;
   wire [7:0] \$103 ;
-  wire [7:0] \$1030 ;
+  wire \$1030 ;
   wire [7:0] \$1031 ;
-  wire \$1032 ;
+  wire [7:0] \$1032 ;
   wire \$1033 ;
-  wire [7:0] \$1034 ;
+  wire \$1034 ;
   wire [7:0] \$1035 ;
-  wire \$1036 ;
+  wire [7:0] \$1036 ;
   wire \$1037 ;
-  wire [7:0] \$1038 ;
+  wire \$1038 ;
   wire [7:0] \$1039 ;
   wire [7:0] \$104 ;
-  wire [20:0] \$1040 ;
+  wire [7:0] \$1040 ;
   wire \$1041 ;
   wire \$1042 ;
-  wire \$1043 ;
-  wire [20:0] \$1044 ;
+  wire [7:0] \$1043 ;
+  wire [7:0] \$1044 ;
   wire \$1045 ;
   wire \$1046 ;
-  wire \$1047 ;
-  wire \$1048 ;
+  wire [7:0] \$1047 ;
+  wire [7:0] \$1048 ;
   wire \$1049 ;
   wire [7:0] \$105 ;
   wire \$1050 ;
-  wire \$1051 ;
-  wire \$1052 ;
-  wire \$1053 ;
-  wire [20:0] \$1054 ;
+  wire [7:0] \$1051 ;
+  wire [7:0] \$1052 ;
+  wire [20:0] \$1053 ;
+  wire \$1054 ;
   wire \$1055 ;
   wire \$1056 ;
-  wire \$1057 ;
-  wire [20:0] \$1058 ;
+  wire [20:0] \$1057 ;
+  wire \$1058 ;
   wire \$1059 ;
   wire [7:0] \$106 ;
   wire \$1060 ;
   wire \$1061 ;
   wire \$1062 ;
-  wire [19:0] \$1063 ;
-  wire [19:0] \$1064 ;
+  wire \$1063 ;
+  wire \$1064 ;
   wire \$1065 ;
-  wire [20:0] \$1066 ;
-  wire \$1067 ;
+  wire \$1066 ;
+  wire [20:0] \$1067 ;
   wire \$1068 ;
-  wire [20:0] \$1069 ;
+  wire \$1069 ;
   wire [7:0] \$107 ;
   wire \$1070 ;
-  wire \$1071 ;
+  wire [20:0] \$1071 ;
   wire \$1072 ;
   wire \$1073 ;
   wire \$1074 ;
   wire \$1075 ;
   wire \$1076 ;
-  wire [8:0] \$1077 ;
+  wire \$1077 ;
   wire \$1078 ;
-  wire [8:0] \$1079 ;
+  wire \$1079 ;
   wire [7:0] \$108 ;
   wire \$1080 ;
   wire [8:0] \$1081 ;
-  wire [8:0] \$1082 ;
+  wire \$1082 ;
   wire [8:0] \$1083 ;
   wire \$1084 ;
-  wire \$1085 ;
+  wire [8:0] \$1085 ;
   wire [8:0] \$1086 ;
-  wire \$1087 ;
-  wire [8:0] \$1088 ;
+  wire [8:0] \$1087 ;
+  wire \$1088 ;
   wire \$1089 ;
   wire [7:0] \$109 ;
   wire [8:0] \$1090 ;
-  wire [8:0] \$1091 ;
+  wire \$1091 ;
   wire [8:0] \$1092 ;
   wire \$1093 ;
-  wire \$1094 ;
+  wire [8:0] \$1094 ;
   wire [8:0] \$1095 ;
-  wire \$1096 ;
-  wire [8:0] \$1097 ;
+  wire [8:0] \$1096 ;
+  wire \$1097 ;
   wire \$1098 ;
   wire [8:0] \$1099 ;
   wire \$11 ;
   wire [7:0] \$110 ;
-  wire [8:0] \$1100 ;
+  wire \$1100 ;
   wire [8:0] \$1101 ;
   wire \$1102 ;
-  wire \$1103 ;
+  wire [8:0] \$1103 ;
   wire [8:0] \$1104 ;
-  wire \$1105 ;
-  wire [8:0] \$1106 ;
+  wire [8:0] \$1105 ;
+  wire \$1106 ;
   wire \$1107 ;
   wire [8:0] \$1108 ;
-  wire [8:0] \$1109 ;
-  wire [32:0] \$111 ;
+  wire \$1109 ;
+  wire [7:0] \$111 ;
   wire [8:0] \$1110 ;
   wire \$1111 ;
-  wire \$1112 ;
+  wire [8:0] \$1112 ;
   wire [8:0] \$1113 ;
-  wire \$1114 ;
-  wire [8:0] \$1115 ;
+  wire [8:0] \$1114 ;
+  wire \$1115 ;
   wire \$1116 ;
   wire [8:0] \$1117 ;
-  wire [8:0] \$1118 ;
+  wire \$1118 ;
   wire [8:0] \$1119 ;
-  wire [31:0] \$112 ;
+  wire [7:0] \$112 ;
   wire \$1120 ;
-  wire \$1121 ;
+  wire [8:0] \$1121 ;
   wire [8:0] \$1122 ;
-  wire \$1123 ;
-  wire [8:0] \$1124 ;
+  wire [8:0] \$1123 ;
+  wire \$1124 ;
   wire \$1125 ;
   wire [8:0] \$1126 ;
-  wire [8:0] \$1127 ;
+  wire \$1127 ;
   wire [8:0] \$1128 ;
   wire \$1129 ;
-  wire [47:0] \$113 ;
-  wire \$1130 ;
+  wire [7:0] \$113 ;
+  wire [8:0] \$1130 ;
   wire [8:0] \$1131 ;
-  wire \$1132 ;
-  wire [8:0] \$1133 ;
+  wire [8:0] \$1132 ;
+  wire \$1133 ;
   wire \$1134 ;
   wire [8:0] \$1135 ;
-  wire [8:0] \$1136 ;
+  wire \$1136 ;
   wire [8:0] \$1137 ;
   wire \$1138 ;
-  wire \$1139 ;
-  wire [48:0] \$114 ;
+  wire [8:0] \$1139 ;
+  wire [7:0] \$114 ;
   wire [8:0] \$1140 ;
-  wire \$1141 ;
-  wire [8:0] \$1142 ;
+  wire [8:0] \$1141 ;
+  wire \$1142 ;
   wire \$1143 ;
   wire [8:0] \$1144 ;
-  wire [8:0] \$1145 ;
+  wire \$1145 ;
   wire [8:0] \$1146 ;
   wire \$1147 ;
-  wire \$1148 ;
+  wire [8:0] \$1148 ;
   wire [8:0] \$1149 ;
-  wire [47:0] \$115 ;
-  wire \$1150 ;
-  wire [8:0] \$1151 ;
+  wire [7:0] \$115 ;
+  wire [8:0] \$1150 ;
+  wire \$1151 ;
   wire \$1152 ;
   wire [8:0] \$1153 ;
-  wire [8:0] \$1154 ;
+  wire \$1154 ;
   wire [8:0] \$1155 ;
   wire \$1156 ;
-  wire \$1157 ;
+  wire [8:0] \$1157 ;
   wire [8:0] \$1158 ;
-  wire \$1159 ;
-  wire [47:0] \$116 ;
-  wire [8:0] \$1160 ;
+  wire [8:0] \$1159 ;
+  wire [7:0] \$116 ;
+  wire \$1160 ;
   wire \$1161 ;
   wire [8:0] \$1162 ;
-  wire [8:0] \$1163 ;
+  wire \$1163 ;
   wire [8:0] \$1164 ;
   wire \$1165 ;
-  wire \$1166 ;
+  wire [8:0] \$1166 ;
   wire [8:0] \$1167 ;
-  wire \$1168 ;
-  wire [8:0] \$1169 ;
-  wire [78:0] \$117 ;
+  wire [8:0] \$1168 ;
+  wire \$1169 ;
+  wire [7:0] \$117 ;
   wire \$1170 ;
   wire [8:0] \$1171 ;
-  wire [8:0] \$1172 ;
+  wire \$1172 ;
   wire [8:0] \$1173 ;
   wire \$1174 ;
-  wire \$1175 ;
+  wire [8:0] \$1175 ;
   wire [8:0] \$1176 ;
-  wire \$1177 ;
-  wire [8:0] \$1178 ;
+  wire [8:0] \$1177 ;
+  wire \$1178 ;
   wire \$1179 ;
-  wire [79:0] \$118 ;
+  wire [7:0] \$118 ;
   wire [8:0] \$1180 ;
-  wire [8:0] \$1181 ;
+  wire \$1181 ;
   wire [8:0] \$1182 ;
   wire \$1183 ;
-  wire \$1184 ;
+  wire [8:0] \$1184 ;
   wire [8:0] \$1185 ;
-  wire \$1186 ;
-  wire [8:0] \$1187 ;
+  wire [8:0] \$1186 ;
+  wire \$1187 ;
   wire \$1188 ;
   wire [8:0] \$1189 ;
-  wire [79:0] \$119 ;
-  wire [8:0] \$1190 ;
+  wire [7:0] \$119 ;
+  wire \$1190 ;
   wire [8:0] \$1191 ;
   wire \$1192 ;
-  wire \$1193 ;
+  wire [8:0] \$1193 ;
   wire [8:0] \$1194 ;
-  wire \$1195 ;
-  wire [8:0] \$1196 ;
+  wire [8:0] \$1195 ;
+  wire \$1196 ;
   wire \$1197 ;
   wire [8:0] \$1198 ;
-  wire [8:0] \$1199 ;
+  wire \$1199 ;
   wire \$12 ;
-  wire [63:0] \$120 ;
+  wire [7:0] \$120 ;
   wire [8:0] \$1200 ;
   wire \$1201 ;
-  wire \$1202 ;
+  wire [8:0] \$1202 ;
   wire [8:0] \$1203 ;
-  wire \$1204 ;
-  wire [8:0] \$1205 ;
+  wire [8:0] \$1204 ;
+  wire \$1205 ;
   wire \$1206 ;
   wire [8:0] \$1207 ;
-  wire [8:0] \$1208 ;
+  wire \$1208 ;
   wire [8:0] \$1209 ;
-  wire [63:0] \$121 ;
+  wire [7:0] \$121 ;
   wire \$1210 ;
-  wire \$1211 ;
+  wire [8:0] \$1211 ;
   wire [8:0] \$1212 ;
-  wire \$1213 ;
-  wire [8:0] \$1214 ;
+  wire [8:0] \$1213 ;
+  wire \$1214 ;
   wire \$1215 ;
   wire [8:0] \$1216 ;
-  wire [8:0] \$1217 ;
+  wire \$1217 ;
   wire [8:0] \$1218 ;
   wire \$1219 ;
-  wire [64:0] \$122 ;
-  wire \$1220 ;
-  wire \$1221 ;
-  wire \$1222 ;
+  wire [7:0] \$122 ;
+  wire [8:0] \$1220 ;
+  wire [8:0] \$1221 ;
+  wire [8:0] \$1222 ;
   wire \$1223 ;
   wire \$1224 ;
   wire \$1225 ;
-  reg [5:0] \$1226 ;
-  reg [5:0] \$1227 ;
-  reg [5:0] \$1228 ;
-  reg [5:0] \$1229 ;
-  wire \$123 ;
+  wire \$1226 ;
+  wire \$1227 ;
+  wire \$1228 ;
+  wire \$1229 ;
+  wire [7:0] \$123 ;
   reg [5:0] \$1230 ;
   reg [5:0] \$1231 ;
   reg [5:0] \$1232 ;
@@ -54964,18 +54964,18 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [5:0] \$1237 ;
   reg [5:0] \$1238 ;
   reg [5:0] \$1239 ;
-  wire \$124 ;
+  wire [32:0] \$124 ;
   reg [5:0] \$1240 ;
   reg [5:0] \$1241 ;
-  reg [15:0] \$1242 ;
-  reg [31:0] \$1243 ;
-  reg [31:0] \$1244 ;
-  reg [31:0] \$1245 ;
-  reg [31:0] \$1246 ;
+  reg [5:0] \$1242 ;
+  reg [5:0] \$1243 ;
+  reg [5:0] \$1244 ;
+  reg [5:0] \$1245 ;
+  reg [15:0] \$1246 ;
   reg [31:0] \$1247 ;
   reg [31:0] \$1248 ;
   reg [31:0] \$1249 ;
-  wire [11:0] \$125 ;
+  wire [31:0] \$125 ;
   reg [31:0] \$1250 ;
   reg [31:0] \$1251 ;
   reg [31:0] \$1252 ;
@@ -54986,7 +54986,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [31:0] \$1257 ;
   reg [31:0] \$1258 ;
   reg [31:0] \$1259 ;
-  wire [12:0] \$126 ;
+  wire [47:0] \$126 ;
   reg [31:0] \$1260 ;
   reg [31:0] \$1261 ;
   reg [31:0] \$1262 ;
@@ -54997,55 +54997,62 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [31:0] \$1267 ;
   reg [31:0] \$1268 ;
   reg [31:0] \$1269 ;
-  wire \$127 ;
+  wire [48:0] \$127 ;
   reg [31:0] \$1270 ;
   reg [31:0] \$1271 ;
   reg [31:0] \$1272 ;
   reg [31:0] \$1273 ;
   reg [31:0] \$1274 ;
-  reg \$1275 ;
-  reg [155:0] \$1276 ;
-  reg [7:0] \$1277 ;
-  reg [16:0] \$1278 ;
-  reg [16:0] \$1279 ;
-  wire [11:0] \$128 ;
-  reg [2:0] \$1280 ;
-  reg [1:0] \$1281 ;
-  reg [1:0] \$1282 ;
-  reg \$1283 ;
-  reg \$1284 ;
-  reg \$1285 ;
-  reg \$1286 ;
-  reg \$1287 ;
+  reg [31:0] \$1275 ;
+  reg [31:0] \$1276 ;
+  reg [31:0] \$1277 ;
+  reg [31:0] \$1278 ;
+  reg \$1279 ;
+  wire [47:0] \$128 ;
+  reg [155:0] \$1280 ;
+  reg [7:0] \$1281 ;
+  reg [16:0] \$1282 ;
+  reg [16:0] \$1283 ;
+  reg [2:0] \$1284 ;
+  reg [1:0] \$1285 ;
+  reg [12:0] \$1286 ;
+  reg [13:0] \$1287 ;
   reg \$1288 ;
-  reg \$1289 ;
-  wire [12:0] \$129 ;
-  reg [7:0] \$1290 ;
-  reg [7:0] \$1291 ;
-  reg [7:0] \$1292 ;
-  reg [7:0] \$1293 ;
-  reg [7:0] \$1294 ;
-  reg [7:0] \$1295 ;
-  reg [7:0] \$1296 ;
+  reg [1:0] \$1289 ;
+  wire [47:0] \$129 ;
+  reg \$1290 ;
+  reg \$1291 ;
+  reg \$1292 ;
+  reg \$1293 ;
+  reg \$1294 ;
+  reg \$1295 ;
+  reg \$1296 ;
   reg [7:0] \$1297 ;
   reg [7:0] \$1298 ;
   reg [7:0] \$1299 ;
   wire \$13 ;
-  wire \$130 ;
+  wire [78:0] \$130 ;
   reg [7:0] \$1300 ;
   reg [7:0] \$1301 ;
   reg [7:0] \$1302 ;
   reg [7:0] \$1303 ;
   reg [7:0] \$1304 ;
   reg [7:0] \$1305 ;
-  reg [13:0] \$1306 ;
-  reg [127:0] \$1307 ;
-  wire [11:0] \$131 ;
-  wire [12:0] \$132 ;
-  wire [12:0] \$133 ;
-  wire [12:0] \$134 ;
-  wire [7:0] \$135 ;
-  wire [7:0] \$136 ;
+  reg [7:0] \$1306 ;
+  reg [7:0] \$1307 ;
+  reg [7:0] \$1308 ;
+  reg [7:0] \$1309 ;
+  wire [79:0] \$131 ;
+  reg [7:0] \$1310 ;
+  reg [7:0] \$1311 ;
+  reg [7:0] \$1312 ;
+  reg [13:0] \$1313 ;
+  reg [127:0] \$1314 ;
+  wire [79:0] \$132 ;
+  wire [63:0] \$133 ;
+  wire [63:0] \$134 ;
+  wire [64:0] \$135 ;
+  wire \$136 ;
   wire \$137 ;
   wire [11:0] \$138 ;
   wire [12:0] \$139 ;
@@ -55061,7 +55068,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$148 ;
   wire [7:0] \$149 ;
   wire \$15 ;
-  wire [7:0] \$150 ;
+  wire \$150 ;
   wire [11:0] \$151 ;
   wire [12:0] \$152 ;
   wire \$153 ;
@@ -55076,36 +55083,36 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$161 ;
   wire [7:0] \$162 ;
   wire [7:0] \$163 ;
-  wire [7:0] \$164 ;
-  wire [32:0] \$165 ;
-  wire [31:0] \$166 ;
-  wire [47:0] \$167 ;
-  wire [48:0] \$168 ;
-  wire [47:0] \$169 ;
+  wire [11:0] \$164 ;
+  wire [12:0] \$165 ;
+  wire \$166 ;
+  wire [11:0] \$167 ;
+  wire [12:0] \$168 ;
+  wire \$169 ;
   wire \$17 ;
-  wire [47:0] \$170 ;
-  wire [78:0] \$171 ;
-  wire [79:0] \$172 ;
-  wire [79:0] \$173 ;
-  wire [63:0] \$174 ;
-  wire [63:0] \$175 ;
-  wire [64:0] \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire [11:0] \$179 ;
+  wire [11:0] \$170 ;
+  wire [12:0] \$171 ;
+  wire [12:0] \$172 ;
+  wire [12:0] \$173 ;
+  wire [7:0] \$174 ;
+  wire [7:0] \$175 ;
+  wire [7:0] \$176 ;
+  wire [7:0] \$177 ;
+  wire [32:0] \$178 ;
+  wire [31:0] \$179 ;
   wire \$18 ;
-  wire [12:0] \$180 ;
-  wire \$181 ;
-  wire [11:0] \$182 ;
-  wire [12:0] \$183 ;
-  wire \$184 ;
-  wire [11:0] \$185 ;
-  wire [12:0] \$186 ;
-  wire [12:0] \$187 ;
-  wire [12:0] \$188 ;
-  wire [7:0] \$189 ;
+  wire [47:0] \$180 ;
+  wire [48:0] \$181 ;
+  wire [47:0] \$182 ;
+  wire [47:0] \$183 ;
+  wire [78:0] \$184 ;
+  wire [79:0] \$185 ;
+  wire [79:0] \$186 ;
+  wire [63:0] \$187 ;
+  wire [63:0] \$188 ;
+  wire [64:0] \$189 ;
   wire \$19 ;
-  wire [7:0] \$190 ;
+  wire \$190 ;
   wire \$191 ;
   wire [11:0] \$192 ;
   wire [12:0] \$193 ;
@@ -55121,7 +55128,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [12:0] \$201 ;
   wire [7:0] \$202 ;
   wire [7:0] \$203 ;
-  wire [7:0] \$204 ;
+  wire \$204 ;
   wire [11:0] \$205 ;
   wire [12:0] \$206 ;
   wire \$207 ;
@@ -55136,36 +55143,36 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$215 ;
   wire [7:0] \$216 ;
   wire [7:0] \$217 ;
-  wire [7:0] \$218 ;
-  wire [32:0] \$219 ;
+  wire [11:0] \$218 ;
+  wire [12:0] \$219 ;
   wire \$22 ;
-  wire [31:0] \$220 ;
-  wire [47:0] \$221 ;
-  wire [48:0] \$222 ;
-  wire [47:0] \$223 ;
-  wire [47:0] \$224 ;
-  wire [78:0] \$225 ;
-  wire [79:0] \$226 ;
-  wire [79:0] \$227 ;
-  wire [63:0] \$228 ;
-  wire [63:0] \$229 ;
+  wire \$220 ;
+  wire [11:0] \$221 ;
+  wire [12:0] \$222 ;
+  wire \$223 ;
+  wire [11:0] \$224 ;
+  wire [12:0] \$225 ;
+  wire [12:0] \$226 ;
+  wire [12:0] \$227 ;
+  wire [7:0] \$228 ;
+  wire [7:0] \$229 ;
   wire \$23 ;
-  wire [64:0] \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire [11:0] \$233 ;
-  wire [12:0] \$234 ;
-  wire \$235 ;
-  wire [11:0] \$236 ;
-  wire [12:0] \$237 ;
-  wire \$238 ;
-  wire [11:0] \$239 ;
+  wire [7:0] \$230 ;
+  wire [7:0] \$231 ;
+  wire [32:0] \$232 ;
+  wire [31:0] \$233 ;
+  wire [47:0] \$234 ;
+  wire [48:0] \$235 ;
+  wire [47:0] \$236 ;
+  wire [47:0] \$237 ;
+  wire [78:0] \$238 ;
+  wire [79:0] \$239 ;
   wire \$24 ;
-  wire [12:0] \$240 ;
-  wire [12:0] \$241 ;
-  wire [12:0] \$242 ;
-  wire [7:0] \$243 ;
-  wire [7:0] \$244 ;
+  wire [79:0] \$240 ;
+  wire [63:0] \$241 ;
+  wire [63:0] \$242 ;
+  wire [64:0] \$243 ;
+  wire \$244 ;
   wire \$245 ;
   wire [11:0] \$246 ;
   wire [12:0] \$247 ;
@@ -55180,7 +55187,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [12:0] \$255 ;
   wire [7:0] \$256 ;
   wire [7:0] \$257 ;
-  wire [7:0] \$258 ;
+  wire \$258 ;
   wire [11:0] \$259 ;
   wire [2:0] \$26 ;
   wire [12:0] \$260 ;
@@ -55196,35 +55203,35 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire \$27 ;
   wire [7:0] \$270 ;
   wire [7:0] \$271 ;
-  wire [7:0] \$272 ;
-  wire [32:0] \$273 ;
-  wire [31:0] \$274 ;
-  wire [47:0] \$275 ;
-  wire [48:0] \$276 ;
-  wire [47:0] \$277 ;
-  wire [47:0] \$278 ;
-  wire [78:0] \$279 ;
+  wire [11:0] \$272 ;
+  wire [12:0] \$273 ;
+  wire \$274 ;
+  wire [11:0] \$275 ;
+  wire [12:0] \$276 ;
+  wire \$277 ;
+  wire [11:0] \$278 ;
+  wire [12:0] \$279 ;
   wire \$28 ;
-  wire [79:0] \$280 ;
-  wire [79:0] \$281 ;
-  wire [63:0] \$282 ;
-  wire [63:0] \$283 ;
-  wire [64:0] \$284 ;
-  wire \$285 ;
-  wire \$286 ;
-  wire [11:0] \$287 ;
-  wire [12:0] \$288 ;
-  wire \$289 ;
-  wire [17:0] \$29 ;
-  wire [11:0] \$290 ;
-  wire [12:0] \$291 ;
-  wire \$292 ;
-  wire [11:0] \$293 ;
-  wire [12:0] \$294 ;
-  wire [12:0] \$295 ;
-  wire [12:0] \$296 ;
-  wire [7:0] \$297 ;
-  wire [7:0] \$298 ;
+  wire [12:0] \$280 ;
+  wire [12:0] \$281 ;
+  wire [7:0] \$282 ;
+  wire [7:0] \$283 ;
+  wire [7:0] \$284 ;
+  wire [7:0] \$285 ;
+  wire [32:0] \$286 ;
+  wire [31:0] \$287 ;
+  wire [47:0] \$288 ;
+  wire [48:0] \$289 ;
+  wire \$29 ;
+  wire [47:0] \$290 ;
+  wire [47:0] \$291 ;
+  wire [78:0] \$292 ;
+  wire [79:0] \$293 ;
+  wire [79:0] \$294 ;
+  wire [63:0] \$295 ;
+  wire [63:0] \$296 ;
+  wire [64:0] \$297 ;
+  wire \$298 ;
   wire \$299 ;
   wire \$3 ;
   wire \$30 ;
@@ -55238,10 +55245,10 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [12:0] \$307 ;
   wire [12:0] \$308 ;
   wire [12:0] \$309 ;
-  wire [7:0] \$31 ;
+  wire [2:0] \$31 ;
   wire [7:0] \$310 ;
   wire [7:0] \$311 ;
-  wire [7:0] \$312 ;
+  wire \$312 ;
   wire [11:0] \$313 ;
   wire [12:0] \$314 ;
   wire \$315 ;
@@ -55249,43 +55256,43 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [12:0] \$317 ;
   wire \$318 ;
   wire [11:0] \$319 ;
-  wire [7:0] \$32 ;
+  wire [2:0] \$32 ;
   wire [12:0] \$320 ;
   wire [12:0] \$321 ;
   wire [12:0] \$322 ;
   wire [7:0] \$323 ;
   wire [7:0] \$324 ;
   wire [7:0] \$325 ;
-  wire [7:0] \$326 ;
-  wire [32:0] \$327 ;
-  wire [31:0] \$328 ;
-  wire [47:0] \$329 ;
-  wire [7:0] \$33 ;
-  wire [48:0] \$330 ;
-  wire [47:0] \$331 ;
-  wire [47:0] \$332 ;
-  wire [78:0] \$333 ;
-  wire [79:0] \$334 ;
-  wire [79:0] \$335 ;
-  wire [63:0] \$336 ;
-  wire [63:0] \$337 ;
-  wire [64:0] \$338 ;
-  wire \$339 ;
-  wire [7:0] \$34 ;
-  wire \$340 ;
-  wire [11:0] \$341 ;
-  wire [12:0] \$342 ;
-  wire \$343 ;
-  wire [11:0] \$344 ;
-  wire [12:0] \$345 ;
-  wire \$346 ;
-  wire [11:0] \$347 ;
-  wire [12:0] \$348 ;
-  wire [12:0] \$349 ;
-  wire [7:0] \$35 ;
-  wire [12:0] \$350 ;
-  wire [7:0] \$351 ;
-  wire [7:0] \$352 ;
+  wire [11:0] \$326 ;
+  wire [12:0] \$327 ;
+  wire \$328 ;
+  wire [11:0] \$329 ;
+  wire \$33 ;
+  wire [12:0] \$330 ;
+  wire \$331 ;
+  wire [11:0] \$332 ;
+  wire [12:0] \$333 ;
+  wire [12:0] \$334 ;
+  wire [12:0] \$335 ;
+  wire [7:0] \$336 ;
+  wire [7:0] \$337 ;
+  wire [7:0] \$338 ;
+  wire [7:0] \$339 ;
+  wire [19:0] \$34 ;
+  wire [32:0] \$340 ;
+  wire [31:0] \$341 ;
+  wire [47:0] \$342 ;
+  wire [48:0] \$343 ;
+  wire [47:0] \$344 ;
+  wire [47:0] \$345 ;
+  wire [78:0] \$346 ;
+  wire [79:0] \$347 ;
+  wire [79:0] \$348 ;
+  wire [63:0] \$349 ;
+  wire [19:0] \$35 ;
+  wire [63:0] \$350 ;
+  wire [64:0] \$351 ;
+  wire \$352 ;
   wire \$353 ;
   wire [11:0] \$354 ;
   wire [12:0] \$355 ;
@@ -55293,18 +55300,18 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [11:0] \$357 ;
   wire [12:0] \$358 ;
   wire \$359 ;
-  wire [7:0] \$36 ;
+  wire \$36 ;
   wire [11:0] \$360 ;
   wire [12:0] \$361 ;
   wire [12:0] \$362 ;
   wire [12:0] \$363 ;
   wire [7:0] \$364 ;
   wire [7:0] \$365 ;
-  wire [7:0] \$366 ;
+  wire \$366 ;
   wire [11:0] \$367 ;
   wire [12:0] \$368 ;
   wire \$369 ;
-  wire [7:0] \$37 ;
+  wire \$37 ;
   wire [11:0] \$370 ;
   wire [12:0] \$371 ;
   wire \$372 ;
@@ -55315,41 +55322,41 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$377 ;
   wire [7:0] \$378 ;
   wire [7:0] \$379 ;
-  wire [7:0] \$38 ;
-  wire [7:0] \$380 ;
-  wire [32:0] \$381 ;
-  wire [31:0] \$382 ;
-  wire [47:0] \$383 ;
-  wire [48:0] \$384 ;
-  wire [47:0] \$385 ;
-  wire [47:0] \$386 ;
-  wire [78:0] \$387 ;
-  wire [79:0] \$388 ;
-  wire [79:0] \$389 ;
-  wire [7:0] \$39 ;
-  wire [63:0] \$390 ;
-  wire [63:0] \$391 ;
-  wire [64:0] \$392 ;
-  wire \$393 ;
-  wire \$394 ;
-  wire [11:0] \$395 ;
-  wire [12:0] \$396 ;
-  wire \$397 ;
-  wire [11:0] \$398 ;
-  wire [12:0] \$399 ;
+  wire [17:0] \$38 ;
+  wire [11:0] \$380 ;
+  wire [12:0] \$381 ;
+  wire \$382 ;
+  wire [11:0] \$383 ;
+  wire [12:0] \$384 ;
+  wire \$385 ;
+  wire [11:0] \$386 ;
+  wire [12:0] \$387 ;
+  wire [12:0] \$388 ;
+  wire [12:0] \$389 ;
+  wire [17:0] \$39 ;
+  wire [7:0] \$390 ;
+  wire [7:0] \$391 ;
+  wire [7:0] \$392 ;
+  wire [7:0] \$393 ;
+  wire [32:0] \$394 ;
+  wire [31:0] \$395 ;
+  wire [47:0] \$396 ;
+  wire [48:0] \$397 ;
+  wire [47:0] \$398 ;
+  wire [47:0] \$399 ;
   wire \$4 ;
-  wire [7:0] \$40 ;
-  wire \$400 ;
-  wire [11:0] \$401 ;
-  wire [12:0] \$402 ;
-  wire [12:0] \$403 ;
-  wire [12:0] \$404 ;
-  wire [7:0] \$405 ;
-  wire [7:0] \$406 ;
+  wire \$40 ;
+  wire [78:0] \$400 ;
+  wire [79:0] \$401 ;
+  wire [79:0] \$402 ;
+  wire [63:0] \$403 ;
+  wire [63:0] \$404 ;
+  wire [64:0] \$405 ;
+  wire \$406 ;
   wire \$407 ;
   wire [11:0] \$408 ;
   wire [12:0] \$409 ;
-  wire [7:0] \$41 ;
+  wire [13:0] \$41 ;
   wire \$410 ;
   wire [11:0] \$411 ;
   wire [12:0] \$412 ;
@@ -55360,8 +55367,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [12:0] \$417 ;
   wire [7:0] \$418 ;
   wire [7:0] \$419 ;
-  wire [7:0] \$42 ;
-  wire [7:0] \$420 ;
+  wire [14:0] \$42 ;
+  wire \$420 ;
   wire [11:0] \$421 ;
   wire [12:0] \$422 ;
   wire \$423 ;
@@ -55371,41 +55378,41 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [11:0] \$427 ;
   wire [12:0] \$428 ;
   wire [12:0] \$429 ;
-  wire [7:0] \$43 ;
+  wire \$43 ;
   wire [12:0] \$430 ;
   wire [7:0] \$431 ;
   wire [7:0] \$432 ;
   wire [7:0] \$433 ;
-  wire [7:0] \$434 ;
-  wire [32:0] \$435 ;
-  wire [31:0] \$436 ;
-  wire [47:0] \$437 ;
-  wire [48:0] \$438 ;
-  wire [47:0] \$439 ;
+  wire [11:0] \$434 ;
+  wire [12:0] \$435 ;
+  wire \$436 ;
+  wire [11:0] \$437 ;
+  wire [12:0] \$438 ;
+  wire \$439 ;
   wire [7:0] \$44 ;
-  wire [47:0] \$440 ;
-  wire [78:0] \$441 ;
-  wire [79:0] \$442 ;
-  wire [79:0] \$443 ;
-  wire [63:0] \$444 ;
-  wire [63:0] \$445 ;
-  wire [64:0] \$446 ;
-  wire \$447 ;
-  wire \$448 ;
-  wire [11:0] \$449 ;
+  wire [11:0] \$440 ;
+  wire [12:0] \$441 ;
+  wire [12:0] \$442 ;
+  wire [12:0] \$443 ;
+  wire [7:0] \$444 ;
+  wire [7:0] \$445 ;
+  wire [7:0] \$446 ;
+  wire [7:0] \$447 ;
+  wire [32:0] \$448 ;
+  wire [31:0] \$449 ;
   wire [7:0] \$45 ;
-  wire [12:0] \$450 ;
-  wire \$451 ;
-  wire [11:0] \$452 ;
-  wire [12:0] \$453 ;
-  wire \$454 ;
-  wire [11:0] \$455 ;
-  wire [12:0] \$456 ;
-  wire [12:0] \$457 ;
-  wire [12:0] \$458 ;
-  wire [7:0] \$459 ;
+  wire [47:0] \$450 ;
+  wire [48:0] \$451 ;
+  wire [47:0] \$452 ;
+  wire [47:0] \$453 ;
+  wire [78:0] \$454 ;
+  wire [79:0] \$455 ;
+  wire [79:0] \$456 ;
+  wire [63:0] \$457 ;
+  wire [63:0] \$458 ;
+  wire [64:0] \$459 ;
   wire [7:0] \$46 ;
-  wire [7:0] \$460 ;
+  wire \$460 ;
   wire \$461 ;
   wire [11:0] \$462 ;
   wire [12:0] \$463 ;
@@ -55420,7 +55427,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [12:0] \$471 ;
   wire [7:0] \$472 ;
   wire [7:0] \$473 ;
-  wire [7:0] \$474 ;
+  wire \$474 ;
   wire [11:0] \$475 ;
   wire [12:0] \$476 ;
   wire \$477 ;
@@ -55435,37 +55442,37 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$485 ;
   wire [7:0] \$486 ;
   wire [7:0] \$487 ;
-  wire [7:0] \$488 ;
-  wire [32:0] \$489 ;
+  wire [11:0] \$488 ;
+  wire [12:0] \$489 ;
   wire [7:0] \$49 ;
-  wire [31:0] \$490 ;
-  wire [47:0] \$491 ;
-  wire [48:0] \$492 ;
-  wire [47:0] \$493 ;
-  wire [47:0] \$494 ;
-  wire [78:0] \$495 ;
-  wire [79:0] \$496 ;
-  wire [79:0] \$497 ;
-  wire [63:0] \$498 ;
-  wire [63:0] \$499 ;
+  wire \$490 ;
+  wire [11:0] \$491 ;
+  wire [12:0] \$492 ;
+  wire \$493 ;
+  wire [11:0] \$494 ;
+  wire [12:0] \$495 ;
+  wire [12:0] \$496 ;
+  wire [12:0] \$497 ;
+  wire [7:0] \$498 ;
+  wire [7:0] \$499 ;
   wire \$5 ;
   wire [7:0] \$50 ;
-  wire [64:0] \$500 ;
-  wire \$501 ;
-  wire \$502 ;
-  wire [11:0] \$503 ;
-  wire [12:0] \$504 ;
-  wire \$505 ;
-  wire [11:0] \$506 ;
-  wire [12:0] \$507 ;
-  wire \$508 ;
-  wire [11:0] \$509 ;
+  wire [7:0] \$500 ;
+  wire [7:0] \$501 ;
+  wire [32:0] \$502 ;
+  wire [31:0] \$503 ;
+  wire [47:0] \$504 ;
+  wire [48:0] \$505 ;
+  wire [47:0] \$506 ;
+  wire [47:0] \$507 ;
+  wire [78:0] \$508 ;
+  wire [79:0] \$509 ;
   wire [7:0] \$51 ;
-  wire [12:0] \$510 ;
-  wire [12:0] \$511 ;
-  wire [12:0] \$512 ;
-  wire [7:0] \$513 ;
-  wire [7:0] \$514 ;
+  wire [79:0] \$510 ;
+  wire [63:0] \$511 ;
+  wire [63:0] \$512 ;
+  wire [64:0] \$513 ;
+  wire \$514 ;
   wire \$515 ;
   wire [11:0] \$516 ;
   wire [12:0] \$517 ;
@@ -55480,7 +55487,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [12:0] \$525 ;
   wire [7:0] \$526 ;
   wire [7:0] \$527 ;
-  wire [7:0] \$528 ;
+  wire \$528 ;
   wire [11:0] \$529 ;
   wire [7:0] \$53 ;
   wire [12:0] \$530 ;
@@ -55496,35 +55503,35 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$54 ;
   wire [7:0] \$540 ;
   wire [7:0] \$541 ;
-  wire [7:0] \$542 ;
-  wire [32:0] \$543 ;
-  wire [31:0] \$544 ;
-  wire [47:0] \$545 ;
-  wire [48:0] \$546 ;
-  wire [47:0] \$547 ;
-  wire [47:0] \$548 ;
-  wire [78:0] \$549 ;
+  wire [11:0] \$542 ;
+  wire [12:0] \$543 ;
+  wire \$544 ;
+  wire [11:0] \$545 ;
+  wire [12:0] \$546 ;
+  wire \$547 ;
+  wire [11:0] \$548 ;
+  wire [12:0] \$549 ;
   wire [7:0] \$55 ;
-  wire [79:0] \$550 ;
-  wire [79:0] \$551 ;
-  wire [63:0] \$552 ;
-  wire [63:0] \$553 ;
-  wire [64:0] \$554 ;
-  wire \$555 ;
-  wire \$556 ;
-  wire [11:0] \$557 ;
-  wire [12:0] \$558 ;
-  wire \$559 ;
+  wire [12:0] \$550 ;
+  wire [12:0] \$551 ;
+  wire [7:0] \$552 ;
+  wire [7:0] \$553 ;
+  wire [7:0] \$554 ;
+  wire [7:0] \$555 ;
+  wire [32:0] \$556 ;
+  wire [31:0] \$557 ;
+  wire [47:0] \$558 ;
+  wire [48:0] \$559 ;
   wire [7:0] \$56 ;
-  wire [11:0] \$560 ;
-  wire [12:0] \$561 ;
-  wire \$562 ;
-  wire [11:0] \$563 ;
-  wire [12:0] \$564 ;
-  wire [12:0] \$565 ;
-  wire [12:0] \$566 ;
-  wire [7:0] \$567 ;
-  wire [7:0] \$568 ;
+  wire [47:0] \$560 ;
+  wire [47:0] \$561 ;
+  wire [78:0] \$562 ;
+  wire [79:0] \$563 ;
+  wire [79:0] \$564 ;
+  wire [63:0] \$565 ;
+  wire [63:0] \$566 ;
+  wire [64:0] \$567 ;
+  wire \$568 ;
   wire \$569 ;
   wire [7:0] \$57 ;
   wire [11:0] \$570 ;
@@ -55540,7 +55547,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$58 ;
   wire [7:0] \$580 ;
   wire [7:0] \$581 ;
-  wire [7:0] \$582 ;
+  wire \$582 ;
   wire [11:0] \$583 ;
   wire [12:0] \$584 ;
   wire \$585 ;
@@ -55555,37 +55562,37 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$593 ;
   wire [7:0] \$594 ;
   wire [7:0] \$595 ;
-  wire [7:0] \$596 ;
-  wire [32:0] \$597 ;
-  wire [31:0] \$598 ;
-  wire [47:0] \$599 ;
+  wire [11:0] \$596 ;
+  wire [12:0] \$597 ;
+  wire \$598 ;
+  wire [11:0] \$599 ;
   wire \$6 ;
   wire [7:0] \$60 ;
-  wire [48:0] \$600 ;
-  wire [47:0] \$601 ;
-  wire [47:0] \$602 ;
-  wire [78:0] \$603 ;
-  wire [79:0] \$604 ;
-  wire [79:0] \$605 ;
-  wire [63:0] \$606 ;
-  wire [63:0] \$607 ;
-  wire [64:0] \$608 ;
-  wire \$609 ;
+  wire [12:0] \$600 ;
+  wire \$601 ;
+  wire [11:0] \$602 ;
+  wire [12:0] \$603 ;
+  wire [12:0] \$604 ;
+  wire [12:0] \$605 ;
+  wire [7:0] \$606 ;
+  wire [7:0] \$607 ;
+  wire [7:0] \$608 ;
+  wire [7:0] \$609 ;
   wire [7:0] \$61 ;
-  wire \$610 ;
-  wire [11:0] \$611 ;
-  wire [12:0] \$612 ;
-  wire \$613 ;
-  wire [11:0] \$614 ;
-  wire [12:0] \$615 ;
-  wire \$616 ;
-  wire [11:0] \$617 ;
-  wire [12:0] \$618 ;
-  wire [12:0] \$619 ;
+  wire [32:0] \$610 ;
+  wire [31:0] \$611 ;
+  wire [47:0] \$612 ;
+  wire [48:0] \$613 ;
+  wire [47:0] \$614 ;
+  wire [47:0] \$615 ;
+  wire [78:0] \$616 ;
+  wire [79:0] \$617 ;
+  wire [79:0] \$618 ;
+  wire [63:0] \$619 ;
   wire [7:0] \$62 ;
-  wire [12:0] \$620 ;
-  wire [7:0] \$621 ;
-  wire [7:0] \$622 ;
+  wire [63:0] \$620 ;
+  wire [64:0] \$621 ;
+  wire \$622 ;
   wire \$623 ;
   wire [11:0] \$624 ;
   wire [12:0] \$625 ;
@@ -55600,7 +55607,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [12:0] \$633 ;
   wire [7:0] \$634 ;
   wire [7:0] \$635 ;
-  wire [7:0] \$636 ;
+  wire \$636 ;
   wire [11:0] \$637 ;
   wire [12:0] \$638 ;
   wire \$639 ;
@@ -55616,35 +55623,35 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$648 ;
   wire [7:0] \$649 ;
   wire [7:0] \$65 ;
-  wire [7:0] \$650 ;
-  wire [32:0] \$651 ;
-  wire [31:0] \$652 ;
-  wire [47:0] \$653 ;
-  wire [48:0] \$654 ;
-  wire [47:0] \$655 ;
-  wire [47:0] \$656 ;
-  wire [78:0] \$657 ;
-  wire [79:0] \$658 ;
-  wire [79:0] \$659 ;
+  wire [11:0] \$650 ;
+  wire [12:0] \$651 ;
+  wire \$652 ;
+  wire [11:0] \$653 ;
+  wire [12:0] \$654 ;
+  wire \$655 ;
+  wire [11:0] \$656 ;
+  wire [12:0] \$657 ;
+  wire [12:0] \$658 ;
+  wire [12:0] \$659 ;
   wire [7:0] \$66 ;
-  wire [63:0] \$660 ;
-  wire [63:0] \$661 ;
-  wire [64:0] \$662 ;
-  wire \$663 ;
-  wire \$664 ;
-  wire [11:0] \$665 ;
-  wire [12:0] \$666 ;
-  wire \$667 ;
-  wire [11:0] \$668 ;
-  wire [12:0] \$669 ;
+  wire [7:0] \$660 ;
+  wire [7:0] \$661 ;
+  wire [7:0] \$662 ;
+  wire [7:0] \$663 ;
+  wire [32:0] \$664 ;
+  wire [31:0] \$665 ;
+  wire [47:0] \$666 ;
+  wire [48:0] \$667 ;
+  wire [47:0] \$668 ;
+  wire [47:0] \$669 ;
   wire [7:0] \$67 ;
-  wire \$670 ;
-  wire [11:0] \$671 ;
-  wire [12:0] \$672 ;
-  wire [12:0] \$673 ;
-  wire [12:0] \$674 ;
-  wire [7:0] \$675 ;
-  wire [7:0] \$676 ;
+  wire [78:0] \$670 ;
+  wire [79:0] \$671 ;
+  wire [79:0] \$672 ;
+  wire [63:0] \$673 ;
+  wire [63:0] \$674 ;
+  wire [64:0] \$675 ;
+  wire \$676 ;
   wire \$677 ;
   wire [11:0] \$678 ;
   wire [12:0] \$679 ;
@@ -55660,7 +55667,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$688 ;
   wire [7:0] \$689 ;
   wire [7:0] \$69 ;
-  wire [7:0] \$690 ;
+  wire \$690 ;
   wire [11:0] \$691 ;
   wire [12:0] \$692 ;
   wire \$693 ;
@@ -55676,36 +55683,36 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$701 ;
   wire [7:0] \$702 ;
   wire [7:0] \$703 ;
-  wire [7:0] \$704 ;
-  wire [32:0] \$705 ;
-  wire [31:0] \$706 ;
-  wire [47:0] \$707 ;
-  wire [48:0] \$708 ;
-  wire [47:0] \$709 ;
+  wire [11:0] \$704 ;
+  wire [12:0] \$705 ;
+  wire \$706 ;
+  wire [11:0] \$707 ;
+  wire [12:0] \$708 ;
+  wire \$709 ;
   wire [7:0] \$71 ;
-  wire [47:0] \$710 ;
-  wire [78:0] \$711 ;
-  wire [79:0] \$712 ;
-  wire [79:0] \$713 ;
-  wire [63:0] \$714 ;
-  wire [63:0] \$715 ;
-  wire [64:0] \$716 ;
-  wire \$717 ;
-  wire \$718 ;
-  wire [11:0] \$719 ;
+  wire [11:0] \$710 ;
+  wire [12:0] \$711 ;
+  wire [12:0] \$712 ;
+  wire [12:0] \$713 ;
+  wire [7:0] \$714 ;
+  wire [7:0] \$715 ;
+  wire [7:0] \$716 ;
+  wire [7:0] \$717 ;
+  wire [32:0] \$718 ;
+  wire [31:0] \$719 ;
   wire [7:0] \$72 ;
-  wire [12:0] \$720 ;
-  wire \$721 ;
-  wire [11:0] \$722 ;
-  wire [12:0] \$723 ;
-  wire \$724 ;
-  wire [11:0] \$725 ;
-  wire [12:0] \$726 ;
-  wire [12:0] \$727 ;
-  wire [12:0] \$728 ;
-  wire [7:0] \$729 ;
+  wire [47:0] \$720 ;
+  wire [48:0] \$721 ;
+  wire [47:0] \$722 ;
+  wire [47:0] \$723 ;
+  wire [78:0] \$724 ;
+  wire [79:0] \$725 ;
+  wire [79:0] \$726 ;
+  wire [63:0] \$727 ;
+  wire [63:0] \$728 ;
+  wire [64:0] \$729 ;
   wire [7:0] \$73 ;
-  wire [7:0] \$730 ;
+  wire \$730 ;
   wire \$731 ;
   wire [11:0] \$732 ;
   wire [12:0] \$733 ;
@@ -55720,7 +55727,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [12:0] \$741 ;
   wire [7:0] \$742 ;
   wire [7:0] \$743 ;
-  wire [7:0] \$744 ;
+  wire \$744 ;
   wire [11:0] \$745 ;
   wire [12:0] \$746 ;
   wire \$747 ;
@@ -55735,36 +55742,36 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$755 ;
   wire [7:0] \$756 ;
   wire [7:0] \$757 ;
-  wire [7:0] \$758 ;
-  wire [32:0] \$759 ;
+  wire [11:0] \$758 ;
+  wire [12:0] \$759 ;
   wire [7:0] \$76 ;
-  wire [31:0] \$760 ;
-  wire [47:0] \$761 ;
-  wire [48:0] \$762 ;
-  wire [47:0] \$763 ;
-  wire [47:0] \$764 ;
-  wire [78:0] \$765 ;
-  wire [79:0] \$766 ;
-  wire [79:0] \$767 ;
-  wire [63:0] \$768 ;
-  wire [63:0] \$769 ;
+  wire \$760 ;
+  wire [11:0] \$761 ;
+  wire [12:0] \$762 ;
+  wire \$763 ;
+  wire [11:0] \$764 ;
+  wire [12:0] \$765 ;
+  wire [12:0] \$766 ;
+  wire [12:0] \$767 ;
+  wire [7:0] \$768 ;
+  wire [7:0] \$769 ;
   wire [7:0] \$77 ;
-  wire [64:0] \$770 ;
-  wire \$771 ;
-  wire \$772 ;
-  wire [11:0] \$773 ;
-  wire [12:0] \$774 ;
-  wire \$775 ;
-  wire [11:0] \$776 ;
-  wire [12:0] \$777 ;
-  wire \$778 ;
-  wire [11:0] \$779 ;
+  wire [7:0] \$770 ;
+  wire [7:0] \$771 ;
+  wire [32:0] \$772 ;
+  wire [31:0] \$773 ;
+  wire [47:0] \$774 ;
+  wire [48:0] \$775 ;
+  wire [47:0] \$776 ;
+  wire [47:0] \$777 ;
+  wire [78:0] \$778 ;
+  wire [79:0] \$779 ;
   wire [7:0] \$78 ;
-  wire [12:0] \$780 ;
-  wire [12:0] \$781 ;
-  wire [12:0] \$782 ;
-  wire [7:0] \$783 ;
-  wire [7:0] \$784 ;
+  wire [79:0] \$780 ;
+  wire [63:0] \$781 ;
+  wire [63:0] \$782 ;
+  wire [64:0] \$783 ;
+  wire \$784 ;
   wire \$785 ;
   wire [11:0] \$786 ;
   wire [12:0] \$787 ;
@@ -55779,7 +55786,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [12:0] \$795 ;
   wire [7:0] \$796 ;
   wire [7:0] \$797 ;
-  wire [7:0] \$798 ;
+  wire \$798 ;
   wire [11:0] \$799 ;
   wire \$8 ;
   wire [7:0] \$80 ;
@@ -55796,35 +55803,35 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$81 ;
   wire [7:0] \$810 ;
   wire [7:0] \$811 ;
-  wire [7:0] \$812 ;
-  wire [32:0] \$813 ;
-  wire [31:0] \$814 ;
-  wire [47:0] \$815 ;
-  wire [48:0] \$816 ;
-  wire [47:0] \$817 ;
-  wire [47:0] \$818 ;
-  wire [78:0] \$819 ;
+  wire [11:0] \$812 ;
+  wire [12:0] \$813 ;
+  wire \$814 ;
+  wire [11:0] \$815 ;
+  wire [12:0] \$816 ;
+  wire \$817 ;
+  wire [11:0] \$818 ;
+  wire [12:0] \$819 ;
   wire [7:0] \$82 ;
-  wire [79:0] \$820 ;
-  wire [79:0] \$821 ;
-  wire [63:0] \$822 ;
-  wire [63:0] \$823 ;
-  wire [64:0] \$824 ;
-  wire \$825 ;
-  wire \$826 ;
-  wire [11:0] \$827 ;
-  wire [12:0] \$828 ;
-  wire \$829 ;
+  wire [12:0] \$820 ;
+  wire [12:0] \$821 ;
+  wire [7:0] \$822 ;
+  wire [7:0] \$823 ;
+  wire [7:0] \$824 ;
+  wire [7:0] \$825 ;
+  wire [32:0] \$826 ;
+  wire [31:0] \$827 ;
+  wire [47:0] \$828 ;
+  wire [48:0] \$829 ;
   wire [7:0] \$83 ;
-  wire [11:0] \$830 ;
-  wire [12:0] \$831 ;
-  wire \$832 ;
-  wire [11:0] \$833 ;
-  wire [12:0] \$834 ;
-  wire [12:0] \$835 ;
-  wire [12:0] \$836 ;
-  wire [7:0] \$837 ;
-  wire [7:0] \$838 ;
+  wire [47:0] \$830 ;
+  wire [47:0] \$831 ;
+  wire [78:0] \$832 ;
+  wire [79:0] \$833 ;
+  wire [79:0] \$834 ;
+  wire [63:0] \$835 ;
+  wire [63:0] \$836 ;
+  wire [64:0] \$837 ;
+  wire \$838 ;
   wire \$839 ;
   wire [7:0] \$84 ;
   wire [11:0] \$840 ;
@@ -55840,7 +55847,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$85 ;
   wire [7:0] \$850 ;
   wire [7:0] \$851 ;
-  wire [7:0] \$852 ;
+  wire \$852 ;
   wire [11:0] \$853 ;
   wire [12:0] \$854 ;
   wire \$855 ;
@@ -55855,36 +55862,36 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$863 ;
   wire [7:0] \$864 ;
   wire [7:0] \$865 ;
-  wire [7:0] \$866 ;
-  wire [32:0] \$867 ;
-  wire [31:0] \$868 ;
-  wire [47:0] \$869 ;
+  wire [11:0] \$866 ;
+  wire [12:0] \$867 ;
+  wire \$868 ;
+  wire [11:0] \$869 ;
   wire [7:0] \$87 ;
-  wire [48:0] \$870 ;
-  wire [47:0] \$871 ;
-  wire [47:0] \$872 ;
-  wire [78:0] \$873 ;
-  wire [79:0] \$874 ;
-  wire [79:0] \$875 ;
-  wire [63:0] \$876 ;
-  wire [63:0] \$877 ;
-  wire [64:0] \$878 ;
-  wire \$879 ;
+  wire [12:0] \$870 ;
+  wire \$871 ;
+  wire [11:0] \$872 ;
+  wire [12:0] \$873 ;
+  wire [12:0] \$874 ;
+  wire [12:0] \$875 ;
+  wire [7:0] \$876 ;
+  wire [7:0] \$877 ;
+  wire [7:0] \$878 ;
+  wire [7:0] \$879 ;
   wire [7:0] \$88 ;
-  wire \$880 ;
-  wire [11:0] \$881 ;
-  wire [12:0] \$882 ;
-  wire \$883 ;
-  wire [11:0] \$884 ;
-  wire [12:0] \$885 ;
-  wire \$886 ;
-  wire [11:0] \$887 ;
-  wire [12:0] \$888 ;
-  wire [12:0] \$889 ;
+  wire [32:0] \$880 ;
+  wire [31:0] \$881 ;
+  wire [47:0] \$882 ;
+  wire [48:0] \$883 ;
+  wire [47:0] \$884 ;
+  wire [47:0] \$885 ;
+  wire [78:0] \$886 ;
+  wire [79:0] \$887 ;
+  wire [79:0] \$888 ;
+  wire [63:0] \$889 ;
   wire [7:0] \$89 ;
-  wire [12:0] \$890 ;
-  wire [7:0] \$891 ;
-  wire [7:0] \$892 ;
+  wire [63:0] \$890 ;
+  wire [64:0] \$891 ;
+  wire \$892 ;
   wire \$893 ;
   wire [11:0] \$894 ;
   wire [12:0] \$895 ;
@@ -55900,7 +55907,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [12:0] \$903 ;
   wire [7:0] \$904 ;
   wire [7:0] \$905 ;
-  wire [7:0] \$906 ;
+  wire \$906 ;
   wire [11:0] \$907 ;
   wire [12:0] \$908 ;
   wire \$909 ;
@@ -55916,35 +55923,35 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$918 ;
   wire [7:0] \$919 ;
   wire [7:0] \$92 ;
-  wire [7:0] \$920 ;
-  wire [32:0] \$921 ;
-  wire [31:0] \$922 ;
-  wire [47:0] \$923 ;
-  wire [48:0] \$924 ;
-  wire [47:0] \$925 ;
-  wire [47:0] \$926 ;
-  wire [78:0] \$927 ;
-  wire [79:0] \$928 ;
-  wire [79:0] \$929 ;
+  wire [11:0] \$920 ;
+  wire [12:0] \$921 ;
+  wire \$922 ;
+  wire [11:0] \$923 ;
+  wire [12:0] \$924 ;
+  wire \$925 ;
+  wire [11:0] \$926 ;
+  wire [12:0] \$927 ;
+  wire [12:0] \$928 ;
+  wire [12:0] \$929 ;
   wire [7:0] \$93 ;
-  wire [63:0] \$930 ;
-  wire [63:0] \$931 ;
-  wire [64:0] \$932 ;
-  wire \$933 ;
-  wire \$934 ;
-  wire [11:0] \$935 ;
-  wire [12:0] \$936 ;
-  wire \$937 ;
-  wire [11:0] \$938 ;
-  wire [12:0] \$939 ;
+  wire [7:0] \$930 ;
+  wire [7:0] \$931 ;
+  wire [7:0] \$932 ;
+  wire [7:0] \$933 ;
+  wire [32:0] \$934 ;
+  wire [31:0] \$935 ;
+  wire [47:0] \$936 ;
+  wire [48:0] \$937 ;
+  wire [47:0] \$938 ;
+  wire [47:0] \$939 ;
   wire [7:0] \$94 ;
-  wire \$940 ;
-  wire [11:0] \$941 ;
-  wire [12:0] \$942 ;
-  wire [12:0] \$943 ;
-  wire [12:0] \$944 ;
-  wire [7:0] \$945 ;
-  wire [7:0] \$946 ;
+  wire [78:0] \$940 ;
+  wire [79:0] \$941 ;
+  wire [79:0] \$942 ;
+  wire [63:0] \$943 ;
+  wire [63:0] \$944 ;
+  wire [64:0] \$945 ;
+  wire \$946 ;
   wire \$947 ;
   wire [11:0] \$948 ;
   wire [12:0] \$949 ;
@@ -55960,7 +55967,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$958 ;
   wire [7:0] \$959 ;
   wire [7:0] \$96 ;
-  wire [7:0] \$960 ;
+  wire \$960 ;
   wire [11:0] \$961 ;
   wire [12:0] \$962 ;
   wire \$963 ;
@@ -55975,36 +55982,38 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire [7:0] \$971 ;
   wire [7:0] \$972 ;
   wire [7:0] \$973 ;
-  wire [7:0] \$974 ;
-  wire [17:0] \$975 ;
+  wire [11:0] \$974 ;
+  wire [12:0] \$975 ;
   wire \$976 ;
-  wire \$977 ;
-  wire [7:0] \$978 ;
-  wire [7:0] \$979 ;
+  wire [11:0] \$977 ;
+  wire [12:0] \$978 ;
+  wire \$979 ;
   wire [7:0] \$98 ;
-  wire \$980 ;
-  wire \$981 ;
-  wire [7:0] \$982 ;
-  wire [7:0] \$983 ;
-  wire \$984 ;
-  wire \$985 ;
+  wire [11:0] \$980 ;
+  wire [12:0] \$981 ;
+  wire [12:0] \$982 ;
+  wire [12:0] \$983 ;
+  wire [7:0] \$984 ;
+  wire [7:0] \$985 ;
   wire [7:0] \$986 ;
   wire [7:0] \$987 ;
-  wire \$988 ;
+  wire [17:0] \$988 ;
   wire \$989 ;
   wire [7:0] \$99 ;
-  wire [7:0] \$990 ;
+  wire \$990 ;
   wire [7:0] \$991 ;
-  wire \$992 ;
+  wire [7:0] \$992 ;
   wire \$993 ;
-  wire [7:0] \$994 ;
+  wire \$994 ;
   wire [7:0] \$995 ;
-  wire \$996 ;
+  wire [7:0] \$996 ;
   wire \$997 ;
-  wire [7:0] \$998 ;
+  wire \$998 ;
   wire [7:0] \$999 ;
-  output [12:0] acc_rd__addr;
-  reg [12:0] acc_rd__addr;
+  output [12:0] acc_ptr;
+  reg [12:0] acc_ptr = 13'h0000;
+  (* init = 13'h0000 *)
+  wire [12:0] acc_rd__addr;
   input [511:0] acc_rd__data;
   wire [511:0] acc_rd__data;
   output acc_rd__en;
@@ -56148,6 +56157,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [7:0] max6_7 = 8'h00;
   reg [7:0] max6_8 = 8'h00;
   reg [7:0] max6_9 = 8'h00;
+  reg more = 1'h0;
   reg [31:0] mult_0 = 32'd0;
   reg [31:0] mult_1 = 32'd0;
   reg [31:0] mult_10 = 32'd0;
@@ -56326,6 +56336,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [7:0] res5_7 = 8'h00;
   reg [7:0] res5_8 = 8'h00;
   reg [7:0] res5_9 = 8'h00;
+  output [13:0] res_ptr;
+  reg [13:0] res_ptr = 14'h0000;
   input [3:0] reset;
   wire [3:0] reset;
   reg [16:0] retired = 17'h00000;
@@ -56364,8 +56376,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [5:0] shift_8 = 6'h00;
   reg [5:0] shift_9 = 6'h00;
   reg [15:0] shift_out_of_range = 16'h0000;
-  output [13:0] spad_rd__addr;
-  reg [13:0] spad_rd__addr;
+  (* init = 14'h0000 *)
+  wire [13:0] spad_rd__addr;
   input [127:0] spad_rd__data;
   wire [127:0] spad_rd__data;
   output spad_rd__en;
@@ -56450,114 +56462,114 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$25  = pidx + 1'h1;
   assign \$26  = \$24  ? 3'h2 : \$25 ;
   assign \$27  = pidx == 2'h2;
-  assign \$28  = | shift_out_of_range;
-  assign \$29  = issued + 1'h1;
-  assign \$30  = retired == cmd[55:40];
-  assign \$31  = v0 ? spad_rd__data[7:0] : res1_0;
-  assign \$32  = v1 ? res1_0 : res2_0;
-  assign \$33  = v2 ? res2_0 : res3_0;
-  assign \$34  = v3 ? res3_0 : res4_0;
-  assign \$35  = v4 ? res4_0 : res5_0;
-  assign \$36  = v0 ? spad_rd__data[15:8] : res1_1;
-  assign \$37  = v1 ? res1_1 : res2_1;
-  assign \$38  = v2 ? res2_1 : res3_1;
-  assign \$39  = v3 ? res3_1 : res4_1;
-  assign \$40  = v4 ? res4_1 : res5_1;
-  assign \$41  = v0 ? spad_rd__data[23:16] : res1_2;
-  assign \$42  = v1 ? res1_2 : res2_2;
-  assign \$43  = v2 ? res2_2 : res3_2;
-  assign \$44  = v3 ? res3_2 : res4_2;
-  assign \$45  = v4 ? res4_2 : res5_2;
-  assign \$46  = v0 ? spad_rd__data[31:24] : res1_3;
-  assign \$47  = v1 ? res1_3 : res2_3;
-  assign \$48  = v2 ? res2_3 : res3_3;
-  assign \$49  = v3 ? res3_3 : res4_3;
-  assign \$50  = v4 ? res4_3 : res5_3;
-  assign \$51  = v0 ? spad_rd__data[39:32] : res1_4;
-  assign \$52  = v1 ? res1_4 : res2_4;
-  assign \$53  = v2 ? res2_4 : res3_4;
-  assign \$54  = v3 ? res3_4 : res4_4;
-  assign \$55  = v4 ? res4_4 : res5_4;
-  assign \$56  = v0 ? spad_rd__data[47:40] : res1_5;
-  assign \$57  = v1 ? res1_5 : res2_5;
-  assign \$58  = v2 ? res2_5 : res3_5;
-  assign \$59  = v3 ? res3_5 : res4_5;
-  assign \$60  = v4 ? res4_5 : res5_5;
-  assign \$61  = v0 ? spad_rd__data[55:48] : res1_6;
-  assign \$62  = v1 ? res1_6 : res2_6;
-  assign \$63  = v2 ? res2_6 : res3_6;
-  assign \$64  = v3 ? res3_6 : res4_6;
-  assign \$65  = v4 ? res4_6 : res5_6;
-  assign \$66  = v0 ? spad_rd__data[63:56] : res1_7;
-  assign \$67  = v1 ? res1_7 : res2_7;
-  assign \$68  = v2 ? res2_7 : res3_7;
-  assign \$69  = v3 ? res3_7 : res4_7;
-  assign \$70  = v4 ? res4_7 : res5_7;
-  assign \$71  = v0 ? spad_rd__data[71:64] : res1_8;
-  assign \$72  = v1 ? res1_8 : res2_8;
-  assign \$73  = v2 ? res2_8 : res3_8;
-  assign \$74  = v3 ? res3_8 : res4_8;
-  assign \$75  = v4 ? res4_8 : res5_8;
-  assign \$76  = v0 ? spad_rd__data[79:72] : res1_9;
-  assign \$77  = v1 ? res1_9 : res2_9;
-  assign \$78  = v2 ? res2_9 : res3_9;
-  assign \$79  = v3 ? res3_9 : res4_9;
-  assign \$80  = v4 ? res4_9 : res5_9;
-  assign \$81  = v0 ? spad_rd__data[87:80] : res1_10;
-  assign \$82  = v1 ? res1_10 : res2_10;
-  assign \$83  = v2 ? res2_10 : res3_10;
-  assign \$84  = v3 ? res3_10 : res4_10;
-  assign \$85  = v4 ? res4_10 : res5_10;
-  assign \$86  = v0 ? spad_rd__data[95:88] : res1_11;
-  assign \$87  = v1 ? res1_11 : res2_11;
-  assign \$88  = v2 ? res2_11 : res3_11;
-  assign \$89  = v3 ? res3_11 : res4_11;
-  assign \$90  = v4 ? res4_11 : res5_11;
-  assign \$91  = v0 ? spad_rd__data[103:96] : res1_12;
-  assign \$92  = v1 ? res1_12 : res2_12;
-  assign \$93  = v2 ? res2_12 : res3_12;
-  assign \$94  = v3 ? res3_12 : res4_12;
-  assign \$95  = v4 ? res4_12 : res5_12;
-  assign \$96  = v0 ? spad_rd__data[111:104] : res1_13;
-  assign \$97  = v1 ? res1_13 : res2_13;
-  assign \$98  = v2 ? res2_13 : res3_13;
-  assign \$99  = v3 ? res3_13 : res4_13;
-  assign \$100  = v4 ? res4_13 : res5_13;
-  assign \$101  = v0 ? spad_rd__data[119:112] : res1_14;
-  assign \$102  = v1 ? res1_14 : res2_14;
-  assign \$103  = v2 ? res2_14 : res3_14;
-  assign \$104  = v3 ? res3_14 : res4_14;
-  assign \$105  = v4 ? res4_14 : res5_14;
-  assign \$106  = v0 ? spad_rd__data[127:120] : res1_15;
-  assign \$107  = v1 ? res1_15 : res2_15;
-  assign \$108  = v2 ? res2_15 : res3_15;
-  assign \$109  = v3 ? res3_15 : res4_15;
-  assign \$110  = v4 ? res4_15 : res5_15;
-  assign \$111  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
-  assign \$112  = v0 ? \$111 [31:0] : x1_0;
-  assign \$113  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
-  assign \$114  = v1 ? { \$113 [47], \$113  } : plo2_0;
-  assign \$115  = $signed(x1_0) * $signed(mult_0[31:16]);
-  assign \$116  = v1 ? \$115  : phi2_0;
-  assign \$118  = $signed(plo2_0) + $signed(\$117 );
-  assign \$119  = v2 ? \$118  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
-  assign \$120  = $signed(p3_0) >>> shift_0;
-  assign \$121  = v3 ? \$120  : sh4_0;
-  assign \$123  = \$122  >> shift_0;
-  assign \$124  = v3 ? \$123  : rb4_0;
-  assign \$125  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$126  = $signed(\$125 ) + $signed(cmd[143:136]);
-  assign \$127  = $signed(\$126 ) > $signed(8'h7f);
-  assign \$128  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$129  = $signed(\$128 ) + $signed(cmd[143:136]);
-  assign \$130  = $signed(\$129 ) < $signed(8'h80);
-  assign \$131  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$132  = $signed(\$131 ) + $signed(cmd[143:136]);
-  assign \$133  = \$130  ? 13'h1f80 : \$132 ;
-  assign \$134  = \$127  ? 13'h007f : \$133 ;
-  assign \$135  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$136  = fits5_0 ? \$134 [7:0] : \$135 ;
-  assign \$137  = $signed(\$136 ) > $signed(cmd[143:136]);
+  assign \$28  = ! pidx;
+  assign \$29  = ~ cmd[144];
+  assign \$30  = \$28  & \$29 ;
+  assign \$31  = pidx + 1'h1;
+  assign \$32  = \$30  ? 3'h2 : \$31 ;
+  assign \$33  = \$32  == 1'h1;
+  assign \$34  = \$33  ? cmd[75:56] : cmd[95:76];
+  assign \$35  = \$27  ? cmd[19:0] : \$34 ;
+  assign \$36  = pidx == 2'h2;
+  assign \$37  = | shift_out_of_range;
+  assign \$38  = issued + 1'h1;
+  assign \$39  = issued + 1'h1;
+  assign \$40  = \$39  != cmd[55:40];
+  assign \$41  = acc_ptr + 1'h1;
+  assign \$42  = res_ptr + 1'h1;
+  assign \$43  = retired == cmd[55:40];
+  assign \$44  = v0 ? spad_rd__data[7:0] : res1_0;
+  assign \$45  = v1 ? res1_0 : res2_0;
+  assign \$46  = v2 ? res2_0 : res3_0;
+  assign \$47  = v3 ? res3_0 : res4_0;
+  assign \$48  = v4 ? res4_0 : res5_0;
+  assign \$49  = v0 ? spad_rd__data[15:8] : res1_1;
+  assign \$50  = v1 ? res1_1 : res2_1;
+  assign \$51  = v2 ? res2_1 : res3_1;
+  assign \$52  = v3 ? res3_1 : res4_1;
+  assign \$53  = v4 ? res4_1 : res5_1;
+  assign \$54  = v0 ? spad_rd__data[23:16] : res1_2;
+  assign \$55  = v1 ? res1_2 : res2_2;
+  assign \$56  = v2 ? res2_2 : res3_2;
+  assign \$57  = v3 ? res3_2 : res4_2;
+  assign \$58  = v4 ? res4_2 : res5_2;
+  assign \$59  = v0 ? spad_rd__data[31:24] : res1_3;
+  assign \$60  = v1 ? res1_3 : res2_3;
+  assign \$61  = v2 ? res2_3 : res3_3;
+  assign \$62  = v3 ? res3_3 : res4_3;
+  assign \$63  = v4 ? res4_3 : res5_3;
+  assign \$64  = v0 ? spad_rd__data[39:32] : res1_4;
+  assign \$65  = v1 ? res1_4 : res2_4;
+  assign \$66  = v2 ? res2_4 : res3_4;
+  assign \$67  = v3 ? res3_4 : res4_4;
+  assign \$68  = v4 ? res4_4 : res5_4;
+  assign \$69  = v0 ? spad_rd__data[47:40] : res1_5;
+  assign \$70  = v1 ? res1_5 : res2_5;
+  assign \$71  = v2 ? res2_5 : res3_5;
+  assign \$72  = v3 ? res3_5 : res4_5;
+  assign \$73  = v4 ? res4_5 : res5_5;
+  assign \$74  = v0 ? spad_rd__data[55:48] : res1_6;
+  assign \$75  = v1 ? res1_6 : res2_6;
+  assign \$76  = v2 ? res2_6 : res3_6;
+  assign \$77  = v3 ? res3_6 : res4_6;
+  assign \$78  = v4 ? res4_6 : res5_6;
+  assign \$79  = v0 ? spad_rd__data[63:56] : res1_7;
+  assign \$80  = v1 ? res1_7 : res2_7;
+  assign \$81  = v2 ? res2_7 : res3_7;
+  assign \$82  = v3 ? res3_7 : res4_7;
+  assign \$83  = v4 ? res4_7 : res5_7;
+  assign \$84  = v0 ? spad_rd__data[71:64] : res1_8;
+  assign \$85  = v1 ? res1_8 : res2_8;
+  assign \$86  = v2 ? res2_8 : res3_8;
+  assign \$87  = v3 ? res3_8 : res4_8;
+  assign \$88  = v4 ? res4_8 : res5_8;
+  assign \$89  = v0 ? spad_rd__data[79:72] : res1_9;
+  assign \$90  = v1 ? res1_9 : res2_9;
+  assign \$91  = v2 ? res2_9 : res3_9;
+  assign \$92  = v3 ? res3_9 : res4_9;
+  assign \$93  = v4 ? res4_9 : res5_9;
+  assign \$94  = v0 ? spad_rd__data[87:80] : res1_10;
+  assign \$95  = v1 ? res1_10 : res2_10;
+  assign \$96  = v2 ? res2_10 : res3_10;
+  assign \$97  = v3 ? res3_10 : res4_10;
+  assign \$98  = v4 ? res4_10 : res5_10;
+  assign \$99  = v0 ? spad_rd__data[95:88] : res1_11;
+  assign \$100  = v1 ? res1_11 : res2_11;
+  assign \$101  = v2 ? res2_11 : res3_11;
+  assign \$102  = v3 ? res3_11 : res4_11;
+  assign \$103  = v4 ? res4_11 : res5_11;
+  assign \$104  = v0 ? spad_rd__data[103:96] : res1_12;
+  assign \$105  = v1 ? res1_12 : res2_12;
+  assign \$106  = v2 ? res2_12 : res3_12;
+  assign \$107  = v3 ? res3_12 : res4_12;
+  assign \$108  = v4 ? res4_12 : res5_12;
+  assign \$109  = v0 ? spad_rd__data[111:104] : res1_13;
+  assign \$110  = v1 ? res1_13 : res2_13;
+  assign \$111  = v2 ? res2_13 : res3_13;
+  assign \$112  = v3 ? res3_13 : res4_13;
+  assign \$113  = v4 ? res4_13 : res5_13;
+  assign \$114  = v0 ? spad_rd__data[119:112] : res1_14;
+  assign \$115  = v1 ? res1_14 : res2_14;
+  assign \$116  = v2 ? res2_14 : res3_14;
+  assign \$117  = v3 ? res3_14 : res4_14;
+  assign \$118  = v4 ? res4_14 : res5_14;
+  assign \$119  = v0 ? spad_rd__data[127:120] : res1_15;
+  assign \$120  = v1 ? res1_15 : res2_15;
+  assign \$121  = v2 ? res2_15 : res3_15;
+  assign \$122  = v3 ? res3_15 : res4_15;
+  assign \$123  = v4 ? res4_15 : res5_15;
+  assign \$124  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
+  assign \$125  = v0 ? \$124 [31:0] : x1_0;
+  assign \$126  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
+  assign \$127  = v1 ? { \$126 [47], \$126  } : plo2_0;
+  assign \$128  = $signed(x1_0) * $signed(mult_0[31:16]);
+  assign \$129  = v1 ? \$128  : phi2_0;
+  assign \$131  = $signed(plo2_0) + $signed(\$130 );
+  assign \$132  = v2 ? \$131  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
+  assign \$133  = $signed(p3_0) >>> shift_0;
+  assign \$134  = v3 ? \$133  : sh4_0;
+  assign \$136  = \$135  >> shift_0;
+  assign \$137  = v3 ? \$136  : rb4_0;
   assign \$138  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
   assign \$139  = $signed(\$138 ) + $signed(cmd[143:136]);
   assign \$140  = $signed(\$139 ) > $signed(8'h7f);
@@ -56570,7 +56582,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$147  = \$140  ? 13'h007f : \$146 ;
   assign \$148  = sh4_0[63] ? 8'h80 : 8'h7f;
   assign \$149  = fits5_0 ? \$147 [7:0] : \$148 ;
-  assign \$150  = \$137  ? \$149  : cmd[143:136];
+  assign \$150  = $signed(\$149 ) > $signed(cmd[143:136]);
   assign \$151  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
   assign \$152  = $signed(\$151 ) + $signed(cmd[143:136]);
   assign \$153  = $signed(\$152 ) > $signed(8'h7f);
@@ -56583,33 +56595,33 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$160  = \$153  ? 13'h007f : \$159 ;
   assign \$161  = sh4_0[63] ? 8'h80 : 8'h7f;
   assign \$162  = fits5_0 ? \$160 [7:0] : \$161 ;
-  assign \$163  = cmd[145] ? \$150  : \$162 ;
-  assign \$164  = v4 ? \$163  : y5_0;
-  assign \$165  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
-  assign \$166  = v0 ? \$165 [31:0] : x1_1;
-  assign \$167  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
-  assign \$168  = v1 ? { \$167 [47], \$167  } : plo2_1;
-  assign \$169  = $signed(x1_1) * $signed(mult_1[31:16]);
-  assign \$170  = v1 ? \$169  : phi2_1;
-  assign \$172  = $signed(plo2_1) + $signed(\$171 );
-  assign \$173  = v2 ? \$172  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
-  assign \$174  = $signed(p3_1) >>> shift_1;
-  assign \$175  = v3 ? \$174  : sh4_1;
-  assign \$177  = \$176  >> shift_1;
-  assign \$178  = v3 ? \$177  : rb4_1;
-  assign \$179  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$180  = $signed(\$179 ) + $signed(cmd[143:136]);
-  assign \$181  = $signed(\$180 ) > $signed(8'h7f);
-  assign \$182  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$183  = $signed(\$182 ) + $signed(cmd[143:136]);
-  assign \$184  = $signed(\$183 ) < $signed(8'h80);
-  assign \$185  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$186  = $signed(\$185 ) + $signed(cmd[143:136]);
-  assign \$187  = \$184  ? 13'h1f80 : \$186 ;
-  assign \$188  = \$181  ? 13'h007f : \$187 ;
-  assign \$189  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$190  = fits5_1 ? \$188 [7:0] : \$189 ;
-  assign \$191  = $signed(\$190 ) > $signed(cmd[143:136]);
+  assign \$163  = \$150  ? \$162  : cmd[143:136];
+  assign \$164  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$165  = $signed(\$164 ) + $signed(cmd[143:136]);
+  assign \$166  = $signed(\$165 ) > $signed(8'h7f);
+  assign \$167  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$168  = $signed(\$167 ) + $signed(cmd[143:136]);
+  assign \$169  = $signed(\$168 ) < $signed(8'h80);
+  assign \$170  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$171  = $signed(\$170 ) + $signed(cmd[143:136]);
+  assign \$172  = \$169  ? 13'h1f80 : \$171 ;
+  assign \$173  = \$166  ? 13'h007f : \$172 ;
+  assign \$174  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$175  = fits5_0 ? \$173 [7:0] : \$174 ;
+  assign \$176  = cmd[145] ? \$163  : \$175 ;
+  assign \$177  = v4 ? \$176  : y5_0;
+  assign \$178  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
+  assign \$179  = v0 ? \$178 [31:0] : x1_1;
+  assign \$180  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
+  assign \$181  = v1 ? { \$180 [47], \$180  } : plo2_1;
+  assign \$182  = $signed(x1_1) * $signed(mult_1[31:16]);
+  assign \$183  = v1 ? \$182  : phi2_1;
+  assign \$185  = $signed(plo2_1) + $signed(\$184 );
+  assign \$186  = v2 ? \$185  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
+  assign \$187  = $signed(p3_1) >>> shift_1;
+  assign \$188  = v3 ? \$187  : sh4_1;
+  assign \$190  = \$189  >> shift_1;
+  assign \$191  = v3 ? \$190  : rb4_1;
   assign \$192  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
   assign \$193  = $signed(\$192 ) + $signed(cmd[143:136]);
   assign \$194  = $signed(\$193 ) > $signed(8'h7f);
@@ -56622,7 +56634,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$201  = \$194  ? 13'h007f : \$200 ;
   assign \$202  = sh4_1[63] ? 8'h80 : 8'h7f;
   assign \$203  = fits5_1 ? \$201 [7:0] : \$202 ;
-  assign \$204  = \$191  ? \$203  : cmd[143:136];
+  assign \$204  = $signed(\$203 ) > $signed(cmd[143:136]);
   assign \$205  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
   assign \$206  = $signed(\$205 ) + $signed(cmd[143:136]);
   assign \$207  = $signed(\$206 ) > $signed(8'h7f);
@@ -56635,33 +56647,33 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$214  = \$207  ? 13'h007f : \$213 ;
   assign \$215  = sh4_1[63] ? 8'h80 : 8'h7f;
   assign \$216  = fits5_1 ? \$214 [7:0] : \$215 ;
-  assign \$217  = cmd[145] ? \$204  : \$216 ;
-  assign \$218  = v4 ? \$217  : y5_1;
-  assign \$219  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
-  assign \$220  = v0 ? \$219 [31:0] : x1_2;
-  assign \$221  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
-  assign \$222  = v1 ? { \$221 [47], \$221  } : plo2_2;
-  assign \$223  = $signed(x1_2) * $signed(mult_2[31:16]);
-  assign \$224  = v1 ? \$223  : phi2_2;
-  assign \$226  = $signed(plo2_2) + $signed(\$225 );
-  assign \$227  = v2 ? \$226  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
-  assign \$228  = $signed(p3_2) >>> shift_2;
-  assign \$229  = v3 ? \$228  : sh4_2;
-  assign \$231  = \$230  >> shift_2;
-  assign \$232  = v3 ? \$231  : rb4_2;
-  assign \$233  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$234  = $signed(\$233 ) + $signed(cmd[143:136]);
-  assign \$235  = $signed(\$234 ) > $signed(8'h7f);
-  assign \$236  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$237  = $signed(\$236 ) + $signed(cmd[143:136]);
-  assign \$238  = $signed(\$237 ) < $signed(8'h80);
-  assign \$239  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$240  = $signed(\$239 ) + $signed(cmd[143:136]);
-  assign \$241  = \$238  ? 13'h1f80 : \$240 ;
-  assign \$242  = \$235  ? 13'h007f : \$241 ;
-  assign \$243  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$244  = fits5_2 ? \$242 [7:0] : \$243 ;
-  assign \$245  = $signed(\$244 ) > $signed(cmd[143:136]);
+  assign \$217  = \$204  ? \$216  : cmd[143:136];
+  assign \$218  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$219  = $signed(\$218 ) + $signed(cmd[143:136]);
+  assign \$220  = $signed(\$219 ) > $signed(8'h7f);
+  assign \$221  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$222  = $signed(\$221 ) + $signed(cmd[143:136]);
+  assign \$223  = $signed(\$222 ) < $signed(8'h80);
+  assign \$224  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$225  = $signed(\$224 ) + $signed(cmd[143:136]);
+  assign \$226  = \$223  ? 13'h1f80 : \$225 ;
+  assign \$227  = \$220  ? 13'h007f : \$226 ;
+  assign \$228  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$229  = fits5_1 ? \$227 [7:0] : \$228 ;
+  assign \$230  = cmd[145] ? \$217  : \$229 ;
+  assign \$231  = v4 ? \$230  : y5_1;
+  assign \$232  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
+  assign \$233  = v0 ? \$232 [31:0] : x1_2;
+  assign \$234  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
+  assign \$235  = v1 ? { \$234 [47], \$234  } : plo2_2;
+  assign \$236  = $signed(x1_2) * $signed(mult_2[31:16]);
+  assign \$237  = v1 ? \$236  : phi2_2;
+  assign \$239  = $signed(plo2_2) + $signed(\$238 );
+  assign \$240  = v2 ? \$239  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
+  assign \$241  = $signed(p3_2) >>> shift_2;
+  assign \$242  = v3 ? \$241  : sh4_2;
+  assign \$244  = \$243  >> shift_2;
+  assign \$245  = v3 ? \$244  : rb4_2;
   assign \$246  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
   assign \$247  = $signed(\$246 ) + $signed(cmd[143:136]);
   assign \$248  = $signed(\$247 ) > $signed(8'h7f);
@@ -56674,7 +56686,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$255  = \$248  ? 13'h007f : \$254 ;
   assign \$256  = sh4_2[63] ? 8'h80 : 8'h7f;
   assign \$257  = fits5_2 ? \$255 [7:0] : \$256 ;
-  assign \$258  = \$245  ? \$257  : cmd[143:136];
+  assign \$258  = $signed(\$257 ) > $signed(cmd[143:136]);
   assign \$259  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
   assign \$260  = $signed(\$259 ) + $signed(cmd[143:136]);
   assign \$261  = $signed(\$260 ) > $signed(8'h7f);
@@ -56687,33 +56699,33 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$268  = \$261  ? 13'h007f : \$267 ;
   assign \$269  = sh4_2[63] ? 8'h80 : 8'h7f;
   assign \$270  = fits5_2 ? \$268 [7:0] : \$269 ;
-  assign \$271  = cmd[145] ? \$258  : \$270 ;
-  assign \$272  = v4 ? \$271  : y5_2;
-  assign \$273  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
-  assign \$274  = v0 ? \$273 [31:0] : x1_3;
-  assign \$275  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
-  assign \$276  = v1 ? { \$275 [47], \$275  } : plo2_3;
-  assign \$277  = $signed(x1_3) * $signed(mult_3[31:16]);
-  assign \$278  = v1 ? \$277  : phi2_3;
-  assign \$280  = $signed(plo2_3) + $signed(\$279 );
-  assign \$281  = v2 ? \$280  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
-  assign \$282  = $signed(p3_3) >>> shift_3;
-  assign \$283  = v3 ? \$282  : sh4_3;
-  assign \$285  = \$284  >> shift_3;
-  assign \$286  = v3 ? \$285  : rb4_3;
-  assign \$287  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$288  = $signed(\$287 ) + $signed(cmd[143:136]);
-  assign \$289  = $signed(\$288 ) > $signed(8'h7f);
-  assign \$290  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$291  = $signed(\$290 ) + $signed(cmd[143:136]);
-  assign \$292  = $signed(\$291 ) < $signed(8'h80);
-  assign \$293  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$294  = $signed(\$293 ) + $signed(cmd[143:136]);
-  assign \$295  = \$292  ? 13'h1f80 : \$294 ;
-  assign \$296  = \$289  ? 13'h007f : \$295 ;
-  assign \$297  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$298  = fits5_3 ? \$296 [7:0] : \$297 ;
-  assign \$299  = $signed(\$298 ) > $signed(cmd[143:136]);
+  assign \$271  = \$258  ? \$270  : cmd[143:136];
+  assign \$272  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$273  = $signed(\$272 ) + $signed(cmd[143:136]);
+  assign \$274  = $signed(\$273 ) > $signed(8'h7f);
+  assign \$275  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$276  = $signed(\$275 ) + $signed(cmd[143:136]);
+  assign \$277  = $signed(\$276 ) < $signed(8'h80);
+  assign \$278  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$279  = $signed(\$278 ) + $signed(cmd[143:136]);
+  assign \$280  = \$277  ? 13'h1f80 : \$279 ;
+  assign \$281  = \$274  ? 13'h007f : \$280 ;
+  assign \$282  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$283  = fits5_2 ? \$281 [7:0] : \$282 ;
+  assign \$284  = cmd[145] ? \$271  : \$283 ;
+  assign \$285  = v4 ? \$284  : y5_2;
+  assign \$286  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
+  assign \$287  = v0 ? \$286 [31:0] : x1_3;
+  assign \$288  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
+  assign \$289  = v1 ? { \$288 [47], \$288  } : plo2_3;
+  assign \$290  = $signed(x1_3) * $signed(mult_3[31:16]);
+  assign \$291  = v1 ? \$290  : phi2_3;
+  assign \$293  = $signed(plo2_3) + $signed(\$292 );
+  assign \$294  = v2 ? \$293  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
+  assign \$295  = $signed(p3_3) >>> shift_3;
+  assign \$296  = v3 ? \$295  : sh4_3;
+  assign \$298  = \$297  >> shift_3;
+  assign \$299  = v3 ? \$298  : rb4_3;
   assign \$300  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
   assign \$301  = $signed(\$300 ) + $signed(cmd[143:136]);
   assign \$302  = $signed(\$301 ) > $signed(8'h7f);
@@ -56726,7 +56738,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$309  = \$302  ? 13'h007f : \$308 ;
   assign \$310  = sh4_3[63] ? 8'h80 : 8'h7f;
   assign \$311  = fits5_3 ? \$309 [7:0] : \$310 ;
-  assign \$312  = \$299  ? \$311  : cmd[143:136];
+  assign \$312  = $signed(\$311 ) > $signed(cmd[143:136]);
   assign \$313  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
   assign \$314  = $signed(\$313 ) + $signed(cmd[143:136]);
   assign \$315  = $signed(\$314 ) > $signed(8'h7f);
@@ -56739,33 +56751,33 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$322  = \$315  ? 13'h007f : \$321 ;
   assign \$323  = sh4_3[63] ? 8'h80 : 8'h7f;
   assign \$324  = fits5_3 ? \$322 [7:0] : \$323 ;
-  assign \$325  = cmd[145] ? \$312  : \$324 ;
-  assign \$326  = v4 ? \$325  : y5_3;
-  assign \$327  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
-  assign \$328  = v0 ? \$327 [31:0] : x1_4;
-  assign \$329  = $signed(x1_4) * $signed({ 1'h0, mult_4[15:0] });
-  assign \$330  = v1 ? { \$329 [47], \$329  } : plo2_4;
-  assign \$331  = $signed(x1_4) * $signed(mult_4[31:16]);
-  assign \$332  = v1 ? \$331  : phi2_4;
-  assign \$334  = $signed(plo2_4) + $signed(\$333 );
-  assign \$335  = v2 ? \$334  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
-  assign \$336  = $signed(p3_4) >>> shift_4;
-  assign \$337  = v3 ? \$336  : sh4_4;
-  assign \$339  = \$338  >> shift_4;
-  assign \$340  = v3 ? \$339  : rb4_4;
-  assign \$341  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$342  = $signed(\$341 ) + $signed(cmd[143:136]);
-  assign \$343  = $signed(\$342 ) > $signed(8'h7f);
-  assign \$344  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$345  = $signed(\$344 ) + $signed(cmd[143:136]);
-  assign \$346  = $signed(\$345 ) < $signed(8'h80);
-  assign \$347  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$348  = $signed(\$347 ) + $signed(cmd[143:136]);
-  assign \$349  = \$346  ? 13'h1f80 : \$348 ;
-  assign \$350  = \$343  ? 13'h007f : \$349 ;
-  assign \$351  = sh4_4[63] ? 8'h80 : 8'h7f;
-  assign \$352  = fits5_4 ? \$350 [7:0] : \$351 ;
-  assign \$353  = $signed(\$352 ) > $signed(cmd[143:136]);
+  assign \$325  = \$312  ? \$324  : cmd[143:136];
+  assign \$326  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$327  = $signed(\$326 ) + $signed(cmd[143:136]);
+  assign \$328  = $signed(\$327 ) > $signed(8'h7f);
+  assign \$329  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$330  = $signed(\$329 ) + $signed(cmd[143:136]);
+  assign \$331  = $signed(\$330 ) < $signed(8'h80);
+  assign \$332  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$333  = $signed(\$332 ) + $signed(cmd[143:136]);
+  assign \$334  = \$331  ? 13'h1f80 : \$333 ;
+  assign \$335  = \$328  ? 13'h007f : \$334 ;
+  assign \$336  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$337  = fits5_3 ? \$335 [7:0] : \$336 ;
+  assign \$338  = cmd[145] ? \$325  : \$337 ;
+  assign \$339  = v4 ? \$338  : y5_3;
+  assign \$340  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
+  assign \$341  = v0 ? \$340 [31:0] : x1_4;
+  assign \$342  = $signed(x1_4) * $signed({ 1'h0, mult_4[15:0] });
+  assign \$343  = v1 ? { \$342 [47], \$342  } : plo2_4;
+  assign \$344  = $signed(x1_4) * $signed(mult_4[31:16]);
+  assign \$345  = v1 ? \$344  : phi2_4;
+  assign \$347  = $signed(plo2_4) + $signed(\$346 );
+  assign \$348  = v2 ? \$347  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
+  assign \$349  = $signed(p3_4) >>> shift_4;
+  assign \$350  = v3 ? \$349  : sh4_4;
+  assign \$352  = \$351  >> shift_4;
+  assign \$353  = v3 ? \$352  : rb4_4;
   assign \$354  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
   assign \$355  = $signed(\$354 ) + $signed(cmd[143:136]);
   assign \$356  = $signed(\$355 ) > $signed(8'h7f);
@@ -56778,7 +56790,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$363  = \$356  ? 13'h007f : \$362 ;
   assign \$364  = sh4_4[63] ? 8'h80 : 8'h7f;
   assign \$365  = fits5_4 ? \$363 [7:0] : \$364 ;
-  assign \$366  = \$353  ? \$365  : cmd[143:136];
+  assign \$366  = $signed(\$365 ) > $signed(cmd[143:136]);
   assign \$367  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
   assign \$368  = $signed(\$367 ) + $signed(cmd[143:136]);
   assign \$369  = $signed(\$368 ) > $signed(8'h7f);
@@ -56791,33 +56803,33 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$376  = \$369  ? 13'h007f : \$375 ;
   assign \$377  = sh4_4[63] ? 8'h80 : 8'h7f;
   assign \$378  = fits5_4 ? \$376 [7:0] : \$377 ;
-  assign \$379  = cmd[145] ? \$366  : \$378 ;
-  assign \$380  = v4 ? \$379  : y5_4;
-  assign \$381  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
-  assign \$382  = v0 ? \$381 [31:0] : x1_5;
-  assign \$383  = $signed(x1_5) * $signed({ 1'h0, mult_5[15:0] });
-  assign \$384  = v1 ? { \$383 [47], \$383  } : plo2_5;
-  assign \$385  = $signed(x1_5) * $signed(mult_5[31:16]);
-  assign \$386  = v1 ? \$385  : phi2_5;
-  assign \$388  = $signed(plo2_5) + $signed(\$387 );
-  assign \$389  = v2 ? \$388  : { p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5 };
-  assign \$390  = $signed(p3_5) >>> shift_5;
-  assign \$391  = v3 ? \$390  : sh4_5;
-  assign \$393  = \$392  >> shift_5;
-  assign \$394  = v3 ? \$393  : rb4_5;
-  assign \$395  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$396  = $signed(\$395 ) + $signed(cmd[143:136]);
-  assign \$397  = $signed(\$396 ) > $signed(8'h7f);
-  assign \$398  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$399  = $signed(\$398 ) + $signed(cmd[143:136]);
-  assign \$400  = $signed(\$399 ) < $signed(8'h80);
-  assign \$401  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$402  = $signed(\$401 ) + $signed(cmd[143:136]);
-  assign \$403  = \$400  ? 13'h1f80 : \$402 ;
-  assign \$404  = \$397  ? 13'h007f : \$403 ;
-  assign \$405  = sh4_5[63] ? 8'h80 : 8'h7f;
-  assign \$406  = fits5_5 ? \$404 [7:0] : \$405 ;
-  assign \$407  = $signed(\$406 ) > $signed(cmd[143:136]);
+  assign \$379  = \$366  ? \$378  : cmd[143:136];
+  assign \$380  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$381  = $signed(\$380 ) + $signed(cmd[143:136]);
+  assign \$382  = $signed(\$381 ) > $signed(8'h7f);
+  assign \$383  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$384  = $signed(\$383 ) + $signed(cmd[143:136]);
+  assign \$385  = $signed(\$384 ) < $signed(8'h80);
+  assign \$386  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$387  = $signed(\$386 ) + $signed(cmd[143:136]);
+  assign \$388  = \$385  ? 13'h1f80 : \$387 ;
+  assign \$389  = \$382  ? 13'h007f : \$388 ;
+  assign \$390  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$391  = fits5_4 ? \$389 [7:0] : \$390 ;
+  assign \$392  = cmd[145] ? \$379  : \$391 ;
+  assign \$393  = v4 ? \$392  : y5_4;
+  assign \$394  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
+  assign \$395  = v0 ? \$394 [31:0] : x1_5;
+  assign \$396  = $signed(x1_5) * $signed({ 1'h0, mult_5[15:0] });
+  assign \$397  = v1 ? { \$396 [47], \$396  } : plo2_5;
+  assign \$398  = $signed(x1_5) * $signed(mult_5[31:16]);
+  assign \$399  = v1 ? \$398  : phi2_5;
+  assign \$401  = $signed(plo2_5) + $signed(\$400 );
+  assign \$402  = v2 ? \$401  : { p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5 };
+  assign \$403  = $signed(p3_5) >>> shift_5;
+  assign \$404  = v3 ? \$403  : sh4_5;
+  assign \$406  = \$405  >> shift_5;
+  assign \$407  = v3 ? \$406  : rb4_5;
   assign \$408  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
   assign \$409  = $signed(\$408 ) + $signed(cmd[143:136]);
   assign \$410  = $signed(\$409 ) > $signed(8'h7f);
@@ -56830,7 +56842,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$417  = \$410  ? 13'h007f : \$416 ;
   assign \$418  = sh4_5[63] ? 8'h80 : 8'h7f;
   assign \$419  = fits5_5 ? \$417 [7:0] : \$418 ;
-  assign \$420  = \$407  ? \$419  : cmd[143:136];
+  assign \$420  = $signed(\$419 ) > $signed(cmd[143:136]);
   assign \$421  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
   assign \$422  = $signed(\$421 ) + $signed(cmd[143:136]);
   assign \$423  = $signed(\$422 ) > $signed(8'h7f);
@@ -56843,33 +56855,33 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$430  = \$423  ? 13'h007f : \$429 ;
   assign \$431  = sh4_5[63] ? 8'h80 : 8'h7f;
   assign \$432  = fits5_5 ? \$430 [7:0] : \$431 ;
-  assign \$433  = cmd[145] ? \$420  : \$432 ;
-  assign \$434  = v4 ? \$433  : y5_5;
-  assign \$435  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
-  assign \$436  = v0 ? \$435 [31:0] : x1_6;
-  assign \$437  = $signed(x1_6) * $signed({ 1'h0, mult_6[15:0] });
-  assign \$438  = v1 ? { \$437 [47], \$437  } : plo2_6;
-  assign \$439  = $signed(x1_6) * $signed(mult_6[31:16]);
-  assign \$440  = v1 ? \$439  : phi2_6;
-  assign \$442  = $signed(plo2_6) + $signed(\$441 );
-  assign \$443  = v2 ? \$442  : { p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6 };
-  assign \$444  = $signed(p3_6) >>> shift_6;
-  assign \$445  = v3 ? \$444  : sh4_6;
-  assign \$447  = \$446  >> shift_6;
-  assign \$448  = v3 ? \$447  : rb4_6;
-  assign \$449  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$450  = $signed(\$449 ) + $signed(cmd[143:136]);
-  assign \$451  = $signed(\$450 ) > $signed(8'h7f);
-  assign \$452  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$453  = $signed(\$452 ) + $signed(cmd[143:136]);
-  assign \$454  = $signed(\$453 ) < $signed(8'h80);
-  assign \$455  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$456  = $signed(\$455 ) + $signed(cmd[143:136]);
-  assign \$457  = \$454  ? 13'h1f80 : \$456 ;
-  assign \$458  = \$451  ? 13'h007f : \$457 ;
-  assign \$459  = sh4_6[63] ? 8'h80 : 8'h7f;
-  assign \$460  = fits5_6 ? \$458 [7:0] : \$459 ;
-  assign \$461  = $signed(\$460 ) > $signed(cmd[143:136]);
+  assign \$433  = \$420  ? \$432  : cmd[143:136];
+  assign \$434  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$435  = $signed(\$434 ) + $signed(cmd[143:136]);
+  assign \$436  = $signed(\$435 ) > $signed(8'h7f);
+  assign \$437  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$438  = $signed(\$437 ) + $signed(cmd[143:136]);
+  assign \$439  = $signed(\$438 ) < $signed(8'h80);
+  assign \$440  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$441  = $signed(\$440 ) + $signed(cmd[143:136]);
+  assign \$442  = \$439  ? 13'h1f80 : \$441 ;
+  assign \$443  = \$436  ? 13'h007f : \$442 ;
+  assign \$444  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$445  = fits5_5 ? \$443 [7:0] : \$444 ;
+  assign \$446  = cmd[145] ? \$433  : \$445 ;
+  assign \$447  = v4 ? \$446  : y5_5;
+  assign \$448  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
+  assign \$449  = v0 ? \$448 [31:0] : x1_6;
+  assign \$450  = $signed(x1_6) * $signed({ 1'h0, mult_6[15:0] });
+  assign \$451  = v1 ? { \$450 [47], \$450  } : plo2_6;
+  assign \$452  = $signed(x1_6) * $signed(mult_6[31:16]);
+  assign \$453  = v1 ? \$452  : phi2_6;
+  assign \$455  = $signed(plo2_6) + $signed(\$454 );
+  assign \$456  = v2 ? \$455  : { p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6 };
+  assign \$457  = $signed(p3_6) >>> shift_6;
+  assign \$458  = v3 ? \$457  : sh4_6;
+  assign \$460  = \$459  >> shift_6;
+  assign \$461  = v3 ? \$460  : rb4_6;
   assign \$462  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
   assign \$463  = $signed(\$462 ) + $signed(cmd[143:136]);
   assign \$464  = $signed(\$463 ) > $signed(8'h7f);
@@ -56882,7 +56894,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$471  = \$464  ? 13'h007f : \$470 ;
   assign \$472  = sh4_6[63] ? 8'h80 : 8'h7f;
   assign \$473  = fits5_6 ? \$471 [7:0] : \$472 ;
-  assign \$474  = \$461  ? \$473  : cmd[143:136];
+  assign \$474  = $signed(\$473 ) > $signed(cmd[143:136]);
   assign \$475  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
   assign \$476  = $signed(\$475 ) + $signed(cmd[143:136]);
   assign \$477  = $signed(\$476 ) > $signed(8'h7f);
@@ -56895,33 +56907,33 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$484  = \$477  ? 13'h007f : \$483 ;
   assign \$485  = sh4_6[63] ? 8'h80 : 8'h7f;
   assign \$486  = fits5_6 ? \$484 [7:0] : \$485 ;
-  assign \$487  = cmd[145] ? \$474  : \$486 ;
-  assign \$488  = v4 ? \$487  : y5_6;
-  assign \$489  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
-  assign \$490  = v0 ? \$489 [31:0] : x1_7;
-  assign \$491  = $signed(x1_7) * $signed({ 1'h0, mult_7[15:0] });
-  assign \$492  = v1 ? { \$491 [47], \$491  } : plo2_7;
-  assign \$493  = $signed(x1_7) * $signed(mult_7[31:16]);
-  assign \$494  = v1 ? \$493  : phi2_7;
-  assign \$496  = $signed(plo2_7) + $signed(\$495 );
-  assign \$497  = v2 ? \$496  : { p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7 };
-  assign \$498  = $signed(p3_7) >>> shift_7;
-  assign \$499  = v3 ? \$498  : sh4_7;
-  assign \$501  = \$500  >> shift_7;
-  assign \$502  = v3 ? \$501  : rb4_7;
-  assign \$503  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$504  = $signed(\$503 ) + $signed(cmd[143:136]);
-  assign \$505  = $signed(\$504 ) > $signed(8'h7f);
-  assign \$506  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$507  = $signed(\$506 ) + $signed(cmd[143:136]);
-  assign \$508  = $signed(\$507 ) < $signed(8'h80);
-  assign \$509  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$510  = $signed(\$509 ) + $signed(cmd[143:136]);
-  assign \$511  = \$508  ? 13'h1f80 : \$510 ;
-  assign \$512  = \$505  ? 13'h007f : \$511 ;
-  assign \$513  = sh4_7[63] ? 8'h80 : 8'h7f;
-  assign \$514  = fits5_7 ? \$512 [7:0] : \$513 ;
-  assign \$515  = $signed(\$514 ) > $signed(cmd[143:136]);
+  assign \$487  = \$474  ? \$486  : cmd[143:136];
+  assign \$488  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$489  = $signed(\$488 ) + $signed(cmd[143:136]);
+  assign \$490  = $signed(\$489 ) > $signed(8'h7f);
+  assign \$491  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$492  = $signed(\$491 ) + $signed(cmd[143:136]);
+  assign \$493  = $signed(\$492 ) < $signed(8'h80);
+  assign \$494  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$495  = $signed(\$494 ) + $signed(cmd[143:136]);
+  assign \$496  = \$493  ? 13'h1f80 : \$495 ;
+  assign \$497  = \$490  ? 13'h007f : \$496 ;
+  assign \$498  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$499  = fits5_6 ? \$497 [7:0] : \$498 ;
+  assign \$500  = cmd[145] ? \$487  : \$499 ;
+  assign \$501  = v4 ? \$500  : y5_6;
+  assign \$502  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
+  assign \$503  = v0 ? \$502 [31:0] : x1_7;
+  assign \$504  = $signed(x1_7) * $signed({ 1'h0, mult_7[15:0] });
+  assign \$505  = v1 ? { \$504 [47], \$504  } : plo2_7;
+  assign \$506  = $signed(x1_7) * $signed(mult_7[31:16]);
+  assign \$507  = v1 ? \$506  : phi2_7;
+  assign \$509  = $signed(plo2_7) + $signed(\$508 );
+  assign \$510  = v2 ? \$509  : { p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7 };
+  assign \$511  = $signed(p3_7) >>> shift_7;
+  assign \$512  = v3 ? \$511  : sh4_7;
+  assign \$514  = \$513  >> shift_7;
+  assign \$515  = v3 ? \$514  : rb4_7;
   assign \$516  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
   assign \$517  = $signed(\$516 ) + $signed(cmd[143:136]);
   assign \$518  = $signed(\$517 ) > $signed(8'h7f);
@@ -56934,7 +56946,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$525  = \$518  ? 13'h007f : \$524 ;
   assign \$526  = sh4_7[63] ? 8'h80 : 8'h7f;
   assign \$527  = fits5_7 ? \$525 [7:0] : \$526 ;
-  assign \$528  = \$515  ? \$527  : cmd[143:136];
+  assign \$528  = $signed(\$527 ) > $signed(cmd[143:136]);
   assign \$529  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
   assign \$530  = $signed(\$529 ) + $signed(cmd[143:136]);
   assign \$531  = $signed(\$530 ) > $signed(8'h7f);
@@ -56947,33 +56959,33 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$538  = \$531  ? 13'h007f : \$537 ;
   assign \$539  = sh4_7[63] ? 8'h80 : 8'h7f;
   assign \$540  = fits5_7 ? \$538 [7:0] : \$539 ;
-  assign \$541  = cmd[145] ? \$528  : \$540 ;
-  assign \$542  = v4 ? \$541  : y5_7;
-  assign \$543  = $signed(acc_rd__data[287:256]) + $signed(bias_8);
-  assign \$544  = v0 ? \$543 [31:0] : x1_8;
-  assign \$545  = $signed(x1_8) * $signed({ 1'h0, mult_8[15:0] });
-  assign \$546  = v1 ? { \$545 [47], \$545  } : plo2_8;
-  assign \$547  = $signed(x1_8) * $signed(mult_8[31:16]);
-  assign \$548  = v1 ? \$547  : phi2_8;
-  assign \$550  = $signed(plo2_8) + $signed(\$549 );
-  assign \$551  = v2 ? \$550  : { p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8 };
-  assign \$552  = $signed(p3_8) >>> shift_8;
-  assign \$553  = v3 ? \$552  : sh4_8;
-  assign \$555  = \$554  >> shift_8;
-  assign \$556  = v3 ? \$555  : rb4_8;
-  assign \$557  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$558  = $signed(\$557 ) + $signed(cmd[143:136]);
-  assign \$559  = $signed(\$558 ) > $signed(8'h7f);
-  assign \$560  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$561  = $signed(\$560 ) + $signed(cmd[143:136]);
-  assign \$562  = $signed(\$561 ) < $signed(8'h80);
-  assign \$563  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$564  = $signed(\$563 ) + $signed(cmd[143:136]);
-  assign \$565  = \$562  ? 13'h1f80 : \$564 ;
-  assign \$566  = \$559  ? 13'h007f : \$565 ;
-  assign \$567  = sh4_8[63] ? 8'h80 : 8'h7f;
-  assign \$568  = fits5_8 ? \$566 [7:0] : \$567 ;
-  assign \$569  = $signed(\$568 ) > $signed(cmd[143:136]);
+  assign \$541  = \$528  ? \$540  : cmd[143:136];
+  assign \$542  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$543  = $signed(\$542 ) + $signed(cmd[143:136]);
+  assign \$544  = $signed(\$543 ) > $signed(8'h7f);
+  assign \$545  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$546  = $signed(\$545 ) + $signed(cmd[143:136]);
+  assign \$547  = $signed(\$546 ) < $signed(8'h80);
+  assign \$548  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$549  = $signed(\$548 ) + $signed(cmd[143:136]);
+  assign \$550  = \$547  ? 13'h1f80 : \$549 ;
+  assign \$551  = \$544  ? 13'h007f : \$550 ;
+  assign \$552  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$553  = fits5_7 ? \$551 [7:0] : \$552 ;
+  assign \$554  = cmd[145] ? \$541  : \$553 ;
+  assign \$555  = v4 ? \$554  : y5_7;
+  assign \$556  = $signed(acc_rd__data[287:256]) + $signed(bias_8);
+  assign \$557  = v0 ? \$556 [31:0] : x1_8;
+  assign \$558  = $signed(x1_8) * $signed({ 1'h0, mult_8[15:0] });
+  assign \$559  = v1 ? { \$558 [47], \$558  } : plo2_8;
+  assign \$560  = $signed(x1_8) * $signed(mult_8[31:16]);
+  assign \$561  = v1 ? \$560  : phi2_8;
+  assign \$563  = $signed(plo2_8) + $signed(\$562 );
+  assign \$564  = v2 ? \$563  : { p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8 };
+  assign \$565  = $signed(p3_8) >>> shift_8;
+  assign \$566  = v3 ? \$565  : sh4_8;
+  assign \$568  = \$567  >> shift_8;
+  assign \$569  = v3 ? \$568  : rb4_8;
   assign \$570  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
   assign \$571  = $signed(\$570 ) + $signed(cmd[143:136]);
   assign \$572  = $signed(\$571 ) > $signed(8'h7f);
@@ -56986,7 +56998,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$579  = \$572  ? 13'h007f : \$578 ;
   assign \$580  = sh4_8[63] ? 8'h80 : 8'h7f;
   assign \$581  = fits5_8 ? \$579 [7:0] : \$580 ;
-  assign \$582  = \$569  ? \$581  : cmd[143:136];
+  assign \$582  = $signed(\$581 ) > $signed(cmd[143:136]);
   assign \$583  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
   assign \$584  = $signed(\$583 ) + $signed(cmd[143:136]);
   assign \$585  = $signed(\$584 ) > $signed(8'h7f);
@@ -56999,33 +57011,33 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$592  = \$585  ? 13'h007f : \$591 ;
   assign \$593  = sh4_8[63] ? 8'h80 : 8'h7f;
   assign \$594  = fits5_8 ? \$592 [7:0] : \$593 ;
-  assign \$595  = cmd[145] ? \$582  : \$594 ;
-  assign \$596  = v4 ? \$595  : y5_8;
-  assign \$597  = $signed(acc_rd__data[319:288]) + $signed(bias_9);
-  assign \$598  = v0 ? \$597 [31:0] : x1_9;
-  assign \$599  = $signed(x1_9) * $signed({ 1'h0, mult_9[15:0] });
-  assign \$600  = v1 ? { \$599 [47], \$599  } : plo2_9;
-  assign \$601  = $signed(x1_9) * $signed(mult_9[31:16]);
-  assign \$602  = v1 ? \$601  : phi2_9;
-  assign \$604  = $signed(plo2_9) + $signed(\$603 );
-  assign \$605  = v2 ? \$604  : { p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9 };
-  assign \$606  = $signed(p3_9) >>> shift_9;
-  assign \$607  = v3 ? \$606  : sh4_9;
-  assign \$609  = \$608  >> shift_9;
-  assign \$610  = v3 ? \$609  : rb4_9;
-  assign \$611  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$612  = $signed(\$611 ) + $signed(cmd[143:136]);
-  assign \$613  = $signed(\$612 ) > $signed(8'h7f);
-  assign \$614  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$615  = $signed(\$614 ) + $signed(cmd[143:136]);
-  assign \$616  = $signed(\$615 ) < $signed(8'h80);
-  assign \$617  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$618  = $signed(\$617 ) + $signed(cmd[143:136]);
-  assign \$619  = \$616  ? 13'h1f80 : \$618 ;
-  assign \$620  = \$613  ? 13'h007f : \$619 ;
-  assign \$621  = sh4_9[63] ? 8'h80 : 8'h7f;
-  assign \$622  = fits5_9 ? \$620 [7:0] : \$621 ;
-  assign \$623  = $signed(\$622 ) > $signed(cmd[143:136]);
+  assign \$595  = \$582  ? \$594  : cmd[143:136];
+  assign \$596  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$597  = $signed(\$596 ) + $signed(cmd[143:136]);
+  assign \$598  = $signed(\$597 ) > $signed(8'h7f);
+  assign \$599  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$600  = $signed(\$599 ) + $signed(cmd[143:136]);
+  assign \$601  = $signed(\$600 ) < $signed(8'h80);
+  assign \$602  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$603  = $signed(\$602 ) + $signed(cmd[143:136]);
+  assign \$604  = \$601  ? 13'h1f80 : \$603 ;
+  assign \$605  = \$598  ? 13'h007f : \$604 ;
+  assign \$606  = sh4_8[63] ? 8'h80 : 8'h7f;
+  assign \$607  = fits5_8 ? \$605 [7:0] : \$606 ;
+  assign \$608  = cmd[145] ? \$595  : \$607 ;
+  assign \$609  = v4 ? \$608  : y5_8;
+  assign \$610  = $signed(acc_rd__data[319:288]) + $signed(bias_9);
+  assign \$611  = v0 ? \$610 [31:0] : x1_9;
+  assign \$612  = $signed(x1_9) * $signed({ 1'h0, mult_9[15:0] });
+  assign \$613  = v1 ? { \$612 [47], \$612  } : plo2_9;
+  assign \$614  = $signed(x1_9) * $signed(mult_9[31:16]);
+  assign \$615  = v1 ? \$614  : phi2_9;
+  assign \$617  = $signed(plo2_9) + $signed(\$616 );
+  assign \$618  = v2 ? \$617  : { p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9 };
+  assign \$619  = $signed(p3_9) >>> shift_9;
+  assign \$620  = v3 ? \$619  : sh4_9;
+  assign \$622  = \$621  >> shift_9;
+  assign \$623  = v3 ? \$622  : rb4_9;
   assign \$624  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
   assign \$625  = $signed(\$624 ) + $signed(cmd[143:136]);
   assign \$626  = $signed(\$625 ) > $signed(8'h7f);
@@ -57038,7 +57050,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$633  = \$626  ? 13'h007f : \$632 ;
   assign \$634  = sh4_9[63] ? 8'h80 : 8'h7f;
   assign \$635  = fits5_9 ? \$633 [7:0] : \$634 ;
-  assign \$636  = \$623  ? \$635  : cmd[143:136];
+  assign \$636  = $signed(\$635 ) > $signed(cmd[143:136]);
   assign \$637  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
   assign \$638  = $signed(\$637 ) + $signed(cmd[143:136]);
   assign \$639  = $signed(\$638 ) > $signed(8'h7f);
@@ -57051,33 +57063,33 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$646  = \$639  ? 13'h007f : \$645 ;
   assign \$647  = sh4_9[63] ? 8'h80 : 8'h7f;
   assign \$648  = fits5_9 ? \$646 [7:0] : \$647 ;
-  assign \$649  = cmd[145] ? \$636  : \$648 ;
-  assign \$650  = v4 ? \$649  : y5_9;
-  assign \$651  = $signed(acc_rd__data[351:320]) + $signed(bias_10);
-  assign \$652  = v0 ? \$651 [31:0] : x1_10;
-  assign \$653  = $signed(x1_10) * $signed({ 1'h0, mult_10[15:0] });
-  assign \$654  = v1 ? { \$653 [47], \$653  } : plo2_10;
-  assign \$655  = $signed(x1_10) * $signed(mult_10[31:16]);
-  assign \$656  = v1 ? \$655  : phi2_10;
-  assign \$658  = $signed(plo2_10) + $signed(\$657 );
-  assign \$659  = v2 ? \$658  : { p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10 };
-  assign \$660  = $signed(p3_10) >>> shift_10;
-  assign \$661  = v3 ? \$660  : sh4_10;
-  assign \$663  = \$662  >> shift_10;
-  assign \$664  = v3 ? \$663  : rb4_10;
-  assign \$665  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$666  = $signed(\$665 ) + $signed(cmd[143:136]);
-  assign \$667  = $signed(\$666 ) > $signed(8'h7f);
-  assign \$668  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$669  = $signed(\$668 ) + $signed(cmd[143:136]);
-  assign \$670  = $signed(\$669 ) < $signed(8'h80);
-  assign \$671  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$672  = $signed(\$671 ) + $signed(cmd[143:136]);
-  assign \$673  = \$670  ? 13'h1f80 : \$672 ;
-  assign \$674  = \$667  ? 13'h007f : \$673 ;
-  assign \$675  = sh4_10[63] ? 8'h80 : 8'h7f;
-  assign \$676  = fits5_10 ? \$674 [7:0] : \$675 ;
-  assign \$677  = $signed(\$676 ) > $signed(cmd[143:136]);
+  assign \$649  = \$636  ? \$648  : cmd[143:136];
+  assign \$650  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$651  = $signed(\$650 ) + $signed(cmd[143:136]);
+  assign \$652  = $signed(\$651 ) > $signed(8'h7f);
+  assign \$653  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$654  = $signed(\$653 ) + $signed(cmd[143:136]);
+  assign \$655  = $signed(\$654 ) < $signed(8'h80);
+  assign \$656  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$657  = $signed(\$656 ) + $signed(cmd[143:136]);
+  assign \$658  = \$655  ? 13'h1f80 : \$657 ;
+  assign \$659  = \$652  ? 13'h007f : \$658 ;
+  assign \$660  = sh4_9[63] ? 8'h80 : 8'h7f;
+  assign \$661  = fits5_9 ? \$659 [7:0] : \$660 ;
+  assign \$662  = cmd[145] ? \$649  : \$661 ;
+  assign \$663  = v4 ? \$662  : y5_9;
+  assign \$664  = $signed(acc_rd__data[351:320]) + $signed(bias_10);
+  assign \$665  = v0 ? \$664 [31:0] : x1_10;
+  assign \$666  = $signed(x1_10) * $signed({ 1'h0, mult_10[15:0] });
+  assign \$667  = v1 ? { \$666 [47], \$666  } : plo2_10;
+  assign \$668  = $signed(x1_10) * $signed(mult_10[31:16]);
+  assign \$669  = v1 ? \$668  : phi2_10;
+  assign \$671  = $signed(plo2_10) + $signed(\$670 );
+  assign \$672  = v2 ? \$671  : { p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10 };
+  assign \$673  = $signed(p3_10) >>> shift_10;
+  assign \$674  = v3 ? \$673  : sh4_10;
+  assign \$676  = \$675  >> shift_10;
+  assign \$677  = v3 ? \$676  : rb4_10;
   assign \$678  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
   assign \$679  = $signed(\$678 ) + $signed(cmd[143:136]);
   assign \$680  = $signed(\$679 ) > $signed(8'h7f);
@@ -57090,7 +57102,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$687  = \$680  ? 13'h007f : \$686 ;
   assign \$688  = sh4_10[63] ? 8'h80 : 8'h7f;
   assign \$689  = fits5_10 ? \$687 [7:0] : \$688 ;
-  assign \$690  = \$677  ? \$689  : cmd[143:136];
+  assign \$690  = $signed(\$689 ) > $signed(cmd[143:136]);
   assign \$691  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
   assign \$692  = $signed(\$691 ) + $signed(cmd[143:136]);
   assign \$693  = $signed(\$692 ) > $signed(8'h7f);
@@ -57103,33 +57115,33 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$700  = \$693  ? 13'h007f : \$699 ;
   assign \$701  = sh4_10[63] ? 8'h80 : 8'h7f;
   assign \$702  = fits5_10 ? \$700 [7:0] : \$701 ;
-  assign \$703  = cmd[145] ? \$690  : \$702 ;
-  assign \$704  = v4 ? \$703  : y5_10;
-  assign \$705  = $signed(acc_rd__data[383:352]) + $signed(bias_11);
-  assign \$706  = v0 ? \$705 [31:0] : x1_11;
-  assign \$707  = $signed(x1_11) * $signed({ 1'h0, mult_11[15:0] });
-  assign \$708  = v1 ? { \$707 [47], \$707  } : plo2_11;
-  assign \$709  = $signed(x1_11) * $signed(mult_11[31:16]);
-  assign \$710  = v1 ? \$709  : phi2_11;
-  assign \$712  = $signed(plo2_11) + $signed(\$711 );
-  assign \$713  = v2 ? \$712  : { p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11 };
-  assign \$714  = $signed(p3_11) >>> shift_11;
-  assign \$715  = v3 ? \$714  : sh4_11;
-  assign \$717  = \$716  >> shift_11;
-  assign \$718  = v3 ? \$717  : rb4_11;
-  assign \$719  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$720  = $signed(\$719 ) + $signed(cmd[143:136]);
-  assign \$721  = $signed(\$720 ) > $signed(8'h7f);
-  assign \$722  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$723  = $signed(\$722 ) + $signed(cmd[143:136]);
-  assign \$724  = $signed(\$723 ) < $signed(8'h80);
-  assign \$725  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$726  = $signed(\$725 ) + $signed(cmd[143:136]);
-  assign \$727  = \$724  ? 13'h1f80 : \$726 ;
-  assign \$728  = \$721  ? 13'h007f : \$727 ;
-  assign \$729  = sh4_11[63] ? 8'h80 : 8'h7f;
-  assign \$730  = fits5_11 ? \$728 [7:0] : \$729 ;
-  assign \$731  = $signed(\$730 ) > $signed(cmd[143:136]);
+  assign \$703  = \$690  ? \$702  : cmd[143:136];
+  assign \$704  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$705  = $signed(\$704 ) + $signed(cmd[143:136]);
+  assign \$706  = $signed(\$705 ) > $signed(8'h7f);
+  assign \$707  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$708  = $signed(\$707 ) + $signed(cmd[143:136]);
+  assign \$709  = $signed(\$708 ) < $signed(8'h80);
+  assign \$710  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$711  = $signed(\$710 ) + $signed(cmd[143:136]);
+  assign \$712  = \$709  ? 13'h1f80 : \$711 ;
+  assign \$713  = \$706  ? 13'h007f : \$712 ;
+  assign \$714  = sh4_10[63] ? 8'h80 : 8'h7f;
+  assign \$715  = fits5_10 ? \$713 [7:0] : \$714 ;
+  assign \$716  = cmd[145] ? \$703  : \$715 ;
+  assign \$717  = v4 ? \$716  : y5_10;
+  assign \$718  = $signed(acc_rd__data[383:352]) + $signed(bias_11);
+  assign \$719  = v0 ? \$718 [31:0] : x1_11;
+  assign \$720  = $signed(x1_11) * $signed({ 1'h0, mult_11[15:0] });
+  assign \$721  = v1 ? { \$720 [47], \$720  } : plo2_11;
+  assign \$722  = $signed(x1_11) * $signed(mult_11[31:16]);
+  assign \$723  = v1 ? \$722  : phi2_11;
+  assign \$725  = $signed(plo2_11) + $signed(\$724 );
+  assign \$726  = v2 ? \$725  : { p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11 };
+  assign \$727  = $signed(p3_11) >>> shift_11;
+  assign \$728  = v3 ? \$727  : sh4_11;
+  assign \$730  = \$729  >> shift_11;
+  assign \$731  = v3 ? \$730  : rb4_11;
   assign \$732  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
   assign \$733  = $signed(\$732 ) + $signed(cmd[143:136]);
   assign \$734  = $signed(\$733 ) > $signed(8'h7f);
@@ -57142,7 +57154,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$741  = \$734  ? 13'h007f : \$740 ;
   assign \$742  = sh4_11[63] ? 8'h80 : 8'h7f;
   assign \$743  = fits5_11 ? \$741 [7:0] : \$742 ;
-  assign \$744  = \$731  ? \$743  : cmd[143:136];
+  assign \$744  = $signed(\$743 ) > $signed(cmd[143:136]);
   assign \$745  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
   assign \$746  = $signed(\$745 ) + $signed(cmd[143:136]);
   assign \$747  = $signed(\$746 ) > $signed(8'h7f);
@@ -57155,33 +57167,33 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$754  = \$747  ? 13'h007f : \$753 ;
   assign \$755  = sh4_11[63] ? 8'h80 : 8'h7f;
   assign \$756  = fits5_11 ? \$754 [7:0] : \$755 ;
-  assign \$757  = cmd[145] ? \$744  : \$756 ;
-  assign \$758  = v4 ? \$757  : y5_11;
-  assign \$759  = $signed(acc_rd__data[415:384]) + $signed(bias_12);
-  assign \$760  = v0 ? \$759 [31:0] : x1_12;
-  assign \$761  = $signed(x1_12) * $signed({ 1'h0, mult_12[15:0] });
-  assign \$762  = v1 ? { \$761 [47], \$761  } : plo2_12;
-  assign \$763  = $signed(x1_12) * $signed(mult_12[31:16]);
-  assign \$764  = v1 ? \$763  : phi2_12;
-  assign \$766  = $signed(plo2_12) + $signed(\$765 );
-  assign \$767  = v2 ? \$766  : { p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12 };
-  assign \$768  = $signed(p3_12) >>> shift_12;
-  assign \$769  = v3 ? \$768  : sh4_12;
-  assign \$771  = \$770  >> shift_12;
-  assign \$772  = v3 ? \$771  : rb4_12;
-  assign \$773  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$774  = $signed(\$773 ) + $signed(cmd[143:136]);
-  assign \$775  = $signed(\$774 ) > $signed(8'h7f);
-  assign \$776  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$777  = $signed(\$776 ) + $signed(cmd[143:136]);
-  assign \$778  = $signed(\$777 ) < $signed(8'h80);
-  assign \$779  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$780  = $signed(\$779 ) + $signed(cmd[143:136]);
-  assign \$781  = \$778  ? 13'h1f80 : \$780 ;
-  assign \$782  = \$775  ? 13'h007f : \$781 ;
-  assign \$783  = sh4_12[63] ? 8'h80 : 8'h7f;
-  assign \$784  = fits5_12 ? \$782 [7:0] : \$783 ;
-  assign \$785  = $signed(\$784 ) > $signed(cmd[143:136]);
+  assign \$757  = \$744  ? \$756  : cmd[143:136];
+  assign \$758  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$759  = $signed(\$758 ) + $signed(cmd[143:136]);
+  assign \$760  = $signed(\$759 ) > $signed(8'h7f);
+  assign \$761  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$762  = $signed(\$761 ) + $signed(cmd[143:136]);
+  assign \$763  = $signed(\$762 ) < $signed(8'h80);
+  assign \$764  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$765  = $signed(\$764 ) + $signed(cmd[143:136]);
+  assign \$766  = \$763  ? 13'h1f80 : \$765 ;
+  assign \$767  = \$760  ? 13'h007f : \$766 ;
+  assign \$768  = sh4_11[63] ? 8'h80 : 8'h7f;
+  assign \$769  = fits5_11 ? \$767 [7:0] : \$768 ;
+  assign \$770  = cmd[145] ? \$757  : \$769 ;
+  assign \$771  = v4 ? \$770  : y5_11;
+  assign \$772  = $signed(acc_rd__data[415:384]) + $signed(bias_12);
+  assign \$773  = v0 ? \$772 [31:0] : x1_12;
+  assign \$774  = $signed(x1_12) * $signed({ 1'h0, mult_12[15:0] });
+  assign \$775  = v1 ? { \$774 [47], \$774  } : plo2_12;
+  assign \$776  = $signed(x1_12) * $signed(mult_12[31:16]);
+  assign \$777  = v1 ? \$776  : phi2_12;
+  assign \$779  = $signed(plo2_12) + $signed(\$778 );
+  assign \$780  = v2 ? \$779  : { p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12 };
+  assign \$781  = $signed(p3_12) >>> shift_12;
+  assign \$782  = v3 ? \$781  : sh4_12;
+  assign \$784  = \$783  >> shift_12;
+  assign \$785  = v3 ? \$784  : rb4_12;
   assign \$786  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
   assign \$787  = $signed(\$786 ) + $signed(cmd[143:136]);
   assign \$788  = $signed(\$787 ) > $signed(8'h7f);
@@ -57194,7 +57206,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$795  = \$788  ? 13'h007f : \$794 ;
   assign \$796  = sh4_12[63] ? 8'h80 : 8'h7f;
   assign \$797  = fits5_12 ? \$795 [7:0] : \$796 ;
-  assign \$798  = \$785  ? \$797  : cmd[143:136];
+  assign \$798  = $signed(\$797 ) > $signed(cmd[143:136]);
   assign \$799  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
   assign \$800  = $signed(\$799 ) + $signed(cmd[143:136]);
   assign \$801  = $signed(\$800 ) > $signed(8'h7f);
@@ -57207,33 +57219,33 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$808  = \$801  ? 13'h007f : \$807 ;
   assign \$809  = sh4_12[63] ? 8'h80 : 8'h7f;
   assign \$810  = fits5_12 ? \$808 [7:0] : \$809 ;
-  assign \$811  = cmd[145] ? \$798  : \$810 ;
-  assign \$812  = v4 ? \$811  : y5_12;
-  assign \$813  = $signed(acc_rd__data[447:416]) + $signed(bias_13);
-  assign \$814  = v0 ? \$813 [31:0] : x1_13;
-  assign \$815  = $signed(x1_13) * $signed({ 1'h0, mult_13[15:0] });
-  assign \$816  = v1 ? { \$815 [47], \$815  } : plo2_13;
-  assign \$817  = $signed(x1_13) * $signed(mult_13[31:16]);
-  assign \$818  = v1 ? \$817  : phi2_13;
-  assign \$820  = $signed(plo2_13) + $signed(\$819 );
-  assign \$821  = v2 ? \$820  : { p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13 };
-  assign \$822  = $signed(p3_13) >>> shift_13;
-  assign \$823  = v3 ? \$822  : sh4_13;
-  assign \$825  = \$824  >> shift_13;
-  assign \$826  = v3 ? \$825  : rb4_13;
-  assign \$827  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$828  = $signed(\$827 ) + $signed(cmd[143:136]);
-  assign \$829  = $signed(\$828 ) > $signed(8'h7f);
-  assign \$830  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$831  = $signed(\$830 ) + $signed(cmd[143:136]);
-  assign \$832  = $signed(\$831 ) < $signed(8'h80);
-  assign \$833  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$834  = $signed(\$833 ) + $signed(cmd[143:136]);
-  assign \$835  = \$832  ? 13'h1f80 : \$834 ;
-  assign \$836  = \$829  ? 13'h007f : \$835 ;
-  assign \$837  = sh4_13[63] ? 8'h80 : 8'h7f;
-  assign \$838  = fits5_13 ? \$836 [7:0] : \$837 ;
-  assign \$839  = $signed(\$838 ) > $signed(cmd[143:136]);
+  assign \$811  = \$798  ? \$810  : cmd[143:136];
+  assign \$812  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$813  = $signed(\$812 ) + $signed(cmd[143:136]);
+  assign \$814  = $signed(\$813 ) > $signed(8'h7f);
+  assign \$815  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$816  = $signed(\$815 ) + $signed(cmd[143:136]);
+  assign \$817  = $signed(\$816 ) < $signed(8'h80);
+  assign \$818  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$819  = $signed(\$818 ) + $signed(cmd[143:136]);
+  assign \$820  = \$817  ? 13'h1f80 : \$819 ;
+  assign \$821  = \$814  ? 13'h007f : \$820 ;
+  assign \$822  = sh4_12[63] ? 8'h80 : 8'h7f;
+  assign \$823  = fits5_12 ? \$821 [7:0] : \$822 ;
+  assign \$824  = cmd[145] ? \$811  : \$823 ;
+  assign \$825  = v4 ? \$824  : y5_12;
+  assign \$826  = $signed(acc_rd__data[447:416]) + $signed(bias_13);
+  assign \$827  = v0 ? \$826 [31:0] : x1_13;
+  assign \$828  = $signed(x1_13) * $signed({ 1'h0, mult_13[15:0] });
+  assign \$829  = v1 ? { \$828 [47], \$828  } : plo2_13;
+  assign \$830  = $signed(x1_13) * $signed(mult_13[31:16]);
+  assign \$831  = v1 ? \$830  : phi2_13;
+  assign \$833  = $signed(plo2_13) + $signed(\$832 );
+  assign \$834  = v2 ? \$833  : { p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13 };
+  assign \$835  = $signed(p3_13) >>> shift_13;
+  assign \$836  = v3 ? \$835  : sh4_13;
+  assign \$838  = \$837  >> shift_13;
+  assign \$839  = v3 ? \$838  : rb4_13;
   assign \$840  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
   assign \$841  = $signed(\$840 ) + $signed(cmd[143:136]);
   assign \$842  = $signed(\$841 ) > $signed(8'h7f);
@@ -57246,7 +57258,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$849  = \$842  ? 13'h007f : \$848 ;
   assign \$850  = sh4_13[63] ? 8'h80 : 8'h7f;
   assign \$851  = fits5_13 ? \$849 [7:0] : \$850 ;
-  assign \$852  = \$839  ? \$851  : cmd[143:136];
+  assign \$852  = $signed(\$851 ) > $signed(cmd[143:136]);
   assign \$853  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
   assign \$854  = $signed(\$853 ) + $signed(cmd[143:136]);
   assign \$855  = $signed(\$854 ) > $signed(8'h7f);
@@ -57259,33 +57271,33 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$862  = \$855  ? 13'h007f : \$861 ;
   assign \$863  = sh4_13[63] ? 8'h80 : 8'h7f;
   assign \$864  = fits5_13 ? \$862 [7:0] : \$863 ;
-  assign \$865  = cmd[145] ? \$852  : \$864 ;
-  assign \$866  = v4 ? \$865  : y5_13;
-  assign \$867  = $signed(acc_rd__data[479:448]) + $signed(bias_14);
-  assign \$868  = v0 ? \$867 [31:0] : x1_14;
-  assign \$869  = $signed(x1_14) * $signed({ 1'h0, mult_14[15:0] });
-  assign \$870  = v1 ? { \$869 [47], \$869  } : plo2_14;
-  assign \$871  = $signed(x1_14) * $signed(mult_14[31:16]);
-  assign \$872  = v1 ? \$871  : phi2_14;
-  assign \$874  = $signed(plo2_14) + $signed(\$873 );
-  assign \$875  = v2 ? \$874  : { p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14 };
-  assign \$876  = $signed(p3_14) >>> shift_14;
-  assign \$877  = v3 ? \$876  : sh4_14;
-  assign \$879  = \$878  >> shift_14;
-  assign \$880  = v3 ? \$879  : rb4_14;
-  assign \$881  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$882  = $signed(\$881 ) + $signed(cmd[143:136]);
-  assign \$883  = $signed(\$882 ) > $signed(8'h7f);
-  assign \$884  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$885  = $signed(\$884 ) + $signed(cmd[143:136]);
-  assign \$886  = $signed(\$885 ) < $signed(8'h80);
-  assign \$887  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$888  = $signed(\$887 ) + $signed(cmd[143:136]);
-  assign \$889  = \$886  ? 13'h1f80 : \$888 ;
-  assign \$890  = \$883  ? 13'h007f : \$889 ;
-  assign \$891  = sh4_14[63] ? 8'h80 : 8'h7f;
-  assign \$892  = fits5_14 ? \$890 [7:0] : \$891 ;
-  assign \$893  = $signed(\$892 ) > $signed(cmd[143:136]);
+  assign \$865  = \$852  ? \$864  : cmd[143:136];
+  assign \$866  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$867  = $signed(\$866 ) + $signed(cmd[143:136]);
+  assign \$868  = $signed(\$867 ) > $signed(8'h7f);
+  assign \$869  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$870  = $signed(\$869 ) + $signed(cmd[143:136]);
+  assign \$871  = $signed(\$870 ) < $signed(8'h80);
+  assign \$872  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$873  = $signed(\$872 ) + $signed(cmd[143:136]);
+  assign \$874  = \$871  ? 13'h1f80 : \$873 ;
+  assign \$875  = \$868  ? 13'h007f : \$874 ;
+  assign \$876  = sh4_13[63] ? 8'h80 : 8'h7f;
+  assign \$877  = fits5_13 ? \$875 [7:0] : \$876 ;
+  assign \$878  = cmd[145] ? \$865  : \$877 ;
+  assign \$879  = v4 ? \$878  : y5_13;
+  assign \$880  = $signed(acc_rd__data[479:448]) + $signed(bias_14);
+  assign \$881  = v0 ? \$880 [31:0] : x1_14;
+  assign \$882  = $signed(x1_14) * $signed({ 1'h0, mult_14[15:0] });
+  assign \$883  = v1 ? { \$882 [47], \$882  } : plo2_14;
+  assign \$884  = $signed(x1_14) * $signed(mult_14[31:16]);
+  assign \$885  = v1 ? \$884  : phi2_14;
+  assign \$887  = $signed(plo2_14) + $signed(\$886 );
+  assign \$888  = v2 ? \$887  : { p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14 };
+  assign \$889  = $signed(p3_14) >>> shift_14;
+  assign \$890  = v3 ? \$889  : sh4_14;
+  assign \$892  = \$891  >> shift_14;
+  assign \$893  = v3 ? \$892  : rb4_14;
   assign \$894  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
   assign \$895  = $signed(\$894 ) + $signed(cmd[143:136]);
   assign \$896  = $signed(\$895 ) > $signed(8'h7f);
@@ -57298,7 +57310,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$903  = \$896  ? 13'h007f : \$902 ;
   assign \$904  = sh4_14[63] ? 8'h80 : 8'h7f;
   assign \$905  = fits5_14 ? \$903 [7:0] : \$904 ;
-  assign \$906  = \$893  ? \$905  : cmd[143:136];
+  assign \$906  = $signed(\$905 ) > $signed(cmd[143:136]);
   assign \$907  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
   assign \$908  = $signed(\$907 ) + $signed(cmd[143:136]);
   assign \$909  = $signed(\$908 ) > $signed(8'h7f);
@@ -57311,33 +57323,33 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$916  = \$909  ? 13'h007f : \$915 ;
   assign \$917  = sh4_14[63] ? 8'h80 : 8'h7f;
   assign \$918  = fits5_14 ? \$916 [7:0] : \$917 ;
-  assign \$919  = cmd[145] ? \$906  : \$918 ;
-  assign \$920  = v4 ? \$919  : y5_14;
-  assign \$921  = $signed(acc_rd__data[511:480]) + $signed(bias_15);
-  assign \$922  = v0 ? \$921 [31:0] : x1_15;
-  assign \$923  = $signed(x1_15) * $signed({ 1'h0, mult_15[15:0] });
-  assign \$924  = v1 ? { \$923 [47], \$923  } : plo2_15;
-  assign \$925  = $signed(x1_15) * $signed(mult_15[31:16]);
-  assign \$926  = v1 ? \$925  : phi2_15;
-  assign \$928  = $signed(plo2_15) + $signed(\$927 );
-  assign \$929  = v2 ? \$928  : { p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15 };
-  assign \$930  = $signed(p3_15) >>> shift_15;
-  assign \$931  = v3 ? \$930  : sh4_15;
-  assign \$933  = \$932  >> shift_15;
-  assign \$934  = v3 ? \$933  : rb4_15;
-  assign \$935  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$936  = $signed(\$935 ) + $signed(cmd[143:136]);
-  assign \$937  = $signed(\$936 ) > $signed(8'h7f);
-  assign \$938  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$939  = $signed(\$938 ) + $signed(cmd[143:136]);
-  assign \$940  = $signed(\$939 ) < $signed(8'h80);
-  assign \$941  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$942  = $signed(\$941 ) + $signed(cmd[143:136]);
-  assign \$943  = \$940  ? 13'h1f80 : \$942 ;
-  assign \$944  = \$937  ? 13'h007f : \$943 ;
-  assign \$945  = sh4_15[63] ? 8'h80 : 8'h7f;
-  assign \$946  = fits5_15 ? \$944 [7:0] : \$945 ;
-  assign \$947  = $signed(\$946 ) > $signed(cmd[143:136]);
+  assign \$919  = \$906  ? \$918  : cmd[143:136];
+  assign \$920  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$921  = $signed(\$920 ) + $signed(cmd[143:136]);
+  assign \$922  = $signed(\$921 ) > $signed(8'h7f);
+  assign \$923  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$924  = $signed(\$923 ) + $signed(cmd[143:136]);
+  assign \$925  = $signed(\$924 ) < $signed(8'h80);
+  assign \$926  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$927  = $signed(\$926 ) + $signed(cmd[143:136]);
+  assign \$928  = \$925  ? 13'h1f80 : \$927 ;
+  assign \$929  = \$922  ? 13'h007f : \$928 ;
+  assign \$930  = sh4_14[63] ? 8'h80 : 8'h7f;
+  assign \$931  = fits5_14 ? \$929 [7:0] : \$930 ;
+  assign \$932  = cmd[145] ? \$919  : \$931 ;
+  assign \$933  = v4 ? \$932  : y5_14;
+  assign \$934  = $signed(acc_rd__data[511:480]) + $signed(bias_15);
+  assign \$935  = v0 ? \$934 [31:0] : x1_15;
+  assign \$936  = $signed(x1_15) * $signed({ 1'h0, mult_15[15:0] });
+  assign \$937  = v1 ? { \$936 [47], \$936  } : plo2_15;
+  assign \$938  = $signed(x1_15) * $signed(mult_15[31:16]);
+  assign \$939  = v1 ? \$938  : phi2_15;
+  assign \$941  = $signed(plo2_15) + $signed(\$940 );
+  assign \$942  = v2 ? \$941  : { p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15 };
+  assign \$943  = $signed(p3_15) >>> shift_15;
+  assign \$944  = v3 ? \$943  : sh4_15;
+  assign \$946  = \$945  >> shift_15;
+  assign \$947  = v3 ? \$946  : rb4_15;
   assign \$948  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
   assign \$949  = $signed(\$948 ) + $signed(cmd[143:136]);
   assign \$950  = $signed(\$949 ) > $signed(8'h7f);
@@ -57350,7 +57362,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$957  = \$950  ? 13'h007f : \$956 ;
   assign \$958  = sh4_15[63] ? 8'h80 : 8'h7f;
   assign \$959  = fits5_15 ? \$957 [7:0] : \$958 ;
-  assign \$960  = \$947  ? \$959  : cmd[143:136];
+  assign \$960  = $signed(\$959 ) > $signed(cmd[143:136]);
   assign \$961  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
   assign \$962  = $signed(\$961 ) + $signed(cmd[143:136]);
   assign \$963  = $signed(\$962 ) > $signed(8'h7f);
@@ -57363,1130 +57375,1036 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$970  = \$963  ? 13'h007f : \$969 ;
   assign \$971  = sh4_15[63] ? 8'h80 : 8'h7f;
   assign \$972  = fits5_15 ? \$970 [7:0] : \$971 ;
-  assign \$973  = cmd[145] ? \$960  : \$972 ;
-  assign \$974  = v4 ? \$973  : y5_15;
-  assign \$975  = retired + 1'h1;
-  assign \$976  = ! retired;
-  assign \$977  = $signed(max6_0) > $signed(out6_0);
-  assign \$978  = \$977  ? max6_0 : out6_0;
-  assign \$979  = \$976  ? out6_0 : \$978 ;
-  assign \$980  = ! retired;
-  assign \$981  = $signed(max6_1) > $signed(out6_1);
-  assign \$982  = \$981  ? max6_1 : out6_1;
-  assign \$983  = \$980  ? out6_1 : \$982 ;
-  assign \$984  = ! retired;
-  assign \$985  = $signed(max6_2) > $signed(out6_2);
-  assign \$986  = \$985  ? max6_2 : out6_2;
-  assign \$987  = \$984  ? out6_2 : \$986 ;
-  assign \$988  = ! retired;
-  assign \$989  = $signed(max6_3) > $signed(out6_3);
-  assign \$990  = \$989  ? max6_3 : out6_3;
-  assign \$991  = \$988  ? out6_3 : \$990 ;
-  assign \$992  = ! retired;
-  assign \$993  = $signed(max6_4) > $signed(out6_4);
-  assign \$994  = \$993  ? max6_4 : out6_4;
-  assign \$995  = \$992  ? out6_4 : \$994 ;
-  assign \$996  = ! retired;
-  assign \$997  = $signed(max6_5) > $signed(out6_5);
-  assign \$998  = \$997  ? max6_5 : out6_5;
-  assign \$999  = \$996  ? out6_5 : \$998 ;
-  assign \$1000  = ! retired;
-  assign \$1001  = $signed(max6_6) > $signed(out6_6);
-  assign \$1002  = \$1001  ? max6_6 : out6_6;
-  assign \$1003  = \$1000  ? out6_6 : \$1002 ;
-  assign \$1004  = ! retired;
-  assign \$1005  = $signed(max6_7) > $signed(out6_7);
-  assign \$1006  = \$1005  ? max6_7 : out6_7;
-  assign \$1007  = \$1004  ? out6_7 : \$1006 ;
-  assign \$1008  = ! retired;
-  assign \$1009  = $signed(max6_8) > $signed(out6_8);
-  assign \$1010  = \$1009  ? max6_8 : out6_8;
-  assign \$1011  = \$1008  ? out6_8 : \$1010 ;
-  assign \$1012  = ! retired;
-  assign \$1013  = $signed(max6_9) > $signed(out6_9);
-  assign \$1014  = \$1013  ? max6_9 : out6_9;
-  assign \$1015  = \$1012  ? out6_9 : \$1014 ;
-  assign \$1016  = ! retired;
-  assign \$1017  = $signed(max6_10) > $signed(out6_10);
-  assign \$1018  = \$1017  ? max6_10 : out6_10;
-  assign \$1019  = \$1016  ? out6_10 : \$1018 ;
-  assign \$1020  = ! retired;
-  assign \$1021  = $signed(max6_11) > $signed(out6_11);
-  assign \$1022  = \$1021  ? max6_11 : out6_11;
-  assign \$1023  = \$1020  ? out6_11 : \$1022 ;
-  assign \$1024  = ! retired;
-  assign \$1025  = $signed(max6_12) > $signed(out6_12);
-  assign \$1026  = \$1025  ? max6_12 : out6_12;
-  assign \$1027  = \$1024  ? out6_12 : \$1026 ;
-  assign \$1028  = ! retired;
-  assign \$1029  = $signed(max6_13) > $signed(out6_13);
-  assign \$1030  = \$1029  ? max6_13 : out6_13;
-  assign \$1031  = \$1028  ? out6_13 : \$1030 ;
-  assign \$1032  = ! retired;
-  assign \$1033  = $signed(max6_14) > $signed(out6_14);
-  assign \$1034  = \$1033  ? max6_14 : out6_14;
-  assign \$1035  = \$1032  ? out6_14 : \$1034 ;
-  assign \$1036  = ! retired;
-  assign \$1037  = $signed(max6_15) > $signed(out6_15);
-  assign \$1038  = \$1037  ? max6_15 : out6_15;
-  assign \$1039  = \$1036  ? out6_15 : \$1038 ;
-  assign \$1040  = cmd[39:20] + retired;
-  assign \$1041  = retired == cmd[55:40];
-  assign \$1042  = \$1224  & \$1041 ;
-  assign \$1043  = \$1042  & cmd[147];
-  assign \$1044  = cmd[19:0] + cmd[55:40];
-  assign \$1045  = \$1044  > 14'h2000;
-  assign \$1046  = cmd[75:56] >= 14'h2000;
-  assign \$1047  = cmd[144] & \$1046 ;
-  assign \$1048  = \$1045  | \$1047 ;
-  assign \$1049  = cmd[95:76] >= 14'h2000;
-  assign \$1050  = \$1048  | \$1049 ;
-  assign \$1051  = cmd[115:96] >= 14'h2000;
-  assign \$1052  = \$1050  | \$1051 ;
-  assign \$1053  = cmd[39:20] >= 15'h4000;
-  assign \$1054  = cmd[39:20] + cmd[55:40];
-  assign \$1055  = \$1054  > 15'h4000;
-  assign \$1056  = cmd[147] ? \$1053  : \$1055 ;
-  assign \$1057  = \$1052  | \$1056 ;
-  assign \$1058  = cmd[135:116] + cmd[55:40];
-  assign \$1059  = \$1058  > 15'h4000;
-  assign \$1060  = cmd[146] & \$1059 ;
-  assign range_bad = \$1057  | \$1060 ;
-  assign \$1061  = ! pidx;
-  assign \$1062  = pidx == 1'h1;
-  assign \$1063  = \$1062  ? cmd[75:56] : cmd[95:76];
-  assign \$1064  = \$1061  ? cmd[115:96] : \$1063 ;
-  assign \$1065  = issued != cmd[55:40];
-  assign \$1066  = cmd[19:0] + issued;
-  assign \$1067  = issued != cmd[55:40];
-  assign \$1068  = \$1067  & cmd[146];
-  assign \$1069  = cmd[135:116] + issued;
-  assign \$1070  = issued != cmd[55:40];
-  assign \$1071  = \$1070  & acc_rd__gnt;
-  assign \$1072  = ~ cmd[146];
-  assign \$1073  = spad_rd__gnt | \$1072 ;
-  assign \$1074  = \$1071  & \$1073 ;
-  assign ctl__busy = ~ \$1219 ;
-  assign \$1075  = ! sh4_0[63:10];
-  assign \$1076  = sh4_0[63:10] == 54'h3fffffffffffff;
-  assign fits5_0 = \$1075  | \$1076 ;
-  assign \$1077  = $signed(y5_0) + $signed(res5_0);
-  assign \$1078  = $signed(\$1077 ) > $signed(8'h7f);
-  assign \$1079  = $signed(y5_0) + $signed(res5_0);
-  assign \$1080  = $signed(\$1079 ) < $signed(8'h80);
+  assign \$973  = \$960  ? \$972  : cmd[143:136];
+  assign \$974  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$975  = $signed(\$974 ) + $signed(cmd[143:136]);
+  assign \$976  = $signed(\$975 ) > $signed(8'h7f);
+  assign \$977  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$978  = $signed(\$977 ) + $signed(cmd[143:136]);
+  assign \$979  = $signed(\$978 ) < $signed(8'h80);
+  assign \$980  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$981  = $signed(\$980 ) + $signed(cmd[143:136]);
+  assign \$982  = \$979  ? 13'h1f80 : \$981 ;
+  assign \$983  = \$976  ? 13'h007f : \$982 ;
+  assign \$984  = sh4_15[63] ? 8'h80 : 8'h7f;
+  assign \$985  = fits5_15 ? \$983 [7:0] : \$984 ;
+  assign \$986  = cmd[145] ? \$973  : \$985 ;
+  assign \$987  = v4 ? \$986  : y5_15;
+  assign \$988  = retired + 1'h1;
+  assign \$989  = ! retired;
+  assign \$990  = $signed(max6_0) > $signed(out6_0);
+  assign \$991  = \$990  ? max6_0 : out6_0;
+  assign \$992  = \$989  ? out6_0 : \$991 ;
+  assign \$993  = ! retired;
+  assign \$994  = $signed(max6_1) > $signed(out6_1);
+  assign \$995  = \$994  ? max6_1 : out6_1;
+  assign \$996  = \$993  ? out6_1 : \$995 ;
+  assign \$997  = ! retired;
+  assign \$998  = $signed(max6_2) > $signed(out6_2);
+  assign \$999  = \$998  ? max6_2 : out6_2;
+  assign \$1000  = \$997  ? out6_2 : \$999 ;
+  assign \$1001  = ! retired;
+  assign \$1002  = $signed(max6_3) > $signed(out6_3);
+  assign \$1003  = \$1002  ? max6_3 : out6_3;
+  assign \$1004  = \$1001  ? out6_3 : \$1003 ;
+  assign \$1005  = ! retired;
+  assign \$1006  = $signed(max6_4) > $signed(out6_4);
+  assign \$1007  = \$1006  ? max6_4 : out6_4;
+  assign \$1008  = \$1005  ? out6_4 : \$1007 ;
+  assign \$1009  = ! retired;
+  assign \$1010  = $signed(max6_5) > $signed(out6_5);
+  assign \$1011  = \$1010  ? max6_5 : out6_5;
+  assign \$1012  = \$1009  ? out6_5 : \$1011 ;
+  assign \$1013  = ! retired;
+  assign \$1014  = $signed(max6_6) > $signed(out6_6);
+  assign \$1015  = \$1014  ? max6_6 : out6_6;
+  assign \$1016  = \$1013  ? out6_6 : \$1015 ;
+  assign \$1017  = ! retired;
+  assign \$1018  = $signed(max6_7) > $signed(out6_7);
+  assign \$1019  = \$1018  ? max6_7 : out6_7;
+  assign \$1020  = \$1017  ? out6_7 : \$1019 ;
+  assign \$1021  = ! retired;
+  assign \$1022  = $signed(max6_8) > $signed(out6_8);
+  assign \$1023  = \$1022  ? max6_8 : out6_8;
+  assign \$1024  = \$1021  ? out6_8 : \$1023 ;
+  assign \$1025  = ! retired;
+  assign \$1026  = $signed(max6_9) > $signed(out6_9);
+  assign \$1027  = \$1026  ? max6_9 : out6_9;
+  assign \$1028  = \$1025  ? out6_9 : \$1027 ;
+  assign \$1029  = ! retired;
+  assign \$1030  = $signed(max6_10) > $signed(out6_10);
+  assign \$1031  = \$1030  ? max6_10 : out6_10;
+  assign \$1032  = \$1029  ? out6_10 : \$1031 ;
+  assign \$1033  = ! retired;
+  assign \$1034  = $signed(max6_11) > $signed(out6_11);
+  assign \$1035  = \$1034  ? max6_11 : out6_11;
+  assign \$1036  = \$1033  ? out6_11 : \$1035 ;
+  assign \$1037  = ! retired;
+  assign \$1038  = $signed(max6_12) > $signed(out6_12);
+  assign \$1039  = \$1038  ? max6_12 : out6_12;
+  assign \$1040  = \$1037  ? out6_12 : \$1039 ;
+  assign \$1041  = ! retired;
+  assign \$1042  = $signed(max6_13) > $signed(out6_13);
+  assign \$1043  = \$1042  ? max6_13 : out6_13;
+  assign \$1044  = \$1041  ? out6_13 : \$1043 ;
+  assign \$1045  = ! retired;
+  assign \$1046  = $signed(max6_14) > $signed(out6_14);
+  assign \$1047  = \$1046  ? max6_14 : out6_14;
+  assign \$1048  = \$1045  ? out6_14 : \$1047 ;
+  assign \$1049  = ! retired;
+  assign \$1050  = $signed(max6_15) > $signed(out6_15);
+  assign \$1051  = \$1050  ? max6_15 : out6_15;
+  assign \$1052  = \$1049  ? out6_15 : \$1051 ;
+  assign \$1053  = cmd[39:20] + retired;
+  assign \$1054  = retired == cmd[55:40];
+  assign \$1055  = \$1228  & \$1054 ;
+  assign \$1056  = \$1055  & cmd[147];
+  assign \$1057  = cmd[19:0] + cmd[55:40];
+  assign \$1058  = \$1057  > 14'h2000;
+  assign \$1059  = cmd[75:56] >= 14'h2000;
+  assign \$1060  = cmd[144] & \$1059 ;
+  assign \$1061  = \$1058  | \$1060 ;
+  assign \$1062  = cmd[95:76] >= 14'h2000;
+  assign \$1063  = \$1061  | \$1062 ;
+  assign \$1064  = cmd[115:96] >= 14'h2000;
+  assign \$1065  = \$1063  | \$1064 ;
+  assign \$1066  = cmd[39:20] >= 15'h4000;
+  assign \$1067  = cmd[39:20] + cmd[55:40];
+  assign \$1068  = \$1067  > 15'h4000;
+  assign \$1069  = cmd[147] ? \$1066  : \$1068 ;
+  assign \$1070  = \$1065  | \$1069 ;
+  assign \$1071  = cmd[135:116] + cmd[55:40];
+  assign \$1072  = \$1071  > 15'h4000;
+  assign \$1073  = cmd[146] & \$1072 ;
+  assign range_bad = \$1070  | \$1073 ;
+  assign \$1074  = more & cmd[146];
+  assign \$1075  = more & acc_rd__gnt;
+  assign \$1076  = ~ cmd[146];
+  assign \$1077  = spad_rd__gnt | \$1076 ;
+  assign \$1078  = \$1075  & \$1077 ;
+  assign ctl__busy = ~ \$1223 ;
+  assign \$1079  = ! sh4_0[63:10];
+  assign \$1080  = sh4_0[63:10] == 54'h3fffffffffffff;
+  assign fits5_0 = \$1079  | \$1080 ;
   assign \$1081  = $signed(y5_0) + $signed(res5_0);
-  assign \$1082  = \$1080  ? 9'h180 : \$1081 ;
-  assign \$1083  = \$1078  ? 9'h07f : \$1082 ;
-  assign out6_0 = cmd[146] ? \$1083 [7:0] : y5_0;
-  assign \$1084  = ! sh4_1[63:10];
-  assign \$1085  = sh4_1[63:10] == 54'h3fffffffffffff;
-  assign fits5_1 = \$1084  | \$1085 ;
-  assign \$1086  = $signed(y5_1) + $signed(res5_1);
-  assign \$1087  = $signed(\$1086 ) > $signed(8'h7f);
-  assign \$1088  = $signed(y5_1) + $signed(res5_1);
-  assign \$1089  = $signed(\$1088 ) < $signed(8'h80);
+  assign \$1082  = $signed(\$1081 ) > $signed(8'h7f);
+  assign \$1083  = $signed(y5_0) + $signed(res5_0);
+  assign \$1084  = $signed(\$1083 ) < $signed(8'h80);
+  assign \$1085  = $signed(y5_0) + $signed(res5_0);
+  assign \$1086  = \$1084  ? 9'h180 : \$1085 ;
+  assign \$1087  = \$1082  ? 9'h07f : \$1086 ;
+  assign out6_0 = cmd[146] ? \$1087 [7:0] : y5_0;
+  assign \$1088  = ! sh4_1[63:10];
+  assign \$1089  = sh4_1[63:10] == 54'h3fffffffffffff;
+  assign fits5_1 = \$1088  | \$1089 ;
   assign \$1090  = $signed(y5_1) + $signed(res5_1);
-  assign \$1091  = \$1089  ? 9'h180 : \$1090 ;
-  assign \$1092  = \$1087  ? 9'h07f : \$1091 ;
-  assign out6_1 = cmd[146] ? \$1092 [7:0] : y5_1;
-  assign \$1093  = ! sh4_2[63:10];
-  assign \$1094  = sh4_2[63:10] == 54'h3fffffffffffff;
-  assign fits5_2 = \$1093  | \$1094 ;
-  assign \$1095  = $signed(y5_2) + $signed(res5_2);
-  assign \$1096  = $signed(\$1095 ) > $signed(8'h7f);
-  assign \$1097  = $signed(y5_2) + $signed(res5_2);
-  assign \$1098  = $signed(\$1097 ) < $signed(8'h80);
+  assign \$1091  = $signed(\$1090 ) > $signed(8'h7f);
+  assign \$1092  = $signed(y5_1) + $signed(res5_1);
+  assign \$1093  = $signed(\$1092 ) < $signed(8'h80);
+  assign \$1094  = $signed(y5_1) + $signed(res5_1);
+  assign \$1095  = \$1093  ? 9'h180 : \$1094 ;
+  assign \$1096  = \$1091  ? 9'h07f : \$1095 ;
+  assign out6_1 = cmd[146] ? \$1096 [7:0] : y5_1;
+  assign \$1097  = ! sh4_2[63:10];
+  assign \$1098  = sh4_2[63:10] == 54'h3fffffffffffff;
+  assign fits5_2 = \$1097  | \$1098 ;
   assign \$1099  = $signed(y5_2) + $signed(res5_2);
-  assign \$1100  = \$1098  ? 9'h180 : \$1099 ;
-  assign \$1101  = \$1096  ? 9'h07f : \$1100 ;
-  assign out6_2 = cmd[146] ? \$1101 [7:0] : y5_2;
-  assign \$1102  = ! sh4_3[63:10];
-  assign \$1103  = sh4_3[63:10] == 54'h3fffffffffffff;
-  assign fits5_3 = \$1102  | \$1103 ;
-  assign \$1104  = $signed(y5_3) + $signed(res5_3);
-  assign \$1105  = $signed(\$1104 ) > $signed(8'h7f);
-  assign \$1106  = $signed(y5_3) + $signed(res5_3);
-  assign \$1107  = $signed(\$1106 ) < $signed(8'h80);
+  assign \$1100  = $signed(\$1099 ) > $signed(8'h7f);
+  assign \$1101  = $signed(y5_2) + $signed(res5_2);
+  assign \$1102  = $signed(\$1101 ) < $signed(8'h80);
+  assign \$1103  = $signed(y5_2) + $signed(res5_2);
+  assign \$1104  = \$1102  ? 9'h180 : \$1103 ;
+  assign \$1105  = \$1100  ? 9'h07f : \$1104 ;
+  assign out6_2 = cmd[146] ? \$1105 [7:0] : y5_2;
+  assign \$1106  = ! sh4_3[63:10];
+  assign \$1107  = sh4_3[63:10] == 54'h3fffffffffffff;
+  assign fits5_3 = \$1106  | \$1107 ;
   assign \$1108  = $signed(y5_3) + $signed(res5_3);
-  assign \$1109  = \$1107  ? 9'h180 : \$1108 ;
-  assign \$1110  = \$1105  ? 9'h07f : \$1109 ;
-  assign out6_3 = cmd[146] ? \$1110 [7:0] : y5_3;
-  assign \$1111  = ! sh4_4[63:10];
-  assign \$1112  = sh4_4[63:10] == 54'h3fffffffffffff;
-  assign fits5_4 = \$1111  | \$1112 ;
-  assign \$1113  = $signed(y5_4) + $signed(res5_4);
-  assign \$1114  = $signed(\$1113 ) > $signed(8'h7f);
-  assign \$1115  = $signed(y5_4) + $signed(res5_4);
-  assign \$1116  = $signed(\$1115 ) < $signed(8'h80);
+  assign \$1109  = $signed(\$1108 ) > $signed(8'h7f);
+  assign \$1110  = $signed(y5_3) + $signed(res5_3);
+  assign \$1111  = $signed(\$1110 ) < $signed(8'h80);
+  assign \$1112  = $signed(y5_3) + $signed(res5_3);
+  assign \$1113  = \$1111  ? 9'h180 : \$1112 ;
+  assign \$1114  = \$1109  ? 9'h07f : \$1113 ;
+  assign out6_3 = cmd[146] ? \$1114 [7:0] : y5_3;
+  assign \$1115  = ! sh4_4[63:10];
+  assign \$1116  = sh4_4[63:10] == 54'h3fffffffffffff;
+  assign fits5_4 = \$1115  | \$1116 ;
   assign \$1117  = $signed(y5_4) + $signed(res5_4);
-  assign \$1118  = \$1116  ? 9'h180 : \$1117 ;
-  assign \$1119  = \$1114  ? 9'h07f : \$1118 ;
-  assign out6_4 = cmd[146] ? \$1119 [7:0] : y5_4;
-  assign \$1120  = ! sh4_5[63:10];
-  assign \$1121  = sh4_5[63:10] == 54'h3fffffffffffff;
-  assign fits5_5 = \$1120  | \$1121 ;
-  assign \$1122  = $signed(y5_5) + $signed(res5_5);
-  assign \$1123  = $signed(\$1122 ) > $signed(8'h7f);
-  assign \$1124  = $signed(y5_5) + $signed(res5_5);
-  assign \$1125  = $signed(\$1124 ) < $signed(8'h80);
+  assign \$1118  = $signed(\$1117 ) > $signed(8'h7f);
+  assign \$1119  = $signed(y5_4) + $signed(res5_4);
+  assign \$1120  = $signed(\$1119 ) < $signed(8'h80);
+  assign \$1121  = $signed(y5_4) + $signed(res5_4);
+  assign \$1122  = \$1120  ? 9'h180 : \$1121 ;
+  assign \$1123  = \$1118  ? 9'h07f : \$1122 ;
+  assign out6_4 = cmd[146] ? \$1123 [7:0] : y5_4;
+  assign \$1124  = ! sh4_5[63:10];
+  assign \$1125  = sh4_5[63:10] == 54'h3fffffffffffff;
+  assign fits5_5 = \$1124  | \$1125 ;
   assign \$1126  = $signed(y5_5) + $signed(res5_5);
-  assign \$1127  = \$1125  ? 9'h180 : \$1126 ;
-  assign \$1128  = \$1123  ? 9'h07f : \$1127 ;
-  assign out6_5 = cmd[146] ? \$1128 [7:0] : y5_5;
-  assign \$1129  = ! sh4_6[63:10];
-  assign \$1130  = sh4_6[63:10] == 54'h3fffffffffffff;
-  assign fits5_6 = \$1129  | \$1130 ;
-  assign \$1131  = $signed(y5_6) + $signed(res5_6);
-  assign \$1132  = $signed(\$1131 ) > $signed(8'h7f);
-  assign \$1133  = $signed(y5_6) + $signed(res5_6);
-  assign \$1134  = $signed(\$1133 ) < $signed(8'h80);
+  assign \$1127  = $signed(\$1126 ) > $signed(8'h7f);
+  assign \$1128  = $signed(y5_5) + $signed(res5_5);
+  assign \$1129  = $signed(\$1128 ) < $signed(8'h80);
+  assign \$1130  = $signed(y5_5) + $signed(res5_5);
+  assign \$1131  = \$1129  ? 9'h180 : \$1130 ;
+  assign \$1132  = \$1127  ? 9'h07f : \$1131 ;
+  assign out6_5 = cmd[146] ? \$1132 [7:0] : y5_5;
+  assign \$1133  = ! sh4_6[63:10];
+  assign \$1134  = sh4_6[63:10] == 54'h3fffffffffffff;
+  assign fits5_6 = \$1133  | \$1134 ;
   assign \$1135  = $signed(y5_6) + $signed(res5_6);
-  assign \$1136  = \$1134  ? 9'h180 : \$1135 ;
-  assign \$1137  = \$1132  ? 9'h07f : \$1136 ;
-  assign out6_6 = cmd[146] ? \$1137 [7:0] : y5_6;
-  assign \$1138  = ! sh4_7[63:10];
-  assign \$1139  = sh4_7[63:10] == 54'h3fffffffffffff;
-  assign fits5_7 = \$1138  | \$1139 ;
-  assign \$1140  = $signed(y5_7) + $signed(res5_7);
-  assign \$1141  = $signed(\$1140 ) > $signed(8'h7f);
-  assign \$1142  = $signed(y5_7) + $signed(res5_7);
-  assign \$1143  = $signed(\$1142 ) < $signed(8'h80);
+  assign \$1136  = $signed(\$1135 ) > $signed(8'h7f);
+  assign \$1137  = $signed(y5_6) + $signed(res5_6);
+  assign \$1138  = $signed(\$1137 ) < $signed(8'h80);
+  assign \$1139  = $signed(y5_6) + $signed(res5_6);
+  assign \$1140  = \$1138  ? 9'h180 : \$1139 ;
+  assign \$1141  = \$1136  ? 9'h07f : \$1140 ;
+  assign out6_6 = cmd[146] ? \$1141 [7:0] : y5_6;
+  assign \$1142  = ! sh4_7[63:10];
+  assign \$1143  = sh4_7[63:10] == 54'h3fffffffffffff;
+  assign fits5_7 = \$1142  | \$1143 ;
   assign \$1144  = $signed(y5_7) + $signed(res5_7);
-  assign \$1145  = \$1143  ? 9'h180 : \$1144 ;
-  assign \$1146  = \$1141  ? 9'h07f : \$1145 ;
-  assign out6_7 = cmd[146] ? \$1146 [7:0] : y5_7;
-  assign \$1147  = ! sh4_8[63:10];
-  assign \$1148  = sh4_8[63:10] == 54'h3fffffffffffff;
-  assign fits5_8 = \$1147  | \$1148 ;
-  assign \$1149  = $signed(y5_8) + $signed(res5_8);
-  assign \$1150  = $signed(\$1149 ) > $signed(8'h7f);
-  assign \$1151  = $signed(y5_8) + $signed(res5_8);
-  assign \$1152  = $signed(\$1151 ) < $signed(8'h80);
+  assign \$1145  = $signed(\$1144 ) > $signed(8'h7f);
+  assign \$1146  = $signed(y5_7) + $signed(res5_7);
+  assign \$1147  = $signed(\$1146 ) < $signed(8'h80);
+  assign \$1148  = $signed(y5_7) + $signed(res5_7);
+  assign \$1149  = \$1147  ? 9'h180 : \$1148 ;
+  assign \$1150  = \$1145  ? 9'h07f : \$1149 ;
+  assign out6_7 = cmd[146] ? \$1150 [7:0] : y5_7;
+  assign \$1151  = ! sh4_8[63:10];
+  assign \$1152  = sh4_8[63:10] == 54'h3fffffffffffff;
+  assign fits5_8 = \$1151  | \$1152 ;
   assign \$1153  = $signed(y5_8) + $signed(res5_8);
-  assign \$1154  = \$1152  ? 9'h180 : \$1153 ;
-  assign \$1155  = \$1150  ? 9'h07f : \$1154 ;
-  assign out6_8 = cmd[146] ? \$1155 [7:0] : y5_8;
-  assign \$1156  = ! sh4_9[63:10];
-  assign \$1157  = sh4_9[63:10] == 54'h3fffffffffffff;
-  assign fits5_9 = \$1156  | \$1157 ;
-  assign \$1158  = $signed(y5_9) + $signed(res5_9);
-  assign \$1159  = $signed(\$1158 ) > $signed(8'h7f);
-  assign \$1160  = $signed(y5_9) + $signed(res5_9);
-  assign \$1161  = $signed(\$1160 ) < $signed(8'h80);
+  assign \$1154  = $signed(\$1153 ) > $signed(8'h7f);
+  assign \$1155  = $signed(y5_8) + $signed(res5_8);
+  assign \$1156  = $signed(\$1155 ) < $signed(8'h80);
+  assign \$1157  = $signed(y5_8) + $signed(res5_8);
+  assign \$1158  = \$1156  ? 9'h180 : \$1157 ;
+  assign \$1159  = \$1154  ? 9'h07f : \$1158 ;
+  assign out6_8 = cmd[146] ? \$1159 [7:0] : y5_8;
+  assign \$1160  = ! sh4_9[63:10];
+  assign \$1161  = sh4_9[63:10] == 54'h3fffffffffffff;
+  assign fits5_9 = \$1160  | \$1161 ;
   assign \$1162  = $signed(y5_9) + $signed(res5_9);
-  assign \$1163  = \$1161  ? 9'h180 : \$1162 ;
-  assign \$1164  = \$1159  ? 9'h07f : \$1163 ;
-  assign out6_9 = cmd[146] ? \$1164 [7:0] : y5_9;
-  assign \$1165  = ! sh4_10[63:10];
-  assign \$1166  = sh4_10[63:10] == 54'h3fffffffffffff;
-  assign fits5_10 = \$1165  | \$1166 ;
-  assign \$1167  = $signed(y5_10) + $signed(res5_10);
-  assign \$1168  = $signed(\$1167 ) > $signed(8'h7f);
-  assign \$1169  = $signed(y5_10) + $signed(res5_10);
-  assign \$1170  = $signed(\$1169 ) < $signed(8'h80);
+  assign \$1163  = $signed(\$1162 ) > $signed(8'h7f);
+  assign \$1164  = $signed(y5_9) + $signed(res5_9);
+  assign \$1165  = $signed(\$1164 ) < $signed(8'h80);
+  assign \$1166  = $signed(y5_9) + $signed(res5_9);
+  assign \$1167  = \$1165  ? 9'h180 : \$1166 ;
+  assign \$1168  = \$1163  ? 9'h07f : \$1167 ;
+  assign out6_9 = cmd[146] ? \$1168 [7:0] : y5_9;
+  assign \$1169  = ! sh4_10[63:10];
+  assign \$1170  = sh4_10[63:10] == 54'h3fffffffffffff;
+  assign fits5_10 = \$1169  | \$1170 ;
   assign \$1171  = $signed(y5_10) + $signed(res5_10);
-  assign \$1172  = \$1170  ? 9'h180 : \$1171 ;
-  assign \$1173  = \$1168  ? 9'h07f : \$1172 ;
-  assign out6_10 = cmd[146] ? \$1173 [7:0] : y5_10;
-  assign \$1174  = ! sh4_11[63:10];
-  assign \$1175  = sh4_11[63:10] == 54'h3fffffffffffff;
-  assign fits5_11 = \$1174  | \$1175 ;
-  assign \$1176  = $signed(y5_11) + $signed(res5_11);
-  assign \$1177  = $signed(\$1176 ) > $signed(8'h7f);
-  assign \$1178  = $signed(y5_11) + $signed(res5_11);
-  assign \$1179  = $signed(\$1178 ) < $signed(8'h80);
+  assign \$1172  = $signed(\$1171 ) > $signed(8'h7f);
+  assign \$1173  = $signed(y5_10) + $signed(res5_10);
+  assign \$1174  = $signed(\$1173 ) < $signed(8'h80);
+  assign \$1175  = $signed(y5_10) + $signed(res5_10);
+  assign \$1176  = \$1174  ? 9'h180 : \$1175 ;
+  assign \$1177  = \$1172  ? 9'h07f : \$1176 ;
+  assign out6_10 = cmd[146] ? \$1177 [7:0] : y5_10;
+  assign \$1178  = ! sh4_11[63:10];
+  assign \$1179  = sh4_11[63:10] == 54'h3fffffffffffff;
+  assign fits5_11 = \$1178  | \$1179 ;
   assign \$1180  = $signed(y5_11) + $signed(res5_11);
-  assign \$1181  = \$1179  ? 9'h180 : \$1180 ;
-  assign \$1182  = \$1177  ? 9'h07f : \$1181 ;
-  assign out6_11 = cmd[146] ? \$1182 [7:0] : y5_11;
-  assign \$1183  = ! sh4_12[63:10];
-  assign \$1184  = sh4_12[63:10] == 54'h3fffffffffffff;
-  assign fits5_12 = \$1183  | \$1184 ;
-  assign \$1185  = $signed(y5_12) + $signed(res5_12);
-  assign \$1186  = $signed(\$1185 ) > $signed(8'h7f);
-  assign \$1187  = $signed(y5_12) + $signed(res5_12);
-  assign \$1188  = $signed(\$1187 ) < $signed(8'h80);
+  assign \$1181  = $signed(\$1180 ) > $signed(8'h7f);
+  assign \$1182  = $signed(y5_11) + $signed(res5_11);
+  assign \$1183  = $signed(\$1182 ) < $signed(8'h80);
+  assign \$1184  = $signed(y5_11) + $signed(res5_11);
+  assign \$1185  = \$1183  ? 9'h180 : \$1184 ;
+  assign \$1186  = \$1181  ? 9'h07f : \$1185 ;
+  assign out6_11 = cmd[146] ? \$1186 [7:0] : y5_11;
+  assign \$1187  = ! sh4_12[63:10];
+  assign \$1188  = sh4_12[63:10] == 54'h3fffffffffffff;
+  assign fits5_12 = \$1187  | \$1188 ;
   assign \$1189  = $signed(y5_12) + $signed(res5_12);
-  assign \$1190  = \$1188  ? 9'h180 : \$1189 ;
-  assign \$1191  = \$1186  ? 9'h07f : \$1190 ;
-  assign out6_12 = cmd[146] ? \$1191 [7:0] : y5_12;
-  assign \$1192  = ! sh4_13[63:10];
-  assign \$1193  = sh4_13[63:10] == 54'h3fffffffffffff;
-  assign fits5_13 = \$1192  | \$1193 ;
-  assign \$1194  = $signed(y5_13) + $signed(res5_13);
-  assign \$1195  = $signed(\$1194 ) > $signed(8'h7f);
-  assign \$1196  = $signed(y5_13) + $signed(res5_13);
-  assign \$1197  = $signed(\$1196 ) < $signed(8'h80);
+  assign \$1190  = $signed(\$1189 ) > $signed(8'h7f);
+  assign \$1191  = $signed(y5_12) + $signed(res5_12);
+  assign \$1192  = $signed(\$1191 ) < $signed(8'h80);
+  assign \$1193  = $signed(y5_12) + $signed(res5_12);
+  assign \$1194  = \$1192  ? 9'h180 : \$1193 ;
+  assign \$1195  = \$1190  ? 9'h07f : \$1194 ;
+  assign out6_12 = cmd[146] ? \$1195 [7:0] : y5_12;
+  assign \$1196  = ! sh4_13[63:10];
+  assign \$1197  = sh4_13[63:10] == 54'h3fffffffffffff;
+  assign fits5_13 = \$1196  | \$1197 ;
   assign \$1198  = $signed(y5_13) + $signed(res5_13);
-  assign \$1199  = \$1197  ? 9'h180 : \$1198 ;
-  assign \$1200  = \$1195  ? 9'h07f : \$1199 ;
-  assign out6_13 = cmd[146] ? \$1200 [7:0] : y5_13;
-  assign \$1201  = ! sh4_14[63:10];
-  assign \$1202  = sh4_14[63:10] == 54'h3fffffffffffff;
-  assign fits5_14 = \$1201  | \$1202 ;
-  assign \$1203  = $signed(y5_14) + $signed(res5_14);
-  assign \$1204  = $signed(\$1203 ) > $signed(8'h7f);
-  assign \$1205  = $signed(y5_14) + $signed(res5_14);
-  assign \$1206  = $signed(\$1205 ) < $signed(8'h80);
+  assign \$1199  = $signed(\$1198 ) > $signed(8'h7f);
+  assign \$1200  = $signed(y5_13) + $signed(res5_13);
+  assign \$1201  = $signed(\$1200 ) < $signed(8'h80);
+  assign \$1202  = $signed(y5_13) + $signed(res5_13);
+  assign \$1203  = \$1201  ? 9'h180 : \$1202 ;
+  assign \$1204  = \$1199  ? 9'h07f : \$1203 ;
+  assign out6_13 = cmd[146] ? \$1204 [7:0] : y5_13;
+  assign \$1205  = ! sh4_14[63:10];
+  assign \$1206  = sh4_14[63:10] == 54'h3fffffffffffff;
+  assign fits5_14 = \$1205  | \$1206 ;
   assign \$1207  = $signed(y5_14) + $signed(res5_14);
-  assign \$1208  = \$1206  ? 9'h180 : \$1207 ;
-  assign \$1209  = \$1204  ? 9'h07f : \$1208 ;
-  assign out6_14 = cmd[146] ? \$1209 [7:0] : y5_14;
-  assign \$1210  = ! sh4_15[63:10];
-  assign \$1211  = sh4_15[63:10] == 54'h3fffffffffffff;
-  assign fits5_15 = \$1210  | \$1211 ;
-  assign \$1212  = $signed(y5_15) + $signed(res5_15);
-  assign \$1213  = $signed(\$1212 ) > $signed(8'h7f);
-  assign \$1214  = $signed(y5_15) + $signed(res5_15);
-  assign \$1215  = $signed(\$1214 ) < $signed(8'h80);
+  assign \$1208  = $signed(\$1207 ) > $signed(8'h7f);
+  assign \$1209  = $signed(y5_14) + $signed(res5_14);
+  assign \$1210  = $signed(\$1209 ) < $signed(8'h80);
+  assign \$1211  = $signed(y5_14) + $signed(res5_14);
+  assign \$1212  = \$1210  ? 9'h180 : \$1211 ;
+  assign \$1213  = \$1208  ? 9'h07f : \$1212 ;
+  assign out6_14 = cmd[146] ? \$1213 [7:0] : y5_14;
+  assign \$1214  = ! sh4_15[63:10];
+  assign \$1215  = sh4_15[63:10] == 54'h3fffffffffffff;
+  assign fits5_15 = \$1214  | \$1215 ;
   assign \$1216  = $signed(y5_15) + $signed(res5_15);
-  assign \$1217  = \$1215  ? 9'h180 : \$1216 ;
-  assign \$1218  = \$1213  ? 9'h07f : \$1217 ;
-  assign out6_15 = cmd[146] ? \$1218 [7:0] : y5_15;
-  assign \$1219  = ! vec_fsm_state;
-  assign \$1220  = vec_fsm_state == 1'h1;
-  assign \$1221  = vec_fsm_state == 2'h2;
-  assign \$1222  = vec_fsm_state == 2'h3;
-  assign \$1223  = vec_fsm_state == 3'h4;
-  assign \$1224  = vec_fsm_state == 3'h5;
-  assign \$1225  = vec_fsm_state == 3'h6;
+  assign \$1217  = $signed(\$1216 ) > $signed(8'h7f);
+  assign \$1218  = $signed(y5_15) + $signed(res5_15);
+  assign \$1219  = $signed(\$1218 ) < $signed(8'h80);
+  assign \$1220  = $signed(y5_15) + $signed(res5_15);
+  assign \$1221  = \$1219  ? 9'h180 : \$1220 ;
+  assign \$1222  = \$1217  ? 9'h07f : \$1221 ;
+  assign out6_15 = cmd[146] ? \$1222 [7:0] : y5_15;
+  assign \$1223  = ! vec_fsm_state;
+  assign \$1224  = vec_fsm_state == 1'h1;
+  assign \$1225  = vec_fsm_state == 2'h2;
+  assign \$1226  = vec_fsm_state == 2'h3;
+  assign \$1227  = vec_fsm_state == 3'h4;
+  assign \$1228  = vec_fsm_state == 3'h5;
+  assign \$1229  = vec_fsm_state == 3'h6;
   always @(posedge clk)
-    shift_0 <= \$1226 ;
+    shift_0 <= \$1230 ;
   always @(posedge clk)
-    shift_1 <= \$1227 ;
+    shift_1 <= \$1231 ;
   always @(posedge clk)
-    shift_2 <= \$1228 ;
+    shift_2 <= \$1232 ;
   always @(posedge clk)
-    shift_3 <= \$1229 ;
+    shift_3 <= \$1233 ;
   always @(posedge clk)
-    shift_4 <= \$1230 ;
+    shift_4 <= \$1234 ;
   always @(posedge clk)
-    shift_5 <= \$1231 ;
+    shift_5 <= \$1235 ;
   always @(posedge clk)
-    shift_6 <= \$1232 ;
+    shift_6 <= \$1236 ;
   always @(posedge clk)
-    shift_7 <= \$1233 ;
+    shift_7 <= \$1237 ;
   always @(posedge clk)
-    shift_8 <= \$1234 ;
+    shift_8 <= \$1238 ;
   always @(posedge clk)
-    shift_9 <= \$1235 ;
+    shift_9 <= \$1239 ;
   always @(posedge clk)
-    shift_10 <= \$1236 ;
+    shift_10 <= \$1240 ;
   always @(posedge clk)
-    shift_11 <= \$1237 ;
+    shift_11 <= \$1241 ;
   always @(posedge clk)
-    shift_12 <= \$1238 ;
+    shift_12 <= \$1242 ;
   always @(posedge clk)
-    shift_13 <= \$1239 ;
+    shift_13 <= \$1243 ;
   always @(posedge clk)
-    shift_14 <= \$1240 ;
+    shift_14 <= \$1244 ;
   always @(posedge clk)
-    shift_15 <= \$1241 ;
+    shift_15 <= \$1245 ;
   always @(posedge clk)
-    shift_out_of_range <= \$1242 ;
+    shift_out_of_range <= \$1246 ;
   always @(posedge clk)
-    bias_0 <= \$1243 ;
+    bias_0 <= \$1247 ;
   always @(posedge clk)
-    bias_1 <= \$1244 ;
+    bias_1 <= \$1248 ;
   always @(posedge clk)
-    bias_2 <= \$1245 ;
+    bias_2 <= \$1249 ;
   always @(posedge clk)
-    bias_3 <= \$1246 ;
+    bias_3 <= \$1250 ;
   always @(posedge clk)
-    bias_4 <= \$1247 ;
+    bias_4 <= \$1251 ;
   always @(posedge clk)
-    bias_5 <= \$1248 ;
+    bias_5 <= \$1252 ;
   always @(posedge clk)
-    bias_6 <= \$1249 ;
+    bias_6 <= \$1253 ;
   always @(posedge clk)
-    bias_7 <= \$1250 ;
+    bias_7 <= \$1254 ;
   always @(posedge clk)
-    bias_8 <= \$1251 ;
+    bias_8 <= \$1255 ;
   always @(posedge clk)
-    bias_9 <= \$1252 ;
+    bias_9 <= \$1256 ;
   always @(posedge clk)
-    bias_10 <= \$1253 ;
+    bias_10 <= \$1257 ;
   always @(posedge clk)
-    bias_11 <= \$1254 ;
+    bias_11 <= \$1258 ;
   always @(posedge clk)
-    bias_12 <= \$1255 ;
+    bias_12 <= \$1259 ;
   always @(posedge clk)
-    bias_13 <= \$1256 ;
+    bias_13 <= \$1260 ;
   always @(posedge clk)
-    bias_14 <= \$1257 ;
+    bias_14 <= \$1261 ;
   always @(posedge clk)
-    bias_15 <= \$1258 ;
+    bias_15 <= \$1262 ;
   always @(posedge clk)
-    mult_0 <= \$1259 ;
+    mult_0 <= \$1263 ;
   always @(posedge clk)
-    mult_1 <= \$1260 ;
+    mult_1 <= \$1264 ;
   always @(posedge clk)
-    mult_2 <= \$1261 ;
+    mult_2 <= \$1265 ;
   always @(posedge clk)
-    mult_3 <= \$1262 ;
+    mult_3 <= \$1266 ;
   always @(posedge clk)
-    mult_4 <= \$1263 ;
+    mult_4 <= \$1267 ;
   always @(posedge clk)
-    mult_5 <= \$1264 ;
+    mult_5 <= \$1268 ;
   always @(posedge clk)
-    mult_6 <= \$1265 ;
+    mult_6 <= \$1269 ;
   always @(posedge clk)
-    mult_7 <= \$1266 ;
+    mult_7 <= \$1270 ;
   always @(posedge clk)
-    mult_8 <= \$1267 ;
+    mult_8 <= \$1271 ;
   always @(posedge clk)
-    mult_9 <= \$1268 ;
+    mult_9 <= \$1272 ;
   always @(posedge clk)
-    mult_10 <= \$1269 ;
+    mult_10 <= \$1273 ;
   always @(posedge clk)
-    mult_11 <= \$1270 ;
+    mult_11 <= \$1274 ;
   always @(posedge clk)
-    mult_12 <= \$1271 ;
+    mult_12 <= \$1275 ;
   always @(posedge clk)
-    mult_13 <= \$1272 ;
+    mult_13 <= \$1276 ;
   always @(posedge clk)
-    mult_14 <= \$1273 ;
+    mult_14 <= \$1277 ;
   always @(posedge clk)
-    mult_15 <= \$1274 ;
+    mult_15 <= \$1278 ;
   always @(posedge clk)
-    cap_valid <= \$1275 ;
+    cap_valid <= \$1279 ;
   always @(posedge clk)
-    cmd <= \$1276 ;
+    cmd <= \$1280 ;
   always @(posedge clk)
-    err <= \$1277 ;
+    err <= \$1281 ;
   always @(posedge clk)
-    issued <= \$1278 ;
+    issued <= \$1282 ;
   always @(posedge clk)
-    retired <= \$1279 ;
+    retired <= \$1283 ;
   always @(posedge clk)
-    vec_fsm_state <= \$1280 ;
+    vec_fsm_state <= \$1284 ;
   always @(posedge clk)
-    pidx <= \$1281 ;
+    pidx <= \$1285 ;
   always @(posedge clk)
-    cap_idx <= \$1282 ;
+    acc_ptr <= \$1286 ;
   always @(posedge clk)
-    v0 <= \$1283 ;
+    res_ptr <= \$1287 ;
   always @(posedge clk)
-    v1 <= \$1284 ;
+    more <= \$1288 ;
   always @(posedge clk)
-    v2 <= \$1285 ;
+    cap_idx <= \$1289 ;
   always @(posedge clk)
-    v3 <= \$1286 ;
+    v0 <= \$1290 ;
   always @(posedge clk)
-    v4 <= \$1287 ;
+    v1 <= \$1291 ;
   always @(posedge clk)
-    v5 <= \$1288 ;
+    v2 <= \$1292 ;
   always @(posedge clk)
-    res1_0 <= \$31 ;
+    v3 <= \$1293 ;
   always @(posedge clk)
-    res2_0 <= \$32 ;
+    v4 <= \$1294 ;
   always @(posedge clk)
-    res3_0 <= \$33 ;
+    v5 <= \$1295 ;
   always @(posedge clk)
-    res4_0 <= \$34 ;
+    res1_0 <= \$44 ;
   always @(posedge clk)
-    res5_0 <= \$35 ;
+    res2_0 <= \$45 ;
   always @(posedge clk)
-    res1_1 <= \$36 ;
+    res3_0 <= \$46 ;
   always @(posedge clk)
-    res2_1 <= \$37 ;
+    res4_0 <= \$47 ;
   always @(posedge clk)
-    res3_1 <= \$38 ;
+    res5_0 <= \$48 ;
   always @(posedge clk)
-    res4_1 <= \$39 ;
+    res1_1 <= \$49 ;
   always @(posedge clk)
-    res5_1 <= \$40 ;
+    res2_1 <= \$50 ;
   always @(posedge clk)
-    res1_2 <= \$41 ;
+    res3_1 <= \$51 ;
   always @(posedge clk)
-    res2_2 <= \$42 ;
+    res4_1 <= \$52 ;
   always @(posedge clk)
-    res3_2 <= \$43 ;
+    res5_1 <= \$53 ;
   always @(posedge clk)
-    res4_2 <= \$44 ;
+    res1_2 <= \$54 ;
   always @(posedge clk)
-    res5_2 <= \$45 ;
+    res2_2 <= \$55 ;
   always @(posedge clk)
-    res1_3 <= \$46 ;
+    res3_2 <= \$56 ;
   always @(posedge clk)
-    res2_3 <= \$47 ;
+    res4_2 <= \$57 ;
   always @(posedge clk)
-    res3_3 <= \$48 ;
+    res5_2 <= \$58 ;
   always @(posedge clk)
-    res4_3 <= \$49 ;
+    res1_3 <= \$59 ;
   always @(posedge clk)
-    res5_3 <= \$50 ;
+    res2_3 <= \$60 ;
   always @(posedge clk)
-    res1_4 <= \$51 ;
+    res3_3 <= \$61 ;
   always @(posedge clk)
-    res2_4 <= \$52 ;
+    res4_3 <= \$62 ;
   always @(posedge clk)
-    res3_4 <= \$53 ;
+    res5_3 <= \$63 ;
   always @(posedge clk)
-    res4_4 <= \$54 ;
+    res1_4 <= \$64 ;
   always @(posedge clk)
-    res5_4 <= \$55 ;
+    res2_4 <= \$65 ;
   always @(posedge clk)
-    res1_5 <= \$56 ;
+    res3_4 <= \$66 ;
   always @(posedge clk)
-    res2_5 <= \$57 ;
+    res4_4 <= \$67 ;
   always @(posedge clk)
-    res3_5 <= \$58 ;
+    res5_4 <= \$68 ;
   always @(posedge clk)
-    res4_5 <= \$59 ;
+    res1_5 <= \$69 ;
   always @(posedge clk)
-    res5_5 <= \$60 ;
+    res2_5 <= \$70 ;
   always @(posedge clk)
-    res1_6 <= \$61 ;
+    res3_5 <= \$71 ;
   always @(posedge clk)
-    res2_6 <= \$62 ;
+    res4_5 <= \$72 ;
   always @(posedge clk)
-    res3_6 <= \$63 ;
+    res5_5 <= \$73 ;
   always @(posedge clk)
-    res4_6 <= \$64 ;
+    res1_6 <= \$74 ;
   always @(posedge clk)
-    res5_6 <= \$65 ;
+    res2_6 <= \$75 ;
   always @(posedge clk)
-    res1_7 <= \$66 ;
+    res3_6 <= \$76 ;
   always @(posedge clk)
-    res2_7 <= \$67 ;
+    res4_6 <= \$77 ;
   always @(posedge clk)
-    res3_7 <= \$68 ;
+    res5_6 <= \$78 ;
   always @(posedge clk)
-    res4_7 <= \$69 ;
+    res1_7 <= \$79 ;
   always @(posedge clk)
-    res5_7 <= \$70 ;
+    res2_7 <= \$80 ;
   always @(posedge clk)
-    res1_8 <= \$71 ;
+    res3_7 <= \$81 ;
   always @(posedge clk)
-    res2_8 <= \$72 ;
+    res4_7 <= \$82 ;
   always @(posedge clk)
-    res3_8 <= \$73 ;
+    res5_7 <= \$83 ;
   always @(posedge clk)
-    res4_8 <= \$74 ;
+    res1_8 <= \$84 ;
   always @(posedge clk)
-    res5_8 <= \$75 ;
+    res2_8 <= \$85 ;
   always @(posedge clk)
-    res1_9 <= \$76 ;
+    res3_8 <= \$86 ;
   always @(posedge clk)
-    res2_9 <= \$77 ;
+    res4_8 <= \$87 ;
   always @(posedge clk)
-    res3_9 <= \$78 ;
+    res5_8 <= \$88 ;
   always @(posedge clk)
-    res4_9 <= \$79 ;
+    res1_9 <= \$89 ;
   always @(posedge clk)
-    res5_9 <= \$80 ;
+    res2_9 <= \$90 ;
   always @(posedge clk)
-    res1_10 <= \$81 ;
+    res3_9 <= \$91 ;
   always @(posedge clk)
-    res2_10 <= \$82 ;
+    res4_9 <= \$92 ;
   always @(posedge clk)
-    res3_10 <= \$83 ;
+    res5_9 <= \$93 ;
   always @(posedge clk)
-    res4_10 <= \$84 ;
+    res1_10 <= \$94 ;
   always @(posedge clk)
-    res5_10 <= \$85 ;
+    res2_10 <= \$95 ;
   always @(posedge clk)
-    res1_11 <= \$86 ;
+    res3_10 <= \$96 ;
   always @(posedge clk)
-    res2_11 <= \$87 ;
+    res4_10 <= \$97 ;
   always @(posedge clk)
-    res3_11 <= \$88 ;
+    res5_10 <= \$98 ;
   always @(posedge clk)
-    res4_11 <= \$89 ;
+    res1_11 <= \$99 ;
   always @(posedge clk)
-    res5_11 <= \$90 ;
+    res2_11 <= \$100 ;
   always @(posedge clk)
-    res1_12 <= \$91 ;
+    res3_11 <= \$101 ;
   always @(posedge clk)
-    res2_12 <= \$92 ;
+    res4_11 <= \$102 ;
   always @(posedge clk)
-    res3_12 <= \$93 ;
+    res5_11 <= \$103 ;
   always @(posedge clk)
-    res4_12 <= \$94 ;
+    res1_12 <= \$104 ;
   always @(posedge clk)
-    res5_12 <= \$95 ;
+    res2_12 <= \$105 ;
   always @(posedge clk)
-    res1_13 <= \$96 ;
+    res3_12 <= \$106 ;
   always @(posedge clk)
-    res2_13 <= \$97 ;
+    res4_12 <= \$107 ;
   always @(posedge clk)
-    res3_13 <= \$98 ;
+    res5_12 <= \$108 ;
   always @(posedge clk)
-    res4_13 <= \$99 ;
+    res1_13 <= \$109 ;
   always @(posedge clk)
-    res5_13 <= \$100 ;
+    res2_13 <= \$110 ;
   always @(posedge clk)
-    res1_14 <= \$101 ;
+    res3_13 <= \$111 ;
   always @(posedge clk)
-    res2_14 <= \$102 ;
+    res4_13 <= \$112 ;
   always @(posedge clk)
-    res3_14 <= \$103 ;
+    res5_13 <= \$113 ;
   always @(posedge clk)
-    res4_14 <= \$104 ;
+    res1_14 <= \$114 ;
   always @(posedge clk)
-    res5_14 <= \$105 ;
+    res2_14 <= \$115 ;
   always @(posedge clk)
-    res1_15 <= \$106 ;
+    res3_14 <= \$116 ;
   always @(posedge clk)
-    res2_15 <= \$107 ;
+    res4_14 <= \$117 ;
   always @(posedge clk)
-    res3_15 <= \$108 ;
+    res5_14 <= \$118 ;
   always @(posedge clk)
-    res4_15 <= \$109 ;
+    res1_15 <= \$119 ;
   always @(posedge clk)
-    res5_15 <= \$110 ;
+    res2_15 <= \$120 ;
   always @(posedge clk)
-    x1_0 <= \$112 ;
+    res3_15 <= \$121 ;
   always @(posedge clk)
-    plo2_0 <= \$114 ;
+    res4_15 <= \$122 ;
   always @(posedge clk)
-    phi2_0 <= \$116 ;
+    res5_15 <= \$123 ;
   always @(posedge clk)
-    p3_0 <= \$119 [63:0];
+    x1_0 <= \$125 ;
   always @(posedge clk)
-    sh4_0 <= \$121 ;
+    plo2_0 <= \$127 ;
   always @(posedge clk)
-    rb4_0 <= \$124 ;
+    phi2_0 <= \$129 ;
   always @(posedge clk)
-    y5_0 <= \$164 ;
+    p3_0 <= \$132 [63:0];
   always @(posedge clk)
-    x1_1 <= \$166 ;
+    sh4_0 <= \$134 ;
   always @(posedge clk)
-    plo2_1 <= \$168 ;
+    rb4_0 <= \$137 ;
   always @(posedge clk)
-    phi2_1 <= \$170 ;
+    y5_0 <= \$177 ;
   always @(posedge clk)
-    p3_1 <= \$173 [63:0];
+    x1_1 <= \$179 ;
   always @(posedge clk)
-    sh4_1 <= \$175 ;
+    plo2_1 <= \$181 ;
   always @(posedge clk)
-    rb4_1 <= \$178 ;
+    phi2_1 <= \$183 ;
   always @(posedge clk)
-    y5_1 <= \$218 ;
+    p3_1 <= \$186 [63:0];
   always @(posedge clk)
-    x1_2 <= \$220 ;
+    sh4_1 <= \$188 ;
   always @(posedge clk)
-    plo2_2 <= \$222 ;
+    rb4_1 <= \$191 ;
   always @(posedge clk)
-    phi2_2 <= \$224 ;
+    y5_1 <= \$231 ;
   always @(posedge clk)
-    p3_2 <= \$227 [63:0];
+    x1_2 <= \$233 ;
   always @(posedge clk)
-    sh4_2 <= \$229 ;
+    plo2_2 <= \$235 ;
   always @(posedge clk)
-    rb4_2 <= \$232 ;
+    phi2_2 <= \$237 ;
   always @(posedge clk)
-    y5_2 <= \$272 ;
+    p3_2 <= \$240 [63:0];
   always @(posedge clk)
-    x1_3 <= \$274 ;
+    sh4_2 <= \$242 ;
   always @(posedge clk)
-    plo2_3 <= \$276 ;
+    rb4_2 <= \$245 ;
   always @(posedge clk)
-    phi2_3 <= \$278 ;
+    y5_2 <= \$285 ;
   always @(posedge clk)
-    p3_3 <= \$281 [63:0];
+    x1_3 <= \$287 ;
   always @(posedge clk)
-    sh4_3 <= \$283 ;
+    plo2_3 <= \$289 ;
   always @(posedge clk)
-    rb4_3 <= \$286 ;
+    phi2_3 <= \$291 ;
   always @(posedge clk)
-    y5_3 <= \$326 ;
+    p3_3 <= \$294 [63:0];
   always @(posedge clk)
-    x1_4 <= \$328 ;
+    sh4_3 <= \$296 ;
   always @(posedge clk)
-    plo2_4 <= \$330 ;
+    rb4_3 <= \$299 ;
   always @(posedge clk)
-    phi2_4 <= \$332 ;
+    y5_3 <= \$339 ;
   always @(posedge clk)
-    p3_4 <= \$335 [63:0];
+    x1_4 <= \$341 ;
   always @(posedge clk)
-    sh4_4 <= \$337 ;
+    plo2_4 <= \$343 ;
   always @(posedge clk)
-    rb4_4 <= \$340 ;
+    phi2_4 <= \$345 ;
   always @(posedge clk)
-    y5_4 <= \$380 ;
+    p3_4 <= \$348 [63:0];
   always @(posedge clk)
-    x1_5 <= \$382 ;
+    sh4_4 <= \$350 ;
   always @(posedge clk)
-    plo2_5 <= \$384 ;
+    rb4_4 <= \$353 ;
   always @(posedge clk)
-    phi2_5 <= \$386 ;
+    y5_4 <= \$393 ;
   always @(posedge clk)
-    p3_5 <= \$389 [63:0];
+    x1_5 <= \$395 ;
   always @(posedge clk)
-    sh4_5 <= \$391 ;
+    plo2_5 <= \$397 ;
   always @(posedge clk)
-    rb4_5 <= \$394 ;
+    phi2_5 <= \$399 ;
   always @(posedge clk)
-    y5_5 <= \$434 ;
+    p3_5 <= \$402 [63:0];
   always @(posedge clk)
-    x1_6 <= \$436 ;
+    sh4_5 <= \$404 ;
   always @(posedge clk)
-    plo2_6 <= \$438 ;
+    rb4_5 <= \$407 ;
   always @(posedge clk)
-    phi2_6 <= \$440 ;
+    y5_5 <= \$447 ;
   always @(posedge clk)
-    p3_6 <= \$443 [63:0];
+    x1_6 <= \$449 ;
   always @(posedge clk)
-    sh4_6 <= \$445 ;
+    plo2_6 <= \$451 ;
   always @(posedge clk)
-    rb4_6 <= \$448 ;
+    phi2_6 <= \$453 ;
   always @(posedge clk)
-    y5_6 <= \$488 ;
+    p3_6 <= \$456 [63:0];
   always @(posedge clk)
-    x1_7 <= \$490 ;
+    sh4_6 <= \$458 ;
   always @(posedge clk)
-    plo2_7 <= \$492 ;
+    rb4_6 <= \$461 ;
   always @(posedge clk)
-    phi2_7 <= \$494 ;
+    y5_6 <= \$501 ;
   always @(posedge clk)
-    p3_7 <= \$497 [63:0];
+    x1_7 <= \$503 ;
   always @(posedge clk)
-    sh4_7 <= \$499 ;
+    plo2_7 <= \$505 ;
   always @(posedge clk)
-    rb4_7 <= \$502 ;
+    phi2_7 <= \$507 ;
   always @(posedge clk)
-    y5_7 <= \$542 ;
+    p3_7 <= \$510 [63:0];
   always @(posedge clk)
-    x1_8 <= \$544 ;
+    sh4_7 <= \$512 ;
   always @(posedge clk)
-    plo2_8 <= \$546 ;
+    rb4_7 <= \$515 ;
   always @(posedge clk)
-    phi2_8 <= \$548 ;
+    y5_7 <= \$555 ;
   always @(posedge clk)
-    p3_8 <= \$551 [63:0];
+    x1_8 <= \$557 ;
   always @(posedge clk)
-    sh4_8 <= \$553 ;
+    plo2_8 <= \$559 ;
   always @(posedge clk)
-    rb4_8 <= \$556 ;
+    phi2_8 <= \$561 ;
   always @(posedge clk)
-    y5_8 <= \$596 ;
+    p3_8 <= \$564 [63:0];
   always @(posedge clk)
-    x1_9 <= \$598 ;
+    sh4_8 <= \$566 ;
   always @(posedge clk)
-    plo2_9 <= \$600 ;
+    rb4_8 <= \$569 ;
   always @(posedge clk)
-    phi2_9 <= \$602 ;
+    y5_8 <= \$609 ;
   always @(posedge clk)
-    p3_9 <= \$605 [63:0];
+    x1_9 <= \$611 ;
   always @(posedge clk)
-    sh4_9 <= \$607 ;
+    plo2_9 <= \$613 ;
   always @(posedge clk)
-    rb4_9 <= \$610 ;
+    phi2_9 <= \$615 ;
   always @(posedge clk)
-    y5_9 <= \$650 ;
+    p3_9 <= \$618 [63:0];
   always @(posedge clk)
-    x1_10 <= \$652 ;
+    sh4_9 <= \$620 ;
   always @(posedge clk)
-    plo2_10 <= \$654 ;
+    rb4_9 <= \$623 ;
   always @(posedge clk)
-    phi2_10 <= \$656 ;
+    y5_9 <= \$663 ;
   always @(posedge clk)
-    p3_10 <= \$659 [63:0];
+    x1_10 <= \$665 ;
   always @(posedge clk)
-    sh4_10 <= \$661 ;
+    plo2_10 <= \$667 ;
   always @(posedge clk)
-    rb4_10 <= \$664 ;
+    phi2_10 <= \$669 ;
   always @(posedge clk)
-    y5_10 <= \$704 ;
+    p3_10 <= \$672 [63:0];
   always @(posedge clk)
-    x1_11 <= \$706 ;
+    sh4_10 <= \$674 ;
   always @(posedge clk)
-    plo2_11 <= \$708 ;
+    rb4_10 <= \$677 ;
   always @(posedge clk)
-    phi2_11 <= \$710 ;
+    y5_10 <= \$717 ;
   always @(posedge clk)
-    p3_11 <= \$713 [63:0];
+    x1_11 <= \$719 ;
   always @(posedge clk)
-    sh4_11 <= \$715 ;
+    plo2_11 <= \$721 ;
   always @(posedge clk)
-    rb4_11 <= \$718 ;
+    phi2_11 <= \$723 ;
   always @(posedge clk)
-    y5_11 <= \$758 ;
+    p3_11 <= \$726 [63:0];
   always @(posedge clk)
-    x1_12 <= \$760 ;
+    sh4_11 <= \$728 ;
   always @(posedge clk)
-    plo2_12 <= \$762 ;
+    rb4_11 <= \$731 ;
   always @(posedge clk)
-    phi2_12 <= \$764 ;
+    y5_11 <= \$771 ;
   always @(posedge clk)
-    p3_12 <= \$767 [63:0];
+    x1_12 <= \$773 ;
   always @(posedge clk)
-    sh4_12 <= \$769 ;
+    plo2_12 <= \$775 ;
   always @(posedge clk)
-    rb4_12 <= \$772 ;
+    phi2_12 <= \$777 ;
   always @(posedge clk)
-    y5_12 <= \$812 ;
+    p3_12 <= \$780 [63:0];
   always @(posedge clk)
-    x1_13 <= \$814 ;
+    sh4_12 <= \$782 ;
   always @(posedge clk)
-    plo2_13 <= \$816 ;
+    rb4_12 <= \$785 ;
   always @(posedge clk)
-    phi2_13 <= \$818 ;
+    y5_12 <= \$825 ;
   always @(posedge clk)
-    p3_13 <= \$821 [63:0];
+    x1_13 <= \$827 ;
   always @(posedge clk)
-    sh4_13 <= \$823 ;
+    plo2_13 <= \$829 ;
   always @(posedge clk)
-    rb4_13 <= \$826 ;
+    phi2_13 <= \$831 ;
   always @(posedge clk)
-    y5_13 <= \$866 ;
+    p3_13 <= \$834 [63:0];
   always @(posedge clk)
-    x1_14 <= \$868 ;
+    sh4_13 <= \$836 ;
   always @(posedge clk)
-    plo2_14 <= \$870 ;
+    rb4_13 <= \$839 ;
   always @(posedge clk)
-    phi2_14 <= \$872 ;
+    y5_13 <= \$879 ;
   always @(posedge clk)
-    p3_14 <= \$875 [63:0];
+    x1_14 <= \$881 ;
   always @(posedge clk)
-    sh4_14 <= \$877 ;
+    plo2_14 <= \$883 ;
   always @(posedge clk)
-    rb4_14 <= \$880 ;
+    phi2_14 <= \$885 ;
   always @(posedge clk)
-    y5_14 <= \$920 ;
+    p3_14 <= \$888 [63:0];
   always @(posedge clk)
-    x1_15 <= \$922 ;
+    sh4_14 <= \$890 ;
   always @(posedge clk)
-    plo2_15 <= \$924 ;
+    rb4_14 <= \$893 ;
   always @(posedge clk)
-    phi2_15 <= \$926 ;
+    y5_14 <= \$933 ;
   always @(posedge clk)
-    p3_15 <= \$929 [63:0];
+    x1_15 <= \$935 ;
   always @(posedge clk)
-    sh4_15 <= \$931 ;
+    plo2_15 <= \$937 ;
   always @(posedge clk)
-    rb4_15 <= \$934 ;
+    phi2_15 <= \$939 ;
   always @(posedge clk)
-    y5_15 <= \$974 ;
+    p3_15 <= \$942 [63:0];
   always @(posedge clk)
-    wr_en <= \$1289 ;
+    sh4_15 <= \$944 ;
   always @(posedge clk)
-    max6_0 <= \$1290 ;
+    rb4_15 <= \$947 ;
   always @(posedge clk)
-    max6_1 <= \$1291 ;
+    y5_15 <= \$987 ;
   always @(posedge clk)
-    max6_2 <= \$1292 ;
+    wr_en <= \$1296 ;
   always @(posedge clk)
-    max6_3 <= \$1293 ;
+    max6_0 <= \$1297 ;
   always @(posedge clk)
-    max6_4 <= \$1294 ;
+    max6_1 <= \$1298 ;
   always @(posedge clk)
-    max6_5 <= \$1295 ;
+    max6_2 <= \$1299 ;
   always @(posedge clk)
-    max6_6 <= \$1296 ;
+    max6_3 <= \$1300 ;
   always @(posedge clk)
-    max6_7 <= \$1297 ;
+    max6_4 <= \$1301 ;
   always @(posedge clk)
-    max6_8 <= \$1298 ;
+    max6_5 <= \$1302 ;
   always @(posedge clk)
-    max6_9 <= \$1299 ;
+    max6_6 <= \$1303 ;
   always @(posedge clk)
-    max6_10 <= \$1300 ;
+    max6_7 <= \$1304 ;
   always @(posedge clk)
-    max6_11 <= \$1301 ;
+    max6_8 <= \$1305 ;
   always @(posedge clk)
-    max6_12 <= \$1302 ;
+    max6_9 <= \$1306 ;
   always @(posedge clk)
-    max6_13 <= \$1303 ;
+    max6_10 <= \$1307 ;
   always @(posedge clk)
-    max6_14 <= \$1304 ;
+    max6_11 <= \$1308 ;
   always @(posedge clk)
-    max6_15 <= \$1305 ;
+    max6_12 <= \$1309 ;
   always @(posedge clk)
-    wr_addr <= \$1306 ;
+    max6_13 <= \$1310 ;
   always @(posedge clk)
-    wr_data <= \$1307 ;
+    max6_14 <= \$1311 ;
+  always @(posedge clk)
+    max6_15 <= \$1312 ;
+  always @(posedge clk)
+    wr_addr <= \$1313 ;
+  always @(posedge clk)
+    wr_data <= \$1314 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1226  = shift_0;
+    \$1230  = shift_0;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1226  = acc_rd__data[5:0];
+            \$1230  = acc_rd__data[5:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1227  = shift_1;
+    \$1231  = shift_1;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1227  = acc_rd__data[37:32];
+            \$1231  = acc_rd__data[37:32];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1228  = shift_2;
+    \$1232  = shift_2;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1228  = acc_rd__data[69:64];
+            \$1232  = acc_rd__data[69:64];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1229  = shift_3;
+    \$1233  = shift_3;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1229  = acc_rd__data[101:96];
+            \$1233  = acc_rd__data[101:96];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1230  = shift_4;
+    \$1234  = shift_4;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1230  = acc_rd__data[133:128];
+            \$1234  = acc_rd__data[133:128];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1231  = shift_5;
+    \$1235  = shift_5;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1231  = acc_rd__data[165:160];
+            \$1235  = acc_rd__data[165:160];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1232  = shift_6;
+    \$1236  = shift_6;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1232  = acc_rd__data[197:192];
+            \$1236  = acc_rd__data[197:192];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1233  = shift_7;
+    \$1237  = shift_7;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1233  = acc_rd__data[229:224];
+            \$1237  = acc_rd__data[229:224];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1234  = shift_8;
+    \$1238  = shift_8;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1234  = acc_rd__data[261:256];
+            \$1238  = acc_rd__data[261:256];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1235  = shift_9;
+    \$1239  = shift_9;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1235  = acc_rd__data[293:288];
+            \$1239  = acc_rd__data[293:288];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1236  = shift_10;
+    \$1240  = shift_10;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1236  = acc_rd__data[325:320];
+            \$1240  = acc_rd__data[325:320];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1237  = shift_11;
+    \$1241  = shift_11;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1237  = acc_rd__data[357:352];
+            \$1241  = acc_rd__data[357:352];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1238  = shift_12;
+    \$1242  = shift_12;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1238  = acc_rd__data[389:384];
+            \$1242  = acc_rd__data[389:384];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1239  = shift_13;
+    \$1243  = shift_13;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1239  = acc_rd__data[421:416];
+            \$1243  = acc_rd__data[421:416];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1240  = shift_14;
+    \$1244  = shift_14;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1240  = acc_rd__data[453:448];
+            \$1244  = acc_rd__data[453:448];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1241  = shift_15;
+    \$1245  = shift_15;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1241  = acc_rd__data[485:480];
+            \$1245  = acc_rd__data[485:480];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1242  = shift_out_of_range;
+    \$1246  = shift_out_of_range;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$1242  = { \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
+            \$1246  = { \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
       endcase
     end
     if (reset[3]) begin
-      \$1242  = 16'h0000;
+      \$1246  = 16'h0000;
     end
     if (rst) begin
-      \$1242  = 16'h0000;
+      \$1246  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1243  = bias_0;
+    \$1247  = bias_0;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$1243  = acc_rd__data[31:0];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1243  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1244  = bias_1;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1244  = acc_rd__data[63:32];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1244  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1245  = bias_2;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1245  = acc_rd__data[95:64];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1245  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1246  = bias_3;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1246  = acc_rd__data[127:96];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1246  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1247  = bias_4;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1247  = acc_rd__data[159:128];
+            \$1247  = acc_rd__data[31:0];
       endcase
     end
     casez (vec_fsm_state)
@@ -58506,13 +58424,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1248  = bias_5;
+    \$1248  = bias_1;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$1248  = acc_rd__data[191:160];
+            \$1248  = acc_rd__data[63:32];
       endcase
     end
     casez (vec_fsm_state)
@@ -58532,13 +58450,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1249  = bias_6;
+    \$1249  = bias_2;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$1249  = acc_rd__data[223:192];
+            \$1249  = acc_rd__data[95:64];
       endcase
     end
     casez (vec_fsm_state)
@@ -58558,13 +58476,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1250  = bias_7;
+    \$1250  = bias_3;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$1250  = acc_rd__data[255:224];
+            \$1250  = acc_rd__data[127:96];
       endcase
     end
     casez (vec_fsm_state)
@@ -58584,13 +58502,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1251  = bias_8;
+    \$1251  = bias_4;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$1251  = acc_rd__data[287:256];
+            \$1251  = acc_rd__data[159:128];
       endcase
     end
     casez (vec_fsm_state)
@@ -58610,13 +58528,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1252  = bias_9;
+    \$1252  = bias_5;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$1252  = acc_rd__data[319:288];
+            \$1252  = acc_rd__data[191:160];
       endcase
     end
     casez (vec_fsm_state)
@@ -58636,13 +58554,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1253  = bias_10;
+    \$1253  = bias_6;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$1253  = acc_rd__data[351:320];
+            \$1253  = acc_rd__data[223:192];
       endcase
     end
     casez (vec_fsm_state)
@@ -58662,13 +58580,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1254  = bias_11;
+    \$1254  = bias_7;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$1254  = acc_rd__data[383:352];
+            \$1254  = acc_rd__data[255:224];
       endcase
     end
     casez (vec_fsm_state)
@@ -58688,13 +58606,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1255  = bias_12;
+    \$1255  = bias_8;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$1255  = acc_rd__data[415:384];
+            \$1255  = acc_rd__data[287:256];
       endcase
     end
     casez (vec_fsm_state)
@@ -58714,13 +58632,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1256  = bias_13;
+    \$1256  = bias_9;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$1256  = acc_rd__data[447:416];
+            \$1256  = acc_rd__data[319:288];
       endcase
     end
     casez (vec_fsm_state)
@@ -58740,13 +58658,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1257  = bias_14;
+    \$1257  = bias_10;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$1257  = acc_rd__data[479:448];
+            \$1257  = acc_rd__data[351:320];
       endcase
     end
     casez (vec_fsm_state)
@@ -58766,13 +58684,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1258  = bias_15;
+    \$1258  = bias_11;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$1258  = acc_rd__data[511:480];
+            \$1258  = acc_rd__data[383:352];
       endcase
     end
     casez (vec_fsm_state)
@@ -58792,7 +58710,111 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1259  = mult_0;
+    \$1259  = bias_12;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1259  = acc_rd__data[415:384];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$21 ) begin
+              \$1259  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1260  = bias_13;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1260  = acc_rd__data[447:416];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$21 ) begin
+              \$1260  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1261  = bias_14;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1261  = acc_rd__data[479:448];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$21 ) begin
+              \$1261  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1262  = bias_15;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1262  = acc_rd__data[511:480];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$21 ) begin
+              \$1262  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1263  = mult_0;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58800,13 +58822,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1259  = acc_rd__data[31:0];
+            \$1263  = acc_rd__data[31:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1260  = mult_1;
+    \$1264  = mult_1;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58814,13 +58836,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1260  = acc_rd__data[63:32];
+            \$1264  = acc_rd__data[63:32];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1261  = mult_2;
+    \$1265  = mult_2;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58828,13 +58850,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1261  = acc_rd__data[95:64];
+            \$1265  = acc_rd__data[95:64];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1262  = mult_3;
+    \$1266  = mult_3;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58842,13 +58864,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1262  = acc_rd__data[127:96];
+            \$1266  = acc_rd__data[127:96];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1263  = mult_4;
+    \$1267  = mult_4;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58856,13 +58878,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1263  = acc_rd__data[159:128];
+            \$1267  = acc_rd__data[159:128];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1264  = mult_5;
+    \$1268  = mult_5;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58870,13 +58892,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1264  = acc_rd__data[191:160];
+            \$1268  = acc_rd__data[191:160];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1265  = mult_6;
+    \$1269  = mult_6;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58884,13 +58906,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1265  = acc_rd__data[223:192];
+            \$1269  = acc_rd__data[223:192];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1266  = mult_7;
+    \$1270  = mult_7;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58898,13 +58920,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1266  = acc_rd__data[255:224];
+            \$1270  = acc_rd__data[255:224];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1267  = mult_8;
+    \$1271  = mult_8;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58912,13 +58934,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1267  = acc_rd__data[287:256];
+            \$1271  = acc_rd__data[287:256];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1268  = mult_9;
+    \$1272  = mult_9;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58926,13 +58948,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1268  = acc_rd__data[319:288];
+            \$1272  = acc_rd__data[319:288];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1269  = mult_10;
+    \$1273  = mult_10;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58940,13 +58962,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1269  = acc_rd__data[351:320];
+            \$1273  = acc_rd__data[351:320];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1270  = mult_11;
+    \$1274  = mult_11;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58954,13 +58976,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1270  = acc_rd__data[383:352];
+            \$1274  = acc_rd__data[383:352];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1271  = mult_12;
+    \$1275  = mult_12;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58968,13 +58990,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1271  = acc_rd__data[415:384];
+            \$1275  = acc_rd__data[415:384];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1272  = mult_13;
+    \$1276  = mult_13;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58982,13 +59004,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1272  = acc_rd__data[447:416];
+            \$1276  = acc_rd__data[447:416];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1273  = mult_14;
+    \$1277  = mult_14;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -58996,13 +59018,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1273  = acc_rd__data[479:448];
+            \$1277  = acc_rd__data[479:448];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1274  = mult_15;
+    \$1278  = mult_15;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -59010,13 +59032,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
         2'h1:
             /* empty */;
         2'h2:
-            \$1274  = acc_rd__data[511:480];
+            \$1278  = acc_rd__data[511:480];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1275  = 1'h0;
+    \$1279  = 1'h0;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -59024,69 +59046,69 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h3:
           if (acc_rd__gnt) begin
-            \$1275  = 1'h1;
+            \$1279  = 1'h1;
           end
     endcase
     if (reset[3]) begin
-      \$1275  = 1'h0;
+      \$1279  = 1'h0;
     end
     if (rst) begin
-      \$1275  = 1'h0;
+      \$1279  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1276  = cmd;
+    \$1280  = cmd;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1276  = ctl__cmd__payload;
+            \$1280  = ctl__cmd__payload;
           end
     endcase
     if (reset[3]) begin
-      \$1276  = 156'h000000000000000000000000000000000000000;
+      \$1280  = 156'h000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$1276  = 156'h000000000000000000000000000000000000000;
+      \$1280  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1277  = err;
+    \$1281  = err;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1277  = 8'h00;
+            \$1281  = 8'h00;
           end
       3'h1:
           if (\$19 ) begin
-            \$1277  = 8'h02;
+            \$1281  = 8'h02;
           end else if (\$20 ) begin
-            \$1277  = 8'h03;
+            \$1281  = 8'h03;
           end else if (range_bad) begin
-            \$1277  = 8'h04;
+            \$1281  = 8'h04;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$28 ) begin
-            \$1277  = 8'h08;
+          if (\$37 ) begin
+            \$1281  = 8'h08;
           end
     endcase
     if (reset[3]) begin
-      \$1277  = 8'h00;
+      \$1281  = 8'h00;
     end
     if (rst) begin
-      \$1277  = 8'h00;
+      \$1281  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1278  = issued;
+    \$1282  = issued;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1278  = 17'h00000;
+            \$1282  = 17'h00000;
           end
       3'h1:
           /* empty */;
@@ -59096,91 +59118,91 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h5:
           if (fire) begin
-            \$1278  = \$29 [16:0];
+            \$1282  = \$38 [16:0];
           end
     endcase
     if (reset[3]) begin
-      \$1278  = 17'h00000;
+      \$1282  = 17'h00000;
     end
     if (rst) begin
-      \$1278  = 17'h00000;
+      \$1282  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1279  = retired;
+    \$1283  = retired;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1279  = 17'h00000;
+            \$1283  = 17'h00000;
           end
     endcase
     if (v5) begin
-      \$1279  = \$975 [16:0];
+      \$1283  = \$988 [16:0];
     end
     if (reset[3]) begin
-      \$1279  = 17'h00000;
+      \$1283  = 17'h00000;
     end
     if (rst) begin
-      \$1279  = 17'h00000;
+      \$1283  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1280  = vec_fsm_state;
+    \$1284  = vec_fsm_state;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1280  = 3'h1;
+            \$1284  = 3'h1;
           end
       3'h1:
           (* full_case = 32'd1 *)
           if (\$19 ) begin
-            \$1280  = 3'h2;
+            \$1284  = 3'h2;
           end else if (\$20 ) begin
-            \$1280  = 3'h2;
+            \$1284  = 3'h2;
           end else if (range_bad) begin
-            \$1280  = 3'h2;
+            \$1284  = 3'h2;
           end else begin
-            \$1280  = 3'h3;
+            \$1284  = 3'h3;
           end
       3'h3:
           if (acc_rd__gnt) begin
-            if (\$27 ) begin
-              \$1280  = 3'h4;
+            if (\$36 ) begin
+              \$1284  = 3'h4;
             end
           end
       3'h4:
           (* full_case = 32'd1 *)
-          if (\$28 ) begin
-            \$1280  = 3'h2;
+          if (\$37 ) begin
+            \$1284  = 3'h2;
           end else begin
-            \$1280  = 3'h5;
+            \$1284  = 3'h5;
           end
       3'h5:
-          if (\$30 ) begin
+          if (\$43 ) begin
             (* full_case = 32'd1 *)
             if (cmd[147]) begin
-              \$1280  = 3'h6;
+              \$1284  = 3'h6;
             end else begin
-              \$1280  = 3'h2;
+              \$1284  = 3'h2;
             end
           end
       3'h6:
-          \$1280  = 3'h2;
+          \$1284  = 3'h2;
       3'h2:
-          \$1280  = 3'h0;
+          \$1284  = 3'h0;
     endcase
     if (reset[3]) begin
-      \$1280  = 3'h0;
+      \$1284  = 3'h0;
     end
     if (rst) begin
-      \$1280  = 3'h0;
+      \$1284  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1281  = pidx;
+    \$1285  = pidx;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -59190,23 +59212,115 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            \$1281  = 2'h0;
+            \$1285  = 2'h0;
           end
       3'h3:
           if (acc_rd__gnt) begin
-            \$1281  = \$26 [1:0];
+            \$1285  = \$26 [1:0];
           end
     endcase
     if (reset[3]) begin
-      \$1281  = 2'h0;
+      \$1285  = 2'h0;
     end
     if (rst) begin
-      \$1281  = 2'h0;
+      \$1285  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1282  = cap_idx;
+    \$1286  = acc_ptr;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$1286  = cmd[108:96];
+          end
+      3'h3:
+          if (acc_rd__gnt) begin
+            \$1286  = \$35 [12:0];
+          end
+      3'h4:
+          /* empty */;
+      3'h5:
+          if (fire) begin
+            \$1286  = \$41 [12:0];
+          end
+    endcase
+    if (reset[3]) begin
+      \$1286  = 13'h0000;
+    end
+    if (rst) begin
+      \$1286  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1287  = res_ptr;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$1287  = cmd[129:116];
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          if (fire) begin
+            \$1287  = \$42 [13:0];
+          end
+    endcase
+    if (reset[3]) begin
+      \$1287  = 14'h0000;
+    end
+    if (rst) begin
+      \$1287  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1288  = more;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$1288  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          if (fire) begin
+            \$1288  = \$40 ;
+          end
+    endcase
+    if (reset[3]) begin
+      \$1288  = 1'h0;
+    end
+    if (rst) begin
+      \$1288  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1289  = cap_idx;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -59214,266 +59328,266 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h3:
           if (acc_rd__gnt) begin
-            \$1282  = pidx;
+            \$1289  = pidx;
           end
     endcase
     if (reset[3]) begin
-      \$1282  = 2'h0;
+      \$1289  = 2'h0;
     end
     if (rst) begin
-      \$1282  = 2'h0;
+      \$1289  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1283  = fire;
+    \$1290  = fire;
     if (reset[3]) begin
-      \$1283  = 1'h0;
+      \$1290  = 1'h0;
     end
     if (rst) begin
-      \$1283  = 1'h0;
+      \$1290  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1284  = v0;
+    \$1291  = v0;
     if (reset[3]) begin
-      \$1284  = 1'h0;
+      \$1291  = 1'h0;
     end
     if (rst) begin
-      \$1284  = 1'h0;
+      \$1291  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1285  = v1;
+    \$1292  = v1;
     if (reset[3]) begin
-      \$1285  = 1'h0;
+      \$1292  = 1'h0;
     end
     if (rst) begin
-      \$1285  = 1'h0;
+      \$1292  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1286  = v2;
+    \$1293  = v2;
     if (reset[3]) begin
-      \$1286  = 1'h0;
+      \$1293  = 1'h0;
     end
     if (rst) begin
-      \$1286  = 1'h0;
+      \$1293  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1287  = v3;
+    \$1294  = v3;
     if (reset[3]) begin
-      \$1287  = 1'h0;
+      \$1294  = 1'h0;
     end
     if (rst) begin
-      \$1287  = 1'h0;
+      \$1294  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1288  = v4;
+    \$1295  = v4;
     if (reset[3]) begin
-      \$1288  = 1'h0;
+      \$1295  = 1'h0;
     end
     if (rst) begin
-      \$1288  = 1'h0;
+      \$1295  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1289  = 1'h0;
+    \$1296  = 1'h0;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$1289  = 1'h1;
+        \$1296  = 1'h1;
       end
     end
-    if (\$1043 ) begin
-      \$1289  = 1'h1;
+    if (\$1056 ) begin
+      \$1296  = 1'h1;
     end
     if (reset[3]) begin
-      \$1289  = 1'h0;
+      \$1296  = 1'h0;
     end
     if (rst) begin
-      \$1289  = 1'h0;
+      \$1296  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1290  = max6_0;
+    \$1297  = max6_0;
     if (v5) begin
       if (cmd[147]) begin
-        \$1290  = \$979 ;
+        \$1297  = \$992 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1291  = max6_1;
+    \$1298  = max6_1;
     if (v5) begin
       if (cmd[147]) begin
-        \$1291  = \$983 ;
+        \$1298  = \$996 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1292  = max6_2;
+    \$1299  = max6_2;
     if (v5) begin
       if (cmd[147]) begin
-        \$1292  = \$987 ;
+        \$1299  = \$1000 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1293  = max6_3;
+    \$1300  = max6_3;
     if (v5) begin
       if (cmd[147]) begin
-        \$1293  = \$991 ;
+        \$1300  = \$1004 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1294  = max6_4;
+    \$1301  = max6_4;
     if (v5) begin
       if (cmd[147]) begin
-        \$1294  = \$995 ;
+        \$1301  = \$1008 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1295  = max6_5;
+    \$1302  = max6_5;
     if (v5) begin
       if (cmd[147]) begin
-        \$1295  = \$999 ;
+        \$1302  = \$1012 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1296  = max6_6;
+    \$1303  = max6_6;
     if (v5) begin
       if (cmd[147]) begin
-        \$1296  = \$1003 ;
+        \$1303  = \$1016 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1297  = max6_7;
+    \$1304  = max6_7;
     if (v5) begin
       if (cmd[147]) begin
-        \$1297  = \$1007 ;
+        \$1304  = \$1020 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1298  = max6_8;
+    \$1305  = max6_8;
     if (v5) begin
       if (cmd[147]) begin
-        \$1298  = \$1011 ;
+        \$1305  = \$1024 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1299  = max6_9;
+    \$1306  = max6_9;
     if (v5) begin
       if (cmd[147]) begin
-        \$1299  = \$1015 ;
+        \$1306  = \$1028 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1300  = max6_10;
+    \$1307  = max6_10;
     if (v5) begin
       if (cmd[147]) begin
-        \$1300  = \$1019 ;
+        \$1307  = \$1032 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1301  = max6_11;
+    \$1308  = max6_11;
     if (v5) begin
       if (cmd[147]) begin
-        \$1301  = \$1023 ;
+        \$1308  = \$1036 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1302  = max6_12;
+    \$1309  = max6_12;
     if (v5) begin
       if (cmd[147]) begin
-        \$1302  = \$1027 ;
+        \$1309  = \$1040 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1303  = max6_13;
+    \$1310  = max6_13;
     if (v5) begin
       if (cmd[147]) begin
-        \$1303  = \$1031 ;
+        \$1310  = \$1044 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1304  = max6_14;
+    \$1311  = max6_14;
     if (v5) begin
       if (cmd[147]) begin
-        \$1304  = \$1035 ;
+        \$1311  = \$1048 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1305  = max6_15;
+    \$1312  = max6_15;
     if (v5) begin
       if (cmd[147]) begin
-        \$1305  = \$1039 ;
+        \$1312  = \$1052 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1306  = wr_addr;
-    if (v5) begin
-      (* full_case = 32'd1 *)
-      if (cmd[147]) begin
-      end else begin
-        \$1306  = \$1040 [13:0];
-      end
-    end
-    if (\$1043 ) begin
-      \$1306  = cmd[33:20];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1307  = wr_data;
+    \$1313  = wr_addr;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$1307  = { out6_15, out6_14, out6_13, out6_12, out6_11, out6_10, out6_9, out6_8, out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
+        \$1313  = \$1053 [13:0];
       end
     end
-    if (\$1043 ) begin
-      \$1307  = { max6_15, max6_14, max6_13, max6_12, max6_11, max6_10, max6_9, max6_8, max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
+    if (\$1056 ) begin
+      \$1313  = cmd[33:20];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1314  = wr_data;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$1314  = { out6_15, out6_14, out6_13, out6_12, out6_11, out6_10, out6_9, out6_8, out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
+      end
+    end
+    if (\$1056 ) begin
+      \$1314  = { max6_15, max6_14, max6_13, max6_12, max6_11, max6_10, max6_9, max6_8, max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
     end
   end
   always @* begin
@@ -59497,23 +59611,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h4:
           /* empty */;
       3'h5:
-          acc_rd__en = \$1065 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    acc_rd__addr = 13'h0000;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          acc_rd__addr = \$1064 [12:0];
-      3'h4:
-          /* empty */;
-      3'h5:
-          acc_rd__addr = \$1066 [12:0];
+          acc_rd__en = more;
     endcase
   end
   always @* begin
@@ -59529,23 +59627,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h4:
           /* empty */;
       3'h5:
-          spad_rd__en = \$1068 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    spad_rd__addr = 14'h0000;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          spad_rd__addr = \$1069 [13:0];
+          spad_rd__en = \$1074 ;
     endcase
   end
   always @* begin
@@ -59561,7 +59643,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h4:
           /* empty */;
       3'h5:
-          fire = \$1074 ;
+          fire = \$1078 ;
     endcase
   end
   always @* begin
@@ -59586,6 +59668,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   assign ctl__error = err;
   assign active = fire;
+  assign acc_rd__addr = acc_ptr;
+  assign spad_rd__addr = res_ptr;
   assign spad_wr__en = wr_en;
   assign spad_wr__addr = wr_addr;
   assign spad_wr__data = wr_data;
@@ -59619,42 +59703,42 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \ctl__cmd__payload.ops.maxred  = ctl__cmd__payload[147];
   assign \ctl__cmd__payload.ops.reserved  = ctl__cmd__payload[151:148];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[155:152];
-  assign \$117  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
-  assign \$122  = { p3_0, 1'h0 };
-  assign \$171  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
-  assign \$176  = { p3_1, 1'h0 };
-  assign \$225  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
-  assign \$230  = { p3_2, 1'h0 };
-  assign \$279  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
-  assign \$284  = { p3_3, 1'h0 };
-  assign \$333  = { phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4, 16'h0000 };
-  assign \$338  = { p3_4, 1'h0 };
-  assign \$387  = { phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5, 16'h0000 };
-  assign \$392  = { p3_5, 1'h0 };
-  assign \$441  = { phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6, 16'h0000 };
-  assign \$446  = { p3_6, 1'h0 };
-  assign \$495  = { phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7, 16'h0000 };
-  assign \$500  = { p3_7, 1'h0 };
-  assign \$549  = { phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8, 16'h0000 };
-  assign \$554  = { p3_8, 1'h0 };
-  assign \$603  = { phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9, 16'h0000 };
-  assign \$608  = { p3_9, 1'h0 };
-  assign \$657  = { phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10, 16'h0000 };
-  assign \$662  = { p3_10, 1'h0 };
-  assign \$711  = { phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11, 16'h0000 };
-  assign \$716  = { p3_11, 1'h0 };
-  assign \$765  = { phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12, 16'h0000 };
-  assign \$770  = { p3_12, 1'h0 };
-  assign \$819  = { phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13, 16'h0000 };
-  assign \$824  = { p3_13, 1'h0 };
-  assign \$873  = { phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14, 16'h0000 };
-  assign \$878  = { p3_14, 1'h0 };
-  assign \$927  = { phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15, 16'h0000 };
-  assign \$932  = { p3_15, 1'h0 };
+  assign \$130  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
+  assign \$135  = { p3_0, 1'h0 };
+  assign \$184  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
+  assign \$189  = { p3_1, 1'h0 };
+  assign \$238  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
+  assign \$243  = { p3_2, 1'h0 };
+  assign \$292  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
+  assign \$297  = { p3_3, 1'h0 };
+  assign \$346  = { phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4, 16'h0000 };
+  assign \$351  = { p3_4, 1'h0 };
+  assign \$400  = { phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5, 16'h0000 };
+  assign \$405  = { p3_5, 1'h0 };
+  assign \$454  = { phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6, 16'h0000 };
+  assign \$459  = { p3_6, 1'h0 };
+  assign \$508  = { phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7, 16'h0000 };
+  assign \$513  = { p3_7, 1'h0 };
+  assign \$562  = { phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8, 16'h0000 };
+  assign \$567  = { p3_8, 1'h0 };
+  assign \$616  = { phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9, 16'h0000 };
+  assign \$621  = { p3_9, 1'h0 };
+  assign \$670  = { phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10, 16'h0000 };
+  assign \$675  = { p3_10, 1'h0 };
+  assign \$724  = { phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11, 16'h0000 };
+  assign \$729  = { p3_11, 1'h0 };
+  assign \$778  = { phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12, 16'h0000 };
+  assign \$783  = { p3_12, 1'h0 };
+  assign \$832  = { phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13, 16'h0000 };
+  assign \$837  = { p3_13, 1'h0 };
+  assign \$886  = { phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14, 16'h0000 };
+  assign \$891  = { p3_14, 1'h0 };
+  assign \$940  = { phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15, 16'h0000 };
+  assign \$945  = { p3_15, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11918$16 , \port$15682$0 , r_rdy, clk);
+module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11922$16 , \port$15686$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -59698,10 +59782,10 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11918$16
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11918$16 ;
-  wire [15:0] \port$11918$16 ;
-  input [7:0] \port$15682$0 ;
-  wire [7:0] \port$15682$0 ;
+  input [15:0] \port$11922$16 ;
+  wire [15:0] \port$11922$16 ;
+  input [7:0] \port$15686$0 ;
+  wire [7:0] \port$15686$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -59736,7 +59820,7 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11918$16
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11918$16 , \port$15682$0  };
+      storage[w_port__addr] <= { \port$11922$16 , \port$15686$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -59847,8 +59931,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11918$16
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11918$16 , \port$15682$0  };
-  assign w_data = { \port$11918$16 , \port$15682$0  };
+  assign w_port__data = { \port$11922$16 , \port$15686$0  };
+  assign w_data = { \port$11922$16 , \port$15686$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

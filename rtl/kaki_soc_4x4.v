@@ -2353,7 +2353,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$8218$2 (\$284 ),
+    .\port$8222$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2472,20 +2472,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8055$0 (q_wait_queue),
-    .\port$8244$0 (inflight),
-    .\port$8379$0 (q__0__cpl_irq),
-    .\port$8393$0 (q__0__error_irq),
-    .\port$8405$0 (q__1__cpl_irq),
-    .\port$8419$0 (q__1__error_irq),
-    .\port$8431$0 (q__2__cpl_irq),
-    .\port$8445$0 (q__2__error_irq),
-    .\port$8457$0 (q__3__cpl_irq),
-    .\port$8471$0 (q__3__error_irq),
-    .\port$8583$0 (\$289 ),
-    .\port$8591$0 (\$290 ),
-    .\port$8599$0 (\$291 ),
-    .\port$8607$0 (\$292 ),
+    .\port$8059$0 (q_wait_queue),
+    .\port$8248$0 (inflight),
+    .\port$8383$0 (q__0__cpl_irq),
+    .\port$8397$0 (q__0__error_irq),
+    .\port$8409$0 (q__1__cpl_irq),
+    .\port$8423$0 (q__1__error_irq),
+    .\port$8435$0 (q__2__cpl_irq),
+    .\port$8449$0 (q__2__error_irq),
+    .\port$8461$0 (q__3__cpl_irq),
+    .\port$8475$0 (q__3__error_irq),
+    .\port$8587$0 (\$289 ),
+    .\port$8595$0 (\$290 ),
+    .\port$8603$0 (\$291 ),
+    .\port$8611$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2573,10 +2573,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$8246$0 (\$285 ),
-    .\port$8248$0 (\$286 ),
-    .\port$8250$0 (\$287 ),
-    .\port$8252$0 (\$288 ),
+    .\port$8250$0 (\$285 ),
+    .\port$8252$0 (\$286 ),
+    .\port$8254$0 (\$287 ),
+    .\port$8256$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2672,8 +2672,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$8246$16 (retire__0__tag),
-    .\port$8806$0 (dma_load_error),
+    .\port$8250$16 (retire__0__tag),
+    .\port$8810$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2683,8 +2683,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$8248$16 (retire__1__tag),
-    .\port$8926$0 (dma_store_error),
+    .\port$8252$16 (retire__1__tag),
+    .\port$8930$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2739,11 +2739,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5379$0 (q__1__head),
     .\port$5409$0 (q__2__head),
     .\port$5439$0 (q__3__head),
-    .\port$7558$0 (r_data),
-    .\port$7608$0 (\r_data$495 ),
-    .\port$7658$0 (\r_data$506 ),
-    .\port$7708$0 (\r_data$517 ),
-    .\port$8218$2 (\$284 ),
+    .\port$7562$0 (r_data),
+    .\port$7612$0 (\r_data$495 ),
+    .\port$7662$0 (\r_data$506 ),
+    .\port$7712$0 (\r_data$517 ),
+    .\port$8222$2 (\$284 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2788,8 +2788,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$8250$16 (retire__2__tag),
-    .\port$8994$0 (gemm_error),
+    .\port$8254$16 (retire__2__tag),
+    .\port$8998$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2840,8 +2840,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$181 (\$292 ),
     .limit(bus_timeout),
     .\port$109$0 (fw_write_qreset_ack_queue),
-    .\port$7765$0 (fw_write_cpl_word[3:0]),
-    .\port$7765$8 (fw_write_cpl_word[31:8]),
+    .\port$7769$0 (fw_write_cpl_word[3:0]),
+    .\port$7769$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2957,7 +2957,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .wr__1__gnt(wr__1__gnt)
   );
   \kaki_soc_4x4.vec  vec (
-    .acc_rd__addr(\rd__1__addr$184 ),
+    .acc_ptr(\rd__1__addr$184 ),
     .acc_rd__data(\acc_rd__data$190 ),
     .acc_rd__en(\acc_rd__en$187 ),
     .acc_rd__gnt(\acc_rd__gnt$188 ),
@@ -2969,9 +2969,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .ctl__done(\ctl__done$133 ),
     .err(vec_error),
     .fire(\active$879 ),
+    .res_ptr(rd__1__addr),
     .reset(reset),
     .rst(rst),
-    .spad_rd__addr(rd__1__addr),
     .spad_rd__data(\spad_rd__data$150 ),
     .spad_rd__en(\spad_rd__en$147 ),
     .spad_rd__gnt(\spad_rd__gnt$148 ),
@@ -2982,8 +2982,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$8252$16 (retire__3__tag),
-    .\port$9214$0 (vec_error),
+    .\port$8256$16 (retire__3__tag),
+    .\port$9218$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -5860,7 +5860,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8218$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8222$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -6004,8 +6004,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$8218$2 ;
-  wire [29:0] \port$8218$2 ;
+  output [29:0] \port$8222$2 ;
+  wire [29:0] \port$8222$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6185,7 +6185,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$8218$2 (\$99 ),
+    .\port$8222$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6303,11 +6303,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$8218$2  = \$99 ;
+  assign \port$8222$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8218$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8222$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6732,8 +6732,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$8218$2 ;
-  wire [29:0] \port$8218$2 ;
+  output [29:0] \port$8222$2 ;
+  wire [29:0] \port$8222$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9838,7 +9838,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$8218$2  = ls_addr_r[31:2];
+  assign \port$8222$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -10012,10 +10012,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8055$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8244$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8379$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$8393$0 , q_status0_resetting, q_consumer1_index, \port$8405$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8419$0 , q_status1_resetting, q_consumer2_index, \port$8431$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8445$0 , q_status2_resetting, q_consumer3_index, \port$8457$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$8471$0 , q_status3_resetting, \port$8583$0 , \port$8591$0 , \port$8599$0 , \port$8607$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8059$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8248$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8383$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$8397$0 , q_status0_resetting, q_consumer1_index, \port$8409$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8423$0 , q_status1_resetting, q_consumer2_index, \port$8435$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8449$0 , q_status2_resetting, q_consumer3_index, \port$8461$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$8475$0 , q_status3_resetting, \port$8587$0 , \port$8595$0 , \port$8603$0 , \port$8611$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11549,34 +11549,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8055$0 ;
-  wire [3:0] \port$8055$0 ;
-  input [3:0] \port$8244$0 ;
-  wire [3:0] \port$8244$0 ;
-  input \port$8379$0 ;
-  wire \port$8379$0 ;
-  input \port$8393$0 ;
-  wire \port$8393$0 ;
-  input \port$8405$0 ;
-  wire \port$8405$0 ;
-  input \port$8419$0 ;
-  wire \port$8419$0 ;
-  input \port$8431$0 ;
-  wire \port$8431$0 ;
-  input \port$8445$0 ;
-  wire \port$8445$0 ;
-  input \port$8457$0 ;
-  wire \port$8457$0 ;
-  input \port$8471$0 ;
-  wire \port$8471$0 ;
-  input [2:0] \port$8583$0 ;
-  wire [2:0] \port$8583$0 ;
-  input [2:0] \port$8591$0 ;
-  wire [2:0] \port$8591$0 ;
-  input [2:0] \port$8599$0 ;
-  wire [2:0] \port$8599$0 ;
-  input [2:0] \port$8607$0 ;
-  wire [2:0] \port$8607$0 ;
+  input [3:0] \port$8059$0 ;
+  wire [3:0] \port$8059$0 ;
+  input [3:0] \port$8248$0 ;
+  wire [3:0] \port$8248$0 ;
+  input \port$8383$0 ;
+  wire \port$8383$0 ;
+  input \port$8397$0 ;
+  wire \port$8397$0 ;
+  input \port$8409$0 ;
+  wire \port$8409$0 ;
+  input \port$8423$0 ;
+  wire \port$8423$0 ;
+  input \port$8435$0 ;
+  wire \port$8435$0 ;
+  input \port$8449$0 ;
+  wire \port$8449$0 ;
+  input \port$8461$0 ;
+  wire \port$8461$0 ;
+  input \port$8475$0 ;
+  wire \port$8475$0 ;
+  input [2:0] \port$8587$0 ;
+  wire [2:0] \port$8587$0 ;
+  input [2:0] \port$8595$0 ;
+  wire [2:0] \port$8595$0 ;
+  input [2:0] \port$8603$0 ;
+  wire [2:0] \port$8603$0 ;
+  input [2:0] \port$8611$0 ;
+  wire [2:0] \port$8611$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12205,10 +12205,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$8457$0 , \port$8431$0 , \port$8405$0 , \port$8379$0  };
+  assign \$179  = \$178  | { \port$8461$0 , \port$8435$0 , \port$8409$0 , \port$8383$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$8471$0 , \port$8445$0 , \port$8419$0 , \port$8393$0  };
+  assign \$182  = \$181  | { \port$8475$0 , \port$8449$0 , \port$8423$0 , \port$8397$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14256,8 +14256,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$8457$0 , \port$8431$0 , \port$8405$0 , \port$8379$0  };
-  assign irq_status_queue_error_set = { \port$8471$0 , \port$8445$0 , \port$8419$0 , \port$8393$0  };
+  assign irq_status_queue_cpl_set = { \port$8461$0 , \port$8435$0 , \port$8409$0 , \port$8383$0  };
+  assign irq_status_queue_error_set = { \port$8475$0 , \port$8449$0 , \port$8423$0 , \port$8397$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -14272,18 +14272,18 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$8244$0 [0];
-  assign status_dma_store_busy = \port$8244$0 [1];
-  assign status_gemm_busy = \port$8244$0 [2];
-  assign status_vec_busy = \port$8244$0 [3];
-  assign q_status0_waiting = \port$8055$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$8583$0  };
-  assign q_status1_waiting = \port$8055$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$8591$0  };
-  assign q_status2_waiting = \port$8055$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$8599$0  };
-  assign q_status3_waiting = \port$8055$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$8607$0  };
+  assign status_dma_load_busy = \port$8248$0 [0];
+  assign status_dma_store_busy = \port$8248$0 [1];
+  assign status_gemm_busy = \port$8248$0 [2];
+  assign status_vec_busy = \port$8248$0 [3];
+  assign q_status0_waiting = \port$8059$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$8587$0  };
+  assign q_status1_waiting = \port$8059$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$8595$0  };
+  assign q_status2_waiting = \port$8059$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$8603$0  };
+  assign q_status3_waiting = \port$8059$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$8611$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14328,11 +14328,11 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$8244$0 [0] };
+  assign \$429  = { 1'h0, \port$8248$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$8244$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$8244$0 [2], 2'h0 };
-  assign \$435  = { \port$8244$0 [3], 3'h0 };
+  assign \$431  = { \port$8248$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$8248$0 [2], 2'h0 };
+  assign \$435  = { \port$8248$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14489,26 +14489,26 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8055$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$8583$0 , 8'h00 };
+  assign \$877  = { \port$8059$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$8587$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8055$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$8591$0 , 8'h00 };
+  assign \$890  = { \port$8059$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$8595$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8055$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$8599$0 , 8'h00 };
+  assign \$903  = { \port$8059$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$8603$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8055$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$8607$0 , 8'h00 };
+  assign \$916  = { \port$8059$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$8611$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14619,7 +14619,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
-, queue, windowed, reject__done, reject__error, full, inflight, \port$8246$0 , retire__0__tag, \port$8248$0 , retire__1__tag, \port$8250$0 , retire__2__tag, \port$8252$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, queue, windowed, reject__done, reject__error, full, inflight, \port$8250$0 , retire__0__tag, \port$8252$0 , retire__1__tag, \port$8254$0 , retire__2__tag, \port$8256$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
 , retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15234,14 +15234,14 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$8246$0 ;
-  wire [8:0] \port$8246$0 ;
-  output [8:0] \port$8248$0 ;
-  wire [8:0] \port$8248$0 ;
   output [8:0] \port$8250$0 ;
   wire [8:0] \port$8250$0 ;
   output [8:0] \port$8252$0 ;
   wire [8:0] \port$8252$0 ;
+  output [8:0] \port$8254$0 ;
+  wire [8:0] \port$8254$0 ;
+  output [8:0] \port$8256$0 ;
+  wire [8:0] \port$8256$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15693,9 +15693,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$7712$0 (desc),
-    .\port$7714$0 (queue),
-    .\port$7715$0 (windowed),
+    .\port$7716$0 (desc),
+    .\port$7718$0 (queue),
+    .\port$7719$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15705,9 +15705,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$7712$0 (desc),
-    .\port$7714$0 (queue),
-    .\port$7715$0 (windowed),
+    .\port$7716$0 (desc),
+    .\port$7718$0 (queue),
+    .\port$7719$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15717,9 +15717,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$7712$0 (desc),
-    .\port$7714$0 (queue),
-    .\port$7715$0 (windowed),
+    .\port$7716$0 (desc),
+    .\port$7718$0 (queue),
+    .\port$7719$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15729,9 +15729,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$7712$0 (desc),
-    .\port$7714$0 (queue),
-    .\port$7715$0 (windowed),
+    .\port$7716$0 (desc),
+    .\port$7718$0 (queue),
+    .\port$7719$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15916,13 +15916,13 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$8246$0  = dma_load_held[8:0];
+  assign \port$8250$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$8248$0  = dma_store_held[8:0];
+  assign \port$8252$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$8250$0  = gemm_held[8:0];
+  assign \port$8254$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$8252$0  = vec_held[8:0];
+  assign \port$8256$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16423,7 +16423,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7712$0 , \port$7714$0 , \port$7715$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7716$0 , \port$7718$0 , \port$7719$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16465,12 +16465,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7712$0 ;
-  wire [255:0] \port$7712$0 ;
-  input [1:0] \port$7714$0 ;
-  wire [1:0] \port$7714$0 ;
-  input \port$7715$0 ;
-  wire \port$7715$0 ;
+  input [255:0] \port$7716$0 ;
+  wire [255:0] \port$7716$0 ;
+  input [1:0] \port$7718$0 ;
+  wire [1:0] \port$7718$0 ;
+  input \port$7719$0 ;
+  wire \port$7719$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16502,7 +16502,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7715$0 , \port$7714$0 , \port$7712$0  };
+      storage[w_port__addr] <= { \port$7719$0 , \port$7718$0 , \port$7716$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16601,14 +16601,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7715$0 , \port$7714$0 , \port$7712$0  };
-  assign w_data = { \port$7715$0 , \port$7714$0 , \port$7712$0  };
+  assign w_port__data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
+  assign w_data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7712$0 , \port$7714$0 , \port$7715$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7716$0 , \port$7718$0 , \port$7719$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16650,12 +16650,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7712$0 ;
-  wire [255:0] \port$7712$0 ;
-  input [1:0] \port$7714$0 ;
-  wire [1:0] \port$7714$0 ;
-  input \port$7715$0 ;
-  wire \port$7715$0 ;
+  input [255:0] \port$7716$0 ;
+  wire [255:0] \port$7716$0 ;
+  input [1:0] \port$7718$0 ;
+  wire [1:0] \port$7718$0 ;
+  input \port$7719$0 ;
+  wire \port$7719$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16687,7 +16687,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7715$0 , \port$7714$0 , \port$7712$0  };
+      storage[w_port__addr] <= { \port$7719$0 , \port$7718$0 , \port$7716$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16786,14 +16786,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7715$0 , \port$7714$0 , \port$7712$0  };
-  assign w_data = { \port$7715$0 , \port$7714$0 , \port$7712$0  };
+  assign w_port__data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
+  assign w_data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7712$0 , \port$7714$0 , \port$7715$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7716$0 , \port$7718$0 , \port$7719$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16835,12 +16835,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7712$0 ;
-  wire [255:0] \port$7712$0 ;
-  input [1:0] \port$7714$0 ;
-  wire [1:0] \port$7714$0 ;
-  input \port$7715$0 ;
-  wire \port$7715$0 ;
+  input [255:0] \port$7716$0 ;
+  wire [255:0] \port$7716$0 ;
+  input [1:0] \port$7718$0 ;
+  wire [1:0] \port$7718$0 ;
+  input \port$7719$0 ;
+  wire \port$7719$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16872,7 +16872,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7715$0 , \port$7714$0 , \port$7712$0  };
+      storage[w_port__addr] <= { \port$7719$0 , \port$7718$0 , \port$7716$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16971,14 +16971,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7715$0 , \port$7714$0 , \port$7712$0  };
-  assign w_data = { \port$7715$0 , \port$7714$0 , \port$7712$0  };
+  assign w_port__data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
+  assign w_data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7712$0 , \port$7714$0 , \port$7715$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7716$0 , \port$7718$0 , \port$7719$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17020,12 +17020,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7712$0 ;
-  wire [255:0] \port$7712$0 ;
-  input [1:0] \port$7714$0 ;
-  wire [1:0] \port$7714$0 ;
-  input \port$7715$0 ;
-  wire \port$7715$0 ;
+  input [255:0] \port$7716$0 ;
+  wire [255:0] \port$7716$0 ;
+  input [1:0] \port$7718$0 ;
+  wire [1:0] \port$7718$0 ;
+  input \port$7719$0 ;
+  wire \port$7719$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17057,7 +17057,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7715$0 , \port$7714$0 , \port$7712$0  };
+      storage[w_port__addr] <= { \port$7719$0 , \port$7718$0 , \port$7716$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17156,8 +17156,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7715$0 , \port$7714$0 , \port$7712$0  };
-  assign w_data = { \port$7715$0 , \port$7714$0 , \port$7712$0  };
+  assign w_port__data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
+  assign w_data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -22627,7 +22627,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$57
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8246$16 , \port$8806$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8250$16 , \port$8810$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22671,10 +22671,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8246$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8246$16 ;
-  wire [15:0] \port$8246$16 ;
-  input [7:0] \port$8806$0 ;
-  wire [7:0] \port$8806$0 ;
+  input [15:0] \port$8250$16 ;
+  wire [15:0] \port$8250$16 ;
+  input [7:0] \port$8810$0 ;
+  wire [7:0] \port$8810$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22709,7 +22709,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8246$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8246$16 , \port$8806$0  };
+      storage[w_port__addr] <= { \port$8250$16 , \port$8810$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22820,14 +22820,14 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8246$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8246$16 , \port$8806$0  };
-  assign w_data = { \port$8246$16 , \port$8806$0  };
+  assign w_port__data = { \port$8250$16 , \port$8810$0  };
+  assign w_data = { \port$8250$16 , \port$8810$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8248$16 , \port$8926$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8252$16 , \port$8930$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22871,10 +22871,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8248
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8248$16 ;
-  wire [15:0] \port$8248$16 ;
-  input [7:0] \port$8926$0 ;
-  wire [7:0] \port$8926$0 ;
+  input [15:0] \port$8252$16 ;
+  wire [15:0] \port$8252$16 ;
+  input [7:0] \port$8930$0 ;
+  wire [7:0] \port$8930$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22909,7 +22909,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8248
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8248$16 , \port$8926$0  };
+      storage[w_port__addr] <= { \port$8252$16 , \port$8930$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23020,16 +23020,16 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8248
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8248$16 , \port$8926$0  };
-  assign w_data = { \port$8248$16 , \port$8926$0  };
+  assign w_port__data = { \port$8252$16 , \port$8930$0  };
+  assign w_data = { \port$8252$16 , \port$8930$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
-, \port$5439$0 , \port$7558$0 , \port$7608$0 , \port$7658$0 , \port$7708$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8218$2 , bus__we, bus__wdata
+, \port$5439$0 , \port$7562$0 , \port$7612$0 , \port$7662$0 , \port$7712$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8222$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -23973,16 +23973,16 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5409$0 ;
   input [255:0] \port$5439$0 ;
   wire [255:0] \port$5439$0 ;
-  input [23:0] \port$7558$0 ;
-  wire [23:0] \port$7558$0 ;
-  input [23:0] \port$7608$0 ;
-  wire [23:0] \port$7608$0 ;
-  input [23:0] \port$7658$0 ;
-  wire [23:0] \port$7658$0 ;
-  input [23:0] \port$7708$0 ;
-  wire [23:0] \port$7708$0 ;
-  input [29:0] \port$8218$2 ;
-  wire [29:0] \port$8218$2 ;
+  input [23:0] \port$7562$0 ;
+  wire [23:0] \port$7562$0 ;
+  input [23:0] \port$7612$0 ;
+  wire [23:0] \port$7612$0 ;
+  input [23:0] \port$7662$0 ;
+  wire [23:0] \port$7662$0 ;
+  input [23:0] \port$7712$0 ;
+  wire [23:0] \port$7712$0 ;
+  input [29:0] \port$8222$2 ;
+  wire [29:0] \port$8222$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24146,79 +24146,79 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$8218$2 [9:0] == 6'h39;
+  assign \$111  = \port$8222$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$8218$2 [9:0] == 6'h3a;
+  assign \$113  = \port$8222$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$8218$2 [9:0] == 6'h3b;
+  assign \$115  = \port$8222$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$8218$2 [9:0] == 6'h3c;
+  assign \$117  = \port$8222$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$8218$2 [9:0] == 6'h3d;
+  assign \$119  = \port$8222$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$8218$2 [9:0] == 6'h3e;
+  assign \$121  = \port$8222$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$8218$2 [9:0] == 6'h3f;
+  assign \$123  = \port$8222$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$8218$2 [9:0] == 7'h40;
+  assign \$125  = \port$8222$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$8218$2 [9:0] == 7'h41;
+  assign \$127  = \port$8222$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$8218$2 [9:0] == 7'h42;
+  assign \$129  = \port$8222$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$8218$2 [9:0] == 7'h43;
+  assign \$131  = \port$8222$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$8218$2 [9:0] == 7'h44;
+  assign \$133  = \port$8222$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$8218$2 [9:0] == 7'h45;
+  assign \$135  = \port$8222$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$8218$2 [9:0] == 7'h46;
+  assign \$137  = \port$8222$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$8218$2 [9:0] == 7'h47;
+  assign \$139  = \port$8222$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$8218$2 [9:0] == 7'h48;
+  assign \$141  = \port$8222$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$8218$2 [9:0] == 7'h49;
+  assign \$143  = \port$8222$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$8218$2 [9:0] == 7'h4a;
+  assign \$145  = \port$8222$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$8218$2 [9:0] == 7'h4b;
+  assign \$147  = \port$8222$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$8218$2 [9:0] == 7'h4c;
+  assign \$149  = \port$8222$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$8218$2 [9:0] == 7'h4d;
+  assign \$151  = \port$8222$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$8218$2 [9:0] == 7'h4e;
+  assign \$153  = \port$8222$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$8218$2 [9:0] == 7'h4f;
+  assign \$155  = \port$8222$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$8218$2 [9:0] == 7'h50;
+  assign \$157  = \port$8222$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$8218$2 [9:0] == 7'h51;
+  assign \$159  = \port$8222$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24342,84 +24342,84 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$8218$2 [9:0];
+  assign \$282  = ! \port$8222$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$8218$2 [9:0] == 1'h1;
+  assign \$288  = \port$8222$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$8218$2 [9:0] == 2'h2;
+  assign \$294  = \port$8222$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$8218$2 [9:0] == 2'h3;
+  assign \$300  = \port$8222$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$8218$2 [9:0] == 3'h4;
+  assign \$306  = \port$8222$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$8218$2 [9:0] == 3'h5;
+  assign \$312  = \port$8222$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$8218$2 [9:0] == 3'h6;
+  assign \$318  = \port$8222$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$8218$2 [9:0] == 4'h8;
+  assign \$324  = \port$8222$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$8218$2 [9:0] == 4'h9;
+  assign \$336  = \port$8222$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$8218$2 [9:0] == 4'ha;
+  assign \$344  = \port$8222$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$8218$2 [9:0] == 4'hb;
+  assign \$350  = \port$8222$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$8218$2 [9:0] == 4'hc;
+  assign \$358  = \port$8222$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$8218$2 [9:0] == 4'hd;
+  assign \$368  = \port$8222$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$8218$2 [9:0] == 4'he;
+  assign \$378  = \port$8222$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$8218$2 [9:0] == 4'hf;
+  assign \$388  = \port$8222$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$8218$2 [9:0] == 5'h10;
+  assign \$398  = \port$8222$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$8218$2 [9:0] == 5'h11;
+  assign \$404  = \port$8222$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24428,251 +24428,251 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$8218$2 [9:0] == 5'h12;
+  assign \$420  = \port$8222$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$8218$2 [9:0] == 5'h13;
+  assign \$426  = \port$8222$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$8218$2 [9:0] == 5'h14;
+  assign \$432  = \port$8222$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$8218$2 [9:0] == 5'h15;
+  assign \$438  = \port$8222$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$8218$2 [9:0] == 5'h16;
+  assign \$444  = \port$8222$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$8218$2 [9:0] == 5'h17;
+  assign \$450  = \port$8222$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$8218$2 [9:0] == 5'h18;
+  assign \$456  = \port$8222$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$8218$2 [9:0] == 5'h19;
+  assign \$462  = \port$8222$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$8218$2 [9:0] == 5'h1a;
+  assign \$468  = \port$8222$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$8218$2 [9:0] == 5'h1b;
+  assign \$474  = \port$8222$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$8218$2 [9:0] == 5'h1c;
+  assign \$480  = \port$8222$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$8218$2 [9:0] == 5'h1d;
+  assign \$486  = \port$8222$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$8218$2 [9:0] == 6'h20;
+  assign \$492  = \port$8222$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$8218$2 [9:0] == 6'h21;
+  assign \$498  = \port$8222$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$8218$2 [9:0] == 6'h22;
+  assign \$504  = \port$8222$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$8218$2 [9:0] == 6'h23;
+  assign \$510  = \port$8222$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$8218$2 [9:0] == 6'h24;
+  assign \$516  = \port$8222$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$8218$2 [9:0] == 6'h25;
+  assign \$522  = \port$8222$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$8218$2 [9:0] == 6'h26;
+  assign \$528  = \port$8222$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$8218$2 [9:0] == 6'h27;
+  assign \$534  = \port$8222$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$8218$2 [9:0] == 6'h28;
+  assign \$540  = \port$8222$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$8218$2 [9:0] == 6'h29;
+  assign \$546  = \port$8222$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$8218$2 [9:0] == 6'h2a;
+  assign \$552  = \port$8222$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$8218$2 [9:0] == 6'h2b;
+  assign \$558  = \port$8222$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$8218$2 [9:0] == 6'h2c;
+  assign \$564  = \port$8222$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$8218$2 [9:0] == 6'h2d;
+  assign \$570  = \port$8222$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$8218$2 [9:0] == 6'h2e;
+  assign \$576  = \port$8222$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$8218$2 [9:0] == 6'h2f;
+  assign \$582  = \port$8222$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$8218$2 [9:0] == 6'h30;
+  assign \$588  = \port$8222$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$8218$2 [9:0] == 6'h31;
+  assign \$594  = \port$8222$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$8218$2 [9:0] == 6'h32;
+  assign \$600  = \port$8222$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$8218$2 [9:0] == 6'h33;
+  assign \$606  = \port$8222$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$8218$2 [9:0] == 6'h34;
+  assign \$612  = \port$8222$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$8218$2 [9:0] == 6'h35;
+  assign \$618  = \port$8222$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$8218$2 [9:0] == 6'h36;
+  assign \$624  = \port$8222$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$8218$2 [9:0] == 6'h37;
+  assign \$630  = \port$8222$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$8218$2 [9:0] == 6'h38;
+  assign \$636  = \port$8222$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$8218$2 [9:0] == 6'h39;
+  assign \$642  = \port$8222$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$8218$2 [9:0] == 6'h3a;
+  assign \$648  = \port$8222$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$8218$2 [9:0] == 6'h3b;
+  assign \$654  = \port$8222$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$8218$2 [9:0] == 6'h3c;
+  assign \$660  = \port$8222$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$8218$2 [9:0] == 6'h3d;
+  assign \$666  = \port$8222$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$8218$2 [9:0] == 6'h3e;
+  assign \$672  = \port$8222$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$8218$2 [9:0] == 6'h3f;
+  assign \$678  = \port$8222$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$8218$2 [9:0] == 7'h40;
+  assign \$684  = \port$8222$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$8218$2 [9:0] == 7'h41;
+  assign \$690  = \port$8222$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$8218$2 [9:0] == 7'h42;
+  assign \$696  = \port$8222$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$8218$2 [9:0] == 7'h43;
+  assign \$702  = \port$8222$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$8218$2 [9:0] == 7'h44;
+  assign \$708  = \port$8222$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$8218$2 [9:0] == 7'h45;
+  assign \$714  = \port$8222$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$8218$2 [9:0] == 7'h46;
+  assign \$720  = \port$8222$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$8218$2 [9:0] == 7'h47;
+  assign \$726  = \port$8222$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$8218$2 [9:0] == 7'h48;
+  assign \$732  = \port$8222$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$8218$2 [9:0] == 7'h49;
+  assign \$738  = \port$8222$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$8218$2 [9:0] == 7'h4a;
+  assign \$744  = \port$8222$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$8218$2 [9:0] == 7'h4b;
+  assign \$750  = \port$8222$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$8218$2 [9:0] == 7'h4c;
+  assign \$756  = \port$8222$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$8218$2 [9:0] == 7'h4d;
+  assign \$762  = \port$8222$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$8218$2 [9:0] == 7'h4e;
+  assign \$768  = \port$8222$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$8218$2 [9:0] == 7'h4f;
+  assign \$774  = \port$8222$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$8218$2 [9:0] == 7'h50;
+  assign \$780  = \port$8222$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$8218$2 [9:0] == 7'h51;
+  assign \$786  = \port$8222$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24766,167 +24766,167 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$8218$2 [9:0];
+  assign \$3  = ! \port$8222$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$8218$2 [9:0] == 1'h1;
+  assign \$5  = \port$8222$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$8218$2 [9:0] == 2'h2;
+  assign \$7  = \port$8222$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$8218$2 [9:0] == 2'h3;
+  assign \$9  = \port$8222$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$8218$2 [9:0] == 3'h4;
+  assign \$11  = \port$8222$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$8218$2 [9:0] == 3'h5;
+  assign \$13  = \port$8222$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$8218$2 [9:0] == 3'h6;
+  assign \$15  = \port$8222$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$8218$2 [9:0] == 4'h8;
+  assign \$17  = \port$8222$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$8218$2 [9:0] == 4'h9;
+  assign \$19  = \port$8222$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$8218$2 [9:0] == 4'ha;
+  assign \$21  = \port$8222$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$8218$2 [9:0] == 4'hb;
+  assign \$23  = \port$8222$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$8218$2 [9:0] == 4'hc;
+  assign \$25  = \port$8222$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$8218$2 [9:0] == 4'hd;
+  assign \$27  = \port$8222$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$8218$2 [9:0] == 4'he;
+  assign \$29  = \port$8222$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$8218$2 [9:0] == 4'hf;
+  assign \$31  = \port$8222$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$8218$2 [9:0] == 5'h10;
+  assign \$33  = \port$8222$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$8218$2 [9:0] == 5'h11;
+  assign \$35  = \port$8222$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$8218$2 [9:0] == 5'h12;
+  assign \$37  = \port$8222$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$8218$2 [9:0] == 5'h13;
+  assign \$39  = \port$8222$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$8218$2 [9:0] == 5'h14;
+  assign \$41  = \port$8222$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$8218$2 [9:0] == 5'h15;
+  assign \$43  = \port$8222$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$8218$2 [9:0] == 5'h16;
+  assign \$45  = \port$8222$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$8218$2 [9:0] == 5'h17;
+  assign \$47  = \port$8222$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$8218$2 [9:0] == 5'h18;
+  assign \$49  = \port$8222$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$8218$2 [9:0] == 5'h19;
+  assign \$51  = \port$8222$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$8218$2 [9:0] == 5'h1a;
+  assign \$53  = \port$8222$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$8218$2 [9:0] == 5'h1b;
+  assign \$55  = \port$8222$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$8218$2 [9:0] == 5'h1c;
+  assign \$57  = \port$8222$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$8218$2 [9:0] == 5'h1d;
+  assign \$59  = \port$8222$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$8218$2 [9:0] == 6'h20;
+  assign \$61  = \port$8222$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$8218$2 [9:0] == 6'h21;
+  assign \$63  = \port$8222$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$8218$2 [9:0] == 6'h22;
+  assign \$65  = \port$8222$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$8218$2 [9:0] == 6'h23;
+  assign \$67  = \port$8222$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$8218$2 [9:0] == 6'h24;
+  assign \$69  = \port$8222$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$8218$2 [9:0] == 6'h25;
+  assign \$71  = \port$8222$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$8218$2 [9:0] == 6'h26;
+  assign \$73  = \port$8222$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$8218$2 [9:0] == 6'h27;
+  assign \$75  = \port$8222$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$8218$2 [9:0] == 6'h28;
+  assign \$77  = \port$8222$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$8218$2 [9:0] == 6'h29;
+  assign \$79  = \port$8222$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$8218$2 [9:0] == 6'h2a;
+  assign \$81  = \port$8222$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$8218$2 [9:0] == 6'h2b;
+  assign \$83  = \port$8222$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$8218$2 [9:0] == 6'h2c;
+  assign \$85  = \port$8222$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$8218$2 [9:0] == 6'h2d;
+  assign \$87  = \port$8222$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$8218$2 [9:0] == 6'h2e;
+  assign \$89  = \port$8222$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$8218$2 [9:0] == 6'h2f;
+  assign \$91  = \port$8222$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$8218$2 [9:0] == 6'h30;
+  assign \$93  = \port$8222$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$8218$2 [9:0] == 6'h31;
+  assign \$95  = \port$8222$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$8218$2 [9:0] == 6'h32;
+  assign \$97  = \port$8222$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$8218$2 [9:0] == 6'h33;
+  assign \$99  = \port$8222$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$8218$2 [9:0] == 6'h34;
+  assign \$101  = \port$8222$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$8218$2 [9:0] == 6'h35;
+  assign \$103  = \port$8222$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$8218$2 [9:0] == 6'h36;
+  assign \$105  = \port$8222$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$8218$2 [9:0] == 6'h37;
+  assign \$107  = \port$8222$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$8218$2 [9:0] == 6'h38;
+  assign \$109  = \port$8222$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26204,17 +26204,17 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$8218$2 , 2'h0 };
+  assign bus__addr = { \port$8222$2 , 2'h0 };
   assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
-  assign retire0_error = \port$7558$0 [7:0];
-  assign retire0_tag = \port$7558$0 [23:8];
-  assign retire1_error = \port$7608$0 [7:0];
-  assign retire1_tag = \port$7608$0 [23:8];
-  assign retire2_error = \port$7658$0 [7:0];
-  assign retire2_tag = \port$7658$0 [23:8];
-  assign retire3_error = \port$7708$0 [7:0];
-  assign retire3_tag = \port$7708$0 [23:8];
+  assign retire0_error = \port$7562$0 [7:0];
+  assign retire0_tag = \port$7562$0 [23:8];
+  assign retire1_error = \port$7612$0 [7:0];
+  assign retire1_tag = \port$7612$0 [23:8];
+  assign retire2_error = \port$7662$0 [7:0];
+  assign retire2_tag = \port$7662$0 [23:8];
+  assign retire3_error = \port$7712$0 [7:0];
+  assign retire3_tag = \port$7712$0 [23:8];
   assign q_head0_word = \port$5349$0 [31:0];
   assign q_head1_word = \port$5349$0 [63:32];
   assign q_head2_word = \port$5349$0 [95:64];
@@ -26276,20 +26276,20 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$7558$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$7558$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$7562$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$7562$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$7608$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$7608$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$7612$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$7612$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$7658$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$7658$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$7662$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$7662$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$7708$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$7708$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$7712$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$7712$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -28950,7 +28950,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8250$16 , \port$8994$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8254$16 , \port$8998$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -28994,10 +28994,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8250$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8250$16 ;
-  wire [15:0] \port$8250$16 ;
-  input [7:0] \port$8994$0 ;
-  wire [7:0] \port$8994$0 ;
+  input [15:0] \port$8254$16 ;
+  wire [15:0] \port$8254$16 ;
+  input [7:0] \port$8998$0 ;
+  wire [7:0] \port$8998$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -29032,7 +29032,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8250$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8250$16 , \port$8994$0  };
+      storage[w_port__addr] <= { \port$8254$16 , \port$8998$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -29143,8 +29143,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8250$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8250$16 , \port$8994$0  };
-  assign w_data = { \port$8250$16 , \port$8994$0  };
+  assign w_port__data = { \port$8254$16 , \port$8998$0  };
+  assign w_data = { \port$8254$16 , \port$8998$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -29153,7 +29153,7 @@ endmodule
 module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7765$0 , \port$7765$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7769$0 , \port$7769$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -29867,10 +29867,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] \limit$66 ;
   input [3:0] \port$109$0 ;
   wire [3:0] \port$109$0 ;
-  input [3:0] \port$7765$0 ;
-  wire [3:0] \port$7765$0 ;
-  input [23:0] \port$7765$8 ;
-  wire [23:0] \port$7765$8 ;
+  input [3:0] \port$7769$0 ;
+  wire [3:0] \port$7769$0 ;
+  input [23:0] \port$7769$8 ;
+  wire [23:0] \port$7769$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -30595,7 +30595,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$7765$0 [1:0] < 3'h4;
+  assign \$165  = \port$7769$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -30803,7 +30803,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$7765$0 [1:0];
+  assign \$344  = ! \port$7769$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -30823,7 +30823,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$7765$0 [1:0] == 1'h1;
+  assign \$364  = \port$7769$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -30843,7 +30843,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$7765$0 [1:0] == 2'h2;
+  assign \$384  = \port$7769$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -30863,7 +30863,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$7765$0 [1:0] == 2'h3;
+  assign \$404  = \port$7769$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -30956,7 +30956,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$8331$0 (fetch_r_buf),
+    .\port$8335$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -30968,7 +30968,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$8331$0 (fetch_r_buf),
+    .\port$8335$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -30980,7 +30980,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$8331$0 (fetch_r_buf),
+    .\port$8335$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -30992,7 +30992,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$8331$0 (fetch_r_buf),
+    .\port$8335$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -32690,12 +32690,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$7765$0 [1:0];
-  assign cpl_irq = \port$7765$0 [2];
-  assign cpl_halt = \port$7765$0 [3];
-  assign cpl_flags = \port$7765$8 [7:0];
-  assign cpl_status = \port$7765$8 [15:8];
-  assign cpl_opcode = \port$7765$8 [23:16];
+  assign cpl_queue = \port$7769$0 [1:0];
+  assign cpl_irq = \port$7769$0 [2];
+  assign cpl_halt = \port$7769$0 [3];
+  assign cpl_flags = \port$7769$8 [7:0];
+  assign cpl_status = \port$7769$8 [15:8];
+  assign cpl_opcode = \port$7769$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -32746,12 +32746,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$7765$8 [23:16];
-  assign \w_data$258 [19:12] = \port$7765$8 [15:8];
-  assign \w_data$258 [11:4] = \port$7765$8 [7:0];
-  assign \w_data$258 [3] = \port$7765$0 [3];
-  assign \w_data$258 [2] = \port$7765$0 [2];
-  assign \w_data$258 [1:0] = \port$7765$0 [1:0];
+  assign \w_data$258 [27:20] = \port$7769$8 [23:16];
+  assign \w_data$258 [19:12] = \port$7769$8 [15:8];
+  assign \w_data$258 [11:4] = \port$7769$8 [7:0];
+  assign \w_data$258 [3] = \port$7769$0 [3];
+  assign \w_data$258 [2] = \port$7769$0 [2];
+  assign \w_data$258 [1:0] = \port$7769$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -34337,7 +34337,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8331$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8335$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34364,8 +34364,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8331$0 ;
-  wire [191:0] \port$8331$0 ;
+  input [191:0] \port$8335$0 ;
+  wire [191:0] \port$8335$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -34400,7 +34400,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8331$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8335$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34471,14 +34471,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8331$0  };
-  assign w_data = { \port$0$87 , \port$8331$0  };
+  assign w_port__data = { \port$0$87 , \port$8335$0  };
+  assign w_data = { \port$0$87 , \port$8335$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8331$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8335$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34505,8 +34505,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8331$0 ;
-  wire [191:0] \port$8331$0 ;
+  input [191:0] \port$8335$0 ;
+  wire [191:0] \port$8335$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -34541,7 +34541,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8331$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8335$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34612,14 +34612,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8331$0  };
-  assign w_data = { \port$0$87 , \port$8331$0  };
+  assign w_port__data = { \port$0$87 , \port$8335$0  };
+  assign w_data = { \port$0$87 , \port$8335$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8331$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8335$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34646,8 +34646,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8331$0 ;
-  wire [191:0] \port$8331$0 ;
+  input [191:0] \port$8335$0 ;
+  wire [191:0] \port$8335$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -34682,7 +34682,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8331$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8335$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34753,14 +34753,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8331$0  };
-  assign w_data = { \port$0$87 , \port$8331$0  };
+  assign w_port__data = { \port$0$87 , \port$8335$0  };
+  assign w_data = { \port$0$87 , \port$8335$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8331$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8335$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34787,8 +34787,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8331$0 ;
-  wire [191:0] \port$8331$0 ;
+  input [191:0] \port$8335$0 ;
+  wire [191:0] \port$8335$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -34823,7 +34823,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8331$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8335$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34894,14 +34894,14 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8331$0  };
-  assign w_data = { \port$0$87 , \port$8331$0  };
+  assign w_port__data = { \port$0$87 , \port$8335$0  };
+  assign w_data = { \port$0$87 , \port$8335$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1__en, rd__0__addr, rd__0__gnt, rd__1__gnt, rd__2__gnt, wr__0__gnt, wr__1__gnt, wr__1__data, wr__1__addr, rd__2__addr, wr__0__addr, wr__0__data, rd__1__addr, rd__0__data, rd__1__data, rd__2__data
+module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1__en, rd__0__addr, rd__0__gnt, rd__1__gnt, rd__2__gnt, wr__0__gnt, wr__1__gnt, wr__1__data, wr__1__addr, rd__2__addr, rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
@@ -35606,31 +35606,31 @@ module \kaki_soc_4x4.spad.bank3 (ren, wen, rdata, raddr, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset, ctl__cmd__payload, ctl__busy, err, wr_en, wr_addr, wr_data, ctl__cmd__ready, acc_rd__en, acc_rd__addr, spad_rd__en, spad_rd__addr, fire, ctl__done, spad_rd__data, acc_rd__data, clk
+module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset, ctl__cmd__payload, ctl__busy, err, acc_ptr, res_ptr, wr_en, wr_addr, wr_data, ctl__cmd__ready, acc_rd__en, spad_rd__en, fire, ctl__done, spad_rd__data, acc_rd__data, clk
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [79:0] \$100 ;
-  wire [79:0] \$101 ;
-  wire [63:0] \$102 ;
-  wire [63:0] \$103 ;
-  wire [64:0] \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire [11:0] \$107 ;
-  wire [12:0] \$108 ;
-  wire \$109 ;
+  wire [12:0] \$100 ;
+  wire [12:0] \$101 ;
+  wire [7:0] \$102 ;
+  wire [7:0] \$103 ;
+  wire [7:0] \$104 ;
+  wire [7:0] \$105 ;
+  wire [32:0] \$106 ;
+  wire [31:0] \$107 ;
+  wire [47:0] \$108 ;
+  wire [48:0] \$109 ;
   wire \$11 ;
-  wire [11:0] \$110 ;
-  wire [12:0] \$111 ;
-  wire \$112 ;
-  wire [11:0] \$113 ;
-  wire [12:0] \$114 ;
-  wire [12:0] \$115 ;
-  wire [12:0] \$116 ;
-  wire [7:0] \$117 ;
-  wire [7:0] \$118 ;
+  wire [47:0] \$110 ;
+  wire [47:0] \$111 ;
+  wire [78:0] \$112 ;
+  wire [79:0] \$113 ;
+  wire [79:0] \$114 ;
+  wire [63:0] \$115 ;
+  wire [63:0] \$116 ;
+  wire [64:0] \$117 ;
+  wire \$118 ;
   wire \$119 ;
   wire \$12 ;
   wire [11:0] \$120 ;
@@ -35646,7 +35646,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [2:0] \$13 ;
   wire [7:0] \$130 ;
   wire [7:0] \$131 ;
-  wire [7:0] \$132 ;
+  wire \$132 ;
   wire [11:0] \$133 ;
   wire [12:0] \$134 ;
   wire \$135 ;
@@ -35661,36 +35661,36 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [7:0] \$143 ;
   wire [7:0] \$144 ;
   wire [7:0] \$145 ;
-  wire [7:0] \$146 ;
-  wire [32:0] \$147 ;
-  wire [31:0] \$148 ;
-  wire [47:0] \$149 ;
+  wire [11:0] \$146 ;
+  wire [12:0] \$147 ;
+  wire \$148 ;
+  wire [11:0] \$149 ;
   wire \$15 ;
-  wire [48:0] \$150 ;
-  wire [47:0] \$151 ;
-  wire [47:0] \$152 ;
-  wire [78:0] \$153 ;
-  wire [79:0] \$154 ;
-  wire [79:0] \$155 ;
-  wire [63:0] \$156 ;
-  wire [63:0] \$157 ;
-  wire [64:0] \$158 ;
-  wire \$159 ;
+  wire [12:0] \$150 ;
+  wire \$151 ;
+  wire [11:0] \$152 ;
+  wire [12:0] \$153 ;
+  wire [12:0] \$154 ;
+  wire [12:0] \$155 ;
+  wire [7:0] \$156 ;
+  wire [7:0] \$157 ;
+  wire [7:0] \$158 ;
+  wire [7:0] \$159 ;
   wire \$16 ;
-  wire \$160 ;
-  wire [11:0] \$161 ;
-  wire [12:0] \$162 ;
-  wire \$163 ;
-  wire [11:0] \$164 ;
-  wire [12:0] \$165 ;
-  wire \$166 ;
-  wire [11:0] \$167 ;
-  wire [12:0] \$168 ;
-  wire [12:0] \$169 ;
-  wire [17:0] \$17 ;
-  wire [12:0] \$170 ;
-  wire [7:0] \$171 ;
-  wire [7:0] \$172 ;
+  wire [32:0] \$160 ;
+  wire [31:0] \$161 ;
+  wire [47:0] \$162 ;
+  wire [48:0] \$163 ;
+  wire [47:0] \$164 ;
+  wire [47:0] \$165 ;
+  wire [78:0] \$166 ;
+  wire [79:0] \$167 ;
+  wire [79:0] \$168 ;
+  wire [63:0] \$169 ;
+  wire \$17 ;
+  wire [63:0] \$170 ;
+  wire [64:0] \$171 ;
+  wire \$172 ;
   wire \$173 ;
   wire [11:0] \$174 ;
   wire [12:0] \$175 ;
@@ -35705,11 +35705,11 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [12:0] \$183 ;
   wire [7:0] \$184 ;
   wire [7:0] \$185 ;
-  wire [7:0] \$186 ;
+  wire \$186 ;
   wire [11:0] \$187 ;
   wire [12:0] \$188 ;
   wire \$189 ;
-  wire [7:0] \$19 ;
+  wire [2:0] \$19 ;
   wire [11:0] \$190 ;
   wire [12:0] \$191 ;
   wire \$192 ;
@@ -35721,40 +35721,40 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [7:0] \$198 ;
   wire [7:0] \$199 ;
   wire \$2 ;
-  wire [7:0] \$20 ;
-  wire [7:0] \$200 ;
-  wire [32:0] \$201 ;
-  wire [31:0] \$202 ;
-  wire [47:0] \$203 ;
-  wire [48:0] \$204 ;
-  wire [47:0] \$205 ;
-  wire [47:0] \$206 ;
-  wire [78:0] \$207 ;
-  wire [79:0] \$208 ;
-  wire [79:0] \$209 ;
-  wire [7:0] \$21 ;
-  wire [63:0] \$210 ;
-  wire [63:0] \$211 ;
-  wire [64:0] \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire [11:0] \$215 ;
-  wire [12:0] \$216 ;
-  wire \$217 ;
-  wire [11:0] \$218 ;
-  wire [12:0] \$219 ;
-  wire [7:0] \$22 ;
-  wire \$220 ;
-  wire [11:0] \$221 ;
-  wire [12:0] \$222 ;
-  wire [12:0] \$223 ;
-  wire [12:0] \$224 ;
-  wire [7:0] \$225 ;
-  wire [7:0] \$226 ;
+  wire [2:0] \$20 ;
+  wire [11:0] \$200 ;
+  wire [12:0] \$201 ;
+  wire \$202 ;
+  wire [11:0] \$203 ;
+  wire [12:0] \$204 ;
+  wire \$205 ;
+  wire [11:0] \$206 ;
+  wire [12:0] \$207 ;
+  wire [12:0] \$208 ;
+  wire [12:0] \$209 ;
+  wire \$21 ;
+  wire [7:0] \$210 ;
+  wire [7:0] \$211 ;
+  wire [7:0] \$212 ;
+  wire [7:0] \$213 ;
+  wire [32:0] \$214 ;
+  wire [31:0] \$215 ;
+  wire [47:0] \$216 ;
+  wire [48:0] \$217 ;
+  wire [47:0] \$218 ;
+  wire [47:0] \$219 ;
+  wire [19:0] \$22 ;
+  wire [78:0] \$220 ;
+  wire [79:0] \$221 ;
+  wire [79:0] \$222 ;
+  wire [63:0] \$223 ;
+  wire [63:0] \$224 ;
+  wire [64:0] \$225 ;
+  wire \$226 ;
   wire \$227 ;
   wire [11:0] \$228 ;
   wire [12:0] \$229 ;
-  wire [7:0] \$23 ;
+  wire [19:0] \$23 ;
   wire \$230 ;
   wire [11:0] \$231 ;
   wire [12:0] \$232 ;
@@ -35765,8 +35765,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [12:0] \$237 ;
   wire [7:0] \$238 ;
   wire [7:0] \$239 ;
-  wire [7:0] \$24 ;
-  wire [7:0] \$240 ;
+  wire \$24 ;
+  wire \$240 ;
   wire [11:0] \$241 ;
   wire [12:0] \$242 ;
   wire \$243 ;
@@ -35776,184 +35776,191 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [11:0] \$247 ;
   wire [12:0] \$248 ;
   wire [12:0] \$249 ;
-  wire [7:0] \$25 ;
+  wire \$25 ;
   wire [12:0] \$250 ;
   wire [7:0] \$251 ;
   wire [7:0] \$252 ;
   wire [7:0] \$253 ;
-  wire [7:0] \$254 ;
-  wire [17:0] \$255 ;
+  wire [11:0] \$254 ;
+  wire [12:0] \$255 ;
   wire \$256 ;
-  wire \$257 ;
-  wire [7:0] \$258 ;
-  wire [7:0] \$259 ;
-  wire [7:0] \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire [7:0] \$262 ;
-  wire [7:0] \$263 ;
-  wire \$264 ;
-  wire \$265 ;
+  wire [11:0] \$257 ;
+  wire [12:0] \$258 ;
+  wire \$259 ;
+  wire [17:0] \$26 ;
+  wire [11:0] \$260 ;
+  wire [12:0] \$261 ;
+  wire [12:0] \$262 ;
+  wire [12:0] \$263 ;
+  wire [7:0] \$264 ;
+  wire [7:0] \$265 ;
   wire [7:0] \$266 ;
   wire [7:0] \$267 ;
-  wire \$268 ;
+  wire [17:0] \$268 ;
   wire \$269 ;
-  wire [7:0] \$27 ;
-  wire [7:0] \$270 ;
+  wire [17:0] \$27 ;
+  wire \$270 ;
   wire [7:0] \$271 ;
-  wire [20:0] \$272 ;
+  wire [7:0] \$272 ;
   wire \$273 ;
   wire \$274 ;
-  wire \$275 ;
-  wire [20:0] \$276 ;
+  wire [7:0] \$275 ;
+  wire [7:0] \$276 ;
   wire \$277 ;
   wire \$278 ;
-  wire \$279 ;
-  wire [7:0] \$28 ;
-  wire \$280 ;
+  wire [7:0] \$279 ;
+  wire \$28 ;
+  wire [7:0] \$280 ;
   wire \$281 ;
   wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
-  wire \$285 ;
-  wire [20:0] \$286 ;
+  wire [7:0] \$283 ;
+  wire [7:0] \$284 ;
+  wire [20:0] \$285 ;
+  wire \$286 ;
   wire \$287 ;
   wire \$288 ;
-  wire \$289 ;
-  wire [7:0] \$29 ;
-  wire [20:0] \$290 ;
+  wire [20:0] \$289 ;
+  wire [13:0] \$29 ;
+  wire \$290 ;
   wire \$291 ;
   wire \$292 ;
   wire \$293 ;
   wire \$294 ;
-  wire [19:0] \$295 ;
-  wire [19:0] \$296 ;
+  wire \$295 ;
+  wire \$296 ;
   wire \$297 ;
-  wire [20:0] \$298 ;
-  wire \$299 ;
+  wire \$298 ;
+  wire [20:0] \$299 ;
   wire \$3 ;
-  wire [7:0] \$30 ;
+  wire [14:0] \$30 ;
   wire \$300 ;
-  wire [20:0] \$301 ;
+  wire \$301 ;
   wire \$302 ;
-  wire \$303 ;
+  wire [20:0] \$303 ;
   wire \$304 ;
   wire \$305 ;
   wire \$306 ;
   wire \$307 ;
   wire \$308 ;
-  wire [8:0] \$309 ;
-  wire [7:0] \$31 ;
+  wire \$309 ;
+  wire \$31 ;
   wire \$310 ;
-  wire [8:0] \$311 ;
+  wire \$311 ;
   wire \$312 ;
   wire [8:0] \$313 ;
-  wire [8:0] \$314 ;
+  wire \$314 ;
   wire [8:0] \$315 ;
   wire \$316 ;
-  wire \$317 ;
+  wire [8:0] \$317 ;
   wire [8:0] \$318 ;
-  wire \$319 ;
+  wire [8:0] \$319 ;
   wire [7:0] \$32 ;
-  wire [8:0] \$320 ;
+  wire \$320 ;
   wire \$321 ;
   wire [8:0] \$322 ;
-  wire [8:0] \$323 ;
+  wire \$323 ;
   wire [8:0] \$324 ;
   wire \$325 ;
-  wire \$326 ;
+  wire [8:0] \$326 ;
   wire [8:0] \$327 ;
-  wire \$328 ;
-  wire [8:0] \$329 ;
+  wire [8:0] \$328 ;
+  wire \$329 ;
   wire [7:0] \$33 ;
   wire \$330 ;
   wire [8:0] \$331 ;
-  wire [8:0] \$332 ;
+  wire \$332 ;
   wire [8:0] \$333 ;
   wire \$334 ;
-  wire \$335 ;
+  wire [8:0] \$335 ;
   wire [8:0] \$336 ;
-  wire \$337 ;
-  wire [8:0] \$338 ;
+  wire [8:0] \$337 ;
+  wire \$338 ;
   wire \$339 ;
   wire [7:0] \$34 ;
   wire [8:0] \$340 ;
-  wire [8:0] \$341 ;
+  wire \$341 ;
   wire [8:0] \$342 ;
   wire \$343 ;
-  wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
+  wire [8:0] \$344 ;
+  wire [8:0] \$345 ;
+  wire [8:0] \$346 ;
   wire \$347 ;
   wire \$348 ;
   wire \$349 ;
   wire [7:0] \$35 ;
-  reg [5:0] \$350 ;
-  reg [5:0] \$351 ;
-  reg [5:0] \$352 ;
-  reg [5:0] \$353 ;
-  reg [3:0] \$354 ;
-  reg [31:0] \$355 ;
-  reg [31:0] \$356 ;
-  reg [31:0] \$357 ;
-  reg [31:0] \$358 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  reg [5:0] \$354 ;
+  reg [5:0] \$355 ;
+  reg [5:0] \$356 ;
+  reg [5:0] \$357 ;
+  reg [3:0] \$358 ;
   reg [31:0] \$359 ;
   wire [7:0] \$36 ;
   reg [31:0] \$360 ;
   reg [31:0] \$361 ;
   reg [31:0] \$362 ;
-  reg \$363 ;
-  reg [155:0] \$364 ;
-  reg [7:0] \$365 ;
-  reg [16:0] \$366 ;
-  reg [16:0] \$367 ;
-  reg [2:0] \$368 ;
-  reg [1:0] \$369 ;
+  reg [31:0] \$363 ;
+  reg [31:0] \$364 ;
+  reg [31:0] \$365 ;
+  reg [31:0] \$366 ;
+  reg \$367 ;
+  reg [155:0] \$368 ;
+  reg [7:0] \$369 ;
   wire [7:0] \$37 ;
-  reg [1:0] \$370 ;
-  reg \$371 ;
-  reg \$372 ;
-  reg \$373 ;
-  reg \$374 ;
-  reg \$375 ;
+  reg [16:0] \$370 ;
+  reg [16:0] \$371 ;
+  reg [2:0] \$372 ;
+  reg [1:0] \$373 ;
+  reg [12:0] \$374 ;
+  reg [13:0] \$375 ;
   reg \$376 ;
-  reg \$377 ;
-  reg [7:0] \$378 ;
-  reg [7:0] \$379 ;
+  reg [1:0] \$377 ;
+  reg \$378 ;
+  reg \$379 ;
   wire [7:0] \$38 ;
-  reg [7:0] \$380 ;
-  reg [7:0] \$381 ;
-  reg [13:0] \$382 ;
-  reg [31:0] \$383 ;
-  wire [32:0] \$39 ;
+  reg \$380 ;
+  reg \$381 ;
+  reg \$382 ;
+  reg \$383 ;
+  reg \$384 ;
+  reg [7:0] \$385 ;
+  reg [7:0] \$386 ;
+  reg [7:0] \$387 ;
+  reg [7:0] \$388 ;
+  reg [13:0] \$389 ;
+  wire [7:0] \$39 ;
+  reg [31:0] \$390 ;
   wire \$4 ;
-  wire [31:0] \$40 ;
-  wire [47:0] \$41 ;
-  wire [48:0] \$42 ;
-  wire [47:0] \$43 ;
-  wire [47:0] \$44 ;
-  wire [78:0] \$45 ;
-  wire [79:0] \$46 ;
-  wire [79:0] \$47 ;
-  wire [63:0] \$48 ;
-  wire [63:0] \$49 ;
+  wire [7:0] \$40 ;
+  wire [7:0] \$41 ;
+  wire [7:0] \$42 ;
+  wire [7:0] \$43 ;
+  wire [7:0] \$44 ;
+  wire [7:0] \$45 ;
+  wire [7:0] \$46 ;
+  wire [7:0] \$47 ;
+  wire [7:0] \$48 ;
+  wire [7:0] \$49 ;
   wire \$5 ;
-  wire [64:0] \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire [11:0] \$53 ;
-  wire [12:0] \$54 ;
-  wire \$55 ;
-  wire [11:0] \$56 ;
-  wire [12:0] \$57 ;
-  wire \$58 ;
-  wire [11:0] \$59 ;
+  wire [7:0] \$50 ;
+  wire [7:0] \$51 ;
+  wire [32:0] \$52 ;
+  wire [31:0] \$53 ;
+  wire [47:0] \$54 ;
+  wire [48:0] \$55 ;
+  wire [47:0] \$56 ;
+  wire [47:0] \$57 ;
+  wire [78:0] \$58 ;
+  wire [79:0] \$59 ;
   wire \$6 ;
-  wire [12:0] \$60 ;
-  wire [12:0] \$61 ;
-  wire [12:0] \$62 ;
-  wire [7:0] \$63 ;
-  wire [7:0] \$64 ;
+  wire [79:0] \$60 ;
+  wire [63:0] \$61 ;
+  wire [63:0] \$62 ;
+  wire [64:0] \$63 ;
+  wire \$64 ;
   wire \$65 ;
   wire [11:0] \$66 ;
   wire [12:0] \$67 ;
@@ -35968,7 +35975,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [12:0] \$75 ;
   wire [7:0] \$76 ;
   wire [7:0] \$77 ;
-  wire [7:0] \$78 ;
+  wire \$78 ;
   wire [11:0] \$79 ;
   wire \$8 ;
   wire [12:0] \$80 ;
@@ -35984,16 +35991,18 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire \$9 ;
   wire [7:0] \$90 ;
   wire [7:0] \$91 ;
-  wire [7:0] \$92 ;
-  wire [32:0] \$93 ;
-  wire [31:0] \$94 ;
-  wire [47:0] \$95 ;
-  wire [48:0] \$96 ;
-  wire [47:0] \$97 ;
-  wire [47:0] \$98 ;
-  wire [78:0] \$99 ;
-  output [12:0] acc_rd__addr;
-  reg [12:0] acc_rd__addr;
+  wire [11:0] \$92 ;
+  wire [12:0] \$93 ;
+  wire \$94 ;
+  wire [11:0] \$95 ;
+  wire [12:0] \$96 ;
+  wire \$97 ;
+  wire [11:0] \$98 ;
+  wire [12:0] \$99 ;
+  output [12:0] acc_ptr;
+  reg [12:0] acc_ptr = 13'h0000;
+  (* init = 13'h0000 *)
+  wire [12:0] acc_rd__addr;
   input [127:0] acc_rd__data;
   wire [127:0] acc_rd__data;
   output acc_rd__en;
@@ -36101,6 +36110,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [7:0] max6_1 = 8'h00;
   reg [7:0] max6_2 = 8'h00;
   reg [7:0] max6_3 = 8'h00;
+  reg more = 1'h0;
   reg [31:0] mult_0 = 32'd0;
   reg [31:0] mult_1 = 32'd0;
   reg [31:0] mult_2 = 32'd0;
@@ -36147,6 +36157,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [7:0] res5_1 = 8'h00;
   reg [7:0] res5_2 = 8'h00;
   reg [7:0] res5_3 = 8'h00;
+  output [13:0] res_ptr;
+  reg [13:0] res_ptr = 14'h0000;
   input [3:0] reset;
   wire [3:0] reset;
   reg [16:0] retired = 17'h00000;
@@ -36161,8 +36173,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [5:0] shift_2 = 6'h00;
   reg [5:0] shift_3 = 6'h00;
   reg [3:0] shift_out_of_range = 4'h0;
-  output [13:0] spad_rd__addr;
-  reg [13:0] spad_rd__addr;
+  (* init = 14'h0000 *)
+  wire [13:0] spad_rd__addr;
   input [31:0] spad_rd__data;
   wire [31:0] spad_rd__data;
   output spad_rd__en;
@@ -36211,54 +36223,54 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$13  = pidx + 1'h1;
   assign \$14  = \$12  ? 3'h2 : \$13 ;
   assign \$15  = pidx == 2'h2;
-  assign \$16  = | shift_out_of_range;
-  assign \$17  = issued + 1'h1;
-  assign \$18  = retired == cmd[55:40];
-  assign \$19  = v0 ? spad_rd__data[7:0] : res1_0;
-  assign \$20  = v1 ? res1_0 : res2_0;
-  assign \$21  = v2 ? res2_0 : res3_0;
-  assign \$22  = v3 ? res3_0 : res4_0;
-  assign \$23  = v4 ? res4_0 : res5_0;
-  assign \$24  = v0 ? spad_rd__data[15:8] : res1_1;
-  assign \$25  = v1 ? res1_1 : res2_1;
-  assign \$26  = v2 ? res2_1 : res3_1;
-  assign \$27  = v3 ? res3_1 : res4_1;
-  assign \$28  = v4 ? res4_1 : res5_1;
-  assign \$29  = v0 ? spad_rd__data[23:16] : res1_2;
-  assign \$30  = v1 ? res1_2 : res2_2;
-  assign \$31  = v2 ? res2_2 : res3_2;
-  assign \$32  = v3 ? res3_2 : res4_2;
-  assign \$33  = v4 ? res4_2 : res5_2;
-  assign \$34  = v0 ? spad_rd__data[31:24] : res1_3;
-  assign \$35  = v1 ? res1_3 : res2_3;
-  assign \$36  = v2 ? res2_3 : res3_3;
-  assign \$37  = v3 ? res3_3 : res4_3;
-  assign \$38  = v4 ? res4_3 : res5_3;
-  assign \$39  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
-  assign \$40  = v0 ? \$39 [31:0] : x1_0;
-  assign \$41  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
-  assign \$42  = v1 ? { \$41 [47], \$41  } : plo2_0;
-  assign \$43  = $signed(x1_0) * $signed(mult_0[31:16]);
-  assign \$44  = v1 ? \$43  : phi2_0;
-  assign \$46  = $signed(plo2_0) + $signed(\$45 );
-  assign \$47  = v2 ? \$46  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
-  assign \$48  = $signed(p3_0) >>> shift_0;
-  assign \$49  = v3 ? \$48  : sh4_0;
-  assign \$51  = \$50  >> shift_0;
-  assign \$52  = v3 ? \$51  : rb4_0;
-  assign \$53  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$54  = $signed(\$53 ) + $signed(cmd[143:136]);
-  assign \$55  = $signed(\$54 ) > $signed(8'h7f);
-  assign \$56  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$57  = $signed(\$56 ) + $signed(cmd[143:136]);
-  assign \$58  = $signed(\$57 ) < $signed(8'h80);
-  assign \$59  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$60  = $signed(\$59 ) + $signed(cmd[143:136]);
-  assign \$61  = \$58  ? 13'h1f80 : \$60 ;
-  assign \$62  = \$55  ? 13'h007f : \$61 ;
-  assign \$63  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$64  = fits5_0 ? \$62 [7:0] : \$63 ;
-  assign \$65  = $signed(\$64 ) > $signed(cmd[143:136]);
+  assign \$16  = ! pidx;
+  assign \$17  = ~ cmd[144];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = pidx + 1'h1;
+  assign \$20  = \$18  ? 3'h2 : \$19 ;
+  assign \$21  = \$20  == 1'h1;
+  assign \$22  = \$21  ? cmd[75:56] : cmd[95:76];
+  assign \$23  = \$15  ? cmd[19:0] : \$22 ;
+  assign \$24  = pidx == 2'h2;
+  assign \$25  = | shift_out_of_range;
+  assign \$26  = issued + 1'h1;
+  assign \$27  = issued + 1'h1;
+  assign \$28  = \$27  != cmd[55:40];
+  assign \$29  = acc_ptr + 1'h1;
+  assign \$30  = res_ptr + 1'h1;
+  assign \$31  = retired == cmd[55:40];
+  assign \$32  = v0 ? spad_rd__data[7:0] : res1_0;
+  assign \$33  = v1 ? res1_0 : res2_0;
+  assign \$34  = v2 ? res2_0 : res3_0;
+  assign \$35  = v3 ? res3_0 : res4_0;
+  assign \$36  = v4 ? res4_0 : res5_0;
+  assign \$37  = v0 ? spad_rd__data[15:8] : res1_1;
+  assign \$38  = v1 ? res1_1 : res2_1;
+  assign \$39  = v2 ? res2_1 : res3_1;
+  assign \$40  = v3 ? res3_1 : res4_1;
+  assign \$41  = v4 ? res4_1 : res5_1;
+  assign \$42  = v0 ? spad_rd__data[23:16] : res1_2;
+  assign \$43  = v1 ? res1_2 : res2_2;
+  assign \$44  = v2 ? res2_2 : res3_2;
+  assign \$45  = v3 ? res3_2 : res4_2;
+  assign \$46  = v4 ? res4_2 : res5_2;
+  assign \$47  = v0 ? spad_rd__data[31:24] : res1_3;
+  assign \$48  = v1 ? res1_3 : res2_3;
+  assign \$49  = v2 ? res2_3 : res3_3;
+  assign \$50  = v3 ? res3_3 : res4_3;
+  assign \$51  = v4 ? res4_3 : res5_3;
+  assign \$52  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
+  assign \$53  = v0 ? \$52 [31:0] : x1_0;
+  assign \$54  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
+  assign \$55  = v1 ? { \$54 [47], \$54  } : plo2_0;
+  assign \$56  = $signed(x1_0) * $signed(mult_0[31:16]);
+  assign \$57  = v1 ? \$56  : phi2_0;
+  assign \$59  = $signed(plo2_0) + $signed(\$58 );
+  assign \$60  = v2 ? \$59  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
+  assign \$61  = $signed(p3_0) >>> shift_0;
+  assign \$62  = v3 ? \$61  : sh4_0;
+  assign \$64  = \$63  >> shift_0;
+  assign \$65  = v3 ? \$64  : rb4_0;
   assign \$66  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
   assign \$67  = $signed(\$66 ) + $signed(cmd[143:136]);
   assign \$68  = $signed(\$67 ) > $signed(8'h7f);
@@ -36271,7 +36283,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$75  = \$68  ? 13'h007f : \$74 ;
   assign \$76  = sh4_0[63] ? 8'h80 : 8'h7f;
   assign \$77  = fits5_0 ? \$75 [7:0] : \$76 ;
-  assign \$78  = \$65  ? \$77  : cmd[143:136];
+  assign \$78  = $signed(\$77 ) > $signed(cmd[143:136]);
   assign \$79  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
   assign \$80  = $signed(\$79 ) + $signed(cmd[143:136]);
   assign \$81  = $signed(\$80 ) > $signed(8'h7f);
@@ -36284,33 +36296,33 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$88  = \$81  ? 13'h007f : \$87 ;
   assign \$89  = sh4_0[63] ? 8'h80 : 8'h7f;
   assign \$90  = fits5_0 ? \$88 [7:0] : \$89 ;
-  assign \$91  = cmd[145] ? \$78  : \$90 ;
-  assign \$92  = v4 ? \$91  : y5_0;
-  assign \$93  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
-  assign \$94  = v0 ? \$93 [31:0] : x1_1;
-  assign \$95  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
-  assign \$96  = v1 ? { \$95 [47], \$95  } : plo2_1;
-  assign \$97  = $signed(x1_1) * $signed(mult_1[31:16]);
-  assign \$98  = v1 ? \$97  : phi2_1;
-  assign \$100  = $signed(plo2_1) + $signed(\$99 );
-  assign \$101  = v2 ? \$100  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
-  assign \$102  = $signed(p3_1) >>> shift_1;
-  assign \$103  = v3 ? \$102  : sh4_1;
-  assign \$105  = \$104  >> shift_1;
-  assign \$106  = v3 ? \$105  : rb4_1;
-  assign \$107  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$108  = $signed(\$107 ) + $signed(cmd[143:136]);
-  assign \$109  = $signed(\$108 ) > $signed(8'h7f);
-  assign \$110  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$111  = $signed(\$110 ) + $signed(cmd[143:136]);
-  assign \$112  = $signed(\$111 ) < $signed(8'h80);
-  assign \$113  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$114  = $signed(\$113 ) + $signed(cmd[143:136]);
-  assign \$115  = \$112  ? 13'h1f80 : \$114 ;
-  assign \$116  = \$109  ? 13'h007f : \$115 ;
-  assign \$117  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$118  = fits5_1 ? \$116 [7:0] : \$117 ;
-  assign \$119  = $signed(\$118 ) > $signed(cmd[143:136]);
+  assign \$91  = \$78  ? \$90  : cmd[143:136];
+  assign \$92  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$93  = $signed(\$92 ) + $signed(cmd[143:136]);
+  assign \$94  = $signed(\$93 ) > $signed(8'h7f);
+  assign \$95  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$96  = $signed(\$95 ) + $signed(cmd[143:136]);
+  assign \$97  = $signed(\$96 ) < $signed(8'h80);
+  assign \$98  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$99  = $signed(\$98 ) + $signed(cmd[143:136]);
+  assign \$100  = \$97  ? 13'h1f80 : \$99 ;
+  assign \$101  = \$94  ? 13'h007f : \$100 ;
+  assign \$102  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$103  = fits5_0 ? \$101 [7:0] : \$102 ;
+  assign \$104  = cmd[145] ? \$91  : \$103 ;
+  assign \$105  = v4 ? \$104  : y5_0;
+  assign \$106  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
+  assign \$107  = v0 ? \$106 [31:0] : x1_1;
+  assign \$108  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
+  assign \$109  = v1 ? { \$108 [47], \$108  } : plo2_1;
+  assign \$110  = $signed(x1_1) * $signed(mult_1[31:16]);
+  assign \$111  = v1 ? \$110  : phi2_1;
+  assign \$113  = $signed(plo2_1) + $signed(\$112 );
+  assign \$114  = v2 ? \$113  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
+  assign \$115  = $signed(p3_1) >>> shift_1;
+  assign \$116  = v3 ? \$115  : sh4_1;
+  assign \$118  = \$117  >> shift_1;
+  assign \$119  = v3 ? \$118  : rb4_1;
   assign \$120  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
   assign \$121  = $signed(\$120 ) + $signed(cmd[143:136]);
   assign \$122  = $signed(\$121 ) > $signed(8'h7f);
@@ -36323,7 +36335,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$129  = \$122  ? 13'h007f : \$128 ;
   assign \$130  = sh4_1[63] ? 8'h80 : 8'h7f;
   assign \$131  = fits5_1 ? \$129 [7:0] : \$130 ;
-  assign \$132  = \$119  ? \$131  : cmd[143:136];
+  assign \$132  = $signed(\$131 ) > $signed(cmd[143:136]);
   assign \$133  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
   assign \$134  = $signed(\$133 ) + $signed(cmd[143:136]);
   assign \$135  = $signed(\$134 ) > $signed(8'h7f);
@@ -36336,33 +36348,33 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$142  = \$135  ? 13'h007f : \$141 ;
   assign \$143  = sh4_1[63] ? 8'h80 : 8'h7f;
   assign \$144  = fits5_1 ? \$142 [7:0] : \$143 ;
-  assign \$145  = cmd[145] ? \$132  : \$144 ;
-  assign \$146  = v4 ? \$145  : y5_1;
-  assign \$147  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
-  assign \$148  = v0 ? \$147 [31:0] : x1_2;
-  assign \$149  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
-  assign \$150  = v1 ? { \$149 [47], \$149  } : plo2_2;
-  assign \$151  = $signed(x1_2) * $signed(mult_2[31:16]);
-  assign \$152  = v1 ? \$151  : phi2_2;
-  assign \$154  = $signed(plo2_2) + $signed(\$153 );
-  assign \$155  = v2 ? \$154  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
-  assign \$156  = $signed(p3_2) >>> shift_2;
-  assign \$157  = v3 ? \$156  : sh4_2;
-  assign \$159  = \$158  >> shift_2;
-  assign \$160  = v3 ? \$159  : rb4_2;
-  assign \$161  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$162  = $signed(\$161 ) + $signed(cmd[143:136]);
-  assign \$163  = $signed(\$162 ) > $signed(8'h7f);
-  assign \$164  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$165  = $signed(\$164 ) + $signed(cmd[143:136]);
-  assign \$166  = $signed(\$165 ) < $signed(8'h80);
-  assign \$167  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$168  = $signed(\$167 ) + $signed(cmd[143:136]);
-  assign \$169  = \$166  ? 13'h1f80 : \$168 ;
-  assign \$170  = \$163  ? 13'h007f : \$169 ;
-  assign \$171  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$172  = fits5_2 ? \$170 [7:0] : \$171 ;
-  assign \$173  = $signed(\$172 ) > $signed(cmd[143:136]);
+  assign \$145  = \$132  ? \$144  : cmd[143:136];
+  assign \$146  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$147  = $signed(\$146 ) + $signed(cmd[143:136]);
+  assign \$148  = $signed(\$147 ) > $signed(8'h7f);
+  assign \$149  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$150  = $signed(\$149 ) + $signed(cmd[143:136]);
+  assign \$151  = $signed(\$150 ) < $signed(8'h80);
+  assign \$152  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$153  = $signed(\$152 ) + $signed(cmd[143:136]);
+  assign \$154  = \$151  ? 13'h1f80 : \$153 ;
+  assign \$155  = \$148  ? 13'h007f : \$154 ;
+  assign \$156  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$157  = fits5_1 ? \$155 [7:0] : \$156 ;
+  assign \$158  = cmd[145] ? \$145  : \$157 ;
+  assign \$159  = v4 ? \$158  : y5_1;
+  assign \$160  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
+  assign \$161  = v0 ? \$160 [31:0] : x1_2;
+  assign \$162  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
+  assign \$163  = v1 ? { \$162 [47], \$162  } : plo2_2;
+  assign \$164  = $signed(x1_2) * $signed(mult_2[31:16]);
+  assign \$165  = v1 ? \$164  : phi2_2;
+  assign \$167  = $signed(plo2_2) + $signed(\$166 );
+  assign \$168  = v2 ? \$167  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
+  assign \$169  = $signed(p3_2) >>> shift_2;
+  assign \$170  = v3 ? \$169  : sh4_2;
+  assign \$172  = \$171  >> shift_2;
+  assign \$173  = v3 ? \$172  : rb4_2;
   assign \$174  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
   assign \$175  = $signed(\$174 ) + $signed(cmd[143:136]);
   assign \$176  = $signed(\$175 ) > $signed(8'h7f);
@@ -36375,7 +36387,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$183  = \$176  ? 13'h007f : \$182 ;
   assign \$184  = sh4_2[63] ? 8'h80 : 8'h7f;
   assign \$185  = fits5_2 ? \$183 [7:0] : \$184 ;
-  assign \$186  = \$173  ? \$185  : cmd[143:136];
+  assign \$186  = $signed(\$185 ) > $signed(cmd[143:136]);
   assign \$187  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
   assign \$188  = $signed(\$187 ) + $signed(cmd[143:136]);
   assign \$189  = $signed(\$188 ) > $signed(8'h7f);
@@ -36388,33 +36400,33 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$196  = \$189  ? 13'h007f : \$195 ;
   assign \$197  = sh4_2[63] ? 8'h80 : 8'h7f;
   assign \$198  = fits5_2 ? \$196 [7:0] : \$197 ;
-  assign \$199  = cmd[145] ? \$186  : \$198 ;
-  assign \$200  = v4 ? \$199  : y5_2;
-  assign \$201  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
-  assign \$202  = v0 ? \$201 [31:0] : x1_3;
-  assign \$203  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
-  assign \$204  = v1 ? { \$203 [47], \$203  } : plo2_3;
-  assign \$205  = $signed(x1_3) * $signed(mult_3[31:16]);
-  assign \$206  = v1 ? \$205  : phi2_3;
-  assign \$208  = $signed(plo2_3) + $signed(\$207 );
-  assign \$209  = v2 ? \$208  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
-  assign \$210  = $signed(p3_3) >>> shift_3;
-  assign \$211  = v3 ? \$210  : sh4_3;
-  assign \$213  = \$212  >> shift_3;
-  assign \$214  = v3 ? \$213  : rb4_3;
-  assign \$215  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$216  = $signed(\$215 ) + $signed(cmd[143:136]);
-  assign \$217  = $signed(\$216 ) > $signed(8'h7f);
-  assign \$218  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$219  = $signed(\$218 ) + $signed(cmd[143:136]);
-  assign \$220  = $signed(\$219 ) < $signed(8'h80);
-  assign \$221  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$222  = $signed(\$221 ) + $signed(cmd[143:136]);
-  assign \$223  = \$220  ? 13'h1f80 : \$222 ;
-  assign \$224  = \$217  ? 13'h007f : \$223 ;
-  assign \$225  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$226  = fits5_3 ? \$224 [7:0] : \$225 ;
-  assign \$227  = $signed(\$226 ) > $signed(cmd[143:136]);
+  assign \$199  = \$186  ? \$198  : cmd[143:136];
+  assign \$200  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$201  = $signed(\$200 ) + $signed(cmd[143:136]);
+  assign \$202  = $signed(\$201 ) > $signed(8'h7f);
+  assign \$203  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$204  = $signed(\$203 ) + $signed(cmd[143:136]);
+  assign \$205  = $signed(\$204 ) < $signed(8'h80);
+  assign \$206  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$207  = $signed(\$206 ) + $signed(cmd[143:136]);
+  assign \$208  = \$205  ? 13'h1f80 : \$207 ;
+  assign \$209  = \$202  ? 13'h007f : \$208 ;
+  assign \$210  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$211  = fits5_2 ? \$209 [7:0] : \$210 ;
+  assign \$212  = cmd[145] ? \$199  : \$211 ;
+  assign \$213  = v4 ? \$212  : y5_2;
+  assign \$214  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
+  assign \$215  = v0 ? \$214 [31:0] : x1_3;
+  assign \$216  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
+  assign \$217  = v1 ? { \$216 [47], \$216  } : plo2_3;
+  assign \$218  = $signed(x1_3) * $signed(mult_3[31:16]);
+  assign \$219  = v1 ? \$218  : phi2_3;
+  assign \$221  = $signed(plo2_3) + $signed(\$220 );
+  assign \$222  = v2 ? \$221  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
+  assign \$223  = $signed(p3_3) >>> shift_3;
+  assign \$224  = v3 ? \$223  : sh4_3;
+  assign \$226  = \$225  >> shift_3;
+  assign \$227  = v3 ? \$226  : rb4_3;
   assign \$228  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
   assign \$229  = $signed(\$228 ) + $signed(cmd[143:136]);
   assign \$230  = $signed(\$229 ) > $signed(8'h7f);
@@ -36427,7 +36439,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$237  = \$230  ? 13'h007f : \$236 ;
   assign \$238  = sh4_3[63] ? 8'h80 : 8'h7f;
   assign \$239  = fits5_3 ? \$237 [7:0] : \$238 ;
-  assign \$240  = \$227  ? \$239  : cmd[143:136];
+  assign \$240  = $signed(\$239 ) > $signed(cmd[143:136]);
   assign \$241  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
   assign \$242  = $signed(\$241 ) + $signed(cmd[143:136]);
   assign \$243  = $signed(\$242 ) > $signed(8'h7f);
@@ -36440,482 +36452,450 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$250  = \$243  ? 13'h007f : \$249 ;
   assign \$251  = sh4_3[63] ? 8'h80 : 8'h7f;
   assign \$252  = fits5_3 ? \$250 [7:0] : \$251 ;
-  assign \$253  = cmd[145] ? \$240  : \$252 ;
-  assign \$254  = v4 ? \$253  : y5_3;
-  assign \$255  = retired + 1'h1;
-  assign \$256  = ! retired;
-  assign \$257  = $signed(max6_0) > $signed(out6_0);
-  assign \$258  = \$257  ? max6_0 : out6_0;
-  assign \$259  = \$256  ? out6_0 : \$258 ;
-  assign \$260  = ! retired;
-  assign \$261  = $signed(max6_1) > $signed(out6_1);
-  assign \$262  = \$261  ? max6_1 : out6_1;
-  assign \$263  = \$260  ? out6_1 : \$262 ;
-  assign \$264  = ! retired;
-  assign \$265  = $signed(max6_2) > $signed(out6_2);
-  assign \$266  = \$265  ? max6_2 : out6_2;
-  assign \$267  = \$264  ? out6_2 : \$266 ;
-  assign \$268  = ! retired;
-  assign \$269  = $signed(max6_3) > $signed(out6_3);
-  assign \$270  = \$269  ? max6_3 : out6_3;
-  assign \$271  = \$268  ? out6_3 : \$270 ;
-  assign \$272  = cmd[39:20] + retired;
-  assign \$273  = retired == cmd[55:40];
-  assign \$274  = \$348  & \$273 ;
-  assign \$275  = \$274  & cmd[147];
-  assign \$276  = cmd[19:0] + cmd[55:40];
-  assign \$277  = \$276  > 14'h2000;
-  assign \$278  = cmd[75:56] >= 14'h2000;
-  assign \$279  = cmd[144] & \$278 ;
-  assign \$280  = \$277  | \$279 ;
-  assign \$281  = cmd[95:76] >= 14'h2000;
-  assign \$282  = \$280  | \$281 ;
-  assign \$283  = cmd[115:96] >= 14'h2000;
-  assign \$284  = \$282  | \$283 ;
-  assign \$285  = cmd[39:20] >= 15'h4000;
-  assign \$286  = cmd[39:20] + cmd[55:40];
-  assign \$287  = \$286  > 15'h4000;
-  assign \$288  = cmd[147] ? \$285  : \$287 ;
-  assign \$289  = \$284  | \$288 ;
-  assign \$290  = cmd[135:116] + cmd[55:40];
-  assign \$291  = \$290  > 15'h4000;
-  assign \$292  = cmd[146] & \$291 ;
-  assign range_bad = \$289  | \$292 ;
-  assign \$293  = ! pidx;
-  assign \$294  = pidx == 1'h1;
-  assign \$295  = \$294  ? cmd[75:56] : cmd[95:76];
-  assign \$296  = \$293  ? cmd[115:96] : \$295 ;
-  assign \$297  = issued != cmd[55:40];
-  assign \$298  = cmd[19:0] + issued;
-  assign \$299  = issued != cmd[55:40];
-  assign \$300  = \$299  & cmd[146];
-  assign \$301  = cmd[135:116] + issued;
-  assign \$302  = issued != cmd[55:40];
-  assign \$303  = \$302  & acc_rd__gnt;
-  assign \$304  = ~ cmd[146];
-  assign \$305  = spad_rd__gnt | \$304 ;
-  assign \$306  = \$303  & \$305 ;
-  assign ctl__busy = ~ \$343 ;
-  assign \$307  = ! sh4_0[63:10];
-  assign \$308  = sh4_0[63:10] == 54'h3fffffffffffff;
-  assign fits5_0 = \$307  | \$308 ;
-  assign \$309  = $signed(y5_0) + $signed(res5_0);
-  assign \$310  = $signed(\$309 ) > $signed(8'h7f);
-  assign \$311  = $signed(y5_0) + $signed(res5_0);
-  assign \$312  = $signed(\$311 ) < $signed(8'h80);
+  assign \$253  = \$240  ? \$252  : cmd[143:136];
+  assign \$254  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$255  = $signed(\$254 ) + $signed(cmd[143:136]);
+  assign \$256  = $signed(\$255 ) > $signed(8'h7f);
+  assign \$257  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$258  = $signed(\$257 ) + $signed(cmd[143:136]);
+  assign \$259  = $signed(\$258 ) < $signed(8'h80);
+  assign \$260  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$261  = $signed(\$260 ) + $signed(cmd[143:136]);
+  assign \$262  = \$259  ? 13'h1f80 : \$261 ;
+  assign \$263  = \$256  ? 13'h007f : \$262 ;
+  assign \$264  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$265  = fits5_3 ? \$263 [7:0] : \$264 ;
+  assign \$266  = cmd[145] ? \$253  : \$265 ;
+  assign \$267  = v4 ? \$266  : y5_3;
+  assign \$268  = retired + 1'h1;
+  assign \$269  = ! retired;
+  assign \$270  = $signed(max6_0) > $signed(out6_0);
+  assign \$271  = \$270  ? max6_0 : out6_0;
+  assign \$272  = \$269  ? out6_0 : \$271 ;
+  assign \$273  = ! retired;
+  assign \$274  = $signed(max6_1) > $signed(out6_1);
+  assign \$275  = \$274  ? max6_1 : out6_1;
+  assign \$276  = \$273  ? out6_1 : \$275 ;
+  assign \$277  = ! retired;
+  assign \$278  = $signed(max6_2) > $signed(out6_2);
+  assign \$279  = \$278  ? max6_2 : out6_2;
+  assign \$280  = \$277  ? out6_2 : \$279 ;
+  assign \$281  = ! retired;
+  assign \$282  = $signed(max6_3) > $signed(out6_3);
+  assign \$283  = \$282  ? max6_3 : out6_3;
+  assign \$284  = \$281  ? out6_3 : \$283 ;
+  assign \$285  = cmd[39:20] + retired;
+  assign \$286  = retired == cmd[55:40];
+  assign \$287  = \$352  & \$286 ;
+  assign \$288  = \$287  & cmd[147];
+  assign \$289  = cmd[19:0] + cmd[55:40];
+  assign \$290  = \$289  > 14'h2000;
+  assign \$291  = cmd[75:56] >= 14'h2000;
+  assign \$292  = cmd[144] & \$291 ;
+  assign \$293  = \$290  | \$292 ;
+  assign \$294  = cmd[95:76] >= 14'h2000;
+  assign \$295  = \$293  | \$294 ;
+  assign \$296  = cmd[115:96] >= 14'h2000;
+  assign \$297  = \$295  | \$296 ;
+  assign \$298  = cmd[39:20] >= 15'h4000;
+  assign \$299  = cmd[39:20] + cmd[55:40];
+  assign \$300  = \$299  > 15'h4000;
+  assign \$301  = cmd[147] ? \$298  : \$300 ;
+  assign \$302  = \$297  | \$301 ;
+  assign \$303  = cmd[135:116] + cmd[55:40];
+  assign \$304  = \$303  > 15'h4000;
+  assign \$305  = cmd[146] & \$304 ;
+  assign range_bad = \$302  | \$305 ;
+  assign \$306  = more & cmd[146];
+  assign \$307  = more & acc_rd__gnt;
+  assign \$308  = ~ cmd[146];
+  assign \$309  = spad_rd__gnt | \$308 ;
+  assign \$310  = \$307  & \$309 ;
+  assign ctl__busy = ~ \$347 ;
+  assign \$311  = ! sh4_0[63:10];
+  assign \$312  = sh4_0[63:10] == 54'h3fffffffffffff;
+  assign fits5_0 = \$311  | \$312 ;
   assign \$313  = $signed(y5_0) + $signed(res5_0);
-  assign \$314  = \$312  ? 9'h180 : \$313 ;
-  assign \$315  = \$310  ? 9'h07f : \$314 ;
-  assign out6_0 = cmd[146] ? \$315 [7:0] : y5_0;
-  assign \$316  = ! sh4_1[63:10];
-  assign \$317  = sh4_1[63:10] == 54'h3fffffffffffff;
-  assign fits5_1 = \$316  | \$317 ;
-  assign \$318  = $signed(y5_1) + $signed(res5_1);
-  assign \$319  = $signed(\$318 ) > $signed(8'h7f);
-  assign \$320  = $signed(y5_1) + $signed(res5_1);
-  assign \$321  = $signed(\$320 ) < $signed(8'h80);
+  assign \$314  = $signed(\$313 ) > $signed(8'h7f);
+  assign \$315  = $signed(y5_0) + $signed(res5_0);
+  assign \$316  = $signed(\$315 ) < $signed(8'h80);
+  assign \$317  = $signed(y5_0) + $signed(res5_0);
+  assign \$318  = \$316  ? 9'h180 : \$317 ;
+  assign \$319  = \$314  ? 9'h07f : \$318 ;
+  assign out6_0 = cmd[146] ? \$319 [7:0] : y5_0;
+  assign \$320  = ! sh4_1[63:10];
+  assign \$321  = sh4_1[63:10] == 54'h3fffffffffffff;
+  assign fits5_1 = \$320  | \$321 ;
   assign \$322  = $signed(y5_1) + $signed(res5_1);
-  assign \$323  = \$321  ? 9'h180 : \$322 ;
-  assign \$324  = \$319  ? 9'h07f : \$323 ;
-  assign out6_1 = cmd[146] ? \$324 [7:0] : y5_1;
-  assign \$325  = ! sh4_2[63:10];
-  assign \$326  = sh4_2[63:10] == 54'h3fffffffffffff;
-  assign fits5_2 = \$325  | \$326 ;
-  assign \$327  = $signed(y5_2) + $signed(res5_2);
-  assign \$328  = $signed(\$327 ) > $signed(8'h7f);
-  assign \$329  = $signed(y5_2) + $signed(res5_2);
-  assign \$330  = $signed(\$329 ) < $signed(8'h80);
+  assign \$323  = $signed(\$322 ) > $signed(8'h7f);
+  assign \$324  = $signed(y5_1) + $signed(res5_1);
+  assign \$325  = $signed(\$324 ) < $signed(8'h80);
+  assign \$326  = $signed(y5_1) + $signed(res5_1);
+  assign \$327  = \$325  ? 9'h180 : \$326 ;
+  assign \$328  = \$323  ? 9'h07f : \$327 ;
+  assign out6_1 = cmd[146] ? \$328 [7:0] : y5_1;
+  assign \$329  = ! sh4_2[63:10];
+  assign \$330  = sh4_2[63:10] == 54'h3fffffffffffff;
+  assign fits5_2 = \$329  | \$330 ;
   assign \$331  = $signed(y5_2) + $signed(res5_2);
-  assign \$332  = \$330  ? 9'h180 : \$331 ;
-  assign \$333  = \$328  ? 9'h07f : \$332 ;
-  assign out6_2 = cmd[146] ? \$333 [7:0] : y5_2;
-  assign \$334  = ! sh4_3[63:10];
-  assign \$335  = sh4_3[63:10] == 54'h3fffffffffffff;
-  assign fits5_3 = \$334  | \$335 ;
-  assign \$336  = $signed(y5_3) + $signed(res5_3);
-  assign \$337  = $signed(\$336 ) > $signed(8'h7f);
-  assign \$338  = $signed(y5_3) + $signed(res5_3);
-  assign \$339  = $signed(\$338 ) < $signed(8'h80);
+  assign \$332  = $signed(\$331 ) > $signed(8'h7f);
+  assign \$333  = $signed(y5_2) + $signed(res5_2);
+  assign \$334  = $signed(\$333 ) < $signed(8'h80);
+  assign \$335  = $signed(y5_2) + $signed(res5_2);
+  assign \$336  = \$334  ? 9'h180 : \$335 ;
+  assign \$337  = \$332  ? 9'h07f : \$336 ;
+  assign out6_2 = cmd[146] ? \$337 [7:0] : y5_2;
+  assign \$338  = ! sh4_3[63:10];
+  assign \$339  = sh4_3[63:10] == 54'h3fffffffffffff;
+  assign fits5_3 = \$338  | \$339 ;
   assign \$340  = $signed(y5_3) + $signed(res5_3);
-  assign \$341  = \$339  ? 9'h180 : \$340 ;
-  assign \$342  = \$337  ? 9'h07f : \$341 ;
-  assign out6_3 = cmd[146] ? \$342 [7:0] : y5_3;
-  assign \$343  = ! vec_fsm_state;
-  assign \$344  = vec_fsm_state == 1'h1;
-  assign \$345  = vec_fsm_state == 2'h2;
-  assign \$346  = vec_fsm_state == 2'h3;
-  assign \$347  = vec_fsm_state == 3'h4;
-  assign \$348  = vec_fsm_state == 3'h5;
-  assign \$349  = vec_fsm_state == 3'h6;
+  assign \$341  = $signed(\$340 ) > $signed(8'h7f);
+  assign \$342  = $signed(y5_3) + $signed(res5_3);
+  assign \$343  = $signed(\$342 ) < $signed(8'h80);
+  assign \$344  = $signed(y5_3) + $signed(res5_3);
+  assign \$345  = \$343  ? 9'h180 : \$344 ;
+  assign \$346  = \$341  ? 9'h07f : \$345 ;
+  assign out6_3 = cmd[146] ? \$346 [7:0] : y5_3;
+  assign \$347  = ! vec_fsm_state;
+  assign \$348  = vec_fsm_state == 1'h1;
+  assign \$349  = vec_fsm_state == 2'h2;
+  assign \$350  = vec_fsm_state == 2'h3;
+  assign \$351  = vec_fsm_state == 3'h4;
+  assign \$352  = vec_fsm_state == 3'h5;
+  assign \$353  = vec_fsm_state == 3'h6;
   always @(posedge clk)
-    shift_0 <= \$350 ;
+    shift_0 <= \$354 ;
   always @(posedge clk)
-    shift_1 <= \$351 ;
+    shift_1 <= \$355 ;
   always @(posedge clk)
-    shift_2 <= \$352 ;
+    shift_2 <= \$356 ;
   always @(posedge clk)
-    shift_3 <= \$353 ;
+    shift_3 <= \$357 ;
   always @(posedge clk)
-    shift_out_of_range <= \$354 ;
+    shift_out_of_range <= \$358 ;
   always @(posedge clk)
-    bias_0 <= \$355 ;
+    bias_0 <= \$359 ;
   always @(posedge clk)
-    bias_1 <= \$356 ;
+    bias_1 <= \$360 ;
   always @(posedge clk)
-    bias_2 <= \$357 ;
+    bias_2 <= \$361 ;
   always @(posedge clk)
-    bias_3 <= \$358 ;
+    bias_3 <= \$362 ;
   always @(posedge clk)
-    mult_0 <= \$359 ;
+    mult_0 <= \$363 ;
   always @(posedge clk)
-    mult_1 <= \$360 ;
+    mult_1 <= \$364 ;
   always @(posedge clk)
-    mult_2 <= \$361 ;
+    mult_2 <= \$365 ;
   always @(posedge clk)
-    mult_3 <= \$362 ;
+    mult_3 <= \$366 ;
   always @(posedge clk)
-    cap_valid <= \$363 ;
+    cap_valid <= \$367 ;
   always @(posedge clk)
-    cmd <= \$364 ;
+    cmd <= \$368 ;
   always @(posedge clk)
-    err <= \$365 ;
+    err <= \$369 ;
   always @(posedge clk)
-    issued <= \$366 ;
+    issued <= \$370 ;
   always @(posedge clk)
-    retired <= \$367 ;
+    retired <= \$371 ;
   always @(posedge clk)
-    vec_fsm_state <= \$368 ;
+    vec_fsm_state <= \$372 ;
   always @(posedge clk)
-    pidx <= \$369 ;
+    pidx <= \$373 ;
   always @(posedge clk)
-    cap_idx <= \$370 ;
+    acc_ptr <= \$374 ;
   always @(posedge clk)
-    v0 <= \$371 ;
+    res_ptr <= \$375 ;
   always @(posedge clk)
-    v1 <= \$372 ;
+    more <= \$376 ;
   always @(posedge clk)
-    v2 <= \$373 ;
+    cap_idx <= \$377 ;
   always @(posedge clk)
-    v3 <= \$374 ;
+    v0 <= \$378 ;
   always @(posedge clk)
-    v4 <= \$375 ;
+    v1 <= \$379 ;
   always @(posedge clk)
-    v5 <= \$376 ;
+    v2 <= \$380 ;
   always @(posedge clk)
-    res1_0 <= \$19 ;
+    v3 <= \$381 ;
   always @(posedge clk)
-    res2_0 <= \$20 ;
+    v4 <= \$382 ;
   always @(posedge clk)
-    res3_0 <= \$21 ;
+    v5 <= \$383 ;
   always @(posedge clk)
-    res4_0 <= \$22 ;
+    res1_0 <= \$32 ;
   always @(posedge clk)
-    res5_0 <= \$23 ;
+    res2_0 <= \$33 ;
   always @(posedge clk)
-    res1_1 <= \$24 ;
+    res3_0 <= \$34 ;
   always @(posedge clk)
-    res2_1 <= \$25 ;
+    res4_0 <= \$35 ;
   always @(posedge clk)
-    res3_1 <= \$26 ;
+    res5_0 <= \$36 ;
   always @(posedge clk)
-    res4_1 <= \$27 ;
+    res1_1 <= \$37 ;
   always @(posedge clk)
-    res5_1 <= \$28 ;
+    res2_1 <= \$38 ;
   always @(posedge clk)
-    res1_2 <= \$29 ;
+    res3_1 <= \$39 ;
   always @(posedge clk)
-    res2_2 <= \$30 ;
+    res4_1 <= \$40 ;
   always @(posedge clk)
-    res3_2 <= \$31 ;
+    res5_1 <= \$41 ;
   always @(posedge clk)
-    res4_2 <= \$32 ;
+    res1_2 <= \$42 ;
   always @(posedge clk)
-    res5_2 <= \$33 ;
+    res2_2 <= \$43 ;
   always @(posedge clk)
-    res1_3 <= \$34 ;
+    res3_2 <= \$44 ;
   always @(posedge clk)
-    res2_3 <= \$35 ;
+    res4_2 <= \$45 ;
   always @(posedge clk)
-    res3_3 <= \$36 ;
+    res5_2 <= \$46 ;
   always @(posedge clk)
-    res4_3 <= \$37 ;
+    res1_3 <= \$47 ;
   always @(posedge clk)
-    res5_3 <= \$38 ;
+    res2_3 <= \$48 ;
   always @(posedge clk)
-    x1_0 <= \$40 ;
+    res3_3 <= \$49 ;
   always @(posedge clk)
-    plo2_0 <= \$42 ;
+    res4_3 <= \$50 ;
   always @(posedge clk)
-    phi2_0 <= \$44 ;
+    res5_3 <= \$51 ;
   always @(posedge clk)
-    p3_0 <= \$47 [63:0];
+    x1_0 <= \$53 ;
   always @(posedge clk)
-    sh4_0 <= \$49 ;
+    plo2_0 <= \$55 ;
   always @(posedge clk)
-    rb4_0 <= \$52 ;
+    phi2_0 <= \$57 ;
   always @(posedge clk)
-    y5_0 <= \$92 ;
+    p3_0 <= \$60 [63:0];
   always @(posedge clk)
-    x1_1 <= \$94 ;
+    sh4_0 <= \$62 ;
   always @(posedge clk)
-    plo2_1 <= \$96 ;
+    rb4_0 <= \$65 ;
   always @(posedge clk)
-    phi2_1 <= \$98 ;
+    y5_0 <= \$105 ;
   always @(posedge clk)
-    p3_1 <= \$101 [63:0];
+    x1_1 <= \$107 ;
   always @(posedge clk)
-    sh4_1 <= \$103 ;
+    plo2_1 <= \$109 ;
   always @(posedge clk)
-    rb4_1 <= \$106 ;
+    phi2_1 <= \$111 ;
   always @(posedge clk)
-    y5_1 <= \$146 ;
+    p3_1 <= \$114 [63:0];
   always @(posedge clk)
-    x1_2 <= \$148 ;
+    sh4_1 <= \$116 ;
   always @(posedge clk)
-    plo2_2 <= \$150 ;
+    rb4_1 <= \$119 ;
   always @(posedge clk)
-    phi2_2 <= \$152 ;
+    y5_1 <= \$159 ;
   always @(posedge clk)
-    p3_2 <= \$155 [63:0];
+    x1_2 <= \$161 ;
   always @(posedge clk)
-    sh4_2 <= \$157 ;
+    plo2_2 <= \$163 ;
   always @(posedge clk)
-    rb4_2 <= \$160 ;
+    phi2_2 <= \$165 ;
   always @(posedge clk)
-    y5_2 <= \$200 ;
+    p3_2 <= \$168 [63:0];
   always @(posedge clk)
-    x1_3 <= \$202 ;
+    sh4_2 <= \$170 ;
   always @(posedge clk)
-    plo2_3 <= \$204 ;
+    rb4_2 <= \$173 ;
   always @(posedge clk)
-    phi2_3 <= \$206 ;
+    y5_2 <= \$213 ;
   always @(posedge clk)
-    p3_3 <= \$209 [63:0];
+    x1_3 <= \$215 ;
   always @(posedge clk)
-    sh4_3 <= \$211 ;
+    plo2_3 <= \$217 ;
   always @(posedge clk)
-    rb4_3 <= \$214 ;
+    phi2_3 <= \$219 ;
   always @(posedge clk)
-    y5_3 <= \$254 ;
+    p3_3 <= \$222 [63:0];
   always @(posedge clk)
-    wr_en <= \$377 ;
+    sh4_3 <= \$224 ;
   always @(posedge clk)
-    max6_0 <= \$378 ;
+    rb4_3 <= \$227 ;
   always @(posedge clk)
-    max6_1 <= \$379 ;
+    y5_3 <= \$267 ;
   always @(posedge clk)
-    max6_2 <= \$380 ;
+    wr_en <= \$384 ;
   always @(posedge clk)
-    max6_3 <= \$381 ;
+    max6_0 <= \$385 ;
   always @(posedge clk)
-    wr_addr <= \$382 ;
+    max6_1 <= \$386 ;
   always @(posedge clk)
-    wr_data <= \$383 ;
+    max6_2 <= \$387 ;
+  always @(posedge clk)
+    max6_3 <= \$388 ;
+  always @(posedge clk)
+    wr_addr <= \$389 ;
+  always @(posedge clk)
+    wr_data <= \$390 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$350  = shift_0;
+    \$354  = shift_0;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$350  = acc_rd__data[5:0];
+            \$354  = acc_rd__data[5:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$351  = shift_1;
+    \$355  = shift_1;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$351  = acc_rd__data[37:32];
+            \$355  = acc_rd__data[37:32];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$352  = shift_2;
+    \$356  = shift_2;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$352  = acc_rd__data[69:64];
+            \$356  = acc_rd__data[69:64];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$353  = shift_3;
+    \$357  = shift_3;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$353  = acc_rd__data[101:96];
+            \$357  = acc_rd__data[101:96];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$354  = shift_out_of_range;
+    \$358  = shift_out_of_range;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$354  = { \$4 , \$3 , \$2 , \$1  };
+            \$358  = { \$4 , \$3 , \$2 , \$1  };
       endcase
     end
     if (reset[3]) begin
-      \$354  = 4'h0;
+      \$358  = 4'h0;
     end
     if (rst) begin
-      \$354  = 4'h0;
+      \$358  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$355  = bias_0;
+    \$359  = bias_0;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$355  = acc_rd__data[31:0];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$9 ) begin
-              \$355  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$356  = bias_1;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$356  = acc_rd__data[63:32];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$9 ) begin
-              \$356  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$357  = bias_2;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$357  = acc_rd__data[95:64];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$9 ) begin
-              \$357  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$358  = bias_3;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$358  = acc_rd__data[127:96];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$9 ) begin
-              \$358  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$359  = mult_0;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
             \$359  = acc_rd__data[31:0];
       endcase
     end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$7 ) begin
+          end else if (\$8 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$9 ) begin
+              \$359  = 32'd0;
+            end
+          end
+    endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$360  = mult_1;
+    \$360  = bias_1;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            /* empty */;
-        2'h2:
             \$360  = acc_rd__data[63:32];
       endcase
     end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$7 ) begin
+          end else if (\$8 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$9 ) begin
+              \$360  = 32'd0;
+            end
+          end
+    endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$361  = mult_2;
+    \$361  = bias_2;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            /* empty */;
-        2'h2:
             \$361  = acc_rd__data[95:64];
       endcase
     end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$7 ) begin
+          end else if (\$8 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$9 ) begin
+              \$361  = 32'd0;
+            end
+          end
+    endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$362  = mult_3;
+    \$362  = bias_3;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$362  = acc_rd__data[127:96];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$7 ) begin
+          end else if (\$8 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$9 ) begin
+              \$362  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$363  = mult_0;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -36923,13 +36903,55 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
         2'h1:
             /* empty */;
         2'h2:
-            \$362  = acc_rd__data[127:96];
+            \$363  = acc_rd__data[31:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$363  = 1'h0;
+    \$364  = mult_1;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$364  = acc_rd__data[63:32];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$365  = mult_2;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$365  = acc_rd__data[95:64];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$366  = mult_3;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$366  = acc_rd__data[127:96];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$367  = 1'h0;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -36937,69 +36959,69 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h3:
           if (acc_rd__gnt) begin
-            \$363  = 1'h1;
+            \$367  = 1'h1;
           end
     endcase
     if (reset[3]) begin
-      \$363  = 1'h0;
+      \$367  = 1'h0;
     end
     if (rst) begin
-      \$363  = 1'h0;
+      \$367  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$364  = cmd;
+    \$368  = cmd;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$364  = ctl__cmd__payload;
+            \$368  = ctl__cmd__payload;
           end
     endcase
     if (reset[3]) begin
-      \$364  = 156'h000000000000000000000000000000000000000;
+      \$368  = 156'h000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$364  = 156'h000000000000000000000000000000000000000;
+      \$368  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$365  = err;
+    \$369  = err;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$365  = 8'h00;
+            \$369  = 8'h00;
           end
       3'h1:
           if (\$7 ) begin
-            \$365  = 8'h02;
+            \$369  = 8'h02;
           end else if (\$8 ) begin
-            \$365  = 8'h03;
+            \$369  = 8'h03;
           end else if (range_bad) begin
-            \$365  = 8'h04;
+            \$369  = 8'h04;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$16 ) begin
-            \$365  = 8'h08;
+          if (\$25 ) begin
+            \$369  = 8'h08;
           end
     endcase
     if (reset[3]) begin
-      \$365  = 8'h00;
+      \$369  = 8'h00;
     end
     if (rst) begin
-      \$365  = 8'h00;
+      \$369  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$366  = issued;
+    \$370  = issued;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$366  = 17'h00000;
+            \$370  = 17'h00000;
           end
       3'h1:
           /* empty */;
@@ -37009,91 +37031,91 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h5:
           if (fire) begin
-            \$366  = \$17 [16:0];
+            \$370  = \$26 [16:0];
           end
     endcase
     if (reset[3]) begin
-      \$366  = 17'h00000;
+      \$370  = 17'h00000;
     end
     if (rst) begin
-      \$366  = 17'h00000;
+      \$370  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$367  = retired;
+    \$371  = retired;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$367  = 17'h00000;
+            \$371  = 17'h00000;
           end
     endcase
     if (v5) begin
-      \$367  = \$255 [16:0];
+      \$371  = \$268 [16:0];
     end
     if (reset[3]) begin
-      \$367  = 17'h00000;
+      \$371  = 17'h00000;
     end
     if (rst) begin
-      \$367  = 17'h00000;
+      \$371  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$368  = vec_fsm_state;
+    \$372  = vec_fsm_state;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$368  = 3'h1;
+            \$372  = 3'h1;
           end
       3'h1:
           (* full_case = 32'd1 *)
           if (\$7 ) begin
-            \$368  = 3'h2;
+            \$372  = 3'h2;
           end else if (\$8 ) begin
-            \$368  = 3'h2;
+            \$372  = 3'h2;
           end else if (range_bad) begin
-            \$368  = 3'h2;
+            \$372  = 3'h2;
           end else begin
-            \$368  = 3'h3;
+            \$372  = 3'h3;
           end
       3'h3:
           if (acc_rd__gnt) begin
-            if (\$15 ) begin
-              \$368  = 3'h4;
+            if (\$24 ) begin
+              \$372  = 3'h4;
             end
           end
       3'h4:
           (* full_case = 32'd1 *)
-          if (\$16 ) begin
-            \$368  = 3'h2;
+          if (\$25 ) begin
+            \$372  = 3'h2;
           end else begin
-            \$368  = 3'h5;
+            \$372  = 3'h5;
           end
       3'h5:
-          if (\$18 ) begin
+          if (\$31 ) begin
             (* full_case = 32'd1 *)
             if (cmd[147]) begin
-              \$368  = 3'h6;
+              \$372  = 3'h6;
             end else begin
-              \$368  = 3'h2;
+              \$372  = 3'h2;
             end
           end
       3'h6:
-          \$368  = 3'h2;
+          \$372  = 3'h2;
       3'h2:
-          \$368  = 3'h0;
+          \$372  = 3'h0;
     endcase
     if (reset[3]) begin
-      \$368  = 3'h0;
+      \$372  = 3'h0;
     end
     if (rst) begin
-      \$368  = 3'h0;
+      \$372  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$369  = pidx;
+    \$373  = pidx;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -37103,23 +37125,115 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (\$8 ) begin
           end else if (range_bad) begin
           end else begin
-            \$369  = 2'h0;
+            \$373  = 2'h0;
           end
       3'h3:
           if (acc_rd__gnt) begin
-            \$369  = \$14 [1:0];
+            \$373  = \$14 [1:0];
           end
     endcase
     if (reset[3]) begin
-      \$369  = 2'h0;
+      \$373  = 2'h0;
     end
     if (rst) begin
-      \$369  = 2'h0;
+      \$373  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$370  = cap_idx;
+    \$374  = acc_ptr;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$7 ) begin
+          end else if (\$8 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$374  = cmd[108:96];
+          end
+      3'h3:
+          if (acc_rd__gnt) begin
+            \$374  = \$23 [12:0];
+          end
+      3'h4:
+          /* empty */;
+      3'h5:
+          if (fire) begin
+            \$374  = \$29 [12:0];
+          end
+    endcase
+    if (reset[3]) begin
+      \$374  = 13'h0000;
+    end
+    if (rst) begin
+      \$374  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$375  = res_ptr;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$7 ) begin
+          end else if (\$8 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$375  = cmd[129:116];
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          if (fire) begin
+            \$375  = \$30 [13:0];
+          end
+    endcase
+    if (reset[3]) begin
+      \$375  = 14'h0000;
+    end
+    if (rst) begin
+      \$375  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$376  = more;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$7 ) begin
+          end else if (\$8 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$376  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          if (fire) begin
+            \$376  = \$28 ;
+          end
+    endcase
+    if (reset[3]) begin
+      \$376  = 1'h0;
+    end
+    if (rst) begin
+      \$376  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$377  = cap_idx;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -37127,158 +37241,158 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h3:
           if (acc_rd__gnt) begin
-            \$370  = pidx;
+            \$377  = pidx;
           end
     endcase
     if (reset[3]) begin
-      \$370  = 2'h0;
+      \$377  = 2'h0;
     end
     if (rst) begin
-      \$370  = 2'h0;
+      \$377  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$371  = fire;
+    \$378  = fire;
     if (reset[3]) begin
-      \$371  = 1'h0;
+      \$378  = 1'h0;
     end
     if (rst) begin
-      \$371  = 1'h0;
+      \$378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$372  = v0;
+    \$379  = v0;
     if (reset[3]) begin
-      \$372  = 1'h0;
+      \$379  = 1'h0;
     end
     if (rst) begin
-      \$372  = 1'h0;
+      \$379  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$373  = v1;
+    \$380  = v1;
     if (reset[3]) begin
-      \$373  = 1'h0;
+      \$380  = 1'h0;
     end
     if (rst) begin
-      \$373  = 1'h0;
+      \$380  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$374  = v2;
+    \$381  = v2;
     if (reset[3]) begin
-      \$374  = 1'h0;
+      \$381  = 1'h0;
     end
     if (rst) begin
-      \$374  = 1'h0;
+      \$381  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$375  = v3;
+    \$382  = v3;
     if (reset[3]) begin
-      \$375  = 1'h0;
+      \$382  = 1'h0;
     end
     if (rst) begin
-      \$375  = 1'h0;
+      \$382  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$376  = v4;
+    \$383  = v4;
     if (reset[3]) begin
-      \$376  = 1'h0;
+      \$383  = 1'h0;
     end
     if (rst) begin
-      \$376  = 1'h0;
+      \$383  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$377  = 1'h0;
+    \$384  = 1'h0;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$377  = 1'h1;
+        \$384  = 1'h1;
       end
     end
-    if (\$275 ) begin
-      \$377  = 1'h1;
+    if (\$288 ) begin
+      \$384  = 1'h1;
     end
     if (reset[3]) begin
-      \$377  = 1'h0;
+      \$384  = 1'h0;
     end
     if (rst) begin
-      \$377  = 1'h0;
+      \$384  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$378  = max6_0;
+    \$385  = max6_0;
     if (v5) begin
       if (cmd[147]) begin
-        \$378  = \$259 ;
+        \$385  = \$272 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$379  = max6_1;
+    \$386  = max6_1;
     if (v5) begin
       if (cmd[147]) begin
-        \$379  = \$263 ;
+        \$386  = \$276 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$380  = max6_2;
+    \$387  = max6_2;
     if (v5) begin
       if (cmd[147]) begin
-        \$380  = \$267 ;
+        \$387  = \$280 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$381  = max6_3;
+    \$388  = max6_3;
     if (v5) begin
       if (cmd[147]) begin
-        \$381  = \$271 ;
+        \$388  = \$284 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$382  = wr_addr;
-    if (v5) begin
-      (* full_case = 32'd1 *)
-      if (cmd[147]) begin
-      end else begin
-        \$382  = \$272 [13:0];
-      end
-    end
-    if (\$275 ) begin
-      \$382  = cmd[33:20];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$383  = wr_data;
+    \$389  = wr_addr;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$383  = { out6_3, out6_2, out6_1, out6_0 };
+        \$389  = \$285 [13:0];
       end
     end
-    if (\$275 ) begin
-      \$383  = { max6_3, max6_2, max6_1, max6_0 };
+    if (\$288 ) begin
+      \$389  = cmd[33:20];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$390  = wr_data;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$390  = { out6_3, out6_2, out6_1, out6_0 };
+      end
+    end
+    if (\$288 ) begin
+      \$390  = { max6_3, max6_2, max6_1, max6_0 };
     end
   end
   always @* begin
@@ -37302,23 +37416,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          acc_rd__en = \$297 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    acc_rd__addr = 13'h0000;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          acc_rd__addr = \$296 [12:0];
-      3'h4:
-          /* empty */;
-      3'h5:
-          acc_rd__addr = \$298 [12:0];
+          acc_rd__en = more;
     endcase
   end
   always @* begin
@@ -37334,23 +37432,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          spad_rd__en = \$300 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    spad_rd__addr = 14'h0000;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          spad_rd__addr = \$301 [13:0];
+          spad_rd__en = \$306 ;
     endcase
   end
   always @* begin
@@ -37366,7 +37448,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          fire = \$306 ;
+          fire = \$310 ;
     endcase
   end
   always @* begin
@@ -37391,6 +37473,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   assign ctl__error = err;
   assign active = fire;
+  assign acc_rd__addr = acc_ptr;
+  assign spad_rd__addr = res_ptr;
   assign spad_wr__en = wr_en;
   assign spad_wr__addr = wr_addr;
   assign spad_wr__data = wr_data;
@@ -37424,18 +37508,18 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \ctl__cmd__payload.ops.maxred  = ctl__cmd__payload[147];
   assign \ctl__cmd__payload.ops.reserved  = ctl__cmd__payload[151:148];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[155:152];
-  assign \$45  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
-  assign \$50  = { p3_0, 1'h0 };
-  assign \$99  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
-  assign \$104  = { p3_1, 1'h0 };
-  assign \$153  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
-  assign \$158  = { p3_2, 1'h0 };
-  assign \$207  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
-  assign \$212  = { p3_3, 1'h0 };
+  assign \$58  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
+  assign \$63  = { p3_0, 1'h0 };
+  assign \$112  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
+  assign \$117  = { p3_1, 1'h0 };
+  assign \$166  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
+  assign \$171  = { p3_2, 1'h0 };
+  assign \$220  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
+  assign \$225  = { p3_3, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8252$16 , \port$9214$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8256$16 , \port$9218$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -37479,10 +37563,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8252$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8252$16 ;
-  wire [15:0] \port$8252$16 ;
-  input [7:0] \port$9214$0 ;
-  wire [7:0] \port$9214$0 ;
+  input [15:0] \port$8256$16 ;
+  wire [15:0] \port$8256$16 ;
+  input [7:0] \port$9218$0 ;
+  wire [7:0] \port$9218$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -37517,7 +37601,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8252$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8252$16 , \port$9214$0  };
+      storage[w_port__addr] <= { \port$8256$16 , \port$9218$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -37628,8 +37712,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8252$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8252$16 , \port$9214$0  };
-  assign w_data = { \port$8252$16 , \port$9214$0  };
+  assign w_port__data = { \port$8256$16 , \port$9218$0  };
+  assign w_data = { \port$8256$16 , \port$9218$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

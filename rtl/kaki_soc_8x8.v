@@ -2353,7 +2353,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$9088$2 (\$284 ),
+    .\port$9092$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2472,20 +2472,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8925$0 (q_wait_queue),
-    .\port$9114$0 (inflight),
-    .\port$9249$0 (q__0__cpl_irq),
-    .\port$9263$0 (q__0__error_irq),
-    .\port$9275$0 (q__1__cpl_irq),
-    .\port$9289$0 (q__1__error_irq),
-    .\port$9301$0 (q__2__cpl_irq),
-    .\port$9315$0 (q__2__error_irq),
-    .\port$9327$0 (q__3__cpl_irq),
-    .\port$9341$0 (q__3__error_irq),
-    .\port$9453$0 (\$289 ),
-    .\port$9461$0 (\$290 ),
-    .\port$9469$0 (\$291 ),
-    .\port$9477$0 (\$292 ),
+    .\port$8929$0 (q_wait_queue),
+    .\port$9118$0 (inflight),
+    .\port$9253$0 (q__0__cpl_irq),
+    .\port$9267$0 (q__0__error_irq),
+    .\port$9279$0 (q__1__cpl_irq),
+    .\port$9293$0 (q__1__error_irq),
+    .\port$9305$0 (q__2__cpl_irq),
+    .\port$9319$0 (q__2__error_irq),
+    .\port$9331$0 (q__3__cpl_irq),
+    .\port$9345$0 (q__3__error_irq),
+    .\port$9457$0 (\$289 ),
+    .\port$9465$0 (\$290 ),
+    .\port$9473$0 (\$291 ),
+    .\port$9481$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2573,10 +2573,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$9116$0 (\$285 ),
-    .\port$9118$0 (\$286 ),
-    .\port$9120$0 (\$287 ),
-    .\port$9122$0 (\$288 ),
+    .\port$9120$0 (\$285 ),
+    .\port$9122$0 (\$286 ),
+    .\port$9124$0 (\$287 ),
+    .\port$9126$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2672,8 +2672,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$9116$16 (retire__0__tag),
-    .\port$9676$0 (dma_load_error),
+    .\port$9120$16 (retire__0__tag),
+    .\port$9680$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2683,8 +2683,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$9118$16 (retire__1__tag),
-    .\port$9796$0 (dma_store_error),
+    .\port$9122$16 (retire__1__tag),
+    .\port$9800$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2739,11 +2739,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5379$0 (q__1__head),
     .\port$5409$0 (q__2__head),
     .\port$5439$0 (q__3__head),
-    .\port$8428$0 (r_data),
-    .\port$8478$0 (\r_data$495 ),
-    .\port$8528$0 (\r_data$506 ),
-    .\port$8578$0 (\r_data$517 ),
-    .\port$9088$2 (\$284 ),
+    .\port$8432$0 (r_data),
+    .\port$8482$0 (\r_data$495 ),
+    .\port$8532$0 (\r_data$506 ),
+    .\port$8582$0 (\r_data$517 ),
+    .\port$9092$2 (\$284 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2788,8 +2788,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$9120$16 (retire__2__tag),
-    .\port$9880$0 (gemm_error),
+    .\port$9124$16 (retire__2__tag),
+    .\port$9884$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2840,8 +2840,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$181 (\$292 ),
     .limit(bus_timeout),
     .\port$109$0 (fw_write_qreset_ack_queue),
-    .\port$8635$0 (fw_write_cpl_word[3:0]),
-    .\port$8635$8 (fw_write_cpl_word[31:8]),
+    .\port$8639$0 (fw_write_cpl_word[3:0]),
+    .\port$8639$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2957,7 +2957,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .wr__1__gnt(wr__1__gnt)
   );
   \kaki_soc_8x8.vec  vec (
-    .acc_rd__addr(\rd__1__addr$184 ),
+    .acc_ptr(\rd__1__addr$184 ),
     .acc_rd__data(\acc_rd__data$190 ),
     .acc_rd__en(\acc_rd__en$187 ),
     .acc_rd__gnt(\acc_rd__gnt$188 ),
@@ -2969,9 +2969,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .ctl__done(\ctl__done$133 ),
     .err(vec_error),
     .fire(\active$879 ),
+    .res_ptr(rd__1__addr),
     .reset(reset),
     .rst(rst),
-    .spad_rd__addr(rd__1__addr),
     .spad_rd__data(\spad_rd__data$150 ),
     .spad_rd__en(\spad_rd__en$147 ),
     .spad_rd__gnt(\spad_rd__gnt$148 ),
@@ -2982,8 +2982,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10650$0 (vec_error),
-    .\port$9122$16 (retire__3__tag),
+    .\port$10654$0 (vec_error),
+    .\port$9126$16 (retire__3__tag),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -5860,7 +5860,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9088$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9092$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -6004,8 +6004,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$9088$2 ;
-  wire [29:0] \port$9088$2 ;
+  output [29:0] \port$9092$2 ;
+  wire [29:0] \port$9092$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6185,7 +6185,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$9088$2 (\$99 ),
+    .\port$9092$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6303,11 +6303,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$9088$2  = \$99 ;
+  assign \port$9092$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9088$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9092$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6732,8 +6732,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$9088$2 ;
-  wire [29:0] \port$9088$2 ;
+  output [29:0] \port$9092$2 ;
+  wire [29:0] \port$9092$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9838,7 +9838,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$9088$2  = ls_addr_r[31:2];
+  assign \port$9092$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -10012,10 +10012,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8925$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9114$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9249$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$9263$0 , q_status0_resetting, q_consumer1_index, \port$9275$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9289$0 , q_status1_resetting, q_consumer2_index, \port$9301$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9315$0 , q_status2_resetting, q_consumer3_index, \port$9327$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$9341$0 , q_status3_resetting, \port$9453$0 , \port$9461$0 , \port$9469$0 , \port$9477$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8929$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9118$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9253$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$9267$0 , q_status0_resetting, q_consumer1_index, \port$9279$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9293$0 , q_status1_resetting, q_consumer2_index, \port$9305$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9319$0 , q_status2_resetting, q_consumer3_index, \port$9331$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$9345$0 , q_status3_resetting, \port$9457$0 , \port$9465$0 , \port$9473$0 , \port$9481$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11549,34 +11549,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8925$0 ;
-  wire [3:0] \port$8925$0 ;
-  input [3:0] \port$9114$0 ;
-  wire [3:0] \port$9114$0 ;
-  input \port$9249$0 ;
-  wire \port$9249$0 ;
-  input \port$9263$0 ;
-  wire \port$9263$0 ;
-  input \port$9275$0 ;
-  wire \port$9275$0 ;
-  input \port$9289$0 ;
-  wire \port$9289$0 ;
-  input \port$9301$0 ;
-  wire \port$9301$0 ;
-  input \port$9315$0 ;
-  wire \port$9315$0 ;
-  input \port$9327$0 ;
-  wire \port$9327$0 ;
-  input \port$9341$0 ;
-  wire \port$9341$0 ;
-  input [2:0] \port$9453$0 ;
-  wire [2:0] \port$9453$0 ;
-  input [2:0] \port$9461$0 ;
-  wire [2:0] \port$9461$0 ;
-  input [2:0] \port$9469$0 ;
-  wire [2:0] \port$9469$0 ;
-  input [2:0] \port$9477$0 ;
-  wire [2:0] \port$9477$0 ;
+  input [3:0] \port$8929$0 ;
+  wire [3:0] \port$8929$0 ;
+  input [3:0] \port$9118$0 ;
+  wire [3:0] \port$9118$0 ;
+  input \port$9253$0 ;
+  wire \port$9253$0 ;
+  input \port$9267$0 ;
+  wire \port$9267$0 ;
+  input \port$9279$0 ;
+  wire \port$9279$0 ;
+  input \port$9293$0 ;
+  wire \port$9293$0 ;
+  input \port$9305$0 ;
+  wire \port$9305$0 ;
+  input \port$9319$0 ;
+  wire \port$9319$0 ;
+  input \port$9331$0 ;
+  wire \port$9331$0 ;
+  input \port$9345$0 ;
+  wire \port$9345$0 ;
+  input [2:0] \port$9457$0 ;
+  wire [2:0] \port$9457$0 ;
+  input [2:0] \port$9465$0 ;
+  wire [2:0] \port$9465$0 ;
+  input [2:0] \port$9473$0 ;
+  wire [2:0] \port$9473$0 ;
+  input [2:0] \port$9481$0 ;
+  wire [2:0] \port$9481$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12205,10 +12205,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$9327$0 , \port$9301$0 , \port$9275$0 , \port$9249$0  };
+  assign \$179  = \$178  | { \port$9331$0 , \port$9305$0 , \port$9279$0 , \port$9253$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$9341$0 , \port$9315$0 , \port$9289$0 , \port$9263$0  };
+  assign \$182  = \$181  | { \port$9345$0 , \port$9319$0 , \port$9293$0 , \port$9267$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14256,8 +14256,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$9327$0 , \port$9301$0 , \port$9275$0 , \port$9249$0  };
-  assign irq_status_queue_error_set = { \port$9341$0 , \port$9315$0 , \port$9289$0 , \port$9263$0  };
+  assign irq_status_queue_cpl_set = { \port$9331$0 , \port$9305$0 , \port$9279$0 , \port$9253$0  };
+  assign irq_status_queue_error_set = { \port$9345$0 , \port$9319$0 , \port$9293$0 , \port$9267$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -14272,18 +14272,18 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$9114$0 [0];
-  assign status_dma_store_busy = \port$9114$0 [1];
-  assign status_gemm_busy = \port$9114$0 [2];
-  assign status_vec_busy = \port$9114$0 [3];
-  assign q_status0_waiting = \port$8925$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$9453$0  };
-  assign q_status1_waiting = \port$8925$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$9461$0  };
-  assign q_status2_waiting = \port$8925$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$9469$0  };
-  assign q_status3_waiting = \port$8925$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$9477$0  };
+  assign status_dma_load_busy = \port$9118$0 [0];
+  assign status_dma_store_busy = \port$9118$0 [1];
+  assign status_gemm_busy = \port$9118$0 [2];
+  assign status_vec_busy = \port$9118$0 [3];
+  assign q_status0_waiting = \port$8929$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$9457$0  };
+  assign q_status1_waiting = \port$8929$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$9465$0  };
+  assign q_status2_waiting = \port$8929$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$9473$0  };
+  assign q_status3_waiting = \port$8929$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$9481$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14328,11 +14328,11 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$9114$0 [0] };
+  assign \$429  = { 1'h0, \port$9118$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$9114$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$9114$0 [2], 2'h0 };
-  assign \$435  = { \port$9114$0 [3], 3'h0 };
+  assign \$431  = { \port$9118$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$9118$0 [2], 2'h0 };
+  assign \$435  = { \port$9118$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14489,26 +14489,26 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8925$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$9453$0 , 8'h00 };
+  assign \$877  = { \port$8929$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$9457$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8925$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$9461$0 , 8'h00 };
+  assign \$890  = { \port$8929$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$9465$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8925$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$9469$0 , 8'h00 };
+  assign \$903  = { \port$8929$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$9473$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8925$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$9477$0 , 8'h00 };
+  assign \$916  = { \port$8929$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$9481$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14619,7 +14619,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
-, queue, windowed, reject__done, reject__error, full, inflight, \port$9116$0 , retire__0__tag, \port$9118$0 , retire__1__tag, \port$9120$0 , retire__2__tag, \port$9122$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, queue, windowed, reject__done, reject__error, full, inflight, \port$9120$0 , retire__0__tag, \port$9122$0 , retire__1__tag, \port$9124$0 , retire__2__tag, \port$9126$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
 , retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15234,14 +15234,14 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$9116$0 ;
-  wire [8:0] \port$9116$0 ;
-  output [8:0] \port$9118$0 ;
-  wire [8:0] \port$9118$0 ;
   output [8:0] \port$9120$0 ;
   wire [8:0] \port$9120$0 ;
   output [8:0] \port$9122$0 ;
   wire [8:0] \port$9122$0 ;
+  output [8:0] \port$9124$0 ;
+  wire [8:0] \port$9124$0 ;
+  output [8:0] \port$9126$0 ;
+  wire [8:0] \port$9126$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15693,9 +15693,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$8582$0 (desc),
-    .\port$8584$0 (queue),
-    .\port$8585$0 (windowed),
+    .\port$8586$0 (desc),
+    .\port$8588$0 (queue),
+    .\port$8589$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15705,9 +15705,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$8582$0 (desc),
-    .\port$8584$0 (queue),
-    .\port$8585$0 (windowed),
+    .\port$8586$0 (desc),
+    .\port$8588$0 (queue),
+    .\port$8589$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15717,9 +15717,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$8582$0 (desc),
-    .\port$8584$0 (queue),
-    .\port$8585$0 (windowed),
+    .\port$8586$0 (desc),
+    .\port$8588$0 (queue),
+    .\port$8589$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15729,9 +15729,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$8582$0 (desc),
-    .\port$8584$0 (queue),
-    .\port$8585$0 (windowed),
+    .\port$8586$0 (desc),
+    .\port$8588$0 (queue),
+    .\port$8589$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15916,13 +15916,13 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$9116$0  = dma_load_held[8:0];
+  assign \port$9120$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$9118$0  = dma_store_held[8:0];
+  assign \port$9122$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$9120$0  = gemm_held[8:0];
+  assign \port$9124$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$9122$0  = vec_held[8:0];
+  assign \port$9126$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16423,7 +16423,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8582$0 , \port$8584$0 , \port$8585$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8586$0 , \port$8588$0 , \port$8589$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16465,12 +16465,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8582$0 ;
-  wire [255:0] \port$8582$0 ;
-  input [1:0] \port$8584$0 ;
-  wire [1:0] \port$8584$0 ;
-  input \port$8585$0 ;
-  wire \port$8585$0 ;
+  input [255:0] \port$8586$0 ;
+  wire [255:0] \port$8586$0 ;
+  input [1:0] \port$8588$0 ;
+  wire [1:0] \port$8588$0 ;
+  input \port$8589$0 ;
+  wire \port$8589$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16502,7 +16502,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8585$0 , \port$8584$0 , \port$8582$0  };
+      storage[w_port__addr] <= { \port$8589$0 , \port$8588$0 , \port$8586$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16601,14 +16601,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8585$0 , \port$8584$0 , \port$8582$0  };
-  assign w_data = { \port$8585$0 , \port$8584$0 , \port$8582$0  };
+  assign w_port__data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
+  assign w_data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8582$0 , \port$8584$0 , \port$8585$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8586$0 , \port$8588$0 , \port$8589$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16650,12 +16650,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8582$0 ;
-  wire [255:0] \port$8582$0 ;
-  input [1:0] \port$8584$0 ;
-  wire [1:0] \port$8584$0 ;
-  input \port$8585$0 ;
-  wire \port$8585$0 ;
+  input [255:0] \port$8586$0 ;
+  wire [255:0] \port$8586$0 ;
+  input [1:0] \port$8588$0 ;
+  wire [1:0] \port$8588$0 ;
+  input \port$8589$0 ;
+  wire \port$8589$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16687,7 +16687,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8585$0 , \port$8584$0 , \port$8582$0  };
+      storage[w_port__addr] <= { \port$8589$0 , \port$8588$0 , \port$8586$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16786,14 +16786,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8585$0 , \port$8584$0 , \port$8582$0  };
-  assign w_data = { \port$8585$0 , \port$8584$0 , \port$8582$0  };
+  assign w_port__data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
+  assign w_data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8582$0 , \port$8584$0 , \port$8585$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8586$0 , \port$8588$0 , \port$8589$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16835,12 +16835,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8582$0 ;
-  wire [255:0] \port$8582$0 ;
-  input [1:0] \port$8584$0 ;
-  wire [1:0] \port$8584$0 ;
-  input \port$8585$0 ;
-  wire \port$8585$0 ;
+  input [255:0] \port$8586$0 ;
+  wire [255:0] \port$8586$0 ;
+  input [1:0] \port$8588$0 ;
+  wire [1:0] \port$8588$0 ;
+  input \port$8589$0 ;
+  wire \port$8589$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16872,7 +16872,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8585$0 , \port$8584$0 , \port$8582$0  };
+      storage[w_port__addr] <= { \port$8589$0 , \port$8588$0 , \port$8586$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16971,14 +16971,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8585$0 , \port$8584$0 , \port$8582$0  };
-  assign w_data = { \port$8585$0 , \port$8584$0 , \port$8582$0  };
+  assign w_port__data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
+  assign w_data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8582$0 , \port$8584$0 , \port$8585$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8586$0 , \port$8588$0 , \port$8589$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17020,12 +17020,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8582$0 ;
-  wire [255:0] \port$8582$0 ;
-  input [1:0] \port$8584$0 ;
-  wire [1:0] \port$8584$0 ;
-  input \port$8585$0 ;
-  wire \port$8585$0 ;
+  input [255:0] \port$8586$0 ;
+  wire [255:0] \port$8586$0 ;
+  input [1:0] \port$8588$0 ;
+  wire [1:0] \port$8588$0 ;
+  input \port$8589$0 ;
+  wire \port$8589$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17057,7 +17057,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8585$0 , \port$8584$0 , \port$8582$0  };
+      storage[w_port__addr] <= { \port$8589$0 , \port$8588$0 , \port$8586$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17156,8 +17156,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8585$0 , \port$8584$0 , \port$8582$0  };
-  assign w_data = { \port$8585$0 , \port$8584$0 , \port$8582$0  };
+  assign w_port__data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
+  assign w_data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -22695,7 +22695,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$57
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9116$16 , \port$9676$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9120$16 , \port$9680$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22739,10 +22739,10 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9116$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9116$16 ;
-  wire [15:0] \port$9116$16 ;
-  input [7:0] \port$9676$0 ;
-  wire [7:0] \port$9676$0 ;
+  input [15:0] \port$9120$16 ;
+  wire [15:0] \port$9120$16 ;
+  input [7:0] \port$9680$0 ;
+  wire [7:0] \port$9680$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22777,7 +22777,7 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9116$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9116$16 , \port$9676$0  };
+      storage[w_port__addr] <= { \port$9120$16 , \port$9680$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22888,14 +22888,14 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9116$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9116$16 , \port$9676$0  };
-  assign w_data = { \port$9116$16 , \port$9676$0  };
+  assign w_port__data = { \port$9120$16 , \port$9680$0  };
+  assign w_data = { \port$9120$16 , \port$9680$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9118$16 , \port$9796$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9122$16 , \port$9800$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22939,10 +22939,10 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9118
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9118$16 ;
-  wire [15:0] \port$9118$16 ;
-  input [7:0] \port$9796$0 ;
-  wire [7:0] \port$9796$0 ;
+  input [15:0] \port$9122$16 ;
+  wire [15:0] \port$9122$16 ;
+  input [7:0] \port$9800$0 ;
+  wire [7:0] \port$9800$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22977,7 +22977,7 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9118
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9118$16 , \port$9796$0  };
+      storage[w_port__addr] <= { \port$9122$16 , \port$9800$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23088,16 +23088,16 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9118
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9118$16 , \port$9796$0  };
-  assign w_data = { \port$9118$16 , \port$9796$0  };
+  assign w_port__data = { \port$9122$16 , \port$9800$0  };
+  assign w_data = { \port$9122$16 , \port$9800$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
-, \port$5439$0 , \port$8428$0 , \port$8478$0 , \port$8528$0 , \port$8578$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9088$2 , bus__we, bus__wdata
+, \port$5439$0 , \port$8432$0 , \port$8482$0 , \port$8532$0 , \port$8582$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9092$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -24041,16 +24041,16 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5409$0 ;
   input [255:0] \port$5439$0 ;
   wire [255:0] \port$5439$0 ;
-  input [23:0] \port$8428$0 ;
-  wire [23:0] \port$8428$0 ;
-  input [23:0] \port$8478$0 ;
-  wire [23:0] \port$8478$0 ;
-  input [23:0] \port$8528$0 ;
-  wire [23:0] \port$8528$0 ;
-  input [23:0] \port$8578$0 ;
-  wire [23:0] \port$8578$0 ;
-  input [29:0] \port$9088$2 ;
-  wire [29:0] \port$9088$2 ;
+  input [23:0] \port$8432$0 ;
+  wire [23:0] \port$8432$0 ;
+  input [23:0] \port$8482$0 ;
+  wire [23:0] \port$8482$0 ;
+  input [23:0] \port$8532$0 ;
+  wire [23:0] \port$8532$0 ;
+  input [23:0] \port$8582$0 ;
+  wire [23:0] \port$8582$0 ;
+  input [29:0] \port$9092$2 ;
+  wire [29:0] \port$9092$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24214,79 +24214,79 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$9088$2 [9:0] == 6'h39;
+  assign \$111  = \port$9092$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$9088$2 [9:0] == 6'h3a;
+  assign \$113  = \port$9092$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$9088$2 [9:0] == 6'h3b;
+  assign \$115  = \port$9092$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$9088$2 [9:0] == 6'h3c;
+  assign \$117  = \port$9092$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$9088$2 [9:0] == 6'h3d;
+  assign \$119  = \port$9092$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$9088$2 [9:0] == 6'h3e;
+  assign \$121  = \port$9092$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$9088$2 [9:0] == 6'h3f;
+  assign \$123  = \port$9092$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$9088$2 [9:0] == 7'h40;
+  assign \$125  = \port$9092$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$9088$2 [9:0] == 7'h41;
+  assign \$127  = \port$9092$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$9088$2 [9:0] == 7'h42;
+  assign \$129  = \port$9092$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$9088$2 [9:0] == 7'h43;
+  assign \$131  = \port$9092$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$9088$2 [9:0] == 7'h44;
+  assign \$133  = \port$9092$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$9088$2 [9:0] == 7'h45;
+  assign \$135  = \port$9092$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$9088$2 [9:0] == 7'h46;
+  assign \$137  = \port$9092$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$9088$2 [9:0] == 7'h47;
+  assign \$139  = \port$9092$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$9088$2 [9:0] == 7'h48;
+  assign \$141  = \port$9092$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$9088$2 [9:0] == 7'h49;
+  assign \$143  = \port$9092$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$9088$2 [9:0] == 7'h4a;
+  assign \$145  = \port$9092$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$9088$2 [9:0] == 7'h4b;
+  assign \$147  = \port$9092$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$9088$2 [9:0] == 7'h4c;
+  assign \$149  = \port$9092$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$9088$2 [9:0] == 7'h4d;
+  assign \$151  = \port$9092$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$9088$2 [9:0] == 7'h4e;
+  assign \$153  = \port$9092$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$9088$2 [9:0] == 7'h4f;
+  assign \$155  = \port$9092$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$9088$2 [9:0] == 7'h50;
+  assign \$157  = \port$9092$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$9088$2 [9:0] == 7'h51;
+  assign \$159  = \port$9092$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24410,84 +24410,84 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$9088$2 [9:0];
+  assign \$282  = ! \port$9092$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$9088$2 [9:0] == 1'h1;
+  assign \$288  = \port$9092$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$9088$2 [9:0] == 2'h2;
+  assign \$294  = \port$9092$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$9088$2 [9:0] == 2'h3;
+  assign \$300  = \port$9092$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$9088$2 [9:0] == 3'h4;
+  assign \$306  = \port$9092$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$9088$2 [9:0] == 3'h5;
+  assign \$312  = \port$9092$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$9088$2 [9:0] == 3'h6;
+  assign \$318  = \port$9092$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$9088$2 [9:0] == 4'h8;
+  assign \$324  = \port$9092$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$9088$2 [9:0] == 4'h9;
+  assign \$336  = \port$9092$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$9088$2 [9:0] == 4'ha;
+  assign \$344  = \port$9092$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$9088$2 [9:0] == 4'hb;
+  assign \$350  = \port$9092$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$9088$2 [9:0] == 4'hc;
+  assign \$358  = \port$9092$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$9088$2 [9:0] == 4'hd;
+  assign \$368  = \port$9092$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$9088$2 [9:0] == 4'he;
+  assign \$378  = \port$9092$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$9088$2 [9:0] == 4'hf;
+  assign \$388  = \port$9092$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$9088$2 [9:0] == 5'h10;
+  assign \$398  = \port$9092$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$9088$2 [9:0] == 5'h11;
+  assign \$404  = \port$9092$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24496,251 +24496,251 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$9088$2 [9:0] == 5'h12;
+  assign \$420  = \port$9092$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$9088$2 [9:0] == 5'h13;
+  assign \$426  = \port$9092$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$9088$2 [9:0] == 5'h14;
+  assign \$432  = \port$9092$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$9088$2 [9:0] == 5'h15;
+  assign \$438  = \port$9092$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$9088$2 [9:0] == 5'h16;
+  assign \$444  = \port$9092$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$9088$2 [9:0] == 5'h17;
+  assign \$450  = \port$9092$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$9088$2 [9:0] == 5'h18;
+  assign \$456  = \port$9092$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$9088$2 [9:0] == 5'h19;
+  assign \$462  = \port$9092$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$9088$2 [9:0] == 5'h1a;
+  assign \$468  = \port$9092$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$9088$2 [9:0] == 5'h1b;
+  assign \$474  = \port$9092$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$9088$2 [9:0] == 5'h1c;
+  assign \$480  = \port$9092$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$9088$2 [9:0] == 5'h1d;
+  assign \$486  = \port$9092$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$9088$2 [9:0] == 6'h20;
+  assign \$492  = \port$9092$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$9088$2 [9:0] == 6'h21;
+  assign \$498  = \port$9092$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$9088$2 [9:0] == 6'h22;
+  assign \$504  = \port$9092$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$9088$2 [9:0] == 6'h23;
+  assign \$510  = \port$9092$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$9088$2 [9:0] == 6'h24;
+  assign \$516  = \port$9092$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$9088$2 [9:0] == 6'h25;
+  assign \$522  = \port$9092$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$9088$2 [9:0] == 6'h26;
+  assign \$528  = \port$9092$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$9088$2 [9:0] == 6'h27;
+  assign \$534  = \port$9092$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$9088$2 [9:0] == 6'h28;
+  assign \$540  = \port$9092$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$9088$2 [9:0] == 6'h29;
+  assign \$546  = \port$9092$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$9088$2 [9:0] == 6'h2a;
+  assign \$552  = \port$9092$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$9088$2 [9:0] == 6'h2b;
+  assign \$558  = \port$9092$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$9088$2 [9:0] == 6'h2c;
+  assign \$564  = \port$9092$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$9088$2 [9:0] == 6'h2d;
+  assign \$570  = \port$9092$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$9088$2 [9:0] == 6'h2e;
+  assign \$576  = \port$9092$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$9088$2 [9:0] == 6'h2f;
+  assign \$582  = \port$9092$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$9088$2 [9:0] == 6'h30;
+  assign \$588  = \port$9092$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$9088$2 [9:0] == 6'h31;
+  assign \$594  = \port$9092$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$9088$2 [9:0] == 6'h32;
+  assign \$600  = \port$9092$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$9088$2 [9:0] == 6'h33;
+  assign \$606  = \port$9092$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$9088$2 [9:0] == 6'h34;
+  assign \$612  = \port$9092$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$9088$2 [9:0] == 6'h35;
+  assign \$618  = \port$9092$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$9088$2 [9:0] == 6'h36;
+  assign \$624  = \port$9092$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$9088$2 [9:0] == 6'h37;
+  assign \$630  = \port$9092$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$9088$2 [9:0] == 6'h38;
+  assign \$636  = \port$9092$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$9088$2 [9:0] == 6'h39;
+  assign \$642  = \port$9092$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$9088$2 [9:0] == 6'h3a;
+  assign \$648  = \port$9092$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$9088$2 [9:0] == 6'h3b;
+  assign \$654  = \port$9092$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$9088$2 [9:0] == 6'h3c;
+  assign \$660  = \port$9092$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$9088$2 [9:0] == 6'h3d;
+  assign \$666  = \port$9092$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$9088$2 [9:0] == 6'h3e;
+  assign \$672  = \port$9092$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$9088$2 [9:0] == 6'h3f;
+  assign \$678  = \port$9092$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$9088$2 [9:0] == 7'h40;
+  assign \$684  = \port$9092$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$9088$2 [9:0] == 7'h41;
+  assign \$690  = \port$9092$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$9088$2 [9:0] == 7'h42;
+  assign \$696  = \port$9092$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$9088$2 [9:0] == 7'h43;
+  assign \$702  = \port$9092$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$9088$2 [9:0] == 7'h44;
+  assign \$708  = \port$9092$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$9088$2 [9:0] == 7'h45;
+  assign \$714  = \port$9092$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$9088$2 [9:0] == 7'h46;
+  assign \$720  = \port$9092$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$9088$2 [9:0] == 7'h47;
+  assign \$726  = \port$9092$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$9088$2 [9:0] == 7'h48;
+  assign \$732  = \port$9092$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$9088$2 [9:0] == 7'h49;
+  assign \$738  = \port$9092$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$9088$2 [9:0] == 7'h4a;
+  assign \$744  = \port$9092$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$9088$2 [9:0] == 7'h4b;
+  assign \$750  = \port$9092$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$9088$2 [9:0] == 7'h4c;
+  assign \$756  = \port$9092$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$9088$2 [9:0] == 7'h4d;
+  assign \$762  = \port$9092$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$9088$2 [9:0] == 7'h4e;
+  assign \$768  = \port$9092$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$9088$2 [9:0] == 7'h4f;
+  assign \$774  = \port$9092$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$9088$2 [9:0] == 7'h50;
+  assign \$780  = \port$9092$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$9088$2 [9:0] == 7'h51;
+  assign \$786  = \port$9092$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24834,167 +24834,167 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$9088$2 [9:0];
+  assign \$3  = ! \port$9092$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$9088$2 [9:0] == 1'h1;
+  assign \$5  = \port$9092$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$9088$2 [9:0] == 2'h2;
+  assign \$7  = \port$9092$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$9088$2 [9:0] == 2'h3;
+  assign \$9  = \port$9092$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$9088$2 [9:0] == 3'h4;
+  assign \$11  = \port$9092$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$9088$2 [9:0] == 3'h5;
+  assign \$13  = \port$9092$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$9088$2 [9:0] == 3'h6;
+  assign \$15  = \port$9092$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$9088$2 [9:0] == 4'h8;
+  assign \$17  = \port$9092$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$9088$2 [9:0] == 4'h9;
+  assign \$19  = \port$9092$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$9088$2 [9:0] == 4'ha;
+  assign \$21  = \port$9092$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$9088$2 [9:0] == 4'hb;
+  assign \$23  = \port$9092$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$9088$2 [9:0] == 4'hc;
+  assign \$25  = \port$9092$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$9088$2 [9:0] == 4'hd;
+  assign \$27  = \port$9092$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$9088$2 [9:0] == 4'he;
+  assign \$29  = \port$9092$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$9088$2 [9:0] == 4'hf;
+  assign \$31  = \port$9092$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$9088$2 [9:0] == 5'h10;
+  assign \$33  = \port$9092$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$9088$2 [9:0] == 5'h11;
+  assign \$35  = \port$9092$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$9088$2 [9:0] == 5'h12;
+  assign \$37  = \port$9092$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$9088$2 [9:0] == 5'h13;
+  assign \$39  = \port$9092$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$9088$2 [9:0] == 5'h14;
+  assign \$41  = \port$9092$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$9088$2 [9:0] == 5'h15;
+  assign \$43  = \port$9092$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$9088$2 [9:0] == 5'h16;
+  assign \$45  = \port$9092$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$9088$2 [9:0] == 5'h17;
+  assign \$47  = \port$9092$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$9088$2 [9:0] == 5'h18;
+  assign \$49  = \port$9092$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$9088$2 [9:0] == 5'h19;
+  assign \$51  = \port$9092$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$9088$2 [9:0] == 5'h1a;
+  assign \$53  = \port$9092$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$9088$2 [9:0] == 5'h1b;
+  assign \$55  = \port$9092$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$9088$2 [9:0] == 5'h1c;
+  assign \$57  = \port$9092$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$9088$2 [9:0] == 5'h1d;
+  assign \$59  = \port$9092$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$9088$2 [9:0] == 6'h20;
+  assign \$61  = \port$9092$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$9088$2 [9:0] == 6'h21;
+  assign \$63  = \port$9092$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$9088$2 [9:0] == 6'h22;
+  assign \$65  = \port$9092$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$9088$2 [9:0] == 6'h23;
+  assign \$67  = \port$9092$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$9088$2 [9:0] == 6'h24;
+  assign \$69  = \port$9092$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$9088$2 [9:0] == 6'h25;
+  assign \$71  = \port$9092$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$9088$2 [9:0] == 6'h26;
+  assign \$73  = \port$9092$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$9088$2 [9:0] == 6'h27;
+  assign \$75  = \port$9092$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$9088$2 [9:0] == 6'h28;
+  assign \$77  = \port$9092$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$9088$2 [9:0] == 6'h29;
+  assign \$79  = \port$9092$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$9088$2 [9:0] == 6'h2a;
+  assign \$81  = \port$9092$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$9088$2 [9:0] == 6'h2b;
+  assign \$83  = \port$9092$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$9088$2 [9:0] == 6'h2c;
+  assign \$85  = \port$9092$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$9088$2 [9:0] == 6'h2d;
+  assign \$87  = \port$9092$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$9088$2 [9:0] == 6'h2e;
+  assign \$89  = \port$9092$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$9088$2 [9:0] == 6'h2f;
+  assign \$91  = \port$9092$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$9088$2 [9:0] == 6'h30;
+  assign \$93  = \port$9092$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$9088$2 [9:0] == 6'h31;
+  assign \$95  = \port$9092$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$9088$2 [9:0] == 6'h32;
+  assign \$97  = \port$9092$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$9088$2 [9:0] == 6'h33;
+  assign \$99  = \port$9092$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$9088$2 [9:0] == 6'h34;
+  assign \$101  = \port$9092$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$9088$2 [9:0] == 6'h35;
+  assign \$103  = \port$9092$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$9088$2 [9:0] == 6'h36;
+  assign \$105  = \port$9092$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$9088$2 [9:0] == 6'h37;
+  assign \$107  = \port$9092$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$9088$2 [9:0] == 6'h38;
+  assign \$109  = \port$9092$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26272,17 +26272,17 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$9088$2 , 2'h0 };
+  assign bus__addr = { \port$9092$2 , 2'h0 };
   assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
-  assign retire0_error = \port$8428$0 [7:0];
-  assign retire0_tag = \port$8428$0 [23:8];
-  assign retire1_error = \port$8478$0 [7:0];
-  assign retire1_tag = \port$8478$0 [23:8];
-  assign retire2_error = \port$8528$0 [7:0];
-  assign retire2_tag = \port$8528$0 [23:8];
-  assign retire3_error = \port$8578$0 [7:0];
-  assign retire3_tag = \port$8578$0 [23:8];
+  assign retire0_error = \port$8432$0 [7:0];
+  assign retire0_tag = \port$8432$0 [23:8];
+  assign retire1_error = \port$8482$0 [7:0];
+  assign retire1_tag = \port$8482$0 [23:8];
+  assign retire2_error = \port$8532$0 [7:0];
+  assign retire2_tag = \port$8532$0 [23:8];
+  assign retire3_error = \port$8582$0 [7:0];
+  assign retire3_tag = \port$8582$0 [23:8];
   assign q_head0_word = \port$5349$0 [31:0];
   assign q_head1_word = \port$5349$0 [63:32];
   assign q_head2_word = \port$5349$0 [95:64];
@@ -26344,20 +26344,20 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$8428$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$8428$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$8432$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$8432$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$8478$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$8478$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$8482$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$8482$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$8528$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$8528$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$8532$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$8532$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$8578$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$8578$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$8582$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$8582$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -32800,7 +32800,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9120$16 , \port$9880$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9124$16 , \port$9884$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -32844,10 +32844,10 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9120$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9120$16 ;
-  wire [15:0] \port$9120$16 ;
-  input [7:0] \port$9880$0 ;
-  wire [7:0] \port$9880$0 ;
+  input [15:0] \port$9124$16 ;
+  wire [15:0] \port$9124$16 ;
+  input [7:0] \port$9884$0 ;
+  wire [7:0] \port$9884$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -32882,7 +32882,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9120$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9120$16 , \port$9880$0  };
+      storage[w_port__addr] <= { \port$9124$16 , \port$9884$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -32993,8 +32993,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9120$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9120$16 , \port$9880$0  };
-  assign w_data = { \port$9120$16 , \port$9880$0  };
+  assign w_port__data = { \port$9124$16 , \port$9884$0  };
+  assign w_data = { \port$9124$16 , \port$9884$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -33003,7 +33003,7 @@ endmodule
 module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8635$0 , \port$8635$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8639$0 , \port$8639$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -33717,10 +33717,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] \limit$66 ;
   input [3:0] \port$109$0 ;
   wire [3:0] \port$109$0 ;
-  input [3:0] \port$8635$0 ;
-  wire [3:0] \port$8635$0 ;
-  input [23:0] \port$8635$8 ;
-  wire [23:0] \port$8635$8 ;
+  input [3:0] \port$8639$0 ;
+  wire [3:0] \port$8639$0 ;
+  input [23:0] \port$8639$8 ;
+  wire [23:0] \port$8639$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -34445,7 +34445,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$8635$0 [1:0] < 3'h4;
+  assign \$165  = \port$8639$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -34653,7 +34653,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$8635$0 [1:0];
+  assign \$344  = ! \port$8639$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -34673,7 +34673,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$8635$0 [1:0] == 1'h1;
+  assign \$364  = \port$8639$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -34693,7 +34693,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$8635$0 [1:0] == 2'h2;
+  assign \$384  = \port$8639$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -34713,7 +34713,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$8635$0 [1:0] == 2'h3;
+  assign \$404  = \port$8639$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -34806,7 +34806,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$9201$0 (fetch_r_buf),
+    .\port$9205$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -34818,7 +34818,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$9201$0 (fetch_r_buf),
+    .\port$9205$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -34830,7 +34830,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$9201$0 (fetch_r_buf),
+    .\port$9205$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -34842,7 +34842,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$9201$0 (fetch_r_buf),
+    .\port$9205$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -36540,12 +36540,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$8635$0 [1:0];
-  assign cpl_irq = \port$8635$0 [2];
-  assign cpl_halt = \port$8635$0 [3];
-  assign cpl_flags = \port$8635$8 [7:0];
-  assign cpl_status = \port$8635$8 [15:8];
-  assign cpl_opcode = \port$8635$8 [23:16];
+  assign cpl_queue = \port$8639$0 [1:0];
+  assign cpl_irq = \port$8639$0 [2];
+  assign cpl_halt = \port$8639$0 [3];
+  assign cpl_flags = \port$8639$8 [7:0];
+  assign cpl_status = \port$8639$8 [15:8];
+  assign cpl_opcode = \port$8639$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -36596,12 +36596,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$8635$8 [23:16];
-  assign \w_data$258 [19:12] = \port$8635$8 [15:8];
-  assign \w_data$258 [11:4] = \port$8635$8 [7:0];
-  assign \w_data$258 [3] = \port$8635$0 [3];
-  assign \w_data$258 [2] = \port$8635$0 [2];
-  assign \w_data$258 [1:0] = \port$8635$0 [1:0];
+  assign \w_data$258 [27:20] = \port$8639$8 [23:16];
+  assign \w_data$258 [19:12] = \port$8639$8 [15:8];
+  assign \w_data$258 [11:4] = \port$8639$8 [7:0];
+  assign \w_data$258 [3] = \port$8639$0 [3];
+  assign \w_data$258 [2] = \port$8639$0 [2];
+  assign \w_data$258 [1:0] = \port$8639$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -38187,7 +38187,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9201$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9205$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38214,8 +38214,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9201$0 ;
-  wire [191:0] \port$9201$0 ;
+  input [191:0] \port$9205$0 ;
+  wire [191:0] \port$9205$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -38250,7 +38250,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9201$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9205$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38321,14 +38321,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9201$0  };
-  assign w_data = { \port$0$87 , \port$9201$0  };
+  assign w_port__data = { \port$0$87 , \port$9205$0  };
+  assign w_data = { \port$0$87 , \port$9205$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9201$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9205$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38355,8 +38355,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9201$0 ;
-  wire [191:0] \port$9201$0 ;
+  input [191:0] \port$9205$0 ;
+  wire [191:0] \port$9205$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -38391,7 +38391,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9201$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9205$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38462,14 +38462,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9201$0  };
-  assign w_data = { \port$0$87 , \port$9201$0  };
+  assign w_port__data = { \port$0$87 , \port$9205$0  };
+  assign w_data = { \port$0$87 , \port$9205$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9201$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9205$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38496,8 +38496,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9201$0 ;
-  wire [191:0] \port$9201$0 ;
+  input [191:0] \port$9205$0 ;
+  wire [191:0] \port$9205$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -38532,7 +38532,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9201$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9205$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38603,14 +38603,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9201$0  };
-  assign w_data = { \port$0$87 , \port$9201$0  };
+  assign w_port__data = { \port$0$87 , \port$9205$0  };
+  assign w_data = { \port$0$87 , \port$9205$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9201$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9205$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38637,8 +38637,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9201$0 ;
-  wire [191:0] \port$9201$0 ;
+  input [191:0] \port$9205$0 ;
+  wire [191:0] \port$9205$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -38673,7 +38673,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9201$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9205$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38744,14 +38744,14 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9201$0  };
-  assign w_data = { \port$0$87 , \port$9201$0  };
+  assign w_port__data = { \port$0$87 , \port$9205$0  };
+  assign w_data = { \port$0$87 , \port$9205$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1__en, rd__0__addr, rd__0__gnt, rd__1__gnt, rd__2__gnt, wr__0__gnt, wr__1__gnt, wr__1__data, wr__1__addr, rd__2__addr, wr__0__addr, wr__0__data, rd__1__addr, rd__0__data, rd__1__data, rd__2__data
+module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1__en, rd__0__addr, rd__0__gnt, rd__1__gnt, rd__2__gnt, wr__0__gnt, wr__1__gnt, wr__1__data, wr__1__addr, rd__2__addr, rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
@@ -39456,14 +39456,14 @@ module \kaki_soc_8x8.spad.bank3 (ren, wen, rdata, raddr, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset, ctl__cmd__payload, ctl__busy, err, wr_en, wr_addr, wr_data, ctl__cmd__ready, acc_rd__en, acc_rd__addr, spad_rd__en, spad_rd__addr, fire, ctl__done, spad_rd__data, acc_rd__data, clk
+module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset, ctl__cmd__payload, ctl__busy, err, acc_ptr, res_ptr, wr_en, wr_addr, wr_data, ctl__cmd__ready, acc_rd__en, spad_rd__en, fire, ctl__done, spad_rd__data, acc_rd__data, clk
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [7:0] \$100 ;
   wire [7:0] \$101 ;
-  wire [7:0] \$102 ;
+  wire \$102 ;
   wire [11:0] \$103 ;
   wire [12:0] \$104 ;
   wire \$105 ;
@@ -39478,36 +39478,36 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [7:0] \$113 ;
   wire [7:0] \$114 ;
   wire [7:0] \$115 ;
-  wire [7:0] \$116 ;
-  wire [32:0] \$117 ;
-  wire [31:0] \$118 ;
-  wire [47:0] \$119 ;
+  wire [11:0] \$116 ;
+  wire [12:0] \$117 ;
+  wire \$118 ;
+  wire [11:0] \$119 ;
   wire \$12 ;
-  wire [48:0] \$120 ;
-  wire [47:0] \$121 ;
-  wire [47:0] \$122 ;
-  wire [78:0] \$123 ;
-  wire [79:0] \$124 ;
-  wire [79:0] \$125 ;
-  wire [63:0] \$126 ;
-  wire [63:0] \$127 ;
-  wire [64:0] \$128 ;
-  wire \$129 ;
+  wire [12:0] \$120 ;
+  wire \$121 ;
+  wire [11:0] \$122 ;
+  wire [12:0] \$123 ;
+  wire [12:0] \$124 ;
+  wire [12:0] \$125 ;
+  wire [7:0] \$126 ;
+  wire [7:0] \$127 ;
+  wire [7:0] \$128 ;
+  wire [7:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire [11:0] \$131 ;
-  wire [12:0] \$132 ;
-  wire \$133 ;
-  wire [11:0] \$134 ;
-  wire [12:0] \$135 ;
-  wire \$136 ;
-  wire [11:0] \$137 ;
-  wire [12:0] \$138 ;
-  wire [12:0] \$139 ;
+  wire [32:0] \$130 ;
+  wire [31:0] \$131 ;
+  wire [47:0] \$132 ;
+  wire [48:0] \$133 ;
+  wire [47:0] \$134 ;
+  wire [47:0] \$135 ;
+  wire [78:0] \$136 ;
+  wire [79:0] \$137 ;
+  wire [79:0] \$138 ;
+  wire [63:0] \$139 ;
   wire \$14 ;
-  wire [12:0] \$140 ;
-  wire [7:0] \$141 ;
-  wire [7:0] \$142 ;
+  wire [63:0] \$140 ;
+  wire [64:0] \$141 ;
+  wire \$142 ;
   wire \$143 ;
   wire [11:0] \$144 ;
   wire [12:0] \$145 ;
@@ -39522,7 +39522,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [12:0] \$153 ;
   wire [7:0] \$154 ;
   wire [7:0] \$155 ;
-  wire [7:0] \$156 ;
+  wire \$156 ;
   wire [11:0] \$157 ;
   wire [12:0] \$158 ;
   wire \$159 ;
@@ -39538,35 +39538,35 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [7:0] \$168 ;
   wire [7:0] \$169 ;
   wire [2:0] \$17 ;
-  wire [7:0] \$170 ;
-  wire [32:0] \$171 ;
-  wire [31:0] \$172 ;
-  wire [47:0] \$173 ;
-  wire [48:0] \$174 ;
-  wire [47:0] \$175 ;
-  wire [47:0] \$176 ;
-  wire [78:0] \$177 ;
-  wire [79:0] \$178 ;
-  wire [79:0] \$179 ;
+  wire [11:0] \$170 ;
+  wire [12:0] \$171 ;
+  wire \$172 ;
+  wire [11:0] \$173 ;
+  wire [12:0] \$174 ;
+  wire \$175 ;
+  wire [11:0] \$176 ;
+  wire [12:0] \$177 ;
+  wire [12:0] \$178 ;
+  wire [12:0] \$179 ;
   wire [2:0] \$18 ;
-  wire [63:0] \$180 ;
-  wire [63:0] \$181 ;
-  wire [64:0] \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire [11:0] \$185 ;
-  wire [12:0] \$186 ;
-  wire \$187 ;
-  wire [11:0] \$188 ;
-  wire [12:0] \$189 ;
+  wire [7:0] \$180 ;
+  wire [7:0] \$181 ;
+  wire [7:0] \$182 ;
+  wire [7:0] \$183 ;
+  wire [32:0] \$184 ;
+  wire [31:0] \$185 ;
+  wire [47:0] \$186 ;
+  wire [48:0] \$187 ;
+  wire [47:0] \$188 ;
+  wire [47:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire [11:0] \$191 ;
-  wire [12:0] \$192 ;
-  wire [12:0] \$193 ;
-  wire [12:0] \$194 ;
-  wire [7:0] \$195 ;
-  wire [7:0] \$196 ;
+  wire [78:0] \$190 ;
+  wire [79:0] \$191 ;
+  wire [79:0] \$192 ;
+  wire [63:0] \$193 ;
+  wire [63:0] \$194 ;
+  wire [64:0] \$195 ;
+  wire \$196 ;
   wire \$197 ;
   wire [11:0] \$198 ;
   wire [12:0] \$199 ;
@@ -39582,8 +39582,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [12:0] \$207 ;
   wire [7:0] \$208 ;
   wire [7:0] \$209 ;
-  wire [17:0] \$21 ;
-  wire [7:0] \$210 ;
+  wire \$21 ;
+  wire \$210 ;
   wire [11:0] \$211 ;
   wire [12:0] \$212 ;
   wire \$213 ;
@@ -39598,36 +39598,36 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [7:0] \$221 ;
   wire [7:0] \$222 ;
   wire [7:0] \$223 ;
-  wire [7:0] \$224 ;
-  wire [32:0] \$225 ;
-  wire [31:0] \$226 ;
-  wire [47:0] \$227 ;
-  wire [48:0] \$228 ;
-  wire [47:0] \$229 ;
-  wire [7:0] \$23 ;
-  wire [47:0] \$230 ;
-  wire [78:0] \$231 ;
-  wire [79:0] \$232 ;
-  wire [79:0] \$233 ;
-  wire [63:0] \$234 ;
-  wire [63:0] \$235 ;
-  wire [64:0] \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire [11:0] \$239 ;
-  wire [7:0] \$24 ;
-  wire [12:0] \$240 ;
-  wire \$241 ;
-  wire [11:0] \$242 ;
-  wire [12:0] \$243 ;
-  wire \$244 ;
-  wire [11:0] \$245 ;
-  wire [12:0] \$246 ;
-  wire [12:0] \$247 ;
-  wire [12:0] \$248 ;
-  wire [7:0] \$249 ;
-  wire [7:0] \$25 ;
-  wire [7:0] \$250 ;
+  wire [11:0] \$224 ;
+  wire [12:0] \$225 ;
+  wire \$226 ;
+  wire [11:0] \$227 ;
+  wire [12:0] \$228 ;
+  wire \$229 ;
+  wire [2:0] \$23 ;
+  wire [11:0] \$230 ;
+  wire [12:0] \$231 ;
+  wire [12:0] \$232 ;
+  wire [12:0] \$233 ;
+  wire [7:0] \$234 ;
+  wire [7:0] \$235 ;
+  wire [7:0] \$236 ;
+  wire [7:0] \$237 ;
+  wire [32:0] \$238 ;
+  wire [31:0] \$239 ;
+  wire [2:0] \$24 ;
+  wire [47:0] \$240 ;
+  wire [48:0] \$241 ;
+  wire [47:0] \$242 ;
+  wire [47:0] \$243 ;
+  wire [78:0] \$244 ;
+  wire [79:0] \$245 ;
+  wire [79:0] \$246 ;
+  wire [63:0] \$247 ;
+  wire [63:0] \$248 ;
+  wire [64:0] \$249 ;
+  wire \$25 ;
+  wire \$250 ;
   wire \$251 ;
   wire [11:0] \$252 ;
   wire [12:0] \$253 ;
@@ -39637,18 +39637,18 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire \$257 ;
   wire [11:0] \$258 ;
   wire [12:0] \$259 ;
-  wire [7:0] \$26 ;
+  wire [19:0] \$26 ;
   wire [12:0] \$260 ;
   wire [12:0] \$261 ;
   wire [7:0] \$262 ;
   wire [7:0] \$263 ;
-  wire [7:0] \$264 ;
+  wire \$264 ;
   wire [11:0] \$265 ;
   wire [12:0] \$266 ;
   wire \$267 ;
   wire [11:0] \$268 ;
   wire [12:0] \$269 ;
-  wire [7:0] \$27 ;
+  wire [19:0] \$27 ;
   wire \$270 ;
   wire [11:0] \$271 ;
   wire [12:0] \$272 ;
@@ -39657,43 +39657,43 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [7:0] \$275 ;
   wire [7:0] \$276 ;
   wire [7:0] \$277 ;
-  wire [7:0] \$278 ;
-  wire [32:0] \$279 ;
-  wire [7:0] \$28 ;
-  wire [31:0] \$280 ;
-  wire [47:0] \$281 ;
-  wire [48:0] \$282 ;
-  wire [47:0] \$283 ;
-  wire [47:0] \$284 ;
-  wire [78:0] \$285 ;
-  wire [79:0] \$286 ;
-  wire [79:0] \$287 ;
-  wire [63:0] \$288 ;
-  wire [63:0] \$289 ;
-  wire [7:0] \$29 ;
-  wire [64:0] \$290 ;
-  wire \$291 ;
-  wire \$292 ;
-  wire [11:0] \$293 ;
-  wire [12:0] \$294 ;
-  wire \$295 ;
-  wire [11:0] \$296 ;
-  wire [12:0] \$297 ;
-  wire \$298 ;
-  wire [11:0] \$299 ;
+  wire [11:0] \$278 ;
+  wire [12:0] \$279 ;
+  wire \$28 ;
+  wire \$280 ;
+  wire [11:0] \$281 ;
+  wire [12:0] \$282 ;
+  wire \$283 ;
+  wire [11:0] \$284 ;
+  wire [12:0] \$285 ;
+  wire [12:0] \$286 ;
+  wire [12:0] \$287 ;
+  wire [7:0] \$288 ;
+  wire [7:0] \$289 ;
+  wire \$29 ;
+  wire [7:0] \$290 ;
+  wire [7:0] \$291 ;
+  wire [32:0] \$292 ;
+  wire [31:0] \$293 ;
+  wire [47:0] \$294 ;
+  wire [48:0] \$295 ;
+  wire [47:0] \$296 ;
+  wire [47:0] \$297 ;
+  wire [78:0] \$298 ;
+  wire [79:0] \$299 ;
   wire \$3 ;
-  wire [7:0] \$30 ;
-  wire [12:0] \$300 ;
-  wire [12:0] \$301 ;
-  wire [12:0] \$302 ;
-  wire [7:0] \$303 ;
-  wire [7:0] \$304 ;
+  wire [17:0] \$30 ;
+  wire [79:0] \$300 ;
+  wire [63:0] \$301 ;
+  wire [63:0] \$302 ;
+  wire [64:0] \$303 ;
+  wire \$304 ;
   wire \$305 ;
   wire [11:0] \$306 ;
   wire [12:0] \$307 ;
   wire \$308 ;
   wire [11:0] \$309 ;
-  wire [7:0] \$31 ;
+  wire [17:0] \$31 ;
   wire [12:0] \$310 ;
   wire \$311 ;
   wire [11:0] \$312 ;
@@ -39702,9 +39702,9 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [12:0] \$315 ;
   wire [7:0] \$316 ;
   wire [7:0] \$317 ;
-  wire [7:0] \$318 ;
+  wire \$318 ;
   wire [11:0] \$319 ;
-  wire [7:0] \$32 ;
+  wire \$32 ;
   wire [12:0] \$320 ;
   wire \$321 ;
   wire [11:0] \$322 ;
@@ -39715,38 +39715,38 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [12:0] \$327 ;
   wire [12:0] \$328 ;
   wire [7:0] \$329 ;
-  wire [7:0] \$33 ;
+  wire [13:0] \$33 ;
   wire [7:0] \$330 ;
   wire [7:0] \$331 ;
-  wire [7:0] \$332 ;
-  wire [32:0] \$333 ;
-  wire [31:0] \$334 ;
-  wire [47:0] \$335 ;
-  wire [48:0] \$336 ;
-  wire [47:0] \$337 ;
-  wire [47:0] \$338 ;
-  wire [78:0] \$339 ;
-  wire [7:0] \$34 ;
-  wire [79:0] \$340 ;
-  wire [79:0] \$341 ;
-  wire [63:0] \$342 ;
-  wire [63:0] \$343 ;
-  wire [64:0] \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire [11:0] \$347 ;
-  wire [12:0] \$348 ;
-  wire \$349 ;
-  wire [7:0] \$35 ;
-  wire [11:0] \$350 ;
-  wire [12:0] \$351 ;
-  wire \$352 ;
-  wire [11:0] \$353 ;
-  wire [12:0] \$354 ;
-  wire [12:0] \$355 ;
-  wire [12:0] \$356 ;
-  wire [7:0] \$357 ;
-  wire [7:0] \$358 ;
+  wire [11:0] \$332 ;
+  wire [12:0] \$333 ;
+  wire \$334 ;
+  wire [11:0] \$335 ;
+  wire [12:0] \$336 ;
+  wire \$337 ;
+  wire [11:0] \$338 ;
+  wire [12:0] \$339 ;
+  wire [14:0] \$34 ;
+  wire [12:0] \$340 ;
+  wire [12:0] \$341 ;
+  wire [7:0] \$342 ;
+  wire [7:0] \$343 ;
+  wire [7:0] \$344 ;
+  wire [7:0] \$345 ;
+  wire [32:0] \$346 ;
+  wire [31:0] \$347 ;
+  wire [47:0] \$348 ;
+  wire [48:0] \$349 ;
+  wire \$35 ;
+  wire [47:0] \$350 ;
+  wire [47:0] \$351 ;
+  wire [78:0] \$352 ;
+  wire [79:0] \$353 ;
+  wire [79:0] \$354 ;
+  wire [63:0] \$355 ;
+  wire [63:0] \$356 ;
+  wire [64:0] \$357 ;
+  wire \$358 ;
   wire \$359 ;
   wire [7:0] \$36 ;
   wire [11:0] \$360 ;
@@ -39762,7 +39762,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [7:0] \$37 ;
   wire [7:0] \$370 ;
   wire [7:0] \$371 ;
-  wire [7:0] \$372 ;
+  wire \$372 ;
   wire [11:0] \$373 ;
   wire [12:0] \$374 ;
   wire \$375 ;
@@ -39777,37 +39777,37 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [7:0] \$383 ;
   wire [7:0] \$384 ;
   wire [7:0] \$385 ;
-  wire [7:0] \$386 ;
-  wire [32:0] \$387 ;
-  wire [31:0] \$388 ;
-  wire [47:0] \$389 ;
+  wire [11:0] \$386 ;
+  wire [12:0] \$387 ;
+  wire \$388 ;
+  wire [11:0] \$389 ;
   wire [7:0] \$39 ;
-  wire [48:0] \$390 ;
-  wire [47:0] \$391 ;
-  wire [47:0] \$392 ;
-  wire [78:0] \$393 ;
-  wire [79:0] \$394 ;
-  wire [79:0] \$395 ;
-  wire [63:0] \$396 ;
-  wire [63:0] \$397 ;
-  wire [64:0] \$398 ;
-  wire \$399 ;
+  wire [12:0] \$390 ;
+  wire \$391 ;
+  wire [11:0] \$392 ;
+  wire [12:0] \$393 ;
+  wire [12:0] \$394 ;
+  wire [12:0] \$395 ;
+  wire [7:0] \$396 ;
+  wire [7:0] \$397 ;
+  wire [7:0] \$398 ;
+  wire [7:0] \$399 ;
   wire \$4 ;
   wire [7:0] \$40 ;
-  wire \$400 ;
-  wire [11:0] \$401 ;
-  wire [12:0] \$402 ;
-  wire \$403 ;
-  wire [11:0] \$404 ;
-  wire [12:0] \$405 ;
-  wire \$406 ;
-  wire [11:0] \$407 ;
-  wire [12:0] \$408 ;
-  wire [12:0] \$409 ;
+  wire [32:0] \$400 ;
+  wire [31:0] \$401 ;
+  wire [47:0] \$402 ;
+  wire [48:0] \$403 ;
+  wire [47:0] \$404 ;
+  wire [47:0] \$405 ;
+  wire [78:0] \$406 ;
+  wire [79:0] \$407 ;
+  wire [79:0] \$408 ;
+  wire [63:0] \$409 ;
   wire [7:0] \$41 ;
-  wire [12:0] \$410 ;
-  wire [7:0] \$411 ;
-  wire [7:0] \$412 ;
+  wire [63:0] \$410 ;
+  wire [64:0] \$411 ;
+  wire \$412 ;
   wire \$413 ;
   wire [11:0] \$414 ;
   wire [12:0] \$415 ;
@@ -39822,7 +39822,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [12:0] \$423 ;
   wire [7:0] \$424 ;
   wire [7:0] \$425 ;
-  wire [7:0] \$426 ;
+  wire \$426 ;
   wire [11:0] \$427 ;
   wire [12:0] \$428 ;
   wire \$429 ;
@@ -39838,35 +39838,35 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [7:0] \$438 ;
   wire [7:0] \$439 ;
   wire [7:0] \$44 ;
-  wire [7:0] \$440 ;
-  wire [32:0] \$441 ;
-  wire [31:0] \$442 ;
-  wire [47:0] \$443 ;
-  wire [48:0] \$444 ;
-  wire [47:0] \$445 ;
-  wire [47:0] \$446 ;
-  wire [78:0] \$447 ;
-  wire [79:0] \$448 ;
-  wire [79:0] \$449 ;
+  wire [11:0] \$440 ;
+  wire [12:0] \$441 ;
+  wire \$442 ;
+  wire [11:0] \$443 ;
+  wire [12:0] \$444 ;
+  wire \$445 ;
+  wire [11:0] \$446 ;
+  wire [12:0] \$447 ;
+  wire [12:0] \$448 ;
+  wire [12:0] \$449 ;
   wire [7:0] \$45 ;
-  wire [63:0] \$450 ;
-  wire [63:0] \$451 ;
-  wire [64:0] \$452 ;
-  wire \$453 ;
-  wire \$454 ;
-  wire [11:0] \$455 ;
-  wire [12:0] \$456 ;
-  wire \$457 ;
-  wire [11:0] \$458 ;
-  wire [12:0] \$459 ;
+  wire [7:0] \$450 ;
+  wire [7:0] \$451 ;
+  wire [7:0] \$452 ;
+  wire [7:0] \$453 ;
+  wire [32:0] \$454 ;
+  wire [31:0] \$455 ;
+  wire [47:0] \$456 ;
+  wire [48:0] \$457 ;
+  wire [47:0] \$458 ;
+  wire [47:0] \$459 ;
   wire [7:0] \$46 ;
-  wire \$460 ;
-  wire [11:0] \$461 ;
-  wire [12:0] \$462 ;
-  wire [12:0] \$463 ;
-  wire [12:0] \$464 ;
-  wire [7:0] \$465 ;
-  wire [7:0] \$466 ;
+  wire [78:0] \$460 ;
+  wire [79:0] \$461 ;
+  wire [79:0] \$462 ;
+  wire [63:0] \$463 ;
+  wire [63:0] \$464 ;
+  wire [64:0] \$465 ;
+  wire \$466 ;
   wire \$467 ;
   wire [11:0] \$468 ;
   wire [12:0] \$469 ;
@@ -39882,7 +39882,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [7:0] \$478 ;
   wire [7:0] \$479 ;
   wire [7:0] \$48 ;
-  wire [7:0] \$480 ;
+  wire \$480 ;
   wire [11:0] \$481 ;
   wire [12:0] \$482 ;
   wire \$483 ;
@@ -39897,191 +39897,191 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [7:0] \$491 ;
   wire [7:0] \$492 ;
   wire [7:0] \$493 ;
-  wire [7:0] \$494 ;
-  wire [17:0] \$495 ;
+  wire [11:0] \$494 ;
+  wire [12:0] \$495 ;
   wire \$496 ;
-  wire \$497 ;
-  wire [7:0] \$498 ;
-  wire [7:0] \$499 ;
+  wire [11:0] \$497 ;
+  wire [12:0] \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire [7:0] \$50 ;
-  wire \$500 ;
-  wire \$501 ;
-  wire [7:0] \$502 ;
-  wire [7:0] \$503 ;
-  wire \$504 ;
-  wire \$505 ;
+  wire [11:0] \$500 ;
+  wire [12:0] \$501 ;
+  wire [12:0] \$502 ;
+  wire [12:0] \$503 ;
+  wire [7:0] \$504 ;
+  wire [7:0] \$505 ;
   wire [7:0] \$506 ;
   wire [7:0] \$507 ;
-  wire \$508 ;
+  wire [17:0] \$508 ;
   wire \$509 ;
   wire [7:0] \$51 ;
-  wire [7:0] \$510 ;
+  wire \$510 ;
   wire [7:0] \$511 ;
-  wire \$512 ;
+  wire [7:0] \$512 ;
   wire \$513 ;
-  wire [7:0] \$514 ;
+  wire \$514 ;
   wire [7:0] \$515 ;
-  wire \$516 ;
+  wire [7:0] \$516 ;
   wire \$517 ;
-  wire [7:0] \$518 ;
+  wire \$518 ;
   wire [7:0] \$519 ;
   wire [7:0] \$52 ;
-  wire \$520 ;
+  wire [7:0] \$520 ;
   wire \$521 ;
-  wire [7:0] \$522 ;
+  wire \$522 ;
   wire [7:0] \$523 ;
-  wire \$524 ;
+  wire [7:0] \$524 ;
   wire \$525 ;
-  wire [7:0] \$526 ;
+  wire \$526 ;
   wire [7:0] \$527 ;
-  wire [20:0] \$528 ;
+  wire [7:0] \$528 ;
   wire \$529 ;
   wire [7:0] \$53 ;
   wire \$530 ;
-  wire \$531 ;
-  wire [20:0] \$532 ;
+  wire [7:0] \$531 ;
+  wire [7:0] \$532 ;
   wire \$533 ;
   wire \$534 ;
-  wire \$535 ;
-  wire \$536 ;
+  wire [7:0] \$535 ;
+  wire [7:0] \$536 ;
   wire \$537 ;
   wire \$538 ;
-  wire \$539 ;
+  wire [7:0] \$539 ;
   wire [7:0] \$54 ;
-  wire \$540 ;
-  wire \$541 ;
-  wire [20:0] \$542 ;
+  wire [7:0] \$540 ;
+  wire [20:0] \$541 ;
+  wire \$542 ;
   wire \$543 ;
   wire \$544 ;
-  wire \$545 ;
-  wire [20:0] \$546 ;
+  wire [20:0] \$545 ;
+  wire \$546 ;
   wire \$547 ;
   wire \$548 ;
   wire \$549 ;
   wire [7:0] \$55 ;
   wire \$550 ;
-  wire [19:0] \$551 ;
-  wire [19:0] \$552 ;
+  wire \$551 ;
+  wire \$552 ;
   wire \$553 ;
-  wire [20:0] \$554 ;
-  wire \$555 ;
+  wire \$554 ;
+  wire [20:0] \$555 ;
   wire \$556 ;
-  wire [20:0] \$557 ;
+  wire \$557 ;
   wire \$558 ;
-  wire \$559 ;
+  wire [20:0] \$559 ;
   wire [7:0] \$56 ;
   wire \$560 ;
   wire \$561 ;
   wire \$562 ;
   wire \$563 ;
   wire \$564 ;
-  wire [8:0] \$565 ;
+  wire \$565 ;
   wire \$566 ;
-  wire [8:0] \$567 ;
+  wire \$567 ;
   wire \$568 ;
   wire [8:0] \$569 ;
   wire [7:0] \$57 ;
-  wire [8:0] \$570 ;
+  wire \$570 ;
   wire [8:0] \$571 ;
   wire \$572 ;
-  wire \$573 ;
+  wire [8:0] \$573 ;
   wire [8:0] \$574 ;
-  wire \$575 ;
-  wire [8:0] \$576 ;
+  wire [8:0] \$575 ;
+  wire \$576 ;
   wire \$577 ;
   wire [8:0] \$578 ;
-  wire [8:0] \$579 ;
+  wire \$579 ;
   wire [7:0] \$58 ;
   wire [8:0] \$580 ;
   wire \$581 ;
-  wire \$582 ;
+  wire [8:0] \$582 ;
   wire [8:0] \$583 ;
-  wire \$584 ;
-  wire [8:0] \$585 ;
+  wire [8:0] \$584 ;
+  wire \$585 ;
   wire \$586 ;
   wire [8:0] \$587 ;
-  wire [8:0] \$588 ;
+  wire \$588 ;
   wire [8:0] \$589 ;
   wire [7:0] \$59 ;
   wire \$590 ;
-  wire \$591 ;
+  wire [8:0] \$591 ;
   wire [8:0] \$592 ;
-  wire \$593 ;
-  wire [8:0] \$594 ;
+  wire [8:0] \$593 ;
+  wire \$594 ;
   wire \$595 ;
   wire [8:0] \$596 ;
-  wire [8:0] \$597 ;
+  wire \$597 ;
   wire [8:0] \$598 ;
   wire \$599 ;
   wire \$6 ;
   wire [7:0] \$60 ;
-  wire \$600 ;
+  wire [8:0] \$600 ;
   wire [8:0] \$601 ;
-  wire \$602 ;
-  wire [8:0] \$603 ;
+  wire [8:0] \$602 ;
+  wire \$603 ;
   wire \$604 ;
   wire [8:0] \$605 ;
-  wire [8:0] \$606 ;
+  wire \$606 ;
   wire [8:0] \$607 ;
   wire \$608 ;
-  wire \$609 ;
+  wire [8:0] \$609 ;
   wire [7:0] \$61 ;
   wire [8:0] \$610 ;
-  wire \$611 ;
-  wire [8:0] \$612 ;
+  wire [8:0] \$611 ;
+  wire \$612 ;
   wire \$613 ;
   wire [8:0] \$614 ;
-  wire [8:0] \$615 ;
+  wire \$615 ;
   wire [8:0] \$616 ;
   wire \$617 ;
-  wire \$618 ;
+  wire [8:0] \$618 ;
   wire [8:0] \$619 ;
   wire [7:0] \$62 ;
-  wire \$620 ;
-  wire [8:0] \$621 ;
+  wire [8:0] \$620 ;
+  wire \$621 ;
   wire \$622 ;
   wire [8:0] \$623 ;
-  wire [8:0] \$624 ;
+  wire \$624 ;
   wire [8:0] \$625 ;
   wire \$626 ;
-  wire \$627 ;
+  wire [8:0] \$627 ;
   wire [8:0] \$628 ;
-  wire \$629 ;
-  wire [32:0] \$63 ;
-  wire [8:0] \$630 ;
+  wire [8:0] \$629 ;
+  wire [7:0] \$63 ;
+  wire \$630 ;
   wire \$631 ;
   wire [8:0] \$632 ;
-  wire [8:0] \$633 ;
+  wire \$633 ;
   wire [8:0] \$634 ;
   wire \$635 ;
-  wire \$636 ;
-  wire \$637 ;
-  wire \$638 ;
+  wire [8:0] \$636 ;
+  wire [8:0] \$637 ;
+  wire [8:0] \$638 ;
   wire \$639 ;
-  wire [31:0] \$64 ;
+  wire [7:0] \$64 ;
   wire \$640 ;
   wire \$641 ;
-  reg [5:0] \$642 ;
-  reg [5:0] \$643 ;
-  reg [5:0] \$644 ;
-  reg [5:0] \$645 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
   reg [5:0] \$646 ;
   reg [5:0] \$647 ;
   reg [5:0] \$648 ;
   reg [5:0] \$649 ;
-  wire [47:0] \$65 ;
-  reg [7:0] \$650 ;
-  reg [31:0] \$651 ;
-  reg [31:0] \$652 ;
-  reg [31:0] \$653 ;
-  reg [31:0] \$654 ;
+  wire [7:0] \$65 ;
+  reg [5:0] \$650 ;
+  reg [5:0] \$651 ;
+  reg [5:0] \$652 ;
+  reg [5:0] \$653 ;
+  reg [7:0] \$654 ;
   reg [31:0] \$655 ;
   reg [31:0] \$656 ;
   reg [31:0] \$657 ;
   reg [31:0] \$658 ;
   reg [31:0] \$659 ;
-  wire [48:0] \$66 ;
+  wire [7:0] \$66 ;
   reg [31:0] \$660 ;
   reg [31:0] \$661 ;
   reg [31:0] \$662 ;
@@ -40089,55 +40089,62 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [31:0] \$664 ;
   reg [31:0] \$665 ;
   reg [31:0] \$666 ;
-  reg \$667 ;
-  reg [155:0] \$668 ;
-  reg [7:0] \$669 ;
-  wire [47:0] \$67 ;
-  reg [16:0] \$670 ;
-  reg [16:0] \$671 ;
-  reg [2:0] \$672 ;
-  reg [1:0] \$673 ;
-  reg [1:0] \$674 ;
-  reg \$675 ;
-  reg \$676 ;
-  reg \$677 ;
-  reg \$678 ;
-  reg \$679 ;
-  wire [47:0] \$68 ;
+  reg [31:0] \$667 ;
+  reg [31:0] \$668 ;
+  reg [31:0] \$669 ;
+  wire [7:0] \$67 ;
+  reg [31:0] \$670 ;
+  reg \$671 ;
+  reg [155:0] \$672 ;
+  reg [7:0] \$673 ;
+  reg [16:0] \$674 ;
+  reg [16:0] \$675 ;
+  reg [2:0] \$676 ;
+  reg [1:0] \$677 ;
+  reg [12:0] \$678 ;
+  reg [13:0] \$679 ;
+  wire [7:0] \$68 ;
   reg \$680 ;
-  reg \$681 ;
-  reg [7:0] \$682 ;
-  reg [7:0] \$683 ;
-  reg [7:0] \$684 ;
-  reg [7:0] \$685 ;
-  reg [7:0] \$686 ;
-  reg [7:0] \$687 ;
-  reg [7:0] \$688 ;
+  reg [1:0] \$681 ;
+  reg \$682 ;
+  reg \$683 ;
+  reg \$684 ;
+  reg \$685 ;
+  reg \$686 ;
+  reg \$687 ;
+  reg \$688 ;
   reg [7:0] \$689 ;
-  wire [78:0] \$69 ;
-  reg [13:0] \$690 ;
-  reg [63:0] \$691 ;
+  wire [7:0] \$69 ;
+  reg [7:0] \$690 ;
+  reg [7:0] \$691 ;
+  reg [7:0] \$692 ;
+  reg [7:0] \$693 ;
+  reg [7:0] \$694 ;
+  reg [7:0] \$695 ;
+  reg [7:0] \$696 ;
+  reg [13:0] \$697 ;
+  reg [63:0] \$698 ;
   wire \$7 ;
-  wire [79:0] \$70 ;
-  wire [79:0] \$71 ;
-  wire [63:0] \$72 ;
-  wire [63:0] \$73 ;
-  wire [64:0] \$74 ;
-  wire \$75 ;
-  wire \$76 ;
-  wire [11:0] \$77 ;
-  wire [12:0] \$78 ;
-  wire \$79 ;
+  wire [7:0] \$70 ;
+  wire [7:0] \$71 ;
+  wire [7:0] \$72 ;
+  wire [7:0] \$73 ;
+  wire [7:0] \$74 ;
+  wire [7:0] \$75 ;
+  wire [32:0] \$76 ;
+  wire [31:0] \$77 ;
+  wire [47:0] \$78 ;
+  wire [48:0] \$79 ;
   wire \$8 ;
-  wire [11:0] \$80 ;
-  wire [12:0] \$81 ;
-  wire \$82 ;
-  wire [11:0] \$83 ;
-  wire [12:0] \$84 ;
-  wire [12:0] \$85 ;
-  wire [12:0] \$86 ;
-  wire [7:0] \$87 ;
-  wire [7:0] \$88 ;
+  wire [47:0] \$80 ;
+  wire [47:0] \$81 ;
+  wire [78:0] \$82 ;
+  wire [79:0] \$83 ;
+  wire [79:0] \$84 ;
+  wire [63:0] \$85 ;
+  wire [63:0] \$86 ;
+  wire [64:0] \$87 ;
+  wire \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire [11:0] \$90 ;
@@ -40150,8 +40157,10 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire [12:0] \$97 ;
   wire [12:0] \$98 ;
   wire [12:0] \$99 ;
-  output [12:0] acc_rd__addr;
-  reg [12:0] acc_rd__addr;
+  output [12:0] acc_ptr;
+  reg [12:0] acc_ptr = 13'h0000;
+  (* init = 13'h0000 *)
+  wire [12:0] acc_rd__addr;
   input [255:0] acc_rd__data;
   wire [255:0] acc_rd__data;
   output acc_rd__en;
@@ -40271,6 +40280,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [7:0] max6_5 = 8'h00;
   reg [7:0] max6_6 = 8'h00;
   reg [7:0] max6_7 = 8'h00;
+  reg more = 1'h0;
   reg [31:0] mult_0 = 32'd0;
   reg [31:0] mult_1 = 32'd0;
   reg [31:0] mult_2 = 32'd0;
@@ -40361,6 +40371,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [7:0] res5_5 = 8'h00;
   reg [7:0] res5_6 = 8'h00;
   reg [7:0] res5_7 = 8'h00;
+  output [13:0] res_ptr;
+  reg [13:0] res_ptr = 14'h0000;
   input [3:0] reset;
   wire [3:0] reset;
   reg [16:0] retired = 17'h00000;
@@ -40383,8 +40395,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [5:0] shift_6 = 6'h00;
   reg [5:0] shift_7 = 6'h00;
   reg [7:0] shift_out_of_range = 8'h00;
-  output [13:0] spad_rd__addr;
-  reg [13:0] spad_rd__addr;
+  (* init = 14'h0000 *)
+  wire [13:0] spad_rd__addr;
   input [63:0] spad_rd__data;
   wire [63:0] spad_rd__data;
   output spad_rd__en;
@@ -40426,6 +40438,12 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [7:0] y5_5 = 8'h00;
   reg [7:0] y5_6 = 8'h00;
   reg [7:0] y5_7 = 8'h00;
+  assign \$302  = v3 ? \$301  : sh4_4;
+  assign \$304  = \$303  >> shift_4;
+  assign \$305  = v3 ? \$304  : rb4_4;
+  assign \$306  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$307  = $signed(\$306 ) + $signed(cmd[143:136]);
+  assign \$308  = $signed(\$307 ) > $signed(8'h7f);
   assign \$309  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
   assign \$310  = $signed(\$309 ) + $signed(cmd[143:136]);
   assign \$311  = $signed(\$310 ) < $signed(8'h80);
@@ -40435,7 +40453,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$315  = \$308  ? 13'h007f : \$314 ;
   assign \$316  = sh4_4[63] ? 8'h80 : 8'h7f;
   assign \$317  = fits5_4 ? \$315 [7:0] : \$316 ;
-  assign \$318  = \$305  ? \$317  : cmd[143:136];
+  assign \$318  = $signed(\$317 ) > $signed(cmd[143:136]);
   assign \$319  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
   assign \$320  = $signed(\$319 ) + $signed(cmd[143:136]);
   assign \$321  = $signed(\$320 ) > $signed(8'h7f);
@@ -40448,33 +40466,33 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$328  = \$321  ? 13'h007f : \$327 ;
   assign \$329  = sh4_4[63] ? 8'h80 : 8'h7f;
   assign \$330  = fits5_4 ? \$328 [7:0] : \$329 ;
-  assign \$331  = cmd[145] ? \$318  : \$330 ;
-  assign \$332  = v4 ? \$331  : y5_4;
-  assign \$333  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
-  assign \$334  = v0 ? \$333 [31:0] : x1_5;
-  assign \$335  = $signed(x1_5) * $signed({ 1'h0, mult_5[15:0] });
-  assign \$336  = v1 ? { \$335 [47], \$335  } : plo2_5;
-  assign \$337  = $signed(x1_5) * $signed(mult_5[31:16]);
-  assign \$338  = v1 ? \$337  : phi2_5;
-  assign \$340  = $signed(plo2_5) + $signed(\$339 );
-  assign \$341  = v2 ? \$340  : { p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5 };
-  assign \$342  = $signed(p3_5) >>> shift_5;
-  assign \$343  = v3 ? \$342  : sh4_5;
-  assign \$345  = \$344  >> shift_5;
-  assign \$346  = v3 ? \$345  : rb4_5;
-  assign \$347  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$348  = $signed(\$347 ) + $signed(cmd[143:136]);
-  assign \$349  = $signed(\$348 ) > $signed(8'h7f);
-  assign \$350  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$351  = $signed(\$350 ) + $signed(cmd[143:136]);
-  assign \$352  = $signed(\$351 ) < $signed(8'h80);
-  assign \$353  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$354  = $signed(\$353 ) + $signed(cmd[143:136]);
-  assign \$355  = \$352  ? 13'h1f80 : \$354 ;
-  assign \$356  = \$349  ? 13'h007f : \$355 ;
-  assign \$357  = sh4_5[63] ? 8'h80 : 8'h7f;
-  assign \$358  = fits5_5 ? \$356 [7:0] : \$357 ;
-  assign \$359  = $signed(\$358 ) > $signed(cmd[143:136]);
+  assign \$331  = \$318  ? \$330  : cmd[143:136];
+  assign \$332  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$333  = $signed(\$332 ) + $signed(cmd[143:136]);
+  assign \$334  = $signed(\$333 ) > $signed(8'h7f);
+  assign \$335  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$336  = $signed(\$335 ) + $signed(cmd[143:136]);
+  assign \$337  = $signed(\$336 ) < $signed(8'h80);
+  assign \$338  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$339  = $signed(\$338 ) + $signed(cmd[143:136]);
+  assign \$340  = \$337  ? 13'h1f80 : \$339 ;
+  assign \$341  = \$334  ? 13'h007f : \$340 ;
+  assign \$342  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$343  = fits5_4 ? \$341 [7:0] : \$342 ;
+  assign \$344  = cmd[145] ? \$331  : \$343 ;
+  assign \$345  = v4 ? \$344  : y5_4;
+  assign \$346  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
+  assign \$347  = v0 ? \$346 [31:0] : x1_5;
+  assign \$348  = $signed(x1_5) * $signed({ 1'h0, mult_5[15:0] });
+  assign \$349  = v1 ? { \$348 [47], \$348  } : plo2_5;
+  assign \$350  = $signed(x1_5) * $signed(mult_5[31:16]);
+  assign \$351  = v1 ? \$350  : phi2_5;
+  assign \$353  = $signed(plo2_5) + $signed(\$352 );
+  assign \$354  = v2 ? \$353  : { p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5 };
+  assign \$355  = $signed(p3_5) >>> shift_5;
+  assign \$356  = v3 ? \$355  : sh4_5;
+  assign \$358  = \$357  >> shift_5;
+  assign \$359  = v3 ? \$358  : rb4_5;
   assign \$360  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
   assign \$361  = $signed(\$360 ) + $signed(cmd[143:136]);
   assign \$362  = $signed(\$361 ) > $signed(8'h7f);
@@ -40487,7 +40505,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$369  = \$362  ? 13'h007f : \$368 ;
   assign \$370  = sh4_5[63] ? 8'h80 : 8'h7f;
   assign \$371  = fits5_5 ? \$369 [7:0] : \$370 ;
-  assign \$372  = \$359  ? \$371  : cmd[143:136];
+  assign \$372  = $signed(\$371 ) > $signed(cmd[143:136]);
   assign \$373  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
   assign \$374  = $signed(\$373 ) + $signed(cmd[143:136]);
   assign \$375  = $signed(\$374 ) > $signed(8'h7f);
@@ -40500,33 +40518,33 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$382  = \$375  ? 13'h007f : \$381 ;
   assign \$383  = sh4_5[63] ? 8'h80 : 8'h7f;
   assign \$384  = fits5_5 ? \$382 [7:0] : \$383 ;
-  assign \$385  = cmd[145] ? \$372  : \$384 ;
-  assign \$386  = v4 ? \$385  : y5_5;
-  assign \$387  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
-  assign \$388  = v0 ? \$387 [31:0] : x1_6;
-  assign \$389  = $signed(x1_6) * $signed({ 1'h0, mult_6[15:0] });
-  assign \$390  = v1 ? { \$389 [47], \$389  } : plo2_6;
-  assign \$391  = $signed(x1_6) * $signed(mult_6[31:16]);
-  assign \$392  = v1 ? \$391  : phi2_6;
-  assign \$394  = $signed(plo2_6) + $signed(\$393 );
-  assign \$395  = v2 ? \$394  : { p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6 };
-  assign \$396  = $signed(p3_6) >>> shift_6;
-  assign \$397  = v3 ? \$396  : sh4_6;
-  assign \$399  = \$398  >> shift_6;
-  assign \$400  = v3 ? \$399  : rb4_6;
-  assign \$401  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$402  = $signed(\$401 ) + $signed(cmd[143:136]);
-  assign \$403  = $signed(\$402 ) > $signed(8'h7f);
-  assign \$404  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$405  = $signed(\$404 ) + $signed(cmd[143:136]);
-  assign \$406  = $signed(\$405 ) < $signed(8'h80);
-  assign \$407  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$408  = $signed(\$407 ) + $signed(cmd[143:136]);
-  assign \$409  = \$406  ? 13'h1f80 : \$408 ;
-  assign \$410  = \$403  ? 13'h007f : \$409 ;
-  assign \$411  = sh4_6[63] ? 8'h80 : 8'h7f;
-  assign \$412  = fits5_6 ? \$410 [7:0] : \$411 ;
-  assign \$413  = $signed(\$412 ) > $signed(cmd[143:136]);
+  assign \$385  = \$372  ? \$384  : cmd[143:136];
+  assign \$386  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$387  = $signed(\$386 ) + $signed(cmd[143:136]);
+  assign \$388  = $signed(\$387 ) > $signed(8'h7f);
+  assign \$389  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$390  = $signed(\$389 ) + $signed(cmd[143:136]);
+  assign \$391  = $signed(\$390 ) < $signed(8'h80);
+  assign \$392  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$393  = $signed(\$392 ) + $signed(cmd[143:136]);
+  assign \$394  = \$391  ? 13'h1f80 : \$393 ;
+  assign \$395  = \$388  ? 13'h007f : \$394 ;
+  assign \$396  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$397  = fits5_5 ? \$395 [7:0] : \$396 ;
+  assign \$398  = cmd[145] ? \$385  : \$397 ;
+  assign \$399  = v4 ? \$398  : y5_5;
+  assign \$400  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
+  assign \$401  = v0 ? \$400 [31:0] : x1_6;
+  assign \$402  = $signed(x1_6) * $signed({ 1'h0, mult_6[15:0] });
+  assign \$403  = v1 ? { \$402 [47], \$402  } : plo2_6;
+  assign \$404  = $signed(x1_6) * $signed(mult_6[31:16]);
+  assign \$405  = v1 ? \$404  : phi2_6;
+  assign \$407  = $signed(plo2_6) + $signed(\$406 );
+  assign \$408  = v2 ? \$407  : { p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6 };
+  assign \$409  = $signed(p3_6) >>> shift_6;
+  assign \$410  = v3 ? \$409  : sh4_6;
+  assign \$412  = \$411  >> shift_6;
+  assign \$413  = v3 ? \$412  : rb4_6;
   assign \$414  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
   assign \$415  = $signed(\$414 ) + $signed(cmd[143:136]);
   assign \$416  = $signed(\$415 ) > $signed(8'h7f);
@@ -40539,7 +40557,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$423  = \$416  ? 13'h007f : \$422 ;
   assign \$424  = sh4_6[63] ? 8'h80 : 8'h7f;
   assign \$425  = fits5_6 ? \$423 [7:0] : \$424 ;
-  assign \$426  = \$413  ? \$425  : cmd[143:136];
+  assign \$426  = $signed(\$425 ) > $signed(cmd[143:136]);
   assign \$427  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
   assign \$428  = $signed(\$427 ) + $signed(cmd[143:136]);
   assign \$429  = $signed(\$428 ) > $signed(8'h7f);
@@ -40552,33 +40570,33 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$436  = \$429  ? 13'h007f : \$435 ;
   assign \$437  = sh4_6[63] ? 8'h80 : 8'h7f;
   assign \$438  = fits5_6 ? \$436 [7:0] : \$437 ;
-  assign \$439  = cmd[145] ? \$426  : \$438 ;
-  assign \$440  = v4 ? \$439  : y5_6;
-  assign \$441  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
-  assign \$442  = v0 ? \$441 [31:0] : x1_7;
-  assign \$443  = $signed(x1_7) * $signed({ 1'h0, mult_7[15:0] });
-  assign \$444  = v1 ? { \$443 [47], \$443  } : plo2_7;
-  assign \$445  = $signed(x1_7) * $signed(mult_7[31:16]);
-  assign \$446  = v1 ? \$445  : phi2_7;
-  assign \$448  = $signed(plo2_7) + $signed(\$447 );
-  assign \$449  = v2 ? \$448  : { p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7 };
-  assign \$450  = $signed(p3_7) >>> shift_7;
-  assign \$451  = v3 ? \$450  : sh4_7;
-  assign \$453  = \$452  >> shift_7;
-  assign \$454  = v3 ? \$453  : rb4_7;
-  assign \$455  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$456  = $signed(\$455 ) + $signed(cmd[143:136]);
-  assign \$457  = $signed(\$456 ) > $signed(8'h7f);
-  assign \$458  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$459  = $signed(\$458 ) + $signed(cmd[143:136]);
-  assign \$460  = $signed(\$459 ) < $signed(8'h80);
-  assign \$461  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$462  = $signed(\$461 ) + $signed(cmd[143:136]);
-  assign \$463  = \$460  ? 13'h1f80 : \$462 ;
-  assign \$464  = \$457  ? 13'h007f : \$463 ;
-  assign \$465  = sh4_7[63] ? 8'h80 : 8'h7f;
-  assign \$466  = fits5_7 ? \$464 [7:0] : \$465 ;
-  assign \$467  = $signed(\$466 ) > $signed(cmd[143:136]);
+  assign \$439  = \$426  ? \$438  : cmd[143:136];
+  assign \$440  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$441  = $signed(\$440 ) + $signed(cmd[143:136]);
+  assign \$442  = $signed(\$441 ) > $signed(8'h7f);
+  assign \$443  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$444  = $signed(\$443 ) + $signed(cmd[143:136]);
+  assign \$445  = $signed(\$444 ) < $signed(8'h80);
+  assign \$446  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$447  = $signed(\$446 ) + $signed(cmd[143:136]);
+  assign \$448  = \$445  ? 13'h1f80 : \$447 ;
+  assign \$449  = \$442  ? 13'h007f : \$448 ;
+  assign \$450  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$451  = fits5_6 ? \$449 [7:0] : \$450 ;
+  assign \$452  = cmd[145] ? \$439  : \$451 ;
+  assign \$453  = v4 ? \$452  : y5_6;
+  assign \$454  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
+  assign \$455  = v0 ? \$454 [31:0] : x1_7;
+  assign \$456  = $signed(x1_7) * $signed({ 1'h0, mult_7[15:0] });
+  assign \$457  = v1 ? { \$456 [47], \$456  } : plo2_7;
+  assign \$458  = $signed(x1_7) * $signed(mult_7[31:16]);
+  assign \$459  = v1 ? \$458  : phi2_7;
+  assign \$461  = $signed(plo2_7) + $signed(\$460 );
+  assign \$462  = v2 ? \$461  : { p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7 };
+  assign \$463  = $signed(p3_7) >>> shift_7;
+  assign \$464  = v3 ? \$463  : sh4_7;
+  assign \$466  = \$465  >> shift_7;
+  assign \$467  = v3 ? \$466  : rb4_7;
   assign \$468  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
   assign \$469  = $signed(\$468 ) + $signed(cmd[143:136]);
   assign \$470  = $signed(\$469 ) > $signed(8'h7f);
@@ -40591,7 +40609,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$477  = \$470  ? 13'h007f : \$476 ;
   assign \$478  = sh4_7[63] ? 8'h80 : 8'h7f;
   assign \$479  = fits5_7 ? \$477 [7:0] : \$478 ;
-  assign \$480  = \$467  ? \$479  : cmd[143:136];
+  assign \$480  = $signed(\$479 ) > $signed(cmd[143:136]);
   assign \$481  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
   assign \$482  = $signed(\$481 ) + $signed(cmd[143:136]);
   assign \$483  = $signed(\$482 ) > $signed(8'h7f);
@@ -40604,465 +40622,475 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$490  = \$483  ? 13'h007f : \$489 ;
   assign \$491  = sh4_7[63] ? 8'h80 : 8'h7f;
   assign \$492  = fits5_7 ? \$490 [7:0] : \$491 ;
-  assign \$493  = cmd[145] ? \$480  : \$492 ;
-  assign \$494  = v4 ? \$493  : y5_7;
-  assign \$495  = retired + 1'h1;
-  assign \$496  = ! retired;
-  assign \$497  = $signed(max6_0) > $signed(out6_0);
-  assign \$498  = \$497  ? max6_0 : out6_0;
-  assign \$499  = \$496  ? out6_0 : \$498 ;
-  assign \$500  = ! retired;
-  assign \$501  = $signed(max6_1) > $signed(out6_1);
-  assign \$502  = \$501  ? max6_1 : out6_1;
-  assign \$503  = \$500  ? out6_1 : \$502 ;
-  assign \$504  = ! retired;
-  assign \$505  = $signed(max6_2) > $signed(out6_2);
-  assign \$506  = \$505  ? max6_2 : out6_2;
-  assign \$507  = \$504  ? out6_2 : \$506 ;
-  assign \$508  = ! retired;
-  assign \$509  = $signed(max6_3) > $signed(out6_3);
-  assign \$510  = \$509  ? max6_3 : out6_3;
-  assign \$511  = \$508  ? out6_3 : \$510 ;
-  assign \$512  = ! retired;
-  assign \$513  = $signed(max6_4) > $signed(out6_4);
-  assign \$514  = \$513  ? max6_4 : out6_4;
-  assign \$515  = \$512  ? out6_4 : \$514 ;
-  assign \$516  = ! retired;
-  assign \$517  = $signed(max6_5) > $signed(out6_5);
-  assign \$518  = \$517  ? max6_5 : out6_5;
-  assign \$519  = \$516  ? out6_5 : \$518 ;
-  assign \$520  = ! retired;
-  assign \$521  = $signed(max6_6) > $signed(out6_6);
-  assign \$522  = \$521  ? max6_6 : out6_6;
-  assign \$523  = \$520  ? out6_6 : \$522 ;
-  assign \$524  = ! retired;
-  assign \$525  = $signed(max6_7) > $signed(out6_7);
-  assign \$526  = \$525  ? max6_7 : out6_7;
-  assign \$527  = \$524  ? out6_7 : \$526 ;
-  assign \$528  = cmd[39:20] + retired;
-  assign \$529  = retired == cmd[55:40];
-  assign \$530  = \$640  & \$529 ;
-  assign \$531  = \$530  & cmd[147];
-  assign \$532  = cmd[19:0] + cmd[55:40];
-  assign \$533  = \$532  > 14'h2000;
-  assign \$534  = cmd[75:56] >= 14'h2000;
-  assign \$535  = cmd[144] & \$534 ;
-  assign \$536  = \$533  | \$535 ;
-  assign \$537  = cmd[95:76] >= 14'h2000;
-  assign \$538  = \$536  | \$537 ;
-  assign \$539  = cmd[115:96] >= 14'h2000;
-  assign \$540  = \$538  | \$539 ;
-  assign \$541  = cmd[39:20] >= 15'h4000;
-  assign \$542  = cmd[39:20] + cmd[55:40];
-  assign \$543  = \$542  > 15'h4000;
-  assign \$544  = cmd[147] ? \$541  : \$543 ;
-  assign \$545  = \$540  | \$544 ;
-  assign \$546  = cmd[135:116] + cmd[55:40];
-  assign \$547  = \$546  > 15'h4000;
-  assign \$548  = cmd[146] & \$547 ;
-  assign range_bad = \$545  | \$548 ;
-  assign \$549  = ! pidx;
-  assign \$550  = pidx == 1'h1;
-  assign \$551  = \$550  ? cmd[75:56] : cmd[95:76];
-  assign \$552  = \$549  ? cmd[115:96] : \$551 ;
-  assign \$553  = issued != cmd[55:40];
-  assign \$554  = cmd[19:0] + issued;
-  assign \$555  = issued != cmd[55:40];
-  assign \$556  = \$555  & cmd[146];
-  assign \$557  = cmd[135:116] + issued;
-  assign \$558  = issued != cmd[55:40];
-  assign \$559  = \$558  & acc_rd__gnt;
-  assign \$560  = ~ cmd[146];
-  assign \$561  = spad_rd__gnt | \$560 ;
-  assign \$562  = \$559  & \$561 ;
-  assign ctl__busy = ~ \$635 ;
-  assign \$563  = ! sh4_0[63:10];
-  assign \$564  = sh4_0[63:10] == 54'h3fffffffffffff;
-  assign fits5_0 = \$563  | \$564 ;
-  assign \$565  = $signed(y5_0) + $signed(res5_0);
-  assign \$566  = $signed(\$565 ) > $signed(8'h7f);
-  assign \$567  = $signed(y5_0) + $signed(res5_0);
-  assign \$568  = $signed(\$567 ) < $signed(8'h80);
+  assign \$493  = \$480  ? \$492  : cmd[143:136];
+  assign \$494  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$495  = $signed(\$494 ) + $signed(cmd[143:136]);
+  assign \$496  = $signed(\$495 ) > $signed(8'h7f);
+  assign \$497  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$498  = $signed(\$497 ) + $signed(cmd[143:136]);
+  assign \$499  = $signed(\$498 ) < $signed(8'h80);
+  assign \$500  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$501  = $signed(\$500 ) + $signed(cmd[143:136]);
+  assign \$502  = \$499  ? 13'h1f80 : \$501 ;
+  assign \$503  = \$496  ? 13'h007f : \$502 ;
+  assign \$504  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$505  = fits5_7 ? \$503 [7:0] : \$504 ;
+  assign \$506  = cmd[145] ? \$493  : \$505 ;
+  assign \$507  = v4 ? \$506  : y5_7;
+  assign \$508  = retired + 1'h1;
+  assign \$509  = ! retired;
+  assign \$510  = $signed(max6_0) > $signed(out6_0);
+  assign \$511  = \$510  ? max6_0 : out6_0;
+  assign \$512  = \$509  ? out6_0 : \$511 ;
+  assign \$513  = ! retired;
+  assign \$514  = $signed(max6_1) > $signed(out6_1);
+  assign \$515  = \$514  ? max6_1 : out6_1;
+  assign \$516  = \$513  ? out6_1 : \$515 ;
+  assign \$517  = ! retired;
+  assign \$518  = $signed(max6_2) > $signed(out6_2);
+  assign \$519  = \$518  ? max6_2 : out6_2;
+  assign \$520  = \$517  ? out6_2 : \$519 ;
+  assign \$521  = ! retired;
+  assign \$522  = $signed(max6_3) > $signed(out6_3);
+  assign \$523  = \$522  ? max6_3 : out6_3;
+  assign \$524  = \$521  ? out6_3 : \$523 ;
+  assign \$525  = ! retired;
+  assign \$526  = $signed(max6_4) > $signed(out6_4);
+  assign \$527  = \$526  ? max6_4 : out6_4;
+  assign \$528  = \$525  ? out6_4 : \$527 ;
+  assign \$529  = ! retired;
+  assign \$530  = $signed(max6_5) > $signed(out6_5);
+  assign \$531  = \$530  ? max6_5 : out6_5;
+  assign \$532  = \$529  ? out6_5 : \$531 ;
+  assign \$533  = ! retired;
+  assign \$534  = $signed(max6_6) > $signed(out6_6);
+  assign \$535  = \$534  ? max6_6 : out6_6;
+  assign \$536  = \$533  ? out6_6 : \$535 ;
+  assign \$537  = ! retired;
+  assign \$538  = $signed(max6_7) > $signed(out6_7);
+  assign \$539  = \$538  ? max6_7 : out6_7;
+  assign \$540  = \$537  ? out6_7 : \$539 ;
+  assign \$541  = cmd[39:20] + retired;
+  assign \$542  = retired == cmd[55:40];
+  assign \$543  = \$644  & \$542 ;
+  assign \$544  = \$543  & cmd[147];
+  assign \$545  = cmd[19:0] + cmd[55:40];
+  assign \$546  = \$545  > 14'h2000;
+  assign \$547  = cmd[75:56] >= 14'h2000;
+  assign \$548  = cmd[144] & \$547 ;
+  assign \$549  = \$546  | \$548 ;
+  assign \$550  = cmd[95:76] >= 14'h2000;
+  assign \$551  = \$549  | \$550 ;
+  assign \$552  = cmd[115:96] >= 14'h2000;
+  assign \$553  = \$551  | \$552 ;
+  assign \$554  = cmd[39:20] >= 15'h4000;
+  assign \$555  = cmd[39:20] + cmd[55:40];
+  assign \$556  = \$555  > 15'h4000;
+  assign \$557  = cmd[147] ? \$554  : \$556 ;
+  assign \$558  = \$553  | \$557 ;
+  assign \$559  = cmd[135:116] + cmd[55:40];
+  assign \$560  = \$559  > 15'h4000;
+  assign \$561  = cmd[146] & \$560 ;
+  assign range_bad = \$558  | \$561 ;
+  assign \$562  = more & cmd[146];
+  assign \$563  = more & acc_rd__gnt;
+  assign \$564  = ~ cmd[146];
+  assign \$565  = spad_rd__gnt | \$564 ;
+  assign \$566  = \$563  & \$565 ;
+  assign ctl__busy = ~ \$639 ;
+  assign \$567  = ! sh4_0[63:10];
+  assign \$568  = sh4_0[63:10] == 54'h3fffffffffffff;
+  assign fits5_0 = \$567  | \$568 ;
   assign \$569  = $signed(y5_0) + $signed(res5_0);
-  assign \$570  = \$568  ? 9'h180 : \$569 ;
-  assign \$571  = \$566  ? 9'h07f : \$570 ;
-  assign out6_0 = cmd[146] ? \$571 [7:0] : y5_0;
-  assign \$572  = ! sh4_1[63:10];
-  assign \$573  = sh4_1[63:10] == 54'h3fffffffffffff;
-  assign fits5_1 = \$572  | \$573 ;
-  assign \$574  = $signed(y5_1) + $signed(res5_1);
-  assign \$575  = $signed(\$574 ) > $signed(8'h7f);
-  assign \$576  = $signed(y5_1) + $signed(res5_1);
-  assign \$577  = $signed(\$576 ) < $signed(8'h80);
+  assign \$570  = $signed(\$569 ) > $signed(8'h7f);
+  assign \$571  = $signed(y5_0) + $signed(res5_0);
+  assign \$572  = $signed(\$571 ) < $signed(8'h80);
+  assign \$573  = $signed(y5_0) + $signed(res5_0);
+  assign \$574  = \$572  ? 9'h180 : \$573 ;
+  assign \$575  = \$570  ? 9'h07f : \$574 ;
+  assign out6_0 = cmd[146] ? \$575 [7:0] : y5_0;
+  assign \$576  = ! sh4_1[63:10];
+  assign \$577  = sh4_1[63:10] == 54'h3fffffffffffff;
+  assign fits5_1 = \$576  | \$577 ;
   assign \$578  = $signed(y5_1) + $signed(res5_1);
-  assign \$579  = \$577  ? 9'h180 : \$578 ;
-  assign \$580  = \$575  ? 9'h07f : \$579 ;
-  assign out6_1 = cmd[146] ? \$580 [7:0] : y5_1;
-  assign \$581  = ! sh4_2[63:10];
-  assign \$582  = sh4_2[63:10] == 54'h3fffffffffffff;
-  assign fits5_2 = \$581  | \$582 ;
-  assign \$583  = $signed(y5_2) + $signed(res5_2);
-  assign \$584  = $signed(\$583 ) > $signed(8'h7f);
-  assign \$585  = $signed(y5_2) + $signed(res5_2);
-  assign \$586  = $signed(\$585 ) < $signed(8'h80);
+  assign \$579  = $signed(\$578 ) > $signed(8'h7f);
+  assign \$580  = $signed(y5_1) + $signed(res5_1);
+  assign \$581  = $signed(\$580 ) < $signed(8'h80);
+  assign \$582  = $signed(y5_1) + $signed(res5_1);
+  assign \$583  = \$581  ? 9'h180 : \$582 ;
+  assign \$584  = \$579  ? 9'h07f : \$583 ;
+  assign out6_1 = cmd[146] ? \$584 [7:0] : y5_1;
+  assign \$585  = ! sh4_2[63:10];
+  assign \$586  = sh4_2[63:10] == 54'h3fffffffffffff;
+  assign fits5_2 = \$585  | \$586 ;
   assign \$587  = $signed(y5_2) + $signed(res5_2);
-  assign \$588  = \$586  ? 9'h180 : \$587 ;
-  assign \$589  = \$584  ? 9'h07f : \$588 ;
-  assign out6_2 = cmd[146] ? \$589 [7:0] : y5_2;
-  assign \$590  = ! sh4_3[63:10];
-  assign \$591  = sh4_3[63:10] == 54'h3fffffffffffff;
-  assign fits5_3 = \$590  | \$591 ;
-  assign \$592  = $signed(y5_3) + $signed(res5_3);
-  assign \$593  = $signed(\$592 ) > $signed(8'h7f);
-  assign \$594  = $signed(y5_3) + $signed(res5_3);
-  assign \$595  = $signed(\$594 ) < $signed(8'h80);
+  assign \$588  = $signed(\$587 ) > $signed(8'h7f);
+  assign \$589  = $signed(y5_2) + $signed(res5_2);
+  assign \$590  = $signed(\$589 ) < $signed(8'h80);
+  assign \$591  = $signed(y5_2) + $signed(res5_2);
+  assign \$592  = \$590  ? 9'h180 : \$591 ;
+  assign \$593  = \$588  ? 9'h07f : \$592 ;
+  assign out6_2 = cmd[146] ? \$593 [7:0] : y5_2;
+  assign \$594  = ! sh4_3[63:10];
+  assign \$595  = sh4_3[63:10] == 54'h3fffffffffffff;
+  assign fits5_3 = \$594  | \$595 ;
   assign \$596  = $signed(y5_3) + $signed(res5_3);
-  assign \$597  = \$595  ? 9'h180 : \$596 ;
-  assign \$598  = \$593  ? 9'h07f : \$597 ;
-  assign out6_3 = cmd[146] ? \$598 [7:0] : y5_3;
-  assign \$599  = ! sh4_4[63:10];
-  assign \$600  = sh4_4[63:10] == 54'h3fffffffffffff;
-  assign fits5_4 = \$599  | \$600 ;
-  assign \$601  = $signed(y5_4) + $signed(res5_4);
-  assign \$602  = $signed(\$601 ) > $signed(8'h7f);
-  assign \$603  = $signed(y5_4) + $signed(res5_4);
-  assign \$604  = $signed(\$603 ) < $signed(8'h80);
+  assign \$597  = $signed(\$596 ) > $signed(8'h7f);
+  assign \$598  = $signed(y5_3) + $signed(res5_3);
+  assign \$599  = $signed(\$598 ) < $signed(8'h80);
+  assign \$600  = $signed(y5_3) + $signed(res5_3);
+  assign \$601  = \$599  ? 9'h180 : \$600 ;
+  assign \$602  = \$597  ? 9'h07f : \$601 ;
+  assign out6_3 = cmd[146] ? \$602 [7:0] : y5_3;
+  assign \$603  = ! sh4_4[63:10];
+  assign \$604  = sh4_4[63:10] == 54'h3fffffffffffff;
+  assign fits5_4 = \$603  | \$604 ;
   assign \$605  = $signed(y5_4) + $signed(res5_4);
-  assign \$606  = \$604  ? 9'h180 : \$605 ;
-  assign \$607  = \$602  ? 9'h07f : \$606 ;
-  assign out6_4 = cmd[146] ? \$607 [7:0] : y5_4;
-  assign \$608  = ! sh4_5[63:10];
-  assign \$609  = sh4_5[63:10] == 54'h3fffffffffffff;
-  assign fits5_5 = \$608  | \$609 ;
-  assign \$610  = $signed(y5_5) + $signed(res5_5);
-  assign \$611  = $signed(\$610 ) > $signed(8'h7f);
-  assign \$612  = $signed(y5_5) + $signed(res5_5);
-  assign \$613  = $signed(\$612 ) < $signed(8'h80);
+  assign \$606  = $signed(\$605 ) > $signed(8'h7f);
+  assign \$607  = $signed(y5_4) + $signed(res5_4);
+  assign \$608  = $signed(\$607 ) < $signed(8'h80);
+  assign \$609  = $signed(y5_4) + $signed(res5_4);
+  assign \$610  = \$608  ? 9'h180 : \$609 ;
+  assign \$611  = \$606  ? 9'h07f : \$610 ;
+  assign out6_4 = cmd[146] ? \$611 [7:0] : y5_4;
+  assign \$612  = ! sh4_5[63:10];
+  assign \$613  = sh4_5[63:10] == 54'h3fffffffffffff;
+  assign fits5_5 = \$612  | \$613 ;
   assign \$614  = $signed(y5_5) + $signed(res5_5);
-  assign \$615  = \$613  ? 9'h180 : \$614 ;
-  assign \$616  = \$611  ? 9'h07f : \$615 ;
-  assign out6_5 = cmd[146] ? \$616 [7:0] : y5_5;
-  assign \$617  = ! sh4_6[63:10];
-  assign \$618  = sh4_6[63:10] == 54'h3fffffffffffff;
-  assign fits5_6 = \$617  | \$618 ;
-  assign \$619  = $signed(y5_6) + $signed(res5_6);
-  assign \$620  = $signed(\$619 ) > $signed(8'h7f);
-  assign \$621  = $signed(y5_6) + $signed(res5_6);
-  assign \$622  = $signed(\$621 ) < $signed(8'h80);
+  assign \$615  = $signed(\$614 ) > $signed(8'h7f);
+  assign \$616  = $signed(y5_5) + $signed(res5_5);
+  assign \$617  = $signed(\$616 ) < $signed(8'h80);
+  assign \$618  = $signed(y5_5) + $signed(res5_5);
+  assign \$619  = \$617  ? 9'h180 : \$618 ;
+  assign \$620  = \$615  ? 9'h07f : \$619 ;
+  assign out6_5 = cmd[146] ? \$620 [7:0] : y5_5;
+  assign \$621  = ! sh4_6[63:10];
+  assign \$622  = sh4_6[63:10] == 54'h3fffffffffffff;
+  assign fits5_6 = \$621  | \$622 ;
   assign \$623  = $signed(y5_6) + $signed(res5_6);
-  assign \$624  = \$622  ? 9'h180 : \$623 ;
-  assign \$625  = \$620  ? 9'h07f : \$624 ;
-  assign out6_6 = cmd[146] ? \$625 [7:0] : y5_6;
-  assign \$626  = ! sh4_7[63:10];
-  assign \$627  = sh4_7[63:10] == 54'h3fffffffffffff;
-  assign fits5_7 = \$626  | \$627 ;
-  assign \$628  = $signed(y5_7) + $signed(res5_7);
-  assign \$629  = $signed(\$628 ) > $signed(8'h7f);
-  assign \$630  = $signed(y5_7) + $signed(res5_7);
-  assign \$631  = $signed(\$630 ) < $signed(8'h80);
+  assign \$624  = $signed(\$623 ) > $signed(8'h7f);
+  assign \$625  = $signed(y5_6) + $signed(res5_6);
+  assign \$626  = $signed(\$625 ) < $signed(8'h80);
+  assign \$627  = $signed(y5_6) + $signed(res5_6);
+  assign \$628  = \$626  ? 9'h180 : \$627 ;
+  assign \$629  = \$624  ? 9'h07f : \$628 ;
+  assign out6_6 = cmd[146] ? \$629 [7:0] : y5_6;
+  assign \$630  = ! sh4_7[63:10];
+  assign \$631  = sh4_7[63:10] == 54'h3fffffffffffff;
+  assign fits5_7 = \$630  | \$631 ;
   assign \$632  = $signed(y5_7) + $signed(res5_7);
-  assign \$633  = \$631  ? 9'h180 : \$632 ;
-  assign \$634  = \$629  ? 9'h07f : \$633 ;
-  assign out6_7 = cmd[146] ? \$634 [7:0] : y5_7;
-  assign \$635  = ! vec_fsm_state;
-  assign \$636  = vec_fsm_state == 1'h1;
-  assign \$637  = vec_fsm_state == 2'h2;
-  assign \$638  = vec_fsm_state == 2'h3;
-  assign \$639  = vec_fsm_state == 3'h4;
-  assign \$640  = vec_fsm_state == 3'h5;
-  assign \$641  = vec_fsm_state == 3'h6;
+  assign \$633  = $signed(\$632 ) > $signed(8'h7f);
+  assign \$634  = $signed(y5_7) + $signed(res5_7);
+  assign \$635  = $signed(\$634 ) < $signed(8'h80);
+  assign \$636  = $signed(y5_7) + $signed(res5_7);
+  assign \$637  = \$635  ? 9'h180 : \$636 ;
+  assign \$638  = \$633  ? 9'h07f : \$637 ;
+  assign out6_7 = cmd[146] ? \$638 [7:0] : y5_7;
+  assign \$639  = ! vec_fsm_state;
+  assign \$640  = vec_fsm_state == 1'h1;
+  assign \$641  = vec_fsm_state == 2'h2;
+  assign \$642  = vec_fsm_state == 2'h3;
+  assign \$643  = vec_fsm_state == 3'h4;
+  assign \$644  = vec_fsm_state == 3'h5;
+  assign \$645  = vec_fsm_state == 3'h6;
   always @(posedge clk)
-    shift_0 <= \$642 ;
+    shift_0 <= \$646 ;
   always @(posedge clk)
-    shift_1 <= \$643 ;
+    shift_1 <= \$647 ;
   always @(posedge clk)
-    shift_2 <= \$644 ;
+    shift_2 <= \$648 ;
   always @(posedge clk)
-    shift_3 <= \$645 ;
+    shift_3 <= \$649 ;
   always @(posedge clk)
-    shift_4 <= \$646 ;
+    shift_4 <= \$650 ;
   always @(posedge clk)
-    shift_5 <= \$647 ;
+    shift_5 <= \$651 ;
   always @(posedge clk)
-    shift_6 <= \$648 ;
+    shift_6 <= \$652 ;
   always @(posedge clk)
-    shift_7 <= \$649 ;
+    shift_7 <= \$653 ;
   always @(posedge clk)
-    shift_out_of_range <= \$650 ;
+    shift_out_of_range <= \$654 ;
   always @(posedge clk)
-    bias_0 <= \$651 ;
+    bias_0 <= \$655 ;
   always @(posedge clk)
-    bias_1 <= \$652 ;
+    bias_1 <= \$656 ;
   always @(posedge clk)
-    bias_2 <= \$653 ;
+    bias_2 <= \$657 ;
   always @(posedge clk)
-    bias_3 <= \$654 ;
+    bias_3 <= \$658 ;
   always @(posedge clk)
-    bias_4 <= \$655 ;
+    bias_4 <= \$659 ;
   always @(posedge clk)
-    bias_5 <= \$656 ;
+    bias_5 <= \$660 ;
   always @(posedge clk)
-    bias_6 <= \$657 ;
+    bias_6 <= \$661 ;
   always @(posedge clk)
-    bias_7 <= \$658 ;
+    bias_7 <= \$662 ;
   always @(posedge clk)
-    mult_0 <= \$659 ;
+    mult_0 <= \$663 ;
   always @(posedge clk)
-    mult_1 <= \$660 ;
+    mult_1 <= \$664 ;
   always @(posedge clk)
-    mult_2 <= \$661 ;
+    mult_2 <= \$665 ;
   always @(posedge clk)
-    mult_3 <= \$662 ;
+    mult_3 <= \$666 ;
   always @(posedge clk)
-    mult_4 <= \$663 ;
+    mult_4 <= \$667 ;
   always @(posedge clk)
-    mult_5 <= \$664 ;
+    mult_5 <= \$668 ;
   always @(posedge clk)
-    mult_6 <= \$665 ;
+    mult_6 <= \$669 ;
   always @(posedge clk)
-    mult_7 <= \$666 ;
+    mult_7 <= \$670 ;
   always @(posedge clk)
-    cap_valid <= \$667 ;
+    cap_valid <= \$671 ;
   always @(posedge clk)
-    cmd <= \$668 ;
+    cmd <= \$672 ;
   always @(posedge clk)
-    err <= \$669 ;
+    err <= \$673 ;
   always @(posedge clk)
-    issued <= \$670 ;
+    issued <= \$674 ;
   always @(posedge clk)
-    retired <= \$671 ;
+    retired <= \$675 ;
   always @(posedge clk)
-    vec_fsm_state <= \$672 ;
+    vec_fsm_state <= \$676 ;
   always @(posedge clk)
-    pidx <= \$673 ;
+    pidx <= \$677 ;
   always @(posedge clk)
-    cap_idx <= \$674 ;
+    acc_ptr <= \$678 ;
   always @(posedge clk)
-    v0 <= \$675 ;
+    res_ptr <= \$679 ;
   always @(posedge clk)
-    v1 <= \$676 ;
+    more <= \$680 ;
   always @(posedge clk)
-    v2 <= \$677 ;
+    cap_idx <= \$681 ;
   always @(posedge clk)
-    v3 <= \$678 ;
+    v0 <= \$682 ;
   always @(posedge clk)
-    v4 <= \$679 ;
+    v1 <= \$683 ;
   always @(posedge clk)
-    v5 <= \$680 ;
+    v2 <= \$684 ;
   always @(posedge clk)
-    res1_0 <= \$23 ;
+    v3 <= \$685 ;
   always @(posedge clk)
-    res2_0 <= \$24 ;
+    v4 <= \$686 ;
   always @(posedge clk)
-    res3_0 <= \$25 ;
+    v5 <= \$687 ;
   always @(posedge clk)
-    res4_0 <= \$26 ;
+    res1_0 <= \$36 ;
   always @(posedge clk)
-    res5_0 <= \$27 ;
+    res2_0 <= \$37 ;
   always @(posedge clk)
-    res1_1 <= \$28 ;
+    res3_0 <= \$38 ;
   always @(posedge clk)
-    res2_1 <= \$29 ;
+    res4_0 <= \$39 ;
   always @(posedge clk)
-    res3_1 <= \$30 ;
+    res5_0 <= \$40 ;
   always @(posedge clk)
-    res4_1 <= \$31 ;
+    res1_1 <= \$41 ;
   always @(posedge clk)
-    res5_1 <= \$32 ;
+    res2_1 <= \$42 ;
   always @(posedge clk)
-    res1_2 <= \$33 ;
+    res3_1 <= \$43 ;
   always @(posedge clk)
-    res2_2 <= \$34 ;
+    res4_1 <= \$44 ;
   always @(posedge clk)
-    res3_2 <= \$35 ;
+    res5_1 <= \$45 ;
   always @(posedge clk)
-    res4_2 <= \$36 ;
+    res1_2 <= \$46 ;
   always @(posedge clk)
-    res5_2 <= \$37 ;
+    res2_2 <= \$47 ;
   always @(posedge clk)
-    res1_3 <= \$38 ;
+    res3_2 <= \$48 ;
   always @(posedge clk)
-    res2_3 <= \$39 ;
+    res4_2 <= \$49 ;
   always @(posedge clk)
-    res3_3 <= \$40 ;
+    res5_2 <= \$50 ;
   always @(posedge clk)
-    res4_3 <= \$41 ;
+    res1_3 <= \$51 ;
   always @(posedge clk)
-    res5_3 <= \$42 ;
+    res2_3 <= \$52 ;
   always @(posedge clk)
-    res1_4 <= \$43 ;
+    res3_3 <= \$53 ;
   always @(posedge clk)
-    res2_4 <= \$44 ;
+    res4_3 <= \$54 ;
   always @(posedge clk)
-    res3_4 <= \$45 ;
+    res5_3 <= \$55 ;
   always @(posedge clk)
-    res4_4 <= \$46 ;
+    res1_4 <= \$56 ;
   always @(posedge clk)
-    res5_4 <= \$47 ;
+    res2_4 <= \$57 ;
   always @(posedge clk)
-    res1_5 <= \$48 ;
+    res3_4 <= \$58 ;
   always @(posedge clk)
-    res2_5 <= \$49 ;
+    res4_4 <= \$59 ;
   always @(posedge clk)
-    res3_5 <= \$50 ;
+    res5_4 <= \$60 ;
   always @(posedge clk)
-    res4_5 <= \$51 ;
+    res1_5 <= \$61 ;
   always @(posedge clk)
-    res5_5 <= \$52 ;
+    res2_5 <= \$62 ;
   always @(posedge clk)
-    res1_6 <= \$53 ;
+    res3_5 <= \$63 ;
   always @(posedge clk)
-    res2_6 <= \$54 ;
+    res4_5 <= \$64 ;
   always @(posedge clk)
-    res3_6 <= \$55 ;
+    res5_5 <= \$65 ;
   always @(posedge clk)
-    res4_6 <= \$56 ;
+    res1_6 <= \$66 ;
   always @(posedge clk)
-    res5_6 <= \$57 ;
+    res2_6 <= \$67 ;
   always @(posedge clk)
-    res1_7 <= \$58 ;
+    res3_6 <= \$68 ;
   always @(posedge clk)
-    res2_7 <= \$59 ;
+    res4_6 <= \$69 ;
   always @(posedge clk)
-    res3_7 <= \$60 ;
+    res5_6 <= \$70 ;
   always @(posedge clk)
-    res4_7 <= \$61 ;
+    res1_7 <= \$71 ;
   always @(posedge clk)
-    res5_7 <= \$62 ;
+    res2_7 <= \$72 ;
   always @(posedge clk)
-    x1_0 <= \$64 ;
+    res3_7 <= \$73 ;
   always @(posedge clk)
-    plo2_0 <= \$66 ;
+    res4_7 <= \$74 ;
   always @(posedge clk)
-    phi2_0 <= \$68 ;
+    res5_7 <= \$75 ;
   always @(posedge clk)
-    p3_0 <= \$71 [63:0];
+    x1_0 <= \$77 ;
   always @(posedge clk)
-    sh4_0 <= \$73 ;
+    plo2_0 <= \$79 ;
   always @(posedge clk)
-    rb4_0 <= \$76 ;
+    phi2_0 <= \$81 ;
   always @(posedge clk)
-    y5_0 <= \$116 ;
+    p3_0 <= \$84 [63:0];
   always @(posedge clk)
-    x1_1 <= \$118 ;
+    sh4_0 <= \$86 ;
   always @(posedge clk)
-    plo2_1 <= \$120 ;
+    rb4_0 <= \$89 ;
   always @(posedge clk)
-    phi2_1 <= \$122 ;
+    y5_0 <= \$129 ;
   always @(posedge clk)
-    p3_1 <= \$125 [63:0];
+    x1_1 <= \$131 ;
   always @(posedge clk)
-    sh4_1 <= \$127 ;
+    plo2_1 <= \$133 ;
   always @(posedge clk)
-    rb4_1 <= \$130 ;
+    phi2_1 <= \$135 ;
   always @(posedge clk)
-    y5_1 <= \$170 ;
+    p3_1 <= \$138 [63:0];
   always @(posedge clk)
-    x1_2 <= \$172 ;
+    sh4_1 <= \$140 ;
   always @(posedge clk)
-    plo2_2 <= \$174 ;
+    rb4_1 <= \$143 ;
   always @(posedge clk)
-    phi2_2 <= \$176 ;
+    y5_1 <= \$183 ;
   always @(posedge clk)
-    p3_2 <= \$179 [63:0];
+    x1_2 <= \$185 ;
   always @(posedge clk)
-    sh4_2 <= \$181 ;
+    plo2_2 <= \$187 ;
   always @(posedge clk)
-    rb4_2 <= \$184 ;
+    phi2_2 <= \$189 ;
   always @(posedge clk)
-    y5_2 <= \$224 ;
+    p3_2 <= \$192 [63:0];
   always @(posedge clk)
-    x1_3 <= \$226 ;
+    sh4_2 <= \$194 ;
   always @(posedge clk)
-    plo2_3 <= \$228 ;
+    rb4_2 <= \$197 ;
   always @(posedge clk)
-    phi2_3 <= \$230 ;
+    y5_2 <= \$237 ;
   always @(posedge clk)
-    p3_3 <= \$233 [63:0];
+    x1_3 <= \$239 ;
   always @(posedge clk)
-    sh4_3 <= \$235 ;
+    plo2_3 <= \$241 ;
   always @(posedge clk)
-    rb4_3 <= \$238 ;
+    phi2_3 <= \$243 ;
   always @(posedge clk)
-    y5_3 <= \$278 ;
+    p3_3 <= \$246 [63:0];
   always @(posedge clk)
-    x1_4 <= \$280 ;
+    sh4_3 <= \$248 ;
   always @(posedge clk)
-    plo2_4 <= \$282 ;
+    rb4_3 <= \$251 ;
   always @(posedge clk)
-    phi2_4 <= \$284 ;
+    y5_3 <= \$291 ;
   always @(posedge clk)
-    p3_4 <= \$287 [63:0];
+    x1_4 <= \$293 ;
   always @(posedge clk)
-    sh4_4 <= \$289 ;
+    plo2_4 <= \$295 ;
   always @(posedge clk)
-    rb4_4 <= \$292 ;
+    phi2_4 <= \$297 ;
   always @(posedge clk)
-    y5_4 <= \$332 ;
+    p3_4 <= \$300 [63:0];
   always @(posedge clk)
-    x1_5 <= \$334 ;
+    sh4_4 <= \$302 ;
   always @(posedge clk)
-    plo2_5 <= \$336 ;
+    rb4_4 <= \$305 ;
   always @(posedge clk)
-    phi2_5 <= \$338 ;
+    y5_4 <= \$345 ;
   always @(posedge clk)
-    p3_5 <= \$341 [63:0];
+    x1_5 <= \$347 ;
   always @(posedge clk)
-    sh4_5 <= \$343 ;
+    plo2_5 <= \$349 ;
   always @(posedge clk)
-    rb4_5 <= \$346 ;
+    phi2_5 <= \$351 ;
   always @(posedge clk)
-    y5_5 <= \$386 ;
+    p3_5 <= \$354 [63:0];
   always @(posedge clk)
-    x1_6 <= \$388 ;
+    sh4_5 <= \$356 ;
   always @(posedge clk)
-    plo2_6 <= \$390 ;
+    rb4_5 <= \$359 ;
   always @(posedge clk)
-    phi2_6 <= \$392 ;
+    y5_5 <= \$399 ;
   always @(posedge clk)
-    p3_6 <= \$395 [63:0];
+    x1_6 <= \$401 ;
   always @(posedge clk)
-    sh4_6 <= \$397 ;
+    plo2_6 <= \$403 ;
   always @(posedge clk)
-    rb4_6 <= \$400 ;
+    phi2_6 <= \$405 ;
   always @(posedge clk)
-    y5_6 <= \$440 ;
+    p3_6 <= \$408 [63:0];
   always @(posedge clk)
-    x1_7 <= \$442 ;
+    sh4_6 <= \$410 ;
   always @(posedge clk)
-    plo2_7 <= \$444 ;
+    rb4_6 <= \$413 ;
   always @(posedge clk)
-    phi2_7 <= \$446 ;
+    y5_6 <= \$453 ;
   always @(posedge clk)
-    p3_7 <= \$449 [63:0];
+    x1_7 <= \$455 ;
   always @(posedge clk)
-    sh4_7 <= \$451 ;
+    plo2_7 <= \$457 ;
   always @(posedge clk)
-    rb4_7 <= \$454 ;
+    phi2_7 <= \$459 ;
   always @(posedge clk)
-    y5_7 <= \$494 ;
+    p3_7 <= \$462 [63:0];
   always @(posedge clk)
-    wr_en <= \$681 ;
+    sh4_7 <= \$464 ;
   always @(posedge clk)
-    max6_0 <= \$682 ;
+    rb4_7 <= \$467 ;
   always @(posedge clk)
-    max6_1 <= \$683 ;
+    y5_7 <= \$507 ;
   always @(posedge clk)
-    max6_2 <= \$684 ;
+    wr_en <= \$688 ;
   always @(posedge clk)
-    max6_3 <= \$685 ;
+    max6_0 <= \$689 ;
   always @(posedge clk)
-    max6_4 <= \$686 ;
+    max6_1 <= \$690 ;
   always @(posedge clk)
-    max6_5 <= \$687 ;
+    max6_2 <= \$691 ;
   always @(posedge clk)
-    max6_6 <= \$688 ;
+    max6_3 <= \$692 ;
   always @(posedge clk)
-    max6_7 <= \$689 ;
+    max6_4 <= \$693 ;
   always @(posedge clk)
-    wr_addr <= \$690 ;
+    max6_5 <= \$694 ;
   always @(posedge clk)
-    wr_data <= \$691 ;
+    max6_6 <= \$695 ;
+  always @(posedge clk)
+    max6_7 <= \$696 ;
+  always @(posedge clk)
+    wr_addr <= \$697 ;
+  always @(posedge clk)
+    wr_data <= \$698 ;
   assign \$1  = | acc_rd__data[31:6];
   assign \$2  = | acc_rd__data[63:38];
   assign \$3  = | acc_rd__data[95:70];
@@ -41082,74 +41110,74 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$17  = pidx + 1'h1;
   assign \$18  = \$16  ? 3'h2 : \$17 ;
   assign \$19  = pidx == 2'h2;
-  assign \$20  = | shift_out_of_range;
-  assign \$21  = issued + 1'h1;
-  assign \$22  = retired == cmd[55:40];
-  assign \$23  = v0 ? spad_rd__data[7:0] : res1_0;
-  assign \$24  = v1 ? res1_0 : res2_0;
-  assign \$25  = v2 ? res2_0 : res3_0;
-  assign \$26  = v3 ? res3_0 : res4_0;
-  assign \$27  = v4 ? res4_0 : res5_0;
-  assign \$28  = v0 ? spad_rd__data[15:8] : res1_1;
-  assign \$29  = v1 ? res1_1 : res2_1;
-  assign \$30  = v2 ? res2_1 : res3_1;
-  assign \$31  = v3 ? res3_1 : res4_1;
-  assign \$32  = v4 ? res4_1 : res5_1;
-  assign \$33  = v0 ? spad_rd__data[23:16] : res1_2;
-  assign \$34  = v1 ? res1_2 : res2_2;
-  assign \$35  = v2 ? res2_2 : res3_2;
-  assign \$36  = v3 ? res3_2 : res4_2;
-  assign \$37  = v4 ? res4_2 : res5_2;
-  assign \$38  = v0 ? spad_rd__data[31:24] : res1_3;
-  assign \$39  = v1 ? res1_3 : res2_3;
-  assign \$40  = v2 ? res2_3 : res3_3;
-  assign \$41  = v3 ? res3_3 : res4_3;
-  assign \$42  = v4 ? res4_3 : res5_3;
-  assign \$43  = v0 ? spad_rd__data[39:32] : res1_4;
-  assign \$44  = v1 ? res1_4 : res2_4;
-  assign \$45  = v2 ? res2_4 : res3_4;
-  assign \$46  = v3 ? res3_4 : res4_4;
-  assign \$47  = v4 ? res4_4 : res5_4;
-  assign \$48  = v0 ? spad_rd__data[47:40] : res1_5;
-  assign \$49  = v1 ? res1_5 : res2_5;
-  assign \$50  = v2 ? res2_5 : res3_5;
-  assign \$51  = v3 ? res3_5 : res4_5;
-  assign \$52  = v4 ? res4_5 : res5_5;
-  assign \$53  = v0 ? spad_rd__data[55:48] : res1_6;
-  assign \$54  = v1 ? res1_6 : res2_6;
-  assign \$55  = v2 ? res2_6 : res3_6;
-  assign \$56  = v3 ? res3_6 : res4_6;
-  assign \$57  = v4 ? res4_6 : res5_6;
-  assign \$58  = v0 ? spad_rd__data[63:56] : res1_7;
-  assign \$59  = v1 ? res1_7 : res2_7;
-  assign \$60  = v2 ? res2_7 : res3_7;
-  assign \$61  = v3 ? res3_7 : res4_7;
-  assign \$62  = v4 ? res4_7 : res5_7;
-  assign \$63  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
-  assign \$64  = v0 ? \$63 [31:0] : x1_0;
-  assign \$65  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
-  assign \$66  = v1 ? { \$65 [47], \$65  } : plo2_0;
-  assign \$67  = $signed(x1_0) * $signed(mult_0[31:16]);
-  assign \$68  = v1 ? \$67  : phi2_0;
-  assign \$70  = $signed(plo2_0) + $signed(\$69 );
-  assign \$71  = v2 ? \$70  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
-  assign \$72  = $signed(p3_0) >>> shift_0;
-  assign \$73  = v3 ? \$72  : sh4_0;
-  assign \$75  = \$74  >> shift_0;
-  assign \$76  = v3 ? \$75  : rb4_0;
-  assign \$77  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$78  = $signed(\$77 ) + $signed(cmd[143:136]);
-  assign \$79  = $signed(\$78 ) > $signed(8'h7f);
-  assign \$80  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$81  = $signed(\$80 ) + $signed(cmd[143:136]);
-  assign \$82  = $signed(\$81 ) < $signed(8'h80);
-  assign \$83  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$84  = $signed(\$83 ) + $signed(cmd[143:136]);
-  assign \$85  = \$82  ? 13'h1f80 : \$84 ;
-  assign \$86  = \$79  ? 13'h007f : \$85 ;
-  assign \$87  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$88  = fits5_0 ? \$86 [7:0] : \$87 ;
-  assign \$89  = $signed(\$88 ) > $signed(cmd[143:136]);
+  assign \$20  = ! pidx;
+  assign \$21  = ~ cmd[144];
+  assign \$22  = \$20  & \$21 ;
+  assign \$23  = pidx + 1'h1;
+  assign \$24  = \$22  ? 3'h2 : \$23 ;
+  assign \$25  = \$24  == 1'h1;
+  assign \$26  = \$25  ? cmd[75:56] : cmd[95:76];
+  assign \$27  = \$19  ? cmd[19:0] : \$26 ;
+  assign \$28  = pidx == 2'h2;
+  assign \$29  = | shift_out_of_range;
+  assign \$30  = issued + 1'h1;
+  assign \$31  = issued + 1'h1;
+  assign \$32  = \$31  != cmd[55:40];
+  assign \$33  = acc_ptr + 1'h1;
+  assign \$34  = res_ptr + 1'h1;
+  assign \$35  = retired == cmd[55:40];
+  assign \$36  = v0 ? spad_rd__data[7:0] : res1_0;
+  assign \$37  = v1 ? res1_0 : res2_0;
+  assign \$38  = v2 ? res2_0 : res3_0;
+  assign \$39  = v3 ? res3_0 : res4_0;
+  assign \$40  = v4 ? res4_0 : res5_0;
+  assign \$41  = v0 ? spad_rd__data[15:8] : res1_1;
+  assign \$42  = v1 ? res1_1 : res2_1;
+  assign \$43  = v2 ? res2_1 : res3_1;
+  assign \$44  = v3 ? res3_1 : res4_1;
+  assign \$45  = v4 ? res4_1 : res5_1;
+  assign \$46  = v0 ? spad_rd__data[23:16] : res1_2;
+  assign \$47  = v1 ? res1_2 : res2_2;
+  assign \$48  = v2 ? res2_2 : res3_2;
+  assign \$49  = v3 ? res3_2 : res4_2;
+  assign \$50  = v4 ? res4_2 : res5_2;
+  assign \$51  = v0 ? spad_rd__data[31:24] : res1_3;
+  assign \$52  = v1 ? res1_3 : res2_3;
+  assign \$53  = v2 ? res2_3 : res3_3;
+  assign \$54  = v3 ? res3_3 : res4_3;
+  assign \$55  = v4 ? res4_3 : res5_3;
+  assign \$56  = v0 ? spad_rd__data[39:32] : res1_4;
+  assign \$57  = v1 ? res1_4 : res2_4;
+  assign \$58  = v2 ? res2_4 : res3_4;
+  assign \$59  = v3 ? res3_4 : res4_4;
+  assign \$60  = v4 ? res4_4 : res5_4;
+  assign \$61  = v0 ? spad_rd__data[47:40] : res1_5;
+  assign \$62  = v1 ? res1_5 : res2_5;
+  assign \$63  = v2 ? res2_5 : res3_5;
+  assign \$64  = v3 ? res3_5 : res4_5;
+  assign \$65  = v4 ? res4_5 : res5_5;
+  assign \$66  = v0 ? spad_rd__data[55:48] : res1_6;
+  assign \$67  = v1 ? res1_6 : res2_6;
+  assign \$68  = v2 ? res2_6 : res3_6;
+  assign \$69  = v3 ? res3_6 : res4_6;
+  assign \$70  = v4 ? res4_6 : res5_6;
+  assign \$71  = v0 ? spad_rd__data[63:56] : res1_7;
+  assign \$72  = v1 ? res1_7 : res2_7;
+  assign \$73  = v2 ? res2_7 : res3_7;
+  assign \$74  = v3 ? res3_7 : res4_7;
+  assign \$75  = v4 ? res4_7 : res5_7;
+  assign \$76  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
+  assign \$77  = v0 ? \$76 [31:0] : x1_0;
+  assign \$78  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
+  assign \$79  = v1 ? { \$78 [47], \$78  } : plo2_0;
+  assign \$80  = $signed(x1_0) * $signed(mult_0[31:16]);
+  assign \$81  = v1 ? \$80  : phi2_0;
+  assign \$83  = $signed(plo2_0) + $signed(\$82 );
+  assign \$84  = v2 ? \$83  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
+  assign \$85  = $signed(p3_0) >>> shift_0;
+  assign \$86  = v3 ? \$85  : sh4_0;
+  assign \$88  = \$87  >> shift_0;
+  assign \$89  = v3 ? \$88  : rb4_0;
   assign \$90  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
   assign \$91  = $signed(\$90 ) + $signed(cmd[143:136]);
   assign \$92  = $signed(\$91 ) > $signed(8'h7f);
@@ -41162,7 +41190,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$99  = \$92  ? 13'h007f : \$98 ;
   assign \$100  = sh4_0[63] ? 8'h80 : 8'h7f;
   assign \$101  = fits5_0 ? \$99 [7:0] : \$100 ;
-  assign \$102  = \$89  ? \$101  : cmd[143:136];
+  assign \$102  = $signed(\$101 ) > $signed(cmd[143:136]);
   assign \$103  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
   assign \$104  = $signed(\$103 ) + $signed(cmd[143:136]);
   assign \$105  = $signed(\$104 ) > $signed(8'h7f);
@@ -41175,33 +41203,33 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$112  = \$105  ? 13'h007f : \$111 ;
   assign \$113  = sh4_0[63] ? 8'h80 : 8'h7f;
   assign \$114  = fits5_0 ? \$112 [7:0] : \$113 ;
-  assign \$115  = cmd[145] ? \$102  : \$114 ;
-  assign \$116  = v4 ? \$115  : y5_0;
-  assign \$117  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
-  assign \$118  = v0 ? \$117 [31:0] : x1_1;
-  assign \$119  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
-  assign \$120  = v1 ? { \$119 [47], \$119  } : plo2_1;
-  assign \$121  = $signed(x1_1) * $signed(mult_1[31:16]);
-  assign \$122  = v1 ? \$121  : phi2_1;
-  assign \$124  = $signed(plo2_1) + $signed(\$123 );
-  assign \$125  = v2 ? \$124  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
-  assign \$126  = $signed(p3_1) >>> shift_1;
-  assign \$127  = v3 ? \$126  : sh4_1;
-  assign \$129  = \$128  >> shift_1;
-  assign \$130  = v3 ? \$129  : rb4_1;
-  assign \$131  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$132  = $signed(\$131 ) + $signed(cmd[143:136]);
-  assign \$133  = $signed(\$132 ) > $signed(8'h7f);
-  assign \$134  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$135  = $signed(\$134 ) + $signed(cmd[143:136]);
-  assign \$136  = $signed(\$135 ) < $signed(8'h80);
-  assign \$137  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$138  = $signed(\$137 ) + $signed(cmd[143:136]);
-  assign \$139  = \$136  ? 13'h1f80 : \$138 ;
-  assign \$140  = \$133  ? 13'h007f : \$139 ;
-  assign \$141  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$142  = fits5_1 ? \$140 [7:0] : \$141 ;
-  assign \$143  = $signed(\$142 ) > $signed(cmd[143:136]);
+  assign \$115  = \$102  ? \$114  : cmd[143:136];
+  assign \$116  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$117  = $signed(\$116 ) + $signed(cmd[143:136]);
+  assign \$118  = $signed(\$117 ) > $signed(8'h7f);
+  assign \$119  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$120  = $signed(\$119 ) + $signed(cmd[143:136]);
+  assign \$121  = $signed(\$120 ) < $signed(8'h80);
+  assign \$122  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$123  = $signed(\$122 ) + $signed(cmd[143:136]);
+  assign \$124  = \$121  ? 13'h1f80 : \$123 ;
+  assign \$125  = \$118  ? 13'h007f : \$124 ;
+  assign \$126  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$127  = fits5_0 ? \$125 [7:0] : \$126 ;
+  assign \$128  = cmd[145] ? \$115  : \$127 ;
+  assign \$129  = v4 ? \$128  : y5_0;
+  assign \$130  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
+  assign \$131  = v0 ? \$130 [31:0] : x1_1;
+  assign \$132  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
+  assign \$133  = v1 ? { \$132 [47], \$132  } : plo2_1;
+  assign \$134  = $signed(x1_1) * $signed(mult_1[31:16]);
+  assign \$135  = v1 ? \$134  : phi2_1;
+  assign \$137  = $signed(plo2_1) + $signed(\$136 );
+  assign \$138  = v2 ? \$137  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
+  assign \$139  = $signed(p3_1) >>> shift_1;
+  assign \$140  = v3 ? \$139  : sh4_1;
+  assign \$142  = \$141  >> shift_1;
+  assign \$143  = v3 ? \$142  : rb4_1;
   assign \$144  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
   assign \$145  = $signed(\$144 ) + $signed(cmd[143:136]);
   assign \$146  = $signed(\$145 ) > $signed(8'h7f);
@@ -41214,7 +41242,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$153  = \$146  ? 13'h007f : \$152 ;
   assign \$154  = sh4_1[63] ? 8'h80 : 8'h7f;
   assign \$155  = fits5_1 ? \$153 [7:0] : \$154 ;
-  assign \$156  = \$143  ? \$155  : cmd[143:136];
+  assign \$156  = $signed(\$155 ) > $signed(cmd[143:136]);
   assign \$157  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
   assign \$158  = $signed(\$157 ) + $signed(cmd[143:136]);
   assign \$159  = $signed(\$158 ) > $signed(8'h7f);
@@ -41227,33 +41255,33 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$166  = \$159  ? 13'h007f : \$165 ;
   assign \$167  = sh4_1[63] ? 8'h80 : 8'h7f;
   assign \$168  = fits5_1 ? \$166 [7:0] : \$167 ;
-  assign \$169  = cmd[145] ? \$156  : \$168 ;
-  assign \$170  = v4 ? \$169  : y5_1;
-  assign \$171  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
-  assign \$172  = v0 ? \$171 [31:0] : x1_2;
-  assign \$173  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
-  assign \$174  = v1 ? { \$173 [47], \$173  } : plo2_2;
-  assign \$175  = $signed(x1_2) * $signed(mult_2[31:16]);
-  assign \$176  = v1 ? \$175  : phi2_2;
-  assign \$178  = $signed(plo2_2) + $signed(\$177 );
-  assign \$179  = v2 ? \$178  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
-  assign \$180  = $signed(p3_2) >>> shift_2;
-  assign \$181  = v3 ? \$180  : sh4_2;
-  assign \$183  = \$182  >> shift_2;
-  assign \$184  = v3 ? \$183  : rb4_2;
-  assign \$185  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$186  = $signed(\$185 ) + $signed(cmd[143:136]);
-  assign \$187  = $signed(\$186 ) > $signed(8'h7f);
-  assign \$188  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$189  = $signed(\$188 ) + $signed(cmd[143:136]);
-  assign \$190  = $signed(\$189 ) < $signed(8'h80);
-  assign \$191  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$192  = $signed(\$191 ) + $signed(cmd[143:136]);
-  assign \$193  = \$190  ? 13'h1f80 : \$192 ;
-  assign \$194  = \$187  ? 13'h007f : \$193 ;
-  assign \$195  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$196  = fits5_2 ? \$194 [7:0] : \$195 ;
-  assign \$197  = $signed(\$196 ) > $signed(cmd[143:136]);
+  assign \$169  = \$156  ? \$168  : cmd[143:136];
+  assign \$170  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$171  = $signed(\$170 ) + $signed(cmd[143:136]);
+  assign \$172  = $signed(\$171 ) > $signed(8'h7f);
+  assign \$173  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$174  = $signed(\$173 ) + $signed(cmd[143:136]);
+  assign \$175  = $signed(\$174 ) < $signed(8'h80);
+  assign \$176  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$177  = $signed(\$176 ) + $signed(cmd[143:136]);
+  assign \$178  = \$175  ? 13'h1f80 : \$177 ;
+  assign \$179  = \$172  ? 13'h007f : \$178 ;
+  assign \$180  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$181  = fits5_1 ? \$179 [7:0] : \$180 ;
+  assign \$182  = cmd[145] ? \$169  : \$181 ;
+  assign \$183  = v4 ? \$182  : y5_1;
+  assign \$184  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
+  assign \$185  = v0 ? \$184 [31:0] : x1_2;
+  assign \$186  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
+  assign \$187  = v1 ? { \$186 [47], \$186  } : plo2_2;
+  assign \$188  = $signed(x1_2) * $signed(mult_2[31:16]);
+  assign \$189  = v1 ? \$188  : phi2_2;
+  assign \$191  = $signed(plo2_2) + $signed(\$190 );
+  assign \$192  = v2 ? \$191  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
+  assign \$193  = $signed(p3_2) >>> shift_2;
+  assign \$194  = v3 ? \$193  : sh4_2;
+  assign \$196  = \$195  >> shift_2;
+  assign \$197  = v3 ? \$196  : rb4_2;
   assign \$198  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
   assign \$199  = $signed(\$198 ) + $signed(cmd[143:136]);
   assign \$200  = $signed(\$199 ) > $signed(8'h7f);
@@ -41266,7 +41294,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$207  = \$200  ? 13'h007f : \$206 ;
   assign \$208  = sh4_2[63] ? 8'h80 : 8'h7f;
   assign \$209  = fits5_2 ? \$207 [7:0] : \$208 ;
-  assign \$210  = \$197  ? \$209  : cmd[143:136];
+  assign \$210  = $signed(\$209 ) > $signed(cmd[143:136]);
   assign \$211  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
   assign \$212  = $signed(\$211 ) + $signed(cmd[143:136]);
   assign \$213  = $signed(\$212 ) > $signed(8'h7f);
@@ -41279,33 +41307,33 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$220  = \$213  ? 13'h007f : \$219 ;
   assign \$221  = sh4_2[63] ? 8'h80 : 8'h7f;
   assign \$222  = fits5_2 ? \$220 [7:0] : \$221 ;
-  assign \$223  = cmd[145] ? \$210  : \$222 ;
-  assign \$224  = v4 ? \$223  : y5_2;
-  assign \$225  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
-  assign \$226  = v0 ? \$225 [31:0] : x1_3;
-  assign \$227  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
-  assign \$228  = v1 ? { \$227 [47], \$227  } : plo2_3;
-  assign \$229  = $signed(x1_3) * $signed(mult_3[31:16]);
-  assign \$230  = v1 ? \$229  : phi2_3;
-  assign \$232  = $signed(plo2_3) + $signed(\$231 );
-  assign \$233  = v2 ? \$232  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
-  assign \$234  = $signed(p3_3) >>> shift_3;
-  assign \$235  = v3 ? \$234  : sh4_3;
-  assign \$237  = \$236  >> shift_3;
-  assign \$238  = v3 ? \$237  : rb4_3;
-  assign \$239  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$240  = $signed(\$239 ) + $signed(cmd[143:136]);
-  assign \$241  = $signed(\$240 ) > $signed(8'h7f);
-  assign \$242  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$243  = $signed(\$242 ) + $signed(cmd[143:136]);
-  assign \$244  = $signed(\$243 ) < $signed(8'h80);
-  assign \$245  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$246  = $signed(\$245 ) + $signed(cmd[143:136]);
-  assign \$247  = \$244  ? 13'h1f80 : \$246 ;
-  assign \$248  = \$241  ? 13'h007f : \$247 ;
-  assign \$249  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$250  = fits5_3 ? \$248 [7:0] : \$249 ;
-  assign \$251  = $signed(\$250 ) > $signed(cmd[143:136]);
+  assign \$223  = \$210  ? \$222  : cmd[143:136];
+  assign \$224  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$225  = $signed(\$224 ) + $signed(cmd[143:136]);
+  assign \$226  = $signed(\$225 ) > $signed(8'h7f);
+  assign \$227  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$228  = $signed(\$227 ) + $signed(cmd[143:136]);
+  assign \$229  = $signed(\$228 ) < $signed(8'h80);
+  assign \$230  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$231  = $signed(\$230 ) + $signed(cmd[143:136]);
+  assign \$232  = \$229  ? 13'h1f80 : \$231 ;
+  assign \$233  = \$226  ? 13'h007f : \$232 ;
+  assign \$234  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$235  = fits5_2 ? \$233 [7:0] : \$234 ;
+  assign \$236  = cmd[145] ? \$223  : \$235 ;
+  assign \$237  = v4 ? \$236  : y5_2;
+  assign \$238  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
+  assign \$239  = v0 ? \$238 [31:0] : x1_3;
+  assign \$240  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
+  assign \$241  = v1 ? { \$240 [47], \$240  } : plo2_3;
+  assign \$242  = $signed(x1_3) * $signed(mult_3[31:16]);
+  assign \$243  = v1 ? \$242  : phi2_3;
+  assign \$245  = $signed(plo2_3) + $signed(\$244 );
+  assign \$246  = v2 ? \$245  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
+  assign \$247  = $signed(p3_3) >>> shift_3;
+  assign \$248  = v3 ? \$247  : sh4_3;
+  assign \$250  = \$249  >> shift_3;
+  assign \$251  = v3 ? \$250  : rb4_3;
   assign \$252  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
   assign \$253  = $signed(\$252 ) + $signed(cmd[143:136]);
   assign \$254  = $signed(\$253 ) > $signed(8'h7f);
@@ -41318,7 +41346,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$261  = \$254  ? 13'h007f : \$260 ;
   assign \$262  = sh4_3[63] ? 8'h80 : 8'h7f;
   assign \$263  = fits5_3 ? \$261 [7:0] : \$262 ;
-  assign \$264  = \$251  ? \$263  : cmd[143:136];
+  assign \$264  = $signed(\$263 ) > $signed(cmd[143:136]);
   assign \$265  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
   assign \$266  = $signed(\$265 ) + $signed(cmd[143:136]);
   assign \$267  = $signed(\$266 ) > $signed(8'h7f);
@@ -41331,245 +41359,135 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$274  = \$267  ? 13'h007f : \$273 ;
   assign \$275  = sh4_3[63] ? 8'h80 : 8'h7f;
   assign \$276  = fits5_3 ? \$274 [7:0] : \$275 ;
-  assign \$277  = cmd[145] ? \$264  : \$276 ;
-  assign \$278  = v4 ? \$277  : y5_3;
-  assign \$279  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
-  assign \$280  = v0 ? \$279 [31:0] : x1_4;
-  assign \$281  = $signed(x1_4) * $signed({ 1'h0, mult_4[15:0] });
-  assign \$282  = v1 ? { \$281 [47], \$281  } : plo2_4;
-  assign \$283  = $signed(x1_4) * $signed(mult_4[31:16]);
-  assign \$284  = v1 ? \$283  : phi2_4;
-  assign \$286  = $signed(plo2_4) + $signed(\$285 );
-  assign \$287  = v2 ? \$286  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
-  assign \$288  = $signed(p3_4) >>> shift_4;
-  assign \$289  = v3 ? \$288  : sh4_4;
-  assign \$291  = \$290  >> shift_4;
-  assign \$292  = v3 ? \$291  : rb4_4;
-  assign \$293  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$294  = $signed(\$293 ) + $signed(cmd[143:136]);
-  assign \$295  = $signed(\$294 ) > $signed(8'h7f);
-  assign \$296  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$297  = $signed(\$296 ) + $signed(cmd[143:136]);
-  assign \$298  = $signed(\$297 ) < $signed(8'h80);
-  assign \$299  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$300  = $signed(\$299 ) + $signed(cmd[143:136]);
-  assign \$301  = \$298  ? 13'h1f80 : \$300 ;
-  assign \$302  = \$295  ? 13'h007f : \$301 ;
-  assign \$303  = sh4_4[63] ? 8'h80 : 8'h7f;
-  assign \$304  = fits5_4 ? \$302 [7:0] : \$303 ;
-  assign \$305  = $signed(\$304 ) > $signed(cmd[143:136]);
-  assign \$306  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$307  = $signed(\$306 ) + $signed(cmd[143:136]);
-  assign \$308  = $signed(\$307 ) > $signed(8'h7f);
+  assign \$277  = \$264  ? \$276  : cmd[143:136];
+  assign \$278  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$279  = $signed(\$278 ) + $signed(cmd[143:136]);
+  assign \$280  = $signed(\$279 ) > $signed(8'h7f);
+  assign \$281  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$282  = $signed(\$281 ) + $signed(cmd[143:136]);
+  assign \$283  = $signed(\$282 ) < $signed(8'h80);
+  assign \$284  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$285  = $signed(\$284 ) + $signed(cmd[143:136]);
+  assign \$286  = \$283  ? 13'h1f80 : \$285 ;
+  assign \$287  = \$280  ? 13'h007f : \$286 ;
+  assign \$288  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$289  = fits5_3 ? \$287 [7:0] : \$288 ;
+  assign \$290  = cmd[145] ? \$277  : \$289 ;
+  assign \$291  = v4 ? \$290  : y5_3;
+  assign \$292  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
+  assign \$293  = v0 ? \$292 [31:0] : x1_4;
+  assign \$294  = $signed(x1_4) * $signed({ 1'h0, mult_4[15:0] });
+  assign \$295  = v1 ? { \$294 [47], \$294  } : plo2_4;
+  assign \$296  = $signed(x1_4) * $signed(mult_4[31:16]);
+  assign \$297  = v1 ? \$296  : phi2_4;
+  assign \$299  = $signed(plo2_4) + $signed(\$298 );
+  assign \$300  = v2 ? \$299  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
+  assign \$301  = $signed(p3_4) >>> shift_4;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$642  = shift_0;
+    \$646  = shift_0;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$642  = acc_rd__data[5:0];
+            \$646  = acc_rd__data[5:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$643  = shift_1;
+    \$647  = shift_1;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$643  = acc_rd__data[37:32];
+            \$647  = acc_rd__data[37:32];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$644  = shift_2;
+    \$648  = shift_2;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$644  = acc_rd__data[69:64];
+            \$648  = acc_rd__data[69:64];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$645  = shift_3;
+    \$649  = shift_3;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$645  = acc_rd__data[101:96];
+            \$649  = acc_rd__data[101:96];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$646  = shift_4;
+    \$650  = shift_4;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$646  = acc_rd__data[133:128];
+            \$650  = acc_rd__data[133:128];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$647  = shift_5;
+    \$651  = shift_5;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$647  = acc_rd__data[165:160];
+            \$651  = acc_rd__data[165:160];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$648  = shift_6;
+    \$652  = shift_6;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$648  = acc_rd__data[197:192];
+            \$652  = acc_rd__data[197:192];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$649  = shift_7;
+    \$653  = shift_7;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$649  = acc_rd__data[229:224];
+            \$653  = acc_rd__data[229:224];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$650  = shift_out_of_range;
+    \$654  = shift_out_of_range;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
-            \$650  = { \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
+            \$654  = { \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
       endcase
     end
     if (reset[3]) begin
-      \$650  = 8'h00;
+      \$654  = 8'h00;
     end
     if (rst) begin
-      \$650  = 8'h00;
+      \$654  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$651  = bias_0;
+    \$655  = bias_0;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$651  = acc_rd__data[31:0];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$651  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$652  = bias_1;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$652  = acc_rd__data[63:32];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$652  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$653  = bias_2;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$653  = acc_rd__data[95:64];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$653  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$654  = bias_3;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$654  = acc_rd__data[127:96];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$654  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$655  = bias_4;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$655  = acc_rd__data[159:128];
+            \$655  = acc_rd__data[31:0];
       endcase
     end
     casez (vec_fsm_state)
@@ -41589,13 +41507,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$656  = bias_5;
+    \$656  = bias_1;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$656  = acc_rd__data[191:160];
+            \$656  = acc_rd__data[63:32];
       endcase
     end
     casez (vec_fsm_state)
@@ -41615,13 +41533,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$657  = bias_6;
+    \$657  = bias_2;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$657  = acc_rd__data[223:192];
+            \$657  = acc_rd__data[95:64];
       endcase
     end
     casez (vec_fsm_state)
@@ -41641,13 +41559,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$658  = bias_7;
+    \$658  = bias_3;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
             /* empty */;
         2'h1:
-            \$658  = acc_rd__data[255:224];
+            \$658  = acc_rd__data[127:96];
       endcase
     end
     casez (vec_fsm_state)
@@ -41667,7 +41585,111 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$659  = mult_0;
+    \$659  = bias_4;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$659  = acc_rd__data[159:128];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$13 ) begin
+              \$659  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$660  = bias_5;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$660  = acc_rd__data[191:160];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$13 ) begin
+              \$660  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$661  = bias_6;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$661  = acc_rd__data[223:192];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$13 ) begin
+              \$661  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$662  = bias_7;
+    if (cap_valid) begin
+      casez (cap_idx)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$662  = acc_rd__data[255:224];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$13 ) begin
+              \$662  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$663  = mult_0;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -41675,13 +41697,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
         2'h1:
             /* empty */;
         2'h2:
-            \$659  = acc_rd__data[31:0];
+            \$663  = acc_rd__data[31:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$660  = mult_1;
+    \$664  = mult_1;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -41689,13 +41711,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
         2'h1:
             /* empty */;
         2'h2:
-            \$660  = acc_rd__data[63:32];
+            \$664  = acc_rd__data[63:32];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$661  = mult_2;
+    \$665  = mult_2;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -41703,13 +41725,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
         2'h1:
             /* empty */;
         2'h2:
-            \$661  = acc_rd__data[95:64];
+            \$665  = acc_rd__data[95:64];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$662  = mult_3;
+    \$666  = mult_3;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -41717,13 +41739,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
         2'h1:
             /* empty */;
         2'h2:
-            \$662  = acc_rd__data[127:96];
+            \$666  = acc_rd__data[127:96];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$663  = mult_4;
+    \$667  = mult_4;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -41731,13 +41753,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
         2'h1:
             /* empty */;
         2'h2:
-            \$663  = acc_rd__data[159:128];
+            \$667  = acc_rd__data[159:128];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$664  = mult_5;
+    \$668  = mult_5;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -41745,13 +41767,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
         2'h1:
             /* empty */;
         2'h2:
-            \$664  = acc_rd__data[191:160];
+            \$668  = acc_rd__data[191:160];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$665  = mult_6;
+    \$669  = mult_6;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -41759,13 +41781,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
         2'h1:
             /* empty */;
         2'h2:
-            \$665  = acc_rd__data[223:192];
+            \$669  = acc_rd__data[223:192];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$666  = mult_7;
+    \$670  = mult_7;
     if (cap_valid) begin
       casez (cap_idx)
         2'h0:
@@ -41773,13 +41795,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
         2'h1:
             /* empty */;
         2'h2:
-            \$666  = acc_rd__data[255:224];
+            \$670  = acc_rd__data[255:224];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$667  = 1'h0;
+    \$671  = 1'h0;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -41787,69 +41809,69 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h3:
           if (acc_rd__gnt) begin
-            \$667  = 1'h1;
+            \$671  = 1'h1;
           end
     endcase
     if (reset[3]) begin
-      \$667  = 1'h0;
+      \$671  = 1'h0;
     end
     if (rst) begin
-      \$667  = 1'h0;
+      \$671  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$668  = cmd;
+    \$672  = cmd;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$668  = ctl__cmd__payload;
+            \$672  = ctl__cmd__payload;
           end
     endcase
     if (reset[3]) begin
-      \$668  = 156'h000000000000000000000000000000000000000;
+      \$672  = 156'h000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$668  = 156'h000000000000000000000000000000000000000;
+      \$672  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$669  = err;
+    \$673  = err;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$669  = 8'h00;
+            \$673  = 8'h00;
           end
       3'h1:
           if (\$11 ) begin
-            \$669  = 8'h02;
+            \$673  = 8'h02;
           end else if (\$12 ) begin
-            \$669  = 8'h03;
+            \$673  = 8'h03;
           end else if (range_bad) begin
-            \$669  = 8'h04;
+            \$673  = 8'h04;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$20 ) begin
-            \$669  = 8'h08;
+          if (\$29 ) begin
+            \$673  = 8'h08;
           end
     endcase
     if (reset[3]) begin
-      \$669  = 8'h00;
+      \$673  = 8'h00;
     end
     if (rst) begin
-      \$669  = 8'h00;
+      \$673  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$670  = issued;
+    \$674  = issued;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$670  = 17'h00000;
+            \$674  = 17'h00000;
           end
       3'h1:
           /* empty */;
@@ -41859,91 +41881,91 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h5:
           if (fire) begin
-            \$670  = \$21 [16:0];
+            \$674  = \$30 [16:0];
           end
     endcase
     if (reset[3]) begin
-      \$670  = 17'h00000;
+      \$674  = 17'h00000;
     end
     if (rst) begin
-      \$670  = 17'h00000;
+      \$674  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$671  = retired;
+    \$675  = retired;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$671  = 17'h00000;
+            \$675  = 17'h00000;
           end
     endcase
     if (v5) begin
-      \$671  = \$495 [16:0];
+      \$675  = \$508 [16:0];
     end
     if (reset[3]) begin
-      \$671  = 17'h00000;
+      \$675  = 17'h00000;
     end
     if (rst) begin
-      \$671  = 17'h00000;
+      \$675  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$672  = vec_fsm_state;
+    \$676  = vec_fsm_state;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$672  = 3'h1;
+            \$676  = 3'h1;
           end
       3'h1:
           (* full_case = 32'd1 *)
           if (\$11 ) begin
-            \$672  = 3'h2;
+            \$676  = 3'h2;
           end else if (\$12 ) begin
-            \$672  = 3'h2;
+            \$676  = 3'h2;
           end else if (range_bad) begin
-            \$672  = 3'h2;
+            \$676  = 3'h2;
           end else begin
-            \$672  = 3'h3;
+            \$676  = 3'h3;
           end
       3'h3:
           if (acc_rd__gnt) begin
-            if (\$19 ) begin
-              \$672  = 3'h4;
+            if (\$28 ) begin
+              \$676  = 3'h4;
             end
           end
       3'h4:
           (* full_case = 32'd1 *)
-          if (\$20 ) begin
-            \$672  = 3'h2;
+          if (\$29 ) begin
+            \$676  = 3'h2;
           end else begin
-            \$672  = 3'h5;
+            \$676  = 3'h5;
           end
       3'h5:
-          if (\$22 ) begin
+          if (\$35 ) begin
             (* full_case = 32'd1 *)
             if (cmd[147]) begin
-              \$672  = 3'h6;
+              \$676  = 3'h6;
             end else begin
-              \$672  = 3'h2;
+              \$676  = 3'h2;
             end
           end
       3'h6:
-          \$672  = 3'h2;
+          \$676  = 3'h2;
       3'h2:
-          \$672  = 3'h0;
+          \$676  = 3'h0;
     endcase
     if (reset[3]) begin
-      \$672  = 3'h0;
+      \$676  = 3'h0;
     end
     if (rst) begin
-      \$672  = 3'h0;
+      \$676  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$673  = pidx;
+    \$677  = pidx;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -41953,23 +41975,115 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (\$12 ) begin
           end else if (range_bad) begin
           end else begin
-            \$673  = 2'h0;
+            \$677  = 2'h0;
           end
       3'h3:
           if (acc_rd__gnt) begin
-            \$673  = \$18 [1:0];
+            \$677  = \$18 [1:0];
           end
     endcase
     if (reset[3]) begin
-      \$673  = 2'h0;
+      \$677  = 2'h0;
     end
     if (rst) begin
-      \$673  = 2'h0;
+      \$677  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$674  = cap_idx;
+    \$678  = acc_ptr;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$678  = cmd[108:96];
+          end
+      3'h3:
+          if (acc_rd__gnt) begin
+            \$678  = \$27 [12:0];
+          end
+      3'h4:
+          /* empty */;
+      3'h5:
+          if (fire) begin
+            \$678  = \$33 [12:0];
+          end
+    endcase
+    if (reset[3]) begin
+      \$678  = 13'h0000;
+    end
+    if (rst) begin
+      \$678  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$679  = res_ptr;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$679  = cmd[129:116];
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          if (fire) begin
+            \$679  = \$34 [13:0];
+          end
+    endcase
+    if (reset[3]) begin
+      \$679  = 14'h0000;
+    end
+    if (rst) begin
+      \$679  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$680  = more;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$680  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          if (fire) begin
+            \$680  = \$32 ;
+          end
+    endcase
+    if (reset[3]) begin
+      \$680  = 1'h0;
+    end
+    if (rst) begin
+      \$680  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$681  = cap_idx;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -41977,194 +42091,194 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h3:
           if (acc_rd__gnt) begin
-            \$674  = pidx;
+            \$681  = pidx;
           end
     endcase
     if (reset[3]) begin
-      \$674  = 2'h0;
+      \$681  = 2'h0;
     end
     if (rst) begin
-      \$674  = 2'h0;
+      \$681  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$675  = fire;
+    \$682  = fire;
     if (reset[3]) begin
-      \$675  = 1'h0;
+      \$682  = 1'h0;
     end
     if (rst) begin
-      \$675  = 1'h0;
+      \$682  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$676  = v0;
+    \$683  = v0;
     if (reset[3]) begin
-      \$676  = 1'h0;
+      \$683  = 1'h0;
     end
     if (rst) begin
-      \$676  = 1'h0;
+      \$683  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$677  = v1;
+    \$684  = v1;
     if (reset[3]) begin
-      \$677  = 1'h0;
+      \$684  = 1'h0;
     end
     if (rst) begin
-      \$677  = 1'h0;
+      \$684  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$678  = v2;
+    \$685  = v2;
     if (reset[3]) begin
-      \$678  = 1'h0;
+      \$685  = 1'h0;
     end
     if (rst) begin
-      \$678  = 1'h0;
+      \$685  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$679  = v3;
+    \$686  = v3;
     if (reset[3]) begin
-      \$679  = 1'h0;
+      \$686  = 1'h0;
     end
     if (rst) begin
-      \$679  = 1'h0;
+      \$686  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$680  = v4;
+    \$687  = v4;
     if (reset[3]) begin
-      \$680  = 1'h0;
+      \$687  = 1'h0;
     end
     if (rst) begin
-      \$680  = 1'h0;
+      \$687  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$681  = 1'h0;
+    \$688  = 1'h0;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$681  = 1'h1;
+        \$688  = 1'h1;
       end
     end
-    if (\$531 ) begin
-      \$681  = 1'h1;
+    if (\$544 ) begin
+      \$688  = 1'h1;
     end
     if (reset[3]) begin
-      \$681  = 1'h0;
+      \$688  = 1'h0;
     end
     if (rst) begin
-      \$681  = 1'h0;
+      \$688  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$682  = max6_0;
+    \$689  = max6_0;
     if (v5) begin
       if (cmd[147]) begin
-        \$682  = \$499 ;
+        \$689  = \$512 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$683  = max6_1;
+    \$690  = max6_1;
     if (v5) begin
       if (cmd[147]) begin
-        \$683  = \$503 ;
+        \$690  = \$516 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$684  = max6_2;
+    \$691  = max6_2;
     if (v5) begin
       if (cmd[147]) begin
-        \$684  = \$507 ;
+        \$691  = \$520 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$685  = max6_3;
+    \$692  = max6_3;
     if (v5) begin
       if (cmd[147]) begin
-        \$685  = \$511 ;
+        \$692  = \$524 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$686  = max6_4;
+    \$693  = max6_4;
     if (v5) begin
       if (cmd[147]) begin
-        \$686  = \$515 ;
+        \$693  = \$528 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$687  = max6_5;
+    \$694  = max6_5;
     if (v5) begin
       if (cmd[147]) begin
-        \$687  = \$519 ;
+        \$694  = \$532 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$688  = max6_6;
+    \$695  = max6_6;
     if (v5) begin
       if (cmd[147]) begin
-        \$688  = \$523 ;
+        \$695  = \$536 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$689  = max6_7;
+    \$696  = max6_7;
     if (v5) begin
       if (cmd[147]) begin
-        \$689  = \$527 ;
+        \$696  = \$540 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$690  = wr_addr;
-    if (v5) begin
-      (* full_case = 32'd1 *)
-      if (cmd[147]) begin
-      end else begin
-        \$690  = \$528 [13:0];
-      end
-    end
-    if (\$531 ) begin
-      \$690  = cmd[33:20];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$691  = wr_data;
+    \$697  = wr_addr;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$691  = { out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
+        \$697  = \$541 [13:0];
       end
     end
-    if (\$531 ) begin
-      \$691  = { max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
+    if (\$544 ) begin
+      \$697  = cmd[33:20];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$698  = wr_data;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$698  = { out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
+      end
+    end
+    if (\$544 ) begin
+      \$698  = { max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
     end
   end
   always @* begin
@@ -42188,23 +42302,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          acc_rd__en = \$553 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    acc_rd__addr = 13'h0000;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          acc_rd__addr = \$552 [12:0];
-      3'h4:
-          /* empty */;
-      3'h5:
-          acc_rd__addr = \$554 [12:0];
+          acc_rd__en = more;
     endcase
   end
   always @* begin
@@ -42220,23 +42318,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          spad_rd__en = \$556 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    spad_rd__addr = 14'h0000;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          spad_rd__addr = \$557 [13:0];
+          spad_rd__en = \$562 ;
     endcase
   end
   always @* begin
@@ -42252,7 +42334,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
-          fire = \$562 ;
+          fire = \$566 ;
     endcase
   end
   always @* begin
@@ -42277,6 +42359,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   assign ctl__error = err;
   assign active = fire;
+  assign acc_rd__addr = acc_ptr;
+  assign spad_rd__addr = res_ptr;
   assign spad_wr__en = wr_en;
   assign spad_wr__addr = wr_addr;
   assign spad_wr__data = wr_data;
@@ -42310,26 +42394,26 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \ctl__cmd__payload.ops.maxred  = ctl__cmd__payload[147];
   assign \ctl__cmd__payload.ops.reserved  = ctl__cmd__payload[151:148];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[155:152];
-  assign \$69  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
-  assign \$74  = { p3_0, 1'h0 };
-  assign \$123  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
-  assign \$128  = { p3_1, 1'h0 };
-  assign \$177  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
-  assign \$182  = { p3_2, 1'h0 };
-  assign \$231  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
-  assign \$236  = { p3_3, 1'h0 };
-  assign \$285  = { phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4, 16'h0000 };
-  assign \$290  = { p3_4, 1'h0 };
-  assign \$339  = { phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5, 16'h0000 };
-  assign \$344  = { p3_5, 1'h0 };
-  assign \$393  = { phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6, 16'h0000 };
-  assign \$398  = { p3_6, 1'h0 };
-  assign \$447  = { phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7, 16'h0000 };
-  assign \$452  = { p3_7, 1'h0 };
+  assign \$82  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
+  assign \$87  = { p3_0, 1'h0 };
+  assign \$136  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
+  assign \$141  = { p3_1, 1'h0 };
+  assign \$190  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
+  assign \$195  = { p3_2, 1'h0 };
+  assign \$244  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
+  assign \$249  = { p3_3, 1'h0 };
+  assign \$298  = { phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4, 16'h0000 };
+  assign \$303  = { p3_4, 1'h0 };
+  assign \$352  = { phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5, 16'h0000 };
+  assign \$357  = { p3_5, 1'h0 };
+  assign \$406  = { phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6, 16'h0000 };
+  assign \$411  = { p3_6, 1'h0 };
+  assign \$460  = { phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7, 16'h0000 };
+  assign \$465  = { p3_7, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9122$16 , \port$10650$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9126$16 , \port$10654$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -42373,10 +42457,10 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9122$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10650$0 ;
-  wire [7:0] \port$10650$0 ;
-  input [15:0] \port$9122$16 ;
-  wire [15:0] \port$9122$16 ;
+  input [7:0] \port$10654$0 ;
+  wire [7:0] \port$10654$0 ;
+  input [15:0] \port$9126$16 ;
+  wire [15:0] \port$9126$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -42411,7 +42495,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9122$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9122$16 , \port$10650$0  };
+      storage[w_port__addr] <= { \port$9126$16 , \port$10654$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -42522,8 +42606,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9122$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9122$16 , \port$10650$0  };
-  assign w_data = { \port$9122$16 , \port$10650$0  };
+  assign w_port__data = { \port$9126$16 , \port$10654$0  };
+  assign w_data = { \port$9126$16 , \port$10654$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
