@@ -14,6 +14,7 @@ ROWS = BANKS * BANK_ROWS
 async def random_traffic(dut):
     """Two readers and two writers hammer random rows; lower index must win each bank."""
     rng = random.Random(int(os.environ["KAKI_SEED"]))
+    registered_writes = os.environ["KAKI_REGISTERED_WRITES"] == "1"
     Clock(dut.clk, 10, unit="ns").start()
     dut.rst.value = 1
     for p in range(2):
@@ -51,10 +52,12 @@ async def random_traffic(dut):
             assert int(getattr(dut, f"rd__{p}__gnt").value) == rg[p], f"cycle {cycle} rd{p} grant"
         writes = {reqs[p][1]: reqs[p][2] for p in range(2) if wg[p]}
         for p in range(2):
-            # Write-first: a read of a row written in the same cycle sees the new data.
+            # Write-first: a read of a row written in the same cycle sees the new data, unless
+            # writes are registered (then it sees the old data).
+            seen = {} if registered_writes else writes
             pending[p] = None
-            if rg[p] and (reqs[p][4] in model or reqs[p][4] in writes):
+            if rg[p] and (reqs[p][4] in model or reqs[p][4] in seen):
                 a = reqs[p][4]
-                pending[p] = (a, writes.get(a, model.get(a)))
+                pending[p] = (a, seen.get(a, model.get(a)))
         model.update(writes)
         await RisingEdge(dut.clk)

@@ -17,19 +17,27 @@ class BankedMemory(wiring.Component):
     buffering). Within a bank, the lowest-numbered requester wins (fixed priority); the loser sees
     ``gnt`` low and retries. The bank is the high bits of the row address.
 
+    A granted read returns its row one cycle later. Without ``registered_writes`` a read sees
+    every write granted before or in its cycle. With it, each bank registers the granted write
+    (enable, row, data) and stores it one cycle later, so the block RAMs' write pins are driven
+    straight from registers (a wide memory's block RAMs span the whole die; their write nets are
+    long): a read then sees every write granted *before* its cycle, and a read of a row written
+    in the same cycle returns the old data. Grants and latencies are the same either way.
+
     Ports
     -----
     rd[i] : In(ReadPortSignature(addr_bits, width)), ``i`` < n_read — read requesters, by priority.
     wr[i] : In(WritePortSignature(addr_bits, width)), ``i`` < n_write — write requesters, by priority.
     """
 
-    def __init__(self, *, banks, bank_rows, width, n_read, n_write):
+    def __init__(self, *, banks, bank_rows, width, n_read, n_write, registered_writes=False):
         for name, v in (("banks", banks), ("bank_rows", bank_rows)):
             if v < 1 or v & (v - 1):
                 raise ValueError(f"{name} must be a power of two, not {v!r}")
         if n_read < 1 or n_write < 1:
             raise ValueError(f"need at least one read and one write port, not {n_read}/{n_write}")
         self.banks, self.bank_rows, self.width = banks, bank_rows, width
+        self.registered_writes = registered_writes
         self.row_bits = (bank_rows - 1).bit_length()
         self.addr_bits = max(1, (banks * bank_rows - 1).bit_length())
         super().__init__({
@@ -64,11 +72,19 @@ class BankedMemory(wiring.Component):
             m.submodules[f"bank{b}"] = sram
             ren, raddr, rwins = self._arbitrate(m, self.rd, b)
             wen, waddr, wwins = self._arbitrate(m, self.wr, b)
-            m.d.comb += [sram.ren.eq(ren), sram.raddr.eq(raddr),
-                         sram.wen.eq(wen), sram.waddr.eq(waddr)]
+            wdata = Signal(self.width, name=f"bank{b}_wdata")
             for i, win in enumerate(wwins):
                 with m.If(win):
-                    m.d.comb += sram.wdata.eq(self.wr[i].data)
+                    m.d.comb += wdata.eq(self.wr[i].data)
+            if self.registered_writes:
+                # row and data need no reset: the SRAM ignores them without the enable
+                q = (Signal(name=f"bank{b}_wen_q"),
+                     Signal(self.row_bits, name=f"bank{b}_waddr_q", reset_less=True),
+                     Signal(self.width, name=f"bank{b}_wdata_q", reset_less=True))
+                m.d.sync += [r.eq(v) for r, v in zip(q, (wen, waddr, wdata))]
+                wen, waddr, wdata = q
+            m.d.comb += [sram.ren.eq(ren), sram.raddr.eq(raddr),
+                         sram.wen.eq(wen), sram.waddr.eq(waddr), sram.wdata.eq(wdata)]
             for i, win in enumerate(rwins):
                 rd_gnt[i].append(win)
             for i, win in enumerate(wwins):
@@ -98,8 +114,8 @@ class BankedMemory(wiring.Component):
         (``*.priority``): a requester waits exactly while a higher-priority one uses its bank,
         so it cannot starve unless software keeps a compute engine on the DMA's bank
         (docs/architecture.md). ``rd.data``: a granted read returns, one cycle later, what the
-        last granted write stored in that row (a write in the same cycle included): the proof
-        follows one arbitrary row address.
+        last granted write stored in that row (a write in the same cycle included, except with
+        ``registered_writes``): the proof follows one arbitrary row address.
 
         With the proof option ``hog`` (cycles): if the requesters other than the
         lowest-priority one (the DMA) never ask for a bank more than ``hog`` cycles in a row
@@ -135,9 +151,11 @@ class BankedMemory(wiring.Component):
                 m.d.comb += [writing.eq(1), new.eq(p.data)]
         with m.If(writing):
             m.d.sync += [known.eq(1), value.eq(new)]
+        # with registered writes, a write in the read's cycle is not seen (the old value is)
+        seen = 0 if self.registered_writes else writing
         for i, p in enumerate(self.rd):
-            reading = past(m, p.en & p.gnt & (p.addr == row) & (known | writing), f"formal_rd{i}_row")
-            expect = past(m, Mux(writing, new, value), f"formal_rd{i}_expect")
+            reading = past(m, p.en & p.gnt & (p.addr == row) & (known | seen), f"formal_rd{i}_row")
+            expect = past(m, Mux(seen, new, value), f"formal_rd{i}_expect")
             rules.guarantee("rd.data", implies(reading, p.data == expect), group="data")
             rules.cover("rd.data", reading & past(m, writing, f"formal_rd{i}_bypass"))
 

@@ -170,12 +170,14 @@ class KakiSoc(wiring.Component):
 
     def _memories(self, m, dma, gemm, vec, frozen):
         cfg = self.config
+        # Writes registered at the banks: the engines order every read of a row after its
+        # writes by more than a cycle (a command's results before the next command's reads).
         m.submodules.spad = spad = BankedMemory(
             banks=cfg.spad_banks, bank_rows=cfg.spad_bank_rows, width=cfg.dim * 8,
-            n_read=3, n_write=2)
+            n_read=3, n_write=2, registered_writes=True)
         m.submodules.acc = acc = BankedMemory(
             banks=cfg.acc_banks, bank_rows=cfg.acc_bank_rows, width=cfg.dim * 32,
-            n_read=3, n_write=2)
+            n_read=3, n_write=2, registered_writes=True)
         for port, requester, gate in (
                 (spad.rd[0], gemm.spad_rd, frozen["gemm"]), (spad.rd[1], vec.spad_rd, frozen["vec"]),
                 (spad.rd[2], dma.spad_rd, 0), (spad.wr[0], vec.spad_wr, frozen["vec"]),

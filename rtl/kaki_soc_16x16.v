@@ -4598,22 +4598,40 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
-  reg \$48 ;
-  reg \$49 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
   reg \$50 ;
+  reg \$51 ;
+  reg \$52 ;
+  reg \$53 ;
+  reg \$54 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
   reg [11:0] bank0_addr;
   reg [11:0] \bank0_addr$16 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank0_waddr_q;
+  reg [511:0] bank0_wdata;
+  (* init = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
+  wire [511:0] bank0_wdata_q;
+  (* init = 1'h0 *)
+  wire bank0_wen_q;
   reg [11:0] bank1_addr;
-  reg [11:0] \bank1_addr$30 ;
+  reg [11:0] \bank1_addr$34 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank1_waddr_q;
+  reg [511:0] bank1_wdata;
+  (* init = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
+  wire [511:0] bank1_wdata_q;
+  (* init = 1'h0 *)
+  wire bank1_wen_q;
   input clk;
   wire clk;
   wire [11:0] raddr;
-  wire [11:0] \raddr$32 ;
+  wire [11:0] \raddr$37 ;
   reg rd0_bank_q = 1'h0;
   reg rd1_bank_q = 1'h0;
   reg rd2_bank_q = 1'h0;
@@ -4642,26 +4660,26 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   output rd__2__gnt;
   wire rd__2__gnt;
   wire [511:0] rdata;
-  wire [511:0] \rdata$40 ;
+  wire [511:0] \rdata$48 ;
   wire ren;
-  wire \ren$31 ;
+  wire \ren$36 ;
   input rst;
   wire rst;
-  wire [11:0] waddr;
-  wire [11:0] \waddr$34 ;
-  reg [511:0] wdata;
-  reg [511:0] \wdata$35 ;
-  wire wen;
-  wire \wen$33 ;
+  reg [11:0] waddr = 12'h000;
+  reg [11:0] \waddr$40  = 12'h000;
+  reg [511:0] wdata = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg [511:0] \wdata$42  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg wen = 1'h0;
+  reg \wen$38  = 1'h0;
   wire win;
   wire \win$10 ;
   wire \win$13 ;
-  wire \win$24 ;
-  wire \win$25 ;
-  wire \win$26 ;
   wire \win$28 ;
   wire \win$29 ;
   wire \win$3 ;
+  wire \win$30 ;
+  wire \win$32 ;
+  wire \win$33 ;
   wire \win$6 ;
   input [12:0] wr__0__addr;
   wire [12:0] wr__0__addr;
@@ -4679,26 +4697,41 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   wire wr__1__en;
   output wr__1__gnt;
   wire wr__1__gnt;
+  assign \win$30  = \$31  & \$37 ;
+  assign \win$32  = wr__0__en & \$38 ;
   assign \$40  = wr__1__en & \$39 ;
   assign \$42  = wr__0__en & \$41 ;
   assign \$44  = ~ \$43 ;
-  assign \win$29  = \$40  & \$44 ;
-  assign \ren$31  = | { \win$26 , \win$25 , \win$24  };
-  assign \wen$33  = | { \win$29 , \win$28  };
-  assign rd__0__gnt = | { \win$24 , win };
-  assign rd__1__gnt = | { \win$25 , \win$3  };
-  assign rd__2__gnt = | { \win$26 , \win$6  };
-  assign wr__0__gnt = | { \win$28 , \win$10  };
-  assign wr__1__gnt = | { \win$29 , \win$13  };
-  assign \$45  = rd__0__en & rd__0__gnt;
-  assign \$46  = rd__1__en & rd__1__gnt;
-  assign \$47  = rd__2__en & rd__2__gnt;
+  assign \win$33  = \$40  & \$44 ;
+  assign \ren$36  = | { \win$30 , \win$29 , \win$28  };
+  assign rd__0__gnt = | { \win$28 , win };
+  assign rd__1__gnt = | { \win$29 , \win$3  };
+  assign rd__2__gnt = | { \win$30 , \win$6  };
+  assign wr__0__gnt = | { \win$32 , \win$10  };
+  assign wr__1__gnt = | { \win$33 , \win$13  };
+  assign \$45  = | { \win$13 , \win$10  };
+  assign \$46  = | { \win$33 , \win$32  };
+  assign \$47  = rd__0__en & rd__0__gnt;
+  assign \$48  = rd__1__en & rd__1__gnt;
+  assign \$49  = rd__2__en & rd__2__gnt;
   always @(posedge clk)
-    rd0_bank_q <= \$48 ;
+    wen <= \$50 ;
   always @(posedge clk)
-    rd1_bank_q <= \$49 ;
+    waddr <= \bank0_addr$16 ;
   always @(posedge clk)
-    rd2_bank_q <= \$50 ;
+    wdata <= bank0_wdata;
+  always @(posedge clk)
+    \wen$38  <= \$51 ;
+  always @(posedge clk)
+    \waddr$40  <= \bank1_addr$34 ;
+  always @(posedge clk)
+    \wdata$42  <= bank1_wdata;
+  always @(posedge clk)
+    rd0_bank_q <= \$52 ;
+  always @(posedge clk)
+    rd1_bank_q <= \$53 ;
+  always @(posedge clk)
+    rd2_bank_q <= \$54 ;
   assign \$1  = ! rd__0__addr[12];
   assign win = rd__0__en & \$1 ;
   assign \$2  = ! rd__1__addr[12];
@@ -4725,36 +4758,33 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   assign \$22  = ~ \$21 ;
   assign \win$13  = \$18  & \$22 ;
   assign ren = | { \win$6 , \win$3 , win };
-  assign wen = | { \win$13 , \win$10  };
-  assign \win$24  = rd__0__en & \$23 ;
+  assign \win$28  = rd__0__en & \$23 ;
   assign \$25  = rd__1__en & \$24 ;
   assign \$27  = rd__0__en & \$26 ;
   assign \$29  = ~ \$28 ;
-  assign \win$25  = \$25  & \$29 ;
+  assign \win$29  = \$25  & \$29 ;
   assign \$31  = rd__2__en & \$30 ;
   assign \$33  = rd__0__en & \$32 ;
   assign \$35  = rd__1__en & \$34 ;
   assign \$36  = | { \$35 , \$33  };
   assign \$37  = ~ \$36 ;
-  assign \win$26  = \$31  & \$37 ;
-  assign \win$28  = wr__0__en & \$38 ;
   \kaki_soc_16x16.acc.bank0  bank0 (
     .clk(clk),
     .raddr(bank0_addr),
     .rdata(rdata),
     .ren(ren),
-    .waddr(\bank0_addr$16 ),
+    .waddr(waddr),
     .wdata(wdata),
     .wen(wen)
   );
   \kaki_soc_16x16.acc.bank1  bank1 (
     .clk(clk),
     .raddr(bank1_addr),
-    .rdata(\rdata$40 ),
-    .ren(\ren$31 ),
-    .waddr(\bank1_addr$30 ),
-    .wdata(\wdata$35 ),
-    .wen(\wen$33 )
+    .rdata(\rdata$48 ),
+    .ren(\ren$36 ),
+    .waddr(\waddr$40 ),
+    .wdata(\wdata$42 ),
+    .wen(\wen$38 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -4781,45 +4811,45 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    wdata = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    bank0_wdata = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     if (\win$10 ) begin
-      wdata = wr__0__data;
+      bank0_wdata = wr__0__data;
     end
     if (\win$13 ) begin
-      wdata = wr__1__data;
+      bank0_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     bank1_addr = 12'h000;
-    if (\win$24 ) begin
+    if (\win$28 ) begin
       bank1_addr = rd__0__addr[11:0];
     end
-    if (\win$25 ) begin
+    if (\win$29 ) begin
       bank1_addr = rd__1__addr[11:0];
     end
-    if (\win$26 ) begin
+    if (\win$30 ) begin
       bank1_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \bank1_addr$30  = 12'h000;
-    if (\win$28 ) begin
-      \bank1_addr$30  = wr__0__addr[11:0];
+    \bank1_addr$34  = 12'h000;
+    if (\win$32 ) begin
+      \bank1_addr$34  = wr__0__addr[11:0];
     end
-    if (\win$29 ) begin
-      \bank1_addr$30  = wr__1__addr[11:0];
+    if (\win$33 ) begin
+      \bank1_addr$34  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \wdata$35  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    if (\win$28 ) begin
-      \wdata$35  = wr__0__data;
+    bank1_wdata = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    if (\win$32 ) begin
+      bank1_wdata = wr__0__data;
     end
-    if (\win$29 ) begin
-      \wdata$35  = wr__1__data;
+    if (\win$33 ) begin
+      bank1_wdata = wr__1__data;
     end
   end
   always @* begin
@@ -4829,7 +4859,7 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
       1'h0:
           rd__0__data = rdata;
       1'h1:
-          rd__0__data = \rdata$40 ;
+          rd__0__data = \rdata$48 ;
     endcase
   end
   always @* begin
@@ -4839,7 +4869,7 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
       1'h0:
           rd__1__data = rdata;
       1'h1:
-          rd__1__data = \rdata$40 ;
+          rd__1__data = \rdata$48 ;
     endcase
   end
   always @* begin
@@ -4849,43 +4879,61 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
       1'h0:
           rd__2__data = rdata;
       1'h1:
-          rd__2__data = \rdata$40 ;
+          rd__2__data = \rdata$48 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$48  = rd0_bank_q;
-    if (\$45 ) begin
-      \$48  = rd__0__addr[12];
-    end
-    if (rst) begin
-      \$48  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$49  = rd1_bank_q;
-    if (\$46 ) begin
-      \$49  = rd__1__addr[12];
-    end
-    if (rst) begin
-      \$49  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$50  = rd2_bank_q;
-    if (\$47 ) begin
-      \$50  = rd__2__addr[12];
-    end
+    \$50  = \$45 ;
     if (rst) begin
       \$50  = 1'h0;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$51  = \$46 ;
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$52  = rd0_bank_q;
+    if (\$47 ) begin
+      \$52  = rd__0__addr[12];
+    end
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$53  = rd1_bank_q;
+    if (\$48 ) begin
+      \$53  = rd__1__addr[12];
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$54  = rd2_bank_q;
+    if (\$49 ) begin
+      \$54  = rd__2__addr[12];
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
   assign raddr = bank0_addr;
-  assign waddr = \bank0_addr$16 ;
-  assign \raddr$32  = bank1_addr;
-  assign \waddr$34  = \bank1_addr$30 ;
+  assign bank0_wen_q = wen;
+  assign bank0_waddr_q = waddr;
+  assign bank0_wdata_q = wdata;
+  assign \raddr$37  = bank1_addr;
+  assign bank1_wen_q = \wen$38 ;
+  assign bank1_waddr_q = \waddr$40 ;
+  assign bank1_wdata_q = \wdata$42 ;
   assign \$6  = \$5 ;
   assign \$21  = \$20 ;
   assign \$23  = rd__0__addr[12];
@@ -4902,7 +4950,7 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.acc.bank0 (ren, wen, rdata, raddr, waddr, wdata, clk);
+module \kaki_soc_16x16.acc.bank0 (ren, rdata, raddr, wen, waddr, wdata, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -4934,7 +4982,7 @@ module \kaki_soc_16x16.acc.bank0 (ren, wen, rdata, raddr, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.acc.bank1 (ren, wen, rdata, raddr, waddr, wdata, clk);
+module \kaki_soc_16x16.acc.bank1 (ren, rdata, raddr, wen, waddr, wdata, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -53993,6 +54041,9 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
+  reg [1:0] \$100 ;
+  reg [1:0] \$101 ;
+  reg [1:0] \$102 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -54082,23 +54133,56 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   wire \$9 ;
   wire \$90 ;
   wire \$91 ;
-  reg [1:0] \$92 ;
-  reg [1:0] \$93 ;
-  reg [1:0] \$94 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  reg \$96 ;
+  reg \$97 ;
+  reg \$98 ;
+  reg \$99 ;
   reg [11:0] bank0_addr;
   reg [11:0] \bank0_addr$16 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank0_waddr_q;
+  reg [127:0] bank0_wdata;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] bank0_wdata_q;
+  (* init = 1'h0 *)
+  wire bank0_wen_q;
   reg [11:0] bank1_addr;
-  reg [11:0] \bank1_addr$30 ;
+  reg [11:0] \bank1_addr$34 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank1_waddr_q;
+  reg [127:0] bank1_wdata;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] bank1_wdata_q;
+  (* init = 1'h0 *)
+  wire bank1_wen_q;
   reg [11:0] bank2_addr;
-  reg [11:0] \bank2_addr$42 ;
+  reg [11:0] \bank2_addr$50 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank2_waddr_q;
+  reg [127:0] bank2_wdata;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] bank2_wdata_q;
+  (* init = 1'h0 *)
+  wire bank2_wen_q;
   reg [11:0] bank3_addr;
-  reg [11:0] \bank3_addr$54 ;
+  reg [11:0] \bank3_addr$66 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank3_waddr_q;
+  reg [127:0] bank3_wdata;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] bank3_wdata_q;
+  (* init = 1'h0 *)
+  wire bank3_wen_q;
   input clk;
   wire clk;
   wire [11:0] raddr;
-  wire [11:0] \raddr$32 ;
-  wire [11:0] \raddr$44 ;
-  wire [11:0] \raddr$56 ;
+  wire [11:0] \raddr$37 ;
+  wire [11:0] \raddr$53 ;
+  wire [11:0] \raddr$69 ;
   reg [1:0] rd0_bank_q = 2'h0;
   reg [1:0] rd1_bank_q = 2'h0;
   reg [1:0] rd2_bank_q = 2'h0;
@@ -54127,47 +54211,47 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   output rd__2__gnt;
   wire rd__2__gnt;
   wire [127:0] rdata;
-  wire [127:0] \rdata$64 ;
-  wire [127:0] \rdata$65 ;
-  wire [127:0] \rdata$66 ;
+  wire [127:0] \rdata$80 ;
+  wire [127:0] \rdata$81 ;
+  wire [127:0] \rdata$82 ;
   wire ren;
-  wire \ren$31 ;
-  wire \ren$43 ;
-  wire \ren$55 ;
+  wire \ren$36 ;
+  wire \ren$52 ;
+  wire \ren$68 ;
   input rst;
   wire rst;
-  wire [11:0] waddr;
-  wire [11:0] \waddr$34 ;
-  wire [11:0] \waddr$46 ;
-  wire [11:0] \waddr$58 ;
-  reg [127:0] wdata;
-  reg [127:0] \wdata$35 ;
-  reg [127:0] \wdata$47 ;
-  reg [127:0] \wdata$59 ;
-  wire wen;
-  wire \wen$33 ;
-  wire \wen$45 ;
-  wire \wen$57 ;
+  reg [11:0] waddr = 12'h000;
+  reg [11:0] \waddr$40  = 12'h000;
+  reg [11:0] \waddr$56  = 12'h000;
+  reg [11:0] \waddr$72  = 12'h000;
+  reg [127:0] wdata = 128'h00000000000000000000000000000000;
+  reg [127:0] \wdata$42  = 128'h00000000000000000000000000000000;
+  reg [127:0] \wdata$58  = 128'h00000000000000000000000000000000;
+  reg [127:0] \wdata$74  = 128'h00000000000000000000000000000000;
+  reg wen = 1'h0;
+  reg \wen$38  = 1'h0;
+  reg \wen$54  = 1'h0;
+  reg \wen$70  = 1'h0;
   wire win;
   wire \win$10 ;
   wire \win$13 ;
-  wire \win$24 ;
-  wire \win$25 ;
-  wire \win$26 ;
   wire \win$28 ;
   wire \win$29 ;
   wire \win$3 ;
-  wire \win$36 ;
-  wire \win$37 ;
-  wire \win$38 ;
-  wire \win$40 ;
-  wire \win$41 ;
+  wire \win$30 ;
+  wire \win$32 ;
+  wire \win$33 ;
+  wire \win$44 ;
+  wire \win$45 ;
+  wire \win$46 ;
   wire \win$48 ;
   wire \win$49 ;
-  wire \win$50 ;
-  wire \win$52 ;
-  wire \win$53 ;
   wire \win$6 ;
+  wire \win$60 ;
+  wire \win$61 ;
+  wire \win$62 ;
+  wire \win$64 ;
+  wire \win$65 ;
   input [13:0] wr__0__addr;
   wire [13:0] wr__0__addr;
   input [127:0] wr__0__data;
@@ -54184,6 +54268,11 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   wire wr__1__en;
   output wr__1__gnt;
   wire wr__1__gnt;
+  assign \$1  = ! rd__0__addr[13:12];
+  assign win = rd__0__en & \$1 ;
+  assign \$2  = ! rd__1__addr[13:12];
+  assign \$3  = rd__1__en & \$2 ;
+  assign \$4  = ! rd__0__addr[13:12];
   assign \$5  = rd__0__en & \$4 ;
   assign \$7  = ~ \$6 ;
   assign \win$3  = \$3  & \$7 ;
@@ -54205,15 +54294,14 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   assign \$22  = ~ \$21 ;
   assign \win$13  = \$18  & \$22 ;
   assign ren = | { \win$6 , \win$3 , win };
-  assign wen = | { \win$13 , \win$10  };
   assign \$23  = rd__0__addr[13:12] == 1'h1;
-  assign \win$24  = rd__0__en & \$23 ;
+  assign \win$28  = rd__0__en & \$23 ;
   assign \$24  = rd__1__addr[13:12] == 1'h1;
   assign \$25  = rd__1__en & \$24 ;
   assign \$26  = rd__0__addr[13:12] == 1'h1;
   assign \$27  = rd__0__en & \$26 ;
   assign \$29  = ~ \$28 ;
-  assign \win$25  = \$25  & \$29 ;
+  assign \win$29  = \$25  & \$29 ;
   assign \$30  = rd__2__addr[13:12] == 1'h1;
   assign \$31  = rd__2__en & \$30 ;
   assign \$32  = rd__0__addr[13:12] == 1'h1;
@@ -54222,25 +54310,24 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   assign \$35  = rd__1__en & \$34 ;
   assign \$36  = | { \$35 , \$33  };
   assign \$37  = ~ \$36 ;
-  assign \win$26  = \$31  & \$37 ;
+  assign \win$30  = \$31  & \$37 ;
   assign \$38  = wr__0__addr[13:12] == 1'h1;
-  assign \win$28  = wr__0__en & \$38 ;
+  assign \win$32  = wr__0__en & \$38 ;
   assign \$39  = wr__1__addr[13:12] == 1'h1;
   assign \$40  = wr__1__en & \$39 ;
   assign \$41  = wr__0__addr[13:12] == 1'h1;
   assign \$42  = wr__0__en & \$41 ;
   assign \$44  = ~ \$43 ;
-  assign \win$29  = \$40  & \$44 ;
-  assign \ren$31  = | { \win$26 , \win$25 , \win$24  };
-  assign \wen$33  = | { \win$29 , \win$28  };
+  assign \win$33  = \$40  & \$44 ;
+  assign \ren$36  = | { \win$30 , \win$29 , \win$28  };
   assign \$45  = rd__0__addr[13:12] == 2'h2;
-  assign \win$36  = rd__0__en & \$45 ;
+  assign \win$44  = rd__0__en & \$45 ;
   assign \$46  = rd__1__addr[13:12] == 2'h2;
   assign \$47  = rd__1__en & \$46 ;
   assign \$48  = rd__0__addr[13:12] == 2'h2;
   assign \$49  = rd__0__en & \$48 ;
   assign \$51  = ~ \$50 ;
-  assign \win$37  = \$47  & \$51 ;
+  assign \win$45  = \$47  & \$51 ;
   assign \$52  = rd__2__addr[13:12] == 2'h2;
   assign \$53  = rd__2__en & \$52 ;
   assign \$54  = rd__0__addr[13:12] == 2'h2;
@@ -54249,25 +54336,24 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   assign \$57  = rd__1__en & \$56 ;
   assign \$58  = | { \$57 , \$55  };
   assign \$59  = ~ \$58 ;
-  assign \win$38  = \$53  & \$59 ;
+  assign \win$46  = \$53  & \$59 ;
   assign \$60  = wr__0__addr[13:12] == 2'h2;
-  assign \win$40  = wr__0__en & \$60 ;
+  assign \win$48  = wr__0__en & \$60 ;
   assign \$61  = wr__1__addr[13:12] == 2'h2;
   assign \$62  = wr__1__en & \$61 ;
   assign \$63  = wr__0__addr[13:12] == 2'h2;
   assign \$64  = wr__0__en & \$63 ;
   assign \$66  = ~ \$65 ;
-  assign \win$41  = \$62  & \$66 ;
-  assign \ren$43  = | { \win$38 , \win$37 , \win$36  };
-  assign \wen$45  = | { \win$41 , \win$40  };
+  assign \win$49  = \$62  & \$66 ;
+  assign \ren$52  = | { \win$46 , \win$45 , \win$44  };
   assign \$67  = rd__0__addr[13:12] == 2'h3;
-  assign \win$48  = rd__0__en & \$67 ;
+  assign \win$60  = rd__0__en & \$67 ;
   assign \$68  = rd__1__addr[13:12] == 2'h3;
   assign \$69  = rd__1__en & \$68 ;
   assign \$70  = rd__0__addr[13:12] == 2'h3;
   assign \$71  = rd__0__en & \$70 ;
   assign \$73  = ~ \$72 ;
-  assign \win$49  = \$69  & \$73 ;
+  assign \win$61  = \$69  & \$73 ;
   assign \$74  = rd__2__addr[13:12] == 2'h3;
   assign \$75  = rd__2__en & \$74 ;
   assign \$76  = rd__0__addr[13:12] == 2'h3;
@@ -54276,71 +54362,93 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   assign \$79  = rd__1__en & \$78 ;
   assign \$80  = | { \$79 , \$77  };
   assign \$81  = ~ \$80 ;
-  assign \win$50  = \$75  & \$81 ;
+  assign \win$62  = \$75  & \$81 ;
   assign \$82  = wr__0__addr[13:12] == 2'h3;
-  assign \win$52  = wr__0__en & \$82 ;
+  assign \win$64  = wr__0__en & \$82 ;
   assign \$83  = wr__1__addr[13:12] == 2'h3;
   assign \$84  = wr__1__en & \$83 ;
   assign \$85  = wr__0__addr[13:12] == 2'h3;
   assign \$86  = wr__0__en & \$85 ;
   assign \$88  = ~ \$87 ;
-  assign \win$53  = \$84  & \$88 ;
-  assign \ren$55  = | { \win$50 , \win$49 , \win$48  };
-  assign \wen$57  = | { \win$53 , \win$52  };
-  assign rd__0__gnt = | { \win$48 , \win$36 , \win$24 , win };
-  assign rd__1__gnt = | { \win$49 , \win$37 , \win$25 , \win$3  };
-  assign rd__2__gnt = | { \win$50 , \win$38 , \win$26 , \win$6  };
-  assign wr__0__gnt = | { \win$52 , \win$40 , \win$28 , \win$10  };
-  assign wr__1__gnt = | { \win$53 , \win$41 , \win$29 , \win$13  };
-  assign \$89  = rd__0__en & rd__0__gnt;
-  assign \$90  = rd__1__en & rd__1__gnt;
-  assign \$91  = rd__2__en & rd__2__gnt;
+  assign \win$65  = \$84  & \$88 ;
+  assign \ren$68  = | { \win$62 , \win$61 , \win$60  };
+  assign rd__0__gnt = | { \win$60 , \win$44 , \win$28 , win };
+  assign rd__1__gnt = | { \win$61 , \win$45 , \win$29 , \win$3  };
+  assign rd__2__gnt = | { \win$62 , \win$46 , \win$30 , \win$6  };
+  assign wr__0__gnt = | { \win$64 , \win$48 , \win$32 , \win$10  };
+  assign wr__1__gnt = | { \win$65 , \win$49 , \win$33 , \win$13  };
+  assign \$89  = | { \win$13 , \win$10  };
+  assign \$90  = | { \win$33 , \win$32  };
+  assign \$91  = | { \win$49 , \win$48  };
+  assign \$92  = | { \win$65 , \win$64  };
+  assign \$93  = rd__0__en & rd__0__gnt;
+  assign \$94  = rd__1__en & rd__1__gnt;
+  assign \$95  = rd__2__en & rd__2__gnt;
   always @(posedge clk)
-    rd0_bank_q <= \$92 ;
+    wen <= \$96 ;
   always @(posedge clk)
-    rd1_bank_q <= \$93 ;
+    waddr <= \bank0_addr$16 ;
   always @(posedge clk)
-    rd2_bank_q <= \$94 ;
-  assign \$1  = ! rd__0__addr[13:12];
-  assign win = rd__0__en & \$1 ;
-  assign \$2  = ! rd__1__addr[13:12];
-  assign \$3  = rd__1__en & \$2 ;
-  assign \$4  = ! rd__0__addr[13:12];
+    wdata <= bank0_wdata;
+  always @(posedge clk)
+    \wen$38  <= \$97 ;
+  always @(posedge clk)
+    \waddr$40  <= \bank1_addr$34 ;
+  always @(posedge clk)
+    \wdata$42  <= bank1_wdata;
+  always @(posedge clk)
+    \wen$54  <= \$98 ;
+  always @(posedge clk)
+    \waddr$56  <= \bank2_addr$50 ;
+  always @(posedge clk)
+    \wdata$58  <= bank2_wdata;
+  always @(posedge clk)
+    \wen$70  <= \$99 ;
+  always @(posedge clk)
+    \waddr$72  <= \bank3_addr$66 ;
+  always @(posedge clk)
+    \wdata$74  <= bank3_wdata;
+  always @(posedge clk)
+    rd0_bank_q <= \$100 ;
+  always @(posedge clk)
+    rd1_bank_q <= \$101 ;
+  always @(posedge clk)
+    rd2_bank_q <= \$102 ;
   \kaki_soc_16x16.spad.bank0  bank0 (
     .clk(clk),
     .raddr(bank0_addr),
     .rdata(rdata),
     .ren(ren),
-    .waddr(\bank0_addr$16 ),
+    .waddr(waddr),
     .wdata(wdata),
     .wen(wen)
   );
   \kaki_soc_16x16.spad.bank1  bank1 (
     .clk(clk),
     .raddr(bank1_addr),
-    .rdata(\rdata$64 ),
-    .ren(\ren$31 ),
-    .waddr(\bank1_addr$30 ),
-    .wdata(\wdata$35 ),
-    .wen(\wen$33 )
+    .rdata(\rdata$80 ),
+    .ren(\ren$36 ),
+    .waddr(\waddr$40 ),
+    .wdata(\wdata$42 ),
+    .wen(\wen$38 )
   );
   \kaki_soc_16x16.spad.bank2  bank2 (
     .clk(clk),
     .raddr(bank2_addr),
-    .rdata(\rdata$65 ),
-    .ren(\ren$43 ),
-    .waddr(\bank2_addr$42 ),
-    .wdata(\wdata$47 ),
-    .wen(\wen$45 )
+    .rdata(\rdata$81 ),
+    .ren(\ren$52 ),
+    .waddr(\waddr$56 ),
+    .wdata(\wdata$58 ),
+    .wen(\wen$54 )
   );
   \kaki_soc_16x16.spad.bank3  bank3 (
     .clk(clk),
     .raddr(bank3_addr),
-    .rdata(\rdata$66 ),
-    .ren(\ren$55 ),
-    .waddr(\bank3_addr$54 ),
-    .wdata(\wdata$59 ),
-    .wen(\wen$57 )
+    .rdata(\rdata$82 ),
+    .ren(\ren$68 ),
+    .waddr(\waddr$72 ),
+    .wdata(\wdata$74 ),
+    .wen(\wen$70 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
@@ -54367,111 +54475,111 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    wdata = 128'h00000000000000000000000000000000;
+    bank0_wdata = 128'h00000000000000000000000000000000;
     if (\win$10 ) begin
-      wdata = wr__0__data;
+      bank0_wdata = wr__0__data;
     end
     if (\win$13 ) begin
-      wdata = wr__1__data;
+      bank0_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank1_addr = 12'h000;
-    if (\win$24 ) begin
+    if (\win$28 ) begin
       bank1_addr = rd__0__addr[11:0];
     end
-    if (\win$25 ) begin
+    if (\win$29 ) begin
       bank1_addr = rd__1__addr[11:0];
     end
-    if (\win$26 ) begin
+    if (\win$30 ) begin
       bank1_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \bank1_addr$30  = 12'h000;
-    if (\win$28 ) begin
-      \bank1_addr$30  = wr__0__addr[11:0];
+    \bank1_addr$34  = 12'h000;
+    if (\win$32 ) begin
+      \bank1_addr$34  = wr__0__addr[11:0];
     end
-    if (\win$29 ) begin
-      \bank1_addr$30  = wr__1__addr[11:0];
+    if (\win$33 ) begin
+      \bank1_addr$34  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \wdata$35  = 128'h00000000000000000000000000000000;
-    if (\win$28 ) begin
-      \wdata$35  = wr__0__data;
+    bank1_wdata = 128'h00000000000000000000000000000000;
+    if (\win$32 ) begin
+      bank1_wdata = wr__0__data;
     end
-    if (\win$29 ) begin
-      \wdata$35  = wr__1__data;
+    if (\win$33 ) begin
+      bank1_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank2_addr = 12'h000;
-    if (\win$36 ) begin
+    if (\win$44 ) begin
       bank2_addr = rd__0__addr[11:0];
     end
-    if (\win$37 ) begin
+    if (\win$45 ) begin
       bank2_addr = rd__1__addr[11:0];
     end
-    if (\win$38 ) begin
+    if (\win$46 ) begin
       bank2_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \bank2_addr$42  = 12'h000;
-    if (\win$40 ) begin
-      \bank2_addr$42  = wr__0__addr[11:0];
+    \bank2_addr$50  = 12'h000;
+    if (\win$48 ) begin
+      \bank2_addr$50  = wr__0__addr[11:0];
     end
-    if (\win$41 ) begin
-      \bank2_addr$42  = wr__1__addr[11:0];
+    if (\win$49 ) begin
+      \bank2_addr$50  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \wdata$47  = 128'h00000000000000000000000000000000;
-    if (\win$40 ) begin
-      \wdata$47  = wr__0__data;
+    bank2_wdata = 128'h00000000000000000000000000000000;
+    if (\win$48 ) begin
+      bank2_wdata = wr__0__data;
     end
-    if (\win$41 ) begin
-      \wdata$47  = wr__1__data;
+    if (\win$49 ) begin
+      bank2_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank3_addr = 12'h000;
-    if (\win$48 ) begin
+    if (\win$60 ) begin
       bank3_addr = rd__0__addr[11:0];
     end
-    if (\win$49 ) begin
+    if (\win$61 ) begin
       bank3_addr = rd__1__addr[11:0];
     end
-    if (\win$50 ) begin
+    if (\win$62 ) begin
       bank3_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \bank3_addr$54  = 12'h000;
-    if (\win$52 ) begin
-      \bank3_addr$54  = wr__0__addr[11:0];
+    \bank3_addr$66  = 12'h000;
+    if (\win$64 ) begin
+      \bank3_addr$66  = wr__0__addr[11:0];
     end
-    if (\win$53 ) begin
-      \bank3_addr$54  = wr__1__addr[11:0];
+    if (\win$65 ) begin
+      \bank3_addr$66  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \wdata$59  = 128'h00000000000000000000000000000000;
-    if (\win$52 ) begin
-      \wdata$59  = wr__0__data;
+    bank3_wdata = 128'h00000000000000000000000000000000;
+    if (\win$64 ) begin
+      bank3_wdata = wr__0__data;
     end
-    if (\win$53 ) begin
-      \wdata$59  = wr__1__data;
+    if (\win$65 ) begin
+      bank3_wdata = wr__1__data;
     end
   end
   always @* begin
@@ -54481,11 +54589,11 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
       2'h0:
           rd__0__data = rdata;
       2'h1:
-          rd__0__data = \rdata$64 ;
+          rd__0__data = \rdata$80 ;
       2'h2:
-          rd__0__data = \rdata$65 ;
+          rd__0__data = \rdata$81 ;
       2'h3:
-          rd__0__data = \rdata$66 ;
+          rd__0__data = \rdata$82 ;
     endcase
   end
   always @* begin
@@ -54495,11 +54603,11 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
       2'h0:
           rd__1__data = rdata;
       2'h1:
-          rd__1__data = \rdata$64 ;
+          rd__1__data = \rdata$80 ;
       2'h2:
-          rd__1__data = \rdata$65 ;
+          rd__1__data = \rdata$81 ;
       2'h3:
-          rd__1__data = \rdata$66 ;
+          rd__1__data = \rdata$82 ;
     endcase
   end
   always @* begin
@@ -54509,51 +54617,87 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
       2'h0:
           rd__2__data = rdata;
       2'h1:
-          rd__2__data = \rdata$64 ;
+          rd__2__data = \rdata$80 ;
       2'h2:
-          rd__2__data = \rdata$65 ;
+          rd__2__data = \rdata$81 ;
       2'h3:
-          rd__2__data = \rdata$66 ;
+          rd__2__data = \rdata$82 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$92  = rd0_bank_q;
-    if (\$89 ) begin
-      \$92  = rd__0__addr[13:12];
-    end
+    \$96  = \$89 ;
     if (rst) begin
-      \$92  = 2'h0;
+      \$96  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$93  = rd1_bank_q;
-    if (\$90 ) begin
-      \$93  = rd__1__addr[13:12];
-    end
+    \$97  = \$90 ;
     if (rst) begin
-      \$93  = 2'h0;
+      \$97  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$94  = rd2_bank_q;
-    if (\$91 ) begin
-      \$94  = rd__2__addr[13:12];
+    \$98  = \$91 ;
+    if (rst) begin
+      \$98  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$99  = \$92 ;
+    if (rst) begin
+      \$99  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$100  = rd0_bank_q;
+    if (\$93 ) begin
+      \$100  = rd__0__addr[13:12];
     end
     if (rst) begin
-      \$94  = 2'h0;
+      \$100  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$101  = rd1_bank_q;
+    if (\$94 ) begin
+      \$101  = rd__1__addr[13:12];
+    end
+    if (rst) begin
+      \$101  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$102  = rd2_bank_q;
+    if (\$95 ) begin
+      \$102  = rd__2__addr[13:12];
+    end
+    if (rst) begin
+      \$102  = 2'h0;
     end
   end
   assign raddr = bank0_addr;
-  assign waddr = \bank0_addr$16 ;
-  assign \raddr$32  = bank1_addr;
-  assign \waddr$34  = \bank1_addr$30 ;
-  assign \raddr$44  = bank2_addr;
-  assign \waddr$46  = \bank2_addr$42 ;
-  assign \raddr$56  = bank3_addr;
-  assign \waddr$58  = \bank3_addr$54 ;
+  assign bank0_wen_q = wen;
+  assign bank0_waddr_q = waddr;
+  assign bank0_wdata_q = wdata;
+  assign \raddr$37  = bank1_addr;
+  assign bank1_wen_q = \wen$38 ;
+  assign bank1_waddr_q = \waddr$40 ;
+  assign bank1_wdata_q = \wdata$42 ;
+  assign \raddr$53  = bank2_addr;
+  assign bank2_wen_q = \wen$54 ;
+  assign bank2_waddr_q = \waddr$56 ;
+  assign bank2_wdata_q = \wdata$58 ;
+  assign \raddr$69  = bank3_addr;
+  assign bank3_wen_q = \wen$70 ;
+  assign bank3_waddr_q = \waddr$72 ;
+  assign bank3_wdata_q = \wdata$74 ;
   assign \$6  = \$5 ;
   assign \$21  = \$20 ;
   assign \$28  = \$27 ;
@@ -54565,7 +54709,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.spad.bank0 (ren, wen, rdata, raddr, waddr, wdata, clk);
+module \kaki_soc_16x16.spad.bank0 (ren, rdata, raddr, wen, waddr, wdata, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -54597,7 +54741,7 @@ module \kaki_soc_16x16.spad.bank0 (ren, wen, rdata, raddr, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.spad.bank1 (ren, wen, rdata, raddr, waddr, wdata, clk);
+module \kaki_soc_16x16.spad.bank1 (ren, rdata, raddr, wen, waddr, wdata, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -54629,7 +54773,7 @@ module \kaki_soc_16x16.spad.bank1 (ren, wen, rdata, raddr, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.spad.bank2 (ren, wen, rdata, raddr, waddr, wdata, clk);
+module \kaki_soc_16x16.spad.bank2 (ren, rdata, raddr, wen, waddr, wdata, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -54661,7 +54805,7 @@ module \kaki_soc_16x16.spad.bank2 (ren, wen, rdata, raddr, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.spad.bank3 (ren, wen, rdata, raddr, waddr, wdata, clk);
+module \kaki_soc_16x16.spad.bank3 (ren, rdata, raddr, wen, waddr, wdata, clk);
   input clk;
   wire clk;
   input [11:0] raddr;

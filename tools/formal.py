@@ -141,8 +141,9 @@ _MEM_CFG = "4 banks x 2 rows of 8 bits, 3 read and 2 write requesters (the chip'
 SRAM_FILE = "kaki_sram_1r1w.v"
 
 
-def _banked():
-    return BankedMemory(banks=4, bank_rows=2, width=8, n_read=3, n_write=2)
+def _banked(registered_writes=False):
+    return BankedMemory(banks=4, bank_rows=2, width=8, n_read=3, n_write=2,
+                        registered_writes=registered_writes)
 
 
 _QC_CFG = ("2 queues, prefetch 2, 2 completion requests, 64-bit data, 32-bit address; fixed "
@@ -221,6 +222,12 @@ PROOFS = {p.name: p for p in [
     Proof("banked_memory_data", "banked memory: a granted read returns what the last granted "
           "write stored in that row (one arbitrary row followed)",
           lambda: _self(_banked()), "bmc", 10, 12, _MEM_CFG, groups=("data",), cover_depth=6,
+          verilog=((SRAM_FILE, SRAM_VERILOG),)),
+    Proof("banked_memory_data_registered", "banked memory with registered writes (the chip's "
+          "scratchpad and accumulator): a granted read returns what the last write granted before "
+          "its cycle stored in that row (one arbitrary row followed)",
+          lambda: _self(_banked(registered_writes=True)), "bmc", 10, 12, _MEM_CFG
+          + "; registered writes", groups=("data",), cover_depth=6,
           verilog=((SRAM_FILE, SRAM_VERILOG),)),
     Proof("csr_block", "CSR block: AXI4-Lite subordinate rules, write response in the next cycle, "
           "read response in the third, "
