@@ -15,6 +15,8 @@ async def random_traffic(dut):
     """Two readers and two writers hammer random rows; lower index must win each bank."""
     rng = random.Random(int(os.environ["KAKI_SEED"]))
     registered_writes = os.environ["KAKI_REGISTERED_WRITES"] == "1"
+    registered_reads = os.environ["KAKI_REGISTERED_READS"] == "1"
+    latency = 2 if registered_reads else 1
     Clock(dut.clk, 10, unit="ns").start()
     dut.rst.value = 1
     for p in range(2):
@@ -23,7 +25,8 @@ async def random_traffic(dut):
     await RisingEdge(dut.clk)
     dut.rst.value = 0
     model = {}
-    pending = [None, None]
+    # per cycle, per read port: (row, expected data) of a granted read, checked `latency` later
+    pending = [[None, None] for _ in range(latency)]
     for cycle in range(3000):
         reqs = []
         for p in range(2):
@@ -38,11 +41,12 @@ async def random_traffic(dut):
             getattr(dut, f"rd__{p}__addr").value = raddr
             reqs.append((wen, waddr, wdata, ren, raddr))
         await ReadOnly()
-        # Check data for reads granted last cycle.
+        # Check data for reads granted `latency` cycles ago.
+        due = pending.pop(0)
         for p in range(2):
-            if pending[p] is not None:
+            if due[p] is not None:
                 got = int(getattr(dut, f"rd__{p}__data").value)
-                assert got == pending[p][1], f"cycle {cycle} rd{p} row {pending[p][0]}: {got:#x} != {pending[p][1]:#x}"
+                assert got == due[p][1], f"cycle {cycle} rd{p} row {due[p][0]}: {got:#x} != {due[p][1]:#x}"
         bank = lambda a: a // BANK_ROWS
         # Expected grants: fixed priority per bank.
         wg = [reqs[0][0], reqs[1][0] and not (reqs[0][0] and bank(reqs[0][1]) == bank(reqs[1][1]))]
@@ -51,13 +55,14 @@ async def random_traffic(dut):
             assert int(getattr(dut, f"wr__{p}__gnt").value) == wg[p], f"cycle {cycle} wr{p} grant"
             assert int(getattr(dut, f"rd__{p}__gnt").value) == rg[p], f"cycle {cycle} rd{p} grant"
         writes = {reqs[p][1]: reqs[p][2] for p in range(2) if wg[p]}
+        # Write-first: a read of a row written in the same cycle sees the new data, unless
+        # writes alone are registered (then it sees the old data).
+        seen = {} if registered_writes and not registered_reads else writes
+        now = [None, None]
         for p in range(2):
-            # Write-first: a read of a row written in the same cycle sees the new data, unless
-            # writes are registered (then it sees the old data).
-            seen = {} if registered_writes else writes
-            pending[p] = None
             if rg[p] and (reqs[p][4] in model or reqs[p][4] in seen):
                 a = reqs[p][4]
-                pending[p] = (a, seen.get(a, model.get(a)))
+                now[p] = (a, seen.get(a, model.get(a)))
+        pending.append(now)
         model.update(writes)
         await RisingEdge(dut.clk)

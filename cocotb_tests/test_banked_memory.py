@@ -9,15 +9,23 @@ BANKS, BANK_ROWS, WIDTH = 4, 16, 32
 COCOTB_RUNS = {"cocotb_tests.cocotb_banked_memory": simbuild.ALL}
 
 
-def _target(registered_writes):
+#: (registered_writes, registered_reads) of each bench build
+MODES = {"comb": (False, False), "registered_writes": (True, False),
+         "registered_ports": (True, True)}
+
+
+def _target(mode):
+    writes, reads = MODES[mode]
     return simbuild.amaranth_target(
-        "kaki_tb_banked_memory" + ("_regw" if registered_writes else ""),
+        f"kaki_tb_banked_memory_{mode}",
         lambda: BankedMemory(banks=BANKS, bank_rows=BANK_ROWS, width=WIDTH, n_read=2, n_write=2,
-                             registered_writes=registered_writes))
+                             registered_writes=writes, registered_reads=reads))
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("registered_writes", [False, True], ids=["comb_writes", "registered_writes"])
-def test_banked_memory(registered_writes):
-    simbuild.run(_target(registered_writes), "cocotb_tests.cocotb_banked_memory",
-                 extra_env={"KAKI_REGISTERED_WRITES": str(int(registered_writes))})
+@pytest.mark.parametrize("mode", list(MODES))
+def test_banked_memory(mode):
+    writes, reads = MODES[mode]
+    simbuild.run(_target(mode), "cocotb_tests.cocotb_banked_memory",
+                 extra_env={"KAKI_REGISTERED_WRITES": str(int(writes)),
+                            "KAKI_REGISTERED_READS": str(int(reads))})

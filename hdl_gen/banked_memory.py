@@ -17,12 +17,16 @@ class BankedMemory(wiring.Component):
     buffering). Within a bank, the lowest-numbered requester wins (fixed priority); the loser sees
     ``gnt`` low and retries. The bank is the high bits of the row address.
 
-    A granted read returns its row one cycle later. Without ``registered_writes`` a read sees
-    every write granted before or in its cycle. With it, each bank registers the granted write
-    (enable, row, data) and stores it one cycle later, so the block RAMs' write pins are driven
-    straight from registers (a wide memory's block RAMs span the whole die; their write nets are
-    long): a read then sees every write granted *before* its cycle, and a read of a row written
-    in the same cycle returns the old data. Grants and latencies are the same either way.
+    A granted read returns its row one cycle later (:attr:`read_latency` 1). Without
+    ``registered_writes`` a read sees every write granted before or in its cycle. With it, each
+    bank registers the granted write (enable, row, data) and stores it one cycle later, so the
+    block RAMs' write pins are driven straight from registers (a wide memory's block RAMs span
+    the whole die; their write nets are long): a read then sees every write granted *before* its
+    cycle, and a read of a row written in the same cycle returns the old data. With
+    ``registered_reads`` too, each bank also registers the granted read (enable, row): the row
+    comes two cycles after the grant (:attr:`read_latency` 2) and every block-RAM pin is driven
+    by a flip-flop; a read then sees every write granted up to and including its cycle again.
+    Grants do not change.
 
     Ports
     -----
@@ -30,14 +34,19 @@ class BankedMemory(wiring.Component):
     wr[i] : In(WritePortSignature(addr_bits, width)), ``i`` < n_write — write requesters, by priority.
     """
 
-    def __init__(self, *, banks, bank_rows, width, n_read, n_write, registered_writes=False):
+    def __init__(self, *, banks, bank_rows, width, n_read, n_write, registered_writes=False,
+                 registered_reads=False):
         for name, v in (("banks", banks), ("bank_rows", bank_rows)):
             if v < 1 or v & (v - 1):
                 raise ValueError(f"{name} must be a power of two, not {v!r}")
         if n_read < 1 or n_write < 1:
             raise ValueError(f"need at least one read and one write port, not {n_read}/{n_write}")
         self.banks, self.bank_rows, self.width = banks, bank_rows, width
-        self.registered_writes = registered_writes
+        if registered_reads and not registered_writes:
+            raise ValueError("registered_reads needs registered_writes (a read would otherwise "
+                             "see a write granted in the cycle after it)")
+        self.registered_writes, self.registered_reads = registered_writes, registered_reads
+        self.read_latency = 2 if registered_reads else 1
         self.row_bits = (bank_rows - 1).bit_length()
         self.addr_bits = max(1, (banks * bank_rows - 1).bit_length())
         super().__init__({
@@ -83,6 +92,11 @@ class BankedMemory(wiring.Component):
                      Signal(self.width, name=f"bank{b}_wdata_q", reset_less=True))
                 m.d.sync += [r.eq(v) for r, v in zip(q, (wen, waddr, wdata))]
                 wen, waddr, wdata = q
+            if self.registered_reads:
+                q = (Signal(name=f"bank{b}_ren_q"),
+                     Signal(self.row_bits, name=f"bank{b}_raddr_q", reset_less=True))
+                m.d.sync += [r.eq(v) for r, v in zip(q, (ren, raddr))]
+                ren, raddr = q
             m.d.comb += [sram.ren.eq(ren), sram.raddr.eq(raddr),
                          sram.wen.eq(wen), sram.waddr.eq(waddr), sram.wdata.eq(wdata)]
             for i, win in enumerate(rwins):
@@ -92,10 +106,14 @@ class BankedMemory(wiring.Component):
             bank_rdata.append(sram.rdata)
         for i, p in enumerate(self.rd):
             m.d.comb += p.gnt.eq(Cat(*rd_gnt[i]).any())
-            # Route next cycle's data from the bank this requester was granted.
+            # Route the data, read_latency cycles after the grant, from the bank granted.
             bank_q = Signal(range(self.banks), name=f"rd{i}_bank_q")
             with m.If(p.en & p.gnt):
                 m.d.sync += bank_q.eq(self._bank(p.addr))
+            if self.registered_reads:
+                bank_q2 = Signal(range(self.banks), name=f"rd{i}_bank_q2")
+                m.d.sync += bank_q2.eq(bank_q)
+                bank_q = bank_q2
             with m.Switch(bank_q):
                 for b in range(self.banks):
                     with m.Case(b):
@@ -115,7 +133,8 @@ class BankedMemory(wiring.Component):
         so it cannot starve unless software keeps a compute engine on the DMA's bank
         (docs/architecture.md). ``rd.data``: a granted read returns, one cycle later, what the
         last granted write stored in that row (a write in the same cycle included, except with
-        ``registered_writes``): the proof follows one arbitrary row address.
+        ``registered_writes`` alone), ``read_latency`` cycles later: the proof follows one
+        arbitrary row address.
 
         With the proof option ``hog`` (cycles): if the requesters other than the
         lowest-priority one (the DMA) never ask for a bank more than ``hog`` cycles in a row
@@ -151,11 +170,14 @@ class BankedMemory(wiring.Component):
                 m.d.comb += [writing.eq(1), new.eq(p.data)]
         with m.If(writing):
             m.d.sync += [known.eq(1), value.eq(new)]
-        # with registered writes, a write in the read's cycle is not seen (the old value is)
-        seen = 0 if self.registered_writes else writing
+        # with registered writes only, a write in the read's cycle is not seen (the old value is)
+        seen = 0 if self.registered_writes and not self.registered_reads else writing
         for i, p in enumerate(self.rd):
-            reading = past(m, p.en & p.gnt & (p.addr == row) & (known | seen), f"formal_rd{i}_row")
-            expect = past(m, Mux(seen, new, value), f"formal_rd{i}_expect")
+            reading = p.en & p.gnt & (p.addr == row) & (known | seen)
+            expect = Mux(seen, new, value)
+            for k in range(self.read_latency):
+                reading = past(m, reading, f"formal_rd{i}_row{k}")
+                expect = past(m, expect, f"formal_rd{i}_expect{k}")
             rules.guarantee("rd.data", implies(reading, p.data == expect), group="data")
             rules.cover("rd.data", reading & past(m, writing, f"formal_rd{i}_bypass"))
 

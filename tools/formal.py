@@ -141,9 +141,9 @@ _MEM_CFG = "4 banks x 2 rows of 8 bits, 3 read and 2 write requesters (the chip'
 SRAM_FILE = "kaki_sram_1r1w.v"
 
 
-def _banked(registered_writes=False):
+def _banked(registered_writes=False, registered_reads=False):
     return BankedMemory(banks=4, bank_rows=2, width=8, n_read=3, n_write=2,
-                        registered_writes=registered_writes)
+                        registered_writes=registered_writes, registered_reads=registered_reads)
 
 
 _QC_CFG = ("2 queues, prefetch 2, 2 completion requests, 64-bit data, 32-bit address; fixed "
@@ -228,6 +228,12 @@ PROOFS = {p.name: p for p in [
           "its cycle stored in that row (one arbitrary row followed)",
           lambda: _self(_banked(registered_writes=True)), "bmc", 10, 12, _MEM_CFG
           + "; registered writes", groups=("data",), cover_depth=6,
+          verilog=((SRAM_FILE, SRAM_VERILOG),)),
+    Proof("banked_memory_data_registered_ports", "banked memory with registered reads and "
+          "writes: a granted read returns, two cycles later, what the last write granted up to "
+          "its cycle stored in that row (one arbitrary row followed)",
+          lambda: _self(_banked(registered_writes=True, registered_reads=True)), "bmc", 10, 12,
+          _MEM_CFG + "; registered reads and writes", groups=("data",), cover_depth=6,
           verilog=((SRAM_FILE, SRAM_VERILOG),)),
     Proof("csr_block", "CSR block: AXI4-Lite subordinate rules, write response in the next cycle, "
           "read response in the third, "
