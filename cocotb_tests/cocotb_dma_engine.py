@@ -41,6 +41,7 @@ AAB = CFG.axi_addr_bits
 CMD_LAYOUT = data.Layout.cast(DmaCmd)
 LRB = {0: CFG.spad_row_bytes, 1: CFG.acc_row_bytes}
 NROWS = {0: CFG.spad_rows, 1: CFG.acc_rows}
+MEM_READ_LATENCY = CFG.mem_read_latency
 PRE = {0: "spad", 1: "acc"}
 CLK_NS = 10
 #: the errors a command meets after it started moving data (the others are validation's)
@@ -278,16 +279,17 @@ class Tb:
         d = self.dut
         pre = PRE[acc]
         out = np.zeros((NROWS[acc], LRB[acc]), np.uint8)
+        lat = MEM_READ_LATENCY          # row t asked for in cycle t is on the port in t + lat
         await FallingEdge(d.clk)
         getattr(d, f"{pre}_bd_re").value = 1
-        getattr(d, f"{pre}_bd_addr").value = 0
-        for i in range(NROWS[acc]):
+        for t in range(NROWS[acc] + lat - 1):
+            getattr(d, f"{pre}_bd_addr").value = t % NROWS[acc]
             await RisingEdge(d.clk)
             await ReadOnly()
-            v = int(getattr(d, f"{pre}_bd_rdata").value)
-            out[i] = np.frombuffer(v.to_bytes(LRB[acc], "little"), np.uint8)
+            if t >= lat - 1:
+                v = int(getattr(d, f"{pre}_bd_rdata").value)
+                out[t - lat + 1] = np.frombuffer(v.to_bytes(LRB[acc], "little"), np.uint8)
             await FallingEdge(d.clk)
-            getattr(d, f"{pre}_bd_addr").value = (i + 1) % NROWS[acc]
         getattr(d, f"{pre}_bd_re").value = 0
         return out
 

@@ -170,21 +170,19 @@ class Tb:
         dut.acc_bd_wr__en.value = 0
 
     async def _read(self, port, addrs, unpack):
+        """One row per cycle; the row asked for in cycle t is on the port in cycle
+        t + CFG.mem_read_latency."""
         dut = self.dut
         en, addr, dat = (getattr(dut, f"{port}__{x}") for x in ("en", "addr", "data"))
         out = {}
-        if not addrs:
-            return out
-        en.value = 1
-        addr.value = addrs[0]
-        await RisingEdge(dut.clk)
-        for k in range(1, len(addrs) + 1):
-            if k < len(addrs):
-                addr.value = addrs[k]
-            else:
-                en.value = 0
+        lat = CFG.mem_read_latency
+        for t in range(len(addrs) + lat if addrs else 0):
+            en.value = int(t < len(addrs))
+            if t < len(addrs):
+                addr.value = addrs[t]
             await ReadOnly()
-            out[addrs[k - 1]] = unpack(dat.value.to_unsigned())
+            if t >= lat:
+                out[addrs[t - lat]] = unpack(dat.value.to_unsigned())
             await RisingEdge(dut.clk)
         return out
 
@@ -499,7 +497,7 @@ async def background_traffic(dut):
     async def traffic():
         d = dut
         smodel, amodel = {}, {}
-        pend = []
+        pend = [[] for _ in range(CFG.mem_read_latency)]   # reads of each cycle in flight
         while int(d.ctl__busy.value) == 1 or stats["cycles"] == 0:
             sw = tb.rng.randrange(2 * SB, 4 * SB)        # scratchpad banks 2 and 3
             aw = tb.rng.randrange(AB + 8, 2 * AB)        # accumulator bank 1 (clear of C guards)
@@ -514,13 +512,13 @@ async def background_traffic(dut):
             for port in ("spad_bd_wr", "acc_bd_wr", "spad_bd_rd", "acc_bd_rd"):
                 if int(getattr(d, f"{port}__en").value) == 1:
                     assert int(getattr(d, f"{port}__gnt").value) == 1, f"backdoor {port} denied on a free bank"
-            for kind, row, want in pend:
+            for kind, row, want in pend.pop(0):
                 got = (unpack8(d.spad_bd_rd__data.value.to_unsigned()) if kind == "s"
                        else unpack32(d.acc_bd_rd__data.value.to_unsigned()))
                 assert np.array_equal(got, want), f"backdoor read {kind} row {row} during GEMM"
                 stats["checked"] += 1
-            pend = ([("s", sr, smodel[sr])] if sr is not None else []) + \
-                   ([("a", ar, amodel[ar])] if ar is not None else [])
+            pend.append(([("s", sr, smodel[sr])] if sr is not None else [])
+                        + ([("a", ar, amodel[ar])] if ar is not None else []))
             await RisingEdge(d.clk)
             smodel[sw], amodel[aw] = sv, wrap32(av)
             stats["cycles"] += 1

@@ -17,7 +17,10 @@ from cocotb.utils import get_sim_time
 
 from golden import ops as golden
 from hdl_gen.descriptor import ErrorCode, VecCmd
+from hdl_gen.config import KakiConfig
 from hdl_gen.vector_unit import PIPELINE_LATENCY
+
+MEM_READ_LATENCY = KakiConfig().mem_read_latency     # the harness's memories are the chip's
 
 DIM = int(os.environ["KAKI_VU_DIM"])
 ACC_ROWS = int(os.environ["KAKI_VU_ACC_ROWS"])
@@ -111,13 +114,16 @@ class Tb:
         d.spad_bd_wr__en.value = 0
 
     async def spad_read(self, addr, n):
+        """One row per cycle; each row's data is on the port MEM_READ_LATENCY cycles later."""
         d = self.dut
         out = []
-        d.spad_bd_rd__en.value = 1
-        for i in range(n):
-            d.spad_bd_rd__addr.value = addr + i
+        for t in range(n + MEM_READ_LATENCY - 1):
+            d.spad_bd_rd__en.value = int(t < n)
+            if t < n:
+                d.spad_bd_rd__addr.value = addr + t
             await FallingEdge(d.clk)
-            out.append(spad_row_from_int(int(d.spad_bd_rd__data.value)))
+            if t >= MEM_READ_LATENCY - 1:
+                out.append(spad_row_from_int(int(d.spad_bd_rd__data.value)))
         d.spad_bd_rd__en.value = 0
         return np.array(out, dtype=np.int8).reshape(n, DIM)
 
@@ -403,9 +409,11 @@ async def latency_and_throughput(dut):
     for ops_bits, rows in ((0b0111, 64), (0b1111, 64), (0b0000, 1), (0b1000, 1)):
         ops = ops_dict(ops_bits)
         cnt = await random_good(tb, ops=ops, rows=rows, label="latency")
-        # accept, CHECK, 2-3 parameter reads, SHIFT_CHECK, one row per cycle, pipeline, done
+        # accept, CHECK, 2-3 parameter reads (the last one's data comes MEM_READ_LATENCY later),
+        # SHIFT_CHECK, one row per cycle, pipeline, done
         n_param = 3 if ops["bias"] else 2
-        want = 1 + n_param + 1 + (rows - 1) + PIPELINE_LATENCY + (1 if ops["maxred"] else 0) + 1
+        want = (1 + n_param + MEM_READ_LATENCY + (rows - 1) + PIPELINE_LATENCY
+                + (1 if ops["maxred"] else 0) + 1)
         dut._log.info(f"{ops_str(ops)} rows={rows}: accept->done {cnt['cycles']} cycles")
         assert cnt["cycles"] == want, f"{ops_str(ops)} rows={rows}: {cnt['cycles']} cycles, want {want}"
 

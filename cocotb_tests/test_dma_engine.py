@@ -30,7 +30,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl_gen.axi import Axi4Signature
-from hdl_gen.banked_memory import BankedMemory
+from hdl_gen.banked_memory import chip_memory
 from hdl_gen.config import KakiConfig
 from hdl_gen.descriptor import DmaCmd
 from hdl_gen.dma_engine import DmaEngine, DmaWindow
@@ -97,10 +97,10 @@ class DmaHarness(wiring.Component):
         cfg = self.cfg
         m = Module()
         m.submodules.dma = dma = DmaEngine(cfg)
-        m.submodules.spad = spad = BankedMemory(banks=cfg.spad_banks, bank_rows=cfg.spad_bank_rows,
-                                                width=cfg.dim * 8, n_read=2, n_write=2)
-        m.submodules.acc = acc = BankedMemory(banks=cfg.acc_banks, bank_rows=cfg.acc_bank_rows,
-                                              width=cfg.dim * 32, n_read=2, n_write=2)
+        m.submodules.spad = spad = chip_memory(cfg, banks=cfg.spad_banks, bank_rows=cfg.spad_bank_rows,
+                                               width=cfg.dim * 8, n_read=2, n_write=2)
+        m.submodules.acc = acc = chip_memory(cfg, banks=cfg.acc_banks, bank_rows=cfg.acc_bank_rows,
+                                             width=cfg.dim * 32, n_read=2, n_write=2)
         wiring.connect(m, wiring.flipped(self.load), dma.load)
         wiring.connect(m, wiring.flipped(self.store), dma.store)
         m.d.comb += [self.load_bytes.eq(dma.load_bytes), self.store_bytes.eq(dma.store_bytes),

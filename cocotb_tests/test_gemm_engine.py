@@ -13,7 +13,7 @@ from amaranth import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl_gen.banked_memory import BankedMemory
+from hdl_gen.banked_memory import chip_memory
 from hdl_gen.config import ARRAY_SIZES, KakiConfig
 from hdl_gen.descriptor import GemmCmd
 from hdl_gen.emit import to_verilog
@@ -65,10 +65,10 @@ class GemmHarness(wiring.Component):
         cfg = self.config
         m = Module()
         m.submodules.gemm = eng = GemmEngine(cfg)
-        m.submodules.spad = spad = BankedMemory(banks=cfg.spad_banks, bank_rows=cfg.spad_bank_rows,
-                                                width=cfg.dim * 8, n_read=2, n_write=1)
-        m.submodules.acc = acc = BankedMemory(banks=cfg.acc_banks, bank_rows=cfg.acc_bank_rows,
-                                              width=cfg.dim * 32, n_read=2, n_write=2)
+        m.submodules.spad = spad = chip_memory(cfg, banks=cfg.spad_banks, bank_rows=cfg.spad_bank_rows,
+                                               width=cfg.dim * 8, n_read=2, n_write=1)
+        m.submodules.acc = acc = chip_memory(cfg, banks=cfg.acc_banks, bank_rows=cfg.acc_bank_rows,
+                                             width=cfg.dim * 32, n_read=2, n_write=2)
         wiring.connect(m, wiring.flipped(self.ctl), eng.ctl)
         wiring.connect(m, eng.acc_rd, acc.rd[0])
         wiring.connect(m, eng.acc_wr, acc.wr[0])

@@ -28,7 +28,7 @@ from amaranth import Fragment, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl_gen.banked_memory import BankedMemory
+from hdl_gen.banked_memory import chip_memory
 from hdl_gen.config import KakiConfig
 from hdl_gen.descriptor import VecCmd
 from hdl_gen.engine import EngineSignature
@@ -73,10 +73,10 @@ class VectorHarness(wiring.Component):
         c = self.config
         m = Module()
         m.submodules.vu = vu = VectorUnit(c)
-        m.submodules.acc = acc = BankedMemory(banks=c.acc_banks, bank_rows=c.acc_bank_rows,
-                                              width=c.dim * 32, n_read=3, n_write=1)
-        m.submodules.spad = spad = BankedMemory(banks=c.spad_banks, bank_rows=c.spad_bank_rows,
-                                                width=c.dim * 8, n_read=3, n_write=2)
+        m.submodules.acc = acc = chip_memory(c, banks=c.acc_banks, bank_rows=c.acc_bank_rows,
+                                             width=c.dim * 32, n_read=3, n_write=1)
+        m.submodules.spad = spad = chip_memory(c, banks=c.spad_banks, bank_rows=c.spad_bank_rows,
+                                               width=c.dim * 8, n_read=3, n_write=2)
         wiring.connect(m, wiring.flipped(self.ctl), vu.ctl)
         wiring.connect(m, vu.acc_rd, acc.rd[1])
         wiring.connect(m, vu.spad_rd, spad.rd[1])

@@ -3,10 +3,12 @@
 * DMA (load or store): ``DMA_SETUP`` plus, per row (``planes * rows``), ``DMA_LOAD_ROW`` +
   ``DMA_LOAD_BEAT`` per bus beat (``ceil(row_bytes / dma_data_bytes)``, at least one) for a
   load, ``max(DMA_STORE_ROW, beats)`` for a store — calibrated on make sim's PERF counters.
-* GEMM: ``GEMM_SETUP + n_tiles * k_tiles * (m + dim) + 2 * dim`` — per (k, n) tile ``dim``
-  cycles to load the B tile and ``m`` cycles to stream the A rows (docs/architecture.md, "GEMM
-  dataflow"), plus the array fill/drain. Calibrated on the RTL: ``make bench`` (dim 8) measures
-  658 busy cycles for a 32×32×32 GEMM and 4626 for 64×64×64, exactly this formula.
+* GEMM: ``GEMM_SETUP + n_tiles * k_tiles * (m + dim) + 2 * dim + MEM_READ_LATENCY - 1`` — per
+  (k, n) tile ``dim`` cycles to load the B tile and ``m`` cycles to stream the A rows
+  (docs/architecture.md, "GEMM dataflow"), plus the array fill/drain and the scratchpad's read
+  latency beyond one cycle. Calibrated on the RTL: ``make bench`` (dim 8) measures
+  658 busy cycles for a 32×32×32 GEMM and 4626 for 64×64×64 with a one-cycle read, exactly this
+  formula.
 * VECTOR: ``VEC_SETUP + rows`` (one accumulator row per cycle) ``+ VEC_PIPE`` (the unit's
   pipeline latency and its done cycle; matches make sim's PERF_VEC_BUSY within 1%).
 * SIGNAL_EVENT / WAIT_EVENT / BARRIER / NOP: ``FW_EVENT`` cycles of firmware time (docs/queues.md
@@ -18,7 +20,7 @@
 four in-order engines; :func:`summary`'s ``bound`` is that prediction (``lower_bound``: the
 busiest engine or the firmware's work).
 """
-from spec.chip import FIFO_DEPTH, VEC_PIPELINE_LATENCY
+from spec.chip import FIFO_DEPTH, MEM_READ_LATENCY, VEC_PIPELINE_LATENCY
 from spec.descriptors import COMMANDS, DMA_FIELDS, GEMM_FIELDS, VEC_FIELDS, Engine, Opcode
 
 from .dma import ceil_div
@@ -27,7 +29,7 @@ __all__ = ["command_cycles", "program_cycles", "simulate", "summary", "tiling_co
 
 DMA_SETUP = 17                  # fitted; one more since the DMA checks a command in three cycles
 GEMM_SETUP = 2
-VEC_SETUP = 4
+VEC_SETUP = 3 + MEM_READ_LATENCY        # accept, check, shift check; the last parameter's read
 VEC_PIPE = VEC_PIPELINE_LATENCY + 1
 FW_EVENT = 170
 DISPATCH = 311
@@ -49,7 +51,7 @@ def dma_cycles(rows, planes, row_bytes, caps, store=False):
 
 
 def gemm_cycles(m, k_tiles, n_tiles, caps):
-    return GEMM_SETUP + n_tiles * k_tiles * (m + caps.dim) + 2 * caps.dim
+    return GEMM_SETUP + n_tiles * k_tiles * (m + caps.dim) + 2 * caps.dim + MEM_READ_LATENCY - 1
 
 
 def command_cycles(cmd, caps):

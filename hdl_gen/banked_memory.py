@@ -9,6 +9,14 @@ from .mem_port import ReadPortSignature, WritePortSignature
 from .sram import Sram1R1W
 
 
+def chip_memory(config, *, banks, bank_rows, width, n_read, n_write):
+    """A banked memory as the chip builds it: writes registered, reads too when
+    ``config.mem_read_latency`` is 2 (the engines are built for that latency)."""
+    return BankedMemory(banks=banks, bank_rows=bank_rows, width=width, n_read=n_read,
+                        n_write=n_write, registered_writes=True,
+                        registered_reads=config.mem_read_latency == 2)
+
+
 class BankedMemory(wiring.Component):
     """``banks`` SRAM banks of ``bank_rows`` rows × ``width`` bits behind per-bank arbiters.
 

@@ -548,34 +548,36 @@ class DmaEngine(wiring.Component):
         # --- local reads -------------------------------------------------------------------------
         rd = _RowIter(m, "st_rd", cmd,
                       [(lw, cmd.local_addr, cmd.local_row_stride, cmd.local_plane_stride)])
-        # Rows read from local memory wait in a two-entry FIFO (rq0 = head) so that a read can be
-        # in flight while the W side holds a row: one row per cycle when the W side keeps up.
-        rd_inflight = Signal(name="st_rd_inflight")   # granted last cycle: data arrives now
-        rq0 = Signal(mrb * 8, name="st_rq0")
-        rq1 = Signal(mrb * 8, name="st_rq1")
-        rq_n = Signal(range(3), name="st_rq_n")
-        rbuf, rbuf_valid = rq0, Signal(name="st_rbuf_valid")
+        # Rows read from local memory wait in a FIFO of mem_read_latency + 1 entries (rq0 = head)
+        # so that the reads in flight fit beside a row the W side holds: one row per cycle when
+        # the W side keeps up.
+        lat = cfg.mem_read_latency
+        inflight = [Signal(name=f"st_rd_inflight{k}") for k in range(1, lat + 1)]  # granted k ago
+        arrive = inflight[-1]                                   # its data is on the port now
+        rq = [Signal(mrb * 8, name=f"st_rq{i}") for i in range(lat + 1)]
+        rq_n = Signal(range(lat + 2), name="st_rq_n")
+        rbuf, rbuf_valid = rq[0], Signal(name="st_rbuf_valid")
         w_take = Signal(name="st_w_take")
         rd_en = Signal(name="st_rd_en")
         m.d.comb += [
             rbuf_valid.eq(rq_n != 0),
-            rd_en.eq(run & rd.active & (rq_n + rd_inflight - w_take < 2)),
+            rd_en.eq(run & rd.active & (rq_n + sum(inflight) - w_take < len(rq))),
         ]
         for port in (self.spad_rd, self.acc_rd):
             m.d.comb += port.addr.eq(rd.row[0])
         m.d.comb += [self.spad_rd.en.eq(rd_en & ~cmd.acc), self.acc_rd.en.eq(rd_en & cmd.acc)]
         rd_gnt = Mux(cmd.acc, self.acc_rd.gnt, self.spad_rd.gnt)
         rd_data = Mux(cmd.acc, self.acc_rd.data, self.spad_rd.data)
-        m.d.sync += [rd_inflight.eq(rd_en & rd_gnt), rq_n.eq(rq_n + rd_inflight - w_take)]
+        m.d.sync += [inflight[0].eq(rd_en & rd_gnt), rq_n.eq(rq_n + arrive - w_take)]
+        m.d.sync += [inflight[k].eq(inflight[k - 1]) for k in range(1, lat)]
         with m.If(rd_en & rd_gnt):
             rd.advance(m)
-        with m.If(w_take):
-            m.d.sync += rq0.eq(rq1)
-        with m.If(rd_inflight):
-            with m.If(rq_n - w_take == 0):
-                m.d.sync += rq0.eq(rd_data)
-            with m.Else():
-                m.d.sync += rq1.eq(rd_data)
+        for i, entry in enumerate(rq):
+            if i + 1 < len(rq):
+                with m.If(w_take):
+                    m.d.sync += entry.eq(rq[i + 1])
+            with m.If(arrive & (rq_n - w_take == i)):
+                m.d.sync += entry.eq(rd_data)
 
         # --- W -----------------------------------------------------------------------------------
         wi = _RowIter(m, "st_w", cmd, [

@@ -97,6 +97,7 @@ class GemmEngine(wiring.Component):
         sa, ca = cfg.spad_addr_bits, cfg.acc_addr_bits
         m.submodules.array = arr = self.array
         lat = arr.latency
+        lat_mem = cfg.mem_read_latency
 
         # ---- command latch and validation ------------------------------------------------------
         cmd = Signal(GemmCmd)
@@ -131,14 +132,22 @@ class GemmEngine(wiring.Component):
         c_ptr = Signal(ca)
 
         # ---- stage 1: scratchpad data arrives and enters the array --------------------------------
-        s1_valid = Signal()
-        s1_is_a = Signal()
-        s1_row = Signal(range(d))
-        s1_bank = Signal()
-        s1_caddr = Signal(ca)
-        s1_accum = Signal()
-        s1_last = Signal()
+        # A row's metadata waits mem_read_latency cycles for its data (registers q1, q2, ...);
+        # the array takes it from the last. The hazard tracker counts from q1 (a row fired last
+        # cycle): a fixed shift from the array entry, so its arithmetic is the same.
+        fields = (1, 1, len(Signal(range(d))), 1, ca, 1, 1)   # valid, is_a, row, bank, caddr, accum, last
+        meta_q = [Signal(sum(fields), name=f"spad_meta_q{k}") for k in range(1, lat_mem + 1)]
+
+        def unpack(v):
+            out, at = [], 0
+            for w in fields:
+                out.append(v[at:at + w])
+                at += w
+            return out
+        q1_valid, q1_is_a, _, q1_bank, *_ = unpack(meta_q[0])
+        s1_valid, s1_is_a, s1_row, s1_bank, s1_caddr, s1_accum, s1_last = unpack(meta_q[-1])
         a_enter = s1_valid & s1_is_a
+        a_fired = q1_valid & q1_is_a
 
         # ---- stage 0: scratchpad read issue ---------------------------------------------------------
         issuing = Signal()
@@ -153,7 +162,7 @@ class GemmEngine(wiring.Component):
         b_ok = Signal(2, name="bank_b_ok")
         kk_next = Mux(load_b, idx[:kb] + 1, 0)
         for b in range(2):
-            cnt_next = Mux(a_enter & (s1_bank == b), 2 * d - 2,
+            cnt_next = Mux(a_fired & (q1_bank == b), 2 * d - 2,
                            Mux(bank_cnt[b] != 0, bank_cnt[b] - 1, 0))
             m.d.sync += [
                 bank_cnt[b].eq(cnt_next),
@@ -167,15 +176,10 @@ class GemmEngine(wiring.Component):
             spad_rd.addr.eq(Mux(load_b, b_ptr, a_ptr)),
         ]
         fire = spad_rd.en & spad_rd.gnt
-        m.d.sync += [
-            s1_valid.eq(fire),
-            s1_is_a.eq(~load_b),
-            s1_row.eq(idx[:kb]),
-            s1_bank.eq(bank),
-            s1_caddr.eq(c_ptr),
-            s1_accum.eq(cmd.accumulate | (kt != 0)),
-            s1_last.eq((nt == nt_m1) & (kt == kt_m1) & (idx == m_m1)),
-        ]
+        m.d.sync += meta_q[0].eq(Cat(fire, ~load_b, idx[:kb], bank, c_ptr,
+                                     cmd.accumulate | (kt != 0),
+                                     (nt == nt_m1) & (kt == kt_m1) & (idx == m_m1)))
+        m.d.sync += [meta_q[k].eq(meta_q[k - 1]) for k in range(1, lat_mem)]
         m.d.comb += [
             arr.a_data.eq(spad_rd.data),
             arr.a_valid.eq(a_enter),
@@ -195,10 +199,12 @@ class GemmEngine(wiring.Component):
             q = Signal(len(meta), name=f"meta{k}")
             m.d.sync += q.eq(stages[-1])
             stages.append(q)
-        # An accumulating row's old value is read two cycles before its sum is written and held in
-        # a register, so no path runs from a block RAM's output through the adder into a block
-        # RAM's input. Writes between the read and the register are forwarded.
-        rd, pre, out = stages[lat - 2], stages[lat - 1], stages[lat]
+        # An accumulating row's old value is read mem_read_latency + 1 cycles before its sum is
+        # written and held in a register, so no path runs from a block RAM's output through the
+        # adder into a block RAM's input. The memory's read sees the writes granted up to its
+        # cycle (one before it with latency 1); later ones, up to the register, are forwarded:
+        # the one two cycles before the write from a register, the one a cycle before directly.
+        rd, pre, out = stages[lat - 1 - lat_mem], stages[lat - 1], stages[lat]
         rd_valid, rd_addr, rd_accum = rd[0], rd[1:1 + ca], rd[1 + ca]
         pre_addr = pre[1:1 + ca]
         out_addr, out_accum, out_last = out[1:1 + ca], out[1 + ca], out[2 + ca]
@@ -207,11 +213,11 @@ class GemmEngine(wiring.Component):
             self.acc_rd.en.eq(rd_valid & rd_accum),
             self.acc_rd.addr.eq(rd_addr),
         ]
-        # Written in the read cycle (whatever the SRAM returns for it), or in the cycle after.
+        mid_addr = stages[lat - 2][1:1 + ca]
         fwd_hit = Signal()
         fwd_data = Signal(d * 32, reset_less=True)
         m.d.sync += [
-            fwd_hit.eq(self.acc_wr.en & (self.acc_wr.addr == rd_addr)),
+            fwd_hit.eq(self.acc_wr.en & (self.acc_wr.addr == mid_addr)),
             fwd_data.eq(self.acc_wr.data),
         ]
         old = Signal(d * 32, reset_less=True)

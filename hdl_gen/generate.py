@@ -251,7 +251,8 @@ def chip_py():
     lines += [f'    "{n}": {v!r},' for n, v in _config_fields()]
     lines += ["}", ""]
     lines += [f"{n.upper()} = DEFAULTS[{n!r}]" for n in
-              ("queues", "events", "fifo_depth", "prefetch", "cpl_depth", "retire_depth")]
+              ("queues", "events", "fifo_depth", "prefetch", "cpl_depth", "retire_depth",
+               "mem_read_latency")]
     lines += ["", "#: Cycles from a vector-unit row's granted read to its scratchpad write "
               "(hdl_gen/vector_unit.py).", f"VEC_PIPELINE_LATENCY = {vector_unit.PIPELINE_LATENCY}", ""]
     return "\n".join(lines)

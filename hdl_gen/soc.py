@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from . import regmap
 from .axi import Axi4LiteSignature, Axi4Signature, connect_axi
 from .axi_arbiter import Axi4Arbiter
-from .banked_memory import BankedMemory
+from .banked_memory import chip_memory
 from .config import KakiConfig
 from .control_core import MMIO_ADDR_BITS, MMIO_RDL, ControlSubsystem
 from .csr_block import CsrBlock
@@ -170,14 +170,13 @@ class KakiSoc(wiring.Component):
 
     def _memories(self, m, dma, gemm, vec, frozen):
         cfg = self.config
-        # Writes registered at the banks: the engines order every read of a row after its
-        # writes by more than a cycle (a command's results before the next command's reads).
-        m.submodules.spad = spad = BankedMemory(
-            banks=cfg.spad_banks, bank_rows=cfg.spad_bank_rows, width=cfg.dim * 8,
-            n_read=3, n_write=2, registered_writes=True)
-        m.submodules.acc = acc = BankedMemory(
-            banks=cfg.acc_banks, bank_rows=cfg.acc_bank_rows, width=cfg.dim * 32,
-            n_read=3, n_write=2, registered_writes=True)
+        # Ports registered at the banks (chip_memory); the engines are built for the latency.
+        m.submodules.spad = spad = chip_memory(
+            cfg, banks=cfg.spad_banks, bank_rows=cfg.spad_bank_rows, width=cfg.dim * 8,
+            n_read=3, n_write=2)
+        m.submodules.acc = acc = chip_memory(
+            cfg, banks=cfg.acc_banks, bank_rows=cfg.acc_bank_rows, width=cfg.dim * 32,
+            n_read=3, n_write=2)
         for port, requester, gate in (
                 (spad.rd[0], gemm.spad_rd, frozen["gemm"]), (spad.rd[1], vec.spad_rd, frozen["vec"]),
                 (spad.rd[2], dma.spad_rd, 0), (spad.wr[0], vec.spad_wr, frozen["vec"]),

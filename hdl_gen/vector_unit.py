@@ -12,8 +12,18 @@ from .descriptor import ErrorCode, VecCmd
 from .engine import EngineSignature
 from .mem_port import ReadPortSignature, WritePortSignature
 
-#: Cycles from the cycle a row's read is granted to the cycle its write (``spad_wr.en``) is driven.
-PIPELINE_LATENCY = 7
+#: Pipeline stages of a row after its data arrives from the memories (the last drives the write).
+STAGES = 6
+
+
+def pipeline_latency(config):
+    """Cycles from the cycle a row's read is granted to the cycle its write (``spad_wr.en``) is
+    driven: the memories' read latency, then :data:`STAGES`."""
+    return config.mem_read_latency + STAGES
+
+
+#: :func:`pipeline_latency` of the default chip.
+PIPELINE_LATENCY = pipeline_latency(KakiConfig())
 
 #: Widest address a VECTOR descriptor can name (its address fields are 20 bits).
 DESC_ADDR_BITS = 20
@@ -63,7 +73,7 @@ class VectorUnit(wiring.Component):
     3. Stream the rows: row ``r`` enters the pipeline only in a cycle where its accumulator read
        (``src_addr + r``) *and*, with ``ops.add``, its residual read (``res_addr + r``) are both
        granted; otherwise both are retried (a lone grant is wasted). The pipeline never stalls:
-       the write of a row is driven exactly :data:`PIPELINE_LATENCY` cycles after its reads were
+       the write of a row is driven exactly :func:`pipeline_latency` cycles after its reads were
        granted (stages: bias add | two 32x16 products | 64-bit sum | shift and rounding bit |
        rounding, zero point, clamp, ReLU | residual add into the write registers).
     4. Without ``ops.maxred`` row ``r`` is written at ``dst_addr + r``; with it a running
@@ -111,8 +121,13 @@ class VectorUnit(wiring.Component):
         # Parameter fetch: pidx is the row being requested (0 shift, 1 bias, 2 mult); a grant sets
         # cap_valid/cap_idx so the row is captured from acc_rd.data in the next cycle.
         pidx = Signal(2)
-        cap_valid = Signal()
-        cap_idx = Signal(2)
+        # a parameter read granted (and which) this cycle, then its data mem_read_latency later
+        granted = Signal()
+        cap = [(Signal(name=f"cap_valid{k}"), Signal(2, name=f"cap_idx{k}"))
+               for k in range(cfg.mem_read_latency)]
+        m.d.sync += [cap[0][0].eq(granted), cap[0][1].eq(pidx)]
+        m.d.sync += [x.eq(y) for k in range(1, len(cap)) for x, y in zip(cap[k], cap[k - 1])]
+        cap_valid, cap_idx = cap[-1]
         shift_high = Signal(dim, name="shift_out_of_range")   # per lane: shift row >= 64 or < 0
 
         issued = Signal(17)      # rows whose reads were granted (entered the pipeline)
@@ -135,7 +150,6 @@ class VectorUnit(wiring.Component):
                     m.d.sync += [b.eq(v) for b, v in zip(bias, acc_lanes)]
                 with m.Case(2):
                     m.d.sync += [k.eq(v) for k, v in zip(mult, acc_lanes)]
-        m.d.sync += cap_valid.eq(0)
 
         # ---- validation (combinational on the latched command) ----
         ops = cmd.ops
@@ -178,13 +192,18 @@ class VectorUnit(wiring.Component):
                     m.next = "PARAM"
             with m.State("PARAM"):
                 m.d.comb += self.acc_rd.en.eq(1)
+                m.d.comb += granted.eq(self.acc_rd.gnt)
                 with m.If(self.acc_rd.gnt):
                     nxt = Mux((pidx == 0) & ~ops.bias, 2, pidx + 1)
-                    m.d.sync += [cap_valid.eq(1), cap_idx.eq(pidx), pidx.eq(nxt),
+                    m.d.sync += [pidx.eq(nxt),
                                  acc_ptr.eq(Mux(pidx == 2, cmd.src_addr,
                                                 Mux(nxt == 1, cmd.bias_addr, cmd.mult_addr)))]
                     with m.If(pidx == 2):
-                        m.next = "SHIFT_CHECK"
+                        m.next = "SHIFT_CHECK" if cfg.mem_read_latency == 1 else "PARAM_WAIT"
+            if cfg.mem_read_latency == 2:
+                with m.State("PARAM_WAIT"):
+                    # the multiplier row's data comes next cycle
+                    m.next = "SHIFT_CHECK"
             with m.State("SHIFT_CHECK"):
                 # The multiplier row is being captured; the shift row's check is registered.
                 with m.If(shift_high.any()):
@@ -222,9 +241,12 @@ class VectorUnit(wiring.Component):
         ]
 
         # ---- datapath: a valid bit travels with each row; the pipeline never stalls ----
-        # v[0]: memory data of a fired row is on acc_rd.data / spad_rd.data; v[i]: it is in stage i.
-        v = [Signal(name=f"v{i}") for i in range(PIPELINE_LATENCY - 1)]
+        # v[0]: memory data of a fired row is on acc_rd.data / spad_rd.data; v[i]: it is in stage
+        # i; before v[0], rows whose reads are in the memories (mem_read_latency > 1).
+        inflight = [Signal(name=f"inflight{k}") for k in range(1, cfg.mem_read_latency)]
+        v = inflight + [Signal(name=f"v{i}") for i in range(STAGES)]
         m.d.sync += [v[0].eq(fire)] + [v[i].eq(v[i - 1]) for i in range(1, len(v))]
+        v = v[len(inflight):]
 
         res_lanes0 = [self.spad_rd.data[8 * c:8 * (c + 1)].as_signed() for c in range(dim)]
         # The residual byte of each row rides along the stages.

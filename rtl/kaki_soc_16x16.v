@@ -2353,7 +2353,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$11888$2 (\$284 ),
+    .\port$11902$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2472,20 +2472,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$11725$0 (q_wait_queue),
-    .\port$11914$0 (inflight),
-    .\port$12049$0 (q__0__cpl_irq),
-    .\port$12063$0 (q__0__error_irq),
-    .\port$12075$0 (q__1__cpl_irq),
-    .\port$12089$0 (q__1__error_irq),
-    .\port$12101$0 (q__2__cpl_irq),
-    .\port$12115$0 (q__2__error_irq),
-    .\port$12127$0 (q__3__cpl_irq),
-    .\port$12141$0 (q__3__error_irq),
-    .\port$12253$0 (\$289 ),
-    .\port$12261$0 (\$290 ),
-    .\port$12269$0 (\$291 ),
-    .\port$12277$0 (\$292 ),
+    .\port$11739$0 (q_wait_queue),
+    .\port$11928$0 (inflight),
+    .\port$12063$0 (q__0__cpl_irq),
+    .\port$12077$0 (q__0__error_irq),
+    .\port$12089$0 (q__1__cpl_irq),
+    .\port$12103$0 (q__1__error_irq),
+    .\port$12115$0 (q__2__cpl_irq),
+    .\port$12129$0 (q__2__error_irq),
+    .\port$12141$0 (q__3__cpl_irq),
+    .\port$12155$0 (q__3__error_irq),
+    .\port$12267$0 (\$289 ),
+    .\port$12275$0 (\$290 ),
+    .\port$12283$0 (\$291 ),
+    .\port$12291$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2573,10 +2573,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$11916$0 (\$285 ),
-    .\port$11918$0 (\$286 ),
-    .\port$11920$0 (\$287 ),
-    .\port$11922$0 (\$288 ),
+    .\port$11930$0 (\$285 ),
+    .\port$11932$0 (\$286 ),
+    .\port$11934$0 (\$287 ),
+    .\port$11936$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2672,8 +2672,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$11916$16 (retire__0__tag),
-    .\port$12476$0 (dma_load_error),
+    .\port$11930$16 (retire__0__tag),
+    .\port$12490$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2683,8 +2683,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$11918$16 (retire__1__tag),
-    .\port$12596$0 (dma_store_error),
+    .\port$11932$16 (retire__1__tag),
+    .\port$12614$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2727,11 +2727,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11228$0 (r_data),
-    .\port$11278$0 (\r_data$495 ),
-    .\port$11328$0 (\r_data$506 ),
-    .\port$11378$0 (\r_data$517 ),
-    .\port$11888$2 (\$284 ),
+    .\port$11242$0 (r_data),
+    .\port$11292$0 (\r_data$495 ),
+    .\port$11342$0 (\r_data$506 ),
+    .\port$11392$0 (\r_data$517 ),
+    .\port$11902$2 (\$284 ),
     .\port$4289$0 (q__0__ready),
     .\port$4291$0 (q__0__qreset_req),
     .\port$4299$0 (q__1__ready),
@@ -2788,8 +2788,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$11920$16 (retire__2__tag),
-    .\port$12712$0 (gemm_error),
+    .\port$11934$16 (retire__2__tag),
+    .\port$12720$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2840,8 +2840,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .\level$181 (\$292 ),
     .limit(bus_timeout),
     .\port$109$0 (fw_write_qreset_ack_queue),
-    .\port$11435$0 (fw_write_cpl_word[3:0]),
-    .\port$11435$8 (fw_write_cpl_word[31:8]),
+    .\port$11449$0 (fw_write_cpl_word[3:0]),
+    .\port$11449$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2982,8 +2982,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$11922$16 (retire__3__tag),
-    .\port$15686$0 (vec_error),
+    .\port$11936$16 (retire__3__tag),
+    .\port$15700$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -4601,17 +4601,28 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  reg \$50 ;
-  reg \$51 ;
+  wire \$50 ;
+  wire \$51 ;
   reg \$52 ;
   reg \$53 ;
   reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire \$6 ;
+  reg \$60 ;
+  reg \$61 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
   reg [11:0] bank0_addr;
   reg [11:0] \bank0_addr$16 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank0_raddr_q;
+  (* init = 1'h0 *)
+  wire bank0_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank0_waddr_q;
   reg [511:0] bank0_wdata;
@@ -4620,7 +4631,11 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   (* init = 1'h0 *)
   wire bank0_wen_q;
   reg [11:0] bank1_addr;
-  reg [11:0] \bank1_addr$34 ;
+  reg [11:0] \bank1_addr$36 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank1_raddr_q;
+  (* init = 1'h0 *)
+  wire bank1_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank1_waddr_q;
   reg [511:0] bank1_wdata;
@@ -4630,11 +4645,14 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   wire bank1_wen_q;
   input clk;
   wire clk;
-  wire [11:0] raddr;
-  wire [11:0] \raddr$37 ;
+  reg [11:0] raddr = 12'h000;
+  reg [11:0] \raddr$40  = 12'h000;
   reg rd0_bank_q = 1'h0;
+  reg rd0_bank_q2 = 1'h0;
   reg rd1_bank_q = 1'h0;
+  reg rd1_bank_q2 = 1'h0;
   reg rd2_bank_q = 1'h0;
+  reg rd2_bank_q2 = 1'h0;
   input [12:0] rd__0__addr;
   wire [12:0] rd__0__addr;
   output [511:0] rd__0__data;
@@ -4660,26 +4678,26 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   output rd__2__gnt;
   wire rd__2__gnt;
   wire [511:0] rdata;
-  wire [511:0] \rdata$48 ;
-  wire ren;
-  wire \ren$36 ;
+  wire [511:0] \rdata$52 ;
+  reg ren = 1'h0;
+  reg \ren$38  = 1'h0;
   input rst;
   wire rst;
   reg [11:0] waddr = 12'h000;
-  reg [11:0] \waddr$40  = 12'h000;
+  reg [11:0] \waddr$44  = 12'h000;
   reg [511:0] wdata = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  reg [511:0] \wdata$42  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg [511:0] \wdata$46  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg wen = 1'h0;
-  reg \wen$38  = 1'h0;
+  reg \wen$42  = 1'h0;
   wire win;
   wire \win$10 ;
   wire \win$13 ;
-  wire \win$28 ;
-  wire \win$29 ;
   wire \win$3 ;
   wire \win$30 ;
+  wire \win$31 ;
   wire \win$32 ;
-  wire \win$33 ;
+  wire \win$34 ;
+  wire \win$35 ;
   wire \win$6 ;
   input [12:0] wr__0__addr;
   wire [12:0] wr__0__addr;
@@ -4697,41 +4715,60 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   wire wr__1__en;
   output wr__1__gnt;
   wire wr__1__gnt;
-  assign \win$30  = \$31  & \$37 ;
-  assign \win$32  = wr__0__en & \$38 ;
+  assign \$33  = rd__0__en & \$32 ;
+  assign \$35  = rd__1__en & \$34 ;
+  assign \$36  = | { \$35 , \$33  };
+  assign \$37  = ~ \$36 ;
+  assign \win$32  = \$31  & \$37 ;
+  assign \win$34  = wr__0__en & \$38 ;
   assign \$40  = wr__1__en & \$39 ;
   assign \$42  = wr__0__en & \$41 ;
   assign \$44  = ~ \$43 ;
-  assign \win$33  = \$40  & \$44 ;
-  assign \ren$36  = | { \win$30 , \win$29 , \win$28  };
-  assign rd__0__gnt = | { \win$28 , win };
-  assign rd__1__gnt = | { \win$29 , \win$3  };
-  assign rd__2__gnt = | { \win$30 , \win$6  };
-  assign wr__0__gnt = | { \win$32 , \win$10  };
-  assign wr__1__gnt = | { \win$33 , \win$13  };
+  assign \win$35  = \$40  & \$44 ;
+  assign rd__0__gnt = | { \win$30 , win };
+  assign rd__1__gnt = | { \win$31 , \win$3  };
+  assign rd__2__gnt = | { \win$32 , \win$6  };
+  assign wr__0__gnt = | { \win$34 , \win$10  };
+  assign wr__1__gnt = | { \win$35 , \win$13  };
   assign \$45  = | { \win$13 , \win$10  };
-  assign \$46  = | { \win$33 , \win$32  };
-  assign \$47  = rd__0__en & rd__0__gnt;
-  assign \$48  = rd__1__en & rd__1__gnt;
-  assign \$49  = rd__2__en & rd__2__gnt;
+  assign \$46  = | { \win$6 , \win$3 , win };
+  assign \$47  = | { \win$35 , \win$34  };
+  assign \$48  = | { \win$32 , \win$31 , \win$30  };
+  assign \$49  = rd__0__en & rd__0__gnt;
+  assign \$50  = rd__1__en & rd__1__gnt;
+  assign \$51  = rd__2__en & rd__2__gnt;
   always @(posedge clk)
-    wen <= \$50 ;
+    wen <= \$52 ;
   always @(posedge clk)
     waddr <= \bank0_addr$16 ;
   always @(posedge clk)
     wdata <= bank0_wdata;
   always @(posedge clk)
-    \wen$38  <= \$51 ;
+    ren <= \$53 ;
   always @(posedge clk)
-    \waddr$40  <= \bank1_addr$34 ;
+    raddr <= bank0_addr;
   always @(posedge clk)
-    \wdata$42  <= bank1_wdata;
+    \wen$42  <= \$54 ;
   always @(posedge clk)
-    rd0_bank_q <= \$52 ;
+    \waddr$44  <= \bank1_addr$36 ;
   always @(posedge clk)
-    rd1_bank_q <= \$53 ;
+    \wdata$46  <= bank1_wdata;
   always @(posedge clk)
-    rd2_bank_q <= \$54 ;
+    \ren$38  <= \$55 ;
+  always @(posedge clk)
+    \raddr$40  <= bank1_addr;
+  always @(posedge clk)
+    rd0_bank_q <= \$56 ;
+  always @(posedge clk)
+    rd0_bank_q2 <= \$57 ;
+  always @(posedge clk)
+    rd1_bank_q <= \$58 ;
+  always @(posedge clk)
+    rd1_bank_q2 <= \$59 ;
+  always @(posedge clk)
+    rd2_bank_q <= \$60 ;
+  always @(posedge clk)
+    rd2_bank_q2 <= \$61 ;
   assign \$1  = ! rd__0__addr[12];
   assign win = rd__0__en & \$1 ;
   assign \$2  = ! rd__1__addr[12];
@@ -4757,20 +4794,15 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   assign \$20  = wr__0__en & \$19 ;
   assign \$22  = ~ \$21 ;
   assign \win$13  = \$18  & \$22 ;
-  assign ren = | { \win$6 , \win$3 , win };
-  assign \win$28  = rd__0__en & \$23 ;
+  assign \win$30  = rd__0__en & \$23 ;
   assign \$25  = rd__1__en & \$24 ;
   assign \$27  = rd__0__en & \$26 ;
   assign \$29  = ~ \$28 ;
-  assign \win$29  = \$25  & \$29 ;
+  assign \win$31  = \$25  & \$29 ;
   assign \$31  = rd__2__en & \$30 ;
-  assign \$33  = rd__0__en & \$32 ;
-  assign \$35  = rd__1__en & \$34 ;
-  assign \$36  = | { \$35 , \$33  };
-  assign \$37  = ~ \$36 ;
   \kaki_soc_16x16.acc.bank0  bank0 (
     .clk(clk),
-    .raddr(bank0_addr),
+    .raddr(raddr),
     .rdata(rdata),
     .ren(ren),
     .waddr(waddr),
@@ -4779,12 +4811,12 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   );
   \kaki_soc_16x16.acc.bank1  bank1 (
     .clk(clk),
-    .raddr(bank1_addr),
-    .rdata(\rdata$48 ),
-    .ren(\ren$36 ),
-    .waddr(\waddr$40 ),
-    .wdata(\wdata$42 ),
-    .wen(\wen$38 )
+    .raddr(\raddr$40 ),
+    .rdata(\rdata$52 ),
+    .ren(\ren$38 ),
+    .waddr(\waddr$44 ),
+    .wdata(\wdata$46 ),
+    .wen(\wen$42 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -4822,118 +4854,155 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     bank1_addr = 12'h000;
-    if (\win$28 ) begin
+    if (\win$30 ) begin
       bank1_addr = rd__0__addr[11:0];
     end
-    if (\win$29 ) begin
+    if (\win$31 ) begin
       bank1_addr = rd__1__addr[11:0];
     end
-    if (\win$30 ) begin
+    if (\win$32 ) begin
       bank1_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \bank1_addr$34  = 12'h000;
-    if (\win$32 ) begin
-      \bank1_addr$34  = wr__0__addr[11:0];
+    \bank1_addr$36  = 12'h000;
+    if (\win$34 ) begin
+      \bank1_addr$36  = wr__0__addr[11:0];
     end
-    if (\win$33 ) begin
-      \bank1_addr$34  = wr__1__addr[11:0];
+    if (\win$35 ) begin
+      \bank1_addr$36  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     bank1_wdata = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    if (\win$32 ) begin
+    if (\win$34 ) begin
       bank1_wdata = wr__0__data;
     end
-    if (\win$33 ) begin
+    if (\win$35 ) begin
       bank1_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd0_bank_q)
+    casez (rd0_bank_q2)
       1'h0:
           rd__0__data = rdata;
       1'h1:
-          rd__0__data = \rdata$48 ;
+          rd__0__data = \rdata$52 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd1_bank_q)
+    casez (rd1_bank_q2)
       1'h0:
           rd__1__data = rdata;
       1'h1:
-          rd__1__data = \rdata$48 ;
+          rd__1__data = \rdata$52 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd2_bank_q)
+    casez (rd2_bank_q2)
       1'h0:
           rd__2__data = rdata;
       1'h1:
-          rd__2__data = \rdata$48 ;
+          rd__2__data = \rdata$52 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$50  = \$45 ;
-    if (rst) begin
-      \$50  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$51  = \$46 ;
-    if (rst) begin
-      \$51  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$52  = rd0_bank_q;
-    if (\$47 ) begin
-      \$52  = rd__0__addr[12];
-    end
+    \$52  = \$45 ;
     if (rst) begin
       \$52  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$53  = rd1_bank_q;
-    if (\$48 ) begin
-      \$53  = rd__1__addr[12];
-    end
+    \$53  = \$46 ;
     if (rst) begin
       \$53  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$54  = rd2_bank_q;
-    if (\$49 ) begin
-      \$54  = rd__2__addr[12];
-    end
+    \$54  = \$47 ;
     if (rst) begin
       \$54  = 1'h0;
     end
   end
-  assign raddr = bank0_addr;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$55  = \$48 ;
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$56  = rd0_bank_q;
+    if (\$49 ) begin
+      \$56  = rd__0__addr[12];
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$57  = rd0_bank_q;
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$58  = rd1_bank_q;
+    if (\$50 ) begin
+      \$58  = rd__1__addr[12];
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$59  = rd1_bank_q;
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$60  = rd2_bank_q;
+    if (\$51 ) begin
+      \$60  = rd__2__addr[12];
+    end
+    if (rst) begin
+      \$60  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$61  = rd2_bank_q;
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  assign bank0_ren_q = ren;
+  assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
   assign bank0_waddr_q = waddr;
   assign bank0_wdata_q = wdata;
-  assign \raddr$37  = bank1_addr;
-  assign bank1_wen_q = \wen$38 ;
-  assign bank1_waddr_q = \waddr$40 ;
-  assign bank1_wdata_q = \wdata$42 ;
+  assign bank1_ren_q = \ren$38 ;
+  assign bank1_raddr_q = \raddr$40 ;
+  assign bank1_wen_q = \wen$42 ;
+  assign bank1_waddr_q = \waddr$44 ;
+  assign bank1_wdata_q = \wdata$46 ;
   assign \$6  = \$5 ;
   assign \$21  = \$20 ;
   assign \$23  = rd__0__addr[12];
@@ -4950,7 +5019,7 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.acc.bank0 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_16x16.acc.bank0 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -4982,7 +5051,7 @@ module \kaki_soc_16x16.acc.bank0 (ren, rdata, raddr, wen, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.acc.bank1 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_16x16.acc.bank1 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -5908,7 +5977,7 @@ module \kaki_soc_16x16.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arread
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11888$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11902$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -6052,8 +6121,8 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$11888$2 ;
-  wire [29:0] \port$11888$2 ;
+  output [29:0] \port$11902$2 ;
+  wire [29:0] \port$11902$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6233,7 +6302,7 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$11888$2 (\$99 ),
+    .\port$11902$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6351,11 +6420,11 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$11888$2  = \$99 ;
+  assign \port$11902$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11888$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11902$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6780,8 +6849,8 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$11888$2 ;
-  wire [29:0] \port$11888$2 ;
+  output [29:0] \port$11902$2 ;
+  wire [29:0] \port$11902$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9886,7 +9955,7 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$11888$2  = ls_addr_r[31:2];
+  assign \port$11902$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -10060,10 +10129,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11725$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11914$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12049$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$12063$0 , q_status0_resetting, q_consumer1_index, \port$12075$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$12089$0 , q_status1_resetting, q_consumer2_index, \port$12101$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12115$0 , q_status2_resetting, q_consumer3_index, \port$12127$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$12141$0 , q_status3_resetting, \port$12253$0 , \port$12261$0 , \port$12269$0 , \port$12277$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11739$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11928$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12063$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$12077$0 , q_status0_resetting, q_consumer1_index, \port$12089$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$12103$0 , q_status1_resetting, q_consumer2_index, \port$12115$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12129$0 , q_status2_resetting, q_consumer3_index, \port$12141$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$12155$0 , q_status3_resetting, \port$12267$0 , \port$12275$0 , \port$12283$0 , \port$12291$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11597,34 +11666,34 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$11725$0 ;
-  wire [3:0] \port$11725$0 ;
-  input [3:0] \port$11914$0 ;
-  wire [3:0] \port$11914$0 ;
-  input \port$12049$0 ;
-  wire \port$12049$0 ;
+  input [3:0] \port$11739$0 ;
+  wire [3:0] \port$11739$0 ;
+  input [3:0] \port$11928$0 ;
+  wire [3:0] \port$11928$0 ;
   input \port$12063$0 ;
   wire \port$12063$0 ;
-  input \port$12075$0 ;
-  wire \port$12075$0 ;
+  input \port$12077$0 ;
+  wire \port$12077$0 ;
   input \port$12089$0 ;
   wire \port$12089$0 ;
-  input \port$12101$0 ;
-  wire \port$12101$0 ;
+  input \port$12103$0 ;
+  wire \port$12103$0 ;
   input \port$12115$0 ;
   wire \port$12115$0 ;
-  input \port$12127$0 ;
-  wire \port$12127$0 ;
+  input \port$12129$0 ;
+  wire \port$12129$0 ;
   input \port$12141$0 ;
   wire \port$12141$0 ;
-  input [2:0] \port$12253$0 ;
-  wire [2:0] \port$12253$0 ;
-  input [2:0] \port$12261$0 ;
-  wire [2:0] \port$12261$0 ;
-  input [2:0] \port$12269$0 ;
-  wire [2:0] \port$12269$0 ;
-  input [2:0] \port$12277$0 ;
-  wire [2:0] \port$12277$0 ;
+  input \port$12155$0 ;
+  wire \port$12155$0 ;
+  input [2:0] \port$12267$0 ;
+  wire [2:0] \port$12267$0 ;
+  input [2:0] \port$12275$0 ;
+  wire [2:0] \port$12275$0 ;
+  input [2:0] \port$12283$0 ;
+  wire [2:0] \port$12283$0 ;
+  input [2:0] \port$12291$0 ;
+  wire [2:0] \port$12291$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12253,10 +12322,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$12127$0 , \port$12101$0 , \port$12075$0 , \port$12049$0  };
+  assign \$179  = \$178  | { \port$12141$0 , \port$12115$0 , \port$12089$0 , \port$12063$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$12141$0 , \port$12115$0 , \port$12089$0 , \port$12063$0  };
+  assign \$182  = \$181  | { \port$12155$0 , \port$12129$0 , \port$12103$0 , \port$12077$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14304,8 +14373,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$12127$0 , \port$12101$0 , \port$12075$0 , \port$12049$0  };
-  assign irq_status_queue_error_set = { \port$12141$0 , \port$12115$0 , \port$12089$0 , \port$12063$0  };
+  assign irq_status_queue_cpl_set = { \port$12141$0 , \port$12115$0 , \port$12089$0 , \port$12063$0  };
+  assign irq_status_queue_error_set = { \port$12155$0 , \port$12129$0 , \port$12103$0 , \port$12077$0  };
   assign cap_array_rows = 8'h10;
   assign cap_array_cols = 8'h10;
   assign cap_spad_banks = 8'h04;
@@ -14320,18 +14389,18 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$11914$0 [0];
-  assign status_dma_store_busy = \port$11914$0 [1];
-  assign status_gemm_busy = \port$11914$0 [2];
-  assign status_vec_busy = \port$11914$0 [3];
-  assign q_status0_waiting = \port$11725$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$12253$0  };
-  assign q_status1_waiting = \port$11725$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$12261$0  };
-  assign q_status2_waiting = \port$11725$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$12269$0  };
-  assign q_status3_waiting = \port$11725$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$12277$0  };
+  assign status_dma_load_busy = \port$11928$0 [0];
+  assign status_dma_store_busy = \port$11928$0 [1];
+  assign status_gemm_busy = \port$11928$0 [2];
+  assign status_vec_busy = \port$11928$0 [3];
+  assign q_status0_waiting = \port$11739$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$12267$0  };
+  assign q_status1_waiting = \port$11739$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$12275$0  };
+  assign q_status2_waiting = \port$11739$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$12283$0  };
+  assign q_status3_waiting = \port$11739$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$12291$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14376,11 +14445,11 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$11914$0 [0] };
+  assign \$429  = { 1'h0, \port$11928$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$11914$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$11914$0 [2], 2'h0 };
-  assign \$435  = { \port$11914$0 [3], 3'h0 };
+  assign \$431  = { \port$11928$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$11928$0 [2], 2'h0 };
+  assign \$435  = { \port$11928$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14537,26 +14606,26 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$11725$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$12253$0 , 8'h00 };
+  assign \$877  = { \port$11739$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$12267$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$11725$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$12261$0 , 8'h00 };
+  assign \$890  = { \port$11739$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$12275$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$11725$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$12269$0 , 8'h00 };
+  assign \$903  = { \port$11739$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$12283$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$11725$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$12277$0 , 8'h00 };
+  assign \$916  = { \port$11739$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$12291$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14667,7 +14736,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
-, queue, windowed, reject__done, reject__error, full, inflight, \port$11916$0 , retire__0__tag, \port$11918$0 , retire__1__tag, \port$11920$0 , retire__2__tag, \port$11922$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, queue, windowed, reject__done, reject__error, full, inflight, \port$11930$0 , retire__0__tag, \port$11932$0 , retire__1__tag, \port$11934$0 , retire__2__tag, \port$11936$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
 , retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15282,14 +15351,14 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$11916$0 ;
-  wire [8:0] \port$11916$0 ;
-  output [8:0] \port$11918$0 ;
-  wire [8:0] \port$11918$0 ;
-  output [8:0] \port$11920$0 ;
-  wire [8:0] \port$11920$0 ;
-  output [8:0] \port$11922$0 ;
-  wire [8:0] \port$11922$0 ;
+  output [8:0] \port$11930$0 ;
+  wire [8:0] \port$11930$0 ;
+  output [8:0] \port$11932$0 ;
+  wire [8:0] \port$11932$0 ;
+  output [8:0] \port$11934$0 ;
+  wire [8:0] \port$11934$0 ;
+  output [8:0] \port$11936$0 ;
+  wire [8:0] \port$11936$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15741,9 +15810,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$11382$0 (desc),
-    .\port$11384$0 (queue),
-    .\port$11385$0 (windowed),
+    .\port$11396$0 (desc),
+    .\port$11398$0 (queue),
+    .\port$11399$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15753,9 +15822,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$11382$0 (desc),
-    .\port$11384$0 (queue),
-    .\port$11385$0 (windowed),
+    .\port$11396$0 (desc),
+    .\port$11398$0 (queue),
+    .\port$11399$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15765,9 +15834,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$11382$0 (desc),
-    .\port$11384$0 (queue),
-    .\port$11385$0 (windowed),
+    .\port$11396$0 (desc),
+    .\port$11398$0 (queue),
+    .\port$11399$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15777,9 +15846,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$11382$0 (desc),
-    .\port$11384$0 (queue),
-    .\port$11385$0 (windowed),
+    .\port$11396$0 (desc),
+    .\port$11398$0 (queue),
+    .\port$11399$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15964,13 +16033,13 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$11916$0  = dma_load_held[8:0];
+  assign \port$11930$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$11918$0  = dma_store_held[8:0];
+  assign \port$11932$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$11920$0  = gemm_held[8:0];
+  assign \port$11934$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$11922$0  = vec_held[8:0];
+  assign \port$11936$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16471,7 +16540,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11382$0 , \port$11384$0 , \port$11385$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11396$0 , \port$11398$0 , \port$11399$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16513,12 +16582,12 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11382$0 ;
-  wire [255:0] \port$11382$0 ;
-  input [1:0] \port$11384$0 ;
-  wire [1:0] \port$11384$0 ;
-  input \port$11385$0 ;
-  wire \port$11385$0 ;
+  input [255:0] \port$11396$0 ;
+  wire [255:0] \port$11396$0 ;
+  input [1:0] \port$11398$0 ;
+  wire [1:0] \port$11398$0 ;
+  input \port$11399$0 ;
+  wire \port$11399$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16550,7 +16619,7 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11385$0 , \port$11384$0 , \port$11382$0  };
+      storage[w_port__addr] <= { \port$11399$0 , \port$11398$0 , \port$11396$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16649,14 +16718,14 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
-  assign w_data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
+  assign w_port__data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
+  assign w_data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11382$0 , \port$11384$0 , \port$11385$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11396$0 , \port$11398$0 , \port$11399$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16698,12 +16767,12 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11382$0 ;
-  wire [255:0] \port$11382$0 ;
-  input [1:0] \port$11384$0 ;
-  wire [1:0] \port$11384$0 ;
-  input \port$11385$0 ;
-  wire \port$11385$0 ;
+  input [255:0] \port$11396$0 ;
+  wire [255:0] \port$11396$0 ;
+  input [1:0] \port$11398$0 ;
+  wire [1:0] \port$11398$0 ;
+  input \port$11399$0 ;
+  wire \port$11399$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16735,7 +16804,7 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11385$0 , \port$11384$0 , \port$11382$0  };
+      storage[w_port__addr] <= { \port$11399$0 , \port$11398$0 , \port$11396$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16834,14 +16903,14 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
-  assign w_data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
+  assign w_port__data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
+  assign w_data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11382$0 , \port$11384$0 , \port$11385$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11396$0 , \port$11398$0 , \port$11399$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16883,12 +16952,12 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11382$0 ;
-  wire [255:0] \port$11382$0 ;
-  input [1:0] \port$11384$0 ;
-  wire [1:0] \port$11384$0 ;
-  input \port$11385$0 ;
-  wire \port$11385$0 ;
+  input [255:0] \port$11396$0 ;
+  wire [255:0] \port$11396$0 ;
+  input [1:0] \port$11398$0 ;
+  wire [1:0] \port$11398$0 ;
+  input \port$11399$0 ;
+  wire \port$11399$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16920,7 +16989,7 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11385$0 , \port$11384$0 , \port$11382$0  };
+      storage[w_port__addr] <= { \port$11399$0 , \port$11398$0 , \port$11396$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17019,14 +17088,14 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
-  assign w_data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
+  assign w_port__data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
+  assign w_data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11382$0 , \port$11384$0 , \port$11385$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11396$0 , \port$11398$0 , \port$11399$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17068,12 +17137,12 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11382$0 ;
-  wire [255:0] \port$11382$0 ;
-  input [1:0] \port$11384$0 ;
-  wire [1:0] \port$11384$0 ;
-  input \port$11385$0 ;
-  wire \port$11385$0 ;
+  input [255:0] \port$11396$0 ;
+  wire [255:0] \port$11396$0 ;
+  input [1:0] \port$11398$0 ;
+  wire [1:0] \port$11398$0 ;
+  input \port$11399$0 ;
+  wire \port$11399$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17105,7 +17174,7 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11385$0 , \port$11384$0 , \port$11382$0  };
+      storage[w_port__addr] <= { \port$11399$0 , \port$11398$0 , \port$11396$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17204,8 +17273,8 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
-  assign w_data = { \port$11385$0 , \port$11384$0 , \port$11382$0  };
+  assign w_port__data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
+  assign w_data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -20063,9 +20132,9 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire [6:0] \$13 ;
   wire \$130 ;
   wire \$131 ;
-  wire [4:0] \$132 ;
+  wire \$132 ;
   wire \$133 ;
-  wire \$134 ;
+  wire [4:0] \$134 ;
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
@@ -20073,20 +20142,20 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire \$139 ;
   wire \$14 ;
   wire \$140 ;
-  wire [1:0] \$141 ;
-  wire [2:0] \$142 ;
-  wire [3:0] \$143 ;
-  wire [4:0] \$144 ;
-  wire [5:0] \$145 ;
-  wire [6:0] \$146 ;
-  wire [7:0] \$147 ;
-  wire [8:0] \$148 ;
-  wire [8:0] \$149 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire [1:0] \$143 ;
+  wire [2:0] \$144 ;
+  wire [3:0] \$145 ;
+  wire [4:0] \$146 ;
+  wire [5:0] \$147 ;
+  wire [6:0] \$148 ;
+  wire [7:0] \$149 ;
   wire \$15 ;
-  wire [10:0] \$150 ;
-  wire [511:0] \$151 ;
-  wire \$152 ;
-  wire \$153 ;
+  wire [8:0] \$150 ;
+  wire [8:0] \$151 ;
+  wire [10:0] \$152 ;
+  wire [511:0] \$153 ;
   wire \$154 ;
   wire \$155 ;
   wire \$156 ;
@@ -20103,130 +20172,142 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire \$166 ;
   wire \$167 ;
   wire \$168 ;
-  wire [5:0] \$169 ;
+  wire \$169 ;
   wire \$17 ;
   wire \$170 ;
-  wire \$171 ;
-  wire [16:0] \$172 ;
-  wire [16:0] \$173 ;
-  wire [31:0] \$174 ;
-  wire [31:0] \$175 ;
-  wire [8:0] \$176 ;
-  wire [9:0] \$177 ;
-  wire [9:0] \$178 ;
-  wire [7:0] \$179 ;
+  wire [5:0] \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire [16:0] \$174 ;
+  wire [16:0] \$175 ;
+  wire [31:0] \$176 ;
+  wire [31:0] \$177 ;
+  wire [8:0] \$178 ;
+  wire [9:0] \$179 ;
   wire \$18 ;
-  wire [32:0] \$180 ;
-  wire [5:0] \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire [2:0] \$184 ;
-  wire [3:0] \$185 ;
-  wire \$186 ;
-  wire \$187 ;
+  wire [9:0] \$180 ;
+  wire [7:0] \$181 ;
+  wire [32:0] \$182 ;
+  wire [5:0] \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire [2:0] \$186 ;
+  wire [3:0] \$187 ;
   wire \$188 ;
-  wire [16:0] \$189 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [16:0] \$190 ;
-  wire [2:0] \$191 ;
-  wire \$192 ;
-  wire [511:0] \$193 ;
-  wire [511:0] \$194 ;
-  wire [4:0] \$195 ;
-  wire [12:0] \$196 ;
-  wire [4:0] \$197 ;
-  wire [4:0] \$198 ;
-  wire [6:0] \$199 ;
+  wire \$190 ;
+  wire [16:0] \$191 ;
+  wire [16:0] \$192 ;
+  wire [2:0] \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire [511:0] \$196 ;
+  wire [2:0] \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire [16:0] \$2 ;
   wire \$20 ;
-  wire [638:0] \$200 ;
-  wire [70:0] \$201 ;
-  wire [8:0] \$202 ;
-  wire [9:0] \$203 ;
-  wire [9:0] \$204 ;
-  wire [11:0] \$205 ;
-  wire [11:0] \$206 ;
-  wire \$207 ;
-  wire [16:0] \$208 ;
-  wire [16:0] \$209 ;
+  wire [511:0] \$200 ;
+  wire [2:0] \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire [511:0] \$204 ;
+  wire [4:0] \$205 ;
+  wire [12:0] \$206 ;
+  wire [4:0] \$207 ;
+  wire [4:0] \$208 ;
+  wire [6:0] \$209 ;
   wire \$21 ;
-  wire [3:0] \$210 ;
-  wire \$211 ;
-  wire [4:0] \$212 ;
-  wire [3:0] \$213 ;
-  wire \$214 ;
-  wire [4:0] \$215 ;
-  wire \$216 ;
+  wire [638:0] \$210 ;
+  wire [70:0] \$211 ;
+  wire [8:0] \$212 ;
+  wire [9:0] \$213 ;
+  wire [9:0] \$214 ;
+  wire [11:0] \$215 ;
+  wire [11:0] \$216 ;
   wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
+  wire [16:0] \$218 ;
+  wire [16:0] \$219 ;
   wire \$22 ;
-  wire \$220 ;
+  wire [3:0] \$220 ;
   wire \$221 ;
-  wire [7:0] \$222 ;
-  wire [35:0] \$223 ;
-  wire [31:0] \$224 ;
-  wire [47:0] \$225 ;
-  wire [47:0] \$226 ;
+  wire [4:0] \$222 ;
+  wire [3:0] \$223 ;
+  wire \$224 ;
+  wire [4:0] \$225 ;
+  wire \$226 ;
   wire \$227 ;
   wire \$228 ;
   wire \$229 ;
   wire \$23 ;
   wire \$230 ;
-  wire [31:0] \$231 ;
-  wire [31:0] \$232 ;
-  wire [8:0] \$233 ;
-  wire [9:0] \$234 ;
-  wire [9:0] \$235 ;
-  wire [7:0] \$236 ;
-  reg [31:0] \$237 ;
-  reg [7:0] \$238 ;
-  reg \$239 ;
+  wire \$231 ;
+  wire [7:0] \$232 ;
+  wire [35:0] \$233 ;
+  wire [31:0] \$234 ;
+  wire [47:0] \$235 ;
+  wire [47:0] \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
   wire [32:0] \$24 ;
-  reg [31:0] \$240 ;
-  reg [15:0] \$241 ;
-  reg [15:0] \$242 ;
-  reg [31:0] \$243 ;
-  reg \$244 ;
-  reg [31:0] \$245 ;
-  reg [3:0] \$246 ;
-  reg \$247 ;
-  reg [1:0] \$248 ;
-  reg [13:0] \$249 ;
+  wire \$240 ;
+  wire [31:0] \$241 ;
+  wire [31:0] \$242 ;
+  wire [8:0] \$243 ;
+  wire [9:0] \$244 ;
+  wire [9:0] \$245 ;
+  wire [7:0] \$246 ;
+  reg [31:0] \$247 ;
+  reg [7:0] \$248 ;
+  reg \$249 ;
   wire \$25 ;
-  reg [15:0] \$250 ;
+  reg [31:0] \$250 ;
   reg [15:0] \$251 ;
-  reg [13:0] \$252 ;
-  reg \$253 ;
-  reg [511:0] \$254 ;
-  reg [511:0] \$255 ;
+  reg [15:0] \$252 ;
+  reg [31:0] \$253 ;
+  reg \$254 ;
+  reg [31:0] \$255 ;
   reg [3:0] \$256 ;
-  reg [11:0] \$257 ;
-  reg [3:0] \$258 ;
+  reg \$257 ;
+  reg [1:0] \$258 ;
   reg \$259 ;
   wire \$26 ;
-  reg [575:0] \$260 ;
-  reg [71:0] \$261 ;
-  reg [3:0] \$262 ;
-  reg [11:0] \$263 ;
-  reg [15:0] \$264 ;
-  reg [15:0] \$265 ;
-  reg [11:0] \$266 ;
-  reg \$267 ;
-  reg [2:0] \$268 ;
-  reg [2:0] \$269 ;
+  reg [13:0] \$260 ;
+  reg [15:0] \$261 ;
+  reg [15:0] \$262 ;
+  reg [13:0] \$263 ;
+  reg \$264 ;
+  reg [511:0] \$265 ;
+  reg [511:0] \$266 ;
+  reg [511:0] \$267 ;
+  reg [3:0] \$268 ;
+  reg [11:0] \$269 ;
   wire \$27 ;
-  reg \$270 ;
-  reg [7:0] \$271 ;
-  reg [223:0] \$272 ;
-  reg [64:0] \$273 ;
-  reg [2:0] \$274 ;
-  reg [35:0] \$275 ;
-  reg [31:0] \$276 ;
-  reg [47:0] \$277 ;
-  reg [47:0] \$278 ;
+  reg [3:0] \$270 ;
+  reg \$271 ;
+  reg [575:0] \$272 ;
+  reg [71:0] \$273 ;
+  reg [3:0] \$274 ;
+  reg [11:0] \$275 ;
+  reg [15:0] \$276 ;
+  reg [15:0] \$277 ;
+  reg [11:0] \$278 ;
+  reg \$279 ;
   wire \$28 ;
+  reg [2:0] \$280 ;
+  reg [2:0] \$281 ;
+  reg \$282 ;
+  reg [7:0] \$283 ;
+  reg [223:0] \$284 ;
+  reg [64:0] \$285 ;
+  reg [2:0] \$286 ;
+  reg [35:0] \$287 ;
+  reg [31:0] \$288 ;
+  reg [47:0] \$289 ;
   wire [32:0] \$29 ;
+  reg [47:0] \$290 ;
   wire [36:0] \$3 ;
   wire [32:0] \$30 ;
   wire [32:0] \$31 ;
@@ -20243,9 +20324,9 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire [9:0] \$41 ;
   wire \$42 ;
   wire \$43 ;
-  wire [10:0] \$432 ;
-  wire [7:0] \$435 ;
   wire \$44 ;
+  wire [10:0] \$446 ;
+  wire [7:0] \$449 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
@@ -20258,17 +20339,17 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
-  wire [2:0] \$56 ;
-  wire [3:0] \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire [1:0] \$56 ;
+  wire [2:0] \$57 ;
+  wire [3:0] \$58 ;
+  wire [4:0] \$59 ;
   wire [49:0] \$6 ;
   wire \$60 ;
-  wire [12:0] \$61 ;
-  wire [12:0] \$62 ;
+  wire \$61 ;
+  wire \$62 ;
   wire [12:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire [12:0] \$64 ;
+  wire [12:0] \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
@@ -20412,7 +20493,8 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire st_rbuf_valid;
   reg st_rd_active = 1'h0;
   wire st_rd_en;
-  reg st_rd_inflight = 1'h0;
+  reg st_rd_inflight1 = 1'h0;
+  reg st_rd_inflight2 = 1'h0;
   wire st_rd_last;
   wire [13:0] st_rd_nxt0;
   reg [15:0] st_rd_p = 16'h0000;
@@ -20423,6 +20505,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire [15:0] st_rows_m1;
   reg [511:0] st_rq0 = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [511:0] st_rq1 = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg [511:0] st_rq2 = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [1:0] st_rq_n = 2'h0;
   reg st_run;
   wire [511:0] st_shifted;
@@ -20586,274 +20669,288 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   assign st_rd_last = \$53  & \$54 ;
   assign st_rbuf_valid = | st_rq_n;
   assign \$55  = st_run & st_rd_active;
-  assign \$56  = st_rq_n + st_rd_inflight;
-  assign \$57  = \$56  - st_w_take;
-  assign \$58  = $signed(\$57 ) < $signed(3'h2);
-  assign st_rd_en = \$55  & \$58 ;
-  assign \$59  = ~ st_cmd[216];
-  assign spad_rd__en = st_rd_en & \$59 ;
+  assign \$56  = 1'h0 + st_rd_inflight1;
+  assign \$57  = \$56  + st_rd_inflight2;
+  assign \$58  = st_rq_n + \$57 ;
+  assign \$59  = \$58  - st_w_take;
+  assign \$60  = $signed(\$59 ) < $signed(3'h3);
+  assign st_rd_en = \$55  & \$60 ;
+  assign \$61  = ~ st_cmd[216];
+  assign spad_rd__en = st_rd_en & \$61 ;
   assign acc_rd__en = st_rd_en & st_cmd[216];
-  assign \$60  = st_w_r > 1'h1;
-  assign \$61  = st_w_row0 + st_cmd[59:48];
-  assign \$62  = st_w_plane0 + st_cmd[91:80];
-  assign \$63  = \$60  ? \$61  : \$62 ;
-  assign \$64  = st_w_r == 1'h1;
-  assign \$65  = st_w_p == 1'h1;
-  assign st_w_last = \$64  & \$65 ;
-  assign \$66  = st_cmd[175:168] > 1'h0;
-  assign \$67  = st_cmd[175:168] > 1'h1;
-  assign \$68  = st_cmd[175:168] > 2'h2;
-  assign \$69  = st_cmd[175:168] > 2'h3;
-  assign \$70  = st_cmd[175:168] > 3'h4;
-  assign \$71  = st_cmd[175:168] > 3'h5;
-  assign \$72  = st_cmd[175:168] > 3'h6;
-  assign \$73  = st_cmd[175:168] > 3'h7;
-  assign \$74  = st_cmd[175:168] > 4'h8;
-  assign \$75  = st_cmd[175:168] > 4'h9;
-  assign \$76  = st_cmd[175:168] > 4'ha;
-  assign \$77  = st_cmd[175:168] > 4'hb;
-  assign \$78  = st_cmd[175:168] > 4'hc;
-  assign \$79  = st_cmd[175:168] > 4'hd;
-  assign \$80  = st_cmd[175:168] > 4'he;
-  assign \$81  = st_cmd[175:168] > 4'hf;
-  assign \$82  = st_cmd[175:168] > 5'h10;
-  assign \$83  = st_cmd[175:168] > 5'h11;
-  assign \$84  = st_cmd[175:168] > 5'h12;
-  assign \$85  = st_cmd[175:168] > 5'h13;
-  assign \$86  = st_cmd[175:168] > 5'h14;
-  assign \$87  = st_cmd[175:168] > 5'h15;
-  assign \$88  = st_cmd[175:168] > 5'h16;
-  assign \$89  = st_cmd[175:168] > 5'h17;
-  assign \$90  = st_cmd[175:168] > 5'h18;
-  assign \$91  = st_cmd[175:168] > 5'h19;
-  assign \$92  = st_cmd[175:168] > 5'h1a;
-  assign \$93  = st_cmd[175:168] > 5'h1b;
-  assign \$94  = st_cmd[175:168] > 5'h1c;
-  assign \$95  = st_cmd[175:168] > 5'h1d;
-  assign \$96  = st_cmd[175:168] > 5'h1e;
-  assign \$97  = st_cmd[175:168] > 5'h1f;
-  assign \$98  = st_cmd[175:168] > 6'h20;
-  assign \$99  = st_cmd[175:168] > 6'h21;
-  assign \$100  = st_cmd[175:168] > 6'h22;
-  assign \$101  = st_cmd[175:168] > 6'h23;
-  assign \$102  = st_cmd[175:168] > 6'h24;
-  assign \$103  = st_cmd[175:168] > 6'h25;
-  assign \$104  = st_cmd[175:168] > 6'h26;
-  assign \$105  = st_cmd[175:168] > 6'h27;
-  assign \$106  = st_cmd[175:168] > 6'h28;
-  assign \$107  = st_cmd[175:168] > 6'h29;
-  assign \$108  = st_cmd[175:168] > 6'h2a;
-  assign \$109  = st_cmd[175:168] > 6'h2b;
-  assign \$110  = st_cmd[175:168] > 6'h2c;
-  assign \$111  = st_cmd[175:168] > 6'h2d;
-  assign \$112  = st_cmd[175:168] > 6'h2e;
-  assign \$113  = st_cmd[175:168] > 6'h2f;
-  assign \$114  = st_cmd[175:168] > 6'h30;
-  assign \$115  = st_cmd[175:168] > 6'h31;
-  assign \$116  = st_cmd[175:168] > 6'h32;
-  assign \$117  = st_cmd[175:168] > 6'h33;
-  assign \$118  = st_cmd[175:168] > 6'h34;
-  assign \$119  = st_cmd[175:168] > 6'h35;
-  assign \$120  = st_cmd[175:168] > 6'h36;
-  assign \$121  = st_cmd[175:168] > 6'h37;
-  assign \$122  = st_cmd[175:168] > 6'h38;
-  assign \$123  = st_cmd[175:168] > 6'h39;
-  assign \$124  = st_cmd[175:168] > 6'h3a;
-  assign \$125  = st_cmd[175:168] > 6'h3b;
-  assign \$126  = st_cmd[175:168] > 6'h3c;
-  assign \$127  = st_cmd[175:168] > 6'h3d;
-  assign \$128  = st_cmd[175:168] > 6'h3e;
-  assign \$129  = st_cmd[175:168] > 6'h3f;
-  assign \$130  = st_run & st_w_row_valid;
-  assign \$131  = | st_w_credit;
-  assign st_wvalid = \$130  & \$131 ;
-  assign \$132  = st_w_nbeats - 1'h1;
-  assign st_w_row_end = st_w_beat == \$132 ;
-  assign \$133  = st_w_addr12 == 12'hff8;
-  assign \$134  = st_w_row_end | \$133 ;
-  assign \$135  = st_w_bib == 4'hf;
-  assign st_wlast = \$134  | \$135 ;
+  assign \$62  = st_w_r > 1'h1;
+  assign \$63  = st_w_row0 + st_cmd[59:48];
+  assign \$64  = st_w_plane0 + st_cmd[91:80];
+  assign \$65  = \$62  ? \$63  : \$64 ;
+  assign \$66  = st_w_r == 1'h1;
+  assign \$67  = st_w_p == 1'h1;
+  assign st_w_last = \$66  & \$67 ;
+  assign \$68  = st_cmd[175:168] > 1'h0;
+  assign \$69  = st_cmd[175:168] > 1'h1;
+  assign \$70  = st_cmd[175:168] > 2'h2;
+  assign \$71  = st_cmd[175:168] > 2'h3;
+  assign \$72  = st_cmd[175:168] > 3'h4;
+  assign \$73  = st_cmd[175:168] > 3'h5;
+  assign \$74  = st_cmd[175:168] > 3'h6;
+  assign \$75  = st_cmd[175:168] > 3'h7;
+  assign \$76  = st_cmd[175:168] > 4'h8;
+  assign \$77  = st_cmd[175:168] > 4'h9;
+  assign \$78  = st_cmd[175:168] > 4'ha;
+  assign \$79  = st_cmd[175:168] > 4'hb;
+  assign \$80  = st_cmd[175:168] > 4'hc;
+  assign \$81  = st_cmd[175:168] > 4'hd;
+  assign \$82  = st_cmd[175:168] > 4'he;
+  assign \$83  = st_cmd[175:168] > 4'hf;
+  assign \$84  = st_cmd[175:168] > 5'h10;
+  assign \$85  = st_cmd[175:168] > 5'h11;
+  assign \$86  = st_cmd[175:168] > 5'h12;
+  assign \$87  = st_cmd[175:168] > 5'h13;
+  assign \$88  = st_cmd[175:168] > 5'h14;
+  assign \$89  = st_cmd[175:168] > 5'h15;
+  assign \$90  = st_cmd[175:168] > 5'h16;
+  assign \$91  = st_cmd[175:168] > 5'h17;
+  assign \$92  = st_cmd[175:168] > 5'h18;
+  assign \$93  = st_cmd[175:168] > 5'h19;
+  assign \$94  = st_cmd[175:168] > 5'h1a;
+  assign \$95  = st_cmd[175:168] > 5'h1b;
+  assign \$96  = st_cmd[175:168] > 5'h1c;
+  assign \$97  = st_cmd[175:168] > 5'h1d;
+  assign \$98  = st_cmd[175:168] > 5'h1e;
+  assign \$99  = st_cmd[175:168] > 5'h1f;
+  assign \$100  = st_cmd[175:168] > 6'h20;
+  assign \$101  = st_cmd[175:168] > 6'h21;
+  assign \$102  = st_cmd[175:168] > 6'h22;
+  assign \$103  = st_cmd[175:168] > 6'h23;
+  assign \$104  = st_cmd[175:168] > 6'h24;
+  assign \$105  = st_cmd[175:168] > 6'h25;
+  assign \$106  = st_cmd[175:168] > 6'h26;
+  assign \$107  = st_cmd[175:168] > 6'h27;
+  assign \$108  = st_cmd[175:168] > 6'h28;
+  assign \$109  = st_cmd[175:168] > 6'h29;
+  assign \$110  = st_cmd[175:168] > 6'h2a;
+  assign \$111  = st_cmd[175:168] > 6'h2b;
+  assign \$112  = st_cmd[175:168] > 6'h2c;
+  assign \$113  = st_cmd[175:168] > 6'h2d;
+  assign \$114  = st_cmd[175:168] > 6'h2e;
+  assign \$115  = st_cmd[175:168] > 6'h2f;
+  assign \$116  = st_cmd[175:168] > 6'h30;
+  assign \$117  = st_cmd[175:168] > 6'h31;
+  assign \$118  = st_cmd[175:168] > 6'h32;
+  assign \$119  = st_cmd[175:168] > 6'h33;
+  assign \$120  = st_cmd[175:168] > 6'h34;
+  assign \$121  = st_cmd[175:168] > 6'h35;
+  assign \$122  = st_cmd[175:168] > 6'h36;
+  assign \$123  = st_cmd[175:168] > 6'h37;
+  assign \$124  = st_cmd[175:168] > 6'h38;
+  assign \$125  = st_cmd[175:168] > 6'h39;
+  assign \$126  = st_cmd[175:168] > 6'h3a;
+  assign \$127  = st_cmd[175:168] > 6'h3b;
+  assign \$128  = st_cmd[175:168] > 6'h3c;
+  assign \$129  = st_cmd[175:168] > 6'h3d;
+  assign \$130  = st_cmd[175:168] > 6'h3e;
+  assign \$131  = st_cmd[175:168] > 6'h3f;
+  assign \$132  = st_run & st_w_row_valid;
+  assign \$133  = | st_w_credit;
+  assign st_wvalid = \$132  & \$133 ;
+  assign \$134  = st_w_nbeats - 1'h1;
+  assign st_w_row_end = st_w_beat == \$134 ;
+  assign \$135  = st_w_addr12 == 12'hff8;
+  assign \$136  = st_w_row_end | \$135 ;
+  assign \$137  = st_w_bib == 4'hf;
+  assign st_wlast = \$136  | \$137 ;
   assign st_whs = st_wvalid & up__wready;
-  assign \$136  = st_run & st_w_active;
-  assign \$137  = \$136  & st_rbuf_valid;
-  assign \$138  = ~ st_w_row_valid;
-  assign \$139  = st_whs & st_w_row_end;
-  assign \$140  = \$138  | \$139 ;
-  assign st_w_take = \$137  & \$140 ;
-  assign \$432  = st_w_beat * 7'h40;
-  assign up__wdata = st_wbuf >> \$432 ;
-  assign \$435  = st_w_beat * 4'h8;
-  assign up__wstrb = st_wstrb_buf >> \$435 ;
-  assign \$141  = 1'h0 + up__wstrb[0];
-  assign \$142  = \$141  + up__wstrb[1];
-  assign \$143  = \$142  + up__wstrb[2];
-  assign \$144  = \$143  + up__wstrb[3];
-  assign \$145  = \$144  + up__wstrb[4];
-  assign \$146  = \$145  + up__wstrb[5];
-  assign \$147  = \$146  + up__wstrb[6];
-  assign \$148  = \$147  + up__wstrb[7];
-  assign \$149  = st_whs ? \$148  : 9'h000;
-  assign \$150  = st_cmd[182:176] * 4'h8;
-  assign \$151  = st_rq0 >> \$150 ;
-  assign st_shifted = \$151  & { \$129 , \$129 , \$129 , \$129 , \$129 , \$129 , \$129 , \$129 , \$128 , \$128 , \$128 , \$128 , \$128 , \$128 , \$128 , \$128 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66  };
-  assign \$152  = ~ st_aw_valid;
-  assign \$153  = ! st_w_credit;
-  assign \$154  = \$152  & \$153 ;
-  assign \$155  = ! st_b_out;
+  assign \$138  = st_run & st_w_active;
+  assign \$139  = \$138  & st_rbuf_valid;
+  assign \$140  = ~ st_w_row_valid;
+  assign \$141  = st_whs & st_w_row_end;
+  assign \$142  = \$140  | \$141 ;
+  assign st_w_take = \$139  & \$142 ;
+  assign \$446  = st_w_beat * 7'h40;
+  assign up__wdata = st_wbuf >> \$446 ;
+  assign \$449  = st_w_beat * 4'h8;
+  assign up__wstrb = st_wstrb_buf >> \$449 ;
+  assign \$143  = 1'h0 + up__wstrb[0];
+  assign \$144  = \$143  + up__wstrb[1];
+  assign \$145  = \$144  + up__wstrb[2];
+  assign \$146  = \$145  + up__wstrb[3];
+  assign \$147  = \$146  + up__wstrb[4];
+  assign \$148  = \$147  + up__wstrb[5];
+  assign \$149  = \$148  + up__wstrb[6];
+  assign \$150  = \$149  + up__wstrb[7];
+  assign \$151  = st_whs ? \$150  : 9'h000;
+  assign \$152  = st_cmd[182:176] * 4'h8;
+  assign \$153  = st_rq0 >> \$152 ;
+  assign st_shifted = \$153  & { \$131 , \$131 , \$131 , \$131 , \$131 , \$131 , \$131 , \$131 , \$130 , \$130 , \$130 , \$130 , \$130 , \$130 , \$130 , \$130 , \$129 , \$129 , \$129 , \$129 , \$129 , \$129 , \$129 , \$129 , \$128 , \$128 , \$128 , \$128 , \$128 , \$128 , \$128 , \$128 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68  };
+  assign \$154  = ~ st_aw_valid;
+  assign \$155  = ! st_w_credit;
   assign \$156  = \$154  & \$155 ;
-  assign \$157  = ~ st_aw_it_active;
-  assign \$158  = ~ st_w_active;
-  assign \$159  = \$157  & \$158 ;
-  assign \$160  = ~ st_w_row_valid;
+  assign \$157  = ! st_b_out;
+  assign \$158  = \$156  & \$157 ;
+  assign \$159  = ~ st_aw_it_active;
+  assign \$160  = ~ st_w_active;
   assign \$161  = \$159  & \$160 ;
-  assign \$162  = st_drain | \$161 ;
-  assign st_finished = \$156  & \$162 ;
-  assign \$163  = ! dma_store_fsm_state;
-  assign \$164  = dma_store_fsm_state == 1'h1;
-  assign \$165  = dma_store_fsm_state == 2'h2;
-  assign \$166  = dma_store_fsm_state == 2'h3;
-  assign \$167  = dma_store_fsm_state == 3'h4;
-  assign \$168  = dma_store_fsm_state == 3'h5;
-  assign \$169  = \$41 [4:0] - 1'h1;
-  assign \$170  = st_aw_beats_left == \$41 [4:0];
-  assign \$171  = st_aw_it_r > 1'h1;
-  assign \$172  = st_aw_it_r - 1'h1;
-  assign \$173  = st_aw_it_p - 1'h1;
-  assign \$176  = \$31 [2:0] + st_cmd[175:168];
-  assign \$177  = \$176  + 3'h7;
-  assign \$180  = st_aw_beat_addr + \$179 ;
-  assign \$181  = st_aw_beats_left - \$41 [4:0];
-  assign \$182  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$183  = st_rd_en & \$182 ;
-  assign \$184  = st_rq_n + st_rd_inflight;
-  assign \$185  = \$184  - st_w_take;
-  assign \$186  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$187  = st_rd_en & \$186 ;
-  assign \$188  = st_rd_r > 1'h1;
-  assign \$189  = st_rd_r - 1'h1;
-  assign \$190  = st_rd_p - 1'h1;
-  assign \$191  = st_rq_n - st_w_take;
-  assign \$192  = ! \$191 ;
-  assign \$193  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$194  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$195  = st_w_beat + 1'h1;
-  assign \$196  = st_w_addr12 + 4'h8;
-  assign \$197  = st_w_bib + 1'h1;
-  assign \$198  = st_wlast ? 5'h00 : \$197 ;
-  assign \$199  = st_w_row0[2:0] * 4'h8;
-  assign \$200  = st_shifted << \$199 ;
-  assign \$201  = { \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  } << st_w_row0[2:0];
-  assign \$202  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$203  = \$202  + 3'h7;
-  assign \$207  = st_w_r > 1'h1;
-  assign \$208  = st_w_r - 1'h1;
-  assign \$209  = st_w_p - 1'h1;
-  assign \$210  = st_w_credit + st_aw_issue;
-  assign \$211  = st_whs & st_wlast;
-  assign \$212  = \$210  - \$211 ;
-  assign \$213  = st_b_out + st_aw_issue;
-  assign \$215  = \$213  - \$214 ;
-  assign \$217  = st_run & \$216 ;
-  assign \$218  = \$217  & up__bresp[1];
-  assign \$219  = ~ st_drain;
-  assign \$220  = \$218  & \$219 ;
-  assign \$221  = up__bresp == 2'h3;
-  assign \$222  = \$221  ? 8'h07 : 8'h06;
-  assign \$223  = \$2 [15:0] * st_cmd[167:148];
-  assign \$224  = \$1 [15:0] * st_cmd[147:132];
-  assign \$225  = \$2 [15:0] * st_cmd[111:80];
-  assign \$226  = \$1 [15:0] * st_cmd[79:48];
-  assign \$227  = ! store__error;
-  assign \$228  = | st_cmd[175:168];
-  assign \$229  = \$227  & \$228 ;
-  assign \$230  = | st_cmd[175:168];
-  assign \$233  = st_cmd[2:0] + st_cmd[175:168];
-  assign \$234  = \$233  + 3'h7;
-  assign \$236  = st_drain ? store__error : 8'h10;
+  assign \$162  = ~ st_w_row_valid;
+  assign \$163  = \$161  & \$162 ;
+  assign \$164  = st_drain | \$163 ;
+  assign st_finished = \$158  & \$164 ;
+  assign \$165  = ! dma_store_fsm_state;
+  assign \$166  = dma_store_fsm_state == 1'h1;
+  assign \$167  = dma_store_fsm_state == 2'h2;
+  assign \$168  = dma_store_fsm_state == 2'h3;
+  assign \$169  = dma_store_fsm_state == 3'h4;
+  assign \$170  = dma_store_fsm_state == 3'h5;
+  assign \$171  = \$41 [4:0] - 1'h1;
+  assign \$172  = st_aw_beats_left == \$41 [4:0];
+  assign \$173  = st_aw_it_r > 1'h1;
+  assign \$174  = st_aw_it_r - 1'h1;
+  assign \$175  = st_aw_it_p - 1'h1;
+  assign \$178  = \$31 [2:0] + st_cmd[175:168];
+  assign \$179  = \$178  + 3'h7;
+  assign \$182  = st_aw_beat_addr + \$181 ;
+  assign \$183  = st_aw_beats_left - \$41 [4:0];
+  assign \$184  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$185  = st_rd_en & \$184 ;
+  assign \$186  = st_rq_n + st_rd_inflight2;
+  assign \$187  = \$186  - st_w_take;
+  assign \$188  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$189  = st_rd_en & \$188 ;
+  assign \$190  = st_rd_r > 1'h1;
+  assign \$191  = st_rd_r - 1'h1;
+  assign \$192  = st_rd_p - 1'h1;
+  assign \$193  = st_rq_n - st_w_take;
+  assign \$194  = ! \$193 ;
+  assign \$195  = st_rd_inflight2 & \$194 ;
+  assign \$196  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$197  = st_rq_n - st_w_take;
+  assign \$198  = \$197  == 1'h1;
+  assign \$199  = st_rd_inflight2 & \$198 ;
+  assign \$200  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$201  = st_rq_n - st_w_take;
+  assign \$202  = \$201  == 2'h2;
+  assign \$203  = st_rd_inflight2 & \$202 ;
+  assign \$204  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$205  = st_w_beat + 1'h1;
+  assign \$206  = st_w_addr12 + 4'h8;
+  assign \$207  = st_w_bib + 1'h1;
+  assign \$208  = st_wlast ? 5'h00 : \$207 ;
+  assign \$209  = st_w_row0[2:0] * 4'h8;
+  assign \$210  = st_shifted << \$209 ;
+  assign \$211  = { \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68  } << st_w_row0[2:0];
+  assign \$212  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$213  = \$212  + 3'h7;
+  assign \$217  = st_w_r > 1'h1;
+  assign \$218  = st_w_r - 1'h1;
+  assign \$219  = st_w_p - 1'h1;
+  assign \$220  = st_w_credit + st_aw_issue;
+  assign \$221  = st_whs & st_wlast;
+  assign \$222  = \$220  - \$221 ;
+  assign \$223  = st_b_out + st_aw_issue;
+  assign \$225  = \$223  - \$224 ;
+  assign \$227  = st_run & \$226 ;
+  assign \$228  = \$227  & up__bresp[1];
+  assign \$229  = ~ st_drain;
+  assign \$230  = \$228  & \$229 ;
+  assign \$231  = up__bresp == 2'h3;
+  assign \$232  = \$231  ? 8'h07 : 8'h06;
+  assign \$233  = \$2 [15:0] * st_cmd[167:148];
+  assign \$234  = \$1 [15:0] * st_cmd[147:132];
+  assign \$235  = \$2 [15:0] * st_cmd[111:80];
+  assign \$236  = \$1 [15:0] * st_cmd[79:48];
+  assign \$237  = ! store__error;
+  assign \$238  = | st_cmd[175:168];
+  assign \$239  = \$237  & \$238 ;
+  assign \$240  = | st_cmd[175:168];
+  assign \$243  = st_cmd[2:0] + st_cmd[175:168];
+  assign \$244  = \$243  + 3'h7;
+  assign \$246  = st_drain ? store__error : 8'h10;
   always @(posedge clk)
-    up__awaddr <= \$237 ;
+    up__awaddr <= \$247 ;
   always @(posedge clk)
-    up__awlen <= \$238 ;
+    up__awlen <= \$248 ;
   always @(posedge clk)
-    st_aw_valid <= \$239 ;
+    st_aw_valid <= \$249 ;
   always @(posedge clk)
-    st_aw_it_row0 <= \$240 ;
+    st_aw_it_row0 <= \$250 ;
   always @(posedge clk)
-    st_aw_it_r <= \$241 ;
+    st_aw_it_r <= \$251 ;
   always @(posedge clk)
-    st_aw_it_p <= \$242 ;
+    st_aw_it_p <= \$252 ;
   always @(posedge clk)
-    st_aw_it_plane0 <= \$243 ;
+    st_aw_it_plane0 <= \$253 ;
   always @(posedge clk)
-    st_aw_it_active <= \$244 ;
+    st_aw_it_active <= \$254 ;
   always @(posedge clk)
-    st_aw_beat_addr <= \$245 ;
+    st_aw_beat_addr <= \$255 ;
   always @(posedge clk)
-    st_aw_beats_left <= \$246 ;
+    st_aw_beats_left <= \$256 ;
   always @(posedge clk)
-    st_rd_inflight <= \$247 ;
+    st_rd_inflight1 <= \$257 ;
   always @(posedge clk)
-    st_rq_n <= \$248 ;
+    st_rq_n <= \$258 ;
   always @(posedge clk)
-    st_rd_row0 <= \$249 ;
+    st_rd_inflight2 <= \$259 ;
   always @(posedge clk)
-    st_rd_r <= \$250 ;
+    st_rd_row0 <= \$260 ;
   always @(posedge clk)
-    st_rd_p <= \$251 ;
+    st_rd_r <= \$261 ;
   always @(posedge clk)
-    st_rd_plane0 <= \$252 ;
+    st_rd_p <= \$262 ;
   always @(posedge clk)
-    st_rd_active <= \$253 ;
+    st_rd_plane0 <= \$263 ;
   always @(posedge clk)
-    st_rq0 <= \$254 ;
+    st_rd_active <= \$264 ;
   always @(posedge clk)
-    st_rq1 <= \$255 ;
+    st_rq0 <= \$265 ;
   always @(posedge clk)
-    st_w_beat <= \$256 ;
+    st_rq1 <= \$266 ;
   always @(posedge clk)
-    st_w_addr12 <= \$257 ;
+    st_rq2 <= \$267 ;
   always @(posedge clk)
-    st_w_bib <= \$258 ;
+    st_w_beat <= \$268 ;
   always @(posedge clk)
-    st_w_row_valid <= \$259 ;
+    st_w_addr12 <= \$269 ;
   always @(posedge clk)
-    st_wbuf <= \$260 ;
+    st_w_bib <= \$270 ;
   always @(posedge clk)
-    st_wstrb_buf <= \$261 ;
+    st_w_row_valid <= \$271 ;
   always @(posedge clk)
-    st_w_nbeats <= \$262 ;
+    st_wbuf <= \$272 ;
   always @(posedge clk)
-    st_w_row0 <= \$263 ;
+    st_wstrb_buf <= \$273 ;
   always @(posedge clk)
-    st_w_r <= \$264 ;
+    st_w_nbeats <= \$274 ;
   always @(posedge clk)
-    st_w_p <= \$265 ;
+    st_w_row0 <= \$275 ;
   always @(posedge clk)
-    st_w_plane0 <= \$266 ;
+    st_w_r <= \$276 ;
   always @(posedge clk)
-    st_w_active <= \$267 ;
+    st_w_p <= \$277 ;
   always @(posedge clk)
-    st_w_credit <= \$268 ;
+    st_w_plane0 <= \$278 ;
   always @(posedge clk)
-    st_b_out <= \$269 ;
+    st_w_active <= \$279 ;
   always @(posedge clk)
-    st_drain <= \$270 ;
+    st_w_credit <= \$280 ;
   always @(posedge clk)
-    store__error <= \$271 ;
+    st_b_out <= \$281 ;
   always @(posedge clk)
-    st_cmd <= \$272 ;
+    st_drain <= \$282 ;
   always @(posedge clk)
-    st_window <= \$273 ;
+    store__error <= \$283 ;
   always @(posedge clk)
-    dma_store_fsm_state <= \$274 ;
+    st_cmd <= \$284 ;
   always @(posedge clk)
-    st_local_plane_stride_x <= \$275 ;
+    st_window <= \$285 ;
   always @(posedge clk)
-    st_local_row_stride_x <= \$276 ;
+    dma_store_fsm_state <= \$286 ;
   always @(posedge clk)
-    st_host_plane_stride_x <= \$277 ;
+    st_local_plane_stride_x <= \$287 ;
   always @(posedge clk)
-    st_host_row_stride_x <= \$278 ;
+    st_local_row_stride_x <= \$288 ;
+  always @(posedge clk)
+    st_host_plane_stride_x <= \$289 ;
+  always @(posedge clk)
+    st_host_row_stride_x <= \$290 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     (* full_case = 32'd1 *)
@@ -20952,37 +21049,37 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$237  = up__awaddr;
+    \$247  = up__awaddr;
     if (st_aw_issue) begin
-      \$237  = st_aw_beat_addr;
+      \$247  = st_aw_beat_addr;
     end
     if (store_reset) begin
-      \$237  = 32'd0;
+      \$247  = 32'd0;
     end
     if (rst) begin
-      \$237  = 32'd0;
+      \$247  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$238  = up__awlen;
+    \$248  = up__awlen;
     if (st_aw_issue) begin
-      \$238  = { \$169 [5], \$169 [5], \$169  };
+      \$248  = { \$171 [5], \$171 [5], \$171  };
     end
     if (store_reset) begin
-      \$238  = 8'h00;
+      \$248  = 8'h00;
     end
     if (rst) begin
-      \$238  = 8'h00;
+      \$248  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$239  = st_aw_valid;
+    \$249  = st_aw_valid;
     if (st_aw_issue) begin
-      \$239  = 1'h1;
+      \$249  = 1'h1;
     end else if (up__awready) begin
-      \$239  = 1'h0;
+      \$249  = 1'h0;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -20992,28 +21089,28 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$239  = 1'h0;
+          if (\$239 ) begin
+            \$249  = 1'h0;
           end
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$239  = 1'h0;
+            \$249  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$239  = 1'h0;
+      \$249  = 1'h0;
     end
     if (rst) begin
-      \$239  = 1'h0;
+      \$249  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$240  = st_aw_it_row0;
+    \$250  = st_aw_it_row0;
     if (st_aw_issue) begin
-      if (\$170 ) begin
-        \$240  = \$31 [31:0];
+      if (\$172 ) begin
+        \$250  = \$31 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21024,27 +21121,27 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$240  = st_cmd[31:0];
+          if (\$239 ) begin
+            \$250  = st_cmd[31:0];
           end
     endcase
     if (store_reset) begin
-      \$240  = 32'd0;
+      \$250  = 32'd0;
     end
     if (rst) begin
-      \$240  = 32'd0;
+      \$250  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$241  = st_aw_it_r;
+    \$251  = st_aw_it_r;
     if (st_aw_issue) begin
-      if (\$170 ) begin
+      if (\$172 ) begin
         (* full_case = 32'd1 *)
-        if (\$171 ) begin
-          \$241  = \$172 [15:0];
+        if (\$173 ) begin
+          \$251  = \$174 [15:0];
         end else begin
-          \$241  = st_cmd[199:184];
+          \$251  = st_cmd[199:184];
         end
       end
     end
@@ -21056,26 +21153,26 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$241  = st_cmd[199:184];
+          if (\$239 ) begin
+            \$251  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$241  = 16'h0000;
+      \$251  = 16'h0000;
     end
     if (rst) begin
-      \$241  = 16'h0000;
+      \$251  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$242  = st_aw_it_p;
+    \$252  = st_aw_it_p;
     if (st_aw_issue) begin
-      if (\$170 ) begin
+      if (\$172 ) begin
         (* full_case = 32'd1 *)
-        if (\$171 ) begin
+        if (\$173 ) begin
         end else begin
-          \$242  = \$173 [15:0];
+          \$252  = \$175 [15:0];
         end
       end
     end
@@ -21087,26 +21184,26 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$242  = st_cmd[215:200];
+          if (\$239 ) begin
+            \$252  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$242  = 16'h0000;
+      \$252  = 16'h0000;
     end
     if (rst) begin
-      \$242  = 16'h0000;
+      \$252  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$243  = st_aw_it_plane0;
+    \$253  = st_aw_it_plane0;
     if (st_aw_issue) begin
-      if (\$170 ) begin
+      if (\$172 ) begin
         (* full_case = 32'd1 *)
-        if (\$171 ) begin
+        if (\$173 ) begin
         end else begin
-          \$243  = \$31 [31:0];
+          \$253  = \$31 [31:0];
         end
       end
     end
@@ -21118,24 +21215,24 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$243  = st_cmd[31:0];
+          if (\$239 ) begin
+            \$253  = st_cmd[31:0];
           end
     endcase
     if (store_reset) begin
-      \$243  = 32'd0;
+      \$253  = 32'd0;
     end
     if (rst) begin
-      \$243  = 32'd0;
+      \$253  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$244  = st_aw_it_active;
+    \$254  = st_aw_it_active;
     if (st_aw_issue) begin
-      if (\$170 ) begin
+      if (\$172 ) begin
         if (st_aw_it_last) begin
-          \$244  = 1'h0;
+          \$254  = 1'h0;
         end
       end
     end
@@ -21147,26 +21244,26 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$244  = \$230 ;
+          if (\$239 ) begin
+            \$254  = \$240 ;
           end
     endcase
     if (store_reset) begin
-      \$244  = 1'h0;
+      \$254  = 1'h0;
     end
     if (rst) begin
-      \$244  = 1'h0;
+      \$254  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$245  = st_aw_beat_addr;
+    \$255  = st_aw_beat_addr;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$170 ) begin
-        \$245  = \$175 ;
+      if (\$172 ) begin
+        \$255  = \$177 ;
       end else begin
-        \$245  = \$180 [31:0];
+        \$255  = \$182 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21177,26 +21274,26 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$245  = \$232 ;
+          if (\$239 ) begin
+            \$255  = \$242 ;
           end
     endcase
     if (store_reset) begin
-      \$245  = 32'd0;
+      \$255  = 32'd0;
     end
     if (rst) begin
-      \$245  = 32'd0;
+      \$255  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$246  = st_aw_beats_left;
+    \$256  = st_aw_beats_left;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$170 ) begin
-        \$246  = \$178 [3:0];
+      if (\$172 ) begin
+        \$256  = \$180 [3:0];
       end else begin
-        \$246  = \$181 [3:0];
+        \$256  = \$183 [3:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21207,30 +21304,30 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$246  = \$235 [3:0];
+          if (\$239 ) begin
+            \$256  = \$245 [3:0];
           end
     endcase
     if (store_reset) begin
-      \$246  = 4'h0;
+      \$256  = 4'h0;
     end
     if (rst) begin
-      \$246  = 4'h0;
+      \$256  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$247  = \$183 ;
+    \$257  = \$185 ;
     if (store_reset) begin
-      \$247  = 1'h0;
+      \$257  = 1'h0;
     end
     if (rst) begin
-      \$247  = 1'h0;
+      \$257  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$248  = \$185 [1:0];
+    \$258  = \$187 [1:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21239,20 +21336,30 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          \$248  = 2'h0;
+          \$258  = 2'h0;
     endcase
     if (store_reset) begin
-      \$248  = 2'h0;
+      \$258  = 2'h0;
     end
     if (rst) begin
-      \$248  = 2'h0;
+      \$258  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$249  = st_rd_row0;
-    if (\$187 ) begin
-      \$249  = \$52 [13:0];
+    \$259  = st_rd_inflight1;
+    if (store_reset) begin
+      \$259  = 1'h0;
+    end
+    if (rst) begin
+      \$259  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$260  = st_rd_row0;
+    if (\$189 ) begin
+      \$260  = \$52 [13:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21262,26 +21369,26 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$249  = st_cmd[125:112];
+          if (\$239 ) begin
+            \$260  = st_cmd[125:112];
           end
     endcase
     if (store_reset) begin
-      \$249  = 14'h0000;
+      \$260  = 14'h0000;
     end
     if (rst) begin
-      \$249  = 14'h0000;
+      \$260  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$250  = st_rd_r;
-    if (\$187 ) begin
+    \$261  = st_rd_r;
+    if (\$189 ) begin
       (* full_case = 32'd1 *)
-      if (\$188 ) begin
-        \$250  = \$189 [15:0];
+      if (\$190 ) begin
+        \$261  = \$191 [15:0];
       end else begin
-        \$250  = st_cmd[199:184];
+        \$261  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21292,25 +21399,25 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$250  = st_cmd[199:184];
+          if (\$239 ) begin
+            \$261  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$250  = 16'h0000;
+      \$261  = 16'h0000;
     end
     if (rst) begin
-      \$250  = 16'h0000;
+      \$261  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$251  = st_rd_p;
-    if (\$187 ) begin
+    \$262  = st_rd_p;
+    if (\$189 ) begin
       (* full_case = 32'd1 *)
-      if (\$188 ) begin
+      if (\$190 ) begin
       end else begin
-        \$251  = \$190 [15:0];
+        \$262  = \$192 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21321,25 +21428,25 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$251  = st_cmd[215:200];
+          if (\$239 ) begin
+            \$262  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$251  = 16'h0000;
+      \$262  = 16'h0000;
     end
     if (rst) begin
-      \$251  = 16'h0000;
+      \$262  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$252  = st_rd_plane0;
-    if (\$187 ) begin
+    \$263  = st_rd_plane0;
+    if (\$189 ) begin
       (* full_case = 32'd1 *)
-      if (\$188 ) begin
+      if (\$190 ) begin
       end else begin
-        \$252  = \$52 [13:0];
+        \$263  = \$52 [13:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21350,23 +21457,23 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$252  = st_cmd[125:112];
+          if (\$239 ) begin
+            \$263  = st_cmd[125:112];
           end
     endcase
     if (store_reset) begin
-      \$252  = 14'h0000;
+      \$263  = 14'h0000;
     end
     if (rst) begin
-      \$252  = 14'h0000;
+      \$263  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$253  = st_rd_active;
-    if (\$187 ) begin
+    \$264  = st_rd_active;
+    if (\$189 ) begin
       if (st_rd_last) begin
-        \$253  = 1'h0;
+        \$264  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21377,89 +21484,99 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$253  = 1'h1;
+          if (\$239 ) begin
+            \$264  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$253  = 1'h0;
+      \$264  = 1'h0;
     end
     if (rst) begin
-      \$253  = 1'h0;
+      \$264  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$254  = st_rq0;
+    \$265  = st_rq0;
     if (st_w_take) begin
-      \$254  = st_rq1;
+      \$265  = st_rq1;
     end
-    if (st_rd_inflight) begin
-      if (\$192 ) begin
-        \$254  = \$193 ;
-      end
+    if (\$195 ) begin
+      \$265  = \$196 ;
     end
     if (store_reset) begin
-      \$254  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$265  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$254  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$265  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$255  = st_rq1;
-    if (st_rd_inflight) begin
-      (* full_case = 32'd1 *)
-      if (\$192 ) begin
-      end else begin
-        \$255  = \$194 ;
-      end
-    end
-    if (store_reset) begin
-      \$255  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$255  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$256  = st_w_beat;
-    if (st_whs) begin
-      \$256  = \$195 [3:0];
-    end
+    \$266  = st_rq1;
     if (st_w_take) begin
-      \$256  = 4'h0;
+      \$266  = st_rq2;
+    end
+    if (\$199 ) begin
+      \$266  = \$200 ;
     end
     if (store_reset) begin
-      \$256  = 4'h0;
+      \$266  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$256  = 4'h0;
+      \$266  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$257  = st_w_addr12;
+    \$267  = st_rq2;
+    if (\$203 ) begin
+      \$267  = \$204 ;
+    end
+    if (store_reset) begin
+      \$267  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$267  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$268  = st_w_beat;
     if (st_whs) begin
-      \$257  = \$196 [11:0];
+      \$268  = \$205 [3:0];
     end
     if (st_w_take) begin
-      \$257  = \$206 ;
+      \$268  = 4'h0;
     end
     if (store_reset) begin
-      \$257  = 12'h000;
+      \$268  = 4'h0;
     end
     if (rst) begin
-      \$257  = 12'h000;
+      \$268  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$258  = st_w_bib;
+    \$269  = st_w_addr12;
     if (st_whs) begin
-      \$258  = \$198 [3:0];
+      \$269  = \$206 [11:0];
+    end
+    if (st_w_take) begin
+      \$269  = \$216 ;
+    end
+    if (store_reset) begin
+      \$269  = 12'h000;
+    end
+    if (rst) begin
+      \$269  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$270  = st_w_bib;
+    if (st_whs) begin
+      \$270  = \$208 [3:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21469,25 +21586,25 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          \$258  = 4'h0;
+          \$270  = 4'h0;
     endcase
     if (store_reset) begin
-      \$258  = 4'h0;
+      \$270  = 4'h0;
     end
     if (rst) begin
-      \$258  = 4'h0;
+      \$270  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$259  = st_w_row_valid;
+    \$271  = st_w_row_valid;
     if (st_whs) begin
       if (st_w_row_end) begin
-        \$259  = 1'h0;
+        \$271  = 1'h0;
       end
     end
     if (st_w_take) begin
-      \$259  = 1'h1;
+      \$271  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21497,64 +21614,64 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          \$259  = 1'h0;
+          \$271  = 1'h0;
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$259  = 1'h0;
+            \$271  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$259  = 1'h0;
+      \$271  = 1'h0;
     end
     if (rst) begin
-      \$259  = 1'h0;
+      \$271  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$260  = st_wbuf;
+    \$272  = st_wbuf;
     if (st_w_take) begin
-      \$260  = \$200 [575:0];
+      \$272  = \$210 [575:0];
     end
     if (store_reset) begin
-      \$260  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$272  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$260  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$272  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$261  = st_wstrb_buf;
+    \$273  = st_wstrb_buf;
     if (st_w_take) begin
-      \$261  = { 1'h0, \$201  };
+      \$273  = { 1'h0, \$211  };
     end
     if (store_reset) begin
-      \$261  = 72'h000000000000000000;
+      \$273  = 72'h000000000000000000;
     end
     if (rst) begin
-      \$261  = 72'h000000000000000000;
+      \$273  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$262  = st_w_nbeats;
+    \$274  = st_w_nbeats;
     if (st_w_take) begin
-      \$262  = \$204 [3:0];
+      \$274  = \$214 [3:0];
     end
     if (store_reset) begin
-      \$262  = 4'h0;
+      \$274  = 4'h0;
     end
     if (rst) begin
-      \$262  = 4'h0;
+      \$274  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$263  = st_w_row0;
+    \$275  = st_w_row0;
     if (st_w_take) begin
-      \$263  = \$63 [11:0];
+      \$275  = \$65 [11:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21564,26 +21681,26 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$263  = st_cmd[11:0];
+          if (\$239 ) begin
+            \$275  = st_cmd[11:0];
           end
     endcase
     if (store_reset) begin
-      \$263  = 12'h000;
+      \$275  = 12'h000;
     end
     if (rst) begin
-      \$263  = 12'h000;
+      \$275  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$264  = st_w_r;
+    \$276  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$207 ) begin
-        \$264  = \$208 [15:0];
+      if (\$217 ) begin
+        \$276  = \$218 [15:0];
       end else begin
-        \$264  = st_cmd[199:184];
+        \$276  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21594,25 +21711,25 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$264  = st_cmd[199:184];
+          if (\$239 ) begin
+            \$276  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$264  = 16'h0000;
+      \$276  = 16'h0000;
     end
     if (rst) begin
-      \$264  = 16'h0000;
+      \$276  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$265  = st_w_p;
+    \$277  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$207 ) begin
+      if (\$217 ) begin
       end else begin
-        \$265  = \$209 [15:0];
+        \$277  = \$219 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21623,25 +21740,25 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$265  = st_cmd[215:200];
+          if (\$239 ) begin
+            \$277  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$265  = 16'h0000;
+      \$277  = 16'h0000;
     end
     if (rst) begin
-      \$265  = 16'h0000;
+      \$277  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$266  = st_w_plane0;
+    \$278  = st_w_plane0;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$207 ) begin
+      if (\$217 ) begin
       end else begin
-        \$266  = \$63 [11:0];
+        \$278  = \$65 [11:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21652,23 +21769,23 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$266  = st_cmd[11:0];
+          if (\$239 ) begin
+            \$278  = st_cmd[11:0];
           end
     endcase
     if (store_reset) begin
-      \$266  = 12'h000;
+      \$278  = 12'h000;
     end
     if (rst) begin
-      \$266  = 12'h000;
+      \$278  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$267  = st_w_active;
+    \$279  = st_w_active;
     if (st_w_take) begin
       if (st_w_last) begin
-        \$267  = 1'h0;
+        \$279  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21679,20 +21796,20 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$229 ) begin
-            \$267  = 1'h1;
+          if (\$239 ) begin
+            \$279  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$267  = 1'h0;
+      \$279  = 1'h0;
     end
     if (rst) begin
-      \$267  = 1'h0;
+      \$279  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$268  = \$212 [2:0];
+    \$280  = \$222 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21705,19 +21822,19 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$268  = 3'h0;
+            \$280  = 3'h0;
           end
     endcase
     if (store_reset) begin
-      \$268  = 3'h0;
+      \$280  = 3'h0;
     end
     if (rst) begin
-      \$268  = 3'h0;
+      \$280  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$269  = \$215 [2:0];
+    \$281  = \$225 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21730,21 +21847,21 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$269  = 3'h0;
+            \$281  = 3'h0;
           end
     endcase
     if (store_reset) begin
-      \$269  = 3'h0;
+      \$281  = 3'h0;
     end
     if (rst) begin
-      \$269  = 3'h0;
+      \$281  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$270  = st_drain;
-    if (\$220 ) begin
-      \$270  = 1'h1;
+    \$282  = st_drain;
+    if (\$230 ) begin
+      \$282  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21754,20 +21871,20 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          \$270  = 1'h0;
+          \$282  = 1'h0;
     endcase
     if (store_reset) begin
-      \$270  = 1'h0;
+      \$282  = 1'h0;
     end
     if (rst) begin
-      \$270  = 1'h0;
+      \$282  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$271  = store__error;
-    if (\$220 ) begin
-      \$271  = \$222 ;
+    \$283  = store__error;
+    if (\$230 ) begin
+      \$283  = \$232 ;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21775,151 +21892,151 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          \$271  = st_chk_err;
+          \$283  = st_chk_err;
       3'h3:
           /* empty */;
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$271  = \$236 ;
+            \$283  = \$246 ;
           end
     endcase
     if (store_reset) begin
-      \$271  = 8'h00;
+      \$283  = 8'h00;
     end
     if (rst) begin
-      \$271  = 8'h00;
+      \$283  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$272  = st_cmd;
+    \$284  = st_cmd;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$272  = store__cmd__payload;
+            \$284  = store__cmd__payload;
           end
     endcase
     if (store_reset) begin
-      \$272  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$284  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$272  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$284  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$273  = st_window;
+    \$285  = st_window;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$273  = store_window;
+            \$285  = store_window;
           end
     endcase
     if (store_reset) begin
-      \$273  = 65'h00000000000000000;
+      \$285  = 65'h00000000000000000;
     end
     if (rst) begin
-      \$273  = 65'h00000000000000000;
+      \$285  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$274  = dma_store_fsm_state;
+    \$286  = dma_store_fsm_state;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$274  = 3'h1;
+            \$286  = 3'h1;
           end
       3'h1:
-          \$274  = 3'h2;
+          \$286  = 3'h2;
       3'h2:
-          \$274  = 3'h3;
+          \$286  = 3'h3;
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$229 ) begin
-            \$274  = 3'h4;
+          if (\$239 ) begin
+            \$286  = 3'h4;
           end else begin
-            \$274  = 3'h5;
+            \$286  = 3'h5;
           end
       3'h4:
           if (st_finished) begin
-            \$274  = 3'h5;
+            \$286  = 3'h5;
           end else if (timeout) begin
-            \$274  = 3'h5;
+            \$286  = 3'h5;
           end
       3'h5:
-          \$274  = 3'h0;
+          \$286  = 3'h0;
     endcase
     if (store_reset) begin
-      \$274  = 3'h0;
+      \$286  = 3'h0;
     end
     if (rst) begin
-      \$274  = 3'h0;
+      \$286  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$275  = st_local_plane_stride_x;
+    \$287  = st_local_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$275  = \$223 ;
+          \$287  = \$233 ;
     endcase
     if (store_reset) begin
-      \$275  = 36'h000000000;
+      \$287  = 36'h000000000;
     end
     if (rst) begin
-      \$275  = 36'h000000000;
+      \$287  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$276  = st_local_row_stride_x;
+    \$288  = st_local_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$276  = \$224 ;
+          \$288  = \$234 ;
     endcase
     if (store_reset) begin
-      \$276  = 32'd0;
+      \$288  = 32'd0;
     end
     if (rst) begin
-      \$276  = 32'd0;
+      \$288  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$277  = st_host_plane_stride_x;
+    \$289  = st_host_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$277  = \$225 ;
+          \$289  = \$235 ;
     endcase
     if (store_reset) begin
-      \$277  = 48'h000000000000;
+      \$289  = 48'h000000000000;
     end
     if (rst) begin
-      \$277  = 48'h000000000000;
+      \$289  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$278  = st_host_row_stride_x;
+    \$290  = st_host_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$278  = \$226 ;
+          \$290  = \$236 ;
     endcase
     if (store_reset) begin
-      \$278  = 48'h000000000000;
+      \$290  = 48'h000000000000;
     end
     if (rst) begin
-      \$278  = 48'h000000000000;
+      \$290  = 48'h000000000000;
     end
   end
   assign st_rows_m1 = \$1 [15:0];
@@ -21938,13 +22055,13 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   assign st_rd_nxt0 = \$52 [13:0];
   assign spad_rd__addr = st_rd_row0;
   assign acc_rd__addr = st_rd_row0[12:0];
-  assign st_w_nxt0 = \$63 [11:0];
-  assign st_rb_mask = { \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  };
+  assign st_w_nxt0 = \$65 [11:0];
+  assign st_rb_mask = { \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68  };
   assign up__wvalid = st_wvalid;
   assign up__wlast = st_wlast;
   assign up__bready = 1'h1;
   assign st_err = store__error;
-  assign store_bytes = \$149 [7:0];
+  assign store_bytes = \$151 [7:0];
   assign \st_cmd.host_addr  = st_cmd[47:0];
   assign \st_cmd.host_row_stride  = st_cmd[79:48];
   assign \st_cmd.host_plane_stride  = st_cmd[111:80];
@@ -21976,21 +22093,21 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
   assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
-  assign \$174  = 32'd4294967288;
-  assign \$175 [2:0] = 3'h0;
-  assign \$175 [31:3] = \$31 [31:3];
-  assign \$178  = { 3'h0, \$177 [9:3] };
-  assign \$179  = { \$41 [4:0], 3'h0 };
-  assign \$204  = { 3'h0, \$203 [9:3] };
-  assign \$205  = 12'hff8;
-  assign \$206 [2:0] = 3'h0;
-  assign \$206 [11:3] = st_w_row0[11:3];
-  assign \$214  = up__bvalid;
-  assign \$216  = up__bvalid;
-  assign \$231  = 32'd4294967288;
-  assign \$232 [2:0] = 3'h0;
-  assign \$232 [31:3] = st_cmd[31:3];
-  assign \$235  = { 3'h0, \$234 [9:3] };
+  assign \$176  = 32'd4294967288;
+  assign \$177 [2:0] = 3'h0;
+  assign \$177 [31:3] = \$31 [31:3];
+  assign \$180  = { 3'h0, \$179 [9:3] };
+  assign \$181  = { \$41 [4:0], 3'h0 };
+  assign \$214  = { 3'h0, \$213 [9:3] };
+  assign \$215  = 12'hff8;
+  assign \$216 [2:0] = 3'h0;
+  assign \$216 [11:3] = st_w_row0[11:3];
+  assign \$224  = up__bvalid;
+  assign \$226  = up__bvalid;
+  assign \$241  = 32'd4294967288;
+  assign \$242 [2:0] = 3'h0;
+  assign \$242 [31:3] = st_cmd[31:3];
+  assign \$245  = { 3'h0, \$244 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -22879,7 +22996,7 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11916$16 , \port$12476$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11930$16 , \port$12490$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22923,10 +23040,10 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$119
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11916$16 ;
-  wire [15:0] \port$11916$16 ;
-  input [7:0] \port$12476$0 ;
-  wire [7:0] \port$12476$0 ;
+  input [15:0] \port$11930$16 ;
+  wire [15:0] \port$11930$16 ;
+  input [7:0] \port$12490$0 ;
+  wire [7:0] \port$12490$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22961,7 +23078,7 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$119
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11916$16 , \port$12476$0  };
+      storage[w_port__addr] <= { \port$11930$16 , \port$12490$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23072,14 +23189,14 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$119
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11916$16 , \port$12476$0  };
-  assign w_data = { \port$11916$16 , \port$12476$0  };
+  assign w_port__data = { \port$11930$16 , \port$12490$0  };
+  assign w_data = { \port$11930$16 , \port$12490$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11918$16 , \port$12596$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11932$16 , \port$12614$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -23123,10 +23240,10 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11918$16 ;
-  wire [15:0] \port$11918$16 ;
-  input [7:0] \port$12596$0 ;
-  wire [7:0] \port$12596$0 ;
+  input [15:0] \port$11932$16 ;
+  wire [15:0] \port$11932$16 ;
+  input [7:0] \port$12614$0 ;
+  wire [7:0] \port$12614$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -23161,7 +23278,7 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11918$16 , \port$12596$0  };
+      storage[w_port__addr] <= { \port$11932$16 , \port$12614$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23272,16 +23389,16 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11918$16 , \port$12596$0  };
-  assign w_data = { \port$11918$16 , \port$12596$0  };
+  assign w_port__data = { \port$11932$16 , \port$12614$0  };
+  assign w_data = { \port$11932$16 , \port$12614$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
-, \port$5439$0 , \port$11228$0 , \port$11278$0 , \port$11328$0 , \port$11378$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11888$2 , bus__we, bus__wdata
+, \port$5439$0 , \port$11242$0 , \port$11292$0 , \port$11342$0 , \port$11392$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11902$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -24201,16 +24318,16 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [23:0] \port$11228$0 ;
-  wire [23:0] \port$11228$0 ;
-  input [23:0] \port$11278$0 ;
-  wire [23:0] \port$11278$0 ;
-  input [23:0] \port$11328$0 ;
-  wire [23:0] \port$11328$0 ;
-  input [23:0] \port$11378$0 ;
-  wire [23:0] \port$11378$0 ;
-  input [29:0] \port$11888$2 ;
-  wire [29:0] \port$11888$2 ;
+  input [23:0] \port$11242$0 ;
+  wire [23:0] \port$11242$0 ;
+  input [23:0] \port$11292$0 ;
+  wire [23:0] \port$11292$0 ;
+  input [23:0] \port$11342$0 ;
+  wire [23:0] \port$11342$0 ;
+  input [23:0] \port$11392$0 ;
+  wire [23:0] \port$11392$0 ;
+  input [29:0] \port$11902$2 ;
+  wire [29:0] \port$11902$2 ;
   input \port$4289$0 ;
   wire \port$4289$0 ;
   input \port$4291$0 ;
@@ -24398,79 +24515,79 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$11888$2 [9:0] == 6'h39;
+  assign \$111  = \port$11902$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$11888$2 [9:0] == 6'h3a;
+  assign \$113  = \port$11902$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$11888$2 [9:0] == 6'h3b;
+  assign \$115  = \port$11902$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$11888$2 [9:0] == 6'h3c;
+  assign \$117  = \port$11902$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$11888$2 [9:0] == 6'h3d;
+  assign \$119  = \port$11902$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$11888$2 [9:0] == 6'h3e;
+  assign \$121  = \port$11902$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$11888$2 [9:0] == 6'h3f;
+  assign \$123  = \port$11902$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$11888$2 [9:0] == 7'h40;
+  assign \$125  = \port$11902$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$11888$2 [9:0] == 7'h41;
+  assign \$127  = \port$11902$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$11888$2 [9:0] == 7'h42;
+  assign \$129  = \port$11902$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$11888$2 [9:0] == 7'h43;
+  assign \$131  = \port$11902$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$11888$2 [9:0] == 7'h44;
+  assign \$133  = \port$11902$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$11888$2 [9:0] == 7'h45;
+  assign \$135  = \port$11902$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$11888$2 [9:0] == 7'h46;
+  assign \$137  = \port$11902$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$11888$2 [9:0] == 7'h47;
+  assign \$139  = \port$11902$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$11888$2 [9:0] == 7'h48;
+  assign \$141  = \port$11902$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$11888$2 [9:0] == 7'h49;
+  assign \$143  = \port$11902$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$11888$2 [9:0] == 7'h4a;
+  assign \$145  = \port$11902$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$11888$2 [9:0] == 7'h4b;
+  assign \$147  = \port$11902$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$11888$2 [9:0] == 7'h4c;
+  assign \$149  = \port$11902$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$11888$2 [9:0] == 7'h4d;
+  assign \$151  = \port$11902$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$11888$2 [9:0] == 7'h4e;
+  assign \$153  = \port$11902$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$11888$2 [9:0] == 7'h4f;
+  assign \$155  = \port$11902$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$11888$2 [9:0] == 7'h50;
+  assign \$157  = \port$11902$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$11888$2 [9:0] == 7'h51;
+  assign \$159  = \port$11902$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24594,84 +24711,84 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$11888$2 [9:0];
+  assign \$282  = ! \port$11902$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$11888$2 [9:0] == 1'h1;
+  assign \$288  = \port$11902$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$11888$2 [9:0] == 2'h2;
+  assign \$294  = \port$11902$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$11888$2 [9:0] == 2'h3;
+  assign \$300  = \port$11902$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$11888$2 [9:0] == 3'h4;
+  assign \$306  = \port$11902$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$11888$2 [9:0] == 3'h5;
+  assign \$312  = \port$11902$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$11888$2 [9:0] == 3'h6;
+  assign \$318  = \port$11902$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$11888$2 [9:0] == 4'h8;
+  assign \$324  = \port$11902$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$11888$2 [9:0] == 4'h9;
+  assign \$336  = \port$11902$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$11888$2 [9:0] == 4'ha;
+  assign \$344  = \port$11902$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$11888$2 [9:0] == 4'hb;
+  assign \$350  = \port$11902$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$11888$2 [9:0] == 4'hc;
+  assign \$358  = \port$11902$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$11888$2 [9:0] == 4'hd;
+  assign \$368  = \port$11902$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$11888$2 [9:0] == 4'he;
+  assign \$378  = \port$11902$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$11888$2 [9:0] == 4'hf;
+  assign \$388  = \port$11902$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$11888$2 [9:0] == 5'h10;
+  assign \$398  = \port$11902$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$11888$2 [9:0] == 5'h11;
+  assign \$404  = \port$11902$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24680,251 +24797,251 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$11888$2 [9:0] == 5'h12;
+  assign \$420  = \port$11902$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$11888$2 [9:0] == 5'h13;
+  assign \$426  = \port$11902$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$11888$2 [9:0] == 5'h14;
+  assign \$432  = \port$11902$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$11888$2 [9:0] == 5'h15;
+  assign \$438  = \port$11902$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$11888$2 [9:0] == 5'h16;
+  assign \$444  = \port$11902$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$11888$2 [9:0] == 5'h17;
+  assign \$450  = \port$11902$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$11888$2 [9:0] == 5'h18;
+  assign \$456  = \port$11902$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$11888$2 [9:0] == 5'h19;
+  assign \$462  = \port$11902$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$11888$2 [9:0] == 5'h1a;
+  assign \$468  = \port$11902$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$11888$2 [9:0] == 5'h1b;
+  assign \$474  = \port$11902$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$11888$2 [9:0] == 5'h1c;
+  assign \$480  = \port$11902$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$11888$2 [9:0] == 5'h1d;
+  assign \$486  = \port$11902$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$11888$2 [9:0] == 6'h20;
+  assign \$492  = \port$11902$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$11888$2 [9:0] == 6'h21;
+  assign \$498  = \port$11902$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$11888$2 [9:0] == 6'h22;
+  assign \$504  = \port$11902$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$11888$2 [9:0] == 6'h23;
+  assign \$510  = \port$11902$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$11888$2 [9:0] == 6'h24;
+  assign \$516  = \port$11902$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$11888$2 [9:0] == 6'h25;
+  assign \$522  = \port$11902$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$11888$2 [9:0] == 6'h26;
+  assign \$528  = \port$11902$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$11888$2 [9:0] == 6'h27;
+  assign \$534  = \port$11902$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$11888$2 [9:0] == 6'h28;
+  assign \$540  = \port$11902$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$11888$2 [9:0] == 6'h29;
+  assign \$546  = \port$11902$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$11888$2 [9:0] == 6'h2a;
+  assign \$552  = \port$11902$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$11888$2 [9:0] == 6'h2b;
+  assign \$558  = \port$11902$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$11888$2 [9:0] == 6'h2c;
+  assign \$564  = \port$11902$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$11888$2 [9:0] == 6'h2d;
+  assign \$570  = \port$11902$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$11888$2 [9:0] == 6'h2e;
+  assign \$576  = \port$11902$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$11888$2 [9:0] == 6'h2f;
+  assign \$582  = \port$11902$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$11888$2 [9:0] == 6'h30;
+  assign \$588  = \port$11902$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$11888$2 [9:0] == 6'h31;
+  assign \$594  = \port$11902$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$11888$2 [9:0] == 6'h32;
+  assign \$600  = \port$11902$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$11888$2 [9:0] == 6'h33;
+  assign \$606  = \port$11902$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$11888$2 [9:0] == 6'h34;
+  assign \$612  = \port$11902$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$11888$2 [9:0] == 6'h35;
+  assign \$618  = \port$11902$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$11888$2 [9:0] == 6'h36;
+  assign \$624  = \port$11902$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$11888$2 [9:0] == 6'h37;
+  assign \$630  = \port$11902$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$11888$2 [9:0] == 6'h38;
+  assign \$636  = \port$11902$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$11888$2 [9:0] == 6'h39;
+  assign \$642  = \port$11902$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$11888$2 [9:0] == 6'h3a;
+  assign \$648  = \port$11902$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$11888$2 [9:0] == 6'h3b;
+  assign \$654  = \port$11902$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$11888$2 [9:0] == 6'h3c;
+  assign \$660  = \port$11902$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$11888$2 [9:0] == 6'h3d;
+  assign \$666  = \port$11902$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$11888$2 [9:0] == 6'h3e;
+  assign \$672  = \port$11902$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$11888$2 [9:0] == 6'h3f;
+  assign \$678  = \port$11902$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$11888$2 [9:0] == 7'h40;
+  assign \$684  = \port$11902$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$11888$2 [9:0] == 7'h41;
+  assign \$690  = \port$11902$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$11888$2 [9:0] == 7'h42;
+  assign \$696  = \port$11902$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$11888$2 [9:0] == 7'h43;
+  assign \$702  = \port$11902$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$11888$2 [9:0] == 7'h44;
+  assign \$708  = \port$11902$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$11888$2 [9:0] == 7'h45;
+  assign \$714  = \port$11902$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$11888$2 [9:0] == 7'h46;
+  assign \$720  = \port$11902$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$11888$2 [9:0] == 7'h47;
+  assign \$726  = \port$11902$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$11888$2 [9:0] == 7'h48;
+  assign \$732  = \port$11902$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$11888$2 [9:0] == 7'h49;
+  assign \$738  = \port$11902$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$11888$2 [9:0] == 7'h4a;
+  assign \$744  = \port$11902$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$11888$2 [9:0] == 7'h4b;
+  assign \$750  = \port$11902$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$11888$2 [9:0] == 7'h4c;
+  assign \$756  = \port$11902$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$11888$2 [9:0] == 7'h4d;
+  assign \$762  = \port$11902$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$11888$2 [9:0] == 7'h4e;
+  assign \$768  = \port$11902$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$11888$2 [9:0] == 7'h4f;
+  assign \$774  = \port$11902$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$11888$2 [9:0] == 7'h50;
+  assign \$780  = \port$11902$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$11888$2 [9:0] == 7'h51;
+  assign \$786  = \port$11902$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -25018,167 +25135,167 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$11888$2 [9:0];
+  assign \$3  = ! \port$11902$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$11888$2 [9:0] == 1'h1;
+  assign \$5  = \port$11902$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$11888$2 [9:0] == 2'h2;
+  assign \$7  = \port$11902$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$11888$2 [9:0] == 2'h3;
+  assign \$9  = \port$11902$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$11888$2 [9:0] == 3'h4;
+  assign \$11  = \port$11902$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$11888$2 [9:0] == 3'h5;
+  assign \$13  = \port$11902$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$11888$2 [9:0] == 3'h6;
+  assign \$15  = \port$11902$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$11888$2 [9:0] == 4'h8;
+  assign \$17  = \port$11902$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$11888$2 [9:0] == 4'h9;
+  assign \$19  = \port$11902$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$11888$2 [9:0] == 4'ha;
+  assign \$21  = \port$11902$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$11888$2 [9:0] == 4'hb;
+  assign \$23  = \port$11902$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$11888$2 [9:0] == 4'hc;
+  assign \$25  = \port$11902$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$11888$2 [9:0] == 4'hd;
+  assign \$27  = \port$11902$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$11888$2 [9:0] == 4'he;
+  assign \$29  = \port$11902$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$11888$2 [9:0] == 4'hf;
+  assign \$31  = \port$11902$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$11888$2 [9:0] == 5'h10;
+  assign \$33  = \port$11902$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$11888$2 [9:0] == 5'h11;
+  assign \$35  = \port$11902$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$11888$2 [9:0] == 5'h12;
+  assign \$37  = \port$11902$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$11888$2 [9:0] == 5'h13;
+  assign \$39  = \port$11902$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$11888$2 [9:0] == 5'h14;
+  assign \$41  = \port$11902$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$11888$2 [9:0] == 5'h15;
+  assign \$43  = \port$11902$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$11888$2 [9:0] == 5'h16;
+  assign \$45  = \port$11902$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$11888$2 [9:0] == 5'h17;
+  assign \$47  = \port$11902$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$11888$2 [9:0] == 5'h18;
+  assign \$49  = \port$11902$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$11888$2 [9:0] == 5'h19;
+  assign \$51  = \port$11902$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$11888$2 [9:0] == 5'h1a;
+  assign \$53  = \port$11902$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$11888$2 [9:0] == 5'h1b;
+  assign \$55  = \port$11902$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$11888$2 [9:0] == 5'h1c;
+  assign \$57  = \port$11902$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$11888$2 [9:0] == 5'h1d;
+  assign \$59  = \port$11902$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$11888$2 [9:0] == 6'h20;
+  assign \$61  = \port$11902$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$11888$2 [9:0] == 6'h21;
+  assign \$63  = \port$11902$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$11888$2 [9:0] == 6'h22;
+  assign \$65  = \port$11902$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$11888$2 [9:0] == 6'h23;
+  assign \$67  = \port$11902$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$11888$2 [9:0] == 6'h24;
+  assign \$69  = \port$11902$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$11888$2 [9:0] == 6'h25;
+  assign \$71  = \port$11902$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$11888$2 [9:0] == 6'h26;
+  assign \$73  = \port$11902$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$11888$2 [9:0] == 6'h27;
+  assign \$75  = \port$11902$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$11888$2 [9:0] == 6'h28;
+  assign \$77  = \port$11902$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$11888$2 [9:0] == 6'h29;
+  assign \$79  = \port$11902$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$11888$2 [9:0] == 6'h2a;
+  assign \$81  = \port$11902$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$11888$2 [9:0] == 6'h2b;
+  assign \$83  = \port$11902$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$11888$2 [9:0] == 6'h2c;
+  assign \$85  = \port$11902$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$11888$2 [9:0] == 6'h2d;
+  assign \$87  = \port$11902$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$11888$2 [9:0] == 6'h2e;
+  assign \$89  = \port$11902$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$11888$2 [9:0] == 6'h2f;
+  assign \$91  = \port$11902$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$11888$2 [9:0] == 6'h30;
+  assign \$93  = \port$11902$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$11888$2 [9:0] == 6'h31;
+  assign \$95  = \port$11902$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$11888$2 [9:0] == 6'h32;
+  assign \$97  = \port$11902$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$11888$2 [9:0] == 6'h33;
+  assign \$99  = \port$11902$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$11888$2 [9:0] == 6'h34;
+  assign \$101  = \port$11902$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$11888$2 [9:0] == 6'h35;
+  assign \$103  = \port$11902$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$11888$2 [9:0] == 6'h36;
+  assign \$105  = \port$11902$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$11888$2 [9:0] == 6'h37;
+  assign \$107  = \port$11902$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$11888$2 [9:0] == 6'h38;
+  assign \$109  = \port$11902$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26456,17 +26573,17 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$11888$2 , 2'h0 };
+  assign bus__addr = { \port$11902$2 , 2'h0 };
   assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
-  assign retire0_error = \port$11228$0 [7:0];
-  assign retire0_tag = \port$11228$0 [23:8];
-  assign retire1_error = \port$11278$0 [7:0];
-  assign retire1_tag = \port$11278$0 [23:8];
-  assign retire2_error = \port$11328$0 [7:0];
-  assign retire2_tag = \port$11328$0 [23:8];
-  assign retire3_error = \port$11378$0 [7:0];
-  assign retire3_tag = \port$11378$0 [23:8];
+  assign retire0_error = \port$11242$0 [7:0];
+  assign retire0_tag = \port$11242$0 [23:8];
+  assign retire1_error = \port$11292$0 [7:0];
+  assign retire1_tag = \port$11292$0 [23:8];
+  assign retire2_error = \port$11342$0 [7:0];
+  assign retire2_tag = \port$11342$0 [23:8];
+  assign retire3_error = \port$11392$0 [7:0];
+  assign retire3_tag = \port$11392$0 [23:8];
   assign q_head0_word = \port$5349$0 [31:0];
   assign q_head1_word = \port$5349$0 [63:32];
   assign q_head2_word = \port$5349$0 [95:64];
@@ -26528,20 +26645,20 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$11228$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$11228$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$11242$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$11242$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$11278$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$11278$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$11292$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$11292$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$11328$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$11328$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$11342$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$11342$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$11378$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$11378$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$11392$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$11392$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -26744,14 +26861,14 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   reg [4:0] \$153 ;
   reg [1:0] \$154 ;
   reg [4:0] \$155 ;
-  reg \$156 ;
-  reg \$157 ;
-  reg [3:0] \$158 ;
-  reg \$159 ;
+  reg [21:0] \$156 ;
+  reg [21:0] \$157 ;
+  reg [15:0] \$158 ;
+  reg [15:0] \$159 ;
   wire \$16 ;
-  reg [12:0] \$160 ;
-  reg \$161 ;
-  reg \$162 ;
+  reg [15:0] \$160 ;
+  reg [15:0] \$161 ;
+  reg [15:0] \$162 ;
   reg [15:0] \$163 ;
   reg [15:0] \$164 ;
   reg [15:0] \$165 ;
@@ -26780,33 +26897,33 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   reg [15:0] \$186 ;
   reg [15:0] \$187 ;
   reg [15:0] \$188 ;
-  reg [15:0] \$189 ;
+  reg \$189 ;
   wire [5:0] \$19 ;
-  reg [15:0] \$190 ;
-  reg [15:0] \$191 ;
-  reg [15:0] \$192 ;
-  reg [15:0] \$193 ;
+  reg [175:0] \$190 ;
+  reg [2:0] \$191 ;
+  reg \$192 ;
+  reg \$193 ;
   reg \$194 ;
-  reg [175:0] \$195 ;
-  reg [2:0] \$196 ;
-  reg \$197 ;
-  reg \$198 ;
+  reg [7:0] \$195 ;
+  reg [11:0] \$196 ;
+  reg [11:0] \$197 ;
+  reg [15:0] \$198 ;
   reg \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  reg [7:0] \$200 ;
-  reg [11:0] \$201 ;
-  reg [11:0] \$202 ;
-  reg [15:0] \$203 ;
-  reg \$204 ;
-  reg [13:0] \$205 ;
-  reg [13:0] \$206 ;
-  reg [13:0] \$207 ;
-  reg [13:0] \$208 ;
-  reg [12:0] \$209 ;
+  reg [13:0] \$200 ;
+  reg [13:0] \$201 ;
+  reg [13:0] \$202 ;
+  reg [13:0] \$203 ;
+  reg [12:0] \$204 ;
+  reg [12:0] \$205 ;
+  reg \$206 ;
+  wire [31:0] \$207 ;
+  wire [31:0] \$208 ;
+  wire [31:0] \$209 ;
   wire [4:0] \$21 ;
-  reg [12:0] \$210 ;
-  reg \$211 ;
+  wire [31:0] \$210 ;
+  wire [31:0] \$211 ;
   wire [31:0] \$212 ;
   wire [31:0] \$213 ;
   wire [31:0] \$214 ;
@@ -26819,11 +26936,6 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   wire [31:0] \$220 ;
   wire [31:0] \$221 ;
   wire [31:0] \$222 ;
-  wire [31:0] \$223 ;
-  wire [31:0] \$224 ;
-  wire [31:0] \$225 ;
-  wire [31:0] \$226 ;
-  wire [31:0] \$227 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
@@ -26908,7 +27020,6 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  (* init = 1'h0 *)
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
   input [127:0] a_data;
@@ -27064,13 +27175,8 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   wire [3:0] reset;
   input rst;
   wire rst;
-  reg s1_accum = 1'h0;
-  reg s1_bank = 1'h0;
-  reg [12:0] s1_caddr = 13'h0000;
-  reg s1_is_a = 1'h0;
-  reg s1_last = 1'h0;
-  reg [3:0] s1_row = 4'h0;
-  reg s1_valid = 1'h0;
+  reg [21:0] spad_meta_q1 = 22'h000000;
+  reg [21:0] spad_meta_q2 = 22'h000000;
   output [13:0] spad_rd__addr;
   wire [13:0] spad_rd__addr;
   wire [127:0] spad_rd__data;
@@ -27080,14 +27186,12 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   wire spad_rd__gnt;
   output stall;
   wire stall;
-  (* init = 1'h0 *)
   wire w_bank;
   wire [127:0] w_data;
   wire w_en;
-  (* init = 4'h0 *)
   wire [3:0] w_row;
-  assign \$1  = s1_valid & s1_is_a;
-  assign \$2  = ! s1_bank;
+  assign \$1  = spad_meta_q1[0] & spad_meta_q1[1];
+  assign \$2  = ! spad_meta_q1[6];
   assign \$3  = \$1  & \$2 ;
   assign \$4  = | bank0_busy_cnt;
   assign \$5  = bank0_busy_cnt - 1'h1;
@@ -27098,8 +27202,8 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign \$10  = ! bank;
   assign \$11  = \$9  & \$10 ;
   assign \$12  = ~ \$11 ;
-  assign \$13  = s1_valid & s1_is_a;
-  assign \$14  = ! s1_bank;
+  assign \$13  = spad_meta_q1[0] & spad_meta_q1[1];
+  assign \$14  = ! spad_meta_q1[6];
   assign \$15  = \$13  & \$14 ;
   assign \$16  = | bank0_busy_cnt;
   assign \$17  = bank0_busy_cnt - 1'h1;
@@ -27110,7 +27214,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign \$22  = $signed(\$19 ) + $signed({ 1'h0, \$21  });
   assign \$23  = $signed(\$22 ) <= $signed(6'h11);
   assign \$24  = \$12  & \$23 ;
-  assign \$25  = s1_valid & s1_is_a;
+  assign \$25  = spad_meta_q1[0] & spad_meta_q1[1];
   assign \$27  = \$25  & \$26 ;
   assign \$28  = | bank1_busy_cnt;
   assign \$29  = bank1_busy_cnt - 1'h1;
@@ -27120,7 +27224,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign \$33  = issuing & \$32 ;
   assign \$35  = \$33  & \$34 ;
   assign \$36  = ~ \$35 ;
-  assign \$37  = s1_valid & s1_is_a;
+  assign \$37  = spad_meta_q1[0] & spad_meta_q1[1];
   assign \$39  = \$37  & \$38 ;
   assign \$40  = | bank1_busy_cnt;
   assign \$41  = bank1_busy_cnt - 1'h1;
@@ -27143,7 +27247,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign \$58  = cmd[75:60] - 1'h1;
   assign \$59  = idx == \$58 [15:0];
   assign \$60  = \$57  & \$59 ;
-  assign \$61  = s1_valid & s1_is_a;
+  assign \$61  = spad_meta_q2[0] & spad_meta_q2[1];
   assign \$62  = meta31[13:1] == meta29[13:1];
   assign \$63  = acc_wr__en & \$62 ;
   assign \$64  = meta31[13:1] == meta30[13:1];
@@ -27212,31 +27316,31 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign \$127  = \$125  | \$126 ;
   assign spad_rd__en = issuing & \$127 ;
   assign spad_rd__addr = load_b ? b_ptr : a_ptr;
-  assign a_valid = s1_valid & s1_is_a;
-  assign \$128  = ~ s1_is_a;
-  assign w_en = s1_valid & \$128 ;
-  assign active = s1_valid & s1_is_a;
-  assign \$129  = s1_valid & s1_is_a;
+  assign a_valid = spad_meta_q2[0] & spad_meta_q2[1];
+  assign \$128  = ~ spad_meta_q2[1];
+  assign w_en = spad_meta_q2[0] & \$128 ;
+  assign active = spad_meta_q2[0] & spad_meta_q2[1];
+  assign \$129  = spad_meta_q2[0] & spad_meta_q2[1];
   assign \$130  = ~ \$129 ;
   assign stall = ctl__busy & \$130 ;
-  assign acc_rd__en = meta29[0] & meta29[14];
-  assign \$131  = old[31:0] + \$213 ;
-  assign \$132  = old[63:32] + \$214 ;
-  assign \$133  = old[95:64] + \$215 ;
-  assign \$134  = old[127:96] + \$216 ;
-  assign \$135  = old[159:128] + \$217 ;
-  assign \$136  = old[191:160] + \$218 ;
-  assign \$137  = old[223:192] + \$219 ;
-  assign \$138  = old[255:224] + \$220 ;
-  assign \$139  = old[287:256] + \$221 ;
-  assign \$140  = old[319:288] + \$222 ;
-  assign \$141  = old[351:320] + \$223 ;
-  assign \$142  = old[383:352] + \$224 ;
-  assign \$143  = old[415:384] + \$225 ;
-  assign \$144  = old[447:416] + \$226 ;
-  assign \$145  = old[479:448] + \$227 ;
-  assign \$146  = old[511:480] + \$212 ;
-  assign acc_wr__data = meta31[14] ? { \$146 [31:0], \$145 [31:0], \$144 [31:0], \$143 [31:0], \$142 [31:0], \$141 [31:0], \$140 [31:0], \$139 [31:0], \$138 [31:0], \$137 [31:0], \$136 [31:0], \$135 [31:0], \$134 [31:0], \$133 [31:0], \$132 [31:0], \$131 [31:0] } : { \$212 , \$227 , \$226 , \$225 , \$224 , \$223 , \$222 , \$221 , \$220 , \$219 , \$218 , \$217 , \$216 , \$215 , \$214 , \$213  };
+  assign acc_rd__en = meta28[0] & meta28[14];
+  assign \$131  = old[31:0] + \$208 ;
+  assign \$132  = old[63:32] + \$209 ;
+  assign \$133  = old[95:64] + \$210 ;
+  assign \$134  = old[127:96] + \$211 ;
+  assign \$135  = old[159:128] + \$212 ;
+  assign \$136  = old[191:160] + \$213 ;
+  assign \$137  = old[223:192] + \$214 ;
+  assign \$138  = old[255:224] + \$215 ;
+  assign \$139  = old[287:256] + \$216 ;
+  assign \$140  = old[319:288] + \$217 ;
+  assign \$141  = old[351:320] + \$218 ;
+  assign \$142  = old[383:352] + \$219 ;
+  assign \$143  = old[415:384] + \$220 ;
+  assign \$144  = old[447:416] + \$221 ;
+  assign \$145  = old[479:448] + \$222 ;
+  assign \$146  = old[511:480] + \$207 ;
+  assign acc_wr__data = meta31[14] ? { \$146 [31:0], \$145 [31:0], \$144 [31:0], \$143 [31:0], \$142 [31:0], \$141 [31:0], \$140 [31:0], \$139 [31:0], \$138 [31:0], \$137 [31:0], \$136 [31:0], \$135 [31:0], \$134 [31:0], \$133 [31:0], \$132 [31:0], \$131 [31:0] } : { \$207 , \$222 , \$221 , \$220 , \$219 , \$218 , \$217 , \$216 , \$215 , \$214 , \$213 , \$212 , \$211 , \$210 , \$209 , \$208  };
   assign ctl__busy = ~ \$147 ;
   assign \$147  = ! gemm_fsm_state;
   assign \$148  = gemm_fsm_state == 1'h1;
@@ -27252,147 +27356,136 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   always @(posedge clk)
     bank1_busy_cnt <= \$155 ;
   always @(posedge clk)
-    s1_valid <= \$156 ;
+    spad_meta_q1 <= \$156 ;
   always @(posedge clk)
-    s1_is_a <= \$157 ;
+    spad_meta_q2 <= \$157 ;
   always @(posedge clk)
-    s1_row <= \$158 ;
+    meta1 <= \$158 ;
   always @(posedge clk)
-    s1_bank <= \$159 ;
+    meta2 <= \$159 ;
   always @(posedge clk)
-    s1_caddr <= \$160 ;
+    meta3 <= \$160 ;
   always @(posedge clk)
-    s1_accum <= \$161 ;
+    meta4 <= \$161 ;
   always @(posedge clk)
-    s1_last <= \$162 ;
+    meta5 <= \$162 ;
   always @(posedge clk)
-    meta1 <= \$163 ;
+    meta6 <= \$163 ;
   always @(posedge clk)
-    meta2 <= \$164 ;
+    meta7 <= \$164 ;
   always @(posedge clk)
-    meta3 <= \$165 ;
+    meta8 <= \$165 ;
   always @(posedge clk)
-    meta4 <= \$166 ;
+    meta9 <= \$166 ;
   always @(posedge clk)
-    meta5 <= \$167 ;
+    meta10 <= \$167 ;
   always @(posedge clk)
-    meta6 <= \$168 ;
+    meta11 <= \$168 ;
   always @(posedge clk)
-    meta7 <= \$169 ;
+    meta12 <= \$169 ;
   always @(posedge clk)
-    meta8 <= \$170 ;
+    meta13 <= \$170 ;
   always @(posedge clk)
-    meta9 <= \$171 ;
+    meta14 <= \$171 ;
   always @(posedge clk)
-    meta10 <= \$172 ;
+    meta15 <= \$172 ;
   always @(posedge clk)
-    meta11 <= \$173 ;
+    meta16 <= \$173 ;
   always @(posedge clk)
-    meta12 <= \$174 ;
+    meta17 <= \$174 ;
   always @(posedge clk)
-    meta13 <= \$175 ;
+    meta18 <= \$175 ;
   always @(posedge clk)
-    meta14 <= \$176 ;
+    meta19 <= \$176 ;
   always @(posedge clk)
-    meta15 <= \$177 ;
+    meta20 <= \$177 ;
   always @(posedge clk)
-    meta16 <= \$178 ;
+    meta21 <= \$178 ;
   always @(posedge clk)
-    meta17 <= \$179 ;
+    meta22 <= \$179 ;
   always @(posedge clk)
-    meta18 <= \$180 ;
+    meta23 <= \$180 ;
   always @(posedge clk)
-    meta19 <= \$181 ;
+    meta24 <= \$181 ;
   always @(posedge clk)
-    meta20 <= \$182 ;
+    meta25 <= \$182 ;
   always @(posedge clk)
-    meta21 <= \$183 ;
+    meta26 <= \$183 ;
   always @(posedge clk)
-    meta22 <= \$184 ;
+    meta27 <= \$184 ;
   always @(posedge clk)
-    meta23 <= \$185 ;
+    meta28 <= \$185 ;
   always @(posedge clk)
-    meta24 <= \$186 ;
+    meta29 <= \$186 ;
   always @(posedge clk)
-    meta25 <= \$187 ;
+    meta30 <= \$187 ;
   always @(posedge clk)
-    meta26 <= \$188 ;
+    meta31 <= \$188 ;
   always @(posedge clk)
-    meta27 <= \$189 ;
-  always @(posedge clk)
-    meta28 <= \$190 ;
-  always @(posedge clk)
-    meta29 <= \$191 ;
-  always @(posedge clk)
-    meta30 <= \$192 ;
-  always @(posedge clk)
-    meta31 <= \$193 ;
-  always @(posedge clk)
-    fwd_hit <= \$194 ;
+    fwd_hit <= \$189 ;
   always @(posedge clk)
     fwd_data <= acc_wr__data;
   always @(posedge clk)
     old <= \$67 ;
   always @(posedge clk)
-    cmd <= \$195 ;
+    cmd <= \$190 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$196 ;
+    gemm_fsm_state <= \$191 ;
   always @(posedge clk)
-    err_reserved <= \$197 ;
+    err_reserved <= \$192 ;
   always @(posedge clk)
-    err_shape <= \$198 ;
+    err_shape <= \$193 ;
   always @(posedge clk)
-    err_range <= \$199 ;
+    err_range <= \$194 ;
   always @(posedge clk)
-    error <= \$200 ;
+    error <= \$195 ;
   always @(posedge clk)
-    nt <= \$201 ;
+    nt <= \$196 ;
   always @(posedge clk)
-    kt <= \$202 ;
+    kt <= \$197 ;
   always @(posedge clk)
-    idx <= \$203 ;
+    idx <= \$198 ;
   always @(posedge clk)
-    load_b <= \$204 ;
+    load_b <= \$199 ;
   always @(posedge clk)
-    a_base <= \$205 ;
+    a_base <= \$200 ;
   always @(posedge clk)
-    a_ptr <= \$206 ;
+    a_ptr <= \$201 ;
   always @(posedge clk)
-    b_base <= \$207 ;
+    b_base <= \$202 ;
   always @(posedge clk)
-    b_ptr <= \$208 ;
+    b_ptr <= \$203 ;
   always @(posedge clk)
-    c_base <= \$209 ;
+    c_base <= \$204 ;
   always @(posedge clk)
-    c_ptr <= \$210 ;
+    c_ptr <= \$205 ;
   always @(posedge clk)
-    bank <= \$211 ;
+    bank <= \$206 ;
   \kaki_soc_16x16.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_14(\$213 ),
-    .deskew10_4(\$223 ),
-    .deskew11_3(\$224 ),
-    .deskew12_2(\$225 ),
-    .deskew13_1(\$226 ),
-    .deskew14_0(\$227 ),
-    .deskew1_13(\$214 ),
-    .deskew2_12(\$215 ),
-    .deskew3_11(\$216 ),
-    .deskew4_10(\$217 ),
-    .deskew5_9(\$218 ),
-    .deskew6_8(\$219 ),
-    .deskew7_7(\$220 ),
-    .deskew8_6(\$221 ),
-    .deskew9_5(\$222 ),
+    .deskew0_14(\$208 ),
+    .deskew10_4(\$218 ),
+    .deskew11_3(\$219 ),
+    .deskew12_2(\$220 ),
+    .deskew13_1(\$221 ),
+    .deskew14_0(\$222 ),
+    .deskew1_13(\$209 ),
+    .deskew2_12(\$210 ),
+    .deskew3_11(\$211 ),
+    .deskew4_10(\$212 ),
+    .deskew5_9(\$213 ),
+    .deskew6_8(\$214 ),
+    .deskew7_7(\$215 ),
+    .deskew8_6(\$216 ),
+    .deskew9_5(\$217 ),
     .out_valid_q(acc_wr__en),
-    .pe15_15_psum(\$212 ),
+    .pe15_15_psum(\$207 ),
+    .\port$12642$2 (spad_meta_q2[6:2]),
     .reset(reset),
     .rst(rst),
-    .w_bank(s1_bank),
     .w_data(a_data),
-    .w_en(w_en),
-    .w_row(s1_row)
+    .w_en(w_en)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
@@ -27453,77 +27546,77 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$156  = \$49 ;
+    \$156  = { \$60 , \$52 , c_ptr, bank, idx[3:0], \$50 , \$49  };
     if (reset[2]) begin
-      \$156  = 1'h0;
+      \$156  = 22'h000000;
     end
     if (rst) begin
-      \$156  = 1'h0;
+      \$156  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$157  = \$50 ;
+    \$157  = spad_meta_q1;
     if (reset[2]) begin
-      \$157  = 1'h0;
+      \$157  = 22'h000000;
     end
     if (rst) begin
-      \$157  = 1'h0;
+      \$157  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$158  = idx[3:0];
+    \$158  = { spad_meta_q2[21:7], \$61  };
     if (reset[2]) begin
-      \$158  = 4'h0;
+      \$158  = 16'h0000;
     end
     if (rst) begin
-      \$158  = 4'h0;
+      \$158  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$159  = bank;
+    \$159  = meta1;
     if (reset[2]) begin
-      \$159  = 1'h0;
+      \$159  = 16'h0000;
     end
     if (rst) begin
-      \$159  = 1'h0;
+      \$159  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$160  = c_ptr;
+    \$160  = meta2;
     if (reset[2]) begin
-      \$160  = 13'h0000;
+      \$160  = 16'h0000;
     end
     if (rst) begin
-      \$160  = 13'h0000;
+      \$160  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$161  = \$52 ;
+    \$161  = meta3;
     if (reset[2]) begin
-      \$161  = 1'h0;
+      \$161  = 16'h0000;
     end
     if (rst) begin
-      \$161  = 1'h0;
+      \$161  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$162  = \$60 ;
+    \$162  = meta4;
     if (reset[2]) begin
-      \$162  = 1'h0;
+      \$162  = 16'h0000;
     end
     if (rst) begin
-      \$162  = 1'h0;
+      \$162  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$163  = { s1_last, s1_accum, s1_caddr, \$61  };
+    \$163  = meta5;
     if (reset[2]) begin
       \$163  = 16'h0000;
     end
@@ -27533,7 +27626,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$164  = meta1;
+    \$164  = meta6;
     if (reset[2]) begin
       \$164  = 16'h0000;
     end
@@ -27543,7 +27636,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$165  = meta2;
+    \$165  = meta7;
     if (reset[2]) begin
       \$165  = 16'h0000;
     end
@@ -27553,7 +27646,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$166  = meta3;
+    \$166  = meta8;
     if (reset[2]) begin
       \$166  = 16'h0000;
     end
@@ -27563,7 +27656,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$167  = meta4;
+    \$167  = meta9;
     if (reset[2]) begin
       \$167  = 16'h0000;
     end
@@ -27573,7 +27666,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$168  = meta5;
+    \$168  = meta10;
     if (reset[2]) begin
       \$168  = 16'h0000;
     end
@@ -27583,7 +27676,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$169  = meta6;
+    \$169  = meta11;
     if (reset[2]) begin
       \$169  = 16'h0000;
     end
@@ -27593,7 +27686,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$170  = meta7;
+    \$170  = meta12;
     if (reset[2]) begin
       \$170  = 16'h0000;
     end
@@ -27603,7 +27696,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$171  = meta8;
+    \$171  = meta13;
     if (reset[2]) begin
       \$171  = 16'h0000;
     end
@@ -27613,7 +27706,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$172  = meta9;
+    \$172  = meta14;
     if (reset[2]) begin
       \$172  = 16'h0000;
     end
@@ -27623,7 +27716,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$173  = meta10;
+    \$173  = meta15;
     if (reset[2]) begin
       \$173  = 16'h0000;
     end
@@ -27633,7 +27726,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$174  = meta11;
+    \$174  = meta16;
     if (reset[2]) begin
       \$174  = 16'h0000;
     end
@@ -27643,7 +27736,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$175  = meta12;
+    \$175  = meta17;
     if (reset[2]) begin
       \$175  = 16'h0000;
     end
@@ -27653,7 +27746,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$176  = meta13;
+    \$176  = meta18;
     if (reset[2]) begin
       \$176  = 16'h0000;
     end
@@ -27663,7 +27756,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$177  = meta14;
+    \$177  = meta19;
     if (reset[2]) begin
       \$177  = 16'h0000;
     end
@@ -27673,7 +27766,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$178  = meta15;
+    \$178  = meta20;
     if (reset[2]) begin
       \$178  = 16'h0000;
     end
@@ -27683,7 +27776,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$179  = meta16;
+    \$179  = meta21;
     if (reset[2]) begin
       \$179  = 16'h0000;
     end
@@ -27693,7 +27786,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$180  = meta17;
+    \$180  = meta22;
     if (reset[2]) begin
       \$180  = 16'h0000;
     end
@@ -27703,7 +27796,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$181  = meta18;
+    \$181  = meta23;
     if (reset[2]) begin
       \$181  = 16'h0000;
     end
@@ -27713,7 +27806,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$182  = meta19;
+    \$182  = meta24;
     if (reset[2]) begin
       \$182  = 16'h0000;
     end
@@ -27723,7 +27816,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$183  = meta20;
+    \$183  = meta25;
     if (reset[2]) begin
       \$183  = 16'h0000;
     end
@@ -27733,7 +27826,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$184  = meta21;
+    \$184  = meta26;
     if (reset[2]) begin
       \$184  = 16'h0000;
     end
@@ -27743,7 +27836,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$185  = meta22;
+    \$185  = meta27;
     if (reset[2]) begin
       \$185  = 16'h0000;
     end
@@ -27753,7 +27846,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$186  = meta23;
+    \$186  = meta28;
     if (reset[2]) begin
       \$186  = 16'h0000;
     end
@@ -27763,7 +27856,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$187  = meta24;
+    \$187  = meta29;
     if (reset[2]) begin
       \$187  = 16'h0000;
     end
@@ -27773,7 +27866,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$188  = meta25;
+    \$188  = meta30;
     if (reset[2]) begin
       \$188  = 16'h0000;
     end
@@ -27783,96 +27876,46 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$189  = meta26;
+    \$189  = \$63 ;
     if (reset[2]) begin
-      \$189  = 16'h0000;
+      \$189  = 1'h0;
     end
     if (rst) begin
-      \$189  = 16'h0000;
+      \$189  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$190  = meta27;
-    if (reset[2]) begin
-      \$190  = 16'h0000;
-    end
-    if (rst) begin
-      \$190  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$191  = meta28;
-    if (reset[2]) begin
-      \$191  = 16'h0000;
-    end
-    if (rst) begin
-      \$191  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$192  = meta29;
-    if (reset[2]) begin
-      \$192  = 16'h0000;
-    end
-    if (rst) begin
-      \$192  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$193  = meta30;
-    if (reset[2]) begin
-      \$193  = 16'h0000;
-    end
-    if (rst) begin
-      \$193  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$194  = \$63 ;
-    if (reset[2]) begin
-      \$194  = 1'h0;
-    end
-    if (rst) begin
-      \$194  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$195  = cmd;
+    \$190  = cmd;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$195  = ctl__cmd__payload;
+            \$190  = ctl__cmd__payload;
           end
     endcase
     if (reset[2]) begin
-      \$195  = 176'h00000000000000000000000000000000000000000000;
+      \$190  = 176'h00000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$195  = 176'h00000000000000000000000000000000000000000000;
+      \$190  = 176'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$196  = gemm_fsm_state;
+    \$191  = gemm_fsm_state;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$196  = 3'h1;
+            \$191  = 3'h1;
           end
       3'h1:
-          \$196  = 3'h2;
+          \$191  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
           if (\$97 ) begin
-            \$196  = 3'h0;
+            \$191  = 3'h0;
           end else begin
-            \$196  = 3'h3;
+            \$191  = 3'h3;
           end
       3'h3:
           if (\$105 ) begin
@@ -27881,73 +27924,73 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
               if (\$113 ) begin
               end else if (\$115 ) begin
               end else begin
-                \$196  = 3'h4;
+                \$191  = 3'h4;
               end
             end
           end
       3'h4:
           if (\$124 ) begin
-            \$196  = 3'h0;
+            \$191  = 3'h0;
           end
     endcase
     if (reset[2]) begin
-      \$196  = 3'h0;
+      \$191  = 3'h0;
     end
     if (rst) begin
-      \$196  = 3'h0;
+      \$191  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$197  = err_reserved;
+    \$192  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$197  = \$68 ;
+          \$192  = \$68 ;
     endcase
     if (reset[2]) begin
-      \$197  = 1'h0;
+      \$192  = 1'h0;
     end
     if (rst) begin
-      \$197  = 1'h0;
+      \$192  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$198  = err_shape;
+    \$193  = err_shape;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$198  = \$73 ;
+          \$193  = \$73 ;
     endcase
     if (reset[2]) begin
-      \$198  = 1'h0;
+      \$193  = 1'h0;
     end
     if (rst) begin
-      \$198  = 1'h0;
+      \$193  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$199  = err_range;
+    \$194  = err_range;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$199  = \$95 ;
+          \$194  = \$95 ;
     endcase
     if (reset[2]) begin
-      \$199  = 1'h0;
+      \$194  = 1'h0;
     end
     if (rst) begin
-      \$199  = 1'h0;
+      \$194  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$200  = error;
+    \$195  = error;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27957,30 +28000,30 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           if (\$97 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
-              \$200  = 8'h02;
+              \$195  = 8'h02;
             end else if (err_shape) begin
-              \$200  = 8'h03;
+              \$195  = 8'h03;
             end else begin
-              \$200  = 8'h04;
+              \$195  = 8'h04;
             end
           end
       3'h3:
           /* empty */;
       3'h4:
           if (\$124 ) begin
-            \$200  = 8'h00;
+            \$195  = 8'h00;
           end
     endcase
     if (reset[2]) begin
-      \$200  = 8'h00;
+      \$195  = 8'h00;
     end
     if (rst) begin
-      \$200  = 8'h00;
+      \$195  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$201  = nt;
+    \$196  = nt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27990,28 +28033,28 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$201  = 12'h000;
+            \$196  = 12'h000;
           end
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
               end else if (\$115 ) begin
-                \$201  = \$119 [11:0];
+                \$196  = \$119 [11:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$201  = 12'h000;
+      \$196  = 12'h000;
     end
     if (rst) begin
-      \$201  = 12'h000;
+      \$196  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$202  = kt;
+    \$197  = kt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28021,29 +28064,29 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$202  = 12'h000;
+            \$197  = 12'h000;
           end
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
-                \$202  = \$116 [11:0];
+                \$197  = \$116 [11:0];
               end else if (\$115 ) begin
-                \$202  = 12'h000;
+                \$197  = 12'h000;
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$202  = 12'h000;
+      \$197  = 12'h000;
     end
     if (rst) begin
-      \$202  = 12'h000;
+      \$197  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$203  = idx;
+    \$198  = idx;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28053,34 +28096,34 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$203  = 16'h0000;
+            \$198  = 16'h0000;
           end
       3'h3:
         begin
           if (\$99 ) begin
-            \$203  = \$101 [15:0];
+            \$198  = \$101 [15:0];
             if (\$102 ) begin
-              \$203  = 16'h0000;
+              \$198  = 16'h0000;
             end
           end
           if (\$105 ) begin
-            \$203  = \$108 [15:0];
+            \$198  = \$108 [15:0];
             if (\$110 ) begin
-              \$203  = 16'h0000;
+              \$198  = 16'h0000;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$203  = 16'h0000;
+      \$198  = 16'h0000;
     end
     if (rst) begin
-      \$203  = 16'h0000;
+      \$198  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$204  = load_b;
+    \$199  = load_b;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28090,32 +28133,32 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$204  = 1'h1;
+            \$199  = 1'h1;
           end
       3'h3:
         begin
           if (\$99 ) begin
             if (\$102 ) begin
-              \$204  = 1'h0;
+              \$199  = 1'h0;
             end
           end
           if (\$105 ) begin
             if (\$110 ) begin
-              \$204  = 1'h1;
+              \$199  = 1'h1;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$204  = 1'h0;
+      \$199  = 1'h0;
     end
     if (rst) begin
-      \$204  = 1'h0;
+      \$199  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$205  = a_base;
+    \$200  = a_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28125,29 +28168,29 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$205  = cmd[13:0];
+            \$200  = cmd[13:0];
           end
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
-                \$205  = \$117 [13:0];
+                \$200  = \$117 [13:0];
               end else if (\$115 ) begin
-                \$205  = cmd[13:0];
+                \$200  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$205  = 14'h0000;
+      \$200  = 14'h0000;
     end
     if (rst) begin
-      \$205  = 14'h0000;
+      \$200  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$206  = a_ptr;
+    \$201  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28157,30 +28200,30 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$206  = cmd[13:0];
+            \$201  = cmd[13:0];
           end
       3'h3:
           if (\$105 ) begin
-            \$206  = \$106 [13:0];
+            \$201  = \$106 [13:0];
             if (\$110 ) begin
               if (\$113 ) begin
-                \$206  = \$118 [13:0];
+                \$201  = \$118 [13:0];
               end else if (\$115 ) begin
-                \$206  = cmd[13:0];
+                \$201  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$206  = 14'h0000;
+      \$201  = 14'h0000;
     end
     if (rst) begin
-      \$206  = 14'h0000;
+      \$201  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$207  = b_base;
+    \$202  = b_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28190,28 +28233,28 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$207  = cmd[33:20];
+            \$202  = cmd[33:20];
           end
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
               end else if (\$115 ) begin
-                \$207  = \$120 [13:0];
+                \$202  = \$120 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$207  = 14'h0000;
+      \$202  = 14'h0000;
     end
     if (rst) begin
-      \$207  = 14'h0000;
+      \$202  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$208  = b_ptr;
+    \$203  = b_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28221,33 +28264,33 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$208  = cmd[33:20];
+            \$203  = cmd[33:20];
           end
       3'h3:
         begin
           if (\$99 ) begin
-            \$208  = \$100 [13:0];
+            \$203  = \$100 [13:0];
           end
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
               end else if (\$115 ) begin
-                \$208  = \$121 [13:0];
+                \$203  = \$121 [13:0];
               end
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$208  = 14'h0000;
+      \$203  = 14'h0000;
     end
     if (rst) begin
-      \$208  = 14'h0000;
+      \$203  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$209  = c_base;
+    \$204  = c_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28257,28 +28300,28 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$209  = cmd[52:40];
+            \$204  = cmd[52:40];
           end
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
               end else if (\$115 ) begin
-                \$209  = \$122 [12:0];
+                \$204  = \$122 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$209  = 13'h0000;
+      \$204  = 13'h0000;
     end
     if (rst) begin
-      \$209  = 13'h0000;
+      \$204  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$210  = c_ptr;
+    \$205  = c_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28288,30 +28331,30 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$210  = cmd[52:40];
+            \$205  = cmd[52:40];
           end
       3'h3:
           if (\$105 ) begin
-            \$210  = \$107 [12:0];
+            \$205  = \$107 [12:0];
             if (\$110 ) begin
               if (\$113 ) begin
-                \$210  = c_base;
+                \$205  = c_base;
               end else if (\$115 ) begin
-                \$210  = \$123 [12:0];
+                \$205  = \$123 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$210  = 13'h0000;
+      \$205  = 13'h0000;
     end
     if (rst) begin
-      \$210  = 13'h0000;
+      \$205  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$211  = bank;
+    \$206  = bank;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28322,15 +28365,15 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
-              \$211  = \$111 ;
+              \$206  = \$111 ;
             end
           end
     endcase
     if (reset[2]) begin
-      \$211  = 1'h0;
+      \$206  = 1'h0;
     end
     if (rst) begin
-      \$211  = 1'h0;
+      \$206  = 1'h0;
     end
   end
   always @* begin
@@ -28360,12 +28403,12 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign ctl__error = error;
   assign busy = ctl__busy;
   assign spad_rd__data = a_data;
-  assign a_bank = s1_bank;
-  assign w_row = s1_row;
-  assign w_bank = s1_bank;
+  assign a_bank = spad_meta_q2[6];
+  assign w_row = spad_meta_q2[5:2];
+  assign w_bank = spad_meta_q2[6];
   assign w_data = a_data;
-  assign out_data = { \$212 , \$227 , \$226 , \$225 , \$224 , \$223 , \$222 , \$221 , \$220 , \$219 , \$218 , \$217 , \$216 , \$215 , \$214 , \$213  };
-  assign acc_rd__addr = meta29[13:1];
+  assign out_data = { \$207 , \$222 , \$221 , \$220 , \$219 , \$218 , \$217 , \$216 , \$215 , \$214 , \$213 , \$212 , \$211 , \$210 , \$209 , \$208  };
+  assign acc_rd__addr = meta28[13:1];
   assign acc_wr__addr = meta31[13:1];
   assign \cmd.a_addr  = cmd[19:0];
   assign \cmd.b_addr  = cmd[39:20];
@@ -28389,14 +28432,14 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign \ctl__cmd__payload.c_nt_stride  = ctl__cmd__payload[159:140];
   assign \ctl__cmd__payload.accumulate  = ctl__cmd__payload[160];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[175:161];
-  assign \$26  = s1_bank;
+  assign \$26  = spad_meta_q1[6];
   assign \$34  = bank;
-  assign \$38  = s1_bank;
+  assign \$38  = spad_meta_q1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe15_15_psum, out_valid_q, deskew0_14, deskew1_13, deskew2_12, deskew3_11, deskew4_10, deskew5_9, deskew6_8, deskew7_7, deskew8_6, deskew9_5, deskew10_4, deskew11_3, deskew12_2
-, deskew13_1, deskew14_0, w_data, clk);
+module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe15_15_psum, out_valid_q, deskew0_14, deskew1_13, deskew2_12, deskew3_11, deskew4_10, deskew5_9, deskew6_8, deskew7_7, deskew8_6, deskew9_5, deskew10_4, deskew11_3, deskew12_2, deskew13_1
+, deskew14_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire [15:0] \$10 ;
@@ -32971,6 +33014,8 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   reg pe9_9_v = 1'h0;
   reg [7:0] pe9_9_w0 = 8'h00;
   reg [7:0] pe9_9_w1 = 8'h00;
+  input [4:0] \port$12642$2 ;
+  wire [4:0] \port$12642$2 ;
   input [3:0] reset;
   wire [3:0] reset;
   input rst;
@@ -33335,2045 +33380,2043 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   reg [7:0] skew9_8_a = 8'h00;
   reg skew9_8_bank = 1'h0;
   reg skew9_8_v = 1'h0;
-  input w_bank;
   wire w_bank;
   wire w_conflict;
   input [127:0] w_data;
   wire [127:0] w_data;
   input w_en;
   wire w_en;
-  input [3:0] w_row;
   wire [3:0] w_row;
-  assign \$1  = ! w_row;
+  assign \$1  = ! \port$12642$2 [3:0];
   assign \$2  = w_en & \$1 ;
   assign \$3  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$4  = w_bank ? pe0_0_w1 : pe0_0_w0;
+  assign \$4  = \port$12642$2 [4] ? pe0_0_w1 : pe0_0_w0;
   assign \$5  = $signed(\$3 ) * $signed(\$4 );
   assign \$6  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$7  = ! w_row;
+  assign \$7  = ! \port$12642$2 [3:0];
   assign \$8  = w_en & \$7 ;
   assign \$9  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
   assign \$10  = $signed(pe0_0_a) * $signed(\$9 );
-  assign \$11  = ! w_row;
+  assign \$11  = ! \port$12642$2 [3:0];
   assign \$12  = w_en & \$11 ;
   assign \$13  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
   assign \$14  = $signed(pe0_1_a) * $signed(\$13 );
-  assign \$15  = ! w_row;
+  assign \$15  = ! \port$12642$2 [3:0];
   assign \$16  = w_en & \$15 ;
   assign \$17  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
   assign \$18  = $signed(pe0_2_a) * $signed(\$17 );
-  assign \$19  = ! w_row;
+  assign \$19  = ! \port$12642$2 [3:0];
   assign \$20  = w_en & \$19 ;
   assign \$21  = pe0_3_bank ? pe0_4_w1 : pe0_4_w0;
   assign \$22  = $signed(pe0_3_a) * $signed(\$21 );
-  assign \$23  = ! w_row;
+  assign \$23  = ! \port$12642$2 [3:0];
   assign \$24  = w_en & \$23 ;
   assign \$25  = pe0_4_bank ? pe0_5_w1 : pe0_5_w0;
   assign \$26  = $signed(pe0_4_a) * $signed(\$25 );
-  assign \$27  = ! w_row;
+  assign \$27  = ! \port$12642$2 [3:0];
   assign \$28  = w_en & \$27 ;
   assign \$29  = pe0_5_bank ? pe0_6_w1 : pe0_6_w0;
   assign \$30  = $signed(pe0_5_a) * $signed(\$29 );
-  assign \$31  = ! w_row;
+  assign \$31  = ! \port$12642$2 [3:0];
   assign \$32  = w_en & \$31 ;
   assign \$33  = pe0_6_bank ? pe0_7_w1 : pe0_7_w0;
   assign \$34  = $signed(pe0_6_a) * $signed(\$33 );
-  assign \$35  = ! w_row;
+  assign \$35  = ! \port$12642$2 [3:0];
   assign \$36  = w_en & \$35 ;
   assign \$37  = pe0_7_bank ? pe0_8_w1 : pe0_8_w0;
   assign \$38  = $signed(pe0_7_a) * $signed(\$37 );
-  assign \$39  = ! w_row;
+  assign \$39  = ! \port$12642$2 [3:0];
   assign \$40  = w_en & \$39 ;
   assign \$41  = pe0_8_bank ? pe0_9_w1 : pe0_9_w0;
   assign \$42  = $signed(pe0_8_a) * $signed(\$41 );
-  assign \$43  = ! w_row;
+  assign \$43  = ! \port$12642$2 [3:0];
   assign \$44  = w_en & \$43 ;
   assign \$45  = pe0_9_bank ? pe0_10_w1 : pe0_10_w0;
   assign \$46  = $signed(pe0_9_a) * $signed(\$45 );
-  assign \$47  = ! w_row;
+  assign \$47  = ! \port$12642$2 [3:0];
   assign \$48  = w_en & \$47 ;
   assign \$49  = pe0_10_bank ? pe0_11_w1 : pe0_11_w0;
   assign \$50  = $signed(pe0_10_a) * $signed(\$49 );
-  assign \$51  = ! w_row;
+  assign \$51  = ! \port$12642$2 [3:0];
   assign \$52  = w_en & \$51 ;
   assign \$53  = pe0_11_bank ? pe0_12_w1 : pe0_12_w0;
   assign \$54  = $signed(pe0_11_a) * $signed(\$53 );
-  assign \$55  = ! w_row;
+  assign \$55  = ! \port$12642$2 [3:0];
   assign \$56  = w_en & \$55 ;
   assign \$57  = pe0_12_bank ? pe0_13_w1 : pe0_13_w0;
   assign \$58  = $signed(pe0_12_a) * $signed(\$57 );
-  assign \$59  = ! w_row;
+  assign \$59  = ! \port$12642$2 [3:0];
   assign \$60  = w_en & \$59 ;
   assign \$61  = pe0_13_bank ? pe0_14_w1 : pe0_14_w0;
   assign \$62  = $signed(pe0_13_a) * $signed(\$61 );
-  assign \$63  = ! w_row;
+  assign \$63  = ! \port$12642$2 [3:0];
   assign \$64  = w_en & \$63 ;
   assign \$65  = pe0_14_bank ? pe0_15_w1 : pe0_15_w0;
   assign \$66  = $signed(pe0_14_a) * $signed(\$65 );
   assign \$67  = a_valid ? w_data[15:8] : 8'h00;
-  assign \$68  = w_row == 1'h1;
+  assign \$68  = \port$12642$2 [3:0] == 1'h1;
   assign \$69  = w_en & \$68 ;
   assign \$70  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
   assign \$71  = $signed(skew1_0_a) * $signed(\$70 );
   assign \$72  = $signed(pe0_0_psum) + $signed(\$71 );
-  assign \$73  = w_row == 1'h1;
+  assign \$73  = \port$12642$2 [3:0] == 1'h1;
   assign \$74  = w_en & \$73 ;
   assign \$75  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
   assign \$76  = $signed(pe1_0_a) * $signed(\$75 );
   assign \$77  = $signed(pe0_1_psum) + $signed(\$76 );
-  assign \$78  = w_row == 1'h1;
+  assign \$78  = \port$12642$2 [3:0] == 1'h1;
   assign \$79  = w_en & \$78 ;
   assign \$80  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
   assign \$81  = $signed(pe1_1_a) * $signed(\$80 );
   assign \$82  = $signed(pe0_2_psum) + $signed(\$81 );
-  assign \$83  = w_row == 1'h1;
+  assign \$83  = \port$12642$2 [3:0] == 1'h1;
   assign \$84  = w_en & \$83 ;
   assign \$85  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
   assign \$86  = $signed(pe1_2_a) * $signed(\$85 );
   assign \$87  = $signed(pe0_3_psum) + $signed(\$86 );
-  assign \$88  = w_row == 1'h1;
+  assign \$88  = \port$12642$2 [3:0] == 1'h1;
   assign \$89  = w_en & \$88 ;
   assign \$90  = pe1_3_bank ? pe1_4_w1 : pe1_4_w0;
   assign \$91  = $signed(pe1_3_a) * $signed(\$90 );
   assign \$92  = $signed(pe0_4_psum) + $signed(\$91 );
-  assign \$93  = w_row == 1'h1;
+  assign \$93  = \port$12642$2 [3:0] == 1'h1;
   assign \$94  = w_en & \$93 ;
   assign \$95  = pe1_4_bank ? pe1_5_w1 : pe1_5_w0;
   assign \$96  = $signed(pe1_4_a) * $signed(\$95 );
   assign \$97  = $signed(pe0_5_psum) + $signed(\$96 );
-  assign \$98  = w_row == 1'h1;
+  assign \$98  = \port$12642$2 [3:0] == 1'h1;
   assign \$99  = w_en & \$98 ;
   assign \$100  = pe1_5_bank ? pe1_6_w1 : pe1_6_w0;
   assign \$101  = $signed(pe1_5_a) * $signed(\$100 );
   assign \$102  = $signed(pe0_6_psum) + $signed(\$101 );
-  assign \$103  = w_row == 1'h1;
+  assign \$103  = \port$12642$2 [3:0] == 1'h1;
   assign \$104  = w_en & \$103 ;
   assign \$105  = pe1_6_bank ? pe1_7_w1 : pe1_7_w0;
   assign \$106  = $signed(pe1_6_a) * $signed(\$105 );
   assign \$107  = $signed(pe0_7_psum) + $signed(\$106 );
-  assign \$108  = w_row == 1'h1;
+  assign \$108  = \port$12642$2 [3:0] == 1'h1;
   assign \$109  = w_en & \$108 ;
   assign \$110  = pe1_7_bank ? pe1_8_w1 : pe1_8_w0;
   assign \$111  = $signed(pe1_7_a) * $signed(\$110 );
   assign \$112  = $signed(pe0_8_psum) + $signed(\$111 );
-  assign \$113  = w_row == 1'h1;
+  assign \$113  = \port$12642$2 [3:0] == 1'h1;
   assign \$114  = w_en & \$113 ;
   assign \$115  = pe1_8_bank ? pe1_9_w1 : pe1_9_w0;
   assign \$116  = $signed(pe1_8_a) * $signed(\$115 );
   assign \$117  = $signed(pe0_9_psum) + $signed(\$116 );
-  assign \$118  = w_row == 1'h1;
+  assign \$118  = \port$12642$2 [3:0] == 1'h1;
   assign \$119  = w_en & \$118 ;
   assign \$120  = pe1_9_bank ? pe1_10_w1 : pe1_10_w0;
   assign \$121  = $signed(pe1_9_a) * $signed(\$120 );
   assign \$122  = $signed(pe0_10_psum) + $signed(\$121 );
-  assign \$123  = w_row == 1'h1;
+  assign \$123  = \port$12642$2 [3:0] == 1'h1;
   assign \$124  = w_en & \$123 ;
   assign \$125  = pe1_10_bank ? pe1_11_w1 : pe1_11_w0;
   assign \$126  = $signed(pe1_10_a) * $signed(\$125 );
   assign \$127  = $signed(pe0_11_psum) + $signed(\$126 );
-  assign \$128  = w_row == 1'h1;
+  assign \$128  = \port$12642$2 [3:0] == 1'h1;
   assign \$129  = w_en & \$128 ;
   assign \$130  = pe1_11_bank ? pe1_12_w1 : pe1_12_w0;
   assign \$131  = $signed(pe1_11_a) * $signed(\$130 );
   assign \$132  = $signed(pe0_12_psum) + $signed(\$131 );
-  assign \$133  = w_row == 1'h1;
+  assign \$133  = \port$12642$2 [3:0] == 1'h1;
   assign \$134  = w_en & \$133 ;
   assign \$135  = pe1_12_bank ? pe1_13_w1 : pe1_13_w0;
   assign \$136  = $signed(pe1_12_a) * $signed(\$135 );
   assign \$137  = $signed(pe0_13_psum) + $signed(\$136 );
-  assign \$138  = w_row == 1'h1;
+  assign \$138  = \port$12642$2 [3:0] == 1'h1;
   assign \$139  = w_en & \$138 ;
   assign \$140  = pe1_13_bank ? pe1_14_w1 : pe1_14_w0;
   assign \$141  = $signed(pe1_13_a) * $signed(\$140 );
   assign \$142  = $signed(pe0_14_psum) + $signed(\$141 );
-  assign \$143  = w_row == 1'h1;
+  assign \$143  = \port$12642$2 [3:0] == 1'h1;
   assign \$144  = w_en & \$143 ;
   assign \$145  = pe1_14_bank ? pe1_15_w1 : pe1_15_w0;
   assign \$146  = $signed(pe1_14_a) * $signed(\$145 );
   assign \$147  = $signed(pe0_15_psum) + $signed(\$146 );
   assign \$148  = a_valid ? w_data[23:16] : 8'h00;
-  assign \$149  = w_row == 2'h2;
+  assign \$149  = \port$12642$2 [3:0] == 2'h2;
   assign \$150  = w_en & \$149 ;
   assign \$151  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
   assign \$152  = $signed(skew2_1_a) * $signed(\$151 );
   assign \$153  = $signed(pe1_0_psum) + $signed(\$152 );
-  assign \$154  = w_row == 2'h2;
+  assign \$154  = \port$12642$2 [3:0] == 2'h2;
   assign \$155  = w_en & \$154 ;
   assign \$156  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
   assign \$157  = $signed(pe2_0_a) * $signed(\$156 );
   assign \$158  = $signed(pe1_1_psum) + $signed(\$157 );
-  assign \$159  = w_row == 2'h2;
+  assign \$159  = \port$12642$2 [3:0] == 2'h2;
   assign \$160  = w_en & \$159 ;
   assign \$161  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
   assign \$162  = $signed(pe2_1_a) * $signed(\$161 );
   assign \$163  = $signed(pe1_2_psum) + $signed(\$162 );
-  assign \$164  = w_row == 2'h2;
+  assign \$164  = \port$12642$2 [3:0] == 2'h2;
   assign \$165  = w_en & \$164 ;
   assign \$166  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
   assign \$167  = $signed(pe2_2_a) * $signed(\$166 );
   assign \$168  = $signed(pe1_3_psum) + $signed(\$167 );
-  assign \$169  = w_row == 2'h2;
+  assign \$169  = \port$12642$2 [3:0] == 2'h2;
   assign \$170  = w_en & \$169 ;
   assign \$171  = pe2_3_bank ? pe2_4_w1 : pe2_4_w0;
   assign \$172  = $signed(pe2_3_a) * $signed(\$171 );
   assign \$173  = $signed(pe1_4_psum) + $signed(\$172 );
-  assign \$174  = w_row == 2'h2;
+  assign \$174  = \port$12642$2 [3:0] == 2'h2;
   assign \$175  = w_en & \$174 ;
   assign \$176  = pe2_4_bank ? pe2_5_w1 : pe2_5_w0;
   assign \$177  = $signed(pe2_4_a) * $signed(\$176 );
   assign \$178  = $signed(pe1_5_psum) + $signed(\$177 );
-  assign \$179  = w_row == 2'h2;
+  assign \$179  = \port$12642$2 [3:0] == 2'h2;
   assign \$180  = w_en & \$179 ;
   assign \$181  = pe2_5_bank ? pe2_6_w1 : pe2_6_w0;
   assign \$182  = $signed(pe2_5_a) * $signed(\$181 );
   assign \$183  = $signed(pe1_6_psum) + $signed(\$182 );
-  assign \$184  = w_row == 2'h2;
+  assign \$184  = \port$12642$2 [3:0] == 2'h2;
   assign \$185  = w_en & \$184 ;
   assign \$186  = pe2_6_bank ? pe2_7_w1 : pe2_7_w0;
   assign \$187  = $signed(pe2_6_a) * $signed(\$186 );
   assign \$188  = $signed(pe1_7_psum) + $signed(\$187 );
-  assign \$189  = w_row == 2'h2;
+  assign \$189  = \port$12642$2 [3:0] == 2'h2;
   assign \$190  = w_en & \$189 ;
   assign \$191  = pe2_7_bank ? pe2_8_w1 : pe2_8_w0;
   assign \$192  = $signed(pe2_7_a) * $signed(\$191 );
   assign \$193  = $signed(pe1_8_psum) + $signed(\$192 );
-  assign \$194  = w_row == 2'h2;
+  assign \$194  = \port$12642$2 [3:0] == 2'h2;
   assign \$195  = w_en & \$194 ;
   assign \$196  = pe2_8_bank ? pe2_9_w1 : pe2_9_w0;
   assign \$197  = $signed(pe2_8_a) * $signed(\$196 );
   assign \$198  = $signed(pe1_9_psum) + $signed(\$197 );
-  assign \$199  = w_row == 2'h2;
+  assign \$199  = \port$12642$2 [3:0] == 2'h2;
   assign \$200  = w_en & \$199 ;
   assign \$201  = pe2_9_bank ? pe2_10_w1 : pe2_10_w0;
   assign \$202  = $signed(pe2_9_a) * $signed(\$201 );
   assign \$203  = $signed(pe1_10_psum) + $signed(\$202 );
-  assign \$204  = w_row == 2'h2;
+  assign \$204  = \port$12642$2 [3:0] == 2'h2;
   assign \$205  = w_en & \$204 ;
   assign \$206  = pe2_10_bank ? pe2_11_w1 : pe2_11_w0;
   assign \$207  = $signed(pe2_10_a) * $signed(\$206 );
   assign \$208  = $signed(pe1_11_psum) + $signed(\$207 );
-  assign \$209  = w_row == 2'h2;
+  assign \$209  = \port$12642$2 [3:0] == 2'h2;
   assign \$210  = w_en & \$209 ;
   assign \$211  = pe2_11_bank ? pe2_12_w1 : pe2_12_w0;
   assign \$212  = $signed(pe2_11_a) * $signed(\$211 );
   assign \$213  = $signed(pe1_12_psum) + $signed(\$212 );
-  assign \$214  = w_row == 2'h2;
+  assign \$214  = \port$12642$2 [3:0] == 2'h2;
   assign \$215  = w_en & \$214 ;
   assign \$216  = pe2_12_bank ? pe2_13_w1 : pe2_13_w0;
   assign \$217  = $signed(pe2_12_a) * $signed(\$216 );
   assign \$218  = $signed(pe1_13_psum) + $signed(\$217 );
-  assign \$219  = w_row == 2'h2;
+  assign \$219  = \port$12642$2 [3:0] == 2'h2;
   assign \$220  = w_en & \$219 ;
   assign \$221  = pe2_13_bank ? pe2_14_w1 : pe2_14_w0;
   assign \$222  = $signed(pe2_13_a) * $signed(\$221 );
   assign \$223  = $signed(pe1_14_psum) + $signed(\$222 );
-  assign \$224  = w_row == 2'h2;
+  assign \$224  = \port$12642$2 [3:0] == 2'h2;
   assign \$225  = w_en & \$224 ;
   assign \$226  = pe2_14_bank ? pe2_15_w1 : pe2_15_w0;
   assign \$227  = $signed(pe2_14_a) * $signed(\$226 );
   assign \$228  = $signed(pe1_15_psum) + $signed(\$227 );
   assign \$229  = a_valid ? w_data[31:24] : 8'h00;
-  assign \$230  = w_row == 2'h3;
+  assign \$230  = \port$12642$2 [3:0] == 2'h3;
   assign \$231  = w_en & \$230 ;
   assign \$232  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
   assign \$233  = $signed(skew3_2_a) * $signed(\$232 );
   assign \$234  = $signed(pe2_0_psum) + $signed(\$233 );
-  assign \$235  = w_row == 2'h3;
+  assign \$235  = \port$12642$2 [3:0] == 2'h3;
   assign \$236  = w_en & \$235 ;
   assign \$237  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
   assign \$238  = $signed(pe3_0_a) * $signed(\$237 );
   assign \$239  = $signed(pe2_1_psum) + $signed(\$238 );
-  assign \$240  = w_row == 2'h3;
+  assign \$240  = \port$12642$2 [3:0] == 2'h3;
   assign \$241  = w_en & \$240 ;
   assign \$242  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
   assign \$243  = $signed(pe3_1_a) * $signed(\$242 );
   assign \$244  = $signed(pe2_2_psum) + $signed(\$243 );
-  assign \$245  = w_row == 2'h3;
+  assign \$245  = \port$12642$2 [3:0] == 2'h3;
   assign \$246  = w_en & \$245 ;
   assign \$247  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
   assign \$248  = $signed(pe3_2_a) * $signed(\$247 );
   assign \$249  = $signed(pe2_3_psum) + $signed(\$248 );
-  assign \$250  = w_row == 2'h3;
+  assign \$250  = \port$12642$2 [3:0] == 2'h3;
   assign \$251  = w_en & \$250 ;
   assign \$252  = pe3_3_bank ? pe3_4_w1 : pe3_4_w0;
   assign \$253  = $signed(pe3_3_a) * $signed(\$252 );
   assign \$254  = $signed(pe2_4_psum) + $signed(\$253 );
-  assign \$255  = w_row == 2'h3;
+  assign \$255  = \port$12642$2 [3:0] == 2'h3;
   assign \$256  = w_en & \$255 ;
   assign \$257  = pe3_4_bank ? pe3_5_w1 : pe3_5_w0;
   assign \$258  = $signed(pe3_4_a) * $signed(\$257 );
   assign \$259  = $signed(pe2_5_psum) + $signed(\$258 );
-  assign \$260  = w_row == 2'h3;
+  assign \$260  = \port$12642$2 [3:0] == 2'h3;
   assign \$261  = w_en & \$260 ;
   assign \$262  = pe3_5_bank ? pe3_6_w1 : pe3_6_w0;
   assign \$263  = $signed(pe3_5_a) * $signed(\$262 );
   assign \$264  = $signed(pe2_6_psum) + $signed(\$263 );
-  assign \$265  = w_row == 2'h3;
+  assign \$265  = \port$12642$2 [3:0] == 2'h3;
   assign \$266  = w_en & \$265 ;
   assign \$267  = pe3_6_bank ? pe3_7_w1 : pe3_7_w0;
   assign \$268  = $signed(pe3_6_a) * $signed(\$267 );
   assign \$269  = $signed(pe2_7_psum) + $signed(\$268 );
-  assign \$270  = w_row == 2'h3;
+  assign \$270  = \port$12642$2 [3:0] == 2'h3;
   assign \$271  = w_en & \$270 ;
   assign \$272  = pe3_7_bank ? pe3_8_w1 : pe3_8_w0;
   assign \$273  = $signed(pe3_7_a) * $signed(\$272 );
   assign \$274  = $signed(pe2_8_psum) + $signed(\$273 );
-  assign \$275  = w_row == 2'h3;
+  assign \$275  = \port$12642$2 [3:0] == 2'h3;
   assign \$276  = w_en & \$275 ;
   assign \$277  = pe3_8_bank ? pe3_9_w1 : pe3_9_w0;
   assign \$278  = $signed(pe3_8_a) * $signed(\$277 );
   assign \$279  = $signed(pe2_9_psum) + $signed(\$278 );
-  assign \$280  = w_row == 2'h3;
+  assign \$280  = \port$12642$2 [3:0] == 2'h3;
   assign \$281  = w_en & \$280 ;
   assign \$282  = pe3_9_bank ? pe3_10_w1 : pe3_10_w0;
   assign \$283  = $signed(pe3_9_a) * $signed(\$282 );
   assign \$284  = $signed(pe2_10_psum) + $signed(\$283 );
-  assign \$285  = w_row == 2'h3;
+  assign \$285  = \port$12642$2 [3:0] == 2'h3;
   assign \$286  = w_en & \$285 ;
   assign \$287  = pe3_10_bank ? pe3_11_w1 : pe3_11_w0;
   assign \$288  = $signed(pe3_10_a) * $signed(\$287 );
   assign \$289  = $signed(pe2_11_psum) + $signed(\$288 );
-  assign \$290  = w_row == 2'h3;
+  assign \$290  = \port$12642$2 [3:0] == 2'h3;
   assign \$291  = w_en & \$290 ;
   assign \$292  = pe3_11_bank ? pe3_12_w1 : pe3_12_w0;
   assign \$293  = $signed(pe3_11_a) * $signed(\$292 );
   assign \$294  = $signed(pe2_12_psum) + $signed(\$293 );
-  assign \$295  = w_row == 2'h3;
+  assign \$295  = \port$12642$2 [3:0] == 2'h3;
   assign \$296  = w_en & \$295 ;
   assign \$297  = pe3_12_bank ? pe3_13_w1 : pe3_13_w0;
   assign \$298  = $signed(pe3_12_a) * $signed(\$297 );
   assign \$299  = $signed(pe2_13_psum) + $signed(\$298 );
-  assign \$300  = w_row == 2'h3;
+  assign \$300  = \port$12642$2 [3:0] == 2'h3;
   assign \$301  = w_en & \$300 ;
   assign \$302  = pe3_13_bank ? pe3_14_w1 : pe3_14_w0;
   assign \$303  = $signed(pe3_13_a) * $signed(\$302 );
   assign \$304  = $signed(pe2_14_psum) + $signed(\$303 );
-  assign \$305  = w_row == 2'h3;
+  assign \$305  = \port$12642$2 [3:0] == 2'h3;
   assign \$306  = w_en & \$305 ;
   assign \$307  = pe3_14_bank ? pe3_15_w1 : pe3_15_w0;
   assign \$308  = $signed(pe3_14_a) * $signed(\$307 );
   assign \$309  = $signed(pe2_15_psum) + $signed(\$308 );
   assign \$310  = a_valid ? w_data[39:32] : 8'h00;
-  assign \$311  = w_row == 3'h4;
+  assign \$311  = \port$12642$2 [3:0] == 3'h4;
   assign \$312  = w_en & \$311 ;
   assign \$313  = skew4_3_bank ? pe4_0_w1 : pe4_0_w0;
   assign \$314  = $signed(skew4_3_a) * $signed(\$313 );
   assign \$315  = $signed(pe3_0_psum) + $signed(\$314 );
-  assign \$316  = w_row == 3'h4;
+  assign \$316  = \port$12642$2 [3:0] == 3'h4;
   assign \$317  = w_en & \$316 ;
   assign \$318  = pe4_0_bank ? pe4_1_w1 : pe4_1_w0;
   assign \$319  = $signed(pe4_0_a) * $signed(\$318 );
   assign \$320  = $signed(pe3_1_psum) + $signed(\$319 );
-  assign \$321  = w_row == 3'h4;
+  assign \$321  = \port$12642$2 [3:0] == 3'h4;
   assign \$322  = w_en & \$321 ;
   assign \$323  = pe4_1_bank ? pe4_2_w1 : pe4_2_w0;
   assign \$324  = $signed(pe4_1_a) * $signed(\$323 );
   assign \$325  = $signed(pe3_2_psum) + $signed(\$324 );
-  assign \$326  = w_row == 3'h4;
+  assign \$326  = \port$12642$2 [3:0] == 3'h4;
   assign \$327  = w_en & \$326 ;
   assign \$328  = pe4_2_bank ? pe4_3_w1 : pe4_3_w0;
   assign \$329  = $signed(pe4_2_a) * $signed(\$328 );
   assign \$330  = $signed(pe3_3_psum) + $signed(\$329 );
-  assign \$331  = w_row == 3'h4;
+  assign \$331  = \port$12642$2 [3:0] == 3'h4;
   assign \$332  = w_en & \$331 ;
   assign \$333  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
   assign \$334  = $signed(pe4_3_a) * $signed(\$333 );
   assign \$335  = $signed(pe3_4_psum) + $signed(\$334 );
-  assign \$336  = w_row == 3'h4;
+  assign \$336  = \port$12642$2 [3:0] == 3'h4;
   assign \$337  = w_en & \$336 ;
   assign \$338  = pe4_4_bank ? pe4_5_w1 : pe4_5_w0;
   assign \$339  = $signed(pe4_4_a) * $signed(\$338 );
   assign \$340  = $signed(pe3_5_psum) + $signed(\$339 );
-  assign \$341  = w_row == 3'h4;
+  assign \$341  = \port$12642$2 [3:0] == 3'h4;
   assign \$342  = w_en & \$341 ;
   assign \$343  = pe4_5_bank ? pe4_6_w1 : pe4_6_w0;
   assign \$344  = $signed(pe4_5_a) * $signed(\$343 );
   assign \$345  = $signed(pe3_6_psum) + $signed(\$344 );
-  assign \$346  = w_row == 3'h4;
+  assign \$346  = \port$12642$2 [3:0] == 3'h4;
   assign \$347  = w_en & \$346 ;
   assign \$348  = pe4_6_bank ? pe4_7_w1 : pe4_7_w0;
   assign \$349  = $signed(pe4_6_a) * $signed(\$348 );
   assign \$350  = $signed(pe3_7_psum) + $signed(\$349 );
-  assign \$351  = w_row == 3'h4;
+  assign \$351  = \port$12642$2 [3:0] == 3'h4;
   assign \$352  = w_en & \$351 ;
   assign \$353  = pe4_7_bank ? pe4_8_w1 : pe4_8_w0;
   assign \$354  = $signed(pe4_7_a) * $signed(\$353 );
   assign \$355  = $signed(pe3_8_psum) + $signed(\$354 );
-  assign \$356  = w_row == 3'h4;
+  assign \$356  = \port$12642$2 [3:0] == 3'h4;
   assign \$357  = w_en & \$356 ;
   assign \$358  = pe4_8_bank ? pe4_9_w1 : pe4_9_w0;
   assign \$359  = $signed(pe4_8_a) * $signed(\$358 );
   assign \$360  = $signed(pe3_9_psum) + $signed(\$359 );
-  assign \$361  = w_row == 3'h4;
+  assign \$361  = \port$12642$2 [3:0] == 3'h4;
   assign \$362  = w_en & \$361 ;
   assign \$363  = pe4_9_bank ? pe4_10_w1 : pe4_10_w0;
   assign \$364  = $signed(pe4_9_a) * $signed(\$363 );
   assign \$365  = $signed(pe3_10_psum) + $signed(\$364 );
-  assign \$366  = w_row == 3'h4;
+  assign \$366  = \port$12642$2 [3:0] == 3'h4;
   assign \$367  = w_en & \$366 ;
   assign \$368  = pe4_10_bank ? pe4_11_w1 : pe4_11_w0;
   assign \$369  = $signed(pe4_10_a) * $signed(\$368 );
   assign \$370  = $signed(pe3_11_psum) + $signed(\$369 );
-  assign \$371  = w_row == 3'h4;
+  assign \$371  = \port$12642$2 [3:0] == 3'h4;
   assign \$372  = w_en & \$371 ;
   assign \$373  = pe4_11_bank ? pe4_12_w1 : pe4_12_w0;
   assign \$374  = $signed(pe4_11_a) * $signed(\$373 );
   assign \$375  = $signed(pe3_12_psum) + $signed(\$374 );
-  assign \$376  = w_row == 3'h4;
+  assign \$376  = \port$12642$2 [3:0] == 3'h4;
   assign \$377  = w_en & \$376 ;
   assign \$378  = pe4_12_bank ? pe4_13_w1 : pe4_13_w0;
   assign \$379  = $signed(pe4_12_a) * $signed(\$378 );
   assign \$380  = $signed(pe3_13_psum) + $signed(\$379 );
-  assign \$381  = w_row == 3'h4;
+  assign \$381  = \port$12642$2 [3:0] == 3'h4;
   assign \$382  = w_en & \$381 ;
   assign \$383  = pe4_13_bank ? pe4_14_w1 : pe4_14_w0;
   assign \$384  = $signed(pe4_13_a) * $signed(\$383 );
   assign \$385  = $signed(pe3_14_psum) + $signed(\$384 );
-  assign \$386  = w_row == 3'h4;
+  assign \$386  = \port$12642$2 [3:0] == 3'h4;
   assign \$387  = w_en & \$386 ;
   assign \$388  = pe4_14_bank ? pe4_15_w1 : pe4_15_w0;
   assign \$389  = $signed(pe4_14_a) * $signed(\$388 );
   assign \$390  = $signed(pe3_15_psum) + $signed(\$389 );
   assign \$391  = a_valid ? w_data[47:40] : 8'h00;
-  assign \$392  = w_row == 3'h5;
+  assign \$392  = \port$12642$2 [3:0] == 3'h5;
   assign \$393  = w_en & \$392 ;
   assign \$394  = skew5_4_bank ? pe5_0_w1 : pe5_0_w0;
   assign \$395  = $signed(skew5_4_a) * $signed(\$394 );
   assign \$396  = $signed(pe4_0_psum) + $signed(\$395 );
-  assign \$397  = w_row == 3'h5;
+  assign \$397  = \port$12642$2 [3:0] == 3'h5;
   assign \$398  = w_en & \$397 ;
   assign \$399  = pe5_0_bank ? pe5_1_w1 : pe5_1_w0;
   assign \$400  = $signed(pe5_0_a) * $signed(\$399 );
   assign \$401  = $signed(pe4_1_psum) + $signed(\$400 );
-  assign \$402  = w_row == 3'h5;
+  assign \$402  = \port$12642$2 [3:0] == 3'h5;
   assign \$403  = w_en & \$402 ;
   assign \$404  = pe5_1_bank ? pe5_2_w1 : pe5_2_w0;
   assign \$405  = $signed(pe5_1_a) * $signed(\$404 );
   assign \$406  = $signed(pe4_2_psum) + $signed(\$405 );
-  assign \$407  = w_row == 3'h5;
+  assign \$407  = \port$12642$2 [3:0] == 3'h5;
   assign \$408  = w_en & \$407 ;
   assign \$409  = pe5_2_bank ? pe5_3_w1 : pe5_3_w0;
   assign \$410  = $signed(pe5_2_a) * $signed(\$409 );
   assign \$411  = $signed(pe4_3_psum) + $signed(\$410 );
-  assign \$412  = w_row == 3'h5;
+  assign \$412  = \port$12642$2 [3:0] == 3'h5;
   assign \$413  = w_en & \$412 ;
   assign \$414  = pe5_3_bank ? pe5_4_w1 : pe5_4_w0;
   assign \$415  = $signed(pe5_3_a) * $signed(\$414 );
   assign \$416  = $signed(pe4_4_psum) + $signed(\$415 );
-  assign \$417  = w_row == 3'h5;
+  assign \$417  = \port$12642$2 [3:0] == 3'h5;
   assign \$418  = w_en & \$417 ;
   assign \$419  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
   assign \$420  = $signed(pe5_4_a) * $signed(\$419 );
   assign \$421  = $signed(pe4_5_psum) + $signed(\$420 );
-  assign \$422  = w_row == 3'h5;
+  assign \$422  = \port$12642$2 [3:0] == 3'h5;
   assign \$423  = w_en & \$422 ;
   assign \$424  = pe5_5_bank ? pe5_6_w1 : pe5_6_w0;
   assign \$425  = $signed(pe5_5_a) * $signed(\$424 );
   assign \$426  = $signed(pe4_6_psum) + $signed(\$425 );
-  assign \$427  = w_row == 3'h5;
+  assign \$427  = \port$12642$2 [3:0] == 3'h5;
   assign \$428  = w_en & \$427 ;
   assign \$429  = pe5_6_bank ? pe5_7_w1 : pe5_7_w0;
   assign \$430  = $signed(pe5_6_a) * $signed(\$429 );
   assign \$431  = $signed(pe4_7_psum) + $signed(\$430 );
-  assign \$432  = w_row == 3'h5;
+  assign \$432  = \port$12642$2 [3:0] == 3'h5;
   assign \$433  = w_en & \$432 ;
   assign \$434  = pe5_7_bank ? pe5_8_w1 : pe5_8_w0;
   assign \$435  = $signed(pe5_7_a) * $signed(\$434 );
   assign \$436  = $signed(pe4_8_psum) + $signed(\$435 );
-  assign \$437  = w_row == 3'h5;
+  assign \$437  = \port$12642$2 [3:0] == 3'h5;
   assign \$438  = w_en & \$437 ;
   assign \$439  = pe5_8_bank ? pe5_9_w1 : pe5_9_w0;
   assign \$440  = $signed(pe5_8_a) * $signed(\$439 );
   assign \$441  = $signed(pe4_9_psum) + $signed(\$440 );
-  assign \$442  = w_row == 3'h5;
+  assign \$442  = \port$12642$2 [3:0] == 3'h5;
   assign \$443  = w_en & \$442 ;
   assign \$444  = pe5_9_bank ? pe5_10_w1 : pe5_10_w0;
   assign \$445  = $signed(pe5_9_a) * $signed(\$444 );
   assign \$446  = $signed(pe4_10_psum) + $signed(\$445 );
-  assign \$447  = w_row == 3'h5;
+  assign \$447  = \port$12642$2 [3:0] == 3'h5;
   assign \$448  = w_en & \$447 ;
   assign \$449  = pe5_10_bank ? pe5_11_w1 : pe5_11_w0;
   assign \$450  = $signed(pe5_10_a) * $signed(\$449 );
   assign \$451  = $signed(pe4_11_psum) + $signed(\$450 );
-  assign \$452  = w_row == 3'h5;
+  assign \$452  = \port$12642$2 [3:0] == 3'h5;
   assign \$453  = w_en & \$452 ;
   assign \$454  = pe5_11_bank ? pe5_12_w1 : pe5_12_w0;
   assign \$455  = $signed(pe5_11_a) * $signed(\$454 );
   assign \$456  = $signed(pe4_12_psum) + $signed(\$455 );
-  assign \$457  = w_row == 3'h5;
+  assign \$457  = \port$12642$2 [3:0] == 3'h5;
   assign \$458  = w_en & \$457 ;
   assign \$459  = pe5_12_bank ? pe5_13_w1 : pe5_13_w0;
   assign \$460  = $signed(pe5_12_a) * $signed(\$459 );
   assign \$461  = $signed(pe4_13_psum) + $signed(\$460 );
-  assign \$462  = w_row == 3'h5;
+  assign \$462  = \port$12642$2 [3:0] == 3'h5;
   assign \$463  = w_en & \$462 ;
   assign \$464  = pe5_13_bank ? pe5_14_w1 : pe5_14_w0;
   assign \$465  = $signed(pe5_13_a) * $signed(\$464 );
   assign \$466  = $signed(pe4_14_psum) + $signed(\$465 );
-  assign \$467  = w_row == 3'h5;
+  assign \$467  = \port$12642$2 [3:0] == 3'h5;
   assign \$468  = w_en & \$467 ;
   assign \$469  = pe5_14_bank ? pe5_15_w1 : pe5_15_w0;
   assign \$470  = $signed(pe5_14_a) * $signed(\$469 );
   assign \$471  = $signed(pe4_15_psum) + $signed(\$470 );
   assign \$472  = a_valid ? w_data[55:48] : 8'h00;
-  assign \$473  = w_row == 3'h6;
+  assign \$473  = \port$12642$2 [3:0] == 3'h6;
   assign \$474  = w_en & \$473 ;
   assign \$475  = skew6_5_bank ? pe6_0_w1 : pe6_0_w0;
   assign \$476  = $signed(skew6_5_a) * $signed(\$475 );
   assign \$477  = $signed(pe5_0_psum) + $signed(\$476 );
-  assign \$478  = w_row == 3'h6;
+  assign \$478  = \port$12642$2 [3:0] == 3'h6;
   assign \$479  = w_en & \$478 ;
   assign \$480  = pe6_0_bank ? pe6_1_w1 : pe6_1_w0;
   assign \$481  = $signed(pe6_0_a) * $signed(\$480 );
   assign \$482  = $signed(pe5_1_psum) + $signed(\$481 );
-  assign \$483  = w_row == 3'h6;
+  assign \$483  = \port$12642$2 [3:0] == 3'h6;
   assign \$484  = w_en & \$483 ;
   assign \$485  = pe6_1_bank ? pe6_2_w1 : pe6_2_w0;
   assign \$486  = $signed(pe6_1_a) * $signed(\$485 );
   assign \$487  = $signed(pe5_2_psum) + $signed(\$486 );
-  assign \$488  = w_row == 3'h6;
+  assign \$488  = \port$12642$2 [3:0] == 3'h6;
   assign \$489  = w_en & \$488 ;
   assign \$490  = pe6_2_bank ? pe6_3_w1 : pe6_3_w0;
   assign \$491  = $signed(pe6_2_a) * $signed(\$490 );
   assign \$492  = $signed(pe5_3_psum) + $signed(\$491 );
-  assign \$493  = w_row == 3'h6;
+  assign \$493  = \port$12642$2 [3:0] == 3'h6;
   assign \$494  = w_en & \$493 ;
   assign \$495  = pe6_3_bank ? pe6_4_w1 : pe6_4_w0;
   assign \$496  = $signed(pe6_3_a) * $signed(\$495 );
   assign \$497  = $signed(pe5_4_psum) + $signed(\$496 );
-  assign \$498  = w_row == 3'h6;
+  assign \$498  = \port$12642$2 [3:0] == 3'h6;
   assign \$499  = w_en & \$498 ;
   assign \$500  = pe6_4_bank ? pe6_5_w1 : pe6_5_w0;
   assign \$501  = $signed(pe6_4_a) * $signed(\$500 );
   assign \$502  = $signed(pe5_5_psum) + $signed(\$501 );
-  assign \$503  = w_row == 3'h6;
+  assign \$503  = \port$12642$2 [3:0] == 3'h6;
   assign \$504  = w_en & \$503 ;
   assign \$505  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
   assign \$506  = $signed(pe6_5_a) * $signed(\$505 );
   assign \$507  = $signed(pe5_6_psum) + $signed(\$506 );
-  assign \$508  = w_row == 3'h6;
+  assign \$508  = \port$12642$2 [3:0] == 3'h6;
   assign \$509  = w_en & \$508 ;
   assign \$510  = pe6_6_bank ? pe6_7_w1 : pe6_7_w0;
   assign \$511  = $signed(pe6_6_a) * $signed(\$510 );
   assign \$512  = $signed(pe5_7_psum) + $signed(\$511 );
-  assign \$513  = w_row == 3'h6;
+  assign \$513  = \port$12642$2 [3:0] == 3'h6;
   assign \$514  = w_en & \$513 ;
   assign \$515  = pe6_7_bank ? pe6_8_w1 : pe6_8_w0;
   assign \$516  = $signed(pe6_7_a) * $signed(\$515 );
   assign \$517  = $signed(pe5_8_psum) + $signed(\$516 );
-  assign \$518  = w_row == 3'h6;
+  assign \$518  = \port$12642$2 [3:0] == 3'h6;
   assign \$519  = w_en & \$518 ;
   assign \$520  = pe6_8_bank ? pe6_9_w1 : pe6_9_w0;
   assign \$521  = $signed(pe6_8_a) * $signed(\$520 );
   assign \$522  = $signed(pe5_9_psum) + $signed(\$521 );
-  assign \$523  = w_row == 3'h6;
+  assign \$523  = \port$12642$2 [3:0] == 3'h6;
   assign \$524  = w_en & \$523 ;
   assign \$525  = pe6_9_bank ? pe6_10_w1 : pe6_10_w0;
   assign \$526  = $signed(pe6_9_a) * $signed(\$525 );
   assign \$527  = $signed(pe5_10_psum) + $signed(\$526 );
-  assign \$528  = w_row == 3'h6;
+  assign \$528  = \port$12642$2 [3:0] == 3'h6;
   assign \$529  = w_en & \$528 ;
   assign \$530  = pe6_10_bank ? pe6_11_w1 : pe6_11_w0;
   assign \$531  = $signed(pe6_10_a) * $signed(\$530 );
   assign \$532  = $signed(pe5_11_psum) + $signed(\$531 );
-  assign \$533  = w_row == 3'h6;
+  assign \$533  = \port$12642$2 [3:0] == 3'h6;
   assign \$534  = w_en & \$533 ;
   assign \$535  = pe6_11_bank ? pe6_12_w1 : pe6_12_w0;
   assign \$536  = $signed(pe6_11_a) * $signed(\$535 );
   assign \$537  = $signed(pe5_12_psum) + $signed(\$536 );
-  assign \$538  = w_row == 3'h6;
+  assign \$538  = \port$12642$2 [3:0] == 3'h6;
   assign \$539  = w_en & \$538 ;
   assign \$540  = pe6_12_bank ? pe6_13_w1 : pe6_13_w0;
   assign \$541  = $signed(pe6_12_a) * $signed(\$540 );
   assign \$542  = $signed(pe5_13_psum) + $signed(\$541 );
-  assign \$543  = w_row == 3'h6;
+  assign \$543  = \port$12642$2 [3:0] == 3'h6;
   assign \$544  = w_en & \$543 ;
   assign \$545  = pe6_13_bank ? pe6_14_w1 : pe6_14_w0;
   assign \$546  = $signed(pe6_13_a) * $signed(\$545 );
   assign \$547  = $signed(pe5_14_psum) + $signed(\$546 );
-  assign \$548  = w_row == 3'h6;
+  assign \$548  = \port$12642$2 [3:0] == 3'h6;
   assign \$549  = w_en & \$548 ;
   assign \$550  = pe6_14_bank ? pe6_15_w1 : pe6_15_w0;
   assign \$551  = $signed(pe6_14_a) * $signed(\$550 );
   assign \$552  = $signed(pe5_15_psum) + $signed(\$551 );
   assign \$553  = a_valid ? w_data[63:56] : 8'h00;
-  assign \$554  = w_row == 3'h7;
+  assign \$554  = \port$12642$2 [3:0] == 3'h7;
   assign \$555  = w_en & \$554 ;
   assign \$556  = skew7_6_bank ? pe7_0_w1 : pe7_0_w0;
   assign \$557  = $signed(skew7_6_a) * $signed(\$556 );
   assign \$558  = $signed(pe6_0_psum) + $signed(\$557 );
-  assign \$559  = w_row == 3'h7;
+  assign \$559  = \port$12642$2 [3:0] == 3'h7;
   assign \$560  = w_en & \$559 ;
   assign \$561  = pe7_0_bank ? pe7_1_w1 : pe7_1_w0;
   assign \$562  = $signed(pe7_0_a) * $signed(\$561 );
   assign \$563  = $signed(pe6_1_psum) + $signed(\$562 );
-  assign \$564  = w_row == 3'h7;
+  assign \$564  = \port$12642$2 [3:0] == 3'h7;
   assign \$565  = w_en & \$564 ;
   assign \$566  = pe7_1_bank ? pe7_2_w1 : pe7_2_w0;
   assign \$567  = $signed(pe7_1_a) * $signed(\$566 );
   assign \$568  = $signed(pe6_2_psum) + $signed(\$567 );
-  assign \$569  = w_row == 3'h7;
+  assign \$569  = \port$12642$2 [3:0] == 3'h7;
   assign \$570  = w_en & \$569 ;
   assign \$571  = pe7_2_bank ? pe7_3_w1 : pe7_3_w0;
   assign \$572  = $signed(pe7_2_a) * $signed(\$571 );
   assign \$573  = $signed(pe6_3_psum) + $signed(\$572 );
-  assign \$574  = w_row == 3'h7;
+  assign \$574  = \port$12642$2 [3:0] == 3'h7;
   assign \$575  = w_en & \$574 ;
   assign \$576  = pe7_3_bank ? pe7_4_w1 : pe7_4_w0;
   assign \$577  = $signed(pe7_3_a) * $signed(\$576 );
   assign \$578  = $signed(pe6_4_psum) + $signed(\$577 );
-  assign \$579  = w_row == 3'h7;
+  assign \$579  = \port$12642$2 [3:0] == 3'h7;
   assign \$580  = w_en & \$579 ;
   assign \$581  = pe7_4_bank ? pe7_5_w1 : pe7_5_w0;
   assign \$582  = $signed(pe7_4_a) * $signed(\$581 );
   assign \$583  = $signed(pe6_5_psum) + $signed(\$582 );
-  assign \$584  = w_row == 3'h7;
+  assign \$584  = \port$12642$2 [3:0] == 3'h7;
   assign \$585  = w_en & \$584 ;
   assign \$586  = pe7_5_bank ? pe7_6_w1 : pe7_6_w0;
   assign \$587  = $signed(pe7_5_a) * $signed(\$586 );
   assign \$588  = $signed(pe6_6_psum) + $signed(\$587 );
-  assign \$589  = w_row == 3'h7;
+  assign \$589  = \port$12642$2 [3:0] == 3'h7;
   assign \$590  = w_en & \$589 ;
   assign \$591  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
   assign \$592  = $signed(pe7_6_a) * $signed(\$591 );
   assign \$593  = $signed(pe6_7_psum) + $signed(\$592 );
-  assign \$594  = w_row == 3'h7;
+  assign \$594  = \port$12642$2 [3:0] == 3'h7;
   assign \$595  = w_en & \$594 ;
   assign \$596  = pe7_7_bank ? pe7_8_w1 : pe7_8_w0;
   assign \$597  = $signed(pe7_7_a) * $signed(\$596 );
   assign \$598  = $signed(pe6_8_psum) + $signed(\$597 );
-  assign \$599  = w_row == 3'h7;
+  assign \$599  = \port$12642$2 [3:0] == 3'h7;
   assign \$600  = w_en & \$599 ;
   assign \$601  = pe7_8_bank ? pe7_9_w1 : pe7_9_w0;
   assign \$602  = $signed(pe7_8_a) * $signed(\$601 );
   assign \$603  = $signed(pe6_9_psum) + $signed(\$602 );
-  assign \$604  = w_row == 3'h7;
+  assign \$604  = \port$12642$2 [3:0] == 3'h7;
   assign \$605  = w_en & \$604 ;
   assign \$606  = pe7_9_bank ? pe7_10_w1 : pe7_10_w0;
   assign \$607  = $signed(pe7_9_a) * $signed(\$606 );
   assign \$608  = $signed(pe6_10_psum) + $signed(\$607 );
-  assign \$609  = w_row == 3'h7;
+  assign \$609  = \port$12642$2 [3:0] == 3'h7;
   assign \$610  = w_en & \$609 ;
   assign \$611  = pe7_10_bank ? pe7_11_w1 : pe7_11_w0;
   assign \$612  = $signed(pe7_10_a) * $signed(\$611 );
   assign \$613  = $signed(pe6_11_psum) + $signed(\$612 );
-  assign \$614  = w_row == 3'h7;
+  assign \$614  = \port$12642$2 [3:0] == 3'h7;
   assign \$615  = w_en & \$614 ;
   assign \$616  = pe7_11_bank ? pe7_12_w1 : pe7_12_w0;
   assign \$617  = $signed(pe7_11_a) * $signed(\$616 );
   assign \$618  = $signed(pe6_12_psum) + $signed(\$617 );
-  assign \$619  = w_row == 3'h7;
+  assign \$619  = \port$12642$2 [3:0] == 3'h7;
   assign \$620  = w_en & \$619 ;
   assign \$621  = pe7_12_bank ? pe7_13_w1 : pe7_13_w0;
   assign \$622  = $signed(pe7_12_a) * $signed(\$621 );
   assign \$623  = $signed(pe6_13_psum) + $signed(\$622 );
-  assign \$624  = w_row == 3'h7;
+  assign \$624  = \port$12642$2 [3:0] == 3'h7;
   assign \$625  = w_en & \$624 ;
   assign \$626  = pe7_13_bank ? pe7_14_w1 : pe7_14_w0;
   assign \$627  = $signed(pe7_13_a) * $signed(\$626 );
   assign \$628  = $signed(pe6_14_psum) + $signed(\$627 );
-  assign \$629  = w_row == 3'h7;
+  assign \$629  = \port$12642$2 [3:0] == 3'h7;
   assign \$630  = w_en & \$629 ;
   assign \$631  = pe7_14_bank ? pe7_15_w1 : pe7_15_w0;
   assign \$632  = $signed(pe7_14_a) * $signed(\$631 );
   assign \$633  = $signed(pe6_15_psum) + $signed(\$632 );
   assign \$634  = a_valid ? w_data[71:64] : 8'h00;
-  assign \$635  = w_row == 4'h8;
+  assign \$635  = \port$12642$2 [3:0] == 4'h8;
   assign \$636  = w_en & \$635 ;
   assign \$637  = skew8_7_bank ? pe8_0_w1 : pe8_0_w0;
   assign \$638  = $signed(skew8_7_a) * $signed(\$637 );
   assign \$639  = $signed(pe7_0_psum) + $signed(\$638 );
-  assign \$640  = w_row == 4'h8;
+  assign \$640  = \port$12642$2 [3:0] == 4'h8;
   assign \$641  = w_en & \$640 ;
   assign \$642  = pe8_0_bank ? pe8_1_w1 : pe8_1_w0;
   assign \$643  = $signed(pe8_0_a) * $signed(\$642 );
   assign \$644  = $signed(pe7_1_psum) + $signed(\$643 );
-  assign \$645  = w_row == 4'h8;
+  assign \$645  = \port$12642$2 [3:0] == 4'h8;
   assign \$646  = w_en & \$645 ;
   assign \$647  = pe8_1_bank ? pe8_2_w1 : pe8_2_w0;
   assign \$648  = $signed(pe8_1_a) * $signed(\$647 );
   assign \$649  = $signed(pe7_2_psum) + $signed(\$648 );
-  assign \$650  = w_row == 4'h8;
+  assign \$650  = \port$12642$2 [3:0] == 4'h8;
   assign \$651  = w_en & \$650 ;
   assign \$652  = pe8_2_bank ? pe8_3_w1 : pe8_3_w0;
   assign \$653  = $signed(pe8_2_a) * $signed(\$652 );
   assign \$654  = $signed(pe7_3_psum) + $signed(\$653 );
-  assign \$655  = w_row == 4'h8;
+  assign \$655  = \port$12642$2 [3:0] == 4'h8;
   assign \$656  = w_en & \$655 ;
   assign \$657  = pe8_3_bank ? pe8_4_w1 : pe8_4_w0;
   assign \$658  = $signed(pe8_3_a) * $signed(\$657 );
   assign \$659  = $signed(pe7_4_psum) + $signed(\$658 );
-  assign \$660  = w_row == 4'h8;
+  assign \$660  = \port$12642$2 [3:0] == 4'h8;
   assign \$661  = w_en & \$660 ;
   assign \$662  = pe8_4_bank ? pe8_5_w1 : pe8_5_w0;
   assign \$663  = $signed(pe8_4_a) * $signed(\$662 );
   assign \$664  = $signed(pe7_5_psum) + $signed(\$663 );
-  assign \$665  = w_row == 4'h8;
+  assign \$665  = \port$12642$2 [3:0] == 4'h8;
   assign \$666  = w_en & \$665 ;
   assign \$667  = pe8_5_bank ? pe8_6_w1 : pe8_6_w0;
   assign \$668  = $signed(pe8_5_a) * $signed(\$667 );
   assign \$669  = $signed(pe7_6_psum) + $signed(\$668 );
-  assign \$670  = w_row == 4'h8;
+  assign \$670  = \port$12642$2 [3:0] == 4'h8;
   assign \$671  = w_en & \$670 ;
   assign \$672  = pe8_6_bank ? pe8_7_w1 : pe8_7_w0;
   assign \$673  = $signed(pe8_6_a) * $signed(\$672 );
   assign \$674  = $signed(pe7_7_psum) + $signed(\$673 );
-  assign \$675  = w_row == 4'h8;
+  assign \$675  = \port$12642$2 [3:0] == 4'h8;
   assign \$676  = w_en & \$675 ;
   assign \$677  = pe8_7_bank ? pe8_8_w1 : pe8_8_w0;
   assign \$678  = $signed(pe8_7_a) * $signed(\$677 );
   assign \$679  = $signed(pe7_8_psum) + $signed(\$678 );
-  assign \$680  = w_row == 4'h8;
+  assign \$680  = \port$12642$2 [3:0] == 4'h8;
   assign \$681  = w_en & \$680 ;
   assign \$682  = pe8_8_bank ? pe8_9_w1 : pe8_9_w0;
   assign \$683  = $signed(pe8_8_a) * $signed(\$682 );
   assign \$684  = $signed(pe7_9_psum) + $signed(\$683 );
-  assign \$685  = w_row == 4'h8;
+  assign \$685  = \port$12642$2 [3:0] == 4'h8;
   assign \$686  = w_en & \$685 ;
   assign \$687  = pe8_9_bank ? pe8_10_w1 : pe8_10_w0;
   assign \$688  = $signed(pe8_9_a) * $signed(\$687 );
   assign \$689  = $signed(pe7_10_psum) + $signed(\$688 );
-  assign \$690  = w_row == 4'h8;
+  assign \$690  = \port$12642$2 [3:0] == 4'h8;
   assign \$691  = w_en & \$690 ;
   assign \$692  = pe8_10_bank ? pe8_11_w1 : pe8_11_w0;
   assign \$693  = $signed(pe8_10_a) * $signed(\$692 );
   assign \$694  = $signed(pe7_11_psum) + $signed(\$693 );
-  assign \$695  = w_row == 4'h8;
+  assign \$695  = \port$12642$2 [3:0] == 4'h8;
   assign \$696  = w_en & \$695 ;
   assign \$697  = pe8_11_bank ? pe8_12_w1 : pe8_12_w0;
   assign \$698  = $signed(pe8_11_a) * $signed(\$697 );
   assign \$699  = $signed(pe7_12_psum) + $signed(\$698 );
-  assign \$700  = w_row == 4'h8;
+  assign \$700  = \port$12642$2 [3:0] == 4'h8;
   assign \$701  = w_en & \$700 ;
   assign \$702  = pe8_12_bank ? pe8_13_w1 : pe8_13_w0;
   assign \$703  = $signed(pe8_12_a) * $signed(\$702 );
   assign \$704  = $signed(pe7_13_psum) + $signed(\$703 );
-  assign \$705  = w_row == 4'h8;
+  assign \$705  = \port$12642$2 [3:0] == 4'h8;
   assign \$706  = w_en & \$705 ;
   assign \$707  = pe8_13_bank ? pe8_14_w1 : pe8_14_w0;
   assign \$708  = $signed(pe8_13_a) * $signed(\$707 );
   assign \$709  = $signed(pe7_14_psum) + $signed(\$708 );
-  assign \$710  = w_row == 4'h8;
+  assign \$710  = \port$12642$2 [3:0] == 4'h8;
   assign \$711  = w_en & \$710 ;
   assign \$712  = pe8_14_bank ? pe8_15_w1 : pe8_15_w0;
   assign \$713  = $signed(pe8_14_a) * $signed(\$712 );
   assign \$714  = $signed(pe7_15_psum) + $signed(\$713 );
   assign \$715  = a_valid ? w_data[79:72] : 8'h00;
-  assign \$716  = w_row == 4'h9;
+  assign \$716  = \port$12642$2 [3:0] == 4'h9;
   assign \$717  = w_en & \$716 ;
   assign \$718  = skew9_8_bank ? pe9_0_w1 : pe9_0_w0;
   assign \$719  = $signed(skew9_8_a) * $signed(\$718 );
   assign \$720  = $signed(pe8_0_psum) + $signed(\$719 );
-  assign \$721  = w_row == 4'h9;
+  assign \$721  = \port$12642$2 [3:0] == 4'h9;
   assign \$722  = w_en & \$721 ;
   assign \$723  = pe9_0_bank ? pe9_1_w1 : pe9_1_w0;
   assign \$724  = $signed(pe9_0_a) * $signed(\$723 );
   assign \$725  = $signed(pe8_1_psum) + $signed(\$724 );
-  assign \$726  = w_row == 4'h9;
+  assign \$726  = \port$12642$2 [3:0] == 4'h9;
   assign \$727  = w_en & \$726 ;
   assign \$728  = pe9_1_bank ? pe9_2_w1 : pe9_2_w0;
   assign \$729  = $signed(pe9_1_a) * $signed(\$728 );
   assign \$730  = $signed(pe8_2_psum) + $signed(\$729 );
-  assign \$731  = w_row == 4'h9;
+  assign \$731  = \port$12642$2 [3:0] == 4'h9;
   assign \$732  = w_en & \$731 ;
   assign \$733  = pe9_2_bank ? pe9_3_w1 : pe9_3_w0;
   assign \$734  = $signed(pe9_2_a) * $signed(\$733 );
   assign \$735  = $signed(pe8_3_psum) + $signed(\$734 );
-  assign \$736  = w_row == 4'h9;
+  assign \$736  = \port$12642$2 [3:0] == 4'h9;
   assign \$737  = w_en & \$736 ;
   assign \$738  = pe9_3_bank ? pe9_4_w1 : pe9_4_w0;
   assign \$739  = $signed(pe9_3_a) * $signed(\$738 );
   assign \$740  = $signed(pe8_4_psum) + $signed(\$739 );
-  assign \$741  = w_row == 4'h9;
+  assign \$741  = \port$12642$2 [3:0] == 4'h9;
   assign \$742  = w_en & \$741 ;
   assign \$743  = pe9_4_bank ? pe9_5_w1 : pe9_5_w0;
   assign \$744  = $signed(pe9_4_a) * $signed(\$743 );
   assign \$745  = $signed(pe8_5_psum) + $signed(\$744 );
-  assign \$746  = w_row == 4'h9;
+  assign \$746  = \port$12642$2 [3:0] == 4'h9;
   assign \$747  = w_en & \$746 ;
   assign \$748  = pe9_5_bank ? pe9_6_w1 : pe9_6_w0;
   assign \$749  = $signed(pe9_5_a) * $signed(\$748 );
   assign \$750  = $signed(pe8_6_psum) + $signed(\$749 );
-  assign \$751  = w_row == 4'h9;
+  assign \$751  = \port$12642$2 [3:0] == 4'h9;
   assign \$752  = w_en & \$751 ;
   assign \$753  = pe9_6_bank ? pe9_7_w1 : pe9_7_w0;
   assign \$754  = $signed(pe9_6_a) * $signed(\$753 );
   assign \$755  = $signed(pe8_7_psum) + $signed(\$754 );
-  assign \$756  = w_row == 4'h9;
+  assign \$756  = \port$12642$2 [3:0] == 4'h9;
   assign \$757  = w_en & \$756 ;
   assign \$758  = pe9_7_bank ? pe9_8_w1 : pe9_8_w0;
   assign \$759  = $signed(pe9_7_a) * $signed(\$758 );
   assign \$760  = $signed(pe8_8_psum) + $signed(\$759 );
-  assign \$761  = w_row == 4'h9;
+  assign \$761  = \port$12642$2 [3:0] == 4'h9;
   assign \$762  = w_en & \$761 ;
   assign \$763  = pe9_8_bank ? pe9_9_w1 : pe9_9_w0;
   assign \$764  = $signed(pe9_8_a) * $signed(\$763 );
   assign \$765  = $signed(pe8_9_psum) + $signed(\$764 );
-  assign \$766  = w_row == 4'h9;
+  assign \$766  = \port$12642$2 [3:0] == 4'h9;
   assign \$767  = w_en & \$766 ;
   assign \$768  = pe9_9_bank ? pe9_10_w1 : pe9_10_w0;
   assign \$769  = $signed(pe9_9_a) * $signed(\$768 );
   assign \$770  = $signed(pe8_10_psum) + $signed(\$769 );
-  assign \$771  = w_row == 4'h9;
+  assign \$771  = \port$12642$2 [3:0] == 4'h9;
   assign \$772  = w_en & \$771 ;
   assign \$773  = pe9_10_bank ? pe9_11_w1 : pe9_11_w0;
   assign \$774  = $signed(pe9_10_a) * $signed(\$773 );
   assign \$775  = $signed(pe8_11_psum) + $signed(\$774 );
-  assign \$776  = w_row == 4'h9;
+  assign \$776  = \port$12642$2 [3:0] == 4'h9;
   assign \$777  = w_en & \$776 ;
   assign \$778  = pe9_11_bank ? pe9_12_w1 : pe9_12_w0;
   assign \$779  = $signed(pe9_11_a) * $signed(\$778 );
   assign \$780  = $signed(pe8_12_psum) + $signed(\$779 );
-  assign \$781  = w_row == 4'h9;
+  assign \$781  = \port$12642$2 [3:0] == 4'h9;
   assign \$782  = w_en & \$781 ;
   assign \$783  = pe9_12_bank ? pe9_13_w1 : pe9_13_w0;
   assign \$784  = $signed(pe9_12_a) * $signed(\$783 );
   assign \$785  = $signed(pe8_13_psum) + $signed(\$784 );
-  assign \$786  = w_row == 4'h9;
+  assign \$786  = \port$12642$2 [3:0] == 4'h9;
   assign \$787  = w_en & \$786 ;
   assign \$788  = pe9_13_bank ? pe9_14_w1 : pe9_14_w0;
   assign \$789  = $signed(pe9_13_a) * $signed(\$788 );
   assign \$790  = $signed(pe8_14_psum) + $signed(\$789 );
-  assign \$791  = w_row == 4'h9;
+  assign \$791  = \port$12642$2 [3:0] == 4'h9;
   assign \$792  = w_en & \$791 ;
   assign \$793  = pe9_14_bank ? pe9_15_w1 : pe9_15_w0;
   assign \$794  = $signed(pe9_14_a) * $signed(\$793 );
   assign \$795  = $signed(pe8_15_psum) + $signed(\$794 );
   assign \$796  = a_valid ? w_data[87:80] : 8'h00;
-  assign \$797  = w_row == 4'ha;
+  assign \$797  = \port$12642$2 [3:0] == 4'ha;
   assign \$798  = w_en & \$797 ;
   assign \$799  = skew10_9_bank ? pe10_0_w1 : pe10_0_w0;
   assign \$800  = $signed(skew10_9_a) * $signed(\$799 );
   assign \$801  = $signed(pe9_0_psum) + $signed(\$800 );
-  assign \$802  = w_row == 4'ha;
+  assign \$802  = \port$12642$2 [3:0] == 4'ha;
   assign \$803  = w_en & \$802 ;
   assign \$804  = pe10_0_bank ? pe10_1_w1 : pe10_1_w0;
   assign \$805  = $signed(pe10_0_a) * $signed(\$804 );
   assign \$806  = $signed(pe9_1_psum) + $signed(\$805 );
-  assign \$807  = w_row == 4'ha;
+  assign \$807  = \port$12642$2 [3:0] == 4'ha;
   assign \$808  = w_en & \$807 ;
   assign \$809  = pe10_1_bank ? pe10_2_w1 : pe10_2_w0;
   assign \$810  = $signed(pe10_1_a) * $signed(\$809 );
   assign \$811  = $signed(pe9_2_psum) + $signed(\$810 );
-  assign \$812  = w_row == 4'ha;
+  assign \$812  = \port$12642$2 [3:0] == 4'ha;
   assign \$813  = w_en & \$812 ;
   assign \$814  = pe10_2_bank ? pe10_3_w1 : pe10_3_w0;
   assign \$815  = $signed(pe10_2_a) * $signed(\$814 );
   assign \$816  = $signed(pe9_3_psum) + $signed(\$815 );
-  assign \$817  = w_row == 4'ha;
+  assign \$817  = \port$12642$2 [3:0] == 4'ha;
   assign \$818  = w_en & \$817 ;
   assign \$819  = pe10_3_bank ? pe10_4_w1 : pe10_4_w0;
   assign \$820  = $signed(pe10_3_a) * $signed(\$819 );
   assign \$821  = $signed(pe9_4_psum) + $signed(\$820 );
-  assign \$822  = w_row == 4'ha;
+  assign \$822  = \port$12642$2 [3:0] == 4'ha;
   assign \$823  = w_en & \$822 ;
   assign \$824  = pe10_4_bank ? pe10_5_w1 : pe10_5_w0;
   assign \$825  = $signed(pe10_4_a) * $signed(\$824 );
   assign \$826  = $signed(pe9_5_psum) + $signed(\$825 );
-  assign \$827  = w_row == 4'ha;
+  assign \$827  = \port$12642$2 [3:0] == 4'ha;
   assign \$828  = w_en & \$827 ;
   assign \$829  = pe10_5_bank ? pe10_6_w1 : pe10_6_w0;
   assign \$830  = $signed(pe10_5_a) * $signed(\$829 );
   assign \$831  = $signed(pe9_6_psum) + $signed(\$830 );
-  assign \$832  = w_row == 4'ha;
+  assign \$832  = \port$12642$2 [3:0] == 4'ha;
   assign \$833  = w_en & \$832 ;
   assign \$834  = pe10_6_bank ? pe10_7_w1 : pe10_7_w0;
   assign \$835  = $signed(pe10_6_a) * $signed(\$834 );
   assign \$836  = $signed(pe9_7_psum) + $signed(\$835 );
-  assign \$837  = w_row == 4'ha;
+  assign \$837  = \port$12642$2 [3:0] == 4'ha;
   assign \$838  = w_en & \$837 ;
   assign \$839  = pe10_7_bank ? pe10_8_w1 : pe10_8_w0;
   assign \$840  = $signed(pe10_7_a) * $signed(\$839 );
   assign \$841  = $signed(pe9_8_psum) + $signed(\$840 );
-  assign \$842  = w_row == 4'ha;
+  assign \$842  = \port$12642$2 [3:0] == 4'ha;
   assign \$843  = w_en & \$842 ;
   assign \$844  = pe10_8_bank ? pe10_9_w1 : pe10_9_w0;
   assign \$845  = $signed(pe10_8_a) * $signed(\$844 );
   assign \$846  = $signed(pe9_9_psum) + $signed(\$845 );
-  assign \$847  = w_row == 4'ha;
+  assign \$847  = \port$12642$2 [3:0] == 4'ha;
   assign \$848  = w_en & \$847 ;
   assign \$849  = pe10_9_bank ? pe10_10_w1 : pe10_10_w0;
   assign \$850  = $signed(pe10_9_a) * $signed(\$849 );
   assign \$851  = $signed(pe9_10_psum) + $signed(\$850 );
-  assign \$852  = w_row == 4'ha;
+  assign \$852  = \port$12642$2 [3:0] == 4'ha;
   assign \$853  = w_en & \$852 ;
   assign \$854  = pe10_10_bank ? pe10_11_w1 : pe10_11_w0;
   assign \$855  = $signed(pe10_10_a) * $signed(\$854 );
   assign \$856  = $signed(pe9_11_psum) + $signed(\$855 );
-  assign \$857  = w_row == 4'ha;
+  assign \$857  = \port$12642$2 [3:0] == 4'ha;
   assign \$858  = w_en & \$857 ;
   assign \$859  = pe10_11_bank ? pe10_12_w1 : pe10_12_w0;
   assign \$860  = $signed(pe10_11_a) * $signed(\$859 );
   assign \$861  = $signed(pe9_12_psum) + $signed(\$860 );
-  assign \$862  = w_row == 4'ha;
+  assign \$862  = \port$12642$2 [3:0] == 4'ha;
   assign \$863  = w_en & \$862 ;
   assign \$864  = pe10_12_bank ? pe10_13_w1 : pe10_13_w0;
   assign \$865  = $signed(pe10_12_a) * $signed(\$864 );
   assign \$866  = $signed(pe9_13_psum) + $signed(\$865 );
-  assign \$867  = w_row == 4'ha;
+  assign \$867  = \port$12642$2 [3:0] == 4'ha;
   assign \$868  = w_en & \$867 ;
   assign \$869  = pe10_13_bank ? pe10_14_w1 : pe10_14_w0;
   assign \$870  = $signed(pe10_13_a) * $signed(\$869 );
   assign \$871  = $signed(pe9_14_psum) + $signed(\$870 );
-  assign \$872  = w_row == 4'ha;
+  assign \$872  = \port$12642$2 [3:0] == 4'ha;
   assign \$873  = w_en & \$872 ;
   assign \$874  = pe10_14_bank ? pe10_15_w1 : pe10_15_w0;
   assign \$875  = $signed(pe10_14_a) * $signed(\$874 );
   assign \$876  = $signed(pe9_15_psum) + $signed(\$875 );
   assign \$877  = a_valid ? w_data[95:88] : 8'h00;
-  assign \$878  = w_row == 4'hb;
+  assign \$878  = \port$12642$2 [3:0] == 4'hb;
   assign \$879  = w_en & \$878 ;
   assign \$880  = skew11_10_bank ? pe11_0_w1 : pe11_0_w0;
   assign \$881  = $signed(skew11_10_a) * $signed(\$880 );
   assign \$882  = $signed(pe10_0_psum) + $signed(\$881 );
-  assign \$883  = w_row == 4'hb;
+  assign \$883  = \port$12642$2 [3:0] == 4'hb;
   assign \$884  = w_en & \$883 ;
   assign \$885  = pe11_0_bank ? pe11_1_w1 : pe11_1_w0;
   assign \$886  = $signed(pe11_0_a) * $signed(\$885 );
   assign \$887  = $signed(pe10_1_psum) + $signed(\$886 );
-  assign \$888  = w_row == 4'hb;
+  assign \$888  = \port$12642$2 [3:0] == 4'hb;
   assign \$889  = w_en & \$888 ;
   assign \$890  = pe11_1_bank ? pe11_2_w1 : pe11_2_w0;
   assign \$891  = $signed(pe11_1_a) * $signed(\$890 );
   assign \$892  = $signed(pe10_2_psum) + $signed(\$891 );
-  assign \$893  = w_row == 4'hb;
+  assign \$893  = \port$12642$2 [3:0] == 4'hb;
   assign \$894  = w_en & \$893 ;
   assign \$895  = pe11_2_bank ? pe11_3_w1 : pe11_3_w0;
   assign \$896  = $signed(pe11_2_a) * $signed(\$895 );
   assign \$897  = $signed(pe10_3_psum) + $signed(\$896 );
-  assign \$898  = w_row == 4'hb;
+  assign \$898  = \port$12642$2 [3:0] == 4'hb;
   assign \$899  = w_en & \$898 ;
   assign \$900  = pe11_3_bank ? pe11_4_w1 : pe11_4_w0;
   assign \$901  = $signed(pe11_3_a) * $signed(\$900 );
   assign \$902  = $signed(pe10_4_psum) + $signed(\$901 );
-  assign \$903  = w_row == 4'hb;
+  assign \$903  = \port$12642$2 [3:0] == 4'hb;
   assign \$904  = w_en & \$903 ;
   assign \$905  = pe11_4_bank ? pe11_5_w1 : pe11_5_w0;
   assign \$906  = $signed(pe11_4_a) * $signed(\$905 );
   assign \$907  = $signed(pe10_5_psum) + $signed(\$906 );
-  assign \$908  = w_row == 4'hb;
+  assign \$908  = \port$12642$2 [3:0] == 4'hb;
   assign \$909  = w_en & \$908 ;
   assign \$910  = pe11_5_bank ? pe11_6_w1 : pe11_6_w0;
   assign \$911  = $signed(pe11_5_a) * $signed(\$910 );
   assign \$912  = $signed(pe10_6_psum) + $signed(\$911 );
-  assign \$913  = w_row == 4'hb;
+  assign \$913  = \port$12642$2 [3:0] == 4'hb;
   assign \$914  = w_en & \$913 ;
   assign \$915  = pe11_6_bank ? pe11_7_w1 : pe11_7_w0;
   assign \$916  = $signed(pe11_6_a) * $signed(\$915 );
   assign \$917  = $signed(pe10_7_psum) + $signed(\$916 );
-  assign \$918  = w_row == 4'hb;
+  assign \$918  = \port$12642$2 [3:0] == 4'hb;
   assign \$919  = w_en & \$918 ;
   assign \$920  = pe11_7_bank ? pe11_8_w1 : pe11_8_w0;
   assign \$921  = $signed(pe11_7_a) * $signed(\$920 );
   assign \$922  = $signed(pe10_8_psum) + $signed(\$921 );
-  assign \$923  = w_row == 4'hb;
+  assign \$923  = \port$12642$2 [3:0] == 4'hb;
   assign \$924  = w_en & \$923 ;
   assign \$925  = pe11_8_bank ? pe11_9_w1 : pe11_9_w0;
   assign \$926  = $signed(pe11_8_a) * $signed(\$925 );
   assign \$927  = $signed(pe10_9_psum) + $signed(\$926 );
-  assign \$928  = w_row == 4'hb;
+  assign \$928  = \port$12642$2 [3:0] == 4'hb;
   assign \$929  = w_en & \$928 ;
   assign \$930  = pe11_9_bank ? pe11_10_w1 : pe11_10_w0;
   assign \$931  = $signed(pe11_9_a) * $signed(\$930 );
   assign \$932  = $signed(pe10_10_psum) + $signed(\$931 );
-  assign \$933  = w_row == 4'hb;
+  assign \$933  = \port$12642$2 [3:0] == 4'hb;
   assign \$934  = w_en & \$933 ;
   assign \$935  = pe11_10_bank ? pe11_11_w1 : pe11_11_w0;
   assign \$936  = $signed(pe11_10_a) * $signed(\$935 );
   assign \$937  = $signed(pe10_11_psum) + $signed(\$936 );
-  assign \$938  = w_row == 4'hb;
+  assign \$938  = \port$12642$2 [3:0] == 4'hb;
   assign \$939  = w_en & \$938 ;
   assign \$940  = pe11_11_bank ? pe11_12_w1 : pe11_12_w0;
   assign \$941  = $signed(pe11_11_a) * $signed(\$940 );
   assign \$942  = $signed(pe10_12_psum) + $signed(\$941 );
-  assign \$943  = w_row == 4'hb;
+  assign \$943  = \port$12642$2 [3:0] == 4'hb;
   assign \$944  = w_en & \$943 ;
   assign \$945  = pe11_12_bank ? pe11_13_w1 : pe11_13_w0;
   assign \$946  = $signed(pe11_12_a) * $signed(\$945 );
   assign \$947  = $signed(pe10_13_psum) + $signed(\$946 );
-  assign \$948  = w_row == 4'hb;
+  assign \$948  = \port$12642$2 [3:0] == 4'hb;
   assign \$949  = w_en & \$948 ;
   assign \$950  = pe11_13_bank ? pe11_14_w1 : pe11_14_w0;
   assign \$951  = $signed(pe11_13_a) * $signed(\$950 );
   assign \$952  = $signed(pe10_14_psum) + $signed(\$951 );
-  assign \$953  = w_row == 4'hb;
+  assign \$953  = \port$12642$2 [3:0] == 4'hb;
   assign \$954  = w_en & \$953 ;
   assign \$955  = pe11_14_bank ? pe11_15_w1 : pe11_15_w0;
   assign \$956  = $signed(pe11_14_a) * $signed(\$955 );
   assign \$957  = $signed(pe10_15_psum) + $signed(\$956 );
   assign \$958  = a_valid ? w_data[103:96] : 8'h00;
-  assign \$959  = w_row == 4'hc;
+  assign \$959  = \port$12642$2 [3:0] == 4'hc;
   assign \$960  = w_en & \$959 ;
   assign \$961  = skew12_11_bank ? pe12_0_w1 : pe12_0_w0;
   assign \$962  = $signed(skew12_11_a) * $signed(\$961 );
   assign \$963  = $signed(pe11_0_psum) + $signed(\$962 );
-  assign \$964  = w_row == 4'hc;
+  assign \$964  = \port$12642$2 [3:0] == 4'hc;
   assign \$965  = w_en & \$964 ;
   assign \$966  = pe12_0_bank ? pe12_1_w1 : pe12_1_w0;
   assign \$967  = $signed(pe12_0_a) * $signed(\$966 );
   assign \$968  = $signed(pe11_1_psum) + $signed(\$967 );
-  assign \$969  = w_row == 4'hc;
+  assign \$969  = \port$12642$2 [3:0] == 4'hc;
   assign \$970  = w_en & \$969 ;
   assign \$971  = pe12_1_bank ? pe12_2_w1 : pe12_2_w0;
   assign \$972  = $signed(pe12_1_a) * $signed(\$971 );
   assign \$973  = $signed(pe11_2_psum) + $signed(\$972 );
-  assign \$974  = w_row == 4'hc;
+  assign \$974  = \port$12642$2 [3:0] == 4'hc;
   assign \$975  = w_en & \$974 ;
   assign \$976  = pe12_2_bank ? pe12_3_w1 : pe12_3_w0;
   assign \$977  = $signed(pe12_2_a) * $signed(\$976 );
   assign \$978  = $signed(pe11_3_psum) + $signed(\$977 );
-  assign \$979  = w_row == 4'hc;
+  assign \$979  = \port$12642$2 [3:0] == 4'hc;
   assign \$980  = w_en & \$979 ;
   assign \$981  = pe12_3_bank ? pe12_4_w1 : pe12_4_w0;
   assign \$982  = $signed(pe12_3_a) * $signed(\$981 );
   assign \$983  = $signed(pe11_4_psum) + $signed(\$982 );
-  assign \$984  = w_row == 4'hc;
+  assign \$984  = \port$12642$2 [3:0] == 4'hc;
   assign \$985  = w_en & \$984 ;
   assign \$986  = pe12_4_bank ? pe12_5_w1 : pe12_5_w0;
   assign \$987  = $signed(pe12_4_a) * $signed(\$986 );
   assign \$988  = $signed(pe11_5_psum) + $signed(\$987 );
-  assign \$989  = w_row == 4'hc;
+  assign \$989  = \port$12642$2 [3:0] == 4'hc;
   assign \$990  = w_en & \$989 ;
   assign \$991  = pe12_5_bank ? pe12_6_w1 : pe12_6_w0;
   assign \$992  = $signed(pe12_5_a) * $signed(\$991 );
   assign \$993  = $signed(pe11_6_psum) + $signed(\$992 );
-  assign \$994  = w_row == 4'hc;
+  assign \$994  = \port$12642$2 [3:0] == 4'hc;
   assign \$995  = w_en & \$994 ;
   assign \$996  = pe12_6_bank ? pe12_7_w1 : pe12_7_w0;
   assign \$997  = $signed(pe12_6_a) * $signed(\$996 );
   assign \$998  = $signed(pe11_7_psum) + $signed(\$997 );
-  assign \$999  = w_row == 4'hc;
+  assign \$999  = \port$12642$2 [3:0] == 4'hc;
   assign \$1000  = w_en & \$999 ;
   assign \$1001  = pe12_7_bank ? pe12_8_w1 : pe12_8_w0;
   assign \$1002  = $signed(pe12_7_a) * $signed(\$1001 );
   assign \$1003  = $signed(pe11_8_psum) + $signed(\$1002 );
-  assign \$1004  = w_row == 4'hc;
+  assign \$1004  = \port$12642$2 [3:0] == 4'hc;
   assign \$1005  = w_en & \$1004 ;
   assign \$1006  = pe12_8_bank ? pe12_9_w1 : pe12_9_w0;
   assign \$1007  = $signed(pe12_8_a) * $signed(\$1006 );
   assign \$1008  = $signed(pe11_9_psum) + $signed(\$1007 );
-  assign \$1009  = w_row == 4'hc;
+  assign \$1009  = \port$12642$2 [3:0] == 4'hc;
   assign \$1010  = w_en & \$1009 ;
   assign \$1011  = pe12_9_bank ? pe12_10_w1 : pe12_10_w0;
   assign \$1012  = $signed(pe12_9_a) * $signed(\$1011 );
   assign \$1013  = $signed(pe11_10_psum) + $signed(\$1012 );
-  assign \$1014  = w_row == 4'hc;
+  assign \$1014  = \port$12642$2 [3:0] == 4'hc;
   assign \$1015  = w_en & \$1014 ;
   assign \$1016  = pe12_10_bank ? pe12_11_w1 : pe12_11_w0;
   assign \$1017  = $signed(pe12_10_a) * $signed(\$1016 );
   assign \$1018  = $signed(pe11_11_psum) + $signed(\$1017 );
-  assign \$1019  = w_row == 4'hc;
+  assign \$1019  = \port$12642$2 [3:0] == 4'hc;
   assign \$1020  = w_en & \$1019 ;
   assign \$1021  = pe12_11_bank ? pe12_12_w1 : pe12_12_w0;
   assign \$1022  = $signed(pe12_11_a) * $signed(\$1021 );
   assign \$1023  = $signed(pe11_12_psum) + $signed(\$1022 );
-  assign \$1024  = w_row == 4'hc;
+  assign \$1024  = \port$12642$2 [3:0] == 4'hc;
   assign \$1025  = w_en & \$1024 ;
   assign \$1026  = pe12_12_bank ? pe12_13_w1 : pe12_13_w0;
   assign \$1027  = $signed(pe12_12_a) * $signed(\$1026 );
   assign \$1028  = $signed(pe11_13_psum) + $signed(\$1027 );
-  assign \$1029  = w_row == 4'hc;
+  assign \$1029  = \port$12642$2 [3:0] == 4'hc;
   assign \$1030  = w_en & \$1029 ;
   assign \$1031  = pe12_13_bank ? pe12_14_w1 : pe12_14_w0;
   assign \$1032  = $signed(pe12_13_a) * $signed(\$1031 );
   assign \$1033  = $signed(pe11_14_psum) + $signed(\$1032 );
-  assign \$1034  = w_row == 4'hc;
+  assign \$1034  = \port$12642$2 [3:0] == 4'hc;
   assign \$1035  = w_en & \$1034 ;
   assign \$1036  = pe12_14_bank ? pe12_15_w1 : pe12_15_w0;
   assign \$1037  = $signed(pe12_14_a) * $signed(\$1036 );
   assign \$1038  = $signed(pe11_15_psum) + $signed(\$1037 );
   assign \$1039  = a_valid ? w_data[111:104] : 8'h00;
-  assign \$1040  = w_row == 4'hd;
+  assign \$1040  = \port$12642$2 [3:0] == 4'hd;
   assign \$1041  = w_en & \$1040 ;
   assign \$1042  = skew13_12_bank ? pe13_0_w1 : pe13_0_w0;
   assign \$1043  = $signed(skew13_12_a) * $signed(\$1042 );
   assign \$1044  = $signed(pe12_0_psum) + $signed(\$1043 );
-  assign \$1045  = w_row == 4'hd;
+  assign \$1045  = \port$12642$2 [3:0] == 4'hd;
   assign \$1046  = w_en & \$1045 ;
   assign \$1047  = pe13_0_bank ? pe13_1_w1 : pe13_1_w0;
   assign \$1048  = $signed(pe13_0_a) * $signed(\$1047 );
   assign \$1049  = $signed(pe12_1_psum) + $signed(\$1048 );
-  assign \$1050  = w_row == 4'hd;
+  assign \$1050  = \port$12642$2 [3:0] == 4'hd;
   assign \$1051  = w_en & \$1050 ;
   assign \$1052  = pe13_1_bank ? pe13_2_w1 : pe13_2_w0;
   assign \$1053  = $signed(pe13_1_a) * $signed(\$1052 );
   assign \$1054  = $signed(pe12_2_psum) + $signed(\$1053 );
-  assign \$1055  = w_row == 4'hd;
+  assign \$1055  = \port$12642$2 [3:0] == 4'hd;
   assign \$1056  = w_en & \$1055 ;
   assign \$1057  = pe13_2_bank ? pe13_3_w1 : pe13_3_w0;
   assign \$1058  = $signed(pe13_2_a) * $signed(\$1057 );
   assign \$1059  = $signed(pe12_3_psum) + $signed(\$1058 );
-  assign \$1060  = w_row == 4'hd;
+  assign \$1060  = \port$12642$2 [3:0] == 4'hd;
   assign \$1061  = w_en & \$1060 ;
   assign \$1062  = pe13_3_bank ? pe13_4_w1 : pe13_4_w0;
   assign \$1063  = $signed(pe13_3_a) * $signed(\$1062 );
   assign \$1064  = $signed(pe12_4_psum) + $signed(\$1063 );
-  assign \$1065  = w_row == 4'hd;
+  assign \$1065  = \port$12642$2 [3:0] == 4'hd;
   assign \$1066  = w_en & \$1065 ;
   assign \$1067  = pe13_4_bank ? pe13_5_w1 : pe13_5_w0;
   assign \$1068  = $signed(pe13_4_a) * $signed(\$1067 );
   assign \$1069  = $signed(pe12_5_psum) + $signed(\$1068 );
-  assign \$1070  = w_row == 4'hd;
+  assign \$1070  = \port$12642$2 [3:0] == 4'hd;
   assign \$1071  = w_en & \$1070 ;
   assign \$1072  = pe13_5_bank ? pe13_6_w1 : pe13_6_w0;
   assign \$1073  = $signed(pe13_5_a) * $signed(\$1072 );
   assign \$1074  = $signed(pe12_6_psum) + $signed(\$1073 );
-  assign \$1075  = w_row == 4'hd;
+  assign \$1075  = \port$12642$2 [3:0] == 4'hd;
   assign \$1076  = w_en & \$1075 ;
   assign \$1077  = pe13_6_bank ? pe13_7_w1 : pe13_7_w0;
   assign \$1078  = $signed(pe13_6_a) * $signed(\$1077 );
   assign \$1079  = $signed(pe12_7_psum) + $signed(\$1078 );
-  assign \$1080  = w_row == 4'hd;
+  assign \$1080  = \port$12642$2 [3:0] == 4'hd;
   assign \$1081  = w_en & \$1080 ;
   assign \$1082  = pe13_7_bank ? pe13_8_w1 : pe13_8_w0;
   assign \$1083  = $signed(pe13_7_a) * $signed(\$1082 );
   assign \$1084  = $signed(pe12_8_psum) + $signed(\$1083 );
-  assign \$1085  = w_row == 4'hd;
+  assign \$1085  = \port$12642$2 [3:0] == 4'hd;
   assign \$1086  = w_en & \$1085 ;
   assign \$1087  = pe13_8_bank ? pe13_9_w1 : pe13_9_w0;
   assign \$1088  = $signed(pe13_8_a) * $signed(\$1087 );
   assign \$1089  = $signed(pe12_9_psum) + $signed(\$1088 );
-  assign \$1090  = w_row == 4'hd;
+  assign \$1090  = \port$12642$2 [3:0] == 4'hd;
   assign \$1091  = w_en & \$1090 ;
   assign \$1092  = pe13_9_bank ? pe13_10_w1 : pe13_10_w0;
   assign \$1093  = $signed(pe13_9_a) * $signed(\$1092 );
   assign \$1094  = $signed(pe12_10_psum) + $signed(\$1093 );
-  assign \$1095  = w_row == 4'hd;
+  assign \$1095  = \port$12642$2 [3:0] == 4'hd;
   assign \$1096  = w_en & \$1095 ;
   assign \$1097  = pe13_10_bank ? pe13_11_w1 : pe13_11_w0;
   assign \$1098  = $signed(pe13_10_a) * $signed(\$1097 );
   assign \$1099  = $signed(pe12_11_psum) + $signed(\$1098 );
-  assign \$1100  = w_row == 4'hd;
+  assign \$1100  = \port$12642$2 [3:0] == 4'hd;
   assign \$1101  = w_en & \$1100 ;
   assign \$1102  = pe13_11_bank ? pe13_12_w1 : pe13_12_w0;
   assign \$1103  = $signed(pe13_11_a) * $signed(\$1102 );
   assign \$1104  = $signed(pe12_12_psum) + $signed(\$1103 );
-  assign \$1105  = w_row == 4'hd;
+  assign \$1105  = \port$12642$2 [3:0] == 4'hd;
   assign \$1106  = w_en & \$1105 ;
   assign \$1107  = pe13_12_bank ? pe13_13_w1 : pe13_13_w0;
   assign \$1108  = $signed(pe13_12_a) * $signed(\$1107 );
   assign \$1109  = $signed(pe12_13_psum) + $signed(\$1108 );
-  assign \$1110  = w_row == 4'hd;
+  assign \$1110  = \port$12642$2 [3:0] == 4'hd;
   assign \$1111  = w_en & \$1110 ;
   assign \$1112  = pe13_13_bank ? pe13_14_w1 : pe13_14_w0;
   assign \$1113  = $signed(pe13_13_a) * $signed(\$1112 );
   assign \$1114  = $signed(pe12_14_psum) + $signed(\$1113 );
-  assign \$1115  = w_row == 4'hd;
+  assign \$1115  = \port$12642$2 [3:0] == 4'hd;
   assign \$1116  = w_en & \$1115 ;
   assign \$1117  = pe13_14_bank ? pe13_15_w1 : pe13_15_w0;
   assign \$1118  = $signed(pe13_14_a) * $signed(\$1117 );
   assign \$1119  = $signed(pe12_15_psum) + $signed(\$1118 );
   assign \$1120  = a_valid ? w_data[119:112] : 8'h00;
-  assign \$1121  = w_row == 4'he;
+  assign \$1121  = \port$12642$2 [3:0] == 4'he;
   assign \$1122  = w_en & \$1121 ;
   assign \$1123  = skew14_13_bank ? pe14_0_w1 : pe14_0_w0;
   assign \$1124  = $signed(skew14_13_a) * $signed(\$1123 );
   assign \$1125  = $signed(pe13_0_psum) + $signed(\$1124 );
-  assign \$1126  = w_row == 4'he;
+  assign \$1126  = \port$12642$2 [3:0] == 4'he;
   assign \$1127  = w_en & \$1126 ;
   assign \$1128  = pe14_0_bank ? pe14_1_w1 : pe14_1_w0;
   assign \$1129  = $signed(pe14_0_a) * $signed(\$1128 );
   assign \$1130  = $signed(pe13_1_psum) + $signed(\$1129 );
-  assign \$1131  = w_row == 4'he;
+  assign \$1131  = \port$12642$2 [3:0] == 4'he;
   assign \$1132  = w_en & \$1131 ;
   assign \$1133  = pe14_1_bank ? pe14_2_w1 : pe14_2_w0;
   assign \$1134  = $signed(pe14_1_a) * $signed(\$1133 );
   assign \$1135  = $signed(pe13_2_psum) + $signed(\$1134 );
-  assign \$1136  = w_row == 4'he;
+  assign \$1136  = \port$12642$2 [3:0] == 4'he;
   assign \$1137  = w_en & \$1136 ;
   assign \$1138  = pe14_2_bank ? pe14_3_w1 : pe14_3_w0;
   assign \$1139  = $signed(pe14_2_a) * $signed(\$1138 );
   assign \$1140  = $signed(pe13_3_psum) + $signed(\$1139 );
-  assign \$1141  = w_row == 4'he;
+  assign \$1141  = \port$12642$2 [3:0] == 4'he;
   assign \$1142  = w_en & \$1141 ;
   assign \$1143  = pe14_3_bank ? pe14_4_w1 : pe14_4_w0;
   assign \$1144  = $signed(pe14_3_a) * $signed(\$1143 );
   assign \$1145  = $signed(pe13_4_psum) + $signed(\$1144 );
-  assign \$1146  = w_row == 4'he;
+  assign \$1146  = \port$12642$2 [3:0] == 4'he;
   assign \$1147  = w_en & \$1146 ;
   assign \$1148  = pe14_4_bank ? pe14_5_w1 : pe14_5_w0;
   assign \$1149  = $signed(pe14_4_a) * $signed(\$1148 );
   assign \$1150  = $signed(pe13_5_psum) + $signed(\$1149 );
-  assign \$1151  = w_row == 4'he;
+  assign \$1151  = \port$12642$2 [3:0] == 4'he;
   assign \$1152  = w_en & \$1151 ;
   assign \$1153  = pe14_5_bank ? pe14_6_w1 : pe14_6_w0;
   assign \$1154  = $signed(pe14_5_a) * $signed(\$1153 );
   assign \$1155  = $signed(pe13_6_psum) + $signed(\$1154 );
-  assign \$1156  = w_row == 4'he;
+  assign \$1156  = \port$12642$2 [3:0] == 4'he;
   assign \$1157  = w_en & \$1156 ;
   assign \$1158  = pe14_6_bank ? pe14_7_w1 : pe14_7_w0;
   assign \$1159  = $signed(pe14_6_a) * $signed(\$1158 );
   assign \$1160  = $signed(pe13_7_psum) + $signed(\$1159 );
-  assign \$1161  = w_row == 4'he;
+  assign \$1161  = \port$12642$2 [3:0] == 4'he;
   assign \$1162  = w_en & \$1161 ;
   assign \$1163  = pe14_7_bank ? pe14_8_w1 : pe14_8_w0;
   assign \$1164  = $signed(pe14_7_a) * $signed(\$1163 );
   assign \$1165  = $signed(pe13_8_psum) + $signed(\$1164 );
-  assign \$1166  = w_row == 4'he;
+  assign \$1166  = \port$12642$2 [3:0] == 4'he;
   assign \$1167  = w_en & \$1166 ;
   assign \$1168  = pe14_8_bank ? pe14_9_w1 : pe14_9_w0;
   assign \$1169  = $signed(pe14_8_a) * $signed(\$1168 );
   assign \$1170  = $signed(pe13_9_psum) + $signed(\$1169 );
-  assign \$1171  = w_row == 4'he;
+  assign \$1171  = \port$12642$2 [3:0] == 4'he;
   assign \$1172  = w_en & \$1171 ;
   assign \$1173  = pe14_9_bank ? pe14_10_w1 : pe14_10_w0;
   assign \$1174  = $signed(pe14_9_a) * $signed(\$1173 );
   assign \$1175  = $signed(pe13_10_psum) + $signed(\$1174 );
-  assign \$1176  = w_row == 4'he;
+  assign \$1176  = \port$12642$2 [3:0] == 4'he;
   assign \$1177  = w_en & \$1176 ;
   assign \$1178  = pe14_10_bank ? pe14_11_w1 : pe14_11_w0;
   assign \$1179  = $signed(pe14_10_a) * $signed(\$1178 );
   assign \$1180  = $signed(pe13_11_psum) + $signed(\$1179 );
-  assign \$1181  = w_row == 4'he;
+  assign \$1181  = \port$12642$2 [3:0] == 4'he;
   assign \$1182  = w_en & \$1181 ;
   assign \$1183  = pe14_11_bank ? pe14_12_w1 : pe14_12_w0;
   assign \$1184  = $signed(pe14_11_a) * $signed(\$1183 );
   assign \$1185  = $signed(pe13_12_psum) + $signed(\$1184 );
-  assign \$1186  = w_row == 4'he;
+  assign \$1186  = \port$12642$2 [3:0] == 4'he;
   assign \$1187  = w_en & \$1186 ;
   assign \$1188  = pe14_12_bank ? pe14_13_w1 : pe14_13_w0;
   assign \$1189  = $signed(pe14_12_a) * $signed(\$1188 );
   assign \$1190  = $signed(pe13_13_psum) + $signed(\$1189 );
-  assign \$1191  = w_row == 4'he;
+  assign \$1191  = \port$12642$2 [3:0] == 4'he;
   assign \$1192  = w_en & \$1191 ;
   assign \$1193  = pe14_13_bank ? pe14_14_w1 : pe14_14_w0;
   assign \$1194  = $signed(pe14_13_a) * $signed(\$1193 );
   assign \$1195  = $signed(pe13_14_psum) + $signed(\$1194 );
-  assign \$1196  = w_row == 4'he;
+  assign \$1196  = \port$12642$2 [3:0] == 4'he;
   assign \$1197  = w_en & \$1196 ;
   assign \$1198  = pe14_14_bank ? pe14_15_w1 : pe14_15_w0;
   assign \$1199  = $signed(pe14_14_a) * $signed(\$1198 );
   assign \$1200  = $signed(pe13_15_psum) + $signed(\$1199 );
   assign \$1201  = a_valid ? w_data[127:120] : 8'h00;
-  assign \$1202  = w_row == 4'hf;
+  assign \$1202  = \port$12642$2 [3:0] == 4'hf;
   assign \$1203  = w_en & \$1202 ;
   assign \$1204  = skew15_14_bank ? pe15_0_w1 : pe15_0_w0;
   assign \$1205  = $signed(skew15_14_a) * $signed(\$1204 );
   assign \$1206  = $signed(pe14_0_psum) + $signed(\$1205 );
-  assign \$1207  = w_row == 4'hf;
+  assign \$1207  = \port$12642$2 [3:0] == 4'hf;
   assign \$1208  = w_en & \$1207 ;
   assign \$1209  = pe15_0_bank ? pe15_1_w1 : pe15_1_w0;
   assign \$1210  = $signed(pe15_0_a) * $signed(\$1209 );
   assign \$1211  = $signed(pe14_1_psum) + $signed(\$1210 );
-  assign \$1212  = w_row == 4'hf;
+  assign \$1212  = \port$12642$2 [3:0] == 4'hf;
   assign \$1213  = w_en & \$1212 ;
   assign \$1214  = pe15_1_bank ? pe15_2_w1 : pe15_2_w0;
   assign \$1215  = $signed(pe15_1_a) * $signed(\$1214 );
   assign \$1216  = $signed(pe14_2_psum) + $signed(\$1215 );
-  assign \$1217  = w_row == 4'hf;
+  assign \$1217  = \port$12642$2 [3:0] == 4'hf;
   assign \$1218  = w_en & \$1217 ;
   assign \$1219  = pe15_2_bank ? pe15_3_w1 : pe15_3_w0;
   assign \$1220  = $signed(pe15_2_a) * $signed(\$1219 );
   assign \$1221  = $signed(pe14_3_psum) + $signed(\$1220 );
-  assign \$1222  = w_row == 4'hf;
+  assign \$1222  = \port$12642$2 [3:0] == 4'hf;
   assign \$1223  = w_en & \$1222 ;
   assign \$1224  = pe15_3_bank ? pe15_4_w1 : pe15_4_w0;
   assign \$1225  = $signed(pe15_3_a) * $signed(\$1224 );
   assign \$1226  = $signed(pe14_4_psum) + $signed(\$1225 );
-  assign \$1227  = w_row == 4'hf;
+  assign \$1227  = \port$12642$2 [3:0] == 4'hf;
   assign \$1228  = w_en & \$1227 ;
   assign \$1229  = pe15_4_bank ? pe15_5_w1 : pe15_5_w0;
   assign \$1230  = $signed(pe15_4_a) * $signed(\$1229 );
   assign \$1231  = $signed(pe14_5_psum) + $signed(\$1230 );
-  assign \$1232  = w_row == 4'hf;
+  assign \$1232  = \port$12642$2 [3:0] == 4'hf;
   assign \$1233  = w_en & \$1232 ;
   assign \$1234  = pe15_5_bank ? pe15_6_w1 : pe15_6_w0;
   assign \$1235  = $signed(pe15_5_a) * $signed(\$1234 );
   assign \$1236  = $signed(pe14_6_psum) + $signed(\$1235 );
-  assign \$1237  = w_row == 4'hf;
+  assign \$1237  = \port$12642$2 [3:0] == 4'hf;
   assign \$1238  = w_en & \$1237 ;
   assign \$1239  = pe15_6_bank ? pe15_7_w1 : pe15_7_w0;
   assign \$1240  = $signed(pe15_6_a) * $signed(\$1239 );
   assign \$1241  = $signed(pe14_7_psum) + $signed(\$1240 );
-  assign \$1242  = w_row == 4'hf;
+  assign \$1242  = \port$12642$2 [3:0] == 4'hf;
   assign \$1243  = w_en & \$1242 ;
   assign \$1244  = pe15_7_bank ? pe15_8_w1 : pe15_8_w0;
   assign \$1245  = $signed(pe15_7_a) * $signed(\$1244 );
   assign \$1246  = $signed(pe14_8_psum) + $signed(\$1245 );
-  assign \$1247  = w_row == 4'hf;
+  assign \$1247  = \port$12642$2 [3:0] == 4'hf;
   assign \$1248  = w_en & \$1247 ;
   assign \$1249  = pe15_8_bank ? pe15_9_w1 : pe15_9_w0;
   assign \$1250  = $signed(pe15_8_a) * $signed(\$1249 );
   assign \$1251  = $signed(pe14_9_psum) + $signed(\$1250 );
-  assign \$1252  = w_row == 4'hf;
+  assign \$1252  = \port$12642$2 [3:0] == 4'hf;
   assign \$1253  = w_en & \$1252 ;
   assign \$1254  = pe15_9_bank ? pe15_10_w1 : pe15_10_w0;
   assign \$1255  = $signed(pe15_9_a) * $signed(\$1254 );
   assign \$1256  = $signed(pe14_10_psum) + $signed(\$1255 );
-  assign \$1257  = w_row == 4'hf;
+  assign \$1257  = \port$12642$2 [3:0] == 4'hf;
   assign \$1258  = w_en & \$1257 ;
   assign \$1259  = pe15_10_bank ? pe15_11_w1 : pe15_11_w0;
   assign \$1260  = $signed(pe15_10_a) * $signed(\$1259 );
   assign \$1261  = $signed(pe14_11_psum) + $signed(\$1260 );
-  assign \$1262  = w_row == 4'hf;
+  assign \$1262  = \port$12642$2 [3:0] == 4'hf;
   assign \$1263  = w_en & \$1262 ;
   assign \$1264  = pe15_11_bank ? pe15_12_w1 : pe15_12_w0;
   assign \$1265  = $signed(pe15_11_a) * $signed(\$1264 );
   assign \$1266  = $signed(pe14_12_psum) + $signed(\$1265 );
-  assign \$1267  = w_row == 4'hf;
+  assign \$1267  = \port$12642$2 [3:0] == 4'hf;
   assign \$1268  = w_en & \$1267 ;
   assign \$1269  = pe15_12_bank ? pe15_13_w1 : pe15_13_w0;
   assign \$1270  = $signed(pe15_12_a) * $signed(\$1269 );
   assign \$1271  = $signed(pe14_13_psum) + $signed(\$1270 );
-  assign \$1272  = w_row == 4'hf;
+  assign \$1272  = \port$12642$2 [3:0] == 4'hf;
   assign \$1273  = w_en & \$1272 ;
   assign \$1274  = pe15_13_bank ? pe15_14_w1 : pe15_14_w0;
   assign \$1275  = $signed(pe15_13_a) * $signed(\$1274 );
   assign \$1276  = $signed(pe14_14_psum) + $signed(\$1275 );
-  assign \$1277  = w_row == 4'hf;
+  assign \$1277  = \port$12642$2 [3:0] == 4'hf;
   assign \$1278  = w_en & \$1277 ;
   assign \$1279  = pe15_14_bank ? pe15_15_w1 : pe15_15_w0;
   assign \$1280  = $signed(pe15_14_a) * $signed(\$1279 );
   assign \$1281  = $signed(pe14_15_psum) + $signed(\$1280 );
-  assign \$1282  = ! w_row;
+  assign \$1282  = ! \port$12642$2 [3:0];
   assign \$1283  = w_en & \$1282 ;
-  assign \$1286  = pe0_0_bank == w_bank;
+  assign \$1286  = pe0_0_bank == \port$12642$2 [4];
   assign \$1287  = pe0_0_v & \$1286 ;
-  assign \$1288  = pe0_1_bank == w_bank;
+  assign \$1288  = pe0_1_bank == \port$12642$2 [4];
   assign \$1289  = pe0_1_v & \$1288 ;
-  assign \$1290  = pe0_2_bank == w_bank;
+  assign \$1290  = pe0_2_bank == \port$12642$2 [4];
   assign \$1291  = pe0_2_v & \$1290 ;
-  assign \$1292  = pe0_3_bank == w_bank;
+  assign \$1292  = pe0_3_bank == \port$12642$2 [4];
   assign \$1293  = pe0_3_v & \$1292 ;
-  assign \$1294  = pe0_4_bank == w_bank;
+  assign \$1294  = pe0_4_bank == \port$12642$2 [4];
   assign \$1295  = pe0_4_v & \$1294 ;
-  assign \$1296  = pe0_5_bank == w_bank;
+  assign \$1296  = pe0_5_bank == \port$12642$2 [4];
   assign \$1297  = pe0_5_v & \$1296 ;
-  assign \$1298  = pe0_6_bank == w_bank;
+  assign \$1298  = pe0_6_bank == \port$12642$2 [4];
   assign \$1299  = pe0_6_v & \$1298 ;
-  assign \$1300  = pe0_7_bank == w_bank;
+  assign \$1300  = pe0_7_bank == \port$12642$2 [4];
   assign \$1301  = pe0_7_v & \$1300 ;
-  assign \$1302  = pe0_8_bank == w_bank;
+  assign \$1302  = pe0_8_bank == \port$12642$2 [4];
   assign \$1303  = pe0_8_v & \$1302 ;
-  assign \$1304  = pe0_9_bank == w_bank;
+  assign \$1304  = pe0_9_bank == \port$12642$2 [4];
   assign \$1305  = pe0_9_v & \$1304 ;
-  assign \$1306  = pe0_10_bank == w_bank;
+  assign \$1306  = pe0_10_bank == \port$12642$2 [4];
   assign \$1307  = pe0_10_v & \$1306 ;
-  assign \$1308  = pe0_11_bank == w_bank;
+  assign \$1308  = pe0_11_bank == \port$12642$2 [4];
   assign \$1309  = pe0_11_v & \$1308 ;
-  assign \$1310  = pe0_12_bank == w_bank;
+  assign \$1310  = pe0_12_bank == \port$12642$2 [4];
   assign \$1311  = pe0_12_v & \$1310 ;
-  assign \$1312  = pe0_13_bank == w_bank;
+  assign \$1312  = pe0_13_bank == \port$12642$2 [4];
   assign \$1313  = pe0_13_v & \$1312 ;
   assign \$1314  = | { \$1313 , \$1311 , \$1309 , \$1307 , \$1305 , \$1303 , \$1301 , \$1299 , \$1297 , \$1295 , \$1293 , \$1291 , \$1289 , \$1287 , \$1285  };
   assign \$1315  = \$1283  & \$1314 ;
-  assign \$1316  = w_row == 1'h1;
+  assign \$1316  = \port$12642$2 [3:0] == 1'h1;
   assign \$1317  = w_en & \$1316 ;
-  assign \$1320  = skew1_0_bank == w_bank;
+  assign \$1320  = skew1_0_bank == \port$12642$2 [4];
   assign \$1321  = skew1_0_v & \$1320 ;
-  assign \$1322  = pe1_0_bank == w_bank;
+  assign \$1322  = pe1_0_bank == \port$12642$2 [4];
   assign \$1323  = pe1_0_v & \$1322 ;
-  assign \$1324  = pe1_1_bank == w_bank;
+  assign \$1324  = pe1_1_bank == \port$12642$2 [4];
   assign \$1325  = pe1_1_v & \$1324 ;
-  assign \$1326  = pe1_2_bank == w_bank;
+  assign \$1326  = pe1_2_bank == \port$12642$2 [4];
   assign \$1327  = pe1_2_v & \$1326 ;
-  assign \$1328  = pe1_3_bank == w_bank;
+  assign \$1328  = pe1_3_bank == \port$12642$2 [4];
   assign \$1329  = pe1_3_v & \$1328 ;
-  assign \$1330  = pe1_4_bank == w_bank;
+  assign \$1330  = pe1_4_bank == \port$12642$2 [4];
   assign \$1331  = pe1_4_v & \$1330 ;
-  assign \$1332  = pe1_5_bank == w_bank;
+  assign \$1332  = pe1_5_bank == \port$12642$2 [4];
   assign \$1333  = pe1_5_v & \$1332 ;
-  assign \$1334  = pe1_6_bank == w_bank;
+  assign \$1334  = pe1_6_bank == \port$12642$2 [4];
   assign \$1335  = pe1_6_v & \$1334 ;
-  assign \$1336  = pe1_7_bank == w_bank;
+  assign \$1336  = pe1_7_bank == \port$12642$2 [4];
   assign \$1337  = pe1_7_v & \$1336 ;
-  assign \$1338  = pe1_8_bank == w_bank;
+  assign \$1338  = pe1_8_bank == \port$12642$2 [4];
   assign \$1339  = pe1_8_v & \$1338 ;
-  assign \$1340  = pe1_9_bank == w_bank;
+  assign \$1340  = pe1_9_bank == \port$12642$2 [4];
   assign \$1341  = pe1_9_v & \$1340 ;
-  assign \$1342  = pe1_10_bank == w_bank;
+  assign \$1342  = pe1_10_bank == \port$12642$2 [4];
   assign \$1343  = pe1_10_v & \$1342 ;
-  assign \$1344  = pe1_11_bank == w_bank;
+  assign \$1344  = pe1_11_bank == \port$12642$2 [4];
   assign \$1345  = pe1_11_v & \$1344 ;
-  assign \$1346  = pe1_12_bank == w_bank;
+  assign \$1346  = pe1_12_bank == \port$12642$2 [4];
   assign \$1347  = pe1_12_v & \$1346 ;
-  assign \$1348  = pe1_13_bank == w_bank;
+  assign \$1348  = pe1_13_bank == \port$12642$2 [4];
   assign \$1349  = pe1_13_v & \$1348 ;
   assign \$1350  = | { \$1349 , \$1347 , \$1345 , \$1343 , \$1341 , \$1339 , \$1337 , \$1335 , \$1333 , \$1331 , \$1329 , \$1327 , \$1325 , \$1323 , \$1321 , \$1319  };
   assign \$1351  = \$1317  & \$1350 ;
-  assign \$1352  = w_row == 2'h2;
+  assign \$1352  = \port$12642$2 [3:0] == 2'h2;
   assign \$1353  = w_en & \$1352 ;
-  assign \$1356  = skew2_0_bank == w_bank;
+  assign \$1356  = skew2_0_bank == \port$12642$2 [4];
   assign \$1357  = skew2_0_v & \$1356 ;
-  assign \$1358  = skew2_1_bank == w_bank;
+  assign \$1358  = skew2_1_bank == \port$12642$2 [4];
   assign \$1359  = skew2_1_v & \$1358 ;
-  assign \$1360  = pe2_0_bank == w_bank;
+  assign \$1360  = pe2_0_bank == \port$12642$2 [4];
   assign \$1361  = pe2_0_v & \$1360 ;
-  assign \$1362  = pe2_1_bank == w_bank;
+  assign \$1362  = pe2_1_bank == \port$12642$2 [4];
   assign \$1363  = pe2_1_v & \$1362 ;
-  assign \$1364  = pe2_2_bank == w_bank;
+  assign \$1364  = pe2_2_bank == \port$12642$2 [4];
   assign \$1365  = pe2_2_v & \$1364 ;
-  assign \$1366  = pe2_3_bank == w_bank;
+  assign \$1366  = pe2_3_bank == \port$12642$2 [4];
   assign \$1367  = pe2_3_v & \$1366 ;
-  assign \$1368  = pe2_4_bank == w_bank;
+  assign \$1368  = pe2_4_bank == \port$12642$2 [4];
   assign \$1369  = pe2_4_v & \$1368 ;
-  assign \$1370  = pe2_5_bank == w_bank;
+  assign \$1370  = pe2_5_bank == \port$12642$2 [4];
   assign \$1371  = pe2_5_v & \$1370 ;
-  assign \$1372  = pe2_6_bank == w_bank;
+  assign \$1372  = pe2_6_bank == \port$12642$2 [4];
   assign \$1373  = pe2_6_v & \$1372 ;
-  assign \$1374  = pe2_7_bank == w_bank;
+  assign \$1374  = pe2_7_bank == \port$12642$2 [4];
   assign \$1375  = pe2_7_v & \$1374 ;
-  assign \$1376  = pe2_8_bank == w_bank;
+  assign \$1376  = pe2_8_bank == \port$12642$2 [4];
   assign \$1377  = pe2_8_v & \$1376 ;
-  assign \$1378  = pe2_9_bank == w_bank;
+  assign \$1378  = pe2_9_bank == \port$12642$2 [4];
   assign \$1379  = pe2_9_v & \$1378 ;
-  assign \$1380  = pe2_10_bank == w_bank;
+  assign \$1380  = pe2_10_bank == \port$12642$2 [4];
   assign \$1381  = pe2_10_v & \$1380 ;
-  assign \$1382  = pe2_11_bank == w_bank;
+  assign \$1382  = pe2_11_bank == \port$12642$2 [4];
   assign \$1383  = pe2_11_v & \$1382 ;
-  assign \$1384  = pe2_12_bank == w_bank;
+  assign \$1384  = pe2_12_bank == \port$12642$2 [4];
   assign \$1385  = pe2_12_v & \$1384 ;
-  assign \$1386  = pe2_13_bank == w_bank;
+  assign \$1386  = pe2_13_bank == \port$12642$2 [4];
   assign \$1387  = pe2_13_v & \$1386 ;
   assign \$1388  = | { \$1387 , \$1385 , \$1383 , \$1381 , \$1379 , \$1377 , \$1375 , \$1373 , \$1371 , \$1369 , \$1367 , \$1365 , \$1363 , \$1361 , \$1359 , \$1357 , \$1355  };
   assign \$1389  = \$1353  & \$1388 ;
-  assign \$1390  = w_row == 2'h3;
+  assign \$1390  = \port$12642$2 [3:0] == 2'h3;
   assign \$1391  = w_en & \$1390 ;
-  assign \$1394  = skew3_0_bank == w_bank;
+  assign \$1394  = skew3_0_bank == \port$12642$2 [4];
   assign \$1395  = skew3_0_v & \$1394 ;
-  assign \$1396  = skew3_1_bank == w_bank;
+  assign \$1396  = skew3_1_bank == \port$12642$2 [4];
   assign \$1397  = skew3_1_v & \$1396 ;
-  assign \$1398  = skew3_2_bank == w_bank;
+  assign \$1398  = skew3_2_bank == \port$12642$2 [4];
   assign \$1399  = skew3_2_v & \$1398 ;
-  assign \$1400  = pe3_0_bank == w_bank;
+  assign \$1400  = pe3_0_bank == \port$12642$2 [4];
   assign \$1401  = pe3_0_v & \$1400 ;
-  assign \$1402  = pe3_1_bank == w_bank;
+  assign \$1402  = pe3_1_bank == \port$12642$2 [4];
   assign \$1403  = pe3_1_v & \$1402 ;
-  assign \$1404  = pe3_2_bank == w_bank;
+  assign \$1404  = pe3_2_bank == \port$12642$2 [4];
   assign \$1405  = pe3_2_v & \$1404 ;
-  assign \$1406  = pe3_3_bank == w_bank;
+  assign \$1406  = pe3_3_bank == \port$12642$2 [4];
   assign \$1407  = pe3_3_v & \$1406 ;
-  assign \$1408  = pe3_4_bank == w_bank;
+  assign \$1408  = pe3_4_bank == \port$12642$2 [4];
   assign \$1409  = pe3_4_v & \$1408 ;
-  assign \$1410  = pe3_5_bank == w_bank;
+  assign \$1410  = pe3_5_bank == \port$12642$2 [4];
   assign \$1411  = pe3_5_v & \$1410 ;
-  assign \$1412  = pe3_6_bank == w_bank;
+  assign \$1412  = pe3_6_bank == \port$12642$2 [4];
   assign \$1413  = pe3_6_v & \$1412 ;
-  assign \$1414  = pe3_7_bank == w_bank;
+  assign \$1414  = pe3_7_bank == \port$12642$2 [4];
   assign \$1415  = pe3_7_v & \$1414 ;
-  assign \$1416  = pe3_8_bank == w_bank;
+  assign \$1416  = pe3_8_bank == \port$12642$2 [4];
   assign \$1417  = pe3_8_v & \$1416 ;
-  assign \$1418  = pe3_9_bank == w_bank;
+  assign \$1418  = pe3_9_bank == \port$12642$2 [4];
   assign \$1419  = pe3_9_v & \$1418 ;
-  assign \$1420  = pe3_10_bank == w_bank;
+  assign \$1420  = pe3_10_bank == \port$12642$2 [4];
   assign \$1421  = pe3_10_v & \$1420 ;
-  assign \$1422  = pe3_11_bank == w_bank;
+  assign \$1422  = pe3_11_bank == \port$12642$2 [4];
   assign \$1423  = pe3_11_v & \$1422 ;
-  assign \$1424  = pe3_12_bank == w_bank;
+  assign \$1424  = pe3_12_bank == \port$12642$2 [4];
   assign \$1425  = pe3_12_v & \$1424 ;
-  assign \$1426  = pe3_13_bank == w_bank;
+  assign \$1426  = pe3_13_bank == \port$12642$2 [4];
   assign \$1427  = pe3_13_v & \$1426 ;
   assign \$1428  = | { \$1427 , \$1425 , \$1423 , \$1421 , \$1419 , \$1417 , \$1415 , \$1413 , \$1411 , \$1409 , \$1407 , \$1405 , \$1403 , \$1401 , \$1399 , \$1397 , \$1395 , \$1393  };
   assign \$1429  = \$1391  & \$1428 ;
-  assign \$1430  = w_row == 3'h4;
+  assign \$1430  = \port$12642$2 [3:0] == 3'h4;
   assign \$1431  = w_en & \$1430 ;
-  assign \$1434  = skew4_0_bank == w_bank;
+  assign \$1434  = skew4_0_bank == \port$12642$2 [4];
   assign \$1435  = skew4_0_v & \$1434 ;
-  assign \$1436  = skew4_1_bank == w_bank;
+  assign \$1436  = skew4_1_bank == \port$12642$2 [4];
   assign \$1437  = skew4_1_v & \$1436 ;
-  assign \$1438  = skew4_2_bank == w_bank;
+  assign \$1438  = skew4_2_bank == \port$12642$2 [4];
   assign \$1439  = skew4_2_v & \$1438 ;
-  assign \$1440  = skew4_3_bank == w_bank;
+  assign \$1440  = skew4_3_bank == \port$12642$2 [4];
   assign \$1441  = skew4_3_v & \$1440 ;
-  assign \$1442  = pe4_0_bank == w_bank;
+  assign \$1442  = pe4_0_bank == \port$12642$2 [4];
   assign \$1443  = pe4_0_v & \$1442 ;
-  assign \$1444  = pe4_1_bank == w_bank;
+  assign \$1444  = pe4_1_bank == \port$12642$2 [4];
   assign \$1445  = pe4_1_v & \$1444 ;
-  assign \$1446  = pe4_2_bank == w_bank;
+  assign \$1446  = pe4_2_bank == \port$12642$2 [4];
   assign \$1447  = pe4_2_v & \$1446 ;
-  assign \$1448  = pe4_3_bank == w_bank;
+  assign \$1448  = pe4_3_bank == \port$12642$2 [4];
   assign \$1449  = pe4_3_v & \$1448 ;
-  assign \$1450  = pe4_4_bank == w_bank;
+  assign \$1450  = pe4_4_bank == \port$12642$2 [4];
   assign \$1451  = pe4_4_v & \$1450 ;
-  assign \$1452  = pe4_5_bank == w_bank;
+  assign \$1452  = pe4_5_bank == \port$12642$2 [4];
   assign \$1453  = pe4_5_v & \$1452 ;
-  assign \$1454  = pe4_6_bank == w_bank;
+  assign \$1454  = pe4_6_bank == \port$12642$2 [4];
   assign \$1455  = pe4_6_v & \$1454 ;
-  assign \$1456  = pe4_7_bank == w_bank;
+  assign \$1456  = pe4_7_bank == \port$12642$2 [4];
   assign \$1457  = pe4_7_v & \$1456 ;
-  assign \$1458  = pe4_8_bank == w_bank;
+  assign \$1458  = pe4_8_bank == \port$12642$2 [4];
   assign \$1459  = pe4_8_v & \$1458 ;
-  assign \$1460  = pe4_9_bank == w_bank;
+  assign \$1460  = pe4_9_bank == \port$12642$2 [4];
   assign \$1461  = pe4_9_v & \$1460 ;
-  assign \$1462  = pe4_10_bank == w_bank;
+  assign \$1462  = pe4_10_bank == \port$12642$2 [4];
   assign \$1463  = pe4_10_v & \$1462 ;
-  assign \$1464  = pe4_11_bank == w_bank;
+  assign \$1464  = pe4_11_bank == \port$12642$2 [4];
   assign \$1465  = pe4_11_v & \$1464 ;
-  assign \$1466  = pe4_12_bank == w_bank;
+  assign \$1466  = pe4_12_bank == \port$12642$2 [4];
   assign \$1467  = pe4_12_v & \$1466 ;
-  assign \$1468  = pe4_13_bank == w_bank;
+  assign \$1468  = pe4_13_bank == \port$12642$2 [4];
   assign \$1469  = pe4_13_v & \$1468 ;
   assign \$1470  = | { \$1469 , \$1467 , \$1465 , \$1463 , \$1461 , \$1459 , \$1457 , \$1455 , \$1453 , \$1451 , \$1449 , \$1447 , \$1445 , \$1443 , \$1441 , \$1439 , \$1437 , \$1435 , \$1433  };
   assign \$1471  = \$1431  & \$1470 ;
-  assign \$1472  = w_row == 3'h5;
+  assign \$1472  = \port$12642$2 [3:0] == 3'h5;
   assign \$1473  = w_en & \$1472 ;
-  assign \$1476  = skew5_0_bank == w_bank;
+  assign \$1476  = skew5_0_bank == \port$12642$2 [4];
   assign \$1477  = skew5_0_v & \$1476 ;
-  assign \$1478  = skew5_1_bank == w_bank;
+  assign \$1478  = skew5_1_bank == \port$12642$2 [4];
   assign \$1479  = skew5_1_v & \$1478 ;
-  assign \$1480  = skew5_2_bank == w_bank;
+  assign \$1480  = skew5_2_bank == \port$12642$2 [4];
   assign \$1481  = skew5_2_v & \$1480 ;
-  assign \$1482  = skew5_3_bank == w_bank;
+  assign \$1482  = skew5_3_bank == \port$12642$2 [4];
   assign \$1483  = skew5_3_v & \$1482 ;
-  assign \$1484  = skew5_4_bank == w_bank;
+  assign \$1484  = skew5_4_bank == \port$12642$2 [4];
   assign \$1485  = skew5_4_v & \$1484 ;
-  assign \$1486  = pe5_0_bank == w_bank;
+  assign \$1486  = pe5_0_bank == \port$12642$2 [4];
   assign \$1487  = pe5_0_v & \$1486 ;
-  assign \$1488  = pe5_1_bank == w_bank;
+  assign \$1488  = pe5_1_bank == \port$12642$2 [4];
   assign \$1489  = pe5_1_v & \$1488 ;
-  assign \$1490  = pe5_2_bank == w_bank;
+  assign \$1490  = pe5_2_bank == \port$12642$2 [4];
   assign \$1491  = pe5_2_v & \$1490 ;
-  assign \$1492  = pe5_3_bank == w_bank;
+  assign \$1492  = pe5_3_bank == \port$12642$2 [4];
   assign \$1493  = pe5_3_v & \$1492 ;
-  assign \$1494  = pe5_4_bank == w_bank;
+  assign \$1494  = pe5_4_bank == \port$12642$2 [4];
   assign \$1495  = pe5_4_v & \$1494 ;
-  assign \$1496  = pe5_5_bank == w_bank;
+  assign \$1496  = pe5_5_bank == \port$12642$2 [4];
   assign \$1497  = pe5_5_v & \$1496 ;
-  assign \$1498  = pe5_6_bank == w_bank;
+  assign \$1498  = pe5_6_bank == \port$12642$2 [4];
   assign \$1499  = pe5_6_v & \$1498 ;
-  assign \$1500  = pe5_7_bank == w_bank;
+  assign \$1500  = pe5_7_bank == \port$12642$2 [4];
   assign \$1501  = pe5_7_v & \$1500 ;
-  assign \$1502  = pe5_8_bank == w_bank;
+  assign \$1502  = pe5_8_bank == \port$12642$2 [4];
   assign \$1503  = pe5_8_v & \$1502 ;
-  assign \$1504  = pe5_9_bank == w_bank;
+  assign \$1504  = pe5_9_bank == \port$12642$2 [4];
   assign \$1505  = pe5_9_v & \$1504 ;
-  assign \$1506  = pe5_10_bank == w_bank;
+  assign \$1506  = pe5_10_bank == \port$12642$2 [4];
   assign \$1507  = pe5_10_v & \$1506 ;
-  assign \$1508  = pe5_11_bank == w_bank;
+  assign \$1508  = pe5_11_bank == \port$12642$2 [4];
   assign \$1509  = pe5_11_v & \$1508 ;
-  assign \$1510  = pe5_12_bank == w_bank;
+  assign \$1510  = pe5_12_bank == \port$12642$2 [4];
   assign \$1511  = pe5_12_v & \$1510 ;
-  assign \$1512  = pe5_13_bank == w_bank;
+  assign \$1512  = pe5_13_bank == \port$12642$2 [4];
   assign \$1513  = pe5_13_v & \$1512 ;
   assign \$1514  = | { \$1513 , \$1511 , \$1509 , \$1507 , \$1505 , \$1503 , \$1501 , \$1499 , \$1497 , \$1495 , \$1493 , \$1491 , \$1489 , \$1487 , \$1485 , \$1483 , \$1481 , \$1479 , \$1477 , \$1475  };
   assign \$1515  = \$1473  & \$1514 ;
-  assign \$1516  = w_row == 3'h6;
+  assign \$1516  = \port$12642$2 [3:0] == 3'h6;
   assign \$1517  = w_en & \$1516 ;
-  assign \$1520  = skew6_0_bank == w_bank;
+  assign \$1520  = skew6_0_bank == \port$12642$2 [4];
   assign \$1521  = skew6_0_v & \$1520 ;
-  assign \$1522  = skew6_1_bank == w_bank;
+  assign \$1522  = skew6_1_bank == \port$12642$2 [4];
   assign \$1523  = skew6_1_v & \$1522 ;
-  assign \$1524  = skew6_2_bank == w_bank;
+  assign \$1524  = skew6_2_bank == \port$12642$2 [4];
   assign \$1525  = skew6_2_v & \$1524 ;
-  assign \$1526  = skew6_3_bank == w_bank;
+  assign \$1526  = skew6_3_bank == \port$12642$2 [4];
   assign \$1527  = skew6_3_v & \$1526 ;
-  assign \$1528  = skew6_4_bank == w_bank;
+  assign \$1528  = skew6_4_bank == \port$12642$2 [4];
   assign \$1529  = skew6_4_v & \$1528 ;
-  assign \$1530  = skew6_5_bank == w_bank;
+  assign \$1530  = skew6_5_bank == \port$12642$2 [4];
   assign \$1531  = skew6_5_v & \$1530 ;
-  assign \$1532  = pe6_0_bank == w_bank;
+  assign \$1532  = pe6_0_bank == \port$12642$2 [4];
   assign \$1533  = pe6_0_v & \$1532 ;
-  assign \$1534  = pe6_1_bank == w_bank;
+  assign \$1534  = pe6_1_bank == \port$12642$2 [4];
   assign \$1535  = pe6_1_v & \$1534 ;
-  assign \$1536  = pe6_2_bank == w_bank;
+  assign \$1536  = pe6_2_bank == \port$12642$2 [4];
   assign \$1537  = pe6_2_v & \$1536 ;
-  assign \$1538  = pe6_3_bank == w_bank;
+  assign \$1538  = pe6_3_bank == \port$12642$2 [4];
   assign \$1539  = pe6_3_v & \$1538 ;
-  assign \$1540  = pe6_4_bank == w_bank;
+  assign \$1540  = pe6_4_bank == \port$12642$2 [4];
   assign \$1541  = pe6_4_v & \$1540 ;
-  assign \$1542  = pe6_5_bank == w_bank;
+  assign \$1542  = pe6_5_bank == \port$12642$2 [4];
   assign \$1543  = pe6_5_v & \$1542 ;
-  assign \$1544  = pe6_6_bank == w_bank;
+  assign \$1544  = pe6_6_bank == \port$12642$2 [4];
   assign \$1545  = pe6_6_v & \$1544 ;
-  assign \$1546  = pe6_7_bank == w_bank;
+  assign \$1546  = pe6_7_bank == \port$12642$2 [4];
   assign \$1547  = pe6_7_v & \$1546 ;
-  assign \$1548  = pe6_8_bank == w_bank;
+  assign \$1548  = pe6_8_bank == \port$12642$2 [4];
   assign \$1549  = pe6_8_v & \$1548 ;
-  assign \$1550  = pe6_9_bank == w_bank;
+  assign \$1550  = pe6_9_bank == \port$12642$2 [4];
   assign \$1551  = pe6_9_v & \$1550 ;
-  assign \$1552  = pe6_10_bank == w_bank;
+  assign \$1552  = pe6_10_bank == \port$12642$2 [4];
   assign \$1553  = pe6_10_v & \$1552 ;
-  assign \$1554  = pe6_11_bank == w_bank;
+  assign \$1554  = pe6_11_bank == \port$12642$2 [4];
   assign \$1555  = pe6_11_v & \$1554 ;
-  assign \$1556  = pe6_12_bank == w_bank;
+  assign \$1556  = pe6_12_bank == \port$12642$2 [4];
   assign \$1557  = pe6_12_v & \$1556 ;
-  assign \$1558  = pe6_13_bank == w_bank;
+  assign \$1558  = pe6_13_bank == \port$12642$2 [4];
   assign \$1559  = pe6_13_v & \$1558 ;
   assign \$1560  = | { \$1559 , \$1557 , \$1555 , \$1553 , \$1551 , \$1549 , \$1547 , \$1545 , \$1543 , \$1541 , \$1539 , \$1537 , \$1535 , \$1533 , \$1531 , \$1529 , \$1527 , \$1525 , \$1523 , \$1521 , \$1519  };
   assign \$1561  = \$1517  & \$1560 ;
-  assign \$1562  = w_row == 3'h7;
+  assign \$1562  = \port$12642$2 [3:0] == 3'h7;
   assign \$1563  = w_en & \$1562 ;
-  assign \$1566  = skew7_0_bank == w_bank;
+  assign \$1566  = skew7_0_bank == \port$12642$2 [4];
   assign \$1567  = skew7_0_v & \$1566 ;
-  assign \$1568  = skew7_1_bank == w_bank;
+  assign \$1568  = skew7_1_bank == \port$12642$2 [4];
   assign \$1569  = skew7_1_v & \$1568 ;
-  assign \$1570  = skew7_2_bank == w_bank;
+  assign \$1570  = skew7_2_bank == \port$12642$2 [4];
   assign \$1571  = skew7_2_v & \$1570 ;
-  assign \$1572  = skew7_3_bank == w_bank;
+  assign \$1572  = skew7_3_bank == \port$12642$2 [4];
   assign \$1573  = skew7_3_v & \$1572 ;
-  assign \$1574  = skew7_4_bank == w_bank;
+  assign \$1574  = skew7_4_bank == \port$12642$2 [4];
   assign \$1575  = skew7_4_v & \$1574 ;
-  assign \$1576  = skew7_5_bank == w_bank;
+  assign \$1576  = skew7_5_bank == \port$12642$2 [4];
   assign \$1577  = skew7_5_v & \$1576 ;
-  assign \$1578  = skew7_6_bank == w_bank;
+  assign \$1578  = skew7_6_bank == \port$12642$2 [4];
   assign \$1579  = skew7_6_v & \$1578 ;
-  assign \$1580  = pe7_0_bank == w_bank;
+  assign \$1580  = pe7_0_bank == \port$12642$2 [4];
   assign \$1581  = pe7_0_v & \$1580 ;
-  assign \$1582  = pe7_1_bank == w_bank;
+  assign \$1582  = pe7_1_bank == \port$12642$2 [4];
   assign \$1583  = pe7_1_v & \$1582 ;
-  assign \$1584  = pe7_2_bank == w_bank;
+  assign \$1584  = pe7_2_bank == \port$12642$2 [4];
   assign \$1585  = pe7_2_v & \$1584 ;
-  assign \$1586  = pe7_3_bank == w_bank;
+  assign \$1586  = pe7_3_bank == \port$12642$2 [4];
   assign \$1587  = pe7_3_v & \$1586 ;
-  assign \$1588  = pe7_4_bank == w_bank;
+  assign \$1588  = pe7_4_bank == \port$12642$2 [4];
   assign \$1589  = pe7_4_v & \$1588 ;
-  assign \$1590  = pe7_5_bank == w_bank;
+  assign \$1590  = pe7_5_bank == \port$12642$2 [4];
   assign \$1591  = pe7_5_v & \$1590 ;
-  assign \$1592  = pe7_6_bank == w_bank;
+  assign \$1592  = pe7_6_bank == \port$12642$2 [4];
   assign \$1593  = pe7_6_v & \$1592 ;
-  assign \$1594  = pe7_7_bank == w_bank;
+  assign \$1594  = pe7_7_bank == \port$12642$2 [4];
   assign \$1595  = pe7_7_v & \$1594 ;
-  assign \$1596  = pe7_8_bank == w_bank;
+  assign \$1596  = pe7_8_bank == \port$12642$2 [4];
   assign \$1597  = pe7_8_v & \$1596 ;
-  assign \$1598  = pe7_9_bank == w_bank;
+  assign \$1598  = pe7_9_bank == \port$12642$2 [4];
   assign \$1599  = pe7_9_v & \$1598 ;
-  assign \$1600  = pe7_10_bank == w_bank;
+  assign \$1600  = pe7_10_bank == \port$12642$2 [4];
   assign \$1601  = pe7_10_v & \$1600 ;
-  assign \$1602  = pe7_11_bank == w_bank;
+  assign \$1602  = pe7_11_bank == \port$12642$2 [4];
   assign \$1603  = pe7_11_v & \$1602 ;
-  assign \$1604  = pe7_12_bank == w_bank;
+  assign \$1604  = pe7_12_bank == \port$12642$2 [4];
   assign \$1605  = pe7_12_v & \$1604 ;
-  assign \$1606  = pe7_13_bank == w_bank;
+  assign \$1606  = pe7_13_bank == \port$12642$2 [4];
   assign \$1607  = pe7_13_v & \$1606 ;
   assign \$1608  = | { \$1607 , \$1605 , \$1603 , \$1601 , \$1599 , \$1597 , \$1595 , \$1593 , \$1591 , \$1589 , \$1587 , \$1585 , \$1583 , \$1581 , \$1579 , \$1577 , \$1575 , \$1573 , \$1571 , \$1569 , \$1567 , \$1565  };
   assign \$1609  = \$1563  & \$1608 ;
-  assign \$1610  = w_row == 4'h8;
+  assign \$1610  = \port$12642$2 [3:0] == 4'h8;
   assign \$1611  = w_en & \$1610 ;
-  assign \$1614  = skew8_0_bank == w_bank;
+  assign \$1614  = skew8_0_bank == \port$12642$2 [4];
   assign \$1615  = skew8_0_v & \$1614 ;
-  assign \$1616  = skew8_1_bank == w_bank;
+  assign \$1616  = skew8_1_bank == \port$12642$2 [4];
   assign \$1617  = skew8_1_v & \$1616 ;
-  assign \$1618  = skew8_2_bank == w_bank;
+  assign \$1618  = skew8_2_bank == \port$12642$2 [4];
   assign \$1619  = skew8_2_v & \$1618 ;
-  assign \$1620  = skew8_3_bank == w_bank;
+  assign \$1620  = skew8_3_bank == \port$12642$2 [4];
   assign \$1621  = skew8_3_v & \$1620 ;
-  assign \$1622  = skew8_4_bank == w_bank;
+  assign \$1622  = skew8_4_bank == \port$12642$2 [4];
   assign \$1623  = skew8_4_v & \$1622 ;
-  assign \$1624  = skew8_5_bank == w_bank;
+  assign \$1624  = skew8_5_bank == \port$12642$2 [4];
   assign \$1625  = skew8_5_v & \$1624 ;
-  assign \$1626  = skew8_6_bank == w_bank;
+  assign \$1626  = skew8_6_bank == \port$12642$2 [4];
   assign \$1627  = skew8_6_v & \$1626 ;
-  assign \$1628  = skew8_7_bank == w_bank;
+  assign \$1628  = skew8_7_bank == \port$12642$2 [4];
   assign \$1629  = skew8_7_v & \$1628 ;
-  assign \$1630  = pe8_0_bank == w_bank;
+  assign \$1630  = pe8_0_bank == \port$12642$2 [4];
   assign \$1631  = pe8_0_v & \$1630 ;
-  assign \$1632  = pe8_1_bank == w_bank;
+  assign \$1632  = pe8_1_bank == \port$12642$2 [4];
   assign \$1633  = pe8_1_v & \$1632 ;
-  assign \$1634  = pe8_2_bank == w_bank;
+  assign \$1634  = pe8_2_bank == \port$12642$2 [4];
   assign \$1635  = pe8_2_v & \$1634 ;
-  assign \$1636  = pe8_3_bank == w_bank;
+  assign \$1636  = pe8_3_bank == \port$12642$2 [4];
   assign \$1637  = pe8_3_v & \$1636 ;
-  assign \$1638  = pe8_4_bank == w_bank;
+  assign \$1638  = pe8_4_bank == \port$12642$2 [4];
   assign \$1639  = pe8_4_v & \$1638 ;
-  assign \$1640  = pe8_5_bank == w_bank;
+  assign \$1640  = pe8_5_bank == \port$12642$2 [4];
   assign \$1641  = pe8_5_v & \$1640 ;
-  assign \$1642  = pe8_6_bank == w_bank;
+  assign \$1642  = pe8_6_bank == \port$12642$2 [4];
   assign \$1643  = pe8_6_v & \$1642 ;
-  assign \$1644  = pe8_7_bank == w_bank;
+  assign \$1644  = pe8_7_bank == \port$12642$2 [4];
   assign \$1645  = pe8_7_v & \$1644 ;
-  assign \$1646  = pe8_8_bank == w_bank;
+  assign \$1646  = pe8_8_bank == \port$12642$2 [4];
   assign \$1647  = pe8_8_v & \$1646 ;
-  assign \$1648  = pe8_9_bank == w_bank;
+  assign \$1648  = pe8_9_bank == \port$12642$2 [4];
   assign \$1649  = pe8_9_v & \$1648 ;
-  assign \$1650  = pe8_10_bank == w_bank;
+  assign \$1650  = pe8_10_bank == \port$12642$2 [4];
   assign \$1651  = pe8_10_v & \$1650 ;
-  assign \$1652  = pe8_11_bank == w_bank;
+  assign \$1652  = pe8_11_bank == \port$12642$2 [4];
   assign \$1653  = pe8_11_v & \$1652 ;
-  assign \$1654  = pe8_12_bank == w_bank;
+  assign \$1654  = pe8_12_bank == \port$12642$2 [4];
   assign \$1655  = pe8_12_v & \$1654 ;
-  assign \$1656  = pe8_13_bank == w_bank;
+  assign \$1656  = pe8_13_bank == \port$12642$2 [4];
   assign \$1657  = pe8_13_v & \$1656 ;
   assign \$1658  = | { \$1657 , \$1655 , \$1653 , \$1651 , \$1649 , \$1647 , \$1645 , \$1643 , \$1641 , \$1639 , \$1637 , \$1635 , \$1633 , \$1631 , \$1629 , \$1627 , \$1625 , \$1623 , \$1621 , \$1619 , \$1617 , \$1615 , \$1613  };
   assign \$1659  = \$1611  & \$1658 ;
-  assign \$1660  = w_row == 4'h9;
+  assign \$1660  = \port$12642$2 [3:0] == 4'h9;
   assign \$1661  = w_en & \$1660 ;
-  assign \$1664  = skew9_0_bank == w_bank;
+  assign \$1664  = skew9_0_bank == \port$12642$2 [4];
   assign \$1665  = skew9_0_v & \$1664 ;
-  assign \$1666  = skew9_1_bank == w_bank;
+  assign \$1666  = skew9_1_bank == \port$12642$2 [4];
   assign \$1667  = skew9_1_v & \$1666 ;
-  assign \$1668  = skew9_2_bank == w_bank;
+  assign \$1668  = skew9_2_bank == \port$12642$2 [4];
   assign \$1669  = skew9_2_v & \$1668 ;
-  assign \$1670  = skew9_3_bank == w_bank;
+  assign \$1670  = skew9_3_bank == \port$12642$2 [4];
   assign \$1671  = skew9_3_v & \$1670 ;
-  assign \$1672  = skew9_4_bank == w_bank;
+  assign \$1672  = skew9_4_bank == \port$12642$2 [4];
   assign \$1673  = skew9_4_v & \$1672 ;
-  assign \$1674  = skew9_5_bank == w_bank;
+  assign \$1674  = skew9_5_bank == \port$12642$2 [4];
   assign \$1675  = skew9_5_v & \$1674 ;
-  assign \$1676  = skew9_6_bank == w_bank;
+  assign \$1676  = skew9_6_bank == \port$12642$2 [4];
   assign \$1677  = skew9_6_v & \$1676 ;
-  assign \$1678  = skew9_7_bank == w_bank;
+  assign \$1678  = skew9_7_bank == \port$12642$2 [4];
   assign \$1679  = skew9_7_v & \$1678 ;
-  assign \$1680  = skew9_8_bank == w_bank;
+  assign \$1680  = skew9_8_bank == \port$12642$2 [4];
   assign \$1681  = skew9_8_v & \$1680 ;
-  assign \$1682  = pe9_0_bank == w_bank;
+  assign \$1682  = pe9_0_bank == \port$12642$2 [4];
   assign \$1683  = pe9_0_v & \$1682 ;
-  assign \$1684  = pe9_1_bank == w_bank;
+  assign \$1684  = pe9_1_bank == \port$12642$2 [4];
   assign \$1685  = pe9_1_v & \$1684 ;
-  assign \$1686  = pe9_2_bank == w_bank;
+  assign \$1686  = pe9_2_bank == \port$12642$2 [4];
   assign \$1687  = pe9_2_v & \$1686 ;
-  assign \$1688  = pe9_3_bank == w_bank;
+  assign \$1688  = pe9_3_bank == \port$12642$2 [4];
   assign \$1689  = pe9_3_v & \$1688 ;
-  assign \$1690  = pe9_4_bank == w_bank;
+  assign \$1690  = pe9_4_bank == \port$12642$2 [4];
   assign \$1691  = pe9_4_v & \$1690 ;
-  assign \$1692  = pe9_5_bank == w_bank;
+  assign \$1692  = pe9_5_bank == \port$12642$2 [4];
   assign \$1693  = pe9_5_v & \$1692 ;
-  assign \$1694  = pe9_6_bank == w_bank;
+  assign \$1694  = pe9_6_bank == \port$12642$2 [4];
   assign \$1695  = pe9_6_v & \$1694 ;
-  assign \$1696  = pe9_7_bank == w_bank;
+  assign \$1696  = pe9_7_bank == \port$12642$2 [4];
   assign \$1697  = pe9_7_v & \$1696 ;
-  assign \$1698  = pe9_8_bank == w_bank;
+  assign \$1698  = pe9_8_bank == \port$12642$2 [4];
   assign \$1699  = pe9_8_v & \$1698 ;
-  assign \$1700  = pe9_9_bank == w_bank;
+  assign \$1700  = pe9_9_bank == \port$12642$2 [4];
   assign \$1701  = pe9_9_v & \$1700 ;
-  assign \$1702  = pe9_10_bank == w_bank;
+  assign \$1702  = pe9_10_bank == \port$12642$2 [4];
   assign \$1703  = pe9_10_v & \$1702 ;
-  assign \$1704  = pe9_11_bank == w_bank;
+  assign \$1704  = pe9_11_bank == \port$12642$2 [4];
   assign \$1705  = pe9_11_v & \$1704 ;
-  assign \$1706  = pe9_12_bank == w_bank;
+  assign \$1706  = pe9_12_bank == \port$12642$2 [4];
   assign \$1707  = pe9_12_v & \$1706 ;
-  assign \$1708  = pe9_13_bank == w_bank;
+  assign \$1708  = pe9_13_bank == \port$12642$2 [4];
   assign \$1709  = pe9_13_v & \$1708 ;
   assign \$1710  = | { \$1709 , \$1707 , \$1705 , \$1703 , \$1701 , \$1699 , \$1697 , \$1695 , \$1693 , \$1691 , \$1689 , \$1687 , \$1685 , \$1683 , \$1681 , \$1679 , \$1677 , \$1675 , \$1673 , \$1671 , \$1669 , \$1667 , \$1665 , \$1663  };
   assign \$1711  = \$1661  & \$1710 ;
-  assign \$1712  = w_row == 4'ha;
+  assign \$1712  = \port$12642$2 [3:0] == 4'ha;
   assign \$1713  = w_en & \$1712 ;
-  assign \$1716  = skew10_0_bank == w_bank;
+  assign \$1716  = skew10_0_bank == \port$12642$2 [4];
   assign \$1717  = skew10_0_v & \$1716 ;
-  assign \$1718  = skew10_1_bank == w_bank;
+  assign \$1718  = skew10_1_bank == \port$12642$2 [4];
   assign \$1719  = skew10_1_v & \$1718 ;
-  assign \$1720  = skew10_2_bank == w_bank;
+  assign \$1720  = skew10_2_bank == \port$12642$2 [4];
   assign \$1721  = skew10_2_v & \$1720 ;
-  assign \$1722  = skew10_3_bank == w_bank;
+  assign \$1722  = skew10_3_bank == \port$12642$2 [4];
   assign \$1723  = skew10_3_v & \$1722 ;
-  assign \$1724  = skew10_4_bank == w_bank;
+  assign \$1724  = skew10_4_bank == \port$12642$2 [4];
   assign \$1725  = skew10_4_v & \$1724 ;
-  assign \$1726  = skew10_5_bank == w_bank;
+  assign \$1726  = skew10_5_bank == \port$12642$2 [4];
   assign \$1727  = skew10_5_v & \$1726 ;
-  assign \$1728  = skew10_6_bank == w_bank;
+  assign \$1728  = skew10_6_bank == \port$12642$2 [4];
   assign \$1729  = skew10_6_v & \$1728 ;
-  assign \$1730  = skew10_7_bank == w_bank;
+  assign \$1730  = skew10_7_bank == \port$12642$2 [4];
   assign \$1731  = skew10_7_v & \$1730 ;
-  assign \$1732  = skew10_8_bank == w_bank;
+  assign \$1732  = skew10_8_bank == \port$12642$2 [4];
   assign \$1733  = skew10_8_v & \$1732 ;
-  assign \$1734  = skew10_9_bank == w_bank;
+  assign \$1734  = skew10_9_bank == \port$12642$2 [4];
   assign \$1735  = skew10_9_v & \$1734 ;
-  assign \$1736  = pe10_0_bank == w_bank;
+  assign \$1736  = pe10_0_bank == \port$12642$2 [4];
   assign \$1737  = pe10_0_v & \$1736 ;
-  assign \$1738  = pe10_1_bank == w_bank;
+  assign \$1738  = pe10_1_bank == \port$12642$2 [4];
   assign \$1739  = pe10_1_v & \$1738 ;
-  assign \$1740  = pe10_2_bank == w_bank;
+  assign \$1740  = pe10_2_bank == \port$12642$2 [4];
   assign \$1741  = pe10_2_v & \$1740 ;
-  assign \$1742  = pe10_3_bank == w_bank;
+  assign \$1742  = pe10_3_bank == \port$12642$2 [4];
   assign \$1743  = pe10_3_v & \$1742 ;
-  assign \$1744  = pe10_4_bank == w_bank;
+  assign \$1744  = pe10_4_bank == \port$12642$2 [4];
   assign \$1745  = pe10_4_v & \$1744 ;
-  assign \$1746  = pe10_5_bank == w_bank;
+  assign \$1746  = pe10_5_bank == \port$12642$2 [4];
   assign \$1747  = pe10_5_v & \$1746 ;
-  assign \$1748  = pe10_6_bank == w_bank;
+  assign \$1748  = pe10_6_bank == \port$12642$2 [4];
   assign \$1749  = pe10_6_v & \$1748 ;
-  assign \$1750  = pe10_7_bank == w_bank;
+  assign \$1750  = pe10_7_bank == \port$12642$2 [4];
   assign \$1751  = pe10_7_v & \$1750 ;
-  assign \$1752  = pe10_8_bank == w_bank;
+  assign \$1752  = pe10_8_bank == \port$12642$2 [4];
   assign \$1753  = pe10_8_v & \$1752 ;
-  assign \$1754  = pe10_9_bank == w_bank;
+  assign \$1754  = pe10_9_bank == \port$12642$2 [4];
   assign \$1755  = pe10_9_v & \$1754 ;
-  assign \$1756  = pe10_10_bank == w_bank;
+  assign \$1756  = pe10_10_bank == \port$12642$2 [4];
   assign \$1757  = pe10_10_v & \$1756 ;
-  assign \$1758  = pe10_11_bank == w_bank;
+  assign \$1758  = pe10_11_bank == \port$12642$2 [4];
   assign \$1759  = pe10_11_v & \$1758 ;
-  assign \$1760  = pe10_12_bank == w_bank;
+  assign \$1760  = pe10_12_bank == \port$12642$2 [4];
   assign \$1761  = pe10_12_v & \$1760 ;
-  assign \$1762  = pe10_13_bank == w_bank;
+  assign \$1762  = pe10_13_bank == \port$12642$2 [4];
   assign \$1763  = pe10_13_v & \$1762 ;
   assign \$1764  = | { \$1763 , \$1761 , \$1759 , \$1757 , \$1755 , \$1753 , \$1751 , \$1749 , \$1747 , \$1745 , \$1743 , \$1741 , \$1739 , \$1737 , \$1735 , \$1733 , \$1731 , \$1729 , \$1727 , \$1725 , \$1723 , \$1721 , \$1719 , \$1717 , \$1715  };
   assign \$1765  = \$1713  & \$1764 ;
-  assign \$1766  = w_row == 4'hb;
+  assign \$1766  = \port$12642$2 [3:0] == 4'hb;
   assign \$1767  = w_en & \$1766 ;
-  assign \$1770  = skew11_0_bank == w_bank;
+  assign \$1770  = skew11_0_bank == \port$12642$2 [4];
   assign \$1771  = skew11_0_v & \$1770 ;
-  assign \$1772  = skew11_1_bank == w_bank;
+  assign \$1772  = skew11_1_bank == \port$12642$2 [4];
   assign \$1773  = skew11_1_v & \$1772 ;
-  assign \$1774  = skew11_2_bank == w_bank;
+  assign \$1774  = skew11_2_bank == \port$12642$2 [4];
   assign \$1775  = skew11_2_v & \$1774 ;
-  assign \$1776  = skew11_3_bank == w_bank;
+  assign \$1776  = skew11_3_bank == \port$12642$2 [4];
   assign \$1777  = skew11_3_v & \$1776 ;
-  assign \$1778  = skew11_4_bank == w_bank;
+  assign \$1778  = skew11_4_bank == \port$12642$2 [4];
   assign \$1779  = skew11_4_v & \$1778 ;
-  assign \$1780  = skew11_5_bank == w_bank;
+  assign \$1780  = skew11_5_bank == \port$12642$2 [4];
   assign \$1781  = skew11_5_v & \$1780 ;
-  assign \$1782  = skew11_6_bank == w_bank;
+  assign \$1782  = skew11_6_bank == \port$12642$2 [4];
   assign \$1783  = skew11_6_v & \$1782 ;
-  assign \$1784  = skew11_7_bank == w_bank;
+  assign \$1784  = skew11_7_bank == \port$12642$2 [4];
   assign \$1785  = skew11_7_v & \$1784 ;
-  assign \$1786  = skew11_8_bank == w_bank;
+  assign \$1786  = skew11_8_bank == \port$12642$2 [4];
   assign \$1787  = skew11_8_v & \$1786 ;
-  assign \$1788  = skew11_9_bank == w_bank;
+  assign \$1788  = skew11_9_bank == \port$12642$2 [4];
   assign \$1789  = skew11_9_v & \$1788 ;
-  assign \$1790  = skew11_10_bank == w_bank;
+  assign \$1790  = skew11_10_bank == \port$12642$2 [4];
   assign \$1791  = skew11_10_v & \$1790 ;
-  assign \$1792  = pe11_0_bank == w_bank;
+  assign \$1792  = pe11_0_bank == \port$12642$2 [4];
   assign \$1793  = pe11_0_v & \$1792 ;
-  assign \$1794  = pe11_1_bank == w_bank;
+  assign \$1794  = pe11_1_bank == \port$12642$2 [4];
   assign \$1795  = pe11_1_v & \$1794 ;
-  assign \$1796  = pe11_2_bank == w_bank;
+  assign \$1796  = pe11_2_bank == \port$12642$2 [4];
   assign \$1797  = pe11_2_v & \$1796 ;
-  assign \$1798  = pe11_3_bank == w_bank;
+  assign \$1798  = pe11_3_bank == \port$12642$2 [4];
   assign \$1799  = pe11_3_v & \$1798 ;
-  assign \$1800  = pe11_4_bank == w_bank;
+  assign \$1800  = pe11_4_bank == \port$12642$2 [4];
   assign \$1801  = pe11_4_v & \$1800 ;
-  assign \$1802  = pe11_5_bank == w_bank;
+  assign \$1802  = pe11_5_bank == \port$12642$2 [4];
   assign \$1803  = pe11_5_v & \$1802 ;
-  assign \$1804  = pe11_6_bank == w_bank;
+  assign \$1804  = pe11_6_bank == \port$12642$2 [4];
   assign \$1805  = pe11_6_v & \$1804 ;
-  assign \$1806  = pe11_7_bank == w_bank;
+  assign \$1806  = pe11_7_bank == \port$12642$2 [4];
   assign \$1807  = pe11_7_v & \$1806 ;
-  assign \$1808  = pe11_8_bank == w_bank;
+  assign \$1808  = pe11_8_bank == \port$12642$2 [4];
   assign \$1809  = pe11_8_v & \$1808 ;
-  assign \$1810  = pe11_9_bank == w_bank;
+  assign \$1810  = pe11_9_bank == \port$12642$2 [4];
   assign \$1811  = pe11_9_v & \$1810 ;
-  assign \$1812  = pe11_10_bank == w_bank;
+  assign \$1812  = pe11_10_bank == \port$12642$2 [4];
   assign \$1813  = pe11_10_v & \$1812 ;
-  assign \$1814  = pe11_11_bank == w_bank;
+  assign \$1814  = pe11_11_bank == \port$12642$2 [4];
   assign \$1815  = pe11_11_v & \$1814 ;
-  assign \$1816  = pe11_12_bank == w_bank;
+  assign \$1816  = pe11_12_bank == \port$12642$2 [4];
   assign \$1817  = pe11_12_v & \$1816 ;
-  assign \$1818  = pe11_13_bank == w_bank;
+  assign \$1818  = pe11_13_bank == \port$12642$2 [4];
   assign \$1819  = pe11_13_v & \$1818 ;
   assign \$1820  = | { \$1819 , \$1817 , \$1815 , \$1813 , \$1811 , \$1809 , \$1807 , \$1805 , \$1803 , \$1801 , \$1799 , \$1797 , \$1795 , \$1793 , \$1791 , \$1789 , \$1787 , \$1785 , \$1783 , \$1781 , \$1779 , \$1777 , \$1775 , \$1773 , \$1771 , \$1769  };
   assign \$1821  = \$1767  & \$1820 ;
-  assign \$1822  = w_row == 4'hc;
+  assign \$1822  = \port$12642$2 [3:0] == 4'hc;
   assign \$1823  = w_en & \$1822 ;
-  assign \$1826  = skew12_0_bank == w_bank;
+  assign \$1826  = skew12_0_bank == \port$12642$2 [4];
   assign \$1827  = skew12_0_v & \$1826 ;
-  assign \$1828  = skew12_1_bank == w_bank;
+  assign \$1828  = skew12_1_bank == \port$12642$2 [4];
   assign \$1829  = skew12_1_v & \$1828 ;
-  assign \$1830  = skew12_2_bank == w_bank;
+  assign \$1830  = skew12_2_bank == \port$12642$2 [4];
   assign \$1831  = skew12_2_v & \$1830 ;
-  assign \$1832  = skew12_3_bank == w_bank;
+  assign \$1832  = skew12_3_bank == \port$12642$2 [4];
   assign \$1833  = skew12_3_v & \$1832 ;
-  assign \$1834  = skew12_4_bank == w_bank;
+  assign \$1834  = skew12_4_bank == \port$12642$2 [4];
   assign \$1835  = skew12_4_v & \$1834 ;
-  assign \$1836  = skew12_5_bank == w_bank;
+  assign \$1836  = skew12_5_bank == \port$12642$2 [4];
   assign \$1837  = skew12_5_v & \$1836 ;
-  assign \$1838  = skew12_6_bank == w_bank;
+  assign \$1838  = skew12_6_bank == \port$12642$2 [4];
   assign \$1839  = skew12_6_v & \$1838 ;
-  assign \$1840  = skew12_7_bank == w_bank;
+  assign \$1840  = skew12_7_bank == \port$12642$2 [4];
   assign \$1841  = skew12_7_v & \$1840 ;
-  assign \$1842  = skew12_8_bank == w_bank;
+  assign \$1842  = skew12_8_bank == \port$12642$2 [4];
   assign \$1843  = skew12_8_v & \$1842 ;
-  assign \$1844  = skew12_9_bank == w_bank;
+  assign \$1844  = skew12_9_bank == \port$12642$2 [4];
   assign \$1845  = skew12_9_v & \$1844 ;
-  assign \$1846  = skew12_10_bank == w_bank;
+  assign \$1846  = skew12_10_bank == \port$12642$2 [4];
   assign \$1847  = skew12_10_v & \$1846 ;
-  assign \$1848  = skew12_11_bank == w_bank;
+  assign \$1848  = skew12_11_bank == \port$12642$2 [4];
   assign \$1849  = skew12_11_v & \$1848 ;
-  assign \$1850  = pe12_0_bank == w_bank;
+  assign \$1850  = pe12_0_bank == \port$12642$2 [4];
   assign \$1851  = pe12_0_v & \$1850 ;
-  assign \$1852  = pe12_1_bank == w_bank;
+  assign \$1852  = pe12_1_bank == \port$12642$2 [4];
   assign \$1853  = pe12_1_v & \$1852 ;
-  assign \$1854  = pe12_2_bank == w_bank;
+  assign \$1854  = pe12_2_bank == \port$12642$2 [4];
   assign \$1855  = pe12_2_v & \$1854 ;
-  assign \$1856  = pe12_3_bank == w_bank;
+  assign \$1856  = pe12_3_bank == \port$12642$2 [4];
   assign \$1857  = pe12_3_v & \$1856 ;
-  assign \$1858  = pe12_4_bank == w_bank;
+  assign \$1858  = pe12_4_bank == \port$12642$2 [4];
   assign \$1859  = pe12_4_v & \$1858 ;
-  assign \$1860  = pe12_5_bank == w_bank;
+  assign \$1860  = pe12_5_bank == \port$12642$2 [4];
   assign \$1861  = pe12_5_v & \$1860 ;
-  assign \$1862  = pe12_6_bank == w_bank;
+  assign \$1862  = pe12_6_bank == \port$12642$2 [4];
   assign \$1863  = pe12_6_v & \$1862 ;
-  assign \$1864  = pe12_7_bank == w_bank;
+  assign \$1864  = pe12_7_bank == \port$12642$2 [4];
   assign \$1865  = pe12_7_v & \$1864 ;
-  assign \$1866  = pe12_8_bank == w_bank;
+  assign \$1866  = pe12_8_bank == \port$12642$2 [4];
   assign \$1867  = pe12_8_v & \$1866 ;
-  assign \$1868  = pe12_9_bank == w_bank;
+  assign \$1868  = pe12_9_bank == \port$12642$2 [4];
   assign \$1869  = pe12_9_v & \$1868 ;
-  assign \$1870  = pe12_10_bank == w_bank;
+  assign \$1870  = pe12_10_bank == \port$12642$2 [4];
   assign \$1871  = pe12_10_v & \$1870 ;
-  assign \$1872  = pe12_11_bank == w_bank;
+  assign \$1872  = pe12_11_bank == \port$12642$2 [4];
   assign \$1873  = pe12_11_v & \$1872 ;
-  assign \$1874  = pe12_12_bank == w_bank;
+  assign \$1874  = pe12_12_bank == \port$12642$2 [4];
   assign \$1875  = pe12_12_v & \$1874 ;
-  assign \$1876  = pe12_13_bank == w_bank;
+  assign \$1876  = pe12_13_bank == \port$12642$2 [4];
   assign \$1877  = pe12_13_v & \$1876 ;
   assign \$1878  = | { \$1877 , \$1875 , \$1873 , \$1871 , \$1869 , \$1867 , \$1865 , \$1863 , \$1861 , \$1859 , \$1857 , \$1855 , \$1853 , \$1851 , \$1849 , \$1847 , \$1845 , \$1843 , \$1841 , \$1839 , \$1837 , \$1835 , \$1833 , \$1831 , \$1829 , \$1827 , \$1825  };
   assign \$1879  = \$1823  & \$1878 ;
-  assign \$1880  = w_row == 4'hd;
+  assign \$1880  = \port$12642$2 [3:0] == 4'hd;
   assign \$1881  = w_en & \$1880 ;
-  assign \$1884  = skew13_0_bank == w_bank;
+  assign \$1884  = skew13_0_bank == \port$12642$2 [4];
   assign \$1885  = skew13_0_v & \$1884 ;
-  assign \$1886  = skew13_1_bank == w_bank;
+  assign \$1886  = skew13_1_bank == \port$12642$2 [4];
   assign \$1887  = skew13_1_v & \$1886 ;
-  assign \$1888  = skew13_2_bank == w_bank;
+  assign \$1888  = skew13_2_bank == \port$12642$2 [4];
   assign \$1889  = skew13_2_v & \$1888 ;
-  assign \$1890  = skew13_3_bank == w_bank;
+  assign \$1890  = skew13_3_bank == \port$12642$2 [4];
   assign \$1891  = skew13_3_v & \$1890 ;
-  assign \$1892  = skew13_4_bank == w_bank;
+  assign \$1892  = skew13_4_bank == \port$12642$2 [4];
   assign \$1893  = skew13_4_v & \$1892 ;
-  assign \$1894  = skew13_5_bank == w_bank;
+  assign \$1894  = skew13_5_bank == \port$12642$2 [4];
   assign \$1895  = skew13_5_v & \$1894 ;
-  assign \$1896  = skew13_6_bank == w_bank;
+  assign \$1896  = skew13_6_bank == \port$12642$2 [4];
   assign \$1897  = skew13_6_v & \$1896 ;
-  assign \$1898  = skew13_7_bank == w_bank;
+  assign \$1898  = skew13_7_bank == \port$12642$2 [4];
   assign \$1899  = skew13_7_v & \$1898 ;
-  assign \$1900  = skew13_8_bank == w_bank;
+  assign \$1900  = skew13_8_bank == \port$12642$2 [4];
   assign \$1901  = skew13_8_v & \$1900 ;
-  assign \$1902  = skew13_9_bank == w_bank;
+  assign \$1902  = skew13_9_bank == \port$12642$2 [4];
   assign \$1903  = skew13_9_v & \$1902 ;
-  assign \$1904  = skew13_10_bank == w_bank;
+  assign \$1904  = skew13_10_bank == \port$12642$2 [4];
   assign \$1905  = skew13_10_v & \$1904 ;
-  assign \$1906  = skew13_11_bank == w_bank;
+  assign \$1906  = skew13_11_bank == \port$12642$2 [4];
   assign \$1907  = skew13_11_v & \$1906 ;
-  assign \$1908  = skew13_12_bank == w_bank;
+  assign \$1908  = skew13_12_bank == \port$12642$2 [4];
   assign \$1909  = skew13_12_v & \$1908 ;
-  assign \$1910  = pe13_0_bank == w_bank;
+  assign \$1910  = pe13_0_bank == \port$12642$2 [4];
   assign \$1911  = pe13_0_v & \$1910 ;
-  assign \$1912  = pe13_1_bank == w_bank;
+  assign \$1912  = pe13_1_bank == \port$12642$2 [4];
   assign \$1913  = pe13_1_v & \$1912 ;
-  assign \$1914  = pe13_2_bank == w_bank;
+  assign \$1914  = pe13_2_bank == \port$12642$2 [4];
   assign \$1915  = pe13_2_v & \$1914 ;
-  assign \$1916  = pe13_3_bank == w_bank;
+  assign \$1916  = pe13_3_bank == \port$12642$2 [4];
   assign \$1917  = pe13_3_v & \$1916 ;
-  assign \$1918  = pe13_4_bank == w_bank;
+  assign \$1918  = pe13_4_bank == \port$12642$2 [4];
   assign \$1919  = pe13_4_v & \$1918 ;
-  assign \$1920  = pe13_5_bank == w_bank;
+  assign \$1920  = pe13_5_bank == \port$12642$2 [4];
   assign \$1921  = pe13_5_v & \$1920 ;
-  assign \$1922  = pe13_6_bank == w_bank;
+  assign \$1922  = pe13_6_bank == \port$12642$2 [4];
   assign \$1923  = pe13_6_v & \$1922 ;
-  assign \$1924  = pe13_7_bank == w_bank;
+  assign \$1924  = pe13_7_bank == \port$12642$2 [4];
   assign \$1925  = pe13_7_v & \$1924 ;
-  assign \$1926  = pe13_8_bank == w_bank;
+  assign \$1926  = pe13_8_bank == \port$12642$2 [4];
   assign \$1927  = pe13_8_v & \$1926 ;
-  assign \$1928  = pe13_9_bank == w_bank;
+  assign \$1928  = pe13_9_bank == \port$12642$2 [4];
   assign \$1929  = pe13_9_v & \$1928 ;
-  assign \$1930  = pe13_10_bank == w_bank;
+  assign \$1930  = pe13_10_bank == \port$12642$2 [4];
   assign \$1931  = pe13_10_v & \$1930 ;
-  assign \$1932  = pe13_11_bank == w_bank;
+  assign \$1932  = pe13_11_bank == \port$12642$2 [4];
   assign \$1933  = pe13_11_v & \$1932 ;
-  assign \$1934  = pe13_12_bank == w_bank;
+  assign \$1934  = pe13_12_bank == \port$12642$2 [4];
   assign \$1935  = pe13_12_v & \$1934 ;
-  assign \$1936  = pe13_13_bank == w_bank;
+  assign \$1936  = pe13_13_bank == \port$12642$2 [4];
   assign \$1937  = pe13_13_v & \$1936 ;
   assign \$1938  = | { \$1937 , \$1935 , \$1933 , \$1931 , \$1929 , \$1927 , \$1925 , \$1923 , \$1921 , \$1919 , \$1917 , \$1915 , \$1913 , \$1911 , \$1909 , \$1907 , \$1905 , \$1903 , \$1901 , \$1899 , \$1897 , \$1895 , \$1893 , \$1891 , \$1889 , \$1887 , \$1885 , \$1883  };
   assign \$1939  = \$1881  & \$1938 ;
-  assign \$1940  = w_row == 4'he;
+  assign \$1940  = \port$12642$2 [3:0] == 4'he;
   assign \$1941  = w_en & \$1940 ;
-  assign \$1944  = skew14_0_bank == w_bank;
+  assign \$1944  = skew14_0_bank == \port$12642$2 [4];
   assign \$1945  = skew14_0_v & \$1944 ;
-  assign \$1946  = skew14_1_bank == w_bank;
+  assign \$1946  = skew14_1_bank == \port$12642$2 [4];
   assign \$1947  = skew14_1_v & \$1946 ;
-  assign \$1948  = skew14_2_bank == w_bank;
+  assign \$1948  = skew14_2_bank == \port$12642$2 [4];
   assign \$1949  = skew14_2_v & \$1948 ;
-  assign \$1950  = skew14_3_bank == w_bank;
+  assign \$1950  = skew14_3_bank == \port$12642$2 [4];
   assign \$1951  = skew14_3_v & \$1950 ;
-  assign \$1952  = skew14_4_bank == w_bank;
+  assign \$1952  = skew14_4_bank == \port$12642$2 [4];
   assign \$1953  = skew14_4_v & \$1952 ;
-  assign \$1954  = skew14_5_bank == w_bank;
+  assign \$1954  = skew14_5_bank == \port$12642$2 [4];
   assign \$1955  = skew14_5_v & \$1954 ;
-  assign \$1956  = skew14_6_bank == w_bank;
+  assign \$1956  = skew14_6_bank == \port$12642$2 [4];
   assign \$1957  = skew14_6_v & \$1956 ;
-  assign \$1958  = skew14_7_bank == w_bank;
+  assign \$1958  = skew14_7_bank == \port$12642$2 [4];
   assign \$1959  = skew14_7_v & \$1958 ;
-  assign \$1960  = skew14_8_bank == w_bank;
+  assign \$1960  = skew14_8_bank == \port$12642$2 [4];
   assign \$1961  = skew14_8_v & \$1960 ;
-  assign \$1962  = skew14_9_bank == w_bank;
+  assign \$1962  = skew14_9_bank == \port$12642$2 [4];
   assign \$1963  = skew14_9_v & \$1962 ;
-  assign \$1964  = skew14_10_bank == w_bank;
+  assign \$1964  = skew14_10_bank == \port$12642$2 [4];
   assign \$1965  = skew14_10_v & \$1964 ;
-  assign \$1966  = skew14_11_bank == w_bank;
+  assign \$1966  = skew14_11_bank == \port$12642$2 [4];
   assign \$1967  = skew14_11_v & \$1966 ;
-  assign \$1968  = skew14_12_bank == w_bank;
+  assign \$1968  = skew14_12_bank == \port$12642$2 [4];
   assign \$1969  = skew14_12_v & \$1968 ;
-  assign \$1970  = skew14_13_bank == w_bank;
+  assign \$1970  = skew14_13_bank == \port$12642$2 [4];
   assign \$1971  = skew14_13_v & \$1970 ;
-  assign \$1972  = pe14_0_bank == w_bank;
+  assign \$1972  = pe14_0_bank == \port$12642$2 [4];
   assign \$1973  = pe14_0_v & \$1972 ;
-  assign \$1974  = pe14_1_bank == w_bank;
+  assign \$1974  = pe14_1_bank == \port$12642$2 [4];
   assign \$1975  = pe14_1_v & \$1974 ;
-  assign \$1976  = pe14_2_bank == w_bank;
+  assign \$1976  = pe14_2_bank == \port$12642$2 [4];
   assign \$1977  = pe14_2_v & \$1976 ;
-  assign \$1978  = pe14_3_bank == w_bank;
+  assign \$1978  = pe14_3_bank == \port$12642$2 [4];
   assign \$1979  = pe14_3_v & \$1978 ;
-  assign \$1980  = pe14_4_bank == w_bank;
+  assign \$1980  = pe14_4_bank == \port$12642$2 [4];
   assign \$1981  = pe14_4_v & \$1980 ;
-  assign \$1982  = pe14_5_bank == w_bank;
+  assign \$1982  = pe14_5_bank == \port$12642$2 [4];
   assign \$1983  = pe14_5_v & \$1982 ;
-  assign \$1984  = pe14_6_bank == w_bank;
+  assign \$1984  = pe14_6_bank == \port$12642$2 [4];
   assign \$1985  = pe14_6_v & \$1984 ;
-  assign \$1986  = pe14_7_bank == w_bank;
+  assign \$1986  = pe14_7_bank == \port$12642$2 [4];
   assign \$1987  = pe14_7_v & \$1986 ;
-  assign \$1988  = pe14_8_bank == w_bank;
+  assign \$1988  = pe14_8_bank == \port$12642$2 [4];
   assign \$1989  = pe14_8_v & \$1988 ;
-  assign \$1990  = pe14_9_bank == w_bank;
+  assign \$1990  = pe14_9_bank == \port$12642$2 [4];
   assign \$1991  = pe14_9_v & \$1990 ;
-  assign \$1992  = pe14_10_bank == w_bank;
+  assign \$1992  = pe14_10_bank == \port$12642$2 [4];
   assign \$1993  = pe14_10_v & \$1992 ;
-  assign \$1994  = pe14_11_bank == w_bank;
+  assign \$1994  = pe14_11_bank == \port$12642$2 [4];
   assign \$1995  = pe14_11_v & \$1994 ;
-  assign \$1996  = pe14_12_bank == w_bank;
+  assign \$1996  = pe14_12_bank == \port$12642$2 [4];
   assign \$1997  = pe14_12_v & \$1996 ;
-  assign \$1998  = pe14_13_bank == w_bank;
+  assign \$1998  = pe14_13_bank == \port$12642$2 [4];
   assign \$1999  = pe14_13_v & \$1998 ;
   assign \$2000  = | { \$1999 , \$1997 , \$1995 , \$1993 , \$1991 , \$1989 , \$1987 , \$1985 , \$1983 , \$1981 , \$1979 , \$1977 , \$1975 , \$1973 , \$1971 , \$1969 , \$1967 , \$1965 , \$1963 , \$1961 , \$1959 , \$1957 , \$1955 , \$1953 , \$1951 , \$1949 , \$1947 , \$1945 , \$1943  };
   assign \$2001  = \$1941  & \$2000 ;
-  assign \$2002  = w_row == 4'hf;
+  assign \$2002  = \port$12642$2 [3:0] == 4'hf;
   assign \$2003  = w_en & \$2002 ;
-  assign \$2006  = skew15_0_bank == w_bank;
+  assign \$2006  = skew15_0_bank == \port$12642$2 [4];
   assign \$2007  = skew15_0_v & \$2006 ;
-  assign \$2008  = skew15_1_bank == w_bank;
+  assign \$2008  = skew15_1_bank == \port$12642$2 [4];
   assign \$2009  = skew15_1_v & \$2008 ;
-  assign \$2010  = skew15_2_bank == w_bank;
+  assign \$2010  = skew15_2_bank == \port$12642$2 [4];
   assign \$2011  = skew15_2_v & \$2010 ;
-  assign \$2012  = skew15_3_bank == w_bank;
+  assign \$2012  = skew15_3_bank == \port$12642$2 [4];
   assign \$2013  = skew15_3_v & \$2012 ;
-  assign \$2014  = skew15_4_bank == w_bank;
+  assign \$2014  = skew15_4_bank == \port$12642$2 [4];
   assign \$2015  = skew15_4_v & \$2014 ;
-  assign \$2016  = skew15_5_bank == w_bank;
+  assign \$2016  = skew15_5_bank == \port$12642$2 [4];
   assign \$2017  = skew15_5_v & \$2016 ;
-  assign \$2018  = skew15_6_bank == w_bank;
+  assign \$2018  = skew15_6_bank == \port$12642$2 [4];
   assign \$2019  = skew15_6_v & \$2018 ;
-  assign \$2020  = skew15_7_bank == w_bank;
+  assign \$2020  = skew15_7_bank == \port$12642$2 [4];
   assign \$2021  = skew15_7_v & \$2020 ;
-  assign \$2022  = skew15_8_bank == w_bank;
+  assign \$2022  = skew15_8_bank == \port$12642$2 [4];
   assign \$2023  = skew15_8_v & \$2022 ;
-  assign \$2024  = skew15_9_bank == w_bank;
+  assign \$2024  = skew15_9_bank == \port$12642$2 [4];
   assign \$2025  = skew15_9_v & \$2024 ;
-  assign \$2026  = skew15_10_bank == w_bank;
+  assign \$2026  = skew15_10_bank == \port$12642$2 [4];
   assign \$2027  = skew15_10_v & \$2026 ;
-  assign \$2028  = skew15_11_bank == w_bank;
+  assign \$2028  = skew15_11_bank == \port$12642$2 [4];
   assign \$2029  = skew15_11_v & \$2028 ;
-  assign \$2030  = skew15_12_bank == w_bank;
+  assign \$2030  = skew15_12_bank == \port$12642$2 [4];
   assign \$2031  = skew15_12_v & \$2030 ;
-  assign \$2032  = skew15_13_bank == w_bank;
+  assign \$2032  = skew15_13_bank == \port$12642$2 [4];
   assign \$2033  = skew15_13_v & \$2032 ;
-  assign \$2034  = skew15_14_bank == w_bank;
+  assign \$2034  = skew15_14_bank == \port$12642$2 [4];
   assign \$2035  = skew15_14_v & \$2034 ;
-  assign \$2036  = pe15_0_bank == w_bank;
+  assign \$2036  = pe15_0_bank == \port$12642$2 [4];
   assign \$2037  = pe15_0_v & \$2036 ;
-  assign \$2038  = pe15_1_bank == w_bank;
+  assign \$2038  = pe15_1_bank == \port$12642$2 [4];
   assign \$2039  = pe15_1_v & \$2038 ;
-  assign \$2040  = pe15_2_bank == w_bank;
+  assign \$2040  = pe15_2_bank == \port$12642$2 [4];
   assign \$2041  = pe15_2_v & \$2040 ;
-  assign \$2042  = pe15_3_bank == w_bank;
+  assign \$2042  = pe15_3_bank == \port$12642$2 [4];
   assign \$2043  = pe15_3_v & \$2042 ;
-  assign \$2044  = pe15_4_bank == w_bank;
+  assign \$2044  = pe15_4_bank == \port$12642$2 [4];
   assign \$2045  = pe15_4_v & \$2044 ;
-  assign \$2046  = pe15_5_bank == w_bank;
+  assign \$2046  = pe15_5_bank == \port$12642$2 [4];
   assign \$2047  = pe15_5_v & \$2046 ;
-  assign \$2048  = pe15_6_bank == w_bank;
+  assign \$2048  = pe15_6_bank == \port$12642$2 [4];
   assign \$2049  = pe15_6_v & \$2048 ;
-  assign \$2050  = pe15_7_bank == w_bank;
+  assign \$2050  = pe15_7_bank == \port$12642$2 [4];
   assign \$2051  = pe15_7_v & \$2050 ;
-  assign \$2052  = pe15_8_bank == w_bank;
+  assign \$2052  = pe15_8_bank == \port$12642$2 [4];
   assign \$2053  = pe15_8_v & \$2052 ;
-  assign \$2054  = pe15_9_bank == w_bank;
+  assign \$2054  = pe15_9_bank == \port$12642$2 [4];
   assign \$2055  = pe15_9_v & \$2054 ;
-  assign \$2056  = pe15_10_bank == w_bank;
+  assign \$2056  = pe15_10_bank == \port$12642$2 [4];
   assign \$2057  = pe15_10_v & \$2056 ;
-  assign \$2058  = pe15_11_bank == w_bank;
+  assign \$2058  = pe15_11_bank == \port$12642$2 [4];
   assign \$2059  = pe15_11_v & \$2058 ;
-  assign \$2060  = pe15_12_bank == w_bank;
+  assign \$2060  = pe15_12_bank == \port$12642$2 [4];
   assign \$2061  = pe15_12_v & \$2060 ;
-  assign \$2062  = pe15_13_bank == w_bank;
+  assign \$2062  = pe15_13_bank == \port$12642$2 [4];
   assign \$2063  = pe15_13_v & \$2062 ;
   assign \$2064  = | { \$2063 , \$2061 , \$2059 , \$2057 , \$2055 , \$2053 , \$2051 , \$2049 , \$2047 , \$2045 , \$2043 , \$2041 , \$2039 , \$2037 , \$2035 , \$2033 , \$2031 , \$2029 , \$2027 , \$2025 , \$2023 , \$2021 , \$2019 , \$2017 , \$2015 , \$2013 , \$2011 , \$2009 , \$2007 , \$2005  };
   assign \$2065  = \$2003  & \$2064 ;
@@ -35389,7 +35432,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     pe0_0_v <= \$2068 ;
   always @(posedge clk)
-    pe0_0_bank <= w_bank;
+    pe0_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     pe0_1_w1 <= \$2069 ;
   always @(posedge clk)
@@ -35569,7 +35612,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     skew1_0_v <= \$2113 ;
   always @(posedge clk)
-    skew1_0_bank <= w_bank;
+    skew1_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     pe1_0_w1 <= \$2114 ;
   always @(posedge clk)
@@ -35761,7 +35804,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     skew2_0_v <= \$2161 ;
   always @(posedge clk)
-    skew2_0_bank <= w_bank;
+    skew2_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -35959,7 +36002,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     skew3_0_v <= \$2210 ;
   always @(posedge clk)
-    skew3_0_bank <= w_bank;
+    skew3_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -36163,7 +36206,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     skew4_0_v <= \$2260 ;
   always @(posedge clk)
-    skew4_0_bank <= w_bank;
+    skew4_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -36373,7 +36416,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     skew5_0_v <= \$2311 ;
   always @(posedge clk)
-    skew5_0_bank <= w_bank;
+    skew5_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -36589,7 +36632,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     skew6_0_v <= \$2363 ;
   always @(posedge clk)
-    skew6_0_bank <= w_bank;
+    skew6_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -36811,7 +36854,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     skew7_0_v <= \$2416 ;
   always @(posedge clk)
-    skew7_0_bank <= w_bank;
+    skew7_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -37039,7 +37082,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     skew8_0_v <= \$2470 ;
   always @(posedge clk)
-    skew8_0_bank <= w_bank;
+    skew8_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     skew8_1_a <= skew8_0_a;
   always @(posedge clk)
@@ -37273,7 +37316,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     skew9_0_v <= \$2525 ;
   always @(posedge clk)
-    skew9_0_bank <= w_bank;
+    skew9_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     skew9_1_a <= skew9_0_a;
   always @(posedge clk)
@@ -37513,7 +37556,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     skew10_0_v <= \$2581 ;
   always @(posedge clk)
-    skew10_0_bank <= w_bank;
+    skew10_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     skew10_1_a <= skew10_0_a;
   always @(posedge clk)
@@ -37759,7 +37802,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     skew11_0_v <= \$2638 ;
   always @(posedge clk)
-    skew11_0_bank <= w_bank;
+    skew11_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     skew11_1_a <= skew11_0_a;
   always @(posedge clk)
@@ -38011,7 +38054,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     skew12_0_v <= \$2696 ;
   always @(posedge clk)
-    skew12_0_bank <= w_bank;
+    skew12_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     skew12_1_a <= skew12_0_a;
   always @(posedge clk)
@@ -38269,7 +38312,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     skew13_0_v <= \$2755 ;
   always @(posedge clk)
-    skew13_0_bank <= w_bank;
+    skew13_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     skew13_1_a <= skew13_0_a;
   always @(posedge clk)
@@ -38533,7 +38576,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     skew14_0_v <= \$2815 ;
   always @(posedge clk)
-    skew14_0_bank <= w_bank;
+    skew14_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     skew14_1_a <= skew14_0_a;
   always @(posedge clk)
@@ -38803,7 +38846,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
   always @(posedge clk)
     skew15_0_v <= \$2876 ;
   always @(posedge clk)
-    skew15_0_bank <= w_bank;
+    skew15_0_bank <= \port$12642$2 [4];
   always @(posedge clk)
     skew15_1_a <= skew15_0_a;
   always @(posedge clk)
@@ -39320,7 +39363,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2066  = pe0_0_w1;
     if (\$2 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2066  = w_data[7:0];
       end
     end
@@ -39330,7 +39373,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2067  = pe0_0_w0;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2067  = w_data[7:0];
       end
@@ -39350,7 +39393,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2069  = pe0_1_w1;
     if (\$8 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2069  = w_data[15:8];
       end
     end
@@ -39360,7 +39403,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2070  = pe0_1_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2070  = w_data[15:8];
       end
@@ -39380,7 +39423,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2072  = pe0_2_w1;
     if (\$12 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2072  = w_data[23:16];
       end
     end
@@ -39390,7 +39433,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2073  = pe0_2_w0;
     if (\$12 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2073  = w_data[23:16];
       end
@@ -39410,7 +39453,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2075  = pe0_3_w1;
     if (\$16 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2075  = w_data[31:24];
       end
     end
@@ -39420,7 +39463,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2076  = pe0_3_w0;
     if (\$16 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2076  = w_data[31:24];
       end
@@ -39440,7 +39483,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2078  = pe0_4_w1;
     if (\$20 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2078  = w_data[39:32];
       end
     end
@@ -39450,7 +39493,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2079  = pe0_4_w0;
     if (\$20 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2079  = w_data[39:32];
       end
@@ -39470,7 +39513,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2081  = pe0_5_w1;
     if (\$24 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2081  = w_data[47:40];
       end
     end
@@ -39480,7 +39523,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2082  = pe0_5_w0;
     if (\$24 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2082  = w_data[47:40];
       end
@@ -39500,7 +39543,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2084  = pe0_6_w1;
     if (\$28 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2084  = w_data[55:48];
       end
     end
@@ -39510,7 +39553,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2085  = pe0_6_w0;
     if (\$28 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2085  = w_data[55:48];
       end
@@ -39530,7 +39573,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2087  = pe0_7_w1;
     if (\$32 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2087  = w_data[63:56];
       end
     end
@@ -39540,7 +39583,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2088  = pe0_7_w0;
     if (\$32 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2088  = w_data[63:56];
       end
@@ -39560,7 +39603,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2090  = pe0_8_w1;
     if (\$36 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2090  = w_data[71:64];
       end
     end
@@ -39570,7 +39613,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2091  = pe0_8_w0;
     if (\$36 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2091  = w_data[71:64];
       end
@@ -39590,7 +39633,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2093  = pe0_9_w1;
     if (\$40 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2093  = w_data[79:72];
       end
     end
@@ -39600,7 +39643,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2094  = pe0_9_w0;
     if (\$40 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2094  = w_data[79:72];
       end
@@ -39620,7 +39663,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2096  = pe0_10_w1;
     if (\$44 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2096  = w_data[87:80];
       end
     end
@@ -39630,7 +39673,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2097  = pe0_10_w0;
     if (\$44 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2097  = w_data[87:80];
       end
@@ -39650,7 +39693,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2099  = pe0_11_w1;
     if (\$48 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2099  = w_data[95:88];
       end
     end
@@ -39660,7 +39703,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2100  = pe0_11_w0;
     if (\$48 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2100  = w_data[95:88];
       end
@@ -39680,7 +39723,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2102  = pe0_12_w1;
     if (\$52 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2102  = w_data[103:96];
       end
     end
@@ -39690,7 +39733,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2103  = pe0_12_w0;
     if (\$52 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2103  = w_data[103:96];
       end
@@ -39710,7 +39753,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2105  = pe0_13_w1;
     if (\$56 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2105  = w_data[111:104];
       end
     end
@@ -39720,7 +39763,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2106  = pe0_13_w0;
     if (\$56 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2106  = w_data[111:104];
       end
@@ -39740,7 +39783,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2108  = pe0_14_w1;
     if (\$60 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2108  = w_data[119:112];
       end
     end
@@ -39750,7 +39793,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2109  = pe0_14_w0;
     if (\$60 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2109  = w_data[119:112];
       end
@@ -39770,7 +39813,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2111  = pe0_15_w1;
     if (\$64 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2111  = w_data[127:120];
       end
     end
@@ -39780,7 +39823,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2112  = pe0_15_w0;
     if (\$64 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2112  = w_data[127:120];
       end
@@ -39800,7 +39843,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2114  = pe1_0_w1;
     if (\$69 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2114  = w_data[7:0];
       end
     end
@@ -39810,7 +39853,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2115  = pe1_0_w0;
     if (\$69 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2115  = w_data[7:0];
       end
@@ -39830,7 +39873,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2117  = pe1_1_w1;
     if (\$74 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2117  = w_data[15:8];
       end
     end
@@ -39840,7 +39883,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2118  = pe1_1_w0;
     if (\$74 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2118  = w_data[15:8];
       end
@@ -39860,7 +39903,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2120  = pe1_2_w1;
     if (\$79 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2120  = w_data[23:16];
       end
     end
@@ -39870,7 +39913,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2121  = pe1_2_w0;
     if (\$79 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2121  = w_data[23:16];
       end
@@ -39890,7 +39933,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2123  = pe1_3_w1;
     if (\$84 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2123  = w_data[31:24];
       end
     end
@@ -39900,7 +39943,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2124  = pe1_3_w0;
     if (\$84 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2124  = w_data[31:24];
       end
@@ -39920,7 +39963,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2126  = pe1_4_w1;
     if (\$89 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2126  = w_data[39:32];
       end
     end
@@ -39930,7 +39973,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2127  = pe1_4_w0;
     if (\$89 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2127  = w_data[39:32];
       end
@@ -39950,7 +39993,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2129  = pe1_5_w1;
     if (\$94 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2129  = w_data[47:40];
       end
     end
@@ -39960,7 +40003,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2130  = pe1_5_w0;
     if (\$94 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2130  = w_data[47:40];
       end
@@ -39980,7 +40023,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2132  = pe1_6_w1;
     if (\$99 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2132  = w_data[55:48];
       end
     end
@@ -39990,7 +40033,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2133  = pe1_6_w0;
     if (\$99 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2133  = w_data[55:48];
       end
@@ -40010,7 +40053,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2135  = pe1_7_w1;
     if (\$104 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2135  = w_data[63:56];
       end
     end
@@ -40020,7 +40063,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2136  = pe1_7_w0;
     if (\$104 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2136  = w_data[63:56];
       end
@@ -40040,7 +40083,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2138  = pe1_8_w1;
     if (\$109 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2138  = w_data[71:64];
       end
     end
@@ -40050,7 +40093,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2139  = pe1_8_w0;
     if (\$109 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2139  = w_data[71:64];
       end
@@ -40070,7 +40113,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2141  = pe1_9_w1;
     if (\$114 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2141  = w_data[79:72];
       end
     end
@@ -40080,7 +40123,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2142  = pe1_9_w0;
     if (\$114 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2142  = w_data[79:72];
       end
@@ -40100,7 +40143,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2144  = pe1_10_w1;
     if (\$119 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2144  = w_data[87:80];
       end
     end
@@ -40110,7 +40153,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2145  = pe1_10_w0;
     if (\$119 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2145  = w_data[87:80];
       end
@@ -40130,7 +40173,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2147  = pe1_11_w1;
     if (\$124 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2147  = w_data[95:88];
       end
     end
@@ -40140,7 +40183,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2148  = pe1_11_w0;
     if (\$124 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2148  = w_data[95:88];
       end
@@ -40160,7 +40203,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2150  = pe1_12_w1;
     if (\$129 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2150  = w_data[103:96];
       end
     end
@@ -40170,7 +40213,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2151  = pe1_12_w0;
     if (\$129 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2151  = w_data[103:96];
       end
@@ -40190,7 +40233,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2153  = pe1_13_w1;
     if (\$134 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2153  = w_data[111:104];
       end
     end
@@ -40200,7 +40243,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2154  = pe1_13_w0;
     if (\$134 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2154  = w_data[111:104];
       end
@@ -40220,7 +40263,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2156  = pe1_14_w1;
     if (\$139 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2156  = w_data[119:112];
       end
     end
@@ -40230,7 +40273,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2157  = pe1_14_w0;
     if (\$139 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2157  = w_data[119:112];
       end
@@ -40250,7 +40293,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2159  = pe1_15_w1;
     if (\$144 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2159  = w_data[127:120];
       end
     end
@@ -40260,7 +40303,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2160  = pe1_15_w0;
     if (\$144 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2160  = w_data[127:120];
       end
@@ -40290,7 +40333,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2163  = pe2_0_w1;
     if (\$150 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2163  = w_data[7:0];
       end
     end
@@ -40300,7 +40343,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2164  = pe2_0_w0;
     if (\$150 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2164  = w_data[7:0];
       end
@@ -40320,7 +40363,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2166  = pe2_1_w1;
     if (\$155 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2166  = w_data[15:8];
       end
     end
@@ -40330,7 +40373,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2167  = pe2_1_w0;
     if (\$155 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2167  = w_data[15:8];
       end
@@ -40350,7 +40393,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2169  = pe2_2_w1;
     if (\$160 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2169  = w_data[23:16];
       end
     end
@@ -40360,7 +40403,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2170  = pe2_2_w0;
     if (\$160 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2170  = w_data[23:16];
       end
@@ -40380,7 +40423,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2172  = pe2_3_w1;
     if (\$165 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2172  = w_data[31:24];
       end
     end
@@ -40390,7 +40433,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2173  = pe2_3_w0;
     if (\$165 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2173  = w_data[31:24];
       end
@@ -40410,7 +40453,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2175  = pe2_4_w1;
     if (\$170 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2175  = w_data[39:32];
       end
     end
@@ -40420,7 +40463,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2176  = pe2_4_w0;
     if (\$170 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2176  = w_data[39:32];
       end
@@ -40440,7 +40483,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2178  = pe2_5_w1;
     if (\$175 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2178  = w_data[47:40];
       end
     end
@@ -40450,7 +40493,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2179  = pe2_5_w0;
     if (\$175 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2179  = w_data[47:40];
       end
@@ -40470,7 +40513,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2181  = pe2_6_w1;
     if (\$180 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2181  = w_data[55:48];
       end
     end
@@ -40480,7 +40523,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2182  = pe2_6_w0;
     if (\$180 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2182  = w_data[55:48];
       end
@@ -40500,7 +40543,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2184  = pe2_7_w1;
     if (\$185 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2184  = w_data[63:56];
       end
     end
@@ -40510,7 +40553,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2185  = pe2_7_w0;
     if (\$185 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2185  = w_data[63:56];
       end
@@ -40530,7 +40573,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2187  = pe2_8_w1;
     if (\$190 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2187  = w_data[71:64];
       end
     end
@@ -40540,7 +40583,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2188  = pe2_8_w0;
     if (\$190 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2188  = w_data[71:64];
       end
@@ -40560,7 +40603,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2190  = pe2_9_w1;
     if (\$195 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2190  = w_data[79:72];
       end
     end
@@ -40570,7 +40613,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2191  = pe2_9_w0;
     if (\$195 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2191  = w_data[79:72];
       end
@@ -40590,7 +40633,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2193  = pe2_10_w1;
     if (\$200 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2193  = w_data[87:80];
       end
     end
@@ -40600,7 +40643,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2194  = pe2_10_w0;
     if (\$200 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2194  = w_data[87:80];
       end
@@ -40620,7 +40663,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2196  = pe2_11_w1;
     if (\$205 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2196  = w_data[95:88];
       end
     end
@@ -40630,7 +40673,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2197  = pe2_11_w0;
     if (\$205 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2197  = w_data[95:88];
       end
@@ -40650,7 +40693,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2199  = pe2_12_w1;
     if (\$210 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2199  = w_data[103:96];
       end
     end
@@ -40660,7 +40703,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2200  = pe2_12_w0;
     if (\$210 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2200  = w_data[103:96];
       end
@@ -40680,7 +40723,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2202  = pe2_13_w1;
     if (\$215 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2202  = w_data[111:104];
       end
     end
@@ -40690,7 +40733,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2203  = pe2_13_w0;
     if (\$215 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2203  = w_data[111:104];
       end
@@ -40710,7 +40753,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2205  = pe2_14_w1;
     if (\$220 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2205  = w_data[119:112];
       end
     end
@@ -40720,7 +40763,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2206  = pe2_14_w0;
     if (\$220 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2206  = w_data[119:112];
       end
@@ -40740,7 +40783,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2208  = pe2_15_w1;
     if (\$225 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2208  = w_data[127:120];
       end
     end
@@ -40750,7 +40793,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2209  = pe2_15_w0;
     if (\$225 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2209  = w_data[127:120];
       end
@@ -40790,7 +40833,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2213  = pe3_0_w1;
     if (\$231 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2213  = w_data[7:0];
       end
     end
@@ -40800,7 +40843,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2214  = pe3_0_w0;
     if (\$231 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2214  = w_data[7:0];
       end
@@ -40820,7 +40863,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2216  = pe3_1_w1;
     if (\$236 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2216  = w_data[15:8];
       end
     end
@@ -40830,7 +40873,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2217  = pe3_1_w0;
     if (\$236 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2217  = w_data[15:8];
       end
@@ -40850,7 +40893,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2219  = pe3_2_w1;
     if (\$241 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2219  = w_data[23:16];
       end
     end
@@ -40860,7 +40903,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2220  = pe3_2_w0;
     if (\$241 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2220  = w_data[23:16];
       end
@@ -40880,7 +40923,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2222  = pe3_3_w1;
     if (\$246 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2222  = w_data[31:24];
       end
     end
@@ -40890,7 +40933,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2223  = pe3_3_w0;
     if (\$246 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2223  = w_data[31:24];
       end
@@ -40910,7 +40953,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2225  = pe3_4_w1;
     if (\$251 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2225  = w_data[39:32];
       end
     end
@@ -40920,7 +40963,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2226  = pe3_4_w0;
     if (\$251 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2226  = w_data[39:32];
       end
@@ -40940,7 +40983,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2228  = pe3_5_w1;
     if (\$256 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2228  = w_data[47:40];
       end
     end
@@ -40950,7 +40993,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2229  = pe3_5_w0;
     if (\$256 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2229  = w_data[47:40];
       end
@@ -40970,7 +41013,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2231  = pe3_6_w1;
     if (\$261 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2231  = w_data[55:48];
       end
     end
@@ -40980,7 +41023,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2232  = pe3_6_w0;
     if (\$261 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2232  = w_data[55:48];
       end
@@ -41000,7 +41043,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2234  = pe3_7_w1;
     if (\$266 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2234  = w_data[63:56];
       end
     end
@@ -41010,7 +41053,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2235  = pe3_7_w0;
     if (\$266 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2235  = w_data[63:56];
       end
@@ -41030,7 +41073,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2237  = pe3_8_w1;
     if (\$271 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2237  = w_data[71:64];
       end
     end
@@ -41040,7 +41083,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2238  = pe3_8_w0;
     if (\$271 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2238  = w_data[71:64];
       end
@@ -41060,7 +41103,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2240  = pe3_9_w1;
     if (\$276 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2240  = w_data[79:72];
       end
     end
@@ -41070,7 +41113,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2241  = pe3_9_w0;
     if (\$276 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2241  = w_data[79:72];
       end
@@ -41090,7 +41133,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2243  = pe3_10_w1;
     if (\$281 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2243  = w_data[87:80];
       end
     end
@@ -41100,7 +41143,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2244  = pe3_10_w0;
     if (\$281 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2244  = w_data[87:80];
       end
@@ -41120,7 +41163,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2246  = pe3_11_w1;
     if (\$286 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2246  = w_data[95:88];
       end
     end
@@ -41130,7 +41173,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2247  = pe3_11_w0;
     if (\$286 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2247  = w_data[95:88];
       end
@@ -41150,7 +41193,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2249  = pe3_12_w1;
     if (\$291 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2249  = w_data[103:96];
       end
     end
@@ -41160,7 +41203,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2250  = pe3_12_w0;
     if (\$291 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2250  = w_data[103:96];
       end
@@ -41180,7 +41223,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2252  = pe3_13_w1;
     if (\$296 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2252  = w_data[111:104];
       end
     end
@@ -41190,7 +41233,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2253  = pe3_13_w0;
     if (\$296 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2253  = w_data[111:104];
       end
@@ -41210,7 +41253,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2255  = pe3_14_w1;
     if (\$301 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2255  = w_data[119:112];
       end
     end
@@ -41220,7 +41263,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2256  = pe3_14_w0;
     if (\$301 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2256  = w_data[119:112];
       end
@@ -41240,7 +41283,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2258  = pe3_15_w1;
     if (\$306 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2258  = w_data[127:120];
       end
     end
@@ -41250,7 +41293,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2259  = pe3_15_w0;
     if (\$306 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2259  = w_data[127:120];
       end
@@ -41300,7 +41343,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2264  = pe4_0_w1;
     if (\$312 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2264  = w_data[7:0];
       end
     end
@@ -41310,7 +41353,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2265  = pe4_0_w0;
     if (\$312 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2265  = w_data[7:0];
       end
@@ -41330,7 +41373,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2267  = pe4_1_w1;
     if (\$317 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2267  = w_data[15:8];
       end
     end
@@ -41340,7 +41383,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2268  = pe4_1_w0;
     if (\$317 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2268  = w_data[15:8];
       end
@@ -41360,7 +41403,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2270  = pe4_2_w1;
     if (\$322 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2270  = w_data[23:16];
       end
     end
@@ -41370,7 +41413,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2271  = pe4_2_w0;
     if (\$322 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2271  = w_data[23:16];
       end
@@ -41390,7 +41433,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2273  = pe4_3_w1;
     if (\$327 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2273  = w_data[31:24];
       end
     end
@@ -41400,7 +41443,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2274  = pe4_3_w0;
     if (\$327 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2274  = w_data[31:24];
       end
@@ -41420,7 +41463,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2276  = pe4_4_w1;
     if (\$332 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2276  = w_data[39:32];
       end
     end
@@ -41430,7 +41473,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2277  = pe4_4_w0;
     if (\$332 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2277  = w_data[39:32];
       end
@@ -41450,7 +41493,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2279  = pe4_5_w1;
     if (\$337 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2279  = w_data[47:40];
       end
     end
@@ -41460,7 +41503,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2280  = pe4_5_w0;
     if (\$337 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2280  = w_data[47:40];
       end
@@ -41480,7 +41523,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2282  = pe4_6_w1;
     if (\$342 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2282  = w_data[55:48];
       end
     end
@@ -41490,7 +41533,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2283  = pe4_6_w0;
     if (\$342 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2283  = w_data[55:48];
       end
@@ -41510,7 +41553,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2285  = pe4_7_w1;
     if (\$347 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2285  = w_data[63:56];
       end
     end
@@ -41520,7 +41563,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2286  = pe4_7_w0;
     if (\$347 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2286  = w_data[63:56];
       end
@@ -41540,7 +41583,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2288  = pe4_8_w1;
     if (\$352 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2288  = w_data[71:64];
       end
     end
@@ -41550,7 +41593,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2289  = pe4_8_w0;
     if (\$352 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2289  = w_data[71:64];
       end
@@ -41570,7 +41613,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2291  = pe4_9_w1;
     if (\$357 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2291  = w_data[79:72];
       end
     end
@@ -41580,7 +41623,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2292  = pe4_9_w0;
     if (\$357 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2292  = w_data[79:72];
       end
@@ -41600,7 +41643,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2294  = pe4_10_w1;
     if (\$362 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2294  = w_data[87:80];
       end
     end
@@ -41610,7 +41653,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2295  = pe4_10_w0;
     if (\$362 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2295  = w_data[87:80];
       end
@@ -41630,7 +41673,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2297  = pe4_11_w1;
     if (\$367 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2297  = w_data[95:88];
       end
     end
@@ -41640,7 +41683,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2298  = pe4_11_w0;
     if (\$367 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2298  = w_data[95:88];
       end
@@ -41660,7 +41703,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2300  = pe4_12_w1;
     if (\$372 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2300  = w_data[103:96];
       end
     end
@@ -41670,7 +41713,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2301  = pe4_12_w0;
     if (\$372 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2301  = w_data[103:96];
       end
@@ -41690,7 +41733,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2303  = pe4_13_w1;
     if (\$377 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2303  = w_data[111:104];
       end
     end
@@ -41700,7 +41743,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2304  = pe4_13_w0;
     if (\$377 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2304  = w_data[111:104];
       end
@@ -41720,7 +41763,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2306  = pe4_14_w1;
     if (\$382 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2306  = w_data[119:112];
       end
     end
@@ -41730,7 +41773,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2307  = pe4_14_w0;
     if (\$382 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2307  = w_data[119:112];
       end
@@ -41750,7 +41793,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2309  = pe4_15_w1;
     if (\$387 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2309  = w_data[127:120];
       end
     end
@@ -41760,7 +41803,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2310  = pe4_15_w0;
     if (\$387 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2310  = w_data[127:120];
       end
@@ -41820,7 +41863,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2316  = pe5_0_w1;
     if (\$393 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2316  = w_data[7:0];
       end
     end
@@ -41830,7 +41873,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2317  = pe5_0_w0;
     if (\$393 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2317  = w_data[7:0];
       end
@@ -41850,7 +41893,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2319  = pe5_1_w1;
     if (\$398 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2319  = w_data[15:8];
       end
     end
@@ -41860,7 +41903,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2320  = pe5_1_w0;
     if (\$398 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2320  = w_data[15:8];
       end
@@ -41880,7 +41923,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2322  = pe5_2_w1;
     if (\$403 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2322  = w_data[23:16];
       end
     end
@@ -41890,7 +41933,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2323  = pe5_2_w0;
     if (\$403 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2323  = w_data[23:16];
       end
@@ -41910,7 +41953,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2325  = pe5_3_w1;
     if (\$408 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2325  = w_data[31:24];
       end
     end
@@ -41920,7 +41963,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2326  = pe5_3_w0;
     if (\$408 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2326  = w_data[31:24];
       end
@@ -41940,7 +41983,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2328  = pe5_4_w1;
     if (\$413 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2328  = w_data[39:32];
       end
     end
@@ -41950,7 +41993,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2329  = pe5_4_w0;
     if (\$413 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2329  = w_data[39:32];
       end
@@ -41970,7 +42013,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2331  = pe5_5_w1;
     if (\$418 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2331  = w_data[47:40];
       end
     end
@@ -41980,7 +42023,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2332  = pe5_5_w0;
     if (\$418 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2332  = w_data[47:40];
       end
@@ -42000,7 +42043,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2334  = pe5_6_w1;
     if (\$423 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2334  = w_data[55:48];
       end
     end
@@ -42010,7 +42053,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2335  = pe5_6_w0;
     if (\$423 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2335  = w_data[55:48];
       end
@@ -42030,7 +42073,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2337  = pe5_7_w1;
     if (\$428 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2337  = w_data[63:56];
       end
     end
@@ -42040,7 +42083,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2338  = pe5_7_w0;
     if (\$428 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2338  = w_data[63:56];
       end
@@ -42060,7 +42103,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2340  = pe5_8_w1;
     if (\$433 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2340  = w_data[71:64];
       end
     end
@@ -42070,7 +42113,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2341  = pe5_8_w0;
     if (\$433 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2341  = w_data[71:64];
       end
@@ -42090,7 +42133,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2343  = pe5_9_w1;
     if (\$438 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2343  = w_data[79:72];
       end
     end
@@ -42100,7 +42143,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2344  = pe5_9_w0;
     if (\$438 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2344  = w_data[79:72];
       end
@@ -42120,7 +42163,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2346  = pe5_10_w1;
     if (\$443 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2346  = w_data[87:80];
       end
     end
@@ -42130,7 +42173,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2347  = pe5_10_w0;
     if (\$443 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2347  = w_data[87:80];
       end
@@ -42150,7 +42193,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2349  = pe5_11_w1;
     if (\$448 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2349  = w_data[95:88];
       end
     end
@@ -42160,7 +42203,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2350  = pe5_11_w0;
     if (\$448 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2350  = w_data[95:88];
       end
@@ -42180,7 +42223,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2352  = pe5_12_w1;
     if (\$453 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2352  = w_data[103:96];
       end
     end
@@ -42190,7 +42233,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2353  = pe5_12_w0;
     if (\$453 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2353  = w_data[103:96];
       end
@@ -42210,7 +42253,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2355  = pe5_13_w1;
     if (\$458 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2355  = w_data[111:104];
       end
     end
@@ -42220,7 +42263,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2356  = pe5_13_w0;
     if (\$458 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2356  = w_data[111:104];
       end
@@ -42240,7 +42283,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2358  = pe5_14_w1;
     if (\$463 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2358  = w_data[119:112];
       end
     end
@@ -42250,7 +42293,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2359  = pe5_14_w0;
     if (\$463 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2359  = w_data[119:112];
       end
@@ -42270,7 +42313,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2361  = pe5_15_w1;
     if (\$468 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2361  = w_data[127:120];
       end
     end
@@ -42280,7 +42323,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2362  = pe5_15_w0;
     if (\$468 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2362  = w_data[127:120];
       end
@@ -42350,7 +42393,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2369  = pe6_0_w1;
     if (\$474 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2369  = w_data[7:0];
       end
     end
@@ -42360,7 +42403,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2370  = pe6_0_w0;
     if (\$474 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2370  = w_data[7:0];
       end
@@ -42380,7 +42423,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2372  = pe6_1_w1;
     if (\$479 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2372  = w_data[15:8];
       end
     end
@@ -42390,7 +42433,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2373  = pe6_1_w0;
     if (\$479 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2373  = w_data[15:8];
       end
@@ -42410,7 +42453,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2375  = pe6_2_w1;
     if (\$484 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2375  = w_data[23:16];
       end
     end
@@ -42420,7 +42463,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2376  = pe6_2_w0;
     if (\$484 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2376  = w_data[23:16];
       end
@@ -42440,7 +42483,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2378  = pe6_3_w1;
     if (\$489 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2378  = w_data[31:24];
       end
     end
@@ -42450,7 +42493,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2379  = pe6_3_w0;
     if (\$489 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2379  = w_data[31:24];
       end
@@ -42470,7 +42513,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2381  = pe6_4_w1;
     if (\$494 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2381  = w_data[39:32];
       end
     end
@@ -42480,7 +42523,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2382  = pe6_4_w0;
     if (\$494 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2382  = w_data[39:32];
       end
@@ -42500,7 +42543,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2384  = pe6_5_w1;
     if (\$499 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2384  = w_data[47:40];
       end
     end
@@ -42510,7 +42553,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2385  = pe6_5_w0;
     if (\$499 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2385  = w_data[47:40];
       end
@@ -42530,7 +42573,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2387  = pe6_6_w1;
     if (\$504 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2387  = w_data[55:48];
       end
     end
@@ -42540,7 +42583,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2388  = pe6_6_w0;
     if (\$504 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2388  = w_data[55:48];
       end
@@ -42560,7 +42603,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2390  = pe6_7_w1;
     if (\$509 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2390  = w_data[63:56];
       end
     end
@@ -42570,7 +42613,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2391  = pe6_7_w0;
     if (\$509 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2391  = w_data[63:56];
       end
@@ -42590,7 +42633,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2393  = pe6_8_w1;
     if (\$514 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2393  = w_data[71:64];
       end
     end
@@ -42600,7 +42643,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2394  = pe6_8_w0;
     if (\$514 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2394  = w_data[71:64];
       end
@@ -42620,7 +42663,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2396  = pe6_9_w1;
     if (\$519 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2396  = w_data[79:72];
       end
     end
@@ -42630,7 +42673,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2397  = pe6_9_w0;
     if (\$519 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2397  = w_data[79:72];
       end
@@ -42650,7 +42693,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2399  = pe6_10_w1;
     if (\$524 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2399  = w_data[87:80];
       end
     end
@@ -42660,7 +42703,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2400  = pe6_10_w0;
     if (\$524 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2400  = w_data[87:80];
       end
@@ -42680,7 +42723,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2402  = pe6_11_w1;
     if (\$529 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2402  = w_data[95:88];
       end
     end
@@ -42690,7 +42733,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2403  = pe6_11_w0;
     if (\$529 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2403  = w_data[95:88];
       end
@@ -42710,7 +42753,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2405  = pe6_12_w1;
     if (\$534 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2405  = w_data[103:96];
       end
     end
@@ -42720,7 +42763,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2406  = pe6_12_w0;
     if (\$534 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2406  = w_data[103:96];
       end
@@ -42740,7 +42783,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2408  = pe6_13_w1;
     if (\$539 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2408  = w_data[111:104];
       end
     end
@@ -42750,7 +42793,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2409  = pe6_13_w0;
     if (\$539 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2409  = w_data[111:104];
       end
@@ -42770,7 +42813,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2411  = pe6_14_w1;
     if (\$544 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2411  = w_data[119:112];
       end
     end
@@ -42780,7 +42823,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2412  = pe6_14_w0;
     if (\$544 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2412  = w_data[119:112];
       end
@@ -42800,7 +42843,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2414  = pe6_15_w1;
     if (\$549 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2414  = w_data[127:120];
       end
     end
@@ -42810,7 +42853,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2415  = pe6_15_w0;
     if (\$549 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2415  = w_data[127:120];
       end
@@ -42890,7 +42933,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2423  = pe7_0_w1;
     if (\$555 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2423  = w_data[7:0];
       end
     end
@@ -42900,7 +42943,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2424  = pe7_0_w0;
     if (\$555 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2424  = w_data[7:0];
       end
@@ -42920,7 +42963,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2426  = pe7_1_w1;
     if (\$560 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2426  = w_data[15:8];
       end
     end
@@ -42930,7 +42973,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2427  = pe7_1_w0;
     if (\$560 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2427  = w_data[15:8];
       end
@@ -42950,7 +42993,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2429  = pe7_2_w1;
     if (\$565 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2429  = w_data[23:16];
       end
     end
@@ -42960,7 +43003,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2430  = pe7_2_w0;
     if (\$565 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2430  = w_data[23:16];
       end
@@ -42980,7 +43023,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2432  = pe7_3_w1;
     if (\$570 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2432  = w_data[31:24];
       end
     end
@@ -42990,7 +43033,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2433  = pe7_3_w0;
     if (\$570 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2433  = w_data[31:24];
       end
@@ -43010,7 +43053,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2435  = pe7_4_w1;
     if (\$575 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2435  = w_data[39:32];
       end
     end
@@ -43020,7 +43063,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2436  = pe7_4_w0;
     if (\$575 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2436  = w_data[39:32];
       end
@@ -43040,7 +43083,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2438  = pe7_5_w1;
     if (\$580 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2438  = w_data[47:40];
       end
     end
@@ -43050,7 +43093,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2439  = pe7_5_w0;
     if (\$580 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2439  = w_data[47:40];
       end
@@ -43070,7 +43113,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2441  = pe7_6_w1;
     if (\$585 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2441  = w_data[55:48];
       end
     end
@@ -43080,7 +43123,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2442  = pe7_6_w0;
     if (\$585 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2442  = w_data[55:48];
       end
@@ -43100,7 +43143,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2444  = pe7_7_w1;
     if (\$590 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2444  = w_data[63:56];
       end
     end
@@ -43110,7 +43153,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2445  = pe7_7_w0;
     if (\$590 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2445  = w_data[63:56];
       end
@@ -43130,7 +43173,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2447  = pe7_8_w1;
     if (\$595 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2447  = w_data[71:64];
       end
     end
@@ -43140,7 +43183,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2448  = pe7_8_w0;
     if (\$595 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2448  = w_data[71:64];
       end
@@ -43160,7 +43203,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2450  = pe7_9_w1;
     if (\$600 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2450  = w_data[79:72];
       end
     end
@@ -43170,7 +43213,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2451  = pe7_9_w0;
     if (\$600 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2451  = w_data[79:72];
       end
@@ -43190,7 +43233,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2453  = pe7_10_w1;
     if (\$605 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2453  = w_data[87:80];
       end
     end
@@ -43200,7 +43243,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2454  = pe7_10_w0;
     if (\$605 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2454  = w_data[87:80];
       end
@@ -43220,7 +43263,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2456  = pe7_11_w1;
     if (\$610 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2456  = w_data[95:88];
       end
     end
@@ -43230,7 +43273,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2457  = pe7_11_w0;
     if (\$610 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2457  = w_data[95:88];
       end
@@ -43250,7 +43293,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2459  = pe7_12_w1;
     if (\$615 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2459  = w_data[103:96];
       end
     end
@@ -43260,7 +43303,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2460  = pe7_12_w0;
     if (\$615 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2460  = w_data[103:96];
       end
@@ -43280,7 +43323,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2462  = pe7_13_w1;
     if (\$620 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2462  = w_data[111:104];
       end
     end
@@ -43290,7 +43333,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2463  = pe7_13_w0;
     if (\$620 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2463  = w_data[111:104];
       end
@@ -43310,7 +43353,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2465  = pe7_14_w1;
     if (\$625 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2465  = w_data[119:112];
       end
     end
@@ -43320,7 +43363,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2466  = pe7_14_w0;
     if (\$625 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2466  = w_data[119:112];
       end
@@ -43340,7 +43383,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2468  = pe7_15_w1;
     if (\$630 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2468  = w_data[127:120];
       end
     end
@@ -43350,7 +43393,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2469  = pe7_15_w0;
     if (\$630 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2469  = w_data[127:120];
       end
@@ -43440,7 +43483,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2478  = pe8_0_w1;
     if (\$636 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2478  = w_data[7:0];
       end
     end
@@ -43450,7 +43493,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2479  = pe8_0_w0;
     if (\$636 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2479  = w_data[7:0];
       end
@@ -43470,7 +43513,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2481  = pe8_1_w1;
     if (\$641 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2481  = w_data[15:8];
       end
     end
@@ -43480,7 +43523,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2482  = pe8_1_w0;
     if (\$641 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2482  = w_data[15:8];
       end
@@ -43500,7 +43543,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2484  = pe8_2_w1;
     if (\$646 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2484  = w_data[23:16];
       end
     end
@@ -43510,7 +43553,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2485  = pe8_2_w0;
     if (\$646 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2485  = w_data[23:16];
       end
@@ -43530,7 +43573,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2487  = pe8_3_w1;
     if (\$651 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2487  = w_data[31:24];
       end
     end
@@ -43540,7 +43583,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2488  = pe8_3_w0;
     if (\$651 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2488  = w_data[31:24];
       end
@@ -43560,7 +43603,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2490  = pe8_4_w1;
     if (\$656 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2490  = w_data[39:32];
       end
     end
@@ -43570,7 +43613,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2491  = pe8_4_w0;
     if (\$656 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2491  = w_data[39:32];
       end
@@ -43590,7 +43633,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2493  = pe8_5_w1;
     if (\$661 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2493  = w_data[47:40];
       end
     end
@@ -43600,7 +43643,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2494  = pe8_5_w0;
     if (\$661 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2494  = w_data[47:40];
       end
@@ -43620,7 +43663,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2496  = pe8_6_w1;
     if (\$666 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2496  = w_data[55:48];
       end
     end
@@ -43630,7 +43673,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2497  = pe8_6_w0;
     if (\$666 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2497  = w_data[55:48];
       end
@@ -43650,7 +43693,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2499  = pe8_7_w1;
     if (\$671 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2499  = w_data[63:56];
       end
     end
@@ -43660,7 +43703,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2500  = pe8_7_w0;
     if (\$671 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2500  = w_data[63:56];
       end
@@ -43680,7 +43723,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2502  = pe8_8_w1;
     if (\$676 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2502  = w_data[71:64];
       end
     end
@@ -43690,7 +43733,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2503  = pe8_8_w0;
     if (\$676 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2503  = w_data[71:64];
       end
@@ -43710,7 +43753,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2505  = pe8_9_w1;
     if (\$681 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2505  = w_data[79:72];
       end
     end
@@ -43720,7 +43763,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2506  = pe8_9_w0;
     if (\$681 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2506  = w_data[79:72];
       end
@@ -43740,7 +43783,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2508  = pe8_10_w1;
     if (\$686 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2508  = w_data[87:80];
       end
     end
@@ -43750,7 +43793,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2509  = pe8_10_w0;
     if (\$686 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2509  = w_data[87:80];
       end
@@ -43770,7 +43813,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2511  = pe8_11_w1;
     if (\$691 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2511  = w_data[95:88];
       end
     end
@@ -43780,7 +43823,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2512  = pe8_11_w0;
     if (\$691 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2512  = w_data[95:88];
       end
@@ -43800,7 +43843,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2514  = pe8_12_w1;
     if (\$696 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2514  = w_data[103:96];
       end
     end
@@ -43810,7 +43853,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2515  = pe8_12_w0;
     if (\$696 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2515  = w_data[103:96];
       end
@@ -43830,7 +43873,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2517  = pe8_13_w1;
     if (\$701 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2517  = w_data[111:104];
       end
     end
@@ -43840,7 +43883,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2518  = pe8_13_w0;
     if (\$701 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2518  = w_data[111:104];
       end
@@ -43860,7 +43903,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2520  = pe8_14_w1;
     if (\$706 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2520  = w_data[119:112];
       end
     end
@@ -43870,7 +43913,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2521  = pe8_14_w0;
     if (\$706 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2521  = w_data[119:112];
       end
@@ -43890,7 +43933,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2523  = pe8_15_w1;
     if (\$711 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2523  = w_data[127:120];
       end
     end
@@ -43900,7 +43943,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2524  = pe8_15_w0;
     if (\$711 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2524  = w_data[127:120];
       end
@@ -44000,7 +44043,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2534  = pe9_0_w1;
     if (\$717 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2534  = w_data[7:0];
       end
     end
@@ -44010,7 +44053,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2535  = pe9_0_w0;
     if (\$717 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2535  = w_data[7:0];
       end
@@ -44030,7 +44073,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2537  = pe9_1_w1;
     if (\$722 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2537  = w_data[15:8];
       end
     end
@@ -44040,7 +44083,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2538  = pe9_1_w0;
     if (\$722 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2538  = w_data[15:8];
       end
@@ -44060,7 +44103,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2540  = pe9_2_w1;
     if (\$727 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2540  = w_data[23:16];
       end
     end
@@ -44070,7 +44113,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2541  = pe9_2_w0;
     if (\$727 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2541  = w_data[23:16];
       end
@@ -44090,7 +44133,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2543  = pe9_3_w1;
     if (\$732 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2543  = w_data[31:24];
       end
     end
@@ -44100,7 +44143,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2544  = pe9_3_w0;
     if (\$732 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2544  = w_data[31:24];
       end
@@ -44120,7 +44163,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2546  = pe9_4_w1;
     if (\$737 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2546  = w_data[39:32];
       end
     end
@@ -44130,7 +44173,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2547  = pe9_4_w0;
     if (\$737 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2547  = w_data[39:32];
       end
@@ -44150,7 +44193,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2549  = pe9_5_w1;
     if (\$742 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2549  = w_data[47:40];
       end
     end
@@ -44160,7 +44203,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2550  = pe9_5_w0;
     if (\$742 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2550  = w_data[47:40];
       end
@@ -44180,7 +44223,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2552  = pe9_6_w1;
     if (\$747 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2552  = w_data[55:48];
       end
     end
@@ -44190,7 +44233,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2553  = pe9_6_w0;
     if (\$747 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2553  = w_data[55:48];
       end
@@ -44210,7 +44253,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2555  = pe9_7_w1;
     if (\$752 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2555  = w_data[63:56];
       end
     end
@@ -44220,7 +44263,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2556  = pe9_7_w0;
     if (\$752 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2556  = w_data[63:56];
       end
@@ -44240,7 +44283,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2558  = pe9_8_w1;
     if (\$757 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2558  = w_data[71:64];
       end
     end
@@ -44250,7 +44293,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2559  = pe9_8_w0;
     if (\$757 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2559  = w_data[71:64];
       end
@@ -44270,7 +44313,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2561  = pe9_9_w1;
     if (\$762 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2561  = w_data[79:72];
       end
     end
@@ -44280,7 +44323,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2562  = pe9_9_w0;
     if (\$762 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2562  = w_data[79:72];
       end
@@ -44300,7 +44343,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2564  = pe9_10_w1;
     if (\$767 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2564  = w_data[87:80];
       end
     end
@@ -44310,7 +44353,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2565  = pe9_10_w0;
     if (\$767 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2565  = w_data[87:80];
       end
@@ -44330,7 +44373,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2567  = pe9_11_w1;
     if (\$772 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2567  = w_data[95:88];
       end
     end
@@ -44340,7 +44383,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2568  = pe9_11_w0;
     if (\$772 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2568  = w_data[95:88];
       end
@@ -44360,7 +44403,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2570  = pe9_12_w1;
     if (\$777 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2570  = w_data[103:96];
       end
     end
@@ -44370,7 +44413,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2571  = pe9_12_w0;
     if (\$777 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2571  = w_data[103:96];
       end
@@ -44390,7 +44433,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2573  = pe9_13_w1;
     if (\$782 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2573  = w_data[111:104];
       end
     end
@@ -44400,7 +44443,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2574  = pe9_13_w0;
     if (\$782 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2574  = w_data[111:104];
       end
@@ -44420,7 +44463,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2576  = pe9_14_w1;
     if (\$787 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2576  = w_data[119:112];
       end
     end
@@ -44430,7 +44473,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2577  = pe9_14_w0;
     if (\$787 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2577  = w_data[119:112];
       end
@@ -44450,7 +44493,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2579  = pe9_15_w1;
     if (\$792 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2579  = w_data[127:120];
       end
     end
@@ -44460,7 +44503,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2580  = pe9_15_w0;
     if (\$792 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2580  = w_data[127:120];
       end
@@ -44570,7 +44613,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2591  = pe10_0_w1;
     if (\$798 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2591  = w_data[7:0];
       end
     end
@@ -44580,7 +44623,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2592  = pe10_0_w0;
     if (\$798 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2592  = w_data[7:0];
       end
@@ -44600,7 +44643,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2594  = pe10_1_w1;
     if (\$803 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2594  = w_data[15:8];
       end
     end
@@ -44610,7 +44653,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2595  = pe10_1_w0;
     if (\$803 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2595  = w_data[15:8];
       end
@@ -44630,7 +44673,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2597  = pe10_2_w1;
     if (\$808 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2597  = w_data[23:16];
       end
     end
@@ -44640,7 +44683,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2598  = pe10_2_w0;
     if (\$808 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2598  = w_data[23:16];
       end
@@ -44660,7 +44703,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2600  = pe10_3_w1;
     if (\$813 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2600  = w_data[31:24];
       end
     end
@@ -44670,7 +44713,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2601  = pe10_3_w0;
     if (\$813 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2601  = w_data[31:24];
       end
@@ -44690,7 +44733,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2603  = pe10_4_w1;
     if (\$818 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2603  = w_data[39:32];
       end
     end
@@ -44700,7 +44743,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2604  = pe10_4_w0;
     if (\$818 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2604  = w_data[39:32];
       end
@@ -44720,7 +44763,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2606  = pe10_5_w1;
     if (\$823 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2606  = w_data[47:40];
       end
     end
@@ -44730,7 +44773,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2607  = pe10_5_w0;
     if (\$823 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2607  = w_data[47:40];
       end
@@ -44750,7 +44793,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2609  = pe10_6_w1;
     if (\$828 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2609  = w_data[55:48];
       end
     end
@@ -44760,7 +44803,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2610  = pe10_6_w0;
     if (\$828 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2610  = w_data[55:48];
       end
@@ -44780,7 +44823,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2612  = pe10_7_w1;
     if (\$833 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2612  = w_data[63:56];
       end
     end
@@ -44790,7 +44833,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2613  = pe10_7_w0;
     if (\$833 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2613  = w_data[63:56];
       end
@@ -44810,7 +44853,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2615  = pe10_8_w1;
     if (\$838 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2615  = w_data[71:64];
       end
     end
@@ -44820,7 +44863,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2616  = pe10_8_w0;
     if (\$838 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2616  = w_data[71:64];
       end
@@ -44840,7 +44883,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2618  = pe10_9_w1;
     if (\$843 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2618  = w_data[79:72];
       end
     end
@@ -44850,7 +44893,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2619  = pe10_9_w0;
     if (\$843 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2619  = w_data[79:72];
       end
@@ -44870,7 +44913,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2621  = pe10_10_w1;
     if (\$848 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2621  = w_data[87:80];
       end
     end
@@ -44880,7 +44923,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2622  = pe10_10_w0;
     if (\$848 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2622  = w_data[87:80];
       end
@@ -44900,7 +44943,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2624  = pe10_11_w1;
     if (\$853 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2624  = w_data[95:88];
       end
     end
@@ -44910,7 +44953,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2625  = pe10_11_w0;
     if (\$853 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2625  = w_data[95:88];
       end
@@ -44930,7 +44973,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2627  = pe10_12_w1;
     if (\$858 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2627  = w_data[103:96];
       end
     end
@@ -44940,7 +44983,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2628  = pe10_12_w0;
     if (\$858 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2628  = w_data[103:96];
       end
@@ -44960,7 +45003,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2630  = pe10_13_w1;
     if (\$863 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2630  = w_data[111:104];
       end
     end
@@ -44970,7 +45013,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2631  = pe10_13_w0;
     if (\$863 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2631  = w_data[111:104];
       end
@@ -44990,7 +45033,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2633  = pe10_14_w1;
     if (\$868 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2633  = w_data[119:112];
       end
     end
@@ -45000,7 +45043,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2634  = pe10_14_w0;
     if (\$868 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2634  = w_data[119:112];
       end
@@ -45020,7 +45063,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2636  = pe10_15_w1;
     if (\$873 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2636  = w_data[127:120];
       end
     end
@@ -45030,7 +45073,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2637  = pe10_15_w0;
     if (\$873 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2637  = w_data[127:120];
       end
@@ -45150,7 +45193,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2649  = pe11_0_w1;
     if (\$879 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2649  = w_data[7:0];
       end
     end
@@ -45160,7 +45203,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2650  = pe11_0_w0;
     if (\$879 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2650  = w_data[7:0];
       end
@@ -45180,7 +45223,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2652  = pe11_1_w1;
     if (\$884 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2652  = w_data[15:8];
       end
     end
@@ -45190,7 +45233,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2653  = pe11_1_w0;
     if (\$884 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2653  = w_data[15:8];
       end
@@ -45210,7 +45253,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2655  = pe11_2_w1;
     if (\$889 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2655  = w_data[23:16];
       end
     end
@@ -45220,7 +45263,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2656  = pe11_2_w0;
     if (\$889 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2656  = w_data[23:16];
       end
@@ -45240,7 +45283,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2658  = pe11_3_w1;
     if (\$894 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2658  = w_data[31:24];
       end
     end
@@ -45250,7 +45293,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2659  = pe11_3_w0;
     if (\$894 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2659  = w_data[31:24];
       end
@@ -45270,7 +45313,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2661  = pe11_4_w1;
     if (\$899 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2661  = w_data[39:32];
       end
     end
@@ -45280,7 +45323,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2662  = pe11_4_w0;
     if (\$899 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2662  = w_data[39:32];
       end
@@ -45300,7 +45343,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2664  = pe11_5_w1;
     if (\$904 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2664  = w_data[47:40];
       end
     end
@@ -45310,7 +45353,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2665  = pe11_5_w0;
     if (\$904 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2665  = w_data[47:40];
       end
@@ -45330,7 +45373,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2667  = pe11_6_w1;
     if (\$909 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2667  = w_data[55:48];
       end
     end
@@ -45340,7 +45383,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2668  = pe11_6_w0;
     if (\$909 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2668  = w_data[55:48];
       end
@@ -45360,7 +45403,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2670  = pe11_7_w1;
     if (\$914 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2670  = w_data[63:56];
       end
     end
@@ -45370,7 +45413,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2671  = pe11_7_w0;
     if (\$914 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2671  = w_data[63:56];
       end
@@ -45390,7 +45433,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2673  = pe11_8_w1;
     if (\$919 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2673  = w_data[71:64];
       end
     end
@@ -45400,7 +45443,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2674  = pe11_8_w0;
     if (\$919 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2674  = w_data[71:64];
       end
@@ -45420,7 +45463,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2676  = pe11_9_w1;
     if (\$924 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2676  = w_data[79:72];
       end
     end
@@ -45430,7 +45473,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2677  = pe11_9_w0;
     if (\$924 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2677  = w_data[79:72];
       end
@@ -45450,7 +45493,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2679  = pe11_10_w1;
     if (\$929 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2679  = w_data[87:80];
       end
     end
@@ -45460,7 +45503,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2680  = pe11_10_w0;
     if (\$929 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2680  = w_data[87:80];
       end
@@ -45480,7 +45523,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2682  = pe11_11_w1;
     if (\$934 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2682  = w_data[95:88];
       end
     end
@@ -45490,7 +45533,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2683  = pe11_11_w0;
     if (\$934 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2683  = w_data[95:88];
       end
@@ -45510,7 +45553,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2685  = pe11_12_w1;
     if (\$939 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2685  = w_data[103:96];
       end
     end
@@ -45520,7 +45563,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2686  = pe11_12_w0;
     if (\$939 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2686  = w_data[103:96];
       end
@@ -45540,7 +45583,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2688  = pe11_13_w1;
     if (\$944 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2688  = w_data[111:104];
       end
     end
@@ -45550,7 +45593,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2689  = pe11_13_w0;
     if (\$944 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2689  = w_data[111:104];
       end
@@ -45570,7 +45613,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2691  = pe11_14_w1;
     if (\$949 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2691  = w_data[119:112];
       end
     end
@@ -45580,7 +45623,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2692  = pe11_14_w0;
     if (\$949 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2692  = w_data[119:112];
       end
@@ -45600,7 +45643,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2694  = pe11_15_w1;
     if (\$954 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2694  = w_data[127:120];
       end
     end
@@ -45610,7 +45653,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2695  = pe11_15_w0;
     if (\$954 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2695  = w_data[127:120];
       end
@@ -45740,7 +45783,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2708  = pe12_0_w1;
     if (\$960 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2708  = w_data[7:0];
       end
     end
@@ -45750,7 +45793,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2709  = pe12_0_w0;
     if (\$960 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2709  = w_data[7:0];
       end
@@ -45770,7 +45813,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2711  = pe12_1_w1;
     if (\$965 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2711  = w_data[15:8];
       end
     end
@@ -45780,7 +45823,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2712  = pe12_1_w0;
     if (\$965 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2712  = w_data[15:8];
       end
@@ -45800,7 +45843,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2714  = pe12_2_w1;
     if (\$970 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2714  = w_data[23:16];
       end
     end
@@ -45810,7 +45853,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2715  = pe12_2_w0;
     if (\$970 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2715  = w_data[23:16];
       end
@@ -45830,7 +45873,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2717  = pe12_3_w1;
     if (\$975 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2717  = w_data[31:24];
       end
     end
@@ -45840,7 +45883,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2718  = pe12_3_w0;
     if (\$975 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2718  = w_data[31:24];
       end
@@ -45860,7 +45903,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2720  = pe12_4_w1;
     if (\$980 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2720  = w_data[39:32];
       end
     end
@@ -45870,7 +45913,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2721  = pe12_4_w0;
     if (\$980 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2721  = w_data[39:32];
       end
@@ -45890,7 +45933,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2723  = pe12_5_w1;
     if (\$985 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2723  = w_data[47:40];
       end
     end
@@ -45900,7 +45943,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2724  = pe12_5_w0;
     if (\$985 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2724  = w_data[47:40];
       end
@@ -45920,7 +45963,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2726  = pe12_6_w1;
     if (\$990 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2726  = w_data[55:48];
       end
     end
@@ -45930,7 +45973,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2727  = pe12_6_w0;
     if (\$990 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2727  = w_data[55:48];
       end
@@ -45950,7 +45993,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2729  = pe12_7_w1;
     if (\$995 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2729  = w_data[63:56];
       end
     end
@@ -45960,7 +46003,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2730  = pe12_7_w0;
     if (\$995 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2730  = w_data[63:56];
       end
@@ -45980,7 +46023,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2732  = pe12_8_w1;
     if (\$1000 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2732  = w_data[71:64];
       end
     end
@@ -45990,7 +46033,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2733  = pe12_8_w0;
     if (\$1000 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2733  = w_data[71:64];
       end
@@ -46010,7 +46053,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2735  = pe12_9_w1;
     if (\$1005 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2735  = w_data[79:72];
       end
     end
@@ -46020,7 +46063,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2736  = pe12_9_w0;
     if (\$1005 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2736  = w_data[79:72];
       end
@@ -46040,7 +46083,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2738  = pe12_10_w1;
     if (\$1010 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2738  = w_data[87:80];
       end
     end
@@ -46050,7 +46093,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2739  = pe12_10_w0;
     if (\$1010 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2739  = w_data[87:80];
       end
@@ -46070,7 +46113,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2741  = pe12_11_w1;
     if (\$1015 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2741  = w_data[95:88];
       end
     end
@@ -46080,7 +46123,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2742  = pe12_11_w0;
     if (\$1015 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2742  = w_data[95:88];
       end
@@ -46100,7 +46143,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2744  = pe12_12_w1;
     if (\$1020 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2744  = w_data[103:96];
       end
     end
@@ -46110,7 +46153,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2745  = pe12_12_w0;
     if (\$1020 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2745  = w_data[103:96];
       end
@@ -46130,7 +46173,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2747  = pe12_13_w1;
     if (\$1025 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2747  = w_data[111:104];
       end
     end
@@ -46140,7 +46183,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2748  = pe12_13_w0;
     if (\$1025 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2748  = w_data[111:104];
       end
@@ -46160,7 +46203,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2750  = pe12_14_w1;
     if (\$1030 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2750  = w_data[119:112];
       end
     end
@@ -46170,7 +46213,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2751  = pe12_14_w0;
     if (\$1030 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2751  = w_data[119:112];
       end
@@ -46190,7 +46233,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2753  = pe12_15_w1;
     if (\$1035 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2753  = w_data[127:120];
       end
     end
@@ -46200,7 +46243,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2754  = pe12_15_w0;
     if (\$1035 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2754  = w_data[127:120];
       end
@@ -46340,7 +46383,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2768  = pe13_0_w1;
     if (\$1041 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2768  = w_data[7:0];
       end
     end
@@ -46350,7 +46393,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2769  = pe13_0_w0;
     if (\$1041 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2769  = w_data[7:0];
       end
@@ -46370,7 +46413,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2771  = pe13_1_w1;
     if (\$1046 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2771  = w_data[15:8];
       end
     end
@@ -46380,7 +46423,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2772  = pe13_1_w0;
     if (\$1046 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2772  = w_data[15:8];
       end
@@ -46400,7 +46443,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2774  = pe13_2_w1;
     if (\$1051 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2774  = w_data[23:16];
       end
     end
@@ -46410,7 +46453,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2775  = pe13_2_w0;
     if (\$1051 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2775  = w_data[23:16];
       end
@@ -46430,7 +46473,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2777  = pe13_3_w1;
     if (\$1056 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2777  = w_data[31:24];
       end
     end
@@ -46440,7 +46483,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2778  = pe13_3_w0;
     if (\$1056 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2778  = w_data[31:24];
       end
@@ -46460,7 +46503,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2780  = pe13_4_w1;
     if (\$1061 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2780  = w_data[39:32];
       end
     end
@@ -46470,7 +46513,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2781  = pe13_4_w0;
     if (\$1061 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2781  = w_data[39:32];
       end
@@ -46490,7 +46533,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2783  = pe13_5_w1;
     if (\$1066 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2783  = w_data[47:40];
       end
     end
@@ -46500,7 +46543,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2784  = pe13_5_w0;
     if (\$1066 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2784  = w_data[47:40];
       end
@@ -46520,7 +46563,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2786  = pe13_6_w1;
     if (\$1071 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2786  = w_data[55:48];
       end
     end
@@ -46530,7 +46573,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2787  = pe13_6_w0;
     if (\$1071 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2787  = w_data[55:48];
       end
@@ -46550,7 +46593,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2789  = pe13_7_w1;
     if (\$1076 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2789  = w_data[63:56];
       end
     end
@@ -46560,7 +46603,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2790  = pe13_7_w0;
     if (\$1076 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2790  = w_data[63:56];
       end
@@ -46580,7 +46623,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2792  = pe13_8_w1;
     if (\$1081 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2792  = w_data[71:64];
       end
     end
@@ -46590,7 +46633,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2793  = pe13_8_w0;
     if (\$1081 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2793  = w_data[71:64];
       end
@@ -46610,7 +46653,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2795  = pe13_9_w1;
     if (\$1086 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2795  = w_data[79:72];
       end
     end
@@ -46620,7 +46663,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2796  = pe13_9_w0;
     if (\$1086 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2796  = w_data[79:72];
       end
@@ -46640,7 +46683,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2798  = pe13_10_w1;
     if (\$1091 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2798  = w_data[87:80];
       end
     end
@@ -46650,7 +46693,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2799  = pe13_10_w0;
     if (\$1091 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2799  = w_data[87:80];
       end
@@ -46670,7 +46713,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2801  = pe13_11_w1;
     if (\$1096 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2801  = w_data[95:88];
       end
     end
@@ -46680,7 +46723,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2802  = pe13_11_w0;
     if (\$1096 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2802  = w_data[95:88];
       end
@@ -46700,7 +46743,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2804  = pe13_12_w1;
     if (\$1101 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2804  = w_data[103:96];
       end
     end
@@ -46710,7 +46753,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2805  = pe13_12_w0;
     if (\$1101 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2805  = w_data[103:96];
       end
@@ -46730,7 +46773,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2807  = pe13_13_w1;
     if (\$1106 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2807  = w_data[111:104];
       end
     end
@@ -46740,7 +46783,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2808  = pe13_13_w0;
     if (\$1106 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2808  = w_data[111:104];
       end
@@ -46760,7 +46803,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2810  = pe13_14_w1;
     if (\$1111 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2810  = w_data[119:112];
       end
     end
@@ -46770,7 +46813,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2811  = pe13_14_w0;
     if (\$1111 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2811  = w_data[119:112];
       end
@@ -46790,7 +46833,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2813  = pe13_15_w1;
     if (\$1116 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2813  = w_data[127:120];
       end
     end
@@ -46800,7 +46843,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2814  = pe13_15_w0;
     if (\$1116 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2814  = w_data[127:120];
       end
@@ -46950,7 +46993,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2829  = pe14_0_w1;
     if (\$1122 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2829  = w_data[7:0];
       end
     end
@@ -46960,7 +47003,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2830  = pe14_0_w0;
     if (\$1122 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2830  = w_data[7:0];
       end
@@ -46980,7 +47023,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2832  = pe14_1_w1;
     if (\$1127 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2832  = w_data[15:8];
       end
     end
@@ -46990,7 +47033,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2833  = pe14_1_w0;
     if (\$1127 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2833  = w_data[15:8];
       end
@@ -47010,7 +47053,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2835  = pe14_2_w1;
     if (\$1132 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2835  = w_data[23:16];
       end
     end
@@ -47020,7 +47063,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2836  = pe14_2_w0;
     if (\$1132 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2836  = w_data[23:16];
       end
@@ -47040,7 +47083,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2838  = pe14_3_w1;
     if (\$1137 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2838  = w_data[31:24];
       end
     end
@@ -47050,7 +47093,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2839  = pe14_3_w0;
     if (\$1137 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2839  = w_data[31:24];
       end
@@ -47070,7 +47113,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2841  = pe14_4_w1;
     if (\$1142 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2841  = w_data[39:32];
       end
     end
@@ -47080,7 +47123,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2842  = pe14_4_w0;
     if (\$1142 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2842  = w_data[39:32];
       end
@@ -47100,7 +47143,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2844  = pe14_5_w1;
     if (\$1147 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2844  = w_data[47:40];
       end
     end
@@ -47110,7 +47153,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2845  = pe14_5_w0;
     if (\$1147 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2845  = w_data[47:40];
       end
@@ -47130,7 +47173,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2847  = pe14_6_w1;
     if (\$1152 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2847  = w_data[55:48];
       end
     end
@@ -47140,7 +47183,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2848  = pe14_6_w0;
     if (\$1152 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2848  = w_data[55:48];
       end
@@ -47160,7 +47203,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2850  = pe14_7_w1;
     if (\$1157 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2850  = w_data[63:56];
       end
     end
@@ -47170,7 +47213,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2851  = pe14_7_w0;
     if (\$1157 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2851  = w_data[63:56];
       end
@@ -47190,7 +47233,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2853  = pe14_8_w1;
     if (\$1162 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2853  = w_data[71:64];
       end
     end
@@ -47200,7 +47243,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2854  = pe14_8_w0;
     if (\$1162 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2854  = w_data[71:64];
       end
@@ -47220,7 +47263,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2856  = pe14_9_w1;
     if (\$1167 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2856  = w_data[79:72];
       end
     end
@@ -47230,7 +47273,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2857  = pe14_9_w0;
     if (\$1167 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2857  = w_data[79:72];
       end
@@ -47250,7 +47293,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2859  = pe14_10_w1;
     if (\$1172 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2859  = w_data[87:80];
       end
     end
@@ -47260,7 +47303,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2860  = pe14_10_w0;
     if (\$1172 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2860  = w_data[87:80];
       end
@@ -47280,7 +47323,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2862  = pe14_11_w1;
     if (\$1177 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2862  = w_data[95:88];
       end
     end
@@ -47290,7 +47333,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2863  = pe14_11_w0;
     if (\$1177 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2863  = w_data[95:88];
       end
@@ -47310,7 +47353,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2865  = pe14_12_w1;
     if (\$1182 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2865  = w_data[103:96];
       end
     end
@@ -47320,7 +47363,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2866  = pe14_12_w0;
     if (\$1182 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2866  = w_data[103:96];
       end
@@ -47340,7 +47383,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2868  = pe14_13_w1;
     if (\$1187 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2868  = w_data[111:104];
       end
     end
@@ -47350,7 +47393,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2869  = pe14_13_w0;
     if (\$1187 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2869  = w_data[111:104];
       end
@@ -47370,7 +47413,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2871  = pe14_14_w1;
     if (\$1192 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2871  = w_data[119:112];
       end
     end
@@ -47380,7 +47423,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2872  = pe14_14_w0;
     if (\$1192 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2872  = w_data[119:112];
       end
@@ -47400,7 +47443,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2874  = pe14_15_w1;
     if (\$1197 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2874  = w_data[127:120];
       end
     end
@@ -47410,7 +47453,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2875  = pe14_15_w0;
     if (\$1197 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2875  = w_data[127:120];
       end
@@ -47570,7 +47613,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2891  = pe15_0_w1;
     if (\$1203 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2891  = w_data[7:0];
       end
     end
@@ -47580,7 +47623,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2892  = pe15_0_w0;
     if (\$1203 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2892  = w_data[7:0];
       end
@@ -47600,7 +47643,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2894  = pe15_1_w1;
     if (\$1208 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2894  = w_data[15:8];
       end
     end
@@ -47610,7 +47653,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2895  = pe15_1_w0;
     if (\$1208 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2895  = w_data[15:8];
       end
@@ -47630,7 +47673,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2897  = pe15_2_w1;
     if (\$1213 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2897  = w_data[23:16];
       end
     end
@@ -47640,7 +47683,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2898  = pe15_2_w0;
     if (\$1213 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2898  = w_data[23:16];
       end
@@ -47660,7 +47703,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2900  = pe15_3_w1;
     if (\$1218 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2900  = w_data[31:24];
       end
     end
@@ -47670,7 +47713,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2901  = pe15_3_w0;
     if (\$1218 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2901  = w_data[31:24];
       end
@@ -47690,7 +47733,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2903  = pe15_4_w1;
     if (\$1223 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2903  = w_data[39:32];
       end
     end
@@ -47700,7 +47743,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2904  = pe15_4_w0;
     if (\$1223 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2904  = w_data[39:32];
       end
@@ -47720,7 +47763,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2906  = pe15_5_w1;
     if (\$1228 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2906  = w_data[47:40];
       end
     end
@@ -47730,7 +47773,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2907  = pe15_5_w0;
     if (\$1228 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2907  = w_data[47:40];
       end
@@ -47750,7 +47793,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2909  = pe15_6_w1;
     if (\$1233 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2909  = w_data[55:48];
       end
     end
@@ -47760,7 +47803,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2910  = pe15_6_w0;
     if (\$1233 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2910  = w_data[55:48];
       end
@@ -47780,7 +47823,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2912  = pe15_7_w1;
     if (\$1238 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2912  = w_data[63:56];
       end
     end
@@ -47790,7 +47833,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2913  = pe15_7_w0;
     if (\$1238 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2913  = w_data[63:56];
       end
@@ -47810,7 +47853,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2915  = pe15_8_w1;
     if (\$1243 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2915  = w_data[71:64];
       end
     end
@@ -47820,7 +47863,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2916  = pe15_8_w0;
     if (\$1243 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2916  = w_data[71:64];
       end
@@ -47840,7 +47883,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2918  = pe15_9_w1;
     if (\$1248 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2918  = w_data[79:72];
       end
     end
@@ -47850,7 +47893,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2919  = pe15_9_w0;
     if (\$1248 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2919  = w_data[79:72];
       end
@@ -47870,7 +47913,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2921  = pe15_10_w1;
     if (\$1253 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2921  = w_data[87:80];
       end
     end
@@ -47880,7 +47923,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2922  = pe15_10_w0;
     if (\$1253 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2922  = w_data[87:80];
       end
@@ -47900,7 +47943,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2924  = pe15_11_w1;
     if (\$1258 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2924  = w_data[95:88];
       end
     end
@@ -47910,7 +47953,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2925  = pe15_11_w0;
     if (\$1258 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2925  = w_data[95:88];
       end
@@ -47930,7 +47973,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2927  = pe15_12_w1;
     if (\$1263 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2927  = w_data[103:96];
       end
     end
@@ -47940,7 +47983,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2928  = pe15_12_w0;
     if (\$1263 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2928  = w_data[103:96];
       end
@@ -47960,7 +48003,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2930  = pe15_13_w1;
     if (\$1268 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2930  = w_data[111:104];
       end
     end
@@ -47970,7 +48013,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2931  = pe15_13_w0;
     if (\$1268 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2931  = w_data[111:104];
       end
@@ -47990,7 +48033,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2933  = pe15_14_w1;
     if (\$1273 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2933  = w_data[119:112];
       end
     end
@@ -48000,7 +48043,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2934  = pe15_14_w0;
     if (\$1273 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2934  = w_data[119:112];
       end
@@ -48020,7 +48063,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2936  = pe15_15_w1;
     if (\$1278 ) begin
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
         \$2936  = w_data[127:120];
       end
     end
@@ -48030,7 +48073,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
     \$2937  = pe15_15_w0;
     if (\$1278 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$12642$2 [4]) begin
       end else begin
         \$2937  = w_data[127:120];
       end
@@ -48046,8 +48089,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
       \$2938  = 1'h0;
     end
   end
+  assign w_row = \port$12642$2 [3:0];
+  assign w_bank = \port$12642$2 [4];
   assign a_data = w_data;
-  assign a_bank = w_bank;
+  assign a_bank = \port$12642$2 [4];
   assign out_data = { pe15_15_psum, deskew14_0, deskew13_1, deskew12_2, deskew11_3, deskew10_4, deskew9_5, deskew8_6, deskew7_7, deskew6_8, deskew5_9, deskew4_10, deskew3_11, deskew2_12, deskew1_13, deskew0_14 };
   assign out_valid = out_valid_q;
   assign \$1284  = 1'h1;
@@ -48085,7 +48130,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe1
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11920$16 , \port$12712$0 , r_rdy, clk);
+module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11934$16 , \port$12720$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -48129,10 +48174,10 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11920$1
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11920$16 ;
-  wire [15:0] \port$11920$16 ;
-  input [7:0] \port$12712$0 ;
-  wire [7:0] \port$12712$0 ;
+  input [15:0] \port$11934$16 ;
+  wire [15:0] \port$11934$16 ;
+  input [7:0] \port$12720$0 ;
+  wire [7:0] \port$12720$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -48167,7 +48212,7 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11920$1
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11920$16 , \port$12712$0  };
+      storage[w_port__addr] <= { \port$11934$16 , \port$12720$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -48278,8 +48323,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11920$1
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11920$16 , \port$12712$0  };
-  assign w_data = { \port$11920$16 , \port$12712$0  };
+  assign w_port__data = { \port$11934$16 , \port$12720$0  };
+  assign w_data = { \port$11934$16 , \port$12720$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -48288,7 +48333,7 @@ endmodule
 module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$11435$0 , \port$11435$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$11449$0 , \port$11449$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -49002,10 +49047,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire [31:0] \limit$66 ;
   input [3:0] \port$109$0 ;
   wire [3:0] \port$109$0 ;
-  input [3:0] \port$11435$0 ;
-  wire [3:0] \port$11435$0 ;
-  input [23:0] \port$11435$8 ;
-  wire [23:0] \port$11435$8 ;
+  input [3:0] \port$11449$0 ;
+  wire [3:0] \port$11449$0 ;
+  input [23:0] \port$11449$8 ;
+  wire [23:0] \port$11449$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -49730,7 +49775,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$11435$0 [1:0] < 3'h4;
+  assign \$165  = \port$11449$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -49938,7 +49983,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$11435$0 [1:0];
+  assign \$344  = ! \port$11449$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -49958,7 +50003,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$11435$0 [1:0] == 1'h1;
+  assign \$364  = \port$11449$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -49978,7 +50023,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$11435$0 [1:0] == 2'h2;
+  assign \$384  = \port$11449$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -49998,7 +50043,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$11435$0 [1:0] == 2'h3;
+  assign \$404  = \port$11449$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -50091,7 +50136,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$12001$0 (fetch_r_buf),
+    .\port$12015$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -50103,7 +50148,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$12001$0 (fetch_r_buf),
+    .\port$12015$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -50115,7 +50160,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$12001$0 (fetch_r_buf),
+    .\port$12015$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -50127,7 +50172,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$12001$0 (fetch_r_buf),
+    .\port$12015$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -51825,12 +51870,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$11435$0 [1:0];
-  assign cpl_irq = \port$11435$0 [2];
-  assign cpl_halt = \port$11435$0 [3];
-  assign cpl_flags = \port$11435$8 [7:0];
-  assign cpl_status = \port$11435$8 [15:8];
-  assign cpl_opcode = \port$11435$8 [23:16];
+  assign cpl_queue = \port$11449$0 [1:0];
+  assign cpl_irq = \port$11449$0 [2];
+  assign cpl_halt = \port$11449$0 [3];
+  assign cpl_flags = \port$11449$8 [7:0];
+  assign cpl_status = \port$11449$8 [15:8];
+  assign cpl_opcode = \port$11449$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -51881,12 +51926,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$11435$8 [23:16];
-  assign \w_data$258 [19:12] = \port$11435$8 [15:8];
-  assign \w_data$258 [11:4] = \port$11435$8 [7:0];
-  assign \w_data$258 [3] = \port$11435$0 [3];
-  assign \w_data$258 [2] = \port$11435$0 [2];
-  assign \w_data$258 [1:0] = \port$11435$0 [1:0];
+  assign \w_data$258 [27:20] = \port$11449$8 [23:16];
+  assign \w_data$258 [19:12] = \port$11449$8 [15:8];
+  assign \w_data$258 [11:4] = \port$11449$8 [7:0];
+  assign \w_data$258 [3] = \port$11449$0 [3];
+  assign \w_data$258 [2] = \port$11449$0 [2];
+  assign \w_data$258 [1:0] = \port$11449$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -53472,7 +53517,7 @@ module \kaki_soc_16x16.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$12001$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$12015$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53499,8 +53544,8 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$12001$0 ;
-  wire [191:0] \port$12001$0 ;
+  input [191:0] \port$12015$0 ;
+  wire [191:0] \port$12015$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -53535,7 +53580,7 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$12001$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12015$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -53606,14 +53651,14 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$12001$0  };
-  assign w_data = { \port$0$87 , \port$12001$0  };
+  assign w_port__data = { \port$0$87 , \port$12015$0  };
+  assign w_data = { \port$0$87 , \port$12015$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$12001$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$12015$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53640,8 +53685,8 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$12001$0 ;
-  wire [191:0] \port$12001$0 ;
+  input [191:0] \port$12015$0 ;
+  wire [191:0] \port$12015$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -53676,7 +53721,7 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$12001$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12015$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -53747,14 +53792,14 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$12001$0  };
-  assign w_data = { \port$0$87 , \port$12001$0  };
+  assign w_port__data = { \port$0$87 , \port$12015$0  };
+  assign w_data = { \port$0$87 , \port$12015$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$12001$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$12015$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53781,8 +53826,8 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$12001$0 ;
-  wire [191:0] \port$12001$0 ;
+  input [191:0] \port$12015$0 ;
+  wire [191:0] \port$12015$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -53817,7 +53862,7 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$12001$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12015$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -53888,14 +53933,14 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$12001$0  };
-  assign w_data = { \port$0$87 , \port$12001$0  };
+  assign w_port__data = { \port$0$87 , \port$12015$0  };
+  assign w_data = { \port$0$87 , \port$12015$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$12001$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$12015$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53922,8 +53967,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$12001$0 ;
-  wire [191:0] \port$12001$0 ;
+  input [191:0] \port$12015$0 ;
+  wire [191:0] \port$12015$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -53958,7 +54003,7 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$12001$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12015$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -54029,8 +54074,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$12001$0  };
-  assign w_data = { \port$0$87 , \port$12001$0  };
+  assign w_port__data = { \port$0$87 , \port$12015$0  };
+  assign w_data = { \port$0$87 , \port$12015$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -54041,10 +54086,21 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg [1:0] \$100 ;
-  reg [1:0] \$101 ;
-  reg [1:0] \$102 ;
+  reg \$100 ;
+  reg \$101 ;
+  reg \$102 ;
+  reg \$103 ;
+  reg \$104 ;
+  reg \$105 ;
+  reg \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [1:0] \$109 ;
   wire \$11 ;
+  reg [1:0] \$110 ;
+  reg [1:0] \$111 ;
+  reg [1:0] \$112 ;
+  reg [1:0] \$113 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
@@ -54137,12 +54193,16 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   wire \$93 ;
   wire \$94 ;
   wire \$95 ;
-  reg \$96 ;
-  reg \$97 ;
-  reg \$98 ;
-  reg \$99 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [11:0] bank0_addr;
   reg [11:0] \bank0_addr$16 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank0_raddr_q;
+  (* init = 1'h0 *)
+  wire bank0_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank0_waddr_q;
   reg [127:0] bank0_wdata;
@@ -54151,7 +54211,11 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   (* init = 1'h0 *)
   wire bank0_wen_q;
   reg [11:0] bank1_addr;
-  reg [11:0] \bank1_addr$34 ;
+  reg [11:0] \bank1_addr$36 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank1_raddr_q;
+  (* init = 1'h0 *)
+  wire bank1_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank1_waddr_q;
   reg [127:0] bank1_wdata;
@@ -54160,7 +54224,11 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   (* init = 1'h0 *)
   wire bank1_wen_q;
   reg [11:0] bank2_addr;
-  reg [11:0] \bank2_addr$50 ;
+  reg [11:0] \bank2_addr$54 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank2_raddr_q;
+  (* init = 1'h0 *)
+  wire bank2_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank2_waddr_q;
   reg [127:0] bank2_wdata;
@@ -54169,7 +54237,11 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   (* init = 1'h0 *)
   wire bank2_wen_q;
   reg [11:0] bank3_addr;
-  reg [11:0] \bank3_addr$66 ;
+  reg [11:0] \bank3_addr$72 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank3_raddr_q;
+  (* init = 1'h0 *)
+  wire bank3_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank3_waddr_q;
   reg [127:0] bank3_wdata;
@@ -54179,13 +54251,16 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   wire bank3_wen_q;
   input clk;
   wire clk;
-  wire [11:0] raddr;
-  wire [11:0] \raddr$37 ;
-  wire [11:0] \raddr$53 ;
-  wire [11:0] \raddr$69 ;
+  reg [11:0] raddr = 12'h000;
+  reg [11:0] \raddr$40  = 12'h000;
+  reg [11:0] \raddr$58  = 12'h000;
+  reg [11:0] \raddr$76  = 12'h000;
   reg [1:0] rd0_bank_q = 2'h0;
+  reg [1:0] rd0_bank_q2 = 2'h0;
   reg [1:0] rd1_bank_q = 2'h0;
+  reg [1:0] rd1_bank_q2 = 2'h0;
   reg [1:0] rd2_bank_q = 2'h0;
+  reg [1:0] rd2_bank_q2 = 2'h0;
   input [13:0] rd__0__addr;
   wire [13:0] rd__0__addr;
   output [127:0] rd__0__data;
@@ -54211,47 +54286,47 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   output rd__2__gnt;
   wire rd__2__gnt;
   wire [127:0] rdata;
-  wire [127:0] \rdata$80 ;
-  wire [127:0] \rdata$81 ;
-  wire [127:0] \rdata$82 ;
-  wire ren;
-  wire \ren$36 ;
-  wire \ren$52 ;
-  wire \ren$68 ;
+  wire [127:0] \rdata$88 ;
+  wire [127:0] \rdata$89 ;
+  wire [127:0] \rdata$90 ;
+  reg ren = 1'h0;
+  reg \ren$38  = 1'h0;
+  reg \ren$56  = 1'h0;
+  reg \ren$74  = 1'h0;
   input rst;
   wire rst;
   reg [11:0] waddr = 12'h000;
-  reg [11:0] \waddr$40  = 12'h000;
-  reg [11:0] \waddr$56  = 12'h000;
-  reg [11:0] \waddr$72  = 12'h000;
+  reg [11:0] \waddr$44  = 12'h000;
+  reg [11:0] \waddr$62  = 12'h000;
+  reg [11:0] \waddr$80  = 12'h000;
   reg [127:0] wdata = 128'h00000000000000000000000000000000;
-  reg [127:0] \wdata$42  = 128'h00000000000000000000000000000000;
-  reg [127:0] \wdata$58  = 128'h00000000000000000000000000000000;
-  reg [127:0] \wdata$74  = 128'h00000000000000000000000000000000;
+  reg [127:0] \wdata$46  = 128'h00000000000000000000000000000000;
+  reg [127:0] \wdata$64  = 128'h00000000000000000000000000000000;
+  reg [127:0] \wdata$82  = 128'h00000000000000000000000000000000;
   reg wen = 1'h0;
-  reg \wen$38  = 1'h0;
-  reg \wen$54  = 1'h0;
-  reg \wen$70  = 1'h0;
+  reg \wen$42  = 1'h0;
+  reg \wen$60  = 1'h0;
+  reg \wen$78  = 1'h0;
   wire win;
   wire \win$10 ;
   wire \win$13 ;
-  wire \win$28 ;
-  wire \win$29 ;
   wire \win$3 ;
   wire \win$30 ;
+  wire \win$31 ;
   wire \win$32 ;
-  wire \win$33 ;
-  wire \win$44 ;
-  wire \win$45 ;
-  wire \win$46 ;
+  wire \win$34 ;
+  wire \win$35 ;
   wire \win$48 ;
   wire \win$49 ;
+  wire \win$50 ;
+  wire \win$52 ;
+  wire \win$53 ;
   wire \win$6 ;
-  wire \win$60 ;
-  wire \win$61 ;
-  wire \win$62 ;
-  wire \win$64 ;
-  wire \win$65 ;
+  wire \win$66 ;
+  wire \win$67 ;
+  wire \win$68 ;
+  wire \win$70 ;
+  wire \win$71 ;
   input [13:0] wr__0__addr;
   wire [13:0] wr__0__addr;
   input [127:0] wr__0__data;
@@ -54293,15 +54368,14 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   assign \$20  = wr__0__en & \$19 ;
   assign \$22  = ~ \$21 ;
   assign \win$13  = \$18  & \$22 ;
-  assign ren = | { \win$6 , \win$3 , win };
   assign \$23  = rd__0__addr[13:12] == 1'h1;
-  assign \win$28  = rd__0__en & \$23 ;
+  assign \win$30  = rd__0__en & \$23 ;
   assign \$24  = rd__1__addr[13:12] == 1'h1;
   assign \$25  = rd__1__en & \$24 ;
   assign \$26  = rd__0__addr[13:12] == 1'h1;
   assign \$27  = rd__0__en & \$26 ;
   assign \$29  = ~ \$28 ;
-  assign \win$29  = \$25  & \$29 ;
+  assign \win$31  = \$25  & \$29 ;
   assign \$30  = rd__2__addr[13:12] == 1'h1;
   assign \$31  = rd__2__en & \$30 ;
   assign \$32  = rd__0__addr[13:12] == 1'h1;
@@ -54310,24 +54384,23 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   assign \$35  = rd__1__en & \$34 ;
   assign \$36  = | { \$35 , \$33  };
   assign \$37  = ~ \$36 ;
-  assign \win$30  = \$31  & \$37 ;
+  assign \win$32  = \$31  & \$37 ;
   assign \$38  = wr__0__addr[13:12] == 1'h1;
-  assign \win$32  = wr__0__en & \$38 ;
+  assign \win$34  = wr__0__en & \$38 ;
   assign \$39  = wr__1__addr[13:12] == 1'h1;
   assign \$40  = wr__1__en & \$39 ;
   assign \$41  = wr__0__addr[13:12] == 1'h1;
   assign \$42  = wr__0__en & \$41 ;
   assign \$44  = ~ \$43 ;
-  assign \win$33  = \$40  & \$44 ;
-  assign \ren$36  = | { \win$30 , \win$29 , \win$28  };
+  assign \win$35  = \$40  & \$44 ;
   assign \$45  = rd__0__addr[13:12] == 2'h2;
-  assign \win$44  = rd__0__en & \$45 ;
+  assign \win$48  = rd__0__en & \$45 ;
   assign \$46  = rd__1__addr[13:12] == 2'h2;
   assign \$47  = rd__1__en & \$46 ;
   assign \$48  = rd__0__addr[13:12] == 2'h2;
   assign \$49  = rd__0__en & \$48 ;
   assign \$51  = ~ \$50 ;
-  assign \win$45  = \$47  & \$51 ;
+  assign \win$49  = \$47  & \$51 ;
   assign \$52  = rd__2__addr[13:12] == 2'h2;
   assign \$53  = rd__2__en & \$52 ;
   assign \$54  = rd__0__addr[13:12] == 2'h2;
@@ -54336,24 +54409,23 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   assign \$57  = rd__1__en & \$56 ;
   assign \$58  = | { \$57 , \$55  };
   assign \$59  = ~ \$58 ;
-  assign \win$46  = \$53  & \$59 ;
+  assign \win$50  = \$53  & \$59 ;
   assign \$60  = wr__0__addr[13:12] == 2'h2;
-  assign \win$48  = wr__0__en & \$60 ;
+  assign \win$52  = wr__0__en & \$60 ;
   assign \$61  = wr__1__addr[13:12] == 2'h2;
   assign \$62  = wr__1__en & \$61 ;
   assign \$63  = wr__0__addr[13:12] == 2'h2;
   assign \$64  = wr__0__en & \$63 ;
   assign \$66  = ~ \$65 ;
-  assign \win$49  = \$62  & \$66 ;
-  assign \ren$52  = | { \win$46 , \win$45 , \win$44  };
+  assign \win$53  = \$62  & \$66 ;
   assign \$67  = rd__0__addr[13:12] == 2'h3;
-  assign \win$60  = rd__0__en & \$67 ;
+  assign \win$66  = rd__0__en & \$67 ;
   assign \$68  = rd__1__addr[13:12] == 2'h3;
   assign \$69  = rd__1__en & \$68 ;
   assign \$70  = rd__0__addr[13:12] == 2'h3;
   assign \$71  = rd__0__en & \$70 ;
   assign \$73  = ~ \$72 ;
-  assign \win$61  = \$69  & \$73 ;
+  assign \win$67  = \$69  & \$73 ;
   assign \$74  = rd__2__addr[13:12] == 2'h3;
   assign \$75  = rd__2__en & \$74 ;
   assign \$76  = rd__0__addr[13:12] == 2'h3;
@@ -54362,61 +54434,86 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   assign \$79  = rd__1__en & \$78 ;
   assign \$80  = | { \$79 , \$77  };
   assign \$81  = ~ \$80 ;
-  assign \win$62  = \$75  & \$81 ;
+  assign \win$68  = \$75  & \$81 ;
   assign \$82  = wr__0__addr[13:12] == 2'h3;
-  assign \win$64  = wr__0__en & \$82 ;
+  assign \win$70  = wr__0__en & \$82 ;
   assign \$83  = wr__1__addr[13:12] == 2'h3;
   assign \$84  = wr__1__en & \$83 ;
   assign \$85  = wr__0__addr[13:12] == 2'h3;
   assign \$86  = wr__0__en & \$85 ;
   assign \$88  = ~ \$87 ;
-  assign \win$65  = \$84  & \$88 ;
-  assign \ren$68  = | { \win$62 , \win$61 , \win$60  };
-  assign rd__0__gnt = | { \win$60 , \win$44 , \win$28 , win };
-  assign rd__1__gnt = | { \win$61 , \win$45 , \win$29 , \win$3  };
-  assign rd__2__gnt = | { \win$62 , \win$46 , \win$30 , \win$6  };
-  assign wr__0__gnt = | { \win$64 , \win$48 , \win$32 , \win$10  };
-  assign wr__1__gnt = | { \win$65 , \win$49 , \win$33 , \win$13  };
+  assign \win$71  = \$84  & \$88 ;
+  assign rd__0__gnt = | { \win$66 , \win$48 , \win$30 , win };
+  assign rd__1__gnt = | { \win$67 , \win$49 , \win$31 , \win$3  };
+  assign rd__2__gnt = | { \win$68 , \win$50 , \win$32 , \win$6  };
+  assign wr__0__gnt = | { \win$70 , \win$52 , \win$34 , \win$10  };
+  assign wr__1__gnt = | { \win$71 , \win$53 , \win$35 , \win$13  };
   assign \$89  = | { \win$13 , \win$10  };
-  assign \$90  = | { \win$33 , \win$32  };
-  assign \$91  = | { \win$49 , \win$48  };
-  assign \$92  = | { \win$65 , \win$64  };
-  assign \$93  = rd__0__en & rd__0__gnt;
-  assign \$94  = rd__1__en & rd__1__gnt;
-  assign \$95  = rd__2__en & rd__2__gnt;
+  assign \$90  = | { \win$6 , \win$3 , win };
+  assign \$91  = | { \win$35 , \win$34  };
+  assign \$92  = | { \win$32 , \win$31 , \win$30  };
+  assign \$93  = | { \win$53 , \win$52  };
+  assign \$94  = | { \win$50 , \win$49 , \win$48  };
+  assign \$95  = | { \win$71 , \win$70  };
+  assign \$96  = | { \win$68 , \win$67 , \win$66  };
+  assign \$97  = rd__0__en & rd__0__gnt;
+  assign \$98  = rd__1__en & rd__1__gnt;
+  assign \$99  = rd__2__en & rd__2__gnt;
   always @(posedge clk)
-    wen <= \$96 ;
+    wen <= \$100 ;
   always @(posedge clk)
     waddr <= \bank0_addr$16 ;
   always @(posedge clk)
     wdata <= bank0_wdata;
   always @(posedge clk)
-    \wen$38  <= \$97 ;
+    ren <= \$101 ;
   always @(posedge clk)
-    \waddr$40  <= \bank1_addr$34 ;
+    raddr <= bank0_addr;
   always @(posedge clk)
-    \wdata$42  <= bank1_wdata;
+    \wen$42  <= \$102 ;
   always @(posedge clk)
-    \wen$54  <= \$98 ;
+    \waddr$44  <= \bank1_addr$36 ;
   always @(posedge clk)
-    \waddr$56  <= \bank2_addr$50 ;
+    \wdata$46  <= bank1_wdata;
   always @(posedge clk)
-    \wdata$58  <= bank2_wdata;
+    \ren$38  <= \$103 ;
   always @(posedge clk)
-    \wen$70  <= \$99 ;
+    \raddr$40  <= bank1_addr;
   always @(posedge clk)
-    \waddr$72  <= \bank3_addr$66 ;
+    \wen$60  <= \$104 ;
   always @(posedge clk)
-    \wdata$74  <= bank3_wdata;
+    \waddr$62  <= \bank2_addr$54 ;
   always @(posedge clk)
-    rd0_bank_q <= \$100 ;
+    \wdata$64  <= bank2_wdata;
   always @(posedge clk)
-    rd1_bank_q <= \$101 ;
+    \ren$56  <= \$105 ;
   always @(posedge clk)
-    rd2_bank_q <= \$102 ;
+    \raddr$58  <= bank2_addr;
+  always @(posedge clk)
+    \wen$78  <= \$106 ;
+  always @(posedge clk)
+    \waddr$80  <= \bank3_addr$72 ;
+  always @(posedge clk)
+    \wdata$82  <= bank3_wdata;
+  always @(posedge clk)
+    \ren$74  <= \$107 ;
+  always @(posedge clk)
+    \raddr$76  <= bank3_addr;
+  always @(posedge clk)
+    rd0_bank_q <= \$108 ;
+  always @(posedge clk)
+    rd0_bank_q2 <= \$109 ;
+  always @(posedge clk)
+    rd1_bank_q <= \$110 ;
+  always @(posedge clk)
+    rd1_bank_q2 <= \$111 ;
+  always @(posedge clk)
+    rd2_bank_q <= \$112 ;
+  always @(posedge clk)
+    rd2_bank_q2 <= \$113 ;
   \kaki_soc_16x16.spad.bank0  bank0 (
     .clk(clk),
-    .raddr(bank0_addr),
+    .raddr(raddr),
     .rdata(rdata),
     .ren(ren),
     .waddr(waddr),
@@ -54425,30 +54522,30 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   );
   \kaki_soc_16x16.spad.bank1  bank1 (
     .clk(clk),
-    .raddr(bank1_addr),
-    .rdata(\rdata$80 ),
-    .ren(\ren$36 ),
-    .waddr(\waddr$40 ),
-    .wdata(\wdata$42 ),
-    .wen(\wen$38 )
+    .raddr(\raddr$40 ),
+    .rdata(\rdata$88 ),
+    .ren(\ren$38 ),
+    .waddr(\waddr$44 ),
+    .wdata(\wdata$46 ),
+    .wen(\wen$42 )
   );
   \kaki_soc_16x16.spad.bank2  bank2 (
     .clk(clk),
-    .raddr(bank2_addr),
-    .rdata(\rdata$81 ),
-    .ren(\ren$52 ),
-    .waddr(\waddr$56 ),
-    .wdata(\wdata$58 ),
-    .wen(\wen$54 )
+    .raddr(\raddr$58 ),
+    .rdata(\rdata$89 ),
+    .ren(\ren$56 ),
+    .waddr(\waddr$62 ),
+    .wdata(\wdata$64 ),
+    .wen(\wen$60 )
   );
   \kaki_soc_16x16.spad.bank3  bank3 (
     .clk(clk),
-    .raddr(bank3_addr),
-    .rdata(\rdata$82 ),
-    .ren(\ren$68 ),
-    .waddr(\waddr$72 ),
-    .wdata(\wdata$74 ),
-    .wen(\wen$70 )
+    .raddr(\raddr$76 ),
+    .rdata(\rdata$90 ),
+    .ren(\ren$74 ),
+    .waddr(\waddr$80 ),
+    .wdata(\wdata$82 ),
+    .wen(\wen$78 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
@@ -54486,218 +54583,271 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank1_addr = 12'h000;
-    if (\win$28 ) begin
+    if (\win$30 ) begin
       bank1_addr = rd__0__addr[11:0];
     end
-    if (\win$29 ) begin
+    if (\win$31 ) begin
       bank1_addr = rd__1__addr[11:0];
     end
-    if (\win$30 ) begin
+    if (\win$32 ) begin
       bank1_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \bank1_addr$34  = 12'h000;
-    if (\win$32 ) begin
-      \bank1_addr$34  = wr__0__addr[11:0];
+    \bank1_addr$36  = 12'h000;
+    if (\win$34 ) begin
+      \bank1_addr$36  = wr__0__addr[11:0];
     end
-    if (\win$33 ) begin
-      \bank1_addr$34  = wr__1__addr[11:0];
+    if (\win$35 ) begin
+      \bank1_addr$36  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank1_wdata = 128'h00000000000000000000000000000000;
-    if (\win$32 ) begin
+    if (\win$34 ) begin
       bank1_wdata = wr__0__data;
     end
-    if (\win$33 ) begin
+    if (\win$35 ) begin
       bank1_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank2_addr = 12'h000;
-    if (\win$44 ) begin
+    if (\win$48 ) begin
       bank2_addr = rd__0__addr[11:0];
     end
-    if (\win$45 ) begin
+    if (\win$49 ) begin
       bank2_addr = rd__1__addr[11:0];
     end
-    if (\win$46 ) begin
+    if (\win$50 ) begin
       bank2_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \bank2_addr$50  = 12'h000;
-    if (\win$48 ) begin
-      \bank2_addr$50  = wr__0__addr[11:0];
+    \bank2_addr$54  = 12'h000;
+    if (\win$52 ) begin
+      \bank2_addr$54  = wr__0__addr[11:0];
     end
-    if (\win$49 ) begin
-      \bank2_addr$50  = wr__1__addr[11:0];
+    if (\win$53 ) begin
+      \bank2_addr$54  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank2_wdata = 128'h00000000000000000000000000000000;
-    if (\win$48 ) begin
+    if (\win$52 ) begin
       bank2_wdata = wr__0__data;
     end
-    if (\win$49 ) begin
+    if (\win$53 ) begin
       bank2_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank3_addr = 12'h000;
-    if (\win$60 ) begin
+    if (\win$66 ) begin
       bank3_addr = rd__0__addr[11:0];
     end
-    if (\win$61 ) begin
+    if (\win$67 ) begin
       bank3_addr = rd__1__addr[11:0];
     end
-    if (\win$62 ) begin
+    if (\win$68 ) begin
       bank3_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \bank3_addr$66  = 12'h000;
-    if (\win$64 ) begin
-      \bank3_addr$66  = wr__0__addr[11:0];
+    \bank3_addr$72  = 12'h000;
+    if (\win$70 ) begin
+      \bank3_addr$72  = wr__0__addr[11:0];
     end
-    if (\win$65 ) begin
-      \bank3_addr$66  = wr__1__addr[11:0];
+    if (\win$71 ) begin
+      \bank3_addr$72  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank3_wdata = 128'h00000000000000000000000000000000;
-    if (\win$64 ) begin
+    if (\win$70 ) begin
       bank3_wdata = wr__0__data;
     end
-    if (\win$65 ) begin
+    if (\win$71 ) begin
       bank3_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd0_bank_q)
+    casez (rd0_bank_q2)
       2'h0:
           rd__0__data = rdata;
       2'h1:
-          rd__0__data = \rdata$80 ;
+          rd__0__data = \rdata$88 ;
       2'h2:
-          rd__0__data = \rdata$81 ;
+          rd__0__data = \rdata$89 ;
       2'h3:
-          rd__0__data = \rdata$82 ;
+          rd__0__data = \rdata$90 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd1_bank_q)
+    casez (rd1_bank_q2)
       2'h0:
           rd__1__data = rdata;
       2'h1:
-          rd__1__data = \rdata$80 ;
+          rd__1__data = \rdata$88 ;
       2'h2:
-          rd__1__data = \rdata$81 ;
+          rd__1__data = \rdata$89 ;
       2'h3:
-          rd__1__data = \rdata$82 ;
+          rd__1__data = \rdata$90 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd2_bank_q)
+    casez (rd2_bank_q2)
       2'h0:
           rd__2__data = rdata;
       2'h1:
-          rd__2__data = \rdata$80 ;
+          rd__2__data = \rdata$88 ;
       2'h2:
-          rd__2__data = \rdata$81 ;
+          rd__2__data = \rdata$89 ;
       2'h3:
-          rd__2__data = \rdata$82 ;
+          rd__2__data = \rdata$90 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$96  = \$89 ;
+    \$100  = \$89 ;
     if (rst) begin
-      \$96  = 1'h0;
+      \$100  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$97  = \$90 ;
+    \$101  = \$90 ;
     if (rst) begin
-      \$97  = 1'h0;
+      \$101  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$98  = \$91 ;
+    \$102  = \$91 ;
     if (rst) begin
-      \$98  = 1'h0;
+      \$102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$99  = \$92 ;
+    \$103  = \$92 ;
     if (rst) begin
-      \$99  = 1'h0;
+      \$103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$100  = rd0_bank_q;
-    if (\$93 ) begin
-      \$100  = rd__0__addr[13:12];
-    end
+    \$104  = \$93 ;
     if (rst) begin
-      \$100  = 2'h0;
+      \$104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$101  = rd1_bank_q;
-    if (\$94 ) begin
-      \$101  = rd__1__addr[13:12];
-    end
+    \$105  = \$94 ;
     if (rst) begin
-      \$101  = 2'h0;
+      \$105  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$102  = rd2_bank_q;
-    if (\$95 ) begin
-      \$102  = rd__2__addr[13:12];
-    end
+    \$106  = \$95 ;
     if (rst) begin
-      \$102  = 2'h0;
+      \$106  = 1'h0;
     end
   end
-  assign raddr = bank0_addr;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$107  = \$96 ;
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$108  = rd0_bank_q;
+    if (\$97 ) begin
+      \$108  = rd__0__addr[13:12];
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$109  = rd0_bank_q;
+    if (rst) begin
+      \$109  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$110  = rd1_bank_q;
+    if (\$98 ) begin
+      \$110  = rd__1__addr[13:12];
+    end
+    if (rst) begin
+      \$110  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$111  = rd1_bank_q;
+    if (rst) begin
+      \$111  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$112  = rd2_bank_q;
+    if (\$99 ) begin
+      \$112  = rd__2__addr[13:12];
+    end
+    if (rst) begin
+      \$112  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$113  = rd2_bank_q;
+    if (rst) begin
+      \$113  = 2'h0;
+    end
+  end
+  assign bank0_ren_q = ren;
+  assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
   assign bank0_waddr_q = waddr;
   assign bank0_wdata_q = wdata;
-  assign \raddr$37  = bank1_addr;
-  assign bank1_wen_q = \wen$38 ;
-  assign bank1_waddr_q = \waddr$40 ;
-  assign bank1_wdata_q = \wdata$42 ;
-  assign \raddr$53  = bank2_addr;
-  assign bank2_wen_q = \wen$54 ;
-  assign bank2_waddr_q = \waddr$56 ;
-  assign bank2_wdata_q = \wdata$58 ;
-  assign \raddr$69  = bank3_addr;
-  assign bank3_wen_q = \wen$70 ;
-  assign bank3_waddr_q = \waddr$72 ;
-  assign bank3_wdata_q = \wdata$74 ;
+  assign bank1_ren_q = \ren$38 ;
+  assign bank1_raddr_q = \raddr$40 ;
+  assign bank1_wen_q = \wen$42 ;
+  assign bank1_waddr_q = \waddr$44 ;
+  assign bank1_wdata_q = \wdata$46 ;
+  assign bank2_ren_q = \ren$56 ;
+  assign bank2_raddr_q = \raddr$58 ;
+  assign bank2_wen_q = \wen$60 ;
+  assign bank2_waddr_q = \waddr$62 ;
+  assign bank2_wdata_q = \wdata$64 ;
+  assign bank3_ren_q = \ren$74 ;
+  assign bank3_raddr_q = \raddr$76 ;
+  assign bank3_wen_q = \wen$78 ;
+  assign bank3_waddr_q = \waddr$80 ;
+  assign bank3_wdata_q = \wdata$82 ;
   assign \$6  = \$5 ;
   assign \$21  = \$20 ;
   assign \$28  = \$27 ;
@@ -54709,7 +54859,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.spad.bank0 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_16x16.spad.bank0 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -54741,7 +54891,7 @@ module \kaki_soc_16x16.spad.bank0 (ren, rdata, raddr, wen, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.spad.bank1 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_16x16.spad.bank1 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -54773,7 +54923,7 @@ module \kaki_soc_16x16.spad.bank1 (ren, rdata, raddr, wen, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.spad.bank2 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_16x16.spad.bank2 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -54805,7 +54955,7 @@ module \kaki_soc_16x16.spad.bank2 (ren, rdata, raddr, wen, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.spad.bank3 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_16x16.spad.bank3 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -55098,11 +55248,11 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire \$1228 ;
   wire \$1229 ;
   wire [7:0] \$123 ;
-  reg [5:0] \$1230 ;
-  reg [5:0] \$1231 ;
-  reg [5:0] \$1232 ;
-  reg [5:0] \$1233 ;
-  reg [5:0] \$1234 ;
+  wire \$1230 ;
+  reg \$1231 ;
+  reg [1:0] \$1232 ;
+  reg \$1233 ;
+  reg [1:0] \$1234 ;
   reg [5:0] \$1235 ;
   reg [5:0] \$1236 ;
   reg [5:0] \$1237 ;
@@ -55115,13 +55265,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [5:0] \$1243 ;
   reg [5:0] \$1244 ;
   reg [5:0] \$1245 ;
-  reg [15:0] \$1246 ;
-  reg [31:0] \$1247 ;
-  reg [31:0] \$1248 ;
-  reg [31:0] \$1249 ;
+  reg [5:0] \$1246 ;
+  reg [5:0] \$1247 ;
+  reg [5:0] \$1248 ;
+  reg [5:0] \$1249 ;
   wire [31:0] \$125 ;
-  reg [31:0] \$1250 ;
-  reg [31:0] \$1251 ;
+  reg [5:0] \$1250 ;
+  reg [15:0] \$1251 ;
   reg [31:0] \$1252 ;
   reg [31:0] \$1253 ;
   reg [31:0] \$1254 ;
@@ -55151,32 +55301,32 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [31:0] \$1276 ;
   reg [31:0] \$1277 ;
   reg [31:0] \$1278 ;
-  reg \$1279 ;
+  reg [31:0] \$1279 ;
   wire [47:0] \$128 ;
-  reg [155:0] \$1280 ;
-  reg [7:0] \$1281 ;
-  reg [16:0] \$1282 ;
-  reg [16:0] \$1283 ;
-  reg [2:0] \$1284 ;
-  reg [1:0] \$1285 ;
-  reg [12:0] \$1286 ;
-  reg [13:0] \$1287 ;
-  reg \$1288 ;
+  reg [31:0] \$1280 ;
+  reg [31:0] \$1281 ;
+  reg [31:0] \$1282 ;
+  reg [31:0] \$1283 ;
+  reg [155:0] \$1284 ;
+  reg [7:0] \$1285 ;
+  reg [16:0] \$1286 ;
+  reg [16:0] \$1287 ;
+  reg [2:0] \$1288 ;
   reg [1:0] \$1289 ;
   wire [47:0] \$129 ;
-  reg \$1290 ;
-  reg \$1291 ;
+  reg [12:0] \$1290 ;
+  reg [13:0] \$1291 ;
   reg \$1292 ;
   reg \$1293 ;
   reg \$1294 ;
   reg \$1295 ;
   reg \$1296 ;
-  reg [7:0] \$1297 ;
-  reg [7:0] \$1298 ;
-  reg [7:0] \$1299 ;
+  reg \$1297 ;
+  reg \$1298 ;
+  reg \$1299 ;
   wire \$13 ;
   wire [78:0] \$130 ;
-  reg [7:0] \$1300 ;
+  reg \$1300 ;
   reg [7:0] \$1301 ;
   reg [7:0] \$1302 ;
   reg [7:0] \$1303 ;
@@ -55190,8 +55340,12 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [7:0] \$1310 ;
   reg [7:0] \$1311 ;
   reg [7:0] \$1312 ;
-  reg [13:0] \$1313 ;
-  reg [127:0] \$1314 ;
+  reg [7:0] \$1313 ;
+  reg [7:0] \$1314 ;
+  reg [7:0] \$1315 ;
+  reg [7:0] \$1316 ;
+  reg [13:0] \$1317 ;
+  reg [127:0] \$1318 ;
   wire [79:0] \$132 ;
   wire [63:0] \$133 ;
   wire [63:0] \$134 ;
@@ -56181,8 +56335,10 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [31:0] bias_7 = 32'd0;
   reg [31:0] bias_8 = 32'd0;
   reg [31:0] bias_9 = 32'd0;
-  reg [1:0] cap_idx = 2'h0;
-  reg cap_valid = 1'h0;
+  reg [1:0] cap_idx0 = 2'h0;
+  reg [1:0] cap_idx1 = 2'h0;
+  reg cap_valid0 = 1'h0;
+  reg cap_valid1 = 1'h0;
   input clk;
   wire clk;
   reg [155:0] cmd = 156'h000000000000000000000000000000000000000;
@@ -56284,6 +56440,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire fits5_7;
   wire fits5_8;
   wire fits5_9;
+  reg granted;
+  reg inflight1 = 1'h0;
   reg [16:0] issued = 17'h00000;
   reg [7:0] max6_0 = 8'h00;
   reg [7:0] max6_1 = 8'h00;
@@ -57601,7 +57759,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$1052  = \$1049  ? out6_15 : \$1051 ;
   assign \$1053  = cmd[39:20] + retired;
   assign \$1054  = retired == cmd[55:40];
-  assign \$1055  = \$1228  & \$1054 ;
+  assign \$1055  = \$1229  & \$1054 ;
   assign \$1056  = \$1055  & cmd[147];
   assign \$1057  = cmd[19:0] + cmd[55:40];
   assign \$1058  = \$1057  > 14'h2000;
@@ -57810,138 +57968,145 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$1227  = vec_fsm_state == 3'h4;
   assign \$1228  = vec_fsm_state == 3'h5;
   assign \$1229  = vec_fsm_state == 3'h6;
+  assign \$1230  = vec_fsm_state == 3'h7;
   always @(posedge clk)
-    shift_0 <= \$1230 ;
+    cap_valid0 <= \$1231 ;
   always @(posedge clk)
-    shift_1 <= \$1231 ;
+    cap_idx0 <= \$1232 ;
   always @(posedge clk)
-    shift_2 <= \$1232 ;
+    cap_valid1 <= \$1233 ;
   always @(posedge clk)
-    shift_3 <= \$1233 ;
+    cap_idx1 <= \$1234 ;
   always @(posedge clk)
-    shift_4 <= \$1234 ;
+    shift_0 <= \$1235 ;
   always @(posedge clk)
-    shift_5 <= \$1235 ;
+    shift_1 <= \$1236 ;
   always @(posedge clk)
-    shift_6 <= \$1236 ;
+    shift_2 <= \$1237 ;
   always @(posedge clk)
-    shift_7 <= \$1237 ;
+    shift_3 <= \$1238 ;
   always @(posedge clk)
-    shift_8 <= \$1238 ;
+    shift_4 <= \$1239 ;
   always @(posedge clk)
-    shift_9 <= \$1239 ;
+    shift_5 <= \$1240 ;
   always @(posedge clk)
-    shift_10 <= \$1240 ;
+    shift_6 <= \$1241 ;
   always @(posedge clk)
-    shift_11 <= \$1241 ;
+    shift_7 <= \$1242 ;
   always @(posedge clk)
-    shift_12 <= \$1242 ;
+    shift_8 <= \$1243 ;
   always @(posedge clk)
-    shift_13 <= \$1243 ;
+    shift_9 <= \$1244 ;
   always @(posedge clk)
-    shift_14 <= \$1244 ;
+    shift_10 <= \$1245 ;
   always @(posedge clk)
-    shift_15 <= \$1245 ;
+    shift_11 <= \$1246 ;
   always @(posedge clk)
-    shift_out_of_range <= \$1246 ;
+    shift_12 <= \$1247 ;
   always @(posedge clk)
-    bias_0 <= \$1247 ;
+    shift_13 <= \$1248 ;
   always @(posedge clk)
-    bias_1 <= \$1248 ;
+    shift_14 <= \$1249 ;
   always @(posedge clk)
-    bias_2 <= \$1249 ;
+    shift_15 <= \$1250 ;
   always @(posedge clk)
-    bias_3 <= \$1250 ;
+    shift_out_of_range <= \$1251 ;
   always @(posedge clk)
-    bias_4 <= \$1251 ;
+    bias_0 <= \$1252 ;
   always @(posedge clk)
-    bias_5 <= \$1252 ;
+    bias_1 <= \$1253 ;
   always @(posedge clk)
-    bias_6 <= \$1253 ;
+    bias_2 <= \$1254 ;
   always @(posedge clk)
-    bias_7 <= \$1254 ;
+    bias_3 <= \$1255 ;
   always @(posedge clk)
-    bias_8 <= \$1255 ;
+    bias_4 <= \$1256 ;
   always @(posedge clk)
-    bias_9 <= \$1256 ;
+    bias_5 <= \$1257 ;
   always @(posedge clk)
-    bias_10 <= \$1257 ;
+    bias_6 <= \$1258 ;
   always @(posedge clk)
-    bias_11 <= \$1258 ;
+    bias_7 <= \$1259 ;
   always @(posedge clk)
-    bias_12 <= \$1259 ;
+    bias_8 <= \$1260 ;
   always @(posedge clk)
-    bias_13 <= \$1260 ;
+    bias_9 <= \$1261 ;
   always @(posedge clk)
-    bias_14 <= \$1261 ;
+    bias_10 <= \$1262 ;
   always @(posedge clk)
-    bias_15 <= \$1262 ;
+    bias_11 <= \$1263 ;
   always @(posedge clk)
-    mult_0 <= \$1263 ;
+    bias_12 <= \$1264 ;
   always @(posedge clk)
-    mult_1 <= \$1264 ;
+    bias_13 <= \$1265 ;
   always @(posedge clk)
-    mult_2 <= \$1265 ;
+    bias_14 <= \$1266 ;
   always @(posedge clk)
-    mult_3 <= \$1266 ;
+    bias_15 <= \$1267 ;
   always @(posedge clk)
-    mult_4 <= \$1267 ;
+    mult_0 <= \$1268 ;
   always @(posedge clk)
-    mult_5 <= \$1268 ;
+    mult_1 <= \$1269 ;
   always @(posedge clk)
-    mult_6 <= \$1269 ;
+    mult_2 <= \$1270 ;
   always @(posedge clk)
-    mult_7 <= \$1270 ;
+    mult_3 <= \$1271 ;
   always @(posedge clk)
-    mult_8 <= \$1271 ;
+    mult_4 <= \$1272 ;
   always @(posedge clk)
-    mult_9 <= \$1272 ;
+    mult_5 <= \$1273 ;
   always @(posedge clk)
-    mult_10 <= \$1273 ;
+    mult_6 <= \$1274 ;
   always @(posedge clk)
-    mult_11 <= \$1274 ;
+    mult_7 <= \$1275 ;
   always @(posedge clk)
-    mult_12 <= \$1275 ;
+    mult_8 <= \$1276 ;
   always @(posedge clk)
-    mult_13 <= \$1276 ;
+    mult_9 <= \$1277 ;
   always @(posedge clk)
-    mult_14 <= \$1277 ;
+    mult_10 <= \$1278 ;
   always @(posedge clk)
-    mult_15 <= \$1278 ;
+    mult_11 <= \$1279 ;
   always @(posedge clk)
-    cap_valid <= \$1279 ;
+    mult_12 <= \$1280 ;
   always @(posedge clk)
-    cmd <= \$1280 ;
+    mult_13 <= \$1281 ;
   always @(posedge clk)
-    err <= \$1281 ;
+    mult_14 <= \$1282 ;
   always @(posedge clk)
-    issued <= \$1282 ;
+    mult_15 <= \$1283 ;
   always @(posedge clk)
-    retired <= \$1283 ;
+    cmd <= \$1284 ;
   always @(posedge clk)
-    vec_fsm_state <= \$1284 ;
+    err <= \$1285 ;
   always @(posedge clk)
-    pidx <= \$1285 ;
+    issued <= \$1286 ;
   always @(posedge clk)
-    acc_ptr <= \$1286 ;
+    retired <= \$1287 ;
   always @(posedge clk)
-    res_ptr <= \$1287 ;
+    vec_fsm_state <= \$1288 ;
   always @(posedge clk)
-    more <= \$1288 ;
+    pidx <= \$1289 ;
   always @(posedge clk)
-    cap_idx <= \$1289 ;
+    acc_ptr <= \$1290 ;
   always @(posedge clk)
-    v0 <= \$1290 ;
+    res_ptr <= \$1291 ;
   always @(posedge clk)
-    v1 <= \$1291 ;
+    more <= \$1292 ;
   always @(posedge clk)
-    v2 <= \$1292 ;
+    inflight1 <= \$1293 ;
   always @(posedge clk)
-    v3 <= \$1293 ;
+    v0 <= \$1294 ;
   always @(posedge clk)
-    v4 <= \$1294 ;
+    v1 <= \$1295 ;
   always @(posedge clk)
-    v5 <= \$1295 ;
+    v2 <= \$1296 ;
+  always @(posedge clk)
+    v3 <= \$1297 ;
+  always @(posedge clk)
+    v4 <= \$1298 ;
+  always @(posedge clk)
+    v5 <= \$1299 ;
   always @(posedge clk)
     res1_0 <= \$44 ;
   always @(posedge clk)
@@ -58327,358 +58492,268 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   always @(posedge clk)
     y5_15 <= \$987 ;
   always @(posedge clk)
-    wr_en <= \$1296 ;
+    wr_en <= \$1300 ;
   always @(posedge clk)
-    max6_0 <= \$1297 ;
+    max6_0 <= \$1301 ;
   always @(posedge clk)
-    max6_1 <= \$1298 ;
+    max6_1 <= \$1302 ;
   always @(posedge clk)
-    max6_2 <= \$1299 ;
+    max6_2 <= \$1303 ;
   always @(posedge clk)
-    max6_3 <= \$1300 ;
+    max6_3 <= \$1304 ;
   always @(posedge clk)
-    max6_4 <= \$1301 ;
+    max6_4 <= \$1305 ;
   always @(posedge clk)
-    max6_5 <= \$1302 ;
+    max6_5 <= \$1306 ;
   always @(posedge clk)
-    max6_6 <= \$1303 ;
+    max6_6 <= \$1307 ;
   always @(posedge clk)
-    max6_7 <= \$1304 ;
+    max6_7 <= \$1308 ;
   always @(posedge clk)
-    max6_8 <= \$1305 ;
+    max6_8 <= \$1309 ;
   always @(posedge clk)
-    max6_9 <= \$1306 ;
+    max6_9 <= \$1310 ;
   always @(posedge clk)
-    max6_10 <= \$1307 ;
+    max6_10 <= \$1311 ;
   always @(posedge clk)
-    max6_11 <= \$1308 ;
+    max6_11 <= \$1312 ;
   always @(posedge clk)
-    max6_12 <= \$1309 ;
+    max6_12 <= \$1313 ;
   always @(posedge clk)
-    max6_13 <= \$1310 ;
+    max6_13 <= \$1314 ;
   always @(posedge clk)
-    max6_14 <= \$1311 ;
+    max6_14 <= \$1315 ;
   always @(posedge clk)
-    max6_15 <= \$1312 ;
+    max6_15 <= \$1316 ;
   always @(posedge clk)
-    wr_addr <= \$1313 ;
+    wr_addr <= \$1317 ;
   always @(posedge clk)
-    wr_data <= \$1314 ;
+    wr_data <= \$1318 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1230  = shift_0;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1231  = granted;
+    if (reset[3]) begin
+      \$1231  = 1'h0;
+    end
+    if (rst) begin
+      \$1231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1232  = pidx;
+    if (reset[3]) begin
+      \$1232  = 2'h0;
+    end
+    if (rst) begin
+      \$1232  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1233  = cap_valid0;
+    if (reset[3]) begin
+      \$1233  = 1'h0;
+    end
+    if (rst) begin
+      \$1233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1234  = cap_idx0;
+    if (reset[3]) begin
+      \$1234  = 2'h0;
+    end
+    if (rst) begin
+      \$1234  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1235  = shift_0;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1230  = acc_rd__data[5:0];
+            \$1235  = acc_rd__data[5:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1231  = shift_1;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1236  = shift_1;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1231  = acc_rd__data[37:32];
+            \$1236  = acc_rd__data[37:32];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1232  = shift_2;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1237  = shift_2;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1232  = acc_rd__data[69:64];
+            \$1237  = acc_rd__data[69:64];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1233  = shift_3;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1238  = shift_3;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1233  = acc_rd__data[101:96];
+            \$1238  = acc_rd__data[101:96];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1234  = shift_4;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1239  = shift_4;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1234  = acc_rd__data[133:128];
+            \$1239  = acc_rd__data[133:128];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1235  = shift_5;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1240  = shift_5;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1235  = acc_rd__data[165:160];
+            \$1240  = acc_rd__data[165:160];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1236  = shift_6;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1241  = shift_6;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1236  = acc_rd__data[197:192];
+            \$1241  = acc_rd__data[197:192];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1237  = shift_7;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1242  = shift_7;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1237  = acc_rd__data[229:224];
+            \$1242  = acc_rd__data[229:224];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1238  = shift_8;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1243  = shift_8;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1238  = acc_rd__data[261:256];
+            \$1243  = acc_rd__data[261:256];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1239  = shift_9;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1244  = shift_9;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1239  = acc_rd__data[293:288];
+            \$1244  = acc_rd__data[293:288];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1240  = shift_10;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1245  = shift_10;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1240  = acc_rd__data[325:320];
+            \$1245  = acc_rd__data[325:320];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1241  = shift_11;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1246  = shift_11;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1241  = acc_rd__data[357:352];
+            \$1246  = acc_rd__data[357:352];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1242  = shift_12;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1247  = shift_12;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1242  = acc_rd__data[389:384];
+            \$1247  = acc_rd__data[389:384];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1243  = shift_13;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1248  = shift_13;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1243  = acc_rd__data[421:416];
+            \$1248  = acc_rd__data[421:416];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1244  = shift_14;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1249  = shift_14;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1244  = acc_rd__data[453:448];
+            \$1249  = acc_rd__data[453:448];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1245  = shift_15;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1250  = shift_15;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1245  = acc_rd__data[485:480];
+            \$1250  = acc_rd__data[485:480];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1246  = shift_out_of_range;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1251  = shift_out_of_range;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$1246  = { \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
+            \$1251  = { \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
       endcase
     end
     if (reset[3]) begin
-      \$1246  = 16'h0000;
+      \$1251  = 16'h0000;
     end
     if (rst) begin
-      \$1246  = 16'h0000;
+      \$1251  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1247  = bias_0;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1252  = bias_0;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$1247  = acc_rd__data[31:0];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1247  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1248  = bias_1;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1248  = acc_rd__data[63:32];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1248  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1249  = bias_2;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1249  = acc_rd__data[95:64];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1249  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1250  = bias_3;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1250  = acc_rd__data[127:96];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1250  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1251  = bias_4;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1251  = acc_rd__data[159:128];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1251  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1252  = bias_5;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1252  = acc_rd__data[191:160];
+            \$1252  = acc_rd__data[31:0];
       endcase
     end
     casez (vec_fsm_state)
@@ -58698,13 +58773,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1253  = bias_6;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1253  = bias_1;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$1253  = acc_rd__data[223:192];
+            \$1253  = acc_rd__data[63:32];
       endcase
     end
     casez (vec_fsm_state)
@@ -58724,13 +58799,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1254  = bias_7;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1254  = bias_2;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$1254  = acc_rd__data[255:224];
+            \$1254  = acc_rd__data[95:64];
       endcase
     end
     casez (vec_fsm_state)
@@ -58750,13 +58825,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1255  = bias_8;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1255  = bias_3;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$1255  = acc_rd__data[287:256];
+            \$1255  = acc_rd__data[127:96];
       endcase
     end
     casez (vec_fsm_state)
@@ -58776,13 +58851,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1256  = bias_9;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1256  = bias_4;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$1256  = acc_rd__data[319:288];
+            \$1256  = acc_rd__data[159:128];
       endcase
     end
     casez (vec_fsm_state)
@@ -58802,13 +58877,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1257  = bias_10;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1257  = bias_5;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$1257  = acc_rd__data[351:320];
+            \$1257  = acc_rd__data[191:160];
       endcase
     end
     casez (vec_fsm_state)
@@ -58828,13 +58903,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1258  = bias_11;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1258  = bias_6;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$1258  = acc_rd__data[383:352];
+            \$1258  = acc_rd__data[223:192];
       endcase
     end
     casez (vec_fsm_state)
@@ -58854,13 +58929,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1259  = bias_12;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1259  = bias_7;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$1259  = acc_rd__data[415:384];
+            \$1259  = acc_rd__data[255:224];
       endcase
     end
     casez (vec_fsm_state)
@@ -58880,13 +58955,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1260  = bias_13;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1260  = bias_8;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$1260  = acc_rd__data[447:416];
+            \$1260  = acc_rd__data[287:256];
       endcase
     end
     casez (vec_fsm_state)
@@ -58906,13 +58981,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1261  = bias_14;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1261  = bias_9;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$1261  = acc_rd__data[479:448];
+            \$1261  = acc_rd__data[319:288];
       endcase
     end
     casez (vec_fsm_state)
@@ -58932,13 +59007,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1262  = bias_15;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1262  = bias_10;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$1262  = acc_rd__data[511:480];
+            \$1262  = acc_rd__data[351:320];
       endcase
     end
     casez (vec_fsm_state)
@@ -58958,301 +59033,413 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1263  = mult_0;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$1263  = bias_11;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            /* empty */;
-        2'h2:
-            \$1263  = acc_rd__data[31:0];
+            \$1263  = acc_rd__data[383:352];
       endcase
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1264  = mult_1;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$1264  = acc_rd__data[63:32];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1265  = mult_2;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$1265  = acc_rd__data[95:64];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1266  = mult_3;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$1266  = acc_rd__data[127:96];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1267  = mult_4;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$1267  = acc_rd__data[159:128];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1268  = mult_5;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$1268  = acc_rd__data[191:160];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1269  = mult_6;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$1269  = acc_rd__data[223:192];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1270  = mult_7;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$1270  = acc_rd__data[255:224];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1271  = mult_8;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$1271  = acc_rd__data[287:256];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1272  = mult_9;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$1272  = acc_rd__data[319:288];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1273  = mult_10;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$1273  = acc_rd__data[351:320];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1274  = mult_11;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$1274  = acc_rd__data[383:352];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1275  = mult_12;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$1275  = acc_rd__data[415:384];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1276  = mult_13;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$1276  = acc_rd__data[447:416];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1277  = mult_14;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$1277  = acc_rd__data[479:448];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1278  = mult_15;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$1278  = acc_rd__data[511:480];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1279  = 1'h0;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$21 ) begin
+              \$1263  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1264  = bias_12;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1264  = acc_rd__data[415:384];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
           /* empty */;
-      3'h3:
-          if (acc_rd__gnt) begin
-            \$1279  = 1'h1;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$21 ) begin
+              \$1264  = 32'd0;
+            end
           end
     endcase
-    if (reset[3]) begin
-      \$1279  = 1'h0;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1265  = bias_13;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1265  = acc_rd__data[447:416];
+      endcase
     end
-    if (rst) begin
-      \$1279  = 1'h0;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$21 ) begin
+              \$1265  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1266  = bias_14;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1266  = acc_rd__data[479:448];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$21 ) begin
+              \$1266  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1267  = bias_15;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1267  = acc_rd__data[511:480];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$21 ) begin
+              \$1267  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1268  = mult_0;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1268  = acc_rd__data[31:0];
+      endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1280  = cmd;
-    casez (vec_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$1280  = ctl__cmd__payload;
-          end
-    endcase
-    if (reset[3]) begin
-      \$1280  = 156'h000000000000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$1280  = 156'h000000000000000000000000000000000000000;
+    \$1269  = mult_1;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1269  = acc_rd__data[63:32];
+      endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1281  = err;
+    \$1270  = mult_2;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1270  = acc_rd__data[95:64];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1271  = mult_3;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1271  = acc_rd__data[127:96];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1272  = mult_4;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1272  = acc_rd__data[159:128];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1273  = mult_5;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1273  = acc_rd__data[191:160];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1274  = mult_6;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1274  = acc_rd__data[223:192];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1275  = mult_7;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1275  = acc_rd__data[255:224];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1276  = mult_8;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1276  = acc_rd__data[287:256];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1277  = mult_9;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1277  = acc_rd__data[319:288];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1278  = mult_10;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1278  = acc_rd__data[351:320];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1279  = mult_11;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1279  = acc_rd__data[383:352];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1280  = mult_12;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1280  = acc_rd__data[415:384];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1281  = mult_13;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1281  = acc_rd__data[447:416];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1282  = mult_14;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1282  = acc_rd__data[479:448];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1283  = mult_15;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$1283  = acc_rd__data[511:480];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1284  = cmd;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1281  = 8'h00;
+            \$1284  = ctl__cmd__payload;
+          end
+    endcase
+    if (reset[3]) begin
+      \$1284  = 156'h000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$1284  = 156'h000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1285  = err;
+    casez (vec_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$1285  = 8'h00;
           end
       3'h1:
           if (\$19 ) begin
-            \$1281  = 8'h02;
+            \$1285  = 8'h02;
           end else if (\$20 ) begin
-            \$1281  = 8'h03;
+            \$1285  = 8'h03;
           end else if (range_bad) begin
-            \$1281  = 8'h04;
+            \$1285  = 8'h04;
           end
       3'h3:
           /* empty */;
       3'h4:
+          /* empty */;
+      3'h5:
           if (\$37 ) begin
-            \$1281  = 8'h08;
+            \$1285  = 8'h08;
           end
     endcase
     if (reset[3]) begin
-      \$1281  = 8'h00;
+      \$1285  = 8'h00;
     end
     if (rst) begin
-      \$1281  = 8'h00;
+      \$1285  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1282  = issued;
+    \$1286  = issued;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1282  = 17'h00000;
+            \$1286  = 17'h00000;
           end
       3'h1:
           /* empty */;
@@ -59261,92 +59448,97 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h4:
           /* empty */;
       3'h5:
+          /* empty */;
+      3'h6:
           if (fire) begin
-            \$1282  = \$38 [16:0];
+            \$1286  = \$38 [16:0];
           end
     endcase
     if (reset[3]) begin
-      \$1282  = 17'h00000;
+      \$1286  = 17'h00000;
     end
     if (rst) begin
-      \$1282  = 17'h00000;
+      \$1286  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1283  = retired;
+    \$1287  = retired;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1283  = 17'h00000;
+            \$1287  = 17'h00000;
           end
     endcase
     if (v5) begin
-      \$1283  = \$988 [16:0];
+      \$1287  = \$988 [16:0];
     end
     if (reset[3]) begin
-      \$1283  = 17'h00000;
+      \$1287  = 17'h00000;
     end
     if (rst) begin
-      \$1283  = 17'h00000;
+      \$1287  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1284  = vec_fsm_state;
+    \$1288  = vec_fsm_state;
+    (* full_case = 32'd1 *)
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1284  = 3'h1;
+            \$1288  = 3'h1;
           end
       3'h1:
           (* full_case = 32'd1 *)
           if (\$19 ) begin
-            \$1284  = 3'h2;
+            \$1288  = 3'h2;
           end else if (\$20 ) begin
-            \$1284  = 3'h2;
+            \$1288  = 3'h2;
           end else if (range_bad) begin
-            \$1284  = 3'h2;
+            \$1288  = 3'h2;
           end else begin
-            \$1284  = 3'h3;
+            \$1288  = 3'h3;
           end
       3'h3:
           if (acc_rd__gnt) begin
             if (\$36 ) begin
-              \$1284  = 3'h4;
+              \$1288  = 3'h4;
             end
           end
       3'h4:
+          \$1288  = 3'h5;
+      3'h5:
           (* full_case = 32'd1 *)
           if (\$37 ) begin
-            \$1284  = 3'h2;
+            \$1288  = 3'h2;
           end else begin
-            \$1284  = 3'h5;
+            \$1288  = 3'h6;
           end
-      3'h5:
+      3'h6:
           if (\$43 ) begin
             (* full_case = 32'd1 *)
             if (cmd[147]) begin
-              \$1284  = 3'h6;
+              \$1288  = 3'h7;
             end else begin
-              \$1284  = 3'h2;
+              \$1288  = 3'h2;
             end
           end
-      3'h6:
-          \$1284  = 3'h2;
+      3'h7:
+          \$1288  = 3'h2;
       3'h2:
-          \$1284  = 3'h0;
+          \$1288  = 3'h0;
     endcase
     if (reset[3]) begin
-      \$1284  = 3'h0;
+      \$1288  = 3'h0;
     end
     if (rst) begin
-      \$1284  = 3'h0;
+      \$1288  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1285  = pidx;
+    \$1289  = pidx;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -59356,123 +59548,11 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            \$1285  = 2'h0;
+            \$1289  = 2'h0;
           end
       3'h3:
           if (acc_rd__gnt) begin
-            \$1285  = \$26 [1:0];
-          end
-    endcase
-    if (reset[3]) begin
-      \$1285  = 2'h0;
-    end
-    if (rst) begin
-      \$1285  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1286  = acc_ptr;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            \$1286  = cmd[108:96];
-          end
-      3'h3:
-          if (acc_rd__gnt) begin
-            \$1286  = \$35 [12:0];
-          end
-      3'h4:
-          /* empty */;
-      3'h5:
-          if (fire) begin
-            \$1286  = \$41 [12:0];
-          end
-    endcase
-    if (reset[3]) begin
-      \$1286  = 13'h0000;
-    end
-    if (rst) begin
-      \$1286  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1287  = res_ptr;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            \$1287  = cmd[129:116];
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          if (fire) begin
-            \$1287  = \$42 [13:0];
-          end
-    endcase
-    if (reset[3]) begin
-      \$1287  = 14'h0000;
-    end
-    if (rst) begin
-      \$1287  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1288  = more;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            \$1288  = 1'h1;
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          if (fire) begin
-            \$1288  = \$40 ;
-          end
-    endcase
-    if (reset[3]) begin
-      \$1288  = 1'h0;
-    end
-    if (rst) begin
-      \$1288  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1289  = cap_idx;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          if (acc_rd__gnt) begin
-            \$1289  = pidx;
+            \$1289  = \$26 [1:0];
           end
     endcase
     if (reset[3]) begin
@@ -59484,27 +59564,95 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1290  = fire;
+    \$1290  = acc_ptr;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$1290  = cmd[108:96];
+          end
+      3'h3:
+          if (acc_rd__gnt) begin
+            \$1290  = \$35 [12:0];
+          end
+      3'h4:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          if (fire) begin
+            \$1290  = \$41 [12:0];
+          end
+    endcase
     if (reset[3]) begin
-      \$1290  = 1'h0;
+      \$1290  = 13'h0000;
     end
     if (rst) begin
-      \$1290  = 1'h0;
+      \$1290  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1291  = v0;
+    \$1291  = res_ptr;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$1291  = cmd[129:116];
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          if (fire) begin
+            \$1291  = \$42 [13:0];
+          end
+    endcase
     if (reset[3]) begin
-      \$1291  = 1'h0;
+      \$1291  = 14'h0000;
     end
     if (rst) begin
-      \$1291  = 1'h0;
+      \$1291  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1292  = v1;
+    \$1292  = more;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$1292  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          if (fire) begin
+            \$1292  = \$40 ;
+          end
+    endcase
     if (reset[3]) begin
       \$1292  = 1'h0;
     end
@@ -59514,7 +59662,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1293  = v2;
+    \$1293  = fire;
     if (reset[3]) begin
       \$1293  = 1'h0;
     end
@@ -59524,7 +59672,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1294  = v3;
+    \$1294  = inflight1;
     if (reset[3]) begin
       \$1294  = 1'h0;
     end
@@ -59534,7 +59682,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1295  = v4;
+    \$1295  = v0;
     if (reset[3]) begin
       \$1295  = 1'h0;
     end
@@ -59544,17 +59692,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1296  = 1'h0;
-    if (v5) begin
-      (* full_case = 32'd1 *)
-      if (cmd[147]) begin
-      end else begin
-        \$1296  = 1'h1;
-      end
-    end
-    if (\$1056 ) begin
-      \$1296  = 1'h1;
-    end
+    \$1296  = v1;
     if (reset[3]) begin
       \$1296  = 1'h0;
     end
@@ -59564,174 +59702,224 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1297  = max6_0;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1297  = \$992 ;
-      end
+    \$1297  = v2;
+    if (reset[3]) begin
+      \$1297  = 1'h0;
+    end
+    if (rst) begin
+      \$1297  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1298  = max6_1;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1298  = \$996 ;
-      end
+    \$1298  = v3;
+    if (reset[3]) begin
+      \$1298  = 1'h0;
+    end
+    if (rst) begin
+      \$1298  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1299  = max6_2;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1299  = \$1000 ;
-      end
+    \$1299  = v4;
+    if (reset[3]) begin
+      \$1299  = 1'h0;
+    end
+    if (rst) begin
+      \$1299  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1300  = max6_3;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1300  = \$1004 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1301  = max6_4;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1301  = \$1008 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1302  = max6_5;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1302  = \$1012 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1303  = max6_6;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1303  = \$1016 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1304  = max6_7;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1304  = \$1020 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1305  = max6_8;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1305  = \$1024 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1306  = max6_9;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1306  = \$1028 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1307  = max6_10;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1307  = \$1032 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1308  = max6_11;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1308  = \$1036 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1309  = max6_12;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1309  = \$1040 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1310  = max6_13;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1310  = \$1044 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1311  = max6_14;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1311  = \$1048 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1312  = max6_15;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1312  = \$1052 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1313  = wr_addr;
+    \$1300  = 1'h0;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$1313  = \$1053 [13:0];
+        \$1300  = 1'h1;
       end
     end
     if (\$1056 ) begin
-      \$1313  = cmd[33:20];
+      \$1300  = 1'h1;
+    end
+    if (reset[3]) begin
+      \$1300  = 1'h0;
+    end
+    if (rst) begin
+      \$1300  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1314  = wr_data;
+    \$1301  = max6_0;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1301  = \$992 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1302  = max6_1;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1302  = \$996 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1303  = max6_2;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1303  = \$1000 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1304  = max6_3;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1304  = \$1004 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1305  = max6_4;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1305  = \$1008 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1306  = max6_5;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1306  = \$1012 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1307  = max6_6;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1307  = \$1016 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1308  = max6_7;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1308  = \$1020 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1309  = max6_8;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1309  = \$1024 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1310  = max6_9;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1310  = \$1028 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1311  = max6_10;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1311  = \$1032 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1312  = max6_11;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1312  = \$1036 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1313  = max6_12;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1313  = \$1040 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1314  = max6_13;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1314  = \$1044 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1315  = max6_14;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1315  = \$1048 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1316  = max6_15;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1316  = \$1052 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1317  = wr_addr;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$1314  = { out6_15, out6_14, out6_13, out6_12, out6_11, out6_10, out6_9, out6_8, out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
+        \$1317  = \$1053 [13:0];
       end
     end
     if (\$1056 ) begin
-      \$1314  = { max6_15, max6_14, max6_13, max6_12, max6_11, max6_10, max6_9, max6_8, max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
+      \$1317  = cmd[33:20];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1318  = wr_data;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$1318  = { out6_15, out6_14, out6_13, out6_12, out6_11, out6_10, out6_9, out6_8, out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
+      end
+    end
+    if (\$1056 ) begin
+      \$1318  = { max6_15, max6_14, max6_13, max6_12, max6_11, max6_10, max6_9, max6_8, max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
     end
   end
   always @* begin
@@ -59755,7 +59943,21 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h4:
           /* empty */;
       3'h5:
+          /* empty */;
+      3'h6:
           acc_rd__en = more;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    granted = 1'h0;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          granted = acc_rd__gnt;
     endcase
   end
   always @* begin
@@ -59771,6 +59973,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h4:
           /* empty */;
       3'h5:
+          /* empty */;
+      3'h6:
           spad_rd__en = \$1074 ;
     endcase
   end
@@ -59787,12 +59991,15 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h4:
           /* empty */;
       3'h5:
+          /* empty */;
+      3'h6:
           fire = \$1078 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     ctl__done = 1'h0;
+    (* full_case = 32'd1 *)
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -59805,6 +60012,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h5:
           /* empty */;
       3'h6:
+          /* empty */;
+      3'h7:
           /* empty */;
       3'h2:
           ctl__done = 1'h1;
@@ -59882,7 +60091,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11922$16 , \port$15686$0 , r_rdy, clk);
+module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11936$16 , \port$15700$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -59926,10 +60135,10 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11922$16
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11922$16 ;
-  wire [15:0] \port$11922$16 ;
-  input [7:0] \port$15686$0 ;
-  wire [7:0] \port$15686$0 ;
+  input [15:0] \port$11936$16 ;
+  wire [15:0] \port$11936$16 ;
+  input [7:0] \port$15700$0 ;
+  wire [7:0] \port$15700$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -59964,7 +60173,7 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11922$16
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11922$16 , \port$15686$0  };
+      storage[w_port__addr] <= { \port$11936$16 , \port$15700$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -60075,8 +60284,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11922$16
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11922$16 , \port$15686$0  };
-  assign w_data = { \port$11922$16 , \port$15686$0  };
+  assign w_port__data = { \port$11936$16 , \port$15700$0  };
+  assign w_data = { \port$11936$16 , \port$15700$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

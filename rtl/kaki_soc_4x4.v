@@ -2353,7 +2353,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$8222$2 (\$284 ),
+    .\port$8236$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2472,20 +2472,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8059$0 (q_wait_queue),
-    .\port$8248$0 (inflight),
-    .\port$8383$0 (q__0__cpl_irq),
-    .\port$8397$0 (q__0__error_irq),
-    .\port$8409$0 (q__1__cpl_irq),
-    .\port$8423$0 (q__1__error_irq),
-    .\port$8435$0 (q__2__cpl_irq),
-    .\port$8449$0 (q__2__error_irq),
-    .\port$8461$0 (q__3__cpl_irq),
-    .\port$8475$0 (q__3__error_irq),
-    .\port$8587$0 (\$289 ),
-    .\port$8595$0 (\$290 ),
-    .\port$8603$0 (\$291 ),
-    .\port$8611$0 (\$292 ),
+    .\port$8073$0 (q_wait_queue),
+    .\port$8262$0 (inflight),
+    .\port$8397$0 (q__0__cpl_irq),
+    .\port$8411$0 (q__0__error_irq),
+    .\port$8423$0 (q__1__cpl_irq),
+    .\port$8437$0 (q__1__error_irq),
+    .\port$8449$0 (q__2__cpl_irq),
+    .\port$8463$0 (q__2__error_irq),
+    .\port$8475$0 (q__3__cpl_irq),
+    .\port$8489$0 (q__3__error_irq),
+    .\port$8601$0 (\$289 ),
+    .\port$8609$0 (\$290 ),
+    .\port$8617$0 (\$291 ),
+    .\port$8625$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2573,10 +2573,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$8250$0 (\$285 ),
-    .\port$8252$0 (\$286 ),
-    .\port$8254$0 (\$287 ),
-    .\port$8256$0 (\$288 ),
+    .\port$8264$0 (\$285 ),
+    .\port$8266$0 (\$286 ),
+    .\port$8268$0 (\$287 ),
+    .\port$8270$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2672,8 +2672,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$8250$16 (retire__0__tag),
-    .\port$8810$0 (dma_load_error),
+    .\port$8264$16 (retire__0__tag),
+    .\port$8824$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2683,8 +2683,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$8252$16 (retire__1__tag),
-    .\port$8930$0 (dma_store_error),
+    .\port$8266$16 (retire__1__tag),
+    .\port$8948$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2739,11 +2739,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5379$0 (q__1__head),
     .\port$5409$0 (q__2__head),
     .\port$5439$0 (q__3__head),
-    .\port$7562$0 (r_data),
-    .\port$7612$0 (\r_data$495 ),
-    .\port$7662$0 (\r_data$506 ),
-    .\port$7712$0 (\r_data$517 ),
-    .\port$8222$2 (\$284 ),
+    .\port$7576$0 (r_data),
+    .\port$7626$0 (\r_data$495 ),
+    .\port$7676$0 (\r_data$506 ),
+    .\port$7726$0 (\r_data$517 ),
+    .\port$8236$2 (\$284 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2788,8 +2788,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$8254$16 (retire__2__tag),
-    .\port$8998$0 (gemm_error),
+    .\port$8268$16 (retire__2__tag),
+    .\port$9006$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2840,8 +2840,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$181 (\$292 ),
     .limit(bus_timeout),
     .\port$109$0 (fw_write_qreset_ack_queue),
-    .\port$7769$0 (fw_write_cpl_word[3:0]),
-    .\port$7769$8 (fw_write_cpl_word[31:8]),
+    .\port$7783$0 (fw_write_cpl_word[3:0]),
+    .\port$7783$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2982,8 +2982,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$8256$16 (retire__3__tag),
-    .\port$9218$0 (vec_error),
+    .\port$8270$16 (retire__3__tag),
+    .\port$9232$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -4601,17 +4601,28 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  reg \$50 ;
-  reg \$51 ;
+  wire \$50 ;
+  wire \$51 ;
   reg \$52 ;
   reg \$53 ;
   reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire \$6 ;
+  reg \$60 ;
+  reg \$61 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
   reg [11:0] bank0_addr;
   reg [11:0] \bank0_addr$16 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank0_raddr_q;
+  (* init = 1'h0 *)
+  wire bank0_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank0_waddr_q;
   reg [127:0] bank0_wdata;
@@ -4620,7 +4631,11 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   (* init = 1'h0 *)
   wire bank0_wen_q;
   reg [11:0] bank1_addr;
-  reg [11:0] \bank1_addr$34 ;
+  reg [11:0] \bank1_addr$36 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank1_raddr_q;
+  (* init = 1'h0 *)
+  wire bank1_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank1_waddr_q;
   reg [127:0] bank1_wdata;
@@ -4630,11 +4645,14 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   wire bank1_wen_q;
   input clk;
   wire clk;
-  wire [11:0] raddr;
-  wire [11:0] \raddr$37 ;
+  reg [11:0] raddr = 12'h000;
+  reg [11:0] \raddr$40  = 12'h000;
   reg rd0_bank_q = 1'h0;
+  reg rd0_bank_q2 = 1'h0;
   reg rd1_bank_q = 1'h0;
+  reg rd1_bank_q2 = 1'h0;
   reg rd2_bank_q = 1'h0;
+  reg rd2_bank_q2 = 1'h0;
   input [12:0] rd__0__addr;
   wire [12:0] rd__0__addr;
   output [127:0] rd__0__data;
@@ -4660,26 +4678,26 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   output rd__2__gnt;
   wire rd__2__gnt;
   wire [127:0] rdata;
-  wire [127:0] \rdata$48 ;
-  wire ren;
-  wire \ren$36 ;
+  wire [127:0] \rdata$52 ;
+  reg ren = 1'h0;
+  reg \ren$38  = 1'h0;
   input rst;
   wire rst;
   reg [11:0] waddr = 12'h000;
-  reg [11:0] \waddr$40  = 12'h000;
+  reg [11:0] \waddr$44  = 12'h000;
   reg [127:0] wdata = 128'h00000000000000000000000000000000;
-  reg [127:0] \wdata$42  = 128'h00000000000000000000000000000000;
+  reg [127:0] \wdata$46  = 128'h00000000000000000000000000000000;
   reg wen = 1'h0;
-  reg \wen$38  = 1'h0;
+  reg \wen$42  = 1'h0;
   wire win;
   wire \win$10 ;
   wire \win$13 ;
-  wire \win$28 ;
-  wire \win$29 ;
   wire \win$3 ;
   wire \win$30 ;
+  wire \win$31 ;
   wire \win$32 ;
-  wire \win$33 ;
+  wire \win$34 ;
+  wire \win$35 ;
   wire \win$6 ;
   input [12:0] wr__0__addr;
   wire [12:0] wr__0__addr;
@@ -4697,41 +4715,60 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   wire wr__1__en;
   output wr__1__gnt;
   wire wr__1__gnt;
-  assign \win$30  = \$31  & \$37 ;
-  assign \win$32  = wr__0__en & \$38 ;
+  assign \$33  = rd__0__en & \$32 ;
+  assign \$35  = rd__1__en & \$34 ;
+  assign \$36  = | { \$35 , \$33  };
+  assign \$37  = ~ \$36 ;
+  assign \win$32  = \$31  & \$37 ;
+  assign \win$34  = wr__0__en & \$38 ;
   assign \$40  = wr__1__en & \$39 ;
   assign \$42  = wr__0__en & \$41 ;
   assign \$44  = ~ \$43 ;
-  assign \win$33  = \$40  & \$44 ;
-  assign \ren$36  = | { \win$30 , \win$29 , \win$28  };
-  assign rd__0__gnt = | { \win$28 , win };
-  assign rd__1__gnt = | { \win$29 , \win$3  };
-  assign rd__2__gnt = | { \win$30 , \win$6  };
-  assign wr__0__gnt = | { \win$32 , \win$10  };
-  assign wr__1__gnt = | { \win$33 , \win$13  };
+  assign \win$35  = \$40  & \$44 ;
+  assign rd__0__gnt = | { \win$30 , win };
+  assign rd__1__gnt = | { \win$31 , \win$3  };
+  assign rd__2__gnt = | { \win$32 , \win$6  };
+  assign wr__0__gnt = | { \win$34 , \win$10  };
+  assign wr__1__gnt = | { \win$35 , \win$13  };
   assign \$45  = | { \win$13 , \win$10  };
-  assign \$46  = | { \win$33 , \win$32  };
-  assign \$47  = rd__0__en & rd__0__gnt;
-  assign \$48  = rd__1__en & rd__1__gnt;
-  assign \$49  = rd__2__en & rd__2__gnt;
+  assign \$46  = | { \win$6 , \win$3 , win };
+  assign \$47  = | { \win$35 , \win$34  };
+  assign \$48  = | { \win$32 , \win$31 , \win$30  };
+  assign \$49  = rd__0__en & rd__0__gnt;
+  assign \$50  = rd__1__en & rd__1__gnt;
+  assign \$51  = rd__2__en & rd__2__gnt;
   always @(posedge clk)
-    wen <= \$50 ;
+    wen <= \$52 ;
   always @(posedge clk)
     waddr <= \bank0_addr$16 ;
   always @(posedge clk)
     wdata <= bank0_wdata;
   always @(posedge clk)
-    \wen$38  <= \$51 ;
+    ren <= \$53 ;
   always @(posedge clk)
-    \waddr$40  <= \bank1_addr$34 ;
+    raddr <= bank0_addr;
   always @(posedge clk)
-    \wdata$42  <= bank1_wdata;
+    \wen$42  <= \$54 ;
   always @(posedge clk)
-    rd0_bank_q <= \$52 ;
+    \waddr$44  <= \bank1_addr$36 ;
   always @(posedge clk)
-    rd1_bank_q <= \$53 ;
+    \wdata$46  <= bank1_wdata;
   always @(posedge clk)
-    rd2_bank_q <= \$54 ;
+    \ren$38  <= \$55 ;
+  always @(posedge clk)
+    \raddr$40  <= bank1_addr;
+  always @(posedge clk)
+    rd0_bank_q <= \$56 ;
+  always @(posedge clk)
+    rd0_bank_q2 <= \$57 ;
+  always @(posedge clk)
+    rd1_bank_q <= \$58 ;
+  always @(posedge clk)
+    rd1_bank_q2 <= \$59 ;
+  always @(posedge clk)
+    rd2_bank_q <= \$60 ;
+  always @(posedge clk)
+    rd2_bank_q2 <= \$61 ;
   assign \$1  = ! rd__0__addr[12];
   assign win = rd__0__en & \$1 ;
   assign \$2  = ! rd__1__addr[12];
@@ -4757,20 +4794,15 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   assign \$20  = wr__0__en & \$19 ;
   assign \$22  = ~ \$21 ;
   assign \win$13  = \$18  & \$22 ;
-  assign ren = | { \win$6 , \win$3 , win };
-  assign \win$28  = rd__0__en & \$23 ;
+  assign \win$30  = rd__0__en & \$23 ;
   assign \$25  = rd__1__en & \$24 ;
   assign \$27  = rd__0__en & \$26 ;
   assign \$29  = ~ \$28 ;
-  assign \win$29  = \$25  & \$29 ;
+  assign \win$31  = \$25  & \$29 ;
   assign \$31  = rd__2__en & \$30 ;
-  assign \$33  = rd__0__en & \$32 ;
-  assign \$35  = rd__1__en & \$34 ;
-  assign \$36  = | { \$35 , \$33  };
-  assign \$37  = ~ \$36 ;
   \kaki_soc_4x4.acc.bank0  bank0 (
     .clk(clk),
-    .raddr(bank0_addr),
+    .raddr(raddr),
     .rdata(rdata),
     .ren(ren),
     .waddr(waddr),
@@ -4779,12 +4811,12 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   );
   \kaki_soc_4x4.acc.bank1  bank1 (
     .clk(clk),
-    .raddr(bank1_addr),
-    .rdata(\rdata$48 ),
-    .ren(\ren$36 ),
-    .waddr(\waddr$40 ),
-    .wdata(\wdata$42 ),
-    .wen(\wen$38 )
+    .raddr(\raddr$40 ),
+    .rdata(\rdata$52 ),
+    .ren(\ren$38 ),
+    .waddr(\waddr$44 ),
+    .wdata(\wdata$46 ),
+    .wen(\wen$42 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -4822,118 +4854,155 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     bank1_addr = 12'h000;
-    if (\win$28 ) begin
+    if (\win$30 ) begin
       bank1_addr = rd__0__addr[11:0];
     end
-    if (\win$29 ) begin
+    if (\win$31 ) begin
       bank1_addr = rd__1__addr[11:0];
     end
-    if (\win$30 ) begin
+    if (\win$32 ) begin
       bank1_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \bank1_addr$34  = 12'h000;
-    if (\win$32 ) begin
-      \bank1_addr$34  = wr__0__addr[11:0];
+    \bank1_addr$36  = 12'h000;
+    if (\win$34 ) begin
+      \bank1_addr$36  = wr__0__addr[11:0];
     end
-    if (\win$33 ) begin
-      \bank1_addr$34  = wr__1__addr[11:0];
+    if (\win$35 ) begin
+      \bank1_addr$36  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     bank1_wdata = 128'h00000000000000000000000000000000;
-    if (\win$32 ) begin
+    if (\win$34 ) begin
       bank1_wdata = wr__0__data;
     end
-    if (\win$33 ) begin
+    if (\win$35 ) begin
       bank1_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd0_bank_q)
+    casez (rd0_bank_q2)
       1'h0:
           rd__0__data = rdata;
       1'h1:
-          rd__0__data = \rdata$48 ;
+          rd__0__data = \rdata$52 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd1_bank_q)
+    casez (rd1_bank_q2)
       1'h0:
           rd__1__data = rdata;
       1'h1:
-          rd__1__data = \rdata$48 ;
+          rd__1__data = \rdata$52 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd2_bank_q)
+    casez (rd2_bank_q2)
       1'h0:
           rd__2__data = rdata;
       1'h1:
-          rd__2__data = \rdata$48 ;
+          rd__2__data = \rdata$52 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$50  = \$45 ;
-    if (rst) begin
-      \$50  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$51  = \$46 ;
-    if (rst) begin
-      \$51  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$52  = rd0_bank_q;
-    if (\$47 ) begin
-      \$52  = rd__0__addr[12];
-    end
+    \$52  = \$45 ;
     if (rst) begin
       \$52  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$53  = rd1_bank_q;
-    if (\$48 ) begin
-      \$53  = rd__1__addr[12];
-    end
+    \$53  = \$46 ;
     if (rst) begin
       \$53  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$54  = rd2_bank_q;
-    if (\$49 ) begin
-      \$54  = rd__2__addr[12];
-    end
+    \$54  = \$47 ;
     if (rst) begin
       \$54  = 1'h0;
     end
   end
-  assign raddr = bank0_addr;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$55  = \$48 ;
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$56  = rd0_bank_q;
+    if (\$49 ) begin
+      \$56  = rd__0__addr[12];
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$57  = rd0_bank_q;
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$58  = rd1_bank_q;
+    if (\$50 ) begin
+      \$58  = rd__1__addr[12];
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$59  = rd1_bank_q;
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$60  = rd2_bank_q;
+    if (\$51 ) begin
+      \$60  = rd__2__addr[12];
+    end
+    if (rst) begin
+      \$60  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$61  = rd2_bank_q;
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  assign bank0_ren_q = ren;
+  assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
   assign bank0_waddr_q = waddr;
   assign bank0_wdata_q = wdata;
-  assign \raddr$37  = bank1_addr;
-  assign bank1_wen_q = \wen$38 ;
-  assign bank1_waddr_q = \waddr$40 ;
-  assign bank1_wdata_q = \wdata$42 ;
+  assign bank1_ren_q = \ren$38 ;
+  assign bank1_raddr_q = \raddr$40 ;
+  assign bank1_wen_q = \wen$42 ;
+  assign bank1_waddr_q = \waddr$44 ;
+  assign bank1_wdata_q = \wdata$46 ;
   assign \$6  = \$5 ;
   assign \$21  = \$20 ;
   assign \$23  = rd__0__addr[12];
@@ -4950,7 +5019,7 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.acc.bank0 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_4x4.acc.bank0 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -4982,7 +5051,7 @@ module \kaki_soc_4x4.acc.bank0 (ren, rdata, raddr, wen, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.acc.bank1 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_4x4.acc.bank1 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -5908,7 +5977,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8222$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8236$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -6052,8 +6121,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$8222$2 ;
-  wire [29:0] \port$8222$2 ;
+  output [29:0] \port$8236$2 ;
+  wire [29:0] \port$8236$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6233,7 +6302,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$8222$2 (\$99 ),
+    .\port$8236$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6351,11 +6420,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$8222$2  = \$99 ;
+  assign \port$8236$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8222$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8236$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6780,8 +6849,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$8222$2 ;
-  wire [29:0] \port$8222$2 ;
+  output [29:0] \port$8236$2 ;
+  wire [29:0] \port$8236$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9886,7 +9955,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$8222$2  = ls_addr_r[31:2];
+  assign \port$8236$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -10060,10 +10129,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8059$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8248$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8383$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$8397$0 , q_status0_resetting, q_consumer1_index, \port$8409$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8423$0 , q_status1_resetting, q_consumer2_index, \port$8435$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8449$0 , q_status2_resetting, q_consumer3_index, \port$8461$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$8475$0 , q_status3_resetting, \port$8587$0 , \port$8595$0 , \port$8603$0 , \port$8611$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8073$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8262$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8397$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$8411$0 , q_status0_resetting, q_consumer1_index, \port$8423$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8437$0 , q_status1_resetting, q_consumer2_index, \port$8449$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8463$0 , q_status2_resetting, q_consumer3_index, \port$8475$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$8489$0 , q_status3_resetting, \port$8601$0 , \port$8609$0 , \port$8617$0 , \port$8625$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11597,34 +11666,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8059$0 ;
-  wire [3:0] \port$8059$0 ;
-  input [3:0] \port$8248$0 ;
-  wire [3:0] \port$8248$0 ;
-  input \port$8383$0 ;
-  wire \port$8383$0 ;
+  input [3:0] \port$8073$0 ;
+  wire [3:0] \port$8073$0 ;
+  input [3:0] \port$8262$0 ;
+  wire [3:0] \port$8262$0 ;
   input \port$8397$0 ;
   wire \port$8397$0 ;
-  input \port$8409$0 ;
-  wire \port$8409$0 ;
+  input \port$8411$0 ;
+  wire \port$8411$0 ;
   input \port$8423$0 ;
   wire \port$8423$0 ;
-  input \port$8435$0 ;
-  wire \port$8435$0 ;
+  input \port$8437$0 ;
+  wire \port$8437$0 ;
   input \port$8449$0 ;
   wire \port$8449$0 ;
-  input \port$8461$0 ;
-  wire \port$8461$0 ;
+  input \port$8463$0 ;
+  wire \port$8463$0 ;
   input \port$8475$0 ;
   wire \port$8475$0 ;
-  input [2:0] \port$8587$0 ;
-  wire [2:0] \port$8587$0 ;
-  input [2:0] \port$8595$0 ;
-  wire [2:0] \port$8595$0 ;
-  input [2:0] \port$8603$0 ;
-  wire [2:0] \port$8603$0 ;
-  input [2:0] \port$8611$0 ;
-  wire [2:0] \port$8611$0 ;
+  input \port$8489$0 ;
+  wire \port$8489$0 ;
+  input [2:0] \port$8601$0 ;
+  wire [2:0] \port$8601$0 ;
+  input [2:0] \port$8609$0 ;
+  wire [2:0] \port$8609$0 ;
+  input [2:0] \port$8617$0 ;
+  wire [2:0] \port$8617$0 ;
+  input [2:0] \port$8625$0 ;
+  wire [2:0] \port$8625$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12253,10 +12322,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$8461$0 , \port$8435$0 , \port$8409$0 , \port$8383$0  };
+  assign \$179  = \$178  | { \port$8475$0 , \port$8449$0 , \port$8423$0 , \port$8397$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$8475$0 , \port$8449$0 , \port$8423$0 , \port$8397$0  };
+  assign \$182  = \$181  | { \port$8489$0 , \port$8463$0 , \port$8437$0 , \port$8411$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14304,8 +14373,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$8461$0 , \port$8435$0 , \port$8409$0 , \port$8383$0  };
-  assign irq_status_queue_error_set = { \port$8475$0 , \port$8449$0 , \port$8423$0 , \port$8397$0  };
+  assign irq_status_queue_cpl_set = { \port$8475$0 , \port$8449$0 , \port$8423$0 , \port$8397$0  };
+  assign irq_status_queue_error_set = { \port$8489$0 , \port$8463$0 , \port$8437$0 , \port$8411$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -14320,18 +14389,18 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$8248$0 [0];
-  assign status_dma_store_busy = \port$8248$0 [1];
-  assign status_gemm_busy = \port$8248$0 [2];
-  assign status_vec_busy = \port$8248$0 [3];
-  assign q_status0_waiting = \port$8059$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$8587$0  };
-  assign q_status1_waiting = \port$8059$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$8595$0  };
-  assign q_status2_waiting = \port$8059$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$8603$0  };
-  assign q_status3_waiting = \port$8059$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$8611$0  };
+  assign status_dma_load_busy = \port$8262$0 [0];
+  assign status_dma_store_busy = \port$8262$0 [1];
+  assign status_gemm_busy = \port$8262$0 [2];
+  assign status_vec_busy = \port$8262$0 [3];
+  assign q_status0_waiting = \port$8073$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$8601$0  };
+  assign q_status1_waiting = \port$8073$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$8609$0  };
+  assign q_status2_waiting = \port$8073$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$8617$0  };
+  assign q_status3_waiting = \port$8073$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$8625$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14376,11 +14445,11 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$8248$0 [0] };
+  assign \$429  = { 1'h0, \port$8262$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$8248$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$8248$0 [2], 2'h0 };
-  assign \$435  = { \port$8248$0 [3], 3'h0 };
+  assign \$431  = { \port$8262$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$8262$0 [2], 2'h0 };
+  assign \$435  = { \port$8262$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14537,26 +14606,26 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8059$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$8587$0 , 8'h00 };
+  assign \$877  = { \port$8073$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$8601$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8059$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$8595$0 , 8'h00 };
+  assign \$890  = { \port$8073$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$8609$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8059$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$8603$0 , 8'h00 };
+  assign \$903  = { \port$8073$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$8617$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8059$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$8611$0 , 8'h00 };
+  assign \$916  = { \port$8073$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$8625$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14667,7 +14736,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
-, queue, windowed, reject__done, reject__error, full, inflight, \port$8250$0 , retire__0__tag, \port$8252$0 , retire__1__tag, \port$8254$0 , retire__2__tag, \port$8256$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, queue, windowed, reject__done, reject__error, full, inflight, \port$8264$0 , retire__0__tag, \port$8266$0 , retire__1__tag, \port$8268$0 , retire__2__tag, \port$8270$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
 , retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15282,14 +15351,14 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$8250$0 ;
-  wire [8:0] \port$8250$0 ;
-  output [8:0] \port$8252$0 ;
-  wire [8:0] \port$8252$0 ;
-  output [8:0] \port$8254$0 ;
-  wire [8:0] \port$8254$0 ;
-  output [8:0] \port$8256$0 ;
-  wire [8:0] \port$8256$0 ;
+  output [8:0] \port$8264$0 ;
+  wire [8:0] \port$8264$0 ;
+  output [8:0] \port$8266$0 ;
+  wire [8:0] \port$8266$0 ;
+  output [8:0] \port$8268$0 ;
+  wire [8:0] \port$8268$0 ;
+  output [8:0] \port$8270$0 ;
+  wire [8:0] \port$8270$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15741,9 +15810,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$7716$0 (desc),
-    .\port$7718$0 (queue),
-    .\port$7719$0 (windowed),
+    .\port$7730$0 (desc),
+    .\port$7732$0 (queue),
+    .\port$7733$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15753,9 +15822,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$7716$0 (desc),
-    .\port$7718$0 (queue),
-    .\port$7719$0 (windowed),
+    .\port$7730$0 (desc),
+    .\port$7732$0 (queue),
+    .\port$7733$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15765,9 +15834,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$7716$0 (desc),
-    .\port$7718$0 (queue),
-    .\port$7719$0 (windowed),
+    .\port$7730$0 (desc),
+    .\port$7732$0 (queue),
+    .\port$7733$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15777,9 +15846,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$7716$0 (desc),
-    .\port$7718$0 (queue),
-    .\port$7719$0 (windowed),
+    .\port$7730$0 (desc),
+    .\port$7732$0 (queue),
+    .\port$7733$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15964,13 +16033,13 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$8250$0  = dma_load_held[8:0];
+  assign \port$8264$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$8252$0  = dma_store_held[8:0];
+  assign \port$8266$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$8254$0  = gemm_held[8:0];
+  assign \port$8268$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$8256$0  = vec_held[8:0];
+  assign \port$8270$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16471,7 +16540,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7716$0 , \port$7718$0 , \port$7719$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7730$0 , \port$7732$0 , \port$7733$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16513,12 +16582,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7716$0 ;
-  wire [255:0] \port$7716$0 ;
-  input [1:0] \port$7718$0 ;
-  wire [1:0] \port$7718$0 ;
-  input \port$7719$0 ;
-  wire \port$7719$0 ;
+  input [255:0] \port$7730$0 ;
+  wire [255:0] \port$7730$0 ;
+  input [1:0] \port$7732$0 ;
+  wire [1:0] \port$7732$0 ;
+  input \port$7733$0 ;
+  wire \port$7733$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16550,7 +16619,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7719$0 , \port$7718$0 , \port$7716$0  };
+      storage[w_port__addr] <= { \port$7733$0 , \port$7732$0 , \port$7730$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16649,14 +16718,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
-  assign w_data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
+  assign w_port__data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
+  assign w_data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7716$0 , \port$7718$0 , \port$7719$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7730$0 , \port$7732$0 , \port$7733$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16698,12 +16767,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7716$0 ;
-  wire [255:0] \port$7716$0 ;
-  input [1:0] \port$7718$0 ;
-  wire [1:0] \port$7718$0 ;
-  input \port$7719$0 ;
-  wire \port$7719$0 ;
+  input [255:0] \port$7730$0 ;
+  wire [255:0] \port$7730$0 ;
+  input [1:0] \port$7732$0 ;
+  wire [1:0] \port$7732$0 ;
+  input \port$7733$0 ;
+  wire \port$7733$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16735,7 +16804,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7719$0 , \port$7718$0 , \port$7716$0  };
+      storage[w_port__addr] <= { \port$7733$0 , \port$7732$0 , \port$7730$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16834,14 +16903,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
-  assign w_data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
+  assign w_port__data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
+  assign w_data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7716$0 , \port$7718$0 , \port$7719$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7730$0 , \port$7732$0 , \port$7733$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16883,12 +16952,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7716$0 ;
-  wire [255:0] \port$7716$0 ;
-  input [1:0] \port$7718$0 ;
-  wire [1:0] \port$7718$0 ;
-  input \port$7719$0 ;
-  wire \port$7719$0 ;
+  input [255:0] \port$7730$0 ;
+  wire [255:0] \port$7730$0 ;
+  input [1:0] \port$7732$0 ;
+  wire [1:0] \port$7732$0 ;
+  input \port$7733$0 ;
+  wire \port$7733$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16920,7 +16989,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7719$0 , \port$7718$0 , \port$7716$0  };
+      storage[w_port__addr] <= { \port$7733$0 , \port$7732$0 , \port$7730$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17019,14 +17088,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
-  assign w_data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
+  assign w_port__data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
+  assign w_data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7716$0 , \port$7718$0 , \port$7719$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7730$0 , \port$7732$0 , \port$7733$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17068,12 +17137,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7716$0 ;
-  wire [255:0] \port$7716$0 ;
-  input [1:0] \port$7718$0 ;
-  wire [1:0] \port$7718$0 ;
-  input \port$7719$0 ;
-  wire \port$7719$0 ;
+  input [255:0] \port$7730$0 ;
+  wire [255:0] \port$7730$0 ;
+  input [1:0] \port$7732$0 ;
+  wire [1:0] \port$7732$0 ;
+  input \port$7733$0 ;
+  wire \port$7733$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17105,7 +17174,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7719$0 , \port$7718$0 , \port$7716$0  };
+      storage[w_port__addr] <= { \port$7733$0 , \port$7732$0 , \port$7730$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17204,8 +17273,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
-  assign w_data = { \port$7719$0 , \port$7718$0 , \port$7716$0  };
+  assign w_port__data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
+  assign w_data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -19920,12 +19989,12 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [16:0] \$1 ;
   wire \$10 ;
-  wire [8:0] \$100 ;
-  wire [8:0] \$101 ;
+  wire [6:0] \$100 ;
+  wire [7:0] \$101 ;
   wire [8:0] \$102 ;
-  wire [127:0] \$103 ;
-  wire \$104 ;
-  wire \$105 ;
+  wire [8:0] \$103 ;
+  wire [8:0] \$104 ;
+  wire [127:0] \$105 ;
   wire \$106 ;
   wire \$107 ;
   wire \$108 ;
@@ -19943,129 +20012,141 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$119 ;
   wire [8:0] \$12 ;
   wire \$120 ;
-  wire [5:0] \$121 ;
+  wire \$121 ;
   wire \$122 ;
-  wire \$123 ;
-  wire [16:0] \$124 ;
-  wire [16:0] \$125 ;
-  wire [31:0] \$126 ;
-  wire [31:0] \$127 ;
-  wire [8:0] \$128 ;
-  wire [9:0] \$129 ;
+  wire [5:0] \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire [16:0] \$126 ;
+  wire [16:0] \$127 ;
+  wire [31:0] \$128 ;
+  wire [31:0] \$129 ;
   wire [4:0] \$13 ;
-  wire [9:0] \$130 ;
-  wire [7:0] \$131 ;
-  wire [32:0] \$132 ;
-  wire [5:0] \$133 ;
-  wire \$134 ;
-  wire \$135 ;
-  wire [2:0] \$136 ;
-  wire [3:0] \$137 ;
-  wire \$138 ;
-  wire \$139 ;
+  wire [8:0] \$130 ;
+  wire [9:0] \$131 ;
+  wire [9:0] \$132 ;
+  wire [7:0] \$133 ;
+  wire [32:0] \$134 ;
+  wire [5:0] \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire [2:0] \$138 ;
+  wire [3:0] \$139 ;
   wire \$14 ;
   wire \$140 ;
-  wire [16:0] \$141 ;
-  wire [16:0] \$142 ;
-  wire [2:0] \$143 ;
-  wire \$144 ;
-  wire [127:0] \$145 ;
-  wire [127:0] \$146 ;
-  wire [2:0] \$147 ;
-  wire [12:0] \$148 ;
-  wire [4:0] \$149 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire [16:0] \$143 ;
+  wire [16:0] \$144 ;
+  wire [2:0] \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire [127:0] \$148 ;
+  wire [2:0] \$149 ;
   wire \$15 ;
-  wire [4:0] \$150 ;
-  wire [6:0] \$151 ;
-  wire [254:0] \$152 ;
-  wire [22:0] \$153 ;
-  wire [8:0] \$154 ;
-  wire [9:0] \$155 ;
-  wire [9:0] \$156 ;
-  wire [11:0] \$157 ;
-  wire [11:0] \$158 ;
-  wire \$159 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire [127:0] \$152 ;
+  wire [2:0] \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire [127:0] \$156 ;
+  wire [2:0] \$157 ;
+  wire [12:0] \$158 ;
+  wire [4:0] \$159 ;
   wire [14:0] \$16 ;
-  wire [16:0] \$160 ;
-  wire [16:0] \$161 ;
-  wire [3:0] \$162 ;
-  wire \$163 ;
-  wire [4:0] \$164 ;
-  wire [3:0] \$165 ;
-  wire \$166 ;
-  wire [4:0] \$167 ;
-  wire \$168 ;
+  wire [4:0] \$160 ;
+  wire [6:0] \$161 ;
+  wire [254:0] \$162 ;
+  wire [22:0] \$163 ;
+  wire [8:0] \$164 ;
+  wire [9:0] \$165 ;
+  wire [9:0] \$166 ;
+  wire [11:0] \$167 ;
+  wire [11:0] \$168 ;
   wire \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
+  wire [16:0] \$170 ;
+  wire [16:0] \$171 ;
+  wire [3:0] \$172 ;
   wire \$173 ;
-  wire [7:0] \$174 ;
-  wire [35:0] \$175 ;
-  wire [31:0] \$176 ;
-  wire [47:0] \$177 ;
-  wire [47:0] \$178 ;
+  wire [4:0] \$174 ;
+  wire [3:0] \$175 ;
+  wire \$176 ;
+  wire [4:0] \$177 ;
+  wire \$178 ;
   wire \$179 ;
   wire \$18 ;
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
-  wire [31:0] \$183 ;
-  wire [31:0] \$184 ;
-  wire [8:0] \$185 ;
-  wire [9:0] \$186 ;
-  wire [9:0] \$187 ;
-  wire [7:0] \$188 ;
-  reg [31:0] \$189 ;
+  wire \$183 ;
+  wire [7:0] \$184 ;
+  wire [35:0] \$185 ;
+  wire [31:0] \$186 ;
+  wire [47:0] \$187 ;
+  wire [47:0] \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  reg [7:0] \$190 ;
-  reg \$191 ;
-  reg [31:0] \$192 ;
-  reg [15:0] \$193 ;
-  reg [15:0] \$194 ;
-  reg [31:0] \$195 ;
-  reg \$196 ;
-  reg [31:0] \$197 ;
-  reg [1:0] \$198 ;
-  reg \$199 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire [31:0] \$193 ;
+  wire [31:0] \$194 ;
+  wire [8:0] \$195 ;
+  wire [9:0] \$196 ;
+  wire [9:0] \$197 ;
+  wire [7:0] \$198 ;
+  reg [31:0] \$199 ;
   wire [16:0] \$2 ;
   wire \$20 ;
-  reg [1:0] \$200 ;
-  reg [13:0] \$201 ;
-  reg [15:0] \$202 ;
+  reg [7:0] \$200 ;
+  reg \$201 ;
+  reg [31:0] \$202 ;
   reg [15:0] \$203 ;
-  reg [13:0] \$204 ;
-  reg \$205 ;
-  reg [127:0] \$206 ;
-  reg [127:0] \$207 ;
+  reg [15:0] \$204 ;
+  reg [31:0] \$205 ;
+  reg \$206 ;
+  reg [31:0] \$207 ;
   reg [1:0] \$208 ;
-  reg [11:0] \$209 ;
+  reg \$209 ;
   wire \$21 ;
-  reg [3:0] \$210 ;
+  reg [1:0] \$210 ;
   reg \$211 ;
-  reg [191:0] \$212 ;
-  reg [23:0] \$213 ;
-  reg [1:0] \$214 ;
-  reg [11:0] \$215 ;
-  reg [15:0] \$216 ;
-  reg [15:0] \$217 ;
-  reg [11:0] \$218 ;
-  reg \$219 ;
+  reg [13:0] \$212 ;
+  reg [15:0] \$213 ;
+  reg [15:0] \$214 ;
+  reg [13:0] \$215 ;
+  reg \$216 ;
+  reg [127:0] \$217 ;
+  reg [127:0] \$218 ;
+  reg [127:0] \$219 ;
   wire \$22 ;
-  reg [2:0] \$220 ;
-  reg [2:0] \$221 ;
-  reg \$222 ;
-  reg [7:0] \$223 ;
-  reg [223:0] \$224 ;
-  reg [64:0] \$225 ;
-  reg [2:0] \$226 ;
-  reg [35:0] \$227 ;
-  reg [31:0] \$228 ;
-  reg [47:0] \$229 ;
+  reg [1:0] \$220 ;
+  reg [11:0] \$221 ;
+  reg [3:0] \$222 ;
+  reg \$223 ;
+  reg [191:0] \$224 ;
+  reg [23:0] \$225 ;
+  reg [1:0] \$226 ;
+  reg [11:0] \$227 ;
+  reg [15:0] \$228 ;
+  reg [15:0] \$229 ;
   wire \$23 ;
-  reg [47:0] \$230 ;
+  reg [11:0] \$230 ;
+  reg \$231 ;
+  reg [2:0] \$232 ;
+  reg [2:0] \$233 ;
+  reg \$234 ;
+  reg [7:0] \$235 ;
+  reg [223:0] \$236 ;
+  reg [64:0] \$237 ;
+  reg [2:0] \$238 ;
+  reg [35:0] \$239 ;
   wire [32:0] \$24 ;
+  reg [31:0] \$240 ;
+  reg [47:0] \$241 ;
+  reg [47:0] \$242 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
@@ -20076,10 +20157,10 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire [32:0] \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire [8:0] \$336 ;
-  wire [5:0] \$339 ;
   wire [13:0] \$34 ;
   wire [13:0] \$35 ;
+  wire [8:0] \$350 ;
+  wire [5:0] \$353 ;
   wire \$36 ;
   wire [4:0] \$37 ;
   wire \$38 ;
@@ -20102,17 +20183,17 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
-  wire [2:0] \$56 ;
-  wire [3:0] \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire [1:0] \$56 ;
+  wire [2:0] \$57 ;
+  wire [3:0] \$58 ;
+  wire [4:0] \$59 ;
   wire [49:0] \$6 ;
   wire \$60 ;
-  wire [12:0] \$61 ;
-  wire [12:0] \$62 ;
+  wire \$61 ;
+  wire \$62 ;
   wire [12:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire [12:0] \$64 ;
+  wire [12:0] \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
@@ -20133,9 +20214,9 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$81 ;
   wire \$82 ;
   wire \$83 ;
-  wire [2:0] \$84 ;
+  wire \$84 ;
   wire \$85 ;
-  wire \$86 ;
+  wire [2:0] \$86 ;
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
@@ -20143,13 +20224,13 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
-  wire [1:0] \$93 ;
-  wire [2:0] \$94 ;
-  wire [3:0] \$95 ;
-  wire [4:0] \$96 ;
-  wire [5:0] \$97 ;
-  wire [6:0] \$98 ;
-  wire [7:0] \$99 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire [1:0] \$95 ;
+  wire [2:0] \$96 ;
+  wire [3:0] \$97 ;
+  wire [4:0] \$98 ;
+  wire [5:0] \$99 ;
   wire [12:0] acc_rd__addr;
   input [127:0] acc_rd__data;
   wire [127:0] acc_rd__data;
@@ -20256,7 +20337,8 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire st_rbuf_valid;
   reg st_rd_active = 1'h0;
   wire st_rd_en;
-  reg st_rd_inflight = 1'h0;
+  reg st_rd_inflight1 = 1'h0;
+  reg st_rd_inflight2 = 1'h0;
   wire st_rd_last;
   wire [13:0] st_rd_nxt0;
   reg [15:0] st_rd_p = 16'h0000;
@@ -20267,6 +20349,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire [15:0] st_rows_m1;
   reg [127:0] st_rq0 = 128'h00000000000000000000000000000000;
   reg [127:0] st_rq1 = 128'h00000000000000000000000000000000;
+  reg [127:0] st_rq2 = 128'h00000000000000000000000000000000;
   reg [1:0] st_rq_n = 2'h0;
   reg st_run;
   wire [127:0] st_shifted;
@@ -20430,226 +20513,240 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign st_rd_last = \$53  & \$54 ;
   assign st_rbuf_valid = | st_rq_n;
   assign \$55  = st_run & st_rd_active;
-  assign \$56  = st_rq_n + st_rd_inflight;
-  assign \$57  = \$56  - st_w_take;
-  assign \$58  = $signed(\$57 ) < $signed(3'h2);
-  assign st_rd_en = \$55  & \$58 ;
-  assign \$59  = ~ st_cmd[216];
-  assign spad_rd__en = st_rd_en & \$59 ;
+  assign \$56  = 1'h0 + st_rd_inflight1;
+  assign \$57  = \$56  + st_rd_inflight2;
+  assign \$58  = st_rq_n + \$57 ;
+  assign \$59  = \$58  - st_w_take;
+  assign \$60  = $signed(\$59 ) < $signed(3'h3);
+  assign st_rd_en = \$55  & \$60 ;
+  assign \$61  = ~ st_cmd[216];
+  assign spad_rd__en = st_rd_en & \$61 ;
   assign acc_rd__en = st_rd_en & st_cmd[216];
-  assign \$60  = st_w_r > 1'h1;
-  assign \$61  = st_w_row0 + st_cmd[59:48];
-  assign \$62  = st_w_plane0 + st_cmd[91:80];
-  assign \$63  = \$60  ? \$61  : \$62 ;
-  assign \$64  = st_w_r == 1'h1;
-  assign \$65  = st_w_p == 1'h1;
-  assign st_w_last = \$64  & \$65 ;
-  assign \$66  = st_cmd[175:168] > 1'h0;
-  assign \$67  = st_cmd[175:168] > 1'h1;
-  assign \$68  = st_cmd[175:168] > 2'h2;
-  assign \$69  = st_cmd[175:168] > 2'h3;
-  assign \$70  = st_cmd[175:168] > 3'h4;
-  assign \$71  = st_cmd[175:168] > 3'h5;
-  assign \$72  = st_cmd[175:168] > 3'h6;
-  assign \$73  = st_cmd[175:168] > 3'h7;
-  assign \$74  = st_cmd[175:168] > 4'h8;
-  assign \$75  = st_cmd[175:168] > 4'h9;
-  assign \$76  = st_cmd[175:168] > 4'ha;
-  assign \$77  = st_cmd[175:168] > 4'hb;
-  assign \$78  = st_cmd[175:168] > 4'hc;
-  assign \$79  = st_cmd[175:168] > 4'hd;
-  assign \$80  = st_cmd[175:168] > 4'he;
-  assign \$81  = st_cmd[175:168] > 4'hf;
-  assign \$82  = st_run & st_w_row_valid;
-  assign \$83  = | st_w_credit;
-  assign st_wvalid = \$82  & \$83 ;
-  assign \$84  = st_w_nbeats - 1'h1;
-  assign st_w_row_end = st_w_beat == \$84 ;
-  assign \$85  = st_w_addr12 == 12'hff8;
-  assign \$86  = st_w_row_end | \$85 ;
-  assign \$87  = st_w_bib == 4'hf;
-  assign st_wlast = \$86  | \$87 ;
+  assign \$62  = st_w_r > 1'h1;
+  assign \$63  = st_w_row0 + st_cmd[59:48];
+  assign \$64  = st_w_plane0 + st_cmd[91:80];
+  assign \$65  = \$62  ? \$63  : \$64 ;
+  assign \$66  = st_w_r == 1'h1;
+  assign \$67  = st_w_p == 1'h1;
+  assign st_w_last = \$66  & \$67 ;
+  assign \$68  = st_cmd[175:168] > 1'h0;
+  assign \$69  = st_cmd[175:168] > 1'h1;
+  assign \$70  = st_cmd[175:168] > 2'h2;
+  assign \$71  = st_cmd[175:168] > 2'h3;
+  assign \$72  = st_cmd[175:168] > 3'h4;
+  assign \$73  = st_cmd[175:168] > 3'h5;
+  assign \$74  = st_cmd[175:168] > 3'h6;
+  assign \$75  = st_cmd[175:168] > 3'h7;
+  assign \$76  = st_cmd[175:168] > 4'h8;
+  assign \$77  = st_cmd[175:168] > 4'h9;
+  assign \$78  = st_cmd[175:168] > 4'ha;
+  assign \$79  = st_cmd[175:168] > 4'hb;
+  assign \$80  = st_cmd[175:168] > 4'hc;
+  assign \$81  = st_cmd[175:168] > 4'hd;
+  assign \$82  = st_cmd[175:168] > 4'he;
+  assign \$83  = st_cmd[175:168] > 4'hf;
+  assign \$84  = st_run & st_w_row_valid;
+  assign \$85  = | st_w_credit;
+  assign st_wvalid = \$84  & \$85 ;
+  assign \$86  = st_w_nbeats - 1'h1;
+  assign st_w_row_end = st_w_beat == \$86 ;
+  assign \$87  = st_w_addr12 == 12'hff8;
+  assign \$88  = st_w_row_end | \$87 ;
+  assign \$89  = st_w_bib == 4'hf;
+  assign st_wlast = \$88  | \$89 ;
   assign st_whs = st_wvalid & up__wready;
-  assign \$88  = st_run & st_w_active;
-  assign \$89  = \$88  & st_rbuf_valid;
-  assign \$90  = ~ st_w_row_valid;
-  assign \$91  = st_whs & st_w_row_end;
-  assign \$92  = \$90  | \$91 ;
-  assign st_w_take = \$89  & \$92 ;
-  assign \$336  = st_w_beat * 7'h40;
-  assign up__wdata = st_wbuf >> \$336 ;
-  assign \$339  = st_w_beat * 4'h8;
-  assign up__wstrb = st_wstrb_buf >> \$339 ;
-  assign \$93  = 1'h0 + up__wstrb[0];
-  assign \$94  = \$93  + up__wstrb[1];
-  assign \$95  = \$94  + up__wstrb[2];
-  assign \$96  = \$95  + up__wstrb[3];
-  assign \$97  = \$96  + up__wstrb[4];
-  assign \$98  = \$97  + up__wstrb[5];
-  assign \$99  = \$98  + up__wstrb[6];
-  assign \$100  = \$99  + up__wstrb[7];
-  assign \$101  = st_whs ? \$100  : 9'h000;
-  assign \$102  = st_cmd[180:176] * 4'h8;
-  assign \$103  = st_rq0 >> \$102 ;
-  assign st_shifted = \$103  & { \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66  };
-  assign \$104  = ~ st_aw_valid;
-  assign \$105  = ! st_w_credit;
-  assign \$106  = \$104  & \$105 ;
-  assign \$107  = ! st_b_out;
+  assign \$90  = st_run & st_w_active;
+  assign \$91  = \$90  & st_rbuf_valid;
+  assign \$92  = ~ st_w_row_valid;
+  assign \$93  = st_whs & st_w_row_end;
+  assign \$94  = \$92  | \$93 ;
+  assign st_w_take = \$91  & \$94 ;
+  assign \$350  = st_w_beat * 7'h40;
+  assign up__wdata = st_wbuf >> \$350 ;
+  assign \$353  = st_w_beat * 4'h8;
+  assign up__wstrb = st_wstrb_buf >> \$353 ;
+  assign \$95  = 1'h0 + up__wstrb[0];
+  assign \$96  = \$95  + up__wstrb[1];
+  assign \$97  = \$96  + up__wstrb[2];
+  assign \$98  = \$97  + up__wstrb[3];
+  assign \$99  = \$98  + up__wstrb[4];
+  assign \$100  = \$99  + up__wstrb[5];
+  assign \$101  = \$100  + up__wstrb[6];
+  assign \$102  = \$101  + up__wstrb[7];
+  assign \$103  = st_whs ? \$102  : 9'h000;
+  assign \$104  = st_cmd[180:176] * 4'h8;
+  assign \$105  = st_rq0 >> \$104 ;
+  assign st_shifted = \$105  & { \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68  };
+  assign \$106  = ~ st_aw_valid;
+  assign \$107  = ! st_w_credit;
   assign \$108  = \$106  & \$107 ;
-  assign \$109  = ~ st_aw_it_active;
-  assign \$110  = ~ st_w_active;
-  assign \$111  = \$109  & \$110 ;
-  assign \$112  = ~ st_w_row_valid;
+  assign \$109  = ! st_b_out;
+  assign \$110  = \$108  & \$109 ;
+  assign \$111  = ~ st_aw_it_active;
+  assign \$112  = ~ st_w_active;
   assign \$113  = \$111  & \$112 ;
-  assign \$114  = st_drain | \$113 ;
-  assign st_finished = \$108  & \$114 ;
-  assign \$115  = ! dma_store_fsm_state;
-  assign \$116  = dma_store_fsm_state == 1'h1;
-  assign \$117  = dma_store_fsm_state == 2'h2;
-  assign \$118  = dma_store_fsm_state == 2'h3;
-  assign \$119  = dma_store_fsm_state == 3'h4;
-  assign \$120  = dma_store_fsm_state == 3'h5;
-  assign \$121  = \$41 [4:0] - 1'h1;
-  assign \$122  = st_aw_beats_left == \$41 [4:0];
-  assign \$123  = st_aw_it_r > 1'h1;
-  assign \$124  = st_aw_it_r - 1'h1;
-  assign \$125  = st_aw_it_p - 1'h1;
-  assign \$128  = \$31 [2:0] + st_cmd[175:168];
-  assign \$129  = \$128  + 3'h7;
-  assign \$132  = st_aw_beat_addr + \$131 ;
-  assign \$133  = st_aw_beats_left - \$41 [4:0];
-  assign \$134  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$135  = st_rd_en & \$134 ;
-  assign \$136  = st_rq_n + st_rd_inflight;
-  assign \$137  = \$136  - st_w_take;
-  assign \$138  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$139  = st_rd_en & \$138 ;
-  assign \$140  = st_rd_r > 1'h1;
-  assign \$141  = st_rd_r - 1'h1;
-  assign \$142  = st_rd_p - 1'h1;
-  assign \$143  = st_rq_n - st_w_take;
-  assign \$144  = ! \$143 ;
-  assign \$145  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
-  assign \$146  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
-  assign \$147  = st_w_beat + 1'h1;
-  assign \$148  = st_w_addr12 + 4'h8;
-  assign \$149  = st_w_bib + 1'h1;
-  assign \$150  = st_wlast ? 5'h00 : \$149 ;
-  assign \$151  = st_w_row0[2:0] * 4'h8;
-  assign \$152  = st_shifted << \$151 ;
-  assign \$153  = { \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  } << st_w_row0[2:0];
-  assign \$154  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$155  = \$154  + 3'h7;
-  assign \$159  = st_w_r > 1'h1;
-  assign \$160  = st_w_r - 1'h1;
-  assign \$161  = st_w_p - 1'h1;
-  assign \$162  = st_w_credit + st_aw_issue;
-  assign \$163  = st_whs & st_wlast;
-  assign \$164  = \$162  - \$163 ;
-  assign \$165  = st_b_out + st_aw_issue;
-  assign \$167  = \$165  - \$166 ;
-  assign \$169  = st_run & \$168 ;
-  assign \$170  = \$169  & up__bresp[1];
-  assign \$171  = ~ st_drain;
-  assign \$172  = \$170  & \$171 ;
-  assign \$173  = up__bresp == 2'h3;
-  assign \$174  = \$173  ? 8'h07 : 8'h06;
-  assign \$175  = \$2 [15:0] * st_cmd[167:148];
-  assign \$176  = \$1 [15:0] * st_cmd[147:132];
-  assign \$177  = \$2 [15:0] * st_cmd[111:80];
-  assign \$178  = \$1 [15:0] * st_cmd[79:48];
-  assign \$179  = ! store__error;
-  assign \$180  = | st_cmd[175:168];
-  assign \$181  = \$179  & \$180 ;
-  assign \$182  = | st_cmd[175:168];
-  assign \$185  = st_cmd[2:0] + st_cmd[175:168];
-  assign \$186  = \$185  + 3'h7;
-  assign \$188  = st_drain ? store__error : 8'h10;
+  assign \$114  = ~ st_w_row_valid;
+  assign \$115  = \$113  & \$114 ;
+  assign \$116  = st_drain | \$115 ;
+  assign st_finished = \$110  & \$116 ;
+  assign \$117  = ! dma_store_fsm_state;
+  assign \$118  = dma_store_fsm_state == 1'h1;
+  assign \$119  = dma_store_fsm_state == 2'h2;
+  assign \$120  = dma_store_fsm_state == 2'h3;
+  assign \$121  = dma_store_fsm_state == 3'h4;
+  assign \$122  = dma_store_fsm_state == 3'h5;
+  assign \$123  = \$41 [4:0] - 1'h1;
+  assign \$124  = st_aw_beats_left == \$41 [4:0];
+  assign \$125  = st_aw_it_r > 1'h1;
+  assign \$126  = st_aw_it_r - 1'h1;
+  assign \$127  = st_aw_it_p - 1'h1;
+  assign \$130  = \$31 [2:0] + st_cmd[175:168];
+  assign \$131  = \$130  + 3'h7;
+  assign \$134  = st_aw_beat_addr + \$133 ;
+  assign \$135  = st_aw_beats_left - \$41 [4:0];
+  assign \$136  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$137  = st_rd_en & \$136 ;
+  assign \$138  = st_rq_n + st_rd_inflight2;
+  assign \$139  = \$138  - st_w_take;
+  assign \$140  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$141  = st_rd_en & \$140 ;
+  assign \$142  = st_rd_r > 1'h1;
+  assign \$143  = st_rd_r - 1'h1;
+  assign \$144  = st_rd_p - 1'h1;
+  assign \$145  = st_rq_n - st_w_take;
+  assign \$146  = ! \$145 ;
+  assign \$147  = st_rd_inflight2 & \$146 ;
+  assign \$148  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
+  assign \$149  = st_rq_n - st_w_take;
+  assign \$150  = \$149  == 1'h1;
+  assign \$151  = st_rd_inflight2 & \$150 ;
+  assign \$152  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
+  assign \$153  = st_rq_n - st_w_take;
+  assign \$154  = \$153  == 2'h2;
+  assign \$155  = st_rd_inflight2 & \$154 ;
+  assign \$156  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
+  assign \$157  = st_w_beat + 1'h1;
+  assign \$158  = st_w_addr12 + 4'h8;
+  assign \$159  = st_w_bib + 1'h1;
+  assign \$160  = st_wlast ? 5'h00 : \$159 ;
+  assign \$161  = st_w_row0[2:0] * 4'h8;
+  assign \$162  = st_shifted << \$161 ;
+  assign \$163  = { \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68  } << st_w_row0[2:0];
+  assign \$164  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$165  = \$164  + 3'h7;
+  assign \$169  = st_w_r > 1'h1;
+  assign \$170  = st_w_r - 1'h1;
+  assign \$171  = st_w_p - 1'h1;
+  assign \$172  = st_w_credit + st_aw_issue;
+  assign \$173  = st_whs & st_wlast;
+  assign \$174  = \$172  - \$173 ;
+  assign \$175  = st_b_out + st_aw_issue;
+  assign \$177  = \$175  - \$176 ;
+  assign \$179  = st_run & \$178 ;
+  assign \$180  = \$179  & up__bresp[1];
+  assign \$181  = ~ st_drain;
+  assign \$182  = \$180  & \$181 ;
+  assign \$183  = up__bresp == 2'h3;
+  assign \$184  = \$183  ? 8'h07 : 8'h06;
+  assign \$185  = \$2 [15:0] * st_cmd[167:148];
+  assign \$186  = \$1 [15:0] * st_cmd[147:132];
+  assign \$187  = \$2 [15:0] * st_cmd[111:80];
+  assign \$188  = \$1 [15:0] * st_cmd[79:48];
+  assign \$189  = ! store__error;
+  assign \$190  = | st_cmd[175:168];
+  assign \$191  = \$189  & \$190 ;
+  assign \$192  = | st_cmd[175:168];
+  assign \$195  = st_cmd[2:0] + st_cmd[175:168];
+  assign \$196  = \$195  + 3'h7;
+  assign \$198  = st_drain ? store__error : 8'h10;
   always @(posedge clk)
-    up__awaddr <= \$189 ;
+    up__awaddr <= \$199 ;
   always @(posedge clk)
-    up__awlen <= \$190 ;
+    up__awlen <= \$200 ;
   always @(posedge clk)
-    st_aw_valid <= \$191 ;
+    st_aw_valid <= \$201 ;
   always @(posedge clk)
-    st_aw_it_row0 <= \$192 ;
+    st_aw_it_row0 <= \$202 ;
   always @(posedge clk)
-    st_aw_it_r <= \$193 ;
+    st_aw_it_r <= \$203 ;
   always @(posedge clk)
-    st_aw_it_p <= \$194 ;
+    st_aw_it_p <= \$204 ;
   always @(posedge clk)
-    st_aw_it_plane0 <= \$195 ;
+    st_aw_it_plane0 <= \$205 ;
   always @(posedge clk)
-    st_aw_it_active <= \$196 ;
+    st_aw_it_active <= \$206 ;
   always @(posedge clk)
-    st_aw_beat_addr <= \$197 ;
+    st_aw_beat_addr <= \$207 ;
   always @(posedge clk)
-    st_aw_beats_left <= \$198 ;
+    st_aw_beats_left <= \$208 ;
   always @(posedge clk)
-    st_rd_inflight <= \$199 ;
+    st_rd_inflight1 <= \$209 ;
   always @(posedge clk)
-    st_rq_n <= \$200 ;
+    st_rq_n <= \$210 ;
   always @(posedge clk)
-    st_rd_row0 <= \$201 ;
+    st_rd_inflight2 <= \$211 ;
   always @(posedge clk)
-    st_rd_r <= \$202 ;
+    st_rd_row0 <= \$212 ;
   always @(posedge clk)
-    st_rd_p <= \$203 ;
+    st_rd_r <= \$213 ;
   always @(posedge clk)
-    st_rd_plane0 <= \$204 ;
+    st_rd_p <= \$214 ;
   always @(posedge clk)
-    st_rd_active <= \$205 ;
+    st_rd_plane0 <= \$215 ;
   always @(posedge clk)
-    st_rq0 <= \$206 ;
+    st_rd_active <= \$216 ;
   always @(posedge clk)
-    st_rq1 <= \$207 ;
+    st_rq0 <= \$217 ;
   always @(posedge clk)
-    st_w_beat <= \$208 ;
+    st_rq1 <= \$218 ;
   always @(posedge clk)
-    st_w_addr12 <= \$209 ;
+    st_rq2 <= \$219 ;
   always @(posedge clk)
-    st_w_bib <= \$210 ;
+    st_w_beat <= \$220 ;
   always @(posedge clk)
-    st_w_row_valid <= \$211 ;
+    st_w_addr12 <= \$221 ;
   always @(posedge clk)
-    st_wbuf <= \$212 ;
+    st_w_bib <= \$222 ;
   always @(posedge clk)
-    st_wstrb_buf <= \$213 ;
+    st_w_row_valid <= \$223 ;
   always @(posedge clk)
-    st_w_nbeats <= \$214 ;
+    st_wbuf <= \$224 ;
   always @(posedge clk)
-    st_w_row0 <= \$215 ;
+    st_wstrb_buf <= \$225 ;
   always @(posedge clk)
-    st_w_r <= \$216 ;
+    st_w_nbeats <= \$226 ;
   always @(posedge clk)
-    st_w_p <= \$217 ;
+    st_w_row0 <= \$227 ;
   always @(posedge clk)
-    st_w_plane0 <= \$218 ;
+    st_w_r <= \$228 ;
   always @(posedge clk)
-    st_w_active <= \$219 ;
+    st_w_p <= \$229 ;
   always @(posedge clk)
-    st_w_credit <= \$220 ;
+    st_w_plane0 <= \$230 ;
   always @(posedge clk)
-    st_b_out <= \$221 ;
+    st_w_active <= \$231 ;
   always @(posedge clk)
-    st_drain <= \$222 ;
+    st_w_credit <= \$232 ;
   always @(posedge clk)
-    store__error <= \$223 ;
+    st_b_out <= \$233 ;
   always @(posedge clk)
-    st_cmd <= \$224 ;
+    st_drain <= \$234 ;
   always @(posedge clk)
-    st_window <= \$225 ;
+    store__error <= \$235 ;
   always @(posedge clk)
-    dma_store_fsm_state <= \$226 ;
+    st_cmd <= \$236 ;
   always @(posedge clk)
-    st_local_plane_stride_x <= \$227 ;
+    st_window <= \$237 ;
   always @(posedge clk)
-    st_local_row_stride_x <= \$228 ;
+    dma_store_fsm_state <= \$238 ;
   always @(posedge clk)
-    st_host_plane_stride_x <= \$229 ;
+    st_local_plane_stride_x <= \$239 ;
   always @(posedge clk)
-    st_host_row_stride_x <= \$230 ;
+    st_local_row_stride_x <= \$240 ;
+  always @(posedge clk)
+    st_host_plane_stride_x <= \$241 ;
+  always @(posedge clk)
+    st_host_row_stride_x <= \$242 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     (* full_case = 32'd1 *)
@@ -20748,37 +20845,37 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$189  = up__awaddr;
+    \$199  = up__awaddr;
     if (st_aw_issue) begin
-      \$189  = st_aw_beat_addr;
+      \$199  = st_aw_beat_addr;
     end
     if (store_reset) begin
-      \$189  = 32'd0;
+      \$199  = 32'd0;
     end
     if (rst) begin
-      \$189  = 32'd0;
+      \$199  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$190  = up__awlen;
+    \$200  = up__awlen;
     if (st_aw_issue) begin
-      \$190  = { \$121 [5], \$121 [5], \$121  };
+      \$200  = { \$123 [5], \$123 [5], \$123  };
     end
     if (store_reset) begin
-      \$190  = 8'h00;
+      \$200  = 8'h00;
     end
     if (rst) begin
-      \$190  = 8'h00;
+      \$200  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$191  = st_aw_valid;
+    \$201  = st_aw_valid;
     if (st_aw_issue) begin
-      \$191  = 1'h1;
+      \$201  = 1'h1;
     end else if (up__awready) begin
-      \$191  = 1'h0;
+      \$201  = 1'h0;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -20788,28 +20885,28 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$191  = 1'h0;
+          if (\$191 ) begin
+            \$201  = 1'h0;
           end
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$191  = 1'h0;
+            \$201  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$191  = 1'h0;
+      \$201  = 1'h0;
     end
     if (rst) begin
-      \$191  = 1'h0;
+      \$201  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$192  = st_aw_it_row0;
+    \$202  = st_aw_it_row0;
     if (st_aw_issue) begin
-      if (\$122 ) begin
-        \$192  = \$31 [31:0];
+      if (\$124 ) begin
+        \$202  = \$31 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20820,27 +20917,27 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$192  = st_cmd[31:0];
+          if (\$191 ) begin
+            \$202  = st_cmd[31:0];
           end
     endcase
     if (store_reset) begin
-      \$192  = 32'd0;
+      \$202  = 32'd0;
     end
     if (rst) begin
-      \$192  = 32'd0;
+      \$202  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$193  = st_aw_it_r;
+    \$203  = st_aw_it_r;
     if (st_aw_issue) begin
-      if (\$122 ) begin
+      if (\$124 ) begin
         (* full_case = 32'd1 *)
-        if (\$123 ) begin
-          \$193  = \$124 [15:0];
+        if (\$125 ) begin
+          \$203  = \$126 [15:0];
         end else begin
-          \$193  = st_cmd[199:184];
+          \$203  = st_cmd[199:184];
         end
       end
     end
@@ -20852,26 +20949,26 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$193  = st_cmd[199:184];
+          if (\$191 ) begin
+            \$203  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$193  = 16'h0000;
+      \$203  = 16'h0000;
     end
     if (rst) begin
-      \$193  = 16'h0000;
+      \$203  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$194  = st_aw_it_p;
+    \$204  = st_aw_it_p;
     if (st_aw_issue) begin
-      if (\$122 ) begin
+      if (\$124 ) begin
         (* full_case = 32'd1 *)
-        if (\$123 ) begin
+        if (\$125 ) begin
         end else begin
-          \$194  = \$125 [15:0];
+          \$204  = \$127 [15:0];
         end
       end
     end
@@ -20883,26 +20980,26 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$194  = st_cmd[215:200];
+          if (\$191 ) begin
+            \$204  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$194  = 16'h0000;
+      \$204  = 16'h0000;
     end
     if (rst) begin
-      \$194  = 16'h0000;
+      \$204  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$195  = st_aw_it_plane0;
+    \$205  = st_aw_it_plane0;
     if (st_aw_issue) begin
-      if (\$122 ) begin
+      if (\$124 ) begin
         (* full_case = 32'd1 *)
-        if (\$123 ) begin
+        if (\$125 ) begin
         end else begin
-          \$195  = \$31 [31:0];
+          \$205  = \$31 [31:0];
         end
       end
     end
@@ -20914,24 +21011,24 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$195  = st_cmd[31:0];
+          if (\$191 ) begin
+            \$205  = st_cmd[31:0];
           end
     endcase
     if (store_reset) begin
-      \$195  = 32'd0;
+      \$205  = 32'd0;
     end
     if (rst) begin
-      \$195  = 32'd0;
+      \$205  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$196  = st_aw_it_active;
+    \$206  = st_aw_it_active;
     if (st_aw_issue) begin
-      if (\$122 ) begin
+      if (\$124 ) begin
         if (st_aw_it_last) begin
-          \$196  = 1'h0;
+          \$206  = 1'h0;
         end
       end
     end
@@ -20943,26 +21040,26 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$196  = \$182 ;
+          if (\$191 ) begin
+            \$206  = \$192 ;
           end
     endcase
     if (store_reset) begin
-      \$196  = 1'h0;
+      \$206  = 1'h0;
     end
     if (rst) begin
-      \$196  = 1'h0;
+      \$206  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$197  = st_aw_beat_addr;
+    \$207  = st_aw_beat_addr;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$122 ) begin
-        \$197  = \$127 ;
+      if (\$124 ) begin
+        \$207  = \$129 ;
       end else begin
-        \$197  = \$132 [31:0];
+        \$207  = \$134 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20973,26 +21070,26 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$197  = \$184 ;
+          if (\$191 ) begin
+            \$207  = \$194 ;
           end
     endcase
     if (store_reset) begin
-      \$197  = 32'd0;
+      \$207  = 32'd0;
     end
     if (rst) begin
-      \$197  = 32'd0;
+      \$207  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$198  = st_aw_beats_left;
+    \$208  = st_aw_beats_left;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$122 ) begin
-        \$198  = \$130 [1:0];
+      if (\$124 ) begin
+        \$208  = \$132 [1:0];
       end else begin
-        \$198  = \$133 [1:0];
+        \$208  = \$135 [1:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21003,30 +21100,30 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$198  = \$187 [1:0];
+          if (\$191 ) begin
+            \$208  = \$197 [1:0];
           end
     endcase
     if (store_reset) begin
-      \$198  = 2'h0;
+      \$208  = 2'h0;
     end
     if (rst) begin
-      \$198  = 2'h0;
+      \$208  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$199  = \$135 ;
+    \$209  = \$137 ;
     if (store_reset) begin
-      \$199  = 1'h0;
+      \$209  = 1'h0;
     end
     if (rst) begin
-      \$199  = 1'h0;
+      \$209  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$200  = \$137 [1:0];
+    \$210  = \$139 [1:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21035,20 +21132,30 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          \$200  = 2'h0;
+          \$210  = 2'h0;
     endcase
     if (store_reset) begin
-      \$200  = 2'h0;
+      \$210  = 2'h0;
     end
     if (rst) begin
-      \$200  = 2'h0;
+      \$210  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$201  = st_rd_row0;
-    if (\$139 ) begin
-      \$201  = \$52 [13:0];
+    \$211  = st_rd_inflight1;
+    if (store_reset) begin
+      \$211  = 1'h0;
+    end
+    if (rst) begin
+      \$211  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$212  = st_rd_row0;
+    if (\$141 ) begin
+      \$212  = \$52 [13:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21058,26 +21165,26 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$201  = st_cmd[125:112];
+          if (\$191 ) begin
+            \$212  = st_cmd[125:112];
           end
     endcase
     if (store_reset) begin
-      \$201  = 14'h0000;
+      \$212  = 14'h0000;
     end
     if (rst) begin
-      \$201  = 14'h0000;
+      \$212  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$202  = st_rd_r;
-    if (\$139 ) begin
+    \$213  = st_rd_r;
+    if (\$141 ) begin
       (* full_case = 32'd1 *)
-      if (\$140 ) begin
-        \$202  = \$141 [15:0];
+      if (\$142 ) begin
+        \$213  = \$143 [15:0];
       end else begin
-        \$202  = st_cmd[199:184];
+        \$213  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21088,25 +21195,25 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$202  = st_cmd[199:184];
+          if (\$191 ) begin
+            \$213  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$202  = 16'h0000;
+      \$213  = 16'h0000;
     end
     if (rst) begin
-      \$202  = 16'h0000;
+      \$213  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$203  = st_rd_p;
-    if (\$139 ) begin
+    \$214  = st_rd_p;
+    if (\$141 ) begin
       (* full_case = 32'd1 *)
-      if (\$140 ) begin
+      if (\$142 ) begin
       end else begin
-        \$203  = \$142 [15:0];
+        \$214  = \$144 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21117,25 +21224,25 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$203  = st_cmd[215:200];
+          if (\$191 ) begin
+            \$214  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$203  = 16'h0000;
+      \$214  = 16'h0000;
     end
     if (rst) begin
-      \$203  = 16'h0000;
+      \$214  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$204  = st_rd_plane0;
-    if (\$139 ) begin
+    \$215  = st_rd_plane0;
+    if (\$141 ) begin
       (* full_case = 32'd1 *)
-      if (\$140 ) begin
+      if (\$142 ) begin
       end else begin
-        \$204  = \$52 [13:0];
+        \$215  = \$52 [13:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21146,23 +21253,23 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$204  = st_cmd[125:112];
+          if (\$191 ) begin
+            \$215  = st_cmd[125:112];
           end
     endcase
     if (store_reset) begin
-      \$204  = 14'h0000;
+      \$215  = 14'h0000;
     end
     if (rst) begin
-      \$204  = 14'h0000;
+      \$215  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$205  = st_rd_active;
-    if (\$139 ) begin
+    \$216  = st_rd_active;
+    if (\$141 ) begin
       if (st_rd_last) begin
-        \$205  = 1'h0;
+        \$216  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21173,89 +21280,99 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$205  = 1'h1;
+          if (\$191 ) begin
+            \$216  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$205  = 1'h0;
+      \$216  = 1'h0;
     end
     if (rst) begin
-      \$205  = 1'h0;
+      \$216  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$206  = st_rq0;
+    \$217  = st_rq0;
     if (st_w_take) begin
-      \$206  = st_rq1;
+      \$217  = st_rq1;
     end
-    if (st_rd_inflight) begin
-      if (\$144 ) begin
-        \$206  = \$145 ;
-      end
+    if (\$147 ) begin
+      \$217  = \$148 ;
     end
     if (store_reset) begin
-      \$206  = 128'h00000000000000000000000000000000;
+      \$217  = 128'h00000000000000000000000000000000;
     end
     if (rst) begin
-      \$206  = 128'h00000000000000000000000000000000;
+      \$217  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$207  = st_rq1;
-    if (st_rd_inflight) begin
-      (* full_case = 32'd1 *)
-      if (\$144 ) begin
-      end else begin
-        \$207  = \$146 ;
-      end
-    end
-    if (store_reset) begin
-      \$207  = 128'h00000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$207  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$208  = st_w_beat;
-    if (st_whs) begin
-      \$208  = \$147 [1:0];
-    end
+    \$218  = st_rq1;
     if (st_w_take) begin
-      \$208  = 2'h0;
+      \$218  = st_rq2;
+    end
+    if (\$151 ) begin
+      \$218  = \$152 ;
     end
     if (store_reset) begin
-      \$208  = 2'h0;
+      \$218  = 128'h00000000000000000000000000000000;
     end
     if (rst) begin
-      \$208  = 2'h0;
+      \$218  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$209  = st_w_addr12;
+    \$219  = st_rq2;
+    if (\$155 ) begin
+      \$219  = \$156 ;
+    end
+    if (store_reset) begin
+      \$219  = 128'h00000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$219  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$220  = st_w_beat;
     if (st_whs) begin
-      \$209  = \$148 [11:0];
+      \$220  = \$157 [1:0];
     end
     if (st_w_take) begin
-      \$209  = \$158 ;
+      \$220  = 2'h0;
     end
     if (store_reset) begin
-      \$209  = 12'h000;
+      \$220  = 2'h0;
     end
     if (rst) begin
-      \$209  = 12'h000;
+      \$220  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$210  = st_w_bib;
+    \$221  = st_w_addr12;
     if (st_whs) begin
-      \$210  = \$150 [3:0];
+      \$221  = \$158 [11:0];
+    end
+    if (st_w_take) begin
+      \$221  = \$168 ;
+    end
+    if (store_reset) begin
+      \$221  = 12'h000;
+    end
+    if (rst) begin
+      \$221  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$222  = st_w_bib;
+    if (st_whs) begin
+      \$222  = \$160 [3:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21265,25 +21382,25 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          \$210  = 4'h0;
+          \$222  = 4'h0;
     endcase
     if (store_reset) begin
-      \$210  = 4'h0;
+      \$222  = 4'h0;
     end
     if (rst) begin
-      \$210  = 4'h0;
+      \$222  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$211  = st_w_row_valid;
+    \$223  = st_w_row_valid;
     if (st_whs) begin
       if (st_w_row_end) begin
-        \$211  = 1'h0;
+        \$223  = 1'h0;
       end
     end
     if (st_w_take) begin
-      \$211  = 1'h1;
+      \$223  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21293,64 +21410,64 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          \$211  = 1'h0;
+          \$223  = 1'h0;
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$211  = 1'h0;
+            \$223  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$211  = 1'h0;
+      \$223  = 1'h0;
     end
     if (rst) begin
-      \$211  = 1'h0;
+      \$223  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$212  = st_wbuf;
+    \$224  = st_wbuf;
     if (st_w_take) begin
-      \$212  = \$152 [191:0];
+      \$224  = \$162 [191:0];
     end
     if (store_reset) begin
-      \$212  = 192'h000000000000000000000000000000000000000000000000;
+      \$224  = 192'h000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$212  = 192'h000000000000000000000000000000000000000000000000;
+      \$224  = 192'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$213  = st_wstrb_buf;
+    \$225  = st_wstrb_buf;
     if (st_w_take) begin
-      \$213  = { 1'h0, \$153  };
+      \$225  = { 1'h0, \$163  };
     end
     if (store_reset) begin
-      \$213  = 24'h000000;
+      \$225  = 24'h000000;
     end
     if (rst) begin
-      \$213  = 24'h000000;
+      \$225  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$214  = st_w_nbeats;
+    \$226  = st_w_nbeats;
     if (st_w_take) begin
-      \$214  = \$156 [1:0];
+      \$226  = \$166 [1:0];
     end
     if (store_reset) begin
-      \$214  = 2'h0;
+      \$226  = 2'h0;
     end
     if (rst) begin
-      \$214  = 2'h0;
+      \$226  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$215  = st_w_row0;
+    \$227  = st_w_row0;
     if (st_w_take) begin
-      \$215  = \$63 [11:0];
+      \$227  = \$65 [11:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21360,26 +21477,26 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$215  = st_cmd[11:0];
+          if (\$191 ) begin
+            \$227  = st_cmd[11:0];
           end
     endcase
     if (store_reset) begin
-      \$215  = 12'h000;
+      \$227  = 12'h000;
     end
     if (rst) begin
-      \$215  = 12'h000;
+      \$227  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$216  = st_w_r;
+    \$228  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$159 ) begin
-        \$216  = \$160 [15:0];
+      if (\$169 ) begin
+        \$228  = \$170 [15:0];
       end else begin
-        \$216  = st_cmd[199:184];
+        \$228  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21390,25 +21507,25 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$216  = st_cmd[199:184];
+          if (\$191 ) begin
+            \$228  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$216  = 16'h0000;
+      \$228  = 16'h0000;
     end
     if (rst) begin
-      \$216  = 16'h0000;
+      \$228  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$217  = st_w_p;
+    \$229  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$159 ) begin
+      if (\$169 ) begin
       end else begin
-        \$217  = \$161 [15:0];
+        \$229  = \$171 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21419,25 +21536,25 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$217  = st_cmd[215:200];
+          if (\$191 ) begin
+            \$229  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$217  = 16'h0000;
+      \$229  = 16'h0000;
     end
     if (rst) begin
-      \$217  = 16'h0000;
+      \$229  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$218  = st_w_plane0;
+    \$230  = st_w_plane0;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$159 ) begin
+      if (\$169 ) begin
       end else begin
-        \$218  = \$63 [11:0];
+        \$230  = \$65 [11:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21448,23 +21565,23 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$218  = st_cmd[11:0];
+          if (\$191 ) begin
+            \$230  = st_cmd[11:0];
           end
     endcase
     if (store_reset) begin
-      \$218  = 12'h000;
+      \$230  = 12'h000;
     end
     if (rst) begin
-      \$218  = 12'h000;
+      \$230  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$219  = st_w_active;
+    \$231  = st_w_active;
     if (st_w_take) begin
       if (st_w_last) begin
-        \$219  = 1'h0;
+        \$231  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21475,20 +21592,20 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$181 ) begin
-            \$219  = 1'h1;
+          if (\$191 ) begin
+            \$231  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$219  = 1'h0;
+      \$231  = 1'h0;
     end
     if (rst) begin
-      \$219  = 1'h0;
+      \$231  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$220  = \$164 [2:0];
+    \$232  = \$174 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21501,19 +21618,19 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$220  = 3'h0;
+            \$232  = 3'h0;
           end
     endcase
     if (store_reset) begin
-      \$220  = 3'h0;
+      \$232  = 3'h0;
     end
     if (rst) begin
-      \$220  = 3'h0;
+      \$232  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$221  = \$167 [2:0];
+    \$233  = \$177 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21526,21 +21643,21 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$221  = 3'h0;
+            \$233  = 3'h0;
           end
     endcase
     if (store_reset) begin
-      \$221  = 3'h0;
+      \$233  = 3'h0;
     end
     if (rst) begin
-      \$221  = 3'h0;
+      \$233  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$222  = st_drain;
-    if (\$172 ) begin
-      \$222  = 1'h1;
+    \$234  = st_drain;
+    if (\$182 ) begin
+      \$234  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21550,20 +21667,20 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          \$222  = 1'h0;
+          \$234  = 1'h0;
     endcase
     if (store_reset) begin
-      \$222  = 1'h0;
+      \$234  = 1'h0;
     end
     if (rst) begin
-      \$222  = 1'h0;
+      \$234  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$223  = store__error;
-    if (\$172 ) begin
-      \$223  = \$174 ;
+    \$235  = store__error;
+    if (\$182 ) begin
+      \$235  = \$184 ;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21571,151 +21688,151 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          \$223  = st_chk_err;
+          \$235  = st_chk_err;
       3'h3:
           /* empty */;
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$223  = \$188 ;
+            \$235  = \$198 ;
           end
     endcase
     if (store_reset) begin
-      \$223  = 8'h00;
+      \$235  = 8'h00;
     end
     if (rst) begin
-      \$223  = 8'h00;
+      \$235  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$224  = st_cmd;
+    \$236  = st_cmd;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$224  = store__cmd__payload;
+            \$236  = store__cmd__payload;
           end
     endcase
     if (store_reset) begin
-      \$224  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$236  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$224  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$236  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$225  = st_window;
+    \$237  = st_window;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$225  = store_window;
+            \$237  = store_window;
           end
     endcase
     if (store_reset) begin
-      \$225  = 65'h00000000000000000;
+      \$237  = 65'h00000000000000000;
     end
     if (rst) begin
-      \$225  = 65'h00000000000000000;
+      \$237  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$226  = dma_store_fsm_state;
+    \$238  = dma_store_fsm_state;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$226  = 3'h1;
+            \$238  = 3'h1;
           end
       3'h1:
-          \$226  = 3'h2;
+          \$238  = 3'h2;
       3'h2:
-          \$226  = 3'h3;
+          \$238  = 3'h3;
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$181 ) begin
-            \$226  = 3'h4;
+          if (\$191 ) begin
+            \$238  = 3'h4;
           end else begin
-            \$226  = 3'h5;
+            \$238  = 3'h5;
           end
       3'h4:
           if (st_finished) begin
-            \$226  = 3'h5;
+            \$238  = 3'h5;
           end else if (timeout) begin
-            \$226  = 3'h5;
+            \$238  = 3'h5;
           end
       3'h5:
-          \$226  = 3'h0;
+          \$238  = 3'h0;
     endcase
     if (store_reset) begin
-      \$226  = 3'h0;
+      \$238  = 3'h0;
     end
     if (rst) begin
-      \$226  = 3'h0;
+      \$238  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$227  = st_local_plane_stride_x;
+    \$239  = st_local_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$227  = \$175 ;
+          \$239  = \$185 ;
     endcase
     if (store_reset) begin
-      \$227  = 36'h000000000;
+      \$239  = 36'h000000000;
     end
     if (rst) begin
-      \$227  = 36'h000000000;
+      \$239  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$228  = st_local_row_stride_x;
+    \$240  = st_local_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$228  = \$176 ;
+          \$240  = \$186 ;
     endcase
     if (store_reset) begin
-      \$228  = 32'd0;
+      \$240  = 32'd0;
     end
     if (rst) begin
-      \$228  = 32'd0;
+      \$240  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$229  = st_host_plane_stride_x;
+    \$241  = st_host_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$229  = \$177 ;
+          \$241  = \$187 ;
     endcase
     if (store_reset) begin
-      \$229  = 48'h000000000000;
+      \$241  = 48'h000000000000;
     end
     if (rst) begin
-      \$229  = 48'h000000000000;
+      \$241  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$230  = st_host_row_stride_x;
+    \$242  = st_host_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$230  = \$178 ;
+          \$242  = \$188 ;
     endcase
     if (store_reset) begin
-      \$230  = 48'h000000000000;
+      \$242  = 48'h000000000000;
     end
     if (rst) begin
-      \$230  = 48'h000000000000;
+      \$242  = 48'h000000000000;
     end
   end
   assign st_rows_m1 = \$1 [15:0];
@@ -21734,13 +21851,13 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign st_rd_nxt0 = \$52 [13:0];
   assign spad_rd__addr = st_rd_row0;
   assign acc_rd__addr = st_rd_row0[12:0];
-  assign st_w_nxt0 = \$63 [11:0];
-  assign st_rb_mask = { \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  };
+  assign st_w_nxt0 = \$65 [11:0];
+  assign st_rb_mask = { \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68  };
   assign up__wvalid = st_wvalid;
   assign up__wlast = st_wlast;
   assign up__bready = 1'h1;
   assign st_err = store__error;
-  assign store_bytes = \$101 [7:0];
+  assign store_bytes = \$103 [7:0];
   assign \st_cmd.host_addr  = st_cmd[47:0];
   assign \st_cmd.host_row_stride  = st_cmd[79:48];
   assign \st_cmd.host_plane_stride  = st_cmd[111:80];
@@ -21772,21 +21889,21 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
   assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
-  assign \$126  = 32'd4294967288;
-  assign \$127 [2:0] = 3'h0;
-  assign \$127 [31:3] = \$31 [31:3];
-  assign \$130  = { 3'h0, \$129 [9:3] };
-  assign \$131  = { \$41 [4:0], 3'h0 };
-  assign \$156  = { 3'h0, \$155 [9:3] };
-  assign \$157  = 12'hff8;
-  assign \$158 [2:0] = 3'h0;
-  assign \$158 [11:3] = st_w_row0[11:3];
-  assign \$166  = up__bvalid;
-  assign \$168  = up__bvalid;
-  assign \$183  = 32'd4294967288;
-  assign \$184 [2:0] = 3'h0;
-  assign \$184 [31:3] = st_cmd[31:3];
-  assign \$187  = { 3'h0, \$186 [9:3] };
+  assign \$128  = 32'd4294967288;
+  assign \$129 [2:0] = 3'h0;
+  assign \$129 [31:3] = \$31 [31:3];
+  assign \$132  = { 3'h0, \$131 [9:3] };
+  assign \$133  = { \$41 [4:0], 3'h0 };
+  assign \$166  = { 3'h0, \$165 [9:3] };
+  assign \$167  = 12'hff8;
+  assign \$168 [2:0] = 3'h0;
+  assign \$168 [11:3] = st_w_row0[11:3];
+  assign \$176  = up__bvalid;
+  assign \$178  = up__bvalid;
+  assign \$193  = 32'd4294967288;
+  assign \$194 [2:0] = 3'h0;
+  assign \$194 [31:3] = st_cmd[31:3];
+  assign \$197  = { 3'h0, \$196 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -22675,7 +22792,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$57
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8250$16 , \port$8810$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8264$16 , \port$8824$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22719,10 +22836,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8250$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8250$16 ;
-  wire [15:0] \port$8250$16 ;
-  input [7:0] \port$8810$0 ;
-  wire [7:0] \port$8810$0 ;
+  input [15:0] \port$8264$16 ;
+  wire [15:0] \port$8264$16 ;
+  input [7:0] \port$8824$0 ;
+  wire [7:0] \port$8824$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22757,7 +22874,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8250$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8250$16 , \port$8810$0  };
+      storage[w_port__addr] <= { \port$8264$16 , \port$8824$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22868,14 +22985,14 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8250$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8250$16 , \port$8810$0  };
-  assign w_data = { \port$8250$16 , \port$8810$0  };
+  assign w_port__data = { \port$8264$16 , \port$8824$0  };
+  assign w_data = { \port$8264$16 , \port$8824$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8252$16 , \port$8930$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8266$16 , \port$8948$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22919,10 +23036,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8252
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8252$16 ;
-  wire [15:0] \port$8252$16 ;
-  input [7:0] \port$8930$0 ;
-  wire [7:0] \port$8930$0 ;
+  input [15:0] \port$8266$16 ;
+  wire [15:0] \port$8266$16 ;
+  input [7:0] \port$8948$0 ;
+  wire [7:0] \port$8948$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22957,7 +23074,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8252
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8252$16 , \port$8930$0  };
+      storage[w_port__addr] <= { \port$8266$16 , \port$8948$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23068,16 +23185,16 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8252
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8252$16 , \port$8930$0  };
-  assign w_data = { \port$8252$16 , \port$8930$0  };
+  assign w_port__data = { \port$8266$16 , \port$8948$0  };
+  assign w_data = { \port$8266$16 , \port$8948$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
-, \port$5439$0 , \port$7562$0 , \port$7612$0 , \port$7662$0 , \port$7712$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8222$2 , bus__we, bus__wdata
+, \port$5439$0 , \port$7576$0 , \port$7626$0 , \port$7676$0 , \port$7726$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8236$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -24021,16 +24138,16 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5409$0 ;
   input [255:0] \port$5439$0 ;
   wire [255:0] \port$5439$0 ;
-  input [23:0] \port$7562$0 ;
-  wire [23:0] \port$7562$0 ;
-  input [23:0] \port$7612$0 ;
-  wire [23:0] \port$7612$0 ;
-  input [23:0] \port$7662$0 ;
-  wire [23:0] \port$7662$0 ;
-  input [23:0] \port$7712$0 ;
-  wire [23:0] \port$7712$0 ;
-  input [29:0] \port$8222$2 ;
-  wire [29:0] \port$8222$2 ;
+  input [23:0] \port$7576$0 ;
+  wire [23:0] \port$7576$0 ;
+  input [23:0] \port$7626$0 ;
+  wire [23:0] \port$7626$0 ;
+  input [23:0] \port$7676$0 ;
+  wire [23:0] \port$7676$0 ;
+  input [23:0] \port$7726$0 ;
+  wire [23:0] \port$7726$0 ;
+  input [29:0] \port$8236$2 ;
+  wire [29:0] \port$8236$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24194,79 +24311,79 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$8222$2 [9:0] == 6'h39;
+  assign \$111  = \port$8236$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$8222$2 [9:0] == 6'h3a;
+  assign \$113  = \port$8236$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$8222$2 [9:0] == 6'h3b;
+  assign \$115  = \port$8236$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$8222$2 [9:0] == 6'h3c;
+  assign \$117  = \port$8236$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$8222$2 [9:0] == 6'h3d;
+  assign \$119  = \port$8236$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$8222$2 [9:0] == 6'h3e;
+  assign \$121  = \port$8236$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$8222$2 [9:0] == 6'h3f;
+  assign \$123  = \port$8236$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$8222$2 [9:0] == 7'h40;
+  assign \$125  = \port$8236$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$8222$2 [9:0] == 7'h41;
+  assign \$127  = \port$8236$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$8222$2 [9:0] == 7'h42;
+  assign \$129  = \port$8236$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$8222$2 [9:0] == 7'h43;
+  assign \$131  = \port$8236$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$8222$2 [9:0] == 7'h44;
+  assign \$133  = \port$8236$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$8222$2 [9:0] == 7'h45;
+  assign \$135  = \port$8236$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$8222$2 [9:0] == 7'h46;
+  assign \$137  = \port$8236$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$8222$2 [9:0] == 7'h47;
+  assign \$139  = \port$8236$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$8222$2 [9:0] == 7'h48;
+  assign \$141  = \port$8236$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$8222$2 [9:0] == 7'h49;
+  assign \$143  = \port$8236$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$8222$2 [9:0] == 7'h4a;
+  assign \$145  = \port$8236$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$8222$2 [9:0] == 7'h4b;
+  assign \$147  = \port$8236$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$8222$2 [9:0] == 7'h4c;
+  assign \$149  = \port$8236$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$8222$2 [9:0] == 7'h4d;
+  assign \$151  = \port$8236$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$8222$2 [9:0] == 7'h4e;
+  assign \$153  = \port$8236$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$8222$2 [9:0] == 7'h4f;
+  assign \$155  = \port$8236$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$8222$2 [9:0] == 7'h50;
+  assign \$157  = \port$8236$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$8222$2 [9:0] == 7'h51;
+  assign \$159  = \port$8236$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24390,84 +24507,84 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$8222$2 [9:0];
+  assign \$282  = ! \port$8236$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$8222$2 [9:0] == 1'h1;
+  assign \$288  = \port$8236$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$8222$2 [9:0] == 2'h2;
+  assign \$294  = \port$8236$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$8222$2 [9:0] == 2'h3;
+  assign \$300  = \port$8236$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$8222$2 [9:0] == 3'h4;
+  assign \$306  = \port$8236$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$8222$2 [9:0] == 3'h5;
+  assign \$312  = \port$8236$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$8222$2 [9:0] == 3'h6;
+  assign \$318  = \port$8236$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$8222$2 [9:0] == 4'h8;
+  assign \$324  = \port$8236$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$8222$2 [9:0] == 4'h9;
+  assign \$336  = \port$8236$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$8222$2 [9:0] == 4'ha;
+  assign \$344  = \port$8236$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$8222$2 [9:0] == 4'hb;
+  assign \$350  = \port$8236$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$8222$2 [9:0] == 4'hc;
+  assign \$358  = \port$8236$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$8222$2 [9:0] == 4'hd;
+  assign \$368  = \port$8236$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$8222$2 [9:0] == 4'he;
+  assign \$378  = \port$8236$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$8222$2 [9:0] == 4'hf;
+  assign \$388  = \port$8236$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$8222$2 [9:0] == 5'h10;
+  assign \$398  = \port$8236$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$8222$2 [9:0] == 5'h11;
+  assign \$404  = \port$8236$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24476,251 +24593,251 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$8222$2 [9:0] == 5'h12;
+  assign \$420  = \port$8236$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$8222$2 [9:0] == 5'h13;
+  assign \$426  = \port$8236$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$8222$2 [9:0] == 5'h14;
+  assign \$432  = \port$8236$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$8222$2 [9:0] == 5'h15;
+  assign \$438  = \port$8236$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$8222$2 [9:0] == 5'h16;
+  assign \$444  = \port$8236$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$8222$2 [9:0] == 5'h17;
+  assign \$450  = \port$8236$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$8222$2 [9:0] == 5'h18;
+  assign \$456  = \port$8236$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$8222$2 [9:0] == 5'h19;
+  assign \$462  = \port$8236$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$8222$2 [9:0] == 5'h1a;
+  assign \$468  = \port$8236$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$8222$2 [9:0] == 5'h1b;
+  assign \$474  = \port$8236$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$8222$2 [9:0] == 5'h1c;
+  assign \$480  = \port$8236$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$8222$2 [9:0] == 5'h1d;
+  assign \$486  = \port$8236$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$8222$2 [9:0] == 6'h20;
+  assign \$492  = \port$8236$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$8222$2 [9:0] == 6'h21;
+  assign \$498  = \port$8236$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$8222$2 [9:0] == 6'h22;
+  assign \$504  = \port$8236$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$8222$2 [9:0] == 6'h23;
+  assign \$510  = \port$8236$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$8222$2 [9:0] == 6'h24;
+  assign \$516  = \port$8236$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$8222$2 [9:0] == 6'h25;
+  assign \$522  = \port$8236$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$8222$2 [9:0] == 6'h26;
+  assign \$528  = \port$8236$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$8222$2 [9:0] == 6'h27;
+  assign \$534  = \port$8236$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$8222$2 [9:0] == 6'h28;
+  assign \$540  = \port$8236$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$8222$2 [9:0] == 6'h29;
+  assign \$546  = \port$8236$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$8222$2 [9:0] == 6'h2a;
+  assign \$552  = \port$8236$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$8222$2 [9:0] == 6'h2b;
+  assign \$558  = \port$8236$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$8222$2 [9:0] == 6'h2c;
+  assign \$564  = \port$8236$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$8222$2 [9:0] == 6'h2d;
+  assign \$570  = \port$8236$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$8222$2 [9:0] == 6'h2e;
+  assign \$576  = \port$8236$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$8222$2 [9:0] == 6'h2f;
+  assign \$582  = \port$8236$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$8222$2 [9:0] == 6'h30;
+  assign \$588  = \port$8236$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$8222$2 [9:0] == 6'h31;
+  assign \$594  = \port$8236$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$8222$2 [9:0] == 6'h32;
+  assign \$600  = \port$8236$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$8222$2 [9:0] == 6'h33;
+  assign \$606  = \port$8236$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$8222$2 [9:0] == 6'h34;
+  assign \$612  = \port$8236$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$8222$2 [9:0] == 6'h35;
+  assign \$618  = \port$8236$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$8222$2 [9:0] == 6'h36;
+  assign \$624  = \port$8236$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$8222$2 [9:0] == 6'h37;
+  assign \$630  = \port$8236$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$8222$2 [9:0] == 6'h38;
+  assign \$636  = \port$8236$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$8222$2 [9:0] == 6'h39;
+  assign \$642  = \port$8236$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$8222$2 [9:0] == 6'h3a;
+  assign \$648  = \port$8236$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$8222$2 [9:0] == 6'h3b;
+  assign \$654  = \port$8236$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$8222$2 [9:0] == 6'h3c;
+  assign \$660  = \port$8236$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$8222$2 [9:0] == 6'h3d;
+  assign \$666  = \port$8236$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$8222$2 [9:0] == 6'h3e;
+  assign \$672  = \port$8236$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$8222$2 [9:0] == 6'h3f;
+  assign \$678  = \port$8236$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$8222$2 [9:0] == 7'h40;
+  assign \$684  = \port$8236$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$8222$2 [9:0] == 7'h41;
+  assign \$690  = \port$8236$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$8222$2 [9:0] == 7'h42;
+  assign \$696  = \port$8236$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$8222$2 [9:0] == 7'h43;
+  assign \$702  = \port$8236$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$8222$2 [9:0] == 7'h44;
+  assign \$708  = \port$8236$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$8222$2 [9:0] == 7'h45;
+  assign \$714  = \port$8236$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$8222$2 [9:0] == 7'h46;
+  assign \$720  = \port$8236$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$8222$2 [9:0] == 7'h47;
+  assign \$726  = \port$8236$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$8222$2 [9:0] == 7'h48;
+  assign \$732  = \port$8236$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$8222$2 [9:0] == 7'h49;
+  assign \$738  = \port$8236$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$8222$2 [9:0] == 7'h4a;
+  assign \$744  = \port$8236$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$8222$2 [9:0] == 7'h4b;
+  assign \$750  = \port$8236$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$8222$2 [9:0] == 7'h4c;
+  assign \$756  = \port$8236$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$8222$2 [9:0] == 7'h4d;
+  assign \$762  = \port$8236$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$8222$2 [9:0] == 7'h4e;
+  assign \$768  = \port$8236$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$8222$2 [9:0] == 7'h4f;
+  assign \$774  = \port$8236$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$8222$2 [9:0] == 7'h50;
+  assign \$780  = \port$8236$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$8222$2 [9:0] == 7'h51;
+  assign \$786  = \port$8236$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24814,167 +24931,167 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$8222$2 [9:0];
+  assign \$3  = ! \port$8236$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$8222$2 [9:0] == 1'h1;
+  assign \$5  = \port$8236$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$8222$2 [9:0] == 2'h2;
+  assign \$7  = \port$8236$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$8222$2 [9:0] == 2'h3;
+  assign \$9  = \port$8236$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$8222$2 [9:0] == 3'h4;
+  assign \$11  = \port$8236$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$8222$2 [9:0] == 3'h5;
+  assign \$13  = \port$8236$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$8222$2 [9:0] == 3'h6;
+  assign \$15  = \port$8236$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$8222$2 [9:0] == 4'h8;
+  assign \$17  = \port$8236$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$8222$2 [9:0] == 4'h9;
+  assign \$19  = \port$8236$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$8222$2 [9:0] == 4'ha;
+  assign \$21  = \port$8236$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$8222$2 [9:0] == 4'hb;
+  assign \$23  = \port$8236$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$8222$2 [9:0] == 4'hc;
+  assign \$25  = \port$8236$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$8222$2 [9:0] == 4'hd;
+  assign \$27  = \port$8236$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$8222$2 [9:0] == 4'he;
+  assign \$29  = \port$8236$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$8222$2 [9:0] == 4'hf;
+  assign \$31  = \port$8236$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$8222$2 [9:0] == 5'h10;
+  assign \$33  = \port$8236$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$8222$2 [9:0] == 5'h11;
+  assign \$35  = \port$8236$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$8222$2 [9:0] == 5'h12;
+  assign \$37  = \port$8236$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$8222$2 [9:0] == 5'h13;
+  assign \$39  = \port$8236$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$8222$2 [9:0] == 5'h14;
+  assign \$41  = \port$8236$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$8222$2 [9:0] == 5'h15;
+  assign \$43  = \port$8236$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$8222$2 [9:0] == 5'h16;
+  assign \$45  = \port$8236$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$8222$2 [9:0] == 5'h17;
+  assign \$47  = \port$8236$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$8222$2 [9:0] == 5'h18;
+  assign \$49  = \port$8236$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$8222$2 [9:0] == 5'h19;
+  assign \$51  = \port$8236$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$8222$2 [9:0] == 5'h1a;
+  assign \$53  = \port$8236$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$8222$2 [9:0] == 5'h1b;
+  assign \$55  = \port$8236$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$8222$2 [9:0] == 5'h1c;
+  assign \$57  = \port$8236$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$8222$2 [9:0] == 5'h1d;
+  assign \$59  = \port$8236$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$8222$2 [9:0] == 6'h20;
+  assign \$61  = \port$8236$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$8222$2 [9:0] == 6'h21;
+  assign \$63  = \port$8236$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$8222$2 [9:0] == 6'h22;
+  assign \$65  = \port$8236$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$8222$2 [9:0] == 6'h23;
+  assign \$67  = \port$8236$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$8222$2 [9:0] == 6'h24;
+  assign \$69  = \port$8236$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$8222$2 [9:0] == 6'h25;
+  assign \$71  = \port$8236$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$8222$2 [9:0] == 6'h26;
+  assign \$73  = \port$8236$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$8222$2 [9:0] == 6'h27;
+  assign \$75  = \port$8236$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$8222$2 [9:0] == 6'h28;
+  assign \$77  = \port$8236$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$8222$2 [9:0] == 6'h29;
+  assign \$79  = \port$8236$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$8222$2 [9:0] == 6'h2a;
+  assign \$81  = \port$8236$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$8222$2 [9:0] == 6'h2b;
+  assign \$83  = \port$8236$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$8222$2 [9:0] == 6'h2c;
+  assign \$85  = \port$8236$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$8222$2 [9:0] == 6'h2d;
+  assign \$87  = \port$8236$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$8222$2 [9:0] == 6'h2e;
+  assign \$89  = \port$8236$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$8222$2 [9:0] == 6'h2f;
+  assign \$91  = \port$8236$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$8222$2 [9:0] == 6'h30;
+  assign \$93  = \port$8236$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$8222$2 [9:0] == 6'h31;
+  assign \$95  = \port$8236$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$8222$2 [9:0] == 6'h32;
+  assign \$97  = \port$8236$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$8222$2 [9:0] == 6'h33;
+  assign \$99  = \port$8236$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$8222$2 [9:0] == 6'h34;
+  assign \$101  = \port$8236$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$8222$2 [9:0] == 6'h35;
+  assign \$103  = \port$8236$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$8222$2 [9:0] == 6'h36;
+  assign \$105  = \port$8236$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$8222$2 [9:0] == 6'h37;
+  assign \$107  = \port$8236$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$8222$2 [9:0] == 6'h38;
+  assign \$109  = \port$8236$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26252,17 +26369,17 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$8222$2 , 2'h0 };
+  assign bus__addr = { \port$8236$2 , 2'h0 };
   assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
-  assign retire0_error = \port$7562$0 [7:0];
-  assign retire0_tag = \port$7562$0 [23:8];
-  assign retire1_error = \port$7612$0 [7:0];
-  assign retire1_tag = \port$7612$0 [23:8];
-  assign retire2_error = \port$7662$0 [7:0];
-  assign retire2_tag = \port$7662$0 [23:8];
-  assign retire3_error = \port$7712$0 [7:0];
-  assign retire3_tag = \port$7712$0 [23:8];
+  assign retire0_error = \port$7576$0 [7:0];
+  assign retire0_tag = \port$7576$0 [23:8];
+  assign retire1_error = \port$7626$0 [7:0];
+  assign retire1_tag = \port$7626$0 [23:8];
+  assign retire2_error = \port$7676$0 [7:0];
+  assign retire2_tag = \port$7676$0 [23:8];
+  assign retire3_error = \port$7726$0 [7:0];
+  assign retire3_tag = \port$7726$0 [23:8];
   assign q_head0_word = \port$5349$0 [31:0];
   assign q_head1_word = \port$5349$0 [63:32];
   assign q_head2_word = \port$5349$0 [95:64];
@@ -26324,20 +26441,20 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$7562$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$7562$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$7576$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$7576$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$7612$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$7612$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$7626$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$7626$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$7662$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$7662$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$7676$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$7676$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$7712$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$7712$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$7726$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$7726$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -26527,45 +26644,40 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg [2:0] \$141 ;
   reg [1:0] \$142 ;
   reg [2:0] \$143 ;
-  reg \$144 ;
-  reg \$145 ;
-  reg [1:0] \$146 ;
-  reg \$147 ;
-  reg [12:0] \$148 ;
-  reg \$149 ;
+  reg [19:0] \$144 ;
+  reg [19:0] \$145 ;
+  reg [15:0] \$146 ;
+  reg [15:0] \$147 ;
+  reg [15:0] \$148 ;
+  reg [15:0] \$149 ;
   wire \$15 ;
-  reg \$150 ;
+  reg [15:0] \$150 ;
   reg [15:0] \$151 ;
   reg [15:0] \$152 ;
-  reg [15:0] \$153 ;
-  reg [15:0] \$154 ;
-  reg [15:0] \$155 ;
-  reg [15:0] \$156 ;
-  reg [15:0] \$157 ;
+  reg \$153 ;
+  reg [175:0] \$154 ;
+  reg [2:0] \$155 ;
+  reg \$156 ;
+  reg \$157 ;
   reg \$158 ;
-  reg [175:0] \$159 ;
+  reg [7:0] \$159 ;
   wire \$16 ;
-  reg [2:0] \$160 ;
-  reg \$161 ;
-  reg \$162 ;
+  reg [11:0] \$160 ;
+  reg [11:0] \$161 ;
+  reg [15:0] \$162 ;
   reg \$163 ;
-  reg [7:0] \$164 ;
-  reg [11:0] \$165 ;
-  reg [11:0] \$166 ;
-  reg [15:0] \$167 ;
-  reg \$168 ;
-  reg [13:0] \$169 ;
+  reg [13:0] \$164 ;
+  reg [13:0] \$165 ;
+  reg [13:0] \$166 ;
+  reg [13:0] \$167 ;
+  reg [12:0] \$168 ;
+  reg [12:0] \$169 ;
   wire [3:0] \$17 ;
-  reg [13:0] \$170 ;
-  reg [13:0] \$171 ;
-  reg [13:0] \$172 ;
-  reg [12:0] \$173 ;
-  reg [12:0] \$174 ;
-  reg \$175 ;
-  wire [31:0] \$176 ;
-  wire [31:0] \$177 ;
-  wire [31:0] \$178 ;
-  wire [31:0] \$179 ;
+  reg \$170 ;
+  wire [31:0] \$171 ;
+  wire [31:0] \$172 ;
+  wire [31:0] \$173 ;
+  wire [31:0] \$174 ;
   wire [3:0] \$18 ;
   wire [3:0] \$19 ;
   wire \$2 ;
@@ -26656,7 +26768,6 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  (* init = 1'h0 *)
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
   input [31:0] a_data;
@@ -26788,13 +26899,8 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire [3:0] reset;
   input rst;
   wire rst;
-  reg s1_accum = 1'h0;
-  reg s1_bank = 1'h0;
-  reg [12:0] s1_caddr = 13'h0000;
-  reg s1_is_a = 1'h0;
-  reg s1_last = 1'h0;
-  reg [1:0] s1_row = 2'h0;
-  reg s1_valid = 1'h0;
+  reg [19:0] spad_meta_q1 = 20'h00000;
+  reg [19:0] spad_meta_q2 = 20'h00000;
   output [13:0] spad_rd__addr;
   wire [13:0] spad_rd__addr;
   wire [31:0] spad_rd__data;
@@ -26804,14 +26910,12 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire spad_rd__gnt;
   output stall;
   wire stall;
-  (* init = 1'h0 *)
   wire w_bank;
   wire [31:0] w_data;
   wire w_en;
-  (* init = 2'h0 *)
   wire [1:0] w_row;
-  assign \$1  = s1_valid & s1_is_a;
-  assign \$2  = ! s1_bank;
+  assign \$1  = spad_meta_q1[0] & spad_meta_q1[1];
+  assign \$2  = ! spad_meta_q1[4];
   assign \$3  = \$1  & \$2 ;
   assign \$4  = | bank0_busy_cnt;
   assign \$5  = bank0_busy_cnt - 1'h1;
@@ -26822,8 +26926,8 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$10  = ! bank;
   assign \$11  = \$9  & \$10 ;
   assign \$12  = ~ \$11 ;
-  assign \$13  = s1_valid & s1_is_a;
-  assign \$14  = ! s1_bank;
+  assign \$13  = spad_meta_q1[0] & spad_meta_q1[1];
+  assign \$14  = ! spad_meta_q1[4];
   assign \$15  = \$13  & \$14 ;
   assign \$16  = | bank0_busy_cnt;
   assign \$17  = bank0_busy_cnt - 1'h1;
@@ -26834,7 +26938,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$22  = $signed(\$19 ) + $signed({ 1'h0, \$21  });
   assign \$23  = $signed(\$22 ) <= $signed(4'h5);
   assign \$24  = \$12  & \$23 ;
-  assign \$25  = s1_valid & s1_is_a;
+  assign \$25  = spad_meta_q1[0] & spad_meta_q1[1];
   assign \$27  = \$25  & \$26 ;
   assign \$28  = | bank1_busy_cnt;
   assign \$29  = bank1_busy_cnt - 1'h1;
@@ -26844,7 +26948,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$33  = issuing & \$32 ;
   assign \$35  = \$33  & \$34 ;
   assign \$36  = ~ \$35 ;
-  assign \$37  = s1_valid & s1_is_a;
+  assign \$37  = spad_meta_q1[0] & spad_meta_q1[1];
   assign \$39  = \$37  & \$38 ;
   assign \$40  = | bank1_busy_cnt;
   assign \$41  = bank1_busy_cnt - 1'h1;
@@ -26867,7 +26971,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$58  = cmd[75:60] - 1'h1;
   assign \$59  = idx == \$58 [15:0];
   assign \$60  = \$57  & \$59 ;
-  assign \$61  = s1_valid & s1_is_a;
+  assign \$61  = spad_meta_q2[0] & spad_meta_q2[1];
   assign \$62  = meta7[13:1] == meta5[13:1];
   assign \$63  = acc_wr__en & \$62 ;
   assign \$64  = meta7[13:1] == meta6[13:1];
@@ -26936,19 +27040,19 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$127  = \$125  | \$126 ;
   assign spad_rd__en = issuing & \$127 ;
   assign spad_rd__addr = load_b ? b_ptr : a_ptr;
-  assign a_valid = s1_valid & s1_is_a;
-  assign \$128  = ~ s1_is_a;
-  assign w_en = s1_valid & \$128 ;
-  assign active = s1_valid & s1_is_a;
-  assign \$129  = s1_valid & s1_is_a;
+  assign a_valid = spad_meta_q2[0] & spad_meta_q2[1];
+  assign \$128  = ~ spad_meta_q2[1];
+  assign w_en = spad_meta_q2[0] & \$128 ;
+  assign active = spad_meta_q2[0] & spad_meta_q2[1];
+  assign \$129  = spad_meta_q2[0] & spad_meta_q2[1];
   assign \$130  = ~ \$129 ;
   assign stall = ctl__busy & \$130 ;
-  assign acc_rd__en = meta5[0] & meta5[14];
-  assign \$131  = old[31:0] + \$177 ;
-  assign \$132  = old[63:32] + \$178 ;
-  assign \$133  = old[95:64] + \$179 ;
-  assign \$134  = old[127:96] + \$176 ;
-  assign acc_wr__data = meta7[14] ? { \$134 [31:0], \$133 [31:0], \$132 [31:0], \$131 [31:0] } : { \$176 , \$179 , \$178 , \$177  };
+  assign acc_rd__en = meta4[0] & meta4[14];
+  assign \$131  = old[31:0] + \$172 ;
+  assign \$132  = old[63:32] + \$173 ;
+  assign \$133  = old[95:64] + \$174 ;
+  assign \$134  = old[127:96] + \$171 ;
+  assign acc_wr__data = meta7[14] ? { \$134 [31:0], \$133 [31:0], \$132 [31:0], \$131 [31:0] } : { \$171 , \$174 , \$173 , \$172  };
   assign ctl__busy = ~ \$135 ;
   assign \$135  = ! gemm_fsm_state;
   assign \$136  = gemm_fsm_state == 1'h1;
@@ -26964,87 +27068,76 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   always @(posedge clk)
     bank1_busy_cnt <= \$143 ;
   always @(posedge clk)
-    s1_valid <= \$144 ;
+    spad_meta_q1 <= \$144 ;
   always @(posedge clk)
-    s1_is_a <= \$145 ;
+    spad_meta_q2 <= \$145 ;
   always @(posedge clk)
-    s1_row <= \$146 ;
+    meta1 <= \$146 ;
   always @(posedge clk)
-    s1_bank <= \$147 ;
+    meta2 <= \$147 ;
   always @(posedge clk)
-    s1_caddr <= \$148 ;
+    meta3 <= \$148 ;
   always @(posedge clk)
-    s1_accum <= \$149 ;
+    meta4 <= \$149 ;
   always @(posedge clk)
-    s1_last <= \$150 ;
+    meta5 <= \$150 ;
   always @(posedge clk)
-    meta1 <= \$151 ;
+    meta6 <= \$151 ;
   always @(posedge clk)
-    meta2 <= \$152 ;
+    meta7 <= \$152 ;
   always @(posedge clk)
-    meta3 <= \$153 ;
-  always @(posedge clk)
-    meta4 <= \$154 ;
-  always @(posedge clk)
-    meta5 <= \$155 ;
-  always @(posedge clk)
-    meta6 <= \$156 ;
-  always @(posedge clk)
-    meta7 <= \$157 ;
-  always @(posedge clk)
-    fwd_hit <= \$158 ;
+    fwd_hit <= \$153 ;
   always @(posedge clk)
     fwd_data <= acc_wr__data;
   always @(posedge clk)
     old <= \$67 ;
   always @(posedge clk)
-    cmd <= \$159 ;
+    cmd <= \$154 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$160 ;
+    gemm_fsm_state <= \$155 ;
   always @(posedge clk)
-    err_reserved <= \$161 ;
+    err_reserved <= \$156 ;
   always @(posedge clk)
-    err_shape <= \$162 ;
+    err_shape <= \$157 ;
   always @(posedge clk)
-    err_range <= \$163 ;
+    err_range <= \$158 ;
   always @(posedge clk)
-    error <= \$164 ;
+    error <= \$159 ;
   always @(posedge clk)
-    nt <= \$165 ;
+    nt <= \$160 ;
   always @(posedge clk)
-    kt <= \$166 ;
+    kt <= \$161 ;
   always @(posedge clk)
-    idx <= \$167 ;
+    idx <= \$162 ;
   always @(posedge clk)
-    load_b <= \$168 ;
+    load_b <= \$163 ;
   always @(posedge clk)
-    a_base <= \$169 ;
+    a_base <= \$164 ;
   always @(posedge clk)
-    a_ptr <= \$170 ;
+    a_ptr <= \$165 ;
   always @(posedge clk)
-    b_base <= \$171 ;
+    b_base <= \$166 ;
   always @(posedge clk)
-    b_ptr <= \$172 ;
+    b_ptr <= \$167 ;
   always @(posedge clk)
-    c_base <= \$173 ;
+    c_base <= \$168 ;
   always @(posedge clk)
-    c_ptr <= \$174 ;
+    c_ptr <= \$169 ;
   always @(posedge clk)
-    bank <= \$175 ;
+    bank <= \$170 ;
   \kaki_soc_4x4.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_2(\$177 ),
-    .deskew1_1(\$178 ),
-    .deskew2_0(\$179 ),
+    .deskew0_2(\$172 ),
+    .deskew1_1(\$173 ),
+    .deskew2_0(\$174 ),
     .out_valid_q(acc_wr__en),
-    .pe3_3_psum(\$176 ),
+    .pe3_3_psum(\$171 ),
+    .\port$8976$2 (spad_meta_q2[4:2]),
     .reset(reset),
     .rst(rst),
-    .w_bank(s1_bank),
     .w_data(a_data),
-    .w_en(w_en),
-    .w_row(s1_row)
+    .w_en(w_en)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
@@ -27105,77 +27198,77 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$144  = \$49 ;
+    \$144  = { \$60 , \$52 , c_ptr, bank, idx[1:0], \$50 , \$49  };
     if (reset[2]) begin
-      \$144  = 1'h0;
+      \$144  = 20'h00000;
     end
     if (rst) begin
-      \$144  = 1'h0;
+      \$144  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$145  = \$50 ;
+    \$145  = spad_meta_q1;
     if (reset[2]) begin
-      \$145  = 1'h0;
+      \$145  = 20'h00000;
     end
     if (rst) begin
-      \$145  = 1'h0;
+      \$145  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$146  = idx[1:0];
+    \$146  = { spad_meta_q2[19:5], \$61  };
     if (reset[2]) begin
-      \$146  = 2'h0;
+      \$146  = 16'h0000;
     end
     if (rst) begin
-      \$146  = 2'h0;
+      \$146  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$147  = bank;
+    \$147  = meta1;
     if (reset[2]) begin
-      \$147  = 1'h0;
+      \$147  = 16'h0000;
     end
     if (rst) begin
-      \$147  = 1'h0;
+      \$147  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$148  = c_ptr;
+    \$148  = meta2;
     if (reset[2]) begin
-      \$148  = 13'h0000;
+      \$148  = 16'h0000;
     end
     if (rst) begin
-      \$148  = 13'h0000;
+      \$148  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$149  = \$52 ;
+    \$149  = meta3;
     if (reset[2]) begin
-      \$149  = 1'h0;
+      \$149  = 16'h0000;
     end
     if (rst) begin
-      \$149  = 1'h0;
+      \$149  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$150  = \$60 ;
+    \$150  = meta4;
     if (reset[2]) begin
-      \$150  = 1'h0;
+      \$150  = 16'h0000;
     end
     if (rst) begin
-      \$150  = 1'h0;
+      \$150  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$151  = { s1_last, s1_accum, s1_caddr, \$61  };
+    \$151  = meta5;
     if (reset[2]) begin
       \$151  = 16'h0000;
     end
@@ -27185,7 +27278,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$152  = meta1;
+    \$152  = meta6;
     if (reset[2]) begin
       \$152  = 16'h0000;
     end
@@ -27195,96 +27288,46 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$153  = meta2;
+    \$153  = \$63 ;
     if (reset[2]) begin
-      \$153  = 16'h0000;
+      \$153  = 1'h0;
     end
     if (rst) begin
-      \$153  = 16'h0000;
+      \$153  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$154  = meta3;
-    if (reset[2]) begin
-      \$154  = 16'h0000;
-    end
-    if (rst) begin
-      \$154  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$155  = meta4;
-    if (reset[2]) begin
-      \$155  = 16'h0000;
-    end
-    if (rst) begin
-      \$155  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$156  = meta5;
-    if (reset[2]) begin
-      \$156  = 16'h0000;
-    end
-    if (rst) begin
-      \$156  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$157  = meta6;
-    if (reset[2]) begin
-      \$157  = 16'h0000;
-    end
-    if (rst) begin
-      \$157  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$158  = \$63 ;
-    if (reset[2]) begin
-      \$158  = 1'h0;
-    end
-    if (rst) begin
-      \$158  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$159  = cmd;
+    \$154  = cmd;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$159  = ctl__cmd__payload;
+            \$154  = ctl__cmd__payload;
           end
     endcase
     if (reset[2]) begin
-      \$159  = 176'h00000000000000000000000000000000000000000000;
+      \$154  = 176'h00000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$159  = 176'h00000000000000000000000000000000000000000000;
+      \$154  = 176'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$160  = gemm_fsm_state;
+    \$155  = gemm_fsm_state;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$160  = 3'h1;
+            \$155  = 3'h1;
           end
       3'h1:
-          \$160  = 3'h2;
+          \$155  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
           if (\$97 ) begin
-            \$160  = 3'h0;
+            \$155  = 3'h0;
           end else begin
-            \$160  = 3'h3;
+            \$155  = 3'h3;
           end
       3'h3:
           if (\$105 ) begin
@@ -27293,73 +27336,73 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
               if (\$113 ) begin
               end else if (\$115 ) begin
               end else begin
-                \$160  = 3'h4;
+                \$155  = 3'h4;
               end
             end
           end
       3'h4:
           if (\$124 ) begin
-            \$160  = 3'h0;
+            \$155  = 3'h0;
           end
     endcase
     if (reset[2]) begin
-      \$160  = 3'h0;
+      \$155  = 3'h0;
     end
     if (rst) begin
-      \$160  = 3'h0;
+      \$155  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$161  = err_reserved;
+    \$156  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$161  = \$68 ;
+          \$156  = \$68 ;
     endcase
     if (reset[2]) begin
-      \$161  = 1'h0;
+      \$156  = 1'h0;
     end
     if (rst) begin
-      \$161  = 1'h0;
+      \$156  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$162  = err_shape;
+    \$157  = err_shape;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$162  = \$73 ;
+          \$157  = \$73 ;
     endcase
     if (reset[2]) begin
-      \$162  = 1'h0;
+      \$157  = 1'h0;
     end
     if (rst) begin
-      \$162  = 1'h0;
+      \$157  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$163  = err_range;
+    \$158  = err_range;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$163  = \$95 ;
+          \$158  = \$95 ;
     endcase
     if (reset[2]) begin
-      \$163  = 1'h0;
+      \$158  = 1'h0;
     end
     if (rst) begin
-      \$163  = 1'h0;
+      \$158  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$164  = error;
+    \$159  = error;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27369,30 +27412,30 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           if (\$97 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
-              \$164  = 8'h02;
+              \$159  = 8'h02;
             end else if (err_shape) begin
-              \$164  = 8'h03;
+              \$159  = 8'h03;
             end else begin
-              \$164  = 8'h04;
+              \$159  = 8'h04;
             end
           end
       3'h3:
           /* empty */;
       3'h4:
           if (\$124 ) begin
-            \$164  = 8'h00;
+            \$159  = 8'h00;
           end
     endcase
     if (reset[2]) begin
-      \$164  = 8'h00;
+      \$159  = 8'h00;
     end
     if (rst) begin
-      \$164  = 8'h00;
+      \$159  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$165  = nt;
+    \$160  = nt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27402,28 +27445,28 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$165  = 12'h000;
+            \$160  = 12'h000;
           end
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
               end else if (\$115 ) begin
-                \$165  = \$119 [11:0];
+                \$160  = \$119 [11:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$165  = 12'h000;
+      \$160  = 12'h000;
     end
     if (rst) begin
-      \$165  = 12'h000;
+      \$160  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$166  = kt;
+    \$161  = kt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27433,29 +27476,29 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$166  = 12'h000;
+            \$161  = 12'h000;
           end
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
-                \$166  = \$116 [11:0];
+                \$161  = \$116 [11:0];
               end else if (\$115 ) begin
-                \$166  = 12'h000;
+                \$161  = 12'h000;
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$166  = 12'h000;
+      \$161  = 12'h000;
     end
     if (rst) begin
-      \$166  = 12'h000;
+      \$161  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$167  = idx;
+    \$162  = idx;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27465,34 +27508,34 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$167  = 16'h0000;
+            \$162  = 16'h0000;
           end
       3'h3:
         begin
           if (\$99 ) begin
-            \$167  = \$101 [15:0];
+            \$162  = \$101 [15:0];
             if (\$102 ) begin
-              \$167  = 16'h0000;
+              \$162  = 16'h0000;
             end
           end
           if (\$105 ) begin
-            \$167  = \$108 [15:0];
+            \$162  = \$108 [15:0];
             if (\$110 ) begin
-              \$167  = 16'h0000;
+              \$162  = 16'h0000;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$167  = 16'h0000;
+      \$162  = 16'h0000;
     end
     if (rst) begin
-      \$167  = 16'h0000;
+      \$162  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$168  = load_b;
+    \$163  = load_b;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27502,32 +27545,32 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$168  = 1'h1;
+            \$163  = 1'h1;
           end
       3'h3:
         begin
           if (\$99 ) begin
             if (\$102 ) begin
-              \$168  = 1'h0;
+              \$163  = 1'h0;
             end
           end
           if (\$105 ) begin
             if (\$110 ) begin
-              \$168  = 1'h1;
+              \$163  = 1'h1;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$168  = 1'h0;
+      \$163  = 1'h0;
     end
     if (rst) begin
-      \$168  = 1'h0;
+      \$163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$169  = a_base;
+    \$164  = a_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27537,29 +27580,29 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$169  = cmd[13:0];
+            \$164  = cmd[13:0];
           end
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
-                \$169  = \$117 [13:0];
+                \$164  = \$117 [13:0];
               end else if (\$115 ) begin
-                \$169  = cmd[13:0];
+                \$164  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$169  = 14'h0000;
+      \$164  = 14'h0000;
     end
     if (rst) begin
-      \$169  = 14'h0000;
+      \$164  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$170  = a_ptr;
+    \$165  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27569,30 +27612,30 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$170  = cmd[13:0];
+            \$165  = cmd[13:0];
           end
       3'h3:
           if (\$105 ) begin
-            \$170  = \$106 [13:0];
+            \$165  = \$106 [13:0];
             if (\$110 ) begin
               if (\$113 ) begin
-                \$170  = \$118 [13:0];
+                \$165  = \$118 [13:0];
               end else if (\$115 ) begin
-                \$170  = cmd[13:0];
+                \$165  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$170  = 14'h0000;
+      \$165  = 14'h0000;
     end
     if (rst) begin
-      \$170  = 14'h0000;
+      \$165  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$171  = b_base;
+    \$166  = b_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27602,28 +27645,28 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$171  = cmd[33:20];
+            \$166  = cmd[33:20];
           end
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
               end else if (\$115 ) begin
-                \$171  = \$120 [13:0];
+                \$166  = \$120 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$171  = 14'h0000;
+      \$166  = 14'h0000;
     end
     if (rst) begin
-      \$171  = 14'h0000;
+      \$166  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$172  = b_ptr;
+    \$167  = b_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27633,33 +27676,33 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$172  = cmd[33:20];
+            \$167  = cmd[33:20];
           end
       3'h3:
         begin
           if (\$99 ) begin
-            \$172  = \$100 [13:0];
+            \$167  = \$100 [13:0];
           end
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
               end else if (\$115 ) begin
-                \$172  = \$121 [13:0];
+                \$167  = \$121 [13:0];
               end
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$172  = 14'h0000;
+      \$167  = 14'h0000;
     end
     if (rst) begin
-      \$172  = 14'h0000;
+      \$167  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$173  = c_base;
+    \$168  = c_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27669,28 +27712,28 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$173  = cmd[52:40];
+            \$168  = cmd[52:40];
           end
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
               end else if (\$115 ) begin
-                \$173  = \$122 [12:0];
+                \$168  = \$122 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$173  = 13'h0000;
+      \$168  = 13'h0000;
     end
     if (rst) begin
-      \$173  = 13'h0000;
+      \$168  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$174  = c_ptr;
+    \$169  = c_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27700,30 +27743,30 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$174  = cmd[52:40];
+            \$169  = cmd[52:40];
           end
       3'h3:
           if (\$105 ) begin
-            \$174  = \$107 [12:0];
+            \$169  = \$107 [12:0];
             if (\$110 ) begin
               if (\$113 ) begin
-                \$174  = c_base;
+                \$169  = c_base;
               end else if (\$115 ) begin
-                \$174  = \$123 [12:0];
+                \$169  = \$123 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$174  = 13'h0000;
+      \$169  = 13'h0000;
     end
     if (rst) begin
-      \$174  = 13'h0000;
+      \$169  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$175  = bank;
+    \$170  = bank;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27734,15 +27777,15 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
-              \$175  = \$111 ;
+              \$170  = \$111 ;
             end
           end
     endcase
     if (reset[2]) begin
-      \$175  = 1'h0;
+      \$170  = 1'h0;
     end
     if (rst) begin
-      \$175  = 1'h0;
+      \$170  = 1'h0;
     end
   end
   always @* begin
@@ -27772,12 +27815,12 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign ctl__error = error;
   assign busy = ctl__busy;
   assign spad_rd__data = a_data;
-  assign a_bank = s1_bank;
-  assign w_row = s1_row;
-  assign w_bank = s1_bank;
+  assign a_bank = spad_meta_q2[4];
+  assign w_row = spad_meta_q2[3:2];
+  assign w_bank = spad_meta_q2[4];
   assign w_data = a_data;
-  assign out_data = { \$176 , \$179 , \$178 , \$177  };
-  assign acc_rd__addr = meta5[13:1];
+  assign out_data = { \$171 , \$174 , \$173 , \$172  };
+  assign acc_rd__addr = meta4[13:1];
   assign acc_wr__addr = meta7[13:1];
   assign \cmd.a_addr  = cmd[19:0];
   assign \cmd.b_addr  = cmd[39:20];
@@ -27801,13 +27844,13 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \ctl__cmd__payload.c_nt_stride  = ctl__cmd__payload[159:140];
   assign \ctl__cmd__payload.accumulate  = ctl__cmd__payload[160];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[175:161];
-  assign \$26  = s1_bank;
+  assign \$26  = spad_meta_q1[4];
   assign \$34  = bank;
-  assign \$38  = s1_bank;
+  assign \$38  = spad_meta_q1[4];
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
+module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire [15:0] \$10 ;
@@ -28098,6 +28141,8 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
   reg [31:0] pe3_3_psum = 32'd0;
   reg [7:0] pe3_3_w0 = 8'h00;
   reg [7:0] pe3_3_w1 = 8'h00;
+  input [2:0] \port$8976$2 ;
+  wire [2:0] \port$8976$2 ;
   input [3:0] reset;
   wire [3:0] reset;
   input rst;
@@ -28120,137 +28165,135 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
   reg [7:0] skew3_2_a = 8'h00;
   reg skew3_2_bank = 1'h0;
   reg skew3_2_v = 1'h0;
-  input w_bank;
   wire w_bank;
   wire w_conflict;
   input [31:0] w_data;
   wire [31:0] w_data;
   input w_en;
   wire w_en;
-  input [1:0] w_row;
   wire [1:0] w_row;
-  assign \$1  = ! w_row;
+  assign \$1  = ! \port$8976$2 [1:0];
   assign \$2  = w_en & \$1 ;
   assign \$3  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$4  = w_bank ? pe0_0_w1 : pe0_0_w0;
+  assign \$4  = \port$8976$2 [2] ? pe0_0_w1 : pe0_0_w0;
   assign \$5  = $signed(\$3 ) * $signed(\$4 );
   assign \$6  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$7  = ! w_row;
+  assign \$7  = ! \port$8976$2 [1:0];
   assign \$8  = w_en & \$7 ;
   assign \$9  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
   assign \$10  = $signed(pe0_0_a) * $signed(\$9 );
-  assign \$11  = ! w_row;
+  assign \$11  = ! \port$8976$2 [1:0];
   assign \$12  = w_en & \$11 ;
   assign \$13  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
   assign \$14  = $signed(pe0_1_a) * $signed(\$13 );
-  assign \$15  = ! w_row;
+  assign \$15  = ! \port$8976$2 [1:0];
   assign \$16  = w_en & \$15 ;
   assign \$17  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
   assign \$18  = $signed(pe0_2_a) * $signed(\$17 );
   assign \$19  = a_valid ? w_data[15:8] : 8'h00;
-  assign \$20  = w_row == 1'h1;
+  assign \$20  = \port$8976$2 [1:0] == 1'h1;
   assign \$21  = w_en & \$20 ;
   assign \$22  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
   assign \$23  = $signed(skew1_0_a) * $signed(\$22 );
   assign \$24  = $signed(pe0_0_psum) + $signed(\$23 );
-  assign \$25  = w_row == 1'h1;
+  assign \$25  = \port$8976$2 [1:0] == 1'h1;
   assign \$26  = w_en & \$25 ;
   assign \$27  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
   assign \$28  = $signed(pe1_0_a) * $signed(\$27 );
   assign \$29  = $signed(pe0_1_psum) + $signed(\$28 );
-  assign \$30  = w_row == 1'h1;
+  assign \$30  = \port$8976$2 [1:0] == 1'h1;
   assign \$31  = w_en & \$30 ;
   assign \$32  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
   assign \$33  = $signed(pe1_1_a) * $signed(\$32 );
   assign \$34  = $signed(pe0_2_psum) + $signed(\$33 );
-  assign \$35  = w_row == 1'h1;
+  assign \$35  = \port$8976$2 [1:0] == 1'h1;
   assign \$36  = w_en & \$35 ;
   assign \$37  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
   assign \$38  = $signed(pe1_2_a) * $signed(\$37 );
   assign \$39  = $signed(pe0_3_psum) + $signed(\$38 );
   assign \$40  = a_valid ? w_data[23:16] : 8'h00;
-  assign \$41  = w_row == 2'h2;
+  assign \$41  = \port$8976$2 [1:0] == 2'h2;
   assign \$42  = w_en & \$41 ;
   assign \$43  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
   assign \$44  = $signed(skew2_1_a) * $signed(\$43 );
   assign \$45  = $signed(pe1_0_psum) + $signed(\$44 );
-  assign \$46  = w_row == 2'h2;
+  assign \$46  = \port$8976$2 [1:0] == 2'h2;
   assign \$47  = w_en & \$46 ;
   assign \$48  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
   assign \$49  = $signed(pe2_0_a) * $signed(\$48 );
   assign \$50  = $signed(pe1_1_psum) + $signed(\$49 );
-  assign \$51  = w_row == 2'h2;
+  assign \$51  = \port$8976$2 [1:0] == 2'h2;
   assign \$52  = w_en & \$51 ;
   assign \$53  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
   assign \$54  = $signed(pe2_1_a) * $signed(\$53 );
   assign \$55  = $signed(pe1_2_psum) + $signed(\$54 );
-  assign \$56  = w_row == 2'h2;
+  assign \$56  = \port$8976$2 [1:0] == 2'h2;
   assign \$57  = w_en & \$56 ;
   assign \$58  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
   assign \$59  = $signed(pe2_2_a) * $signed(\$58 );
   assign \$60  = $signed(pe1_3_psum) + $signed(\$59 );
   assign \$61  = a_valid ? w_data[31:24] : 8'h00;
-  assign \$62  = w_row == 2'h3;
+  assign \$62  = \port$8976$2 [1:0] == 2'h3;
   assign \$63  = w_en & \$62 ;
   assign \$64  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
   assign \$65  = $signed(skew3_2_a) * $signed(\$64 );
   assign \$66  = $signed(pe2_0_psum) + $signed(\$65 );
-  assign \$67  = w_row == 2'h3;
+  assign \$67  = \port$8976$2 [1:0] == 2'h3;
   assign \$68  = w_en & \$67 ;
   assign \$69  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
   assign \$70  = $signed(pe3_0_a) * $signed(\$69 );
   assign \$71  = $signed(pe2_1_psum) + $signed(\$70 );
-  assign \$72  = w_row == 2'h3;
+  assign \$72  = \port$8976$2 [1:0] == 2'h3;
   assign \$73  = w_en & \$72 ;
   assign \$74  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
   assign \$75  = $signed(pe3_1_a) * $signed(\$74 );
   assign \$76  = $signed(pe2_2_psum) + $signed(\$75 );
-  assign \$77  = w_row == 2'h3;
+  assign \$77  = \port$8976$2 [1:0] == 2'h3;
   assign \$78  = w_en & \$77 ;
   assign \$79  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
   assign \$80  = $signed(pe3_2_a) * $signed(\$79 );
   assign \$81  = $signed(pe2_3_psum) + $signed(\$80 );
-  assign \$82  = ! w_row;
+  assign \$82  = ! \port$8976$2 [1:0];
   assign \$83  = w_en & \$82 ;
-  assign \$86  = pe0_0_bank == w_bank;
+  assign \$86  = pe0_0_bank == \port$8976$2 [2];
   assign \$87  = pe0_0_v & \$86 ;
-  assign \$88  = pe0_1_bank == w_bank;
+  assign \$88  = pe0_1_bank == \port$8976$2 [2];
   assign \$89  = pe0_1_v & \$88 ;
   assign \$90  = | { \$89 , \$87 , \$85  };
   assign \$91  = \$83  & \$90 ;
-  assign \$92  = w_row == 1'h1;
+  assign \$92  = \port$8976$2 [1:0] == 1'h1;
   assign \$93  = w_en & \$92 ;
-  assign \$96  = skew1_0_bank == w_bank;
+  assign \$96  = skew1_0_bank == \port$8976$2 [2];
   assign \$97  = skew1_0_v & \$96 ;
-  assign \$98  = pe1_0_bank == w_bank;
+  assign \$98  = pe1_0_bank == \port$8976$2 [2];
   assign \$99  = pe1_0_v & \$98 ;
-  assign \$100  = pe1_1_bank == w_bank;
+  assign \$100  = pe1_1_bank == \port$8976$2 [2];
   assign \$101  = pe1_1_v & \$100 ;
   assign \$102  = | { \$101 , \$99 , \$97 , \$95  };
   assign \$103  = \$93  & \$102 ;
-  assign \$104  = w_row == 2'h2;
+  assign \$104  = \port$8976$2 [1:0] == 2'h2;
   assign \$105  = w_en & \$104 ;
-  assign \$108  = skew2_0_bank == w_bank;
+  assign \$108  = skew2_0_bank == \port$8976$2 [2];
   assign \$109  = skew2_0_v & \$108 ;
-  assign \$110  = skew2_1_bank == w_bank;
+  assign \$110  = skew2_1_bank == \port$8976$2 [2];
   assign \$111  = skew2_1_v & \$110 ;
-  assign \$112  = pe2_0_bank == w_bank;
+  assign \$112  = pe2_0_bank == \port$8976$2 [2];
   assign \$113  = pe2_0_v & \$112 ;
-  assign \$114  = pe2_1_bank == w_bank;
+  assign \$114  = pe2_1_bank == \port$8976$2 [2];
   assign \$115  = pe2_1_v & \$114 ;
   assign \$116  = | { \$115 , \$113 , \$111 , \$109 , \$107  };
   assign \$117  = \$105  & \$116 ;
-  assign \$118  = w_row == 2'h3;
+  assign \$118  = \port$8976$2 [1:0] == 2'h3;
   assign \$119  = w_en & \$118 ;
-  assign \$122  = skew3_0_bank == w_bank;
+  assign \$122  = skew3_0_bank == \port$8976$2 [2];
   assign \$123  = skew3_0_v & \$122 ;
-  assign \$124  = skew3_1_bank == w_bank;
+  assign \$124  = skew3_1_bank == \port$8976$2 [2];
   assign \$125  = skew3_1_v & \$124 ;
-  assign \$126  = skew3_2_bank == w_bank;
+  assign \$126  = skew3_2_bank == \port$8976$2 [2];
   assign \$127  = skew3_2_v & \$126 ;
-  assign \$128  = pe3_0_bank == w_bank;
+  assign \$128  = pe3_0_bank == \port$8976$2 [2];
   assign \$129  = pe3_0_v & \$128 ;
-  assign \$130  = pe3_1_bank == w_bank;
+  assign \$130  = pe3_1_bank == \port$8976$2 [2];
   assign \$131  = pe3_1_v & \$130 ;
   assign \$132  = | { \$131 , \$129 , \$127 , \$125 , \$123 , \$121  };
   assign \$133  = \$119  & \$132 ;
@@ -28266,7 +28309,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
   always @(posedge clk)
     pe0_0_v <= \$136 ;
   always @(posedge clk)
-    pe0_0_bank <= w_bank;
+    pe0_0_bank <= \port$8976$2 [2];
   always @(posedge clk)
     pe0_1_w1 <= \$137 ;
   always @(posedge clk)
@@ -28302,7 +28345,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
   always @(posedge clk)
     skew1_0_v <= \$145 ;
   always @(posedge clk)
-    skew1_0_bank <= w_bank;
+    skew1_0_bank <= \port$8976$2 [2];
   always @(posedge clk)
     pe1_0_w1 <= \$146 ;
   always @(posedge clk)
@@ -28350,7 +28393,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
   always @(posedge clk)
     skew2_0_v <= \$157 ;
   always @(posedge clk)
-    skew2_0_bank <= w_bank;
+    skew2_0_bank <= \port$8976$2 [2];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -28404,7 +28447,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
   always @(posedge clk)
     skew3_0_v <= \$170 ;
   always @(posedge clk)
-    skew3_0_bank <= w_bank;
+    skew3_0_bank <= \port$8976$2 [2];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -28477,7 +28520,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$134  = pe0_0_w1;
     if (\$2 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$134  = w_data[7:0];
       end
     end
@@ -28487,7 +28530,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$135  = pe0_0_w0;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$135  = w_data[7:0];
       end
@@ -28507,7 +28550,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$137  = pe0_1_w1;
     if (\$8 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$137  = w_data[15:8];
       end
     end
@@ -28517,7 +28560,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$138  = pe0_1_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$138  = w_data[15:8];
       end
@@ -28537,7 +28580,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$140  = pe0_2_w1;
     if (\$12 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$140  = w_data[23:16];
       end
     end
@@ -28547,7 +28590,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$141  = pe0_2_w0;
     if (\$12 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$141  = w_data[23:16];
       end
@@ -28567,7 +28610,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$143  = pe0_3_w1;
     if (\$16 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$143  = w_data[31:24];
       end
     end
@@ -28577,7 +28620,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$144  = pe0_3_w0;
     if (\$16 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$144  = w_data[31:24];
       end
@@ -28597,7 +28640,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$146  = pe1_0_w1;
     if (\$21 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$146  = w_data[7:0];
       end
     end
@@ -28607,7 +28650,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$147  = pe1_0_w0;
     if (\$21 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$147  = w_data[7:0];
       end
@@ -28627,7 +28670,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$149  = pe1_1_w1;
     if (\$26 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$149  = w_data[15:8];
       end
     end
@@ -28637,7 +28680,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$150  = pe1_1_w0;
     if (\$26 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$150  = w_data[15:8];
       end
@@ -28657,7 +28700,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$152  = pe1_2_w1;
     if (\$31 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$152  = w_data[23:16];
       end
     end
@@ -28667,7 +28710,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$153  = pe1_2_w0;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$153  = w_data[23:16];
       end
@@ -28687,7 +28730,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$155  = pe1_3_w1;
     if (\$36 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$155  = w_data[31:24];
       end
     end
@@ -28697,7 +28740,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$156  = pe1_3_w0;
     if (\$36 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$156  = w_data[31:24];
       end
@@ -28727,7 +28770,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$159  = pe2_0_w1;
     if (\$42 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$159  = w_data[7:0];
       end
     end
@@ -28737,7 +28780,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$160  = pe2_0_w0;
     if (\$42 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$160  = w_data[7:0];
       end
@@ -28757,7 +28800,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$162  = pe2_1_w1;
     if (\$47 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$162  = w_data[15:8];
       end
     end
@@ -28767,7 +28810,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$163  = pe2_1_w0;
     if (\$47 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$163  = w_data[15:8];
       end
@@ -28787,7 +28830,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$165  = pe2_2_w1;
     if (\$52 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$165  = w_data[23:16];
       end
     end
@@ -28797,7 +28840,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$166  = pe2_2_w0;
     if (\$52 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$166  = w_data[23:16];
       end
@@ -28817,7 +28860,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$168  = pe2_3_w1;
     if (\$57 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$168  = w_data[31:24];
       end
     end
@@ -28827,7 +28870,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$169  = pe2_3_w0;
     if (\$57 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$169  = w_data[31:24];
       end
@@ -28867,7 +28910,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$173  = pe3_0_w1;
     if (\$63 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$173  = w_data[7:0];
       end
     end
@@ -28877,7 +28920,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$174  = pe3_0_w0;
     if (\$63 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$174  = w_data[7:0];
       end
@@ -28897,7 +28940,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$176  = pe3_1_w1;
     if (\$68 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$176  = w_data[15:8];
       end
     end
@@ -28907,7 +28950,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$177  = pe3_1_w0;
     if (\$68 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$177  = w_data[15:8];
       end
@@ -28927,7 +28970,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$179  = pe3_2_w1;
     if (\$73 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$179  = w_data[23:16];
       end
     end
@@ -28937,7 +28980,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$180  = pe3_2_w0;
     if (\$73 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$180  = w_data[23:16];
       end
@@ -28957,7 +29000,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$182  = pe3_3_w1;
     if (\$78 ) begin
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
         \$182  = w_data[31:24];
       end
     end
@@ -28967,7 +29010,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
     \$183  = pe3_3_w0;
     if (\$78 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$8976$2 [2]) begin
       end else begin
         \$183  = w_data[31:24];
       end
@@ -28983,8 +29026,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
       \$184  = 1'h0;
     end
   end
+  assign w_row = \port$8976$2 [1:0];
+  assign w_bank = \port$8976$2 [2];
   assign a_data = w_data;
-  assign a_bank = w_bank;
+  assign a_bank = \port$8976$2 [2];
   assign out_data = { pe3_3_psum, deskew2_0, deskew1_1, deskew0_2 };
   assign out_valid = out_valid_q;
   assign \$84  = 1'h1;
@@ -28998,7 +29043,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe3_3
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8254$16 , \port$8998$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8268$16 , \port$9006$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -29042,10 +29087,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8254$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8254$16 ;
-  wire [15:0] \port$8254$16 ;
-  input [7:0] \port$8998$0 ;
-  wire [7:0] \port$8998$0 ;
+  input [15:0] \port$8268$16 ;
+  wire [15:0] \port$8268$16 ;
+  input [7:0] \port$9006$0 ;
+  wire [7:0] \port$9006$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -29080,7 +29125,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8254$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8254$16 , \port$8998$0  };
+      storage[w_port__addr] <= { \port$8268$16 , \port$9006$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -29191,8 +29236,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8254$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8254$16 , \port$8998$0  };
-  assign w_data = { \port$8254$16 , \port$8998$0  };
+  assign w_port__data = { \port$8268$16 , \port$9006$0  };
+  assign w_data = { \port$8268$16 , \port$9006$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -29201,7 +29246,7 @@ endmodule
 module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7769$0 , \port$7769$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7783$0 , \port$7783$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -29915,10 +29960,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] \limit$66 ;
   input [3:0] \port$109$0 ;
   wire [3:0] \port$109$0 ;
-  input [3:0] \port$7769$0 ;
-  wire [3:0] \port$7769$0 ;
-  input [23:0] \port$7769$8 ;
-  wire [23:0] \port$7769$8 ;
+  input [3:0] \port$7783$0 ;
+  wire [3:0] \port$7783$0 ;
+  input [23:0] \port$7783$8 ;
+  wire [23:0] \port$7783$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -30643,7 +30688,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$7769$0 [1:0] < 3'h4;
+  assign \$165  = \port$7783$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -30851,7 +30896,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$7769$0 [1:0];
+  assign \$344  = ! \port$7783$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -30871,7 +30916,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$7769$0 [1:0] == 1'h1;
+  assign \$364  = \port$7783$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -30891,7 +30936,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$7769$0 [1:0] == 2'h2;
+  assign \$384  = \port$7783$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -30911,7 +30956,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$7769$0 [1:0] == 2'h3;
+  assign \$404  = \port$7783$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -31004,7 +31049,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$8335$0 (fetch_r_buf),
+    .\port$8349$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -31016,7 +31061,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$8335$0 (fetch_r_buf),
+    .\port$8349$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -31028,7 +31073,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$8335$0 (fetch_r_buf),
+    .\port$8349$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -31040,7 +31085,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$8335$0 (fetch_r_buf),
+    .\port$8349$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -32738,12 +32783,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$7769$0 [1:0];
-  assign cpl_irq = \port$7769$0 [2];
-  assign cpl_halt = \port$7769$0 [3];
-  assign cpl_flags = \port$7769$8 [7:0];
-  assign cpl_status = \port$7769$8 [15:8];
-  assign cpl_opcode = \port$7769$8 [23:16];
+  assign cpl_queue = \port$7783$0 [1:0];
+  assign cpl_irq = \port$7783$0 [2];
+  assign cpl_halt = \port$7783$0 [3];
+  assign cpl_flags = \port$7783$8 [7:0];
+  assign cpl_status = \port$7783$8 [15:8];
+  assign cpl_opcode = \port$7783$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -32794,12 +32839,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$7769$8 [23:16];
-  assign \w_data$258 [19:12] = \port$7769$8 [15:8];
-  assign \w_data$258 [11:4] = \port$7769$8 [7:0];
-  assign \w_data$258 [3] = \port$7769$0 [3];
-  assign \w_data$258 [2] = \port$7769$0 [2];
-  assign \w_data$258 [1:0] = \port$7769$0 [1:0];
+  assign \w_data$258 [27:20] = \port$7783$8 [23:16];
+  assign \w_data$258 [19:12] = \port$7783$8 [15:8];
+  assign \w_data$258 [11:4] = \port$7783$8 [7:0];
+  assign \w_data$258 [3] = \port$7783$0 [3];
+  assign \w_data$258 [2] = \port$7783$0 [2];
+  assign \w_data$258 [1:0] = \port$7783$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -34385,7 +34430,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8335$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8349$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34412,8 +34457,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8335$0 ;
-  wire [191:0] \port$8335$0 ;
+  input [191:0] \port$8349$0 ;
+  wire [191:0] \port$8349$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -34448,7 +34493,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8335$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8349$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34519,14 +34564,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8335$0  };
-  assign w_data = { \port$0$87 , \port$8335$0  };
+  assign w_port__data = { \port$0$87 , \port$8349$0  };
+  assign w_data = { \port$0$87 , \port$8349$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8335$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8349$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34553,8 +34598,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8335$0 ;
-  wire [191:0] \port$8335$0 ;
+  input [191:0] \port$8349$0 ;
+  wire [191:0] \port$8349$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -34589,7 +34634,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8335$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8349$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34660,14 +34705,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8335$0  };
-  assign w_data = { \port$0$87 , \port$8335$0  };
+  assign w_port__data = { \port$0$87 , \port$8349$0  };
+  assign w_data = { \port$0$87 , \port$8349$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8335$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8349$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34694,8 +34739,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8335$0 ;
-  wire [191:0] \port$8335$0 ;
+  input [191:0] \port$8349$0 ;
+  wire [191:0] \port$8349$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -34730,7 +34775,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8335$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8349$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34801,14 +34846,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8335$0  };
-  assign w_data = { \port$0$87 , \port$8335$0  };
+  assign w_port__data = { \port$0$87 , \port$8349$0  };
+  assign w_data = { \port$0$87 , \port$8349$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8335$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8349$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34835,8 +34880,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8335$0 ;
-  wire [191:0] \port$8335$0 ;
+  input [191:0] \port$8349$0 ;
+  wire [191:0] \port$8349$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -34871,7 +34916,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8335$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8349$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34942,8 +34987,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8335$0  };
-  assign w_data = { \port$0$87 , \port$8335$0  };
+  assign w_port__data = { \port$0$87 , \port$8349$0  };
+  assign w_data = { \port$0$87 , \port$8349$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -34954,10 +34999,21 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg [1:0] \$100 ;
-  reg [1:0] \$101 ;
-  reg [1:0] \$102 ;
+  reg \$100 ;
+  reg \$101 ;
+  reg \$102 ;
+  reg \$103 ;
+  reg \$104 ;
+  reg \$105 ;
+  reg \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [1:0] \$109 ;
   wire \$11 ;
+  reg [1:0] \$110 ;
+  reg [1:0] \$111 ;
+  reg [1:0] \$112 ;
+  reg [1:0] \$113 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
@@ -35050,12 +35106,16 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   wire \$93 ;
   wire \$94 ;
   wire \$95 ;
-  reg \$96 ;
-  reg \$97 ;
-  reg \$98 ;
-  reg \$99 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [11:0] bank0_addr;
   reg [11:0] \bank0_addr$16 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank0_raddr_q;
+  (* init = 1'h0 *)
+  wire bank0_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank0_waddr_q;
   reg [31:0] bank0_wdata;
@@ -35064,7 +35124,11 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   (* init = 1'h0 *)
   wire bank0_wen_q;
   reg [11:0] bank1_addr;
-  reg [11:0] \bank1_addr$34 ;
+  reg [11:0] \bank1_addr$36 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank1_raddr_q;
+  (* init = 1'h0 *)
+  wire bank1_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank1_waddr_q;
   reg [31:0] bank1_wdata;
@@ -35073,7 +35137,11 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   (* init = 1'h0 *)
   wire bank1_wen_q;
   reg [11:0] bank2_addr;
-  reg [11:0] \bank2_addr$50 ;
+  reg [11:0] \bank2_addr$54 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank2_raddr_q;
+  (* init = 1'h0 *)
+  wire bank2_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank2_waddr_q;
   reg [31:0] bank2_wdata;
@@ -35082,7 +35150,11 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   (* init = 1'h0 *)
   wire bank2_wen_q;
   reg [11:0] bank3_addr;
-  reg [11:0] \bank3_addr$66 ;
+  reg [11:0] \bank3_addr$72 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank3_raddr_q;
+  (* init = 1'h0 *)
+  wire bank3_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank3_waddr_q;
   reg [31:0] bank3_wdata;
@@ -35092,13 +35164,16 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  wire [11:0] raddr;
-  wire [11:0] \raddr$37 ;
-  wire [11:0] \raddr$53 ;
-  wire [11:0] \raddr$69 ;
+  reg [11:0] raddr = 12'h000;
+  reg [11:0] \raddr$40  = 12'h000;
+  reg [11:0] \raddr$58  = 12'h000;
+  reg [11:0] \raddr$76  = 12'h000;
   reg [1:0] rd0_bank_q = 2'h0;
+  reg [1:0] rd0_bank_q2 = 2'h0;
   reg [1:0] rd1_bank_q = 2'h0;
+  reg [1:0] rd1_bank_q2 = 2'h0;
   reg [1:0] rd2_bank_q = 2'h0;
+  reg [1:0] rd2_bank_q2 = 2'h0;
   input [13:0] rd__0__addr;
   wire [13:0] rd__0__addr;
   output [31:0] rd__0__data;
@@ -35124,47 +35199,47 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   output rd__2__gnt;
   wire rd__2__gnt;
   wire [31:0] rdata;
-  wire [31:0] \rdata$80 ;
-  wire [31:0] \rdata$81 ;
-  wire [31:0] \rdata$82 ;
-  wire ren;
-  wire \ren$36 ;
-  wire \ren$52 ;
-  wire \ren$68 ;
+  wire [31:0] \rdata$88 ;
+  wire [31:0] \rdata$89 ;
+  wire [31:0] \rdata$90 ;
+  reg ren = 1'h0;
+  reg \ren$38  = 1'h0;
+  reg \ren$56  = 1'h0;
+  reg \ren$74  = 1'h0;
   input rst;
   wire rst;
   reg [11:0] waddr = 12'h000;
-  reg [11:0] \waddr$40  = 12'h000;
-  reg [11:0] \waddr$56  = 12'h000;
-  reg [11:0] \waddr$72  = 12'h000;
+  reg [11:0] \waddr$44  = 12'h000;
+  reg [11:0] \waddr$62  = 12'h000;
+  reg [11:0] \waddr$80  = 12'h000;
   reg [31:0] wdata = 32'd0;
-  reg [31:0] \wdata$42  = 32'd0;
-  reg [31:0] \wdata$58  = 32'd0;
-  reg [31:0] \wdata$74  = 32'd0;
+  reg [31:0] \wdata$46  = 32'd0;
+  reg [31:0] \wdata$64  = 32'd0;
+  reg [31:0] \wdata$82  = 32'd0;
   reg wen = 1'h0;
-  reg \wen$38  = 1'h0;
-  reg \wen$54  = 1'h0;
-  reg \wen$70  = 1'h0;
+  reg \wen$42  = 1'h0;
+  reg \wen$60  = 1'h0;
+  reg \wen$78  = 1'h0;
   wire win;
   wire \win$10 ;
   wire \win$13 ;
-  wire \win$28 ;
-  wire \win$29 ;
   wire \win$3 ;
   wire \win$30 ;
+  wire \win$31 ;
   wire \win$32 ;
-  wire \win$33 ;
-  wire \win$44 ;
-  wire \win$45 ;
-  wire \win$46 ;
+  wire \win$34 ;
+  wire \win$35 ;
   wire \win$48 ;
   wire \win$49 ;
+  wire \win$50 ;
+  wire \win$52 ;
+  wire \win$53 ;
   wire \win$6 ;
-  wire \win$60 ;
-  wire \win$61 ;
-  wire \win$62 ;
-  wire \win$64 ;
-  wire \win$65 ;
+  wire \win$66 ;
+  wire \win$67 ;
+  wire \win$68 ;
+  wire \win$70 ;
+  wire \win$71 ;
   input [13:0] wr__0__addr;
   wire [13:0] wr__0__addr;
   input [31:0] wr__0__data;
@@ -35206,15 +35281,14 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   assign \$20  = wr__0__en & \$19 ;
   assign \$22  = ~ \$21 ;
   assign \win$13  = \$18  & \$22 ;
-  assign ren = | { \win$6 , \win$3 , win };
   assign \$23  = rd__0__addr[13:12] == 1'h1;
-  assign \win$28  = rd__0__en & \$23 ;
+  assign \win$30  = rd__0__en & \$23 ;
   assign \$24  = rd__1__addr[13:12] == 1'h1;
   assign \$25  = rd__1__en & \$24 ;
   assign \$26  = rd__0__addr[13:12] == 1'h1;
   assign \$27  = rd__0__en & \$26 ;
   assign \$29  = ~ \$28 ;
-  assign \win$29  = \$25  & \$29 ;
+  assign \win$31  = \$25  & \$29 ;
   assign \$30  = rd__2__addr[13:12] == 1'h1;
   assign \$31  = rd__2__en & \$30 ;
   assign \$32  = rd__0__addr[13:12] == 1'h1;
@@ -35223,24 +35297,23 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   assign \$35  = rd__1__en & \$34 ;
   assign \$36  = | { \$35 , \$33  };
   assign \$37  = ~ \$36 ;
-  assign \win$30  = \$31  & \$37 ;
+  assign \win$32  = \$31  & \$37 ;
   assign \$38  = wr__0__addr[13:12] == 1'h1;
-  assign \win$32  = wr__0__en & \$38 ;
+  assign \win$34  = wr__0__en & \$38 ;
   assign \$39  = wr__1__addr[13:12] == 1'h1;
   assign \$40  = wr__1__en & \$39 ;
   assign \$41  = wr__0__addr[13:12] == 1'h1;
   assign \$42  = wr__0__en & \$41 ;
   assign \$44  = ~ \$43 ;
-  assign \win$33  = \$40  & \$44 ;
-  assign \ren$36  = | { \win$30 , \win$29 , \win$28  };
+  assign \win$35  = \$40  & \$44 ;
   assign \$45  = rd__0__addr[13:12] == 2'h2;
-  assign \win$44  = rd__0__en & \$45 ;
+  assign \win$48  = rd__0__en & \$45 ;
   assign \$46  = rd__1__addr[13:12] == 2'h2;
   assign \$47  = rd__1__en & \$46 ;
   assign \$48  = rd__0__addr[13:12] == 2'h2;
   assign \$49  = rd__0__en & \$48 ;
   assign \$51  = ~ \$50 ;
-  assign \win$45  = \$47  & \$51 ;
+  assign \win$49  = \$47  & \$51 ;
   assign \$52  = rd__2__addr[13:12] == 2'h2;
   assign \$53  = rd__2__en & \$52 ;
   assign \$54  = rd__0__addr[13:12] == 2'h2;
@@ -35249,24 +35322,23 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   assign \$57  = rd__1__en & \$56 ;
   assign \$58  = | { \$57 , \$55  };
   assign \$59  = ~ \$58 ;
-  assign \win$46  = \$53  & \$59 ;
+  assign \win$50  = \$53  & \$59 ;
   assign \$60  = wr__0__addr[13:12] == 2'h2;
-  assign \win$48  = wr__0__en & \$60 ;
+  assign \win$52  = wr__0__en & \$60 ;
   assign \$61  = wr__1__addr[13:12] == 2'h2;
   assign \$62  = wr__1__en & \$61 ;
   assign \$63  = wr__0__addr[13:12] == 2'h2;
   assign \$64  = wr__0__en & \$63 ;
   assign \$66  = ~ \$65 ;
-  assign \win$49  = \$62  & \$66 ;
-  assign \ren$52  = | { \win$46 , \win$45 , \win$44  };
+  assign \win$53  = \$62  & \$66 ;
   assign \$67  = rd__0__addr[13:12] == 2'h3;
-  assign \win$60  = rd__0__en & \$67 ;
+  assign \win$66  = rd__0__en & \$67 ;
   assign \$68  = rd__1__addr[13:12] == 2'h3;
   assign \$69  = rd__1__en & \$68 ;
   assign \$70  = rd__0__addr[13:12] == 2'h3;
   assign \$71  = rd__0__en & \$70 ;
   assign \$73  = ~ \$72 ;
-  assign \win$61  = \$69  & \$73 ;
+  assign \win$67  = \$69  & \$73 ;
   assign \$74  = rd__2__addr[13:12] == 2'h3;
   assign \$75  = rd__2__en & \$74 ;
   assign \$76  = rd__0__addr[13:12] == 2'h3;
@@ -35275,61 +35347,86 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   assign \$79  = rd__1__en & \$78 ;
   assign \$80  = | { \$79 , \$77  };
   assign \$81  = ~ \$80 ;
-  assign \win$62  = \$75  & \$81 ;
+  assign \win$68  = \$75  & \$81 ;
   assign \$82  = wr__0__addr[13:12] == 2'h3;
-  assign \win$64  = wr__0__en & \$82 ;
+  assign \win$70  = wr__0__en & \$82 ;
   assign \$83  = wr__1__addr[13:12] == 2'h3;
   assign \$84  = wr__1__en & \$83 ;
   assign \$85  = wr__0__addr[13:12] == 2'h3;
   assign \$86  = wr__0__en & \$85 ;
   assign \$88  = ~ \$87 ;
-  assign \win$65  = \$84  & \$88 ;
-  assign \ren$68  = | { \win$62 , \win$61 , \win$60  };
-  assign rd__0__gnt = | { \win$60 , \win$44 , \win$28 , win };
-  assign rd__1__gnt = | { \win$61 , \win$45 , \win$29 , \win$3  };
-  assign rd__2__gnt = | { \win$62 , \win$46 , \win$30 , \win$6  };
-  assign wr__0__gnt = | { \win$64 , \win$48 , \win$32 , \win$10  };
-  assign wr__1__gnt = | { \win$65 , \win$49 , \win$33 , \win$13  };
+  assign \win$71  = \$84  & \$88 ;
+  assign rd__0__gnt = | { \win$66 , \win$48 , \win$30 , win };
+  assign rd__1__gnt = | { \win$67 , \win$49 , \win$31 , \win$3  };
+  assign rd__2__gnt = | { \win$68 , \win$50 , \win$32 , \win$6  };
+  assign wr__0__gnt = | { \win$70 , \win$52 , \win$34 , \win$10  };
+  assign wr__1__gnt = | { \win$71 , \win$53 , \win$35 , \win$13  };
   assign \$89  = | { \win$13 , \win$10  };
-  assign \$90  = | { \win$33 , \win$32  };
-  assign \$91  = | { \win$49 , \win$48  };
-  assign \$92  = | { \win$65 , \win$64  };
-  assign \$93  = rd__0__en & rd__0__gnt;
-  assign \$94  = rd__1__en & rd__1__gnt;
-  assign \$95  = rd__2__en & rd__2__gnt;
+  assign \$90  = | { \win$6 , \win$3 , win };
+  assign \$91  = | { \win$35 , \win$34  };
+  assign \$92  = | { \win$32 , \win$31 , \win$30  };
+  assign \$93  = | { \win$53 , \win$52  };
+  assign \$94  = | { \win$50 , \win$49 , \win$48  };
+  assign \$95  = | { \win$71 , \win$70  };
+  assign \$96  = | { \win$68 , \win$67 , \win$66  };
+  assign \$97  = rd__0__en & rd__0__gnt;
+  assign \$98  = rd__1__en & rd__1__gnt;
+  assign \$99  = rd__2__en & rd__2__gnt;
   always @(posedge clk)
-    wen <= \$96 ;
+    wen <= \$100 ;
   always @(posedge clk)
     waddr <= \bank0_addr$16 ;
   always @(posedge clk)
     wdata <= bank0_wdata;
   always @(posedge clk)
-    \wen$38  <= \$97 ;
+    ren <= \$101 ;
   always @(posedge clk)
-    \waddr$40  <= \bank1_addr$34 ;
+    raddr <= bank0_addr;
   always @(posedge clk)
-    \wdata$42  <= bank1_wdata;
+    \wen$42  <= \$102 ;
   always @(posedge clk)
-    \wen$54  <= \$98 ;
+    \waddr$44  <= \bank1_addr$36 ;
   always @(posedge clk)
-    \waddr$56  <= \bank2_addr$50 ;
+    \wdata$46  <= bank1_wdata;
   always @(posedge clk)
-    \wdata$58  <= bank2_wdata;
+    \ren$38  <= \$103 ;
   always @(posedge clk)
-    \wen$70  <= \$99 ;
+    \raddr$40  <= bank1_addr;
   always @(posedge clk)
-    \waddr$72  <= \bank3_addr$66 ;
+    \wen$60  <= \$104 ;
   always @(posedge clk)
-    \wdata$74  <= bank3_wdata;
+    \waddr$62  <= \bank2_addr$54 ;
   always @(posedge clk)
-    rd0_bank_q <= \$100 ;
+    \wdata$64  <= bank2_wdata;
   always @(posedge clk)
-    rd1_bank_q <= \$101 ;
+    \ren$56  <= \$105 ;
   always @(posedge clk)
-    rd2_bank_q <= \$102 ;
+    \raddr$58  <= bank2_addr;
+  always @(posedge clk)
+    \wen$78  <= \$106 ;
+  always @(posedge clk)
+    \waddr$80  <= \bank3_addr$72 ;
+  always @(posedge clk)
+    \wdata$82  <= bank3_wdata;
+  always @(posedge clk)
+    \ren$74  <= \$107 ;
+  always @(posedge clk)
+    \raddr$76  <= bank3_addr;
+  always @(posedge clk)
+    rd0_bank_q <= \$108 ;
+  always @(posedge clk)
+    rd0_bank_q2 <= \$109 ;
+  always @(posedge clk)
+    rd1_bank_q <= \$110 ;
+  always @(posedge clk)
+    rd1_bank_q2 <= \$111 ;
+  always @(posedge clk)
+    rd2_bank_q <= \$112 ;
+  always @(posedge clk)
+    rd2_bank_q2 <= \$113 ;
   \kaki_soc_4x4.spad.bank0  bank0 (
     .clk(clk),
-    .raddr(bank0_addr),
+    .raddr(raddr),
     .rdata(rdata),
     .ren(ren),
     .waddr(waddr),
@@ -35338,30 +35435,30 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   );
   \kaki_soc_4x4.spad.bank1  bank1 (
     .clk(clk),
-    .raddr(bank1_addr),
-    .rdata(\rdata$80 ),
-    .ren(\ren$36 ),
-    .waddr(\waddr$40 ),
-    .wdata(\wdata$42 ),
-    .wen(\wen$38 )
+    .raddr(\raddr$40 ),
+    .rdata(\rdata$88 ),
+    .ren(\ren$38 ),
+    .waddr(\waddr$44 ),
+    .wdata(\wdata$46 ),
+    .wen(\wen$42 )
   );
   \kaki_soc_4x4.spad.bank2  bank2 (
     .clk(clk),
-    .raddr(bank2_addr),
-    .rdata(\rdata$81 ),
-    .ren(\ren$52 ),
-    .waddr(\waddr$56 ),
-    .wdata(\wdata$58 ),
-    .wen(\wen$54 )
+    .raddr(\raddr$58 ),
+    .rdata(\rdata$89 ),
+    .ren(\ren$56 ),
+    .waddr(\waddr$62 ),
+    .wdata(\wdata$64 ),
+    .wen(\wen$60 )
   );
   \kaki_soc_4x4.spad.bank3  bank3 (
     .clk(clk),
-    .raddr(bank3_addr),
-    .rdata(\rdata$82 ),
-    .ren(\ren$68 ),
-    .waddr(\waddr$72 ),
-    .wdata(\wdata$74 ),
-    .wen(\wen$70 )
+    .raddr(\raddr$76 ),
+    .rdata(\rdata$90 ),
+    .ren(\ren$74 ),
+    .waddr(\waddr$80 ),
+    .wdata(\wdata$82 ),
+    .wen(\wen$78 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
@@ -35399,218 +35496,271 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank1_addr = 12'h000;
-    if (\win$28 ) begin
+    if (\win$30 ) begin
       bank1_addr = rd__0__addr[11:0];
     end
-    if (\win$29 ) begin
+    if (\win$31 ) begin
       bank1_addr = rd__1__addr[11:0];
     end
-    if (\win$30 ) begin
+    if (\win$32 ) begin
       bank1_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \bank1_addr$34  = 12'h000;
-    if (\win$32 ) begin
-      \bank1_addr$34  = wr__0__addr[11:0];
+    \bank1_addr$36  = 12'h000;
+    if (\win$34 ) begin
+      \bank1_addr$36  = wr__0__addr[11:0];
     end
-    if (\win$33 ) begin
-      \bank1_addr$34  = wr__1__addr[11:0];
+    if (\win$35 ) begin
+      \bank1_addr$36  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank1_wdata = 32'd0;
-    if (\win$32 ) begin
+    if (\win$34 ) begin
       bank1_wdata = wr__0__data;
     end
-    if (\win$33 ) begin
+    if (\win$35 ) begin
       bank1_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank2_addr = 12'h000;
-    if (\win$44 ) begin
+    if (\win$48 ) begin
       bank2_addr = rd__0__addr[11:0];
     end
-    if (\win$45 ) begin
+    if (\win$49 ) begin
       bank2_addr = rd__1__addr[11:0];
     end
-    if (\win$46 ) begin
+    if (\win$50 ) begin
       bank2_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \bank2_addr$50  = 12'h000;
-    if (\win$48 ) begin
-      \bank2_addr$50  = wr__0__addr[11:0];
+    \bank2_addr$54  = 12'h000;
+    if (\win$52 ) begin
+      \bank2_addr$54  = wr__0__addr[11:0];
     end
-    if (\win$49 ) begin
-      \bank2_addr$50  = wr__1__addr[11:0];
+    if (\win$53 ) begin
+      \bank2_addr$54  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank2_wdata = 32'd0;
-    if (\win$48 ) begin
+    if (\win$52 ) begin
       bank2_wdata = wr__0__data;
     end
-    if (\win$49 ) begin
+    if (\win$53 ) begin
       bank2_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank3_addr = 12'h000;
-    if (\win$60 ) begin
+    if (\win$66 ) begin
       bank3_addr = rd__0__addr[11:0];
     end
-    if (\win$61 ) begin
+    if (\win$67 ) begin
       bank3_addr = rd__1__addr[11:0];
     end
-    if (\win$62 ) begin
+    if (\win$68 ) begin
       bank3_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \bank3_addr$66  = 12'h000;
-    if (\win$64 ) begin
-      \bank3_addr$66  = wr__0__addr[11:0];
+    \bank3_addr$72  = 12'h000;
+    if (\win$70 ) begin
+      \bank3_addr$72  = wr__0__addr[11:0];
     end
-    if (\win$65 ) begin
-      \bank3_addr$66  = wr__1__addr[11:0];
+    if (\win$71 ) begin
+      \bank3_addr$72  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank3_wdata = 32'd0;
-    if (\win$64 ) begin
+    if (\win$70 ) begin
       bank3_wdata = wr__0__data;
     end
-    if (\win$65 ) begin
+    if (\win$71 ) begin
       bank3_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd0_bank_q)
+    casez (rd0_bank_q2)
       2'h0:
           rd__0__data = rdata;
       2'h1:
-          rd__0__data = \rdata$80 ;
+          rd__0__data = \rdata$88 ;
       2'h2:
-          rd__0__data = \rdata$81 ;
+          rd__0__data = \rdata$89 ;
       2'h3:
-          rd__0__data = \rdata$82 ;
+          rd__0__data = \rdata$90 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd1_bank_q)
+    casez (rd1_bank_q2)
       2'h0:
           rd__1__data = rdata;
       2'h1:
-          rd__1__data = \rdata$80 ;
+          rd__1__data = \rdata$88 ;
       2'h2:
-          rd__1__data = \rdata$81 ;
+          rd__1__data = \rdata$89 ;
       2'h3:
-          rd__1__data = \rdata$82 ;
+          rd__1__data = \rdata$90 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd2_bank_q)
+    casez (rd2_bank_q2)
       2'h0:
           rd__2__data = rdata;
       2'h1:
-          rd__2__data = \rdata$80 ;
+          rd__2__data = \rdata$88 ;
       2'h2:
-          rd__2__data = \rdata$81 ;
+          rd__2__data = \rdata$89 ;
       2'h3:
-          rd__2__data = \rdata$82 ;
+          rd__2__data = \rdata$90 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$96  = \$89 ;
+    \$100  = \$89 ;
     if (rst) begin
-      \$96  = 1'h0;
+      \$100  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$97  = \$90 ;
+    \$101  = \$90 ;
     if (rst) begin
-      \$97  = 1'h0;
+      \$101  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$98  = \$91 ;
+    \$102  = \$91 ;
     if (rst) begin
-      \$98  = 1'h0;
+      \$102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$99  = \$92 ;
+    \$103  = \$92 ;
     if (rst) begin
-      \$99  = 1'h0;
+      \$103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$100  = rd0_bank_q;
-    if (\$93 ) begin
-      \$100  = rd__0__addr[13:12];
-    end
+    \$104  = \$93 ;
     if (rst) begin
-      \$100  = 2'h0;
+      \$104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$101  = rd1_bank_q;
-    if (\$94 ) begin
-      \$101  = rd__1__addr[13:12];
-    end
+    \$105  = \$94 ;
     if (rst) begin
-      \$101  = 2'h0;
+      \$105  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$102  = rd2_bank_q;
-    if (\$95 ) begin
-      \$102  = rd__2__addr[13:12];
-    end
+    \$106  = \$95 ;
     if (rst) begin
-      \$102  = 2'h0;
+      \$106  = 1'h0;
     end
   end
-  assign raddr = bank0_addr;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$107  = \$96 ;
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$108  = rd0_bank_q;
+    if (\$97 ) begin
+      \$108  = rd__0__addr[13:12];
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$109  = rd0_bank_q;
+    if (rst) begin
+      \$109  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$110  = rd1_bank_q;
+    if (\$98 ) begin
+      \$110  = rd__1__addr[13:12];
+    end
+    if (rst) begin
+      \$110  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$111  = rd1_bank_q;
+    if (rst) begin
+      \$111  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$112  = rd2_bank_q;
+    if (\$99 ) begin
+      \$112  = rd__2__addr[13:12];
+    end
+    if (rst) begin
+      \$112  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$113  = rd2_bank_q;
+    if (rst) begin
+      \$113  = 2'h0;
+    end
+  end
+  assign bank0_ren_q = ren;
+  assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
   assign bank0_waddr_q = waddr;
   assign bank0_wdata_q = wdata;
-  assign \raddr$37  = bank1_addr;
-  assign bank1_wen_q = \wen$38 ;
-  assign bank1_waddr_q = \waddr$40 ;
-  assign bank1_wdata_q = \wdata$42 ;
-  assign \raddr$53  = bank2_addr;
-  assign bank2_wen_q = \wen$54 ;
-  assign bank2_waddr_q = \waddr$56 ;
-  assign bank2_wdata_q = \wdata$58 ;
-  assign \raddr$69  = bank3_addr;
-  assign bank3_wen_q = \wen$70 ;
-  assign bank3_waddr_q = \waddr$72 ;
-  assign bank3_wdata_q = \wdata$74 ;
+  assign bank1_ren_q = \ren$38 ;
+  assign bank1_raddr_q = \raddr$40 ;
+  assign bank1_wen_q = \wen$42 ;
+  assign bank1_waddr_q = \waddr$44 ;
+  assign bank1_wdata_q = \wdata$46 ;
+  assign bank2_ren_q = \ren$56 ;
+  assign bank2_raddr_q = \raddr$58 ;
+  assign bank2_wen_q = \wen$60 ;
+  assign bank2_waddr_q = \waddr$62 ;
+  assign bank2_wdata_q = \wdata$64 ;
+  assign bank3_ren_q = \ren$74 ;
+  assign bank3_raddr_q = \raddr$76 ;
+  assign bank3_wen_q = \wen$78 ;
+  assign bank3_waddr_q = \waddr$80 ;
+  assign bank3_wdata_q = \wdata$82 ;
   assign \$6  = \$5 ;
   assign \$21  = \$20 ;
   assign \$28  = \$27 ;
@@ -35622,7 +35772,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.spad.bank0 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_4x4.spad.bank0 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -35654,7 +35804,7 @@ module \kaki_soc_4x4.spad.bank0 (ren, rdata, raddr, wen, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.spad.bank1 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_4x4.spad.bank1 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -35686,7 +35836,7 @@ module \kaki_soc_4x4.spad.bank1 (ren, rdata, raddr, wen, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.spad.bank2 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_4x4.spad.bank2 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -35718,7 +35868,7 @@ module \kaki_soc_4x4.spad.bank2 (ren, rdata, raddr, wen, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.spad.bank3 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_4x4.spad.bank3 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -36036,47 +36186,51 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire \$351 ;
   wire \$352 ;
   wire \$353 ;
-  reg [5:0] \$354 ;
-  reg [5:0] \$355 ;
-  reg [5:0] \$356 ;
-  reg [5:0] \$357 ;
-  reg [3:0] \$358 ;
-  reg [31:0] \$359 ;
+  wire \$354 ;
+  reg \$355 ;
+  reg [1:0] \$356 ;
+  reg \$357 ;
+  reg [1:0] \$358 ;
+  reg [5:0] \$359 ;
   wire [7:0] \$36 ;
-  reg [31:0] \$360 ;
-  reg [31:0] \$361 ;
-  reg [31:0] \$362 ;
-  reg [31:0] \$363 ;
+  reg [5:0] \$360 ;
+  reg [5:0] \$361 ;
+  reg [5:0] \$362 ;
+  reg [3:0] \$363 ;
   reg [31:0] \$364 ;
   reg [31:0] \$365 ;
   reg [31:0] \$366 ;
-  reg \$367 ;
-  reg [155:0] \$368 ;
-  reg [7:0] \$369 ;
+  reg [31:0] \$367 ;
+  reg [31:0] \$368 ;
+  reg [31:0] \$369 ;
   wire [7:0] \$37 ;
-  reg [16:0] \$370 ;
-  reg [16:0] \$371 ;
-  reg [2:0] \$372 ;
-  reg [1:0] \$373 ;
-  reg [12:0] \$374 ;
-  reg [13:0] \$375 ;
-  reg \$376 ;
+  reg [31:0] \$370 ;
+  reg [31:0] \$371 ;
+  reg [155:0] \$372 ;
+  reg [7:0] \$373 ;
+  reg [16:0] \$374 ;
+  reg [16:0] \$375 ;
+  reg [2:0] \$376 ;
   reg [1:0] \$377 ;
-  reg \$378 ;
-  reg \$379 ;
+  reg [12:0] \$378 ;
+  reg [13:0] \$379 ;
   wire [7:0] \$38 ;
   reg \$380 ;
   reg \$381 ;
   reg \$382 ;
   reg \$383 ;
   reg \$384 ;
-  reg [7:0] \$385 ;
-  reg [7:0] \$386 ;
-  reg [7:0] \$387 ;
-  reg [7:0] \$388 ;
-  reg [13:0] \$389 ;
+  reg \$385 ;
+  reg \$386 ;
+  reg \$387 ;
+  reg \$388 ;
+  reg [7:0] \$389 ;
   wire [7:0] \$39 ;
-  reg [31:0] \$390 ;
+  reg [7:0] \$390 ;
+  reg [7:0] \$391 ;
+  reg [7:0] \$392 ;
+  reg [13:0] \$393 ;
+  reg [31:0] \$394 ;
   wire \$4 ;
   wire [7:0] \$40 ;
   wire [7:0] \$41 ;
@@ -36158,8 +36312,10 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [31:0] bias_1 = 32'd0;
   reg [31:0] bias_2 = 32'd0;
   reg [31:0] bias_3 = 32'd0;
-  reg [1:0] cap_idx = 2'h0;
-  reg cap_valid = 1'h0;
+  reg [1:0] cap_idx0 = 2'h0;
+  reg [1:0] cap_idx1 = 2'h0;
+  reg cap_valid0 = 1'h0;
+  reg cap_valid1 = 1'h0;
   input clk;
   wire clk;
   reg [155:0] cmd = 156'h000000000000000000000000000000000000000;
@@ -36249,6 +36405,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire fits5_1;
   wire fits5_2;
   wire fits5_3;
+  reg granted;
+  reg inflight1 = 1'h0;
   reg [16:0] issued = 17'h00000;
   reg [7:0] max6_0 = 8'h00;
   reg [7:0] max6_1 = 8'h00;
@@ -36630,7 +36788,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$284  = \$281  ? out6_3 : \$283 ;
   assign \$285  = cmd[39:20] + retired;
   assign \$286  = retired == cmd[55:40];
-  assign \$287  = \$352  & \$286 ;
+  assign \$287  = \$353  & \$286 ;
   assign \$288  = \$287  & cmd[147];
   assign \$289  = cmd[19:0] + cmd[55:40];
   assign \$290  = \$289  > 14'h2000;
@@ -36707,66 +36865,73 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$351  = vec_fsm_state == 3'h4;
   assign \$352  = vec_fsm_state == 3'h5;
   assign \$353  = vec_fsm_state == 3'h6;
+  assign \$354  = vec_fsm_state == 3'h7;
   always @(posedge clk)
-    shift_0 <= \$354 ;
+    cap_valid0 <= \$355 ;
   always @(posedge clk)
-    shift_1 <= \$355 ;
+    cap_idx0 <= \$356 ;
   always @(posedge clk)
-    shift_2 <= \$356 ;
+    cap_valid1 <= \$357 ;
   always @(posedge clk)
-    shift_3 <= \$357 ;
+    cap_idx1 <= \$358 ;
   always @(posedge clk)
-    shift_out_of_range <= \$358 ;
+    shift_0 <= \$359 ;
   always @(posedge clk)
-    bias_0 <= \$359 ;
+    shift_1 <= \$360 ;
   always @(posedge clk)
-    bias_1 <= \$360 ;
+    shift_2 <= \$361 ;
   always @(posedge clk)
-    bias_2 <= \$361 ;
+    shift_3 <= \$362 ;
   always @(posedge clk)
-    bias_3 <= \$362 ;
+    shift_out_of_range <= \$363 ;
   always @(posedge clk)
-    mult_0 <= \$363 ;
+    bias_0 <= \$364 ;
   always @(posedge clk)
-    mult_1 <= \$364 ;
+    bias_1 <= \$365 ;
   always @(posedge clk)
-    mult_2 <= \$365 ;
+    bias_2 <= \$366 ;
   always @(posedge clk)
-    mult_3 <= \$366 ;
+    bias_3 <= \$367 ;
   always @(posedge clk)
-    cap_valid <= \$367 ;
+    mult_0 <= \$368 ;
   always @(posedge clk)
-    cmd <= \$368 ;
+    mult_1 <= \$369 ;
   always @(posedge clk)
-    err <= \$369 ;
+    mult_2 <= \$370 ;
   always @(posedge clk)
-    issued <= \$370 ;
+    mult_3 <= \$371 ;
   always @(posedge clk)
-    retired <= \$371 ;
+    cmd <= \$372 ;
   always @(posedge clk)
-    vec_fsm_state <= \$372 ;
+    err <= \$373 ;
   always @(posedge clk)
-    pidx <= \$373 ;
+    issued <= \$374 ;
   always @(posedge clk)
-    acc_ptr <= \$374 ;
+    retired <= \$375 ;
   always @(posedge clk)
-    res_ptr <= \$375 ;
+    vec_fsm_state <= \$376 ;
   always @(posedge clk)
-    more <= \$376 ;
+    pidx <= \$377 ;
   always @(posedge clk)
-    cap_idx <= \$377 ;
+    acc_ptr <= \$378 ;
   always @(posedge clk)
-    v0 <= \$378 ;
+    res_ptr <= \$379 ;
   always @(posedge clk)
-    v1 <= \$379 ;
+    more <= \$380 ;
   always @(posedge clk)
-    v2 <= \$380 ;
+    inflight1 <= \$381 ;
   always @(posedge clk)
-    v3 <= \$381 ;
+    v0 <= \$382 ;
   always @(posedge clk)
-    v4 <= \$382 ;
+    v1 <= \$383 ;
   always @(posedge clk)
-    v5 <= \$383 ;
+    v2 <= \$384 ;
+  always @(posedge clk)
+    v3 <= \$385 ;
+  always @(posedge clk)
+    v4 <= \$386 ;
+  always @(posedge clk)
+    v5 <= \$387 ;
   always @(posedge clk)
     res1_0 <= \$32 ;
   always @(posedge clk)
@@ -36864,84 +37029,124 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   always @(posedge clk)
     y5_3 <= \$267 ;
   always @(posedge clk)
-    wr_en <= \$384 ;
+    wr_en <= \$388 ;
   always @(posedge clk)
-    max6_0 <= \$385 ;
+    max6_0 <= \$389 ;
   always @(posedge clk)
-    max6_1 <= \$386 ;
+    max6_1 <= \$390 ;
   always @(posedge clk)
-    max6_2 <= \$387 ;
+    max6_2 <= \$391 ;
   always @(posedge clk)
-    max6_3 <= \$388 ;
+    max6_3 <= \$392 ;
   always @(posedge clk)
-    wr_addr <= \$389 ;
+    wr_addr <= \$393 ;
   always @(posedge clk)
-    wr_data <= \$390 ;
+    wr_data <= \$394 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$354  = shift_0;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$355  = granted;
+    if (reset[3]) begin
+      \$355  = 1'h0;
+    end
+    if (rst) begin
+      \$355  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$356  = pidx;
+    if (reset[3]) begin
+      \$356  = 2'h0;
+    end
+    if (rst) begin
+      \$356  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$357  = cap_valid0;
+    if (reset[3]) begin
+      \$357  = 1'h0;
+    end
+    if (rst) begin
+      \$357  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$358  = cap_idx0;
+    if (reset[3]) begin
+      \$358  = 2'h0;
+    end
+    if (rst) begin
+      \$358  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$359  = shift_0;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$354  = acc_rd__data[5:0];
+            \$359  = acc_rd__data[5:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$355  = shift_1;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$360  = shift_1;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$355  = acc_rd__data[37:32];
+            \$360  = acc_rd__data[37:32];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$356  = shift_2;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$361  = shift_2;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$356  = acc_rd__data[69:64];
+            \$361  = acc_rd__data[69:64];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$357  = shift_3;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$362  = shift_3;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$357  = acc_rd__data[101:96];
+            \$362  = acc_rd__data[101:96];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$358  = shift_out_of_range;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$363  = shift_out_of_range;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$358  = { \$4 , \$3 , \$2 , \$1  };
+            \$363  = { \$4 , \$3 , \$2 , \$1  };
       endcase
     end
     if (reset[3]) begin
-      \$358  = 4'h0;
+      \$363  = 4'h0;
     end
     if (rst) begin
-      \$358  = 4'h0;
+      \$363  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$359  = bias_0;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$364  = bias_0;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$359  = acc_rd__data[31:0];
+            \$364  = acc_rd__data[31:0];
       endcase
     end
     casez (vec_fsm_state)
@@ -36954,20 +37159,20 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (range_bad) begin
           end else begin
             if (\$9 ) begin
-              \$359  = 32'd0;
+              \$364  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$360  = bias_1;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$365  = bias_1;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$360  = acc_rd__data[63:32];
+            \$365  = acc_rd__data[63:32];
       endcase
     end
     casez (vec_fsm_state)
@@ -36980,20 +37185,20 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (range_bad) begin
           end else begin
             if (\$9 ) begin
-              \$360  = 32'd0;
+              \$365  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$361  = bias_2;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$366  = bias_2;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$361  = acc_rd__data[95:64];
+            \$366  = acc_rd__data[95:64];
       endcase
     end
     casez (vec_fsm_state)
@@ -37006,20 +37211,20 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (range_bad) begin
           end else begin
             if (\$9 ) begin
-              \$361  = 32'd0;
+              \$366  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$362  = bias_3;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$367  = bias_3;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$362  = acc_rd__data[127:96];
+            \$367  = acc_rd__data[127:96];
       endcase
     end
     casez (vec_fsm_state)
@@ -37032,140 +37237,122 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (range_bad) begin
           end else begin
             if (\$9 ) begin
-              \$362  = 32'd0;
+              \$367  = 32'd0;
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$363  = mult_0;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$368  = mult_0;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$363  = acc_rd__data[31:0];
+            \$368  = acc_rd__data[31:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$364  = mult_1;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$369  = mult_1;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$364  = acc_rd__data[63:32];
+            \$369  = acc_rd__data[63:32];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$365  = mult_2;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$370  = mult_2;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$365  = acc_rd__data[95:64];
+            \$370  = acc_rd__data[95:64];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$366  = mult_3;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$371  = mult_3;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$366  = acc_rd__data[127:96];
+            \$371  = acc_rd__data[127:96];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$367  = 1'h0;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          if (acc_rd__gnt) begin
-            \$367  = 1'h1;
-          end
-    endcase
-    if (reset[3]) begin
-      \$367  = 1'h0;
-    end
-    if (rst) begin
-      \$367  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$368  = cmd;
+    \$372  = cmd;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$368  = ctl__cmd__payload;
+            \$372  = ctl__cmd__payload;
           end
     endcase
     if (reset[3]) begin
-      \$368  = 156'h000000000000000000000000000000000000000;
+      \$372  = 156'h000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$368  = 156'h000000000000000000000000000000000000000;
+      \$372  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$369  = err;
+    \$373  = err;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$369  = 8'h00;
+            \$373  = 8'h00;
           end
       3'h1:
           if (\$7 ) begin
-            \$369  = 8'h02;
+            \$373  = 8'h02;
           end else if (\$8 ) begin
-            \$369  = 8'h03;
+            \$373  = 8'h03;
           end else if (range_bad) begin
-            \$369  = 8'h04;
+            \$373  = 8'h04;
           end
       3'h3:
           /* empty */;
       3'h4:
+          /* empty */;
+      3'h5:
           if (\$25 ) begin
-            \$369  = 8'h08;
+            \$373  = 8'h08;
           end
     endcase
     if (reset[3]) begin
-      \$369  = 8'h00;
+      \$373  = 8'h00;
     end
     if (rst) begin
-      \$369  = 8'h00;
+      \$373  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$370  = issued;
+    \$374  = issued;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$370  = 17'h00000;
+            \$374  = 17'h00000;
           end
       3'h1:
           /* empty */;
@@ -37174,92 +37361,97 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
+          /* empty */;
+      3'h6:
           if (fire) begin
-            \$370  = \$26 [16:0];
+            \$374  = \$26 [16:0];
           end
     endcase
     if (reset[3]) begin
-      \$370  = 17'h00000;
+      \$374  = 17'h00000;
     end
     if (rst) begin
-      \$370  = 17'h00000;
+      \$374  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$371  = retired;
+    \$375  = retired;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$371  = 17'h00000;
+            \$375  = 17'h00000;
           end
     endcase
     if (v5) begin
-      \$371  = \$268 [16:0];
+      \$375  = \$268 [16:0];
     end
     if (reset[3]) begin
-      \$371  = 17'h00000;
+      \$375  = 17'h00000;
     end
     if (rst) begin
-      \$371  = 17'h00000;
+      \$375  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$372  = vec_fsm_state;
+    \$376  = vec_fsm_state;
+    (* full_case = 32'd1 *)
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$372  = 3'h1;
+            \$376  = 3'h1;
           end
       3'h1:
           (* full_case = 32'd1 *)
           if (\$7 ) begin
-            \$372  = 3'h2;
+            \$376  = 3'h2;
           end else if (\$8 ) begin
-            \$372  = 3'h2;
+            \$376  = 3'h2;
           end else if (range_bad) begin
-            \$372  = 3'h2;
+            \$376  = 3'h2;
           end else begin
-            \$372  = 3'h3;
+            \$376  = 3'h3;
           end
       3'h3:
           if (acc_rd__gnt) begin
             if (\$24 ) begin
-              \$372  = 3'h4;
+              \$376  = 3'h4;
             end
           end
       3'h4:
+          \$376  = 3'h5;
+      3'h5:
           (* full_case = 32'd1 *)
           if (\$25 ) begin
-            \$372  = 3'h2;
+            \$376  = 3'h2;
           end else begin
-            \$372  = 3'h5;
+            \$376  = 3'h6;
           end
-      3'h5:
+      3'h6:
           if (\$31 ) begin
             (* full_case = 32'd1 *)
             if (cmd[147]) begin
-              \$372  = 3'h6;
+              \$376  = 3'h7;
             end else begin
-              \$372  = 3'h2;
+              \$376  = 3'h2;
             end
           end
-      3'h6:
-          \$372  = 3'h2;
+      3'h7:
+          \$376  = 3'h2;
       3'h2:
-          \$372  = 3'h0;
+          \$376  = 3'h0;
     endcase
     if (reset[3]) begin
-      \$372  = 3'h0;
+      \$376  = 3'h0;
     end
     if (rst) begin
-      \$372  = 3'h0;
+      \$376  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$373  = pidx;
+    \$377  = pidx;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -37269,123 +37461,11 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (\$8 ) begin
           end else if (range_bad) begin
           end else begin
-            \$373  = 2'h0;
+            \$377  = 2'h0;
           end
       3'h3:
           if (acc_rd__gnt) begin
-            \$373  = \$14 [1:0];
-          end
-    endcase
-    if (reset[3]) begin
-      \$373  = 2'h0;
-    end
-    if (rst) begin
-      \$373  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$374  = acc_ptr;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
-          end else if (range_bad) begin
-          end else begin
-            \$374  = cmd[108:96];
-          end
-      3'h3:
-          if (acc_rd__gnt) begin
-            \$374  = \$23 [12:0];
-          end
-      3'h4:
-          /* empty */;
-      3'h5:
-          if (fire) begin
-            \$374  = \$29 [12:0];
-          end
-    endcase
-    if (reset[3]) begin
-      \$374  = 13'h0000;
-    end
-    if (rst) begin
-      \$374  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$375  = res_ptr;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
-          end else if (range_bad) begin
-          end else begin
-            \$375  = cmd[129:116];
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          if (fire) begin
-            \$375  = \$30 [13:0];
-          end
-    endcase
-    if (reset[3]) begin
-      \$375  = 14'h0000;
-    end
-    if (rst) begin
-      \$375  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$376  = more;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
-          end else if (range_bad) begin
-          end else begin
-            \$376  = 1'h1;
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          if (fire) begin
-            \$376  = \$28 ;
-          end
-    endcase
-    if (reset[3]) begin
-      \$376  = 1'h0;
-    end
-    if (rst) begin
-      \$376  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$377  = cap_idx;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          if (acc_rd__gnt) begin
-            \$377  = pidx;
+            \$377  = \$14 [1:0];
           end
     endcase
     if (reset[3]) begin
@@ -37397,27 +37477,95 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$378  = fire;
+    \$378  = acc_ptr;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$7 ) begin
+          end else if (\$8 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$378  = cmd[108:96];
+          end
+      3'h3:
+          if (acc_rd__gnt) begin
+            \$378  = \$23 [12:0];
+          end
+      3'h4:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          if (fire) begin
+            \$378  = \$29 [12:0];
+          end
+    endcase
     if (reset[3]) begin
-      \$378  = 1'h0;
+      \$378  = 13'h0000;
     end
     if (rst) begin
-      \$378  = 1'h0;
+      \$378  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$379  = v0;
+    \$379  = res_ptr;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$7 ) begin
+          end else if (\$8 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$379  = cmd[129:116];
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          if (fire) begin
+            \$379  = \$30 [13:0];
+          end
+    endcase
     if (reset[3]) begin
-      \$379  = 1'h0;
+      \$379  = 14'h0000;
     end
     if (rst) begin
-      \$379  = 1'h0;
+      \$379  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$380  = v1;
+    \$380  = more;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$7 ) begin
+          end else if (\$8 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$380  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          if (fire) begin
+            \$380  = \$28 ;
+          end
+    endcase
     if (reset[3]) begin
       \$380  = 1'h0;
     end
@@ -37427,7 +37575,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$381  = v2;
+    \$381  = fire;
     if (reset[3]) begin
       \$381  = 1'h0;
     end
@@ -37437,7 +37585,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$382  = v3;
+    \$382  = inflight1;
     if (reset[3]) begin
       \$382  = 1'h0;
     end
@@ -37447,7 +37595,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$383  = v4;
+    \$383  = v0;
     if (reset[3]) begin
       \$383  = 1'h0;
     end
@@ -37457,17 +37605,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$384  = 1'h0;
-    if (v5) begin
-      (* full_case = 32'd1 *)
-      if (cmd[147]) begin
-      end else begin
-        \$384  = 1'h1;
-      end
-    end
-    if (\$288 ) begin
-      \$384  = 1'h1;
-    end
+    \$384  = v1;
     if (reset[3]) begin
       \$384  = 1'h0;
     end
@@ -37477,66 +37615,116 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$385  = max6_0;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$385  = \$272 ;
-      end
+    \$385  = v2;
+    if (reset[3]) begin
+      \$385  = 1'h0;
+    end
+    if (rst) begin
+      \$385  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$386  = max6_1;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$386  = \$276 ;
-      end
+    \$386  = v3;
+    if (reset[3]) begin
+      \$386  = 1'h0;
+    end
+    if (rst) begin
+      \$386  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$387  = max6_2;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$387  = \$280 ;
-      end
+    \$387  = v4;
+    if (reset[3]) begin
+      \$387  = 1'h0;
+    end
+    if (rst) begin
+      \$387  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$388  = max6_3;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$388  = \$284 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$389  = wr_addr;
+    \$388  = 1'h0;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$389  = \$285 [13:0];
+        \$388  = 1'h1;
       end
     end
     if (\$288 ) begin
-      \$389  = cmd[33:20];
+      \$388  = 1'h1;
+    end
+    if (reset[3]) begin
+      \$388  = 1'h0;
+    end
+    if (rst) begin
+      \$388  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$390  = wr_data;
+    \$389  = max6_0;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$389  = \$272 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$390  = max6_1;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$390  = \$276 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$391  = max6_2;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$391  = \$280 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$392  = max6_3;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$392  = \$284 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$393  = wr_addr;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$390  = { out6_3, out6_2, out6_1, out6_0 };
+        \$393  = \$285 [13:0];
       end
     end
     if (\$288 ) begin
-      \$390  = { max6_3, max6_2, max6_1, max6_0 };
+      \$393  = cmd[33:20];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$394  = wr_data;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$394  = { out6_3, out6_2, out6_1, out6_0 };
+      end
+    end
+    if (\$288 ) begin
+      \$394  = { max6_3, max6_2, max6_1, max6_0 };
     end
   end
   always @* begin
@@ -37560,7 +37748,21 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
+          /* empty */;
+      3'h6:
           acc_rd__en = more;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    granted = 1'h0;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          granted = acc_rd__gnt;
     endcase
   end
   always @* begin
@@ -37576,6 +37778,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
+          /* empty */;
+      3'h6:
           spad_rd__en = \$306 ;
     endcase
   end
@@ -37592,12 +37796,15 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
+          /* empty */;
+      3'h6:
           fire = \$310 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     ctl__done = 1'h0;
+    (* full_case = 32'd1 *)
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -37610,6 +37817,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h5:
           /* empty */;
       3'h6:
+          /* empty */;
+      3'h7:
           /* empty */;
       3'h2:
           ctl__done = 1'h1;
@@ -37663,7 +37872,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8256$16 , \port$9218$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8270$16 , \port$9232$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -37707,10 +37916,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8256$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8256$16 ;
-  wire [15:0] \port$8256$16 ;
-  input [7:0] \port$9218$0 ;
-  wire [7:0] \port$9218$0 ;
+  input [15:0] \port$8270$16 ;
+  wire [15:0] \port$8270$16 ;
+  input [7:0] \port$9232$0 ;
+  wire [7:0] \port$9232$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -37745,7 +37954,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8256$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8256$16 , \port$9218$0  };
+      storage[w_port__addr] <= { \port$8270$16 , \port$9232$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -37856,8 +38065,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8256$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8256$16 , \port$9218$0  };
-  assign w_data = { \port$8256$16 , \port$9218$0  };
+  assign w_port__data = { \port$8270$16 , \port$9232$0  };
+  assign w_data = { \port$8270$16 , \port$9232$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

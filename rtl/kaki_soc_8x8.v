@@ -2353,7 +2353,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$9092$2 (\$284 ),
+    .\port$9106$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2472,20 +2472,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8929$0 (q_wait_queue),
-    .\port$9118$0 (inflight),
-    .\port$9253$0 (q__0__cpl_irq),
-    .\port$9267$0 (q__0__error_irq),
-    .\port$9279$0 (q__1__cpl_irq),
-    .\port$9293$0 (q__1__error_irq),
-    .\port$9305$0 (q__2__cpl_irq),
-    .\port$9319$0 (q__2__error_irq),
-    .\port$9331$0 (q__3__cpl_irq),
-    .\port$9345$0 (q__3__error_irq),
-    .\port$9457$0 (\$289 ),
-    .\port$9465$0 (\$290 ),
-    .\port$9473$0 (\$291 ),
-    .\port$9481$0 (\$292 ),
+    .\port$8943$0 (q_wait_queue),
+    .\port$9132$0 (inflight),
+    .\port$9267$0 (q__0__cpl_irq),
+    .\port$9281$0 (q__0__error_irq),
+    .\port$9293$0 (q__1__cpl_irq),
+    .\port$9307$0 (q__1__error_irq),
+    .\port$9319$0 (q__2__cpl_irq),
+    .\port$9333$0 (q__2__error_irq),
+    .\port$9345$0 (q__3__cpl_irq),
+    .\port$9359$0 (q__3__error_irq),
+    .\port$9471$0 (\$289 ),
+    .\port$9479$0 (\$290 ),
+    .\port$9487$0 (\$291 ),
+    .\port$9495$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2573,10 +2573,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$9120$0 (\$285 ),
-    .\port$9122$0 (\$286 ),
-    .\port$9124$0 (\$287 ),
-    .\port$9126$0 (\$288 ),
+    .\port$9134$0 (\$285 ),
+    .\port$9136$0 (\$286 ),
+    .\port$9138$0 (\$287 ),
+    .\port$9140$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2672,8 +2672,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$9120$16 (retire__0__tag),
-    .\port$9680$0 (dma_load_error),
+    .\port$9134$16 (retire__0__tag),
+    .\port$9694$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2683,8 +2683,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$9122$16 (retire__1__tag),
-    .\port$9800$0 (dma_store_error),
+    .\port$9136$16 (retire__1__tag),
+    .\port$9818$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2739,11 +2739,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5379$0 (q__1__head),
     .\port$5409$0 (q__2__head),
     .\port$5439$0 (q__3__head),
-    .\port$8432$0 (r_data),
-    .\port$8482$0 (\r_data$495 ),
-    .\port$8532$0 (\r_data$506 ),
-    .\port$8582$0 (\r_data$517 ),
-    .\port$9092$2 (\$284 ),
+    .\port$8446$0 (r_data),
+    .\port$8496$0 (\r_data$495 ),
+    .\port$8546$0 (\r_data$506 ),
+    .\port$8596$0 (\r_data$517 ),
+    .\port$9106$2 (\$284 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2788,8 +2788,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$9124$16 (retire__2__tag),
-    .\port$9884$0 (gemm_error),
+    .\port$9138$16 (retire__2__tag),
+    .\port$9892$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2840,8 +2840,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$181 (\$292 ),
     .limit(bus_timeout),
     .\port$109$0 (fw_write_qreset_ack_queue),
-    .\port$8639$0 (fw_write_cpl_word[3:0]),
-    .\port$8639$8 (fw_write_cpl_word[31:8]),
+    .\port$8653$0 (fw_write_cpl_word[3:0]),
+    .\port$8653$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2982,8 +2982,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10654$0 (vec_error),
-    .\port$9126$16 (retire__3__tag),
+    .\port$10668$0 (vec_error),
+    .\port$9140$16 (retire__3__tag),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -4601,17 +4601,28 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  reg \$50 ;
-  reg \$51 ;
+  wire \$50 ;
+  wire \$51 ;
   reg \$52 ;
   reg \$53 ;
   reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire \$6 ;
+  reg \$60 ;
+  reg \$61 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
   reg [11:0] bank0_addr;
   reg [11:0] \bank0_addr$16 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank0_raddr_q;
+  (* init = 1'h0 *)
+  wire bank0_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank0_waddr_q;
   reg [255:0] bank0_wdata;
@@ -4620,7 +4631,11 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   (* init = 1'h0 *)
   wire bank0_wen_q;
   reg [11:0] bank1_addr;
-  reg [11:0] \bank1_addr$34 ;
+  reg [11:0] \bank1_addr$36 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank1_raddr_q;
+  (* init = 1'h0 *)
+  wire bank1_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank1_waddr_q;
   reg [255:0] bank1_wdata;
@@ -4630,11 +4645,14 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   wire bank1_wen_q;
   input clk;
   wire clk;
-  wire [11:0] raddr;
-  wire [11:0] \raddr$37 ;
+  reg [11:0] raddr = 12'h000;
+  reg [11:0] \raddr$40  = 12'h000;
   reg rd0_bank_q = 1'h0;
+  reg rd0_bank_q2 = 1'h0;
   reg rd1_bank_q = 1'h0;
+  reg rd1_bank_q2 = 1'h0;
   reg rd2_bank_q = 1'h0;
+  reg rd2_bank_q2 = 1'h0;
   input [12:0] rd__0__addr;
   wire [12:0] rd__0__addr;
   output [255:0] rd__0__data;
@@ -4660,26 +4678,26 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   output rd__2__gnt;
   wire rd__2__gnt;
   wire [255:0] rdata;
-  wire [255:0] \rdata$48 ;
-  wire ren;
-  wire \ren$36 ;
+  wire [255:0] \rdata$52 ;
+  reg ren = 1'h0;
+  reg \ren$38  = 1'h0;
   input rst;
   wire rst;
   reg [11:0] waddr = 12'h000;
-  reg [11:0] \waddr$40  = 12'h000;
+  reg [11:0] \waddr$44  = 12'h000;
   reg [255:0] wdata = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-  reg [255:0] \wdata$42  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  reg [255:0] \wdata$46  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg wen = 1'h0;
-  reg \wen$38  = 1'h0;
+  reg \wen$42  = 1'h0;
   wire win;
   wire \win$10 ;
   wire \win$13 ;
-  wire \win$28 ;
-  wire \win$29 ;
   wire \win$3 ;
   wire \win$30 ;
+  wire \win$31 ;
   wire \win$32 ;
-  wire \win$33 ;
+  wire \win$34 ;
+  wire \win$35 ;
   wire \win$6 ;
   input [12:0] wr__0__addr;
   wire [12:0] wr__0__addr;
@@ -4697,41 +4715,60 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   wire wr__1__en;
   output wr__1__gnt;
   wire wr__1__gnt;
-  assign \win$30  = \$31  & \$37 ;
-  assign \win$32  = wr__0__en & \$38 ;
+  assign \$33  = rd__0__en & \$32 ;
+  assign \$35  = rd__1__en & \$34 ;
+  assign \$36  = | { \$35 , \$33  };
+  assign \$37  = ~ \$36 ;
+  assign \win$32  = \$31  & \$37 ;
+  assign \win$34  = wr__0__en & \$38 ;
   assign \$40  = wr__1__en & \$39 ;
   assign \$42  = wr__0__en & \$41 ;
   assign \$44  = ~ \$43 ;
-  assign \win$33  = \$40  & \$44 ;
-  assign \ren$36  = | { \win$30 , \win$29 , \win$28  };
-  assign rd__0__gnt = | { \win$28 , win };
-  assign rd__1__gnt = | { \win$29 , \win$3  };
-  assign rd__2__gnt = | { \win$30 , \win$6  };
-  assign wr__0__gnt = | { \win$32 , \win$10  };
-  assign wr__1__gnt = | { \win$33 , \win$13  };
+  assign \win$35  = \$40  & \$44 ;
+  assign rd__0__gnt = | { \win$30 , win };
+  assign rd__1__gnt = | { \win$31 , \win$3  };
+  assign rd__2__gnt = | { \win$32 , \win$6  };
+  assign wr__0__gnt = | { \win$34 , \win$10  };
+  assign wr__1__gnt = | { \win$35 , \win$13  };
   assign \$45  = | { \win$13 , \win$10  };
-  assign \$46  = | { \win$33 , \win$32  };
-  assign \$47  = rd__0__en & rd__0__gnt;
-  assign \$48  = rd__1__en & rd__1__gnt;
-  assign \$49  = rd__2__en & rd__2__gnt;
+  assign \$46  = | { \win$6 , \win$3 , win };
+  assign \$47  = | { \win$35 , \win$34  };
+  assign \$48  = | { \win$32 , \win$31 , \win$30  };
+  assign \$49  = rd__0__en & rd__0__gnt;
+  assign \$50  = rd__1__en & rd__1__gnt;
+  assign \$51  = rd__2__en & rd__2__gnt;
   always @(posedge clk)
-    wen <= \$50 ;
+    wen <= \$52 ;
   always @(posedge clk)
     waddr <= \bank0_addr$16 ;
   always @(posedge clk)
     wdata <= bank0_wdata;
   always @(posedge clk)
-    \wen$38  <= \$51 ;
+    ren <= \$53 ;
   always @(posedge clk)
-    \waddr$40  <= \bank1_addr$34 ;
+    raddr <= bank0_addr;
   always @(posedge clk)
-    \wdata$42  <= bank1_wdata;
+    \wen$42  <= \$54 ;
   always @(posedge clk)
-    rd0_bank_q <= \$52 ;
+    \waddr$44  <= \bank1_addr$36 ;
   always @(posedge clk)
-    rd1_bank_q <= \$53 ;
+    \wdata$46  <= bank1_wdata;
   always @(posedge clk)
-    rd2_bank_q <= \$54 ;
+    \ren$38  <= \$55 ;
+  always @(posedge clk)
+    \raddr$40  <= bank1_addr;
+  always @(posedge clk)
+    rd0_bank_q <= \$56 ;
+  always @(posedge clk)
+    rd0_bank_q2 <= \$57 ;
+  always @(posedge clk)
+    rd1_bank_q <= \$58 ;
+  always @(posedge clk)
+    rd1_bank_q2 <= \$59 ;
+  always @(posedge clk)
+    rd2_bank_q <= \$60 ;
+  always @(posedge clk)
+    rd2_bank_q2 <= \$61 ;
   assign \$1  = ! rd__0__addr[12];
   assign win = rd__0__en & \$1 ;
   assign \$2  = ! rd__1__addr[12];
@@ -4757,20 +4794,15 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   assign \$20  = wr__0__en & \$19 ;
   assign \$22  = ~ \$21 ;
   assign \win$13  = \$18  & \$22 ;
-  assign ren = | { \win$6 , \win$3 , win };
-  assign \win$28  = rd__0__en & \$23 ;
+  assign \win$30  = rd__0__en & \$23 ;
   assign \$25  = rd__1__en & \$24 ;
   assign \$27  = rd__0__en & \$26 ;
   assign \$29  = ~ \$28 ;
-  assign \win$29  = \$25  & \$29 ;
+  assign \win$31  = \$25  & \$29 ;
   assign \$31  = rd__2__en & \$30 ;
-  assign \$33  = rd__0__en & \$32 ;
-  assign \$35  = rd__1__en & \$34 ;
-  assign \$36  = | { \$35 , \$33  };
-  assign \$37  = ~ \$36 ;
   \kaki_soc_8x8.acc.bank0  bank0 (
     .clk(clk),
-    .raddr(bank0_addr),
+    .raddr(raddr),
     .rdata(rdata),
     .ren(ren),
     .waddr(waddr),
@@ -4779,12 +4811,12 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   );
   \kaki_soc_8x8.acc.bank1  bank1 (
     .clk(clk),
-    .raddr(bank1_addr),
-    .rdata(\rdata$48 ),
-    .ren(\ren$36 ),
-    .waddr(\waddr$40 ),
-    .wdata(\wdata$42 ),
-    .wen(\wen$38 )
+    .raddr(\raddr$40 ),
+    .rdata(\rdata$52 ),
+    .ren(\ren$38 ),
+    .waddr(\waddr$44 ),
+    .wdata(\wdata$46 ),
+    .wen(\wen$42 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -4822,118 +4854,155 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     bank1_addr = 12'h000;
-    if (\win$28 ) begin
+    if (\win$30 ) begin
       bank1_addr = rd__0__addr[11:0];
     end
-    if (\win$29 ) begin
+    if (\win$31 ) begin
       bank1_addr = rd__1__addr[11:0];
     end
-    if (\win$30 ) begin
+    if (\win$32 ) begin
       bank1_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \bank1_addr$34  = 12'h000;
-    if (\win$32 ) begin
-      \bank1_addr$34  = wr__0__addr[11:0];
+    \bank1_addr$36  = 12'h000;
+    if (\win$34 ) begin
+      \bank1_addr$36  = wr__0__addr[11:0];
     end
-    if (\win$33 ) begin
-      \bank1_addr$34  = wr__1__addr[11:0];
+    if (\win$35 ) begin
+      \bank1_addr$36  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     bank1_wdata = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    if (\win$32 ) begin
+    if (\win$34 ) begin
       bank1_wdata = wr__0__data;
     end
-    if (\win$33 ) begin
+    if (\win$35 ) begin
       bank1_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd0_bank_q)
+    casez (rd0_bank_q2)
       1'h0:
           rd__0__data = rdata;
       1'h1:
-          rd__0__data = \rdata$48 ;
+          rd__0__data = \rdata$52 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd1_bank_q)
+    casez (rd1_bank_q2)
       1'h0:
           rd__1__data = rdata;
       1'h1:
-          rd__1__data = \rdata$48 ;
+          rd__1__data = \rdata$52 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd2_bank_q)
+    casez (rd2_bank_q2)
       1'h0:
           rd__2__data = rdata;
       1'h1:
-          rd__2__data = \rdata$48 ;
+          rd__2__data = \rdata$52 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$50  = \$45 ;
-    if (rst) begin
-      \$50  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$51  = \$46 ;
-    if (rst) begin
-      \$51  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$52  = rd0_bank_q;
-    if (\$47 ) begin
-      \$52  = rd__0__addr[12];
-    end
+    \$52  = \$45 ;
     if (rst) begin
       \$52  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$53  = rd1_bank_q;
-    if (\$48 ) begin
-      \$53  = rd__1__addr[12];
-    end
+    \$53  = \$46 ;
     if (rst) begin
       \$53  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$54  = rd2_bank_q;
-    if (\$49 ) begin
-      \$54  = rd__2__addr[12];
-    end
+    \$54  = \$47 ;
     if (rst) begin
       \$54  = 1'h0;
     end
   end
-  assign raddr = bank0_addr;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$55  = \$48 ;
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$56  = rd0_bank_q;
+    if (\$49 ) begin
+      \$56  = rd__0__addr[12];
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$57  = rd0_bank_q;
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$58  = rd1_bank_q;
+    if (\$50 ) begin
+      \$58  = rd__1__addr[12];
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$59  = rd1_bank_q;
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$60  = rd2_bank_q;
+    if (\$51 ) begin
+      \$60  = rd__2__addr[12];
+    end
+    if (rst) begin
+      \$60  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$61  = rd2_bank_q;
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  assign bank0_ren_q = ren;
+  assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
   assign bank0_waddr_q = waddr;
   assign bank0_wdata_q = wdata;
-  assign \raddr$37  = bank1_addr;
-  assign bank1_wen_q = \wen$38 ;
-  assign bank1_waddr_q = \waddr$40 ;
-  assign bank1_wdata_q = \wdata$42 ;
+  assign bank1_ren_q = \ren$38 ;
+  assign bank1_raddr_q = \raddr$40 ;
+  assign bank1_wen_q = \wen$42 ;
+  assign bank1_waddr_q = \waddr$44 ;
+  assign bank1_wdata_q = \wdata$46 ;
   assign \$6  = \$5 ;
   assign \$21  = \$20 ;
   assign \$23  = rd__0__addr[12];
@@ -4950,7 +5019,7 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.acc.bank0 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_8x8.acc.bank0 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -4982,7 +5051,7 @@ module \kaki_soc_8x8.acc.bank0 (ren, rdata, raddr, wen, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.acc.bank1 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_8x8.acc.bank1 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -5908,7 +5977,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9092$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9106$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -6052,8 +6121,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$9092$2 ;
-  wire [29:0] \port$9092$2 ;
+  output [29:0] \port$9106$2 ;
+  wire [29:0] \port$9106$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6233,7 +6302,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$9092$2 (\$99 ),
+    .\port$9106$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6351,11 +6420,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$9092$2  = \$99 ;
+  assign \port$9106$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9092$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9106$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6780,8 +6849,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$9092$2 ;
-  wire [29:0] \port$9092$2 ;
+  output [29:0] \port$9106$2 ;
+  wire [29:0] \port$9106$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9886,7 +9955,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$9092$2  = ls_addr_r[31:2];
+  assign \port$9106$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -10060,10 +10129,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8929$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9118$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9253$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$9267$0 , q_status0_resetting, q_consumer1_index, \port$9279$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9293$0 , q_status1_resetting, q_consumer2_index, \port$9305$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9319$0 , q_status2_resetting, q_consumer3_index, \port$9331$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$9345$0 , q_status3_resetting, \port$9457$0 , \port$9465$0 , \port$9473$0 , \port$9481$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8943$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9132$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9267$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$9281$0 , q_status0_resetting, q_consumer1_index, \port$9293$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9307$0 , q_status1_resetting, q_consumer2_index, \port$9319$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9333$0 , q_status2_resetting, q_consumer3_index, \port$9345$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$9359$0 , q_status3_resetting, \port$9471$0 , \port$9479$0 , \port$9487$0 , \port$9495$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11597,34 +11666,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8929$0 ;
-  wire [3:0] \port$8929$0 ;
-  input [3:0] \port$9118$0 ;
-  wire [3:0] \port$9118$0 ;
-  input \port$9253$0 ;
-  wire \port$9253$0 ;
+  input [3:0] \port$8943$0 ;
+  wire [3:0] \port$8943$0 ;
+  input [3:0] \port$9132$0 ;
+  wire [3:0] \port$9132$0 ;
   input \port$9267$0 ;
   wire \port$9267$0 ;
-  input \port$9279$0 ;
-  wire \port$9279$0 ;
+  input \port$9281$0 ;
+  wire \port$9281$0 ;
   input \port$9293$0 ;
   wire \port$9293$0 ;
-  input \port$9305$0 ;
-  wire \port$9305$0 ;
+  input \port$9307$0 ;
+  wire \port$9307$0 ;
   input \port$9319$0 ;
   wire \port$9319$0 ;
-  input \port$9331$0 ;
-  wire \port$9331$0 ;
+  input \port$9333$0 ;
+  wire \port$9333$0 ;
   input \port$9345$0 ;
   wire \port$9345$0 ;
-  input [2:0] \port$9457$0 ;
-  wire [2:0] \port$9457$0 ;
-  input [2:0] \port$9465$0 ;
-  wire [2:0] \port$9465$0 ;
-  input [2:0] \port$9473$0 ;
-  wire [2:0] \port$9473$0 ;
-  input [2:0] \port$9481$0 ;
-  wire [2:0] \port$9481$0 ;
+  input \port$9359$0 ;
+  wire \port$9359$0 ;
+  input [2:0] \port$9471$0 ;
+  wire [2:0] \port$9471$0 ;
+  input [2:0] \port$9479$0 ;
+  wire [2:0] \port$9479$0 ;
+  input [2:0] \port$9487$0 ;
+  wire [2:0] \port$9487$0 ;
+  input [2:0] \port$9495$0 ;
+  wire [2:0] \port$9495$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12253,10 +12322,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$9331$0 , \port$9305$0 , \port$9279$0 , \port$9253$0  };
+  assign \$179  = \$178  | { \port$9345$0 , \port$9319$0 , \port$9293$0 , \port$9267$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$9345$0 , \port$9319$0 , \port$9293$0 , \port$9267$0  };
+  assign \$182  = \$181  | { \port$9359$0 , \port$9333$0 , \port$9307$0 , \port$9281$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14304,8 +14373,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$9331$0 , \port$9305$0 , \port$9279$0 , \port$9253$0  };
-  assign irq_status_queue_error_set = { \port$9345$0 , \port$9319$0 , \port$9293$0 , \port$9267$0  };
+  assign irq_status_queue_cpl_set = { \port$9345$0 , \port$9319$0 , \port$9293$0 , \port$9267$0  };
+  assign irq_status_queue_error_set = { \port$9359$0 , \port$9333$0 , \port$9307$0 , \port$9281$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -14320,18 +14389,18 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$9118$0 [0];
-  assign status_dma_store_busy = \port$9118$0 [1];
-  assign status_gemm_busy = \port$9118$0 [2];
-  assign status_vec_busy = \port$9118$0 [3];
-  assign q_status0_waiting = \port$8929$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$9457$0  };
-  assign q_status1_waiting = \port$8929$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$9465$0  };
-  assign q_status2_waiting = \port$8929$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$9473$0  };
-  assign q_status3_waiting = \port$8929$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$9481$0  };
+  assign status_dma_load_busy = \port$9132$0 [0];
+  assign status_dma_store_busy = \port$9132$0 [1];
+  assign status_gemm_busy = \port$9132$0 [2];
+  assign status_vec_busy = \port$9132$0 [3];
+  assign q_status0_waiting = \port$8943$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$9471$0  };
+  assign q_status1_waiting = \port$8943$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$9479$0  };
+  assign q_status2_waiting = \port$8943$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$9487$0  };
+  assign q_status3_waiting = \port$8943$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$9495$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14376,11 +14445,11 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$9118$0 [0] };
+  assign \$429  = { 1'h0, \port$9132$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$9118$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$9118$0 [2], 2'h0 };
-  assign \$435  = { \port$9118$0 [3], 3'h0 };
+  assign \$431  = { \port$9132$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$9132$0 [2], 2'h0 };
+  assign \$435  = { \port$9132$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14537,26 +14606,26 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8929$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$9457$0 , 8'h00 };
+  assign \$877  = { \port$8943$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$9471$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8929$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$9465$0 , 8'h00 };
+  assign \$890  = { \port$8943$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$9479$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8929$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$9473$0 , 8'h00 };
+  assign \$903  = { \port$8943$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$9487$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8929$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$9481$0 , 8'h00 };
+  assign \$916  = { \port$8943$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$9495$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14667,7 +14736,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
-, queue, windowed, reject__done, reject__error, full, inflight, \port$9120$0 , retire__0__tag, \port$9122$0 , retire__1__tag, \port$9124$0 , retire__2__tag, \port$9126$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, queue, windowed, reject__done, reject__error, full, inflight, \port$9134$0 , retire__0__tag, \port$9136$0 , retire__1__tag, \port$9138$0 , retire__2__tag, \port$9140$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
 , retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15282,14 +15351,14 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$9120$0 ;
-  wire [8:0] \port$9120$0 ;
-  output [8:0] \port$9122$0 ;
-  wire [8:0] \port$9122$0 ;
-  output [8:0] \port$9124$0 ;
-  wire [8:0] \port$9124$0 ;
-  output [8:0] \port$9126$0 ;
-  wire [8:0] \port$9126$0 ;
+  output [8:0] \port$9134$0 ;
+  wire [8:0] \port$9134$0 ;
+  output [8:0] \port$9136$0 ;
+  wire [8:0] \port$9136$0 ;
+  output [8:0] \port$9138$0 ;
+  wire [8:0] \port$9138$0 ;
+  output [8:0] \port$9140$0 ;
+  wire [8:0] \port$9140$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15741,9 +15810,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$8586$0 (desc),
-    .\port$8588$0 (queue),
-    .\port$8589$0 (windowed),
+    .\port$8600$0 (desc),
+    .\port$8602$0 (queue),
+    .\port$8603$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15753,9 +15822,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$8586$0 (desc),
-    .\port$8588$0 (queue),
-    .\port$8589$0 (windowed),
+    .\port$8600$0 (desc),
+    .\port$8602$0 (queue),
+    .\port$8603$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15765,9 +15834,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$8586$0 (desc),
-    .\port$8588$0 (queue),
-    .\port$8589$0 (windowed),
+    .\port$8600$0 (desc),
+    .\port$8602$0 (queue),
+    .\port$8603$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15777,9 +15846,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$8586$0 (desc),
-    .\port$8588$0 (queue),
-    .\port$8589$0 (windowed),
+    .\port$8600$0 (desc),
+    .\port$8602$0 (queue),
+    .\port$8603$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -15964,13 +16033,13 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$9120$0  = dma_load_held[8:0];
+  assign \port$9134$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$9122$0  = dma_store_held[8:0];
+  assign \port$9136$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$9124$0  = gemm_held[8:0];
+  assign \port$9138$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$9126$0  = vec_held[8:0];
+  assign \port$9140$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16471,7 +16540,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8586$0 , \port$8588$0 , \port$8589$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8600$0 , \port$8602$0 , \port$8603$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16513,12 +16582,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8586$0 ;
-  wire [255:0] \port$8586$0 ;
-  input [1:0] \port$8588$0 ;
-  wire [1:0] \port$8588$0 ;
-  input \port$8589$0 ;
-  wire \port$8589$0 ;
+  input [255:0] \port$8600$0 ;
+  wire [255:0] \port$8600$0 ;
+  input [1:0] \port$8602$0 ;
+  wire [1:0] \port$8602$0 ;
+  input \port$8603$0 ;
+  wire \port$8603$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16550,7 +16619,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8589$0 , \port$8588$0 , \port$8586$0  };
+      storage[w_port__addr] <= { \port$8603$0 , \port$8602$0 , \port$8600$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16649,14 +16718,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
-  assign w_data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
+  assign w_port__data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
+  assign w_data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8586$0 , \port$8588$0 , \port$8589$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8600$0 , \port$8602$0 , \port$8603$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16698,12 +16767,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8586$0 ;
-  wire [255:0] \port$8586$0 ;
-  input [1:0] \port$8588$0 ;
-  wire [1:0] \port$8588$0 ;
-  input \port$8589$0 ;
-  wire \port$8589$0 ;
+  input [255:0] \port$8600$0 ;
+  wire [255:0] \port$8600$0 ;
+  input [1:0] \port$8602$0 ;
+  wire [1:0] \port$8602$0 ;
+  input \port$8603$0 ;
+  wire \port$8603$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16735,7 +16804,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8589$0 , \port$8588$0 , \port$8586$0  };
+      storage[w_port__addr] <= { \port$8603$0 , \port$8602$0 , \port$8600$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16834,14 +16903,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
-  assign w_data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
+  assign w_port__data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
+  assign w_data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8586$0 , \port$8588$0 , \port$8589$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8600$0 , \port$8602$0 , \port$8603$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16883,12 +16952,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8586$0 ;
-  wire [255:0] \port$8586$0 ;
-  input [1:0] \port$8588$0 ;
-  wire [1:0] \port$8588$0 ;
-  input \port$8589$0 ;
-  wire \port$8589$0 ;
+  input [255:0] \port$8600$0 ;
+  wire [255:0] \port$8600$0 ;
+  input [1:0] \port$8602$0 ;
+  wire [1:0] \port$8602$0 ;
+  input \port$8603$0 ;
+  wire \port$8603$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16920,7 +16989,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8589$0 , \port$8588$0 , \port$8586$0  };
+      storage[w_port__addr] <= { \port$8603$0 , \port$8602$0 , \port$8600$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17019,14 +17088,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
-  assign w_data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
+  assign w_port__data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
+  assign w_data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8586$0 , \port$8588$0 , \port$8589$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8600$0 , \port$8602$0 , \port$8603$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17068,12 +17137,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8586$0 ;
-  wire [255:0] \port$8586$0 ;
-  input [1:0] \port$8588$0 ;
-  wire [1:0] \port$8588$0 ;
-  input \port$8589$0 ;
-  wire \port$8589$0 ;
+  input [255:0] \port$8600$0 ;
+  wire [255:0] \port$8600$0 ;
+  input [1:0] \port$8602$0 ;
+  wire [1:0] \port$8602$0 ;
+  input \port$8603$0 ;
+  wire \port$8603$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17105,7 +17174,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8589$0 , \port$8588$0 , \port$8586$0  };
+      storage[w_port__addr] <= { \port$8603$0 , \port$8602$0 , \port$8600$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17204,8 +17273,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
-  assign w_data = { \port$8589$0 , \port$8588$0 , \port$8586$0  };
+  assign w_port__data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
+  assign w_data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -19956,30 +20025,30 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [16:0] \$1 ;
   wire \$10 ;
-  wire [3:0] \$100 ;
+  wire \$100 ;
   wire \$101 ;
-  wire \$102 ;
+  wire [3:0] \$102 ;
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
   wire \$108 ;
-  wire [1:0] \$109 ;
+  wire \$109 ;
   wire \$11 ;
-  wire [2:0] \$110 ;
-  wire [3:0] \$111 ;
-  wire [4:0] \$112 ;
-  wire [5:0] \$113 ;
-  wire [6:0] \$114 ;
-  wire [7:0] \$115 ;
-  wire [8:0] \$116 ;
-  wire [8:0] \$117 ;
-  wire [9:0] \$118 ;
-  wire [255:0] \$119 ;
+  wire \$110 ;
+  wire [1:0] \$111 ;
+  wire [2:0] \$112 ;
+  wire [3:0] \$113 ;
+  wire [4:0] \$114 ;
+  wire [5:0] \$115 ;
+  wire [6:0] \$116 ;
+  wire [7:0] \$117 ;
+  wire [8:0] \$118 ;
+  wire [8:0] \$119 ;
   wire [8:0] \$12 ;
-  wire \$120 ;
-  wire \$121 ;
+  wire [9:0] \$120 ;
+  wire [255:0] \$121 ;
   wire \$122 ;
   wire \$123 ;
   wire \$124 ;
@@ -19996,129 +20065,141 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$134 ;
   wire \$135 ;
   wire \$136 ;
-  wire [5:0] \$137 ;
+  wire \$137 ;
   wire \$138 ;
-  wire \$139 ;
+  wire [5:0] \$139 ;
   wire \$14 ;
-  wire [16:0] \$140 ;
-  wire [16:0] \$141 ;
-  wire [31:0] \$142 ;
-  wire [31:0] \$143 ;
-  wire [8:0] \$144 ;
-  wire [9:0] \$145 ;
-  wire [9:0] \$146 ;
-  wire [7:0] \$147 ;
-  wire [32:0] \$148 ;
-  wire [5:0] \$149 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire [16:0] \$142 ;
+  wire [16:0] \$143 ;
+  wire [31:0] \$144 ;
+  wire [31:0] \$145 ;
+  wire [8:0] \$146 ;
+  wire [9:0] \$147 ;
+  wire [9:0] \$148 ;
+  wire [7:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire [2:0] \$152 ;
-  wire [3:0] \$153 ;
-  wire \$154 ;
-  wire \$155 ;
+  wire [32:0] \$150 ;
+  wire [5:0] \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire [2:0] \$154 ;
+  wire [3:0] \$155 ;
   wire \$156 ;
-  wire [16:0] \$157 ;
-  wire [16:0] \$158 ;
-  wire [2:0] \$159 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire [16:0] \$159 ;
   wire [14:0] \$16 ;
-  wire \$160 ;
-  wire [255:0] \$161 ;
-  wire [255:0] \$162 ;
-  wire [3:0] \$163 ;
-  wire [12:0] \$164 ;
-  wire [4:0] \$165 ;
-  wire [4:0] \$166 ;
-  wire [6:0] \$167 ;
-  wire [382:0] \$168 ;
-  wire [38:0] \$169 ;
+  wire [16:0] \$160 ;
+  wire [2:0] \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire [255:0] \$164 ;
+  wire [2:0] \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire [255:0] \$168 ;
+  wire [2:0] \$169 ;
   wire \$17 ;
-  wire [8:0] \$170 ;
-  wire [9:0] \$171 ;
-  wire [9:0] \$172 ;
-  wire [11:0] \$173 ;
-  wire [11:0] \$174 ;
-  wire \$175 ;
-  wire [16:0] \$176 ;
-  wire [16:0] \$177 ;
-  wire [3:0] \$178 ;
-  wire \$179 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire [255:0] \$172 ;
+  wire [3:0] \$173 ;
+  wire [12:0] \$174 ;
+  wire [4:0] \$175 ;
+  wire [4:0] \$176 ;
+  wire [6:0] \$177 ;
+  wire [382:0] \$178 ;
+  wire [38:0] \$179 ;
   wire \$18 ;
-  wire [4:0] \$180 ;
-  wire [3:0] \$181 ;
-  wire \$182 ;
-  wire [4:0] \$183 ;
-  wire \$184 ;
+  wire [8:0] \$180 ;
+  wire [9:0] \$181 ;
+  wire [9:0] \$182 ;
+  wire [11:0] \$183 ;
+  wire [11:0] \$184 ;
   wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
+  wire [16:0] \$186 ;
+  wire [16:0] \$187 ;
+  wire [3:0] \$188 ;
   wire \$189 ;
   wire \$19 ;
-  wire [7:0] \$190 ;
-  wire [35:0] \$191 ;
-  wire [31:0] \$192 ;
-  wire [47:0] \$193 ;
-  wire [47:0] \$194 ;
+  wire [4:0] \$190 ;
+  wire [3:0] \$191 ;
+  wire \$192 ;
+  wire [4:0] \$193 ;
+  wire \$194 ;
   wire \$195 ;
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
-  wire [31:0] \$199 ;
+  wire \$199 ;
   wire [16:0] \$2 ;
   wire \$20 ;
-  wire [31:0] \$200 ;
-  wire [8:0] \$201 ;
-  wire [9:0] \$202 ;
-  wire [9:0] \$203 ;
-  wire [7:0] \$204 ;
-  reg [31:0] \$205 ;
-  reg [7:0] \$206 ;
-  reg \$207 ;
-  reg [31:0] \$208 ;
-  reg [15:0] \$209 ;
+  wire [7:0] \$200 ;
+  wire [35:0] \$201 ;
+  wire [31:0] \$202 ;
+  wire [47:0] \$203 ;
+  wire [47:0] \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire [31:0] \$209 ;
   wire \$21 ;
-  reg [15:0] \$210 ;
-  reg [31:0] \$211 ;
-  reg \$212 ;
-  reg [31:0] \$213 ;
-  reg [2:0] \$214 ;
-  reg \$215 ;
-  reg [1:0] \$216 ;
-  reg [13:0] \$217 ;
-  reg [15:0] \$218 ;
+  wire [31:0] \$210 ;
+  wire [8:0] \$211 ;
+  wire [9:0] \$212 ;
+  wire [9:0] \$213 ;
+  wire [7:0] \$214 ;
+  reg [31:0] \$215 ;
+  reg [7:0] \$216 ;
+  reg \$217 ;
+  reg [31:0] \$218 ;
   reg [15:0] \$219 ;
   wire \$22 ;
-  reg [13:0] \$220 ;
-  reg \$221 ;
-  reg [255:0] \$222 ;
-  reg [255:0] \$223 ;
+  reg [15:0] \$220 ;
+  reg [31:0] \$221 ;
+  reg \$222 ;
+  reg [31:0] \$223 ;
   reg [2:0] \$224 ;
-  reg [11:0] \$225 ;
-  reg [3:0] \$226 ;
+  reg \$225 ;
+  reg [1:0] \$226 ;
   reg \$227 ;
-  reg [319:0] \$228 ;
-  reg [39:0] \$229 ;
+  reg [13:0] \$228 ;
+  reg [15:0] \$229 ;
   wire \$23 ;
-  reg [2:0] \$230 ;
-  reg [11:0] \$231 ;
-  reg [15:0] \$232 ;
-  reg [15:0] \$233 ;
-  reg [11:0] \$234 ;
-  reg \$235 ;
+  reg [15:0] \$230 ;
+  reg [13:0] \$231 ;
+  reg \$232 ;
+  reg [255:0] \$233 ;
+  reg [255:0] \$234 ;
+  reg [255:0] \$235 ;
   reg [2:0] \$236 ;
-  reg [2:0] \$237 ;
-  reg \$238 ;
-  reg [7:0] \$239 ;
+  reg [11:0] \$237 ;
+  reg [3:0] \$238 ;
+  reg \$239 ;
   wire [32:0] \$24 ;
-  reg [223:0] \$240 ;
-  reg [64:0] \$241 ;
+  reg [319:0] \$240 ;
+  reg [39:0] \$241 ;
   reg [2:0] \$242 ;
-  reg [35:0] \$243 ;
-  reg [31:0] \$244 ;
-  reg [47:0] \$245 ;
-  reg [47:0] \$246 ;
+  reg [11:0] \$243 ;
+  reg [15:0] \$244 ;
+  reg [15:0] \$245 ;
+  reg [11:0] \$246 ;
+  reg \$247 ;
+  reg [2:0] \$248 ;
+  reg [2:0] \$249 ;
   wire \$25 ;
+  reg \$250 ;
+  reg [7:0] \$251 ;
+  reg [223:0] \$252 ;
+  reg [64:0] \$253 ;
+  reg [2:0] \$254 ;
+  reg [35:0] \$255 ;
+  reg [31:0] \$256 ;
+  reg [47:0] \$257 ;
+  reg [47:0] \$258 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
@@ -20131,10 +20212,10 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire [13:0] \$34 ;
   wire [13:0] \$35 ;
   wire \$36 ;
-  wire [9:0] \$368 ;
   wire [4:0] \$37 ;
-  wire [6:0] \$371 ;
   wire \$38 ;
+  wire [9:0] \$382 ;
+  wire [6:0] \$385 ;
   wire \$39 ;
   wire [37:0] \$4 ;
   wire [4:0] \$40 ;
@@ -20154,17 +20235,17 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
-  wire [2:0] \$56 ;
-  wire [3:0] \$57 ;
-  wire \$58 ;
-  wire \$59 ;
+  wire [1:0] \$56 ;
+  wire [2:0] \$57 ;
+  wire [3:0] \$58 ;
+  wire [4:0] \$59 ;
   wire [49:0] \$6 ;
   wire \$60 ;
-  wire [12:0] \$61 ;
-  wire [12:0] \$62 ;
+  wire \$61 ;
+  wire \$62 ;
   wire [12:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire [12:0] \$64 ;
+  wire [12:0] \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
@@ -20308,7 +20389,8 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire st_rbuf_valid;
   reg st_rd_active = 1'h0;
   wire st_rd_en;
-  reg st_rd_inflight = 1'h0;
+  reg st_rd_inflight1 = 1'h0;
+  reg st_rd_inflight2 = 1'h0;
   wire st_rd_last;
   wire [13:0] st_rd_nxt0;
   reg [15:0] st_rd_p = 16'h0000;
@@ -20319,6 +20401,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire [15:0] st_rows_m1;
   reg [255:0] st_rq0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [255:0] st_rq1 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  reg [255:0] st_rq2 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [1:0] st_rq_n = 2'h0;
   reg st_run;
   wire [255:0] st_shifted;
@@ -20482,242 +20565,256 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign st_rd_last = \$53  & \$54 ;
   assign st_rbuf_valid = | st_rq_n;
   assign \$55  = st_run & st_rd_active;
-  assign \$56  = st_rq_n + st_rd_inflight;
-  assign \$57  = \$56  - st_w_take;
-  assign \$58  = $signed(\$57 ) < $signed(3'h2);
-  assign st_rd_en = \$55  & \$58 ;
-  assign \$59  = ~ st_cmd[216];
-  assign spad_rd__en = st_rd_en & \$59 ;
+  assign \$56  = 1'h0 + st_rd_inflight1;
+  assign \$57  = \$56  + st_rd_inflight2;
+  assign \$58  = st_rq_n + \$57 ;
+  assign \$59  = \$58  - st_w_take;
+  assign \$60  = $signed(\$59 ) < $signed(3'h3);
+  assign st_rd_en = \$55  & \$60 ;
+  assign \$61  = ~ st_cmd[216];
+  assign spad_rd__en = st_rd_en & \$61 ;
   assign acc_rd__en = st_rd_en & st_cmd[216];
-  assign \$60  = st_w_r > 1'h1;
-  assign \$61  = st_w_row0 + st_cmd[59:48];
-  assign \$62  = st_w_plane0 + st_cmd[91:80];
-  assign \$63  = \$60  ? \$61  : \$62 ;
-  assign \$64  = st_w_r == 1'h1;
-  assign \$65  = st_w_p == 1'h1;
-  assign st_w_last = \$64  & \$65 ;
-  assign \$66  = st_cmd[175:168] > 1'h0;
-  assign \$67  = st_cmd[175:168] > 1'h1;
-  assign \$68  = st_cmd[175:168] > 2'h2;
-  assign \$69  = st_cmd[175:168] > 2'h3;
-  assign \$70  = st_cmd[175:168] > 3'h4;
-  assign \$71  = st_cmd[175:168] > 3'h5;
-  assign \$72  = st_cmd[175:168] > 3'h6;
-  assign \$73  = st_cmd[175:168] > 3'h7;
-  assign \$74  = st_cmd[175:168] > 4'h8;
-  assign \$75  = st_cmd[175:168] > 4'h9;
-  assign \$76  = st_cmd[175:168] > 4'ha;
-  assign \$77  = st_cmd[175:168] > 4'hb;
-  assign \$78  = st_cmd[175:168] > 4'hc;
-  assign \$79  = st_cmd[175:168] > 4'hd;
-  assign \$80  = st_cmd[175:168] > 4'he;
-  assign \$81  = st_cmd[175:168] > 4'hf;
-  assign \$82  = st_cmd[175:168] > 5'h10;
-  assign \$83  = st_cmd[175:168] > 5'h11;
-  assign \$84  = st_cmd[175:168] > 5'h12;
-  assign \$85  = st_cmd[175:168] > 5'h13;
-  assign \$86  = st_cmd[175:168] > 5'h14;
-  assign \$87  = st_cmd[175:168] > 5'h15;
-  assign \$88  = st_cmd[175:168] > 5'h16;
-  assign \$89  = st_cmd[175:168] > 5'h17;
-  assign \$90  = st_cmd[175:168] > 5'h18;
-  assign \$91  = st_cmd[175:168] > 5'h19;
-  assign \$92  = st_cmd[175:168] > 5'h1a;
-  assign \$93  = st_cmd[175:168] > 5'h1b;
-  assign \$94  = st_cmd[175:168] > 5'h1c;
-  assign \$95  = st_cmd[175:168] > 5'h1d;
-  assign \$96  = st_cmd[175:168] > 5'h1e;
-  assign \$97  = st_cmd[175:168] > 5'h1f;
-  assign \$98  = st_run & st_w_row_valid;
-  assign \$99  = | st_w_credit;
-  assign st_wvalid = \$98  & \$99 ;
-  assign \$100  = st_w_nbeats - 1'h1;
-  assign st_w_row_end = st_w_beat == \$100 ;
-  assign \$101  = st_w_addr12 == 12'hff8;
-  assign \$102  = st_w_row_end | \$101 ;
-  assign \$103  = st_w_bib == 4'hf;
-  assign st_wlast = \$102  | \$103 ;
+  assign \$62  = st_w_r > 1'h1;
+  assign \$63  = st_w_row0 + st_cmd[59:48];
+  assign \$64  = st_w_plane0 + st_cmd[91:80];
+  assign \$65  = \$62  ? \$63  : \$64 ;
+  assign \$66  = st_w_r == 1'h1;
+  assign \$67  = st_w_p == 1'h1;
+  assign st_w_last = \$66  & \$67 ;
+  assign \$68  = st_cmd[175:168] > 1'h0;
+  assign \$69  = st_cmd[175:168] > 1'h1;
+  assign \$70  = st_cmd[175:168] > 2'h2;
+  assign \$71  = st_cmd[175:168] > 2'h3;
+  assign \$72  = st_cmd[175:168] > 3'h4;
+  assign \$73  = st_cmd[175:168] > 3'h5;
+  assign \$74  = st_cmd[175:168] > 3'h6;
+  assign \$75  = st_cmd[175:168] > 3'h7;
+  assign \$76  = st_cmd[175:168] > 4'h8;
+  assign \$77  = st_cmd[175:168] > 4'h9;
+  assign \$78  = st_cmd[175:168] > 4'ha;
+  assign \$79  = st_cmd[175:168] > 4'hb;
+  assign \$80  = st_cmd[175:168] > 4'hc;
+  assign \$81  = st_cmd[175:168] > 4'hd;
+  assign \$82  = st_cmd[175:168] > 4'he;
+  assign \$83  = st_cmd[175:168] > 4'hf;
+  assign \$84  = st_cmd[175:168] > 5'h10;
+  assign \$85  = st_cmd[175:168] > 5'h11;
+  assign \$86  = st_cmd[175:168] > 5'h12;
+  assign \$87  = st_cmd[175:168] > 5'h13;
+  assign \$88  = st_cmd[175:168] > 5'h14;
+  assign \$89  = st_cmd[175:168] > 5'h15;
+  assign \$90  = st_cmd[175:168] > 5'h16;
+  assign \$91  = st_cmd[175:168] > 5'h17;
+  assign \$92  = st_cmd[175:168] > 5'h18;
+  assign \$93  = st_cmd[175:168] > 5'h19;
+  assign \$94  = st_cmd[175:168] > 5'h1a;
+  assign \$95  = st_cmd[175:168] > 5'h1b;
+  assign \$96  = st_cmd[175:168] > 5'h1c;
+  assign \$97  = st_cmd[175:168] > 5'h1d;
+  assign \$98  = st_cmd[175:168] > 5'h1e;
+  assign \$99  = st_cmd[175:168] > 5'h1f;
+  assign \$100  = st_run & st_w_row_valid;
+  assign \$101  = | st_w_credit;
+  assign st_wvalid = \$100  & \$101 ;
+  assign \$102  = st_w_nbeats - 1'h1;
+  assign st_w_row_end = st_w_beat == \$102 ;
+  assign \$103  = st_w_addr12 == 12'hff8;
+  assign \$104  = st_w_row_end | \$103 ;
+  assign \$105  = st_w_bib == 4'hf;
+  assign st_wlast = \$104  | \$105 ;
   assign st_whs = st_wvalid & up__wready;
-  assign \$104  = st_run & st_w_active;
-  assign \$105  = \$104  & st_rbuf_valid;
-  assign \$106  = ~ st_w_row_valid;
-  assign \$107  = st_whs & st_w_row_end;
-  assign \$108  = \$106  | \$107 ;
-  assign st_w_take = \$105  & \$108 ;
-  assign \$368  = st_w_beat * 7'h40;
-  assign up__wdata = st_wbuf >> \$368 ;
-  assign \$371  = st_w_beat * 4'h8;
-  assign up__wstrb = st_wstrb_buf >> \$371 ;
-  assign \$109  = 1'h0 + up__wstrb[0];
-  assign \$110  = \$109  + up__wstrb[1];
-  assign \$111  = \$110  + up__wstrb[2];
-  assign \$112  = \$111  + up__wstrb[3];
-  assign \$113  = \$112  + up__wstrb[4];
-  assign \$114  = \$113  + up__wstrb[5];
-  assign \$115  = \$114  + up__wstrb[6];
-  assign \$116  = \$115  + up__wstrb[7];
-  assign \$117  = st_whs ? \$116  : 9'h000;
-  assign \$118  = st_cmd[181:176] * 4'h8;
-  assign \$119  = st_rq0 >> \$118 ;
-  assign st_shifted = \$119  & { \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$67 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66 , \$66  };
-  assign \$120  = ~ st_aw_valid;
-  assign \$121  = ! st_w_credit;
-  assign \$122  = \$120  & \$121 ;
-  assign \$123  = ! st_b_out;
+  assign \$106  = st_run & st_w_active;
+  assign \$107  = \$106  & st_rbuf_valid;
+  assign \$108  = ~ st_w_row_valid;
+  assign \$109  = st_whs & st_w_row_end;
+  assign \$110  = \$108  | \$109 ;
+  assign st_w_take = \$107  & \$110 ;
+  assign \$382  = st_w_beat * 7'h40;
+  assign up__wdata = st_wbuf >> \$382 ;
+  assign \$385  = st_w_beat * 4'h8;
+  assign up__wstrb = st_wstrb_buf >> \$385 ;
+  assign \$111  = 1'h0 + up__wstrb[0];
+  assign \$112  = \$111  + up__wstrb[1];
+  assign \$113  = \$112  + up__wstrb[2];
+  assign \$114  = \$113  + up__wstrb[3];
+  assign \$115  = \$114  + up__wstrb[4];
+  assign \$116  = \$115  + up__wstrb[5];
+  assign \$117  = \$116  + up__wstrb[6];
+  assign \$118  = \$117  + up__wstrb[7];
+  assign \$119  = st_whs ? \$118  : 9'h000;
+  assign \$120  = st_cmd[181:176] * 4'h8;
+  assign \$121  = st_rq0 >> \$120 ;
+  assign st_shifted = \$121  & { \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68  };
+  assign \$122  = ~ st_aw_valid;
+  assign \$123  = ! st_w_credit;
   assign \$124  = \$122  & \$123 ;
-  assign \$125  = ~ st_aw_it_active;
-  assign \$126  = ~ st_w_active;
-  assign \$127  = \$125  & \$126 ;
-  assign \$128  = ~ st_w_row_valid;
+  assign \$125  = ! st_b_out;
+  assign \$126  = \$124  & \$125 ;
+  assign \$127  = ~ st_aw_it_active;
+  assign \$128  = ~ st_w_active;
   assign \$129  = \$127  & \$128 ;
-  assign \$130  = st_drain | \$129 ;
-  assign st_finished = \$124  & \$130 ;
-  assign \$131  = ! dma_store_fsm_state;
-  assign \$132  = dma_store_fsm_state == 1'h1;
-  assign \$133  = dma_store_fsm_state == 2'h2;
-  assign \$134  = dma_store_fsm_state == 2'h3;
-  assign \$135  = dma_store_fsm_state == 3'h4;
-  assign \$136  = dma_store_fsm_state == 3'h5;
-  assign \$137  = \$41 [4:0] - 1'h1;
-  assign \$138  = st_aw_beats_left == \$41 [4:0];
-  assign \$139  = st_aw_it_r > 1'h1;
-  assign \$140  = st_aw_it_r - 1'h1;
-  assign \$141  = st_aw_it_p - 1'h1;
-  assign \$144  = \$31 [2:0] + st_cmd[175:168];
-  assign \$145  = \$144  + 3'h7;
-  assign \$148  = st_aw_beat_addr + \$147 ;
-  assign \$149  = st_aw_beats_left - \$41 [4:0];
-  assign \$150  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$151  = st_rd_en & \$150 ;
-  assign \$152  = st_rq_n + st_rd_inflight;
-  assign \$153  = \$152  - st_w_take;
-  assign \$154  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$155  = st_rd_en & \$154 ;
-  assign \$156  = st_rd_r > 1'h1;
-  assign \$157  = st_rd_r - 1'h1;
-  assign \$158  = st_rd_p - 1'h1;
-  assign \$159  = st_rq_n - st_w_take;
-  assign \$160  = ! \$159 ;
-  assign \$161  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$162  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$163  = st_w_beat + 1'h1;
-  assign \$164  = st_w_addr12 + 4'h8;
-  assign \$165  = st_w_bib + 1'h1;
-  assign \$166  = st_wlast ? 5'h00 : \$165 ;
-  assign \$167  = st_w_row0[2:0] * 4'h8;
-  assign \$168  = st_shifted << \$167 ;
-  assign \$169  = { \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  } << st_w_row0[2:0];
-  assign \$170  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$171  = \$170  + 3'h7;
-  assign \$175  = st_w_r > 1'h1;
-  assign \$176  = st_w_r - 1'h1;
-  assign \$177  = st_w_p - 1'h1;
-  assign \$178  = st_w_credit + st_aw_issue;
-  assign \$179  = st_whs & st_wlast;
-  assign \$180  = \$178  - \$179 ;
-  assign \$181  = st_b_out + st_aw_issue;
-  assign \$183  = \$181  - \$182 ;
-  assign \$185  = st_run & \$184 ;
-  assign \$186  = \$185  & up__bresp[1];
-  assign \$187  = ~ st_drain;
-  assign \$188  = \$186  & \$187 ;
-  assign \$189  = up__bresp == 2'h3;
-  assign \$190  = \$189  ? 8'h07 : 8'h06;
-  assign \$191  = \$2 [15:0] * st_cmd[167:148];
-  assign \$192  = \$1 [15:0] * st_cmd[147:132];
-  assign \$193  = \$2 [15:0] * st_cmd[111:80];
-  assign \$194  = \$1 [15:0] * st_cmd[79:48];
-  assign \$195  = ! store__error;
-  assign \$196  = | st_cmd[175:168];
-  assign \$197  = \$195  & \$196 ;
-  assign \$198  = | st_cmd[175:168];
-  assign \$201  = st_cmd[2:0] + st_cmd[175:168];
-  assign \$202  = \$201  + 3'h7;
-  assign \$204  = st_drain ? store__error : 8'h10;
+  assign \$130  = ~ st_w_row_valid;
+  assign \$131  = \$129  & \$130 ;
+  assign \$132  = st_drain | \$131 ;
+  assign st_finished = \$126  & \$132 ;
+  assign \$133  = ! dma_store_fsm_state;
+  assign \$134  = dma_store_fsm_state == 1'h1;
+  assign \$135  = dma_store_fsm_state == 2'h2;
+  assign \$136  = dma_store_fsm_state == 2'h3;
+  assign \$137  = dma_store_fsm_state == 3'h4;
+  assign \$138  = dma_store_fsm_state == 3'h5;
+  assign \$139  = \$41 [4:0] - 1'h1;
+  assign \$140  = st_aw_beats_left == \$41 [4:0];
+  assign \$141  = st_aw_it_r > 1'h1;
+  assign \$142  = st_aw_it_r - 1'h1;
+  assign \$143  = st_aw_it_p - 1'h1;
+  assign \$146  = \$31 [2:0] + st_cmd[175:168];
+  assign \$147  = \$146  + 3'h7;
+  assign \$150  = st_aw_beat_addr + \$149 ;
+  assign \$151  = st_aw_beats_left - \$41 [4:0];
+  assign \$152  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$153  = st_rd_en & \$152 ;
+  assign \$154  = st_rq_n + st_rd_inflight2;
+  assign \$155  = \$154  - st_w_take;
+  assign \$156  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$157  = st_rd_en & \$156 ;
+  assign \$158  = st_rd_r > 1'h1;
+  assign \$159  = st_rd_r - 1'h1;
+  assign \$160  = st_rd_p - 1'h1;
+  assign \$161  = st_rq_n - st_w_take;
+  assign \$162  = ! \$161 ;
+  assign \$163  = st_rd_inflight2 & \$162 ;
+  assign \$164  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$165  = st_rq_n - st_w_take;
+  assign \$166  = \$165  == 1'h1;
+  assign \$167  = st_rd_inflight2 & \$166 ;
+  assign \$168  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$169  = st_rq_n - st_w_take;
+  assign \$170  = \$169  == 2'h2;
+  assign \$171  = st_rd_inflight2 & \$170 ;
+  assign \$172  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$173  = st_w_beat + 1'h1;
+  assign \$174  = st_w_addr12 + 4'h8;
+  assign \$175  = st_w_bib + 1'h1;
+  assign \$176  = st_wlast ? 5'h00 : \$175 ;
+  assign \$177  = st_w_row0[2:0] * 4'h8;
+  assign \$178  = st_shifted << \$177 ;
+  assign \$179  = { \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68  } << st_w_row0[2:0];
+  assign \$180  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$181  = \$180  + 3'h7;
+  assign \$185  = st_w_r > 1'h1;
+  assign \$186  = st_w_r - 1'h1;
+  assign \$187  = st_w_p - 1'h1;
+  assign \$188  = st_w_credit + st_aw_issue;
+  assign \$189  = st_whs & st_wlast;
+  assign \$190  = \$188  - \$189 ;
+  assign \$191  = st_b_out + st_aw_issue;
+  assign \$193  = \$191  - \$192 ;
+  assign \$195  = st_run & \$194 ;
+  assign \$196  = \$195  & up__bresp[1];
+  assign \$197  = ~ st_drain;
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = up__bresp == 2'h3;
+  assign \$200  = \$199  ? 8'h07 : 8'h06;
+  assign \$201  = \$2 [15:0] * st_cmd[167:148];
+  assign \$202  = \$1 [15:0] * st_cmd[147:132];
+  assign \$203  = \$2 [15:0] * st_cmd[111:80];
+  assign \$204  = \$1 [15:0] * st_cmd[79:48];
+  assign \$205  = ! store__error;
+  assign \$206  = | st_cmd[175:168];
+  assign \$207  = \$205  & \$206 ;
+  assign \$208  = | st_cmd[175:168];
+  assign \$211  = st_cmd[2:0] + st_cmd[175:168];
+  assign \$212  = \$211  + 3'h7;
+  assign \$214  = st_drain ? store__error : 8'h10;
   always @(posedge clk)
-    up__awaddr <= \$205 ;
+    up__awaddr <= \$215 ;
   always @(posedge clk)
-    up__awlen <= \$206 ;
+    up__awlen <= \$216 ;
   always @(posedge clk)
-    st_aw_valid <= \$207 ;
+    st_aw_valid <= \$217 ;
   always @(posedge clk)
-    st_aw_it_row0 <= \$208 ;
+    st_aw_it_row0 <= \$218 ;
   always @(posedge clk)
-    st_aw_it_r <= \$209 ;
+    st_aw_it_r <= \$219 ;
   always @(posedge clk)
-    st_aw_it_p <= \$210 ;
+    st_aw_it_p <= \$220 ;
   always @(posedge clk)
-    st_aw_it_plane0 <= \$211 ;
+    st_aw_it_plane0 <= \$221 ;
   always @(posedge clk)
-    st_aw_it_active <= \$212 ;
+    st_aw_it_active <= \$222 ;
   always @(posedge clk)
-    st_aw_beat_addr <= \$213 ;
+    st_aw_beat_addr <= \$223 ;
   always @(posedge clk)
-    st_aw_beats_left <= \$214 ;
+    st_aw_beats_left <= \$224 ;
   always @(posedge clk)
-    st_rd_inflight <= \$215 ;
+    st_rd_inflight1 <= \$225 ;
   always @(posedge clk)
-    st_rq_n <= \$216 ;
+    st_rq_n <= \$226 ;
   always @(posedge clk)
-    st_rd_row0 <= \$217 ;
+    st_rd_inflight2 <= \$227 ;
   always @(posedge clk)
-    st_rd_r <= \$218 ;
+    st_rd_row0 <= \$228 ;
   always @(posedge clk)
-    st_rd_p <= \$219 ;
+    st_rd_r <= \$229 ;
   always @(posedge clk)
-    st_rd_plane0 <= \$220 ;
+    st_rd_p <= \$230 ;
   always @(posedge clk)
-    st_rd_active <= \$221 ;
+    st_rd_plane0 <= \$231 ;
   always @(posedge clk)
-    st_rq0 <= \$222 ;
+    st_rd_active <= \$232 ;
   always @(posedge clk)
-    st_rq1 <= \$223 ;
+    st_rq0 <= \$233 ;
   always @(posedge clk)
-    st_w_beat <= \$224 ;
+    st_rq1 <= \$234 ;
   always @(posedge clk)
-    st_w_addr12 <= \$225 ;
+    st_rq2 <= \$235 ;
   always @(posedge clk)
-    st_w_bib <= \$226 ;
+    st_w_beat <= \$236 ;
   always @(posedge clk)
-    st_w_row_valid <= \$227 ;
+    st_w_addr12 <= \$237 ;
   always @(posedge clk)
-    st_wbuf <= \$228 ;
+    st_w_bib <= \$238 ;
   always @(posedge clk)
-    st_wstrb_buf <= \$229 ;
+    st_w_row_valid <= \$239 ;
   always @(posedge clk)
-    st_w_nbeats <= \$230 ;
+    st_wbuf <= \$240 ;
   always @(posedge clk)
-    st_w_row0 <= \$231 ;
+    st_wstrb_buf <= \$241 ;
   always @(posedge clk)
-    st_w_r <= \$232 ;
+    st_w_nbeats <= \$242 ;
   always @(posedge clk)
-    st_w_p <= \$233 ;
+    st_w_row0 <= \$243 ;
   always @(posedge clk)
-    st_w_plane0 <= \$234 ;
+    st_w_r <= \$244 ;
   always @(posedge clk)
-    st_w_active <= \$235 ;
+    st_w_p <= \$245 ;
   always @(posedge clk)
-    st_w_credit <= \$236 ;
+    st_w_plane0 <= \$246 ;
   always @(posedge clk)
-    st_b_out <= \$237 ;
+    st_w_active <= \$247 ;
   always @(posedge clk)
-    st_drain <= \$238 ;
+    st_w_credit <= \$248 ;
   always @(posedge clk)
-    store__error <= \$239 ;
+    st_b_out <= \$249 ;
   always @(posedge clk)
-    st_cmd <= \$240 ;
+    st_drain <= \$250 ;
   always @(posedge clk)
-    st_window <= \$241 ;
+    store__error <= \$251 ;
   always @(posedge clk)
-    dma_store_fsm_state <= \$242 ;
+    st_cmd <= \$252 ;
   always @(posedge clk)
-    st_local_plane_stride_x <= \$243 ;
+    st_window <= \$253 ;
   always @(posedge clk)
-    st_local_row_stride_x <= \$244 ;
+    dma_store_fsm_state <= \$254 ;
   always @(posedge clk)
-    st_host_plane_stride_x <= \$245 ;
+    st_local_plane_stride_x <= \$255 ;
   always @(posedge clk)
-    st_host_row_stride_x <= \$246 ;
+    st_local_row_stride_x <= \$256 ;
+  always @(posedge clk)
+    st_host_plane_stride_x <= \$257 ;
+  always @(posedge clk)
+    st_host_row_stride_x <= \$258 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     (* full_case = 32'd1 *)
@@ -20816,37 +20913,37 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$205  = up__awaddr;
+    \$215  = up__awaddr;
     if (st_aw_issue) begin
-      \$205  = st_aw_beat_addr;
+      \$215  = st_aw_beat_addr;
     end
     if (store_reset) begin
-      \$205  = 32'd0;
+      \$215  = 32'd0;
     end
     if (rst) begin
-      \$205  = 32'd0;
+      \$215  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$206  = up__awlen;
+    \$216  = up__awlen;
     if (st_aw_issue) begin
-      \$206  = { \$137 [5], \$137 [5], \$137  };
+      \$216  = { \$139 [5], \$139 [5], \$139  };
     end
     if (store_reset) begin
-      \$206  = 8'h00;
+      \$216  = 8'h00;
     end
     if (rst) begin
-      \$206  = 8'h00;
+      \$216  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$207  = st_aw_valid;
+    \$217  = st_aw_valid;
     if (st_aw_issue) begin
-      \$207  = 1'h1;
+      \$217  = 1'h1;
     end else if (up__awready) begin
-      \$207  = 1'h0;
+      \$217  = 1'h0;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -20856,28 +20953,28 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$207  = 1'h0;
+          if (\$207 ) begin
+            \$217  = 1'h0;
           end
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$207  = 1'h0;
+            \$217  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$207  = 1'h0;
+      \$217  = 1'h0;
     end
     if (rst) begin
-      \$207  = 1'h0;
+      \$217  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$208  = st_aw_it_row0;
+    \$218  = st_aw_it_row0;
     if (st_aw_issue) begin
-      if (\$138 ) begin
-        \$208  = \$31 [31:0];
+      if (\$140 ) begin
+        \$218  = \$31 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20888,27 +20985,27 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$208  = st_cmd[31:0];
+          if (\$207 ) begin
+            \$218  = st_cmd[31:0];
           end
     endcase
     if (store_reset) begin
-      \$208  = 32'd0;
+      \$218  = 32'd0;
     end
     if (rst) begin
-      \$208  = 32'd0;
+      \$218  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$209  = st_aw_it_r;
+    \$219  = st_aw_it_r;
     if (st_aw_issue) begin
-      if (\$138 ) begin
+      if (\$140 ) begin
         (* full_case = 32'd1 *)
-        if (\$139 ) begin
-          \$209  = \$140 [15:0];
+        if (\$141 ) begin
+          \$219  = \$142 [15:0];
         end else begin
-          \$209  = st_cmd[199:184];
+          \$219  = st_cmd[199:184];
         end
       end
     end
@@ -20920,26 +21017,26 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$209  = st_cmd[199:184];
+          if (\$207 ) begin
+            \$219  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$209  = 16'h0000;
+      \$219  = 16'h0000;
     end
     if (rst) begin
-      \$209  = 16'h0000;
+      \$219  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$210  = st_aw_it_p;
+    \$220  = st_aw_it_p;
     if (st_aw_issue) begin
-      if (\$138 ) begin
+      if (\$140 ) begin
         (* full_case = 32'd1 *)
-        if (\$139 ) begin
+        if (\$141 ) begin
         end else begin
-          \$210  = \$141 [15:0];
+          \$220  = \$143 [15:0];
         end
       end
     end
@@ -20951,26 +21048,26 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$210  = st_cmd[215:200];
+          if (\$207 ) begin
+            \$220  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$210  = 16'h0000;
+      \$220  = 16'h0000;
     end
     if (rst) begin
-      \$210  = 16'h0000;
+      \$220  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$211  = st_aw_it_plane0;
+    \$221  = st_aw_it_plane0;
     if (st_aw_issue) begin
-      if (\$138 ) begin
+      if (\$140 ) begin
         (* full_case = 32'd1 *)
-        if (\$139 ) begin
+        if (\$141 ) begin
         end else begin
-          \$211  = \$31 [31:0];
+          \$221  = \$31 [31:0];
         end
       end
     end
@@ -20982,24 +21079,24 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$211  = st_cmd[31:0];
+          if (\$207 ) begin
+            \$221  = st_cmd[31:0];
           end
     endcase
     if (store_reset) begin
-      \$211  = 32'd0;
+      \$221  = 32'd0;
     end
     if (rst) begin
-      \$211  = 32'd0;
+      \$221  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$212  = st_aw_it_active;
+    \$222  = st_aw_it_active;
     if (st_aw_issue) begin
-      if (\$138 ) begin
+      if (\$140 ) begin
         if (st_aw_it_last) begin
-          \$212  = 1'h0;
+          \$222  = 1'h0;
         end
       end
     end
@@ -21011,26 +21108,26 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$212  = \$198 ;
+          if (\$207 ) begin
+            \$222  = \$208 ;
           end
     endcase
     if (store_reset) begin
-      \$212  = 1'h0;
+      \$222  = 1'h0;
     end
     if (rst) begin
-      \$212  = 1'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$213  = st_aw_beat_addr;
+    \$223  = st_aw_beat_addr;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$138 ) begin
-        \$213  = \$143 ;
+      if (\$140 ) begin
+        \$223  = \$145 ;
       end else begin
-        \$213  = \$148 [31:0];
+        \$223  = \$150 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21041,26 +21138,26 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$213  = \$200 ;
+          if (\$207 ) begin
+            \$223  = \$210 ;
           end
     endcase
     if (store_reset) begin
-      \$213  = 32'd0;
+      \$223  = 32'd0;
     end
     if (rst) begin
-      \$213  = 32'd0;
+      \$223  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$214  = st_aw_beats_left;
+    \$224  = st_aw_beats_left;
     if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$138 ) begin
-        \$214  = \$146 [2:0];
+      if (\$140 ) begin
+        \$224  = \$148 [2:0];
       end else begin
-        \$214  = \$149 [2:0];
+        \$224  = \$151 [2:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21071,30 +21168,30 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$214  = \$203 [2:0];
+          if (\$207 ) begin
+            \$224  = \$213 [2:0];
           end
     endcase
     if (store_reset) begin
-      \$214  = 3'h0;
+      \$224  = 3'h0;
     end
     if (rst) begin
-      \$214  = 3'h0;
+      \$224  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$215  = \$151 ;
+    \$225  = \$153 ;
     if (store_reset) begin
-      \$215  = 1'h0;
+      \$225  = 1'h0;
     end
     if (rst) begin
-      \$215  = 1'h0;
+      \$225  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$216  = \$153 [1:0];
+    \$226  = \$155 [1:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21103,20 +21200,30 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          \$216  = 2'h0;
+          \$226  = 2'h0;
     endcase
     if (store_reset) begin
-      \$216  = 2'h0;
+      \$226  = 2'h0;
     end
     if (rst) begin
-      \$216  = 2'h0;
+      \$226  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$217  = st_rd_row0;
-    if (\$155 ) begin
-      \$217  = \$52 [13:0];
+    \$227  = st_rd_inflight1;
+    if (store_reset) begin
+      \$227  = 1'h0;
+    end
+    if (rst) begin
+      \$227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$228  = st_rd_row0;
+    if (\$157 ) begin
+      \$228  = \$52 [13:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21126,26 +21233,26 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$217  = st_cmd[125:112];
+          if (\$207 ) begin
+            \$228  = st_cmd[125:112];
           end
     endcase
     if (store_reset) begin
-      \$217  = 14'h0000;
+      \$228  = 14'h0000;
     end
     if (rst) begin
-      \$217  = 14'h0000;
+      \$228  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$218  = st_rd_r;
-    if (\$155 ) begin
+    \$229  = st_rd_r;
+    if (\$157 ) begin
       (* full_case = 32'd1 *)
-      if (\$156 ) begin
-        \$218  = \$157 [15:0];
+      if (\$158 ) begin
+        \$229  = \$159 [15:0];
       end else begin
-        \$218  = st_cmd[199:184];
+        \$229  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21156,25 +21263,25 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$218  = st_cmd[199:184];
+          if (\$207 ) begin
+            \$229  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$218  = 16'h0000;
+      \$229  = 16'h0000;
     end
     if (rst) begin
-      \$218  = 16'h0000;
+      \$229  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$219  = st_rd_p;
-    if (\$155 ) begin
+    \$230  = st_rd_p;
+    if (\$157 ) begin
       (* full_case = 32'd1 *)
-      if (\$156 ) begin
+      if (\$158 ) begin
       end else begin
-        \$219  = \$158 [15:0];
+        \$230  = \$160 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21185,25 +21292,25 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$219  = st_cmd[215:200];
+          if (\$207 ) begin
+            \$230  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$219  = 16'h0000;
+      \$230  = 16'h0000;
     end
     if (rst) begin
-      \$219  = 16'h0000;
+      \$230  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$220  = st_rd_plane0;
-    if (\$155 ) begin
+    \$231  = st_rd_plane0;
+    if (\$157 ) begin
       (* full_case = 32'd1 *)
-      if (\$156 ) begin
+      if (\$158 ) begin
       end else begin
-        \$220  = \$52 [13:0];
+        \$231  = \$52 [13:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21214,23 +21321,23 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$220  = st_cmd[125:112];
+          if (\$207 ) begin
+            \$231  = st_cmd[125:112];
           end
     endcase
     if (store_reset) begin
-      \$220  = 14'h0000;
+      \$231  = 14'h0000;
     end
     if (rst) begin
-      \$220  = 14'h0000;
+      \$231  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$221  = st_rd_active;
-    if (\$155 ) begin
+    \$232  = st_rd_active;
+    if (\$157 ) begin
       if (st_rd_last) begin
-        \$221  = 1'h0;
+        \$232  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21241,89 +21348,99 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$221  = 1'h1;
+          if (\$207 ) begin
+            \$232  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$221  = 1'h0;
+      \$232  = 1'h0;
     end
     if (rst) begin
-      \$221  = 1'h0;
+      \$232  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$222  = st_rq0;
+    \$233  = st_rq0;
     if (st_w_take) begin
-      \$222  = st_rq1;
+      \$233  = st_rq1;
     end
-    if (st_rd_inflight) begin
-      if (\$160 ) begin
-        \$222  = \$161 ;
-      end
+    if (\$163 ) begin
+      \$233  = \$164 ;
     end
     if (store_reset) begin
-      \$222  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$233  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$222  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$233  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$223  = st_rq1;
-    if (st_rd_inflight) begin
-      (* full_case = 32'd1 *)
-      if (\$160 ) begin
-      end else begin
-        \$223  = \$162 ;
-      end
-    end
-    if (store_reset) begin
-      \$223  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$223  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$224  = st_w_beat;
-    if (st_whs) begin
-      \$224  = \$163 [2:0];
-    end
+    \$234  = st_rq1;
     if (st_w_take) begin
-      \$224  = 3'h0;
+      \$234  = st_rq2;
+    end
+    if (\$167 ) begin
+      \$234  = \$168 ;
     end
     if (store_reset) begin
-      \$224  = 3'h0;
+      \$234  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$224  = 3'h0;
+      \$234  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$225  = st_w_addr12;
+    \$235  = st_rq2;
+    if (\$171 ) begin
+      \$235  = \$172 ;
+    end
+    if (store_reset) begin
+      \$235  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$235  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$236  = st_w_beat;
     if (st_whs) begin
-      \$225  = \$164 [11:0];
+      \$236  = \$173 [2:0];
     end
     if (st_w_take) begin
-      \$225  = \$174 ;
+      \$236  = 3'h0;
     end
     if (store_reset) begin
-      \$225  = 12'h000;
+      \$236  = 3'h0;
     end
     if (rst) begin
-      \$225  = 12'h000;
+      \$236  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$226  = st_w_bib;
+    \$237  = st_w_addr12;
     if (st_whs) begin
-      \$226  = \$166 [3:0];
+      \$237  = \$174 [11:0];
+    end
+    if (st_w_take) begin
+      \$237  = \$184 ;
+    end
+    if (store_reset) begin
+      \$237  = 12'h000;
+    end
+    if (rst) begin
+      \$237  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$238  = st_w_bib;
+    if (st_whs) begin
+      \$238  = \$176 [3:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21333,25 +21450,25 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          \$226  = 4'h0;
+          \$238  = 4'h0;
     endcase
     if (store_reset) begin
-      \$226  = 4'h0;
+      \$238  = 4'h0;
     end
     if (rst) begin
-      \$226  = 4'h0;
+      \$238  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$227  = st_w_row_valid;
+    \$239  = st_w_row_valid;
     if (st_whs) begin
       if (st_w_row_end) begin
-        \$227  = 1'h0;
+        \$239  = 1'h0;
       end
     end
     if (st_w_take) begin
-      \$227  = 1'h1;
+      \$239  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21361,64 +21478,64 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          \$227  = 1'h0;
+          \$239  = 1'h0;
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$227  = 1'h0;
+            \$239  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$227  = 1'h0;
+      \$239  = 1'h0;
     end
     if (rst) begin
-      \$227  = 1'h0;
+      \$239  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$228  = st_wbuf;
+    \$240  = st_wbuf;
     if (st_w_take) begin
-      \$228  = \$168 [319:0];
+      \$240  = \$178 [319:0];
     end
     if (store_reset) begin
-      \$228  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$240  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$228  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$240  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$229  = st_wstrb_buf;
+    \$241  = st_wstrb_buf;
     if (st_w_take) begin
-      \$229  = { 1'h0, \$169  };
+      \$241  = { 1'h0, \$179  };
     end
     if (store_reset) begin
-      \$229  = 40'h0000000000;
+      \$241  = 40'h0000000000;
     end
     if (rst) begin
-      \$229  = 40'h0000000000;
+      \$241  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$230  = st_w_nbeats;
+    \$242  = st_w_nbeats;
     if (st_w_take) begin
-      \$230  = \$172 [2:0];
+      \$242  = \$182 [2:0];
     end
     if (store_reset) begin
-      \$230  = 3'h0;
+      \$242  = 3'h0;
     end
     if (rst) begin
-      \$230  = 3'h0;
+      \$242  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$231  = st_w_row0;
+    \$243  = st_w_row0;
     if (st_w_take) begin
-      \$231  = \$63 [11:0];
+      \$243  = \$65 [11:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21428,26 +21545,26 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$231  = st_cmd[11:0];
+          if (\$207 ) begin
+            \$243  = st_cmd[11:0];
           end
     endcase
     if (store_reset) begin
-      \$231  = 12'h000;
+      \$243  = 12'h000;
     end
     if (rst) begin
-      \$231  = 12'h000;
+      \$243  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$232  = st_w_r;
+    \$244  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$175 ) begin
-        \$232  = \$176 [15:0];
+      if (\$185 ) begin
+        \$244  = \$186 [15:0];
       end else begin
-        \$232  = st_cmd[199:184];
+        \$244  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21458,25 +21575,25 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$232  = st_cmd[199:184];
+          if (\$207 ) begin
+            \$244  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$232  = 16'h0000;
+      \$244  = 16'h0000;
     end
     if (rst) begin
-      \$232  = 16'h0000;
+      \$244  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$233  = st_w_p;
+    \$245  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$175 ) begin
+      if (\$185 ) begin
       end else begin
-        \$233  = \$177 [15:0];
+        \$245  = \$187 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21487,25 +21604,25 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$233  = st_cmd[215:200];
+          if (\$207 ) begin
+            \$245  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$233  = 16'h0000;
+      \$245  = 16'h0000;
     end
     if (rst) begin
-      \$233  = 16'h0000;
+      \$245  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$234  = st_w_plane0;
+    \$246  = st_w_plane0;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$175 ) begin
+      if (\$185 ) begin
       end else begin
-        \$234  = \$63 [11:0];
+        \$246  = \$65 [11:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21516,23 +21633,23 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$234  = st_cmd[11:0];
+          if (\$207 ) begin
+            \$246  = st_cmd[11:0];
           end
     endcase
     if (store_reset) begin
-      \$234  = 12'h000;
+      \$246  = 12'h000;
     end
     if (rst) begin
-      \$234  = 12'h000;
+      \$246  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$235  = st_w_active;
+    \$247  = st_w_active;
     if (st_w_take) begin
       if (st_w_last) begin
-        \$235  = 1'h0;
+        \$247  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21543,20 +21660,20 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$197 ) begin
-            \$235  = 1'h1;
+          if (\$207 ) begin
+            \$247  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$235  = 1'h0;
+      \$247  = 1'h0;
     end
     if (rst) begin
-      \$235  = 1'h0;
+      \$247  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$236  = \$180 [2:0];
+    \$248  = \$190 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21569,19 +21686,19 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$236  = 3'h0;
+            \$248  = 3'h0;
           end
     endcase
     if (store_reset) begin
-      \$236  = 3'h0;
+      \$248  = 3'h0;
     end
     if (rst) begin
-      \$236  = 3'h0;
+      \$248  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$237  = \$183 [2:0];
+    \$249  = \$193 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21594,21 +21711,21 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$237  = 3'h0;
+            \$249  = 3'h0;
           end
     endcase
     if (store_reset) begin
-      \$237  = 3'h0;
+      \$249  = 3'h0;
     end
     if (rst) begin
-      \$237  = 3'h0;
+      \$249  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$238  = st_drain;
-    if (\$188 ) begin
-      \$238  = 1'h1;
+    \$250  = st_drain;
+    if (\$198 ) begin
+      \$250  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21618,20 +21735,20 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          \$238  = 1'h0;
+          \$250  = 1'h0;
     endcase
     if (store_reset) begin
-      \$238  = 1'h0;
+      \$250  = 1'h0;
     end
     if (rst) begin
-      \$238  = 1'h0;
+      \$250  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$239  = store__error;
-    if (\$188 ) begin
-      \$239  = \$190 ;
+    \$251  = store__error;
+    if (\$198 ) begin
+      \$251  = \$200 ;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21639,151 +21756,151 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          \$239  = st_chk_err;
+          \$251  = st_chk_err;
       3'h3:
           /* empty */;
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$239  = \$204 ;
+            \$251  = \$214 ;
           end
     endcase
     if (store_reset) begin
-      \$239  = 8'h00;
+      \$251  = 8'h00;
     end
     if (rst) begin
-      \$239  = 8'h00;
+      \$251  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$240  = st_cmd;
+    \$252  = st_cmd;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$240  = store__cmd__payload;
+            \$252  = store__cmd__payload;
           end
     endcase
     if (store_reset) begin
-      \$240  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$252  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$240  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$252  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$241  = st_window;
+    \$253  = st_window;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$241  = store_window;
+            \$253  = store_window;
           end
     endcase
     if (store_reset) begin
-      \$241  = 65'h00000000000000000;
+      \$253  = 65'h00000000000000000;
     end
     if (rst) begin
-      \$241  = 65'h00000000000000000;
+      \$253  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$242  = dma_store_fsm_state;
+    \$254  = dma_store_fsm_state;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$242  = 3'h1;
+            \$254  = 3'h1;
           end
       3'h1:
-          \$242  = 3'h2;
+          \$254  = 3'h2;
       3'h2:
-          \$242  = 3'h3;
+          \$254  = 3'h3;
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$197 ) begin
-            \$242  = 3'h4;
+          if (\$207 ) begin
+            \$254  = 3'h4;
           end else begin
-            \$242  = 3'h5;
+            \$254  = 3'h5;
           end
       3'h4:
           if (st_finished) begin
-            \$242  = 3'h5;
+            \$254  = 3'h5;
           end else if (timeout) begin
-            \$242  = 3'h5;
+            \$254  = 3'h5;
           end
       3'h5:
-          \$242  = 3'h0;
+          \$254  = 3'h0;
     endcase
     if (store_reset) begin
-      \$242  = 3'h0;
+      \$254  = 3'h0;
     end
     if (rst) begin
-      \$242  = 3'h0;
+      \$254  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$243  = st_local_plane_stride_x;
+    \$255  = st_local_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$243  = \$191 ;
+          \$255  = \$201 ;
     endcase
     if (store_reset) begin
-      \$243  = 36'h000000000;
+      \$255  = 36'h000000000;
     end
     if (rst) begin
-      \$243  = 36'h000000000;
+      \$255  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$244  = st_local_row_stride_x;
+    \$256  = st_local_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$244  = \$192 ;
+          \$256  = \$202 ;
     endcase
     if (store_reset) begin
-      \$244  = 32'd0;
+      \$256  = 32'd0;
     end
     if (rst) begin
-      \$244  = 32'd0;
+      \$256  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$245  = st_host_plane_stride_x;
+    \$257  = st_host_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$245  = \$193 ;
+          \$257  = \$203 ;
     endcase
     if (store_reset) begin
-      \$245  = 48'h000000000000;
+      \$257  = 48'h000000000000;
     end
     if (rst) begin
-      \$245  = 48'h000000000000;
+      \$257  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$246  = st_host_row_stride_x;
+    \$258  = st_host_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$246  = \$194 ;
+          \$258  = \$204 ;
     endcase
     if (store_reset) begin
-      \$246  = 48'h000000000000;
+      \$258  = 48'h000000000000;
     end
     if (rst) begin
-      \$246  = 48'h000000000000;
+      \$258  = 48'h000000000000;
     end
   end
   assign st_rows_m1 = \$1 [15:0];
@@ -21802,13 +21919,13 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign st_rd_nxt0 = \$52 [13:0];
   assign spad_rd__addr = st_rd_row0;
   assign acc_rd__addr = st_rd_row0[12:0];
-  assign st_w_nxt0 = \$63 [11:0];
-  assign st_rb_mask = { \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66  };
+  assign st_w_nxt0 = \$65 [11:0];
+  assign st_rb_mask = { \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68  };
   assign up__wvalid = st_wvalid;
   assign up__wlast = st_wlast;
   assign up__bready = 1'h1;
   assign st_err = store__error;
-  assign store_bytes = \$117 [7:0];
+  assign store_bytes = \$119 [7:0];
   assign \st_cmd.host_addr  = st_cmd[47:0];
   assign \st_cmd.host_row_stride  = st_cmd[79:48];
   assign \st_cmd.host_plane_stride  = st_cmd[111:80];
@@ -21840,21 +21957,21 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
   assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
-  assign \$142  = 32'd4294967288;
-  assign \$143 [2:0] = 3'h0;
-  assign \$143 [31:3] = \$31 [31:3];
-  assign \$146  = { 3'h0, \$145 [9:3] };
-  assign \$147  = { \$41 [4:0], 3'h0 };
-  assign \$172  = { 3'h0, \$171 [9:3] };
-  assign \$173  = 12'hff8;
-  assign \$174 [2:0] = 3'h0;
-  assign \$174 [11:3] = st_w_row0[11:3];
-  assign \$182  = up__bvalid;
-  assign \$184  = up__bvalid;
-  assign \$199  = 32'd4294967288;
-  assign \$200 [2:0] = 3'h0;
-  assign \$200 [31:3] = st_cmd[31:3];
-  assign \$203  = { 3'h0, \$202 [9:3] };
+  assign \$144  = 32'd4294967288;
+  assign \$145 [2:0] = 3'h0;
+  assign \$145 [31:3] = \$31 [31:3];
+  assign \$148  = { 3'h0, \$147 [9:3] };
+  assign \$149  = { \$41 [4:0], 3'h0 };
+  assign \$182  = { 3'h0, \$181 [9:3] };
+  assign \$183  = 12'hff8;
+  assign \$184 [2:0] = 3'h0;
+  assign \$184 [11:3] = st_w_row0[11:3];
+  assign \$192  = up__bvalid;
+  assign \$194  = up__bvalid;
+  assign \$209  = 32'd4294967288;
+  assign \$210 [2:0] = 3'h0;
+  assign \$210 [31:3] = st_cmd[31:3];
+  assign \$213  = { 3'h0, \$212 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -22743,7 +22860,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$57
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9120$16 , \port$9680$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9134$16 , \port$9694$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22787,10 +22904,10 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9120$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9120$16 ;
-  wire [15:0] \port$9120$16 ;
-  input [7:0] \port$9680$0 ;
-  wire [7:0] \port$9680$0 ;
+  input [15:0] \port$9134$16 ;
+  wire [15:0] \port$9134$16 ;
+  input [7:0] \port$9694$0 ;
+  wire [7:0] \port$9694$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22825,7 +22942,7 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9120$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9120$16 , \port$9680$0  };
+      storage[w_port__addr] <= { \port$9134$16 , \port$9694$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22936,14 +23053,14 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9120$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9120$16 , \port$9680$0  };
-  assign w_data = { \port$9120$16 , \port$9680$0  };
+  assign w_port__data = { \port$9134$16 , \port$9694$0  };
+  assign w_data = { \port$9134$16 , \port$9694$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9122$16 , \port$9800$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9136$16 , \port$9818$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22987,10 +23104,10 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9122
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9122$16 ;
-  wire [15:0] \port$9122$16 ;
-  input [7:0] \port$9800$0 ;
-  wire [7:0] \port$9800$0 ;
+  input [15:0] \port$9136$16 ;
+  wire [15:0] \port$9136$16 ;
+  input [7:0] \port$9818$0 ;
+  wire [7:0] \port$9818$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -23025,7 +23142,7 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9122
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9122$16 , \port$9800$0  };
+      storage[w_port__addr] <= { \port$9136$16 , \port$9818$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23136,16 +23253,16 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9122
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9122$16 , \port$9800$0  };
-  assign w_data = { \port$9122$16 , \port$9800$0  };
+  assign w_port__data = { \port$9136$16 , \port$9818$0  };
+  assign w_data = { \port$9136$16 , \port$9818$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
-, \port$5439$0 , \port$8432$0 , \port$8482$0 , \port$8532$0 , \port$8582$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9092$2 , bus__we, bus__wdata
+, \port$5439$0 , \port$8446$0 , \port$8496$0 , \port$8546$0 , \port$8596$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9106$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -24089,16 +24206,16 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5409$0 ;
   input [255:0] \port$5439$0 ;
   wire [255:0] \port$5439$0 ;
-  input [23:0] \port$8432$0 ;
-  wire [23:0] \port$8432$0 ;
-  input [23:0] \port$8482$0 ;
-  wire [23:0] \port$8482$0 ;
-  input [23:0] \port$8532$0 ;
-  wire [23:0] \port$8532$0 ;
-  input [23:0] \port$8582$0 ;
-  wire [23:0] \port$8582$0 ;
-  input [29:0] \port$9092$2 ;
-  wire [29:0] \port$9092$2 ;
+  input [23:0] \port$8446$0 ;
+  wire [23:0] \port$8446$0 ;
+  input [23:0] \port$8496$0 ;
+  wire [23:0] \port$8496$0 ;
+  input [23:0] \port$8546$0 ;
+  wire [23:0] \port$8546$0 ;
+  input [23:0] \port$8596$0 ;
+  wire [23:0] \port$8596$0 ;
+  input [29:0] \port$9106$2 ;
+  wire [29:0] \port$9106$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24262,79 +24379,79 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$9092$2 [9:0] == 6'h39;
+  assign \$111  = \port$9106$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$9092$2 [9:0] == 6'h3a;
+  assign \$113  = \port$9106$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$9092$2 [9:0] == 6'h3b;
+  assign \$115  = \port$9106$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$9092$2 [9:0] == 6'h3c;
+  assign \$117  = \port$9106$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$9092$2 [9:0] == 6'h3d;
+  assign \$119  = \port$9106$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$9092$2 [9:0] == 6'h3e;
+  assign \$121  = \port$9106$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$9092$2 [9:0] == 6'h3f;
+  assign \$123  = \port$9106$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$9092$2 [9:0] == 7'h40;
+  assign \$125  = \port$9106$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$9092$2 [9:0] == 7'h41;
+  assign \$127  = \port$9106$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$9092$2 [9:0] == 7'h42;
+  assign \$129  = \port$9106$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$9092$2 [9:0] == 7'h43;
+  assign \$131  = \port$9106$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$9092$2 [9:0] == 7'h44;
+  assign \$133  = \port$9106$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$9092$2 [9:0] == 7'h45;
+  assign \$135  = \port$9106$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$9092$2 [9:0] == 7'h46;
+  assign \$137  = \port$9106$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$9092$2 [9:0] == 7'h47;
+  assign \$139  = \port$9106$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$9092$2 [9:0] == 7'h48;
+  assign \$141  = \port$9106$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$9092$2 [9:0] == 7'h49;
+  assign \$143  = \port$9106$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$9092$2 [9:0] == 7'h4a;
+  assign \$145  = \port$9106$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$9092$2 [9:0] == 7'h4b;
+  assign \$147  = \port$9106$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$9092$2 [9:0] == 7'h4c;
+  assign \$149  = \port$9106$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$9092$2 [9:0] == 7'h4d;
+  assign \$151  = \port$9106$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$9092$2 [9:0] == 7'h4e;
+  assign \$153  = \port$9106$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$9092$2 [9:0] == 7'h4f;
+  assign \$155  = \port$9106$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$9092$2 [9:0] == 7'h50;
+  assign \$157  = \port$9106$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$9092$2 [9:0] == 7'h51;
+  assign \$159  = \port$9106$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24458,84 +24575,84 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$9092$2 [9:0];
+  assign \$282  = ! \port$9106$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$9092$2 [9:0] == 1'h1;
+  assign \$288  = \port$9106$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$9092$2 [9:0] == 2'h2;
+  assign \$294  = \port$9106$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$9092$2 [9:0] == 2'h3;
+  assign \$300  = \port$9106$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$9092$2 [9:0] == 3'h4;
+  assign \$306  = \port$9106$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$9092$2 [9:0] == 3'h5;
+  assign \$312  = \port$9106$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$9092$2 [9:0] == 3'h6;
+  assign \$318  = \port$9106$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$9092$2 [9:0] == 4'h8;
+  assign \$324  = \port$9106$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$9092$2 [9:0] == 4'h9;
+  assign \$336  = \port$9106$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$9092$2 [9:0] == 4'ha;
+  assign \$344  = \port$9106$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$9092$2 [9:0] == 4'hb;
+  assign \$350  = \port$9106$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$9092$2 [9:0] == 4'hc;
+  assign \$358  = \port$9106$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$9092$2 [9:0] == 4'hd;
+  assign \$368  = \port$9106$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$9092$2 [9:0] == 4'he;
+  assign \$378  = \port$9106$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$9092$2 [9:0] == 4'hf;
+  assign \$388  = \port$9106$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$9092$2 [9:0] == 5'h10;
+  assign \$398  = \port$9106$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$9092$2 [9:0] == 5'h11;
+  assign \$404  = \port$9106$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24544,251 +24661,251 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$9092$2 [9:0] == 5'h12;
+  assign \$420  = \port$9106$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$9092$2 [9:0] == 5'h13;
+  assign \$426  = \port$9106$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$9092$2 [9:0] == 5'h14;
+  assign \$432  = \port$9106$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$9092$2 [9:0] == 5'h15;
+  assign \$438  = \port$9106$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$9092$2 [9:0] == 5'h16;
+  assign \$444  = \port$9106$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$9092$2 [9:0] == 5'h17;
+  assign \$450  = \port$9106$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$9092$2 [9:0] == 5'h18;
+  assign \$456  = \port$9106$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$9092$2 [9:0] == 5'h19;
+  assign \$462  = \port$9106$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$9092$2 [9:0] == 5'h1a;
+  assign \$468  = \port$9106$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$9092$2 [9:0] == 5'h1b;
+  assign \$474  = \port$9106$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$9092$2 [9:0] == 5'h1c;
+  assign \$480  = \port$9106$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$9092$2 [9:0] == 5'h1d;
+  assign \$486  = \port$9106$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$9092$2 [9:0] == 6'h20;
+  assign \$492  = \port$9106$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$9092$2 [9:0] == 6'h21;
+  assign \$498  = \port$9106$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$9092$2 [9:0] == 6'h22;
+  assign \$504  = \port$9106$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$9092$2 [9:0] == 6'h23;
+  assign \$510  = \port$9106$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$9092$2 [9:0] == 6'h24;
+  assign \$516  = \port$9106$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$9092$2 [9:0] == 6'h25;
+  assign \$522  = \port$9106$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$9092$2 [9:0] == 6'h26;
+  assign \$528  = \port$9106$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$9092$2 [9:0] == 6'h27;
+  assign \$534  = \port$9106$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$9092$2 [9:0] == 6'h28;
+  assign \$540  = \port$9106$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$9092$2 [9:0] == 6'h29;
+  assign \$546  = \port$9106$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$9092$2 [9:0] == 6'h2a;
+  assign \$552  = \port$9106$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$9092$2 [9:0] == 6'h2b;
+  assign \$558  = \port$9106$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$9092$2 [9:0] == 6'h2c;
+  assign \$564  = \port$9106$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$9092$2 [9:0] == 6'h2d;
+  assign \$570  = \port$9106$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$9092$2 [9:0] == 6'h2e;
+  assign \$576  = \port$9106$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$9092$2 [9:0] == 6'h2f;
+  assign \$582  = \port$9106$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$9092$2 [9:0] == 6'h30;
+  assign \$588  = \port$9106$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$9092$2 [9:0] == 6'h31;
+  assign \$594  = \port$9106$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$9092$2 [9:0] == 6'h32;
+  assign \$600  = \port$9106$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$9092$2 [9:0] == 6'h33;
+  assign \$606  = \port$9106$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$9092$2 [9:0] == 6'h34;
+  assign \$612  = \port$9106$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$9092$2 [9:0] == 6'h35;
+  assign \$618  = \port$9106$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$9092$2 [9:0] == 6'h36;
+  assign \$624  = \port$9106$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$9092$2 [9:0] == 6'h37;
+  assign \$630  = \port$9106$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$9092$2 [9:0] == 6'h38;
+  assign \$636  = \port$9106$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$9092$2 [9:0] == 6'h39;
+  assign \$642  = \port$9106$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$9092$2 [9:0] == 6'h3a;
+  assign \$648  = \port$9106$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$9092$2 [9:0] == 6'h3b;
+  assign \$654  = \port$9106$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$9092$2 [9:0] == 6'h3c;
+  assign \$660  = \port$9106$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$9092$2 [9:0] == 6'h3d;
+  assign \$666  = \port$9106$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$9092$2 [9:0] == 6'h3e;
+  assign \$672  = \port$9106$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$9092$2 [9:0] == 6'h3f;
+  assign \$678  = \port$9106$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$9092$2 [9:0] == 7'h40;
+  assign \$684  = \port$9106$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$9092$2 [9:0] == 7'h41;
+  assign \$690  = \port$9106$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$9092$2 [9:0] == 7'h42;
+  assign \$696  = \port$9106$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$9092$2 [9:0] == 7'h43;
+  assign \$702  = \port$9106$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$9092$2 [9:0] == 7'h44;
+  assign \$708  = \port$9106$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$9092$2 [9:0] == 7'h45;
+  assign \$714  = \port$9106$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$9092$2 [9:0] == 7'h46;
+  assign \$720  = \port$9106$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$9092$2 [9:0] == 7'h47;
+  assign \$726  = \port$9106$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$9092$2 [9:0] == 7'h48;
+  assign \$732  = \port$9106$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$9092$2 [9:0] == 7'h49;
+  assign \$738  = \port$9106$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$9092$2 [9:0] == 7'h4a;
+  assign \$744  = \port$9106$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$9092$2 [9:0] == 7'h4b;
+  assign \$750  = \port$9106$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$9092$2 [9:0] == 7'h4c;
+  assign \$756  = \port$9106$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$9092$2 [9:0] == 7'h4d;
+  assign \$762  = \port$9106$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$9092$2 [9:0] == 7'h4e;
+  assign \$768  = \port$9106$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$9092$2 [9:0] == 7'h4f;
+  assign \$774  = \port$9106$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$9092$2 [9:0] == 7'h50;
+  assign \$780  = \port$9106$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$9092$2 [9:0] == 7'h51;
+  assign \$786  = \port$9106$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24882,167 +24999,167 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$9092$2 [9:0];
+  assign \$3  = ! \port$9106$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$9092$2 [9:0] == 1'h1;
+  assign \$5  = \port$9106$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$9092$2 [9:0] == 2'h2;
+  assign \$7  = \port$9106$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$9092$2 [9:0] == 2'h3;
+  assign \$9  = \port$9106$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$9092$2 [9:0] == 3'h4;
+  assign \$11  = \port$9106$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$9092$2 [9:0] == 3'h5;
+  assign \$13  = \port$9106$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$9092$2 [9:0] == 3'h6;
+  assign \$15  = \port$9106$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$9092$2 [9:0] == 4'h8;
+  assign \$17  = \port$9106$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$9092$2 [9:0] == 4'h9;
+  assign \$19  = \port$9106$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$9092$2 [9:0] == 4'ha;
+  assign \$21  = \port$9106$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$9092$2 [9:0] == 4'hb;
+  assign \$23  = \port$9106$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$9092$2 [9:0] == 4'hc;
+  assign \$25  = \port$9106$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$9092$2 [9:0] == 4'hd;
+  assign \$27  = \port$9106$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$9092$2 [9:0] == 4'he;
+  assign \$29  = \port$9106$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$9092$2 [9:0] == 4'hf;
+  assign \$31  = \port$9106$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$9092$2 [9:0] == 5'h10;
+  assign \$33  = \port$9106$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$9092$2 [9:0] == 5'h11;
+  assign \$35  = \port$9106$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$9092$2 [9:0] == 5'h12;
+  assign \$37  = \port$9106$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$9092$2 [9:0] == 5'h13;
+  assign \$39  = \port$9106$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$9092$2 [9:0] == 5'h14;
+  assign \$41  = \port$9106$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$9092$2 [9:0] == 5'h15;
+  assign \$43  = \port$9106$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$9092$2 [9:0] == 5'h16;
+  assign \$45  = \port$9106$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$9092$2 [9:0] == 5'h17;
+  assign \$47  = \port$9106$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$9092$2 [9:0] == 5'h18;
+  assign \$49  = \port$9106$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$9092$2 [9:0] == 5'h19;
+  assign \$51  = \port$9106$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$9092$2 [9:0] == 5'h1a;
+  assign \$53  = \port$9106$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$9092$2 [9:0] == 5'h1b;
+  assign \$55  = \port$9106$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$9092$2 [9:0] == 5'h1c;
+  assign \$57  = \port$9106$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$9092$2 [9:0] == 5'h1d;
+  assign \$59  = \port$9106$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$9092$2 [9:0] == 6'h20;
+  assign \$61  = \port$9106$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$9092$2 [9:0] == 6'h21;
+  assign \$63  = \port$9106$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$9092$2 [9:0] == 6'h22;
+  assign \$65  = \port$9106$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$9092$2 [9:0] == 6'h23;
+  assign \$67  = \port$9106$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$9092$2 [9:0] == 6'h24;
+  assign \$69  = \port$9106$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$9092$2 [9:0] == 6'h25;
+  assign \$71  = \port$9106$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$9092$2 [9:0] == 6'h26;
+  assign \$73  = \port$9106$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$9092$2 [9:0] == 6'h27;
+  assign \$75  = \port$9106$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$9092$2 [9:0] == 6'h28;
+  assign \$77  = \port$9106$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$9092$2 [9:0] == 6'h29;
+  assign \$79  = \port$9106$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$9092$2 [9:0] == 6'h2a;
+  assign \$81  = \port$9106$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$9092$2 [9:0] == 6'h2b;
+  assign \$83  = \port$9106$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$9092$2 [9:0] == 6'h2c;
+  assign \$85  = \port$9106$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$9092$2 [9:0] == 6'h2d;
+  assign \$87  = \port$9106$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$9092$2 [9:0] == 6'h2e;
+  assign \$89  = \port$9106$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$9092$2 [9:0] == 6'h2f;
+  assign \$91  = \port$9106$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$9092$2 [9:0] == 6'h30;
+  assign \$93  = \port$9106$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$9092$2 [9:0] == 6'h31;
+  assign \$95  = \port$9106$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$9092$2 [9:0] == 6'h32;
+  assign \$97  = \port$9106$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$9092$2 [9:0] == 6'h33;
+  assign \$99  = \port$9106$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$9092$2 [9:0] == 6'h34;
+  assign \$101  = \port$9106$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$9092$2 [9:0] == 6'h35;
+  assign \$103  = \port$9106$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$9092$2 [9:0] == 6'h36;
+  assign \$105  = \port$9106$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$9092$2 [9:0] == 6'h37;
+  assign \$107  = \port$9106$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$9092$2 [9:0] == 6'h38;
+  assign \$109  = \port$9106$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26320,17 +26437,17 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$9092$2 , 2'h0 };
+  assign bus__addr = { \port$9106$2 , 2'h0 };
   assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
-  assign retire0_error = \port$8432$0 [7:0];
-  assign retire0_tag = \port$8432$0 [23:8];
-  assign retire1_error = \port$8482$0 [7:0];
-  assign retire1_tag = \port$8482$0 [23:8];
-  assign retire2_error = \port$8532$0 [7:0];
-  assign retire2_tag = \port$8532$0 [23:8];
-  assign retire3_error = \port$8582$0 [7:0];
-  assign retire3_tag = \port$8582$0 [23:8];
+  assign retire0_error = \port$8446$0 [7:0];
+  assign retire0_tag = \port$8446$0 [23:8];
+  assign retire1_error = \port$8496$0 [7:0];
+  assign retire1_tag = \port$8496$0 [23:8];
+  assign retire2_error = \port$8546$0 [7:0];
+  assign retire2_tag = \port$8546$0 [23:8];
+  assign retire3_error = \port$8596$0 [7:0];
+  assign retire3_tag = \port$8596$0 [23:8];
   assign q_head0_word = \port$5349$0 [31:0];
   assign q_head1_word = \port$5349$0 [63:32];
   assign q_head2_word = \port$5349$0 [95:64];
@@ -26392,20 +26509,20 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$8432$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$8432$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$8446$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$8446$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$8482$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$8482$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$8496$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$8496$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$8532$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$8532$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$8546$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$8546$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$8582$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$8582$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$8596$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$8596$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -26599,14 +26716,14 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg [3:0] \$145 ;
   reg [1:0] \$146 ;
   reg [3:0] \$147 ;
-  reg \$148 ;
-  reg \$149 ;
+  reg [20:0] \$148 ;
+  reg [20:0] \$149 ;
   wire \$15 ;
-  reg [2:0] \$150 ;
-  reg \$151 ;
-  reg [12:0] \$152 ;
-  reg \$153 ;
-  reg \$154 ;
+  reg [15:0] \$150 ;
+  reg [15:0] \$151 ;
+  reg [15:0] \$152 ;
+  reg [15:0] \$153 ;
+  reg [15:0] \$154 ;
   reg [15:0] \$155 ;
   reg [15:0] \$156 ;
   reg [15:0] \$157 ;
@@ -26618,40 +26735,35 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg [15:0] \$162 ;
   reg [15:0] \$163 ;
   reg [15:0] \$164 ;
-  reg [15:0] \$165 ;
-  reg [15:0] \$166 ;
-  reg [15:0] \$167 ;
-  reg [15:0] \$168 ;
-  reg [15:0] \$169 ;
+  reg \$165 ;
+  reg [175:0] \$166 ;
+  reg [2:0] \$167 ;
+  reg \$168 ;
+  reg \$169 ;
   wire [4:0] \$17 ;
   reg \$170 ;
-  reg [175:0] \$171 ;
-  reg [2:0] \$172 ;
-  reg \$173 ;
-  reg \$174 ;
+  reg [7:0] \$171 ;
+  reg [11:0] \$172 ;
+  reg [11:0] \$173 ;
+  reg [15:0] \$174 ;
   reg \$175 ;
-  reg [7:0] \$176 ;
-  reg [11:0] \$177 ;
-  reg [11:0] \$178 ;
-  reg [15:0] \$179 ;
+  reg [13:0] \$176 ;
+  reg [13:0] \$177 ;
+  reg [13:0] \$178 ;
+  reg [13:0] \$179 ;
   wire [4:0] \$18 ;
-  reg \$180 ;
-  reg [13:0] \$181 ;
-  reg [13:0] \$182 ;
-  reg [13:0] \$183 ;
-  reg [13:0] \$184 ;
-  reg [12:0] \$185 ;
-  reg [12:0] \$186 ;
-  reg \$187 ;
+  reg [12:0] \$180 ;
+  reg [12:0] \$181 ;
+  reg \$182 ;
+  wire [31:0] \$183 ;
+  wire [31:0] \$184 ;
+  wire [31:0] \$185 ;
+  wire [31:0] \$186 ;
+  wire [31:0] \$187 ;
   wire [31:0] \$188 ;
   wire [31:0] \$189 ;
   wire [4:0] \$19 ;
   wire [31:0] \$190 ;
-  wire [31:0] \$191 ;
-  wire [31:0] \$192 ;
-  wire [31:0] \$193 ;
-  wire [31:0] \$194 ;
-  wire [31:0] \$195 ;
   wire \$2 ;
   wire [3:0] \$20 ;
   wire [3:0] \$21 ;
@@ -26740,7 +26852,6 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  (* init = 1'h0 *)
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
   input [63:0] a_data;
@@ -26880,13 +26991,8 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire [3:0] reset;
   input rst;
   wire rst;
-  reg s1_accum = 1'h0;
-  reg s1_bank = 1'h0;
-  reg [12:0] s1_caddr = 13'h0000;
-  reg s1_is_a = 1'h0;
-  reg s1_last = 1'h0;
-  reg [2:0] s1_row = 3'h0;
-  reg s1_valid = 1'h0;
+  reg [20:0] spad_meta_q1 = 21'h000000;
+  reg [20:0] spad_meta_q2 = 21'h000000;
   output [13:0] spad_rd__addr;
   wire [13:0] spad_rd__addr;
   wire [63:0] spad_rd__data;
@@ -26896,14 +27002,12 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire spad_rd__gnt;
   output stall;
   wire stall;
-  (* init = 1'h0 *)
   wire w_bank;
   wire [63:0] w_data;
   wire w_en;
-  (* init = 3'h0 *)
   wire [2:0] w_row;
-  assign \$1  = s1_valid & s1_is_a;
-  assign \$2  = ! s1_bank;
+  assign \$1  = spad_meta_q1[0] & spad_meta_q1[1];
+  assign \$2  = ! spad_meta_q1[5];
   assign \$3  = \$1  & \$2 ;
   assign \$4  = | bank0_busy_cnt;
   assign \$5  = bank0_busy_cnt - 1'h1;
@@ -26914,8 +27018,8 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$10  = ! bank;
   assign \$11  = \$9  & \$10 ;
   assign \$12  = ~ \$11 ;
-  assign \$13  = s1_valid & s1_is_a;
-  assign \$14  = ! s1_bank;
+  assign \$13  = spad_meta_q1[0] & spad_meta_q1[1];
+  assign \$14  = ! spad_meta_q1[5];
   assign \$15  = \$13  & \$14 ;
   assign \$16  = | bank0_busy_cnt;
   assign \$17  = bank0_busy_cnt - 1'h1;
@@ -26926,7 +27030,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$22  = $signed(\$19 ) + $signed({ 1'h0, \$21  });
   assign \$23  = $signed(\$22 ) <= $signed(5'h09);
   assign \$24  = \$12  & \$23 ;
-  assign \$25  = s1_valid & s1_is_a;
+  assign \$25  = spad_meta_q1[0] & spad_meta_q1[1];
   assign \$27  = \$25  & \$26 ;
   assign \$28  = | bank1_busy_cnt;
   assign \$29  = bank1_busy_cnt - 1'h1;
@@ -26936,7 +27040,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$33  = issuing & \$32 ;
   assign \$35  = \$33  & \$34 ;
   assign \$36  = ~ \$35 ;
-  assign \$37  = s1_valid & s1_is_a;
+  assign \$37  = spad_meta_q1[0] & spad_meta_q1[1];
   assign \$39  = \$37  & \$38 ;
   assign \$40  = | bank1_busy_cnt;
   assign \$41  = bank1_busy_cnt - 1'h1;
@@ -26959,7 +27063,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$58  = cmd[75:60] - 1'h1;
   assign \$59  = idx == \$58 [15:0];
   assign \$60  = \$57  & \$59 ;
-  assign \$61  = s1_valid & s1_is_a;
+  assign \$61  = spad_meta_q2[0] & spad_meta_q2[1];
   assign \$62  = meta15[13:1] == meta13[13:1];
   assign \$63  = acc_wr__en & \$62 ;
   assign \$64  = meta15[13:1] == meta14[13:1];
@@ -27028,23 +27132,23 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$127  = \$125  | \$126 ;
   assign spad_rd__en = issuing & \$127 ;
   assign spad_rd__addr = load_b ? b_ptr : a_ptr;
-  assign a_valid = s1_valid & s1_is_a;
-  assign \$128  = ~ s1_is_a;
-  assign w_en = s1_valid & \$128 ;
-  assign active = s1_valid & s1_is_a;
-  assign \$129  = s1_valid & s1_is_a;
+  assign a_valid = spad_meta_q2[0] & spad_meta_q2[1];
+  assign \$128  = ~ spad_meta_q2[1];
+  assign w_en = spad_meta_q2[0] & \$128 ;
+  assign active = spad_meta_q2[0] & spad_meta_q2[1];
+  assign \$129  = spad_meta_q2[0] & spad_meta_q2[1];
   assign \$130  = ~ \$129 ;
   assign stall = ctl__busy & \$130 ;
-  assign acc_rd__en = meta13[0] & meta13[14];
-  assign \$131  = old[31:0] + \$189 ;
-  assign \$132  = old[63:32] + \$190 ;
-  assign \$133  = old[95:64] + \$191 ;
-  assign \$134  = old[127:96] + \$192 ;
-  assign \$135  = old[159:128] + \$193 ;
-  assign \$136  = old[191:160] + \$194 ;
-  assign \$137  = old[223:192] + \$195 ;
-  assign \$138  = old[255:224] + \$188 ;
-  assign acc_wr__data = meta15[14] ? { \$138 [31:0], \$137 [31:0], \$136 [31:0], \$135 [31:0], \$134 [31:0], \$133 [31:0], \$132 [31:0], \$131 [31:0] } : { \$188 , \$195 , \$194 , \$193 , \$192 , \$191 , \$190 , \$189  };
+  assign acc_rd__en = meta12[0] & meta12[14];
+  assign \$131  = old[31:0] + \$184 ;
+  assign \$132  = old[63:32] + \$185 ;
+  assign \$133  = old[95:64] + \$186 ;
+  assign \$134  = old[127:96] + \$187 ;
+  assign \$135  = old[159:128] + \$188 ;
+  assign \$136  = old[191:160] + \$189 ;
+  assign \$137  = old[223:192] + \$190 ;
+  assign \$138  = old[255:224] + \$183 ;
+  assign acc_wr__data = meta15[14] ? { \$138 [31:0], \$137 [31:0], \$136 [31:0], \$135 [31:0], \$134 [31:0], \$133 [31:0], \$132 [31:0], \$131 [31:0] } : { \$183 , \$190 , \$189 , \$188 , \$187 , \$186 , \$185 , \$184  };
   assign ctl__busy = ~ \$139 ;
   assign \$139  = ! gemm_fsm_state;
   assign \$140  = gemm_fsm_state == 1'h1;
@@ -27060,107 +27164,96 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   always @(posedge clk)
     bank1_busy_cnt <= \$147 ;
   always @(posedge clk)
-    s1_valid <= \$148 ;
+    spad_meta_q1 <= \$148 ;
   always @(posedge clk)
-    s1_is_a <= \$149 ;
+    spad_meta_q2 <= \$149 ;
   always @(posedge clk)
-    s1_row <= \$150 ;
+    meta1 <= \$150 ;
   always @(posedge clk)
-    s1_bank <= \$151 ;
+    meta2 <= \$151 ;
   always @(posedge clk)
-    s1_caddr <= \$152 ;
+    meta3 <= \$152 ;
   always @(posedge clk)
-    s1_accum <= \$153 ;
+    meta4 <= \$153 ;
   always @(posedge clk)
-    s1_last <= \$154 ;
+    meta5 <= \$154 ;
   always @(posedge clk)
-    meta1 <= \$155 ;
+    meta6 <= \$155 ;
   always @(posedge clk)
-    meta2 <= \$156 ;
+    meta7 <= \$156 ;
   always @(posedge clk)
-    meta3 <= \$157 ;
+    meta8 <= \$157 ;
   always @(posedge clk)
-    meta4 <= \$158 ;
+    meta9 <= \$158 ;
   always @(posedge clk)
-    meta5 <= \$159 ;
+    meta10 <= \$159 ;
   always @(posedge clk)
-    meta6 <= \$160 ;
+    meta11 <= \$160 ;
   always @(posedge clk)
-    meta7 <= \$161 ;
+    meta12 <= \$161 ;
   always @(posedge clk)
-    meta8 <= \$162 ;
+    meta13 <= \$162 ;
   always @(posedge clk)
-    meta9 <= \$163 ;
+    meta14 <= \$163 ;
   always @(posedge clk)
-    meta10 <= \$164 ;
+    meta15 <= \$164 ;
   always @(posedge clk)
-    meta11 <= \$165 ;
-  always @(posedge clk)
-    meta12 <= \$166 ;
-  always @(posedge clk)
-    meta13 <= \$167 ;
-  always @(posedge clk)
-    meta14 <= \$168 ;
-  always @(posedge clk)
-    meta15 <= \$169 ;
-  always @(posedge clk)
-    fwd_hit <= \$170 ;
+    fwd_hit <= \$165 ;
   always @(posedge clk)
     fwd_data <= acc_wr__data;
   always @(posedge clk)
     old <= \$67 ;
   always @(posedge clk)
-    cmd <= \$171 ;
+    cmd <= \$166 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$172 ;
+    gemm_fsm_state <= \$167 ;
   always @(posedge clk)
-    err_reserved <= \$173 ;
+    err_reserved <= \$168 ;
   always @(posedge clk)
-    err_shape <= \$174 ;
+    err_shape <= \$169 ;
   always @(posedge clk)
-    err_range <= \$175 ;
+    err_range <= \$170 ;
   always @(posedge clk)
-    error <= \$176 ;
+    error <= \$171 ;
   always @(posedge clk)
-    nt <= \$177 ;
+    nt <= \$172 ;
   always @(posedge clk)
-    kt <= \$178 ;
+    kt <= \$173 ;
   always @(posedge clk)
-    idx <= \$179 ;
+    idx <= \$174 ;
   always @(posedge clk)
-    load_b <= \$180 ;
+    load_b <= \$175 ;
   always @(posedge clk)
-    a_base <= \$181 ;
+    a_base <= \$176 ;
   always @(posedge clk)
-    a_ptr <= \$182 ;
+    a_ptr <= \$177 ;
   always @(posedge clk)
-    b_base <= \$183 ;
+    b_base <= \$178 ;
   always @(posedge clk)
-    b_ptr <= \$184 ;
+    b_ptr <= \$179 ;
   always @(posedge clk)
-    c_base <= \$185 ;
+    c_base <= \$180 ;
   always @(posedge clk)
-    c_ptr <= \$186 ;
+    c_ptr <= \$181 ;
   always @(posedge clk)
-    bank <= \$187 ;
+    bank <= \$182 ;
   \kaki_soc_8x8.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_6(\$189 ),
-    .deskew1_5(\$190 ),
-    .deskew2_4(\$191 ),
-    .deskew3_3(\$192 ),
-    .deskew4_2(\$193 ),
-    .deskew5_1(\$194 ),
-    .deskew6_0(\$195 ),
+    .deskew0_6(\$184 ),
+    .deskew1_5(\$185 ),
+    .deskew2_4(\$186 ),
+    .deskew3_3(\$187 ),
+    .deskew4_2(\$188 ),
+    .deskew5_1(\$189 ),
+    .deskew6_0(\$190 ),
     .out_valid_q(acc_wr__en),
-    .pe7_7_psum(\$188 ),
+    .pe7_7_psum(\$183 ),
+    .\port$9846$2 (spad_meta_q2[5:2]),
     .reset(reset),
     .rst(rst),
-    .w_bank(s1_bank),
     .w_data(a_data),
-    .w_en(w_en),
-    .w_row(s1_row)
+    .w_en(w_en)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
@@ -27221,77 +27314,77 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$148  = \$49 ;
+    \$148  = { \$60 , \$52 , c_ptr, bank, idx[2:0], \$50 , \$49  };
     if (reset[2]) begin
-      \$148  = 1'h0;
+      \$148  = 21'h000000;
     end
     if (rst) begin
-      \$148  = 1'h0;
+      \$148  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$149  = \$50 ;
+    \$149  = spad_meta_q1;
     if (reset[2]) begin
-      \$149  = 1'h0;
+      \$149  = 21'h000000;
     end
     if (rst) begin
-      \$149  = 1'h0;
+      \$149  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$150  = idx[2:0];
+    \$150  = { spad_meta_q2[20:6], \$61  };
     if (reset[2]) begin
-      \$150  = 3'h0;
+      \$150  = 16'h0000;
     end
     if (rst) begin
-      \$150  = 3'h0;
+      \$150  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$151  = bank;
+    \$151  = meta1;
     if (reset[2]) begin
-      \$151  = 1'h0;
+      \$151  = 16'h0000;
     end
     if (rst) begin
-      \$151  = 1'h0;
+      \$151  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$152  = c_ptr;
+    \$152  = meta2;
     if (reset[2]) begin
-      \$152  = 13'h0000;
+      \$152  = 16'h0000;
     end
     if (rst) begin
-      \$152  = 13'h0000;
+      \$152  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$153  = \$52 ;
+    \$153  = meta3;
     if (reset[2]) begin
-      \$153  = 1'h0;
+      \$153  = 16'h0000;
     end
     if (rst) begin
-      \$153  = 1'h0;
+      \$153  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$154  = \$60 ;
+    \$154  = meta4;
     if (reset[2]) begin
-      \$154  = 1'h0;
+      \$154  = 16'h0000;
     end
     if (rst) begin
-      \$154  = 1'h0;
+      \$154  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$155  = { s1_last, s1_accum, s1_caddr, \$61  };
+    \$155  = meta5;
     if (reset[2]) begin
       \$155  = 16'h0000;
     end
@@ -27301,7 +27394,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$156  = meta1;
+    \$156  = meta6;
     if (reset[2]) begin
       \$156  = 16'h0000;
     end
@@ -27311,7 +27404,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$157  = meta2;
+    \$157  = meta7;
     if (reset[2]) begin
       \$157  = 16'h0000;
     end
@@ -27321,7 +27414,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$158  = meta3;
+    \$158  = meta8;
     if (reset[2]) begin
       \$158  = 16'h0000;
     end
@@ -27331,7 +27424,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$159  = meta4;
+    \$159  = meta9;
     if (reset[2]) begin
       \$159  = 16'h0000;
     end
@@ -27341,7 +27434,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$160  = meta5;
+    \$160  = meta10;
     if (reset[2]) begin
       \$160  = 16'h0000;
     end
@@ -27351,7 +27444,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$161  = meta6;
+    \$161  = meta11;
     if (reset[2]) begin
       \$161  = 16'h0000;
     end
@@ -27361,7 +27454,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$162  = meta7;
+    \$162  = meta12;
     if (reset[2]) begin
       \$162  = 16'h0000;
     end
@@ -27371,7 +27464,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$163  = meta8;
+    \$163  = meta13;
     if (reset[2]) begin
       \$163  = 16'h0000;
     end
@@ -27381,7 +27474,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$164  = meta9;
+    \$164  = meta14;
     if (reset[2]) begin
       \$164  = 16'h0000;
     end
@@ -27391,96 +27484,46 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$165  = meta10;
+    \$165  = \$63 ;
     if (reset[2]) begin
-      \$165  = 16'h0000;
+      \$165  = 1'h0;
     end
     if (rst) begin
-      \$165  = 16'h0000;
+      \$165  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$166  = meta11;
-    if (reset[2]) begin
-      \$166  = 16'h0000;
-    end
-    if (rst) begin
-      \$166  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$167  = meta12;
-    if (reset[2]) begin
-      \$167  = 16'h0000;
-    end
-    if (rst) begin
-      \$167  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$168  = meta13;
-    if (reset[2]) begin
-      \$168  = 16'h0000;
-    end
-    if (rst) begin
-      \$168  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$169  = meta14;
-    if (reset[2]) begin
-      \$169  = 16'h0000;
-    end
-    if (rst) begin
-      \$169  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$170  = \$63 ;
-    if (reset[2]) begin
-      \$170  = 1'h0;
-    end
-    if (rst) begin
-      \$170  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$171  = cmd;
+    \$166  = cmd;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$171  = ctl__cmd__payload;
+            \$166  = ctl__cmd__payload;
           end
     endcase
     if (reset[2]) begin
-      \$171  = 176'h00000000000000000000000000000000000000000000;
+      \$166  = 176'h00000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$171  = 176'h00000000000000000000000000000000000000000000;
+      \$166  = 176'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$172  = gemm_fsm_state;
+    \$167  = gemm_fsm_state;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$172  = 3'h1;
+            \$167  = 3'h1;
           end
       3'h1:
-          \$172  = 3'h2;
+          \$167  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
           if (\$97 ) begin
-            \$172  = 3'h0;
+            \$167  = 3'h0;
           end else begin
-            \$172  = 3'h3;
+            \$167  = 3'h3;
           end
       3'h3:
           if (\$105 ) begin
@@ -27489,73 +27532,73 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
               if (\$113 ) begin
               end else if (\$115 ) begin
               end else begin
-                \$172  = 3'h4;
+                \$167  = 3'h4;
               end
             end
           end
       3'h4:
           if (\$124 ) begin
-            \$172  = 3'h0;
+            \$167  = 3'h0;
           end
     endcase
     if (reset[2]) begin
-      \$172  = 3'h0;
+      \$167  = 3'h0;
     end
     if (rst) begin
-      \$172  = 3'h0;
+      \$167  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$173  = err_reserved;
+    \$168  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$173  = \$68 ;
+          \$168  = \$68 ;
     endcase
     if (reset[2]) begin
-      \$173  = 1'h0;
+      \$168  = 1'h0;
     end
     if (rst) begin
-      \$173  = 1'h0;
+      \$168  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$174  = err_shape;
+    \$169  = err_shape;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$174  = \$73 ;
+          \$169  = \$73 ;
     endcase
     if (reset[2]) begin
-      \$174  = 1'h0;
+      \$169  = 1'h0;
     end
     if (rst) begin
-      \$174  = 1'h0;
+      \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$175  = err_range;
+    \$170  = err_range;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$175  = \$95 ;
+          \$170  = \$95 ;
     endcase
     if (reset[2]) begin
-      \$175  = 1'h0;
+      \$170  = 1'h0;
     end
     if (rst) begin
-      \$175  = 1'h0;
+      \$170  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$176  = error;
+    \$171  = error;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27565,30 +27608,30 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           if (\$97 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
-              \$176  = 8'h02;
+              \$171  = 8'h02;
             end else if (err_shape) begin
-              \$176  = 8'h03;
+              \$171  = 8'h03;
             end else begin
-              \$176  = 8'h04;
+              \$171  = 8'h04;
             end
           end
       3'h3:
           /* empty */;
       3'h4:
           if (\$124 ) begin
-            \$176  = 8'h00;
+            \$171  = 8'h00;
           end
     endcase
     if (reset[2]) begin
-      \$176  = 8'h00;
+      \$171  = 8'h00;
     end
     if (rst) begin
-      \$176  = 8'h00;
+      \$171  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$177  = nt;
+    \$172  = nt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27598,28 +27641,28 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$177  = 12'h000;
+            \$172  = 12'h000;
           end
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
               end else if (\$115 ) begin
-                \$177  = \$119 [11:0];
+                \$172  = \$119 [11:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$177  = 12'h000;
+      \$172  = 12'h000;
     end
     if (rst) begin
-      \$177  = 12'h000;
+      \$172  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$178  = kt;
+    \$173  = kt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27629,29 +27672,29 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$178  = 12'h000;
+            \$173  = 12'h000;
           end
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
-                \$178  = \$116 [11:0];
+                \$173  = \$116 [11:0];
               end else if (\$115 ) begin
-                \$178  = 12'h000;
+                \$173  = 12'h000;
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$178  = 12'h000;
+      \$173  = 12'h000;
     end
     if (rst) begin
-      \$178  = 12'h000;
+      \$173  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$179  = idx;
+    \$174  = idx;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27661,34 +27704,34 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$179  = 16'h0000;
+            \$174  = 16'h0000;
           end
       3'h3:
         begin
           if (\$99 ) begin
-            \$179  = \$101 [15:0];
+            \$174  = \$101 [15:0];
             if (\$102 ) begin
-              \$179  = 16'h0000;
+              \$174  = 16'h0000;
             end
           end
           if (\$105 ) begin
-            \$179  = \$108 [15:0];
+            \$174  = \$108 [15:0];
             if (\$110 ) begin
-              \$179  = 16'h0000;
+              \$174  = 16'h0000;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$179  = 16'h0000;
+      \$174  = 16'h0000;
     end
     if (rst) begin
-      \$179  = 16'h0000;
+      \$174  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$180  = load_b;
+    \$175  = load_b;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27698,32 +27741,32 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$180  = 1'h1;
+            \$175  = 1'h1;
           end
       3'h3:
         begin
           if (\$99 ) begin
             if (\$102 ) begin
-              \$180  = 1'h0;
+              \$175  = 1'h0;
             end
           end
           if (\$105 ) begin
             if (\$110 ) begin
-              \$180  = 1'h1;
+              \$175  = 1'h1;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$180  = 1'h0;
+      \$175  = 1'h0;
     end
     if (rst) begin
-      \$180  = 1'h0;
+      \$175  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$181  = a_base;
+    \$176  = a_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27733,29 +27776,29 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$181  = cmd[13:0];
+            \$176  = cmd[13:0];
           end
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
-                \$181  = \$117 [13:0];
+                \$176  = \$117 [13:0];
               end else if (\$115 ) begin
-                \$181  = cmd[13:0];
+                \$176  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$181  = 14'h0000;
+      \$176  = 14'h0000;
     end
     if (rst) begin
-      \$181  = 14'h0000;
+      \$176  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$182  = a_ptr;
+    \$177  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27765,30 +27808,30 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$182  = cmd[13:0];
+            \$177  = cmd[13:0];
           end
       3'h3:
           if (\$105 ) begin
-            \$182  = \$106 [13:0];
+            \$177  = \$106 [13:0];
             if (\$110 ) begin
               if (\$113 ) begin
-                \$182  = \$118 [13:0];
+                \$177  = \$118 [13:0];
               end else if (\$115 ) begin
-                \$182  = cmd[13:0];
+                \$177  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$182  = 14'h0000;
+      \$177  = 14'h0000;
     end
     if (rst) begin
-      \$182  = 14'h0000;
+      \$177  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$183  = b_base;
+    \$178  = b_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27798,28 +27841,28 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$183  = cmd[33:20];
+            \$178  = cmd[33:20];
           end
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
               end else if (\$115 ) begin
-                \$183  = \$120 [13:0];
+                \$178  = \$120 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$183  = 14'h0000;
+      \$178  = 14'h0000;
     end
     if (rst) begin
-      \$183  = 14'h0000;
+      \$178  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$184  = b_ptr;
+    \$179  = b_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27829,33 +27872,33 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$184  = cmd[33:20];
+            \$179  = cmd[33:20];
           end
       3'h3:
         begin
           if (\$99 ) begin
-            \$184  = \$100 [13:0];
+            \$179  = \$100 [13:0];
           end
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
               end else if (\$115 ) begin
-                \$184  = \$121 [13:0];
+                \$179  = \$121 [13:0];
               end
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$184  = 14'h0000;
+      \$179  = 14'h0000;
     end
     if (rst) begin
-      \$184  = 14'h0000;
+      \$179  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$185  = c_base;
+    \$180  = c_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27865,28 +27908,28 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$185  = cmd[52:40];
+            \$180  = cmd[52:40];
           end
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
               if (\$113 ) begin
               end else if (\$115 ) begin
-                \$185  = \$122 [12:0];
+                \$180  = \$122 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$185  = 13'h0000;
+      \$180  = 13'h0000;
     end
     if (rst) begin
-      \$185  = 13'h0000;
+      \$180  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$186  = c_ptr;
+    \$181  = c_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27896,30 +27939,30 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$97 ) begin
           end else begin
-            \$186  = cmd[52:40];
+            \$181  = cmd[52:40];
           end
       3'h3:
           if (\$105 ) begin
-            \$186  = \$107 [12:0];
+            \$181  = \$107 [12:0];
             if (\$110 ) begin
               if (\$113 ) begin
-                \$186  = c_base;
+                \$181  = c_base;
               end else if (\$115 ) begin
-                \$186  = \$123 [12:0];
+                \$181  = \$123 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$186  = 13'h0000;
+      \$181  = 13'h0000;
     end
     if (rst) begin
-      \$186  = 13'h0000;
+      \$181  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$187  = bank;
+    \$182  = bank;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27930,15 +27973,15 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h3:
           if (\$105 ) begin
             if (\$110 ) begin
-              \$187  = \$111 ;
+              \$182  = \$111 ;
             end
           end
     endcase
     if (reset[2]) begin
-      \$187  = 1'h0;
+      \$182  = 1'h0;
     end
     if (rst) begin
-      \$187  = 1'h0;
+      \$182  = 1'h0;
     end
   end
   always @* begin
@@ -27968,12 +28011,12 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign ctl__error = error;
   assign busy = ctl__busy;
   assign spad_rd__data = a_data;
-  assign a_bank = s1_bank;
-  assign w_row = s1_row;
-  assign w_bank = s1_bank;
+  assign a_bank = spad_meta_q2[5];
+  assign w_row = spad_meta_q2[4:2];
+  assign w_bank = spad_meta_q2[5];
   assign w_data = a_data;
-  assign out_data = { \$188 , \$195 , \$194 , \$193 , \$192 , \$191 , \$190 , \$189  };
-  assign acc_rd__addr = meta13[13:1];
+  assign out_data = { \$183 , \$190 , \$189 , \$188 , \$187 , \$186 , \$185 , \$184  };
+  assign acc_rd__addr = meta12[13:1];
   assign acc_wr__addr = meta15[13:1];
   assign \cmd.a_addr  = cmd[19:0];
   assign \cmd.b_addr  = cmd[39:20];
@@ -27997,13 +28040,13 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \ctl__cmd__payload.c_nt_stride  = ctl__cmd__payload[159:140];
   assign \ctl__cmd__payload.accumulate  = ctl__cmd__payload[160];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[175:161];
-  assign \$26  = s1_bank;
+  assign \$26  = spad_meta_q1[5];
   assign \$34  = bank;
-  assign \$38  = s1_bank;
+  assign \$38  = spad_meta_q1[5];
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
+module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire [15:0] \$10 ;
@@ -29146,6 +29189,8 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
   reg [31:0] pe7_7_psum = 32'd0;
   reg [7:0] pe7_7_w0 = 8'h00;
   reg [7:0] pe7_7_w1 = 8'h00;
+  input [3:0] \port$9846$2 ;
+  wire [3:0] \port$9846$2 ;
   input [3:0] reset;
   wire [3:0] reset;
   input rst;
@@ -29234,252 +29279,250 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
   reg [7:0] skew7_6_a = 8'h00;
   reg skew7_6_bank = 1'h0;
   reg skew7_6_v = 1'h0;
-  input w_bank;
   wire w_bank;
   wire w_conflict;
   input [63:0] w_data;
   wire [63:0] w_data;
   input w_en;
   wire w_en;
-  input [2:0] w_row;
   wire [2:0] w_row;
-  assign \$266  = w_row == 3'h6;
+  assign \$266  = \port$9846$2 [2:0] == 3'h6;
   assign \$267  = w_en & \$266 ;
   assign \$268  = pe6_4_bank ? pe6_5_w1 : pe6_5_w0;
   assign \$269  = $signed(pe6_4_a) * $signed(\$268 );
   assign \$270  = $signed(pe5_5_psum) + $signed(\$269 );
-  assign \$271  = w_row == 3'h6;
+  assign \$271  = \port$9846$2 [2:0] == 3'h6;
   assign \$272  = w_en & \$271 ;
   assign \$273  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
   assign \$274  = $signed(pe6_5_a) * $signed(\$273 );
   assign \$275  = $signed(pe5_6_psum) + $signed(\$274 );
-  assign \$276  = w_row == 3'h6;
+  assign \$276  = \port$9846$2 [2:0] == 3'h6;
   assign \$277  = w_en & \$276 ;
   assign \$278  = pe6_6_bank ? pe6_7_w1 : pe6_7_w0;
   assign \$279  = $signed(pe6_6_a) * $signed(\$278 );
   assign \$280  = $signed(pe5_7_psum) + $signed(\$279 );
   assign \$281  = a_valid ? w_data[63:56] : 8'h00;
-  assign \$282  = w_row == 3'h7;
+  assign \$282  = \port$9846$2 [2:0] == 3'h7;
   assign \$283  = w_en & \$282 ;
   assign \$284  = skew7_6_bank ? pe7_0_w1 : pe7_0_w0;
   assign \$285  = $signed(skew7_6_a) * $signed(\$284 );
   assign \$286  = $signed(pe6_0_psum) + $signed(\$285 );
-  assign \$287  = w_row == 3'h7;
+  assign \$287  = \port$9846$2 [2:0] == 3'h7;
   assign \$288  = w_en & \$287 ;
   assign \$289  = pe7_0_bank ? pe7_1_w1 : pe7_1_w0;
   assign \$290  = $signed(pe7_0_a) * $signed(\$289 );
   assign \$291  = $signed(pe6_1_psum) + $signed(\$290 );
-  assign \$292  = w_row == 3'h7;
+  assign \$292  = \port$9846$2 [2:0] == 3'h7;
   assign \$293  = w_en & \$292 ;
   assign \$294  = pe7_1_bank ? pe7_2_w1 : pe7_2_w0;
   assign \$295  = $signed(pe7_1_a) * $signed(\$294 );
   assign \$296  = $signed(pe6_2_psum) + $signed(\$295 );
-  assign \$297  = w_row == 3'h7;
+  assign \$297  = \port$9846$2 [2:0] == 3'h7;
   assign \$298  = w_en & \$297 ;
   assign \$299  = pe7_2_bank ? pe7_3_w1 : pe7_3_w0;
   assign \$300  = $signed(pe7_2_a) * $signed(\$299 );
   assign \$301  = $signed(pe6_3_psum) + $signed(\$300 );
-  assign \$302  = w_row == 3'h7;
+  assign \$302  = \port$9846$2 [2:0] == 3'h7;
   assign \$303  = w_en & \$302 ;
   assign \$304  = pe7_3_bank ? pe7_4_w1 : pe7_4_w0;
   assign \$305  = $signed(pe7_3_a) * $signed(\$304 );
   assign \$306  = $signed(pe6_4_psum) + $signed(\$305 );
-  assign \$307  = w_row == 3'h7;
+  assign \$307  = \port$9846$2 [2:0] == 3'h7;
   assign \$308  = w_en & \$307 ;
   assign \$309  = pe7_4_bank ? pe7_5_w1 : pe7_5_w0;
   assign \$310  = $signed(pe7_4_a) * $signed(\$309 );
   assign \$311  = $signed(pe6_5_psum) + $signed(\$310 );
-  assign \$312  = w_row == 3'h7;
+  assign \$312  = \port$9846$2 [2:0] == 3'h7;
   assign \$313  = w_en & \$312 ;
   assign \$314  = pe7_5_bank ? pe7_6_w1 : pe7_6_w0;
   assign \$315  = $signed(pe7_5_a) * $signed(\$314 );
   assign \$316  = $signed(pe6_6_psum) + $signed(\$315 );
-  assign \$317  = w_row == 3'h7;
+  assign \$317  = \port$9846$2 [2:0] == 3'h7;
   assign \$318  = w_en & \$317 ;
   assign \$319  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
   assign \$320  = $signed(pe7_6_a) * $signed(\$319 );
   assign \$321  = $signed(pe6_7_psum) + $signed(\$320 );
-  assign \$322  = ! w_row;
+  assign \$322  = ! \port$9846$2 [2:0];
   assign \$323  = w_en & \$322 ;
-  assign \$326  = pe0_0_bank == w_bank;
+  assign \$326  = pe0_0_bank == \port$9846$2 [3];
   assign \$327  = pe0_0_v & \$326 ;
-  assign \$328  = pe0_1_bank == w_bank;
+  assign \$328  = pe0_1_bank == \port$9846$2 [3];
   assign \$329  = pe0_1_v & \$328 ;
-  assign \$330  = pe0_2_bank == w_bank;
+  assign \$330  = pe0_2_bank == \port$9846$2 [3];
   assign \$331  = pe0_2_v & \$330 ;
-  assign \$332  = pe0_3_bank == w_bank;
+  assign \$332  = pe0_3_bank == \port$9846$2 [3];
   assign \$333  = pe0_3_v & \$332 ;
-  assign \$334  = pe0_4_bank == w_bank;
+  assign \$334  = pe0_4_bank == \port$9846$2 [3];
   assign \$335  = pe0_4_v & \$334 ;
-  assign \$336  = pe0_5_bank == w_bank;
+  assign \$336  = pe0_5_bank == \port$9846$2 [3];
   assign \$337  = pe0_5_v & \$336 ;
   assign \$338  = | { \$337 , \$335 , \$333 , \$331 , \$329 , \$327 , \$325  };
   assign \$339  = \$323  & \$338 ;
-  assign \$340  = w_row == 1'h1;
+  assign \$340  = \port$9846$2 [2:0] == 1'h1;
   assign \$341  = w_en & \$340 ;
-  assign \$344  = skew1_0_bank == w_bank;
+  assign \$344  = skew1_0_bank == \port$9846$2 [3];
   assign \$345  = skew1_0_v & \$344 ;
-  assign \$346  = pe1_0_bank == w_bank;
+  assign \$346  = pe1_0_bank == \port$9846$2 [3];
   assign \$347  = pe1_0_v & \$346 ;
-  assign \$348  = pe1_1_bank == w_bank;
+  assign \$348  = pe1_1_bank == \port$9846$2 [3];
   assign \$349  = pe1_1_v & \$348 ;
-  assign \$350  = pe1_2_bank == w_bank;
+  assign \$350  = pe1_2_bank == \port$9846$2 [3];
   assign \$351  = pe1_2_v & \$350 ;
-  assign \$352  = pe1_3_bank == w_bank;
+  assign \$352  = pe1_3_bank == \port$9846$2 [3];
   assign \$353  = pe1_3_v & \$352 ;
-  assign \$354  = pe1_4_bank == w_bank;
+  assign \$354  = pe1_4_bank == \port$9846$2 [3];
   assign \$355  = pe1_4_v & \$354 ;
-  assign \$356  = pe1_5_bank == w_bank;
+  assign \$356  = pe1_5_bank == \port$9846$2 [3];
   assign \$357  = pe1_5_v & \$356 ;
   assign \$358  = | { \$357 , \$355 , \$353 , \$351 , \$349 , \$347 , \$345 , \$343  };
   assign \$359  = \$341  & \$358 ;
-  assign \$360  = w_row == 2'h2;
+  assign \$360  = \port$9846$2 [2:0] == 2'h2;
   assign \$361  = w_en & \$360 ;
-  assign \$364  = skew2_0_bank == w_bank;
+  assign \$364  = skew2_0_bank == \port$9846$2 [3];
   assign \$365  = skew2_0_v & \$364 ;
-  assign \$366  = skew2_1_bank == w_bank;
+  assign \$366  = skew2_1_bank == \port$9846$2 [3];
   assign \$367  = skew2_1_v & \$366 ;
-  assign \$368  = pe2_0_bank == w_bank;
+  assign \$368  = pe2_0_bank == \port$9846$2 [3];
   assign \$369  = pe2_0_v & \$368 ;
-  assign \$370  = pe2_1_bank == w_bank;
+  assign \$370  = pe2_1_bank == \port$9846$2 [3];
   assign \$371  = pe2_1_v & \$370 ;
-  assign \$372  = pe2_2_bank == w_bank;
+  assign \$372  = pe2_2_bank == \port$9846$2 [3];
   assign \$373  = pe2_2_v & \$372 ;
-  assign \$374  = pe2_3_bank == w_bank;
+  assign \$374  = pe2_3_bank == \port$9846$2 [3];
   assign \$375  = pe2_3_v & \$374 ;
-  assign \$376  = pe2_4_bank == w_bank;
+  assign \$376  = pe2_4_bank == \port$9846$2 [3];
   assign \$377  = pe2_4_v & \$376 ;
-  assign \$378  = pe2_5_bank == w_bank;
+  assign \$378  = pe2_5_bank == \port$9846$2 [3];
   assign \$379  = pe2_5_v & \$378 ;
   assign \$380  = | { \$379 , \$377 , \$375 , \$373 , \$371 , \$369 , \$367 , \$365 , \$363  };
   assign \$381  = \$361  & \$380 ;
-  assign \$382  = w_row == 2'h3;
+  assign \$382  = \port$9846$2 [2:0] == 2'h3;
   assign \$383  = w_en & \$382 ;
-  assign \$386  = skew3_0_bank == w_bank;
+  assign \$386  = skew3_0_bank == \port$9846$2 [3];
   assign \$387  = skew3_0_v & \$386 ;
-  assign \$388  = skew3_1_bank == w_bank;
+  assign \$388  = skew3_1_bank == \port$9846$2 [3];
   assign \$389  = skew3_1_v & \$388 ;
-  assign \$390  = skew3_2_bank == w_bank;
+  assign \$390  = skew3_2_bank == \port$9846$2 [3];
   assign \$391  = skew3_2_v & \$390 ;
-  assign \$392  = pe3_0_bank == w_bank;
+  assign \$392  = pe3_0_bank == \port$9846$2 [3];
   assign \$393  = pe3_0_v & \$392 ;
-  assign \$394  = pe3_1_bank == w_bank;
+  assign \$394  = pe3_1_bank == \port$9846$2 [3];
   assign \$395  = pe3_1_v & \$394 ;
-  assign \$396  = pe3_2_bank == w_bank;
+  assign \$396  = pe3_2_bank == \port$9846$2 [3];
   assign \$397  = pe3_2_v & \$396 ;
-  assign \$398  = pe3_3_bank == w_bank;
+  assign \$398  = pe3_3_bank == \port$9846$2 [3];
   assign \$399  = pe3_3_v & \$398 ;
-  assign \$400  = pe3_4_bank == w_bank;
+  assign \$400  = pe3_4_bank == \port$9846$2 [3];
   assign \$401  = pe3_4_v & \$400 ;
-  assign \$402  = pe3_5_bank == w_bank;
+  assign \$402  = pe3_5_bank == \port$9846$2 [3];
   assign \$403  = pe3_5_v & \$402 ;
   assign \$404  = | { \$403 , \$401 , \$399 , \$397 , \$395 , \$393 , \$391 , \$389 , \$387 , \$385  };
   assign \$405  = \$383  & \$404 ;
-  assign \$406  = w_row == 3'h4;
+  assign \$406  = \port$9846$2 [2:0] == 3'h4;
   assign \$407  = w_en & \$406 ;
-  assign \$410  = skew4_0_bank == w_bank;
+  assign \$410  = skew4_0_bank == \port$9846$2 [3];
   assign \$411  = skew4_0_v & \$410 ;
-  assign \$412  = skew4_1_bank == w_bank;
+  assign \$412  = skew4_1_bank == \port$9846$2 [3];
   assign \$413  = skew4_1_v & \$412 ;
-  assign \$414  = skew4_2_bank == w_bank;
+  assign \$414  = skew4_2_bank == \port$9846$2 [3];
   assign \$415  = skew4_2_v & \$414 ;
-  assign \$416  = skew4_3_bank == w_bank;
+  assign \$416  = skew4_3_bank == \port$9846$2 [3];
   assign \$417  = skew4_3_v & \$416 ;
-  assign \$418  = pe4_0_bank == w_bank;
+  assign \$418  = pe4_0_bank == \port$9846$2 [3];
   assign \$419  = pe4_0_v & \$418 ;
-  assign \$420  = pe4_1_bank == w_bank;
+  assign \$420  = pe4_1_bank == \port$9846$2 [3];
   assign \$421  = pe4_1_v & \$420 ;
-  assign \$422  = pe4_2_bank == w_bank;
+  assign \$422  = pe4_2_bank == \port$9846$2 [3];
   assign \$423  = pe4_2_v & \$422 ;
-  assign \$424  = pe4_3_bank == w_bank;
+  assign \$424  = pe4_3_bank == \port$9846$2 [3];
   assign \$425  = pe4_3_v & \$424 ;
-  assign \$426  = pe4_4_bank == w_bank;
+  assign \$426  = pe4_4_bank == \port$9846$2 [3];
   assign \$427  = pe4_4_v & \$426 ;
-  assign \$428  = pe4_5_bank == w_bank;
+  assign \$428  = pe4_5_bank == \port$9846$2 [3];
   assign \$429  = pe4_5_v & \$428 ;
   assign \$430  = | { \$429 , \$427 , \$425 , \$423 , \$421 , \$419 , \$417 , \$415 , \$413 , \$411 , \$409  };
   assign \$431  = \$407  & \$430 ;
-  assign \$432  = w_row == 3'h5;
+  assign \$432  = \port$9846$2 [2:0] == 3'h5;
   assign \$433  = w_en & \$432 ;
-  assign \$436  = skew5_0_bank == w_bank;
+  assign \$436  = skew5_0_bank == \port$9846$2 [3];
   assign \$437  = skew5_0_v & \$436 ;
-  assign \$438  = skew5_1_bank == w_bank;
+  assign \$438  = skew5_1_bank == \port$9846$2 [3];
   assign \$439  = skew5_1_v & \$438 ;
-  assign \$440  = skew5_2_bank == w_bank;
+  assign \$440  = skew5_2_bank == \port$9846$2 [3];
   assign \$441  = skew5_2_v & \$440 ;
-  assign \$442  = skew5_3_bank == w_bank;
+  assign \$442  = skew5_3_bank == \port$9846$2 [3];
   assign \$443  = skew5_3_v & \$442 ;
-  assign \$444  = skew5_4_bank == w_bank;
+  assign \$444  = skew5_4_bank == \port$9846$2 [3];
   assign \$445  = skew5_4_v & \$444 ;
-  assign \$446  = pe5_0_bank == w_bank;
+  assign \$446  = pe5_0_bank == \port$9846$2 [3];
   assign \$447  = pe5_0_v & \$446 ;
-  assign \$448  = pe5_1_bank == w_bank;
+  assign \$448  = pe5_1_bank == \port$9846$2 [3];
   assign \$449  = pe5_1_v & \$448 ;
-  assign \$450  = pe5_2_bank == w_bank;
+  assign \$450  = pe5_2_bank == \port$9846$2 [3];
   assign \$451  = pe5_2_v & \$450 ;
-  assign \$452  = pe5_3_bank == w_bank;
+  assign \$452  = pe5_3_bank == \port$9846$2 [3];
   assign \$453  = pe5_3_v & \$452 ;
-  assign \$454  = pe5_4_bank == w_bank;
+  assign \$454  = pe5_4_bank == \port$9846$2 [3];
   assign \$455  = pe5_4_v & \$454 ;
-  assign \$456  = pe5_5_bank == w_bank;
+  assign \$456  = pe5_5_bank == \port$9846$2 [3];
   assign \$457  = pe5_5_v & \$456 ;
   assign \$458  = | { \$457 , \$455 , \$453 , \$451 , \$449 , \$447 , \$445 , \$443 , \$441 , \$439 , \$437 , \$435  };
   assign \$459  = \$433  & \$458 ;
-  assign \$460  = w_row == 3'h6;
+  assign \$460  = \port$9846$2 [2:0] == 3'h6;
   assign \$461  = w_en & \$460 ;
-  assign \$464  = skew6_0_bank == w_bank;
+  assign \$464  = skew6_0_bank == \port$9846$2 [3];
   assign \$465  = skew6_0_v & \$464 ;
-  assign \$466  = skew6_1_bank == w_bank;
+  assign \$466  = skew6_1_bank == \port$9846$2 [3];
   assign \$467  = skew6_1_v & \$466 ;
-  assign \$468  = skew6_2_bank == w_bank;
+  assign \$468  = skew6_2_bank == \port$9846$2 [3];
   assign \$469  = skew6_2_v & \$468 ;
-  assign \$470  = skew6_3_bank == w_bank;
+  assign \$470  = skew6_3_bank == \port$9846$2 [3];
   assign \$471  = skew6_3_v & \$470 ;
-  assign \$472  = skew6_4_bank == w_bank;
+  assign \$472  = skew6_4_bank == \port$9846$2 [3];
   assign \$473  = skew6_4_v & \$472 ;
-  assign \$474  = skew6_5_bank == w_bank;
+  assign \$474  = skew6_5_bank == \port$9846$2 [3];
   assign \$475  = skew6_5_v & \$474 ;
-  assign \$476  = pe6_0_bank == w_bank;
+  assign \$476  = pe6_0_bank == \port$9846$2 [3];
   assign \$477  = pe6_0_v & \$476 ;
-  assign \$478  = pe6_1_bank == w_bank;
+  assign \$478  = pe6_1_bank == \port$9846$2 [3];
   assign \$479  = pe6_1_v & \$478 ;
-  assign \$480  = pe6_2_bank == w_bank;
+  assign \$480  = pe6_2_bank == \port$9846$2 [3];
   assign \$481  = pe6_2_v & \$480 ;
-  assign \$482  = pe6_3_bank == w_bank;
+  assign \$482  = pe6_3_bank == \port$9846$2 [3];
   assign \$483  = pe6_3_v & \$482 ;
-  assign \$484  = pe6_4_bank == w_bank;
+  assign \$484  = pe6_4_bank == \port$9846$2 [3];
   assign \$485  = pe6_4_v & \$484 ;
-  assign \$486  = pe6_5_bank == w_bank;
+  assign \$486  = pe6_5_bank == \port$9846$2 [3];
   assign \$487  = pe6_5_v & \$486 ;
   assign \$488  = | { \$487 , \$485 , \$483 , \$481 , \$479 , \$477 , \$475 , \$473 , \$471 , \$469 , \$467 , \$465 , \$463  };
   assign \$489  = \$461  & \$488 ;
-  assign \$490  = w_row == 3'h7;
+  assign \$490  = \port$9846$2 [2:0] == 3'h7;
   assign \$491  = w_en & \$490 ;
-  assign \$494  = skew7_0_bank == w_bank;
+  assign \$494  = skew7_0_bank == \port$9846$2 [3];
   assign \$495  = skew7_0_v & \$494 ;
-  assign \$496  = skew7_1_bank == w_bank;
+  assign \$496  = skew7_1_bank == \port$9846$2 [3];
   assign \$497  = skew7_1_v & \$496 ;
-  assign \$498  = skew7_2_bank == w_bank;
+  assign \$498  = skew7_2_bank == \port$9846$2 [3];
   assign \$499  = skew7_2_v & \$498 ;
-  assign \$500  = skew7_3_bank == w_bank;
+  assign \$500  = skew7_3_bank == \port$9846$2 [3];
   assign \$501  = skew7_3_v & \$500 ;
-  assign \$502  = skew7_4_bank == w_bank;
+  assign \$502  = skew7_4_bank == \port$9846$2 [3];
   assign \$503  = skew7_4_v & \$502 ;
-  assign \$504  = skew7_5_bank == w_bank;
+  assign \$504  = skew7_5_bank == \port$9846$2 [3];
   assign \$505  = skew7_5_v & \$504 ;
-  assign \$506  = skew7_6_bank == w_bank;
+  assign \$506  = skew7_6_bank == \port$9846$2 [3];
   assign \$507  = skew7_6_v & \$506 ;
-  assign \$508  = pe7_0_bank == w_bank;
+  assign \$508  = pe7_0_bank == \port$9846$2 [3];
   assign \$509  = pe7_0_v & \$508 ;
-  assign \$510  = pe7_1_bank == w_bank;
+  assign \$510  = pe7_1_bank == \port$9846$2 [3];
   assign \$511  = pe7_1_v & \$510 ;
-  assign \$512  = pe7_2_bank == w_bank;
+  assign \$512  = pe7_2_bank == \port$9846$2 [3];
   assign \$513  = pe7_2_v & \$512 ;
-  assign \$514  = pe7_3_bank == w_bank;
+  assign \$514  = pe7_3_bank == \port$9846$2 [3];
   assign \$515  = pe7_3_v & \$514 ;
-  assign \$516  = pe7_4_bank == w_bank;
+  assign \$516  = pe7_4_bank == \port$9846$2 [3];
   assign \$517  = pe7_4_v & \$516 ;
-  assign \$518  = pe7_5_bank == w_bank;
+  assign \$518  = pe7_5_bank == \port$9846$2 [3];
   assign \$519  = pe7_5_v & \$518 ;
   assign \$520  = | { \$519 , \$517 , \$515 , \$513 , \$511 , \$509 , \$507 , \$505 , \$503 , \$501 , \$499 , \$497 , \$495 , \$493  };
   assign \$521  = \$491  & \$520 ;
@@ -29495,7 +29538,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
   always @(posedge clk)
     pe0_0_v <= \$524 ;
   always @(posedge clk)
-    pe0_0_bank <= w_bank;
+    pe0_0_bank <= \port$9846$2 [3];
   always @(posedge clk)
     pe0_1_w1 <= \$525 ;
   always @(posedge clk)
@@ -29579,7 +29622,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
   always @(posedge clk)
     skew1_0_v <= \$545 ;
   always @(posedge clk)
-    skew1_0_bank <= w_bank;
+    skew1_0_bank <= \port$9846$2 [3];
   always @(posedge clk)
     pe1_0_w1 <= \$546 ;
   always @(posedge clk)
@@ -29675,7 +29718,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
   always @(posedge clk)
     skew2_0_v <= \$569 ;
   always @(posedge clk)
-    skew2_0_bank <= w_bank;
+    skew2_0_bank <= \port$9846$2 [3];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -29777,7 +29820,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
   always @(posedge clk)
     skew3_0_v <= \$594 ;
   always @(posedge clk)
-    skew3_0_bank <= w_bank;
+    skew3_0_bank <= \port$9846$2 [3];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -29885,7 +29928,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
   always @(posedge clk)
     skew4_0_v <= \$620 ;
   always @(posedge clk)
-    skew4_0_bank <= w_bank;
+    skew4_0_bank <= \port$9846$2 [3];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -29999,7 +30042,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
   always @(posedge clk)
     skew5_0_v <= \$647 ;
   always @(posedge clk)
-    skew5_0_bank <= w_bank;
+    skew5_0_bank <= \port$9846$2 [3];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -30119,7 +30162,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
   always @(posedge clk)
     skew6_0_v <= \$675 ;
   always @(posedge clk)
-    skew6_0_bank <= w_bank;
+    skew6_0_bank <= \port$9846$2 [3];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -30245,7 +30288,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
   always @(posedge clk)
     skew7_0_v <= \$704 ;
   always @(posedge clk)
-    skew7_0_bank <= w_bank;
+    skew7_0_bank <= \port$9846$2 [3];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -30430,267 +30473,267 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     deskew5_1 <= deskew5_0;
   always @(posedge clk)
     deskew6_0 <= pe7_6_psum;
-  assign \$1  = ! w_row;
+  assign \$1  = ! \port$9846$2 [2:0];
   assign \$2  = w_en & \$1 ;
   assign \$3  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$4  = w_bank ? pe0_0_w1 : pe0_0_w0;
+  assign \$4  = \port$9846$2 [3] ? pe0_0_w1 : pe0_0_w0;
   assign \$5  = $signed(\$3 ) * $signed(\$4 );
   assign \$6  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$7  = ! w_row;
+  assign \$7  = ! \port$9846$2 [2:0];
   assign \$8  = w_en & \$7 ;
   assign \$9  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
   assign \$10  = $signed(pe0_0_a) * $signed(\$9 );
-  assign \$11  = ! w_row;
+  assign \$11  = ! \port$9846$2 [2:0];
   assign \$12  = w_en & \$11 ;
   assign \$13  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
   assign \$14  = $signed(pe0_1_a) * $signed(\$13 );
-  assign \$15  = ! w_row;
+  assign \$15  = ! \port$9846$2 [2:0];
   assign \$16  = w_en & \$15 ;
   assign \$17  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
   assign \$18  = $signed(pe0_2_a) * $signed(\$17 );
-  assign \$19  = ! w_row;
+  assign \$19  = ! \port$9846$2 [2:0];
   assign \$20  = w_en & \$19 ;
   assign \$21  = pe0_3_bank ? pe0_4_w1 : pe0_4_w0;
   assign \$22  = $signed(pe0_3_a) * $signed(\$21 );
-  assign \$23  = ! w_row;
+  assign \$23  = ! \port$9846$2 [2:0];
   assign \$24  = w_en & \$23 ;
   assign \$25  = pe0_4_bank ? pe0_5_w1 : pe0_5_w0;
   assign \$26  = $signed(pe0_4_a) * $signed(\$25 );
-  assign \$27  = ! w_row;
+  assign \$27  = ! \port$9846$2 [2:0];
   assign \$28  = w_en & \$27 ;
   assign \$29  = pe0_5_bank ? pe0_6_w1 : pe0_6_w0;
   assign \$30  = $signed(pe0_5_a) * $signed(\$29 );
-  assign \$31  = ! w_row;
+  assign \$31  = ! \port$9846$2 [2:0];
   assign \$32  = w_en & \$31 ;
   assign \$33  = pe0_6_bank ? pe0_7_w1 : pe0_7_w0;
   assign \$34  = $signed(pe0_6_a) * $signed(\$33 );
   assign \$35  = a_valid ? w_data[15:8] : 8'h00;
-  assign \$36  = w_row == 1'h1;
+  assign \$36  = \port$9846$2 [2:0] == 1'h1;
   assign \$37  = w_en & \$36 ;
   assign \$38  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
   assign \$39  = $signed(skew1_0_a) * $signed(\$38 );
   assign \$40  = $signed(pe0_0_psum) + $signed(\$39 );
-  assign \$41  = w_row == 1'h1;
+  assign \$41  = \port$9846$2 [2:0] == 1'h1;
   assign \$42  = w_en & \$41 ;
   assign \$43  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
   assign \$44  = $signed(pe1_0_a) * $signed(\$43 );
   assign \$45  = $signed(pe0_1_psum) + $signed(\$44 );
-  assign \$46  = w_row == 1'h1;
+  assign \$46  = \port$9846$2 [2:0] == 1'h1;
   assign \$47  = w_en & \$46 ;
   assign \$48  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
   assign \$49  = $signed(pe1_1_a) * $signed(\$48 );
   assign \$50  = $signed(pe0_2_psum) + $signed(\$49 );
-  assign \$51  = w_row == 1'h1;
+  assign \$51  = \port$9846$2 [2:0] == 1'h1;
   assign \$52  = w_en & \$51 ;
   assign \$53  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
   assign \$54  = $signed(pe1_2_a) * $signed(\$53 );
   assign \$55  = $signed(pe0_3_psum) + $signed(\$54 );
-  assign \$56  = w_row == 1'h1;
+  assign \$56  = \port$9846$2 [2:0] == 1'h1;
   assign \$57  = w_en & \$56 ;
   assign \$58  = pe1_3_bank ? pe1_4_w1 : pe1_4_w0;
   assign \$59  = $signed(pe1_3_a) * $signed(\$58 );
   assign \$60  = $signed(pe0_4_psum) + $signed(\$59 );
-  assign \$61  = w_row == 1'h1;
+  assign \$61  = \port$9846$2 [2:0] == 1'h1;
   assign \$62  = w_en & \$61 ;
   assign \$63  = pe1_4_bank ? pe1_5_w1 : pe1_5_w0;
   assign \$64  = $signed(pe1_4_a) * $signed(\$63 );
   assign \$65  = $signed(pe0_5_psum) + $signed(\$64 );
-  assign \$66  = w_row == 1'h1;
+  assign \$66  = \port$9846$2 [2:0] == 1'h1;
   assign \$67  = w_en & \$66 ;
   assign \$68  = pe1_5_bank ? pe1_6_w1 : pe1_6_w0;
   assign \$69  = $signed(pe1_5_a) * $signed(\$68 );
   assign \$70  = $signed(pe0_6_psum) + $signed(\$69 );
-  assign \$71  = w_row == 1'h1;
+  assign \$71  = \port$9846$2 [2:0] == 1'h1;
   assign \$72  = w_en & \$71 ;
   assign \$73  = pe1_6_bank ? pe1_7_w1 : pe1_7_w0;
   assign \$74  = $signed(pe1_6_a) * $signed(\$73 );
   assign \$75  = $signed(pe0_7_psum) + $signed(\$74 );
   assign \$76  = a_valid ? w_data[23:16] : 8'h00;
-  assign \$77  = w_row == 2'h2;
+  assign \$77  = \port$9846$2 [2:0] == 2'h2;
   assign \$78  = w_en & \$77 ;
   assign \$79  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
   assign \$80  = $signed(skew2_1_a) * $signed(\$79 );
   assign \$81  = $signed(pe1_0_psum) + $signed(\$80 );
-  assign \$82  = w_row == 2'h2;
+  assign \$82  = \port$9846$2 [2:0] == 2'h2;
   assign \$83  = w_en & \$82 ;
   assign \$84  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
   assign \$85  = $signed(pe2_0_a) * $signed(\$84 );
   assign \$86  = $signed(pe1_1_psum) + $signed(\$85 );
-  assign \$87  = w_row == 2'h2;
+  assign \$87  = \port$9846$2 [2:0] == 2'h2;
   assign \$88  = w_en & \$87 ;
   assign \$89  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
   assign \$90  = $signed(pe2_1_a) * $signed(\$89 );
   assign \$91  = $signed(pe1_2_psum) + $signed(\$90 );
-  assign \$92  = w_row == 2'h2;
+  assign \$92  = \port$9846$2 [2:0] == 2'h2;
   assign \$93  = w_en & \$92 ;
   assign \$94  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
   assign \$95  = $signed(pe2_2_a) * $signed(\$94 );
   assign \$96  = $signed(pe1_3_psum) + $signed(\$95 );
-  assign \$97  = w_row == 2'h2;
+  assign \$97  = \port$9846$2 [2:0] == 2'h2;
   assign \$98  = w_en & \$97 ;
   assign \$99  = pe2_3_bank ? pe2_4_w1 : pe2_4_w0;
   assign \$100  = $signed(pe2_3_a) * $signed(\$99 );
   assign \$101  = $signed(pe1_4_psum) + $signed(\$100 );
-  assign \$102  = w_row == 2'h2;
+  assign \$102  = \port$9846$2 [2:0] == 2'h2;
   assign \$103  = w_en & \$102 ;
   assign \$104  = pe2_4_bank ? pe2_5_w1 : pe2_5_w0;
   assign \$105  = $signed(pe2_4_a) * $signed(\$104 );
   assign \$106  = $signed(pe1_5_psum) + $signed(\$105 );
-  assign \$107  = w_row == 2'h2;
+  assign \$107  = \port$9846$2 [2:0] == 2'h2;
   assign \$108  = w_en & \$107 ;
   assign \$109  = pe2_5_bank ? pe2_6_w1 : pe2_6_w0;
   assign \$110  = $signed(pe2_5_a) * $signed(\$109 );
   assign \$111  = $signed(pe1_6_psum) + $signed(\$110 );
-  assign \$112  = w_row == 2'h2;
+  assign \$112  = \port$9846$2 [2:0] == 2'h2;
   assign \$113  = w_en & \$112 ;
   assign \$114  = pe2_6_bank ? pe2_7_w1 : pe2_7_w0;
   assign \$115  = $signed(pe2_6_a) * $signed(\$114 );
   assign \$116  = $signed(pe1_7_psum) + $signed(\$115 );
   assign \$117  = a_valid ? w_data[31:24] : 8'h00;
-  assign \$118  = w_row == 2'h3;
+  assign \$118  = \port$9846$2 [2:0] == 2'h3;
   assign \$119  = w_en & \$118 ;
   assign \$120  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
   assign \$121  = $signed(skew3_2_a) * $signed(\$120 );
   assign \$122  = $signed(pe2_0_psum) + $signed(\$121 );
-  assign \$123  = w_row == 2'h3;
+  assign \$123  = \port$9846$2 [2:0] == 2'h3;
   assign \$124  = w_en & \$123 ;
   assign \$125  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
   assign \$126  = $signed(pe3_0_a) * $signed(\$125 );
   assign \$127  = $signed(pe2_1_psum) + $signed(\$126 );
-  assign \$128  = w_row == 2'h3;
+  assign \$128  = \port$9846$2 [2:0] == 2'h3;
   assign \$129  = w_en & \$128 ;
   assign \$130  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
   assign \$131  = $signed(pe3_1_a) * $signed(\$130 );
   assign \$132  = $signed(pe2_2_psum) + $signed(\$131 );
-  assign \$133  = w_row == 2'h3;
+  assign \$133  = \port$9846$2 [2:0] == 2'h3;
   assign \$134  = w_en & \$133 ;
   assign \$135  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
   assign \$136  = $signed(pe3_2_a) * $signed(\$135 );
   assign \$137  = $signed(pe2_3_psum) + $signed(\$136 );
-  assign \$138  = w_row == 2'h3;
+  assign \$138  = \port$9846$2 [2:0] == 2'h3;
   assign \$139  = w_en & \$138 ;
   assign \$140  = pe3_3_bank ? pe3_4_w1 : pe3_4_w0;
   assign \$141  = $signed(pe3_3_a) * $signed(\$140 );
   assign \$142  = $signed(pe2_4_psum) + $signed(\$141 );
-  assign \$143  = w_row == 2'h3;
+  assign \$143  = \port$9846$2 [2:0] == 2'h3;
   assign \$144  = w_en & \$143 ;
   assign \$145  = pe3_4_bank ? pe3_5_w1 : pe3_5_w0;
   assign \$146  = $signed(pe3_4_a) * $signed(\$145 );
   assign \$147  = $signed(pe2_5_psum) + $signed(\$146 );
-  assign \$148  = w_row == 2'h3;
+  assign \$148  = \port$9846$2 [2:0] == 2'h3;
   assign \$149  = w_en & \$148 ;
   assign \$150  = pe3_5_bank ? pe3_6_w1 : pe3_6_w0;
   assign \$151  = $signed(pe3_5_a) * $signed(\$150 );
   assign \$152  = $signed(pe2_6_psum) + $signed(\$151 );
-  assign \$153  = w_row == 2'h3;
+  assign \$153  = \port$9846$2 [2:0] == 2'h3;
   assign \$154  = w_en & \$153 ;
   assign \$155  = pe3_6_bank ? pe3_7_w1 : pe3_7_w0;
   assign \$156  = $signed(pe3_6_a) * $signed(\$155 );
   assign \$157  = $signed(pe2_7_psum) + $signed(\$156 );
   assign \$158  = a_valid ? w_data[39:32] : 8'h00;
-  assign \$159  = w_row == 3'h4;
+  assign \$159  = \port$9846$2 [2:0] == 3'h4;
   assign \$160  = w_en & \$159 ;
   assign \$161  = skew4_3_bank ? pe4_0_w1 : pe4_0_w0;
   assign \$162  = $signed(skew4_3_a) * $signed(\$161 );
   assign \$163  = $signed(pe3_0_psum) + $signed(\$162 );
-  assign \$164  = w_row == 3'h4;
+  assign \$164  = \port$9846$2 [2:0] == 3'h4;
   assign \$165  = w_en & \$164 ;
   assign \$166  = pe4_0_bank ? pe4_1_w1 : pe4_1_w0;
   assign \$167  = $signed(pe4_0_a) * $signed(\$166 );
   assign \$168  = $signed(pe3_1_psum) + $signed(\$167 );
-  assign \$169  = w_row == 3'h4;
+  assign \$169  = \port$9846$2 [2:0] == 3'h4;
   assign \$170  = w_en & \$169 ;
   assign \$171  = pe4_1_bank ? pe4_2_w1 : pe4_2_w0;
   assign \$172  = $signed(pe4_1_a) * $signed(\$171 );
   assign \$173  = $signed(pe3_2_psum) + $signed(\$172 );
-  assign \$174  = w_row == 3'h4;
+  assign \$174  = \port$9846$2 [2:0] == 3'h4;
   assign \$175  = w_en & \$174 ;
   assign \$176  = pe4_2_bank ? pe4_3_w1 : pe4_3_w0;
   assign \$177  = $signed(pe4_2_a) * $signed(\$176 );
   assign \$178  = $signed(pe3_3_psum) + $signed(\$177 );
-  assign \$179  = w_row == 3'h4;
+  assign \$179  = \port$9846$2 [2:0] == 3'h4;
   assign \$180  = w_en & \$179 ;
   assign \$181  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
   assign \$182  = $signed(pe4_3_a) * $signed(\$181 );
   assign \$183  = $signed(pe3_4_psum) + $signed(\$182 );
-  assign \$184  = w_row == 3'h4;
+  assign \$184  = \port$9846$2 [2:0] == 3'h4;
   assign \$185  = w_en & \$184 ;
   assign \$186  = pe4_4_bank ? pe4_5_w1 : pe4_5_w0;
   assign \$187  = $signed(pe4_4_a) * $signed(\$186 );
   assign \$188  = $signed(pe3_5_psum) + $signed(\$187 );
-  assign \$189  = w_row == 3'h4;
+  assign \$189  = \port$9846$2 [2:0] == 3'h4;
   assign \$190  = w_en & \$189 ;
   assign \$191  = pe4_5_bank ? pe4_6_w1 : pe4_6_w0;
   assign \$192  = $signed(pe4_5_a) * $signed(\$191 );
   assign \$193  = $signed(pe3_6_psum) + $signed(\$192 );
-  assign \$194  = w_row == 3'h4;
+  assign \$194  = \port$9846$2 [2:0] == 3'h4;
   assign \$195  = w_en & \$194 ;
   assign \$196  = pe4_6_bank ? pe4_7_w1 : pe4_7_w0;
   assign \$197  = $signed(pe4_6_a) * $signed(\$196 );
   assign \$198  = $signed(pe3_7_psum) + $signed(\$197 );
   assign \$199  = a_valid ? w_data[47:40] : 8'h00;
-  assign \$200  = w_row == 3'h5;
+  assign \$200  = \port$9846$2 [2:0] == 3'h5;
   assign \$201  = w_en & \$200 ;
   assign \$202  = skew5_4_bank ? pe5_0_w1 : pe5_0_w0;
   assign \$203  = $signed(skew5_4_a) * $signed(\$202 );
   assign \$204  = $signed(pe4_0_psum) + $signed(\$203 );
-  assign \$205  = w_row == 3'h5;
+  assign \$205  = \port$9846$2 [2:0] == 3'h5;
   assign \$206  = w_en & \$205 ;
   assign \$207  = pe5_0_bank ? pe5_1_w1 : pe5_1_w0;
   assign \$208  = $signed(pe5_0_a) * $signed(\$207 );
   assign \$209  = $signed(pe4_1_psum) + $signed(\$208 );
-  assign \$210  = w_row == 3'h5;
+  assign \$210  = \port$9846$2 [2:0] == 3'h5;
   assign \$211  = w_en & \$210 ;
   assign \$212  = pe5_1_bank ? pe5_2_w1 : pe5_2_w0;
   assign \$213  = $signed(pe5_1_a) * $signed(\$212 );
   assign \$214  = $signed(pe4_2_psum) + $signed(\$213 );
-  assign \$215  = w_row == 3'h5;
+  assign \$215  = \port$9846$2 [2:0] == 3'h5;
   assign \$216  = w_en & \$215 ;
   assign \$217  = pe5_2_bank ? pe5_3_w1 : pe5_3_w0;
   assign \$218  = $signed(pe5_2_a) * $signed(\$217 );
   assign \$219  = $signed(pe4_3_psum) + $signed(\$218 );
-  assign \$220  = w_row == 3'h5;
+  assign \$220  = \port$9846$2 [2:0] == 3'h5;
   assign \$221  = w_en & \$220 ;
   assign \$222  = pe5_3_bank ? pe5_4_w1 : pe5_4_w0;
   assign \$223  = $signed(pe5_3_a) * $signed(\$222 );
   assign \$224  = $signed(pe4_4_psum) + $signed(\$223 );
-  assign \$225  = w_row == 3'h5;
+  assign \$225  = \port$9846$2 [2:0] == 3'h5;
   assign \$226  = w_en & \$225 ;
   assign \$227  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
   assign \$228  = $signed(pe5_4_a) * $signed(\$227 );
   assign \$229  = $signed(pe4_5_psum) + $signed(\$228 );
-  assign \$230  = w_row == 3'h5;
+  assign \$230  = \port$9846$2 [2:0] == 3'h5;
   assign \$231  = w_en & \$230 ;
   assign \$232  = pe5_5_bank ? pe5_6_w1 : pe5_6_w0;
   assign \$233  = $signed(pe5_5_a) * $signed(\$232 );
   assign \$234  = $signed(pe4_6_psum) + $signed(\$233 );
-  assign \$235  = w_row == 3'h5;
+  assign \$235  = \port$9846$2 [2:0] == 3'h5;
   assign \$236  = w_en & \$235 ;
   assign \$237  = pe5_6_bank ? pe5_7_w1 : pe5_7_w0;
   assign \$238  = $signed(pe5_6_a) * $signed(\$237 );
   assign \$239  = $signed(pe4_7_psum) + $signed(\$238 );
   assign \$240  = a_valid ? w_data[55:48] : 8'h00;
-  assign \$241  = w_row == 3'h6;
+  assign \$241  = \port$9846$2 [2:0] == 3'h6;
   assign \$242  = w_en & \$241 ;
   assign \$243  = skew6_5_bank ? pe6_0_w1 : pe6_0_w0;
   assign \$244  = $signed(skew6_5_a) * $signed(\$243 );
   assign \$245  = $signed(pe5_0_psum) + $signed(\$244 );
-  assign \$246  = w_row == 3'h6;
+  assign \$246  = \port$9846$2 [2:0] == 3'h6;
   assign \$247  = w_en & \$246 ;
   assign \$248  = pe6_0_bank ? pe6_1_w1 : pe6_1_w0;
   assign \$249  = $signed(pe6_0_a) * $signed(\$248 );
   assign \$250  = $signed(pe5_1_psum) + $signed(\$249 );
-  assign \$251  = w_row == 3'h6;
+  assign \$251  = \port$9846$2 [2:0] == 3'h6;
   assign \$252  = w_en & \$251 ;
   assign \$253  = pe6_1_bank ? pe6_2_w1 : pe6_2_w0;
   assign \$254  = $signed(pe6_1_a) * $signed(\$253 );
   assign \$255  = $signed(pe5_2_psum) + $signed(\$254 );
-  assign \$256  = w_row == 3'h6;
+  assign \$256  = \port$9846$2 [2:0] == 3'h6;
   assign \$257  = w_en & \$256 ;
   assign \$258  = pe6_2_bank ? pe6_3_w1 : pe6_3_w0;
   assign \$259  = $signed(pe6_2_a) * $signed(\$258 );
   assign \$260  = $signed(pe5_3_psum) + $signed(\$259 );
-  assign \$261  = w_row == 3'h6;
+  assign \$261  = \port$9846$2 [2:0] == 3'h6;
   assign \$262  = w_en & \$261 ;
   assign \$263  = pe6_3_bank ? pe6_4_w1 : pe6_4_w0;
   assign \$264  = $signed(pe6_3_a) * $signed(\$263 );
@@ -30699,7 +30742,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$522  = pe0_0_w1;
     if (\$2 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$522  = w_data[7:0];
       end
     end
@@ -30709,7 +30752,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$523  = pe0_0_w0;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$523  = w_data[7:0];
       end
@@ -30729,7 +30772,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$525  = pe0_1_w1;
     if (\$8 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$525  = w_data[15:8];
       end
     end
@@ -30739,7 +30782,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$526  = pe0_1_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$526  = w_data[15:8];
       end
@@ -30759,7 +30802,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$528  = pe0_2_w1;
     if (\$12 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$528  = w_data[23:16];
       end
     end
@@ -30769,7 +30812,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$529  = pe0_2_w0;
     if (\$12 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$529  = w_data[23:16];
       end
@@ -30789,7 +30832,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$531  = pe0_3_w1;
     if (\$16 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$531  = w_data[31:24];
       end
     end
@@ -30799,7 +30842,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$532  = pe0_3_w0;
     if (\$16 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$532  = w_data[31:24];
       end
@@ -30819,7 +30862,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$534  = pe0_4_w1;
     if (\$20 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$534  = w_data[39:32];
       end
     end
@@ -30829,7 +30872,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$535  = pe0_4_w0;
     if (\$20 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$535  = w_data[39:32];
       end
@@ -30849,7 +30892,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$537  = pe0_5_w1;
     if (\$24 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$537  = w_data[47:40];
       end
     end
@@ -30859,7 +30902,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$538  = pe0_5_w0;
     if (\$24 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$538  = w_data[47:40];
       end
@@ -30879,7 +30922,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$540  = pe0_6_w1;
     if (\$28 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$540  = w_data[55:48];
       end
     end
@@ -30889,7 +30932,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$541  = pe0_6_w0;
     if (\$28 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$541  = w_data[55:48];
       end
@@ -30909,7 +30952,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$543  = pe0_7_w1;
     if (\$32 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$543  = w_data[63:56];
       end
     end
@@ -30919,7 +30962,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$544  = pe0_7_w0;
     if (\$32 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$544  = w_data[63:56];
       end
@@ -30939,7 +30982,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$546  = pe1_0_w1;
     if (\$37 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$546  = w_data[7:0];
       end
     end
@@ -30949,7 +30992,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$547  = pe1_0_w0;
     if (\$37 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$547  = w_data[7:0];
       end
@@ -30969,7 +31012,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$549  = pe1_1_w1;
     if (\$42 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$549  = w_data[15:8];
       end
     end
@@ -30979,7 +31022,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$550  = pe1_1_w0;
     if (\$42 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$550  = w_data[15:8];
       end
@@ -30999,7 +31042,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$552  = pe1_2_w1;
     if (\$47 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$552  = w_data[23:16];
       end
     end
@@ -31009,7 +31052,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$553  = pe1_2_w0;
     if (\$47 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$553  = w_data[23:16];
       end
@@ -31029,7 +31072,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$555  = pe1_3_w1;
     if (\$52 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$555  = w_data[31:24];
       end
     end
@@ -31039,7 +31082,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$556  = pe1_3_w0;
     if (\$52 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$556  = w_data[31:24];
       end
@@ -31059,7 +31102,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$558  = pe1_4_w1;
     if (\$57 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$558  = w_data[39:32];
       end
     end
@@ -31069,7 +31112,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$559  = pe1_4_w0;
     if (\$57 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$559  = w_data[39:32];
       end
@@ -31089,7 +31132,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$561  = pe1_5_w1;
     if (\$62 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$561  = w_data[47:40];
       end
     end
@@ -31099,7 +31142,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$562  = pe1_5_w0;
     if (\$62 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$562  = w_data[47:40];
       end
@@ -31119,7 +31162,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$564  = pe1_6_w1;
     if (\$67 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$564  = w_data[55:48];
       end
     end
@@ -31129,7 +31172,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$565  = pe1_6_w0;
     if (\$67 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$565  = w_data[55:48];
       end
@@ -31149,7 +31192,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$567  = pe1_7_w1;
     if (\$72 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$567  = w_data[63:56];
       end
     end
@@ -31159,7 +31202,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$568  = pe1_7_w0;
     if (\$72 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$568  = w_data[63:56];
       end
@@ -31189,7 +31232,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$571  = pe2_0_w1;
     if (\$78 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$571  = w_data[7:0];
       end
     end
@@ -31199,7 +31242,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$572  = pe2_0_w0;
     if (\$78 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$572  = w_data[7:0];
       end
@@ -31219,7 +31262,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$574  = pe2_1_w1;
     if (\$83 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$574  = w_data[15:8];
       end
     end
@@ -31229,7 +31272,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$575  = pe2_1_w0;
     if (\$83 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$575  = w_data[15:8];
       end
@@ -31249,7 +31292,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$577  = pe2_2_w1;
     if (\$88 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$577  = w_data[23:16];
       end
     end
@@ -31259,7 +31302,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$578  = pe2_2_w0;
     if (\$88 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$578  = w_data[23:16];
       end
@@ -31279,7 +31322,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$580  = pe2_3_w1;
     if (\$93 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$580  = w_data[31:24];
       end
     end
@@ -31289,7 +31332,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$581  = pe2_3_w0;
     if (\$93 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$581  = w_data[31:24];
       end
@@ -31309,7 +31352,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$583  = pe2_4_w1;
     if (\$98 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$583  = w_data[39:32];
       end
     end
@@ -31319,7 +31362,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$584  = pe2_4_w0;
     if (\$98 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$584  = w_data[39:32];
       end
@@ -31339,7 +31382,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$586  = pe2_5_w1;
     if (\$103 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$586  = w_data[47:40];
       end
     end
@@ -31349,7 +31392,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$587  = pe2_5_w0;
     if (\$103 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$587  = w_data[47:40];
       end
@@ -31369,7 +31412,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$589  = pe2_6_w1;
     if (\$108 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$589  = w_data[55:48];
       end
     end
@@ -31379,7 +31422,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$590  = pe2_6_w0;
     if (\$108 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$590  = w_data[55:48];
       end
@@ -31399,7 +31442,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$592  = pe2_7_w1;
     if (\$113 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$592  = w_data[63:56];
       end
     end
@@ -31409,7 +31452,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$593  = pe2_7_w0;
     if (\$113 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$593  = w_data[63:56];
       end
@@ -31449,7 +31492,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$597  = pe3_0_w1;
     if (\$119 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$597  = w_data[7:0];
       end
     end
@@ -31459,7 +31502,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$598  = pe3_0_w0;
     if (\$119 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$598  = w_data[7:0];
       end
@@ -31479,7 +31522,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$600  = pe3_1_w1;
     if (\$124 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$600  = w_data[15:8];
       end
     end
@@ -31489,7 +31532,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$601  = pe3_1_w0;
     if (\$124 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$601  = w_data[15:8];
       end
@@ -31509,7 +31552,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$603  = pe3_2_w1;
     if (\$129 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$603  = w_data[23:16];
       end
     end
@@ -31519,7 +31562,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$604  = pe3_2_w0;
     if (\$129 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$604  = w_data[23:16];
       end
@@ -31539,7 +31582,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$606  = pe3_3_w1;
     if (\$134 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$606  = w_data[31:24];
       end
     end
@@ -31549,7 +31592,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$607  = pe3_3_w0;
     if (\$134 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$607  = w_data[31:24];
       end
@@ -31569,7 +31612,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$609  = pe3_4_w1;
     if (\$139 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$609  = w_data[39:32];
       end
     end
@@ -31579,7 +31622,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$610  = pe3_4_w0;
     if (\$139 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$610  = w_data[39:32];
       end
@@ -31599,7 +31642,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$612  = pe3_5_w1;
     if (\$144 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$612  = w_data[47:40];
       end
     end
@@ -31609,7 +31652,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$613  = pe3_5_w0;
     if (\$144 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$613  = w_data[47:40];
       end
@@ -31629,7 +31672,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$615  = pe3_6_w1;
     if (\$149 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$615  = w_data[55:48];
       end
     end
@@ -31639,7 +31682,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$616  = pe3_6_w0;
     if (\$149 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$616  = w_data[55:48];
       end
@@ -31659,7 +31702,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$618  = pe3_7_w1;
     if (\$154 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$618  = w_data[63:56];
       end
     end
@@ -31669,7 +31712,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$619  = pe3_7_w0;
     if (\$154 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$619  = w_data[63:56];
       end
@@ -31719,7 +31762,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$624  = pe4_0_w1;
     if (\$160 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$624  = w_data[7:0];
       end
     end
@@ -31729,7 +31772,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$625  = pe4_0_w0;
     if (\$160 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$625  = w_data[7:0];
       end
@@ -31749,7 +31792,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$627  = pe4_1_w1;
     if (\$165 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$627  = w_data[15:8];
       end
     end
@@ -31759,7 +31802,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$628  = pe4_1_w0;
     if (\$165 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$628  = w_data[15:8];
       end
@@ -31779,7 +31822,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$630  = pe4_2_w1;
     if (\$170 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$630  = w_data[23:16];
       end
     end
@@ -31789,7 +31832,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$631  = pe4_2_w0;
     if (\$170 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$631  = w_data[23:16];
       end
@@ -31809,7 +31852,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$633  = pe4_3_w1;
     if (\$175 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$633  = w_data[31:24];
       end
     end
@@ -31819,7 +31862,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$634  = pe4_3_w0;
     if (\$175 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$634  = w_data[31:24];
       end
@@ -31839,7 +31882,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$636  = pe4_4_w1;
     if (\$180 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$636  = w_data[39:32];
       end
     end
@@ -31849,7 +31892,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$637  = pe4_4_w0;
     if (\$180 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$637  = w_data[39:32];
       end
@@ -31869,7 +31912,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$639  = pe4_5_w1;
     if (\$185 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$639  = w_data[47:40];
       end
     end
@@ -31879,7 +31922,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$640  = pe4_5_w0;
     if (\$185 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$640  = w_data[47:40];
       end
@@ -31899,7 +31942,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$642  = pe4_6_w1;
     if (\$190 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$642  = w_data[55:48];
       end
     end
@@ -31909,7 +31952,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$643  = pe4_6_w0;
     if (\$190 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$643  = w_data[55:48];
       end
@@ -31929,7 +31972,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$645  = pe4_7_w1;
     if (\$195 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$645  = w_data[63:56];
       end
     end
@@ -31939,7 +31982,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$646  = pe4_7_w0;
     if (\$195 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$646  = w_data[63:56];
       end
@@ -31999,7 +32042,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$652  = pe5_0_w1;
     if (\$201 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$652  = w_data[7:0];
       end
     end
@@ -32009,7 +32052,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$653  = pe5_0_w0;
     if (\$201 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$653  = w_data[7:0];
       end
@@ -32029,7 +32072,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$655  = pe5_1_w1;
     if (\$206 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$655  = w_data[15:8];
       end
     end
@@ -32039,7 +32082,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$656  = pe5_1_w0;
     if (\$206 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$656  = w_data[15:8];
       end
@@ -32059,7 +32102,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$658  = pe5_2_w1;
     if (\$211 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$658  = w_data[23:16];
       end
     end
@@ -32069,7 +32112,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$659  = pe5_2_w0;
     if (\$211 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$659  = w_data[23:16];
       end
@@ -32089,7 +32132,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$661  = pe5_3_w1;
     if (\$216 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$661  = w_data[31:24];
       end
     end
@@ -32099,7 +32142,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$662  = pe5_3_w0;
     if (\$216 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$662  = w_data[31:24];
       end
@@ -32119,7 +32162,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$664  = pe5_4_w1;
     if (\$221 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$664  = w_data[39:32];
       end
     end
@@ -32129,7 +32172,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$665  = pe5_4_w0;
     if (\$221 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$665  = w_data[39:32];
       end
@@ -32149,7 +32192,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$667  = pe5_5_w1;
     if (\$226 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$667  = w_data[47:40];
       end
     end
@@ -32159,7 +32202,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$668  = pe5_5_w0;
     if (\$226 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$668  = w_data[47:40];
       end
@@ -32179,7 +32222,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$670  = pe5_6_w1;
     if (\$231 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$670  = w_data[55:48];
       end
     end
@@ -32189,7 +32232,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$671  = pe5_6_w0;
     if (\$231 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$671  = w_data[55:48];
       end
@@ -32209,7 +32252,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$673  = pe5_7_w1;
     if (\$236 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$673  = w_data[63:56];
       end
     end
@@ -32219,7 +32262,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$674  = pe5_7_w0;
     if (\$236 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$674  = w_data[63:56];
       end
@@ -32289,7 +32332,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$681  = pe6_0_w1;
     if (\$242 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$681  = w_data[7:0];
       end
     end
@@ -32299,7 +32342,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$682  = pe6_0_w0;
     if (\$242 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$682  = w_data[7:0];
       end
@@ -32319,7 +32362,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$684  = pe6_1_w1;
     if (\$247 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$684  = w_data[15:8];
       end
     end
@@ -32329,7 +32372,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$685  = pe6_1_w0;
     if (\$247 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$685  = w_data[15:8];
       end
@@ -32349,7 +32392,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$687  = pe6_2_w1;
     if (\$252 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$687  = w_data[23:16];
       end
     end
@@ -32359,7 +32402,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$688  = pe6_2_w0;
     if (\$252 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$688  = w_data[23:16];
       end
@@ -32379,7 +32422,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$690  = pe6_3_w1;
     if (\$257 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$690  = w_data[31:24];
       end
     end
@@ -32389,7 +32432,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$691  = pe6_3_w0;
     if (\$257 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$691  = w_data[31:24];
       end
@@ -32409,7 +32452,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$693  = pe6_4_w1;
     if (\$262 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$693  = w_data[39:32];
       end
     end
@@ -32419,7 +32462,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$694  = pe6_4_w0;
     if (\$262 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$694  = w_data[39:32];
       end
@@ -32439,7 +32482,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$696  = pe6_5_w1;
     if (\$267 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$696  = w_data[47:40];
       end
     end
@@ -32449,7 +32492,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$697  = pe6_5_w0;
     if (\$267 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$697  = w_data[47:40];
       end
@@ -32469,7 +32512,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$699  = pe6_6_w1;
     if (\$272 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$699  = w_data[55:48];
       end
     end
@@ -32479,7 +32522,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$700  = pe6_6_w0;
     if (\$272 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$700  = w_data[55:48];
       end
@@ -32499,7 +32542,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$702  = pe6_7_w1;
     if (\$277 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$702  = w_data[63:56];
       end
     end
@@ -32509,7 +32552,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$703  = pe6_7_w0;
     if (\$277 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$703  = w_data[63:56];
       end
@@ -32589,7 +32632,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$711  = pe7_0_w1;
     if (\$283 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$711  = w_data[7:0];
       end
     end
@@ -32599,7 +32642,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$712  = pe7_0_w0;
     if (\$283 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$712  = w_data[7:0];
       end
@@ -32619,7 +32662,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$714  = pe7_1_w1;
     if (\$288 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$714  = w_data[15:8];
       end
     end
@@ -32629,7 +32672,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$715  = pe7_1_w0;
     if (\$288 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$715  = w_data[15:8];
       end
@@ -32649,7 +32692,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$717  = pe7_2_w1;
     if (\$293 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$717  = w_data[23:16];
       end
     end
@@ -32659,7 +32702,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$718  = pe7_2_w0;
     if (\$293 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$718  = w_data[23:16];
       end
@@ -32679,7 +32722,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$720  = pe7_3_w1;
     if (\$298 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$720  = w_data[31:24];
       end
     end
@@ -32689,7 +32732,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$721  = pe7_3_w0;
     if (\$298 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$721  = w_data[31:24];
       end
@@ -32709,7 +32752,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$723  = pe7_4_w1;
     if (\$303 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$723  = w_data[39:32];
       end
     end
@@ -32719,7 +32762,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$724  = pe7_4_w0;
     if (\$303 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$724  = w_data[39:32];
       end
@@ -32739,7 +32782,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$726  = pe7_5_w1;
     if (\$308 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$726  = w_data[47:40];
       end
     end
@@ -32749,7 +32792,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$727  = pe7_5_w0;
     if (\$308 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$727  = w_data[47:40];
       end
@@ -32769,7 +32812,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$729  = pe7_6_w1;
     if (\$313 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$729  = w_data[55:48];
       end
     end
@@ -32779,7 +32822,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$730  = pe7_6_w0;
     if (\$313 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$730  = w_data[55:48];
       end
@@ -32799,7 +32842,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$732  = pe7_7_w1;
     if (\$318 ) begin
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
         \$732  = w_data[63:56];
       end
     end
@@ -32809,7 +32852,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
     \$733  = pe7_7_w0;
     if (\$318 ) begin
       (* full_case = 32'd1 *)
-      if (w_bank) begin
+      if (\port$9846$2 [3]) begin
       end else begin
         \$733  = w_data[63:56];
       end
@@ -32825,8 +32868,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
       \$734  = 1'h0;
     end
   end
+  assign w_row = \port$9846$2 [2:0];
+  assign w_bank = \port$9846$2 [3];
   assign a_data = w_data;
-  assign a_bank = w_bank;
+  assign a_bank = \port$9846$2 [3];
   assign out_data = { pe7_7_psum, deskew6_0, deskew5_1, deskew4_2, deskew3_3, deskew2_4, deskew1_5, deskew0_6 };
   assign out_valid = out_valid_q;
   assign \$324  = 1'h1;
@@ -32848,7 +32893,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, w_row, w_bank, pe7_7
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9124$16 , \port$9884$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9138$16 , \port$9892$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -32892,10 +32937,10 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9124$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9124$16 ;
-  wire [15:0] \port$9124$16 ;
-  input [7:0] \port$9884$0 ;
-  wire [7:0] \port$9884$0 ;
+  input [15:0] \port$9138$16 ;
+  wire [15:0] \port$9138$16 ;
+  input [7:0] \port$9892$0 ;
+  wire [7:0] \port$9892$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -32930,7 +32975,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9124$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9124$16 , \port$9884$0  };
+      storage[w_port__addr] <= { \port$9138$16 , \port$9892$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -33041,8 +33086,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9124$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9124$16 , \port$9884$0  };
-  assign w_data = { \port$9124$16 , \port$9884$0  };
+  assign w_port__data = { \port$9138$16 , \port$9892$0  };
+  assign w_data = { \port$9138$16 , \port$9892$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -33051,7 +33096,7 @@ endmodule
 module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8639$0 , \port$8639$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8653$0 , \port$8653$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -33765,10 +33810,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] \limit$66 ;
   input [3:0] \port$109$0 ;
   wire [3:0] \port$109$0 ;
-  input [3:0] \port$8639$0 ;
-  wire [3:0] \port$8639$0 ;
-  input [23:0] \port$8639$8 ;
-  wire [23:0] \port$8639$8 ;
+  input [3:0] \port$8653$0 ;
+  wire [3:0] \port$8653$0 ;
+  input [23:0] \port$8653$8 ;
+  wire [23:0] \port$8653$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -34493,7 +34538,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$8639$0 [1:0] < 3'h4;
+  assign \$165  = \port$8653$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -34701,7 +34746,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$8639$0 [1:0];
+  assign \$344  = ! \port$8653$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -34721,7 +34766,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$8639$0 [1:0] == 1'h1;
+  assign \$364  = \port$8653$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -34741,7 +34786,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$8639$0 [1:0] == 2'h2;
+  assign \$384  = \port$8653$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -34761,7 +34806,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$8639$0 [1:0] == 2'h3;
+  assign \$404  = \port$8653$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -34854,7 +34899,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$9205$0 (fetch_r_buf),
+    .\port$9219$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -34866,7 +34911,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$9205$0 (fetch_r_buf),
+    .\port$9219$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -34878,7 +34923,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$9205$0 (fetch_r_buf),
+    .\port$9219$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -34890,7 +34935,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$9205$0 (fetch_r_buf),
+    .\port$9219$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -36588,12 +36633,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$8639$0 [1:0];
-  assign cpl_irq = \port$8639$0 [2];
-  assign cpl_halt = \port$8639$0 [3];
-  assign cpl_flags = \port$8639$8 [7:0];
-  assign cpl_status = \port$8639$8 [15:8];
-  assign cpl_opcode = \port$8639$8 [23:16];
+  assign cpl_queue = \port$8653$0 [1:0];
+  assign cpl_irq = \port$8653$0 [2];
+  assign cpl_halt = \port$8653$0 [3];
+  assign cpl_flags = \port$8653$8 [7:0];
+  assign cpl_status = \port$8653$8 [15:8];
+  assign cpl_opcode = \port$8653$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -36644,12 +36689,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$8639$8 [23:16];
-  assign \w_data$258 [19:12] = \port$8639$8 [15:8];
-  assign \w_data$258 [11:4] = \port$8639$8 [7:0];
-  assign \w_data$258 [3] = \port$8639$0 [3];
-  assign \w_data$258 [2] = \port$8639$0 [2];
-  assign \w_data$258 [1:0] = \port$8639$0 [1:0];
+  assign \w_data$258 [27:20] = \port$8653$8 [23:16];
+  assign \w_data$258 [19:12] = \port$8653$8 [15:8];
+  assign \w_data$258 [11:4] = \port$8653$8 [7:0];
+  assign \w_data$258 [3] = \port$8653$0 [3];
+  assign \w_data$258 [2] = \port$8653$0 [2];
+  assign \w_data$258 [1:0] = \port$8653$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -38235,7 +38280,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9205$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9219$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38262,8 +38307,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9205$0 ;
-  wire [191:0] \port$9205$0 ;
+  input [191:0] \port$9219$0 ;
+  wire [191:0] \port$9219$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -38298,7 +38343,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9205$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9219$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38369,14 +38414,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9205$0  };
-  assign w_data = { \port$0$87 , \port$9205$0  };
+  assign w_port__data = { \port$0$87 , \port$9219$0  };
+  assign w_data = { \port$0$87 , \port$9219$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9205$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9219$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38403,8 +38448,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9205$0 ;
-  wire [191:0] \port$9205$0 ;
+  input [191:0] \port$9219$0 ;
+  wire [191:0] \port$9219$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -38439,7 +38484,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9205$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9219$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38510,14 +38555,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9205$0  };
-  assign w_data = { \port$0$87 , \port$9205$0  };
+  assign w_port__data = { \port$0$87 , \port$9219$0  };
+  assign w_data = { \port$0$87 , \port$9219$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9205$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9219$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38544,8 +38589,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9205$0 ;
-  wire [191:0] \port$9205$0 ;
+  input [191:0] \port$9219$0 ;
+  wire [191:0] \port$9219$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -38580,7 +38625,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9205$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9219$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38651,14 +38696,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9205$0  };
-  assign w_data = { \port$0$87 , \port$9205$0  };
+  assign w_port__data = { \port$0$87 , \port$9219$0  };
+  assign w_data = { \port$0$87 , \port$9219$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9205$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9219$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38685,8 +38730,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9205$0 ;
-  wire [191:0] \port$9205$0 ;
+  input [191:0] \port$9219$0 ;
+  wire [191:0] \port$9219$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -38721,7 +38766,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9205$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9219$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38792,8 +38837,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9205$0  };
-  assign w_data = { \port$0$87 , \port$9205$0  };
+  assign w_port__data = { \port$0$87 , \port$9219$0  };
+  assign w_data = { \port$0$87 , \port$9219$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -38804,10 +38849,21 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg [1:0] \$100 ;
-  reg [1:0] \$101 ;
-  reg [1:0] \$102 ;
+  reg \$100 ;
+  reg \$101 ;
+  reg \$102 ;
+  reg \$103 ;
+  reg \$104 ;
+  reg \$105 ;
+  reg \$106 ;
+  reg \$107 ;
+  reg [1:0] \$108 ;
+  reg [1:0] \$109 ;
   wire \$11 ;
+  reg [1:0] \$110 ;
+  reg [1:0] \$111 ;
+  reg [1:0] \$112 ;
+  reg [1:0] \$113 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
@@ -38900,12 +38956,16 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   wire \$93 ;
   wire \$94 ;
   wire \$95 ;
-  reg \$96 ;
-  reg \$97 ;
-  reg \$98 ;
-  reg \$99 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [11:0] bank0_addr;
   reg [11:0] \bank0_addr$16 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank0_raddr_q;
+  (* init = 1'h0 *)
+  wire bank0_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank0_waddr_q;
   reg [63:0] bank0_wdata;
@@ -38914,7 +38974,11 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   (* init = 1'h0 *)
   wire bank0_wen_q;
   reg [11:0] bank1_addr;
-  reg [11:0] \bank1_addr$34 ;
+  reg [11:0] \bank1_addr$36 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank1_raddr_q;
+  (* init = 1'h0 *)
+  wire bank1_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank1_waddr_q;
   reg [63:0] bank1_wdata;
@@ -38923,7 +38987,11 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   (* init = 1'h0 *)
   wire bank1_wen_q;
   reg [11:0] bank2_addr;
-  reg [11:0] \bank2_addr$50 ;
+  reg [11:0] \bank2_addr$54 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank2_raddr_q;
+  (* init = 1'h0 *)
+  wire bank2_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank2_waddr_q;
   reg [63:0] bank2_wdata;
@@ -38932,7 +39000,11 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   (* init = 1'h0 *)
   wire bank2_wen_q;
   reg [11:0] bank3_addr;
-  reg [11:0] \bank3_addr$66 ;
+  reg [11:0] \bank3_addr$72 ;
+  (* init = 12'h000 *)
+  wire [11:0] bank3_raddr_q;
+  (* init = 1'h0 *)
+  wire bank3_ren_q;
   (* init = 12'h000 *)
   wire [11:0] bank3_waddr_q;
   reg [63:0] bank3_wdata;
@@ -38942,13 +39014,16 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  wire [11:0] raddr;
-  wire [11:0] \raddr$37 ;
-  wire [11:0] \raddr$53 ;
-  wire [11:0] \raddr$69 ;
+  reg [11:0] raddr = 12'h000;
+  reg [11:0] \raddr$40  = 12'h000;
+  reg [11:0] \raddr$58  = 12'h000;
+  reg [11:0] \raddr$76  = 12'h000;
   reg [1:0] rd0_bank_q = 2'h0;
+  reg [1:0] rd0_bank_q2 = 2'h0;
   reg [1:0] rd1_bank_q = 2'h0;
+  reg [1:0] rd1_bank_q2 = 2'h0;
   reg [1:0] rd2_bank_q = 2'h0;
+  reg [1:0] rd2_bank_q2 = 2'h0;
   input [13:0] rd__0__addr;
   wire [13:0] rd__0__addr;
   output [63:0] rd__0__data;
@@ -38974,47 +39049,47 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   output rd__2__gnt;
   wire rd__2__gnt;
   wire [63:0] rdata;
-  wire [63:0] \rdata$80 ;
-  wire [63:0] \rdata$81 ;
-  wire [63:0] \rdata$82 ;
-  wire ren;
-  wire \ren$36 ;
-  wire \ren$52 ;
-  wire \ren$68 ;
+  wire [63:0] \rdata$88 ;
+  wire [63:0] \rdata$89 ;
+  wire [63:0] \rdata$90 ;
+  reg ren = 1'h0;
+  reg \ren$38  = 1'h0;
+  reg \ren$56  = 1'h0;
+  reg \ren$74  = 1'h0;
   input rst;
   wire rst;
   reg [11:0] waddr = 12'h000;
-  reg [11:0] \waddr$40  = 12'h000;
-  reg [11:0] \waddr$56  = 12'h000;
-  reg [11:0] \waddr$72  = 12'h000;
+  reg [11:0] \waddr$44  = 12'h000;
+  reg [11:0] \waddr$62  = 12'h000;
+  reg [11:0] \waddr$80  = 12'h000;
   reg [63:0] wdata = 64'h0000000000000000;
-  reg [63:0] \wdata$42  = 64'h0000000000000000;
-  reg [63:0] \wdata$58  = 64'h0000000000000000;
-  reg [63:0] \wdata$74  = 64'h0000000000000000;
+  reg [63:0] \wdata$46  = 64'h0000000000000000;
+  reg [63:0] \wdata$64  = 64'h0000000000000000;
+  reg [63:0] \wdata$82  = 64'h0000000000000000;
   reg wen = 1'h0;
-  reg \wen$38  = 1'h0;
-  reg \wen$54  = 1'h0;
-  reg \wen$70  = 1'h0;
+  reg \wen$42  = 1'h0;
+  reg \wen$60  = 1'h0;
+  reg \wen$78  = 1'h0;
   wire win;
   wire \win$10 ;
   wire \win$13 ;
-  wire \win$28 ;
-  wire \win$29 ;
   wire \win$3 ;
   wire \win$30 ;
+  wire \win$31 ;
   wire \win$32 ;
-  wire \win$33 ;
-  wire \win$44 ;
-  wire \win$45 ;
-  wire \win$46 ;
+  wire \win$34 ;
+  wire \win$35 ;
   wire \win$48 ;
   wire \win$49 ;
+  wire \win$50 ;
+  wire \win$52 ;
+  wire \win$53 ;
   wire \win$6 ;
-  wire \win$60 ;
-  wire \win$61 ;
-  wire \win$62 ;
-  wire \win$64 ;
-  wire \win$65 ;
+  wire \win$66 ;
+  wire \win$67 ;
+  wire \win$68 ;
+  wire \win$70 ;
+  wire \win$71 ;
   input [13:0] wr__0__addr;
   wire [13:0] wr__0__addr;
   input [63:0] wr__0__data;
@@ -39056,15 +39131,14 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   assign \$20  = wr__0__en & \$19 ;
   assign \$22  = ~ \$21 ;
   assign \win$13  = \$18  & \$22 ;
-  assign ren = | { \win$6 , \win$3 , win };
   assign \$23  = rd__0__addr[13:12] == 1'h1;
-  assign \win$28  = rd__0__en & \$23 ;
+  assign \win$30  = rd__0__en & \$23 ;
   assign \$24  = rd__1__addr[13:12] == 1'h1;
   assign \$25  = rd__1__en & \$24 ;
   assign \$26  = rd__0__addr[13:12] == 1'h1;
   assign \$27  = rd__0__en & \$26 ;
   assign \$29  = ~ \$28 ;
-  assign \win$29  = \$25  & \$29 ;
+  assign \win$31  = \$25  & \$29 ;
   assign \$30  = rd__2__addr[13:12] == 1'h1;
   assign \$31  = rd__2__en & \$30 ;
   assign \$32  = rd__0__addr[13:12] == 1'h1;
@@ -39073,24 +39147,23 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   assign \$35  = rd__1__en & \$34 ;
   assign \$36  = | { \$35 , \$33  };
   assign \$37  = ~ \$36 ;
-  assign \win$30  = \$31  & \$37 ;
+  assign \win$32  = \$31  & \$37 ;
   assign \$38  = wr__0__addr[13:12] == 1'h1;
-  assign \win$32  = wr__0__en & \$38 ;
+  assign \win$34  = wr__0__en & \$38 ;
   assign \$39  = wr__1__addr[13:12] == 1'h1;
   assign \$40  = wr__1__en & \$39 ;
   assign \$41  = wr__0__addr[13:12] == 1'h1;
   assign \$42  = wr__0__en & \$41 ;
   assign \$44  = ~ \$43 ;
-  assign \win$33  = \$40  & \$44 ;
-  assign \ren$36  = | { \win$30 , \win$29 , \win$28  };
+  assign \win$35  = \$40  & \$44 ;
   assign \$45  = rd__0__addr[13:12] == 2'h2;
-  assign \win$44  = rd__0__en & \$45 ;
+  assign \win$48  = rd__0__en & \$45 ;
   assign \$46  = rd__1__addr[13:12] == 2'h2;
   assign \$47  = rd__1__en & \$46 ;
   assign \$48  = rd__0__addr[13:12] == 2'h2;
   assign \$49  = rd__0__en & \$48 ;
   assign \$51  = ~ \$50 ;
-  assign \win$45  = \$47  & \$51 ;
+  assign \win$49  = \$47  & \$51 ;
   assign \$52  = rd__2__addr[13:12] == 2'h2;
   assign \$53  = rd__2__en & \$52 ;
   assign \$54  = rd__0__addr[13:12] == 2'h2;
@@ -39099,24 +39172,23 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   assign \$57  = rd__1__en & \$56 ;
   assign \$58  = | { \$57 , \$55  };
   assign \$59  = ~ \$58 ;
-  assign \win$46  = \$53  & \$59 ;
+  assign \win$50  = \$53  & \$59 ;
   assign \$60  = wr__0__addr[13:12] == 2'h2;
-  assign \win$48  = wr__0__en & \$60 ;
+  assign \win$52  = wr__0__en & \$60 ;
   assign \$61  = wr__1__addr[13:12] == 2'h2;
   assign \$62  = wr__1__en & \$61 ;
   assign \$63  = wr__0__addr[13:12] == 2'h2;
   assign \$64  = wr__0__en & \$63 ;
   assign \$66  = ~ \$65 ;
-  assign \win$49  = \$62  & \$66 ;
-  assign \ren$52  = | { \win$46 , \win$45 , \win$44  };
+  assign \win$53  = \$62  & \$66 ;
   assign \$67  = rd__0__addr[13:12] == 2'h3;
-  assign \win$60  = rd__0__en & \$67 ;
+  assign \win$66  = rd__0__en & \$67 ;
   assign \$68  = rd__1__addr[13:12] == 2'h3;
   assign \$69  = rd__1__en & \$68 ;
   assign \$70  = rd__0__addr[13:12] == 2'h3;
   assign \$71  = rd__0__en & \$70 ;
   assign \$73  = ~ \$72 ;
-  assign \win$61  = \$69  & \$73 ;
+  assign \win$67  = \$69  & \$73 ;
   assign \$74  = rd__2__addr[13:12] == 2'h3;
   assign \$75  = rd__2__en & \$74 ;
   assign \$76  = rd__0__addr[13:12] == 2'h3;
@@ -39125,61 +39197,86 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   assign \$79  = rd__1__en & \$78 ;
   assign \$80  = | { \$79 , \$77  };
   assign \$81  = ~ \$80 ;
-  assign \win$62  = \$75  & \$81 ;
+  assign \win$68  = \$75  & \$81 ;
   assign \$82  = wr__0__addr[13:12] == 2'h3;
-  assign \win$64  = wr__0__en & \$82 ;
+  assign \win$70  = wr__0__en & \$82 ;
   assign \$83  = wr__1__addr[13:12] == 2'h3;
   assign \$84  = wr__1__en & \$83 ;
   assign \$85  = wr__0__addr[13:12] == 2'h3;
   assign \$86  = wr__0__en & \$85 ;
   assign \$88  = ~ \$87 ;
-  assign \win$65  = \$84  & \$88 ;
-  assign \ren$68  = | { \win$62 , \win$61 , \win$60  };
-  assign rd__0__gnt = | { \win$60 , \win$44 , \win$28 , win };
-  assign rd__1__gnt = | { \win$61 , \win$45 , \win$29 , \win$3  };
-  assign rd__2__gnt = | { \win$62 , \win$46 , \win$30 , \win$6  };
-  assign wr__0__gnt = | { \win$64 , \win$48 , \win$32 , \win$10  };
-  assign wr__1__gnt = | { \win$65 , \win$49 , \win$33 , \win$13  };
+  assign \win$71  = \$84  & \$88 ;
+  assign rd__0__gnt = | { \win$66 , \win$48 , \win$30 , win };
+  assign rd__1__gnt = | { \win$67 , \win$49 , \win$31 , \win$3  };
+  assign rd__2__gnt = | { \win$68 , \win$50 , \win$32 , \win$6  };
+  assign wr__0__gnt = | { \win$70 , \win$52 , \win$34 , \win$10  };
+  assign wr__1__gnt = | { \win$71 , \win$53 , \win$35 , \win$13  };
   assign \$89  = | { \win$13 , \win$10  };
-  assign \$90  = | { \win$33 , \win$32  };
-  assign \$91  = | { \win$49 , \win$48  };
-  assign \$92  = | { \win$65 , \win$64  };
-  assign \$93  = rd__0__en & rd__0__gnt;
-  assign \$94  = rd__1__en & rd__1__gnt;
-  assign \$95  = rd__2__en & rd__2__gnt;
+  assign \$90  = | { \win$6 , \win$3 , win };
+  assign \$91  = | { \win$35 , \win$34  };
+  assign \$92  = | { \win$32 , \win$31 , \win$30  };
+  assign \$93  = | { \win$53 , \win$52  };
+  assign \$94  = | { \win$50 , \win$49 , \win$48  };
+  assign \$95  = | { \win$71 , \win$70  };
+  assign \$96  = | { \win$68 , \win$67 , \win$66  };
+  assign \$97  = rd__0__en & rd__0__gnt;
+  assign \$98  = rd__1__en & rd__1__gnt;
+  assign \$99  = rd__2__en & rd__2__gnt;
   always @(posedge clk)
-    wen <= \$96 ;
+    wen <= \$100 ;
   always @(posedge clk)
     waddr <= \bank0_addr$16 ;
   always @(posedge clk)
     wdata <= bank0_wdata;
   always @(posedge clk)
-    \wen$38  <= \$97 ;
+    ren <= \$101 ;
   always @(posedge clk)
-    \waddr$40  <= \bank1_addr$34 ;
+    raddr <= bank0_addr;
   always @(posedge clk)
-    \wdata$42  <= bank1_wdata;
+    \wen$42  <= \$102 ;
   always @(posedge clk)
-    \wen$54  <= \$98 ;
+    \waddr$44  <= \bank1_addr$36 ;
   always @(posedge clk)
-    \waddr$56  <= \bank2_addr$50 ;
+    \wdata$46  <= bank1_wdata;
   always @(posedge clk)
-    \wdata$58  <= bank2_wdata;
+    \ren$38  <= \$103 ;
   always @(posedge clk)
-    \wen$70  <= \$99 ;
+    \raddr$40  <= bank1_addr;
   always @(posedge clk)
-    \waddr$72  <= \bank3_addr$66 ;
+    \wen$60  <= \$104 ;
   always @(posedge clk)
-    \wdata$74  <= bank3_wdata;
+    \waddr$62  <= \bank2_addr$54 ;
   always @(posedge clk)
-    rd0_bank_q <= \$100 ;
+    \wdata$64  <= bank2_wdata;
   always @(posedge clk)
-    rd1_bank_q <= \$101 ;
+    \ren$56  <= \$105 ;
   always @(posedge clk)
-    rd2_bank_q <= \$102 ;
+    \raddr$58  <= bank2_addr;
+  always @(posedge clk)
+    \wen$78  <= \$106 ;
+  always @(posedge clk)
+    \waddr$80  <= \bank3_addr$72 ;
+  always @(posedge clk)
+    \wdata$82  <= bank3_wdata;
+  always @(posedge clk)
+    \ren$74  <= \$107 ;
+  always @(posedge clk)
+    \raddr$76  <= bank3_addr;
+  always @(posedge clk)
+    rd0_bank_q <= \$108 ;
+  always @(posedge clk)
+    rd0_bank_q2 <= \$109 ;
+  always @(posedge clk)
+    rd1_bank_q <= \$110 ;
+  always @(posedge clk)
+    rd1_bank_q2 <= \$111 ;
+  always @(posedge clk)
+    rd2_bank_q <= \$112 ;
+  always @(posedge clk)
+    rd2_bank_q2 <= \$113 ;
   \kaki_soc_8x8.spad.bank0  bank0 (
     .clk(clk),
-    .raddr(bank0_addr),
+    .raddr(raddr),
     .rdata(rdata),
     .ren(ren),
     .waddr(waddr),
@@ -39188,30 +39285,30 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   );
   \kaki_soc_8x8.spad.bank1  bank1 (
     .clk(clk),
-    .raddr(bank1_addr),
-    .rdata(\rdata$80 ),
-    .ren(\ren$36 ),
-    .waddr(\waddr$40 ),
-    .wdata(\wdata$42 ),
-    .wen(\wen$38 )
+    .raddr(\raddr$40 ),
+    .rdata(\rdata$88 ),
+    .ren(\ren$38 ),
+    .waddr(\waddr$44 ),
+    .wdata(\wdata$46 ),
+    .wen(\wen$42 )
   );
   \kaki_soc_8x8.spad.bank2  bank2 (
     .clk(clk),
-    .raddr(bank2_addr),
-    .rdata(\rdata$81 ),
-    .ren(\ren$52 ),
-    .waddr(\waddr$56 ),
-    .wdata(\wdata$58 ),
-    .wen(\wen$54 )
+    .raddr(\raddr$58 ),
+    .rdata(\rdata$89 ),
+    .ren(\ren$56 ),
+    .waddr(\waddr$62 ),
+    .wdata(\wdata$64 ),
+    .wen(\wen$60 )
   );
   \kaki_soc_8x8.spad.bank3  bank3 (
     .clk(clk),
-    .raddr(bank3_addr),
-    .rdata(\rdata$82 ),
-    .ren(\ren$68 ),
-    .waddr(\waddr$72 ),
-    .wdata(\wdata$74 ),
-    .wen(\wen$70 )
+    .raddr(\raddr$76 ),
+    .rdata(\rdata$90 ),
+    .ren(\ren$74 ),
+    .waddr(\waddr$80 ),
+    .wdata(\wdata$82 ),
+    .wen(\wen$78 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
@@ -39249,218 +39346,271 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank1_addr = 12'h000;
-    if (\win$28 ) begin
+    if (\win$30 ) begin
       bank1_addr = rd__0__addr[11:0];
     end
-    if (\win$29 ) begin
+    if (\win$31 ) begin
       bank1_addr = rd__1__addr[11:0];
     end
-    if (\win$30 ) begin
+    if (\win$32 ) begin
       bank1_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \bank1_addr$34  = 12'h000;
-    if (\win$32 ) begin
-      \bank1_addr$34  = wr__0__addr[11:0];
+    \bank1_addr$36  = 12'h000;
+    if (\win$34 ) begin
+      \bank1_addr$36  = wr__0__addr[11:0];
     end
-    if (\win$33 ) begin
-      \bank1_addr$34  = wr__1__addr[11:0];
+    if (\win$35 ) begin
+      \bank1_addr$36  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank1_wdata = 64'h0000000000000000;
-    if (\win$32 ) begin
+    if (\win$34 ) begin
       bank1_wdata = wr__0__data;
     end
-    if (\win$33 ) begin
+    if (\win$35 ) begin
       bank1_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank2_addr = 12'h000;
-    if (\win$44 ) begin
+    if (\win$48 ) begin
       bank2_addr = rd__0__addr[11:0];
     end
-    if (\win$45 ) begin
+    if (\win$49 ) begin
       bank2_addr = rd__1__addr[11:0];
     end
-    if (\win$46 ) begin
+    if (\win$50 ) begin
       bank2_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \bank2_addr$50  = 12'h000;
-    if (\win$48 ) begin
-      \bank2_addr$50  = wr__0__addr[11:0];
+    \bank2_addr$54  = 12'h000;
+    if (\win$52 ) begin
+      \bank2_addr$54  = wr__0__addr[11:0];
     end
-    if (\win$49 ) begin
-      \bank2_addr$50  = wr__1__addr[11:0];
+    if (\win$53 ) begin
+      \bank2_addr$54  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank2_wdata = 64'h0000000000000000;
-    if (\win$48 ) begin
+    if (\win$52 ) begin
       bank2_wdata = wr__0__data;
     end
-    if (\win$49 ) begin
+    if (\win$53 ) begin
       bank2_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank3_addr = 12'h000;
-    if (\win$60 ) begin
+    if (\win$66 ) begin
       bank3_addr = rd__0__addr[11:0];
     end
-    if (\win$61 ) begin
+    if (\win$67 ) begin
       bank3_addr = rd__1__addr[11:0];
     end
-    if (\win$62 ) begin
+    if (\win$68 ) begin
       bank3_addr = rd__2__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \bank3_addr$66  = 12'h000;
-    if (\win$64 ) begin
-      \bank3_addr$66  = wr__0__addr[11:0];
+    \bank3_addr$72  = 12'h000;
+    if (\win$70 ) begin
+      \bank3_addr$72  = wr__0__addr[11:0];
     end
-    if (\win$65 ) begin
-      \bank3_addr$66  = wr__1__addr[11:0];
+    if (\win$71 ) begin
+      \bank3_addr$72  = wr__1__addr[11:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     bank3_wdata = 64'h0000000000000000;
-    if (\win$64 ) begin
+    if (\win$70 ) begin
       bank3_wdata = wr__0__data;
     end
-    if (\win$65 ) begin
+    if (\win$71 ) begin
       bank3_wdata = wr__1__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd0_bank_q)
+    casez (rd0_bank_q2)
       2'h0:
           rd__0__data = rdata;
       2'h1:
-          rd__0__data = \rdata$80 ;
+          rd__0__data = \rdata$88 ;
       2'h2:
-          rd__0__data = \rdata$81 ;
+          rd__0__data = \rdata$89 ;
       2'h3:
-          rd__0__data = \rdata$82 ;
+          rd__0__data = \rdata$90 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd1_bank_q)
+    casez (rd1_bank_q2)
       2'h0:
           rd__1__data = rdata;
       2'h1:
-          rd__1__data = \rdata$80 ;
+          rd__1__data = \rdata$88 ;
       2'h2:
-          rd__1__data = \rdata$81 ;
+          rd__1__data = \rdata$89 ;
       2'h3:
-          rd__1__data = \rdata$82 ;
+          rd__1__data = \rdata$90 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd2_bank_q)
+    casez (rd2_bank_q2)
       2'h0:
           rd__2__data = rdata;
       2'h1:
-          rd__2__data = \rdata$80 ;
+          rd__2__data = \rdata$88 ;
       2'h2:
-          rd__2__data = \rdata$81 ;
+          rd__2__data = \rdata$89 ;
       2'h3:
-          rd__2__data = \rdata$82 ;
+          rd__2__data = \rdata$90 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$96  = \$89 ;
+    \$100  = \$89 ;
     if (rst) begin
-      \$96  = 1'h0;
+      \$100  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$97  = \$90 ;
+    \$101  = \$90 ;
     if (rst) begin
-      \$97  = 1'h0;
+      \$101  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$98  = \$91 ;
+    \$102  = \$91 ;
     if (rst) begin
-      \$98  = 1'h0;
+      \$102  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$99  = \$92 ;
+    \$103  = \$92 ;
     if (rst) begin
-      \$99  = 1'h0;
+      \$103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$100  = rd0_bank_q;
-    if (\$93 ) begin
-      \$100  = rd__0__addr[13:12];
-    end
+    \$104  = \$93 ;
     if (rst) begin
-      \$100  = 2'h0;
+      \$104  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$101  = rd1_bank_q;
-    if (\$94 ) begin
-      \$101  = rd__1__addr[13:12];
-    end
+    \$105  = \$94 ;
     if (rst) begin
-      \$101  = 2'h0;
+      \$105  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$102  = rd2_bank_q;
-    if (\$95 ) begin
-      \$102  = rd__2__addr[13:12];
-    end
+    \$106  = \$95 ;
     if (rst) begin
-      \$102  = 2'h0;
+      \$106  = 1'h0;
     end
   end
-  assign raddr = bank0_addr;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$107  = \$96 ;
+    if (rst) begin
+      \$107  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$108  = rd0_bank_q;
+    if (\$97 ) begin
+      \$108  = rd__0__addr[13:12];
+    end
+    if (rst) begin
+      \$108  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$109  = rd0_bank_q;
+    if (rst) begin
+      \$109  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$110  = rd1_bank_q;
+    if (\$98 ) begin
+      \$110  = rd__1__addr[13:12];
+    end
+    if (rst) begin
+      \$110  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$111  = rd1_bank_q;
+    if (rst) begin
+      \$111  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$112  = rd2_bank_q;
+    if (\$99 ) begin
+      \$112  = rd__2__addr[13:12];
+    end
+    if (rst) begin
+      \$112  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$113  = rd2_bank_q;
+    if (rst) begin
+      \$113  = 2'h0;
+    end
+  end
+  assign bank0_ren_q = ren;
+  assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
   assign bank0_waddr_q = waddr;
   assign bank0_wdata_q = wdata;
-  assign \raddr$37  = bank1_addr;
-  assign bank1_wen_q = \wen$38 ;
-  assign bank1_waddr_q = \waddr$40 ;
-  assign bank1_wdata_q = \wdata$42 ;
-  assign \raddr$53  = bank2_addr;
-  assign bank2_wen_q = \wen$54 ;
-  assign bank2_waddr_q = \waddr$56 ;
-  assign bank2_wdata_q = \wdata$58 ;
-  assign \raddr$69  = bank3_addr;
-  assign bank3_wen_q = \wen$70 ;
-  assign bank3_waddr_q = \waddr$72 ;
-  assign bank3_wdata_q = \wdata$74 ;
+  assign bank1_ren_q = \ren$38 ;
+  assign bank1_raddr_q = \raddr$40 ;
+  assign bank1_wen_q = \wen$42 ;
+  assign bank1_waddr_q = \waddr$44 ;
+  assign bank1_wdata_q = \wdata$46 ;
+  assign bank2_ren_q = \ren$56 ;
+  assign bank2_raddr_q = \raddr$58 ;
+  assign bank2_wen_q = \wen$60 ;
+  assign bank2_waddr_q = \waddr$62 ;
+  assign bank2_wdata_q = \wdata$64 ;
+  assign bank3_ren_q = \ren$74 ;
+  assign bank3_raddr_q = \raddr$76 ;
+  assign bank3_wen_q = \wen$78 ;
+  assign bank3_waddr_q = \waddr$80 ;
+  assign bank3_wdata_q = \wdata$82 ;
   assign \$6  = \$5 ;
   assign \$21  = \$20 ;
   assign \$28  = \$27 ;
@@ -39472,7 +39622,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.spad.bank0 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_8x8.spad.bank0 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -39504,7 +39654,7 @@ module \kaki_soc_8x8.spad.bank0 (ren, rdata, raddr, wen, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.spad.bank1 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_8x8.spad.bank1 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -39536,7 +39686,7 @@ module \kaki_soc_8x8.spad.bank1 (ren, rdata, raddr, wen, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.spad.bank2 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_8x8.spad.bank2 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -39568,7 +39718,7 @@ module \kaki_soc_8x8.spad.bank2 (ren, rdata, raddr, wen, waddr, wdata, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.spad.bank3 (ren, rdata, raddr, wen, waddr, wdata, clk);
+module \kaki_soc_8x8.spad.bank3 (rdata, wen, waddr, wdata, ren, raddr, clk);
   input clk;
   wire clk;
   input [11:0] raddr;
@@ -40210,21 +40360,21 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire \$643 ;
   wire \$644 ;
   wire \$645 ;
-  reg [5:0] \$646 ;
-  reg [5:0] \$647 ;
-  reg [5:0] \$648 ;
-  reg [5:0] \$649 ;
+  wire \$646 ;
+  reg \$647 ;
+  reg [1:0] \$648 ;
+  reg \$649 ;
   wire [7:0] \$65 ;
-  reg [5:0] \$650 ;
+  reg [1:0] \$650 ;
   reg [5:0] \$651 ;
   reg [5:0] \$652 ;
   reg [5:0] \$653 ;
-  reg [7:0] \$654 ;
-  reg [31:0] \$655 ;
-  reg [31:0] \$656 ;
-  reg [31:0] \$657 ;
-  reg [31:0] \$658 ;
-  reg [31:0] \$659 ;
+  reg [5:0] \$654 ;
+  reg [5:0] \$655 ;
+  reg [5:0] \$656 ;
+  reg [5:0] \$657 ;
+  reg [5:0] \$658 ;
+  reg [7:0] \$659 ;
   wire [7:0] \$66 ;
   reg [31:0] \$660 ;
   reg [31:0] \$661 ;
@@ -40238,38 +40388,42 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [31:0] \$669 ;
   wire [7:0] \$67 ;
   reg [31:0] \$670 ;
-  reg \$671 ;
-  reg [155:0] \$672 ;
-  reg [7:0] \$673 ;
-  reg [16:0] \$674 ;
-  reg [16:0] \$675 ;
-  reg [2:0] \$676 ;
-  reg [1:0] \$677 ;
-  reg [12:0] \$678 ;
-  reg [13:0] \$679 ;
+  reg [31:0] \$671 ;
+  reg [31:0] \$672 ;
+  reg [31:0] \$673 ;
+  reg [31:0] \$674 ;
+  reg [31:0] \$675 ;
+  reg [155:0] \$676 ;
+  reg [7:0] \$677 ;
+  reg [16:0] \$678 ;
+  reg [16:0] \$679 ;
   wire [7:0] \$68 ;
-  reg \$680 ;
+  reg [2:0] \$680 ;
   reg [1:0] \$681 ;
-  reg \$682 ;
-  reg \$683 ;
+  reg [12:0] \$682 ;
+  reg [13:0] \$683 ;
   reg \$684 ;
   reg \$685 ;
   reg \$686 ;
   reg \$687 ;
   reg \$688 ;
-  reg [7:0] \$689 ;
+  reg \$689 ;
   wire [7:0] \$69 ;
-  reg [7:0] \$690 ;
-  reg [7:0] \$691 ;
-  reg [7:0] \$692 ;
+  reg \$690 ;
+  reg \$691 ;
+  reg \$692 ;
   reg [7:0] \$693 ;
   reg [7:0] \$694 ;
   reg [7:0] \$695 ;
   reg [7:0] \$696 ;
-  reg [13:0] \$697 ;
-  reg [63:0] \$698 ;
+  reg [7:0] \$697 ;
+  reg [7:0] \$698 ;
+  reg [7:0] \$699 ;
   wire \$7 ;
   wire [7:0] \$70 ;
+  reg [7:0] \$700 ;
+  reg [13:0] \$701 ;
+  reg [63:0] \$702 ;
   wire [7:0] \$71 ;
   wire [7:0] \$72 ;
   wire [7:0] \$73 ;
@@ -40320,8 +40474,10 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [31:0] bias_5 = 32'd0;
   reg [31:0] bias_6 = 32'd0;
   reg [31:0] bias_7 = 32'd0;
-  reg [1:0] cap_idx = 2'h0;
-  reg cap_valid = 1'h0;
+  reg [1:0] cap_idx0 = 2'h0;
+  reg [1:0] cap_idx1 = 2'h0;
+  reg cap_valid0 = 1'h0;
+  reg cap_valid1 = 1'h0;
   input clk;
   wire clk;
   reg [155:0] cmd = 156'h000000000000000000000000000000000000000;
@@ -40415,6 +40571,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire fits5_5;
   wire fits5_6;
   wire fits5_7;
+  reg granted;
+  reg inflight1 = 1'h0;
   reg [16:0] issued = 17'h00000;
   reg [7:0] max6_0 = 8'h00;
   reg [7:0] max6_1 = 8'h00;
@@ -40582,6 +40740,9 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [7:0] y5_5 = 8'h00;
   reg [7:0] y5_6 = 8'h00;
   reg [7:0] y5_7 = 8'h00;
+  assign \$299  = $signed(plo2_4) + $signed(\$298 );
+  assign \$300  = v2 ? \$299  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
+  assign \$301  = $signed(p3_4) >>> shift_4;
   assign \$302  = v3 ? \$301  : sh4_4;
   assign \$304  = \$303  >> shift_4;
   assign \$305  = v3 ? \$304  : rb4_4;
@@ -40816,7 +40977,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$540  = \$537  ? out6_7 : \$539 ;
   assign \$541  = cmd[39:20] + retired;
   assign \$542  = retired == cmd[55:40];
-  assign \$543  = \$644  & \$542 ;
+  assign \$543  = \$645  & \$542 ;
   assign \$544  = \$543  & cmd[147];
   assign \$545  = cmd[19:0] + cmd[55:40];
   assign \$546  = \$545  > 14'h2000;
@@ -40937,90 +41098,97 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$643  = vec_fsm_state == 3'h4;
   assign \$644  = vec_fsm_state == 3'h5;
   assign \$645  = vec_fsm_state == 3'h6;
+  assign \$646  = vec_fsm_state == 3'h7;
   always @(posedge clk)
-    shift_0 <= \$646 ;
+    cap_valid0 <= \$647 ;
   always @(posedge clk)
-    shift_1 <= \$647 ;
+    cap_idx0 <= \$648 ;
   always @(posedge clk)
-    shift_2 <= \$648 ;
+    cap_valid1 <= \$649 ;
   always @(posedge clk)
-    shift_3 <= \$649 ;
+    cap_idx1 <= \$650 ;
   always @(posedge clk)
-    shift_4 <= \$650 ;
+    shift_0 <= \$651 ;
   always @(posedge clk)
-    shift_5 <= \$651 ;
+    shift_1 <= \$652 ;
   always @(posedge clk)
-    shift_6 <= \$652 ;
+    shift_2 <= \$653 ;
   always @(posedge clk)
-    shift_7 <= \$653 ;
+    shift_3 <= \$654 ;
   always @(posedge clk)
-    shift_out_of_range <= \$654 ;
+    shift_4 <= \$655 ;
   always @(posedge clk)
-    bias_0 <= \$655 ;
+    shift_5 <= \$656 ;
   always @(posedge clk)
-    bias_1 <= \$656 ;
+    shift_6 <= \$657 ;
   always @(posedge clk)
-    bias_2 <= \$657 ;
+    shift_7 <= \$658 ;
   always @(posedge clk)
-    bias_3 <= \$658 ;
+    shift_out_of_range <= \$659 ;
   always @(posedge clk)
-    bias_4 <= \$659 ;
+    bias_0 <= \$660 ;
   always @(posedge clk)
-    bias_5 <= \$660 ;
+    bias_1 <= \$661 ;
   always @(posedge clk)
-    bias_6 <= \$661 ;
+    bias_2 <= \$662 ;
   always @(posedge clk)
-    bias_7 <= \$662 ;
+    bias_3 <= \$663 ;
   always @(posedge clk)
-    mult_0 <= \$663 ;
+    bias_4 <= \$664 ;
   always @(posedge clk)
-    mult_1 <= \$664 ;
+    bias_5 <= \$665 ;
   always @(posedge clk)
-    mult_2 <= \$665 ;
+    bias_6 <= \$666 ;
   always @(posedge clk)
-    mult_3 <= \$666 ;
+    bias_7 <= \$667 ;
   always @(posedge clk)
-    mult_4 <= \$667 ;
+    mult_0 <= \$668 ;
   always @(posedge clk)
-    mult_5 <= \$668 ;
+    mult_1 <= \$669 ;
   always @(posedge clk)
-    mult_6 <= \$669 ;
+    mult_2 <= \$670 ;
   always @(posedge clk)
-    mult_7 <= \$670 ;
+    mult_3 <= \$671 ;
   always @(posedge clk)
-    cap_valid <= \$671 ;
+    mult_4 <= \$672 ;
   always @(posedge clk)
-    cmd <= \$672 ;
+    mult_5 <= \$673 ;
   always @(posedge clk)
-    err <= \$673 ;
+    mult_6 <= \$674 ;
   always @(posedge clk)
-    issued <= \$674 ;
+    mult_7 <= \$675 ;
   always @(posedge clk)
-    retired <= \$675 ;
+    cmd <= \$676 ;
   always @(posedge clk)
-    vec_fsm_state <= \$676 ;
+    err <= \$677 ;
   always @(posedge clk)
-    pidx <= \$677 ;
+    issued <= \$678 ;
   always @(posedge clk)
-    acc_ptr <= \$678 ;
+    retired <= \$679 ;
   always @(posedge clk)
-    res_ptr <= \$679 ;
+    vec_fsm_state <= \$680 ;
   always @(posedge clk)
-    more <= \$680 ;
+    pidx <= \$681 ;
   always @(posedge clk)
-    cap_idx <= \$681 ;
+    acc_ptr <= \$682 ;
   always @(posedge clk)
-    v0 <= \$682 ;
+    res_ptr <= \$683 ;
   always @(posedge clk)
-    v1 <= \$683 ;
+    more <= \$684 ;
   always @(posedge clk)
-    v2 <= \$684 ;
+    inflight1 <= \$685 ;
   always @(posedge clk)
-    v3 <= \$685 ;
+    v0 <= \$686 ;
   always @(posedge clk)
-    v4 <= \$686 ;
+    v1 <= \$687 ;
   always @(posedge clk)
-    v5 <= \$687 ;
+    v2 <= \$688 ;
+  always @(posedge clk)
+    v3 <= \$689 ;
+  always @(posedge clk)
+    v4 <= \$690 ;
+  always @(posedge clk)
+    v5 <= \$691 ;
   always @(posedge clk)
     res1_0 <= \$36 ;
   always @(posedge clk)
@@ -41214,27 +41382,27 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   always @(posedge clk)
     y5_7 <= \$507 ;
   always @(posedge clk)
-    wr_en <= \$688 ;
+    wr_en <= \$692 ;
   always @(posedge clk)
-    max6_0 <= \$689 ;
+    max6_0 <= \$693 ;
   always @(posedge clk)
-    max6_1 <= \$690 ;
+    max6_1 <= \$694 ;
   always @(posedge clk)
-    max6_2 <= \$691 ;
+    max6_2 <= \$695 ;
   always @(posedge clk)
-    max6_3 <= \$692 ;
+    max6_3 <= \$696 ;
   always @(posedge clk)
-    max6_4 <= \$693 ;
+    max6_4 <= \$697 ;
   always @(posedge clk)
-    max6_5 <= \$694 ;
+    max6_5 <= \$698 ;
   always @(posedge clk)
-    max6_6 <= \$695 ;
+    max6_6 <= \$699 ;
   always @(posedge clk)
-    max6_7 <= \$696 ;
+    max6_7 <= \$700 ;
   always @(posedge clk)
-    wr_addr <= \$697 ;
+    wr_addr <= \$701 ;
   always @(posedge clk)
-    wr_data <= \$698 ;
+    wr_data <= \$702 ;
   assign \$1  = | acc_rd__data[31:6];
   assign \$2  = | acc_rd__data[63:38];
   assign \$3  = | acc_rd__data[95:70];
@@ -41524,244 +41692,151 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$295  = v1 ? { \$294 [47], \$294  } : plo2_4;
   assign \$296  = $signed(x1_4) * $signed(mult_4[31:16]);
   assign \$297  = v1 ? \$296  : phi2_4;
-  assign \$299  = $signed(plo2_4) + $signed(\$298 );
-  assign \$300  = v2 ? \$299  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
-  assign \$301  = $signed(p3_4) >>> shift_4;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$646  = shift_0;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$647  = granted;
+    if (reset[3]) begin
+      \$647  = 1'h0;
+    end
+    if (rst) begin
+      \$647  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$648  = pidx;
+    if (reset[3]) begin
+      \$648  = 2'h0;
+    end
+    if (rst) begin
+      \$648  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$649  = cap_valid0;
+    if (reset[3]) begin
+      \$649  = 1'h0;
+    end
+    if (rst) begin
+      \$649  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$650  = cap_idx0;
+    if (reset[3]) begin
+      \$650  = 2'h0;
+    end
+    if (rst) begin
+      \$650  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$651  = shift_0;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$646  = acc_rd__data[5:0];
+            \$651  = acc_rd__data[5:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$647  = shift_1;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$652  = shift_1;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$647  = acc_rd__data[37:32];
+            \$652  = acc_rd__data[37:32];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$648  = shift_2;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$653  = shift_2;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$648  = acc_rd__data[69:64];
+            \$653  = acc_rd__data[69:64];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$649  = shift_3;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$654  = shift_3;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$649  = acc_rd__data[101:96];
+            \$654  = acc_rd__data[101:96];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$650  = shift_4;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$655  = shift_4;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$650  = acc_rd__data[133:128];
+            \$655  = acc_rd__data[133:128];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$651  = shift_5;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$656  = shift_5;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$651  = acc_rd__data[165:160];
+            \$656  = acc_rd__data[165:160];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$652  = shift_6;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$657  = shift_6;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$652  = acc_rd__data[197:192];
+            \$657  = acc_rd__data[197:192];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$653  = shift_7;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$658  = shift_7;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$653  = acc_rd__data[229:224];
+            \$658  = acc_rd__data[229:224];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$654  = shift_out_of_range;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$659  = shift_out_of_range;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
-            \$654  = { \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
+            \$659  = { \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
       endcase
     end
     if (reset[3]) begin
-      \$654  = 8'h00;
+      \$659  = 8'h00;
     end
     if (rst) begin
-      \$654  = 8'h00;
+      \$659  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$655  = bias_0;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$660  = bias_0;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$655  = acc_rd__data[31:0];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$655  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$656  = bias_1;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$656  = acc_rd__data[63:32];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$656  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$657  = bias_2;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$657  = acc_rd__data[95:64];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$657  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$658  = bias_3;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$658  = acc_rd__data[127:96];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$658  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$659  = bias_4;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$659  = acc_rd__data[159:128];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$659  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$660  = bias_5;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$660  = acc_rd__data[191:160];
+            \$660  = acc_rd__data[31:0];
       endcase
     end
     casez (vec_fsm_state)
@@ -41781,13 +41856,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$661  = bias_6;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$661  = bias_1;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$661  = acc_rd__data[223:192];
+            \$661  = acc_rd__data[63:32];
       endcase
     end
     casez (vec_fsm_state)
@@ -41807,13 +41882,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$662  = bias_7;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$662  = bias_2;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            \$662  = acc_rd__data[255:224];
+            \$662  = acc_rd__data[95:64];
       endcase
     end
     casez (vec_fsm_state)
@@ -41833,189 +41908,301 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$663  = mult_0;
-    if (cap_valid) begin
-      casez (cap_idx)
+    \$663  = bias_3;
+    if (cap_valid1) begin
+      casez (cap_idx1)
         2'h0:
             /* empty */;
         2'h1:
-            /* empty */;
-        2'h2:
-            \$663  = acc_rd__data[31:0];
+            \$663  = acc_rd__data[127:96];
       endcase
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$664  = mult_1;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$664  = acc_rd__data[63:32];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$665  = mult_2;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$665  = acc_rd__data[95:64];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$666  = mult_3;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$666  = acc_rd__data[127:96];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$667  = mult_4;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$667  = acc_rd__data[159:128];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$668  = mult_5;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$668  = acc_rd__data[191:160];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$669  = mult_6;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$669  = acc_rd__data[223:192];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$670  = mult_7;
-    if (cap_valid) begin
-      casez (cap_idx)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$670  = acc_rd__data[255:224];
-      endcase
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$671  = 1'h0;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$13 ) begin
+              \$663  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$664  = bias_4;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$664  = acc_rd__data[159:128];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
           /* empty */;
-      3'h3:
-          if (acc_rd__gnt) begin
-            \$671  = 1'h1;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$13 ) begin
+              \$664  = 32'd0;
+            end
           end
     endcase
-    if (reset[3]) begin
-      \$671  = 1'h0;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$665  = bias_5;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$665  = acc_rd__data[191:160];
+      endcase
     end
-    if (rst) begin
-      \$671  = 1'h0;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$13 ) begin
+              \$665  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$666  = bias_6;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$666  = acc_rd__data[223:192];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$13 ) begin
+              \$666  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$667  = bias_7;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$667  = acc_rd__data[255:224];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$13 ) begin
+              \$667  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$668  = mult_0;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$668  = acc_rd__data[31:0];
+      endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$672  = cmd;
-    casez (vec_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$672  = ctl__cmd__payload;
-          end
-    endcase
-    if (reset[3]) begin
-      \$672  = 156'h000000000000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$672  = 156'h000000000000000000000000000000000000000;
+    \$669  = mult_1;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$669  = acc_rd__data[63:32];
+      endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$673  = err;
+    \$670  = mult_2;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$670  = acc_rd__data[95:64];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$671  = mult_3;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$671  = acc_rd__data[127:96];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$672  = mult_4;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$672  = acc_rd__data[159:128];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$673  = mult_5;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$673  = acc_rd__data[191:160];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$674  = mult_6;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$674  = acc_rd__data[223:192];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$675  = mult_7;
+    if (cap_valid1) begin
+      casez (cap_idx1)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$675  = acc_rd__data[255:224];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$676  = cmd;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$673  = 8'h00;
+            \$676  = ctl__cmd__payload;
+          end
+    endcase
+    if (reset[3]) begin
+      \$676  = 156'h000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$676  = 156'h000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$677  = err;
+    casez (vec_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$677  = 8'h00;
           end
       3'h1:
           if (\$11 ) begin
-            \$673  = 8'h02;
+            \$677  = 8'h02;
           end else if (\$12 ) begin
-            \$673  = 8'h03;
+            \$677  = 8'h03;
           end else if (range_bad) begin
-            \$673  = 8'h04;
+            \$677  = 8'h04;
           end
       3'h3:
           /* empty */;
       3'h4:
+          /* empty */;
+      3'h5:
           if (\$29 ) begin
-            \$673  = 8'h08;
+            \$677  = 8'h08;
           end
     endcase
     if (reset[3]) begin
-      \$673  = 8'h00;
+      \$677  = 8'h00;
     end
     if (rst) begin
-      \$673  = 8'h00;
+      \$677  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$674  = issued;
+    \$678  = issued;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$674  = 17'h00000;
+            \$678  = 17'h00000;
           end
       3'h1:
           /* empty */;
@@ -42024,92 +42211,97 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
+          /* empty */;
+      3'h6:
           if (fire) begin
-            \$674  = \$30 [16:0];
+            \$678  = \$30 [16:0];
           end
     endcase
     if (reset[3]) begin
-      \$674  = 17'h00000;
+      \$678  = 17'h00000;
     end
     if (rst) begin
-      \$674  = 17'h00000;
+      \$678  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$675  = retired;
+    \$679  = retired;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$675  = 17'h00000;
+            \$679  = 17'h00000;
           end
     endcase
     if (v5) begin
-      \$675  = \$508 [16:0];
+      \$679  = \$508 [16:0];
     end
     if (reset[3]) begin
-      \$675  = 17'h00000;
+      \$679  = 17'h00000;
     end
     if (rst) begin
-      \$675  = 17'h00000;
+      \$679  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$676  = vec_fsm_state;
+    \$680  = vec_fsm_state;
+    (* full_case = 32'd1 *)
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$676  = 3'h1;
+            \$680  = 3'h1;
           end
       3'h1:
           (* full_case = 32'd1 *)
           if (\$11 ) begin
-            \$676  = 3'h2;
+            \$680  = 3'h2;
           end else if (\$12 ) begin
-            \$676  = 3'h2;
+            \$680  = 3'h2;
           end else if (range_bad) begin
-            \$676  = 3'h2;
+            \$680  = 3'h2;
           end else begin
-            \$676  = 3'h3;
+            \$680  = 3'h3;
           end
       3'h3:
           if (acc_rd__gnt) begin
             if (\$28 ) begin
-              \$676  = 3'h4;
+              \$680  = 3'h4;
             end
           end
       3'h4:
+          \$680  = 3'h5;
+      3'h5:
           (* full_case = 32'd1 *)
           if (\$29 ) begin
-            \$676  = 3'h2;
+            \$680  = 3'h2;
           end else begin
-            \$676  = 3'h5;
+            \$680  = 3'h6;
           end
-      3'h5:
+      3'h6:
           if (\$35 ) begin
             (* full_case = 32'd1 *)
             if (cmd[147]) begin
-              \$676  = 3'h6;
+              \$680  = 3'h7;
             end else begin
-              \$676  = 3'h2;
+              \$680  = 3'h2;
             end
           end
-      3'h6:
-          \$676  = 3'h2;
+      3'h7:
+          \$680  = 3'h2;
       3'h2:
-          \$676  = 3'h0;
+          \$680  = 3'h0;
     endcase
     if (reset[3]) begin
-      \$676  = 3'h0;
+      \$680  = 3'h0;
     end
     if (rst) begin
-      \$676  = 3'h0;
+      \$680  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$677  = pidx;
+    \$681  = pidx;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -42119,123 +42311,11 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (\$12 ) begin
           end else if (range_bad) begin
           end else begin
-            \$677  = 2'h0;
+            \$681  = 2'h0;
           end
       3'h3:
           if (acc_rd__gnt) begin
-            \$677  = \$18 [1:0];
-          end
-    endcase
-    if (reset[3]) begin
-      \$677  = 2'h0;
-    end
-    if (rst) begin
-      \$677  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$678  = acc_ptr;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            \$678  = cmd[108:96];
-          end
-      3'h3:
-          if (acc_rd__gnt) begin
-            \$678  = \$27 [12:0];
-          end
-      3'h4:
-          /* empty */;
-      3'h5:
-          if (fire) begin
-            \$678  = \$33 [12:0];
-          end
-    endcase
-    if (reset[3]) begin
-      \$678  = 13'h0000;
-    end
-    if (rst) begin
-      \$678  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$679  = res_ptr;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            \$679  = cmd[129:116];
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          if (fire) begin
-            \$679  = \$34 [13:0];
-          end
-    endcase
-    if (reset[3]) begin
-      \$679  = 14'h0000;
-    end
-    if (rst) begin
-      \$679  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$680  = more;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            \$680  = 1'h1;
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          if (fire) begin
-            \$680  = \$32 ;
-          end
-    endcase
-    if (reset[3]) begin
-      \$680  = 1'h0;
-    end
-    if (rst) begin
-      \$680  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$681  = cap_idx;
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          if (acc_rd__gnt) begin
-            \$681  = pidx;
+            \$681  = \$18 [1:0];
           end
     endcase
     if (reset[3]) begin
@@ -42247,27 +42327,95 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$682  = fire;
+    \$682  = acc_ptr;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$682  = cmd[108:96];
+          end
+      3'h3:
+          if (acc_rd__gnt) begin
+            \$682  = \$27 [12:0];
+          end
+      3'h4:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          if (fire) begin
+            \$682  = \$33 [12:0];
+          end
+    endcase
     if (reset[3]) begin
-      \$682  = 1'h0;
+      \$682  = 13'h0000;
     end
     if (rst) begin
-      \$682  = 1'h0;
+      \$682  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$683  = v0;
+    \$683  = res_ptr;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$683  = cmd[129:116];
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          if (fire) begin
+            \$683  = \$34 [13:0];
+          end
+    endcase
     if (reset[3]) begin
-      \$683  = 1'h0;
+      \$683  = 14'h0000;
     end
     if (rst) begin
-      \$683  = 1'h0;
+      \$683  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$684  = v1;
+    \$684  = more;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            \$684  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          if (fire) begin
+            \$684  = \$32 ;
+          end
+    endcase
     if (reset[3]) begin
       \$684  = 1'h0;
     end
@@ -42277,7 +42425,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$685  = v2;
+    \$685  = fire;
     if (reset[3]) begin
       \$685  = 1'h0;
     end
@@ -42287,7 +42435,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$686  = v3;
+    \$686  = inflight1;
     if (reset[3]) begin
       \$686  = 1'h0;
     end
@@ -42297,7 +42445,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$687  = v4;
+    \$687  = v0;
     if (reset[3]) begin
       \$687  = 1'h0;
     end
@@ -42307,17 +42455,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$688  = 1'h0;
-    if (v5) begin
-      (* full_case = 32'd1 *)
-      if (cmd[147]) begin
-      end else begin
-        \$688  = 1'h1;
-      end
-    end
-    if (\$544 ) begin
-      \$688  = 1'h1;
-    end
+    \$688  = v1;
     if (reset[3]) begin
       \$688  = 1'h0;
     end
@@ -42327,102 +42465,152 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$689  = max6_0;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$689  = \$512 ;
-      end
+    \$689  = v2;
+    if (reset[3]) begin
+      \$689  = 1'h0;
+    end
+    if (rst) begin
+      \$689  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$690  = max6_1;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$690  = \$516 ;
-      end
+    \$690  = v3;
+    if (reset[3]) begin
+      \$690  = 1'h0;
+    end
+    if (rst) begin
+      \$690  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$691  = max6_2;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$691  = \$520 ;
-      end
+    \$691  = v4;
+    if (reset[3]) begin
+      \$691  = 1'h0;
+    end
+    if (rst) begin
+      \$691  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$692  = max6_3;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$692  = \$524 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$693  = max6_4;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$693  = \$528 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$694  = max6_5;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$694  = \$532 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$695  = max6_6;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$695  = \$536 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$696  = max6_7;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$696  = \$540 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$697  = wr_addr;
+    \$692  = 1'h0;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$697  = \$541 [13:0];
+        \$692  = 1'h1;
       end
     end
     if (\$544 ) begin
-      \$697  = cmd[33:20];
+      \$692  = 1'h1;
+    end
+    if (reset[3]) begin
+      \$692  = 1'h0;
+    end
+    if (rst) begin
+      \$692  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$698  = wr_data;
+    \$693  = max6_0;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$693  = \$512 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$694  = max6_1;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$694  = \$516 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$695  = max6_2;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$695  = \$520 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$696  = max6_3;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$696  = \$524 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$697  = max6_4;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$697  = \$528 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$698  = max6_5;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$698  = \$532 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$699  = max6_6;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$699  = \$536 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$700  = max6_7;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$700  = \$540 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$701  = wr_addr;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$698  = { out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
+        \$701  = \$541 [13:0];
       end
     end
     if (\$544 ) begin
-      \$698  = { max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
+      \$701  = cmd[33:20];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$702  = wr_data;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$702  = { out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
+      end
+    end
+    if (\$544 ) begin
+      \$702  = { max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
     end
   end
   always @* begin
@@ -42446,7 +42634,21 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
+          /* empty */;
+      3'h6:
           acc_rd__en = more;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    granted = 1'h0;
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          granted = acc_rd__gnt;
     endcase
   end
   always @* begin
@@ -42462,6 +42664,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
+          /* empty */;
+      3'h6:
           spad_rd__en = \$562 ;
     endcase
   end
@@ -42478,12 +42682,15 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h4:
           /* empty */;
       3'h5:
+          /* empty */;
+      3'h6:
           fire = \$566 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     ctl__done = 1'h0;
+    (* full_case = 32'd1 *)
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -42496,6 +42703,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h5:
           /* empty */;
       3'h6:
+          /* empty */;
+      3'h7:
           /* empty */;
       3'h2:
           ctl__done = 1'h1;
@@ -42557,7 +42766,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9126$16 , \port$10654$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9140$16 , \port$10668$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -42601,10 +42810,10 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9126$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10654$0 ;
-  wire [7:0] \port$10654$0 ;
-  input [15:0] \port$9126$16 ;
-  wire [15:0] \port$9126$16 ;
+  input [7:0] \port$10668$0 ;
+  wire [7:0] \port$10668$0 ;
+  input [15:0] \port$9140$16 ;
+  wire [15:0] \port$9140$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -42639,7 +42848,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9126$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9126$16 , \port$10654$0  };
+      storage[w_port__addr] <= { \port$9140$16 , \port$10668$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -42750,8 +42959,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9126$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9126$16 , \port$10654$0  };
-  assign w_data = { \port$9126$16 , \port$10654$0  };
+  assign w_port__data = { \port$9140$16 , \port$10668$0  };
+  assign w_data = { \port$9140$16 , \port$10668$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -24,6 +24,7 @@ DEFAULTS = {
     "prefetch": 4,
     "cpl_depth": 4,
     "retire_depth": 8,
+    "mem_read_latency": 2,
 }
 
 QUEUES = DEFAULTS['queues']
@@ -32,6 +33,7 @@ FIFO_DEPTH = DEFAULTS['fifo_depth']
 PREFETCH = DEFAULTS['prefetch']
 CPL_DEPTH = DEFAULTS['cpl_depth']
 RETIRE_DEPTH = DEFAULTS['retire_depth']
+MEM_READ_LATENCY = DEFAULTS['mem_read_latency']
 
 #: Cycles from a vector-unit row's granted read to its scratchpad write (hdl_gen/vector_unit.py).
-VEC_PIPELINE_LATENCY = 7
+VEC_PIPELINE_LATENCY = 8
