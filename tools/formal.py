@@ -223,15 +223,16 @@ PROOFS = {p.name: p for p in [
           "write stored in that row (one arbitrary row followed)",
           lambda: _self(_banked()), "bmc", 10, 12, _MEM_CFG, groups=("data",), cover_depth=6,
           verilog=((SRAM_FILE, SRAM_VERILOG),)),
-    Proof("banked_memory_data_registered", "banked memory with registered writes (the chip's "
-          "scratchpad and accumulator): a granted read returns what the last write granted before "
-          "its cycle stored in that row (one arbitrary row followed)",
+    Proof("banked_memory_data_registered", "banked memory with registered writes only: a "
+          "granted read returns what the last write granted before its cycle stored in that row "
+          "(one arbitrary row followed)",
           lambda: _self(_banked(registered_writes=True)), "bmc", 10, 12, _MEM_CFG
           + "; registered writes", groups=("data",), cover_depth=6,
           verilog=((SRAM_FILE, SRAM_VERILOG),)),
     Proof("banked_memory_data_registered_ports", "banked memory with registered reads and "
-          "writes: a granted read returns, two cycles later, what the last write granted up to "
-          "its cycle stored in that row (one arbitrary row followed)",
+          "writes (the chip's scratchpad and accumulator): a granted read returns, two cycles "
+          "later, what the last write granted up to its cycle stored in that row (one arbitrary "
+          "row followed)",
           lambda: _self(_banked(registered_writes=True, registered_reads=True)), "bmc", 10, 12,
           _MEM_CFG + "; registered reads and writes", groups=("data",), cover_depth=6,
           verilog=((SRAM_FILE, SRAM_VERILOG),)),
