@@ -1,6 +1,6 @@
 """GEMM sequencer: streams tiles from the scratchpad through the PE array into the accumulator."""
 from amaranth import Cat, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import Out
 
 from .config import KakiConfig
@@ -34,8 +34,8 @@ class GemmEngine(wiring.Component):
     accumulator in that same cycle (an accumulating row's old value is read two cycles earlier from
     the address carried down a delay line next to the array, and registered: the adder sits
     between registers, not between block RAMs). Rows are written in issue order and a row's read
-    and write are two cycles apart; a write to the same row in the read cycle or the cycle after is
-    forwarded, so even back-to-back RMW of one row would be hazard-free whatever the SRAM's
+    and write are ``mem_read_latency + 1`` cycles apart; a write to the same row between them that
+    the memory's read does not see is forwarded, so even back-to-back RMW of one row would be hazard-free whatever the SRAM's
     read-during-write behaviour. (With today's issue order a C row recurs at least ``dim + 1``
     cycles later, e.g. the next k-tile with ``m = 1``, so the forward is a safeguard that does not
     fire.) ``done`` pulses
@@ -135,19 +135,14 @@ class GemmEngine(wiring.Component):
         # A row's metadata waits mem_read_latency cycles for its data (registers q1, q2, ...);
         # the array takes it from the last. The hazard tracker counts from q1 (a row fired last
         # cycle): a fixed shift from the array entry, so its arithmetic is the same.
-        fields = (1, 1, len(Signal(range(d))), 1, ca, 1, 1)   # valid, is_a, row, bank, caddr, accum, last
-        meta_q = [Signal(sum(fields), name=f"spad_meta_q{k}") for k in range(1, lat_mem + 1)]
-
-        def unpack(v):
-            out, at = [], 0
-            for w in fields:
-                out.append(v[at:at + w])
-                at += w
-            return out
-        q1_valid, q1_is_a, _, q1_bank, *_ = unpack(meta_q[0])
-        s1_valid, s1_is_a, s1_row, s1_bank, s1_caddr, s1_accum, s1_last = unpack(meta_q[-1])
+        row_meta = data.StructLayout({"valid": 1, "is_a": 1, "row": kb, "bank": 1, "caddr": ca,
+                                      "accum": 1, "last": 1})
+        meta_q = [Signal(row_meta, name=f"spad_meta_q{k}") for k in range(1, lat_mem + 1)]
+        q1, s1 = meta_q[0], meta_q[-1]
+        s1_valid, s1_is_a, s1_row, s1_bank = s1.valid, s1.is_a, s1.row, s1.bank
+        s1_caddr, s1_accum, s1_last = s1.caddr, s1.accum, s1.last
         a_enter = s1_valid & s1_is_a
-        a_fired = q1_valid & q1_is_a
+        a_fired = q1.valid & q1.is_a
 
         # ---- stage 0: scratchpad read issue ---------------------------------------------------------
         issuing = Signal()
@@ -162,7 +157,7 @@ class GemmEngine(wiring.Component):
         b_ok = Signal(2, name="bank_b_ok")
         kk_next = Mux(load_b, idx[:kb] + 1, 0)
         for b in range(2):
-            cnt_next = Mux(a_fired & (q1_bank == b), 2 * d - 2,
+            cnt_next = Mux(a_fired & (q1.bank == b), 2 * d - 2,
                            Mux(bank_cnt[b] != 0, bank_cnt[b] - 1, 0))
             m.d.sync += [
                 bank_cnt[b].eq(cnt_next),
@@ -176,9 +171,9 @@ class GemmEngine(wiring.Component):
             spad_rd.addr.eq(Mux(load_b, b_ptr, a_ptr)),
         ]
         fire = spad_rd.en & spad_rd.gnt
-        m.d.sync += meta_q[0].eq(Cat(fire, ~load_b, idx[:kb], bank, c_ptr,
-                                     cmd.accumulate | (kt != 0),
-                                     (nt == nt_m1) & (kt == kt_m1) & (idx == m_m1)))
+        m.d.sync += [q1.valid.eq(fire), q1.is_a.eq(~load_b), q1.row.eq(idx[:kb]), q1.bank.eq(bank),
+                     q1.caddr.eq(c_ptr), q1.accum.eq(cmd.accumulate | (kt != 0)),
+                     q1.last.eq((nt == nt_m1) & (kt == kt_m1) & (idx == m_m1))]
         m.d.sync += [meta_q[k].eq(meta_q[k - 1]) for k in range(1, lat_mem)]
         m.d.comb += [
             arr.a_data.eq(spad_rd.data),

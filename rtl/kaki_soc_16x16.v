@@ -27176,7 +27176,21 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   input rst;
   wire rst;
   reg [21:0] spad_meta_q1 = 22'h000000;
+  wire \spad_meta_q1.accum ;
+  wire \spad_meta_q1.bank ;
+  wire [12:0] \spad_meta_q1.caddr ;
+  wire \spad_meta_q1.is_a ;
+  wire \spad_meta_q1.last ;
+  wire [3:0] \spad_meta_q1.row ;
+  wire \spad_meta_q1.valid ;
   reg [21:0] spad_meta_q2 = 22'h000000;
+  wire \spad_meta_q2.accum ;
+  wire \spad_meta_q2.bank ;
+  wire [12:0] \spad_meta_q2.caddr ;
+  wire \spad_meta_q2.is_a ;
+  wire \spad_meta_q2.last ;
+  wire [3:0] \spad_meta_q2.row ;
+  wire \spad_meta_q2.valid ;
   output [13:0] spad_rd__addr;
   wire [13:0] spad_rd__addr;
   wire [127:0] spad_rd__data;
@@ -27546,7 +27560,13 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$156  = { \$60 , \$52 , c_ptr, bank, idx[3:0], \$50 , \$49  };
+    \$156 [0] = \$49 ;
+    \$156 [1] = \$50 ;
+    \$156 [5:2] = idx[3:0];
+    \$156 [6] = bank;
+    \$156 [19:7] = c_ptr;
+    \$156 [20] = \$52 ;
+    \$156 [21] = \$60 ;
     if (reset[2]) begin
       \$156  = 22'h000000;
     end
@@ -28410,6 +28430,13 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign out_data = { \$207 , \$222 , \$221 , \$220 , \$219 , \$218 , \$217 , \$216 , \$215 , \$214 , \$213 , \$212 , \$211 , \$210 , \$209 , \$208  };
   assign acc_rd__addr = meta28[13:1];
   assign acc_wr__addr = meta31[13:1];
+  assign \spad_meta_q1.valid  = spad_meta_q1[0];
+  assign \spad_meta_q1.is_a  = spad_meta_q1[1];
+  assign \spad_meta_q1.row  = spad_meta_q1[5:2];
+  assign \spad_meta_q1.bank  = spad_meta_q1[6];
+  assign \spad_meta_q1.caddr  = spad_meta_q1[19:7];
+  assign \spad_meta_q1.accum  = spad_meta_q1[20];
+  assign \spad_meta_q1.last  = spad_meta_q1[21];
   assign \cmd.a_addr  = cmd[19:0];
   assign \cmd.b_addr  = cmd[39:20];
   assign \cmd.c_addr  = cmd[59:40];
@@ -28421,6 +28448,13 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign \cmd.c_nt_stride  = cmd[159:140];
   assign \cmd.accumulate  = cmd[160];
   assign \cmd.reserved  = cmd[175:161];
+  assign \spad_meta_q2.valid  = spad_meta_q2[0];
+  assign \spad_meta_q2.is_a  = spad_meta_q2[1];
+  assign \spad_meta_q2.row  = spad_meta_q2[5:2];
+  assign \spad_meta_q2.bank  = spad_meta_q2[6];
+  assign \spad_meta_q2.caddr  = spad_meta_q2[19:7];
+  assign \spad_meta_q2.accum  = spad_meta_q2[20];
+  assign \spad_meta_q2.last  = spad_meta_q2[21];
   assign \ctl__cmd__payload.a_addr  = ctl__cmd__payload[19:0];
   assign \ctl__cmd__payload.b_addr  = ctl__cmd__payload[39:20];
   assign \ctl__cmd__payload.c_addr  = ctl__cmd__payload[59:40];

@@ -26900,7 +26900,21 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   input rst;
   wire rst;
   reg [19:0] spad_meta_q1 = 20'h00000;
+  wire \spad_meta_q1.accum ;
+  wire \spad_meta_q1.bank ;
+  wire [12:0] \spad_meta_q1.caddr ;
+  wire \spad_meta_q1.is_a ;
+  wire \spad_meta_q1.last ;
+  wire [1:0] \spad_meta_q1.row ;
+  wire \spad_meta_q1.valid ;
   reg [19:0] spad_meta_q2 = 20'h00000;
+  wire \spad_meta_q2.accum ;
+  wire \spad_meta_q2.bank ;
+  wire [12:0] \spad_meta_q2.caddr ;
+  wire \spad_meta_q2.is_a ;
+  wire \spad_meta_q2.last ;
+  wire [1:0] \spad_meta_q2.row ;
+  wire \spad_meta_q2.valid ;
   output [13:0] spad_rd__addr;
   wire [13:0] spad_rd__addr;
   wire [31:0] spad_rd__data;
@@ -27198,7 +27212,13 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$144  = { \$60 , \$52 , c_ptr, bank, idx[1:0], \$50 , \$49  };
+    \$144 [0] = \$49 ;
+    \$144 [1] = \$50 ;
+    \$144 [3:2] = idx[1:0];
+    \$144 [4] = bank;
+    \$144 [17:5] = c_ptr;
+    \$144 [18] = \$52 ;
+    \$144 [19] = \$60 ;
     if (reset[2]) begin
       \$144  = 20'h00000;
     end
@@ -27822,6 +27842,13 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign out_data = { \$171 , \$174 , \$173 , \$172  };
   assign acc_rd__addr = meta4[13:1];
   assign acc_wr__addr = meta7[13:1];
+  assign \spad_meta_q1.valid  = spad_meta_q1[0];
+  assign \spad_meta_q1.is_a  = spad_meta_q1[1];
+  assign \spad_meta_q1.row  = spad_meta_q1[3:2];
+  assign \spad_meta_q1.bank  = spad_meta_q1[4];
+  assign \spad_meta_q1.caddr  = spad_meta_q1[17:5];
+  assign \spad_meta_q1.accum  = spad_meta_q1[18];
+  assign \spad_meta_q1.last  = spad_meta_q1[19];
   assign \cmd.a_addr  = cmd[19:0];
   assign \cmd.b_addr  = cmd[39:20];
   assign \cmd.c_addr  = cmd[59:40];
@@ -27833,6 +27860,13 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \cmd.c_nt_stride  = cmd[159:140];
   assign \cmd.accumulate  = cmd[160];
   assign \cmd.reserved  = cmd[175:161];
+  assign \spad_meta_q2.valid  = spad_meta_q2[0];
+  assign \spad_meta_q2.is_a  = spad_meta_q2[1];
+  assign \spad_meta_q2.row  = spad_meta_q2[3:2];
+  assign \spad_meta_q2.bank  = spad_meta_q2[4];
+  assign \spad_meta_q2.caddr  = spad_meta_q2[17:5];
+  assign \spad_meta_q2.accum  = spad_meta_q2[18];
+  assign \spad_meta_q2.last  = spad_meta_q2[19];
   assign \ctl__cmd__payload.a_addr  = ctl__cmd__payload[19:0];
   assign \ctl__cmd__payload.b_addr  = ctl__cmd__payload[39:20];
   assign \ctl__cmd__payload.c_addr  = ctl__cmd__payload[59:40];

@@ -26992,7 +26992,21 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   input rst;
   wire rst;
   reg [20:0] spad_meta_q1 = 21'h000000;
+  wire \spad_meta_q1.accum ;
+  wire \spad_meta_q1.bank ;
+  wire [12:0] \spad_meta_q1.caddr ;
+  wire \spad_meta_q1.is_a ;
+  wire \spad_meta_q1.last ;
+  wire [2:0] \spad_meta_q1.row ;
+  wire \spad_meta_q1.valid ;
   reg [20:0] spad_meta_q2 = 21'h000000;
+  wire \spad_meta_q2.accum ;
+  wire \spad_meta_q2.bank ;
+  wire [12:0] \spad_meta_q2.caddr ;
+  wire \spad_meta_q2.is_a ;
+  wire \spad_meta_q2.last ;
+  wire [2:0] \spad_meta_q2.row ;
+  wire \spad_meta_q2.valid ;
   output [13:0] spad_rd__addr;
   wire [13:0] spad_rd__addr;
   wire [63:0] spad_rd__data;
@@ -27314,7 +27328,13 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$148  = { \$60 , \$52 , c_ptr, bank, idx[2:0], \$50 , \$49  };
+    \$148 [0] = \$49 ;
+    \$148 [1] = \$50 ;
+    \$148 [4:2] = idx[2:0];
+    \$148 [5] = bank;
+    \$148 [18:6] = c_ptr;
+    \$148 [19] = \$52 ;
+    \$148 [20] = \$60 ;
     if (reset[2]) begin
       \$148  = 21'h000000;
     end
@@ -28018,6 +28038,13 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign out_data = { \$183 , \$190 , \$189 , \$188 , \$187 , \$186 , \$185 , \$184  };
   assign acc_rd__addr = meta12[13:1];
   assign acc_wr__addr = meta15[13:1];
+  assign \spad_meta_q1.valid  = spad_meta_q1[0];
+  assign \spad_meta_q1.is_a  = spad_meta_q1[1];
+  assign \spad_meta_q1.row  = spad_meta_q1[4:2];
+  assign \spad_meta_q1.bank  = spad_meta_q1[5];
+  assign \spad_meta_q1.caddr  = spad_meta_q1[18:6];
+  assign \spad_meta_q1.accum  = spad_meta_q1[19];
+  assign \spad_meta_q1.last  = spad_meta_q1[20];
   assign \cmd.a_addr  = cmd[19:0];
   assign \cmd.b_addr  = cmd[39:20];
   assign \cmd.c_addr  = cmd[59:40];
@@ -28029,6 +28056,13 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \cmd.c_nt_stride  = cmd[159:140];
   assign \cmd.accumulate  = cmd[160];
   assign \cmd.reserved  = cmd[175:161];
+  assign \spad_meta_q2.valid  = spad_meta_q2[0];
+  assign \spad_meta_q2.is_a  = spad_meta_q2[1];
+  assign \spad_meta_q2.row  = spad_meta_q2[4:2];
+  assign \spad_meta_q2.bank  = spad_meta_q2[5];
+  assign \spad_meta_q2.caddr  = spad_meta_q2[18:6];
+  assign \spad_meta_q2.accum  = spad_meta_q2[19];
+  assign \spad_meta_q2.last  = spad_meta_q2[20];
   assign \ctl__cmd__payload.a_addr  = ctl__cmd__payload[19:0];
   assign \ctl__cmd__payload.b_addr  = ctl__cmd__payload[39:20];
   assign \ctl__cmd__payload.c_addr  = ctl__cmd__payload[59:40];
