@@ -16,7 +16,7 @@ async def random_traffic(dut):
     rng = random.Random(int(os.environ["KAKI_SEED"]))
     registered_writes = os.environ["KAKI_REGISTERED_WRITES"] == "1"
     registered_reads = os.environ["KAKI_REGISTERED_READS"] == "1"
-    latency = 2 if registered_reads else 1
+    latency = 1 + registered_reads + (os.environ["KAKI_REGISTERED_OUTPUT"] == "1")
     Clock(dut.clk, 10, unit="ns").start()
     dut.rst.value = 1
     for p in range(2):

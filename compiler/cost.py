@@ -7,8 +7,8 @@
   (k, n) tile ``dim`` cycles to load the B tile and ``m`` cycles to stream the A rows
   (docs/architecture.md, "GEMM dataflow"), plus the array fill/drain and the scratchpad's read
   latency beyond one cycle. Calibrated on the RTL: ``make bench`` (dim 8) measures
-  659 busy cycles for a 32×32×32 GEMM and 4627 for 64×64×64 (658 and 4626 with a one-cycle
-  read), exactly this formula.
+  660 busy cycles for a 32×32×32 GEMM and 4628 for 64×64×64 with the chip's three-cycle
+  read (658 and 4626 with a one-cycle read), exactly this formula.
 * VECTOR: ``VEC_SETUP + rows`` (one accumulator row per cycle) ``+ VEC_PIPE`` (the unit's
   pipeline latency and its done cycle; matches make sim's PERF_VEC_BUSY within 1%).
 * SIGNAL_EVENT / WAIT_EVENT / BARRIER / NOP: ``FW_EVENT`` cycles of firmware time (docs/queues.md

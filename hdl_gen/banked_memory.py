@@ -11,10 +11,12 @@ from .sram import Sram1R1W
 
 def chip_memory(config, *, banks, bank_rows, width, n_read, n_write):
     """A banked memory as the chip builds it: writes registered, reads too when
-    ``config.mem_read_latency`` is 2 (the engines are built for that latency)."""
+    ``config.mem_read_latency`` is 2 or more, the banks' outputs too when it is 3 (the engines
+    are built for ``config.mem_read_latency``)."""
     return BankedMemory(banks=banks, bank_rows=bank_rows, width=width, n_read=n_read,
                         n_write=n_write, registered_writes=True,
-                        registered_reads=config.mem_read_latency == 2)
+                        registered_reads=config.mem_read_latency >= 2,
+                        registered_output=config.mem_read_latency == 3)
 
 
 class BankedMemory(wiring.Component):
@@ -34,6 +36,9 @@ class BankedMemory(wiring.Component):
     ``registered_reads`` too, each bank also registers the granted read (enable, row): the row
     comes two cycles after the grant (:attr:`read_latency` 2) and every block-RAM pin is driven
     by a flip-flop; a read then sees every write granted up to and including its cycle again.
+    With ``registered_output`` as well, each bank's output is registered before the requesters'
+    data multiplexers (a block RAM's clock-to-output is most of a cycle on an FPGA): the row comes
+    three cycles after the grant (:attr:`read_latency` 3), with the same writes seen.
     Grants do not change.
 
     Ports
@@ -43,7 +48,7 @@ class BankedMemory(wiring.Component):
     """
 
     def __init__(self, *, banks, bank_rows, width, n_read, n_write, registered_writes=False,
-                 registered_reads=False):
+                 registered_reads=False, registered_output=False):
         for name, v in (("banks", banks), ("bank_rows", bank_rows)):
             if v < 1 or v & (v - 1):
                 raise ValueError(f"{name} must be a power of two, not {v!r}")
@@ -53,8 +58,12 @@ class BankedMemory(wiring.Component):
         if registered_reads and not registered_writes:
             raise ValueError("registered_reads needs registered_writes (a read would otherwise "
                              "see a write granted in the cycle after it)")
+        if registered_output and not registered_reads:
+            raise ValueError("registered_output needs registered_reads (the chip's configurations "
+                             "register the block RAMs' inputs before their outputs)")
         self.registered_writes, self.registered_reads = registered_writes, registered_reads
-        self.read_latency = 2 if registered_reads else 1
+        self.registered_output = registered_output
+        self.read_latency = 1 + registered_reads + registered_output
         self.row_bits = (bank_rows - 1).bit_length()
         self.addr_bits = max(1, (banks * bank_rows - 1).bit_length())
         super().__init__({
@@ -111,17 +120,22 @@ class BankedMemory(wiring.Component):
                 rd_gnt[i].append(win)
             for i, win in enumerate(wwins):
                 wr_gnt[i].append(win)
-            bank_rdata.append(sram.rdata)
+            if self.registered_output:
+                rdata = Signal(self.width, name=f"bank{b}_rdata_q", reset_less=True)
+                m.d.sync += rdata.eq(sram.rdata)
+                bank_rdata.append(rdata)
+            else:
+                bank_rdata.append(sram.rdata)
         for i, p in enumerate(self.rd):
             m.d.comb += p.gnt.eq(Cat(*rd_gnt[i]).any())
             # Route the data, read_latency cycles after the grant, from the bank granted.
             bank_q = Signal(range(self.banks), name=f"rd{i}_bank_q")
             with m.If(p.en & p.gnt):
                 m.d.sync += bank_q.eq(self._bank(p.addr))
-            if self.registered_reads:
-                bank_q2 = Signal(range(self.banks), name=f"rd{i}_bank_q2")
-                m.d.sync += bank_q2.eq(bank_q)
-                bank_q = bank_q2
+            for k in range(2, self.read_latency + 1):
+                delayed = Signal(range(self.banks), name=f"rd{i}_bank_q{k}")
+                m.d.sync += delayed.eq(bank_q)
+                bank_q = delayed
             with m.Switch(bank_q):
                 for b in range(self.banks):
                     with m.Case(b):

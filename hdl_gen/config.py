@@ -29,9 +29,10 @@ class KakiConfig:
     prefetch: int = 4            # descriptors each queue prefetches (CAP_QUEUES.PREFETCH)
     cpl_depth: int = 4           # completion requests the queue controller's writer holds
     retire_depth: int = 8        # per-engine retire FIFO the firmware reads (> fifo_depth + 1)
-    # cycles from a granted scratchpad/accumulator read to its data: 1, or 2 with the banks'
-    # read ports registered (every block-RAM pin driven by a flip-flop; BankedMemory)
-    mem_read_latency: int = 2
+    # cycles from a granted scratchpad/accumulator read to its data: 1; 2 with the banks' read
+    # ports registered (every block-RAM pin driven by a flip-flop); 3 with each bank's output
+    # registered too (no block-RAM output drives logic; BankedMemory)
+    mem_read_latency: int = 3
 
     def __post_init__(self):
         if not (_is_pow2(self.dim) and 2 <= self.dim <= 32):
@@ -48,8 +49,8 @@ class KakiConfig:
         if not _is_pow2(self.fifo_depth) or self.retire_depth <= self.fifo_depth + 1:
             raise ValueError(f"fifo_depth must be a power of two below retire_depth - 1, not "
                              f"fifo_depth={self.fifo_depth!r} retire_depth={self.retire_depth!r}")
-        if self.mem_read_latency not in (1, 2):
-            raise ValueError(f"mem_read_latency must be 1 or 2, not {self.mem_read_latency!r}")
+        if self.mem_read_latency not in (1, 2, 3):
+            raise ValueError(f"mem_read_latency must be 1, 2 or 3, not {self.mem_read_latency!r}")
         if not 2 <= self.prefetch <= 255 or not 2 <= self.cpl_depth <= 15:
             raise ValueError(f"prefetch must be in 2..255 and cpl_depth in 2..15, not "
                              f"{self.prefetch!r} and {self.cpl_depth!r}")

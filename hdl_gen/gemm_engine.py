@@ -1,5 +1,5 @@
 """GEMM sequencer: streams tiles from the scratchpad through the PE array into the accumulator."""
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import Out
 
@@ -198,7 +198,8 @@ class GemmEngine(wiring.Component):
         # written and held in a register, so no path runs from a block RAM's output through the
         # adder into a block RAM's input. The memory's read sees the writes granted up to its
         # cycle (one before it with latency 1); later ones, up to the register, are forwarded:
-        # the one two cycles before the write from a register, the one a cycle before directly.
+        # a write to the row in the register's cycle directly, earlier ones through a chain of
+        # registers that follows the row from its read to the register (the newest write wins).
         rd, pre, out = stages[lat - 1 - lat_mem], stages[lat - 1], stages[lat]
         rd_valid, rd_addr, rd_accum = rd[0], rd[1:1 + ca], rd[1 + ca]
         pre_addr = pre[1:1 + ca]
@@ -208,13 +209,15 @@ class GemmEngine(wiring.Component):
             self.acc_rd.en.eq(rd_valid & rd_accum),
             self.acc_rd.addr.eq(rd_addr),
         ]
-        mid_addr = stages[lat - 2][1:1 + ca]
-        fwd_hit = Signal()
-        fwd_data = Signal(d * 32, reset_less=True)
-        m.d.sync += [
-            fwd_hit.eq(self.acc_wr.en & (self.acc_wr.addr == mid_addr)),
-            fwd_data.eq(self.acc_wr.data),
-        ]
+        fwd_hit, fwd_data = Const(0), self.acc_wr.data
+        for k in range(lat_mem - 1, 0, -1):       # the row k cycles before the register
+            addr = stages[lat - 1 - k][1:1 + ca]
+            hit = Signal(name=f"fwd{k}_hit")
+            data_k = Signal(d * 32, name=f"fwd{k}_data", reset_less=True)
+            wr_hit = self.acc_wr.en & (self.acc_wr.addr == addr)
+            m.d.sync += [hit.eq(wr_hit | fwd_hit),
+                         data_k.eq(Mux(wr_hit, self.acc_wr.data, fwd_data))]
+            fwd_hit, fwd_data = hit, data_k
         old = Signal(d * 32, reset_less=True)
         m.d.sync += old.eq(Mux(self.acc_wr.en & (self.acc_wr.addr == pre_addr), self.acc_wr.data,
                                Mux(fwd_hit, fwd_data, self.acc_rd.data)))

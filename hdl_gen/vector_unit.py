@@ -200,10 +200,11 @@ class VectorUnit(wiring.Component):
                                                 Mux(nxt == 1, cmd.bias_addr, cmd.mult_addr)))]
                     with m.If(pidx == 2):
                         m.next = "SHIFT_CHECK" if cfg.mem_read_latency == 1 else "PARAM_WAIT"
-            if cfg.mem_read_latency == 2:
+            if cfg.mem_read_latency > 1:
                 with m.State("PARAM_WAIT"):
-                    # the multiplier row's data comes next cycle
-                    m.next = "SHIFT_CHECK"
+                    # until the multiplier row's data comes next cycle
+                    with m.If(cap[-2][0] & (cap[-2][1] == 2)):
+                        m.next = "SHIFT_CHECK"
             with m.State("SHIFT_CHECK"):
                 # The multiplier row is being captured; the shift row's check is registered.
                 with m.If(shift_high.any()):

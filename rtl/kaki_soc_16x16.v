@@ -2353,7 +2353,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$11902$2 (\$284 ),
+    .\port$11923$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2472,20 +2472,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$11739$0 (q_wait_queue),
-    .\port$11928$0 (inflight),
-    .\port$12063$0 (q__0__cpl_irq),
-    .\port$12077$0 (q__0__error_irq),
-    .\port$12089$0 (q__1__cpl_irq),
-    .\port$12103$0 (q__1__error_irq),
-    .\port$12115$0 (q__2__cpl_irq),
-    .\port$12129$0 (q__2__error_irq),
-    .\port$12141$0 (q__3__cpl_irq),
-    .\port$12155$0 (q__3__error_irq),
-    .\port$12267$0 (\$289 ),
-    .\port$12275$0 (\$290 ),
-    .\port$12283$0 (\$291 ),
-    .\port$12291$0 (\$292 ),
+    .\port$11760$0 (q_wait_queue),
+    .\port$11949$0 (inflight),
+    .\port$12084$0 (q__0__cpl_irq),
+    .\port$12098$0 (q__0__error_irq),
+    .\port$12110$0 (q__1__cpl_irq),
+    .\port$12124$0 (q__1__error_irq),
+    .\port$12136$0 (q__2__cpl_irq),
+    .\port$12150$0 (q__2__error_irq),
+    .\port$12162$0 (q__3__cpl_irq),
+    .\port$12176$0 (q__3__error_irq),
+    .\port$12288$0 (\$289 ),
+    .\port$12296$0 (\$290 ),
+    .\port$12304$0 (\$291 ),
+    .\port$12312$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2573,10 +2573,10 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$11930$0 (\$285 ),
-    .\port$11932$0 (\$286 ),
-    .\port$11934$0 (\$287 ),
-    .\port$11936$0 (\$288 ),
+    .\port$11951$0 (\$285 ),
+    .\port$11953$0 (\$286 ),
+    .\port$11955$0 (\$287 ),
+    .\port$11957$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2672,8 +2672,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$11930$16 (retire__0__tag),
-    .\port$12490$0 (dma_load_error),
+    .\port$11951$16 (retire__0__tag),
+    .\port$12511$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2683,8 +2683,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$11932$16 (retire__1__tag),
-    .\port$12614$0 (dma_store_error),
+    .\port$11953$16 (retire__1__tag),
+    .\port$12639$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2727,11 +2727,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$11242$0 (r_data),
-    .\port$11292$0 (\r_data$495 ),
-    .\port$11342$0 (\r_data$506 ),
-    .\port$11392$0 (\r_data$517 ),
-    .\port$11902$2 (\$284 ),
+    .\port$11263$0 (r_data),
+    .\port$11313$0 (\r_data$495 ),
+    .\port$11363$0 (\r_data$506 ),
+    .\port$11413$0 (\r_data$517 ),
+    .\port$11923$2 (\$284 ),
     .\port$4289$0 (q__0__ready),
     .\port$4291$0 (q__0__qreset_req),
     .\port$4299$0 (q__1__ready),
@@ -2788,8 +2788,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$11934$16 (retire__2__tag),
-    .\port$12720$0 (gemm_error),
+    .\port$11955$16 (retire__2__tag),
+    .\port$12750$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2840,8 +2840,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .\level$181 (\$292 ),
     .limit(bus_timeout),
     .\port$109$0 (fw_write_qreset_ack_queue),
-    .\port$11449$0 (fw_write_cpl_word[3:0]),
-    .\port$11449$8 (fw_write_cpl_word[31:8]),
+    .\port$11470$0 (fw_write_cpl_word[3:0]),
+    .\port$11470$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2982,8 +2982,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$11936$16 (retire__3__tag),
-    .\port$15700$0 (vec_error),
+    .\port$11957$16 (retire__3__tag),
+    .\port$15734$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -4614,6 +4614,9 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   wire \$6 ;
   reg \$60 ;
   reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
@@ -4621,6 +4624,7 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   reg [11:0] \bank0_addr$16 ;
   (* init = 12'h000 *)
   wire [11:0] bank0_raddr_q;
+  reg [511:0] bank0_rdata_q = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   (* init = 1'h0 *)
   wire bank0_ren_q;
   (* init = 12'h000 *)
@@ -4634,6 +4638,7 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   reg [11:0] \bank1_addr$36 ;
   (* init = 12'h000 *)
   wire [11:0] bank1_raddr_q;
+  reg [511:0] bank1_rdata_q = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   (* init = 1'h0 *)
   wire bank1_ren_q;
   (* init = 12'h000 *)
@@ -4649,10 +4654,13 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   reg [11:0] \raddr$40  = 12'h000;
   reg rd0_bank_q = 1'h0;
   reg rd0_bank_q2 = 1'h0;
+  reg rd0_bank_q3 = 1'h0;
   reg rd1_bank_q = 1'h0;
   reg rd1_bank_q2 = 1'h0;
+  reg rd1_bank_q3 = 1'h0;
   reg rd2_bank_q = 1'h0;
   reg rd2_bank_q2 = 1'h0;
+  reg rd2_bank_q3 = 1'h0;
   input [12:0] rd__0__addr;
   wire [12:0] rd__0__addr;
   output [511:0] rd__0__data;
@@ -4678,7 +4686,7 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   output rd__2__gnt;
   wire rd__2__gnt;
   wire [511:0] rdata;
-  wire [511:0] \rdata$52 ;
+  wire [511:0] \rdata$64 ;
   reg ren = 1'h0;
   reg \ren$38  = 1'h0;
   input rst;
@@ -4715,6 +4723,8 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   wire wr__1__en;
   output wr__1__gnt;
   wire wr__1__gnt;
+  assign \win$31  = \$25  & \$29 ;
+  assign \$31  = rd__2__en & \$30 ;
   assign \$33  = rd__0__en & \$32 ;
   assign \$35  = rd__1__en & \$34 ;
   assign \$36  = | { \$35 , \$33  };
@@ -4748,6 +4758,8 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   always @(posedge clk)
     raddr <= bank0_addr;
   always @(posedge clk)
+    bank0_rdata_q <= rdata;
+  always @(posedge clk)
     \wen$42  <= \$54 ;
   always @(posedge clk)
     \waddr$44  <= \bank1_addr$36 ;
@@ -4758,17 +4770,25 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   always @(posedge clk)
     \raddr$40  <= bank1_addr;
   always @(posedge clk)
+    bank1_rdata_q <= \rdata$64 ;
+  always @(posedge clk)
     rd0_bank_q <= \$56 ;
   always @(posedge clk)
     rd0_bank_q2 <= \$57 ;
   always @(posedge clk)
-    rd1_bank_q <= \$58 ;
+    rd0_bank_q3 <= \$58 ;
   always @(posedge clk)
-    rd1_bank_q2 <= \$59 ;
+    rd1_bank_q <= \$59 ;
   always @(posedge clk)
-    rd2_bank_q <= \$60 ;
+    rd1_bank_q2 <= \$60 ;
   always @(posedge clk)
-    rd2_bank_q2 <= \$61 ;
+    rd1_bank_q3 <= \$61 ;
+  always @(posedge clk)
+    rd2_bank_q <= \$62 ;
+  always @(posedge clk)
+    rd2_bank_q2 <= \$63 ;
+  always @(posedge clk)
+    rd2_bank_q3 <= \$64 ;
   assign \$1  = ! rd__0__addr[12];
   assign win = rd__0__en & \$1 ;
   assign \$2  = ! rd__1__addr[12];
@@ -4798,8 +4818,6 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   assign \$25  = rd__1__en & \$24 ;
   assign \$27  = rd__0__en & \$26 ;
   assign \$29  = ~ \$28 ;
-  assign \win$31  = \$25  & \$29 ;
-  assign \$31  = rd__2__en & \$30 ;
   \kaki_soc_16x16.acc.bank0  bank0 (
     .clk(clk),
     .raddr(raddr),
@@ -4812,7 +4830,7 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   \kaki_soc_16x16.acc.bank1  bank1 (
     .clk(clk),
     .raddr(\raddr$40 ),
-    .rdata(\rdata$52 ),
+    .rdata(\rdata$64 ),
     .ren(\ren$38 ),
     .waddr(\waddr$44 ),
     .wdata(\wdata$46 ),
@@ -4887,31 +4905,31 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd0_bank_q2)
+    casez (rd0_bank_q3)
       1'h0:
-          rd__0__data = rdata;
+          rd__0__data = bank0_rdata_q;
       1'h1:
-          rd__0__data = \rdata$52 ;
+          rd__0__data = bank1_rdata_q;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd1_bank_q2)
+    casez (rd1_bank_q3)
       1'h0:
-          rd__1__data = rdata;
+          rd__1__data = bank0_rdata_q;
       1'h1:
-          rd__1__data = \rdata$52 ;
+          rd__1__data = bank1_rdata_q;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd2_bank_q2)
+    casez (rd2_bank_q3)
       1'h0:
-          rd__2__data = rdata;
+          rd__2__data = bank0_rdata_q;
       1'h1:
-          rd__2__data = \rdata$52 ;
+          rd__2__data = bank1_rdata_q;
     endcase
   end
   always @* begin
@@ -4961,10 +4979,7 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$58  = rd1_bank_q;
-    if (\$50 ) begin
-      \$58  = rd__1__addr[12];
-    end
+    \$58  = rd0_bank_q2;
     if (rst) begin
       \$58  = 1'h0;
     end
@@ -4972,25 +4987,49 @@ module \kaki_soc_16x16.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$59  = rd1_bank_q;
+    if (\$50 ) begin
+      \$59  = rd__1__addr[12];
+    end
     if (rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$60  = rd2_bank_q;
-    if (\$51 ) begin
-      \$60  = rd__2__addr[12];
-    end
+    \$60  = rd1_bank_q;
     if (rst) begin
       \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$61  = rd2_bank_q;
+    \$61  = rd1_bank_q2;
     if (rst) begin
       \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$62  = rd2_bank_q;
+    if (\$51 ) begin
+      \$62  = rd__2__addr[12];
+    end
+    if (rst) begin
+      \$62  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$63  = rd2_bank_q;
+    if (rst) begin
+      \$63  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$64  = rd2_bank_q2;
+    if (rst) begin
+      \$64  = 1'h0;
     end
   end
   assign bank0_ren_q = ren;
@@ -5977,7 +6016,7 @@ module \kaki_soc_16x16.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arread
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11902$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11923$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -6121,8 +6160,8 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$11902$2 ;
-  wire [29:0] \port$11902$2 ;
+  output [29:0] \port$11923$2 ;
+  wire [29:0] \port$11923$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6302,7 +6341,7 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$11902$2 (\$99 ),
+    .\port$11923$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6420,11 +6459,11 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$11902$2  = \$99 ;
+  assign \port$11923$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11902$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11923$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6849,8 +6888,8 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$11902$2 ;
-  wire [29:0] \port$11902$2 ;
+  output [29:0] \port$11923$2 ;
+  wire [29:0] \port$11923$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9955,7 +9994,7 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$11902$2  = ls_addr_r[31:2];
+  assign \port$11923$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -10129,10 +10168,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11739$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11928$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12063$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$12077$0 , q_status0_resetting, q_consumer1_index, \port$12089$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$12103$0 , q_status1_resetting, q_consumer2_index, \port$12115$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12129$0 , q_status2_resetting, q_consumer3_index, \port$12141$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$12155$0 , q_status3_resetting, \port$12267$0 , \port$12275$0 , \port$12283$0 , \port$12291$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$11760$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11949$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12084$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$12098$0 , q_status0_resetting, q_consumer1_index, \port$12110$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$12124$0 , q_status1_resetting, q_consumer2_index, \port$12136$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$12150$0 , q_status2_resetting, q_consumer3_index, \port$12162$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$12176$0 , q_status3_resetting, \port$12288$0 , \port$12296$0 , \port$12304$0 , \port$12312$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11666,34 +11705,34 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$11739$0 ;
-  wire [3:0] \port$11739$0 ;
-  input [3:0] \port$11928$0 ;
-  wire [3:0] \port$11928$0 ;
-  input \port$12063$0 ;
-  wire \port$12063$0 ;
-  input \port$12077$0 ;
-  wire \port$12077$0 ;
-  input \port$12089$0 ;
-  wire \port$12089$0 ;
-  input \port$12103$0 ;
-  wire \port$12103$0 ;
-  input \port$12115$0 ;
-  wire \port$12115$0 ;
-  input \port$12129$0 ;
-  wire \port$12129$0 ;
-  input \port$12141$0 ;
-  wire \port$12141$0 ;
-  input \port$12155$0 ;
-  wire \port$12155$0 ;
-  input [2:0] \port$12267$0 ;
-  wire [2:0] \port$12267$0 ;
-  input [2:0] \port$12275$0 ;
-  wire [2:0] \port$12275$0 ;
-  input [2:0] \port$12283$0 ;
-  wire [2:0] \port$12283$0 ;
-  input [2:0] \port$12291$0 ;
-  wire [2:0] \port$12291$0 ;
+  input [3:0] \port$11760$0 ;
+  wire [3:0] \port$11760$0 ;
+  input [3:0] \port$11949$0 ;
+  wire [3:0] \port$11949$0 ;
+  input \port$12084$0 ;
+  wire \port$12084$0 ;
+  input \port$12098$0 ;
+  wire \port$12098$0 ;
+  input \port$12110$0 ;
+  wire \port$12110$0 ;
+  input \port$12124$0 ;
+  wire \port$12124$0 ;
+  input \port$12136$0 ;
+  wire \port$12136$0 ;
+  input \port$12150$0 ;
+  wire \port$12150$0 ;
+  input \port$12162$0 ;
+  wire \port$12162$0 ;
+  input \port$12176$0 ;
+  wire \port$12176$0 ;
+  input [2:0] \port$12288$0 ;
+  wire [2:0] \port$12288$0 ;
+  input [2:0] \port$12296$0 ;
+  wire [2:0] \port$12296$0 ;
+  input [2:0] \port$12304$0 ;
+  wire [2:0] \port$12304$0 ;
+  input [2:0] \port$12312$0 ;
+  wire [2:0] \port$12312$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12322,10 +12361,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$12141$0 , \port$12115$0 , \port$12089$0 , \port$12063$0  };
+  assign \$179  = \$178  | { \port$12162$0 , \port$12136$0 , \port$12110$0 , \port$12084$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$12155$0 , \port$12129$0 , \port$12103$0 , \port$12077$0  };
+  assign \$182  = \$181  | { \port$12176$0 , \port$12150$0 , \port$12124$0 , \port$12098$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14373,8 +14412,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$12141$0 , \port$12115$0 , \port$12089$0 , \port$12063$0  };
-  assign irq_status_queue_error_set = { \port$12155$0 , \port$12129$0 , \port$12103$0 , \port$12077$0  };
+  assign irq_status_queue_cpl_set = { \port$12162$0 , \port$12136$0 , \port$12110$0 , \port$12084$0  };
+  assign irq_status_queue_error_set = { \port$12176$0 , \port$12150$0 , \port$12124$0 , \port$12098$0  };
   assign cap_array_rows = 8'h10;
   assign cap_array_cols = 8'h10;
   assign cap_spad_banks = 8'h04;
@@ -14389,18 +14428,18 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$11928$0 [0];
-  assign status_dma_store_busy = \port$11928$0 [1];
-  assign status_gemm_busy = \port$11928$0 [2];
-  assign status_vec_busy = \port$11928$0 [3];
-  assign q_status0_waiting = \port$11739$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$12267$0  };
-  assign q_status1_waiting = \port$11739$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$12275$0  };
-  assign q_status2_waiting = \port$11739$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$12283$0  };
-  assign q_status3_waiting = \port$11739$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$12291$0  };
+  assign status_dma_load_busy = \port$11949$0 [0];
+  assign status_dma_store_busy = \port$11949$0 [1];
+  assign status_gemm_busy = \port$11949$0 [2];
+  assign status_vec_busy = \port$11949$0 [3];
+  assign q_status0_waiting = \port$11760$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$12288$0  };
+  assign q_status1_waiting = \port$11760$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$12296$0  };
+  assign q_status2_waiting = \port$11760$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$12304$0  };
+  assign q_status3_waiting = \port$11760$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$12312$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14445,11 +14484,11 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$11928$0 [0] };
+  assign \$429  = { 1'h0, \port$11949$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$11928$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$11928$0 [2], 2'h0 };
-  assign \$435  = { \port$11928$0 [3], 3'h0 };
+  assign \$431  = { \port$11949$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$11949$0 [2], 2'h0 };
+  assign \$435  = { \port$11949$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14606,26 +14645,26 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$11739$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$12267$0 , 8'h00 };
+  assign \$877  = { \port$11760$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$12288$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$11739$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$12275$0 , 8'h00 };
+  assign \$890  = { \port$11760$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$12296$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$11739$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$12283$0 , 8'h00 };
+  assign \$903  = { \port$11760$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$12304$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$11739$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$12291$0 , 8'h00 };
+  assign \$916  = { \port$11760$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$12312$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14736,7 +14775,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
-, queue, windowed, reject__done, reject__error, full, inflight, \port$11930$0 , retire__0__tag, \port$11932$0 , retire__1__tag, \port$11934$0 , retire__2__tag, \port$11936$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, queue, windowed, reject__done, reject__error, full, inflight, \port$11951$0 , retire__0__tag, \port$11953$0 , retire__1__tag, \port$11955$0 , retire__2__tag, \port$11957$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
 , retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15351,14 +15390,14 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$11930$0 ;
-  wire [8:0] \port$11930$0 ;
-  output [8:0] \port$11932$0 ;
-  wire [8:0] \port$11932$0 ;
-  output [8:0] \port$11934$0 ;
-  wire [8:0] \port$11934$0 ;
-  output [8:0] \port$11936$0 ;
-  wire [8:0] \port$11936$0 ;
+  output [8:0] \port$11951$0 ;
+  wire [8:0] \port$11951$0 ;
+  output [8:0] \port$11953$0 ;
+  wire [8:0] \port$11953$0 ;
+  output [8:0] \port$11955$0 ;
+  wire [8:0] \port$11955$0 ;
+  output [8:0] \port$11957$0 ;
+  wire [8:0] \port$11957$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15810,9 +15849,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$11396$0 (desc),
-    .\port$11398$0 (queue),
-    .\port$11399$0 (windowed),
+    .\port$11417$0 (desc),
+    .\port$11419$0 (queue),
+    .\port$11420$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15822,9 +15861,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$11396$0 (desc),
-    .\port$11398$0 (queue),
-    .\port$11399$0 (windowed),
+    .\port$11417$0 (desc),
+    .\port$11419$0 (queue),
+    .\port$11420$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15834,9 +15873,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$11396$0 (desc),
-    .\port$11398$0 (queue),
-    .\port$11399$0 (windowed),
+    .\port$11417$0 (desc),
+    .\port$11419$0 (queue),
+    .\port$11420$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15846,9 +15885,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$11396$0 (desc),
-    .\port$11398$0 (queue),
-    .\port$11399$0 (windowed),
+    .\port$11417$0 (desc),
+    .\port$11419$0 (queue),
+    .\port$11420$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -16033,13 +16072,13 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$11930$0  = dma_load_held[8:0];
+  assign \port$11951$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$11932$0  = dma_store_held[8:0];
+  assign \port$11953$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$11934$0  = gemm_held[8:0];
+  assign \port$11955$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$11936$0  = vec_held[8:0];
+  assign \port$11957$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16540,7 +16579,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11396$0 , \port$11398$0 , \port$11399$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11417$0 , \port$11419$0 , \port$11420$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16582,12 +16621,12 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11396$0 ;
-  wire [255:0] \port$11396$0 ;
-  input [1:0] \port$11398$0 ;
-  wire [1:0] \port$11398$0 ;
-  input \port$11399$0 ;
-  wire \port$11399$0 ;
+  input [255:0] \port$11417$0 ;
+  wire [255:0] \port$11417$0 ;
+  input [1:0] \port$11419$0 ;
+  wire [1:0] \port$11419$0 ;
+  input \port$11420$0 ;
+  wire \port$11420$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16619,7 +16658,7 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11399$0 , \port$11398$0 , \port$11396$0  };
+      storage[w_port__addr] <= { \port$11420$0 , \port$11419$0 , \port$11417$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16718,14 +16757,14 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
-  assign w_data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
+  assign w_port__data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
+  assign w_data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11396$0 , \port$11398$0 , \port$11399$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11417$0 , \port$11419$0 , \port$11420$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16767,12 +16806,12 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11396$0 ;
-  wire [255:0] \port$11396$0 ;
-  input [1:0] \port$11398$0 ;
-  wire [1:0] \port$11398$0 ;
-  input \port$11399$0 ;
-  wire \port$11399$0 ;
+  input [255:0] \port$11417$0 ;
+  wire [255:0] \port$11417$0 ;
+  input [1:0] \port$11419$0 ;
+  wire [1:0] \port$11419$0 ;
+  input \port$11420$0 ;
+  wire \port$11420$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16804,7 +16843,7 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11399$0 , \port$11398$0 , \port$11396$0  };
+      storage[w_port__addr] <= { \port$11420$0 , \port$11419$0 , \port$11417$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16903,14 +16942,14 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
-  assign w_data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
+  assign w_port__data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
+  assign w_data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11396$0 , \port$11398$0 , \port$11399$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11417$0 , \port$11419$0 , \port$11420$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16952,12 +16991,12 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11396$0 ;
-  wire [255:0] \port$11396$0 ;
-  input [1:0] \port$11398$0 ;
-  wire [1:0] \port$11398$0 ;
-  input \port$11399$0 ;
-  wire \port$11399$0 ;
+  input [255:0] \port$11417$0 ;
+  wire [255:0] \port$11417$0 ;
+  input [1:0] \port$11419$0 ;
+  wire [1:0] \port$11419$0 ;
+  input \port$11420$0 ;
+  wire \port$11420$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16989,7 +17028,7 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11399$0 , \port$11398$0 , \port$11396$0  };
+      storage[w_port__addr] <= { \port$11420$0 , \port$11419$0 , \port$11417$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17088,14 +17127,14 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
-  assign w_data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
+  assign w_port__data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
+  assign w_data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11396$0 , \port$11398$0 , \port$11399$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11417$0 , \port$11419$0 , \port$11420$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17137,12 +17176,12 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11396$0 ;
-  wire [255:0] \port$11396$0 ;
-  input [1:0] \port$11398$0 ;
-  wire [1:0] \port$11398$0 ;
-  input \port$11399$0 ;
-  wire \port$11399$0 ;
+  input [255:0] \port$11417$0 ;
+  wire [255:0] \port$11417$0 ;
+  input [1:0] \port$11419$0 ;
+  wire [1:0] \port$11419$0 ;
+  input \port$11420$0 ;
+  wire \port$11420$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17174,7 +17213,7 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11399$0 , \port$11398$0 , \port$11396$0  };
+      storage[w_port__addr] <= { \port$11420$0 , \port$11419$0 , \port$11417$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17273,8 +17312,8 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
-  assign w_data = { \port$11399$0 , \port$11398$0 , \port$11396$0  };
+  assign w_port__data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
+  assign w_data = { \port$11420$0 , \port$11419$0 , \port$11417$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -20134,8 +20173,8 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire [4:0] \$134 ;
-  wire \$135 ;
+  wire \$134 ;
+  wire [4:0] \$135 ;
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
@@ -20144,19 +20183,19 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire \$140 ;
   wire \$141 ;
   wire \$142 ;
-  wire [1:0] \$143 ;
-  wire [2:0] \$144 ;
-  wire [3:0] \$145 ;
-  wire [4:0] \$146 ;
-  wire [5:0] \$147 ;
-  wire [6:0] \$148 ;
-  wire [7:0] \$149 ;
+  wire \$143 ;
+  wire [1:0] \$144 ;
+  wire [2:0] \$145 ;
+  wire [3:0] \$146 ;
+  wire [4:0] \$147 ;
+  wire [5:0] \$148 ;
+  wire [6:0] \$149 ;
   wire \$15 ;
-  wire [8:0] \$150 ;
+  wire [7:0] \$150 ;
   wire [8:0] \$151 ;
-  wire [10:0] \$152 ;
-  wire [511:0] \$153 ;
-  wire \$154 ;
+  wire [8:0] \$152 ;
+  wire [10:0] \$153 ;
+  wire [511:0] \$154 ;
   wire \$155 ;
   wire \$156 ;
   wire \$157 ;
@@ -20175,139 +20214,146 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire \$169 ;
   wire \$17 ;
   wire \$170 ;
-  wire [5:0] \$171 ;
-  wire \$172 ;
+  wire \$171 ;
+  wire [5:0] \$172 ;
   wire \$173 ;
-  wire [16:0] \$174 ;
+  wire \$174 ;
   wire [16:0] \$175 ;
-  wire [31:0] \$176 ;
+  wire [16:0] \$176 ;
   wire [31:0] \$177 ;
-  wire [8:0] \$178 ;
-  wire [9:0] \$179 ;
+  wire [31:0] \$178 ;
+  wire [8:0] \$179 ;
   wire \$18 ;
   wire [9:0] \$180 ;
-  wire [7:0] \$181 ;
-  wire [32:0] \$182 ;
-  wire [5:0] \$183 ;
-  wire \$184 ;
+  wire [9:0] \$181 ;
+  wire [7:0] \$182 ;
+  wire [32:0] \$183 ;
+  wire [5:0] \$184 ;
   wire \$185 ;
-  wire [2:0] \$186 ;
+  wire \$186 ;
   wire [3:0] \$187 ;
-  wire \$188 ;
+  wire [4:0] \$188 ;
   wire \$189 ;
   wire \$19 ;
   wire \$190 ;
-  wire [16:0] \$191 ;
+  wire \$191 ;
   wire [16:0] \$192 ;
-  wire [2:0] \$193 ;
-  wire \$194 ;
+  wire [16:0] \$193 ;
+  wire [3:0] \$194 ;
   wire \$195 ;
-  wire [511:0] \$196 ;
-  wire [2:0] \$197 ;
-  wire \$198 ;
+  wire \$196 ;
+  wire [511:0] \$197 ;
+  wire [3:0] \$198 ;
   wire \$199 ;
   wire [16:0] \$2 ;
   wire \$20 ;
-  wire [511:0] \$200 ;
-  wire [2:0] \$201 ;
-  wire \$202 ;
+  wire \$200 ;
+  wire [511:0] \$201 ;
+  wire [3:0] \$202 ;
   wire \$203 ;
-  wire [511:0] \$204 ;
-  wire [4:0] \$205 ;
-  wire [12:0] \$206 ;
-  wire [4:0] \$207 ;
-  wire [4:0] \$208 ;
-  wire [6:0] \$209 ;
+  wire \$204 ;
+  wire [511:0] \$205 ;
+  wire [3:0] \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire [511:0] \$209 ;
   wire \$21 ;
-  wire [638:0] \$210 ;
-  wire [70:0] \$211 ;
-  wire [8:0] \$212 ;
-  wire [9:0] \$213 ;
-  wire [9:0] \$214 ;
-  wire [11:0] \$215 ;
-  wire [11:0] \$216 ;
-  wire \$217 ;
-  wire [16:0] \$218 ;
-  wire [16:0] \$219 ;
+  wire [4:0] \$210 ;
+  wire [12:0] \$211 ;
+  wire [4:0] \$212 ;
+  wire [4:0] \$213 ;
+  wire [6:0] \$214 ;
+  wire [638:0] \$215 ;
+  wire [70:0] \$216 ;
+  wire [8:0] \$217 ;
+  wire [9:0] \$218 ;
+  wire [9:0] \$219 ;
   wire \$22 ;
-  wire [3:0] \$220 ;
-  wire \$221 ;
-  wire [4:0] \$222 ;
-  wire [3:0] \$223 ;
-  wire \$224 ;
-  wire [4:0] \$225 ;
+  wire [11:0] \$220 ;
+  wire [11:0] \$221 ;
+  wire \$222 ;
+  wire [16:0] \$223 ;
+  wire [16:0] \$224 ;
+  wire [3:0] \$225 ;
   wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
+  wire [4:0] \$227 ;
+  wire [3:0] \$228 ;
   wire \$229 ;
   wire \$23 ;
-  wire \$230 ;
+  wire [4:0] \$230 ;
   wire \$231 ;
-  wire [7:0] \$232 ;
-  wire [35:0] \$233 ;
-  wire [31:0] \$234 ;
-  wire [47:0] \$235 ;
-  wire [47:0] \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire [7:0] \$237 ;
+  wire [35:0] \$238 ;
+  wire [31:0] \$239 ;
   wire [32:0] \$24 ;
-  wire \$240 ;
-  wire [31:0] \$241 ;
-  wire [31:0] \$242 ;
-  wire [8:0] \$243 ;
-  wire [9:0] \$244 ;
-  wire [9:0] \$245 ;
-  wire [7:0] \$246 ;
-  reg [31:0] \$247 ;
-  reg [7:0] \$248 ;
-  reg \$249 ;
+  wire [47:0] \$240 ;
+  wire [47:0] \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire [31:0] \$246 ;
+  wire [31:0] \$247 ;
+  wire [8:0] \$248 ;
+  wire [9:0] \$249 ;
   wire \$25 ;
-  reg [31:0] \$250 ;
-  reg [15:0] \$251 ;
-  reg [15:0] \$252 ;
-  reg [31:0] \$253 ;
+  wire [9:0] \$250 ;
+  wire [7:0] \$251 ;
+  reg [31:0] \$252 ;
+  reg [7:0] \$253 ;
   reg \$254 ;
   reg [31:0] \$255 ;
-  reg [3:0] \$256 ;
-  reg \$257 ;
-  reg [1:0] \$258 ;
+  reg [15:0] \$256 ;
+  reg [15:0] \$257 ;
+  reg [31:0] \$258 ;
   reg \$259 ;
   wire \$26 ;
-  reg [13:0] \$260 ;
-  reg [15:0] \$261 ;
-  reg [15:0] \$262 ;
-  reg [13:0] \$263 ;
+  reg [31:0] \$260 ;
+  reg [3:0] \$261 ;
+  reg \$262 ;
+  reg [2:0] \$263 ;
   reg \$264 ;
-  reg [511:0] \$265 ;
-  reg [511:0] \$266 ;
-  reg [511:0] \$267 ;
-  reg [3:0] \$268 ;
-  reg [11:0] \$269 ;
+  reg \$265 ;
+  reg [13:0] \$266 ;
+  reg [15:0] \$267 ;
+  reg [15:0] \$268 ;
+  reg [13:0] \$269 ;
   wire \$27 ;
-  reg [3:0] \$270 ;
-  reg \$271 ;
-  reg [575:0] \$272 ;
-  reg [71:0] \$273 ;
-  reg [3:0] \$274 ;
-  reg [11:0] \$275 ;
-  reg [15:0] \$276 ;
-  reg [15:0] \$277 ;
-  reg [11:0] \$278 ;
-  reg \$279 ;
+  reg \$270 ;
+  reg [511:0] \$271 ;
+  reg [511:0] \$272 ;
+  reg [511:0] \$273 ;
+  reg [511:0] \$274 ;
+  reg [3:0] \$275 ;
+  reg [11:0] \$276 ;
+  reg [3:0] \$277 ;
+  reg \$278 ;
+  reg [575:0] \$279 ;
   wire \$28 ;
-  reg [2:0] \$280 ;
-  reg [2:0] \$281 ;
-  reg \$282 ;
-  reg [7:0] \$283 ;
-  reg [223:0] \$284 ;
-  reg [64:0] \$285 ;
-  reg [2:0] \$286 ;
-  reg [35:0] \$287 ;
-  reg [31:0] \$288 ;
-  reg [47:0] \$289 ;
+  reg [71:0] \$280 ;
+  reg [3:0] \$281 ;
+  reg [11:0] \$282 ;
+  reg [15:0] \$283 ;
+  reg [15:0] \$284 ;
+  reg [11:0] \$285 ;
+  reg \$286 ;
+  reg [2:0] \$287 ;
+  reg [2:0] \$288 ;
+  reg \$289 ;
   wire [32:0] \$29 ;
-  reg [47:0] \$290 ;
+  reg [7:0] \$290 ;
+  reg [223:0] \$291 ;
+  reg [64:0] \$292 ;
+  reg [2:0] \$293 ;
+  reg [35:0] \$294 ;
+  reg [31:0] \$295 ;
+  reg [47:0] \$296 ;
+  reg [47:0] \$297 ;
   wire [36:0] \$3 ;
   wire [32:0] \$30 ;
   wire [32:0] \$31 ;
@@ -20325,9 +20371,9 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
-  wire [10:0] \$446 ;
-  wire [7:0] \$449 ;
   wire \$45 ;
+  wire [10:0] \$454 ;
+  wire [7:0] \$457 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
@@ -20344,13 +20390,13 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire [3:0] \$58 ;
   wire [4:0] \$59 ;
   wire [49:0] \$6 ;
-  wire \$60 ;
+  wire [5:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [12:0] \$63 ;
+  wire \$63 ;
   wire [12:0] \$64 ;
   wire [12:0] \$65 ;
-  wire \$66 ;
+  wire [12:0] \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
@@ -20495,6 +20541,7 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   wire st_rd_en;
   reg st_rd_inflight1 = 1'h0;
   reg st_rd_inflight2 = 1'h0;
+  reg st_rd_inflight3 = 1'h0;
   wire st_rd_last;
   wire [13:0] st_rd_nxt0;
   reg [15:0] st_rd_p = 16'h0000;
@@ -20506,7 +20553,8 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   reg [511:0] st_rq0 = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [511:0] st_rq1 = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [511:0] st_rq2 = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  reg [1:0] st_rq_n = 2'h0;
+  reg [511:0] st_rq3 = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg [2:0] st_rq_n = 3'h0;
   reg st_run;
   wire [511:0] st_shifted;
   reg st_w_active = 1'h0;
@@ -20671,286 +20719,295 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   assign \$55  = st_run & st_rd_active;
   assign \$56  = 1'h0 + st_rd_inflight1;
   assign \$57  = \$56  + st_rd_inflight2;
-  assign \$58  = st_rq_n + \$57 ;
-  assign \$59  = \$58  - st_w_take;
-  assign \$60  = $signed(\$59 ) < $signed(3'h3);
-  assign st_rd_en = \$55  & \$60 ;
-  assign \$61  = ~ st_cmd[216];
-  assign spad_rd__en = st_rd_en & \$61 ;
+  assign \$58  = \$57  + st_rd_inflight3;
+  assign \$59  = st_rq_n + \$58 ;
+  assign \$60  = \$59  - st_w_take;
+  assign \$61  = $signed(\$60 ) < $signed(4'h4);
+  assign st_rd_en = \$55  & \$61 ;
+  assign \$62  = ~ st_cmd[216];
+  assign spad_rd__en = st_rd_en & \$62 ;
   assign acc_rd__en = st_rd_en & st_cmd[216];
-  assign \$62  = st_w_r > 1'h1;
-  assign \$63  = st_w_row0 + st_cmd[59:48];
-  assign \$64  = st_w_plane0 + st_cmd[91:80];
-  assign \$65  = \$62  ? \$63  : \$64 ;
-  assign \$66  = st_w_r == 1'h1;
-  assign \$67  = st_w_p == 1'h1;
-  assign st_w_last = \$66  & \$67 ;
-  assign \$68  = st_cmd[175:168] > 1'h0;
-  assign \$69  = st_cmd[175:168] > 1'h1;
-  assign \$70  = st_cmd[175:168] > 2'h2;
-  assign \$71  = st_cmd[175:168] > 2'h3;
-  assign \$72  = st_cmd[175:168] > 3'h4;
-  assign \$73  = st_cmd[175:168] > 3'h5;
-  assign \$74  = st_cmd[175:168] > 3'h6;
-  assign \$75  = st_cmd[175:168] > 3'h7;
-  assign \$76  = st_cmd[175:168] > 4'h8;
-  assign \$77  = st_cmd[175:168] > 4'h9;
-  assign \$78  = st_cmd[175:168] > 4'ha;
-  assign \$79  = st_cmd[175:168] > 4'hb;
-  assign \$80  = st_cmd[175:168] > 4'hc;
-  assign \$81  = st_cmd[175:168] > 4'hd;
-  assign \$82  = st_cmd[175:168] > 4'he;
-  assign \$83  = st_cmd[175:168] > 4'hf;
-  assign \$84  = st_cmd[175:168] > 5'h10;
-  assign \$85  = st_cmd[175:168] > 5'h11;
-  assign \$86  = st_cmd[175:168] > 5'h12;
-  assign \$87  = st_cmd[175:168] > 5'h13;
-  assign \$88  = st_cmd[175:168] > 5'h14;
-  assign \$89  = st_cmd[175:168] > 5'h15;
-  assign \$90  = st_cmd[175:168] > 5'h16;
-  assign \$91  = st_cmd[175:168] > 5'h17;
-  assign \$92  = st_cmd[175:168] > 5'h18;
-  assign \$93  = st_cmd[175:168] > 5'h19;
-  assign \$94  = st_cmd[175:168] > 5'h1a;
-  assign \$95  = st_cmd[175:168] > 5'h1b;
-  assign \$96  = st_cmd[175:168] > 5'h1c;
-  assign \$97  = st_cmd[175:168] > 5'h1d;
-  assign \$98  = st_cmd[175:168] > 5'h1e;
-  assign \$99  = st_cmd[175:168] > 5'h1f;
-  assign \$100  = st_cmd[175:168] > 6'h20;
-  assign \$101  = st_cmd[175:168] > 6'h21;
-  assign \$102  = st_cmd[175:168] > 6'h22;
-  assign \$103  = st_cmd[175:168] > 6'h23;
-  assign \$104  = st_cmd[175:168] > 6'h24;
-  assign \$105  = st_cmd[175:168] > 6'h25;
-  assign \$106  = st_cmd[175:168] > 6'h26;
-  assign \$107  = st_cmd[175:168] > 6'h27;
-  assign \$108  = st_cmd[175:168] > 6'h28;
-  assign \$109  = st_cmd[175:168] > 6'h29;
-  assign \$110  = st_cmd[175:168] > 6'h2a;
-  assign \$111  = st_cmd[175:168] > 6'h2b;
-  assign \$112  = st_cmd[175:168] > 6'h2c;
-  assign \$113  = st_cmd[175:168] > 6'h2d;
-  assign \$114  = st_cmd[175:168] > 6'h2e;
-  assign \$115  = st_cmd[175:168] > 6'h2f;
-  assign \$116  = st_cmd[175:168] > 6'h30;
-  assign \$117  = st_cmd[175:168] > 6'h31;
-  assign \$118  = st_cmd[175:168] > 6'h32;
-  assign \$119  = st_cmd[175:168] > 6'h33;
-  assign \$120  = st_cmd[175:168] > 6'h34;
-  assign \$121  = st_cmd[175:168] > 6'h35;
-  assign \$122  = st_cmd[175:168] > 6'h36;
-  assign \$123  = st_cmd[175:168] > 6'h37;
-  assign \$124  = st_cmd[175:168] > 6'h38;
-  assign \$125  = st_cmd[175:168] > 6'h39;
-  assign \$126  = st_cmd[175:168] > 6'h3a;
-  assign \$127  = st_cmd[175:168] > 6'h3b;
-  assign \$128  = st_cmd[175:168] > 6'h3c;
-  assign \$129  = st_cmd[175:168] > 6'h3d;
-  assign \$130  = st_cmd[175:168] > 6'h3e;
-  assign \$131  = st_cmd[175:168] > 6'h3f;
-  assign \$132  = st_run & st_w_row_valid;
-  assign \$133  = | st_w_credit;
-  assign st_wvalid = \$132  & \$133 ;
-  assign \$134  = st_w_nbeats - 1'h1;
-  assign st_w_row_end = st_w_beat == \$134 ;
-  assign \$135  = st_w_addr12 == 12'hff8;
-  assign \$136  = st_w_row_end | \$135 ;
-  assign \$137  = st_w_bib == 4'hf;
-  assign st_wlast = \$136  | \$137 ;
+  assign \$63  = st_w_r > 1'h1;
+  assign \$64  = st_w_row0 + st_cmd[59:48];
+  assign \$65  = st_w_plane0 + st_cmd[91:80];
+  assign \$66  = \$63  ? \$64  : \$65 ;
+  assign \$67  = st_w_r == 1'h1;
+  assign \$68  = st_w_p == 1'h1;
+  assign st_w_last = \$67  & \$68 ;
+  assign \$69  = st_cmd[175:168] > 1'h0;
+  assign \$70  = st_cmd[175:168] > 1'h1;
+  assign \$71  = st_cmd[175:168] > 2'h2;
+  assign \$72  = st_cmd[175:168] > 2'h3;
+  assign \$73  = st_cmd[175:168] > 3'h4;
+  assign \$74  = st_cmd[175:168] > 3'h5;
+  assign \$75  = st_cmd[175:168] > 3'h6;
+  assign \$76  = st_cmd[175:168] > 3'h7;
+  assign \$77  = st_cmd[175:168] > 4'h8;
+  assign \$78  = st_cmd[175:168] > 4'h9;
+  assign \$79  = st_cmd[175:168] > 4'ha;
+  assign \$80  = st_cmd[175:168] > 4'hb;
+  assign \$81  = st_cmd[175:168] > 4'hc;
+  assign \$82  = st_cmd[175:168] > 4'hd;
+  assign \$83  = st_cmd[175:168] > 4'he;
+  assign \$84  = st_cmd[175:168] > 4'hf;
+  assign \$85  = st_cmd[175:168] > 5'h10;
+  assign \$86  = st_cmd[175:168] > 5'h11;
+  assign \$87  = st_cmd[175:168] > 5'h12;
+  assign \$88  = st_cmd[175:168] > 5'h13;
+  assign \$89  = st_cmd[175:168] > 5'h14;
+  assign \$90  = st_cmd[175:168] > 5'h15;
+  assign \$91  = st_cmd[175:168] > 5'h16;
+  assign \$92  = st_cmd[175:168] > 5'h17;
+  assign \$93  = st_cmd[175:168] > 5'h18;
+  assign \$94  = st_cmd[175:168] > 5'h19;
+  assign \$95  = st_cmd[175:168] > 5'h1a;
+  assign \$96  = st_cmd[175:168] > 5'h1b;
+  assign \$97  = st_cmd[175:168] > 5'h1c;
+  assign \$98  = st_cmd[175:168] > 5'h1d;
+  assign \$99  = st_cmd[175:168] > 5'h1e;
+  assign \$100  = st_cmd[175:168] > 5'h1f;
+  assign \$101  = st_cmd[175:168] > 6'h20;
+  assign \$102  = st_cmd[175:168] > 6'h21;
+  assign \$103  = st_cmd[175:168] > 6'h22;
+  assign \$104  = st_cmd[175:168] > 6'h23;
+  assign \$105  = st_cmd[175:168] > 6'h24;
+  assign \$106  = st_cmd[175:168] > 6'h25;
+  assign \$107  = st_cmd[175:168] > 6'h26;
+  assign \$108  = st_cmd[175:168] > 6'h27;
+  assign \$109  = st_cmd[175:168] > 6'h28;
+  assign \$110  = st_cmd[175:168] > 6'h29;
+  assign \$111  = st_cmd[175:168] > 6'h2a;
+  assign \$112  = st_cmd[175:168] > 6'h2b;
+  assign \$113  = st_cmd[175:168] > 6'h2c;
+  assign \$114  = st_cmd[175:168] > 6'h2d;
+  assign \$115  = st_cmd[175:168] > 6'h2e;
+  assign \$116  = st_cmd[175:168] > 6'h2f;
+  assign \$117  = st_cmd[175:168] > 6'h30;
+  assign \$118  = st_cmd[175:168] > 6'h31;
+  assign \$119  = st_cmd[175:168] > 6'h32;
+  assign \$120  = st_cmd[175:168] > 6'h33;
+  assign \$121  = st_cmd[175:168] > 6'h34;
+  assign \$122  = st_cmd[175:168] > 6'h35;
+  assign \$123  = st_cmd[175:168] > 6'h36;
+  assign \$124  = st_cmd[175:168] > 6'h37;
+  assign \$125  = st_cmd[175:168] > 6'h38;
+  assign \$126  = st_cmd[175:168] > 6'h39;
+  assign \$127  = st_cmd[175:168] > 6'h3a;
+  assign \$128  = st_cmd[175:168] > 6'h3b;
+  assign \$129  = st_cmd[175:168] > 6'h3c;
+  assign \$130  = st_cmd[175:168] > 6'h3d;
+  assign \$131  = st_cmd[175:168] > 6'h3e;
+  assign \$132  = st_cmd[175:168] > 6'h3f;
+  assign \$133  = st_run & st_w_row_valid;
+  assign \$134  = | st_w_credit;
+  assign st_wvalid = \$133  & \$134 ;
+  assign \$135  = st_w_nbeats - 1'h1;
+  assign st_w_row_end = st_w_beat == \$135 ;
+  assign \$136  = st_w_addr12 == 12'hff8;
+  assign \$137  = st_w_row_end | \$136 ;
+  assign \$138  = st_w_bib == 4'hf;
+  assign st_wlast = \$137  | \$138 ;
   assign st_whs = st_wvalid & up__wready;
-  assign \$138  = st_run & st_w_active;
-  assign \$139  = \$138  & st_rbuf_valid;
-  assign \$140  = ~ st_w_row_valid;
-  assign \$141  = st_whs & st_w_row_end;
-  assign \$142  = \$140  | \$141 ;
-  assign st_w_take = \$139  & \$142 ;
-  assign \$446  = st_w_beat * 7'h40;
-  assign up__wdata = st_wbuf >> \$446 ;
-  assign \$449  = st_w_beat * 4'h8;
-  assign up__wstrb = st_wstrb_buf >> \$449 ;
-  assign \$143  = 1'h0 + up__wstrb[0];
-  assign \$144  = \$143  + up__wstrb[1];
-  assign \$145  = \$144  + up__wstrb[2];
-  assign \$146  = \$145  + up__wstrb[3];
-  assign \$147  = \$146  + up__wstrb[4];
-  assign \$148  = \$147  + up__wstrb[5];
-  assign \$149  = \$148  + up__wstrb[6];
-  assign \$150  = \$149  + up__wstrb[7];
-  assign \$151  = st_whs ? \$150  : 9'h000;
-  assign \$152  = st_cmd[182:176] * 4'h8;
-  assign \$153  = st_rq0 >> \$152 ;
-  assign st_shifted = \$153  & { \$131 , \$131 , \$131 , \$131 , \$131 , \$131 , \$131 , \$131 , \$130 , \$130 , \$130 , \$130 , \$130 , \$130 , \$130 , \$130 , \$129 , \$129 , \$129 , \$129 , \$129 , \$129 , \$129 , \$129 , \$128 , \$128 , \$128 , \$128 , \$128 , \$128 , \$128 , \$128 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68  };
-  assign \$154  = ~ st_aw_valid;
-  assign \$155  = ! st_w_credit;
-  assign \$156  = \$154  & \$155 ;
-  assign \$157  = ! st_b_out;
-  assign \$158  = \$156  & \$157 ;
-  assign \$159  = ~ st_aw_it_active;
-  assign \$160  = ~ st_w_active;
-  assign \$161  = \$159  & \$160 ;
-  assign \$162  = ~ st_w_row_valid;
-  assign \$163  = \$161  & \$162 ;
-  assign \$164  = st_drain | \$163 ;
-  assign st_finished = \$158  & \$164 ;
-  assign \$165  = ! dma_store_fsm_state;
-  assign \$166  = dma_store_fsm_state == 1'h1;
-  assign \$167  = dma_store_fsm_state == 2'h2;
-  assign \$168  = dma_store_fsm_state == 2'h3;
-  assign \$169  = dma_store_fsm_state == 3'h4;
-  assign \$170  = dma_store_fsm_state == 3'h5;
-  assign \$171  = \$41 [4:0] - 1'h1;
-  assign \$172  = st_aw_beats_left == \$41 [4:0];
-  assign \$173  = st_aw_it_r > 1'h1;
-  assign \$174  = st_aw_it_r - 1'h1;
-  assign \$175  = st_aw_it_p - 1'h1;
-  assign \$178  = \$31 [2:0] + st_cmd[175:168];
-  assign \$179  = \$178  + 3'h7;
-  assign \$182  = st_aw_beat_addr + \$181 ;
-  assign \$183  = st_aw_beats_left - \$41 [4:0];
-  assign \$184  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$185  = st_rd_en & \$184 ;
-  assign \$186  = st_rq_n + st_rd_inflight2;
-  assign \$187  = \$186  - st_w_take;
-  assign \$188  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$189  = st_rd_en & \$188 ;
-  assign \$190  = st_rd_r > 1'h1;
-  assign \$191  = st_rd_r - 1'h1;
-  assign \$192  = st_rd_p - 1'h1;
-  assign \$193  = st_rq_n - st_w_take;
-  assign \$194  = ! \$193 ;
-  assign \$195  = st_rd_inflight2 & \$194 ;
-  assign \$196  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$197  = st_rq_n - st_w_take;
-  assign \$198  = \$197  == 1'h1;
-  assign \$199  = st_rd_inflight2 & \$198 ;
-  assign \$200  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$201  = st_rq_n - st_w_take;
-  assign \$202  = \$201  == 2'h2;
-  assign \$203  = st_rd_inflight2 & \$202 ;
-  assign \$204  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$205  = st_w_beat + 1'h1;
-  assign \$206  = st_w_addr12 + 4'h8;
-  assign \$207  = st_w_bib + 1'h1;
-  assign \$208  = st_wlast ? 5'h00 : \$207 ;
-  assign \$209  = st_w_row0[2:0] * 4'h8;
-  assign \$210  = st_shifted << \$209 ;
-  assign \$211  = { \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68  } << st_w_row0[2:0];
-  assign \$212  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$213  = \$212  + 3'h7;
-  assign \$217  = st_w_r > 1'h1;
-  assign \$218  = st_w_r - 1'h1;
-  assign \$219  = st_w_p - 1'h1;
-  assign \$220  = st_w_credit + st_aw_issue;
-  assign \$221  = st_whs & st_wlast;
-  assign \$222  = \$220  - \$221 ;
-  assign \$223  = st_b_out + st_aw_issue;
-  assign \$225  = \$223  - \$224 ;
-  assign \$227  = st_run & \$226 ;
-  assign \$228  = \$227  & up__bresp[1];
-  assign \$229  = ~ st_drain;
-  assign \$230  = \$228  & \$229 ;
-  assign \$231  = up__bresp == 2'h3;
-  assign \$232  = \$231  ? 8'h07 : 8'h06;
-  assign \$233  = \$2 [15:0] * st_cmd[167:148];
-  assign \$234  = \$1 [15:0] * st_cmd[147:132];
-  assign \$235  = \$2 [15:0] * st_cmd[111:80];
-  assign \$236  = \$1 [15:0] * st_cmd[79:48];
-  assign \$237  = ! store__error;
-  assign \$238  = | st_cmd[175:168];
-  assign \$239  = \$237  & \$238 ;
-  assign \$240  = | st_cmd[175:168];
-  assign \$243  = st_cmd[2:0] + st_cmd[175:168];
-  assign \$244  = \$243  + 3'h7;
-  assign \$246  = st_drain ? store__error : 8'h10;
+  assign \$139  = st_run & st_w_active;
+  assign \$140  = \$139  & st_rbuf_valid;
+  assign \$141  = ~ st_w_row_valid;
+  assign \$142  = st_whs & st_w_row_end;
+  assign \$143  = \$141  | \$142 ;
+  assign st_w_take = \$140  & \$143 ;
+  assign \$454  = st_w_beat * 7'h40;
+  assign up__wdata = st_wbuf >> \$454 ;
+  assign \$457  = st_w_beat * 4'h8;
+  assign up__wstrb = st_wstrb_buf >> \$457 ;
+  assign \$144  = 1'h0 + up__wstrb[0];
+  assign \$145  = \$144  + up__wstrb[1];
+  assign \$146  = \$145  + up__wstrb[2];
+  assign \$147  = \$146  + up__wstrb[3];
+  assign \$148  = \$147  + up__wstrb[4];
+  assign \$149  = \$148  + up__wstrb[5];
+  assign \$150  = \$149  + up__wstrb[6];
+  assign \$151  = \$150  + up__wstrb[7];
+  assign \$152  = st_whs ? \$151  : 9'h000;
+  assign \$153  = st_cmd[182:176] * 4'h8;
+  assign \$154  = st_rq0 >> \$153 ;
+  assign st_shifted = \$154  & { \$132 , \$132 , \$132 , \$132 , \$132 , \$132 , \$132 , \$132 , \$131 , \$131 , \$131 , \$131 , \$131 , \$131 , \$131 , \$131 , \$130 , \$130 , \$130 , \$130 , \$130 , \$130 , \$130 , \$130 , \$129 , \$129 , \$129 , \$129 , \$129 , \$129 , \$129 , \$129 , \$128 , \$128 , \$128 , \$128 , \$128 , \$128 , \$128 , \$128 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$127 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$126 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$125 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$124 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$123 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$122 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$121 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$120 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$119 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$118 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$117 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$116 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$115 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$114 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$113 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$112 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$111 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$110 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$109 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$108 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$107 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$106 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$105 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$104 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$103 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$102 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$101 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69  };
+  assign \$155  = ~ st_aw_valid;
+  assign \$156  = ! st_w_credit;
+  assign \$157  = \$155  & \$156 ;
+  assign \$158  = ! st_b_out;
+  assign \$159  = \$157  & \$158 ;
+  assign \$160  = ~ st_aw_it_active;
+  assign \$161  = ~ st_w_active;
+  assign \$162  = \$160  & \$161 ;
+  assign \$163  = ~ st_w_row_valid;
+  assign \$164  = \$162  & \$163 ;
+  assign \$165  = st_drain | \$164 ;
+  assign st_finished = \$159  & \$165 ;
+  assign \$166  = ! dma_store_fsm_state;
+  assign \$167  = dma_store_fsm_state == 1'h1;
+  assign \$168  = dma_store_fsm_state == 2'h2;
+  assign \$169  = dma_store_fsm_state == 2'h3;
+  assign \$170  = dma_store_fsm_state == 3'h4;
+  assign \$171  = dma_store_fsm_state == 3'h5;
+  assign \$172  = \$41 [4:0] - 1'h1;
+  assign \$173  = st_aw_beats_left == \$41 [4:0];
+  assign \$174  = st_aw_it_r > 1'h1;
+  assign \$175  = st_aw_it_r - 1'h1;
+  assign \$176  = st_aw_it_p - 1'h1;
+  assign \$179  = \$31 [2:0] + st_cmd[175:168];
+  assign \$180  = \$179  + 3'h7;
+  assign \$183  = st_aw_beat_addr + \$182 ;
+  assign \$184  = st_aw_beats_left - \$41 [4:0];
+  assign \$185  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$186  = st_rd_en & \$185 ;
+  assign \$187  = st_rq_n + st_rd_inflight3;
+  assign \$188  = \$187  - st_w_take;
+  assign \$189  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$190  = st_rd_en & \$189 ;
+  assign \$191  = st_rd_r > 1'h1;
+  assign \$192  = st_rd_r - 1'h1;
+  assign \$193  = st_rd_p - 1'h1;
+  assign \$194  = st_rq_n - st_w_take;
+  assign \$195  = ! \$194 ;
+  assign \$196  = st_rd_inflight3 & \$195 ;
+  assign \$197  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$198  = st_rq_n - st_w_take;
+  assign \$199  = \$198  == 1'h1;
+  assign \$200  = st_rd_inflight3 & \$199 ;
+  assign \$201  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$202  = st_rq_n - st_w_take;
+  assign \$203  = \$202  == 2'h2;
+  assign \$204  = st_rd_inflight3 & \$203 ;
+  assign \$205  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$206  = st_rq_n - st_w_take;
+  assign \$207  = \$206  == 2'h3;
+  assign \$208  = st_rd_inflight3 & \$207 ;
+  assign \$209  = st_cmd[216] ? acc_rd__data : { 384'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$210  = st_w_beat + 1'h1;
+  assign \$211  = st_w_addr12 + 4'h8;
+  assign \$212  = st_w_bib + 1'h1;
+  assign \$213  = st_wlast ? 5'h00 : \$212 ;
+  assign \$214  = st_w_row0[2:0] * 4'h8;
+  assign \$215  = st_shifted << \$214 ;
+  assign \$216  = { \$132 , \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69  } << st_w_row0[2:0];
+  assign \$217  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$218  = \$217  + 3'h7;
+  assign \$222  = st_w_r > 1'h1;
+  assign \$223  = st_w_r - 1'h1;
+  assign \$224  = st_w_p - 1'h1;
+  assign \$225  = st_w_credit + st_aw_issue;
+  assign \$226  = st_whs & st_wlast;
+  assign \$227  = \$225  - \$226 ;
+  assign \$228  = st_b_out + st_aw_issue;
+  assign \$230  = \$228  - \$229 ;
+  assign \$232  = st_run & \$231 ;
+  assign \$233  = \$232  & up__bresp[1];
+  assign \$234  = ~ st_drain;
+  assign \$235  = \$233  & \$234 ;
+  assign \$236  = up__bresp == 2'h3;
+  assign \$237  = \$236  ? 8'h07 : 8'h06;
+  assign \$238  = \$2 [15:0] * st_cmd[167:148];
+  assign \$239  = \$1 [15:0] * st_cmd[147:132];
+  assign \$240  = \$2 [15:0] * st_cmd[111:80];
+  assign \$241  = \$1 [15:0] * st_cmd[79:48];
+  assign \$242  = ! store__error;
+  assign \$243  = | st_cmd[175:168];
+  assign \$244  = \$242  & \$243 ;
+  assign \$245  = | st_cmd[175:168];
+  assign \$248  = st_cmd[2:0] + st_cmd[175:168];
+  assign \$249  = \$248  + 3'h7;
+  assign \$251  = st_drain ? store__error : 8'h10;
   always @(posedge clk)
-    up__awaddr <= \$247 ;
+    up__awaddr <= \$252 ;
   always @(posedge clk)
-    up__awlen <= \$248 ;
+    up__awlen <= \$253 ;
   always @(posedge clk)
-    st_aw_valid <= \$249 ;
+    st_aw_valid <= \$254 ;
   always @(posedge clk)
-    st_aw_it_row0 <= \$250 ;
+    st_aw_it_row0 <= \$255 ;
   always @(posedge clk)
-    st_aw_it_r <= \$251 ;
+    st_aw_it_r <= \$256 ;
   always @(posedge clk)
-    st_aw_it_p <= \$252 ;
+    st_aw_it_p <= \$257 ;
   always @(posedge clk)
-    st_aw_it_plane0 <= \$253 ;
+    st_aw_it_plane0 <= \$258 ;
   always @(posedge clk)
-    st_aw_it_active <= \$254 ;
+    st_aw_it_active <= \$259 ;
   always @(posedge clk)
-    st_aw_beat_addr <= \$255 ;
+    st_aw_beat_addr <= \$260 ;
   always @(posedge clk)
-    st_aw_beats_left <= \$256 ;
+    st_aw_beats_left <= \$261 ;
   always @(posedge clk)
-    st_rd_inflight1 <= \$257 ;
+    st_rd_inflight1 <= \$262 ;
   always @(posedge clk)
-    st_rq_n <= \$258 ;
+    st_rq_n <= \$263 ;
   always @(posedge clk)
-    st_rd_inflight2 <= \$259 ;
+    st_rd_inflight2 <= \$264 ;
   always @(posedge clk)
-    st_rd_row0 <= \$260 ;
+    st_rd_inflight3 <= \$265 ;
   always @(posedge clk)
-    st_rd_r <= \$261 ;
+    st_rd_row0 <= \$266 ;
   always @(posedge clk)
-    st_rd_p <= \$262 ;
+    st_rd_r <= \$267 ;
   always @(posedge clk)
-    st_rd_plane0 <= \$263 ;
+    st_rd_p <= \$268 ;
   always @(posedge clk)
-    st_rd_active <= \$264 ;
+    st_rd_plane0 <= \$269 ;
   always @(posedge clk)
-    st_rq0 <= \$265 ;
+    st_rd_active <= \$270 ;
   always @(posedge clk)
-    st_rq1 <= \$266 ;
+    st_rq0 <= \$271 ;
   always @(posedge clk)
-    st_rq2 <= \$267 ;
+    st_rq1 <= \$272 ;
   always @(posedge clk)
-    st_w_beat <= \$268 ;
+    st_rq2 <= \$273 ;
   always @(posedge clk)
-    st_w_addr12 <= \$269 ;
+    st_rq3 <= \$274 ;
   always @(posedge clk)
-    st_w_bib <= \$270 ;
+    st_w_beat <= \$275 ;
   always @(posedge clk)
-    st_w_row_valid <= \$271 ;
+    st_w_addr12 <= \$276 ;
   always @(posedge clk)
-    st_wbuf <= \$272 ;
+    st_w_bib <= \$277 ;
   always @(posedge clk)
-    st_wstrb_buf <= \$273 ;
+    st_w_row_valid <= \$278 ;
   always @(posedge clk)
-    st_w_nbeats <= \$274 ;
+    st_wbuf <= \$279 ;
   always @(posedge clk)
-    st_w_row0 <= \$275 ;
+    st_wstrb_buf <= \$280 ;
   always @(posedge clk)
-    st_w_r <= \$276 ;
+    st_w_nbeats <= \$281 ;
   always @(posedge clk)
-    st_w_p <= \$277 ;
+    st_w_row0 <= \$282 ;
   always @(posedge clk)
-    st_w_plane0 <= \$278 ;
+    st_w_r <= \$283 ;
   always @(posedge clk)
-    st_w_active <= \$279 ;
+    st_w_p <= \$284 ;
   always @(posedge clk)
-    st_w_credit <= \$280 ;
+    st_w_plane0 <= \$285 ;
   always @(posedge clk)
-    st_b_out <= \$281 ;
+    st_w_active <= \$286 ;
   always @(posedge clk)
-    st_drain <= \$282 ;
+    st_w_credit <= \$287 ;
   always @(posedge clk)
-    store__error <= \$283 ;
+    st_b_out <= \$288 ;
   always @(posedge clk)
-    st_cmd <= \$284 ;
+    st_drain <= \$289 ;
   always @(posedge clk)
-    st_window <= \$285 ;
+    store__error <= \$290 ;
   always @(posedge clk)
-    dma_store_fsm_state <= \$286 ;
+    st_cmd <= \$291 ;
   always @(posedge clk)
-    st_local_plane_stride_x <= \$287 ;
+    st_window <= \$292 ;
   always @(posedge clk)
-    st_local_row_stride_x <= \$288 ;
+    dma_store_fsm_state <= \$293 ;
   always @(posedge clk)
-    st_host_plane_stride_x <= \$289 ;
+    st_local_plane_stride_x <= \$294 ;
   always @(posedge clk)
-    st_host_row_stride_x <= \$290 ;
+    st_local_row_stride_x <= \$295 ;
+  always @(posedge clk)
+    st_host_plane_stride_x <= \$296 ;
+  always @(posedge clk)
+    st_host_row_stride_x <= \$297 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     (* full_case = 32'd1 *)
@@ -21049,37 +21106,37 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$247  = up__awaddr;
+    \$252  = up__awaddr;
     if (st_aw_issue) begin
-      \$247  = st_aw_beat_addr;
+      \$252  = st_aw_beat_addr;
     end
     if (store_reset) begin
-      \$247  = 32'd0;
+      \$252  = 32'd0;
     end
     if (rst) begin
-      \$247  = 32'd0;
+      \$252  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$248  = up__awlen;
+    \$253  = up__awlen;
     if (st_aw_issue) begin
-      \$248  = { \$171 [5], \$171 [5], \$171  };
+      \$253  = { \$172 [5], \$172 [5], \$172  };
     end
     if (store_reset) begin
-      \$248  = 8'h00;
+      \$253  = 8'h00;
     end
     if (rst) begin
-      \$248  = 8'h00;
+      \$253  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$249  = st_aw_valid;
+    \$254  = st_aw_valid;
     if (st_aw_issue) begin
-      \$249  = 1'h1;
+      \$254  = 1'h1;
     end else if (up__awready) begin
-      \$249  = 1'h0;
+      \$254  = 1'h0;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21089,28 +21146,28 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$239 ) begin
-            \$249  = 1'h0;
+          if (\$244 ) begin
+            \$254  = 1'h0;
           end
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$249  = 1'h0;
+            \$254  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$249  = 1'h0;
+      \$254  = 1'h0;
     end
     if (rst) begin
-      \$249  = 1'h0;
+      \$254  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$250  = st_aw_it_row0;
+    \$255  = st_aw_it_row0;
     if (st_aw_issue) begin
-      if (\$172 ) begin
-        \$250  = \$31 [31:0];
+      if (\$173 ) begin
+        \$255  = \$31 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21121,27 +21178,27 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$239 ) begin
-            \$250  = st_cmd[31:0];
+          if (\$244 ) begin
+            \$255  = st_cmd[31:0];
           end
     endcase
     if (store_reset) begin
-      \$250  = 32'd0;
+      \$255  = 32'd0;
     end
     if (rst) begin
-      \$250  = 32'd0;
+      \$255  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$251  = st_aw_it_r;
+    \$256  = st_aw_it_r;
     if (st_aw_issue) begin
-      if (\$172 ) begin
+      if (\$173 ) begin
         (* full_case = 32'd1 *)
-        if (\$173 ) begin
-          \$251  = \$174 [15:0];
+        if (\$174 ) begin
+          \$256  = \$175 [15:0];
         end else begin
-          \$251  = st_cmd[199:184];
+          \$256  = st_cmd[199:184];
         end
       end
     end
@@ -21153,26 +21210,26 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$239 ) begin
-            \$251  = st_cmd[199:184];
+          if (\$244 ) begin
+            \$256  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$251  = 16'h0000;
+      \$256  = 16'h0000;
     end
     if (rst) begin
-      \$251  = 16'h0000;
+      \$256  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$252  = st_aw_it_p;
+    \$257  = st_aw_it_p;
     if (st_aw_issue) begin
-      if (\$172 ) begin
+      if (\$173 ) begin
         (* full_case = 32'd1 *)
-        if (\$173 ) begin
+        if (\$174 ) begin
         end else begin
-          \$252  = \$175 [15:0];
+          \$257  = \$176 [15:0];
         end
       end
     end
@@ -21184,26 +21241,26 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$239 ) begin
-            \$252  = st_cmd[215:200];
+          if (\$244 ) begin
+            \$257  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$252  = 16'h0000;
+      \$257  = 16'h0000;
     end
     if (rst) begin
-      \$252  = 16'h0000;
+      \$257  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$253  = st_aw_it_plane0;
+    \$258  = st_aw_it_plane0;
     if (st_aw_issue) begin
-      if (\$172 ) begin
+      if (\$173 ) begin
         (* full_case = 32'd1 *)
-        if (\$173 ) begin
+        if (\$174 ) begin
         end else begin
-          \$253  = \$31 [31:0];
+          \$258  = \$31 [31:0];
         end
       end
     end
@@ -21215,24 +21272,24 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$239 ) begin
-            \$253  = st_cmd[31:0];
+          if (\$244 ) begin
+            \$258  = st_cmd[31:0];
           end
     endcase
     if (store_reset) begin
-      \$253  = 32'd0;
+      \$258  = 32'd0;
     end
     if (rst) begin
-      \$253  = 32'd0;
+      \$258  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$254  = st_aw_it_active;
+    \$259  = st_aw_it_active;
     if (st_aw_issue) begin
-      if (\$172 ) begin
+      if (\$173 ) begin
         if (st_aw_it_last) begin
-          \$254  = 1'h0;
+          \$259  = 1'h0;
         end
       end
     end
@@ -21244,110 +21301,10 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$239 ) begin
-            \$254  = \$240 ;
+          if (\$244 ) begin
+            \$259  = \$245 ;
           end
     endcase
-    if (store_reset) begin
-      \$254  = 1'h0;
-    end
-    if (rst) begin
-      \$254  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$255  = st_aw_beat_addr;
-    if (st_aw_issue) begin
-      (* full_case = 32'd1 *)
-      if (\$172 ) begin
-        \$255  = \$177 ;
-      end else begin
-        \$255  = \$182 [31:0];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (\$239 ) begin
-            \$255  = \$242 ;
-          end
-    endcase
-    if (store_reset) begin
-      \$255  = 32'd0;
-    end
-    if (rst) begin
-      \$255  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$256  = st_aw_beats_left;
-    if (st_aw_issue) begin
-      (* full_case = 32'd1 *)
-      if (\$172 ) begin
-        \$256  = \$180 [3:0];
-      end else begin
-        \$256  = \$183 [3:0];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (\$239 ) begin
-            \$256  = \$245 [3:0];
-          end
-    endcase
-    if (store_reset) begin
-      \$256  = 4'h0;
-    end
-    if (rst) begin
-      \$256  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$257  = \$185 ;
-    if (store_reset) begin
-      \$257  = 1'h0;
-    end
-    if (rst) begin
-      \$257  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$258  = \$187 [1:0];
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \$258  = 2'h0;
-    endcase
-    if (store_reset) begin
-      \$258  = 2'h0;
-    end
-    if (rst) begin
-      \$258  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$259  = st_rd_inflight1;
     if (store_reset) begin
       \$259  = 1'h0;
     end
@@ -21357,38 +21314,13 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$260  = st_rd_row0;
-    if (\$189 ) begin
-      \$260  = \$52 [13:0];
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (\$239 ) begin
-            \$260  = st_cmd[125:112];
-          end
-    endcase
-    if (store_reset) begin
-      \$260  = 14'h0000;
-    end
-    if (rst) begin
-      \$260  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$261  = st_rd_r;
-    if (\$189 ) begin
+    \$260  = st_aw_beat_addr;
+    if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$190 ) begin
-        \$261  = \$191 [15:0];
+      if (\$173 ) begin
+        \$260  = \$178 ;
       end else begin
-        \$261  = st_cmd[199:184];
+        \$260  = \$183 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21399,25 +21331,26 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$239 ) begin
-            \$261  = st_cmd[199:184];
+          if (\$244 ) begin
+            \$260  = \$247 ;
           end
     endcase
     if (store_reset) begin
-      \$261  = 16'h0000;
+      \$260  = 32'd0;
     end
     if (rst) begin
-      \$261  = 16'h0000;
+      \$260  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$262  = st_rd_p;
-    if (\$189 ) begin
+    \$261  = st_aw_beats_left;
+    if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$190 ) begin
+      if (\$173 ) begin
+        \$261  = \$181 [3:0];
       end else begin
-        \$262  = \$192 [15:0];
+        \$261  = \$184 [3:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21428,25 +21361,101 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$239 ) begin
-            \$262  = st_cmd[215:200];
+          if (\$244 ) begin
+            \$261  = \$250 [3:0];
           end
     endcase
     if (store_reset) begin
-      \$262  = 16'h0000;
+      \$261  = 4'h0;
     end
     if (rst) begin
-      \$262  = 16'h0000;
+      \$261  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$263  = st_rd_plane0;
-    if (\$189 ) begin
+    \$262  = \$186 ;
+    if (store_reset) begin
+      \$262  = 1'h0;
+    end
+    if (rst) begin
+      \$262  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$263  = \$188 [2:0];
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$263  = 3'h0;
+    endcase
+    if (store_reset) begin
+      \$263  = 3'h0;
+    end
+    if (rst) begin
+      \$263  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$264  = st_rd_inflight1;
+    if (store_reset) begin
+      \$264  = 1'h0;
+    end
+    if (rst) begin
+      \$264  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$265  = st_rd_inflight2;
+    if (store_reset) begin
+      \$265  = 1'h0;
+    end
+    if (rst) begin
+      \$265  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$266  = st_rd_row0;
+    if (\$190 ) begin
+      \$266  = \$52 [13:0];
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$244 ) begin
+            \$266  = st_cmd[125:112];
+          end
+    endcase
+    if (store_reset) begin
+      \$266  = 14'h0000;
+    end
+    if (rst) begin
+      \$266  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$267  = st_rd_r;
+    if (\$190 ) begin
       (* full_case = 32'd1 *)
-      if (\$190 ) begin
+      if (\$191 ) begin
+        \$267  = \$192 [15:0];
       end else begin
-        \$263  = \$52 [13:0];
+        \$267  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21457,23 +21466,81 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$239 ) begin
-            \$263  = st_cmd[125:112];
+          if (\$244 ) begin
+            \$267  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$263  = 14'h0000;
+      \$267  = 16'h0000;
     end
     if (rst) begin
-      \$263  = 14'h0000;
+      \$267  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$264  = st_rd_active;
-    if (\$189 ) begin
+    \$268  = st_rd_p;
+    if (\$190 ) begin
+      (* full_case = 32'd1 *)
+      if (\$191 ) begin
+      end else begin
+        \$268  = \$193 [15:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$244 ) begin
+            \$268  = st_cmd[215:200];
+          end
+    endcase
+    if (store_reset) begin
+      \$268  = 16'h0000;
+    end
+    if (rst) begin
+      \$268  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$269  = st_rd_plane0;
+    if (\$190 ) begin
+      (* full_case = 32'd1 *)
+      if (\$191 ) begin
+      end else begin
+        \$269  = \$52 [13:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$244 ) begin
+            \$269  = st_cmd[125:112];
+          end
+    endcase
+    if (store_reset) begin
+      \$269  = 14'h0000;
+    end
+    if (rst) begin
+      \$269  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$270  = st_rd_active;
+    if (\$190 ) begin
       if (st_rd_last) begin
-        \$264  = 1'h0;
+        \$270  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21484,99 +21551,115 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$239 ) begin
-            \$264  = 1'h1;
+          if (\$244 ) begin
+            \$270  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$264  = 1'h0;
+      \$270  = 1'h0;
     end
     if (rst) begin
-      \$264  = 1'h0;
+      \$270  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$265  = st_rq0;
+    \$271  = st_rq0;
     if (st_w_take) begin
-      \$265  = st_rq1;
+      \$271  = st_rq1;
     end
-    if (\$195 ) begin
-      \$265  = \$196 ;
+    if (\$196 ) begin
+      \$271  = \$197 ;
     end
     if (store_reset) begin
-      \$265  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$271  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$265  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$271  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$266  = st_rq1;
+    \$272  = st_rq1;
     if (st_w_take) begin
-      \$266  = st_rq2;
+      \$272  = st_rq2;
     end
-    if (\$199 ) begin
-      \$266  = \$200 ;
+    if (\$200 ) begin
+      \$272  = \$201 ;
     end
     if (store_reset) begin
-      \$266  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$272  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$266  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$272  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$267  = st_rq2;
-    if (\$203 ) begin
-      \$267  = \$204 ;
+    \$273  = st_rq2;
+    if (st_w_take) begin
+      \$273  = st_rq3;
+    end
+    if (\$204 ) begin
+      \$273  = \$205 ;
     end
     if (store_reset) begin
-      \$267  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$273  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$267  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$273  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$268  = st_w_beat;
+    \$274  = st_rq3;
+    if (\$208 ) begin
+      \$274  = \$209 ;
+    end
+    if (store_reset) begin
+      \$274  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$274  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$275  = st_w_beat;
     if (st_whs) begin
-      \$268  = \$205 [3:0];
+      \$275  = \$210 [3:0];
     end
     if (st_w_take) begin
-      \$268  = 4'h0;
+      \$275  = 4'h0;
     end
     if (store_reset) begin
-      \$268  = 4'h0;
+      \$275  = 4'h0;
     end
     if (rst) begin
-      \$268  = 4'h0;
+      \$275  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$269  = st_w_addr12;
+    \$276  = st_w_addr12;
     if (st_whs) begin
-      \$269  = \$206 [11:0];
+      \$276  = \$211 [11:0];
     end
     if (st_w_take) begin
-      \$269  = \$216 ;
+      \$276  = \$221 ;
     end
     if (store_reset) begin
-      \$269  = 12'h000;
+      \$276  = 12'h000;
     end
     if (rst) begin
-      \$269  = 12'h000;
+      \$276  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$270  = st_w_bib;
+    \$277  = st_w_bib;
     if (st_whs) begin
-      \$270  = \$208 [3:0];
+      \$277  = \$213 [3:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21586,25 +21669,25 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          \$270  = 4'h0;
+          \$277  = 4'h0;
     endcase
     if (store_reset) begin
-      \$270  = 4'h0;
+      \$277  = 4'h0;
     end
     if (rst) begin
-      \$270  = 4'h0;
+      \$277  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$271  = st_w_row_valid;
+    \$278  = st_w_row_valid;
     if (st_whs) begin
       if (st_w_row_end) begin
-        \$271  = 1'h0;
+        \$278  = 1'h0;
       end
     end
     if (st_w_take) begin
-      \$271  = 1'h1;
+      \$278  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21614,64 +21697,64 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          \$271  = 1'h0;
+          \$278  = 1'h0;
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$271  = 1'h0;
+            \$278  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$271  = 1'h0;
+      \$278  = 1'h0;
     end
     if (rst) begin
-      \$271  = 1'h0;
+      \$278  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$272  = st_wbuf;
+    \$279  = st_wbuf;
     if (st_w_take) begin
-      \$272  = \$210 [575:0];
+      \$279  = \$215 [575:0];
     end
     if (store_reset) begin
-      \$272  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$279  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$272  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$279  = 576'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$273  = st_wstrb_buf;
+    \$280  = st_wstrb_buf;
     if (st_w_take) begin
-      \$273  = { 1'h0, \$211  };
+      \$280  = { 1'h0, \$216  };
     end
     if (store_reset) begin
-      \$273  = 72'h000000000000000000;
+      \$280  = 72'h000000000000000000;
     end
     if (rst) begin
-      \$273  = 72'h000000000000000000;
+      \$280  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$274  = st_w_nbeats;
+    \$281  = st_w_nbeats;
     if (st_w_take) begin
-      \$274  = \$214 [3:0];
+      \$281  = \$219 [3:0];
     end
     if (store_reset) begin
-      \$274  = 4'h0;
+      \$281  = 4'h0;
     end
     if (rst) begin
-      \$274  = 4'h0;
+      \$281  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$275  = st_w_row0;
+    \$282  = st_w_row0;
     if (st_w_take) begin
-      \$275  = \$65 [11:0];
+      \$282  = \$66 [11:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21681,26 +21764,26 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$239 ) begin
-            \$275  = st_cmd[11:0];
+          if (\$244 ) begin
+            \$282  = st_cmd[11:0];
           end
     endcase
     if (store_reset) begin
-      \$275  = 12'h000;
+      \$282  = 12'h000;
     end
     if (rst) begin
-      \$275  = 12'h000;
+      \$282  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$276  = st_w_r;
+    \$283  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$217 ) begin
-        \$276  = \$218 [15:0];
+      if (\$222 ) begin
+        \$283  = \$223 [15:0];
       end else begin
-        \$276  = st_cmd[199:184];
+        \$283  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21711,25 +21794,25 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$239 ) begin
-            \$276  = st_cmd[199:184];
+          if (\$244 ) begin
+            \$283  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$276  = 16'h0000;
+      \$283  = 16'h0000;
     end
     if (rst) begin
-      \$276  = 16'h0000;
+      \$283  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$277  = st_w_p;
+    \$284  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$217 ) begin
+      if (\$222 ) begin
       end else begin
-        \$277  = \$219 [15:0];
+        \$284  = \$224 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21740,25 +21823,25 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$239 ) begin
-            \$277  = st_cmd[215:200];
+          if (\$244 ) begin
+            \$284  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$277  = 16'h0000;
+      \$284  = 16'h0000;
     end
     if (rst) begin
-      \$277  = 16'h0000;
+      \$284  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$278  = st_w_plane0;
+    \$285  = st_w_plane0;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$217 ) begin
+      if (\$222 ) begin
       end else begin
-        \$278  = \$65 [11:0];
+        \$285  = \$66 [11:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21769,23 +21852,23 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$239 ) begin
-            \$278  = st_cmd[11:0];
+          if (\$244 ) begin
+            \$285  = st_cmd[11:0];
           end
     endcase
     if (store_reset) begin
-      \$278  = 12'h000;
+      \$285  = 12'h000;
     end
     if (rst) begin
-      \$278  = 12'h000;
+      \$285  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$279  = st_w_active;
+    \$286  = st_w_active;
     if (st_w_take) begin
       if (st_w_last) begin
-        \$279  = 1'h0;
+        \$286  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21796,20 +21879,20 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$239 ) begin
-            \$279  = 1'h1;
+          if (\$244 ) begin
+            \$286  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$279  = 1'h0;
+      \$286  = 1'h0;
     end
     if (rst) begin
-      \$279  = 1'h0;
+      \$286  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$280  = \$222 [2:0];
+    \$287  = \$227 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21822,19 +21905,19 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$280  = 3'h0;
+            \$287  = 3'h0;
           end
     endcase
     if (store_reset) begin
-      \$280  = 3'h0;
+      \$287  = 3'h0;
     end
     if (rst) begin
-      \$280  = 3'h0;
+      \$287  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$281  = \$225 [2:0];
+    \$288  = \$230 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21847,21 +21930,21 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$281  = 3'h0;
+            \$288  = 3'h0;
           end
     endcase
     if (store_reset) begin
-      \$281  = 3'h0;
+      \$288  = 3'h0;
     end
     if (rst) begin
-      \$281  = 3'h0;
+      \$288  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$282  = st_drain;
-    if (\$230 ) begin
-      \$282  = 1'h1;
+    \$289  = st_drain;
+    if (\$235 ) begin
+      \$289  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21871,20 +21954,20 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h2:
           /* empty */;
       3'h3:
-          \$282  = 1'h0;
+          \$289  = 1'h0;
     endcase
     if (store_reset) begin
-      \$282  = 1'h0;
+      \$289  = 1'h0;
     end
     if (rst) begin
-      \$282  = 1'h0;
+      \$289  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$283  = store__error;
-    if (\$230 ) begin
-      \$283  = \$232 ;
+    \$290  = store__error;
+    if (\$235 ) begin
+      \$290  = \$237 ;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21892,151 +21975,151 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
       3'h1:
           /* empty */;
       3'h2:
-          \$283  = st_chk_err;
+          \$290  = st_chk_err;
       3'h3:
           /* empty */;
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$283  = \$246 ;
+            \$290  = \$251 ;
           end
     endcase
     if (store_reset) begin
-      \$283  = 8'h00;
+      \$290  = 8'h00;
     end
     if (rst) begin
-      \$283  = 8'h00;
+      \$290  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$284  = st_cmd;
+    \$291  = st_cmd;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$284  = store__cmd__payload;
+            \$291  = store__cmd__payload;
           end
     endcase
     if (store_reset) begin
-      \$284  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$291  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$284  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$291  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$285  = st_window;
+    \$292  = st_window;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$285  = store_window;
+            \$292  = store_window;
           end
     endcase
     if (store_reset) begin
-      \$285  = 65'h00000000000000000;
+      \$292  = 65'h00000000000000000;
     end
     if (rst) begin
-      \$285  = 65'h00000000000000000;
+      \$292  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$286  = dma_store_fsm_state;
+    \$293  = dma_store_fsm_state;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$286  = 3'h1;
+            \$293  = 3'h1;
           end
       3'h1:
-          \$286  = 3'h2;
+          \$293  = 3'h2;
       3'h2:
-          \$286  = 3'h3;
+          \$293  = 3'h3;
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$239 ) begin
-            \$286  = 3'h4;
+          if (\$244 ) begin
+            \$293  = 3'h4;
           end else begin
-            \$286  = 3'h5;
+            \$293  = 3'h5;
           end
       3'h4:
           if (st_finished) begin
-            \$286  = 3'h5;
+            \$293  = 3'h5;
           end else if (timeout) begin
-            \$286  = 3'h5;
+            \$293  = 3'h5;
           end
       3'h5:
-          \$286  = 3'h0;
+          \$293  = 3'h0;
     endcase
     if (store_reset) begin
-      \$286  = 3'h0;
+      \$293  = 3'h0;
     end
     if (rst) begin
-      \$286  = 3'h0;
+      \$293  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$287  = st_local_plane_stride_x;
+    \$294  = st_local_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$287  = \$233 ;
+          \$294  = \$238 ;
     endcase
     if (store_reset) begin
-      \$287  = 36'h000000000;
+      \$294  = 36'h000000000;
     end
     if (rst) begin
-      \$287  = 36'h000000000;
+      \$294  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$288  = st_local_row_stride_x;
+    \$295  = st_local_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$288  = \$234 ;
+          \$295  = \$239 ;
     endcase
     if (store_reset) begin
-      \$288  = 32'd0;
+      \$295  = 32'd0;
     end
     if (rst) begin
-      \$288  = 32'd0;
+      \$295  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$289  = st_host_plane_stride_x;
+    \$296  = st_host_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$289  = \$235 ;
+          \$296  = \$240 ;
     endcase
     if (store_reset) begin
-      \$289  = 48'h000000000000;
+      \$296  = 48'h000000000000;
     end
     if (rst) begin
-      \$289  = 48'h000000000000;
+      \$296  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$290  = st_host_row_stride_x;
+    \$297  = st_host_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$290  = \$236 ;
+          \$297  = \$241 ;
     endcase
     if (store_reset) begin
-      \$290  = 48'h000000000000;
+      \$297  = 48'h000000000000;
     end
     if (rst) begin
-      \$290  = 48'h000000000000;
+      \$297  = 48'h000000000000;
     end
   end
   assign st_rows_m1 = \$1 [15:0];
@@ -22055,13 +22138,13 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   assign st_rd_nxt0 = \$52 [13:0];
   assign spad_rd__addr = st_rd_row0;
   assign acc_rd__addr = st_rd_row0[12:0];
-  assign st_w_nxt0 = \$65 [11:0];
-  assign st_rb_mask = { \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68  };
+  assign st_w_nxt0 = \$66 [11:0];
+  assign st_rb_mask = { \$132 , \$131 , \$130 , \$129 , \$128 , \$127 , \$126 , \$125 , \$124 , \$123 , \$122 , \$121 , \$120 , \$119 , \$118 , \$117 , \$116 , \$115 , \$114 , \$113 , \$112 , \$111 , \$110 , \$109 , \$108 , \$107 , \$106 , \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69  };
   assign up__wvalid = st_wvalid;
   assign up__wlast = st_wlast;
   assign up__bready = 1'h1;
   assign st_err = store__error;
-  assign store_bytes = \$151 [7:0];
+  assign store_bytes = \$152 [7:0];
   assign \st_cmd.host_addr  = st_cmd[47:0];
   assign \st_cmd.host_row_stride  = st_cmd[79:48];
   assign \st_cmd.host_plane_stride  = st_cmd[111:80];
@@ -22093,21 +22176,21 @@ module \kaki_soc_16x16.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
   assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
-  assign \$176  = 32'd4294967288;
-  assign \$177 [2:0] = 3'h0;
-  assign \$177 [31:3] = \$31 [31:3];
-  assign \$180  = { 3'h0, \$179 [9:3] };
-  assign \$181  = { \$41 [4:0], 3'h0 };
-  assign \$214  = { 3'h0, \$213 [9:3] };
-  assign \$215  = 12'hff8;
-  assign \$216 [2:0] = 3'h0;
-  assign \$216 [11:3] = st_w_row0[11:3];
-  assign \$224  = up__bvalid;
-  assign \$226  = up__bvalid;
-  assign \$241  = 32'd4294967288;
-  assign \$242 [2:0] = 3'h0;
-  assign \$242 [31:3] = st_cmd[31:3];
-  assign \$245  = { 3'h0, \$244 [9:3] };
+  assign \$177  = 32'd4294967288;
+  assign \$178 [2:0] = 3'h0;
+  assign \$178 [31:3] = \$31 [31:3];
+  assign \$181  = { 3'h0, \$180 [9:3] };
+  assign \$182  = { \$41 [4:0], 3'h0 };
+  assign \$219  = { 3'h0, \$218 [9:3] };
+  assign \$220  = 12'hff8;
+  assign \$221 [2:0] = 3'h0;
+  assign \$221 [11:3] = st_w_row0[11:3];
+  assign \$229  = up__bvalid;
+  assign \$231  = up__bvalid;
+  assign \$246  = 32'd4294967288;
+  assign \$247 [2:0] = 3'h0;
+  assign \$247 [31:3] = st_cmd[31:3];
+  assign \$250  = { 3'h0, \$249 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -22996,7 +23079,7 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11930$16 , \port$12490$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11951$16 , \port$12511$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -23040,10 +23123,10 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$119
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11930$16 ;
-  wire [15:0] \port$11930$16 ;
-  input [7:0] \port$12490$0 ;
-  wire [7:0] \port$12490$0 ;
+  input [15:0] \port$11951$16 ;
+  wire [15:0] \port$11951$16 ;
+  input [7:0] \port$12511$0 ;
+  wire [7:0] \port$12511$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -23078,7 +23161,7 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$119
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11930$16 , \port$12490$0  };
+      storage[w_port__addr] <= { \port$11951$16 , \port$12511$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23189,14 +23272,14 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$119
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11930$16 , \port$12490$0  };
-  assign w_data = { \port$11930$16 , \port$12490$0  };
+  assign w_port__data = { \port$11951$16 , \port$12511$0  };
+  assign w_data = { \port$11951$16 , \port$12511$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11932$16 , \port$12614$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11953$16 , \port$12639$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -23240,10 +23323,10 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11932$16 ;
-  wire [15:0] \port$11932$16 ;
-  input [7:0] \port$12614$0 ;
-  wire [7:0] \port$12614$0 ;
+  input [15:0] \port$11953$16 ;
+  wire [15:0] \port$11953$16 ;
+  input [7:0] \port$12639$0 ;
+  wire [7:0] \port$12639$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -23278,7 +23361,7 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11932$16 , \port$12614$0  };
+      storage[w_port__addr] <= { \port$11953$16 , \port$12639$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23389,16 +23472,16 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11932$16 , \port$12614$0  };
-  assign w_data = { \port$11932$16 , \port$12614$0  };
+  assign w_port__data = { \port$11953$16 , \port$12639$0  };
+  assign w_data = { \port$11953$16 , \port$12639$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
-, \port$5439$0 , \port$11242$0 , \port$11292$0 , \port$11342$0 , \port$11392$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11902$2 , bus__we, bus__wdata
+, \port$5439$0 , \port$11263$0 , \port$11313$0 , \port$11363$0 , \port$11413$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11923$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -24318,16 +24401,16 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [23:0] \port$11242$0 ;
-  wire [23:0] \port$11242$0 ;
-  input [23:0] \port$11292$0 ;
-  wire [23:0] \port$11292$0 ;
-  input [23:0] \port$11342$0 ;
-  wire [23:0] \port$11342$0 ;
-  input [23:0] \port$11392$0 ;
-  wire [23:0] \port$11392$0 ;
-  input [29:0] \port$11902$2 ;
-  wire [29:0] \port$11902$2 ;
+  input [23:0] \port$11263$0 ;
+  wire [23:0] \port$11263$0 ;
+  input [23:0] \port$11313$0 ;
+  wire [23:0] \port$11313$0 ;
+  input [23:0] \port$11363$0 ;
+  wire [23:0] \port$11363$0 ;
+  input [23:0] \port$11413$0 ;
+  wire [23:0] \port$11413$0 ;
+  input [29:0] \port$11923$2 ;
+  wire [29:0] \port$11923$2 ;
   input \port$4289$0 ;
   wire \port$4289$0 ;
   input \port$4291$0 ;
@@ -24515,79 +24598,79 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$11902$2 [9:0] == 6'h39;
+  assign \$111  = \port$11923$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$11902$2 [9:0] == 6'h3a;
+  assign \$113  = \port$11923$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$11902$2 [9:0] == 6'h3b;
+  assign \$115  = \port$11923$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$11902$2 [9:0] == 6'h3c;
+  assign \$117  = \port$11923$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$11902$2 [9:0] == 6'h3d;
+  assign \$119  = \port$11923$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$11902$2 [9:0] == 6'h3e;
+  assign \$121  = \port$11923$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$11902$2 [9:0] == 6'h3f;
+  assign \$123  = \port$11923$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$11902$2 [9:0] == 7'h40;
+  assign \$125  = \port$11923$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$11902$2 [9:0] == 7'h41;
+  assign \$127  = \port$11923$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$11902$2 [9:0] == 7'h42;
+  assign \$129  = \port$11923$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$11902$2 [9:0] == 7'h43;
+  assign \$131  = \port$11923$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$11902$2 [9:0] == 7'h44;
+  assign \$133  = \port$11923$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$11902$2 [9:0] == 7'h45;
+  assign \$135  = \port$11923$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$11902$2 [9:0] == 7'h46;
+  assign \$137  = \port$11923$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$11902$2 [9:0] == 7'h47;
+  assign \$139  = \port$11923$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$11902$2 [9:0] == 7'h48;
+  assign \$141  = \port$11923$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$11902$2 [9:0] == 7'h49;
+  assign \$143  = \port$11923$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$11902$2 [9:0] == 7'h4a;
+  assign \$145  = \port$11923$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$11902$2 [9:0] == 7'h4b;
+  assign \$147  = \port$11923$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$11902$2 [9:0] == 7'h4c;
+  assign \$149  = \port$11923$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$11902$2 [9:0] == 7'h4d;
+  assign \$151  = \port$11923$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$11902$2 [9:0] == 7'h4e;
+  assign \$153  = \port$11923$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$11902$2 [9:0] == 7'h4f;
+  assign \$155  = \port$11923$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$11902$2 [9:0] == 7'h50;
+  assign \$157  = \port$11923$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$11902$2 [9:0] == 7'h51;
+  assign \$159  = \port$11923$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24711,84 +24794,84 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$11902$2 [9:0];
+  assign \$282  = ! \port$11923$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$11902$2 [9:0] == 1'h1;
+  assign \$288  = \port$11923$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$11902$2 [9:0] == 2'h2;
+  assign \$294  = \port$11923$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$11902$2 [9:0] == 2'h3;
+  assign \$300  = \port$11923$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$11902$2 [9:0] == 3'h4;
+  assign \$306  = \port$11923$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$11902$2 [9:0] == 3'h5;
+  assign \$312  = \port$11923$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$11902$2 [9:0] == 3'h6;
+  assign \$318  = \port$11923$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$11902$2 [9:0] == 4'h8;
+  assign \$324  = \port$11923$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$11902$2 [9:0] == 4'h9;
+  assign \$336  = \port$11923$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$11902$2 [9:0] == 4'ha;
+  assign \$344  = \port$11923$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$11902$2 [9:0] == 4'hb;
+  assign \$350  = \port$11923$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$11902$2 [9:0] == 4'hc;
+  assign \$358  = \port$11923$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$11902$2 [9:0] == 4'hd;
+  assign \$368  = \port$11923$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$11902$2 [9:0] == 4'he;
+  assign \$378  = \port$11923$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$11902$2 [9:0] == 4'hf;
+  assign \$388  = \port$11923$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$11902$2 [9:0] == 5'h10;
+  assign \$398  = \port$11923$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$11902$2 [9:0] == 5'h11;
+  assign \$404  = \port$11923$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24797,251 +24880,251 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$11902$2 [9:0] == 5'h12;
+  assign \$420  = \port$11923$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$11902$2 [9:0] == 5'h13;
+  assign \$426  = \port$11923$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$11902$2 [9:0] == 5'h14;
+  assign \$432  = \port$11923$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$11902$2 [9:0] == 5'h15;
+  assign \$438  = \port$11923$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$11902$2 [9:0] == 5'h16;
+  assign \$444  = \port$11923$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$11902$2 [9:0] == 5'h17;
+  assign \$450  = \port$11923$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$11902$2 [9:0] == 5'h18;
+  assign \$456  = \port$11923$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$11902$2 [9:0] == 5'h19;
+  assign \$462  = \port$11923$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$11902$2 [9:0] == 5'h1a;
+  assign \$468  = \port$11923$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$11902$2 [9:0] == 5'h1b;
+  assign \$474  = \port$11923$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$11902$2 [9:0] == 5'h1c;
+  assign \$480  = \port$11923$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$11902$2 [9:0] == 5'h1d;
+  assign \$486  = \port$11923$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$11902$2 [9:0] == 6'h20;
+  assign \$492  = \port$11923$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$11902$2 [9:0] == 6'h21;
+  assign \$498  = \port$11923$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$11902$2 [9:0] == 6'h22;
+  assign \$504  = \port$11923$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$11902$2 [9:0] == 6'h23;
+  assign \$510  = \port$11923$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$11902$2 [9:0] == 6'h24;
+  assign \$516  = \port$11923$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$11902$2 [9:0] == 6'h25;
+  assign \$522  = \port$11923$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$11902$2 [9:0] == 6'h26;
+  assign \$528  = \port$11923$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$11902$2 [9:0] == 6'h27;
+  assign \$534  = \port$11923$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$11902$2 [9:0] == 6'h28;
+  assign \$540  = \port$11923$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$11902$2 [9:0] == 6'h29;
+  assign \$546  = \port$11923$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$11902$2 [9:0] == 6'h2a;
+  assign \$552  = \port$11923$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$11902$2 [9:0] == 6'h2b;
+  assign \$558  = \port$11923$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$11902$2 [9:0] == 6'h2c;
+  assign \$564  = \port$11923$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$11902$2 [9:0] == 6'h2d;
+  assign \$570  = \port$11923$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$11902$2 [9:0] == 6'h2e;
+  assign \$576  = \port$11923$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$11902$2 [9:0] == 6'h2f;
+  assign \$582  = \port$11923$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$11902$2 [9:0] == 6'h30;
+  assign \$588  = \port$11923$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$11902$2 [9:0] == 6'h31;
+  assign \$594  = \port$11923$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$11902$2 [9:0] == 6'h32;
+  assign \$600  = \port$11923$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$11902$2 [9:0] == 6'h33;
+  assign \$606  = \port$11923$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$11902$2 [9:0] == 6'h34;
+  assign \$612  = \port$11923$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$11902$2 [9:0] == 6'h35;
+  assign \$618  = \port$11923$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$11902$2 [9:0] == 6'h36;
+  assign \$624  = \port$11923$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$11902$2 [9:0] == 6'h37;
+  assign \$630  = \port$11923$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$11902$2 [9:0] == 6'h38;
+  assign \$636  = \port$11923$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$11902$2 [9:0] == 6'h39;
+  assign \$642  = \port$11923$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$11902$2 [9:0] == 6'h3a;
+  assign \$648  = \port$11923$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$11902$2 [9:0] == 6'h3b;
+  assign \$654  = \port$11923$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$11902$2 [9:0] == 6'h3c;
+  assign \$660  = \port$11923$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$11902$2 [9:0] == 6'h3d;
+  assign \$666  = \port$11923$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$11902$2 [9:0] == 6'h3e;
+  assign \$672  = \port$11923$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$11902$2 [9:0] == 6'h3f;
+  assign \$678  = \port$11923$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$11902$2 [9:0] == 7'h40;
+  assign \$684  = \port$11923$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$11902$2 [9:0] == 7'h41;
+  assign \$690  = \port$11923$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$11902$2 [9:0] == 7'h42;
+  assign \$696  = \port$11923$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$11902$2 [9:0] == 7'h43;
+  assign \$702  = \port$11923$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$11902$2 [9:0] == 7'h44;
+  assign \$708  = \port$11923$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$11902$2 [9:0] == 7'h45;
+  assign \$714  = \port$11923$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$11902$2 [9:0] == 7'h46;
+  assign \$720  = \port$11923$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$11902$2 [9:0] == 7'h47;
+  assign \$726  = \port$11923$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$11902$2 [9:0] == 7'h48;
+  assign \$732  = \port$11923$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$11902$2 [9:0] == 7'h49;
+  assign \$738  = \port$11923$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$11902$2 [9:0] == 7'h4a;
+  assign \$744  = \port$11923$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$11902$2 [9:0] == 7'h4b;
+  assign \$750  = \port$11923$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$11902$2 [9:0] == 7'h4c;
+  assign \$756  = \port$11923$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$11902$2 [9:0] == 7'h4d;
+  assign \$762  = \port$11923$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$11902$2 [9:0] == 7'h4e;
+  assign \$768  = \port$11923$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$11902$2 [9:0] == 7'h4f;
+  assign \$774  = \port$11923$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$11902$2 [9:0] == 7'h50;
+  assign \$780  = \port$11923$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$11902$2 [9:0] == 7'h51;
+  assign \$786  = \port$11923$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -25135,167 +25218,167 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$11902$2 [9:0];
+  assign \$3  = ! \port$11923$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$11902$2 [9:0] == 1'h1;
+  assign \$5  = \port$11923$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$11902$2 [9:0] == 2'h2;
+  assign \$7  = \port$11923$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$11902$2 [9:0] == 2'h3;
+  assign \$9  = \port$11923$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$11902$2 [9:0] == 3'h4;
+  assign \$11  = \port$11923$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$11902$2 [9:0] == 3'h5;
+  assign \$13  = \port$11923$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$11902$2 [9:0] == 3'h6;
+  assign \$15  = \port$11923$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$11902$2 [9:0] == 4'h8;
+  assign \$17  = \port$11923$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$11902$2 [9:0] == 4'h9;
+  assign \$19  = \port$11923$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$11902$2 [9:0] == 4'ha;
+  assign \$21  = \port$11923$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$11902$2 [9:0] == 4'hb;
+  assign \$23  = \port$11923$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$11902$2 [9:0] == 4'hc;
+  assign \$25  = \port$11923$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$11902$2 [9:0] == 4'hd;
+  assign \$27  = \port$11923$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$11902$2 [9:0] == 4'he;
+  assign \$29  = \port$11923$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$11902$2 [9:0] == 4'hf;
+  assign \$31  = \port$11923$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$11902$2 [9:0] == 5'h10;
+  assign \$33  = \port$11923$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$11902$2 [9:0] == 5'h11;
+  assign \$35  = \port$11923$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$11902$2 [9:0] == 5'h12;
+  assign \$37  = \port$11923$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$11902$2 [9:0] == 5'h13;
+  assign \$39  = \port$11923$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$11902$2 [9:0] == 5'h14;
+  assign \$41  = \port$11923$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$11902$2 [9:0] == 5'h15;
+  assign \$43  = \port$11923$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$11902$2 [9:0] == 5'h16;
+  assign \$45  = \port$11923$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$11902$2 [9:0] == 5'h17;
+  assign \$47  = \port$11923$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$11902$2 [9:0] == 5'h18;
+  assign \$49  = \port$11923$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$11902$2 [9:0] == 5'h19;
+  assign \$51  = \port$11923$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$11902$2 [9:0] == 5'h1a;
+  assign \$53  = \port$11923$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$11902$2 [9:0] == 5'h1b;
+  assign \$55  = \port$11923$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$11902$2 [9:0] == 5'h1c;
+  assign \$57  = \port$11923$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$11902$2 [9:0] == 5'h1d;
+  assign \$59  = \port$11923$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$11902$2 [9:0] == 6'h20;
+  assign \$61  = \port$11923$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$11902$2 [9:0] == 6'h21;
+  assign \$63  = \port$11923$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$11902$2 [9:0] == 6'h22;
+  assign \$65  = \port$11923$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$11902$2 [9:0] == 6'h23;
+  assign \$67  = \port$11923$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$11902$2 [9:0] == 6'h24;
+  assign \$69  = \port$11923$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$11902$2 [9:0] == 6'h25;
+  assign \$71  = \port$11923$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$11902$2 [9:0] == 6'h26;
+  assign \$73  = \port$11923$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$11902$2 [9:0] == 6'h27;
+  assign \$75  = \port$11923$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$11902$2 [9:0] == 6'h28;
+  assign \$77  = \port$11923$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$11902$2 [9:0] == 6'h29;
+  assign \$79  = \port$11923$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$11902$2 [9:0] == 6'h2a;
+  assign \$81  = \port$11923$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$11902$2 [9:0] == 6'h2b;
+  assign \$83  = \port$11923$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$11902$2 [9:0] == 6'h2c;
+  assign \$85  = \port$11923$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$11902$2 [9:0] == 6'h2d;
+  assign \$87  = \port$11923$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$11902$2 [9:0] == 6'h2e;
+  assign \$89  = \port$11923$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$11902$2 [9:0] == 6'h2f;
+  assign \$91  = \port$11923$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$11902$2 [9:0] == 6'h30;
+  assign \$93  = \port$11923$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$11902$2 [9:0] == 6'h31;
+  assign \$95  = \port$11923$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$11902$2 [9:0] == 6'h32;
+  assign \$97  = \port$11923$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$11902$2 [9:0] == 6'h33;
+  assign \$99  = \port$11923$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$11902$2 [9:0] == 6'h34;
+  assign \$101  = \port$11923$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$11902$2 [9:0] == 6'h35;
+  assign \$103  = \port$11923$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$11902$2 [9:0] == 6'h36;
+  assign \$105  = \port$11923$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$11902$2 [9:0] == 6'h37;
+  assign \$107  = \port$11923$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$11902$2 [9:0] == 6'h38;
+  assign \$109  = \port$11923$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26573,17 +26656,17 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$11902$2 , 2'h0 };
+  assign bus__addr = { \port$11923$2 , 2'h0 };
   assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
-  assign retire0_error = \port$11242$0 [7:0];
-  assign retire0_tag = \port$11242$0 [23:8];
-  assign retire1_error = \port$11292$0 [7:0];
-  assign retire1_tag = \port$11292$0 [23:8];
-  assign retire2_error = \port$11342$0 [7:0];
-  assign retire2_tag = \port$11342$0 [23:8];
-  assign retire3_error = \port$11392$0 [7:0];
-  assign retire3_tag = \port$11392$0 [23:8];
+  assign retire0_error = \port$11263$0 [7:0];
+  assign retire0_tag = \port$11263$0 [23:8];
+  assign retire1_error = \port$11313$0 [7:0];
+  assign retire1_tag = \port$11313$0 [23:8];
+  assign retire2_error = \port$11363$0 [7:0];
+  assign retire2_tag = \port$11363$0 [23:8];
+  assign retire3_error = \port$11413$0 [7:0];
+  assign retire3_tag = \port$11413$0 [23:8];
   assign q_head0_word = \port$5349$0 [31:0];
   assign q_head1_word = \port$5349$0 [63:32];
   assign q_head2_word = \port$5349$0 [95:64];
@@ -26645,20 +26728,20 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$11242$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$11242$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$11263$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$11263$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$11292$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$11292$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$11313$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$11313$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$11342$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$11342$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$11363$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$11363$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$11392$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$11392$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$11413$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$11413$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -26800,81 +26883,81 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [14:0] \$100 ;
-  wire [16:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
+  wire [31:0] \$100 ;
+  wire [32:0] \$101 ;
+  wire [16:0] \$102 ;
+  wire [33:0] \$103 ;
   wire \$104 ;
   wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [13:0] \$107 ;
-  wire [16:0] \$108 ;
-  wire [16:0] \$109 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire [12:0] \$112 ;
+  wire [14:0] \$110 ;
+  wire [16:0] \$111 ;
+  wire \$112 ;
   wire \$113 ;
-  wire [12:0] \$114 ;
+  wire \$114 ;
   wire \$115 ;
-  wire [12:0] \$116 ;
-  wire [20:0] \$117 ;
-  wire [20:0] \$118 ;
-  wire [12:0] \$119 ;
+  wire [14:0] \$116 ;
+  wire [13:0] \$117 ;
+  wire [16:0] \$118 ;
+  wire [16:0] \$119 ;
   wire \$12 ;
-  wire [20:0] \$120 ;
-  wire [20:0] \$121 ;
-  wire [20:0] \$122 ;
-  wire [20:0] \$123 ;
-  wire \$124 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire [12:0] \$122 ;
+  wire \$123 ;
+  wire [12:0] \$124 ;
   wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  wire [12:0] \$126 ;
+  wire [20:0] \$127 ;
+  wire [20:0] \$128 ;
+  wire [12:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire [32:0] \$131 ;
-  wire [32:0] \$132 ;
-  wire [32:0] \$133 ;
-  wire [32:0] \$134 ;
-  wire [32:0] \$135 ;
-  wire [32:0] \$136 ;
-  wire [32:0] \$137 ;
-  wire [32:0] \$138 ;
-  wire [32:0] \$139 ;
+  wire [20:0] \$130 ;
+  wire [20:0] \$131 ;
+  wire [20:0] \$132 ;
+  wire [20:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [32:0] \$140 ;
+  wire \$140 ;
   wire [32:0] \$141 ;
   wire [32:0] \$142 ;
   wire [32:0] \$143 ;
   wire [32:0] \$144 ;
   wire [32:0] \$145 ;
   wire [32:0] \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire [32:0] \$147 ;
+  wire [32:0] \$148 ;
+  wire [32:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  reg \$152 ;
-  reg [4:0] \$153 ;
-  reg [1:0] \$154 ;
-  reg [4:0] \$155 ;
-  reg [21:0] \$156 ;
-  reg [21:0] \$157 ;
-  reg [15:0] \$158 ;
-  reg [15:0] \$159 ;
+  wire [32:0] \$150 ;
+  wire [32:0] \$151 ;
+  wire [32:0] \$152 ;
+  wire [32:0] \$153 ;
+  wire [32:0] \$154 ;
+  wire [32:0] \$155 ;
+  wire [32:0] \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
   wire \$16 ;
-  reg [15:0] \$160 ;
-  reg [15:0] \$161 ;
-  reg [15:0] \$162 ;
-  reg [15:0] \$163 ;
-  reg [15:0] \$164 ;
-  reg [15:0] \$165 ;
-  reg [15:0] \$166 ;
-  reg [15:0] \$167 ;
-  reg [15:0] \$168 ;
+  wire \$160 ;
+  wire \$161 ;
+  reg \$162 ;
+  reg [4:0] \$163 ;
+  reg [1:0] \$164 ;
+  reg [4:0] \$165 ;
+  reg [21:0] \$166 ;
+  reg [21:0] \$167 ;
+  reg [21:0] \$168 ;
   reg [15:0] \$169 ;
   wire [5:0] \$17 ;
   reg [15:0] \$170 ;
@@ -26897,46 +26980,58 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   reg [15:0] \$186 ;
   reg [15:0] \$187 ;
   reg [15:0] \$188 ;
-  reg \$189 ;
+  reg [15:0] \$189 ;
   wire [5:0] \$19 ;
-  reg [175:0] \$190 ;
-  reg [2:0] \$191 ;
-  reg \$192 ;
-  reg \$193 ;
-  reg \$194 ;
-  reg [7:0] \$195 ;
-  reg [11:0] \$196 ;
-  reg [11:0] \$197 ;
+  reg [15:0] \$190 ;
+  reg [15:0] \$191 ;
+  reg [15:0] \$192 ;
+  reg [15:0] \$193 ;
+  reg [15:0] \$194 ;
+  reg [15:0] \$195 ;
+  reg [15:0] \$196 ;
+  reg [15:0] \$197 ;
   reg [15:0] \$198 ;
-  reg \$199 ;
+  reg [15:0] \$199 ;
   wire \$2 ;
   wire [4:0] \$20 ;
-  reg [13:0] \$200 ;
-  reg [13:0] \$201 ;
-  reg [13:0] \$202 ;
-  reg [13:0] \$203 ;
-  reg [12:0] \$204 ;
-  reg [12:0] \$205 ;
+  reg \$200 ;
+  reg \$201 ;
+  reg [175:0] \$202 ;
+  reg [2:0] \$203 ;
+  reg \$204 ;
+  reg \$205 ;
   reg \$206 ;
-  wire [31:0] \$207 ;
-  wire [31:0] \$208 ;
-  wire [31:0] \$209 ;
+  reg [7:0] \$207 ;
+  reg [11:0] \$208 ;
+  reg [11:0] \$209 ;
   wire [4:0] \$21 ;
-  wire [31:0] \$210 ;
-  wire [31:0] \$211 ;
-  wire [31:0] \$212 ;
-  wire [31:0] \$213 ;
-  wire [31:0] \$214 ;
-  wire [31:0] \$215 ;
-  wire [31:0] \$216 ;
-  wire [31:0] \$217 ;
-  wire [31:0] \$218 ;
+  reg [15:0] \$210 ;
+  reg \$211 ;
+  reg [13:0] \$212 ;
+  reg [13:0] \$213 ;
+  reg [13:0] \$214 ;
+  reg [13:0] \$215 ;
+  reg [12:0] \$216 ;
+  reg [12:0] \$217 ;
+  reg \$218 ;
   wire [31:0] \$219 ;
   wire [6:0] \$22 ;
   wire [31:0] \$220 ;
   wire [31:0] \$221 ;
   wire [31:0] \$222 ;
+  wire [31:0] \$223 ;
+  wire [31:0] \$224 ;
+  wire [31:0] \$225 ;
+  wire [31:0] \$226 ;
+  wire [31:0] \$227 ;
+  wire [31:0] \$228 ;
+  wire [31:0] \$229 ;
   wire \$23 ;
+  wire [31:0] \$230 ;
+  wire [31:0] \$231 ;
+  wire [31:0] \$232 ;
+  wire [31:0] \$233 ;
+  wire [31:0] \$234 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
@@ -26983,7 +27078,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
-  wire [511:0] \$66 ;
+  wire \$66 ;
   wire [511:0] \$67 ;
   wire \$68 ;
   wire \$69 ;
@@ -26991,35 +27086,35 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire [12:0] \$74 ;
-  wire [31:0] \$75 ;
-  wire [32:0] \$76 ;
-  wire [16:0] \$77 ;
-  wire [33:0] \$78 ;
+  wire [511:0] \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire [511:0] \$76 ;
+  wire [511:0] \$77 ;
+  wire \$78 ;
   wire \$79 ;
   wire \$8 ;
-  wire [12:0] \$80 ;
-  wire [31:0] \$81 ;
-  wire [32:0] \$82 ;
-  wire [12:0] \$83 ;
-  wire [16:0] \$84 ;
-  wire [33:0] \$85 ;
-  wire [34:0] \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [12:0] \$89 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire [12:0] \$84 ;
+  wire [31:0] \$85 ;
+  wire [32:0] \$86 ;
+  wire [16:0] \$87 ;
+  wire [33:0] \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  wire [31:0] \$90 ;
-  wire [32:0] \$91 ;
-  wire [16:0] \$92 ;
-  wire [33:0] \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
+  wire [12:0] \$90 ;
+  wire [31:0] \$91 ;
+  wire [32:0] \$92 ;
+  wire [12:0] \$93 ;
+  wire [16:0] \$94 ;
+  wire [33:0] \$95 ;
+  wire [34:0] \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire \$99 ;
+  wire [12:0] \$99 ;
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
   input [127:0] a_data;
@@ -27129,8 +27224,10 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   output [7:0] error;
   reg [7:0] error = 8'h00;
-  reg [511:0] fwd_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  reg fwd_hit = 1'h0;
+  reg [511:0] fwd1_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg fwd1_hit = 1'h0;
+  reg [511:0] fwd2_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg fwd2_hit = 1'h0;
   reg [2:0] gemm_fsm_state = 3'h0;
   reg [15:0] idx = 16'h0000;
   reg issuing;
@@ -27191,6 +27288,14 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   wire \spad_meta_q2.last ;
   wire [3:0] \spad_meta_q2.row ;
   wire \spad_meta_q2.valid ;
+  reg [21:0] spad_meta_q3 = 22'h000000;
+  wire \spad_meta_q3.accum ;
+  wire \spad_meta_q3.bank ;
+  wire [12:0] \spad_meta_q3.caddr ;
+  wire \spad_meta_q3.is_a ;
+  wire \spad_meta_q3.last ;
+  wire [3:0] \spad_meta_q3.row ;
+  wire \spad_meta_q3.valid ;
   output [13:0] spad_rd__addr;
   wire [13:0] spad_rd__addr;
   wire [127:0] spad_rd__data;
@@ -27261,241 +27366,255 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign \$58  = cmd[75:60] - 1'h1;
   assign \$59  = idx == \$58 [15:0];
   assign \$60  = \$57  & \$59 ;
-  assign \$61  = spad_meta_q2[0] & spad_meta_q2[1];
-  assign \$62  = meta31[13:1] == meta29[13:1];
+  assign \$61  = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$62  = meta31[13:1] == meta28[13:1];
   assign \$63  = acc_wr__en & \$62 ;
-  assign \$64  = meta31[13:1] == meta30[13:1];
-  assign \$65  = acc_wr__en & \$64 ;
-  assign \$66  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$67  = \$65  ? acc_wr__data : \$66 ;
-  assign \$68  = | cmd[175:161];
-  assign \$69  = ! cmd[75:60];
-  assign \$70  = ! cmd[87:76];
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = ! cmd[99:88];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = cmd[87:76] - 1'h1;
-  assign \$75  = \$74 [11:0] * cmd[119:100];
-  assign \$76  = cmd[19:0] + \$75 ;
-  assign \$77  = cmd[75:60] - 1'h1;
-  assign \$78  = \$76  + \$77 [15:0];
-  assign \$79  = \$78  >= 15'h4000;
-  assign \$80  = cmd[99:88] - 1'h1;
-  assign \$81  = \$80 [11:0] * cmd[139:120];
-  assign \$82  = cmd[39:20] + \$81 ;
-  assign \$83  = cmd[87:76] - 1'h1;
-  assign \$84  = \$83 [11:0] * 5'h10;
-  assign \$85  = \$82  + \$84 ;
-  assign \$86  = \$85  + 4'hf;
-  assign \$87  = \$86  >= 15'h4000;
-  assign \$88  = \$79  | \$87 ;
-  assign \$89  = cmd[99:88] - 1'h1;
-  assign \$90  = \$89 [11:0] * cmd[159:140];
-  assign \$91  = cmd[59:40] + \$90 ;
-  assign \$92  = cmd[75:60] - 1'h1;
-  assign \$93  = \$91  + \$92 [15:0];
-  assign \$94  = \$93  >= 14'h2000;
-  assign \$95  = \$88  | \$94 ;
-  assign \$96  = err_reserved | err_shape;
-  assign \$97  = \$96  | err_range;
-  assign \$98  = spad_rd__en & spad_rd__gnt;
-  assign \$99  = \$98  & load_b;
-  assign \$100  = b_ptr + 1'h1;
-  assign \$101  = idx + 1'h1;
-  assign \$102  = idx[3:0] == 4'hf;
-  assign \$103  = spad_rd__en & spad_rd__gnt;
-  assign \$104  = ~ load_b;
-  assign \$105  = \$103  & \$104 ;
-  assign \$106  = a_ptr + 1'h1;
-  assign \$107  = c_ptr + 1'h1;
-  assign \$108  = idx + 1'h1;
-  assign \$109  = cmd[75:60] - 1'h1;
-  assign \$110  = idx == \$109 [15:0];
-  assign \$111  = ~ bank;
-  assign \$112  = cmd[87:76] - 1'h1;
-  assign \$113  = kt != \$112 [11:0];
-  assign \$114  = cmd[99:88] - 1'h1;
-  assign \$115  = nt != \$114 [11:0];
-  assign \$116  = kt + 1'h1;
-  assign \$117  = a_base + cmd[119:100];
-  assign \$118  = a_base + cmd[119:100];
-  assign \$119  = nt + 1'h1;
-  assign \$120  = b_base + cmd[139:120];
-  assign \$121  = b_base + cmd[139:120];
-  assign \$122  = c_base + cmd[159:140];
-  assign \$123  = c_base + cmd[159:140];
-  assign \$124  = acc_wr__en & meta31[15];
-  assign \$125  = ~ load_b;
-  assign \$126  = bank_b_ok >> bank;
-  assign \$127  = \$125  | \$126 ;
-  assign spad_rd__en = issuing & \$127 ;
+  assign \$65  = meta31[13:1] == meta28[13:1];
+  assign \$66  = acc_wr__en & \$65 ;
+  assign \$68  = meta31[13:1] == meta29[13:1];
+  assign \$69  = acc_wr__en & \$68 ;
+  assign \$70  = \$69  | fwd2_hit;
+  assign \$71  = meta31[13:1] == meta29[13:1];
+  assign \$72  = acc_wr__en & \$71 ;
+  assign \$73  = \$72  ? acc_wr__data : fwd2_data;
+  assign \$74  = meta31[13:1] == meta30[13:1];
+  assign \$75  = acc_wr__en & \$74 ;
+  assign \$76  = fwd1_hit ? fwd1_data : acc_rd__data;
+  assign \$77  = \$75  ? acc_wr__data : \$76 ;
+  assign \$78  = | cmd[175:161];
+  assign \$79  = ! cmd[75:60];
+  assign \$80  = ! cmd[87:76];
+  assign \$81  = \$79  | \$80 ;
+  assign \$82  = ! cmd[99:88];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = cmd[87:76] - 1'h1;
+  assign \$85  = \$84 [11:0] * cmd[119:100];
+  assign \$86  = cmd[19:0] + \$85 ;
+  assign \$87  = cmd[75:60] - 1'h1;
+  assign \$88  = \$86  + \$87 [15:0];
+  assign \$89  = \$88  >= 15'h4000;
+  assign \$90  = cmd[99:88] - 1'h1;
+  assign \$91  = \$90 [11:0] * cmd[139:120];
+  assign \$92  = cmd[39:20] + \$91 ;
+  assign \$93  = cmd[87:76] - 1'h1;
+  assign \$94  = \$93 [11:0] * 5'h10;
+  assign \$95  = \$92  + \$94 ;
+  assign \$96  = \$95  + 4'hf;
+  assign \$97  = \$96  >= 15'h4000;
+  assign \$98  = \$89  | \$97 ;
+  assign \$99  = cmd[99:88] - 1'h1;
+  assign \$100  = \$99 [11:0] * cmd[159:140];
+  assign \$101  = cmd[59:40] + \$100 ;
+  assign \$102  = cmd[75:60] - 1'h1;
+  assign \$103  = \$101  + \$102 [15:0];
+  assign \$104  = \$103  >= 14'h2000;
+  assign \$105  = \$98  | \$104 ;
+  assign \$106  = err_reserved | err_shape;
+  assign \$107  = \$106  | err_range;
+  assign \$108  = spad_rd__en & spad_rd__gnt;
+  assign \$109  = \$108  & load_b;
+  assign \$110  = b_ptr + 1'h1;
+  assign \$111  = idx + 1'h1;
+  assign \$112  = idx[3:0] == 4'hf;
+  assign \$113  = spad_rd__en & spad_rd__gnt;
+  assign \$114  = ~ load_b;
+  assign \$115  = \$113  & \$114 ;
+  assign \$116  = a_ptr + 1'h1;
+  assign \$117  = c_ptr + 1'h1;
+  assign \$118  = idx + 1'h1;
+  assign \$119  = cmd[75:60] - 1'h1;
+  assign \$120  = idx == \$119 [15:0];
+  assign \$121  = ~ bank;
+  assign \$122  = cmd[87:76] - 1'h1;
+  assign \$123  = kt != \$122 [11:0];
+  assign \$124  = cmd[99:88] - 1'h1;
+  assign \$125  = nt != \$124 [11:0];
+  assign \$126  = kt + 1'h1;
+  assign \$127  = a_base + cmd[119:100];
+  assign \$128  = a_base + cmd[119:100];
+  assign \$129  = nt + 1'h1;
+  assign \$130  = b_base + cmd[139:120];
+  assign \$131  = b_base + cmd[139:120];
+  assign \$132  = c_base + cmd[159:140];
+  assign \$133  = c_base + cmd[159:140];
+  assign \$134  = acc_wr__en & meta31[15];
+  assign \$135  = ~ load_b;
+  assign \$136  = bank_b_ok >> bank;
+  assign \$137  = \$135  | \$136 ;
+  assign spad_rd__en = issuing & \$137 ;
   assign spad_rd__addr = load_b ? b_ptr : a_ptr;
-  assign a_valid = spad_meta_q2[0] & spad_meta_q2[1];
-  assign \$128  = ~ spad_meta_q2[1];
-  assign w_en = spad_meta_q2[0] & \$128 ;
-  assign active = spad_meta_q2[0] & spad_meta_q2[1];
-  assign \$129  = spad_meta_q2[0] & spad_meta_q2[1];
-  assign \$130  = ~ \$129 ;
-  assign stall = ctl__busy & \$130 ;
-  assign acc_rd__en = meta28[0] & meta28[14];
-  assign \$131  = old[31:0] + \$208 ;
-  assign \$132  = old[63:32] + \$209 ;
-  assign \$133  = old[95:64] + \$210 ;
-  assign \$134  = old[127:96] + \$211 ;
-  assign \$135  = old[159:128] + \$212 ;
-  assign \$136  = old[191:160] + \$213 ;
-  assign \$137  = old[223:192] + \$214 ;
-  assign \$138  = old[255:224] + \$215 ;
-  assign \$139  = old[287:256] + \$216 ;
-  assign \$140  = old[319:288] + \$217 ;
-  assign \$141  = old[351:320] + \$218 ;
-  assign \$142  = old[383:352] + \$219 ;
-  assign \$143  = old[415:384] + \$220 ;
-  assign \$144  = old[447:416] + \$221 ;
-  assign \$145  = old[479:448] + \$222 ;
-  assign \$146  = old[511:480] + \$207 ;
-  assign acc_wr__data = meta31[14] ? { \$146 [31:0], \$145 [31:0], \$144 [31:0], \$143 [31:0], \$142 [31:0], \$141 [31:0], \$140 [31:0], \$139 [31:0], \$138 [31:0], \$137 [31:0], \$136 [31:0], \$135 [31:0], \$134 [31:0], \$133 [31:0], \$132 [31:0], \$131 [31:0] } : { \$207 , \$222 , \$221 , \$220 , \$219 , \$218 , \$217 , \$216 , \$215 , \$214 , \$213 , \$212 , \$211 , \$210 , \$209 , \$208  };
-  assign ctl__busy = ~ \$147 ;
-  assign \$147  = ! gemm_fsm_state;
-  assign \$148  = gemm_fsm_state == 1'h1;
-  assign \$149  = gemm_fsm_state == 2'h2;
-  assign \$150  = gemm_fsm_state == 2'h3;
-  assign \$151  = gemm_fsm_state == 3'h4;
+  assign a_valid = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$138  = ~ spad_meta_q3[1];
+  assign w_en = spad_meta_q3[0] & \$138 ;
+  assign active = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$139  = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$140  = ~ \$139 ;
+  assign stall = ctl__busy & \$140 ;
+  assign acc_rd__en = meta27[0] & meta27[14];
+  assign \$141  = old[31:0] + \$220 ;
+  assign \$142  = old[63:32] + \$221 ;
+  assign \$143  = old[95:64] + \$222 ;
+  assign \$144  = old[127:96] + \$223 ;
+  assign \$145  = old[159:128] + \$224 ;
+  assign \$146  = old[191:160] + \$225 ;
+  assign \$147  = old[223:192] + \$226 ;
+  assign \$148  = old[255:224] + \$227 ;
+  assign \$149  = old[287:256] + \$228 ;
+  assign \$150  = old[319:288] + \$229 ;
+  assign \$151  = old[351:320] + \$230 ;
+  assign \$152  = old[383:352] + \$231 ;
+  assign \$153  = old[415:384] + \$232 ;
+  assign \$154  = old[447:416] + \$233 ;
+  assign \$155  = old[479:448] + \$234 ;
+  assign \$156  = old[511:480] + \$219 ;
+  assign acc_wr__data = meta31[14] ? { \$156 [31:0], \$155 [31:0], \$154 [31:0], \$153 [31:0], \$152 [31:0], \$151 [31:0], \$150 [31:0], \$149 [31:0], \$148 [31:0], \$147 [31:0], \$146 [31:0], \$145 [31:0], \$144 [31:0], \$143 [31:0], \$142 [31:0], \$141 [31:0] } : { \$219 , \$234 , \$233 , \$232 , \$231 , \$230 , \$229 , \$228 , \$227 , \$226 , \$225 , \$224 , \$223 , \$222 , \$221 , \$220  };
+  assign ctl__busy = ~ \$157 ;
+  assign \$157  = ! gemm_fsm_state;
+  assign \$158  = gemm_fsm_state == 1'h1;
+  assign \$159  = gemm_fsm_state == 2'h2;
+  assign \$160  = gemm_fsm_state == 2'h3;
+  assign \$161  = gemm_fsm_state == 3'h4;
   always @(posedge clk)
-    done <= \$152 ;
+    done <= \$162 ;
   always @(posedge clk)
-    bank0_busy_cnt <= \$153 ;
+    bank0_busy_cnt <= \$163 ;
   always @(posedge clk)
-    bank_b_ok <= \$154 ;
+    bank_b_ok <= \$164 ;
   always @(posedge clk)
-    bank1_busy_cnt <= \$155 ;
+    bank1_busy_cnt <= \$165 ;
   always @(posedge clk)
-    spad_meta_q1 <= \$156 ;
+    spad_meta_q1 <= \$166 ;
   always @(posedge clk)
-    spad_meta_q2 <= \$157 ;
+    spad_meta_q2 <= \$167 ;
   always @(posedge clk)
-    meta1 <= \$158 ;
+    spad_meta_q3 <= \$168 ;
   always @(posedge clk)
-    meta2 <= \$159 ;
+    meta1 <= \$169 ;
   always @(posedge clk)
-    meta3 <= \$160 ;
+    meta2 <= \$170 ;
   always @(posedge clk)
-    meta4 <= \$161 ;
+    meta3 <= \$171 ;
   always @(posedge clk)
-    meta5 <= \$162 ;
+    meta4 <= \$172 ;
   always @(posedge clk)
-    meta6 <= \$163 ;
+    meta5 <= \$173 ;
   always @(posedge clk)
-    meta7 <= \$164 ;
+    meta6 <= \$174 ;
   always @(posedge clk)
-    meta8 <= \$165 ;
+    meta7 <= \$175 ;
   always @(posedge clk)
-    meta9 <= \$166 ;
+    meta8 <= \$176 ;
   always @(posedge clk)
-    meta10 <= \$167 ;
+    meta9 <= \$177 ;
   always @(posedge clk)
-    meta11 <= \$168 ;
+    meta10 <= \$178 ;
   always @(posedge clk)
-    meta12 <= \$169 ;
+    meta11 <= \$179 ;
   always @(posedge clk)
-    meta13 <= \$170 ;
+    meta12 <= \$180 ;
   always @(posedge clk)
-    meta14 <= \$171 ;
+    meta13 <= \$181 ;
   always @(posedge clk)
-    meta15 <= \$172 ;
+    meta14 <= \$182 ;
   always @(posedge clk)
-    meta16 <= \$173 ;
+    meta15 <= \$183 ;
   always @(posedge clk)
-    meta17 <= \$174 ;
+    meta16 <= \$184 ;
   always @(posedge clk)
-    meta18 <= \$175 ;
+    meta17 <= \$185 ;
   always @(posedge clk)
-    meta19 <= \$176 ;
+    meta18 <= \$186 ;
   always @(posedge clk)
-    meta20 <= \$177 ;
+    meta19 <= \$187 ;
   always @(posedge clk)
-    meta21 <= \$178 ;
+    meta20 <= \$188 ;
   always @(posedge clk)
-    meta22 <= \$179 ;
+    meta21 <= \$189 ;
   always @(posedge clk)
-    meta23 <= \$180 ;
+    meta22 <= \$190 ;
   always @(posedge clk)
-    meta24 <= \$181 ;
+    meta23 <= \$191 ;
   always @(posedge clk)
-    meta25 <= \$182 ;
+    meta24 <= \$192 ;
   always @(posedge clk)
-    meta26 <= \$183 ;
+    meta25 <= \$193 ;
   always @(posedge clk)
-    meta27 <= \$184 ;
+    meta26 <= \$194 ;
   always @(posedge clk)
-    meta28 <= \$185 ;
+    meta27 <= \$195 ;
   always @(posedge clk)
-    meta29 <= \$186 ;
+    meta28 <= \$196 ;
   always @(posedge clk)
-    meta30 <= \$187 ;
+    meta29 <= \$197 ;
   always @(posedge clk)
-    meta31 <= \$188 ;
+    meta30 <= \$198 ;
   always @(posedge clk)
-    fwd_hit <= \$189 ;
+    meta31 <= \$199 ;
   always @(posedge clk)
-    fwd_data <= acc_wr__data;
+    fwd2_hit <= \$200 ;
   always @(posedge clk)
-    old <= \$67 ;
+    fwd2_data <= \$67 ;
   always @(posedge clk)
-    cmd <= \$190 ;
+    fwd1_hit <= \$201 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$191 ;
+    fwd1_data <= \$73 ;
   always @(posedge clk)
-    err_reserved <= \$192 ;
+    old <= \$77 ;
   always @(posedge clk)
-    err_shape <= \$193 ;
+    cmd <= \$202 ;
   always @(posedge clk)
-    err_range <= \$194 ;
+    gemm_fsm_state <= \$203 ;
   always @(posedge clk)
-    error <= \$195 ;
+    err_reserved <= \$204 ;
   always @(posedge clk)
-    nt <= \$196 ;
+    err_shape <= \$205 ;
   always @(posedge clk)
-    kt <= \$197 ;
+    err_range <= \$206 ;
   always @(posedge clk)
-    idx <= \$198 ;
+    error <= \$207 ;
   always @(posedge clk)
-    load_b <= \$199 ;
+    nt <= \$208 ;
   always @(posedge clk)
-    a_base <= \$200 ;
+    kt <= \$209 ;
   always @(posedge clk)
-    a_ptr <= \$201 ;
+    idx <= \$210 ;
   always @(posedge clk)
-    b_base <= \$202 ;
+    load_b <= \$211 ;
   always @(posedge clk)
-    b_ptr <= \$203 ;
+    a_base <= \$212 ;
   always @(posedge clk)
-    c_base <= \$204 ;
+    a_ptr <= \$213 ;
   always @(posedge clk)
-    c_ptr <= \$205 ;
+    b_base <= \$214 ;
   always @(posedge clk)
-    bank <= \$206 ;
+    b_ptr <= \$215 ;
+  always @(posedge clk)
+    c_base <= \$216 ;
+  always @(posedge clk)
+    c_ptr <= \$217 ;
+  always @(posedge clk)
+    bank <= \$218 ;
   \kaki_soc_16x16.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_14(\$208 ),
-    .deskew10_4(\$218 ),
-    .deskew11_3(\$219 ),
-    .deskew12_2(\$220 ),
-    .deskew13_1(\$221 ),
-    .deskew14_0(\$222 ),
-    .deskew1_13(\$209 ),
-    .deskew2_12(\$210 ),
-    .deskew3_11(\$211 ),
-    .deskew4_10(\$212 ),
-    .deskew5_9(\$213 ),
-    .deskew6_8(\$214 ),
-    .deskew7_7(\$215 ),
-    .deskew8_6(\$216 ),
-    .deskew9_5(\$217 ),
+    .deskew0_14(\$220 ),
+    .deskew10_4(\$230 ),
+    .deskew11_3(\$231 ),
+    .deskew12_2(\$232 ),
+    .deskew13_1(\$233 ),
+    .deskew14_0(\$234 ),
+    .deskew1_13(\$221 ),
+    .deskew2_12(\$222 ),
+    .deskew3_11(\$223 ),
+    .deskew4_10(\$224 ),
+    .deskew5_9(\$225 ),
+    .deskew6_8(\$226 ),
+    .deskew7_7(\$227 ),
+    .deskew8_6(\$228 ),
+    .deskew9_5(\$229 ),
     .out_valid_q(acc_wr__en),
-    .pe15_15_psum(\$207 ),
-    .\port$12642$2 (spad_meta_q2[6:2]),
+    .pe15_15_psum(\$219 ),
+    .\port$12669$2 (spad_meta_q3[6:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -27503,200 +27622,100 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$152  = 1'h0;
+    \$162  = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$97 ) begin
-            \$152  = 1'h1;
+          if (\$107 ) begin
+            \$162  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$124 ) begin
-            \$152  = 1'h1;
+          if (\$134 ) begin
+            \$162  = 1'h1;
           end
     endcase
     if (reset[2]) begin
-      \$152  = 1'h0;
+      \$162  = 1'h0;
     end
     if (rst) begin
-      \$152  = 1'h0;
+      \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$153  = \$7 [4:0];
+    \$163  = \$7 [4:0];
     if (reset[2]) begin
-      \$153  = 5'h00;
+      \$163  = 5'h00;
     end
     if (rst) begin
-      \$153  = 5'h00;
+      \$163  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$154 [0] = \$24 ;
-    \$154 [1] = \$48 ;
+    \$164 [0] = \$24 ;
+    \$164 [1] = \$48 ;
     if (reset[2]) begin
-      \$154  = 2'h0;
+      \$164  = 2'h0;
     end
     if (rst) begin
-      \$154  = 2'h0;
+      \$164  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$155  = \$31 [4:0];
+    \$165  = \$31 [4:0];
     if (reset[2]) begin
-      \$155  = 5'h00;
+      \$165  = 5'h00;
     end
     if (rst) begin
-      \$155  = 5'h00;
+      \$165  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$156 [0] = \$49 ;
-    \$156 [1] = \$50 ;
-    \$156 [5:2] = idx[3:0];
-    \$156 [6] = bank;
-    \$156 [19:7] = c_ptr;
-    \$156 [20] = \$52 ;
-    \$156 [21] = \$60 ;
+    \$166 [0] = \$49 ;
+    \$166 [1] = \$50 ;
+    \$166 [5:2] = idx[3:0];
+    \$166 [6] = bank;
+    \$166 [19:7] = c_ptr;
+    \$166 [20] = \$52 ;
+    \$166 [21] = \$60 ;
     if (reset[2]) begin
-      \$156  = 22'h000000;
+      \$166  = 22'h000000;
     end
     if (rst) begin
-      \$156  = 22'h000000;
+      \$166  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$157  = spad_meta_q1;
+    \$167  = spad_meta_q1;
     if (reset[2]) begin
-      \$157  = 22'h000000;
+      \$167  = 22'h000000;
     end
     if (rst) begin
-      \$157  = 22'h000000;
+      \$167  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$158  = { spad_meta_q2[21:7], \$61  };
+    \$168  = spad_meta_q2;
     if (reset[2]) begin
-      \$158  = 16'h0000;
+      \$168  = 22'h000000;
     end
     if (rst) begin
-      \$158  = 16'h0000;
+      \$168  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$159  = meta1;
-    if (reset[2]) begin
-      \$159  = 16'h0000;
-    end
-    if (rst) begin
-      \$159  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$160  = meta2;
-    if (reset[2]) begin
-      \$160  = 16'h0000;
-    end
-    if (rst) begin
-      \$160  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$161  = meta3;
-    if (reset[2]) begin
-      \$161  = 16'h0000;
-    end
-    if (rst) begin
-      \$161  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$162  = meta4;
-    if (reset[2]) begin
-      \$162  = 16'h0000;
-    end
-    if (rst) begin
-      \$162  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$163  = meta5;
-    if (reset[2]) begin
-      \$163  = 16'h0000;
-    end
-    if (rst) begin
-      \$163  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$164  = meta6;
-    if (reset[2]) begin
-      \$164  = 16'h0000;
-    end
-    if (rst) begin
-      \$164  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$165  = meta7;
-    if (reset[2]) begin
-      \$165  = 16'h0000;
-    end
-    if (rst) begin
-      \$165  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$166  = meta8;
-    if (reset[2]) begin
-      \$166  = 16'h0000;
-    end
-    if (rst) begin
-      \$166  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$167  = meta9;
-    if (reset[2]) begin
-      \$167  = 16'h0000;
-    end
-    if (rst) begin
-      \$167  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$168  = meta10;
-    if (reset[2]) begin
-      \$168  = 16'h0000;
-    end
-    if (rst) begin
-      \$168  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$169  = meta11;
+    \$169  = { spad_meta_q3[21:7], \$61  };
     if (reset[2]) begin
       \$169  = 16'h0000;
     end
@@ -27706,7 +27725,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$170  = meta12;
+    \$170  = meta1;
     if (reset[2]) begin
       \$170  = 16'h0000;
     end
@@ -27716,7 +27735,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$171  = meta13;
+    \$171  = meta2;
     if (reset[2]) begin
       \$171  = 16'h0000;
     end
@@ -27726,7 +27745,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$172  = meta14;
+    \$172  = meta3;
     if (reset[2]) begin
       \$172  = 16'h0000;
     end
@@ -27736,7 +27755,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$173  = meta15;
+    \$173  = meta4;
     if (reset[2]) begin
       \$173  = 16'h0000;
     end
@@ -27746,7 +27765,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$174  = meta16;
+    \$174  = meta5;
     if (reset[2]) begin
       \$174  = 16'h0000;
     end
@@ -27756,7 +27775,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$175  = meta17;
+    \$175  = meta6;
     if (reset[2]) begin
       \$175  = 16'h0000;
     end
@@ -27766,7 +27785,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$176  = meta18;
+    \$176  = meta7;
     if (reset[2]) begin
       \$176  = 16'h0000;
     end
@@ -27776,7 +27795,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$177  = meta19;
+    \$177  = meta8;
     if (reset[2]) begin
       \$177  = 16'h0000;
     end
@@ -27786,7 +27805,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$178  = meta20;
+    \$178  = meta9;
     if (reset[2]) begin
       \$178  = 16'h0000;
     end
@@ -27796,7 +27815,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$179  = meta21;
+    \$179  = meta10;
     if (reset[2]) begin
       \$179  = 16'h0000;
     end
@@ -27806,7 +27825,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$180  = meta22;
+    \$180  = meta11;
     if (reset[2]) begin
       \$180  = 16'h0000;
     end
@@ -27816,7 +27835,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$181  = meta23;
+    \$181  = meta12;
     if (reset[2]) begin
       \$181  = 16'h0000;
     end
@@ -27826,7 +27845,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$182  = meta24;
+    \$182  = meta13;
     if (reset[2]) begin
       \$182  = 16'h0000;
     end
@@ -27836,7 +27855,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$183  = meta25;
+    \$183  = meta14;
     if (reset[2]) begin
       \$183  = 16'h0000;
     end
@@ -27846,7 +27865,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$184  = meta26;
+    \$184  = meta15;
     if (reset[2]) begin
       \$184  = 16'h0000;
     end
@@ -27856,7 +27875,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$185  = meta27;
+    \$185  = meta16;
     if (reset[2]) begin
       \$185  = 16'h0000;
     end
@@ -27866,7 +27885,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$186  = meta28;
+    \$186  = meta17;
     if (reset[2]) begin
       \$186  = 16'h0000;
     end
@@ -27876,7 +27895,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$187  = meta29;
+    \$187  = meta18;
     if (reset[2]) begin
       \$187  = 16'h0000;
     end
@@ -27886,7 +27905,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$188  = meta30;
+    \$188  = meta19;
     if (reset[2]) begin
       \$188  = 16'h0000;
     end
@@ -27896,154 +27915,274 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$189  = \$63 ;
+    \$189  = meta20;
     if (reset[2]) begin
-      \$189  = 1'h0;
+      \$189  = 16'h0000;
     end
     if (rst) begin
-      \$189  = 1'h0;
+      \$189  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$190  = cmd;
+    \$190  = meta21;
+    if (reset[2]) begin
+      \$190  = 16'h0000;
+    end
+    if (rst) begin
+      \$190  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$191  = meta22;
+    if (reset[2]) begin
+      \$191  = 16'h0000;
+    end
+    if (rst) begin
+      \$191  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$192  = meta23;
+    if (reset[2]) begin
+      \$192  = 16'h0000;
+    end
+    if (rst) begin
+      \$192  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$193  = meta24;
+    if (reset[2]) begin
+      \$193  = 16'h0000;
+    end
+    if (rst) begin
+      \$193  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$194  = meta25;
+    if (reset[2]) begin
+      \$194  = 16'h0000;
+    end
+    if (rst) begin
+      \$194  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$195  = meta26;
+    if (reset[2]) begin
+      \$195  = 16'h0000;
+    end
+    if (rst) begin
+      \$195  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$196  = meta27;
+    if (reset[2]) begin
+      \$196  = 16'h0000;
+    end
+    if (rst) begin
+      \$196  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$197  = meta28;
+    if (reset[2]) begin
+      \$197  = 16'h0000;
+    end
+    if (rst) begin
+      \$197  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$198  = meta29;
+    if (reset[2]) begin
+      \$198  = 16'h0000;
+    end
+    if (rst) begin
+      \$198  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$199  = meta30;
+    if (reset[2]) begin
+      \$199  = 16'h0000;
+    end
+    if (rst) begin
+      \$199  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$200  = \$64 ;
+    if (reset[2]) begin
+      \$200  = 1'h0;
+    end
+    if (rst) begin
+      \$200  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$201  = \$70 ;
+    if (reset[2]) begin
+      \$201  = 1'h0;
+    end
+    if (rst) begin
+      \$201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$202  = cmd;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$190  = ctl__cmd__payload;
+            \$202  = ctl__cmd__payload;
           end
     endcase
     if (reset[2]) begin
-      \$190  = 176'h00000000000000000000000000000000000000000000;
+      \$202  = 176'h00000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$190  = 176'h00000000000000000000000000000000000000000000;
+      \$202  = 176'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$191  = gemm_fsm_state;
+    \$203  = gemm_fsm_state;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$191  = 3'h1;
+            \$203  = 3'h1;
           end
       3'h1:
-          \$191  = 3'h2;
+          \$203  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
-            \$191  = 3'h0;
+          if (\$107 ) begin
+            \$203  = 3'h0;
           end else begin
-            \$191  = 3'h3;
+            \$203  = 3'h3;
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
+          if (\$115 ) begin
+            if (\$120 ) begin
               (* full_case = 32'd1 *)
-              if (\$113 ) begin
-              end else if (\$115 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
               end else begin
-                \$191  = 3'h4;
+                \$203  = 3'h4;
               end
             end
           end
       3'h4:
-          if (\$124 ) begin
-            \$191  = 3'h0;
+          if (\$134 ) begin
+            \$203  = 3'h0;
           end
     endcase
     if (reset[2]) begin
-      \$191  = 3'h0;
+      \$203  = 3'h0;
     end
     if (rst) begin
-      \$191  = 3'h0;
+      \$203  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$192  = err_reserved;
+    \$204  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$192  = \$68 ;
+          \$204  = \$78 ;
     endcase
     if (reset[2]) begin
-      \$192  = 1'h0;
+      \$204  = 1'h0;
     end
     if (rst) begin
-      \$192  = 1'h0;
+      \$204  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$193  = err_shape;
+    \$205  = err_shape;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$193  = \$73 ;
+          \$205  = \$83 ;
     endcase
     if (reset[2]) begin
-      \$193  = 1'h0;
+      \$205  = 1'h0;
     end
     if (rst) begin
-      \$193  = 1'h0;
+      \$205  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$194  = err_range;
+    \$206  = err_range;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$194  = \$95 ;
+          \$206  = \$105 ;
     endcase
     if (reset[2]) begin
-      \$194  = 1'h0;
+      \$206  = 1'h0;
     end
     if (rst) begin
-      \$194  = 1'h0;
+      \$206  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$195  = error;
+    \$207  = error;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$97 ) begin
+          if (\$107 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
-              \$195  = 8'h02;
+              \$207  = 8'h02;
             end else if (err_shape) begin
-              \$195  = 8'h03;
+              \$207  = 8'h03;
             end else begin
-              \$195  = 8'h04;
+              \$207  = 8'h04;
             end
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$124 ) begin
-            \$195  = 8'h00;
+          if (\$134 ) begin
+            \$207  = 8'h00;
           end
     endcase
     if (reset[2]) begin
-      \$195  = 8'h00;
+      \$207  = 8'h00;
     end
     if (rst) begin
-      \$195  = 8'h00;
+      \$207  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$196  = nt;
+    \$208  = nt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28051,30 +28190,30 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$196  = 12'h000;
+            \$208  = 12'h000;
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-              end else if (\$115 ) begin
-                \$196  = \$119 [11:0];
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$208  = \$129 [11:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$196  = 12'h000;
+      \$208  = 12'h000;
     end
     if (rst) begin
-      \$196  = 12'h000;
+      \$208  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$197  = kt;
+    \$209  = kt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28082,31 +28221,31 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$197  = 12'h000;
+            \$209  = 12'h000;
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-                \$197  = \$116 [11:0];
-              end else if (\$115 ) begin
-                \$197  = 12'h000;
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+                \$209  = \$126 [11:0];
+              end else if (\$125 ) begin
+                \$209  = 12'h000;
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$197  = 12'h000;
+      \$209  = 12'h000;
     end
     if (rst) begin
-      \$197  = 12'h000;
+      \$209  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$198  = idx;
+    \$210  = idx;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28114,36 +28253,36 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$198  = 16'h0000;
+            \$210  = 16'h0000;
           end
       3'h3:
         begin
-          if (\$99 ) begin
-            \$198  = \$101 [15:0];
-            if (\$102 ) begin
-              \$198  = 16'h0000;
+          if (\$109 ) begin
+            \$210  = \$111 [15:0];
+            if (\$112 ) begin
+              \$210  = 16'h0000;
             end
           end
-          if (\$105 ) begin
-            \$198  = \$108 [15:0];
-            if (\$110 ) begin
-              \$198  = 16'h0000;
+          if (\$115 ) begin
+            \$210  = \$118 [15:0];
+            if (\$120 ) begin
+              \$210  = 16'h0000;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$198  = 16'h0000;
+      \$210  = 16'h0000;
     end
     if (rst) begin
-      \$198  = 16'h0000;
+      \$210  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$199  = load_b;
+    \$211  = load_b;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28151,34 +28290,34 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$199  = 1'h1;
+            \$211  = 1'h1;
           end
       3'h3:
         begin
-          if (\$99 ) begin
-            if (\$102 ) begin
-              \$199  = 1'h0;
+          if (\$109 ) begin
+            if (\$112 ) begin
+              \$211  = 1'h0;
             end
           end
-          if (\$105 ) begin
-            if (\$110 ) begin
-              \$199  = 1'h1;
+          if (\$115 ) begin
+            if (\$120 ) begin
+              \$211  = 1'h1;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$199  = 1'h0;
+      \$211  = 1'h0;
     end
     if (rst) begin
-      \$199  = 1'h0;
+      \$211  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$200  = a_base;
+    \$212  = a_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28186,31 +28325,31 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$200  = cmd[13:0];
+            \$212  = cmd[13:0];
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-                \$200  = \$117 [13:0];
-              end else if (\$115 ) begin
-                \$200  = cmd[13:0];
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+                \$212  = \$127 [13:0];
+              end else if (\$125 ) begin
+                \$212  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$200  = 14'h0000;
+      \$212  = 14'h0000;
     end
     if (rst) begin
-      \$200  = 14'h0000;
+      \$212  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$201  = a_ptr;
+    \$213  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28218,32 +28357,32 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$201  = cmd[13:0];
+            \$213  = cmd[13:0];
           end
       3'h3:
-          if (\$105 ) begin
-            \$201  = \$106 [13:0];
-            if (\$110 ) begin
-              if (\$113 ) begin
-                \$201  = \$118 [13:0];
-              end else if (\$115 ) begin
-                \$201  = cmd[13:0];
+          if (\$115 ) begin
+            \$213  = \$116 [13:0];
+            if (\$120 ) begin
+              if (\$123 ) begin
+                \$213  = \$128 [13:0];
+              end else if (\$125 ) begin
+                \$213  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$201  = 14'h0000;
+      \$213  = 14'h0000;
     end
     if (rst) begin
-      \$201  = 14'h0000;
+      \$213  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$202  = b_base;
+    \$214  = b_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28251,30 +28390,30 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$202  = cmd[33:20];
+            \$214  = cmd[33:20];
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-              end else if (\$115 ) begin
-                \$202  = \$120 [13:0];
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$214  = \$130 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$202  = 14'h0000;
+      \$214  = 14'h0000;
     end
     if (rst) begin
-      \$202  = 14'h0000;
+      \$214  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$203  = b_ptr;
+    \$215  = b_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28282,35 +28421,35 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$203  = cmd[33:20];
+            \$215  = cmd[33:20];
           end
       3'h3:
         begin
-          if (\$99 ) begin
-            \$203  = \$100 [13:0];
+          if (\$109 ) begin
+            \$215  = \$110 [13:0];
           end
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-              end else if (\$115 ) begin
-                \$203  = \$121 [13:0];
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$215  = \$131 [13:0];
               end
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$203  = 14'h0000;
+      \$215  = 14'h0000;
     end
     if (rst) begin
-      \$203  = 14'h0000;
+      \$215  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$204  = c_base;
+    \$216  = c_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28318,30 +28457,30 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$204  = cmd[52:40];
+            \$216  = cmd[52:40];
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-              end else if (\$115 ) begin
-                \$204  = \$122 [12:0];
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$216  = \$132 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$204  = 13'h0000;
+      \$216  = 13'h0000;
     end
     if (rst) begin
-      \$204  = 13'h0000;
+      \$216  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$205  = c_ptr;
+    \$217  = c_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28349,32 +28488,32 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$205  = cmd[52:40];
+            \$217  = cmd[52:40];
           end
       3'h3:
-          if (\$105 ) begin
-            \$205  = \$107 [12:0];
-            if (\$110 ) begin
-              if (\$113 ) begin
-                \$205  = c_base;
-              end else if (\$115 ) begin
-                \$205  = \$123 [12:0];
+          if (\$115 ) begin
+            \$217  = \$117 [12:0];
+            if (\$120 ) begin
+              if (\$123 ) begin
+                \$217  = c_base;
+              end else if (\$125 ) begin
+                \$217  = \$133 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$205  = 13'h0000;
+      \$217  = 13'h0000;
     end
     if (rst) begin
-      \$205  = 13'h0000;
+      \$217  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$206  = bank;
+    \$218  = bank;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28383,17 +28522,17 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
       3'h2:
           /* empty */;
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              \$206  = \$111 ;
+          if (\$115 ) begin
+            if (\$120 ) begin
+              \$218  = \$121 ;
             end
           end
     endcase
     if (reset[2]) begin
-      \$206  = 1'h0;
+      \$218  = 1'h0;
     end
     if (rst) begin
-      \$206  = 1'h0;
+      \$218  = 1'h0;
     end
   end
   always @* begin
@@ -28423,12 +28562,12 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign ctl__error = error;
   assign busy = ctl__busy;
   assign spad_rd__data = a_data;
-  assign a_bank = spad_meta_q2[6];
-  assign w_row = spad_meta_q2[5:2];
-  assign w_bank = spad_meta_q2[6];
+  assign a_bank = spad_meta_q3[6];
+  assign w_row = spad_meta_q3[5:2];
+  assign w_bank = spad_meta_q3[6];
   assign w_data = a_data;
-  assign out_data = { \$207 , \$222 , \$221 , \$220 , \$219 , \$218 , \$217 , \$216 , \$215 , \$214 , \$213 , \$212 , \$211 , \$210 , \$209 , \$208  };
-  assign acc_rd__addr = meta28[13:1];
+  assign out_data = { \$219 , \$234 , \$233 , \$232 , \$231 , \$230 , \$229 , \$228 , \$227 , \$226 , \$225 , \$224 , \$223 , \$222 , \$221 , \$220  };
+  assign acc_rd__addr = meta27[13:1];
   assign acc_wr__addr = meta31[13:1];
   assign \spad_meta_q1.valid  = spad_meta_q1[0];
   assign \spad_meta_q1.is_a  = spad_meta_q1[1];
@@ -28455,6 +28594,13 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign \spad_meta_q2.caddr  = spad_meta_q2[19:7];
   assign \spad_meta_q2.accum  = spad_meta_q2[20];
   assign \spad_meta_q2.last  = spad_meta_q2[21];
+  assign \spad_meta_q3.valid  = spad_meta_q3[0];
+  assign \spad_meta_q3.is_a  = spad_meta_q3[1];
+  assign \spad_meta_q3.row  = spad_meta_q3[5:2];
+  assign \spad_meta_q3.bank  = spad_meta_q3[6];
+  assign \spad_meta_q3.caddr  = spad_meta_q3[19:7];
+  assign \spad_meta_q3.accum  = spad_meta_q3[20];
+  assign \spad_meta_q3.last  = spad_meta_q3[21];
   assign \ctl__cmd__payload.a_addr  = ctl__cmd__payload[19:0];
   assign \ctl__cmd__payload.b_addr  = ctl__cmd__payload[39:20];
   assign \ctl__cmd__payload.c_addr  = ctl__cmd__payload[59:40];
@@ -28469,10 +28615,12 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign \$26  = spad_meta_q1[6];
   assign \$34  = bank;
   assign \$38  = spad_meta_q1[6];
+  assign \$64  = \$63 ;
+  assign \$67  = acc_wr__data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe15_15_psum, out_valid_q, deskew0_14, deskew1_13, deskew2_12, deskew3_11, deskew4_10, deskew5_9, deskew6_8, deskew7_7, deskew8_6, deskew9_5, deskew10_4, deskew11_3, deskew12_2, deskew13_1
+module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12669$2 , pe15_15_psum, out_valid_q, deskew0_14, deskew1_13, deskew2_12, deskew3_11, deskew4_10, deskew5_9, deskew6_8, deskew7_7, deskew8_6, deskew9_5, deskew10_4, deskew11_3, deskew12_2, deskew13_1
 , deskew14_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
@@ -33048,8 +33196,8 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   reg pe9_9_v = 1'h0;
   reg [7:0] pe9_9_w0 = 8'h00;
   reg [7:0] pe9_9_w1 = 8'h00;
-  input [4:0] \port$12642$2 ;
-  wire [4:0] \port$12642$2 ;
+  input [4:0] \port$12669$2 ;
+  wire [4:0] \port$12669$2 ;
   input [3:0] reset;
   wire [3:0] reset;
   input rst;
@@ -33421,2036 +33569,2036 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   input w_en;
   wire w_en;
   wire [3:0] w_row;
-  assign \$1  = ! \port$12642$2 [3:0];
+  assign \$1  = ! \port$12669$2 [3:0];
   assign \$2  = w_en & \$1 ;
   assign \$3  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$4  = \port$12642$2 [4] ? pe0_0_w1 : pe0_0_w0;
+  assign \$4  = \port$12669$2 [4] ? pe0_0_w1 : pe0_0_w0;
   assign \$5  = $signed(\$3 ) * $signed(\$4 );
   assign \$6  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$7  = ! \port$12642$2 [3:0];
+  assign \$7  = ! \port$12669$2 [3:0];
   assign \$8  = w_en & \$7 ;
   assign \$9  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
   assign \$10  = $signed(pe0_0_a) * $signed(\$9 );
-  assign \$11  = ! \port$12642$2 [3:0];
+  assign \$11  = ! \port$12669$2 [3:0];
   assign \$12  = w_en & \$11 ;
   assign \$13  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
   assign \$14  = $signed(pe0_1_a) * $signed(\$13 );
-  assign \$15  = ! \port$12642$2 [3:0];
+  assign \$15  = ! \port$12669$2 [3:0];
   assign \$16  = w_en & \$15 ;
   assign \$17  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
   assign \$18  = $signed(pe0_2_a) * $signed(\$17 );
-  assign \$19  = ! \port$12642$2 [3:0];
+  assign \$19  = ! \port$12669$2 [3:0];
   assign \$20  = w_en & \$19 ;
   assign \$21  = pe0_3_bank ? pe0_4_w1 : pe0_4_w0;
   assign \$22  = $signed(pe0_3_a) * $signed(\$21 );
-  assign \$23  = ! \port$12642$2 [3:0];
+  assign \$23  = ! \port$12669$2 [3:0];
   assign \$24  = w_en & \$23 ;
   assign \$25  = pe0_4_bank ? pe0_5_w1 : pe0_5_w0;
   assign \$26  = $signed(pe0_4_a) * $signed(\$25 );
-  assign \$27  = ! \port$12642$2 [3:0];
+  assign \$27  = ! \port$12669$2 [3:0];
   assign \$28  = w_en & \$27 ;
   assign \$29  = pe0_5_bank ? pe0_6_w1 : pe0_6_w0;
   assign \$30  = $signed(pe0_5_a) * $signed(\$29 );
-  assign \$31  = ! \port$12642$2 [3:0];
+  assign \$31  = ! \port$12669$2 [3:0];
   assign \$32  = w_en & \$31 ;
   assign \$33  = pe0_6_bank ? pe0_7_w1 : pe0_7_w0;
   assign \$34  = $signed(pe0_6_a) * $signed(\$33 );
-  assign \$35  = ! \port$12642$2 [3:0];
+  assign \$35  = ! \port$12669$2 [3:0];
   assign \$36  = w_en & \$35 ;
   assign \$37  = pe0_7_bank ? pe0_8_w1 : pe0_8_w0;
   assign \$38  = $signed(pe0_7_a) * $signed(\$37 );
-  assign \$39  = ! \port$12642$2 [3:0];
+  assign \$39  = ! \port$12669$2 [3:0];
   assign \$40  = w_en & \$39 ;
   assign \$41  = pe0_8_bank ? pe0_9_w1 : pe0_9_w0;
   assign \$42  = $signed(pe0_8_a) * $signed(\$41 );
-  assign \$43  = ! \port$12642$2 [3:0];
+  assign \$43  = ! \port$12669$2 [3:0];
   assign \$44  = w_en & \$43 ;
   assign \$45  = pe0_9_bank ? pe0_10_w1 : pe0_10_w0;
   assign \$46  = $signed(pe0_9_a) * $signed(\$45 );
-  assign \$47  = ! \port$12642$2 [3:0];
+  assign \$47  = ! \port$12669$2 [3:0];
   assign \$48  = w_en & \$47 ;
   assign \$49  = pe0_10_bank ? pe0_11_w1 : pe0_11_w0;
   assign \$50  = $signed(pe0_10_a) * $signed(\$49 );
-  assign \$51  = ! \port$12642$2 [3:0];
+  assign \$51  = ! \port$12669$2 [3:0];
   assign \$52  = w_en & \$51 ;
   assign \$53  = pe0_11_bank ? pe0_12_w1 : pe0_12_w0;
   assign \$54  = $signed(pe0_11_a) * $signed(\$53 );
-  assign \$55  = ! \port$12642$2 [3:0];
+  assign \$55  = ! \port$12669$2 [3:0];
   assign \$56  = w_en & \$55 ;
   assign \$57  = pe0_12_bank ? pe0_13_w1 : pe0_13_w0;
   assign \$58  = $signed(pe0_12_a) * $signed(\$57 );
-  assign \$59  = ! \port$12642$2 [3:0];
+  assign \$59  = ! \port$12669$2 [3:0];
   assign \$60  = w_en & \$59 ;
   assign \$61  = pe0_13_bank ? pe0_14_w1 : pe0_14_w0;
   assign \$62  = $signed(pe0_13_a) * $signed(\$61 );
-  assign \$63  = ! \port$12642$2 [3:0];
+  assign \$63  = ! \port$12669$2 [3:0];
   assign \$64  = w_en & \$63 ;
   assign \$65  = pe0_14_bank ? pe0_15_w1 : pe0_15_w0;
   assign \$66  = $signed(pe0_14_a) * $signed(\$65 );
   assign \$67  = a_valid ? w_data[15:8] : 8'h00;
-  assign \$68  = \port$12642$2 [3:0] == 1'h1;
+  assign \$68  = \port$12669$2 [3:0] == 1'h1;
   assign \$69  = w_en & \$68 ;
   assign \$70  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
   assign \$71  = $signed(skew1_0_a) * $signed(\$70 );
   assign \$72  = $signed(pe0_0_psum) + $signed(\$71 );
-  assign \$73  = \port$12642$2 [3:0] == 1'h1;
+  assign \$73  = \port$12669$2 [3:0] == 1'h1;
   assign \$74  = w_en & \$73 ;
   assign \$75  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
   assign \$76  = $signed(pe1_0_a) * $signed(\$75 );
   assign \$77  = $signed(pe0_1_psum) + $signed(\$76 );
-  assign \$78  = \port$12642$2 [3:0] == 1'h1;
+  assign \$78  = \port$12669$2 [3:0] == 1'h1;
   assign \$79  = w_en & \$78 ;
   assign \$80  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
   assign \$81  = $signed(pe1_1_a) * $signed(\$80 );
   assign \$82  = $signed(pe0_2_psum) + $signed(\$81 );
-  assign \$83  = \port$12642$2 [3:0] == 1'h1;
+  assign \$83  = \port$12669$2 [3:0] == 1'h1;
   assign \$84  = w_en & \$83 ;
   assign \$85  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
   assign \$86  = $signed(pe1_2_a) * $signed(\$85 );
   assign \$87  = $signed(pe0_3_psum) + $signed(\$86 );
-  assign \$88  = \port$12642$2 [3:0] == 1'h1;
+  assign \$88  = \port$12669$2 [3:0] == 1'h1;
   assign \$89  = w_en & \$88 ;
   assign \$90  = pe1_3_bank ? pe1_4_w1 : pe1_4_w0;
   assign \$91  = $signed(pe1_3_a) * $signed(\$90 );
   assign \$92  = $signed(pe0_4_psum) + $signed(\$91 );
-  assign \$93  = \port$12642$2 [3:0] == 1'h1;
+  assign \$93  = \port$12669$2 [3:0] == 1'h1;
   assign \$94  = w_en & \$93 ;
   assign \$95  = pe1_4_bank ? pe1_5_w1 : pe1_5_w0;
   assign \$96  = $signed(pe1_4_a) * $signed(\$95 );
   assign \$97  = $signed(pe0_5_psum) + $signed(\$96 );
-  assign \$98  = \port$12642$2 [3:0] == 1'h1;
+  assign \$98  = \port$12669$2 [3:0] == 1'h1;
   assign \$99  = w_en & \$98 ;
   assign \$100  = pe1_5_bank ? pe1_6_w1 : pe1_6_w0;
   assign \$101  = $signed(pe1_5_a) * $signed(\$100 );
   assign \$102  = $signed(pe0_6_psum) + $signed(\$101 );
-  assign \$103  = \port$12642$2 [3:0] == 1'h1;
+  assign \$103  = \port$12669$2 [3:0] == 1'h1;
   assign \$104  = w_en & \$103 ;
   assign \$105  = pe1_6_bank ? pe1_7_w1 : pe1_7_w0;
   assign \$106  = $signed(pe1_6_a) * $signed(\$105 );
   assign \$107  = $signed(pe0_7_psum) + $signed(\$106 );
-  assign \$108  = \port$12642$2 [3:0] == 1'h1;
+  assign \$108  = \port$12669$2 [3:0] == 1'h1;
   assign \$109  = w_en & \$108 ;
   assign \$110  = pe1_7_bank ? pe1_8_w1 : pe1_8_w0;
   assign \$111  = $signed(pe1_7_a) * $signed(\$110 );
   assign \$112  = $signed(pe0_8_psum) + $signed(\$111 );
-  assign \$113  = \port$12642$2 [3:0] == 1'h1;
+  assign \$113  = \port$12669$2 [3:0] == 1'h1;
   assign \$114  = w_en & \$113 ;
   assign \$115  = pe1_8_bank ? pe1_9_w1 : pe1_9_w0;
   assign \$116  = $signed(pe1_8_a) * $signed(\$115 );
   assign \$117  = $signed(pe0_9_psum) + $signed(\$116 );
-  assign \$118  = \port$12642$2 [3:0] == 1'h1;
+  assign \$118  = \port$12669$2 [3:0] == 1'h1;
   assign \$119  = w_en & \$118 ;
   assign \$120  = pe1_9_bank ? pe1_10_w1 : pe1_10_w0;
   assign \$121  = $signed(pe1_9_a) * $signed(\$120 );
   assign \$122  = $signed(pe0_10_psum) + $signed(\$121 );
-  assign \$123  = \port$12642$2 [3:0] == 1'h1;
+  assign \$123  = \port$12669$2 [3:0] == 1'h1;
   assign \$124  = w_en & \$123 ;
   assign \$125  = pe1_10_bank ? pe1_11_w1 : pe1_11_w0;
   assign \$126  = $signed(pe1_10_a) * $signed(\$125 );
   assign \$127  = $signed(pe0_11_psum) + $signed(\$126 );
-  assign \$128  = \port$12642$2 [3:0] == 1'h1;
+  assign \$128  = \port$12669$2 [3:0] == 1'h1;
   assign \$129  = w_en & \$128 ;
   assign \$130  = pe1_11_bank ? pe1_12_w1 : pe1_12_w0;
   assign \$131  = $signed(pe1_11_a) * $signed(\$130 );
   assign \$132  = $signed(pe0_12_psum) + $signed(\$131 );
-  assign \$133  = \port$12642$2 [3:0] == 1'h1;
+  assign \$133  = \port$12669$2 [3:0] == 1'h1;
   assign \$134  = w_en & \$133 ;
   assign \$135  = pe1_12_bank ? pe1_13_w1 : pe1_13_w0;
   assign \$136  = $signed(pe1_12_a) * $signed(\$135 );
   assign \$137  = $signed(pe0_13_psum) + $signed(\$136 );
-  assign \$138  = \port$12642$2 [3:0] == 1'h1;
+  assign \$138  = \port$12669$2 [3:0] == 1'h1;
   assign \$139  = w_en & \$138 ;
   assign \$140  = pe1_13_bank ? pe1_14_w1 : pe1_14_w0;
   assign \$141  = $signed(pe1_13_a) * $signed(\$140 );
   assign \$142  = $signed(pe0_14_psum) + $signed(\$141 );
-  assign \$143  = \port$12642$2 [3:0] == 1'h1;
+  assign \$143  = \port$12669$2 [3:0] == 1'h1;
   assign \$144  = w_en & \$143 ;
   assign \$145  = pe1_14_bank ? pe1_15_w1 : pe1_15_w0;
   assign \$146  = $signed(pe1_14_a) * $signed(\$145 );
   assign \$147  = $signed(pe0_15_psum) + $signed(\$146 );
   assign \$148  = a_valid ? w_data[23:16] : 8'h00;
-  assign \$149  = \port$12642$2 [3:0] == 2'h2;
+  assign \$149  = \port$12669$2 [3:0] == 2'h2;
   assign \$150  = w_en & \$149 ;
   assign \$151  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
   assign \$152  = $signed(skew2_1_a) * $signed(\$151 );
   assign \$153  = $signed(pe1_0_psum) + $signed(\$152 );
-  assign \$154  = \port$12642$2 [3:0] == 2'h2;
+  assign \$154  = \port$12669$2 [3:0] == 2'h2;
   assign \$155  = w_en & \$154 ;
   assign \$156  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
   assign \$157  = $signed(pe2_0_a) * $signed(\$156 );
   assign \$158  = $signed(pe1_1_psum) + $signed(\$157 );
-  assign \$159  = \port$12642$2 [3:0] == 2'h2;
+  assign \$159  = \port$12669$2 [3:0] == 2'h2;
   assign \$160  = w_en & \$159 ;
   assign \$161  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
   assign \$162  = $signed(pe2_1_a) * $signed(\$161 );
   assign \$163  = $signed(pe1_2_psum) + $signed(\$162 );
-  assign \$164  = \port$12642$2 [3:0] == 2'h2;
+  assign \$164  = \port$12669$2 [3:0] == 2'h2;
   assign \$165  = w_en & \$164 ;
   assign \$166  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
   assign \$167  = $signed(pe2_2_a) * $signed(\$166 );
   assign \$168  = $signed(pe1_3_psum) + $signed(\$167 );
-  assign \$169  = \port$12642$2 [3:0] == 2'h2;
+  assign \$169  = \port$12669$2 [3:0] == 2'h2;
   assign \$170  = w_en & \$169 ;
   assign \$171  = pe2_3_bank ? pe2_4_w1 : pe2_4_w0;
   assign \$172  = $signed(pe2_3_a) * $signed(\$171 );
   assign \$173  = $signed(pe1_4_psum) + $signed(\$172 );
-  assign \$174  = \port$12642$2 [3:0] == 2'h2;
+  assign \$174  = \port$12669$2 [3:0] == 2'h2;
   assign \$175  = w_en & \$174 ;
   assign \$176  = pe2_4_bank ? pe2_5_w1 : pe2_5_w0;
   assign \$177  = $signed(pe2_4_a) * $signed(\$176 );
   assign \$178  = $signed(pe1_5_psum) + $signed(\$177 );
-  assign \$179  = \port$12642$2 [3:0] == 2'h2;
+  assign \$179  = \port$12669$2 [3:0] == 2'h2;
   assign \$180  = w_en & \$179 ;
   assign \$181  = pe2_5_bank ? pe2_6_w1 : pe2_6_w0;
   assign \$182  = $signed(pe2_5_a) * $signed(\$181 );
   assign \$183  = $signed(pe1_6_psum) + $signed(\$182 );
-  assign \$184  = \port$12642$2 [3:0] == 2'h2;
+  assign \$184  = \port$12669$2 [3:0] == 2'h2;
   assign \$185  = w_en & \$184 ;
   assign \$186  = pe2_6_bank ? pe2_7_w1 : pe2_7_w0;
   assign \$187  = $signed(pe2_6_a) * $signed(\$186 );
   assign \$188  = $signed(pe1_7_psum) + $signed(\$187 );
-  assign \$189  = \port$12642$2 [3:0] == 2'h2;
+  assign \$189  = \port$12669$2 [3:0] == 2'h2;
   assign \$190  = w_en & \$189 ;
   assign \$191  = pe2_7_bank ? pe2_8_w1 : pe2_8_w0;
   assign \$192  = $signed(pe2_7_a) * $signed(\$191 );
   assign \$193  = $signed(pe1_8_psum) + $signed(\$192 );
-  assign \$194  = \port$12642$2 [3:0] == 2'h2;
+  assign \$194  = \port$12669$2 [3:0] == 2'h2;
   assign \$195  = w_en & \$194 ;
   assign \$196  = pe2_8_bank ? pe2_9_w1 : pe2_9_w0;
   assign \$197  = $signed(pe2_8_a) * $signed(\$196 );
   assign \$198  = $signed(pe1_9_psum) + $signed(\$197 );
-  assign \$199  = \port$12642$2 [3:0] == 2'h2;
+  assign \$199  = \port$12669$2 [3:0] == 2'h2;
   assign \$200  = w_en & \$199 ;
   assign \$201  = pe2_9_bank ? pe2_10_w1 : pe2_10_w0;
   assign \$202  = $signed(pe2_9_a) * $signed(\$201 );
   assign \$203  = $signed(pe1_10_psum) + $signed(\$202 );
-  assign \$204  = \port$12642$2 [3:0] == 2'h2;
+  assign \$204  = \port$12669$2 [3:0] == 2'h2;
   assign \$205  = w_en & \$204 ;
   assign \$206  = pe2_10_bank ? pe2_11_w1 : pe2_11_w0;
   assign \$207  = $signed(pe2_10_a) * $signed(\$206 );
   assign \$208  = $signed(pe1_11_psum) + $signed(\$207 );
-  assign \$209  = \port$12642$2 [3:0] == 2'h2;
+  assign \$209  = \port$12669$2 [3:0] == 2'h2;
   assign \$210  = w_en & \$209 ;
   assign \$211  = pe2_11_bank ? pe2_12_w1 : pe2_12_w0;
   assign \$212  = $signed(pe2_11_a) * $signed(\$211 );
   assign \$213  = $signed(pe1_12_psum) + $signed(\$212 );
-  assign \$214  = \port$12642$2 [3:0] == 2'h2;
+  assign \$214  = \port$12669$2 [3:0] == 2'h2;
   assign \$215  = w_en & \$214 ;
   assign \$216  = pe2_12_bank ? pe2_13_w1 : pe2_13_w0;
   assign \$217  = $signed(pe2_12_a) * $signed(\$216 );
   assign \$218  = $signed(pe1_13_psum) + $signed(\$217 );
-  assign \$219  = \port$12642$2 [3:0] == 2'h2;
+  assign \$219  = \port$12669$2 [3:0] == 2'h2;
   assign \$220  = w_en & \$219 ;
   assign \$221  = pe2_13_bank ? pe2_14_w1 : pe2_14_w0;
   assign \$222  = $signed(pe2_13_a) * $signed(\$221 );
   assign \$223  = $signed(pe1_14_psum) + $signed(\$222 );
-  assign \$224  = \port$12642$2 [3:0] == 2'h2;
+  assign \$224  = \port$12669$2 [3:0] == 2'h2;
   assign \$225  = w_en & \$224 ;
   assign \$226  = pe2_14_bank ? pe2_15_w1 : pe2_15_w0;
   assign \$227  = $signed(pe2_14_a) * $signed(\$226 );
   assign \$228  = $signed(pe1_15_psum) + $signed(\$227 );
   assign \$229  = a_valid ? w_data[31:24] : 8'h00;
-  assign \$230  = \port$12642$2 [3:0] == 2'h3;
+  assign \$230  = \port$12669$2 [3:0] == 2'h3;
   assign \$231  = w_en & \$230 ;
   assign \$232  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
   assign \$233  = $signed(skew3_2_a) * $signed(\$232 );
   assign \$234  = $signed(pe2_0_psum) + $signed(\$233 );
-  assign \$235  = \port$12642$2 [3:0] == 2'h3;
+  assign \$235  = \port$12669$2 [3:0] == 2'h3;
   assign \$236  = w_en & \$235 ;
   assign \$237  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
   assign \$238  = $signed(pe3_0_a) * $signed(\$237 );
   assign \$239  = $signed(pe2_1_psum) + $signed(\$238 );
-  assign \$240  = \port$12642$2 [3:0] == 2'h3;
+  assign \$240  = \port$12669$2 [3:0] == 2'h3;
   assign \$241  = w_en & \$240 ;
   assign \$242  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
   assign \$243  = $signed(pe3_1_a) * $signed(\$242 );
   assign \$244  = $signed(pe2_2_psum) + $signed(\$243 );
-  assign \$245  = \port$12642$2 [3:0] == 2'h3;
+  assign \$245  = \port$12669$2 [3:0] == 2'h3;
   assign \$246  = w_en & \$245 ;
   assign \$247  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
   assign \$248  = $signed(pe3_2_a) * $signed(\$247 );
   assign \$249  = $signed(pe2_3_psum) + $signed(\$248 );
-  assign \$250  = \port$12642$2 [3:0] == 2'h3;
+  assign \$250  = \port$12669$2 [3:0] == 2'h3;
   assign \$251  = w_en & \$250 ;
   assign \$252  = pe3_3_bank ? pe3_4_w1 : pe3_4_w0;
   assign \$253  = $signed(pe3_3_a) * $signed(\$252 );
   assign \$254  = $signed(pe2_4_psum) + $signed(\$253 );
-  assign \$255  = \port$12642$2 [3:0] == 2'h3;
+  assign \$255  = \port$12669$2 [3:0] == 2'h3;
   assign \$256  = w_en & \$255 ;
   assign \$257  = pe3_4_bank ? pe3_5_w1 : pe3_5_w0;
   assign \$258  = $signed(pe3_4_a) * $signed(\$257 );
   assign \$259  = $signed(pe2_5_psum) + $signed(\$258 );
-  assign \$260  = \port$12642$2 [3:0] == 2'h3;
+  assign \$260  = \port$12669$2 [3:0] == 2'h3;
   assign \$261  = w_en & \$260 ;
   assign \$262  = pe3_5_bank ? pe3_6_w1 : pe3_6_w0;
   assign \$263  = $signed(pe3_5_a) * $signed(\$262 );
   assign \$264  = $signed(pe2_6_psum) + $signed(\$263 );
-  assign \$265  = \port$12642$2 [3:0] == 2'h3;
+  assign \$265  = \port$12669$2 [3:0] == 2'h3;
   assign \$266  = w_en & \$265 ;
   assign \$267  = pe3_6_bank ? pe3_7_w1 : pe3_7_w0;
   assign \$268  = $signed(pe3_6_a) * $signed(\$267 );
   assign \$269  = $signed(pe2_7_psum) + $signed(\$268 );
-  assign \$270  = \port$12642$2 [3:0] == 2'h3;
+  assign \$270  = \port$12669$2 [3:0] == 2'h3;
   assign \$271  = w_en & \$270 ;
   assign \$272  = pe3_7_bank ? pe3_8_w1 : pe3_8_w0;
   assign \$273  = $signed(pe3_7_a) * $signed(\$272 );
   assign \$274  = $signed(pe2_8_psum) + $signed(\$273 );
-  assign \$275  = \port$12642$2 [3:0] == 2'h3;
+  assign \$275  = \port$12669$2 [3:0] == 2'h3;
   assign \$276  = w_en & \$275 ;
   assign \$277  = pe3_8_bank ? pe3_9_w1 : pe3_9_w0;
   assign \$278  = $signed(pe3_8_a) * $signed(\$277 );
   assign \$279  = $signed(pe2_9_psum) + $signed(\$278 );
-  assign \$280  = \port$12642$2 [3:0] == 2'h3;
+  assign \$280  = \port$12669$2 [3:0] == 2'h3;
   assign \$281  = w_en & \$280 ;
   assign \$282  = pe3_9_bank ? pe3_10_w1 : pe3_10_w0;
   assign \$283  = $signed(pe3_9_a) * $signed(\$282 );
   assign \$284  = $signed(pe2_10_psum) + $signed(\$283 );
-  assign \$285  = \port$12642$2 [3:0] == 2'h3;
+  assign \$285  = \port$12669$2 [3:0] == 2'h3;
   assign \$286  = w_en & \$285 ;
   assign \$287  = pe3_10_bank ? pe3_11_w1 : pe3_11_w0;
   assign \$288  = $signed(pe3_10_a) * $signed(\$287 );
   assign \$289  = $signed(pe2_11_psum) + $signed(\$288 );
-  assign \$290  = \port$12642$2 [3:0] == 2'h3;
+  assign \$290  = \port$12669$2 [3:0] == 2'h3;
   assign \$291  = w_en & \$290 ;
   assign \$292  = pe3_11_bank ? pe3_12_w1 : pe3_12_w0;
   assign \$293  = $signed(pe3_11_a) * $signed(\$292 );
   assign \$294  = $signed(pe2_12_psum) + $signed(\$293 );
-  assign \$295  = \port$12642$2 [3:0] == 2'h3;
+  assign \$295  = \port$12669$2 [3:0] == 2'h3;
   assign \$296  = w_en & \$295 ;
   assign \$297  = pe3_12_bank ? pe3_13_w1 : pe3_13_w0;
   assign \$298  = $signed(pe3_12_a) * $signed(\$297 );
   assign \$299  = $signed(pe2_13_psum) + $signed(\$298 );
-  assign \$300  = \port$12642$2 [3:0] == 2'h3;
+  assign \$300  = \port$12669$2 [3:0] == 2'h3;
   assign \$301  = w_en & \$300 ;
   assign \$302  = pe3_13_bank ? pe3_14_w1 : pe3_14_w0;
   assign \$303  = $signed(pe3_13_a) * $signed(\$302 );
   assign \$304  = $signed(pe2_14_psum) + $signed(\$303 );
-  assign \$305  = \port$12642$2 [3:0] == 2'h3;
+  assign \$305  = \port$12669$2 [3:0] == 2'h3;
   assign \$306  = w_en & \$305 ;
   assign \$307  = pe3_14_bank ? pe3_15_w1 : pe3_15_w0;
   assign \$308  = $signed(pe3_14_a) * $signed(\$307 );
   assign \$309  = $signed(pe2_15_psum) + $signed(\$308 );
   assign \$310  = a_valid ? w_data[39:32] : 8'h00;
-  assign \$311  = \port$12642$2 [3:0] == 3'h4;
+  assign \$311  = \port$12669$2 [3:0] == 3'h4;
   assign \$312  = w_en & \$311 ;
   assign \$313  = skew4_3_bank ? pe4_0_w1 : pe4_0_w0;
   assign \$314  = $signed(skew4_3_a) * $signed(\$313 );
   assign \$315  = $signed(pe3_0_psum) + $signed(\$314 );
-  assign \$316  = \port$12642$2 [3:0] == 3'h4;
+  assign \$316  = \port$12669$2 [3:0] == 3'h4;
   assign \$317  = w_en & \$316 ;
   assign \$318  = pe4_0_bank ? pe4_1_w1 : pe4_1_w0;
   assign \$319  = $signed(pe4_0_a) * $signed(\$318 );
   assign \$320  = $signed(pe3_1_psum) + $signed(\$319 );
-  assign \$321  = \port$12642$2 [3:0] == 3'h4;
+  assign \$321  = \port$12669$2 [3:0] == 3'h4;
   assign \$322  = w_en & \$321 ;
   assign \$323  = pe4_1_bank ? pe4_2_w1 : pe4_2_w0;
   assign \$324  = $signed(pe4_1_a) * $signed(\$323 );
   assign \$325  = $signed(pe3_2_psum) + $signed(\$324 );
-  assign \$326  = \port$12642$2 [3:0] == 3'h4;
+  assign \$326  = \port$12669$2 [3:0] == 3'h4;
   assign \$327  = w_en & \$326 ;
   assign \$328  = pe4_2_bank ? pe4_3_w1 : pe4_3_w0;
   assign \$329  = $signed(pe4_2_a) * $signed(\$328 );
   assign \$330  = $signed(pe3_3_psum) + $signed(\$329 );
-  assign \$331  = \port$12642$2 [3:0] == 3'h4;
+  assign \$331  = \port$12669$2 [3:0] == 3'h4;
   assign \$332  = w_en & \$331 ;
   assign \$333  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
   assign \$334  = $signed(pe4_3_a) * $signed(\$333 );
   assign \$335  = $signed(pe3_4_psum) + $signed(\$334 );
-  assign \$336  = \port$12642$2 [3:0] == 3'h4;
+  assign \$336  = \port$12669$2 [3:0] == 3'h4;
   assign \$337  = w_en & \$336 ;
   assign \$338  = pe4_4_bank ? pe4_5_w1 : pe4_5_w0;
   assign \$339  = $signed(pe4_4_a) * $signed(\$338 );
   assign \$340  = $signed(pe3_5_psum) + $signed(\$339 );
-  assign \$341  = \port$12642$2 [3:0] == 3'h4;
+  assign \$341  = \port$12669$2 [3:0] == 3'h4;
   assign \$342  = w_en & \$341 ;
   assign \$343  = pe4_5_bank ? pe4_6_w1 : pe4_6_w0;
   assign \$344  = $signed(pe4_5_a) * $signed(\$343 );
   assign \$345  = $signed(pe3_6_psum) + $signed(\$344 );
-  assign \$346  = \port$12642$2 [3:0] == 3'h4;
+  assign \$346  = \port$12669$2 [3:0] == 3'h4;
   assign \$347  = w_en & \$346 ;
   assign \$348  = pe4_6_bank ? pe4_7_w1 : pe4_7_w0;
   assign \$349  = $signed(pe4_6_a) * $signed(\$348 );
   assign \$350  = $signed(pe3_7_psum) + $signed(\$349 );
-  assign \$351  = \port$12642$2 [3:0] == 3'h4;
+  assign \$351  = \port$12669$2 [3:0] == 3'h4;
   assign \$352  = w_en & \$351 ;
   assign \$353  = pe4_7_bank ? pe4_8_w1 : pe4_8_w0;
   assign \$354  = $signed(pe4_7_a) * $signed(\$353 );
   assign \$355  = $signed(pe3_8_psum) + $signed(\$354 );
-  assign \$356  = \port$12642$2 [3:0] == 3'h4;
+  assign \$356  = \port$12669$2 [3:0] == 3'h4;
   assign \$357  = w_en & \$356 ;
   assign \$358  = pe4_8_bank ? pe4_9_w1 : pe4_9_w0;
   assign \$359  = $signed(pe4_8_a) * $signed(\$358 );
   assign \$360  = $signed(pe3_9_psum) + $signed(\$359 );
-  assign \$361  = \port$12642$2 [3:0] == 3'h4;
+  assign \$361  = \port$12669$2 [3:0] == 3'h4;
   assign \$362  = w_en & \$361 ;
   assign \$363  = pe4_9_bank ? pe4_10_w1 : pe4_10_w0;
   assign \$364  = $signed(pe4_9_a) * $signed(\$363 );
   assign \$365  = $signed(pe3_10_psum) + $signed(\$364 );
-  assign \$366  = \port$12642$2 [3:0] == 3'h4;
+  assign \$366  = \port$12669$2 [3:0] == 3'h4;
   assign \$367  = w_en & \$366 ;
   assign \$368  = pe4_10_bank ? pe4_11_w1 : pe4_11_w0;
   assign \$369  = $signed(pe4_10_a) * $signed(\$368 );
   assign \$370  = $signed(pe3_11_psum) + $signed(\$369 );
-  assign \$371  = \port$12642$2 [3:0] == 3'h4;
+  assign \$371  = \port$12669$2 [3:0] == 3'h4;
   assign \$372  = w_en & \$371 ;
   assign \$373  = pe4_11_bank ? pe4_12_w1 : pe4_12_w0;
   assign \$374  = $signed(pe4_11_a) * $signed(\$373 );
   assign \$375  = $signed(pe3_12_psum) + $signed(\$374 );
-  assign \$376  = \port$12642$2 [3:0] == 3'h4;
+  assign \$376  = \port$12669$2 [3:0] == 3'h4;
   assign \$377  = w_en & \$376 ;
   assign \$378  = pe4_12_bank ? pe4_13_w1 : pe4_13_w0;
   assign \$379  = $signed(pe4_12_a) * $signed(\$378 );
   assign \$380  = $signed(pe3_13_psum) + $signed(\$379 );
-  assign \$381  = \port$12642$2 [3:0] == 3'h4;
+  assign \$381  = \port$12669$2 [3:0] == 3'h4;
   assign \$382  = w_en & \$381 ;
   assign \$383  = pe4_13_bank ? pe4_14_w1 : pe4_14_w0;
   assign \$384  = $signed(pe4_13_a) * $signed(\$383 );
   assign \$385  = $signed(pe3_14_psum) + $signed(\$384 );
-  assign \$386  = \port$12642$2 [3:0] == 3'h4;
+  assign \$386  = \port$12669$2 [3:0] == 3'h4;
   assign \$387  = w_en & \$386 ;
   assign \$388  = pe4_14_bank ? pe4_15_w1 : pe4_15_w0;
   assign \$389  = $signed(pe4_14_a) * $signed(\$388 );
   assign \$390  = $signed(pe3_15_psum) + $signed(\$389 );
   assign \$391  = a_valid ? w_data[47:40] : 8'h00;
-  assign \$392  = \port$12642$2 [3:0] == 3'h5;
+  assign \$392  = \port$12669$2 [3:0] == 3'h5;
   assign \$393  = w_en & \$392 ;
   assign \$394  = skew5_4_bank ? pe5_0_w1 : pe5_0_w0;
   assign \$395  = $signed(skew5_4_a) * $signed(\$394 );
   assign \$396  = $signed(pe4_0_psum) + $signed(\$395 );
-  assign \$397  = \port$12642$2 [3:0] == 3'h5;
+  assign \$397  = \port$12669$2 [3:0] == 3'h5;
   assign \$398  = w_en & \$397 ;
   assign \$399  = pe5_0_bank ? pe5_1_w1 : pe5_1_w0;
   assign \$400  = $signed(pe5_0_a) * $signed(\$399 );
   assign \$401  = $signed(pe4_1_psum) + $signed(\$400 );
-  assign \$402  = \port$12642$2 [3:0] == 3'h5;
+  assign \$402  = \port$12669$2 [3:0] == 3'h5;
   assign \$403  = w_en & \$402 ;
   assign \$404  = pe5_1_bank ? pe5_2_w1 : pe5_2_w0;
   assign \$405  = $signed(pe5_1_a) * $signed(\$404 );
   assign \$406  = $signed(pe4_2_psum) + $signed(\$405 );
-  assign \$407  = \port$12642$2 [3:0] == 3'h5;
+  assign \$407  = \port$12669$2 [3:0] == 3'h5;
   assign \$408  = w_en & \$407 ;
   assign \$409  = pe5_2_bank ? pe5_3_w1 : pe5_3_w0;
   assign \$410  = $signed(pe5_2_a) * $signed(\$409 );
   assign \$411  = $signed(pe4_3_psum) + $signed(\$410 );
-  assign \$412  = \port$12642$2 [3:0] == 3'h5;
+  assign \$412  = \port$12669$2 [3:0] == 3'h5;
   assign \$413  = w_en & \$412 ;
   assign \$414  = pe5_3_bank ? pe5_4_w1 : pe5_4_w0;
   assign \$415  = $signed(pe5_3_a) * $signed(\$414 );
   assign \$416  = $signed(pe4_4_psum) + $signed(\$415 );
-  assign \$417  = \port$12642$2 [3:0] == 3'h5;
+  assign \$417  = \port$12669$2 [3:0] == 3'h5;
   assign \$418  = w_en & \$417 ;
   assign \$419  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
   assign \$420  = $signed(pe5_4_a) * $signed(\$419 );
   assign \$421  = $signed(pe4_5_psum) + $signed(\$420 );
-  assign \$422  = \port$12642$2 [3:0] == 3'h5;
+  assign \$422  = \port$12669$2 [3:0] == 3'h5;
   assign \$423  = w_en & \$422 ;
   assign \$424  = pe5_5_bank ? pe5_6_w1 : pe5_6_w0;
   assign \$425  = $signed(pe5_5_a) * $signed(\$424 );
   assign \$426  = $signed(pe4_6_psum) + $signed(\$425 );
-  assign \$427  = \port$12642$2 [3:0] == 3'h5;
+  assign \$427  = \port$12669$2 [3:0] == 3'h5;
   assign \$428  = w_en & \$427 ;
   assign \$429  = pe5_6_bank ? pe5_7_w1 : pe5_7_w0;
   assign \$430  = $signed(pe5_6_a) * $signed(\$429 );
   assign \$431  = $signed(pe4_7_psum) + $signed(\$430 );
-  assign \$432  = \port$12642$2 [3:0] == 3'h5;
+  assign \$432  = \port$12669$2 [3:0] == 3'h5;
   assign \$433  = w_en & \$432 ;
   assign \$434  = pe5_7_bank ? pe5_8_w1 : pe5_8_w0;
   assign \$435  = $signed(pe5_7_a) * $signed(\$434 );
   assign \$436  = $signed(pe4_8_psum) + $signed(\$435 );
-  assign \$437  = \port$12642$2 [3:0] == 3'h5;
+  assign \$437  = \port$12669$2 [3:0] == 3'h5;
   assign \$438  = w_en & \$437 ;
   assign \$439  = pe5_8_bank ? pe5_9_w1 : pe5_9_w0;
   assign \$440  = $signed(pe5_8_a) * $signed(\$439 );
   assign \$441  = $signed(pe4_9_psum) + $signed(\$440 );
-  assign \$442  = \port$12642$2 [3:0] == 3'h5;
+  assign \$442  = \port$12669$2 [3:0] == 3'h5;
   assign \$443  = w_en & \$442 ;
   assign \$444  = pe5_9_bank ? pe5_10_w1 : pe5_10_w0;
   assign \$445  = $signed(pe5_9_a) * $signed(\$444 );
   assign \$446  = $signed(pe4_10_psum) + $signed(\$445 );
-  assign \$447  = \port$12642$2 [3:0] == 3'h5;
+  assign \$447  = \port$12669$2 [3:0] == 3'h5;
   assign \$448  = w_en & \$447 ;
   assign \$449  = pe5_10_bank ? pe5_11_w1 : pe5_11_w0;
   assign \$450  = $signed(pe5_10_a) * $signed(\$449 );
   assign \$451  = $signed(pe4_11_psum) + $signed(\$450 );
-  assign \$452  = \port$12642$2 [3:0] == 3'h5;
+  assign \$452  = \port$12669$2 [3:0] == 3'h5;
   assign \$453  = w_en & \$452 ;
   assign \$454  = pe5_11_bank ? pe5_12_w1 : pe5_12_w0;
   assign \$455  = $signed(pe5_11_a) * $signed(\$454 );
   assign \$456  = $signed(pe4_12_psum) + $signed(\$455 );
-  assign \$457  = \port$12642$2 [3:0] == 3'h5;
+  assign \$457  = \port$12669$2 [3:0] == 3'h5;
   assign \$458  = w_en & \$457 ;
   assign \$459  = pe5_12_bank ? pe5_13_w1 : pe5_13_w0;
   assign \$460  = $signed(pe5_12_a) * $signed(\$459 );
   assign \$461  = $signed(pe4_13_psum) + $signed(\$460 );
-  assign \$462  = \port$12642$2 [3:0] == 3'h5;
+  assign \$462  = \port$12669$2 [3:0] == 3'h5;
   assign \$463  = w_en & \$462 ;
   assign \$464  = pe5_13_bank ? pe5_14_w1 : pe5_14_w0;
   assign \$465  = $signed(pe5_13_a) * $signed(\$464 );
   assign \$466  = $signed(pe4_14_psum) + $signed(\$465 );
-  assign \$467  = \port$12642$2 [3:0] == 3'h5;
+  assign \$467  = \port$12669$2 [3:0] == 3'h5;
   assign \$468  = w_en & \$467 ;
   assign \$469  = pe5_14_bank ? pe5_15_w1 : pe5_15_w0;
   assign \$470  = $signed(pe5_14_a) * $signed(\$469 );
   assign \$471  = $signed(pe4_15_psum) + $signed(\$470 );
   assign \$472  = a_valid ? w_data[55:48] : 8'h00;
-  assign \$473  = \port$12642$2 [3:0] == 3'h6;
+  assign \$473  = \port$12669$2 [3:0] == 3'h6;
   assign \$474  = w_en & \$473 ;
   assign \$475  = skew6_5_bank ? pe6_0_w1 : pe6_0_w0;
   assign \$476  = $signed(skew6_5_a) * $signed(\$475 );
   assign \$477  = $signed(pe5_0_psum) + $signed(\$476 );
-  assign \$478  = \port$12642$2 [3:0] == 3'h6;
+  assign \$478  = \port$12669$2 [3:0] == 3'h6;
   assign \$479  = w_en & \$478 ;
   assign \$480  = pe6_0_bank ? pe6_1_w1 : pe6_1_w0;
   assign \$481  = $signed(pe6_0_a) * $signed(\$480 );
   assign \$482  = $signed(pe5_1_psum) + $signed(\$481 );
-  assign \$483  = \port$12642$2 [3:0] == 3'h6;
+  assign \$483  = \port$12669$2 [3:0] == 3'h6;
   assign \$484  = w_en & \$483 ;
   assign \$485  = pe6_1_bank ? pe6_2_w1 : pe6_2_w0;
   assign \$486  = $signed(pe6_1_a) * $signed(\$485 );
   assign \$487  = $signed(pe5_2_psum) + $signed(\$486 );
-  assign \$488  = \port$12642$2 [3:0] == 3'h6;
+  assign \$488  = \port$12669$2 [3:0] == 3'h6;
   assign \$489  = w_en & \$488 ;
   assign \$490  = pe6_2_bank ? pe6_3_w1 : pe6_3_w0;
   assign \$491  = $signed(pe6_2_a) * $signed(\$490 );
   assign \$492  = $signed(pe5_3_psum) + $signed(\$491 );
-  assign \$493  = \port$12642$2 [3:0] == 3'h6;
+  assign \$493  = \port$12669$2 [3:0] == 3'h6;
   assign \$494  = w_en & \$493 ;
   assign \$495  = pe6_3_bank ? pe6_4_w1 : pe6_4_w0;
   assign \$496  = $signed(pe6_3_a) * $signed(\$495 );
   assign \$497  = $signed(pe5_4_psum) + $signed(\$496 );
-  assign \$498  = \port$12642$2 [3:0] == 3'h6;
+  assign \$498  = \port$12669$2 [3:0] == 3'h6;
   assign \$499  = w_en & \$498 ;
   assign \$500  = pe6_4_bank ? pe6_5_w1 : pe6_5_w0;
   assign \$501  = $signed(pe6_4_a) * $signed(\$500 );
   assign \$502  = $signed(pe5_5_psum) + $signed(\$501 );
-  assign \$503  = \port$12642$2 [3:0] == 3'h6;
+  assign \$503  = \port$12669$2 [3:0] == 3'h6;
   assign \$504  = w_en & \$503 ;
   assign \$505  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
   assign \$506  = $signed(pe6_5_a) * $signed(\$505 );
   assign \$507  = $signed(pe5_6_psum) + $signed(\$506 );
-  assign \$508  = \port$12642$2 [3:0] == 3'h6;
+  assign \$508  = \port$12669$2 [3:0] == 3'h6;
   assign \$509  = w_en & \$508 ;
   assign \$510  = pe6_6_bank ? pe6_7_w1 : pe6_7_w0;
   assign \$511  = $signed(pe6_6_a) * $signed(\$510 );
   assign \$512  = $signed(pe5_7_psum) + $signed(\$511 );
-  assign \$513  = \port$12642$2 [3:0] == 3'h6;
+  assign \$513  = \port$12669$2 [3:0] == 3'h6;
   assign \$514  = w_en & \$513 ;
   assign \$515  = pe6_7_bank ? pe6_8_w1 : pe6_8_w0;
   assign \$516  = $signed(pe6_7_a) * $signed(\$515 );
   assign \$517  = $signed(pe5_8_psum) + $signed(\$516 );
-  assign \$518  = \port$12642$2 [3:0] == 3'h6;
+  assign \$518  = \port$12669$2 [3:0] == 3'h6;
   assign \$519  = w_en & \$518 ;
   assign \$520  = pe6_8_bank ? pe6_9_w1 : pe6_9_w0;
   assign \$521  = $signed(pe6_8_a) * $signed(\$520 );
   assign \$522  = $signed(pe5_9_psum) + $signed(\$521 );
-  assign \$523  = \port$12642$2 [3:0] == 3'h6;
+  assign \$523  = \port$12669$2 [3:0] == 3'h6;
   assign \$524  = w_en & \$523 ;
   assign \$525  = pe6_9_bank ? pe6_10_w1 : pe6_10_w0;
   assign \$526  = $signed(pe6_9_a) * $signed(\$525 );
   assign \$527  = $signed(pe5_10_psum) + $signed(\$526 );
-  assign \$528  = \port$12642$2 [3:0] == 3'h6;
+  assign \$528  = \port$12669$2 [3:0] == 3'h6;
   assign \$529  = w_en & \$528 ;
   assign \$530  = pe6_10_bank ? pe6_11_w1 : pe6_11_w0;
   assign \$531  = $signed(pe6_10_a) * $signed(\$530 );
   assign \$532  = $signed(pe5_11_psum) + $signed(\$531 );
-  assign \$533  = \port$12642$2 [3:0] == 3'h6;
+  assign \$533  = \port$12669$2 [3:0] == 3'h6;
   assign \$534  = w_en & \$533 ;
   assign \$535  = pe6_11_bank ? pe6_12_w1 : pe6_12_w0;
   assign \$536  = $signed(pe6_11_a) * $signed(\$535 );
   assign \$537  = $signed(pe5_12_psum) + $signed(\$536 );
-  assign \$538  = \port$12642$2 [3:0] == 3'h6;
+  assign \$538  = \port$12669$2 [3:0] == 3'h6;
   assign \$539  = w_en & \$538 ;
   assign \$540  = pe6_12_bank ? pe6_13_w1 : pe6_13_w0;
   assign \$541  = $signed(pe6_12_a) * $signed(\$540 );
   assign \$542  = $signed(pe5_13_psum) + $signed(\$541 );
-  assign \$543  = \port$12642$2 [3:0] == 3'h6;
+  assign \$543  = \port$12669$2 [3:0] == 3'h6;
   assign \$544  = w_en & \$543 ;
   assign \$545  = pe6_13_bank ? pe6_14_w1 : pe6_14_w0;
   assign \$546  = $signed(pe6_13_a) * $signed(\$545 );
   assign \$547  = $signed(pe5_14_psum) + $signed(\$546 );
-  assign \$548  = \port$12642$2 [3:0] == 3'h6;
+  assign \$548  = \port$12669$2 [3:0] == 3'h6;
   assign \$549  = w_en & \$548 ;
   assign \$550  = pe6_14_bank ? pe6_15_w1 : pe6_15_w0;
   assign \$551  = $signed(pe6_14_a) * $signed(\$550 );
   assign \$552  = $signed(pe5_15_psum) + $signed(\$551 );
   assign \$553  = a_valid ? w_data[63:56] : 8'h00;
-  assign \$554  = \port$12642$2 [3:0] == 3'h7;
+  assign \$554  = \port$12669$2 [3:0] == 3'h7;
   assign \$555  = w_en & \$554 ;
   assign \$556  = skew7_6_bank ? pe7_0_w1 : pe7_0_w0;
   assign \$557  = $signed(skew7_6_a) * $signed(\$556 );
   assign \$558  = $signed(pe6_0_psum) + $signed(\$557 );
-  assign \$559  = \port$12642$2 [3:0] == 3'h7;
+  assign \$559  = \port$12669$2 [3:0] == 3'h7;
   assign \$560  = w_en & \$559 ;
   assign \$561  = pe7_0_bank ? pe7_1_w1 : pe7_1_w0;
   assign \$562  = $signed(pe7_0_a) * $signed(\$561 );
   assign \$563  = $signed(pe6_1_psum) + $signed(\$562 );
-  assign \$564  = \port$12642$2 [3:0] == 3'h7;
+  assign \$564  = \port$12669$2 [3:0] == 3'h7;
   assign \$565  = w_en & \$564 ;
   assign \$566  = pe7_1_bank ? pe7_2_w1 : pe7_2_w0;
   assign \$567  = $signed(pe7_1_a) * $signed(\$566 );
   assign \$568  = $signed(pe6_2_psum) + $signed(\$567 );
-  assign \$569  = \port$12642$2 [3:0] == 3'h7;
+  assign \$569  = \port$12669$2 [3:0] == 3'h7;
   assign \$570  = w_en & \$569 ;
   assign \$571  = pe7_2_bank ? pe7_3_w1 : pe7_3_w0;
   assign \$572  = $signed(pe7_2_a) * $signed(\$571 );
   assign \$573  = $signed(pe6_3_psum) + $signed(\$572 );
-  assign \$574  = \port$12642$2 [3:0] == 3'h7;
+  assign \$574  = \port$12669$2 [3:0] == 3'h7;
   assign \$575  = w_en & \$574 ;
   assign \$576  = pe7_3_bank ? pe7_4_w1 : pe7_4_w0;
   assign \$577  = $signed(pe7_3_a) * $signed(\$576 );
   assign \$578  = $signed(pe6_4_psum) + $signed(\$577 );
-  assign \$579  = \port$12642$2 [3:0] == 3'h7;
+  assign \$579  = \port$12669$2 [3:0] == 3'h7;
   assign \$580  = w_en & \$579 ;
   assign \$581  = pe7_4_bank ? pe7_5_w1 : pe7_5_w0;
   assign \$582  = $signed(pe7_4_a) * $signed(\$581 );
   assign \$583  = $signed(pe6_5_psum) + $signed(\$582 );
-  assign \$584  = \port$12642$2 [3:0] == 3'h7;
+  assign \$584  = \port$12669$2 [3:0] == 3'h7;
   assign \$585  = w_en & \$584 ;
   assign \$586  = pe7_5_bank ? pe7_6_w1 : pe7_6_w0;
   assign \$587  = $signed(pe7_5_a) * $signed(\$586 );
   assign \$588  = $signed(pe6_6_psum) + $signed(\$587 );
-  assign \$589  = \port$12642$2 [3:0] == 3'h7;
+  assign \$589  = \port$12669$2 [3:0] == 3'h7;
   assign \$590  = w_en & \$589 ;
   assign \$591  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
   assign \$592  = $signed(pe7_6_a) * $signed(\$591 );
   assign \$593  = $signed(pe6_7_psum) + $signed(\$592 );
-  assign \$594  = \port$12642$2 [3:0] == 3'h7;
+  assign \$594  = \port$12669$2 [3:0] == 3'h7;
   assign \$595  = w_en & \$594 ;
   assign \$596  = pe7_7_bank ? pe7_8_w1 : pe7_8_w0;
   assign \$597  = $signed(pe7_7_a) * $signed(\$596 );
   assign \$598  = $signed(pe6_8_psum) + $signed(\$597 );
-  assign \$599  = \port$12642$2 [3:0] == 3'h7;
+  assign \$599  = \port$12669$2 [3:0] == 3'h7;
   assign \$600  = w_en & \$599 ;
   assign \$601  = pe7_8_bank ? pe7_9_w1 : pe7_9_w0;
   assign \$602  = $signed(pe7_8_a) * $signed(\$601 );
   assign \$603  = $signed(pe6_9_psum) + $signed(\$602 );
-  assign \$604  = \port$12642$2 [3:0] == 3'h7;
+  assign \$604  = \port$12669$2 [3:0] == 3'h7;
   assign \$605  = w_en & \$604 ;
   assign \$606  = pe7_9_bank ? pe7_10_w1 : pe7_10_w0;
   assign \$607  = $signed(pe7_9_a) * $signed(\$606 );
   assign \$608  = $signed(pe6_10_psum) + $signed(\$607 );
-  assign \$609  = \port$12642$2 [3:0] == 3'h7;
+  assign \$609  = \port$12669$2 [3:0] == 3'h7;
   assign \$610  = w_en & \$609 ;
   assign \$611  = pe7_10_bank ? pe7_11_w1 : pe7_11_w0;
   assign \$612  = $signed(pe7_10_a) * $signed(\$611 );
   assign \$613  = $signed(pe6_11_psum) + $signed(\$612 );
-  assign \$614  = \port$12642$2 [3:0] == 3'h7;
+  assign \$614  = \port$12669$2 [3:0] == 3'h7;
   assign \$615  = w_en & \$614 ;
   assign \$616  = pe7_11_bank ? pe7_12_w1 : pe7_12_w0;
   assign \$617  = $signed(pe7_11_a) * $signed(\$616 );
   assign \$618  = $signed(pe6_12_psum) + $signed(\$617 );
-  assign \$619  = \port$12642$2 [3:0] == 3'h7;
+  assign \$619  = \port$12669$2 [3:0] == 3'h7;
   assign \$620  = w_en & \$619 ;
   assign \$621  = pe7_12_bank ? pe7_13_w1 : pe7_13_w0;
   assign \$622  = $signed(pe7_12_a) * $signed(\$621 );
   assign \$623  = $signed(pe6_13_psum) + $signed(\$622 );
-  assign \$624  = \port$12642$2 [3:0] == 3'h7;
+  assign \$624  = \port$12669$2 [3:0] == 3'h7;
   assign \$625  = w_en & \$624 ;
   assign \$626  = pe7_13_bank ? pe7_14_w1 : pe7_14_w0;
   assign \$627  = $signed(pe7_13_a) * $signed(\$626 );
   assign \$628  = $signed(pe6_14_psum) + $signed(\$627 );
-  assign \$629  = \port$12642$2 [3:0] == 3'h7;
+  assign \$629  = \port$12669$2 [3:0] == 3'h7;
   assign \$630  = w_en & \$629 ;
   assign \$631  = pe7_14_bank ? pe7_15_w1 : pe7_15_w0;
   assign \$632  = $signed(pe7_14_a) * $signed(\$631 );
   assign \$633  = $signed(pe6_15_psum) + $signed(\$632 );
   assign \$634  = a_valid ? w_data[71:64] : 8'h00;
-  assign \$635  = \port$12642$2 [3:0] == 4'h8;
+  assign \$635  = \port$12669$2 [3:0] == 4'h8;
   assign \$636  = w_en & \$635 ;
   assign \$637  = skew8_7_bank ? pe8_0_w1 : pe8_0_w0;
   assign \$638  = $signed(skew8_7_a) * $signed(\$637 );
   assign \$639  = $signed(pe7_0_psum) + $signed(\$638 );
-  assign \$640  = \port$12642$2 [3:0] == 4'h8;
+  assign \$640  = \port$12669$2 [3:0] == 4'h8;
   assign \$641  = w_en & \$640 ;
   assign \$642  = pe8_0_bank ? pe8_1_w1 : pe8_1_w0;
   assign \$643  = $signed(pe8_0_a) * $signed(\$642 );
   assign \$644  = $signed(pe7_1_psum) + $signed(\$643 );
-  assign \$645  = \port$12642$2 [3:0] == 4'h8;
+  assign \$645  = \port$12669$2 [3:0] == 4'h8;
   assign \$646  = w_en & \$645 ;
   assign \$647  = pe8_1_bank ? pe8_2_w1 : pe8_2_w0;
   assign \$648  = $signed(pe8_1_a) * $signed(\$647 );
   assign \$649  = $signed(pe7_2_psum) + $signed(\$648 );
-  assign \$650  = \port$12642$2 [3:0] == 4'h8;
+  assign \$650  = \port$12669$2 [3:0] == 4'h8;
   assign \$651  = w_en & \$650 ;
   assign \$652  = pe8_2_bank ? pe8_3_w1 : pe8_3_w0;
   assign \$653  = $signed(pe8_2_a) * $signed(\$652 );
   assign \$654  = $signed(pe7_3_psum) + $signed(\$653 );
-  assign \$655  = \port$12642$2 [3:0] == 4'h8;
+  assign \$655  = \port$12669$2 [3:0] == 4'h8;
   assign \$656  = w_en & \$655 ;
   assign \$657  = pe8_3_bank ? pe8_4_w1 : pe8_4_w0;
   assign \$658  = $signed(pe8_3_a) * $signed(\$657 );
   assign \$659  = $signed(pe7_4_psum) + $signed(\$658 );
-  assign \$660  = \port$12642$2 [3:0] == 4'h8;
+  assign \$660  = \port$12669$2 [3:0] == 4'h8;
   assign \$661  = w_en & \$660 ;
   assign \$662  = pe8_4_bank ? pe8_5_w1 : pe8_5_w0;
   assign \$663  = $signed(pe8_4_a) * $signed(\$662 );
   assign \$664  = $signed(pe7_5_psum) + $signed(\$663 );
-  assign \$665  = \port$12642$2 [3:0] == 4'h8;
+  assign \$665  = \port$12669$2 [3:0] == 4'h8;
   assign \$666  = w_en & \$665 ;
   assign \$667  = pe8_5_bank ? pe8_6_w1 : pe8_6_w0;
   assign \$668  = $signed(pe8_5_a) * $signed(\$667 );
   assign \$669  = $signed(pe7_6_psum) + $signed(\$668 );
-  assign \$670  = \port$12642$2 [3:0] == 4'h8;
+  assign \$670  = \port$12669$2 [3:0] == 4'h8;
   assign \$671  = w_en & \$670 ;
   assign \$672  = pe8_6_bank ? pe8_7_w1 : pe8_7_w0;
   assign \$673  = $signed(pe8_6_a) * $signed(\$672 );
   assign \$674  = $signed(pe7_7_psum) + $signed(\$673 );
-  assign \$675  = \port$12642$2 [3:0] == 4'h8;
+  assign \$675  = \port$12669$2 [3:0] == 4'h8;
   assign \$676  = w_en & \$675 ;
   assign \$677  = pe8_7_bank ? pe8_8_w1 : pe8_8_w0;
   assign \$678  = $signed(pe8_7_a) * $signed(\$677 );
   assign \$679  = $signed(pe7_8_psum) + $signed(\$678 );
-  assign \$680  = \port$12642$2 [3:0] == 4'h8;
+  assign \$680  = \port$12669$2 [3:0] == 4'h8;
   assign \$681  = w_en & \$680 ;
   assign \$682  = pe8_8_bank ? pe8_9_w1 : pe8_9_w0;
   assign \$683  = $signed(pe8_8_a) * $signed(\$682 );
   assign \$684  = $signed(pe7_9_psum) + $signed(\$683 );
-  assign \$685  = \port$12642$2 [3:0] == 4'h8;
+  assign \$685  = \port$12669$2 [3:0] == 4'h8;
   assign \$686  = w_en & \$685 ;
   assign \$687  = pe8_9_bank ? pe8_10_w1 : pe8_10_w0;
   assign \$688  = $signed(pe8_9_a) * $signed(\$687 );
   assign \$689  = $signed(pe7_10_psum) + $signed(\$688 );
-  assign \$690  = \port$12642$2 [3:0] == 4'h8;
+  assign \$690  = \port$12669$2 [3:0] == 4'h8;
   assign \$691  = w_en & \$690 ;
   assign \$692  = pe8_10_bank ? pe8_11_w1 : pe8_11_w0;
   assign \$693  = $signed(pe8_10_a) * $signed(\$692 );
   assign \$694  = $signed(pe7_11_psum) + $signed(\$693 );
-  assign \$695  = \port$12642$2 [3:0] == 4'h8;
+  assign \$695  = \port$12669$2 [3:0] == 4'h8;
   assign \$696  = w_en & \$695 ;
   assign \$697  = pe8_11_bank ? pe8_12_w1 : pe8_12_w0;
   assign \$698  = $signed(pe8_11_a) * $signed(\$697 );
   assign \$699  = $signed(pe7_12_psum) + $signed(\$698 );
-  assign \$700  = \port$12642$2 [3:0] == 4'h8;
+  assign \$700  = \port$12669$2 [3:0] == 4'h8;
   assign \$701  = w_en & \$700 ;
   assign \$702  = pe8_12_bank ? pe8_13_w1 : pe8_13_w0;
   assign \$703  = $signed(pe8_12_a) * $signed(\$702 );
   assign \$704  = $signed(pe7_13_psum) + $signed(\$703 );
-  assign \$705  = \port$12642$2 [3:0] == 4'h8;
+  assign \$705  = \port$12669$2 [3:0] == 4'h8;
   assign \$706  = w_en & \$705 ;
   assign \$707  = pe8_13_bank ? pe8_14_w1 : pe8_14_w0;
   assign \$708  = $signed(pe8_13_a) * $signed(\$707 );
   assign \$709  = $signed(pe7_14_psum) + $signed(\$708 );
-  assign \$710  = \port$12642$2 [3:0] == 4'h8;
+  assign \$710  = \port$12669$2 [3:0] == 4'h8;
   assign \$711  = w_en & \$710 ;
   assign \$712  = pe8_14_bank ? pe8_15_w1 : pe8_15_w0;
   assign \$713  = $signed(pe8_14_a) * $signed(\$712 );
   assign \$714  = $signed(pe7_15_psum) + $signed(\$713 );
   assign \$715  = a_valid ? w_data[79:72] : 8'h00;
-  assign \$716  = \port$12642$2 [3:0] == 4'h9;
+  assign \$716  = \port$12669$2 [3:0] == 4'h9;
   assign \$717  = w_en & \$716 ;
   assign \$718  = skew9_8_bank ? pe9_0_w1 : pe9_0_w0;
   assign \$719  = $signed(skew9_8_a) * $signed(\$718 );
   assign \$720  = $signed(pe8_0_psum) + $signed(\$719 );
-  assign \$721  = \port$12642$2 [3:0] == 4'h9;
+  assign \$721  = \port$12669$2 [3:0] == 4'h9;
   assign \$722  = w_en & \$721 ;
   assign \$723  = pe9_0_bank ? pe9_1_w1 : pe9_1_w0;
   assign \$724  = $signed(pe9_0_a) * $signed(\$723 );
   assign \$725  = $signed(pe8_1_psum) + $signed(\$724 );
-  assign \$726  = \port$12642$2 [3:0] == 4'h9;
+  assign \$726  = \port$12669$2 [3:0] == 4'h9;
   assign \$727  = w_en & \$726 ;
   assign \$728  = pe9_1_bank ? pe9_2_w1 : pe9_2_w0;
   assign \$729  = $signed(pe9_1_a) * $signed(\$728 );
   assign \$730  = $signed(pe8_2_psum) + $signed(\$729 );
-  assign \$731  = \port$12642$2 [3:0] == 4'h9;
+  assign \$731  = \port$12669$2 [3:0] == 4'h9;
   assign \$732  = w_en & \$731 ;
   assign \$733  = pe9_2_bank ? pe9_3_w1 : pe9_3_w0;
   assign \$734  = $signed(pe9_2_a) * $signed(\$733 );
   assign \$735  = $signed(pe8_3_psum) + $signed(\$734 );
-  assign \$736  = \port$12642$2 [3:0] == 4'h9;
+  assign \$736  = \port$12669$2 [3:0] == 4'h9;
   assign \$737  = w_en & \$736 ;
   assign \$738  = pe9_3_bank ? pe9_4_w1 : pe9_4_w0;
   assign \$739  = $signed(pe9_3_a) * $signed(\$738 );
   assign \$740  = $signed(pe8_4_psum) + $signed(\$739 );
-  assign \$741  = \port$12642$2 [3:0] == 4'h9;
+  assign \$741  = \port$12669$2 [3:0] == 4'h9;
   assign \$742  = w_en & \$741 ;
   assign \$743  = pe9_4_bank ? pe9_5_w1 : pe9_5_w0;
   assign \$744  = $signed(pe9_4_a) * $signed(\$743 );
   assign \$745  = $signed(pe8_5_psum) + $signed(\$744 );
-  assign \$746  = \port$12642$2 [3:0] == 4'h9;
+  assign \$746  = \port$12669$2 [3:0] == 4'h9;
   assign \$747  = w_en & \$746 ;
   assign \$748  = pe9_5_bank ? pe9_6_w1 : pe9_6_w0;
   assign \$749  = $signed(pe9_5_a) * $signed(\$748 );
   assign \$750  = $signed(pe8_6_psum) + $signed(\$749 );
-  assign \$751  = \port$12642$2 [3:0] == 4'h9;
+  assign \$751  = \port$12669$2 [3:0] == 4'h9;
   assign \$752  = w_en & \$751 ;
   assign \$753  = pe9_6_bank ? pe9_7_w1 : pe9_7_w0;
   assign \$754  = $signed(pe9_6_a) * $signed(\$753 );
   assign \$755  = $signed(pe8_7_psum) + $signed(\$754 );
-  assign \$756  = \port$12642$2 [3:0] == 4'h9;
+  assign \$756  = \port$12669$2 [3:0] == 4'h9;
   assign \$757  = w_en & \$756 ;
   assign \$758  = pe9_7_bank ? pe9_8_w1 : pe9_8_w0;
   assign \$759  = $signed(pe9_7_a) * $signed(\$758 );
   assign \$760  = $signed(pe8_8_psum) + $signed(\$759 );
-  assign \$761  = \port$12642$2 [3:0] == 4'h9;
+  assign \$761  = \port$12669$2 [3:0] == 4'h9;
   assign \$762  = w_en & \$761 ;
   assign \$763  = pe9_8_bank ? pe9_9_w1 : pe9_9_w0;
   assign \$764  = $signed(pe9_8_a) * $signed(\$763 );
   assign \$765  = $signed(pe8_9_psum) + $signed(\$764 );
-  assign \$766  = \port$12642$2 [3:0] == 4'h9;
+  assign \$766  = \port$12669$2 [3:0] == 4'h9;
   assign \$767  = w_en & \$766 ;
   assign \$768  = pe9_9_bank ? pe9_10_w1 : pe9_10_w0;
   assign \$769  = $signed(pe9_9_a) * $signed(\$768 );
   assign \$770  = $signed(pe8_10_psum) + $signed(\$769 );
-  assign \$771  = \port$12642$2 [3:0] == 4'h9;
+  assign \$771  = \port$12669$2 [3:0] == 4'h9;
   assign \$772  = w_en & \$771 ;
   assign \$773  = pe9_10_bank ? pe9_11_w1 : pe9_11_w0;
   assign \$774  = $signed(pe9_10_a) * $signed(\$773 );
   assign \$775  = $signed(pe8_11_psum) + $signed(\$774 );
-  assign \$776  = \port$12642$2 [3:0] == 4'h9;
+  assign \$776  = \port$12669$2 [3:0] == 4'h9;
   assign \$777  = w_en & \$776 ;
   assign \$778  = pe9_11_bank ? pe9_12_w1 : pe9_12_w0;
   assign \$779  = $signed(pe9_11_a) * $signed(\$778 );
   assign \$780  = $signed(pe8_12_psum) + $signed(\$779 );
-  assign \$781  = \port$12642$2 [3:0] == 4'h9;
+  assign \$781  = \port$12669$2 [3:0] == 4'h9;
   assign \$782  = w_en & \$781 ;
   assign \$783  = pe9_12_bank ? pe9_13_w1 : pe9_13_w0;
   assign \$784  = $signed(pe9_12_a) * $signed(\$783 );
   assign \$785  = $signed(pe8_13_psum) + $signed(\$784 );
-  assign \$786  = \port$12642$2 [3:0] == 4'h9;
+  assign \$786  = \port$12669$2 [3:0] == 4'h9;
   assign \$787  = w_en & \$786 ;
   assign \$788  = pe9_13_bank ? pe9_14_w1 : pe9_14_w0;
   assign \$789  = $signed(pe9_13_a) * $signed(\$788 );
   assign \$790  = $signed(pe8_14_psum) + $signed(\$789 );
-  assign \$791  = \port$12642$2 [3:0] == 4'h9;
+  assign \$791  = \port$12669$2 [3:0] == 4'h9;
   assign \$792  = w_en & \$791 ;
   assign \$793  = pe9_14_bank ? pe9_15_w1 : pe9_15_w0;
   assign \$794  = $signed(pe9_14_a) * $signed(\$793 );
   assign \$795  = $signed(pe8_15_psum) + $signed(\$794 );
   assign \$796  = a_valid ? w_data[87:80] : 8'h00;
-  assign \$797  = \port$12642$2 [3:0] == 4'ha;
+  assign \$797  = \port$12669$2 [3:0] == 4'ha;
   assign \$798  = w_en & \$797 ;
   assign \$799  = skew10_9_bank ? pe10_0_w1 : pe10_0_w0;
   assign \$800  = $signed(skew10_9_a) * $signed(\$799 );
   assign \$801  = $signed(pe9_0_psum) + $signed(\$800 );
-  assign \$802  = \port$12642$2 [3:0] == 4'ha;
+  assign \$802  = \port$12669$2 [3:0] == 4'ha;
   assign \$803  = w_en & \$802 ;
   assign \$804  = pe10_0_bank ? pe10_1_w1 : pe10_1_w0;
   assign \$805  = $signed(pe10_0_a) * $signed(\$804 );
   assign \$806  = $signed(pe9_1_psum) + $signed(\$805 );
-  assign \$807  = \port$12642$2 [3:0] == 4'ha;
+  assign \$807  = \port$12669$2 [3:0] == 4'ha;
   assign \$808  = w_en & \$807 ;
   assign \$809  = pe10_1_bank ? pe10_2_w1 : pe10_2_w0;
   assign \$810  = $signed(pe10_1_a) * $signed(\$809 );
   assign \$811  = $signed(pe9_2_psum) + $signed(\$810 );
-  assign \$812  = \port$12642$2 [3:0] == 4'ha;
+  assign \$812  = \port$12669$2 [3:0] == 4'ha;
   assign \$813  = w_en & \$812 ;
   assign \$814  = pe10_2_bank ? pe10_3_w1 : pe10_3_w0;
   assign \$815  = $signed(pe10_2_a) * $signed(\$814 );
   assign \$816  = $signed(pe9_3_psum) + $signed(\$815 );
-  assign \$817  = \port$12642$2 [3:0] == 4'ha;
+  assign \$817  = \port$12669$2 [3:0] == 4'ha;
   assign \$818  = w_en & \$817 ;
   assign \$819  = pe10_3_bank ? pe10_4_w1 : pe10_4_w0;
   assign \$820  = $signed(pe10_3_a) * $signed(\$819 );
   assign \$821  = $signed(pe9_4_psum) + $signed(\$820 );
-  assign \$822  = \port$12642$2 [3:0] == 4'ha;
+  assign \$822  = \port$12669$2 [3:0] == 4'ha;
   assign \$823  = w_en & \$822 ;
   assign \$824  = pe10_4_bank ? pe10_5_w1 : pe10_5_w0;
   assign \$825  = $signed(pe10_4_a) * $signed(\$824 );
   assign \$826  = $signed(pe9_5_psum) + $signed(\$825 );
-  assign \$827  = \port$12642$2 [3:0] == 4'ha;
+  assign \$827  = \port$12669$2 [3:0] == 4'ha;
   assign \$828  = w_en & \$827 ;
   assign \$829  = pe10_5_bank ? pe10_6_w1 : pe10_6_w0;
   assign \$830  = $signed(pe10_5_a) * $signed(\$829 );
   assign \$831  = $signed(pe9_6_psum) + $signed(\$830 );
-  assign \$832  = \port$12642$2 [3:0] == 4'ha;
+  assign \$832  = \port$12669$2 [3:0] == 4'ha;
   assign \$833  = w_en & \$832 ;
   assign \$834  = pe10_6_bank ? pe10_7_w1 : pe10_7_w0;
   assign \$835  = $signed(pe10_6_a) * $signed(\$834 );
   assign \$836  = $signed(pe9_7_psum) + $signed(\$835 );
-  assign \$837  = \port$12642$2 [3:0] == 4'ha;
+  assign \$837  = \port$12669$2 [3:0] == 4'ha;
   assign \$838  = w_en & \$837 ;
   assign \$839  = pe10_7_bank ? pe10_8_w1 : pe10_8_w0;
   assign \$840  = $signed(pe10_7_a) * $signed(\$839 );
   assign \$841  = $signed(pe9_8_psum) + $signed(\$840 );
-  assign \$842  = \port$12642$2 [3:0] == 4'ha;
+  assign \$842  = \port$12669$2 [3:0] == 4'ha;
   assign \$843  = w_en & \$842 ;
   assign \$844  = pe10_8_bank ? pe10_9_w1 : pe10_9_w0;
   assign \$845  = $signed(pe10_8_a) * $signed(\$844 );
   assign \$846  = $signed(pe9_9_psum) + $signed(\$845 );
-  assign \$847  = \port$12642$2 [3:0] == 4'ha;
+  assign \$847  = \port$12669$2 [3:0] == 4'ha;
   assign \$848  = w_en & \$847 ;
   assign \$849  = pe10_9_bank ? pe10_10_w1 : pe10_10_w0;
   assign \$850  = $signed(pe10_9_a) * $signed(\$849 );
   assign \$851  = $signed(pe9_10_psum) + $signed(\$850 );
-  assign \$852  = \port$12642$2 [3:0] == 4'ha;
+  assign \$852  = \port$12669$2 [3:0] == 4'ha;
   assign \$853  = w_en & \$852 ;
   assign \$854  = pe10_10_bank ? pe10_11_w1 : pe10_11_w0;
   assign \$855  = $signed(pe10_10_a) * $signed(\$854 );
   assign \$856  = $signed(pe9_11_psum) + $signed(\$855 );
-  assign \$857  = \port$12642$2 [3:0] == 4'ha;
+  assign \$857  = \port$12669$2 [3:0] == 4'ha;
   assign \$858  = w_en & \$857 ;
   assign \$859  = pe10_11_bank ? pe10_12_w1 : pe10_12_w0;
   assign \$860  = $signed(pe10_11_a) * $signed(\$859 );
   assign \$861  = $signed(pe9_12_psum) + $signed(\$860 );
-  assign \$862  = \port$12642$2 [3:0] == 4'ha;
+  assign \$862  = \port$12669$2 [3:0] == 4'ha;
   assign \$863  = w_en & \$862 ;
   assign \$864  = pe10_12_bank ? pe10_13_w1 : pe10_13_w0;
   assign \$865  = $signed(pe10_12_a) * $signed(\$864 );
   assign \$866  = $signed(pe9_13_psum) + $signed(\$865 );
-  assign \$867  = \port$12642$2 [3:0] == 4'ha;
+  assign \$867  = \port$12669$2 [3:0] == 4'ha;
   assign \$868  = w_en & \$867 ;
   assign \$869  = pe10_13_bank ? pe10_14_w1 : pe10_14_w0;
   assign \$870  = $signed(pe10_13_a) * $signed(\$869 );
   assign \$871  = $signed(pe9_14_psum) + $signed(\$870 );
-  assign \$872  = \port$12642$2 [3:0] == 4'ha;
+  assign \$872  = \port$12669$2 [3:0] == 4'ha;
   assign \$873  = w_en & \$872 ;
   assign \$874  = pe10_14_bank ? pe10_15_w1 : pe10_15_w0;
   assign \$875  = $signed(pe10_14_a) * $signed(\$874 );
   assign \$876  = $signed(pe9_15_psum) + $signed(\$875 );
   assign \$877  = a_valid ? w_data[95:88] : 8'h00;
-  assign \$878  = \port$12642$2 [3:0] == 4'hb;
+  assign \$878  = \port$12669$2 [3:0] == 4'hb;
   assign \$879  = w_en & \$878 ;
   assign \$880  = skew11_10_bank ? pe11_0_w1 : pe11_0_w0;
   assign \$881  = $signed(skew11_10_a) * $signed(\$880 );
   assign \$882  = $signed(pe10_0_psum) + $signed(\$881 );
-  assign \$883  = \port$12642$2 [3:0] == 4'hb;
+  assign \$883  = \port$12669$2 [3:0] == 4'hb;
   assign \$884  = w_en & \$883 ;
   assign \$885  = pe11_0_bank ? pe11_1_w1 : pe11_1_w0;
   assign \$886  = $signed(pe11_0_a) * $signed(\$885 );
   assign \$887  = $signed(pe10_1_psum) + $signed(\$886 );
-  assign \$888  = \port$12642$2 [3:0] == 4'hb;
+  assign \$888  = \port$12669$2 [3:0] == 4'hb;
   assign \$889  = w_en & \$888 ;
   assign \$890  = pe11_1_bank ? pe11_2_w1 : pe11_2_w0;
   assign \$891  = $signed(pe11_1_a) * $signed(\$890 );
   assign \$892  = $signed(pe10_2_psum) + $signed(\$891 );
-  assign \$893  = \port$12642$2 [3:0] == 4'hb;
+  assign \$893  = \port$12669$2 [3:0] == 4'hb;
   assign \$894  = w_en & \$893 ;
   assign \$895  = pe11_2_bank ? pe11_3_w1 : pe11_3_w0;
   assign \$896  = $signed(pe11_2_a) * $signed(\$895 );
   assign \$897  = $signed(pe10_3_psum) + $signed(\$896 );
-  assign \$898  = \port$12642$2 [3:0] == 4'hb;
+  assign \$898  = \port$12669$2 [3:0] == 4'hb;
   assign \$899  = w_en & \$898 ;
   assign \$900  = pe11_3_bank ? pe11_4_w1 : pe11_4_w0;
   assign \$901  = $signed(pe11_3_a) * $signed(\$900 );
   assign \$902  = $signed(pe10_4_psum) + $signed(\$901 );
-  assign \$903  = \port$12642$2 [3:0] == 4'hb;
+  assign \$903  = \port$12669$2 [3:0] == 4'hb;
   assign \$904  = w_en & \$903 ;
   assign \$905  = pe11_4_bank ? pe11_5_w1 : pe11_5_w0;
   assign \$906  = $signed(pe11_4_a) * $signed(\$905 );
   assign \$907  = $signed(pe10_5_psum) + $signed(\$906 );
-  assign \$908  = \port$12642$2 [3:0] == 4'hb;
+  assign \$908  = \port$12669$2 [3:0] == 4'hb;
   assign \$909  = w_en & \$908 ;
   assign \$910  = pe11_5_bank ? pe11_6_w1 : pe11_6_w0;
   assign \$911  = $signed(pe11_5_a) * $signed(\$910 );
   assign \$912  = $signed(pe10_6_psum) + $signed(\$911 );
-  assign \$913  = \port$12642$2 [3:0] == 4'hb;
+  assign \$913  = \port$12669$2 [3:0] == 4'hb;
   assign \$914  = w_en & \$913 ;
   assign \$915  = pe11_6_bank ? pe11_7_w1 : pe11_7_w0;
   assign \$916  = $signed(pe11_6_a) * $signed(\$915 );
   assign \$917  = $signed(pe10_7_psum) + $signed(\$916 );
-  assign \$918  = \port$12642$2 [3:0] == 4'hb;
+  assign \$918  = \port$12669$2 [3:0] == 4'hb;
   assign \$919  = w_en & \$918 ;
   assign \$920  = pe11_7_bank ? pe11_8_w1 : pe11_8_w0;
   assign \$921  = $signed(pe11_7_a) * $signed(\$920 );
   assign \$922  = $signed(pe10_8_psum) + $signed(\$921 );
-  assign \$923  = \port$12642$2 [3:0] == 4'hb;
+  assign \$923  = \port$12669$2 [3:0] == 4'hb;
   assign \$924  = w_en & \$923 ;
   assign \$925  = pe11_8_bank ? pe11_9_w1 : pe11_9_w0;
   assign \$926  = $signed(pe11_8_a) * $signed(\$925 );
   assign \$927  = $signed(pe10_9_psum) + $signed(\$926 );
-  assign \$928  = \port$12642$2 [3:0] == 4'hb;
+  assign \$928  = \port$12669$2 [3:0] == 4'hb;
   assign \$929  = w_en & \$928 ;
   assign \$930  = pe11_9_bank ? pe11_10_w1 : pe11_10_w0;
   assign \$931  = $signed(pe11_9_a) * $signed(\$930 );
   assign \$932  = $signed(pe10_10_psum) + $signed(\$931 );
-  assign \$933  = \port$12642$2 [3:0] == 4'hb;
+  assign \$933  = \port$12669$2 [3:0] == 4'hb;
   assign \$934  = w_en & \$933 ;
   assign \$935  = pe11_10_bank ? pe11_11_w1 : pe11_11_w0;
   assign \$936  = $signed(pe11_10_a) * $signed(\$935 );
   assign \$937  = $signed(pe10_11_psum) + $signed(\$936 );
-  assign \$938  = \port$12642$2 [3:0] == 4'hb;
+  assign \$938  = \port$12669$2 [3:0] == 4'hb;
   assign \$939  = w_en & \$938 ;
   assign \$940  = pe11_11_bank ? pe11_12_w1 : pe11_12_w0;
   assign \$941  = $signed(pe11_11_a) * $signed(\$940 );
   assign \$942  = $signed(pe10_12_psum) + $signed(\$941 );
-  assign \$943  = \port$12642$2 [3:0] == 4'hb;
+  assign \$943  = \port$12669$2 [3:0] == 4'hb;
   assign \$944  = w_en & \$943 ;
   assign \$945  = pe11_12_bank ? pe11_13_w1 : pe11_13_w0;
   assign \$946  = $signed(pe11_12_a) * $signed(\$945 );
   assign \$947  = $signed(pe10_13_psum) + $signed(\$946 );
-  assign \$948  = \port$12642$2 [3:0] == 4'hb;
+  assign \$948  = \port$12669$2 [3:0] == 4'hb;
   assign \$949  = w_en & \$948 ;
   assign \$950  = pe11_13_bank ? pe11_14_w1 : pe11_14_w0;
   assign \$951  = $signed(pe11_13_a) * $signed(\$950 );
   assign \$952  = $signed(pe10_14_psum) + $signed(\$951 );
-  assign \$953  = \port$12642$2 [3:0] == 4'hb;
+  assign \$953  = \port$12669$2 [3:0] == 4'hb;
   assign \$954  = w_en & \$953 ;
   assign \$955  = pe11_14_bank ? pe11_15_w1 : pe11_15_w0;
   assign \$956  = $signed(pe11_14_a) * $signed(\$955 );
   assign \$957  = $signed(pe10_15_psum) + $signed(\$956 );
   assign \$958  = a_valid ? w_data[103:96] : 8'h00;
-  assign \$959  = \port$12642$2 [3:0] == 4'hc;
+  assign \$959  = \port$12669$2 [3:0] == 4'hc;
   assign \$960  = w_en & \$959 ;
   assign \$961  = skew12_11_bank ? pe12_0_w1 : pe12_0_w0;
   assign \$962  = $signed(skew12_11_a) * $signed(\$961 );
   assign \$963  = $signed(pe11_0_psum) + $signed(\$962 );
-  assign \$964  = \port$12642$2 [3:0] == 4'hc;
+  assign \$964  = \port$12669$2 [3:0] == 4'hc;
   assign \$965  = w_en & \$964 ;
   assign \$966  = pe12_0_bank ? pe12_1_w1 : pe12_1_w0;
   assign \$967  = $signed(pe12_0_a) * $signed(\$966 );
   assign \$968  = $signed(pe11_1_psum) + $signed(\$967 );
-  assign \$969  = \port$12642$2 [3:0] == 4'hc;
+  assign \$969  = \port$12669$2 [3:0] == 4'hc;
   assign \$970  = w_en & \$969 ;
   assign \$971  = pe12_1_bank ? pe12_2_w1 : pe12_2_w0;
   assign \$972  = $signed(pe12_1_a) * $signed(\$971 );
   assign \$973  = $signed(pe11_2_psum) + $signed(\$972 );
-  assign \$974  = \port$12642$2 [3:0] == 4'hc;
+  assign \$974  = \port$12669$2 [3:0] == 4'hc;
   assign \$975  = w_en & \$974 ;
   assign \$976  = pe12_2_bank ? pe12_3_w1 : pe12_3_w0;
   assign \$977  = $signed(pe12_2_a) * $signed(\$976 );
   assign \$978  = $signed(pe11_3_psum) + $signed(\$977 );
-  assign \$979  = \port$12642$2 [3:0] == 4'hc;
+  assign \$979  = \port$12669$2 [3:0] == 4'hc;
   assign \$980  = w_en & \$979 ;
   assign \$981  = pe12_3_bank ? pe12_4_w1 : pe12_4_w0;
   assign \$982  = $signed(pe12_3_a) * $signed(\$981 );
   assign \$983  = $signed(pe11_4_psum) + $signed(\$982 );
-  assign \$984  = \port$12642$2 [3:0] == 4'hc;
+  assign \$984  = \port$12669$2 [3:0] == 4'hc;
   assign \$985  = w_en & \$984 ;
   assign \$986  = pe12_4_bank ? pe12_5_w1 : pe12_5_w0;
   assign \$987  = $signed(pe12_4_a) * $signed(\$986 );
   assign \$988  = $signed(pe11_5_psum) + $signed(\$987 );
-  assign \$989  = \port$12642$2 [3:0] == 4'hc;
+  assign \$989  = \port$12669$2 [3:0] == 4'hc;
   assign \$990  = w_en & \$989 ;
   assign \$991  = pe12_5_bank ? pe12_6_w1 : pe12_6_w0;
   assign \$992  = $signed(pe12_5_a) * $signed(\$991 );
   assign \$993  = $signed(pe11_6_psum) + $signed(\$992 );
-  assign \$994  = \port$12642$2 [3:0] == 4'hc;
+  assign \$994  = \port$12669$2 [3:0] == 4'hc;
   assign \$995  = w_en & \$994 ;
   assign \$996  = pe12_6_bank ? pe12_7_w1 : pe12_7_w0;
   assign \$997  = $signed(pe12_6_a) * $signed(\$996 );
   assign \$998  = $signed(pe11_7_psum) + $signed(\$997 );
-  assign \$999  = \port$12642$2 [3:0] == 4'hc;
+  assign \$999  = \port$12669$2 [3:0] == 4'hc;
   assign \$1000  = w_en & \$999 ;
   assign \$1001  = pe12_7_bank ? pe12_8_w1 : pe12_8_w0;
   assign \$1002  = $signed(pe12_7_a) * $signed(\$1001 );
   assign \$1003  = $signed(pe11_8_psum) + $signed(\$1002 );
-  assign \$1004  = \port$12642$2 [3:0] == 4'hc;
+  assign \$1004  = \port$12669$2 [3:0] == 4'hc;
   assign \$1005  = w_en & \$1004 ;
   assign \$1006  = pe12_8_bank ? pe12_9_w1 : pe12_9_w0;
   assign \$1007  = $signed(pe12_8_a) * $signed(\$1006 );
   assign \$1008  = $signed(pe11_9_psum) + $signed(\$1007 );
-  assign \$1009  = \port$12642$2 [3:0] == 4'hc;
+  assign \$1009  = \port$12669$2 [3:0] == 4'hc;
   assign \$1010  = w_en & \$1009 ;
   assign \$1011  = pe12_9_bank ? pe12_10_w1 : pe12_10_w0;
   assign \$1012  = $signed(pe12_9_a) * $signed(\$1011 );
   assign \$1013  = $signed(pe11_10_psum) + $signed(\$1012 );
-  assign \$1014  = \port$12642$2 [3:0] == 4'hc;
+  assign \$1014  = \port$12669$2 [3:0] == 4'hc;
   assign \$1015  = w_en & \$1014 ;
   assign \$1016  = pe12_10_bank ? pe12_11_w1 : pe12_11_w0;
   assign \$1017  = $signed(pe12_10_a) * $signed(\$1016 );
   assign \$1018  = $signed(pe11_11_psum) + $signed(\$1017 );
-  assign \$1019  = \port$12642$2 [3:0] == 4'hc;
+  assign \$1019  = \port$12669$2 [3:0] == 4'hc;
   assign \$1020  = w_en & \$1019 ;
   assign \$1021  = pe12_11_bank ? pe12_12_w1 : pe12_12_w0;
   assign \$1022  = $signed(pe12_11_a) * $signed(\$1021 );
   assign \$1023  = $signed(pe11_12_psum) + $signed(\$1022 );
-  assign \$1024  = \port$12642$2 [3:0] == 4'hc;
+  assign \$1024  = \port$12669$2 [3:0] == 4'hc;
   assign \$1025  = w_en & \$1024 ;
   assign \$1026  = pe12_12_bank ? pe12_13_w1 : pe12_13_w0;
   assign \$1027  = $signed(pe12_12_a) * $signed(\$1026 );
   assign \$1028  = $signed(pe11_13_psum) + $signed(\$1027 );
-  assign \$1029  = \port$12642$2 [3:0] == 4'hc;
+  assign \$1029  = \port$12669$2 [3:0] == 4'hc;
   assign \$1030  = w_en & \$1029 ;
   assign \$1031  = pe12_13_bank ? pe12_14_w1 : pe12_14_w0;
   assign \$1032  = $signed(pe12_13_a) * $signed(\$1031 );
   assign \$1033  = $signed(pe11_14_psum) + $signed(\$1032 );
-  assign \$1034  = \port$12642$2 [3:0] == 4'hc;
+  assign \$1034  = \port$12669$2 [3:0] == 4'hc;
   assign \$1035  = w_en & \$1034 ;
   assign \$1036  = pe12_14_bank ? pe12_15_w1 : pe12_15_w0;
   assign \$1037  = $signed(pe12_14_a) * $signed(\$1036 );
   assign \$1038  = $signed(pe11_15_psum) + $signed(\$1037 );
   assign \$1039  = a_valid ? w_data[111:104] : 8'h00;
-  assign \$1040  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1040  = \port$12669$2 [3:0] == 4'hd;
   assign \$1041  = w_en & \$1040 ;
   assign \$1042  = skew13_12_bank ? pe13_0_w1 : pe13_0_w0;
   assign \$1043  = $signed(skew13_12_a) * $signed(\$1042 );
   assign \$1044  = $signed(pe12_0_psum) + $signed(\$1043 );
-  assign \$1045  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1045  = \port$12669$2 [3:0] == 4'hd;
   assign \$1046  = w_en & \$1045 ;
   assign \$1047  = pe13_0_bank ? pe13_1_w1 : pe13_1_w0;
   assign \$1048  = $signed(pe13_0_a) * $signed(\$1047 );
   assign \$1049  = $signed(pe12_1_psum) + $signed(\$1048 );
-  assign \$1050  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1050  = \port$12669$2 [3:0] == 4'hd;
   assign \$1051  = w_en & \$1050 ;
   assign \$1052  = pe13_1_bank ? pe13_2_w1 : pe13_2_w0;
   assign \$1053  = $signed(pe13_1_a) * $signed(\$1052 );
   assign \$1054  = $signed(pe12_2_psum) + $signed(\$1053 );
-  assign \$1055  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1055  = \port$12669$2 [3:0] == 4'hd;
   assign \$1056  = w_en & \$1055 ;
   assign \$1057  = pe13_2_bank ? pe13_3_w1 : pe13_3_w0;
   assign \$1058  = $signed(pe13_2_a) * $signed(\$1057 );
   assign \$1059  = $signed(pe12_3_psum) + $signed(\$1058 );
-  assign \$1060  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1060  = \port$12669$2 [3:0] == 4'hd;
   assign \$1061  = w_en & \$1060 ;
   assign \$1062  = pe13_3_bank ? pe13_4_w1 : pe13_4_w0;
   assign \$1063  = $signed(pe13_3_a) * $signed(\$1062 );
   assign \$1064  = $signed(pe12_4_psum) + $signed(\$1063 );
-  assign \$1065  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1065  = \port$12669$2 [3:0] == 4'hd;
   assign \$1066  = w_en & \$1065 ;
   assign \$1067  = pe13_4_bank ? pe13_5_w1 : pe13_5_w0;
   assign \$1068  = $signed(pe13_4_a) * $signed(\$1067 );
   assign \$1069  = $signed(pe12_5_psum) + $signed(\$1068 );
-  assign \$1070  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1070  = \port$12669$2 [3:0] == 4'hd;
   assign \$1071  = w_en & \$1070 ;
   assign \$1072  = pe13_5_bank ? pe13_6_w1 : pe13_6_w0;
   assign \$1073  = $signed(pe13_5_a) * $signed(\$1072 );
   assign \$1074  = $signed(pe12_6_psum) + $signed(\$1073 );
-  assign \$1075  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1075  = \port$12669$2 [3:0] == 4'hd;
   assign \$1076  = w_en & \$1075 ;
   assign \$1077  = pe13_6_bank ? pe13_7_w1 : pe13_7_w0;
   assign \$1078  = $signed(pe13_6_a) * $signed(\$1077 );
   assign \$1079  = $signed(pe12_7_psum) + $signed(\$1078 );
-  assign \$1080  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1080  = \port$12669$2 [3:0] == 4'hd;
   assign \$1081  = w_en & \$1080 ;
   assign \$1082  = pe13_7_bank ? pe13_8_w1 : pe13_8_w0;
   assign \$1083  = $signed(pe13_7_a) * $signed(\$1082 );
   assign \$1084  = $signed(pe12_8_psum) + $signed(\$1083 );
-  assign \$1085  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1085  = \port$12669$2 [3:0] == 4'hd;
   assign \$1086  = w_en & \$1085 ;
   assign \$1087  = pe13_8_bank ? pe13_9_w1 : pe13_9_w0;
   assign \$1088  = $signed(pe13_8_a) * $signed(\$1087 );
   assign \$1089  = $signed(pe12_9_psum) + $signed(\$1088 );
-  assign \$1090  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1090  = \port$12669$2 [3:0] == 4'hd;
   assign \$1091  = w_en & \$1090 ;
   assign \$1092  = pe13_9_bank ? pe13_10_w1 : pe13_10_w0;
   assign \$1093  = $signed(pe13_9_a) * $signed(\$1092 );
   assign \$1094  = $signed(pe12_10_psum) + $signed(\$1093 );
-  assign \$1095  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1095  = \port$12669$2 [3:0] == 4'hd;
   assign \$1096  = w_en & \$1095 ;
   assign \$1097  = pe13_10_bank ? pe13_11_w1 : pe13_11_w0;
   assign \$1098  = $signed(pe13_10_a) * $signed(\$1097 );
   assign \$1099  = $signed(pe12_11_psum) + $signed(\$1098 );
-  assign \$1100  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1100  = \port$12669$2 [3:0] == 4'hd;
   assign \$1101  = w_en & \$1100 ;
   assign \$1102  = pe13_11_bank ? pe13_12_w1 : pe13_12_w0;
   assign \$1103  = $signed(pe13_11_a) * $signed(\$1102 );
   assign \$1104  = $signed(pe12_12_psum) + $signed(\$1103 );
-  assign \$1105  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1105  = \port$12669$2 [3:0] == 4'hd;
   assign \$1106  = w_en & \$1105 ;
   assign \$1107  = pe13_12_bank ? pe13_13_w1 : pe13_13_w0;
   assign \$1108  = $signed(pe13_12_a) * $signed(\$1107 );
   assign \$1109  = $signed(pe12_13_psum) + $signed(\$1108 );
-  assign \$1110  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1110  = \port$12669$2 [3:0] == 4'hd;
   assign \$1111  = w_en & \$1110 ;
   assign \$1112  = pe13_13_bank ? pe13_14_w1 : pe13_14_w0;
   assign \$1113  = $signed(pe13_13_a) * $signed(\$1112 );
   assign \$1114  = $signed(pe12_14_psum) + $signed(\$1113 );
-  assign \$1115  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1115  = \port$12669$2 [3:0] == 4'hd;
   assign \$1116  = w_en & \$1115 ;
   assign \$1117  = pe13_14_bank ? pe13_15_w1 : pe13_15_w0;
   assign \$1118  = $signed(pe13_14_a) * $signed(\$1117 );
   assign \$1119  = $signed(pe12_15_psum) + $signed(\$1118 );
   assign \$1120  = a_valid ? w_data[119:112] : 8'h00;
-  assign \$1121  = \port$12642$2 [3:0] == 4'he;
+  assign \$1121  = \port$12669$2 [3:0] == 4'he;
   assign \$1122  = w_en & \$1121 ;
   assign \$1123  = skew14_13_bank ? pe14_0_w1 : pe14_0_w0;
   assign \$1124  = $signed(skew14_13_a) * $signed(\$1123 );
   assign \$1125  = $signed(pe13_0_psum) + $signed(\$1124 );
-  assign \$1126  = \port$12642$2 [3:0] == 4'he;
+  assign \$1126  = \port$12669$2 [3:0] == 4'he;
   assign \$1127  = w_en & \$1126 ;
   assign \$1128  = pe14_0_bank ? pe14_1_w1 : pe14_1_w0;
   assign \$1129  = $signed(pe14_0_a) * $signed(\$1128 );
   assign \$1130  = $signed(pe13_1_psum) + $signed(\$1129 );
-  assign \$1131  = \port$12642$2 [3:0] == 4'he;
+  assign \$1131  = \port$12669$2 [3:0] == 4'he;
   assign \$1132  = w_en & \$1131 ;
   assign \$1133  = pe14_1_bank ? pe14_2_w1 : pe14_2_w0;
   assign \$1134  = $signed(pe14_1_a) * $signed(\$1133 );
   assign \$1135  = $signed(pe13_2_psum) + $signed(\$1134 );
-  assign \$1136  = \port$12642$2 [3:0] == 4'he;
+  assign \$1136  = \port$12669$2 [3:0] == 4'he;
   assign \$1137  = w_en & \$1136 ;
   assign \$1138  = pe14_2_bank ? pe14_3_w1 : pe14_3_w0;
   assign \$1139  = $signed(pe14_2_a) * $signed(\$1138 );
   assign \$1140  = $signed(pe13_3_psum) + $signed(\$1139 );
-  assign \$1141  = \port$12642$2 [3:0] == 4'he;
+  assign \$1141  = \port$12669$2 [3:0] == 4'he;
   assign \$1142  = w_en & \$1141 ;
   assign \$1143  = pe14_3_bank ? pe14_4_w1 : pe14_4_w0;
   assign \$1144  = $signed(pe14_3_a) * $signed(\$1143 );
   assign \$1145  = $signed(pe13_4_psum) + $signed(\$1144 );
-  assign \$1146  = \port$12642$2 [3:0] == 4'he;
+  assign \$1146  = \port$12669$2 [3:0] == 4'he;
   assign \$1147  = w_en & \$1146 ;
   assign \$1148  = pe14_4_bank ? pe14_5_w1 : pe14_5_w0;
   assign \$1149  = $signed(pe14_4_a) * $signed(\$1148 );
   assign \$1150  = $signed(pe13_5_psum) + $signed(\$1149 );
-  assign \$1151  = \port$12642$2 [3:0] == 4'he;
+  assign \$1151  = \port$12669$2 [3:0] == 4'he;
   assign \$1152  = w_en & \$1151 ;
   assign \$1153  = pe14_5_bank ? pe14_6_w1 : pe14_6_w0;
   assign \$1154  = $signed(pe14_5_a) * $signed(\$1153 );
   assign \$1155  = $signed(pe13_6_psum) + $signed(\$1154 );
-  assign \$1156  = \port$12642$2 [3:0] == 4'he;
+  assign \$1156  = \port$12669$2 [3:0] == 4'he;
   assign \$1157  = w_en & \$1156 ;
   assign \$1158  = pe14_6_bank ? pe14_7_w1 : pe14_7_w0;
   assign \$1159  = $signed(pe14_6_a) * $signed(\$1158 );
   assign \$1160  = $signed(pe13_7_psum) + $signed(\$1159 );
-  assign \$1161  = \port$12642$2 [3:0] == 4'he;
+  assign \$1161  = \port$12669$2 [3:0] == 4'he;
   assign \$1162  = w_en & \$1161 ;
   assign \$1163  = pe14_7_bank ? pe14_8_w1 : pe14_8_w0;
   assign \$1164  = $signed(pe14_7_a) * $signed(\$1163 );
   assign \$1165  = $signed(pe13_8_psum) + $signed(\$1164 );
-  assign \$1166  = \port$12642$2 [3:0] == 4'he;
+  assign \$1166  = \port$12669$2 [3:0] == 4'he;
   assign \$1167  = w_en & \$1166 ;
   assign \$1168  = pe14_8_bank ? pe14_9_w1 : pe14_9_w0;
   assign \$1169  = $signed(pe14_8_a) * $signed(\$1168 );
   assign \$1170  = $signed(pe13_9_psum) + $signed(\$1169 );
-  assign \$1171  = \port$12642$2 [3:0] == 4'he;
+  assign \$1171  = \port$12669$2 [3:0] == 4'he;
   assign \$1172  = w_en & \$1171 ;
   assign \$1173  = pe14_9_bank ? pe14_10_w1 : pe14_10_w0;
   assign \$1174  = $signed(pe14_9_a) * $signed(\$1173 );
   assign \$1175  = $signed(pe13_10_psum) + $signed(\$1174 );
-  assign \$1176  = \port$12642$2 [3:0] == 4'he;
+  assign \$1176  = \port$12669$2 [3:0] == 4'he;
   assign \$1177  = w_en & \$1176 ;
   assign \$1178  = pe14_10_bank ? pe14_11_w1 : pe14_11_w0;
   assign \$1179  = $signed(pe14_10_a) * $signed(\$1178 );
   assign \$1180  = $signed(pe13_11_psum) + $signed(\$1179 );
-  assign \$1181  = \port$12642$2 [3:0] == 4'he;
+  assign \$1181  = \port$12669$2 [3:0] == 4'he;
   assign \$1182  = w_en & \$1181 ;
   assign \$1183  = pe14_11_bank ? pe14_12_w1 : pe14_12_w0;
   assign \$1184  = $signed(pe14_11_a) * $signed(\$1183 );
   assign \$1185  = $signed(pe13_12_psum) + $signed(\$1184 );
-  assign \$1186  = \port$12642$2 [3:0] == 4'he;
+  assign \$1186  = \port$12669$2 [3:0] == 4'he;
   assign \$1187  = w_en & \$1186 ;
   assign \$1188  = pe14_12_bank ? pe14_13_w1 : pe14_13_w0;
   assign \$1189  = $signed(pe14_12_a) * $signed(\$1188 );
   assign \$1190  = $signed(pe13_13_psum) + $signed(\$1189 );
-  assign \$1191  = \port$12642$2 [3:0] == 4'he;
+  assign \$1191  = \port$12669$2 [3:0] == 4'he;
   assign \$1192  = w_en & \$1191 ;
   assign \$1193  = pe14_13_bank ? pe14_14_w1 : pe14_14_w0;
   assign \$1194  = $signed(pe14_13_a) * $signed(\$1193 );
   assign \$1195  = $signed(pe13_14_psum) + $signed(\$1194 );
-  assign \$1196  = \port$12642$2 [3:0] == 4'he;
+  assign \$1196  = \port$12669$2 [3:0] == 4'he;
   assign \$1197  = w_en & \$1196 ;
   assign \$1198  = pe14_14_bank ? pe14_15_w1 : pe14_15_w0;
   assign \$1199  = $signed(pe14_14_a) * $signed(\$1198 );
   assign \$1200  = $signed(pe13_15_psum) + $signed(\$1199 );
   assign \$1201  = a_valid ? w_data[127:120] : 8'h00;
-  assign \$1202  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1202  = \port$12669$2 [3:0] == 4'hf;
   assign \$1203  = w_en & \$1202 ;
   assign \$1204  = skew15_14_bank ? pe15_0_w1 : pe15_0_w0;
   assign \$1205  = $signed(skew15_14_a) * $signed(\$1204 );
   assign \$1206  = $signed(pe14_0_psum) + $signed(\$1205 );
-  assign \$1207  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1207  = \port$12669$2 [3:0] == 4'hf;
   assign \$1208  = w_en & \$1207 ;
   assign \$1209  = pe15_0_bank ? pe15_1_w1 : pe15_1_w0;
   assign \$1210  = $signed(pe15_0_a) * $signed(\$1209 );
   assign \$1211  = $signed(pe14_1_psum) + $signed(\$1210 );
-  assign \$1212  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1212  = \port$12669$2 [3:0] == 4'hf;
   assign \$1213  = w_en & \$1212 ;
   assign \$1214  = pe15_1_bank ? pe15_2_w1 : pe15_2_w0;
   assign \$1215  = $signed(pe15_1_a) * $signed(\$1214 );
   assign \$1216  = $signed(pe14_2_psum) + $signed(\$1215 );
-  assign \$1217  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1217  = \port$12669$2 [3:0] == 4'hf;
   assign \$1218  = w_en & \$1217 ;
   assign \$1219  = pe15_2_bank ? pe15_3_w1 : pe15_3_w0;
   assign \$1220  = $signed(pe15_2_a) * $signed(\$1219 );
   assign \$1221  = $signed(pe14_3_psum) + $signed(\$1220 );
-  assign \$1222  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1222  = \port$12669$2 [3:0] == 4'hf;
   assign \$1223  = w_en & \$1222 ;
   assign \$1224  = pe15_3_bank ? pe15_4_w1 : pe15_4_w0;
   assign \$1225  = $signed(pe15_3_a) * $signed(\$1224 );
   assign \$1226  = $signed(pe14_4_psum) + $signed(\$1225 );
-  assign \$1227  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1227  = \port$12669$2 [3:0] == 4'hf;
   assign \$1228  = w_en & \$1227 ;
   assign \$1229  = pe15_4_bank ? pe15_5_w1 : pe15_5_w0;
   assign \$1230  = $signed(pe15_4_a) * $signed(\$1229 );
   assign \$1231  = $signed(pe14_5_psum) + $signed(\$1230 );
-  assign \$1232  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1232  = \port$12669$2 [3:0] == 4'hf;
   assign \$1233  = w_en & \$1232 ;
   assign \$1234  = pe15_5_bank ? pe15_6_w1 : pe15_6_w0;
   assign \$1235  = $signed(pe15_5_a) * $signed(\$1234 );
   assign \$1236  = $signed(pe14_6_psum) + $signed(\$1235 );
-  assign \$1237  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1237  = \port$12669$2 [3:0] == 4'hf;
   assign \$1238  = w_en & \$1237 ;
   assign \$1239  = pe15_6_bank ? pe15_7_w1 : pe15_7_w0;
   assign \$1240  = $signed(pe15_6_a) * $signed(\$1239 );
   assign \$1241  = $signed(pe14_7_psum) + $signed(\$1240 );
-  assign \$1242  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1242  = \port$12669$2 [3:0] == 4'hf;
   assign \$1243  = w_en & \$1242 ;
   assign \$1244  = pe15_7_bank ? pe15_8_w1 : pe15_8_w0;
   assign \$1245  = $signed(pe15_7_a) * $signed(\$1244 );
   assign \$1246  = $signed(pe14_8_psum) + $signed(\$1245 );
-  assign \$1247  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1247  = \port$12669$2 [3:0] == 4'hf;
   assign \$1248  = w_en & \$1247 ;
   assign \$1249  = pe15_8_bank ? pe15_9_w1 : pe15_9_w0;
   assign \$1250  = $signed(pe15_8_a) * $signed(\$1249 );
   assign \$1251  = $signed(pe14_9_psum) + $signed(\$1250 );
-  assign \$1252  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1252  = \port$12669$2 [3:0] == 4'hf;
   assign \$1253  = w_en & \$1252 ;
   assign \$1254  = pe15_9_bank ? pe15_10_w1 : pe15_10_w0;
   assign \$1255  = $signed(pe15_9_a) * $signed(\$1254 );
   assign \$1256  = $signed(pe14_10_psum) + $signed(\$1255 );
-  assign \$1257  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1257  = \port$12669$2 [3:0] == 4'hf;
   assign \$1258  = w_en & \$1257 ;
   assign \$1259  = pe15_10_bank ? pe15_11_w1 : pe15_11_w0;
   assign \$1260  = $signed(pe15_10_a) * $signed(\$1259 );
   assign \$1261  = $signed(pe14_11_psum) + $signed(\$1260 );
-  assign \$1262  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1262  = \port$12669$2 [3:0] == 4'hf;
   assign \$1263  = w_en & \$1262 ;
   assign \$1264  = pe15_11_bank ? pe15_12_w1 : pe15_12_w0;
   assign \$1265  = $signed(pe15_11_a) * $signed(\$1264 );
   assign \$1266  = $signed(pe14_12_psum) + $signed(\$1265 );
-  assign \$1267  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1267  = \port$12669$2 [3:0] == 4'hf;
   assign \$1268  = w_en & \$1267 ;
   assign \$1269  = pe15_12_bank ? pe15_13_w1 : pe15_13_w0;
   assign \$1270  = $signed(pe15_12_a) * $signed(\$1269 );
   assign \$1271  = $signed(pe14_13_psum) + $signed(\$1270 );
-  assign \$1272  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1272  = \port$12669$2 [3:0] == 4'hf;
   assign \$1273  = w_en & \$1272 ;
   assign \$1274  = pe15_13_bank ? pe15_14_w1 : pe15_14_w0;
   assign \$1275  = $signed(pe15_13_a) * $signed(\$1274 );
   assign \$1276  = $signed(pe14_14_psum) + $signed(\$1275 );
-  assign \$1277  = \port$12642$2 [3:0] == 4'hf;
+  assign \$1277  = \port$12669$2 [3:0] == 4'hf;
   assign \$1278  = w_en & \$1277 ;
   assign \$1279  = pe15_14_bank ? pe15_15_w1 : pe15_15_w0;
   assign \$1280  = $signed(pe15_14_a) * $signed(\$1279 );
   assign \$1281  = $signed(pe14_15_psum) + $signed(\$1280 );
-  assign \$1282  = ! \port$12642$2 [3:0];
+  assign \$1282  = ! \port$12669$2 [3:0];
   assign \$1283  = w_en & \$1282 ;
-  assign \$1286  = pe0_0_bank == \port$12642$2 [4];
+  assign \$1286  = pe0_0_bank == \port$12669$2 [4];
   assign \$1287  = pe0_0_v & \$1286 ;
-  assign \$1288  = pe0_1_bank == \port$12642$2 [4];
+  assign \$1288  = pe0_1_bank == \port$12669$2 [4];
   assign \$1289  = pe0_1_v & \$1288 ;
-  assign \$1290  = pe0_2_bank == \port$12642$2 [4];
+  assign \$1290  = pe0_2_bank == \port$12669$2 [4];
   assign \$1291  = pe0_2_v & \$1290 ;
-  assign \$1292  = pe0_3_bank == \port$12642$2 [4];
+  assign \$1292  = pe0_3_bank == \port$12669$2 [4];
   assign \$1293  = pe0_3_v & \$1292 ;
-  assign \$1294  = pe0_4_bank == \port$12642$2 [4];
+  assign \$1294  = pe0_4_bank == \port$12669$2 [4];
   assign \$1295  = pe0_4_v & \$1294 ;
-  assign \$1296  = pe0_5_bank == \port$12642$2 [4];
+  assign \$1296  = pe0_5_bank == \port$12669$2 [4];
   assign \$1297  = pe0_5_v & \$1296 ;
-  assign \$1298  = pe0_6_bank == \port$12642$2 [4];
+  assign \$1298  = pe0_6_bank == \port$12669$2 [4];
   assign \$1299  = pe0_6_v & \$1298 ;
-  assign \$1300  = pe0_7_bank == \port$12642$2 [4];
+  assign \$1300  = pe0_7_bank == \port$12669$2 [4];
   assign \$1301  = pe0_7_v & \$1300 ;
-  assign \$1302  = pe0_8_bank == \port$12642$2 [4];
+  assign \$1302  = pe0_8_bank == \port$12669$2 [4];
   assign \$1303  = pe0_8_v & \$1302 ;
-  assign \$1304  = pe0_9_bank == \port$12642$2 [4];
+  assign \$1304  = pe0_9_bank == \port$12669$2 [4];
   assign \$1305  = pe0_9_v & \$1304 ;
-  assign \$1306  = pe0_10_bank == \port$12642$2 [4];
+  assign \$1306  = pe0_10_bank == \port$12669$2 [4];
   assign \$1307  = pe0_10_v & \$1306 ;
-  assign \$1308  = pe0_11_bank == \port$12642$2 [4];
+  assign \$1308  = pe0_11_bank == \port$12669$2 [4];
   assign \$1309  = pe0_11_v & \$1308 ;
-  assign \$1310  = pe0_12_bank == \port$12642$2 [4];
+  assign \$1310  = pe0_12_bank == \port$12669$2 [4];
   assign \$1311  = pe0_12_v & \$1310 ;
-  assign \$1312  = pe0_13_bank == \port$12642$2 [4];
+  assign \$1312  = pe0_13_bank == \port$12669$2 [4];
   assign \$1313  = pe0_13_v & \$1312 ;
   assign \$1314  = | { \$1313 , \$1311 , \$1309 , \$1307 , \$1305 , \$1303 , \$1301 , \$1299 , \$1297 , \$1295 , \$1293 , \$1291 , \$1289 , \$1287 , \$1285  };
   assign \$1315  = \$1283  & \$1314 ;
-  assign \$1316  = \port$12642$2 [3:0] == 1'h1;
+  assign \$1316  = \port$12669$2 [3:0] == 1'h1;
   assign \$1317  = w_en & \$1316 ;
-  assign \$1320  = skew1_0_bank == \port$12642$2 [4];
+  assign \$1320  = skew1_0_bank == \port$12669$2 [4];
   assign \$1321  = skew1_0_v & \$1320 ;
-  assign \$1322  = pe1_0_bank == \port$12642$2 [4];
+  assign \$1322  = pe1_0_bank == \port$12669$2 [4];
   assign \$1323  = pe1_0_v & \$1322 ;
-  assign \$1324  = pe1_1_bank == \port$12642$2 [4];
+  assign \$1324  = pe1_1_bank == \port$12669$2 [4];
   assign \$1325  = pe1_1_v & \$1324 ;
-  assign \$1326  = pe1_2_bank == \port$12642$2 [4];
+  assign \$1326  = pe1_2_bank == \port$12669$2 [4];
   assign \$1327  = pe1_2_v & \$1326 ;
-  assign \$1328  = pe1_3_bank == \port$12642$2 [4];
+  assign \$1328  = pe1_3_bank == \port$12669$2 [4];
   assign \$1329  = pe1_3_v & \$1328 ;
-  assign \$1330  = pe1_4_bank == \port$12642$2 [4];
+  assign \$1330  = pe1_4_bank == \port$12669$2 [4];
   assign \$1331  = pe1_4_v & \$1330 ;
-  assign \$1332  = pe1_5_bank == \port$12642$2 [4];
+  assign \$1332  = pe1_5_bank == \port$12669$2 [4];
   assign \$1333  = pe1_5_v & \$1332 ;
-  assign \$1334  = pe1_6_bank == \port$12642$2 [4];
+  assign \$1334  = pe1_6_bank == \port$12669$2 [4];
   assign \$1335  = pe1_6_v & \$1334 ;
-  assign \$1336  = pe1_7_bank == \port$12642$2 [4];
+  assign \$1336  = pe1_7_bank == \port$12669$2 [4];
   assign \$1337  = pe1_7_v & \$1336 ;
-  assign \$1338  = pe1_8_bank == \port$12642$2 [4];
+  assign \$1338  = pe1_8_bank == \port$12669$2 [4];
   assign \$1339  = pe1_8_v & \$1338 ;
-  assign \$1340  = pe1_9_bank == \port$12642$2 [4];
+  assign \$1340  = pe1_9_bank == \port$12669$2 [4];
   assign \$1341  = pe1_9_v & \$1340 ;
-  assign \$1342  = pe1_10_bank == \port$12642$2 [4];
+  assign \$1342  = pe1_10_bank == \port$12669$2 [4];
   assign \$1343  = pe1_10_v & \$1342 ;
-  assign \$1344  = pe1_11_bank == \port$12642$2 [4];
+  assign \$1344  = pe1_11_bank == \port$12669$2 [4];
   assign \$1345  = pe1_11_v & \$1344 ;
-  assign \$1346  = pe1_12_bank == \port$12642$2 [4];
+  assign \$1346  = pe1_12_bank == \port$12669$2 [4];
   assign \$1347  = pe1_12_v & \$1346 ;
-  assign \$1348  = pe1_13_bank == \port$12642$2 [4];
+  assign \$1348  = pe1_13_bank == \port$12669$2 [4];
   assign \$1349  = pe1_13_v & \$1348 ;
   assign \$1350  = | { \$1349 , \$1347 , \$1345 , \$1343 , \$1341 , \$1339 , \$1337 , \$1335 , \$1333 , \$1331 , \$1329 , \$1327 , \$1325 , \$1323 , \$1321 , \$1319  };
   assign \$1351  = \$1317  & \$1350 ;
-  assign \$1352  = \port$12642$2 [3:0] == 2'h2;
+  assign \$1352  = \port$12669$2 [3:0] == 2'h2;
   assign \$1353  = w_en & \$1352 ;
-  assign \$1356  = skew2_0_bank == \port$12642$2 [4];
+  assign \$1356  = skew2_0_bank == \port$12669$2 [4];
   assign \$1357  = skew2_0_v & \$1356 ;
-  assign \$1358  = skew2_1_bank == \port$12642$2 [4];
+  assign \$1358  = skew2_1_bank == \port$12669$2 [4];
   assign \$1359  = skew2_1_v & \$1358 ;
-  assign \$1360  = pe2_0_bank == \port$12642$2 [4];
+  assign \$1360  = pe2_0_bank == \port$12669$2 [4];
   assign \$1361  = pe2_0_v & \$1360 ;
-  assign \$1362  = pe2_1_bank == \port$12642$2 [4];
+  assign \$1362  = pe2_1_bank == \port$12669$2 [4];
   assign \$1363  = pe2_1_v & \$1362 ;
-  assign \$1364  = pe2_2_bank == \port$12642$2 [4];
+  assign \$1364  = pe2_2_bank == \port$12669$2 [4];
   assign \$1365  = pe2_2_v & \$1364 ;
-  assign \$1366  = pe2_3_bank == \port$12642$2 [4];
+  assign \$1366  = pe2_3_bank == \port$12669$2 [4];
   assign \$1367  = pe2_3_v & \$1366 ;
-  assign \$1368  = pe2_4_bank == \port$12642$2 [4];
+  assign \$1368  = pe2_4_bank == \port$12669$2 [4];
   assign \$1369  = pe2_4_v & \$1368 ;
-  assign \$1370  = pe2_5_bank == \port$12642$2 [4];
+  assign \$1370  = pe2_5_bank == \port$12669$2 [4];
   assign \$1371  = pe2_5_v & \$1370 ;
-  assign \$1372  = pe2_6_bank == \port$12642$2 [4];
+  assign \$1372  = pe2_6_bank == \port$12669$2 [4];
   assign \$1373  = pe2_6_v & \$1372 ;
-  assign \$1374  = pe2_7_bank == \port$12642$2 [4];
+  assign \$1374  = pe2_7_bank == \port$12669$2 [4];
   assign \$1375  = pe2_7_v & \$1374 ;
-  assign \$1376  = pe2_8_bank == \port$12642$2 [4];
+  assign \$1376  = pe2_8_bank == \port$12669$2 [4];
   assign \$1377  = pe2_8_v & \$1376 ;
-  assign \$1378  = pe2_9_bank == \port$12642$2 [4];
+  assign \$1378  = pe2_9_bank == \port$12669$2 [4];
   assign \$1379  = pe2_9_v & \$1378 ;
-  assign \$1380  = pe2_10_bank == \port$12642$2 [4];
+  assign \$1380  = pe2_10_bank == \port$12669$2 [4];
   assign \$1381  = pe2_10_v & \$1380 ;
-  assign \$1382  = pe2_11_bank == \port$12642$2 [4];
+  assign \$1382  = pe2_11_bank == \port$12669$2 [4];
   assign \$1383  = pe2_11_v & \$1382 ;
-  assign \$1384  = pe2_12_bank == \port$12642$2 [4];
+  assign \$1384  = pe2_12_bank == \port$12669$2 [4];
   assign \$1385  = pe2_12_v & \$1384 ;
-  assign \$1386  = pe2_13_bank == \port$12642$2 [4];
+  assign \$1386  = pe2_13_bank == \port$12669$2 [4];
   assign \$1387  = pe2_13_v & \$1386 ;
   assign \$1388  = | { \$1387 , \$1385 , \$1383 , \$1381 , \$1379 , \$1377 , \$1375 , \$1373 , \$1371 , \$1369 , \$1367 , \$1365 , \$1363 , \$1361 , \$1359 , \$1357 , \$1355  };
   assign \$1389  = \$1353  & \$1388 ;
-  assign \$1390  = \port$12642$2 [3:0] == 2'h3;
+  assign \$1390  = \port$12669$2 [3:0] == 2'h3;
   assign \$1391  = w_en & \$1390 ;
-  assign \$1394  = skew3_0_bank == \port$12642$2 [4];
+  assign \$1394  = skew3_0_bank == \port$12669$2 [4];
   assign \$1395  = skew3_0_v & \$1394 ;
-  assign \$1396  = skew3_1_bank == \port$12642$2 [4];
+  assign \$1396  = skew3_1_bank == \port$12669$2 [4];
   assign \$1397  = skew3_1_v & \$1396 ;
-  assign \$1398  = skew3_2_bank == \port$12642$2 [4];
+  assign \$1398  = skew3_2_bank == \port$12669$2 [4];
   assign \$1399  = skew3_2_v & \$1398 ;
-  assign \$1400  = pe3_0_bank == \port$12642$2 [4];
+  assign \$1400  = pe3_0_bank == \port$12669$2 [4];
   assign \$1401  = pe3_0_v & \$1400 ;
-  assign \$1402  = pe3_1_bank == \port$12642$2 [4];
+  assign \$1402  = pe3_1_bank == \port$12669$2 [4];
   assign \$1403  = pe3_1_v & \$1402 ;
-  assign \$1404  = pe3_2_bank == \port$12642$2 [4];
+  assign \$1404  = pe3_2_bank == \port$12669$2 [4];
   assign \$1405  = pe3_2_v & \$1404 ;
-  assign \$1406  = pe3_3_bank == \port$12642$2 [4];
+  assign \$1406  = pe3_3_bank == \port$12669$2 [4];
   assign \$1407  = pe3_3_v & \$1406 ;
-  assign \$1408  = pe3_4_bank == \port$12642$2 [4];
+  assign \$1408  = pe3_4_bank == \port$12669$2 [4];
   assign \$1409  = pe3_4_v & \$1408 ;
-  assign \$1410  = pe3_5_bank == \port$12642$2 [4];
+  assign \$1410  = pe3_5_bank == \port$12669$2 [4];
   assign \$1411  = pe3_5_v & \$1410 ;
-  assign \$1412  = pe3_6_bank == \port$12642$2 [4];
+  assign \$1412  = pe3_6_bank == \port$12669$2 [4];
   assign \$1413  = pe3_6_v & \$1412 ;
-  assign \$1414  = pe3_7_bank == \port$12642$2 [4];
+  assign \$1414  = pe3_7_bank == \port$12669$2 [4];
   assign \$1415  = pe3_7_v & \$1414 ;
-  assign \$1416  = pe3_8_bank == \port$12642$2 [4];
+  assign \$1416  = pe3_8_bank == \port$12669$2 [4];
   assign \$1417  = pe3_8_v & \$1416 ;
-  assign \$1418  = pe3_9_bank == \port$12642$2 [4];
+  assign \$1418  = pe3_9_bank == \port$12669$2 [4];
   assign \$1419  = pe3_9_v & \$1418 ;
-  assign \$1420  = pe3_10_bank == \port$12642$2 [4];
+  assign \$1420  = pe3_10_bank == \port$12669$2 [4];
   assign \$1421  = pe3_10_v & \$1420 ;
-  assign \$1422  = pe3_11_bank == \port$12642$2 [4];
+  assign \$1422  = pe3_11_bank == \port$12669$2 [4];
   assign \$1423  = pe3_11_v & \$1422 ;
-  assign \$1424  = pe3_12_bank == \port$12642$2 [4];
+  assign \$1424  = pe3_12_bank == \port$12669$2 [4];
   assign \$1425  = pe3_12_v & \$1424 ;
-  assign \$1426  = pe3_13_bank == \port$12642$2 [4];
+  assign \$1426  = pe3_13_bank == \port$12669$2 [4];
   assign \$1427  = pe3_13_v & \$1426 ;
   assign \$1428  = | { \$1427 , \$1425 , \$1423 , \$1421 , \$1419 , \$1417 , \$1415 , \$1413 , \$1411 , \$1409 , \$1407 , \$1405 , \$1403 , \$1401 , \$1399 , \$1397 , \$1395 , \$1393  };
   assign \$1429  = \$1391  & \$1428 ;
-  assign \$1430  = \port$12642$2 [3:0] == 3'h4;
+  assign \$1430  = \port$12669$2 [3:0] == 3'h4;
   assign \$1431  = w_en & \$1430 ;
-  assign \$1434  = skew4_0_bank == \port$12642$2 [4];
+  assign \$1434  = skew4_0_bank == \port$12669$2 [4];
   assign \$1435  = skew4_0_v & \$1434 ;
-  assign \$1436  = skew4_1_bank == \port$12642$2 [4];
+  assign \$1436  = skew4_1_bank == \port$12669$2 [4];
   assign \$1437  = skew4_1_v & \$1436 ;
-  assign \$1438  = skew4_2_bank == \port$12642$2 [4];
+  assign \$1438  = skew4_2_bank == \port$12669$2 [4];
   assign \$1439  = skew4_2_v & \$1438 ;
-  assign \$1440  = skew4_3_bank == \port$12642$2 [4];
+  assign \$1440  = skew4_3_bank == \port$12669$2 [4];
   assign \$1441  = skew4_3_v & \$1440 ;
-  assign \$1442  = pe4_0_bank == \port$12642$2 [4];
+  assign \$1442  = pe4_0_bank == \port$12669$2 [4];
   assign \$1443  = pe4_0_v & \$1442 ;
-  assign \$1444  = pe4_1_bank == \port$12642$2 [4];
+  assign \$1444  = pe4_1_bank == \port$12669$2 [4];
   assign \$1445  = pe4_1_v & \$1444 ;
-  assign \$1446  = pe4_2_bank == \port$12642$2 [4];
+  assign \$1446  = pe4_2_bank == \port$12669$2 [4];
   assign \$1447  = pe4_2_v & \$1446 ;
-  assign \$1448  = pe4_3_bank == \port$12642$2 [4];
+  assign \$1448  = pe4_3_bank == \port$12669$2 [4];
   assign \$1449  = pe4_3_v & \$1448 ;
-  assign \$1450  = pe4_4_bank == \port$12642$2 [4];
+  assign \$1450  = pe4_4_bank == \port$12669$2 [4];
   assign \$1451  = pe4_4_v & \$1450 ;
-  assign \$1452  = pe4_5_bank == \port$12642$2 [4];
+  assign \$1452  = pe4_5_bank == \port$12669$2 [4];
   assign \$1453  = pe4_5_v & \$1452 ;
-  assign \$1454  = pe4_6_bank == \port$12642$2 [4];
+  assign \$1454  = pe4_6_bank == \port$12669$2 [4];
   assign \$1455  = pe4_6_v & \$1454 ;
-  assign \$1456  = pe4_7_bank == \port$12642$2 [4];
+  assign \$1456  = pe4_7_bank == \port$12669$2 [4];
   assign \$1457  = pe4_7_v & \$1456 ;
-  assign \$1458  = pe4_8_bank == \port$12642$2 [4];
+  assign \$1458  = pe4_8_bank == \port$12669$2 [4];
   assign \$1459  = pe4_8_v & \$1458 ;
-  assign \$1460  = pe4_9_bank == \port$12642$2 [4];
+  assign \$1460  = pe4_9_bank == \port$12669$2 [4];
   assign \$1461  = pe4_9_v & \$1460 ;
-  assign \$1462  = pe4_10_bank == \port$12642$2 [4];
+  assign \$1462  = pe4_10_bank == \port$12669$2 [4];
   assign \$1463  = pe4_10_v & \$1462 ;
-  assign \$1464  = pe4_11_bank == \port$12642$2 [4];
+  assign \$1464  = pe4_11_bank == \port$12669$2 [4];
   assign \$1465  = pe4_11_v & \$1464 ;
-  assign \$1466  = pe4_12_bank == \port$12642$2 [4];
+  assign \$1466  = pe4_12_bank == \port$12669$2 [4];
   assign \$1467  = pe4_12_v & \$1466 ;
-  assign \$1468  = pe4_13_bank == \port$12642$2 [4];
+  assign \$1468  = pe4_13_bank == \port$12669$2 [4];
   assign \$1469  = pe4_13_v & \$1468 ;
   assign \$1470  = | { \$1469 , \$1467 , \$1465 , \$1463 , \$1461 , \$1459 , \$1457 , \$1455 , \$1453 , \$1451 , \$1449 , \$1447 , \$1445 , \$1443 , \$1441 , \$1439 , \$1437 , \$1435 , \$1433  };
   assign \$1471  = \$1431  & \$1470 ;
-  assign \$1472  = \port$12642$2 [3:0] == 3'h5;
+  assign \$1472  = \port$12669$2 [3:0] == 3'h5;
   assign \$1473  = w_en & \$1472 ;
-  assign \$1476  = skew5_0_bank == \port$12642$2 [4];
+  assign \$1476  = skew5_0_bank == \port$12669$2 [4];
   assign \$1477  = skew5_0_v & \$1476 ;
-  assign \$1478  = skew5_1_bank == \port$12642$2 [4];
+  assign \$1478  = skew5_1_bank == \port$12669$2 [4];
   assign \$1479  = skew5_1_v & \$1478 ;
-  assign \$1480  = skew5_2_bank == \port$12642$2 [4];
+  assign \$1480  = skew5_2_bank == \port$12669$2 [4];
   assign \$1481  = skew5_2_v & \$1480 ;
-  assign \$1482  = skew5_3_bank == \port$12642$2 [4];
+  assign \$1482  = skew5_3_bank == \port$12669$2 [4];
   assign \$1483  = skew5_3_v & \$1482 ;
-  assign \$1484  = skew5_4_bank == \port$12642$2 [4];
+  assign \$1484  = skew5_4_bank == \port$12669$2 [4];
   assign \$1485  = skew5_4_v & \$1484 ;
-  assign \$1486  = pe5_0_bank == \port$12642$2 [4];
+  assign \$1486  = pe5_0_bank == \port$12669$2 [4];
   assign \$1487  = pe5_0_v & \$1486 ;
-  assign \$1488  = pe5_1_bank == \port$12642$2 [4];
+  assign \$1488  = pe5_1_bank == \port$12669$2 [4];
   assign \$1489  = pe5_1_v & \$1488 ;
-  assign \$1490  = pe5_2_bank == \port$12642$2 [4];
+  assign \$1490  = pe5_2_bank == \port$12669$2 [4];
   assign \$1491  = pe5_2_v & \$1490 ;
-  assign \$1492  = pe5_3_bank == \port$12642$2 [4];
+  assign \$1492  = pe5_3_bank == \port$12669$2 [4];
   assign \$1493  = pe5_3_v & \$1492 ;
-  assign \$1494  = pe5_4_bank == \port$12642$2 [4];
+  assign \$1494  = pe5_4_bank == \port$12669$2 [4];
   assign \$1495  = pe5_4_v & \$1494 ;
-  assign \$1496  = pe5_5_bank == \port$12642$2 [4];
+  assign \$1496  = pe5_5_bank == \port$12669$2 [4];
   assign \$1497  = pe5_5_v & \$1496 ;
-  assign \$1498  = pe5_6_bank == \port$12642$2 [4];
+  assign \$1498  = pe5_6_bank == \port$12669$2 [4];
   assign \$1499  = pe5_6_v & \$1498 ;
-  assign \$1500  = pe5_7_bank == \port$12642$2 [4];
+  assign \$1500  = pe5_7_bank == \port$12669$2 [4];
   assign \$1501  = pe5_7_v & \$1500 ;
-  assign \$1502  = pe5_8_bank == \port$12642$2 [4];
+  assign \$1502  = pe5_8_bank == \port$12669$2 [4];
   assign \$1503  = pe5_8_v & \$1502 ;
-  assign \$1504  = pe5_9_bank == \port$12642$2 [4];
+  assign \$1504  = pe5_9_bank == \port$12669$2 [4];
   assign \$1505  = pe5_9_v & \$1504 ;
-  assign \$1506  = pe5_10_bank == \port$12642$2 [4];
+  assign \$1506  = pe5_10_bank == \port$12669$2 [4];
   assign \$1507  = pe5_10_v & \$1506 ;
-  assign \$1508  = pe5_11_bank == \port$12642$2 [4];
+  assign \$1508  = pe5_11_bank == \port$12669$2 [4];
   assign \$1509  = pe5_11_v & \$1508 ;
-  assign \$1510  = pe5_12_bank == \port$12642$2 [4];
+  assign \$1510  = pe5_12_bank == \port$12669$2 [4];
   assign \$1511  = pe5_12_v & \$1510 ;
-  assign \$1512  = pe5_13_bank == \port$12642$2 [4];
+  assign \$1512  = pe5_13_bank == \port$12669$2 [4];
   assign \$1513  = pe5_13_v & \$1512 ;
   assign \$1514  = | { \$1513 , \$1511 , \$1509 , \$1507 , \$1505 , \$1503 , \$1501 , \$1499 , \$1497 , \$1495 , \$1493 , \$1491 , \$1489 , \$1487 , \$1485 , \$1483 , \$1481 , \$1479 , \$1477 , \$1475  };
   assign \$1515  = \$1473  & \$1514 ;
-  assign \$1516  = \port$12642$2 [3:0] == 3'h6;
+  assign \$1516  = \port$12669$2 [3:0] == 3'h6;
   assign \$1517  = w_en & \$1516 ;
-  assign \$1520  = skew6_0_bank == \port$12642$2 [4];
+  assign \$1520  = skew6_0_bank == \port$12669$2 [4];
   assign \$1521  = skew6_0_v & \$1520 ;
-  assign \$1522  = skew6_1_bank == \port$12642$2 [4];
+  assign \$1522  = skew6_1_bank == \port$12669$2 [4];
   assign \$1523  = skew6_1_v & \$1522 ;
-  assign \$1524  = skew6_2_bank == \port$12642$2 [4];
+  assign \$1524  = skew6_2_bank == \port$12669$2 [4];
   assign \$1525  = skew6_2_v & \$1524 ;
-  assign \$1526  = skew6_3_bank == \port$12642$2 [4];
+  assign \$1526  = skew6_3_bank == \port$12669$2 [4];
   assign \$1527  = skew6_3_v & \$1526 ;
-  assign \$1528  = skew6_4_bank == \port$12642$2 [4];
+  assign \$1528  = skew6_4_bank == \port$12669$2 [4];
   assign \$1529  = skew6_4_v & \$1528 ;
-  assign \$1530  = skew6_5_bank == \port$12642$2 [4];
+  assign \$1530  = skew6_5_bank == \port$12669$2 [4];
   assign \$1531  = skew6_5_v & \$1530 ;
-  assign \$1532  = pe6_0_bank == \port$12642$2 [4];
+  assign \$1532  = pe6_0_bank == \port$12669$2 [4];
   assign \$1533  = pe6_0_v & \$1532 ;
-  assign \$1534  = pe6_1_bank == \port$12642$2 [4];
+  assign \$1534  = pe6_1_bank == \port$12669$2 [4];
   assign \$1535  = pe6_1_v & \$1534 ;
-  assign \$1536  = pe6_2_bank == \port$12642$2 [4];
+  assign \$1536  = pe6_2_bank == \port$12669$2 [4];
   assign \$1537  = pe6_2_v & \$1536 ;
-  assign \$1538  = pe6_3_bank == \port$12642$2 [4];
+  assign \$1538  = pe6_3_bank == \port$12669$2 [4];
   assign \$1539  = pe6_3_v & \$1538 ;
-  assign \$1540  = pe6_4_bank == \port$12642$2 [4];
+  assign \$1540  = pe6_4_bank == \port$12669$2 [4];
   assign \$1541  = pe6_4_v & \$1540 ;
-  assign \$1542  = pe6_5_bank == \port$12642$2 [4];
+  assign \$1542  = pe6_5_bank == \port$12669$2 [4];
   assign \$1543  = pe6_5_v & \$1542 ;
-  assign \$1544  = pe6_6_bank == \port$12642$2 [4];
+  assign \$1544  = pe6_6_bank == \port$12669$2 [4];
   assign \$1545  = pe6_6_v & \$1544 ;
-  assign \$1546  = pe6_7_bank == \port$12642$2 [4];
+  assign \$1546  = pe6_7_bank == \port$12669$2 [4];
   assign \$1547  = pe6_7_v & \$1546 ;
-  assign \$1548  = pe6_8_bank == \port$12642$2 [4];
+  assign \$1548  = pe6_8_bank == \port$12669$2 [4];
   assign \$1549  = pe6_8_v & \$1548 ;
-  assign \$1550  = pe6_9_bank == \port$12642$2 [4];
+  assign \$1550  = pe6_9_bank == \port$12669$2 [4];
   assign \$1551  = pe6_9_v & \$1550 ;
-  assign \$1552  = pe6_10_bank == \port$12642$2 [4];
+  assign \$1552  = pe6_10_bank == \port$12669$2 [4];
   assign \$1553  = pe6_10_v & \$1552 ;
-  assign \$1554  = pe6_11_bank == \port$12642$2 [4];
+  assign \$1554  = pe6_11_bank == \port$12669$2 [4];
   assign \$1555  = pe6_11_v & \$1554 ;
-  assign \$1556  = pe6_12_bank == \port$12642$2 [4];
+  assign \$1556  = pe6_12_bank == \port$12669$2 [4];
   assign \$1557  = pe6_12_v & \$1556 ;
-  assign \$1558  = pe6_13_bank == \port$12642$2 [4];
+  assign \$1558  = pe6_13_bank == \port$12669$2 [4];
   assign \$1559  = pe6_13_v & \$1558 ;
   assign \$1560  = | { \$1559 , \$1557 , \$1555 , \$1553 , \$1551 , \$1549 , \$1547 , \$1545 , \$1543 , \$1541 , \$1539 , \$1537 , \$1535 , \$1533 , \$1531 , \$1529 , \$1527 , \$1525 , \$1523 , \$1521 , \$1519  };
   assign \$1561  = \$1517  & \$1560 ;
-  assign \$1562  = \port$12642$2 [3:0] == 3'h7;
+  assign \$1562  = \port$12669$2 [3:0] == 3'h7;
   assign \$1563  = w_en & \$1562 ;
-  assign \$1566  = skew7_0_bank == \port$12642$2 [4];
+  assign \$1566  = skew7_0_bank == \port$12669$2 [4];
   assign \$1567  = skew7_0_v & \$1566 ;
-  assign \$1568  = skew7_1_bank == \port$12642$2 [4];
+  assign \$1568  = skew7_1_bank == \port$12669$2 [4];
   assign \$1569  = skew7_1_v & \$1568 ;
-  assign \$1570  = skew7_2_bank == \port$12642$2 [4];
+  assign \$1570  = skew7_2_bank == \port$12669$2 [4];
   assign \$1571  = skew7_2_v & \$1570 ;
-  assign \$1572  = skew7_3_bank == \port$12642$2 [4];
+  assign \$1572  = skew7_3_bank == \port$12669$2 [4];
   assign \$1573  = skew7_3_v & \$1572 ;
-  assign \$1574  = skew7_4_bank == \port$12642$2 [4];
+  assign \$1574  = skew7_4_bank == \port$12669$2 [4];
   assign \$1575  = skew7_4_v & \$1574 ;
-  assign \$1576  = skew7_5_bank == \port$12642$2 [4];
+  assign \$1576  = skew7_5_bank == \port$12669$2 [4];
   assign \$1577  = skew7_5_v & \$1576 ;
-  assign \$1578  = skew7_6_bank == \port$12642$2 [4];
+  assign \$1578  = skew7_6_bank == \port$12669$2 [4];
   assign \$1579  = skew7_6_v & \$1578 ;
-  assign \$1580  = pe7_0_bank == \port$12642$2 [4];
+  assign \$1580  = pe7_0_bank == \port$12669$2 [4];
   assign \$1581  = pe7_0_v & \$1580 ;
-  assign \$1582  = pe7_1_bank == \port$12642$2 [4];
+  assign \$1582  = pe7_1_bank == \port$12669$2 [4];
   assign \$1583  = pe7_1_v & \$1582 ;
-  assign \$1584  = pe7_2_bank == \port$12642$2 [4];
+  assign \$1584  = pe7_2_bank == \port$12669$2 [4];
   assign \$1585  = pe7_2_v & \$1584 ;
-  assign \$1586  = pe7_3_bank == \port$12642$2 [4];
+  assign \$1586  = pe7_3_bank == \port$12669$2 [4];
   assign \$1587  = pe7_3_v & \$1586 ;
-  assign \$1588  = pe7_4_bank == \port$12642$2 [4];
+  assign \$1588  = pe7_4_bank == \port$12669$2 [4];
   assign \$1589  = pe7_4_v & \$1588 ;
-  assign \$1590  = pe7_5_bank == \port$12642$2 [4];
+  assign \$1590  = pe7_5_bank == \port$12669$2 [4];
   assign \$1591  = pe7_5_v & \$1590 ;
-  assign \$1592  = pe7_6_bank == \port$12642$2 [4];
+  assign \$1592  = pe7_6_bank == \port$12669$2 [4];
   assign \$1593  = pe7_6_v & \$1592 ;
-  assign \$1594  = pe7_7_bank == \port$12642$2 [4];
+  assign \$1594  = pe7_7_bank == \port$12669$2 [4];
   assign \$1595  = pe7_7_v & \$1594 ;
-  assign \$1596  = pe7_8_bank == \port$12642$2 [4];
+  assign \$1596  = pe7_8_bank == \port$12669$2 [4];
   assign \$1597  = pe7_8_v & \$1596 ;
-  assign \$1598  = pe7_9_bank == \port$12642$2 [4];
+  assign \$1598  = pe7_9_bank == \port$12669$2 [4];
   assign \$1599  = pe7_9_v & \$1598 ;
-  assign \$1600  = pe7_10_bank == \port$12642$2 [4];
+  assign \$1600  = pe7_10_bank == \port$12669$2 [4];
   assign \$1601  = pe7_10_v & \$1600 ;
-  assign \$1602  = pe7_11_bank == \port$12642$2 [4];
+  assign \$1602  = pe7_11_bank == \port$12669$2 [4];
   assign \$1603  = pe7_11_v & \$1602 ;
-  assign \$1604  = pe7_12_bank == \port$12642$2 [4];
+  assign \$1604  = pe7_12_bank == \port$12669$2 [4];
   assign \$1605  = pe7_12_v & \$1604 ;
-  assign \$1606  = pe7_13_bank == \port$12642$2 [4];
+  assign \$1606  = pe7_13_bank == \port$12669$2 [4];
   assign \$1607  = pe7_13_v & \$1606 ;
   assign \$1608  = | { \$1607 , \$1605 , \$1603 , \$1601 , \$1599 , \$1597 , \$1595 , \$1593 , \$1591 , \$1589 , \$1587 , \$1585 , \$1583 , \$1581 , \$1579 , \$1577 , \$1575 , \$1573 , \$1571 , \$1569 , \$1567 , \$1565  };
   assign \$1609  = \$1563  & \$1608 ;
-  assign \$1610  = \port$12642$2 [3:0] == 4'h8;
+  assign \$1610  = \port$12669$2 [3:0] == 4'h8;
   assign \$1611  = w_en & \$1610 ;
-  assign \$1614  = skew8_0_bank == \port$12642$2 [4];
+  assign \$1614  = skew8_0_bank == \port$12669$2 [4];
   assign \$1615  = skew8_0_v & \$1614 ;
-  assign \$1616  = skew8_1_bank == \port$12642$2 [4];
+  assign \$1616  = skew8_1_bank == \port$12669$2 [4];
   assign \$1617  = skew8_1_v & \$1616 ;
-  assign \$1618  = skew8_2_bank == \port$12642$2 [4];
+  assign \$1618  = skew8_2_bank == \port$12669$2 [4];
   assign \$1619  = skew8_2_v & \$1618 ;
-  assign \$1620  = skew8_3_bank == \port$12642$2 [4];
+  assign \$1620  = skew8_3_bank == \port$12669$2 [4];
   assign \$1621  = skew8_3_v & \$1620 ;
-  assign \$1622  = skew8_4_bank == \port$12642$2 [4];
+  assign \$1622  = skew8_4_bank == \port$12669$2 [4];
   assign \$1623  = skew8_4_v & \$1622 ;
-  assign \$1624  = skew8_5_bank == \port$12642$2 [4];
+  assign \$1624  = skew8_5_bank == \port$12669$2 [4];
   assign \$1625  = skew8_5_v & \$1624 ;
-  assign \$1626  = skew8_6_bank == \port$12642$2 [4];
+  assign \$1626  = skew8_6_bank == \port$12669$2 [4];
   assign \$1627  = skew8_6_v & \$1626 ;
-  assign \$1628  = skew8_7_bank == \port$12642$2 [4];
+  assign \$1628  = skew8_7_bank == \port$12669$2 [4];
   assign \$1629  = skew8_7_v & \$1628 ;
-  assign \$1630  = pe8_0_bank == \port$12642$2 [4];
+  assign \$1630  = pe8_0_bank == \port$12669$2 [4];
   assign \$1631  = pe8_0_v & \$1630 ;
-  assign \$1632  = pe8_1_bank == \port$12642$2 [4];
+  assign \$1632  = pe8_1_bank == \port$12669$2 [4];
   assign \$1633  = pe8_1_v & \$1632 ;
-  assign \$1634  = pe8_2_bank == \port$12642$2 [4];
+  assign \$1634  = pe8_2_bank == \port$12669$2 [4];
   assign \$1635  = pe8_2_v & \$1634 ;
-  assign \$1636  = pe8_3_bank == \port$12642$2 [4];
+  assign \$1636  = pe8_3_bank == \port$12669$2 [4];
   assign \$1637  = pe8_3_v & \$1636 ;
-  assign \$1638  = pe8_4_bank == \port$12642$2 [4];
+  assign \$1638  = pe8_4_bank == \port$12669$2 [4];
   assign \$1639  = pe8_4_v & \$1638 ;
-  assign \$1640  = pe8_5_bank == \port$12642$2 [4];
+  assign \$1640  = pe8_5_bank == \port$12669$2 [4];
   assign \$1641  = pe8_5_v & \$1640 ;
-  assign \$1642  = pe8_6_bank == \port$12642$2 [4];
+  assign \$1642  = pe8_6_bank == \port$12669$2 [4];
   assign \$1643  = pe8_6_v & \$1642 ;
-  assign \$1644  = pe8_7_bank == \port$12642$2 [4];
+  assign \$1644  = pe8_7_bank == \port$12669$2 [4];
   assign \$1645  = pe8_7_v & \$1644 ;
-  assign \$1646  = pe8_8_bank == \port$12642$2 [4];
+  assign \$1646  = pe8_8_bank == \port$12669$2 [4];
   assign \$1647  = pe8_8_v & \$1646 ;
-  assign \$1648  = pe8_9_bank == \port$12642$2 [4];
+  assign \$1648  = pe8_9_bank == \port$12669$2 [4];
   assign \$1649  = pe8_9_v & \$1648 ;
-  assign \$1650  = pe8_10_bank == \port$12642$2 [4];
+  assign \$1650  = pe8_10_bank == \port$12669$2 [4];
   assign \$1651  = pe8_10_v & \$1650 ;
-  assign \$1652  = pe8_11_bank == \port$12642$2 [4];
+  assign \$1652  = pe8_11_bank == \port$12669$2 [4];
   assign \$1653  = pe8_11_v & \$1652 ;
-  assign \$1654  = pe8_12_bank == \port$12642$2 [4];
+  assign \$1654  = pe8_12_bank == \port$12669$2 [4];
   assign \$1655  = pe8_12_v & \$1654 ;
-  assign \$1656  = pe8_13_bank == \port$12642$2 [4];
+  assign \$1656  = pe8_13_bank == \port$12669$2 [4];
   assign \$1657  = pe8_13_v & \$1656 ;
   assign \$1658  = | { \$1657 , \$1655 , \$1653 , \$1651 , \$1649 , \$1647 , \$1645 , \$1643 , \$1641 , \$1639 , \$1637 , \$1635 , \$1633 , \$1631 , \$1629 , \$1627 , \$1625 , \$1623 , \$1621 , \$1619 , \$1617 , \$1615 , \$1613  };
   assign \$1659  = \$1611  & \$1658 ;
-  assign \$1660  = \port$12642$2 [3:0] == 4'h9;
+  assign \$1660  = \port$12669$2 [3:0] == 4'h9;
   assign \$1661  = w_en & \$1660 ;
-  assign \$1664  = skew9_0_bank == \port$12642$2 [4];
+  assign \$1664  = skew9_0_bank == \port$12669$2 [4];
   assign \$1665  = skew9_0_v & \$1664 ;
-  assign \$1666  = skew9_1_bank == \port$12642$2 [4];
+  assign \$1666  = skew9_1_bank == \port$12669$2 [4];
   assign \$1667  = skew9_1_v & \$1666 ;
-  assign \$1668  = skew9_2_bank == \port$12642$2 [4];
+  assign \$1668  = skew9_2_bank == \port$12669$2 [4];
   assign \$1669  = skew9_2_v & \$1668 ;
-  assign \$1670  = skew9_3_bank == \port$12642$2 [4];
+  assign \$1670  = skew9_3_bank == \port$12669$2 [4];
   assign \$1671  = skew9_3_v & \$1670 ;
-  assign \$1672  = skew9_4_bank == \port$12642$2 [4];
+  assign \$1672  = skew9_4_bank == \port$12669$2 [4];
   assign \$1673  = skew9_4_v & \$1672 ;
-  assign \$1674  = skew9_5_bank == \port$12642$2 [4];
+  assign \$1674  = skew9_5_bank == \port$12669$2 [4];
   assign \$1675  = skew9_5_v & \$1674 ;
-  assign \$1676  = skew9_6_bank == \port$12642$2 [4];
+  assign \$1676  = skew9_6_bank == \port$12669$2 [4];
   assign \$1677  = skew9_6_v & \$1676 ;
-  assign \$1678  = skew9_7_bank == \port$12642$2 [4];
+  assign \$1678  = skew9_7_bank == \port$12669$2 [4];
   assign \$1679  = skew9_7_v & \$1678 ;
-  assign \$1680  = skew9_8_bank == \port$12642$2 [4];
+  assign \$1680  = skew9_8_bank == \port$12669$2 [4];
   assign \$1681  = skew9_8_v & \$1680 ;
-  assign \$1682  = pe9_0_bank == \port$12642$2 [4];
+  assign \$1682  = pe9_0_bank == \port$12669$2 [4];
   assign \$1683  = pe9_0_v & \$1682 ;
-  assign \$1684  = pe9_1_bank == \port$12642$2 [4];
+  assign \$1684  = pe9_1_bank == \port$12669$2 [4];
   assign \$1685  = pe9_1_v & \$1684 ;
-  assign \$1686  = pe9_2_bank == \port$12642$2 [4];
+  assign \$1686  = pe9_2_bank == \port$12669$2 [4];
   assign \$1687  = pe9_2_v & \$1686 ;
-  assign \$1688  = pe9_3_bank == \port$12642$2 [4];
+  assign \$1688  = pe9_3_bank == \port$12669$2 [4];
   assign \$1689  = pe9_3_v & \$1688 ;
-  assign \$1690  = pe9_4_bank == \port$12642$2 [4];
+  assign \$1690  = pe9_4_bank == \port$12669$2 [4];
   assign \$1691  = pe9_4_v & \$1690 ;
-  assign \$1692  = pe9_5_bank == \port$12642$2 [4];
+  assign \$1692  = pe9_5_bank == \port$12669$2 [4];
   assign \$1693  = pe9_5_v & \$1692 ;
-  assign \$1694  = pe9_6_bank == \port$12642$2 [4];
+  assign \$1694  = pe9_6_bank == \port$12669$2 [4];
   assign \$1695  = pe9_6_v & \$1694 ;
-  assign \$1696  = pe9_7_bank == \port$12642$2 [4];
+  assign \$1696  = pe9_7_bank == \port$12669$2 [4];
   assign \$1697  = pe9_7_v & \$1696 ;
-  assign \$1698  = pe9_8_bank == \port$12642$2 [4];
+  assign \$1698  = pe9_8_bank == \port$12669$2 [4];
   assign \$1699  = pe9_8_v & \$1698 ;
-  assign \$1700  = pe9_9_bank == \port$12642$2 [4];
+  assign \$1700  = pe9_9_bank == \port$12669$2 [4];
   assign \$1701  = pe9_9_v & \$1700 ;
-  assign \$1702  = pe9_10_bank == \port$12642$2 [4];
+  assign \$1702  = pe9_10_bank == \port$12669$2 [4];
   assign \$1703  = pe9_10_v & \$1702 ;
-  assign \$1704  = pe9_11_bank == \port$12642$2 [4];
+  assign \$1704  = pe9_11_bank == \port$12669$2 [4];
   assign \$1705  = pe9_11_v & \$1704 ;
-  assign \$1706  = pe9_12_bank == \port$12642$2 [4];
+  assign \$1706  = pe9_12_bank == \port$12669$2 [4];
   assign \$1707  = pe9_12_v & \$1706 ;
-  assign \$1708  = pe9_13_bank == \port$12642$2 [4];
+  assign \$1708  = pe9_13_bank == \port$12669$2 [4];
   assign \$1709  = pe9_13_v & \$1708 ;
   assign \$1710  = | { \$1709 , \$1707 , \$1705 , \$1703 , \$1701 , \$1699 , \$1697 , \$1695 , \$1693 , \$1691 , \$1689 , \$1687 , \$1685 , \$1683 , \$1681 , \$1679 , \$1677 , \$1675 , \$1673 , \$1671 , \$1669 , \$1667 , \$1665 , \$1663  };
   assign \$1711  = \$1661  & \$1710 ;
-  assign \$1712  = \port$12642$2 [3:0] == 4'ha;
+  assign \$1712  = \port$12669$2 [3:0] == 4'ha;
   assign \$1713  = w_en & \$1712 ;
-  assign \$1716  = skew10_0_bank == \port$12642$2 [4];
+  assign \$1716  = skew10_0_bank == \port$12669$2 [4];
   assign \$1717  = skew10_0_v & \$1716 ;
-  assign \$1718  = skew10_1_bank == \port$12642$2 [4];
+  assign \$1718  = skew10_1_bank == \port$12669$2 [4];
   assign \$1719  = skew10_1_v & \$1718 ;
-  assign \$1720  = skew10_2_bank == \port$12642$2 [4];
+  assign \$1720  = skew10_2_bank == \port$12669$2 [4];
   assign \$1721  = skew10_2_v & \$1720 ;
-  assign \$1722  = skew10_3_bank == \port$12642$2 [4];
+  assign \$1722  = skew10_3_bank == \port$12669$2 [4];
   assign \$1723  = skew10_3_v & \$1722 ;
-  assign \$1724  = skew10_4_bank == \port$12642$2 [4];
+  assign \$1724  = skew10_4_bank == \port$12669$2 [4];
   assign \$1725  = skew10_4_v & \$1724 ;
-  assign \$1726  = skew10_5_bank == \port$12642$2 [4];
+  assign \$1726  = skew10_5_bank == \port$12669$2 [4];
   assign \$1727  = skew10_5_v & \$1726 ;
-  assign \$1728  = skew10_6_bank == \port$12642$2 [4];
+  assign \$1728  = skew10_6_bank == \port$12669$2 [4];
   assign \$1729  = skew10_6_v & \$1728 ;
-  assign \$1730  = skew10_7_bank == \port$12642$2 [4];
+  assign \$1730  = skew10_7_bank == \port$12669$2 [4];
   assign \$1731  = skew10_7_v & \$1730 ;
-  assign \$1732  = skew10_8_bank == \port$12642$2 [4];
+  assign \$1732  = skew10_8_bank == \port$12669$2 [4];
   assign \$1733  = skew10_8_v & \$1732 ;
-  assign \$1734  = skew10_9_bank == \port$12642$2 [4];
+  assign \$1734  = skew10_9_bank == \port$12669$2 [4];
   assign \$1735  = skew10_9_v & \$1734 ;
-  assign \$1736  = pe10_0_bank == \port$12642$2 [4];
+  assign \$1736  = pe10_0_bank == \port$12669$2 [4];
   assign \$1737  = pe10_0_v & \$1736 ;
-  assign \$1738  = pe10_1_bank == \port$12642$2 [4];
+  assign \$1738  = pe10_1_bank == \port$12669$2 [4];
   assign \$1739  = pe10_1_v & \$1738 ;
-  assign \$1740  = pe10_2_bank == \port$12642$2 [4];
+  assign \$1740  = pe10_2_bank == \port$12669$2 [4];
   assign \$1741  = pe10_2_v & \$1740 ;
-  assign \$1742  = pe10_3_bank == \port$12642$2 [4];
+  assign \$1742  = pe10_3_bank == \port$12669$2 [4];
   assign \$1743  = pe10_3_v & \$1742 ;
-  assign \$1744  = pe10_4_bank == \port$12642$2 [4];
+  assign \$1744  = pe10_4_bank == \port$12669$2 [4];
   assign \$1745  = pe10_4_v & \$1744 ;
-  assign \$1746  = pe10_5_bank == \port$12642$2 [4];
+  assign \$1746  = pe10_5_bank == \port$12669$2 [4];
   assign \$1747  = pe10_5_v & \$1746 ;
-  assign \$1748  = pe10_6_bank == \port$12642$2 [4];
+  assign \$1748  = pe10_6_bank == \port$12669$2 [4];
   assign \$1749  = pe10_6_v & \$1748 ;
-  assign \$1750  = pe10_7_bank == \port$12642$2 [4];
+  assign \$1750  = pe10_7_bank == \port$12669$2 [4];
   assign \$1751  = pe10_7_v & \$1750 ;
-  assign \$1752  = pe10_8_bank == \port$12642$2 [4];
+  assign \$1752  = pe10_8_bank == \port$12669$2 [4];
   assign \$1753  = pe10_8_v & \$1752 ;
-  assign \$1754  = pe10_9_bank == \port$12642$2 [4];
+  assign \$1754  = pe10_9_bank == \port$12669$2 [4];
   assign \$1755  = pe10_9_v & \$1754 ;
-  assign \$1756  = pe10_10_bank == \port$12642$2 [4];
+  assign \$1756  = pe10_10_bank == \port$12669$2 [4];
   assign \$1757  = pe10_10_v & \$1756 ;
-  assign \$1758  = pe10_11_bank == \port$12642$2 [4];
+  assign \$1758  = pe10_11_bank == \port$12669$2 [4];
   assign \$1759  = pe10_11_v & \$1758 ;
-  assign \$1760  = pe10_12_bank == \port$12642$2 [4];
+  assign \$1760  = pe10_12_bank == \port$12669$2 [4];
   assign \$1761  = pe10_12_v & \$1760 ;
-  assign \$1762  = pe10_13_bank == \port$12642$2 [4];
+  assign \$1762  = pe10_13_bank == \port$12669$2 [4];
   assign \$1763  = pe10_13_v & \$1762 ;
   assign \$1764  = | { \$1763 , \$1761 , \$1759 , \$1757 , \$1755 , \$1753 , \$1751 , \$1749 , \$1747 , \$1745 , \$1743 , \$1741 , \$1739 , \$1737 , \$1735 , \$1733 , \$1731 , \$1729 , \$1727 , \$1725 , \$1723 , \$1721 , \$1719 , \$1717 , \$1715  };
   assign \$1765  = \$1713  & \$1764 ;
-  assign \$1766  = \port$12642$2 [3:0] == 4'hb;
+  assign \$1766  = \port$12669$2 [3:0] == 4'hb;
   assign \$1767  = w_en & \$1766 ;
-  assign \$1770  = skew11_0_bank == \port$12642$2 [4];
+  assign \$1770  = skew11_0_bank == \port$12669$2 [4];
   assign \$1771  = skew11_0_v & \$1770 ;
-  assign \$1772  = skew11_1_bank == \port$12642$2 [4];
+  assign \$1772  = skew11_1_bank == \port$12669$2 [4];
   assign \$1773  = skew11_1_v & \$1772 ;
-  assign \$1774  = skew11_2_bank == \port$12642$2 [4];
+  assign \$1774  = skew11_2_bank == \port$12669$2 [4];
   assign \$1775  = skew11_2_v & \$1774 ;
-  assign \$1776  = skew11_3_bank == \port$12642$2 [4];
+  assign \$1776  = skew11_3_bank == \port$12669$2 [4];
   assign \$1777  = skew11_3_v & \$1776 ;
-  assign \$1778  = skew11_4_bank == \port$12642$2 [4];
+  assign \$1778  = skew11_4_bank == \port$12669$2 [4];
   assign \$1779  = skew11_4_v & \$1778 ;
-  assign \$1780  = skew11_5_bank == \port$12642$2 [4];
+  assign \$1780  = skew11_5_bank == \port$12669$2 [4];
   assign \$1781  = skew11_5_v & \$1780 ;
-  assign \$1782  = skew11_6_bank == \port$12642$2 [4];
+  assign \$1782  = skew11_6_bank == \port$12669$2 [4];
   assign \$1783  = skew11_6_v & \$1782 ;
-  assign \$1784  = skew11_7_bank == \port$12642$2 [4];
+  assign \$1784  = skew11_7_bank == \port$12669$2 [4];
   assign \$1785  = skew11_7_v & \$1784 ;
-  assign \$1786  = skew11_8_bank == \port$12642$2 [4];
+  assign \$1786  = skew11_8_bank == \port$12669$2 [4];
   assign \$1787  = skew11_8_v & \$1786 ;
-  assign \$1788  = skew11_9_bank == \port$12642$2 [4];
+  assign \$1788  = skew11_9_bank == \port$12669$2 [4];
   assign \$1789  = skew11_9_v & \$1788 ;
-  assign \$1790  = skew11_10_bank == \port$12642$2 [4];
+  assign \$1790  = skew11_10_bank == \port$12669$2 [4];
   assign \$1791  = skew11_10_v & \$1790 ;
-  assign \$1792  = pe11_0_bank == \port$12642$2 [4];
+  assign \$1792  = pe11_0_bank == \port$12669$2 [4];
   assign \$1793  = pe11_0_v & \$1792 ;
-  assign \$1794  = pe11_1_bank == \port$12642$2 [4];
+  assign \$1794  = pe11_1_bank == \port$12669$2 [4];
   assign \$1795  = pe11_1_v & \$1794 ;
-  assign \$1796  = pe11_2_bank == \port$12642$2 [4];
+  assign \$1796  = pe11_2_bank == \port$12669$2 [4];
   assign \$1797  = pe11_2_v & \$1796 ;
-  assign \$1798  = pe11_3_bank == \port$12642$2 [4];
+  assign \$1798  = pe11_3_bank == \port$12669$2 [4];
   assign \$1799  = pe11_3_v & \$1798 ;
-  assign \$1800  = pe11_4_bank == \port$12642$2 [4];
+  assign \$1800  = pe11_4_bank == \port$12669$2 [4];
   assign \$1801  = pe11_4_v & \$1800 ;
-  assign \$1802  = pe11_5_bank == \port$12642$2 [4];
+  assign \$1802  = pe11_5_bank == \port$12669$2 [4];
   assign \$1803  = pe11_5_v & \$1802 ;
-  assign \$1804  = pe11_6_bank == \port$12642$2 [4];
+  assign \$1804  = pe11_6_bank == \port$12669$2 [4];
   assign \$1805  = pe11_6_v & \$1804 ;
-  assign \$1806  = pe11_7_bank == \port$12642$2 [4];
+  assign \$1806  = pe11_7_bank == \port$12669$2 [4];
   assign \$1807  = pe11_7_v & \$1806 ;
-  assign \$1808  = pe11_8_bank == \port$12642$2 [4];
+  assign \$1808  = pe11_8_bank == \port$12669$2 [4];
   assign \$1809  = pe11_8_v & \$1808 ;
-  assign \$1810  = pe11_9_bank == \port$12642$2 [4];
+  assign \$1810  = pe11_9_bank == \port$12669$2 [4];
   assign \$1811  = pe11_9_v & \$1810 ;
-  assign \$1812  = pe11_10_bank == \port$12642$2 [4];
+  assign \$1812  = pe11_10_bank == \port$12669$2 [4];
   assign \$1813  = pe11_10_v & \$1812 ;
-  assign \$1814  = pe11_11_bank == \port$12642$2 [4];
+  assign \$1814  = pe11_11_bank == \port$12669$2 [4];
   assign \$1815  = pe11_11_v & \$1814 ;
-  assign \$1816  = pe11_12_bank == \port$12642$2 [4];
+  assign \$1816  = pe11_12_bank == \port$12669$2 [4];
   assign \$1817  = pe11_12_v & \$1816 ;
-  assign \$1818  = pe11_13_bank == \port$12642$2 [4];
+  assign \$1818  = pe11_13_bank == \port$12669$2 [4];
   assign \$1819  = pe11_13_v & \$1818 ;
   assign \$1820  = | { \$1819 , \$1817 , \$1815 , \$1813 , \$1811 , \$1809 , \$1807 , \$1805 , \$1803 , \$1801 , \$1799 , \$1797 , \$1795 , \$1793 , \$1791 , \$1789 , \$1787 , \$1785 , \$1783 , \$1781 , \$1779 , \$1777 , \$1775 , \$1773 , \$1771 , \$1769  };
   assign \$1821  = \$1767  & \$1820 ;
-  assign \$1822  = \port$12642$2 [3:0] == 4'hc;
+  assign \$1822  = \port$12669$2 [3:0] == 4'hc;
   assign \$1823  = w_en & \$1822 ;
-  assign \$1826  = skew12_0_bank == \port$12642$2 [4];
+  assign \$1826  = skew12_0_bank == \port$12669$2 [4];
   assign \$1827  = skew12_0_v & \$1826 ;
-  assign \$1828  = skew12_1_bank == \port$12642$2 [4];
+  assign \$1828  = skew12_1_bank == \port$12669$2 [4];
   assign \$1829  = skew12_1_v & \$1828 ;
-  assign \$1830  = skew12_2_bank == \port$12642$2 [4];
+  assign \$1830  = skew12_2_bank == \port$12669$2 [4];
   assign \$1831  = skew12_2_v & \$1830 ;
-  assign \$1832  = skew12_3_bank == \port$12642$2 [4];
+  assign \$1832  = skew12_3_bank == \port$12669$2 [4];
   assign \$1833  = skew12_3_v & \$1832 ;
-  assign \$1834  = skew12_4_bank == \port$12642$2 [4];
+  assign \$1834  = skew12_4_bank == \port$12669$2 [4];
   assign \$1835  = skew12_4_v & \$1834 ;
-  assign \$1836  = skew12_5_bank == \port$12642$2 [4];
+  assign \$1836  = skew12_5_bank == \port$12669$2 [4];
   assign \$1837  = skew12_5_v & \$1836 ;
-  assign \$1838  = skew12_6_bank == \port$12642$2 [4];
+  assign \$1838  = skew12_6_bank == \port$12669$2 [4];
   assign \$1839  = skew12_6_v & \$1838 ;
-  assign \$1840  = skew12_7_bank == \port$12642$2 [4];
+  assign \$1840  = skew12_7_bank == \port$12669$2 [4];
   assign \$1841  = skew12_7_v & \$1840 ;
-  assign \$1842  = skew12_8_bank == \port$12642$2 [4];
+  assign \$1842  = skew12_8_bank == \port$12669$2 [4];
   assign \$1843  = skew12_8_v & \$1842 ;
-  assign \$1844  = skew12_9_bank == \port$12642$2 [4];
+  assign \$1844  = skew12_9_bank == \port$12669$2 [4];
   assign \$1845  = skew12_9_v & \$1844 ;
-  assign \$1846  = skew12_10_bank == \port$12642$2 [4];
+  assign \$1846  = skew12_10_bank == \port$12669$2 [4];
   assign \$1847  = skew12_10_v & \$1846 ;
-  assign \$1848  = skew12_11_bank == \port$12642$2 [4];
+  assign \$1848  = skew12_11_bank == \port$12669$2 [4];
   assign \$1849  = skew12_11_v & \$1848 ;
-  assign \$1850  = pe12_0_bank == \port$12642$2 [4];
+  assign \$1850  = pe12_0_bank == \port$12669$2 [4];
   assign \$1851  = pe12_0_v & \$1850 ;
-  assign \$1852  = pe12_1_bank == \port$12642$2 [4];
+  assign \$1852  = pe12_1_bank == \port$12669$2 [4];
   assign \$1853  = pe12_1_v & \$1852 ;
-  assign \$1854  = pe12_2_bank == \port$12642$2 [4];
+  assign \$1854  = pe12_2_bank == \port$12669$2 [4];
   assign \$1855  = pe12_2_v & \$1854 ;
-  assign \$1856  = pe12_3_bank == \port$12642$2 [4];
+  assign \$1856  = pe12_3_bank == \port$12669$2 [4];
   assign \$1857  = pe12_3_v & \$1856 ;
-  assign \$1858  = pe12_4_bank == \port$12642$2 [4];
+  assign \$1858  = pe12_4_bank == \port$12669$2 [4];
   assign \$1859  = pe12_4_v & \$1858 ;
-  assign \$1860  = pe12_5_bank == \port$12642$2 [4];
+  assign \$1860  = pe12_5_bank == \port$12669$2 [4];
   assign \$1861  = pe12_5_v & \$1860 ;
-  assign \$1862  = pe12_6_bank == \port$12642$2 [4];
+  assign \$1862  = pe12_6_bank == \port$12669$2 [4];
   assign \$1863  = pe12_6_v & \$1862 ;
-  assign \$1864  = pe12_7_bank == \port$12642$2 [4];
+  assign \$1864  = pe12_7_bank == \port$12669$2 [4];
   assign \$1865  = pe12_7_v & \$1864 ;
-  assign \$1866  = pe12_8_bank == \port$12642$2 [4];
+  assign \$1866  = pe12_8_bank == \port$12669$2 [4];
   assign \$1867  = pe12_8_v & \$1866 ;
-  assign \$1868  = pe12_9_bank == \port$12642$2 [4];
+  assign \$1868  = pe12_9_bank == \port$12669$2 [4];
   assign \$1869  = pe12_9_v & \$1868 ;
-  assign \$1870  = pe12_10_bank == \port$12642$2 [4];
+  assign \$1870  = pe12_10_bank == \port$12669$2 [4];
   assign \$1871  = pe12_10_v & \$1870 ;
-  assign \$1872  = pe12_11_bank == \port$12642$2 [4];
+  assign \$1872  = pe12_11_bank == \port$12669$2 [4];
   assign \$1873  = pe12_11_v & \$1872 ;
-  assign \$1874  = pe12_12_bank == \port$12642$2 [4];
+  assign \$1874  = pe12_12_bank == \port$12669$2 [4];
   assign \$1875  = pe12_12_v & \$1874 ;
-  assign \$1876  = pe12_13_bank == \port$12642$2 [4];
+  assign \$1876  = pe12_13_bank == \port$12669$2 [4];
   assign \$1877  = pe12_13_v & \$1876 ;
   assign \$1878  = | { \$1877 , \$1875 , \$1873 , \$1871 , \$1869 , \$1867 , \$1865 , \$1863 , \$1861 , \$1859 , \$1857 , \$1855 , \$1853 , \$1851 , \$1849 , \$1847 , \$1845 , \$1843 , \$1841 , \$1839 , \$1837 , \$1835 , \$1833 , \$1831 , \$1829 , \$1827 , \$1825  };
   assign \$1879  = \$1823  & \$1878 ;
-  assign \$1880  = \port$12642$2 [3:0] == 4'hd;
+  assign \$1880  = \port$12669$2 [3:0] == 4'hd;
   assign \$1881  = w_en & \$1880 ;
-  assign \$1884  = skew13_0_bank == \port$12642$2 [4];
+  assign \$1884  = skew13_0_bank == \port$12669$2 [4];
   assign \$1885  = skew13_0_v & \$1884 ;
-  assign \$1886  = skew13_1_bank == \port$12642$2 [4];
+  assign \$1886  = skew13_1_bank == \port$12669$2 [4];
   assign \$1887  = skew13_1_v & \$1886 ;
-  assign \$1888  = skew13_2_bank == \port$12642$2 [4];
+  assign \$1888  = skew13_2_bank == \port$12669$2 [4];
   assign \$1889  = skew13_2_v & \$1888 ;
-  assign \$1890  = skew13_3_bank == \port$12642$2 [4];
+  assign \$1890  = skew13_3_bank == \port$12669$2 [4];
   assign \$1891  = skew13_3_v & \$1890 ;
-  assign \$1892  = skew13_4_bank == \port$12642$2 [4];
+  assign \$1892  = skew13_4_bank == \port$12669$2 [4];
   assign \$1893  = skew13_4_v & \$1892 ;
-  assign \$1894  = skew13_5_bank == \port$12642$2 [4];
+  assign \$1894  = skew13_5_bank == \port$12669$2 [4];
   assign \$1895  = skew13_5_v & \$1894 ;
-  assign \$1896  = skew13_6_bank == \port$12642$2 [4];
+  assign \$1896  = skew13_6_bank == \port$12669$2 [4];
   assign \$1897  = skew13_6_v & \$1896 ;
-  assign \$1898  = skew13_7_bank == \port$12642$2 [4];
+  assign \$1898  = skew13_7_bank == \port$12669$2 [4];
   assign \$1899  = skew13_7_v & \$1898 ;
-  assign \$1900  = skew13_8_bank == \port$12642$2 [4];
+  assign \$1900  = skew13_8_bank == \port$12669$2 [4];
   assign \$1901  = skew13_8_v & \$1900 ;
-  assign \$1902  = skew13_9_bank == \port$12642$2 [4];
+  assign \$1902  = skew13_9_bank == \port$12669$2 [4];
   assign \$1903  = skew13_9_v & \$1902 ;
-  assign \$1904  = skew13_10_bank == \port$12642$2 [4];
+  assign \$1904  = skew13_10_bank == \port$12669$2 [4];
   assign \$1905  = skew13_10_v & \$1904 ;
-  assign \$1906  = skew13_11_bank == \port$12642$2 [4];
+  assign \$1906  = skew13_11_bank == \port$12669$2 [4];
   assign \$1907  = skew13_11_v & \$1906 ;
-  assign \$1908  = skew13_12_bank == \port$12642$2 [4];
+  assign \$1908  = skew13_12_bank == \port$12669$2 [4];
   assign \$1909  = skew13_12_v & \$1908 ;
-  assign \$1910  = pe13_0_bank == \port$12642$2 [4];
+  assign \$1910  = pe13_0_bank == \port$12669$2 [4];
   assign \$1911  = pe13_0_v & \$1910 ;
-  assign \$1912  = pe13_1_bank == \port$12642$2 [4];
+  assign \$1912  = pe13_1_bank == \port$12669$2 [4];
   assign \$1913  = pe13_1_v & \$1912 ;
-  assign \$1914  = pe13_2_bank == \port$12642$2 [4];
+  assign \$1914  = pe13_2_bank == \port$12669$2 [4];
   assign \$1915  = pe13_2_v & \$1914 ;
-  assign \$1916  = pe13_3_bank == \port$12642$2 [4];
+  assign \$1916  = pe13_3_bank == \port$12669$2 [4];
   assign \$1917  = pe13_3_v & \$1916 ;
-  assign \$1918  = pe13_4_bank == \port$12642$2 [4];
+  assign \$1918  = pe13_4_bank == \port$12669$2 [4];
   assign \$1919  = pe13_4_v & \$1918 ;
-  assign \$1920  = pe13_5_bank == \port$12642$2 [4];
+  assign \$1920  = pe13_5_bank == \port$12669$2 [4];
   assign \$1921  = pe13_5_v & \$1920 ;
-  assign \$1922  = pe13_6_bank == \port$12642$2 [4];
+  assign \$1922  = pe13_6_bank == \port$12669$2 [4];
   assign \$1923  = pe13_6_v & \$1922 ;
-  assign \$1924  = pe13_7_bank == \port$12642$2 [4];
+  assign \$1924  = pe13_7_bank == \port$12669$2 [4];
   assign \$1925  = pe13_7_v & \$1924 ;
-  assign \$1926  = pe13_8_bank == \port$12642$2 [4];
+  assign \$1926  = pe13_8_bank == \port$12669$2 [4];
   assign \$1927  = pe13_8_v & \$1926 ;
-  assign \$1928  = pe13_9_bank == \port$12642$2 [4];
+  assign \$1928  = pe13_9_bank == \port$12669$2 [4];
   assign \$1929  = pe13_9_v & \$1928 ;
-  assign \$1930  = pe13_10_bank == \port$12642$2 [4];
+  assign \$1930  = pe13_10_bank == \port$12669$2 [4];
   assign \$1931  = pe13_10_v & \$1930 ;
-  assign \$1932  = pe13_11_bank == \port$12642$2 [4];
+  assign \$1932  = pe13_11_bank == \port$12669$2 [4];
   assign \$1933  = pe13_11_v & \$1932 ;
-  assign \$1934  = pe13_12_bank == \port$12642$2 [4];
+  assign \$1934  = pe13_12_bank == \port$12669$2 [4];
   assign \$1935  = pe13_12_v & \$1934 ;
-  assign \$1936  = pe13_13_bank == \port$12642$2 [4];
+  assign \$1936  = pe13_13_bank == \port$12669$2 [4];
   assign \$1937  = pe13_13_v & \$1936 ;
   assign \$1938  = | { \$1937 , \$1935 , \$1933 , \$1931 , \$1929 , \$1927 , \$1925 , \$1923 , \$1921 , \$1919 , \$1917 , \$1915 , \$1913 , \$1911 , \$1909 , \$1907 , \$1905 , \$1903 , \$1901 , \$1899 , \$1897 , \$1895 , \$1893 , \$1891 , \$1889 , \$1887 , \$1885 , \$1883  };
   assign \$1939  = \$1881  & \$1938 ;
-  assign \$1940  = \port$12642$2 [3:0] == 4'he;
+  assign \$1940  = \port$12669$2 [3:0] == 4'he;
   assign \$1941  = w_en & \$1940 ;
-  assign \$1944  = skew14_0_bank == \port$12642$2 [4];
+  assign \$1944  = skew14_0_bank == \port$12669$2 [4];
   assign \$1945  = skew14_0_v & \$1944 ;
-  assign \$1946  = skew14_1_bank == \port$12642$2 [4];
+  assign \$1946  = skew14_1_bank == \port$12669$2 [4];
   assign \$1947  = skew14_1_v & \$1946 ;
-  assign \$1948  = skew14_2_bank == \port$12642$2 [4];
+  assign \$1948  = skew14_2_bank == \port$12669$2 [4];
   assign \$1949  = skew14_2_v & \$1948 ;
-  assign \$1950  = skew14_3_bank == \port$12642$2 [4];
+  assign \$1950  = skew14_3_bank == \port$12669$2 [4];
   assign \$1951  = skew14_3_v & \$1950 ;
-  assign \$1952  = skew14_4_bank == \port$12642$2 [4];
+  assign \$1952  = skew14_4_bank == \port$12669$2 [4];
   assign \$1953  = skew14_4_v & \$1952 ;
-  assign \$1954  = skew14_5_bank == \port$12642$2 [4];
+  assign \$1954  = skew14_5_bank == \port$12669$2 [4];
   assign \$1955  = skew14_5_v & \$1954 ;
-  assign \$1956  = skew14_6_bank == \port$12642$2 [4];
+  assign \$1956  = skew14_6_bank == \port$12669$2 [4];
   assign \$1957  = skew14_6_v & \$1956 ;
-  assign \$1958  = skew14_7_bank == \port$12642$2 [4];
+  assign \$1958  = skew14_7_bank == \port$12669$2 [4];
   assign \$1959  = skew14_7_v & \$1958 ;
-  assign \$1960  = skew14_8_bank == \port$12642$2 [4];
+  assign \$1960  = skew14_8_bank == \port$12669$2 [4];
   assign \$1961  = skew14_8_v & \$1960 ;
-  assign \$1962  = skew14_9_bank == \port$12642$2 [4];
+  assign \$1962  = skew14_9_bank == \port$12669$2 [4];
   assign \$1963  = skew14_9_v & \$1962 ;
-  assign \$1964  = skew14_10_bank == \port$12642$2 [4];
+  assign \$1964  = skew14_10_bank == \port$12669$2 [4];
   assign \$1965  = skew14_10_v & \$1964 ;
-  assign \$1966  = skew14_11_bank == \port$12642$2 [4];
+  assign \$1966  = skew14_11_bank == \port$12669$2 [4];
   assign \$1967  = skew14_11_v & \$1966 ;
-  assign \$1968  = skew14_12_bank == \port$12642$2 [4];
+  assign \$1968  = skew14_12_bank == \port$12669$2 [4];
   assign \$1969  = skew14_12_v & \$1968 ;
-  assign \$1970  = skew14_13_bank == \port$12642$2 [4];
+  assign \$1970  = skew14_13_bank == \port$12669$2 [4];
   assign \$1971  = skew14_13_v & \$1970 ;
-  assign \$1972  = pe14_0_bank == \port$12642$2 [4];
+  assign \$1972  = pe14_0_bank == \port$12669$2 [4];
   assign \$1973  = pe14_0_v & \$1972 ;
-  assign \$1974  = pe14_1_bank == \port$12642$2 [4];
+  assign \$1974  = pe14_1_bank == \port$12669$2 [4];
   assign \$1975  = pe14_1_v & \$1974 ;
-  assign \$1976  = pe14_2_bank == \port$12642$2 [4];
+  assign \$1976  = pe14_2_bank == \port$12669$2 [4];
   assign \$1977  = pe14_2_v & \$1976 ;
-  assign \$1978  = pe14_3_bank == \port$12642$2 [4];
+  assign \$1978  = pe14_3_bank == \port$12669$2 [4];
   assign \$1979  = pe14_3_v & \$1978 ;
-  assign \$1980  = pe14_4_bank == \port$12642$2 [4];
+  assign \$1980  = pe14_4_bank == \port$12669$2 [4];
   assign \$1981  = pe14_4_v & \$1980 ;
-  assign \$1982  = pe14_5_bank == \port$12642$2 [4];
+  assign \$1982  = pe14_5_bank == \port$12669$2 [4];
   assign \$1983  = pe14_5_v & \$1982 ;
-  assign \$1984  = pe14_6_bank == \port$12642$2 [4];
+  assign \$1984  = pe14_6_bank == \port$12669$2 [4];
   assign \$1985  = pe14_6_v & \$1984 ;
-  assign \$1986  = pe14_7_bank == \port$12642$2 [4];
+  assign \$1986  = pe14_7_bank == \port$12669$2 [4];
   assign \$1987  = pe14_7_v & \$1986 ;
-  assign \$1988  = pe14_8_bank == \port$12642$2 [4];
+  assign \$1988  = pe14_8_bank == \port$12669$2 [4];
   assign \$1989  = pe14_8_v & \$1988 ;
-  assign \$1990  = pe14_9_bank == \port$12642$2 [4];
+  assign \$1990  = pe14_9_bank == \port$12669$2 [4];
   assign \$1991  = pe14_9_v & \$1990 ;
-  assign \$1992  = pe14_10_bank == \port$12642$2 [4];
+  assign \$1992  = pe14_10_bank == \port$12669$2 [4];
   assign \$1993  = pe14_10_v & \$1992 ;
-  assign \$1994  = pe14_11_bank == \port$12642$2 [4];
+  assign \$1994  = pe14_11_bank == \port$12669$2 [4];
   assign \$1995  = pe14_11_v & \$1994 ;
-  assign \$1996  = pe14_12_bank == \port$12642$2 [4];
+  assign \$1996  = pe14_12_bank == \port$12669$2 [4];
   assign \$1997  = pe14_12_v & \$1996 ;
-  assign \$1998  = pe14_13_bank == \port$12642$2 [4];
+  assign \$1998  = pe14_13_bank == \port$12669$2 [4];
   assign \$1999  = pe14_13_v & \$1998 ;
   assign \$2000  = | { \$1999 , \$1997 , \$1995 , \$1993 , \$1991 , \$1989 , \$1987 , \$1985 , \$1983 , \$1981 , \$1979 , \$1977 , \$1975 , \$1973 , \$1971 , \$1969 , \$1967 , \$1965 , \$1963 , \$1961 , \$1959 , \$1957 , \$1955 , \$1953 , \$1951 , \$1949 , \$1947 , \$1945 , \$1943  };
   assign \$2001  = \$1941  & \$2000 ;
-  assign \$2002  = \port$12642$2 [3:0] == 4'hf;
+  assign \$2002  = \port$12669$2 [3:0] == 4'hf;
   assign \$2003  = w_en & \$2002 ;
-  assign \$2006  = skew15_0_bank == \port$12642$2 [4];
+  assign \$2006  = skew15_0_bank == \port$12669$2 [4];
   assign \$2007  = skew15_0_v & \$2006 ;
-  assign \$2008  = skew15_1_bank == \port$12642$2 [4];
+  assign \$2008  = skew15_1_bank == \port$12669$2 [4];
   assign \$2009  = skew15_1_v & \$2008 ;
-  assign \$2010  = skew15_2_bank == \port$12642$2 [4];
+  assign \$2010  = skew15_2_bank == \port$12669$2 [4];
   assign \$2011  = skew15_2_v & \$2010 ;
-  assign \$2012  = skew15_3_bank == \port$12642$2 [4];
+  assign \$2012  = skew15_3_bank == \port$12669$2 [4];
   assign \$2013  = skew15_3_v & \$2012 ;
-  assign \$2014  = skew15_4_bank == \port$12642$2 [4];
+  assign \$2014  = skew15_4_bank == \port$12669$2 [4];
   assign \$2015  = skew15_4_v & \$2014 ;
-  assign \$2016  = skew15_5_bank == \port$12642$2 [4];
+  assign \$2016  = skew15_5_bank == \port$12669$2 [4];
   assign \$2017  = skew15_5_v & \$2016 ;
-  assign \$2018  = skew15_6_bank == \port$12642$2 [4];
+  assign \$2018  = skew15_6_bank == \port$12669$2 [4];
   assign \$2019  = skew15_6_v & \$2018 ;
-  assign \$2020  = skew15_7_bank == \port$12642$2 [4];
+  assign \$2020  = skew15_7_bank == \port$12669$2 [4];
   assign \$2021  = skew15_7_v & \$2020 ;
-  assign \$2022  = skew15_8_bank == \port$12642$2 [4];
+  assign \$2022  = skew15_8_bank == \port$12669$2 [4];
   assign \$2023  = skew15_8_v & \$2022 ;
-  assign \$2024  = skew15_9_bank == \port$12642$2 [4];
+  assign \$2024  = skew15_9_bank == \port$12669$2 [4];
   assign \$2025  = skew15_9_v & \$2024 ;
-  assign \$2026  = skew15_10_bank == \port$12642$2 [4];
+  assign \$2026  = skew15_10_bank == \port$12669$2 [4];
   assign \$2027  = skew15_10_v & \$2026 ;
-  assign \$2028  = skew15_11_bank == \port$12642$2 [4];
+  assign \$2028  = skew15_11_bank == \port$12669$2 [4];
   assign \$2029  = skew15_11_v & \$2028 ;
-  assign \$2030  = skew15_12_bank == \port$12642$2 [4];
+  assign \$2030  = skew15_12_bank == \port$12669$2 [4];
   assign \$2031  = skew15_12_v & \$2030 ;
-  assign \$2032  = skew15_13_bank == \port$12642$2 [4];
+  assign \$2032  = skew15_13_bank == \port$12669$2 [4];
   assign \$2033  = skew15_13_v & \$2032 ;
-  assign \$2034  = skew15_14_bank == \port$12642$2 [4];
+  assign \$2034  = skew15_14_bank == \port$12669$2 [4];
   assign \$2035  = skew15_14_v & \$2034 ;
-  assign \$2036  = pe15_0_bank == \port$12642$2 [4];
+  assign \$2036  = pe15_0_bank == \port$12669$2 [4];
   assign \$2037  = pe15_0_v & \$2036 ;
-  assign \$2038  = pe15_1_bank == \port$12642$2 [4];
+  assign \$2038  = pe15_1_bank == \port$12669$2 [4];
   assign \$2039  = pe15_1_v & \$2038 ;
-  assign \$2040  = pe15_2_bank == \port$12642$2 [4];
+  assign \$2040  = pe15_2_bank == \port$12669$2 [4];
   assign \$2041  = pe15_2_v & \$2040 ;
-  assign \$2042  = pe15_3_bank == \port$12642$2 [4];
+  assign \$2042  = pe15_3_bank == \port$12669$2 [4];
   assign \$2043  = pe15_3_v & \$2042 ;
-  assign \$2044  = pe15_4_bank == \port$12642$2 [4];
+  assign \$2044  = pe15_4_bank == \port$12669$2 [4];
   assign \$2045  = pe15_4_v & \$2044 ;
-  assign \$2046  = pe15_5_bank == \port$12642$2 [4];
+  assign \$2046  = pe15_5_bank == \port$12669$2 [4];
   assign \$2047  = pe15_5_v & \$2046 ;
-  assign \$2048  = pe15_6_bank == \port$12642$2 [4];
+  assign \$2048  = pe15_6_bank == \port$12669$2 [4];
   assign \$2049  = pe15_6_v & \$2048 ;
-  assign \$2050  = pe15_7_bank == \port$12642$2 [4];
+  assign \$2050  = pe15_7_bank == \port$12669$2 [4];
   assign \$2051  = pe15_7_v & \$2050 ;
-  assign \$2052  = pe15_8_bank == \port$12642$2 [4];
+  assign \$2052  = pe15_8_bank == \port$12669$2 [4];
   assign \$2053  = pe15_8_v & \$2052 ;
-  assign \$2054  = pe15_9_bank == \port$12642$2 [4];
+  assign \$2054  = pe15_9_bank == \port$12669$2 [4];
   assign \$2055  = pe15_9_v & \$2054 ;
-  assign \$2056  = pe15_10_bank == \port$12642$2 [4];
+  assign \$2056  = pe15_10_bank == \port$12669$2 [4];
   assign \$2057  = pe15_10_v & \$2056 ;
-  assign \$2058  = pe15_11_bank == \port$12642$2 [4];
+  assign \$2058  = pe15_11_bank == \port$12669$2 [4];
   assign \$2059  = pe15_11_v & \$2058 ;
-  assign \$2060  = pe15_12_bank == \port$12642$2 [4];
+  assign \$2060  = pe15_12_bank == \port$12669$2 [4];
   assign \$2061  = pe15_12_v & \$2060 ;
-  assign \$2062  = pe15_13_bank == \port$12642$2 [4];
+  assign \$2062  = pe15_13_bank == \port$12669$2 [4];
   assign \$2063  = pe15_13_v & \$2062 ;
   assign \$2064  = | { \$2063 , \$2061 , \$2059 , \$2057 , \$2055 , \$2053 , \$2051 , \$2049 , \$2047 , \$2045 , \$2043 , \$2041 , \$2039 , \$2037 , \$2035 , \$2033 , \$2031 , \$2029 , \$2027 , \$2025 , \$2023 , \$2021 , \$2019 , \$2017 , \$2015 , \$2013 , \$2011 , \$2009 , \$2007 , \$2005  };
   assign \$2065  = \$2003  & \$2064 ;
@@ -35466,7 +35614,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     pe0_0_v <= \$2068 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$12642$2 [4];
+    pe0_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     pe0_1_w1 <= \$2069 ;
   always @(posedge clk)
@@ -35646,7 +35794,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     skew1_0_v <= \$2113 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$12642$2 [4];
+    skew1_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     pe1_0_w1 <= \$2114 ;
   always @(posedge clk)
@@ -35838,7 +35986,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     skew2_0_v <= \$2161 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$12642$2 [4];
+    skew2_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -36036,7 +36184,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     skew3_0_v <= \$2210 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$12642$2 [4];
+    skew3_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -36240,7 +36388,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     skew4_0_v <= \$2260 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$12642$2 [4];
+    skew4_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -36450,7 +36598,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     skew5_0_v <= \$2311 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$12642$2 [4];
+    skew5_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -36666,7 +36814,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     skew6_0_v <= \$2363 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$12642$2 [4];
+    skew6_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -36888,7 +37036,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     skew7_0_v <= \$2416 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$12642$2 [4];
+    skew7_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -37116,7 +37264,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     skew8_0_v <= \$2470 ;
   always @(posedge clk)
-    skew8_0_bank <= \port$12642$2 [4];
+    skew8_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     skew8_1_a <= skew8_0_a;
   always @(posedge clk)
@@ -37350,7 +37498,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     skew9_0_v <= \$2525 ;
   always @(posedge clk)
-    skew9_0_bank <= \port$12642$2 [4];
+    skew9_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     skew9_1_a <= skew9_0_a;
   always @(posedge clk)
@@ -37590,7 +37738,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     skew10_0_v <= \$2581 ;
   always @(posedge clk)
-    skew10_0_bank <= \port$12642$2 [4];
+    skew10_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     skew10_1_a <= skew10_0_a;
   always @(posedge clk)
@@ -37836,7 +37984,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     skew11_0_v <= \$2638 ;
   always @(posedge clk)
-    skew11_0_bank <= \port$12642$2 [4];
+    skew11_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     skew11_1_a <= skew11_0_a;
   always @(posedge clk)
@@ -38088,7 +38236,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     skew12_0_v <= \$2696 ;
   always @(posedge clk)
-    skew12_0_bank <= \port$12642$2 [4];
+    skew12_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     skew12_1_a <= skew12_0_a;
   always @(posedge clk)
@@ -38346,7 +38494,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     skew13_0_v <= \$2755 ;
   always @(posedge clk)
-    skew13_0_bank <= \port$12642$2 [4];
+    skew13_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     skew13_1_a <= skew13_0_a;
   always @(posedge clk)
@@ -38610,7 +38758,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     skew14_0_v <= \$2815 ;
   always @(posedge clk)
-    skew14_0_bank <= \port$12642$2 [4];
+    skew14_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     skew14_1_a <= skew14_0_a;
   always @(posedge clk)
@@ -38880,7 +39028,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
   always @(posedge clk)
     skew15_0_v <= \$2876 ;
   always @(posedge clk)
-    skew15_0_bank <= \port$12642$2 [4];
+    skew15_0_bank <= \port$12669$2 [4];
   always @(posedge clk)
     skew15_1_a <= skew15_0_a;
   always @(posedge clk)
@@ -39397,7 +39545,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2066  = pe0_0_w1;
     if (\$2 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2066  = w_data[7:0];
       end
     end
@@ -39407,7 +39555,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2067  = pe0_0_w0;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2067  = w_data[7:0];
       end
@@ -39427,7 +39575,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2069  = pe0_1_w1;
     if (\$8 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2069  = w_data[15:8];
       end
     end
@@ -39437,7 +39585,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2070  = pe0_1_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2070  = w_data[15:8];
       end
@@ -39457,7 +39605,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2072  = pe0_2_w1;
     if (\$12 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2072  = w_data[23:16];
       end
     end
@@ -39467,7 +39615,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2073  = pe0_2_w0;
     if (\$12 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2073  = w_data[23:16];
       end
@@ -39487,7 +39635,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2075  = pe0_3_w1;
     if (\$16 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2075  = w_data[31:24];
       end
     end
@@ -39497,7 +39645,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2076  = pe0_3_w0;
     if (\$16 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2076  = w_data[31:24];
       end
@@ -39517,7 +39665,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2078  = pe0_4_w1;
     if (\$20 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2078  = w_data[39:32];
       end
     end
@@ -39527,7 +39675,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2079  = pe0_4_w0;
     if (\$20 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2079  = w_data[39:32];
       end
@@ -39547,7 +39695,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2081  = pe0_5_w1;
     if (\$24 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2081  = w_data[47:40];
       end
     end
@@ -39557,7 +39705,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2082  = pe0_5_w0;
     if (\$24 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2082  = w_data[47:40];
       end
@@ -39577,7 +39725,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2084  = pe0_6_w1;
     if (\$28 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2084  = w_data[55:48];
       end
     end
@@ -39587,7 +39735,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2085  = pe0_6_w0;
     if (\$28 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2085  = w_data[55:48];
       end
@@ -39607,7 +39755,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2087  = pe0_7_w1;
     if (\$32 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2087  = w_data[63:56];
       end
     end
@@ -39617,7 +39765,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2088  = pe0_7_w0;
     if (\$32 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2088  = w_data[63:56];
       end
@@ -39637,7 +39785,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2090  = pe0_8_w1;
     if (\$36 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2090  = w_data[71:64];
       end
     end
@@ -39647,7 +39795,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2091  = pe0_8_w0;
     if (\$36 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2091  = w_data[71:64];
       end
@@ -39667,7 +39815,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2093  = pe0_9_w1;
     if (\$40 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2093  = w_data[79:72];
       end
     end
@@ -39677,7 +39825,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2094  = pe0_9_w0;
     if (\$40 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2094  = w_data[79:72];
       end
@@ -39697,7 +39845,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2096  = pe0_10_w1;
     if (\$44 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2096  = w_data[87:80];
       end
     end
@@ -39707,7 +39855,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2097  = pe0_10_w0;
     if (\$44 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2097  = w_data[87:80];
       end
@@ -39727,7 +39875,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2099  = pe0_11_w1;
     if (\$48 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2099  = w_data[95:88];
       end
     end
@@ -39737,7 +39885,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2100  = pe0_11_w0;
     if (\$48 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2100  = w_data[95:88];
       end
@@ -39757,7 +39905,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2102  = pe0_12_w1;
     if (\$52 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2102  = w_data[103:96];
       end
     end
@@ -39767,7 +39915,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2103  = pe0_12_w0;
     if (\$52 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2103  = w_data[103:96];
       end
@@ -39787,7 +39935,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2105  = pe0_13_w1;
     if (\$56 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2105  = w_data[111:104];
       end
     end
@@ -39797,7 +39945,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2106  = pe0_13_w0;
     if (\$56 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2106  = w_data[111:104];
       end
@@ -39817,7 +39965,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2108  = pe0_14_w1;
     if (\$60 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2108  = w_data[119:112];
       end
     end
@@ -39827,7 +39975,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2109  = pe0_14_w0;
     if (\$60 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2109  = w_data[119:112];
       end
@@ -39847,7 +39995,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2111  = pe0_15_w1;
     if (\$64 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2111  = w_data[127:120];
       end
     end
@@ -39857,7 +40005,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2112  = pe0_15_w0;
     if (\$64 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2112  = w_data[127:120];
       end
@@ -39877,7 +40025,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2114  = pe1_0_w1;
     if (\$69 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2114  = w_data[7:0];
       end
     end
@@ -39887,7 +40035,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2115  = pe1_0_w0;
     if (\$69 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2115  = w_data[7:0];
       end
@@ -39907,7 +40055,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2117  = pe1_1_w1;
     if (\$74 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2117  = w_data[15:8];
       end
     end
@@ -39917,7 +40065,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2118  = pe1_1_w0;
     if (\$74 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2118  = w_data[15:8];
       end
@@ -39937,7 +40085,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2120  = pe1_2_w1;
     if (\$79 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2120  = w_data[23:16];
       end
     end
@@ -39947,7 +40095,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2121  = pe1_2_w0;
     if (\$79 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2121  = w_data[23:16];
       end
@@ -39967,7 +40115,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2123  = pe1_3_w1;
     if (\$84 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2123  = w_data[31:24];
       end
     end
@@ -39977,7 +40125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2124  = pe1_3_w0;
     if (\$84 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2124  = w_data[31:24];
       end
@@ -39997,7 +40145,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2126  = pe1_4_w1;
     if (\$89 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2126  = w_data[39:32];
       end
     end
@@ -40007,7 +40155,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2127  = pe1_4_w0;
     if (\$89 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2127  = w_data[39:32];
       end
@@ -40027,7 +40175,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2129  = pe1_5_w1;
     if (\$94 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2129  = w_data[47:40];
       end
     end
@@ -40037,7 +40185,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2130  = pe1_5_w0;
     if (\$94 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2130  = w_data[47:40];
       end
@@ -40057,7 +40205,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2132  = pe1_6_w1;
     if (\$99 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2132  = w_data[55:48];
       end
     end
@@ -40067,7 +40215,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2133  = pe1_6_w0;
     if (\$99 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2133  = w_data[55:48];
       end
@@ -40087,7 +40235,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2135  = pe1_7_w1;
     if (\$104 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2135  = w_data[63:56];
       end
     end
@@ -40097,7 +40245,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2136  = pe1_7_w0;
     if (\$104 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2136  = w_data[63:56];
       end
@@ -40117,7 +40265,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2138  = pe1_8_w1;
     if (\$109 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2138  = w_data[71:64];
       end
     end
@@ -40127,7 +40275,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2139  = pe1_8_w0;
     if (\$109 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2139  = w_data[71:64];
       end
@@ -40147,7 +40295,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2141  = pe1_9_w1;
     if (\$114 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2141  = w_data[79:72];
       end
     end
@@ -40157,7 +40305,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2142  = pe1_9_w0;
     if (\$114 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2142  = w_data[79:72];
       end
@@ -40177,7 +40325,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2144  = pe1_10_w1;
     if (\$119 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2144  = w_data[87:80];
       end
     end
@@ -40187,7 +40335,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2145  = pe1_10_w0;
     if (\$119 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2145  = w_data[87:80];
       end
@@ -40207,7 +40355,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2147  = pe1_11_w1;
     if (\$124 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2147  = w_data[95:88];
       end
     end
@@ -40217,7 +40365,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2148  = pe1_11_w0;
     if (\$124 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2148  = w_data[95:88];
       end
@@ -40237,7 +40385,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2150  = pe1_12_w1;
     if (\$129 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2150  = w_data[103:96];
       end
     end
@@ -40247,7 +40395,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2151  = pe1_12_w0;
     if (\$129 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2151  = w_data[103:96];
       end
@@ -40267,7 +40415,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2153  = pe1_13_w1;
     if (\$134 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2153  = w_data[111:104];
       end
     end
@@ -40277,7 +40425,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2154  = pe1_13_w0;
     if (\$134 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2154  = w_data[111:104];
       end
@@ -40297,7 +40445,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2156  = pe1_14_w1;
     if (\$139 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2156  = w_data[119:112];
       end
     end
@@ -40307,7 +40455,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2157  = pe1_14_w0;
     if (\$139 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2157  = w_data[119:112];
       end
@@ -40327,7 +40475,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2159  = pe1_15_w1;
     if (\$144 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2159  = w_data[127:120];
       end
     end
@@ -40337,7 +40485,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2160  = pe1_15_w0;
     if (\$144 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2160  = w_data[127:120];
       end
@@ -40367,7 +40515,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2163  = pe2_0_w1;
     if (\$150 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2163  = w_data[7:0];
       end
     end
@@ -40377,7 +40525,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2164  = pe2_0_w0;
     if (\$150 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2164  = w_data[7:0];
       end
@@ -40397,7 +40545,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2166  = pe2_1_w1;
     if (\$155 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2166  = w_data[15:8];
       end
     end
@@ -40407,7 +40555,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2167  = pe2_1_w0;
     if (\$155 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2167  = w_data[15:8];
       end
@@ -40427,7 +40575,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2169  = pe2_2_w1;
     if (\$160 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2169  = w_data[23:16];
       end
     end
@@ -40437,7 +40585,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2170  = pe2_2_w0;
     if (\$160 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2170  = w_data[23:16];
       end
@@ -40457,7 +40605,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2172  = pe2_3_w1;
     if (\$165 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2172  = w_data[31:24];
       end
     end
@@ -40467,7 +40615,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2173  = pe2_3_w0;
     if (\$165 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2173  = w_data[31:24];
       end
@@ -40487,7 +40635,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2175  = pe2_4_w1;
     if (\$170 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2175  = w_data[39:32];
       end
     end
@@ -40497,7 +40645,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2176  = pe2_4_w0;
     if (\$170 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2176  = w_data[39:32];
       end
@@ -40517,7 +40665,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2178  = pe2_5_w1;
     if (\$175 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2178  = w_data[47:40];
       end
     end
@@ -40527,7 +40675,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2179  = pe2_5_w0;
     if (\$175 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2179  = w_data[47:40];
       end
@@ -40547,7 +40695,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2181  = pe2_6_w1;
     if (\$180 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2181  = w_data[55:48];
       end
     end
@@ -40557,7 +40705,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2182  = pe2_6_w0;
     if (\$180 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2182  = w_data[55:48];
       end
@@ -40577,7 +40725,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2184  = pe2_7_w1;
     if (\$185 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2184  = w_data[63:56];
       end
     end
@@ -40587,7 +40735,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2185  = pe2_7_w0;
     if (\$185 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2185  = w_data[63:56];
       end
@@ -40607,7 +40755,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2187  = pe2_8_w1;
     if (\$190 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2187  = w_data[71:64];
       end
     end
@@ -40617,7 +40765,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2188  = pe2_8_w0;
     if (\$190 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2188  = w_data[71:64];
       end
@@ -40637,7 +40785,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2190  = pe2_9_w1;
     if (\$195 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2190  = w_data[79:72];
       end
     end
@@ -40647,7 +40795,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2191  = pe2_9_w0;
     if (\$195 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2191  = w_data[79:72];
       end
@@ -40667,7 +40815,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2193  = pe2_10_w1;
     if (\$200 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2193  = w_data[87:80];
       end
     end
@@ -40677,7 +40825,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2194  = pe2_10_w0;
     if (\$200 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2194  = w_data[87:80];
       end
@@ -40697,7 +40845,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2196  = pe2_11_w1;
     if (\$205 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2196  = w_data[95:88];
       end
     end
@@ -40707,7 +40855,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2197  = pe2_11_w0;
     if (\$205 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2197  = w_data[95:88];
       end
@@ -40727,7 +40875,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2199  = pe2_12_w1;
     if (\$210 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2199  = w_data[103:96];
       end
     end
@@ -40737,7 +40885,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2200  = pe2_12_w0;
     if (\$210 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2200  = w_data[103:96];
       end
@@ -40757,7 +40905,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2202  = pe2_13_w1;
     if (\$215 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2202  = w_data[111:104];
       end
     end
@@ -40767,7 +40915,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2203  = pe2_13_w0;
     if (\$215 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2203  = w_data[111:104];
       end
@@ -40787,7 +40935,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2205  = pe2_14_w1;
     if (\$220 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2205  = w_data[119:112];
       end
     end
@@ -40797,7 +40945,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2206  = pe2_14_w0;
     if (\$220 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2206  = w_data[119:112];
       end
@@ -40817,7 +40965,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2208  = pe2_15_w1;
     if (\$225 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2208  = w_data[127:120];
       end
     end
@@ -40827,7 +40975,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2209  = pe2_15_w0;
     if (\$225 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2209  = w_data[127:120];
       end
@@ -40867,7 +41015,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2213  = pe3_0_w1;
     if (\$231 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2213  = w_data[7:0];
       end
     end
@@ -40877,7 +41025,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2214  = pe3_0_w0;
     if (\$231 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2214  = w_data[7:0];
       end
@@ -40897,7 +41045,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2216  = pe3_1_w1;
     if (\$236 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2216  = w_data[15:8];
       end
     end
@@ -40907,7 +41055,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2217  = pe3_1_w0;
     if (\$236 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2217  = w_data[15:8];
       end
@@ -40927,7 +41075,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2219  = pe3_2_w1;
     if (\$241 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2219  = w_data[23:16];
       end
     end
@@ -40937,7 +41085,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2220  = pe3_2_w0;
     if (\$241 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2220  = w_data[23:16];
       end
@@ -40957,7 +41105,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2222  = pe3_3_w1;
     if (\$246 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2222  = w_data[31:24];
       end
     end
@@ -40967,7 +41115,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2223  = pe3_3_w0;
     if (\$246 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2223  = w_data[31:24];
       end
@@ -40987,7 +41135,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2225  = pe3_4_w1;
     if (\$251 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2225  = w_data[39:32];
       end
     end
@@ -40997,7 +41145,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2226  = pe3_4_w0;
     if (\$251 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2226  = w_data[39:32];
       end
@@ -41017,7 +41165,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2228  = pe3_5_w1;
     if (\$256 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2228  = w_data[47:40];
       end
     end
@@ -41027,7 +41175,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2229  = pe3_5_w0;
     if (\$256 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2229  = w_data[47:40];
       end
@@ -41047,7 +41195,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2231  = pe3_6_w1;
     if (\$261 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2231  = w_data[55:48];
       end
     end
@@ -41057,7 +41205,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2232  = pe3_6_w0;
     if (\$261 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2232  = w_data[55:48];
       end
@@ -41077,7 +41225,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2234  = pe3_7_w1;
     if (\$266 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2234  = w_data[63:56];
       end
     end
@@ -41087,7 +41235,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2235  = pe3_7_w0;
     if (\$266 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2235  = w_data[63:56];
       end
@@ -41107,7 +41255,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2237  = pe3_8_w1;
     if (\$271 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2237  = w_data[71:64];
       end
     end
@@ -41117,7 +41265,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2238  = pe3_8_w0;
     if (\$271 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2238  = w_data[71:64];
       end
@@ -41137,7 +41285,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2240  = pe3_9_w1;
     if (\$276 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2240  = w_data[79:72];
       end
     end
@@ -41147,7 +41295,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2241  = pe3_9_w0;
     if (\$276 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2241  = w_data[79:72];
       end
@@ -41167,7 +41315,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2243  = pe3_10_w1;
     if (\$281 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2243  = w_data[87:80];
       end
     end
@@ -41177,7 +41325,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2244  = pe3_10_w0;
     if (\$281 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2244  = w_data[87:80];
       end
@@ -41197,7 +41345,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2246  = pe3_11_w1;
     if (\$286 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2246  = w_data[95:88];
       end
     end
@@ -41207,7 +41355,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2247  = pe3_11_w0;
     if (\$286 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2247  = w_data[95:88];
       end
@@ -41227,7 +41375,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2249  = pe3_12_w1;
     if (\$291 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2249  = w_data[103:96];
       end
     end
@@ -41237,7 +41385,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2250  = pe3_12_w0;
     if (\$291 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2250  = w_data[103:96];
       end
@@ -41257,7 +41405,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2252  = pe3_13_w1;
     if (\$296 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2252  = w_data[111:104];
       end
     end
@@ -41267,7 +41415,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2253  = pe3_13_w0;
     if (\$296 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2253  = w_data[111:104];
       end
@@ -41287,7 +41435,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2255  = pe3_14_w1;
     if (\$301 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2255  = w_data[119:112];
       end
     end
@@ -41297,7 +41445,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2256  = pe3_14_w0;
     if (\$301 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2256  = w_data[119:112];
       end
@@ -41317,7 +41465,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2258  = pe3_15_w1;
     if (\$306 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2258  = w_data[127:120];
       end
     end
@@ -41327,7 +41475,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2259  = pe3_15_w0;
     if (\$306 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2259  = w_data[127:120];
       end
@@ -41377,7 +41525,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2264  = pe4_0_w1;
     if (\$312 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2264  = w_data[7:0];
       end
     end
@@ -41387,7 +41535,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2265  = pe4_0_w0;
     if (\$312 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2265  = w_data[7:0];
       end
@@ -41407,7 +41555,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2267  = pe4_1_w1;
     if (\$317 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2267  = w_data[15:8];
       end
     end
@@ -41417,7 +41565,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2268  = pe4_1_w0;
     if (\$317 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2268  = w_data[15:8];
       end
@@ -41437,7 +41585,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2270  = pe4_2_w1;
     if (\$322 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2270  = w_data[23:16];
       end
     end
@@ -41447,7 +41595,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2271  = pe4_2_w0;
     if (\$322 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2271  = w_data[23:16];
       end
@@ -41467,7 +41615,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2273  = pe4_3_w1;
     if (\$327 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2273  = w_data[31:24];
       end
     end
@@ -41477,7 +41625,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2274  = pe4_3_w0;
     if (\$327 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2274  = w_data[31:24];
       end
@@ -41497,7 +41645,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2276  = pe4_4_w1;
     if (\$332 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2276  = w_data[39:32];
       end
     end
@@ -41507,7 +41655,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2277  = pe4_4_w0;
     if (\$332 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2277  = w_data[39:32];
       end
@@ -41527,7 +41675,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2279  = pe4_5_w1;
     if (\$337 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2279  = w_data[47:40];
       end
     end
@@ -41537,7 +41685,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2280  = pe4_5_w0;
     if (\$337 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2280  = w_data[47:40];
       end
@@ -41557,7 +41705,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2282  = pe4_6_w1;
     if (\$342 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2282  = w_data[55:48];
       end
     end
@@ -41567,7 +41715,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2283  = pe4_6_w0;
     if (\$342 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2283  = w_data[55:48];
       end
@@ -41587,7 +41735,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2285  = pe4_7_w1;
     if (\$347 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2285  = w_data[63:56];
       end
     end
@@ -41597,7 +41745,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2286  = pe4_7_w0;
     if (\$347 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2286  = w_data[63:56];
       end
@@ -41617,7 +41765,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2288  = pe4_8_w1;
     if (\$352 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2288  = w_data[71:64];
       end
     end
@@ -41627,7 +41775,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2289  = pe4_8_w0;
     if (\$352 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2289  = w_data[71:64];
       end
@@ -41647,7 +41795,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2291  = pe4_9_w1;
     if (\$357 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2291  = w_data[79:72];
       end
     end
@@ -41657,7 +41805,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2292  = pe4_9_w0;
     if (\$357 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2292  = w_data[79:72];
       end
@@ -41677,7 +41825,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2294  = pe4_10_w1;
     if (\$362 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2294  = w_data[87:80];
       end
     end
@@ -41687,7 +41835,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2295  = pe4_10_w0;
     if (\$362 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2295  = w_data[87:80];
       end
@@ -41707,7 +41855,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2297  = pe4_11_w1;
     if (\$367 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2297  = w_data[95:88];
       end
     end
@@ -41717,7 +41865,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2298  = pe4_11_w0;
     if (\$367 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2298  = w_data[95:88];
       end
@@ -41737,7 +41885,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2300  = pe4_12_w1;
     if (\$372 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2300  = w_data[103:96];
       end
     end
@@ -41747,7 +41895,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2301  = pe4_12_w0;
     if (\$372 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2301  = w_data[103:96];
       end
@@ -41767,7 +41915,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2303  = pe4_13_w1;
     if (\$377 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2303  = w_data[111:104];
       end
     end
@@ -41777,7 +41925,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2304  = pe4_13_w0;
     if (\$377 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2304  = w_data[111:104];
       end
@@ -41797,7 +41945,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2306  = pe4_14_w1;
     if (\$382 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2306  = w_data[119:112];
       end
     end
@@ -41807,7 +41955,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2307  = pe4_14_w0;
     if (\$382 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2307  = w_data[119:112];
       end
@@ -41827,7 +41975,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2309  = pe4_15_w1;
     if (\$387 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2309  = w_data[127:120];
       end
     end
@@ -41837,7 +41985,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2310  = pe4_15_w0;
     if (\$387 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2310  = w_data[127:120];
       end
@@ -41897,7 +42045,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2316  = pe5_0_w1;
     if (\$393 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2316  = w_data[7:0];
       end
     end
@@ -41907,7 +42055,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2317  = pe5_0_w0;
     if (\$393 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2317  = w_data[7:0];
       end
@@ -41927,7 +42075,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2319  = pe5_1_w1;
     if (\$398 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2319  = w_data[15:8];
       end
     end
@@ -41937,7 +42085,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2320  = pe5_1_w0;
     if (\$398 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2320  = w_data[15:8];
       end
@@ -41957,7 +42105,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2322  = pe5_2_w1;
     if (\$403 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2322  = w_data[23:16];
       end
     end
@@ -41967,7 +42115,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2323  = pe5_2_w0;
     if (\$403 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2323  = w_data[23:16];
       end
@@ -41987,7 +42135,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2325  = pe5_3_w1;
     if (\$408 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2325  = w_data[31:24];
       end
     end
@@ -41997,7 +42145,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2326  = pe5_3_w0;
     if (\$408 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2326  = w_data[31:24];
       end
@@ -42017,7 +42165,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2328  = pe5_4_w1;
     if (\$413 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2328  = w_data[39:32];
       end
     end
@@ -42027,7 +42175,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2329  = pe5_4_w0;
     if (\$413 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2329  = w_data[39:32];
       end
@@ -42047,7 +42195,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2331  = pe5_5_w1;
     if (\$418 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2331  = w_data[47:40];
       end
     end
@@ -42057,7 +42205,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2332  = pe5_5_w0;
     if (\$418 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2332  = w_data[47:40];
       end
@@ -42077,7 +42225,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2334  = pe5_6_w1;
     if (\$423 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2334  = w_data[55:48];
       end
     end
@@ -42087,7 +42235,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2335  = pe5_6_w0;
     if (\$423 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2335  = w_data[55:48];
       end
@@ -42107,7 +42255,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2337  = pe5_7_w1;
     if (\$428 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2337  = w_data[63:56];
       end
     end
@@ -42117,7 +42265,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2338  = pe5_7_w0;
     if (\$428 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2338  = w_data[63:56];
       end
@@ -42137,7 +42285,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2340  = pe5_8_w1;
     if (\$433 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2340  = w_data[71:64];
       end
     end
@@ -42147,7 +42295,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2341  = pe5_8_w0;
     if (\$433 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2341  = w_data[71:64];
       end
@@ -42167,7 +42315,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2343  = pe5_9_w1;
     if (\$438 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2343  = w_data[79:72];
       end
     end
@@ -42177,7 +42325,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2344  = pe5_9_w0;
     if (\$438 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2344  = w_data[79:72];
       end
@@ -42197,7 +42345,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2346  = pe5_10_w1;
     if (\$443 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2346  = w_data[87:80];
       end
     end
@@ -42207,7 +42355,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2347  = pe5_10_w0;
     if (\$443 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2347  = w_data[87:80];
       end
@@ -42227,7 +42375,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2349  = pe5_11_w1;
     if (\$448 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2349  = w_data[95:88];
       end
     end
@@ -42237,7 +42385,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2350  = pe5_11_w0;
     if (\$448 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2350  = w_data[95:88];
       end
@@ -42257,7 +42405,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2352  = pe5_12_w1;
     if (\$453 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2352  = w_data[103:96];
       end
     end
@@ -42267,7 +42415,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2353  = pe5_12_w0;
     if (\$453 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2353  = w_data[103:96];
       end
@@ -42287,7 +42435,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2355  = pe5_13_w1;
     if (\$458 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2355  = w_data[111:104];
       end
     end
@@ -42297,7 +42445,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2356  = pe5_13_w0;
     if (\$458 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2356  = w_data[111:104];
       end
@@ -42317,7 +42465,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2358  = pe5_14_w1;
     if (\$463 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2358  = w_data[119:112];
       end
     end
@@ -42327,7 +42475,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2359  = pe5_14_w0;
     if (\$463 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2359  = w_data[119:112];
       end
@@ -42347,7 +42495,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2361  = pe5_15_w1;
     if (\$468 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2361  = w_data[127:120];
       end
     end
@@ -42357,7 +42505,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2362  = pe5_15_w0;
     if (\$468 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2362  = w_data[127:120];
       end
@@ -42427,7 +42575,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2369  = pe6_0_w1;
     if (\$474 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2369  = w_data[7:0];
       end
     end
@@ -42437,7 +42585,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2370  = pe6_0_w0;
     if (\$474 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2370  = w_data[7:0];
       end
@@ -42457,7 +42605,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2372  = pe6_1_w1;
     if (\$479 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2372  = w_data[15:8];
       end
     end
@@ -42467,7 +42615,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2373  = pe6_1_w0;
     if (\$479 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2373  = w_data[15:8];
       end
@@ -42487,7 +42635,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2375  = pe6_2_w1;
     if (\$484 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2375  = w_data[23:16];
       end
     end
@@ -42497,7 +42645,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2376  = pe6_2_w0;
     if (\$484 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2376  = w_data[23:16];
       end
@@ -42517,7 +42665,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2378  = pe6_3_w1;
     if (\$489 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2378  = w_data[31:24];
       end
     end
@@ -42527,7 +42675,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2379  = pe6_3_w0;
     if (\$489 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2379  = w_data[31:24];
       end
@@ -42547,7 +42695,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2381  = pe6_4_w1;
     if (\$494 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2381  = w_data[39:32];
       end
     end
@@ -42557,7 +42705,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2382  = pe6_4_w0;
     if (\$494 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2382  = w_data[39:32];
       end
@@ -42577,7 +42725,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2384  = pe6_5_w1;
     if (\$499 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2384  = w_data[47:40];
       end
     end
@@ -42587,7 +42735,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2385  = pe6_5_w0;
     if (\$499 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2385  = w_data[47:40];
       end
@@ -42607,7 +42755,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2387  = pe6_6_w1;
     if (\$504 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2387  = w_data[55:48];
       end
     end
@@ -42617,7 +42765,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2388  = pe6_6_w0;
     if (\$504 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2388  = w_data[55:48];
       end
@@ -42637,7 +42785,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2390  = pe6_7_w1;
     if (\$509 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2390  = w_data[63:56];
       end
     end
@@ -42647,7 +42795,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2391  = pe6_7_w0;
     if (\$509 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2391  = w_data[63:56];
       end
@@ -42667,7 +42815,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2393  = pe6_8_w1;
     if (\$514 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2393  = w_data[71:64];
       end
     end
@@ -42677,7 +42825,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2394  = pe6_8_w0;
     if (\$514 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2394  = w_data[71:64];
       end
@@ -42697,7 +42845,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2396  = pe6_9_w1;
     if (\$519 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2396  = w_data[79:72];
       end
     end
@@ -42707,7 +42855,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2397  = pe6_9_w0;
     if (\$519 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2397  = w_data[79:72];
       end
@@ -42727,7 +42875,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2399  = pe6_10_w1;
     if (\$524 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2399  = w_data[87:80];
       end
     end
@@ -42737,7 +42885,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2400  = pe6_10_w0;
     if (\$524 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2400  = w_data[87:80];
       end
@@ -42757,7 +42905,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2402  = pe6_11_w1;
     if (\$529 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2402  = w_data[95:88];
       end
     end
@@ -42767,7 +42915,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2403  = pe6_11_w0;
     if (\$529 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2403  = w_data[95:88];
       end
@@ -42787,7 +42935,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2405  = pe6_12_w1;
     if (\$534 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2405  = w_data[103:96];
       end
     end
@@ -42797,7 +42945,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2406  = pe6_12_w0;
     if (\$534 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2406  = w_data[103:96];
       end
@@ -42817,7 +42965,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2408  = pe6_13_w1;
     if (\$539 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2408  = w_data[111:104];
       end
     end
@@ -42827,7 +42975,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2409  = pe6_13_w0;
     if (\$539 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2409  = w_data[111:104];
       end
@@ -42847,7 +42995,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2411  = pe6_14_w1;
     if (\$544 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2411  = w_data[119:112];
       end
     end
@@ -42857,7 +43005,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2412  = pe6_14_w0;
     if (\$544 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2412  = w_data[119:112];
       end
@@ -42877,7 +43025,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2414  = pe6_15_w1;
     if (\$549 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2414  = w_data[127:120];
       end
     end
@@ -42887,7 +43035,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2415  = pe6_15_w0;
     if (\$549 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2415  = w_data[127:120];
       end
@@ -42967,7 +43115,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2423  = pe7_0_w1;
     if (\$555 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2423  = w_data[7:0];
       end
     end
@@ -42977,7 +43125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2424  = pe7_0_w0;
     if (\$555 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2424  = w_data[7:0];
       end
@@ -42997,7 +43145,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2426  = pe7_1_w1;
     if (\$560 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2426  = w_data[15:8];
       end
     end
@@ -43007,7 +43155,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2427  = pe7_1_w0;
     if (\$560 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2427  = w_data[15:8];
       end
@@ -43027,7 +43175,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2429  = pe7_2_w1;
     if (\$565 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2429  = w_data[23:16];
       end
     end
@@ -43037,7 +43185,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2430  = pe7_2_w0;
     if (\$565 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2430  = w_data[23:16];
       end
@@ -43057,7 +43205,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2432  = pe7_3_w1;
     if (\$570 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2432  = w_data[31:24];
       end
     end
@@ -43067,7 +43215,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2433  = pe7_3_w0;
     if (\$570 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2433  = w_data[31:24];
       end
@@ -43087,7 +43235,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2435  = pe7_4_w1;
     if (\$575 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2435  = w_data[39:32];
       end
     end
@@ -43097,7 +43245,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2436  = pe7_4_w0;
     if (\$575 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2436  = w_data[39:32];
       end
@@ -43117,7 +43265,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2438  = pe7_5_w1;
     if (\$580 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2438  = w_data[47:40];
       end
     end
@@ -43127,7 +43275,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2439  = pe7_5_w0;
     if (\$580 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2439  = w_data[47:40];
       end
@@ -43147,7 +43295,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2441  = pe7_6_w1;
     if (\$585 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2441  = w_data[55:48];
       end
     end
@@ -43157,7 +43305,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2442  = pe7_6_w0;
     if (\$585 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2442  = w_data[55:48];
       end
@@ -43177,7 +43325,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2444  = pe7_7_w1;
     if (\$590 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2444  = w_data[63:56];
       end
     end
@@ -43187,7 +43335,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2445  = pe7_7_w0;
     if (\$590 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2445  = w_data[63:56];
       end
@@ -43207,7 +43355,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2447  = pe7_8_w1;
     if (\$595 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2447  = w_data[71:64];
       end
     end
@@ -43217,7 +43365,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2448  = pe7_8_w0;
     if (\$595 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2448  = w_data[71:64];
       end
@@ -43237,7 +43385,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2450  = pe7_9_w1;
     if (\$600 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2450  = w_data[79:72];
       end
     end
@@ -43247,7 +43395,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2451  = pe7_9_w0;
     if (\$600 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2451  = w_data[79:72];
       end
@@ -43267,7 +43415,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2453  = pe7_10_w1;
     if (\$605 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2453  = w_data[87:80];
       end
     end
@@ -43277,7 +43425,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2454  = pe7_10_w0;
     if (\$605 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2454  = w_data[87:80];
       end
@@ -43297,7 +43445,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2456  = pe7_11_w1;
     if (\$610 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2456  = w_data[95:88];
       end
     end
@@ -43307,7 +43455,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2457  = pe7_11_w0;
     if (\$610 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2457  = w_data[95:88];
       end
@@ -43327,7 +43475,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2459  = pe7_12_w1;
     if (\$615 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2459  = w_data[103:96];
       end
     end
@@ -43337,7 +43485,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2460  = pe7_12_w0;
     if (\$615 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2460  = w_data[103:96];
       end
@@ -43357,7 +43505,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2462  = pe7_13_w1;
     if (\$620 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2462  = w_data[111:104];
       end
     end
@@ -43367,7 +43515,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2463  = pe7_13_w0;
     if (\$620 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2463  = w_data[111:104];
       end
@@ -43387,7 +43535,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2465  = pe7_14_w1;
     if (\$625 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2465  = w_data[119:112];
       end
     end
@@ -43397,7 +43545,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2466  = pe7_14_w0;
     if (\$625 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2466  = w_data[119:112];
       end
@@ -43417,7 +43565,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2468  = pe7_15_w1;
     if (\$630 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2468  = w_data[127:120];
       end
     end
@@ -43427,7 +43575,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2469  = pe7_15_w0;
     if (\$630 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2469  = w_data[127:120];
       end
@@ -43517,7 +43665,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2478  = pe8_0_w1;
     if (\$636 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2478  = w_data[7:0];
       end
     end
@@ -43527,7 +43675,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2479  = pe8_0_w0;
     if (\$636 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2479  = w_data[7:0];
       end
@@ -43547,7 +43695,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2481  = pe8_1_w1;
     if (\$641 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2481  = w_data[15:8];
       end
     end
@@ -43557,7 +43705,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2482  = pe8_1_w0;
     if (\$641 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2482  = w_data[15:8];
       end
@@ -43577,7 +43725,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2484  = pe8_2_w1;
     if (\$646 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2484  = w_data[23:16];
       end
     end
@@ -43587,7 +43735,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2485  = pe8_2_w0;
     if (\$646 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2485  = w_data[23:16];
       end
@@ -43607,7 +43755,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2487  = pe8_3_w1;
     if (\$651 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2487  = w_data[31:24];
       end
     end
@@ -43617,7 +43765,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2488  = pe8_3_w0;
     if (\$651 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2488  = w_data[31:24];
       end
@@ -43637,7 +43785,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2490  = pe8_4_w1;
     if (\$656 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2490  = w_data[39:32];
       end
     end
@@ -43647,7 +43795,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2491  = pe8_4_w0;
     if (\$656 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2491  = w_data[39:32];
       end
@@ -43667,7 +43815,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2493  = pe8_5_w1;
     if (\$661 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2493  = w_data[47:40];
       end
     end
@@ -43677,7 +43825,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2494  = pe8_5_w0;
     if (\$661 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2494  = w_data[47:40];
       end
@@ -43697,7 +43845,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2496  = pe8_6_w1;
     if (\$666 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2496  = w_data[55:48];
       end
     end
@@ -43707,7 +43855,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2497  = pe8_6_w0;
     if (\$666 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2497  = w_data[55:48];
       end
@@ -43727,7 +43875,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2499  = pe8_7_w1;
     if (\$671 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2499  = w_data[63:56];
       end
     end
@@ -43737,7 +43885,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2500  = pe8_7_w0;
     if (\$671 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2500  = w_data[63:56];
       end
@@ -43757,7 +43905,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2502  = pe8_8_w1;
     if (\$676 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2502  = w_data[71:64];
       end
     end
@@ -43767,7 +43915,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2503  = pe8_8_w0;
     if (\$676 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2503  = w_data[71:64];
       end
@@ -43787,7 +43935,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2505  = pe8_9_w1;
     if (\$681 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2505  = w_data[79:72];
       end
     end
@@ -43797,7 +43945,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2506  = pe8_9_w0;
     if (\$681 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2506  = w_data[79:72];
       end
@@ -43817,7 +43965,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2508  = pe8_10_w1;
     if (\$686 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2508  = w_data[87:80];
       end
     end
@@ -43827,7 +43975,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2509  = pe8_10_w0;
     if (\$686 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2509  = w_data[87:80];
       end
@@ -43847,7 +43995,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2511  = pe8_11_w1;
     if (\$691 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2511  = w_data[95:88];
       end
     end
@@ -43857,7 +44005,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2512  = pe8_11_w0;
     if (\$691 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2512  = w_data[95:88];
       end
@@ -43877,7 +44025,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2514  = pe8_12_w1;
     if (\$696 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2514  = w_data[103:96];
       end
     end
@@ -43887,7 +44035,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2515  = pe8_12_w0;
     if (\$696 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2515  = w_data[103:96];
       end
@@ -43907,7 +44055,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2517  = pe8_13_w1;
     if (\$701 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2517  = w_data[111:104];
       end
     end
@@ -43917,7 +44065,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2518  = pe8_13_w0;
     if (\$701 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2518  = w_data[111:104];
       end
@@ -43937,7 +44085,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2520  = pe8_14_w1;
     if (\$706 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2520  = w_data[119:112];
       end
     end
@@ -43947,7 +44095,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2521  = pe8_14_w0;
     if (\$706 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2521  = w_data[119:112];
       end
@@ -43967,7 +44115,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2523  = pe8_15_w1;
     if (\$711 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2523  = w_data[127:120];
       end
     end
@@ -43977,7 +44125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2524  = pe8_15_w0;
     if (\$711 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2524  = w_data[127:120];
       end
@@ -44077,7 +44225,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2534  = pe9_0_w1;
     if (\$717 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2534  = w_data[7:0];
       end
     end
@@ -44087,7 +44235,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2535  = pe9_0_w0;
     if (\$717 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2535  = w_data[7:0];
       end
@@ -44107,7 +44255,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2537  = pe9_1_w1;
     if (\$722 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2537  = w_data[15:8];
       end
     end
@@ -44117,7 +44265,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2538  = pe9_1_w0;
     if (\$722 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2538  = w_data[15:8];
       end
@@ -44137,7 +44285,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2540  = pe9_2_w1;
     if (\$727 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2540  = w_data[23:16];
       end
     end
@@ -44147,7 +44295,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2541  = pe9_2_w0;
     if (\$727 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2541  = w_data[23:16];
       end
@@ -44167,7 +44315,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2543  = pe9_3_w1;
     if (\$732 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2543  = w_data[31:24];
       end
     end
@@ -44177,7 +44325,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2544  = pe9_3_w0;
     if (\$732 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2544  = w_data[31:24];
       end
@@ -44197,7 +44345,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2546  = pe9_4_w1;
     if (\$737 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2546  = w_data[39:32];
       end
     end
@@ -44207,7 +44355,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2547  = pe9_4_w0;
     if (\$737 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2547  = w_data[39:32];
       end
@@ -44227,7 +44375,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2549  = pe9_5_w1;
     if (\$742 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2549  = w_data[47:40];
       end
     end
@@ -44237,7 +44385,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2550  = pe9_5_w0;
     if (\$742 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2550  = w_data[47:40];
       end
@@ -44257,7 +44405,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2552  = pe9_6_w1;
     if (\$747 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2552  = w_data[55:48];
       end
     end
@@ -44267,7 +44415,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2553  = pe9_6_w0;
     if (\$747 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2553  = w_data[55:48];
       end
@@ -44287,7 +44435,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2555  = pe9_7_w1;
     if (\$752 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2555  = w_data[63:56];
       end
     end
@@ -44297,7 +44445,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2556  = pe9_7_w0;
     if (\$752 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2556  = w_data[63:56];
       end
@@ -44317,7 +44465,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2558  = pe9_8_w1;
     if (\$757 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2558  = w_data[71:64];
       end
     end
@@ -44327,7 +44475,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2559  = pe9_8_w0;
     if (\$757 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2559  = w_data[71:64];
       end
@@ -44347,7 +44495,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2561  = pe9_9_w1;
     if (\$762 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2561  = w_data[79:72];
       end
     end
@@ -44357,7 +44505,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2562  = pe9_9_w0;
     if (\$762 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2562  = w_data[79:72];
       end
@@ -44377,7 +44525,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2564  = pe9_10_w1;
     if (\$767 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2564  = w_data[87:80];
       end
     end
@@ -44387,7 +44535,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2565  = pe9_10_w0;
     if (\$767 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2565  = w_data[87:80];
       end
@@ -44407,7 +44555,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2567  = pe9_11_w1;
     if (\$772 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2567  = w_data[95:88];
       end
     end
@@ -44417,7 +44565,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2568  = pe9_11_w0;
     if (\$772 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2568  = w_data[95:88];
       end
@@ -44437,7 +44585,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2570  = pe9_12_w1;
     if (\$777 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2570  = w_data[103:96];
       end
     end
@@ -44447,7 +44595,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2571  = pe9_12_w0;
     if (\$777 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2571  = w_data[103:96];
       end
@@ -44467,7 +44615,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2573  = pe9_13_w1;
     if (\$782 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2573  = w_data[111:104];
       end
     end
@@ -44477,7 +44625,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2574  = pe9_13_w0;
     if (\$782 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2574  = w_data[111:104];
       end
@@ -44497,7 +44645,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2576  = pe9_14_w1;
     if (\$787 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2576  = w_data[119:112];
       end
     end
@@ -44507,7 +44655,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2577  = pe9_14_w0;
     if (\$787 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2577  = w_data[119:112];
       end
@@ -44527,7 +44675,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2579  = pe9_15_w1;
     if (\$792 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2579  = w_data[127:120];
       end
     end
@@ -44537,7 +44685,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2580  = pe9_15_w0;
     if (\$792 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2580  = w_data[127:120];
       end
@@ -44647,7 +44795,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2591  = pe10_0_w1;
     if (\$798 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2591  = w_data[7:0];
       end
     end
@@ -44657,7 +44805,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2592  = pe10_0_w0;
     if (\$798 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2592  = w_data[7:0];
       end
@@ -44677,7 +44825,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2594  = pe10_1_w1;
     if (\$803 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2594  = w_data[15:8];
       end
     end
@@ -44687,7 +44835,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2595  = pe10_1_w0;
     if (\$803 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2595  = w_data[15:8];
       end
@@ -44707,7 +44855,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2597  = pe10_2_w1;
     if (\$808 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2597  = w_data[23:16];
       end
     end
@@ -44717,7 +44865,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2598  = pe10_2_w0;
     if (\$808 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2598  = w_data[23:16];
       end
@@ -44737,7 +44885,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2600  = pe10_3_w1;
     if (\$813 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2600  = w_data[31:24];
       end
     end
@@ -44747,7 +44895,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2601  = pe10_3_w0;
     if (\$813 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2601  = w_data[31:24];
       end
@@ -44767,7 +44915,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2603  = pe10_4_w1;
     if (\$818 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2603  = w_data[39:32];
       end
     end
@@ -44777,7 +44925,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2604  = pe10_4_w0;
     if (\$818 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2604  = w_data[39:32];
       end
@@ -44797,7 +44945,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2606  = pe10_5_w1;
     if (\$823 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2606  = w_data[47:40];
       end
     end
@@ -44807,7 +44955,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2607  = pe10_5_w0;
     if (\$823 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2607  = w_data[47:40];
       end
@@ -44827,7 +44975,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2609  = pe10_6_w1;
     if (\$828 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2609  = w_data[55:48];
       end
     end
@@ -44837,7 +44985,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2610  = pe10_6_w0;
     if (\$828 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2610  = w_data[55:48];
       end
@@ -44857,7 +45005,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2612  = pe10_7_w1;
     if (\$833 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2612  = w_data[63:56];
       end
     end
@@ -44867,7 +45015,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2613  = pe10_7_w0;
     if (\$833 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2613  = w_data[63:56];
       end
@@ -44887,7 +45035,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2615  = pe10_8_w1;
     if (\$838 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2615  = w_data[71:64];
       end
     end
@@ -44897,7 +45045,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2616  = pe10_8_w0;
     if (\$838 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2616  = w_data[71:64];
       end
@@ -44917,7 +45065,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2618  = pe10_9_w1;
     if (\$843 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2618  = w_data[79:72];
       end
     end
@@ -44927,7 +45075,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2619  = pe10_9_w0;
     if (\$843 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2619  = w_data[79:72];
       end
@@ -44947,7 +45095,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2621  = pe10_10_w1;
     if (\$848 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2621  = w_data[87:80];
       end
     end
@@ -44957,7 +45105,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2622  = pe10_10_w0;
     if (\$848 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2622  = w_data[87:80];
       end
@@ -44977,7 +45125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2624  = pe10_11_w1;
     if (\$853 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2624  = w_data[95:88];
       end
     end
@@ -44987,7 +45135,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2625  = pe10_11_w0;
     if (\$853 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2625  = w_data[95:88];
       end
@@ -45007,7 +45155,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2627  = pe10_12_w1;
     if (\$858 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2627  = w_data[103:96];
       end
     end
@@ -45017,7 +45165,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2628  = pe10_12_w0;
     if (\$858 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2628  = w_data[103:96];
       end
@@ -45037,7 +45185,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2630  = pe10_13_w1;
     if (\$863 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2630  = w_data[111:104];
       end
     end
@@ -45047,7 +45195,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2631  = pe10_13_w0;
     if (\$863 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2631  = w_data[111:104];
       end
@@ -45067,7 +45215,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2633  = pe10_14_w1;
     if (\$868 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2633  = w_data[119:112];
       end
     end
@@ -45077,7 +45225,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2634  = pe10_14_w0;
     if (\$868 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2634  = w_data[119:112];
       end
@@ -45097,7 +45245,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2636  = pe10_15_w1;
     if (\$873 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2636  = w_data[127:120];
       end
     end
@@ -45107,7 +45255,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2637  = pe10_15_w0;
     if (\$873 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2637  = w_data[127:120];
       end
@@ -45227,7 +45375,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2649  = pe11_0_w1;
     if (\$879 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2649  = w_data[7:0];
       end
     end
@@ -45237,7 +45385,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2650  = pe11_0_w0;
     if (\$879 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2650  = w_data[7:0];
       end
@@ -45257,7 +45405,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2652  = pe11_1_w1;
     if (\$884 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2652  = w_data[15:8];
       end
     end
@@ -45267,7 +45415,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2653  = pe11_1_w0;
     if (\$884 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2653  = w_data[15:8];
       end
@@ -45287,7 +45435,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2655  = pe11_2_w1;
     if (\$889 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2655  = w_data[23:16];
       end
     end
@@ -45297,7 +45445,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2656  = pe11_2_w0;
     if (\$889 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2656  = w_data[23:16];
       end
@@ -45317,7 +45465,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2658  = pe11_3_w1;
     if (\$894 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2658  = w_data[31:24];
       end
     end
@@ -45327,7 +45475,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2659  = pe11_3_w0;
     if (\$894 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2659  = w_data[31:24];
       end
@@ -45347,7 +45495,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2661  = pe11_4_w1;
     if (\$899 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2661  = w_data[39:32];
       end
     end
@@ -45357,7 +45505,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2662  = pe11_4_w0;
     if (\$899 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2662  = w_data[39:32];
       end
@@ -45377,7 +45525,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2664  = pe11_5_w1;
     if (\$904 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2664  = w_data[47:40];
       end
     end
@@ -45387,7 +45535,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2665  = pe11_5_w0;
     if (\$904 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2665  = w_data[47:40];
       end
@@ -45407,7 +45555,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2667  = pe11_6_w1;
     if (\$909 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2667  = w_data[55:48];
       end
     end
@@ -45417,7 +45565,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2668  = pe11_6_w0;
     if (\$909 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2668  = w_data[55:48];
       end
@@ -45437,7 +45585,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2670  = pe11_7_w1;
     if (\$914 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2670  = w_data[63:56];
       end
     end
@@ -45447,7 +45595,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2671  = pe11_7_w0;
     if (\$914 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2671  = w_data[63:56];
       end
@@ -45467,7 +45615,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2673  = pe11_8_w1;
     if (\$919 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2673  = w_data[71:64];
       end
     end
@@ -45477,7 +45625,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2674  = pe11_8_w0;
     if (\$919 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2674  = w_data[71:64];
       end
@@ -45497,7 +45645,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2676  = pe11_9_w1;
     if (\$924 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2676  = w_data[79:72];
       end
     end
@@ -45507,7 +45655,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2677  = pe11_9_w0;
     if (\$924 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2677  = w_data[79:72];
       end
@@ -45527,7 +45675,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2679  = pe11_10_w1;
     if (\$929 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2679  = w_data[87:80];
       end
     end
@@ -45537,7 +45685,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2680  = pe11_10_w0;
     if (\$929 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2680  = w_data[87:80];
       end
@@ -45557,7 +45705,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2682  = pe11_11_w1;
     if (\$934 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2682  = w_data[95:88];
       end
     end
@@ -45567,7 +45715,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2683  = pe11_11_w0;
     if (\$934 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2683  = w_data[95:88];
       end
@@ -45587,7 +45735,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2685  = pe11_12_w1;
     if (\$939 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2685  = w_data[103:96];
       end
     end
@@ -45597,7 +45745,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2686  = pe11_12_w0;
     if (\$939 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2686  = w_data[103:96];
       end
@@ -45617,7 +45765,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2688  = pe11_13_w1;
     if (\$944 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2688  = w_data[111:104];
       end
     end
@@ -45627,7 +45775,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2689  = pe11_13_w0;
     if (\$944 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2689  = w_data[111:104];
       end
@@ -45647,7 +45795,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2691  = pe11_14_w1;
     if (\$949 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2691  = w_data[119:112];
       end
     end
@@ -45657,7 +45805,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2692  = pe11_14_w0;
     if (\$949 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2692  = w_data[119:112];
       end
@@ -45677,7 +45825,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2694  = pe11_15_w1;
     if (\$954 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2694  = w_data[127:120];
       end
     end
@@ -45687,7 +45835,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2695  = pe11_15_w0;
     if (\$954 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2695  = w_data[127:120];
       end
@@ -45817,7 +45965,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2708  = pe12_0_w1;
     if (\$960 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2708  = w_data[7:0];
       end
     end
@@ -45827,7 +45975,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2709  = pe12_0_w0;
     if (\$960 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2709  = w_data[7:0];
       end
@@ -45847,7 +45995,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2711  = pe12_1_w1;
     if (\$965 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2711  = w_data[15:8];
       end
     end
@@ -45857,7 +46005,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2712  = pe12_1_w0;
     if (\$965 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2712  = w_data[15:8];
       end
@@ -45877,7 +46025,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2714  = pe12_2_w1;
     if (\$970 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2714  = w_data[23:16];
       end
     end
@@ -45887,7 +46035,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2715  = pe12_2_w0;
     if (\$970 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2715  = w_data[23:16];
       end
@@ -45907,7 +46055,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2717  = pe12_3_w1;
     if (\$975 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2717  = w_data[31:24];
       end
     end
@@ -45917,7 +46065,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2718  = pe12_3_w0;
     if (\$975 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2718  = w_data[31:24];
       end
@@ -45937,7 +46085,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2720  = pe12_4_w1;
     if (\$980 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2720  = w_data[39:32];
       end
     end
@@ -45947,7 +46095,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2721  = pe12_4_w0;
     if (\$980 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2721  = w_data[39:32];
       end
@@ -45967,7 +46115,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2723  = pe12_5_w1;
     if (\$985 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2723  = w_data[47:40];
       end
     end
@@ -45977,7 +46125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2724  = pe12_5_w0;
     if (\$985 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2724  = w_data[47:40];
       end
@@ -45997,7 +46145,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2726  = pe12_6_w1;
     if (\$990 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2726  = w_data[55:48];
       end
     end
@@ -46007,7 +46155,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2727  = pe12_6_w0;
     if (\$990 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2727  = w_data[55:48];
       end
@@ -46027,7 +46175,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2729  = pe12_7_w1;
     if (\$995 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2729  = w_data[63:56];
       end
     end
@@ -46037,7 +46185,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2730  = pe12_7_w0;
     if (\$995 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2730  = w_data[63:56];
       end
@@ -46057,7 +46205,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2732  = pe12_8_w1;
     if (\$1000 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2732  = w_data[71:64];
       end
     end
@@ -46067,7 +46215,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2733  = pe12_8_w0;
     if (\$1000 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2733  = w_data[71:64];
       end
@@ -46087,7 +46235,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2735  = pe12_9_w1;
     if (\$1005 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2735  = w_data[79:72];
       end
     end
@@ -46097,7 +46245,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2736  = pe12_9_w0;
     if (\$1005 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2736  = w_data[79:72];
       end
@@ -46117,7 +46265,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2738  = pe12_10_w1;
     if (\$1010 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2738  = w_data[87:80];
       end
     end
@@ -46127,7 +46275,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2739  = pe12_10_w0;
     if (\$1010 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2739  = w_data[87:80];
       end
@@ -46147,7 +46295,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2741  = pe12_11_w1;
     if (\$1015 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2741  = w_data[95:88];
       end
     end
@@ -46157,7 +46305,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2742  = pe12_11_w0;
     if (\$1015 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2742  = w_data[95:88];
       end
@@ -46177,7 +46325,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2744  = pe12_12_w1;
     if (\$1020 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2744  = w_data[103:96];
       end
     end
@@ -46187,7 +46335,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2745  = pe12_12_w0;
     if (\$1020 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2745  = w_data[103:96];
       end
@@ -46207,7 +46355,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2747  = pe12_13_w1;
     if (\$1025 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2747  = w_data[111:104];
       end
     end
@@ -46217,7 +46365,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2748  = pe12_13_w0;
     if (\$1025 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2748  = w_data[111:104];
       end
@@ -46237,7 +46385,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2750  = pe12_14_w1;
     if (\$1030 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2750  = w_data[119:112];
       end
     end
@@ -46247,7 +46395,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2751  = pe12_14_w0;
     if (\$1030 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2751  = w_data[119:112];
       end
@@ -46267,7 +46415,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2753  = pe12_15_w1;
     if (\$1035 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2753  = w_data[127:120];
       end
     end
@@ -46277,7 +46425,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2754  = pe12_15_w0;
     if (\$1035 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2754  = w_data[127:120];
       end
@@ -46417,7 +46565,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2768  = pe13_0_w1;
     if (\$1041 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2768  = w_data[7:0];
       end
     end
@@ -46427,7 +46575,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2769  = pe13_0_w0;
     if (\$1041 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2769  = w_data[7:0];
       end
@@ -46447,7 +46595,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2771  = pe13_1_w1;
     if (\$1046 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2771  = w_data[15:8];
       end
     end
@@ -46457,7 +46605,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2772  = pe13_1_w0;
     if (\$1046 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2772  = w_data[15:8];
       end
@@ -46477,7 +46625,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2774  = pe13_2_w1;
     if (\$1051 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2774  = w_data[23:16];
       end
     end
@@ -46487,7 +46635,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2775  = pe13_2_w0;
     if (\$1051 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2775  = w_data[23:16];
       end
@@ -46507,7 +46655,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2777  = pe13_3_w1;
     if (\$1056 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2777  = w_data[31:24];
       end
     end
@@ -46517,7 +46665,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2778  = pe13_3_w0;
     if (\$1056 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2778  = w_data[31:24];
       end
@@ -46537,7 +46685,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2780  = pe13_4_w1;
     if (\$1061 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2780  = w_data[39:32];
       end
     end
@@ -46547,7 +46695,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2781  = pe13_4_w0;
     if (\$1061 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2781  = w_data[39:32];
       end
@@ -46567,7 +46715,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2783  = pe13_5_w1;
     if (\$1066 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2783  = w_data[47:40];
       end
     end
@@ -46577,7 +46725,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2784  = pe13_5_w0;
     if (\$1066 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2784  = w_data[47:40];
       end
@@ -46597,7 +46745,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2786  = pe13_6_w1;
     if (\$1071 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2786  = w_data[55:48];
       end
     end
@@ -46607,7 +46755,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2787  = pe13_6_w0;
     if (\$1071 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2787  = w_data[55:48];
       end
@@ -46627,7 +46775,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2789  = pe13_7_w1;
     if (\$1076 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2789  = w_data[63:56];
       end
     end
@@ -46637,7 +46785,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2790  = pe13_7_w0;
     if (\$1076 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2790  = w_data[63:56];
       end
@@ -46657,7 +46805,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2792  = pe13_8_w1;
     if (\$1081 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2792  = w_data[71:64];
       end
     end
@@ -46667,7 +46815,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2793  = pe13_8_w0;
     if (\$1081 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2793  = w_data[71:64];
       end
@@ -46687,7 +46835,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2795  = pe13_9_w1;
     if (\$1086 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2795  = w_data[79:72];
       end
     end
@@ -46697,7 +46845,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2796  = pe13_9_w0;
     if (\$1086 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2796  = w_data[79:72];
       end
@@ -46717,7 +46865,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2798  = pe13_10_w1;
     if (\$1091 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2798  = w_data[87:80];
       end
     end
@@ -46727,7 +46875,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2799  = pe13_10_w0;
     if (\$1091 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2799  = w_data[87:80];
       end
@@ -46747,7 +46895,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2801  = pe13_11_w1;
     if (\$1096 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2801  = w_data[95:88];
       end
     end
@@ -46757,7 +46905,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2802  = pe13_11_w0;
     if (\$1096 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2802  = w_data[95:88];
       end
@@ -46777,7 +46925,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2804  = pe13_12_w1;
     if (\$1101 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2804  = w_data[103:96];
       end
     end
@@ -46787,7 +46935,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2805  = pe13_12_w0;
     if (\$1101 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2805  = w_data[103:96];
       end
@@ -46807,7 +46955,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2807  = pe13_13_w1;
     if (\$1106 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2807  = w_data[111:104];
       end
     end
@@ -46817,7 +46965,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2808  = pe13_13_w0;
     if (\$1106 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2808  = w_data[111:104];
       end
@@ -46837,7 +46985,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2810  = pe13_14_w1;
     if (\$1111 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2810  = w_data[119:112];
       end
     end
@@ -46847,7 +46995,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2811  = pe13_14_w0;
     if (\$1111 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2811  = w_data[119:112];
       end
@@ -46867,7 +47015,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2813  = pe13_15_w1;
     if (\$1116 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2813  = w_data[127:120];
       end
     end
@@ -46877,7 +47025,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2814  = pe13_15_w0;
     if (\$1116 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2814  = w_data[127:120];
       end
@@ -47027,7 +47175,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2829  = pe14_0_w1;
     if (\$1122 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2829  = w_data[7:0];
       end
     end
@@ -47037,7 +47185,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2830  = pe14_0_w0;
     if (\$1122 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2830  = w_data[7:0];
       end
@@ -47057,7 +47205,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2832  = pe14_1_w1;
     if (\$1127 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2832  = w_data[15:8];
       end
     end
@@ -47067,7 +47215,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2833  = pe14_1_w0;
     if (\$1127 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2833  = w_data[15:8];
       end
@@ -47087,7 +47235,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2835  = pe14_2_w1;
     if (\$1132 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2835  = w_data[23:16];
       end
     end
@@ -47097,7 +47245,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2836  = pe14_2_w0;
     if (\$1132 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2836  = w_data[23:16];
       end
@@ -47117,7 +47265,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2838  = pe14_3_w1;
     if (\$1137 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2838  = w_data[31:24];
       end
     end
@@ -47127,7 +47275,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2839  = pe14_3_w0;
     if (\$1137 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2839  = w_data[31:24];
       end
@@ -47147,7 +47295,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2841  = pe14_4_w1;
     if (\$1142 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2841  = w_data[39:32];
       end
     end
@@ -47157,7 +47305,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2842  = pe14_4_w0;
     if (\$1142 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2842  = w_data[39:32];
       end
@@ -47177,7 +47325,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2844  = pe14_5_w1;
     if (\$1147 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2844  = w_data[47:40];
       end
     end
@@ -47187,7 +47335,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2845  = pe14_5_w0;
     if (\$1147 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2845  = w_data[47:40];
       end
@@ -47207,7 +47355,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2847  = pe14_6_w1;
     if (\$1152 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2847  = w_data[55:48];
       end
     end
@@ -47217,7 +47365,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2848  = pe14_6_w0;
     if (\$1152 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2848  = w_data[55:48];
       end
@@ -47237,7 +47385,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2850  = pe14_7_w1;
     if (\$1157 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2850  = w_data[63:56];
       end
     end
@@ -47247,7 +47395,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2851  = pe14_7_w0;
     if (\$1157 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2851  = w_data[63:56];
       end
@@ -47267,7 +47415,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2853  = pe14_8_w1;
     if (\$1162 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2853  = w_data[71:64];
       end
     end
@@ -47277,7 +47425,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2854  = pe14_8_w0;
     if (\$1162 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2854  = w_data[71:64];
       end
@@ -47297,7 +47445,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2856  = pe14_9_w1;
     if (\$1167 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2856  = w_data[79:72];
       end
     end
@@ -47307,7 +47455,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2857  = pe14_9_w0;
     if (\$1167 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2857  = w_data[79:72];
       end
@@ -47327,7 +47475,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2859  = pe14_10_w1;
     if (\$1172 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2859  = w_data[87:80];
       end
     end
@@ -47337,7 +47485,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2860  = pe14_10_w0;
     if (\$1172 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2860  = w_data[87:80];
       end
@@ -47357,7 +47505,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2862  = pe14_11_w1;
     if (\$1177 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2862  = w_data[95:88];
       end
     end
@@ -47367,7 +47515,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2863  = pe14_11_w0;
     if (\$1177 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2863  = w_data[95:88];
       end
@@ -47387,7 +47535,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2865  = pe14_12_w1;
     if (\$1182 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2865  = w_data[103:96];
       end
     end
@@ -47397,7 +47545,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2866  = pe14_12_w0;
     if (\$1182 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2866  = w_data[103:96];
       end
@@ -47417,7 +47565,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2868  = pe14_13_w1;
     if (\$1187 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2868  = w_data[111:104];
       end
     end
@@ -47427,7 +47575,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2869  = pe14_13_w0;
     if (\$1187 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2869  = w_data[111:104];
       end
@@ -47447,7 +47595,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2871  = pe14_14_w1;
     if (\$1192 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2871  = w_data[119:112];
       end
     end
@@ -47457,7 +47605,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2872  = pe14_14_w0;
     if (\$1192 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2872  = w_data[119:112];
       end
@@ -47477,7 +47625,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2874  = pe14_15_w1;
     if (\$1197 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2874  = w_data[127:120];
       end
     end
@@ -47487,7 +47635,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2875  = pe14_15_w0;
     if (\$1197 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2875  = w_data[127:120];
       end
@@ -47647,7 +47795,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2891  = pe15_0_w1;
     if (\$1203 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2891  = w_data[7:0];
       end
     end
@@ -47657,7 +47805,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2892  = pe15_0_w0;
     if (\$1203 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2892  = w_data[7:0];
       end
@@ -47677,7 +47825,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2894  = pe15_1_w1;
     if (\$1208 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2894  = w_data[15:8];
       end
     end
@@ -47687,7 +47835,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2895  = pe15_1_w0;
     if (\$1208 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2895  = w_data[15:8];
       end
@@ -47707,7 +47855,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2897  = pe15_2_w1;
     if (\$1213 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2897  = w_data[23:16];
       end
     end
@@ -47717,7 +47865,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2898  = pe15_2_w0;
     if (\$1213 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2898  = w_data[23:16];
       end
@@ -47737,7 +47885,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2900  = pe15_3_w1;
     if (\$1218 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2900  = w_data[31:24];
       end
     end
@@ -47747,7 +47895,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2901  = pe15_3_w0;
     if (\$1218 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2901  = w_data[31:24];
       end
@@ -47767,7 +47915,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2903  = pe15_4_w1;
     if (\$1223 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2903  = w_data[39:32];
       end
     end
@@ -47777,7 +47925,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2904  = pe15_4_w0;
     if (\$1223 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2904  = w_data[39:32];
       end
@@ -47797,7 +47945,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2906  = pe15_5_w1;
     if (\$1228 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2906  = w_data[47:40];
       end
     end
@@ -47807,7 +47955,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2907  = pe15_5_w0;
     if (\$1228 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2907  = w_data[47:40];
       end
@@ -47827,7 +47975,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2909  = pe15_6_w1;
     if (\$1233 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2909  = w_data[55:48];
       end
     end
@@ -47837,7 +47985,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2910  = pe15_6_w0;
     if (\$1233 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2910  = w_data[55:48];
       end
@@ -47857,7 +48005,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2912  = pe15_7_w1;
     if (\$1238 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2912  = w_data[63:56];
       end
     end
@@ -47867,7 +48015,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2913  = pe15_7_w0;
     if (\$1238 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2913  = w_data[63:56];
       end
@@ -47887,7 +48035,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2915  = pe15_8_w1;
     if (\$1243 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2915  = w_data[71:64];
       end
     end
@@ -47897,7 +48045,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2916  = pe15_8_w0;
     if (\$1243 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2916  = w_data[71:64];
       end
@@ -47917,7 +48065,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2918  = pe15_9_w1;
     if (\$1248 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2918  = w_data[79:72];
       end
     end
@@ -47927,7 +48075,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2919  = pe15_9_w0;
     if (\$1248 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2919  = w_data[79:72];
       end
@@ -47947,7 +48095,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2921  = pe15_10_w1;
     if (\$1253 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2921  = w_data[87:80];
       end
     end
@@ -47957,7 +48105,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2922  = pe15_10_w0;
     if (\$1253 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2922  = w_data[87:80];
       end
@@ -47977,7 +48125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2924  = pe15_11_w1;
     if (\$1258 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2924  = w_data[95:88];
       end
     end
@@ -47987,7 +48135,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2925  = pe15_11_w0;
     if (\$1258 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2925  = w_data[95:88];
       end
@@ -48007,7 +48155,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2927  = pe15_12_w1;
     if (\$1263 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2927  = w_data[103:96];
       end
     end
@@ -48017,7 +48165,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2928  = pe15_12_w0;
     if (\$1263 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2928  = w_data[103:96];
       end
@@ -48037,7 +48185,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2930  = pe15_13_w1;
     if (\$1268 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2930  = w_data[111:104];
       end
     end
@@ -48047,7 +48195,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2931  = pe15_13_w0;
     if (\$1268 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2931  = w_data[111:104];
       end
@@ -48067,7 +48215,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2933  = pe15_14_w1;
     if (\$1273 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2933  = w_data[119:112];
       end
     end
@@ -48077,7 +48225,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2934  = pe15_14_w0;
     if (\$1273 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2934  = w_data[119:112];
       end
@@ -48097,7 +48245,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$2936  = pe15_15_w1;
     if (\$1278 ) begin
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
         \$2936  = w_data[127:120];
       end
     end
@@ -48107,7 +48255,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
     \$2937  = pe15_15_w0;
     if (\$1278 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12642$2 [4]) begin
+      if (\port$12669$2 [4]) begin
       end else begin
         \$2937  = w_data[127:120];
       end
@@ -48123,10 +48271,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
       \$2938  = 1'h0;
     end
   end
-  assign w_row = \port$12642$2 [3:0];
-  assign w_bank = \port$12642$2 [4];
+  assign w_row = \port$12669$2 [3:0];
+  assign w_bank = \port$12669$2 [4];
   assign a_data = w_data;
-  assign a_bank = \port$12642$2 [4];
+  assign a_bank = \port$12669$2 [4];
   assign out_data = { pe15_15_psum, deskew14_0, deskew13_1, deskew12_2, deskew11_3, deskew10_4, deskew9_5, deskew8_6, deskew7_7, deskew6_8, deskew5_9, deskew4_10, deskew3_11, deskew2_12, deskew1_13, deskew0_14 };
   assign out_valid = out_valid_q;
   assign \$1284  = 1'h1;
@@ -48164,7 +48312,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12642$2 , pe
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11934$16 , \port$12720$0 , r_rdy, clk);
+module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11955$16 , \port$12750$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -48208,10 +48356,10 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11934$1
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11934$16 ;
-  wire [15:0] \port$11934$16 ;
-  input [7:0] \port$12720$0 ;
-  wire [7:0] \port$12720$0 ;
+  input [15:0] \port$11955$16 ;
+  wire [15:0] \port$11955$16 ;
+  input [7:0] \port$12750$0 ;
+  wire [7:0] \port$12750$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -48246,7 +48394,7 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11934$1
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11934$16 , \port$12720$0  };
+      storage[w_port__addr] <= { \port$11955$16 , \port$12750$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -48357,8 +48505,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11934$1
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11934$16 , \port$12720$0  };
-  assign w_data = { \port$11934$16 , \port$12720$0  };
+  assign w_port__data = { \port$11955$16 , \port$12750$0  };
+  assign w_data = { \port$11955$16 , \port$12750$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -48367,7 +48515,7 @@ endmodule
 module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$11449$0 , \port$11449$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$11470$0 , \port$11470$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -49081,10 +49229,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire [31:0] \limit$66 ;
   input [3:0] \port$109$0 ;
   wire [3:0] \port$109$0 ;
-  input [3:0] \port$11449$0 ;
-  wire [3:0] \port$11449$0 ;
-  input [23:0] \port$11449$8 ;
-  wire [23:0] \port$11449$8 ;
+  input [3:0] \port$11470$0 ;
+  wire [3:0] \port$11470$0 ;
+  input [23:0] \port$11470$8 ;
+  wire [23:0] \port$11470$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -49809,7 +49957,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$11449$0 [1:0] < 3'h4;
+  assign \$165  = \port$11470$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -50017,7 +50165,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$11449$0 [1:0];
+  assign \$344  = ! \port$11470$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -50037,7 +50185,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$11449$0 [1:0] == 1'h1;
+  assign \$364  = \port$11470$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -50057,7 +50205,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$11449$0 [1:0] == 2'h2;
+  assign \$384  = \port$11470$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -50077,7 +50225,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$11449$0 [1:0] == 2'h3;
+  assign \$404  = \port$11470$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -50170,7 +50318,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$12015$0 (fetch_r_buf),
+    .\port$12036$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -50182,7 +50330,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$12015$0 (fetch_r_buf),
+    .\port$12036$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -50194,7 +50342,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$12015$0 (fetch_r_buf),
+    .\port$12036$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -50206,7 +50354,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$12015$0 (fetch_r_buf),
+    .\port$12036$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -51904,12 +52052,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$11449$0 [1:0];
-  assign cpl_irq = \port$11449$0 [2];
-  assign cpl_halt = \port$11449$0 [3];
-  assign cpl_flags = \port$11449$8 [7:0];
-  assign cpl_status = \port$11449$8 [15:8];
-  assign cpl_opcode = \port$11449$8 [23:16];
+  assign cpl_queue = \port$11470$0 [1:0];
+  assign cpl_irq = \port$11470$0 [2];
+  assign cpl_halt = \port$11470$0 [3];
+  assign cpl_flags = \port$11470$8 [7:0];
+  assign cpl_status = \port$11470$8 [15:8];
+  assign cpl_opcode = \port$11470$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -51960,12 +52108,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$11449$8 [23:16];
-  assign \w_data$258 [19:12] = \port$11449$8 [15:8];
-  assign \w_data$258 [11:4] = \port$11449$8 [7:0];
-  assign \w_data$258 [3] = \port$11449$0 [3];
-  assign \w_data$258 [2] = \port$11449$0 [2];
-  assign \w_data$258 [1:0] = \port$11449$0 [1:0];
+  assign \w_data$258 [27:20] = \port$11470$8 [23:16];
+  assign \w_data$258 [19:12] = \port$11470$8 [15:8];
+  assign \w_data$258 [11:4] = \port$11470$8 [7:0];
+  assign \w_data$258 [3] = \port$11470$0 [3];
+  assign \w_data$258 [2] = \port$11470$0 [2];
+  assign \w_data$258 [1:0] = \port$11470$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -53551,7 +53699,7 @@ module \kaki_soc_16x16.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$12015$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$12036$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53578,8 +53726,8 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$12015$0 ;
-  wire [191:0] \port$12015$0 ;
+  input [191:0] \port$12036$0 ;
+  wire [191:0] \port$12036$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -53614,7 +53762,7 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$12015$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12036$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -53685,14 +53833,14 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$12015$0  };
-  assign w_data = { \port$0$87 , \port$12015$0  };
+  assign w_port__data = { \port$0$87 , \port$12036$0  };
+  assign w_data = { \port$0$87 , \port$12036$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$12015$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$12036$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53719,8 +53867,8 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$12015$0 ;
-  wire [191:0] \port$12015$0 ;
+  input [191:0] \port$12036$0 ;
+  wire [191:0] \port$12036$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -53755,7 +53903,7 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$12015$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12036$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -53826,14 +53974,14 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$12015$0  };
-  assign w_data = { \port$0$87 , \port$12015$0  };
+  assign w_port__data = { \port$0$87 , \port$12036$0  };
+  assign w_data = { \port$0$87 , \port$12036$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$12015$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$12036$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53860,8 +54008,8 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$12015$0 ;
-  wire [191:0] \port$12015$0 ;
+  input [191:0] \port$12036$0 ;
+  wire [191:0] \port$12036$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -53896,7 +54044,7 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$12015$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12036$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -53967,14 +54115,14 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$12015$0  };
-  assign w_data = { \port$0$87 , \port$12015$0  };
+  assign w_port__data = { \port$0$87 , \port$12036$0  };
+  assign w_data = { \port$0$87 , \port$12036$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$12015$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$12036$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -54001,8 +54149,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$12015$0 ;
-  wire [191:0] \port$12015$0 ;
+  input [191:0] \port$12036$0 ;
+  wire [191:0] \port$12036$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -54037,7 +54185,7 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$12015$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12036$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -54108,8 +54256,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$12015$0  };
-  assign w_data = { \port$0$87 , \port$12015$0  };
+  assign w_port__data = { \port$0$87 , \port$12036$0  };
+  assign w_data = { \port$0$87 , \port$12036$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -54135,6 +54283,9 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   reg [1:0] \$111 ;
   reg [1:0] \$112 ;
   reg [1:0] \$113 ;
+  reg [1:0] \$114 ;
+  reg [1:0] \$115 ;
+  reg [1:0] \$116 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
@@ -54235,6 +54386,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   reg [11:0] \bank0_addr$16 ;
   (* init = 12'h000 *)
   wire [11:0] bank0_raddr_q;
+  reg [127:0] bank0_rdata_q = 128'h00000000000000000000000000000000;
   (* init = 1'h0 *)
   wire bank0_ren_q;
   (* init = 12'h000 *)
@@ -54248,6 +54400,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   reg [11:0] \bank1_addr$36 ;
   (* init = 12'h000 *)
   wire [11:0] bank1_raddr_q;
+  reg [127:0] bank1_rdata_q = 128'h00000000000000000000000000000000;
   (* init = 1'h0 *)
   wire bank1_ren_q;
   (* init = 12'h000 *)
@@ -54261,6 +54414,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   reg [11:0] \bank2_addr$54 ;
   (* init = 12'h000 *)
   wire [11:0] bank2_raddr_q;
+  reg [127:0] bank2_rdata_q = 128'h00000000000000000000000000000000;
   (* init = 1'h0 *)
   wire bank2_ren_q;
   (* init = 12'h000 *)
@@ -54274,6 +54428,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   reg [11:0] \bank3_addr$72 ;
   (* init = 12'h000 *)
   wire [11:0] bank3_raddr_q;
+  reg [127:0] bank3_rdata_q = 128'h00000000000000000000000000000000;
   (* init = 1'h0 *)
   wire bank3_ren_q;
   (* init = 12'h000 *)
@@ -54291,10 +54446,13 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   reg [11:0] \raddr$76  = 12'h000;
   reg [1:0] rd0_bank_q = 2'h0;
   reg [1:0] rd0_bank_q2 = 2'h0;
+  reg [1:0] rd0_bank_q3 = 2'h0;
   reg [1:0] rd1_bank_q = 2'h0;
   reg [1:0] rd1_bank_q2 = 2'h0;
+  reg [1:0] rd1_bank_q3 = 2'h0;
   reg [1:0] rd2_bank_q = 2'h0;
   reg [1:0] rd2_bank_q2 = 2'h0;
+  reg [1:0] rd2_bank_q3 = 2'h0;
   input [13:0] rd__0__addr;
   wire [13:0] rd__0__addr;
   output [127:0] rd__0__data;
@@ -54320,9 +54478,9 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   output rd__2__gnt;
   wire rd__2__gnt;
   wire [127:0] rdata;
-  wire [127:0] \rdata$88 ;
-  wire [127:0] \rdata$89 ;
-  wire [127:0] \rdata$90 ;
+  wire [127:0] \rdata$102 ;
+  wire [127:0] \rdata$103 ;
+  wire [127:0] \rdata$104 ;
   reg ren = 1'h0;
   reg \ren$38  = 1'h0;
   reg \ren$56  = 1'h0;
@@ -54504,6 +54662,8 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   always @(posedge clk)
     raddr <= bank0_addr;
   always @(posedge clk)
+    bank0_rdata_q <= rdata;
+  always @(posedge clk)
     \wen$42  <= \$102 ;
   always @(posedge clk)
     \waddr$44  <= \bank1_addr$36 ;
@@ -54513,6 +54673,8 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
     \ren$38  <= \$103 ;
   always @(posedge clk)
     \raddr$40  <= bank1_addr;
+  always @(posedge clk)
+    bank1_rdata_q <= \rdata$102 ;
   always @(posedge clk)
     \wen$60  <= \$104 ;
   always @(posedge clk)
@@ -54524,6 +54686,8 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   always @(posedge clk)
     \raddr$58  <= bank2_addr;
   always @(posedge clk)
+    bank2_rdata_q <= \rdata$103 ;
+  always @(posedge clk)
     \wen$78  <= \$106 ;
   always @(posedge clk)
     \waddr$80  <= \bank3_addr$72 ;
@@ -54534,17 +54698,25 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   always @(posedge clk)
     \raddr$76  <= bank3_addr;
   always @(posedge clk)
+    bank3_rdata_q <= \rdata$104 ;
+  always @(posedge clk)
     rd0_bank_q <= \$108 ;
   always @(posedge clk)
     rd0_bank_q2 <= \$109 ;
   always @(posedge clk)
-    rd1_bank_q <= \$110 ;
+    rd0_bank_q3 <= \$110 ;
   always @(posedge clk)
-    rd1_bank_q2 <= \$111 ;
+    rd1_bank_q <= \$111 ;
   always @(posedge clk)
-    rd2_bank_q <= \$112 ;
+    rd1_bank_q2 <= \$112 ;
   always @(posedge clk)
-    rd2_bank_q2 <= \$113 ;
+    rd1_bank_q3 <= \$113 ;
+  always @(posedge clk)
+    rd2_bank_q <= \$114 ;
+  always @(posedge clk)
+    rd2_bank_q2 <= \$115 ;
+  always @(posedge clk)
+    rd2_bank_q3 <= \$116 ;
   \kaki_soc_16x16.spad.bank0  bank0 (
     .clk(clk),
     .raddr(raddr),
@@ -54557,7 +54729,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   \kaki_soc_16x16.spad.bank1  bank1 (
     .clk(clk),
     .raddr(\raddr$40 ),
-    .rdata(\rdata$88 ),
+    .rdata(\rdata$102 ),
     .ren(\ren$38 ),
     .waddr(\waddr$44 ),
     .wdata(\wdata$46 ),
@@ -54566,7 +54738,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   \kaki_soc_16x16.spad.bank2  bank2 (
     .clk(clk),
     .raddr(\raddr$58 ),
-    .rdata(\rdata$89 ),
+    .rdata(\rdata$103 ),
     .ren(\ren$56 ),
     .waddr(\waddr$62 ),
     .wdata(\wdata$64 ),
@@ -54575,7 +54747,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   \kaki_soc_16x16.spad.bank3  bank3 (
     .clk(clk),
     .raddr(\raddr$76 ),
-    .rdata(\rdata$90 ),
+    .rdata(\rdata$104 ),
     .ren(\ren$74 ),
     .waddr(\waddr$80 ),
     .wdata(\wdata$82 ),
@@ -54716,43 +54888,43 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd0_bank_q2)
+    casez (rd0_bank_q3)
       2'h0:
-          rd__0__data = rdata;
+          rd__0__data = bank0_rdata_q;
       2'h1:
-          rd__0__data = \rdata$88 ;
+          rd__0__data = bank1_rdata_q;
       2'h2:
-          rd__0__data = \rdata$89 ;
+          rd__0__data = bank2_rdata_q;
       2'h3:
-          rd__0__data = \rdata$90 ;
+          rd__0__data = bank3_rdata_q;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd1_bank_q2)
+    casez (rd1_bank_q3)
       2'h0:
-          rd__1__data = rdata;
+          rd__1__data = bank0_rdata_q;
       2'h1:
-          rd__1__data = \rdata$88 ;
+          rd__1__data = bank1_rdata_q;
       2'h2:
-          rd__1__data = \rdata$89 ;
+          rd__1__data = bank2_rdata_q;
       2'h3:
-          rd__1__data = \rdata$90 ;
+          rd__1__data = bank3_rdata_q;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd2_bank_q2)
+    casez (rd2_bank_q3)
       2'h0:
-          rd__2__data = rdata;
+          rd__2__data = bank0_rdata_q;
       2'h1:
-          rd__2__data = \rdata$88 ;
+          rd__2__data = bank1_rdata_q;
       2'h2:
-          rd__2__data = \rdata$89 ;
+          rd__2__data = bank2_rdata_q;
       2'h3:
-          rd__2__data = \rdata$90 ;
+          rd__2__data = bank3_rdata_q;
     endcase
   end
   always @* begin
@@ -54830,10 +55002,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$110  = rd1_bank_q;
-    if (\$98 ) begin
-      \$110  = rd__1__addr[13:12];
-    end
+    \$110  = rd0_bank_q2;
     if (rst) begin
       \$110  = 2'h0;
     end
@@ -54841,25 +55010,49 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$111  = rd1_bank_q;
+    if (\$98 ) begin
+      \$111  = rd__1__addr[13:12];
+    end
     if (rst) begin
       \$111  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$112  = rd2_bank_q;
-    if (\$99 ) begin
-      \$112  = rd__2__addr[13:12];
-    end
+    \$112  = rd1_bank_q;
     if (rst) begin
       \$112  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$113  = rd2_bank_q;
+    \$113  = rd1_bank_q2;
     if (rst) begin
       \$113  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$114  = rd2_bank_q;
+    if (\$99 ) begin
+      \$114  = rd__2__addr[13:12];
+    end
+    if (rst) begin
+      \$114  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$115  = rd2_bank_q;
+    if (rst) begin
+      \$115  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$116  = rd2_bank_q2;
+    if (rst) begin
+      \$116  = 2'h0;
     end
   end
   assign bank0_ren_q = ren;
@@ -55027,71 +55220,71 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire \$1 ;
   wire \$10 ;
   wire [7:0] \$100 ;
-  wire [7:0] \$1000 ;
-  wire \$1001 ;
-  wire \$1002 ;
-  wire [7:0] \$1003 ;
-  wire [7:0] \$1004 ;
-  wire \$1005 ;
-  wire \$1006 ;
-  wire [7:0] \$1007 ;
-  wire [7:0] \$1008 ;
-  wire \$1009 ;
+  wire \$1000 ;
+  wire [7:0] \$1001 ;
+  wire [7:0] \$1002 ;
+  wire \$1003 ;
+  wire \$1004 ;
+  wire [7:0] \$1005 ;
+  wire [7:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire [7:0] \$1009 ;
   wire [7:0] \$101 ;
-  wire \$1010 ;
-  wire [7:0] \$1011 ;
-  wire [7:0] \$1012 ;
-  wire \$1013 ;
-  wire \$1014 ;
-  wire [7:0] \$1015 ;
-  wire [7:0] \$1016 ;
-  wire \$1017 ;
-  wire \$1018 ;
-  wire [7:0] \$1019 ;
+  wire [7:0] \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [7:0] \$1013 ;
+  wire [7:0] \$1014 ;
+  wire \$1015 ;
+  wire \$1016 ;
+  wire [7:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire \$1019 ;
   wire [7:0] \$102 ;
-  wire [7:0] \$1020 ;
-  wire \$1021 ;
-  wire \$1022 ;
-  wire [7:0] \$1023 ;
-  wire [7:0] \$1024 ;
-  wire \$1025 ;
-  wire \$1026 ;
-  wire [7:0] \$1027 ;
-  wire [7:0] \$1028 ;
-  wire \$1029 ;
+  wire \$1020 ;
+  wire [7:0] \$1021 ;
+  wire [7:0] \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire [7:0] \$1025 ;
+  wire [7:0] \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  wire [7:0] \$1029 ;
   wire [7:0] \$103 ;
-  wire \$1030 ;
-  wire [7:0] \$1031 ;
-  wire [7:0] \$1032 ;
-  wire \$1033 ;
-  wire \$1034 ;
-  wire [7:0] \$1035 ;
-  wire [7:0] \$1036 ;
-  wire \$1037 ;
-  wire \$1038 ;
-  wire [7:0] \$1039 ;
+  wire [7:0] \$1030 ;
+  wire \$1031 ;
+  wire \$1032 ;
+  wire [7:0] \$1033 ;
+  wire [7:0] \$1034 ;
+  wire \$1035 ;
+  wire \$1036 ;
+  wire [7:0] \$1037 ;
+  wire [7:0] \$1038 ;
+  wire \$1039 ;
   wire [7:0] \$104 ;
-  wire [7:0] \$1040 ;
-  wire \$1041 ;
-  wire \$1042 ;
-  wire [7:0] \$1043 ;
-  wire [7:0] \$1044 ;
-  wire \$1045 ;
-  wire \$1046 ;
-  wire [7:0] \$1047 ;
-  wire [7:0] \$1048 ;
-  wire \$1049 ;
+  wire \$1040 ;
+  wire [7:0] \$1041 ;
+  wire [7:0] \$1042 ;
+  wire \$1043 ;
+  wire \$1044 ;
+  wire [7:0] \$1045 ;
+  wire [7:0] \$1046 ;
+  wire \$1047 ;
+  wire \$1048 ;
+  wire [7:0] \$1049 ;
   wire [7:0] \$105 ;
-  wire \$1050 ;
-  wire [7:0] \$1051 ;
-  wire [7:0] \$1052 ;
-  wire [20:0] \$1053 ;
-  wire \$1054 ;
-  wire \$1055 ;
+  wire [7:0] \$1050 ;
+  wire \$1051 ;
+  wire \$1052 ;
+  wire [7:0] \$1053 ;
+  wire [7:0] \$1054 ;
+  wire [20:0] \$1055 ;
   wire \$1056 ;
-  wire [20:0] \$1057 ;
+  wire \$1057 ;
   wire \$1058 ;
-  wire \$1059 ;
+  wire [20:0] \$1059 ;
   wire [7:0] \$106 ;
   wire \$1060 ;
   wire \$1061 ;
@@ -55100,14 +55293,14 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire \$1064 ;
   wire \$1065 ;
   wire \$1066 ;
-  wire [20:0] \$1067 ;
+  wire \$1067 ;
   wire \$1068 ;
-  wire \$1069 ;
+  wire [20:0] \$1069 ;
   wire [7:0] \$107 ;
   wire \$1070 ;
-  wire [20:0] \$1071 ;
+  wire \$1071 ;
   wire \$1072 ;
-  wire \$1073 ;
+  wire [20:0] \$1073 ;
   wire \$1074 ;
   wire \$1075 ;
   wire \$1076 ;
@@ -55116,166 +55309,166 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire \$1079 ;
   wire [7:0] \$108 ;
   wire \$1080 ;
-  wire [8:0] \$1081 ;
+  wire \$1081 ;
   wire \$1082 ;
   wire [8:0] \$1083 ;
   wire \$1084 ;
   wire [8:0] \$1085 ;
-  wire [8:0] \$1086 ;
+  wire \$1086 ;
   wire [8:0] \$1087 ;
-  wire \$1088 ;
-  wire \$1089 ;
+  wire [8:0] \$1088 ;
+  wire [8:0] \$1089 ;
   wire [7:0] \$109 ;
-  wire [8:0] \$1090 ;
+  wire \$1090 ;
   wire \$1091 ;
   wire [8:0] \$1092 ;
   wire \$1093 ;
   wire [8:0] \$1094 ;
-  wire [8:0] \$1095 ;
+  wire \$1095 ;
   wire [8:0] \$1096 ;
-  wire \$1097 ;
-  wire \$1098 ;
-  wire [8:0] \$1099 ;
+  wire [8:0] \$1097 ;
+  wire [8:0] \$1098 ;
+  wire \$1099 ;
   wire \$11 ;
   wire [7:0] \$110 ;
   wire \$1100 ;
   wire [8:0] \$1101 ;
   wire \$1102 ;
   wire [8:0] \$1103 ;
-  wire [8:0] \$1104 ;
+  wire \$1104 ;
   wire [8:0] \$1105 ;
-  wire \$1106 ;
-  wire \$1107 ;
-  wire [8:0] \$1108 ;
+  wire [8:0] \$1106 ;
+  wire [8:0] \$1107 ;
+  wire \$1108 ;
   wire \$1109 ;
   wire [7:0] \$111 ;
   wire [8:0] \$1110 ;
   wire \$1111 ;
   wire [8:0] \$1112 ;
-  wire [8:0] \$1113 ;
+  wire \$1113 ;
   wire [8:0] \$1114 ;
-  wire \$1115 ;
-  wire \$1116 ;
-  wire [8:0] \$1117 ;
+  wire [8:0] \$1115 ;
+  wire [8:0] \$1116 ;
+  wire \$1117 ;
   wire \$1118 ;
   wire [8:0] \$1119 ;
   wire [7:0] \$112 ;
   wire \$1120 ;
   wire [8:0] \$1121 ;
-  wire [8:0] \$1122 ;
+  wire \$1122 ;
   wire [8:0] \$1123 ;
-  wire \$1124 ;
-  wire \$1125 ;
-  wire [8:0] \$1126 ;
+  wire [8:0] \$1124 ;
+  wire [8:0] \$1125 ;
+  wire \$1126 ;
   wire \$1127 ;
   wire [8:0] \$1128 ;
   wire \$1129 ;
   wire [7:0] \$113 ;
   wire [8:0] \$1130 ;
-  wire [8:0] \$1131 ;
+  wire \$1131 ;
   wire [8:0] \$1132 ;
-  wire \$1133 ;
-  wire \$1134 ;
-  wire [8:0] \$1135 ;
+  wire [8:0] \$1133 ;
+  wire [8:0] \$1134 ;
+  wire \$1135 ;
   wire \$1136 ;
   wire [8:0] \$1137 ;
   wire \$1138 ;
   wire [8:0] \$1139 ;
   wire [7:0] \$114 ;
-  wire [8:0] \$1140 ;
+  wire \$1140 ;
   wire [8:0] \$1141 ;
-  wire \$1142 ;
-  wire \$1143 ;
-  wire [8:0] \$1144 ;
+  wire [8:0] \$1142 ;
+  wire [8:0] \$1143 ;
+  wire \$1144 ;
   wire \$1145 ;
   wire [8:0] \$1146 ;
   wire \$1147 ;
   wire [8:0] \$1148 ;
-  wire [8:0] \$1149 ;
+  wire \$1149 ;
   wire [7:0] \$115 ;
   wire [8:0] \$1150 ;
-  wire \$1151 ;
-  wire \$1152 ;
-  wire [8:0] \$1153 ;
+  wire [8:0] \$1151 ;
+  wire [8:0] \$1152 ;
+  wire \$1153 ;
   wire \$1154 ;
   wire [8:0] \$1155 ;
   wire \$1156 ;
   wire [8:0] \$1157 ;
-  wire [8:0] \$1158 ;
+  wire \$1158 ;
   wire [8:0] \$1159 ;
   wire [7:0] \$116 ;
-  wire \$1160 ;
-  wire \$1161 ;
-  wire [8:0] \$1162 ;
+  wire [8:0] \$1160 ;
+  wire [8:0] \$1161 ;
+  wire \$1162 ;
   wire \$1163 ;
   wire [8:0] \$1164 ;
   wire \$1165 ;
   wire [8:0] \$1166 ;
-  wire [8:0] \$1167 ;
+  wire \$1167 ;
   wire [8:0] \$1168 ;
-  wire \$1169 ;
+  wire [8:0] \$1169 ;
   wire [7:0] \$117 ;
-  wire \$1170 ;
-  wire [8:0] \$1171 ;
+  wire [8:0] \$1170 ;
+  wire \$1171 ;
   wire \$1172 ;
   wire [8:0] \$1173 ;
   wire \$1174 ;
   wire [8:0] \$1175 ;
-  wire [8:0] \$1176 ;
+  wire \$1176 ;
   wire [8:0] \$1177 ;
-  wire \$1178 ;
-  wire \$1179 ;
+  wire [8:0] \$1178 ;
+  wire [8:0] \$1179 ;
   wire [7:0] \$118 ;
-  wire [8:0] \$1180 ;
+  wire \$1180 ;
   wire \$1181 ;
   wire [8:0] \$1182 ;
   wire \$1183 ;
   wire [8:0] \$1184 ;
-  wire [8:0] \$1185 ;
+  wire \$1185 ;
   wire [8:0] \$1186 ;
-  wire \$1187 ;
-  wire \$1188 ;
-  wire [8:0] \$1189 ;
+  wire [8:0] \$1187 ;
+  wire [8:0] \$1188 ;
+  wire \$1189 ;
   wire [7:0] \$119 ;
   wire \$1190 ;
   wire [8:0] \$1191 ;
   wire \$1192 ;
   wire [8:0] \$1193 ;
-  wire [8:0] \$1194 ;
+  wire \$1194 ;
   wire [8:0] \$1195 ;
-  wire \$1196 ;
-  wire \$1197 ;
-  wire [8:0] \$1198 ;
+  wire [8:0] \$1196 ;
+  wire [8:0] \$1197 ;
+  wire \$1198 ;
   wire \$1199 ;
   wire \$12 ;
   wire [7:0] \$120 ;
   wire [8:0] \$1200 ;
   wire \$1201 ;
   wire [8:0] \$1202 ;
-  wire [8:0] \$1203 ;
+  wire \$1203 ;
   wire [8:0] \$1204 ;
-  wire \$1205 ;
-  wire \$1206 ;
-  wire [8:0] \$1207 ;
+  wire [8:0] \$1205 ;
+  wire [8:0] \$1206 ;
+  wire \$1207 ;
   wire \$1208 ;
   wire [8:0] \$1209 ;
   wire [7:0] \$121 ;
   wire \$1210 ;
   wire [8:0] \$1211 ;
-  wire [8:0] \$1212 ;
+  wire \$1212 ;
   wire [8:0] \$1213 ;
-  wire \$1214 ;
-  wire \$1215 ;
-  wire [8:0] \$1216 ;
+  wire [8:0] \$1214 ;
+  wire [8:0] \$1215 ;
+  wire \$1216 ;
   wire \$1217 ;
   wire [8:0] \$1218 ;
   wire \$1219 ;
   wire [7:0] \$122 ;
   wire [8:0] \$1220 ;
-  wire [8:0] \$1221 ;
+  wire \$1221 ;
   wire [8:0] \$1222 ;
-  wire \$1223 ;
-  wire \$1224 ;
+  wire [8:0] \$1223 ;
+  wire [8:0] \$1224 ;
   wire \$1225 ;
   wire \$1226 ;
   wire \$1227 ;
@@ -55283,16 +55476,16 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire \$1229 ;
   wire [7:0] \$123 ;
   wire \$1230 ;
-  reg \$1231 ;
-  reg [1:0] \$1232 ;
+  wire \$1231 ;
+  wire \$1232 ;
   reg \$1233 ;
   reg [1:0] \$1234 ;
-  reg [5:0] \$1235 ;
-  reg [5:0] \$1236 ;
-  reg [5:0] \$1237 ;
-  reg [5:0] \$1238 ;
+  reg \$1235 ;
+  reg [1:0] \$1236 ;
+  reg \$1237 ;
+  reg [1:0] \$1238 ;
   reg [5:0] \$1239 ;
-  wire [32:0] \$124 ;
+  wire [7:0] \$124 ;
   reg [5:0] \$1240 ;
   reg [5:0] \$1241 ;
   reg [5:0] \$1242 ;
@@ -55303,18 +55496,18 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [5:0] \$1247 ;
   reg [5:0] \$1248 ;
   reg [5:0] \$1249 ;
-  wire [31:0] \$125 ;
+  wire [7:0] \$125 ;
   reg [5:0] \$1250 ;
-  reg [15:0] \$1251 ;
-  reg [31:0] \$1252 ;
-  reg [31:0] \$1253 ;
-  reg [31:0] \$1254 ;
-  reg [31:0] \$1255 ;
+  reg [5:0] \$1251 ;
+  reg [5:0] \$1252 ;
+  reg [5:0] \$1253 ;
+  reg [5:0] \$1254 ;
+  reg [15:0] \$1255 ;
   reg [31:0] \$1256 ;
   reg [31:0] \$1257 ;
   reg [31:0] \$1258 ;
   reg [31:0] \$1259 ;
-  wire [47:0] \$126 ;
+  wire [32:0] \$126 ;
   reg [31:0] \$1260 ;
   reg [31:0] \$1261 ;
   reg [31:0] \$1262 ;
@@ -55325,7 +55518,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [31:0] \$1267 ;
   reg [31:0] \$1268 ;
   reg [31:0] \$1269 ;
-  wire [48:0] \$127 ;
+  wire [31:0] \$127 ;
   reg [31:0] \$1270 ;
   reg [31:0] \$1271 ;
   reg [31:0] \$1272 ;
@@ -55341,36 +55534,36 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [31:0] \$1281 ;
   reg [31:0] \$1282 ;
   reg [31:0] \$1283 ;
-  reg [155:0] \$1284 ;
-  reg [7:0] \$1285 ;
-  reg [16:0] \$1286 ;
-  reg [16:0] \$1287 ;
-  reg [2:0] \$1288 ;
-  reg [1:0] \$1289 ;
-  wire [47:0] \$129 ;
-  reg [12:0] \$1290 ;
-  reg [13:0] \$1291 ;
-  reg \$1292 ;
-  reg \$1293 ;
-  reg \$1294 ;
-  reg \$1295 ;
+  reg [31:0] \$1284 ;
+  reg [31:0] \$1285 ;
+  reg [31:0] \$1286 ;
+  reg [31:0] \$1287 ;
+  reg [155:0] \$1288 ;
+  reg [7:0] \$1289 ;
+  wire [48:0] \$129 ;
+  reg [16:0] \$1290 ;
+  reg [16:0] \$1291 ;
+  reg [2:0] \$1292 ;
+  reg [1:0] \$1293 ;
+  reg [12:0] \$1294 ;
+  reg [13:0] \$1295 ;
   reg \$1296 ;
   reg \$1297 ;
   reg \$1298 ;
   reg \$1299 ;
   wire \$13 ;
-  wire [78:0] \$130 ;
+  wire [47:0] \$130 ;
   reg \$1300 ;
-  reg [7:0] \$1301 ;
-  reg [7:0] \$1302 ;
-  reg [7:0] \$1303 ;
-  reg [7:0] \$1304 ;
-  reg [7:0] \$1305 ;
+  reg \$1301 ;
+  reg \$1302 ;
+  reg \$1303 ;
+  reg \$1304 ;
+  reg \$1305 ;
   reg [7:0] \$1306 ;
   reg [7:0] \$1307 ;
   reg [7:0] \$1308 ;
   reg [7:0] \$1309 ;
-  wire [79:0] \$131 ;
+  wire [47:0] \$131 ;
   reg [7:0] \$1310 ;
   reg [7:0] \$1311 ;
   reg [7:0] \$1312 ;
@@ -55378,970 +55571,975 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [7:0] \$1314 ;
   reg [7:0] \$1315 ;
   reg [7:0] \$1316 ;
-  reg [13:0] \$1317 ;
-  reg [127:0] \$1318 ;
-  wire [79:0] \$132 ;
-  wire [63:0] \$133 ;
-  wire [63:0] \$134 ;
-  wire [64:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire [11:0] \$138 ;
-  wire [12:0] \$139 ;
+  reg [7:0] \$1317 ;
+  reg [7:0] \$1318 ;
+  reg [7:0] \$1319 ;
+  wire [78:0] \$132 ;
+  reg [7:0] \$1320 ;
+  reg [7:0] \$1321 ;
+  reg [13:0] \$1322 ;
+  reg [127:0] \$1323 ;
+  wire [79:0] \$133 ;
+  wire [79:0] \$134 ;
+  wire [63:0] \$135 ;
+  wire [63:0] \$136 ;
+  wire [64:0] \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire [11:0] \$141 ;
-  wire [12:0] \$142 ;
-  wire \$143 ;
-  wire [11:0] \$144 ;
-  wire [12:0] \$145 ;
-  wire [12:0] \$146 ;
+  wire [11:0] \$140 ;
+  wire [12:0] \$141 ;
+  wire \$142 ;
+  wire [11:0] \$143 ;
+  wire [12:0] \$144 ;
+  wire \$145 ;
+  wire [11:0] \$146 ;
   wire [12:0] \$147 ;
-  wire [7:0] \$148 ;
-  wire [7:0] \$149 ;
+  wire [12:0] \$148 ;
+  wire [12:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire [11:0] \$151 ;
-  wire [12:0] \$152 ;
-  wire \$153 ;
-  wire [11:0] \$154 ;
-  wire [12:0] \$155 ;
-  wire \$156 ;
-  wire [11:0] \$157 ;
-  wire [12:0] \$158 ;
-  wire [12:0] \$159 ;
+  wire [7:0] \$150 ;
+  wire [7:0] \$151 ;
+  wire \$152 ;
+  wire [11:0] \$153 ;
+  wire [12:0] \$154 ;
+  wire \$155 ;
+  wire [11:0] \$156 ;
+  wire [12:0] \$157 ;
+  wire \$158 ;
+  wire [11:0] \$159 ;
   wire \$16 ;
   wire [12:0] \$160 ;
-  wire [7:0] \$161 ;
-  wire [7:0] \$162 ;
+  wire [12:0] \$161 ;
+  wire [12:0] \$162 ;
   wire [7:0] \$163 ;
-  wire [11:0] \$164 ;
-  wire [12:0] \$165 ;
-  wire \$166 ;
-  wire [11:0] \$167 ;
-  wire [12:0] \$168 ;
-  wire \$169 ;
+  wire [7:0] \$164 ;
+  wire [7:0] \$165 ;
+  wire [11:0] \$166 ;
+  wire [12:0] \$167 ;
+  wire \$168 ;
+  wire [11:0] \$169 ;
   wire \$17 ;
-  wire [11:0] \$170 ;
-  wire [12:0] \$171 ;
-  wire [12:0] \$172 ;
+  wire [12:0] \$170 ;
+  wire \$171 ;
+  wire [11:0] \$172 ;
   wire [12:0] \$173 ;
-  wire [7:0] \$174 ;
-  wire [7:0] \$175 ;
+  wire [12:0] \$174 ;
+  wire [12:0] \$175 ;
   wire [7:0] \$176 ;
   wire [7:0] \$177 ;
-  wire [32:0] \$178 ;
-  wire [31:0] \$179 ;
+  wire [7:0] \$178 ;
+  wire [7:0] \$179 ;
   wire \$18 ;
-  wire [47:0] \$180 ;
-  wire [48:0] \$181 ;
+  wire [32:0] \$180 ;
+  wire [31:0] \$181 ;
   wire [47:0] \$182 ;
-  wire [47:0] \$183 ;
-  wire [78:0] \$184 ;
-  wire [79:0] \$185 ;
-  wire [79:0] \$186 ;
-  wire [63:0] \$187 ;
-  wire [63:0] \$188 ;
-  wire [64:0] \$189 ;
+  wire [48:0] \$183 ;
+  wire [47:0] \$184 ;
+  wire [47:0] \$185 ;
+  wire [78:0] \$186 ;
+  wire [79:0] \$187 ;
+  wire [79:0] \$188 ;
+  wire [63:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire [11:0] \$192 ;
-  wire [12:0] \$193 ;
-  wire \$194 ;
-  wire [11:0] \$195 ;
-  wire [12:0] \$196 ;
-  wire \$197 ;
-  wire [11:0] \$198 ;
-  wire [12:0] \$199 ;
+  wire [63:0] \$190 ;
+  wire [64:0] \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire [11:0] \$194 ;
+  wire [12:0] \$195 ;
+  wire \$196 ;
+  wire [11:0] \$197 ;
+  wire [12:0] \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [12:0] \$200 ;
+  wire [11:0] \$200 ;
   wire [12:0] \$201 ;
-  wire [7:0] \$202 ;
-  wire [7:0] \$203 ;
-  wire \$204 ;
-  wire [11:0] \$205 ;
-  wire [12:0] \$206 ;
-  wire \$207 ;
-  wire [11:0] \$208 ;
-  wire [12:0] \$209 ;
+  wire [12:0] \$202 ;
+  wire [12:0] \$203 ;
+  wire [7:0] \$204 ;
+  wire [7:0] \$205 ;
+  wire \$206 ;
+  wire [11:0] \$207 ;
+  wire [12:0] \$208 ;
+  wire \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire [11:0] \$211 ;
-  wire [12:0] \$212 ;
-  wire [12:0] \$213 ;
+  wire [11:0] \$210 ;
+  wire [12:0] \$211 ;
+  wire \$212 ;
+  wire [11:0] \$213 ;
   wire [12:0] \$214 ;
-  wire [7:0] \$215 ;
-  wire [7:0] \$216 ;
+  wire [12:0] \$215 ;
+  wire [12:0] \$216 ;
   wire [7:0] \$217 ;
-  wire [11:0] \$218 ;
-  wire [12:0] \$219 ;
+  wire [7:0] \$218 ;
+  wire [7:0] \$219 ;
   wire \$22 ;
-  wire \$220 ;
-  wire [11:0] \$221 ;
-  wire [12:0] \$222 ;
-  wire \$223 ;
-  wire [11:0] \$224 ;
-  wire [12:0] \$225 ;
-  wire [12:0] \$226 ;
+  wire [11:0] \$220 ;
+  wire [12:0] \$221 ;
+  wire \$222 ;
+  wire [11:0] \$223 ;
+  wire [12:0] \$224 ;
+  wire \$225 ;
+  wire [11:0] \$226 ;
   wire [12:0] \$227 ;
-  wire [7:0] \$228 ;
-  wire [7:0] \$229 ;
+  wire [12:0] \$228 ;
+  wire [12:0] \$229 ;
   wire \$23 ;
   wire [7:0] \$230 ;
   wire [7:0] \$231 ;
-  wire [32:0] \$232 ;
-  wire [31:0] \$233 ;
-  wire [47:0] \$234 ;
-  wire [48:0] \$235 ;
+  wire [7:0] \$232 ;
+  wire [7:0] \$233 ;
+  wire [32:0] \$234 ;
+  wire [31:0] \$235 ;
   wire [47:0] \$236 ;
-  wire [47:0] \$237 ;
-  wire [78:0] \$238 ;
-  wire [79:0] \$239 ;
+  wire [48:0] \$237 ;
+  wire [47:0] \$238 ;
+  wire [47:0] \$239 ;
   wire \$24 ;
-  wire [79:0] \$240 ;
-  wire [63:0] \$241 ;
-  wire [63:0] \$242 ;
-  wire [64:0] \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire [11:0] \$246 ;
-  wire [12:0] \$247 ;
-  wire \$248 ;
-  wire [11:0] \$249 ;
+  wire [78:0] \$240 ;
+  wire [79:0] \$241 ;
+  wire [79:0] \$242 ;
+  wire [63:0] \$243 ;
+  wire [63:0] \$244 ;
+  wire [64:0] \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire [11:0] \$248 ;
+  wire [12:0] \$249 ;
   wire [2:0] \$25 ;
-  wire [12:0] \$250 ;
-  wire \$251 ;
-  wire [11:0] \$252 ;
-  wire [12:0] \$253 ;
-  wire [12:0] \$254 ;
+  wire \$250 ;
+  wire [11:0] \$251 ;
+  wire [12:0] \$252 ;
+  wire \$253 ;
+  wire [11:0] \$254 ;
   wire [12:0] \$255 ;
-  wire [7:0] \$256 ;
-  wire [7:0] \$257 ;
-  wire \$258 ;
-  wire [11:0] \$259 ;
+  wire [12:0] \$256 ;
+  wire [12:0] \$257 ;
+  wire [7:0] \$258 ;
+  wire [7:0] \$259 ;
   wire [2:0] \$26 ;
-  wire [12:0] \$260 ;
-  wire \$261 ;
-  wire [11:0] \$262 ;
-  wire [12:0] \$263 ;
-  wire \$264 ;
-  wire [11:0] \$265 ;
-  wire [12:0] \$266 ;
-  wire [12:0] \$267 ;
+  wire \$260 ;
+  wire [11:0] \$261 ;
+  wire [12:0] \$262 ;
+  wire \$263 ;
+  wire [11:0] \$264 ;
+  wire [12:0] \$265 ;
+  wire \$266 ;
+  wire [11:0] \$267 ;
   wire [12:0] \$268 ;
-  wire [7:0] \$269 ;
+  wire [12:0] \$269 ;
   wire \$27 ;
-  wire [7:0] \$270 ;
+  wire [12:0] \$270 ;
   wire [7:0] \$271 ;
-  wire [11:0] \$272 ;
-  wire [12:0] \$273 ;
-  wire \$274 ;
-  wire [11:0] \$275 ;
-  wire [12:0] \$276 ;
-  wire \$277 ;
-  wire [11:0] \$278 ;
-  wire [12:0] \$279 ;
+  wire [7:0] \$272 ;
+  wire [7:0] \$273 ;
+  wire [11:0] \$274 ;
+  wire [12:0] \$275 ;
+  wire \$276 ;
+  wire [11:0] \$277 ;
+  wire [12:0] \$278 ;
+  wire \$279 ;
   wire \$28 ;
-  wire [12:0] \$280 ;
+  wire [11:0] \$280 ;
   wire [12:0] \$281 ;
-  wire [7:0] \$282 ;
-  wire [7:0] \$283 ;
+  wire [12:0] \$282 ;
+  wire [12:0] \$283 ;
   wire [7:0] \$284 ;
   wire [7:0] \$285 ;
-  wire [32:0] \$286 ;
-  wire [31:0] \$287 ;
-  wire [47:0] \$288 ;
-  wire [48:0] \$289 ;
+  wire [7:0] \$286 ;
+  wire [7:0] \$287 ;
+  wire [32:0] \$288 ;
+  wire [31:0] \$289 ;
   wire \$29 ;
   wire [47:0] \$290 ;
-  wire [47:0] \$291 ;
-  wire [78:0] \$292 ;
-  wire [79:0] \$293 ;
-  wire [79:0] \$294 ;
-  wire [63:0] \$295 ;
-  wire [63:0] \$296 ;
-  wire [64:0] \$297 ;
-  wire \$298 ;
-  wire \$299 ;
+  wire [48:0] \$291 ;
+  wire [47:0] \$292 ;
+  wire [47:0] \$293 ;
+  wire [78:0] \$294 ;
+  wire [79:0] \$295 ;
+  wire [79:0] \$296 ;
+  wire [63:0] \$297 ;
+  wire [63:0] \$298 ;
+  wire [64:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [11:0] \$300 ;
-  wire [12:0] \$301 ;
-  wire \$302 ;
-  wire [11:0] \$303 ;
-  wire [12:0] \$304 ;
-  wire \$305 ;
-  wire [11:0] \$306 ;
-  wire [12:0] \$307 ;
-  wire [12:0] \$308 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire [11:0] \$302 ;
+  wire [12:0] \$303 ;
+  wire \$304 ;
+  wire [11:0] \$305 ;
+  wire [12:0] \$306 ;
+  wire \$307 ;
+  wire [11:0] \$308 ;
   wire [12:0] \$309 ;
   wire [2:0] \$31 ;
-  wire [7:0] \$310 ;
-  wire [7:0] \$311 ;
-  wire \$312 ;
-  wire [11:0] \$313 ;
-  wire [12:0] \$314 ;
-  wire \$315 ;
-  wire [11:0] \$316 ;
-  wire [12:0] \$317 ;
-  wire \$318 ;
-  wire [11:0] \$319 ;
+  wire [12:0] \$310 ;
+  wire [12:0] \$311 ;
+  wire [7:0] \$312 ;
+  wire [7:0] \$313 ;
+  wire \$314 ;
+  wire [11:0] \$315 ;
+  wire [12:0] \$316 ;
+  wire \$317 ;
+  wire [11:0] \$318 ;
+  wire [12:0] \$319 ;
   wire [2:0] \$32 ;
-  wire [12:0] \$320 ;
-  wire [12:0] \$321 ;
+  wire \$320 ;
+  wire [11:0] \$321 ;
   wire [12:0] \$322 ;
-  wire [7:0] \$323 ;
-  wire [7:0] \$324 ;
+  wire [12:0] \$323 ;
+  wire [12:0] \$324 ;
   wire [7:0] \$325 ;
-  wire [11:0] \$326 ;
-  wire [12:0] \$327 ;
-  wire \$328 ;
-  wire [11:0] \$329 ;
+  wire [7:0] \$326 ;
+  wire [7:0] \$327 ;
+  wire [11:0] \$328 ;
+  wire [12:0] \$329 ;
   wire \$33 ;
-  wire [12:0] \$330 ;
-  wire \$331 ;
-  wire [11:0] \$332 ;
-  wire [12:0] \$333 ;
-  wire [12:0] \$334 ;
+  wire \$330 ;
+  wire [11:0] \$331 ;
+  wire [12:0] \$332 ;
+  wire \$333 ;
+  wire [11:0] \$334 ;
   wire [12:0] \$335 ;
-  wire [7:0] \$336 ;
-  wire [7:0] \$337 ;
+  wire [12:0] \$336 ;
+  wire [12:0] \$337 ;
   wire [7:0] \$338 ;
   wire [7:0] \$339 ;
   wire [19:0] \$34 ;
-  wire [32:0] \$340 ;
-  wire [31:0] \$341 ;
-  wire [47:0] \$342 ;
-  wire [48:0] \$343 ;
+  wire [7:0] \$340 ;
+  wire [7:0] \$341 ;
+  wire [32:0] \$342 ;
+  wire [31:0] \$343 ;
   wire [47:0] \$344 ;
-  wire [47:0] \$345 ;
-  wire [78:0] \$346 ;
-  wire [79:0] \$347 ;
-  wire [79:0] \$348 ;
-  wire [63:0] \$349 ;
+  wire [48:0] \$345 ;
+  wire [47:0] \$346 ;
+  wire [47:0] \$347 ;
+  wire [78:0] \$348 ;
+  wire [79:0] \$349 ;
   wire [19:0] \$35 ;
-  wire [63:0] \$350 ;
-  wire [64:0] \$351 ;
-  wire \$352 ;
-  wire \$353 ;
-  wire [11:0] \$354 ;
-  wire [12:0] \$355 ;
-  wire \$356 ;
-  wire [11:0] \$357 ;
-  wire [12:0] \$358 ;
-  wire \$359 ;
+  wire [79:0] \$350 ;
+  wire [63:0] \$351 ;
+  wire [63:0] \$352 ;
+  wire [64:0] \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire [11:0] \$356 ;
+  wire [12:0] \$357 ;
+  wire \$358 ;
+  wire [11:0] \$359 ;
   wire \$36 ;
-  wire [11:0] \$360 ;
-  wire [12:0] \$361 ;
-  wire [12:0] \$362 ;
+  wire [12:0] \$360 ;
+  wire \$361 ;
+  wire [11:0] \$362 ;
   wire [12:0] \$363 ;
-  wire [7:0] \$364 ;
-  wire [7:0] \$365 ;
-  wire \$366 ;
-  wire [11:0] \$367 ;
-  wire [12:0] \$368 ;
-  wire \$369 ;
+  wire [12:0] \$364 ;
+  wire [12:0] \$365 ;
+  wire [7:0] \$366 ;
+  wire [7:0] \$367 ;
+  wire \$368 ;
+  wire [11:0] \$369 ;
   wire \$37 ;
-  wire [11:0] \$370 ;
-  wire [12:0] \$371 ;
-  wire \$372 ;
-  wire [11:0] \$373 ;
-  wire [12:0] \$374 ;
-  wire [12:0] \$375 ;
+  wire [12:0] \$370 ;
+  wire \$371 ;
+  wire [11:0] \$372 ;
+  wire [12:0] \$373 ;
+  wire \$374 ;
+  wire [11:0] \$375 ;
   wire [12:0] \$376 ;
-  wire [7:0] \$377 ;
-  wire [7:0] \$378 ;
+  wire [12:0] \$377 ;
+  wire [12:0] \$378 ;
   wire [7:0] \$379 ;
-  wire [17:0] \$38 ;
-  wire [11:0] \$380 ;
-  wire [12:0] \$381 ;
-  wire \$382 ;
-  wire [11:0] \$383 ;
-  wire [12:0] \$384 ;
-  wire \$385 ;
-  wire [11:0] \$386 ;
-  wire [12:0] \$387 ;
-  wire [12:0] \$388 ;
+  wire \$38 ;
+  wire [7:0] \$380 ;
+  wire [7:0] \$381 ;
+  wire [11:0] \$382 ;
+  wire [12:0] \$383 ;
+  wire \$384 ;
+  wire [11:0] \$385 ;
+  wire [12:0] \$386 ;
+  wire \$387 ;
+  wire [11:0] \$388 ;
   wire [12:0] \$389 ;
-  wire [17:0] \$39 ;
-  wire [7:0] \$390 ;
-  wire [7:0] \$391 ;
+  wire \$39 ;
+  wire [12:0] \$390 ;
+  wire [12:0] \$391 ;
   wire [7:0] \$392 ;
   wire [7:0] \$393 ;
-  wire [32:0] \$394 ;
-  wire [31:0] \$395 ;
-  wire [47:0] \$396 ;
-  wire [48:0] \$397 ;
+  wire [7:0] \$394 ;
+  wire [7:0] \$395 ;
+  wire [32:0] \$396 ;
+  wire [31:0] \$397 ;
   wire [47:0] \$398 ;
-  wire [47:0] \$399 ;
+  wire [48:0] \$399 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [78:0] \$400 ;
-  wire [79:0] \$401 ;
-  wire [79:0] \$402 ;
-  wire [63:0] \$403 ;
-  wire [63:0] \$404 ;
-  wire [64:0] \$405 ;
-  wire \$406 ;
-  wire \$407 ;
-  wire [11:0] \$408 ;
-  wire [12:0] \$409 ;
-  wire [13:0] \$41 ;
-  wire \$410 ;
-  wire [11:0] \$411 ;
-  wire [12:0] \$412 ;
-  wire \$413 ;
-  wire [11:0] \$414 ;
-  wire [12:0] \$415 ;
-  wire [12:0] \$416 ;
+  wire [17:0] \$40 ;
+  wire [47:0] \$400 ;
+  wire [47:0] \$401 ;
+  wire [78:0] \$402 ;
+  wire [79:0] \$403 ;
+  wire [79:0] \$404 ;
+  wire [63:0] \$405 ;
+  wire [63:0] \$406 ;
+  wire [64:0] \$407 ;
+  wire \$408 ;
+  wire \$409 ;
+  wire [17:0] \$41 ;
+  wire [11:0] \$410 ;
+  wire [12:0] \$411 ;
+  wire \$412 ;
+  wire [11:0] \$413 ;
+  wire [12:0] \$414 ;
+  wire \$415 ;
+  wire [11:0] \$416 ;
   wire [12:0] \$417 ;
-  wire [7:0] \$418 ;
-  wire [7:0] \$419 ;
-  wire [14:0] \$42 ;
-  wire \$420 ;
-  wire [11:0] \$421 ;
-  wire [12:0] \$422 ;
-  wire \$423 ;
-  wire [11:0] \$424 ;
-  wire [12:0] \$425 ;
-  wire \$426 ;
-  wire [11:0] \$427 ;
-  wire [12:0] \$428 ;
-  wire [12:0] \$429 ;
-  wire \$43 ;
+  wire [12:0] \$418 ;
+  wire [12:0] \$419 ;
+  wire \$42 ;
+  wire [7:0] \$420 ;
+  wire [7:0] \$421 ;
+  wire \$422 ;
+  wire [11:0] \$423 ;
+  wire [12:0] \$424 ;
+  wire \$425 ;
+  wire [11:0] \$426 ;
+  wire [12:0] \$427 ;
+  wire \$428 ;
+  wire [11:0] \$429 ;
+  wire [13:0] \$43 ;
   wire [12:0] \$430 ;
-  wire [7:0] \$431 ;
-  wire [7:0] \$432 ;
+  wire [12:0] \$431 ;
+  wire [12:0] \$432 ;
   wire [7:0] \$433 ;
-  wire [11:0] \$434 ;
-  wire [12:0] \$435 ;
-  wire \$436 ;
-  wire [11:0] \$437 ;
-  wire [12:0] \$438 ;
-  wire \$439 ;
-  wire [7:0] \$44 ;
-  wire [11:0] \$440 ;
-  wire [12:0] \$441 ;
-  wire [12:0] \$442 ;
+  wire [7:0] \$434 ;
+  wire [7:0] \$435 ;
+  wire [11:0] \$436 ;
+  wire [12:0] \$437 ;
+  wire \$438 ;
+  wire [11:0] \$439 ;
+  wire [14:0] \$44 ;
+  wire [12:0] \$440 ;
+  wire \$441 ;
+  wire [11:0] \$442 ;
   wire [12:0] \$443 ;
-  wire [7:0] \$444 ;
-  wire [7:0] \$445 ;
+  wire [12:0] \$444 ;
+  wire [12:0] \$445 ;
   wire [7:0] \$446 ;
   wire [7:0] \$447 ;
-  wire [32:0] \$448 ;
-  wire [31:0] \$449 ;
-  wire [7:0] \$45 ;
-  wire [47:0] \$450 ;
-  wire [48:0] \$451 ;
+  wire [7:0] \$448 ;
+  wire [7:0] \$449 ;
+  wire \$45 ;
+  wire [32:0] \$450 ;
+  wire [31:0] \$451 ;
   wire [47:0] \$452 ;
-  wire [47:0] \$453 ;
-  wire [78:0] \$454 ;
-  wire [79:0] \$455 ;
-  wire [79:0] \$456 ;
-  wire [63:0] \$457 ;
-  wire [63:0] \$458 ;
-  wire [64:0] \$459 ;
+  wire [48:0] \$453 ;
+  wire [47:0] \$454 ;
+  wire [47:0] \$455 ;
+  wire [78:0] \$456 ;
+  wire [79:0] \$457 ;
+  wire [79:0] \$458 ;
+  wire [63:0] \$459 ;
   wire [7:0] \$46 ;
-  wire \$460 ;
-  wire \$461 ;
-  wire [11:0] \$462 ;
-  wire [12:0] \$463 ;
-  wire \$464 ;
-  wire [11:0] \$465 ;
-  wire [12:0] \$466 ;
-  wire \$467 ;
-  wire [11:0] \$468 ;
-  wire [12:0] \$469 ;
+  wire [63:0] \$460 ;
+  wire [64:0] \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire [11:0] \$464 ;
+  wire [12:0] \$465 ;
+  wire \$466 ;
+  wire [11:0] \$467 ;
+  wire [12:0] \$468 ;
+  wire \$469 ;
   wire [7:0] \$47 ;
-  wire [12:0] \$470 ;
+  wire [11:0] \$470 ;
   wire [12:0] \$471 ;
-  wire [7:0] \$472 ;
-  wire [7:0] \$473 ;
-  wire \$474 ;
-  wire [11:0] \$475 ;
-  wire [12:0] \$476 ;
-  wire \$477 ;
-  wire [11:0] \$478 ;
-  wire [12:0] \$479 ;
+  wire [12:0] \$472 ;
+  wire [12:0] \$473 ;
+  wire [7:0] \$474 ;
+  wire [7:0] \$475 ;
+  wire \$476 ;
+  wire [11:0] \$477 ;
+  wire [12:0] \$478 ;
+  wire \$479 ;
   wire [7:0] \$48 ;
-  wire \$480 ;
-  wire [11:0] \$481 ;
-  wire [12:0] \$482 ;
-  wire [12:0] \$483 ;
+  wire [11:0] \$480 ;
+  wire [12:0] \$481 ;
+  wire \$482 ;
+  wire [11:0] \$483 ;
   wire [12:0] \$484 ;
-  wire [7:0] \$485 ;
-  wire [7:0] \$486 ;
+  wire [12:0] \$485 ;
+  wire [12:0] \$486 ;
   wire [7:0] \$487 ;
-  wire [11:0] \$488 ;
-  wire [12:0] \$489 ;
+  wire [7:0] \$488 ;
+  wire [7:0] \$489 ;
   wire [7:0] \$49 ;
-  wire \$490 ;
-  wire [11:0] \$491 ;
-  wire [12:0] \$492 ;
-  wire \$493 ;
-  wire [11:0] \$494 ;
-  wire [12:0] \$495 ;
-  wire [12:0] \$496 ;
+  wire [11:0] \$490 ;
+  wire [12:0] \$491 ;
+  wire \$492 ;
+  wire [11:0] \$493 ;
+  wire [12:0] \$494 ;
+  wire \$495 ;
+  wire [11:0] \$496 ;
   wire [12:0] \$497 ;
-  wire [7:0] \$498 ;
-  wire [7:0] \$499 ;
+  wire [12:0] \$498 ;
+  wire [12:0] \$499 ;
   wire \$5 ;
   wire [7:0] \$50 ;
   wire [7:0] \$500 ;
   wire [7:0] \$501 ;
-  wire [32:0] \$502 ;
-  wire [31:0] \$503 ;
-  wire [47:0] \$504 ;
-  wire [48:0] \$505 ;
+  wire [7:0] \$502 ;
+  wire [7:0] \$503 ;
+  wire [32:0] \$504 ;
+  wire [31:0] \$505 ;
   wire [47:0] \$506 ;
-  wire [47:0] \$507 ;
-  wire [78:0] \$508 ;
-  wire [79:0] \$509 ;
+  wire [48:0] \$507 ;
+  wire [47:0] \$508 ;
+  wire [47:0] \$509 ;
   wire [7:0] \$51 ;
-  wire [79:0] \$510 ;
-  wire [63:0] \$511 ;
-  wire [63:0] \$512 ;
-  wire [64:0] \$513 ;
-  wire \$514 ;
-  wire \$515 ;
-  wire [11:0] \$516 ;
-  wire [12:0] \$517 ;
-  wire \$518 ;
-  wire [11:0] \$519 ;
+  wire [78:0] \$510 ;
+  wire [79:0] \$511 ;
+  wire [79:0] \$512 ;
+  wire [63:0] \$513 ;
+  wire [63:0] \$514 ;
+  wire [64:0] \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire [11:0] \$518 ;
+  wire [12:0] \$519 ;
   wire [7:0] \$52 ;
-  wire [12:0] \$520 ;
-  wire \$521 ;
-  wire [11:0] \$522 ;
-  wire [12:0] \$523 ;
-  wire [12:0] \$524 ;
+  wire \$520 ;
+  wire [11:0] \$521 ;
+  wire [12:0] \$522 ;
+  wire \$523 ;
+  wire [11:0] \$524 ;
   wire [12:0] \$525 ;
-  wire [7:0] \$526 ;
-  wire [7:0] \$527 ;
-  wire \$528 ;
-  wire [11:0] \$529 ;
+  wire [12:0] \$526 ;
+  wire [12:0] \$527 ;
+  wire [7:0] \$528 ;
+  wire [7:0] \$529 ;
   wire [7:0] \$53 ;
-  wire [12:0] \$530 ;
-  wire \$531 ;
-  wire [11:0] \$532 ;
-  wire [12:0] \$533 ;
-  wire \$534 ;
-  wire [11:0] \$535 ;
-  wire [12:0] \$536 ;
-  wire [12:0] \$537 ;
+  wire \$530 ;
+  wire [11:0] \$531 ;
+  wire [12:0] \$532 ;
+  wire \$533 ;
+  wire [11:0] \$534 ;
+  wire [12:0] \$535 ;
+  wire \$536 ;
+  wire [11:0] \$537 ;
   wire [12:0] \$538 ;
-  wire [7:0] \$539 ;
+  wire [12:0] \$539 ;
   wire [7:0] \$54 ;
-  wire [7:0] \$540 ;
+  wire [12:0] \$540 ;
   wire [7:0] \$541 ;
-  wire [11:0] \$542 ;
-  wire [12:0] \$543 ;
-  wire \$544 ;
-  wire [11:0] \$545 ;
-  wire [12:0] \$546 ;
-  wire \$547 ;
-  wire [11:0] \$548 ;
-  wire [12:0] \$549 ;
+  wire [7:0] \$542 ;
+  wire [7:0] \$543 ;
+  wire [11:0] \$544 ;
+  wire [12:0] \$545 ;
+  wire \$546 ;
+  wire [11:0] \$547 ;
+  wire [12:0] \$548 ;
+  wire \$549 ;
   wire [7:0] \$55 ;
-  wire [12:0] \$550 ;
+  wire [11:0] \$550 ;
   wire [12:0] \$551 ;
-  wire [7:0] \$552 ;
-  wire [7:0] \$553 ;
+  wire [12:0] \$552 ;
+  wire [12:0] \$553 ;
   wire [7:0] \$554 ;
   wire [7:0] \$555 ;
-  wire [32:0] \$556 ;
-  wire [31:0] \$557 ;
-  wire [47:0] \$558 ;
-  wire [48:0] \$559 ;
+  wire [7:0] \$556 ;
+  wire [7:0] \$557 ;
+  wire [32:0] \$558 ;
+  wire [31:0] \$559 ;
   wire [7:0] \$56 ;
   wire [47:0] \$560 ;
-  wire [47:0] \$561 ;
-  wire [78:0] \$562 ;
-  wire [79:0] \$563 ;
-  wire [79:0] \$564 ;
-  wire [63:0] \$565 ;
-  wire [63:0] \$566 ;
-  wire [64:0] \$567 ;
-  wire \$568 ;
-  wire \$569 ;
+  wire [48:0] \$561 ;
+  wire [47:0] \$562 ;
+  wire [47:0] \$563 ;
+  wire [78:0] \$564 ;
+  wire [79:0] \$565 ;
+  wire [79:0] \$566 ;
+  wire [63:0] \$567 ;
+  wire [63:0] \$568 ;
+  wire [64:0] \$569 ;
   wire [7:0] \$57 ;
-  wire [11:0] \$570 ;
-  wire [12:0] \$571 ;
-  wire \$572 ;
-  wire [11:0] \$573 ;
-  wire [12:0] \$574 ;
-  wire \$575 ;
-  wire [11:0] \$576 ;
-  wire [12:0] \$577 ;
-  wire [12:0] \$578 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire [11:0] \$572 ;
+  wire [12:0] \$573 ;
+  wire \$574 ;
+  wire [11:0] \$575 ;
+  wire [12:0] \$576 ;
+  wire \$577 ;
+  wire [11:0] \$578 ;
   wire [12:0] \$579 ;
   wire [7:0] \$58 ;
-  wire [7:0] \$580 ;
-  wire [7:0] \$581 ;
-  wire \$582 ;
-  wire [11:0] \$583 ;
-  wire [12:0] \$584 ;
-  wire \$585 ;
-  wire [11:0] \$586 ;
-  wire [12:0] \$587 ;
-  wire \$588 ;
-  wire [11:0] \$589 ;
+  wire [12:0] \$580 ;
+  wire [12:0] \$581 ;
+  wire [7:0] \$582 ;
+  wire [7:0] \$583 ;
+  wire \$584 ;
+  wire [11:0] \$585 ;
+  wire [12:0] \$586 ;
+  wire \$587 ;
+  wire [11:0] \$588 ;
+  wire [12:0] \$589 ;
   wire [7:0] \$59 ;
-  wire [12:0] \$590 ;
-  wire [12:0] \$591 ;
+  wire \$590 ;
+  wire [11:0] \$591 ;
   wire [12:0] \$592 ;
-  wire [7:0] \$593 ;
-  wire [7:0] \$594 ;
+  wire [12:0] \$593 ;
+  wire [12:0] \$594 ;
   wire [7:0] \$595 ;
-  wire [11:0] \$596 ;
-  wire [12:0] \$597 ;
-  wire \$598 ;
-  wire [11:0] \$599 ;
+  wire [7:0] \$596 ;
+  wire [7:0] \$597 ;
+  wire [11:0] \$598 ;
+  wire [12:0] \$599 ;
   wire \$6 ;
   wire [7:0] \$60 ;
-  wire [12:0] \$600 ;
-  wire \$601 ;
-  wire [11:0] \$602 ;
-  wire [12:0] \$603 ;
-  wire [12:0] \$604 ;
+  wire \$600 ;
+  wire [11:0] \$601 ;
+  wire [12:0] \$602 ;
+  wire \$603 ;
+  wire [11:0] \$604 ;
   wire [12:0] \$605 ;
-  wire [7:0] \$606 ;
-  wire [7:0] \$607 ;
+  wire [12:0] \$606 ;
+  wire [12:0] \$607 ;
   wire [7:0] \$608 ;
   wire [7:0] \$609 ;
   wire [7:0] \$61 ;
-  wire [32:0] \$610 ;
-  wire [31:0] \$611 ;
-  wire [47:0] \$612 ;
-  wire [48:0] \$613 ;
+  wire [7:0] \$610 ;
+  wire [7:0] \$611 ;
+  wire [32:0] \$612 ;
+  wire [31:0] \$613 ;
   wire [47:0] \$614 ;
-  wire [47:0] \$615 ;
-  wire [78:0] \$616 ;
-  wire [79:0] \$617 ;
-  wire [79:0] \$618 ;
-  wire [63:0] \$619 ;
+  wire [48:0] \$615 ;
+  wire [47:0] \$616 ;
+  wire [47:0] \$617 ;
+  wire [78:0] \$618 ;
+  wire [79:0] \$619 ;
   wire [7:0] \$62 ;
-  wire [63:0] \$620 ;
-  wire [64:0] \$621 ;
-  wire \$622 ;
-  wire \$623 ;
-  wire [11:0] \$624 ;
-  wire [12:0] \$625 ;
-  wire \$626 ;
-  wire [11:0] \$627 ;
-  wire [12:0] \$628 ;
-  wire \$629 ;
+  wire [79:0] \$620 ;
+  wire [63:0] \$621 ;
+  wire [63:0] \$622 ;
+  wire [64:0] \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire [11:0] \$626 ;
+  wire [12:0] \$627 ;
+  wire \$628 ;
+  wire [11:0] \$629 ;
   wire [7:0] \$63 ;
-  wire [11:0] \$630 ;
-  wire [12:0] \$631 ;
-  wire [12:0] \$632 ;
+  wire [12:0] \$630 ;
+  wire \$631 ;
+  wire [11:0] \$632 ;
   wire [12:0] \$633 ;
-  wire [7:0] \$634 ;
-  wire [7:0] \$635 ;
-  wire \$636 ;
-  wire [11:0] \$637 ;
-  wire [12:0] \$638 ;
-  wire \$639 ;
+  wire [12:0] \$634 ;
+  wire [12:0] \$635 ;
+  wire [7:0] \$636 ;
+  wire [7:0] \$637 ;
+  wire \$638 ;
+  wire [11:0] \$639 ;
   wire [7:0] \$64 ;
-  wire [11:0] \$640 ;
-  wire [12:0] \$641 ;
-  wire \$642 ;
-  wire [11:0] \$643 ;
-  wire [12:0] \$644 ;
-  wire [12:0] \$645 ;
+  wire [12:0] \$640 ;
+  wire \$641 ;
+  wire [11:0] \$642 ;
+  wire [12:0] \$643 ;
+  wire \$644 ;
+  wire [11:0] \$645 ;
   wire [12:0] \$646 ;
-  wire [7:0] \$647 ;
-  wire [7:0] \$648 ;
+  wire [12:0] \$647 ;
+  wire [12:0] \$648 ;
   wire [7:0] \$649 ;
   wire [7:0] \$65 ;
-  wire [11:0] \$650 ;
-  wire [12:0] \$651 ;
-  wire \$652 ;
-  wire [11:0] \$653 ;
-  wire [12:0] \$654 ;
-  wire \$655 ;
-  wire [11:0] \$656 ;
-  wire [12:0] \$657 ;
-  wire [12:0] \$658 ;
+  wire [7:0] \$650 ;
+  wire [7:0] \$651 ;
+  wire [11:0] \$652 ;
+  wire [12:0] \$653 ;
+  wire \$654 ;
+  wire [11:0] \$655 ;
+  wire [12:0] \$656 ;
+  wire \$657 ;
+  wire [11:0] \$658 ;
   wire [12:0] \$659 ;
   wire [7:0] \$66 ;
-  wire [7:0] \$660 ;
-  wire [7:0] \$661 ;
+  wire [12:0] \$660 ;
+  wire [12:0] \$661 ;
   wire [7:0] \$662 ;
   wire [7:0] \$663 ;
-  wire [32:0] \$664 ;
-  wire [31:0] \$665 ;
-  wire [47:0] \$666 ;
-  wire [48:0] \$667 ;
+  wire [7:0] \$664 ;
+  wire [7:0] \$665 ;
+  wire [32:0] \$666 ;
+  wire [31:0] \$667 ;
   wire [47:0] \$668 ;
-  wire [47:0] \$669 ;
+  wire [48:0] \$669 ;
   wire [7:0] \$67 ;
-  wire [78:0] \$670 ;
-  wire [79:0] \$671 ;
-  wire [79:0] \$672 ;
-  wire [63:0] \$673 ;
-  wire [63:0] \$674 ;
-  wire [64:0] \$675 ;
-  wire \$676 ;
-  wire \$677 ;
-  wire [11:0] \$678 ;
-  wire [12:0] \$679 ;
+  wire [47:0] \$670 ;
+  wire [47:0] \$671 ;
+  wire [78:0] \$672 ;
+  wire [79:0] \$673 ;
+  wire [79:0] \$674 ;
+  wire [63:0] \$675 ;
+  wire [63:0] \$676 ;
+  wire [64:0] \$677 ;
+  wire \$678 ;
+  wire \$679 ;
   wire [7:0] \$68 ;
-  wire \$680 ;
-  wire [11:0] \$681 ;
-  wire [12:0] \$682 ;
-  wire \$683 ;
-  wire [11:0] \$684 ;
-  wire [12:0] \$685 ;
-  wire [12:0] \$686 ;
+  wire [11:0] \$680 ;
+  wire [12:0] \$681 ;
+  wire \$682 ;
+  wire [11:0] \$683 ;
+  wire [12:0] \$684 ;
+  wire \$685 ;
+  wire [11:0] \$686 ;
   wire [12:0] \$687 ;
-  wire [7:0] \$688 ;
-  wire [7:0] \$689 ;
+  wire [12:0] \$688 ;
+  wire [12:0] \$689 ;
   wire [7:0] \$69 ;
-  wire \$690 ;
-  wire [11:0] \$691 ;
-  wire [12:0] \$692 ;
-  wire \$693 ;
-  wire [11:0] \$694 ;
-  wire [12:0] \$695 ;
-  wire \$696 ;
-  wire [11:0] \$697 ;
-  wire [12:0] \$698 ;
-  wire [12:0] \$699 ;
+  wire [7:0] \$690 ;
+  wire [7:0] \$691 ;
+  wire \$692 ;
+  wire [11:0] \$693 ;
+  wire [12:0] \$694 ;
+  wire \$695 ;
+  wire [11:0] \$696 ;
+  wire [12:0] \$697 ;
+  wire \$698 ;
+  wire [11:0] \$699 ;
   wire \$7 ;
   wire [7:0] \$70 ;
   wire [12:0] \$700 ;
-  wire [7:0] \$701 ;
-  wire [7:0] \$702 ;
+  wire [12:0] \$701 ;
+  wire [12:0] \$702 ;
   wire [7:0] \$703 ;
-  wire [11:0] \$704 ;
-  wire [12:0] \$705 ;
-  wire \$706 ;
-  wire [11:0] \$707 ;
-  wire [12:0] \$708 ;
-  wire \$709 ;
+  wire [7:0] \$704 ;
+  wire [7:0] \$705 ;
+  wire [11:0] \$706 ;
+  wire [12:0] \$707 ;
+  wire \$708 ;
+  wire [11:0] \$709 ;
   wire [7:0] \$71 ;
-  wire [11:0] \$710 ;
-  wire [12:0] \$711 ;
-  wire [12:0] \$712 ;
+  wire [12:0] \$710 ;
+  wire \$711 ;
+  wire [11:0] \$712 ;
   wire [12:0] \$713 ;
-  wire [7:0] \$714 ;
-  wire [7:0] \$715 ;
+  wire [12:0] \$714 ;
+  wire [12:0] \$715 ;
   wire [7:0] \$716 ;
   wire [7:0] \$717 ;
-  wire [32:0] \$718 ;
-  wire [31:0] \$719 ;
+  wire [7:0] \$718 ;
+  wire [7:0] \$719 ;
   wire [7:0] \$72 ;
-  wire [47:0] \$720 ;
-  wire [48:0] \$721 ;
+  wire [32:0] \$720 ;
+  wire [31:0] \$721 ;
   wire [47:0] \$722 ;
-  wire [47:0] \$723 ;
-  wire [78:0] \$724 ;
-  wire [79:0] \$725 ;
-  wire [79:0] \$726 ;
-  wire [63:0] \$727 ;
-  wire [63:0] \$728 ;
-  wire [64:0] \$729 ;
+  wire [48:0] \$723 ;
+  wire [47:0] \$724 ;
+  wire [47:0] \$725 ;
+  wire [78:0] \$726 ;
+  wire [79:0] \$727 ;
+  wire [79:0] \$728 ;
+  wire [63:0] \$729 ;
   wire [7:0] \$73 ;
-  wire \$730 ;
-  wire \$731 ;
-  wire [11:0] \$732 ;
-  wire [12:0] \$733 ;
-  wire \$734 ;
-  wire [11:0] \$735 ;
-  wire [12:0] \$736 ;
-  wire \$737 ;
-  wire [11:0] \$738 ;
-  wire [12:0] \$739 ;
+  wire [63:0] \$730 ;
+  wire [64:0] \$731 ;
+  wire \$732 ;
+  wire \$733 ;
+  wire [11:0] \$734 ;
+  wire [12:0] \$735 ;
+  wire \$736 ;
+  wire [11:0] \$737 ;
+  wire [12:0] \$738 ;
+  wire \$739 ;
   wire [7:0] \$74 ;
-  wire [12:0] \$740 ;
+  wire [11:0] \$740 ;
   wire [12:0] \$741 ;
-  wire [7:0] \$742 ;
-  wire [7:0] \$743 ;
-  wire \$744 ;
-  wire [11:0] \$745 ;
-  wire [12:0] \$746 ;
-  wire \$747 ;
-  wire [11:0] \$748 ;
-  wire [12:0] \$749 ;
+  wire [12:0] \$742 ;
+  wire [12:0] \$743 ;
+  wire [7:0] \$744 ;
+  wire [7:0] \$745 ;
+  wire \$746 ;
+  wire [11:0] \$747 ;
+  wire [12:0] \$748 ;
+  wire \$749 ;
   wire [7:0] \$75 ;
-  wire \$750 ;
-  wire [11:0] \$751 ;
-  wire [12:0] \$752 ;
-  wire [12:0] \$753 ;
+  wire [11:0] \$750 ;
+  wire [12:0] \$751 ;
+  wire \$752 ;
+  wire [11:0] \$753 ;
   wire [12:0] \$754 ;
-  wire [7:0] \$755 ;
-  wire [7:0] \$756 ;
+  wire [12:0] \$755 ;
+  wire [12:0] \$756 ;
   wire [7:0] \$757 ;
-  wire [11:0] \$758 ;
-  wire [12:0] \$759 ;
+  wire [7:0] \$758 ;
+  wire [7:0] \$759 ;
   wire [7:0] \$76 ;
-  wire \$760 ;
-  wire [11:0] \$761 ;
-  wire [12:0] \$762 ;
-  wire \$763 ;
-  wire [11:0] \$764 ;
-  wire [12:0] \$765 ;
-  wire [12:0] \$766 ;
+  wire [11:0] \$760 ;
+  wire [12:0] \$761 ;
+  wire \$762 ;
+  wire [11:0] \$763 ;
+  wire [12:0] \$764 ;
+  wire \$765 ;
+  wire [11:0] \$766 ;
   wire [12:0] \$767 ;
-  wire [7:0] \$768 ;
-  wire [7:0] \$769 ;
+  wire [12:0] \$768 ;
+  wire [12:0] \$769 ;
   wire [7:0] \$77 ;
   wire [7:0] \$770 ;
   wire [7:0] \$771 ;
-  wire [32:0] \$772 ;
-  wire [31:0] \$773 ;
-  wire [47:0] \$774 ;
-  wire [48:0] \$775 ;
+  wire [7:0] \$772 ;
+  wire [7:0] \$773 ;
+  wire [32:0] \$774 ;
+  wire [31:0] \$775 ;
   wire [47:0] \$776 ;
-  wire [47:0] \$777 ;
-  wire [78:0] \$778 ;
-  wire [79:0] \$779 ;
+  wire [48:0] \$777 ;
+  wire [47:0] \$778 ;
+  wire [47:0] \$779 ;
   wire [7:0] \$78 ;
-  wire [79:0] \$780 ;
-  wire [63:0] \$781 ;
-  wire [63:0] \$782 ;
-  wire [64:0] \$783 ;
-  wire \$784 ;
-  wire \$785 ;
-  wire [11:0] \$786 ;
-  wire [12:0] \$787 ;
-  wire \$788 ;
-  wire [11:0] \$789 ;
+  wire [78:0] \$780 ;
+  wire [79:0] \$781 ;
+  wire [79:0] \$782 ;
+  wire [63:0] \$783 ;
+  wire [63:0] \$784 ;
+  wire [64:0] \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  wire [11:0] \$788 ;
+  wire [12:0] \$789 ;
   wire [7:0] \$79 ;
-  wire [12:0] \$790 ;
-  wire \$791 ;
-  wire [11:0] \$792 ;
-  wire [12:0] \$793 ;
-  wire [12:0] \$794 ;
+  wire \$790 ;
+  wire [11:0] \$791 ;
+  wire [12:0] \$792 ;
+  wire \$793 ;
+  wire [11:0] \$794 ;
   wire [12:0] \$795 ;
-  wire [7:0] \$796 ;
-  wire [7:0] \$797 ;
-  wire \$798 ;
-  wire [11:0] \$799 ;
+  wire [12:0] \$796 ;
+  wire [12:0] \$797 ;
+  wire [7:0] \$798 ;
+  wire [7:0] \$799 ;
   wire \$8 ;
   wire [7:0] \$80 ;
-  wire [12:0] \$800 ;
-  wire \$801 ;
-  wire [11:0] \$802 ;
-  wire [12:0] \$803 ;
-  wire \$804 ;
-  wire [11:0] \$805 ;
-  wire [12:0] \$806 ;
-  wire [12:0] \$807 ;
+  wire \$800 ;
+  wire [11:0] \$801 ;
+  wire [12:0] \$802 ;
+  wire \$803 ;
+  wire [11:0] \$804 ;
+  wire [12:0] \$805 ;
+  wire \$806 ;
+  wire [11:0] \$807 ;
   wire [12:0] \$808 ;
-  wire [7:0] \$809 ;
+  wire [12:0] \$809 ;
   wire [7:0] \$81 ;
-  wire [7:0] \$810 ;
+  wire [12:0] \$810 ;
   wire [7:0] \$811 ;
-  wire [11:0] \$812 ;
-  wire [12:0] \$813 ;
-  wire \$814 ;
-  wire [11:0] \$815 ;
-  wire [12:0] \$816 ;
-  wire \$817 ;
-  wire [11:0] \$818 ;
-  wire [12:0] \$819 ;
+  wire [7:0] \$812 ;
+  wire [7:0] \$813 ;
+  wire [11:0] \$814 ;
+  wire [12:0] \$815 ;
+  wire \$816 ;
+  wire [11:0] \$817 ;
+  wire [12:0] \$818 ;
+  wire \$819 ;
   wire [7:0] \$82 ;
-  wire [12:0] \$820 ;
+  wire [11:0] \$820 ;
   wire [12:0] \$821 ;
-  wire [7:0] \$822 ;
-  wire [7:0] \$823 ;
+  wire [12:0] \$822 ;
+  wire [12:0] \$823 ;
   wire [7:0] \$824 ;
   wire [7:0] \$825 ;
-  wire [32:0] \$826 ;
-  wire [31:0] \$827 ;
-  wire [47:0] \$828 ;
-  wire [48:0] \$829 ;
+  wire [7:0] \$826 ;
+  wire [7:0] \$827 ;
+  wire [32:0] \$828 ;
+  wire [31:0] \$829 ;
   wire [7:0] \$83 ;
   wire [47:0] \$830 ;
-  wire [47:0] \$831 ;
-  wire [78:0] \$832 ;
-  wire [79:0] \$833 ;
-  wire [79:0] \$834 ;
-  wire [63:0] \$835 ;
-  wire [63:0] \$836 ;
-  wire [64:0] \$837 ;
-  wire \$838 ;
-  wire \$839 ;
+  wire [48:0] \$831 ;
+  wire [47:0] \$832 ;
+  wire [47:0] \$833 ;
+  wire [78:0] \$834 ;
+  wire [79:0] \$835 ;
+  wire [79:0] \$836 ;
+  wire [63:0] \$837 ;
+  wire [63:0] \$838 ;
+  wire [64:0] \$839 ;
   wire [7:0] \$84 ;
-  wire [11:0] \$840 ;
-  wire [12:0] \$841 ;
-  wire \$842 ;
-  wire [11:0] \$843 ;
-  wire [12:0] \$844 ;
-  wire \$845 ;
-  wire [11:0] \$846 ;
-  wire [12:0] \$847 ;
-  wire [12:0] \$848 ;
+  wire \$840 ;
+  wire \$841 ;
+  wire [11:0] \$842 ;
+  wire [12:0] \$843 ;
+  wire \$844 ;
+  wire [11:0] \$845 ;
+  wire [12:0] \$846 ;
+  wire \$847 ;
+  wire [11:0] \$848 ;
   wire [12:0] \$849 ;
   wire [7:0] \$85 ;
-  wire [7:0] \$850 ;
-  wire [7:0] \$851 ;
-  wire \$852 ;
-  wire [11:0] \$853 ;
-  wire [12:0] \$854 ;
-  wire \$855 ;
-  wire [11:0] \$856 ;
-  wire [12:0] \$857 ;
-  wire \$858 ;
-  wire [11:0] \$859 ;
+  wire [12:0] \$850 ;
+  wire [12:0] \$851 ;
+  wire [7:0] \$852 ;
+  wire [7:0] \$853 ;
+  wire \$854 ;
+  wire [11:0] \$855 ;
+  wire [12:0] \$856 ;
+  wire \$857 ;
+  wire [11:0] \$858 ;
+  wire [12:0] \$859 ;
   wire [7:0] \$86 ;
-  wire [12:0] \$860 ;
-  wire [12:0] \$861 ;
+  wire \$860 ;
+  wire [11:0] \$861 ;
   wire [12:0] \$862 ;
-  wire [7:0] \$863 ;
-  wire [7:0] \$864 ;
+  wire [12:0] \$863 ;
+  wire [12:0] \$864 ;
   wire [7:0] \$865 ;
-  wire [11:0] \$866 ;
-  wire [12:0] \$867 ;
-  wire \$868 ;
-  wire [11:0] \$869 ;
+  wire [7:0] \$866 ;
+  wire [7:0] \$867 ;
+  wire [11:0] \$868 ;
+  wire [12:0] \$869 ;
   wire [7:0] \$87 ;
-  wire [12:0] \$870 ;
-  wire \$871 ;
-  wire [11:0] \$872 ;
-  wire [12:0] \$873 ;
-  wire [12:0] \$874 ;
+  wire \$870 ;
+  wire [11:0] \$871 ;
+  wire [12:0] \$872 ;
+  wire \$873 ;
+  wire [11:0] \$874 ;
   wire [12:0] \$875 ;
-  wire [7:0] \$876 ;
-  wire [7:0] \$877 ;
+  wire [12:0] \$876 ;
+  wire [12:0] \$877 ;
   wire [7:0] \$878 ;
   wire [7:0] \$879 ;
   wire [7:0] \$88 ;
-  wire [32:0] \$880 ;
-  wire [31:0] \$881 ;
-  wire [47:0] \$882 ;
-  wire [48:0] \$883 ;
+  wire [7:0] \$880 ;
+  wire [7:0] \$881 ;
+  wire [32:0] \$882 ;
+  wire [31:0] \$883 ;
   wire [47:0] \$884 ;
-  wire [47:0] \$885 ;
-  wire [78:0] \$886 ;
-  wire [79:0] \$887 ;
-  wire [79:0] \$888 ;
-  wire [63:0] \$889 ;
+  wire [48:0] \$885 ;
+  wire [47:0] \$886 ;
+  wire [47:0] \$887 ;
+  wire [78:0] \$888 ;
+  wire [79:0] \$889 ;
   wire [7:0] \$89 ;
-  wire [63:0] \$890 ;
-  wire [64:0] \$891 ;
-  wire \$892 ;
-  wire \$893 ;
-  wire [11:0] \$894 ;
-  wire [12:0] \$895 ;
-  wire \$896 ;
-  wire [11:0] \$897 ;
-  wire [12:0] \$898 ;
-  wire \$899 ;
+  wire [79:0] \$890 ;
+  wire [63:0] \$891 ;
+  wire [63:0] \$892 ;
+  wire [64:0] \$893 ;
+  wire \$894 ;
+  wire \$895 ;
+  wire [11:0] \$896 ;
+  wire [12:0] \$897 ;
+  wire \$898 ;
+  wire [11:0] \$899 ;
   wire \$9 ;
   wire [7:0] \$90 ;
-  wire [11:0] \$900 ;
-  wire [12:0] \$901 ;
-  wire [12:0] \$902 ;
+  wire [12:0] \$900 ;
+  wire \$901 ;
+  wire [11:0] \$902 ;
   wire [12:0] \$903 ;
-  wire [7:0] \$904 ;
-  wire [7:0] \$905 ;
-  wire \$906 ;
-  wire [11:0] \$907 ;
-  wire [12:0] \$908 ;
-  wire \$909 ;
+  wire [12:0] \$904 ;
+  wire [12:0] \$905 ;
+  wire [7:0] \$906 ;
+  wire [7:0] \$907 ;
+  wire \$908 ;
+  wire [11:0] \$909 ;
   wire [7:0] \$91 ;
-  wire [11:0] \$910 ;
-  wire [12:0] \$911 ;
-  wire \$912 ;
-  wire [11:0] \$913 ;
-  wire [12:0] \$914 ;
-  wire [12:0] \$915 ;
+  wire [12:0] \$910 ;
+  wire \$911 ;
+  wire [11:0] \$912 ;
+  wire [12:0] \$913 ;
+  wire \$914 ;
+  wire [11:0] \$915 ;
   wire [12:0] \$916 ;
-  wire [7:0] \$917 ;
-  wire [7:0] \$918 ;
+  wire [12:0] \$917 ;
+  wire [12:0] \$918 ;
   wire [7:0] \$919 ;
   wire [7:0] \$92 ;
-  wire [11:0] \$920 ;
-  wire [12:0] \$921 ;
-  wire \$922 ;
-  wire [11:0] \$923 ;
-  wire [12:0] \$924 ;
-  wire \$925 ;
-  wire [11:0] \$926 ;
-  wire [12:0] \$927 ;
-  wire [12:0] \$928 ;
+  wire [7:0] \$920 ;
+  wire [7:0] \$921 ;
+  wire [11:0] \$922 ;
+  wire [12:0] \$923 ;
+  wire \$924 ;
+  wire [11:0] \$925 ;
+  wire [12:0] \$926 ;
+  wire \$927 ;
+  wire [11:0] \$928 ;
   wire [12:0] \$929 ;
   wire [7:0] \$93 ;
-  wire [7:0] \$930 ;
-  wire [7:0] \$931 ;
+  wire [12:0] \$930 ;
+  wire [12:0] \$931 ;
   wire [7:0] \$932 ;
   wire [7:0] \$933 ;
-  wire [32:0] \$934 ;
-  wire [31:0] \$935 ;
-  wire [47:0] \$936 ;
-  wire [48:0] \$937 ;
+  wire [7:0] \$934 ;
+  wire [7:0] \$935 ;
+  wire [32:0] \$936 ;
+  wire [31:0] \$937 ;
   wire [47:0] \$938 ;
-  wire [47:0] \$939 ;
+  wire [48:0] \$939 ;
   wire [7:0] \$94 ;
-  wire [78:0] \$940 ;
-  wire [79:0] \$941 ;
-  wire [79:0] \$942 ;
-  wire [63:0] \$943 ;
-  wire [63:0] \$944 ;
-  wire [64:0] \$945 ;
-  wire \$946 ;
-  wire \$947 ;
-  wire [11:0] \$948 ;
-  wire [12:0] \$949 ;
+  wire [47:0] \$940 ;
+  wire [47:0] \$941 ;
+  wire [78:0] \$942 ;
+  wire [79:0] \$943 ;
+  wire [79:0] \$944 ;
+  wire [63:0] \$945 ;
+  wire [63:0] \$946 ;
+  wire [64:0] \$947 ;
+  wire \$948 ;
+  wire \$949 ;
   wire [7:0] \$95 ;
-  wire \$950 ;
-  wire [11:0] \$951 ;
-  wire [12:0] \$952 ;
-  wire \$953 ;
-  wire [11:0] \$954 ;
-  wire [12:0] \$955 ;
-  wire [12:0] \$956 ;
+  wire [11:0] \$950 ;
+  wire [12:0] \$951 ;
+  wire \$952 ;
+  wire [11:0] \$953 ;
+  wire [12:0] \$954 ;
+  wire \$955 ;
+  wire [11:0] \$956 ;
   wire [12:0] \$957 ;
-  wire [7:0] \$958 ;
-  wire [7:0] \$959 ;
+  wire [12:0] \$958 ;
+  wire [12:0] \$959 ;
   wire [7:0] \$96 ;
-  wire \$960 ;
-  wire [11:0] \$961 ;
-  wire [12:0] \$962 ;
-  wire \$963 ;
-  wire [11:0] \$964 ;
-  wire [12:0] \$965 ;
-  wire \$966 ;
-  wire [11:0] \$967 ;
-  wire [12:0] \$968 ;
-  wire [12:0] \$969 ;
+  wire [7:0] \$960 ;
+  wire [7:0] \$961 ;
+  wire \$962 ;
+  wire [11:0] \$963 ;
+  wire [12:0] \$964 ;
+  wire \$965 ;
+  wire [11:0] \$966 ;
+  wire [12:0] \$967 ;
+  wire \$968 ;
+  wire [11:0] \$969 ;
   wire [7:0] \$97 ;
   wire [12:0] \$970 ;
-  wire [7:0] \$971 ;
-  wire [7:0] \$972 ;
+  wire [12:0] \$971 ;
+  wire [12:0] \$972 ;
   wire [7:0] \$973 ;
-  wire [11:0] \$974 ;
-  wire [12:0] \$975 ;
-  wire \$976 ;
-  wire [11:0] \$977 ;
-  wire [12:0] \$978 ;
-  wire \$979 ;
+  wire [7:0] \$974 ;
+  wire [7:0] \$975 ;
+  wire [11:0] \$976 ;
+  wire [12:0] \$977 ;
+  wire \$978 ;
+  wire [11:0] \$979 ;
   wire [7:0] \$98 ;
-  wire [11:0] \$980 ;
-  wire [12:0] \$981 ;
-  wire [12:0] \$982 ;
+  wire [12:0] \$980 ;
+  wire \$981 ;
+  wire [11:0] \$982 ;
   wire [12:0] \$983 ;
-  wire [7:0] \$984 ;
-  wire [7:0] \$985 ;
+  wire [12:0] \$984 ;
+  wire [12:0] \$985 ;
   wire [7:0] \$986 ;
   wire [7:0] \$987 ;
-  wire [17:0] \$988 ;
-  wire \$989 ;
+  wire [7:0] \$988 ;
+  wire [7:0] \$989 ;
   wire [7:0] \$99 ;
-  wire \$990 ;
-  wire [7:0] \$991 ;
-  wire [7:0] \$992 ;
-  wire \$993 ;
-  wire \$994 ;
-  wire [7:0] \$995 ;
-  wire [7:0] \$996 ;
-  wire \$997 ;
-  wire \$998 ;
-  wire [7:0] \$999 ;
+  wire [17:0] \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire [7:0] \$993 ;
+  wire [7:0] \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [7:0] \$997 ;
+  wire [7:0] \$998 ;
+  wire \$999 ;
   output [12:0] acc_ptr;
   reg [12:0] acc_ptr = 13'h0000;
   (* init = 13'h0000 *)
@@ -56371,8 +56569,10 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   reg [31:0] bias_9 = 32'd0;
   reg [1:0] cap_idx0 = 2'h0;
   reg [1:0] cap_idx1 = 2'h0;
+  reg [1:0] cap_idx2 = 2'h0;
   reg cap_valid0 = 1'h0;
   reg cap_valid1 = 1'h0;
+  reg cap_valid2 = 1'h0;
   input clk;
   wire clk;
   reg [155:0] cmd = 156'h000000000000000000000000000000000000000;
@@ -56476,6 +56676,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   wire fits5_9;
   reg granted;
   reg inflight1 = 1'h0;
+  reg inflight2 = 1'h0;
   reg [16:0] issued = 17'h00000;
   reg [7:0] max6_0 = 8'h00;
   reg [7:0] max6_1 = 8'h00;
@@ -56807,1785 +57008,1773 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$34  = \$33  ? cmd[75:56] : cmd[95:76];
   assign \$35  = \$27  ? cmd[19:0] : \$34 ;
   assign \$36  = pidx == 2'h2;
-  assign \$37  = | shift_out_of_range;
-  assign \$38  = issued + 1'h1;
-  assign \$39  = issued + 1'h1;
-  assign \$40  = \$39  != cmd[55:40];
-  assign \$41  = acc_ptr + 1'h1;
-  assign \$42  = res_ptr + 1'h1;
-  assign \$43  = retired == cmd[55:40];
-  assign \$44  = v0 ? spad_rd__data[7:0] : res1_0;
-  assign \$45  = v1 ? res1_0 : res2_0;
-  assign \$46  = v2 ? res2_0 : res3_0;
-  assign \$47  = v3 ? res3_0 : res4_0;
-  assign \$48  = v4 ? res4_0 : res5_0;
-  assign \$49  = v0 ? spad_rd__data[15:8] : res1_1;
-  assign \$50  = v1 ? res1_1 : res2_1;
-  assign \$51  = v2 ? res2_1 : res3_1;
-  assign \$52  = v3 ? res3_1 : res4_1;
-  assign \$53  = v4 ? res4_1 : res5_1;
-  assign \$54  = v0 ? spad_rd__data[23:16] : res1_2;
-  assign \$55  = v1 ? res1_2 : res2_2;
-  assign \$56  = v2 ? res2_2 : res3_2;
-  assign \$57  = v3 ? res3_2 : res4_2;
-  assign \$58  = v4 ? res4_2 : res5_2;
-  assign \$59  = v0 ? spad_rd__data[31:24] : res1_3;
-  assign \$60  = v1 ? res1_3 : res2_3;
-  assign \$61  = v2 ? res2_3 : res3_3;
-  assign \$62  = v3 ? res3_3 : res4_3;
-  assign \$63  = v4 ? res4_3 : res5_3;
-  assign \$64  = v0 ? spad_rd__data[39:32] : res1_4;
-  assign \$65  = v1 ? res1_4 : res2_4;
-  assign \$66  = v2 ? res2_4 : res3_4;
-  assign \$67  = v3 ? res3_4 : res4_4;
-  assign \$68  = v4 ? res4_4 : res5_4;
-  assign \$69  = v0 ? spad_rd__data[47:40] : res1_5;
-  assign \$70  = v1 ? res1_5 : res2_5;
-  assign \$71  = v2 ? res2_5 : res3_5;
-  assign \$72  = v3 ? res3_5 : res4_5;
-  assign \$73  = v4 ? res4_5 : res5_5;
-  assign \$74  = v0 ? spad_rd__data[55:48] : res1_6;
-  assign \$75  = v1 ? res1_6 : res2_6;
-  assign \$76  = v2 ? res2_6 : res3_6;
-  assign \$77  = v3 ? res3_6 : res4_6;
-  assign \$78  = v4 ? res4_6 : res5_6;
-  assign \$79  = v0 ? spad_rd__data[63:56] : res1_7;
-  assign \$80  = v1 ? res1_7 : res2_7;
-  assign \$81  = v2 ? res2_7 : res3_7;
-  assign \$82  = v3 ? res3_7 : res4_7;
-  assign \$83  = v4 ? res4_7 : res5_7;
-  assign \$84  = v0 ? spad_rd__data[71:64] : res1_8;
-  assign \$85  = v1 ? res1_8 : res2_8;
-  assign \$86  = v2 ? res2_8 : res3_8;
-  assign \$87  = v3 ? res3_8 : res4_8;
-  assign \$88  = v4 ? res4_8 : res5_8;
-  assign \$89  = v0 ? spad_rd__data[79:72] : res1_9;
-  assign \$90  = v1 ? res1_9 : res2_9;
-  assign \$91  = v2 ? res2_9 : res3_9;
-  assign \$92  = v3 ? res3_9 : res4_9;
-  assign \$93  = v4 ? res4_9 : res5_9;
-  assign \$94  = v0 ? spad_rd__data[87:80] : res1_10;
-  assign \$95  = v1 ? res1_10 : res2_10;
-  assign \$96  = v2 ? res2_10 : res3_10;
-  assign \$97  = v3 ? res3_10 : res4_10;
-  assign \$98  = v4 ? res4_10 : res5_10;
-  assign \$99  = v0 ? spad_rd__data[95:88] : res1_11;
-  assign \$100  = v1 ? res1_11 : res2_11;
-  assign \$101  = v2 ? res2_11 : res3_11;
-  assign \$102  = v3 ? res3_11 : res4_11;
-  assign \$103  = v4 ? res4_11 : res5_11;
-  assign \$104  = v0 ? spad_rd__data[103:96] : res1_12;
-  assign \$105  = v1 ? res1_12 : res2_12;
-  assign \$106  = v2 ? res2_12 : res3_12;
-  assign \$107  = v3 ? res3_12 : res4_12;
-  assign \$108  = v4 ? res4_12 : res5_12;
-  assign \$109  = v0 ? spad_rd__data[111:104] : res1_13;
-  assign \$110  = v1 ? res1_13 : res2_13;
-  assign \$111  = v2 ? res2_13 : res3_13;
-  assign \$112  = v3 ? res3_13 : res4_13;
-  assign \$113  = v4 ? res4_13 : res5_13;
-  assign \$114  = v0 ? spad_rd__data[119:112] : res1_14;
-  assign \$115  = v1 ? res1_14 : res2_14;
-  assign \$116  = v2 ? res2_14 : res3_14;
-  assign \$117  = v3 ? res3_14 : res4_14;
-  assign \$118  = v4 ? res4_14 : res5_14;
-  assign \$119  = v0 ? spad_rd__data[127:120] : res1_15;
-  assign \$120  = v1 ? res1_15 : res2_15;
-  assign \$121  = v2 ? res2_15 : res3_15;
-  assign \$122  = v3 ? res3_15 : res4_15;
-  assign \$123  = v4 ? res4_15 : res5_15;
-  assign \$124  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
-  assign \$125  = v0 ? \$124 [31:0] : x1_0;
-  assign \$126  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
-  assign \$127  = v1 ? { \$126 [47], \$126  } : plo2_0;
-  assign \$128  = $signed(x1_0) * $signed(mult_0[31:16]);
-  assign \$129  = v1 ? \$128  : phi2_0;
-  assign \$131  = $signed(plo2_0) + $signed(\$130 );
-  assign \$132  = v2 ? \$131  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
-  assign \$133  = $signed(p3_0) >>> shift_0;
-  assign \$134  = v3 ? \$133  : sh4_0;
-  assign \$136  = \$135  >> shift_0;
-  assign \$137  = v3 ? \$136  : rb4_0;
-  assign \$138  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$139  = $signed(\$138 ) + $signed(cmd[143:136]);
-  assign \$140  = $signed(\$139 ) > $signed(8'h7f);
-  assign \$141  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$142  = $signed(\$141 ) + $signed(cmd[143:136]);
-  assign \$143  = $signed(\$142 ) < $signed(8'h80);
-  assign \$144  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$145  = $signed(\$144 ) + $signed(cmd[143:136]);
-  assign \$146  = \$143  ? 13'h1f80 : \$145 ;
-  assign \$147  = \$140  ? 13'h007f : \$146 ;
-  assign \$148  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$149  = fits5_0 ? \$147 [7:0] : \$148 ;
-  assign \$150  = $signed(\$149 ) > $signed(cmd[143:136]);
-  assign \$151  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$152  = $signed(\$151 ) + $signed(cmd[143:136]);
-  assign \$153  = $signed(\$152 ) > $signed(8'h7f);
-  assign \$154  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$155  = $signed(\$154 ) + $signed(cmd[143:136]);
-  assign \$156  = $signed(\$155 ) < $signed(8'h80);
-  assign \$157  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$158  = $signed(\$157 ) + $signed(cmd[143:136]);
-  assign \$159  = \$156  ? 13'h1f80 : \$158 ;
-  assign \$160  = \$153  ? 13'h007f : \$159 ;
-  assign \$161  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$162  = fits5_0 ? \$160 [7:0] : \$161 ;
-  assign \$163  = \$150  ? \$162  : cmd[143:136];
-  assign \$164  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$165  = $signed(\$164 ) + $signed(cmd[143:136]);
-  assign \$166  = $signed(\$165 ) > $signed(8'h7f);
-  assign \$167  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$168  = $signed(\$167 ) + $signed(cmd[143:136]);
-  assign \$169  = $signed(\$168 ) < $signed(8'h80);
-  assign \$170  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$171  = $signed(\$170 ) + $signed(cmd[143:136]);
-  assign \$172  = \$169  ? 13'h1f80 : \$171 ;
-  assign \$173  = \$166  ? 13'h007f : \$172 ;
-  assign \$174  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$175  = fits5_0 ? \$173 [7:0] : \$174 ;
-  assign \$176  = cmd[145] ? \$163  : \$175 ;
-  assign \$177  = v4 ? \$176  : y5_0;
-  assign \$178  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
-  assign \$179  = v0 ? \$178 [31:0] : x1_1;
-  assign \$180  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
-  assign \$181  = v1 ? { \$180 [47], \$180  } : plo2_1;
-  assign \$182  = $signed(x1_1) * $signed(mult_1[31:16]);
-  assign \$183  = v1 ? \$182  : phi2_1;
-  assign \$185  = $signed(plo2_1) + $signed(\$184 );
-  assign \$186  = v2 ? \$185  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
-  assign \$187  = $signed(p3_1) >>> shift_1;
-  assign \$188  = v3 ? \$187  : sh4_1;
-  assign \$190  = \$189  >> shift_1;
-  assign \$191  = v3 ? \$190  : rb4_1;
-  assign \$192  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$193  = $signed(\$192 ) + $signed(cmd[143:136]);
-  assign \$194  = $signed(\$193 ) > $signed(8'h7f);
-  assign \$195  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$196  = $signed(\$195 ) + $signed(cmd[143:136]);
-  assign \$197  = $signed(\$196 ) < $signed(8'h80);
-  assign \$198  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$199  = $signed(\$198 ) + $signed(cmd[143:136]);
-  assign \$200  = \$197  ? 13'h1f80 : \$199 ;
-  assign \$201  = \$194  ? 13'h007f : \$200 ;
-  assign \$202  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$203  = fits5_1 ? \$201 [7:0] : \$202 ;
-  assign \$204  = $signed(\$203 ) > $signed(cmd[143:136]);
-  assign \$205  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$206  = $signed(\$205 ) + $signed(cmd[143:136]);
-  assign \$207  = $signed(\$206 ) > $signed(8'h7f);
-  assign \$208  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$209  = $signed(\$208 ) + $signed(cmd[143:136]);
-  assign \$210  = $signed(\$209 ) < $signed(8'h80);
-  assign \$211  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$212  = $signed(\$211 ) + $signed(cmd[143:136]);
-  assign \$213  = \$210  ? 13'h1f80 : \$212 ;
-  assign \$214  = \$207  ? 13'h007f : \$213 ;
-  assign \$215  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$216  = fits5_1 ? \$214 [7:0] : \$215 ;
-  assign \$217  = \$204  ? \$216  : cmd[143:136];
-  assign \$218  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$219  = $signed(\$218 ) + $signed(cmd[143:136]);
-  assign \$220  = $signed(\$219 ) > $signed(8'h7f);
-  assign \$221  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$222  = $signed(\$221 ) + $signed(cmd[143:136]);
-  assign \$223  = $signed(\$222 ) < $signed(8'h80);
-  assign \$224  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$225  = $signed(\$224 ) + $signed(cmd[143:136]);
-  assign \$226  = \$223  ? 13'h1f80 : \$225 ;
-  assign \$227  = \$220  ? 13'h007f : \$226 ;
-  assign \$228  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$229  = fits5_1 ? \$227 [7:0] : \$228 ;
-  assign \$230  = cmd[145] ? \$217  : \$229 ;
-  assign \$231  = v4 ? \$230  : y5_1;
-  assign \$232  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
-  assign \$233  = v0 ? \$232 [31:0] : x1_2;
-  assign \$234  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
-  assign \$235  = v1 ? { \$234 [47], \$234  } : plo2_2;
-  assign \$236  = $signed(x1_2) * $signed(mult_2[31:16]);
-  assign \$237  = v1 ? \$236  : phi2_2;
-  assign \$239  = $signed(plo2_2) + $signed(\$238 );
-  assign \$240  = v2 ? \$239  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
-  assign \$241  = $signed(p3_2) >>> shift_2;
-  assign \$242  = v3 ? \$241  : sh4_2;
-  assign \$244  = \$243  >> shift_2;
-  assign \$245  = v3 ? \$244  : rb4_2;
-  assign \$246  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$247  = $signed(\$246 ) + $signed(cmd[143:136]);
-  assign \$248  = $signed(\$247 ) > $signed(8'h7f);
-  assign \$249  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$250  = $signed(\$249 ) + $signed(cmd[143:136]);
-  assign \$251  = $signed(\$250 ) < $signed(8'h80);
-  assign \$252  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$253  = $signed(\$252 ) + $signed(cmd[143:136]);
-  assign \$254  = \$251  ? 13'h1f80 : \$253 ;
-  assign \$255  = \$248  ? 13'h007f : \$254 ;
-  assign \$256  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$257  = fits5_2 ? \$255 [7:0] : \$256 ;
-  assign \$258  = $signed(\$257 ) > $signed(cmd[143:136]);
-  assign \$259  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$260  = $signed(\$259 ) + $signed(cmd[143:136]);
-  assign \$261  = $signed(\$260 ) > $signed(8'h7f);
-  assign \$262  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$263  = $signed(\$262 ) + $signed(cmd[143:136]);
-  assign \$264  = $signed(\$263 ) < $signed(8'h80);
-  assign \$265  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$266  = $signed(\$265 ) + $signed(cmd[143:136]);
-  assign \$267  = \$264  ? 13'h1f80 : \$266 ;
-  assign \$268  = \$261  ? 13'h007f : \$267 ;
-  assign \$269  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$270  = fits5_2 ? \$268 [7:0] : \$269 ;
-  assign \$271  = \$258  ? \$270  : cmd[143:136];
-  assign \$272  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$273  = $signed(\$272 ) + $signed(cmd[143:136]);
-  assign \$274  = $signed(\$273 ) > $signed(8'h7f);
-  assign \$275  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$276  = $signed(\$275 ) + $signed(cmd[143:136]);
-  assign \$277  = $signed(\$276 ) < $signed(8'h80);
-  assign \$278  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$279  = $signed(\$278 ) + $signed(cmd[143:136]);
-  assign \$280  = \$277  ? 13'h1f80 : \$279 ;
-  assign \$281  = \$274  ? 13'h007f : \$280 ;
-  assign \$282  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$283  = fits5_2 ? \$281 [7:0] : \$282 ;
-  assign \$284  = cmd[145] ? \$271  : \$283 ;
-  assign \$285  = v4 ? \$284  : y5_2;
-  assign \$286  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
-  assign \$287  = v0 ? \$286 [31:0] : x1_3;
-  assign \$288  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
-  assign \$289  = v1 ? { \$288 [47], \$288  } : plo2_3;
-  assign \$290  = $signed(x1_3) * $signed(mult_3[31:16]);
-  assign \$291  = v1 ? \$290  : phi2_3;
-  assign \$293  = $signed(plo2_3) + $signed(\$292 );
-  assign \$294  = v2 ? \$293  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
-  assign \$295  = $signed(p3_3) >>> shift_3;
-  assign \$296  = v3 ? \$295  : sh4_3;
-  assign \$298  = \$297  >> shift_3;
-  assign \$299  = v3 ? \$298  : rb4_3;
-  assign \$300  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$301  = $signed(\$300 ) + $signed(cmd[143:136]);
-  assign \$302  = $signed(\$301 ) > $signed(8'h7f);
-  assign \$303  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$304  = $signed(\$303 ) + $signed(cmd[143:136]);
-  assign \$305  = $signed(\$304 ) < $signed(8'h80);
-  assign \$306  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$307  = $signed(\$306 ) + $signed(cmd[143:136]);
-  assign \$308  = \$305  ? 13'h1f80 : \$307 ;
-  assign \$309  = \$302  ? 13'h007f : \$308 ;
-  assign \$310  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$311  = fits5_3 ? \$309 [7:0] : \$310 ;
-  assign \$312  = $signed(\$311 ) > $signed(cmd[143:136]);
-  assign \$313  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$314  = $signed(\$313 ) + $signed(cmd[143:136]);
-  assign \$315  = $signed(\$314 ) > $signed(8'h7f);
-  assign \$316  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$317  = $signed(\$316 ) + $signed(cmd[143:136]);
-  assign \$318  = $signed(\$317 ) < $signed(8'h80);
-  assign \$319  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$320  = $signed(\$319 ) + $signed(cmd[143:136]);
-  assign \$321  = \$318  ? 13'h1f80 : \$320 ;
-  assign \$322  = \$315  ? 13'h007f : \$321 ;
-  assign \$323  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$324  = fits5_3 ? \$322 [7:0] : \$323 ;
-  assign \$325  = \$312  ? \$324  : cmd[143:136];
-  assign \$326  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$327  = $signed(\$326 ) + $signed(cmd[143:136]);
-  assign \$328  = $signed(\$327 ) > $signed(8'h7f);
-  assign \$329  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$330  = $signed(\$329 ) + $signed(cmd[143:136]);
-  assign \$331  = $signed(\$330 ) < $signed(8'h80);
-  assign \$332  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$333  = $signed(\$332 ) + $signed(cmd[143:136]);
-  assign \$334  = \$331  ? 13'h1f80 : \$333 ;
-  assign \$335  = \$328  ? 13'h007f : \$334 ;
-  assign \$336  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$337  = fits5_3 ? \$335 [7:0] : \$336 ;
-  assign \$338  = cmd[145] ? \$325  : \$337 ;
-  assign \$339  = v4 ? \$338  : y5_3;
-  assign \$340  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
-  assign \$341  = v0 ? \$340 [31:0] : x1_4;
-  assign \$342  = $signed(x1_4) * $signed({ 1'h0, mult_4[15:0] });
-  assign \$343  = v1 ? { \$342 [47], \$342  } : plo2_4;
-  assign \$344  = $signed(x1_4) * $signed(mult_4[31:16]);
-  assign \$345  = v1 ? \$344  : phi2_4;
-  assign \$347  = $signed(plo2_4) + $signed(\$346 );
-  assign \$348  = v2 ? \$347  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
-  assign \$349  = $signed(p3_4) >>> shift_4;
-  assign \$350  = v3 ? \$349  : sh4_4;
-  assign \$352  = \$351  >> shift_4;
-  assign \$353  = v3 ? \$352  : rb4_4;
-  assign \$354  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$355  = $signed(\$354 ) + $signed(cmd[143:136]);
-  assign \$356  = $signed(\$355 ) > $signed(8'h7f);
-  assign \$357  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$358  = $signed(\$357 ) + $signed(cmd[143:136]);
-  assign \$359  = $signed(\$358 ) < $signed(8'h80);
-  assign \$360  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$361  = $signed(\$360 ) + $signed(cmd[143:136]);
-  assign \$362  = \$359  ? 13'h1f80 : \$361 ;
-  assign \$363  = \$356  ? 13'h007f : \$362 ;
-  assign \$364  = sh4_4[63] ? 8'h80 : 8'h7f;
-  assign \$365  = fits5_4 ? \$363 [7:0] : \$364 ;
-  assign \$366  = $signed(\$365 ) > $signed(cmd[143:136]);
-  assign \$367  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$368  = $signed(\$367 ) + $signed(cmd[143:136]);
-  assign \$369  = $signed(\$368 ) > $signed(8'h7f);
-  assign \$370  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$371  = $signed(\$370 ) + $signed(cmd[143:136]);
-  assign \$372  = $signed(\$371 ) < $signed(8'h80);
-  assign \$373  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$374  = $signed(\$373 ) + $signed(cmd[143:136]);
-  assign \$375  = \$372  ? 13'h1f80 : \$374 ;
-  assign \$376  = \$369  ? 13'h007f : \$375 ;
-  assign \$377  = sh4_4[63] ? 8'h80 : 8'h7f;
-  assign \$378  = fits5_4 ? \$376 [7:0] : \$377 ;
-  assign \$379  = \$366  ? \$378  : cmd[143:136];
-  assign \$380  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$381  = $signed(\$380 ) + $signed(cmd[143:136]);
-  assign \$382  = $signed(\$381 ) > $signed(8'h7f);
-  assign \$383  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$384  = $signed(\$383 ) + $signed(cmd[143:136]);
-  assign \$385  = $signed(\$384 ) < $signed(8'h80);
-  assign \$386  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$387  = $signed(\$386 ) + $signed(cmd[143:136]);
-  assign \$388  = \$385  ? 13'h1f80 : \$387 ;
-  assign \$389  = \$382  ? 13'h007f : \$388 ;
-  assign \$390  = sh4_4[63] ? 8'h80 : 8'h7f;
-  assign \$391  = fits5_4 ? \$389 [7:0] : \$390 ;
-  assign \$392  = cmd[145] ? \$379  : \$391 ;
-  assign \$393  = v4 ? \$392  : y5_4;
-  assign \$394  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
-  assign \$395  = v0 ? \$394 [31:0] : x1_5;
-  assign \$396  = $signed(x1_5) * $signed({ 1'h0, mult_5[15:0] });
-  assign \$397  = v1 ? { \$396 [47], \$396  } : plo2_5;
-  assign \$398  = $signed(x1_5) * $signed(mult_5[31:16]);
-  assign \$399  = v1 ? \$398  : phi2_5;
-  assign \$401  = $signed(plo2_5) + $signed(\$400 );
-  assign \$402  = v2 ? \$401  : { p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5 };
-  assign \$403  = $signed(p3_5) >>> shift_5;
-  assign \$404  = v3 ? \$403  : sh4_5;
-  assign \$406  = \$405  >> shift_5;
-  assign \$407  = v3 ? \$406  : rb4_5;
-  assign \$408  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$409  = $signed(\$408 ) + $signed(cmd[143:136]);
-  assign \$410  = $signed(\$409 ) > $signed(8'h7f);
-  assign \$411  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$412  = $signed(\$411 ) + $signed(cmd[143:136]);
-  assign \$413  = $signed(\$412 ) < $signed(8'h80);
-  assign \$414  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$415  = $signed(\$414 ) + $signed(cmd[143:136]);
-  assign \$416  = \$413  ? 13'h1f80 : \$415 ;
-  assign \$417  = \$410  ? 13'h007f : \$416 ;
-  assign \$418  = sh4_5[63] ? 8'h80 : 8'h7f;
-  assign \$419  = fits5_5 ? \$417 [7:0] : \$418 ;
-  assign \$420  = $signed(\$419 ) > $signed(cmd[143:136]);
-  assign \$421  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$422  = $signed(\$421 ) + $signed(cmd[143:136]);
-  assign \$423  = $signed(\$422 ) > $signed(8'h7f);
-  assign \$424  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$425  = $signed(\$424 ) + $signed(cmd[143:136]);
-  assign \$426  = $signed(\$425 ) < $signed(8'h80);
-  assign \$427  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$428  = $signed(\$427 ) + $signed(cmd[143:136]);
-  assign \$429  = \$426  ? 13'h1f80 : \$428 ;
-  assign \$430  = \$423  ? 13'h007f : \$429 ;
-  assign \$431  = sh4_5[63] ? 8'h80 : 8'h7f;
-  assign \$432  = fits5_5 ? \$430 [7:0] : \$431 ;
-  assign \$433  = \$420  ? \$432  : cmd[143:136];
-  assign \$434  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$435  = $signed(\$434 ) + $signed(cmd[143:136]);
-  assign \$436  = $signed(\$435 ) > $signed(8'h7f);
-  assign \$437  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$438  = $signed(\$437 ) + $signed(cmd[143:136]);
-  assign \$439  = $signed(\$438 ) < $signed(8'h80);
-  assign \$440  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$441  = $signed(\$440 ) + $signed(cmd[143:136]);
-  assign \$442  = \$439  ? 13'h1f80 : \$441 ;
-  assign \$443  = \$436  ? 13'h007f : \$442 ;
-  assign \$444  = sh4_5[63] ? 8'h80 : 8'h7f;
-  assign \$445  = fits5_5 ? \$443 [7:0] : \$444 ;
-  assign \$446  = cmd[145] ? \$433  : \$445 ;
-  assign \$447  = v4 ? \$446  : y5_5;
-  assign \$448  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
-  assign \$449  = v0 ? \$448 [31:0] : x1_6;
-  assign \$450  = $signed(x1_6) * $signed({ 1'h0, mult_6[15:0] });
-  assign \$451  = v1 ? { \$450 [47], \$450  } : plo2_6;
-  assign \$452  = $signed(x1_6) * $signed(mult_6[31:16]);
-  assign \$453  = v1 ? \$452  : phi2_6;
-  assign \$455  = $signed(plo2_6) + $signed(\$454 );
-  assign \$456  = v2 ? \$455  : { p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6 };
-  assign \$457  = $signed(p3_6) >>> shift_6;
-  assign \$458  = v3 ? \$457  : sh4_6;
-  assign \$460  = \$459  >> shift_6;
-  assign \$461  = v3 ? \$460  : rb4_6;
-  assign \$462  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$463  = $signed(\$462 ) + $signed(cmd[143:136]);
-  assign \$464  = $signed(\$463 ) > $signed(8'h7f);
-  assign \$465  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$466  = $signed(\$465 ) + $signed(cmd[143:136]);
-  assign \$467  = $signed(\$466 ) < $signed(8'h80);
-  assign \$468  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$469  = $signed(\$468 ) + $signed(cmd[143:136]);
-  assign \$470  = \$467  ? 13'h1f80 : \$469 ;
-  assign \$471  = \$464  ? 13'h007f : \$470 ;
-  assign \$472  = sh4_6[63] ? 8'h80 : 8'h7f;
-  assign \$473  = fits5_6 ? \$471 [7:0] : \$472 ;
-  assign \$474  = $signed(\$473 ) > $signed(cmd[143:136]);
-  assign \$475  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$476  = $signed(\$475 ) + $signed(cmd[143:136]);
-  assign \$477  = $signed(\$476 ) > $signed(8'h7f);
-  assign \$478  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$479  = $signed(\$478 ) + $signed(cmd[143:136]);
-  assign \$480  = $signed(\$479 ) < $signed(8'h80);
-  assign \$481  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$482  = $signed(\$481 ) + $signed(cmd[143:136]);
-  assign \$483  = \$480  ? 13'h1f80 : \$482 ;
-  assign \$484  = \$477  ? 13'h007f : \$483 ;
-  assign \$485  = sh4_6[63] ? 8'h80 : 8'h7f;
-  assign \$486  = fits5_6 ? \$484 [7:0] : \$485 ;
-  assign \$487  = \$474  ? \$486  : cmd[143:136];
-  assign \$488  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$489  = $signed(\$488 ) + $signed(cmd[143:136]);
-  assign \$490  = $signed(\$489 ) > $signed(8'h7f);
-  assign \$491  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$492  = $signed(\$491 ) + $signed(cmd[143:136]);
-  assign \$493  = $signed(\$492 ) < $signed(8'h80);
-  assign \$494  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$495  = $signed(\$494 ) + $signed(cmd[143:136]);
-  assign \$496  = \$493  ? 13'h1f80 : \$495 ;
-  assign \$497  = \$490  ? 13'h007f : \$496 ;
-  assign \$498  = sh4_6[63] ? 8'h80 : 8'h7f;
-  assign \$499  = fits5_6 ? \$497 [7:0] : \$498 ;
-  assign \$500  = cmd[145] ? \$487  : \$499 ;
-  assign \$501  = v4 ? \$500  : y5_6;
-  assign \$502  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
-  assign \$503  = v0 ? \$502 [31:0] : x1_7;
-  assign \$504  = $signed(x1_7) * $signed({ 1'h0, mult_7[15:0] });
-  assign \$505  = v1 ? { \$504 [47], \$504  } : plo2_7;
-  assign \$506  = $signed(x1_7) * $signed(mult_7[31:16]);
-  assign \$507  = v1 ? \$506  : phi2_7;
-  assign \$509  = $signed(plo2_7) + $signed(\$508 );
-  assign \$510  = v2 ? \$509  : { p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7 };
-  assign \$511  = $signed(p3_7) >>> shift_7;
-  assign \$512  = v3 ? \$511  : sh4_7;
-  assign \$514  = \$513  >> shift_7;
-  assign \$515  = v3 ? \$514  : rb4_7;
-  assign \$516  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$517  = $signed(\$516 ) + $signed(cmd[143:136]);
-  assign \$518  = $signed(\$517 ) > $signed(8'h7f);
-  assign \$519  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$520  = $signed(\$519 ) + $signed(cmd[143:136]);
-  assign \$521  = $signed(\$520 ) < $signed(8'h80);
-  assign \$522  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$523  = $signed(\$522 ) + $signed(cmd[143:136]);
-  assign \$524  = \$521  ? 13'h1f80 : \$523 ;
-  assign \$525  = \$518  ? 13'h007f : \$524 ;
-  assign \$526  = sh4_7[63] ? 8'h80 : 8'h7f;
-  assign \$527  = fits5_7 ? \$525 [7:0] : \$526 ;
-  assign \$528  = $signed(\$527 ) > $signed(cmd[143:136]);
-  assign \$529  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$530  = $signed(\$529 ) + $signed(cmd[143:136]);
-  assign \$531  = $signed(\$530 ) > $signed(8'h7f);
-  assign \$532  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$533  = $signed(\$532 ) + $signed(cmd[143:136]);
-  assign \$534  = $signed(\$533 ) < $signed(8'h80);
-  assign \$535  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$536  = $signed(\$535 ) + $signed(cmd[143:136]);
-  assign \$537  = \$534  ? 13'h1f80 : \$536 ;
-  assign \$538  = \$531  ? 13'h007f : \$537 ;
-  assign \$539  = sh4_7[63] ? 8'h80 : 8'h7f;
-  assign \$540  = fits5_7 ? \$538 [7:0] : \$539 ;
-  assign \$541  = \$528  ? \$540  : cmd[143:136];
-  assign \$542  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$543  = $signed(\$542 ) + $signed(cmd[143:136]);
-  assign \$544  = $signed(\$543 ) > $signed(8'h7f);
-  assign \$545  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$546  = $signed(\$545 ) + $signed(cmd[143:136]);
-  assign \$547  = $signed(\$546 ) < $signed(8'h80);
-  assign \$548  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$549  = $signed(\$548 ) + $signed(cmd[143:136]);
-  assign \$550  = \$547  ? 13'h1f80 : \$549 ;
-  assign \$551  = \$544  ? 13'h007f : \$550 ;
-  assign \$552  = sh4_7[63] ? 8'h80 : 8'h7f;
-  assign \$553  = fits5_7 ? \$551 [7:0] : \$552 ;
-  assign \$554  = cmd[145] ? \$541  : \$553 ;
-  assign \$555  = v4 ? \$554  : y5_7;
-  assign \$556  = $signed(acc_rd__data[287:256]) + $signed(bias_8);
-  assign \$557  = v0 ? \$556 [31:0] : x1_8;
-  assign \$558  = $signed(x1_8) * $signed({ 1'h0, mult_8[15:0] });
-  assign \$559  = v1 ? { \$558 [47], \$558  } : plo2_8;
-  assign \$560  = $signed(x1_8) * $signed(mult_8[31:16]);
-  assign \$561  = v1 ? \$560  : phi2_8;
-  assign \$563  = $signed(plo2_8) + $signed(\$562 );
-  assign \$564  = v2 ? \$563  : { p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8 };
-  assign \$565  = $signed(p3_8) >>> shift_8;
-  assign \$566  = v3 ? \$565  : sh4_8;
-  assign \$568  = \$567  >> shift_8;
-  assign \$569  = v3 ? \$568  : rb4_8;
-  assign \$570  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$571  = $signed(\$570 ) + $signed(cmd[143:136]);
-  assign \$572  = $signed(\$571 ) > $signed(8'h7f);
-  assign \$573  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$574  = $signed(\$573 ) + $signed(cmd[143:136]);
-  assign \$575  = $signed(\$574 ) < $signed(8'h80);
-  assign \$576  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$577  = $signed(\$576 ) + $signed(cmd[143:136]);
-  assign \$578  = \$575  ? 13'h1f80 : \$577 ;
-  assign \$579  = \$572  ? 13'h007f : \$578 ;
-  assign \$580  = sh4_8[63] ? 8'h80 : 8'h7f;
-  assign \$581  = fits5_8 ? \$579 [7:0] : \$580 ;
-  assign \$582  = $signed(\$581 ) > $signed(cmd[143:136]);
-  assign \$583  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$584  = $signed(\$583 ) + $signed(cmd[143:136]);
-  assign \$585  = $signed(\$584 ) > $signed(8'h7f);
-  assign \$586  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$587  = $signed(\$586 ) + $signed(cmd[143:136]);
-  assign \$588  = $signed(\$587 ) < $signed(8'h80);
-  assign \$589  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$590  = $signed(\$589 ) + $signed(cmd[143:136]);
-  assign \$591  = \$588  ? 13'h1f80 : \$590 ;
-  assign \$592  = \$585  ? 13'h007f : \$591 ;
-  assign \$593  = sh4_8[63] ? 8'h80 : 8'h7f;
-  assign \$594  = fits5_8 ? \$592 [7:0] : \$593 ;
-  assign \$595  = \$582  ? \$594  : cmd[143:136];
-  assign \$596  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$597  = $signed(\$596 ) + $signed(cmd[143:136]);
-  assign \$598  = $signed(\$597 ) > $signed(8'h7f);
-  assign \$599  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$600  = $signed(\$599 ) + $signed(cmd[143:136]);
-  assign \$601  = $signed(\$600 ) < $signed(8'h80);
-  assign \$602  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
-  assign \$603  = $signed(\$602 ) + $signed(cmd[143:136]);
-  assign \$604  = \$601  ? 13'h1f80 : \$603 ;
-  assign \$605  = \$598  ? 13'h007f : \$604 ;
-  assign \$606  = sh4_8[63] ? 8'h80 : 8'h7f;
-  assign \$607  = fits5_8 ? \$605 [7:0] : \$606 ;
-  assign \$608  = cmd[145] ? \$595  : \$607 ;
-  assign \$609  = v4 ? \$608  : y5_8;
-  assign \$610  = $signed(acc_rd__data[319:288]) + $signed(bias_9);
-  assign \$611  = v0 ? \$610 [31:0] : x1_9;
-  assign \$612  = $signed(x1_9) * $signed({ 1'h0, mult_9[15:0] });
-  assign \$613  = v1 ? { \$612 [47], \$612  } : plo2_9;
-  assign \$614  = $signed(x1_9) * $signed(mult_9[31:16]);
-  assign \$615  = v1 ? \$614  : phi2_9;
-  assign \$617  = $signed(plo2_9) + $signed(\$616 );
-  assign \$618  = v2 ? \$617  : { p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9 };
-  assign \$619  = $signed(p3_9) >>> shift_9;
-  assign \$620  = v3 ? \$619  : sh4_9;
-  assign \$622  = \$621  >> shift_9;
-  assign \$623  = v3 ? \$622  : rb4_9;
-  assign \$624  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$625  = $signed(\$624 ) + $signed(cmd[143:136]);
-  assign \$626  = $signed(\$625 ) > $signed(8'h7f);
-  assign \$627  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$628  = $signed(\$627 ) + $signed(cmd[143:136]);
-  assign \$629  = $signed(\$628 ) < $signed(8'h80);
-  assign \$630  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$631  = $signed(\$630 ) + $signed(cmd[143:136]);
-  assign \$632  = \$629  ? 13'h1f80 : \$631 ;
-  assign \$633  = \$626  ? 13'h007f : \$632 ;
-  assign \$634  = sh4_9[63] ? 8'h80 : 8'h7f;
-  assign \$635  = fits5_9 ? \$633 [7:0] : \$634 ;
-  assign \$636  = $signed(\$635 ) > $signed(cmd[143:136]);
-  assign \$637  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$638  = $signed(\$637 ) + $signed(cmd[143:136]);
-  assign \$639  = $signed(\$638 ) > $signed(8'h7f);
-  assign \$640  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$641  = $signed(\$640 ) + $signed(cmd[143:136]);
-  assign \$642  = $signed(\$641 ) < $signed(8'h80);
-  assign \$643  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$644  = $signed(\$643 ) + $signed(cmd[143:136]);
-  assign \$645  = \$642  ? 13'h1f80 : \$644 ;
-  assign \$646  = \$639  ? 13'h007f : \$645 ;
-  assign \$647  = sh4_9[63] ? 8'h80 : 8'h7f;
-  assign \$648  = fits5_9 ? \$646 [7:0] : \$647 ;
-  assign \$649  = \$636  ? \$648  : cmd[143:136];
-  assign \$650  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$651  = $signed(\$650 ) + $signed(cmd[143:136]);
-  assign \$652  = $signed(\$651 ) > $signed(8'h7f);
-  assign \$653  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$654  = $signed(\$653 ) + $signed(cmd[143:136]);
-  assign \$655  = $signed(\$654 ) < $signed(8'h80);
-  assign \$656  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
-  assign \$657  = $signed(\$656 ) + $signed(cmd[143:136]);
-  assign \$658  = \$655  ? 13'h1f80 : \$657 ;
-  assign \$659  = \$652  ? 13'h007f : \$658 ;
-  assign \$660  = sh4_9[63] ? 8'h80 : 8'h7f;
-  assign \$661  = fits5_9 ? \$659 [7:0] : \$660 ;
-  assign \$662  = cmd[145] ? \$649  : \$661 ;
-  assign \$663  = v4 ? \$662  : y5_9;
-  assign \$664  = $signed(acc_rd__data[351:320]) + $signed(bias_10);
-  assign \$665  = v0 ? \$664 [31:0] : x1_10;
-  assign \$666  = $signed(x1_10) * $signed({ 1'h0, mult_10[15:0] });
-  assign \$667  = v1 ? { \$666 [47], \$666  } : plo2_10;
-  assign \$668  = $signed(x1_10) * $signed(mult_10[31:16]);
-  assign \$669  = v1 ? \$668  : phi2_10;
-  assign \$671  = $signed(plo2_10) + $signed(\$670 );
-  assign \$672  = v2 ? \$671  : { p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10 };
-  assign \$673  = $signed(p3_10) >>> shift_10;
-  assign \$674  = v3 ? \$673  : sh4_10;
-  assign \$676  = \$675  >> shift_10;
-  assign \$677  = v3 ? \$676  : rb4_10;
-  assign \$678  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$679  = $signed(\$678 ) + $signed(cmd[143:136]);
-  assign \$680  = $signed(\$679 ) > $signed(8'h7f);
-  assign \$681  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$682  = $signed(\$681 ) + $signed(cmd[143:136]);
-  assign \$683  = $signed(\$682 ) < $signed(8'h80);
-  assign \$684  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$685  = $signed(\$684 ) + $signed(cmd[143:136]);
-  assign \$686  = \$683  ? 13'h1f80 : \$685 ;
-  assign \$687  = \$680  ? 13'h007f : \$686 ;
-  assign \$688  = sh4_10[63] ? 8'h80 : 8'h7f;
-  assign \$689  = fits5_10 ? \$687 [7:0] : \$688 ;
-  assign \$690  = $signed(\$689 ) > $signed(cmd[143:136]);
-  assign \$691  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$692  = $signed(\$691 ) + $signed(cmd[143:136]);
-  assign \$693  = $signed(\$692 ) > $signed(8'h7f);
-  assign \$694  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$695  = $signed(\$694 ) + $signed(cmd[143:136]);
-  assign \$696  = $signed(\$695 ) < $signed(8'h80);
-  assign \$697  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$698  = $signed(\$697 ) + $signed(cmd[143:136]);
-  assign \$699  = \$696  ? 13'h1f80 : \$698 ;
-  assign \$700  = \$693  ? 13'h007f : \$699 ;
-  assign \$701  = sh4_10[63] ? 8'h80 : 8'h7f;
-  assign \$702  = fits5_10 ? \$700 [7:0] : \$701 ;
-  assign \$703  = \$690  ? \$702  : cmd[143:136];
-  assign \$704  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$705  = $signed(\$704 ) + $signed(cmd[143:136]);
-  assign \$706  = $signed(\$705 ) > $signed(8'h7f);
-  assign \$707  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$708  = $signed(\$707 ) + $signed(cmd[143:136]);
-  assign \$709  = $signed(\$708 ) < $signed(8'h80);
-  assign \$710  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
-  assign \$711  = $signed(\$710 ) + $signed(cmd[143:136]);
-  assign \$712  = \$709  ? 13'h1f80 : \$711 ;
-  assign \$713  = \$706  ? 13'h007f : \$712 ;
-  assign \$714  = sh4_10[63] ? 8'h80 : 8'h7f;
-  assign \$715  = fits5_10 ? \$713 [7:0] : \$714 ;
-  assign \$716  = cmd[145] ? \$703  : \$715 ;
-  assign \$717  = v4 ? \$716  : y5_10;
-  assign \$718  = $signed(acc_rd__data[383:352]) + $signed(bias_11);
-  assign \$719  = v0 ? \$718 [31:0] : x1_11;
-  assign \$720  = $signed(x1_11) * $signed({ 1'h0, mult_11[15:0] });
-  assign \$721  = v1 ? { \$720 [47], \$720  } : plo2_11;
-  assign \$722  = $signed(x1_11) * $signed(mult_11[31:16]);
-  assign \$723  = v1 ? \$722  : phi2_11;
-  assign \$725  = $signed(plo2_11) + $signed(\$724 );
-  assign \$726  = v2 ? \$725  : { p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11 };
-  assign \$727  = $signed(p3_11) >>> shift_11;
-  assign \$728  = v3 ? \$727  : sh4_11;
-  assign \$730  = \$729  >> shift_11;
-  assign \$731  = v3 ? \$730  : rb4_11;
-  assign \$732  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$733  = $signed(\$732 ) + $signed(cmd[143:136]);
-  assign \$734  = $signed(\$733 ) > $signed(8'h7f);
-  assign \$735  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$736  = $signed(\$735 ) + $signed(cmd[143:136]);
-  assign \$737  = $signed(\$736 ) < $signed(8'h80);
-  assign \$738  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$739  = $signed(\$738 ) + $signed(cmd[143:136]);
-  assign \$740  = \$737  ? 13'h1f80 : \$739 ;
-  assign \$741  = \$734  ? 13'h007f : \$740 ;
-  assign \$742  = sh4_11[63] ? 8'h80 : 8'h7f;
-  assign \$743  = fits5_11 ? \$741 [7:0] : \$742 ;
-  assign \$744  = $signed(\$743 ) > $signed(cmd[143:136]);
-  assign \$745  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$746  = $signed(\$745 ) + $signed(cmd[143:136]);
-  assign \$747  = $signed(\$746 ) > $signed(8'h7f);
-  assign \$748  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$749  = $signed(\$748 ) + $signed(cmd[143:136]);
-  assign \$750  = $signed(\$749 ) < $signed(8'h80);
-  assign \$751  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$752  = $signed(\$751 ) + $signed(cmd[143:136]);
-  assign \$753  = \$750  ? 13'h1f80 : \$752 ;
-  assign \$754  = \$747  ? 13'h007f : \$753 ;
-  assign \$755  = sh4_11[63] ? 8'h80 : 8'h7f;
-  assign \$756  = fits5_11 ? \$754 [7:0] : \$755 ;
-  assign \$757  = \$744  ? \$756  : cmd[143:136];
-  assign \$758  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$759  = $signed(\$758 ) + $signed(cmd[143:136]);
-  assign \$760  = $signed(\$759 ) > $signed(8'h7f);
-  assign \$761  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$762  = $signed(\$761 ) + $signed(cmd[143:136]);
-  assign \$763  = $signed(\$762 ) < $signed(8'h80);
-  assign \$764  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
-  assign \$765  = $signed(\$764 ) + $signed(cmd[143:136]);
-  assign \$766  = \$763  ? 13'h1f80 : \$765 ;
-  assign \$767  = \$760  ? 13'h007f : \$766 ;
-  assign \$768  = sh4_11[63] ? 8'h80 : 8'h7f;
-  assign \$769  = fits5_11 ? \$767 [7:0] : \$768 ;
-  assign \$770  = cmd[145] ? \$757  : \$769 ;
-  assign \$771  = v4 ? \$770  : y5_11;
-  assign \$772  = $signed(acc_rd__data[415:384]) + $signed(bias_12);
-  assign \$773  = v0 ? \$772 [31:0] : x1_12;
-  assign \$774  = $signed(x1_12) * $signed({ 1'h0, mult_12[15:0] });
-  assign \$775  = v1 ? { \$774 [47], \$774  } : plo2_12;
-  assign \$776  = $signed(x1_12) * $signed(mult_12[31:16]);
-  assign \$777  = v1 ? \$776  : phi2_12;
-  assign \$779  = $signed(plo2_12) + $signed(\$778 );
-  assign \$780  = v2 ? \$779  : { p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12 };
-  assign \$781  = $signed(p3_12) >>> shift_12;
-  assign \$782  = v3 ? \$781  : sh4_12;
-  assign \$784  = \$783  >> shift_12;
-  assign \$785  = v3 ? \$784  : rb4_12;
-  assign \$786  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$787  = $signed(\$786 ) + $signed(cmd[143:136]);
-  assign \$788  = $signed(\$787 ) > $signed(8'h7f);
-  assign \$789  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$790  = $signed(\$789 ) + $signed(cmd[143:136]);
-  assign \$791  = $signed(\$790 ) < $signed(8'h80);
-  assign \$792  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$793  = $signed(\$792 ) + $signed(cmd[143:136]);
-  assign \$794  = \$791  ? 13'h1f80 : \$793 ;
-  assign \$795  = \$788  ? 13'h007f : \$794 ;
-  assign \$796  = sh4_12[63] ? 8'h80 : 8'h7f;
-  assign \$797  = fits5_12 ? \$795 [7:0] : \$796 ;
-  assign \$798  = $signed(\$797 ) > $signed(cmd[143:136]);
-  assign \$799  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$800  = $signed(\$799 ) + $signed(cmd[143:136]);
-  assign \$801  = $signed(\$800 ) > $signed(8'h7f);
-  assign \$802  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$803  = $signed(\$802 ) + $signed(cmd[143:136]);
-  assign \$804  = $signed(\$803 ) < $signed(8'h80);
-  assign \$805  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$806  = $signed(\$805 ) + $signed(cmd[143:136]);
-  assign \$807  = \$804  ? 13'h1f80 : \$806 ;
-  assign \$808  = \$801  ? 13'h007f : \$807 ;
-  assign \$809  = sh4_12[63] ? 8'h80 : 8'h7f;
-  assign \$810  = fits5_12 ? \$808 [7:0] : \$809 ;
-  assign \$811  = \$798  ? \$810  : cmd[143:136];
-  assign \$812  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$813  = $signed(\$812 ) + $signed(cmd[143:136]);
-  assign \$814  = $signed(\$813 ) > $signed(8'h7f);
-  assign \$815  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$816  = $signed(\$815 ) + $signed(cmd[143:136]);
-  assign \$817  = $signed(\$816 ) < $signed(8'h80);
-  assign \$818  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
-  assign \$819  = $signed(\$818 ) + $signed(cmd[143:136]);
-  assign \$820  = \$817  ? 13'h1f80 : \$819 ;
-  assign \$821  = \$814  ? 13'h007f : \$820 ;
-  assign \$822  = sh4_12[63] ? 8'h80 : 8'h7f;
-  assign \$823  = fits5_12 ? \$821 [7:0] : \$822 ;
-  assign \$824  = cmd[145] ? \$811  : \$823 ;
-  assign \$825  = v4 ? \$824  : y5_12;
-  assign \$826  = $signed(acc_rd__data[447:416]) + $signed(bias_13);
-  assign \$827  = v0 ? \$826 [31:0] : x1_13;
-  assign \$828  = $signed(x1_13) * $signed({ 1'h0, mult_13[15:0] });
-  assign \$829  = v1 ? { \$828 [47], \$828  } : plo2_13;
-  assign \$830  = $signed(x1_13) * $signed(mult_13[31:16]);
-  assign \$831  = v1 ? \$830  : phi2_13;
-  assign \$833  = $signed(plo2_13) + $signed(\$832 );
-  assign \$834  = v2 ? \$833  : { p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13 };
-  assign \$835  = $signed(p3_13) >>> shift_13;
-  assign \$836  = v3 ? \$835  : sh4_13;
-  assign \$838  = \$837  >> shift_13;
-  assign \$839  = v3 ? \$838  : rb4_13;
-  assign \$840  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$841  = $signed(\$840 ) + $signed(cmd[143:136]);
-  assign \$842  = $signed(\$841 ) > $signed(8'h7f);
-  assign \$843  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$844  = $signed(\$843 ) + $signed(cmd[143:136]);
-  assign \$845  = $signed(\$844 ) < $signed(8'h80);
-  assign \$846  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$847  = $signed(\$846 ) + $signed(cmd[143:136]);
-  assign \$848  = \$845  ? 13'h1f80 : \$847 ;
-  assign \$849  = \$842  ? 13'h007f : \$848 ;
-  assign \$850  = sh4_13[63] ? 8'h80 : 8'h7f;
-  assign \$851  = fits5_13 ? \$849 [7:0] : \$850 ;
-  assign \$852  = $signed(\$851 ) > $signed(cmd[143:136]);
-  assign \$853  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$854  = $signed(\$853 ) + $signed(cmd[143:136]);
-  assign \$855  = $signed(\$854 ) > $signed(8'h7f);
-  assign \$856  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$857  = $signed(\$856 ) + $signed(cmd[143:136]);
-  assign \$858  = $signed(\$857 ) < $signed(8'h80);
-  assign \$859  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$860  = $signed(\$859 ) + $signed(cmd[143:136]);
-  assign \$861  = \$858  ? 13'h1f80 : \$860 ;
-  assign \$862  = \$855  ? 13'h007f : \$861 ;
-  assign \$863  = sh4_13[63] ? 8'h80 : 8'h7f;
-  assign \$864  = fits5_13 ? \$862 [7:0] : \$863 ;
-  assign \$865  = \$852  ? \$864  : cmd[143:136];
-  assign \$866  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$867  = $signed(\$866 ) + $signed(cmd[143:136]);
-  assign \$868  = $signed(\$867 ) > $signed(8'h7f);
-  assign \$869  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$870  = $signed(\$869 ) + $signed(cmd[143:136]);
-  assign \$871  = $signed(\$870 ) < $signed(8'h80);
-  assign \$872  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
-  assign \$873  = $signed(\$872 ) + $signed(cmd[143:136]);
-  assign \$874  = \$871  ? 13'h1f80 : \$873 ;
-  assign \$875  = \$868  ? 13'h007f : \$874 ;
-  assign \$876  = sh4_13[63] ? 8'h80 : 8'h7f;
-  assign \$877  = fits5_13 ? \$875 [7:0] : \$876 ;
-  assign \$878  = cmd[145] ? \$865  : \$877 ;
-  assign \$879  = v4 ? \$878  : y5_13;
-  assign \$880  = $signed(acc_rd__data[479:448]) + $signed(bias_14);
-  assign \$881  = v0 ? \$880 [31:0] : x1_14;
-  assign \$882  = $signed(x1_14) * $signed({ 1'h0, mult_14[15:0] });
-  assign \$883  = v1 ? { \$882 [47], \$882  } : plo2_14;
-  assign \$884  = $signed(x1_14) * $signed(mult_14[31:16]);
-  assign \$885  = v1 ? \$884  : phi2_14;
-  assign \$887  = $signed(plo2_14) + $signed(\$886 );
-  assign \$888  = v2 ? \$887  : { p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14 };
-  assign \$889  = $signed(p3_14) >>> shift_14;
-  assign \$890  = v3 ? \$889  : sh4_14;
-  assign \$892  = \$891  >> shift_14;
-  assign \$893  = v3 ? \$892  : rb4_14;
-  assign \$894  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$895  = $signed(\$894 ) + $signed(cmd[143:136]);
-  assign \$896  = $signed(\$895 ) > $signed(8'h7f);
-  assign \$897  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$898  = $signed(\$897 ) + $signed(cmd[143:136]);
-  assign \$899  = $signed(\$898 ) < $signed(8'h80);
-  assign \$900  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$901  = $signed(\$900 ) + $signed(cmd[143:136]);
-  assign \$902  = \$899  ? 13'h1f80 : \$901 ;
-  assign \$903  = \$896  ? 13'h007f : \$902 ;
-  assign \$904  = sh4_14[63] ? 8'h80 : 8'h7f;
-  assign \$905  = fits5_14 ? \$903 [7:0] : \$904 ;
-  assign \$906  = $signed(\$905 ) > $signed(cmd[143:136]);
-  assign \$907  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$908  = $signed(\$907 ) + $signed(cmd[143:136]);
-  assign \$909  = $signed(\$908 ) > $signed(8'h7f);
-  assign \$910  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$911  = $signed(\$910 ) + $signed(cmd[143:136]);
-  assign \$912  = $signed(\$911 ) < $signed(8'h80);
-  assign \$913  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$914  = $signed(\$913 ) + $signed(cmd[143:136]);
-  assign \$915  = \$912  ? 13'h1f80 : \$914 ;
-  assign \$916  = \$909  ? 13'h007f : \$915 ;
-  assign \$917  = sh4_14[63] ? 8'h80 : 8'h7f;
-  assign \$918  = fits5_14 ? \$916 [7:0] : \$917 ;
-  assign \$919  = \$906  ? \$918  : cmd[143:136];
-  assign \$920  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$921  = $signed(\$920 ) + $signed(cmd[143:136]);
-  assign \$922  = $signed(\$921 ) > $signed(8'h7f);
-  assign \$923  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$924  = $signed(\$923 ) + $signed(cmd[143:136]);
-  assign \$925  = $signed(\$924 ) < $signed(8'h80);
-  assign \$926  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
-  assign \$927  = $signed(\$926 ) + $signed(cmd[143:136]);
-  assign \$928  = \$925  ? 13'h1f80 : \$927 ;
-  assign \$929  = \$922  ? 13'h007f : \$928 ;
-  assign \$930  = sh4_14[63] ? 8'h80 : 8'h7f;
-  assign \$931  = fits5_14 ? \$929 [7:0] : \$930 ;
-  assign \$932  = cmd[145] ? \$919  : \$931 ;
-  assign \$933  = v4 ? \$932  : y5_14;
-  assign \$934  = $signed(acc_rd__data[511:480]) + $signed(bias_15);
-  assign \$935  = v0 ? \$934 [31:0] : x1_15;
-  assign \$936  = $signed(x1_15) * $signed({ 1'h0, mult_15[15:0] });
-  assign \$937  = v1 ? { \$936 [47], \$936  } : plo2_15;
-  assign \$938  = $signed(x1_15) * $signed(mult_15[31:16]);
-  assign \$939  = v1 ? \$938  : phi2_15;
-  assign \$941  = $signed(plo2_15) + $signed(\$940 );
-  assign \$942  = v2 ? \$941  : { p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15 };
-  assign \$943  = $signed(p3_15) >>> shift_15;
-  assign \$944  = v3 ? \$943  : sh4_15;
-  assign \$946  = \$945  >> shift_15;
-  assign \$947  = v3 ? \$946  : rb4_15;
-  assign \$948  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$949  = $signed(\$948 ) + $signed(cmd[143:136]);
-  assign \$950  = $signed(\$949 ) > $signed(8'h7f);
-  assign \$951  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$952  = $signed(\$951 ) + $signed(cmd[143:136]);
-  assign \$953  = $signed(\$952 ) < $signed(8'h80);
-  assign \$954  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$955  = $signed(\$954 ) + $signed(cmd[143:136]);
-  assign \$956  = \$953  ? 13'h1f80 : \$955 ;
-  assign \$957  = \$950  ? 13'h007f : \$956 ;
-  assign \$958  = sh4_15[63] ? 8'h80 : 8'h7f;
-  assign \$959  = fits5_15 ? \$957 [7:0] : \$958 ;
-  assign \$960  = $signed(\$959 ) > $signed(cmd[143:136]);
-  assign \$961  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$962  = $signed(\$961 ) + $signed(cmd[143:136]);
-  assign \$963  = $signed(\$962 ) > $signed(8'h7f);
-  assign \$964  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$965  = $signed(\$964 ) + $signed(cmd[143:136]);
-  assign \$966  = $signed(\$965 ) < $signed(8'h80);
-  assign \$967  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$968  = $signed(\$967 ) + $signed(cmd[143:136]);
-  assign \$969  = \$966  ? 13'h1f80 : \$968 ;
-  assign \$970  = \$963  ? 13'h007f : \$969 ;
-  assign \$971  = sh4_15[63] ? 8'h80 : 8'h7f;
-  assign \$972  = fits5_15 ? \$970 [7:0] : \$971 ;
-  assign \$973  = \$960  ? \$972  : cmd[143:136];
-  assign \$974  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$975  = $signed(\$974 ) + $signed(cmd[143:136]);
-  assign \$976  = $signed(\$975 ) > $signed(8'h7f);
-  assign \$977  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$978  = $signed(\$977 ) + $signed(cmd[143:136]);
-  assign \$979  = $signed(\$978 ) < $signed(8'h80);
-  assign \$980  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
-  assign \$981  = $signed(\$980 ) + $signed(cmd[143:136]);
-  assign \$982  = \$979  ? 13'h1f80 : \$981 ;
-  assign \$983  = \$976  ? 13'h007f : \$982 ;
-  assign \$984  = sh4_15[63] ? 8'h80 : 8'h7f;
-  assign \$985  = fits5_15 ? \$983 [7:0] : \$984 ;
-  assign \$986  = cmd[145] ? \$973  : \$985 ;
-  assign \$987  = v4 ? \$986  : y5_15;
-  assign \$988  = retired + 1'h1;
-  assign \$989  = ! retired;
-  assign \$990  = $signed(max6_0) > $signed(out6_0);
-  assign \$991  = \$990  ? max6_0 : out6_0;
-  assign \$992  = \$989  ? out6_0 : \$991 ;
-  assign \$993  = ! retired;
-  assign \$994  = $signed(max6_1) > $signed(out6_1);
-  assign \$995  = \$994  ? max6_1 : out6_1;
-  assign \$996  = \$993  ? out6_1 : \$995 ;
-  assign \$997  = ! retired;
-  assign \$998  = $signed(max6_2) > $signed(out6_2);
-  assign \$999  = \$998  ? max6_2 : out6_2;
-  assign \$1000  = \$997  ? out6_2 : \$999 ;
-  assign \$1001  = ! retired;
-  assign \$1002  = $signed(max6_3) > $signed(out6_3);
-  assign \$1003  = \$1002  ? max6_3 : out6_3;
-  assign \$1004  = \$1001  ? out6_3 : \$1003 ;
-  assign \$1005  = ! retired;
-  assign \$1006  = $signed(max6_4) > $signed(out6_4);
-  assign \$1007  = \$1006  ? max6_4 : out6_4;
-  assign \$1008  = \$1005  ? out6_4 : \$1007 ;
-  assign \$1009  = ! retired;
-  assign \$1010  = $signed(max6_5) > $signed(out6_5);
-  assign \$1011  = \$1010  ? max6_5 : out6_5;
-  assign \$1012  = \$1009  ? out6_5 : \$1011 ;
-  assign \$1013  = ! retired;
-  assign \$1014  = $signed(max6_6) > $signed(out6_6);
-  assign \$1015  = \$1014  ? max6_6 : out6_6;
-  assign \$1016  = \$1013  ? out6_6 : \$1015 ;
-  assign \$1017  = ! retired;
-  assign \$1018  = $signed(max6_7) > $signed(out6_7);
-  assign \$1019  = \$1018  ? max6_7 : out6_7;
-  assign \$1020  = \$1017  ? out6_7 : \$1019 ;
-  assign \$1021  = ! retired;
-  assign \$1022  = $signed(max6_8) > $signed(out6_8);
-  assign \$1023  = \$1022  ? max6_8 : out6_8;
-  assign \$1024  = \$1021  ? out6_8 : \$1023 ;
-  assign \$1025  = ! retired;
-  assign \$1026  = $signed(max6_9) > $signed(out6_9);
-  assign \$1027  = \$1026  ? max6_9 : out6_9;
-  assign \$1028  = \$1025  ? out6_9 : \$1027 ;
-  assign \$1029  = ! retired;
-  assign \$1030  = $signed(max6_10) > $signed(out6_10);
-  assign \$1031  = \$1030  ? max6_10 : out6_10;
-  assign \$1032  = \$1029  ? out6_10 : \$1031 ;
-  assign \$1033  = ! retired;
-  assign \$1034  = $signed(max6_11) > $signed(out6_11);
-  assign \$1035  = \$1034  ? max6_11 : out6_11;
-  assign \$1036  = \$1033  ? out6_11 : \$1035 ;
-  assign \$1037  = ! retired;
-  assign \$1038  = $signed(max6_12) > $signed(out6_12);
-  assign \$1039  = \$1038  ? max6_12 : out6_12;
-  assign \$1040  = \$1037  ? out6_12 : \$1039 ;
-  assign \$1041  = ! retired;
-  assign \$1042  = $signed(max6_13) > $signed(out6_13);
-  assign \$1043  = \$1042  ? max6_13 : out6_13;
-  assign \$1044  = \$1041  ? out6_13 : \$1043 ;
-  assign \$1045  = ! retired;
-  assign \$1046  = $signed(max6_14) > $signed(out6_14);
-  assign \$1047  = \$1046  ? max6_14 : out6_14;
-  assign \$1048  = \$1045  ? out6_14 : \$1047 ;
-  assign \$1049  = ! retired;
-  assign \$1050  = $signed(max6_15) > $signed(out6_15);
-  assign \$1051  = \$1050  ? max6_15 : out6_15;
-  assign \$1052  = \$1049  ? out6_15 : \$1051 ;
-  assign \$1053  = cmd[39:20] + retired;
-  assign \$1054  = retired == cmd[55:40];
-  assign \$1055  = \$1229  & \$1054 ;
-  assign \$1056  = \$1055  & cmd[147];
-  assign \$1057  = cmd[19:0] + cmd[55:40];
-  assign \$1058  = \$1057  > 14'h2000;
-  assign \$1059  = cmd[75:56] >= 14'h2000;
-  assign \$1060  = cmd[144] & \$1059 ;
-  assign \$1061  = \$1058  | \$1060 ;
-  assign \$1062  = cmd[95:76] >= 14'h2000;
-  assign \$1063  = \$1061  | \$1062 ;
-  assign \$1064  = cmd[115:96] >= 14'h2000;
+  assign \$37  = cap_idx1 == 2'h2;
+  assign \$38  = cap_valid1 & \$37 ;
+  assign \$39  = | shift_out_of_range;
+  assign \$40  = issued + 1'h1;
+  assign \$41  = issued + 1'h1;
+  assign \$42  = \$41  != cmd[55:40];
+  assign \$43  = acc_ptr + 1'h1;
+  assign \$44  = res_ptr + 1'h1;
+  assign \$45  = retired == cmd[55:40];
+  assign \$46  = v0 ? spad_rd__data[7:0] : res1_0;
+  assign \$47  = v1 ? res1_0 : res2_0;
+  assign \$48  = v2 ? res2_0 : res3_0;
+  assign \$49  = v3 ? res3_0 : res4_0;
+  assign \$50  = v4 ? res4_0 : res5_0;
+  assign \$51  = v0 ? spad_rd__data[15:8] : res1_1;
+  assign \$52  = v1 ? res1_1 : res2_1;
+  assign \$53  = v2 ? res2_1 : res3_1;
+  assign \$54  = v3 ? res3_1 : res4_1;
+  assign \$55  = v4 ? res4_1 : res5_1;
+  assign \$56  = v0 ? spad_rd__data[23:16] : res1_2;
+  assign \$57  = v1 ? res1_2 : res2_2;
+  assign \$58  = v2 ? res2_2 : res3_2;
+  assign \$59  = v3 ? res3_2 : res4_2;
+  assign \$60  = v4 ? res4_2 : res5_2;
+  assign \$61  = v0 ? spad_rd__data[31:24] : res1_3;
+  assign \$62  = v1 ? res1_3 : res2_3;
+  assign \$63  = v2 ? res2_3 : res3_3;
+  assign \$64  = v3 ? res3_3 : res4_3;
+  assign \$65  = v4 ? res4_3 : res5_3;
+  assign \$66  = v0 ? spad_rd__data[39:32] : res1_4;
+  assign \$67  = v1 ? res1_4 : res2_4;
+  assign \$68  = v2 ? res2_4 : res3_4;
+  assign \$69  = v3 ? res3_4 : res4_4;
+  assign \$70  = v4 ? res4_4 : res5_4;
+  assign \$71  = v0 ? spad_rd__data[47:40] : res1_5;
+  assign \$72  = v1 ? res1_5 : res2_5;
+  assign \$73  = v2 ? res2_5 : res3_5;
+  assign \$74  = v3 ? res3_5 : res4_5;
+  assign \$75  = v4 ? res4_5 : res5_5;
+  assign \$76  = v0 ? spad_rd__data[55:48] : res1_6;
+  assign \$77  = v1 ? res1_6 : res2_6;
+  assign \$78  = v2 ? res2_6 : res3_6;
+  assign \$79  = v3 ? res3_6 : res4_6;
+  assign \$80  = v4 ? res4_6 : res5_6;
+  assign \$81  = v0 ? spad_rd__data[63:56] : res1_7;
+  assign \$82  = v1 ? res1_7 : res2_7;
+  assign \$83  = v2 ? res2_7 : res3_7;
+  assign \$84  = v3 ? res3_7 : res4_7;
+  assign \$85  = v4 ? res4_7 : res5_7;
+  assign \$86  = v0 ? spad_rd__data[71:64] : res1_8;
+  assign \$87  = v1 ? res1_8 : res2_8;
+  assign \$88  = v2 ? res2_8 : res3_8;
+  assign \$89  = v3 ? res3_8 : res4_8;
+  assign \$90  = v4 ? res4_8 : res5_8;
+  assign \$91  = v0 ? spad_rd__data[79:72] : res1_9;
+  assign \$92  = v1 ? res1_9 : res2_9;
+  assign \$93  = v2 ? res2_9 : res3_9;
+  assign \$94  = v3 ? res3_9 : res4_9;
+  assign \$95  = v4 ? res4_9 : res5_9;
+  assign \$96  = v0 ? spad_rd__data[87:80] : res1_10;
+  assign \$97  = v1 ? res1_10 : res2_10;
+  assign \$98  = v2 ? res2_10 : res3_10;
+  assign \$99  = v3 ? res3_10 : res4_10;
+  assign \$100  = v4 ? res4_10 : res5_10;
+  assign \$101  = v0 ? spad_rd__data[95:88] : res1_11;
+  assign \$102  = v1 ? res1_11 : res2_11;
+  assign \$103  = v2 ? res2_11 : res3_11;
+  assign \$104  = v3 ? res3_11 : res4_11;
+  assign \$105  = v4 ? res4_11 : res5_11;
+  assign \$106  = v0 ? spad_rd__data[103:96] : res1_12;
+  assign \$107  = v1 ? res1_12 : res2_12;
+  assign \$108  = v2 ? res2_12 : res3_12;
+  assign \$109  = v3 ? res3_12 : res4_12;
+  assign \$110  = v4 ? res4_12 : res5_12;
+  assign \$111  = v0 ? spad_rd__data[111:104] : res1_13;
+  assign \$112  = v1 ? res1_13 : res2_13;
+  assign \$113  = v2 ? res2_13 : res3_13;
+  assign \$114  = v3 ? res3_13 : res4_13;
+  assign \$115  = v4 ? res4_13 : res5_13;
+  assign \$116  = v0 ? spad_rd__data[119:112] : res1_14;
+  assign \$117  = v1 ? res1_14 : res2_14;
+  assign \$118  = v2 ? res2_14 : res3_14;
+  assign \$119  = v3 ? res3_14 : res4_14;
+  assign \$120  = v4 ? res4_14 : res5_14;
+  assign \$121  = v0 ? spad_rd__data[127:120] : res1_15;
+  assign \$122  = v1 ? res1_15 : res2_15;
+  assign \$123  = v2 ? res2_15 : res3_15;
+  assign \$124  = v3 ? res3_15 : res4_15;
+  assign \$125  = v4 ? res4_15 : res5_15;
+  assign \$126  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
+  assign \$127  = v0 ? \$126 [31:0] : x1_0;
+  assign \$128  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
+  assign \$129  = v1 ? { \$128 [47], \$128  } : plo2_0;
+  assign \$130  = $signed(x1_0) * $signed(mult_0[31:16]);
+  assign \$131  = v1 ? \$130  : phi2_0;
+  assign \$133  = $signed(plo2_0) + $signed(\$132 );
+  assign \$134  = v2 ? \$133  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
+  assign \$135  = $signed(p3_0) >>> shift_0;
+  assign \$136  = v3 ? \$135  : sh4_0;
+  assign \$138  = \$137  >> shift_0;
+  assign \$139  = v3 ? \$138  : rb4_0;
+  assign \$140  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$141  = $signed(\$140 ) + $signed(cmd[143:136]);
+  assign \$142  = $signed(\$141 ) > $signed(8'h7f);
+  assign \$143  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$144  = $signed(\$143 ) + $signed(cmd[143:136]);
+  assign \$145  = $signed(\$144 ) < $signed(8'h80);
+  assign \$146  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$147  = $signed(\$146 ) + $signed(cmd[143:136]);
+  assign \$148  = \$145  ? 13'h1f80 : \$147 ;
+  assign \$149  = \$142  ? 13'h007f : \$148 ;
+  assign \$150  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$151  = fits5_0 ? \$149 [7:0] : \$150 ;
+  assign \$152  = $signed(\$151 ) > $signed(cmd[143:136]);
+  assign \$153  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$154  = $signed(\$153 ) + $signed(cmd[143:136]);
+  assign \$155  = $signed(\$154 ) > $signed(8'h7f);
+  assign \$156  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$157  = $signed(\$156 ) + $signed(cmd[143:136]);
+  assign \$158  = $signed(\$157 ) < $signed(8'h80);
+  assign \$159  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$160  = $signed(\$159 ) + $signed(cmd[143:136]);
+  assign \$161  = \$158  ? 13'h1f80 : \$160 ;
+  assign \$162  = \$155  ? 13'h007f : \$161 ;
+  assign \$163  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$164  = fits5_0 ? \$162 [7:0] : \$163 ;
+  assign \$165  = \$152  ? \$164  : cmd[143:136];
+  assign \$166  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$167  = $signed(\$166 ) + $signed(cmd[143:136]);
+  assign \$168  = $signed(\$167 ) > $signed(8'h7f);
+  assign \$169  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$170  = $signed(\$169 ) + $signed(cmd[143:136]);
+  assign \$171  = $signed(\$170 ) < $signed(8'h80);
+  assign \$172  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$173  = $signed(\$172 ) + $signed(cmd[143:136]);
+  assign \$174  = \$171  ? 13'h1f80 : \$173 ;
+  assign \$175  = \$168  ? 13'h007f : \$174 ;
+  assign \$176  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$177  = fits5_0 ? \$175 [7:0] : \$176 ;
+  assign \$178  = cmd[145] ? \$165  : \$177 ;
+  assign \$179  = v4 ? \$178  : y5_0;
+  assign \$180  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
+  assign \$181  = v0 ? \$180 [31:0] : x1_1;
+  assign \$182  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
+  assign \$183  = v1 ? { \$182 [47], \$182  } : plo2_1;
+  assign \$184  = $signed(x1_1) * $signed(mult_1[31:16]);
+  assign \$185  = v1 ? \$184  : phi2_1;
+  assign \$187  = $signed(plo2_1) + $signed(\$186 );
+  assign \$188  = v2 ? \$187  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
+  assign \$189  = $signed(p3_1) >>> shift_1;
+  assign \$190  = v3 ? \$189  : sh4_1;
+  assign \$192  = \$191  >> shift_1;
+  assign \$193  = v3 ? \$192  : rb4_1;
+  assign \$194  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$195  = $signed(\$194 ) + $signed(cmd[143:136]);
+  assign \$196  = $signed(\$195 ) > $signed(8'h7f);
+  assign \$197  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$198  = $signed(\$197 ) + $signed(cmd[143:136]);
+  assign \$199  = $signed(\$198 ) < $signed(8'h80);
+  assign \$200  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$201  = $signed(\$200 ) + $signed(cmd[143:136]);
+  assign \$202  = \$199  ? 13'h1f80 : \$201 ;
+  assign \$203  = \$196  ? 13'h007f : \$202 ;
+  assign \$204  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$205  = fits5_1 ? \$203 [7:0] : \$204 ;
+  assign \$206  = $signed(\$205 ) > $signed(cmd[143:136]);
+  assign \$207  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$208  = $signed(\$207 ) + $signed(cmd[143:136]);
+  assign \$209  = $signed(\$208 ) > $signed(8'h7f);
+  assign \$210  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$211  = $signed(\$210 ) + $signed(cmd[143:136]);
+  assign \$212  = $signed(\$211 ) < $signed(8'h80);
+  assign \$213  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$214  = $signed(\$213 ) + $signed(cmd[143:136]);
+  assign \$215  = \$212  ? 13'h1f80 : \$214 ;
+  assign \$216  = \$209  ? 13'h007f : \$215 ;
+  assign \$217  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$218  = fits5_1 ? \$216 [7:0] : \$217 ;
+  assign \$219  = \$206  ? \$218  : cmd[143:136];
+  assign \$220  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$221  = $signed(\$220 ) + $signed(cmd[143:136]);
+  assign \$222  = $signed(\$221 ) > $signed(8'h7f);
+  assign \$223  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$224  = $signed(\$223 ) + $signed(cmd[143:136]);
+  assign \$225  = $signed(\$224 ) < $signed(8'h80);
+  assign \$226  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$227  = $signed(\$226 ) + $signed(cmd[143:136]);
+  assign \$228  = \$225  ? 13'h1f80 : \$227 ;
+  assign \$229  = \$222  ? 13'h007f : \$228 ;
+  assign \$230  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$231  = fits5_1 ? \$229 [7:0] : \$230 ;
+  assign \$232  = cmd[145] ? \$219  : \$231 ;
+  assign \$233  = v4 ? \$232  : y5_1;
+  assign \$234  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
+  assign \$235  = v0 ? \$234 [31:0] : x1_2;
+  assign \$236  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
+  assign \$237  = v1 ? { \$236 [47], \$236  } : plo2_2;
+  assign \$238  = $signed(x1_2) * $signed(mult_2[31:16]);
+  assign \$239  = v1 ? \$238  : phi2_2;
+  assign \$241  = $signed(plo2_2) + $signed(\$240 );
+  assign \$242  = v2 ? \$241  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
+  assign \$243  = $signed(p3_2) >>> shift_2;
+  assign \$244  = v3 ? \$243  : sh4_2;
+  assign \$246  = \$245  >> shift_2;
+  assign \$247  = v3 ? \$246  : rb4_2;
+  assign \$248  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$249  = $signed(\$248 ) + $signed(cmd[143:136]);
+  assign \$250  = $signed(\$249 ) > $signed(8'h7f);
+  assign \$251  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$252  = $signed(\$251 ) + $signed(cmd[143:136]);
+  assign \$253  = $signed(\$252 ) < $signed(8'h80);
+  assign \$254  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$255  = $signed(\$254 ) + $signed(cmd[143:136]);
+  assign \$256  = \$253  ? 13'h1f80 : \$255 ;
+  assign \$257  = \$250  ? 13'h007f : \$256 ;
+  assign \$258  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$259  = fits5_2 ? \$257 [7:0] : \$258 ;
+  assign \$260  = $signed(\$259 ) > $signed(cmd[143:136]);
+  assign \$261  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$262  = $signed(\$261 ) + $signed(cmd[143:136]);
+  assign \$263  = $signed(\$262 ) > $signed(8'h7f);
+  assign \$264  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$265  = $signed(\$264 ) + $signed(cmd[143:136]);
+  assign \$266  = $signed(\$265 ) < $signed(8'h80);
+  assign \$267  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$268  = $signed(\$267 ) + $signed(cmd[143:136]);
+  assign \$269  = \$266  ? 13'h1f80 : \$268 ;
+  assign \$270  = \$263  ? 13'h007f : \$269 ;
+  assign \$271  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$272  = fits5_2 ? \$270 [7:0] : \$271 ;
+  assign \$273  = \$260  ? \$272  : cmd[143:136];
+  assign \$274  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$275  = $signed(\$274 ) + $signed(cmd[143:136]);
+  assign \$276  = $signed(\$275 ) > $signed(8'h7f);
+  assign \$277  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$278  = $signed(\$277 ) + $signed(cmd[143:136]);
+  assign \$279  = $signed(\$278 ) < $signed(8'h80);
+  assign \$280  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$281  = $signed(\$280 ) + $signed(cmd[143:136]);
+  assign \$282  = \$279  ? 13'h1f80 : \$281 ;
+  assign \$283  = \$276  ? 13'h007f : \$282 ;
+  assign \$284  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$285  = fits5_2 ? \$283 [7:0] : \$284 ;
+  assign \$286  = cmd[145] ? \$273  : \$285 ;
+  assign \$287  = v4 ? \$286  : y5_2;
+  assign \$288  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
+  assign \$289  = v0 ? \$288 [31:0] : x1_3;
+  assign \$290  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
+  assign \$291  = v1 ? { \$290 [47], \$290  } : plo2_3;
+  assign \$292  = $signed(x1_3) * $signed(mult_3[31:16]);
+  assign \$293  = v1 ? \$292  : phi2_3;
+  assign \$295  = $signed(plo2_3) + $signed(\$294 );
+  assign \$296  = v2 ? \$295  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
+  assign \$297  = $signed(p3_3) >>> shift_3;
+  assign \$298  = v3 ? \$297  : sh4_3;
+  assign \$300  = \$299  >> shift_3;
+  assign \$301  = v3 ? \$300  : rb4_3;
+  assign \$302  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$303  = $signed(\$302 ) + $signed(cmd[143:136]);
+  assign \$304  = $signed(\$303 ) > $signed(8'h7f);
+  assign \$305  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$306  = $signed(\$305 ) + $signed(cmd[143:136]);
+  assign \$307  = $signed(\$306 ) < $signed(8'h80);
+  assign \$308  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$309  = $signed(\$308 ) + $signed(cmd[143:136]);
+  assign \$310  = \$307  ? 13'h1f80 : \$309 ;
+  assign \$311  = \$304  ? 13'h007f : \$310 ;
+  assign \$312  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$313  = fits5_3 ? \$311 [7:0] : \$312 ;
+  assign \$314  = $signed(\$313 ) > $signed(cmd[143:136]);
+  assign \$315  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$316  = $signed(\$315 ) + $signed(cmd[143:136]);
+  assign \$317  = $signed(\$316 ) > $signed(8'h7f);
+  assign \$318  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$319  = $signed(\$318 ) + $signed(cmd[143:136]);
+  assign \$320  = $signed(\$319 ) < $signed(8'h80);
+  assign \$321  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$322  = $signed(\$321 ) + $signed(cmd[143:136]);
+  assign \$323  = \$320  ? 13'h1f80 : \$322 ;
+  assign \$324  = \$317  ? 13'h007f : \$323 ;
+  assign \$325  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$326  = fits5_3 ? \$324 [7:0] : \$325 ;
+  assign \$327  = \$314  ? \$326  : cmd[143:136];
+  assign \$328  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$329  = $signed(\$328 ) + $signed(cmd[143:136]);
+  assign \$330  = $signed(\$329 ) > $signed(8'h7f);
+  assign \$331  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$332  = $signed(\$331 ) + $signed(cmd[143:136]);
+  assign \$333  = $signed(\$332 ) < $signed(8'h80);
+  assign \$334  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$335  = $signed(\$334 ) + $signed(cmd[143:136]);
+  assign \$336  = \$333  ? 13'h1f80 : \$335 ;
+  assign \$337  = \$330  ? 13'h007f : \$336 ;
+  assign \$338  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$339  = fits5_3 ? \$337 [7:0] : \$338 ;
+  assign \$340  = cmd[145] ? \$327  : \$339 ;
+  assign \$341  = v4 ? \$340  : y5_3;
+  assign \$342  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
+  assign \$343  = v0 ? \$342 [31:0] : x1_4;
+  assign \$344  = $signed(x1_4) * $signed({ 1'h0, mult_4[15:0] });
+  assign \$345  = v1 ? { \$344 [47], \$344  } : plo2_4;
+  assign \$346  = $signed(x1_4) * $signed(mult_4[31:16]);
+  assign \$347  = v1 ? \$346  : phi2_4;
+  assign \$349  = $signed(plo2_4) + $signed(\$348 );
+  assign \$350  = v2 ? \$349  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
+  assign \$351  = $signed(p3_4) >>> shift_4;
+  assign \$352  = v3 ? \$351  : sh4_4;
+  assign \$354  = \$353  >> shift_4;
+  assign \$355  = v3 ? \$354  : rb4_4;
+  assign \$356  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$357  = $signed(\$356 ) + $signed(cmd[143:136]);
+  assign \$358  = $signed(\$357 ) > $signed(8'h7f);
+  assign \$359  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$360  = $signed(\$359 ) + $signed(cmd[143:136]);
+  assign \$361  = $signed(\$360 ) < $signed(8'h80);
+  assign \$362  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$363  = $signed(\$362 ) + $signed(cmd[143:136]);
+  assign \$364  = \$361  ? 13'h1f80 : \$363 ;
+  assign \$365  = \$358  ? 13'h007f : \$364 ;
+  assign \$366  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$367  = fits5_4 ? \$365 [7:0] : \$366 ;
+  assign \$368  = $signed(\$367 ) > $signed(cmd[143:136]);
+  assign \$369  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$370  = $signed(\$369 ) + $signed(cmd[143:136]);
+  assign \$371  = $signed(\$370 ) > $signed(8'h7f);
+  assign \$372  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$373  = $signed(\$372 ) + $signed(cmd[143:136]);
+  assign \$374  = $signed(\$373 ) < $signed(8'h80);
+  assign \$375  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$376  = $signed(\$375 ) + $signed(cmd[143:136]);
+  assign \$377  = \$374  ? 13'h1f80 : \$376 ;
+  assign \$378  = \$371  ? 13'h007f : \$377 ;
+  assign \$379  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$380  = fits5_4 ? \$378 [7:0] : \$379 ;
+  assign \$381  = \$368  ? \$380  : cmd[143:136];
+  assign \$382  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$383  = $signed(\$382 ) + $signed(cmd[143:136]);
+  assign \$384  = $signed(\$383 ) > $signed(8'h7f);
+  assign \$385  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$386  = $signed(\$385 ) + $signed(cmd[143:136]);
+  assign \$387  = $signed(\$386 ) < $signed(8'h80);
+  assign \$388  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$389  = $signed(\$388 ) + $signed(cmd[143:136]);
+  assign \$390  = \$387  ? 13'h1f80 : \$389 ;
+  assign \$391  = \$384  ? 13'h007f : \$390 ;
+  assign \$392  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$393  = fits5_4 ? \$391 [7:0] : \$392 ;
+  assign \$394  = cmd[145] ? \$381  : \$393 ;
+  assign \$395  = v4 ? \$394  : y5_4;
+  assign \$396  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
+  assign \$397  = v0 ? \$396 [31:0] : x1_5;
+  assign \$398  = $signed(x1_5) * $signed({ 1'h0, mult_5[15:0] });
+  assign \$399  = v1 ? { \$398 [47], \$398  } : plo2_5;
+  assign \$400  = $signed(x1_5) * $signed(mult_5[31:16]);
+  assign \$401  = v1 ? \$400  : phi2_5;
+  assign \$403  = $signed(plo2_5) + $signed(\$402 );
+  assign \$404  = v2 ? \$403  : { p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5 };
+  assign \$405  = $signed(p3_5) >>> shift_5;
+  assign \$406  = v3 ? \$405  : sh4_5;
+  assign \$408  = \$407  >> shift_5;
+  assign \$409  = v3 ? \$408  : rb4_5;
+  assign \$410  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$411  = $signed(\$410 ) + $signed(cmd[143:136]);
+  assign \$412  = $signed(\$411 ) > $signed(8'h7f);
+  assign \$413  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$414  = $signed(\$413 ) + $signed(cmd[143:136]);
+  assign \$415  = $signed(\$414 ) < $signed(8'h80);
+  assign \$416  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$417  = $signed(\$416 ) + $signed(cmd[143:136]);
+  assign \$418  = \$415  ? 13'h1f80 : \$417 ;
+  assign \$419  = \$412  ? 13'h007f : \$418 ;
+  assign \$420  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$421  = fits5_5 ? \$419 [7:0] : \$420 ;
+  assign \$422  = $signed(\$421 ) > $signed(cmd[143:136]);
+  assign \$423  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$424  = $signed(\$423 ) + $signed(cmd[143:136]);
+  assign \$425  = $signed(\$424 ) > $signed(8'h7f);
+  assign \$426  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$427  = $signed(\$426 ) + $signed(cmd[143:136]);
+  assign \$428  = $signed(\$427 ) < $signed(8'h80);
+  assign \$429  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$430  = $signed(\$429 ) + $signed(cmd[143:136]);
+  assign \$431  = \$428  ? 13'h1f80 : \$430 ;
+  assign \$432  = \$425  ? 13'h007f : \$431 ;
+  assign \$433  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$434  = fits5_5 ? \$432 [7:0] : \$433 ;
+  assign \$435  = \$422  ? \$434  : cmd[143:136];
+  assign \$436  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$437  = $signed(\$436 ) + $signed(cmd[143:136]);
+  assign \$438  = $signed(\$437 ) > $signed(8'h7f);
+  assign \$439  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$440  = $signed(\$439 ) + $signed(cmd[143:136]);
+  assign \$441  = $signed(\$440 ) < $signed(8'h80);
+  assign \$442  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$443  = $signed(\$442 ) + $signed(cmd[143:136]);
+  assign \$444  = \$441  ? 13'h1f80 : \$443 ;
+  assign \$445  = \$438  ? 13'h007f : \$444 ;
+  assign \$446  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$447  = fits5_5 ? \$445 [7:0] : \$446 ;
+  assign \$448  = cmd[145] ? \$435  : \$447 ;
+  assign \$449  = v4 ? \$448  : y5_5;
+  assign \$450  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
+  assign \$451  = v0 ? \$450 [31:0] : x1_6;
+  assign \$452  = $signed(x1_6) * $signed({ 1'h0, mult_6[15:0] });
+  assign \$453  = v1 ? { \$452 [47], \$452  } : plo2_6;
+  assign \$454  = $signed(x1_6) * $signed(mult_6[31:16]);
+  assign \$455  = v1 ? \$454  : phi2_6;
+  assign \$457  = $signed(plo2_6) + $signed(\$456 );
+  assign \$458  = v2 ? \$457  : { p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6 };
+  assign \$459  = $signed(p3_6) >>> shift_6;
+  assign \$460  = v3 ? \$459  : sh4_6;
+  assign \$462  = \$461  >> shift_6;
+  assign \$463  = v3 ? \$462  : rb4_6;
+  assign \$464  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$465  = $signed(\$464 ) + $signed(cmd[143:136]);
+  assign \$466  = $signed(\$465 ) > $signed(8'h7f);
+  assign \$467  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$468  = $signed(\$467 ) + $signed(cmd[143:136]);
+  assign \$469  = $signed(\$468 ) < $signed(8'h80);
+  assign \$470  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$471  = $signed(\$470 ) + $signed(cmd[143:136]);
+  assign \$472  = \$469  ? 13'h1f80 : \$471 ;
+  assign \$473  = \$466  ? 13'h007f : \$472 ;
+  assign \$474  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$475  = fits5_6 ? \$473 [7:0] : \$474 ;
+  assign \$476  = $signed(\$475 ) > $signed(cmd[143:136]);
+  assign \$477  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$478  = $signed(\$477 ) + $signed(cmd[143:136]);
+  assign \$479  = $signed(\$478 ) > $signed(8'h7f);
+  assign \$480  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$481  = $signed(\$480 ) + $signed(cmd[143:136]);
+  assign \$482  = $signed(\$481 ) < $signed(8'h80);
+  assign \$483  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$484  = $signed(\$483 ) + $signed(cmd[143:136]);
+  assign \$485  = \$482  ? 13'h1f80 : \$484 ;
+  assign \$486  = \$479  ? 13'h007f : \$485 ;
+  assign \$487  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$488  = fits5_6 ? \$486 [7:0] : \$487 ;
+  assign \$489  = \$476  ? \$488  : cmd[143:136];
+  assign \$490  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$491  = $signed(\$490 ) + $signed(cmd[143:136]);
+  assign \$492  = $signed(\$491 ) > $signed(8'h7f);
+  assign \$493  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$494  = $signed(\$493 ) + $signed(cmd[143:136]);
+  assign \$495  = $signed(\$494 ) < $signed(8'h80);
+  assign \$496  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$497  = $signed(\$496 ) + $signed(cmd[143:136]);
+  assign \$498  = \$495  ? 13'h1f80 : \$497 ;
+  assign \$499  = \$492  ? 13'h007f : \$498 ;
+  assign \$500  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$501  = fits5_6 ? \$499 [7:0] : \$500 ;
+  assign \$502  = cmd[145] ? \$489  : \$501 ;
+  assign \$503  = v4 ? \$502  : y5_6;
+  assign \$504  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
+  assign \$505  = v0 ? \$504 [31:0] : x1_7;
+  assign \$506  = $signed(x1_7) * $signed({ 1'h0, mult_7[15:0] });
+  assign \$507  = v1 ? { \$506 [47], \$506  } : plo2_7;
+  assign \$508  = $signed(x1_7) * $signed(mult_7[31:16]);
+  assign \$509  = v1 ? \$508  : phi2_7;
+  assign \$511  = $signed(plo2_7) + $signed(\$510 );
+  assign \$512  = v2 ? \$511  : { p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7 };
+  assign \$513  = $signed(p3_7) >>> shift_7;
+  assign \$514  = v3 ? \$513  : sh4_7;
+  assign \$516  = \$515  >> shift_7;
+  assign \$517  = v3 ? \$516  : rb4_7;
+  assign \$518  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$519  = $signed(\$518 ) + $signed(cmd[143:136]);
+  assign \$520  = $signed(\$519 ) > $signed(8'h7f);
+  assign \$521  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$522  = $signed(\$521 ) + $signed(cmd[143:136]);
+  assign \$523  = $signed(\$522 ) < $signed(8'h80);
+  assign \$524  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$525  = $signed(\$524 ) + $signed(cmd[143:136]);
+  assign \$526  = \$523  ? 13'h1f80 : \$525 ;
+  assign \$527  = \$520  ? 13'h007f : \$526 ;
+  assign \$528  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$529  = fits5_7 ? \$527 [7:0] : \$528 ;
+  assign \$530  = $signed(\$529 ) > $signed(cmd[143:136]);
+  assign \$531  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$532  = $signed(\$531 ) + $signed(cmd[143:136]);
+  assign \$533  = $signed(\$532 ) > $signed(8'h7f);
+  assign \$534  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$535  = $signed(\$534 ) + $signed(cmd[143:136]);
+  assign \$536  = $signed(\$535 ) < $signed(8'h80);
+  assign \$537  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$538  = $signed(\$537 ) + $signed(cmd[143:136]);
+  assign \$539  = \$536  ? 13'h1f80 : \$538 ;
+  assign \$540  = \$533  ? 13'h007f : \$539 ;
+  assign \$541  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$542  = fits5_7 ? \$540 [7:0] : \$541 ;
+  assign \$543  = \$530  ? \$542  : cmd[143:136];
+  assign \$544  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$545  = $signed(\$544 ) + $signed(cmd[143:136]);
+  assign \$546  = $signed(\$545 ) > $signed(8'h7f);
+  assign \$547  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$548  = $signed(\$547 ) + $signed(cmd[143:136]);
+  assign \$549  = $signed(\$548 ) < $signed(8'h80);
+  assign \$550  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$551  = $signed(\$550 ) + $signed(cmd[143:136]);
+  assign \$552  = \$549  ? 13'h1f80 : \$551 ;
+  assign \$553  = \$546  ? 13'h007f : \$552 ;
+  assign \$554  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$555  = fits5_7 ? \$553 [7:0] : \$554 ;
+  assign \$556  = cmd[145] ? \$543  : \$555 ;
+  assign \$557  = v4 ? \$556  : y5_7;
+  assign \$558  = $signed(acc_rd__data[287:256]) + $signed(bias_8);
+  assign \$559  = v0 ? \$558 [31:0] : x1_8;
+  assign \$560  = $signed(x1_8) * $signed({ 1'h0, mult_8[15:0] });
+  assign \$561  = v1 ? { \$560 [47], \$560  } : plo2_8;
+  assign \$562  = $signed(x1_8) * $signed(mult_8[31:16]);
+  assign \$563  = v1 ? \$562  : phi2_8;
+  assign \$565  = $signed(plo2_8) + $signed(\$564 );
+  assign \$566  = v2 ? \$565  : { p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8[63], p3_8 };
+  assign \$567  = $signed(p3_8) >>> shift_8;
+  assign \$568  = v3 ? \$567  : sh4_8;
+  assign \$570  = \$569  >> shift_8;
+  assign \$571  = v3 ? \$570  : rb4_8;
+  assign \$572  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$573  = $signed(\$572 ) + $signed(cmd[143:136]);
+  assign \$574  = $signed(\$573 ) > $signed(8'h7f);
+  assign \$575  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$576  = $signed(\$575 ) + $signed(cmd[143:136]);
+  assign \$577  = $signed(\$576 ) < $signed(8'h80);
+  assign \$578  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$579  = $signed(\$578 ) + $signed(cmd[143:136]);
+  assign \$580  = \$577  ? 13'h1f80 : \$579 ;
+  assign \$581  = \$574  ? 13'h007f : \$580 ;
+  assign \$582  = sh4_8[63] ? 8'h80 : 8'h7f;
+  assign \$583  = fits5_8 ? \$581 [7:0] : \$582 ;
+  assign \$584  = $signed(\$583 ) > $signed(cmd[143:136]);
+  assign \$585  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$586  = $signed(\$585 ) + $signed(cmd[143:136]);
+  assign \$587  = $signed(\$586 ) > $signed(8'h7f);
+  assign \$588  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$589  = $signed(\$588 ) + $signed(cmd[143:136]);
+  assign \$590  = $signed(\$589 ) < $signed(8'h80);
+  assign \$591  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$592  = $signed(\$591 ) + $signed(cmd[143:136]);
+  assign \$593  = \$590  ? 13'h1f80 : \$592 ;
+  assign \$594  = \$587  ? 13'h007f : \$593 ;
+  assign \$595  = sh4_8[63] ? 8'h80 : 8'h7f;
+  assign \$596  = fits5_8 ? \$594 [7:0] : \$595 ;
+  assign \$597  = \$584  ? \$596  : cmd[143:136];
+  assign \$598  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$599  = $signed(\$598 ) + $signed(cmd[143:136]);
+  assign \$600  = $signed(\$599 ) > $signed(8'h7f);
+  assign \$601  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$602  = $signed(\$601 ) + $signed(cmd[143:136]);
+  assign \$603  = $signed(\$602 ) < $signed(8'h80);
+  assign \$604  = $signed(sh4_8[10:0]) + $signed({ 1'h0, rb4_8 });
+  assign \$605  = $signed(\$604 ) + $signed(cmd[143:136]);
+  assign \$606  = \$603  ? 13'h1f80 : \$605 ;
+  assign \$607  = \$600  ? 13'h007f : \$606 ;
+  assign \$608  = sh4_8[63] ? 8'h80 : 8'h7f;
+  assign \$609  = fits5_8 ? \$607 [7:0] : \$608 ;
+  assign \$610  = cmd[145] ? \$597  : \$609 ;
+  assign \$611  = v4 ? \$610  : y5_8;
+  assign \$612  = $signed(acc_rd__data[319:288]) + $signed(bias_9);
+  assign \$613  = v0 ? \$612 [31:0] : x1_9;
+  assign \$614  = $signed(x1_9) * $signed({ 1'h0, mult_9[15:0] });
+  assign \$615  = v1 ? { \$614 [47], \$614  } : plo2_9;
+  assign \$616  = $signed(x1_9) * $signed(mult_9[31:16]);
+  assign \$617  = v1 ? \$616  : phi2_9;
+  assign \$619  = $signed(plo2_9) + $signed(\$618 );
+  assign \$620  = v2 ? \$619  : { p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9[63], p3_9 };
+  assign \$621  = $signed(p3_9) >>> shift_9;
+  assign \$622  = v3 ? \$621  : sh4_9;
+  assign \$624  = \$623  >> shift_9;
+  assign \$625  = v3 ? \$624  : rb4_9;
+  assign \$626  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$627  = $signed(\$626 ) + $signed(cmd[143:136]);
+  assign \$628  = $signed(\$627 ) > $signed(8'h7f);
+  assign \$629  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$630  = $signed(\$629 ) + $signed(cmd[143:136]);
+  assign \$631  = $signed(\$630 ) < $signed(8'h80);
+  assign \$632  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$633  = $signed(\$632 ) + $signed(cmd[143:136]);
+  assign \$634  = \$631  ? 13'h1f80 : \$633 ;
+  assign \$635  = \$628  ? 13'h007f : \$634 ;
+  assign \$636  = sh4_9[63] ? 8'h80 : 8'h7f;
+  assign \$637  = fits5_9 ? \$635 [7:0] : \$636 ;
+  assign \$638  = $signed(\$637 ) > $signed(cmd[143:136]);
+  assign \$639  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$640  = $signed(\$639 ) + $signed(cmd[143:136]);
+  assign \$641  = $signed(\$640 ) > $signed(8'h7f);
+  assign \$642  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$643  = $signed(\$642 ) + $signed(cmd[143:136]);
+  assign \$644  = $signed(\$643 ) < $signed(8'h80);
+  assign \$645  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$646  = $signed(\$645 ) + $signed(cmd[143:136]);
+  assign \$647  = \$644  ? 13'h1f80 : \$646 ;
+  assign \$648  = \$641  ? 13'h007f : \$647 ;
+  assign \$649  = sh4_9[63] ? 8'h80 : 8'h7f;
+  assign \$650  = fits5_9 ? \$648 [7:0] : \$649 ;
+  assign \$651  = \$638  ? \$650  : cmd[143:136];
+  assign \$652  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$653  = $signed(\$652 ) + $signed(cmd[143:136]);
+  assign \$654  = $signed(\$653 ) > $signed(8'h7f);
+  assign \$655  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$656  = $signed(\$655 ) + $signed(cmd[143:136]);
+  assign \$657  = $signed(\$656 ) < $signed(8'h80);
+  assign \$658  = $signed(sh4_9[10:0]) + $signed({ 1'h0, rb4_9 });
+  assign \$659  = $signed(\$658 ) + $signed(cmd[143:136]);
+  assign \$660  = \$657  ? 13'h1f80 : \$659 ;
+  assign \$661  = \$654  ? 13'h007f : \$660 ;
+  assign \$662  = sh4_9[63] ? 8'h80 : 8'h7f;
+  assign \$663  = fits5_9 ? \$661 [7:0] : \$662 ;
+  assign \$664  = cmd[145] ? \$651  : \$663 ;
+  assign \$665  = v4 ? \$664  : y5_9;
+  assign \$666  = $signed(acc_rd__data[351:320]) + $signed(bias_10);
+  assign \$667  = v0 ? \$666 [31:0] : x1_10;
+  assign \$668  = $signed(x1_10) * $signed({ 1'h0, mult_10[15:0] });
+  assign \$669  = v1 ? { \$668 [47], \$668  } : plo2_10;
+  assign \$670  = $signed(x1_10) * $signed(mult_10[31:16]);
+  assign \$671  = v1 ? \$670  : phi2_10;
+  assign \$673  = $signed(plo2_10) + $signed(\$672 );
+  assign \$674  = v2 ? \$673  : { p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10[63], p3_10 };
+  assign \$675  = $signed(p3_10) >>> shift_10;
+  assign \$676  = v3 ? \$675  : sh4_10;
+  assign \$678  = \$677  >> shift_10;
+  assign \$679  = v3 ? \$678  : rb4_10;
+  assign \$680  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$681  = $signed(\$680 ) + $signed(cmd[143:136]);
+  assign \$682  = $signed(\$681 ) > $signed(8'h7f);
+  assign \$683  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$684  = $signed(\$683 ) + $signed(cmd[143:136]);
+  assign \$685  = $signed(\$684 ) < $signed(8'h80);
+  assign \$686  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$687  = $signed(\$686 ) + $signed(cmd[143:136]);
+  assign \$688  = \$685  ? 13'h1f80 : \$687 ;
+  assign \$689  = \$682  ? 13'h007f : \$688 ;
+  assign \$690  = sh4_10[63] ? 8'h80 : 8'h7f;
+  assign \$691  = fits5_10 ? \$689 [7:0] : \$690 ;
+  assign \$692  = $signed(\$691 ) > $signed(cmd[143:136]);
+  assign \$693  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$694  = $signed(\$693 ) + $signed(cmd[143:136]);
+  assign \$695  = $signed(\$694 ) > $signed(8'h7f);
+  assign \$696  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$697  = $signed(\$696 ) + $signed(cmd[143:136]);
+  assign \$698  = $signed(\$697 ) < $signed(8'h80);
+  assign \$699  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$700  = $signed(\$699 ) + $signed(cmd[143:136]);
+  assign \$701  = \$698  ? 13'h1f80 : \$700 ;
+  assign \$702  = \$695  ? 13'h007f : \$701 ;
+  assign \$703  = sh4_10[63] ? 8'h80 : 8'h7f;
+  assign \$704  = fits5_10 ? \$702 [7:0] : \$703 ;
+  assign \$705  = \$692  ? \$704  : cmd[143:136];
+  assign \$706  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$707  = $signed(\$706 ) + $signed(cmd[143:136]);
+  assign \$708  = $signed(\$707 ) > $signed(8'h7f);
+  assign \$709  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$710  = $signed(\$709 ) + $signed(cmd[143:136]);
+  assign \$711  = $signed(\$710 ) < $signed(8'h80);
+  assign \$712  = $signed(sh4_10[10:0]) + $signed({ 1'h0, rb4_10 });
+  assign \$713  = $signed(\$712 ) + $signed(cmd[143:136]);
+  assign \$714  = \$711  ? 13'h1f80 : \$713 ;
+  assign \$715  = \$708  ? 13'h007f : \$714 ;
+  assign \$716  = sh4_10[63] ? 8'h80 : 8'h7f;
+  assign \$717  = fits5_10 ? \$715 [7:0] : \$716 ;
+  assign \$718  = cmd[145] ? \$705  : \$717 ;
+  assign \$719  = v4 ? \$718  : y5_10;
+  assign \$720  = $signed(acc_rd__data[383:352]) + $signed(bias_11);
+  assign \$721  = v0 ? \$720 [31:0] : x1_11;
+  assign \$722  = $signed(x1_11) * $signed({ 1'h0, mult_11[15:0] });
+  assign \$723  = v1 ? { \$722 [47], \$722  } : plo2_11;
+  assign \$724  = $signed(x1_11) * $signed(mult_11[31:16]);
+  assign \$725  = v1 ? \$724  : phi2_11;
+  assign \$727  = $signed(plo2_11) + $signed(\$726 );
+  assign \$728  = v2 ? \$727  : { p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11[63], p3_11 };
+  assign \$729  = $signed(p3_11) >>> shift_11;
+  assign \$730  = v3 ? \$729  : sh4_11;
+  assign \$732  = \$731  >> shift_11;
+  assign \$733  = v3 ? \$732  : rb4_11;
+  assign \$734  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$735  = $signed(\$734 ) + $signed(cmd[143:136]);
+  assign \$736  = $signed(\$735 ) > $signed(8'h7f);
+  assign \$737  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$738  = $signed(\$737 ) + $signed(cmd[143:136]);
+  assign \$739  = $signed(\$738 ) < $signed(8'h80);
+  assign \$740  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$741  = $signed(\$740 ) + $signed(cmd[143:136]);
+  assign \$742  = \$739  ? 13'h1f80 : \$741 ;
+  assign \$743  = \$736  ? 13'h007f : \$742 ;
+  assign \$744  = sh4_11[63] ? 8'h80 : 8'h7f;
+  assign \$745  = fits5_11 ? \$743 [7:0] : \$744 ;
+  assign \$746  = $signed(\$745 ) > $signed(cmd[143:136]);
+  assign \$747  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$748  = $signed(\$747 ) + $signed(cmd[143:136]);
+  assign \$749  = $signed(\$748 ) > $signed(8'h7f);
+  assign \$750  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$751  = $signed(\$750 ) + $signed(cmd[143:136]);
+  assign \$752  = $signed(\$751 ) < $signed(8'h80);
+  assign \$753  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$754  = $signed(\$753 ) + $signed(cmd[143:136]);
+  assign \$755  = \$752  ? 13'h1f80 : \$754 ;
+  assign \$756  = \$749  ? 13'h007f : \$755 ;
+  assign \$757  = sh4_11[63] ? 8'h80 : 8'h7f;
+  assign \$758  = fits5_11 ? \$756 [7:0] : \$757 ;
+  assign \$759  = \$746  ? \$758  : cmd[143:136];
+  assign \$760  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$761  = $signed(\$760 ) + $signed(cmd[143:136]);
+  assign \$762  = $signed(\$761 ) > $signed(8'h7f);
+  assign \$763  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$764  = $signed(\$763 ) + $signed(cmd[143:136]);
+  assign \$765  = $signed(\$764 ) < $signed(8'h80);
+  assign \$766  = $signed(sh4_11[10:0]) + $signed({ 1'h0, rb4_11 });
+  assign \$767  = $signed(\$766 ) + $signed(cmd[143:136]);
+  assign \$768  = \$765  ? 13'h1f80 : \$767 ;
+  assign \$769  = \$762  ? 13'h007f : \$768 ;
+  assign \$770  = sh4_11[63] ? 8'h80 : 8'h7f;
+  assign \$771  = fits5_11 ? \$769 [7:0] : \$770 ;
+  assign \$772  = cmd[145] ? \$759  : \$771 ;
+  assign \$773  = v4 ? \$772  : y5_11;
+  assign \$774  = $signed(acc_rd__data[415:384]) + $signed(bias_12);
+  assign \$775  = v0 ? \$774 [31:0] : x1_12;
+  assign \$776  = $signed(x1_12) * $signed({ 1'h0, mult_12[15:0] });
+  assign \$777  = v1 ? { \$776 [47], \$776  } : plo2_12;
+  assign \$778  = $signed(x1_12) * $signed(mult_12[31:16]);
+  assign \$779  = v1 ? \$778  : phi2_12;
+  assign \$781  = $signed(plo2_12) + $signed(\$780 );
+  assign \$782  = v2 ? \$781  : { p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12[63], p3_12 };
+  assign \$783  = $signed(p3_12) >>> shift_12;
+  assign \$784  = v3 ? \$783  : sh4_12;
+  assign \$786  = \$785  >> shift_12;
+  assign \$787  = v3 ? \$786  : rb4_12;
+  assign \$788  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$789  = $signed(\$788 ) + $signed(cmd[143:136]);
+  assign \$790  = $signed(\$789 ) > $signed(8'h7f);
+  assign \$791  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$792  = $signed(\$791 ) + $signed(cmd[143:136]);
+  assign \$793  = $signed(\$792 ) < $signed(8'h80);
+  assign \$794  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$795  = $signed(\$794 ) + $signed(cmd[143:136]);
+  assign \$796  = \$793  ? 13'h1f80 : \$795 ;
+  assign \$797  = \$790  ? 13'h007f : \$796 ;
+  assign \$798  = sh4_12[63] ? 8'h80 : 8'h7f;
+  assign \$799  = fits5_12 ? \$797 [7:0] : \$798 ;
+  assign \$800  = $signed(\$799 ) > $signed(cmd[143:136]);
+  assign \$801  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$802  = $signed(\$801 ) + $signed(cmd[143:136]);
+  assign \$803  = $signed(\$802 ) > $signed(8'h7f);
+  assign \$804  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$805  = $signed(\$804 ) + $signed(cmd[143:136]);
+  assign \$806  = $signed(\$805 ) < $signed(8'h80);
+  assign \$807  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$808  = $signed(\$807 ) + $signed(cmd[143:136]);
+  assign \$809  = \$806  ? 13'h1f80 : \$808 ;
+  assign \$810  = \$803  ? 13'h007f : \$809 ;
+  assign \$811  = sh4_12[63] ? 8'h80 : 8'h7f;
+  assign \$812  = fits5_12 ? \$810 [7:0] : \$811 ;
+  assign \$813  = \$800  ? \$812  : cmd[143:136];
+  assign \$814  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$815  = $signed(\$814 ) + $signed(cmd[143:136]);
+  assign \$816  = $signed(\$815 ) > $signed(8'h7f);
+  assign \$817  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$818  = $signed(\$817 ) + $signed(cmd[143:136]);
+  assign \$819  = $signed(\$818 ) < $signed(8'h80);
+  assign \$820  = $signed(sh4_12[10:0]) + $signed({ 1'h0, rb4_12 });
+  assign \$821  = $signed(\$820 ) + $signed(cmd[143:136]);
+  assign \$822  = \$819  ? 13'h1f80 : \$821 ;
+  assign \$823  = \$816  ? 13'h007f : \$822 ;
+  assign \$824  = sh4_12[63] ? 8'h80 : 8'h7f;
+  assign \$825  = fits5_12 ? \$823 [7:0] : \$824 ;
+  assign \$826  = cmd[145] ? \$813  : \$825 ;
+  assign \$827  = v4 ? \$826  : y5_12;
+  assign \$828  = $signed(acc_rd__data[447:416]) + $signed(bias_13);
+  assign \$829  = v0 ? \$828 [31:0] : x1_13;
+  assign \$830  = $signed(x1_13) * $signed({ 1'h0, mult_13[15:0] });
+  assign \$831  = v1 ? { \$830 [47], \$830  } : plo2_13;
+  assign \$832  = $signed(x1_13) * $signed(mult_13[31:16]);
+  assign \$833  = v1 ? \$832  : phi2_13;
+  assign \$835  = $signed(plo2_13) + $signed(\$834 );
+  assign \$836  = v2 ? \$835  : { p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13[63], p3_13 };
+  assign \$837  = $signed(p3_13) >>> shift_13;
+  assign \$838  = v3 ? \$837  : sh4_13;
+  assign \$840  = \$839  >> shift_13;
+  assign \$841  = v3 ? \$840  : rb4_13;
+  assign \$842  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$843  = $signed(\$842 ) + $signed(cmd[143:136]);
+  assign \$844  = $signed(\$843 ) > $signed(8'h7f);
+  assign \$845  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$846  = $signed(\$845 ) + $signed(cmd[143:136]);
+  assign \$847  = $signed(\$846 ) < $signed(8'h80);
+  assign \$848  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$849  = $signed(\$848 ) + $signed(cmd[143:136]);
+  assign \$850  = \$847  ? 13'h1f80 : \$849 ;
+  assign \$851  = \$844  ? 13'h007f : \$850 ;
+  assign \$852  = sh4_13[63] ? 8'h80 : 8'h7f;
+  assign \$853  = fits5_13 ? \$851 [7:0] : \$852 ;
+  assign \$854  = $signed(\$853 ) > $signed(cmd[143:136]);
+  assign \$855  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$856  = $signed(\$855 ) + $signed(cmd[143:136]);
+  assign \$857  = $signed(\$856 ) > $signed(8'h7f);
+  assign \$858  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$859  = $signed(\$858 ) + $signed(cmd[143:136]);
+  assign \$860  = $signed(\$859 ) < $signed(8'h80);
+  assign \$861  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$862  = $signed(\$861 ) + $signed(cmd[143:136]);
+  assign \$863  = \$860  ? 13'h1f80 : \$862 ;
+  assign \$864  = \$857  ? 13'h007f : \$863 ;
+  assign \$865  = sh4_13[63] ? 8'h80 : 8'h7f;
+  assign \$866  = fits5_13 ? \$864 [7:0] : \$865 ;
+  assign \$867  = \$854  ? \$866  : cmd[143:136];
+  assign \$868  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$869  = $signed(\$868 ) + $signed(cmd[143:136]);
+  assign \$870  = $signed(\$869 ) > $signed(8'h7f);
+  assign \$871  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$872  = $signed(\$871 ) + $signed(cmd[143:136]);
+  assign \$873  = $signed(\$872 ) < $signed(8'h80);
+  assign \$874  = $signed(sh4_13[10:0]) + $signed({ 1'h0, rb4_13 });
+  assign \$875  = $signed(\$874 ) + $signed(cmd[143:136]);
+  assign \$876  = \$873  ? 13'h1f80 : \$875 ;
+  assign \$877  = \$870  ? 13'h007f : \$876 ;
+  assign \$878  = sh4_13[63] ? 8'h80 : 8'h7f;
+  assign \$879  = fits5_13 ? \$877 [7:0] : \$878 ;
+  assign \$880  = cmd[145] ? \$867  : \$879 ;
+  assign \$881  = v4 ? \$880  : y5_13;
+  assign \$882  = $signed(acc_rd__data[479:448]) + $signed(bias_14);
+  assign \$883  = v0 ? \$882 [31:0] : x1_14;
+  assign \$884  = $signed(x1_14) * $signed({ 1'h0, mult_14[15:0] });
+  assign \$885  = v1 ? { \$884 [47], \$884  } : plo2_14;
+  assign \$886  = $signed(x1_14) * $signed(mult_14[31:16]);
+  assign \$887  = v1 ? \$886  : phi2_14;
+  assign \$889  = $signed(plo2_14) + $signed(\$888 );
+  assign \$890  = v2 ? \$889  : { p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14[63], p3_14 };
+  assign \$891  = $signed(p3_14) >>> shift_14;
+  assign \$892  = v3 ? \$891  : sh4_14;
+  assign \$894  = \$893  >> shift_14;
+  assign \$895  = v3 ? \$894  : rb4_14;
+  assign \$896  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$897  = $signed(\$896 ) + $signed(cmd[143:136]);
+  assign \$898  = $signed(\$897 ) > $signed(8'h7f);
+  assign \$899  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$900  = $signed(\$899 ) + $signed(cmd[143:136]);
+  assign \$901  = $signed(\$900 ) < $signed(8'h80);
+  assign \$902  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$903  = $signed(\$902 ) + $signed(cmd[143:136]);
+  assign \$904  = \$901  ? 13'h1f80 : \$903 ;
+  assign \$905  = \$898  ? 13'h007f : \$904 ;
+  assign \$906  = sh4_14[63] ? 8'h80 : 8'h7f;
+  assign \$907  = fits5_14 ? \$905 [7:0] : \$906 ;
+  assign \$908  = $signed(\$907 ) > $signed(cmd[143:136]);
+  assign \$909  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$910  = $signed(\$909 ) + $signed(cmd[143:136]);
+  assign \$911  = $signed(\$910 ) > $signed(8'h7f);
+  assign \$912  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$913  = $signed(\$912 ) + $signed(cmd[143:136]);
+  assign \$914  = $signed(\$913 ) < $signed(8'h80);
+  assign \$915  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$916  = $signed(\$915 ) + $signed(cmd[143:136]);
+  assign \$917  = \$914  ? 13'h1f80 : \$916 ;
+  assign \$918  = \$911  ? 13'h007f : \$917 ;
+  assign \$919  = sh4_14[63] ? 8'h80 : 8'h7f;
+  assign \$920  = fits5_14 ? \$918 [7:0] : \$919 ;
+  assign \$921  = \$908  ? \$920  : cmd[143:136];
+  assign \$922  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$923  = $signed(\$922 ) + $signed(cmd[143:136]);
+  assign \$924  = $signed(\$923 ) > $signed(8'h7f);
+  assign \$925  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$926  = $signed(\$925 ) + $signed(cmd[143:136]);
+  assign \$927  = $signed(\$926 ) < $signed(8'h80);
+  assign \$928  = $signed(sh4_14[10:0]) + $signed({ 1'h0, rb4_14 });
+  assign \$929  = $signed(\$928 ) + $signed(cmd[143:136]);
+  assign \$930  = \$927  ? 13'h1f80 : \$929 ;
+  assign \$931  = \$924  ? 13'h007f : \$930 ;
+  assign \$932  = sh4_14[63] ? 8'h80 : 8'h7f;
+  assign \$933  = fits5_14 ? \$931 [7:0] : \$932 ;
+  assign \$934  = cmd[145] ? \$921  : \$933 ;
+  assign \$935  = v4 ? \$934  : y5_14;
+  assign \$936  = $signed(acc_rd__data[511:480]) + $signed(bias_15);
+  assign \$937  = v0 ? \$936 [31:0] : x1_15;
+  assign \$938  = $signed(x1_15) * $signed({ 1'h0, mult_15[15:0] });
+  assign \$939  = v1 ? { \$938 [47], \$938  } : plo2_15;
+  assign \$940  = $signed(x1_15) * $signed(mult_15[31:16]);
+  assign \$941  = v1 ? \$940  : phi2_15;
+  assign \$943  = $signed(plo2_15) + $signed(\$942 );
+  assign \$944  = v2 ? \$943  : { p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15[63], p3_15 };
+  assign \$945  = $signed(p3_15) >>> shift_15;
+  assign \$946  = v3 ? \$945  : sh4_15;
+  assign \$948  = \$947  >> shift_15;
+  assign \$949  = v3 ? \$948  : rb4_15;
+  assign \$950  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$951  = $signed(\$950 ) + $signed(cmd[143:136]);
+  assign \$952  = $signed(\$951 ) > $signed(8'h7f);
+  assign \$953  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$954  = $signed(\$953 ) + $signed(cmd[143:136]);
+  assign \$955  = $signed(\$954 ) < $signed(8'h80);
+  assign \$956  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$957  = $signed(\$956 ) + $signed(cmd[143:136]);
+  assign \$958  = \$955  ? 13'h1f80 : \$957 ;
+  assign \$959  = \$952  ? 13'h007f : \$958 ;
+  assign \$960  = sh4_15[63] ? 8'h80 : 8'h7f;
+  assign \$961  = fits5_15 ? \$959 [7:0] : \$960 ;
+  assign \$962  = $signed(\$961 ) > $signed(cmd[143:136]);
+  assign \$963  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$964  = $signed(\$963 ) + $signed(cmd[143:136]);
+  assign \$965  = $signed(\$964 ) > $signed(8'h7f);
+  assign \$966  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$967  = $signed(\$966 ) + $signed(cmd[143:136]);
+  assign \$968  = $signed(\$967 ) < $signed(8'h80);
+  assign \$969  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$970  = $signed(\$969 ) + $signed(cmd[143:136]);
+  assign \$971  = \$968  ? 13'h1f80 : \$970 ;
+  assign \$972  = \$965  ? 13'h007f : \$971 ;
+  assign \$973  = sh4_15[63] ? 8'h80 : 8'h7f;
+  assign \$974  = fits5_15 ? \$972 [7:0] : \$973 ;
+  assign \$975  = \$962  ? \$974  : cmd[143:136];
+  assign \$976  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$977  = $signed(\$976 ) + $signed(cmd[143:136]);
+  assign \$978  = $signed(\$977 ) > $signed(8'h7f);
+  assign \$979  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$980  = $signed(\$979 ) + $signed(cmd[143:136]);
+  assign \$981  = $signed(\$980 ) < $signed(8'h80);
+  assign \$982  = $signed(sh4_15[10:0]) + $signed({ 1'h0, rb4_15 });
+  assign \$983  = $signed(\$982 ) + $signed(cmd[143:136]);
+  assign \$984  = \$981  ? 13'h1f80 : \$983 ;
+  assign \$985  = \$978  ? 13'h007f : \$984 ;
+  assign \$986  = sh4_15[63] ? 8'h80 : 8'h7f;
+  assign \$987  = fits5_15 ? \$985 [7:0] : \$986 ;
+  assign \$988  = cmd[145] ? \$975  : \$987 ;
+  assign \$989  = v4 ? \$988  : y5_15;
+  assign \$990  = retired + 1'h1;
+  assign \$991  = ! retired;
+  assign \$992  = $signed(max6_0) > $signed(out6_0);
+  assign \$993  = \$992  ? max6_0 : out6_0;
+  assign \$994  = \$991  ? out6_0 : \$993 ;
+  assign \$995  = ! retired;
+  assign \$996  = $signed(max6_1) > $signed(out6_1);
+  assign \$997  = \$996  ? max6_1 : out6_1;
+  assign \$998  = \$995  ? out6_1 : \$997 ;
+  assign \$999  = ! retired;
+  assign \$1000  = $signed(max6_2) > $signed(out6_2);
+  assign \$1001  = \$1000  ? max6_2 : out6_2;
+  assign \$1002  = \$999  ? out6_2 : \$1001 ;
+  assign \$1003  = ! retired;
+  assign \$1004  = $signed(max6_3) > $signed(out6_3);
+  assign \$1005  = \$1004  ? max6_3 : out6_3;
+  assign \$1006  = \$1003  ? out6_3 : \$1005 ;
+  assign \$1007  = ! retired;
+  assign \$1008  = $signed(max6_4) > $signed(out6_4);
+  assign \$1009  = \$1008  ? max6_4 : out6_4;
+  assign \$1010  = \$1007  ? out6_4 : \$1009 ;
+  assign \$1011  = ! retired;
+  assign \$1012  = $signed(max6_5) > $signed(out6_5);
+  assign \$1013  = \$1012  ? max6_5 : out6_5;
+  assign \$1014  = \$1011  ? out6_5 : \$1013 ;
+  assign \$1015  = ! retired;
+  assign \$1016  = $signed(max6_6) > $signed(out6_6);
+  assign \$1017  = \$1016  ? max6_6 : out6_6;
+  assign \$1018  = \$1015  ? out6_6 : \$1017 ;
+  assign \$1019  = ! retired;
+  assign \$1020  = $signed(max6_7) > $signed(out6_7);
+  assign \$1021  = \$1020  ? max6_7 : out6_7;
+  assign \$1022  = \$1019  ? out6_7 : \$1021 ;
+  assign \$1023  = ! retired;
+  assign \$1024  = $signed(max6_8) > $signed(out6_8);
+  assign \$1025  = \$1024  ? max6_8 : out6_8;
+  assign \$1026  = \$1023  ? out6_8 : \$1025 ;
+  assign \$1027  = ! retired;
+  assign \$1028  = $signed(max6_9) > $signed(out6_9);
+  assign \$1029  = \$1028  ? max6_9 : out6_9;
+  assign \$1030  = \$1027  ? out6_9 : \$1029 ;
+  assign \$1031  = ! retired;
+  assign \$1032  = $signed(max6_10) > $signed(out6_10);
+  assign \$1033  = \$1032  ? max6_10 : out6_10;
+  assign \$1034  = \$1031  ? out6_10 : \$1033 ;
+  assign \$1035  = ! retired;
+  assign \$1036  = $signed(max6_11) > $signed(out6_11);
+  assign \$1037  = \$1036  ? max6_11 : out6_11;
+  assign \$1038  = \$1035  ? out6_11 : \$1037 ;
+  assign \$1039  = ! retired;
+  assign \$1040  = $signed(max6_12) > $signed(out6_12);
+  assign \$1041  = \$1040  ? max6_12 : out6_12;
+  assign \$1042  = \$1039  ? out6_12 : \$1041 ;
+  assign \$1043  = ! retired;
+  assign \$1044  = $signed(max6_13) > $signed(out6_13);
+  assign \$1045  = \$1044  ? max6_13 : out6_13;
+  assign \$1046  = \$1043  ? out6_13 : \$1045 ;
+  assign \$1047  = ! retired;
+  assign \$1048  = $signed(max6_14) > $signed(out6_14);
+  assign \$1049  = \$1048  ? max6_14 : out6_14;
+  assign \$1050  = \$1047  ? out6_14 : \$1049 ;
+  assign \$1051  = ! retired;
+  assign \$1052  = $signed(max6_15) > $signed(out6_15);
+  assign \$1053  = \$1052  ? max6_15 : out6_15;
+  assign \$1054  = \$1051  ? out6_15 : \$1053 ;
+  assign \$1055  = cmd[39:20] + retired;
+  assign \$1056  = retired == cmd[55:40];
+  assign \$1057  = \$1231  & \$1056 ;
+  assign \$1058  = \$1057  & cmd[147];
+  assign \$1059  = cmd[19:0] + cmd[55:40];
+  assign \$1060  = \$1059  > 14'h2000;
+  assign \$1061  = cmd[75:56] >= 14'h2000;
+  assign \$1062  = cmd[144] & \$1061 ;
+  assign \$1063  = \$1060  | \$1062 ;
+  assign \$1064  = cmd[95:76] >= 14'h2000;
   assign \$1065  = \$1063  | \$1064 ;
-  assign \$1066  = cmd[39:20] >= 15'h4000;
-  assign \$1067  = cmd[39:20] + cmd[55:40];
-  assign \$1068  = \$1067  > 15'h4000;
-  assign \$1069  = cmd[147] ? \$1066  : \$1068 ;
-  assign \$1070  = \$1065  | \$1069 ;
-  assign \$1071  = cmd[135:116] + cmd[55:40];
-  assign \$1072  = \$1071  > 15'h4000;
-  assign \$1073  = cmd[146] & \$1072 ;
-  assign range_bad = \$1070  | \$1073 ;
-  assign \$1074  = more & cmd[146];
-  assign \$1075  = more & acc_rd__gnt;
-  assign \$1076  = ~ cmd[146];
-  assign \$1077  = spad_rd__gnt | \$1076 ;
-  assign \$1078  = \$1075  & \$1077 ;
-  assign ctl__busy = ~ \$1223 ;
-  assign \$1079  = ! sh4_0[63:10];
-  assign \$1080  = sh4_0[63:10] == 54'h3fffffffffffff;
-  assign fits5_0 = \$1079  | \$1080 ;
-  assign \$1081  = $signed(y5_0) + $signed(res5_0);
-  assign \$1082  = $signed(\$1081 ) > $signed(8'h7f);
+  assign \$1066  = cmd[115:96] >= 14'h2000;
+  assign \$1067  = \$1065  | \$1066 ;
+  assign \$1068  = cmd[39:20] >= 15'h4000;
+  assign \$1069  = cmd[39:20] + cmd[55:40];
+  assign \$1070  = \$1069  > 15'h4000;
+  assign \$1071  = cmd[147] ? \$1068  : \$1070 ;
+  assign \$1072  = \$1067  | \$1071 ;
+  assign \$1073  = cmd[135:116] + cmd[55:40];
+  assign \$1074  = \$1073  > 15'h4000;
+  assign \$1075  = cmd[146] & \$1074 ;
+  assign range_bad = \$1072  | \$1075 ;
+  assign \$1076  = more & cmd[146];
+  assign \$1077  = more & acc_rd__gnt;
+  assign \$1078  = ~ cmd[146];
+  assign \$1079  = spad_rd__gnt | \$1078 ;
+  assign \$1080  = \$1077  & \$1079 ;
+  assign ctl__busy = ~ \$1225 ;
+  assign \$1081  = ! sh4_0[63:10];
+  assign \$1082  = sh4_0[63:10] == 54'h3fffffffffffff;
+  assign fits5_0 = \$1081  | \$1082 ;
   assign \$1083  = $signed(y5_0) + $signed(res5_0);
-  assign \$1084  = $signed(\$1083 ) < $signed(8'h80);
+  assign \$1084  = $signed(\$1083 ) > $signed(8'h7f);
   assign \$1085  = $signed(y5_0) + $signed(res5_0);
-  assign \$1086  = \$1084  ? 9'h180 : \$1085 ;
-  assign \$1087  = \$1082  ? 9'h07f : \$1086 ;
-  assign out6_0 = cmd[146] ? \$1087 [7:0] : y5_0;
-  assign \$1088  = ! sh4_1[63:10];
-  assign \$1089  = sh4_1[63:10] == 54'h3fffffffffffff;
-  assign fits5_1 = \$1088  | \$1089 ;
-  assign \$1090  = $signed(y5_1) + $signed(res5_1);
-  assign \$1091  = $signed(\$1090 ) > $signed(8'h7f);
+  assign \$1086  = $signed(\$1085 ) < $signed(8'h80);
+  assign \$1087  = $signed(y5_0) + $signed(res5_0);
+  assign \$1088  = \$1086  ? 9'h180 : \$1087 ;
+  assign \$1089  = \$1084  ? 9'h07f : \$1088 ;
+  assign out6_0 = cmd[146] ? \$1089 [7:0] : y5_0;
+  assign \$1090  = ! sh4_1[63:10];
+  assign \$1091  = sh4_1[63:10] == 54'h3fffffffffffff;
+  assign fits5_1 = \$1090  | \$1091 ;
   assign \$1092  = $signed(y5_1) + $signed(res5_1);
-  assign \$1093  = $signed(\$1092 ) < $signed(8'h80);
+  assign \$1093  = $signed(\$1092 ) > $signed(8'h7f);
   assign \$1094  = $signed(y5_1) + $signed(res5_1);
-  assign \$1095  = \$1093  ? 9'h180 : \$1094 ;
-  assign \$1096  = \$1091  ? 9'h07f : \$1095 ;
-  assign out6_1 = cmd[146] ? \$1096 [7:0] : y5_1;
-  assign \$1097  = ! sh4_2[63:10];
-  assign \$1098  = sh4_2[63:10] == 54'h3fffffffffffff;
-  assign fits5_2 = \$1097  | \$1098 ;
-  assign \$1099  = $signed(y5_2) + $signed(res5_2);
-  assign \$1100  = $signed(\$1099 ) > $signed(8'h7f);
+  assign \$1095  = $signed(\$1094 ) < $signed(8'h80);
+  assign \$1096  = $signed(y5_1) + $signed(res5_1);
+  assign \$1097  = \$1095  ? 9'h180 : \$1096 ;
+  assign \$1098  = \$1093  ? 9'h07f : \$1097 ;
+  assign out6_1 = cmd[146] ? \$1098 [7:0] : y5_1;
+  assign \$1099  = ! sh4_2[63:10];
+  assign \$1100  = sh4_2[63:10] == 54'h3fffffffffffff;
+  assign fits5_2 = \$1099  | \$1100 ;
   assign \$1101  = $signed(y5_2) + $signed(res5_2);
-  assign \$1102  = $signed(\$1101 ) < $signed(8'h80);
+  assign \$1102  = $signed(\$1101 ) > $signed(8'h7f);
   assign \$1103  = $signed(y5_2) + $signed(res5_2);
-  assign \$1104  = \$1102  ? 9'h180 : \$1103 ;
-  assign \$1105  = \$1100  ? 9'h07f : \$1104 ;
-  assign out6_2 = cmd[146] ? \$1105 [7:0] : y5_2;
-  assign \$1106  = ! sh4_3[63:10];
-  assign \$1107  = sh4_3[63:10] == 54'h3fffffffffffff;
-  assign fits5_3 = \$1106  | \$1107 ;
-  assign \$1108  = $signed(y5_3) + $signed(res5_3);
-  assign \$1109  = $signed(\$1108 ) > $signed(8'h7f);
+  assign \$1104  = $signed(\$1103 ) < $signed(8'h80);
+  assign \$1105  = $signed(y5_2) + $signed(res5_2);
+  assign \$1106  = \$1104  ? 9'h180 : \$1105 ;
+  assign \$1107  = \$1102  ? 9'h07f : \$1106 ;
+  assign out6_2 = cmd[146] ? \$1107 [7:0] : y5_2;
+  assign \$1108  = ! sh4_3[63:10];
+  assign \$1109  = sh4_3[63:10] == 54'h3fffffffffffff;
+  assign fits5_3 = \$1108  | \$1109 ;
   assign \$1110  = $signed(y5_3) + $signed(res5_3);
-  assign \$1111  = $signed(\$1110 ) < $signed(8'h80);
+  assign \$1111  = $signed(\$1110 ) > $signed(8'h7f);
   assign \$1112  = $signed(y5_3) + $signed(res5_3);
-  assign \$1113  = \$1111  ? 9'h180 : \$1112 ;
-  assign \$1114  = \$1109  ? 9'h07f : \$1113 ;
-  assign out6_3 = cmd[146] ? \$1114 [7:0] : y5_3;
-  assign \$1115  = ! sh4_4[63:10];
-  assign \$1116  = sh4_4[63:10] == 54'h3fffffffffffff;
-  assign fits5_4 = \$1115  | \$1116 ;
-  assign \$1117  = $signed(y5_4) + $signed(res5_4);
-  assign \$1118  = $signed(\$1117 ) > $signed(8'h7f);
+  assign \$1113  = $signed(\$1112 ) < $signed(8'h80);
+  assign \$1114  = $signed(y5_3) + $signed(res5_3);
+  assign \$1115  = \$1113  ? 9'h180 : \$1114 ;
+  assign \$1116  = \$1111  ? 9'h07f : \$1115 ;
+  assign out6_3 = cmd[146] ? \$1116 [7:0] : y5_3;
+  assign \$1117  = ! sh4_4[63:10];
+  assign \$1118  = sh4_4[63:10] == 54'h3fffffffffffff;
+  assign fits5_4 = \$1117  | \$1118 ;
   assign \$1119  = $signed(y5_4) + $signed(res5_4);
-  assign \$1120  = $signed(\$1119 ) < $signed(8'h80);
+  assign \$1120  = $signed(\$1119 ) > $signed(8'h7f);
   assign \$1121  = $signed(y5_4) + $signed(res5_4);
-  assign \$1122  = \$1120  ? 9'h180 : \$1121 ;
-  assign \$1123  = \$1118  ? 9'h07f : \$1122 ;
-  assign out6_4 = cmd[146] ? \$1123 [7:0] : y5_4;
-  assign \$1124  = ! sh4_5[63:10];
-  assign \$1125  = sh4_5[63:10] == 54'h3fffffffffffff;
-  assign fits5_5 = \$1124  | \$1125 ;
-  assign \$1126  = $signed(y5_5) + $signed(res5_5);
-  assign \$1127  = $signed(\$1126 ) > $signed(8'h7f);
+  assign \$1122  = $signed(\$1121 ) < $signed(8'h80);
+  assign \$1123  = $signed(y5_4) + $signed(res5_4);
+  assign \$1124  = \$1122  ? 9'h180 : \$1123 ;
+  assign \$1125  = \$1120  ? 9'h07f : \$1124 ;
+  assign out6_4 = cmd[146] ? \$1125 [7:0] : y5_4;
+  assign \$1126  = ! sh4_5[63:10];
+  assign \$1127  = sh4_5[63:10] == 54'h3fffffffffffff;
+  assign fits5_5 = \$1126  | \$1127 ;
   assign \$1128  = $signed(y5_5) + $signed(res5_5);
-  assign \$1129  = $signed(\$1128 ) < $signed(8'h80);
+  assign \$1129  = $signed(\$1128 ) > $signed(8'h7f);
   assign \$1130  = $signed(y5_5) + $signed(res5_5);
-  assign \$1131  = \$1129  ? 9'h180 : \$1130 ;
-  assign \$1132  = \$1127  ? 9'h07f : \$1131 ;
-  assign out6_5 = cmd[146] ? \$1132 [7:0] : y5_5;
-  assign \$1133  = ! sh4_6[63:10];
-  assign \$1134  = sh4_6[63:10] == 54'h3fffffffffffff;
-  assign fits5_6 = \$1133  | \$1134 ;
-  assign \$1135  = $signed(y5_6) + $signed(res5_6);
-  assign \$1136  = $signed(\$1135 ) > $signed(8'h7f);
+  assign \$1131  = $signed(\$1130 ) < $signed(8'h80);
+  assign \$1132  = $signed(y5_5) + $signed(res5_5);
+  assign \$1133  = \$1131  ? 9'h180 : \$1132 ;
+  assign \$1134  = \$1129  ? 9'h07f : \$1133 ;
+  assign out6_5 = cmd[146] ? \$1134 [7:0] : y5_5;
+  assign \$1135  = ! sh4_6[63:10];
+  assign \$1136  = sh4_6[63:10] == 54'h3fffffffffffff;
+  assign fits5_6 = \$1135  | \$1136 ;
   assign \$1137  = $signed(y5_6) + $signed(res5_6);
-  assign \$1138  = $signed(\$1137 ) < $signed(8'h80);
+  assign \$1138  = $signed(\$1137 ) > $signed(8'h7f);
   assign \$1139  = $signed(y5_6) + $signed(res5_6);
-  assign \$1140  = \$1138  ? 9'h180 : \$1139 ;
-  assign \$1141  = \$1136  ? 9'h07f : \$1140 ;
-  assign out6_6 = cmd[146] ? \$1141 [7:0] : y5_6;
-  assign \$1142  = ! sh4_7[63:10];
-  assign \$1143  = sh4_7[63:10] == 54'h3fffffffffffff;
-  assign fits5_7 = \$1142  | \$1143 ;
-  assign \$1144  = $signed(y5_7) + $signed(res5_7);
-  assign \$1145  = $signed(\$1144 ) > $signed(8'h7f);
+  assign \$1140  = $signed(\$1139 ) < $signed(8'h80);
+  assign \$1141  = $signed(y5_6) + $signed(res5_6);
+  assign \$1142  = \$1140  ? 9'h180 : \$1141 ;
+  assign \$1143  = \$1138  ? 9'h07f : \$1142 ;
+  assign out6_6 = cmd[146] ? \$1143 [7:0] : y5_6;
+  assign \$1144  = ! sh4_7[63:10];
+  assign \$1145  = sh4_7[63:10] == 54'h3fffffffffffff;
+  assign fits5_7 = \$1144  | \$1145 ;
   assign \$1146  = $signed(y5_7) + $signed(res5_7);
-  assign \$1147  = $signed(\$1146 ) < $signed(8'h80);
+  assign \$1147  = $signed(\$1146 ) > $signed(8'h7f);
   assign \$1148  = $signed(y5_7) + $signed(res5_7);
-  assign \$1149  = \$1147  ? 9'h180 : \$1148 ;
-  assign \$1150  = \$1145  ? 9'h07f : \$1149 ;
-  assign out6_7 = cmd[146] ? \$1150 [7:0] : y5_7;
-  assign \$1151  = ! sh4_8[63:10];
-  assign \$1152  = sh4_8[63:10] == 54'h3fffffffffffff;
-  assign fits5_8 = \$1151  | \$1152 ;
-  assign \$1153  = $signed(y5_8) + $signed(res5_8);
-  assign \$1154  = $signed(\$1153 ) > $signed(8'h7f);
+  assign \$1149  = $signed(\$1148 ) < $signed(8'h80);
+  assign \$1150  = $signed(y5_7) + $signed(res5_7);
+  assign \$1151  = \$1149  ? 9'h180 : \$1150 ;
+  assign \$1152  = \$1147  ? 9'h07f : \$1151 ;
+  assign out6_7 = cmd[146] ? \$1152 [7:0] : y5_7;
+  assign \$1153  = ! sh4_8[63:10];
+  assign \$1154  = sh4_8[63:10] == 54'h3fffffffffffff;
+  assign fits5_8 = \$1153  | \$1154 ;
   assign \$1155  = $signed(y5_8) + $signed(res5_8);
-  assign \$1156  = $signed(\$1155 ) < $signed(8'h80);
+  assign \$1156  = $signed(\$1155 ) > $signed(8'h7f);
   assign \$1157  = $signed(y5_8) + $signed(res5_8);
-  assign \$1158  = \$1156  ? 9'h180 : \$1157 ;
-  assign \$1159  = \$1154  ? 9'h07f : \$1158 ;
-  assign out6_8 = cmd[146] ? \$1159 [7:0] : y5_8;
-  assign \$1160  = ! sh4_9[63:10];
-  assign \$1161  = sh4_9[63:10] == 54'h3fffffffffffff;
-  assign fits5_9 = \$1160  | \$1161 ;
-  assign \$1162  = $signed(y5_9) + $signed(res5_9);
-  assign \$1163  = $signed(\$1162 ) > $signed(8'h7f);
+  assign \$1158  = $signed(\$1157 ) < $signed(8'h80);
+  assign \$1159  = $signed(y5_8) + $signed(res5_8);
+  assign \$1160  = \$1158  ? 9'h180 : \$1159 ;
+  assign \$1161  = \$1156  ? 9'h07f : \$1160 ;
+  assign out6_8 = cmd[146] ? \$1161 [7:0] : y5_8;
+  assign \$1162  = ! sh4_9[63:10];
+  assign \$1163  = sh4_9[63:10] == 54'h3fffffffffffff;
+  assign fits5_9 = \$1162  | \$1163 ;
   assign \$1164  = $signed(y5_9) + $signed(res5_9);
-  assign \$1165  = $signed(\$1164 ) < $signed(8'h80);
+  assign \$1165  = $signed(\$1164 ) > $signed(8'h7f);
   assign \$1166  = $signed(y5_9) + $signed(res5_9);
-  assign \$1167  = \$1165  ? 9'h180 : \$1166 ;
-  assign \$1168  = \$1163  ? 9'h07f : \$1167 ;
-  assign out6_9 = cmd[146] ? \$1168 [7:0] : y5_9;
-  assign \$1169  = ! sh4_10[63:10];
-  assign \$1170  = sh4_10[63:10] == 54'h3fffffffffffff;
-  assign fits5_10 = \$1169  | \$1170 ;
-  assign \$1171  = $signed(y5_10) + $signed(res5_10);
-  assign \$1172  = $signed(\$1171 ) > $signed(8'h7f);
+  assign \$1167  = $signed(\$1166 ) < $signed(8'h80);
+  assign \$1168  = $signed(y5_9) + $signed(res5_9);
+  assign \$1169  = \$1167  ? 9'h180 : \$1168 ;
+  assign \$1170  = \$1165  ? 9'h07f : \$1169 ;
+  assign out6_9 = cmd[146] ? \$1170 [7:0] : y5_9;
+  assign \$1171  = ! sh4_10[63:10];
+  assign \$1172  = sh4_10[63:10] == 54'h3fffffffffffff;
+  assign fits5_10 = \$1171  | \$1172 ;
   assign \$1173  = $signed(y5_10) + $signed(res5_10);
-  assign \$1174  = $signed(\$1173 ) < $signed(8'h80);
+  assign \$1174  = $signed(\$1173 ) > $signed(8'h7f);
   assign \$1175  = $signed(y5_10) + $signed(res5_10);
-  assign \$1176  = \$1174  ? 9'h180 : \$1175 ;
-  assign \$1177  = \$1172  ? 9'h07f : \$1176 ;
-  assign out6_10 = cmd[146] ? \$1177 [7:0] : y5_10;
-  assign \$1178  = ! sh4_11[63:10];
-  assign \$1179  = sh4_11[63:10] == 54'h3fffffffffffff;
-  assign fits5_11 = \$1178  | \$1179 ;
-  assign \$1180  = $signed(y5_11) + $signed(res5_11);
-  assign \$1181  = $signed(\$1180 ) > $signed(8'h7f);
+  assign \$1176  = $signed(\$1175 ) < $signed(8'h80);
+  assign \$1177  = $signed(y5_10) + $signed(res5_10);
+  assign \$1178  = \$1176  ? 9'h180 : \$1177 ;
+  assign \$1179  = \$1174  ? 9'h07f : \$1178 ;
+  assign out6_10 = cmd[146] ? \$1179 [7:0] : y5_10;
+  assign \$1180  = ! sh4_11[63:10];
+  assign \$1181  = sh4_11[63:10] == 54'h3fffffffffffff;
+  assign fits5_11 = \$1180  | \$1181 ;
   assign \$1182  = $signed(y5_11) + $signed(res5_11);
-  assign \$1183  = $signed(\$1182 ) < $signed(8'h80);
+  assign \$1183  = $signed(\$1182 ) > $signed(8'h7f);
   assign \$1184  = $signed(y5_11) + $signed(res5_11);
-  assign \$1185  = \$1183  ? 9'h180 : \$1184 ;
-  assign \$1186  = \$1181  ? 9'h07f : \$1185 ;
-  assign out6_11 = cmd[146] ? \$1186 [7:0] : y5_11;
-  assign \$1187  = ! sh4_12[63:10];
-  assign \$1188  = sh4_12[63:10] == 54'h3fffffffffffff;
-  assign fits5_12 = \$1187  | \$1188 ;
-  assign \$1189  = $signed(y5_12) + $signed(res5_12);
-  assign \$1190  = $signed(\$1189 ) > $signed(8'h7f);
+  assign \$1185  = $signed(\$1184 ) < $signed(8'h80);
+  assign \$1186  = $signed(y5_11) + $signed(res5_11);
+  assign \$1187  = \$1185  ? 9'h180 : \$1186 ;
+  assign \$1188  = \$1183  ? 9'h07f : \$1187 ;
+  assign out6_11 = cmd[146] ? \$1188 [7:0] : y5_11;
+  assign \$1189  = ! sh4_12[63:10];
+  assign \$1190  = sh4_12[63:10] == 54'h3fffffffffffff;
+  assign fits5_12 = \$1189  | \$1190 ;
   assign \$1191  = $signed(y5_12) + $signed(res5_12);
-  assign \$1192  = $signed(\$1191 ) < $signed(8'h80);
+  assign \$1192  = $signed(\$1191 ) > $signed(8'h7f);
   assign \$1193  = $signed(y5_12) + $signed(res5_12);
-  assign \$1194  = \$1192  ? 9'h180 : \$1193 ;
-  assign \$1195  = \$1190  ? 9'h07f : \$1194 ;
-  assign out6_12 = cmd[146] ? \$1195 [7:0] : y5_12;
-  assign \$1196  = ! sh4_13[63:10];
-  assign \$1197  = sh4_13[63:10] == 54'h3fffffffffffff;
-  assign fits5_13 = \$1196  | \$1197 ;
-  assign \$1198  = $signed(y5_13) + $signed(res5_13);
-  assign \$1199  = $signed(\$1198 ) > $signed(8'h7f);
+  assign \$1194  = $signed(\$1193 ) < $signed(8'h80);
+  assign \$1195  = $signed(y5_12) + $signed(res5_12);
+  assign \$1196  = \$1194  ? 9'h180 : \$1195 ;
+  assign \$1197  = \$1192  ? 9'h07f : \$1196 ;
+  assign out6_12 = cmd[146] ? \$1197 [7:0] : y5_12;
+  assign \$1198  = ! sh4_13[63:10];
+  assign \$1199  = sh4_13[63:10] == 54'h3fffffffffffff;
+  assign fits5_13 = \$1198  | \$1199 ;
   assign \$1200  = $signed(y5_13) + $signed(res5_13);
-  assign \$1201  = $signed(\$1200 ) < $signed(8'h80);
+  assign \$1201  = $signed(\$1200 ) > $signed(8'h7f);
   assign \$1202  = $signed(y5_13) + $signed(res5_13);
-  assign \$1203  = \$1201  ? 9'h180 : \$1202 ;
-  assign \$1204  = \$1199  ? 9'h07f : \$1203 ;
-  assign out6_13 = cmd[146] ? \$1204 [7:0] : y5_13;
-  assign \$1205  = ! sh4_14[63:10];
-  assign \$1206  = sh4_14[63:10] == 54'h3fffffffffffff;
-  assign fits5_14 = \$1205  | \$1206 ;
-  assign \$1207  = $signed(y5_14) + $signed(res5_14);
-  assign \$1208  = $signed(\$1207 ) > $signed(8'h7f);
+  assign \$1203  = $signed(\$1202 ) < $signed(8'h80);
+  assign \$1204  = $signed(y5_13) + $signed(res5_13);
+  assign \$1205  = \$1203  ? 9'h180 : \$1204 ;
+  assign \$1206  = \$1201  ? 9'h07f : \$1205 ;
+  assign out6_13 = cmd[146] ? \$1206 [7:0] : y5_13;
+  assign \$1207  = ! sh4_14[63:10];
+  assign \$1208  = sh4_14[63:10] == 54'h3fffffffffffff;
+  assign fits5_14 = \$1207  | \$1208 ;
   assign \$1209  = $signed(y5_14) + $signed(res5_14);
-  assign \$1210  = $signed(\$1209 ) < $signed(8'h80);
+  assign \$1210  = $signed(\$1209 ) > $signed(8'h7f);
   assign \$1211  = $signed(y5_14) + $signed(res5_14);
-  assign \$1212  = \$1210  ? 9'h180 : \$1211 ;
-  assign \$1213  = \$1208  ? 9'h07f : \$1212 ;
-  assign out6_14 = cmd[146] ? \$1213 [7:0] : y5_14;
-  assign \$1214  = ! sh4_15[63:10];
-  assign \$1215  = sh4_15[63:10] == 54'h3fffffffffffff;
-  assign fits5_15 = \$1214  | \$1215 ;
-  assign \$1216  = $signed(y5_15) + $signed(res5_15);
-  assign \$1217  = $signed(\$1216 ) > $signed(8'h7f);
+  assign \$1212  = $signed(\$1211 ) < $signed(8'h80);
+  assign \$1213  = $signed(y5_14) + $signed(res5_14);
+  assign \$1214  = \$1212  ? 9'h180 : \$1213 ;
+  assign \$1215  = \$1210  ? 9'h07f : \$1214 ;
+  assign out6_14 = cmd[146] ? \$1215 [7:0] : y5_14;
+  assign \$1216  = ! sh4_15[63:10];
+  assign \$1217  = sh4_15[63:10] == 54'h3fffffffffffff;
+  assign fits5_15 = \$1216  | \$1217 ;
   assign \$1218  = $signed(y5_15) + $signed(res5_15);
-  assign \$1219  = $signed(\$1218 ) < $signed(8'h80);
+  assign \$1219  = $signed(\$1218 ) > $signed(8'h7f);
   assign \$1220  = $signed(y5_15) + $signed(res5_15);
-  assign \$1221  = \$1219  ? 9'h180 : \$1220 ;
-  assign \$1222  = \$1217  ? 9'h07f : \$1221 ;
-  assign out6_15 = cmd[146] ? \$1222 [7:0] : y5_15;
-  assign \$1223  = ! vec_fsm_state;
-  assign \$1224  = vec_fsm_state == 1'h1;
-  assign \$1225  = vec_fsm_state == 2'h2;
-  assign \$1226  = vec_fsm_state == 2'h3;
-  assign \$1227  = vec_fsm_state == 3'h4;
-  assign \$1228  = vec_fsm_state == 3'h5;
-  assign \$1229  = vec_fsm_state == 3'h6;
-  assign \$1230  = vec_fsm_state == 3'h7;
+  assign \$1221  = $signed(\$1220 ) < $signed(8'h80);
+  assign \$1222  = $signed(y5_15) + $signed(res5_15);
+  assign \$1223  = \$1221  ? 9'h180 : \$1222 ;
+  assign \$1224  = \$1219  ? 9'h07f : \$1223 ;
+  assign out6_15 = cmd[146] ? \$1224 [7:0] : y5_15;
+  assign \$1225  = ! vec_fsm_state;
+  assign \$1226  = vec_fsm_state == 1'h1;
+  assign \$1227  = vec_fsm_state == 2'h2;
+  assign \$1228  = vec_fsm_state == 2'h3;
+  assign \$1229  = vec_fsm_state == 3'h4;
+  assign \$1230  = vec_fsm_state == 3'h5;
+  assign \$1231  = vec_fsm_state == 3'h6;
+  assign \$1232  = vec_fsm_state == 3'h7;
   always @(posedge clk)
-    cap_valid0 <= \$1231 ;
+    cap_valid0 <= \$1233 ;
   always @(posedge clk)
-    cap_idx0 <= \$1232 ;
+    cap_idx0 <= \$1234 ;
   always @(posedge clk)
-    cap_valid1 <= \$1233 ;
+    cap_valid1 <= \$1235 ;
   always @(posedge clk)
-    cap_idx1 <= \$1234 ;
+    cap_idx1 <= \$1236 ;
   always @(posedge clk)
-    shift_0 <= \$1235 ;
+    cap_valid2 <= \$1237 ;
   always @(posedge clk)
-    shift_1 <= \$1236 ;
+    cap_idx2 <= \$1238 ;
   always @(posedge clk)
-    shift_2 <= \$1237 ;
+    shift_0 <= \$1239 ;
   always @(posedge clk)
-    shift_3 <= \$1238 ;
+    shift_1 <= \$1240 ;
   always @(posedge clk)
-    shift_4 <= \$1239 ;
+    shift_2 <= \$1241 ;
   always @(posedge clk)
-    shift_5 <= \$1240 ;
+    shift_3 <= \$1242 ;
   always @(posedge clk)
-    shift_6 <= \$1241 ;
+    shift_4 <= \$1243 ;
   always @(posedge clk)
-    shift_7 <= \$1242 ;
+    shift_5 <= \$1244 ;
   always @(posedge clk)
-    shift_8 <= \$1243 ;
+    shift_6 <= \$1245 ;
   always @(posedge clk)
-    shift_9 <= \$1244 ;
+    shift_7 <= \$1246 ;
   always @(posedge clk)
-    shift_10 <= \$1245 ;
+    shift_8 <= \$1247 ;
   always @(posedge clk)
-    shift_11 <= \$1246 ;
+    shift_9 <= \$1248 ;
   always @(posedge clk)
-    shift_12 <= \$1247 ;
+    shift_10 <= \$1249 ;
   always @(posedge clk)
-    shift_13 <= \$1248 ;
+    shift_11 <= \$1250 ;
   always @(posedge clk)
-    shift_14 <= \$1249 ;
+    shift_12 <= \$1251 ;
   always @(posedge clk)
-    shift_15 <= \$1250 ;
+    shift_13 <= \$1252 ;
   always @(posedge clk)
-    shift_out_of_range <= \$1251 ;
+    shift_14 <= \$1253 ;
   always @(posedge clk)
-    bias_0 <= \$1252 ;
+    shift_15 <= \$1254 ;
   always @(posedge clk)
-    bias_1 <= \$1253 ;
+    shift_out_of_range <= \$1255 ;
   always @(posedge clk)
-    bias_2 <= \$1254 ;
+    bias_0 <= \$1256 ;
   always @(posedge clk)
-    bias_3 <= \$1255 ;
+    bias_1 <= \$1257 ;
   always @(posedge clk)
-    bias_4 <= \$1256 ;
+    bias_2 <= \$1258 ;
   always @(posedge clk)
-    bias_5 <= \$1257 ;
+    bias_3 <= \$1259 ;
   always @(posedge clk)
-    bias_6 <= \$1258 ;
+    bias_4 <= \$1260 ;
   always @(posedge clk)
-    bias_7 <= \$1259 ;
+    bias_5 <= \$1261 ;
   always @(posedge clk)
-    bias_8 <= \$1260 ;
+    bias_6 <= \$1262 ;
   always @(posedge clk)
-    bias_9 <= \$1261 ;
+    bias_7 <= \$1263 ;
   always @(posedge clk)
-    bias_10 <= \$1262 ;
+    bias_8 <= \$1264 ;
   always @(posedge clk)
-    bias_11 <= \$1263 ;
+    bias_9 <= \$1265 ;
   always @(posedge clk)
-    bias_12 <= \$1264 ;
+    bias_10 <= \$1266 ;
   always @(posedge clk)
-    bias_13 <= \$1265 ;
+    bias_11 <= \$1267 ;
   always @(posedge clk)
-    bias_14 <= \$1266 ;
+    bias_12 <= \$1268 ;
   always @(posedge clk)
-    bias_15 <= \$1267 ;
+    bias_13 <= \$1269 ;
   always @(posedge clk)
-    mult_0 <= \$1268 ;
+    bias_14 <= \$1270 ;
   always @(posedge clk)
-    mult_1 <= \$1269 ;
+    bias_15 <= \$1271 ;
   always @(posedge clk)
-    mult_2 <= \$1270 ;
+    mult_0 <= \$1272 ;
   always @(posedge clk)
-    mult_3 <= \$1271 ;
+    mult_1 <= \$1273 ;
   always @(posedge clk)
-    mult_4 <= \$1272 ;
+    mult_2 <= \$1274 ;
   always @(posedge clk)
-    mult_5 <= \$1273 ;
+    mult_3 <= \$1275 ;
   always @(posedge clk)
-    mult_6 <= \$1274 ;
+    mult_4 <= \$1276 ;
   always @(posedge clk)
-    mult_7 <= \$1275 ;
+    mult_5 <= \$1277 ;
   always @(posedge clk)
-    mult_8 <= \$1276 ;
+    mult_6 <= \$1278 ;
   always @(posedge clk)
-    mult_9 <= \$1277 ;
+    mult_7 <= \$1279 ;
   always @(posedge clk)
-    mult_10 <= \$1278 ;
+    mult_8 <= \$1280 ;
   always @(posedge clk)
-    mult_11 <= \$1279 ;
+    mult_9 <= \$1281 ;
   always @(posedge clk)
-    mult_12 <= \$1280 ;
+    mult_10 <= \$1282 ;
   always @(posedge clk)
-    mult_13 <= \$1281 ;
+    mult_11 <= \$1283 ;
   always @(posedge clk)
-    mult_14 <= \$1282 ;
+    mult_12 <= \$1284 ;
   always @(posedge clk)
-    mult_15 <= \$1283 ;
+    mult_13 <= \$1285 ;
   always @(posedge clk)
-    cmd <= \$1284 ;
+    mult_14 <= \$1286 ;
   always @(posedge clk)
-    err <= \$1285 ;
+    mult_15 <= \$1287 ;
   always @(posedge clk)
-    issued <= \$1286 ;
+    cmd <= \$1288 ;
   always @(posedge clk)
-    retired <= \$1287 ;
+    err <= \$1289 ;
   always @(posedge clk)
-    vec_fsm_state <= \$1288 ;
+    issued <= \$1290 ;
   always @(posedge clk)
-    pidx <= \$1289 ;
+    retired <= \$1291 ;
   always @(posedge clk)
-    acc_ptr <= \$1290 ;
+    vec_fsm_state <= \$1292 ;
   always @(posedge clk)
-    res_ptr <= \$1291 ;
+    pidx <= \$1293 ;
   always @(posedge clk)
-    more <= \$1292 ;
+    acc_ptr <= \$1294 ;
   always @(posedge clk)
-    inflight1 <= \$1293 ;
+    res_ptr <= \$1295 ;
   always @(posedge clk)
-    v0 <= \$1294 ;
+    more <= \$1296 ;
   always @(posedge clk)
-    v1 <= \$1295 ;
+    inflight1 <= \$1297 ;
   always @(posedge clk)
-    v2 <= \$1296 ;
+    inflight2 <= \$1298 ;
   always @(posedge clk)
-    v3 <= \$1297 ;
+    v0 <= \$1299 ;
   always @(posedge clk)
-    v4 <= \$1298 ;
+    v1 <= \$1300 ;
   always @(posedge clk)
-    v5 <= \$1299 ;
+    v2 <= \$1301 ;
   always @(posedge clk)
-    res1_0 <= \$44 ;
+    v3 <= \$1302 ;
   always @(posedge clk)
-    res2_0 <= \$45 ;
+    v4 <= \$1303 ;
   always @(posedge clk)
-    res3_0 <= \$46 ;
+    v5 <= \$1304 ;
   always @(posedge clk)
-    res4_0 <= \$47 ;
+    res1_0 <= \$46 ;
   always @(posedge clk)
-    res5_0 <= \$48 ;
+    res2_0 <= \$47 ;
   always @(posedge clk)
-    res1_1 <= \$49 ;
+    res3_0 <= \$48 ;
   always @(posedge clk)
-    res2_1 <= \$50 ;
+    res4_0 <= \$49 ;
   always @(posedge clk)
-    res3_1 <= \$51 ;
+    res5_0 <= \$50 ;
   always @(posedge clk)
-    res4_1 <= \$52 ;
+    res1_1 <= \$51 ;
   always @(posedge clk)
-    res5_1 <= \$53 ;
+    res2_1 <= \$52 ;
   always @(posedge clk)
-    res1_2 <= \$54 ;
+    res3_1 <= \$53 ;
   always @(posedge clk)
-    res2_2 <= \$55 ;
+    res4_1 <= \$54 ;
   always @(posedge clk)
-    res3_2 <= \$56 ;
+    res5_1 <= \$55 ;
   always @(posedge clk)
-    res4_2 <= \$57 ;
+    res1_2 <= \$56 ;
   always @(posedge clk)
-    res5_2 <= \$58 ;
+    res2_2 <= \$57 ;
   always @(posedge clk)
-    res1_3 <= \$59 ;
+    res3_2 <= \$58 ;
   always @(posedge clk)
-    res2_3 <= \$60 ;
+    res4_2 <= \$59 ;
   always @(posedge clk)
-    res3_3 <= \$61 ;
+    res5_2 <= \$60 ;
   always @(posedge clk)
-    res4_3 <= \$62 ;
+    res1_3 <= \$61 ;
   always @(posedge clk)
-    res5_3 <= \$63 ;
+    res2_3 <= \$62 ;
   always @(posedge clk)
-    res1_4 <= \$64 ;
+    res3_3 <= \$63 ;
   always @(posedge clk)
-    res2_4 <= \$65 ;
+    res4_3 <= \$64 ;
   always @(posedge clk)
-    res3_4 <= \$66 ;
+    res5_3 <= \$65 ;
   always @(posedge clk)
-    res4_4 <= \$67 ;
+    res1_4 <= \$66 ;
   always @(posedge clk)
-    res5_4 <= \$68 ;
+    res2_4 <= \$67 ;
   always @(posedge clk)
-    res1_5 <= \$69 ;
+    res3_4 <= \$68 ;
   always @(posedge clk)
-    res2_5 <= \$70 ;
+    res4_4 <= \$69 ;
   always @(posedge clk)
-    res3_5 <= \$71 ;
+    res5_4 <= \$70 ;
   always @(posedge clk)
-    res4_5 <= \$72 ;
+    res1_5 <= \$71 ;
   always @(posedge clk)
-    res5_5 <= \$73 ;
+    res2_5 <= \$72 ;
   always @(posedge clk)
-    res1_6 <= \$74 ;
+    res3_5 <= \$73 ;
   always @(posedge clk)
-    res2_6 <= \$75 ;
+    res4_5 <= \$74 ;
   always @(posedge clk)
-    res3_6 <= \$76 ;
+    res5_5 <= \$75 ;
   always @(posedge clk)
-    res4_6 <= \$77 ;
+    res1_6 <= \$76 ;
   always @(posedge clk)
-    res5_6 <= \$78 ;
+    res2_6 <= \$77 ;
   always @(posedge clk)
-    res1_7 <= \$79 ;
+    res3_6 <= \$78 ;
   always @(posedge clk)
-    res2_7 <= \$80 ;
+    res4_6 <= \$79 ;
   always @(posedge clk)
-    res3_7 <= \$81 ;
+    res5_6 <= \$80 ;
   always @(posedge clk)
-    res4_7 <= \$82 ;
+    res1_7 <= \$81 ;
   always @(posedge clk)
-    res5_7 <= \$83 ;
+    res2_7 <= \$82 ;
   always @(posedge clk)
-    res1_8 <= \$84 ;
+    res3_7 <= \$83 ;
   always @(posedge clk)
-    res2_8 <= \$85 ;
+    res4_7 <= \$84 ;
   always @(posedge clk)
-    res3_8 <= \$86 ;
+    res5_7 <= \$85 ;
   always @(posedge clk)
-    res4_8 <= \$87 ;
+    res1_8 <= \$86 ;
   always @(posedge clk)
-    res5_8 <= \$88 ;
+    res2_8 <= \$87 ;
   always @(posedge clk)
-    res1_9 <= \$89 ;
+    res3_8 <= \$88 ;
   always @(posedge clk)
-    res2_9 <= \$90 ;
+    res4_8 <= \$89 ;
   always @(posedge clk)
-    res3_9 <= \$91 ;
+    res5_8 <= \$90 ;
   always @(posedge clk)
-    res4_9 <= \$92 ;
+    res1_9 <= \$91 ;
   always @(posedge clk)
-    res5_9 <= \$93 ;
+    res2_9 <= \$92 ;
   always @(posedge clk)
-    res1_10 <= \$94 ;
+    res3_9 <= \$93 ;
   always @(posedge clk)
-    res2_10 <= \$95 ;
+    res4_9 <= \$94 ;
   always @(posedge clk)
-    res3_10 <= \$96 ;
+    res5_9 <= \$95 ;
   always @(posedge clk)
-    res4_10 <= \$97 ;
+    res1_10 <= \$96 ;
   always @(posedge clk)
-    res5_10 <= \$98 ;
+    res2_10 <= \$97 ;
   always @(posedge clk)
-    res1_11 <= \$99 ;
+    res3_10 <= \$98 ;
   always @(posedge clk)
-    res2_11 <= \$100 ;
+    res4_10 <= \$99 ;
   always @(posedge clk)
-    res3_11 <= \$101 ;
+    res5_10 <= \$100 ;
   always @(posedge clk)
-    res4_11 <= \$102 ;
+    res1_11 <= \$101 ;
   always @(posedge clk)
-    res5_11 <= \$103 ;
+    res2_11 <= \$102 ;
   always @(posedge clk)
-    res1_12 <= \$104 ;
+    res3_11 <= \$103 ;
   always @(posedge clk)
-    res2_12 <= \$105 ;
+    res4_11 <= \$104 ;
   always @(posedge clk)
-    res3_12 <= \$106 ;
+    res5_11 <= \$105 ;
   always @(posedge clk)
-    res4_12 <= \$107 ;
+    res1_12 <= \$106 ;
   always @(posedge clk)
-    res5_12 <= \$108 ;
+    res2_12 <= \$107 ;
   always @(posedge clk)
-    res1_13 <= \$109 ;
+    res3_12 <= \$108 ;
   always @(posedge clk)
-    res2_13 <= \$110 ;
+    res4_12 <= \$109 ;
   always @(posedge clk)
-    res3_13 <= \$111 ;
+    res5_12 <= \$110 ;
   always @(posedge clk)
-    res4_13 <= \$112 ;
+    res1_13 <= \$111 ;
   always @(posedge clk)
-    res5_13 <= \$113 ;
+    res2_13 <= \$112 ;
   always @(posedge clk)
-    res1_14 <= \$114 ;
+    res3_13 <= \$113 ;
   always @(posedge clk)
-    res2_14 <= \$115 ;
+    res4_13 <= \$114 ;
   always @(posedge clk)
-    res3_14 <= \$116 ;
+    res5_13 <= \$115 ;
   always @(posedge clk)
-    res4_14 <= \$117 ;
+    res1_14 <= \$116 ;
   always @(posedge clk)
-    res5_14 <= \$118 ;
+    res2_14 <= \$117 ;
   always @(posedge clk)
-    res1_15 <= \$119 ;
+    res3_14 <= \$118 ;
   always @(posedge clk)
-    res2_15 <= \$120 ;
+    res4_14 <= \$119 ;
   always @(posedge clk)
-    res3_15 <= \$121 ;
+    res5_14 <= \$120 ;
   always @(posedge clk)
-    res4_15 <= \$122 ;
+    res1_15 <= \$121 ;
   always @(posedge clk)
-    res5_15 <= \$123 ;
+    res2_15 <= \$122 ;
   always @(posedge clk)
-    x1_0 <= \$125 ;
+    res3_15 <= \$123 ;
   always @(posedge clk)
-    plo2_0 <= \$127 ;
+    res4_15 <= \$124 ;
   always @(posedge clk)
-    phi2_0 <= \$129 ;
+    res5_15 <= \$125 ;
   always @(posedge clk)
-    p3_0 <= \$132 [63:0];
+    x1_0 <= \$127 ;
   always @(posedge clk)
-    sh4_0 <= \$134 ;
+    plo2_0 <= \$129 ;
   always @(posedge clk)
-    rb4_0 <= \$137 ;
+    phi2_0 <= \$131 ;
   always @(posedge clk)
-    y5_0 <= \$177 ;
+    p3_0 <= \$134 [63:0];
   always @(posedge clk)
-    x1_1 <= \$179 ;
+    sh4_0 <= \$136 ;
   always @(posedge clk)
-    plo2_1 <= \$181 ;
+    rb4_0 <= \$139 ;
   always @(posedge clk)
-    phi2_1 <= \$183 ;
+    y5_0 <= \$179 ;
   always @(posedge clk)
-    p3_1 <= \$186 [63:0];
+    x1_1 <= \$181 ;
   always @(posedge clk)
-    sh4_1 <= \$188 ;
+    plo2_1 <= \$183 ;
   always @(posedge clk)
-    rb4_1 <= \$191 ;
+    phi2_1 <= \$185 ;
   always @(posedge clk)
-    y5_1 <= \$231 ;
+    p3_1 <= \$188 [63:0];
   always @(posedge clk)
-    x1_2 <= \$233 ;
+    sh4_1 <= \$190 ;
   always @(posedge clk)
-    plo2_2 <= \$235 ;
+    rb4_1 <= \$193 ;
   always @(posedge clk)
-    phi2_2 <= \$237 ;
+    y5_1 <= \$233 ;
   always @(posedge clk)
-    p3_2 <= \$240 [63:0];
+    x1_2 <= \$235 ;
   always @(posedge clk)
-    sh4_2 <= \$242 ;
+    plo2_2 <= \$237 ;
   always @(posedge clk)
-    rb4_2 <= \$245 ;
+    phi2_2 <= \$239 ;
   always @(posedge clk)
-    y5_2 <= \$285 ;
+    p3_2 <= \$242 [63:0];
   always @(posedge clk)
-    x1_3 <= \$287 ;
+    sh4_2 <= \$244 ;
   always @(posedge clk)
-    plo2_3 <= \$289 ;
+    rb4_2 <= \$247 ;
   always @(posedge clk)
-    phi2_3 <= \$291 ;
+    y5_2 <= \$287 ;
   always @(posedge clk)
-    p3_3 <= \$294 [63:0];
+    x1_3 <= \$289 ;
   always @(posedge clk)
-    sh4_3 <= \$296 ;
+    plo2_3 <= \$291 ;
   always @(posedge clk)
-    rb4_3 <= \$299 ;
+    phi2_3 <= \$293 ;
   always @(posedge clk)
-    y5_3 <= \$339 ;
+    p3_3 <= \$296 [63:0];
   always @(posedge clk)
-    x1_4 <= \$341 ;
+    sh4_3 <= \$298 ;
   always @(posedge clk)
-    plo2_4 <= \$343 ;
+    rb4_3 <= \$301 ;
   always @(posedge clk)
-    phi2_4 <= \$345 ;
+    y5_3 <= \$341 ;
   always @(posedge clk)
-    p3_4 <= \$348 [63:0];
+    x1_4 <= \$343 ;
   always @(posedge clk)
-    sh4_4 <= \$350 ;
+    plo2_4 <= \$345 ;
   always @(posedge clk)
-    rb4_4 <= \$353 ;
+    phi2_4 <= \$347 ;
   always @(posedge clk)
-    y5_4 <= \$393 ;
+    p3_4 <= \$350 [63:0];
   always @(posedge clk)
-    x1_5 <= \$395 ;
+    sh4_4 <= \$352 ;
   always @(posedge clk)
-    plo2_5 <= \$397 ;
+    rb4_4 <= \$355 ;
   always @(posedge clk)
-    phi2_5 <= \$399 ;
+    y5_4 <= \$395 ;
   always @(posedge clk)
-    p3_5 <= \$402 [63:0];
+    x1_5 <= \$397 ;
   always @(posedge clk)
-    sh4_5 <= \$404 ;
+    plo2_5 <= \$399 ;
   always @(posedge clk)
-    rb4_5 <= \$407 ;
+    phi2_5 <= \$401 ;
   always @(posedge clk)
-    y5_5 <= \$447 ;
+    p3_5 <= \$404 [63:0];
   always @(posedge clk)
-    x1_6 <= \$449 ;
+    sh4_5 <= \$406 ;
   always @(posedge clk)
-    plo2_6 <= \$451 ;
+    rb4_5 <= \$409 ;
   always @(posedge clk)
-    phi2_6 <= \$453 ;
+    y5_5 <= \$449 ;
   always @(posedge clk)
-    p3_6 <= \$456 [63:0];
+    x1_6 <= \$451 ;
   always @(posedge clk)
-    sh4_6 <= \$458 ;
+    plo2_6 <= \$453 ;
   always @(posedge clk)
-    rb4_6 <= \$461 ;
+    phi2_6 <= \$455 ;
   always @(posedge clk)
-    y5_6 <= \$501 ;
+    p3_6 <= \$458 [63:0];
   always @(posedge clk)
-    x1_7 <= \$503 ;
+    sh4_6 <= \$460 ;
   always @(posedge clk)
-    plo2_7 <= \$505 ;
+    rb4_6 <= \$463 ;
   always @(posedge clk)
-    phi2_7 <= \$507 ;
+    y5_6 <= \$503 ;
   always @(posedge clk)
-    p3_7 <= \$510 [63:0];
+    x1_7 <= \$505 ;
   always @(posedge clk)
-    sh4_7 <= \$512 ;
+    plo2_7 <= \$507 ;
   always @(posedge clk)
-    rb4_7 <= \$515 ;
+    phi2_7 <= \$509 ;
   always @(posedge clk)
-    y5_7 <= \$555 ;
+    p3_7 <= \$512 [63:0];
   always @(posedge clk)
-    x1_8 <= \$557 ;
+    sh4_7 <= \$514 ;
   always @(posedge clk)
-    plo2_8 <= \$559 ;
+    rb4_7 <= \$517 ;
   always @(posedge clk)
-    phi2_8 <= \$561 ;
+    y5_7 <= \$557 ;
   always @(posedge clk)
-    p3_8 <= \$564 [63:0];
+    x1_8 <= \$559 ;
   always @(posedge clk)
-    sh4_8 <= \$566 ;
+    plo2_8 <= \$561 ;
   always @(posedge clk)
-    rb4_8 <= \$569 ;
+    phi2_8 <= \$563 ;
   always @(posedge clk)
-    y5_8 <= \$609 ;
+    p3_8 <= \$566 [63:0];
   always @(posedge clk)
-    x1_9 <= \$611 ;
+    sh4_8 <= \$568 ;
   always @(posedge clk)
-    plo2_9 <= \$613 ;
+    rb4_8 <= \$571 ;
   always @(posedge clk)
-    phi2_9 <= \$615 ;
+    y5_8 <= \$611 ;
   always @(posedge clk)
-    p3_9 <= \$618 [63:0];
+    x1_9 <= \$613 ;
   always @(posedge clk)
-    sh4_9 <= \$620 ;
+    plo2_9 <= \$615 ;
   always @(posedge clk)
-    rb4_9 <= \$623 ;
+    phi2_9 <= \$617 ;
   always @(posedge clk)
-    y5_9 <= \$663 ;
+    p3_9 <= \$620 [63:0];
   always @(posedge clk)
-    x1_10 <= \$665 ;
+    sh4_9 <= \$622 ;
   always @(posedge clk)
-    plo2_10 <= \$667 ;
+    rb4_9 <= \$625 ;
   always @(posedge clk)
-    phi2_10 <= \$669 ;
+    y5_9 <= \$665 ;
   always @(posedge clk)
-    p3_10 <= \$672 [63:0];
+    x1_10 <= \$667 ;
   always @(posedge clk)
-    sh4_10 <= \$674 ;
+    plo2_10 <= \$669 ;
   always @(posedge clk)
-    rb4_10 <= \$677 ;
+    phi2_10 <= \$671 ;
   always @(posedge clk)
-    y5_10 <= \$717 ;
+    p3_10 <= \$674 [63:0];
   always @(posedge clk)
-    x1_11 <= \$719 ;
+    sh4_10 <= \$676 ;
   always @(posedge clk)
-    plo2_11 <= \$721 ;
+    rb4_10 <= \$679 ;
   always @(posedge clk)
-    phi2_11 <= \$723 ;
+    y5_10 <= \$719 ;
   always @(posedge clk)
-    p3_11 <= \$726 [63:0];
+    x1_11 <= \$721 ;
   always @(posedge clk)
-    sh4_11 <= \$728 ;
+    plo2_11 <= \$723 ;
   always @(posedge clk)
-    rb4_11 <= \$731 ;
+    phi2_11 <= \$725 ;
   always @(posedge clk)
-    y5_11 <= \$771 ;
+    p3_11 <= \$728 [63:0];
   always @(posedge clk)
-    x1_12 <= \$773 ;
+    sh4_11 <= \$730 ;
   always @(posedge clk)
-    plo2_12 <= \$775 ;
+    rb4_11 <= \$733 ;
   always @(posedge clk)
-    phi2_12 <= \$777 ;
+    y5_11 <= \$773 ;
   always @(posedge clk)
-    p3_12 <= \$780 [63:0];
+    x1_12 <= \$775 ;
   always @(posedge clk)
-    sh4_12 <= \$782 ;
+    plo2_12 <= \$777 ;
   always @(posedge clk)
-    rb4_12 <= \$785 ;
+    phi2_12 <= \$779 ;
   always @(posedge clk)
-    y5_12 <= \$825 ;
+    p3_12 <= \$782 [63:0];
   always @(posedge clk)
-    x1_13 <= \$827 ;
+    sh4_12 <= \$784 ;
   always @(posedge clk)
-    plo2_13 <= \$829 ;
+    rb4_12 <= \$787 ;
   always @(posedge clk)
-    phi2_13 <= \$831 ;
+    y5_12 <= \$827 ;
   always @(posedge clk)
-    p3_13 <= \$834 [63:0];
+    x1_13 <= \$829 ;
   always @(posedge clk)
-    sh4_13 <= \$836 ;
+    plo2_13 <= \$831 ;
   always @(posedge clk)
-    rb4_13 <= \$839 ;
+    phi2_13 <= \$833 ;
   always @(posedge clk)
-    y5_13 <= \$879 ;
+    p3_13 <= \$836 [63:0];
   always @(posedge clk)
-    x1_14 <= \$881 ;
+    sh4_13 <= \$838 ;
   always @(posedge clk)
-    plo2_14 <= \$883 ;
+    rb4_13 <= \$841 ;
   always @(posedge clk)
-    phi2_14 <= \$885 ;
+    y5_13 <= \$881 ;
   always @(posedge clk)
-    p3_14 <= \$888 [63:0];
+    x1_14 <= \$883 ;
   always @(posedge clk)
-    sh4_14 <= \$890 ;
+    plo2_14 <= \$885 ;
   always @(posedge clk)
-    rb4_14 <= \$893 ;
+    phi2_14 <= \$887 ;
   always @(posedge clk)
-    y5_14 <= \$933 ;
+    p3_14 <= \$890 [63:0];
   always @(posedge clk)
-    x1_15 <= \$935 ;
+    sh4_14 <= \$892 ;
   always @(posedge clk)
-    plo2_15 <= \$937 ;
+    rb4_14 <= \$895 ;
   always @(posedge clk)
-    phi2_15 <= \$939 ;
+    y5_14 <= \$935 ;
   always @(posedge clk)
-    p3_15 <= \$942 [63:0];
+    x1_15 <= \$937 ;
   always @(posedge clk)
-    sh4_15 <= \$944 ;
+    plo2_15 <= \$939 ;
   always @(posedge clk)
-    rb4_15 <= \$947 ;
+    phi2_15 <= \$941 ;
   always @(posedge clk)
-    y5_15 <= \$987 ;
+    p3_15 <= \$944 [63:0];
   always @(posedge clk)
-    wr_en <= \$1300 ;
+    sh4_15 <= \$946 ;
   always @(posedge clk)
-    max6_0 <= \$1301 ;
+    rb4_15 <= \$949 ;
   always @(posedge clk)
-    max6_1 <= \$1302 ;
+    y5_15 <= \$989 ;
   always @(posedge clk)
-    max6_2 <= \$1303 ;
+    wr_en <= \$1305 ;
   always @(posedge clk)
-    max6_3 <= \$1304 ;
+    max6_0 <= \$1306 ;
   always @(posedge clk)
-    max6_4 <= \$1305 ;
+    max6_1 <= \$1307 ;
   always @(posedge clk)
-    max6_5 <= \$1306 ;
+    max6_2 <= \$1308 ;
   always @(posedge clk)
-    max6_6 <= \$1307 ;
+    max6_3 <= \$1309 ;
   always @(posedge clk)
-    max6_7 <= \$1308 ;
+    max6_4 <= \$1310 ;
   always @(posedge clk)
-    max6_8 <= \$1309 ;
+    max6_5 <= \$1311 ;
   always @(posedge clk)
-    max6_9 <= \$1310 ;
+    max6_6 <= \$1312 ;
   always @(posedge clk)
-    max6_10 <= \$1311 ;
+    max6_7 <= \$1313 ;
   always @(posedge clk)
-    max6_11 <= \$1312 ;
+    max6_8 <= \$1314 ;
   always @(posedge clk)
-    max6_12 <= \$1313 ;
+    max6_9 <= \$1315 ;
   always @(posedge clk)
-    max6_13 <= \$1314 ;
+    max6_10 <= \$1316 ;
   always @(posedge clk)
-    max6_14 <= \$1315 ;
+    max6_11 <= \$1317 ;
   always @(posedge clk)
-    max6_15 <= \$1316 ;
+    max6_12 <= \$1318 ;
   always @(posedge clk)
-    wr_addr <= \$1317 ;
+    max6_13 <= \$1319 ;
   always @(posedge clk)
-    wr_data <= \$1318 ;
+    max6_14 <= \$1320 ;
+  always @(posedge clk)
+    max6_15 <= \$1321 ;
+  always @(posedge clk)
+    wr_addr <= \$1322 ;
+  always @(posedge clk)
+    wr_data <= \$1323 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1231  = granted;
-    if (reset[3]) begin
-      \$1231  = 1'h0;
-    end
-    if (rst) begin
-      \$1231  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1232  = pidx;
-    if (reset[3]) begin
-      \$1232  = 2'h0;
-    end
-    if (rst) begin
-      \$1232  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1233  = cap_valid0;
+    \$1233  = granted;
     if (reset[3]) begin
       \$1233  = 1'h0;
     end
@@ -58595,7 +58784,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1234  = cap_idx0;
+    \$1234  = pidx;
     if (reset[3]) begin
       \$1234  = 2'h0;
     end
@@ -58605,293 +58794,229 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1235  = shift_0;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1235  = cap_valid0;
+    if (reset[3]) begin
+      \$1235  = 1'h0;
+    end
+    if (rst) begin
+      \$1235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1236  = cap_idx0;
+    if (reset[3]) begin
+      \$1236  = 2'h0;
+    end
+    if (rst) begin
+      \$1236  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1237  = cap_valid1;
+    if (reset[3]) begin
+      \$1237  = 1'h0;
+    end
+    if (rst) begin
+      \$1237  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1238  = cap_idx1;
+    if (reset[3]) begin
+      \$1238  = 2'h0;
+    end
+    if (rst) begin
+      \$1238  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1239  = shift_0;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1235  = acc_rd__data[5:0];
+            \$1239  = acc_rd__data[5:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1236  = shift_1;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1240  = shift_1;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1236  = acc_rd__data[37:32];
+            \$1240  = acc_rd__data[37:32];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1237  = shift_2;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1241  = shift_2;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1237  = acc_rd__data[69:64];
+            \$1241  = acc_rd__data[69:64];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1238  = shift_3;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1242  = shift_3;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1238  = acc_rd__data[101:96];
+            \$1242  = acc_rd__data[101:96];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1239  = shift_4;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1243  = shift_4;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1239  = acc_rd__data[133:128];
+            \$1243  = acc_rd__data[133:128];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1240  = shift_5;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1244  = shift_5;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1240  = acc_rd__data[165:160];
+            \$1244  = acc_rd__data[165:160];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1241  = shift_6;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1245  = shift_6;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1241  = acc_rd__data[197:192];
+            \$1245  = acc_rd__data[197:192];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1242  = shift_7;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1246  = shift_7;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1242  = acc_rd__data[229:224];
+            \$1246  = acc_rd__data[229:224];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1243  = shift_8;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1247  = shift_8;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1243  = acc_rd__data[261:256];
+            \$1247  = acc_rd__data[261:256];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1244  = shift_9;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1248  = shift_9;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1244  = acc_rd__data[293:288];
+            \$1248  = acc_rd__data[293:288];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1245  = shift_10;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1249  = shift_10;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1245  = acc_rd__data[325:320];
+            \$1249  = acc_rd__data[325:320];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1246  = shift_11;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1250  = shift_11;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1246  = acc_rd__data[357:352];
+            \$1250  = acc_rd__data[357:352];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1247  = shift_12;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1251  = shift_12;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1247  = acc_rd__data[389:384];
+            \$1251  = acc_rd__data[389:384];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1248  = shift_13;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1252  = shift_13;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1248  = acc_rd__data[421:416];
+            \$1252  = acc_rd__data[421:416];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1249  = shift_14;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1253  = shift_14;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1249  = acc_rd__data[453:448];
+            \$1253  = acc_rd__data[453:448];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1250  = shift_15;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1254  = shift_15;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1250  = acc_rd__data[485:480];
+            \$1254  = acc_rd__data[485:480];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1251  = shift_out_of_range;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1255  = shift_out_of_range;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$1251  = { \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
+            \$1255  = { \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
       endcase
     end
     if (reset[3]) begin
-      \$1251  = 16'h0000;
+      \$1255  = 16'h0000;
     end
     if (rst) begin
-      \$1251  = 16'h0000;
+      \$1255  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1252  = bias_0;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1256  = bias_0;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$1252  = acc_rd__data[31:0];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1252  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1253  = bias_1;
-    if (cap_valid1) begin
-      casez (cap_idx1)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1253  = acc_rd__data[63:32];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1253  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1254  = bias_2;
-    if (cap_valid1) begin
-      casez (cap_idx1)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1254  = acc_rd__data[95:64];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1254  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1255  = bias_3;
-    if (cap_valid1) begin
-      casez (cap_idx1)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1255  = acc_rd__data[127:96];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1255  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1256  = bias_4;
-    if (cap_valid1) begin
-      casez (cap_idx1)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1256  = acc_rd__data[159:128];
+            \$1256  = acc_rd__data[31:0];
       endcase
     end
     casez (vec_fsm_state)
@@ -58911,13 +59036,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1257  = bias_5;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1257  = bias_1;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$1257  = acc_rd__data[191:160];
+            \$1257  = acc_rd__data[63:32];
       endcase
     end
     casez (vec_fsm_state)
@@ -58937,13 +59062,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1258  = bias_6;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1258  = bias_2;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$1258  = acc_rd__data[223:192];
+            \$1258  = acc_rd__data[95:64];
       endcase
     end
     casez (vec_fsm_state)
@@ -58963,13 +59088,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1259  = bias_7;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1259  = bias_3;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$1259  = acc_rd__data[255:224];
+            \$1259  = acc_rd__data[127:96];
       endcase
     end
     casez (vec_fsm_state)
@@ -58989,13 +59114,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1260  = bias_8;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1260  = bias_4;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$1260  = acc_rd__data[287:256];
+            \$1260  = acc_rd__data[159:128];
       endcase
     end
     casez (vec_fsm_state)
@@ -59015,13 +59140,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1261  = bias_9;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1261  = bias_5;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$1261  = acc_rd__data[319:288];
+            \$1261  = acc_rd__data[191:160];
       endcase
     end
     casez (vec_fsm_state)
@@ -59041,13 +59166,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1262  = bias_10;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1262  = bias_6;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$1262  = acc_rd__data[351:320];
+            \$1262  = acc_rd__data[223:192];
       endcase
     end
     casez (vec_fsm_state)
@@ -59067,13 +59192,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1263  = bias_11;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1263  = bias_7;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$1263  = acc_rd__data[383:352];
+            \$1263  = acc_rd__data[255:224];
       endcase
     end
     casez (vec_fsm_state)
@@ -59093,13 +59218,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1264  = bias_12;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1264  = bias_8;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$1264  = acc_rd__data[415:384];
+            \$1264  = acc_rd__data[287:256];
       endcase
     end
     casez (vec_fsm_state)
@@ -59119,13 +59244,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1265  = bias_13;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1265  = bias_9;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$1265  = acc_rd__data[447:416];
+            \$1265  = acc_rd__data[319:288];
       endcase
     end
     casez (vec_fsm_state)
@@ -59145,13 +59270,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1266  = bias_14;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1266  = bias_10;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$1266  = acc_rd__data[479:448];
+            \$1266  = acc_rd__data[351:320];
       endcase
     end
     casez (vec_fsm_state)
@@ -59171,13 +59296,13 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1267  = bias_15;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1267  = bias_11;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$1267  = acc_rd__data[511:480];
+            \$1267  = acc_rd__data[383:352];
       endcase
     end
     casez (vec_fsm_state)
@@ -59197,283 +59322,387 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1268  = mult_0;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1268  = bias_12;
+    if (cap_valid2) begin
+      casez (cap_idx2)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1268  = acc_rd__data[415:384];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$21 ) begin
+              \$1268  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1269  = bias_13;
+    if (cap_valid2) begin
+      casez (cap_idx2)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1269  = acc_rd__data[447:416];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$21 ) begin
+              \$1269  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1270  = bias_14;
+    if (cap_valid2) begin
+      casez (cap_idx2)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1270  = acc_rd__data[479:448];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$21 ) begin
+              \$1270  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1271  = bias_15;
+    if (cap_valid2) begin
+      casez (cap_idx2)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1271  = acc_rd__data[511:480];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$19 ) begin
+          end else if (\$20 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$21 ) begin
+              \$1271  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1272  = mult_0;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1268  = acc_rd__data[31:0];
+            \$1272  = acc_rd__data[31:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1269  = mult_1;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1273  = mult_1;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1269  = acc_rd__data[63:32];
+            \$1273  = acc_rd__data[63:32];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1270  = mult_2;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1274  = mult_2;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1270  = acc_rd__data[95:64];
+            \$1274  = acc_rd__data[95:64];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1271  = mult_3;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1275  = mult_3;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1271  = acc_rd__data[127:96];
+            \$1275  = acc_rd__data[127:96];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1272  = mult_4;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1276  = mult_4;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1272  = acc_rd__data[159:128];
+            \$1276  = acc_rd__data[159:128];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1273  = mult_5;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1277  = mult_5;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1273  = acc_rd__data[191:160];
+            \$1277  = acc_rd__data[191:160];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1274  = mult_6;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1278  = mult_6;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1274  = acc_rd__data[223:192];
+            \$1278  = acc_rd__data[223:192];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1275  = mult_7;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1279  = mult_7;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1275  = acc_rd__data[255:224];
+            \$1279  = acc_rd__data[255:224];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1276  = mult_8;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1280  = mult_8;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1276  = acc_rd__data[287:256];
+            \$1280  = acc_rd__data[287:256];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1277  = mult_9;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1281  = mult_9;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1277  = acc_rd__data[319:288];
+            \$1281  = acc_rd__data[319:288];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1278  = mult_10;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1282  = mult_10;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1278  = acc_rd__data[351:320];
+            \$1282  = acc_rd__data[351:320];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1279  = mult_11;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1283  = mult_11;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1279  = acc_rd__data[383:352];
+            \$1283  = acc_rd__data[383:352];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1280  = mult_12;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1284  = mult_12;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1280  = acc_rd__data[415:384];
+            \$1284  = acc_rd__data[415:384];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1281  = mult_13;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1285  = mult_13;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1281  = acc_rd__data[447:416];
+            \$1285  = acc_rd__data[447:416];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1282  = mult_14;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1286  = mult_14;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1282  = acc_rd__data[479:448];
+            \$1286  = acc_rd__data[479:448];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1283  = mult_15;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$1287  = mult_15;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$1283  = acc_rd__data[511:480];
+            \$1287  = acc_rd__data[511:480];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1284  = cmd;
+    \$1288  = cmd;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1284  = ctl__cmd__payload;
+            \$1288  = ctl__cmd__payload;
           end
     endcase
     if (reset[3]) begin
-      \$1284  = 156'h000000000000000000000000000000000000000;
+      \$1288  = 156'h000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$1284  = 156'h000000000000000000000000000000000000000;
+      \$1288  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1285  = err;
+    \$1289  = err;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1285  = 8'h00;
+            \$1289  = 8'h00;
           end
       3'h1:
           if (\$19 ) begin
-            \$1285  = 8'h02;
+            \$1289  = 8'h02;
           end else if (\$20 ) begin
-            \$1285  = 8'h03;
+            \$1289  = 8'h03;
           end else if (range_bad) begin
-            \$1285  = 8'h04;
+            \$1289  = 8'h04;
           end
       3'h3:
           /* empty */;
       3'h4:
           /* empty */;
       3'h5:
-          if (\$37 ) begin
-            \$1285  = 8'h08;
+          if (\$39 ) begin
+            \$1289  = 8'h08;
           end
     endcase
     if (reset[3]) begin
-      \$1285  = 8'h00;
+      \$1289  = 8'h00;
     end
     if (rst) begin
-      \$1285  = 8'h00;
+      \$1289  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1286  = issued;
+    \$1290  = issued;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1286  = 17'h00000;
+            \$1290  = 17'h00000;
           end
       3'h1:
           /* empty */;
@@ -59485,94 +59714,96 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h6:
           if (fire) begin
-            \$1286  = \$38 [16:0];
+            \$1290  = \$40 [16:0];
           end
     endcase
     if (reset[3]) begin
-      \$1286  = 17'h00000;
+      \$1290  = 17'h00000;
     end
     if (rst) begin
-      \$1286  = 17'h00000;
+      \$1290  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1287  = retired;
+    \$1291  = retired;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1287  = 17'h00000;
+            \$1291  = 17'h00000;
           end
     endcase
     if (v5) begin
-      \$1287  = \$988 [16:0];
+      \$1291  = \$990 [16:0];
     end
     if (reset[3]) begin
-      \$1287  = 17'h00000;
+      \$1291  = 17'h00000;
     end
     if (rst) begin
-      \$1287  = 17'h00000;
+      \$1291  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1288  = vec_fsm_state;
+    \$1292  = vec_fsm_state;
     (* full_case = 32'd1 *)
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$1288  = 3'h1;
+            \$1292  = 3'h1;
           end
       3'h1:
           (* full_case = 32'd1 *)
           if (\$19 ) begin
-            \$1288  = 3'h2;
+            \$1292  = 3'h2;
           end else if (\$20 ) begin
-            \$1288  = 3'h2;
+            \$1292  = 3'h2;
           end else if (range_bad) begin
-            \$1288  = 3'h2;
+            \$1292  = 3'h2;
           end else begin
-            \$1288  = 3'h3;
+            \$1292  = 3'h3;
           end
       3'h3:
           if (acc_rd__gnt) begin
             if (\$36 ) begin
-              \$1288  = 3'h4;
+              \$1292  = 3'h4;
             end
           end
       3'h4:
-          \$1288  = 3'h5;
+          if (\$38 ) begin
+            \$1292  = 3'h5;
+          end
       3'h5:
           (* full_case = 32'd1 *)
-          if (\$37 ) begin
-            \$1288  = 3'h2;
+          if (\$39 ) begin
+            \$1292  = 3'h2;
           end else begin
-            \$1288  = 3'h6;
+            \$1292  = 3'h6;
           end
       3'h6:
-          if (\$43 ) begin
+          if (\$45 ) begin
             (* full_case = 32'd1 *)
             if (cmd[147]) begin
-              \$1288  = 3'h7;
+              \$1292  = 3'h7;
             end else begin
-              \$1288  = 3'h2;
+              \$1292  = 3'h2;
             end
           end
       3'h7:
-          \$1288  = 3'h2;
+          \$1292  = 3'h2;
       3'h2:
-          \$1288  = 3'h0;
+          \$1292  = 3'h0;
     endcase
     if (reset[3]) begin
-      \$1288  = 3'h0;
+      \$1292  = 3'h0;
     end
     if (rst) begin
-      \$1288  = 3'h0;
+      \$1292  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1289  = pidx;
+    \$1293  = pidx;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -59582,23 +59813,23 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            \$1289  = 2'h0;
+            \$1293  = 2'h0;
           end
       3'h3:
           if (acc_rd__gnt) begin
-            \$1289  = \$26 [1:0];
+            \$1293  = \$26 [1:0];
           end
     endcase
     if (reset[3]) begin
-      \$1289  = 2'h0;
+      \$1293  = 2'h0;
     end
     if (rst) begin
-      \$1289  = 2'h0;
+      \$1293  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1290  = acc_ptr;
+    \$1294  = acc_ptr;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -59608,11 +59839,11 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            \$1290  = cmd[108:96];
+            \$1294  = cmd[108:96];
           end
       3'h3:
           if (acc_rd__gnt) begin
-            \$1290  = \$35 [12:0];
+            \$1294  = \$35 [12:0];
           end
       3'h4:
           /* empty */;
@@ -59620,19 +59851,19 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h6:
           if (fire) begin
-            \$1290  = \$41 [12:0];
+            \$1294  = \$43 [12:0];
           end
     endcase
     if (reset[3]) begin
-      \$1290  = 13'h0000;
+      \$1294  = 13'h0000;
     end
     if (rst) begin
-      \$1290  = 13'h0000;
+      \$1294  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1291  = res_ptr;
+    \$1295  = res_ptr;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -59642,7 +59873,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            \$1291  = cmd[129:116];
+            \$1295  = cmd[129:116];
           end
       3'h3:
           /* empty */;
@@ -59652,19 +59883,19 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h6:
           if (fire) begin
-            \$1291  = \$42 [13:0];
+            \$1295  = \$44 [13:0];
           end
     endcase
     if (reset[3]) begin
-      \$1291  = 14'h0000;
+      \$1295  = 14'h0000;
     end
     if (rst) begin
-      \$1291  = 14'h0000;
+      \$1295  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1292  = more;
+    \$1296  = more;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -59674,7 +59905,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           end else if (\$20 ) begin
           end else if (range_bad) begin
           end else begin
-            \$1292  = 1'h1;
+            \$1296  = 1'h1;
           end
       3'h3:
           /* empty */;
@@ -59684,49 +59915,9 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h6:
           if (fire) begin
-            \$1292  = \$40 ;
+            \$1296  = \$42 ;
           end
     endcase
-    if (reset[3]) begin
-      \$1292  = 1'h0;
-    end
-    if (rst) begin
-      \$1292  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1293  = fire;
-    if (reset[3]) begin
-      \$1293  = 1'h0;
-    end
-    if (rst) begin
-      \$1293  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1294  = inflight1;
-    if (reset[3]) begin
-      \$1294  = 1'h0;
-    end
-    if (rst) begin
-      \$1294  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1295  = v0;
-    if (reset[3]) begin
-      \$1295  = 1'h0;
-    end
-    if (rst) begin
-      \$1295  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1296  = v1;
     if (reset[3]) begin
       \$1296  = 1'h0;
     end
@@ -59736,7 +59927,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1297  = v2;
+    \$1297  = fire;
     if (reset[3]) begin
       \$1297  = 1'h0;
     end
@@ -59746,7 +59937,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1298  = v3;
+    \$1298  = inflight1;
     if (reset[3]) begin
       \$1298  = 1'h0;
     end
@@ -59756,7 +59947,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1299  = v4;
+    \$1299  = inflight2;
     if (reset[3]) begin
       \$1299  = 1'h0;
     end
@@ -59766,17 +59957,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1300  = 1'h0;
-    if (v5) begin
-      (* full_case = 32'd1 *)
-      if (cmd[147]) begin
-      end else begin
-        \$1300  = 1'h1;
-      end
-    end
-    if (\$1056 ) begin
-      \$1300  = 1'h1;
-    end
+    \$1300  = v0;
     if (reset[3]) begin
       \$1300  = 1'h0;
     end
@@ -59786,174 +59967,234 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1301  = max6_0;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1301  = \$992 ;
-      end
+    \$1301  = v1;
+    if (reset[3]) begin
+      \$1301  = 1'h0;
+    end
+    if (rst) begin
+      \$1301  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1302  = max6_1;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1302  = \$996 ;
-      end
+    \$1302  = v2;
+    if (reset[3]) begin
+      \$1302  = 1'h0;
+    end
+    if (rst) begin
+      \$1302  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1303  = max6_2;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1303  = \$1000 ;
-      end
+    \$1303  = v3;
+    if (reset[3]) begin
+      \$1303  = 1'h0;
+    end
+    if (rst) begin
+      \$1303  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1304  = max6_3;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1304  = \$1004 ;
-      end
+    \$1304  = v4;
+    if (reset[3]) begin
+      \$1304  = 1'h0;
+    end
+    if (rst) begin
+      \$1304  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1305  = max6_4;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1305  = \$1008 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1306  = max6_5;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1306  = \$1012 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1307  = max6_6;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1307  = \$1016 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1308  = max6_7;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1308  = \$1020 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1309  = max6_8;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1309  = \$1024 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1310  = max6_9;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1310  = \$1028 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1311  = max6_10;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1311  = \$1032 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1312  = max6_11;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1312  = \$1036 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1313  = max6_12;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1313  = \$1040 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1314  = max6_13;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1314  = \$1044 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1315  = max6_14;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1315  = \$1048 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1316  = max6_15;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$1316  = \$1052 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1317  = wr_addr;
+    \$1305  = 1'h0;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$1317  = \$1053 [13:0];
+        \$1305  = 1'h1;
       end
     end
-    if (\$1056 ) begin
-      \$1317  = cmd[33:20];
+    if (\$1058 ) begin
+      \$1305  = 1'h1;
+    end
+    if (reset[3]) begin
+      \$1305  = 1'h0;
+    end
+    if (rst) begin
+      \$1305  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1318  = wr_data;
+    \$1306  = max6_0;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1306  = \$994 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1307  = max6_1;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1307  = \$998 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1308  = max6_2;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1308  = \$1002 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1309  = max6_3;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1309  = \$1006 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1310  = max6_4;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1310  = \$1010 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1311  = max6_5;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1311  = \$1014 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1312  = max6_6;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1312  = \$1018 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1313  = max6_7;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1313  = \$1022 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1314  = max6_8;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1314  = \$1026 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1315  = max6_9;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1315  = \$1030 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1316  = max6_10;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1316  = \$1034 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1317  = max6_11;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1317  = \$1038 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1318  = max6_12;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1318  = \$1042 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1319  = max6_13;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1319  = \$1046 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1320  = max6_14;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1320  = \$1050 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1321  = max6_15;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$1321  = \$1054 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1322  = wr_addr;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$1318  = { out6_15, out6_14, out6_13, out6_12, out6_11, out6_10, out6_9, out6_8, out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
+        \$1322  = \$1055 [13:0];
       end
     end
-    if (\$1056 ) begin
-      \$1318  = { max6_15, max6_14, max6_13, max6_12, max6_11, max6_10, max6_9, max6_8, max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
+    if (\$1058 ) begin
+      \$1322  = cmd[33:20];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1323  = wr_data;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$1323  = { out6_15, out6_14, out6_13, out6_12, out6_11, out6_10, out6_9, out6_8, out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
+      end
+    end
+    if (\$1058 ) begin
+      \$1323  = { max6_15, max6_14, max6_13, max6_12, max6_11, max6_10, max6_9, max6_8, max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
     end
   end
   always @* begin
@@ -60009,7 +60250,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h5:
           /* empty */;
       3'h6:
-          spad_rd__en = \$1074 ;
+          spad_rd__en = \$1076 ;
     endcase
   end
   always @* begin
@@ -60027,7 +60268,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h5:
           /* empty */;
       3'h6:
-          fire = \$1078 ;
+          fire = \$1080 ;
     endcase
   end
   always @* begin
@@ -60090,42 +60331,42 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \ctl__cmd__payload.ops.maxred  = ctl__cmd__payload[147];
   assign \ctl__cmd__payload.ops.reserved  = ctl__cmd__payload[151:148];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[155:152];
-  assign \$130  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
-  assign \$135  = { p3_0, 1'h0 };
-  assign \$184  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
-  assign \$189  = { p3_1, 1'h0 };
-  assign \$238  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
-  assign \$243  = { p3_2, 1'h0 };
-  assign \$292  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
-  assign \$297  = { p3_3, 1'h0 };
-  assign \$346  = { phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4, 16'h0000 };
-  assign \$351  = { p3_4, 1'h0 };
-  assign \$400  = { phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5, 16'h0000 };
-  assign \$405  = { p3_5, 1'h0 };
-  assign \$454  = { phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6, 16'h0000 };
-  assign \$459  = { p3_6, 1'h0 };
-  assign \$508  = { phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7, 16'h0000 };
-  assign \$513  = { p3_7, 1'h0 };
-  assign \$562  = { phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8, 16'h0000 };
-  assign \$567  = { p3_8, 1'h0 };
-  assign \$616  = { phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9, 16'h0000 };
-  assign \$621  = { p3_9, 1'h0 };
-  assign \$670  = { phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10, 16'h0000 };
-  assign \$675  = { p3_10, 1'h0 };
-  assign \$724  = { phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11, 16'h0000 };
-  assign \$729  = { p3_11, 1'h0 };
-  assign \$778  = { phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12, 16'h0000 };
-  assign \$783  = { p3_12, 1'h0 };
-  assign \$832  = { phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13, 16'h0000 };
-  assign \$837  = { p3_13, 1'h0 };
-  assign \$886  = { phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14, 16'h0000 };
-  assign \$891  = { p3_14, 1'h0 };
-  assign \$940  = { phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15, 16'h0000 };
-  assign \$945  = { p3_15, 1'h0 };
+  assign \$132  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
+  assign \$137  = { p3_0, 1'h0 };
+  assign \$186  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
+  assign \$191  = { p3_1, 1'h0 };
+  assign \$240  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
+  assign \$245  = { p3_2, 1'h0 };
+  assign \$294  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
+  assign \$299  = { p3_3, 1'h0 };
+  assign \$348  = { phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4, 16'h0000 };
+  assign \$353  = { p3_4, 1'h0 };
+  assign \$402  = { phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5, 16'h0000 };
+  assign \$407  = { p3_5, 1'h0 };
+  assign \$456  = { phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6, 16'h0000 };
+  assign \$461  = { p3_6, 1'h0 };
+  assign \$510  = { phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7, 16'h0000 };
+  assign \$515  = { p3_7, 1'h0 };
+  assign \$564  = { phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8[47], phi2_8, 16'h0000 };
+  assign \$569  = { p3_8, 1'h0 };
+  assign \$618  = { phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9[47], phi2_9, 16'h0000 };
+  assign \$623  = { p3_9, 1'h0 };
+  assign \$672  = { phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10[47], phi2_10, 16'h0000 };
+  assign \$677  = { p3_10, 1'h0 };
+  assign \$726  = { phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11[47], phi2_11, 16'h0000 };
+  assign \$731  = { p3_11, 1'h0 };
+  assign \$780  = { phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12[47], phi2_12, 16'h0000 };
+  assign \$785  = { p3_12, 1'h0 };
+  assign \$834  = { phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13[47], phi2_13, 16'h0000 };
+  assign \$839  = { p3_13, 1'h0 };
+  assign \$888  = { phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14[47], phi2_14, 16'h0000 };
+  assign \$893  = { p3_14, 1'h0 };
+  assign \$942  = { phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15[47], phi2_15, 16'h0000 };
+  assign \$947  = { p3_15, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11936$16 , \port$15700$0 , r_rdy, clk);
+module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11957$16 , \port$15734$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -60169,10 +60410,10 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11936$16
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11936$16 ;
-  wire [15:0] \port$11936$16 ;
-  input [7:0] \port$15700$0 ;
-  wire [7:0] \port$15700$0 ;
+  input [15:0] \port$11957$16 ;
+  wire [15:0] \port$11957$16 ;
+  input [7:0] \port$15734$0 ;
+  wire [7:0] \port$15734$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -60207,7 +60448,7 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11936$16
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11936$16 , \port$15700$0  };
+      storage[w_port__addr] <= { \port$11957$16 , \port$15734$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -60318,8 +60559,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11936$16
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11936$16 , \port$15700$0  };
-  assign w_data = { \port$11936$16 , \port$15700$0  };
+  assign w_port__data = { \port$11957$16 , \port$15734$0  };
+  assign w_data = { \port$11957$16 , \port$15734$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -2353,7 +2353,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$8236$2 (\$284 ),
+    .\port$8257$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2472,20 +2472,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8073$0 (q_wait_queue),
-    .\port$8262$0 (inflight),
-    .\port$8397$0 (q__0__cpl_irq),
-    .\port$8411$0 (q__0__error_irq),
-    .\port$8423$0 (q__1__cpl_irq),
-    .\port$8437$0 (q__1__error_irq),
-    .\port$8449$0 (q__2__cpl_irq),
-    .\port$8463$0 (q__2__error_irq),
-    .\port$8475$0 (q__3__cpl_irq),
-    .\port$8489$0 (q__3__error_irq),
-    .\port$8601$0 (\$289 ),
-    .\port$8609$0 (\$290 ),
-    .\port$8617$0 (\$291 ),
-    .\port$8625$0 (\$292 ),
+    .\port$8094$0 (q_wait_queue),
+    .\port$8283$0 (inflight),
+    .\port$8418$0 (q__0__cpl_irq),
+    .\port$8432$0 (q__0__error_irq),
+    .\port$8444$0 (q__1__cpl_irq),
+    .\port$8458$0 (q__1__error_irq),
+    .\port$8470$0 (q__2__cpl_irq),
+    .\port$8484$0 (q__2__error_irq),
+    .\port$8496$0 (q__3__cpl_irq),
+    .\port$8510$0 (q__3__error_irq),
+    .\port$8622$0 (\$289 ),
+    .\port$8630$0 (\$290 ),
+    .\port$8638$0 (\$291 ),
+    .\port$8646$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2573,10 +2573,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$8264$0 (\$285 ),
-    .\port$8266$0 (\$286 ),
-    .\port$8268$0 (\$287 ),
-    .\port$8270$0 (\$288 ),
+    .\port$8285$0 (\$285 ),
+    .\port$8287$0 (\$286 ),
+    .\port$8289$0 (\$287 ),
+    .\port$8291$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2672,8 +2672,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$8264$16 (retire__0__tag),
-    .\port$8824$0 (dma_load_error),
+    .\port$8285$16 (retire__0__tag),
+    .\port$8845$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2683,8 +2683,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$8266$16 (retire__1__tag),
-    .\port$8948$0 (dma_store_error),
+    .\port$8287$16 (retire__1__tag),
+    .\port$8973$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2739,11 +2739,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5379$0 (q__1__head),
     .\port$5409$0 (q__2__head),
     .\port$5439$0 (q__3__head),
-    .\port$7576$0 (r_data),
-    .\port$7626$0 (\r_data$495 ),
-    .\port$7676$0 (\r_data$506 ),
-    .\port$7726$0 (\r_data$517 ),
-    .\port$8236$2 (\$284 ),
+    .\port$7597$0 (r_data),
+    .\port$7647$0 (\r_data$495 ),
+    .\port$7697$0 (\r_data$506 ),
+    .\port$7747$0 (\r_data$517 ),
+    .\port$8257$2 (\$284 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2788,8 +2788,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$8268$16 (retire__2__tag),
-    .\port$9006$0 (gemm_error),
+    .\port$8289$16 (retire__2__tag),
+    .\port$9036$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2840,8 +2840,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$181 (\$292 ),
     .limit(bus_timeout),
     .\port$109$0 (fw_write_qreset_ack_queue),
-    .\port$7783$0 (fw_write_cpl_word[3:0]),
-    .\port$7783$8 (fw_write_cpl_word[31:8]),
+    .\port$7804$0 (fw_write_cpl_word[3:0]),
+    .\port$7804$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2982,8 +2982,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$8270$16 (retire__3__tag),
-    .\port$9232$0 (vec_error),
+    .\port$8291$16 (retire__3__tag),
+    .\port$9266$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -4614,6 +4614,9 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   wire \$6 ;
   reg \$60 ;
   reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
@@ -4621,6 +4624,7 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   reg [11:0] \bank0_addr$16 ;
   (* init = 12'h000 *)
   wire [11:0] bank0_raddr_q;
+  reg [127:0] bank0_rdata_q = 128'h00000000000000000000000000000000;
   (* init = 1'h0 *)
   wire bank0_ren_q;
   (* init = 12'h000 *)
@@ -4634,6 +4638,7 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   reg [11:0] \bank1_addr$36 ;
   (* init = 12'h000 *)
   wire [11:0] bank1_raddr_q;
+  reg [127:0] bank1_rdata_q = 128'h00000000000000000000000000000000;
   (* init = 1'h0 *)
   wire bank1_ren_q;
   (* init = 12'h000 *)
@@ -4649,10 +4654,13 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   reg [11:0] \raddr$40  = 12'h000;
   reg rd0_bank_q = 1'h0;
   reg rd0_bank_q2 = 1'h0;
+  reg rd0_bank_q3 = 1'h0;
   reg rd1_bank_q = 1'h0;
   reg rd1_bank_q2 = 1'h0;
+  reg rd1_bank_q3 = 1'h0;
   reg rd2_bank_q = 1'h0;
   reg rd2_bank_q2 = 1'h0;
+  reg rd2_bank_q3 = 1'h0;
   input [12:0] rd__0__addr;
   wire [12:0] rd__0__addr;
   output [127:0] rd__0__data;
@@ -4678,7 +4686,7 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   output rd__2__gnt;
   wire rd__2__gnt;
   wire [127:0] rdata;
-  wire [127:0] \rdata$52 ;
+  wire [127:0] \rdata$64 ;
   reg ren = 1'h0;
   reg \ren$38  = 1'h0;
   input rst;
@@ -4715,6 +4723,8 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   wire wr__1__en;
   output wr__1__gnt;
   wire wr__1__gnt;
+  assign \win$31  = \$25  & \$29 ;
+  assign \$31  = rd__2__en & \$30 ;
   assign \$33  = rd__0__en & \$32 ;
   assign \$35  = rd__1__en & \$34 ;
   assign \$36  = | { \$35 , \$33  };
@@ -4748,6 +4758,8 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   always @(posedge clk)
     raddr <= bank0_addr;
   always @(posedge clk)
+    bank0_rdata_q <= rdata;
+  always @(posedge clk)
     \wen$42  <= \$54 ;
   always @(posedge clk)
     \waddr$44  <= \bank1_addr$36 ;
@@ -4758,17 +4770,25 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   always @(posedge clk)
     \raddr$40  <= bank1_addr;
   always @(posedge clk)
+    bank1_rdata_q <= \rdata$64 ;
+  always @(posedge clk)
     rd0_bank_q <= \$56 ;
   always @(posedge clk)
     rd0_bank_q2 <= \$57 ;
   always @(posedge clk)
-    rd1_bank_q <= \$58 ;
+    rd0_bank_q3 <= \$58 ;
   always @(posedge clk)
-    rd1_bank_q2 <= \$59 ;
+    rd1_bank_q <= \$59 ;
   always @(posedge clk)
-    rd2_bank_q <= \$60 ;
+    rd1_bank_q2 <= \$60 ;
   always @(posedge clk)
-    rd2_bank_q2 <= \$61 ;
+    rd1_bank_q3 <= \$61 ;
+  always @(posedge clk)
+    rd2_bank_q <= \$62 ;
+  always @(posedge clk)
+    rd2_bank_q2 <= \$63 ;
+  always @(posedge clk)
+    rd2_bank_q3 <= \$64 ;
   assign \$1  = ! rd__0__addr[12];
   assign win = rd__0__en & \$1 ;
   assign \$2  = ! rd__1__addr[12];
@@ -4798,8 +4818,6 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   assign \$25  = rd__1__en & \$24 ;
   assign \$27  = rd__0__en & \$26 ;
   assign \$29  = ~ \$28 ;
-  assign \win$31  = \$25  & \$29 ;
-  assign \$31  = rd__2__en & \$30 ;
   \kaki_soc_4x4.acc.bank0  bank0 (
     .clk(clk),
     .raddr(raddr),
@@ -4812,7 +4830,7 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   \kaki_soc_4x4.acc.bank1  bank1 (
     .clk(clk),
     .raddr(\raddr$40 ),
-    .rdata(\rdata$52 ),
+    .rdata(\rdata$64 ),
     .ren(\ren$38 ),
     .waddr(\waddr$44 ),
     .wdata(\wdata$46 ),
@@ -4887,31 +4905,31 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd0_bank_q2)
+    casez (rd0_bank_q3)
       1'h0:
-          rd__0__data = rdata;
+          rd__0__data = bank0_rdata_q;
       1'h1:
-          rd__0__data = \rdata$52 ;
+          rd__0__data = bank1_rdata_q;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd1_bank_q2)
+    casez (rd1_bank_q3)
       1'h0:
-          rd__1__data = rdata;
+          rd__1__data = bank0_rdata_q;
       1'h1:
-          rd__1__data = \rdata$52 ;
+          rd__1__data = bank1_rdata_q;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd2_bank_q2)
+    casez (rd2_bank_q3)
       1'h0:
-          rd__2__data = rdata;
+          rd__2__data = bank0_rdata_q;
       1'h1:
-          rd__2__data = \rdata$52 ;
+          rd__2__data = bank1_rdata_q;
     endcase
   end
   always @* begin
@@ -4961,10 +4979,7 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$58  = rd1_bank_q;
-    if (\$50 ) begin
-      \$58  = rd__1__addr[12];
-    end
+    \$58  = rd0_bank_q2;
     if (rst) begin
       \$58  = 1'h0;
     end
@@ -4972,25 +4987,49 @@ module \kaki_soc_4x4.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$59  = rd1_bank_q;
+    if (\$50 ) begin
+      \$59  = rd__1__addr[12];
+    end
     if (rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$60  = rd2_bank_q;
-    if (\$51 ) begin
-      \$60  = rd__2__addr[12];
-    end
+    \$60  = rd1_bank_q;
     if (rst) begin
       \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$61  = rd2_bank_q;
+    \$61  = rd1_bank_q2;
     if (rst) begin
       \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$62  = rd2_bank_q;
+    if (\$51 ) begin
+      \$62  = rd__2__addr[12];
+    end
+    if (rst) begin
+      \$62  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$63  = rd2_bank_q;
+    if (rst) begin
+      \$63  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$64  = rd2_bank_q2;
+    if (rst) begin
+      \$64  = 1'h0;
     end
   end
   assign bank0_ren_q = ren;
@@ -5977,7 +6016,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8236$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8257$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -6121,8 +6160,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$8236$2 ;
-  wire [29:0] \port$8236$2 ;
+  output [29:0] \port$8257$2 ;
+  wire [29:0] \port$8257$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6302,7 +6341,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$8236$2 (\$99 ),
+    .\port$8257$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6420,11 +6459,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$8236$2  = \$99 ;
+  assign \port$8257$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8236$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8257$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6849,8 +6888,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$8236$2 ;
-  wire [29:0] \port$8236$2 ;
+  output [29:0] \port$8257$2 ;
+  wire [29:0] \port$8257$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9955,7 +9994,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$8236$2  = ls_addr_r[31:2];
+  assign \port$8257$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -10129,10 +10168,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8073$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8262$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8397$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$8411$0 , q_status0_resetting, q_consumer1_index, \port$8423$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8437$0 , q_status1_resetting, q_consumer2_index, \port$8449$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8463$0 , q_status2_resetting, q_consumer3_index, \port$8475$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$8489$0 , q_status3_resetting, \port$8601$0 , \port$8609$0 , \port$8617$0 , \port$8625$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8094$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8283$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8418$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$8432$0 , q_status0_resetting, q_consumer1_index, \port$8444$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8458$0 , q_status1_resetting, q_consumer2_index, \port$8470$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8484$0 , q_status2_resetting, q_consumer3_index, \port$8496$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$8510$0 , q_status3_resetting, \port$8622$0 , \port$8630$0 , \port$8638$0 , \port$8646$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11666,34 +11705,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8073$0 ;
-  wire [3:0] \port$8073$0 ;
-  input [3:0] \port$8262$0 ;
-  wire [3:0] \port$8262$0 ;
-  input \port$8397$0 ;
-  wire \port$8397$0 ;
-  input \port$8411$0 ;
-  wire \port$8411$0 ;
-  input \port$8423$0 ;
-  wire \port$8423$0 ;
-  input \port$8437$0 ;
-  wire \port$8437$0 ;
-  input \port$8449$0 ;
-  wire \port$8449$0 ;
-  input \port$8463$0 ;
-  wire \port$8463$0 ;
-  input \port$8475$0 ;
-  wire \port$8475$0 ;
-  input \port$8489$0 ;
-  wire \port$8489$0 ;
-  input [2:0] \port$8601$0 ;
-  wire [2:0] \port$8601$0 ;
-  input [2:0] \port$8609$0 ;
-  wire [2:0] \port$8609$0 ;
-  input [2:0] \port$8617$0 ;
-  wire [2:0] \port$8617$0 ;
-  input [2:0] \port$8625$0 ;
-  wire [2:0] \port$8625$0 ;
+  input [3:0] \port$8094$0 ;
+  wire [3:0] \port$8094$0 ;
+  input [3:0] \port$8283$0 ;
+  wire [3:0] \port$8283$0 ;
+  input \port$8418$0 ;
+  wire \port$8418$0 ;
+  input \port$8432$0 ;
+  wire \port$8432$0 ;
+  input \port$8444$0 ;
+  wire \port$8444$0 ;
+  input \port$8458$0 ;
+  wire \port$8458$0 ;
+  input \port$8470$0 ;
+  wire \port$8470$0 ;
+  input \port$8484$0 ;
+  wire \port$8484$0 ;
+  input \port$8496$0 ;
+  wire \port$8496$0 ;
+  input \port$8510$0 ;
+  wire \port$8510$0 ;
+  input [2:0] \port$8622$0 ;
+  wire [2:0] \port$8622$0 ;
+  input [2:0] \port$8630$0 ;
+  wire [2:0] \port$8630$0 ;
+  input [2:0] \port$8638$0 ;
+  wire [2:0] \port$8638$0 ;
+  input [2:0] \port$8646$0 ;
+  wire [2:0] \port$8646$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12322,10 +12361,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$8475$0 , \port$8449$0 , \port$8423$0 , \port$8397$0  };
+  assign \$179  = \$178  | { \port$8496$0 , \port$8470$0 , \port$8444$0 , \port$8418$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$8489$0 , \port$8463$0 , \port$8437$0 , \port$8411$0  };
+  assign \$182  = \$181  | { \port$8510$0 , \port$8484$0 , \port$8458$0 , \port$8432$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14373,8 +14412,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$8475$0 , \port$8449$0 , \port$8423$0 , \port$8397$0  };
-  assign irq_status_queue_error_set = { \port$8489$0 , \port$8463$0 , \port$8437$0 , \port$8411$0  };
+  assign irq_status_queue_cpl_set = { \port$8496$0 , \port$8470$0 , \port$8444$0 , \port$8418$0  };
+  assign irq_status_queue_error_set = { \port$8510$0 , \port$8484$0 , \port$8458$0 , \port$8432$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -14389,18 +14428,18 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$8262$0 [0];
-  assign status_dma_store_busy = \port$8262$0 [1];
-  assign status_gemm_busy = \port$8262$0 [2];
-  assign status_vec_busy = \port$8262$0 [3];
-  assign q_status0_waiting = \port$8073$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$8601$0  };
-  assign q_status1_waiting = \port$8073$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$8609$0  };
-  assign q_status2_waiting = \port$8073$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$8617$0  };
-  assign q_status3_waiting = \port$8073$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$8625$0  };
+  assign status_dma_load_busy = \port$8283$0 [0];
+  assign status_dma_store_busy = \port$8283$0 [1];
+  assign status_gemm_busy = \port$8283$0 [2];
+  assign status_vec_busy = \port$8283$0 [3];
+  assign q_status0_waiting = \port$8094$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$8622$0  };
+  assign q_status1_waiting = \port$8094$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$8630$0  };
+  assign q_status2_waiting = \port$8094$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$8638$0  };
+  assign q_status3_waiting = \port$8094$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$8646$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14445,11 +14484,11 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$8262$0 [0] };
+  assign \$429  = { 1'h0, \port$8283$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$8262$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$8262$0 [2], 2'h0 };
-  assign \$435  = { \port$8262$0 [3], 3'h0 };
+  assign \$431  = { \port$8283$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$8283$0 [2], 2'h0 };
+  assign \$435  = { \port$8283$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14606,26 +14645,26 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8073$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$8601$0 , 8'h00 };
+  assign \$877  = { \port$8094$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$8622$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8073$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$8609$0 , 8'h00 };
+  assign \$890  = { \port$8094$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$8630$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8073$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$8617$0 , 8'h00 };
+  assign \$903  = { \port$8094$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$8638$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8073$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$8625$0 , 8'h00 };
+  assign \$916  = { \port$8094$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$8646$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14736,7 +14775,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
-, queue, windowed, reject__done, reject__error, full, inflight, \port$8264$0 , retire__0__tag, \port$8266$0 , retire__1__tag, \port$8268$0 , retire__2__tag, \port$8270$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, queue, windowed, reject__done, reject__error, full, inflight, \port$8285$0 , retire__0__tag, \port$8287$0 , retire__1__tag, \port$8289$0 , retire__2__tag, \port$8291$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
 , retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15351,14 +15390,14 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$8264$0 ;
-  wire [8:0] \port$8264$0 ;
-  output [8:0] \port$8266$0 ;
-  wire [8:0] \port$8266$0 ;
-  output [8:0] \port$8268$0 ;
-  wire [8:0] \port$8268$0 ;
-  output [8:0] \port$8270$0 ;
-  wire [8:0] \port$8270$0 ;
+  output [8:0] \port$8285$0 ;
+  wire [8:0] \port$8285$0 ;
+  output [8:0] \port$8287$0 ;
+  wire [8:0] \port$8287$0 ;
+  output [8:0] \port$8289$0 ;
+  wire [8:0] \port$8289$0 ;
+  output [8:0] \port$8291$0 ;
+  wire [8:0] \port$8291$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15810,9 +15849,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$7730$0 (desc),
-    .\port$7732$0 (queue),
-    .\port$7733$0 (windowed),
+    .\port$7751$0 (desc),
+    .\port$7753$0 (queue),
+    .\port$7754$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15822,9 +15861,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$7730$0 (desc),
-    .\port$7732$0 (queue),
-    .\port$7733$0 (windowed),
+    .\port$7751$0 (desc),
+    .\port$7753$0 (queue),
+    .\port$7754$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15834,9 +15873,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$7730$0 (desc),
-    .\port$7732$0 (queue),
-    .\port$7733$0 (windowed),
+    .\port$7751$0 (desc),
+    .\port$7753$0 (queue),
+    .\port$7754$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15846,9 +15885,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$7730$0 (desc),
-    .\port$7732$0 (queue),
-    .\port$7733$0 (windowed),
+    .\port$7751$0 (desc),
+    .\port$7753$0 (queue),
+    .\port$7754$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -16033,13 +16072,13 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$8264$0  = dma_load_held[8:0];
+  assign \port$8285$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$8266$0  = dma_store_held[8:0];
+  assign \port$8287$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$8268$0  = gemm_held[8:0];
+  assign \port$8289$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$8270$0  = vec_held[8:0];
+  assign \port$8291$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16540,7 +16579,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7730$0 , \port$7732$0 , \port$7733$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7751$0 , \port$7753$0 , \port$7754$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16582,12 +16621,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7730$0 ;
-  wire [255:0] \port$7730$0 ;
-  input [1:0] \port$7732$0 ;
-  wire [1:0] \port$7732$0 ;
-  input \port$7733$0 ;
-  wire \port$7733$0 ;
+  input [255:0] \port$7751$0 ;
+  wire [255:0] \port$7751$0 ;
+  input [1:0] \port$7753$0 ;
+  wire [1:0] \port$7753$0 ;
+  input \port$7754$0 ;
+  wire \port$7754$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16619,7 +16658,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7733$0 , \port$7732$0 , \port$7730$0  };
+      storage[w_port__addr] <= { \port$7754$0 , \port$7753$0 , \port$7751$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16718,14 +16757,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
-  assign w_data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
+  assign w_port__data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
+  assign w_data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7730$0 , \port$7732$0 , \port$7733$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7751$0 , \port$7753$0 , \port$7754$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16767,12 +16806,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7730$0 ;
-  wire [255:0] \port$7730$0 ;
-  input [1:0] \port$7732$0 ;
-  wire [1:0] \port$7732$0 ;
-  input \port$7733$0 ;
-  wire \port$7733$0 ;
+  input [255:0] \port$7751$0 ;
+  wire [255:0] \port$7751$0 ;
+  input [1:0] \port$7753$0 ;
+  wire [1:0] \port$7753$0 ;
+  input \port$7754$0 ;
+  wire \port$7754$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16804,7 +16843,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7733$0 , \port$7732$0 , \port$7730$0  };
+      storage[w_port__addr] <= { \port$7754$0 , \port$7753$0 , \port$7751$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16903,14 +16942,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
-  assign w_data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
+  assign w_port__data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
+  assign w_data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7730$0 , \port$7732$0 , \port$7733$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7751$0 , \port$7753$0 , \port$7754$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16952,12 +16991,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7730$0 ;
-  wire [255:0] \port$7730$0 ;
-  input [1:0] \port$7732$0 ;
-  wire [1:0] \port$7732$0 ;
-  input \port$7733$0 ;
-  wire \port$7733$0 ;
+  input [255:0] \port$7751$0 ;
+  wire [255:0] \port$7751$0 ;
+  input [1:0] \port$7753$0 ;
+  wire [1:0] \port$7753$0 ;
+  input \port$7754$0 ;
+  wire \port$7754$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16989,7 +17028,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7733$0 , \port$7732$0 , \port$7730$0  };
+      storage[w_port__addr] <= { \port$7754$0 , \port$7753$0 , \port$7751$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17088,14 +17127,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
-  assign w_data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
+  assign w_port__data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
+  assign w_data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7730$0 , \port$7732$0 , \port$7733$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7751$0 , \port$7753$0 , \port$7754$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17137,12 +17176,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7730$0 ;
-  wire [255:0] \port$7730$0 ;
-  input [1:0] \port$7732$0 ;
-  wire [1:0] \port$7732$0 ;
-  input \port$7733$0 ;
-  wire \port$7733$0 ;
+  input [255:0] \port$7751$0 ;
+  wire [255:0] \port$7751$0 ;
+  input [1:0] \port$7753$0 ;
+  wire [1:0] \port$7753$0 ;
+  input \port$7754$0 ;
+  wire \port$7754$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17174,7 +17213,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7733$0 , \port$7732$0 , \port$7730$0  };
+      storage[w_port__addr] <= { \port$7754$0 , \port$7753$0 , \port$7751$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17273,8 +17312,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
-  assign w_data = { \port$7733$0 , \port$7732$0 , \port$7730$0  };
+  assign w_port__data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
+  assign w_data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -19989,13 +20028,13 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [16:0] \$1 ;
   wire \$10 ;
-  wire [6:0] \$100 ;
-  wire [7:0] \$101 ;
-  wire [8:0] \$102 ;
+  wire [5:0] \$100 ;
+  wire [6:0] \$101 ;
+  wire [7:0] \$102 ;
   wire [8:0] \$103 ;
   wire [8:0] \$104 ;
-  wire [127:0] \$105 ;
-  wire \$106 ;
+  wire [8:0] \$105 ;
+  wire [127:0] \$106 ;
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
@@ -20014,139 +20053,146 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
-  wire [5:0] \$123 ;
-  wire \$124 ;
+  wire \$123 ;
+  wire [5:0] \$124 ;
   wire \$125 ;
-  wire [16:0] \$126 ;
+  wire \$126 ;
   wire [16:0] \$127 ;
-  wire [31:0] \$128 ;
+  wire [16:0] \$128 ;
   wire [31:0] \$129 ;
   wire [4:0] \$13 ;
-  wire [8:0] \$130 ;
-  wire [9:0] \$131 ;
+  wire [31:0] \$130 ;
+  wire [8:0] \$131 ;
   wire [9:0] \$132 ;
-  wire [7:0] \$133 ;
-  wire [32:0] \$134 ;
-  wire [5:0] \$135 ;
-  wire \$136 ;
+  wire [9:0] \$133 ;
+  wire [7:0] \$134 ;
+  wire [32:0] \$135 ;
+  wire [5:0] \$136 ;
   wire \$137 ;
-  wire [2:0] \$138 ;
+  wire \$138 ;
   wire [3:0] \$139 ;
   wire \$14 ;
-  wire \$140 ;
+  wire [4:0] \$140 ;
   wire \$141 ;
   wire \$142 ;
-  wire [16:0] \$143 ;
+  wire \$143 ;
   wire [16:0] \$144 ;
-  wire [2:0] \$145 ;
-  wire \$146 ;
+  wire [16:0] \$145 ;
+  wire [3:0] \$146 ;
   wire \$147 ;
-  wire [127:0] \$148 ;
-  wire [2:0] \$149 ;
+  wire \$148 ;
+  wire [127:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
+  wire [3:0] \$150 ;
   wire \$151 ;
-  wire [127:0] \$152 ;
-  wire [2:0] \$153 ;
-  wire \$154 ;
+  wire \$152 ;
+  wire [127:0] \$153 ;
+  wire [3:0] \$154 ;
   wire \$155 ;
-  wire [127:0] \$156 ;
-  wire [2:0] \$157 ;
-  wire [12:0] \$158 ;
-  wire [4:0] \$159 ;
+  wire \$156 ;
+  wire [127:0] \$157 ;
+  wire [3:0] \$158 ;
+  wire \$159 ;
   wire [14:0] \$16 ;
-  wire [4:0] \$160 ;
-  wire [6:0] \$161 ;
-  wire [254:0] \$162 ;
-  wire [22:0] \$163 ;
-  wire [8:0] \$164 ;
-  wire [9:0] \$165 ;
-  wire [9:0] \$166 ;
-  wire [11:0] \$167 ;
-  wire [11:0] \$168 ;
-  wire \$169 ;
+  wire \$160 ;
+  wire [127:0] \$161 ;
+  wire [2:0] \$162 ;
+  wire [12:0] \$163 ;
+  wire [4:0] \$164 ;
+  wire [4:0] \$165 ;
+  wire [6:0] \$166 ;
+  wire [254:0] \$167 ;
+  wire [22:0] \$168 ;
+  wire [8:0] \$169 ;
   wire \$17 ;
-  wire [16:0] \$170 ;
-  wire [16:0] \$171 ;
-  wire [3:0] \$172 ;
-  wire \$173 ;
-  wire [4:0] \$174 ;
-  wire [3:0] \$175 ;
-  wire \$176 ;
-  wire [4:0] \$177 ;
+  wire [9:0] \$170 ;
+  wire [9:0] \$171 ;
+  wire [11:0] \$172 ;
+  wire [11:0] \$173 ;
+  wire \$174 ;
+  wire [16:0] \$175 ;
+  wire [16:0] \$176 ;
+  wire [3:0] \$177 ;
   wire \$178 ;
-  wire \$179 ;
+  wire [4:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
+  wire [3:0] \$180 ;
   wire \$181 ;
-  wire \$182 ;
+  wire [4:0] \$182 ;
   wire \$183 ;
-  wire [7:0] \$184 ;
-  wire [35:0] \$185 ;
-  wire [31:0] \$186 ;
-  wire [47:0] \$187 ;
-  wire [47:0] \$188 ;
-  wire \$189 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire [7:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire [31:0] \$193 ;
-  wire [31:0] \$194 ;
-  wire [8:0] \$195 ;
-  wire [9:0] \$196 ;
-  wire [9:0] \$197 ;
-  wire [7:0] \$198 ;
-  reg [31:0] \$199 ;
+  wire [35:0] \$190 ;
+  wire [31:0] \$191 ;
+  wire [47:0] \$192 ;
+  wire [47:0] \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire [31:0] \$198 ;
+  wire [31:0] \$199 ;
   wire [16:0] \$2 ;
   wire \$20 ;
-  reg [7:0] \$200 ;
-  reg \$201 ;
-  reg [31:0] \$202 ;
-  reg [15:0] \$203 ;
-  reg [15:0] \$204 ;
-  reg [31:0] \$205 ;
+  wire [8:0] \$200 ;
+  wire [9:0] \$201 ;
+  wire [9:0] \$202 ;
+  wire [7:0] \$203 ;
+  reg [31:0] \$204 ;
+  reg [7:0] \$205 ;
   reg \$206 ;
   reg [31:0] \$207 ;
-  reg [1:0] \$208 ;
-  reg \$209 ;
+  reg [15:0] \$208 ;
+  reg [15:0] \$209 ;
   wire \$21 ;
-  reg [1:0] \$210 ;
+  reg [31:0] \$210 ;
   reg \$211 ;
-  reg [13:0] \$212 ;
-  reg [15:0] \$213 ;
-  reg [15:0] \$214 ;
-  reg [13:0] \$215 ;
+  reg [31:0] \$212 ;
+  reg [1:0] \$213 ;
+  reg \$214 ;
+  reg [2:0] \$215 ;
   reg \$216 ;
-  reg [127:0] \$217 ;
-  reg [127:0] \$218 ;
-  reg [127:0] \$219 ;
+  reg \$217 ;
+  reg [13:0] \$218 ;
+  reg [15:0] \$219 ;
   wire \$22 ;
-  reg [1:0] \$220 ;
-  reg [11:0] \$221 ;
-  reg [3:0] \$222 ;
-  reg \$223 ;
-  reg [191:0] \$224 ;
-  reg [23:0] \$225 ;
-  reg [1:0] \$226 ;
-  reg [11:0] \$227 ;
-  reg [15:0] \$228 ;
-  reg [15:0] \$229 ;
+  reg [15:0] \$220 ;
+  reg [13:0] \$221 ;
+  reg \$222 ;
+  reg [127:0] \$223 ;
+  reg [127:0] \$224 ;
+  reg [127:0] \$225 ;
+  reg [127:0] \$226 ;
+  reg [1:0] \$227 ;
+  reg [11:0] \$228 ;
+  reg [3:0] \$229 ;
   wire \$23 ;
-  reg [11:0] \$230 ;
-  reg \$231 ;
-  reg [2:0] \$232 ;
-  reg [2:0] \$233 ;
-  reg \$234 ;
-  reg [7:0] \$235 ;
-  reg [223:0] \$236 ;
-  reg [64:0] \$237 ;
-  reg [2:0] \$238 ;
-  reg [35:0] \$239 ;
+  reg \$230 ;
+  reg [191:0] \$231 ;
+  reg [23:0] \$232 ;
+  reg [1:0] \$233 ;
+  reg [11:0] \$234 ;
+  reg [15:0] \$235 ;
+  reg [15:0] \$236 ;
+  reg [11:0] \$237 ;
+  reg \$238 ;
+  reg [2:0] \$239 ;
   wire [32:0] \$24 ;
-  reg [31:0] \$240 ;
-  reg [47:0] \$241 ;
-  reg [47:0] \$242 ;
+  reg [2:0] \$240 ;
+  reg \$241 ;
+  reg [7:0] \$242 ;
+  reg [223:0] \$243 ;
+  reg [64:0] \$244 ;
+  reg [2:0] \$245 ;
+  reg [35:0] \$246 ;
+  reg [31:0] \$247 ;
+  reg [47:0] \$248 ;
+  reg [47:0] \$249 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
@@ -20159,9 +20205,9 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$33 ;
   wire [13:0] \$34 ;
   wire [13:0] \$35 ;
-  wire [8:0] \$350 ;
-  wire [5:0] \$353 ;
+  wire [8:0] \$358 ;
   wire \$36 ;
+  wire [5:0] \$361 ;
   wire [4:0] \$37 ;
   wire \$38 ;
   wire \$39 ;
@@ -20188,13 +20234,13 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire [3:0] \$58 ;
   wire [4:0] \$59 ;
   wire [49:0] \$6 ;
-  wire \$60 ;
+  wire [5:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [12:0] \$63 ;
+  wire \$63 ;
   wire [12:0] \$64 ;
   wire [12:0] \$65 ;
-  wire \$66 ;
+  wire [12:0] \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
@@ -20216,8 +20262,8 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$83 ;
   wire \$84 ;
   wire \$85 ;
-  wire [2:0] \$86 ;
-  wire \$87 ;
+  wire \$86 ;
+  wire [2:0] \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire \$9 ;
@@ -20226,11 +20272,11 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$92 ;
   wire \$93 ;
   wire \$94 ;
-  wire [1:0] \$95 ;
-  wire [2:0] \$96 ;
-  wire [3:0] \$97 ;
-  wire [4:0] \$98 ;
-  wire [5:0] \$99 ;
+  wire \$95 ;
+  wire [1:0] \$96 ;
+  wire [2:0] \$97 ;
+  wire [3:0] \$98 ;
+  wire [4:0] \$99 ;
   wire [12:0] acc_rd__addr;
   input [127:0] acc_rd__data;
   wire [127:0] acc_rd__data;
@@ -20339,6 +20385,7 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire st_rd_en;
   reg st_rd_inflight1 = 1'h0;
   reg st_rd_inflight2 = 1'h0;
+  reg st_rd_inflight3 = 1'h0;
   wire st_rd_last;
   wire [13:0] st_rd_nxt0;
   reg [15:0] st_rd_p = 16'h0000;
@@ -20350,7 +20397,8 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   reg [127:0] st_rq0 = 128'h00000000000000000000000000000000;
   reg [127:0] st_rq1 = 128'h00000000000000000000000000000000;
   reg [127:0] st_rq2 = 128'h00000000000000000000000000000000;
-  reg [1:0] st_rq_n = 2'h0;
+  reg [127:0] st_rq3 = 128'h00000000000000000000000000000000;
+  reg [2:0] st_rq_n = 3'h0;
   reg st_run;
   wire [127:0] st_shifted;
   reg st_w_active = 1'h0;
@@ -20515,238 +20563,247 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign \$55  = st_run & st_rd_active;
   assign \$56  = 1'h0 + st_rd_inflight1;
   assign \$57  = \$56  + st_rd_inflight2;
-  assign \$58  = st_rq_n + \$57 ;
-  assign \$59  = \$58  - st_w_take;
-  assign \$60  = $signed(\$59 ) < $signed(3'h3);
-  assign st_rd_en = \$55  & \$60 ;
-  assign \$61  = ~ st_cmd[216];
-  assign spad_rd__en = st_rd_en & \$61 ;
+  assign \$58  = \$57  + st_rd_inflight3;
+  assign \$59  = st_rq_n + \$58 ;
+  assign \$60  = \$59  - st_w_take;
+  assign \$61  = $signed(\$60 ) < $signed(4'h4);
+  assign st_rd_en = \$55  & \$61 ;
+  assign \$62  = ~ st_cmd[216];
+  assign spad_rd__en = st_rd_en & \$62 ;
   assign acc_rd__en = st_rd_en & st_cmd[216];
-  assign \$62  = st_w_r > 1'h1;
-  assign \$63  = st_w_row0 + st_cmd[59:48];
-  assign \$64  = st_w_plane0 + st_cmd[91:80];
-  assign \$65  = \$62  ? \$63  : \$64 ;
-  assign \$66  = st_w_r == 1'h1;
-  assign \$67  = st_w_p == 1'h1;
-  assign st_w_last = \$66  & \$67 ;
-  assign \$68  = st_cmd[175:168] > 1'h0;
-  assign \$69  = st_cmd[175:168] > 1'h1;
-  assign \$70  = st_cmd[175:168] > 2'h2;
-  assign \$71  = st_cmd[175:168] > 2'h3;
-  assign \$72  = st_cmd[175:168] > 3'h4;
-  assign \$73  = st_cmd[175:168] > 3'h5;
-  assign \$74  = st_cmd[175:168] > 3'h6;
-  assign \$75  = st_cmd[175:168] > 3'h7;
-  assign \$76  = st_cmd[175:168] > 4'h8;
-  assign \$77  = st_cmd[175:168] > 4'h9;
-  assign \$78  = st_cmd[175:168] > 4'ha;
-  assign \$79  = st_cmd[175:168] > 4'hb;
-  assign \$80  = st_cmd[175:168] > 4'hc;
-  assign \$81  = st_cmd[175:168] > 4'hd;
-  assign \$82  = st_cmd[175:168] > 4'he;
-  assign \$83  = st_cmd[175:168] > 4'hf;
-  assign \$84  = st_run & st_w_row_valid;
-  assign \$85  = | st_w_credit;
-  assign st_wvalid = \$84  & \$85 ;
-  assign \$86  = st_w_nbeats - 1'h1;
-  assign st_w_row_end = st_w_beat == \$86 ;
-  assign \$87  = st_w_addr12 == 12'hff8;
-  assign \$88  = st_w_row_end | \$87 ;
-  assign \$89  = st_w_bib == 4'hf;
-  assign st_wlast = \$88  | \$89 ;
+  assign \$63  = st_w_r > 1'h1;
+  assign \$64  = st_w_row0 + st_cmd[59:48];
+  assign \$65  = st_w_plane0 + st_cmd[91:80];
+  assign \$66  = \$63  ? \$64  : \$65 ;
+  assign \$67  = st_w_r == 1'h1;
+  assign \$68  = st_w_p == 1'h1;
+  assign st_w_last = \$67  & \$68 ;
+  assign \$69  = st_cmd[175:168] > 1'h0;
+  assign \$70  = st_cmd[175:168] > 1'h1;
+  assign \$71  = st_cmd[175:168] > 2'h2;
+  assign \$72  = st_cmd[175:168] > 2'h3;
+  assign \$73  = st_cmd[175:168] > 3'h4;
+  assign \$74  = st_cmd[175:168] > 3'h5;
+  assign \$75  = st_cmd[175:168] > 3'h6;
+  assign \$76  = st_cmd[175:168] > 3'h7;
+  assign \$77  = st_cmd[175:168] > 4'h8;
+  assign \$78  = st_cmd[175:168] > 4'h9;
+  assign \$79  = st_cmd[175:168] > 4'ha;
+  assign \$80  = st_cmd[175:168] > 4'hb;
+  assign \$81  = st_cmd[175:168] > 4'hc;
+  assign \$82  = st_cmd[175:168] > 4'hd;
+  assign \$83  = st_cmd[175:168] > 4'he;
+  assign \$84  = st_cmd[175:168] > 4'hf;
+  assign \$85  = st_run & st_w_row_valid;
+  assign \$86  = | st_w_credit;
+  assign st_wvalid = \$85  & \$86 ;
+  assign \$87  = st_w_nbeats - 1'h1;
+  assign st_w_row_end = st_w_beat == \$87 ;
+  assign \$88  = st_w_addr12 == 12'hff8;
+  assign \$89  = st_w_row_end | \$88 ;
+  assign \$90  = st_w_bib == 4'hf;
+  assign st_wlast = \$89  | \$90 ;
   assign st_whs = st_wvalid & up__wready;
-  assign \$90  = st_run & st_w_active;
-  assign \$91  = \$90  & st_rbuf_valid;
-  assign \$92  = ~ st_w_row_valid;
-  assign \$93  = st_whs & st_w_row_end;
-  assign \$94  = \$92  | \$93 ;
-  assign st_w_take = \$91  & \$94 ;
-  assign \$350  = st_w_beat * 7'h40;
-  assign up__wdata = st_wbuf >> \$350 ;
-  assign \$353  = st_w_beat * 4'h8;
-  assign up__wstrb = st_wstrb_buf >> \$353 ;
-  assign \$95  = 1'h0 + up__wstrb[0];
-  assign \$96  = \$95  + up__wstrb[1];
-  assign \$97  = \$96  + up__wstrb[2];
-  assign \$98  = \$97  + up__wstrb[3];
-  assign \$99  = \$98  + up__wstrb[4];
-  assign \$100  = \$99  + up__wstrb[5];
-  assign \$101  = \$100  + up__wstrb[6];
-  assign \$102  = \$101  + up__wstrb[7];
-  assign \$103  = st_whs ? \$102  : 9'h000;
-  assign \$104  = st_cmd[180:176] * 4'h8;
-  assign \$105  = st_rq0 >> \$104 ;
-  assign st_shifted = \$105  & { \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68  };
-  assign \$106  = ~ st_aw_valid;
-  assign \$107  = ! st_w_credit;
-  assign \$108  = \$106  & \$107 ;
-  assign \$109  = ! st_b_out;
-  assign \$110  = \$108  & \$109 ;
-  assign \$111  = ~ st_aw_it_active;
-  assign \$112  = ~ st_w_active;
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = ~ st_w_row_valid;
-  assign \$115  = \$113  & \$114 ;
-  assign \$116  = st_drain | \$115 ;
-  assign st_finished = \$110  & \$116 ;
-  assign \$117  = ! dma_store_fsm_state;
-  assign \$118  = dma_store_fsm_state == 1'h1;
-  assign \$119  = dma_store_fsm_state == 2'h2;
-  assign \$120  = dma_store_fsm_state == 2'h3;
-  assign \$121  = dma_store_fsm_state == 3'h4;
-  assign \$122  = dma_store_fsm_state == 3'h5;
-  assign \$123  = \$41 [4:0] - 1'h1;
-  assign \$124  = st_aw_beats_left == \$41 [4:0];
-  assign \$125  = st_aw_it_r > 1'h1;
-  assign \$126  = st_aw_it_r - 1'h1;
-  assign \$127  = st_aw_it_p - 1'h1;
-  assign \$130  = \$31 [2:0] + st_cmd[175:168];
-  assign \$131  = \$130  + 3'h7;
-  assign \$134  = st_aw_beat_addr + \$133 ;
-  assign \$135  = st_aw_beats_left - \$41 [4:0];
-  assign \$136  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$137  = st_rd_en & \$136 ;
-  assign \$138  = st_rq_n + st_rd_inflight2;
-  assign \$139  = \$138  - st_w_take;
-  assign \$140  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$141  = st_rd_en & \$140 ;
-  assign \$142  = st_rd_r > 1'h1;
-  assign \$143  = st_rd_r - 1'h1;
-  assign \$144  = st_rd_p - 1'h1;
-  assign \$145  = st_rq_n - st_w_take;
-  assign \$146  = ! \$145 ;
-  assign \$147  = st_rd_inflight2 & \$146 ;
-  assign \$148  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
-  assign \$149  = st_rq_n - st_w_take;
-  assign \$150  = \$149  == 1'h1;
-  assign \$151  = st_rd_inflight2 & \$150 ;
-  assign \$152  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
-  assign \$153  = st_rq_n - st_w_take;
-  assign \$154  = \$153  == 2'h2;
-  assign \$155  = st_rd_inflight2 & \$154 ;
-  assign \$156  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
-  assign \$157  = st_w_beat + 1'h1;
-  assign \$158  = st_w_addr12 + 4'h8;
-  assign \$159  = st_w_bib + 1'h1;
-  assign \$160  = st_wlast ? 5'h00 : \$159 ;
-  assign \$161  = st_w_row0[2:0] * 4'h8;
-  assign \$162  = st_shifted << \$161 ;
-  assign \$163  = { \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68  } << st_w_row0[2:0];
-  assign \$164  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$165  = \$164  + 3'h7;
-  assign \$169  = st_w_r > 1'h1;
-  assign \$170  = st_w_r - 1'h1;
-  assign \$171  = st_w_p - 1'h1;
-  assign \$172  = st_w_credit + st_aw_issue;
-  assign \$173  = st_whs & st_wlast;
-  assign \$174  = \$172  - \$173 ;
-  assign \$175  = st_b_out + st_aw_issue;
-  assign \$177  = \$175  - \$176 ;
-  assign \$179  = st_run & \$178 ;
-  assign \$180  = \$179  & up__bresp[1];
-  assign \$181  = ~ st_drain;
-  assign \$182  = \$180  & \$181 ;
-  assign \$183  = up__bresp == 2'h3;
-  assign \$184  = \$183  ? 8'h07 : 8'h06;
-  assign \$185  = \$2 [15:0] * st_cmd[167:148];
-  assign \$186  = \$1 [15:0] * st_cmd[147:132];
-  assign \$187  = \$2 [15:0] * st_cmd[111:80];
-  assign \$188  = \$1 [15:0] * st_cmd[79:48];
-  assign \$189  = ! store__error;
-  assign \$190  = | st_cmd[175:168];
-  assign \$191  = \$189  & \$190 ;
-  assign \$192  = | st_cmd[175:168];
-  assign \$195  = st_cmd[2:0] + st_cmd[175:168];
-  assign \$196  = \$195  + 3'h7;
-  assign \$198  = st_drain ? store__error : 8'h10;
+  assign \$91  = st_run & st_w_active;
+  assign \$92  = \$91  & st_rbuf_valid;
+  assign \$93  = ~ st_w_row_valid;
+  assign \$94  = st_whs & st_w_row_end;
+  assign \$95  = \$93  | \$94 ;
+  assign st_w_take = \$92  & \$95 ;
+  assign \$358  = st_w_beat * 7'h40;
+  assign up__wdata = st_wbuf >> \$358 ;
+  assign \$361  = st_w_beat * 4'h8;
+  assign up__wstrb = st_wstrb_buf >> \$361 ;
+  assign \$96  = 1'h0 + up__wstrb[0];
+  assign \$97  = \$96  + up__wstrb[1];
+  assign \$98  = \$97  + up__wstrb[2];
+  assign \$99  = \$98  + up__wstrb[3];
+  assign \$100  = \$99  + up__wstrb[4];
+  assign \$101  = \$100  + up__wstrb[5];
+  assign \$102  = \$101  + up__wstrb[6];
+  assign \$103  = \$102  + up__wstrb[7];
+  assign \$104  = st_whs ? \$103  : 9'h000;
+  assign \$105  = st_cmd[180:176] * 4'h8;
+  assign \$106  = st_rq0 >> \$105 ;
+  assign st_shifted = \$106  & { \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69  };
+  assign \$107  = ~ st_aw_valid;
+  assign \$108  = ! st_w_credit;
+  assign \$109  = \$107  & \$108 ;
+  assign \$110  = ! st_b_out;
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = ~ st_aw_it_active;
+  assign \$113  = ~ st_w_active;
+  assign \$114  = \$112  & \$113 ;
+  assign \$115  = ~ st_w_row_valid;
+  assign \$116  = \$114  & \$115 ;
+  assign \$117  = st_drain | \$116 ;
+  assign st_finished = \$111  & \$117 ;
+  assign \$118  = ! dma_store_fsm_state;
+  assign \$119  = dma_store_fsm_state == 1'h1;
+  assign \$120  = dma_store_fsm_state == 2'h2;
+  assign \$121  = dma_store_fsm_state == 2'h3;
+  assign \$122  = dma_store_fsm_state == 3'h4;
+  assign \$123  = dma_store_fsm_state == 3'h5;
+  assign \$124  = \$41 [4:0] - 1'h1;
+  assign \$125  = st_aw_beats_left == \$41 [4:0];
+  assign \$126  = st_aw_it_r > 1'h1;
+  assign \$127  = st_aw_it_r - 1'h1;
+  assign \$128  = st_aw_it_p - 1'h1;
+  assign \$131  = \$31 [2:0] + st_cmd[175:168];
+  assign \$132  = \$131  + 3'h7;
+  assign \$135  = st_aw_beat_addr + \$134 ;
+  assign \$136  = st_aw_beats_left - \$41 [4:0];
+  assign \$137  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$138  = st_rd_en & \$137 ;
+  assign \$139  = st_rq_n + st_rd_inflight3;
+  assign \$140  = \$139  - st_w_take;
+  assign \$141  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$142  = st_rd_en & \$141 ;
+  assign \$143  = st_rd_r > 1'h1;
+  assign \$144  = st_rd_r - 1'h1;
+  assign \$145  = st_rd_p - 1'h1;
+  assign \$146  = st_rq_n - st_w_take;
+  assign \$147  = ! \$146 ;
+  assign \$148  = st_rd_inflight3 & \$147 ;
+  assign \$149  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
+  assign \$150  = st_rq_n - st_w_take;
+  assign \$151  = \$150  == 1'h1;
+  assign \$152  = st_rd_inflight3 & \$151 ;
+  assign \$153  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
+  assign \$154  = st_rq_n - st_w_take;
+  assign \$155  = \$154  == 2'h2;
+  assign \$156  = st_rd_inflight3 & \$155 ;
+  assign \$157  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
+  assign \$158  = st_rq_n - st_w_take;
+  assign \$159  = \$158  == 2'h3;
+  assign \$160  = st_rd_inflight3 & \$159 ;
+  assign \$161  = st_cmd[216] ? acc_rd__data : { 96'h000000000000000000000000, spad_rd__data };
+  assign \$162  = st_w_beat + 1'h1;
+  assign \$163  = st_w_addr12 + 4'h8;
+  assign \$164  = st_w_bib + 1'h1;
+  assign \$165  = st_wlast ? 5'h00 : \$164 ;
+  assign \$166  = st_w_row0[2:0] * 4'h8;
+  assign \$167  = st_shifted << \$166 ;
+  assign \$168  = { \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69  } << st_w_row0[2:0];
+  assign \$169  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$170  = \$169  + 3'h7;
+  assign \$174  = st_w_r > 1'h1;
+  assign \$175  = st_w_r - 1'h1;
+  assign \$176  = st_w_p - 1'h1;
+  assign \$177  = st_w_credit + st_aw_issue;
+  assign \$178  = st_whs & st_wlast;
+  assign \$179  = \$177  - \$178 ;
+  assign \$180  = st_b_out + st_aw_issue;
+  assign \$182  = \$180  - \$181 ;
+  assign \$184  = st_run & \$183 ;
+  assign \$185  = \$184  & up__bresp[1];
+  assign \$186  = ~ st_drain;
+  assign \$187  = \$185  & \$186 ;
+  assign \$188  = up__bresp == 2'h3;
+  assign \$189  = \$188  ? 8'h07 : 8'h06;
+  assign \$190  = \$2 [15:0] * st_cmd[167:148];
+  assign \$191  = \$1 [15:0] * st_cmd[147:132];
+  assign \$192  = \$2 [15:0] * st_cmd[111:80];
+  assign \$193  = \$1 [15:0] * st_cmd[79:48];
+  assign \$194  = ! store__error;
+  assign \$195  = | st_cmd[175:168];
+  assign \$196  = \$194  & \$195 ;
+  assign \$197  = | st_cmd[175:168];
+  assign \$200  = st_cmd[2:0] + st_cmd[175:168];
+  assign \$201  = \$200  + 3'h7;
+  assign \$203  = st_drain ? store__error : 8'h10;
   always @(posedge clk)
-    up__awaddr <= \$199 ;
+    up__awaddr <= \$204 ;
   always @(posedge clk)
-    up__awlen <= \$200 ;
+    up__awlen <= \$205 ;
   always @(posedge clk)
-    st_aw_valid <= \$201 ;
+    st_aw_valid <= \$206 ;
   always @(posedge clk)
-    st_aw_it_row0 <= \$202 ;
+    st_aw_it_row0 <= \$207 ;
   always @(posedge clk)
-    st_aw_it_r <= \$203 ;
+    st_aw_it_r <= \$208 ;
   always @(posedge clk)
-    st_aw_it_p <= \$204 ;
+    st_aw_it_p <= \$209 ;
   always @(posedge clk)
-    st_aw_it_plane0 <= \$205 ;
+    st_aw_it_plane0 <= \$210 ;
   always @(posedge clk)
-    st_aw_it_active <= \$206 ;
+    st_aw_it_active <= \$211 ;
   always @(posedge clk)
-    st_aw_beat_addr <= \$207 ;
+    st_aw_beat_addr <= \$212 ;
   always @(posedge clk)
-    st_aw_beats_left <= \$208 ;
+    st_aw_beats_left <= \$213 ;
   always @(posedge clk)
-    st_rd_inflight1 <= \$209 ;
+    st_rd_inflight1 <= \$214 ;
   always @(posedge clk)
-    st_rq_n <= \$210 ;
+    st_rq_n <= \$215 ;
   always @(posedge clk)
-    st_rd_inflight2 <= \$211 ;
+    st_rd_inflight2 <= \$216 ;
   always @(posedge clk)
-    st_rd_row0 <= \$212 ;
+    st_rd_inflight3 <= \$217 ;
   always @(posedge clk)
-    st_rd_r <= \$213 ;
+    st_rd_row0 <= \$218 ;
   always @(posedge clk)
-    st_rd_p <= \$214 ;
+    st_rd_r <= \$219 ;
   always @(posedge clk)
-    st_rd_plane0 <= \$215 ;
+    st_rd_p <= \$220 ;
   always @(posedge clk)
-    st_rd_active <= \$216 ;
+    st_rd_plane0 <= \$221 ;
   always @(posedge clk)
-    st_rq0 <= \$217 ;
+    st_rd_active <= \$222 ;
   always @(posedge clk)
-    st_rq1 <= \$218 ;
+    st_rq0 <= \$223 ;
   always @(posedge clk)
-    st_rq2 <= \$219 ;
+    st_rq1 <= \$224 ;
   always @(posedge clk)
-    st_w_beat <= \$220 ;
+    st_rq2 <= \$225 ;
   always @(posedge clk)
-    st_w_addr12 <= \$221 ;
+    st_rq3 <= \$226 ;
   always @(posedge clk)
-    st_w_bib <= \$222 ;
+    st_w_beat <= \$227 ;
   always @(posedge clk)
-    st_w_row_valid <= \$223 ;
+    st_w_addr12 <= \$228 ;
   always @(posedge clk)
-    st_wbuf <= \$224 ;
+    st_w_bib <= \$229 ;
   always @(posedge clk)
-    st_wstrb_buf <= \$225 ;
+    st_w_row_valid <= \$230 ;
   always @(posedge clk)
-    st_w_nbeats <= \$226 ;
+    st_wbuf <= \$231 ;
   always @(posedge clk)
-    st_w_row0 <= \$227 ;
+    st_wstrb_buf <= \$232 ;
   always @(posedge clk)
-    st_w_r <= \$228 ;
+    st_w_nbeats <= \$233 ;
   always @(posedge clk)
-    st_w_p <= \$229 ;
+    st_w_row0 <= \$234 ;
   always @(posedge clk)
-    st_w_plane0 <= \$230 ;
+    st_w_r <= \$235 ;
   always @(posedge clk)
-    st_w_active <= \$231 ;
+    st_w_p <= \$236 ;
   always @(posedge clk)
-    st_w_credit <= \$232 ;
+    st_w_plane0 <= \$237 ;
   always @(posedge clk)
-    st_b_out <= \$233 ;
+    st_w_active <= \$238 ;
   always @(posedge clk)
-    st_drain <= \$234 ;
+    st_w_credit <= \$239 ;
   always @(posedge clk)
-    store__error <= \$235 ;
+    st_b_out <= \$240 ;
   always @(posedge clk)
-    st_cmd <= \$236 ;
+    st_drain <= \$241 ;
   always @(posedge clk)
-    st_window <= \$237 ;
+    store__error <= \$242 ;
   always @(posedge clk)
-    dma_store_fsm_state <= \$238 ;
+    st_cmd <= \$243 ;
   always @(posedge clk)
-    st_local_plane_stride_x <= \$239 ;
+    st_window <= \$244 ;
   always @(posedge clk)
-    st_local_row_stride_x <= \$240 ;
+    dma_store_fsm_state <= \$245 ;
   always @(posedge clk)
-    st_host_plane_stride_x <= \$241 ;
+    st_local_plane_stride_x <= \$246 ;
   always @(posedge clk)
-    st_host_row_stride_x <= \$242 ;
+    st_local_row_stride_x <= \$247 ;
+  always @(posedge clk)
+    st_host_plane_stride_x <= \$248 ;
+  always @(posedge clk)
+    st_host_row_stride_x <= \$249 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     (* full_case = 32'd1 *)
@@ -20845,37 +20902,37 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$199  = up__awaddr;
+    \$204  = up__awaddr;
     if (st_aw_issue) begin
-      \$199  = st_aw_beat_addr;
+      \$204  = st_aw_beat_addr;
     end
     if (store_reset) begin
-      \$199  = 32'd0;
+      \$204  = 32'd0;
     end
     if (rst) begin
-      \$199  = 32'd0;
+      \$204  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$200  = up__awlen;
+    \$205  = up__awlen;
     if (st_aw_issue) begin
-      \$200  = { \$123 [5], \$123 [5], \$123  };
+      \$205  = { \$124 [5], \$124 [5], \$124  };
     end
     if (store_reset) begin
-      \$200  = 8'h00;
+      \$205  = 8'h00;
     end
     if (rst) begin
-      \$200  = 8'h00;
+      \$205  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$201  = st_aw_valid;
+    \$206  = st_aw_valid;
     if (st_aw_issue) begin
-      \$201  = 1'h1;
+      \$206  = 1'h1;
     end else if (up__awready) begin
-      \$201  = 1'h0;
+      \$206  = 1'h0;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -20885,28 +20942,28 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$191 ) begin
-            \$201  = 1'h0;
+          if (\$196 ) begin
+            \$206  = 1'h0;
           end
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$201  = 1'h0;
+            \$206  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$201  = 1'h0;
+      \$206  = 1'h0;
     end
     if (rst) begin
-      \$201  = 1'h0;
+      \$206  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$202  = st_aw_it_row0;
+    \$207  = st_aw_it_row0;
     if (st_aw_issue) begin
-      if (\$124 ) begin
-        \$202  = \$31 [31:0];
+      if (\$125 ) begin
+        \$207  = \$31 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20917,27 +20974,27 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$191 ) begin
-            \$202  = st_cmd[31:0];
+          if (\$196 ) begin
+            \$207  = st_cmd[31:0];
           end
     endcase
     if (store_reset) begin
-      \$202  = 32'd0;
+      \$207  = 32'd0;
     end
     if (rst) begin
-      \$202  = 32'd0;
+      \$207  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$203  = st_aw_it_r;
+    \$208  = st_aw_it_r;
     if (st_aw_issue) begin
-      if (\$124 ) begin
+      if (\$125 ) begin
         (* full_case = 32'd1 *)
-        if (\$125 ) begin
-          \$203  = \$126 [15:0];
+        if (\$126 ) begin
+          \$208  = \$127 [15:0];
         end else begin
-          \$203  = st_cmd[199:184];
+          \$208  = st_cmd[199:184];
         end
       end
     end
@@ -20949,26 +21006,26 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$191 ) begin
-            \$203  = st_cmd[199:184];
+          if (\$196 ) begin
+            \$208  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$203  = 16'h0000;
+      \$208  = 16'h0000;
     end
     if (rst) begin
-      \$203  = 16'h0000;
+      \$208  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$204  = st_aw_it_p;
+    \$209  = st_aw_it_p;
     if (st_aw_issue) begin
-      if (\$124 ) begin
+      if (\$125 ) begin
         (* full_case = 32'd1 *)
-        if (\$125 ) begin
+        if (\$126 ) begin
         end else begin
-          \$204  = \$127 [15:0];
+          \$209  = \$128 [15:0];
         end
       end
     end
@@ -20980,26 +21037,26 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$191 ) begin
-            \$204  = st_cmd[215:200];
+          if (\$196 ) begin
+            \$209  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$204  = 16'h0000;
+      \$209  = 16'h0000;
     end
     if (rst) begin
-      \$204  = 16'h0000;
+      \$209  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$205  = st_aw_it_plane0;
+    \$210  = st_aw_it_plane0;
     if (st_aw_issue) begin
-      if (\$124 ) begin
+      if (\$125 ) begin
         (* full_case = 32'd1 *)
-        if (\$125 ) begin
+        if (\$126 ) begin
         end else begin
-          \$205  = \$31 [31:0];
+          \$210  = \$31 [31:0];
         end
       end
     end
@@ -21011,24 +21068,24 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$191 ) begin
-            \$205  = st_cmd[31:0];
+          if (\$196 ) begin
+            \$210  = st_cmd[31:0];
           end
     endcase
     if (store_reset) begin
-      \$205  = 32'd0;
+      \$210  = 32'd0;
     end
     if (rst) begin
-      \$205  = 32'd0;
+      \$210  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$206  = st_aw_it_active;
+    \$211  = st_aw_it_active;
     if (st_aw_issue) begin
-      if (\$124 ) begin
+      if (\$125 ) begin
         if (st_aw_it_last) begin
-          \$206  = 1'h0;
+          \$211  = 1'h0;
         end
       end
     end
@@ -21040,110 +21097,10 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$191 ) begin
-            \$206  = \$192 ;
+          if (\$196 ) begin
+            \$211  = \$197 ;
           end
     endcase
-    if (store_reset) begin
-      \$206  = 1'h0;
-    end
-    if (rst) begin
-      \$206  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$207  = st_aw_beat_addr;
-    if (st_aw_issue) begin
-      (* full_case = 32'd1 *)
-      if (\$124 ) begin
-        \$207  = \$129 ;
-      end else begin
-        \$207  = \$134 [31:0];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (\$191 ) begin
-            \$207  = \$194 ;
-          end
-    endcase
-    if (store_reset) begin
-      \$207  = 32'd0;
-    end
-    if (rst) begin
-      \$207  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$208  = st_aw_beats_left;
-    if (st_aw_issue) begin
-      (* full_case = 32'd1 *)
-      if (\$124 ) begin
-        \$208  = \$132 [1:0];
-      end else begin
-        \$208  = \$135 [1:0];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (\$191 ) begin
-            \$208  = \$197 [1:0];
-          end
-    endcase
-    if (store_reset) begin
-      \$208  = 2'h0;
-    end
-    if (rst) begin
-      \$208  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$209  = \$137 ;
-    if (store_reset) begin
-      \$209  = 1'h0;
-    end
-    if (rst) begin
-      \$209  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$210  = \$139 [1:0];
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \$210  = 2'h0;
-    endcase
-    if (store_reset) begin
-      \$210  = 2'h0;
-    end
-    if (rst) begin
-      \$210  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$211  = st_rd_inflight1;
     if (store_reset) begin
       \$211  = 1'h0;
     end
@@ -21153,38 +21110,13 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$212  = st_rd_row0;
-    if (\$141 ) begin
-      \$212  = \$52 [13:0];
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (\$191 ) begin
-            \$212  = st_cmd[125:112];
-          end
-    endcase
-    if (store_reset) begin
-      \$212  = 14'h0000;
-    end
-    if (rst) begin
-      \$212  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$213  = st_rd_r;
-    if (\$141 ) begin
+    \$212  = st_aw_beat_addr;
+    if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$142 ) begin
-        \$213  = \$143 [15:0];
+      if (\$125 ) begin
+        \$212  = \$130 ;
       end else begin
-        \$213  = st_cmd[199:184];
+        \$212  = \$135 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21195,25 +21127,26 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$191 ) begin
-            \$213  = st_cmd[199:184];
+          if (\$196 ) begin
+            \$212  = \$199 ;
           end
     endcase
     if (store_reset) begin
-      \$213  = 16'h0000;
+      \$212  = 32'd0;
     end
     if (rst) begin
-      \$213  = 16'h0000;
+      \$212  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$214  = st_rd_p;
-    if (\$141 ) begin
+    \$213  = st_aw_beats_left;
+    if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$142 ) begin
+      if (\$125 ) begin
+        \$213  = \$133 [1:0];
       end else begin
-        \$214  = \$144 [15:0];
+        \$213  = \$136 [1:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21224,25 +21157,101 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$191 ) begin
-            \$214  = st_cmd[215:200];
+          if (\$196 ) begin
+            \$213  = \$202 [1:0];
           end
     endcase
     if (store_reset) begin
-      \$214  = 16'h0000;
+      \$213  = 2'h0;
     end
     if (rst) begin
-      \$214  = 16'h0000;
+      \$213  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$215  = st_rd_plane0;
-    if (\$141 ) begin
+    \$214  = \$138 ;
+    if (store_reset) begin
+      \$214  = 1'h0;
+    end
+    if (rst) begin
+      \$214  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$215  = \$140 [2:0];
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$215  = 3'h0;
+    endcase
+    if (store_reset) begin
+      \$215  = 3'h0;
+    end
+    if (rst) begin
+      \$215  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$216  = st_rd_inflight1;
+    if (store_reset) begin
+      \$216  = 1'h0;
+    end
+    if (rst) begin
+      \$216  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$217  = st_rd_inflight2;
+    if (store_reset) begin
+      \$217  = 1'h0;
+    end
+    if (rst) begin
+      \$217  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$218  = st_rd_row0;
+    if (\$142 ) begin
+      \$218  = \$52 [13:0];
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$196 ) begin
+            \$218  = st_cmd[125:112];
+          end
+    endcase
+    if (store_reset) begin
+      \$218  = 14'h0000;
+    end
+    if (rst) begin
+      \$218  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$219  = st_rd_r;
+    if (\$142 ) begin
       (* full_case = 32'd1 *)
-      if (\$142 ) begin
+      if (\$143 ) begin
+        \$219  = \$144 [15:0];
       end else begin
-        \$215  = \$52 [13:0];
+        \$219  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21253,23 +21262,81 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$191 ) begin
-            \$215  = st_cmd[125:112];
+          if (\$196 ) begin
+            \$219  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$215  = 14'h0000;
+      \$219  = 16'h0000;
     end
     if (rst) begin
-      \$215  = 14'h0000;
+      \$219  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$216  = st_rd_active;
-    if (\$141 ) begin
+    \$220  = st_rd_p;
+    if (\$142 ) begin
+      (* full_case = 32'd1 *)
+      if (\$143 ) begin
+      end else begin
+        \$220  = \$145 [15:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$196 ) begin
+            \$220  = st_cmd[215:200];
+          end
+    endcase
+    if (store_reset) begin
+      \$220  = 16'h0000;
+    end
+    if (rst) begin
+      \$220  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$221  = st_rd_plane0;
+    if (\$142 ) begin
+      (* full_case = 32'd1 *)
+      if (\$143 ) begin
+      end else begin
+        \$221  = \$52 [13:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$196 ) begin
+            \$221  = st_cmd[125:112];
+          end
+    endcase
+    if (store_reset) begin
+      \$221  = 14'h0000;
+    end
+    if (rst) begin
+      \$221  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$222  = st_rd_active;
+    if (\$142 ) begin
       if (st_rd_last) begin
-        \$216  = 1'h0;
+        \$222  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21280,99 +21347,115 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$191 ) begin
-            \$216  = 1'h1;
+          if (\$196 ) begin
+            \$222  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$216  = 1'h0;
+      \$222  = 1'h0;
     end
     if (rst) begin
-      \$216  = 1'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$217  = st_rq0;
+    \$223  = st_rq0;
     if (st_w_take) begin
-      \$217  = st_rq1;
+      \$223  = st_rq1;
     end
-    if (\$147 ) begin
-      \$217  = \$148 ;
+    if (\$148 ) begin
+      \$223  = \$149 ;
     end
     if (store_reset) begin
-      \$217  = 128'h00000000000000000000000000000000;
+      \$223  = 128'h00000000000000000000000000000000;
     end
     if (rst) begin
-      \$217  = 128'h00000000000000000000000000000000;
+      \$223  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$218  = st_rq1;
+    \$224  = st_rq1;
     if (st_w_take) begin
-      \$218  = st_rq2;
+      \$224  = st_rq2;
     end
-    if (\$151 ) begin
-      \$218  = \$152 ;
+    if (\$152 ) begin
+      \$224  = \$153 ;
     end
     if (store_reset) begin
-      \$218  = 128'h00000000000000000000000000000000;
+      \$224  = 128'h00000000000000000000000000000000;
     end
     if (rst) begin
-      \$218  = 128'h00000000000000000000000000000000;
+      \$224  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$219  = st_rq2;
-    if (\$155 ) begin
-      \$219  = \$156 ;
+    \$225  = st_rq2;
+    if (st_w_take) begin
+      \$225  = st_rq3;
+    end
+    if (\$156 ) begin
+      \$225  = \$157 ;
     end
     if (store_reset) begin
-      \$219  = 128'h00000000000000000000000000000000;
+      \$225  = 128'h00000000000000000000000000000000;
     end
     if (rst) begin
-      \$219  = 128'h00000000000000000000000000000000;
+      \$225  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$220  = st_w_beat;
+    \$226  = st_rq3;
+    if (\$160 ) begin
+      \$226  = \$161 ;
+    end
+    if (store_reset) begin
+      \$226  = 128'h00000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$226  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$227  = st_w_beat;
     if (st_whs) begin
-      \$220  = \$157 [1:0];
+      \$227  = \$162 [1:0];
     end
     if (st_w_take) begin
-      \$220  = 2'h0;
+      \$227  = 2'h0;
     end
     if (store_reset) begin
-      \$220  = 2'h0;
+      \$227  = 2'h0;
     end
     if (rst) begin
-      \$220  = 2'h0;
+      \$227  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$221  = st_w_addr12;
+    \$228  = st_w_addr12;
     if (st_whs) begin
-      \$221  = \$158 [11:0];
+      \$228  = \$163 [11:0];
     end
     if (st_w_take) begin
-      \$221  = \$168 ;
+      \$228  = \$173 ;
     end
     if (store_reset) begin
-      \$221  = 12'h000;
+      \$228  = 12'h000;
     end
     if (rst) begin
-      \$221  = 12'h000;
+      \$228  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$222  = st_w_bib;
+    \$229  = st_w_bib;
     if (st_whs) begin
-      \$222  = \$160 [3:0];
+      \$229  = \$165 [3:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21382,25 +21465,25 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          \$222  = 4'h0;
+          \$229  = 4'h0;
     endcase
     if (store_reset) begin
-      \$222  = 4'h0;
+      \$229  = 4'h0;
     end
     if (rst) begin
-      \$222  = 4'h0;
+      \$229  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$223  = st_w_row_valid;
+    \$230  = st_w_row_valid;
     if (st_whs) begin
       if (st_w_row_end) begin
-        \$223  = 1'h0;
+        \$230  = 1'h0;
       end
     end
     if (st_w_take) begin
-      \$223  = 1'h1;
+      \$230  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21410,64 +21493,64 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          \$223  = 1'h0;
+          \$230  = 1'h0;
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$223  = 1'h0;
+            \$230  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$223  = 1'h0;
+      \$230  = 1'h0;
     end
     if (rst) begin
-      \$223  = 1'h0;
+      \$230  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$224  = st_wbuf;
+    \$231  = st_wbuf;
     if (st_w_take) begin
-      \$224  = \$162 [191:0];
+      \$231  = \$167 [191:0];
     end
     if (store_reset) begin
-      \$224  = 192'h000000000000000000000000000000000000000000000000;
+      \$231  = 192'h000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$224  = 192'h000000000000000000000000000000000000000000000000;
+      \$231  = 192'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$225  = st_wstrb_buf;
+    \$232  = st_wstrb_buf;
     if (st_w_take) begin
-      \$225  = { 1'h0, \$163  };
+      \$232  = { 1'h0, \$168  };
     end
     if (store_reset) begin
-      \$225  = 24'h000000;
+      \$232  = 24'h000000;
     end
     if (rst) begin
-      \$225  = 24'h000000;
+      \$232  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$226  = st_w_nbeats;
+    \$233  = st_w_nbeats;
     if (st_w_take) begin
-      \$226  = \$166 [1:0];
+      \$233  = \$171 [1:0];
     end
     if (store_reset) begin
-      \$226  = 2'h0;
+      \$233  = 2'h0;
     end
     if (rst) begin
-      \$226  = 2'h0;
+      \$233  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$227  = st_w_row0;
+    \$234  = st_w_row0;
     if (st_w_take) begin
-      \$227  = \$65 [11:0];
+      \$234  = \$66 [11:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21477,26 +21560,26 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$191 ) begin
-            \$227  = st_cmd[11:0];
+          if (\$196 ) begin
+            \$234  = st_cmd[11:0];
           end
     endcase
     if (store_reset) begin
-      \$227  = 12'h000;
+      \$234  = 12'h000;
     end
     if (rst) begin
-      \$227  = 12'h000;
+      \$234  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$228  = st_w_r;
+    \$235  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$169 ) begin
-        \$228  = \$170 [15:0];
+      if (\$174 ) begin
+        \$235  = \$175 [15:0];
       end else begin
-        \$228  = st_cmd[199:184];
+        \$235  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21507,25 +21590,25 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$191 ) begin
-            \$228  = st_cmd[199:184];
+          if (\$196 ) begin
+            \$235  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$228  = 16'h0000;
+      \$235  = 16'h0000;
     end
     if (rst) begin
-      \$228  = 16'h0000;
+      \$235  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$229  = st_w_p;
+    \$236  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$169 ) begin
+      if (\$174 ) begin
       end else begin
-        \$229  = \$171 [15:0];
+        \$236  = \$176 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21536,25 +21619,25 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$191 ) begin
-            \$229  = st_cmd[215:200];
+          if (\$196 ) begin
+            \$236  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$229  = 16'h0000;
+      \$236  = 16'h0000;
     end
     if (rst) begin
-      \$229  = 16'h0000;
+      \$236  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$230  = st_w_plane0;
+    \$237  = st_w_plane0;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$169 ) begin
+      if (\$174 ) begin
       end else begin
-        \$230  = \$65 [11:0];
+        \$237  = \$66 [11:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21565,23 +21648,23 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$191 ) begin
-            \$230  = st_cmd[11:0];
+          if (\$196 ) begin
+            \$237  = st_cmd[11:0];
           end
     endcase
     if (store_reset) begin
-      \$230  = 12'h000;
+      \$237  = 12'h000;
     end
     if (rst) begin
-      \$230  = 12'h000;
+      \$237  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$231  = st_w_active;
+    \$238  = st_w_active;
     if (st_w_take) begin
       if (st_w_last) begin
-        \$231  = 1'h0;
+        \$238  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21592,20 +21675,20 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$191 ) begin
-            \$231  = 1'h1;
+          if (\$196 ) begin
+            \$238  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$231  = 1'h0;
+      \$238  = 1'h0;
     end
     if (rst) begin
-      \$231  = 1'h0;
+      \$238  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$232  = \$174 [2:0];
+    \$239  = \$179 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21618,19 +21701,19 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$232  = 3'h0;
+            \$239  = 3'h0;
           end
     endcase
     if (store_reset) begin
-      \$232  = 3'h0;
+      \$239  = 3'h0;
     end
     if (rst) begin
-      \$232  = 3'h0;
+      \$239  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$233  = \$177 [2:0];
+    \$240  = \$182 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21643,21 +21726,21 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$233  = 3'h0;
+            \$240  = 3'h0;
           end
     endcase
     if (store_reset) begin
-      \$233  = 3'h0;
+      \$240  = 3'h0;
     end
     if (rst) begin
-      \$233  = 3'h0;
+      \$240  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$234  = st_drain;
-    if (\$182 ) begin
-      \$234  = 1'h1;
+    \$241  = st_drain;
+    if (\$187 ) begin
+      \$241  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21667,20 +21750,20 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          \$234  = 1'h0;
+          \$241  = 1'h0;
     endcase
     if (store_reset) begin
-      \$234  = 1'h0;
+      \$241  = 1'h0;
     end
     if (rst) begin
-      \$234  = 1'h0;
+      \$241  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$235  = store__error;
-    if (\$182 ) begin
-      \$235  = \$184 ;
+    \$242  = store__error;
+    if (\$187 ) begin
+      \$242  = \$189 ;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21688,151 +21771,151 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          \$235  = st_chk_err;
+          \$242  = st_chk_err;
       3'h3:
           /* empty */;
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$235  = \$198 ;
+            \$242  = \$203 ;
           end
     endcase
     if (store_reset) begin
-      \$235  = 8'h00;
+      \$242  = 8'h00;
     end
     if (rst) begin
-      \$235  = 8'h00;
+      \$242  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$236  = st_cmd;
+    \$243  = st_cmd;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$236  = store__cmd__payload;
+            \$243  = store__cmd__payload;
           end
     endcase
     if (store_reset) begin
-      \$236  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$243  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$236  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$243  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$237  = st_window;
+    \$244  = st_window;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$237  = store_window;
+            \$244  = store_window;
           end
     endcase
     if (store_reset) begin
-      \$237  = 65'h00000000000000000;
+      \$244  = 65'h00000000000000000;
     end
     if (rst) begin
-      \$237  = 65'h00000000000000000;
+      \$244  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$238  = dma_store_fsm_state;
+    \$245  = dma_store_fsm_state;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$238  = 3'h1;
+            \$245  = 3'h1;
           end
       3'h1:
-          \$238  = 3'h2;
+          \$245  = 3'h2;
       3'h2:
-          \$238  = 3'h3;
+          \$245  = 3'h3;
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$191 ) begin
-            \$238  = 3'h4;
+          if (\$196 ) begin
+            \$245  = 3'h4;
           end else begin
-            \$238  = 3'h5;
+            \$245  = 3'h5;
           end
       3'h4:
           if (st_finished) begin
-            \$238  = 3'h5;
+            \$245  = 3'h5;
           end else if (timeout) begin
-            \$238  = 3'h5;
+            \$245  = 3'h5;
           end
       3'h5:
-          \$238  = 3'h0;
+          \$245  = 3'h0;
     endcase
     if (store_reset) begin
-      \$238  = 3'h0;
+      \$245  = 3'h0;
     end
     if (rst) begin
-      \$238  = 3'h0;
+      \$245  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$239  = st_local_plane_stride_x;
+    \$246  = st_local_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$239  = \$185 ;
+          \$246  = \$190 ;
     endcase
     if (store_reset) begin
-      \$239  = 36'h000000000;
+      \$246  = 36'h000000000;
     end
     if (rst) begin
-      \$239  = 36'h000000000;
+      \$246  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$240  = st_local_row_stride_x;
+    \$247  = st_local_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$240  = \$186 ;
+          \$247  = \$191 ;
     endcase
     if (store_reset) begin
-      \$240  = 32'd0;
+      \$247  = 32'd0;
     end
     if (rst) begin
-      \$240  = 32'd0;
+      \$247  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$241  = st_host_plane_stride_x;
+    \$248  = st_host_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$241  = \$187 ;
+          \$248  = \$192 ;
     endcase
     if (store_reset) begin
-      \$241  = 48'h000000000000;
+      \$248  = 48'h000000000000;
     end
     if (rst) begin
-      \$241  = 48'h000000000000;
+      \$248  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$242  = st_host_row_stride_x;
+    \$249  = st_host_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$242  = \$188 ;
+          \$249  = \$193 ;
     endcase
     if (store_reset) begin
-      \$242  = 48'h000000000000;
+      \$249  = 48'h000000000000;
     end
     if (rst) begin
-      \$242  = 48'h000000000000;
+      \$249  = 48'h000000000000;
     end
   end
   assign st_rows_m1 = \$1 [15:0];
@@ -21851,13 +21934,13 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign st_rd_nxt0 = \$52 [13:0];
   assign spad_rd__addr = st_rd_row0;
   assign acc_rd__addr = st_rd_row0[12:0];
-  assign st_w_nxt0 = \$65 [11:0];
-  assign st_rb_mask = { \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68  };
+  assign st_w_nxt0 = \$66 [11:0];
+  assign st_rb_mask = { \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69  };
   assign up__wvalid = st_wvalid;
   assign up__wlast = st_wlast;
   assign up__bready = 1'h1;
   assign st_err = store__error;
-  assign store_bytes = \$103 [7:0];
+  assign store_bytes = \$104 [7:0];
   assign \st_cmd.host_addr  = st_cmd[47:0];
   assign \st_cmd.host_row_stride  = st_cmd[79:48];
   assign \st_cmd.host_plane_stride  = st_cmd[111:80];
@@ -21889,21 +21972,21 @@ module \kaki_soc_4x4.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
   assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
-  assign \$128  = 32'd4294967288;
-  assign \$129 [2:0] = 3'h0;
-  assign \$129 [31:3] = \$31 [31:3];
-  assign \$132  = { 3'h0, \$131 [9:3] };
-  assign \$133  = { \$41 [4:0], 3'h0 };
-  assign \$166  = { 3'h0, \$165 [9:3] };
-  assign \$167  = 12'hff8;
-  assign \$168 [2:0] = 3'h0;
-  assign \$168 [11:3] = st_w_row0[11:3];
-  assign \$176  = up__bvalid;
-  assign \$178  = up__bvalid;
-  assign \$193  = 32'd4294967288;
-  assign \$194 [2:0] = 3'h0;
-  assign \$194 [31:3] = st_cmd[31:3];
-  assign \$197  = { 3'h0, \$196 [9:3] };
+  assign \$129  = 32'd4294967288;
+  assign \$130 [2:0] = 3'h0;
+  assign \$130 [31:3] = \$31 [31:3];
+  assign \$133  = { 3'h0, \$132 [9:3] };
+  assign \$134  = { \$41 [4:0], 3'h0 };
+  assign \$171  = { 3'h0, \$170 [9:3] };
+  assign \$172  = 12'hff8;
+  assign \$173 [2:0] = 3'h0;
+  assign \$173 [11:3] = st_w_row0[11:3];
+  assign \$181  = up__bvalid;
+  assign \$183  = up__bvalid;
+  assign \$198  = 32'd4294967288;
+  assign \$199 [2:0] = 3'h0;
+  assign \$199 [31:3] = st_cmd[31:3];
+  assign \$202  = { 3'h0, \$201 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -22792,7 +22875,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$57
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8264$16 , \port$8824$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8285$16 , \port$8845$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22836,10 +22919,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8264$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8264$16 ;
-  wire [15:0] \port$8264$16 ;
-  input [7:0] \port$8824$0 ;
-  wire [7:0] \port$8824$0 ;
+  input [15:0] \port$8285$16 ;
+  wire [15:0] \port$8285$16 ;
+  input [7:0] \port$8845$0 ;
+  wire [7:0] \port$8845$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22874,7 +22957,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8264$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8264$16 , \port$8824$0  };
+      storage[w_port__addr] <= { \port$8285$16 , \port$8845$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -22985,14 +23068,14 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8264$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8264$16 , \port$8824$0  };
-  assign w_data = { \port$8264$16 , \port$8824$0  };
+  assign w_port__data = { \port$8285$16 , \port$8845$0  };
+  assign w_data = { \port$8285$16 , \port$8845$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8266$16 , \port$8948$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8287$16 , \port$8973$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -23036,10 +23119,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8266
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8266$16 ;
-  wire [15:0] \port$8266$16 ;
-  input [7:0] \port$8948$0 ;
-  wire [7:0] \port$8948$0 ;
+  input [15:0] \port$8287$16 ;
+  wire [15:0] \port$8287$16 ;
+  input [7:0] \port$8973$0 ;
+  wire [7:0] \port$8973$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -23074,7 +23157,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8266
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8266$16 , \port$8948$0  };
+      storage[w_port__addr] <= { \port$8287$16 , \port$8973$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23185,16 +23268,16 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8266
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8266$16 , \port$8948$0  };
-  assign w_data = { \port$8266$16 , \port$8948$0  };
+  assign w_port__data = { \port$8287$16 , \port$8973$0  };
+  assign w_data = { \port$8287$16 , \port$8973$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
-, \port$5439$0 , \port$7576$0 , \port$7626$0 , \port$7676$0 , \port$7726$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8236$2 , bus__we, bus__wdata
+, \port$5439$0 , \port$7597$0 , \port$7647$0 , \port$7697$0 , \port$7747$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8257$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -24138,16 +24221,16 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5409$0 ;
   input [255:0] \port$5439$0 ;
   wire [255:0] \port$5439$0 ;
-  input [23:0] \port$7576$0 ;
-  wire [23:0] \port$7576$0 ;
-  input [23:0] \port$7626$0 ;
-  wire [23:0] \port$7626$0 ;
-  input [23:0] \port$7676$0 ;
-  wire [23:0] \port$7676$0 ;
-  input [23:0] \port$7726$0 ;
-  wire [23:0] \port$7726$0 ;
-  input [29:0] \port$8236$2 ;
-  wire [29:0] \port$8236$2 ;
+  input [23:0] \port$7597$0 ;
+  wire [23:0] \port$7597$0 ;
+  input [23:0] \port$7647$0 ;
+  wire [23:0] \port$7647$0 ;
+  input [23:0] \port$7697$0 ;
+  wire [23:0] \port$7697$0 ;
+  input [23:0] \port$7747$0 ;
+  wire [23:0] \port$7747$0 ;
+  input [29:0] \port$8257$2 ;
+  wire [29:0] \port$8257$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24311,79 +24394,79 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$8236$2 [9:0] == 6'h39;
+  assign \$111  = \port$8257$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$8236$2 [9:0] == 6'h3a;
+  assign \$113  = \port$8257$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$8236$2 [9:0] == 6'h3b;
+  assign \$115  = \port$8257$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$8236$2 [9:0] == 6'h3c;
+  assign \$117  = \port$8257$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$8236$2 [9:0] == 6'h3d;
+  assign \$119  = \port$8257$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$8236$2 [9:0] == 6'h3e;
+  assign \$121  = \port$8257$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$8236$2 [9:0] == 6'h3f;
+  assign \$123  = \port$8257$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$8236$2 [9:0] == 7'h40;
+  assign \$125  = \port$8257$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$8236$2 [9:0] == 7'h41;
+  assign \$127  = \port$8257$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$8236$2 [9:0] == 7'h42;
+  assign \$129  = \port$8257$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$8236$2 [9:0] == 7'h43;
+  assign \$131  = \port$8257$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$8236$2 [9:0] == 7'h44;
+  assign \$133  = \port$8257$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$8236$2 [9:0] == 7'h45;
+  assign \$135  = \port$8257$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$8236$2 [9:0] == 7'h46;
+  assign \$137  = \port$8257$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$8236$2 [9:0] == 7'h47;
+  assign \$139  = \port$8257$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$8236$2 [9:0] == 7'h48;
+  assign \$141  = \port$8257$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$8236$2 [9:0] == 7'h49;
+  assign \$143  = \port$8257$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$8236$2 [9:0] == 7'h4a;
+  assign \$145  = \port$8257$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$8236$2 [9:0] == 7'h4b;
+  assign \$147  = \port$8257$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$8236$2 [9:0] == 7'h4c;
+  assign \$149  = \port$8257$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$8236$2 [9:0] == 7'h4d;
+  assign \$151  = \port$8257$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$8236$2 [9:0] == 7'h4e;
+  assign \$153  = \port$8257$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$8236$2 [9:0] == 7'h4f;
+  assign \$155  = \port$8257$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$8236$2 [9:0] == 7'h50;
+  assign \$157  = \port$8257$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$8236$2 [9:0] == 7'h51;
+  assign \$159  = \port$8257$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24507,84 +24590,84 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$8236$2 [9:0];
+  assign \$282  = ! \port$8257$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$8236$2 [9:0] == 1'h1;
+  assign \$288  = \port$8257$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$8236$2 [9:0] == 2'h2;
+  assign \$294  = \port$8257$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$8236$2 [9:0] == 2'h3;
+  assign \$300  = \port$8257$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$8236$2 [9:0] == 3'h4;
+  assign \$306  = \port$8257$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$8236$2 [9:0] == 3'h5;
+  assign \$312  = \port$8257$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$8236$2 [9:0] == 3'h6;
+  assign \$318  = \port$8257$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$8236$2 [9:0] == 4'h8;
+  assign \$324  = \port$8257$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$8236$2 [9:0] == 4'h9;
+  assign \$336  = \port$8257$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$8236$2 [9:0] == 4'ha;
+  assign \$344  = \port$8257$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$8236$2 [9:0] == 4'hb;
+  assign \$350  = \port$8257$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$8236$2 [9:0] == 4'hc;
+  assign \$358  = \port$8257$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$8236$2 [9:0] == 4'hd;
+  assign \$368  = \port$8257$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$8236$2 [9:0] == 4'he;
+  assign \$378  = \port$8257$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$8236$2 [9:0] == 4'hf;
+  assign \$388  = \port$8257$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$8236$2 [9:0] == 5'h10;
+  assign \$398  = \port$8257$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$8236$2 [9:0] == 5'h11;
+  assign \$404  = \port$8257$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24593,251 +24676,251 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$8236$2 [9:0] == 5'h12;
+  assign \$420  = \port$8257$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$8236$2 [9:0] == 5'h13;
+  assign \$426  = \port$8257$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$8236$2 [9:0] == 5'h14;
+  assign \$432  = \port$8257$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$8236$2 [9:0] == 5'h15;
+  assign \$438  = \port$8257$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$8236$2 [9:0] == 5'h16;
+  assign \$444  = \port$8257$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$8236$2 [9:0] == 5'h17;
+  assign \$450  = \port$8257$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$8236$2 [9:0] == 5'h18;
+  assign \$456  = \port$8257$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$8236$2 [9:0] == 5'h19;
+  assign \$462  = \port$8257$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$8236$2 [9:0] == 5'h1a;
+  assign \$468  = \port$8257$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$8236$2 [9:0] == 5'h1b;
+  assign \$474  = \port$8257$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$8236$2 [9:0] == 5'h1c;
+  assign \$480  = \port$8257$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$8236$2 [9:0] == 5'h1d;
+  assign \$486  = \port$8257$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$8236$2 [9:0] == 6'h20;
+  assign \$492  = \port$8257$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$8236$2 [9:0] == 6'h21;
+  assign \$498  = \port$8257$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$8236$2 [9:0] == 6'h22;
+  assign \$504  = \port$8257$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$8236$2 [9:0] == 6'h23;
+  assign \$510  = \port$8257$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$8236$2 [9:0] == 6'h24;
+  assign \$516  = \port$8257$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$8236$2 [9:0] == 6'h25;
+  assign \$522  = \port$8257$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$8236$2 [9:0] == 6'h26;
+  assign \$528  = \port$8257$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$8236$2 [9:0] == 6'h27;
+  assign \$534  = \port$8257$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$8236$2 [9:0] == 6'h28;
+  assign \$540  = \port$8257$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$8236$2 [9:0] == 6'h29;
+  assign \$546  = \port$8257$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$8236$2 [9:0] == 6'h2a;
+  assign \$552  = \port$8257$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$8236$2 [9:0] == 6'h2b;
+  assign \$558  = \port$8257$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$8236$2 [9:0] == 6'h2c;
+  assign \$564  = \port$8257$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$8236$2 [9:0] == 6'h2d;
+  assign \$570  = \port$8257$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$8236$2 [9:0] == 6'h2e;
+  assign \$576  = \port$8257$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$8236$2 [9:0] == 6'h2f;
+  assign \$582  = \port$8257$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$8236$2 [9:0] == 6'h30;
+  assign \$588  = \port$8257$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$8236$2 [9:0] == 6'h31;
+  assign \$594  = \port$8257$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$8236$2 [9:0] == 6'h32;
+  assign \$600  = \port$8257$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$8236$2 [9:0] == 6'h33;
+  assign \$606  = \port$8257$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$8236$2 [9:0] == 6'h34;
+  assign \$612  = \port$8257$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$8236$2 [9:0] == 6'h35;
+  assign \$618  = \port$8257$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$8236$2 [9:0] == 6'h36;
+  assign \$624  = \port$8257$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$8236$2 [9:0] == 6'h37;
+  assign \$630  = \port$8257$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$8236$2 [9:0] == 6'h38;
+  assign \$636  = \port$8257$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$8236$2 [9:0] == 6'h39;
+  assign \$642  = \port$8257$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$8236$2 [9:0] == 6'h3a;
+  assign \$648  = \port$8257$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$8236$2 [9:0] == 6'h3b;
+  assign \$654  = \port$8257$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$8236$2 [9:0] == 6'h3c;
+  assign \$660  = \port$8257$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$8236$2 [9:0] == 6'h3d;
+  assign \$666  = \port$8257$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$8236$2 [9:0] == 6'h3e;
+  assign \$672  = \port$8257$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$8236$2 [9:0] == 6'h3f;
+  assign \$678  = \port$8257$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$8236$2 [9:0] == 7'h40;
+  assign \$684  = \port$8257$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$8236$2 [9:0] == 7'h41;
+  assign \$690  = \port$8257$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$8236$2 [9:0] == 7'h42;
+  assign \$696  = \port$8257$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$8236$2 [9:0] == 7'h43;
+  assign \$702  = \port$8257$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$8236$2 [9:0] == 7'h44;
+  assign \$708  = \port$8257$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$8236$2 [9:0] == 7'h45;
+  assign \$714  = \port$8257$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$8236$2 [9:0] == 7'h46;
+  assign \$720  = \port$8257$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$8236$2 [9:0] == 7'h47;
+  assign \$726  = \port$8257$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$8236$2 [9:0] == 7'h48;
+  assign \$732  = \port$8257$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$8236$2 [9:0] == 7'h49;
+  assign \$738  = \port$8257$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$8236$2 [9:0] == 7'h4a;
+  assign \$744  = \port$8257$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$8236$2 [9:0] == 7'h4b;
+  assign \$750  = \port$8257$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$8236$2 [9:0] == 7'h4c;
+  assign \$756  = \port$8257$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$8236$2 [9:0] == 7'h4d;
+  assign \$762  = \port$8257$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$8236$2 [9:0] == 7'h4e;
+  assign \$768  = \port$8257$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$8236$2 [9:0] == 7'h4f;
+  assign \$774  = \port$8257$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$8236$2 [9:0] == 7'h50;
+  assign \$780  = \port$8257$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$8236$2 [9:0] == 7'h51;
+  assign \$786  = \port$8257$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24931,167 +25014,167 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$8236$2 [9:0];
+  assign \$3  = ! \port$8257$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$8236$2 [9:0] == 1'h1;
+  assign \$5  = \port$8257$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$8236$2 [9:0] == 2'h2;
+  assign \$7  = \port$8257$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$8236$2 [9:0] == 2'h3;
+  assign \$9  = \port$8257$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$8236$2 [9:0] == 3'h4;
+  assign \$11  = \port$8257$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$8236$2 [9:0] == 3'h5;
+  assign \$13  = \port$8257$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$8236$2 [9:0] == 3'h6;
+  assign \$15  = \port$8257$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$8236$2 [9:0] == 4'h8;
+  assign \$17  = \port$8257$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$8236$2 [9:0] == 4'h9;
+  assign \$19  = \port$8257$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$8236$2 [9:0] == 4'ha;
+  assign \$21  = \port$8257$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$8236$2 [9:0] == 4'hb;
+  assign \$23  = \port$8257$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$8236$2 [9:0] == 4'hc;
+  assign \$25  = \port$8257$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$8236$2 [9:0] == 4'hd;
+  assign \$27  = \port$8257$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$8236$2 [9:0] == 4'he;
+  assign \$29  = \port$8257$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$8236$2 [9:0] == 4'hf;
+  assign \$31  = \port$8257$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$8236$2 [9:0] == 5'h10;
+  assign \$33  = \port$8257$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$8236$2 [9:0] == 5'h11;
+  assign \$35  = \port$8257$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$8236$2 [9:0] == 5'h12;
+  assign \$37  = \port$8257$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$8236$2 [9:0] == 5'h13;
+  assign \$39  = \port$8257$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$8236$2 [9:0] == 5'h14;
+  assign \$41  = \port$8257$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$8236$2 [9:0] == 5'h15;
+  assign \$43  = \port$8257$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$8236$2 [9:0] == 5'h16;
+  assign \$45  = \port$8257$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$8236$2 [9:0] == 5'h17;
+  assign \$47  = \port$8257$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$8236$2 [9:0] == 5'h18;
+  assign \$49  = \port$8257$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$8236$2 [9:0] == 5'h19;
+  assign \$51  = \port$8257$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$8236$2 [9:0] == 5'h1a;
+  assign \$53  = \port$8257$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$8236$2 [9:0] == 5'h1b;
+  assign \$55  = \port$8257$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$8236$2 [9:0] == 5'h1c;
+  assign \$57  = \port$8257$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$8236$2 [9:0] == 5'h1d;
+  assign \$59  = \port$8257$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$8236$2 [9:0] == 6'h20;
+  assign \$61  = \port$8257$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$8236$2 [9:0] == 6'h21;
+  assign \$63  = \port$8257$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$8236$2 [9:0] == 6'h22;
+  assign \$65  = \port$8257$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$8236$2 [9:0] == 6'h23;
+  assign \$67  = \port$8257$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$8236$2 [9:0] == 6'h24;
+  assign \$69  = \port$8257$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$8236$2 [9:0] == 6'h25;
+  assign \$71  = \port$8257$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$8236$2 [9:0] == 6'h26;
+  assign \$73  = \port$8257$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$8236$2 [9:0] == 6'h27;
+  assign \$75  = \port$8257$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$8236$2 [9:0] == 6'h28;
+  assign \$77  = \port$8257$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$8236$2 [9:0] == 6'h29;
+  assign \$79  = \port$8257$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$8236$2 [9:0] == 6'h2a;
+  assign \$81  = \port$8257$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$8236$2 [9:0] == 6'h2b;
+  assign \$83  = \port$8257$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$8236$2 [9:0] == 6'h2c;
+  assign \$85  = \port$8257$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$8236$2 [9:0] == 6'h2d;
+  assign \$87  = \port$8257$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$8236$2 [9:0] == 6'h2e;
+  assign \$89  = \port$8257$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$8236$2 [9:0] == 6'h2f;
+  assign \$91  = \port$8257$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$8236$2 [9:0] == 6'h30;
+  assign \$93  = \port$8257$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$8236$2 [9:0] == 6'h31;
+  assign \$95  = \port$8257$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$8236$2 [9:0] == 6'h32;
+  assign \$97  = \port$8257$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$8236$2 [9:0] == 6'h33;
+  assign \$99  = \port$8257$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$8236$2 [9:0] == 6'h34;
+  assign \$101  = \port$8257$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$8236$2 [9:0] == 6'h35;
+  assign \$103  = \port$8257$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$8236$2 [9:0] == 6'h36;
+  assign \$105  = \port$8257$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$8236$2 [9:0] == 6'h37;
+  assign \$107  = \port$8257$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$8236$2 [9:0] == 6'h38;
+  assign \$109  = \port$8257$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26369,17 +26452,17 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$8236$2 , 2'h0 };
+  assign bus__addr = { \port$8257$2 , 2'h0 };
   assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
-  assign retire0_error = \port$7576$0 [7:0];
-  assign retire0_tag = \port$7576$0 [23:8];
-  assign retire1_error = \port$7626$0 [7:0];
-  assign retire1_tag = \port$7626$0 [23:8];
-  assign retire2_error = \port$7676$0 [7:0];
-  assign retire2_tag = \port$7676$0 [23:8];
-  assign retire3_error = \port$7726$0 [7:0];
-  assign retire3_tag = \port$7726$0 [23:8];
+  assign retire0_error = \port$7597$0 [7:0];
+  assign retire0_tag = \port$7597$0 [23:8];
+  assign retire1_error = \port$7647$0 [7:0];
+  assign retire1_tag = \port$7647$0 [23:8];
+  assign retire2_error = \port$7697$0 [7:0];
+  assign retire2_tag = \port$7697$0 [23:8];
+  assign retire3_error = \port$7747$0 [7:0];
+  assign retire3_tag = \port$7747$0 [23:8];
   assign q_head0_word = \port$5349$0 [31:0];
   assign q_head1_word = \port$5349$0 [63:32];
   assign q_head2_word = \port$5349$0 [95:64];
@@ -26441,20 +26524,20 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$7576$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$7576$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$7597$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$7597$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$7626$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$7626$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$7647$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$7647$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$7676$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$7676$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$7697$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$7697$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$7726$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$7726$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$7747$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$7747$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -26596,89 +26679,101 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [14:0] \$100 ;
-  wire [16:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
+  wire [31:0] \$100 ;
+  wire [32:0] \$101 ;
+  wire [16:0] \$102 ;
+  wire [33:0] \$103 ;
   wire \$104 ;
   wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [13:0] \$107 ;
-  wire [16:0] \$108 ;
-  wire [16:0] \$109 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire [12:0] \$112 ;
+  wire [14:0] \$110 ;
+  wire [16:0] \$111 ;
+  wire \$112 ;
   wire \$113 ;
-  wire [12:0] \$114 ;
+  wire \$114 ;
   wire \$115 ;
-  wire [12:0] \$116 ;
-  wire [20:0] \$117 ;
-  wire [20:0] \$118 ;
-  wire [12:0] \$119 ;
+  wire [14:0] \$116 ;
+  wire [13:0] \$117 ;
+  wire [16:0] \$118 ;
+  wire [16:0] \$119 ;
   wire \$12 ;
-  wire [20:0] \$120 ;
-  wire [20:0] \$121 ;
-  wire [20:0] \$122 ;
-  wire [20:0] \$123 ;
-  wire \$124 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire [12:0] \$122 ;
+  wire \$123 ;
+  wire [12:0] \$124 ;
   wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  wire [12:0] \$126 ;
+  wire [20:0] \$127 ;
+  wire [20:0] \$128 ;
+  wire [12:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire [32:0] \$131 ;
-  wire [32:0] \$132 ;
-  wire [32:0] \$133 ;
-  wire [32:0] \$134 ;
+  wire [20:0] \$130 ;
+  wire [20:0] \$131 ;
+  wire [20:0] \$132 ;
+  wire [20:0] \$133 ;
+  wire \$134 ;
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
   wire \$14 ;
-  reg \$140 ;
-  reg [2:0] \$141 ;
-  reg [1:0] \$142 ;
-  reg [2:0] \$143 ;
-  reg [19:0] \$144 ;
-  reg [19:0] \$145 ;
-  reg [15:0] \$146 ;
-  reg [15:0] \$147 ;
-  reg [15:0] \$148 ;
-  reg [15:0] \$149 ;
+  wire \$140 ;
+  wire [32:0] \$141 ;
+  wire [32:0] \$142 ;
+  wire [32:0] \$143 ;
+  wire [32:0] \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  reg [15:0] \$150 ;
-  reg [15:0] \$151 ;
-  reg [15:0] \$152 ;
-  reg \$153 ;
-  reg [175:0] \$154 ;
-  reg [2:0] \$155 ;
-  reg \$156 ;
-  reg \$157 ;
-  reg \$158 ;
-  reg [7:0] \$159 ;
+  reg \$150 ;
+  reg [2:0] \$151 ;
+  reg [1:0] \$152 ;
+  reg [2:0] \$153 ;
+  reg [19:0] \$154 ;
+  reg [19:0] \$155 ;
+  reg [19:0] \$156 ;
+  reg [15:0] \$157 ;
+  reg [15:0] \$158 ;
+  reg [15:0] \$159 ;
   wire \$16 ;
-  reg [11:0] \$160 ;
-  reg [11:0] \$161 ;
+  reg [15:0] \$160 ;
+  reg [15:0] \$161 ;
   reg [15:0] \$162 ;
-  reg \$163 ;
-  reg [13:0] \$164 ;
-  reg [13:0] \$165 ;
-  reg [13:0] \$166 ;
-  reg [13:0] \$167 ;
-  reg [12:0] \$168 ;
-  reg [12:0] \$169 ;
+  reg [15:0] \$163 ;
+  reg \$164 ;
+  reg \$165 ;
+  reg [175:0] \$166 ;
+  reg [2:0] \$167 ;
+  reg \$168 ;
+  reg \$169 ;
   wire [3:0] \$17 ;
   reg \$170 ;
-  wire [31:0] \$171 ;
-  wire [31:0] \$172 ;
-  wire [31:0] \$173 ;
-  wire [31:0] \$174 ;
+  reg [7:0] \$171 ;
+  reg [11:0] \$172 ;
+  reg [11:0] \$173 ;
+  reg [15:0] \$174 ;
+  reg \$175 ;
+  reg [13:0] \$176 ;
+  reg [13:0] \$177 ;
+  reg [13:0] \$178 ;
+  reg [13:0] \$179 ;
   wire [3:0] \$18 ;
+  reg [12:0] \$180 ;
+  reg [12:0] \$181 ;
+  reg \$182 ;
+  wire [31:0] \$183 ;
+  wire [31:0] \$184 ;
+  wire [31:0] \$185 ;
+  wire [31:0] \$186 ;
   wire [3:0] \$19 ;
   wire \$2 ;
   wire [2:0] \$20 ;
@@ -26731,7 +26826,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
-  wire [127:0] \$66 ;
+  wire \$66 ;
   wire [127:0] \$67 ;
   wire \$68 ;
   wire \$69 ;
@@ -26739,35 +26834,35 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire [12:0] \$74 ;
-  wire [31:0] \$75 ;
-  wire [32:0] \$76 ;
-  wire [16:0] \$77 ;
-  wire [33:0] \$78 ;
+  wire [127:0] \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire [127:0] \$76 ;
+  wire [127:0] \$77 ;
+  wire \$78 ;
   wire \$79 ;
   wire \$8 ;
-  wire [12:0] \$80 ;
-  wire [31:0] \$81 ;
-  wire [32:0] \$82 ;
-  wire [12:0] \$83 ;
-  wire [14:0] \$84 ;
-  wire [33:0] \$85 ;
-  wire [34:0] \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [12:0] \$89 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire [12:0] \$84 ;
+  wire [31:0] \$85 ;
+  wire [32:0] \$86 ;
+  wire [16:0] \$87 ;
+  wire [33:0] \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  wire [31:0] \$90 ;
-  wire [32:0] \$91 ;
-  wire [16:0] \$92 ;
-  wire [33:0] \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
+  wire [12:0] \$90 ;
+  wire [31:0] \$91 ;
+  wire [32:0] \$92 ;
+  wire [12:0] \$93 ;
+  wire [14:0] \$94 ;
+  wire [33:0] \$95 ;
+  wire [34:0] \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire \$99 ;
+  wire [12:0] \$99 ;
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
   input [31:0] a_data;
@@ -26877,8 +26972,10 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   output [7:0] error;
   reg [7:0] error = 8'h00;
-  reg [127:0] fwd_data = 128'h00000000000000000000000000000000;
-  reg fwd_hit = 1'h0;
+  reg [127:0] fwd1_data = 128'h00000000000000000000000000000000;
+  reg fwd1_hit = 1'h0;
+  reg [127:0] fwd2_data = 128'h00000000000000000000000000000000;
+  reg fwd2_hit = 1'h0;
   reg [2:0] gemm_fsm_state = 3'h0;
   reg [15:0] idx = 16'h0000;
   reg issuing;
@@ -26915,6 +27012,14 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire \spad_meta_q2.last ;
   wire [1:0] \spad_meta_q2.row ;
   wire \spad_meta_q2.valid ;
+  reg [19:0] spad_meta_q3 = 20'h00000;
+  wire \spad_meta_q3.accum ;
+  wire \spad_meta_q3.bank ;
+  wire [12:0] \spad_meta_q3.caddr ;
+  wire \spad_meta_q3.is_a ;
+  wire \spad_meta_q3.last ;
+  wire [1:0] \spad_meta_q3.row ;
+  wire \spad_meta_q3.valid ;
   output [13:0] spad_rd__addr;
   wire [13:0] spad_rd__addr;
   wire [31:0] spad_rd__data;
@@ -26985,169 +27090,183 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$58  = cmd[75:60] - 1'h1;
   assign \$59  = idx == \$58 [15:0];
   assign \$60  = \$57  & \$59 ;
-  assign \$61  = spad_meta_q2[0] & spad_meta_q2[1];
-  assign \$62  = meta7[13:1] == meta5[13:1];
+  assign \$61  = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$62  = meta7[13:1] == meta4[13:1];
   assign \$63  = acc_wr__en & \$62 ;
-  assign \$64  = meta7[13:1] == meta6[13:1];
-  assign \$65  = acc_wr__en & \$64 ;
-  assign \$66  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$67  = \$65  ? acc_wr__data : \$66 ;
-  assign \$68  = | cmd[175:161];
-  assign \$69  = ! cmd[75:60];
-  assign \$70  = ! cmd[87:76];
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = ! cmd[99:88];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = cmd[87:76] - 1'h1;
-  assign \$75  = \$74 [11:0] * cmd[119:100];
-  assign \$76  = cmd[19:0] + \$75 ;
-  assign \$77  = cmd[75:60] - 1'h1;
-  assign \$78  = \$76  + \$77 [15:0];
-  assign \$79  = \$78  >= 15'h4000;
-  assign \$80  = cmd[99:88] - 1'h1;
-  assign \$81  = \$80 [11:0] * cmd[139:120];
-  assign \$82  = cmd[39:20] + \$81 ;
-  assign \$83  = cmd[87:76] - 1'h1;
-  assign \$84  = \$83 [11:0] * 3'h4;
-  assign \$85  = \$82  + \$84 ;
-  assign \$86  = \$85  + 2'h3;
-  assign \$87  = \$86  >= 15'h4000;
-  assign \$88  = \$79  | \$87 ;
-  assign \$89  = cmd[99:88] - 1'h1;
-  assign \$90  = \$89 [11:0] * cmd[159:140];
-  assign \$91  = cmd[59:40] + \$90 ;
-  assign \$92  = cmd[75:60] - 1'h1;
-  assign \$93  = \$91  + \$92 [15:0];
-  assign \$94  = \$93  >= 14'h2000;
-  assign \$95  = \$88  | \$94 ;
-  assign \$96  = err_reserved | err_shape;
-  assign \$97  = \$96  | err_range;
-  assign \$98  = spad_rd__en & spad_rd__gnt;
-  assign \$99  = \$98  & load_b;
-  assign \$100  = b_ptr + 1'h1;
-  assign \$101  = idx + 1'h1;
-  assign \$102  = idx[1:0] == 2'h3;
-  assign \$103  = spad_rd__en & spad_rd__gnt;
-  assign \$104  = ~ load_b;
-  assign \$105  = \$103  & \$104 ;
-  assign \$106  = a_ptr + 1'h1;
-  assign \$107  = c_ptr + 1'h1;
-  assign \$108  = idx + 1'h1;
-  assign \$109  = cmd[75:60] - 1'h1;
-  assign \$110  = idx == \$109 [15:0];
-  assign \$111  = ~ bank;
-  assign \$112  = cmd[87:76] - 1'h1;
-  assign \$113  = kt != \$112 [11:0];
-  assign \$114  = cmd[99:88] - 1'h1;
-  assign \$115  = nt != \$114 [11:0];
-  assign \$116  = kt + 1'h1;
-  assign \$117  = a_base + cmd[119:100];
-  assign \$118  = a_base + cmd[119:100];
-  assign \$119  = nt + 1'h1;
-  assign \$120  = b_base + cmd[139:120];
-  assign \$121  = b_base + cmd[139:120];
-  assign \$122  = c_base + cmd[159:140];
-  assign \$123  = c_base + cmd[159:140];
-  assign \$124  = acc_wr__en & meta7[15];
-  assign \$125  = ~ load_b;
-  assign \$126  = bank_b_ok >> bank;
-  assign \$127  = \$125  | \$126 ;
-  assign spad_rd__en = issuing & \$127 ;
+  assign \$65  = meta7[13:1] == meta4[13:1];
+  assign \$66  = acc_wr__en & \$65 ;
+  assign \$68  = meta7[13:1] == meta5[13:1];
+  assign \$69  = acc_wr__en & \$68 ;
+  assign \$70  = \$69  | fwd2_hit;
+  assign \$71  = meta7[13:1] == meta5[13:1];
+  assign \$72  = acc_wr__en & \$71 ;
+  assign \$73  = \$72  ? acc_wr__data : fwd2_data;
+  assign \$74  = meta7[13:1] == meta6[13:1];
+  assign \$75  = acc_wr__en & \$74 ;
+  assign \$76  = fwd1_hit ? fwd1_data : acc_rd__data;
+  assign \$77  = \$75  ? acc_wr__data : \$76 ;
+  assign \$78  = | cmd[175:161];
+  assign \$79  = ! cmd[75:60];
+  assign \$80  = ! cmd[87:76];
+  assign \$81  = \$79  | \$80 ;
+  assign \$82  = ! cmd[99:88];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = cmd[87:76] - 1'h1;
+  assign \$85  = \$84 [11:0] * cmd[119:100];
+  assign \$86  = cmd[19:0] + \$85 ;
+  assign \$87  = cmd[75:60] - 1'h1;
+  assign \$88  = \$86  + \$87 [15:0];
+  assign \$89  = \$88  >= 15'h4000;
+  assign \$90  = cmd[99:88] - 1'h1;
+  assign \$91  = \$90 [11:0] * cmd[139:120];
+  assign \$92  = cmd[39:20] + \$91 ;
+  assign \$93  = cmd[87:76] - 1'h1;
+  assign \$94  = \$93 [11:0] * 3'h4;
+  assign \$95  = \$92  + \$94 ;
+  assign \$96  = \$95  + 2'h3;
+  assign \$97  = \$96  >= 15'h4000;
+  assign \$98  = \$89  | \$97 ;
+  assign \$99  = cmd[99:88] - 1'h1;
+  assign \$100  = \$99 [11:0] * cmd[159:140];
+  assign \$101  = cmd[59:40] + \$100 ;
+  assign \$102  = cmd[75:60] - 1'h1;
+  assign \$103  = \$101  + \$102 [15:0];
+  assign \$104  = \$103  >= 14'h2000;
+  assign \$105  = \$98  | \$104 ;
+  assign \$106  = err_reserved | err_shape;
+  assign \$107  = \$106  | err_range;
+  assign \$108  = spad_rd__en & spad_rd__gnt;
+  assign \$109  = \$108  & load_b;
+  assign \$110  = b_ptr + 1'h1;
+  assign \$111  = idx + 1'h1;
+  assign \$112  = idx[1:0] == 2'h3;
+  assign \$113  = spad_rd__en & spad_rd__gnt;
+  assign \$114  = ~ load_b;
+  assign \$115  = \$113  & \$114 ;
+  assign \$116  = a_ptr + 1'h1;
+  assign \$117  = c_ptr + 1'h1;
+  assign \$118  = idx + 1'h1;
+  assign \$119  = cmd[75:60] - 1'h1;
+  assign \$120  = idx == \$119 [15:0];
+  assign \$121  = ~ bank;
+  assign \$122  = cmd[87:76] - 1'h1;
+  assign \$123  = kt != \$122 [11:0];
+  assign \$124  = cmd[99:88] - 1'h1;
+  assign \$125  = nt != \$124 [11:0];
+  assign \$126  = kt + 1'h1;
+  assign \$127  = a_base + cmd[119:100];
+  assign \$128  = a_base + cmd[119:100];
+  assign \$129  = nt + 1'h1;
+  assign \$130  = b_base + cmd[139:120];
+  assign \$131  = b_base + cmd[139:120];
+  assign \$132  = c_base + cmd[159:140];
+  assign \$133  = c_base + cmd[159:140];
+  assign \$134  = acc_wr__en & meta7[15];
+  assign \$135  = ~ load_b;
+  assign \$136  = bank_b_ok >> bank;
+  assign \$137  = \$135  | \$136 ;
+  assign spad_rd__en = issuing & \$137 ;
   assign spad_rd__addr = load_b ? b_ptr : a_ptr;
-  assign a_valid = spad_meta_q2[0] & spad_meta_q2[1];
-  assign \$128  = ~ spad_meta_q2[1];
-  assign w_en = spad_meta_q2[0] & \$128 ;
-  assign active = spad_meta_q2[0] & spad_meta_q2[1];
-  assign \$129  = spad_meta_q2[0] & spad_meta_q2[1];
-  assign \$130  = ~ \$129 ;
-  assign stall = ctl__busy & \$130 ;
-  assign acc_rd__en = meta4[0] & meta4[14];
-  assign \$131  = old[31:0] + \$172 ;
-  assign \$132  = old[63:32] + \$173 ;
-  assign \$133  = old[95:64] + \$174 ;
-  assign \$134  = old[127:96] + \$171 ;
-  assign acc_wr__data = meta7[14] ? { \$134 [31:0], \$133 [31:0], \$132 [31:0], \$131 [31:0] } : { \$171 , \$174 , \$173 , \$172  };
-  assign ctl__busy = ~ \$135 ;
-  assign \$135  = ! gemm_fsm_state;
-  assign \$136  = gemm_fsm_state == 1'h1;
-  assign \$137  = gemm_fsm_state == 2'h2;
-  assign \$138  = gemm_fsm_state == 2'h3;
-  assign \$139  = gemm_fsm_state == 3'h4;
+  assign a_valid = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$138  = ~ spad_meta_q3[1];
+  assign w_en = spad_meta_q3[0] & \$138 ;
+  assign active = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$139  = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$140  = ~ \$139 ;
+  assign stall = ctl__busy & \$140 ;
+  assign acc_rd__en = meta3[0] & meta3[14];
+  assign \$141  = old[31:0] + \$184 ;
+  assign \$142  = old[63:32] + \$185 ;
+  assign \$143  = old[95:64] + \$186 ;
+  assign \$144  = old[127:96] + \$183 ;
+  assign acc_wr__data = meta7[14] ? { \$144 [31:0], \$143 [31:0], \$142 [31:0], \$141 [31:0] } : { \$183 , \$186 , \$185 , \$184  };
+  assign ctl__busy = ~ \$145 ;
+  assign \$145  = ! gemm_fsm_state;
+  assign \$146  = gemm_fsm_state == 1'h1;
+  assign \$147  = gemm_fsm_state == 2'h2;
+  assign \$148  = gemm_fsm_state == 2'h3;
+  assign \$149  = gemm_fsm_state == 3'h4;
   always @(posedge clk)
-    done <= \$140 ;
+    done <= \$150 ;
   always @(posedge clk)
-    bank0_busy_cnt <= \$141 ;
+    bank0_busy_cnt <= \$151 ;
   always @(posedge clk)
-    bank_b_ok <= \$142 ;
+    bank_b_ok <= \$152 ;
   always @(posedge clk)
-    bank1_busy_cnt <= \$143 ;
+    bank1_busy_cnt <= \$153 ;
   always @(posedge clk)
-    spad_meta_q1 <= \$144 ;
+    spad_meta_q1 <= \$154 ;
   always @(posedge clk)
-    spad_meta_q2 <= \$145 ;
+    spad_meta_q2 <= \$155 ;
   always @(posedge clk)
-    meta1 <= \$146 ;
+    spad_meta_q3 <= \$156 ;
   always @(posedge clk)
-    meta2 <= \$147 ;
+    meta1 <= \$157 ;
   always @(posedge clk)
-    meta3 <= \$148 ;
+    meta2 <= \$158 ;
   always @(posedge clk)
-    meta4 <= \$149 ;
+    meta3 <= \$159 ;
   always @(posedge clk)
-    meta5 <= \$150 ;
+    meta4 <= \$160 ;
   always @(posedge clk)
-    meta6 <= \$151 ;
+    meta5 <= \$161 ;
   always @(posedge clk)
-    meta7 <= \$152 ;
+    meta6 <= \$162 ;
   always @(posedge clk)
-    fwd_hit <= \$153 ;
+    meta7 <= \$163 ;
   always @(posedge clk)
-    fwd_data <= acc_wr__data;
+    fwd2_hit <= \$164 ;
   always @(posedge clk)
-    old <= \$67 ;
+    fwd2_data <= \$67 ;
   always @(posedge clk)
-    cmd <= \$154 ;
+    fwd1_hit <= \$165 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$155 ;
+    fwd1_data <= \$73 ;
   always @(posedge clk)
-    err_reserved <= \$156 ;
+    old <= \$77 ;
   always @(posedge clk)
-    err_shape <= \$157 ;
+    cmd <= \$166 ;
   always @(posedge clk)
-    err_range <= \$158 ;
+    gemm_fsm_state <= \$167 ;
   always @(posedge clk)
-    error <= \$159 ;
+    err_reserved <= \$168 ;
   always @(posedge clk)
-    nt <= \$160 ;
+    err_shape <= \$169 ;
   always @(posedge clk)
-    kt <= \$161 ;
+    err_range <= \$170 ;
   always @(posedge clk)
-    idx <= \$162 ;
+    error <= \$171 ;
   always @(posedge clk)
-    load_b <= \$163 ;
+    nt <= \$172 ;
   always @(posedge clk)
-    a_base <= \$164 ;
+    kt <= \$173 ;
   always @(posedge clk)
-    a_ptr <= \$165 ;
+    idx <= \$174 ;
   always @(posedge clk)
-    b_base <= \$166 ;
+    load_b <= \$175 ;
   always @(posedge clk)
-    b_ptr <= \$167 ;
+    a_base <= \$176 ;
   always @(posedge clk)
-    c_base <= \$168 ;
+    a_ptr <= \$177 ;
   always @(posedge clk)
-    c_ptr <= \$169 ;
+    b_base <= \$178 ;
   always @(posedge clk)
-    bank <= \$170 ;
+    b_ptr <= \$179 ;
+  always @(posedge clk)
+    c_base <= \$180 ;
+  always @(posedge clk)
+    c_ptr <= \$181 ;
+  always @(posedge clk)
+    bank <= \$182 ;
   \kaki_soc_4x4.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_2(\$172 ),
-    .deskew1_1(\$173 ),
-    .deskew2_0(\$174 ),
+    .deskew0_2(\$184 ),
+    .deskew1_1(\$185 ),
+    .deskew2_0(\$186 ),
     .out_valid_q(acc_wr__en),
-    .pe3_3_psum(\$171 ),
-    .\port$8976$2 (spad_meta_q2[4:2]),
+    .pe3_3_psum(\$183 ),
+    .\port$9003$2 (spad_meta_q3[4:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -27155,307 +27274,327 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$140  = 1'h0;
+    \$150  = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$97 ) begin
-            \$140  = 1'h1;
+          if (\$107 ) begin
+            \$150  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$124 ) begin
-            \$140  = 1'h1;
+          if (\$134 ) begin
+            \$150  = 1'h1;
           end
     endcase
     if (reset[2]) begin
-      \$140  = 1'h0;
+      \$150  = 1'h0;
     end
     if (rst) begin
-      \$140  = 1'h0;
+      \$150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$141  = \$7 [2:0];
+    \$151  = \$7 [2:0];
     if (reset[2]) begin
-      \$141  = 3'h0;
+      \$151  = 3'h0;
     end
     if (rst) begin
-      \$141  = 3'h0;
+      \$151  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$142 [0] = \$24 ;
-    \$142 [1] = \$48 ;
+    \$152 [0] = \$24 ;
+    \$152 [1] = \$48 ;
     if (reset[2]) begin
-      \$142  = 2'h0;
+      \$152  = 2'h0;
     end
     if (rst) begin
-      \$142  = 2'h0;
+      \$152  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$143  = \$31 [2:0];
+    \$153  = \$31 [2:0];
     if (reset[2]) begin
-      \$143  = 3'h0;
+      \$153  = 3'h0;
     end
     if (rst) begin
-      \$143  = 3'h0;
+      \$153  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$144 [0] = \$49 ;
-    \$144 [1] = \$50 ;
-    \$144 [3:2] = idx[1:0];
-    \$144 [4] = bank;
-    \$144 [17:5] = c_ptr;
-    \$144 [18] = \$52 ;
-    \$144 [19] = \$60 ;
+    \$154 [0] = \$49 ;
+    \$154 [1] = \$50 ;
+    \$154 [3:2] = idx[1:0];
+    \$154 [4] = bank;
+    \$154 [17:5] = c_ptr;
+    \$154 [18] = \$52 ;
+    \$154 [19] = \$60 ;
     if (reset[2]) begin
-      \$144  = 20'h00000;
+      \$154  = 20'h00000;
     end
     if (rst) begin
-      \$144  = 20'h00000;
+      \$154  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$145  = spad_meta_q1;
+    \$155  = spad_meta_q1;
     if (reset[2]) begin
-      \$145  = 20'h00000;
+      \$155  = 20'h00000;
     end
     if (rst) begin
-      \$145  = 20'h00000;
+      \$155  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$146  = { spad_meta_q2[19:5], \$61  };
+    \$156  = spad_meta_q2;
     if (reset[2]) begin
-      \$146  = 16'h0000;
+      \$156  = 20'h00000;
     end
     if (rst) begin
-      \$146  = 16'h0000;
+      \$156  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$147  = meta1;
+    \$157  = { spad_meta_q3[19:5], \$61  };
     if (reset[2]) begin
-      \$147  = 16'h0000;
+      \$157  = 16'h0000;
     end
     if (rst) begin
-      \$147  = 16'h0000;
+      \$157  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$148  = meta2;
+    \$158  = meta1;
     if (reset[2]) begin
-      \$148  = 16'h0000;
+      \$158  = 16'h0000;
     end
     if (rst) begin
-      \$148  = 16'h0000;
+      \$158  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$149  = meta3;
+    \$159  = meta2;
     if (reset[2]) begin
-      \$149  = 16'h0000;
+      \$159  = 16'h0000;
     end
     if (rst) begin
-      \$149  = 16'h0000;
+      \$159  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$150  = meta4;
+    \$160  = meta3;
     if (reset[2]) begin
-      \$150  = 16'h0000;
+      \$160  = 16'h0000;
     end
     if (rst) begin
-      \$150  = 16'h0000;
+      \$160  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$151  = meta5;
+    \$161  = meta4;
     if (reset[2]) begin
-      \$151  = 16'h0000;
+      \$161  = 16'h0000;
     end
     if (rst) begin
-      \$151  = 16'h0000;
+      \$161  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$152  = meta6;
+    \$162  = meta5;
     if (reset[2]) begin
-      \$152  = 16'h0000;
+      \$162  = 16'h0000;
     end
     if (rst) begin
-      \$152  = 16'h0000;
+      \$162  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$153  = \$63 ;
+    \$163  = meta6;
     if (reset[2]) begin
-      \$153  = 1'h0;
+      \$163  = 16'h0000;
     end
     if (rst) begin
-      \$153  = 1'h0;
+      \$163  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$154  = cmd;
+    \$164  = \$64 ;
+    if (reset[2]) begin
+      \$164  = 1'h0;
+    end
+    if (rst) begin
+      \$164  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$165  = \$70 ;
+    if (reset[2]) begin
+      \$165  = 1'h0;
+    end
+    if (rst) begin
+      \$165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$166  = cmd;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$154  = ctl__cmd__payload;
+            \$166  = ctl__cmd__payload;
           end
     endcase
     if (reset[2]) begin
-      \$154  = 176'h00000000000000000000000000000000000000000000;
+      \$166  = 176'h00000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$154  = 176'h00000000000000000000000000000000000000000000;
+      \$166  = 176'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$155  = gemm_fsm_state;
+    \$167  = gemm_fsm_state;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$155  = 3'h1;
+            \$167  = 3'h1;
           end
       3'h1:
-          \$155  = 3'h2;
+          \$167  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
-            \$155  = 3'h0;
+          if (\$107 ) begin
+            \$167  = 3'h0;
           end else begin
-            \$155  = 3'h3;
+            \$167  = 3'h3;
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
+          if (\$115 ) begin
+            if (\$120 ) begin
               (* full_case = 32'd1 *)
-              if (\$113 ) begin
-              end else if (\$115 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
               end else begin
-                \$155  = 3'h4;
+                \$167  = 3'h4;
               end
             end
           end
       3'h4:
-          if (\$124 ) begin
-            \$155  = 3'h0;
+          if (\$134 ) begin
+            \$167  = 3'h0;
           end
     endcase
     if (reset[2]) begin
-      \$155  = 3'h0;
+      \$167  = 3'h0;
     end
     if (rst) begin
-      \$155  = 3'h0;
+      \$167  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$156  = err_reserved;
+    \$168  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$156  = \$68 ;
+          \$168  = \$78 ;
     endcase
     if (reset[2]) begin
-      \$156  = 1'h0;
+      \$168  = 1'h0;
     end
     if (rst) begin
-      \$156  = 1'h0;
+      \$168  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$157  = err_shape;
+    \$169  = err_shape;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$157  = \$73 ;
+          \$169  = \$83 ;
     endcase
     if (reset[2]) begin
-      \$157  = 1'h0;
+      \$169  = 1'h0;
     end
     if (rst) begin
-      \$157  = 1'h0;
+      \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$158  = err_range;
+    \$170  = err_range;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$158  = \$95 ;
+          \$170  = \$105 ;
     endcase
     if (reset[2]) begin
-      \$158  = 1'h0;
+      \$170  = 1'h0;
     end
     if (rst) begin
-      \$158  = 1'h0;
+      \$170  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$159  = error;
+    \$171  = error;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$97 ) begin
+          if (\$107 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
-              \$159  = 8'h02;
+              \$171  = 8'h02;
             end else if (err_shape) begin
-              \$159  = 8'h03;
+              \$171  = 8'h03;
             end else begin
-              \$159  = 8'h04;
+              \$171  = 8'h04;
             end
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$124 ) begin
-            \$159  = 8'h00;
+          if (\$134 ) begin
+            \$171  = 8'h00;
           end
     endcase
     if (reset[2]) begin
-      \$159  = 8'h00;
+      \$171  = 8'h00;
     end
     if (rst) begin
-      \$159  = 8'h00;
+      \$171  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$160  = nt;
+    \$172  = nt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27463,30 +27602,30 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$160  = 12'h000;
+            \$172  = 12'h000;
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-              end else if (\$115 ) begin
-                \$160  = \$119 [11:0];
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$172  = \$129 [11:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$160  = 12'h000;
+      \$172  = 12'h000;
     end
     if (rst) begin
-      \$160  = 12'h000;
+      \$172  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$161  = kt;
+    \$173  = kt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27494,31 +27633,31 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$161  = 12'h000;
+            \$173  = 12'h000;
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-                \$161  = \$116 [11:0];
-              end else if (\$115 ) begin
-                \$161  = 12'h000;
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+                \$173  = \$126 [11:0];
+              end else if (\$125 ) begin
+                \$173  = 12'h000;
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$161  = 12'h000;
+      \$173  = 12'h000;
     end
     if (rst) begin
-      \$161  = 12'h000;
+      \$173  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$162  = idx;
+    \$174  = idx;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27526,36 +27665,36 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$162  = 16'h0000;
+            \$174  = 16'h0000;
           end
       3'h3:
         begin
-          if (\$99 ) begin
-            \$162  = \$101 [15:0];
-            if (\$102 ) begin
-              \$162  = 16'h0000;
+          if (\$109 ) begin
+            \$174  = \$111 [15:0];
+            if (\$112 ) begin
+              \$174  = 16'h0000;
             end
           end
-          if (\$105 ) begin
-            \$162  = \$108 [15:0];
-            if (\$110 ) begin
-              \$162  = 16'h0000;
+          if (\$115 ) begin
+            \$174  = \$118 [15:0];
+            if (\$120 ) begin
+              \$174  = 16'h0000;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$162  = 16'h0000;
+      \$174  = 16'h0000;
     end
     if (rst) begin
-      \$162  = 16'h0000;
+      \$174  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$163  = load_b;
+    \$175  = load_b;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27563,34 +27702,34 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$163  = 1'h1;
+            \$175  = 1'h1;
           end
       3'h3:
         begin
-          if (\$99 ) begin
-            if (\$102 ) begin
-              \$163  = 1'h0;
+          if (\$109 ) begin
+            if (\$112 ) begin
+              \$175  = 1'h0;
             end
           end
-          if (\$105 ) begin
-            if (\$110 ) begin
-              \$163  = 1'h1;
+          if (\$115 ) begin
+            if (\$120 ) begin
+              \$175  = 1'h1;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$163  = 1'h0;
+      \$175  = 1'h0;
     end
     if (rst) begin
-      \$163  = 1'h0;
+      \$175  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$164  = a_base;
+    \$176  = a_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27598,31 +27737,31 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$164  = cmd[13:0];
+            \$176  = cmd[13:0];
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-                \$164  = \$117 [13:0];
-              end else if (\$115 ) begin
-                \$164  = cmd[13:0];
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+                \$176  = \$127 [13:0];
+              end else if (\$125 ) begin
+                \$176  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$164  = 14'h0000;
+      \$176  = 14'h0000;
     end
     if (rst) begin
-      \$164  = 14'h0000;
+      \$176  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$165  = a_ptr;
+    \$177  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27630,32 +27769,32 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$165  = cmd[13:0];
+            \$177  = cmd[13:0];
           end
       3'h3:
-          if (\$105 ) begin
-            \$165  = \$106 [13:0];
-            if (\$110 ) begin
-              if (\$113 ) begin
-                \$165  = \$118 [13:0];
-              end else if (\$115 ) begin
-                \$165  = cmd[13:0];
+          if (\$115 ) begin
+            \$177  = \$116 [13:0];
+            if (\$120 ) begin
+              if (\$123 ) begin
+                \$177  = \$128 [13:0];
+              end else if (\$125 ) begin
+                \$177  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$165  = 14'h0000;
+      \$177  = 14'h0000;
     end
     if (rst) begin
-      \$165  = 14'h0000;
+      \$177  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$166  = b_base;
+    \$178  = b_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27663,30 +27802,30 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$166  = cmd[33:20];
+            \$178  = cmd[33:20];
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-              end else if (\$115 ) begin
-                \$166  = \$120 [13:0];
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$178  = \$130 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$166  = 14'h0000;
+      \$178  = 14'h0000;
     end
     if (rst) begin
-      \$166  = 14'h0000;
+      \$178  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$167  = b_ptr;
+    \$179  = b_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27694,35 +27833,35 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$167  = cmd[33:20];
+            \$179  = cmd[33:20];
           end
       3'h3:
         begin
-          if (\$99 ) begin
-            \$167  = \$100 [13:0];
+          if (\$109 ) begin
+            \$179  = \$110 [13:0];
           end
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-              end else if (\$115 ) begin
-                \$167  = \$121 [13:0];
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$179  = \$131 [13:0];
               end
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$167  = 14'h0000;
+      \$179  = 14'h0000;
     end
     if (rst) begin
-      \$167  = 14'h0000;
+      \$179  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$168  = c_base;
+    \$180  = c_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27730,30 +27869,30 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$168  = cmd[52:40];
+            \$180  = cmd[52:40];
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-              end else if (\$115 ) begin
-                \$168  = \$122 [12:0];
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$180  = \$132 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$168  = 13'h0000;
+      \$180  = 13'h0000;
     end
     if (rst) begin
-      \$168  = 13'h0000;
+      \$180  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$169  = c_ptr;
+    \$181  = c_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27761,32 +27900,32 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$169  = cmd[52:40];
+            \$181  = cmd[52:40];
           end
       3'h3:
-          if (\$105 ) begin
-            \$169  = \$107 [12:0];
-            if (\$110 ) begin
-              if (\$113 ) begin
-                \$169  = c_base;
-              end else if (\$115 ) begin
-                \$169  = \$123 [12:0];
+          if (\$115 ) begin
+            \$181  = \$117 [12:0];
+            if (\$120 ) begin
+              if (\$123 ) begin
+                \$181  = c_base;
+              end else if (\$125 ) begin
+                \$181  = \$133 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$169  = 13'h0000;
+      \$181  = 13'h0000;
     end
     if (rst) begin
-      \$169  = 13'h0000;
+      \$181  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$170  = bank;
+    \$182  = bank;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27795,17 +27934,17 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              \$170  = \$111 ;
+          if (\$115 ) begin
+            if (\$120 ) begin
+              \$182  = \$121 ;
             end
           end
     endcase
     if (reset[2]) begin
-      \$170  = 1'h0;
+      \$182  = 1'h0;
     end
     if (rst) begin
-      \$170  = 1'h0;
+      \$182  = 1'h0;
     end
   end
   always @* begin
@@ -27835,12 +27974,12 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign ctl__error = error;
   assign busy = ctl__busy;
   assign spad_rd__data = a_data;
-  assign a_bank = spad_meta_q2[4];
-  assign w_row = spad_meta_q2[3:2];
-  assign w_bank = spad_meta_q2[4];
+  assign a_bank = spad_meta_q3[4];
+  assign w_row = spad_meta_q3[3:2];
+  assign w_bank = spad_meta_q3[4];
   assign w_data = a_data;
-  assign out_data = { \$171 , \$174 , \$173 , \$172  };
-  assign acc_rd__addr = meta4[13:1];
+  assign out_data = { \$183 , \$186 , \$185 , \$184  };
+  assign acc_rd__addr = meta3[13:1];
   assign acc_wr__addr = meta7[13:1];
   assign \spad_meta_q1.valid  = spad_meta_q1[0];
   assign \spad_meta_q1.is_a  = spad_meta_q1[1];
@@ -27867,6 +28006,13 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \spad_meta_q2.caddr  = spad_meta_q2[17:5];
   assign \spad_meta_q2.accum  = spad_meta_q2[18];
   assign \spad_meta_q2.last  = spad_meta_q2[19];
+  assign \spad_meta_q3.valid  = spad_meta_q3[0];
+  assign \spad_meta_q3.is_a  = spad_meta_q3[1];
+  assign \spad_meta_q3.row  = spad_meta_q3[3:2];
+  assign \spad_meta_q3.bank  = spad_meta_q3[4];
+  assign \spad_meta_q3.caddr  = spad_meta_q3[17:5];
+  assign \spad_meta_q3.accum  = spad_meta_q3[18];
+  assign \spad_meta_q3.last  = spad_meta_q3[19];
   assign \ctl__cmd__payload.a_addr  = ctl__cmd__payload[19:0];
   assign \ctl__cmd__payload.b_addr  = ctl__cmd__payload[39:20];
   assign \ctl__cmd__payload.c_addr  = ctl__cmd__payload[59:40];
@@ -27881,10 +28027,12 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$26  = spad_meta_q1[4];
   assign \$34  = bank;
   assign \$38  = spad_meta_q1[4];
+  assign \$64  = \$63 ;
+  assign \$67  = acc_wr__data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
+module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$9003$2 , pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire [15:0] \$10 ;
@@ -28175,8 +28323,8 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
   reg [31:0] pe3_3_psum = 32'd0;
   reg [7:0] pe3_3_w0 = 8'h00;
   reg [7:0] pe3_3_w1 = 8'h00;
-  input [2:0] \port$8976$2 ;
-  wire [2:0] \port$8976$2 ;
+  input [2:0] \port$9003$2 ;
+  wire [2:0] \port$9003$2 ;
   input [3:0] reset;
   wire [3:0] reset;
   input rst;
@@ -28206,128 +28354,128 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
   input w_en;
   wire w_en;
   wire [1:0] w_row;
-  assign \$1  = ! \port$8976$2 [1:0];
+  assign \$1  = ! \port$9003$2 [1:0];
   assign \$2  = w_en & \$1 ;
   assign \$3  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$4  = \port$8976$2 [2] ? pe0_0_w1 : pe0_0_w0;
+  assign \$4  = \port$9003$2 [2] ? pe0_0_w1 : pe0_0_w0;
   assign \$5  = $signed(\$3 ) * $signed(\$4 );
   assign \$6  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$7  = ! \port$8976$2 [1:0];
+  assign \$7  = ! \port$9003$2 [1:0];
   assign \$8  = w_en & \$7 ;
   assign \$9  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
   assign \$10  = $signed(pe0_0_a) * $signed(\$9 );
-  assign \$11  = ! \port$8976$2 [1:0];
+  assign \$11  = ! \port$9003$2 [1:0];
   assign \$12  = w_en & \$11 ;
   assign \$13  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
   assign \$14  = $signed(pe0_1_a) * $signed(\$13 );
-  assign \$15  = ! \port$8976$2 [1:0];
+  assign \$15  = ! \port$9003$2 [1:0];
   assign \$16  = w_en & \$15 ;
   assign \$17  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
   assign \$18  = $signed(pe0_2_a) * $signed(\$17 );
   assign \$19  = a_valid ? w_data[15:8] : 8'h00;
-  assign \$20  = \port$8976$2 [1:0] == 1'h1;
+  assign \$20  = \port$9003$2 [1:0] == 1'h1;
   assign \$21  = w_en & \$20 ;
   assign \$22  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
   assign \$23  = $signed(skew1_0_a) * $signed(\$22 );
   assign \$24  = $signed(pe0_0_psum) + $signed(\$23 );
-  assign \$25  = \port$8976$2 [1:0] == 1'h1;
+  assign \$25  = \port$9003$2 [1:0] == 1'h1;
   assign \$26  = w_en & \$25 ;
   assign \$27  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
   assign \$28  = $signed(pe1_0_a) * $signed(\$27 );
   assign \$29  = $signed(pe0_1_psum) + $signed(\$28 );
-  assign \$30  = \port$8976$2 [1:0] == 1'h1;
+  assign \$30  = \port$9003$2 [1:0] == 1'h1;
   assign \$31  = w_en & \$30 ;
   assign \$32  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
   assign \$33  = $signed(pe1_1_a) * $signed(\$32 );
   assign \$34  = $signed(pe0_2_psum) + $signed(\$33 );
-  assign \$35  = \port$8976$2 [1:0] == 1'h1;
+  assign \$35  = \port$9003$2 [1:0] == 1'h1;
   assign \$36  = w_en & \$35 ;
   assign \$37  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
   assign \$38  = $signed(pe1_2_a) * $signed(\$37 );
   assign \$39  = $signed(pe0_3_psum) + $signed(\$38 );
   assign \$40  = a_valid ? w_data[23:16] : 8'h00;
-  assign \$41  = \port$8976$2 [1:0] == 2'h2;
+  assign \$41  = \port$9003$2 [1:0] == 2'h2;
   assign \$42  = w_en & \$41 ;
   assign \$43  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
   assign \$44  = $signed(skew2_1_a) * $signed(\$43 );
   assign \$45  = $signed(pe1_0_psum) + $signed(\$44 );
-  assign \$46  = \port$8976$2 [1:0] == 2'h2;
+  assign \$46  = \port$9003$2 [1:0] == 2'h2;
   assign \$47  = w_en & \$46 ;
   assign \$48  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
   assign \$49  = $signed(pe2_0_a) * $signed(\$48 );
   assign \$50  = $signed(pe1_1_psum) + $signed(\$49 );
-  assign \$51  = \port$8976$2 [1:0] == 2'h2;
+  assign \$51  = \port$9003$2 [1:0] == 2'h2;
   assign \$52  = w_en & \$51 ;
   assign \$53  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
   assign \$54  = $signed(pe2_1_a) * $signed(\$53 );
   assign \$55  = $signed(pe1_2_psum) + $signed(\$54 );
-  assign \$56  = \port$8976$2 [1:0] == 2'h2;
+  assign \$56  = \port$9003$2 [1:0] == 2'h2;
   assign \$57  = w_en & \$56 ;
   assign \$58  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
   assign \$59  = $signed(pe2_2_a) * $signed(\$58 );
   assign \$60  = $signed(pe1_3_psum) + $signed(\$59 );
   assign \$61  = a_valid ? w_data[31:24] : 8'h00;
-  assign \$62  = \port$8976$2 [1:0] == 2'h3;
+  assign \$62  = \port$9003$2 [1:0] == 2'h3;
   assign \$63  = w_en & \$62 ;
   assign \$64  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
   assign \$65  = $signed(skew3_2_a) * $signed(\$64 );
   assign \$66  = $signed(pe2_0_psum) + $signed(\$65 );
-  assign \$67  = \port$8976$2 [1:0] == 2'h3;
+  assign \$67  = \port$9003$2 [1:0] == 2'h3;
   assign \$68  = w_en & \$67 ;
   assign \$69  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
   assign \$70  = $signed(pe3_0_a) * $signed(\$69 );
   assign \$71  = $signed(pe2_1_psum) + $signed(\$70 );
-  assign \$72  = \port$8976$2 [1:0] == 2'h3;
+  assign \$72  = \port$9003$2 [1:0] == 2'h3;
   assign \$73  = w_en & \$72 ;
   assign \$74  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
   assign \$75  = $signed(pe3_1_a) * $signed(\$74 );
   assign \$76  = $signed(pe2_2_psum) + $signed(\$75 );
-  assign \$77  = \port$8976$2 [1:0] == 2'h3;
+  assign \$77  = \port$9003$2 [1:0] == 2'h3;
   assign \$78  = w_en & \$77 ;
   assign \$79  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
   assign \$80  = $signed(pe3_2_a) * $signed(\$79 );
   assign \$81  = $signed(pe2_3_psum) + $signed(\$80 );
-  assign \$82  = ! \port$8976$2 [1:0];
+  assign \$82  = ! \port$9003$2 [1:0];
   assign \$83  = w_en & \$82 ;
-  assign \$86  = pe0_0_bank == \port$8976$2 [2];
+  assign \$86  = pe0_0_bank == \port$9003$2 [2];
   assign \$87  = pe0_0_v & \$86 ;
-  assign \$88  = pe0_1_bank == \port$8976$2 [2];
+  assign \$88  = pe0_1_bank == \port$9003$2 [2];
   assign \$89  = pe0_1_v & \$88 ;
   assign \$90  = | { \$89 , \$87 , \$85  };
   assign \$91  = \$83  & \$90 ;
-  assign \$92  = \port$8976$2 [1:0] == 1'h1;
+  assign \$92  = \port$9003$2 [1:0] == 1'h1;
   assign \$93  = w_en & \$92 ;
-  assign \$96  = skew1_0_bank == \port$8976$2 [2];
+  assign \$96  = skew1_0_bank == \port$9003$2 [2];
   assign \$97  = skew1_0_v & \$96 ;
-  assign \$98  = pe1_0_bank == \port$8976$2 [2];
+  assign \$98  = pe1_0_bank == \port$9003$2 [2];
   assign \$99  = pe1_0_v & \$98 ;
-  assign \$100  = pe1_1_bank == \port$8976$2 [2];
+  assign \$100  = pe1_1_bank == \port$9003$2 [2];
   assign \$101  = pe1_1_v & \$100 ;
   assign \$102  = | { \$101 , \$99 , \$97 , \$95  };
   assign \$103  = \$93  & \$102 ;
-  assign \$104  = \port$8976$2 [1:0] == 2'h2;
+  assign \$104  = \port$9003$2 [1:0] == 2'h2;
   assign \$105  = w_en & \$104 ;
-  assign \$108  = skew2_0_bank == \port$8976$2 [2];
+  assign \$108  = skew2_0_bank == \port$9003$2 [2];
   assign \$109  = skew2_0_v & \$108 ;
-  assign \$110  = skew2_1_bank == \port$8976$2 [2];
+  assign \$110  = skew2_1_bank == \port$9003$2 [2];
   assign \$111  = skew2_1_v & \$110 ;
-  assign \$112  = pe2_0_bank == \port$8976$2 [2];
+  assign \$112  = pe2_0_bank == \port$9003$2 [2];
   assign \$113  = pe2_0_v & \$112 ;
-  assign \$114  = pe2_1_bank == \port$8976$2 [2];
+  assign \$114  = pe2_1_bank == \port$9003$2 [2];
   assign \$115  = pe2_1_v & \$114 ;
   assign \$116  = | { \$115 , \$113 , \$111 , \$109 , \$107  };
   assign \$117  = \$105  & \$116 ;
-  assign \$118  = \port$8976$2 [1:0] == 2'h3;
+  assign \$118  = \port$9003$2 [1:0] == 2'h3;
   assign \$119  = w_en & \$118 ;
-  assign \$122  = skew3_0_bank == \port$8976$2 [2];
+  assign \$122  = skew3_0_bank == \port$9003$2 [2];
   assign \$123  = skew3_0_v & \$122 ;
-  assign \$124  = skew3_1_bank == \port$8976$2 [2];
+  assign \$124  = skew3_1_bank == \port$9003$2 [2];
   assign \$125  = skew3_1_v & \$124 ;
-  assign \$126  = skew3_2_bank == \port$8976$2 [2];
+  assign \$126  = skew3_2_bank == \port$9003$2 [2];
   assign \$127  = skew3_2_v & \$126 ;
-  assign \$128  = pe3_0_bank == \port$8976$2 [2];
+  assign \$128  = pe3_0_bank == \port$9003$2 [2];
   assign \$129  = pe3_0_v & \$128 ;
-  assign \$130  = pe3_1_bank == \port$8976$2 [2];
+  assign \$130  = pe3_1_bank == \port$9003$2 [2];
   assign \$131  = pe3_1_v & \$130 ;
   assign \$132  = | { \$131 , \$129 , \$127 , \$125 , \$123 , \$121  };
   assign \$133  = \$119  & \$132 ;
@@ -28343,7 +28491,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
   always @(posedge clk)
     pe0_0_v <= \$136 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$8976$2 [2];
+    pe0_0_bank <= \port$9003$2 [2];
   always @(posedge clk)
     pe0_1_w1 <= \$137 ;
   always @(posedge clk)
@@ -28379,7 +28527,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
   always @(posedge clk)
     skew1_0_v <= \$145 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$8976$2 [2];
+    skew1_0_bank <= \port$9003$2 [2];
   always @(posedge clk)
     pe1_0_w1 <= \$146 ;
   always @(posedge clk)
@@ -28427,7 +28575,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
   always @(posedge clk)
     skew2_0_v <= \$157 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$8976$2 [2];
+    skew2_0_bank <= \port$9003$2 [2];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -28481,7 +28629,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
   always @(posedge clk)
     skew3_0_v <= \$170 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$8976$2 [2];
+    skew3_0_bank <= \port$9003$2 [2];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -28554,7 +28702,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$134  = pe0_0_w1;
     if (\$2 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$134  = w_data[7:0];
       end
     end
@@ -28564,7 +28712,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$135  = pe0_0_w0;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$135  = w_data[7:0];
       end
@@ -28584,7 +28732,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$137  = pe0_1_w1;
     if (\$8 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$137  = w_data[15:8];
       end
     end
@@ -28594,7 +28742,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$138  = pe0_1_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$138  = w_data[15:8];
       end
@@ -28614,7 +28762,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$140  = pe0_2_w1;
     if (\$12 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$140  = w_data[23:16];
       end
     end
@@ -28624,7 +28772,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$141  = pe0_2_w0;
     if (\$12 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$141  = w_data[23:16];
       end
@@ -28644,7 +28792,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$143  = pe0_3_w1;
     if (\$16 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$143  = w_data[31:24];
       end
     end
@@ -28654,7 +28802,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$144  = pe0_3_w0;
     if (\$16 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$144  = w_data[31:24];
       end
@@ -28674,7 +28822,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$146  = pe1_0_w1;
     if (\$21 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$146  = w_data[7:0];
       end
     end
@@ -28684,7 +28832,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$147  = pe1_0_w0;
     if (\$21 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$147  = w_data[7:0];
       end
@@ -28704,7 +28852,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$149  = pe1_1_w1;
     if (\$26 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$149  = w_data[15:8];
       end
     end
@@ -28714,7 +28862,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$150  = pe1_1_w0;
     if (\$26 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$150  = w_data[15:8];
       end
@@ -28734,7 +28882,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$152  = pe1_2_w1;
     if (\$31 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$152  = w_data[23:16];
       end
     end
@@ -28744,7 +28892,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$153  = pe1_2_w0;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$153  = w_data[23:16];
       end
@@ -28764,7 +28912,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$155  = pe1_3_w1;
     if (\$36 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$155  = w_data[31:24];
       end
     end
@@ -28774,7 +28922,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$156  = pe1_3_w0;
     if (\$36 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$156  = w_data[31:24];
       end
@@ -28804,7 +28952,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$159  = pe2_0_w1;
     if (\$42 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$159  = w_data[7:0];
       end
     end
@@ -28814,7 +28962,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$160  = pe2_0_w0;
     if (\$42 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$160  = w_data[7:0];
       end
@@ -28834,7 +28982,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$162  = pe2_1_w1;
     if (\$47 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$162  = w_data[15:8];
       end
     end
@@ -28844,7 +28992,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$163  = pe2_1_w0;
     if (\$47 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$163  = w_data[15:8];
       end
@@ -28864,7 +29012,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$165  = pe2_2_w1;
     if (\$52 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$165  = w_data[23:16];
       end
     end
@@ -28874,7 +29022,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$166  = pe2_2_w0;
     if (\$52 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$166  = w_data[23:16];
       end
@@ -28894,7 +29042,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$168  = pe2_3_w1;
     if (\$57 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$168  = w_data[31:24];
       end
     end
@@ -28904,7 +29052,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$169  = pe2_3_w0;
     if (\$57 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$169  = w_data[31:24];
       end
@@ -28944,7 +29092,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$173  = pe3_0_w1;
     if (\$63 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$173  = w_data[7:0];
       end
     end
@@ -28954,7 +29102,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$174  = pe3_0_w0;
     if (\$63 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$174  = w_data[7:0];
       end
@@ -28974,7 +29122,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$176  = pe3_1_w1;
     if (\$68 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$176  = w_data[15:8];
       end
     end
@@ -28984,7 +29132,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$177  = pe3_1_w0;
     if (\$68 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$177  = w_data[15:8];
       end
@@ -29004,7 +29152,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$179  = pe3_2_w1;
     if (\$73 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$179  = w_data[23:16];
       end
     end
@@ -29014,7 +29162,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$180  = pe3_2_w0;
     if (\$73 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$180  = w_data[23:16];
       end
@@ -29034,7 +29182,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$182  = pe3_3_w1;
     if (\$78 ) begin
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
         \$182  = w_data[31:24];
       end
     end
@@ -29044,7 +29192,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
     \$183  = pe3_3_w0;
     if (\$78 ) begin
       (* full_case = 32'd1 *)
-      if (\port$8976$2 [2]) begin
+      if (\port$9003$2 [2]) begin
       end else begin
         \$183  = w_data[31:24];
       end
@@ -29060,10 +29208,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
       \$184  = 1'h0;
     end
   end
-  assign w_row = \port$8976$2 [1:0];
-  assign w_bank = \port$8976$2 [2];
+  assign w_row = \port$9003$2 [1:0];
+  assign w_bank = \port$9003$2 [2];
   assign a_data = w_data;
-  assign a_bank = \port$8976$2 [2];
+  assign a_bank = \port$9003$2 [2];
   assign out_data = { pe3_3_psum, deskew2_0, deskew1_1, deskew0_2 };
   assign out_valid = out_valid_q;
   assign \$84  = 1'h1;
@@ -29077,7 +29225,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$8976$2 , pe3_3
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8268$16 , \port$9006$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8289$16 , \port$9036$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -29121,10 +29269,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8268$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8268$16 ;
-  wire [15:0] \port$8268$16 ;
-  input [7:0] \port$9006$0 ;
-  wire [7:0] \port$9006$0 ;
+  input [15:0] \port$8289$16 ;
+  wire [15:0] \port$8289$16 ;
+  input [7:0] \port$9036$0 ;
+  wire [7:0] \port$9036$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -29159,7 +29307,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8268$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8268$16 , \port$9006$0  };
+      storage[w_port__addr] <= { \port$8289$16 , \port$9036$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -29270,8 +29418,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8268$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8268$16 , \port$9006$0  };
-  assign w_data = { \port$8268$16 , \port$9006$0  };
+  assign w_port__data = { \port$8289$16 , \port$9036$0  };
+  assign w_data = { \port$8289$16 , \port$9036$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -29280,7 +29428,7 @@ endmodule
 module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7783$0 , \port$7783$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7804$0 , \port$7804$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -29994,10 +30142,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] \limit$66 ;
   input [3:0] \port$109$0 ;
   wire [3:0] \port$109$0 ;
-  input [3:0] \port$7783$0 ;
-  wire [3:0] \port$7783$0 ;
-  input [23:0] \port$7783$8 ;
-  wire [23:0] \port$7783$8 ;
+  input [3:0] \port$7804$0 ;
+  wire [3:0] \port$7804$0 ;
+  input [23:0] \port$7804$8 ;
+  wire [23:0] \port$7804$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -30722,7 +30870,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$7783$0 [1:0] < 3'h4;
+  assign \$165  = \port$7804$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -30930,7 +31078,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$7783$0 [1:0];
+  assign \$344  = ! \port$7804$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -30950,7 +31098,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$7783$0 [1:0] == 1'h1;
+  assign \$364  = \port$7804$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -30970,7 +31118,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$7783$0 [1:0] == 2'h2;
+  assign \$384  = \port$7804$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -30990,7 +31138,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$7783$0 [1:0] == 2'h3;
+  assign \$404  = \port$7804$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -31083,7 +31231,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$8349$0 (fetch_r_buf),
+    .\port$8370$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -31095,7 +31243,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$8349$0 (fetch_r_buf),
+    .\port$8370$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -31107,7 +31255,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$8349$0 (fetch_r_buf),
+    .\port$8370$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -31119,7 +31267,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$8349$0 (fetch_r_buf),
+    .\port$8370$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -32817,12 +32965,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$7783$0 [1:0];
-  assign cpl_irq = \port$7783$0 [2];
-  assign cpl_halt = \port$7783$0 [3];
-  assign cpl_flags = \port$7783$8 [7:0];
-  assign cpl_status = \port$7783$8 [15:8];
-  assign cpl_opcode = \port$7783$8 [23:16];
+  assign cpl_queue = \port$7804$0 [1:0];
+  assign cpl_irq = \port$7804$0 [2];
+  assign cpl_halt = \port$7804$0 [3];
+  assign cpl_flags = \port$7804$8 [7:0];
+  assign cpl_status = \port$7804$8 [15:8];
+  assign cpl_opcode = \port$7804$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -32873,12 +33021,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$7783$8 [23:16];
-  assign \w_data$258 [19:12] = \port$7783$8 [15:8];
-  assign \w_data$258 [11:4] = \port$7783$8 [7:0];
-  assign \w_data$258 [3] = \port$7783$0 [3];
-  assign \w_data$258 [2] = \port$7783$0 [2];
-  assign \w_data$258 [1:0] = \port$7783$0 [1:0];
+  assign \w_data$258 [27:20] = \port$7804$8 [23:16];
+  assign \w_data$258 [19:12] = \port$7804$8 [15:8];
+  assign \w_data$258 [11:4] = \port$7804$8 [7:0];
+  assign \w_data$258 [3] = \port$7804$0 [3];
+  assign \w_data$258 [2] = \port$7804$0 [2];
+  assign \w_data$258 [1:0] = \port$7804$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -34464,7 +34612,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8349$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8370$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34491,8 +34639,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8349$0 ;
-  wire [191:0] \port$8349$0 ;
+  input [191:0] \port$8370$0 ;
+  wire [191:0] \port$8370$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -34527,7 +34675,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8349$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8370$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34598,14 +34746,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8349$0  };
-  assign w_data = { \port$0$87 , \port$8349$0  };
+  assign w_port__data = { \port$0$87 , \port$8370$0  };
+  assign w_data = { \port$0$87 , \port$8370$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8349$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8370$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34632,8 +34780,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8349$0 ;
-  wire [191:0] \port$8349$0 ;
+  input [191:0] \port$8370$0 ;
+  wire [191:0] \port$8370$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -34668,7 +34816,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8349$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8370$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34739,14 +34887,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8349$0  };
-  assign w_data = { \port$0$87 , \port$8349$0  };
+  assign w_port__data = { \port$0$87 , \port$8370$0  };
+  assign w_data = { \port$0$87 , \port$8370$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8349$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8370$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34773,8 +34921,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8349$0 ;
-  wire [191:0] \port$8349$0 ;
+  input [191:0] \port$8370$0 ;
+  wire [191:0] \port$8370$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -34809,7 +34957,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8349$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8370$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34880,14 +35028,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8349$0  };
-  assign w_data = { \port$0$87 , \port$8349$0  };
+  assign w_port__data = { \port$0$87 , \port$8370$0  };
+  assign w_data = { \port$0$87 , \port$8370$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8349$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8370$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34914,8 +35062,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8349$0 ;
-  wire [191:0] \port$8349$0 ;
+  input [191:0] \port$8370$0 ;
+  wire [191:0] \port$8370$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -34950,7 +35098,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8349$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8370$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35021,8 +35169,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8349$0  };
-  assign w_data = { \port$0$87 , \port$8349$0  };
+  assign w_port__data = { \port$0$87 , \port$8370$0  };
+  assign w_data = { \port$0$87 , \port$8370$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -35048,6 +35196,9 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   reg [1:0] \$111 ;
   reg [1:0] \$112 ;
   reg [1:0] \$113 ;
+  reg [1:0] \$114 ;
+  reg [1:0] \$115 ;
+  reg [1:0] \$116 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
@@ -35148,6 +35299,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   reg [11:0] \bank0_addr$16 ;
   (* init = 12'h000 *)
   wire [11:0] bank0_raddr_q;
+  reg [31:0] bank0_rdata_q = 32'd0;
   (* init = 1'h0 *)
   wire bank0_ren_q;
   (* init = 12'h000 *)
@@ -35161,6 +35313,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   reg [11:0] \bank1_addr$36 ;
   (* init = 12'h000 *)
   wire [11:0] bank1_raddr_q;
+  reg [31:0] bank1_rdata_q = 32'd0;
   (* init = 1'h0 *)
   wire bank1_ren_q;
   (* init = 12'h000 *)
@@ -35174,6 +35327,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   reg [11:0] \bank2_addr$54 ;
   (* init = 12'h000 *)
   wire [11:0] bank2_raddr_q;
+  reg [31:0] bank2_rdata_q = 32'd0;
   (* init = 1'h0 *)
   wire bank2_ren_q;
   (* init = 12'h000 *)
@@ -35187,6 +35341,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   reg [11:0] \bank3_addr$72 ;
   (* init = 12'h000 *)
   wire [11:0] bank3_raddr_q;
+  reg [31:0] bank3_rdata_q = 32'd0;
   (* init = 1'h0 *)
   wire bank3_ren_q;
   (* init = 12'h000 *)
@@ -35204,10 +35359,13 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   reg [11:0] \raddr$76  = 12'h000;
   reg [1:0] rd0_bank_q = 2'h0;
   reg [1:0] rd0_bank_q2 = 2'h0;
+  reg [1:0] rd0_bank_q3 = 2'h0;
   reg [1:0] rd1_bank_q = 2'h0;
   reg [1:0] rd1_bank_q2 = 2'h0;
+  reg [1:0] rd1_bank_q3 = 2'h0;
   reg [1:0] rd2_bank_q = 2'h0;
   reg [1:0] rd2_bank_q2 = 2'h0;
+  reg [1:0] rd2_bank_q3 = 2'h0;
   input [13:0] rd__0__addr;
   wire [13:0] rd__0__addr;
   output [31:0] rd__0__data;
@@ -35233,9 +35391,9 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   output rd__2__gnt;
   wire rd__2__gnt;
   wire [31:0] rdata;
-  wire [31:0] \rdata$88 ;
-  wire [31:0] \rdata$89 ;
-  wire [31:0] \rdata$90 ;
+  wire [31:0] \rdata$102 ;
+  wire [31:0] \rdata$103 ;
+  wire [31:0] \rdata$104 ;
   reg ren = 1'h0;
   reg \ren$38  = 1'h0;
   reg \ren$56  = 1'h0;
@@ -35417,6 +35575,8 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   always @(posedge clk)
     raddr <= bank0_addr;
   always @(posedge clk)
+    bank0_rdata_q <= rdata;
+  always @(posedge clk)
     \wen$42  <= \$102 ;
   always @(posedge clk)
     \waddr$44  <= \bank1_addr$36 ;
@@ -35426,6 +35586,8 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     \ren$38  <= \$103 ;
   always @(posedge clk)
     \raddr$40  <= bank1_addr;
+  always @(posedge clk)
+    bank1_rdata_q <= \rdata$102 ;
   always @(posedge clk)
     \wen$60  <= \$104 ;
   always @(posedge clk)
@@ -35437,6 +35599,8 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   always @(posedge clk)
     \raddr$58  <= bank2_addr;
   always @(posedge clk)
+    bank2_rdata_q <= \rdata$103 ;
+  always @(posedge clk)
     \wen$78  <= \$106 ;
   always @(posedge clk)
     \waddr$80  <= \bank3_addr$72 ;
@@ -35447,17 +35611,25 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   always @(posedge clk)
     \raddr$76  <= bank3_addr;
   always @(posedge clk)
+    bank3_rdata_q <= \rdata$104 ;
+  always @(posedge clk)
     rd0_bank_q <= \$108 ;
   always @(posedge clk)
     rd0_bank_q2 <= \$109 ;
   always @(posedge clk)
-    rd1_bank_q <= \$110 ;
+    rd0_bank_q3 <= \$110 ;
   always @(posedge clk)
-    rd1_bank_q2 <= \$111 ;
+    rd1_bank_q <= \$111 ;
   always @(posedge clk)
-    rd2_bank_q <= \$112 ;
+    rd1_bank_q2 <= \$112 ;
   always @(posedge clk)
-    rd2_bank_q2 <= \$113 ;
+    rd1_bank_q3 <= \$113 ;
+  always @(posedge clk)
+    rd2_bank_q <= \$114 ;
+  always @(posedge clk)
+    rd2_bank_q2 <= \$115 ;
+  always @(posedge clk)
+    rd2_bank_q3 <= \$116 ;
   \kaki_soc_4x4.spad.bank0  bank0 (
     .clk(clk),
     .raddr(raddr),
@@ -35470,7 +35642,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   \kaki_soc_4x4.spad.bank1  bank1 (
     .clk(clk),
     .raddr(\raddr$40 ),
-    .rdata(\rdata$88 ),
+    .rdata(\rdata$102 ),
     .ren(\ren$38 ),
     .waddr(\waddr$44 ),
     .wdata(\wdata$46 ),
@@ -35479,7 +35651,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   \kaki_soc_4x4.spad.bank2  bank2 (
     .clk(clk),
     .raddr(\raddr$58 ),
-    .rdata(\rdata$89 ),
+    .rdata(\rdata$103 ),
     .ren(\ren$56 ),
     .waddr(\waddr$62 ),
     .wdata(\wdata$64 ),
@@ -35488,7 +35660,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   \kaki_soc_4x4.spad.bank3  bank3 (
     .clk(clk),
     .raddr(\raddr$76 ),
-    .rdata(\rdata$90 ),
+    .rdata(\rdata$104 ),
     .ren(\ren$74 ),
     .waddr(\waddr$80 ),
     .wdata(\wdata$82 ),
@@ -35629,43 +35801,43 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd0_bank_q2)
+    casez (rd0_bank_q3)
       2'h0:
-          rd__0__data = rdata;
+          rd__0__data = bank0_rdata_q;
       2'h1:
-          rd__0__data = \rdata$88 ;
+          rd__0__data = bank1_rdata_q;
       2'h2:
-          rd__0__data = \rdata$89 ;
+          rd__0__data = bank2_rdata_q;
       2'h3:
-          rd__0__data = \rdata$90 ;
+          rd__0__data = bank3_rdata_q;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd1_bank_q2)
+    casez (rd1_bank_q3)
       2'h0:
-          rd__1__data = rdata;
+          rd__1__data = bank0_rdata_q;
       2'h1:
-          rd__1__data = \rdata$88 ;
+          rd__1__data = bank1_rdata_q;
       2'h2:
-          rd__1__data = \rdata$89 ;
+          rd__1__data = bank2_rdata_q;
       2'h3:
-          rd__1__data = \rdata$90 ;
+          rd__1__data = bank3_rdata_q;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd2_bank_q2)
+    casez (rd2_bank_q3)
       2'h0:
-          rd__2__data = rdata;
+          rd__2__data = bank0_rdata_q;
       2'h1:
-          rd__2__data = \rdata$88 ;
+          rd__2__data = bank1_rdata_q;
       2'h2:
-          rd__2__data = \rdata$89 ;
+          rd__2__data = bank2_rdata_q;
       2'h3:
-          rd__2__data = \rdata$90 ;
+          rd__2__data = bank3_rdata_q;
     endcase
   end
   always @* begin
@@ -35743,10 +35915,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$110  = rd1_bank_q;
-    if (\$98 ) begin
-      \$110  = rd__1__addr[13:12];
-    end
+    \$110  = rd0_bank_q2;
     if (rst) begin
       \$110  = 2'h0;
     end
@@ -35754,25 +35923,49 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$111  = rd1_bank_q;
+    if (\$98 ) begin
+      \$111  = rd__1__addr[13:12];
+    end
     if (rst) begin
       \$111  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$112  = rd2_bank_q;
-    if (\$99 ) begin
-      \$112  = rd__2__addr[13:12];
-    end
+    \$112  = rd1_bank_q;
     if (rst) begin
       \$112  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$113  = rd2_bank_q;
+    \$113  = rd1_bank_q2;
     if (rst) begin
       \$113  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$114  = rd2_bank_q;
+    if (\$99 ) begin
+      \$114  = rd__2__addr[13:12];
+    end
+    if (rst) begin
+      \$114  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$115  = rd2_bank_q;
+    if (rst) begin
+      \$115  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$116  = rd2_bank_q2;
+    if (rst) begin
+      \$116  = 2'h0;
     end
   end
   assign bank0_ren_q = ren;
@@ -35939,218 +36132,218 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [12:0] \$100 ;
+  wire [11:0] \$100 ;
   wire [12:0] \$101 ;
-  wire [7:0] \$102 ;
-  wire [7:0] \$103 ;
+  wire [12:0] \$102 ;
+  wire [12:0] \$103 ;
   wire [7:0] \$104 ;
   wire [7:0] \$105 ;
-  wire [32:0] \$106 ;
-  wire [31:0] \$107 ;
-  wire [47:0] \$108 ;
-  wire [48:0] \$109 ;
+  wire [7:0] \$106 ;
+  wire [7:0] \$107 ;
+  wire [32:0] \$108 ;
+  wire [31:0] \$109 ;
   wire \$11 ;
   wire [47:0] \$110 ;
-  wire [47:0] \$111 ;
-  wire [78:0] \$112 ;
-  wire [79:0] \$113 ;
-  wire [79:0] \$114 ;
-  wire [63:0] \$115 ;
-  wire [63:0] \$116 ;
-  wire [64:0] \$117 ;
-  wire \$118 ;
-  wire \$119 ;
+  wire [48:0] \$111 ;
+  wire [47:0] \$112 ;
+  wire [47:0] \$113 ;
+  wire [78:0] \$114 ;
+  wire [79:0] \$115 ;
+  wire [79:0] \$116 ;
+  wire [63:0] \$117 ;
+  wire [63:0] \$118 ;
+  wire [64:0] \$119 ;
   wire \$12 ;
-  wire [11:0] \$120 ;
-  wire [12:0] \$121 ;
-  wire \$122 ;
-  wire [11:0] \$123 ;
-  wire [12:0] \$124 ;
-  wire \$125 ;
-  wire [11:0] \$126 ;
-  wire [12:0] \$127 ;
-  wire [12:0] \$128 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire [11:0] \$122 ;
+  wire [12:0] \$123 ;
+  wire \$124 ;
+  wire [11:0] \$125 ;
+  wire [12:0] \$126 ;
+  wire \$127 ;
+  wire [11:0] \$128 ;
   wire [12:0] \$129 ;
   wire [2:0] \$13 ;
-  wire [7:0] \$130 ;
-  wire [7:0] \$131 ;
-  wire \$132 ;
-  wire [11:0] \$133 ;
-  wire [12:0] \$134 ;
-  wire \$135 ;
-  wire [11:0] \$136 ;
-  wire [12:0] \$137 ;
-  wire \$138 ;
-  wire [11:0] \$139 ;
+  wire [12:0] \$130 ;
+  wire [12:0] \$131 ;
+  wire [7:0] \$132 ;
+  wire [7:0] \$133 ;
+  wire \$134 ;
+  wire [11:0] \$135 ;
+  wire [12:0] \$136 ;
+  wire \$137 ;
+  wire [11:0] \$138 ;
+  wire [12:0] \$139 ;
   wire [2:0] \$14 ;
-  wire [12:0] \$140 ;
-  wire [12:0] \$141 ;
+  wire \$140 ;
+  wire [11:0] \$141 ;
   wire [12:0] \$142 ;
-  wire [7:0] \$143 ;
-  wire [7:0] \$144 ;
+  wire [12:0] \$143 ;
+  wire [12:0] \$144 ;
   wire [7:0] \$145 ;
-  wire [11:0] \$146 ;
-  wire [12:0] \$147 ;
-  wire \$148 ;
-  wire [11:0] \$149 ;
+  wire [7:0] \$146 ;
+  wire [7:0] \$147 ;
+  wire [11:0] \$148 ;
+  wire [12:0] \$149 ;
   wire \$15 ;
-  wire [12:0] \$150 ;
-  wire \$151 ;
-  wire [11:0] \$152 ;
-  wire [12:0] \$153 ;
-  wire [12:0] \$154 ;
+  wire \$150 ;
+  wire [11:0] \$151 ;
+  wire [12:0] \$152 ;
+  wire \$153 ;
+  wire [11:0] \$154 ;
   wire [12:0] \$155 ;
-  wire [7:0] \$156 ;
-  wire [7:0] \$157 ;
+  wire [12:0] \$156 ;
+  wire [12:0] \$157 ;
   wire [7:0] \$158 ;
   wire [7:0] \$159 ;
   wire \$16 ;
-  wire [32:0] \$160 ;
-  wire [31:0] \$161 ;
-  wire [47:0] \$162 ;
-  wire [48:0] \$163 ;
+  wire [7:0] \$160 ;
+  wire [7:0] \$161 ;
+  wire [32:0] \$162 ;
+  wire [31:0] \$163 ;
   wire [47:0] \$164 ;
-  wire [47:0] \$165 ;
-  wire [78:0] \$166 ;
-  wire [79:0] \$167 ;
-  wire [79:0] \$168 ;
-  wire [63:0] \$169 ;
+  wire [48:0] \$165 ;
+  wire [47:0] \$166 ;
+  wire [47:0] \$167 ;
+  wire [78:0] \$168 ;
+  wire [79:0] \$169 ;
   wire \$17 ;
-  wire [63:0] \$170 ;
-  wire [64:0] \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire [11:0] \$174 ;
-  wire [12:0] \$175 ;
-  wire \$176 ;
-  wire [11:0] \$177 ;
-  wire [12:0] \$178 ;
-  wire \$179 ;
+  wire [79:0] \$170 ;
+  wire [63:0] \$171 ;
+  wire [63:0] \$172 ;
+  wire [64:0] \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire [11:0] \$176 ;
+  wire [12:0] \$177 ;
+  wire \$178 ;
+  wire [11:0] \$179 ;
   wire \$18 ;
-  wire [11:0] \$180 ;
-  wire [12:0] \$181 ;
-  wire [12:0] \$182 ;
+  wire [12:0] \$180 ;
+  wire \$181 ;
+  wire [11:0] \$182 ;
   wire [12:0] \$183 ;
-  wire [7:0] \$184 ;
-  wire [7:0] \$185 ;
-  wire \$186 ;
-  wire [11:0] \$187 ;
-  wire [12:0] \$188 ;
-  wire \$189 ;
+  wire [12:0] \$184 ;
+  wire [12:0] \$185 ;
+  wire [7:0] \$186 ;
+  wire [7:0] \$187 ;
+  wire \$188 ;
+  wire [11:0] \$189 ;
   wire [2:0] \$19 ;
-  wire [11:0] \$190 ;
-  wire [12:0] \$191 ;
-  wire \$192 ;
-  wire [11:0] \$193 ;
-  wire [12:0] \$194 ;
-  wire [12:0] \$195 ;
+  wire [12:0] \$190 ;
+  wire \$191 ;
+  wire [11:0] \$192 ;
+  wire [12:0] \$193 ;
+  wire \$194 ;
+  wire [11:0] \$195 ;
   wire [12:0] \$196 ;
-  wire [7:0] \$197 ;
-  wire [7:0] \$198 ;
+  wire [12:0] \$197 ;
+  wire [12:0] \$198 ;
   wire [7:0] \$199 ;
   wire \$2 ;
   wire [2:0] \$20 ;
-  wire [11:0] \$200 ;
-  wire [12:0] \$201 ;
-  wire \$202 ;
-  wire [11:0] \$203 ;
-  wire [12:0] \$204 ;
-  wire \$205 ;
-  wire [11:0] \$206 ;
-  wire [12:0] \$207 ;
-  wire [12:0] \$208 ;
+  wire [7:0] \$200 ;
+  wire [7:0] \$201 ;
+  wire [11:0] \$202 ;
+  wire [12:0] \$203 ;
+  wire \$204 ;
+  wire [11:0] \$205 ;
+  wire [12:0] \$206 ;
+  wire \$207 ;
+  wire [11:0] \$208 ;
   wire [12:0] \$209 ;
   wire \$21 ;
-  wire [7:0] \$210 ;
-  wire [7:0] \$211 ;
+  wire [12:0] \$210 ;
+  wire [12:0] \$211 ;
   wire [7:0] \$212 ;
   wire [7:0] \$213 ;
-  wire [32:0] \$214 ;
-  wire [31:0] \$215 ;
-  wire [47:0] \$216 ;
-  wire [48:0] \$217 ;
+  wire [7:0] \$214 ;
+  wire [7:0] \$215 ;
+  wire [32:0] \$216 ;
+  wire [31:0] \$217 ;
   wire [47:0] \$218 ;
-  wire [47:0] \$219 ;
+  wire [48:0] \$219 ;
   wire [19:0] \$22 ;
-  wire [78:0] \$220 ;
-  wire [79:0] \$221 ;
-  wire [79:0] \$222 ;
-  wire [63:0] \$223 ;
-  wire [63:0] \$224 ;
-  wire [64:0] \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire [11:0] \$228 ;
-  wire [12:0] \$229 ;
+  wire [47:0] \$220 ;
+  wire [47:0] \$221 ;
+  wire [78:0] \$222 ;
+  wire [79:0] \$223 ;
+  wire [79:0] \$224 ;
+  wire [63:0] \$225 ;
+  wire [63:0] \$226 ;
+  wire [64:0] \$227 ;
+  wire \$228 ;
+  wire \$229 ;
   wire [19:0] \$23 ;
-  wire \$230 ;
-  wire [11:0] \$231 ;
-  wire [12:0] \$232 ;
-  wire \$233 ;
-  wire [11:0] \$234 ;
-  wire [12:0] \$235 ;
-  wire [12:0] \$236 ;
+  wire [11:0] \$230 ;
+  wire [12:0] \$231 ;
+  wire \$232 ;
+  wire [11:0] \$233 ;
+  wire [12:0] \$234 ;
+  wire \$235 ;
+  wire [11:0] \$236 ;
   wire [12:0] \$237 ;
-  wire [7:0] \$238 ;
-  wire [7:0] \$239 ;
+  wire [12:0] \$238 ;
+  wire [12:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire [11:0] \$241 ;
-  wire [12:0] \$242 ;
-  wire \$243 ;
-  wire [11:0] \$244 ;
-  wire [12:0] \$245 ;
-  wire \$246 ;
-  wire [11:0] \$247 ;
-  wire [12:0] \$248 ;
-  wire [12:0] \$249 ;
+  wire [7:0] \$240 ;
+  wire [7:0] \$241 ;
+  wire \$242 ;
+  wire [11:0] \$243 ;
+  wire [12:0] \$244 ;
+  wire \$245 ;
+  wire [11:0] \$246 ;
+  wire [12:0] \$247 ;
+  wire \$248 ;
+  wire [11:0] \$249 ;
   wire \$25 ;
   wire [12:0] \$250 ;
-  wire [7:0] \$251 ;
-  wire [7:0] \$252 ;
+  wire [12:0] \$251 ;
+  wire [12:0] \$252 ;
   wire [7:0] \$253 ;
-  wire [11:0] \$254 ;
-  wire [12:0] \$255 ;
-  wire \$256 ;
-  wire [11:0] \$257 ;
-  wire [12:0] \$258 ;
-  wire \$259 ;
-  wire [17:0] \$26 ;
-  wire [11:0] \$260 ;
-  wire [12:0] \$261 ;
-  wire [12:0] \$262 ;
+  wire [7:0] \$254 ;
+  wire [7:0] \$255 ;
+  wire [11:0] \$256 ;
+  wire [12:0] \$257 ;
+  wire \$258 ;
+  wire [11:0] \$259 ;
+  wire \$26 ;
+  wire [12:0] \$260 ;
+  wire \$261 ;
+  wire [11:0] \$262 ;
   wire [12:0] \$263 ;
-  wire [7:0] \$264 ;
-  wire [7:0] \$265 ;
+  wire [12:0] \$264 ;
+  wire [12:0] \$265 ;
   wire [7:0] \$266 ;
   wire [7:0] \$267 ;
-  wire [17:0] \$268 ;
-  wire \$269 ;
-  wire [17:0] \$27 ;
-  wire \$270 ;
-  wire [7:0] \$271 ;
-  wire [7:0] \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire [7:0] \$275 ;
-  wire [7:0] \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  wire [7:0] \$279 ;
-  wire \$28 ;
-  wire [7:0] \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire [7:0] \$283 ;
-  wire [7:0] \$284 ;
-  wire [20:0] \$285 ;
-  wire \$286 ;
-  wire \$287 ;
+  wire [7:0] \$268 ;
+  wire [7:0] \$269 ;
+  wire \$27 ;
+  wire [17:0] \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire [7:0] \$273 ;
+  wire [7:0] \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire [7:0] \$277 ;
+  wire [7:0] \$278 ;
+  wire \$279 ;
+  wire [17:0] \$28 ;
+  wire \$280 ;
+  wire [7:0] \$281 ;
+  wire [7:0] \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire [7:0] \$285 ;
+  wire [7:0] \$286 ;
+  wire [20:0] \$287 ;
   wire \$288 ;
-  wire [20:0] \$289 ;
-  wire [13:0] \$29 ;
+  wire \$289 ;
+  wire [17:0] \$29 ;
   wire \$290 ;
-  wire \$291 ;
+  wire [20:0] \$291 ;
   wire \$292 ;
   wire \$293 ;
   wire \$294 ;
@@ -36158,62 +36351,62 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire \$296 ;
   wire \$297 ;
   wire \$298 ;
-  wire [20:0] \$299 ;
+  wire \$299 ;
   wire \$3 ;
-  wire [14:0] \$30 ;
+  wire \$30 ;
   wire \$300 ;
-  wire \$301 ;
+  wire [20:0] \$301 ;
   wire \$302 ;
-  wire [20:0] \$303 ;
+  wire \$303 ;
   wire \$304 ;
-  wire \$305 ;
+  wire [20:0] \$305 ;
   wire \$306 ;
   wire \$307 ;
   wire \$308 ;
   wire \$309 ;
-  wire \$31 ;
+  wire [13:0] \$31 ;
   wire \$310 ;
   wire \$311 ;
   wire \$312 ;
-  wire [8:0] \$313 ;
+  wire \$313 ;
   wire \$314 ;
   wire [8:0] \$315 ;
   wire \$316 ;
   wire [8:0] \$317 ;
-  wire [8:0] \$318 ;
+  wire \$318 ;
   wire [8:0] \$319 ;
-  wire [7:0] \$32 ;
-  wire \$320 ;
-  wire \$321 ;
-  wire [8:0] \$322 ;
+  wire [14:0] \$32 ;
+  wire [8:0] \$320 ;
+  wire [8:0] \$321 ;
+  wire \$322 ;
   wire \$323 ;
   wire [8:0] \$324 ;
   wire \$325 ;
   wire [8:0] \$326 ;
-  wire [8:0] \$327 ;
+  wire \$327 ;
   wire [8:0] \$328 ;
-  wire \$329 ;
-  wire [7:0] \$33 ;
-  wire \$330 ;
-  wire [8:0] \$331 ;
+  wire [8:0] \$329 ;
+  wire \$33 ;
+  wire [8:0] \$330 ;
+  wire \$331 ;
   wire \$332 ;
   wire [8:0] \$333 ;
   wire \$334 ;
   wire [8:0] \$335 ;
-  wire [8:0] \$336 ;
+  wire \$336 ;
   wire [8:0] \$337 ;
-  wire \$338 ;
-  wire \$339 ;
+  wire [8:0] \$338 ;
+  wire [8:0] \$339 ;
   wire [7:0] \$34 ;
-  wire [8:0] \$340 ;
+  wire \$340 ;
   wire \$341 ;
   wire [8:0] \$342 ;
   wire \$343 ;
   wire [8:0] \$344 ;
-  wire [8:0] \$345 ;
+  wire \$345 ;
   wire [8:0] \$346 ;
-  wire \$347 ;
-  wire \$348 ;
+  wire [8:0] \$347 ;
+  wire [8:0] \$348 ;
   wire \$349 ;
   wire [7:0] \$35 ;
   wire \$350 ;
@@ -36221,50 +36414,55 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire \$352 ;
   wire \$353 ;
   wire \$354 ;
-  reg \$355 ;
-  reg [1:0] \$356 ;
+  wire \$355 ;
+  wire \$356 ;
   reg \$357 ;
   reg [1:0] \$358 ;
-  reg [5:0] \$359 ;
+  reg \$359 ;
   wire [7:0] \$36 ;
-  reg [5:0] \$360 ;
-  reg [5:0] \$361 ;
-  reg [5:0] \$362 ;
-  reg [3:0] \$363 ;
-  reg [31:0] \$364 ;
-  reg [31:0] \$365 ;
-  reg [31:0] \$366 ;
-  reg [31:0] \$367 ;
+  reg [1:0] \$360 ;
+  reg \$361 ;
+  reg [1:0] \$362 ;
+  reg [5:0] \$363 ;
+  reg [5:0] \$364 ;
+  reg [5:0] \$365 ;
+  reg [5:0] \$366 ;
+  reg [3:0] \$367 ;
   reg [31:0] \$368 ;
   reg [31:0] \$369 ;
   wire [7:0] \$37 ;
   reg [31:0] \$370 ;
   reg [31:0] \$371 ;
-  reg [155:0] \$372 ;
-  reg [7:0] \$373 ;
-  reg [16:0] \$374 ;
-  reg [16:0] \$375 ;
-  reg [2:0] \$376 ;
-  reg [1:0] \$377 ;
-  reg [12:0] \$378 ;
-  reg [13:0] \$379 ;
+  reg [31:0] \$372 ;
+  reg [31:0] \$373 ;
+  reg [31:0] \$374 ;
+  reg [31:0] \$375 ;
+  reg [155:0] \$376 ;
+  reg [7:0] \$377 ;
+  reg [16:0] \$378 ;
+  reg [16:0] \$379 ;
   wire [7:0] \$38 ;
-  reg \$380 ;
-  reg \$381 ;
-  reg \$382 ;
-  reg \$383 ;
+  reg [2:0] \$380 ;
+  reg [1:0] \$381 ;
+  reg [12:0] \$382 ;
+  reg [13:0] \$383 ;
   reg \$384 ;
   reg \$385 ;
   reg \$386 ;
   reg \$387 ;
   reg \$388 ;
-  reg [7:0] \$389 ;
+  reg \$389 ;
   wire [7:0] \$39 ;
-  reg [7:0] \$390 ;
-  reg [7:0] \$391 ;
-  reg [7:0] \$392 ;
-  reg [13:0] \$393 ;
-  reg [31:0] \$394 ;
+  reg \$390 ;
+  reg \$391 ;
+  reg \$392 ;
+  reg \$393 ;
+  reg [7:0] \$394 ;
+  reg [7:0] \$395 ;
+  reg [7:0] \$396 ;
+  reg [7:0] \$397 ;
+  reg [13:0] \$398 ;
+  reg [31:0] \$399 ;
   wire \$4 ;
   wire [7:0] \$40 ;
   wire [7:0] \$41 ;
@@ -36279,58 +36477,58 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire \$5 ;
   wire [7:0] \$50 ;
   wire [7:0] \$51 ;
-  wire [32:0] \$52 ;
-  wire [31:0] \$53 ;
-  wire [47:0] \$54 ;
-  wire [48:0] \$55 ;
+  wire [7:0] \$52 ;
+  wire [7:0] \$53 ;
+  wire [32:0] \$54 ;
+  wire [31:0] \$55 ;
   wire [47:0] \$56 ;
-  wire [47:0] \$57 ;
-  wire [78:0] \$58 ;
-  wire [79:0] \$59 ;
+  wire [48:0] \$57 ;
+  wire [47:0] \$58 ;
+  wire [47:0] \$59 ;
   wire \$6 ;
-  wire [79:0] \$60 ;
-  wire [63:0] \$61 ;
-  wire [63:0] \$62 ;
-  wire [64:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
-  wire [11:0] \$66 ;
-  wire [12:0] \$67 ;
-  wire \$68 ;
-  wire [11:0] \$69 ;
+  wire [78:0] \$60 ;
+  wire [79:0] \$61 ;
+  wire [79:0] \$62 ;
+  wire [63:0] \$63 ;
+  wire [63:0] \$64 ;
+  wire [64:0] \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire [11:0] \$68 ;
+  wire [12:0] \$69 ;
   wire \$7 ;
-  wire [12:0] \$70 ;
-  wire \$71 ;
-  wire [11:0] \$72 ;
-  wire [12:0] \$73 ;
-  wire [12:0] \$74 ;
+  wire \$70 ;
+  wire [11:0] \$71 ;
+  wire [12:0] \$72 ;
+  wire \$73 ;
+  wire [11:0] \$74 ;
   wire [12:0] \$75 ;
-  wire [7:0] \$76 ;
-  wire [7:0] \$77 ;
-  wire \$78 ;
-  wire [11:0] \$79 ;
+  wire [12:0] \$76 ;
+  wire [12:0] \$77 ;
+  wire [7:0] \$78 ;
+  wire [7:0] \$79 ;
   wire \$8 ;
-  wire [12:0] \$80 ;
-  wire \$81 ;
-  wire [11:0] \$82 ;
-  wire [12:0] \$83 ;
-  wire \$84 ;
-  wire [11:0] \$85 ;
-  wire [12:0] \$86 ;
-  wire [12:0] \$87 ;
+  wire \$80 ;
+  wire [11:0] \$81 ;
+  wire [12:0] \$82 ;
+  wire \$83 ;
+  wire [11:0] \$84 ;
+  wire [12:0] \$85 ;
+  wire \$86 ;
+  wire [11:0] \$87 ;
   wire [12:0] \$88 ;
-  wire [7:0] \$89 ;
+  wire [12:0] \$89 ;
   wire \$9 ;
-  wire [7:0] \$90 ;
+  wire [12:0] \$90 ;
   wire [7:0] \$91 ;
-  wire [11:0] \$92 ;
-  wire [12:0] \$93 ;
-  wire \$94 ;
-  wire [11:0] \$95 ;
-  wire [12:0] \$96 ;
-  wire \$97 ;
-  wire [11:0] \$98 ;
-  wire [12:0] \$99 ;
+  wire [7:0] \$92 ;
+  wire [7:0] \$93 ;
+  wire [11:0] \$94 ;
+  wire [12:0] \$95 ;
+  wire \$96 ;
+  wire [11:0] \$97 ;
+  wire [12:0] \$98 ;
+  wire \$99 ;
   output [12:0] acc_ptr;
   reg [12:0] acc_ptr = 13'h0000;
   (* init = 13'h0000 *)
@@ -36348,8 +36546,10 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [31:0] bias_3 = 32'd0;
   reg [1:0] cap_idx0 = 2'h0;
   reg [1:0] cap_idx1 = 2'h0;
+  reg [1:0] cap_idx2 = 2'h0;
   reg cap_valid0 = 1'h0;
   reg cap_valid1 = 1'h0;
+  reg cap_valid2 = 1'h0;
   input clk;
   wire clk;
   reg [155:0] cmd = 156'h000000000000000000000000000000000000000;
@@ -36441,6 +36641,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire fits5_3;
   reg granted;
   reg inflight1 = 1'h0;
+  reg inflight2 = 1'h0;
   reg [16:0] issued = 17'h00000;
   reg [7:0] max6_0 = 8'h00;
   reg [7:0] max6_1 = 8'h00;
@@ -36568,537 +36769,525 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$22  = \$21  ? cmd[75:56] : cmd[95:76];
   assign \$23  = \$15  ? cmd[19:0] : \$22 ;
   assign \$24  = pidx == 2'h2;
-  assign \$25  = | shift_out_of_range;
-  assign \$26  = issued + 1'h1;
-  assign \$27  = issued + 1'h1;
-  assign \$28  = \$27  != cmd[55:40];
-  assign \$29  = acc_ptr + 1'h1;
-  assign \$30  = res_ptr + 1'h1;
-  assign \$31  = retired == cmd[55:40];
-  assign \$32  = v0 ? spad_rd__data[7:0] : res1_0;
-  assign \$33  = v1 ? res1_0 : res2_0;
-  assign \$34  = v2 ? res2_0 : res3_0;
-  assign \$35  = v3 ? res3_0 : res4_0;
-  assign \$36  = v4 ? res4_0 : res5_0;
-  assign \$37  = v0 ? spad_rd__data[15:8] : res1_1;
-  assign \$38  = v1 ? res1_1 : res2_1;
-  assign \$39  = v2 ? res2_1 : res3_1;
-  assign \$40  = v3 ? res3_1 : res4_1;
-  assign \$41  = v4 ? res4_1 : res5_1;
-  assign \$42  = v0 ? spad_rd__data[23:16] : res1_2;
-  assign \$43  = v1 ? res1_2 : res2_2;
-  assign \$44  = v2 ? res2_2 : res3_2;
-  assign \$45  = v3 ? res3_2 : res4_2;
-  assign \$46  = v4 ? res4_2 : res5_2;
-  assign \$47  = v0 ? spad_rd__data[31:24] : res1_3;
-  assign \$48  = v1 ? res1_3 : res2_3;
-  assign \$49  = v2 ? res2_3 : res3_3;
-  assign \$50  = v3 ? res3_3 : res4_3;
-  assign \$51  = v4 ? res4_3 : res5_3;
-  assign \$52  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
-  assign \$53  = v0 ? \$52 [31:0] : x1_0;
-  assign \$54  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
-  assign \$55  = v1 ? { \$54 [47], \$54  } : plo2_0;
-  assign \$56  = $signed(x1_0) * $signed(mult_0[31:16]);
-  assign \$57  = v1 ? \$56  : phi2_0;
-  assign \$59  = $signed(plo2_0) + $signed(\$58 );
-  assign \$60  = v2 ? \$59  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
-  assign \$61  = $signed(p3_0) >>> shift_0;
-  assign \$62  = v3 ? \$61  : sh4_0;
-  assign \$64  = \$63  >> shift_0;
-  assign \$65  = v3 ? \$64  : rb4_0;
-  assign \$66  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$67  = $signed(\$66 ) + $signed(cmd[143:136]);
-  assign \$68  = $signed(\$67 ) > $signed(8'h7f);
-  assign \$69  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$70  = $signed(\$69 ) + $signed(cmd[143:136]);
-  assign \$71  = $signed(\$70 ) < $signed(8'h80);
-  assign \$72  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$73  = $signed(\$72 ) + $signed(cmd[143:136]);
-  assign \$74  = \$71  ? 13'h1f80 : \$73 ;
-  assign \$75  = \$68  ? 13'h007f : \$74 ;
-  assign \$76  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$77  = fits5_0 ? \$75 [7:0] : \$76 ;
-  assign \$78  = $signed(\$77 ) > $signed(cmd[143:136]);
-  assign \$79  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$80  = $signed(\$79 ) + $signed(cmd[143:136]);
-  assign \$81  = $signed(\$80 ) > $signed(8'h7f);
-  assign \$82  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$83  = $signed(\$82 ) + $signed(cmd[143:136]);
-  assign \$84  = $signed(\$83 ) < $signed(8'h80);
-  assign \$85  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$86  = $signed(\$85 ) + $signed(cmd[143:136]);
-  assign \$87  = \$84  ? 13'h1f80 : \$86 ;
-  assign \$88  = \$81  ? 13'h007f : \$87 ;
-  assign \$89  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$90  = fits5_0 ? \$88 [7:0] : \$89 ;
-  assign \$91  = \$78  ? \$90  : cmd[143:136];
-  assign \$92  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$93  = $signed(\$92 ) + $signed(cmd[143:136]);
-  assign \$94  = $signed(\$93 ) > $signed(8'h7f);
-  assign \$95  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$96  = $signed(\$95 ) + $signed(cmd[143:136]);
-  assign \$97  = $signed(\$96 ) < $signed(8'h80);
-  assign \$98  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$99  = $signed(\$98 ) + $signed(cmd[143:136]);
-  assign \$100  = \$97  ? 13'h1f80 : \$99 ;
-  assign \$101  = \$94  ? 13'h007f : \$100 ;
-  assign \$102  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$103  = fits5_0 ? \$101 [7:0] : \$102 ;
-  assign \$104  = cmd[145] ? \$91  : \$103 ;
-  assign \$105  = v4 ? \$104  : y5_0;
-  assign \$106  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
-  assign \$107  = v0 ? \$106 [31:0] : x1_1;
-  assign \$108  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
-  assign \$109  = v1 ? { \$108 [47], \$108  } : plo2_1;
-  assign \$110  = $signed(x1_1) * $signed(mult_1[31:16]);
-  assign \$111  = v1 ? \$110  : phi2_1;
-  assign \$113  = $signed(plo2_1) + $signed(\$112 );
-  assign \$114  = v2 ? \$113  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
-  assign \$115  = $signed(p3_1) >>> shift_1;
-  assign \$116  = v3 ? \$115  : sh4_1;
-  assign \$118  = \$117  >> shift_1;
-  assign \$119  = v3 ? \$118  : rb4_1;
-  assign \$120  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$121  = $signed(\$120 ) + $signed(cmd[143:136]);
-  assign \$122  = $signed(\$121 ) > $signed(8'h7f);
-  assign \$123  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$124  = $signed(\$123 ) + $signed(cmd[143:136]);
-  assign \$125  = $signed(\$124 ) < $signed(8'h80);
-  assign \$126  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$127  = $signed(\$126 ) + $signed(cmd[143:136]);
-  assign \$128  = \$125  ? 13'h1f80 : \$127 ;
-  assign \$129  = \$122  ? 13'h007f : \$128 ;
-  assign \$130  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$131  = fits5_1 ? \$129 [7:0] : \$130 ;
-  assign \$132  = $signed(\$131 ) > $signed(cmd[143:136]);
-  assign \$133  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$134  = $signed(\$133 ) + $signed(cmd[143:136]);
-  assign \$135  = $signed(\$134 ) > $signed(8'h7f);
-  assign \$136  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$137  = $signed(\$136 ) + $signed(cmd[143:136]);
-  assign \$138  = $signed(\$137 ) < $signed(8'h80);
-  assign \$139  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$140  = $signed(\$139 ) + $signed(cmd[143:136]);
-  assign \$141  = \$138  ? 13'h1f80 : \$140 ;
-  assign \$142  = \$135  ? 13'h007f : \$141 ;
-  assign \$143  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$144  = fits5_1 ? \$142 [7:0] : \$143 ;
-  assign \$145  = \$132  ? \$144  : cmd[143:136];
-  assign \$146  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$147  = $signed(\$146 ) + $signed(cmd[143:136]);
-  assign \$148  = $signed(\$147 ) > $signed(8'h7f);
-  assign \$149  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$150  = $signed(\$149 ) + $signed(cmd[143:136]);
-  assign \$151  = $signed(\$150 ) < $signed(8'h80);
-  assign \$152  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$153  = $signed(\$152 ) + $signed(cmd[143:136]);
-  assign \$154  = \$151  ? 13'h1f80 : \$153 ;
-  assign \$155  = \$148  ? 13'h007f : \$154 ;
-  assign \$156  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$157  = fits5_1 ? \$155 [7:0] : \$156 ;
-  assign \$158  = cmd[145] ? \$145  : \$157 ;
-  assign \$159  = v4 ? \$158  : y5_1;
-  assign \$160  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
-  assign \$161  = v0 ? \$160 [31:0] : x1_2;
-  assign \$162  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
-  assign \$163  = v1 ? { \$162 [47], \$162  } : plo2_2;
-  assign \$164  = $signed(x1_2) * $signed(mult_2[31:16]);
-  assign \$165  = v1 ? \$164  : phi2_2;
-  assign \$167  = $signed(plo2_2) + $signed(\$166 );
-  assign \$168  = v2 ? \$167  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
-  assign \$169  = $signed(p3_2) >>> shift_2;
-  assign \$170  = v3 ? \$169  : sh4_2;
-  assign \$172  = \$171  >> shift_2;
-  assign \$173  = v3 ? \$172  : rb4_2;
-  assign \$174  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$175  = $signed(\$174 ) + $signed(cmd[143:136]);
-  assign \$176  = $signed(\$175 ) > $signed(8'h7f);
-  assign \$177  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$178  = $signed(\$177 ) + $signed(cmd[143:136]);
-  assign \$179  = $signed(\$178 ) < $signed(8'h80);
-  assign \$180  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$181  = $signed(\$180 ) + $signed(cmd[143:136]);
-  assign \$182  = \$179  ? 13'h1f80 : \$181 ;
-  assign \$183  = \$176  ? 13'h007f : \$182 ;
-  assign \$184  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$185  = fits5_2 ? \$183 [7:0] : \$184 ;
-  assign \$186  = $signed(\$185 ) > $signed(cmd[143:136]);
-  assign \$187  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$188  = $signed(\$187 ) + $signed(cmd[143:136]);
-  assign \$189  = $signed(\$188 ) > $signed(8'h7f);
-  assign \$190  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$191  = $signed(\$190 ) + $signed(cmd[143:136]);
-  assign \$192  = $signed(\$191 ) < $signed(8'h80);
-  assign \$193  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$194  = $signed(\$193 ) + $signed(cmd[143:136]);
-  assign \$195  = \$192  ? 13'h1f80 : \$194 ;
-  assign \$196  = \$189  ? 13'h007f : \$195 ;
-  assign \$197  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$198  = fits5_2 ? \$196 [7:0] : \$197 ;
-  assign \$199  = \$186  ? \$198  : cmd[143:136];
-  assign \$200  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$201  = $signed(\$200 ) + $signed(cmd[143:136]);
-  assign \$202  = $signed(\$201 ) > $signed(8'h7f);
-  assign \$203  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$204  = $signed(\$203 ) + $signed(cmd[143:136]);
-  assign \$205  = $signed(\$204 ) < $signed(8'h80);
-  assign \$206  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$207  = $signed(\$206 ) + $signed(cmd[143:136]);
-  assign \$208  = \$205  ? 13'h1f80 : \$207 ;
-  assign \$209  = \$202  ? 13'h007f : \$208 ;
-  assign \$210  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$211  = fits5_2 ? \$209 [7:0] : \$210 ;
-  assign \$212  = cmd[145] ? \$199  : \$211 ;
-  assign \$213  = v4 ? \$212  : y5_2;
-  assign \$214  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
-  assign \$215  = v0 ? \$214 [31:0] : x1_3;
-  assign \$216  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
-  assign \$217  = v1 ? { \$216 [47], \$216  } : plo2_3;
-  assign \$218  = $signed(x1_3) * $signed(mult_3[31:16]);
-  assign \$219  = v1 ? \$218  : phi2_3;
-  assign \$221  = $signed(plo2_3) + $signed(\$220 );
-  assign \$222  = v2 ? \$221  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
-  assign \$223  = $signed(p3_3) >>> shift_3;
-  assign \$224  = v3 ? \$223  : sh4_3;
-  assign \$226  = \$225  >> shift_3;
-  assign \$227  = v3 ? \$226  : rb4_3;
-  assign \$228  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$229  = $signed(\$228 ) + $signed(cmd[143:136]);
-  assign \$230  = $signed(\$229 ) > $signed(8'h7f);
-  assign \$231  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$232  = $signed(\$231 ) + $signed(cmd[143:136]);
-  assign \$233  = $signed(\$232 ) < $signed(8'h80);
-  assign \$234  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$235  = $signed(\$234 ) + $signed(cmd[143:136]);
-  assign \$236  = \$233  ? 13'h1f80 : \$235 ;
-  assign \$237  = \$230  ? 13'h007f : \$236 ;
-  assign \$238  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$239  = fits5_3 ? \$237 [7:0] : \$238 ;
-  assign \$240  = $signed(\$239 ) > $signed(cmd[143:136]);
-  assign \$241  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$242  = $signed(\$241 ) + $signed(cmd[143:136]);
-  assign \$243  = $signed(\$242 ) > $signed(8'h7f);
-  assign \$244  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$245  = $signed(\$244 ) + $signed(cmd[143:136]);
-  assign \$246  = $signed(\$245 ) < $signed(8'h80);
-  assign \$247  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$248  = $signed(\$247 ) + $signed(cmd[143:136]);
-  assign \$249  = \$246  ? 13'h1f80 : \$248 ;
-  assign \$250  = \$243  ? 13'h007f : \$249 ;
-  assign \$251  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$252  = fits5_3 ? \$250 [7:0] : \$251 ;
-  assign \$253  = \$240  ? \$252  : cmd[143:136];
-  assign \$254  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$255  = $signed(\$254 ) + $signed(cmd[143:136]);
-  assign \$256  = $signed(\$255 ) > $signed(8'h7f);
-  assign \$257  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$258  = $signed(\$257 ) + $signed(cmd[143:136]);
-  assign \$259  = $signed(\$258 ) < $signed(8'h80);
-  assign \$260  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$261  = $signed(\$260 ) + $signed(cmd[143:136]);
-  assign \$262  = \$259  ? 13'h1f80 : \$261 ;
-  assign \$263  = \$256  ? 13'h007f : \$262 ;
-  assign \$264  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$265  = fits5_3 ? \$263 [7:0] : \$264 ;
-  assign \$266  = cmd[145] ? \$253  : \$265 ;
-  assign \$267  = v4 ? \$266  : y5_3;
-  assign \$268  = retired + 1'h1;
-  assign \$269  = ! retired;
-  assign \$270  = $signed(max6_0) > $signed(out6_0);
-  assign \$271  = \$270  ? max6_0 : out6_0;
-  assign \$272  = \$269  ? out6_0 : \$271 ;
-  assign \$273  = ! retired;
-  assign \$274  = $signed(max6_1) > $signed(out6_1);
-  assign \$275  = \$274  ? max6_1 : out6_1;
-  assign \$276  = \$273  ? out6_1 : \$275 ;
-  assign \$277  = ! retired;
-  assign \$278  = $signed(max6_2) > $signed(out6_2);
-  assign \$279  = \$278  ? max6_2 : out6_2;
-  assign \$280  = \$277  ? out6_2 : \$279 ;
-  assign \$281  = ! retired;
-  assign \$282  = $signed(max6_3) > $signed(out6_3);
-  assign \$283  = \$282  ? max6_3 : out6_3;
-  assign \$284  = \$281  ? out6_3 : \$283 ;
-  assign \$285  = cmd[39:20] + retired;
-  assign \$286  = retired == cmd[55:40];
-  assign \$287  = \$353  & \$286 ;
-  assign \$288  = \$287  & cmd[147];
-  assign \$289  = cmd[19:0] + cmd[55:40];
-  assign \$290  = \$289  > 14'h2000;
-  assign \$291  = cmd[75:56] >= 14'h2000;
-  assign \$292  = cmd[144] & \$291 ;
-  assign \$293  = \$290  | \$292 ;
-  assign \$294  = cmd[95:76] >= 14'h2000;
-  assign \$295  = \$293  | \$294 ;
-  assign \$296  = cmd[115:96] >= 14'h2000;
+  assign \$25  = cap_idx1 == 2'h2;
+  assign \$26  = cap_valid1 & \$25 ;
+  assign \$27  = | shift_out_of_range;
+  assign \$28  = issued + 1'h1;
+  assign \$29  = issued + 1'h1;
+  assign \$30  = \$29  != cmd[55:40];
+  assign \$31  = acc_ptr + 1'h1;
+  assign \$32  = res_ptr + 1'h1;
+  assign \$33  = retired == cmd[55:40];
+  assign \$34  = v0 ? spad_rd__data[7:0] : res1_0;
+  assign \$35  = v1 ? res1_0 : res2_0;
+  assign \$36  = v2 ? res2_0 : res3_0;
+  assign \$37  = v3 ? res3_0 : res4_0;
+  assign \$38  = v4 ? res4_0 : res5_0;
+  assign \$39  = v0 ? spad_rd__data[15:8] : res1_1;
+  assign \$40  = v1 ? res1_1 : res2_1;
+  assign \$41  = v2 ? res2_1 : res3_1;
+  assign \$42  = v3 ? res3_1 : res4_1;
+  assign \$43  = v4 ? res4_1 : res5_1;
+  assign \$44  = v0 ? spad_rd__data[23:16] : res1_2;
+  assign \$45  = v1 ? res1_2 : res2_2;
+  assign \$46  = v2 ? res2_2 : res3_2;
+  assign \$47  = v3 ? res3_2 : res4_2;
+  assign \$48  = v4 ? res4_2 : res5_2;
+  assign \$49  = v0 ? spad_rd__data[31:24] : res1_3;
+  assign \$50  = v1 ? res1_3 : res2_3;
+  assign \$51  = v2 ? res2_3 : res3_3;
+  assign \$52  = v3 ? res3_3 : res4_3;
+  assign \$53  = v4 ? res4_3 : res5_3;
+  assign \$54  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
+  assign \$55  = v0 ? \$54 [31:0] : x1_0;
+  assign \$56  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
+  assign \$57  = v1 ? { \$56 [47], \$56  } : plo2_0;
+  assign \$58  = $signed(x1_0) * $signed(mult_0[31:16]);
+  assign \$59  = v1 ? \$58  : phi2_0;
+  assign \$61  = $signed(plo2_0) + $signed(\$60 );
+  assign \$62  = v2 ? \$61  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
+  assign \$63  = $signed(p3_0) >>> shift_0;
+  assign \$64  = v3 ? \$63  : sh4_0;
+  assign \$66  = \$65  >> shift_0;
+  assign \$67  = v3 ? \$66  : rb4_0;
+  assign \$68  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$69  = $signed(\$68 ) + $signed(cmd[143:136]);
+  assign \$70  = $signed(\$69 ) > $signed(8'h7f);
+  assign \$71  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$72  = $signed(\$71 ) + $signed(cmd[143:136]);
+  assign \$73  = $signed(\$72 ) < $signed(8'h80);
+  assign \$74  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$75  = $signed(\$74 ) + $signed(cmd[143:136]);
+  assign \$76  = \$73  ? 13'h1f80 : \$75 ;
+  assign \$77  = \$70  ? 13'h007f : \$76 ;
+  assign \$78  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$79  = fits5_0 ? \$77 [7:0] : \$78 ;
+  assign \$80  = $signed(\$79 ) > $signed(cmd[143:136]);
+  assign \$81  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$82  = $signed(\$81 ) + $signed(cmd[143:136]);
+  assign \$83  = $signed(\$82 ) > $signed(8'h7f);
+  assign \$84  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$85  = $signed(\$84 ) + $signed(cmd[143:136]);
+  assign \$86  = $signed(\$85 ) < $signed(8'h80);
+  assign \$87  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$88  = $signed(\$87 ) + $signed(cmd[143:136]);
+  assign \$89  = \$86  ? 13'h1f80 : \$88 ;
+  assign \$90  = \$83  ? 13'h007f : \$89 ;
+  assign \$91  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$92  = fits5_0 ? \$90 [7:0] : \$91 ;
+  assign \$93  = \$80  ? \$92  : cmd[143:136];
+  assign \$94  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$95  = $signed(\$94 ) + $signed(cmd[143:136]);
+  assign \$96  = $signed(\$95 ) > $signed(8'h7f);
+  assign \$97  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$98  = $signed(\$97 ) + $signed(cmd[143:136]);
+  assign \$99  = $signed(\$98 ) < $signed(8'h80);
+  assign \$100  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$101  = $signed(\$100 ) + $signed(cmd[143:136]);
+  assign \$102  = \$99  ? 13'h1f80 : \$101 ;
+  assign \$103  = \$96  ? 13'h007f : \$102 ;
+  assign \$104  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$105  = fits5_0 ? \$103 [7:0] : \$104 ;
+  assign \$106  = cmd[145] ? \$93  : \$105 ;
+  assign \$107  = v4 ? \$106  : y5_0;
+  assign \$108  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
+  assign \$109  = v0 ? \$108 [31:0] : x1_1;
+  assign \$110  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
+  assign \$111  = v1 ? { \$110 [47], \$110  } : plo2_1;
+  assign \$112  = $signed(x1_1) * $signed(mult_1[31:16]);
+  assign \$113  = v1 ? \$112  : phi2_1;
+  assign \$115  = $signed(plo2_1) + $signed(\$114 );
+  assign \$116  = v2 ? \$115  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
+  assign \$117  = $signed(p3_1) >>> shift_1;
+  assign \$118  = v3 ? \$117  : sh4_1;
+  assign \$120  = \$119  >> shift_1;
+  assign \$121  = v3 ? \$120  : rb4_1;
+  assign \$122  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$123  = $signed(\$122 ) + $signed(cmd[143:136]);
+  assign \$124  = $signed(\$123 ) > $signed(8'h7f);
+  assign \$125  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$126  = $signed(\$125 ) + $signed(cmd[143:136]);
+  assign \$127  = $signed(\$126 ) < $signed(8'h80);
+  assign \$128  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$129  = $signed(\$128 ) + $signed(cmd[143:136]);
+  assign \$130  = \$127  ? 13'h1f80 : \$129 ;
+  assign \$131  = \$124  ? 13'h007f : \$130 ;
+  assign \$132  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$133  = fits5_1 ? \$131 [7:0] : \$132 ;
+  assign \$134  = $signed(\$133 ) > $signed(cmd[143:136]);
+  assign \$135  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$136  = $signed(\$135 ) + $signed(cmd[143:136]);
+  assign \$137  = $signed(\$136 ) > $signed(8'h7f);
+  assign \$138  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$139  = $signed(\$138 ) + $signed(cmd[143:136]);
+  assign \$140  = $signed(\$139 ) < $signed(8'h80);
+  assign \$141  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$142  = $signed(\$141 ) + $signed(cmd[143:136]);
+  assign \$143  = \$140  ? 13'h1f80 : \$142 ;
+  assign \$144  = \$137  ? 13'h007f : \$143 ;
+  assign \$145  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$146  = fits5_1 ? \$144 [7:0] : \$145 ;
+  assign \$147  = \$134  ? \$146  : cmd[143:136];
+  assign \$148  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$149  = $signed(\$148 ) + $signed(cmd[143:136]);
+  assign \$150  = $signed(\$149 ) > $signed(8'h7f);
+  assign \$151  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$152  = $signed(\$151 ) + $signed(cmd[143:136]);
+  assign \$153  = $signed(\$152 ) < $signed(8'h80);
+  assign \$154  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$155  = $signed(\$154 ) + $signed(cmd[143:136]);
+  assign \$156  = \$153  ? 13'h1f80 : \$155 ;
+  assign \$157  = \$150  ? 13'h007f : \$156 ;
+  assign \$158  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$159  = fits5_1 ? \$157 [7:0] : \$158 ;
+  assign \$160  = cmd[145] ? \$147  : \$159 ;
+  assign \$161  = v4 ? \$160  : y5_1;
+  assign \$162  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
+  assign \$163  = v0 ? \$162 [31:0] : x1_2;
+  assign \$164  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
+  assign \$165  = v1 ? { \$164 [47], \$164  } : plo2_2;
+  assign \$166  = $signed(x1_2) * $signed(mult_2[31:16]);
+  assign \$167  = v1 ? \$166  : phi2_2;
+  assign \$169  = $signed(plo2_2) + $signed(\$168 );
+  assign \$170  = v2 ? \$169  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
+  assign \$171  = $signed(p3_2) >>> shift_2;
+  assign \$172  = v3 ? \$171  : sh4_2;
+  assign \$174  = \$173  >> shift_2;
+  assign \$175  = v3 ? \$174  : rb4_2;
+  assign \$176  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$177  = $signed(\$176 ) + $signed(cmd[143:136]);
+  assign \$178  = $signed(\$177 ) > $signed(8'h7f);
+  assign \$179  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$180  = $signed(\$179 ) + $signed(cmd[143:136]);
+  assign \$181  = $signed(\$180 ) < $signed(8'h80);
+  assign \$182  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$183  = $signed(\$182 ) + $signed(cmd[143:136]);
+  assign \$184  = \$181  ? 13'h1f80 : \$183 ;
+  assign \$185  = \$178  ? 13'h007f : \$184 ;
+  assign \$186  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$187  = fits5_2 ? \$185 [7:0] : \$186 ;
+  assign \$188  = $signed(\$187 ) > $signed(cmd[143:136]);
+  assign \$189  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$190  = $signed(\$189 ) + $signed(cmd[143:136]);
+  assign \$191  = $signed(\$190 ) > $signed(8'h7f);
+  assign \$192  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$193  = $signed(\$192 ) + $signed(cmd[143:136]);
+  assign \$194  = $signed(\$193 ) < $signed(8'h80);
+  assign \$195  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$196  = $signed(\$195 ) + $signed(cmd[143:136]);
+  assign \$197  = \$194  ? 13'h1f80 : \$196 ;
+  assign \$198  = \$191  ? 13'h007f : \$197 ;
+  assign \$199  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$200  = fits5_2 ? \$198 [7:0] : \$199 ;
+  assign \$201  = \$188  ? \$200  : cmd[143:136];
+  assign \$202  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$203  = $signed(\$202 ) + $signed(cmd[143:136]);
+  assign \$204  = $signed(\$203 ) > $signed(8'h7f);
+  assign \$205  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$206  = $signed(\$205 ) + $signed(cmd[143:136]);
+  assign \$207  = $signed(\$206 ) < $signed(8'h80);
+  assign \$208  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$209  = $signed(\$208 ) + $signed(cmd[143:136]);
+  assign \$210  = \$207  ? 13'h1f80 : \$209 ;
+  assign \$211  = \$204  ? 13'h007f : \$210 ;
+  assign \$212  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$213  = fits5_2 ? \$211 [7:0] : \$212 ;
+  assign \$214  = cmd[145] ? \$201  : \$213 ;
+  assign \$215  = v4 ? \$214  : y5_2;
+  assign \$216  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
+  assign \$217  = v0 ? \$216 [31:0] : x1_3;
+  assign \$218  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
+  assign \$219  = v1 ? { \$218 [47], \$218  } : plo2_3;
+  assign \$220  = $signed(x1_3) * $signed(mult_3[31:16]);
+  assign \$221  = v1 ? \$220  : phi2_3;
+  assign \$223  = $signed(plo2_3) + $signed(\$222 );
+  assign \$224  = v2 ? \$223  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
+  assign \$225  = $signed(p3_3) >>> shift_3;
+  assign \$226  = v3 ? \$225  : sh4_3;
+  assign \$228  = \$227  >> shift_3;
+  assign \$229  = v3 ? \$228  : rb4_3;
+  assign \$230  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$231  = $signed(\$230 ) + $signed(cmd[143:136]);
+  assign \$232  = $signed(\$231 ) > $signed(8'h7f);
+  assign \$233  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$234  = $signed(\$233 ) + $signed(cmd[143:136]);
+  assign \$235  = $signed(\$234 ) < $signed(8'h80);
+  assign \$236  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$237  = $signed(\$236 ) + $signed(cmd[143:136]);
+  assign \$238  = \$235  ? 13'h1f80 : \$237 ;
+  assign \$239  = \$232  ? 13'h007f : \$238 ;
+  assign \$240  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$241  = fits5_3 ? \$239 [7:0] : \$240 ;
+  assign \$242  = $signed(\$241 ) > $signed(cmd[143:136]);
+  assign \$243  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$244  = $signed(\$243 ) + $signed(cmd[143:136]);
+  assign \$245  = $signed(\$244 ) > $signed(8'h7f);
+  assign \$246  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$247  = $signed(\$246 ) + $signed(cmd[143:136]);
+  assign \$248  = $signed(\$247 ) < $signed(8'h80);
+  assign \$249  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$250  = $signed(\$249 ) + $signed(cmd[143:136]);
+  assign \$251  = \$248  ? 13'h1f80 : \$250 ;
+  assign \$252  = \$245  ? 13'h007f : \$251 ;
+  assign \$253  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$254  = fits5_3 ? \$252 [7:0] : \$253 ;
+  assign \$255  = \$242  ? \$254  : cmd[143:136];
+  assign \$256  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$257  = $signed(\$256 ) + $signed(cmd[143:136]);
+  assign \$258  = $signed(\$257 ) > $signed(8'h7f);
+  assign \$259  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$260  = $signed(\$259 ) + $signed(cmd[143:136]);
+  assign \$261  = $signed(\$260 ) < $signed(8'h80);
+  assign \$262  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$263  = $signed(\$262 ) + $signed(cmd[143:136]);
+  assign \$264  = \$261  ? 13'h1f80 : \$263 ;
+  assign \$265  = \$258  ? 13'h007f : \$264 ;
+  assign \$266  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$267  = fits5_3 ? \$265 [7:0] : \$266 ;
+  assign \$268  = cmd[145] ? \$255  : \$267 ;
+  assign \$269  = v4 ? \$268  : y5_3;
+  assign \$270  = retired + 1'h1;
+  assign \$271  = ! retired;
+  assign \$272  = $signed(max6_0) > $signed(out6_0);
+  assign \$273  = \$272  ? max6_0 : out6_0;
+  assign \$274  = \$271  ? out6_0 : \$273 ;
+  assign \$275  = ! retired;
+  assign \$276  = $signed(max6_1) > $signed(out6_1);
+  assign \$277  = \$276  ? max6_1 : out6_1;
+  assign \$278  = \$275  ? out6_1 : \$277 ;
+  assign \$279  = ! retired;
+  assign \$280  = $signed(max6_2) > $signed(out6_2);
+  assign \$281  = \$280  ? max6_2 : out6_2;
+  assign \$282  = \$279  ? out6_2 : \$281 ;
+  assign \$283  = ! retired;
+  assign \$284  = $signed(max6_3) > $signed(out6_3);
+  assign \$285  = \$284  ? max6_3 : out6_3;
+  assign \$286  = \$283  ? out6_3 : \$285 ;
+  assign \$287  = cmd[39:20] + retired;
+  assign \$288  = retired == cmd[55:40];
+  assign \$289  = \$355  & \$288 ;
+  assign \$290  = \$289  & cmd[147];
+  assign \$291  = cmd[19:0] + cmd[55:40];
+  assign \$292  = \$291  > 14'h2000;
+  assign \$293  = cmd[75:56] >= 14'h2000;
+  assign \$294  = cmd[144] & \$293 ;
+  assign \$295  = \$292  | \$294 ;
+  assign \$296  = cmd[95:76] >= 14'h2000;
   assign \$297  = \$295  | \$296 ;
-  assign \$298  = cmd[39:20] >= 15'h4000;
-  assign \$299  = cmd[39:20] + cmd[55:40];
-  assign \$300  = \$299  > 15'h4000;
-  assign \$301  = cmd[147] ? \$298  : \$300 ;
-  assign \$302  = \$297  | \$301 ;
-  assign \$303  = cmd[135:116] + cmd[55:40];
-  assign \$304  = \$303  > 15'h4000;
-  assign \$305  = cmd[146] & \$304 ;
-  assign range_bad = \$302  | \$305 ;
-  assign \$306  = more & cmd[146];
-  assign \$307  = more & acc_rd__gnt;
-  assign \$308  = ~ cmd[146];
-  assign \$309  = spad_rd__gnt | \$308 ;
-  assign \$310  = \$307  & \$309 ;
-  assign ctl__busy = ~ \$347 ;
-  assign \$311  = ! sh4_0[63:10];
-  assign \$312  = sh4_0[63:10] == 54'h3fffffffffffff;
-  assign fits5_0 = \$311  | \$312 ;
-  assign \$313  = $signed(y5_0) + $signed(res5_0);
-  assign \$314  = $signed(\$313 ) > $signed(8'h7f);
+  assign \$298  = cmd[115:96] >= 14'h2000;
+  assign \$299  = \$297  | \$298 ;
+  assign \$300  = cmd[39:20] >= 15'h4000;
+  assign \$301  = cmd[39:20] + cmd[55:40];
+  assign \$302  = \$301  > 15'h4000;
+  assign \$303  = cmd[147] ? \$300  : \$302 ;
+  assign \$304  = \$299  | \$303 ;
+  assign \$305  = cmd[135:116] + cmd[55:40];
+  assign \$306  = \$305  > 15'h4000;
+  assign \$307  = cmd[146] & \$306 ;
+  assign range_bad = \$304  | \$307 ;
+  assign \$308  = more & cmd[146];
+  assign \$309  = more & acc_rd__gnt;
+  assign \$310  = ~ cmd[146];
+  assign \$311  = spad_rd__gnt | \$310 ;
+  assign \$312  = \$309  & \$311 ;
+  assign ctl__busy = ~ \$349 ;
+  assign \$313  = ! sh4_0[63:10];
+  assign \$314  = sh4_0[63:10] == 54'h3fffffffffffff;
+  assign fits5_0 = \$313  | \$314 ;
   assign \$315  = $signed(y5_0) + $signed(res5_0);
-  assign \$316  = $signed(\$315 ) < $signed(8'h80);
+  assign \$316  = $signed(\$315 ) > $signed(8'h7f);
   assign \$317  = $signed(y5_0) + $signed(res5_0);
-  assign \$318  = \$316  ? 9'h180 : \$317 ;
-  assign \$319  = \$314  ? 9'h07f : \$318 ;
-  assign out6_0 = cmd[146] ? \$319 [7:0] : y5_0;
-  assign \$320  = ! sh4_1[63:10];
-  assign \$321  = sh4_1[63:10] == 54'h3fffffffffffff;
-  assign fits5_1 = \$320  | \$321 ;
-  assign \$322  = $signed(y5_1) + $signed(res5_1);
-  assign \$323  = $signed(\$322 ) > $signed(8'h7f);
+  assign \$318  = $signed(\$317 ) < $signed(8'h80);
+  assign \$319  = $signed(y5_0) + $signed(res5_0);
+  assign \$320  = \$318  ? 9'h180 : \$319 ;
+  assign \$321  = \$316  ? 9'h07f : \$320 ;
+  assign out6_0 = cmd[146] ? \$321 [7:0] : y5_0;
+  assign \$322  = ! sh4_1[63:10];
+  assign \$323  = sh4_1[63:10] == 54'h3fffffffffffff;
+  assign fits5_1 = \$322  | \$323 ;
   assign \$324  = $signed(y5_1) + $signed(res5_1);
-  assign \$325  = $signed(\$324 ) < $signed(8'h80);
+  assign \$325  = $signed(\$324 ) > $signed(8'h7f);
   assign \$326  = $signed(y5_1) + $signed(res5_1);
-  assign \$327  = \$325  ? 9'h180 : \$326 ;
-  assign \$328  = \$323  ? 9'h07f : \$327 ;
-  assign out6_1 = cmd[146] ? \$328 [7:0] : y5_1;
-  assign \$329  = ! sh4_2[63:10];
-  assign \$330  = sh4_2[63:10] == 54'h3fffffffffffff;
-  assign fits5_2 = \$329  | \$330 ;
-  assign \$331  = $signed(y5_2) + $signed(res5_2);
-  assign \$332  = $signed(\$331 ) > $signed(8'h7f);
+  assign \$327  = $signed(\$326 ) < $signed(8'h80);
+  assign \$328  = $signed(y5_1) + $signed(res5_1);
+  assign \$329  = \$327  ? 9'h180 : \$328 ;
+  assign \$330  = \$325  ? 9'h07f : \$329 ;
+  assign out6_1 = cmd[146] ? \$330 [7:0] : y5_1;
+  assign \$331  = ! sh4_2[63:10];
+  assign \$332  = sh4_2[63:10] == 54'h3fffffffffffff;
+  assign fits5_2 = \$331  | \$332 ;
   assign \$333  = $signed(y5_2) + $signed(res5_2);
-  assign \$334  = $signed(\$333 ) < $signed(8'h80);
+  assign \$334  = $signed(\$333 ) > $signed(8'h7f);
   assign \$335  = $signed(y5_2) + $signed(res5_2);
-  assign \$336  = \$334  ? 9'h180 : \$335 ;
-  assign \$337  = \$332  ? 9'h07f : \$336 ;
-  assign out6_2 = cmd[146] ? \$337 [7:0] : y5_2;
-  assign \$338  = ! sh4_3[63:10];
-  assign \$339  = sh4_3[63:10] == 54'h3fffffffffffff;
-  assign fits5_3 = \$338  | \$339 ;
-  assign \$340  = $signed(y5_3) + $signed(res5_3);
-  assign \$341  = $signed(\$340 ) > $signed(8'h7f);
+  assign \$336  = $signed(\$335 ) < $signed(8'h80);
+  assign \$337  = $signed(y5_2) + $signed(res5_2);
+  assign \$338  = \$336  ? 9'h180 : \$337 ;
+  assign \$339  = \$334  ? 9'h07f : \$338 ;
+  assign out6_2 = cmd[146] ? \$339 [7:0] : y5_2;
+  assign \$340  = ! sh4_3[63:10];
+  assign \$341  = sh4_3[63:10] == 54'h3fffffffffffff;
+  assign fits5_3 = \$340  | \$341 ;
   assign \$342  = $signed(y5_3) + $signed(res5_3);
-  assign \$343  = $signed(\$342 ) < $signed(8'h80);
+  assign \$343  = $signed(\$342 ) > $signed(8'h7f);
   assign \$344  = $signed(y5_3) + $signed(res5_3);
-  assign \$345  = \$343  ? 9'h180 : \$344 ;
-  assign \$346  = \$341  ? 9'h07f : \$345 ;
-  assign out6_3 = cmd[146] ? \$346 [7:0] : y5_3;
-  assign \$347  = ! vec_fsm_state;
-  assign \$348  = vec_fsm_state == 1'h1;
-  assign \$349  = vec_fsm_state == 2'h2;
-  assign \$350  = vec_fsm_state == 2'h3;
-  assign \$351  = vec_fsm_state == 3'h4;
-  assign \$352  = vec_fsm_state == 3'h5;
-  assign \$353  = vec_fsm_state == 3'h6;
-  assign \$354  = vec_fsm_state == 3'h7;
+  assign \$345  = $signed(\$344 ) < $signed(8'h80);
+  assign \$346  = $signed(y5_3) + $signed(res5_3);
+  assign \$347  = \$345  ? 9'h180 : \$346 ;
+  assign \$348  = \$343  ? 9'h07f : \$347 ;
+  assign out6_3 = cmd[146] ? \$348 [7:0] : y5_3;
+  assign \$349  = ! vec_fsm_state;
+  assign \$350  = vec_fsm_state == 1'h1;
+  assign \$351  = vec_fsm_state == 2'h2;
+  assign \$352  = vec_fsm_state == 2'h3;
+  assign \$353  = vec_fsm_state == 3'h4;
+  assign \$354  = vec_fsm_state == 3'h5;
+  assign \$355  = vec_fsm_state == 3'h6;
+  assign \$356  = vec_fsm_state == 3'h7;
   always @(posedge clk)
-    cap_valid0 <= \$355 ;
+    cap_valid0 <= \$357 ;
   always @(posedge clk)
-    cap_idx0 <= \$356 ;
+    cap_idx0 <= \$358 ;
   always @(posedge clk)
-    cap_valid1 <= \$357 ;
+    cap_valid1 <= \$359 ;
   always @(posedge clk)
-    cap_idx1 <= \$358 ;
+    cap_idx1 <= \$360 ;
   always @(posedge clk)
-    shift_0 <= \$359 ;
+    cap_valid2 <= \$361 ;
   always @(posedge clk)
-    shift_1 <= \$360 ;
+    cap_idx2 <= \$362 ;
   always @(posedge clk)
-    shift_2 <= \$361 ;
+    shift_0 <= \$363 ;
   always @(posedge clk)
-    shift_3 <= \$362 ;
+    shift_1 <= \$364 ;
   always @(posedge clk)
-    shift_out_of_range <= \$363 ;
+    shift_2 <= \$365 ;
   always @(posedge clk)
-    bias_0 <= \$364 ;
+    shift_3 <= \$366 ;
   always @(posedge clk)
-    bias_1 <= \$365 ;
+    shift_out_of_range <= \$367 ;
   always @(posedge clk)
-    bias_2 <= \$366 ;
+    bias_0 <= \$368 ;
   always @(posedge clk)
-    bias_3 <= \$367 ;
+    bias_1 <= \$369 ;
   always @(posedge clk)
-    mult_0 <= \$368 ;
+    bias_2 <= \$370 ;
   always @(posedge clk)
-    mult_1 <= \$369 ;
+    bias_3 <= \$371 ;
   always @(posedge clk)
-    mult_2 <= \$370 ;
+    mult_0 <= \$372 ;
   always @(posedge clk)
-    mult_3 <= \$371 ;
+    mult_1 <= \$373 ;
   always @(posedge clk)
-    cmd <= \$372 ;
+    mult_2 <= \$374 ;
   always @(posedge clk)
-    err <= \$373 ;
+    mult_3 <= \$375 ;
   always @(posedge clk)
-    issued <= \$374 ;
+    cmd <= \$376 ;
   always @(posedge clk)
-    retired <= \$375 ;
+    err <= \$377 ;
   always @(posedge clk)
-    vec_fsm_state <= \$376 ;
+    issued <= \$378 ;
   always @(posedge clk)
-    pidx <= \$377 ;
+    retired <= \$379 ;
   always @(posedge clk)
-    acc_ptr <= \$378 ;
+    vec_fsm_state <= \$380 ;
   always @(posedge clk)
-    res_ptr <= \$379 ;
+    pidx <= \$381 ;
   always @(posedge clk)
-    more <= \$380 ;
+    acc_ptr <= \$382 ;
   always @(posedge clk)
-    inflight1 <= \$381 ;
+    res_ptr <= \$383 ;
   always @(posedge clk)
-    v0 <= \$382 ;
+    more <= \$384 ;
   always @(posedge clk)
-    v1 <= \$383 ;
+    inflight1 <= \$385 ;
   always @(posedge clk)
-    v2 <= \$384 ;
+    inflight2 <= \$386 ;
   always @(posedge clk)
-    v3 <= \$385 ;
+    v0 <= \$387 ;
   always @(posedge clk)
-    v4 <= \$386 ;
+    v1 <= \$388 ;
   always @(posedge clk)
-    v5 <= \$387 ;
+    v2 <= \$389 ;
   always @(posedge clk)
-    res1_0 <= \$32 ;
+    v3 <= \$390 ;
   always @(posedge clk)
-    res2_0 <= \$33 ;
+    v4 <= \$391 ;
   always @(posedge clk)
-    res3_0 <= \$34 ;
+    v5 <= \$392 ;
   always @(posedge clk)
-    res4_0 <= \$35 ;
+    res1_0 <= \$34 ;
   always @(posedge clk)
-    res5_0 <= \$36 ;
+    res2_0 <= \$35 ;
   always @(posedge clk)
-    res1_1 <= \$37 ;
+    res3_0 <= \$36 ;
   always @(posedge clk)
-    res2_1 <= \$38 ;
+    res4_0 <= \$37 ;
   always @(posedge clk)
-    res3_1 <= \$39 ;
+    res5_0 <= \$38 ;
   always @(posedge clk)
-    res4_1 <= \$40 ;
+    res1_1 <= \$39 ;
   always @(posedge clk)
-    res5_1 <= \$41 ;
+    res2_1 <= \$40 ;
   always @(posedge clk)
-    res1_2 <= \$42 ;
+    res3_1 <= \$41 ;
   always @(posedge clk)
-    res2_2 <= \$43 ;
+    res4_1 <= \$42 ;
   always @(posedge clk)
-    res3_2 <= \$44 ;
+    res5_1 <= \$43 ;
   always @(posedge clk)
-    res4_2 <= \$45 ;
+    res1_2 <= \$44 ;
   always @(posedge clk)
-    res5_2 <= \$46 ;
+    res2_2 <= \$45 ;
   always @(posedge clk)
-    res1_3 <= \$47 ;
+    res3_2 <= \$46 ;
   always @(posedge clk)
-    res2_3 <= \$48 ;
+    res4_2 <= \$47 ;
   always @(posedge clk)
-    res3_3 <= \$49 ;
+    res5_2 <= \$48 ;
   always @(posedge clk)
-    res4_3 <= \$50 ;
+    res1_3 <= \$49 ;
   always @(posedge clk)
-    res5_3 <= \$51 ;
+    res2_3 <= \$50 ;
   always @(posedge clk)
-    x1_0 <= \$53 ;
+    res3_3 <= \$51 ;
   always @(posedge clk)
-    plo2_0 <= \$55 ;
+    res4_3 <= \$52 ;
   always @(posedge clk)
-    phi2_0 <= \$57 ;
+    res5_3 <= \$53 ;
   always @(posedge clk)
-    p3_0 <= \$60 [63:0];
+    x1_0 <= \$55 ;
   always @(posedge clk)
-    sh4_0 <= \$62 ;
+    plo2_0 <= \$57 ;
   always @(posedge clk)
-    rb4_0 <= \$65 ;
+    phi2_0 <= \$59 ;
   always @(posedge clk)
-    y5_0 <= \$105 ;
+    p3_0 <= \$62 [63:0];
   always @(posedge clk)
-    x1_1 <= \$107 ;
+    sh4_0 <= \$64 ;
   always @(posedge clk)
-    plo2_1 <= \$109 ;
+    rb4_0 <= \$67 ;
   always @(posedge clk)
-    phi2_1 <= \$111 ;
+    y5_0 <= \$107 ;
   always @(posedge clk)
-    p3_1 <= \$114 [63:0];
+    x1_1 <= \$109 ;
   always @(posedge clk)
-    sh4_1 <= \$116 ;
+    plo2_1 <= \$111 ;
   always @(posedge clk)
-    rb4_1 <= \$119 ;
+    phi2_1 <= \$113 ;
   always @(posedge clk)
-    y5_1 <= \$159 ;
+    p3_1 <= \$116 [63:0];
   always @(posedge clk)
-    x1_2 <= \$161 ;
+    sh4_1 <= \$118 ;
   always @(posedge clk)
-    plo2_2 <= \$163 ;
+    rb4_1 <= \$121 ;
   always @(posedge clk)
-    phi2_2 <= \$165 ;
+    y5_1 <= \$161 ;
   always @(posedge clk)
-    p3_2 <= \$168 [63:0];
+    x1_2 <= \$163 ;
   always @(posedge clk)
-    sh4_2 <= \$170 ;
+    plo2_2 <= \$165 ;
   always @(posedge clk)
-    rb4_2 <= \$173 ;
+    phi2_2 <= \$167 ;
   always @(posedge clk)
-    y5_2 <= \$213 ;
+    p3_2 <= \$170 [63:0];
   always @(posedge clk)
-    x1_3 <= \$215 ;
+    sh4_2 <= \$172 ;
   always @(posedge clk)
-    plo2_3 <= \$217 ;
+    rb4_2 <= \$175 ;
   always @(posedge clk)
-    phi2_3 <= \$219 ;
+    y5_2 <= \$215 ;
   always @(posedge clk)
-    p3_3 <= \$222 [63:0];
+    x1_3 <= \$217 ;
   always @(posedge clk)
-    sh4_3 <= \$224 ;
+    plo2_3 <= \$219 ;
   always @(posedge clk)
-    rb4_3 <= \$227 ;
+    phi2_3 <= \$221 ;
   always @(posedge clk)
-    y5_3 <= \$267 ;
+    p3_3 <= \$224 [63:0];
   always @(posedge clk)
-    wr_en <= \$388 ;
+    sh4_3 <= \$226 ;
   always @(posedge clk)
-    max6_0 <= \$389 ;
+    rb4_3 <= \$229 ;
   always @(posedge clk)
-    max6_1 <= \$390 ;
+    y5_3 <= \$269 ;
   always @(posedge clk)
-    max6_2 <= \$391 ;
+    wr_en <= \$393 ;
   always @(posedge clk)
-    max6_3 <= \$392 ;
+    max6_0 <= \$394 ;
   always @(posedge clk)
-    wr_addr <= \$393 ;
+    max6_1 <= \$395 ;
   always @(posedge clk)
-    wr_data <= \$394 ;
+    max6_2 <= \$396 ;
+  always @(posedge clk)
+    max6_3 <= \$397 ;
+  always @(posedge clk)
+    wr_addr <= \$398 ;
+  always @(posedge clk)
+    wr_data <= \$399 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$355  = granted;
-    if (reset[3]) begin
-      \$355  = 1'h0;
-    end
-    if (rst) begin
-      \$355  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$356  = pidx;
-    if (reset[3]) begin
-      \$356  = 2'h0;
-    end
-    if (rst) begin
-      \$356  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$357  = cap_valid0;
+    \$357  = granted;
     if (reset[3]) begin
       \$357  = 1'h0;
     end
@@ -37108,7 +37297,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$358  = cap_idx0;
+    \$358  = pidx;
     if (reset[3]) begin
       \$358  = 2'h0;
     end
@@ -37118,275 +37307,315 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$359  = shift_0;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$359  = cap_valid0;
+    if (reset[3]) begin
+      \$359  = 1'h0;
+    end
+    if (rst) begin
+      \$359  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$360  = cap_idx0;
+    if (reset[3]) begin
+      \$360  = 2'h0;
+    end
+    if (rst) begin
+      \$360  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$361  = cap_valid1;
+    if (reset[3]) begin
+      \$361  = 1'h0;
+    end
+    if (rst) begin
+      \$361  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$362  = cap_idx1;
+    if (reset[3]) begin
+      \$362  = 2'h0;
+    end
+    if (rst) begin
+      \$362  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$363  = shift_0;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$359  = acc_rd__data[5:0];
+            \$363  = acc_rd__data[5:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$360  = shift_1;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$364  = shift_1;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$360  = acc_rd__data[37:32];
+            \$364  = acc_rd__data[37:32];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$361  = shift_2;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$365  = shift_2;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$361  = acc_rd__data[69:64];
+            \$365  = acc_rd__data[69:64];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$362  = shift_3;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$366  = shift_3;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$362  = acc_rd__data[101:96];
+            \$366  = acc_rd__data[101:96];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$363  = shift_out_of_range;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$367  = shift_out_of_range;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$363  = { \$4 , \$3 , \$2 , \$1  };
+            \$367  = { \$4 , \$3 , \$2 , \$1  };
       endcase
     end
     if (reset[3]) begin
-      \$363  = 4'h0;
+      \$367  = 4'h0;
     end
     if (rst) begin
-      \$363  = 4'h0;
+      \$367  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$364  = bias_0;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$368  = bias_0;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$364  = acc_rd__data[31:0];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$9 ) begin
-              \$364  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$365  = bias_1;
-    if (cap_valid1) begin
-      casez (cap_idx1)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$365  = acc_rd__data[63:32];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$9 ) begin
-              \$365  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$366  = bias_2;
-    if (cap_valid1) begin
-      casez (cap_idx1)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$366  = acc_rd__data[95:64];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$9 ) begin
-              \$366  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$367  = bias_3;
-    if (cap_valid1) begin
-      casez (cap_idx1)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$367  = acc_rd__data[127:96];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$9 ) begin
-              \$367  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$368  = mult_0;
-    if (cap_valid1) begin
-      casez (cap_idx1)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
             \$368  = acc_rd__data[31:0];
       endcase
     end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$7 ) begin
+          end else if (\$8 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$9 ) begin
+              \$368  = 32'd0;
+            end
+          end
+    endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$369  = mult_1;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$369  = bias_1;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            /* empty */;
-        2'h2:
             \$369  = acc_rd__data[63:32];
       endcase
     end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$7 ) begin
+          end else if (\$8 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$9 ) begin
+              \$369  = 32'd0;
+            end
+          end
+    endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$370  = mult_2;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$370  = bias_2;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            /* empty */;
-        2'h2:
             \$370  = acc_rd__data[95:64];
       endcase
     end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$7 ) begin
+          end else if (\$8 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$9 ) begin
+              \$370  = 32'd0;
+            end
+          end
+    endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$371  = mult_3;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$371  = bias_3;
+    if (cap_valid2) begin
+      casez (cap_idx2)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$371  = acc_rd__data[127:96];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$7 ) begin
+          end else if (\$8 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$9 ) begin
+              \$371  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$372  = mult_0;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$371  = acc_rd__data[127:96];
+            \$372  = acc_rd__data[31:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$372  = cmd;
-    casez (vec_fsm_state)
-      3'h0:
-          if (ctl__cmd__valid) begin
-            \$372  = ctl__cmd__payload;
-          end
-    endcase
-    if (reset[3]) begin
-      \$372  = 156'h000000000000000000000000000000000000000;
-    end
-    if (rst) begin
-      \$372  = 156'h000000000000000000000000000000000000000;
+    \$373  = mult_1;
+    if (cap_valid2) begin
+      casez (cap_idx2)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$373  = acc_rd__data[63:32];
+      endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$373  = err;
+    \$374  = mult_2;
+    if (cap_valid2) begin
+      casez (cap_idx2)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$374  = acc_rd__data[95:64];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$375  = mult_3;
+    if (cap_valid2) begin
+      casez (cap_idx2)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$375  = acc_rd__data[127:96];
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$376  = cmd;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$373  = 8'h00;
+            \$376  = ctl__cmd__payload;
+          end
+    endcase
+    if (reset[3]) begin
+      \$376  = 156'h000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$376  = 156'h000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$377  = err;
+    casez (vec_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$377  = 8'h00;
           end
       3'h1:
           if (\$7 ) begin
-            \$373  = 8'h02;
+            \$377  = 8'h02;
           end else if (\$8 ) begin
-            \$373  = 8'h03;
+            \$377  = 8'h03;
           end else if (range_bad) begin
-            \$373  = 8'h04;
+            \$377  = 8'h04;
           end
       3'h3:
           /* empty */;
       3'h4:
           /* empty */;
       3'h5:
-          if (\$25 ) begin
-            \$373  = 8'h08;
+          if (\$27 ) begin
+            \$377  = 8'h08;
           end
     endcase
     if (reset[3]) begin
-      \$373  = 8'h00;
+      \$377  = 8'h00;
     end
     if (rst) begin
-      \$373  = 8'h00;
+      \$377  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$374  = issued;
+    \$378  = issued;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$374  = 17'h00000;
+            \$378  = 17'h00000;
           end
       3'h1:
           /* empty */;
@@ -37398,94 +37627,96 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h6:
           if (fire) begin
-            \$374  = \$26 [16:0];
+            \$378  = \$28 [16:0];
           end
     endcase
     if (reset[3]) begin
-      \$374  = 17'h00000;
+      \$378  = 17'h00000;
     end
     if (rst) begin
-      \$374  = 17'h00000;
+      \$378  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$375  = retired;
+    \$379  = retired;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$375  = 17'h00000;
+            \$379  = 17'h00000;
           end
     endcase
     if (v5) begin
-      \$375  = \$268 [16:0];
+      \$379  = \$270 [16:0];
     end
     if (reset[3]) begin
-      \$375  = 17'h00000;
+      \$379  = 17'h00000;
     end
     if (rst) begin
-      \$375  = 17'h00000;
+      \$379  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$376  = vec_fsm_state;
+    \$380  = vec_fsm_state;
     (* full_case = 32'd1 *)
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$376  = 3'h1;
+            \$380  = 3'h1;
           end
       3'h1:
           (* full_case = 32'd1 *)
           if (\$7 ) begin
-            \$376  = 3'h2;
+            \$380  = 3'h2;
           end else if (\$8 ) begin
-            \$376  = 3'h2;
+            \$380  = 3'h2;
           end else if (range_bad) begin
-            \$376  = 3'h2;
+            \$380  = 3'h2;
           end else begin
-            \$376  = 3'h3;
+            \$380  = 3'h3;
           end
       3'h3:
           if (acc_rd__gnt) begin
             if (\$24 ) begin
-              \$376  = 3'h4;
+              \$380  = 3'h4;
             end
           end
       3'h4:
-          \$376  = 3'h5;
+          if (\$26 ) begin
+            \$380  = 3'h5;
+          end
       3'h5:
           (* full_case = 32'd1 *)
-          if (\$25 ) begin
-            \$376  = 3'h2;
+          if (\$27 ) begin
+            \$380  = 3'h2;
           end else begin
-            \$376  = 3'h6;
+            \$380  = 3'h6;
           end
       3'h6:
-          if (\$31 ) begin
+          if (\$33 ) begin
             (* full_case = 32'd1 *)
             if (cmd[147]) begin
-              \$376  = 3'h7;
+              \$380  = 3'h7;
             end else begin
-              \$376  = 3'h2;
+              \$380  = 3'h2;
             end
           end
       3'h7:
-          \$376  = 3'h2;
+          \$380  = 3'h2;
       3'h2:
-          \$376  = 3'h0;
+          \$380  = 3'h0;
     endcase
     if (reset[3]) begin
-      \$376  = 3'h0;
+      \$380  = 3'h0;
     end
     if (rst) begin
-      \$376  = 3'h0;
+      \$380  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$377  = pidx;
+    \$381  = pidx;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -37495,23 +37726,23 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (\$8 ) begin
           end else if (range_bad) begin
           end else begin
-            \$377  = 2'h0;
+            \$381  = 2'h0;
           end
       3'h3:
           if (acc_rd__gnt) begin
-            \$377  = \$14 [1:0];
+            \$381  = \$14 [1:0];
           end
     endcase
     if (reset[3]) begin
-      \$377  = 2'h0;
+      \$381  = 2'h0;
     end
     if (rst) begin
-      \$377  = 2'h0;
+      \$381  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$378  = acc_ptr;
+    \$382  = acc_ptr;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -37521,11 +37752,11 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (\$8 ) begin
           end else if (range_bad) begin
           end else begin
-            \$378  = cmd[108:96];
+            \$382  = cmd[108:96];
           end
       3'h3:
           if (acc_rd__gnt) begin
-            \$378  = \$23 [12:0];
+            \$382  = \$23 [12:0];
           end
       3'h4:
           /* empty */;
@@ -37533,19 +37764,19 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h6:
           if (fire) begin
-            \$378  = \$29 [12:0];
+            \$382  = \$31 [12:0];
           end
     endcase
     if (reset[3]) begin
-      \$378  = 13'h0000;
+      \$382  = 13'h0000;
     end
     if (rst) begin
-      \$378  = 13'h0000;
+      \$382  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$379  = res_ptr;
+    \$383  = res_ptr;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -37555,7 +37786,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (\$8 ) begin
           end else if (range_bad) begin
           end else begin
-            \$379  = cmd[129:116];
+            \$383  = cmd[129:116];
           end
       3'h3:
           /* empty */;
@@ -37565,19 +37796,19 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h6:
           if (fire) begin
-            \$379  = \$30 [13:0];
+            \$383  = \$32 [13:0];
           end
     endcase
     if (reset[3]) begin
-      \$379  = 14'h0000;
+      \$383  = 14'h0000;
     end
     if (rst) begin
-      \$379  = 14'h0000;
+      \$383  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$380  = more;
+    \$384  = more;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -37587,7 +37818,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (\$8 ) begin
           end else if (range_bad) begin
           end else begin
-            \$380  = 1'h1;
+            \$384  = 1'h1;
           end
       3'h3:
           /* empty */;
@@ -37597,49 +37828,9 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h6:
           if (fire) begin
-            \$380  = \$28 ;
+            \$384  = \$30 ;
           end
     endcase
-    if (reset[3]) begin
-      \$380  = 1'h0;
-    end
-    if (rst) begin
-      \$380  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$381  = fire;
-    if (reset[3]) begin
-      \$381  = 1'h0;
-    end
-    if (rst) begin
-      \$381  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$382  = inflight1;
-    if (reset[3]) begin
-      \$382  = 1'h0;
-    end
-    if (rst) begin
-      \$382  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$383  = v0;
-    if (reset[3]) begin
-      \$383  = 1'h0;
-    end
-    if (rst) begin
-      \$383  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$384  = v1;
     if (reset[3]) begin
       \$384  = 1'h0;
     end
@@ -37649,7 +37840,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$385  = v2;
+    \$385  = fire;
     if (reset[3]) begin
       \$385  = 1'h0;
     end
@@ -37659,7 +37850,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$386  = v3;
+    \$386  = inflight1;
     if (reset[3]) begin
       \$386  = 1'h0;
     end
@@ -37669,7 +37860,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$387  = v4;
+    \$387  = inflight2;
     if (reset[3]) begin
       \$387  = 1'h0;
     end
@@ -37679,17 +37870,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$388  = 1'h0;
-    if (v5) begin
-      (* full_case = 32'd1 *)
-      if (cmd[147]) begin
-      end else begin
-        \$388  = 1'h1;
-      end
-    end
-    if (\$288 ) begin
-      \$388  = 1'h1;
-    end
+    \$388  = v0;
     if (reset[3]) begin
       \$388  = 1'h0;
     end
@@ -37699,66 +37880,126 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$389  = max6_0;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$389  = \$272 ;
-      end
+    \$389  = v1;
+    if (reset[3]) begin
+      \$389  = 1'h0;
+    end
+    if (rst) begin
+      \$389  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$390  = max6_1;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$390  = \$276 ;
-      end
+    \$390  = v2;
+    if (reset[3]) begin
+      \$390  = 1'h0;
+    end
+    if (rst) begin
+      \$390  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$391  = max6_2;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$391  = \$280 ;
-      end
+    \$391  = v3;
+    if (reset[3]) begin
+      \$391  = 1'h0;
+    end
+    if (rst) begin
+      \$391  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$392  = max6_3;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$392  = \$284 ;
-      end
+    \$392  = v4;
+    if (reset[3]) begin
+      \$392  = 1'h0;
+    end
+    if (rst) begin
+      \$392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$393  = wr_addr;
+    \$393  = 1'h0;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$393  = \$285 [13:0];
+        \$393  = 1'h1;
       end
     end
-    if (\$288 ) begin
-      \$393  = cmd[33:20];
+    if (\$290 ) begin
+      \$393  = 1'h1;
+    end
+    if (reset[3]) begin
+      \$393  = 1'h0;
+    end
+    if (rst) begin
+      \$393  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$394  = wr_data;
+    \$394  = max6_0;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$394  = \$274 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$395  = max6_1;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$395  = \$278 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$396  = max6_2;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$396  = \$282 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$397  = max6_3;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$397  = \$286 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$398  = wr_addr;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$394  = { out6_3, out6_2, out6_1, out6_0 };
+        \$398  = \$287 [13:0];
       end
     end
-    if (\$288 ) begin
-      \$394  = { max6_3, max6_2, max6_1, max6_0 };
+    if (\$290 ) begin
+      \$398  = cmd[33:20];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$399  = wr_data;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$399  = { out6_3, out6_2, out6_1, out6_0 };
+      end
+    end
+    if (\$290 ) begin
+      \$399  = { max6_3, max6_2, max6_1, max6_0 };
     end
   end
   always @* begin
@@ -37814,7 +38055,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h5:
           /* empty */;
       3'h6:
-          spad_rd__en = \$306 ;
+          spad_rd__en = \$308 ;
     endcase
   end
   always @* begin
@@ -37832,7 +38073,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h5:
           /* empty */;
       3'h6:
-          fire = \$310 ;
+          fire = \$312 ;
     endcase
   end
   always @* begin
@@ -37895,18 +38136,18 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \ctl__cmd__payload.ops.maxred  = ctl__cmd__payload[147];
   assign \ctl__cmd__payload.ops.reserved  = ctl__cmd__payload[151:148];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[155:152];
-  assign \$58  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
-  assign \$63  = { p3_0, 1'h0 };
-  assign \$112  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
-  assign \$117  = { p3_1, 1'h0 };
-  assign \$166  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
-  assign \$171  = { p3_2, 1'h0 };
-  assign \$220  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
-  assign \$225  = { p3_3, 1'h0 };
+  assign \$60  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
+  assign \$65  = { p3_0, 1'h0 };
+  assign \$114  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
+  assign \$119  = { p3_1, 1'h0 };
+  assign \$168  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
+  assign \$173  = { p3_2, 1'h0 };
+  assign \$222  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
+  assign \$227  = { p3_3, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8270$16 , \port$9232$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8291$16 , \port$9266$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -37950,10 +38191,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8270$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8270$16 ;
-  wire [15:0] \port$8270$16 ;
-  input [7:0] \port$9232$0 ;
-  wire [7:0] \port$9232$0 ;
+  input [15:0] \port$8291$16 ;
+  wire [15:0] \port$8291$16 ;
+  input [7:0] \port$9266$0 ;
+  wire [7:0] \port$9266$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -37988,7 +38229,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8270$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8270$16 , \port$9232$0  };
+      storage[w_port__addr] <= { \port$8291$16 , \port$9266$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -38099,8 +38340,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8270$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8270$16 , \port$9232$0  };
-  assign w_data = { \port$8270$16 , \port$9232$0  };
+  assign w_port__data = { \port$8291$16 , \port$9266$0  };
+  assign w_data = { \port$8291$16 , \port$9266$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

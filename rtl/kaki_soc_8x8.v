@@ -2353,7 +2353,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$9106$2 (\$284 ),
+    .\port$9127$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2472,20 +2472,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8943$0 (q_wait_queue),
-    .\port$9132$0 (inflight),
-    .\port$9267$0 (q__0__cpl_irq),
-    .\port$9281$0 (q__0__error_irq),
-    .\port$9293$0 (q__1__cpl_irq),
-    .\port$9307$0 (q__1__error_irq),
-    .\port$9319$0 (q__2__cpl_irq),
-    .\port$9333$0 (q__2__error_irq),
-    .\port$9345$0 (q__3__cpl_irq),
-    .\port$9359$0 (q__3__error_irq),
-    .\port$9471$0 (\$289 ),
-    .\port$9479$0 (\$290 ),
-    .\port$9487$0 (\$291 ),
-    .\port$9495$0 (\$292 ),
+    .\port$8964$0 (q_wait_queue),
+    .\port$9153$0 (inflight),
+    .\port$9288$0 (q__0__cpl_irq),
+    .\port$9302$0 (q__0__error_irq),
+    .\port$9314$0 (q__1__cpl_irq),
+    .\port$9328$0 (q__1__error_irq),
+    .\port$9340$0 (q__2__cpl_irq),
+    .\port$9354$0 (q__2__error_irq),
+    .\port$9366$0 (q__3__cpl_irq),
+    .\port$9380$0 (q__3__error_irq),
+    .\port$9492$0 (\$289 ),
+    .\port$9500$0 (\$290 ),
+    .\port$9508$0 (\$291 ),
+    .\port$9516$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2573,10 +2573,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$9134$0 (\$285 ),
-    .\port$9136$0 (\$286 ),
-    .\port$9138$0 (\$287 ),
-    .\port$9140$0 (\$288 ),
+    .\port$9155$0 (\$285 ),
+    .\port$9157$0 (\$286 ),
+    .\port$9159$0 (\$287 ),
+    .\port$9161$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2672,8 +2672,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$9134$16 (retire__0__tag),
-    .\port$9694$0 (dma_load_error),
+    .\port$9155$16 (retire__0__tag),
+    .\port$9715$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2683,8 +2683,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$9136$16 (retire__1__tag),
-    .\port$9818$0 (dma_store_error),
+    .\port$9157$16 (retire__1__tag),
+    .\port$9843$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2739,11 +2739,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5379$0 (q__1__head),
     .\port$5409$0 (q__2__head),
     .\port$5439$0 (q__3__head),
-    .\port$8446$0 (r_data),
-    .\port$8496$0 (\r_data$495 ),
-    .\port$8546$0 (\r_data$506 ),
-    .\port$8596$0 (\r_data$517 ),
-    .\port$9106$2 (\$284 ),
+    .\port$8467$0 (r_data),
+    .\port$8517$0 (\r_data$495 ),
+    .\port$8567$0 (\r_data$506 ),
+    .\port$8617$0 (\r_data$517 ),
+    .\port$9127$2 (\$284 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2788,8 +2788,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$9138$16 (retire__2__tag),
-    .\port$9892$0 (gemm_error),
+    .\port$9159$16 (retire__2__tag),
+    .\port$9922$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2840,8 +2840,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$181 (\$292 ),
     .limit(bus_timeout),
     .\port$109$0 (fw_write_qreset_ack_queue),
-    .\port$8653$0 (fw_write_cpl_word[3:0]),
-    .\port$8653$8 (fw_write_cpl_word[31:8]),
+    .\port$8674$0 (fw_write_cpl_word[3:0]),
+    .\port$8674$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2982,8 +2982,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10668$0 (vec_error),
-    .\port$9140$16 (retire__3__tag),
+    .\port$10702$0 (vec_error),
+    .\port$9161$16 (retire__3__tag),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -4614,6 +4614,9 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   wire \$6 ;
   reg \$60 ;
   reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
@@ -4621,6 +4624,7 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   reg [11:0] \bank0_addr$16 ;
   (* init = 12'h000 *)
   wire [11:0] bank0_raddr_q;
+  reg [255:0] bank0_rdata_q = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   (* init = 1'h0 *)
   wire bank0_ren_q;
   (* init = 12'h000 *)
@@ -4634,6 +4638,7 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   reg [11:0] \bank1_addr$36 ;
   (* init = 12'h000 *)
   wire [11:0] bank1_raddr_q;
+  reg [255:0] bank1_rdata_q = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   (* init = 1'h0 *)
   wire bank1_ren_q;
   (* init = 12'h000 *)
@@ -4649,10 +4654,13 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   reg [11:0] \raddr$40  = 12'h000;
   reg rd0_bank_q = 1'h0;
   reg rd0_bank_q2 = 1'h0;
+  reg rd0_bank_q3 = 1'h0;
   reg rd1_bank_q = 1'h0;
   reg rd1_bank_q2 = 1'h0;
+  reg rd1_bank_q3 = 1'h0;
   reg rd2_bank_q = 1'h0;
   reg rd2_bank_q2 = 1'h0;
+  reg rd2_bank_q3 = 1'h0;
   input [12:0] rd__0__addr;
   wire [12:0] rd__0__addr;
   output [255:0] rd__0__data;
@@ -4678,7 +4686,7 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   output rd__2__gnt;
   wire rd__2__gnt;
   wire [255:0] rdata;
-  wire [255:0] \rdata$52 ;
+  wire [255:0] \rdata$64 ;
   reg ren = 1'h0;
   reg \ren$38  = 1'h0;
   input rst;
@@ -4715,6 +4723,8 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   wire wr__1__en;
   output wr__1__gnt;
   wire wr__1__gnt;
+  assign \win$31  = \$25  & \$29 ;
+  assign \$31  = rd__2__en & \$30 ;
   assign \$33  = rd__0__en & \$32 ;
   assign \$35  = rd__1__en & \$34 ;
   assign \$36  = | { \$35 , \$33  };
@@ -4748,6 +4758,8 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   always @(posedge clk)
     raddr <= bank0_addr;
   always @(posedge clk)
+    bank0_rdata_q <= rdata;
+  always @(posedge clk)
     \wen$42  <= \$54 ;
   always @(posedge clk)
     \waddr$44  <= \bank1_addr$36 ;
@@ -4758,17 +4770,25 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   always @(posedge clk)
     \raddr$40  <= bank1_addr;
   always @(posedge clk)
+    bank1_rdata_q <= \rdata$64 ;
+  always @(posedge clk)
     rd0_bank_q <= \$56 ;
   always @(posedge clk)
     rd0_bank_q2 <= \$57 ;
   always @(posedge clk)
-    rd1_bank_q <= \$58 ;
+    rd0_bank_q3 <= \$58 ;
   always @(posedge clk)
-    rd1_bank_q2 <= \$59 ;
+    rd1_bank_q <= \$59 ;
   always @(posedge clk)
-    rd2_bank_q <= \$60 ;
+    rd1_bank_q2 <= \$60 ;
   always @(posedge clk)
-    rd2_bank_q2 <= \$61 ;
+    rd1_bank_q3 <= \$61 ;
+  always @(posedge clk)
+    rd2_bank_q <= \$62 ;
+  always @(posedge clk)
+    rd2_bank_q2 <= \$63 ;
+  always @(posedge clk)
+    rd2_bank_q3 <= \$64 ;
   assign \$1  = ! rd__0__addr[12];
   assign win = rd__0__en & \$1 ;
   assign \$2  = ! rd__1__addr[12];
@@ -4798,8 +4818,6 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   assign \$25  = rd__1__en & \$24 ;
   assign \$27  = rd__0__en & \$26 ;
   assign \$29  = ~ \$28 ;
-  assign \win$31  = \$25  & \$29 ;
-  assign \$31  = rd__2__en & \$30 ;
   \kaki_soc_8x8.acc.bank0  bank0 (
     .clk(clk),
     .raddr(raddr),
@@ -4812,7 +4830,7 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   \kaki_soc_8x8.acc.bank1  bank1 (
     .clk(clk),
     .raddr(\raddr$40 ),
-    .rdata(\rdata$52 ),
+    .rdata(\rdata$64 ),
     .ren(\ren$38 ),
     .waddr(\waddr$44 ),
     .wdata(\wdata$46 ),
@@ -4887,31 +4905,31 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd0_bank_q2)
+    casez (rd0_bank_q3)
       1'h0:
-          rd__0__data = rdata;
+          rd__0__data = bank0_rdata_q;
       1'h1:
-          rd__0__data = \rdata$52 ;
+          rd__0__data = bank1_rdata_q;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd1_bank_q2)
+    casez (rd1_bank_q3)
       1'h0:
-          rd__1__data = rdata;
+          rd__1__data = bank0_rdata_q;
       1'h1:
-          rd__1__data = \rdata$52 ;
+          rd__1__data = bank1_rdata_q;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd2_bank_q2)
+    casez (rd2_bank_q3)
       1'h0:
-          rd__2__data = rdata;
+          rd__2__data = bank0_rdata_q;
       1'h1:
-          rd__2__data = \rdata$52 ;
+          rd__2__data = bank1_rdata_q;
     endcase
   end
   always @* begin
@@ -4961,10 +4979,7 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$58  = rd1_bank_q;
-    if (\$50 ) begin
-      \$58  = rd__1__addr[12];
-    end
+    \$58  = rd0_bank_q2;
     if (rst) begin
       \$58  = 1'h0;
     end
@@ -4972,25 +4987,49 @@ module \kaki_soc_8x8.acc (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__1
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$59  = rd1_bank_q;
+    if (\$50 ) begin
+      \$59  = rd__1__addr[12];
+    end
     if (rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$60  = rd2_bank_q;
-    if (\$51 ) begin
-      \$60  = rd__2__addr[12];
-    end
+    \$60  = rd1_bank_q;
     if (rst) begin
       \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$61  = rd2_bank_q;
+    \$61  = rd1_bank_q2;
     if (rst) begin
       \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$62  = rd2_bank_q;
+    if (\$51 ) begin
+      \$62  = rd__2__addr[12];
+    end
+    if (rst) begin
+      \$62  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$63  = rd2_bank_q;
+    if (rst) begin
+      \$63  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$64  = rd2_bank_q2;
+    if (rst) begin
+      \$64  = 1'h0;
     end
   end
   assign bank0_ren_q = ren;
@@ -5977,7 +6016,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9106$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9127$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -6121,8 +6160,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$9106$2 ;
-  wire [29:0] \port$9106$2 ;
+  output [29:0] \port$9127$2 ;
+  wire [29:0] \port$9127$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6302,7 +6341,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$9106$2 (\$99 ),
+    .\port$9127$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6420,11 +6459,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$9106$2  = \$99 ;
+  assign \port$9127$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9106$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9127$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6849,8 +6888,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$9106$2 ;
-  wire [29:0] \port$9106$2 ;
+  output [29:0] \port$9127$2 ;
+  wire [29:0] \port$9127$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9955,7 +9994,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$9106$2  = ls_addr_r[31:2];
+  assign \port$9127$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -10129,10 +10168,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8943$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9132$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9267$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$9281$0 , q_status0_resetting, q_consumer1_index, \port$9293$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9307$0 , q_status1_resetting, q_consumer2_index, \port$9319$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9333$0 , q_status2_resetting, q_consumer3_index, \port$9345$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$9359$0 , q_status3_resetting, \port$9471$0 , \port$9479$0 , \port$9487$0 , \port$9495$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8964$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9153$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9288$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$9302$0 , q_status0_resetting, q_consumer1_index, \port$9314$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9328$0 , q_status1_resetting, q_consumer2_index, \port$9340$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9354$0 , q_status2_resetting, q_consumer3_index, \port$9366$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$9380$0 , q_status3_resetting, \port$9492$0 , \port$9500$0 , \port$9508$0 , \port$9516$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11666,34 +11705,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8943$0 ;
-  wire [3:0] \port$8943$0 ;
-  input [3:0] \port$9132$0 ;
-  wire [3:0] \port$9132$0 ;
-  input \port$9267$0 ;
-  wire \port$9267$0 ;
-  input \port$9281$0 ;
-  wire \port$9281$0 ;
-  input \port$9293$0 ;
-  wire \port$9293$0 ;
-  input \port$9307$0 ;
-  wire \port$9307$0 ;
-  input \port$9319$0 ;
-  wire \port$9319$0 ;
-  input \port$9333$0 ;
-  wire \port$9333$0 ;
-  input \port$9345$0 ;
-  wire \port$9345$0 ;
-  input \port$9359$0 ;
-  wire \port$9359$0 ;
-  input [2:0] \port$9471$0 ;
-  wire [2:0] \port$9471$0 ;
-  input [2:0] \port$9479$0 ;
-  wire [2:0] \port$9479$0 ;
-  input [2:0] \port$9487$0 ;
-  wire [2:0] \port$9487$0 ;
-  input [2:0] \port$9495$0 ;
-  wire [2:0] \port$9495$0 ;
+  input [3:0] \port$8964$0 ;
+  wire [3:0] \port$8964$0 ;
+  input [3:0] \port$9153$0 ;
+  wire [3:0] \port$9153$0 ;
+  input \port$9288$0 ;
+  wire \port$9288$0 ;
+  input \port$9302$0 ;
+  wire \port$9302$0 ;
+  input \port$9314$0 ;
+  wire \port$9314$0 ;
+  input \port$9328$0 ;
+  wire \port$9328$0 ;
+  input \port$9340$0 ;
+  wire \port$9340$0 ;
+  input \port$9354$0 ;
+  wire \port$9354$0 ;
+  input \port$9366$0 ;
+  wire \port$9366$0 ;
+  input \port$9380$0 ;
+  wire \port$9380$0 ;
+  input [2:0] \port$9492$0 ;
+  wire [2:0] \port$9492$0 ;
+  input [2:0] \port$9500$0 ;
+  wire [2:0] \port$9500$0 ;
+  input [2:0] \port$9508$0 ;
+  wire [2:0] \port$9508$0 ;
+  input [2:0] \port$9516$0 ;
+  wire [2:0] \port$9516$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12322,10 +12361,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$9345$0 , \port$9319$0 , \port$9293$0 , \port$9267$0  };
+  assign \$179  = \$178  | { \port$9366$0 , \port$9340$0 , \port$9314$0 , \port$9288$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$9359$0 , \port$9333$0 , \port$9307$0 , \port$9281$0  };
+  assign \$182  = \$181  | { \port$9380$0 , \port$9354$0 , \port$9328$0 , \port$9302$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14373,8 +14412,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$9345$0 , \port$9319$0 , \port$9293$0 , \port$9267$0  };
-  assign irq_status_queue_error_set = { \port$9359$0 , \port$9333$0 , \port$9307$0 , \port$9281$0  };
+  assign irq_status_queue_cpl_set = { \port$9366$0 , \port$9340$0 , \port$9314$0 , \port$9288$0  };
+  assign irq_status_queue_error_set = { \port$9380$0 , \port$9354$0 , \port$9328$0 , \port$9302$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -14389,18 +14428,18 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$9132$0 [0];
-  assign status_dma_store_busy = \port$9132$0 [1];
-  assign status_gemm_busy = \port$9132$0 [2];
-  assign status_vec_busy = \port$9132$0 [3];
-  assign q_status0_waiting = \port$8943$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$9471$0  };
-  assign q_status1_waiting = \port$8943$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$9479$0  };
-  assign q_status2_waiting = \port$8943$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$9487$0  };
-  assign q_status3_waiting = \port$8943$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$9495$0  };
+  assign status_dma_load_busy = \port$9153$0 [0];
+  assign status_dma_store_busy = \port$9153$0 [1];
+  assign status_gemm_busy = \port$9153$0 [2];
+  assign status_vec_busy = \port$9153$0 [3];
+  assign q_status0_waiting = \port$8964$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$9492$0  };
+  assign q_status1_waiting = \port$8964$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$9500$0  };
+  assign q_status2_waiting = \port$8964$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$9508$0  };
+  assign q_status3_waiting = \port$8964$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$9516$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14445,11 +14484,11 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$9132$0 [0] };
+  assign \$429  = { 1'h0, \port$9153$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$9132$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$9132$0 [2], 2'h0 };
-  assign \$435  = { \port$9132$0 [3], 3'h0 };
+  assign \$431  = { \port$9153$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$9153$0 [2], 2'h0 };
+  assign \$435  = { \port$9153$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14606,26 +14645,26 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8943$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$9471$0 , 8'h00 };
+  assign \$877  = { \port$8964$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$9492$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8943$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$9479$0 , 8'h00 };
+  assign \$890  = { \port$8964$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$9500$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8943$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$9487$0 , 8'h00 };
+  assign \$903  = { \port$8964$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$9508$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8943$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$9495$0 , 8'h00 };
+  assign \$916  = { \port$8964$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$9516$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14736,7 +14775,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
-, queue, windowed, reject__done, reject__error, full, inflight, \port$9134$0 , retire__0__tag, \port$9136$0 , retire__1__tag, \port$9138$0 , retire__2__tag, \port$9140$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, queue, windowed, reject__done, reject__error, full, inflight, \port$9155$0 , retire__0__tag, \port$9157$0 , retire__1__tag, \port$9159$0 , retire__2__tag, \port$9161$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
 , retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -15351,14 +15390,14 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$9134$0 ;
-  wire [8:0] \port$9134$0 ;
-  output [8:0] \port$9136$0 ;
-  wire [8:0] \port$9136$0 ;
-  output [8:0] \port$9138$0 ;
-  wire [8:0] \port$9138$0 ;
-  output [8:0] \port$9140$0 ;
-  wire [8:0] \port$9140$0 ;
+  output [8:0] \port$9155$0 ;
+  wire [8:0] \port$9155$0 ;
+  output [8:0] \port$9157$0 ;
+  wire [8:0] \port$9157$0 ;
+  output [8:0] \port$9159$0 ;
+  wire [8:0] \port$9159$0 ;
+  output [8:0] \port$9161$0 ;
+  wire [8:0] \port$9161$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15810,9 +15849,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$8600$0 (desc),
-    .\port$8602$0 (queue),
-    .\port$8603$0 (windowed),
+    .\port$8621$0 (desc),
+    .\port$8623$0 (queue),
+    .\port$8624$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15822,9 +15861,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$8600$0 (desc),
-    .\port$8602$0 (queue),
-    .\port$8603$0 (windowed),
+    .\port$8621$0 (desc),
+    .\port$8623$0 (queue),
+    .\port$8624$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15834,9 +15873,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$8600$0 (desc),
-    .\port$8602$0 (queue),
-    .\port$8603$0 (windowed),
+    .\port$8621$0 (desc),
+    .\port$8623$0 (queue),
+    .\port$8624$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15846,9 +15885,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$8600$0 (desc),
-    .\port$8602$0 (queue),
-    .\port$8603$0 (windowed),
+    .\port$8621$0 (desc),
+    .\port$8623$0 (queue),
+    .\port$8624$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -16033,13 +16072,13 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$9134$0  = dma_load_held[8:0];
+  assign \port$9155$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$9136$0  = dma_store_held[8:0];
+  assign \port$9157$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$9138$0  = gemm_held[8:0];
+  assign \port$9159$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$9140$0  = vec_held[8:0];
+  assign \port$9161$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16540,7 +16579,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8600$0 , \port$8602$0 , \port$8603$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8621$0 , \port$8623$0 , \port$8624$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16582,12 +16621,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8600$0 ;
-  wire [255:0] \port$8600$0 ;
-  input [1:0] \port$8602$0 ;
-  wire [1:0] \port$8602$0 ;
-  input \port$8603$0 ;
-  wire \port$8603$0 ;
+  input [255:0] \port$8621$0 ;
+  wire [255:0] \port$8621$0 ;
+  input [1:0] \port$8623$0 ;
+  wire [1:0] \port$8623$0 ;
+  input \port$8624$0 ;
+  wire \port$8624$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16619,7 +16658,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8603$0 , \port$8602$0 , \port$8600$0  };
+      storage[w_port__addr] <= { \port$8624$0 , \port$8623$0 , \port$8621$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16718,14 +16757,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
-  assign w_data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
+  assign w_port__data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
+  assign w_data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8600$0 , \port$8602$0 , \port$8603$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8621$0 , \port$8623$0 , \port$8624$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16767,12 +16806,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8600$0 ;
-  wire [255:0] \port$8600$0 ;
-  input [1:0] \port$8602$0 ;
-  wire [1:0] \port$8602$0 ;
-  input \port$8603$0 ;
-  wire \port$8603$0 ;
+  input [255:0] \port$8621$0 ;
+  wire [255:0] \port$8621$0 ;
+  input [1:0] \port$8623$0 ;
+  wire [1:0] \port$8623$0 ;
+  input \port$8624$0 ;
+  wire \port$8624$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16804,7 +16843,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8603$0 , \port$8602$0 , \port$8600$0  };
+      storage[w_port__addr] <= { \port$8624$0 , \port$8623$0 , \port$8621$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16903,14 +16942,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
-  assign w_data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
+  assign w_port__data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
+  assign w_data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8600$0 , \port$8602$0 , \port$8603$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8621$0 , \port$8623$0 , \port$8624$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16952,12 +16991,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8600$0 ;
-  wire [255:0] \port$8600$0 ;
-  input [1:0] \port$8602$0 ;
-  wire [1:0] \port$8602$0 ;
-  input \port$8603$0 ;
-  wire \port$8603$0 ;
+  input [255:0] \port$8621$0 ;
+  wire [255:0] \port$8621$0 ;
+  input [1:0] \port$8623$0 ;
+  wire [1:0] \port$8623$0 ;
+  input \port$8624$0 ;
+  wire \port$8624$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16989,7 +17028,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8603$0 , \port$8602$0 , \port$8600$0  };
+      storage[w_port__addr] <= { \port$8624$0 , \port$8623$0 , \port$8621$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17088,14 +17127,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
-  assign w_data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
+  assign w_port__data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
+  assign w_data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8600$0 , \port$8602$0 , \port$8603$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8621$0 , \port$8623$0 , \port$8624$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17137,12 +17176,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8600$0 ;
-  wire [255:0] \port$8600$0 ;
-  input [1:0] \port$8602$0 ;
-  wire [1:0] \port$8602$0 ;
-  input \port$8603$0 ;
-  wire \port$8603$0 ;
+  input [255:0] \port$8621$0 ;
+  wire [255:0] \port$8621$0 ;
+  input [1:0] \port$8623$0 ;
+  wire [1:0] \port$8623$0 ;
+  input \port$8624$0 ;
+  wire \port$8624$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17174,7 +17213,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8603$0 , \port$8602$0 , \port$8600$0  };
+      storage[w_port__addr] <= { \port$8624$0 , \port$8623$0 , \port$8621$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17273,8 +17312,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
-  assign w_data = { \port$8603$0 , \port$8602$0 , \port$8600$0  };
+  assign w_port__data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
+  assign w_data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -20027,8 +20066,8 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire [3:0] \$102 ;
-  wire \$103 ;
+  wire \$102 ;
+  wire [3:0] \$103 ;
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
@@ -20037,19 +20076,19 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$109 ;
   wire \$11 ;
   wire \$110 ;
-  wire [1:0] \$111 ;
-  wire [2:0] \$112 ;
-  wire [3:0] \$113 ;
-  wire [4:0] \$114 ;
-  wire [5:0] \$115 ;
-  wire [6:0] \$116 ;
-  wire [7:0] \$117 ;
-  wire [8:0] \$118 ;
+  wire \$111 ;
+  wire [1:0] \$112 ;
+  wire [2:0] \$113 ;
+  wire [3:0] \$114 ;
+  wire [4:0] \$115 ;
+  wire [5:0] \$116 ;
+  wire [6:0] \$117 ;
+  wire [7:0] \$118 ;
   wire [8:0] \$119 ;
   wire [8:0] \$12 ;
-  wire [9:0] \$120 ;
-  wire [255:0] \$121 ;
-  wire \$122 ;
+  wire [8:0] \$120 ;
+  wire [9:0] \$121 ;
+  wire [255:0] \$122 ;
   wire \$123 ;
   wire \$124 ;
   wire \$125 ;
@@ -20067,140 +20106,147 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire [5:0] \$139 ;
+  wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
+  wire [5:0] \$140 ;
   wire \$141 ;
-  wire [16:0] \$142 ;
+  wire \$142 ;
   wire [16:0] \$143 ;
-  wire [31:0] \$144 ;
+  wire [16:0] \$144 ;
   wire [31:0] \$145 ;
-  wire [8:0] \$146 ;
-  wire [9:0] \$147 ;
+  wire [31:0] \$146 ;
+  wire [8:0] \$147 ;
   wire [9:0] \$148 ;
-  wire [7:0] \$149 ;
+  wire [9:0] \$149 ;
   wire \$15 ;
-  wire [32:0] \$150 ;
-  wire [5:0] \$151 ;
-  wire \$152 ;
+  wire [7:0] \$150 ;
+  wire [32:0] \$151 ;
+  wire [5:0] \$152 ;
   wire \$153 ;
-  wire [2:0] \$154 ;
+  wire \$154 ;
   wire [3:0] \$155 ;
-  wire \$156 ;
+  wire [4:0] \$156 ;
   wire \$157 ;
   wire \$158 ;
-  wire [16:0] \$159 ;
+  wire \$159 ;
   wire [14:0] \$16 ;
   wire [16:0] \$160 ;
-  wire [2:0] \$161 ;
-  wire \$162 ;
+  wire [16:0] \$161 ;
+  wire [3:0] \$162 ;
   wire \$163 ;
-  wire [255:0] \$164 ;
-  wire [2:0] \$165 ;
-  wire \$166 ;
+  wire \$164 ;
+  wire [255:0] \$165 ;
+  wire [3:0] \$166 ;
   wire \$167 ;
-  wire [255:0] \$168 ;
-  wire [2:0] \$169 ;
+  wire \$168 ;
+  wire [255:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
+  wire [3:0] \$170 ;
   wire \$171 ;
-  wire [255:0] \$172 ;
-  wire [3:0] \$173 ;
-  wire [12:0] \$174 ;
-  wire [4:0] \$175 ;
-  wire [4:0] \$176 ;
-  wire [6:0] \$177 ;
-  wire [382:0] \$178 ;
-  wire [38:0] \$179 ;
+  wire \$172 ;
+  wire [255:0] \$173 ;
+  wire [3:0] \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire [255:0] \$177 ;
+  wire [3:0] \$178 ;
+  wire [12:0] \$179 ;
   wire \$18 ;
-  wire [8:0] \$180 ;
-  wire [9:0] \$181 ;
-  wire [9:0] \$182 ;
-  wire [11:0] \$183 ;
-  wire [11:0] \$184 ;
-  wire \$185 ;
-  wire [16:0] \$186 ;
-  wire [16:0] \$187 ;
-  wire [3:0] \$188 ;
-  wire \$189 ;
+  wire [4:0] \$180 ;
+  wire [4:0] \$181 ;
+  wire [6:0] \$182 ;
+  wire [382:0] \$183 ;
+  wire [38:0] \$184 ;
+  wire [8:0] \$185 ;
+  wire [9:0] \$186 ;
+  wire [9:0] \$187 ;
+  wire [11:0] \$188 ;
+  wire [11:0] \$189 ;
   wire \$19 ;
-  wire [4:0] \$190 ;
-  wire [3:0] \$191 ;
-  wire \$192 ;
-  wire [4:0] \$193 ;
+  wire \$190 ;
+  wire [16:0] \$191 ;
+  wire [16:0] \$192 ;
+  wire [3:0] \$193 ;
   wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
+  wire [4:0] \$195 ;
+  wire [3:0] \$196 ;
   wire \$197 ;
-  wire \$198 ;
+  wire [4:0] \$198 ;
   wire \$199 ;
   wire [16:0] \$2 ;
   wire \$20 ;
-  wire [7:0] \$200 ;
-  wire [35:0] \$201 ;
-  wire [31:0] \$202 ;
-  wire [47:0] \$203 ;
-  wire [47:0] \$204 ;
-  wire \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire [31:0] \$209 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire [7:0] \$205 ;
+  wire [35:0] \$206 ;
+  wire [31:0] \$207 ;
+  wire [47:0] \$208 ;
+  wire [47:0] \$209 ;
   wire \$21 ;
-  wire [31:0] \$210 ;
-  wire [8:0] \$211 ;
-  wire [9:0] \$212 ;
-  wire [9:0] \$213 ;
-  wire [7:0] \$214 ;
-  reg [31:0] \$215 ;
-  reg [7:0] \$216 ;
-  reg \$217 ;
-  reg [31:0] \$218 ;
-  reg [15:0] \$219 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire [31:0] \$214 ;
+  wire [31:0] \$215 ;
+  wire [8:0] \$216 ;
+  wire [9:0] \$217 ;
+  wire [9:0] \$218 ;
+  wire [7:0] \$219 ;
   wire \$22 ;
-  reg [15:0] \$220 ;
-  reg [31:0] \$221 ;
+  reg [31:0] \$220 ;
+  reg [7:0] \$221 ;
   reg \$222 ;
   reg [31:0] \$223 ;
-  reg [2:0] \$224 ;
-  reg \$225 ;
-  reg [1:0] \$226 ;
+  reg [15:0] \$224 ;
+  reg [15:0] \$225 ;
+  reg [31:0] \$226 ;
   reg \$227 ;
-  reg [13:0] \$228 ;
-  reg [15:0] \$229 ;
+  reg [31:0] \$228 ;
+  reg [2:0] \$229 ;
   wire \$23 ;
-  reg [15:0] \$230 ;
-  reg [13:0] \$231 ;
+  reg \$230 ;
+  reg [2:0] \$231 ;
   reg \$232 ;
-  reg [255:0] \$233 ;
-  reg [255:0] \$234 ;
-  reg [255:0] \$235 ;
-  reg [2:0] \$236 ;
-  reg [11:0] \$237 ;
-  reg [3:0] \$238 ;
-  reg \$239 ;
+  reg \$233 ;
+  reg [13:0] \$234 ;
+  reg [15:0] \$235 ;
+  reg [15:0] \$236 ;
+  reg [13:0] \$237 ;
+  reg \$238 ;
+  reg [255:0] \$239 ;
   wire [32:0] \$24 ;
-  reg [319:0] \$240 ;
-  reg [39:0] \$241 ;
-  reg [2:0] \$242 ;
-  reg [11:0] \$243 ;
-  reg [15:0] \$244 ;
-  reg [15:0] \$245 ;
-  reg [11:0] \$246 ;
-  reg \$247 ;
-  reg [2:0] \$248 ;
+  reg [255:0] \$240 ;
+  reg [255:0] \$241 ;
+  reg [255:0] \$242 ;
+  reg [2:0] \$243 ;
+  reg [11:0] \$244 ;
+  reg [3:0] \$245 ;
+  reg \$246 ;
+  reg [319:0] \$247 ;
+  reg [39:0] \$248 ;
   reg [2:0] \$249 ;
   wire \$25 ;
-  reg \$250 ;
-  reg [7:0] \$251 ;
-  reg [223:0] \$252 ;
-  reg [64:0] \$253 ;
-  reg [2:0] \$254 ;
-  reg [35:0] \$255 ;
-  reg [31:0] \$256 ;
-  reg [47:0] \$257 ;
-  reg [47:0] \$258 ;
+  reg [11:0] \$250 ;
+  reg [15:0] \$251 ;
+  reg [15:0] \$252 ;
+  reg [11:0] \$253 ;
+  reg \$254 ;
+  reg [2:0] \$255 ;
+  reg [2:0] \$256 ;
+  reg \$257 ;
+  reg [7:0] \$258 ;
+  reg [223:0] \$259 ;
   wire \$26 ;
+  reg [64:0] \$260 ;
+  reg [2:0] \$261 ;
+  reg [35:0] \$262 ;
+  reg [31:0] \$263 ;
+  reg [47:0] \$264 ;
+  reg [47:0] \$265 ;
   wire \$27 ;
   wire \$28 ;
   wire [32:0] \$29 ;
@@ -20214,9 +20260,9 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire \$36 ;
   wire [4:0] \$37 ;
   wire \$38 ;
-  wire [9:0] \$382 ;
-  wire [6:0] \$385 ;
   wire \$39 ;
+  wire [9:0] \$390 ;
+  wire [6:0] \$393 ;
   wire [37:0] \$4 ;
   wire [4:0] \$40 ;
   wire [9:0] \$41 ;
@@ -20240,13 +20286,13 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire [3:0] \$58 ;
   wire [4:0] \$59 ;
   wire [49:0] \$6 ;
-  wire \$60 ;
+  wire [5:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [12:0] \$63 ;
+  wire \$63 ;
   wire [12:0] \$64 ;
   wire [12:0] \$65 ;
-  wire \$66 ;
+  wire [12:0] \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
@@ -20391,6 +20437,7 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   wire st_rd_en;
   reg st_rd_inflight1 = 1'h0;
   reg st_rd_inflight2 = 1'h0;
+  reg st_rd_inflight3 = 1'h0;
   wire st_rd_last;
   wire [13:0] st_rd_nxt0;
   reg [15:0] st_rd_p = 16'h0000;
@@ -20402,7 +20449,8 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   reg [255:0] st_rq0 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [255:0] st_rq1 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [255:0] st_rq2 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-  reg [1:0] st_rq_n = 2'h0;
+  reg [255:0] st_rq3 = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  reg [2:0] st_rq_n = 3'h0;
   reg st_run;
   wire [255:0] st_shifted;
   reg st_w_active = 1'h0;
@@ -20567,254 +20615,263 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign \$55  = st_run & st_rd_active;
   assign \$56  = 1'h0 + st_rd_inflight1;
   assign \$57  = \$56  + st_rd_inflight2;
-  assign \$58  = st_rq_n + \$57 ;
-  assign \$59  = \$58  - st_w_take;
-  assign \$60  = $signed(\$59 ) < $signed(3'h3);
-  assign st_rd_en = \$55  & \$60 ;
-  assign \$61  = ~ st_cmd[216];
-  assign spad_rd__en = st_rd_en & \$61 ;
+  assign \$58  = \$57  + st_rd_inflight3;
+  assign \$59  = st_rq_n + \$58 ;
+  assign \$60  = \$59  - st_w_take;
+  assign \$61  = $signed(\$60 ) < $signed(4'h4);
+  assign st_rd_en = \$55  & \$61 ;
+  assign \$62  = ~ st_cmd[216];
+  assign spad_rd__en = st_rd_en & \$62 ;
   assign acc_rd__en = st_rd_en & st_cmd[216];
-  assign \$62  = st_w_r > 1'h1;
-  assign \$63  = st_w_row0 + st_cmd[59:48];
-  assign \$64  = st_w_plane0 + st_cmd[91:80];
-  assign \$65  = \$62  ? \$63  : \$64 ;
-  assign \$66  = st_w_r == 1'h1;
-  assign \$67  = st_w_p == 1'h1;
-  assign st_w_last = \$66  & \$67 ;
-  assign \$68  = st_cmd[175:168] > 1'h0;
-  assign \$69  = st_cmd[175:168] > 1'h1;
-  assign \$70  = st_cmd[175:168] > 2'h2;
-  assign \$71  = st_cmd[175:168] > 2'h3;
-  assign \$72  = st_cmd[175:168] > 3'h4;
-  assign \$73  = st_cmd[175:168] > 3'h5;
-  assign \$74  = st_cmd[175:168] > 3'h6;
-  assign \$75  = st_cmd[175:168] > 3'h7;
-  assign \$76  = st_cmd[175:168] > 4'h8;
-  assign \$77  = st_cmd[175:168] > 4'h9;
-  assign \$78  = st_cmd[175:168] > 4'ha;
-  assign \$79  = st_cmd[175:168] > 4'hb;
-  assign \$80  = st_cmd[175:168] > 4'hc;
-  assign \$81  = st_cmd[175:168] > 4'hd;
-  assign \$82  = st_cmd[175:168] > 4'he;
-  assign \$83  = st_cmd[175:168] > 4'hf;
-  assign \$84  = st_cmd[175:168] > 5'h10;
-  assign \$85  = st_cmd[175:168] > 5'h11;
-  assign \$86  = st_cmd[175:168] > 5'h12;
-  assign \$87  = st_cmd[175:168] > 5'h13;
-  assign \$88  = st_cmd[175:168] > 5'h14;
-  assign \$89  = st_cmd[175:168] > 5'h15;
-  assign \$90  = st_cmd[175:168] > 5'h16;
-  assign \$91  = st_cmd[175:168] > 5'h17;
-  assign \$92  = st_cmd[175:168] > 5'h18;
-  assign \$93  = st_cmd[175:168] > 5'h19;
-  assign \$94  = st_cmd[175:168] > 5'h1a;
-  assign \$95  = st_cmd[175:168] > 5'h1b;
-  assign \$96  = st_cmd[175:168] > 5'h1c;
-  assign \$97  = st_cmd[175:168] > 5'h1d;
-  assign \$98  = st_cmd[175:168] > 5'h1e;
-  assign \$99  = st_cmd[175:168] > 5'h1f;
-  assign \$100  = st_run & st_w_row_valid;
-  assign \$101  = | st_w_credit;
-  assign st_wvalid = \$100  & \$101 ;
-  assign \$102  = st_w_nbeats - 1'h1;
-  assign st_w_row_end = st_w_beat == \$102 ;
-  assign \$103  = st_w_addr12 == 12'hff8;
-  assign \$104  = st_w_row_end | \$103 ;
-  assign \$105  = st_w_bib == 4'hf;
-  assign st_wlast = \$104  | \$105 ;
+  assign \$63  = st_w_r > 1'h1;
+  assign \$64  = st_w_row0 + st_cmd[59:48];
+  assign \$65  = st_w_plane0 + st_cmd[91:80];
+  assign \$66  = \$63  ? \$64  : \$65 ;
+  assign \$67  = st_w_r == 1'h1;
+  assign \$68  = st_w_p == 1'h1;
+  assign st_w_last = \$67  & \$68 ;
+  assign \$69  = st_cmd[175:168] > 1'h0;
+  assign \$70  = st_cmd[175:168] > 1'h1;
+  assign \$71  = st_cmd[175:168] > 2'h2;
+  assign \$72  = st_cmd[175:168] > 2'h3;
+  assign \$73  = st_cmd[175:168] > 3'h4;
+  assign \$74  = st_cmd[175:168] > 3'h5;
+  assign \$75  = st_cmd[175:168] > 3'h6;
+  assign \$76  = st_cmd[175:168] > 3'h7;
+  assign \$77  = st_cmd[175:168] > 4'h8;
+  assign \$78  = st_cmd[175:168] > 4'h9;
+  assign \$79  = st_cmd[175:168] > 4'ha;
+  assign \$80  = st_cmd[175:168] > 4'hb;
+  assign \$81  = st_cmd[175:168] > 4'hc;
+  assign \$82  = st_cmd[175:168] > 4'hd;
+  assign \$83  = st_cmd[175:168] > 4'he;
+  assign \$84  = st_cmd[175:168] > 4'hf;
+  assign \$85  = st_cmd[175:168] > 5'h10;
+  assign \$86  = st_cmd[175:168] > 5'h11;
+  assign \$87  = st_cmd[175:168] > 5'h12;
+  assign \$88  = st_cmd[175:168] > 5'h13;
+  assign \$89  = st_cmd[175:168] > 5'h14;
+  assign \$90  = st_cmd[175:168] > 5'h15;
+  assign \$91  = st_cmd[175:168] > 5'h16;
+  assign \$92  = st_cmd[175:168] > 5'h17;
+  assign \$93  = st_cmd[175:168] > 5'h18;
+  assign \$94  = st_cmd[175:168] > 5'h19;
+  assign \$95  = st_cmd[175:168] > 5'h1a;
+  assign \$96  = st_cmd[175:168] > 5'h1b;
+  assign \$97  = st_cmd[175:168] > 5'h1c;
+  assign \$98  = st_cmd[175:168] > 5'h1d;
+  assign \$99  = st_cmd[175:168] > 5'h1e;
+  assign \$100  = st_cmd[175:168] > 5'h1f;
+  assign \$101  = st_run & st_w_row_valid;
+  assign \$102  = | st_w_credit;
+  assign st_wvalid = \$101  & \$102 ;
+  assign \$103  = st_w_nbeats - 1'h1;
+  assign st_w_row_end = st_w_beat == \$103 ;
+  assign \$104  = st_w_addr12 == 12'hff8;
+  assign \$105  = st_w_row_end | \$104 ;
+  assign \$106  = st_w_bib == 4'hf;
+  assign st_wlast = \$105  | \$106 ;
   assign st_whs = st_wvalid & up__wready;
-  assign \$106  = st_run & st_w_active;
-  assign \$107  = \$106  & st_rbuf_valid;
-  assign \$108  = ~ st_w_row_valid;
-  assign \$109  = st_whs & st_w_row_end;
-  assign \$110  = \$108  | \$109 ;
-  assign st_w_take = \$107  & \$110 ;
-  assign \$382  = st_w_beat * 7'h40;
-  assign up__wdata = st_wbuf >> \$382 ;
-  assign \$385  = st_w_beat * 4'h8;
-  assign up__wstrb = st_wstrb_buf >> \$385 ;
-  assign \$111  = 1'h0 + up__wstrb[0];
-  assign \$112  = \$111  + up__wstrb[1];
-  assign \$113  = \$112  + up__wstrb[2];
-  assign \$114  = \$113  + up__wstrb[3];
-  assign \$115  = \$114  + up__wstrb[4];
-  assign \$116  = \$115  + up__wstrb[5];
-  assign \$117  = \$116  + up__wstrb[6];
-  assign \$118  = \$117  + up__wstrb[7];
-  assign \$119  = st_whs ? \$118  : 9'h000;
-  assign \$120  = st_cmd[181:176] * 4'h8;
-  assign \$121  = st_rq0 >> \$120 ;
-  assign st_shifted = \$121  & { \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68 , \$68  };
-  assign \$122  = ~ st_aw_valid;
-  assign \$123  = ! st_w_credit;
-  assign \$124  = \$122  & \$123 ;
-  assign \$125  = ! st_b_out;
-  assign \$126  = \$124  & \$125 ;
-  assign \$127  = ~ st_aw_it_active;
-  assign \$128  = ~ st_w_active;
-  assign \$129  = \$127  & \$128 ;
-  assign \$130  = ~ st_w_row_valid;
-  assign \$131  = \$129  & \$130 ;
-  assign \$132  = st_drain | \$131 ;
-  assign st_finished = \$126  & \$132 ;
-  assign \$133  = ! dma_store_fsm_state;
-  assign \$134  = dma_store_fsm_state == 1'h1;
-  assign \$135  = dma_store_fsm_state == 2'h2;
-  assign \$136  = dma_store_fsm_state == 2'h3;
-  assign \$137  = dma_store_fsm_state == 3'h4;
-  assign \$138  = dma_store_fsm_state == 3'h5;
-  assign \$139  = \$41 [4:0] - 1'h1;
-  assign \$140  = st_aw_beats_left == \$41 [4:0];
-  assign \$141  = st_aw_it_r > 1'h1;
-  assign \$142  = st_aw_it_r - 1'h1;
-  assign \$143  = st_aw_it_p - 1'h1;
-  assign \$146  = \$31 [2:0] + st_cmd[175:168];
-  assign \$147  = \$146  + 3'h7;
-  assign \$150  = st_aw_beat_addr + \$149 ;
-  assign \$151  = st_aw_beats_left - \$41 [4:0];
-  assign \$152  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$153  = st_rd_en & \$152 ;
-  assign \$154  = st_rq_n + st_rd_inflight2;
-  assign \$155  = \$154  - st_w_take;
-  assign \$156  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
-  assign \$157  = st_rd_en & \$156 ;
-  assign \$158  = st_rd_r > 1'h1;
-  assign \$159  = st_rd_r - 1'h1;
-  assign \$160  = st_rd_p - 1'h1;
-  assign \$161  = st_rq_n - st_w_take;
-  assign \$162  = ! \$161 ;
-  assign \$163  = st_rd_inflight2 & \$162 ;
-  assign \$164  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$165  = st_rq_n - st_w_take;
-  assign \$166  = \$165  == 1'h1;
-  assign \$167  = st_rd_inflight2 & \$166 ;
-  assign \$168  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$169  = st_rq_n - st_w_take;
-  assign \$170  = \$169  == 2'h2;
-  assign \$171  = st_rd_inflight2 & \$170 ;
-  assign \$172  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
-  assign \$173  = st_w_beat + 1'h1;
-  assign \$174  = st_w_addr12 + 4'h8;
-  assign \$175  = st_w_bib + 1'h1;
-  assign \$176  = st_wlast ? 5'h00 : \$175 ;
-  assign \$177  = st_w_row0[2:0] * 4'h8;
-  assign \$178  = st_shifted << \$177 ;
-  assign \$179  = { \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68  } << st_w_row0[2:0];
-  assign \$180  = st_w_row0[2:0] + st_cmd[175:168];
-  assign \$181  = \$180  + 3'h7;
-  assign \$185  = st_w_r > 1'h1;
-  assign \$186  = st_w_r - 1'h1;
-  assign \$187  = st_w_p - 1'h1;
-  assign \$188  = st_w_credit + st_aw_issue;
-  assign \$189  = st_whs & st_wlast;
-  assign \$190  = \$188  - \$189 ;
-  assign \$191  = st_b_out + st_aw_issue;
-  assign \$193  = \$191  - \$192 ;
-  assign \$195  = st_run & \$194 ;
-  assign \$196  = \$195  & up__bresp[1];
-  assign \$197  = ~ st_drain;
-  assign \$198  = \$196  & \$197 ;
-  assign \$199  = up__bresp == 2'h3;
-  assign \$200  = \$199  ? 8'h07 : 8'h06;
-  assign \$201  = \$2 [15:0] * st_cmd[167:148];
-  assign \$202  = \$1 [15:0] * st_cmd[147:132];
-  assign \$203  = \$2 [15:0] * st_cmd[111:80];
-  assign \$204  = \$1 [15:0] * st_cmd[79:48];
-  assign \$205  = ! store__error;
-  assign \$206  = | st_cmd[175:168];
-  assign \$207  = \$205  & \$206 ;
-  assign \$208  = | st_cmd[175:168];
-  assign \$211  = st_cmd[2:0] + st_cmd[175:168];
-  assign \$212  = \$211  + 3'h7;
-  assign \$214  = st_drain ? store__error : 8'h10;
+  assign \$107  = st_run & st_w_active;
+  assign \$108  = \$107  & st_rbuf_valid;
+  assign \$109  = ~ st_w_row_valid;
+  assign \$110  = st_whs & st_w_row_end;
+  assign \$111  = \$109  | \$110 ;
+  assign st_w_take = \$108  & \$111 ;
+  assign \$390  = st_w_beat * 7'h40;
+  assign up__wdata = st_wbuf >> \$390 ;
+  assign \$393  = st_w_beat * 4'h8;
+  assign up__wstrb = st_wstrb_buf >> \$393 ;
+  assign \$112  = 1'h0 + up__wstrb[0];
+  assign \$113  = \$112  + up__wstrb[1];
+  assign \$114  = \$113  + up__wstrb[2];
+  assign \$115  = \$114  + up__wstrb[3];
+  assign \$116  = \$115  + up__wstrb[4];
+  assign \$117  = \$116  + up__wstrb[5];
+  assign \$118  = \$117  + up__wstrb[6];
+  assign \$119  = \$118  + up__wstrb[7];
+  assign \$120  = st_whs ? \$119  : 9'h000;
+  assign \$121  = st_cmd[181:176] * 4'h8;
+  assign \$122  = st_rq0 >> \$121 ;
+  assign st_shifted = \$122  & { \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$100 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$99 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$98 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$97 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$96 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$95 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$94 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$93 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$92 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$91 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$90 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$89 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$88 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$87 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$86 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$85 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$84 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$83 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$82 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$81 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$80 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$79 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$78 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$77 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$76 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$75 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$74 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$73 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$72 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$71 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$70 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69 , \$69  };
+  assign \$123  = ~ st_aw_valid;
+  assign \$124  = ! st_w_credit;
+  assign \$125  = \$123  & \$124 ;
+  assign \$126  = ! st_b_out;
+  assign \$127  = \$125  & \$126 ;
+  assign \$128  = ~ st_aw_it_active;
+  assign \$129  = ~ st_w_active;
+  assign \$130  = \$128  & \$129 ;
+  assign \$131  = ~ st_w_row_valid;
+  assign \$132  = \$130  & \$131 ;
+  assign \$133  = st_drain | \$132 ;
+  assign st_finished = \$127  & \$133 ;
+  assign \$134  = ! dma_store_fsm_state;
+  assign \$135  = dma_store_fsm_state == 1'h1;
+  assign \$136  = dma_store_fsm_state == 2'h2;
+  assign \$137  = dma_store_fsm_state == 2'h3;
+  assign \$138  = dma_store_fsm_state == 3'h4;
+  assign \$139  = dma_store_fsm_state == 3'h5;
+  assign \$140  = \$41 [4:0] - 1'h1;
+  assign \$141  = st_aw_beats_left == \$41 [4:0];
+  assign \$142  = st_aw_it_r > 1'h1;
+  assign \$143  = st_aw_it_r - 1'h1;
+  assign \$144  = st_aw_it_p - 1'h1;
+  assign \$147  = \$31 [2:0] + st_cmd[175:168];
+  assign \$148  = \$147  + 3'h7;
+  assign \$151  = st_aw_beat_addr + \$150 ;
+  assign \$152  = st_aw_beats_left - \$41 [4:0];
+  assign \$153  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$154  = st_rd_en & \$153 ;
+  assign \$155  = st_rq_n + st_rd_inflight3;
+  assign \$156  = \$155  - st_w_take;
+  assign \$157  = st_cmd[216] ? acc_rd__gnt : spad_rd__gnt;
+  assign \$158  = st_rd_en & \$157 ;
+  assign \$159  = st_rd_r > 1'h1;
+  assign \$160  = st_rd_r - 1'h1;
+  assign \$161  = st_rd_p - 1'h1;
+  assign \$162  = st_rq_n - st_w_take;
+  assign \$163  = ! \$162 ;
+  assign \$164  = st_rd_inflight3 & \$163 ;
+  assign \$165  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$166  = st_rq_n - st_w_take;
+  assign \$167  = \$166  == 1'h1;
+  assign \$168  = st_rd_inflight3 & \$167 ;
+  assign \$169  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$170  = st_rq_n - st_w_take;
+  assign \$171  = \$170  == 2'h2;
+  assign \$172  = st_rd_inflight3 & \$171 ;
+  assign \$173  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$174  = st_rq_n - st_w_take;
+  assign \$175  = \$174  == 2'h3;
+  assign \$176  = st_rd_inflight3 & \$175 ;
+  assign \$177  = st_cmd[216] ? acc_rd__data : { 192'h000000000000000000000000000000000000000000000000, spad_rd__data };
+  assign \$178  = st_w_beat + 1'h1;
+  assign \$179  = st_w_addr12 + 4'h8;
+  assign \$180  = st_w_bib + 1'h1;
+  assign \$181  = st_wlast ? 5'h00 : \$180 ;
+  assign \$182  = st_w_row0[2:0] * 4'h8;
+  assign \$183  = st_shifted << \$182 ;
+  assign \$184  = { \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69  } << st_w_row0[2:0];
+  assign \$185  = st_w_row0[2:0] + st_cmd[175:168];
+  assign \$186  = \$185  + 3'h7;
+  assign \$190  = st_w_r > 1'h1;
+  assign \$191  = st_w_r - 1'h1;
+  assign \$192  = st_w_p - 1'h1;
+  assign \$193  = st_w_credit + st_aw_issue;
+  assign \$194  = st_whs & st_wlast;
+  assign \$195  = \$193  - \$194 ;
+  assign \$196  = st_b_out + st_aw_issue;
+  assign \$198  = \$196  - \$197 ;
+  assign \$200  = st_run & \$199 ;
+  assign \$201  = \$200  & up__bresp[1];
+  assign \$202  = ~ st_drain;
+  assign \$203  = \$201  & \$202 ;
+  assign \$204  = up__bresp == 2'h3;
+  assign \$205  = \$204  ? 8'h07 : 8'h06;
+  assign \$206  = \$2 [15:0] * st_cmd[167:148];
+  assign \$207  = \$1 [15:0] * st_cmd[147:132];
+  assign \$208  = \$2 [15:0] * st_cmd[111:80];
+  assign \$209  = \$1 [15:0] * st_cmd[79:48];
+  assign \$210  = ! store__error;
+  assign \$211  = | st_cmd[175:168];
+  assign \$212  = \$210  & \$211 ;
+  assign \$213  = | st_cmd[175:168];
+  assign \$216  = st_cmd[2:0] + st_cmd[175:168];
+  assign \$217  = \$216  + 3'h7;
+  assign \$219  = st_drain ? store__error : 8'h10;
   always @(posedge clk)
-    up__awaddr <= \$215 ;
+    up__awaddr <= \$220 ;
   always @(posedge clk)
-    up__awlen <= \$216 ;
+    up__awlen <= \$221 ;
   always @(posedge clk)
-    st_aw_valid <= \$217 ;
+    st_aw_valid <= \$222 ;
   always @(posedge clk)
-    st_aw_it_row0 <= \$218 ;
+    st_aw_it_row0 <= \$223 ;
   always @(posedge clk)
-    st_aw_it_r <= \$219 ;
+    st_aw_it_r <= \$224 ;
   always @(posedge clk)
-    st_aw_it_p <= \$220 ;
+    st_aw_it_p <= \$225 ;
   always @(posedge clk)
-    st_aw_it_plane0 <= \$221 ;
+    st_aw_it_plane0 <= \$226 ;
   always @(posedge clk)
-    st_aw_it_active <= \$222 ;
+    st_aw_it_active <= \$227 ;
   always @(posedge clk)
-    st_aw_beat_addr <= \$223 ;
+    st_aw_beat_addr <= \$228 ;
   always @(posedge clk)
-    st_aw_beats_left <= \$224 ;
+    st_aw_beats_left <= \$229 ;
   always @(posedge clk)
-    st_rd_inflight1 <= \$225 ;
+    st_rd_inflight1 <= \$230 ;
   always @(posedge clk)
-    st_rq_n <= \$226 ;
+    st_rq_n <= \$231 ;
   always @(posedge clk)
-    st_rd_inflight2 <= \$227 ;
+    st_rd_inflight2 <= \$232 ;
   always @(posedge clk)
-    st_rd_row0 <= \$228 ;
+    st_rd_inflight3 <= \$233 ;
   always @(posedge clk)
-    st_rd_r <= \$229 ;
+    st_rd_row0 <= \$234 ;
   always @(posedge clk)
-    st_rd_p <= \$230 ;
+    st_rd_r <= \$235 ;
   always @(posedge clk)
-    st_rd_plane0 <= \$231 ;
+    st_rd_p <= \$236 ;
   always @(posedge clk)
-    st_rd_active <= \$232 ;
+    st_rd_plane0 <= \$237 ;
   always @(posedge clk)
-    st_rq0 <= \$233 ;
+    st_rd_active <= \$238 ;
   always @(posedge clk)
-    st_rq1 <= \$234 ;
+    st_rq0 <= \$239 ;
   always @(posedge clk)
-    st_rq2 <= \$235 ;
+    st_rq1 <= \$240 ;
   always @(posedge clk)
-    st_w_beat <= \$236 ;
+    st_rq2 <= \$241 ;
   always @(posedge clk)
-    st_w_addr12 <= \$237 ;
+    st_rq3 <= \$242 ;
   always @(posedge clk)
-    st_w_bib <= \$238 ;
+    st_w_beat <= \$243 ;
   always @(posedge clk)
-    st_w_row_valid <= \$239 ;
+    st_w_addr12 <= \$244 ;
   always @(posedge clk)
-    st_wbuf <= \$240 ;
+    st_w_bib <= \$245 ;
   always @(posedge clk)
-    st_wstrb_buf <= \$241 ;
+    st_w_row_valid <= \$246 ;
   always @(posedge clk)
-    st_w_nbeats <= \$242 ;
+    st_wbuf <= \$247 ;
   always @(posedge clk)
-    st_w_row0 <= \$243 ;
+    st_wstrb_buf <= \$248 ;
   always @(posedge clk)
-    st_w_r <= \$244 ;
+    st_w_nbeats <= \$249 ;
   always @(posedge clk)
-    st_w_p <= \$245 ;
+    st_w_row0 <= \$250 ;
   always @(posedge clk)
-    st_w_plane0 <= \$246 ;
+    st_w_r <= \$251 ;
   always @(posedge clk)
-    st_w_active <= \$247 ;
+    st_w_p <= \$252 ;
   always @(posedge clk)
-    st_w_credit <= \$248 ;
+    st_w_plane0 <= \$253 ;
   always @(posedge clk)
-    st_b_out <= \$249 ;
+    st_w_active <= \$254 ;
   always @(posedge clk)
-    st_drain <= \$250 ;
+    st_w_credit <= \$255 ;
   always @(posedge clk)
-    store__error <= \$251 ;
+    st_b_out <= \$256 ;
   always @(posedge clk)
-    st_cmd <= \$252 ;
+    st_drain <= \$257 ;
   always @(posedge clk)
-    st_window <= \$253 ;
+    store__error <= \$258 ;
   always @(posedge clk)
-    dma_store_fsm_state <= \$254 ;
+    st_cmd <= \$259 ;
   always @(posedge clk)
-    st_local_plane_stride_x <= \$255 ;
+    st_window <= \$260 ;
   always @(posedge clk)
-    st_local_row_stride_x <= \$256 ;
+    dma_store_fsm_state <= \$261 ;
   always @(posedge clk)
-    st_host_plane_stride_x <= \$257 ;
+    st_local_plane_stride_x <= \$262 ;
   always @(posedge clk)
-    st_host_row_stride_x <= \$258 ;
+    st_local_row_stride_x <= \$263 ;
+  always @(posedge clk)
+    st_host_plane_stride_x <= \$264 ;
+  always @(posedge clk)
+    st_host_row_stride_x <= \$265 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     (* full_case = 32'd1 *)
@@ -20913,37 +20970,37 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$215  = up__awaddr;
+    \$220  = up__awaddr;
     if (st_aw_issue) begin
-      \$215  = st_aw_beat_addr;
+      \$220  = st_aw_beat_addr;
     end
     if (store_reset) begin
-      \$215  = 32'd0;
+      \$220  = 32'd0;
     end
     if (rst) begin
-      \$215  = 32'd0;
+      \$220  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$216  = up__awlen;
+    \$221  = up__awlen;
     if (st_aw_issue) begin
-      \$216  = { \$139 [5], \$139 [5], \$139  };
+      \$221  = { \$140 [5], \$140 [5], \$140  };
     end
     if (store_reset) begin
-      \$216  = 8'h00;
+      \$221  = 8'h00;
     end
     if (rst) begin
-      \$216  = 8'h00;
+      \$221  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$217  = st_aw_valid;
+    \$222  = st_aw_valid;
     if (st_aw_issue) begin
-      \$217  = 1'h1;
+      \$222  = 1'h1;
     end else if (up__awready) begin
-      \$217  = 1'h0;
+      \$222  = 1'h0;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -20953,28 +21010,28 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$207 ) begin
-            \$217  = 1'h0;
+          if (\$212 ) begin
+            \$222  = 1'h0;
           end
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$217  = 1'h0;
+            \$222  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$217  = 1'h0;
+      \$222  = 1'h0;
     end
     if (rst) begin
-      \$217  = 1'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$218  = st_aw_it_row0;
+    \$223  = st_aw_it_row0;
     if (st_aw_issue) begin
-      if (\$140 ) begin
-        \$218  = \$31 [31:0];
+      if (\$141 ) begin
+        \$223  = \$31 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -20985,27 +21042,27 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$207 ) begin
-            \$218  = st_cmd[31:0];
+          if (\$212 ) begin
+            \$223  = st_cmd[31:0];
           end
     endcase
     if (store_reset) begin
-      \$218  = 32'd0;
+      \$223  = 32'd0;
     end
     if (rst) begin
-      \$218  = 32'd0;
+      \$223  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$219  = st_aw_it_r;
+    \$224  = st_aw_it_r;
     if (st_aw_issue) begin
-      if (\$140 ) begin
+      if (\$141 ) begin
         (* full_case = 32'd1 *)
-        if (\$141 ) begin
-          \$219  = \$142 [15:0];
+        if (\$142 ) begin
+          \$224  = \$143 [15:0];
         end else begin
-          \$219  = st_cmd[199:184];
+          \$224  = st_cmd[199:184];
         end
       end
     end
@@ -21017,26 +21074,26 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$207 ) begin
-            \$219  = st_cmd[199:184];
+          if (\$212 ) begin
+            \$224  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$219  = 16'h0000;
+      \$224  = 16'h0000;
     end
     if (rst) begin
-      \$219  = 16'h0000;
+      \$224  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$220  = st_aw_it_p;
+    \$225  = st_aw_it_p;
     if (st_aw_issue) begin
-      if (\$140 ) begin
+      if (\$141 ) begin
         (* full_case = 32'd1 *)
-        if (\$141 ) begin
+        if (\$142 ) begin
         end else begin
-          \$220  = \$143 [15:0];
+          \$225  = \$144 [15:0];
         end
       end
     end
@@ -21048,26 +21105,26 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$207 ) begin
-            \$220  = st_cmd[215:200];
+          if (\$212 ) begin
+            \$225  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$220  = 16'h0000;
+      \$225  = 16'h0000;
     end
     if (rst) begin
-      \$220  = 16'h0000;
+      \$225  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$221  = st_aw_it_plane0;
+    \$226  = st_aw_it_plane0;
     if (st_aw_issue) begin
-      if (\$140 ) begin
+      if (\$141 ) begin
         (* full_case = 32'd1 *)
-        if (\$141 ) begin
+        if (\$142 ) begin
         end else begin
-          \$221  = \$31 [31:0];
+          \$226  = \$31 [31:0];
         end
       end
     end
@@ -21079,24 +21136,24 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$207 ) begin
-            \$221  = st_cmd[31:0];
+          if (\$212 ) begin
+            \$226  = st_cmd[31:0];
           end
     endcase
     if (store_reset) begin
-      \$221  = 32'd0;
+      \$226  = 32'd0;
     end
     if (rst) begin
-      \$221  = 32'd0;
+      \$226  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$222  = st_aw_it_active;
+    \$227  = st_aw_it_active;
     if (st_aw_issue) begin
-      if (\$140 ) begin
+      if (\$141 ) begin
         if (st_aw_it_last) begin
-          \$222  = 1'h0;
+          \$227  = 1'h0;
         end
       end
     end
@@ -21108,110 +21165,10 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$207 ) begin
-            \$222  = \$208 ;
+          if (\$212 ) begin
+            \$227  = \$213 ;
           end
     endcase
-    if (store_reset) begin
-      \$222  = 1'h0;
-    end
-    if (rst) begin
-      \$222  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$223  = st_aw_beat_addr;
-    if (st_aw_issue) begin
-      (* full_case = 32'd1 *)
-      if (\$140 ) begin
-        \$223  = \$145 ;
-      end else begin
-        \$223  = \$150 [31:0];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (\$207 ) begin
-            \$223  = \$210 ;
-          end
-    endcase
-    if (store_reset) begin
-      \$223  = 32'd0;
-    end
-    if (rst) begin
-      \$223  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$224  = st_aw_beats_left;
-    if (st_aw_issue) begin
-      (* full_case = 32'd1 *)
-      if (\$140 ) begin
-        \$224  = \$148 [2:0];
-      end else begin
-        \$224  = \$151 [2:0];
-      end
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (\$207 ) begin
-            \$224  = \$213 [2:0];
-          end
-    endcase
-    if (store_reset) begin
-      \$224  = 3'h0;
-    end
-    if (rst) begin
-      \$224  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$225  = \$153 ;
-    if (store_reset) begin
-      \$225  = 1'h0;
-    end
-    if (rst) begin
-      \$225  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$226  = \$155 [1:0];
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          \$226  = 2'h0;
-    endcase
-    if (store_reset) begin
-      \$226  = 2'h0;
-    end
-    if (rst) begin
-      \$226  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$227  = st_rd_inflight1;
     if (store_reset) begin
       \$227  = 1'h0;
     end
@@ -21221,38 +21178,13 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$228  = st_rd_row0;
-    if (\$157 ) begin
-      \$228  = \$52 [13:0];
-    end
-    casez (dma_store_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          if (\$207 ) begin
-            \$228  = st_cmd[125:112];
-          end
-    endcase
-    if (store_reset) begin
-      \$228  = 14'h0000;
-    end
-    if (rst) begin
-      \$228  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$229  = st_rd_r;
-    if (\$157 ) begin
+    \$228  = st_aw_beat_addr;
+    if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$158 ) begin
-        \$229  = \$159 [15:0];
+      if (\$141 ) begin
+        \$228  = \$146 ;
       end else begin
-        \$229  = st_cmd[199:184];
+        \$228  = \$151 [31:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21263,25 +21195,26 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$207 ) begin
-            \$229  = st_cmd[199:184];
+          if (\$212 ) begin
+            \$228  = \$215 ;
           end
     endcase
     if (store_reset) begin
-      \$229  = 16'h0000;
+      \$228  = 32'd0;
     end
     if (rst) begin
-      \$229  = 16'h0000;
+      \$228  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$230  = st_rd_p;
-    if (\$157 ) begin
+    \$229  = st_aw_beats_left;
+    if (st_aw_issue) begin
       (* full_case = 32'd1 *)
-      if (\$158 ) begin
+      if (\$141 ) begin
+        \$229  = \$149 [2:0];
       end else begin
-        \$230  = \$160 [15:0];
+        \$229  = \$152 [2:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21292,25 +21225,101 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$207 ) begin
-            \$230  = st_cmd[215:200];
+          if (\$212 ) begin
+            \$229  = \$218 [2:0];
           end
     endcase
     if (store_reset) begin
-      \$230  = 16'h0000;
+      \$229  = 3'h0;
     end
     if (rst) begin
-      \$230  = 16'h0000;
+      \$229  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$231  = st_rd_plane0;
-    if (\$157 ) begin
+    \$230  = \$154 ;
+    if (store_reset) begin
+      \$230  = 1'h0;
+    end
+    if (rst) begin
+      \$230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$231  = \$156 [2:0];
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          \$231  = 3'h0;
+    endcase
+    if (store_reset) begin
+      \$231  = 3'h0;
+    end
+    if (rst) begin
+      \$231  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$232  = st_rd_inflight1;
+    if (store_reset) begin
+      \$232  = 1'h0;
+    end
+    if (rst) begin
+      \$232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$233  = st_rd_inflight2;
+    if (store_reset) begin
+      \$233  = 1'h0;
+    end
+    if (rst) begin
+      \$233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$234  = st_rd_row0;
+    if (\$158 ) begin
+      \$234  = \$52 [13:0];
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$212 ) begin
+            \$234  = st_cmd[125:112];
+          end
+    endcase
+    if (store_reset) begin
+      \$234  = 14'h0000;
+    end
+    if (rst) begin
+      \$234  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$235  = st_rd_r;
+    if (\$158 ) begin
       (* full_case = 32'd1 *)
-      if (\$158 ) begin
+      if (\$159 ) begin
+        \$235  = \$160 [15:0];
       end else begin
-        \$231  = \$52 [13:0];
+        \$235  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21321,23 +21330,81 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$207 ) begin
-            \$231  = st_cmd[125:112];
+          if (\$212 ) begin
+            \$235  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$231  = 14'h0000;
+      \$235  = 16'h0000;
     end
     if (rst) begin
-      \$231  = 14'h0000;
+      \$235  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$232  = st_rd_active;
-    if (\$157 ) begin
+    \$236  = st_rd_p;
+    if (\$158 ) begin
+      (* full_case = 32'd1 *)
+      if (\$159 ) begin
+      end else begin
+        \$236  = \$161 [15:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$212 ) begin
+            \$236  = st_cmd[215:200];
+          end
+    endcase
+    if (store_reset) begin
+      \$236  = 16'h0000;
+    end
+    if (rst) begin
+      \$236  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$237  = st_rd_plane0;
+    if (\$158 ) begin
+      (* full_case = 32'd1 *)
+      if (\$159 ) begin
+      end else begin
+        \$237  = \$52 [13:0];
+      end
+    end
+    casez (dma_store_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h3:
+          if (\$212 ) begin
+            \$237  = st_cmd[125:112];
+          end
+    endcase
+    if (store_reset) begin
+      \$237  = 14'h0000;
+    end
+    if (rst) begin
+      \$237  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$238  = st_rd_active;
+    if (\$158 ) begin
       if (st_rd_last) begin
-        \$232  = 1'h0;
+        \$238  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21348,99 +21415,115 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$207 ) begin
-            \$232  = 1'h1;
+          if (\$212 ) begin
+            \$238  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$232  = 1'h0;
+      \$238  = 1'h0;
     end
     if (rst) begin
-      \$232  = 1'h0;
+      \$238  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$233  = st_rq0;
+    \$239  = st_rq0;
     if (st_w_take) begin
-      \$233  = st_rq1;
+      \$239  = st_rq1;
     end
-    if (\$163 ) begin
-      \$233  = \$164 ;
+    if (\$164 ) begin
+      \$239  = \$165 ;
     end
     if (store_reset) begin
-      \$233  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$239  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$233  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$239  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$234  = st_rq1;
+    \$240  = st_rq1;
     if (st_w_take) begin
-      \$234  = st_rq2;
+      \$240  = st_rq2;
     end
-    if (\$167 ) begin
-      \$234  = \$168 ;
+    if (\$168 ) begin
+      \$240  = \$169 ;
     end
     if (store_reset) begin
-      \$234  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$240  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$234  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$240  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$235  = st_rq2;
-    if (\$171 ) begin
-      \$235  = \$172 ;
+    \$241  = st_rq2;
+    if (st_w_take) begin
+      \$241  = st_rq3;
+    end
+    if (\$172 ) begin
+      \$241  = \$173 ;
     end
     if (store_reset) begin
-      \$235  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$241  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$235  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$241  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$236  = st_w_beat;
+    \$242  = st_rq3;
+    if (\$176 ) begin
+      \$242  = \$177 ;
+    end
+    if (store_reset) begin
+      \$242  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$242  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$243  = st_w_beat;
     if (st_whs) begin
-      \$236  = \$173 [2:0];
+      \$243  = \$178 [2:0];
     end
     if (st_w_take) begin
-      \$236  = 3'h0;
+      \$243  = 3'h0;
     end
     if (store_reset) begin
-      \$236  = 3'h0;
+      \$243  = 3'h0;
     end
     if (rst) begin
-      \$236  = 3'h0;
+      \$243  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$237  = st_w_addr12;
+    \$244  = st_w_addr12;
     if (st_whs) begin
-      \$237  = \$174 [11:0];
+      \$244  = \$179 [11:0];
     end
     if (st_w_take) begin
-      \$237  = \$184 ;
+      \$244  = \$189 ;
     end
     if (store_reset) begin
-      \$237  = 12'h000;
+      \$244  = 12'h000;
     end
     if (rst) begin
-      \$237  = 12'h000;
+      \$244  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$238  = st_w_bib;
+    \$245  = st_w_bib;
     if (st_whs) begin
-      \$238  = \$176 [3:0];
+      \$245  = \$181 [3:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21450,25 +21533,25 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          \$238  = 4'h0;
+          \$245  = 4'h0;
     endcase
     if (store_reset) begin
-      \$238  = 4'h0;
+      \$245  = 4'h0;
     end
     if (rst) begin
-      \$238  = 4'h0;
+      \$245  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$239  = st_w_row_valid;
+    \$246  = st_w_row_valid;
     if (st_whs) begin
       if (st_w_row_end) begin
-        \$239  = 1'h0;
+        \$246  = 1'h0;
       end
     end
     if (st_w_take) begin
-      \$239  = 1'h1;
+      \$246  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21478,64 +21561,64 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          \$239  = 1'h0;
+          \$246  = 1'h0;
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$239  = 1'h0;
+            \$246  = 1'h0;
           end
     endcase
     if (store_reset) begin
-      \$239  = 1'h0;
+      \$246  = 1'h0;
     end
     if (rst) begin
-      \$239  = 1'h0;
+      \$246  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$240  = st_wbuf;
+    \$247  = st_wbuf;
     if (st_w_take) begin
-      \$240  = \$178 [319:0];
+      \$247  = \$183 [319:0];
     end
     if (store_reset) begin
-      \$240  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$247  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$240  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$247  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$241  = st_wstrb_buf;
+    \$248  = st_wstrb_buf;
     if (st_w_take) begin
-      \$241  = { 1'h0, \$179  };
+      \$248  = { 1'h0, \$184  };
     end
     if (store_reset) begin
-      \$241  = 40'h0000000000;
+      \$248  = 40'h0000000000;
     end
     if (rst) begin
-      \$241  = 40'h0000000000;
+      \$248  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$242  = st_w_nbeats;
+    \$249  = st_w_nbeats;
     if (st_w_take) begin
-      \$242  = \$182 [2:0];
+      \$249  = \$187 [2:0];
     end
     if (store_reset) begin
-      \$242  = 3'h0;
+      \$249  = 3'h0;
     end
     if (rst) begin
-      \$242  = 3'h0;
+      \$249  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$243  = st_w_row0;
+    \$250  = st_w_row0;
     if (st_w_take) begin
-      \$243  = \$65 [11:0];
+      \$250  = \$66 [11:0];
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21545,26 +21628,26 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$207 ) begin
-            \$243  = st_cmd[11:0];
+          if (\$212 ) begin
+            \$250  = st_cmd[11:0];
           end
     endcase
     if (store_reset) begin
-      \$243  = 12'h000;
+      \$250  = 12'h000;
     end
     if (rst) begin
-      \$243  = 12'h000;
+      \$250  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$244  = st_w_r;
+    \$251  = st_w_r;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$185 ) begin
-        \$244  = \$186 [15:0];
+      if (\$190 ) begin
+        \$251  = \$191 [15:0];
       end else begin
-        \$244  = st_cmd[199:184];
+        \$251  = st_cmd[199:184];
       end
     end
     casez (dma_store_fsm_state)
@@ -21575,25 +21658,25 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$207 ) begin
-            \$244  = st_cmd[199:184];
+          if (\$212 ) begin
+            \$251  = st_cmd[199:184];
           end
     endcase
     if (store_reset) begin
-      \$244  = 16'h0000;
+      \$251  = 16'h0000;
     end
     if (rst) begin
-      \$244  = 16'h0000;
+      \$251  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$245  = st_w_p;
+    \$252  = st_w_p;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$185 ) begin
+      if (\$190 ) begin
       end else begin
-        \$245  = \$187 [15:0];
+        \$252  = \$192 [15:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21604,25 +21687,25 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$207 ) begin
-            \$245  = st_cmd[215:200];
+          if (\$212 ) begin
+            \$252  = st_cmd[215:200];
           end
     endcase
     if (store_reset) begin
-      \$245  = 16'h0000;
+      \$252  = 16'h0000;
     end
     if (rst) begin
-      \$245  = 16'h0000;
+      \$252  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$246  = st_w_plane0;
+    \$253  = st_w_plane0;
     if (st_w_take) begin
       (* full_case = 32'd1 *)
-      if (\$185 ) begin
+      if (\$190 ) begin
       end else begin
-        \$246  = \$65 [11:0];
+        \$253  = \$66 [11:0];
       end
     end
     casez (dma_store_fsm_state)
@@ -21633,23 +21716,23 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$207 ) begin
-            \$246  = st_cmd[11:0];
+          if (\$212 ) begin
+            \$253  = st_cmd[11:0];
           end
     endcase
     if (store_reset) begin
-      \$246  = 12'h000;
+      \$253  = 12'h000;
     end
     if (rst) begin
-      \$246  = 12'h000;
+      \$253  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$247  = st_w_active;
+    \$254  = st_w_active;
     if (st_w_take) begin
       if (st_w_last) begin
-        \$247  = 1'h0;
+        \$254  = 1'h0;
       end
     end
     casez (dma_store_fsm_state)
@@ -21660,20 +21743,20 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          if (\$207 ) begin
-            \$247  = 1'h1;
+          if (\$212 ) begin
+            \$254  = 1'h1;
           end
     endcase
     if (store_reset) begin
-      \$247  = 1'h0;
+      \$254  = 1'h0;
     end
     if (rst) begin
-      \$247  = 1'h0;
+      \$254  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$248  = \$190 [2:0];
+    \$255  = \$195 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21686,19 +21769,19 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$248  = 3'h0;
+            \$255  = 3'h0;
           end
     endcase
     if (store_reset) begin
-      \$248  = 3'h0;
+      \$255  = 3'h0;
     end
     if (rst) begin
-      \$248  = 3'h0;
+      \$255  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$249  = \$193 [2:0];
+    \$256  = \$198 [2:0];
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
@@ -21711,21 +21794,21 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$249  = 3'h0;
+            \$256  = 3'h0;
           end
     endcase
     if (store_reset) begin
-      \$249  = 3'h0;
+      \$256  = 3'h0;
     end
     if (rst) begin
-      \$249  = 3'h0;
+      \$256  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$250  = st_drain;
-    if (\$198 ) begin
-      \$250  = 1'h1;
+    \$257  = st_drain;
+    if (\$203 ) begin
+      \$257  = 1'h1;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21735,20 +21818,20 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h2:
           /* empty */;
       3'h3:
-          \$250  = 1'h0;
+          \$257  = 1'h0;
     endcase
     if (store_reset) begin
-      \$250  = 1'h0;
+      \$257  = 1'h0;
     end
     if (rst) begin
-      \$250  = 1'h0;
+      \$257  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$251  = store__error;
-    if (\$198 ) begin
-      \$251  = \$200 ;
+    \$258  = store__error;
+    if (\$203 ) begin
+      \$258  = \$205 ;
     end
     casez (dma_store_fsm_state)
       3'h0:
@@ -21756,151 +21839,151 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
       3'h1:
           /* empty */;
       3'h2:
-          \$251  = st_chk_err;
+          \$258  = st_chk_err;
       3'h3:
           /* empty */;
       3'h4:
           if (st_finished) begin
           end else if (timeout) begin
-            \$251  = \$214 ;
+            \$258  = \$219 ;
           end
     endcase
     if (store_reset) begin
-      \$251  = 8'h00;
+      \$258  = 8'h00;
     end
     if (rst) begin
-      \$251  = 8'h00;
+      \$258  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$252  = st_cmd;
+    \$259  = st_cmd;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$252  = store__cmd__payload;
+            \$259  = store__cmd__payload;
           end
     endcase
     if (store_reset) begin
-      \$252  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$259  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$252  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$259  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$253  = st_window;
+    \$260  = st_window;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$253  = store_window;
+            \$260  = store_window;
           end
     endcase
     if (store_reset) begin
-      \$253  = 65'h00000000000000000;
+      \$260  = 65'h00000000000000000;
     end
     if (rst) begin
-      \$253  = 65'h00000000000000000;
+      \$260  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$254  = dma_store_fsm_state;
+    \$261  = dma_store_fsm_state;
     casez (dma_store_fsm_state)
       3'h0:
           if (store__cmd__valid) begin
-            \$254  = 3'h1;
+            \$261  = 3'h1;
           end
       3'h1:
-          \$254  = 3'h2;
+          \$261  = 3'h2;
       3'h2:
-          \$254  = 3'h3;
+          \$261  = 3'h3;
       3'h3:
           (* full_case = 32'd1 *)
-          if (\$207 ) begin
-            \$254  = 3'h4;
+          if (\$212 ) begin
+            \$261  = 3'h4;
           end else begin
-            \$254  = 3'h5;
+            \$261  = 3'h5;
           end
       3'h4:
           if (st_finished) begin
-            \$254  = 3'h5;
+            \$261  = 3'h5;
           end else if (timeout) begin
-            \$254  = 3'h5;
+            \$261  = 3'h5;
           end
       3'h5:
-          \$254  = 3'h0;
+          \$261  = 3'h0;
     endcase
     if (store_reset) begin
-      \$254  = 3'h0;
+      \$261  = 3'h0;
     end
     if (rst) begin
-      \$254  = 3'h0;
+      \$261  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$255  = st_local_plane_stride_x;
+    \$262  = st_local_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$255  = \$201 ;
+          \$262  = \$206 ;
     endcase
     if (store_reset) begin
-      \$255  = 36'h000000000;
+      \$262  = 36'h000000000;
     end
     if (rst) begin
-      \$255  = 36'h000000000;
+      \$262  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$256  = st_local_row_stride_x;
+    \$263  = st_local_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$256  = \$202 ;
+          \$263  = \$207 ;
     endcase
     if (store_reset) begin
-      \$256  = 32'd0;
+      \$263  = 32'd0;
     end
     if (rst) begin
-      \$256  = 32'd0;
+      \$263  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$257  = st_host_plane_stride_x;
+    \$264  = st_host_plane_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$257  = \$203 ;
+          \$264  = \$208 ;
     endcase
     if (store_reset) begin
-      \$257  = 48'h000000000000;
+      \$264  = 48'h000000000000;
     end
     if (rst) begin
-      \$257  = 48'h000000000000;
+      \$264  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$258  = st_host_row_stride_x;
+    \$265  = st_host_row_stride_x;
     casez (dma_store_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$258  = \$204 ;
+          \$265  = \$209 ;
     endcase
     if (store_reset) begin
-      \$258  = 48'h000000000000;
+      \$265  = 48'h000000000000;
     end
     if (rst) begin
-      \$258  = 48'h000000000000;
+      \$265  = 48'h000000000000;
     end
   end
   assign st_rows_m1 = \$1 [15:0];
@@ -21919,13 +22002,13 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign st_rd_nxt0 = \$52 [13:0];
   assign spad_rd__addr = st_rd_row0;
   assign acc_rd__addr = st_rd_row0[12:0];
-  assign st_w_nxt0 = \$65 [11:0];
-  assign st_rb_mask = { \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68  };
+  assign st_w_nxt0 = \$66 [11:0];
+  assign st_rb_mask = { \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69  };
   assign up__wvalid = st_wvalid;
   assign up__wlast = st_wlast;
   assign up__bready = 1'h1;
   assign st_err = store__error;
-  assign store_bytes = \$119 [7:0];
+  assign store_bytes = \$120 [7:0];
   assign \st_cmd.host_addr  = st_cmd[47:0];
   assign \st_cmd.host_row_stride  = st_cmd[79:48];
   assign \st_cmd.host_plane_stride  = st_cmd[111:80];
@@ -21957,21 +22040,21 @@ module \kaki_soc_8x8.dma.store_channel (clk, rst, store__cmd__valid, spad_rd__gn
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
   assign \$35  = { \$34 [13], \$34 [13], \$34 [13], \$34 [13:3] };
-  assign \$144  = 32'd4294967288;
-  assign \$145 [2:0] = 3'h0;
-  assign \$145 [31:3] = \$31 [31:3];
-  assign \$148  = { 3'h0, \$147 [9:3] };
-  assign \$149  = { \$41 [4:0], 3'h0 };
-  assign \$182  = { 3'h0, \$181 [9:3] };
-  assign \$183  = 12'hff8;
-  assign \$184 [2:0] = 3'h0;
-  assign \$184 [11:3] = st_w_row0[11:3];
-  assign \$192  = up__bvalid;
-  assign \$194  = up__bvalid;
-  assign \$209  = 32'd4294967288;
-  assign \$210 [2:0] = 3'h0;
-  assign \$210 [31:3] = st_cmd[31:3];
-  assign \$213  = { 3'h0, \$212 [9:3] };
+  assign \$145  = 32'd4294967288;
+  assign \$146 [2:0] = 3'h0;
+  assign \$146 [31:3] = \$31 [31:3];
+  assign \$149  = { 3'h0, \$148 [9:3] };
+  assign \$150  = { \$41 [4:0], 3'h0 };
+  assign \$187  = { 3'h0, \$186 [9:3] };
+  assign \$188  = 12'hff8;
+  assign \$189 [2:0] = 3'h0;
+  assign \$189 [11:3] = st_w_row0[11:3];
+  assign \$197  = up__bvalid;
+  assign \$199  = up__bvalid;
+  assign \$214  = 32'd4294967288;
+  assign \$215 [2:0] = 3'h0;
+  assign \$215 [31:3] = st_cmd[31:3];
+  assign \$218  = { 3'h0, \$217 [9:3] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -22860,7 +22943,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$57
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9134$16 , \port$9694$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9155$16 , \port$9715$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22904,10 +22987,10 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9134$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9134$16 ;
-  wire [15:0] \port$9134$16 ;
-  input [7:0] \port$9694$0 ;
-  wire [7:0] \port$9694$0 ;
+  input [15:0] \port$9155$16 ;
+  wire [15:0] \port$9155$16 ;
+  input [7:0] \port$9715$0 ;
+  wire [7:0] \port$9715$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22942,7 +23025,7 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9134$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9134$16 , \port$9694$0  };
+      storage[w_port__addr] <= { \port$9155$16 , \port$9715$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23053,14 +23136,14 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9134$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9134$16 , \port$9694$0  };
-  assign w_data = { \port$9134$16 , \port$9694$0  };
+  assign w_port__data = { \port$9155$16 , \port$9715$0  };
+  assign w_data = { \port$9155$16 , \port$9715$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9136$16 , \port$9818$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9157$16 , \port$9843$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -23104,10 +23187,10 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9136
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9136$16 ;
-  wire [15:0] \port$9136$16 ;
-  input [7:0] \port$9818$0 ;
-  wire [7:0] \port$9818$0 ;
+  input [15:0] \port$9157$16 ;
+  wire [15:0] \port$9157$16 ;
+  input [7:0] \port$9843$0 ;
+  wire [7:0] \port$9843$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -23142,7 +23225,7 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9136
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9136$16 , \port$9818$0  };
+      storage[w_port__addr] <= { \port$9157$16 , \port$9843$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23253,16 +23336,16 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9136
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9136$16 , \port$9818$0  };
-  assign w_data = { \port$9136$16 , \port$9818$0  };
+  assign w_port__data = { \port$9157$16 , \port$9843$0  };
+  assign w_data = { \port$9157$16 , \port$9843$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
-, \port$5439$0 , \port$8446$0 , \port$8496$0 , \port$8546$0 , \port$8596$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9106$2 , bus__we, bus__wdata
+, \port$5439$0 , \port$8467$0 , \port$8517$0 , \port$8567$0 , \port$8617$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9127$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -24206,16 +24289,16 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5409$0 ;
   input [255:0] \port$5439$0 ;
   wire [255:0] \port$5439$0 ;
-  input [23:0] \port$8446$0 ;
-  wire [23:0] \port$8446$0 ;
-  input [23:0] \port$8496$0 ;
-  wire [23:0] \port$8496$0 ;
-  input [23:0] \port$8546$0 ;
-  wire [23:0] \port$8546$0 ;
-  input [23:0] \port$8596$0 ;
-  wire [23:0] \port$8596$0 ;
-  input [29:0] \port$9106$2 ;
-  wire [29:0] \port$9106$2 ;
+  input [23:0] \port$8467$0 ;
+  wire [23:0] \port$8467$0 ;
+  input [23:0] \port$8517$0 ;
+  wire [23:0] \port$8517$0 ;
+  input [23:0] \port$8567$0 ;
+  wire [23:0] \port$8567$0 ;
+  input [23:0] \port$8617$0 ;
+  wire [23:0] \port$8617$0 ;
+  input [29:0] \port$9127$2 ;
+  wire [29:0] \port$9127$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24379,79 +24462,79 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$9106$2 [9:0] == 6'h39;
+  assign \$111  = \port$9127$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$9106$2 [9:0] == 6'h3a;
+  assign \$113  = \port$9127$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$9106$2 [9:0] == 6'h3b;
+  assign \$115  = \port$9127$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$9106$2 [9:0] == 6'h3c;
+  assign \$117  = \port$9127$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$9106$2 [9:0] == 6'h3d;
+  assign \$119  = \port$9127$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$9106$2 [9:0] == 6'h3e;
+  assign \$121  = \port$9127$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$9106$2 [9:0] == 6'h3f;
+  assign \$123  = \port$9127$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$9106$2 [9:0] == 7'h40;
+  assign \$125  = \port$9127$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$9106$2 [9:0] == 7'h41;
+  assign \$127  = \port$9127$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$9106$2 [9:0] == 7'h42;
+  assign \$129  = \port$9127$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$9106$2 [9:0] == 7'h43;
+  assign \$131  = \port$9127$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$9106$2 [9:0] == 7'h44;
+  assign \$133  = \port$9127$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$9106$2 [9:0] == 7'h45;
+  assign \$135  = \port$9127$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$9106$2 [9:0] == 7'h46;
+  assign \$137  = \port$9127$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$9106$2 [9:0] == 7'h47;
+  assign \$139  = \port$9127$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$9106$2 [9:0] == 7'h48;
+  assign \$141  = \port$9127$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$9106$2 [9:0] == 7'h49;
+  assign \$143  = \port$9127$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$9106$2 [9:0] == 7'h4a;
+  assign \$145  = \port$9127$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$9106$2 [9:0] == 7'h4b;
+  assign \$147  = \port$9127$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$9106$2 [9:0] == 7'h4c;
+  assign \$149  = \port$9127$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$9106$2 [9:0] == 7'h4d;
+  assign \$151  = \port$9127$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$9106$2 [9:0] == 7'h4e;
+  assign \$153  = \port$9127$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$9106$2 [9:0] == 7'h4f;
+  assign \$155  = \port$9127$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$9106$2 [9:0] == 7'h50;
+  assign \$157  = \port$9127$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$9106$2 [9:0] == 7'h51;
+  assign \$159  = \port$9127$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24575,84 +24658,84 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$9106$2 [9:0];
+  assign \$282  = ! \port$9127$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$9106$2 [9:0] == 1'h1;
+  assign \$288  = \port$9127$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$9106$2 [9:0] == 2'h2;
+  assign \$294  = \port$9127$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$9106$2 [9:0] == 2'h3;
+  assign \$300  = \port$9127$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$9106$2 [9:0] == 3'h4;
+  assign \$306  = \port$9127$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$9106$2 [9:0] == 3'h5;
+  assign \$312  = \port$9127$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$9106$2 [9:0] == 3'h6;
+  assign \$318  = \port$9127$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$9106$2 [9:0] == 4'h8;
+  assign \$324  = \port$9127$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$9106$2 [9:0] == 4'h9;
+  assign \$336  = \port$9127$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$9106$2 [9:0] == 4'ha;
+  assign \$344  = \port$9127$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$9106$2 [9:0] == 4'hb;
+  assign \$350  = \port$9127$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$9106$2 [9:0] == 4'hc;
+  assign \$358  = \port$9127$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$9106$2 [9:0] == 4'hd;
+  assign \$368  = \port$9127$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$9106$2 [9:0] == 4'he;
+  assign \$378  = \port$9127$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$9106$2 [9:0] == 4'hf;
+  assign \$388  = \port$9127$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$9106$2 [9:0] == 5'h10;
+  assign \$398  = \port$9127$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$9106$2 [9:0] == 5'h11;
+  assign \$404  = \port$9127$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24661,251 +24744,251 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$9106$2 [9:0] == 5'h12;
+  assign \$420  = \port$9127$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$9106$2 [9:0] == 5'h13;
+  assign \$426  = \port$9127$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$9106$2 [9:0] == 5'h14;
+  assign \$432  = \port$9127$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$9106$2 [9:0] == 5'h15;
+  assign \$438  = \port$9127$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$9106$2 [9:0] == 5'h16;
+  assign \$444  = \port$9127$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$9106$2 [9:0] == 5'h17;
+  assign \$450  = \port$9127$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$9106$2 [9:0] == 5'h18;
+  assign \$456  = \port$9127$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$9106$2 [9:0] == 5'h19;
+  assign \$462  = \port$9127$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$9106$2 [9:0] == 5'h1a;
+  assign \$468  = \port$9127$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$9106$2 [9:0] == 5'h1b;
+  assign \$474  = \port$9127$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$9106$2 [9:0] == 5'h1c;
+  assign \$480  = \port$9127$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$9106$2 [9:0] == 5'h1d;
+  assign \$486  = \port$9127$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$9106$2 [9:0] == 6'h20;
+  assign \$492  = \port$9127$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$9106$2 [9:0] == 6'h21;
+  assign \$498  = \port$9127$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$9106$2 [9:0] == 6'h22;
+  assign \$504  = \port$9127$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$9106$2 [9:0] == 6'h23;
+  assign \$510  = \port$9127$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$9106$2 [9:0] == 6'h24;
+  assign \$516  = \port$9127$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$9106$2 [9:0] == 6'h25;
+  assign \$522  = \port$9127$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$9106$2 [9:0] == 6'h26;
+  assign \$528  = \port$9127$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$9106$2 [9:0] == 6'h27;
+  assign \$534  = \port$9127$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$9106$2 [9:0] == 6'h28;
+  assign \$540  = \port$9127$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$9106$2 [9:0] == 6'h29;
+  assign \$546  = \port$9127$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$9106$2 [9:0] == 6'h2a;
+  assign \$552  = \port$9127$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$9106$2 [9:0] == 6'h2b;
+  assign \$558  = \port$9127$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$9106$2 [9:0] == 6'h2c;
+  assign \$564  = \port$9127$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$9106$2 [9:0] == 6'h2d;
+  assign \$570  = \port$9127$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$9106$2 [9:0] == 6'h2e;
+  assign \$576  = \port$9127$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$9106$2 [9:0] == 6'h2f;
+  assign \$582  = \port$9127$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$9106$2 [9:0] == 6'h30;
+  assign \$588  = \port$9127$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$9106$2 [9:0] == 6'h31;
+  assign \$594  = \port$9127$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$9106$2 [9:0] == 6'h32;
+  assign \$600  = \port$9127$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$9106$2 [9:0] == 6'h33;
+  assign \$606  = \port$9127$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$9106$2 [9:0] == 6'h34;
+  assign \$612  = \port$9127$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$9106$2 [9:0] == 6'h35;
+  assign \$618  = \port$9127$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$9106$2 [9:0] == 6'h36;
+  assign \$624  = \port$9127$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$9106$2 [9:0] == 6'h37;
+  assign \$630  = \port$9127$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$9106$2 [9:0] == 6'h38;
+  assign \$636  = \port$9127$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$9106$2 [9:0] == 6'h39;
+  assign \$642  = \port$9127$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$9106$2 [9:0] == 6'h3a;
+  assign \$648  = \port$9127$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$9106$2 [9:0] == 6'h3b;
+  assign \$654  = \port$9127$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$9106$2 [9:0] == 6'h3c;
+  assign \$660  = \port$9127$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$9106$2 [9:0] == 6'h3d;
+  assign \$666  = \port$9127$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$9106$2 [9:0] == 6'h3e;
+  assign \$672  = \port$9127$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$9106$2 [9:0] == 6'h3f;
+  assign \$678  = \port$9127$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$9106$2 [9:0] == 7'h40;
+  assign \$684  = \port$9127$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$9106$2 [9:0] == 7'h41;
+  assign \$690  = \port$9127$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$9106$2 [9:0] == 7'h42;
+  assign \$696  = \port$9127$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$9106$2 [9:0] == 7'h43;
+  assign \$702  = \port$9127$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$9106$2 [9:0] == 7'h44;
+  assign \$708  = \port$9127$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$9106$2 [9:0] == 7'h45;
+  assign \$714  = \port$9127$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$9106$2 [9:0] == 7'h46;
+  assign \$720  = \port$9127$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$9106$2 [9:0] == 7'h47;
+  assign \$726  = \port$9127$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$9106$2 [9:0] == 7'h48;
+  assign \$732  = \port$9127$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$9106$2 [9:0] == 7'h49;
+  assign \$738  = \port$9127$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$9106$2 [9:0] == 7'h4a;
+  assign \$744  = \port$9127$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$9106$2 [9:0] == 7'h4b;
+  assign \$750  = \port$9127$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$9106$2 [9:0] == 7'h4c;
+  assign \$756  = \port$9127$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$9106$2 [9:0] == 7'h4d;
+  assign \$762  = \port$9127$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$9106$2 [9:0] == 7'h4e;
+  assign \$768  = \port$9127$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$9106$2 [9:0] == 7'h4f;
+  assign \$774  = \port$9127$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$9106$2 [9:0] == 7'h50;
+  assign \$780  = \port$9127$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$9106$2 [9:0] == 7'h51;
+  assign \$786  = \port$9127$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -24999,167 +25082,167 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$9106$2 [9:0];
+  assign \$3  = ! \port$9127$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$9106$2 [9:0] == 1'h1;
+  assign \$5  = \port$9127$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$9106$2 [9:0] == 2'h2;
+  assign \$7  = \port$9127$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$9106$2 [9:0] == 2'h3;
+  assign \$9  = \port$9127$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$9106$2 [9:0] == 3'h4;
+  assign \$11  = \port$9127$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$9106$2 [9:0] == 3'h5;
+  assign \$13  = \port$9127$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$9106$2 [9:0] == 3'h6;
+  assign \$15  = \port$9127$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$9106$2 [9:0] == 4'h8;
+  assign \$17  = \port$9127$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$9106$2 [9:0] == 4'h9;
+  assign \$19  = \port$9127$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$9106$2 [9:0] == 4'ha;
+  assign \$21  = \port$9127$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$9106$2 [9:0] == 4'hb;
+  assign \$23  = \port$9127$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$9106$2 [9:0] == 4'hc;
+  assign \$25  = \port$9127$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$9106$2 [9:0] == 4'hd;
+  assign \$27  = \port$9127$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$9106$2 [9:0] == 4'he;
+  assign \$29  = \port$9127$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$9106$2 [9:0] == 4'hf;
+  assign \$31  = \port$9127$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$9106$2 [9:0] == 5'h10;
+  assign \$33  = \port$9127$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$9106$2 [9:0] == 5'h11;
+  assign \$35  = \port$9127$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$9106$2 [9:0] == 5'h12;
+  assign \$37  = \port$9127$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$9106$2 [9:0] == 5'h13;
+  assign \$39  = \port$9127$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$9106$2 [9:0] == 5'h14;
+  assign \$41  = \port$9127$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$9106$2 [9:0] == 5'h15;
+  assign \$43  = \port$9127$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$9106$2 [9:0] == 5'h16;
+  assign \$45  = \port$9127$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$9106$2 [9:0] == 5'h17;
+  assign \$47  = \port$9127$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$9106$2 [9:0] == 5'h18;
+  assign \$49  = \port$9127$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$9106$2 [9:0] == 5'h19;
+  assign \$51  = \port$9127$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$9106$2 [9:0] == 5'h1a;
+  assign \$53  = \port$9127$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$9106$2 [9:0] == 5'h1b;
+  assign \$55  = \port$9127$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$9106$2 [9:0] == 5'h1c;
+  assign \$57  = \port$9127$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$9106$2 [9:0] == 5'h1d;
+  assign \$59  = \port$9127$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$9106$2 [9:0] == 6'h20;
+  assign \$61  = \port$9127$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$9106$2 [9:0] == 6'h21;
+  assign \$63  = \port$9127$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$9106$2 [9:0] == 6'h22;
+  assign \$65  = \port$9127$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$9106$2 [9:0] == 6'h23;
+  assign \$67  = \port$9127$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$9106$2 [9:0] == 6'h24;
+  assign \$69  = \port$9127$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$9106$2 [9:0] == 6'h25;
+  assign \$71  = \port$9127$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$9106$2 [9:0] == 6'h26;
+  assign \$73  = \port$9127$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$9106$2 [9:0] == 6'h27;
+  assign \$75  = \port$9127$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$9106$2 [9:0] == 6'h28;
+  assign \$77  = \port$9127$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$9106$2 [9:0] == 6'h29;
+  assign \$79  = \port$9127$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$9106$2 [9:0] == 6'h2a;
+  assign \$81  = \port$9127$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$9106$2 [9:0] == 6'h2b;
+  assign \$83  = \port$9127$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$9106$2 [9:0] == 6'h2c;
+  assign \$85  = \port$9127$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$9106$2 [9:0] == 6'h2d;
+  assign \$87  = \port$9127$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$9106$2 [9:0] == 6'h2e;
+  assign \$89  = \port$9127$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$9106$2 [9:0] == 6'h2f;
+  assign \$91  = \port$9127$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$9106$2 [9:0] == 6'h30;
+  assign \$93  = \port$9127$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$9106$2 [9:0] == 6'h31;
+  assign \$95  = \port$9127$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$9106$2 [9:0] == 6'h32;
+  assign \$97  = \port$9127$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$9106$2 [9:0] == 6'h33;
+  assign \$99  = \port$9127$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$9106$2 [9:0] == 6'h34;
+  assign \$101  = \port$9127$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$9106$2 [9:0] == 6'h35;
+  assign \$103  = \port$9127$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$9106$2 [9:0] == 6'h36;
+  assign \$105  = \port$9127$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$9106$2 [9:0] == 6'h37;
+  assign \$107  = \port$9127$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$9106$2 [9:0] == 6'h38;
+  assign \$109  = \port$9127$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26437,17 +26520,17 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$9106$2 , 2'h0 };
+  assign bus__addr = { \port$9127$2 , 2'h0 };
   assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
-  assign retire0_error = \port$8446$0 [7:0];
-  assign retire0_tag = \port$8446$0 [23:8];
-  assign retire1_error = \port$8496$0 [7:0];
-  assign retire1_tag = \port$8496$0 [23:8];
-  assign retire2_error = \port$8546$0 [7:0];
-  assign retire2_tag = \port$8546$0 [23:8];
-  assign retire3_error = \port$8596$0 [7:0];
-  assign retire3_tag = \port$8596$0 [23:8];
+  assign retire0_error = \port$8467$0 [7:0];
+  assign retire0_tag = \port$8467$0 [23:8];
+  assign retire1_error = \port$8517$0 [7:0];
+  assign retire1_tag = \port$8517$0 [23:8];
+  assign retire2_error = \port$8567$0 [7:0];
+  assign retire2_tag = \port$8567$0 [23:8];
+  assign retire3_error = \port$8617$0 [7:0];
+  assign retire3_tag = \port$8617$0 [23:8];
   assign q_head0_word = \port$5349$0 [31:0];
   assign q_head1_word = \port$5349$0 [63:32];
   assign q_head2_word = \port$5349$0 [95:64];
@@ -26509,20 +26592,20 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$8446$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$8446$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$8467$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$8467$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$8496$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$8496$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$8517$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$8517$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$8546$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$8546$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$8567$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$8567$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$8596$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$8596$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$8617$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$8617$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -26664,108 +26747,120 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [14:0] \$100 ;
-  wire [16:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
+  wire [31:0] \$100 ;
+  wire [32:0] \$101 ;
+  wire [16:0] \$102 ;
+  wire [33:0] \$103 ;
   wire \$104 ;
   wire \$105 ;
-  wire [14:0] \$106 ;
-  wire [13:0] \$107 ;
-  wire [16:0] \$108 ;
-  wire [16:0] \$109 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire [12:0] \$112 ;
+  wire [14:0] \$110 ;
+  wire [16:0] \$111 ;
+  wire \$112 ;
   wire \$113 ;
-  wire [12:0] \$114 ;
+  wire \$114 ;
   wire \$115 ;
-  wire [12:0] \$116 ;
-  wire [20:0] \$117 ;
-  wire [20:0] \$118 ;
-  wire [12:0] \$119 ;
+  wire [14:0] \$116 ;
+  wire [13:0] \$117 ;
+  wire [16:0] \$118 ;
+  wire [16:0] \$119 ;
   wire \$12 ;
-  wire [20:0] \$120 ;
-  wire [20:0] \$121 ;
-  wire [20:0] \$122 ;
-  wire [20:0] \$123 ;
-  wire \$124 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire [12:0] \$122 ;
+  wire \$123 ;
+  wire [12:0] \$124 ;
   wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  wire [12:0] \$126 ;
+  wire [20:0] \$127 ;
+  wire [20:0] \$128 ;
+  wire [12:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire [32:0] \$131 ;
-  wire [32:0] \$132 ;
-  wire [32:0] \$133 ;
-  wire [32:0] \$134 ;
-  wire [32:0] \$135 ;
-  wire [32:0] \$136 ;
-  wire [32:0] \$137 ;
-  wire [32:0] \$138 ;
+  wire [20:0] \$130 ;
+  wire [20:0] \$131 ;
+  wire [20:0] \$132 ;
+  wire [20:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
   wire \$139 ;
   wire \$14 ;
   wire \$140 ;
-  wire \$141 ;
-  wire \$142 ;
-  wire \$143 ;
-  reg \$144 ;
-  reg [3:0] \$145 ;
-  reg [1:0] \$146 ;
-  reg [3:0] \$147 ;
-  reg [20:0] \$148 ;
-  reg [20:0] \$149 ;
+  wire [32:0] \$141 ;
+  wire [32:0] \$142 ;
+  wire [32:0] \$143 ;
+  wire [32:0] \$144 ;
+  wire [32:0] \$145 ;
+  wire [32:0] \$146 ;
+  wire [32:0] \$147 ;
+  wire [32:0] \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  reg [15:0] \$150 ;
-  reg [15:0] \$151 ;
-  reg [15:0] \$152 ;
-  reg [15:0] \$153 ;
-  reg [15:0] \$154 ;
-  reg [15:0] \$155 ;
-  reg [15:0] \$156 ;
-  reg [15:0] \$157 ;
-  reg [15:0] \$158 ;
-  reg [15:0] \$159 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  reg \$154 ;
+  reg [3:0] \$155 ;
+  reg [1:0] \$156 ;
+  reg [3:0] \$157 ;
+  reg [20:0] \$158 ;
+  reg [20:0] \$159 ;
   wire \$16 ;
-  reg [15:0] \$160 ;
+  reg [20:0] \$160 ;
   reg [15:0] \$161 ;
   reg [15:0] \$162 ;
   reg [15:0] \$163 ;
   reg [15:0] \$164 ;
-  reg \$165 ;
-  reg [175:0] \$166 ;
-  reg [2:0] \$167 ;
-  reg \$168 ;
-  reg \$169 ;
+  reg [15:0] \$165 ;
+  reg [15:0] \$166 ;
+  reg [15:0] \$167 ;
+  reg [15:0] \$168 ;
+  reg [15:0] \$169 ;
   wire [4:0] \$17 ;
-  reg \$170 ;
-  reg [7:0] \$171 ;
-  reg [11:0] \$172 ;
-  reg [11:0] \$173 ;
+  reg [15:0] \$170 ;
+  reg [15:0] \$171 ;
+  reg [15:0] \$172 ;
+  reg [15:0] \$173 ;
   reg [15:0] \$174 ;
-  reg \$175 ;
-  reg [13:0] \$176 ;
-  reg [13:0] \$177 ;
-  reg [13:0] \$178 ;
-  reg [13:0] \$179 ;
+  reg [15:0] \$175 ;
+  reg \$176 ;
+  reg \$177 ;
+  reg [175:0] \$178 ;
+  reg [2:0] \$179 ;
   wire [4:0] \$18 ;
-  reg [12:0] \$180 ;
-  reg [12:0] \$181 ;
+  reg \$180 ;
+  reg \$181 ;
   reg \$182 ;
-  wire [31:0] \$183 ;
-  wire [31:0] \$184 ;
-  wire [31:0] \$185 ;
-  wire [31:0] \$186 ;
-  wire [31:0] \$187 ;
-  wire [31:0] \$188 ;
-  wire [31:0] \$189 ;
+  reg [7:0] \$183 ;
+  reg [11:0] \$184 ;
+  reg [11:0] \$185 ;
+  reg [15:0] \$186 ;
+  reg \$187 ;
+  reg [13:0] \$188 ;
+  reg [13:0] \$189 ;
   wire [4:0] \$19 ;
-  wire [31:0] \$190 ;
+  reg [13:0] \$190 ;
+  reg [13:0] \$191 ;
+  reg [12:0] \$192 ;
+  reg [12:0] \$193 ;
+  reg \$194 ;
+  wire [31:0] \$195 ;
+  wire [31:0] \$196 ;
+  wire [31:0] \$197 ;
+  wire [31:0] \$198 ;
+  wire [31:0] \$199 ;
   wire \$2 ;
   wire [3:0] \$20 ;
+  wire [31:0] \$200 ;
+  wire [31:0] \$201 ;
+  wire [31:0] \$202 ;
   wire [3:0] \$21 ;
   wire [5:0] \$22 ;
   wire \$23 ;
@@ -26815,7 +26910,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
-  wire [255:0] \$66 ;
+  wire \$66 ;
   wire [255:0] \$67 ;
   wire \$68 ;
   wire \$69 ;
@@ -26823,35 +26918,35 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire [12:0] \$74 ;
-  wire [31:0] \$75 ;
-  wire [32:0] \$76 ;
-  wire [16:0] \$77 ;
-  wire [33:0] \$78 ;
+  wire [255:0] \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire [255:0] \$76 ;
+  wire [255:0] \$77 ;
+  wire \$78 ;
   wire \$79 ;
   wire \$8 ;
-  wire [12:0] \$80 ;
-  wire [31:0] \$81 ;
-  wire [32:0] \$82 ;
-  wire [12:0] \$83 ;
-  wire [15:0] \$84 ;
-  wire [33:0] \$85 ;
-  wire [34:0] \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [12:0] \$89 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire [12:0] \$84 ;
+  wire [31:0] \$85 ;
+  wire [32:0] \$86 ;
+  wire [16:0] \$87 ;
+  wire [33:0] \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  wire [31:0] \$90 ;
-  wire [32:0] \$91 ;
-  wire [16:0] \$92 ;
-  wire [33:0] \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
+  wire [12:0] \$90 ;
+  wire [31:0] \$91 ;
+  wire [32:0] \$92 ;
+  wire [12:0] \$93 ;
+  wire [15:0] \$94 ;
+  wire [33:0] \$95 ;
+  wire [34:0] \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire \$99 ;
+  wire [12:0] \$99 ;
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
   input [63:0] a_data;
@@ -26961,8 +27056,10 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   output [7:0] error;
   reg [7:0] error = 8'h00;
-  reg [255:0] fwd_data = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-  reg fwd_hit = 1'h0;
+  reg [255:0] fwd1_data = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  reg fwd1_hit = 1'h0;
+  reg [255:0] fwd2_data = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  reg fwd2_hit = 1'h0;
   reg [2:0] gemm_fsm_state = 3'h0;
   reg [15:0] idx = 16'h0000;
   reg issuing;
@@ -27007,6 +27104,14 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire \spad_meta_q2.last ;
   wire [2:0] \spad_meta_q2.row ;
   wire \spad_meta_q2.valid ;
+  reg [20:0] spad_meta_q3 = 21'h000000;
+  wire \spad_meta_q3.accum ;
+  wire \spad_meta_q3.bank ;
+  wire [12:0] \spad_meta_q3.caddr ;
+  wire \spad_meta_q3.is_a ;
+  wire \spad_meta_q3.last ;
+  wire [2:0] \spad_meta_q3.row ;
+  wire \spad_meta_q3.valid ;
   output [13:0] spad_rd__addr;
   wire [13:0] spad_rd__addr;
   wire [63:0] spad_rd__data;
@@ -27077,193 +27182,207 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$58  = cmd[75:60] - 1'h1;
   assign \$59  = idx == \$58 [15:0];
   assign \$60  = \$57  & \$59 ;
-  assign \$61  = spad_meta_q2[0] & spad_meta_q2[1];
-  assign \$62  = meta15[13:1] == meta13[13:1];
+  assign \$61  = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$62  = meta15[13:1] == meta12[13:1];
   assign \$63  = acc_wr__en & \$62 ;
-  assign \$64  = meta15[13:1] == meta14[13:1];
-  assign \$65  = acc_wr__en & \$64 ;
-  assign \$66  = fwd_hit ? fwd_data : acc_rd__data;
-  assign \$67  = \$65  ? acc_wr__data : \$66 ;
-  assign \$68  = | cmd[175:161];
-  assign \$69  = ! cmd[75:60];
-  assign \$70  = ! cmd[87:76];
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = ! cmd[99:88];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = cmd[87:76] - 1'h1;
-  assign \$75  = \$74 [11:0] * cmd[119:100];
-  assign \$76  = cmd[19:0] + \$75 ;
-  assign \$77  = cmd[75:60] - 1'h1;
-  assign \$78  = \$76  + \$77 [15:0];
-  assign \$79  = \$78  >= 15'h4000;
-  assign \$80  = cmd[99:88] - 1'h1;
-  assign \$81  = \$80 [11:0] * cmd[139:120];
-  assign \$82  = cmd[39:20] + \$81 ;
-  assign \$83  = cmd[87:76] - 1'h1;
-  assign \$84  = \$83 [11:0] * 4'h8;
-  assign \$85  = \$82  + \$84 ;
-  assign \$86  = \$85  + 3'h7;
-  assign \$87  = \$86  >= 15'h4000;
-  assign \$88  = \$79  | \$87 ;
-  assign \$89  = cmd[99:88] - 1'h1;
-  assign \$90  = \$89 [11:0] * cmd[159:140];
-  assign \$91  = cmd[59:40] + \$90 ;
-  assign \$92  = cmd[75:60] - 1'h1;
-  assign \$93  = \$91  + \$92 [15:0];
-  assign \$94  = \$93  >= 14'h2000;
-  assign \$95  = \$88  | \$94 ;
-  assign \$96  = err_reserved | err_shape;
-  assign \$97  = \$96  | err_range;
-  assign \$98  = spad_rd__en & spad_rd__gnt;
-  assign \$99  = \$98  & load_b;
-  assign \$100  = b_ptr + 1'h1;
-  assign \$101  = idx + 1'h1;
-  assign \$102  = idx[2:0] == 3'h7;
-  assign \$103  = spad_rd__en & spad_rd__gnt;
-  assign \$104  = ~ load_b;
-  assign \$105  = \$103  & \$104 ;
-  assign \$106  = a_ptr + 1'h1;
-  assign \$107  = c_ptr + 1'h1;
-  assign \$108  = idx + 1'h1;
-  assign \$109  = cmd[75:60] - 1'h1;
-  assign \$110  = idx == \$109 [15:0];
-  assign \$111  = ~ bank;
-  assign \$112  = cmd[87:76] - 1'h1;
-  assign \$113  = kt != \$112 [11:0];
-  assign \$114  = cmd[99:88] - 1'h1;
-  assign \$115  = nt != \$114 [11:0];
-  assign \$116  = kt + 1'h1;
-  assign \$117  = a_base + cmd[119:100];
-  assign \$118  = a_base + cmd[119:100];
-  assign \$119  = nt + 1'h1;
-  assign \$120  = b_base + cmd[139:120];
-  assign \$121  = b_base + cmd[139:120];
-  assign \$122  = c_base + cmd[159:140];
-  assign \$123  = c_base + cmd[159:140];
-  assign \$124  = acc_wr__en & meta15[15];
-  assign \$125  = ~ load_b;
-  assign \$126  = bank_b_ok >> bank;
-  assign \$127  = \$125  | \$126 ;
-  assign spad_rd__en = issuing & \$127 ;
+  assign \$65  = meta15[13:1] == meta12[13:1];
+  assign \$66  = acc_wr__en & \$65 ;
+  assign \$68  = meta15[13:1] == meta13[13:1];
+  assign \$69  = acc_wr__en & \$68 ;
+  assign \$70  = \$69  | fwd2_hit;
+  assign \$71  = meta15[13:1] == meta13[13:1];
+  assign \$72  = acc_wr__en & \$71 ;
+  assign \$73  = \$72  ? acc_wr__data : fwd2_data;
+  assign \$74  = meta15[13:1] == meta14[13:1];
+  assign \$75  = acc_wr__en & \$74 ;
+  assign \$76  = fwd1_hit ? fwd1_data : acc_rd__data;
+  assign \$77  = \$75  ? acc_wr__data : \$76 ;
+  assign \$78  = | cmd[175:161];
+  assign \$79  = ! cmd[75:60];
+  assign \$80  = ! cmd[87:76];
+  assign \$81  = \$79  | \$80 ;
+  assign \$82  = ! cmd[99:88];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = cmd[87:76] - 1'h1;
+  assign \$85  = \$84 [11:0] * cmd[119:100];
+  assign \$86  = cmd[19:0] + \$85 ;
+  assign \$87  = cmd[75:60] - 1'h1;
+  assign \$88  = \$86  + \$87 [15:0];
+  assign \$89  = \$88  >= 15'h4000;
+  assign \$90  = cmd[99:88] - 1'h1;
+  assign \$91  = \$90 [11:0] * cmd[139:120];
+  assign \$92  = cmd[39:20] + \$91 ;
+  assign \$93  = cmd[87:76] - 1'h1;
+  assign \$94  = \$93 [11:0] * 4'h8;
+  assign \$95  = \$92  + \$94 ;
+  assign \$96  = \$95  + 3'h7;
+  assign \$97  = \$96  >= 15'h4000;
+  assign \$98  = \$89  | \$97 ;
+  assign \$99  = cmd[99:88] - 1'h1;
+  assign \$100  = \$99 [11:0] * cmd[159:140];
+  assign \$101  = cmd[59:40] + \$100 ;
+  assign \$102  = cmd[75:60] - 1'h1;
+  assign \$103  = \$101  + \$102 [15:0];
+  assign \$104  = \$103  >= 14'h2000;
+  assign \$105  = \$98  | \$104 ;
+  assign \$106  = err_reserved | err_shape;
+  assign \$107  = \$106  | err_range;
+  assign \$108  = spad_rd__en & spad_rd__gnt;
+  assign \$109  = \$108  & load_b;
+  assign \$110  = b_ptr + 1'h1;
+  assign \$111  = idx + 1'h1;
+  assign \$112  = idx[2:0] == 3'h7;
+  assign \$113  = spad_rd__en & spad_rd__gnt;
+  assign \$114  = ~ load_b;
+  assign \$115  = \$113  & \$114 ;
+  assign \$116  = a_ptr + 1'h1;
+  assign \$117  = c_ptr + 1'h1;
+  assign \$118  = idx + 1'h1;
+  assign \$119  = cmd[75:60] - 1'h1;
+  assign \$120  = idx == \$119 [15:0];
+  assign \$121  = ~ bank;
+  assign \$122  = cmd[87:76] - 1'h1;
+  assign \$123  = kt != \$122 [11:0];
+  assign \$124  = cmd[99:88] - 1'h1;
+  assign \$125  = nt != \$124 [11:0];
+  assign \$126  = kt + 1'h1;
+  assign \$127  = a_base + cmd[119:100];
+  assign \$128  = a_base + cmd[119:100];
+  assign \$129  = nt + 1'h1;
+  assign \$130  = b_base + cmd[139:120];
+  assign \$131  = b_base + cmd[139:120];
+  assign \$132  = c_base + cmd[159:140];
+  assign \$133  = c_base + cmd[159:140];
+  assign \$134  = acc_wr__en & meta15[15];
+  assign \$135  = ~ load_b;
+  assign \$136  = bank_b_ok >> bank;
+  assign \$137  = \$135  | \$136 ;
+  assign spad_rd__en = issuing & \$137 ;
   assign spad_rd__addr = load_b ? b_ptr : a_ptr;
-  assign a_valid = spad_meta_q2[0] & spad_meta_q2[1];
-  assign \$128  = ~ spad_meta_q2[1];
-  assign w_en = spad_meta_q2[0] & \$128 ;
-  assign active = spad_meta_q2[0] & spad_meta_q2[1];
-  assign \$129  = spad_meta_q2[0] & spad_meta_q2[1];
-  assign \$130  = ~ \$129 ;
-  assign stall = ctl__busy & \$130 ;
-  assign acc_rd__en = meta12[0] & meta12[14];
-  assign \$131  = old[31:0] + \$184 ;
-  assign \$132  = old[63:32] + \$185 ;
-  assign \$133  = old[95:64] + \$186 ;
-  assign \$134  = old[127:96] + \$187 ;
-  assign \$135  = old[159:128] + \$188 ;
-  assign \$136  = old[191:160] + \$189 ;
-  assign \$137  = old[223:192] + \$190 ;
-  assign \$138  = old[255:224] + \$183 ;
-  assign acc_wr__data = meta15[14] ? { \$138 [31:0], \$137 [31:0], \$136 [31:0], \$135 [31:0], \$134 [31:0], \$133 [31:0], \$132 [31:0], \$131 [31:0] } : { \$183 , \$190 , \$189 , \$188 , \$187 , \$186 , \$185 , \$184  };
-  assign ctl__busy = ~ \$139 ;
-  assign \$139  = ! gemm_fsm_state;
-  assign \$140  = gemm_fsm_state == 1'h1;
-  assign \$141  = gemm_fsm_state == 2'h2;
-  assign \$142  = gemm_fsm_state == 2'h3;
-  assign \$143  = gemm_fsm_state == 3'h4;
+  assign a_valid = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$138  = ~ spad_meta_q3[1];
+  assign w_en = spad_meta_q3[0] & \$138 ;
+  assign active = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$139  = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$140  = ~ \$139 ;
+  assign stall = ctl__busy & \$140 ;
+  assign acc_rd__en = meta11[0] & meta11[14];
+  assign \$141  = old[31:0] + \$196 ;
+  assign \$142  = old[63:32] + \$197 ;
+  assign \$143  = old[95:64] + \$198 ;
+  assign \$144  = old[127:96] + \$199 ;
+  assign \$145  = old[159:128] + \$200 ;
+  assign \$146  = old[191:160] + \$201 ;
+  assign \$147  = old[223:192] + \$202 ;
+  assign \$148  = old[255:224] + \$195 ;
+  assign acc_wr__data = meta15[14] ? { \$148 [31:0], \$147 [31:0], \$146 [31:0], \$145 [31:0], \$144 [31:0], \$143 [31:0], \$142 [31:0], \$141 [31:0] } : { \$195 , \$202 , \$201 , \$200 , \$199 , \$198 , \$197 , \$196  };
+  assign ctl__busy = ~ \$149 ;
+  assign \$149  = ! gemm_fsm_state;
+  assign \$150  = gemm_fsm_state == 1'h1;
+  assign \$151  = gemm_fsm_state == 2'h2;
+  assign \$152  = gemm_fsm_state == 2'h3;
+  assign \$153  = gemm_fsm_state == 3'h4;
   always @(posedge clk)
-    done <= \$144 ;
+    done <= \$154 ;
   always @(posedge clk)
-    bank0_busy_cnt <= \$145 ;
+    bank0_busy_cnt <= \$155 ;
   always @(posedge clk)
-    bank_b_ok <= \$146 ;
+    bank_b_ok <= \$156 ;
   always @(posedge clk)
-    bank1_busy_cnt <= \$147 ;
+    bank1_busy_cnt <= \$157 ;
   always @(posedge clk)
-    spad_meta_q1 <= \$148 ;
+    spad_meta_q1 <= \$158 ;
   always @(posedge clk)
-    spad_meta_q2 <= \$149 ;
+    spad_meta_q2 <= \$159 ;
   always @(posedge clk)
-    meta1 <= \$150 ;
+    spad_meta_q3 <= \$160 ;
   always @(posedge clk)
-    meta2 <= \$151 ;
+    meta1 <= \$161 ;
   always @(posedge clk)
-    meta3 <= \$152 ;
+    meta2 <= \$162 ;
   always @(posedge clk)
-    meta4 <= \$153 ;
+    meta3 <= \$163 ;
   always @(posedge clk)
-    meta5 <= \$154 ;
+    meta4 <= \$164 ;
   always @(posedge clk)
-    meta6 <= \$155 ;
+    meta5 <= \$165 ;
   always @(posedge clk)
-    meta7 <= \$156 ;
+    meta6 <= \$166 ;
   always @(posedge clk)
-    meta8 <= \$157 ;
+    meta7 <= \$167 ;
   always @(posedge clk)
-    meta9 <= \$158 ;
+    meta8 <= \$168 ;
   always @(posedge clk)
-    meta10 <= \$159 ;
+    meta9 <= \$169 ;
   always @(posedge clk)
-    meta11 <= \$160 ;
+    meta10 <= \$170 ;
   always @(posedge clk)
-    meta12 <= \$161 ;
+    meta11 <= \$171 ;
   always @(posedge clk)
-    meta13 <= \$162 ;
+    meta12 <= \$172 ;
   always @(posedge clk)
-    meta14 <= \$163 ;
+    meta13 <= \$173 ;
   always @(posedge clk)
-    meta15 <= \$164 ;
+    meta14 <= \$174 ;
   always @(posedge clk)
-    fwd_hit <= \$165 ;
+    meta15 <= \$175 ;
   always @(posedge clk)
-    fwd_data <= acc_wr__data;
+    fwd2_hit <= \$176 ;
   always @(posedge clk)
-    old <= \$67 ;
+    fwd2_data <= \$67 ;
   always @(posedge clk)
-    cmd <= \$166 ;
+    fwd1_hit <= \$177 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$167 ;
+    fwd1_data <= \$73 ;
   always @(posedge clk)
-    err_reserved <= \$168 ;
+    old <= \$77 ;
   always @(posedge clk)
-    err_shape <= \$169 ;
+    cmd <= \$178 ;
   always @(posedge clk)
-    err_range <= \$170 ;
+    gemm_fsm_state <= \$179 ;
   always @(posedge clk)
-    error <= \$171 ;
+    err_reserved <= \$180 ;
   always @(posedge clk)
-    nt <= \$172 ;
+    err_shape <= \$181 ;
   always @(posedge clk)
-    kt <= \$173 ;
+    err_range <= \$182 ;
   always @(posedge clk)
-    idx <= \$174 ;
+    error <= \$183 ;
   always @(posedge clk)
-    load_b <= \$175 ;
+    nt <= \$184 ;
   always @(posedge clk)
-    a_base <= \$176 ;
+    kt <= \$185 ;
   always @(posedge clk)
-    a_ptr <= \$177 ;
+    idx <= \$186 ;
   always @(posedge clk)
-    b_base <= \$178 ;
+    load_b <= \$187 ;
   always @(posedge clk)
-    b_ptr <= \$179 ;
+    a_base <= \$188 ;
   always @(posedge clk)
-    c_base <= \$180 ;
+    a_ptr <= \$189 ;
   always @(posedge clk)
-    c_ptr <= \$181 ;
+    b_base <= \$190 ;
   always @(posedge clk)
-    bank <= \$182 ;
+    b_ptr <= \$191 ;
+  always @(posedge clk)
+    c_base <= \$192 ;
+  always @(posedge clk)
+    c_ptr <= \$193 ;
+  always @(posedge clk)
+    bank <= \$194 ;
   \kaki_soc_8x8.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_6(\$184 ),
-    .deskew1_5(\$185 ),
-    .deskew2_4(\$186 ),
-    .deskew3_3(\$187 ),
-    .deskew4_2(\$188 ),
-    .deskew5_1(\$189 ),
-    .deskew6_0(\$190 ),
+    .deskew0_6(\$196 ),
+    .deskew1_5(\$197 ),
+    .deskew2_4(\$198 ),
+    .deskew3_3(\$199 ),
+    .deskew4_2(\$200 ),
+    .deskew5_1(\$201 ),
+    .deskew6_0(\$202 ),
     .out_valid_q(acc_wr__en),
-    .pe7_7_psum(\$183 ),
-    .\port$9846$2 (spad_meta_q2[5:2]),
+    .pe7_7_psum(\$195 ),
+    .\port$9873$2 (spad_meta_q3[5:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -27271,200 +27390,100 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$144  = 1'h0;
+    \$154  = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$97 ) begin
-            \$144  = 1'h1;
+          if (\$107 ) begin
+            \$154  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$124 ) begin
-            \$144  = 1'h1;
+          if (\$134 ) begin
+            \$154  = 1'h1;
           end
     endcase
     if (reset[2]) begin
-      \$144  = 1'h0;
+      \$154  = 1'h0;
     end
     if (rst) begin
-      \$144  = 1'h0;
+      \$154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$145  = \$7 [3:0];
+    \$155  = \$7 [3:0];
     if (reset[2]) begin
-      \$145  = 4'h0;
+      \$155  = 4'h0;
     end
     if (rst) begin
-      \$145  = 4'h0;
+      \$155  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$146 [0] = \$24 ;
-    \$146 [1] = \$48 ;
+    \$156 [0] = \$24 ;
+    \$156 [1] = \$48 ;
     if (reset[2]) begin
-      \$146  = 2'h0;
+      \$156  = 2'h0;
     end
     if (rst) begin
-      \$146  = 2'h0;
+      \$156  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$147  = \$31 [3:0];
+    \$157  = \$31 [3:0];
     if (reset[2]) begin
-      \$147  = 4'h0;
+      \$157  = 4'h0;
     end
     if (rst) begin
-      \$147  = 4'h0;
+      \$157  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$148 [0] = \$49 ;
-    \$148 [1] = \$50 ;
-    \$148 [4:2] = idx[2:0];
-    \$148 [5] = bank;
-    \$148 [18:6] = c_ptr;
-    \$148 [19] = \$52 ;
-    \$148 [20] = \$60 ;
+    \$158 [0] = \$49 ;
+    \$158 [1] = \$50 ;
+    \$158 [4:2] = idx[2:0];
+    \$158 [5] = bank;
+    \$158 [18:6] = c_ptr;
+    \$158 [19] = \$52 ;
+    \$158 [20] = \$60 ;
     if (reset[2]) begin
-      \$148  = 21'h000000;
+      \$158  = 21'h000000;
     end
     if (rst) begin
-      \$148  = 21'h000000;
+      \$158  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$149  = spad_meta_q1;
+    \$159  = spad_meta_q1;
     if (reset[2]) begin
-      \$149  = 21'h000000;
+      \$159  = 21'h000000;
     end
     if (rst) begin
-      \$149  = 21'h000000;
+      \$159  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$150  = { spad_meta_q2[20:6], \$61  };
+    \$160  = spad_meta_q2;
     if (reset[2]) begin
-      \$150  = 16'h0000;
+      \$160  = 21'h000000;
     end
     if (rst) begin
-      \$150  = 16'h0000;
+      \$160  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$151  = meta1;
-    if (reset[2]) begin
-      \$151  = 16'h0000;
-    end
-    if (rst) begin
-      \$151  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$152  = meta2;
-    if (reset[2]) begin
-      \$152  = 16'h0000;
-    end
-    if (rst) begin
-      \$152  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$153  = meta3;
-    if (reset[2]) begin
-      \$153  = 16'h0000;
-    end
-    if (rst) begin
-      \$153  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$154  = meta4;
-    if (reset[2]) begin
-      \$154  = 16'h0000;
-    end
-    if (rst) begin
-      \$154  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$155  = meta5;
-    if (reset[2]) begin
-      \$155  = 16'h0000;
-    end
-    if (rst) begin
-      \$155  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$156  = meta6;
-    if (reset[2]) begin
-      \$156  = 16'h0000;
-    end
-    if (rst) begin
-      \$156  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$157  = meta7;
-    if (reset[2]) begin
-      \$157  = 16'h0000;
-    end
-    if (rst) begin
-      \$157  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$158  = meta8;
-    if (reset[2]) begin
-      \$158  = 16'h0000;
-    end
-    if (rst) begin
-      \$158  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$159  = meta9;
-    if (reset[2]) begin
-      \$159  = 16'h0000;
-    end
-    if (rst) begin
-      \$159  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$160  = meta10;
-    if (reset[2]) begin
-      \$160  = 16'h0000;
-    end
-    if (rst) begin
-      \$160  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$161  = meta11;
+    \$161  = { spad_meta_q3[20:6], \$61  };
     if (reset[2]) begin
       \$161  = 16'h0000;
     end
@@ -27474,7 +27493,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$162  = meta12;
+    \$162  = meta1;
     if (reset[2]) begin
       \$162  = 16'h0000;
     end
@@ -27484,7 +27503,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$163  = meta13;
+    \$163  = meta2;
     if (reset[2]) begin
       \$163  = 16'h0000;
     end
@@ -27494,7 +27513,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$164  = meta14;
+    \$164  = meta3;
     if (reset[2]) begin
       \$164  = 16'h0000;
     end
@@ -27504,154 +27523,274 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$165  = \$63 ;
+    \$165  = meta4;
     if (reset[2]) begin
-      \$165  = 1'h0;
+      \$165  = 16'h0000;
     end
     if (rst) begin
-      \$165  = 1'h0;
+      \$165  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$166  = cmd;
+    \$166  = meta5;
+    if (reset[2]) begin
+      \$166  = 16'h0000;
+    end
+    if (rst) begin
+      \$166  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$167  = meta6;
+    if (reset[2]) begin
+      \$167  = 16'h0000;
+    end
+    if (rst) begin
+      \$167  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$168  = meta7;
+    if (reset[2]) begin
+      \$168  = 16'h0000;
+    end
+    if (rst) begin
+      \$168  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$169  = meta8;
+    if (reset[2]) begin
+      \$169  = 16'h0000;
+    end
+    if (rst) begin
+      \$169  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$170  = meta9;
+    if (reset[2]) begin
+      \$170  = 16'h0000;
+    end
+    if (rst) begin
+      \$170  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$171  = meta10;
+    if (reset[2]) begin
+      \$171  = 16'h0000;
+    end
+    if (rst) begin
+      \$171  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$172  = meta11;
+    if (reset[2]) begin
+      \$172  = 16'h0000;
+    end
+    if (rst) begin
+      \$172  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$173  = meta12;
+    if (reset[2]) begin
+      \$173  = 16'h0000;
+    end
+    if (rst) begin
+      \$173  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$174  = meta13;
+    if (reset[2]) begin
+      \$174  = 16'h0000;
+    end
+    if (rst) begin
+      \$174  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$175  = meta14;
+    if (reset[2]) begin
+      \$175  = 16'h0000;
+    end
+    if (rst) begin
+      \$175  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$176  = \$64 ;
+    if (reset[2]) begin
+      \$176  = 1'h0;
+    end
+    if (rst) begin
+      \$176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$177  = \$70 ;
+    if (reset[2]) begin
+      \$177  = 1'h0;
+    end
+    if (rst) begin
+      \$177  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$178  = cmd;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$166  = ctl__cmd__payload;
+            \$178  = ctl__cmd__payload;
           end
     endcase
     if (reset[2]) begin
-      \$166  = 176'h00000000000000000000000000000000000000000000;
+      \$178  = 176'h00000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$166  = 176'h00000000000000000000000000000000000000000000;
+      \$178  = 176'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$167  = gemm_fsm_state;
+    \$179  = gemm_fsm_state;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$167  = 3'h1;
+            \$179  = 3'h1;
           end
       3'h1:
-          \$167  = 3'h2;
+          \$179  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
-            \$167  = 3'h0;
+          if (\$107 ) begin
+            \$179  = 3'h0;
           end else begin
-            \$167  = 3'h3;
+            \$179  = 3'h3;
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
+          if (\$115 ) begin
+            if (\$120 ) begin
               (* full_case = 32'd1 *)
-              if (\$113 ) begin
-              end else if (\$115 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
               end else begin
-                \$167  = 3'h4;
+                \$179  = 3'h4;
               end
             end
           end
       3'h4:
-          if (\$124 ) begin
-            \$167  = 3'h0;
+          if (\$134 ) begin
+            \$179  = 3'h0;
           end
     endcase
     if (reset[2]) begin
-      \$167  = 3'h0;
+      \$179  = 3'h0;
     end
     if (rst) begin
-      \$167  = 3'h0;
+      \$179  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$168  = err_reserved;
+    \$180  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$168  = \$68 ;
+          \$180  = \$78 ;
     endcase
     if (reset[2]) begin
-      \$168  = 1'h0;
+      \$180  = 1'h0;
     end
     if (rst) begin
-      \$168  = 1'h0;
+      \$180  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$169  = err_shape;
+    \$181  = err_shape;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$169  = \$73 ;
+          \$181  = \$83 ;
     endcase
     if (reset[2]) begin
-      \$169  = 1'h0;
+      \$181  = 1'h0;
     end
     if (rst) begin
-      \$169  = 1'h0;
+      \$181  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$170  = err_range;
+    \$182  = err_range;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$170  = \$95 ;
+          \$182  = \$105 ;
     endcase
     if (reset[2]) begin
-      \$170  = 1'h0;
+      \$182  = 1'h0;
     end
     if (rst) begin
-      \$170  = 1'h0;
+      \$182  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$171  = error;
+    \$183  = error;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$97 ) begin
+          if (\$107 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
-              \$171  = 8'h02;
+              \$183  = 8'h02;
             end else if (err_shape) begin
-              \$171  = 8'h03;
+              \$183  = 8'h03;
             end else begin
-              \$171  = 8'h04;
+              \$183  = 8'h04;
             end
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$124 ) begin
-            \$171  = 8'h00;
+          if (\$134 ) begin
+            \$183  = 8'h00;
           end
     endcase
     if (reset[2]) begin
-      \$171  = 8'h00;
+      \$183  = 8'h00;
     end
     if (rst) begin
-      \$171  = 8'h00;
+      \$183  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$172  = nt;
+    \$184  = nt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27659,30 +27798,30 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$172  = 12'h000;
+            \$184  = 12'h000;
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-              end else if (\$115 ) begin
-                \$172  = \$119 [11:0];
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$184  = \$129 [11:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$172  = 12'h000;
+      \$184  = 12'h000;
     end
     if (rst) begin
-      \$172  = 12'h000;
+      \$184  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$173  = kt;
+    \$185  = kt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27690,31 +27829,31 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$173  = 12'h000;
+            \$185  = 12'h000;
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-                \$173  = \$116 [11:0];
-              end else if (\$115 ) begin
-                \$173  = 12'h000;
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+                \$185  = \$126 [11:0];
+              end else if (\$125 ) begin
+                \$185  = 12'h000;
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$173  = 12'h000;
+      \$185  = 12'h000;
     end
     if (rst) begin
-      \$173  = 12'h000;
+      \$185  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$174  = idx;
+    \$186  = idx;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27722,36 +27861,36 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$174  = 16'h0000;
+            \$186  = 16'h0000;
           end
       3'h3:
         begin
-          if (\$99 ) begin
-            \$174  = \$101 [15:0];
-            if (\$102 ) begin
-              \$174  = 16'h0000;
+          if (\$109 ) begin
+            \$186  = \$111 [15:0];
+            if (\$112 ) begin
+              \$186  = 16'h0000;
             end
           end
-          if (\$105 ) begin
-            \$174  = \$108 [15:0];
-            if (\$110 ) begin
-              \$174  = 16'h0000;
+          if (\$115 ) begin
+            \$186  = \$118 [15:0];
+            if (\$120 ) begin
+              \$186  = 16'h0000;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$174  = 16'h0000;
+      \$186  = 16'h0000;
     end
     if (rst) begin
-      \$174  = 16'h0000;
+      \$186  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$175  = load_b;
+    \$187  = load_b;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27759,34 +27898,34 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$175  = 1'h1;
+            \$187  = 1'h1;
           end
       3'h3:
         begin
-          if (\$99 ) begin
-            if (\$102 ) begin
-              \$175  = 1'h0;
+          if (\$109 ) begin
+            if (\$112 ) begin
+              \$187  = 1'h0;
             end
           end
-          if (\$105 ) begin
-            if (\$110 ) begin
-              \$175  = 1'h1;
+          if (\$115 ) begin
+            if (\$120 ) begin
+              \$187  = 1'h1;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$175  = 1'h0;
+      \$187  = 1'h0;
     end
     if (rst) begin
-      \$175  = 1'h0;
+      \$187  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$176  = a_base;
+    \$188  = a_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27794,31 +27933,31 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$176  = cmd[13:0];
+            \$188  = cmd[13:0];
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-                \$176  = \$117 [13:0];
-              end else if (\$115 ) begin
-                \$176  = cmd[13:0];
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+                \$188  = \$127 [13:0];
+              end else if (\$125 ) begin
+                \$188  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$176  = 14'h0000;
+      \$188  = 14'h0000;
     end
     if (rst) begin
-      \$176  = 14'h0000;
+      \$188  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$177  = a_ptr;
+    \$189  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27826,32 +27965,32 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$177  = cmd[13:0];
+            \$189  = cmd[13:0];
           end
       3'h3:
-          if (\$105 ) begin
-            \$177  = \$106 [13:0];
-            if (\$110 ) begin
-              if (\$113 ) begin
-                \$177  = \$118 [13:0];
-              end else if (\$115 ) begin
-                \$177  = cmd[13:0];
+          if (\$115 ) begin
+            \$189  = \$116 [13:0];
+            if (\$120 ) begin
+              if (\$123 ) begin
+                \$189  = \$128 [13:0];
+              end else if (\$125 ) begin
+                \$189  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$177  = 14'h0000;
+      \$189  = 14'h0000;
     end
     if (rst) begin
-      \$177  = 14'h0000;
+      \$189  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$178  = b_base;
+    \$190  = b_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27859,30 +27998,30 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$178  = cmd[33:20];
+            \$190  = cmd[33:20];
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-              end else if (\$115 ) begin
-                \$178  = \$120 [13:0];
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$190  = \$130 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$178  = 14'h0000;
+      \$190  = 14'h0000;
     end
     if (rst) begin
-      \$178  = 14'h0000;
+      \$190  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$179  = b_ptr;
+    \$191  = b_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27890,35 +28029,35 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$179  = cmd[33:20];
+            \$191  = cmd[33:20];
           end
       3'h3:
         begin
-          if (\$99 ) begin
-            \$179  = \$100 [13:0];
+          if (\$109 ) begin
+            \$191  = \$110 [13:0];
           end
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-              end else if (\$115 ) begin
-                \$179  = \$121 [13:0];
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$191  = \$131 [13:0];
               end
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$179  = 14'h0000;
+      \$191  = 14'h0000;
     end
     if (rst) begin
-      \$179  = 14'h0000;
+      \$191  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$180  = c_base;
+    \$192  = c_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27926,30 +28065,30 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$180  = cmd[52:40];
+            \$192  = cmd[52:40];
           end
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              if (\$113 ) begin
-              end else if (\$115 ) begin
-                \$180  = \$122 [12:0];
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$192  = \$132 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$180  = 13'h0000;
+      \$192  = 13'h0000;
     end
     if (rst) begin
-      \$180  = 13'h0000;
+      \$192  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$181  = c_ptr;
+    \$193  = c_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27957,32 +28096,32 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$97 ) begin
+          if (\$107 ) begin
           end else begin
-            \$181  = cmd[52:40];
+            \$193  = cmd[52:40];
           end
       3'h3:
-          if (\$105 ) begin
-            \$181  = \$107 [12:0];
-            if (\$110 ) begin
-              if (\$113 ) begin
-                \$181  = c_base;
-              end else if (\$115 ) begin
-                \$181  = \$123 [12:0];
+          if (\$115 ) begin
+            \$193  = \$117 [12:0];
+            if (\$120 ) begin
+              if (\$123 ) begin
+                \$193  = c_base;
+              end else if (\$125 ) begin
+                \$193  = \$133 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$181  = 13'h0000;
+      \$193  = 13'h0000;
     end
     if (rst) begin
-      \$181  = 13'h0000;
+      \$193  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$182  = bank;
+    \$194  = bank;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27991,17 +28130,17 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$105 ) begin
-            if (\$110 ) begin
-              \$182  = \$111 ;
+          if (\$115 ) begin
+            if (\$120 ) begin
+              \$194  = \$121 ;
             end
           end
     endcase
     if (reset[2]) begin
-      \$182  = 1'h0;
+      \$194  = 1'h0;
     end
     if (rst) begin
-      \$182  = 1'h0;
+      \$194  = 1'h0;
     end
   end
   always @* begin
@@ -28031,12 +28170,12 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign ctl__error = error;
   assign busy = ctl__busy;
   assign spad_rd__data = a_data;
-  assign a_bank = spad_meta_q2[5];
-  assign w_row = spad_meta_q2[4:2];
-  assign w_bank = spad_meta_q2[5];
+  assign a_bank = spad_meta_q3[5];
+  assign w_row = spad_meta_q3[4:2];
+  assign w_bank = spad_meta_q3[5];
   assign w_data = a_data;
-  assign out_data = { \$183 , \$190 , \$189 , \$188 , \$187 , \$186 , \$185 , \$184  };
-  assign acc_rd__addr = meta12[13:1];
+  assign out_data = { \$195 , \$202 , \$201 , \$200 , \$199 , \$198 , \$197 , \$196  };
+  assign acc_rd__addr = meta11[13:1];
   assign acc_wr__addr = meta15[13:1];
   assign \spad_meta_q1.valid  = spad_meta_q1[0];
   assign \spad_meta_q1.is_a  = spad_meta_q1[1];
@@ -28063,6 +28202,13 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \spad_meta_q2.caddr  = spad_meta_q2[18:6];
   assign \spad_meta_q2.accum  = spad_meta_q2[19];
   assign \spad_meta_q2.last  = spad_meta_q2[20];
+  assign \spad_meta_q3.valid  = spad_meta_q3[0];
+  assign \spad_meta_q3.is_a  = spad_meta_q3[1];
+  assign \spad_meta_q3.row  = spad_meta_q3[4:2];
+  assign \spad_meta_q3.bank  = spad_meta_q3[5];
+  assign \spad_meta_q3.caddr  = spad_meta_q3[18:6];
+  assign \spad_meta_q3.accum  = spad_meta_q3[19];
+  assign \spad_meta_q3.last  = spad_meta_q3[20];
   assign \ctl__cmd__payload.a_addr  = ctl__cmd__payload[19:0];
   assign \ctl__cmd__payload.b_addr  = ctl__cmd__payload[39:20];
   assign \ctl__cmd__payload.c_addr  = ctl__cmd__payload[59:40];
@@ -28077,10 +28223,12 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$26  = spad_meta_q1[5];
   assign \$34  = bank;
   assign \$38  = spad_meta_q1[5];
+  assign \$64  = \$63 ;
+  assign \$67  = acc_wr__data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
+module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire [15:0] \$10 ;
@@ -29223,8 +29371,8 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
   reg [31:0] pe7_7_psum = 32'd0;
   reg [7:0] pe7_7_w0 = 8'h00;
   reg [7:0] pe7_7_w1 = 8'h00;
-  input [3:0] \port$9846$2 ;
-  wire [3:0] \port$9846$2 ;
+  input [3:0] \port$9873$2 ;
+  wire [3:0] \port$9873$2 ;
   input [3:0] reset;
   wire [3:0] reset;
   input rst;
@@ -29320,243 +29468,243 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
   input w_en;
   wire w_en;
   wire [2:0] w_row;
-  assign \$266  = \port$9846$2 [2:0] == 3'h6;
+  assign \$266  = \port$9873$2 [2:0] == 3'h6;
   assign \$267  = w_en & \$266 ;
   assign \$268  = pe6_4_bank ? pe6_5_w1 : pe6_5_w0;
   assign \$269  = $signed(pe6_4_a) * $signed(\$268 );
   assign \$270  = $signed(pe5_5_psum) + $signed(\$269 );
-  assign \$271  = \port$9846$2 [2:0] == 3'h6;
+  assign \$271  = \port$9873$2 [2:0] == 3'h6;
   assign \$272  = w_en & \$271 ;
   assign \$273  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
   assign \$274  = $signed(pe6_5_a) * $signed(\$273 );
   assign \$275  = $signed(pe5_6_psum) + $signed(\$274 );
-  assign \$276  = \port$9846$2 [2:0] == 3'h6;
+  assign \$276  = \port$9873$2 [2:0] == 3'h6;
   assign \$277  = w_en & \$276 ;
   assign \$278  = pe6_6_bank ? pe6_7_w1 : pe6_7_w0;
   assign \$279  = $signed(pe6_6_a) * $signed(\$278 );
   assign \$280  = $signed(pe5_7_psum) + $signed(\$279 );
   assign \$281  = a_valid ? w_data[63:56] : 8'h00;
-  assign \$282  = \port$9846$2 [2:0] == 3'h7;
+  assign \$282  = \port$9873$2 [2:0] == 3'h7;
   assign \$283  = w_en & \$282 ;
   assign \$284  = skew7_6_bank ? pe7_0_w1 : pe7_0_w0;
   assign \$285  = $signed(skew7_6_a) * $signed(\$284 );
   assign \$286  = $signed(pe6_0_psum) + $signed(\$285 );
-  assign \$287  = \port$9846$2 [2:0] == 3'h7;
+  assign \$287  = \port$9873$2 [2:0] == 3'h7;
   assign \$288  = w_en & \$287 ;
   assign \$289  = pe7_0_bank ? pe7_1_w1 : pe7_1_w0;
   assign \$290  = $signed(pe7_0_a) * $signed(\$289 );
   assign \$291  = $signed(pe6_1_psum) + $signed(\$290 );
-  assign \$292  = \port$9846$2 [2:0] == 3'h7;
+  assign \$292  = \port$9873$2 [2:0] == 3'h7;
   assign \$293  = w_en & \$292 ;
   assign \$294  = pe7_1_bank ? pe7_2_w1 : pe7_2_w0;
   assign \$295  = $signed(pe7_1_a) * $signed(\$294 );
   assign \$296  = $signed(pe6_2_psum) + $signed(\$295 );
-  assign \$297  = \port$9846$2 [2:0] == 3'h7;
+  assign \$297  = \port$9873$2 [2:0] == 3'h7;
   assign \$298  = w_en & \$297 ;
   assign \$299  = pe7_2_bank ? pe7_3_w1 : pe7_3_w0;
   assign \$300  = $signed(pe7_2_a) * $signed(\$299 );
   assign \$301  = $signed(pe6_3_psum) + $signed(\$300 );
-  assign \$302  = \port$9846$2 [2:0] == 3'h7;
+  assign \$302  = \port$9873$2 [2:0] == 3'h7;
   assign \$303  = w_en & \$302 ;
   assign \$304  = pe7_3_bank ? pe7_4_w1 : pe7_4_w0;
   assign \$305  = $signed(pe7_3_a) * $signed(\$304 );
   assign \$306  = $signed(pe6_4_psum) + $signed(\$305 );
-  assign \$307  = \port$9846$2 [2:0] == 3'h7;
+  assign \$307  = \port$9873$2 [2:0] == 3'h7;
   assign \$308  = w_en & \$307 ;
   assign \$309  = pe7_4_bank ? pe7_5_w1 : pe7_5_w0;
   assign \$310  = $signed(pe7_4_a) * $signed(\$309 );
   assign \$311  = $signed(pe6_5_psum) + $signed(\$310 );
-  assign \$312  = \port$9846$2 [2:0] == 3'h7;
+  assign \$312  = \port$9873$2 [2:0] == 3'h7;
   assign \$313  = w_en & \$312 ;
   assign \$314  = pe7_5_bank ? pe7_6_w1 : pe7_6_w0;
   assign \$315  = $signed(pe7_5_a) * $signed(\$314 );
   assign \$316  = $signed(pe6_6_psum) + $signed(\$315 );
-  assign \$317  = \port$9846$2 [2:0] == 3'h7;
+  assign \$317  = \port$9873$2 [2:0] == 3'h7;
   assign \$318  = w_en & \$317 ;
   assign \$319  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
   assign \$320  = $signed(pe7_6_a) * $signed(\$319 );
   assign \$321  = $signed(pe6_7_psum) + $signed(\$320 );
-  assign \$322  = ! \port$9846$2 [2:0];
+  assign \$322  = ! \port$9873$2 [2:0];
   assign \$323  = w_en & \$322 ;
-  assign \$326  = pe0_0_bank == \port$9846$2 [3];
+  assign \$326  = pe0_0_bank == \port$9873$2 [3];
   assign \$327  = pe0_0_v & \$326 ;
-  assign \$328  = pe0_1_bank == \port$9846$2 [3];
+  assign \$328  = pe0_1_bank == \port$9873$2 [3];
   assign \$329  = pe0_1_v & \$328 ;
-  assign \$330  = pe0_2_bank == \port$9846$2 [3];
+  assign \$330  = pe0_2_bank == \port$9873$2 [3];
   assign \$331  = pe0_2_v & \$330 ;
-  assign \$332  = pe0_3_bank == \port$9846$2 [3];
+  assign \$332  = pe0_3_bank == \port$9873$2 [3];
   assign \$333  = pe0_3_v & \$332 ;
-  assign \$334  = pe0_4_bank == \port$9846$2 [3];
+  assign \$334  = pe0_4_bank == \port$9873$2 [3];
   assign \$335  = pe0_4_v & \$334 ;
-  assign \$336  = pe0_5_bank == \port$9846$2 [3];
+  assign \$336  = pe0_5_bank == \port$9873$2 [3];
   assign \$337  = pe0_5_v & \$336 ;
   assign \$338  = | { \$337 , \$335 , \$333 , \$331 , \$329 , \$327 , \$325  };
   assign \$339  = \$323  & \$338 ;
-  assign \$340  = \port$9846$2 [2:0] == 1'h1;
+  assign \$340  = \port$9873$2 [2:0] == 1'h1;
   assign \$341  = w_en & \$340 ;
-  assign \$344  = skew1_0_bank == \port$9846$2 [3];
+  assign \$344  = skew1_0_bank == \port$9873$2 [3];
   assign \$345  = skew1_0_v & \$344 ;
-  assign \$346  = pe1_0_bank == \port$9846$2 [3];
+  assign \$346  = pe1_0_bank == \port$9873$2 [3];
   assign \$347  = pe1_0_v & \$346 ;
-  assign \$348  = pe1_1_bank == \port$9846$2 [3];
+  assign \$348  = pe1_1_bank == \port$9873$2 [3];
   assign \$349  = pe1_1_v & \$348 ;
-  assign \$350  = pe1_2_bank == \port$9846$2 [3];
+  assign \$350  = pe1_2_bank == \port$9873$2 [3];
   assign \$351  = pe1_2_v & \$350 ;
-  assign \$352  = pe1_3_bank == \port$9846$2 [3];
+  assign \$352  = pe1_3_bank == \port$9873$2 [3];
   assign \$353  = pe1_3_v & \$352 ;
-  assign \$354  = pe1_4_bank == \port$9846$2 [3];
+  assign \$354  = pe1_4_bank == \port$9873$2 [3];
   assign \$355  = pe1_4_v & \$354 ;
-  assign \$356  = pe1_5_bank == \port$9846$2 [3];
+  assign \$356  = pe1_5_bank == \port$9873$2 [3];
   assign \$357  = pe1_5_v & \$356 ;
   assign \$358  = | { \$357 , \$355 , \$353 , \$351 , \$349 , \$347 , \$345 , \$343  };
   assign \$359  = \$341  & \$358 ;
-  assign \$360  = \port$9846$2 [2:0] == 2'h2;
+  assign \$360  = \port$9873$2 [2:0] == 2'h2;
   assign \$361  = w_en & \$360 ;
-  assign \$364  = skew2_0_bank == \port$9846$2 [3];
+  assign \$364  = skew2_0_bank == \port$9873$2 [3];
   assign \$365  = skew2_0_v & \$364 ;
-  assign \$366  = skew2_1_bank == \port$9846$2 [3];
+  assign \$366  = skew2_1_bank == \port$9873$2 [3];
   assign \$367  = skew2_1_v & \$366 ;
-  assign \$368  = pe2_0_bank == \port$9846$2 [3];
+  assign \$368  = pe2_0_bank == \port$9873$2 [3];
   assign \$369  = pe2_0_v & \$368 ;
-  assign \$370  = pe2_1_bank == \port$9846$2 [3];
+  assign \$370  = pe2_1_bank == \port$9873$2 [3];
   assign \$371  = pe2_1_v & \$370 ;
-  assign \$372  = pe2_2_bank == \port$9846$2 [3];
+  assign \$372  = pe2_2_bank == \port$9873$2 [3];
   assign \$373  = pe2_2_v & \$372 ;
-  assign \$374  = pe2_3_bank == \port$9846$2 [3];
+  assign \$374  = pe2_3_bank == \port$9873$2 [3];
   assign \$375  = pe2_3_v & \$374 ;
-  assign \$376  = pe2_4_bank == \port$9846$2 [3];
+  assign \$376  = pe2_4_bank == \port$9873$2 [3];
   assign \$377  = pe2_4_v & \$376 ;
-  assign \$378  = pe2_5_bank == \port$9846$2 [3];
+  assign \$378  = pe2_5_bank == \port$9873$2 [3];
   assign \$379  = pe2_5_v & \$378 ;
   assign \$380  = | { \$379 , \$377 , \$375 , \$373 , \$371 , \$369 , \$367 , \$365 , \$363  };
   assign \$381  = \$361  & \$380 ;
-  assign \$382  = \port$9846$2 [2:0] == 2'h3;
+  assign \$382  = \port$9873$2 [2:0] == 2'h3;
   assign \$383  = w_en & \$382 ;
-  assign \$386  = skew3_0_bank == \port$9846$2 [3];
+  assign \$386  = skew3_0_bank == \port$9873$2 [3];
   assign \$387  = skew3_0_v & \$386 ;
-  assign \$388  = skew3_1_bank == \port$9846$2 [3];
+  assign \$388  = skew3_1_bank == \port$9873$2 [3];
   assign \$389  = skew3_1_v & \$388 ;
-  assign \$390  = skew3_2_bank == \port$9846$2 [3];
+  assign \$390  = skew3_2_bank == \port$9873$2 [3];
   assign \$391  = skew3_2_v & \$390 ;
-  assign \$392  = pe3_0_bank == \port$9846$2 [3];
+  assign \$392  = pe3_0_bank == \port$9873$2 [3];
   assign \$393  = pe3_0_v & \$392 ;
-  assign \$394  = pe3_1_bank == \port$9846$2 [3];
+  assign \$394  = pe3_1_bank == \port$9873$2 [3];
   assign \$395  = pe3_1_v & \$394 ;
-  assign \$396  = pe3_2_bank == \port$9846$2 [3];
+  assign \$396  = pe3_2_bank == \port$9873$2 [3];
   assign \$397  = pe3_2_v & \$396 ;
-  assign \$398  = pe3_3_bank == \port$9846$2 [3];
+  assign \$398  = pe3_3_bank == \port$9873$2 [3];
   assign \$399  = pe3_3_v & \$398 ;
-  assign \$400  = pe3_4_bank == \port$9846$2 [3];
+  assign \$400  = pe3_4_bank == \port$9873$2 [3];
   assign \$401  = pe3_4_v & \$400 ;
-  assign \$402  = pe3_5_bank == \port$9846$2 [3];
+  assign \$402  = pe3_5_bank == \port$9873$2 [3];
   assign \$403  = pe3_5_v & \$402 ;
   assign \$404  = | { \$403 , \$401 , \$399 , \$397 , \$395 , \$393 , \$391 , \$389 , \$387 , \$385  };
   assign \$405  = \$383  & \$404 ;
-  assign \$406  = \port$9846$2 [2:0] == 3'h4;
+  assign \$406  = \port$9873$2 [2:0] == 3'h4;
   assign \$407  = w_en & \$406 ;
-  assign \$410  = skew4_0_bank == \port$9846$2 [3];
+  assign \$410  = skew4_0_bank == \port$9873$2 [3];
   assign \$411  = skew4_0_v & \$410 ;
-  assign \$412  = skew4_1_bank == \port$9846$2 [3];
+  assign \$412  = skew4_1_bank == \port$9873$2 [3];
   assign \$413  = skew4_1_v & \$412 ;
-  assign \$414  = skew4_2_bank == \port$9846$2 [3];
+  assign \$414  = skew4_2_bank == \port$9873$2 [3];
   assign \$415  = skew4_2_v & \$414 ;
-  assign \$416  = skew4_3_bank == \port$9846$2 [3];
+  assign \$416  = skew4_3_bank == \port$9873$2 [3];
   assign \$417  = skew4_3_v & \$416 ;
-  assign \$418  = pe4_0_bank == \port$9846$2 [3];
+  assign \$418  = pe4_0_bank == \port$9873$2 [3];
   assign \$419  = pe4_0_v & \$418 ;
-  assign \$420  = pe4_1_bank == \port$9846$2 [3];
+  assign \$420  = pe4_1_bank == \port$9873$2 [3];
   assign \$421  = pe4_1_v & \$420 ;
-  assign \$422  = pe4_2_bank == \port$9846$2 [3];
+  assign \$422  = pe4_2_bank == \port$9873$2 [3];
   assign \$423  = pe4_2_v & \$422 ;
-  assign \$424  = pe4_3_bank == \port$9846$2 [3];
+  assign \$424  = pe4_3_bank == \port$9873$2 [3];
   assign \$425  = pe4_3_v & \$424 ;
-  assign \$426  = pe4_4_bank == \port$9846$2 [3];
+  assign \$426  = pe4_4_bank == \port$9873$2 [3];
   assign \$427  = pe4_4_v & \$426 ;
-  assign \$428  = pe4_5_bank == \port$9846$2 [3];
+  assign \$428  = pe4_5_bank == \port$9873$2 [3];
   assign \$429  = pe4_5_v & \$428 ;
   assign \$430  = | { \$429 , \$427 , \$425 , \$423 , \$421 , \$419 , \$417 , \$415 , \$413 , \$411 , \$409  };
   assign \$431  = \$407  & \$430 ;
-  assign \$432  = \port$9846$2 [2:0] == 3'h5;
+  assign \$432  = \port$9873$2 [2:0] == 3'h5;
   assign \$433  = w_en & \$432 ;
-  assign \$436  = skew5_0_bank == \port$9846$2 [3];
+  assign \$436  = skew5_0_bank == \port$9873$2 [3];
   assign \$437  = skew5_0_v & \$436 ;
-  assign \$438  = skew5_1_bank == \port$9846$2 [3];
+  assign \$438  = skew5_1_bank == \port$9873$2 [3];
   assign \$439  = skew5_1_v & \$438 ;
-  assign \$440  = skew5_2_bank == \port$9846$2 [3];
+  assign \$440  = skew5_2_bank == \port$9873$2 [3];
   assign \$441  = skew5_2_v & \$440 ;
-  assign \$442  = skew5_3_bank == \port$9846$2 [3];
+  assign \$442  = skew5_3_bank == \port$9873$2 [3];
   assign \$443  = skew5_3_v & \$442 ;
-  assign \$444  = skew5_4_bank == \port$9846$2 [3];
+  assign \$444  = skew5_4_bank == \port$9873$2 [3];
   assign \$445  = skew5_4_v & \$444 ;
-  assign \$446  = pe5_0_bank == \port$9846$2 [3];
+  assign \$446  = pe5_0_bank == \port$9873$2 [3];
   assign \$447  = pe5_0_v & \$446 ;
-  assign \$448  = pe5_1_bank == \port$9846$2 [3];
+  assign \$448  = pe5_1_bank == \port$9873$2 [3];
   assign \$449  = pe5_1_v & \$448 ;
-  assign \$450  = pe5_2_bank == \port$9846$2 [3];
+  assign \$450  = pe5_2_bank == \port$9873$2 [3];
   assign \$451  = pe5_2_v & \$450 ;
-  assign \$452  = pe5_3_bank == \port$9846$2 [3];
+  assign \$452  = pe5_3_bank == \port$9873$2 [3];
   assign \$453  = pe5_3_v & \$452 ;
-  assign \$454  = pe5_4_bank == \port$9846$2 [3];
+  assign \$454  = pe5_4_bank == \port$9873$2 [3];
   assign \$455  = pe5_4_v & \$454 ;
-  assign \$456  = pe5_5_bank == \port$9846$2 [3];
+  assign \$456  = pe5_5_bank == \port$9873$2 [3];
   assign \$457  = pe5_5_v & \$456 ;
   assign \$458  = | { \$457 , \$455 , \$453 , \$451 , \$449 , \$447 , \$445 , \$443 , \$441 , \$439 , \$437 , \$435  };
   assign \$459  = \$433  & \$458 ;
-  assign \$460  = \port$9846$2 [2:0] == 3'h6;
+  assign \$460  = \port$9873$2 [2:0] == 3'h6;
   assign \$461  = w_en & \$460 ;
-  assign \$464  = skew6_0_bank == \port$9846$2 [3];
+  assign \$464  = skew6_0_bank == \port$9873$2 [3];
   assign \$465  = skew6_0_v & \$464 ;
-  assign \$466  = skew6_1_bank == \port$9846$2 [3];
+  assign \$466  = skew6_1_bank == \port$9873$2 [3];
   assign \$467  = skew6_1_v & \$466 ;
-  assign \$468  = skew6_2_bank == \port$9846$2 [3];
+  assign \$468  = skew6_2_bank == \port$9873$2 [3];
   assign \$469  = skew6_2_v & \$468 ;
-  assign \$470  = skew6_3_bank == \port$9846$2 [3];
+  assign \$470  = skew6_3_bank == \port$9873$2 [3];
   assign \$471  = skew6_3_v & \$470 ;
-  assign \$472  = skew6_4_bank == \port$9846$2 [3];
+  assign \$472  = skew6_4_bank == \port$9873$2 [3];
   assign \$473  = skew6_4_v & \$472 ;
-  assign \$474  = skew6_5_bank == \port$9846$2 [3];
+  assign \$474  = skew6_5_bank == \port$9873$2 [3];
   assign \$475  = skew6_5_v & \$474 ;
-  assign \$476  = pe6_0_bank == \port$9846$2 [3];
+  assign \$476  = pe6_0_bank == \port$9873$2 [3];
   assign \$477  = pe6_0_v & \$476 ;
-  assign \$478  = pe6_1_bank == \port$9846$2 [3];
+  assign \$478  = pe6_1_bank == \port$9873$2 [3];
   assign \$479  = pe6_1_v & \$478 ;
-  assign \$480  = pe6_2_bank == \port$9846$2 [3];
+  assign \$480  = pe6_2_bank == \port$9873$2 [3];
   assign \$481  = pe6_2_v & \$480 ;
-  assign \$482  = pe6_3_bank == \port$9846$2 [3];
+  assign \$482  = pe6_3_bank == \port$9873$2 [3];
   assign \$483  = pe6_3_v & \$482 ;
-  assign \$484  = pe6_4_bank == \port$9846$2 [3];
+  assign \$484  = pe6_4_bank == \port$9873$2 [3];
   assign \$485  = pe6_4_v & \$484 ;
-  assign \$486  = pe6_5_bank == \port$9846$2 [3];
+  assign \$486  = pe6_5_bank == \port$9873$2 [3];
   assign \$487  = pe6_5_v & \$486 ;
   assign \$488  = | { \$487 , \$485 , \$483 , \$481 , \$479 , \$477 , \$475 , \$473 , \$471 , \$469 , \$467 , \$465 , \$463  };
   assign \$489  = \$461  & \$488 ;
-  assign \$490  = \port$9846$2 [2:0] == 3'h7;
+  assign \$490  = \port$9873$2 [2:0] == 3'h7;
   assign \$491  = w_en & \$490 ;
-  assign \$494  = skew7_0_bank == \port$9846$2 [3];
+  assign \$494  = skew7_0_bank == \port$9873$2 [3];
   assign \$495  = skew7_0_v & \$494 ;
-  assign \$496  = skew7_1_bank == \port$9846$2 [3];
+  assign \$496  = skew7_1_bank == \port$9873$2 [3];
   assign \$497  = skew7_1_v & \$496 ;
-  assign \$498  = skew7_2_bank == \port$9846$2 [3];
+  assign \$498  = skew7_2_bank == \port$9873$2 [3];
   assign \$499  = skew7_2_v & \$498 ;
-  assign \$500  = skew7_3_bank == \port$9846$2 [3];
+  assign \$500  = skew7_3_bank == \port$9873$2 [3];
   assign \$501  = skew7_3_v & \$500 ;
-  assign \$502  = skew7_4_bank == \port$9846$2 [3];
+  assign \$502  = skew7_4_bank == \port$9873$2 [3];
   assign \$503  = skew7_4_v & \$502 ;
-  assign \$504  = skew7_5_bank == \port$9846$2 [3];
+  assign \$504  = skew7_5_bank == \port$9873$2 [3];
   assign \$505  = skew7_5_v & \$504 ;
-  assign \$506  = skew7_6_bank == \port$9846$2 [3];
+  assign \$506  = skew7_6_bank == \port$9873$2 [3];
   assign \$507  = skew7_6_v & \$506 ;
-  assign \$508  = pe7_0_bank == \port$9846$2 [3];
+  assign \$508  = pe7_0_bank == \port$9873$2 [3];
   assign \$509  = pe7_0_v & \$508 ;
-  assign \$510  = pe7_1_bank == \port$9846$2 [3];
+  assign \$510  = pe7_1_bank == \port$9873$2 [3];
   assign \$511  = pe7_1_v & \$510 ;
-  assign \$512  = pe7_2_bank == \port$9846$2 [3];
+  assign \$512  = pe7_2_bank == \port$9873$2 [3];
   assign \$513  = pe7_2_v & \$512 ;
-  assign \$514  = pe7_3_bank == \port$9846$2 [3];
+  assign \$514  = pe7_3_bank == \port$9873$2 [3];
   assign \$515  = pe7_3_v & \$514 ;
-  assign \$516  = pe7_4_bank == \port$9846$2 [3];
+  assign \$516  = pe7_4_bank == \port$9873$2 [3];
   assign \$517  = pe7_4_v & \$516 ;
-  assign \$518  = pe7_5_bank == \port$9846$2 [3];
+  assign \$518  = pe7_5_bank == \port$9873$2 [3];
   assign \$519  = pe7_5_v & \$518 ;
   assign \$520  = | { \$519 , \$517 , \$515 , \$513 , \$511 , \$509 , \$507 , \$505 , \$503 , \$501 , \$499 , \$497 , \$495 , \$493  };
   assign \$521  = \$491  & \$520 ;
@@ -29572,7 +29720,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
   always @(posedge clk)
     pe0_0_v <= \$524 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$9846$2 [3];
+    pe0_0_bank <= \port$9873$2 [3];
   always @(posedge clk)
     pe0_1_w1 <= \$525 ;
   always @(posedge clk)
@@ -29656,7 +29804,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
   always @(posedge clk)
     skew1_0_v <= \$545 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$9846$2 [3];
+    skew1_0_bank <= \port$9873$2 [3];
   always @(posedge clk)
     pe1_0_w1 <= \$546 ;
   always @(posedge clk)
@@ -29752,7 +29900,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
   always @(posedge clk)
     skew2_0_v <= \$569 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$9846$2 [3];
+    skew2_0_bank <= \port$9873$2 [3];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -29854,7 +30002,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
   always @(posedge clk)
     skew3_0_v <= \$594 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$9846$2 [3];
+    skew3_0_bank <= \port$9873$2 [3];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -29962,7 +30110,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
   always @(posedge clk)
     skew4_0_v <= \$620 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$9846$2 [3];
+    skew4_0_bank <= \port$9873$2 [3];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -30076,7 +30224,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
   always @(posedge clk)
     skew5_0_v <= \$647 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$9846$2 [3];
+    skew5_0_bank <= \port$9873$2 [3];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -30196,7 +30344,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
   always @(posedge clk)
     skew6_0_v <= \$675 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$9846$2 [3];
+    skew6_0_bank <= \port$9873$2 [3];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -30322,7 +30470,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
   always @(posedge clk)
     skew7_0_v <= \$704 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$9846$2 [3];
+    skew7_0_bank <= \port$9873$2 [3];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -30507,267 +30655,267 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     deskew5_1 <= deskew5_0;
   always @(posedge clk)
     deskew6_0 <= pe7_6_psum;
-  assign \$1  = ! \port$9846$2 [2:0];
+  assign \$1  = ! \port$9873$2 [2:0];
   assign \$2  = w_en & \$1 ;
   assign \$3  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$4  = \port$9846$2 [3] ? pe0_0_w1 : pe0_0_w0;
+  assign \$4  = \port$9873$2 [3] ? pe0_0_w1 : pe0_0_w0;
   assign \$5  = $signed(\$3 ) * $signed(\$4 );
   assign \$6  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$7  = ! \port$9846$2 [2:0];
+  assign \$7  = ! \port$9873$2 [2:0];
   assign \$8  = w_en & \$7 ;
   assign \$9  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
   assign \$10  = $signed(pe0_0_a) * $signed(\$9 );
-  assign \$11  = ! \port$9846$2 [2:0];
+  assign \$11  = ! \port$9873$2 [2:0];
   assign \$12  = w_en & \$11 ;
   assign \$13  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
   assign \$14  = $signed(pe0_1_a) * $signed(\$13 );
-  assign \$15  = ! \port$9846$2 [2:0];
+  assign \$15  = ! \port$9873$2 [2:0];
   assign \$16  = w_en & \$15 ;
   assign \$17  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
   assign \$18  = $signed(pe0_2_a) * $signed(\$17 );
-  assign \$19  = ! \port$9846$2 [2:0];
+  assign \$19  = ! \port$9873$2 [2:0];
   assign \$20  = w_en & \$19 ;
   assign \$21  = pe0_3_bank ? pe0_4_w1 : pe0_4_w0;
   assign \$22  = $signed(pe0_3_a) * $signed(\$21 );
-  assign \$23  = ! \port$9846$2 [2:0];
+  assign \$23  = ! \port$9873$2 [2:0];
   assign \$24  = w_en & \$23 ;
   assign \$25  = pe0_4_bank ? pe0_5_w1 : pe0_5_w0;
   assign \$26  = $signed(pe0_4_a) * $signed(\$25 );
-  assign \$27  = ! \port$9846$2 [2:0];
+  assign \$27  = ! \port$9873$2 [2:0];
   assign \$28  = w_en & \$27 ;
   assign \$29  = pe0_5_bank ? pe0_6_w1 : pe0_6_w0;
   assign \$30  = $signed(pe0_5_a) * $signed(\$29 );
-  assign \$31  = ! \port$9846$2 [2:0];
+  assign \$31  = ! \port$9873$2 [2:0];
   assign \$32  = w_en & \$31 ;
   assign \$33  = pe0_6_bank ? pe0_7_w1 : pe0_7_w0;
   assign \$34  = $signed(pe0_6_a) * $signed(\$33 );
   assign \$35  = a_valid ? w_data[15:8] : 8'h00;
-  assign \$36  = \port$9846$2 [2:0] == 1'h1;
+  assign \$36  = \port$9873$2 [2:0] == 1'h1;
   assign \$37  = w_en & \$36 ;
   assign \$38  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
   assign \$39  = $signed(skew1_0_a) * $signed(\$38 );
   assign \$40  = $signed(pe0_0_psum) + $signed(\$39 );
-  assign \$41  = \port$9846$2 [2:0] == 1'h1;
+  assign \$41  = \port$9873$2 [2:0] == 1'h1;
   assign \$42  = w_en & \$41 ;
   assign \$43  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
   assign \$44  = $signed(pe1_0_a) * $signed(\$43 );
   assign \$45  = $signed(pe0_1_psum) + $signed(\$44 );
-  assign \$46  = \port$9846$2 [2:0] == 1'h1;
+  assign \$46  = \port$9873$2 [2:0] == 1'h1;
   assign \$47  = w_en & \$46 ;
   assign \$48  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
   assign \$49  = $signed(pe1_1_a) * $signed(\$48 );
   assign \$50  = $signed(pe0_2_psum) + $signed(\$49 );
-  assign \$51  = \port$9846$2 [2:0] == 1'h1;
+  assign \$51  = \port$9873$2 [2:0] == 1'h1;
   assign \$52  = w_en & \$51 ;
   assign \$53  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
   assign \$54  = $signed(pe1_2_a) * $signed(\$53 );
   assign \$55  = $signed(pe0_3_psum) + $signed(\$54 );
-  assign \$56  = \port$9846$2 [2:0] == 1'h1;
+  assign \$56  = \port$9873$2 [2:0] == 1'h1;
   assign \$57  = w_en & \$56 ;
   assign \$58  = pe1_3_bank ? pe1_4_w1 : pe1_4_w0;
   assign \$59  = $signed(pe1_3_a) * $signed(\$58 );
   assign \$60  = $signed(pe0_4_psum) + $signed(\$59 );
-  assign \$61  = \port$9846$2 [2:0] == 1'h1;
+  assign \$61  = \port$9873$2 [2:0] == 1'h1;
   assign \$62  = w_en & \$61 ;
   assign \$63  = pe1_4_bank ? pe1_5_w1 : pe1_5_w0;
   assign \$64  = $signed(pe1_4_a) * $signed(\$63 );
   assign \$65  = $signed(pe0_5_psum) + $signed(\$64 );
-  assign \$66  = \port$9846$2 [2:0] == 1'h1;
+  assign \$66  = \port$9873$2 [2:0] == 1'h1;
   assign \$67  = w_en & \$66 ;
   assign \$68  = pe1_5_bank ? pe1_6_w1 : pe1_6_w0;
   assign \$69  = $signed(pe1_5_a) * $signed(\$68 );
   assign \$70  = $signed(pe0_6_psum) + $signed(\$69 );
-  assign \$71  = \port$9846$2 [2:0] == 1'h1;
+  assign \$71  = \port$9873$2 [2:0] == 1'h1;
   assign \$72  = w_en & \$71 ;
   assign \$73  = pe1_6_bank ? pe1_7_w1 : pe1_7_w0;
   assign \$74  = $signed(pe1_6_a) * $signed(\$73 );
   assign \$75  = $signed(pe0_7_psum) + $signed(\$74 );
   assign \$76  = a_valid ? w_data[23:16] : 8'h00;
-  assign \$77  = \port$9846$2 [2:0] == 2'h2;
+  assign \$77  = \port$9873$2 [2:0] == 2'h2;
   assign \$78  = w_en & \$77 ;
   assign \$79  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
   assign \$80  = $signed(skew2_1_a) * $signed(\$79 );
   assign \$81  = $signed(pe1_0_psum) + $signed(\$80 );
-  assign \$82  = \port$9846$2 [2:0] == 2'h2;
+  assign \$82  = \port$9873$2 [2:0] == 2'h2;
   assign \$83  = w_en & \$82 ;
   assign \$84  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
   assign \$85  = $signed(pe2_0_a) * $signed(\$84 );
   assign \$86  = $signed(pe1_1_psum) + $signed(\$85 );
-  assign \$87  = \port$9846$2 [2:0] == 2'h2;
+  assign \$87  = \port$9873$2 [2:0] == 2'h2;
   assign \$88  = w_en & \$87 ;
   assign \$89  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
   assign \$90  = $signed(pe2_1_a) * $signed(\$89 );
   assign \$91  = $signed(pe1_2_psum) + $signed(\$90 );
-  assign \$92  = \port$9846$2 [2:0] == 2'h2;
+  assign \$92  = \port$9873$2 [2:0] == 2'h2;
   assign \$93  = w_en & \$92 ;
   assign \$94  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
   assign \$95  = $signed(pe2_2_a) * $signed(\$94 );
   assign \$96  = $signed(pe1_3_psum) + $signed(\$95 );
-  assign \$97  = \port$9846$2 [2:0] == 2'h2;
+  assign \$97  = \port$9873$2 [2:0] == 2'h2;
   assign \$98  = w_en & \$97 ;
   assign \$99  = pe2_3_bank ? pe2_4_w1 : pe2_4_w0;
   assign \$100  = $signed(pe2_3_a) * $signed(\$99 );
   assign \$101  = $signed(pe1_4_psum) + $signed(\$100 );
-  assign \$102  = \port$9846$2 [2:0] == 2'h2;
+  assign \$102  = \port$9873$2 [2:0] == 2'h2;
   assign \$103  = w_en & \$102 ;
   assign \$104  = pe2_4_bank ? pe2_5_w1 : pe2_5_w0;
   assign \$105  = $signed(pe2_4_a) * $signed(\$104 );
   assign \$106  = $signed(pe1_5_psum) + $signed(\$105 );
-  assign \$107  = \port$9846$2 [2:0] == 2'h2;
+  assign \$107  = \port$9873$2 [2:0] == 2'h2;
   assign \$108  = w_en & \$107 ;
   assign \$109  = pe2_5_bank ? pe2_6_w1 : pe2_6_w0;
   assign \$110  = $signed(pe2_5_a) * $signed(\$109 );
   assign \$111  = $signed(pe1_6_psum) + $signed(\$110 );
-  assign \$112  = \port$9846$2 [2:0] == 2'h2;
+  assign \$112  = \port$9873$2 [2:0] == 2'h2;
   assign \$113  = w_en & \$112 ;
   assign \$114  = pe2_6_bank ? pe2_7_w1 : pe2_7_w0;
   assign \$115  = $signed(pe2_6_a) * $signed(\$114 );
   assign \$116  = $signed(pe1_7_psum) + $signed(\$115 );
   assign \$117  = a_valid ? w_data[31:24] : 8'h00;
-  assign \$118  = \port$9846$2 [2:0] == 2'h3;
+  assign \$118  = \port$9873$2 [2:0] == 2'h3;
   assign \$119  = w_en & \$118 ;
   assign \$120  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
   assign \$121  = $signed(skew3_2_a) * $signed(\$120 );
   assign \$122  = $signed(pe2_0_psum) + $signed(\$121 );
-  assign \$123  = \port$9846$2 [2:0] == 2'h3;
+  assign \$123  = \port$9873$2 [2:0] == 2'h3;
   assign \$124  = w_en & \$123 ;
   assign \$125  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
   assign \$126  = $signed(pe3_0_a) * $signed(\$125 );
   assign \$127  = $signed(pe2_1_psum) + $signed(\$126 );
-  assign \$128  = \port$9846$2 [2:0] == 2'h3;
+  assign \$128  = \port$9873$2 [2:0] == 2'h3;
   assign \$129  = w_en & \$128 ;
   assign \$130  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
   assign \$131  = $signed(pe3_1_a) * $signed(\$130 );
   assign \$132  = $signed(pe2_2_psum) + $signed(\$131 );
-  assign \$133  = \port$9846$2 [2:0] == 2'h3;
+  assign \$133  = \port$9873$2 [2:0] == 2'h3;
   assign \$134  = w_en & \$133 ;
   assign \$135  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
   assign \$136  = $signed(pe3_2_a) * $signed(\$135 );
   assign \$137  = $signed(pe2_3_psum) + $signed(\$136 );
-  assign \$138  = \port$9846$2 [2:0] == 2'h3;
+  assign \$138  = \port$9873$2 [2:0] == 2'h3;
   assign \$139  = w_en & \$138 ;
   assign \$140  = pe3_3_bank ? pe3_4_w1 : pe3_4_w0;
   assign \$141  = $signed(pe3_3_a) * $signed(\$140 );
   assign \$142  = $signed(pe2_4_psum) + $signed(\$141 );
-  assign \$143  = \port$9846$2 [2:0] == 2'h3;
+  assign \$143  = \port$9873$2 [2:0] == 2'h3;
   assign \$144  = w_en & \$143 ;
   assign \$145  = pe3_4_bank ? pe3_5_w1 : pe3_5_w0;
   assign \$146  = $signed(pe3_4_a) * $signed(\$145 );
   assign \$147  = $signed(pe2_5_psum) + $signed(\$146 );
-  assign \$148  = \port$9846$2 [2:0] == 2'h3;
+  assign \$148  = \port$9873$2 [2:0] == 2'h3;
   assign \$149  = w_en & \$148 ;
   assign \$150  = pe3_5_bank ? pe3_6_w1 : pe3_6_w0;
   assign \$151  = $signed(pe3_5_a) * $signed(\$150 );
   assign \$152  = $signed(pe2_6_psum) + $signed(\$151 );
-  assign \$153  = \port$9846$2 [2:0] == 2'h3;
+  assign \$153  = \port$9873$2 [2:0] == 2'h3;
   assign \$154  = w_en & \$153 ;
   assign \$155  = pe3_6_bank ? pe3_7_w1 : pe3_7_w0;
   assign \$156  = $signed(pe3_6_a) * $signed(\$155 );
   assign \$157  = $signed(pe2_7_psum) + $signed(\$156 );
   assign \$158  = a_valid ? w_data[39:32] : 8'h00;
-  assign \$159  = \port$9846$2 [2:0] == 3'h4;
+  assign \$159  = \port$9873$2 [2:0] == 3'h4;
   assign \$160  = w_en & \$159 ;
   assign \$161  = skew4_3_bank ? pe4_0_w1 : pe4_0_w0;
   assign \$162  = $signed(skew4_3_a) * $signed(\$161 );
   assign \$163  = $signed(pe3_0_psum) + $signed(\$162 );
-  assign \$164  = \port$9846$2 [2:0] == 3'h4;
+  assign \$164  = \port$9873$2 [2:0] == 3'h4;
   assign \$165  = w_en & \$164 ;
   assign \$166  = pe4_0_bank ? pe4_1_w1 : pe4_1_w0;
   assign \$167  = $signed(pe4_0_a) * $signed(\$166 );
   assign \$168  = $signed(pe3_1_psum) + $signed(\$167 );
-  assign \$169  = \port$9846$2 [2:0] == 3'h4;
+  assign \$169  = \port$9873$2 [2:0] == 3'h4;
   assign \$170  = w_en & \$169 ;
   assign \$171  = pe4_1_bank ? pe4_2_w1 : pe4_2_w0;
   assign \$172  = $signed(pe4_1_a) * $signed(\$171 );
   assign \$173  = $signed(pe3_2_psum) + $signed(\$172 );
-  assign \$174  = \port$9846$2 [2:0] == 3'h4;
+  assign \$174  = \port$9873$2 [2:0] == 3'h4;
   assign \$175  = w_en & \$174 ;
   assign \$176  = pe4_2_bank ? pe4_3_w1 : pe4_3_w0;
   assign \$177  = $signed(pe4_2_a) * $signed(\$176 );
   assign \$178  = $signed(pe3_3_psum) + $signed(\$177 );
-  assign \$179  = \port$9846$2 [2:0] == 3'h4;
+  assign \$179  = \port$9873$2 [2:0] == 3'h4;
   assign \$180  = w_en & \$179 ;
   assign \$181  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
   assign \$182  = $signed(pe4_3_a) * $signed(\$181 );
   assign \$183  = $signed(pe3_4_psum) + $signed(\$182 );
-  assign \$184  = \port$9846$2 [2:0] == 3'h4;
+  assign \$184  = \port$9873$2 [2:0] == 3'h4;
   assign \$185  = w_en & \$184 ;
   assign \$186  = pe4_4_bank ? pe4_5_w1 : pe4_5_w0;
   assign \$187  = $signed(pe4_4_a) * $signed(\$186 );
   assign \$188  = $signed(pe3_5_psum) + $signed(\$187 );
-  assign \$189  = \port$9846$2 [2:0] == 3'h4;
+  assign \$189  = \port$9873$2 [2:0] == 3'h4;
   assign \$190  = w_en & \$189 ;
   assign \$191  = pe4_5_bank ? pe4_6_w1 : pe4_6_w0;
   assign \$192  = $signed(pe4_5_a) * $signed(\$191 );
   assign \$193  = $signed(pe3_6_psum) + $signed(\$192 );
-  assign \$194  = \port$9846$2 [2:0] == 3'h4;
+  assign \$194  = \port$9873$2 [2:0] == 3'h4;
   assign \$195  = w_en & \$194 ;
   assign \$196  = pe4_6_bank ? pe4_7_w1 : pe4_7_w0;
   assign \$197  = $signed(pe4_6_a) * $signed(\$196 );
   assign \$198  = $signed(pe3_7_psum) + $signed(\$197 );
   assign \$199  = a_valid ? w_data[47:40] : 8'h00;
-  assign \$200  = \port$9846$2 [2:0] == 3'h5;
+  assign \$200  = \port$9873$2 [2:0] == 3'h5;
   assign \$201  = w_en & \$200 ;
   assign \$202  = skew5_4_bank ? pe5_0_w1 : pe5_0_w0;
   assign \$203  = $signed(skew5_4_a) * $signed(\$202 );
   assign \$204  = $signed(pe4_0_psum) + $signed(\$203 );
-  assign \$205  = \port$9846$2 [2:0] == 3'h5;
+  assign \$205  = \port$9873$2 [2:0] == 3'h5;
   assign \$206  = w_en & \$205 ;
   assign \$207  = pe5_0_bank ? pe5_1_w1 : pe5_1_w0;
   assign \$208  = $signed(pe5_0_a) * $signed(\$207 );
   assign \$209  = $signed(pe4_1_psum) + $signed(\$208 );
-  assign \$210  = \port$9846$2 [2:0] == 3'h5;
+  assign \$210  = \port$9873$2 [2:0] == 3'h5;
   assign \$211  = w_en & \$210 ;
   assign \$212  = pe5_1_bank ? pe5_2_w1 : pe5_2_w0;
   assign \$213  = $signed(pe5_1_a) * $signed(\$212 );
   assign \$214  = $signed(pe4_2_psum) + $signed(\$213 );
-  assign \$215  = \port$9846$2 [2:0] == 3'h5;
+  assign \$215  = \port$9873$2 [2:0] == 3'h5;
   assign \$216  = w_en & \$215 ;
   assign \$217  = pe5_2_bank ? pe5_3_w1 : pe5_3_w0;
   assign \$218  = $signed(pe5_2_a) * $signed(\$217 );
   assign \$219  = $signed(pe4_3_psum) + $signed(\$218 );
-  assign \$220  = \port$9846$2 [2:0] == 3'h5;
+  assign \$220  = \port$9873$2 [2:0] == 3'h5;
   assign \$221  = w_en & \$220 ;
   assign \$222  = pe5_3_bank ? pe5_4_w1 : pe5_4_w0;
   assign \$223  = $signed(pe5_3_a) * $signed(\$222 );
   assign \$224  = $signed(pe4_4_psum) + $signed(\$223 );
-  assign \$225  = \port$9846$2 [2:0] == 3'h5;
+  assign \$225  = \port$9873$2 [2:0] == 3'h5;
   assign \$226  = w_en & \$225 ;
   assign \$227  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
   assign \$228  = $signed(pe5_4_a) * $signed(\$227 );
   assign \$229  = $signed(pe4_5_psum) + $signed(\$228 );
-  assign \$230  = \port$9846$2 [2:0] == 3'h5;
+  assign \$230  = \port$9873$2 [2:0] == 3'h5;
   assign \$231  = w_en & \$230 ;
   assign \$232  = pe5_5_bank ? pe5_6_w1 : pe5_6_w0;
   assign \$233  = $signed(pe5_5_a) * $signed(\$232 );
   assign \$234  = $signed(pe4_6_psum) + $signed(\$233 );
-  assign \$235  = \port$9846$2 [2:0] == 3'h5;
+  assign \$235  = \port$9873$2 [2:0] == 3'h5;
   assign \$236  = w_en & \$235 ;
   assign \$237  = pe5_6_bank ? pe5_7_w1 : pe5_7_w0;
   assign \$238  = $signed(pe5_6_a) * $signed(\$237 );
   assign \$239  = $signed(pe4_7_psum) + $signed(\$238 );
   assign \$240  = a_valid ? w_data[55:48] : 8'h00;
-  assign \$241  = \port$9846$2 [2:0] == 3'h6;
+  assign \$241  = \port$9873$2 [2:0] == 3'h6;
   assign \$242  = w_en & \$241 ;
   assign \$243  = skew6_5_bank ? pe6_0_w1 : pe6_0_w0;
   assign \$244  = $signed(skew6_5_a) * $signed(\$243 );
   assign \$245  = $signed(pe5_0_psum) + $signed(\$244 );
-  assign \$246  = \port$9846$2 [2:0] == 3'h6;
+  assign \$246  = \port$9873$2 [2:0] == 3'h6;
   assign \$247  = w_en & \$246 ;
   assign \$248  = pe6_0_bank ? pe6_1_w1 : pe6_1_w0;
   assign \$249  = $signed(pe6_0_a) * $signed(\$248 );
   assign \$250  = $signed(pe5_1_psum) + $signed(\$249 );
-  assign \$251  = \port$9846$2 [2:0] == 3'h6;
+  assign \$251  = \port$9873$2 [2:0] == 3'h6;
   assign \$252  = w_en & \$251 ;
   assign \$253  = pe6_1_bank ? pe6_2_w1 : pe6_2_w0;
   assign \$254  = $signed(pe6_1_a) * $signed(\$253 );
   assign \$255  = $signed(pe5_2_psum) + $signed(\$254 );
-  assign \$256  = \port$9846$2 [2:0] == 3'h6;
+  assign \$256  = \port$9873$2 [2:0] == 3'h6;
   assign \$257  = w_en & \$256 ;
   assign \$258  = pe6_2_bank ? pe6_3_w1 : pe6_3_w0;
   assign \$259  = $signed(pe6_2_a) * $signed(\$258 );
   assign \$260  = $signed(pe5_3_psum) + $signed(\$259 );
-  assign \$261  = \port$9846$2 [2:0] == 3'h6;
+  assign \$261  = \port$9873$2 [2:0] == 3'h6;
   assign \$262  = w_en & \$261 ;
   assign \$263  = pe6_3_bank ? pe6_4_w1 : pe6_4_w0;
   assign \$264  = $signed(pe6_3_a) * $signed(\$263 );
@@ -30776,7 +30924,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$522  = pe0_0_w1;
     if (\$2 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$522  = w_data[7:0];
       end
     end
@@ -30786,7 +30934,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$523  = pe0_0_w0;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$523  = w_data[7:0];
       end
@@ -30806,7 +30954,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$525  = pe0_1_w1;
     if (\$8 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$525  = w_data[15:8];
       end
     end
@@ -30816,7 +30964,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$526  = pe0_1_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$526  = w_data[15:8];
       end
@@ -30836,7 +30984,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$528  = pe0_2_w1;
     if (\$12 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$528  = w_data[23:16];
       end
     end
@@ -30846,7 +30994,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$529  = pe0_2_w0;
     if (\$12 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$529  = w_data[23:16];
       end
@@ -30866,7 +31014,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$531  = pe0_3_w1;
     if (\$16 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$531  = w_data[31:24];
       end
     end
@@ -30876,7 +31024,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$532  = pe0_3_w0;
     if (\$16 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$532  = w_data[31:24];
       end
@@ -30896,7 +31044,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$534  = pe0_4_w1;
     if (\$20 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$534  = w_data[39:32];
       end
     end
@@ -30906,7 +31054,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$535  = pe0_4_w0;
     if (\$20 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$535  = w_data[39:32];
       end
@@ -30926,7 +31074,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$537  = pe0_5_w1;
     if (\$24 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$537  = w_data[47:40];
       end
     end
@@ -30936,7 +31084,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$538  = pe0_5_w0;
     if (\$24 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$538  = w_data[47:40];
       end
@@ -30956,7 +31104,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$540  = pe0_6_w1;
     if (\$28 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$540  = w_data[55:48];
       end
     end
@@ -30966,7 +31114,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$541  = pe0_6_w0;
     if (\$28 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$541  = w_data[55:48];
       end
@@ -30986,7 +31134,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$543  = pe0_7_w1;
     if (\$32 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$543  = w_data[63:56];
       end
     end
@@ -30996,7 +31144,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$544  = pe0_7_w0;
     if (\$32 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$544  = w_data[63:56];
       end
@@ -31016,7 +31164,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$546  = pe1_0_w1;
     if (\$37 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$546  = w_data[7:0];
       end
     end
@@ -31026,7 +31174,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$547  = pe1_0_w0;
     if (\$37 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$547  = w_data[7:0];
       end
@@ -31046,7 +31194,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$549  = pe1_1_w1;
     if (\$42 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$549  = w_data[15:8];
       end
     end
@@ -31056,7 +31204,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$550  = pe1_1_w0;
     if (\$42 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$550  = w_data[15:8];
       end
@@ -31076,7 +31224,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$552  = pe1_2_w1;
     if (\$47 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$552  = w_data[23:16];
       end
     end
@@ -31086,7 +31234,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$553  = pe1_2_w0;
     if (\$47 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$553  = w_data[23:16];
       end
@@ -31106,7 +31254,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$555  = pe1_3_w1;
     if (\$52 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$555  = w_data[31:24];
       end
     end
@@ -31116,7 +31264,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$556  = pe1_3_w0;
     if (\$52 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$556  = w_data[31:24];
       end
@@ -31136,7 +31284,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$558  = pe1_4_w1;
     if (\$57 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$558  = w_data[39:32];
       end
     end
@@ -31146,7 +31294,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$559  = pe1_4_w0;
     if (\$57 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$559  = w_data[39:32];
       end
@@ -31166,7 +31314,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$561  = pe1_5_w1;
     if (\$62 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$561  = w_data[47:40];
       end
     end
@@ -31176,7 +31324,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$562  = pe1_5_w0;
     if (\$62 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$562  = w_data[47:40];
       end
@@ -31196,7 +31344,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$564  = pe1_6_w1;
     if (\$67 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$564  = w_data[55:48];
       end
     end
@@ -31206,7 +31354,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$565  = pe1_6_w0;
     if (\$67 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$565  = w_data[55:48];
       end
@@ -31226,7 +31374,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$567  = pe1_7_w1;
     if (\$72 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$567  = w_data[63:56];
       end
     end
@@ -31236,7 +31384,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$568  = pe1_7_w0;
     if (\$72 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$568  = w_data[63:56];
       end
@@ -31266,7 +31414,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$571  = pe2_0_w1;
     if (\$78 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$571  = w_data[7:0];
       end
     end
@@ -31276,7 +31424,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$572  = pe2_0_w0;
     if (\$78 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$572  = w_data[7:0];
       end
@@ -31296,7 +31444,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$574  = pe2_1_w1;
     if (\$83 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$574  = w_data[15:8];
       end
     end
@@ -31306,7 +31454,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$575  = pe2_1_w0;
     if (\$83 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$575  = w_data[15:8];
       end
@@ -31326,7 +31474,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$577  = pe2_2_w1;
     if (\$88 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$577  = w_data[23:16];
       end
     end
@@ -31336,7 +31484,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$578  = pe2_2_w0;
     if (\$88 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$578  = w_data[23:16];
       end
@@ -31356,7 +31504,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$580  = pe2_3_w1;
     if (\$93 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$580  = w_data[31:24];
       end
     end
@@ -31366,7 +31514,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$581  = pe2_3_w0;
     if (\$93 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$581  = w_data[31:24];
       end
@@ -31386,7 +31534,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$583  = pe2_4_w1;
     if (\$98 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$583  = w_data[39:32];
       end
     end
@@ -31396,7 +31544,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$584  = pe2_4_w0;
     if (\$98 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$584  = w_data[39:32];
       end
@@ -31416,7 +31564,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$586  = pe2_5_w1;
     if (\$103 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$586  = w_data[47:40];
       end
     end
@@ -31426,7 +31574,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$587  = pe2_5_w0;
     if (\$103 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$587  = w_data[47:40];
       end
@@ -31446,7 +31594,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$589  = pe2_6_w1;
     if (\$108 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$589  = w_data[55:48];
       end
     end
@@ -31456,7 +31604,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$590  = pe2_6_w0;
     if (\$108 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$590  = w_data[55:48];
       end
@@ -31476,7 +31624,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$592  = pe2_7_w1;
     if (\$113 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$592  = w_data[63:56];
       end
     end
@@ -31486,7 +31634,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$593  = pe2_7_w0;
     if (\$113 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$593  = w_data[63:56];
       end
@@ -31526,7 +31674,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$597  = pe3_0_w1;
     if (\$119 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$597  = w_data[7:0];
       end
     end
@@ -31536,7 +31684,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$598  = pe3_0_w0;
     if (\$119 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$598  = w_data[7:0];
       end
@@ -31556,7 +31704,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$600  = pe3_1_w1;
     if (\$124 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$600  = w_data[15:8];
       end
     end
@@ -31566,7 +31714,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$601  = pe3_1_w0;
     if (\$124 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$601  = w_data[15:8];
       end
@@ -31586,7 +31734,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$603  = pe3_2_w1;
     if (\$129 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$603  = w_data[23:16];
       end
     end
@@ -31596,7 +31744,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$604  = pe3_2_w0;
     if (\$129 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$604  = w_data[23:16];
       end
@@ -31616,7 +31764,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$606  = pe3_3_w1;
     if (\$134 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$606  = w_data[31:24];
       end
     end
@@ -31626,7 +31774,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$607  = pe3_3_w0;
     if (\$134 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$607  = w_data[31:24];
       end
@@ -31646,7 +31794,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$609  = pe3_4_w1;
     if (\$139 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$609  = w_data[39:32];
       end
     end
@@ -31656,7 +31804,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$610  = pe3_4_w0;
     if (\$139 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$610  = w_data[39:32];
       end
@@ -31676,7 +31824,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$612  = pe3_5_w1;
     if (\$144 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$612  = w_data[47:40];
       end
     end
@@ -31686,7 +31834,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$613  = pe3_5_w0;
     if (\$144 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$613  = w_data[47:40];
       end
@@ -31706,7 +31854,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$615  = pe3_6_w1;
     if (\$149 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$615  = w_data[55:48];
       end
     end
@@ -31716,7 +31864,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$616  = pe3_6_w0;
     if (\$149 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$616  = w_data[55:48];
       end
@@ -31736,7 +31884,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$618  = pe3_7_w1;
     if (\$154 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$618  = w_data[63:56];
       end
     end
@@ -31746,7 +31894,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$619  = pe3_7_w0;
     if (\$154 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$619  = w_data[63:56];
       end
@@ -31796,7 +31944,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$624  = pe4_0_w1;
     if (\$160 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$624  = w_data[7:0];
       end
     end
@@ -31806,7 +31954,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$625  = pe4_0_w0;
     if (\$160 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$625  = w_data[7:0];
       end
@@ -31826,7 +31974,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$627  = pe4_1_w1;
     if (\$165 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$627  = w_data[15:8];
       end
     end
@@ -31836,7 +31984,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$628  = pe4_1_w0;
     if (\$165 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$628  = w_data[15:8];
       end
@@ -31856,7 +32004,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$630  = pe4_2_w1;
     if (\$170 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$630  = w_data[23:16];
       end
     end
@@ -31866,7 +32014,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$631  = pe4_2_w0;
     if (\$170 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$631  = w_data[23:16];
       end
@@ -31886,7 +32034,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$633  = pe4_3_w1;
     if (\$175 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$633  = w_data[31:24];
       end
     end
@@ -31896,7 +32044,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$634  = pe4_3_w0;
     if (\$175 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$634  = w_data[31:24];
       end
@@ -31916,7 +32064,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$636  = pe4_4_w1;
     if (\$180 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$636  = w_data[39:32];
       end
     end
@@ -31926,7 +32074,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$637  = pe4_4_w0;
     if (\$180 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$637  = w_data[39:32];
       end
@@ -31946,7 +32094,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$639  = pe4_5_w1;
     if (\$185 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$639  = w_data[47:40];
       end
     end
@@ -31956,7 +32104,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$640  = pe4_5_w0;
     if (\$185 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$640  = w_data[47:40];
       end
@@ -31976,7 +32124,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$642  = pe4_6_w1;
     if (\$190 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$642  = w_data[55:48];
       end
     end
@@ -31986,7 +32134,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$643  = pe4_6_w0;
     if (\$190 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$643  = w_data[55:48];
       end
@@ -32006,7 +32154,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$645  = pe4_7_w1;
     if (\$195 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$645  = w_data[63:56];
       end
     end
@@ -32016,7 +32164,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$646  = pe4_7_w0;
     if (\$195 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$646  = w_data[63:56];
       end
@@ -32076,7 +32224,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$652  = pe5_0_w1;
     if (\$201 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$652  = w_data[7:0];
       end
     end
@@ -32086,7 +32234,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$653  = pe5_0_w0;
     if (\$201 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$653  = w_data[7:0];
       end
@@ -32106,7 +32254,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$655  = pe5_1_w1;
     if (\$206 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$655  = w_data[15:8];
       end
     end
@@ -32116,7 +32264,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$656  = pe5_1_w0;
     if (\$206 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$656  = w_data[15:8];
       end
@@ -32136,7 +32284,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$658  = pe5_2_w1;
     if (\$211 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$658  = w_data[23:16];
       end
     end
@@ -32146,7 +32294,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$659  = pe5_2_w0;
     if (\$211 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$659  = w_data[23:16];
       end
@@ -32166,7 +32314,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$661  = pe5_3_w1;
     if (\$216 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$661  = w_data[31:24];
       end
     end
@@ -32176,7 +32324,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$662  = pe5_3_w0;
     if (\$216 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$662  = w_data[31:24];
       end
@@ -32196,7 +32344,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$664  = pe5_4_w1;
     if (\$221 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$664  = w_data[39:32];
       end
     end
@@ -32206,7 +32354,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$665  = pe5_4_w0;
     if (\$221 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$665  = w_data[39:32];
       end
@@ -32226,7 +32374,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$667  = pe5_5_w1;
     if (\$226 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$667  = w_data[47:40];
       end
     end
@@ -32236,7 +32384,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$668  = pe5_5_w0;
     if (\$226 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$668  = w_data[47:40];
       end
@@ -32256,7 +32404,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$670  = pe5_6_w1;
     if (\$231 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$670  = w_data[55:48];
       end
     end
@@ -32266,7 +32414,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$671  = pe5_6_w0;
     if (\$231 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$671  = w_data[55:48];
       end
@@ -32286,7 +32434,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$673  = pe5_7_w1;
     if (\$236 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$673  = w_data[63:56];
       end
     end
@@ -32296,7 +32444,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$674  = pe5_7_w0;
     if (\$236 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$674  = w_data[63:56];
       end
@@ -32366,7 +32514,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$681  = pe6_0_w1;
     if (\$242 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$681  = w_data[7:0];
       end
     end
@@ -32376,7 +32524,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$682  = pe6_0_w0;
     if (\$242 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$682  = w_data[7:0];
       end
@@ -32396,7 +32544,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$684  = pe6_1_w1;
     if (\$247 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$684  = w_data[15:8];
       end
     end
@@ -32406,7 +32554,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$685  = pe6_1_w0;
     if (\$247 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$685  = w_data[15:8];
       end
@@ -32426,7 +32574,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$687  = pe6_2_w1;
     if (\$252 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$687  = w_data[23:16];
       end
     end
@@ -32436,7 +32584,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$688  = pe6_2_w0;
     if (\$252 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$688  = w_data[23:16];
       end
@@ -32456,7 +32604,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$690  = pe6_3_w1;
     if (\$257 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$690  = w_data[31:24];
       end
     end
@@ -32466,7 +32614,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$691  = pe6_3_w0;
     if (\$257 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$691  = w_data[31:24];
       end
@@ -32486,7 +32634,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$693  = pe6_4_w1;
     if (\$262 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$693  = w_data[39:32];
       end
     end
@@ -32496,7 +32644,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$694  = pe6_4_w0;
     if (\$262 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$694  = w_data[39:32];
       end
@@ -32516,7 +32664,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$696  = pe6_5_w1;
     if (\$267 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$696  = w_data[47:40];
       end
     end
@@ -32526,7 +32674,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$697  = pe6_5_w0;
     if (\$267 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$697  = w_data[47:40];
       end
@@ -32546,7 +32694,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$699  = pe6_6_w1;
     if (\$272 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$699  = w_data[55:48];
       end
     end
@@ -32556,7 +32704,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$700  = pe6_6_w0;
     if (\$272 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$700  = w_data[55:48];
       end
@@ -32576,7 +32724,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$702  = pe6_7_w1;
     if (\$277 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$702  = w_data[63:56];
       end
     end
@@ -32586,7 +32734,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$703  = pe6_7_w0;
     if (\$277 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$703  = w_data[63:56];
       end
@@ -32666,7 +32814,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$711  = pe7_0_w1;
     if (\$283 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$711  = w_data[7:0];
       end
     end
@@ -32676,7 +32824,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$712  = pe7_0_w0;
     if (\$283 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$712  = w_data[7:0];
       end
@@ -32696,7 +32844,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$714  = pe7_1_w1;
     if (\$288 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$714  = w_data[15:8];
       end
     end
@@ -32706,7 +32854,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$715  = pe7_1_w0;
     if (\$288 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$715  = w_data[15:8];
       end
@@ -32726,7 +32874,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$717  = pe7_2_w1;
     if (\$293 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$717  = w_data[23:16];
       end
     end
@@ -32736,7 +32884,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$718  = pe7_2_w0;
     if (\$293 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$718  = w_data[23:16];
       end
@@ -32756,7 +32904,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$720  = pe7_3_w1;
     if (\$298 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$720  = w_data[31:24];
       end
     end
@@ -32766,7 +32914,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$721  = pe7_3_w0;
     if (\$298 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$721  = w_data[31:24];
       end
@@ -32786,7 +32934,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$723  = pe7_4_w1;
     if (\$303 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$723  = w_data[39:32];
       end
     end
@@ -32796,7 +32944,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$724  = pe7_4_w0;
     if (\$303 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$724  = w_data[39:32];
       end
@@ -32816,7 +32964,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$726  = pe7_5_w1;
     if (\$308 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$726  = w_data[47:40];
       end
     end
@@ -32826,7 +32974,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$727  = pe7_5_w0;
     if (\$308 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$727  = w_data[47:40];
       end
@@ -32846,7 +32994,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$729  = pe7_6_w1;
     if (\$313 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$729  = w_data[55:48];
       end
     end
@@ -32856,7 +33004,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$730  = pe7_6_w0;
     if (\$313 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$730  = w_data[55:48];
       end
@@ -32876,7 +33024,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$732  = pe7_7_w1;
     if (\$318 ) begin
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
         \$732  = w_data[63:56];
       end
     end
@@ -32886,7 +33034,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
     \$733  = pe7_7_w0;
     if (\$318 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9846$2 [3]) begin
+      if (\port$9873$2 [3]) begin
       end else begin
         \$733  = w_data[63:56];
       end
@@ -32902,10 +33050,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
       \$734  = 1'h0;
     end
   end
-  assign w_row = \port$9846$2 [2:0];
-  assign w_bank = \port$9846$2 [3];
+  assign w_row = \port$9873$2 [2:0];
+  assign w_bank = \port$9873$2 [3];
   assign a_data = w_data;
-  assign a_bank = \port$9846$2 [3];
+  assign a_bank = \port$9873$2 [3];
   assign out_data = { pe7_7_psum, deskew6_0, deskew5_1, deskew4_2, deskew3_3, deskew2_4, deskew1_5, deskew0_6 };
   assign out_valid = out_valid_q;
   assign \$324  = 1'h1;
@@ -32927,7 +33075,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9846$2 , pe7_7
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9138$16 , \port$9892$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9159$16 , \port$9922$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -32971,10 +33119,10 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9138$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9138$16 ;
-  wire [15:0] \port$9138$16 ;
-  input [7:0] \port$9892$0 ;
-  wire [7:0] \port$9892$0 ;
+  input [15:0] \port$9159$16 ;
+  wire [15:0] \port$9159$16 ;
+  input [7:0] \port$9922$0 ;
+  wire [7:0] \port$9922$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -33009,7 +33157,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9138$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9138$16 , \port$9892$0  };
+      storage[w_port__addr] <= { \port$9159$16 , \port$9922$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -33120,8 +33268,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9138$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9138$16 , \port$9892$0  };
-  assign w_data = { \port$9138$16 , \port$9892$0  };
+  assign w_port__data = { \port$9159$16 , \port$9922$0  };
+  assign w_data = { \port$9159$16 , \port$9922$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -33130,7 +33278,7 @@ endmodule
 module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8653$0 , \port$8653$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8674$0 , \port$8674$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -33844,10 +33992,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] \limit$66 ;
   input [3:0] \port$109$0 ;
   wire [3:0] \port$109$0 ;
-  input [3:0] \port$8653$0 ;
-  wire [3:0] \port$8653$0 ;
-  input [23:0] \port$8653$8 ;
-  wire [23:0] \port$8653$8 ;
+  input [3:0] \port$8674$0 ;
+  wire [3:0] \port$8674$0 ;
+  input [23:0] \port$8674$8 ;
+  wire [23:0] \port$8674$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -34572,7 +34720,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$8653$0 [1:0] < 3'h4;
+  assign \$165  = \port$8674$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -34780,7 +34928,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$8653$0 [1:0];
+  assign \$344  = ! \port$8674$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -34800,7 +34948,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$8653$0 [1:0] == 1'h1;
+  assign \$364  = \port$8674$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -34820,7 +34968,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$8653$0 [1:0] == 2'h2;
+  assign \$384  = \port$8674$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -34840,7 +34988,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$8653$0 [1:0] == 2'h3;
+  assign \$404  = \port$8674$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -34933,7 +35081,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$9219$0 (fetch_r_buf),
+    .\port$9240$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -34945,7 +35093,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$9219$0 (fetch_r_buf),
+    .\port$9240$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -34957,7 +35105,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$9219$0 (fetch_r_buf),
+    .\port$9240$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -34969,7 +35117,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$9219$0 (fetch_r_buf),
+    .\port$9240$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -36667,12 +36815,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$8653$0 [1:0];
-  assign cpl_irq = \port$8653$0 [2];
-  assign cpl_halt = \port$8653$0 [3];
-  assign cpl_flags = \port$8653$8 [7:0];
-  assign cpl_status = \port$8653$8 [15:8];
-  assign cpl_opcode = \port$8653$8 [23:16];
+  assign cpl_queue = \port$8674$0 [1:0];
+  assign cpl_irq = \port$8674$0 [2];
+  assign cpl_halt = \port$8674$0 [3];
+  assign cpl_flags = \port$8674$8 [7:0];
+  assign cpl_status = \port$8674$8 [15:8];
+  assign cpl_opcode = \port$8674$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -36723,12 +36871,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$8653$8 [23:16];
-  assign \w_data$258 [19:12] = \port$8653$8 [15:8];
-  assign \w_data$258 [11:4] = \port$8653$8 [7:0];
-  assign \w_data$258 [3] = \port$8653$0 [3];
-  assign \w_data$258 [2] = \port$8653$0 [2];
-  assign \w_data$258 [1:0] = \port$8653$0 [1:0];
+  assign \w_data$258 [27:20] = \port$8674$8 [23:16];
+  assign \w_data$258 [19:12] = \port$8674$8 [15:8];
+  assign \w_data$258 [11:4] = \port$8674$8 [7:0];
+  assign \w_data$258 [3] = \port$8674$0 [3];
+  assign \w_data$258 [2] = \port$8674$0 [2];
+  assign \w_data$258 [1:0] = \port$8674$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -38314,7 +38462,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9219$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9240$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38341,8 +38489,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9219$0 ;
-  wire [191:0] \port$9219$0 ;
+  input [191:0] \port$9240$0 ;
+  wire [191:0] \port$9240$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -38377,7 +38525,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9219$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9240$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38448,14 +38596,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9219$0  };
-  assign w_data = { \port$0$87 , \port$9219$0  };
+  assign w_port__data = { \port$0$87 , \port$9240$0  };
+  assign w_data = { \port$0$87 , \port$9240$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9219$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9240$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38482,8 +38630,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9219$0 ;
-  wire [191:0] \port$9219$0 ;
+  input [191:0] \port$9240$0 ;
+  wire [191:0] \port$9240$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -38518,7 +38666,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9219$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9240$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38589,14 +38737,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9219$0  };
-  assign w_data = { \port$0$87 , \port$9219$0  };
+  assign w_port__data = { \port$0$87 , \port$9240$0  };
+  assign w_data = { \port$0$87 , \port$9240$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9219$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9240$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38623,8 +38771,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9219$0 ;
-  wire [191:0] \port$9219$0 ;
+  input [191:0] \port$9240$0 ;
+  wire [191:0] \port$9240$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -38659,7 +38807,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9219$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9240$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38730,14 +38878,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9219$0  };
-  assign w_data = { \port$0$87 , \port$9219$0  };
+  assign w_port__data = { \port$0$87 , \port$9240$0  };
+  assign w_data = { \port$0$87 , \port$9240$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9219$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9240$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38764,8 +38912,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9219$0 ;
-  wire [191:0] \port$9219$0 ;
+  input [191:0] \port$9240$0 ;
+  wire [191:0] \port$9240$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -38800,7 +38948,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9219$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9240$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38871,8 +39019,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9219$0  };
-  assign w_data = { \port$0$87 , \port$9219$0  };
+  assign w_port__data = { \port$0$87 , \port$9240$0  };
+  assign w_data = { \port$0$87 , \port$9240$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -38898,6 +39046,9 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   reg [1:0] \$111 ;
   reg [1:0] \$112 ;
   reg [1:0] \$113 ;
+  reg [1:0] \$114 ;
+  reg [1:0] \$115 ;
+  reg [1:0] \$116 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
@@ -38998,6 +39149,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   reg [11:0] \bank0_addr$16 ;
   (* init = 12'h000 *)
   wire [11:0] bank0_raddr_q;
+  reg [63:0] bank0_rdata_q = 64'h0000000000000000;
   (* init = 1'h0 *)
   wire bank0_ren_q;
   (* init = 12'h000 *)
@@ -39011,6 +39163,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   reg [11:0] \bank1_addr$36 ;
   (* init = 12'h000 *)
   wire [11:0] bank1_raddr_q;
+  reg [63:0] bank1_rdata_q = 64'h0000000000000000;
   (* init = 1'h0 *)
   wire bank1_ren_q;
   (* init = 12'h000 *)
@@ -39024,6 +39177,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   reg [11:0] \bank2_addr$54 ;
   (* init = 12'h000 *)
   wire [11:0] bank2_raddr_q;
+  reg [63:0] bank2_rdata_q = 64'h0000000000000000;
   (* init = 1'h0 *)
   wire bank2_ren_q;
   (* init = 12'h000 *)
@@ -39037,6 +39191,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   reg [11:0] \bank3_addr$72 ;
   (* init = 12'h000 *)
   wire [11:0] bank3_raddr_q;
+  reg [63:0] bank3_rdata_q = 64'h0000000000000000;
   (* init = 1'h0 *)
   wire bank3_ren_q;
   (* init = 12'h000 *)
@@ -39054,10 +39209,13 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   reg [11:0] \raddr$76  = 12'h000;
   reg [1:0] rd0_bank_q = 2'h0;
   reg [1:0] rd0_bank_q2 = 2'h0;
+  reg [1:0] rd0_bank_q3 = 2'h0;
   reg [1:0] rd1_bank_q = 2'h0;
   reg [1:0] rd1_bank_q2 = 2'h0;
+  reg [1:0] rd1_bank_q3 = 2'h0;
   reg [1:0] rd2_bank_q = 2'h0;
   reg [1:0] rd2_bank_q2 = 2'h0;
+  reg [1:0] rd2_bank_q3 = 2'h0;
   input [13:0] rd__0__addr;
   wire [13:0] rd__0__addr;
   output [63:0] rd__0__data;
@@ -39083,9 +39241,9 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   output rd__2__gnt;
   wire rd__2__gnt;
   wire [63:0] rdata;
-  wire [63:0] \rdata$88 ;
-  wire [63:0] \rdata$89 ;
-  wire [63:0] \rdata$90 ;
+  wire [63:0] \rdata$102 ;
+  wire [63:0] \rdata$103 ;
+  wire [63:0] \rdata$104 ;
   reg ren = 1'h0;
   reg \ren$38  = 1'h0;
   reg \ren$56  = 1'h0;
@@ -39267,6 +39425,8 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   always @(posedge clk)
     raddr <= bank0_addr;
   always @(posedge clk)
+    bank0_rdata_q <= rdata;
+  always @(posedge clk)
     \wen$42  <= \$102 ;
   always @(posedge clk)
     \waddr$44  <= \bank1_addr$36 ;
@@ -39276,6 +39436,8 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
     \ren$38  <= \$103 ;
   always @(posedge clk)
     \raddr$40  <= bank1_addr;
+  always @(posedge clk)
+    bank1_rdata_q <= \rdata$102 ;
   always @(posedge clk)
     \wen$60  <= \$104 ;
   always @(posedge clk)
@@ -39287,6 +39449,8 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   always @(posedge clk)
     \raddr$58  <= bank2_addr;
   always @(posedge clk)
+    bank2_rdata_q <= \rdata$103 ;
+  always @(posedge clk)
     \wen$78  <= \$106 ;
   always @(posedge clk)
     \waddr$80  <= \bank3_addr$72 ;
@@ -39297,17 +39461,25 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   always @(posedge clk)
     \raddr$76  <= bank3_addr;
   always @(posedge clk)
+    bank3_rdata_q <= \rdata$104 ;
+  always @(posedge clk)
     rd0_bank_q <= \$108 ;
   always @(posedge clk)
     rd0_bank_q2 <= \$109 ;
   always @(posedge clk)
-    rd1_bank_q <= \$110 ;
+    rd0_bank_q3 <= \$110 ;
   always @(posedge clk)
-    rd1_bank_q2 <= \$111 ;
+    rd1_bank_q <= \$111 ;
   always @(posedge clk)
-    rd2_bank_q <= \$112 ;
+    rd1_bank_q2 <= \$112 ;
   always @(posedge clk)
-    rd2_bank_q2 <= \$113 ;
+    rd1_bank_q3 <= \$113 ;
+  always @(posedge clk)
+    rd2_bank_q <= \$114 ;
+  always @(posedge clk)
+    rd2_bank_q2 <= \$115 ;
+  always @(posedge clk)
+    rd2_bank_q3 <= \$116 ;
   \kaki_soc_8x8.spad.bank0  bank0 (
     .clk(clk),
     .raddr(raddr),
@@ -39320,7 +39492,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   \kaki_soc_8x8.spad.bank1  bank1 (
     .clk(clk),
     .raddr(\raddr$40 ),
-    .rdata(\rdata$88 ),
+    .rdata(\rdata$102 ),
     .ren(\ren$38 ),
     .waddr(\waddr$44 ),
     .wdata(\wdata$46 ),
@@ -39329,7 +39501,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   \kaki_soc_8x8.spad.bank2  bank2 (
     .clk(clk),
     .raddr(\raddr$58 ),
-    .rdata(\rdata$89 ),
+    .rdata(\rdata$103 ),
     .ren(\ren$56 ),
     .waddr(\waddr$62 ),
     .wdata(\wdata$64 ),
@@ -39338,7 +39510,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   \kaki_soc_8x8.spad.bank3  bank3 (
     .clk(clk),
     .raddr(\raddr$76 ),
-    .rdata(\rdata$90 ),
+    .rdata(\rdata$104 ),
     .ren(\ren$74 ),
     .waddr(\waddr$80 ),
     .wdata(\wdata$82 ),
@@ -39479,43 +39651,43 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd0_bank_q2)
+    casez (rd0_bank_q3)
       2'h0:
-          rd__0__data = rdata;
+          rd__0__data = bank0_rdata_q;
       2'h1:
-          rd__0__data = \rdata$88 ;
+          rd__0__data = bank1_rdata_q;
       2'h2:
-          rd__0__data = \rdata$89 ;
+          rd__0__data = bank2_rdata_q;
       2'h3:
-          rd__0__data = \rdata$90 ;
+          rd__0__data = bank3_rdata_q;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd1_bank_q2)
+    casez (rd1_bank_q3)
       2'h0:
-          rd__1__data = rdata;
+          rd__1__data = bank0_rdata_q;
       2'h1:
-          rd__1__data = \rdata$88 ;
+          rd__1__data = bank1_rdata_q;
       2'h2:
-          rd__1__data = \rdata$89 ;
+          rd__1__data = bank2_rdata_q;
       2'h3:
-          rd__1__data = \rdata$90 ;
+          rd__1__data = bank3_rdata_q;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
-    casez (rd2_bank_q2)
+    casez (rd2_bank_q3)
       2'h0:
-          rd__2__data = rdata;
+          rd__2__data = bank0_rdata_q;
       2'h1:
-          rd__2__data = \rdata$88 ;
+          rd__2__data = bank1_rdata_q;
       2'h2:
-          rd__2__data = \rdata$89 ;
+          rd__2__data = bank2_rdata_q;
       2'h3:
-          rd__2__data = \rdata$90 ;
+          rd__2__data = bank3_rdata_q;
     endcase
   end
   always @* begin
@@ -39593,10 +39765,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$110  = rd1_bank_q;
-    if (\$98 ) begin
-      \$110  = rd__1__addr[13:12];
-    end
+    \$110  = rd0_bank_q2;
     if (rst) begin
       \$110  = 2'h0;
     end
@@ -39604,25 +39773,49 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, wr__0__en, wr__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$111  = rd1_bank_q;
+    if (\$98 ) begin
+      \$111  = rd__1__addr[13:12];
+    end
     if (rst) begin
       \$111  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$112  = rd2_bank_q;
-    if (\$99 ) begin
-      \$112  = rd__2__addr[13:12];
-    end
+    \$112  = rd1_bank_q;
     if (rst) begin
       \$112  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$113  = rd2_bank_q;
+    \$113  = rd1_bank_q2;
     if (rst) begin
       \$113  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$114  = rd2_bank_q;
+    if (\$99 ) begin
+      \$114  = rd__2__addr[13:12];
+    end
+    if (rst) begin
+      \$114  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$115  = rd2_bank_q;
+    if (rst) begin
+      \$115  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$116  = rd2_bank_q2;
+    if (rst) begin
+      \$116  = 2'h0;
     end
   end
   assign bank0_ren_q = ren;
@@ -39789,502 +39982,502 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [7:0] \$100 ;
-  wire [7:0] \$101 ;
-  wire \$102 ;
-  wire [11:0] \$103 ;
-  wire [12:0] \$104 ;
-  wire \$105 ;
-  wire [11:0] \$106 ;
-  wire [12:0] \$107 ;
-  wire \$108 ;
-  wire [11:0] \$109 ;
+  wire [12:0] \$100 ;
+  wire [12:0] \$101 ;
+  wire [7:0] \$102 ;
+  wire [7:0] \$103 ;
+  wire \$104 ;
+  wire [11:0] \$105 ;
+  wire [12:0] \$106 ;
+  wire \$107 ;
+  wire [11:0] \$108 ;
+  wire [12:0] \$109 ;
   wire \$11 ;
-  wire [12:0] \$110 ;
-  wire [12:0] \$111 ;
+  wire \$110 ;
+  wire [11:0] \$111 ;
   wire [12:0] \$112 ;
-  wire [7:0] \$113 ;
-  wire [7:0] \$114 ;
+  wire [12:0] \$113 ;
+  wire [12:0] \$114 ;
   wire [7:0] \$115 ;
-  wire [11:0] \$116 ;
-  wire [12:0] \$117 ;
-  wire \$118 ;
-  wire [11:0] \$119 ;
+  wire [7:0] \$116 ;
+  wire [7:0] \$117 ;
+  wire [11:0] \$118 ;
+  wire [12:0] \$119 ;
   wire \$12 ;
-  wire [12:0] \$120 ;
-  wire \$121 ;
-  wire [11:0] \$122 ;
-  wire [12:0] \$123 ;
-  wire [12:0] \$124 ;
+  wire \$120 ;
+  wire [11:0] \$121 ;
+  wire [12:0] \$122 ;
+  wire \$123 ;
+  wire [11:0] \$124 ;
   wire [12:0] \$125 ;
-  wire [7:0] \$126 ;
-  wire [7:0] \$127 ;
+  wire [12:0] \$126 ;
+  wire [12:0] \$127 ;
   wire [7:0] \$128 ;
   wire [7:0] \$129 ;
   wire \$13 ;
-  wire [32:0] \$130 ;
-  wire [31:0] \$131 ;
-  wire [47:0] \$132 ;
-  wire [48:0] \$133 ;
+  wire [7:0] \$130 ;
+  wire [7:0] \$131 ;
+  wire [32:0] \$132 ;
+  wire [31:0] \$133 ;
   wire [47:0] \$134 ;
-  wire [47:0] \$135 ;
-  wire [78:0] \$136 ;
-  wire [79:0] \$137 ;
-  wire [79:0] \$138 ;
-  wire [63:0] \$139 ;
+  wire [48:0] \$135 ;
+  wire [47:0] \$136 ;
+  wire [47:0] \$137 ;
+  wire [78:0] \$138 ;
+  wire [79:0] \$139 ;
   wire \$14 ;
-  wire [63:0] \$140 ;
-  wire [64:0] \$141 ;
-  wire \$142 ;
-  wire \$143 ;
-  wire [11:0] \$144 ;
-  wire [12:0] \$145 ;
-  wire \$146 ;
-  wire [11:0] \$147 ;
-  wire [12:0] \$148 ;
-  wire \$149 ;
+  wire [79:0] \$140 ;
+  wire [63:0] \$141 ;
+  wire [63:0] \$142 ;
+  wire [64:0] \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire [11:0] \$146 ;
+  wire [12:0] \$147 ;
+  wire \$148 ;
+  wire [11:0] \$149 ;
   wire \$15 ;
-  wire [11:0] \$150 ;
-  wire [12:0] \$151 ;
-  wire [12:0] \$152 ;
+  wire [12:0] \$150 ;
+  wire \$151 ;
+  wire [11:0] \$152 ;
   wire [12:0] \$153 ;
-  wire [7:0] \$154 ;
-  wire [7:0] \$155 ;
-  wire \$156 ;
-  wire [11:0] \$157 ;
-  wire [12:0] \$158 ;
-  wire \$159 ;
+  wire [12:0] \$154 ;
+  wire [12:0] \$155 ;
+  wire [7:0] \$156 ;
+  wire [7:0] \$157 ;
+  wire \$158 ;
+  wire [11:0] \$159 ;
   wire \$16 ;
-  wire [11:0] \$160 ;
-  wire [12:0] \$161 ;
-  wire \$162 ;
-  wire [11:0] \$163 ;
-  wire [12:0] \$164 ;
-  wire [12:0] \$165 ;
+  wire [12:0] \$160 ;
+  wire \$161 ;
+  wire [11:0] \$162 ;
+  wire [12:0] \$163 ;
+  wire \$164 ;
+  wire [11:0] \$165 ;
   wire [12:0] \$166 ;
-  wire [7:0] \$167 ;
-  wire [7:0] \$168 ;
+  wire [12:0] \$167 ;
+  wire [12:0] \$168 ;
   wire [7:0] \$169 ;
   wire [2:0] \$17 ;
-  wire [11:0] \$170 ;
-  wire [12:0] \$171 ;
-  wire \$172 ;
-  wire [11:0] \$173 ;
-  wire [12:0] \$174 ;
-  wire \$175 ;
-  wire [11:0] \$176 ;
-  wire [12:0] \$177 ;
-  wire [12:0] \$178 ;
+  wire [7:0] \$170 ;
+  wire [7:0] \$171 ;
+  wire [11:0] \$172 ;
+  wire [12:0] \$173 ;
+  wire \$174 ;
+  wire [11:0] \$175 ;
+  wire [12:0] \$176 ;
+  wire \$177 ;
+  wire [11:0] \$178 ;
   wire [12:0] \$179 ;
   wire [2:0] \$18 ;
-  wire [7:0] \$180 ;
-  wire [7:0] \$181 ;
+  wire [12:0] \$180 ;
+  wire [12:0] \$181 ;
   wire [7:0] \$182 ;
   wire [7:0] \$183 ;
-  wire [32:0] \$184 ;
-  wire [31:0] \$185 ;
-  wire [47:0] \$186 ;
-  wire [48:0] \$187 ;
+  wire [7:0] \$184 ;
+  wire [7:0] \$185 ;
+  wire [32:0] \$186 ;
+  wire [31:0] \$187 ;
   wire [47:0] \$188 ;
-  wire [47:0] \$189 ;
+  wire [48:0] \$189 ;
   wire \$19 ;
-  wire [78:0] \$190 ;
-  wire [79:0] \$191 ;
-  wire [79:0] \$192 ;
-  wire [63:0] \$193 ;
-  wire [63:0] \$194 ;
-  wire [64:0] \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire [11:0] \$198 ;
-  wire [12:0] \$199 ;
+  wire [47:0] \$190 ;
+  wire [47:0] \$191 ;
+  wire [78:0] \$192 ;
+  wire [79:0] \$193 ;
+  wire [79:0] \$194 ;
+  wire [63:0] \$195 ;
+  wire [63:0] \$196 ;
+  wire [64:0] \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire [11:0] \$201 ;
-  wire [12:0] \$202 ;
-  wire \$203 ;
-  wire [11:0] \$204 ;
-  wire [12:0] \$205 ;
-  wire [12:0] \$206 ;
+  wire [11:0] \$200 ;
+  wire [12:0] \$201 ;
+  wire \$202 ;
+  wire [11:0] \$203 ;
+  wire [12:0] \$204 ;
+  wire \$205 ;
+  wire [11:0] \$206 ;
   wire [12:0] \$207 ;
-  wire [7:0] \$208 ;
-  wire [7:0] \$209 ;
+  wire [12:0] \$208 ;
+  wire [12:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire [11:0] \$211 ;
-  wire [12:0] \$212 ;
-  wire \$213 ;
-  wire [11:0] \$214 ;
-  wire [12:0] \$215 ;
-  wire \$216 ;
-  wire [11:0] \$217 ;
-  wire [12:0] \$218 ;
-  wire [12:0] \$219 ;
+  wire [7:0] \$210 ;
+  wire [7:0] \$211 ;
+  wire \$212 ;
+  wire [11:0] \$213 ;
+  wire [12:0] \$214 ;
+  wire \$215 ;
+  wire [11:0] \$216 ;
+  wire [12:0] \$217 ;
+  wire \$218 ;
+  wire [11:0] \$219 ;
   wire \$22 ;
   wire [12:0] \$220 ;
-  wire [7:0] \$221 ;
-  wire [7:0] \$222 ;
+  wire [12:0] \$221 ;
+  wire [12:0] \$222 ;
   wire [7:0] \$223 ;
-  wire [11:0] \$224 ;
-  wire [12:0] \$225 ;
-  wire \$226 ;
-  wire [11:0] \$227 ;
-  wire [12:0] \$228 ;
-  wire \$229 ;
+  wire [7:0] \$224 ;
+  wire [7:0] \$225 ;
+  wire [11:0] \$226 ;
+  wire [12:0] \$227 ;
+  wire \$228 ;
+  wire [11:0] \$229 ;
   wire [2:0] \$23 ;
-  wire [11:0] \$230 ;
-  wire [12:0] \$231 ;
-  wire [12:0] \$232 ;
+  wire [12:0] \$230 ;
+  wire \$231 ;
+  wire [11:0] \$232 ;
   wire [12:0] \$233 ;
-  wire [7:0] \$234 ;
-  wire [7:0] \$235 ;
+  wire [12:0] \$234 ;
+  wire [12:0] \$235 ;
   wire [7:0] \$236 ;
   wire [7:0] \$237 ;
-  wire [32:0] \$238 ;
-  wire [31:0] \$239 ;
+  wire [7:0] \$238 ;
+  wire [7:0] \$239 ;
   wire [2:0] \$24 ;
-  wire [47:0] \$240 ;
-  wire [48:0] \$241 ;
+  wire [32:0] \$240 ;
+  wire [31:0] \$241 ;
   wire [47:0] \$242 ;
-  wire [47:0] \$243 ;
-  wire [78:0] \$244 ;
-  wire [79:0] \$245 ;
-  wire [79:0] \$246 ;
-  wire [63:0] \$247 ;
-  wire [63:0] \$248 ;
-  wire [64:0] \$249 ;
+  wire [48:0] \$243 ;
+  wire [47:0] \$244 ;
+  wire [47:0] \$245 ;
+  wire [78:0] \$246 ;
+  wire [79:0] \$247 ;
+  wire [79:0] \$248 ;
+  wire [63:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire [11:0] \$252 ;
-  wire [12:0] \$253 ;
-  wire \$254 ;
-  wire [11:0] \$255 ;
-  wire [12:0] \$256 ;
-  wire \$257 ;
-  wire [11:0] \$258 ;
-  wire [12:0] \$259 ;
+  wire [63:0] \$250 ;
+  wire [64:0] \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire [11:0] \$254 ;
+  wire [12:0] \$255 ;
+  wire \$256 ;
+  wire [11:0] \$257 ;
+  wire [12:0] \$258 ;
+  wire \$259 ;
   wire [19:0] \$26 ;
-  wire [12:0] \$260 ;
+  wire [11:0] \$260 ;
   wire [12:0] \$261 ;
-  wire [7:0] \$262 ;
-  wire [7:0] \$263 ;
-  wire \$264 ;
-  wire [11:0] \$265 ;
-  wire [12:0] \$266 ;
-  wire \$267 ;
-  wire [11:0] \$268 ;
-  wire [12:0] \$269 ;
+  wire [12:0] \$262 ;
+  wire [12:0] \$263 ;
+  wire [7:0] \$264 ;
+  wire [7:0] \$265 ;
+  wire \$266 ;
+  wire [11:0] \$267 ;
+  wire [12:0] \$268 ;
+  wire \$269 ;
   wire [19:0] \$27 ;
-  wire \$270 ;
-  wire [11:0] \$271 ;
-  wire [12:0] \$272 ;
-  wire [12:0] \$273 ;
+  wire [11:0] \$270 ;
+  wire [12:0] \$271 ;
+  wire \$272 ;
+  wire [11:0] \$273 ;
   wire [12:0] \$274 ;
-  wire [7:0] \$275 ;
-  wire [7:0] \$276 ;
+  wire [12:0] \$275 ;
+  wire [12:0] \$276 ;
   wire [7:0] \$277 ;
-  wire [11:0] \$278 ;
-  wire [12:0] \$279 ;
+  wire [7:0] \$278 ;
+  wire [7:0] \$279 ;
   wire \$28 ;
-  wire \$280 ;
-  wire [11:0] \$281 ;
-  wire [12:0] \$282 ;
-  wire \$283 ;
-  wire [11:0] \$284 ;
-  wire [12:0] \$285 ;
-  wire [12:0] \$286 ;
+  wire [11:0] \$280 ;
+  wire [12:0] \$281 ;
+  wire \$282 ;
+  wire [11:0] \$283 ;
+  wire [12:0] \$284 ;
+  wire \$285 ;
+  wire [11:0] \$286 ;
   wire [12:0] \$287 ;
-  wire [7:0] \$288 ;
-  wire [7:0] \$289 ;
+  wire [12:0] \$288 ;
+  wire [12:0] \$289 ;
   wire \$29 ;
   wire [7:0] \$290 ;
   wire [7:0] \$291 ;
-  wire [32:0] \$292 ;
-  wire [31:0] \$293 ;
-  wire [47:0] \$294 ;
-  wire [48:0] \$295 ;
+  wire [7:0] \$292 ;
+  wire [7:0] \$293 ;
+  wire [32:0] \$294 ;
+  wire [31:0] \$295 ;
   wire [47:0] \$296 ;
-  wire [47:0] \$297 ;
-  wire [78:0] \$298 ;
-  wire [79:0] \$299 ;
+  wire [48:0] \$297 ;
+  wire [47:0] \$298 ;
+  wire [47:0] \$299 ;
   wire \$3 ;
-  wire [17:0] \$30 ;
-  wire [79:0] \$300 ;
-  wire [63:0] \$301 ;
-  wire [63:0] \$302 ;
-  wire [64:0] \$303 ;
-  wire \$304 ;
-  wire \$305 ;
-  wire [11:0] \$306 ;
-  wire [12:0] \$307 ;
-  wire \$308 ;
-  wire [11:0] \$309 ;
-  wire [17:0] \$31 ;
-  wire [12:0] \$310 ;
-  wire \$311 ;
-  wire [11:0] \$312 ;
-  wire [12:0] \$313 ;
-  wire [12:0] \$314 ;
+  wire \$30 ;
+  wire [78:0] \$300 ;
+  wire [79:0] \$301 ;
+  wire [79:0] \$302 ;
+  wire [63:0] \$303 ;
+  wire [63:0] \$304 ;
+  wire [64:0] \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire [11:0] \$308 ;
+  wire [12:0] \$309 ;
+  wire \$31 ;
+  wire \$310 ;
+  wire [11:0] \$311 ;
+  wire [12:0] \$312 ;
+  wire \$313 ;
+  wire [11:0] \$314 ;
   wire [12:0] \$315 ;
-  wire [7:0] \$316 ;
-  wire [7:0] \$317 ;
-  wire \$318 ;
-  wire [11:0] \$319 ;
-  wire \$32 ;
-  wire [12:0] \$320 ;
-  wire \$321 ;
-  wire [11:0] \$322 ;
-  wire [12:0] \$323 ;
-  wire \$324 ;
-  wire [11:0] \$325 ;
-  wire [12:0] \$326 ;
-  wire [12:0] \$327 ;
+  wire [12:0] \$316 ;
+  wire [12:0] \$317 ;
+  wire [7:0] \$318 ;
+  wire [7:0] \$319 ;
+  wire [17:0] \$32 ;
+  wire \$320 ;
+  wire [11:0] \$321 ;
+  wire [12:0] \$322 ;
+  wire \$323 ;
+  wire [11:0] \$324 ;
+  wire [12:0] \$325 ;
+  wire \$326 ;
+  wire [11:0] \$327 ;
   wire [12:0] \$328 ;
-  wire [7:0] \$329 ;
-  wire [13:0] \$33 ;
-  wire [7:0] \$330 ;
+  wire [12:0] \$329 ;
+  wire [17:0] \$33 ;
+  wire [12:0] \$330 ;
   wire [7:0] \$331 ;
-  wire [11:0] \$332 ;
-  wire [12:0] \$333 ;
-  wire \$334 ;
-  wire [11:0] \$335 ;
-  wire [12:0] \$336 ;
-  wire \$337 ;
-  wire [11:0] \$338 ;
-  wire [12:0] \$339 ;
-  wire [14:0] \$34 ;
-  wire [12:0] \$340 ;
+  wire [7:0] \$332 ;
+  wire [7:0] \$333 ;
+  wire [11:0] \$334 ;
+  wire [12:0] \$335 ;
+  wire \$336 ;
+  wire [11:0] \$337 ;
+  wire [12:0] \$338 ;
+  wire \$339 ;
+  wire \$34 ;
+  wire [11:0] \$340 ;
   wire [12:0] \$341 ;
-  wire [7:0] \$342 ;
-  wire [7:0] \$343 ;
+  wire [12:0] \$342 ;
+  wire [12:0] \$343 ;
   wire [7:0] \$344 ;
   wire [7:0] \$345 ;
-  wire [32:0] \$346 ;
-  wire [31:0] \$347 ;
-  wire [47:0] \$348 ;
-  wire [48:0] \$349 ;
-  wire \$35 ;
+  wire [7:0] \$346 ;
+  wire [7:0] \$347 ;
+  wire [32:0] \$348 ;
+  wire [31:0] \$349 ;
+  wire [13:0] \$35 ;
   wire [47:0] \$350 ;
-  wire [47:0] \$351 ;
-  wire [78:0] \$352 ;
-  wire [79:0] \$353 ;
-  wire [79:0] \$354 ;
-  wire [63:0] \$355 ;
-  wire [63:0] \$356 ;
-  wire [64:0] \$357 ;
-  wire \$358 ;
-  wire \$359 ;
-  wire [7:0] \$36 ;
-  wire [11:0] \$360 ;
-  wire [12:0] \$361 ;
-  wire \$362 ;
-  wire [11:0] \$363 ;
-  wire [12:0] \$364 ;
-  wire \$365 ;
-  wire [11:0] \$366 ;
-  wire [12:0] \$367 ;
-  wire [12:0] \$368 ;
+  wire [48:0] \$351 ;
+  wire [47:0] \$352 ;
+  wire [47:0] \$353 ;
+  wire [78:0] \$354 ;
+  wire [79:0] \$355 ;
+  wire [79:0] \$356 ;
+  wire [63:0] \$357 ;
+  wire [63:0] \$358 ;
+  wire [64:0] \$359 ;
+  wire [14:0] \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire [11:0] \$362 ;
+  wire [12:0] \$363 ;
+  wire \$364 ;
+  wire [11:0] \$365 ;
+  wire [12:0] \$366 ;
+  wire \$367 ;
+  wire [11:0] \$368 ;
   wire [12:0] \$369 ;
-  wire [7:0] \$37 ;
-  wire [7:0] \$370 ;
-  wire [7:0] \$371 ;
-  wire \$372 ;
-  wire [11:0] \$373 ;
-  wire [12:0] \$374 ;
-  wire \$375 ;
-  wire [11:0] \$376 ;
-  wire [12:0] \$377 ;
-  wire \$378 ;
-  wire [11:0] \$379 ;
+  wire \$37 ;
+  wire [12:0] \$370 ;
+  wire [12:0] \$371 ;
+  wire [7:0] \$372 ;
+  wire [7:0] \$373 ;
+  wire \$374 ;
+  wire [11:0] \$375 ;
+  wire [12:0] \$376 ;
+  wire \$377 ;
+  wire [11:0] \$378 ;
+  wire [12:0] \$379 ;
   wire [7:0] \$38 ;
-  wire [12:0] \$380 ;
-  wire [12:0] \$381 ;
+  wire \$380 ;
+  wire [11:0] \$381 ;
   wire [12:0] \$382 ;
-  wire [7:0] \$383 ;
-  wire [7:0] \$384 ;
+  wire [12:0] \$383 ;
+  wire [12:0] \$384 ;
   wire [7:0] \$385 ;
-  wire [11:0] \$386 ;
-  wire [12:0] \$387 ;
-  wire \$388 ;
-  wire [11:0] \$389 ;
+  wire [7:0] \$386 ;
+  wire [7:0] \$387 ;
+  wire [11:0] \$388 ;
+  wire [12:0] \$389 ;
   wire [7:0] \$39 ;
-  wire [12:0] \$390 ;
-  wire \$391 ;
-  wire [11:0] \$392 ;
-  wire [12:0] \$393 ;
-  wire [12:0] \$394 ;
+  wire \$390 ;
+  wire [11:0] \$391 ;
+  wire [12:0] \$392 ;
+  wire \$393 ;
+  wire [11:0] \$394 ;
   wire [12:0] \$395 ;
-  wire [7:0] \$396 ;
-  wire [7:0] \$397 ;
+  wire [12:0] \$396 ;
+  wire [12:0] \$397 ;
   wire [7:0] \$398 ;
   wire [7:0] \$399 ;
   wire \$4 ;
   wire [7:0] \$40 ;
-  wire [32:0] \$400 ;
-  wire [31:0] \$401 ;
-  wire [47:0] \$402 ;
-  wire [48:0] \$403 ;
+  wire [7:0] \$400 ;
+  wire [7:0] \$401 ;
+  wire [32:0] \$402 ;
+  wire [31:0] \$403 ;
   wire [47:0] \$404 ;
-  wire [47:0] \$405 ;
-  wire [78:0] \$406 ;
-  wire [79:0] \$407 ;
-  wire [79:0] \$408 ;
-  wire [63:0] \$409 ;
+  wire [48:0] \$405 ;
+  wire [47:0] \$406 ;
+  wire [47:0] \$407 ;
+  wire [78:0] \$408 ;
+  wire [79:0] \$409 ;
   wire [7:0] \$41 ;
-  wire [63:0] \$410 ;
-  wire [64:0] \$411 ;
-  wire \$412 ;
-  wire \$413 ;
-  wire [11:0] \$414 ;
-  wire [12:0] \$415 ;
-  wire \$416 ;
-  wire [11:0] \$417 ;
-  wire [12:0] \$418 ;
-  wire \$419 ;
+  wire [79:0] \$410 ;
+  wire [63:0] \$411 ;
+  wire [63:0] \$412 ;
+  wire [64:0] \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire [11:0] \$416 ;
+  wire [12:0] \$417 ;
+  wire \$418 ;
+  wire [11:0] \$419 ;
   wire [7:0] \$42 ;
-  wire [11:0] \$420 ;
-  wire [12:0] \$421 ;
-  wire [12:0] \$422 ;
+  wire [12:0] \$420 ;
+  wire \$421 ;
+  wire [11:0] \$422 ;
   wire [12:0] \$423 ;
-  wire [7:0] \$424 ;
-  wire [7:0] \$425 ;
-  wire \$426 ;
-  wire [11:0] \$427 ;
-  wire [12:0] \$428 ;
-  wire \$429 ;
+  wire [12:0] \$424 ;
+  wire [12:0] \$425 ;
+  wire [7:0] \$426 ;
+  wire [7:0] \$427 ;
+  wire \$428 ;
+  wire [11:0] \$429 ;
   wire [7:0] \$43 ;
-  wire [11:0] \$430 ;
-  wire [12:0] \$431 ;
-  wire \$432 ;
-  wire [11:0] \$433 ;
-  wire [12:0] \$434 ;
-  wire [12:0] \$435 ;
+  wire [12:0] \$430 ;
+  wire \$431 ;
+  wire [11:0] \$432 ;
+  wire [12:0] \$433 ;
+  wire \$434 ;
+  wire [11:0] \$435 ;
   wire [12:0] \$436 ;
-  wire [7:0] \$437 ;
-  wire [7:0] \$438 ;
+  wire [12:0] \$437 ;
+  wire [12:0] \$438 ;
   wire [7:0] \$439 ;
   wire [7:0] \$44 ;
-  wire [11:0] \$440 ;
-  wire [12:0] \$441 ;
-  wire \$442 ;
-  wire [11:0] \$443 ;
-  wire [12:0] \$444 ;
-  wire \$445 ;
-  wire [11:0] \$446 ;
-  wire [12:0] \$447 ;
-  wire [12:0] \$448 ;
+  wire [7:0] \$440 ;
+  wire [7:0] \$441 ;
+  wire [11:0] \$442 ;
+  wire [12:0] \$443 ;
+  wire \$444 ;
+  wire [11:0] \$445 ;
+  wire [12:0] \$446 ;
+  wire \$447 ;
+  wire [11:0] \$448 ;
   wire [12:0] \$449 ;
   wire [7:0] \$45 ;
-  wire [7:0] \$450 ;
-  wire [7:0] \$451 ;
+  wire [12:0] \$450 ;
+  wire [12:0] \$451 ;
   wire [7:0] \$452 ;
   wire [7:0] \$453 ;
-  wire [32:0] \$454 ;
-  wire [31:0] \$455 ;
-  wire [47:0] \$456 ;
-  wire [48:0] \$457 ;
+  wire [7:0] \$454 ;
+  wire [7:0] \$455 ;
+  wire [32:0] \$456 ;
+  wire [31:0] \$457 ;
   wire [47:0] \$458 ;
-  wire [47:0] \$459 ;
+  wire [48:0] \$459 ;
   wire [7:0] \$46 ;
-  wire [78:0] \$460 ;
-  wire [79:0] \$461 ;
-  wire [79:0] \$462 ;
-  wire [63:0] \$463 ;
-  wire [63:0] \$464 ;
-  wire [64:0] \$465 ;
-  wire \$466 ;
-  wire \$467 ;
-  wire [11:0] \$468 ;
-  wire [12:0] \$469 ;
+  wire [47:0] \$460 ;
+  wire [47:0] \$461 ;
+  wire [78:0] \$462 ;
+  wire [79:0] \$463 ;
+  wire [79:0] \$464 ;
+  wire [63:0] \$465 ;
+  wire [63:0] \$466 ;
+  wire [64:0] \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire [7:0] \$47 ;
-  wire \$470 ;
-  wire [11:0] \$471 ;
-  wire [12:0] \$472 ;
-  wire \$473 ;
-  wire [11:0] \$474 ;
-  wire [12:0] \$475 ;
-  wire [12:0] \$476 ;
+  wire [11:0] \$470 ;
+  wire [12:0] \$471 ;
+  wire \$472 ;
+  wire [11:0] \$473 ;
+  wire [12:0] \$474 ;
+  wire \$475 ;
+  wire [11:0] \$476 ;
   wire [12:0] \$477 ;
-  wire [7:0] \$478 ;
-  wire [7:0] \$479 ;
+  wire [12:0] \$478 ;
+  wire [12:0] \$479 ;
   wire [7:0] \$48 ;
-  wire \$480 ;
-  wire [11:0] \$481 ;
-  wire [12:0] \$482 ;
-  wire \$483 ;
-  wire [11:0] \$484 ;
-  wire [12:0] \$485 ;
-  wire \$486 ;
-  wire [11:0] \$487 ;
-  wire [12:0] \$488 ;
-  wire [12:0] \$489 ;
+  wire [7:0] \$480 ;
+  wire [7:0] \$481 ;
+  wire \$482 ;
+  wire [11:0] \$483 ;
+  wire [12:0] \$484 ;
+  wire \$485 ;
+  wire [11:0] \$486 ;
+  wire [12:0] \$487 ;
+  wire \$488 ;
+  wire [11:0] \$489 ;
   wire [7:0] \$49 ;
   wire [12:0] \$490 ;
-  wire [7:0] \$491 ;
-  wire [7:0] \$492 ;
+  wire [12:0] \$491 ;
+  wire [12:0] \$492 ;
   wire [7:0] \$493 ;
-  wire [11:0] \$494 ;
-  wire [12:0] \$495 ;
-  wire \$496 ;
-  wire [11:0] \$497 ;
-  wire [12:0] \$498 ;
-  wire \$499 ;
+  wire [7:0] \$494 ;
+  wire [7:0] \$495 ;
+  wire [11:0] \$496 ;
+  wire [12:0] \$497 ;
+  wire \$498 ;
+  wire [11:0] \$499 ;
   wire \$5 ;
   wire [7:0] \$50 ;
-  wire [11:0] \$500 ;
-  wire [12:0] \$501 ;
-  wire [12:0] \$502 ;
+  wire [12:0] \$500 ;
+  wire \$501 ;
+  wire [11:0] \$502 ;
   wire [12:0] \$503 ;
-  wire [7:0] \$504 ;
-  wire [7:0] \$505 ;
+  wire [12:0] \$504 ;
+  wire [12:0] \$505 ;
   wire [7:0] \$506 ;
   wire [7:0] \$507 ;
-  wire [17:0] \$508 ;
-  wire \$509 ;
+  wire [7:0] \$508 ;
+  wire [7:0] \$509 ;
   wire [7:0] \$51 ;
-  wire \$510 ;
-  wire [7:0] \$511 ;
-  wire [7:0] \$512 ;
-  wire \$513 ;
-  wire \$514 ;
-  wire [7:0] \$515 ;
-  wire [7:0] \$516 ;
-  wire \$517 ;
-  wire \$518 ;
-  wire [7:0] \$519 ;
+  wire [17:0] \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire [7:0] \$513 ;
+  wire [7:0] \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire [7:0] \$517 ;
+  wire [7:0] \$518 ;
+  wire \$519 ;
   wire [7:0] \$52 ;
-  wire [7:0] \$520 ;
-  wire \$521 ;
-  wire \$522 ;
-  wire [7:0] \$523 ;
-  wire [7:0] \$524 ;
-  wire \$525 ;
-  wire \$526 ;
-  wire [7:0] \$527 ;
-  wire [7:0] \$528 ;
-  wire \$529 ;
+  wire \$520 ;
+  wire [7:0] \$521 ;
+  wire [7:0] \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire [7:0] \$525 ;
+  wire [7:0] \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire [7:0] \$529 ;
   wire [7:0] \$53 ;
-  wire \$530 ;
-  wire [7:0] \$531 ;
-  wire [7:0] \$532 ;
-  wire \$533 ;
-  wire \$534 ;
-  wire [7:0] \$535 ;
-  wire [7:0] \$536 ;
-  wire \$537 ;
-  wire \$538 ;
-  wire [7:0] \$539 ;
+  wire [7:0] \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire [7:0] \$533 ;
+  wire [7:0] \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire [7:0] \$537 ;
+  wire [7:0] \$538 ;
+  wire \$539 ;
   wire [7:0] \$54 ;
-  wire [7:0] \$540 ;
-  wire [20:0] \$541 ;
-  wire \$542 ;
-  wire \$543 ;
+  wire \$540 ;
+  wire [7:0] \$541 ;
+  wire [7:0] \$542 ;
+  wire [20:0] \$543 ;
   wire \$544 ;
-  wire [20:0] \$545 ;
+  wire \$545 ;
   wire \$546 ;
-  wire \$547 ;
+  wire [20:0] \$547 ;
   wire \$548 ;
   wire \$549 ;
   wire [7:0] \$55 ;
@@ -40293,14 +40486,14 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire \$552 ;
   wire \$553 ;
   wire \$554 ;
-  wire [20:0] \$555 ;
+  wire \$555 ;
   wire \$556 ;
-  wire \$557 ;
+  wire [20:0] \$557 ;
   wire \$558 ;
-  wire [20:0] \$559 ;
+  wire \$559 ;
   wire [7:0] \$56 ;
   wire \$560 ;
-  wire \$561 ;
+  wire [20:0] \$561 ;
   wire \$562 ;
   wire \$563 ;
   wire \$564 ;
@@ -40308,112 +40501,112 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire \$566 ;
   wire \$567 ;
   wire \$568 ;
-  wire [8:0] \$569 ;
+  wire \$569 ;
   wire [7:0] \$57 ;
   wire \$570 ;
   wire [8:0] \$571 ;
   wire \$572 ;
   wire [8:0] \$573 ;
-  wire [8:0] \$574 ;
+  wire \$574 ;
   wire [8:0] \$575 ;
-  wire \$576 ;
-  wire \$577 ;
-  wire [8:0] \$578 ;
+  wire [8:0] \$576 ;
+  wire [8:0] \$577 ;
+  wire \$578 ;
   wire \$579 ;
   wire [7:0] \$58 ;
   wire [8:0] \$580 ;
   wire \$581 ;
   wire [8:0] \$582 ;
-  wire [8:0] \$583 ;
+  wire \$583 ;
   wire [8:0] \$584 ;
-  wire \$585 ;
-  wire \$586 ;
-  wire [8:0] \$587 ;
+  wire [8:0] \$585 ;
+  wire [8:0] \$586 ;
+  wire \$587 ;
   wire \$588 ;
   wire [8:0] \$589 ;
   wire [7:0] \$59 ;
   wire \$590 ;
   wire [8:0] \$591 ;
-  wire [8:0] \$592 ;
+  wire \$592 ;
   wire [8:0] \$593 ;
-  wire \$594 ;
-  wire \$595 ;
-  wire [8:0] \$596 ;
+  wire [8:0] \$594 ;
+  wire [8:0] \$595 ;
+  wire \$596 ;
   wire \$597 ;
   wire [8:0] \$598 ;
   wire \$599 ;
   wire \$6 ;
   wire [7:0] \$60 ;
   wire [8:0] \$600 ;
-  wire [8:0] \$601 ;
+  wire \$601 ;
   wire [8:0] \$602 ;
-  wire \$603 ;
-  wire \$604 ;
-  wire [8:0] \$605 ;
+  wire [8:0] \$603 ;
+  wire [8:0] \$604 ;
+  wire \$605 ;
   wire \$606 ;
   wire [8:0] \$607 ;
   wire \$608 ;
   wire [8:0] \$609 ;
   wire [7:0] \$61 ;
-  wire [8:0] \$610 ;
+  wire \$610 ;
   wire [8:0] \$611 ;
-  wire \$612 ;
-  wire \$613 ;
-  wire [8:0] \$614 ;
+  wire [8:0] \$612 ;
+  wire [8:0] \$613 ;
+  wire \$614 ;
   wire \$615 ;
   wire [8:0] \$616 ;
   wire \$617 ;
   wire [8:0] \$618 ;
-  wire [8:0] \$619 ;
+  wire \$619 ;
   wire [7:0] \$62 ;
   wire [8:0] \$620 ;
-  wire \$621 ;
-  wire \$622 ;
-  wire [8:0] \$623 ;
+  wire [8:0] \$621 ;
+  wire [8:0] \$622 ;
+  wire \$623 ;
   wire \$624 ;
   wire [8:0] \$625 ;
   wire \$626 ;
   wire [8:0] \$627 ;
-  wire [8:0] \$628 ;
+  wire \$628 ;
   wire [8:0] \$629 ;
   wire [7:0] \$63 ;
-  wire \$630 ;
-  wire \$631 ;
-  wire [8:0] \$632 ;
+  wire [8:0] \$630 ;
+  wire [8:0] \$631 ;
+  wire \$632 ;
   wire \$633 ;
   wire [8:0] \$634 ;
   wire \$635 ;
   wire [8:0] \$636 ;
-  wire [8:0] \$637 ;
+  wire \$637 ;
   wire [8:0] \$638 ;
-  wire \$639 ;
+  wire [8:0] \$639 ;
   wire [7:0] \$64 ;
-  wire \$640 ;
+  wire [8:0] \$640 ;
   wire \$641 ;
   wire \$642 ;
   wire \$643 ;
   wire \$644 ;
   wire \$645 ;
   wire \$646 ;
-  reg \$647 ;
-  reg [1:0] \$648 ;
+  wire \$647 ;
+  wire \$648 ;
   reg \$649 ;
   wire [7:0] \$65 ;
   reg [1:0] \$650 ;
-  reg [5:0] \$651 ;
-  reg [5:0] \$652 ;
-  reg [5:0] \$653 ;
-  reg [5:0] \$654 ;
+  reg \$651 ;
+  reg [1:0] \$652 ;
+  reg \$653 ;
+  reg [1:0] \$654 ;
   reg [5:0] \$655 ;
   reg [5:0] \$656 ;
   reg [5:0] \$657 ;
   reg [5:0] \$658 ;
-  reg [7:0] \$659 ;
+  reg [5:0] \$659 ;
   wire [7:0] \$66 ;
-  reg [31:0] \$660 ;
-  reg [31:0] \$661 ;
-  reg [31:0] \$662 ;
-  reg [31:0] \$663 ;
+  reg [5:0] \$660 ;
+  reg [5:0] \$661 ;
+  reg [5:0] \$662 ;
+  reg [7:0] \$663 ;
   reg [31:0] \$664 ;
   reg [31:0] \$665 ;
   reg [31:0] \$666 ;
@@ -40427,67 +40620,72 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [31:0] \$673 ;
   reg [31:0] \$674 ;
   reg [31:0] \$675 ;
-  reg [155:0] \$676 ;
-  reg [7:0] \$677 ;
-  reg [16:0] \$678 ;
-  reg [16:0] \$679 ;
+  reg [31:0] \$676 ;
+  reg [31:0] \$677 ;
+  reg [31:0] \$678 ;
+  reg [31:0] \$679 ;
   wire [7:0] \$68 ;
-  reg [2:0] \$680 ;
-  reg [1:0] \$681 ;
-  reg [12:0] \$682 ;
-  reg [13:0] \$683 ;
-  reg \$684 ;
-  reg \$685 ;
-  reg \$686 ;
-  reg \$687 ;
+  reg [155:0] \$680 ;
+  reg [7:0] \$681 ;
+  reg [16:0] \$682 ;
+  reg [16:0] \$683 ;
+  reg [2:0] \$684 ;
+  reg [1:0] \$685 ;
+  reg [12:0] \$686 ;
+  reg [13:0] \$687 ;
   reg \$688 ;
   reg \$689 ;
   wire [7:0] \$69 ;
   reg \$690 ;
   reg \$691 ;
   reg \$692 ;
-  reg [7:0] \$693 ;
-  reg [7:0] \$694 ;
-  reg [7:0] \$695 ;
-  reg [7:0] \$696 ;
-  reg [7:0] \$697 ;
+  reg \$693 ;
+  reg \$694 ;
+  reg \$695 ;
+  reg \$696 ;
+  reg \$697 ;
   reg [7:0] \$698 ;
   reg [7:0] \$699 ;
   wire \$7 ;
   wire [7:0] \$70 ;
   reg [7:0] \$700 ;
-  reg [13:0] \$701 ;
-  reg [63:0] \$702 ;
+  reg [7:0] \$701 ;
+  reg [7:0] \$702 ;
+  reg [7:0] \$703 ;
+  reg [7:0] \$704 ;
+  reg [7:0] \$705 ;
+  reg [13:0] \$706 ;
+  reg [63:0] \$707 ;
   wire [7:0] \$71 ;
   wire [7:0] \$72 ;
   wire [7:0] \$73 ;
   wire [7:0] \$74 ;
   wire [7:0] \$75 ;
-  wire [32:0] \$76 ;
-  wire [31:0] \$77 ;
-  wire [47:0] \$78 ;
-  wire [48:0] \$79 ;
+  wire [7:0] \$76 ;
+  wire [7:0] \$77 ;
+  wire [32:0] \$78 ;
+  wire [31:0] \$79 ;
   wire \$8 ;
   wire [47:0] \$80 ;
-  wire [47:0] \$81 ;
-  wire [78:0] \$82 ;
-  wire [79:0] \$83 ;
-  wire [79:0] \$84 ;
-  wire [63:0] \$85 ;
-  wire [63:0] \$86 ;
-  wire [64:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [48:0] \$81 ;
+  wire [47:0] \$82 ;
+  wire [47:0] \$83 ;
+  wire [78:0] \$84 ;
+  wire [79:0] \$85 ;
+  wire [79:0] \$86 ;
+  wire [63:0] \$87 ;
+  wire [63:0] \$88 ;
+  wire [64:0] \$89 ;
   wire \$9 ;
-  wire [11:0] \$90 ;
-  wire [12:0] \$91 ;
-  wire \$92 ;
-  wire [11:0] \$93 ;
-  wire [12:0] \$94 ;
-  wire \$95 ;
-  wire [11:0] \$96 ;
-  wire [12:0] \$97 ;
-  wire [12:0] \$98 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire [11:0] \$92 ;
+  wire [12:0] \$93 ;
+  wire \$94 ;
+  wire [11:0] \$95 ;
+  wire [12:0] \$96 ;
+  wire \$97 ;
+  wire [11:0] \$98 ;
   wire [12:0] \$99 ;
   output [12:0] acc_ptr;
   reg [12:0] acc_ptr = 13'h0000;
@@ -40510,8 +40708,10 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [31:0] bias_7 = 32'd0;
   reg [1:0] cap_idx0 = 2'h0;
   reg [1:0] cap_idx1 = 2'h0;
+  reg [1:0] cap_idx2 = 2'h0;
   reg cap_valid0 = 1'h0;
   reg cap_valid1 = 1'h0;
+  reg cap_valid2 = 1'h0;
   input clk;
   wire clk;
   reg [155:0] cmd = 156'h000000000000000000000000000000000000000;
@@ -40607,6 +40807,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   wire fits5_7;
   reg granted;
   reg inflight1 = 1'h0;
+  reg inflight2 = 1'h0;
   reg [16:0] issued = 17'h00000;
   reg [7:0] max6_0 = 8'h00;
   reg [7:0] max6_1 = 8'h00;
@@ -40774,669 +40975,682 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   reg [7:0] y5_5 = 8'h00;
   reg [7:0] y5_6 = 8'h00;
   reg [7:0] y5_7 = 8'h00;
-  assign \$299  = $signed(plo2_4) + $signed(\$298 );
-  assign \$300  = v2 ? \$299  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
-  assign \$301  = $signed(p3_4) >>> shift_4;
-  assign \$302  = v3 ? \$301  : sh4_4;
-  assign \$304  = \$303  >> shift_4;
-  assign \$305  = v3 ? \$304  : rb4_4;
-  assign \$306  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$307  = $signed(\$306 ) + $signed(cmd[143:136]);
-  assign \$308  = $signed(\$307 ) > $signed(8'h7f);
-  assign \$309  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$310  = $signed(\$309 ) + $signed(cmd[143:136]);
-  assign \$311  = $signed(\$310 ) < $signed(8'h80);
-  assign \$312  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$313  = $signed(\$312 ) + $signed(cmd[143:136]);
-  assign \$314  = \$311  ? 13'h1f80 : \$313 ;
-  assign \$315  = \$308  ? 13'h007f : \$314 ;
-  assign \$316  = sh4_4[63] ? 8'h80 : 8'h7f;
-  assign \$317  = fits5_4 ? \$315 [7:0] : \$316 ;
-  assign \$318  = $signed(\$317 ) > $signed(cmd[143:136]);
-  assign \$319  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$320  = $signed(\$319 ) + $signed(cmd[143:136]);
-  assign \$321  = $signed(\$320 ) > $signed(8'h7f);
-  assign \$322  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$323  = $signed(\$322 ) + $signed(cmd[143:136]);
-  assign \$324  = $signed(\$323 ) < $signed(8'h80);
-  assign \$325  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$326  = $signed(\$325 ) + $signed(cmd[143:136]);
-  assign \$327  = \$324  ? 13'h1f80 : \$326 ;
-  assign \$328  = \$321  ? 13'h007f : \$327 ;
-  assign \$329  = sh4_4[63] ? 8'h80 : 8'h7f;
-  assign \$330  = fits5_4 ? \$328 [7:0] : \$329 ;
-  assign \$331  = \$318  ? \$330  : cmd[143:136];
-  assign \$332  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$333  = $signed(\$332 ) + $signed(cmd[143:136]);
-  assign \$334  = $signed(\$333 ) > $signed(8'h7f);
-  assign \$335  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$336  = $signed(\$335 ) + $signed(cmd[143:136]);
-  assign \$337  = $signed(\$336 ) < $signed(8'h80);
-  assign \$338  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
-  assign \$339  = $signed(\$338 ) + $signed(cmd[143:136]);
-  assign \$340  = \$337  ? 13'h1f80 : \$339 ;
-  assign \$341  = \$334  ? 13'h007f : \$340 ;
-  assign \$342  = sh4_4[63] ? 8'h80 : 8'h7f;
-  assign \$343  = fits5_4 ? \$341 [7:0] : \$342 ;
-  assign \$344  = cmd[145] ? \$331  : \$343 ;
-  assign \$345  = v4 ? \$344  : y5_4;
-  assign \$346  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
-  assign \$347  = v0 ? \$346 [31:0] : x1_5;
-  assign \$348  = $signed(x1_5) * $signed({ 1'h0, mult_5[15:0] });
-  assign \$349  = v1 ? { \$348 [47], \$348  } : plo2_5;
-  assign \$350  = $signed(x1_5) * $signed(mult_5[31:16]);
-  assign \$351  = v1 ? \$350  : phi2_5;
-  assign \$353  = $signed(plo2_5) + $signed(\$352 );
-  assign \$354  = v2 ? \$353  : { p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5 };
-  assign \$355  = $signed(p3_5) >>> shift_5;
-  assign \$356  = v3 ? \$355  : sh4_5;
-  assign \$358  = \$357  >> shift_5;
-  assign \$359  = v3 ? \$358  : rb4_5;
-  assign \$360  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$361  = $signed(\$360 ) + $signed(cmd[143:136]);
-  assign \$362  = $signed(\$361 ) > $signed(8'h7f);
-  assign \$363  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$364  = $signed(\$363 ) + $signed(cmd[143:136]);
-  assign \$365  = $signed(\$364 ) < $signed(8'h80);
-  assign \$366  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$367  = $signed(\$366 ) + $signed(cmd[143:136]);
-  assign \$368  = \$365  ? 13'h1f80 : \$367 ;
-  assign \$369  = \$362  ? 13'h007f : \$368 ;
-  assign \$370  = sh4_5[63] ? 8'h80 : 8'h7f;
-  assign \$371  = fits5_5 ? \$369 [7:0] : \$370 ;
-  assign \$372  = $signed(\$371 ) > $signed(cmd[143:136]);
-  assign \$373  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$374  = $signed(\$373 ) + $signed(cmd[143:136]);
-  assign \$375  = $signed(\$374 ) > $signed(8'h7f);
-  assign \$376  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$377  = $signed(\$376 ) + $signed(cmd[143:136]);
-  assign \$378  = $signed(\$377 ) < $signed(8'h80);
-  assign \$379  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$380  = $signed(\$379 ) + $signed(cmd[143:136]);
-  assign \$381  = \$378  ? 13'h1f80 : \$380 ;
-  assign \$382  = \$375  ? 13'h007f : \$381 ;
-  assign \$383  = sh4_5[63] ? 8'h80 : 8'h7f;
-  assign \$384  = fits5_5 ? \$382 [7:0] : \$383 ;
-  assign \$385  = \$372  ? \$384  : cmd[143:136];
-  assign \$386  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$387  = $signed(\$386 ) + $signed(cmd[143:136]);
-  assign \$388  = $signed(\$387 ) > $signed(8'h7f);
-  assign \$389  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$390  = $signed(\$389 ) + $signed(cmd[143:136]);
-  assign \$391  = $signed(\$390 ) < $signed(8'h80);
-  assign \$392  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
-  assign \$393  = $signed(\$392 ) + $signed(cmd[143:136]);
-  assign \$394  = \$391  ? 13'h1f80 : \$393 ;
-  assign \$395  = \$388  ? 13'h007f : \$394 ;
-  assign \$396  = sh4_5[63] ? 8'h80 : 8'h7f;
-  assign \$397  = fits5_5 ? \$395 [7:0] : \$396 ;
-  assign \$398  = cmd[145] ? \$385  : \$397 ;
-  assign \$399  = v4 ? \$398  : y5_5;
-  assign \$400  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
-  assign \$401  = v0 ? \$400 [31:0] : x1_6;
-  assign \$402  = $signed(x1_6) * $signed({ 1'h0, mult_6[15:0] });
-  assign \$403  = v1 ? { \$402 [47], \$402  } : plo2_6;
-  assign \$404  = $signed(x1_6) * $signed(mult_6[31:16]);
-  assign \$405  = v1 ? \$404  : phi2_6;
-  assign \$407  = $signed(plo2_6) + $signed(\$406 );
-  assign \$408  = v2 ? \$407  : { p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6 };
-  assign \$409  = $signed(p3_6) >>> shift_6;
-  assign \$410  = v3 ? \$409  : sh4_6;
-  assign \$412  = \$411  >> shift_6;
-  assign \$413  = v3 ? \$412  : rb4_6;
-  assign \$414  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$415  = $signed(\$414 ) + $signed(cmd[143:136]);
-  assign \$416  = $signed(\$415 ) > $signed(8'h7f);
-  assign \$417  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$418  = $signed(\$417 ) + $signed(cmd[143:136]);
-  assign \$419  = $signed(\$418 ) < $signed(8'h80);
-  assign \$420  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$421  = $signed(\$420 ) + $signed(cmd[143:136]);
-  assign \$422  = \$419  ? 13'h1f80 : \$421 ;
-  assign \$423  = \$416  ? 13'h007f : \$422 ;
-  assign \$424  = sh4_6[63] ? 8'h80 : 8'h7f;
-  assign \$425  = fits5_6 ? \$423 [7:0] : \$424 ;
-  assign \$426  = $signed(\$425 ) > $signed(cmd[143:136]);
-  assign \$427  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$428  = $signed(\$427 ) + $signed(cmd[143:136]);
-  assign \$429  = $signed(\$428 ) > $signed(8'h7f);
-  assign \$430  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$431  = $signed(\$430 ) + $signed(cmd[143:136]);
-  assign \$432  = $signed(\$431 ) < $signed(8'h80);
-  assign \$433  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$434  = $signed(\$433 ) + $signed(cmd[143:136]);
-  assign \$435  = \$432  ? 13'h1f80 : \$434 ;
-  assign \$436  = \$429  ? 13'h007f : \$435 ;
-  assign \$437  = sh4_6[63] ? 8'h80 : 8'h7f;
-  assign \$438  = fits5_6 ? \$436 [7:0] : \$437 ;
-  assign \$439  = \$426  ? \$438  : cmd[143:136];
-  assign \$440  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$441  = $signed(\$440 ) + $signed(cmd[143:136]);
-  assign \$442  = $signed(\$441 ) > $signed(8'h7f);
-  assign \$443  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$444  = $signed(\$443 ) + $signed(cmd[143:136]);
-  assign \$445  = $signed(\$444 ) < $signed(8'h80);
-  assign \$446  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
-  assign \$447  = $signed(\$446 ) + $signed(cmd[143:136]);
-  assign \$448  = \$445  ? 13'h1f80 : \$447 ;
-  assign \$449  = \$442  ? 13'h007f : \$448 ;
-  assign \$450  = sh4_6[63] ? 8'h80 : 8'h7f;
-  assign \$451  = fits5_6 ? \$449 [7:0] : \$450 ;
-  assign \$452  = cmd[145] ? \$439  : \$451 ;
-  assign \$453  = v4 ? \$452  : y5_6;
-  assign \$454  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
-  assign \$455  = v0 ? \$454 [31:0] : x1_7;
-  assign \$456  = $signed(x1_7) * $signed({ 1'h0, mult_7[15:0] });
-  assign \$457  = v1 ? { \$456 [47], \$456  } : plo2_7;
-  assign \$458  = $signed(x1_7) * $signed(mult_7[31:16]);
-  assign \$459  = v1 ? \$458  : phi2_7;
-  assign \$461  = $signed(plo2_7) + $signed(\$460 );
-  assign \$462  = v2 ? \$461  : { p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7 };
-  assign \$463  = $signed(p3_7) >>> shift_7;
-  assign \$464  = v3 ? \$463  : sh4_7;
-  assign \$466  = \$465  >> shift_7;
-  assign \$467  = v3 ? \$466  : rb4_7;
-  assign \$468  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$469  = $signed(\$468 ) + $signed(cmd[143:136]);
-  assign \$470  = $signed(\$469 ) > $signed(8'h7f);
-  assign \$471  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$472  = $signed(\$471 ) + $signed(cmd[143:136]);
-  assign \$473  = $signed(\$472 ) < $signed(8'h80);
-  assign \$474  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$475  = $signed(\$474 ) + $signed(cmd[143:136]);
-  assign \$476  = \$473  ? 13'h1f80 : \$475 ;
-  assign \$477  = \$470  ? 13'h007f : \$476 ;
-  assign \$478  = sh4_7[63] ? 8'h80 : 8'h7f;
-  assign \$479  = fits5_7 ? \$477 [7:0] : \$478 ;
-  assign \$480  = $signed(\$479 ) > $signed(cmd[143:136]);
-  assign \$481  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$482  = $signed(\$481 ) + $signed(cmd[143:136]);
-  assign \$483  = $signed(\$482 ) > $signed(8'h7f);
-  assign \$484  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$485  = $signed(\$484 ) + $signed(cmd[143:136]);
-  assign \$486  = $signed(\$485 ) < $signed(8'h80);
-  assign \$487  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$488  = $signed(\$487 ) + $signed(cmd[143:136]);
-  assign \$489  = \$486  ? 13'h1f80 : \$488 ;
-  assign \$490  = \$483  ? 13'h007f : \$489 ;
-  assign \$491  = sh4_7[63] ? 8'h80 : 8'h7f;
-  assign \$492  = fits5_7 ? \$490 [7:0] : \$491 ;
-  assign \$493  = \$480  ? \$492  : cmd[143:136];
-  assign \$494  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$495  = $signed(\$494 ) + $signed(cmd[143:136]);
-  assign \$496  = $signed(\$495 ) > $signed(8'h7f);
-  assign \$497  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$498  = $signed(\$497 ) + $signed(cmd[143:136]);
-  assign \$499  = $signed(\$498 ) < $signed(8'h80);
-  assign \$500  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
-  assign \$501  = $signed(\$500 ) + $signed(cmd[143:136]);
-  assign \$502  = \$499  ? 13'h1f80 : \$501 ;
-  assign \$503  = \$496  ? 13'h007f : \$502 ;
-  assign \$504  = sh4_7[63] ? 8'h80 : 8'h7f;
-  assign \$505  = fits5_7 ? \$503 [7:0] : \$504 ;
-  assign \$506  = cmd[145] ? \$493  : \$505 ;
-  assign \$507  = v4 ? \$506  : y5_7;
-  assign \$508  = retired + 1'h1;
-  assign \$509  = ! retired;
-  assign \$510  = $signed(max6_0) > $signed(out6_0);
-  assign \$511  = \$510  ? max6_0 : out6_0;
-  assign \$512  = \$509  ? out6_0 : \$511 ;
-  assign \$513  = ! retired;
-  assign \$514  = $signed(max6_1) > $signed(out6_1);
-  assign \$515  = \$514  ? max6_1 : out6_1;
-  assign \$516  = \$513  ? out6_1 : \$515 ;
-  assign \$517  = ! retired;
-  assign \$518  = $signed(max6_2) > $signed(out6_2);
-  assign \$519  = \$518  ? max6_2 : out6_2;
-  assign \$520  = \$517  ? out6_2 : \$519 ;
-  assign \$521  = ! retired;
-  assign \$522  = $signed(max6_3) > $signed(out6_3);
-  assign \$523  = \$522  ? max6_3 : out6_3;
-  assign \$524  = \$521  ? out6_3 : \$523 ;
-  assign \$525  = ! retired;
-  assign \$526  = $signed(max6_4) > $signed(out6_4);
-  assign \$527  = \$526  ? max6_4 : out6_4;
-  assign \$528  = \$525  ? out6_4 : \$527 ;
-  assign \$529  = ! retired;
-  assign \$530  = $signed(max6_5) > $signed(out6_5);
-  assign \$531  = \$530  ? max6_5 : out6_5;
-  assign \$532  = \$529  ? out6_5 : \$531 ;
-  assign \$533  = ! retired;
-  assign \$534  = $signed(max6_6) > $signed(out6_6);
-  assign \$535  = \$534  ? max6_6 : out6_6;
-  assign \$536  = \$533  ? out6_6 : \$535 ;
-  assign \$537  = ! retired;
-  assign \$538  = $signed(max6_7) > $signed(out6_7);
-  assign \$539  = \$538  ? max6_7 : out6_7;
-  assign \$540  = \$537  ? out6_7 : \$539 ;
-  assign \$541  = cmd[39:20] + retired;
-  assign \$542  = retired == cmd[55:40];
-  assign \$543  = \$645  & \$542 ;
-  assign \$544  = \$543  & cmd[147];
-  assign \$545  = cmd[19:0] + cmd[55:40];
-  assign \$546  = \$545  > 14'h2000;
-  assign \$547  = cmd[75:56] >= 14'h2000;
-  assign \$548  = cmd[144] & \$547 ;
-  assign \$549  = \$546  | \$548 ;
-  assign \$550  = cmd[95:76] >= 14'h2000;
-  assign \$551  = \$549  | \$550 ;
-  assign \$552  = cmd[115:96] >= 14'h2000;
+  assign \$293  = v4 ? \$292  : y5_3;
+  assign \$294  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
+  assign \$295  = v0 ? \$294 [31:0] : x1_4;
+  assign \$296  = $signed(x1_4) * $signed({ 1'h0, mult_4[15:0] });
+  assign \$297  = v1 ? { \$296 [47], \$296  } : plo2_4;
+  assign \$298  = $signed(x1_4) * $signed(mult_4[31:16]);
+  assign \$299  = v1 ? \$298  : phi2_4;
+  assign \$301  = $signed(plo2_4) + $signed(\$300 );
+  assign \$302  = v2 ? \$301  : { p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4[63], p3_4 };
+  assign \$303  = $signed(p3_4) >>> shift_4;
+  assign \$304  = v3 ? \$303  : sh4_4;
+  assign \$306  = \$305  >> shift_4;
+  assign \$307  = v3 ? \$306  : rb4_4;
+  assign \$308  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$309  = $signed(\$308 ) + $signed(cmd[143:136]);
+  assign \$310  = $signed(\$309 ) > $signed(8'h7f);
+  assign \$311  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$312  = $signed(\$311 ) + $signed(cmd[143:136]);
+  assign \$313  = $signed(\$312 ) < $signed(8'h80);
+  assign \$314  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$315  = $signed(\$314 ) + $signed(cmd[143:136]);
+  assign \$316  = \$313  ? 13'h1f80 : \$315 ;
+  assign \$317  = \$310  ? 13'h007f : \$316 ;
+  assign \$318  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$319  = fits5_4 ? \$317 [7:0] : \$318 ;
+  assign \$320  = $signed(\$319 ) > $signed(cmd[143:136]);
+  assign \$321  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$322  = $signed(\$321 ) + $signed(cmd[143:136]);
+  assign \$323  = $signed(\$322 ) > $signed(8'h7f);
+  assign \$324  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$325  = $signed(\$324 ) + $signed(cmd[143:136]);
+  assign \$326  = $signed(\$325 ) < $signed(8'h80);
+  assign \$327  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$328  = $signed(\$327 ) + $signed(cmd[143:136]);
+  assign \$329  = \$326  ? 13'h1f80 : \$328 ;
+  assign \$330  = \$323  ? 13'h007f : \$329 ;
+  assign \$331  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$332  = fits5_4 ? \$330 [7:0] : \$331 ;
+  assign \$333  = \$320  ? \$332  : cmd[143:136];
+  assign \$334  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$335  = $signed(\$334 ) + $signed(cmd[143:136]);
+  assign \$336  = $signed(\$335 ) > $signed(8'h7f);
+  assign \$337  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$338  = $signed(\$337 ) + $signed(cmd[143:136]);
+  assign \$339  = $signed(\$338 ) < $signed(8'h80);
+  assign \$340  = $signed(sh4_4[10:0]) + $signed({ 1'h0, rb4_4 });
+  assign \$341  = $signed(\$340 ) + $signed(cmd[143:136]);
+  assign \$342  = \$339  ? 13'h1f80 : \$341 ;
+  assign \$343  = \$336  ? 13'h007f : \$342 ;
+  assign \$344  = sh4_4[63] ? 8'h80 : 8'h7f;
+  assign \$345  = fits5_4 ? \$343 [7:0] : \$344 ;
+  assign \$346  = cmd[145] ? \$333  : \$345 ;
+  assign \$347  = v4 ? \$346  : y5_4;
+  assign \$348  = $signed(acc_rd__data[191:160]) + $signed(bias_5);
+  assign \$349  = v0 ? \$348 [31:0] : x1_5;
+  assign \$350  = $signed(x1_5) * $signed({ 1'h0, mult_5[15:0] });
+  assign \$351  = v1 ? { \$350 [47], \$350  } : plo2_5;
+  assign \$352  = $signed(x1_5) * $signed(mult_5[31:16]);
+  assign \$353  = v1 ? \$352  : phi2_5;
+  assign \$355  = $signed(plo2_5) + $signed(\$354 );
+  assign \$356  = v2 ? \$355  : { p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5[63], p3_5 };
+  assign \$357  = $signed(p3_5) >>> shift_5;
+  assign \$358  = v3 ? \$357  : sh4_5;
+  assign \$360  = \$359  >> shift_5;
+  assign \$361  = v3 ? \$360  : rb4_5;
+  assign \$362  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$363  = $signed(\$362 ) + $signed(cmd[143:136]);
+  assign \$364  = $signed(\$363 ) > $signed(8'h7f);
+  assign \$365  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$366  = $signed(\$365 ) + $signed(cmd[143:136]);
+  assign \$367  = $signed(\$366 ) < $signed(8'h80);
+  assign \$368  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$369  = $signed(\$368 ) + $signed(cmd[143:136]);
+  assign \$370  = \$367  ? 13'h1f80 : \$369 ;
+  assign \$371  = \$364  ? 13'h007f : \$370 ;
+  assign \$372  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$373  = fits5_5 ? \$371 [7:0] : \$372 ;
+  assign \$374  = $signed(\$373 ) > $signed(cmd[143:136]);
+  assign \$375  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$376  = $signed(\$375 ) + $signed(cmd[143:136]);
+  assign \$377  = $signed(\$376 ) > $signed(8'h7f);
+  assign \$378  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$379  = $signed(\$378 ) + $signed(cmd[143:136]);
+  assign \$380  = $signed(\$379 ) < $signed(8'h80);
+  assign \$381  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$382  = $signed(\$381 ) + $signed(cmd[143:136]);
+  assign \$383  = \$380  ? 13'h1f80 : \$382 ;
+  assign \$384  = \$377  ? 13'h007f : \$383 ;
+  assign \$385  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$386  = fits5_5 ? \$384 [7:0] : \$385 ;
+  assign \$387  = \$374  ? \$386  : cmd[143:136];
+  assign \$388  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$389  = $signed(\$388 ) + $signed(cmd[143:136]);
+  assign \$390  = $signed(\$389 ) > $signed(8'h7f);
+  assign \$391  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$392  = $signed(\$391 ) + $signed(cmd[143:136]);
+  assign \$393  = $signed(\$392 ) < $signed(8'h80);
+  assign \$394  = $signed(sh4_5[10:0]) + $signed({ 1'h0, rb4_5 });
+  assign \$395  = $signed(\$394 ) + $signed(cmd[143:136]);
+  assign \$396  = \$393  ? 13'h1f80 : \$395 ;
+  assign \$397  = \$390  ? 13'h007f : \$396 ;
+  assign \$398  = sh4_5[63] ? 8'h80 : 8'h7f;
+  assign \$399  = fits5_5 ? \$397 [7:0] : \$398 ;
+  assign \$400  = cmd[145] ? \$387  : \$399 ;
+  assign \$401  = v4 ? \$400  : y5_5;
+  assign \$402  = $signed(acc_rd__data[223:192]) + $signed(bias_6);
+  assign \$403  = v0 ? \$402 [31:0] : x1_6;
+  assign \$404  = $signed(x1_6) * $signed({ 1'h0, mult_6[15:0] });
+  assign \$405  = v1 ? { \$404 [47], \$404  } : plo2_6;
+  assign \$406  = $signed(x1_6) * $signed(mult_6[31:16]);
+  assign \$407  = v1 ? \$406  : phi2_6;
+  assign \$409  = $signed(plo2_6) + $signed(\$408 );
+  assign \$410  = v2 ? \$409  : { p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6[63], p3_6 };
+  assign \$411  = $signed(p3_6) >>> shift_6;
+  assign \$412  = v3 ? \$411  : sh4_6;
+  assign \$414  = \$413  >> shift_6;
+  assign \$415  = v3 ? \$414  : rb4_6;
+  assign \$416  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$417  = $signed(\$416 ) + $signed(cmd[143:136]);
+  assign \$418  = $signed(\$417 ) > $signed(8'h7f);
+  assign \$419  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$420  = $signed(\$419 ) + $signed(cmd[143:136]);
+  assign \$421  = $signed(\$420 ) < $signed(8'h80);
+  assign \$422  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$423  = $signed(\$422 ) + $signed(cmd[143:136]);
+  assign \$424  = \$421  ? 13'h1f80 : \$423 ;
+  assign \$425  = \$418  ? 13'h007f : \$424 ;
+  assign \$426  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$427  = fits5_6 ? \$425 [7:0] : \$426 ;
+  assign \$428  = $signed(\$427 ) > $signed(cmd[143:136]);
+  assign \$429  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$430  = $signed(\$429 ) + $signed(cmd[143:136]);
+  assign \$431  = $signed(\$430 ) > $signed(8'h7f);
+  assign \$432  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$433  = $signed(\$432 ) + $signed(cmd[143:136]);
+  assign \$434  = $signed(\$433 ) < $signed(8'h80);
+  assign \$435  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$436  = $signed(\$435 ) + $signed(cmd[143:136]);
+  assign \$437  = \$434  ? 13'h1f80 : \$436 ;
+  assign \$438  = \$431  ? 13'h007f : \$437 ;
+  assign \$439  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$440  = fits5_6 ? \$438 [7:0] : \$439 ;
+  assign \$441  = \$428  ? \$440  : cmd[143:136];
+  assign \$442  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$443  = $signed(\$442 ) + $signed(cmd[143:136]);
+  assign \$444  = $signed(\$443 ) > $signed(8'h7f);
+  assign \$445  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$446  = $signed(\$445 ) + $signed(cmd[143:136]);
+  assign \$447  = $signed(\$446 ) < $signed(8'h80);
+  assign \$448  = $signed(sh4_6[10:0]) + $signed({ 1'h0, rb4_6 });
+  assign \$449  = $signed(\$448 ) + $signed(cmd[143:136]);
+  assign \$450  = \$447  ? 13'h1f80 : \$449 ;
+  assign \$451  = \$444  ? 13'h007f : \$450 ;
+  assign \$452  = sh4_6[63] ? 8'h80 : 8'h7f;
+  assign \$453  = fits5_6 ? \$451 [7:0] : \$452 ;
+  assign \$454  = cmd[145] ? \$441  : \$453 ;
+  assign \$455  = v4 ? \$454  : y5_6;
+  assign \$456  = $signed(acc_rd__data[255:224]) + $signed(bias_7);
+  assign \$457  = v0 ? \$456 [31:0] : x1_7;
+  assign \$458  = $signed(x1_7) * $signed({ 1'h0, mult_7[15:0] });
+  assign \$459  = v1 ? { \$458 [47], \$458  } : plo2_7;
+  assign \$460  = $signed(x1_7) * $signed(mult_7[31:16]);
+  assign \$461  = v1 ? \$460  : phi2_7;
+  assign \$463  = $signed(plo2_7) + $signed(\$462 );
+  assign \$464  = v2 ? \$463  : { p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7[63], p3_7 };
+  assign \$465  = $signed(p3_7) >>> shift_7;
+  assign \$466  = v3 ? \$465  : sh4_7;
+  assign \$468  = \$467  >> shift_7;
+  assign \$469  = v3 ? \$468  : rb4_7;
+  assign \$470  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$471  = $signed(\$470 ) + $signed(cmd[143:136]);
+  assign \$472  = $signed(\$471 ) > $signed(8'h7f);
+  assign \$473  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$474  = $signed(\$473 ) + $signed(cmd[143:136]);
+  assign \$475  = $signed(\$474 ) < $signed(8'h80);
+  assign \$476  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$477  = $signed(\$476 ) + $signed(cmd[143:136]);
+  assign \$478  = \$475  ? 13'h1f80 : \$477 ;
+  assign \$479  = \$472  ? 13'h007f : \$478 ;
+  assign \$480  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$481  = fits5_7 ? \$479 [7:0] : \$480 ;
+  assign \$482  = $signed(\$481 ) > $signed(cmd[143:136]);
+  assign \$483  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$484  = $signed(\$483 ) + $signed(cmd[143:136]);
+  assign \$485  = $signed(\$484 ) > $signed(8'h7f);
+  assign \$486  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$487  = $signed(\$486 ) + $signed(cmd[143:136]);
+  assign \$488  = $signed(\$487 ) < $signed(8'h80);
+  assign \$489  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$490  = $signed(\$489 ) + $signed(cmd[143:136]);
+  assign \$491  = \$488  ? 13'h1f80 : \$490 ;
+  assign \$492  = \$485  ? 13'h007f : \$491 ;
+  assign \$493  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$494  = fits5_7 ? \$492 [7:0] : \$493 ;
+  assign \$495  = \$482  ? \$494  : cmd[143:136];
+  assign \$496  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$497  = $signed(\$496 ) + $signed(cmd[143:136]);
+  assign \$498  = $signed(\$497 ) > $signed(8'h7f);
+  assign \$499  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$500  = $signed(\$499 ) + $signed(cmd[143:136]);
+  assign \$501  = $signed(\$500 ) < $signed(8'h80);
+  assign \$502  = $signed(sh4_7[10:0]) + $signed({ 1'h0, rb4_7 });
+  assign \$503  = $signed(\$502 ) + $signed(cmd[143:136]);
+  assign \$504  = \$501  ? 13'h1f80 : \$503 ;
+  assign \$505  = \$498  ? 13'h007f : \$504 ;
+  assign \$506  = sh4_7[63] ? 8'h80 : 8'h7f;
+  assign \$507  = fits5_7 ? \$505 [7:0] : \$506 ;
+  assign \$508  = cmd[145] ? \$495  : \$507 ;
+  assign \$509  = v4 ? \$508  : y5_7;
+  assign \$510  = retired + 1'h1;
+  assign \$511  = ! retired;
+  assign \$512  = $signed(max6_0) > $signed(out6_0);
+  assign \$513  = \$512  ? max6_0 : out6_0;
+  assign \$514  = \$511  ? out6_0 : \$513 ;
+  assign \$515  = ! retired;
+  assign \$516  = $signed(max6_1) > $signed(out6_1);
+  assign \$517  = \$516  ? max6_1 : out6_1;
+  assign \$518  = \$515  ? out6_1 : \$517 ;
+  assign \$519  = ! retired;
+  assign \$520  = $signed(max6_2) > $signed(out6_2);
+  assign \$521  = \$520  ? max6_2 : out6_2;
+  assign \$522  = \$519  ? out6_2 : \$521 ;
+  assign \$523  = ! retired;
+  assign \$524  = $signed(max6_3) > $signed(out6_3);
+  assign \$525  = \$524  ? max6_3 : out6_3;
+  assign \$526  = \$523  ? out6_3 : \$525 ;
+  assign \$527  = ! retired;
+  assign \$528  = $signed(max6_4) > $signed(out6_4);
+  assign \$529  = \$528  ? max6_4 : out6_4;
+  assign \$530  = \$527  ? out6_4 : \$529 ;
+  assign \$531  = ! retired;
+  assign \$532  = $signed(max6_5) > $signed(out6_5);
+  assign \$533  = \$532  ? max6_5 : out6_5;
+  assign \$534  = \$531  ? out6_5 : \$533 ;
+  assign \$535  = ! retired;
+  assign \$536  = $signed(max6_6) > $signed(out6_6);
+  assign \$537  = \$536  ? max6_6 : out6_6;
+  assign \$538  = \$535  ? out6_6 : \$537 ;
+  assign \$539  = ! retired;
+  assign \$540  = $signed(max6_7) > $signed(out6_7);
+  assign \$541  = \$540  ? max6_7 : out6_7;
+  assign \$542  = \$539  ? out6_7 : \$541 ;
+  assign \$543  = cmd[39:20] + retired;
+  assign \$544  = retired == cmd[55:40];
+  assign \$545  = \$647  & \$544 ;
+  assign \$546  = \$545  & cmd[147];
+  assign \$547  = cmd[19:0] + cmd[55:40];
+  assign \$548  = \$547  > 14'h2000;
+  assign \$549  = cmd[75:56] >= 14'h2000;
+  assign \$550  = cmd[144] & \$549 ;
+  assign \$551  = \$548  | \$550 ;
+  assign \$552  = cmd[95:76] >= 14'h2000;
   assign \$553  = \$551  | \$552 ;
-  assign \$554  = cmd[39:20] >= 15'h4000;
-  assign \$555  = cmd[39:20] + cmd[55:40];
-  assign \$556  = \$555  > 15'h4000;
-  assign \$557  = cmd[147] ? \$554  : \$556 ;
-  assign \$558  = \$553  | \$557 ;
-  assign \$559  = cmd[135:116] + cmd[55:40];
-  assign \$560  = \$559  > 15'h4000;
-  assign \$561  = cmd[146] & \$560 ;
-  assign range_bad = \$558  | \$561 ;
-  assign \$562  = more & cmd[146];
-  assign \$563  = more & acc_rd__gnt;
-  assign \$564  = ~ cmd[146];
-  assign \$565  = spad_rd__gnt | \$564 ;
-  assign \$566  = \$563  & \$565 ;
-  assign ctl__busy = ~ \$639 ;
-  assign \$567  = ! sh4_0[63:10];
-  assign \$568  = sh4_0[63:10] == 54'h3fffffffffffff;
-  assign fits5_0 = \$567  | \$568 ;
-  assign \$569  = $signed(y5_0) + $signed(res5_0);
-  assign \$570  = $signed(\$569 ) > $signed(8'h7f);
+  assign \$554  = cmd[115:96] >= 14'h2000;
+  assign \$555  = \$553  | \$554 ;
+  assign \$556  = cmd[39:20] >= 15'h4000;
+  assign \$557  = cmd[39:20] + cmd[55:40];
+  assign \$558  = \$557  > 15'h4000;
+  assign \$559  = cmd[147] ? \$556  : \$558 ;
+  assign \$560  = \$555  | \$559 ;
+  assign \$561  = cmd[135:116] + cmd[55:40];
+  assign \$562  = \$561  > 15'h4000;
+  assign \$563  = cmd[146] & \$562 ;
+  assign range_bad = \$560  | \$563 ;
+  assign \$564  = more & cmd[146];
+  assign \$565  = more & acc_rd__gnt;
+  assign \$566  = ~ cmd[146];
+  assign \$567  = spad_rd__gnt | \$566 ;
+  assign \$568  = \$565  & \$567 ;
+  assign ctl__busy = ~ \$641 ;
+  assign \$569  = ! sh4_0[63:10];
+  assign \$570  = sh4_0[63:10] == 54'h3fffffffffffff;
+  assign fits5_0 = \$569  | \$570 ;
   assign \$571  = $signed(y5_0) + $signed(res5_0);
-  assign \$572  = $signed(\$571 ) < $signed(8'h80);
+  assign \$572  = $signed(\$571 ) > $signed(8'h7f);
   assign \$573  = $signed(y5_0) + $signed(res5_0);
-  assign \$574  = \$572  ? 9'h180 : \$573 ;
-  assign \$575  = \$570  ? 9'h07f : \$574 ;
-  assign out6_0 = cmd[146] ? \$575 [7:0] : y5_0;
-  assign \$576  = ! sh4_1[63:10];
-  assign \$577  = sh4_1[63:10] == 54'h3fffffffffffff;
-  assign fits5_1 = \$576  | \$577 ;
-  assign \$578  = $signed(y5_1) + $signed(res5_1);
-  assign \$579  = $signed(\$578 ) > $signed(8'h7f);
+  assign \$574  = $signed(\$573 ) < $signed(8'h80);
+  assign \$575  = $signed(y5_0) + $signed(res5_0);
+  assign \$576  = \$574  ? 9'h180 : \$575 ;
+  assign \$577  = \$572  ? 9'h07f : \$576 ;
+  assign out6_0 = cmd[146] ? \$577 [7:0] : y5_0;
+  assign \$578  = ! sh4_1[63:10];
+  assign \$579  = sh4_1[63:10] == 54'h3fffffffffffff;
+  assign fits5_1 = \$578  | \$579 ;
   assign \$580  = $signed(y5_1) + $signed(res5_1);
-  assign \$581  = $signed(\$580 ) < $signed(8'h80);
+  assign \$581  = $signed(\$580 ) > $signed(8'h7f);
   assign \$582  = $signed(y5_1) + $signed(res5_1);
-  assign \$583  = \$581  ? 9'h180 : \$582 ;
-  assign \$584  = \$579  ? 9'h07f : \$583 ;
-  assign out6_1 = cmd[146] ? \$584 [7:0] : y5_1;
-  assign \$585  = ! sh4_2[63:10];
-  assign \$586  = sh4_2[63:10] == 54'h3fffffffffffff;
-  assign fits5_2 = \$585  | \$586 ;
-  assign \$587  = $signed(y5_2) + $signed(res5_2);
-  assign \$588  = $signed(\$587 ) > $signed(8'h7f);
+  assign \$583  = $signed(\$582 ) < $signed(8'h80);
+  assign \$584  = $signed(y5_1) + $signed(res5_1);
+  assign \$585  = \$583  ? 9'h180 : \$584 ;
+  assign \$586  = \$581  ? 9'h07f : \$585 ;
+  assign out6_1 = cmd[146] ? \$586 [7:0] : y5_1;
+  assign \$587  = ! sh4_2[63:10];
+  assign \$588  = sh4_2[63:10] == 54'h3fffffffffffff;
+  assign fits5_2 = \$587  | \$588 ;
   assign \$589  = $signed(y5_2) + $signed(res5_2);
-  assign \$590  = $signed(\$589 ) < $signed(8'h80);
+  assign \$590  = $signed(\$589 ) > $signed(8'h7f);
   assign \$591  = $signed(y5_2) + $signed(res5_2);
-  assign \$592  = \$590  ? 9'h180 : \$591 ;
-  assign \$593  = \$588  ? 9'h07f : \$592 ;
-  assign out6_2 = cmd[146] ? \$593 [7:0] : y5_2;
-  assign \$594  = ! sh4_3[63:10];
-  assign \$595  = sh4_3[63:10] == 54'h3fffffffffffff;
-  assign fits5_3 = \$594  | \$595 ;
-  assign \$596  = $signed(y5_3) + $signed(res5_3);
-  assign \$597  = $signed(\$596 ) > $signed(8'h7f);
+  assign \$592  = $signed(\$591 ) < $signed(8'h80);
+  assign \$593  = $signed(y5_2) + $signed(res5_2);
+  assign \$594  = \$592  ? 9'h180 : \$593 ;
+  assign \$595  = \$590  ? 9'h07f : \$594 ;
+  assign out6_2 = cmd[146] ? \$595 [7:0] : y5_2;
+  assign \$596  = ! sh4_3[63:10];
+  assign \$597  = sh4_3[63:10] == 54'h3fffffffffffff;
+  assign fits5_3 = \$596  | \$597 ;
   assign \$598  = $signed(y5_3) + $signed(res5_3);
-  assign \$599  = $signed(\$598 ) < $signed(8'h80);
+  assign \$599  = $signed(\$598 ) > $signed(8'h7f);
   assign \$600  = $signed(y5_3) + $signed(res5_3);
-  assign \$601  = \$599  ? 9'h180 : \$600 ;
-  assign \$602  = \$597  ? 9'h07f : \$601 ;
-  assign out6_3 = cmd[146] ? \$602 [7:0] : y5_3;
-  assign \$603  = ! sh4_4[63:10];
-  assign \$604  = sh4_4[63:10] == 54'h3fffffffffffff;
-  assign fits5_4 = \$603  | \$604 ;
-  assign \$605  = $signed(y5_4) + $signed(res5_4);
-  assign \$606  = $signed(\$605 ) > $signed(8'h7f);
+  assign \$601  = $signed(\$600 ) < $signed(8'h80);
+  assign \$602  = $signed(y5_3) + $signed(res5_3);
+  assign \$603  = \$601  ? 9'h180 : \$602 ;
+  assign \$604  = \$599  ? 9'h07f : \$603 ;
+  assign out6_3 = cmd[146] ? \$604 [7:0] : y5_3;
+  assign \$605  = ! sh4_4[63:10];
+  assign \$606  = sh4_4[63:10] == 54'h3fffffffffffff;
+  assign fits5_4 = \$605  | \$606 ;
   assign \$607  = $signed(y5_4) + $signed(res5_4);
-  assign \$608  = $signed(\$607 ) < $signed(8'h80);
+  assign \$608  = $signed(\$607 ) > $signed(8'h7f);
   assign \$609  = $signed(y5_4) + $signed(res5_4);
-  assign \$610  = \$608  ? 9'h180 : \$609 ;
-  assign \$611  = \$606  ? 9'h07f : \$610 ;
-  assign out6_4 = cmd[146] ? \$611 [7:0] : y5_4;
-  assign \$612  = ! sh4_5[63:10];
-  assign \$613  = sh4_5[63:10] == 54'h3fffffffffffff;
-  assign fits5_5 = \$612  | \$613 ;
-  assign \$614  = $signed(y5_5) + $signed(res5_5);
-  assign \$615  = $signed(\$614 ) > $signed(8'h7f);
+  assign \$610  = $signed(\$609 ) < $signed(8'h80);
+  assign \$611  = $signed(y5_4) + $signed(res5_4);
+  assign \$612  = \$610  ? 9'h180 : \$611 ;
+  assign \$613  = \$608  ? 9'h07f : \$612 ;
+  assign out6_4 = cmd[146] ? \$613 [7:0] : y5_4;
+  assign \$614  = ! sh4_5[63:10];
+  assign \$615  = sh4_5[63:10] == 54'h3fffffffffffff;
+  assign fits5_5 = \$614  | \$615 ;
   assign \$616  = $signed(y5_5) + $signed(res5_5);
-  assign \$617  = $signed(\$616 ) < $signed(8'h80);
+  assign \$617  = $signed(\$616 ) > $signed(8'h7f);
   assign \$618  = $signed(y5_5) + $signed(res5_5);
-  assign \$619  = \$617  ? 9'h180 : \$618 ;
-  assign \$620  = \$615  ? 9'h07f : \$619 ;
-  assign out6_5 = cmd[146] ? \$620 [7:0] : y5_5;
-  assign \$621  = ! sh4_6[63:10];
-  assign \$622  = sh4_6[63:10] == 54'h3fffffffffffff;
-  assign fits5_6 = \$621  | \$622 ;
-  assign \$623  = $signed(y5_6) + $signed(res5_6);
-  assign \$624  = $signed(\$623 ) > $signed(8'h7f);
+  assign \$619  = $signed(\$618 ) < $signed(8'h80);
+  assign \$620  = $signed(y5_5) + $signed(res5_5);
+  assign \$621  = \$619  ? 9'h180 : \$620 ;
+  assign \$622  = \$617  ? 9'h07f : \$621 ;
+  assign out6_5 = cmd[146] ? \$622 [7:0] : y5_5;
+  assign \$623  = ! sh4_6[63:10];
+  assign \$624  = sh4_6[63:10] == 54'h3fffffffffffff;
+  assign fits5_6 = \$623  | \$624 ;
   assign \$625  = $signed(y5_6) + $signed(res5_6);
-  assign \$626  = $signed(\$625 ) < $signed(8'h80);
+  assign \$626  = $signed(\$625 ) > $signed(8'h7f);
   assign \$627  = $signed(y5_6) + $signed(res5_6);
-  assign \$628  = \$626  ? 9'h180 : \$627 ;
-  assign \$629  = \$624  ? 9'h07f : \$628 ;
-  assign out6_6 = cmd[146] ? \$629 [7:0] : y5_6;
-  assign \$630  = ! sh4_7[63:10];
-  assign \$631  = sh4_7[63:10] == 54'h3fffffffffffff;
-  assign fits5_7 = \$630  | \$631 ;
-  assign \$632  = $signed(y5_7) + $signed(res5_7);
-  assign \$633  = $signed(\$632 ) > $signed(8'h7f);
+  assign \$628  = $signed(\$627 ) < $signed(8'h80);
+  assign \$629  = $signed(y5_6) + $signed(res5_6);
+  assign \$630  = \$628  ? 9'h180 : \$629 ;
+  assign \$631  = \$626  ? 9'h07f : \$630 ;
+  assign out6_6 = cmd[146] ? \$631 [7:0] : y5_6;
+  assign \$632  = ! sh4_7[63:10];
+  assign \$633  = sh4_7[63:10] == 54'h3fffffffffffff;
+  assign fits5_7 = \$632  | \$633 ;
   assign \$634  = $signed(y5_7) + $signed(res5_7);
-  assign \$635  = $signed(\$634 ) < $signed(8'h80);
+  assign \$635  = $signed(\$634 ) > $signed(8'h7f);
   assign \$636  = $signed(y5_7) + $signed(res5_7);
-  assign \$637  = \$635  ? 9'h180 : \$636 ;
-  assign \$638  = \$633  ? 9'h07f : \$637 ;
-  assign out6_7 = cmd[146] ? \$638 [7:0] : y5_7;
-  assign \$639  = ! vec_fsm_state;
-  assign \$640  = vec_fsm_state == 1'h1;
-  assign \$641  = vec_fsm_state == 2'h2;
-  assign \$642  = vec_fsm_state == 2'h3;
-  assign \$643  = vec_fsm_state == 3'h4;
-  assign \$644  = vec_fsm_state == 3'h5;
-  assign \$645  = vec_fsm_state == 3'h6;
-  assign \$646  = vec_fsm_state == 3'h7;
+  assign \$637  = $signed(\$636 ) < $signed(8'h80);
+  assign \$638  = $signed(y5_7) + $signed(res5_7);
+  assign \$639  = \$637  ? 9'h180 : \$638 ;
+  assign \$640  = \$635  ? 9'h07f : \$639 ;
+  assign out6_7 = cmd[146] ? \$640 [7:0] : y5_7;
+  assign \$641  = ! vec_fsm_state;
+  assign \$642  = vec_fsm_state == 1'h1;
+  assign \$643  = vec_fsm_state == 2'h2;
+  assign \$644  = vec_fsm_state == 2'h3;
+  assign \$645  = vec_fsm_state == 3'h4;
+  assign \$646  = vec_fsm_state == 3'h5;
+  assign \$647  = vec_fsm_state == 3'h6;
+  assign \$648  = vec_fsm_state == 3'h7;
   always @(posedge clk)
-    cap_valid0 <= \$647 ;
+    cap_valid0 <= \$649 ;
   always @(posedge clk)
-    cap_idx0 <= \$648 ;
+    cap_idx0 <= \$650 ;
   always @(posedge clk)
-    cap_valid1 <= \$649 ;
+    cap_valid1 <= \$651 ;
   always @(posedge clk)
-    cap_idx1 <= \$650 ;
+    cap_idx1 <= \$652 ;
   always @(posedge clk)
-    shift_0 <= \$651 ;
+    cap_valid2 <= \$653 ;
   always @(posedge clk)
-    shift_1 <= \$652 ;
+    cap_idx2 <= \$654 ;
   always @(posedge clk)
-    shift_2 <= \$653 ;
+    shift_0 <= \$655 ;
   always @(posedge clk)
-    shift_3 <= \$654 ;
+    shift_1 <= \$656 ;
   always @(posedge clk)
-    shift_4 <= \$655 ;
+    shift_2 <= \$657 ;
   always @(posedge clk)
-    shift_5 <= \$656 ;
+    shift_3 <= \$658 ;
   always @(posedge clk)
-    shift_6 <= \$657 ;
+    shift_4 <= \$659 ;
   always @(posedge clk)
-    shift_7 <= \$658 ;
+    shift_5 <= \$660 ;
   always @(posedge clk)
-    shift_out_of_range <= \$659 ;
+    shift_6 <= \$661 ;
   always @(posedge clk)
-    bias_0 <= \$660 ;
+    shift_7 <= \$662 ;
   always @(posedge clk)
-    bias_1 <= \$661 ;
+    shift_out_of_range <= \$663 ;
   always @(posedge clk)
-    bias_2 <= \$662 ;
+    bias_0 <= \$664 ;
   always @(posedge clk)
-    bias_3 <= \$663 ;
+    bias_1 <= \$665 ;
   always @(posedge clk)
-    bias_4 <= \$664 ;
+    bias_2 <= \$666 ;
   always @(posedge clk)
-    bias_5 <= \$665 ;
+    bias_3 <= \$667 ;
   always @(posedge clk)
-    bias_6 <= \$666 ;
+    bias_4 <= \$668 ;
   always @(posedge clk)
-    bias_7 <= \$667 ;
+    bias_5 <= \$669 ;
   always @(posedge clk)
-    mult_0 <= \$668 ;
+    bias_6 <= \$670 ;
   always @(posedge clk)
-    mult_1 <= \$669 ;
+    bias_7 <= \$671 ;
   always @(posedge clk)
-    mult_2 <= \$670 ;
+    mult_0 <= \$672 ;
   always @(posedge clk)
-    mult_3 <= \$671 ;
+    mult_1 <= \$673 ;
   always @(posedge clk)
-    mult_4 <= \$672 ;
+    mult_2 <= \$674 ;
   always @(posedge clk)
-    mult_5 <= \$673 ;
+    mult_3 <= \$675 ;
   always @(posedge clk)
-    mult_6 <= \$674 ;
+    mult_4 <= \$676 ;
   always @(posedge clk)
-    mult_7 <= \$675 ;
+    mult_5 <= \$677 ;
   always @(posedge clk)
-    cmd <= \$676 ;
+    mult_6 <= \$678 ;
   always @(posedge clk)
-    err <= \$677 ;
+    mult_7 <= \$679 ;
   always @(posedge clk)
-    issued <= \$678 ;
+    cmd <= \$680 ;
   always @(posedge clk)
-    retired <= \$679 ;
+    err <= \$681 ;
   always @(posedge clk)
-    vec_fsm_state <= \$680 ;
+    issued <= \$682 ;
   always @(posedge clk)
-    pidx <= \$681 ;
+    retired <= \$683 ;
   always @(posedge clk)
-    acc_ptr <= \$682 ;
+    vec_fsm_state <= \$684 ;
   always @(posedge clk)
-    res_ptr <= \$683 ;
+    pidx <= \$685 ;
   always @(posedge clk)
-    more <= \$684 ;
+    acc_ptr <= \$686 ;
   always @(posedge clk)
-    inflight1 <= \$685 ;
+    res_ptr <= \$687 ;
   always @(posedge clk)
-    v0 <= \$686 ;
+    more <= \$688 ;
   always @(posedge clk)
-    v1 <= \$687 ;
+    inflight1 <= \$689 ;
   always @(posedge clk)
-    v2 <= \$688 ;
+    inflight2 <= \$690 ;
   always @(posedge clk)
-    v3 <= \$689 ;
+    v0 <= \$691 ;
   always @(posedge clk)
-    v4 <= \$690 ;
+    v1 <= \$692 ;
   always @(posedge clk)
-    v5 <= \$691 ;
+    v2 <= \$693 ;
   always @(posedge clk)
-    res1_0 <= \$36 ;
+    v3 <= \$694 ;
   always @(posedge clk)
-    res2_0 <= \$37 ;
+    v4 <= \$695 ;
   always @(posedge clk)
-    res3_0 <= \$38 ;
+    v5 <= \$696 ;
   always @(posedge clk)
-    res4_0 <= \$39 ;
+    res1_0 <= \$38 ;
   always @(posedge clk)
-    res5_0 <= \$40 ;
+    res2_0 <= \$39 ;
   always @(posedge clk)
-    res1_1 <= \$41 ;
+    res3_0 <= \$40 ;
   always @(posedge clk)
-    res2_1 <= \$42 ;
+    res4_0 <= \$41 ;
   always @(posedge clk)
-    res3_1 <= \$43 ;
+    res5_0 <= \$42 ;
   always @(posedge clk)
-    res4_1 <= \$44 ;
+    res1_1 <= \$43 ;
   always @(posedge clk)
-    res5_1 <= \$45 ;
+    res2_1 <= \$44 ;
   always @(posedge clk)
-    res1_2 <= \$46 ;
+    res3_1 <= \$45 ;
   always @(posedge clk)
-    res2_2 <= \$47 ;
+    res4_1 <= \$46 ;
   always @(posedge clk)
-    res3_2 <= \$48 ;
+    res5_1 <= \$47 ;
   always @(posedge clk)
-    res4_2 <= \$49 ;
+    res1_2 <= \$48 ;
   always @(posedge clk)
-    res5_2 <= \$50 ;
+    res2_2 <= \$49 ;
   always @(posedge clk)
-    res1_3 <= \$51 ;
+    res3_2 <= \$50 ;
   always @(posedge clk)
-    res2_3 <= \$52 ;
+    res4_2 <= \$51 ;
   always @(posedge clk)
-    res3_3 <= \$53 ;
+    res5_2 <= \$52 ;
   always @(posedge clk)
-    res4_3 <= \$54 ;
+    res1_3 <= \$53 ;
   always @(posedge clk)
-    res5_3 <= \$55 ;
+    res2_3 <= \$54 ;
   always @(posedge clk)
-    res1_4 <= \$56 ;
+    res3_3 <= \$55 ;
   always @(posedge clk)
-    res2_4 <= \$57 ;
+    res4_3 <= \$56 ;
   always @(posedge clk)
-    res3_4 <= \$58 ;
+    res5_3 <= \$57 ;
   always @(posedge clk)
-    res4_4 <= \$59 ;
+    res1_4 <= \$58 ;
   always @(posedge clk)
-    res5_4 <= \$60 ;
+    res2_4 <= \$59 ;
   always @(posedge clk)
-    res1_5 <= \$61 ;
+    res3_4 <= \$60 ;
   always @(posedge clk)
-    res2_5 <= \$62 ;
+    res4_4 <= \$61 ;
   always @(posedge clk)
-    res3_5 <= \$63 ;
+    res5_4 <= \$62 ;
   always @(posedge clk)
-    res4_5 <= \$64 ;
+    res1_5 <= \$63 ;
   always @(posedge clk)
-    res5_5 <= \$65 ;
+    res2_5 <= \$64 ;
   always @(posedge clk)
-    res1_6 <= \$66 ;
+    res3_5 <= \$65 ;
   always @(posedge clk)
-    res2_6 <= \$67 ;
+    res4_5 <= \$66 ;
   always @(posedge clk)
-    res3_6 <= \$68 ;
+    res5_5 <= \$67 ;
   always @(posedge clk)
-    res4_6 <= \$69 ;
+    res1_6 <= \$68 ;
   always @(posedge clk)
-    res5_6 <= \$70 ;
+    res2_6 <= \$69 ;
   always @(posedge clk)
-    res1_7 <= \$71 ;
+    res3_6 <= \$70 ;
   always @(posedge clk)
-    res2_7 <= \$72 ;
+    res4_6 <= \$71 ;
   always @(posedge clk)
-    res3_7 <= \$73 ;
+    res5_6 <= \$72 ;
   always @(posedge clk)
-    res4_7 <= \$74 ;
+    res1_7 <= \$73 ;
   always @(posedge clk)
-    res5_7 <= \$75 ;
+    res2_7 <= \$74 ;
   always @(posedge clk)
-    x1_0 <= \$77 ;
+    res3_7 <= \$75 ;
   always @(posedge clk)
-    plo2_0 <= \$79 ;
+    res4_7 <= \$76 ;
   always @(posedge clk)
-    phi2_0 <= \$81 ;
+    res5_7 <= \$77 ;
   always @(posedge clk)
-    p3_0 <= \$84 [63:0];
+    x1_0 <= \$79 ;
   always @(posedge clk)
-    sh4_0 <= \$86 ;
+    plo2_0 <= \$81 ;
   always @(posedge clk)
-    rb4_0 <= \$89 ;
+    phi2_0 <= \$83 ;
   always @(posedge clk)
-    y5_0 <= \$129 ;
+    p3_0 <= \$86 [63:0];
   always @(posedge clk)
-    x1_1 <= \$131 ;
+    sh4_0 <= \$88 ;
   always @(posedge clk)
-    plo2_1 <= \$133 ;
+    rb4_0 <= \$91 ;
   always @(posedge clk)
-    phi2_1 <= \$135 ;
+    y5_0 <= \$131 ;
   always @(posedge clk)
-    p3_1 <= \$138 [63:0];
+    x1_1 <= \$133 ;
   always @(posedge clk)
-    sh4_1 <= \$140 ;
+    plo2_1 <= \$135 ;
   always @(posedge clk)
-    rb4_1 <= \$143 ;
+    phi2_1 <= \$137 ;
   always @(posedge clk)
-    y5_1 <= \$183 ;
+    p3_1 <= \$140 [63:0];
   always @(posedge clk)
-    x1_2 <= \$185 ;
+    sh4_1 <= \$142 ;
   always @(posedge clk)
-    plo2_2 <= \$187 ;
+    rb4_1 <= \$145 ;
   always @(posedge clk)
-    phi2_2 <= \$189 ;
+    y5_1 <= \$185 ;
   always @(posedge clk)
-    p3_2 <= \$192 [63:0];
+    x1_2 <= \$187 ;
   always @(posedge clk)
-    sh4_2 <= \$194 ;
+    plo2_2 <= \$189 ;
   always @(posedge clk)
-    rb4_2 <= \$197 ;
+    phi2_2 <= \$191 ;
   always @(posedge clk)
-    y5_2 <= \$237 ;
+    p3_2 <= \$194 [63:0];
   always @(posedge clk)
-    x1_3 <= \$239 ;
+    sh4_2 <= \$196 ;
   always @(posedge clk)
-    plo2_3 <= \$241 ;
+    rb4_2 <= \$199 ;
   always @(posedge clk)
-    phi2_3 <= \$243 ;
+    y5_2 <= \$239 ;
   always @(posedge clk)
-    p3_3 <= \$246 [63:0];
+    x1_3 <= \$241 ;
   always @(posedge clk)
-    sh4_3 <= \$248 ;
+    plo2_3 <= \$243 ;
   always @(posedge clk)
-    rb4_3 <= \$251 ;
+    phi2_3 <= \$245 ;
   always @(posedge clk)
-    y5_3 <= \$291 ;
+    p3_3 <= \$248 [63:0];
   always @(posedge clk)
-    x1_4 <= \$293 ;
+    sh4_3 <= \$250 ;
   always @(posedge clk)
-    plo2_4 <= \$295 ;
+    rb4_3 <= \$253 ;
   always @(posedge clk)
-    phi2_4 <= \$297 ;
+    y5_3 <= \$293 ;
   always @(posedge clk)
-    p3_4 <= \$300 [63:0];
+    x1_4 <= \$295 ;
   always @(posedge clk)
-    sh4_4 <= \$302 ;
+    plo2_4 <= \$297 ;
   always @(posedge clk)
-    rb4_4 <= \$305 ;
+    phi2_4 <= \$299 ;
   always @(posedge clk)
-    y5_4 <= \$345 ;
+    p3_4 <= \$302 [63:0];
   always @(posedge clk)
-    x1_5 <= \$347 ;
+    sh4_4 <= \$304 ;
   always @(posedge clk)
-    plo2_5 <= \$349 ;
+    rb4_4 <= \$307 ;
   always @(posedge clk)
-    phi2_5 <= \$351 ;
+    y5_4 <= \$347 ;
   always @(posedge clk)
-    p3_5 <= \$354 [63:0];
+    x1_5 <= \$349 ;
   always @(posedge clk)
-    sh4_5 <= \$356 ;
+    plo2_5 <= \$351 ;
   always @(posedge clk)
-    rb4_5 <= \$359 ;
+    phi2_5 <= \$353 ;
   always @(posedge clk)
-    y5_5 <= \$399 ;
+    p3_5 <= \$356 [63:0];
   always @(posedge clk)
-    x1_6 <= \$401 ;
+    sh4_5 <= \$358 ;
   always @(posedge clk)
-    plo2_6 <= \$403 ;
+    rb4_5 <= \$361 ;
   always @(posedge clk)
-    phi2_6 <= \$405 ;
+    y5_5 <= \$401 ;
   always @(posedge clk)
-    p3_6 <= \$408 [63:0];
+    x1_6 <= \$403 ;
   always @(posedge clk)
-    sh4_6 <= \$410 ;
+    plo2_6 <= \$405 ;
   always @(posedge clk)
-    rb4_6 <= \$413 ;
+    phi2_6 <= \$407 ;
   always @(posedge clk)
-    y5_6 <= \$453 ;
+    p3_6 <= \$410 [63:0];
   always @(posedge clk)
-    x1_7 <= \$455 ;
+    sh4_6 <= \$412 ;
   always @(posedge clk)
-    plo2_7 <= \$457 ;
+    rb4_6 <= \$415 ;
   always @(posedge clk)
-    phi2_7 <= \$459 ;
+    y5_6 <= \$455 ;
   always @(posedge clk)
-    p3_7 <= \$462 [63:0];
+    x1_7 <= \$457 ;
   always @(posedge clk)
-    sh4_7 <= \$464 ;
+    plo2_7 <= \$459 ;
   always @(posedge clk)
-    rb4_7 <= \$467 ;
+    phi2_7 <= \$461 ;
   always @(posedge clk)
-    y5_7 <= \$507 ;
+    p3_7 <= \$464 [63:0];
   always @(posedge clk)
-    wr_en <= \$692 ;
+    sh4_7 <= \$466 ;
   always @(posedge clk)
-    max6_0 <= \$693 ;
+    rb4_7 <= \$469 ;
   always @(posedge clk)
-    max6_1 <= \$694 ;
+    y5_7 <= \$509 ;
   always @(posedge clk)
-    max6_2 <= \$695 ;
+    wr_en <= \$697 ;
   always @(posedge clk)
-    max6_3 <= \$696 ;
+    max6_0 <= \$698 ;
   always @(posedge clk)
-    max6_4 <= \$697 ;
+    max6_1 <= \$699 ;
   always @(posedge clk)
-    max6_5 <= \$698 ;
+    max6_2 <= \$700 ;
   always @(posedge clk)
-    max6_6 <= \$699 ;
+    max6_3 <= \$701 ;
   always @(posedge clk)
-    max6_7 <= \$700 ;
+    max6_4 <= \$702 ;
   always @(posedge clk)
-    wr_addr <= \$701 ;
+    max6_5 <= \$703 ;
   always @(posedge clk)
-    wr_data <= \$702 ;
+    max6_6 <= \$704 ;
+  always @(posedge clk)
+    max6_7 <= \$705 ;
+  always @(posedge clk)
+    wr_addr <= \$706 ;
+  always @(posedge clk)
+    wr_data <= \$707 ;
   assign \$1  = | acc_rd__data[31:6];
   assign \$2  = | acc_rd__data[63:38];
   assign \$3  = | acc_rd__data[95:70];
@@ -41465,290 +41679,265 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$26  = \$25  ? cmd[75:56] : cmd[95:76];
   assign \$27  = \$19  ? cmd[19:0] : \$26 ;
   assign \$28  = pidx == 2'h2;
-  assign \$29  = | shift_out_of_range;
-  assign \$30  = issued + 1'h1;
-  assign \$31  = issued + 1'h1;
-  assign \$32  = \$31  != cmd[55:40];
-  assign \$33  = acc_ptr + 1'h1;
-  assign \$34  = res_ptr + 1'h1;
-  assign \$35  = retired == cmd[55:40];
-  assign \$36  = v0 ? spad_rd__data[7:0] : res1_0;
-  assign \$37  = v1 ? res1_0 : res2_0;
-  assign \$38  = v2 ? res2_0 : res3_0;
-  assign \$39  = v3 ? res3_0 : res4_0;
-  assign \$40  = v4 ? res4_0 : res5_0;
-  assign \$41  = v0 ? spad_rd__data[15:8] : res1_1;
-  assign \$42  = v1 ? res1_1 : res2_1;
-  assign \$43  = v2 ? res2_1 : res3_1;
-  assign \$44  = v3 ? res3_1 : res4_1;
-  assign \$45  = v4 ? res4_1 : res5_1;
-  assign \$46  = v0 ? spad_rd__data[23:16] : res1_2;
-  assign \$47  = v1 ? res1_2 : res2_2;
-  assign \$48  = v2 ? res2_2 : res3_2;
-  assign \$49  = v3 ? res3_2 : res4_2;
-  assign \$50  = v4 ? res4_2 : res5_2;
-  assign \$51  = v0 ? spad_rd__data[31:24] : res1_3;
-  assign \$52  = v1 ? res1_3 : res2_3;
-  assign \$53  = v2 ? res2_3 : res3_3;
-  assign \$54  = v3 ? res3_3 : res4_3;
-  assign \$55  = v4 ? res4_3 : res5_3;
-  assign \$56  = v0 ? spad_rd__data[39:32] : res1_4;
-  assign \$57  = v1 ? res1_4 : res2_4;
-  assign \$58  = v2 ? res2_4 : res3_4;
-  assign \$59  = v3 ? res3_4 : res4_4;
-  assign \$60  = v4 ? res4_4 : res5_4;
-  assign \$61  = v0 ? spad_rd__data[47:40] : res1_5;
-  assign \$62  = v1 ? res1_5 : res2_5;
-  assign \$63  = v2 ? res2_5 : res3_5;
-  assign \$64  = v3 ? res3_5 : res4_5;
-  assign \$65  = v4 ? res4_5 : res5_5;
-  assign \$66  = v0 ? spad_rd__data[55:48] : res1_6;
-  assign \$67  = v1 ? res1_6 : res2_6;
-  assign \$68  = v2 ? res2_6 : res3_6;
-  assign \$69  = v3 ? res3_6 : res4_6;
-  assign \$70  = v4 ? res4_6 : res5_6;
-  assign \$71  = v0 ? spad_rd__data[63:56] : res1_7;
-  assign \$72  = v1 ? res1_7 : res2_7;
-  assign \$73  = v2 ? res2_7 : res3_7;
-  assign \$74  = v3 ? res3_7 : res4_7;
-  assign \$75  = v4 ? res4_7 : res5_7;
-  assign \$76  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
-  assign \$77  = v0 ? \$76 [31:0] : x1_0;
-  assign \$78  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
-  assign \$79  = v1 ? { \$78 [47], \$78  } : plo2_0;
-  assign \$80  = $signed(x1_0) * $signed(mult_0[31:16]);
-  assign \$81  = v1 ? \$80  : phi2_0;
-  assign \$83  = $signed(plo2_0) + $signed(\$82 );
-  assign \$84  = v2 ? \$83  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
-  assign \$85  = $signed(p3_0) >>> shift_0;
-  assign \$86  = v3 ? \$85  : sh4_0;
-  assign \$88  = \$87  >> shift_0;
-  assign \$89  = v3 ? \$88  : rb4_0;
-  assign \$90  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$91  = $signed(\$90 ) + $signed(cmd[143:136]);
-  assign \$92  = $signed(\$91 ) > $signed(8'h7f);
-  assign \$93  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$94  = $signed(\$93 ) + $signed(cmd[143:136]);
-  assign \$95  = $signed(\$94 ) < $signed(8'h80);
-  assign \$96  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$97  = $signed(\$96 ) + $signed(cmd[143:136]);
-  assign \$98  = \$95  ? 13'h1f80 : \$97 ;
-  assign \$99  = \$92  ? 13'h007f : \$98 ;
-  assign \$100  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$101  = fits5_0 ? \$99 [7:0] : \$100 ;
-  assign \$102  = $signed(\$101 ) > $signed(cmd[143:136]);
-  assign \$103  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$104  = $signed(\$103 ) + $signed(cmd[143:136]);
-  assign \$105  = $signed(\$104 ) > $signed(8'h7f);
-  assign \$106  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$107  = $signed(\$106 ) + $signed(cmd[143:136]);
-  assign \$108  = $signed(\$107 ) < $signed(8'h80);
-  assign \$109  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$110  = $signed(\$109 ) + $signed(cmd[143:136]);
-  assign \$111  = \$108  ? 13'h1f80 : \$110 ;
-  assign \$112  = \$105  ? 13'h007f : \$111 ;
-  assign \$113  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$114  = fits5_0 ? \$112 [7:0] : \$113 ;
-  assign \$115  = \$102  ? \$114  : cmd[143:136];
-  assign \$116  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$117  = $signed(\$116 ) + $signed(cmd[143:136]);
-  assign \$118  = $signed(\$117 ) > $signed(8'h7f);
-  assign \$119  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$120  = $signed(\$119 ) + $signed(cmd[143:136]);
-  assign \$121  = $signed(\$120 ) < $signed(8'h80);
-  assign \$122  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
-  assign \$123  = $signed(\$122 ) + $signed(cmd[143:136]);
-  assign \$124  = \$121  ? 13'h1f80 : \$123 ;
-  assign \$125  = \$118  ? 13'h007f : \$124 ;
-  assign \$126  = sh4_0[63] ? 8'h80 : 8'h7f;
-  assign \$127  = fits5_0 ? \$125 [7:0] : \$126 ;
-  assign \$128  = cmd[145] ? \$115  : \$127 ;
-  assign \$129  = v4 ? \$128  : y5_0;
-  assign \$130  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
-  assign \$131  = v0 ? \$130 [31:0] : x1_1;
-  assign \$132  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
-  assign \$133  = v1 ? { \$132 [47], \$132  } : plo2_1;
-  assign \$134  = $signed(x1_1) * $signed(mult_1[31:16]);
-  assign \$135  = v1 ? \$134  : phi2_1;
-  assign \$137  = $signed(plo2_1) + $signed(\$136 );
-  assign \$138  = v2 ? \$137  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
-  assign \$139  = $signed(p3_1) >>> shift_1;
-  assign \$140  = v3 ? \$139  : sh4_1;
-  assign \$142  = \$141  >> shift_1;
-  assign \$143  = v3 ? \$142  : rb4_1;
-  assign \$144  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$145  = $signed(\$144 ) + $signed(cmd[143:136]);
-  assign \$146  = $signed(\$145 ) > $signed(8'h7f);
-  assign \$147  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$148  = $signed(\$147 ) + $signed(cmd[143:136]);
-  assign \$149  = $signed(\$148 ) < $signed(8'h80);
-  assign \$150  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$151  = $signed(\$150 ) + $signed(cmd[143:136]);
-  assign \$152  = \$149  ? 13'h1f80 : \$151 ;
-  assign \$153  = \$146  ? 13'h007f : \$152 ;
-  assign \$154  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$155  = fits5_1 ? \$153 [7:0] : \$154 ;
-  assign \$156  = $signed(\$155 ) > $signed(cmd[143:136]);
-  assign \$157  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$158  = $signed(\$157 ) + $signed(cmd[143:136]);
-  assign \$159  = $signed(\$158 ) > $signed(8'h7f);
-  assign \$160  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$161  = $signed(\$160 ) + $signed(cmd[143:136]);
-  assign \$162  = $signed(\$161 ) < $signed(8'h80);
-  assign \$163  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$164  = $signed(\$163 ) + $signed(cmd[143:136]);
-  assign \$165  = \$162  ? 13'h1f80 : \$164 ;
-  assign \$166  = \$159  ? 13'h007f : \$165 ;
-  assign \$167  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$168  = fits5_1 ? \$166 [7:0] : \$167 ;
-  assign \$169  = \$156  ? \$168  : cmd[143:136];
-  assign \$170  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$171  = $signed(\$170 ) + $signed(cmd[143:136]);
-  assign \$172  = $signed(\$171 ) > $signed(8'h7f);
-  assign \$173  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$174  = $signed(\$173 ) + $signed(cmd[143:136]);
-  assign \$175  = $signed(\$174 ) < $signed(8'h80);
-  assign \$176  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
-  assign \$177  = $signed(\$176 ) + $signed(cmd[143:136]);
-  assign \$178  = \$175  ? 13'h1f80 : \$177 ;
-  assign \$179  = \$172  ? 13'h007f : \$178 ;
-  assign \$180  = sh4_1[63] ? 8'h80 : 8'h7f;
-  assign \$181  = fits5_1 ? \$179 [7:0] : \$180 ;
-  assign \$182  = cmd[145] ? \$169  : \$181 ;
-  assign \$183  = v4 ? \$182  : y5_1;
-  assign \$184  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
-  assign \$185  = v0 ? \$184 [31:0] : x1_2;
-  assign \$186  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
-  assign \$187  = v1 ? { \$186 [47], \$186  } : plo2_2;
-  assign \$188  = $signed(x1_2) * $signed(mult_2[31:16]);
-  assign \$189  = v1 ? \$188  : phi2_2;
-  assign \$191  = $signed(plo2_2) + $signed(\$190 );
-  assign \$192  = v2 ? \$191  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
-  assign \$193  = $signed(p3_2) >>> shift_2;
-  assign \$194  = v3 ? \$193  : sh4_2;
-  assign \$196  = \$195  >> shift_2;
-  assign \$197  = v3 ? \$196  : rb4_2;
-  assign \$198  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$199  = $signed(\$198 ) + $signed(cmd[143:136]);
-  assign \$200  = $signed(\$199 ) > $signed(8'h7f);
-  assign \$201  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$202  = $signed(\$201 ) + $signed(cmd[143:136]);
-  assign \$203  = $signed(\$202 ) < $signed(8'h80);
-  assign \$204  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$205  = $signed(\$204 ) + $signed(cmd[143:136]);
-  assign \$206  = \$203  ? 13'h1f80 : \$205 ;
-  assign \$207  = \$200  ? 13'h007f : \$206 ;
-  assign \$208  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$209  = fits5_2 ? \$207 [7:0] : \$208 ;
-  assign \$210  = $signed(\$209 ) > $signed(cmd[143:136]);
-  assign \$211  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$212  = $signed(\$211 ) + $signed(cmd[143:136]);
-  assign \$213  = $signed(\$212 ) > $signed(8'h7f);
-  assign \$214  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$215  = $signed(\$214 ) + $signed(cmd[143:136]);
-  assign \$216  = $signed(\$215 ) < $signed(8'h80);
-  assign \$217  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$218  = $signed(\$217 ) + $signed(cmd[143:136]);
-  assign \$219  = \$216  ? 13'h1f80 : \$218 ;
-  assign \$220  = \$213  ? 13'h007f : \$219 ;
-  assign \$221  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$222  = fits5_2 ? \$220 [7:0] : \$221 ;
-  assign \$223  = \$210  ? \$222  : cmd[143:136];
-  assign \$224  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$225  = $signed(\$224 ) + $signed(cmd[143:136]);
-  assign \$226  = $signed(\$225 ) > $signed(8'h7f);
-  assign \$227  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$228  = $signed(\$227 ) + $signed(cmd[143:136]);
-  assign \$229  = $signed(\$228 ) < $signed(8'h80);
-  assign \$230  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
-  assign \$231  = $signed(\$230 ) + $signed(cmd[143:136]);
-  assign \$232  = \$229  ? 13'h1f80 : \$231 ;
-  assign \$233  = \$226  ? 13'h007f : \$232 ;
-  assign \$234  = sh4_2[63] ? 8'h80 : 8'h7f;
-  assign \$235  = fits5_2 ? \$233 [7:0] : \$234 ;
-  assign \$236  = cmd[145] ? \$223  : \$235 ;
-  assign \$237  = v4 ? \$236  : y5_2;
-  assign \$238  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
-  assign \$239  = v0 ? \$238 [31:0] : x1_3;
-  assign \$240  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
-  assign \$241  = v1 ? { \$240 [47], \$240  } : plo2_3;
-  assign \$242  = $signed(x1_3) * $signed(mult_3[31:16]);
-  assign \$243  = v1 ? \$242  : phi2_3;
-  assign \$245  = $signed(plo2_3) + $signed(\$244 );
-  assign \$246  = v2 ? \$245  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
-  assign \$247  = $signed(p3_3) >>> shift_3;
-  assign \$248  = v3 ? \$247  : sh4_3;
-  assign \$250  = \$249  >> shift_3;
-  assign \$251  = v3 ? \$250  : rb4_3;
-  assign \$252  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$253  = $signed(\$252 ) + $signed(cmd[143:136]);
-  assign \$254  = $signed(\$253 ) > $signed(8'h7f);
-  assign \$255  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$256  = $signed(\$255 ) + $signed(cmd[143:136]);
-  assign \$257  = $signed(\$256 ) < $signed(8'h80);
-  assign \$258  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$259  = $signed(\$258 ) + $signed(cmd[143:136]);
-  assign \$260  = \$257  ? 13'h1f80 : \$259 ;
-  assign \$261  = \$254  ? 13'h007f : \$260 ;
-  assign \$262  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$263  = fits5_3 ? \$261 [7:0] : \$262 ;
-  assign \$264  = $signed(\$263 ) > $signed(cmd[143:136]);
-  assign \$265  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$266  = $signed(\$265 ) + $signed(cmd[143:136]);
-  assign \$267  = $signed(\$266 ) > $signed(8'h7f);
-  assign \$268  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$269  = $signed(\$268 ) + $signed(cmd[143:136]);
-  assign \$270  = $signed(\$269 ) < $signed(8'h80);
-  assign \$271  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$272  = $signed(\$271 ) + $signed(cmd[143:136]);
-  assign \$273  = \$270  ? 13'h1f80 : \$272 ;
-  assign \$274  = \$267  ? 13'h007f : \$273 ;
-  assign \$275  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$276  = fits5_3 ? \$274 [7:0] : \$275 ;
-  assign \$277  = \$264  ? \$276  : cmd[143:136];
-  assign \$278  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$279  = $signed(\$278 ) + $signed(cmd[143:136]);
-  assign \$280  = $signed(\$279 ) > $signed(8'h7f);
-  assign \$281  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$282  = $signed(\$281 ) + $signed(cmd[143:136]);
-  assign \$283  = $signed(\$282 ) < $signed(8'h80);
-  assign \$284  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
-  assign \$285  = $signed(\$284 ) + $signed(cmd[143:136]);
-  assign \$286  = \$283  ? 13'h1f80 : \$285 ;
-  assign \$287  = \$280  ? 13'h007f : \$286 ;
-  assign \$288  = sh4_3[63] ? 8'h80 : 8'h7f;
-  assign \$289  = fits5_3 ? \$287 [7:0] : \$288 ;
-  assign \$290  = cmd[145] ? \$277  : \$289 ;
-  assign \$291  = v4 ? \$290  : y5_3;
-  assign \$292  = $signed(acc_rd__data[159:128]) + $signed(bias_4);
-  assign \$293  = v0 ? \$292 [31:0] : x1_4;
-  assign \$294  = $signed(x1_4) * $signed({ 1'h0, mult_4[15:0] });
-  assign \$295  = v1 ? { \$294 [47], \$294  } : plo2_4;
-  assign \$296  = $signed(x1_4) * $signed(mult_4[31:16]);
-  assign \$297  = v1 ? \$296  : phi2_4;
+  assign \$29  = cap_idx1 == 2'h2;
+  assign \$30  = cap_valid1 & \$29 ;
+  assign \$31  = | shift_out_of_range;
+  assign \$32  = issued + 1'h1;
+  assign \$33  = issued + 1'h1;
+  assign \$34  = \$33  != cmd[55:40];
+  assign \$35  = acc_ptr + 1'h1;
+  assign \$36  = res_ptr + 1'h1;
+  assign \$37  = retired == cmd[55:40];
+  assign \$38  = v0 ? spad_rd__data[7:0] : res1_0;
+  assign \$39  = v1 ? res1_0 : res2_0;
+  assign \$40  = v2 ? res2_0 : res3_0;
+  assign \$41  = v3 ? res3_0 : res4_0;
+  assign \$42  = v4 ? res4_0 : res5_0;
+  assign \$43  = v0 ? spad_rd__data[15:8] : res1_1;
+  assign \$44  = v1 ? res1_1 : res2_1;
+  assign \$45  = v2 ? res2_1 : res3_1;
+  assign \$46  = v3 ? res3_1 : res4_1;
+  assign \$47  = v4 ? res4_1 : res5_1;
+  assign \$48  = v0 ? spad_rd__data[23:16] : res1_2;
+  assign \$49  = v1 ? res1_2 : res2_2;
+  assign \$50  = v2 ? res2_2 : res3_2;
+  assign \$51  = v3 ? res3_2 : res4_2;
+  assign \$52  = v4 ? res4_2 : res5_2;
+  assign \$53  = v0 ? spad_rd__data[31:24] : res1_3;
+  assign \$54  = v1 ? res1_3 : res2_3;
+  assign \$55  = v2 ? res2_3 : res3_3;
+  assign \$56  = v3 ? res3_3 : res4_3;
+  assign \$57  = v4 ? res4_3 : res5_3;
+  assign \$58  = v0 ? spad_rd__data[39:32] : res1_4;
+  assign \$59  = v1 ? res1_4 : res2_4;
+  assign \$60  = v2 ? res2_4 : res3_4;
+  assign \$61  = v3 ? res3_4 : res4_4;
+  assign \$62  = v4 ? res4_4 : res5_4;
+  assign \$63  = v0 ? spad_rd__data[47:40] : res1_5;
+  assign \$64  = v1 ? res1_5 : res2_5;
+  assign \$65  = v2 ? res2_5 : res3_5;
+  assign \$66  = v3 ? res3_5 : res4_5;
+  assign \$67  = v4 ? res4_5 : res5_5;
+  assign \$68  = v0 ? spad_rd__data[55:48] : res1_6;
+  assign \$69  = v1 ? res1_6 : res2_6;
+  assign \$70  = v2 ? res2_6 : res3_6;
+  assign \$71  = v3 ? res3_6 : res4_6;
+  assign \$72  = v4 ? res4_6 : res5_6;
+  assign \$73  = v0 ? spad_rd__data[63:56] : res1_7;
+  assign \$74  = v1 ? res1_7 : res2_7;
+  assign \$75  = v2 ? res2_7 : res3_7;
+  assign \$76  = v3 ? res3_7 : res4_7;
+  assign \$77  = v4 ? res4_7 : res5_7;
+  assign \$78  = $signed(acc_rd__data[31:0]) + $signed(bias_0);
+  assign \$79  = v0 ? \$78 [31:0] : x1_0;
+  assign \$80  = $signed(x1_0) * $signed({ 1'h0, mult_0[15:0] });
+  assign \$81  = v1 ? { \$80 [47], \$80  } : plo2_0;
+  assign \$82  = $signed(x1_0) * $signed(mult_0[31:16]);
+  assign \$83  = v1 ? \$82  : phi2_0;
+  assign \$85  = $signed(plo2_0) + $signed(\$84 );
+  assign \$86  = v2 ? \$85  : { p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0[63], p3_0 };
+  assign \$87  = $signed(p3_0) >>> shift_0;
+  assign \$88  = v3 ? \$87  : sh4_0;
+  assign \$90  = \$89  >> shift_0;
+  assign \$91  = v3 ? \$90  : rb4_0;
+  assign \$92  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$93  = $signed(\$92 ) + $signed(cmd[143:136]);
+  assign \$94  = $signed(\$93 ) > $signed(8'h7f);
+  assign \$95  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$96  = $signed(\$95 ) + $signed(cmd[143:136]);
+  assign \$97  = $signed(\$96 ) < $signed(8'h80);
+  assign \$98  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$99  = $signed(\$98 ) + $signed(cmd[143:136]);
+  assign \$100  = \$97  ? 13'h1f80 : \$99 ;
+  assign \$101  = \$94  ? 13'h007f : \$100 ;
+  assign \$102  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$103  = fits5_0 ? \$101 [7:0] : \$102 ;
+  assign \$104  = $signed(\$103 ) > $signed(cmd[143:136]);
+  assign \$105  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$106  = $signed(\$105 ) + $signed(cmd[143:136]);
+  assign \$107  = $signed(\$106 ) > $signed(8'h7f);
+  assign \$108  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$109  = $signed(\$108 ) + $signed(cmd[143:136]);
+  assign \$110  = $signed(\$109 ) < $signed(8'h80);
+  assign \$111  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$112  = $signed(\$111 ) + $signed(cmd[143:136]);
+  assign \$113  = \$110  ? 13'h1f80 : \$112 ;
+  assign \$114  = \$107  ? 13'h007f : \$113 ;
+  assign \$115  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$116  = fits5_0 ? \$114 [7:0] : \$115 ;
+  assign \$117  = \$104  ? \$116  : cmd[143:136];
+  assign \$118  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$119  = $signed(\$118 ) + $signed(cmd[143:136]);
+  assign \$120  = $signed(\$119 ) > $signed(8'h7f);
+  assign \$121  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$122  = $signed(\$121 ) + $signed(cmd[143:136]);
+  assign \$123  = $signed(\$122 ) < $signed(8'h80);
+  assign \$124  = $signed(sh4_0[10:0]) + $signed({ 1'h0, rb4_0 });
+  assign \$125  = $signed(\$124 ) + $signed(cmd[143:136]);
+  assign \$126  = \$123  ? 13'h1f80 : \$125 ;
+  assign \$127  = \$120  ? 13'h007f : \$126 ;
+  assign \$128  = sh4_0[63] ? 8'h80 : 8'h7f;
+  assign \$129  = fits5_0 ? \$127 [7:0] : \$128 ;
+  assign \$130  = cmd[145] ? \$117  : \$129 ;
+  assign \$131  = v4 ? \$130  : y5_0;
+  assign \$132  = $signed(acc_rd__data[63:32]) + $signed(bias_1);
+  assign \$133  = v0 ? \$132 [31:0] : x1_1;
+  assign \$134  = $signed(x1_1) * $signed({ 1'h0, mult_1[15:0] });
+  assign \$135  = v1 ? { \$134 [47], \$134  } : plo2_1;
+  assign \$136  = $signed(x1_1) * $signed(mult_1[31:16]);
+  assign \$137  = v1 ? \$136  : phi2_1;
+  assign \$139  = $signed(plo2_1) + $signed(\$138 );
+  assign \$140  = v2 ? \$139  : { p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1[63], p3_1 };
+  assign \$141  = $signed(p3_1) >>> shift_1;
+  assign \$142  = v3 ? \$141  : sh4_1;
+  assign \$144  = \$143  >> shift_1;
+  assign \$145  = v3 ? \$144  : rb4_1;
+  assign \$146  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$147  = $signed(\$146 ) + $signed(cmd[143:136]);
+  assign \$148  = $signed(\$147 ) > $signed(8'h7f);
+  assign \$149  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$150  = $signed(\$149 ) + $signed(cmd[143:136]);
+  assign \$151  = $signed(\$150 ) < $signed(8'h80);
+  assign \$152  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$153  = $signed(\$152 ) + $signed(cmd[143:136]);
+  assign \$154  = \$151  ? 13'h1f80 : \$153 ;
+  assign \$155  = \$148  ? 13'h007f : \$154 ;
+  assign \$156  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$157  = fits5_1 ? \$155 [7:0] : \$156 ;
+  assign \$158  = $signed(\$157 ) > $signed(cmd[143:136]);
+  assign \$159  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$160  = $signed(\$159 ) + $signed(cmd[143:136]);
+  assign \$161  = $signed(\$160 ) > $signed(8'h7f);
+  assign \$162  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$163  = $signed(\$162 ) + $signed(cmd[143:136]);
+  assign \$164  = $signed(\$163 ) < $signed(8'h80);
+  assign \$165  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$166  = $signed(\$165 ) + $signed(cmd[143:136]);
+  assign \$167  = \$164  ? 13'h1f80 : \$166 ;
+  assign \$168  = \$161  ? 13'h007f : \$167 ;
+  assign \$169  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$170  = fits5_1 ? \$168 [7:0] : \$169 ;
+  assign \$171  = \$158  ? \$170  : cmd[143:136];
+  assign \$172  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$173  = $signed(\$172 ) + $signed(cmd[143:136]);
+  assign \$174  = $signed(\$173 ) > $signed(8'h7f);
+  assign \$175  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$176  = $signed(\$175 ) + $signed(cmd[143:136]);
+  assign \$177  = $signed(\$176 ) < $signed(8'h80);
+  assign \$178  = $signed(sh4_1[10:0]) + $signed({ 1'h0, rb4_1 });
+  assign \$179  = $signed(\$178 ) + $signed(cmd[143:136]);
+  assign \$180  = \$177  ? 13'h1f80 : \$179 ;
+  assign \$181  = \$174  ? 13'h007f : \$180 ;
+  assign \$182  = sh4_1[63] ? 8'h80 : 8'h7f;
+  assign \$183  = fits5_1 ? \$181 [7:0] : \$182 ;
+  assign \$184  = cmd[145] ? \$171  : \$183 ;
+  assign \$185  = v4 ? \$184  : y5_1;
+  assign \$186  = $signed(acc_rd__data[95:64]) + $signed(bias_2);
+  assign \$187  = v0 ? \$186 [31:0] : x1_2;
+  assign \$188  = $signed(x1_2) * $signed({ 1'h0, mult_2[15:0] });
+  assign \$189  = v1 ? { \$188 [47], \$188  } : plo2_2;
+  assign \$190  = $signed(x1_2) * $signed(mult_2[31:16]);
+  assign \$191  = v1 ? \$190  : phi2_2;
+  assign \$193  = $signed(plo2_2) + $signed(\$192 );
+  assign \$194  = v2 ? \$193  : { p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2[63], p3_2 };
+  assign \$195  = $signed(p3_2) >>> shift_2;
+  assign \$196  = v3 ? \$195  : sh4_2;
+  assign \$198  = \$197  >> shift_2;
+  assign \$199  = v3 ? \$198  : rb4_2;
+  assign \$200  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$201  = $signed(\$200 ) + $signed(cmd[143:136]);
+  assign \$202  = $signed(\$201 ) > $signed(8'h7f);
+  assign \$203  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$204  = $signed(\$203 ) + $signed(cmd[143:136]);
+  assign \$205  = $signed(\$204 ) < $signed(8'h80);
+  assign \$206  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$207  = $signed(\$206 ) + $signed(cmd[143:136]);
+  assign \$208  = \$205  ? 13'h1f80 : \$207 ;
+  assign \$209  = \$202  ? 13'h007f : \$208 ;
+  assign \$210  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$211  = fits5_2 ? \$209 [7:0] : \$210 ;
+  assign \$212  = $signed(\$211 ) > $signed(cmd[143:136]);
+  assign \$213  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$214  = $signed(\$213 ) + $signed(cmd[143:136]);
+  assign \$215  = $signed(\$214 ) > $signed(8'h7f);
+  assign \$216  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$217  = $signed(\$216 ) + $signed(cmd[143:136]);
+  assign \$218  = $signed(\$217 ) < $signed(8'h80);
+  assign \$219  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$220  = $signed(\$219 ) + $signed(cmd[143:136]);
+  assign \$221  = \$218  ? 13'h1f80 : \$220 ;
+  assign \$222  = \$215  ? 13'h007f : \$221 ;
+  assign \$223  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$224  = fits5_2 ? \$222 [7:0] : \$223 ;
+  assign \$225  = \$212  ? \$224  : cmd[143:136];
+  assign \$226  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$227  = $signed(\$226 ) + $signed(cmd[143:136]);
+  assign \$228  = $signed(\$227 ) > $signed(8'h7f);
+  assign \$229  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$230  = $signed(\$229 ) + $signed(cmd[143:136]);
+  assign \$231  = $signed(\$230 ) < $signed(8'h80);
+  assign \$232  = $signed(sh4_2[10:0]) + $signed({ 1'h0, rb4_2 });
+  assign \$233  = $signed(\$232 ) + $signed(cmd[143:136]);
+  assign \$234  = \$231  ? 13'h1f80 : \$233 ;
+  assign \$235  = \$228  ? 13'h007f : \$234 ;
+  assign \$236  = sh4_2[63] ? 8'h80 : 8'h7f;
+  assign \$237  = fits5_2 ? \$235 [7:0] : \$236 ;
+  assign \$238  = cmd[145] ? \$225  : \$237 ;
+  assign \$239  = v4 ? \$238  : y5_2;
+  assign \$240  = $signed(acc_rd__data[127:96]) + $signed(bias_3);
+  assign \$241  = v0 ? \$240 [31:0] : x1_3;
+  assign \$242  = $signed(x1_3) * $signed({ 1'h0, mult_3[15:0] });
+  assign \$243  = v1 ? { \$242 [47], \$242  } : plo2_3;
+  assign \$244  = $signed(x1_3) * $signed(mult_3[31:16]);
+  assign \$245  = v1 ? \$244  : phi2_3;
+  assign \$247  = $signed(plo2_3) + $signed(\$246 );
+  assign \$248  = v2 ? \$247  : { p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3[63], p3_3 };
+  assign \$249  = $signed(p3_3) >>> shift_3;
+  assign \$250  = v3 ? \$249  : sh4_3;
+  assign \$252  = \$251  >> shift_3;
+  assign \$253  = v3 ? \$252  : rb4_3;
+  assign \$254  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$255  = $signed(\$254 ) + $signed(cmd[143:136]);
+  assign \$256  = $signed(\$255 ) > $signed(8'h7f);
+  assign \$257  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$258  = $signed(\$257 ) + $signed(cmd[143:136]);
+  assign \$259  = $signed(\$258 ) < $signed(8'h80);
+  assign \$260  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$261  = $signed(\$260 ) + $signed(cmd[143:136]);
+  assign \$262  = \$259  ? 13'h1f80 : \$261 ;
+  assign \$263  = \$256  ? 13'h007f : \$262 ;
+  assign \$264  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$265  = fits5_3 ? \$263 [7:0] : \$264 ;
+  assign \$266  = $signed(\$265 ) > $signed(cmd[143:136]);
+  assign \$267  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$268  = $signed(\$267 ) + $signed(cmd[143:136]);
+  assign \$269  = $signed(\$268 ) > $signed(8'h7f);
+  assign \$270  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$271  = $signed(\$270 ) + $signed(cmd[143:136]);
+  assign \$272  = $signed(\$271 ) < $signed(8'h80);
+  assign \$273  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$274  = $signed(\$273 ) + $signed(cmd[143:136]);
+  assign \$275  = \$272  ? 13'h1f80 : \$274 ;
+  assign \$276  = \$269  ? 13'h007f : \$275 ;
+  assign \$277  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$278  = fits5_3 ? \$276 [7:0] : \$277 ;
+  assign \$279  = \$266  ? \$278  : cmd[143:136];
+  assign \$280  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$281  = $signed(\$280 ) + $signed(cmd[143:136]);
+  assign \$282  = $signed(\$281 ) > $signed(8'h7f);
+  assign \$283  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$284  = $signed(\$283 ) + $signed(cmd[143:136]);
+  assign \$285  = $signed(\$284 ) < $signed(8'h80);
+  assign \$286  = $signed(sh4_3[10:0]) + $signed({ 1'h0, rb4_3 });
+  assign \$287  = $signed(\$286 ) + $signed(cmd[143:136]);
+  assign \$288  = \$285  ? 13'h1f80 : \$287 ;
+  assign \$289  = \$282  ? 13'h007f : \$288 ;
+  assign \$290  = sh4_3[63] ? 8'h80 : 8'h7f;
+  assign \$291  = fits5_3 ? \$289 [7:0] : \$290 ;
+  assign \$292  = cmd[145] ? \$279  : \$291 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$647  = granted;
-    if (reset[3]) begin
-      \$647  = 1'h0;
-    end
-    if (rst) begin
-      \$647  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$648  = pidx;
-    if (reset[3]) begin
-      \$648  = 2'h0;
-    end
-    if (rst) begin
-      \$648  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$649  = cap_valid0;
+    \$649  = granted;
     if (reset[3]) begin
       \$649  = 1'h0;
     end
@@ -41758,7 +41947,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$650  = cap_idx0;
+    \$650  = pidx;
     if (reset[3]) begin
       \$650  = 2'h0;
     end
@@ -41768,213 +41957,149 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$651  = shift_0;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$651  = cap_valid0;
+    if (reset[3]) begin
+      \$651  = 1'h0;
+    end
+    if (rst) begin
+      \$651  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$652  = cap_idx0;
+    if (reset[3]) begin
+      \$652  = 2'h0;
+    end
+    if (rst) begin
+      \$652  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$653  = cap_valid1;
+    if (reset[3]) begin
+      \$653  = 1'h0;
+    end
+    if (rst) begin
+      \$653  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$654  = cap_idx1;
+    if (reset[3]) begin
+      \$654  = 2'h0;
+    end
+    if (rst) begin
+      \$654  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$655  = shift_0;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$651  = acc_rd__data[5:0];
+            \$655  = acc_rd__data[5:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$652  = shift_1;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$656  = shift_1;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$652  = acc_rd__data[37:32];
+            \$656  = acc_rd__data[37:32];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$653  = shift_2;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$657  = shift_2;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$653  = acc_rd__data[69:64];
+            \$657  = acc_rd__data[69:64];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$654  = shift_3;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$658  = shift_3;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$654  = acc_rd__data[101:96];
+            \$658  = acc_rd__data[101:96];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$655  = shift_4;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$659  = shift_4;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$655  = acc_rd__data[133:128];
+            \$659  = acc_rd__data[133:128];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$656  = shift_5;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$660  = shift_5;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$656  = acc_rd__data[165:160];
+            \$660  = acc_rd__data[165:160];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$657  = shift_6;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$661  = shift_6;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$657  = acc_rd__data[197:192];
+            \$661  = acc_rd__data[197:192];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$658  = shift_7;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$662  = shift_7;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$658  = acc_rd__data[229:224];
+            \$662  = acc_rd__data[229:224];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$659  = shift_out_of_range;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$663  = shift_out_of_range;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
-            \$659  = { \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
+            \$663  = { \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
       endcase
     end
     if (reset[3]) begin
-      \$659  = 8'h00;
+      \$663  = 8'h00;
     end
     if (rst) begin
-      \$659  = 8'h00;
+      \$663  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$660  = bias_0;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$664  = bias_0;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$660  = acc_rd__data[31:0];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$660  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$661  = bias_1;
-    if (cap_valid1) begin
-      casez (cap_idx1)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$661  = acc_rd__data[63:32];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$661  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$662  = bias_2;
-    if (cap_valid1) begin
-      casez (cap_idx1)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$662  = acc_rd__data[95:64];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$662  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$663  = bias_3;
-    if (cap_valid1) begin
-      casez (cap_idx1)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$663  = acc_rd__data[127:96];
-      endcase
-    end
-    casez (vec_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$663  = 32'd0;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$664  = bias_4;
-    if (cap_valid1) begin
-      casez (cap_idx1)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$664  = acc_rd__data[159:128];
+            \$664  = acc_rd__data[31:0];
       endcase
     end
     casez (vec_fsm_state)
@@ -41994,13 +42119,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$665  = bias_5;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$665  = bias_1;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$665  = acc_rd__data[191:160];
+            \$665  = acc_rd__data[63:32];
       endcase
     end
     casez (vec_fsm_state)
@@ -42020,13 +42145,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$666  = bias_6;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$666  = bias_2;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$666  = acc_rd__data[223:192];
+            \$666  = acc_rd__data[95:64];
       endcase
     end
     casez (vec_fsm_state)
@@ -42046,13 +42171,13 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$667  = bias_7;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$667  = bias_3;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
-            \$667  = acc_rd__data[255:224];
+            \$667  = acc_rd__data[127:96];
       endcase
     end
     casez (vec_fsm_state)
@@ -42072,171 +42197,275 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$668  = mult_0;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$668  = bias_4;
+    if (cap_valid2) begin
+      casez (cap_idx2)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$668  = acc_rd__data[159:128];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$13 ) begin
+              \$668  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$669  = bias_5;
+    if (cap_valid2) begin
+      casez (cap_idx2)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$669  = acc_rd__data[191:160];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$13 ) begin
+              \$669  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$670  = bias_6;
+    if (cap_valid2) begin
+      casez (cap_idx2)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$670  = acc_rd__data[223:192];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$13 ) begin
+              \$670  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$671  = bias_7;
+    if (cap_valid2) begin
+      casez (cap_idx2)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$671  = acc_rd__data[255:224];
+      endcase
+    end
+    casez (vec_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$11 ) begin
+          end else if (\$12 ) begin
+          end else if (range_bad) begin
+          end else begin
+            if (\$13 ) begin
+              \$671  = 32'd0;
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$672  = mult_0;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$668  = acc_rd__data[31:0];
+            \$672  = acc_rd__data[31:0];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$669  = mult_1;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$673  = mult_1;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$669  = acc_rd__data[63:32];
+            \$673  = acc_rd__data[63:32];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$670  = mult_2;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$674  = mult_2;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$670  = acc_rd__data[95:64];
+            \$674  = acc_rd__data[95:64];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$671  = mult_3;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$675  = mult_3;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$671  = acc_rd__data[127:96];
+            \$675  = acc_rd__data[127:96];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$672  = mult_4;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$676  = mult_4;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$672  = acc_rd__data[159:128];
+            \$676  = acc_rd__data[159:128];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$673  = mult_5;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$677  = mult_5;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$673  = acc_rd__data[191:160];
+            \$677  = acc_rd__data[191:160];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$674  = mult_6;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$678  = mult_6;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$674  = acc_rd__data[223:192];
+            \$678  = acc_rd__data[223:192];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$675  = mult_7;
-    if (cap_valid1) begin
-      casez (cap_idx1)
+    \$679  = mult_7;
+    if (cap_valid2) begin
+      casez (cap_idx2)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$675  = acc_rd__data[255:224];
+            \$679  = acc_rd__data[255:224];
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$676  = cmd;
+    \$680  = cmd;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$676  = ctl__cmd__payload;
+            \$680  = ctl__cmd__payload;
           end
     endcase
     if (reset[3]) begin
-      \$676  = 156'h000000000000000000000000000000000000000;
+      \$680  = 156'h000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$676  = 156'h000000000000000000000000000000000000000;
+      \$680  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$677  = err;
+    \$681  = err;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$677  = 8'h00;
+            \$681  = 8'h00;
           end
       3'h1:
           if (\$11 ) begin
-            \$677  = 8'h02;
+            \$681  = 8'h02;
           end else if (\$12 ) begin
-            \$677  = 8'h03;
+            \$681  = 8'h03;
           end else if (range_bad) begin
-            \$677  = 8'h04;
+            \$681  = 8'h04;
           end
       3'h3:
           /* empty */;
       3'h4:
           /* empty */;
       3'h5:
-          if (\$29 ) begin
-            \$677  = 8'h08;
+          if (\$31 ) begin
+            \$681  = 8'h08;
           end
     endcase
     if (reset[3]) begin
-      \$677  = 8'h00;
+      \$681  = 8'h00;
     end
     if (rst) begin
-      \$677  = 8'h00;
+      \$681  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$678  = issued;
+    \$682  = issued;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$678  = 17'h00000;
+            \$682  = 17'h00000;
           end
       3'h1:
           /* empty */;
@@ -42248,94 +42477,96 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h6:
           if (fire) begin
-            \$678  = \$30 [16:0];
+            \$682  = \$32 [16:0];
           end
     endcase
     if (reset[3]) begin
-      \$678  = 17'h00000;
+      \$682  = 17'h00000;
     end
     if (rst) begin
-      \$678  = 17'h00000;
+      \$682  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$679  = retired;
+    \$683  = retired;
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$679  = 17'h00000;
+            \$683  = 17'h00000;
           end
     endcase
     if (v5) begin
-      \$679  = \$508 [16:0];
+      \$683  = \$510 [16:0];
     end
     if (reset[3]) begin
-      \$679  = 17'h00000;
+      \$683  = 17'h00000;
     end
     if (rst) begin
-      \$679  = 17'h00000;
+      \$683  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$680  = vec_fsm_state;
+    \$684  = vec_fsm_state;
     (* full_case = 32'd1 *)
     casez (vec_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$680  = 3'h1;
+            \$684  = 3'h1;
           end
       3'h1:
           (* full_case = 32'd1 *)
           if (\$11 ) begin
-            \$680  = 3'h2;
+            \$684  = 3'h2;
           end else if (\$12 ) begin
-            \$680  = 3'h2;
+            \$684  = 3'h2;
           end else if (range_bad) begin
-            \$680  = 3'h2;
+            \$684  = 3'h2;
           end else begin
-            \$680  = 3'h3;
+            \$684  = 3'h3;
           end
       3'h3:
           if (acc_rd__gnt) begin
             if (\$28 ) begin
-              \$680  = 3'h4;
+              \$684  = 3'h4;
             end
           end
       3'h4:
-          \$680  = 3'h5;
+          if (\$30 ) begin
+            \$684  = 3'h5;
+          end
       3'h5:
           (* full_case = 32'd1 *)
-          if (\$29 ) begin
-            \$680  = 3'h2;
+          if (\$31 ) begin
+            \$684  = 3'h2;
           end else begin
-            \$680  = 3'h6;
+            \$684  = 3'h6;
           end
       3'h6:
-          if (\$35 ) begin
+          if (\$37 ) begin
             (* full_case = 32'd1 *)
             if (cmd[147]) begin
-              \$680  = 3'h7;
+              \$684  = 3'h7;
             end else begin
-              \$680  = 3'h2;
+              \$684  = 3'h2;
             end
           end
       3'h7:
-          \$680  = 3'h2;
+          \$684  = 3'h2;
       3'h2:
-          \$680  = 3'h0;
+          \$684  = 3'h0;
     endcase
     if (reset[3]) begin
-      \$680  = 3'h0;
+      \$684  = 3'h0;
     end
     if (rst) begin
-      \$680  = 3'h0;
+      \$684  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$681  = pidx;
+    \$685  = pidx;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -42345,23 +42576,23 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (\$12 ) begin
           end else if (range_bad) begin
           end else begin
-            \$681  = 2'h0;
+            \$685  = 2'h0;
           end
       3'h3:
           if (acc_rd__gnt) begin
-            \$681  = \$18 [1:0];
+            \$685  = \$18 [1:0];
           end
     endcase
     if (reset[3]) begin
-      \$681  = 2'h0;
+      \$685  = 2'h0;
     end
     if (rst) begin
-      \$681  = 2'h0;
+      \$685  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$682  = acc_ptr;
+    \$686  = acc_ptr;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -42371,11 +42602,11 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (\$12 ) begin
           end else if (range_bad) begin
           end else begin
-            \$682  = cmd[108:96];
+            \$686  = cmd[108:96];
           end
       3'h3:
           if (acc_rd__gnt) begin
-            \$682  = \$27 [12:0];
+            \$686  = \$27 [12:0];
           end
       3'h4:
           /* empty */;
@@ -42383,19 +42614,19 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h6:
           if (fire) begin
-            \$682  = \$33 [12:0];
+            \$686  = \$35 [12:0];
           end
     endcase
     if (reset[3]) begin
-      \$682  = 13'h0000;
+      \$686  = 13'h0000;
     end
     if (rst) begin
-      \$682  = 13'h0000;
+      \$686  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$683  = res_ptr;
+    \$687  = res_ptr;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -42405,7 +42636,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (\$12 ) begin
           end else if (range_bad) begin
           end else begin
-            \$683  = cmd[129:116];
+            \$687  = cmd[129:116];
           end
       3'h3:
           /* empty */;
@@ -42415,19 +42646,19 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h6:
           if (fire) begin
-            \$683  = \$34 [13:0];
+            \$687  = \$36 [13:0];
           end
     endcase
     if (reset[3]) begin
-      \$683  = 14'h0000;
+      \$687  = 14'h0000;
     end
     if (rst) begin
-      \$683  = 14'h0000;
+      \$687  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$684  = more;
+    \$688  = more;
     casez (vec_fsm_state)
       3'h0:
           /* empty */;
@@ -42437,7 +42668,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end else if (\$12 ) begin
           end else if (range_bad) begin
           end else begin
-            \$684  = 1'h1;
+            \$688  = 1'h1;
           end
       3'h3:
           /* empty */;
@@ -42447,49 +42678,9 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h6:
           if (fire) begin
-            \$684  = \$32 ;
+            \$688  = \$34 ;
           end
     endcase
-    if (reset[3]) begin
-      \$684  = 1'h0;
-    end
-    if (rst) begin
-      \$684  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$685  = fire;
-    if (reset[3]) begin
-      \$685  = 1'h0;
-    end
-    if (rst) begin
-      \$685  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$686  = inflight1;
-    if (reset[3]) begin
-      \$686  = 1'h0;
-    end
-    if (rst) begin
-      \$686  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$687  = v0;
-    if (reset[3]) begin
-      \$687  = 1'h0;
-    end
-    if (rst) begin
-      \$687  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$688  = v1;
     if (reset[3]) begin
       \$688  = 1'h0;
     end
@@ -42499,7 +42690,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$689  = v2;
+    \$689  = fire;
     if (reset[3]) begin
       \$689  = 1'h0;
     end
@@ -42509,7 +42700,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$690  = v3;
+    \$690  = inflight1;
     if (reset[3]) begin
       \$690  = 1'h0;
     end
@@ -42519,7 +42710,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$691  = v4;
+    \$691  = inflight2;
     if (reset[3]) begin
       \$691  = 1'h0;
     end
@@ -42529,17 +42720,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$692  = 1'h0;
-    if (v5) begin
-      (* full_case = 32'd1 *)
-      if (cmd[147]) begin
-      end else begin
-        \$692  = 1'h1;
-      end
-    end
-    if (\$544 ) begin
-      \$692  = 1'h1;
-    end
+    \$692  = v0;
     if (reset[3]) begin
       \$692  = 1'h0;
     end
@@ -42549,102 +42730,162 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$693  = max6_0;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$693  = \$512 ;
-      end
+    \$693  = v1;
+    if (reset[3]) begin
+      \$693  = 1'h0;
+    end
+    if (rst) begin
+      \$693  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$694  = max6_1;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$694  = \$516 ;
-      end
+    \$694  = v2;
+    if (reset[3]) begin
+      \$694  = 1'h0;
+    end
+    if (rst) begin
+      \$694  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$695  = max6_2;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$695  = \$520 ;
-      end
+    \$695  = v3;
+    if (reset[3]) begin
+      \$695  = 1'h0;
+    end
+    if (rst) begin
+      \$695  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$696  = max6_3;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$696  = \$524 ;
-      end
+    \$696  = v4;
+    if (reset[3]) begin
+      \$696  = 1'h0;
+    end
+    if (rst) begin
+      \$696  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$697  = max6_4;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$697  = \$528 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$698  = max6_5;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$698  = \$532 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$699  = max6_6;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$699  = \$536 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$700  = max6_7;
-    if (v5) begin
-      if (cmd[147]) begin
-        \$700  = \$540 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$701  = wr_addr;
+    \$697  = 1'h0;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$701  = \$541 [13:0];
+        \$697  = 1'h1;
       end
     end
-    if (\$544 ) begin
-      \$701  = cmd[33:20];
+    if (\$546 ) begin
+      \$697  = 1'h1;
+    end
+    if (reset[3]) begin
+      \$697  = 1'h0;
+    end
+    if (rst) begin
+      \$697  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$702  = wr_data;
+    \$698  = max6_0;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$698  = \$514 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$699  = max6_1;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$699  = \$518 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$700  = max6_2;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$700  = \$522 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$701  = max6_3;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$701  = \$526 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$702  = max6_4;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$702  = \$530 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$703  = max6_5;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$703  = \$534 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$704  = max6_6;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$704  = \$538 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$705  = max6_7;
+    if (v5) begin
+      if (cmd[147]) begin
+        \$705  = \$542 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$706  = wr_addr;
     if (v5) begin
       (* full_case = 32'd1 *)
       if (cmd[147]) begin
       end else begin
-        \$702  = { out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
+        \$706  = \$543 [13:0];
       end
     end
-    if (\$544 ) begin
-      \$702  = { max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
+    if (\$546 ) begin
+      \$706  = cmd[33:20];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$707  = wr_data;
+    if (v5) begin
+      (* full_case = 32'd1 *)
+      if (cmd[147]) begin
+      end else begin
+        \$707  = { out6_7, out6_6, out6_5, out6_4, out6_3, out6_2, out6_1, out6_0 };
+      end
+    end
+    if (\$546 ) begin
+      \$707  = { max6_7, max6_6, max6_5, max6_4, max6_3, max6_2, max6_1, max6_0 };
     end
   end
   always @* begin
@@ -42700,7 +42941,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h5:
           /* empty */;
       3'h6:
-          spad_rd__en = \$562 ;
+          spad_rd__en = \$564 ;
     endcase
   end
   always @* begin
@@ -42718,7 +42959,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h5:
           /* empty */;
       3'h6:
-          fire = \$566 ;
+          fire = \$568 ;
     endcase
   end
   always @* begin
@@ -42781,26 +43022,26 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \ctl__cmd__payload.ops.maxred  = ctl__cmd__payload[147];
   assign \ctl__cmd__payload.ops.reserved  = ctl__cmd__payload[151:148];
   assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[155:152];
-  assign \$82  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
-  assign \$87  = { p3_0, 1'h0 };
-  assign \$136  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
-  assign \$141  = { p3_1, 1'h0 };
-  assign \$190  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
-  assign \$195  = { p3_2, 1'h0 };
-  assign \$244  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
-  assign \$249  = { p3_3, 1'h0 };
-  assign \$298  = { phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4, 16'h0000 };
-  assign \$303  = { p3_4, 1'h0 };
-  assign \$352  = { phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5, 16'h0000 };
-  assign \$357  = { p3_5, 1'h0 };
-  assign \$406  = { phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6, 16'h0000 };
-  assign \$411  = { p3_6, 1'h0 };
-  assign \$460  = { phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7, 16'h0000 };
-  assign \$465  = { p3_7, 1'h0 };
+  assign \$84  = { phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0[47], phi2_0, 16'h0000 };
+  assign \$89  = { p3_0, 1'h0 };
+  assign \$138  = { phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1[47], phi2_1, 16'h0000 };
+  assign \$143  = { p3_1, 1'h0 };
+  assign \$192  = { phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2[47], phi2_2, 16'h0000 };
+  assign \$197  = { p3_2, 1'h0 };
+  assign \$246  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
+  assign \$251  = { p3_3, 1'h0 };
+  assign \$300  = { phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4[47], phi2_4, 16'h0000 };
+  assign \$305  = { p3_4, 1'h0 };
+  assign \$354  = { phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5[47], phi2_5, 16'h0000 };
+  assign \$359  = { p3_5, 1'h0 };
+  assign \$408  = { phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6[47], phi2_6, 16'h0000 };
+  assign \$413  = { p3_6, 1'h0 };
+  assign \$462  = { phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7[47], phi2_7, 16'h0000 };
+  assign \$467  = { p3_7, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9140$16 , \port$10668$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9161$16 , \port$10702$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -42844,10 +43085,10 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9140$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10668$0 ;
-  wire [7:0] \port$10668$0 ;
-  input [15:0] \port$9140$16 ;
-  wire [15:0] \port$9140$16 ;
+  input [7:0] \port$10702$0 ;
+  wire [7:0] \port$10702$0 ;
+  input [15:0] \port$9161$16 ;
+  wire [15:0] \port$9161$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -42882,7 +43123,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9140$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9140$16 , \port$10668$0  };
+      storage[w_port__addr] <= { \port$9161$16 , \port$10702$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -42993,8 +43234,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9140$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9140$16 , \port$10668$0  };
-  assign w_data = { \port$9140$16 , \port$10668$0  };
+  assign w_port__data = { \port$9161$16 , \port$10702$0  };
+  assign w_data = { \port$9161$16 , \port$10702$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

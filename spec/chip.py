@@ -24,7 +24,7 @@ DEFAULTS = {
     "prefetch": 4,
     "cpl_depth": 4,
     "retire_depth": 8,
-    "mem_read_latency": 2,
+    "mem_read_latency": 3,
 }
 
 QUEUES = DEFAULTS['queues']
@@ -36,4 +36,4 @@ RETIRE_DEPTH = DEFAULTS['retire_depth']
 MEM_READ_LATENCY = DEFAULTS['mem_read_latency']
 
 #: Cycles from a vector-unit row's granted read to its scratchpad write (hdl_gen/vector_unit.py).
-VEC_PIPELINE_LATENCY = 8
+VEC_PIPELINE_LATENCY = 9

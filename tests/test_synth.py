@@ -66,6 +66,37 @@ def test_place_and_route_reports_the_routed_clock_and_path(tmp_path):
     assert f"{res.fmax_mhz:.1f} | routed" in md
 
 
+def test_high_fanout_enable_is_put_on_a_global_network(tmp_path, monkeypatch):
+    # A registered enable of 64 flip-flops: with the threshold at 32 it gets a DCCA of its own.
+    body = ("reg go; reg [63:0] r;\nalways @(posedge clk) begin go <= a[0] ^ a[1]; "
+            "if (go) r <= {r[59:0], a}; q <= r[63:60] ^ r[3:0]; end\nassign y = r[35:32];")
+    monkeypatch.setattr(synth, "GLOBAL_MIN_FANOUT", 32)
+    target = _tiny(tmp_path, "fanout", body)
+    res = synth.synthesize(target)
+    assert [net for net, _ in res.global_nets] == ["go"], res.global_nets
+    assert res.global_nets[0][1] >= 64
+    synth.place_and_route(target, res, budget_s=600, seed=1)
+    assert res.timing == "routed", res.timing
+    log = (tmp_path / target.config / "pnr.log").read_text()
+    assert len(re.findall(r"routing clock net \S+ using global \d+", log)) == 2, "clock and enable on globals"
+
+
+def test_promotion_leaves_small_and_port_driven_nets_alone():
+    cell = lambda t, ins, outs: {"type": t, "port_directions": {**{p: "input" for p in ins},
+                                                                **{p: "output" for p in outs}},
+                                 "connections": {**ins, **outs}}
+    cells = {"drv": cell("LUT4", {"A": [2]}, {"Z": [3]})}
+    cells |= {f"ff{i}": cell("TRELLIS_FF", {"CE": [3], "LSR": [2], "DI": [2]}, {"Q": [10 + i]}) for i in range(8)}
+    netlist = {"modules": {"top": {"ports": {"rst": {"direction": "input", "bits": [2]}}, "cells": cells,
+                                   "netnames": {"rst": {"bits": [2]}, "en": {"bits": [3]}}}}}
+    assert synth.promote_fanout(netlist, "top", min_fanout=9) == []
+    assert synth.promote_fanout(netlist, "top", min_fanout=8) == [("en", 8)]   # not rst: a port drives it
+    mod = netlist["modules"]["top"]
+    dcca = next(c for c in mod["cells"].values() if c["type"] == "DCCA")
+    assert dcca["connections"]["CLKI"] == [3] and cells["drv"]["connections"]["Z"] == [3]
+    assert all(cells[f"ff{i}"]["connections"]["CE"] == dcca["connections"]["CLKO"] for i in range(8))
+
+
 def test_block_of_the_chip_is_a_target_of_its_own():
     chip = synth.Target.for_dim(4)
     assert {"control", "gemm", "vec", "dma", "qc"} <= set(chip.blocks())

@@ -141,9 +141,10 @@ _MEM_CFG = "4 banks x 2 rows of 8 bits, 3 read and 2 write requesters (the chip'
 SRAM_FILE = "kaki_sram_1r1w.v"
 
 
-def _banked(registered_writes=False, registered_reads=False):
+def _banked(registered_writes=False, registered_reads=False, registered_output=False):
     return BankedMemory(banks=4, bank_rows=2, width=8, n_read=3, n_write=2,
-                        registered_writes=registered_writes, registered_reads=registered_reads)
+                        registered_writes=registered_writes, registered_reads=registered_reads,
+                        registered_output=registered_output)
 
 
 _QC_CFG = ("2 queues, prefetch 2, 2 completion requests, 64-bit data, 32-bit address; fixed "
@@ -230,11 +231,18 @@ PROOFS = {p.name: p for p in [
           + "; registered writes", groups=("data",), cover_depth=6,
           verilog=((SRAM_FILE, SRAM_VERILOG),)),
     Proof("banked_memory_data_registered_ports", "banked memory with registered reads and "
-          "writes (the chip's scratchpad and accumulator): a granted read returns, two cycles "
-          "later, what the last write granted up to its cycle stored in that row (one arbitrary "
-          "row followed)",
+          "writes: a granted read returns, two cycles later, what the last write granted up to "
+          "its cycle stored in that row (one arbitrary row followed)",
           lambda: _self(_banked(registered_writes=True, registered_reads=True)), "bmc", 10, 12,
           _MEM_CFG + "; registered reads and writes", groups=("data",), cover_depth=6,
+          verilog=((SRAM_FILE, SRAM_VERILOG),)),
+    Proof("banked_memory_data_registered_output", "banked memory with registered reads, writes "
+          "and bank outputs (the chip's scratchpad and accumulator): a granted read returns, "
+          "three cycles later, what the last write granted up to its cycle stored in that row "
+          "(one arbitrary row followed)",
+          lambda: _self(_banked(registered_writes=True, registered_reads=True,
+                                registered_output=True)), "bmc", 10, 12,
+          _MEM_CFG + "; registered reads, writes and outputs", groups=("data",), cover_depth=6,
           verilog=((SRAM_FILE, SRAM_VERILOG),)),
     Proof("csr_block", "CSR block: AXI4-Lite subordinate rules, write response in the next cycle, "
           "read response in the third, "

@@ -175,6 +175,7 @@ class Result:
     overflow: dict = field(default_factory=dict)   # cell type -> (needed, the device's): does not fit
     synth_s: float = 0.0
     pnr_s: float = 0.0
+    global_nets: list = field(default_factory=list)   # [(net, sinks)] put on global networks
 
 
 def tool(name):
@@ -250,6 +251,70 @@ def clock_network(top):
             "setattr -set ECP5_IS_GLOBAL 1 t:DCCA %co:+[CLKO] w:* %i"]
 
 
+#: High-fanout nets put on global networks (:func:`promote_fanout`): at most this many (an
+#: LFE5U has 16 global networks, 8 of which can reach logic inputs; the clock takes one) and only
+#: nets with at least ``GLOBAL_MIN_FANOUT`` sinks.
+GLOBAL_NETS = 7
+GLOBAL_MIN_FANOUT = 400
+
+
+def promote_fanout(netlist, top, limit=None, min_fanout=None):
+    """Drive the ``limit`` (:data:`GLOBAL_NETS`) nets of the synthesized ``netlist`` (Yosys JSON,
+    edited in place) with the most sinks, at least ``min_fanout`` (:data:`GLOBAL_MIN_FANOUT`), through a global buffer (``DCCA``) each; returns
+    ``[(net name, sinks), ...]``.
+
+    What an ECP5 build in context gets from nextpnr (it promotes high-fanout resets and clock
+    enables to global networks), which out of context it does not do: there the engine resets,
+    the control core's hold and the pipelines' valid bits (clock enables of hundreds of
+    flip-flops) were routed through the general fabric as trees of thousands of sinks spanning
+    the die. A net driven by a top-level port (the chip reset) is left alone: out of context it
+    has no driver to route from. The clock already has its DCCA (:func:`clock_network`).
+    """
+    limit = GLOBAL_NETS if limit is None else limit
+    min_fanout = GLOBAL_MIN_FANOUT if min_fanout is None else min_fanout
+    mod = netlist["modules"][top]
+    cells = mod["cells"]
+    driven, sinks = {}, {}
+    for name, cell in cells.items():
+        for port, bits in cell["connections"].items():
+            out = cell["port_directions"].get(port) == "output"
+            for b in bits:
+                if isinstance(b, int):
+                    if out:
+                        driven[b] = cell["type"]
+                    else:
+                        sinks[b] = sinks.get(b, 0) + 1
+    names = {}
+    for name, info in mod["netnames"].items():
+        for i, b in enumerate(info["bits"]):
+            label = name if len(info["bits"]) == 1 else f"{name}[{i}]"
+            if isinstance(b, int) and (b not in names or len(label) < len(names[b])):
+                names[b] = label
+    chosen = sorted((b for b, n in sinks.items() if n >= min_fanout and driven.get(b, "DCCA") != "DCCA"),
+                    key=lambda b: (-sinks[b], names.get(b, "")))[:limit]
+    if not chosen:
+        return []
+    fresh = max(b for info in mod["netnames"].values() for b in info["bits"] if isinstance(b, int))
+    fresh = max(fresh, *(b for c in cells.values() for bits in c["connections"].values()
+                         for b in bits if isinstance(b, int))) + 1
+    remap = {}
+    for b in chosen:
+        remap[b] = fresh
+        fresh += 1
+    for cell in cells.values():
+        for port, bits in cell["connections"].items():
+            if cell["port_directions"].get(port) != "output":
+                cell["connections"][port] = [remap.get(b, b) if isinstance(b, int) else b for b in bits]
+    for k, b in enumerate(chosen):
+        cells[f"$kaki_global_{k}"] = {
+            "hide_name": 0, "type": "DCCA", "parameters": {}, "attributes": {},
+            "port_directions": {"CLKI": "input", "CLKO": "output"},
+            "connections": {"CLKI": [b], "CLKO": [remap[b]]}}
+        mod["netnames"][f"{names.get(b, b)}$global"] = {
+            "hide_name": 0, "bits": [remap[b]], "attributes": {"ECP5_IS_GLOBAL": "00000000000000000000000000000001"}}
+    return [(names.get(b, str(b)), sinks[b]) for b in chosen]
+
+
 def check_memories(log_text, target):
     """Every SRAM macro must be in DP16KD block RAM; returns how many are."""
     mapped = {mem: via for mem, via in _MEM_MAP.findall(log_text) if mem.endswith(".macro.mem")}
@@ -277,6 +342,10 @@ def synthesize(target, full=True):
     res = Result(target.config, target.variant, f"{DEVICE['name']}-{DEVICE['speed']}",
                  srams_in_bram=srams, synth_s=round(secs, 1))
     if full:
+        netlist_path = d / f"{target.top}.json"
+        netlist = json.loads(netlist_path.read_text())
+        res.global_nets = promote_fanout(netlist, target.top)
+        netlist_path.write_text(json.dumps(netlist))
         read_counts(d, target, res)
         res.overflow = {cell: (n, DEVICE[cell]) for cell, n in (("DP16KD", res.brams),
                                                                 ("MULT18X18D", res.dsps))
@@ -499,6 +568,9 @@ def build(dim, budget_s, seed, block=None, keep=(), extra=(), rows=None):
     print(f"[synth] {target.config}: {res.luts:,} LUTs, {res.ffs:,} FFs, {res.brams} DP16KD, "
           f"{res.dsps} MULT18X18D ({res.synth_s:.0f} s); place and route (budget "
           f"{budget_s / 60:.0f} min) ...", flush=True)
+    if res.global_nets:
+        print(f"[synth] {target.config}: on global networks: "
+              + ", ".join(f"{net} ({n:,} sinks)" for net, n in res.global_nets), flush=True)
     place_and_route(target, res, budget_s, seed, extra)
     print(f"[synth] {target.config}: {res.fmax_mhz:.1f} MHz ({res.timing}, {res.pnr_s:.0f} s)", flush=True)
     return res
