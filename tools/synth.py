@@ -54,7 +54,11 @@ BIN = Path(sys.executable).parent
 
 #: The FPGA every configuration is placed on: the largest ECP5 (nextpnr flag, speed grade, package).
 DEVICE = {"name": "LFE5U-85F", "flag": "--85k", "speed": 6, "package": "CABGA381",
-          "DP16KD": 208, "MULT18X18D": 156}
+          "DP16KD": 208, "MULT18X18D": 156,
+          # Global buffers a net from the fabric can reach: the edge DCCs, fed through the four
+          # quadrant PCLK CIB wires of their edge (nextpnr bel names; the middle of each edge)
+          "fabric_dccs": ("X67/Y0/TDCC0", "X67/Y95/BDCC0", "X3/Y46/LDCC0", "X123/Y46/RDCC0",
+                          "X67/Y0/TDCC1", "X67/Y95/BDCC1", "X3/Y46/LDCC1")}
 TARGET_MHZ = 50.0
 CLOCK = "clk"                 # the chip's clock port (Amaranth's sync domain)
 DEFAULT_BUDGET_MIN = 45
@@ -254,7 +258,7 @@ def clock_network(top):
 #: High-fanout nets put on global networks (:func:`promote_fanout`): at most this many (an
 #: LFE5U has 16 global networks, 8 of which can reach logic inputs; the clock takes one) and only
 #: nets with at least ``GLOBAL_MIN_FANOUT`` sinks.
-GLOBAL_NETS = 7
+GLOBAL_NETS = len(DEVICE["fabric_dccs"])
 GLOBAL_MIN_FANOUT = 400
 
 
@@ -269,8 +273,13 @@ def promote_fanout(netlist, top, limit=None, min_fanout=None):
     flip-flops) were routed through the general fabric as trees of thousands of sinks spanning
     the die. A net driven by a top-level port (the chip reset) is left alone: out of context it
     has no driver to route from. The clock already has its DCCA (:func:`clock_network`).
+
+    Each DCCA is placed on one of ``DEVICE["fabric_dccs"]``, spread over the die's four edges:
+    a global buffer is reached from the fabric only through its edge's four quadrant PCLK CIB
+    wires, and nextpnr's placer, left to itself, put every DCCA on the top edge (routing then
+    failed for the fifth).
     """
-    limit = GLOBAL_NETS if limit is None else limit
+    limit = min(GLOBAL_NETS if limit is None else limit, len(DEVICE["fabric_dccs"]))
     min_fanout = GLOBAL_MIN_FANOUT if min_fanout is None else min_fanout
     mod = netlist["modules"][top]
     cells = mod["cells"]
@@ -307,7 +316,8 @@ def promote_fanout(netlist, top, limit=None, min_fanout=None):
                 cell["connections"][port] = [remap.get(b, b) if isinstance(b, int) else b for b in bits]
     for k, b in enumerate(chosen):
         cells[f"$kaki_global_{k}"] = {
-            "hide_name": 0, "type": "DCCA", "parameters": {}, "attributes": {},
+            "hide_name": 0, "type": "DCCA", "parameters": {},
+            "attributes": {"BEL": DEVICE["fabric_dccs"][k]},
             "port_directions": {"CLKI": "input", "CLKO": "output"},
             "connections": {"CLKI": [b], "CLKO": [remap[b]]}}
         mod["netnames"][f"{names.get(b, b)}$global"] = {
@@ -577,6 +587,7 @@ def build(dim, budget_s, seed, block=None, keep=(), extra=(), rows=None):
 
 
 def main(argv=None):
+    global GLOBAL_NETS
     ap = argparse.ArgumentParser(prog="python -m tools.synth", description=__doc__.splitlines()[0])
     ap.add_argument("--dims", type=_dims, default=list(ARRAY_SIZES))
     ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET_MIN,
@@ -597,7 +608,13 @@ def main(argv=None):
     ap.add_argument("--rows", type=_rows, default=None, metavar="FIELD=N,...",
                     help="memory sizes of an FPGA variant, e.g. spad_bank_rows=2048,acc_bank_rows=2048 "
                     "(own work folder): prints figures and critical path, leaves the report alone")
+    ap.add_argument("--globals", type=int, default=None, metavar="N",
+                    help=f"high-fanout nets put on global buffers (default {GLOBAL_NETS}; 0: none)")
     args = ap.parse_args(argv)
+    if args.globals is not None:
+        if not 0 <= args.globals <= len(DEVICE["fabric_dccs"]):
+            ap.error(f"--globals must be in 0..{len(DEVICE['fabric_dccs'])}, not {args.globals}")
+        GLOBAL_NETS = args.globals
     if args.budget <= 0:
         ap.error(f"--budget must be positive, not {args.budget}")
     if args.jobs < 1:
