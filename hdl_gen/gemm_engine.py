@@ -104,10 +104,17 @@ class GemmEngine(wiring.Component):
         kt_m1 = (cmd.k_tiles - 1)[:12]
         nt_m1 = (cmd.n_tiles - 1)[:12]
         m_m1 = (cmd.m - 1)[:16]
+        # The strides' products are formed as the command is taken (from the dispatcher's
+        # register) and registered, so CHECK has only the sums and compares.
+        new = self.ctl.cmd.payload
+        new_kt_m1, new_nt_m1 = (new.k_tiles - 1)[:12], (new.n_tiles - 1)[:12]
+        a_span = Signal(12 + len(new.a_kt_stride), name="a_span")     # kt_m1 * a_kt_stride
+        b_span = Signal(12 + len(new.b_nt_stride), name="b_span")     # nt_m1 * b_nt_stride
+        c_span = Signal(12 + len(new.c_nt_stride), name="c_span")     # nt_m1 * c_nt_stride
         # Last row touched in each region, at full width (only meaningful when the shape is valid).
-        a_last = cmd.a_addr + kt_m1 * cmd.a_kt_stride + m_m1
-        b_last = cmd.b_addr + nt_m1 * cmd.b_nt_stride + kt_m1 * d + (d - 1)
-        c_last = cmd.c_addr + nt_m1 * cmd.c_nt_stride + m_m1
+        a_last = cmd.a_addr + a_span + m_m1
+        b_last = cmd.b_addr + b_span + kt_m1 * d + (d - 1)
+        c_last = cmd.c_addr + c_span + m_m1
         err_reserved = Signal()
         err_shape = Signal()
         err_range = Signal()
@@ -234,7 +241,10 @@ class GemmEngine(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.ctl.cmd.ready.eq(1)
                 with m.If(self.ctl.cmd.valid):
-                    m.d.sync += cmd.eq(self.ctl.cmd.payload)
+                    m.d.sync += [cmd.eq(self.ctl.cmd.payload),
+                                 a_span.eq(new_kt_m1 * new.a_kt_stride),
+                                 b_span.eq(new_nt_m1 * new.b_nt_stride),
+                                 c_span.eq(new_nt_m1 * new.c_nt_stride)]
                     m.next = "CHECK"
 
             with m.State("CHECK"):

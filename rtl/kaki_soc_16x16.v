@@ -2789,7 +2789,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .clk(clk),
     .held(held),
     .\port$11955$16 (retire__2__tag),
-    .\port$12750$0 (gemm_error),
+    .\port$12756$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2983,7 +2983,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .clk(clk),
     .held(held),
     .\port$11957$16 (retire__3__tag),
-    .\port$15734$0 (vec_error),
+    .\port$15740$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -26883,7 +26883,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [31:0] \$100 ;
+  wire \$100 ;
   wire [32:0] \$101 ;
   wire [16:0] \$102 ;
   wire [33:0] \$103 ;
@@ -26997,27 +26997,27 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   reg \$200 ;
   reg \$201 ;
   reg [175:0] \$202 ;
-  reg [2:0] \$203 ;
-  reg \$204 ;
-  reg \$205 ;
-  reg \$206 ;
-  reg [7:0] \$207 ;
-  reg [11:0] \$208 ;
-  reg [11:0] \$209 ;
+  reg [31:0] \$203 ;
+  reg [31:0] \$204 ;
+  reg [31:0] \$205 ;
+  reg [2:0] \$206 ;
+  reg \$207 ;
+  reg \$208 ;
+  reg \$209 ;
   wire [4:0] \$21 ;
-  reg [15:0] \$210 ;
-  reg \$211 ;
-  reg [13:0] \$212 ;
-  reg [13:0] \$213 ;
-  reg [13:0] \$214 ;
+  reg [7:0] \$210 ;
+  reg [11:0] \$211 ;
+  reg [11:0] \$212 ;
+  reg [15:0] \$213 ;
+  reg \$214 ;
   reg [13:0] \$215 ;
-  reg [12:0] \$216 ;
-  reg [12:0] \$217 ;
-  reg \$218 ;
-  wire [31:0] \$219 ;
+  reg [13:0] \$216 ;
+  reg [13:0] \$217 ;
+  reg [13:0] \$218 ;
+  reg [12:0] \$219 ;
   wire [6:0] \$22 ;
-  wire [31:0] \$220 ;
-  wire [31:0] \$221 ;
+  reg [12:0] \$220 ;
+  reg \$221 ;
   wire [31:0] \$222 ;
   wire [31:0] \$223 ;
   wire [31:0] \$224 ;
@@ -27032,6 +27032,9 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   wire [31:0] \$232 ;
   wire [31:0] \$233 ;
   wire [31:0] \$234 ;
+  wire [31:0] \$235 ;
+  wire [31:0] \$236 ;
+  wire [31:0] \$237 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
@@ -27091,35 +27094,36 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   wire \$75 ;
   wire [511:0] \$76 ;
   wire [511:0] \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [12:0] \$78 ;
+  wire [31:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire [12:0] \$84 ;
-  wire [31:0] \$85 ;
-  wire [32:0] \$86 ;
-  wire [16:0] \$87 ;
-  wire [33:0] \$88 ;
+  wire [12:0] \$80 ;
+  wire [31:0] \$81 ;
+  wire [12:0] \$82 ;
+  wire [31:0] \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
   wire \$89 ;
   wire \$9 ;
-  wire [12:0] \$90 ;
-  wire [31:0] \$91 ;
-  wire [32:0] \$92 ;
-  wire [12:0] \$93 ;
-  wire [16:0] \$94 ;
-  wire [33:0] \$95 ;
-  wire [34:0] \$96 ;
-  wire \$97 ;
-  wire \$98 ;
-  wire [12:0] \$99 ;
+  wire [32:0] \$90 ;
+  wire [16:0] \$91 ;
+  wire [33:0] \$92 ;
+  wire \$93 ;
+  wire [32:0] \$94 ;
+  wire [12:0] \$95 ;
+  wire [16:0] \$96 ;
+  wire [33:0] \$97 ;
+  wire [34:0] \$98 ;
+  wire \$99 ;
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
   input [127:0] a_data;
   wire [127:0] a_data;
   reg [13:0] a_ptr = 14'h0000;
+  reg [31:0] a_span = 32'd0;
   wire a_valid;
   output [12:0] acc_rd__addr;
   wire [12:0] acc_rd__addr;
@@ -27137,6 +27141,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   wire active;
   reg [13:0] b_base = 14'h0000;
   reg [13:0] b_ptr = 14'h0000;
+  reg [31:0] b_span = 32'd0;
   reg bank = 1'h0;
   reg [4:0] bank0_busy_cnt = 5'h00;
   reg [4:0] bank1_busy_cnt = 5'h00;
@@ -27144,6 +27149,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   wire busy;
   reg [12:0] c_base = 13'h0000;
   reg [12:0] c_ptr = 13'h0000;
+  reg [31:0] c_span = 32'd0;
   input clk;
   wire clk;
   reg [175:0] cmd = 176'h00000000000000000000000000000000000000000000;
@@ -27381,34 +27387,34 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign \$75  = acc_wr__en & \$74 ;
   assign \$76  = fwd1_hit ? fwd1_data : acc_rd__data;
   assign \$77  = \$75  ? acc_wr__data : \$76 ;
-  assign \$78  = | cmd[175:161];
-  assign \$79  = ! cmd[75:60];
-  assign \$80  = ! cmd[87:76];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = ! cmd[99:88];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = cmd[87:76] - 1'h1;
-  assign \$85  = \$84 [11:0] * cmd[119:100];
-  assign \$86  = cmd[19:0] + \$85 ;
-  assign \$87  = cmd[75:60] - 1'h1;
-  assign \$88  = \$86  + \$87 [15:0];
-  assign \$89  = \$88  >= 15'h4000;
-  assign \$90  = cmd[99:88] - 1'h1;
-  assign \$91  = \$90 [11:0] * cmd[139:120];
-  assign \$92  = cmd[39:20] + \$91 ;
-  assign \$93  = cmd[87:76] - 1'h1;
-  assign \$94  = \$93 [11:0] * 5'h10;
-  assign \$95  = \$92  + \$94 ;
-  assign \$96  = \$95  + 4'hf;
-  assign \$97  = \$96  >= 15'h4000;
-  assign \$98  = \$89  | \$97 ;
-  assign \$99  = cmd[99:88] - 1'h1;
-  assign \$100  = \$99 [11:0] * cmd[159:140];
-  assign \$101  = cmd[59:40] + \$100 ;
+  assign \$78  = ctl__cmd__payload[87:76] - 1'h1;
+  assign \$79  = \$78 [11:0] * ctl__cmd__payload[119:100];
+  assign \$80  = ctl__cmd__payload[99:88] - 1'h1;
+  assign \$81  = \$80 [11:0] * ctl__cmd__payload[139:120];
+  assign \$82  = ctl__cmd__payload[99:88] - 1'h1;
+  assign \$83  = \$82 [11:0] * ctl__cmd__payload[159:140];
+  assign \$84  = | cmd[175:161];
+  assign \$85  = ! cmd[75:60];
+  assign \$86  = ! cmd[87:76];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = ! cmd[99:88];
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = cmd[19:0] + a_span;
+  assign \$91  = cmd[75:60] - 1'h1;
+  assign \$92  = \$90  + \$91 [15:0];
+  assign \$93  = \$92  >= 15'h4000;
+  assign \$94  = cmd[39:20] + b_span;
+  assign \$95  = cmd[87:76] - 1'h1;
+  assign \$96  = \$95 [11:0] * 5'h10;
+  assign \$97  = \$94  + \$96 ;
+  assign \$98  = \$97  + 4'hf;
+  assign \$99  = \$98  >= 15'h4000;
+  assign \$100  = \$93  | \$99 ;
+  assign \$101  = cmd[59:40] + c_span;
   assign \$102  = cmd[75:60] - 1'h1;
   assign \$103  = \$101  + \$102 [15:0];
   assign \$104  = \$103  >= 14'h2000;
-  assign \$105  = \$98  | \$104 ;
+  assign \$105  = \$100  | \$104 ;
   assign \$106  = err_reserved | err_shape;
   assign \$107  = \$106  | err_range;
   assign \$108  = spad_rd__en & spad_rd__gnt;
@@ -27451,23 +27457,23 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign \$140  = ~ \$139 ;
   assign stall = ctl__busy & \$140 ;
   assign acc_rd__en = meta27[0] & meta27[14];
-  assign \$141  = old[31:0] + \$220 ;
-  assign \$142  = old[63:32] + \$221 ;
-  assign \$143  = old[95:64] + \$222 ;
-  assign \$144  = old[127:96] + \$223 ;
-  assign \$145  = old[159:128] + \$224 ;
-  assign \$146  = old[191:160] + \$225 ;
-  assign \$147  = old[223:192] + \$226 ;
-  assign \$148  = old[255:224] + \$227 ;
-  assign \$149  = old[287:256] + \$228 ;
-  assign \$150  = old[319:288] + \$229 ;
-  assign \$151  = old[351:320] + \$230 ;
-  assign \$152  = old[383:352] + \$231 ;
-  assign \$153  = old[415:384] + \$232 ;
-  assign \$154  = old[447:416] + \$233 ;
-  assign \$155  = old[479:448] + \$234 ;
-  assign \$156  = old[511:480] + \$219 ;
-  assign acc_wr__data = meta31[14] ? { \$156 [31:0], \$155 [31:0], \$154 [31:0], \$153 [31:0], \$152 [31:0], \$151 [31:0], \$150 [31:0], \$149 [31:0], \$148 [31:0], \$147 [31:0], \$146 [31:0], \$145 [31:0], \$144 [31:0], \$143 [31:0], \$142 [31:0], \$141 [31:0] } : { \$219 , \$234 , \$233 , \$232 , \$231 , \$230 , \$229 , \$228 , \$227 , \$226 , \$225 , \$224 , \$223 , \$222 , \$221 , \$220  };
+  assign \$141  = old[31:0] + \$223 ;
+  assign \$142  = old[63:32] + \$224 ;
+  assign \$143  = old[95:64] + \$225 ;
+  assign \$144  = old[127:96] + \$226 ;
+  assign \$145  = old[159:128] + \$227 ;
+  assign \$146  = old[191:160] + \$228 ;
+  assign \$147  = old[223:192] + \$229 ;
+  assign \$148  = old[255:224] + \$230 ;
+  assign \$149  = old[287:256] + \$231 ;
+  assign \$150  = old[319:288] + \$232 ;
+  assign \$151  = old[351:320] + \$233 ;
+  assign \$152  = old[383:352] + \$234 ;
+  assign \$153  = old[415:384] + \$235 ;
+  assign \$154  = old[447:416] + \$236 ;
+  assign \$155  = old[479:448] + \$237 ;
+  assign \$156  = old[511:480] + \$222 ;
+  assign acc_wr__data = meta31[14] ? { \$156 [31:0], \$155 [31:0], \$154 [31:0], \$153 [31:0], \$152 [31:0], \$151 [31:0], \$150 [31:0], \$149 [31:0], \$148 [31:0], \$147 [31:0], \$146 [31:0], \$145 [31:0], \$144 [31:0], \$143 [31:0], \$142 [31:0], \$141 [31:0] } : { \$222 , \$237 , \$236 , \$235 , \$234 , \$233 , \$232 , \$231 , \$230 , \$229 , \$228 , \$227 , \$226 , \$225 , \$224 , \$223  };
   assign ctl__busy = ~ \$157 ;
   assign \$157  = ! gemm_fsm_state;
   assign \$158  = gemm_fsm_state == 1'h1;
@@ -27563,57 +27569,63 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   always @(posedge clk)
     cmd <= \$202 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$203 ;
+    a_span <= \$203 ;
   always @(posedge clk)
-    err_reserved <= \$204 ;
+    b_span <= \$204 ;
   always @(posedge clk)
-    err_shape <= \$205 ;
+    c_span <= \$205 ;
   always @(posedge clk)
-    err_range <= \$206 ;
+    gemm_fsm_state <= \$206 ;
   always @(posedge clk)
-    error <= \$207 ;
+    err_reserved <= \$207 ;
   always @(posedge clk)
-    nt <= \$208 ;
+    err_shape <= \$208 ;
   always @(posedge clk)
-    kt <= \$209 ;
+    err_range <= \$209 ;
   always @(posedge clk)
-    idx <= \$210 ;
+    error <= \$210 ;
   always @(posedge clk)
-    load_b <= \$211 ;
+    nt <= \$211 ;
   always @(posedge clk)
-    a_base <= \$212 ;
+    kt <= \$212 ;
   always @(posedge clk)
-    a_ptr <= \$213 ;
+    idx <= \$213 ;
   always @(posedge clk)
-    b_base <= \$214 ;
+    load_b <= \$214 ;
   always @(posedge clk)
-    b_ptr <= \$215 ;
+    a_base <= \$215 ;
   always @(posedge clk)
-    c_base <= \$216 ;
+    a_ptr <= \$216 ;
   always @(posedge clk)
-    c_ptr <= \$217 ;
+    b_base <= \$217 ;
   always @(posedge clk)
-    bank <= \$218 ;
+    b_ptr <= \$218 ;
+  always @(posedge clk)
+    c_base <= \$219 ;
+  always @(posedge clk)
+    c_ptr <= \$220 ;
+  always @(posedge clk)
+    bank <= \$221 ;
   \kaki_soc_16x16.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_14(\$220 ),
-    .deskew10_4(\$230 ),
-    .deskew11_3(\$231 ),
-    .deskew12_2(\$232 ),
-    .deskew13_1(\$233 ),
-    .deskew14_0(\$234 ),
-    .deskew1_13(\$221 ),
-    .deskew2_12(\$222 ),
-    .deskew3_11(\$223 ),
-    .deskew4_10(\$224 ),
-    .deskew5_9(\$225 ),
-    .deskew6_8(\$226 ),
-    .deskew7_7(\$227 ),
-    .deskew8_6(\$228 ),
-    .deskew9_5(\$229 ),
+    .deskew0_14(\$223 ),
+    .deskew10_4(\$233 ),
+    .deskew11_3(\$234 ),
+    .deskew12_2(\$235 ),
+    .deskew13_1(\$236 ),
+    .deskew14_0(\$237 ),
+    .deskew1_13(\$224 ),
+    .deskew2_12(\$225 ),
+    .deskew3_11(\$226 ),
+    .deskew4_10(\$227 ),
+    .deskew5_9(\$228 ),
+    .deskew6_8(\$229 ),
+    .deskew7_7(\$230 ),
+    .deskew8_6(\$231 ),
+    .deskew9_5(\$232 ),
     .out_valid_q(acc_wr__en),
-    .pe15_15_psum(\$219 ),
+    .pe15_15_psum(\$222 ),
     .\port$12669$2 (spad_meta_q3[6:2]),
     .reset(reset),
     .rst(rst),
@@ -28061,20 +28073,68 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$203  = gemm_fsm_state;
+    \$203  = a_span;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$203  = 3'h1;
+            \$203  = \$79 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$203  = 32'd0;
+    end
+    if (rst) begin
+      \$203  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$204  = b_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$204  = \$81 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$204  = 32'd0;
+    end
+    if (rst) begin
+      \$204  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$205  = c_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$205  = \$83 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$205  = 32'd0;
+    end
+    if (rst) begin
+      \$205  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$206  = gemm_fsm_state;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$206  = 3'h1;
           end
       3'h1:
-          \$203  = 3'h2;
+          \$206  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
           if (\$107 ) begin
-            \$203  = 3'h0;
+            \$206  = 3'h0;
           end else begin
-            \$203  = 3'h3;
+            \$206  = 3'h3;
           end
       3'h3:
           if (\$115 ) begin
@@ -28083,73 +28143,73 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
               if (\$123 ) begin
               end else if (\$125 ) begin
               end else begin
-                \$203  = 3'h4;
+                \$206  = 3'h4;
               end
             end
           end
       3'h4:
           if (\$134 ) begin
-            \$203  = 3'h0;
+            \$206  = 3'h0;
           end
     endcase
     if (reset[2]) begin
-      \$203  = 3'h0;
+      \$206  = 3'h0;
     end
     if (rst) begin
-      \$203  = 3'h0;
+      \$206  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$204  = err_reserved;
+    \$207  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$204  = \$78 ;
+          \$207  = \$84 ;
     endcase
     if (reset[2]) begin
-      \$204  = 1'h0;
+      \$207  = 1'h0;
     end
     if (rst) begin
-      \$204  = 1'h0;
+      \$207  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$205  = err_shape;
+    \$208  = err_shape;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$205  = \$83 ;
+          \$208  = \$89 ;
     endcase
     if (reset[2]) begin
-      \$205  = 1'h0;
+      \$208  = 1'h0;
     end
     if (rst) begin
-      \$205  = 1'h0;
+      \$208  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$206  = err_range;
+    \$209  = err_range;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$206  = \$105 ;
+          \$209  = \$105 ;
     endcase
     if (reset[2]) begin
-      \$206  = 1'h0;
+      \$209  = 1'h0;
     end
     if (rst) begin
-      \$206  = 1'h0;
+      \$209  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$207  = error;
+    \$210  = error;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28159,30 +28219,30 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           if (\$107 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
-              \$207  = 8'h02;
+              \$210  = 8'h02;
             end else if (err_shape) begin
-              \$207  = 8'h03;
+              \$210  = 8'h03;
             end else begin
-              \$207  = 8'h04;
+              \$210  = 8'h04;
             end
           end
       3'h3:
           /* empty */;
       3'h4:
           if (\$134 ) begin
-            \$207  = 8'h00;
+            \$210  = 8'h00;
           end
     endcase
     if (reset[2]) begin
-      \$207  = 8'h00;
+      \$210  = 8'h00;
     end
     if (rst) begin
-      \$207  = 8'h00;
+      \$210  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$208  = nt;
+    \$211  = nt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28192,28 +28252,28 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$208  = 12'h000;
+            \$211  = 12'h000;
           end
       3'h3:
           if (\$115 ) begin
             if (\$120 ) begin
               if (\$123 ) begin
               end else if (\$125 ) begin
-                \$208  = \$129 [11:0];
+                \$211  = \$129 [11:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$208  = 12'h000;
+      \$211  = 12'h000;
     end
     if (rst) begin
-      \$208  = 12'h000;
+      \$211  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$209  = kt;
+    \$212  = kt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28223,29 +28283,29 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$209  = 12'h000;
+            \$212  = 12'h000;
           end
       3'h3:
           if (\$115 ) begin
             if (\$120 ) begin
               if (\$123 ) begin
-                \$209  = \$126 [11:0];
+                \$212  = \$126 [11:0];
               end else if (\$125 ) begin
-                \$209  = 12'h000;
+                \$212  = 12'h000;
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$209  = 12'h000;
+      \$212  = 12'h000;
     end
     if (rst) begin
-      \$209  = 12'h000;
+      \$212  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$210  = idx;
+    \$213  = idx;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28255,34 +28315,34 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$210  = 16'h0000;
+            \$213  = 16'h0000;
           end
       3'h3:
         begin
           if (\$109 ) begin
-            \$210  = \$111 [15:0];
+            \$213  = \$111 [15:0];
             if (\$112 ) begin
-              \$210  = 16'h0000;
+              \$213  = 16'h0000;
             end
           end
           if (\$115 ) begin
-            \$210  = \$118 [15:0];
+            \$213  = \$118 [15:0];
             if (\$120 ) begin
-              \$210  = 16'h0000;
+              \$213  = 16'h0000;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$210  = 16'h0000;
+      \$213  = 16'h0000;
     end
     if (rst) begin
-      \$210  = 16'h0000;
+      \$213  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$211  = load_b;
+    \$214  = load_b;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28292,32 +28352,32 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$211  = 1'h1;
+            \$214  = 1'h1;
           end
       3'h3:
         begin
           if (\$109 ) begin
             if (\$112 ) begin
-              \$211  = 1'h0;
+              \$214  = 1'h0;
             end
           end
           if (\$115 ) begin
             if (\$120 ) begin
-              \$211  = 1'h1;
+              \$214  = 1'h1;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$211  = 1'h0;
+      \$214  = 1'h0;
     end
     if (rst) begin
-      \$211  = 1'h0;
+      \$214  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$212  = a_base;
+    \$215  = a_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28327,118 +28387,18 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$212  = cmd[13:0];
+            \$215  = cmd[13:0];
           end
       3'h3:
           if (\$115 ) begin
             if (\$120 ) begin
               if (\$123 ) begin
-                \$212  = \$127 [13:0];
+                \$215  = \$127 [13:0];
               end else if (\$125 ) begin
-                \$212  = cmd[13:0];
+                \$215  = cmd[13:0];
               end
             end
           end
-    endcase
-    if (reset[2]) begin
-      \$212  = 14'h0000;
-    end
-    if (rst) begin
-      \$212  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$213  = a_ptr;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$107 ) begin
-          end else begin
-            \$213  = cmd[13:0];
-          end
-      3'h3:
-          if (\$115 ) begin
-            \$213  = \$116 [13:0];
-            if (\$120 ) begin
-              if (\$123 ) begin
-                \$213  = \$128 [13:0];
-              end else if (\$125 ) begin
-                \$213  = cmd[13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$213  = 14'h0000;
-    end
-    if (rst) begin
-      \$213  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$214  = b_base;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$107 ) begin
-          end else begin
-            \$214  = cmd[33:20];
-          end
-      3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-              end else if (\$125 ) begin
-                \$214  = \$130 [13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$214  = 14'h0000;
-    end
-    if (rst) begin
-      \$214  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$215  = b_ptr;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$107 ) begin
-          end else begin
-            \$215  = cmd[33:20];
-          end
-      3'h3:
-        begin
-          if (\$109 ) begin
-            \$215  = \$110 [13:0];
-          end
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-              end else if (\$125 ) begin
-                \$215  = \$131 [13:0];
-              end
-            end
-          end
-        end
     endcase
     if (reset[2]) begin
       \$215  = 14'h0000;
@@ -28449,7 +28409,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$216  = c_base;
+    \$216  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28459,28 +28419,30 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$216  = cmd[52:40];
+            \$216  = cmd[13:0];
           end
       3'h3:
           if (\$115 ) begin
+            \$216  = \$116 [13:0];
             if (\$120 ) begin
               if (\$123 ) begin
+                \$216  = \$128 [13:0];
               end else if (\$125 ) begin
-                \$216  = \$132 [12:0];
+                \$216  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$216  = 13'h0000;
+      \$216  = 14'h0000;
     end
     if (rst) begin
-      \$216  = 13'h0000;
+      \$216  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$217  = c_ptr;
+    \$217  = b_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28490,30 +28452,128 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$217  = cmd[52:40];
+            \$217  = cmd[33:20];
           end
       3'h3:
           if (\$115 ) begin
-            \$217  = \$117 [12:0];
             if (\$120 ) begin
               if (\$123 ) begin
-                \$217  = c_base;
               end else if (\$125 ) begin
-                \$217  = \$133 [12:0];
+                \$217  = \$130 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$217  = 13'h0000;
+      \$217  = 14'h0000;
     end
     if (rst) begin
-      \$217  = 13'h0000;
+      \$217  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$218  = bank;
+    \$218  = b_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$107 ) begin
+          end else begin
+            \$218  = cmd[33:20];
+          end
+      3'h3:
+        begin
+          if (\$109 ) begin
+            \$218  = \$110 [13:0];
+          end
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$218  = \$131 [13:0];
+              end
+            end
+          end
+        end
+    endcase
+    if (reset[2]) begin
+      \$218  = 14'h0000;
+    end
+    if (rst) begin
+      \$218  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$219  = c_base;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$107 ) begin
+          end else begin
+            \$219  = cmd[52:40];
+          end
+      3'h3:
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$219  = \$132 [12:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$219  = 13'h0000;
+    end
+    if (rst) begin
+      \$219  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$220  = c_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$107 ) begin
+          end else begin
+            \$220  = cmd[52:40];
+          end
+      3'h3:
+          if (\$115 ) begin
+            \$220  = \$117 [12:0];
+            if (\$120 ) begin
+              if (\$123 ) begin
+                \$220  = c_base;
+              end else if (\$125 ) begin
+                \$220  = \$133 [12:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$220  = 13'h0000;
+    end
+    if (rst) begin
+      \$220  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$221  = bank;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28524,15 +28584,15 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
       3'h3:
           if (\$115 ) begin
             if (\$120 ) begin
-              \$218  = \$121 ;
+              \$221  = \$121 ;
             end
           end
     endcase
     if (reset[2]) begin
-      \$218  = 1'h0;
+      \$221  = 1'h0;
     end
     if (rst) begin
-      \$218  = 1'h0;
+      \$221  = 1'h0;
     end
   end
   always @* begin
@@ -28566,7 +28626,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
   assign w_row = spad_meta_q3[5:2];
   assign w_bank = spad_meta_q3[6];
   assign w_data = a_data;
-  assign out_data = { \$219 , \$234 , \$233 , \$232 , \$231 , \$230 , \$229 , \$228 , \$227 , \$226 , \$225 , \$224 , \$223 , \$222 , \$221 , \$220  };
+  assign out_data = { \$222 , \$237 , \$236 , \$235 , \$234 , \$233 , \$232 , \$231 , \$230 , \$229 , \$228 , \$227 , \$226 , \$225 , \$224 , \$223  };
   assign acc_rd__addr = meta27[13:1];
   assign acc_wr__addr = meta31[13:1];
   assign \spad_meta_q1.valid  = spad_meta_q1[0];
@@ -48312,7 +48372,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$12669$2 , pe
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11955$16 , \port$12750$0 , r_rdy, clk);
+module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11955$16 , \port$12756$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -48358,8 +48418,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11955$1
   wire [3:0] level;
   input [15:0] \port$11955$16 ;
   wire [15:0] \port$11955$16 ;
-  input [7:0] \port$12750$0 ;
-  wire [7:0] \port$12750$0 ;
+  input [7:0] \port$12756$0 ;
+  wire [7:0] \port$12756$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -48394,7 +48454,7 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11955$1
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11955$16 , \port$12750$0  };
+      storage[w_port__addr] <= { \port$11955$16 , \port$12756$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -48505,8 +48565,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$11955$1
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11955$16 , \port$12750$0  };
-  assign w_data = { \port$11955$16 , \port$12750$0  };
+  assign w_port__data = { \port$11955$16 , \port$12756$0  };
+  assign w_data = { \port$11955$16 , \port$12756$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -60366,7 +60426,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11957$16 , \port$15734$0 , r_rdy, clk);
+module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11957$16 , \port$15740$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -60412,8 +60472,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11957$16
   wire [3:0] level;
   input [15:0] \port$11957$16 ;
   wire [15:0] \port$11957$16 ;
-  input [7:0] \port$15734$0 ;
-  wire [7:0] \port$15734$0 ;
+  input [7:0] \port$15740$0 ;
+  wire [7:0] \port$15740$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -60448,7 +60508,7 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11957$16
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11957$16 , \port$15734$0  };
+      storage[w_port__addr] <= { \port$11957$16 , \port$15740$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -60559,8 +60619,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$11957$16
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11957$16 , \port$15734$0  };
-  assign w_data = { \port$11957$16 , \port$15734$0  };
+  assign w_port__data = { \port$11957$16 , \port$15740$0  };
+  assign w_data = { \port$11957$16 , \port$15740$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -2789,7 +2789,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .clk(clk),
     .held(held),
     .\port$8289$16 (retire__2__tag),
-    .\port$9036$0 (gemm_error),
+    .\port$9042$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2983,7 +2983,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .clk(clk),
     .held(held),
     .\port$8291$16 (retire__3__tag),
-    .\port$9266$0 (vec_error),
+    .\port$9272$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -26679,7 +26679,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [31:0] \$100 ;
+  wire \$100 ;
   wire [32:0] \$101 ;
   wire [16:0] \$102 ;
   wire [33:0] \$103 ;
@@ -26752,28 +26752,31 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg \$164 ;
   reg \$165 ;
   reg [175:0] \$166 ;
-  reg [2:0] \$167 ;
-  reg \$168 ;
-  reg \$169 ;
+  reg [31:0] \$167 ;
+  reg [31:0] \$168 ;
+  reg [31:0] \$169 ;
   wire [3:0] \$17 ;
-  reg \$170 ;
-  reg [7:0] \$171 ;
-  reg [11:0] \$172 ;
-  reg [11:0] \$173 ;
-  reg [15:0] \$174 ;
-  reg \$175 ;
-  reg [13:0] \$176 ;
-  reg [13:0] \$177 ;
-  reg [13:0] \$178 ;
+  reg [2:0] \$170 ;
+  reg \$171 ;
+  reg \$172 ;
+  reg \$173 ;
+  reg [7:0] \$174 ;
+  reg [11:0] \$175 ;
+  reg [11:0] \$176 ;
+  reg [15:0] \$177 ;
+  reg \$178 ;
   reg [13:0] \$179 ;
   wire [3:0] \$18 ;
-  reg [12:0] \$180 ;
-  reg [12:0] \$181 ;
-  reg \$182 ;
-  wire [31:0] \$183 ;
-  wire [31:0] \$184 ;
-  wire [31:0] \$185 ;
+  reg [13:0] \$180 ;
+  reg [13:0] \$181 ;
+  reg [13:0] \$182 ;
+  reg [12:0] \$183 ;
+  reg [12:0] \$184 ;
+  reg \$185 ;
   wire [31:0] \$186 ;
+  wire [31:0] \$187 ;
+  wire [31:0] \$188 ;
+  wire [31:0] \$189 ;
   wire [3:0] \$19 ;
   wire \$2 ;
   wire [2:0] \$20 ;
@@ -26839,35 +26842,36 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire \$75 ;
   wire [127:0] \$76 ;
   wire [127:0] \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [12:0] \$78 ;
+  wire [31:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire [12:0] \$84 ;
-  wire [31:0] \$85 ;
-  wire [32:0] \$86 ;
-  wire [16:0] \$87 ;
-  wire [33:0] \$88 ;
+  wire [12:0] \$80 ;
+  wire [31:0] \$81 ;
+  wire [12:0] \$82 ;
+  wire [31:0] \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
   wire \$89 ;
   wire \$9 ;
-  wire [12:0] \$90 ;
-  wire [31:0] \$91 ;
-  wire [32:0] \$92 ;
-  wire [12:0] \$93 ;
-  wire [14:0] \$94 ;
-  wire [33:0] \$95 ;
-  wire [34:0] \$96 ;
-  wire \$97 ;
-  wire \$98 ;
-  wire [12:0] \$99 ;
+  wire [32:0] \$90 ;
+  wire [16:0] \$91 ;
+  wire [33:0] \$92 ;
+  wire \$93 ;
+  wire [32:0] \$94 ;
+  wire [12:0] \$95 ;
+  wire [14:0] \$96 ;
+  wire [33:0] \$97 ;
+  wire [34:0] \$98 ;
+  wire \$99 ;
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
   input [31:0] a_data;
   wire [31:0] a_data;
   reg [13:0] a_ptr = 14'h0000;
+  reg [31:0] a_span = 32'd0;
   wire a_valid;
   output [12:0] acc_rd__addr;
   wire [12:0] acc_rd__addr;
@@ -26885,6 +26889,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire active;
   reg [13:0] b_base = 14'h0000;
   reg [13:0] b_ptr = 14'h0000;
+  reg [31:0] b_span = 32'd0;
   reg bank = 1'h0;
   reg [2:0] bank0_busy_cnt = 3'h0;
   reg [2:0] bank1_busy_cnt = 3'h0;
@@ -26892,6 +26897,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire busy;
   reg [12:0] c_base = 13'h0000;
   reg [12:0] c_ptr = 13'h0000;
+  reg [31:0] c_span = 32'd0;
   input clk;
   wire clk;
   reg [175:0] cmd = 176'h00000000000000000000000000000000000000000000;
@@ -27105,34 +27111,34 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$75  = acc_wr__en & \$74 ;
   assign \$76  = fwd1_hit ? fwd1_data : acc_rd__data;
   assign \$77  = \$75  ? acc_wr__data : \$76 ;
-  assign \$78  = | cmd[175:161];
-  assign \$79  = ! cmd[75:60];
-  assign \$80  = ! cmd[87:76];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = ! cmd[99:88];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = cmd[87:76] - 1'h1;
-  assign \$85  = \$84 [11:0] * cmd[119:100];
-  assign \$86  = cmd[19:0] + \$85 ;
-  assign \$87  = cmd[75:60] - 1'h1;
-  assign \$88  = \$86  + \$87 [15:0];
-  assign \$89  = \$88  >= 15'h4000;
-  assign \$90  = cmd[99:88] - 1'h1;
-  assign \$91  = \$90 [11:0] * cmd[139:120];
-  assign \$92  = cmd[39:20] + \$91 ;
-  assign \$93  = cmd[87:76] - 1'h1;
-  assign \$94  = \$93 [11:0] * 3'h4;
-  assign \$95  = \$92  + \$94 ;
-  assign \$96  = \$95  + 2'h3;
-  assign \$97  = \$96  >= 15'h4000;
-  assign \$98  = \$89  | \$97 ;
-  assign \$99  = cmd[99:88] - 1'h1;
-  assign \$100  = \$99 [11:0] * cmd[159:140];
-  assign \$101  = cmd[59:40] + \$100 ;
+  assign \$78  = ctl__cmd__payload[87:76] - 1'h1;
+  assign \$79  = \$78 [11:0] * ctl__cmd__payload[119:100];
+  assign \$80  = ctl__cmd__payload[99:88] - 1'h1;
+  assign \$81  = \$80 [11:0] * ctl__cmd__payload[139:120];
+  assign \$82  = ctl__cmd__payload[99:88] - 1'h1;
+  assign \$83  = \$82 [11:0] * ctl__cmd__payload[159:140];
+  assign \$84  = | cmd[175:161];
+  assign \$85  = ! cmd[75:60];
+  assign \$86  = ! cmd[87:76];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = ! cmd[99:88];
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = cmd[19:0] + a_span;
+  assign \$91  = cmd[75:60] - 1'h1;
+  assign \$92  = \$90  + \$91 [15:0];
+  assign \$93  = \$92  >= 15'h4000;
+  assign \$94  = cmd[39:20] + b_span;
+  assign \$95  = cmd[87:76] - 1'h1;
+  assign \$96  = \$95 [11:0] * 3'h4;
+  assign \$97  = \$94  + \$96 ;
+  assign \$98  = \$97  + 2'h3;
+  assign \$99  = \$98  >= 15'h4000;
+  assign \$100  = \$93  | \$99 ;
+  assign \$101  = cmd[59:40] + c_span;
   assign \$102  = cmd[75:60] - 1'h1;
   assign \$103  = \$101  + \$102 [15:0];
   assign \$104  = \$103  >= 14'h2000;
-  assign \$105  = \$98  | \$104 ;
+  assign \$105  = \$100  | \$104 ;
   assign \$106  = err_reserved | err_shape;
   assign \$107  = \$106  | err_range;
   assign \$108  = spad_rd__en & spad_rd__gnt;
@@ -27175,11 +27181,11 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$140  = ~ \$139 ;
   assign stall = ctl__busy & \$140 ;
   assign acc_rd__en = meta3[0] & meta3[14];
-  assign \$141  = old[31:0] + \$184 ;
-  assign \$142  = old[63:32] + \$185 ;
-  assign \$143  = old[95:64] + \$186 ;
-  assign \$144  = old[127:96] + \$183 ;
-  assign acc_wr__data = meta7[14] ? { \$144 [31:0], \$143 [31:0], \$142 [31:0], \$141 [31:0] } : { \$183 , \$186 , \$185 , \$184  };
+  assign \$141  = old[31:0] + \$187 ;
+  assign \$142  = old[63:32] + \$188 ;
+  assign \$143  = old[95:64] + \$189 ;
+  assign \$144  = old[127:96] + \$186 ;
+  assign acc_wr__data = meta7[14] ? { \$144 [31:0], \$143 [31:0], \$142 [31:0], \$141 [31:0] } : { \$186 , \$189 , \$188 , \$187  };
   assign ctl__busy = ~ \$145 ;
   assign \$145  = ! gemm_fsm_state;
   assign \$146  = gemm_fsm_state == 1'h1;
@@ -27227,45 +27233,51 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   always @(posedge clk)
     cmd <= \$166 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$167 ;
+    a_span <= \$167 ;
   always @(posedge clk)
-    err_reserved <= \$168 ;
+    b_span <= \$168 ;
   always @(posedge clk)
-    err_shape <= \$169 ;
+    c_span <= \$169 ;
   always @(posedge clk)
-    err_range <= \$170 ;
+    gemm_fsm_state <= \$170 ;
   always @(posedge clk)
-    error <= \$171 ;
+    err_reserved <= \$171 ;
   always @(posedge clk)
-    nt <= \$172 ;
+    err_shape <= \$172 ;
   always @(posedge clk)
-    kt <= \$173 ;
+    err_range <= \$173 ;
   always @(posedge clk)
-    idx <= \$174 ;
+    error <= \$174 ;
   always @(posedge clk)
-    load_b <= \$175 ;
+    nt <= \$175 ;
   always @(posedge clk)
-    a_base <= \$176 ;
+    kt <= \$176 ;
   always @(posedge clk)
-    a_ptr <= \$177 ;
+    idx <= \$177 ;
   always @(posedge clk)
-    b_base <= \$178 ;
+    load_b <= \$178 ;
   always @(posedge clk)
-    b_ptr <= \$179 ;
+    a_base <= \$179 ;
   always @(posedge clk)
-    c_base <= \$180 ;
+    a_ptr <= \$180 ;
   always @(posedge clk)
-    c_ptr <= \$181 ;
+    b_base <= \$181 ;
   always @(posedge clk)
-    bank <= \$182 ;
+    b_ptr <= \$182 ;
+  always @(posedge clk)
+    c_base <= \$183 ;
+  always @(posedge clk)
+    c_ptr <= \$184 ;
+  always @(posedge clk)
+    bank <= \$185 ;
   \kaki_soc_4x4.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_2(\$184 ),
-    .deskew1_1(\$185 ),
-    .deskew2_0(\$186 ),
+    .deskew0_2(\$187 ),
+    .deskew1_1(\$188 ),
+    .deskew2_0(\$189 ),
     .out_valid_q(acc_wr__en),
-    .pe3_3_psum(\$183 ),
+    .pe3_3_psum(\$186 ),
     .\port$9003$2 (spad_meta_q3[4:2]),
     .reset(reset),
     .rst(rst),
@@ -27473,20 +27485,68 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$167  = gemm_fsm_state;
+    \$167  = a_span;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$167  = 3'h1;
+            \$167  = \$79 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$167  = 32'd0;
+    end
+    if (rst) begin
+      \$167  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$168  = b_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$168  = \$81 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$168  = 32'd0;
+    end
+    if (rst) begin
+      \$168  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$169  = c_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$169  = \$83 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$169  = 32'd0;
+    end
+    if (rst) begin
+      \$169  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$170  = gemm_fsm_state;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$170  = 3'h1;
           end
       3'h1:
-          \$167  = 3'h2;
+          \$170  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
           if (\$107 ) begin
-            \$167  = 3'h0;
+            \$170  = 3'h0;
           end else begin
-            \$167  = 3'h3;
+            \$170  = 3'h3;
           end
       3'h3:
           if (\$115 ) begin
@@ -27495,73 +27555,73 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
               if (\$123 ) begin
               end else if (\$125 ) begin
               end else begin
-                \$167  = 3'h4;
+                \$170  = 3'h4;
               end
             end
           end
       3'h4:
           if (\$134 ) begin
-            \$167  = 3'h0;
+            \$170  = 3'h0;
           end
     endcase
     if (reset[2]) begin
-      \$167  = 3'h0;
+      \$170  = 3'h0;
     end
     if (rst) begin
-      \$167  = 3'h0;
+      \$170  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$168  = err_reserved;
+    \$171  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$168  = \$78 ;
+          \$171  = \$84 ;
     endcase
     if (reset[2]) begin
-      \$168  = 1'h0;
+      \$171  = 1'h0;
     end
     if (rst) begin
-      \$168  = 1'h0;
+      \$171  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$169  = err_shape;
+    \$172  = err_shape;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$169  = \$83 ;
+          \$172  = \$89 ;
     endcase
     if (reset[2]) begin
-      \$169  = 1'h0;
+      \$172  = 1'h0;
     end
     if (rst) begin
-      \$169  = 1'h0;
+      \$172  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$170  = err_range;
+    \$173  = err_range;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$170  = \$105 ;
+          \$173  = \$105 ;
     endcase
     if (reset[2]) begin
-      \$170  = 1'h0;
+      \$173  = 1'h0;
     end
     if (rst) begin
-      \$170  = 1'h0;
+      \$173  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$171  = error;
+    \$174  = error;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27571,30 +27631,30 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           if (\$107 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
-              \$171  = 8'h02;
+              \$174  = 8'h02;
             end else if (err_shape) begin
-              \$171  = 8'h03;
+              \$174  = 8'h03;
             end else begin
-              \$171  = 8'h04;
+              \$174  = 8'h04;
             end
           end
       3'h3:
           /* empty */;
       3'h4:
           if (\$134 ) begin
-            \$171  = 8'h00;
+            \$174  = 8'h00;
           end
     endcase
     if (reset[2]) begin
-      \$171  = 8'h00;
+      \$174  = 8'h00;
     end
     if (rst) begin
-      \$171  = 8'h00;
+      \$174  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$172  = nt;
+    \$175  = nt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27604,28 +27664,28 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$172  = 12'h000;
+            \$175  = 12'h000;
           end
       3'h3:
           if (\$115 ) begin
             if (\$120 ) begin
               if (\$123 ) begin
               end else if (\$125 ) begin
-                \$172  = \$129 [11:0];
+                \$175  = \$129 [11:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$172  = 12'h000;
+      \$175  = 12'h000;
     end
     if (rst) begin
-      \$172  = 12'h000;
+      \$175  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$173  = kt;
+    \$176  = kt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27635,29 +27695,29 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$173  = 12'h000;
+            \$176  = 12'h000;
           end
       3'h3:
           if (\$115 ) begin
             if (\$120 ) begin
               if (\$123 ) begin
-                \$173  = \$126 [11:0];
+                \$176  = \$126 [11:0];
               end else if (\$125 ) begin
-                \$173  = 12'h000;
+                \$176  = 12'h000;
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$173  = 12'h000;
+      \$176  = 12'h000;
     end
     if (rst) begin
-      \$173  = 12'h000;
+      \$176  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$174  = idx;
+    \$177  = idx;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27667,34 +27727,34 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$174  = 16'h0000;
+            \$177  = 16'h0000;
           end
       3'h3:
         begin
           if (\$109 ) begin
-            \$174  = \$111 [15:0];
+            \$177  = \$111 [15:0];
             if (\$112 ) begin
-              \$174  = 16'h0000;
+              \$177  = 16'h0000;
             end
           end
           if (\$115 ) begin
-            \$174  = \$118 [15:0];
+            \$177  = \$118 [15:0];
             if (\$120 ) begin
-              \$174  = 16'h0000;
+              \$177  = 16'h0000;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$174  = 16'h0000;
+      \$177  = 16'h0000;
     end
     if (rst) begin
-      \$174  = 16'h0000;
+      \$177  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$175  = load_b;
+    \$178  = load_b;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27704,32 +27764,32 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$175  = 1'h1;
+            \$178  = 1'h1;
           end
       3'h3:
         begin
           if (\$109 ) begin
             if (\$112 ) begin
-              \$175  = 1'h0;
+              \$178  = 1'h0;
             end
           end
           if (\$115 ) begin
             if (\$120 ) begin
-              \$175  = 1'h1;
+              \$178  = 1'h1;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$175  = 1'h0;
+      \$178  = 1'h0;
     end
     if (rst) begin
-      \$175  = 1'h0;
+      \$178  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$176  = a_base;
+    \$179  = a_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27739,118 +27799,18 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$176  = cmd[13:0];
+            \$179  = cmd[13:0];
           end
       3'h3:
           if (\$115 ) begin
             if (\$120 ) begin
               if (\$123 ) begin
-                \$176  = \$127 [13:0];
+                \$179  = \$127 [13:0];
               end else if (\$125 ) begin
-                \$176  = cmd[13:0];
+                \$179  = cmd[13:0];
               end
             end
           end
-    endcase
-    if (reset[2]) begin
-      \$176  = 14'h0000;
-    end
-    if (rst) begin
-      \$176  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$177  = a_ptr;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$107 ) begin
-          end else begin
-            \$177  = cmd[13:0];
-          end
-      3'h3:
-          if (\$115 ) begin
-            \$177  = \$116 [13:0];
-            if (\$120 ) begin
-              if (\$123 ) begin
-                \$177  = \$128 [13:0];
-              end else if (\$125 ) begin
-                \$177  = cmd[13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$177  = 14'h0000;
-    end
-    if (rst) begin
-      \$177  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$178  = b_base;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$107 ) begin
-          end else begin
-            \$178  = cmd[33:20];
-          end
-      3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-              end else if (\$125 ) begin
-                \$178  = \$130 [13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$178  = 14'h0000;
-    end
-    if (rst) begin
-      \$178  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$179  = b_ptr;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$107 ) begin
-          end else begin
-            \$179  = cmd[33:20];
-          end
-      3'h3:
-        begin
-          if (\$109 ) begin
-            \$179  = \$110 [13:0];
-          end
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-              end else if (\$125 ) begin
-                \$179  = \$131 [13:0];
-              end
-            end
-          end
-        end
     endcase
     if (reset[2]) begin
       \$179  = 14'h0000;
@@ -27861,7 +27821,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$180  = c_base;
+    \$180  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27871,28 +27831,30 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$180  = cmd[52:40];
+            \$180  = cmd[13:0];
           end
       3'h3:
           if (\$115 ) begin
+            \$180  = \$116 [13:0];
             if (\$120 ) begin
               if (\$123 ) begin
+                \$180  = \$128 [13:0];
               end else if (\$125 ) begin
-                \$180  = \$132 [12:0];
+                \$180  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$180  = 13'h0000;
+      \$180  = 14'h0000;
     end
     if (rst) begin
-      \$180  = 13'h0000;
+      \$180  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$181  = c_ptr;
+    \$181  = b_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27902,30 +27864,128 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$181  = cmd[52:40];
+            \$181  = cmd[33:20];
           end
       3'h3:
           if (\$115 ) begin
-            \$181  = \$117 [12:0];
             if (\$120 ) begin
               if (\$123 ) begin
-                \$181  = c_base;
               end else if (\$125 ) begin
-                \$181  = \$133 [12:0];
+                \$181  = \$130 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$181  = 13'h0000;
+      \$181  = 14'h0000;
     end
     if (rst) begin
-      \$181  = 13'h0000;
+      \$181  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$182  = bank;
+    \$182  = b_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$107 ) begin
+          end else begin
+            \$182  = cmd[33:20];
+          end
+      3'h3:
+        begin
+          if (\$109 ) begin
+            \$182  = \$110 [13:0];
+          end
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$182  = \$131 [13:0];
+              end
+            end
+          end
+        end
+    endcase
+    if (reset[2]) begin
+      \$182  = 14'h0000;
+    end
+    if (rst) begin
+      \$182  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$183  = c_base;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$107 ) begin
+          end else begin
+            \$183  = cmd[52:40];
+          end
+      3'h3:
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$183  = \$132 [12:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$183  = 13'h0000;
+    end
+    if (rst) begin
+      \$183  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$184  = c_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$107 ) begin
+          end else begin
+            \$184  = cmd[52:40];
+          end
+      3'h3:
+          if (\$115 ) begin
+            \$184  = \$117 [12:0];
+            if (\$120 ) begin
+              if (\$123 ) begin
+                \$184  = c_base;
+              end else if (\$125 ) begin
+                \$184  = \$133 [12:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$184  = 13'h0000;
+    end
+    if (rst) begin
+      \$184  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$185  = bank;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27936,15 +27996,15 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h3:
           if (\$115 ) begin
             if (\$120 ) begin
-              \$182  = \$121 ;
+              \$185  = \$121 ;
             end
           end
     endcase
     if (reset[2]) begin
-      \$182  = 1'h0;
+      \$185  = 1'h0;
     end
     if (rst) begin
-      \$182  = 1'h0;
+      \$185  = 1'h0;
     end
   end
   always @* begin
@@ -27978,7 +28038,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign w_row = spad_meta_q3[3:2];
   assign w_bank = spad_meta_q3[4];
   assign w_data = a_data;
-  assign out_data = { \$183 , \$186 , \$185 , \$184  };
+  assign out_data = { \$186 , \$189 , \$188 , \$187  };
   assign acc_rd__addr = meta3[13:1];
   assign acc_wr__addr = meta7[13:1];
   assign \spad_meta_q1.valid  = spad_meta_q1[0];
@@ -29225,7 +29285,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$9003$2 , pe3_3
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8289$16 , \port$9036$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8289$16 , \port$9042$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -29271,8 +29331,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8289$16 ,
   wire [3:0] level;
   input [15:0] \port$8289$16 ;
   wire [15:0] \port$8289$16 ;
-  input [7:0] \port$9036$0 ;
-  wire [7:0] \port$9036$0 ;
+  input [7:0] \port$9042$0 ;
+  wire [7:0] \port$9042$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -29307,7 +29367,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8289$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8289$16 , \port$9036$0  };
+      storage[w_port__addr] <= { \port$8289$16 , \port$9042$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -29418,8 +29478,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8289$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8289$16 , \port$9036$0  };
-  assign w_data = { \port$8289$16 , \port$9036$0  };
+  assign w_port__data = { \port$8289$16 , \port$9042$0  };
+  assign w_data = { \port$8289$16 , \port$9042$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -38147,7 +38207,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8291$16 , \port$9266$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8291$16 , \port$9272$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38193,8 +38253,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8291$16 , 
   wire [3:0] level;
   input [15:0] \port$8291$16 ;
   wire [15:0] \port$8291$16 ;
-  input [7:0] \port$9266$0 ;
-  wire [7:0] \port$9266$0 ;
+  input [7:0] \port$9272$0 ;
+  wire [7:0] \port$9272$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -38229,7 +38289,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8291$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8291$16 , \port$9266$0  };
+      storage[w_port__addr] <= { \port$8291$16 , \port$9272$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -38340,8 +38400,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8291$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8291$16 , \port$9266$0  };
-  assign w_data = { \port$8291$16 , \port$9266$0  };
+  assign w_port__data = { \port$8291$16 , \port$9272$0  };
+  assign w_data = { \port$8291$16 , \port$9272$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

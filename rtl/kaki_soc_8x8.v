@@ -2789,7 +2789,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .clk(clk),
     .held(held),
     .\port$9159$16 (retire__2__tag),
-    .\port$9922$0 (gemm_error),
+    .\port$9928$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2982,7 +2982,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10702$0 (vec_error),
+    .\port$10708$0 (vec_error),
     .\port$9161$16 (retire__3__tag),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
@@ -26747,7 +26747,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [31:0] \$100 ;
+  wire \$100 ;
   wire [32:0] \$101 ;
   wire [16:0] \$102 ;
   wire [33:0] \$103 ;
@@ -26833,27 +26833,27 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg \$176 ;
   reg \$177 ;
   reg [175:0] \$178 ;
-  reg [2:0] \$179 ;
+  reg [31:0] \$179 ;
   wire [4:0] \$18 ;
-  reg \$180 ;
-  reg \$181 ;
-  reg \$182 ;
-  reg [7:0] \$183 ;
-  reg [11:0] \$184 ;
-  reg [11:0] \$185 ;
-  reg [15:0] \$186 ;
-  reg \$187 ;
-  reg [13:0] \$188 ;
-  reg [13:0] \$189 ;
+  reg [31:0] \$180 ;
+  reg [31:0] \$181 ;
+  reg [2:0] \$182 ;
+  reg \$183 ;
+  reg \$184 ;
+  reg \$185 ;
+  reg [7:0] \$186 ;
+  reg [11:0] \$187 ;
+  reg [11:0] \$188 ;
+  reg [15:0] \$189 ;
   wire [4:0] \$19 ;
-  reg [13:0] \$190 ;
+  reg \$190 ;
   reg [13:0] \$191 ;
-  reg [12:0] \$192 ;
-  reg [12:0] \$193 ;
-  reg \$194 ;
-  wire [31:0] \$195 ;
-  wire [31:0] \$196 ;
-  wire [31:0] \$197 ;
+  reg [13:0] \$192 ;
+  reg [13:0] \$193 ;
+  reg [13:0] \$194 ;
+  reg [12:0] \$195 ;
+  reg [12:0] \$196 ;
+  reg \$197 ;
   wire [31:0] \$198 ;
   wire [31:0] \$199 ;
   wire \$2 ;
@@ -26861,6 +26861,9 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire [31:0] \$200 ;
   wire [31:0] \$201 ;
   wire [31:0] \$202 ;
+  wire [31:0] \$203 ;
+  wire [31:0] \$204 ;
+  wire [31:0] \$205 ;
   wire [3:0] \$21 ;
   wire [5:0] \$22 ;
   wire \$23 ;
@@ -26923,35 +26926,36 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire \$75 ;
   wire [255:0] \$76 ;
   wire [255:0] \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [12:0] \$78 ;
+  wire [31:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire [12:0] \$84 ;
-  wire [31:0] \$85 ;
-  wire [32:0] \$86 ;
-  wire [16:0] \$87 ;
-  wire [33:0] \$88 ;
+  wire [12:0] \$80 ;
+  wire [31:0] \$81 ;
+  wire [12:0] \$82 ;
+  wire [31:0] \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
   wire \$89 ;
   wire \$9 ;
-  wire [12:0] \$90 ;
-  wire [31:0] \$91 ;
-  wire [32:0] \$92 ;
-  wire [12:0] \$93 ;
-  wire [15:0] \$94 ;
-  wire [33:0] \$95 ;
-  wire [34:0] \$96 ;
-  wire \$97 ;
-  wire \$98 ;
-  wire [12:0] \$99 ;
+  wire [32:0] \$90 ;
+  wire [16:0] \$91 ;
+  wire [33:0] \$92 ;
+  wire \$93 ;
+  wire [32:0] \$94 ;
+  wire [12:0] \$95 ;
+  wire [15:0] \$96 ;
+  wire [33:0] \$97 ;
+  wire [34:0] \$98 ;
+  wire \$99 ;
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
   input [63:0] a_data;
   wire [63:0] a_data;
   reg [13:0] a_ptr = 14'h0000;
+  reg [31:0] a_span = 32'd0;
   wire a_valid;
   output [12:0] acc_rd__addr;
   wire [12:0] acc_rd__addr;
@@ -26969,6 +26973,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire active;
   reg [13:0] b_base = 14'h0000;
   reg [13:0] b_ptr = 14'h0000;
+  reg [31:0] b_span = 32'd0;
   reg bank = 1'h0;
   reg [3:0] bank0_busy_cnt = 4'h0;
   reg [3:0] bank1_busy_cnt = 4'h0;
@@ -26976,6 +26981,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire busy;
   reg [12:0] c_base = 13'h0000;
   reg [12:0] c_ptr = 13'h0000;
+  reg [31:0] c_span = 32'd0;
   input clk;
   wire clk;
   reg [175:0] cmd = 176'h00000000000000000000000000000000000000000000;
@@ -27197,34 +27203,34 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$75  = acc_wr__en & \$74 ;
   assign \$76  = fwd1_hit ? fwd1_data : acc_rd__data;
   assign \$77  = \$75  ? acc_wr__data : \$76 ;
-  assign \$78  = | cmd[175:161];
-  assign \$79  = ! cmd[75:60];
-  assign \$80  = ! cmd[87:76];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = ! cmd[99:88];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = cmd[87:76] - 1'h1;
-  assign \$85  = \$84 [11:0] * cmd[119:100];
-  assign \$86  = cmd[19:0] + \$85 ;
-  assign \$87  = cmd[75:60] - 1'h1;
-  assign \$88  = \$86  + \$87 [15:0];
-  assign \$89  = \$88  >= 15'h4000;
-  assign \$90  = cmd[99:88] - 1'h1;
-  assign \$91  = \$90 [11:0] * cmd[139:120];
-  assign \$92  = cmd[39:20] + \$91 ;
-  assign \$93  = cmd[87:76] - 1'h1;
-  assign \$94  = \$93 [11:0] * 4'h8;
-  assign \$95  = \$92  + \$94 ;
-  assign \$96  = \$95  + 3'h7;
-  assign \$97  = \$96  >= 15'h4000;
-  assign \$98  = \$89  | \$97 ;
-  assign \$99  = cmd[99:88] - 1'h1;
-  assign \$100  = \$99 [11:0] * cmd[159:140];
-  assign \$101  = cmd[59:40] + \$100 ;
+  assign \$78  = ctl__cmd__payload[87:76] - 1'h1;
+  assign \$79  = \$78 [11:0] * ctl__cmd__payload[119:100];
+  assign \$80  = ctl__cmd__payload[99:88] - 1'h1;
+  assign \$81  = \$80 [11:0] * ctl__cmd__payload[139:120];
+  assign \$82  = ctl__cmd__payload[99:88] - 1'h1;
+  assign \$83  = \$82 [11:0] * ctl__cmd__payload[159:140];
+  assign \$84  = | cmd[175:161];
+  assign \$85  = ! cmd[75:60];
+  assign \$86  = ! cmd[87:76];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = ! cmd[99:88];
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = cmd[19:0] + a_span;
+  assign \$91  = cmd[75:60] - 1'h1;
+  assign \$92  = \$90  + \$91 [15:0];
+  assign \$93  = \$92  >= 15'h4000;
+  assign \$94  = cmd[39:20] + b_span;
+  assign \$95  = cmd[87:76] - 1'h1;
+  assign \$96  = \$95 [11:0] * 4'h8;
+  assign \$97  = \$94  + \$96 ;
+  assign \$98  = \$97  + 3'h7;
+  assign \$99  = \$98  >= 15'h4000;
+  assign \$100  = \$93  | \$99 ;
+  assign \$101  = cmd[59:40] + c_span;
   assign \$102  = cmd[75:60] - 1'h1;
   assign \$103  = \$101  + \$102 [15:0];
   assign \$104  = \$103  >= 14'h2000;
-  assign \$105  = \$98  | \$104 ;
+  assign \$105  = \$100  | \$104 ;
   assign \$106  = err_reserved | err_shape;
   assign \$107  = \$106  | err_range;
   assign \$108  = spad_rd__en & spad_rd__gnt;
@@ -27267,15 +27273,15 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$140  = ~ \$139 ;
   assign stall = ctl__busy & \$140 ;
   assign acc_rd__en = meta11[0] & meta11[14];
-  assign \$141  = old[31:0] + \$196 ;
-  assign \$142  = old[63:32] + \$197 ;
-  assign \$143  = old[95:64] + \$198 ;
-  assign \$144  = old[127:96] + \$199 ;
-  assign \$145  = old[159:128] + \$200 ;
-  assign \$146  = old[191:160] + \$201 ;
-  assign \$147  = old[223:192] + \$202 ;
-  assign \$148  = old[255:224] + \$195 ;
-  assign acc_wr__data = meta15[14] ? { \$148 [31:0], \$147 [31:0], \$146 [31:0], \$145 [31:0], \$144 [31:0], \$143 [31:0], \$142 [31:0], \$141 [31:0] } : { \$195 , \$202 , \$201 , \$200 , \$199 , \$198 , \$197 , \$196  };
+  assign \$141  = old[31:0] + \$199 ;
+  assign \$142  = old[63:32] + \$200 ;
+  assign \$143  = old[95:64] + \$201 ;
+  assign \$144  = old[127:96] + \$202 ;
+  assign \$145  = old[159:128] + \$203 ;
+  assign \$146  = old[191:160] + \$204 ;
+  assign \$147  = old[223:192] + \$205 ;
+  assign \$148  = old[255:224] + \$198 ;
+  assign acc_wr__data = meta15[14] ? { \$148 [31:0], \$147 [31:0], \$146 [31:0], \$145 [31:0], \$144 [31:0], \$143 [31:0], \$142 [31:0], \$141 [31:0] } : { \$198 , \$205 , \$204 , \$203 , \$202 , \$201 , \$200 , \$199  };
   assign ctl__busy = ~ \$149 ;
   assign \$149  = ! gemm_fsm_state;
   assign \$150  = gemm_fsm_state == 1'h1;
@@ -27339,49 +27345,55 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   always @(posedge clk)
     cmd <= \$178 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$179 ;
+    a_span <= \$179 ;
   always @(posedge clk)
-    err_reserved <= \$180 ;
+    b_span <= \$180 ;
   always @(posedge clk)
-    err_shape <= \$181 ;
+    c_span <= \$181 ;
   always @(posedge clk)
-    err_range <= \$182 ;
+    gemm_fsm_state <= \$182 ;
   always @(posedge clk)
-    error <= \$183 ;
+    err_reserved <= \$183 ;
   always @(posedge clk)
-    nt <= \$184 ;
+    err_shape <= \$184 ;
   always @(posedge clk)
-    kt <= \$185 ;
+    err_range <= \$185 ;
   always @(posedge clk)
-    idx <= \$186 ;
+    error <= \$186 ;
   always @(posedge clk)
-    load_b <= \$187 ;
+    nt <= \$187 ;
   always @(posedge clk)
-    a_base <= \$188 ;
+    kt <= \$188 ;
   always @(posedge clk)
-    a_ptr <= \$189 ;
+    idx <= \$189 ;
   always @(posedge clk)
-    b_base <= \$190 ;
+    load_b <= \$190 ;
   always @(posedge clk)
-    b_ptr <= \$191 ;
+    a_base <= \$191 ;
   always @(posedge clk)
-    c_base <= \$192 ;
+    a_ptr <= \$192 ;
   always @(posedge clk)
-    c_ptr <= \$193 ;
+    b_base <= \$193 ;
   always @(posedge clk)
-    bank <= \$194 ;
+    b_ptr <= \$194 ;
+  always @(posedge clk)
+    c_base <= \$195 ;
+  always @(posedge clk)
+    c_ptr <= \$196 ;
+  always @(posedge clk)
+    bank <= \$197 ;
   \kaki_soc_8x8.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_6(\$196 ),
-    .deskew1_5(\$197 ),
-    .deskew2_4(\$198 ),
-    .deskew3_3(\$199 ),
-    .deskew4_2(\$200 ),
-    .deskew5_1(\$201 ),
-    .deskew6_0(\$202 ),
+    .deskew0_6(\$199 ),
+    .deskew1_5(\$200 ),
+    .deskew2_4(\$201 ),
+    .deskew3_3(\$202 ),
+    .deskew4_2(\$203 ),
+    .deskew5_1(\$204 ),
+    .deskew6_0(\$205 ),
     .out_valid_q(acc_wr__en),
-    .pe7_7_psum(\$195 ),
+    .pe7_7_psum(\$198 ),
     .\port$9873$2 (spad_meta_q3[5:2]),
     .reset(reset),
     .rst(rst),
@@ -27669,20 +27681,68 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$179  = gemm_fsm_state;
+    \$179  = a_span;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$179  = 3'h1;
+            \$179  = \$79 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$179  = 32'd0;
+    end
+    if (rst) begin
+      \$179  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$180  = b_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$180  = \$81 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$180  = 32'd0;
+    end
+    if (rst) begin
+      \$180  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$181  = c_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$181  = \$83 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$181  = 32'd0;
+    end
+    if (rst) begin
+      \$181  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$182  = gemm_fsm_state;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$182  = 3'h1;
           end
       3'h1:
-          \$179  = 3'h2;
+          \$182  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
           if (\$107 ) begin
-            \$179  = 3'h0;
+            \$182  = 3'h0;
           end else begin
-            \$179  = 3'h3;
+            \$182  = 3'h3;
           end
       3'h3:
           if (\$115 ) begin
@@ -27691,73 +27751,73 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
               if (\$123 ) begin
               end else if (\$125 ) begin
               end else begin
-                \$179  = 3'h4;
+                \$182  = 3'h4;
               end
             end
           end
       3'h4:
           if (\$134 ) begin
-            \$179  = 3'h0;
+            \$182  = 3'h0;
           end
     endcase
     if (reset[2]) begin
-      \$179  = 3'h0;
+      \$182  = 3'h0;
     end
     if (rst) begin
-      \$179  = 3'h0;
+      \$182  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$180  = err_reserved;
+    \$183  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$180  = \$78 ;
+          \$183  = \$84 ;
     endcase
     if (reset[2]) begin
-      \$180  = 1'h0;
+      \$183  = 1'h0;
     end
     if (rst) begin
-      \$180  = 1'h0;
+      \$183  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$181  = err_shape;
+    \$184  = err_shape;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$181  = \$83 ;
+          \$184  = \$89 ;
     endcase
     if (reset[2]) begin
-      \$181  = 1'h0;
+      \$184  = 1'h0;
     end
     if (rst) begin
-      \$181  = 1'h0;
+      \$184  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$182  = err_range;
+    \$185  = err_range;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$182  = \$105 ;
+          \$185  = \$105 ;
     endcase
     if (reset[2]) begin
-      \$182  = 1'h0;
+      \$185  = 1'h0;
     end
     if (rst) begin
-      \$182  = 1'h0;
+      \$185  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$183  = error;
+    \$186  = error;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27767,30 +27827,30 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           if (\$107 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
-              \$183  = 8'h02;
+              \$186  = 8'h02;
             end else if (err_shape) begin
-              \$183  = 8'h03;
+              \$186  = 8'h03;
             end else begin
-              \$183  = 8'h04;
+              \$186  = 8'h04;
             end
           end
       3'h3:
           /* empty */;
       3'h4:
           if (\$134 ) begin
-            \$183  = 8'h00;
+            \$186  = 8'h00;
           end
     endcase
     if (reset[2]) begin
-      \$183  = 8'h00;
+      \$186  = 8'h00;
     end
     if (rst) begin
-      \$183  = 8'h00;
+      \$186  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$184  = nt;
+    \$187  = nt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27800,28 +27860,28 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$184  = 12'h000;
+            \$187  = 12'h000;
           end
       3'h3:
           if (\$115 ) begin
             if (\$120 ) begin
               if (\$123 ) begin
               end else if (\$125 ) begin
-                \$184  = \$129 [11:0];
+                \$187  = \$129 [11:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$184  = 12'h000;
+      \$187  = 12'h000;
     end
     if (rst) begin
-      \$184  = 12'h000;
+      \$187  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$185  = kt;
+    \$188  = kt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27831,29 +27891,29 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$185  = 12'h000;
+            \$188  = 12'h000;
           end
       3'h3:
           if (\$115 ) begin
             if (\$120 ) begin
               if (\$123 ) begin
-                \$185  = \$126 [11:0];
+                \$188  = \$126 [11:0];
               end else if (\$125 ) begin
-                \$185  = 12'h000;
+                \$188  = 12'h000;
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$185  = 12'h000;
+      \$188  = 12'h000;
     end
     if (rst) begin
-      \$185  = 12'h000;
+      \$188  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$186  = idx;
+    \$189  = idx;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27863,34 +27923,34 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$186  = 16'h0000;
+            \$189  = 16'h0000;
           end
       3'h3:
         begin
           if (\$109 ) begin
-            \$186  = \$111 [15:0];
+            \$189  = \$111 [15:0];
             if (\$112 ) begin
-              \$186  = 16'h0000;
+              \$189  = 16'h0000;
             end
           end
           if (\$115 ) begin
-            \$186  = \$118 [15:0];
+            \$189  = \$118 [15:0];
             if (\$120 ) begin
-              \$186  = 16'h0000;
+              \$189  = 16'h0000;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$186  = 16'h0000;
+      \$189  = 16'h0000;
     end
     if (rst) begin
-      \$186  = 16'h0000;
+      \$189  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$187  = load_b;
+    \$190  = load_b;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27900,32 +27960,32 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$187  = 1'h1;
+            \$190  = 1'h1;
           end
       3'h3:
         begin
           if (\$109 ) begin
             if (\$112 ) begin
-              \$187  = 1'h0;
+              \$190  = 1'h0;
             end
           end
           if (\$115 ) begin
             if (\$120 ) begin
-              \$187  = 1'h1;
+              \$190  = 1'h1;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$187  = 1'h0;
+      \$190  = 1'h0;
     end
     if (rst) begin
-      \$187  = 1'h0;
+      \$190  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$188  = a_base;
+    \$191  = a_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27935,118 +27995,18 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$188  = cmd[13:0];
+            \$191  = cmd[13:0];
           end
       3'h3:
           if (\$115 ) begin
             if (\$120 ) begin
               if (\$123 ) begin
-                \$188  = \$127 [13:0];
+                \$191  = \$127 [13:0];
               end else if (\$125 ) begin
-                \$188  = cmd[13:0];
+                \$191  = cmd[13:0];
               end
             end
           end
-    endcase
-    if (reset[2]) begin
-      \$188  = 14'h0000;
-    end
-    if (rst) begin
-      \$188  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$189  = a_ptr;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$107 ) begin
-          end else begin
-            \$189  = cmd[13:0];
-          end
-      3'h3:
-          if (\$115 ) begin
-            \$189  = \$116 [13:0];
-            if (\$120 ) begin
-              if (\$123 ) begin
-                \$189  = \$128 [13:0];
-              end else if (\$125 ) begin
-                \$189  = cmd[13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$189  = 14'h0000;
-    end
-    if (rst) begin
-      \$189  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$190  = b_base;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$107 ) begin
-          end else begin
-            \$190  = cmd[33:20];
-          end
-      3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-              end else if (\$125 ) begin
-                \$190  = \$130 [13:0];
-              end
-            end
-          end
-    endcase
-    if (reset[2]) begin
-      \$190  = 14'h0000;
-    end
-    if (rst) begin
-      \$190  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$191  = b_ptr;
-    casez (gemm_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (\$107 ) begin
-          end else begin
-            \$191  = cmd[33:20];
-          end
-      3'h3:
-        begin
-          if (\$109 ) begin
-            \$191  = \$110 [13:0];
-          end
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-              end else if (\$125 ) begin
-                \$191  = \$131 [13:0];
-              end
-            end
-          end
-        end
     endcase
     if (reset[2]) begin
       \$191  = 14'h0000;
@@ -28057,7 +28017,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$192  = c_base;
+    \$192  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28067,28 +28027,30 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$192  = cmd[52:40];
+            \$192  = cmd[13:0];
           end
       3'h3:
           if (\$115 ) begin
+            \$192  = \$116 [13:0];
             if (\$120 ) begin
               if (\$123 ) begin
+                \$192  = \$128 [13:0];
               end else if (\$125 ) begin
-                \$192  = \$132 [12:0];
+                \$192  = cmd[13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$192  = 13'h0000;
+      \$192  = 14'h0000;
     end
     if (rst) begin
-      \$192  = 13'h0000;
+      \$192  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$193  = c_ptr;
+    \$193  = b_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28098,30 +28060,128 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           (* full_case = 32'd1 *)
           if (\$107 ) begin
           end else begin
-            \$193  = cmd[52:40];
+            \$193  = cmd[33:20];
           end
       3'h3:
           if (\$115 ) begin
-            \$193  = \$117 [12:0];
             if (\$120 ) begin
               if (\$123 ) begin
-                \$193  = c_base;
               end else if (\$125 ) begin
-                \$193  = \$133 [12:0];
+                \$193  = \$130 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$193  = 13'h0000;
+      \$193  = 14'h0000;
     end
     if (rst) begin
-      \$193  = 13'h0000;
+      \$193  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$194  = bank;
+    \$194  = b_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$107 ) begin
+          end else begin
+            \$194  = cmd[33:20];
+          end
+      3'h3:
+        begin
+          if (\$109 ) begin
+            \$194  = \$110 [13:0];
+          end
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$194  = \$131 [13:0];
+              end
+            end
+          end
+        end
+    endcase
+    if (reset[2]) begin
+      \$194  = 14'h0000;
+    end
+    if (rst) begin
+      \$194  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$195  = c_base;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$107 ) begin
+          end else begin
+            \$195  = cmd[52:40];
+          end
+      3'h3:
+          if (\$115 ) begin
+            if (\$120 ) begin
+              if (\$123 ) begin
+              end else if (\$125 ) begin
+                \$195  = \$132 [12:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$195  = 13'h0000;
+    end
+    if (rst) begin
+      \$195  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$196  = c_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$107 ) begin
+          end else begin
+            \$196  = cmd[52:40];
+          end
+      3'h3:
+          if (\$115 ) begin
+            \$196  = \$117 [12:0];
+            if (\$120 ) begin
+              if (\$123 ) begin
+                \$196  = c_base;
+              end else if (\$125 ) begin
+                \$196  = \$133 [12:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$196  = 13'h0000;
+    end
+    if (rst) begin
+      \$196  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$197  = bank;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28132,15 +28192,15 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h3:
           if (\$115 ) begin
             if (\$120 ) begin
-              \$194  = \$121 ;
+              \$197  = \$121 ;
             end
           end
     endcase
     if (reset[2]) begin
-      \$194  = 1'h0;
+      \$197  = 1'h0;
     end
     if (rst) begin
-      \$194  = 1'h0;
+      \$197  = 1'h0;
     end
   end
   always @* begin
@@ -28174,7 +28234,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign w_row = spad_meta_q3[4:2];
   assign w_bank = spad_meta_q3[5];
   assign w_data = a_data;
-  assign out_data = { \$195 , \$202 , \$201 , \$200 , \$199 , \$198 , \$197 , \$196  };
+  assign out_data = { \$198 , \$205 , \$204 , \$203 , \$202 , \$201 , \$200 , \$199  };
   assign acc_rd__addr = meta11[13:1];
   assign acc_wr__addr = meta15[13:1];
   assign \spad_meta_q1.valid  = spad_meta_q1[0];
@@ -33075,7 +33135,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9159$16 , \port$9922$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9159$16 , \port$9928$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -33121,8 +33181,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9159$16 ,
   wire [3:0] level;
   input [15:0] \port$9159$16 ;
   wire [15:0] \port$9159$16 ;
-  input [7:0] \port$9922$0 ;
-  wire [7:0] \port$9922$0 ;
+  input [7:0] \port$9928$0 ;
+  wire [7:0] \port$9928$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -33157,7 +33217,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9159$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9159$16 , \port$9922$0  };
+      storage[w_port__addr] <= { \port$9159$16 , \port$9928$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -33268,8 +33328,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9159$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9159$16 , \port$9922$0  };
-  assign w_data = { \port$9159$16 , \port$9922$0  };
+  assign w_port__data = { \port$9159$16 , \port$9928$0  };
+  assign w_data = { \port$9159$16 , \port$9928$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -43041,7 +43101,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9161$16 , \port$10702$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9161$16 , \port$10708$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -43085,8 +43145,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9161$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10702$0 ;
-  wire [7:0] \port$10702$0 ;
+  input [7:0] \port$10708$0 ;
+  wire [7:0] \port$10708$0 ;
   input [15:0] \port$9161$16 ;
   wire [15:0] \port$9161$16 ;
   (* init = 3'h0 *)
@@ -43123,7 +43183,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9161$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9161$16 , \port$10702$0  };
+      storage[w_port__addr] <= { \port$9161$16 , \port$10708$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -43234,8 +43294,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9161$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9161$16 , \port$10702$0  };
-  assign w_data = { \port$9161$16 , \port$10702$0  };
+  assign w_port__data = { \port$9161$16 , \port$10708$0  };
+  assign w_data = { \port$9161$16 , \port$10708$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
