@@ -175,6 +175,11 @@ class VectorUnit(wiring.Component):
                                  issued.eq(0), retired.eq(0)]
                     m.next = "CHECK"
             with m.State("CHECK"):
+                # Bias is zero for a command without one; cleared whatever the checks decide (a
+                # refused command leaves nothing behind that the next one would read), so the
+                # 256 bias bits' enable does not wait for the range check's carry chains.
+                with m.If(~ops.bias):
+                    m.d.sync += [b.eq(0) for b in bias]
                 with m.If(reserved_bad):
                     m.d.sync += err.eq(ErrorCode.RESERVED_BITS)
                     m.next = "FIN"
@@ -187,8 +192,6 @@ class VectorUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += [pidx.eq(0), acc_ptr.eq(cmd.shift_addr), res_ptr.eq(cmd.res_addr),
                                  more.eq(1)]
-                    with m.If(~ops.bias):
-                        m.d.sync += [b.eq(0) for b in bias]
                     m.next = "PARAM"
             with m.State("PARAM"):
                 m.d.comb += self.acc_rd.en.eq(1)

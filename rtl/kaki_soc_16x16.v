@@ -57048,11 +57048,11 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
   assign \$14  = | acc_rd__data[447:422];
   assign \$15  = | acc_rd__data[479:454];
   assign \$16  = | acc_rd__data[511:486];
-  assign \$17  = | cmd[155:152];
-  assign \$18  = | cmd[151:148];
-  assign \$19  = \$17  | \$18 ;
-  assign \$20  = ! cmd[55:40];
-  assign \$21  = ~ cmd[144];
+  assign \$17  = ~ cmd[144];
+  assign \$18  = | cmd[155:152];
+  assign \$19  = | cmd[151:148];
+  assign \$20  = \$18  | \$19 ;
+  assign \$21  = ! cmd[55:40];
   assign \$22  = ! pidx;
   assign \$23  = ~ cmd[144];
   assign \$24  = \$22  & \$23 ;
@@ -59083,14 +59083,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1256  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1256  = 32'd0;
           end
     endcase
   end
@@ -59109,14 +59103,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1257  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1257  = 32'd0;
           end
     endcase
   end
@@ -59135,14 +59123,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1258  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1258  = 32'd0;
           end
     endcase
   end
@@ -59161,14 +59143,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1259  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1259  = 32'd0;
           end
     endcase
   end
@@ -59187,14 +59163,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1260  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1260  = 32'd0;
           end
     endcase
   end
@@ -59213,14 +59183,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1261  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1261  = 32'd0;
           end
     endcase
   end
@@ -59239,14 +59203,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1262  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1262  = 32'd0;
           end
     endcase
   end
@@ -59265,14 +59223,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1263  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1263  = 32'd0;
           end
     endcase
   end
@@ -59291,14 +59243,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1264  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1264  = 32'd0;
           end
     endcase
   end
@@ -59317,14 +59263,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1265  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1265  = 32'd0;
           end
     endcase
   end
@@ -59343,14 +59283,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1266  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1266  = 32'd0;
           end
     endcase
   end
@@ -59369,14 +59303,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1267  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1267  = 32'd0;
           end
     endcase
   end
@@ -59395,14 +59323,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1268  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1268  = 32'd0;
           end
     endcase
   end
@@ -59421,14 +59343,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1269  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1269  = 32'd0;
           end
     endcase
   end
@@ -59447,14 +59363,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1270  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1270  = 32'd0;
           end
     endcase
   end
@@ -59473,14 +59383,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$21 ) begin
-              \$1271  = 32'd0;
-            end
+          if (\$17 ) begin
+            \$1271  = 32'd0;
           end
     endcase
   end
@@ -59733,9 +59637,9 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
             \$1289  = 8'h00;
           end
       3'h1:
-          if (\$19 ) begin
+          if (\$20 ) begin
             \$1289  = 8'h02;
-          end else if (\$20 ) begin
+          end else if (\$21 ) begin
             \$1289  = 8'h03;
           end else if (range_bad) begin
             \$1289  = 8'h04;
@@ -59814,9 +59718,9 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           end
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$19 ) begin
+          if (\$20 ) begin
             \$1292  = 3'h2;
-          end else if (\$20 ) begin
+          end else if (\$21 ) begin
             \$1292  = 3'h2;
           end else if (range_bad) begin
             \$1292  = 3'h2;
@@ -59869,8 +59773,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
+          if (\$20 ) begin
+          end else if (\$21 ) begin
           end else if (range_bad) begin
           end else begin
             \$1293  = 2'h0;
@@ -59895,8 +59799,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
+          if (\$20 ) begin
+          end else if (\$21 ) begin
           end else if (range_bad) begin
           end else begin
             \$1294  = cmd[108:96];
@@ -59929,8 +59833,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
+          if (\$20 ) begin
+          end else if (\$21 ) begin
           end else if (range_bad) begin
           end else begin
             \$1295  = cmd[129:116];
@@ -59961,8 +59865,8 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$19 ) begin
-          end else if (\$20 ) begin
+          if (\$20 ) begin
+          end else if (\$21 ) begin
           end else if (range_bad) begin
           end else begin
             \$1296  = 1'h1;

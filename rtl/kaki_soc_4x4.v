@@ -36809,11 +36809,11 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$2  = | acc_rd__data[63:38];
   assign \$3  = | acc_rd__data[95:70];
   assign \$4  = | acc_rd__data[127:102];
-  assign \$5  = | cmd[155:152];
-  assign \$6  = | cmd[151:148];
-  assign \$7  = \$5  | \$6 ;
-  assign \$8  = ! cmd[55:40];
-  assign \$9  = ~ cmd[144];
+  assign \$5  = ~ cmd[144];
+  assign \$6  = | cmd[155:152];
+  assign \$7  = | cmd[151:148];
+  assign \$8  = \$6  | \$7 ;
+  assign \$9  = ! cmd[55:40];
   assign \$10  = ! pidx;
   assign \$11  = ~ cmd[144];
   assign \$12  = \$10  & \$11 ;
@@ -37476,14 +37476,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$9 ) begin
-              \$368  = 32'd0;
-            end
+          if (\$5 ) begin
+            \$368  = 32'd0;
           end
     endcase
   end
@@ -37502,14 +37496,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$9 ) begin
-              \$369  = 32'd0;
-            end
+          if (\$5 ) begin
+            \$369  = 32'd0;
           end
     endcase
   end
@@ -37528,14 +37516,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$9 ) begin
-              \$370  = 32'd0;
-            end
+          if (\$5 ) begin
+            \$370  = 32'd0;
           end
     endcase
   end
@@ -37554,14 +37536,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$9 ) begin
-              \$371  = 32'd0;
-            end
+          if (\$5 ) begin
+            \$371  = 32'd0;
           end
     endcase
   end
@@ -37646,9 +37622,9 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             \$377  = 8'h00;
           end
       3'h1:
-          if (\$7 ) begin
+          if (\$8 ) begin
             \$377  = 8'h02;
-          end else if (\$8 ) begin
+          end else if (\$9 ) begin
             \$377  = 8'h03;
           end else if (range_bad) begin
             \$377  = 8'h04;
@@ -37727,9 +37703,9 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$7 ) begin
+          if (\$8 ) begin
             \$380  = 3'h2;
-          end else if (\$8 ) begin
+          end else if (\$9 ) begin
             \$380  = 3'h2;
           end else if (range_bad) begin
             \$380  = 3'h2;
@@ -37782,8 +37758,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
+          if (\$8 ) begin
+          end else if (\$9 ) begin
           end else if (range_bad) begin
           end else begin
             \$381  = 2'h0;
@@ -37808,8 +37784,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
+          if (\$8 ) begin
+          end else if (\$9 ) begin
           end else if (range_bad) begin
           end else begin
             \$382  = cmd[108:96];
@@ -37842,8 +37818,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
+          if (\$8 ) begin
+          end else if (\$9 ) begin
           end else if (range_bad) begin
           end else begin
             \$383  = cmd[129:116];
@@ -37874,8 +37850,8 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$7 ) begin
-          end else if (\$8 ) begin
+          if (\$8 ) begin
+          end else if (\$9 ) begin
           end else if (range_bad) begin
           end else begin
             \$384  = 1'h1;

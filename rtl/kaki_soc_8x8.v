@@ -41719,11 +41719,11 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$6  = | acc_rd__data[191:166];
   assign \$7  = | acc_rd__data[223:198];
   assign \$8  = | acc_rd__data[255:230];
-  assign \$9  = | cmd[155:152];
-  assign \$10  = | cmd[151:148];
-  assign \$11  = \$9  | \$10 ;
-  assign \$12  = ! cmd[55:40];
-  assign \$13  = ~ cmd[144];
+  assign \$9  = ~ cmd[144];
+  assign \$10  = | cmd[155:152];
+  assign \$11  = | cmd[151:148];
+  assign \$12  = \$10  | \$11 ;
+  assign \$13  = ! cmd[55:40];
   assign \$14  = ! pidx;
   assign \$15  = ~ cmd[144];
   assign \$16  = \$14  & \$15 ;
@@ -42166,14 +42166,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$664  = 32'd0;
-            end
+          if (\$9 ) begin
+            \$664  = 32'd0;
           end
     endcase
   end
@@ -42192,14 +42186,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$665  = 32'd0;
-            end
+          if (\$9 ) begin
+            \$665  = 32'd0;
           end
     endcase
   end
@@ -42218,14 +42206,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$666  = 32'd0;
-            end
+          if (\$9 ) begin
+            \$666  = 32'd0;
           end
     endcase
   end
@@ -42244,14 +42226,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$667  = 32'd0;
-            end
+          if (\$9 ) begin
+            \$667  = 32'd0;
           end
     endcase
   end
@@ -42270,14 +42246,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$668  = 32'd0;
-            end
+          if (\$9 ) begin
+            \$668  = 32'd0;
           end
     endcase
   end
@@ -42296,14 +42266,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$669  = 32'd0;
-            end
+          if (\$9 ) begin
+            \$669  = 32'd0;
           end
     endcase
   end
@@ -42322,14 +42286,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$670  = 32'd0;
-            end
+          if (\$9 ) begin
+            \$670  = 32'd0;
           end
     endcase
   end
@@ -42348,14 +42306,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
       3'h0:
           /* empty */;
       3'h1:
-          (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
-          end else if (range_bad) begin
-          end else begin
-            if (\$13 ) begin
-              \$671  = 32'd0;
-            end
+          if (\$9 ) begin
+            \$671  = 32'd0;
           end
     endcase
   end
@@ -42496,9 +42448,9 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
             \$681  = 8'h00;
           end
       3'h1:
-          if (\$11 ) begin
+          if (\$12 ) begin
             \$681  = 8'h02;
-          end else if (\$12 ) begin
+          end else if (\$13 ) begin
             \$681  = 8'h03;
           end else if (range_bad) begin
             \$681  = 8'h04;
@@ -42577,9 +42529,9 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           end
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$11 ) begin
+          if (\$12 ) begin
             \$684  = 3'h2;
-          end else if (\$12 ) begin
+          end else if (\$13 ) begin
             \$684  = 3'h2;
           end else if (range_bad) begin
             \$684  = 3'h2;
@@ -42632,8 +42584,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
+          if (\$12 ) begin
+          end else if (\$13 ) begin
           end else if (range_bad) begin
           end else begin
             \$685  = 2'h0;
@@ -42658,8 +42610,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
+          if (\$12 ) begin
+          end else if (\$13 ) begin
           end else if (range_bad) begin
           end else begin
             \$686  = cmd[108:96];
@@ -42692,8 +42644,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
+          if (\$12 ) begin
+          end else if (\$13 ) begin
           end else if (range_bad) begin
           end else begin
             \$687  = cmd[129:116];
@@ -42724,8 +42676,8 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
           /* empty */;
       3'h1:
           (* full_case = 32'd1 *)
-          if (\$11 ) begin
-          end else if (\$12 ) begin
+          if (\$12 ) begin
+          end else if (\$13 ) begin
           end else if (range_bad) begin
           end else begin
             \$688  = 1'h1;
