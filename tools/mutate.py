@@ -818,6 +818,16 @@ EXPLAINED = {
         "cycles that do not follow a grant, where ReadPortSignature leaves it undefined (the "
         "banked memory's rd.data proof guarantees it only the cycle after en & gnt; the DMA, GEMM "
         "and vector benches, which read through it, all pass with the mutant)",
+    ("hdl_gen/queue_controller.py", "QueueController.elaborate",
+     "sent.eq((~aw_valid | axi.awready) & (~w_valid | (axi.wready & w_last))),", "bitwise",
+     "(~aw_valid | axi.awready) & (~w_valid | (axi.wready & w_last))",
+     "(~aw_valid | axi.awready | (~w_valid | axi.wready & w_last))"):
+        "changes no behaviour with an AXI subordinate: the completion writer then leaves REC "
+        "(IDX) for REC_B (IDX_B) once the AW or the last W beat is accepted instead of both; "
+        "the other keeps being offered there (valid bits retire on their own handshakes), "
+        "REC_B only raises BREADY (allowed at any time) and waits for the B, which AXI4 forbids "
+        "before both the AW and the last W handshakes, and a guard timeout aborts the write in "
+        "either state the same way; the bounded check's difference needs a B before its W",
 }
 
 
