@@ -29,14 +29,14 @@ class GemmEngine(wiring.Component):
     command retires with ``done`` and the code and touches no memory.
 
     Timing. A command is accepted only when idle (``ctl.cmd.ready`` = not busy). Accept → 2 check
-    cycles → the first scratchpad read. A scratchpad row read in cycle ``c`` enters the array in
-    ``c+1``; its result leaves the array in ``c+1+L`` (``L = 2*dim-1``) and is written to the
-    accumulator in that same cycle (an accumulating row's old value is read two cycles earlier from
-    the address carried down a delay line next to the array, and registered: the adder sits
-    between registers, not between block RAMs). Rows are written in issue order and a row's read
-    and write are ``mem_read_latency + 1`` cycles apart; a write to the same row between them that
-    the memory's read does not see is forwarded, so even back-to-back RMW of one row would be hazard-free whatever the SRAM's
-    read-during-write behaviour. (With today's issue order a C row recurs at least ``dim + 1``
+    cycles → the first scratchpad read. A scratchpad row read granted in cycle ``c`` enters the
+    array in ``c + mem_read_latency``; its result leaves the array ``L = 2*dim-1`` cycles later
+    and is written to the accumulator in that same cycle (an accumulating row's old value is read
+    ``mem_read_latency + 1`` cycles earlier from the address carried down a delay line next to
+    the array, and registered: the adder sits between registers, not between block RAMs). Rows
+    are written in issue order; a write to the same row between its read and its write that the
+    memory's read does not see is forwarded, so even back-to-back RMW of one row would be
+    hazard-free whatever the SRAM's read-during-write behaviour. (With today's issue order a C row recurs at least ``dim + 1``
     cycles later, e.g. the next k-tile with ``m = 1``, so the forward is a safeguard that does not
     fire.) ``done`` pulses
     the cycle after the last accumulator write, with ``busy`` already low, so the next command can

@@ -90,6 +90,7 @@ def test_promotion_leaves_small_and_port_driven_nets_alone():
     netlist = {"modules": {"top": {"ports": {"rst": {"direction": "input", "bits": [2]}}, "cells": cells,
                                    "netnames": {"rst": {"bits": [2]}, "en": {"bits": [3]}}}}}
     assert synth.promote_fanout(netlist, "top", min_fanout=9) == []
+    assert synth.promote_fanout(netlist, "top", limit=0, min_fanout=1) == []    # --globals 0
     assert synth.promote_fanout(netlist, "top", min_fanout=8) == [("en", 8)]   # not rst: a port drives it
     mod = netlist["modules"]["top"]
     dcca = next(c for c in mod["cells"].values() if c["type"] == "DCCA")

@@ -264,8 +264,8 @@ GLOBAL_MIN_FANOUT = 400
 
 def promote_fanout(netlist, top, limit=None, min_fanout=None):
     """Drive the ``limit`` (:data:`GLOBAL_NETS`) nets of the synthesized ``netlist`` (Yosys JSON,
-    edited in place) with the most sinks, at least ``min_fanout`` (:data:`GLOBAL_MIN_FANOUT`), through a global buffer (``DCCA``) each; returns
-    ``[(net name, sinks), ...]``.
+    edited in place) with the most sinks, at least ``min_fanout`` (:data:`GLOBAL_MIN_FANOUT`),
+    through a global buffer (``DCCA``) each; returns ``[(net name, sinks), ...]``.
 
     What an ECP5 build in context gets from nextpnr (it promotes high-fanout resets and clock
     enables to global networks), which out of context it does not do: there the engine resets,
@@ -283,14 +283,15 @@ def promote_fanout(netlist, top, limit=None, min_fanout=None):
     min_fanout = GLOBAL_MIN_FANOUT if min_fanout is None else min_fanout
     mod = netlist["modules"][top]
     cells = mod["cells"]
-    driven, sinks = {}, {}
-    for name, cell in cells.items():
+    driver, sinks, used = {}, {}, set()    # bit -> driving cell type; bit -> input pins; all bits
+    for cell in cells.values():
         for port, bits in cell["connections"].items():
             out = cell["port_directions"].get(port) == "output"
             for b in bits:
                 if isinstance(b, int):
+                    used.add(b)
                     if out:
-                        driven[b] = cell["type"]
+                        driver[b] = cell["type"]
                     else:
                         sinks[b] = sinks.get(b, 0) + 1
     names = {}
@@ -299,17 +300,13 @@ def promote_fanout(netlist, top, limit=None, min_fanout=None):
             label = name if len(info["bits"]) == 1 else f"{name}[{i}]"
             if isinstance(b, int) and (b not in names or len(label) < len(names[b])):
                 names[b] = label
-    chosen = sorted((b for b, n in sinks.items() if n >= min_fanout and driven.get(b, "DCCA") != "DCCA"),
+    # a cell must drive the net (not a port) and not be a global buffer already
+    chosen = sorted((b for b, n in sinks.items() if n >= min_fanout and driver.get(b) not in (None, "DCCA")),
                     key=lambda b: (-sinks[b], names.get(b, "")))[:limit]
     if not chosen:
         return []
-    fresh = max(b for info in mod["netnames"].values() for b in info["bits"] if isinstance(b, int))
-    fresh = max(fresh, *(b for c in cells.values() for bits in c["connections"].values()
-                         for b in bits if isinstance(b, int))) + 1
-    remap = {}
-    for b in chosen:
-        remap[b] = fresh
-        fresh += 1
+    used.update(b for info in mod["netnames"].values() for b in info["bits"] if isinstance(b, int))
+    remap = {b: max(used) + 1 + k for k, b in enumerate(chosen)}
     for cell in cells.values():
         for port, bits in cell["connections"].items():
             if cell["port_directions"].get(port) != "output":
@@ -341,7 +338,7 @@ def check_memories(log_text, target):
     return len(mapped)
 
 
-def synthesize(target, full=True):
+def synthesize(target, full=True, global_nets=None):
     d = target.workdir()
     script = "synth.ys" if full else "check.ys"
     (d / script).write_text(yosys_script(target, full))
@@ -354,7 +351,7 @@ def synthesize(target, full=True):
     if full:
         netlist_path = d / f"{target.top}.json"
         netlist = json.loads(netlist_path.read_text())
-        res.global_nets = promote_fanout(netlist, target.top)
+        res.global_nets = promote_fanout(netlist, target.top, limit=global_nets)
         netlist_path.write_text(json.dumps(netlist))
         read_counts(d, target, res)
         res.overflow = {cell: (n, DEVICE[cell]) for cell, n in (("DP16KD", res.brams),
@@ -566,7 +563,7 @@ def _rows(text):
     return rows
 
 
-def build(dim, budget_s, seed, block=None, keep=(), extra=(), rows=None):
+def build(dim, budget_s, seed, block=None, keep=(), extra=(), rows=None, global_nets=None):
     """Synthesize, place and route one array size (or one block of it, or the top with only the
     blocks ``keep``); progress lines go to stdout."""
     target = Target.for_dim(dim, rows)
@@ -575,7 +572,7 @@ def build(dim, budget_s, seed, block=None, keep=(), extra=(), rows=None):
     elif keep:
         target = target.keep(keep)
     print(f"[synth] {target.config}: synth_ecp5 ...", flush=True)
-    res = synthesize(target)
+    res = synthesize(target, global_nets=global_nets)
     print(f"[synth] {target.config}: {res.luts:,} LUTs, {res.ffs:,} FFs, {res.brams} DP16KD, "
           f"{res.dsps} MULT18X18D ({res.synth_s:.0f} s); place and route (budget "
           f"{budget_s / 60:.0f} min) ...", flush=True)
@@ -588,7 +585,6 @@ def build(dim, budget_s, seed, block=None, keep=(), extra=(), rows=None):
 
 
 def main(argv=None):
-    global GLOBAL_NETS
     ap = argparse.ArgumentParser(prog="python -m tools.synth", description=__doc__.splitlines()[0])
     ap.add_argument("--dims", type=_dims, default=list(ARRAY_SIZES))
     ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET_MIN,
@@ -612,10 +608,8 @@ def main(argv=None):
     ap.add_argument("--globals", type=int, default=None, metavar="N",
                     help=f"high-fanout nets put on global buffers (default {GLOBAL_NETS}; 0: none)")
     args = ap.parse_args(argv)
-    if args.globals is not None:
-        if not 0 <= args.globals <= len(DEVICE["fabric_dccs"]):
-            ap.error(f"--globals must be in 0..{len(DEVICE['fabric_dccs'])}, not {args.globals}")
-        GLOBAL_NETS = args.globals
+    if args.globals is not None and not 0 <= args.globals <= len(DEVICE["fabric_dccs"]):
+        ap.error(f"--globals must be in 0..{len(DEVICE['fabric_dccs'])}, not {args.globals}")
     if args.budget <= 0:
         ap.error(f"--budget must be positive, not {args.budget}")
     if args.jobs < 1:
@@ -631,7 +625,8 @@ def main(argv=None):
             ap.error("--block and --keep exclude each other")
         if args.block or args.keep or args.rows:
             for dim in args.dims:
-                res = build(dim, args.budget * 60, args.seed, args.block, args.keep, args.nextpnr, args.rows)
+                res = build(dim, args.budget * 60, args.seed, args.block, args.keep, args.nextpnr, args.rows,
+                            args.globals)
                 print(f"{res.config}: critical path ({res.timing}), folded by signal "
                       f"(full path: build/synth/{res.config}/pnr.json)")
                 for signal, ns, steps in path_summary(res.critical_path):
@@ -642,8 +637,8 @@ def main(argv=None):
             print(REPORT_MD.read_text())
             return 0
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            results = list(pool.map(lambda dim: build(dim, args.budget * 60, args.seed, extra=args.nextpnr),
-                                    args.dims))
+            results = list(pool.map(lambda dim: build(dim, args.budget * 60, args.seed, extra=args.nextpnr,
+                                                      global_nets=args.globals), args.dims))
         write_report([asdict(r) for r in results])
     except SynthError as e:
         print(f"make synth: {e}", file=sys.stderr)
