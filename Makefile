@@ -51,7 +51,7 @@ ifneq ($(SEED),)
 export SEED
 endif
 
-.PHONY: help venv rtl firmware test sim waves bench synth regress coverage formal mutate clean
+.PHONY: help venv rtl firmware test sim waves bench accuracy synth regress coverage formal mutate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -91,6 +91,9 @@ waves: $(STAMP) ## rerun one cocotb test with waves: make waves TEST=<id> SEED=<
 
 bench: $(STAMP) firmware ## compiled GEMMs driver -> firmware -> RTL: PE utilization, sim speed vs bare C++, golden speed, compile times (build/bench.json, build/bench.png)
 	$(PY) -m tools.bench --dim $(DIM)
+
+accuracy: $(STAMP) ## special functions (softmax, norms, GELU/SiLU tables, multiply) against float64, in output steps, beside their goals (docs/numerics.md)
+	$(PY) -m tools.accuracy $(if $(SEED),--seed "$(SEED)",)
 
 synth: $(STAMP) ## synthesize, place and route each chip for an ECP5 FPGA (Yosys + nextpnr): LUTs, FFs, block RAM, DSP, Fmax, critical path (build/synth/report.md)
 	$(PY) -m tools.synth --dims "$(DIMS)" --budget "$(BUDGET)" $(if $(BLOCK),--block "$(BLOCK)") $(if $(KEEP),--keep "$(KEEP)")

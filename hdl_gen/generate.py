@@ -27,6 +27,7 @@ from . import descriptor as D
 from . import regmap
 from . import sram
 from .config import ARRAY_SIZES, KakiConfig
+from . import sfu_numerics
 from . import vector_unit
 from .descriptor import COMMANDS, Engine, check_commands, make_opcode_enum
 
@@ -255,6 +256,10 @@ def chip_py():
                "mem_read_latency")]
     lines += ["", "#: Cycles from a vector-unit row's granted read to its scratchpad write "
               "(hdl_gen/vector_unit.py).", f"VEC_PIPELINE_LATENCY = {vector_unit.PIPELINE_LATENCY}", ""]
+    lines += ["#: The special-function unit's numeric constants (hdl_gen/sfu_numerics.py; "
+              "docs/numerics.md uses them)."]
+    lines += [f"SFU_{n} = {getattr(sfu_numerics, n)!r}" for n in sfu_numerics.CONSTANTS]
+    lines += [""]
     return "\n".join(lines)
 
 
