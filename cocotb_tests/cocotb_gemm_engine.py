@@ -33,8 +33,9 @@ SPAD_ROWS, ACC_ROWS = CFG.spad_rows, CFG.acc_rows
 SB, AB = CFG.spad_bank_rows, CFG.acc_bank_rows
 CLK_NS = 10
 GEMM_LAYOUT = data.Layout.cast(GemmCmd)
-FIELDS = ("a_addr", "b_addr", "c_addr", "m", "k_tiles", "n_tiles",
-          "a_kt_stride", "b_nt_stride", "c_nt_stride", "accumulate", "reserved")
+FIELDS = ("a_addr", "b_addr", "c_addr", "m", "k_tiles", "n_tiles", "a_kt_stride", "b_nt_stride",
+          "c_nt_stride", "accumulate", "b_transpose", "batches_m1", "a_batch_stride",
+          "b_batch_stride", "c_batch_stride", "reserved")
 PERF = ("busy", "active", "stall", "spad_rd", "acc_rd", "acc_wr")
 
 
@@ -66,58 +67,86 @@ def cmd(**kw):
     return c
 
 
-def a_row(c, kt, i):
-    return c["a_addr"] + kt * c["a_kt_stride"] + i
+def batches(c):
+    return c["batches_m1"] + 1
 
 
-def b_row(c, kt, nt, kk):
-    return c["b_addr"] + nt * c["b_nt_stride"] + kt * DIM + kk
+def a_row(c, kt, i, h=0):
+    return c["a_addr"] + h * c["a_batch_stride"] + kt * c["a_kt_stride"] + i
 
 
-def c_row(c, nt, i):
-    return c["c_addr"] + nt * c["c_nt_stride"] + i
+def b_cell(c, kt, nt, kk, n, h=0):
+    """(scratchpad row, lane) of ``B[kt*dim + kk, nt*dim + n]`` of batch item ``h``: row ``kk`` of
+    tile (kt, nt) lane ``n``, or, with ``b_transpose``, the tile's column ``n`` lane ``kk``."""
+    base = c["b_addr"] + h * c["b_batch_stride"]
+    if c["b_transpose"]:
+        return base + kt * c["b_nt_stride"] + nt * DIM + n, kk
+    return base + nt * c["b_nt_stride"] + kt * DIM + kk, n
+
+
+def c_row(c, nt, i, h=0):
+    return c["c_addr"] + h * c["c_batch_stride"] + nt * c["c_nt_stride"] + i
+
+
+def _b_cells(c):
+    for h in range(batches(c)):
+        for kt in range(c["k_tiles"]):
+            for nt in range(c["n_tiles"]):
+                for kk in range(DIM):
+                    for n in range(DIM):
+                        yield h, kt * DIM + kk, nt * DIM + n, b_cell(c, kt, nt, kk, n, h)
+
+
+def _batched(x):
+    return x[None] if x.ndim == 2 else x
 
 
 def spad_image(c, A, B):
-    """Scratchpad rows holding A (m × K) and B (K × N) in the layout of command ``c``."""
+    """Scratchpad rows holding A (batches × m × K) and B (batches × K × N; 2-D for one batch
+    item) in the layout of command ``c``."""
+    A, B = _batched(np.asarray(A)), _batched(np.asarray(B))
     img = {}
-    for kt in range(c["k_tiles"]):
-        for i in range(c["m"]):
-            img[a_row(c, kt, i)] = A[i, kt * DIM:(kt + 1) * DIM]
-    for nt in range(c["n_tiles"]):
+    for h in range(batches(c)):
         for kt in range(c["k_tiles"]):
-            for kk in range(DIM):
-                img[b_row(c, kt, nt, kk)] = B[kt * DIM + kk, nt * DIM:(nt + 1) * DIM]
+            for i in range(c["m"]):
+                img[a_row(c, kt, i, h)] = A[h, i, kt * DIM:(kt + 1) * DIM]
+    for h, k, n, (row, lane) in _b_cells(c):
+        img.setdefault(row, np.zeros(DIM, dtype=np.int64))[lane] = B[h, k, n]
     return img
 
 
 def operands(c, img):
-    """A and B as command ``c`` sees them in scratchpad image ``img`` (handles overlapping rows)."""
-    m, kts, nts = c["m"], c["k_tiles"], c["n_tiles"]
-    A = np.zeros((m, kts * DIM), dtype=np.int64)
-    B = np.zeros((kts * DIM, nts * DIM), dtype=np.int64)
-    for kt in range(kts):
-        for i in range(m):
-            A[i, kt * DIM:(kt + 1) * DIM] = img[a_row(c, kt, i)]
-        for nt in range(nts):
-            for kk in range(DIM):
-                B[kt * DIM + kk, nt * DIM:(nt + 1) * DIM] = img[b_row(c, kt, nt, kk)]
+    """A and B (batches × ...) as command ``c`` sees them in scratchpad image ``img`` (handles
+    overlapping rows)."""
+    m, kts, nts, hs = c["m"], c["k_tiles"], c["n_tiles"], batches(c)
+    A = np.zeros((hs, m, kts * DIM), dtype=np.int64)
+    B = np.zeros((hs, kts * DIM, nts * DIM), dtype=np.int64)
+    for h in range(hs):
+        for kt in range(kts):
+            for i in range(m):
+                A[h, i, kt * DIM:(kt + 1) * DIM] = img[a_row(c, kt, i, h)]
+    for h, k, n, (row, lane) in _b_cells(c):
+        B[h, k, n] = img[row][lane]
     return A, B
 
 
 def c_addrs(c):
-    return [c_row(c, nt, i) for nt in range(c["n_tiles"]) for i in range(c["m"])]
+    return [c_row(c, nt, i, h) for h in range(batches(c)) for nt in range(c["n_tiles"])
+            for i in range(c["m"])]
 
 
 def c_matrix_to_rows(c, C):
-    """{acc row: int32 row} for the m × N matrix C under command ``c``'s C layout."""
-    return {c_row(c, nt, i): C[i, nt * DIM:(nt + 1) * DIM]
+    """{acc row: int32 row} for the (batches ×) m × N matrix C under command ``c``'s C layout."""
+    C = _batched(np.asarray(C))
+    return {c_row(c, nt, i, h): C[h, i, nt * DIM:(nt + 1) * DIM] for h in range(batches(c))
             for nt in range(c["n_tiles"]) for i in range(c["m"])}
 
 
 def c_rows_to_matrix(c, rows):
-    return np.concatenate([np.stack([rows[c_row(c, nt, i)] for i in range(c["m"])])
-                           for nt in range(c["n_tiles"])], axis=1)
+    """batches × m × N."""
+    return np.stack([np.concatenate([np.stack([rows[c_row(c, nt, i, h)] for i in range(c["m"])])
+                                     for nt in range(c["n_tiles"])], axis=1)
+                     for h in range(batches(c))])
 
 
 class Tb:
@@ -220,7 +249,8 @@ class Tb:
         await ReadOnly()
         assert int(dut.ctl__busy.value) == 1 and int(dut.ctl__cmd__ready.value) == 0, "busy/ready after accept"
         if c["m"] and c["k_tiles"] and c["n_tiles"]:
-            budget = 200 + 4 * c["k_tiles"] * c["n_tiles"] * (c["m"] + DIM) * (4 if deny else 1)
+            budget = 200 + 4 * batches(c) * c["k_tiles"] * c["n_tiles"] * (c["m"] + DIM) \
+                * (4 if deny else 1)
         else:
             budget = 200
         try:
@@ -246,13 +276,14 @@ class Tb:
         assert err == expect, f"{what}: error {err!r}, expected {expect!r} for {c}"
         assert delta["active"] + delta["stall"] == delta["busy"], delta
         if expect == ErrorCode.OK:
-            m, kts, nts = c["m"], c["k_tiles"], c["n_tiles"]
-            assert delta["active"] == m * kts * nts, (what, delta)
-            assert delta["spad_rd"] == kts * nts * (m + DIM), (what, delta)
-            assert delta["acc_wr"] == m * kts * nts, (what, delta)
-            assert delta["acc_rd"] == m * (kts - (0 if c["accumulate"] else 1)) * nts, (what, delta)
+            m, kts, nts, hs = c["m"], c["k_tiles"], c["n_tiles"], batches(c)
+            assert delta["active"] == hs * m * kts * nts, (what, delta)
+            assert delta["spad_rd"] == hs * kts * nts * (m + DIM), (what, delta)
+            assert delta["acc_wr"] == hs * m * kts * nts, (what, delta)
+            assert delta["acc_rd"] == hs * m * (kts - (0 if c["accumulate"] else 1)) * nts, \
+                (what, delta)
             if not deny and background is None:     # no stalls: the cost model's cycles exactly
-                model = gemm_cycles(m, kts, nts, CAPS)
+                model = gemm_cycles(m, kts, nts, CAPS, batches=hs)
                 assert delta["busy"] == model, (f"{what}: {delta['busy']} busy cycles, the cost "
                                                 f"model (compiler/cost.py) says {model} for {c}")
             self.total_busy += delta["busy"]
@@ -267,20 +298,22 @@ class Tb:
                    low=-128, high=128):
         """Load operands for ``c``, run it, check every C row (and guard rows around C) bit-exactly."""
         c = cmd(**c)
-        m, K, N = c["m"], c["k_tiles"] * DIM, c["n_tiles"] * DIM
+        m, K, N, hs = c["m"], c["k_tiles"] * DIM, c["n_tiles"] * DIM, batches(c)
         if A is None:
-            A = self.nprng.integers(low, high, size=(m, K))
+            A = self.nprng.integers(low, high, size=(hs, m, K))
         if B is None:
-            B = self.nprng.integers(low, high, size=(K, N))
+            B = self.nprng.integers(low, high, size=(hs, K, N))
         img = spad_image(c, A, B)
         await self.spad_write(img)
         A, B = operands(c, img)
         rows = c_addrs(c)
         assert len(set(rows)) == len(rows), "test bug: C tiles overlap"
-        guards = sorted({r for r0 in (c_row(c, nt, 0) for nt in range(c["n_tiles"]))
+        guards = sorted({r for r0 in (c_row(c, nt, 0, h) for h in range(hs)
+                                      for nt in range(c["n_tiles"]))
                          for r in (r0 - 1, r0 + m) if 0 <= r < ACC_ROWS} - set(rows))
         if c0 is None:
-            c0 = self.nprng.integers(-2**31, 2**31, size=(m, N))
+            c0 = self.nprng.integers(-2**31, 2**31, size=(hs, m, N))
+        c0 = _batched(np.asarray(c0))
         await self.acc_write(c_matrix_to_rows(c, c0))
         await self.acc_write({r: self.nprng.integers(-2**31, 2**31, size=DIM) for r in guards
                               if r not in self.acc})
@@ -291,14 +324,15 @@ class Tb:
         got = c_rows_to_matrix(c, got_rows)
         if not np.array_equal(got, expect):
             bad = np.argwhere(got != expect)
-            i, n = bad[0]
+            h, i, n = bad[0]
             raise AssertionError(
-                f"{what}: C mismatch at {len(bad)} elements, first C[{i},{n}] = {got[i, n]} "
-                f"expected {expect[i, n]} (acc row {c_row(c, n // DIM, i)}); command {c}")
+                f"{what}: C mismatch at {len(bad)} elements, first batch {h} C[{i},{n}] = "
+                f"{got[h, i, n]} expected {expect[h, i, n]} (acc row {c_row(c, n // DIM, i, h)}); "
+                f"command {c}")
         for r, v in (await self.acc_read(guards)).items():
             assert np.array_equal(v, guard_vals[r]), f"{what}: guard acc row {r} modified"
         self.acc.update(c_matrix_to_rows(c, expect))
-        return delta, cycles, expect
+        return delta, cycles, expect if hs > 1 else expect[0]
 
     def place(self, lo, hi, size):
         """A random start row for ``size`` rows inside [lo, hi)."""
@@ -306,23 +340,33 @@ class Tb:
         return self.rng.randrange(lo, hi - size + 1)
 
 
-def random_cmd(tb, m=None, min_tiles=1):
-    """A random, valid command: A in scratchpad bank 0, B in bank 1, C in accumulator bank 0."""
+def random_cmd(tb, m=None, min_tiles=1, transpose=False, batches=1):
+    """A random, valid command: A in scratchpad bank 0, B in bank 1, C in accumulator bank 0.
+    ``batches`` items share their A or B (batch stride 0) or lie side by side; their C never
+    overlap."""
     rng = tb.rng
     if m is None:
         m = rng.choice([1, 2, DIM - 1, DIM, DIM + 1, rng.randint(1, 3 * DIM)])
     kts, nts = rng.randint(min_tiles, 4), rng.randint(min_tiles, 3)
     a_stride = rng.choice([m, m + rng.randint(1, 5), 0]) if kts > 1 else rng.randint(0, 2**20 - 1)
     a_span = (kts - 1) * a_stride + m
-    b_stride = rng.choice([kts * DIM, kts * DIM + rng.randint(1, 7), rng.randint(0, kts * DIM)]) \
-        if nts > 1 else rng.randint(0, 2**20 - 1)
-    b_span = (nts - 1) * b_stride + kts * DIM
+    steps, lin = (kts, nts) if transpose else (nts, kts)       # B tiles along its stride / rows
+    b_stride = rng.choice([lin * DIM, lin * DIM + rng.randint(1, 7), rng.randint(0, lin * DIM)]) \
+        if steps > 1 else rng.randint(0, 2**20 - 1)
+    b_span = (steps - 1) * b_stride + lin * DIM
     c_stride = rng.choice([m, m + rng.randint(1, 9)]) if nts > 1 else rng.randint(0, 2**20 - 1)
     c_span = (nts - 1) * c_stride + m
-    return cmd(a_addr=tb.place(0, SB, a_span), b_addr=tb.place(SB, 2 * SB, b_span),
-               c_addr=tb.place(0, AB, c_span), m=m, k_tiles=kts, n_tiles=nts,
+    a_bs, b_bs = (rng.choice([0, span + rng.randint(0, 3)]) for span in (a_span, b_span))
+    c_bs = c_span + rng.randint(0, 5)
+    total = lambda span, stride: (batches - 1) * stride + span
+    return cmd(a_addr=tb.place(0, SB, total(a_span, a_bs)),
+               b_addr=tb.place(SB, 2 * SB, total(b_span, b_bs)),
+               c_addr=tb.place(0, AB, total(c_span, c_bs)), m=m, k_tiles=kts, n_tiles=nts,
                a_kt_stride=a_stride, b_nt_stride=b_stride, c_nt_stride=c_stride,
-               accumulate=rng.randint(0, 1))
+               accumulate=rng.randint(0, 1), b_transpose=int(transpose), batches_m1=batches - 1,
+               a_batch_stride=a_bs if batches > 1 else rng.randint(0, 2**16 - 1),
+               b_batch_stride=b_bs if batches > 1 else rng.randint(0, 2**16 - 1),
+               c_batch_stride=c_bs if batches > 1 else rng.randint(0, 2**16 - 1))
 
 
 @cocotb.test()
@@ -338,6 +382,34 @@ async def random_commands(dut):
         await tb.gemm(c, what=f"random #{k} deny={deny}", deny=deny)
     await tb.check_monitors()
     tb.log.info(f"{n} random commands OK; active/busy {tb.total_active}/{tb.total_busy}")
+
+
+@cocotb.test()
+async def transposed_and_batched(dut):
+    """B stored transposed (B's columns as scratchpad rows) and several batch items in one
+    command, random shapes, strides and grant denials; then attention's two products per head
+    in one command each: S = Q·Kᵀ with K as stored (transposed B), O = P·V (V as B)."""
+    tb = Tb(dut)
+    await tb.start()
+    for k in range(16):
+        tr, hs = bool(k % 2), tb.rng.choice([1, 2, 3] if DIM > 8 else [1, 2, 3, 5])  # fits a bank
+        c = random_cmd(tb, transpose=tr, batches=hs, m=1 if k == 0 else None)
+        deny = tb.rng.choice([0, 0, 1, 3])
+        await tb.gemm(c, what=f"transpose={int(tr)} batches={hs} #{k} deny={deny}", deny=deny)
+    heads, seq, dh = 3, 2 * DIM, DIM           # per head: Q, K, V are seq x dh
+    Q, K, V = (tb.nprng.integers(-128, 128, size=(heads, seq, dh)) for _ in range(3))
+    qk = cmd(a_addr=0, b_addr=SB, c_addr=0, m=seq, k_tiles=1, n_tiles=seq // DIM, a_kt_stride=seq,
+             b_nt_stride=seq, c_nt_stride=seq, b_transpose=1, batches_m1=heads - 1,
+             a_batch_stride=seq, b_batch_stride=seq, c_batch_stride=2 * seq)
+    _, _, S = await tb.gemm(qk, Q, K.transpose(0, 2, 1), what="Q.K^T, all heads")
+    assert np.array_equal(S, wrap32(Q @ K.transpose(0, 2, 1)))
+    P = tb.nprng.integers(0, 128, size=(heads, seq, seq))
+    pv = cmd(a_addr=0, b_addr=SB, c_addr=0, m=seq, k_tiles=seq // DIM, n_tiles=1, a_kt_stride=seq,
+             b_nt_stride=0, c_nt_stride=seq, batches_m1=heads - 1, a_batch_stride=seq * seq // DIM,
+             b_batch_stride=seq, c_batch_stride=seq)
+    _, _, O = await tb.gemm(pv, P, V, what="P.V, all heads")
+    assert np.array_equal(O, wrap32(P @ V))
+    await tb.check_monitors()
 
 
 @cocotb.test()
@@ -391,7 +463,7 @@ async def k_split_accumulate(dut):
             await ClockCycles(dut.clk, tb.rng.randint(0, 5))
             await tb.submit(part, what=f"K split {splits} part {s}", deny=tb.rng.choice([0, 2]))
             k0 += kn
-        got = c_rows_to_matrix(c, await tb.acc_read(c_addrs(c)))
+        got = c_rows_to_matrix(c, await tb.acc_read(c_addrs(c)))[0]
         expect = wrap32(A @ B)
         assert np.array_equal(got, expect), f"K split {splits} m={m}: mismatch {np.argwhere(got != expect)[:4]}"
     await tb.check_monitors()
@@ -443,9 +515,9 @@ async def error_commands(dut):
     R = ErrorCode.RESERVED_BITS
     S = ErrorCode.BAD_SHAPE
     L = ErrorCode.LOCAL_RANGE
-    cases = [(f"reserved bit {b}", dict(reserved=1 << b), R) for b in range(15)]
+    cases = [(f"reserved bit {b}", dict(reserved=1 << b), R) for b in range(6)]
     cases += [
-        ("reserved + m=0", dict(reserved=0x4000, m=0), R),
+        ("reserved + m=0", dict(reserved=0x20, m=0), R),
         ("reserved + A out of range", dict(reserved=1, a_addr=2**20 - 1), R),
         ("m=0", dict(m=0), S),
         ("k_tiles=0", dict(k_tiles=0), S),
@@ -466,6 +538,14 @@ async def error_commands(dut):
         ("C nt stride = acc_rows", dict(c_nt_stride=ACC_ROWS), L),
         ("C huge stride x n_tiles", dict(c_nt_stride=2**20 - 1, n_tiles=4095, b_nt_stride=0), L),
         ("m = 65535", dict(m=65535, a_kt_stride=0), L),
+        ("B transposed, last row = spad_rows", dict(b_transpose=1, b_addr=SPAD_ROWS - 4 * D + 1), L),
+        ("B transposed, k-tile stride = spad_rows", dict(b_transpose=1, b_nt_stride=SPAD_ROWS), L),
+        ("second batch item's A past the end", dict(batches_m1=1, a_batch_stride=SPAD_ROWS - 11), L),
+        ("fourth batch item's B past the end",
+         dict(batches_m1=3, b_batch_stride=(SPAD_ROWS - SB) // 3), L),
+        ("256 batch items' C past the end",
+         dict(batches_m1=255, c_batch_stride=ACC_ROWS // 255 + 1), L),
+        ("batches + m=0", dict(batches_m1=255, m=0), S),
     ]
     tb.rng.shuffle(cases)
     for k, (what, over, code) in enumerate(cases):
@@ -484,6 +564,10 @@ async def error_commands(dut):
     await tb.gemm(dict(good, a_addr=SPAD_ROWS - 8 - 4), what="A ends at the last scratchpad row")
     await tb.gemm(dict(good, b_addr=SPAD_ROWS - 4 * D), what="B ends at the last scratchpad row")
     await tb.gemm(dict(good, c_addr=ACC_ROWS - 12), what="C ends at the last accumulator row")
+    await tb.gemm(dict(good, b_transpose=1, b_addr=SPAD_ROWS - 4 * D),
+                  what="transposed B ends at the last scratchpad row")
+    await tb.gemm(dict(good, batches_m1=2, c_addr=ACC_ROWS - 36, c_batch_stride=12),
+                  what="third batch item's C ends at the last accumulator row")
     await tb.check_monitors()
 
 

@@ -3,8 +3,8 @@
 * DMA (load or store): ``DMA_SETUP`` plus, per row (``planes * rows``), ``DMA_LOAD_ROW`` +
   ``DMA_LOAD_BEAT`` per bus beat (``ceil(row_bytes / dma_data_bytes)``, at least one) for a
   load, ``max(DMA_STORE_ROW, beats)`` for a store — calibrated on make sim's PERF counters.
-* GEMM: ``GEMM_SETUP + n_tiles * k_tiles * (m + dim) + 2 * dim + MEM_READ_LATENCY - 1`` — per
-  (k, n) tile ``dim`` cycles to load the B tile and ``m`` cycles to stream the A rows
+* GEMM: ``GEMM_SETUP + batches * n_tiles * k_tiles * (m + dim) + 2 * dim + MEM_READ_LATENCY -
+  1`` — per (k, n) tile of every batch item ``dim`` cycles to load the B tile and ``m`` cycles to stream the A rows
   (docs/architecture.md, "GEMM dataflow"), plus the array fill/drain and the scratchpad's read
   latency beyond one cycle. Calibrated on the RTL: ``make bench`` (dim 8) measures
   660 busy cycles for a 32×32×32 GEMM and 4628 for 64×64×64 with the chip's three-cycle
@@ -50,8 +50,9 @@ def dma_cycles(rows, planes, row_bytes, caps, store=False):
     return DMA_SETUP + int(DMA_LOAD_ROW * n + DMA_LOAD_BEAT * beats)
 
 
-def gemm_cycles(m, k_tiles, n_tiles, caps):
-    return GEMM_SETUP + n_tiles * k_tiles * (m + caps.dim) + 2 * caps.dim + MEM_READ_LATENCY - 1
+def gemm_cycles(m, k_tiles, n_tiles, caps, batches=1):
+    return (GEMM_SETUP + batches * n_tiles * k_tiles * (m + caps.dim) + 2 * caps.dim
+            + MEM_READ_LATENCY - 1)
 
 
 def command_cycles(cmd, caps):
@@ -62,7 +63,7 @@ def command_cycles(cmd, caps):
     if row.fields is DMA_FIELDS:
         return dma_cycles(f["rows"], f["planes"], f["row_bytes"], caps, row.engine == Engine.DMA_STORE)
     if row.fields is GEMM_FIELDS:
-        return gemm_cycles(f["m"], f["k_tiles"], f["n_tiles"], caps)
+        return gemm_cycles(f["m"], f["k_tiles"], f["n_tiles"], caps, f.get("batches_m1", 0) + 1)
     if row.fields is VEC_FIELDS:
         return VEC_SETUP + f["rows"] + VEC_PIPE
     raise ValueError(f"no cost model for {row.opcode.name}")

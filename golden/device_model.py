@@ -186,24 +186,40 @@ class DeviceModel:
     # ------------------------------------------------------------------ GEMM
     def _gemm(self, d):
         dim = self.caps.dim
-        m, kt, nt = d["m"], d["k_tiles"], d["n_tiles"]
+        m, kt, nt, batches = d["m"], d["k_tiles"], d["n_tiles"], d["batches_m1"] + 1
         if m == 0 or kt == 0 or nt == 0:
             raise _Fault(ErrorCode.BAD_SHAPE)
-        if (d["a_addr"] + (kt - 1) * d["a_kt_stride"] + m > self.caps.spad_rows
-                or d["b_addr"] + (nt - 1) * d["b_nt_stride"] + kt * dim > self.caps.spad_rows
-                or d["c_addr"] + (nt - 1) * d["c_nt_stride"] + m > self.caps.acc_rows):
+        # B's tiles step by b_nt_stride along n (k along consecutive rows); transposed, along k.
+        b_steps, b_lin = (kt, nt) if d["b_transpose"] else (nt, kt)
+        if (d["a_addr"] + (batches - 1) * d["a_batch_stride"] + (kt - 1) * d["a_kt_stride"] + m
+                > self.caps.spad_rows
+                or d["b_addr"] + (batches - 1) * d["b_batch_stride"]
+                + (b_steps - 1) * d["b_nt_stride"] + b_lin * dim > self.caps.spad_rows
+                or d["c_addr"] + (batches - 1) * d["c_batch_stride"]
+                + (nt - 1) * d["c_nt_stride"] + m > self.caps.acc_rows):
             raise _Fault(ErrorCode.LOCAL_RANGE)
-        # All k-tiles of a C tile in one product: A as (m, K) with K = k_tiles*dim, and the
-        # k-tiles of B tile nt are consecutive rows. Wrapping after each k-tile or only the total
-        # is the same mod 2**32.
+        for h in range(batches):
+            self._gemm_one(d, d["a_addr"] + h * d["a_batch_stride"],
+                           d["b_addr"] + h * d["b_batch_stride"],
+                           d["c_addr"] + h * d["c_batch_stride"])
+
+    def _gemm_one(self, d, a_addr, b_addr, c_addr):
+        """One batch item: all k-tiles of a C tile in one product, A as (m, K) with K =
+        k_tiles*dim (wrapping after each k-tile or only the total is the same mod 2**32)."""
+        dim, m, kt, nt = self.caps.dim, d["m"], d["k_tiles"], d["n_tiles"]
         k = kt * dim
-        a_rows = d["a_addr"] + d["a_kt_stride"] * np.arange(kt)[:, None] + np.arange(m)
+        a_rows = a_addr + d["a_kt_stride"] * np.arange(kt)[:, None] + np.arange(m)
         a = self.spad[a_rows].transpose(1, 0, 2).reshape(m, k)
-        for n in range(nt):
-            c0 = d["c_addr"] + n * d["c_nt_stride"]
-            b0 = d["b_addr"] + n * d["b_nt_stride"]
+        if d["b_transpose"]:      # row b_addr + t*stride + n holds B[t*dim:(t+1)*dim, n]
+            b_rows = b_addr + d["b_nt_stride"] * np.arange(kt)[:, None] + np.arange(nt * dim)
+            b = self.spad[b_rows].transpose(0, 2, 1).reshape(k, nt * dim)
+            tiles = [b[:, n * dim:(n + 1) * dim] for n in range(nt)]
+        else:
+            tiles = [self.spad[b_addr + n * d["b_nt_stride"]:][:k] for n in range(nt)]
+        for n, b_tile in enumerate(tiles):
+            c0 = c_addr + n * d["c_nt_stride"]
             c_init = self.acc[c0:c0 + m] if d["accumulate"] else None
-            self.acc[c0:c0 + m] = ops.gemm(a, self.spad[b0:b0 + k], c_init)
+            self.acc[c0:c0 + m] = ops.gemm(a, np.ascontiguousarray(b_tile), c_init)
 
     # ------------------------------------------------------------------ vector unit
     def _vector(self, d):

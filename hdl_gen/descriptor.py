@@ -73,14 +73,20 @@ class DmaCmd(data.Struct):
 
 
 class GemmCmd(data.Struct):
-    """GEMM payload: ``C[m, n] (+)= sum_k A[m, k] * B[k, n]`` over ``k_tiles`` × ``n_tiles`` tiles.
+    """GEMM payload: ``C[m, n] (+)= sum_k A[m, k] * B[k, n]`` over ``k_tiles`` × ``n_tiles`` tiles,
+    for each of ``batches_m1 + 1`` batch items (e.g. attention heads).
 
     A k-tile ``kt`` row ``i`` is scratchpad row ``a_addr + kt*a_kt_stride + i`` (``i < m``) and holds
     ``A[i, kt*dim:(kt+1)*dim]``. B tile ``(kt, nt)`` row ``kk`` is scratchpad row ``b_addr +
-    nt*b_nt_stride + kt*dim + kk`` and holds ``B[kt*dim+kk, nt*dim:(nt+1)*dim]``. C tile ``nt`` row
-    ``i`` is accumulator row ``c_addr + nt*c_nt_stride + i``. With ``accumulate`` clear the first
-    k-tile overwrites C; with it set every k-tile adds (K-tiling across commands). Edges are zero
-    padded by the DMA loads.
+    nt*b_nt_stride + kt*dim + kk`` and holds ``B[kt*dim+kk, nt*dim:(nt+1)*dim]``. With
+    ``b_transpose`` the scratchpad holds B transposed, in the A layout (Q·Kᵀ reads K as stored):
+    scratchpad row ``b_addr + kt*b_nt_stride + nt*dim + j`` holds column ``nt*dim + j`` of B tile
+    ``(kt, nt)``, ``B[kt*dim:(kt+1)*dim, nt*dim + j]`` (``b_nt_stride`` then steps k-tiles). C tile
+    ``nt`` row ``i`` is accumulator row ``c_addr + nt*c_nt_stride + i``. With ``accumulate`` clear
+    the first k-tile overwrites C; with it set every k-tile adds (K-tiling across commands). Edges
+    are zero padded by the DMA loads. Batch item ``h`` is the same GEMM with ``a_addr``,
+    ``b_addr`` and ``c_addr`` moved by ``h`` times ``a_batch_stride``, ``b_batch_stride`` and
+    ``c_batch_stride``.
     """
     a_addr: 20
     b_addr: 20
@@ -92,7 +98,12 @@ class GemmCmd(data.Struct):
     b_nt_stride: 20
     c_nt_stride: 20
     accumulate: 1
-    reserved: 15
+    b_transpose: 1        #: the scratchpad holds B transposed (B's columns as rows, the A layout)
+    batches_m1: 8         #: batch items - 1 (0: one GEMM)
+    a_batch_stride: 16    #: scratchpad rows between the A operands of consecutive batch items
+    b_batch_stride: 16    #: scratchpad rows between the B operands of consecutive batch items
+    c_batch_stride: 16    #: accumulator rows between the C results of consecutive batch items
+    reserved: 6
 
 
 class VecOps(data.Struct):

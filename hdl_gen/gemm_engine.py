@@ -13,9 +13,10 @@ from .pe_array import PEArray
 class GemmEngine(wiring.Component):
     """Executes :class:`~hdl_gen.descriptor.GemmCmd` commands on a :class:`PEArray`.
 
-    For every n-tile ``nt`` (outer loop) and k-tile ``kt`` (inner loop) the sequencer reads the
+    For every batch item, n-tile ``nt`` and k-tile ``kt`` (innermost) the sequencer reads the
     ``dim`` rows of B tile ``(kt, nt)`` into the idle weight bank of the array (one broadcast row
-    write per scratchpad read), then streams the ``m`` A rows of k-tile ``kt`` through the array
+    write per scratchpad read; with ``b_transpose`` each scratchpad row is a B column and is
+    written into a column of PEs), then streams the ``m`` A rows of k-tile ``kt`` through the array
     with the bank bit of that tile, one scratchpad read per cycle. Tiles alternate weight banks, so
     the next tile's weights load while the current tile's rows are still in the array; only one
     scratchpad read port exists, so a tile takes ``dim + m`` read cycles (A-row utilization
@@ -109,12 +110,16 @@ class GemmEngine(wiring.Component):
         new = self.ctl.cmd.payload
         new_kt_m1, new_nt_m1 = (new.k_tiles - 1)[:12], (new.n_tiles - 1)[:12]
         a_span = Signal(12 + len(new.a_kt_stride), name="a_span")     # kt_m1 * a_kt_stride
-        b_span = Signal(12 + len(new.b_nt_stride), name="b_span")     # nt_m1 * b_nt_stride
+        # B's tiles step by b_nt_stride along n, or along k when B is stored transposed; the
+        # other direction steps by dim rows.
+        b_span = Signal(12 + len(new.b_nt_stride), name="b_span")
         c_span = Signal(12 + len(new.c_nt_stride), name="c_span")     # nt_m1 * c_nt_stride
+        batch_spans = {x: Signal(8 + 16, name=f"{x}_batch_span") for x in "abc"}
         # Last row touched in each region, at full width (only meaningful when the shape is valid).
-        a_last = cmd.a_addr + a_span + m_m1
-        b_last = cmd.b_addr + b_span + kt_m1 * d + (d - 1)
-        c_last = cmd.c_addr + c_span + m_m1
+        b_lin_m1 = Mux(cmd.b_transpose, nt_m1, kt_m1)
+        a_last = cmd.a_addr + a_span + batch_spans["a"] + m_m1
+        b_last = cmd.b_addr + b_span + batch_spans["b"] + b_lin_m1 * d + (d - 1)
+        c_last = cmd.c_addr + c_span + batch_spans["c"] + m_m1
         err_reserved = Signal()
         err_shape = Signal()
         err_range = Signal()
@@ -126,17 +131,25 @@ class GemmEngine(wiring.Component):
         m.d.comb += [self.ctl.done.eq(done), self.ctl.error.eq(error), self.ctl.busy.eq(busy)]
 
         # ---- loop state --------------------------------------------------------------------------
+        batch = Signal(8)
         nt = Signal(12)
         kt = Signal(12)
         idx = Signal(16)          # B row kk while loading weights, else A row i
         load_b = Signal()
         bank = Signal()           # weight bank of the current tile
-        a_base = Signal(sa)       # a_addr + kt*a_kt_stride
+        a_bbase = Signal(sa)      # a_addr + batch*a_batch_stride
+        a_base = Signal(sa)       # a_bbase + kt*a_kt_stride
         a_ptr = Signal(sa)
-        b_base = Signal(sa)       # b_addr + nt*b_nt_stride
-        b_ptr = Signal(sa)        # b_base + kt*dim + kk
-        c_base = Signal(ca)       # c_addr + nt*c_nt_stride
+        b_bbase = Signal(sa)      # b_addr + batch*b_batch_stride
+        b_nbase = Signal(sa)      # b_bbase + nt*b_n_step
+        b_tbase = Signal(sa)      # b_nbase + kt*b_k_step: the tile's first row
+        b_ptr = Signal(sa)        # b_tbase + kk
+        c_bbase = Signal(ca)      # c_addr + batch*c_batch_stride
+        c_base = Signal(ca)       # c_bbase + nt*c_nt_stride
         c_ptr = Signal(ca)
+        b_k_step = Mux(cmd.b_transpose, cmd.b_nt_stride, d)
+        b_n_step = Mux(cmd.b_transpose, d, cmd.b_nt_stride)
+        bm1 = cmd.batches_m1
 
         # ---- stage 1: scratchpad data arrives and enters the array --------------------------------
         # A row's metadata waits mem_read_latency cycles for its data (registers q1, q2, ...);
@@ -180,7 +193,7 @@ class GemmEngine(wiring.Component):
         fire = spad_rd.en & spad_rd.gnt
         m.d.sync += [q1.valid.eq(fire), q1.is_a.eq(~load_b), q1.row.eq(idx[:kb]), q1.bank.eq(bank),
                      q1.caddr.eq(c_ptr), q1.accum.eq(cmd.accumulate | (kt != 0)),
-                     q1.last.eq((nt == nt_m1) & (kt == kt_m1) & (idx == m_m1))]
+                     q1.last.eq((batch == bm1) & (nt == nt_m1) & (kt == kt_m1) & (idx == m_m1))]
         m.d.sync += [meta_q[k].eq(meta_q[k - 1]) for k in range(1, lat_mem)]
         m.d.comb += [
             arr.a_data.eq(spad_rd.data),
@@ -188,6 +201,7 @@ class GemmEngine(wiring.Component):
             arr.a_bank.eq(s1_bank),
             arr.w_en.eq(s1_valid & ~s1_is_a),
             arr.w_row.eq(s1_row),
+            arr.w_transpose.eq(cmd.b_transpose),
             arr.w_bank.eq(s1_bank),
             arr.w_data.eq(spad_rd.data),
             self.active.eq(a_enter),
@@ -243,8 +257,11 @@ class GemmEngine(wiring.Component):
                 with m.If(self.ctl.cmd.valid):
                     m.d.sync += [cmd.eq(self.ctl.cmd.payload),
                                  a_span.eq(new_kt_m1 * new.a_kt_stride),
-                                 b_span.eq(new_nt_m1 * new.b_nt_stride),
+                                 b_span.eq(Mux(new.b_transpose, new_kt_m1, new_nt_m1)
+                                           * new.b_nt_stride),
                                  c_span.eq(new_nt_m1 * new.c_nt_stride)]
+                    m.d.sync += [batch_spans[x].eq(new.batches_m1 * new[f"{x}_batch_stride"])
+                                 for x in "abc"]
                     m.next = "CHECK"
 
             with m.State("CHECK"):
@@ -268,10 +285,11 @@ class GemmEngine(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [
-                        nt.eq(0), kt.eq(0), idx.eq(0), load_b.eq(1),
-                        a_base.eq(cmd.a_addr), a_ptr.eq(cmd.a_addr),
-                        b_base.eq(cmd.b_addr), b_ptr.eq(cmd.b_addr),
-                        c_base.eq(cmd.c_addr), c_ptr.eq(cmd.c_addr),
+                        batch.eq(0), nt.eq(0), kt.eq(0), idx.eq(0), load_b.eq(1),
+                        a_bbase.eq(cmd.a_addr), a_base.eq(cmd.a_addr), a_ptr.eq(cmd.a_addr),
+                        b_bbase.eq(cmd.b_addr), b_nbase.eq(cmd.b_addr), b_tbase.eq(cmd.b_addr),
+                        b_ptr.eq(cmd.b_addr),
+                        c_bbase.eq(cmd.c_addr), c_base.eq(cmd.c_addr), c_ptr.eq(cmd.c_addr),
                     ]
                     m.next = "RUN"
 
@@ -291,16 +309,30 @@ class GemmEngine(wiring.Component):
                                 kt.eq(kt + 1),
                                 a_base.eq(a_base + cmd.a_kt_stride),
                                 a_ptr.eq(a_base + cmd.a_kt_stride),
+                                b_tbase.eq(b_tbase + b_k_step),
+                                b_ptr.eq(b_tbase + b_k_step),
                                 c_ptr.eq(c_base),
                             ]
                         with m.Elif(nt != nt_m1):
                             m.d.sync += [
                                 nt.eq(nt + 1), kt.eq(0),
-                                a_base.eq(cmd.a_addr), a_ptr.eq(cmd.a_addr),
-                                b_base.eq(b_base + cmd.b_nt_stride),
-                                b_ptr.eq(b_base + cmd.b_nt_stride),
+                                a_base.eq(a_bbase), a_ptr.eq(a_bbase),
+                                b_nbase.eq(b_nbase + b_n_step),
+                                b_tbase.eq(b_nbase + b_n_step),
+                                b_ptr.eq(b_nbase + b_n_step),
                                 c_base.eq(c_base + cmd.c_nt_stride),
                                 c_ptr.eq(c_base + cmd.c_nt_stride),
+                            ]
+                        with m.Elif(batch != bm1):
+                            a_next = a_bbase + cmd.a_batch_stride
+                            b_next = b_bbase + cmd.b_batch_stride
+                            c_next = c_bbase + cmd.c_batch_stride
+                            m.d.sync += [
+                                batch.eq(batch + 1), nt.eq(0), kt.eq(0),
+                                a_bbase.eq(a_next), a_base.eq(a_next), a_ptr.eq(a_next),
+                                b_bbase.eq(b_next), b_nbase.eq(b_next), b_tbase.eq(b_next),
+                                b_ptr.eq(b_next),
+                                c_bbase.eq(c_next), c_base.eq(c_next), c_ptr.eq(c_next),
                             ]
                         with m.Else():
                             m.next = "DRAIN"

@@ -1,5 +1,5 @@
 """Weight-stationary systolic array of int8 multiply-accumulate cells (Gemmini's WS dataflow)."""
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -28,11 +28,13 @@ class PEArray(wiring.Component):
 
     Weight loads are broadcast row writes: ``w_en`` writes ``w_data`` into PE row ``w_row`` of bank
     ``w_bank`` at the end of the cycle; elements reaching that row's PEs from the next cycle on use
-    the new weights. An element presented in cycle ``t`` reads PE ``(r, j)`` in cycle ``t + r + j``,
-    so writing row ``r`` of bank ``b`` in cycle ``c`` is safe only if every in-flight element of
-    bank ``b`` has ``t + r + dim - 1 <= c``. The caller guarantees it; ``w_conflict`` flags a
-    violation (a simulation monitor computed from the in-flight valid/bank bits, not needed for
-    operation).
+    the new weights. With ``w_transpose`` the same write goes into PE *column* ``w_row`` instead
+    (element ``k`` of ``w_data`` into PE ``(k, w_row)``): a B tile stored transposed loads column by
+    column. An element presented in cycle ``t`` reads PE ``(r, j)`` in cycle ``t + r + j``, so
+    writing row (or column) ``k`` of bank ``b`` in cycle ``c`` is safe only if every in-flight
+    element of bank ``b`` has ``t + k + dim - 1 <= c`` -- the same rule for both. The caller
+    guarantees it; ``w_conflict`` flags a violation (a simulation monitor computed from the
+    in-flight valid/bank bits, not needed for operation).
 
     Ports
     -----
@@ -40,7 +42,9 @@ class PEArray(wiring.Component):
     a_valid    : In(1)       — ``a_data`` is a real row (else a bubble).
     a_bank     : In(1)       — weight bank this row multiplies with.
     w_en       : In(1)       — write one weight row this cycle.
-    w_row      : In(range(dim)) — log2(dim) bits: PE row ``k`` written (B row ``k`` of the tile).
+    w_row      : In(range(dim)) — log2(dim) bits: PE row ``k`` written (B row ``k`` of the tile),
+                               or PE column ``k`` with ``w_transpose``.
+    w_transpose: In(1)       — write a column (B column ``k``) instead of a row.
     w_bank     : In(1)       — weight bank written.
     w_data     : In(dim*8)   — the weights, element ``n`` is int8 bits ``[8n, 8n+8)``.
     out_data   : Out(dim*32) — result row, element ``n`` is int32 bits ``[32n, 32n+32)`` (registered).
@@ -65,6 +69,7 @@ class PEArray(wiring.Component):
             "a_bank": In(1),
             "w_en": In(1),
             "w_row": In(range(dim)),
+            "w_transpose": In(1),
             "w_bank": In(1),
             "w_data": In(dim * 8),
             "out_data": Out(dim * 32),
@@ -76,10 +81,11 @@ class PEArray(wiring.Component):
         m = Module()
         d = self.dim
 
-        # Elements that will still read PE row i's weights after this cycle, as (valid, bank) pairs:
-        # the array input, the skew registers of row i and the elements now between PEs (i, j) and
-        # (i, j+1) for j+1 <= dim-2 (an element at the input of the last PE reads only now).
-        pending = [[(self.a_valid, self.a_bank)] for _ in range(d)]
+        # Elements that will still read PE row i's weights after this cycle, as (valid, bank,
+        # first column still to read) triples: the array input, the skew registers of row i and
+        # the elements now between PEs (i, j) and (i, j+1) for j+1 <= dim-2 (an element at the
+        # input of the last PE reads only now).
+        pending = [[(self.a_valid, self.a_bank, 0 if i else 1)] for i in range(d)]
 
         psum_above = [None] * d          # psum_above[j]: partial sum entering row i of column j
         bottom_valid = None
@@ -93,17 +99,20 @@ class PEArray(wiring.Component):
                 b_q = Signal(name=f"skew{i}_{s}_bank", reset_less=True)
                 m.d.sync += [a_q.eq(a), v_q.eq(v), b_q.eq(b)]
                 a, v, b = a_q, v_q, b_q
-                pending[i].append((v_q, b_q))
+                pending[i].append((v_q, b_q, 1 if s == i - 1 else 0))
 
-            w_sel = self.w_en & (self.w_row == i)
+            row_sel = self.w_en & ~self.w_transpose & (self.w_row == i)
             for j in range(d):
                 w0 = Signal(signed(8), name=f"pe{i}_{j}_w0", reset_less=True)
                 w1 = Signal(signed(8), name=f"pe{i}_{j}_w1", reset_less=True)
+                w_sel = row_sel | (self.w_en & self.w_transpose & (self.w_row == j))
+                w_new = Mux(self.w_transpose, self.w_data[8 * i:8 * i + 8],
+                            self.w_data[8 * j:8 * j + 8])
                 with m.If(w_sel):
                     with m.If(self.w_bank):
-                        m.d.sync += w1.eq(self.w_data[8 * j:8 * j + 8])
+                        m.d.sync += w1.eq(w_new)
                     with m.Else():
-                        m.d.sync += w0.eq(self.w_data[8 * j:8 * j + 8])
+                        m.d.sync += w0.eq(w_new)
                 prod = a.as_signed() * Mux(b, w1, w0)
                 psum = Signal(signed(32), name=f"pe{i}_{j}_psum", reset_less=True)
                 m.d.sync += psum.eq(prod if psum_above[j] is None else psum_above[j] + prod)
@@ -114,7 +123,7 @@ class PEArray(wiring.Component):
                     b_q = Signal(name=f"pe{i}_{j}_bank", reset_less=True)
                     m.d.sync += [a_q.eq(a), v_q.eq(v), b_q.eq(b)]
                     if j + 1 <= d - 2:
-                        pending[i].append((v_q, b_q))
+                        pending[i].append((v_q, b_q, j + 2))
                     a, v, b = a_q, v_q, b_q
                 elif i == d - 1:
                     # The valid bit of the bottom-right PE's sum: the last column needs no de-skew.
@@ -132,10 +141,14 @@ class PEArray(wiring.Component):
             cols.append(x)
         m.d.comb += [self.out_data.eq(Cat(*cols)), self.out_valid.eq(bottom_valid)]
 
-        # Hazard monitor.
+        # Hazard monitor: a row write hits any pending element of its row; a column write k hits
+        # an element of any row that still has column k (or one left of it) to read.
         hits = []
         for i in range(d):
-            busy = Cat(*[pv & (pb == self.w_bank) for pv, pb in pending[i]]).any()
-            hits.append(self.w_en & (self.w_row == i) & busy)
+            busy = Cat(*[pv & (pb == self.w_bank) for pv, pb, _ in pending[i]]).any()
+            hits.append(self.w_en & ~self.w_transpose & (self.w_row == i) & busy)
+            for pv, pb, col in pending[i]:
+                reaches = (self.w_row >= col) if col else Const(1)
+                hits.append(self.w_en & self.w_transpose & reaches & pv & (pb == self.w_bank))
         m.d.comb += self.w_conflict.eq(Cat(*hits).any())
         return m

@@ -497,7 +497,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire csr__wvalid;
   wire ctl__busy;
   wire \ctl__busy$862 ;
-  wire [175:0] ctl__cmd__payload;
+  wire [223:0] ctl__cmd__payload;
   wire [155:0] \ctl__cmd__payload$130 ;
   wire [19:0] \ctl__cmd__payload$130.bias_addr ;
   wire [19:0] \ctl__cmd__payload$130.dst_addr ;
@@ -515,16 +515,21 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [19:0] \ctl__cmd__payload$130.src_addr ;
   wire [7:0] \ctl__cmd__payload$130.zero_point ;
   wire [19:0] \ctl__cmd__payload.a_addr ;
+  wire [15:0] \ctl__cmd__payload.a_batch_stride ;
   wire [19:0] \ctl__cmd__payload.a_kt_stride ;
   wire \ctl__cmd__payload.accumulate ;
   wire [19:0] \ctl__cmd__payload.b_addr ;
+  wire [15:0] \ctl__cmd__payload.b_batch_stride ;
   wire [19:0] \ctl__cmd__payload.b_nt_stride ;
+  wire \ctl__cmd__payload.b_transpose ;
+  wire [7:0] \ctl__cmd__payload.batches_m1 ;
   wire [19:0] \ctl__cmd__payload.c_addr ;
+  wire [15:0] \ctl__cmd__payload.c_batch_stride ;
   wire [19:0] \ctl__cmd__payload.c_nt_stride ;
   wire [11:0] \ctl__cmd__payload.k_tiles ;
   wire [15:0] \ctl__cmd__payload.m ;
   wire [11:0] \ctl__cmd__payload.n_tiles ;
-  wire [14:0] \ctl__cmd__payload.reserved ;
+  wire [5:0] \ctl__cmd__payload.reserved ;
   wire ctl__cmd__ready;
   wire \ctl__cmd__ready$129 ;
   wire ctl__cmd__valid;
@@ -607,18 +612,23 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [159:0] \dma_load__payload.desc.payload.event.reserved ;
   wire [23:0] \dma_load__payload.desc.payload.event.reserved0 ;
   wire [31:0] \dma_load__payload.desc.payload.event.value ;
-  wire [175:0] \dma_load__payload.desc.payload.gemm ;
+  wire [223:0] \dma_load__payload.desc.payload.gemm ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \dma_load__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.a_kt_stride ;
   wire \dma_load__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \dma_load__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.b_nt_stride ;
+  wire \dma_load__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \dma_load__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \dma_load__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \dma_load__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \dma_load__payload.desc.payload.gemm.m ;
   wire [11:0] \dma_load__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \dma_load__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \dma_load__payload.desc.payload.gemm.reserved ;
   wire [223:0] \dma_load__payload.desc.payload.raw ;
   wire [155:0] \dma_load__payload.desc.payload.vec ;
   wire [19:0] \dma_load__payload.desc.payload.vec.bias_addr ;
@@ -695,18 +705,23 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [159:0] \dma_store__payload.desc.payload.event.reserved ;
   wire [23:0] \dma_store__payload.desc.payload.event.reserved0 ;
   wire [31:0] \dma_store__payload.desc.payload.event.value ;
-  wire [175:0] \dma_store__payload.desc.payload.gemm ;
+  wire [223:0] \dma_store__payload.desc.payload.gemm ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \dma_store__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.a_kt_stride ;
   wire \dma_store__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \dma_store__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.b_nt_stride ;
+  wire \dma_store__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \dma_store__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \dma_store__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \dma_store__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \dma_store__payload.desc.payload.gemm.m ;
   wire [11:0] \dma_store__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \dma_store__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \dma_store__payload.desc.payload.gemm.reserved ;
   wire [223:0] \dma_store__payload.desc.payload.raw ;
   wire [155:0] \dma_store__payload.desc.payload.vec ;
   wire [19:0] \dma_store__payload.desc.payload.vec.bias_addr ;
@@ -880,18 +895,23 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [159:0] \gemm__payload.desc.payload.event.reserved ;
   wire [23:0] \gemm__payload.desc.payload.event.reserved0 ;
   wire [31:0] \gemm__payload.desc.payload.event.value ;
-  wire [175:0] \gemm__payload.desc.payload.gemm ;
+  wire [223:0] \gemm__payload.desc.payload.gemm ;
   wire [19:0] \gemm__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \gemm__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \gemm__payload.desc.payload.gemm.a_kt_stride ;
   wire \gemm__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \gemm__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \gemm__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \gemm__payload.desc.payload.gemm.b_nt_stride ;
+  wire \gemm__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \gemm__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \gemm__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \gemm__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \gemm__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \gemm__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \gemm__payload.desc.payload.gemm.m ;
   wire [11:0] \gemm__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \gemm__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \gemm__payload.desc.payload.gemm.reserved ;
   wire [223:0] \gemm__payload.desc.payload.raw ;
   wire [155:0] \gemm__payload.desc.payload.vec ;
   wire [19:0] \gemm__payload.desc.payload.vec.bias_addr ;
@@ -1784,18 +1804,23 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [159:0] \vec__payload.desc.payload.event.reserved ;
   wire [23:0] \vec__payload.desc.payload.event.reserved0 ;
   wire [31:0] \vec__payload.desc.payload.event.value ;
-  wire [175:0] \vec__payload.desc.payload.gemm ;
+  wire [223:0] \vec__payload.desc.payload.gemm ;
   wire [19:0] \vec__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \vec__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \vec__payload.desc.payload.gemm.a_kt_stride ;
   wire \vec__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \vec__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \vec__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \vec__payload.desc.payload.gemm.b_nt_stride ;
+  wire \vec__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \vec__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \vec__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \vec__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \vec__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \vec__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \vec__payload.desc.payload.gemm.m ;
   wire [11:0] \vec__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \vec__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \vec__payload.desc.payload.gemm.reserved ;
   wire [223:0] \vec__payload.desc.payload.raw ;
   wire [155:0] \vec__payload.desc.payload.vec ;
   wire [19:0] \vec__payload.desc.payload.vec.bias_addr ;
@@ -2353,7 +2378,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$8257$2 (\$284 ),
+    .\port$8528$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2472,20 +2497,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8094$0 (q_wait_queue),
-    .\port$8283$0 (inflight),
-    .\port$8418$0 (q__0__cpl_irq),
-    .\port$8432$0 (q__0__error_irq),
-    .\port$8444$0 (q__1__cpl_irq),
-    .\port$8458$0 (q__1__error_irq),
-    .\port$8470$0 (q__2__cpl_irq),
-    .\port$8484$0 (q__2__error_irq),
-    .\port$8496$0 (q__3__cpl_irq),
-    .\port$8510$0 (q__3__error_irq),
-    .\port$8622$0 (\$289 ),
-    .\port$8630$0 (\$290 ),
-    .\port$8638$0 (\$291 ),
-    .\port$8646$0 (\$292 ),
+    .\port$8365$0 (q_wait_queue),
+    .\port$8554$0 (inflight),
+    .\port$8689$0 (q__0__cpl_irq),
+    .\port$8703$0 (q__0__error_irq),
+    .\port$8715$0 (q__1__cpl_irq),
+    .\port$8729$0 (q__1__error_irq),
+    .\port$8741$0 (q__2__cpl_irq),
+    .\port$8755$0 (q__2__error_irq),
+    .\port$8767$0 (q__3__cpl_irq),
+    .\port$8781$0 (q__3__error_irq),
+    .\port$8893$0 (\$289 ),
+    .\port$8901$0 (\$290 ),
+    .\port$8909$0 (\$291 ),
+    .\port$8917$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2573,10 +2598,10 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$8285$0 (\$285 ),
-    .\port$8287$0 (\$286 ),
-    .\port$8289$0 (\$287 ),
-    .\port$8291$0 (\$288 ),
+    .\port$8556$0 (\$285 ),
+    .\port$8558$0 (\$286 ),
+    .\port$8560$0 (\$287 ),
+    .\port$8562$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2672,8 +2697,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$8285$16 (retire__0__tag),
-    .\port$8845$0 (dma_load_error),
+    .\port$8556$16 (retire__0__tag),
+    .\port$9116$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2683,8 +2708,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$8287$16 (retire__1__tag),
-    .\port$8973$0 (dma_store_error),
+    .\port$8558$16 (retire__1__tag),
+    .\port$9244$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2739,11 +2764,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5379$0 (q__1__head),
     .\port$5409$0 (q__2__head),
     .\port$5439$0 (q__3__head),
-    .\port$7597$0 (r_data),
-    .\port$7647$0 (\r_data$495 ),
-    .\port$7697$0 (\r_data$506 ),
-    .\port$7747$0 (\r_data$517 ),
-    .\port$8257$2 (\$284 ),
+    .\port$7868$0 (r_data),
+    .\port$7918$0 (\r_data$495 ),
+    .\port$7968$0 (\r_data$506 ),
+    .\port$8018$0 (\r_data$517 ),
+    .\port$8528$2 (\$284 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2773,7 +2798,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .active(active),
     .clk(clk),
     .ctl__busy(ctl__busy),
-    .ctl__cmd__payload(gemm__payload[207:32]),
+    .ctl__cmd__payload(gemm__payload[255:32]),
     .ctl__cmd__ready(ctl__cmd__ready),
     .ctl__cmd__valid(ctl__cmd__valid),
     .done(ctl__done),
@@ -2788,8 +2813,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$8289$16 (retire__2__tag),
-    .\port$9042$0 (gemm_error),
+    .\port$8560$16 (retire__2__tag),
+    .\port$9319$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2840,8 +2865,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$181 (\$292 ),
     .limit(bus_timeout),
     .\port$109$0 (fw_write_qreset_ack_queue),
-    .\port$7804$0 (fw_write_cpl_word[3:0]),
-    .\port$7804$8 (fw_write_cpl_word[31:8]),
+    .\port$8075$0 (fw_write_cpl_word[3:0]),
+    .\port$8075$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2982,8 +3007,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$8291$16 (retire__3__tag),
-    .\port$9272$0 (vec_error),
+    .\port$8562$16 (retire__3__tag),
+    .\port$9559$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -3853,7 +3878,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign store__cmd__payload = dma_store__payload[255:32];
   assign dma_store_done = \$10 [0];
   assign store__error = dma_store_error;
-  assign ctl__cmd__payload = gemm__payload[207:32];
+  assign ctl__cmd__payload = gemm__payload[255:32];
   assign ctl__error = gemm_error;
   assign \ctl__cmd__payload$130  = vec__payload[187:32];
   assign \ctl__error$135  = vec_error;
@@ -4270,7 +4295,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \dma_load__payload.desc.payload.dma.planes  = dma_load__payload[247:232];
   assign \dma_load__payload.desc.payload.dma.acc  = dma_load__payload[248];
   assign \dma_load__payload.desc.payload.dma.reserved  = dma_load__payload[255:249];
-  assign \dma_load__payload.desc.payload.gemm  = dma_load__payload[207:32];
+  assign \dma_load__payload.desc.payload.gemm  = dma_load__payload[255:32];
   assign \dma_load__payload.desc.payload.gemm.a_addr  = dma_load__payload[51:32];
   assign \dma_load__payload.desc.payload.gemm.b_addr  = dma_load__payload[71:52];
   assign \dma_load__payload.desc.payload.gemm.c_addr  = dma_load__payload[91:72];
@@ -4281,7 +4306,12 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \dma_load__payload.desc.payload.gemm.b_nt_stride  = dma_load__payload[171:152];
   assign \dma_load__payload.desc.payload.gemm.c_nt_stride  = dma_load__payload[191:172];
   assign \dma_load__payload.desc.payload.gemm.accumulate  = dma_load__payload[192];
-  assign \dma_load__payload.desc.payload.gemm.reserved  = dma_load__payload[207:193];
+  assign \dma_load__payload.desc.payload.gemm.b_transpose  = dma_load__payload[193];
+  assign \dma_load__payload.desc.payload.gemm.batches_m1  = dma_load__payload[201:194];
+  assign \dma_load__payload.desc.payload.gemm.a_batch_stride  = dma_load__payload[217:202];
+  assign \dma_load__payload.desc.payload.gemm.b_batch_stride  = dma_load__payload[233:218];
+  assign \dma_load__payload.desc.payload.gemm.c_batch_stride  = dma_load__payload[249:234];
+  assign \dma_load__payload.desc.payload.gemm.reserved  = dma_load__payload[255:250];
   assign \dma_load__payload.desc.payload.vec  = dma_load__payload[187:32];
   assign \dma_load__payload.desc.payload.vec.src_addr  = dma_load__payload[51:32];
   assign \dma_load__payload.desc.payload.vec.dst_addr  = dma_load__payload[71:52];
@@ -4338,7 +4368,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \dma_store__payload.desc.payload.dma.planes  = dma_store__payload[247:232];
   assign \dma_store__payload.desc.payload.dma.acc  = dma_store__payload[248];
   assign \dma_store__payload.desc.payload.dma.reserved  = dma_store__payload[255:249];
-  assign \dma_store__payload.desc.payload.gemm  = dma_store__payload[207:32];
+  assign \dma_store__payload.desc.payload.gemm  = dma_store__payload[255:32];
   assign \dma_store__payload.desc.payload.gemm.a_addr  = dma_store__payload[51:32];
   assign \dma_store__payload.desc.payload.gemm.b_addr  = dma_store__payload[71:52];
   assign \dma_store__payload.desc.payload.gemm.c_addr  = dma_store__payload[91:72];
@@ -4349,7 +4379,12 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \dma_store__payload.desc.payload.gemm.b_nt_stride  = dma_store__payload[171:152];
   assign \dma_store__payload.desc.payload.gemm.c_nt_stride  = dma_store__payload[191:172];
   assign \dma_store__payload.desc.payload.gemm.accumulate  = dma_store__payload[192];
-  assign \dma_store__payload.desc.payload.gemm.reserved  = dma_store__payload[207:193];
+  assign \dma_store__payload.desc.payload.gemm.b_transpose  = dma_store__payload[193];
+  assign \dma_store__payload.desc.payload.gemm.batches_m1  = dma_store__payload[201:194];
+  assign \dma_store__payload.desc.payload.gemm.a_batch_stride  = dma_store__payload[217:202];
+  assign \dma_store__payload.desc.payload.gemm.b_batch_stride  = dma_store__payload[233:218];
+  assign \dma_store__payload.desc.payload.gemm.c_batch_stride  = dma_store__payload[249:234];
+  assign \dma_store__payload.desc.payload.gemm.reserved  = dma_store__payload[255:250];
   assign \dma_store__payload.desc.payload.vec  = dma_store__payload[187:32];
   assign \dma_store__payload.desc.payload.vec.src_addr  = dma_store__payload[51:32];
   assign \dma_store__payload.desc.payload.vec.dst_addr  = dma_store__payload[71:52];
@@ -4383,7 +4418,12 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \ctl__cmd__payload.b_nt_stride  = gemm__payload[171:152];
   assign \ctl__cmd__payload.c_nt_stride  = gemm__payload[191:172];
   assign \ctl__cmd__payload.accumulate  = gemm__payload[192];
-  assign \ctl__cmd__payload.reserved  = gemm__payload[207:193];
+  assign \ctl__cmd__payload.b_transpose  = gemm__payload[193];
+  assign \ctl__cmd__payload.batches_m1  = gemm__payload[201:194];
+  assign \ctl__cmd__payload.a_batch_stride  = gemm__payload[217:202];
+  assign \ctl__cmd__payload.b_batch_stride  = gemm__payload[233:218];
+  assign \ctl__cmd__payload.c_batch_stride  = gemm__payload[249:234];
+  assign \ctl__cmd__payload.reserved  = gemm__payload[255:250];
   assign \gemm__payload.desc  = gemm__payload[255:0];
   assign \gemm__payload.desc.opcode  = gemm__payload[7:0];
   assign \gemm__payload.desc.flags  = gemm__payload[15:8];
@@ -4405,7 +4445,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \gemm__payload.desc.payload.dma.planes  = gemm__payload[247:232];
   assign \gemm__payload.desc.payload.dma.acc  = gemm__payload[248];
   assign \gemm__payload.desc.payload.dma.reserved  = gemm__payload[255:249];
-  assign \gemm__payload.desc.payload.gemm  = gemm__payload[207:32];
+  assign \gemm__payload.desc.payload.gemm  = gemm__payload[255:32];
   assign \gemm__payload.desc.payload.gemm.a_addr  = gemm__payload[51:32];
   assign \gemm__payload.desc.payload.gemm.b_addr  = gemm__payload[71:52];
   assign \gemm__payload.desc.payload.gemm.c_addr  = gemm__payload[91:72];
@@ -4416,7 +4456,12 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \gemm__payload.desc.payload.gemm.b_nt_stride  = gemm__payload[171:152];
   assign \gemm__payload.desc.payload.gemm.c_nt_stride  = gemm__payload[191:172];
   assign \gemm__payload.desc.payload.gemm.accumulate  = gemm__payload[192];
-  assign \gemm__payload.desc.payload.gemm.reserved  = gemm__payload[207:193];
+  assign \gemm__payload.desc.payload.gemm.b_transpose  = gemm__payload[193];
+  assign \gemm__payload.desc.payload.gemm.batches_m1  = gemm__payload[201:194];
+  assign \gemm__payload.desc.payload.gemm.a_batch_stride  = gemm__payload[217:202];
+  assign \gemm__payload.desc.payload.gemm.b_batch_stride  = gemm__payload[233:218];
+  assign \gemm__payload.desc.payload.gemm.c_batch_stride  = gemm__payload[249:234];
+  assign \gemm__payload.desc.payload.gemm.reserved  = gemm__payload[255:250];
   assign \gemm__payload.desc.payload.vec  = gemm__payload[187:32];
   assign \gemm__payload.desc.payload.vec.src_addr  = gemm__payload[51:32];
   assign \gemm__payload.desc.payload.vec.dst_addr  = gemm__payload[71:52];
@@ -4476,7 +4521,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \vec__payload.desc.payload.dma.planes  = vec__payload[247:232];
   assign \vec__payload.desc.payload.dma.acc  = vec__payload[248];
   assign \vec__payload.desc.payload.dma.reserved  = vec__payload[255:249];
-  assign \vec__payload.desc.payload.gemm  = vec__payload[207:32];
+  assign \vec__payload.desc.payload.gemm  = vec__payload[255:32];
   assign \vec__payload.desc.payload.gemm.a_addr  = vec__payload[51:32];
   assign \vec__payload.desc.payload.gemm.b_addr  = vec__payload[71:52];
   assign \vec__payload.desc.payload.gemm.c_addr  = vec__payload[91:72];
@@ -4487,7 +4532,12 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \vec__payload.desc.payload.gemm.b_nt_stride  = vec__payload[171:152];
   assign \vec__payload.desc.payload.gemm.c_nt_stride  = vec__payload[191:172];
   assign \vec__payload.desc.payload.gemm.accumulate  = vec__payload[192];
-  assign \vec__payload.desc.payload.gemm.reserved  = vec__payload[207:193];
+  assign \vec__payload.desc.payload.gemm.b_transpose  = vec__payload[193];
+  assign \vec__payload.desc.payload.gemm.batches_m1  = vec__payload[201:194];
+  assign \vec__payload.desc.payload.gemm.a_batch_stride  = vec__payload[217:202];
+  assign \vec__payload.desc.payload.gemm.b_batch_stride  = vec__payload[233:218];
+  assign \vec__payload.desc.payload.gemm.c_batch_stride  = vec__payload[249:234];
+  assign \vec__payload.desc.payload.gemm.reserved  = vec__payload[255:250];
   assign \vec__payload.desc.payload.vec  = vec__payload[187:32];
   assign \vec__payload.desc.payload.vec.src_addr  = vec__payload[51:32];
   assign \vec__payload.desc.payload.vec.dst_addr  = vec__payload[71:52];
@@ -6016,7 +6066,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8257$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$8528$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -6160,8 +6210,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$8257$2 ;
-  wire [29:0] \port$8257$2 ;
+  output [29:0] \port$8528$2 ;
+  wire [29:0] \port$8528$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6341,7 +6391,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$8257$2 (\$99 ),
+    .\port$8528$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6459,11 +6509,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$8257$2  = \$99 ;
+  assign \port$8528$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8257$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$8528$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6888,8 +6938,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$8257$2 ;
-  wire [29:0] \port$8257$2 ;
+  output [29:0] \port$8528$2 ;
+  wire [29:0] \port$8528$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9994,7 +10044,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$8257$2  = ls_addr_r[31:2];
+  assign \port$8528$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -10168,10 +10218,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8094$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8283$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8418$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$8432$0 , q_status0_resetting, q_consumer1_index, \port$8444$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8458$0 , q_status1_resetting, q_consumer2_index, \port$8470$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8484$0 , q_status2_resetting, q_consumer3_index, \port$8496$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$8510$0 , q_status3_resetting, \port$8622$0 , \port$8630$0 , \port$8638$0 , \port$8646$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8365$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$8554$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$8689$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$8703$0 , q_status0_resetting, q_consumer1_index, \port$8715$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$8729$0 , q_status1_resetting, q_consumer2_index, \port$8741$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$8755$0 , q_status2_resetting, q_consumer3_index, \port$8767$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$8781$0 , q_status3_resetting, \port$8893$0 , \port$8901$0 , \port$8909$0 , \port$8917$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11705,34 +11755,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8094$0 ;
-  wire [3:0] \port$8094$0 ;
-  input [3:0] \port$8283$0 ;
-  wire [3:0] \port$8283$0 ;
-  input \port$8418$0 ;
-  wire \port$8418$0 ;
-  input \port$8432$0 ;
-  wire \port$8432$0 ;
-  input \port$8444$0 ;
-  wire \port$8444$0 ;
-  input \port$8458$0 ;
-  wire \port$8458$0 ;
-  input \port$8470$0 ;
-  wire \port$8470$0 ;
-  input \port$8484$0 ;
-  wire \port$8484$0 ;
-  input \port$8496$0 ;
-  wire \port$8496$0 ;
-  input \port$8510$0 ;
-  wire \port$8510$0 ;
-  input [2:0] \port$8622$0 ;
-  wire [2:0] \port$8622$0 ;
-  input [2:0] \port$8630$0 ;
-  wire [2:0] \port$8630$0 ;
-  input [2:0] \port$8638$0 ;
-  wire [2:0] \port$8638$0 ;
-  input [2:0] \port$8646$0 ;
-  wire [2:0] \port$8646$0 ;
+  input [3:0] \port$8365$0 ;
+  wire [3:0] \port$8365$0 ;
+  input [3:0] \port$8554$0 ;
+  wire [3:0] \port$8554$0 ;
+  input \port$8689$0 ;
+  wire \port$8689$0 ;
+  input \port$8703$0 ;
+  wire \port$8703$0 ;
+  input \port$8715$0 ;
+  wire \port$8715$0 ;
+  input \port$8729$0 ;
+  wire \port$8729$0 ;
+  input \port$8741$0 ;
+  wire \port$8741$0 ;
+  input \port$8755$0 ;
+  wire \port$8755$0 ;
+  input \port$8767$0 ;
+  wire \port$8767$0 ;
+  input \port$8781$0 ;
+  wire \port$8781$0 ;
+  input [2:0] \port$8893$0 ;
+  wire [2:0] \port$8893$0 ;
+  input [2:0] \port$8901$0 ;
+  wire [2:0] \port$8901$0 ;
+  input [2:0] \port$8909$0 ;
+  wire [2:0] \port$8909$0 ;
+  input [2:0] \port$8917$0 ;
+  wire [2:0] \port$8917$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12361,10 +12411,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$8496$0 , \port$8470$0 , \port$8444$0 , \port$8418$0  };
+  assign \$179  = \$178  | { \port$8767$0 , \port$8741$0 , \port$8715$0 , \port$8689$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$8510$0 , \port$8484$0 , \port$8458$0 , \port$8432$0  };
+  assign \$182  = \$181  | { \port$8781$0 , \port$8755$0 , \port$8729$0 , \port$8703$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14412,8 +14462,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$8496$0 , \port$8470$0 , \port$8444$0 , \port$8418$0  };
-  assign irq_status_queue_error_set = { \port$8510$0 , \port$8484$0 , \port$8458$0 , \port$8432$0  };
+  assign irq_status_queue_cpl_set = { \port$8767$0 , \port$8741$0 , \port$8715$0 , \port$8689$0  };
+  assign irq_status_queue_error_set = { \port$8781$0 , \port$8755$0 , \port$8729$0 , \port$8703$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -14428,18 +14478,18 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$8283$0 [0];
-  assign status_dma_store_busy = \port$8283$0 [1];
-  assign status_gemm_busy = \port$8283$0 [2];
-  assign status_vec_busy = \port$8283$0 [3];
-  assign q_status0_waiting = \port$8094$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$8622$0  };
-  assign q_status1_waiting = \port$8094$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$8630$0  };
-  assign q_status2_waiting = \port$8094$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$8638$0  };
-  assign q_status3_waiting = \port$8094$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$8646$0  };
+  assign status_dma_load_busy = \port$8554$0 [0];
+  assign status_dma_store_busy = \port$8554$0 [1];
+  assign status_gemm_busy = \port$8554$0 [2];
+  assign status_vec_busy = \port$8554$0 [3];
+  assign q_status0_waiting = \port$8365$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$8893$0  };
+  assign q_status1_waiting = \port$8365$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$8901$0  };
+  assign q_status2_waiting = \port$8365$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$8909$0  };
+  assign q_status3_waiting = \port$8365$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$8917$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14484,11 +14534,11 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$8283$0 [0] };
+  assign \$429  = { 1'h0, \port$8554$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$8283$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$8283$0 [2], 2'h0 };
-  assign \$435  = { \port$8283$0 [3], 3'h0 };
+  assign \$431  = { \port$8554$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$8554$0 [2], 2'h0 };
+  assign \$435  = { \port$8554$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14645,26 +14695,26 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8094$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$8622$0 , 8'h00 };
+  assign \$877  = { \port$8365$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$8893$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8094$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$8630$0 , 8'h00 };
+  assign \$890  = { \port$8365$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$8901$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8094$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$8638$0 , 8'h00 };
+  assign \$903  = { \port$8365$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$8909$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8094$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$8646$0 , 8'h00 };
+  assign \$916  = { \port$8365$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$8917$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14775,7 +14825,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
-, queue, windowed, reject__done, reject__error, full, inflight, \port$8285$0 , retire__0__tag, \port$8287$0 , retire__1__tag, \port$8289$0 , retire__2__tag, \port$8291$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, queue, windowed, reject__done, reject__error, full, inflight, \port$8556$0 , retire__0__tag, \port$8558$0 , retire__1__tag, \port$8560$0 , retire__2__tag, \port$8562$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
 , retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -14887,18 +14937,23 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \dma_load__payload.desc.payload.event.reserved ;
   wire [23:0] \dma_load__payload.desc.payload.event.reserved0 ;
   wire [31:0] \dma_load__payload.desc.payload.event.value ;
-  wire [175:0] \dma_load__payload.desc.payload.gemm ;
+  wire [223:0] \dma_load__payload.desc.payload.gemm ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \dma_load__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.a_kt_stride ;
   wire \dma_load__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \dma_load__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.b_nt_stride ;
+  wire \dma_load__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \dma_load__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \dma_load__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \dma_load__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \dma_load__payload.desc.payload.gemm.m ;
   wire [11:0] \dma_load__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \dma_load__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \dma_load__payload.desc.payload.gemm.reserved ;
   wire [223:0] \dma_load__payload.desc.payload.raw ;
   wire [155:0] \dma_load__payload.desc.payload.vec ;
   wire [19:0] \dma_load__payload.desc.payload.vec.bias_addr ;
@@ -14976,18 +15031,23 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \dma_load_held.payload.event.reserved ;
   wire [23:0] \dma_load_held.payload.event.reserved0 ;
   wire [31:0] \dma_load_held.payload.event.value ;
-  wire [175:0] \dma_load_held.payload.gemm ;
+  wire [223:0] \dma_load_held.payload.gemm ;
   wire [19:0] \dma_load_held.payload.gemm.a_addr ;
+  wire [15:0] \dma_load_held.payload.gemm.a_batch_stride ;
   wire [19:0] \dma_load_held.payload.gemm.a_kt_stride ;
   wire \dma_load_held.payload.gemm.accumulate ;
   wire [19:0] \dma_load_held.payload.gemm.b_addr ;
+  wire [15:0] \dma_load_held.payload.gemm.b_batch_stride ;
   wire [19:0] \dma_load_held.payload.gemm.b_nt_stride ;
+  wire \dma_load_held.payload.gemm.b_transpose ;
+  wire [7:0] \dma_load_held.payload.gemm.batches_m1 ;
   wire [19:0] \dma_load_held.payload.gemm.c_addr ;
+  wire [15:0] \dma_load_held.payload.gemm.c_batch_stride ;
   wire [19:0] \dma_load_held.payload.gemm.c_nt_stride ;
   wire [11:0] \dma_load_held.payload.gemm.k_tiles ;
   wire [15:0] \dma_load_held.payload.gemm.m ;
   wire [11:0] \dma_load_held.payload.gemm.n_tiles ;
-  wire [14:0] \dma_load_held.payload.gemm.reserved ;
+  wire [5:0] \dma_load_held.payload.gemm.reserved ;
   wire [223:0] \dma_load_held.payload.raw ;
   wire [155:0] \dma_load_held.payload.vec ;
   wire [19:0] \dma_load_held.payload.vec.bias_addr ;
@@ -15041,18 +15101,23 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \dma_store__payload.desc.payload.event.reserved ;
   wire [23:0] \dma_store__payload.desc.payload.event.reserved0 ;
   wire [31:0] \dma_store__payload.desc.payload.event.value ;
-  wire [175:0] \dma_store__payload.desc.payload.gemm ;
+  wire [223:0] \dma_store__payload.desc.payload.gemm ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \dma_store__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.a_kt_stride ;
   wire \dma_store__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \dma_store__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.b_nt_stride ;
+  wire \dma_store__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \dma_store__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \dma_store__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \dma_store__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \dma_store__payload.desc.payload.gemm.m ;
   wire [11:0] \dma_store__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \dma_store__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \dma_store__payload.desc.payload.gemm.reserved ;
   wire [223:0] \dma_store__payload.desc.payload.raw ;
   wire [155:0] \dma_store__payload.desc.payload.vec ;
   wire [19:0] \dma_store__payload.desc.payload.vec.bias_addr ;
@@ -15130,18 +15195,23 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \dma_store_held.payload.event.reserved ;
   wire [23:0] \dma_store_held.payload.event.reserved0 ;
   wire [31:0] \dma_store_held.payload.event.value ;
-  wire [175:0] \dma_store_held.payload.gemm ;
+  wire [223:0] \dma_store_held.payload.gemm ;
   wire [19:0] \dma_store_held.payload.gemm.a_addr ;
+  wire [15:0] \dma_store_held.payload.gemm.a_batch_stride ;
   wire [19:0] \dma_store_held.payload.gemm.a_kt_stride ;
   wire \dma_store_held.payload.gemm.accumulate ;
   wire [19:0] \dma_store_held.payload.gemm.b_addr ;
+  wire [15:0] \dma_store_held.payload.gemm.b_batch_stride ;
   wire [19:0] \dma_store_held.payload.gemm.b_nt_stride ;
+  wire \dma_store_held.payload.gemm.b_transpose ;
+  wire [7:0] \dma_store_held.payload.gemm.batches_m1 ;
   wire [19:0] \dma_store_held.payload.gemm.c_addr ;
+  wire [15:0] \dma_store_held.payload.gemm.c_batch_stride ;
   wire [19:0] \dma_store_held.payload.gemm.c_nt_stride ;
   wire [11:0] \dma_store_held.payload.gemm.k_tiles ;
   wire [15:0] \dma_store_held.payload.gemm.m ;
   wire [11:0] \dma_store_held.payload.gemm.n_tiles ;
-  wire [14:0] \dma_store_held.payload.gemm.reserved ;
+  wire [5:0] \dma_store_held.payload.gemm.reserved ;
   wire [223:0] \dma_store_held.payload.raw ;
   wire [155:0] \dma_store_held.payload.vec ;
   wire [19:0] \dma_store_held.payload.vec.bias_addr ;
@@ -15196,18 +15266,23 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \entry.desc.payload.event.reserved ;
   wire [23:0] \entry.desc.payload.event.reserved0 ;
   wire [31:0] \entry.desc.payload.event.value ;
-  wire [175:0] \entry.desc.payload.gemm ;
+  wire [223:0] \entry.desc.payload.gemm ;
   wire [19:0] \entry.desc.payload.gemm.a_addr ;
+  wire [15:0] \entry.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \entry.desc.payload.gemm.a_kt_stride ;
   wire \entry.desc.payload.gemm.accumulate ;
   wire [19:0] \entry.desc.payload.gemm.b_addr ;
+  wire [15:0] \entry.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \entry.desc.payload.gemm.b_nt_stride ;
+  wire \entry.desc.payload.gemm.b_transpose ;
+  wire [7:0] \entry.desc.payload.gemm.batches_m1 ;
   wire [19:0] \entry.desc.payload.gemm.c_addr ;
+  wire [15:0] \entry.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \entry.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \entry.desc.payload.gemm.k_tiles ;
   wire [15:0] \entry.desc.payload.gemm.m ;
   wire [11:0] \entry.desc.payload.gemm.n_tiles ;
-  wire [14:0] \entry.desc.payload.gemm.reserved ;
+  wire [5:0] \entry.desc.payload.gemm.reserved ;
   wire [223:0] \entry.desc.payload.raw ;
   wire [155:0] \entry.desc.payload.vec ;
   wire [19:0] \entry.desc.payload.vec.bias_addr ;
@@ -15266,18 +15341,23 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \gemm__payload.desc.payload.event.reserved ;
   wire [23:0] \gemm__payload.desc.payload.event.reserved0 ;
   wire [31:0] \gemm__payload.desc.payload.event.value ;
-  wire [175:0] \gemm__payload.desc.payload.gemm ;
+  wire [223:0] \gemm__payload.desc.payload.gemm ;
   wire [19:0] \gemm__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \gemm__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \gemm__payload.desc.payload.gemm.a_kt_stride ;
   wire \gemm__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \gemm__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \gemm__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \gemm__payload.desc.payload.gemm.b_nt_stride ;
+  wire \gemm__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \gemm__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \gemm__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \gemm__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \gemm__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \gemm__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \gemm__payload.desc.payload.gemm.m ;
   wire [11:0] \gemm__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \gemm__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \gemm__payload.desc.payload.gemm.reserved ;
   wire [223:0] \gemm__payload.desc.payload.raw ;
   wire [155:0] \gemm__payload.desc.payload.vec ;
   wire [19:0] \gemm__payload.desc.payload.vec.bias_addr ;
@@ -15355,18 +15435,23 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \gemm_held.payload.event.reserved ;
   wire [23:0] \gemm_held.payload.event.reserved0 ;
   wire [31:0] \gemm_held.payload.event.value ;
-  wire [175:0] \gemm_held.payload.gemm ;
+  wire [223:0] \gemm_held.payload.gemm ;
   wire [19:0] \gemm_held.payload.gemm.a_addr ;
+  wire [15:0] \gemm_held.payload.gemm.a_batch_stride ;
   wire [19:0] \gemm_held.payload.gemm.a_kt_stride ;
   wire \gemm_held.payload.gemm.accumulate ;
   wire [19:0] \gemm_held.payload.gemm.b_addr ;
+  wire [15:0] \gemm_held.payload.gemm.b_batch_stride ;
   wire [19:0] \gemm_held.payload.gemm.b_nt_stride ;
+  wire \gemm_held.payload.gemm.b_transpose ;
+  wire [7:0] \gemm_held.payload.gemm.batches_m1 ;
   wire [19:0] \gemm_held.payload.gemm.c_addr ;
+  wire [15:0] \gemm_held.payload.gemm.c_batch_stride ;
   wire [19:0] \gemm_held.payload.gemm.c_nt_stride ;
   wire [11:0] \gemm_held.payload.gemm.k_tiles ;
   wire [15:0] \gemm_held.payload.gemm.m ;
   wire [11:0] \gemm_held.payload.gemm.n_tiles ;
-  wire [14:0] \gemm_held.payload.gemm.reserved ;
+  wire [5:0] \gemm_held.payload.gemm.reserved ;
   wire [223:0] \gemm_held.payload.raw ;
   wire [155:0] \gemm_held.payload.vec ;
   wire [19:0] \gemm_held.payload.vec.bias_addr ;
@@ -15390,14 +15475,14 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$8285$0 ;
-  wire [8:0] \port$8285$0 ;
-  output [8:0] \port$8287$0 ;
-  wire [8:0] \port$8287$0 ;
-  output [8:0] \port$8289$0 ;
-  wire [8:0] \port$8289$0 ;
-  output [8:0] \port$8291$0 ;
-  wire [8:0] \port$8291$0 ;
+  output [8:0] \port$8556$0 ;
+  wire [8:0] \port$8556$0 ;
+  output [8:0] \port$8558$0 ;
+  wire [8:0] \port$8558$0 ;
+  output [8:0] \port$8560$0 ;
+  wire [8:0] \port$8560$0 ;
+  output [8:0] \port$8562$0 ;
+  wire [8:0] \port$8562$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15629,18 +15714,23 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \vec__payload.desc.payload.event.reserved ;
   wire [23:0] \vec__payload.desc.payload.event.reserved0 ;
   wire [31:0] \vec__payload.desc.payload.event.value ;
-  wire [175:0] \vec__payload.desc.payload.gemm ;
+  wire [223:0] \vec__payload.desc.payload.gemm ;
   wire [19:0] \vec__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \vec__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \vec__payload.desc.payload.gemm.a_kt_stride ;
   wire \vec__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \vec__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \vec__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \vec__payload.desc.payload.gemm.b_nt_stride ;
+  wire \vec__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \vec__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \vec__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \vec__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \vec__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \vec__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \vec__payload.desc.payload.gemm.m ;
   wire [11:0] \vec__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \vec__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \vec__payload.desc.payload.gemm.reserved ;
   wire [223:0] \vec__payload.desc.payload.raw ;
   wire [155:0] \vec__payload.desc.payload.vec ;
   wire [19:0] \vec__payload.desc.payload.vec.bias_addr ;
@@ -15718,18 +15808,23 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \vec_held.payload.event.reserved ;
   wire [23:0] \vec_held.payload.event.reserved0 ;
   wire [31:0] \vec_held.payload.event.value ;
-  wire [175:0] \vec_held.payload.gemm ;
+  wire [223:0] \vec_held.payload.gemm ;
   wire [19:0] \vec_held.payload.gemm.a_addr ;
+  wire [15:0] \vec_held.payload.gemm.a_batch_stride ;
   wire [19:0] \vec_held.payload.gemm.a_kt_stride ;
   wire \vec_held.payload.gemm.accumulate ;
   wire [19:0] \vec_held.payload.gemm.b_addr ;
+  wire [15:0] \vec_held.payload.gemm.b_batch_stride ;
   wire [19:0] \vec_held.payload.gemm.b_nt_stride ;
+  wire \vec_held.payload.gemm.b_transpose ;
+  wire [7:0] \vec_held.payload.gemm.batches_m1 ;
   wire [19:0] \vec_held.payload.gemm.c_addr ;
+  wire [15:0] \vec_held.payload.gemm.c_batch_stride ;
   wire [19:0] \vec_held.payload.gemm.c_nt_stride ;
   wire [11:0] \vec_held.payload.gemm.k_tiles ;
   wire [15:0] \vec_held.payload.gemm.m ;
   wire [11:0] \vec_held.payload.gemm.n_tiles ;
-  wire [14:0] \vec_held.payload.gemm.reserved ;
+  wire [5:0] \vec_held.payload.gemm.reserved ;
   wire [223:0] \vec_held.payload.raw ;
   wire [155:0] \vec_held.payload.vec ;
   wire [19:0] \vec_held.payload.vec.bias_addr ;
@@ -15849,9 +15944,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$7751$0 (desc),
-    .\port$7753$0 (queue),
-    .\port$7754$0 (windowed),
+    .\port$8022$0 (desc),
+    .\port$8024$0 (queue),
+    .\port$8025$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15861,9 +15956,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$7751$0 (desc),
-    .\port$7753$0 (queue),
-    .\port$7754$0 (windowed),
+    .\port$8022$0 (desc),
+    .\port$8024$0 (queue),
+    .\port$8025$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15873,9 +15968,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$7751$0 (desc),
-    .\port$7753$0 (queue),
-    .\port$7754$0 (windowed),
+    .\port$8022$0 (desc),
+    .\port$8024$0 (queue),
+    .\port$8025$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15885,9 +15980,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$7751$0 (desc),
-    .\port$7753$0 (queue),
-    .\port$7754$0 (windowed),
+    .\port$8022$0 (desc),
+    .\port$8024$0 (queue),
+    .\port$8025$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -16072,13 +16167,13 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$8285$0  = dma_load_held[8:0];
+  assign \port$8556$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$8287$0  = dma_store_held[8:0];
+  assign \port$8558$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$8289$0  = gemm_held[8:0];
+  assign \port$8560$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$8291$0  = vec_held[8:0];
+  assign \port$8562$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16101,7 +16196,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \entry.desc.payload.dma.planes  = desc[247:232];
   assign \entry.desc.payload.dma.acc  = desc[248];
   assign \entry.desc.payload.dma.reserved  = desc[255:249];
-  assign \entry.desc.payload.gemm  = desc[207:32];
+  assign \entry.desc.payload.gemm  = desc[255:32];
   assign \entry.desc.payload.gemm.a_addr  = desc[51:32];
   assign \entry.desc.payload.gemm.b_addr  = desc[71:52];
   assign \entry.desc.payload.gemm.c_addr  = desc[91:72];
@@ -16112,7 +16207,12 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \entry.desc.payload.gemm.b_nt_stride  = desc[171:152];
   assign \entry.desc.payload.gemm.c_nt_stride  = desc[191:172];
   assign \entry.desc.payload.gemm.accumulate  = desc[192];
-  assign \entry.desc.payload.gemm.reserved  = desc[207:193];
+  assign \entry.desc.payload.gemm.b_transpose  = desc[193];
+  assign \entry.desc.payload.gemm.batches_m1  = desc[201:194];
+  assign \entry.desc.payload.gemm.a_batch_stride  = desc[217:202];
+  assign \entry.desc.payload.gemm.b_batch_stride  = desc[233:218];
+  assign \entry.desc.payload.gemm.c_batch_stride  = desc[249:234];
+  assign \entry.desc.payload.gemm.reserved  = desc[255:250];
   assign \entry.desc.payload.vec  = desc[187:32];
   assign \entry.desc.payload.vec.src_addr  = desc[51:32];
   assign \entry.desc.payload.vec.dst_addr  = desc[71:52];
@@ -16157,7 +16257,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_load__payload.desc.payload.dma.planes  = dma_load__payload[247:232];
   assign \dma_load__payload.desc.payload.dma.acc  = dma_load__payload[248];
   assign \dma_load__payload.desc.payload.dma.reserved  = dma_load__payload[255:249];
-  assign \dma_load__payload.desc.payload.gemm  = dma_load__payload[207:32];
+  assign \dma_load__payload.desc.payload.gemm  = dma_load__payload[255:32];
   assign \dma_load__payload.desc.payload.gemm.a_addr  = dma_load__payload[51:32];
   assign \dma_load__payload.desc.payload.gemm.b_addr  = dma_load__payload[71:52];
   assign \dma_load__payload.desc.payload.gemm.c_addr  = dma_load__payload[91:72];
@@ -16168,7 +16268,12 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_load__payload.desc.payload.gemm.b_nt_stride  = dma_load__payload[171:152];
   assign \dma_load__payload.desc.payload.gemm.c_nt_stride  = dma_load__payload[191:172];
   assign \dma_load__payload.desc.payload.gemm.accumulate  = dma_load__payload[192];
-  assign \dma_load__payload.desc.payload.gemm.reserved  = dma_load__payload[207:193];
+  assign \dma_load__payload.desc.payload.gemm.b_transpose  = dma_load__payload[193];
+  assign \dma_load__payload.desc.payload.gemm.batches_m1  = dma_load__payload[201:194];
+  assign \dma_load__payload.desc.payload.gemm.a_batch_stride  = dma_load__payload[217:202];
+  assign \dma_load__payload.desc.payload.gemm.b_batch_stride  = dma_load__payload[233:218];
+  assign \dma_load__payload.desc.payload.gemm.c_batch_stride  = dma_load__payload[249:234];
+  assign \dma_load__payload.desc.payload.gemm.reserved  = dma_load__payload[255:250];
   assign \dma_load__payload.desc.payload.vec  = dma_load__payload[187:32];
   assign \dma_load__payload.desc.payload.vec.src_addr  = dma_load__payload[51:32];
   assign \dma_load__payload.desc.payload.vec.dst_addr  = dma_load__payload[71:52];
@@ -16212,7 +16317,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_load_held.payload.dma.planes  = dma_load_held[247:232];
   assign \dma_load_held.payload.dma.acc  = dma_load_held[248];
   assign \dma_load_held.payload.dma.reserved  = dma_load_held[255:249];
-  assign \dma_load_held.payload.gemm  = dma_load_held[207:32];
+  assign \dma_load_held.payload.gemm  = dma_load_held[255:32];
   assign \dma_load_held.payload.gemm.a_addr  = dma_load_held[51:32];
   assign \dma_load_held.payload.gemm.b_addr  = dma_load_held[71:52];
   assign \dma_load_held.payload.gemm.c_addr  = dma_load_held[91:72];
@@ -16223,7 +16328,12 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_load_held.payload.gemm.b_nt_stride  = dma_load_held[171:152];
   assign \dma_load_held.payload.gemm.c_nt_stride  = dma_load_held[191:172];
   assign \dma_load_held.payload.gemm.accumulate  = dma_load_held[192];
-  assign \dma_load_held.payload.gemm.reserved  = dma_load_held[207:193];
+  assign \dma_load_held.payload.gemm.b_transpose  = dma_load_held[193];
+  assign \dma_load_held.payload.gemm.batches_m1  = dma_load_held[201:194];
+  assign \dma_load_held.payload.gemm.a_batch_stride  = dma_load_held[217:202];
+  assign \dma_load_held.payload.gemm.b_batch_stride  = dma_load_held[233:218];
+  assign \dma_load_held.payload.gemm.c_batch_stride  = dma_load_held[249:234];
+  assign \dma_load_held.payload.gemm.reserved  = dma_load_held[255:250];
   assign \dma_load_held.payload.vec  = dma_load_held[187:32];
   assign \dma_load_held.payload.vec.src_addr  = dma_load_held[51:32];
   assign \dma_load_held.payload.vec.dst_addr  = dma_load_held[71:52];
@@ -16266,7 +16376,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_store__payload.desc.payload.dma.planes  = dma_store__payload[247:232];
   assign \dma_store__payload.desc.payload.dma.acc  = dma_store__payload[248];
   assign \dma_store__payload.desc.payload.dma.reserved  = dma_store__payload[255:249];
-  assign \dma_store__payload.desc.payload.gemm  = dma_store__payload[207:32];
+  assign \dma_store__payload.desc.payload.gemm  = dma_store__payload[255:32];
   assign \dma_store__payload.desc.payload.gemm.a_addr  = dma_store__payload[51:32];
   assign \dma_store__payload.desc.payload.gemm.b_addr  = dma_store__payload[71:52];
   assign \dma_store__payload.desc.payload.gemm.c_addr  = dma_store__payload[91:72];
@@ -16277,7 +16387,12 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_store__payload.desc.payload.gemm.b_nt_stride  = dma_store__payload[171:152];
   assign \dma_store__payload.desc.payload.gemm.c_nt_stride  = dma_store__payload[191:172];
   assign \dma_store__payload.desc.payload.gemm.accumulate  = dma_store__payload[192];
-  assign \dma_store__payload.desc.payload.gemm.reserved  = dma_store__payload[207:193];
+  assign \dma_store__payload.desc.payload.gemm.b_transpose  = dma_store__payload[193];
+  assign \dma_store__payload.desc.payload.gemm.batches_m1  = dma_store__payload[201:194];
+  assign \dma_store__payload.desc.payload.gemm.a_batch_stride  = dma_store__payload[217:202];
+  assign \dma_store__payload.desc.payload.gemm.b_batch_stride  = dma_store__payload[233:218];
+  assign \dma_store__payload.desc.payload.gemm.c_batch_stride  = dma_store__payload[249:234];
+  assign \dma_store__payload.desc.payload.gemm.reserved  = dma_store__payload[255:250];
   assign \dma_store__payload.desc.payload.vec  = dma_store__payload[187:32];
   assign \dma_store__payload.desc.payload.vec.src_addr  = dma_store__payload[51:32];
   assign \dma_store__payload.desc.payload.vec.dst_addr  = dma_store__payload[71:52];
@@ -16321,7 +16436,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_store_held.payload.dma.planes  = dma_store_held[247:232];
   assign \dma_store_held.payload.dma.acc  = dma_store_held[248];
   assign \dma_store_held.payload.dma.reserved  = dma_store_held[255:249];
-  assign \dma_store_held.payload.gemm  = dma_store_held[207:32];
+  assign \dma_store_held.payload.gemm  = dma_store_held[255:32];
   assign \dma_store_held.payload.gemm.a_addr  = dma_store_held[51:32];
   assign \dma_store_held.payload.gemm.b_addr  = dma_store_held[71:52];
   assign \dma_store_held.payload.gemm.c_addr  = dma_store_held[91:72];
@@ -16332,7 +16447,12 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_store_held.payload.gemm.b_nt_stride  = dma_store_held[171:152];
   assign \dma_store_held.payload.gemm.c_nt_stride  = dma_store_held[191:172];
   assign \dma_store_held.payload.gemm.accumulate  = dma_store_held[192];
-  assign \dma_store_held.payload.gemm.reserved  = dma_store_held[207:193];
+  assign \dma_store_held.payload.gemm.b_transpose  = dma_store_held[193];
+  assign \dma_store_held.payload.gemm.batches_m1  = dma_store_held[201:194];
+  assign \dma_store_held.payload.gemm.a_batch_stride  = dma_store_held[217:202];
+  assign \dma_store_held.payload.gemm.b_batch_stride  = dma_store_held[233:218];
+  assign \dma_store_held.payload.gemm.c_batch_stride  = dma_store_held[249:234];
+  assign \dma_store_held.payload.gemm.reserved  = dma_store_held[255:250];
   assign \dma_store_held.payload.vec  = dma_store_held[187:32];
   assign \dma_store_held.payload.vec.src_addr  = dma_store_held[51:32];
   assign \dma_store_held.payload.vec.dst_addr  = dma_store_held[71:52];
@@ -16375,7 +16495,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \gemm__payload.desc.payload.dma.planes  = gemm__payload[247:232];
   assign \gemm__payload.desc.payload.dma.acc  = gemm__payload[248];
   assign \gemm__payload.desc.payload.dma.reserved  = gemm__payload[255:249];
-  assign \gemm__payload.desc.payload.gemm  = gemm__payload[207:32];
+  assign \gemm__payload.desc.payload.gemm  = gemm__payload[255:32];
   assign \gemm__payload.desc.payload.gemm.a_addr  = gemm__payload[51:32];
   assign \gemm__payload.desc.payload.gemm.b_addr  = gemm__payload[71:52];
   assign \gemm__payload.desc.payload.gemm.c_addr  = gemm__payload[91:72];
@@ -16386,7 +16506,12 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \gemm__payload.desc.payload.gemm.b_nt_stride  = gemm__payload[171:152];
   assign \gemm__payload.desc.payload.gemm.c_nt_stride  = gemm__payload[191:172];
   assign \gemm__payload.desc.payload.gemm.accumulate  = gemm__payload[192];
-  assign \gemm__payload.desc.payload.gemm.reserved  = gemm__payload[207:193];
+  assign \gemm__payload.desc.payload.gemm.b_transpose  = gemm__payload[193];
+  assign \gemm__payload.desc.payload.gemm.batches_m1  = gemm__payload[201:194];
+  assign \gemm__payload.desc.payload.gemm.a_batch_stride  = gemm__payload[217:202];
+  assign \gemm__payload.desc.payload.gemm.b_batch_stride  = gemm__payload[233:218];
+  assign \gemm__payload.desc.payload.gemm.c_batch_stride  = gemm__payload[249:234];
+  assign \gemm__payload.desc.payload.gemm.reserved  = gemm__payload[255:250];
   assign \gemm__payload.desc.payload.vec  = gemm__payload[187:32];
   assign \gemm__payload.desc.payload.vec.src_addr  = gemm__payload[51:32];
   assign \gemm__payload.desc.payload.vec.dst_addr  = gemm__payload[71:52];
@@ -16430,7 +16555,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \gemm_held.payload.dma.planes  = gemm_held[247:232];
   assign \gemm_held.payload.dma.acc  = gemm_held[248];
   assign \gemm_held.payload.dma.reserved  = gemm_held[255:249];
-  assign \gemm_held.payload.gemm  = gemm_held[207:32];
+  assign \gemm_held.payload.gemm  = gemm_held[255:32];
   assign \gemm_held.payload.gemm.a_addr  = gemm_held[51:32];
   assign \gemm_held.payload.gemm.b_addr  = gemm_held[71:52];
   assign \gemm_held.payload.gemm.c_addr  = gemm_held[91:72];
@@ -16441,7 +16566,12 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \gemm_held.payload.gemm.b_nt_stride  = gemm_held[171:152];
   assign \gemm_held.payload.gemm.c_nt_stride  = gemm_held[191:172];
   assign \gemm_held.payload.gemm.accumulate  = gemm_held[192];
-  assign \gemm_held.payload.gemm.reserved  = gemm_held[207:193];
+  assign \gemm_held.payload.gemm.b_transpose  = gemm_held[193];
+  assign \gemm_held.payload.gemm.batches_m1  = gemm_held[201:194];
+  assign \gemm_held.payload.gemm.a_batch_stride  = gemm_held[217:202];
+  assign \gemm_held.payload.gemm.b_batch_stride  = gemm_held[233:218];
+  assign \gemm_held.payload.gemm.c_batch_stride  = gemm_held[249:234];
+  assign \gemm_held.payload.gemm.reserved  = gemm_held[255:250];
   assign \gemm_held.payload.vec  = gemm_held[187:32];
   assign \gemm_held.payload.vec.src_addr  = gemm_held[51:32];
   assign \gemm_held.payload.vec.dst_addr  = gemm_held[71:52];
@@ -16484,7 +16614,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \vec__payload.desc.payload.dma.planes  = vec__payload[247:232];
   assign \vec__payload.desc.payload.dma.acc  = vec__payload[248];
   assign \vec__payload.desc.payload.dma.reserved  = vec__payload[255:249];
-  assign \vec__payload.desc.payload.gemm  = vec__payload[207:32];
+  assign \vec__payload.desc.payload.gemm  = vec__payload[255:32];
   assign \vec__payload.desc.payload.gemm.a_addr  = vec__payload[51:32];
   assign \vec__payload.desc.payload.gemm.b_addr  = vec__payload[71:52];
   assign \vec__payload.desc.payload.gemm.c_addr  = vec__payload[91:72];
@@ -16495,7 +16625,12 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \vec__payload.desc.payload.gemm.b_nt_stride  = vec__payload[171:152];
   assign \vec__payload.desc.payload.gemm.c_nt_stride  = vec__payload[191:172];
   assign \vec__payload.desc.payload.gemm.accumulate  = vec__payload[192];
-  assign \vec__payload.desc.payload.gemm.reserved  = vec__payload[207:193];
+  assign \vec__payload.desc.payload.gemm.b_transpose  = vec__payload[193];
+  assign \vec__payload.desc.payload.gemm.batches_m1  = vec__payload[201:194];
+  assign \vec__payload.desc.payload.gemm.a_batch_stride  = vec__payload[217:202];
+  assign \vec__payload.desc.payload.gemm.b_batch_stride  = vec__payload[233:218];
+  assign \vec__payload.desc.payload.gemm.c_batch_stride  = vec__payload[249:234];
+  assign \vec__payload.desc.payload.gemm.reserved  = vec__payload[255:250];
   assign \vec__payload.desc.payload.vec  = vec__payload[187:32];
   assign \vec__payload.desc.payload.vec.src_addr  = vec__payload[51:32];
   assign \vec__payload.desc.payload.vec.dst_addr  = vec__payload[71:52];
@@ -16539,7 +16674,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \vec_held.payload.dma.planes  = vec_held[247:232];
   assign \vec_held.payload.dma.acc  = vec_held[248];
   assign \vec_held.payload.dma.reserved  = vec_held[255:249];
-  assign \vec_held.payload.gemm  = vec_held[207:32];
+  assign \vec_held.payload.gemm  = vec_held[255:32];
   assign \vec_held.payload.gemm.a_addr  = vec_held[51:32];
   assign \vec_held.payload.gemm.b_addr  = vec_held[71:52];
   assign \vec_held.payload.gemm.c_addr  = vec_held[91:72];
@@ -16550,7 +16685,12 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \vec_held.payload.gemm.b_nt_stride  = vec_held[171:152];
   assign \vec_held.payload.gemm.c_nt_stride  = vec_held[191:172];
   assign \vec_held.payload.gemm.accumulate  = vec_held[192];
-  assign \vec_held.payload.gemm.reserved  = vec_held[207:193];
+  assign \vec_held.payload.gemm.b_transpose  = vec_held[193];
+  assign \vec_held.payload.gemm.batches_m1  = vec_held[201:194];
+  assign \vec_held.payload.gemm.a_batch_stride  = vec_held[217:202];
+  assign \vec_held.payload.gemm.b_batch_stride  = vec_held[233:218];
+  assign \vec_held.payload.gemm.c_batch_stride  = vec_held[249:234];
+  assign \vec_held.payload.gemm.reserved  = vec_held[255:250];
   assign \vec_held.payload.vec  = vec_held[187:32];
   assign \vec_held.payload.vec.src_addr  = vec_held[51:32];
   assign \vec_held.payload.vec.dst_addr  = vec_held[71:52];
@@ -16579,7 +16719,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7751$0 , \port$7753$0 , \port$7754$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8022$0 , \port$8024$0 , \port$8025$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16621,12 +16761,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7751$0 ;
-  wire [255:0] \port$7751$0 ;
-  input [1:0] \port$7753$0 ;
-  wire [1:0] \port$7753$0 ;
-  input \port$7754$0 ;
-  wire \port$7754$0 ;
+  input [255:0] \port$8022$0 ;
+  wire [255:0] \port$8022$0 ;
+  input [1:0] \port$8024$0 ;
+  wire [1:0] \port$8024$0 ;
+  input \port$8025$0 ;
+  wire \port$8025$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16658,7 +16798,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7754$0 , \port$7753$0 , \port$7751$0  };
+      storage[w_port__addr] <= { \port$8025$0 , \port$8024$0 , \port$8022$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16757,14 +16897,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
-  assign w_data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
+  assign w_port__data = { \port$8025$0 , \port$8024$0 , \port$8022$0  };
+  assign w_data = { \port$8025$0 , \port$8024$0 , \port$8022$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7751$0 , \port$7753$0 , \port$7754$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8022$0 , \port$8024$0 , \port$8025$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16806,12 +16946,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7751$0 ;
-  wire [255:0] \port$7751$0 ;
-  input [1:0] \port$7753$0 ;
-  wire [1:0] \port$7753$0 ;
-  input \port$7754$0 ;
-  wire \port$7754$0 ;
+  input [255:0] \port$8022$0 ;
+  wire [255:0] \port$8022$0 ;
+  input [1:0] \port$8024$0 ;
+  wire [1:0] \port$8024$0 ;
+  input \port$8025$0 ;
+  wire \port$8025$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16843,7 +16983,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7754$0 , \port$7753$0 , \port$7751$0  };
+      storage[w_port__addr] <= { \port$8025$0 , \port$8024$0 , \port$8022$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16942,14 +17082,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
-  assign w_data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
+  assign w_port__data = { \port$8025$0 , \port$8024$0 , \port$8022$0  };
+  assign w_data = { \port$8025$0 , \port$8024$0 , \port$8022$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7751$0 , \port$7753$0 , \port$7754$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8022$0 , \port$8024$0 , \port$8025$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16991,12 +17131,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7751$0 ;
-  wire [255:0] \port$7751$0 ;
-  input [1:0] \port$7753$0 ;
-  wire [1:0] \port$7753$0 ;
-  input \port$7754$0 ;
-  wire \port$7754$0 ;
+  input [255:0] \port$8022$0 ;
+  wire [255:0] \port$8022$0 ;
+  input [1:0] \port$8024$0 ;
+  wire [1:0] \port$8024$0 ;
+  input \port$8025$0 ;
+  wire \port$8025$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17028,7 +17168,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7754$0 , \port$7753$0 , \port$7751$0  };
+      storage[w_port__addr] <= { \port$8025$0 , \port$8024$0 , \port$8022$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17127,14 +17267,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
-  assign w_data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
+  assign w_port__data = { \port$8025$0 , \port$8024$0 , \port$8022$0  };
+  assign w_data = { \port$8025$0 , \port$8024$0 , \port$8022$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$7751$0 , \port$7753$0 , \port$7754$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8022$0 , \port$8024$0 , \port$8025$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17176,12 +17316,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$7751$0 ;
-  wire [255:0] \port$7751$0 ;
-  input [1:0] \port$7753$0 ;
-  wire [1:0] \port$7753$0 ;
-  input \port$7754$0 ;
-  wire \port$7754$0 ;
+  input [255:0] \port$8022$0 ;
+  wire [255:0] \port$8022$0 ;
+  input [1:0] \port$8024$0 ;
+  wire [1:0] \port$8024$0 ;
+  input \port$8025$0 ;
+  wire \port$8025$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17213,7 +17353,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7754$0 , \port$7753$0 , \port$7751$0  };
+      storage[w_port__addr] <= { \port$8025$0 , \port$8024$0 , \port$8022$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17312,8 +17452,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
-  assign w_data = { \port$7754$0 , \port$7753$0 , \port$7751$0  };
+  assign w_port__data = { \port$8025$0 , \port$8024$0 , \port$8022$0  };
+  assign w_data = { \port$8025$0 , \port$8024$0 , \port$8022$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -22875,7 +23015,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$57
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8285$16 , \port$8845$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8556$16 , \port$9116$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22919,10 +23059,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8285$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8285$16 ;
-  wire [15:0] \port$8285$16 ;
-  input [7:0] \port$8845$0 ;
-  wire [7:0] \port$8845$0 ;
+  input [15:0] \port$8556$16 ;
+  wire [15:0] \port$8556$16 ;
+  input [7:0] \port$9116$0 ;
+  wire [7:0] \port$9116$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -22957,7 +23097,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8285$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8285$16 , \port$8845$0  };
+      storage[w_port__addr] <= { \port$8556$16 , \port$9116$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23068,14 +23208,14 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$8285$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8285$16 , \port$8845$0  };
-  assign w_data = { \port$8285$16 , \port$8845$0  };
+  assign w_port__data = { \port$8556$16 , \port$9116$0  };
+  assign w_data = { \port$8556$16 , \port$9116$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8287$16 , \port$8973$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8558$16 , \port$9244$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -23119,10 +23259,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8287
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8287$16 ;
-  wire [15:0] \port$8287$16 ;
-  input [7:0] \port$8973$0 ;
-  wire [7:0] \port$8973$0 ;
+  input [15:0] \port$8558$16 ;
+  wire [15:0] \port$8558$16 ;
+  input [7:0] \port$9244$0 ;
+  wire [7:0] \port$9244$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -23157,7 +23297,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8287
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8287$16 , \port$8973$0  };
+      storage[w_port__addr] <= { \port$8558$16 , \port$9244$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23268,16 +23408,16 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$8287
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8287$16 , \port$8973$0  };
-  assign w_data = { \port$8287$16 , \port$8973$0  };
+  assign w_port__data = { \port$8558$16 , \port$9244$0  };
+  assign w_data = { \port$8558$16 , \port$9244$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
-, \port$5439$0 , \port$7597$0 , \port$7647$0 , \port$7697$0 , \port$7747$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8257$2 , bus__we, bus__wdata
+, \port$5439$0 , \port$7868$0 , \port$7918$0 , \port$7968$0 , \port$8018$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$8528$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -24221,16 +24361,16 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5409$0 ;
   input [255:0] \port$5439$0 ;
   wire [255:0] \port$5439$0 ;
-  input [23:0] \port$7597$0 ;
-  wire [23:0] \port$7597$0 ;
-  input [23:0] \port$7647$0 ;
-  wire [23:0] \port$7647$0 ;
-  input [23:0] \port$7697$0 ;
-  wire [23:0] \port$7697$0 ;
-  input [23:0] \port$7747$0 ;
-  wire [23:0] \port$7747$0 ;
-  input [29:0] \port$8257$2 ;
-  wire [29:0] \port$8257$2 ;
+  input [23:0] \port$7868$0 ;
+  wire [23:0] \port$7868$0 ;
+  input [23:0] \port$7918$0 ;
+  wire [23:0] \port$7918$0 ;
+  input [23:0] \port$7968$0 ;
+  wire [23:0] \port$7968$0 ;
+  input [23:0] \port$8018$0 ;
+  wire [23:0] \port$8018$0 ;
+  input [29:0] \port$8528$2 ;
+  wire [29:0] \port$8528$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24394,79 +24534,79 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$8257$2 [9:0] == 6'h39;
+  assign \$111  = \port$8528$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$8257$2 [9:0] == 6'h3a;
+  assign \$113  = \port$8528$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$8257$2 [9:0] == 6'h3b;
+  assign \$115  = \port$8528$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$8257$2 [9:0] == 6'h3c;
+  assign \$117  = \port$8528$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$8257$2 [9:0] == 6'h3d;
+  assign \$119  = \port$8528$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$8257$2 [9:0] == 6'h3e;
+  assign \$121  = \port$8528$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$8257$2 [9:0] == 6'h3f;
+  assign \$123  = \port$8528$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$8257$2 [9:0] == 7'h40;
+  assign \$125  = \port$8528$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$8257$2 [9:0] == 7'h41;
+  assign \$127  = \port$8528$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$8257$2 [9:0] == 7'h42;
+  assign \$129  = \port$8528$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$8257$2 [9:0] == 7'h43;
+  assign \$131  = \port$8528$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$8257$2 [9:0] == 7'h44;
+  assign \$133  = \port$8528$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$8257$2 [9:0] == 7'h45;
+  assign \$135  = \port$8528$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$8257$2 [9:0] == 7'h46;
+  assign \$137  = \port$8528$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$8257$2 [9:0] == 7'h47;
+  assign \$139  = \port$8528$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$8257$2 [9:0] == 7'h48;
+  assign \$141  = \port$8528$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$8257$2 [9:0] == 7'h49;
+  assign \$143  = \port$8528$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$8257$2 [9:0] == 7'h4a;
+  assign \$145  = \port$8528$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$8257$2 [9:0] == 7'h4b;
+  assign \$147  = \port$8528$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$8257$2 [9:0] == 7'h4c;
+  assign \$149  = \port$8528$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$8257$2 [9:0] == 7'h4d;
+  assign \$151  = \port$8528$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$8257$2 [9:0] == 7'h4e;
+  assign \$153  = \port$8528$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$8257$2 [9:0] == 7'h4f;
+  assign \$155  = \port$8528$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$8257$2 [9:0] == 7'h50;
+  assign \$157  = \port$8528$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$8257$2 [9:0] == 7'h51;
+  assign \$159  = \port$8528$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24590,84 +24730,84 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$8257$2 [9:0];
+  assign \$282  = ! \port$8528$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$8257$2 [9:0] == 1'h1;
+  assign \$288  = \port$8528$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$8257$2 [9:0] == 2'h2;
+  assign \$294  = \port$8528$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$8257$2 [9:0] == 2'h3;
+  assign \$300  = \port$8528$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$8257$2 [9:0] == 3'h4;
+  assign \$306  = \port$8528$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$8257$2 [9:0] == 3'h5;
+  assign \$312  = \port$8528$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$8257$2 [9:0] == 3'h6;
+  assign \$318  = \port$8528$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$8257$2 [9:0] == 4'h8;
+  assign \$324  = \port$8528$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$8257$2 [9:0] == 4'h9;
+  assign \$336  = \port$8528$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$8257$2 [9:0] == 4'ha;
+  assign \$344  = \port$8528$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$8257$2 [9:0] == 4'hb;
+  assign \$350  = \port$8528$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$8257$2 [9:0] == 4'hc;
+  assign \$358  = \port$8528$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$8257$2 [9:0] == 4'hd;
+  assign \$368  = \port$8528$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$8257$2 [9:0] == 4'he;
+  assign \$378  = \port$8528$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$8257$2 [9:0] == 4'hf;
+  assign \$388  = \port$8528$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$8257$2 [9:0] == 5'h10;
+  assign \$398  = \port$8528$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$8257$2 [9:0] == 5'h11;
+  assign \$404  = \port$8528$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24676,251 +24816,251 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$8257$2 [9:0] == 5'h12;
+  assign \$420  = \port$8528$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$8257$2 [9:0] == 5'h13;
+  assign \$426  = \port$8528$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$8257$2 [9:0] == 5'h14;
+  assign \$432  = \port$8528$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$8257$2 [9:0] == 5'h15;
+  assign \$438  = \port$8528$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$8257$2 [9:0] == 5'h16;
+  assign \$444  = \port$8528$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$8257$2 [9:0] == 5'h17;
+  assign \$450  = \port$8528$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$8257$2 [9:0] == 5'h18;
+  assign \$456  = \port$8528$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$8257$2 [9:0] == 5'h19;
+  assign \$462  = \port$8528$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$8257$2 [9:0] == 5'h1a;
+  assign \$468  = \port$8528$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$8257$2 [9:0] == 5'h1b;
+  assign \$474  = \port$8528$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$8257$2 [9:0] == 5'h1c;
+  assign \$480  = \port$8528$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$8257$2 [9:0] == 5'h1d;
+  assign \$486  = \port$8528$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$8257$2 [9:0] == 6'h20;
+  assign \$492  = \port$8528$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$8257$2 [9:0] == 6'h21;
+  assign \$498  = \port$8528$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$8257$2 [9:0] == 6'h22;
+  assign \$504  = \port$8528$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$8257$2 [9:0] == 6'h23;
+  assign \$510  = \port$8528$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$8257$2 [9:0] == 6'h24;
+  assign \$516  = \port$8528$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$8257$2 [9:0] == 6'h25;
+  assign \$522  = \port$8528$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$8257$2 [9:0] == 6'h26;
+  assign \$528  = \port$8528$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$8257$2 [9:0] == 6'h27;
+  assign \$534  = \port$8528$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$8257$2 [9:0] == 6'h28;
+  assign \$540  = \port$8528$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$8257$2 [9:0] == 6'h29;
+  assign \$546  = \port$8528$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$8257$2 [9:0] == 6'h2a;
+  assign \$552  = \port$8528$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$8257$2 [9:0] == 6'h2b;
+  assign \$558  = \port$8528$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$8257$2 [9:0] == 6'h2c;
+  assign \$564  = \port$8528$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$8257$2 [9:0] == 6'h2d;
+  assign \$570  = \port$8528$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$8257$2 [9:0] == 6'h2e;
+  assign \$576  = \port$8528$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$8257$2 [9:0] == 6'h2f;
+  assign \$582  = \port$8528$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$8257$2 [9:0] == 6'h30;
+  assign \$588  = \port$8528$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$8257$2 [9:0] == 6'h31;
+  assign \$594  = \port$8528$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$8257$2 [9:0] == 6'h32;
+  assign \$600  = \port$8528$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$8257$2 [9:0] == 6'h33;
+  assign \$606  = \port$8528$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$8257$2 [9:0] == 6'h34;
+  assign \$612  = \port$8528$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$8257$2 [9:0] == 6'h35;
+  assign \$618  = \port$8528$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$8257$2 [9:0] == 6'h36;
+  assign \$624  = \port$8528$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$8257$2 [9:0] == 6'h37;
+  assign \$630  = \port$8528$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$8257$2 [9:0] == 6'h38;
+  assign \$636  = \port$8528$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$8257$2 [9:0] == 6'h39;
+  assign \$642  = \port$8528$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$8257$2 [9:0] == 6'h3a;
+  assign \$648  = \port$8528$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$8257$2 [9:0] == 6'h3b;
+  assign \$654  = \port$8528$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$8257$2 [9:0] == 6'h3c;
+  assign \$660  = \port$8528$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$8257$2 [9:0] == 6'h3d;
+  assign \$666  = \port$8528$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$8257$2 [9:0] == 6'h3e;
+  assign \$672  = \port$8528$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$8257$2 [9:0] == 6'h3f;
+  assign \$678  = \port$8528$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$8257$2 [9:0] == 7'h40;
+  assign \$684  = \port$8528$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$8257$2 [9:0] == 7'h41;
+  assign \$690  = \port$8528$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$8257$2 [9:0] == 7'h42;
+  assign \$696  = \port$8528$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$8257$2 [9:0] == 7'h43;
+  assign \$702  = \port$8528$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$8257$2 [9:0] == 7'h44;
+  assign \$708  = \port$8528$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$8257$2 [9:0] == 7'h45;
+  assign \$714  = \port$8528$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$8257$2 [9:0] == 7'h46;
+  assign \$720  = \port$8528$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$8257$2 [9:0] == 7'h47;
+  assign \$726  = \port$8528$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$8257$2 [9:0] == 7'h48;
+  assign \$732  = \port$8528$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$8257$2 [9:0] == 7'h49;
+  assign \$738  = \port$8528$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$8257$2 [9:0] == 7'h4a;
+  assign \$744  = \port$8528$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$8257$2 [9:0] == 7'h4b;
+  assign \$750  = \port$8528$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$8257$2 [9:0] == 7'h4c;
+  assign \$756  = \port$8528$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$8257$2 [9:0] == 7'h4d;
+  assign \$762  = \port$8528$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$8257$2 [9:0] == 7'h4e;
+  assign \$768  = \port$8528$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$8257$2 [9:0] == 7'h4f;
+  assign \$774  = \port$8528$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$8257$2 [9:0] == 7'h50;
+  assign \$780  = \port$8528$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$8257$2 [9:0] == 7'h51;
+  assign \$786  = \port$8528$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -25014,167 +25154,167 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$8257$2 [9:0];
+  assign \$3  = ! \port$8528$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$8257$2 [9:0] == 1'h1;
+  assign \$5  = \port$8528$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$8257$2 [9:0] == 2'h2;
+  assign \$7  = \port$8528$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$8257$2 [9:0] == 2'h3;
+  assign \$9  = \port$8528$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$8257$2 [9:0] == 3'h4;
+  assign \$11  = \port$8528$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$8257$2 [9:0] == 3'h5;
+  assign \$13  = \port$8528$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$8257$2 [9:0] == 3'h6;
+  assign \$15  = \port$8528$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$8257$2 [9:0] == 4'h8;
+  assign \$17  = \port$8528$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$8257$2 [9:0] == 4'h9;
+  assign \$19  = \port$8528$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$8257$2 [9:0] == 4'ha;
+  assign \$21  = \port$8528$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$8257$2 [9:0] == 4'hb;
+  assign \$23  = \port$8528$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$8257$2 [9:0] == 4'hc;
+  assign \$25  = \port$8528$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$8257$2 [9:0] == 4'hd;
+  assign \$27  = \port$8528$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$8257$2 [9:0] == 4'he;
+  assign \$29  = \port$8528$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$8257$2 [9:0] == 4'hf;
+  assign \$31  = \port$8528$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$8257$2 [9:0] == 5'h10;
+  assign \$33  = \port$8528$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$8257$2 [9:0] == 5'h11;
+  assign \$35  = \port$8528$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$8257$2 [9:0] == 5'h12;
+  assign \$37  = \port$8528$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$8257$2 [9:0] == 5'h13;
+  assign \$39  = \port$8528$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$8257$2 [9:0] == 5'h14;
+  assign \$41  = \port$8528$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$8257$2 [9:0] == 5'h15;
+  assign \$43  = \port$8528$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$8257$2 [9:0] == 5'h16;
+  assign \$45  = \port$8528$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$8257$2 [9:0] == 5'h17;
+  assign \$47  = \port$8528$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$8257$2 [9:0] == 5'h18;
+  assign \$49  = \port$8528$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$8257$2 [9:0] == 5'h19;
+  assign \$51  = \port$8528$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$8257$2 [9:0] == 5'h1a;
+  assign \$53  = \port$8528$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$8257$2 [9:0] == 5'h1b;
+  assign \$55  = \port$8528$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$8257$2 [9:0] == 5'h1c;
+  assign \$57  = \port$8528$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$8257$2 [9:0] == 5'h1d;
+  assign \$59  = \port$8528$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$8257$2 [9:0] == 6'h20;
+  assign \$61  = \port$8528$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$8257$2 [9:0] == 6'h21;
+  assign \$63  = \port$8528$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$8257$2 [9:0] == 6'h22;
+  assign \$65  = \port$8528$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$8257$2 [9:0] == 6'h23;
+  assign \$67  = \port$8528$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$8257$2 [9:0] == 6'h24;
+  assign \$69  = \port$8528$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$8257$2 [9:0] == 6'h25;
+  assign \$71  = \port$8528$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$8257$2 [9:0] == 6'h26;
+  assign \$73  = \port$8528$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$8257$2 [9:0] == 6'h27;
+  assign \$75  = \port$8528$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$8257$2 [9:0] == 6'h28;
+  assign \$77  = \port$8528$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$8257$2 [9:0] == 6'h29;
+  assign \$79  = \port$8528$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$8257$2 [9:0] == 6'h2a;
+  assign \$81  = \port$8528$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$8257$2 [9:0] == 6'h2b;
+  assign \$83  = \port$8528$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$8257$2 [9:0] == 6'h2c;
+  assign \$85  = \port$8528$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$8257$2 [9:0] == 6'h2d;
+  assign \$87  = \port$8528$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$8257$2 [9:0] == 6'h2e;
+  assign \$89  = \port$8528$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$8257$2 [9:0] == 6'h2f;
+  assign \$91  = \port$8528$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$8257$2 [9:0] == 6'h30;
+  assign \$93  = \port$8528$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$8257$2 [9:0] == 6'h31;
+  assign \$95  = \port$8528$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$8257$2 [9:0] == 6'h32;
+  assign \$97  = \port$8528$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$8257$2 [9:0] == 6'h33;
+  assign \$99  = \port$8528$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$8257$2 [9:0] == 6'h34;
+  assign \$101  = \port$8528$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$8257$2 [9:0] == 6'h35;
+  assign \$103  = \port$8528$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$8257$2 [9:0] == 6'h36;
+  assign \$105  = \port$8528$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$8257$2 [9:0] == 6'h37;
+  assign \$107  = \port$8528$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$8257$2 [9:0] == 6'h38;
+  assign \$109  = \port$8528$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26452,17 +26592,17 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$8257$2 , 2'h0 };
+  assign bus__addr = { \port$8528$2 , 2'h0 };
   assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
-  assign retire0_error = \port$7597$0 [7:0];
-  assign retire0_tag = \port$7597$0 [23:8];
-  assign retire1_error = \port$7647$0 [7:0];
-  assign retire1_tag = \port$7647$0 [23:8];
-  assign retire2_error = \port$7697$0 [7:0];
-  assign retire2_tag = \port$7697$0 [23:8];
-  assign retire3_error = \port$7747$0 [7:0];
-  assign retire3_tag = \port$7747$0 [23:8];
+  assign retire0_error = \port$7868$0 [7:0];
+  assign retire0_tag = \port$7868$0 [23:8];
+  assign retire1_error = \port$7918$0 [7:0];
+  assign retire1_tag = \port$7918$0 [23:8];
+  assign retire2_error = \port$7968$0 [7:0];
+  assign retire2_tag = \port$7968$0 [23:8];
+  assign retire3_error = \port$8018$0 [7:0];
+  assign retire3_tag = \port$8018$0 [23:8];
   assign q_head0_word = \port$5349$0 [31:0];
   assign q_head1_word = \port$5349$0 [63:32];
   assign q_head2_word = \port$5349$0 [95:64];
@@ -26524,20 +26664,20 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$7597$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$7597$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$7868$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$7868$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$7647$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$7647$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$7918$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$7918$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$7697$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$7697$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$7968$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$7968$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$7747$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$7747$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$8018$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$8018$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -26679,109 +26819,149 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire [32:0] \$101 ;
-  wire [16:0] \$102 ;
+  wire [34:0] \$100 ;
+  wire \$101 ;
+  wire [32:0] \$102 ;
   wire [33:0] \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
+  wire [12:0] \$104 ;
+  wire [12:0] \$105 ;
+  wire [11:0] \$106 ;
+  wire [14:0] \$107 ;
+  wire [34:0] \$108 ;
+  wire [35:0] \$109 ;
   wire \$11 ;
-  wire [14:0] \$110 ;
-  wire [16:0] \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire [14:0] \$116 ;
-  wire [13:0] \$117 ;
-  wire [16:0] \$118 ;
-  wire [16:0] \$119 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire [32:0] \$112 ;
+  wire [33:0] \$113 ;
+  wire [16:0] \$114 ;
+  wire [34:0] \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
   wire \$12 ;
   wire \$120 ;
   wire \$121 ;
-  wire [12:0] \$122 ;
-  wire \$123 ;
-  wire [12:0] \$124 ;
+  wire [14:0] \$122 ;
+  wire [16:0] \$123 ;
+  wire \$124 ;
   wire \$125 ;
-  wire [12:0] \$126 ;
-  wire [20:0] \$127 ;
-  wire [20:0] \$128 ;
-  wire [12:0] \$129 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire [14:0] \$128 ;
+  wire [13:0] \$129 ;
   wire \$13 ;
-  wire [20:0] \$130 ;
-  wire [20:0] \$131 ;
-  wire [20:0] \$132 ;
-  wire [20:0] \$133 ;
-  wire \$134 ;
+  wire [16:0] \$130 ;
+  wire [16:0] \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire [12:0] \$134 ;
   wire \$135 ;
-  wire \$136 ;
+  wire [12:0] \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire \$139 ;
+  wire [12:0] \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire [32:0] \$141 ;
-  wire [32:0] \$142 ;
-  wire [32:0] \$143 ;
-  wire [32:0] \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire [20:0] \$140 ;
+  wire [20:0] \$141 ;
+  wire [19:0] \$142 ;
+  wire [20:0] \$143 ;
+  wire [19:0] \$144 ;
+  wire [20:0] \$145 ;
+  wire [12:0] \$146 ;
+  wire [19:0] \$147 ;
+  wire [20:0] \$148 ;
+  wire [19:0] \$149 ;
   wire \$15 ;
-  reg \$150 ;
-  reg [2:0] \$151 ;
-  reg [1:0] \$152 ;
-  reg [2:0] \$153 ;
-  reg [19:0] \$154 ;
-  reg [19:0] \$155 ;
-  reg [19:0] \$156 ;
-  reg [15:0] \$157 ;
-  reg [15:0] \$158 ;
-  reg [15:0] \$159 ;
+  wire [20:0] \$150 ;
+  wire [19:0] \$151 ;
+  wire [20:0] \$152 ;
+  wire [20:0] \$153 ;
+  wire [20:0] \$154 ;
+  wire [8:0] \$155 ;
+  wire [16:0] \$156 ;
+  wire [16:0] \$157 ;
+  wire [16:0] \$158 ;
+  wire [16:0] \$159 ;
   wire \$16 ;
-  reg [15:0] \$160 ;
-  reg [15:0] \$161 ;
-  reg [15:0] \$162 ;
-  reg [15:0] \$163 ;
-  reg \$164 ;
-  reg \$165 ;
-  reg [175:0] \$166 ;
-  reg [31:0] \$167 ;
-  reg [31:0] \$168 ;
-  reg [31:0] \$169 ;
+  wire [16:0] \$160 ;
+  wire [16:0] \$161 ;
+  wire [16:0] \$162 ;
+  wire [16:0] \$163 ;
+  wire [16:0] \$164 ;
+  wire [16:0] \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
   wire [3:0] \$17 ;
-  reg [2:0] \$170 ;
-  reg \$171 ;
-  reg \$172 ;
-  reg \$173 ;
-  reg [7:0] \$174 ;
-  reg [11:0] \$175 ;
-  reg [11:0] \$176 ;
-  reg [15:0] \$177 ;
-  reg \$178 ;
-  reg [13:0] \$179 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire [32:0] \$173 ;
+  wire [32:0] \$174 ;
+  wire [32:0] \$175 ;
+  wire [32:0] \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire [3:0] \$18 ;
-  reg [13:0] \$180 ;
-  reg [13:0] \$181 ;
-  reg [13:0] \$182 ;
-  reg [12:0] \$183 ;
-  reg [12:0] \$184 ;
-  reg \$185 ;
-  wire [31:0] \$186 ;
-  wire [31:0] \$187 ;
-  wire [31:0] \$188 ;
-  wire [31:0] \$189 ;
+  wire \$180 ;
+  wire \$181 ;
+  reg \$182 ;
+  reg [2:0] \$183 ;
+  reg [1:0] \$184 ;
+  reg [2:0] \$185 ;
+  reg [19:0] \$186 ;
+  reg [19:0] \$187 ;
+  reg [19:0] \$188 ;
+  reg [15:0] \$189 ;
   wire [3:0] \$19 ;
+  reg [15:0] \$190 ;
+  reg [15:0] \$191 ;
+  reg [15:0] \$192 ;
+  reg [15:0] \$193 ;
+  reg [15:0] \$194 ;
+  reg [15:0] \$195 ;
+  reg \$196 ;
+  reg \$197 ;
+  reg [223:0] \$198 ;
+  reg [31:0] \$199 ;
   wire \$2 ;
   wire [2:0] \$20 ;
+  reg [31:0] \$200 ;
+  reg [31:0] \$201 ;
+  reg [23:0] \$202 ;
+  reg [23:0] \$203 ;
+  reg [23:0] \$204 ;
+  reg [2:0] \$205 ;
+  reg \$206 ;
+  reg \$207 ;
+  reg \$208 ;
+  reg [7:0] \$209 ;
   wire [2:0] \$21 ;
+  reg [7:0] \$210 ;
+  reg [11:0] \$211 ;
+  reg [11:0] \$212 ;
+  reg [15:0] \$213 ;
+  reg \$214 ;
+  reg [13:0] \$215 ;
+  reg [13:0] \$216 ;
+  reg [13:0] \$217 ;
+  reg [13:0] \$218 ;
+  reg [13:0] \$219 ;
   wire [4:0] \$22 ;
+  reg [13:0] \$220 ;
+  reg [13:0] \$221 ;
+  reg [12:0] \$222 ;
+  reg [12:0] \$223 ;
+  reg [12:0] \$224 ;
+  reg \$225 ;
+  wire [31:0] \$226 ;
+  wire [31:0] \$227 ;
+  wire [31:0] \$228 ;
+  wire [31:0] \$229 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
@@ -26815,59 +26995,61 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [12:0] \$53 ;
-  wire \$54 ;
-  wire [12:0] \$55 ;
+  wire \$53 ;
+  wire [12:0] \$54 ;
+  wire \$55 ;
   wire \$56 ;
-  wire \$57 ;
-  wire [16:0] \$58 ;
+  wire [12:0] \$57 ;
+  wire \$58 ;
   wire \$59 ;
   wire [3:0] \$6 ;
-  wire \$60 ;
+  wire [16:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire [127:0] \$67 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [127:0] \$69 ;
   wire [3:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
-  wire [127:0] \$73 ;
+  wire \$73 ;
   wire \$74 ;
-  wire \$75 ;
-  wire [127:0] \$76 ;
-  wire [127:0] \$77 ;
-  wire [12:0] \$78 ;
-  wire [31:0] \$79 ;
+  wire [127:0] \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire [127:0] \$78 ;
+  wire [127:0] \$79 ;
   wire \$8 ;
   wire [12:0] \$80 ;
   wire [31:0] \$81 ;
   wire [12:0] \$82 ;
-  wire [31:0] \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [12:0] \$83 ;
+  wire [11:0] \$84 ;
+  wire [31:0] \$85 ;
+  wire [12:0] \$86 ;
+  wire [31:0] \$87 ;
+  wire [23:0] \$88 ;
+  wire [23:0] \$89 ;
   wire \$9 ;
-  wire [32:0] \$90 ;
-  wire [16:0] \$91 ;
-  wire [33:0] \$92 ;
+  wire [23:0] \$90 ;
+  wire \$91 ;
+  wire \$92 ;
   wire \$93 ;
-  wire [32:0] \$94 ;
-  wire [12:0] \$95 ;
-  wire [14:0] \$96 ;
-  wire [33:0] \$97 ;
-  wire [34:0] \$98 ;
-  wire \$99 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire [32:0] \$97 ;
+  wire [33:0] \$98 ;
+  wire [16:0] \$99 ;
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
+  reg [23:0] a_batch_span = 24'h000000;
+  reg [13:0] a_bbase = 14'h0000;
   input [31:0] a_data;
   wire [31:0] a_data;
   reg [13:0] a_ptr = 14'h0000;
@@ -26887,46 +27069,62 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire acc_wr__en;
   output active;
   wire active;
-  reg [13:0] b_base = 14'h0000;
+  reg [23:0] b_batch_span = 24'h000000;
+  reg [13:0] b_bbase = 14'h0000;
+  reg [13:0] b_nbase = 14'h0000;
   reg [13:0] b_ptr = 14'h0000;
   reg [31:0] b_span = 32'd0;
+  reg [13:0] b_tbase = 14'h0000;
   reg bank = 1'h0;
   reg [2:0] bank0_busy_cnt = 3'h0;
   reg [2:0] bank1_busy_cnt = 3'h0;
   reg [1:0] bank_b_ok = 2'h0;
+  reg [7:0] batch = 8'h00;
   wire busy;
   reg [12:0] c_base = 13'h0000;
+  reg [23:0] c_batch_span = 24'h000000;
+  reg [12:0] c_bbase = 13'h0000;
   reg [12:0] c_ptr = 13'h0000;
   reg [31:0] c_span = 32'd0;
   input clk;
   wire clk;
-  reg [175:0] cmd = 176'h00000000000000000000000000000000000000000000;
+  reg [223:0] cmd = 224'h00000000000000000000000000000000000000000000000000000000;
   wire [19:0] \cmd.a_addr ;
+  wire [15:0] \cmd.a_batch_stride ;
   wire [19:0] \cmd.a_kt_stride ;
   wire \cmd.accumulate ;
   wire [19:0] \cmd.b_addr ;
+  wire [15:0] \cmd.b_batch_stride ;
   wire [19:0] \cmd.b_nt_stride ;
+  wire \cmd.b_transpose ;
+  wire [7:0] \cmd.batches_m1 ;
   wire [19:0] \cmd.c_addr ;
+  wire [15:0] \cmd.c_batch_stride ;
   wire [19:0] \cmd.c_nt_stride ;
   wire [11:0] \cmd.k_tiles ;
   wire [15:0] \cmd.m ;
   wire [11:0] \cmd.n_tiles ;
-  wire [14:0] \cmd.reserved ;
+  wire [5:0] \cmd.reserved ;
   output ctl__busy;
   wire ctl__busy;
-  input [175:0] ctl__cmd__payload;
-  wire [175:0] ctl__cmd__payload;
+  input [223:0] ctl__cmd__payload;
+  wire [223:0] ctl__cmd__payload;
   wire [19:0] \ctl__cmd__payload.a_addr ;
+  wire [15:0] \ctl__cmd__payload.a_batch_stride ;
   wire [19:0] \ctl__cmd__payload.a_kt_stride ;
   wire \ctl__cmd__payload.accumulate ;
   wire [19:0] \ctl__cmd__payload.b_addr ;
+  wire [15:0] \ctl__cmd__payload.b_batch_stride ;
   wire [19:0] \ctl__cmd__payload.b_nt_stride ;
+  wire \ctl__cmd__payload.b_transpose ;
+  wire [7:0] \ctl__cmd__payload.batches_m1 ;
   wire [19:0] \ctl__cmd__payload.c_addr ;
+  wire [15:0] \ctl__cmd__payload.c_batch_stride ;
   wire [19:0] \ctl__cmd__payload.c_nt_stride ;
   wire [11:0] \ctl__cmd__payload.k_tiles ;
   wire [15:0] \ctl__cmd__payload.m ;
   wire [11:0] \ctl__cmd__payload.n_tiles ;
-  wire [14:0] \ctl__cmd__payload.reserved ;
+  wire [5:0] \ctl__cmd__payload.reserved ;
   output ctl__cmd__ready;
   reg ctl__cmd__ready;
   input ctl__cmd__valid;
@@ -27039,6 +27237,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire [31:0] w_data;
   wire w_en;
   wire [1:0] w_row;
+  wire w_transpose;
   assign \$1  = spad_meta_q1[0] & spad_meta_q1[1];
   assign \$2  = ! spad_meta_q1[4];
   assign \$3  = \$1  & \$2 ;
@@ -27088,573 +27287,671 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$50  = ~ load_b;
   assign \$51  = | kt;
   assign \$52  = cmd[160] | \$51 ;
-  assign \$53  = cmd[99:88] - 1'h1;
-  assign \$54  = nt == \$53 [11:0];
-  assign \$55  = cmd[87:76] - 1'h1;
-  assign \$56  = kt == \$55 [11:0];
-  assign \$57  = \$54  & \$56 ;
-  assign \$58  = cmd[75:60] - 1'h1;
-  assign \$59  = idx == \$58 [15:0];
-  assign \$60  = \$57  & \$59 ;
-  assign \$61  = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$62  = meta7[13:1] == meta4[13:1];
-  assign \$63  = acc_wr__en & \$62 ;
-  assign \$65  = meta7[13:1] == meta4[13:1];
-  assign \$66  = acc_wr__en & \$65 ;
-  assign \$68  = meta7[13:1] == meta5[13:1];
-  assign \$69  = acc_wr__en & \$68 ;
-  assign \$70  = \$69  | fwd2_hit;
-  assign \$71  = meta7[13:1] == meta5[13:1];
-  assign \$72  = acc_wr__en & \$71 ;
-  assign \$73  = \$72  ? acc_wr__data : fwd2_data;
-  assign \$74  = meta7[13:1] == meta6[13:1];
-  assign \$75  = acc_wr__en & \$74 ;
-  assign \$76  = fwd1_hit ? fwd1_data : acc_rd__data;
-  assign \$77  = \$75  ? acc_wr__data : \$76 ;
-  assign \$78  = ctl__cmd__payload[87:76] - 1'h1;
-  assign \$79  = \$78 [11:0] * ctl__cmd__payload[119:100];
-  assign \$80  = ctl__cmd__payload[99:88] - 1'h1;
-  assign \$81  = \$80 [11:0] * ctl__cmd__payload[139:120];
-  assign \$82  = ctl__cmd__payload[99:88] - 1'h1;
-  assign \$83  = \$82 [11:0] * ctl__cmd__payload[159:140];
-  assign \$84  = | cmd[175:161];
-  assign \$85  = ! cmd[75:60];
-  assign \$86  = ! cmd[87:76];
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = ! cmd[99:88];
-  assign \$89  = \$87  | \$88 ;
-  assign \$90  = cmd[19:0] + a_span;
-  assign \$91  = cmd[75:60] - 1'h1;
-  assign \$92  = \$90  + \$91 [15:0];
-  assign \$93  = \$92  >= 15'h4000;
-  assign \$94  = cmd[39:20] + b_span;
-  assign \$95  = cmd[87:76] - 1'h1;
-  assign \$96  = \$95 [11:0] * 3'h4;
-  assign \$97  = \$94  + \$96 ;
-  assign \$98  = \$97  + 2'h3;
-  assign \$99  = \$98  >= 15'h4000;
-  assign \$100  = \$93  | \$99 ;
-  assign \$101  = cmd[59:40] + c_span;
-  assign \$102  = cmd[75:60] - 1'h1;
-  assign \$103  = \$101  + \$102 [15:0];
-  assign \$104  = \$103  >= 14'h2000;
-  assign \$105  = \$100  | \$104 ;
-  assign \$106  = err_reserved | err_shape;
-  assign \$107  = \$106  | err_range;
-  assign \$108  = spad_rd__en & spad_rd__gnt;
-  assign \$109  = \$108  & load_b;
-  assign \$110  = b_ptr + 1'h1;
-  assign \$111  = idx + 1'h1;
-  assign \$112  = idx[1:0] == 2'h3;
-  assign \$113  = spad_rd__en & spad_rd__gnt;
-  assign \$114  = ~ load_b;
-  assign \$115  = \$113  & \$114 ;
-  assign \$116  = a_ptr + 1'h1;
-  assign \$117  = c_ptr + 1'h1;
-  assign \$118  = idx + 1'h1;
-  assign \$119  = cmd[75:60] - 1'h1;
-  assign \$120  = idx == \$119 [15:0];
-  assign \$121  = ~ bank;
-  assign \$122  = cmd[87:76] - 1'h1;
-  assign \$123  = kt != \$122 [11:0];
-  assign \$124  = cmd[99:88] - 1'h1;
-  assign \$125  = nt != \$124 [11:0];
-  assign \$126  = kt + 1'h1;
-  assign \$127  = a_base + cmd[119:100];
-  assign \$128  = a_base + cmd[119:100];
-  assign \$129  = nt + 1'h1;
-  assign \$130  = b_base + cmd[139:120];
-  assign \$131  = b_base + cmd[139:120];
-  assign \$132  = c_base + cmd[159:140];
-  assign \$133  = c_base + cmd[159:140];
-  assign \$134  = acc_wr__en & meta7[15];
-  assign \$135  = ~ load_b;
-  assign \$136  = bank_b_ok >> bank;
-  assign \$137  = \$135  | \$136 ;
-  assign spad_rd__en = issuing & \$137 ;
+  assign \$53  = batch == cmd[169:162];
+  assign \$54  = cmd[99:88] - 1'h1;
+  assign \$55  = nt == \$54 [11:0];
+  assign \$56  = \$53  & \$55 ;
+  assign \$57  = cmd[87:76] - 1'h1;
+  assign \$58  = kt == \$57 [11:0];
+  assign \$59  = \$56  & \$58 ;
+  assign \$60  = cmd[75:60] - 1'h1;
+  assign \$61  = idx == \$60 [15:0];
+  assign \$62  = \$59  & \$61 ;
+  assign \$63  = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$64  = meta7[13:1] == meta4[13:1];
+  assign \$65  = acc_wr__en & \$64 ;
+  assign \$67  = meta7[13:1] == meta4[13:1];
+  assign \$68  = acc_wr__en & \$67 ;
+  assign \$70  = meta7[13:1] == meta5[13:1];
+  assign \$71  = acc_wr__en & \$70 ;
+  assign \$72  = \$71  | fwd2_hit;
+  assign \$73  = meta7[13:1] == meta5[13:1];
+  assign \$74  = acc_wr__en & \$73 ;
+  assign \$75  = \$74  ? acc_wr__data : fwd2_data;
+  assign \$76  = meta7[13:1] == meta6[13:1];
+  assign \$77  = acc_wr__en & \$76 ;
+  assign \$78  = fwd1_hit ? fwd1_data : acc_rd__data;
+  assign \$79  = \$77  ? acc_wr__data : \$78 ;
+  assign \$80  = ctl__cmd__payload[87:76] - 1'h1;
+  assign \$81  = \$80 [11:0] * ctl__cmd__payload[119:100];
+  assign \$82  = ctl__cmd__payload[87:76] - 1'h1;
+  assign \$83  = ctl__cmd__payload[99:88] - 1'h1;
+  assign \$84  = ctl__cmd__payload[161] ? \$82 [11:0] : \$83 [11:0];
+  assign \$85  = \$84  * ctl__cmd__payload[139:120];
+  assign \$86  = ctl__cmd__payload[99:88] - 1'h1;
+  assign \$87  = \$86 [11:0] * ctl__cmd__payload[159:140];
+  assign \$88  = ctl__cmd__payload[169:162] * ctl__cmd__payload[185:170];
+  assign \$89  = ctl__cmd__payload[169:162] * ctl__cmd__payload[201:186];
+  assign \$90  = ctl__cmd__payload[169:162] * ctl__cmd__payload[217:202];
+  assign \$91  = | cmd[223:218];
+  assign \$92  = ! cmd[75:60];
+  assign \$93  = ! cmd[87:76];
+  assign \$94  = \$92  | \$93 ;
+  assign \$95  = ! cmd[99:88];
+  assign \$96  = \$94  | \$95 ;
+  assign \$97  = cmd[19:0] + a_span;
+  assign \$98  = \$97  + a_batch_span;
+  assign \$99  = cmd[75:60] - 1'h1;
+  assign \$100  = \$98  + \$99 [15:0];
+  assign \$101  = \$100  >= 15'h4000;
+  assign \$102  = cmd[39:20] + b_span;
+  assign \$103  = \$102  + b_batch_span;
+  assign \$104  = cmd[99:88] - 1'h1;
+  assign \$105  = cmd[87:76] - 1'h1;
+  assign \$106  = cmd[161] ? \$104 [11:0] : \$105 [11:0];
+  assign \$107  = \$106  * 3'h4;
+  assign \$108  = \$103  + \$107 ;
+  assign \$109  = \$108  + 2'h3;
+  assign \$110  = \$109  >= 15'h4000;
+  assign \$111  = \$101  | \$110 ;
+  assign \$112  = cmd[59:40] + c_span;
+  assign \$113  = \$112  + c_batch_span;
+  assign \$114  = cmd[75:60] - 1'h1;
+  assign \$115  = \$113  + \$114 [15:0];
+  assign \$116  = \$115  >= 14'h2000;
+  assign \$117  = \$111  | \$116 ;
+  assign \$118  = err_reserved | err_shape;
+  assign \$119  = \$118  | err_range;
+  assign \$120  = spad_rd__en & spad_rd__gnt;
+  assign \$121  = \$120  & load_b;
+  assign \$122  = b_ptr + 1'h1;
+  assign \$123  = idx + 1'h1;
+  assign \$124  = idx[1:0] == 2'h3;
+  assign \$125  = spad_rd__en & spad_rd__gnt;
+  assign \$126  = ~ load_b;
+  assign \$127  = \$125  & \$126 ;
+  assign \$128  = a_ptr + 1'h1;
+  assign \$129  = c_ptr + 1'h1;
+  assign \$130  = idx + 1'h1;
+  assign \$131  = cmd[75:60] - 1'h1;
+  assign \$132  = idx == \$131 [15:0];
+  assign \$133  = ~ bank;
+  assign \$134  = cmd[87:76] - 1'h1;
+  assign \$135  = kt != \$134 [11:0];
+  assign \$136  = cmd[99:88] - 1'h1;
+  assign \$137  = nt != \$136 [11:0];
+  assign \$138  = batch != cmd[169:162];
+  assign \$139  = kt + 1'h1;
+  assign \$140  = a_base + cmd[119:100];
+  assign \$141  = a_base + cmd[119:100];
+  assign \$142  = cmd[161] ? cmd[139:120] : 20'h00004;
+  assign \$143  = b_tbase + \$142 ;
+  assign \$144  = cmd[161] ? cmd[139:120] : 20'h00004;
+  assign \$145  = b_tbase + \$144 ;
+  assign \$146  = nt + 1'h1;
+  assign \$147  = cmd[161] ? 20'h00004 : cmd[139:120];
+  assign \$148  = b_nbase + \$147 ;
+  assign \$149  = cmd[161] ? 20'h00004 : cmd[139:120];
+  assign \$150  = b_nbase + \$149 ;
+  assign \$151  = cmd[161] ? 20'h00004 : cmd[139:120];
+  assign \$152  = b_nbase + \$151 ;
+  assign \$153  = c_base + cmd[159:140];
+  assign \$154  = c_base + cmd[159:140];
+  assign \$155  = batch + 1'h1;
+  assign \$156  = a_bbase + cmd[185:170];
+  assign \$157  = a_bbase + cmd[185:170];
+  assign \$158  = a_bbase + cmd[185:170];
+  assign \$159  = b_bbase + cmd[201:186];
+  assign \$160  = b_bbase + cmd[201:186];
+  assign \$161  = b_bbase + cmd[201:186];
+  assign \$162  = b_bbase + cmd[201:186];
+  assign \$163  = c_bbase + cmd[217:202];
+  assign \$164  = c_bbase + cmd[217:202];
+  assign \$165  = c_bbase + cmd[217:202];
+  assign \$166  = acc_wr__en & meta7[15];
+  assign \$167  = ~ load_b;
+  assign \$168  = bank_b_ok >> bank;
+  assign \$169  = \$167  | \$168 ;
+  assign spad_rd__en = issuing & \$169 ;
   assign spad_rd__addr = load_b ? b_ptr : a_ptr;
   assign a_valid = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$138  = ~ spad_meta_q3[1];
-  assign w_en = spad_meta_q3[0] & \$138 ;
+  assign \$170  = ~ spad_meta_q3[1];
+  assign w_en = spad_meta_q3[0] & \$170 ;
   assign active = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$139  = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$140  = ~ \$139 ;
-  assign stall = ctl__busy & \$140 ;
+  assign \$171  = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$172  = ~ \$171 ;
+  assign stall = ctl__busy & \$172 ;
   assign acc_rd__en = meta3[0] & meta3[14];
-  assign \$141  = old[31:0] + \$187 ;
-  assign \$142  = old[63:32] + \$188 ;
-  assign \$143  = old[95:64] + \$189 ;
-  assign \$144  = old[127:96] + \$186 ;
-  assign acc_wr__data = meta7[14] ? { \$144 [31:0], \$143 [31:0], \$142 [31:0], \$141 [31:0] } : { \$186 , \$189 , \$188 , \$187  };
-  assign ctl__busy = ~ \$145 ;
-  assign \$145  = ! gemm_fsm_state;
-  assign \$146  = gemm_fsm_state == 1'h1;
-  assign \$147  = gemm_fsm_state == 2'h2;
-  assign \$148  = gemm_fsm_state == 2'h3;
-  assign \$149  = gemm_fsm_state == 3'h4;
+  assign \$173  = old[31:0] + \$227 ;
+  assign \$174  = old[63:32] + \$228 ;
+  assign \$175  = old[95:64] + \$229 ;
+  assign \$176  = old[127:96] + \$226 ;
+  assign acc_wr__data = meta7[14] ? { \$176 [31:0], \$175 [31:0], \$174 [31:0], \$173 [31:0] } : { \$226 , \$229 , \$228 , \$227  };
+  assign ctl__busy = ~ \$177 ;
+  assign \$177  = ! gemm_fsm_state;
+  assign \$178  = gemm_fsm_state == 1'h1;
+  assign \$179  = gemm_fsm_state == 2'h2;
+  assign \$180  = gemm_fsm_state == 2'h3;
+  assign \$181  = gemm_fsm_state == 3'h4;
   always @(posedge clk)
-    done <= \$150 ;
+    done <= \$182 ;
   always @(posedge clk)
-    bank0_busy_cnt <= \$151 ;
+    bank0_busy_cnt <= \$183 ;
   always @(posedge clk)
-    bank_b_ok <= \$152 ;
+    bank_b_ok <= \$184 ;
   always @(posedge clk)
-    bank1_busy_cnt <= \$153 ;
+    bank1_busy_cnt <= \$185 ;
   always @(posedge clk)
-    spad_meta_q1 <= \$154 ;
+    spad_meta_q1 <= \$186 ;
   always @(posedge clk)
-    spad_meta_q2 <= \$155 ;
+    spad_meta_q2 <= \$187 ;
   always @(posedge clk)
-    spad_meta_q3 <= \$156 ;
+    spad_meta_q3 <= \$188 ;
   always @(posedge clk)
-    meta1 <= \$157 ;
+    meta1 <= \$189 ;
   always @(posedge clk)
-    meta2 <= \$158 ;
+    meta2 <= \$190 ;
   always @(posedge clk)
-    meta3 <= \$159 ;
+    meta3 <= \$191 ;
   always @(posedge clk)
-    meta4 <= \$160 ;
+    meta4 <= \$192 ;
   always @(posedge clk)
-    meta5 <= \$161 ;
+    meta5 <= \$193 ;
   always @(posedge clk)
-    meta6 <= \$162 ;
+    meta6 <= \$194 ;
   always @(posedge clk)
-    meta7 <= \$163 ;
+    meta7 <= \$195 ;
   always @(posedge clk)
-    fwd2_hit <= \$164 ;
+    fwd2_hit <= \$196 ;
   always @(posedge clk)
-    fwd2_data <= \$67 ;
+    fwd2_data <= \$69 ;
   always @(posedge clk)
-    fwd1_hit <= \$165 ;
+    fwd1_hit <= \$197 ;
   always @(posedge clk)
-    fwd1_data <= \$73 ;
+    fwd1_data <= \$75 ;
   always @(posedge clk)
-    old <= \$77 ;
+    old <= \$79 ;
   always @(posedge clk)
-    cmd <= \$166 ;
+    cmd <= \$198 ;
   always @(posedge clk)
-    a_span <= \$167 ;
+    a_span <= \$199 ;
   always @(posedge clk)
-    b_span <= \$168 ;
+    b_span <= \$200 ;
   always @(posedge clk)
-    c_span <= \$169 ;
+    c_span <= \$201 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$170 ;
+    a_batch_span <= \$202 ;
   always @(posedge clk)
-    err_reserved <= \$171 ;
+    b_batch_span <= \$203 ;
   always @(posedge clk)
-    err_shape <= \$172 ;
+    c_batch_span <= \$204 ;
   always @(posedge clk)
-    err_range <= \$173 ;
+    gemm_fsm_state <= \$205 ;
   always @(posedge clk)
-    error <= \$174 ;
+    err_reserved <= \$206 ;
   always @(posedge clk)
-    nt <= \$175 ;
+    err_shape <= \$207 ;
   always @(posedge clk)
-    kt <= \$176 ;
+    err_range <= \$208 ;
   always @(posedge clk)
-    idx <= \$177 ;
+    error <= \$209 ;
   always @(posedge clk)
-    load_b <= \$178 ;
+    batch <= \$210 ;
   always @(posedge clk)
-    a_base <= \$179 ;
+    nt <= \$211 ;
   always @(posedge clk)
-    a_ptr <= \$180 ;
+    kt <= \$212 ;
   always @(posedge clk)
-    b_base <= \$181 ;
+    idx <= \$213 ;
   always @(posedge clk)
-    b_ptr <= \$182 ;
+    load_b <= \$214 ;
   always @(posedge clk)
-    c_base <= \$183 ;
+    a_bbase <= \$215 ;
   always @(posedge clk)
-    c_ptr <= \$184 ;
+    a_base <= \$216 ;
   always @(posedge clk)
-    bank <= \$185 ;
+    a_ptr <= \$217 ;
+  always @(posedge clk)
+    b_bbase <= \$218 ;
+  always @(posedge clk)
+    b_nbase <= \$219 ;
+  always @(posedge clk)
+    b_tbase <= \$220 ;
+  always @(posedge clk)
+    b_ptr <= \$221 ;
+  always @(posedge clk)
+    c_bbase <= \$222 ;
+  always @(posedge clk)
+    c_base <= \$223 ;
+  always @(posedge clk)
+    c_ptr <= \$224 ;
+  always @(posedge clk)
+    bank <= \$225 ;
   \kaki_soc_4x4.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_2(\$187 ),
-    .deskew1_1(\$188 ),
-    .deskew2_0(\$189 ),
+    .deskew0_2(\$227 ),
+    .deskew1_1(\$228 ),
+    .deskew2_0(\$229 ),
     .out_valid_q(acc_wr__en),
-    .pe3_3_psum(\$186 ),
-    .\port$9003$2 (spad_meta_q3[4:2]),
+    .pe3_3_psum(\$226 ),
+    .\port$9274$2 (spad_meta_q3[4:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
-    .w_en(w_en)
+    .w_en(w_en),
+    .w_transpose(cmd[161])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$150  = 1'h0;
+    \$182  = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$107 ) begin
-            \$150  = 1'h1;
+          if (\$119 ) begin
+            \$182  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$134 ) begin
-            \$150  = 1'h1;
+          if (\$166 ) begin
+            \$182  = 1'h1;
           end
     endcase
     if (reset[2]) begin
-      \$150  = 1'h0;
+      \$182  = 1'h0;
     end
     if (rst) begin
-      \$150  = 1'h0;
+      \$182  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$151  = \$7 [2:0];
+    \$183  = \$7 [2:0];
     if (reset[2]) begin
-      \$151  = 3'h0;
+      \$183  = 3'h0;
     end
     if (rst) begin
-      \$151  = 3'h0;
+      \$183  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$152 [0] = \$24 ;
-    \$152 [1] = \$48 ;
+    \$184 [0] = \$24 ;
+    \$184 [1] = \$48 ;
     if (reset[2]) begin
-      \$152  = 2'h0;
+      \$184  = 2'h0;
     end
     if (rst) begin
-      \$152  = 2'h0;
+      \$184  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$153  = \$31 [2:0];
+    \$185  = \$31 [2:0];
     if (reset[2]) begin
-      \$153  = 3'h0;
+      \$185  = 3'h0;
     end
     if (rst) begin
-      \$153  = 3'h0;
+      \$185  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$154 [0] = \$49 ;
-    \$154 [1] = \$50 ;
-    \$154 [3:2] = idx[1:0];
-    \$154 [4] = bank;
-    \$154 [17:5] = c_ptr;
-    \$154 [18] = \$52 ;
-    \$154 [19] = \$60 ;
+    \$186 [0] = \$49 ;
+    \$186 [1] = \$50 ;
+    \$186 [3:2] = idx[1:0];
+    \$186 [4] = bank;
+    \$186 [17:5] = c_ptr;
+    \$186 [18] = \$52 ;
+    \$186 [19] = \$62 ;
     if (reset[2]) begin
-      \$154  = 20'h00000;
+      \$186  = 20'h00000;
     end
     if (rst) begin
-      \$154  = 20'h00000;
+      \$186  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$155  = spad_meta_q1;
+    \$187  = spad_meta_q1;
     if (reset[2]) begin
-      \$155  = 20'h00000;
+      \$187  = 20'h00000;
     end
     if (rst) begin
-      \$155  = 20'h00000;
+      \$187  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$156  = spad_meta_q2;
+    \$188  = spad_meta_q2;
     if (reset[2]) begin
-      \$156  = 20'h00000;
+      \$188  = 20'h00000;
     end
     if (rst) begin
-      \$156  = 20'h00000;
+      \$188  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$157  = { spad_meta_q3[19:5], \$61  };
+    \$189  = { spad_meta_q3[19:5], \$63  };
     if (reset[2]) begin
-      \$157  = 16'h0000;
+      \$189  = 16'h0000;
     end
     if (rst) begin
-      \$157  = 16'h0000;
+      \$189  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$158  = meta1;
+    \$190  = meta1;
     if (reset[2]) begin
-      \$158  = 16'h0000;
+      \$190  = 16'h0000;
     end
     if (rst) begin
-      \$158  = 16'h0000;
+      \$190  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$159  = meta2;
+    \$191  = meta2;
     if (reset[2]) begin
-      \$159  = 16'h0000;
+      \$191  = 16'h0000;
     end
     if (rst) begin
-      \$159  = 16'h0000;
+      \$191  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$160  = meta3;
+    \$192  = meta3;
     if (reset[2]) begin
-      \$160  = 16'h0000;
+      \$192  = 16'h0000;
     end
     if (rst) begin
-      \$160  = 16'h0000;
+      \$192  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$161  = meta4;
+    \$193  = meta4;
     if (reset[2]) begin
-      \$161  = 16'h0000;
+      \$193  = 16'h0000;
     end
     if (rst) begin
-      \$161  = 16'h0000;
+      \$193  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$162  = meta5;
+    \$194  = meta5;
     if (reset[2]) begin
-      \$162  = 16'h0000;
+      \$194  = 16'h0000;
     end
     if (rst) begin
-      \$162  = 16'h0000;
+      \$194  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$163  = meta6;
+    \$195  = meta6;
     if (reset[2]) begin
-      \$163  = 16'h0000;
+      \$195  = 16'h0000;
     end
     if (rst) begin
-      \$163  = 16'h0000;
+      \$195  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$164  = \$64 ;
+    \$196  = \$66 ;
     if (reset[2]) begin
-      \$164  = 1'h0;
+      \$196  = 1'h0;
     end
     if (rst) begin
-      \$164  = 1'h0;
+      \$196  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$165  = \$70 ;
+    \$197  = \$72 ;
     if (reset[2]) begin
-      \$165  = 1'h0;
+      \$197  = 1'h0;
     end
     if (rst) begin
-      \$165  = 1'h0;
+      \$197  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$166  = cmd;
+    \$198  = cmd;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$166  = ctl__cmd__payload;
+            \$198  = ctl__cmd__payload;
           end
     endcase
     if (reset[2]) begin
-      \$166  = 176'h00000000000000000000000000000000000000000000;
+      \$198  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$166  = 176'h00000000000000000000000000000000000000000000;
+      \$198  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$167  = a_span;
+    \$199  = a_span;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$167  = \$79 ;
+            \$199  = \$81 ;
           end
     endcase
     if (reset[2]) begin
-      \$167  = 32'd0;
+      \$199  = 32'd0;
     end
     if (rst) begin
-      \$167  = 32'd0;
+      \$199  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$168  = b_span;
+    \$200  = b_span;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$168  = \$81 ;
+            \$200  = \$85 ;
           end
     endcase
     if (reset[2]) begin
-      \$168  = 32'd0;
+      \$200  = 32'd0;
     end
     if (rst) begin
-      \$168  = 32'd0;
+      \$200  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$169  = c_span;
+    \$201  = c_span;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$169  = \$83 ;
+            \$201  = \$87 ;
           end
     endcase
     if (reset[2]) begin
-      \$169  = 32'd0;
+      \$201  = 32'd0;
     end
     if (rst) begin
-      \$169  = 32'd0;
+      \$201  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$170  = gemm_fsm_state;
+    \$202  = a_batch_span;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$170  = 3'h1;
+            \$202  = \$88 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$202  = 24'h000000;
+    end
+    if (rst) begin
+      \$202  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$203  = b_batch_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$203  = \$89 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$203  = 24'h000000;
+    end
+    if (rst) begin
+      \$203  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$204  = c_batch_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$204  = \$90 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$204  = 24'h000000;
+    end
+    if (rst) begin
+      \$204  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$205  = gemm_fsm_state;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$205  = 3'h1;
           end
       3'h1:
-          \$170  = 3'h2;
+          \$205  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
-            \$170  = 3'h0;
+          if (\$119 ) begin
+            \$205  = 3'h0;
           end else begin
-            \$170  = 3'h3;
+            \$205  = 3'h3;
           end
       3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
+          if (\$127 ) begin
+            if (\$132 ) begin
               (* full_case = 32'd1 *)
-              if (\$123 ) begin
-              end else if (\$125 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+              end else if (\$138 ) begin
               end else begin
-                \$170  = 3'h4;
+                \$205  = 3'h4;
               end
             end
           end
       3'h4:
-          if (\$134 ) begin
-            \$170  = 3'h0;
+          if (\$166 ) begin
+            \$205  = 3'h0;
           end
     endcase
     if (reset[2]) begin
-      \$170  = 3'h0;
+      \$205  = 3'h0;
     end
     if (rst) begin
-      \$170  = 3'h0;
+      \$205  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$171  = err_reserved;
+    \$206  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$171  = \$84 ;
+          \$206  = \$91 ;
     endcase
     if (reset[2]) begin
-      \$171  = 1'h0;
+      \$206  = 1'h0;
     end
     if (rst) begin
-      \$171  = 1'h0;
+      \$206  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$172  = err_shape;
+    \$207  = err_shape;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$172  = \$89 ;
+          \$207  = \$96 ;
     endcase
     if (reset[2]) begin
-      \$172  = 1'h0;
+      \$207  = 1'h0;
     end
     if (rst) begin
-      \$172  = 1'h0;
+      \$207  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$173  = err_range;
+    \$208  = err_range;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$173  = \$105 ;
+          \$208  = \$117 ;
     endcase
     if (reset[2]) begin
-      \$173  = 1'h0;
+      \$208  = 1'h0;
     end
     if (rst) begin
-      \$173  = 1'h0;
+      \$208  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$174  = error;
+    \$209  = error;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$107 ) begin
+          if (\$119 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
-              \$174  = 8'h02;
+              \$209  = 8'h02;
             end else if (err_shape) begin
-              \$174  = 8'h03;
+              \$209  = 8'h03;
             end else begin
-              \$174  = 8'h04;
+              \$209  = 8'h04;
             end
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$134 ) begin
-            \$174  = 8'h00;
+          if (\$166 ) begin
+            \$209  = 8'h00;
           end
     endcase
     if (reset[2]) begin
-      \$174  = 8'h00;
+      \$209  = 8'h00;
     end
     if (rst) begin
-      \$174  = 8'h00;
+      \$209  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$175  = nt;
+    \$210  = batch;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27662,30 +27959,31 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$175  = 12'h000;
+            \$210  = 8'h00;
           end
       3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-              end else if (\$125 ) begin
-                \$175  = \$129 [11:0];
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+              end else if (\$138 ) begin
+                \$210  = \$155 [7:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$175  = 12'h000;
+      \$210  = 8'h00;
     end
     if (rst) begin
-      \$175  = 12'h000;
+      \$210  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$176  = kt;
+    \$211  = nt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27693,31 +27991,32 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$176  = 12'h000;
+            \$211  = 12'h000;
           end
       3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-                \$176  = \$126 [11:0];
-              end else if (\$125 ) begin
-                \$176  = 12'h000;
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+                \$211  = \$146 [11:0];
+              end else if (\$138 ) begin
+                \$211  = 12'h000;
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$176  = 12'h000;
+      \$211  = 12'h000;
     end
     if (rst) begin
-      \$176  = 12'h000;
+      \$211  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$177  = idx;
+    \$212  = kt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27725,36 +28024,70 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$177  = 16'h0000;
+            \$212  = 12'h000;
+          end
+      3'h3:
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+                \$212  = \$139 [11:0];
+              end else if (\$137 ) begin
+                \$212  = 12'h000;
+              end else if (\$138 ) begin
+                \$212  = 12'h000;
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$212  = 12'h000;
+    end
+    if (rst) begin
+      \$212  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$213  = idx;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$119 ) begin
+          end else begin
+            \$213  = 16'h0000;
           end
       3'h3:
         begin
-          if (\$109 ) begin
-            \$177  = \$111 [15:0];
-            if (\$112 ) begin
-              \$177  = 16'h0000;
+          if (\$121 ) begin
+            \$213  = \$123 [15:0];
+            if (\$124 ) begin
+              \$213  = 16'h0000;
             end
           end
-          if (\$115 ) begin
-            \$177  = \$118 [15:0];
-            if (\$120 ) begin
-              \$177  = 16'h0000;
+          if (\$127 ) begin
+            \$213  = \$130 [15:0];
+            if (\$132 ) begin
+              \$213  = 16'h0000;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$177  = 16'h0000;
+      \$213  = 16'h0000;
     end
     if (rst) begin
-      \$177  = 16'h0000;
+      \$213  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$178  = load_b;
+    \$214  = load_b;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27762,34 +28095,34 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$178  = 1'h1;
+            \$214  = 1'h1;
           end
       3'h3:
         begin
-          if (\$109 ) begin
-            if (\$112 ) begin
-              \$178  = 1'h0;
+          if (\$121 ) begin
+            if (\$124 ) begin
+              \$214  = 1'h0;
             end
           end
-          if (\$115 ) begin
-            if (\$120 ) begin
-              \$178  = 1'h1;
+          if (\$127 ) begin
+            if (\$132 ) begin
+              \$214  = 1'h1;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$178  = 1'h0;
+      \$214  = 1'h0;
     end
     if (rst) begin
-      \$178  = 1'h0;
+      \$214  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$179  = a_base;
+    \$215  = a_bbase;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27797,31 +28130,31 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$179  = cmd[13:0];
+            \$215  = cmd[13:0];
           end
       3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-                \$179  = \$127 [13:0];
-              end else if (\$125 ) begin
-                \$179  = cmd[13:0];
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+              end else if (\$138 ) begin
+                \$215  = \$156 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$179  = 14'h0000;
+      \$215  = 14'h0000;
     end
     if (rst) begin
-      \$179  = 14'h0000;
+      \$215  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$180  = a_ptr;
+    \$216  = a_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27829,32 +28162,33 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$180  = cmd[13:0];
+            \$216  = cmd[13:0];
           end
       3'h3:
-          if (\$115 ) begin
-            \$180  = \$116 [13:0];
-            if (\$120 ) begin
-              if (\$123 ) begin
-                \$180  = \$128 [13:0];
-              end else if (\$125 ) begin
-                \$180  = cmd[13:0];
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+                \$216  = \$140 [13:0];
+              end else if (\$137 ) begin
+                \$216  = a_bbase;
+              end else if (\$138 ) begin
+                \$216  = \$157 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$180  = 14'h0000;
+      \$216  = 14'h0000;
     end
     if (rst) begin
-      \$180  = 14'h0000;
+      \$216  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$181  = b_base;
+    \$217  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27862,30 +28196,34 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$181  = cmd[33:20];
+            \$217  = cmd[13:0];
           end
       3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-              end else if (\$125 ) begin
-                \$181  = \$130 [13:0];
+          if (\$127 ) begin
+            \$217  = \$128 [13:0];
+            if (\$132 ) begin
+              if (\$135 ) begin
+                \$217  = \$141 [13:0];
+              end else if (\$137 ) begin
+                \$217  = a_bbase;
+              end else if (\$138 ) begin
+                \$217  = \$158 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$181  = 14'h0000;
+      \$217  = 14'h0000;
     end
     if (rst) begin
-      \$181  = 14'h0000;
+      \$217  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$182  = b_ptr;
+    \$218  = b_bbase;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27893,35 +28231,137 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$182  = cmd[33:20];
+            \$218  = cmd[33:20];
+          end
+      3'h3:
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+              end else if (\$138 ) begin
+                \$218  = \$159 [13:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$218  = 14'h0000;
+    end
+    if (rst) begin
+      \$218  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$219  = b_nbase;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$119 ) begin
+          end else begin
+            \$219  = cmd[33:20];
+          end
+      3'h3:
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+                \$219  = \$148 [13:0];
+              end else if (\$138 ) begin
+                \$219  = \$160 [13:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$219  = 14'h0000;
+    end
+    if (rst) begin
+      \$219  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$220  = b_tbase;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$119 ) begin
+          end else begin
+            \$220  = cmd[33:20];
+          end
+      3'h3:
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+                \$220  = \$143 [13:0];
+              end else if (\$137 ) begin
+                \$220  = \$150 [13:0];
+              end else if (\$138 ) begin
+                \$220  = \$161 [13:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$220  = 14'h0000;
+    end
+    if (rst) begin
+      \$220  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$221  = b_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$119 ) begin
+          end else begin
+            \$221  = cmd[33:20];
           end
       3'h3:
         begin
-          if (\$109 ) begin
-            \$182  = \$110 [13:0];
+          if (\$121 ) begin
+            \$221  = \$122 [13:0];
           end
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-              end else if (\$125 ) begin
-                \$182  = \$131 [13:0];
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+                \$221  = \$145 [13:0];
+              end else if (\$137 ) begin
+                \$221  = \$152 [13:0];
+              end else if (\$138 ) begin
+                \$221  = \$162 [13:0];
               end
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$182  = 14'h0000;
+      \$221  = 14'h0000;
     end
     if (rst) begin
-      \$182  = 14'h0000;
+      \$221  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$183  = c_base;
+    \$222  = c_bbase;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27929,30 +28369,31 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$183  = cmd[52:40];
+            \$222  = cmd[52:40];
           end
       3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-              end else if (\$125 ) begin
-                \$183  = \$132 [12:0];
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+              end else if (\$138 ) begin
+                \$222  = \$163 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$183  = 13'h0000;
+      \$222  = 13'h0000;
     end
     if (rst) begin
-      \$183  = 13'h0000;
+      \$222  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$184  = c_ptr;
+    \$223  = c_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27960,32 +28401,67 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$184  = cmd[52:40];
+            \$223  = cmd[52:40];
           end
       3'h3:
-          if (\$115 ) begin
-            \$184  = \$117 [12:0];
-            if (\$120 ) begin
-              if (\$123 ) begin
-                \$184  = c_base;
-              end else if (\$125 ) begin
-                \$184  = \$133 [12:0];
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+                \$223  = \$153 [12:0];
+              end else if (\$138 ) begin
+                \$223  = \$164 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$184  = 13'h0000;
+      \$223  = 13'h0000;
     end
     if (rst) begin
-      \$184  = 13'h0000;
+      \$223  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$185  = bank;
+    \$224  = c_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$119 ) begin
+          end else begin
+            \$224  = cmd[52:40];
+          end
+      3'h3:
+          if (\$127 ) begin
+            \$224  = \$129 [12:0];
+            if (\$132 ) begin
+              if (\$135 ) begin
+                \$224  = c_base;
+              end else if (\$137 ) begin
+                \$224  = \$154 [12:0];
+              end else if (\$138 ) begin
+                \$224  = \$165 [12:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$224  = 13'h0000;
+    end
+    if (rst) begin
+      \$224  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$225  = bank;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27994,17 +28470,17 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
-              \$185  = \$121 ;
+          if (\$127 ) begin
+            if (\$132 ) begin
+              \$225  = \$133 ;
             end
           end
     endcase
     if (reset[2]) begin
-      \$185  = 1'h0;
+      \$225  = 1'h0;
     end
     if (rst) begin
-      \$185  = 1'h0;
+      \$225  = 1'h0;
     end
   end
   always @* begin
@@ -28036,9 +28512,10 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign spad_rd__data = a_data;
   assign a_bank = spad_meta_q3[4];
   assign w_row = spad_meta_q3[3:2];
+  assign w_transpose = cmd[161];
   assign w_bank = spad_meta_q3[4];
   assign w_data = a_data;
-  assign out_data = { \$186 , \$189 , \$188 , \$187  };
+  assign out_data = { \$226 , \$229 , \$228 , \$227  };
   assign acc_rd__addr = meta3[13:1];
   assign acc_wr__addr = meta7[13:1];
   assign \spad_meta_q1.valid  = spad_meta_q1[0];
@@ -28058,7 +28535,12 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \cmd.b_nt_stride  = cmd[139:120];
   assign \cmd.c_nt_stride  = cmd[159:140];
   assign \cmd.accumulate  = cmd[160];
-  assign \cmd.reserved  = cmd[175:161];
+  assign \cmd.b_transpose  = cmd[161];
+  assign \cmd.batches_m1  = cmd[169:162];
+  assign \cmd.a_batch_stride  = cmd[185:170];
+  assign \cmd.b_batch_stride  = cmd[201:186];
+  assign \cmd.c_batch_stride  = cmd[217:202];
+  assign \cmd.reserved  = cmd[223:218];
   assign \spad_meta_q2.valid  = spad_meta_q2[0];
   assign \spad_meta_q2.is_a  = spad_meta_q2[1];
   assign \spad_meta_q2.row  = spad_meta_q2[3:2];
@@ -28083,192 +28565,435 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \ctl__cmd__payload.b_nt_stride  = ctl__cmd__payload[139:120];
   assign \ctl__cmd__payload.c_nt_stride  = ctl__cmd__payload[159:140];
   assign \ctl__cmd__payload.accumulate  = ctl__cmd__payload[160];
-  assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[175:161];
+  assign \ctl__cmd__payload.b_transpose  = ctl__cmd__payload[161];
+  assign \ctl__cmd__payload.batches_m1  = ctl__cmd__payload[169:162];
+  assign \ctl__cmd__payload.a_batch_stride  = ctl__cmd__payload[185:170];
+  assign \ctl__cmd__payload.b_batch_stride  = ctl__cmd__payload[201:186];
+  assign \ctl__cmd__payload.c_batch_stride  = ctl__cmd__payload[217:202];
+  assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[223:218];
   assign \$26  = spad_meta_q1[4];
   assign \$34  = bank;
   assign \$38  = spad_meta_q1[4];
-  assign \$64  = \$63 ;
-  assign \$67  = acc_wr__data;
+  assign \$66  = \$65 ;
+  assign \$69  = acc_wr__data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$9003$2 , pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
+module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$9274$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
-  wire [15:0] \$10 ;
-  wire \$100 ;
-  wire \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
+  wire [7:0] \$10 ;
+  wire [7:0] \$100 ;
+  wire [7:0] \$101 ;
+  wire [15:0] \$102 ;
+  wire [32:0] \$103 ;
+  wire [7:0] \$104 ;
   wire \$105 ;
   wire \$106 ;
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire \$11 ;
+  wire [7:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire \$117 ;
+  wire [7:0] \$113 ;
+  wire [7:0] \$114 ;
+  wire [7:0] \$115 ;
+  wire [15:0] \$116 ;
+  wire [32:0] \$117 ;
   wire \$118 ;
   wire \$119 ;
-  wire \$12 ;
+  wire [7:0] \$12 ;
   wire \$120 ;
   wire \$121 ;
   wire \$122 ;
   wire \$123 ;
   wire \$124 ;
   wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
-  wire \$129 ;
-  wire [7:0] \$13 ;
-  wire \$130 ;
+  wire [7:0] \$126 ;
+  wire [7:0] \$127 ;
+  wire [7:0] \$128 ;
+  wire [15:0] \$129 ;
+  wire [15:0] \$13 ;
+  wire [32:0] \$130 ;
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  reg [7:0] \$134 ;
-  reg [7:0] \$135 ;
-  reg \$136 ;
-  reg [7:0] \$137 ;
-  reg [7:0] \$138 ;
-  reg \$139 ;
-  wire [15:0] \$14 ;
-  reg [7:0] \$140 ;
-  reg [7:0] \$141 ;
-  reg \$142 ;
-  reg [7:0] \$143 ;
-  reg [7:0] \$144 ;
-  reg \$145 ;
-  reg [7:0] \$146 ;
-  reg [7:0] \$147 ;
-  reg \$148 ;
-  reg [7:0] \$149 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire [7:0] \$139 ;
+  wire [7:0] \$14 ;
+  wire [7:0] \$140 ;
+  wire [7:0] \$141 ;
+  wire [15:0] \$142 ;
+  wire [32:0] \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  reg [7:0] \$150 ;
-  reg \$151 ;
-  reg [7:0] \$152 ;
-  reg [7:0] \$153 ;
-  reg \$154 ;
-  reg [7:0] \$155 ;
-  reg [7:0] \$156 ;
-  reg \$157 ;
-  reg \$158 ;
-  reg [7:0] \$159 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire [7:0] \$152 ;
+  wire [7:0] \$153 ;
+  wire [7:0] \$154 ;
+  wire [15:0] \$155 ;
+  wire [32:0] \$156 ;
+  wire [7:0] \$157 ;
+  wire \$158 ;
+  wire \$159 ;
   wire \$16 ;
-  reg [7:0] \$160 ;
-  reg \$161 ;
-  reg [7:0] \$162 ;
-  reg [7:0] \$163 ;
-  reg \$164 ;
-  reg [7:0] \$165 ;
-  reg [7:0] \$166 ;
-  reg \$167 ;
-  reg [7:0] \$168 ;
-  reg [7:0] \$169 ;
-  wire [7:0] \$17 ;
-  reg \$170 ;
-  reg \$171 ;
-  reg \$172 ;
-  reg [7:0] \$173 ;
-  reg [7:0] \$174 ;
-  reg \$175 ;
-  reg [7:0] \$176 ;
-  reg [7:0] \$177 ;
-  reg \$178 ;
-  reg [7:0] \$179 ;
-  wire [15:0] \$18 ;
-  reg [7:0] \$180 ;
-  reg \$181 ;
-  reg [7:0] \$182 ;
-  reg [7:0] \$183 ;
-  reg \$184 ;
-  wire [7:0] \$19 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire [7:0] \$166 ;
+  wire [7:0] \$167 ;
+  wire [7:0] \$168 ;
+  wire [15:0] \$169 ;
+  wire \$17 ;
+  wire [32:0] \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire [7:0] \$179 ;
+  wire \$18 ;
+  wire [7:0] \$180 ;
+  wire [7:0] \$181 ;
+  wire [15:0] \$182 ;
+  wire [32:0] \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire [7:0] \$192 ;
+  wire [7:0] \$193 ;
+  wire [7:0] \$194 ;
+  wire [15:0] \$195 ;
+  wire [32:0] \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire [7:0] \$205 ;
+  wire [7:0] \$206 ;
+  wire [7:0] \$207 ;
+  wire [15:0] \$208 ;
+  wire [32:0] \$209 ;
   wire \$21 ;
-  wire [7:0] \$22 ;
-  wire [15:0] \$23 ;
-  wire [32:0] \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [7:0] \$27 ;
-  wire [15:0] \$28 ;
-  wire [32:0] \$29 ;
-  wire [7:0] \$3 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire [7:0] \$23 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire [7:0] \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire [7:0] \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire [15:0] \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
+  wire \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
+  wire \$3 ;
   wire \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire \$31 ;
-  wire [7:0] \$32 ;
-  wire [15:0] \$33 ;
-  wire [32:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
+  wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
+  wire \$33 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
+  wire \$34 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
+  wire [7:0] \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
+  wire [7:0] \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire [7:0] \$37 ;
+  wire \$370 ;
+  wire \$371 ;
+  reg [7:0] \$372 ;
+  reg [7:0] \$373 ;
+  reg \$374 ;
+  reg [7:0] \$375 ;
+  reg [7:0] \$376 ;
+  reg \$377 ;
+  reg [7:0] \$378 ;
+  reg [7:0] \$379 ;
   wire [15:0] \$38 ;
-  wire [32:0] \$39 ;
-  wire [7:0] \$4 ;
-  wire [7:0] \$40 ;
+  reg \$380 ;
+  reg [7:0] \$381 ;
+  reg [7:0] \$382 ;
+  reg \$383 ;
+  reg [7:0] \$384 ;
+  reg [7:0] \$385 ;
+  reg \$386 ;
+  reg [7:0] \$387 ;
+  reg [7:0] \$388 ;
+  reg \$389 ;
+  wire \$39 ;
+  reg [7:0] \$390 ;
+  reg [7:0] \$391 ;
+  reg \$392 ;
+  reg [7:0] \$393 ;
+  reg [7:0] \$394 ;
+  reg \$395 ;
+  reg \$396 ;
+  reg [7:0] \$397 ;
+  reg [7:0] \$398 ;
+  reg \$399 ;
+  wire \$4 ;
+  wire \$40 ;
+  reg [7:0] \$400 ;
+  reg [7:0] \$401 ;
+  reg \$402 ;
+  reg [7:0] \$403 ;
+  reg [7:0] \$404 ;
+  reg \$405 ;
+  reg [7:0] \$406 ;
+  reg [7:0] \$407 ;
+  reg \$408 ;
+  reg \$409 ;
   wire \$41 ;
+  reg \$410 ;
+  reg [7:0] \$411 ;
+  reg [7:0] \$412 ;
+  reg \$413 ;
+  reg [7:0] \$414 ;
+  reg [7:0] \$415 ;
+  reg \$416 ;
+  reg [7:0] \$417 ;
+  reg [7:0] \$418 ;
+  reg \$419 ;
   wire \$42 ;
-  wire [7:0] \$43 ;
-  wire [15:0] \$44 ;
-  wire [32:0] \$45 ;
+  reg [7:0] \$420 ;
+  reg [7:0] \$421 ;
+  reg \$422 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
   wire \$46 ;
-  wire \$47 ;
+  wire [7:0] \$47 ;
   wire [7:0] \$48 ;
-  wire [15:0] \$49 ;
-  wire [15:0] \$5 ;
-  wire [32:0] \$50 ;
-  wire \$51 ;
+  wire [7:0] \$49 ;
+  wire \$5 ;
+  wire [15:0] \$50 ;
+  wire [7:0] \$51 ;
   wire \$52 ;
-  wire [7:0] \$53 ;
-  wire [15:0] \$54 ;
-  wire [32:0] \$55 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire [7:0] \$58 ;
-  wire [15:0] \$59 ;
-  wire [7:0] \$6 ;
-  wire [32:0] \$60 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire \$6 ;
+  wire [7:0] \$60 ;
   wire [7:0] \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire [7:0] \$64 ;
-  wire [15:0] \$65 ;
-  wire [32:0] \$66 ;
+  wire [7:0] \$62 ;
+  wire [15:0] \$63 ;
+  wire [32:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
   wire \$67 ;
   wire \$68 ;
-  wire [7:0] \$69 ;
+  wire \$69 ;
   wire \$7 ;
-  wire [15:0] \$70 ;
-  wire [32:0] \$71 ;
+  wire \$70 ;
+  wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
+  wire [7:0] \$73 ;
   wire [7:0] \$74 ;
-  wire [15:0] \$75 ;
-  wire [32:0] \$76 ;
-  wire \$77 ;
+  wire [7:0] \$75 ;
+  wire [15:0] \$76 ;
+  wire [32:0] \$77 ;
   wire \$78 ;
-  wire [7:0] \$79 ;
+  wire \$79 ;
   wire \$8 ;
-  wire [15:0] \$80 ;
-  wire [32:0] \$81 ;
+  wire \$80 ;
+  wire \$81 ;
   wire \$82 ;
   wire \$83 ;
   wire \$84 ;
   wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [7:0] \$86 ;
+  wire [7:0] \$87 ;
+  wire [7:0] \$88 ;
+  wire [15:0] \$89 ;
   wire [7:0] \$9 ;
-  wire \$90 ;
+  wire [32:0] \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
@@ -28277,7 +29002,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$9003$2 , pe3_3
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire \$99 ;
+  wire [7:0] \$99 ;
   wire a_bank;
   wire [31:0] a_data;
   input a_valid;
@@ -28383,8 +29108,8 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$9003$2 , pe3_3
   reg [31:0] pe3_3_psum = 32'd0;
   reg [7:0] pe3_3_w0 = 8'h00;
   reg [7:0] pe3_3_w1 = 8'h00;
-  input [2:0] \port$9003$2 ;
-  wire [2:0] \port$9003$2 ;
+  input [2:0] \port$9274$2 ;
+  wire [2:0] \port$9274$2 ;
   input [3:0] reset;
   wire [3:0] reset;
   input rst;
@@ -28414,338 +29139,556 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$9003$2 , pe3_3
   input w_en;
   wire w_en;
   wire [1:0] w_row;
-  assign \$1  = ! \port$9003$2 [1:0];
+  input w_transpose;
+  wire w_transpose;
+  assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$4  = \port$9003$2 [2] ? pe0_0_w1 : pe0_0_w0;
-  assign \$5  = $signed(\$3 ) * $signed(\$4 );
-  assign \$6  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$7  = ! \port$9003$2 [1:0];
-  assign \$8  = w_en & \$7 ;
-  assign \$9  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
-  assign \$10  = $signed(pe0_0_a) * $signed(\$9 );
-  assign \$11  = ! \port$9003$2 [1:0];
-  assign \$12  = w_en & \$11 ;
-  assign \$13  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
-  assign \$14  = $signed(pe0_1_a) * $signed(\$13 );
-  assign \$15  = ! \port$9003$2 [1:0];
+  assign \$3  = ! \port$9274$2 [1:0];
+  assign \$4  = \$2  & \$3 ;
+  assign \$5  = w_en & w_transpose;
+  assign \$6  = ! \port$9274$2 [1:0];
+  assign \$7  = \$5  & \$6 ;
+  assign \$8  = \$4  | \$7 ;
+  assign \$11  = a_valid ? w_data[7:0] : 8'h00;
+  assign \$12  = \port$9274$2 [2] ? pe0_0_w1 : pe0_0_w0;
+  assign \$13  = $signed(\$11 ) * $signed(\$12 );
+  assign \$14  = a_valid ? w_data[7:0] : 8'h00;
+  assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
-  assign \$18  = $signed(pe0_2_a) * $signed(\$17 );
-  assign \$19  = a_valid ? w_data[15:8] : 8'h00;
-  assign \$20  = \port$9003$2 [1:0] == 1'h1;
-  assign \$21  = w_en & \$20 ;
-  assign \$22  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
-  assign \$23  = $signed(skew1_0_a) * $signed(\$22 );
-  assign \$24  = $signed(pe0_0_psum) + $signed(\$23 );
-  assign \$25  = \port$9003$2 [1:0] == 1'h1;
-  assign \$26  = w_en & \$25 ;
-  assign \$27  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
-  assign \$28  = $signed(pe1_0_a) * $signed(\$27 );
-  assign \$29  = $signed(pe0_1_psum) + $signed(\$28 );
-  assign \$30  = \port$9003$2 [1:0] == 1'h1;
-  assign \$31  = w_en & \$30 ;
-  assign \$32  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
-  assign \$33  = $signed(pe1_1_a) * $signed(\$32 );
-  assign \$34  = $signed(pe0_2_psum) + $signed(\$33 );
-  assign \$35  = \port$9003$2 [1:0] == 1'h1;
-  assign \$36  = w_en & \$35 ;
-  assign \$37  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
-  assign \$38  = $signed(pe1_2_a) * $signed(\$37 );
-  assign \$39  = $signed(pe0_3_psum) + $signed(\$38 );
-  assign \$40  = a_valid ? w_data[23:16] : 8'h00;
-  assign \$41  = \port$9003$2 [1:0] == 2'h2;
-  assign \$42  = w_en & \$41 ;
-  assign \$43  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
-  assign \$44  = $signed(skew2_1_a) * $signed(\$43 );
-  assign \$45  = $signed(pe1_0_psum) + $signed(\$44 );
-  assign \$46  = \port$9003$2 [1:0] == 2'h2;
-  assign \$47  = w_en & \$46 ;
-  assign \$48  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
-  assign \$49  = $signed(pe2_0_a) * $signed(\$48 );
-  assign \$50  = $signed(pe1_1_psum) + $signed(\$49 );
-  assign \$51  = \port$9003$2 [1:0] == 2'h2;
-  assign \$52  = w_en & \$51 ;
-  assign \$53  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
-  assign \$54  = $signed(pe2_1_a) * $signed(\$53 );
-  assign \$55  = $signed(pe1_2_psum) + $signed(\$54 );
-  assign \$56  = \port$9003$2 [1:0] == 2'h2;
-  assign \$57  = w_en & \$56 ;
-  assign \$58  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
-  assign \$59  = $signed(pe2_2_a) * $signed(\$58 );
-  assign \$60  = $signed(pe1_3_psum) + $signed(\$59 );
-  assign \$61  = a_valid ? w_data[31:24] : 8'h00;
-  assign \$62  = \port$9003$2 [1:0] == 2'h3;
-  assign \$63  = w_en & \$62 ;
-  assign \$64  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
-  assign \$65  = $signed(skew3_2_a) * $signed(\$64 );
-  assign \$66  = $signed(pe2_0_psum) + $signed(\$65 );
-  assign \$67  = \port$9003$2 [1:0] == 2'h3;
-  assign \$68  = w_en & \$67 ;
-  assign \$69  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
-  assign \$70  = $signed(pe3_0_a) * $signed(\$69 );
-  assign \$71  = $signed(pe2_1_psum) + $signed(\$70 );
-  assign \$72  = \port$9003$2 [1:0] == 2'h3;
-  assign \$73  = w_en & \$72 ;
-  assign \$74  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
-  assign \$75  = $signed(pe3_1_a) * $signed(\$74 );
-  assign \$76  = $signed(pe2_2_psum) + $signed(\$75 );
-  assign \$77  = \port$9003$2 [1:0] == 2'h3;
-  assign \$78  = w_en & \$77 ;
-  assign \$79  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
-  assign \$80  = $signed(pe3_2_a) * $signed(\$79 );
-  assign \$81  = $signed(pe2_3_psum) + $signed(\$80 );
-  assign \$82  = ! \port$9003$2 [1:0];
-  assign \$83  = w_en & \$82 ;
-  assign \$86  = pe0_0_bank == \port$9003$2 [2];
-  assign \$87  = pe0_0_v & \$86 ;
-  assign \$88  = pe0_1_bank == \port$9003$2 [2];
-  assign \$89  = pe0_1_v & \$88 ;
-  assign \$90  = | { \$89 , \$87 , \$85  };
-  assign \$91  = \$83  & \$90 ;
-  assign \$92  = \port$9003$2 [1:0] == 1'h1;
-  assign \$93  = w_en & \$92 ;
-  assign \$96  = skew1_0_bank == \port$9003$2 [2];
-  assign \$97  = skew1_0_v & \$96 ;
-  assign \$98  = pe1_0_bank == \port$9003$2 [2];
-  assign \$99  = pe1_0_v & \$98 ;
-  assign \$100  = pe1_1_bank == \port$9003$2 [2];
-  assign \$101  = pe1_1_v & \$100 ;
-  assign \$102  = | { \$101 , \$99 , \$97 , \$95  };
-  assign \$103  = \$93  & \$102 ;
-  assign \$104  = \port$9003$2 [1:0] == 2'h2;
-  assign \$105  = w_en & \$104 ;
-  assign \$108  = skew2_0_bank == \port$9003$2 [2];
-  assign \$109  = skew2_0_v & \$108 ;
-  assign \$110  = skew2_1_bank == \port$9003$2 [2];
-  assign \$111  = skew2_1_v & \$110 ;
-  assign \$112  = pe2_0_bank == \port$9003$2 [2];
-  assign \$113  = pe2_0_v & \$112 ;
-  assign \$114  = pe2_1_bank == \port$9003$2 [2];
-  assign \$115  = pe2_1_v & \$114 ;
-  assign \$116  = | { \$115 , \$113 , \$111 , \$109 , \$107  };
-  assign \$117  = \$105  & \$116 ;
-  assign \$118  = \port$9003$2 [1:0] == 2'h3;
+  assign \$17  = ! \port$9274$2 [1:0];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = w_en & w_transpose;
+  assign \$20  = \port$9274$2 [1:0] == 1'h1;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = \$18  | \$21 ;
+  assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
+  assign \$24  = w_transpose ? w_data[7:0] : w_data[15:8];
+  assign \$25  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
+  assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
+  assign \$27  = ~ w_transpose;
+  assign \$28  = w_en & \$27 ;
+  assign \$29  = ! \port$9274$2 [1:0];
+  assign \$30  = \$28  & \$29 ;
+  assign \$31  = w_en & w_transpose;
+  assign \$32  = \port$9274$2 [1:0] == 2'h2;
+  assign \$33  = \$31  & \$32 ;
+  assign \$34  = \$30  | \$33 ;
+  assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
+  assign \$36  = w_transpose ? w_data[7:0] : w_data[23:16];
+  assign \$37  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
+  assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
+  assign \$39  = ~ w_transpose;
+  assign \$40  = w_en & \$39 ;
+  assign \$41  = ! \port$9274$2 [1:0];
+  assign \$42  = \$40  & \$41 ;
+  assign \$43  = w_en & w_transpose;
+  assign \$44  = \port$9274$2 [1:0] == 2'h3;
+  assign \$45  = \$43  & \$44 ;
+  assign \$46  = \$42  | \$45 ;
+  assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
+  assign \$48  = w_transpose ? w_data[7:0] : w_data[31:24];
+  assign \$49  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
+  assign \$50  = $signed(pe0_2_a) * $signed(\$49 );
+  assign \$51  = a_valid ? w_data[15:8] : 8'h00;
+  assign \$52  = ~ w_transpose;
+  assign \$53  = w_en & \$52 ;
+  assign \$54  = \port$9274$2 [1:0] == 1'h1;
+  assign \$55  = \$53  & \$54 ;
+  assign \$56  = w_en & w_transpose;
+  assign \$57  = ! \port$9274$2 [1:0];
+  assign \$58  = \$56  & \$57 ;
+  assign \$59  = \$55  | \$58 ;
+  assign \$60  = w_transpose ? w_data[15:8] : w_data[7:0];
+  assign \$61  = w_transpose ? w_data[15:8] : w_data[7:0];
+  assign \$62  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
+  assign \$63  = $signed(skew1_0_a) * $signed(\$62 );
+  assign \$64  = $signed(pe0_0_psum) + $signed(\$63 );
+  assign \$65  = ~ w_transpose;
+  assign \$66  = w_en & \$65 ;
+  assign \$67  = \port$9274$2 [1:0] == 1'h1;
+  assign \$68  = \$66  & \$67 ;
+  assign \$69  = w_en & w_transpose;
+  assign \$70  = \port$9274$2 [1:0] == 1'h1;
+  assign \$71  = \$69  & \$70 ;
+  assign \$72  = \$68  | \$71 ;
+  assign \$75  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
+  assign \$76  = $signed(pe1_0_a) * $signed(\$75 );
+  assign \$77  = $signed(pe0_1_psum) + $signed(\$76 );
+  assign \$78  = ~ w_transpose;
+  assign \$79  = w_en & \$78 ;
+  assign \$80  = \port$9274$2 [1:0] == 1'h1;
+  assign \$81  = \$79  & \$80 ;
+  assign \$82  = w_en & w_transpose;
+  assign \$83  = \port$9274$2 [1:0] == 2'h2;
+  assign \$84  = \$82  & \$83 ;
+  assign \$85  = \$81  | \$84 ;
+  assign \$86  = w_transpose ? w_data[15:8] : w_data[23:16];
+  assign \$87  = w_transpose ? w_data[15:8] : w_data[23:16];
+  assign \$88  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
+  assign \$89  = $signed(pe1_1_a) * $signed(\$88 );
+  assign \$90  = $signed(pe0_2_psum) + $signed(\$89 );
+  assign \$91  = ~ w_transpose;
+  assign \$92  = w_en & \$91 ;
+  assign \$93  = \port$9274$2 [1:0] == 1'h1;
+  assign \$94  = \$92  & \$93 ;
+  assign \$95  = w_en & w_transpose;
+  assign \$96  = \port$9274$2 [1:0] == 2'h3;
+  assign \$97  = \$95  & \$96 ;
+  assign \$98  = \$94  | \$97 ;
+  assign \$99  = w_transpose ? w_data[15:8] : w_data[31:24];
+  assign \$100  = w_transpose ? w_data[15:8] : w_data[31:24];
+  assign \$101  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
+  assign \$102  = $signed(pe1_2_a) * $signed(\$101 );
+  assign \$103  = $signed(pe0_3_psum) + $signed(\$102 );
+  assign \$104  = a_valid ? w_data[23:16] : 8'h00;
+  assign \$105  = ~ w_transpose;
+  assign \$106  = w_en & \$105 ;
+  assign \$107  = \port$9274$2 [1:0] == 2'h2;
+  assign \$108  = \$106  & \$107 ;
+  assign \$109  = w_en & w_transpose;
+  assign \$110  = ! \port$9274$2 [1:0];
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = \$108  | \$111 ;
+  assign \$113  = w_transpose ? w_data[23:16] : w_data[7:0];
+  assign \$114  = w_transpose ? w_data[23:16] : w_data[7:0];
+  assign \$115  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
+  assign \$116  = $signed(skew2_1_a) * $signed(\$115 );
+  assign \$117  = $signed(pe1_0_psum) + $signed(\$116 );
+  assign \$118  = ~ w_transpose;
   assign \$119  = w_en & \$118 ;
-  assign \$122  = skew3_0_bank == \port$9003$2 [2];
-  assign \$123  = skew3_0_v & \$122 ;
-  assign \$124  = skew3_1_bank == \port$9003$2 [2];
-  assign \$125  = skew3_1_v & \$124 ;
-  assign \$126  = skew3_2_bank == \port$9003$2 [2];
-  assign \$127  = skew3_2_v & \$126 ;
-  assign \$128  = pe3_0_bank == \port$9003$2 [2];
-  assign \$129  = pe3_0_v & \$128 ;
-  assign \$130  = pe3_1_bank == \port$9003$2 [2];
-  assign \$131  = pe3_1_v & \$130 ;
-  assign \$132  = | { \$131 , \$129 , \$127 , \$125 , \$123 , \$121  };
-  assign \$133  = \$119  & \$132 ;
-  assign w_conflict = | { \$133 , \$117 , \$103 , \$91  };
+  assign \$120  = \port$9274$2 [1:0] == 2'h2;
+  assign \$121  = \$119  & \$120 ;
+  assign \$122  = w_en & w_transpose;
+  assign \$123  = \port$9274$2 [1:0] == 1'h1;
+  assign \$124  = \$122  & \$123 ;
+  assign \$125  = \$121  | \$124 ;
+  assign \$126  = w_transpose ? w_data[23:16] : w_data[15:8];
+  assign \$127  = w_transpose ? w_data[23:16] : w_data[15:8];
+  assign \$128  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
+  assign \$129  = $signed(pe2_0_a) * $signed(\$128 );
+  assign \$130  = $signed(pe1_1_psum) + $signed(\$129 );
+  assign \$131  = ~ w_transpose;
+  assign \$132  = w_en & \$131 ;
+  assign \$133  = \port$9274$2 [1:0] == 2'h2;
+  assign \$134  = \$132  & \$133 ;
+  assign \$135  = w_en & w_transpose;
+  assign \$136  = \port$9274$2 [1:0] == 2'h2;
+  assign \$137  = \$135  & \$136 ;
+  assign \$138  = \$134  | \$137 ;
+  assign \$141  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
+  assign \$142  = $signed(pe2_1_a) * $signed(\$141 );
+  assign \$143  = $signed(pe1_2_psum) + $signed(\$142 );
+  assign \$144  = ~ w_transpose;
+  assign \$145  = w_en & \$144 ;
+  assign \$146  = \port$9274$2 [1:0] == 2'h2;
+  assign \$147  = \$145  & \$146 ;
+  assign \$148  = w_en & w_transpose;
+  assign \$149  = \port$9274$2 [1:0] == 2'h3;
+  assign \$150  = \$148  & \$149 ;
+  assign \$151  = \$147  | \$150 ;
+  assign \$152  = w_transpose ? w_data[23:16] : w_data[31:24];
+  assign \$153  = w_transpose ? w_data[23:16] : w_data[31:24];
+  assign \$154  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
+  assign \$155  = $signed(pe2_2_a) * $signed(\$154 );
+  assign \$156  = $signed(pe1_3_psum) + $signed(\$155 );
+  assign \$157  = a_valid ? w_data[31:24] : 8'h00;
+  assign \$158  = ~ w_transpose;
+  assign \$159  = w_en & \$158 ;
+  assign \$160  = \port$9274$2 [1:0] == 2'h3;
+  assign \$161  = \$159  & \$160 ;
+  assign \$162  = w_en & w_transpose;
+  assign \$163  = ! \port$9274$2 [1:0];
+  assign \$164  = \$162  & \$163 ;
+  assign \$165  = \$161  | \$164 ;
+  assign \$166  = w_transpose ? w_data[31:24] : w_data[7:0];
+  assign \$167  = w_transpose ? w_data[31:24] : w_data[7:0];
+  assign \$168  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
+  assign \$169  = $signed(skew3_2_a) * $signed(\$168 );
+  assign \$170  = $signed(pe2_0_psum) + $signed(\$169 );
+  assign \$171  = ~ w_transpose;
+  assign \$172  = w_en & \$171 ;
+  assign \$173  = \port$9274$2 [1:0] == 2'h3;
+  assign \$174  = \$172  & \$173 ;
+  assign \$175  = w_en & w_transpose;
+  assign \$176  = \port$9274$2 [1:0] == 1'h1;
+  assign \$177  = \$175  & \$176 ;
+  assign \$178  = \$174  | \$177 ;
+  assign \$179  = w_transpose ? w_data[31:24] : w_data[15:8];
+  assign \$180  = w_transpose ? w_data[31:24] : w_data[15:8];
+  assign \$181  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
+  assign \$182  = $signed(pe3_0_a) * $signed(\$181 );
+  assign \$183  = $signed(pe2_1_psum) + $signed(\$182 );
+  assign \$184  = ~ w_transpose;
+  assign \$185  = w_en & \$184 ;
+  assign \$186  = \port$9274$2 [1:0] == 2'h3;
+  assign \$187  = \$185  & \$186 ;
+  assign \$188  = w_en & w_transpose;
+  assign \$189  = \port$9274$2 [1:0] == 2'h2;
+  assign \$190  = \$188  & \$189 ;
+  assign \$191  = \$187  | \$190 ;
+  assign \$192  = w_transpose ? w_data[31:24] : w_data[23:16];
+  assign \$193  = w_transpose ? w_data[31:24] : w_data[23:16];
+  assign \$194  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
+  assign \$195  = $signed(pe3_1_a) * $signed(\$194 );
+  assign \$196  = $signed(pe2_2_psum) + $signed(\$195 );
+  assign \$197  = ~ w_transpose;
+  assign \$198  = w_en & \$197 ;
+  assign \$199  = \port$9274$2 [1:0] == 2'h3;
+  assign \$200  = \$198  & \$199 ;
+  assign \$201  = w_en & w_transpose;
+  assign \$202  = \port$9274$2 [1:0] == 2'h3;
+  assign \$203  = \$201  & \$202 ;
+  assign \$204  = \$200  | \$203 ;
+  assign \$207  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
+  assign \$208  = $signed(pe3_2_a) * $signed(\$207 );
+  assign \$209  = $signed(pe2_3_psum) + $signed(\$208 );
+  assign \$210  = ~ w_transpose;
+  assign \$211  = w_en & \$210 ;
+  assign \$212  = ! \port$9274$2 [1:0];
+  assign \$213  = \$211  & \$212 ;
+  assign \$216  = pe0_0_bank == \port$9274$2 [2];
+  assign \$217  = pe0_0_v & \$216 ;
+  assign \$218  = pe0_1_bank == \port$9274$2 [2];
+  assign \$219  = pe0_1_v & \$218 ;
+  assign \$220  = | { \$219 , \$217 , \$215  };
+  assign \$221  = \$213  & \$220 ;
+  assign \$222  = w_en & w_transpose;
+  assign \$223  = \port$9274$2 [1:0] >= 1'h1;
+  assign \$224  = \$222  & \$223 ;
+  assign \$225  = \$224  & a_valid;
+  assign \$228  = w_en & w_transpose;
+  assign \$229  = \port$9274$2 [1:0] >= 2'h2;
+  assign \$230  = \$228  & \$229 ;
+  assign \$231  = \$230  & pe0_0_v;
+  assign \$232  = pe0_0_bank == \port$9274$2 [2];
+  assign \$233  = \$231  & \$232 ;
+  assign \$234  = w_en & w_transpose;
+  assign \$235  = \port$9274$2 [1:0] >= 2'h3;
+  assign \$236  = \$234  & \$235 ;
+  assign \$237  = \$236  & pe0_1_v;
+  assign \$238  = pe0_1_bank == \port$9274$2 [2];
+  assign \$239  = \$237  & \$238 ;
+  assign \$240  = ~ w_transpose;
+  assign \$241  = w_en & \$240 ;
+  assign \$242  = \port$9274$2 [1:0] == 1'h1;
+  assign \$243  = \$241  & \$242 ;
+  assign \$246  = skew1_0_bank == \port$9274$2 [2];
+  assign \$247  = skew1_0_v & \$246 ;
+  assign \$248  = pe1_0_bank == \port$9274$2 [2];
+  assign \$249  = pe1_0_v & \$248 ;
+  assign \$250  = pe1_1_bank == \port$9274$2 [2];
+  assign \$251  = pe1_1_v & \$250 ;
+  assign \$252  = | { \$251 , \$249 , \$247 , \$245  };
+  assign \$253  = \$243  & \$252 ;
+  assign \$254  = w_en & w_transpose;
+  assign \$256  = \$255  & a_valid;
+  assign \$259  = w_en & w_transpose;
+  assign \$260  = \port$9274$2 [1:0] >= 1'h1;
+  assign \$261  = \$259  & \$260 ;
+  assign \$262  = \$261  & skew1_0_v;
+  assign \$263  = skew1_0_bank == \port$9274$2 [2];
+  assign \$264  = \$262  & \$263 ;
+  assign \$265  = w_en & w_transpose;
+  assign \$266  = \port$9274$2 [1:0] >= 2'h2;
+  assign \$267  = \$265  & \$266 ;
+  assign \$268  = \$267  & pe1_0_v;
+  assign \$269  = pe1_0_bank == \port$9274$2 [2];
+  assign \$270  = \$268  & \$269 ;
+  assign \$271  = w_en & w_transpose;
+  assign \$272  = \port$9274$2 [1:0] >= 2'h3;
+  assign \$273  = \$271  & \$272 ;
+  assign \$274  = \$273  & pe1_1_v;
+  assign \$275  = pe1_1_bank == \port$9274$2 [2];
+  assign \$276  = \$274  & \$275 ;
+  assign \$277  = ~ w_transpose;
+  assign \$278  = w_en & \$277 ;
+  assign \$279  = \port$9274$2 [1:0] == 2'h2;
+  assign \$280  = \$278  & \$279 ;
+  assign \$283  = skew2_0_bank == \port$9274$2 [2];
+  assign \$284  = skew2_0_v & \$283 ;
+  assign \$285  = skew2_1_bank == \port$9274$2 [2];
+  assign \$286  = skew2_1_v & \$285 ;
+  assign \$287  = pe2_0_bank == \port$9274$2 [2];
+  assign \$288  = pe2_0_v & \$287 ;
+  assign \$289  = pe2_1_bank == \port$9274$2 [2];
+  assign \$290  = pe2_1_v & \$289 ;
+  assign \$291  = | { \$290 , \$288 , \$286 , \$284 , \$282  };
+  assign \$292  = \$280  & \$291 ;
+  assign \$293  = w_en & w_transpose;
+  assign \$295  = \$294  & a_valid;
+  assign \$298  = w_en & w_transpose;
+  assign \$300  = \$299  & skew2_0_v;
+  assign \$301  = skew2_0_bank == \port$9274$2 [2];
+  assign \$302  = \$300  & \$301 ;
+  assign \$303  = w_en & w_transpose;
+  assign \$304  = \port$9274$2 [1:0] >= 1'h1;
+  assign \$305  = \$303  & \$304 ;
+  assign \$306  = \$305  & skew2_1_v;
+  assign \$307  = skew2_1_bank == \port$9274$2 [2];
+  assign \$308  = \$306  & \$307 ;
+  assign \$309  = w_en & w_transpose;
+  assign \$310  = \port$9274$2 [1:0] >= 2'h2;
+  assign \$311  = \$309  & \$310 ;
+  assign \$312  = \$311  & pe2_0_v;
+  assign \$313  = pe2_0_bank == \port$9274$2 [2];
+  assign \$314  = \$312  & \$313 ;
+  assign \$315  = w_en & w_transpose;
+  assign \$316  = \port$9274$2 [1:0] >= 2'h3;
+  assign \$317  = \$315  & \$316 ;
+  assign \$318  = \$317  & pe2_1_v;
+  assign \$319  = pe2_1_bank == \port$9274$2 [2];
+  assign \$320  = \$318  & \$319 ;
+  assign \$321  = ~ w_transpose;
+  assign \$322  = w_en & \$321 ;
+  assign \$323  = \port$9274$2 [1:0] == 2'h3;
+  assign \$324  = \$322  & \$323 ;
+  assign \$327  = skew3_0_bank == \port$9274$2 [2];
+  assign \$328  = skew3_0_v & \$327 ;
+  assign \$329  = skew3_1_bank == \port$9274$2 [2];
+  assign \$330  = skew3_1_v & \$329 ;
+  assign \$331  = skew3_2_bank == \port$9274$2 [2];
+  assign \$332  = skew3_2_v & \$331 ;
+  assign \$333  = pe3_0_bank == \port$9274$2 [2];
+  assign \$334  = pe3_0_v & \$333 ;
+  assign \$335  = pe3_1_bank == \port$9274$2 [2];
+  assign \$336  = pe3_1_v & \$335 ;
+  assign \$337  = | { \$336 , \$334 , \$332 , \$330 , \$328 , \$326  };
+  assign \$338  = \$324  & \$337 ;
+  assign \$339  = w_en & w_transpose;
+  assign \$341  = \$340  & a_valid;
+  assign \$344  = w_en & w_transpose;
+  assign \$346  = \$345  & skew3_0_v;
+  assign \$347  = skew3_0_bank == \port$9274$2 [2];
+  assign \$348  = \$346  & \$347 ;
+  assign \$349  = w_en & w_transpose;
+  assign \$351  = \$350  & skew3_1_v;
+  assign \$352  = skew3_1_bank == \port$9274$2 [2];
+  assign \$353  = \$351  & \$352 ;
+  assign \$354  = w_en & w_transpose;
+  assign \$355  = \port$9274$2 [1:0] >= 1'h1;
+  assign \$356  = \$354  & \$355 ;
+  assign \$357  = \$356  & skew3_2_v;
+  assign \$358  = skew3_2_bank == \port$9274$2 [2];
+  assign \$359  = \$357  & \$358 ;
+  assign \$360  = w_en & w_transpose;
+  assign \$361  = \port$9274$2 [1:0] >= 2'h2;
+  assign \$362  = \$360  & \$361 ;
+  assign \$363  = \$362  & pe3_0_v;
+  assign \$364  = pe3_0_bank == \port$9274$2 [2];
+  assign \$365  = \$363  & \$364 ;
+  assign \$366  = w_en & w_transpose;
+  assign \$367  = \port$9274$2 [1:0] >= 2'h3;
+  assign \$368  = \$366  & \$367 ;
+  assign \$369  = \$368  & pe3_1_v;
+  assign \$370  = pe3_1_bank == \port$9274$2 [2];
+  assign \$371  = \$369  & \$370 ;
+  assign w_conflict = | { \$371 , \$365 , \$359 , \$353 , \$348 , \$343 , \$338 , \$320 , \$314 , \$308 , \$302 , \$297 , \$292 , \$276 , \$270 , \$264 , \$258 , \$253 , \$239 , \$233 , \$227 , \$221  };
   always @(posedge clk)
-    pe0_0_w1 <= \$134 ;
+    pe0_0_w1 <= \$372 ;
   always @(posedge clk)
-    pe0_0_w0 <= \$135 ;
+    pe0_0_w0 <= \$373 ;
   always @(posedge clk)
-    pe0_0_psum <= { \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5  };
+    pe0_0_psum <= { \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13  };
   always @(posedge clk)
-    pe0_0_a <= \$6 ;
+    pe0_0_a <= \$14 ;
   always @(posedge clk)
-    pe0_0_v <= \$136 ;
+    pe0_0_v <= \$374 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$9003$2 [2];
+    pe0_0_bank <= \port$9274$2 [2];
   always @(posedge clk)
-    pe0_1_w1 <= \$137 ;
+    pe0_1_w1 <= \$375 ;
   always @(posedge clk)
-    pe0_1_w0 <= \$138 ;
+    pe0_1_w0 <= \$376 ;
   always @(posedge clk)
-    pe0_1_psum <= { \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10  };
+    pe0_1_psum <= { \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26  };
   always @(posedge clk)
     pe0_1_a <= pe0_0_a;
   always @(posedge clk)
-    pe0_1_v <= \$139 ;
+    pe0_1_v <= \$377 ;
   always @(posedge clk)
     pe0_1_bank <= pe0_0_bank;
   always @(posedge clk)
-    pe0_2_w1 <= \$140 ;
+    pe0_2_w1 <= \$378 ;
   always @(posedge clk)
-    pe0_2_w0 <= \$141 ;
+    pe0_2_w0 <= \$379 ;
   always @(posedge clk)
-    pe0_2_psum <= { \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14  };
+    pe0_2_psum <= { \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38  };
   always @(posedge clk)
     pe0_2_a <= pe0_1_a;
   always @(posedge clk)
-    pe0_2_v <= \$142 ;
+    pe0_2_v <= \$380 ;
   always @(posedge clk)
     pe0_2_bank <= pe0_1_bank;
   always @(posedge clk)
-    pe0_3_w1 <= \$143 ;
+    pe0_3_w1 <= \$381 ;
   always @(posedge clk)
-    pe0_3_w0 <= \$144 ;
+    pe0_3_w0 <= \$382 ;
   always @(posedge clk)
-    pe0_3_psum <= { \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18  };
+    pe0_3_psum <= { \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50  };
   always @(posedge clk)
-    skew1_0_a <= \$19 ;
+    skew1_0_a <= \$51 ;
   always @(posedge clk)
-    skew1_0_v <= \$145 ;
+    skew1_0_v <= \$383 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$9003$2 [2];
+    skew1_0_bank <= \port$9274$2 [2];
   always @(posedge clk)
-    pe1_0_w1 <= \$146 ;
+    pe1_0_w1 <= \$384 ;
   always @(posedge clk)
-    pe1_0_w0 <= \$147 ;
+    pe1_0_w0 <= \$385 ;
   always @(posedge clk)
-    pe1_0_psum <= \$24 [31:0];
+    pe1_0_psum <= \$64 [31:0];
   always @(posedge clk)
     pe1_0_a <= skew1_0_a;
   always @(posedge clk)
-    pe1_0_v <= \$148 ;
+    pe1_0_v <= \$386 ;
   always @(posedge clk)
     pe1_0_bank <= skew1_0_bank;
   always @(posedge clk)
-    pe1_1_w1 <= \$149 ;
+    pe1_1_w1 <= \$387 ;
   always @(posedge clk)
-    pe1_1_w0 <= \$150 ;
+    pe1_1_w0 <= \$388 ;
   always @(posedge clk)
-    pe1_1_psum <= \$29 [31:0];
+    pe1_1_psum <= \$77 [31:0];
   always @(posedge clk)
     pe1_1_a <= pe1_0_a;
   always @(posedge clk)
-    pe1_1_v <= \$151 ;
+    pe1_1_v <= \$389 ;
   always @(posedge clk)
     pe1_1_bank <= pe1_0_bank;
   always @(posedge clk)
-    pe1_2_w1 <= \$152 ;
+    pe1_2_w1 <= \$390 ;
   always @(posedge clk)
-    pe1_2_w0 <= \$153 ;
+    pe1_2_w0 <= \$391 ;
   always @(posedge clk)
-    pe1_2_psum <= \$34 [31:0];
+    pe1_2_psum <= \$90 [31:0];
   always @(posedge clk)
     pe1_2_a <= pe1_1_a;
   always @(posedge clk)
-    pe1_2_v <= \$154 ;
+    pe1_2_v <= \$392 ;
   always @(posedge clk)
     pe1_2_bank <= pe1_1_bank;
   always @(posedge clk)
-    pe1_3_w1 <= \$155 ;
+    pe1_3_w1 <= \$393 ;
   always @(posedge clk)
-    pe1_3_w0 <= \$156 ;
+    pe1_3_w0 <= \$394 ;
   always @(posedge clk)
-    pe1_3_psum <= \$39 [31:0];
+    pe1_3_psum <= \$103 [31:0];
   always @(posedge clk)
-    skew2_0_a <= \$40 ;
+    skew2_0_a <= \$104 ;
   always @(posedge clk)
-    skew2_0_v <= \$157 ;
+    skew2_0_v <= \$395 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$9003$2 [2];
+    skew2_0_bank <= \port$9274$2 [2];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
-    skew2_1_v <= \$158 ;
+    skew2_1_v <= \$396 ;
   always @(posedge clk)
     skew2_1_bank <= skew2_0_bank;
   always @(posedge clk)
-    pe2_0_w1 <= \$159 ;
+    pe2_0_w1 <= \$397 ;
   always @(posedge clk)
-    pe2_0_w0 <= \$160 ;
+    pe2_0_w0 <= \$398 ;
   always @(posedge clk)
-    pe2_0_psum <= \$45 [31:0];
+    pe2_0_psum <= \$117 [31:0];
   always @(posedge clk)
     pe2_0_a <= skew2_1_a;
   always @(posedge clk)
-    pe2_0_v <= \$161 ;
+    pe2_0_v <= \$399 ;
   always @(posedge clk)
     pe2_0_bank <= skew2_1_bank;
   always @(posedge clk)
-    pe2_1_w1 <= \$162 ;
+    pe2_1_w1 <= \$400 ;
   always @(posedge clk)
-    pe2_1_w0 <= \$163 ;
+    pe2_1_w0 <= \$401 ;
   always @(posedge clk)
-    pe2_1_psum <= \$50 [31:0];
+    pe2_1_psum <= \$130 [31:0];
   always @(posedge clk)
     pe2_1_a <= pe2_0_a;
   always @(posedge clk)
-    pe2_1_v <= \$164 ;
+    pe2_1_v <= \$402 ;
   always @(posedge clk)
     pe2_1_bank <= pe2_0_bank;
   always @(posedge clk)
-    pe2_2_w1 <= \$165 ;
+    pe2_2_w1 <= \$403 ;
   always @(posedge clk)
-    pe2_2_w0 <= \$166 ;
+    pe2_2_w0 <= \$404 ;
   always @(posedge clk)
-    pe2_2_psum <= \$55 [31:0];
+    pe2_2_psum <= \$143 [31:0];
   always @(posedge clk)
     pe2_2_a <= pe2_1_a;
   always @(posedge clk)
-    pe2_2_v <= \$167 ;
+    pe2_2_v <= \$405 ;
   always @(posedge clk)
     pe2_2_bank <= pe2_1_bank;
   always @(posedge clk)
-    pe2_3_w1 <= \$168 ;
+    pe2_3_w1 <= \$406 ;
   always @(posedge clk)
-    pe2_3_w0 <= \$169 ;
+    pe2_3_w0 <= \$407 ;
   always @(posedge clk)
-    pe2_3_psum <= \$60 [31:0];
+    pe2_3_psum <= \$156 [31:0];
   always @(posedge clk)
-    skew3_0_a <= \$61 ;
+    skew3_0_a <= \$157 ;
   always @(posedge clk)
-    skew3_0_v <= \$170 ;
+    skew3_0_v <= \$408 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$9003$2 [2];
+    skew3_0_bank <= \port$9274$2 [2];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
-    skew3_1_v <= \$171 ;
+    skew3_1_v <= \$409 ;
   always @(posedge clk)
     skew3_1_bank <= skew3_0_bank;
   always @(posedge clk)
     skew3_2_a <= skew3_1_a;
   always @(posedge clk)
-    skew3_2_v <= \$172 ;
+    skew3_2_v <= \$410 ;
   always @(posedge clk)
     skew3_2_bank <= skew3_1_bank;
   always @(posedge clk)
-    pe3_0_w1 <= \$173 ;
+    pe3_0_w1 <= \$411 ;
   always @(posedge clk)
-    pe3_0_w0 <= \$174 ;
+    pe3_0_w0 <= \$412 ;
   always @(posedge clk)
-    pe3_0_psum <= \$66 [31:0];
+    pe3_0_psum <= \$170 [31:0];
   always @(posedge clk)
     pe3_0_a <= skew3_2_a;
   always @(posedge clk)
-    pe3_0_v <= \$175 ;
+    pe3_0_v <= \$413 ;
   always @(posedge clk)
     pe3_0_bank <= skew3_2_bank;
   always @(posedge clk)
-    pe3_1_w1 <= \$176 ;
+    pe3_1_w1 <= \$414 ;
   always @(posedge clk)
-    pe3_1_w0 <= \$177 ;
+    pe3_1_w0 <= \$415 ;
   always @(posedge clk)
-    pe3_1_psum <= \$71 [31:0];
+    pe3_1_psum <= \$183 [31:0];
   always @(posedge clk)
     pe3_1_a <= pe3_0_a;
   always @(posedge clk)
-    pe3_1_v <= \$178 ;
+    pe3_1_v <= \$416 ;
   always @(posedge clk)
     pe3_1_bank <= pe3_0_bank;
   always @(posedge clk)
-    pe3_2_w1 <= \$179 ;
+    pe3_2_w1 <= \$417 ;
   always @(posedge clk)
-    pe3_2_w0 <= \$180 ;
+    pe3_2_w0 <= \$418 ;
   always @(posedge clk)
-    pe3_2_psum <= \$76 [31:0];
+    pe3_2_psum <= \$196 [31:0];
   always @(posedge clk)
     pe3_2_a <= pe3_1_a;
   always @(posedge clk)
-    pe3_2_v <= \$181 ;
+    pe3_2_v <= \$419 ;
   always @(posedge clk)
     pe3_2_bank <= pe3_1_bank;
   always @(posedge clk)
-    pe3_3_w1 <= \$182 ;
+    pe3_3_w1 <= \$420 ;
   always @(posedge clk)
-    pe3_3_w0 <= \$183 ;
+    pe3_3_w0 <= \$421 ;
   always @(posedge clk)
-    pe3_3_psum <= \$81 [31:0];
+    pe3_3_psum <= \$209 [31:0];
   always @(posedge clk)
-    out_valid_q <= \$184 ;
+    out_valid_q <= \$422 ;
   always @(posedge clk)
     deskew0_0 <= pe3_0_psum;
   always @(posedge clk)
@@ -28760,532 +29703,554 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$9003$2 , pe3_3
     deskew2_0 <= pe3_2_psum;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$134  = pe0_0_w1;
-    if (\$2 ) begin
-      if (\port$9003$2 [2]) begin
-        \$134  = w_data[7:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$135  = pe0_0_w0;
-    if (\$2 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
-      end else begin
-        \$135  = w_data[7:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$136  = a_valid;
-    if (reset[2]) begin
-      \$136  = 1'h0;
-    end
-    if (rst) begin
-      \$136  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$137  = pe0_1_w1;
+    \$372  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$9003$2 [2]) begin
-        \$137  = w_data[15:8];
+      if (\port$9274$2 [2]) begin
+        \$372  = \$9 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$138  = pe0_1_w0;
+    \$373  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
+      if (\port$9274$2 [2]) begin
       end else begin
-        \$138  = w_data[15:8];
+        \$373  = \$10 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$139  = pe0_0_v;
+    \$374  = a_valid;
     if (reset[2]) begin
-      \$139  = 1'h0;
+      \$374  = 1'h0;
     end
     if (rst) begin
-      \$139  = 1'h0;
+      \$374  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$140  = pe0_2_w1;
-    if (\$12 ) begin
-      if (\port$9003$2 [2]) begin
-        \$140  = w_data[23:16];
+    \$375  = pe0_1_w1;
+    if (\$22 ) begin
+      if (\port$9274$2 [2]) begin
+        \$375  = \$23 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$141  = pe0_2_w0;
-    if (\$12 ) begin
+    \$376  = pe0_1_w0;
+    if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
+      if (\port$9274$2 [2]) begin
       end else begin
-        \$141  = w_data[23:16];
+        \$376  = \$24 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$142  = pe0_1_v;
+    \$377  = pe0_0_v;
     if (reset[2]) begin
-      \$142  = 1'h0;
+      \$377  = 1'h0;
     end
     if (rst) begin
-      \$142  = 1'h0;
+      \$377  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$143  = pe0_3_w1;
-    if (\$16 ) begin
-      if (\port$9003$2 [2]) begin
-        \$143  = w_data[31:24];
+    \$378  = pe0_2_w1;
+    if (\$34 ) begin
+      if (\port$9274$2 [2]) begin
+        \$378  = \$35 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$144  = pe0_3_w0;
-    if (\$16 ) begin
+    \$379  = pe0_2_w0;
+    if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
+      if (\port$9274$2 [2]) begin
       end else begin
-        \$144  = w_data[31:24];
+        \$379  = \$36 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$145  = a_valid;
+    \$380  = pe0_1_v;
     if (reset[2]) begin
-      \$145  = 1'h0;
+      \$380  = 1'h0;
     end
     if (rst) begin
-      \$145  = 1'h0;
+      \$380  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$146  = pe1_0_w1;
-    if (\$21 ) begin
-      if (\port$9003$2 [2]) begin
-        \$146  = w_data[7:0];
+    \$381  = pe0_3_w1;
+    if (\$46 ) begin
+      if (\port$9274$2 [2]) begin
+        \$381  = \$47 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$147  = pe1_0_w0;
-    if (\$21 ) begin
+    \$382  = pe0_3_w0;
+    if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
+      if (\port$9274$2 [2]) begin
       end else begin
-        \$147  = w_data[7:0];
+        \$382  = \$48 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$148  = skew1_0_v;
+    \$383  = a_valid;
     if (reset[2]) begin
-      \$148  = 1'h0;
+      \$383  = 1'h0;
     end
     if (rst) begin
-      \$148  = 1'h0;
+      \$383  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$149  = pe1_1_w1;
-    if (\$26 ) begin
-      if (\port$9003$2 [2]) begin
-        \$149  = w_data[15:8];
+    \$384  = pe1_0_w1;
+    if (\$59 ) begin
+      if (\port$9274$2 [2]) begin
+        \$384  = \$60 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$150  = pe1_1_w0;
-    if (\$26 ) begin
+    \$385  = pe1_0_w0;
+    if (\$59 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
+      if (\port$9274$2 [2]) begin
       end else begin
-        \$150  = w_data[15:8];
+        \$385  = \$61 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$151  = pe1_0_v;
+    \$386  = skew1_0_v;
     if (reset[2]) begin
-      \$151  = 1'h0;
+      \$386  = 1'h0;
     end
     if (rst) begin
-      \$151  = 1'h0;
+      \$386  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$152  = pe1_2_w1;
-    if (\$31 ) begin
-      if (\port$9003$2 [2]) begin
-        \$152  = w_data[23:16];
+    \$387  = pe1_1_w1;
+    if (\$72 ) begin
+      if (\port$9274$2 [2]) begin
+        \$387  = \$73 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$153  = pe1_2_w0;
-    if (\$31 ) begin
+    \$388  = pe1_1_w0;
+    if (\$72 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
+      if (\port$9274$2 [2]) begin
       end else begin
-        \$153  = w_data[23:16];
+        \$388  = \$74 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$154  = pe1_1_v;
+    \$389  = pe1_0_v;
     if (reset[2]) begin
-      \$154  = 1'h0;
+      \$389  = 1'h0;
     end
     if (rst) begin
-      \$154  = 1'h0;
+      \$389  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$155  = pe1_3_w1;
-    if (\$36 ) begin
-      if (\port$9003$2 [2]) begin
-        \$155  = w_data[31:24];
+    \$390  = pe1_2_w1;
+    if (\$85 ) begin
+      if (\port$9274$2 [2]) begin
+        \$390  = \$86 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$156  = pe1_3_w0;
-    if (\$36 ) begin
+    \$391  = pe1_2_w0;
+    if (\$85 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
+      if (\port$9274$2 [2]) begin
       end else begin
-        \$156  = w_data[31:24];
+        \$391  = \$87 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$157  = a_valid;
+    \$392  = pe1_1_v;
     if (reset[2]) begin
-      \$157  = 1'h0;
+      \$392  = 1'h0;
     end
     if (rst) begin
-      \$157  = 1'h0;
+      \$392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$158  = skew2_0_v;
-    if (reset[2]) begin
-      \$158  = 1'h0;
-    end
-    if (rst) begin
-      \$158  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$159  = pe2_0_w1;
-    if (\$42 ) begin
-      if (\port$9003$2 [2]) begin
-        \$159  = w_data[7:0];
+    \$393  = pe1_3_w1;
+    if (\$98 ) begin
+      if (\port$9274$2 [2]) begin
+        \$393  = \$99 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$160  = pe2_0_w0;
-    if (\$42 ) begin
+    \$394  = pe1_3_w0;
+    if (\$98 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
+      if (\port$9274$2 [2]) begin
       end else begin
-        \$160  = w_data[7:0];
+        \$394  = \$100 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$161  = skew2_1_v;
+    \$395  = a_valid;
     if (reset[2]) begin
-      \$161  = 1'h0;
+      \$395  = 1'h0;
     end
     if (rst) begin
-      \$161  = 1'h0;
+      \$395  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$162  = pe2_1_w1;
-    if (\$47 ) begin
-      if (\port$9003$2 [2]) begin
-        \$162  = w_data[15:8];
+    \$396  = skew2_0_v;
+    if (reset[2]) begin
+      \$396  = 1'h0;
+    end
+    if (rst) begin
+      \$396  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$397  = pe2_0_w1;
+    if (\$112 ) begin
+      if (\port$9274$2 [2]) begin
+        \$397  = \$113 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$163  = pe2_1_w0;
-    if (\$47 ) begin
+    \$398  = pe2_0_w0;
+    if (\$112 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
+      if (\port$9274$2 [2]) begin
       end else begin
-        \$163  = w_data[15:8];
+        \$398  = \$114 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$164  = pe2_0_v;
+    \$399  = skew2_1_v;
     if (reset[2]) begin
-      \$164  = 1'h0;
+      \$399  = 1'h0;
     end
     if (rst) begin
-      \$164  = 1'h0;
+      \$399  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$165  = pe2_2_w1;
-    if (\$52 ) begin
-      if (\port$9003$2 [2]) begin
-        \$165  = w_data[23:16];
+    \$400  = pe2_1_w1;
+    if (\$125 ) begin
+      if (\port$9274$2 [2]) begin
+        \$400  = \$126 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$166  = pe2_2_w0;
-    if (\$52 ) begin
+    \$401  = pe2_1_w0;
+    if (\$125 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
+      if (\port$9274$2 [2]) begin
       end else begin
-        \$166  = w_data[23:16];
+        \$401  = \$127 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$167  = pe2_1_v;
+    \$402  = pe2_0_v;
     if (reset[2]) begin
-      \$167  = 1'h0;
+      \$402  = 1'h0;
     end
     if (rst) begin
-      \$167  = 1'h0;
+      \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$168  = pe2_3_w1;
-    if (\$57 ) begin
-      if (\port$9003$2 [2]) begin
-        \$168  = w_data[31:24];
+    \$403  = pe2_2_w1;
+    if (\$138 ) begin
+      if (\port$9274$2 [2]) begin
+        \$403  = \$139 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$169  = pe2_3_w0;
-    if (\$57 ) begin
+    \$404  = pe2_2_w0;
+    if (\$138 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
+      if (\port$9274$2 [2]) begin
       end else begin
-        \$169  = w_data[31:24];
+        \$404  = \$140 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$170  = a_valid;
+    \$405  = pe2_1_v;
     if (reset[2]) begin
-      \$170  = 1'h0;
+      \$405  = 1'h0;
     end
     if (rst) begin
-      \$170  = 1'h0;
+      \$405  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$171  = skew3_0_v;
-    if (reset[2]) begin
-      \$171  = 1'h0;
-    end
-    if (rst) begin
-      \$171  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$172  = skew3_1_v;
-    if (reset[2]) begin
-      \$172  = 1'h0;
-    end
-    if (rst) begin
-      \$172  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$173  = pe3_0_w1;
-    if (\$63 ) begin
-      if (\port$9003$2 [2]) begin
-        \$173  = w_data[7:0];
+    \$406  = pe2_3_w1;
+    if (\$151 ) begin
+      if (\port$9274$2 [2]) begin
+        \$406  = \$152 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$174  = pe3_0_w0;
-    if (\$63 ) begin
+    \$407  = pe2_3_w0;
+    if (\$151 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
+      if (\port$9274$2 [2]) begin
       end else begin
-        \$174  = w_data[7:0];
+        \$407  = \$153 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$175  = skew3_2_v;
+    \$408  = a_valid;
     if (reset[2]) begin
-      \$175  = 1'h0;
+      \$408  = 1'h0;
     end
     if (rst) begin
-      \$175  = 1'h0;
+      \$408  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$176  = pe3_1_w1;
-    if (\$68 ) begin
-      if (\port$9003$2 [2]) begin
-        \$176  = w_data[15:8];
+    \$409  = skew3_0_v;
+    if (reset[2]) begin
+      \$409  = 1'h0;
+    end
+    if (rst) begin
+      \$409  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$410  = skew3_1_v;
+    if (reset[2]) begin
+      \$410  = 1'h0;
+    end
+    if (rst) begin
+      \$410  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$411  = pe3_0_w1;
+    if (\$165 ) begin
+      if (\port$9274$2 [2]) begin
+        \$411  = \$166 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$177  = pe3_1_w0;
-    if (\$68 ) begin
+    \$412  = pe3_0_w0;
+    if (\$165 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
+      if (\port$9274$2 [2]) begin
       end else begin
-        \$177  = w_data[15:8];
+        \$412  = \$167 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$178  = pe3_0_v;
+    \$413  = skew3_2_v;
     if (reset[2]) begin
-      \$178  = 1'h0;
+      \$413  = 1'h0;
     end
     if (rst) begin
-      \$178  = 1'h0;
+      \$413  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$179  = pe3_2_w1;
-    if (\$73 ) begin
-      if (\port$9003$2 [2]) begin
-        \$179  = w_data[23:16];
+    \$414  = pe3_1_w1;
+    if (\$178 ) begin
+      if (\port$9274$2 [2]) begin
+        \$414  = \$179 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$180  = pe3_2_w0;
-    if (\$73 ) begin
+    \$415  = pe3_1_w0;
+    if (\$178 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
+      if (\port$9274$2 [2]) begin
       end else begin
-        \$180  = w_data[23:16];
+        \$415  = \$180 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$181  = pe3_1_v;
+    \$416  = pe3_0_v;
     if (reset[2]) begin
-      \$181  = 1'h0;
+      \$416  = 1'h0;
     end
     if (rst) begin
-      \$181  = 1'h0;
+      \$416  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$182  = pe3_3_w1;
-    if (\$78 ) begin
-      if (\port$9003$2 [2]) begin
-        \$182  = w_data[31:24];
+    \$417  = pe3_2_w1;
+    if (\$191 ) begin
+      if (\port$9274$2 [2]) begin
+        \$417  = \$192 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$183  = pe3_3_w0;
-    if (\$78 ) begin
+    \$418  = pe3_2_w0;
+    if (\$191 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9003$2 [2]) begin
+      if (\port$9274$2 [2]) begin
       end else begin
-        \$183  = w_data[31:24];
+        \$418  = \$193 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$184  = pe3_2_v;
+    \$419  = pe3_1_v;
     if (reset[2]) begin
-      \$184  = 1'h0;
+      \$419  = 1'h0;
     end
     if (rst) begin
-      \$184  = 1'h0;
+      \$419  = 1'h0;
     end
   end
-  assign w_row = \port$9003$2 [1:0];
-  assign w_bank = \port$9003$2 [2];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$420  = pe3_3_w1;
+    if (\$204 ) begin
+      if (\port$9274$2 [2]) begin
+        \$420  = \$205 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$421  = pe3_3_w0;
+    if (\$204 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$9274$2 [2]) begin
+      end else begin
+        \$421  = \$206 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$422  = pe3_2_v;
+    if (reset[2]) begin
+      \$422  = 1'h0;
+    end
+    if (rst) begin
+      \$422  = 1'h0;
+    end
+  end
+  assign w_row = \port$9274$2 [1:0];
+  assign w_bank = \port$9274$2 [2];
   assign a_data = w_data;
-  assign a_bank = \port$9003$2 [2];
+  assign a_bank = \port$9274$2 [2];
   assign out_data = { pe3_3_psum, deskew2_0, deskew1_1, deskew0_2 };
   assign out_valid = out_valid_q;
-  assign \$84  = 1'h1;
-  assign \$85  = a_valid;
-  assign \$94  = 1'h1;
-  assign \$95  = a_valid;
-  assign \$106  = 1'h1;
-  assign \$107  = a_valid;
-  assign \$120  = 1'h1;
-  assign \$121  = a_valid;
+  assign \$9  = w_data[7:0];
+  assign \$10  = w_data[7:0];
+  assign \$73  = w_data[15:8];
+  assign \$74  = w_data[15:8];
+  assign \$139  = w_data[23:16];
+  assign \$140  = w_data[23:16];
+  assign \$205  = w_data[31:24];
+  assign \$206  = w_data[31:24];
+  assign \$214  = 1'h1;
+  assign \$215  = a_valid;
+  assign \$226  = 1'h1;
+  assign \$227  = \$225 ;
+  assign \$244  = 1'h1;
+  assign \$245  = a_valid;
+  assign \$255  = \$254 ;
+  assign \$257  = 1'h1;
+  assign \$258  = \$256 ;
+  assign \$281  = 1'h1;
+  assign \$282  = a_valid;
+  assign \$294  = \$293 ;
+  assign \$296  = 1'h1;
+  assign \$297  = \$295 ;
+  assign \$299  = \$298 ;
+  assign \$325  = 1'h1;
+  assign \$326  = a_valid;
+  assign \$340  = \$339 ;
+  assign \$342  = 1'h1;
+  assign \$343  = \$341 ;
+  assign \$345  = \$344 ;
+  assign \$350  = \$349 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8289$16 , \port$9042$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8560$16 , \port$9319$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -29329,10 +30294,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8289$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8289$16 ;
-  wire [15:0] \port$8289$16 ;
-  input [7:0] \port$9042$0 ;
-  wire [7:0] \port$9042$0 ;
+  input [15:0] \port$8560$16 ;
+  wire [15:0] \port$8560$16 ;
+  input [7:0] \port$9319$0 ;
+  wire [7:0] \port$9319$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -29367,7 +30332,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8289$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8289$16 , \port$9042$0  };
+      storage[w_port__addr] <= { \port$8560$16 , \port$9319$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -29478,8 +30443,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$8289$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8289$16 , \port$9042$0  };
-  assign w_data = { \port$8289$16 , \port$9042$0  };
+  assign w_port__data = { \port$8560$16 , \port$9319$0  };
+  assign w_data = { \port$8560$16 , \port$9319$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -29488,7 +30453,7 @@ endmodule
 module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$7804$0 , \port$7804$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8075$0 , \port$8075$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -30202,10 +31167,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] \limit$66 ;
   input [3:0] \port$109$0 ;
   wire [3:0] \port$109$0 ;
-  input [3:0] \port$7804$0 ;
-  wire [3:0] \port$7804$0 ;
-  input [23:0] \port$7804$8 ;
-  wire [23:0] \port$7804$8 ;
+  input [3:0] \port$8075$0 ;
+  wire [3:0] \port$8075$0 ;
+  input [23:0] \port$8075$8 ;
+  wire [23:0] \port$8075$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -30930,7 +31895,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$7804$0 [1:0] < 3'h4;
+  assign \$165  = \port$8075$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -31138,7 +32103,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$7804$0 [1:0];
+  assign \$344  = ! \port$8075$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -31158,7 +32123,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$7804$0 [1:0] == 1'h1;
+  assign \$364  = \port$8075$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -31178,7 +32143,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$7804$0 [1:0] == 2'h2;
+  assign \$384  = \port$8075$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -31198,7 +32163,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$7804$0 [1:0] == 2'h3;
+  assign \$404  = \port$8075$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -31291,7 +32256,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$8370$0 (fetch_r_buf),
+    .\port$8641$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -31303,7 +32268,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$8370$0 (fetch_r_buf),
+    .\port$8641$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -31315,7 +32280,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$8370$0 (fetch_r_buf),
+    .\port$8641$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -31327,7 +32292,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$8370$0 (fetch_r_buf),
+    .\port$8641$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -33025,12 +33990,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$7804$0 [1:0];
-  assign cpl_irq = \port$7804$0 [2];
-  assign cpl_halt = \port$7804$0 [3];
-  assign cpl_flags = \port$7804$8 [7:0];
-  assign cpl_status = \port$7804$8 [15:8];
-  assign cpl_opcode = \port$7804$8 [23:16];
+  assign cpl_queue = \port$8075$0 [1:0];
+  assign cpl_irq = \port$8075$0 [2];
+  assign cpl_halt = \port$8075$0 [3];
+  assign cpl_flags = \port$8075$8 [7:0];
+  assign cpl_status = \port$8075$8 [15:8];
+  assign cpl_opcode = \port$8075$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -33081,12 +34046,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$7804$8 [23:16];
-  assign \w_data$258 [19:12] = \port$7804$8 [15:8];
-  assign \w_data$258 [11:4] = \port$7804$8 [7:0];
-  assign \w_data$258 [3] = \port$7804$0 [3];
-  assign \w_data$258 [2] = \port$7804$0 [2];
-  assign \w_data$258 [1:0] = \port$7804$0 [1:0];
+  assign \w_data$258 [27:20] = \port$8075$8 [23:16];
+  assign \w_data$258 [19:12] = \port$8075$8 [15:8];
+  assign \w_data$258 [11:4] = \port$8075$8 [7:0];
+  assign \w_data$258 [3] = \port$8075$0 [3];
+  assign \w_data$258 [2] = \port$8075$0 [2];
+  assign \w_data$258 [1:0] = \port$8075$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -34672,7 +35637,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8370$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$8641$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34699,8 +35664,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8370$0 ;
-  wire [191:0] \port$8370$0 ;
+  input [191:0] \port$8641$0 ;
+  wire [191:0] \port$8641$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -34735,7 +35700,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8370$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8641$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34806,14 +35771,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8370$0  };
-  assign w_data = { \port$0$87 , \port$8370$0  };
+  assign w_port__data = { \port$0$87 , \port$8641$0  };
+  assign w_data = { \port$0$87 , \port$8641$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8370$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$8641$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34840,8 +35805,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8370$0 ;
-  wire [191:0] \port$8370$0 ;
+  input [191:0] \port$8641$0 ;
+  wire [191:0] \port$8641$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -34876,7 +35841,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8370$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8641$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -34947,14 +35912,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8370$0  };
-  assign w_data = { \port$0$87 , \port$8370$0  };
+  assign w_port__data = { \port$0$87 , \port$8641$0  };
+  assign w_data = { \port$0$87 , \port$8641$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8370$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$8641$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -34981,8 +35946,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8370$0 ;
-  wire [191:0] \port$8370$0 ;
+  input [191:0] \port$8641$0 ;
+  wire [191:0] \port$8641$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -35017,7 +35982,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8370$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8641$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35088,14 +36053,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8370$0  };
-  assign w_data = { \port$0$87 , \port$8370$0  };
+  assign w_port__data = { \port$0$87 , \port$8641$0  };
+  assign w_data = { \port$0$87 , \port$8641$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8370$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$8641$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -35122,8 +36087,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$8370$0 ;
-  wire [191:0] \port$8370$0 ;
+  input [191:0] \port$8641$0 ;
+  wire [191:0] \port$8641$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -35158,7 +36123,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$8370$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$8641$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -35229,8 +36194,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$8370$0  };
-  assign w_data = { \port$0$87 , \port$8370$0  };
+  assign w_port__data = { \port$0$87 , \port$8641$0  };
+  assign w_data = { \port$0$87 , \port$8641$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -38183,7 +39148,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8291$16 , \port$9272$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8562$16 , \port$9559$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38227,10 +39192,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8291$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$8291$16 ;
-  wire [15:0] \port$8291$16 ;
-  input [7:0] \port$9272$0 ;
-  wire [7:0] \port$9272$0 ;
+  input [15:0] \port$8562$16 ;
+  wire [15:0] \port$8562$16 ;
+  input [7:0] \port$9559$0 ;
+  wire [7:0] \port$9559$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -38265,7 +39230,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8291$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8291$16 , \port$9272$0  };
+      storage[w_port__addr] <= { \port$8562$16 , \port$9559$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -38376,8 +39341,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$8291$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8291$16 , \port$9272$0  };
-  assign w_data = { \port$8291$16 , \port$9272$0  };
+  assign w_port__data = { \port$8562$16 , \port$9559$0  };
+  assign w_data = { \port$8562$16 , \port$9559$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -497,7 +497,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire csr__wvalid;
   wire ctl__busy;
   wire \ctl__busy$862 ;
-  wire [175:0] ctl__cmd__payload;
+  wire [223:0] ctl__cmd__payload;
   wire [155:0] \ctl__cmd__payload$130 ;
   wire [19:0] \ctl__cmd__payload$130.bias_addr ;
   wire [19:0] \ctl__cmd__payload$130.dst_addr ;
@@ -515,16 +515,21 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [19:0] \ctl__cmd__payload$130.src_addr ;
   wire [7:0] \ctl__cmd__payload$130.zero_point ;
   wire [19:0] \ctl__cmd__payload.a_addr ;
+  wire [15:0] \ctl__cmd__payload.a_batch_stride ;
   wire [19:0] \ctl__cmd__payload.a_kt_stride ;
   wire \ctl__cmd__payload.accumulate ;
   wire [19:0] \ctl__cmd__payload.b_addr ;
+  wire [15:0] \ctl__cmd__payload.b_batch_stride ;
   wire [19:0] \ctl__cmd__payload.b_nt_stride ;
+  wire \ctl__cmd__payload.b_transpose ;
+  wire [7:0] \ctl__cmd__payload.batches_m1 ;
   wire [19:0] \ctl__cmd__payload.c_addr ;
+  wire [15:0] \ctl__cmd__payload.c_batch_stride ;
   wire [19:0] \ctl__cmd__payload.c_nt_stride ;
   wire [11:0] \ctl__cmd__payload.k_tiles ;
   wire [15:0] \ctl__cmd__payload.m ;
   wire [11:0] \ctl__cmd__payload.n_tiles ;
-  wire [14:0] \ctl__cmd__payload.reserved ;
+  wire [5:0] \ctl__cmd__payload.reserved ;
   wire ctl__cmd__ready;
   wire \ctl__cmd__ready$129 ;
   wire ctl__cmd__valid;
@@ -607,18 +612,23 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [159:0] \dma_load__payload.desc.payload.event.reserved ;
   wire [23:0] \dma_load__payload.desc.payload.event.reserved0 ;
   wire [31:0] \dma_load__payload.desc.payload.event.value ;
-  wire [175:0] \dma_load__payload.desc.payload.gemm ;
+  wire [223:0] \dma_load__payload.desc.payload.gemm ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \dma_load__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.a_kt_stride ;
   wire \dma_load__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \dma_load__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.b_nt_stride ;
+  wire \dma_load__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \dma_load__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \dma_load__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \dma_load__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \dma_load__payload.desc.payload.gemm.m ;
   wire [11:0] \dma_load__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \dma_load__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \dma_load__payload.desc.payload.gemm.reserved ;
   wire [223:0] \dma_load__payload.desc.payload.raw ;
   wire [155:0] \dma_load__payload.desc.payload.vec ;
   wire [19:0] \dma_load__payload.desc.payload.vec.bias_addr ;
@@ -695,18 +705,23 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [159:0] \dma_store__payload.desc.payload.event.reserved ;
   wire [23:0] \dma_store__payload.desc.payload.event.reserved0 ;
   wire [31:0] \dma_store__payload.desc.payload.event.value ;
-  wire [175:0] \dma_store__payload.desc.payload.gemm ;
+  wire [223:0] \dma_store__payload.desc.payload.gemm ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \dma_store__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.a_kt_stride ;
   wire \dma_store__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \dma_store__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.b_nt_stride ;
+  wire \dma_store__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \dma_store__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \dma_store__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \dma_store__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \dma_store__payload.desc.payload.gemm.m ;
   wire [11:0] \dma_store__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \dma_store__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \dma_store__payload.desc.payload.gemm.reserved ;
   wire [223:0] \dma_store__payload.desc.payload.raw ;
   wire [155:0] \dma_store__payload.desc.payload.vec ;
   wire [19:0] \dma_store__payload.desc.payload.vec.bias_addr ;
@@ -880,18 +895,23 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [159:0] \gemm__payload.desc.payload.event.reserved ;
   wire [23:0] \gemm__payload.desc.payload.event.reserved0 ;
   wire [31:0] \gemm__payload.desc.payload.event.value ;
-  wire [175:0] \gemm__payload.desc.payload.gemm ;
+  wire [223:0] \gemm__payload.desc.payload.gemm ;
   wire [19:0] \gemm__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \gemm__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \gemm__payload.desc.payload.gemm.a_kt_stride ;
   wire \gemm__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \gemm__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \gemm__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \gemm__payload.desc.payload.gemm.b_nt_stride ;
+  wire \gemm__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \gemm__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \gemm__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \gemm__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \gemm__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \gemm__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \gemm__payload.desc.payload.gemm.m ;
   wire [11:0] \gemm__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \gemm__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \gemm__payload.desc.payload.gemm.reserved ;
   wire [223:0] \gemm__payload.desc.payload.raw ;
   wire [155:0] \gemm__payload.desc.payload.vec ;
   wire [19:0] \gemm__payload.desc.payload.vec.bias_addr ;
@@ -1784,18 +1804,23 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [159:0] \vec__payload.desc.payload.event.reserved ;
   wire [23:0] \vec__payload.desc.payload.event.reserved0 ;
   wire [31:0] \vec__payload.desc.payload.event.value ;
-  wire [175:0] \vec__payload.desc.payload.gemm ;
+  wire [223:0] \vec__payload.desc.payload.gemm ;
   wire [19:0] \vec__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \vec__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \vec__payload.desc.payload.gemm.a_kt_stride ;
   wire \vec__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \vec__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \vec__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \vec__payload.desc.payload.gemm.b_nt_stride ;
+  wire \vec__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \vec__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \vec__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \vec__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \vec__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \vec__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \vec__payload.desc.payload.gemm.m ;
   wire [11:0] \vec__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \vec__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \vec__payload.desc.payload.gemm.reserved ;
   wire [223:0] \vec__payload.desc.payload.raw ;
   wire [155:0] \vec__payload.desc.payload.vec ;
   wire [19:0] \vec__payload.desc.payload.vec.bias_addr ;
@@ -2353,7 +2378,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$9127$2 (\$284 ),
+    .\port$10164$2 (\$284 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -2472,20 +2497,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$8964$0 (q_wait_queue),
-    .\port$9153$0 (inflight),
-    .\port$9288$0 (q__0__cpl_irq),
-    .\port$9302$0 (q__0__error_irq),
-    .\port$9314$0 (q__1__cpl_irq),
-    .\port$9328$0 (q__1__error_irq),
-    .\port$9340$0 (q__2__cpl_irq),
-    .\port$9354$0 (q__2__error_irq),
-    .\port$9366$0 (q__3__cpl_irq),
-    .\port$9380$0 (q__3__error_irq),
-    .\port$9492$0 (\$289 ),
-    .\port$9500$0 (\$290 ),
-    .\port$9508$0 (\$291 ),
-    .\port$9516$0 (\$292 ),
+    .\port$10001$0 (q_wait_queue),
+    .\port$10190$0 (inflight),
+    .\port$10325$0 (q__0__cpl_irq),
+    .\port$10339$0 (q__0__error_irq),
+    .\port$10351$0 (q__1__cpl_irq),
+    .\port$10365$0 (q__1__error_irq),
+    .\port$10377$0 (q__2__cpl_irq),
+    .\port$10391$0 (q__2__error_irq),
+    .\port$10403$0 (q__3__cpl_irq),
+    .\port$10417$0 (q__3__error_irq),
+    .\port$10529$0 (\$289 ),
+    .\port$10537$0 (\$290 ),
+    .\port$10545$0 (\$291 ),
+    .\port$10553$0 (\$292 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -2573,10 +2598,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$9155$0 (\$285 ),
-    .\port$9157$0 (\$286 ),
-    .\port$9159$0 (\$287 ),
-    .\port$9161$0 (\$288 ),
+    .\port$10192$0 (\$285 ),
+    .\port$10194$0 (\$286 ),
+    .\port$10196$0 (\$287 ),
+    .\port$10198$0 (\$288 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -2672,8 +2697,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$9155$16 (retire__0__tag),
-    .\port$9715$0 (dma_load_error),
+    .\port$10192$16 (retire__0__tag),
+    .\port$10752$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -2683,8 +2708,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$9157$16 (retire__1__tag),
-    .\port$9843$0 (dma_store_error),
+    .\port$10194$16 (retire__1__tag),
+    .\port$10880$0 (dma_store_error),
     .r_data(\r_data$495 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$492 ),
@@ -2727,6 +2752,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
+    .\port$10164$2 (\$284 ),
     .\port$4289$0 (q__0__ready),
     .\port$4291$0 (q__0__qreset_req),
     .\port$4299$0 (q__1__ready),
@@ -2739,11 +2765,10 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5379$0 (q__1__head),
     .\port$5409$0 (q__2__head),
     .\port$5439$0 (q__3__head),
-    .\port$8467$0 (r_data),
-    .\port$8517$0 (\r_data$495 ),
-    .\port$8567$0 (\r_data$506 ),
-    .\port$8617$0 (\r_data$517 ),
-    .\port$9127$2 (\$284 ),
+    .\port$9504$0 (r_data),
+    .\port$9554$0 (\r_data$495 ),
+    .\port$9604$0 (\r_data$506 ),
+    .\port$9654$0 (\r_data$517 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -2773,7 +2798,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .active(active),
     .clk(clk),
     .ctl__busy(ctl__busy),
-    .ctl__cmd__payload(gemm__payload[207:32]),
+    .ctl__cmd__payload(gemm__payload[255:32]),
     .ctl__cmd__ready(ctl__cmd__ready),
     .ctl__cmd__valid(ctl__cmd__valid),
     .done(ctl__done),
@@ -2788,8 +2813,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$9159$16 (retire__2__tag),
-    .\port$9928$0 (gemm_error),
+    .\port$10196$16 (retire__2__tag),
+    .\port$10971$0 (gemm_error),
     .r_data(\r_data$506 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$503 ),
@@ -2840,8 +2865,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$181 (\$292 ),
     .limit(bus_timeout),
     .\port$109$0 (fw_write_qreset_ack_queue),
-    .\port$8674$0 (fw_write_cpl_word[3:0]),
-    .\port$8674$8 (fw_write_cpl_word[31:8]),
+    .\port$9711$0 (fw_write_cpl_word[3:0]),
+    .\port$9711$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -2982,8 +3007,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10708$0 (vec_error),
-    .\port$9161$16 (retire__3__tag),
+    .\port$10198$16 (retire__3__tag),
+    .\port$11761$0 (vec_error),
     .r_data(\r_data$517 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$514 ),
@@ -3853,7 +3878,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign store__cmd__payload = dma_store__payload[255:32];
   assign dma_store_done = \$10 [0];
   assign store__error = dma_store_error;
-  assign ctl__cmd__payload = gemm__payload[207:32];
+  assign ctl__cmd__payload = gemm__payload[255:32];
   assign ctl__error = gemm_error;
   assign \ctl__cmd__payload$130  = vec__payload[187:32];
   assign \ctl__error$135  = vec_error;
@@ -4270,7 +4295,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \dma_load__payload.desc.payload.dma.planes  = dma_load__payload[247:232];
   assign \dma_load__payload.desc.payload.dma.acc  = dma_load__payload[248];
   assign \dma_load__payload.desc.payload.dma.reserved  = dma_load__payload[255:249];
-  assign \dma_load__payload.desc.payload.gemm  = dma_load__payload[207:32];
+  assign \dma_load__payload.desc.payload.gemm  = dma_load__payload[255:32];
   assign \dma_load__payload.desc.payload.gemm.a_addr  = dma_load__payload[51:32];
   assign \dma_load__payload.desc.payload.gemm.b_addr  = dma_load__payload[71:52];
   assign \dma_load__payload.desc.payload.gemm.c_addr  = dma_load__payload[91:72];
@@ -4281,7 +4306,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \dma_load__payload.desc.payload.gemm.b_nt_stride  = dma_load__payload[171:152];
   assign \dma_load__payload.desc.payload.gemm.c_nt_stride  = dma_load__payload[191:172];
   assign \dma_load__payload.desc.payload.gemm.accumulate  = dma_load__payload[192];
-  assign \dma_load__payload.desc.payload.gemm.reserved  = dma_load__payload[207:193];
+  assign \dma_load__payload.desc.payload.gemm.b_transpose  = dma_load__payload[193];
+  assign \dma_load__payload.desc.payload.gemm.batches_m1  = dma_load__payload[201:194];
+  assign \dma_load__payload.desc.payload.gemm.a_batch_stride  = dma_load__payload[217:202];
+  assign \dma_load__payload.desc.payload.gemm.b_batch_stride  = dma_load__payload[233:218];
+  assign \dma_load__payload.desc.payload.gemm.c_batch_stride  = dma_load__payload[249:234];
+  assign \dma_load__payload.desc.payload.gemm.reserved  = dma_load__payload[255:250];
   assign \dma_load__payload.desc.payload.vec  = dma_load__payload[187:32];
   assign \dma_load__payload.desc.payload.vec.src_addr  = dma_load__payload[51:32];
   assign \dma_load__payload.desc.payload.vec.dst_addr  = dma_load__payload[71:52];
@@ -4338,7 +4368,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \dma_store__payload.desc.payload.dma.planes  = dma_store__payload[247:232];
   assign \dma_store__payload.desc.payload.dma.acc  = dma_store__payload[248];
   assign \dma_store__payload.desc.payload.dma.reserved  = dma_store__payload[255:249];
-  assign \dma_store__payload.desc.payload.gemm  = dma_store__payload[207:32];
+  assign \dma_store__payload.desc.payload.gemm  = dma_store__payload[255:32];
   assign \dma_store__payload.desc.payload.gemm.a_addr  = dma_store__payload[51:32];
   assign \dma_store__payload.desc.payload.gemm.b_addr  = dma_store__payload[71:52];
   assign \dma_store__payload.desc.payload.gemm.c_addr  = dma_store__payload[91:72];
@@ -4349,7 +4379,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \dma_store__payload.desc.payload.gemm.b_nt_stride  = dma_store__payload[171:152];
   assign \dma_store__payload.desc.payload.gemm.c_nt_stride  = dma_store__payload[191:172];
   assign \dma_store__payload.desc.payload.gemm.accumulate  = dma_store__payload[192];
-  assign \dma_store__payload.desc.payload.gemm.reserved  = dma_store__payload[207:193];
+  assign \dma_store__payload.desc.payload.gemm.b_transpose  = dma_store__payload[193];
+  assign \dma_store__payload.desc.payload.gemm.batches_m1  = dma_store__payload[201:194];
+  assign \dma_store__payload.desc.payload.gemm.a_batch_stride  = dma_store__payload[217:202];
+  assign \dma_store__payload.desc.payload.gemm.b_batch_stride  = dma_store__payload[233:218];
+  assign \dma_store__payload.desc.payload.gemm.c_batch_stride  = dma_store__payload[249:234];
+  assign \dma_store__payload.desc.payload.gemm.reserved  = dma_store__payload[255:250];
   assign \dma_store__payload.desc.payload.vec  = dma_store__payload[187:32];
   assign \dma_store__payload.desc.payload.vec.src_addr  = dma_store__payload[51:32];
   assign \dma_store__payload.desc.payload.vec.dst_addr  = dma_store__payload[71:52];
@@ -4383,7 +4418,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \ctl__cmd__payload.b_nt_stride  = gemm__payload[171:152];
   assign \ctl__cmd__payload.c_nt_stride  = gemm__payload[191:172];
   assign \ctl__cmd__payload.accumulate  = gemm__payload[192];
-  assign \ctl__cmd__payload.reserved  = gemm__payload[207:193];
+  assign \ctl__cmd__payload.b_transpose  = gemm__payload[193];
+  assign \ctl__cmd__payload.batches_m1  = gemm__payload[201:194];
+  assign \ctl__cmd__payload.a_batch_stride  = gemm__payload[217:202];
+  assign \ctl__cmd__payload.b_batch_stride  = gemm__payload[233:218];
+  assign \ctl__cmd__payload.c_batch_stride  = gemm__payload[249:234];
+  assign \ctl__cmd__payload.reserved  = gemm__payload[255:250];
   assign \gemm__payload.desc  = gemm__payload[255:0];
   assign \gemm__payload.desc.opcode  = gemm__payload[7:0];
   assign \gemm__payload.desc.flags  = gemm__payload[15:8];
@@ -4405,7 +4445,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \gemm__payload.desc.payload.dma.planes  = gemm__payload[247:232];
   assign \gemm__payload.desc.payload.dma.acc  = gemm__payload[248];
   assign \gemm__payload.desc.payload.dma.reserved  = gemm__payload[255:249];
-  assign \gemm__payload.desc.payload.gemm  = gemm__payload[207:32];
+  assign \gemm__payload.desc.payload.gemm  = gemm__payload[255:32];
   assign \gemm__payload.desc.payload.gemm.a_addr  = gemm__payload[51:32];
   assign \gemm__payload.desc.payload.gemm.b_addr  = gemm__payload[71:52];
   assign \gemm__payload.desc.payload.gemm.c_addr  = gemm__payload[91:72];
@@ -4416,7 +4456,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \gemm__payload.desc.payload.gemm.b_nt_stride  = gemm__payload[171:152];
   assign \gemm__payload.desc.payload.gemm.c_nt_stride  = gemm__payload[191:172];
   assign \gemm__payload.desc.payload.gemm.accumulate  = gemm__payload[192];
-  assign \gemm__payload.desc.payload.gemm.reserved  = gemm__payload[207:193];
+  assign \gemm__payload.desc.payload.gemm.b_transpose  = gemm__payload[193];
+  assign \gemm__payload.desc.payload.gemm.batches_m1  = gemm__payload[201:194];
+  assign \gemm__payload.desc.payload.gemm.a_batch_stride  = gemm__payload[217:202];
+  assign \gemm__payload.desc.payload.gemm.b_batch_stride  = gemm__payload[233:218];
+  assign \gemm__payload.desc.payload.gemm.c_batch_stride  = gemm__payload[249:234];
+  assign \gemm__payload.desc.payload.gemm.reserved  = gemm__payload[255:250];
   assign \gemm__payload.desc.payload.vec  = gemm__payload[187:32];
   assign \gemm__payload.desc.payload.vec.src_addr  = gemm__payload[51:32];
   assign \gemm__payload.desc.payload.vec.dst_addr  = gemm__payload[71:52];
@@ -4476,7 +4521,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \vec__payload.desc.payload.dma.planes  = vec__payload[247:232];
   assign \vec__payload.desc.payload.dma.acc  = vec__payload[248];
   assign \vec__payload.desc.payload.dma.reserved  = vec__payload[255:249];
-  assign \vec__payload.desc.payload.gemm  = vec__payload[207:32];
+  assign \vec__payload.desc.payload.gemm  = vec__payload[255:32];
   assign \vec__payload.desc.payload.gemm.a_addr  = vec__payload[51:32];
   assign \vec__payload.desc.payload.gemm.b_addr  = vec__payload[71:52];
   assign \vec__payload.desc.payload.gemm.c_addr  = vec__payload[91:72];
@@ -4487,7 +4532,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \vec__payload.desc.payload.gemm.b_nt_stride  = vec__payload[171:152];
   assign \vec__payload.desc.payload.gemm.c_nt_stride  = vec__payload[191:172];
   assign \vec__payload.desc.payload.gemm.accumulate  = vec__payload[192];
-  assign \vec__payload.desc.payload.gemm.reserved  = vec__payload[207:193];
+  assign \vec__payload.desc.payload.gemm.b_transpose  = vec__payload[193];
+  assign \vec__payload.desc.payload.gemm.batches_m1  = vec__payload[201:194];
+  assign \vec__payload.desc.payload.gemm.a_batch_stride  = vec__payload[217:202];
+  assign \vec__payload.desc.payload.gemm.b_batch_stride  = vec__payload[233:218];
+  assign \vec__payload.desc.payload.gemm.c_batch_stride  = vec__payload[249:234];
+  assign \vec__payload.desc.payload.gemm.reserved  = vec__payload[255:250];
   assign \vec__payload.desc.payload.vec  = vec__payload[187:32];
   assign \vec__payload.desc.payload.vec.src_addr  = vec__payload[51:32];
   assign \vec__payload.desc.payload.vec.dst_addr  = vec__payload[71:52];
@@ -6016,7 +6066,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9127$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$10164$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -6160,8 +6210,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$9127$2 ;
-  wire [29:0] \port$9127$2 ;
+  output [29:0] \port$10164$2 ;
+  wire [29:0] \port$10164$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -6341,7 +6391,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$9127$2 (\$99 ),
+    .\port$10164$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -6459,11 +6509,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$9127$2  = \$99 ;
+  assign \port$10164$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9127$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$10164$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -6888,8 +6938,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$9127$2 ;
-  wire [29:0] \port$9127$2 ;
+  output [29:0] \port$10164$2 ;
+  wire [29:0] \port$10164$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -9994,7 +10044,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$9127$2  = ls_addr_r[31:2];
+  assign \port$10164$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -10168,10 +10218,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , perf_gemm_full_count, perf_vec_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done
 , irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles
 , q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer
-, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$8964$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
-, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9153$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$9288$0 , q_status0_halted, q_error0_code, q_error_index0_index
-, \port$9302$0 , q_status0_resetting, q_consumer1_index, \port$9314$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$9328$0 , q_status1_resetting, q_consumer2_index, \port$9340$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$9354$0 , q_status2_resetting, q_consumer3_index, \port$9366$0 , q_status3_halted, q_error3_code, q_error_index3_index
-, \port$9380$0 , q_status3_resetting, \port$9492$0 , \port$9500$0 , \port$9508$0 , \port$9516$0 , bus__awaddr);
+, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, \port$10001$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value
+, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$10190$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$10325$0 , q_status0_halted, q_error0_code, q_error_index0_index
+, \port$10339$0 , q_status0_resetting, q_consumer1_index, \port$10351$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$10365$0 , q_status1_resetting, q_consumer2_index, \port$10377$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$10391$0 , q_status2_resetting, q_consumer3_index, \port$10403$0 , q_status3_halted, q_error3_code, q_error_index3_index
+, \port$10417$0 , q_status3_resetting, \port$10529$0 , \port$10537$0 , \port$10545$0 , \port$10553$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11705,34 +11755,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$8964$0 ;
-  wire [3:0] \port$8964$0 ;
-  input [3:0] \port$9153$0 ;
-  wire [3:0] \port$9153$0 ;
-  input \port$9288$0 ;
-  wire \port$9288$0 ;
-  input \port$9302$0 ;
-  wire \port$9302$0 ;
-  input \port$9314$0 ;
-  wire \port$9314$0 ;
-  input \port$9328$0 ;
-  wire \port$9328$0 ;
-  input \port$9340$0 ;
-  wire \port$9340$0 ;
-  input \port$9354$0 ;
-  wire \port$9354$0 ;
-  input \port$9366$0 ;
-  wire \port$9366$0 ;
-  input \port$9380$0 ;
-  wire \port$9380$0 ;
-  input [2:0] \port$9492$0 ;
-  wire [2:0] \port$9492$0 ;
-  input [2:0] \port$9500$0 ;
-  wire [2:0] \port$9500$0 ;
-  input [2:0] \port$9508$0 ;
-  wire [2:0] \port$9508$0 ;
-  input [2:0] \port$9516$0 ;
-  wire [2:0] \port$9516$0 ;
+  input [3:0] \port$10001$0 ;
+  wire [3:0] \port$10001$0 ;
+  input [3:0] \port$10190$0 ;
+  wire [3:0] \port$10190$0 ;
+  input \port$10325$0 ;
+  wire \port$10325$0 ;
+  input \port$10339$0 ;
+  wire \port$10339$0 ;
+  input \port$10351$0 ;
+  wire \port$10351$0 ;
+  input \port$10365$0 ;
+  wire \port$10365$0 ;
+  input \port$10377$0 ;
+  wire \port$10377$0 ;
+  input \port$10391$0 ;
+  wire \port$10391$0 ;
+  input \port$10403$0 ;
+  wire \port$10403$0 ;
+  input \port$10417$0 ;
+  wire \port$10417$0 ;
+  input [2:0] \port$10529$0 ;
+  wire [2:0] \port$10529$0 ;
+  input [2:0] \port$10537$0 ;
+  wire [2:0] \port$10537$0 ;
+  input [2:0] \port$10545$0 ;
+  wire [2:0] \port$10545$0 ;
+  input [2:0] \port$10553$0 ;
+  wire [2:0] \port$10553$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -12361,10 +12411,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$176  = \$175  | irq_status_error_set;
   assign \$177  = ~ clr_irq_status_queue_cpl;
   assign \$178  = irq_status_queue_cpl & \$177 ;
-  assign \$179  = \$178  | { \port$9366$0 , \port$9340$0 , \port$9314$0 , \port$9288$0  };
+  assign \$179  = \$178  | { \port$10403$0 , \port$10377$0 , \port$10351$0 , \port$10325$0  };
   assign \$180  = ~ clr_irq_status_queue_error;
   assign \$181  = irq_status_queue_error & \$180 ;
-  assign \$182  = \$181  | { \port$9380$0 , \port$9354$0 , \port$9328$0 , \port$9302$0  };
+  assign \$182  = \$181  | { \port$10417$0 , \port$10391$0 , \port$10365$0 , \port$10339$0  };
   assign \$183  = ~ clr_irq_status_fw_msg;
   assign \$184  = irq_status_fw_msg & \$183 ;
   assign \$185  = \$184  | irq_status_fw_msg_set;
@@ -14412,8 +14462,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$9366$0 , \port$9340$0 , \port$9314$0 , \port$9288$0  };
-  assign irq_status_queue_error_set = { \port$9380$0 , \port$9354$0 , \port$9328$0 , \port$9302$0  };
+  assign irq_status_queue_cpl_set = { \port$10403$0 , \port$10377$0 , \port$10351$0 , \port$10325$0  };
+  assign irq_status_queue_error_set = { \port$10417$0 , \port$10391$0 , \port$10365$0 , \port$10339$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -14428,18 +14478,18 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$9153$0 [0];
-  assign status_dma_store_busy = \port$9153$0 [1];
-  assign status_gemm_busy = \port$9153$0 [2];
-  assign status_vec_busy = \port$9153$0 [3];
-  assign q_status0_waiting = \port$8964$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$9492$0  };
-  assign q_status1_waiting = \port$8964$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$9500$0  };
-  assign q_status2_waiting = \port$8964$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$9508$0  };
-  assign q_status3_waiting = \port$8964$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$9516$0  };
+  assign status_dma_load_busy = \port$10190$0 [0];
+  assign status_dma_store_busy = \port$10190$0 [1];
+  assign status_gemm_busy = \port$10190$0 [2];
+  assign status_vec_busy = \port$10190$0 [3];
+  assign q_status0_waiting = \port$10001$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$10529$0  };
+  assign q_status1_waiting = \port$10001$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$10537$0  };
+  assign q_status2_waiting = \port$10001$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$10545$0  };
+  assign q_status3_waiting = \port$10001$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$10553$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$313  = 33'h04b414b49;
@@ -14484,11 +14534,11 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$403  = \$402 ;
   assign \$407  = 2'h0;
   assign \$408  = { 30'h00000000, \$407  };
-  assign \$429  = { 1'h0, \port$9153$0 [0] };
+  assign \$429  = { 1'h0, \port$10190$0 [0] };
   assign \$430  = { 30'h00000000, \$429  };
-  assign \$431  = { \port$9153$0 [1], 1'h0 };
-  assign \$433  = { 1'h0, \port$9153$0 [2], 2'h0 };
-  assign \$435  = { \port$9153$0 [3], 3'h0 };
+  assign \$431  = { \port$10190$0 [1], 1'h0 };
+  assign \$433  = { 1'h0, \port$10190$0 [2], 2'h0 };
+  assign \$435  = { \port$10190$0 [3], 3'h0 };
   assign \$437  = { 3'h0, status_idle, 4'h0 };
   assign \$441  = { 1'h0, irq_status_dma_load_done };
   assign \$442  = { 30'h00000000, \$441  };
@@ -14645,26 +14695,26 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$872  = { 30'h00000000, \$871  };
   assign \$873  = { q_status0_halted, 1'h0 };
   assign \$875  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$877  = { \port$8964$0 [0], 3'h0 };
-  assign \$879  = { 12'h000, \port$9492$0 , 8'h00 };
+  assign \$877  = { \port$10001$0 [0], 3'h0 };
+  assign \$879  = { 12'h000, \port$10529$0 , 8'h00 };
   assign \$884  = { 1'h0, q_status1_active };
   assign \$885  = { 30'h00000000, \$884  };
   assign \$886  = { q_status1_halted, 1'h0 };
   assign \$888  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$890  = { \port$8964$0 [1], 3'h0 };
-  assign \$892  = { 12'h000, \port$9500$0 , 8'h00 };
+  assign \$890  = { \port$10001$0 [1], 3'h0 };
+  assign \$892  = { 12'h000, \port$10537$0 , 8'h00 };
   assign \$897  = { 1'h0, q_status2_active };
   assign \$898  = { 30'h00000000, \$897  };
   assign \$899  = { q_status2_halted, 1'h0 };
   assign \$901  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$903  = { \port$8964$0 [2], 3'h0 };
-  assign \$905  = { 12'h000, \port$9508$0 , 8'h00 };
+  assign \$903  = { \port$10001$0 [2], 3'h0 };
+  assign \$905  = { 12'h000, \port$10545$0 , 8'h00 };
   assign \$910  = { 1'h0, q_status3_active };
   assign \$911  = { 30'h00000000, \$910  };
   assign \$912  = { q_status3_halted, 1'h0 };
   assign \$914  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$916  = { \port$8964$0 [3], 3'h0 };
-  assign \$918  = { 12'h000, \port$9516$0 , 8'h00 };
+  assign \$916  = { \port$10001$0 [3], 3'h0 };
+  assign \$918  = { 12'h000, \port$10553$0 , 8'h00 };
   assign \$923  = { 1'h0, q_error0_code };
   assign \$924  = { 23'h000000, \$923  };
   assign \$928  = { 1'h0, q_error1_code };
@@ -14775,7 +14825,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, engine_reset, desc, submit
-, queue, windowed, reject__done, reject__error, full, inflight, \port$9155$0 , retire__0__tag, \port$9157$0 , retire__1__tag, \port$9159$0 , retire__2__tag, \port$9161$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
+, queue, windowed, reject__done, reject__error, full, inflight, \port$10192$0 , retire__0__tag, \port$10194$0 , retire__1__tag, \port$10196$0 , retire__2__tag, \port$10198$0 , retire__3__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, retire__0__error, retire__1__error, retire__2__error
 , retire__3__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -14887,18 +14937,23 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \dma_load__payload.desc.payload.event.reserved ;
   wire [23:0] \dma_load__payload.desc.payload.event.reserved0 ;
   wire [31:0] \dma_load__payload.desc.payload.event.value ;
-  wire [175:0] \dma_load__payload.desc.payload.gemm ;
+  wire [223:0] \dma_load__payload.desc.payload.gemm ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \dma_load__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.a_kt_stride ;
   wire \dma_load__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \dma_load__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.b_nt_stride ;
+  wire \dma_load__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \dma_load__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \dma_load__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \dma_load__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \dma_load__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \dma_load__payload.desc.payload.gemm.m ;
   wire [11:0] \dma_load__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \dma_load__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \dma_load__payload.desc.payload.gemm.reserved ;
   wire [223:0] \dma_load__payload.desc.payload.raw ;
   wire [155:0] \dma_load__payload.desc.payload.vec ;
   wire [19:0] \dma_load__payload.desc.payload.vec.bias_addr ;
@@ -14976,18 +15031,23 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \dma_load_held.payload.event.reserved ;
   wire [23:0] \dma_load_held.payload.event.reserved0 ;
   wire [31:0] \dma_load_held.payload.event.value ;
-  wire [175:0] \dma_load_held.payload.gemm ;
+  wire [223:0] \dma_load_held.payload.gemm ;
   wire [19:0] \dma_load_held.payload.gemm.a_addr ;
+  wire [15:0] \dma_load_held.payload.gemm.a_batch_stride ;
   wire [19:0] \dma_load_held.payload.gemm.a_kt_stride ;
   wire \dma_load_held.payload.gemm.accumulate ;
   wire [19:0] \dma_load_held.payload.gemm.b_addr ;
+  wire [15:0] \dma_load_held.payload.gemm.b_batch_stride ;
   wire [19:0] \dma_load_held.payload.gemm.b_nt_stride ;
+  wire \dma_load_held.payload.gemm.b_transpose ;
+  wire [7:0] \dma_load_held.payload.gemm.batches_m1 ;
   wire [19:0] \dma_load_held.payload.gemm.c_addr ;
+  wire [15:0] \dma_load_held.payload.gemm.c_batch_stride ;
   wire [19:0] \dma_load_held.payload.gemm.c_nt_stride ;
   wire [11:0] \dma_load_held.payload.gemm.k_tiles ;
   wire [15:0] \dma_load_held.payload.gemm.m ;
   wire [11:0] \dma_load_held.payload.gemm.n_tiles ;
-  wire [14:0] \dma_load_held.payload.gemm.reserved ;
+  wire [5:0] \dma_load_held.payload.gemm.reserved ;
   wire [223:0] \dma_load_held.payload.raw ;
   wire [155:0] \dma_load_held.payload.vec ;
   wire [19:0] \dma_load_held.payload.vec.bias_addr ;
@@ -15041,18 +15101,23 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \dma_store__payload.desc.payload.event.reserved ;
   wire [23:0] \dma_store__payload.desc.payload.event.reserved0 ;
   wire [31:0] \dma_store__payload.desc.payload.event.value ;
-  wire [175:0] \dma_store__payload.desc.payload.gemm ;
+  wire [223:0] \dma_store__payload.desc.payload.gemm ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \dma_store__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.a_kt_stride ;
   wire \dma_store__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \dma_store__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.b_nt_stride ;
+  wire \dma_store__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \dma_store__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \dma_store__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \dma_store__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \dma_store__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \dma_store__payload.desc.payload.gemm.m ;
   wire [11:0] \dma_store__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \dma_store__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \dma_store__payload.desc.payload.gemm.reserved ;
   wire [223:0] \dma_store__payload.desc.payload.raw ;
   wire [155:0] \dma_store__payload.desc.payload.vec ;
   wire [19:0] \dma_store__payload.desc.payload.vec.bias_addr ;
@@ -15130,18 +15195,23 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \dma_store_held.payload.event.reserved ;
   wire [23:0] \dma_store_held.payload.event.reserved0 ;
   wire [31:0] \dma_store_held.payload.event.value ;
-  wire [175:0] \dma_store_held.payload.gemm ;
+  wire [223:0] \dma_store_held.payload.gemm ;
   wire [19:0] \dma_store_held.payload.gemm.a_addr ;
+  wire [15:0] \dma_store_held.payload.gemm.a_batch_stride ;
   wire [19:0] \dma_store_held.payload.gemm.a_kt_stride ;
   wire \dma_store_held.payload.gemm.accumulate ;
   wire [19:0] \dma_store_held.payload.gemm.b_addr ;
+  wire [15:0] \dma_store_held.payload.gemm.b_batch_stride ;
   wire [19:0] \dma_store_held.payload.gemm.b_nt_stride ;
+  wire \dma_store_held.payload.gemm.b_transpose ;
+  wire [7:0] \dma_store_held.payload.gemm.batches_m1 ;
   wire [19:0] \dma_store_held.payload.gemm.c_addr ;
+  wire [15:0] \dma_store_held.payload.gemm.c_batch_stride ;
   wire [19:0] \dma_store_held.payload.gemm.c_nt_stride ;
   wire [11:0] \dma_store_held.payload.gemm.k_tiles ;
   wire [15:0] \dma_store_held.payload.gemm.m ;
   wire [11:0] \dma_store_held.payload.gemm.n_tiles ;
-  wire [14:0] \dma_store_held.payload.gemm.reserved ;
+  wire [5:0] \dma_store_held.payload.gemm.reserved ;
   wire [223:0] \dma_store_held.payload.raw ;
   wire [155:0] \dma_store_held.payload.vec ;
   wire [19:0] \dma_store_held.payload.vec.bias_addr ;
@@ -15196,18 +15266,23 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \entry.desc.payload.event.reserved ;
   wire [23:0] \entry.desc.payload.event.reserved0 ;
   wire [31:0] \entry.desc.payload.event.value ;
-  wire [175:0] \entry.desc.payload.gemm ;
+  wire [223:0] \entry.desc.payload.gemm ;
   wire [19:0] \entry.desc.payload.gemm.a_addr ;
+  wire [15:0] \entry.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \entry.desc.payload.gemm.a_kt_stride ;
   wire \entry.desc.payload.gemm.accumulate ;
   wire [19:0] \entry.desc.payload.gemm.b_addr ;
+  wire [15:0] \entry.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \entry.desc.payload.gemm.b_nt_stride ;
+  wire \entry.desc.payload.gemm.b_transpose ;
+  wire [7:0] \entry.desc.payload.gemm.batches_m1 ;
   wire [19:0] \entry.desc.payload.gemm.c_addr ;
+  wire [15:0] \entry.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \entry.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \entry.desc.payload.gemm.k_tiles ;
   wire [15:0] \entry.desc.payload.gemm.m ;
   wire [11:0] \entry.desc.payload.gemm.n_tiles ;
-  wire [14:0] \entry.desc.payload.gemm.reserved ;
+  wire [5:0] \entry.desc.payload.gemm.reserved ;
   wire [223:0] \entry.desc.payload.raw ;
   wire [155:0] \entry.desc.payload.vec ;
   wire [19:0] \entry.desc.payload.vec.bias_addr ;
@@ -15266,18 +15341,23 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \gemm__payload.desc.payload.event.reserved ;
   wire [23:0] \gemm__payload.desc.payload.event.reserved0 ;
   wire [31:0] \gemm__payload.desc.payload.event.value ;
-  wire [175:0] \gemm__payload.desc.payload.gemm ;
+  wire [223:0] \gemm__payload.desc.payload.gemm ;
   wire [19:0] \gemm__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \gemm__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \gemm__payload.desc.payload.gemm.a_kt_stride ;
   wire \gemm__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \gemm__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \gemm__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \gemm__payload.desc.payload.gemm.b_nt_stride ;
+  wire \gemm__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \gemm__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \gemm__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \gemm__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \gemm__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \gemm__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \gemm__payload.desc.payload.gemm.m ;
   wire [11:0] \gemm__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \gemm__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \gemm__payload.desc.payload.gemm.reserved ;
   wire [223:0] \gemm__payload.desc.payload.raw ;
   wire [155:0] \gemm__payload.desc.payload.vec ;
   wire [19:0] \gemm__payload.desc.payload.vec.bias_addr ;
@@ -15355,18 +15435,23 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \gemm_held.payload.event.reserved ;
   wire [23:0] \gemm_held.payload.event.reserved0 ;
   wire [31:0] \gemm_held.payload.event.value ;
-  wire [175:0] \gemm_held.payload.gemm ;
+  wire [223:0] \gemm_held.payload.gemm ;
   wire [19:0] \gemm_held.payload.gemm.a_addr ;
+  wire [15:0] \gemm_held.payload.gemm.a_batch_stride ;
   wire [19:0] \gemm_held.payload.gemm.a_kt_stride ;
   wire \gemm_held.payload.gemm.accumulate ;
   wire [19:0] \gemm_held.payload.gemm.b_addr ;
+  wire [15:0] \gemm_held.payload.gemm.b_batch_stride ;
   wire [19:0] \gemm_held.payload.gemm.b_nt_stride ;
+  wire \gemm_held.payload.gemm.b_transpose ;
+  wire [7:0] \gemm_held.payload.gemm.batches_m1 ;
   wire [19:0] \gemm_held.payload.gemm.c_addr ;
+  wire [15:0] \gemm_held.payload.gemm.c_batch_stride ;
   wire [19:0] \gemm_held.payload.gemm.c_nt_stride ;
   wire [11:0] \gemm_held.payload.gemm.k_tiles ;
   wire [15:0] \gemm_held.payload.gemm.m ;
   wire [11:0] \gemm_held.payload.gemm.n_tiles ;
-  wire [14:0] \gemm_held.payload.gemm.reserved ;
+  wire [5:0] \gemm_held.payload.gemm.reserved ;
   wire [223:0] \gemm_held.payload.raw ;
   wire [155:0] \gemm_held.payload.vec ;
   wire [19:0] \gemm_held.payload.vec.bias_addr ;
@@ -15390,14 +15475,14 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   output [3:0] inflight;
   reg [3:0] inflight = 4'h0;
   reg known;
-  output [8:0] \port$9155$0 ;
-  wire [8:0] \port$9155$0 ;
-  output [8:0] \port$9157$0 ;
-  wire [8:0] \port$9157$0 ;
-  output [8:0] \port$9159$0 ;
-  wire [8:0] \port$9159$0 ;
-  output [8:0] \port$9161$0 ;
-  wire [8:0] \port$9161$0 ;
+  output [8:0] \port$10192$0 ;
+  wire [8:0] \port$10192$0 ;
+  output [8:0] \port$10194$0 ;
+  wire [8:0] \port$10194$0 ;
+  output [8:0] \port$10196$0 ;
+  wire [8:0] \port$10196$0 ;
+  output [8:0] \port$10198$0 ;
+  wire [8:0] \port$10198$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -15629,18 +15714,23 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \vec__payload.desc.payload.event.reserved ;
   wire [23:0] \vec__payload.desc.payload.event.reserved0 ;
   wire [31:0] \vec__payload.desc.payload.event.value ;
-  wire [175:0] \vec__payload.desc.payload.gemm ;
+  wire [223:0] \vec__payload.desc.payload.gemm ;
   wire [19:0] \vec__payload.desc.payload.gemm.a_addr ;
+  wire [15:0] \vec__payload.desc.payload.gemm.a_batch_stride ;
   wire [19:0] \vec__payload.desc.payload.gemm.a_kt_stride ;
   wire \vec__payload.desc.payload.gemm.accumulate ;
   wire [19:0] \vec__payload.desc.payload.gemm.b_addr ;
+  wire [15:0] \vec__payload.desc.payload.gemm.b_batch_stride ;
   wire [19:0] \vec__payload.desc.payload.gemm.b_nt_stride ;
+  wire \vec__payload.desc.payload.gemm.b_transpose ;
+  wire [7:0] \vec__payload.desc.payload.gemm.batches_m1 ;
   wire [19:0] \vec__payload.desc.payload.gemm.c_addr ;
+  wire [15:0] \vec__payload.desc.payload.gemm.c_batch_stride ;
   wire [19:0] \vec__payload.desc.payload.gemm.c_nt_stride ;
   wire [11:0] \vec__payload.desc.payload.gemm.k_tiles ;
   wire [15:0] \vec__payload.desc.payload.gemm.m ;
   wire [11:0] \vec__payload.desc.payload.gemm.n_tiles ;
-  wire [14:0] \vec__payload.desc.payload.gemm.reserved ;
+  wire [5:0] \vec__payload.desc.payload.gemm.reserved ;
   wire [223:0] \vec__payload.desc.payload.raw ;
   wire [155:0] \vec__payload.desc.payload.vec ;
   wire [19:0] \vec__payload.desc.payload.vec.bias_addr ;
@@ -15718,18 +15808,23 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [159:0] \vec_held.payload.event.reserved ;
   wire [23:0] \vec_held.payload.event.reserved0 ;
   wire [31:0] \vec_held.payload.event.value ;
-  wire [175:0] \vec_held.payload.gemm ;
+  wire [223:0] \vec_held.payload.gemm ;
   wire [19:0] \vec_held.payload.gemm.a_addr ;
+  wire [15:0] \vec_held.payload.gemm.a_batch_stride ;
   wire [19:0] \vec_held.payload.gemm.a_kt_stride ;
   wire \vec_held.payload.gemm.accumulate ;
   wire [19:0] \vec_held.payload.gemm.b_addr ;
+  wire [15:0] \vec_held.payload.gemm.b_batch_stride ;
   wire [19:0] \vec_held.payload.gemm.b_nt_stride ;
+  wire \vec_held.payload.gemm.b_transpose ;
+  wire [7:0] \vec_held.payload.gemm.batches_m1 ;
   wire [19:0] \vec_held.payload.gemm.c_addr ;
+  wire [15:0] \vec_held.payload.gemm.c_batch_stride ;
   wire [19:0] \vec_held.payload.gemm.c_nt_stride ;
   wire [11:0] \vec_held.payload.gemm.k_tiles ;
   wire [15:0] \vec_held.payload.gemm.m ;
   wire [11:0] \vec_held.payload.gemm.n_tiles ;
-  wire [14:0] \vec_held.payload.gemm.reserved ;
+  wire [5:0] \vec_held.payload.gemm.reserved ;
   wire [223:0] \vec_held.payload.raw ;
   wire [155:0] \vec_held.payload.vec ;
   wire [19:0] \vec_held.payload.vec.bias_addr ;
@@ -15849,9 +15944,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \$24  = ~ \w_rdy$39 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$8621$0 (desc),
-    .\port$8623$0 (queue),
-    .\port$8624$0 (windowed),
+    .\port$9658$0 (desc),
+    .\port$9660$0 (queue),
+    .\port$9661$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -15861,9 +15956,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$8621$0 (desc),
-    .\port$8623$0 (queue),
-    .\port$8624$0 (windowed),
+    .\port$9658$0 (desc),
+    .\port$9660$0 (queue),
+    .\port$9661$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -15873,9 +15968,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$8621$0 (desc),
-    .\port$8623$0 (queue),
-    .\port$8624$0 (windowed),
+    .\port$9658$0 (desc),
+    .\port$9660$0 (queue),
+    .\port$9661$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -15885,9 +15980,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$8621$0 (desc),
-    .\port$8623$0 (queue),
-    .\port$8624$0 (windowed),
+    .\port$9658$0 (desc),
+    .\port$9660$0 (queue),
+    .\port$9661$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -16072,13 +16167,13 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign vec_error = retire__3__error;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \port$9155$0  = dma_load_held[8:0];
+  assign \port$10192$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$9157$0  = dma_store_held[8:0];
+  assign \port$10194$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$9159$0  = gemm_held[8:0];
+  assign \port$10196$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$9161$0  = vec_held[8:0];
+  assign \port$10198$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -16101,7 +16196,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \entry.desc.payload.dma.planes  = desc[247:232];
   assign \entry.desc.payload.dma.acc  = desc[248];
   assign \entry.desc.payload.dma.reserved  = desc[255:249];
-  assign \entry.desc.payload.gemm  = desc[207:32];
+  assign \entry.desc.payload.gemm  = desc[255:32];
   assign \entry.desc.payload.gemm.a_addr  = desc[51:32];
   assign \entry.desc.payload.gemm.b_addr  = desc[71:52];
   assign \entry.desc.payload.gemm.c_addr  = desc[91:72];
@@ -16112,7 +16207,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \entry.desc.payload.gemm.b_nt_stride  = desc[171:152];
   assign \entry.desc.payload.gemm.c_nt_stride  = desc[191:172];
   assign \entry.desc.payload.gemm.accumulate  = desc[192];
-  assign \entry.desc.payload.gemm.reserved  = desc[207:193];
+  assign \entry.desc.payload.gemm.b_transpose  = desc[193];
+  assign \entry.desc.payload.gemm.batches_m1  = desc[201:194];
+  assign \entry.desc.payload.gemm.a_batch_stride  = desc[217:202];
+  assign \entry.desc.payload.gemm.b_batch_stride  = desc[233:218];
+  assign \entry.desc.payload.gemm.c_batch_stride  = desc[249:234];
+  assign \entry.desc.payload.gemm.reserved  = desc[255:250];
   assign \entry.desc.payload.vec  = desc[187:32];
   assign \entry.desc.payload.vec.src_addr  = desc[51:32];
   assign \entry.desc.payload.vec.dst_addr  = desc[71:52];
@@ -16157,7 +16257,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_load__payload.desc.payload.dma.planes  = dma_load__payload[247:232];
   assign \dma_load__payload.desc.payload.dma.acc  = dma_load__payload[248];
   assign \dma_load__payload.desc.payload.dma.reserved  = dma_load__payload[255:249];
-  assign \dma_load__payload.desc.payload.gemm  = dma_load__payload[207:32];
+  assign \dma_load__payload.desc.payload.gemm  = dma_load__payload[255:32];
   assign \dma_load__payload.desc.payload.gemm.a_addr  = dma_load__payload[51:32];
   assign \dma_load__payload.desc.payload.gemm.b_addr  = dma_load__payload[71:52];
   assign \dma_load__payload.desc.payload.gemm.c_addr  = dma_load__payload[91:72];
@@ -16168,7 +16268,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_load__payload.desc.payload.gemm.b_nt_stride  = dma_load__payload[171:152];
   assign \dma_load__payload.desc.payload.gemm.c_nt_stride  = dma_load__payload[191:172];
   assign \dma_load__payload.desc.payload.gemm.accumulate  = dma_load__payload[192];
-  assign \dma_load__payload.desc.payload.gemm.reserved  = dma_load__payload[207:193];
+  assign \dma_load__payload.desc.payload.gemm.b_transpose  = dma_load__payload[193];
+  assign \dma_load__payload.desc.payload.gemm.batches_m1  = dma_load__payload[201:194];
+  assign \dma_load__payload.desc.payload.gemm.a_batch_stride  = dma_load__payload[217:202];
+  assign \dma_load__payload.desc.payload.gemm.b_batch_stride  = dma_load__payload[233:218];
+  assign \dma_load__payload.desc.payload.gemm.c_batch_stride  = dma_load__payload[249:234];
+  assign \dma_load__payload.desc.payload.gemm.reserved  = dma_load__payload[255:250];
   assign \dma_load__payload.desc.payload.vec  = dma_load__payload[187:32];
   assign \dma_load__payload.desc.payload.vec.src_addr  = dma_load__payload[51:32];
   assign \dma_load__payload.desc.payload.vec.dst_addr  = dma_load__payload[71:52];
@@ -16212,7 +16317,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_load_held.payload.dma.planes  = dma_load_held[247:232];
   assign \dma_load_held.payload.dma.acc  = dma_load_held[248];
   assign \dma_load_held.payload.dma.reserved  = dma_load_held[255:249];
-  assign \dma_load_held.payload.gemm  = dma_load_held[207:32];
+  assign \dma_load_held.payload.gemm  = dma_load_held[255:32];
   assign \dma_load_held.payload.gemm.a_addr  = dma_load_held[51:32];
   assign \dma_load_held.payload.gemm.b_addr  = dma_load_held[71:52];
   assign \dma_load_held.payload.gemm.c_addr  = dma_load_held[91:72];
@@ -16223,7 +16328,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_load_held.payload.gemm.b_nt_stride  = dma_load_held[171:152];
   assign \dma_load_held.payload.gemm.c_nt_stride  = dma_load_held[191:172];
   assign \dma_load_held.payload.gemm.accumulate  = dma_load_held[192];
-  assign \dma_load_held.payload.gemm.reserved  = dma_load_held[207:193];
+  assign \dma_load_held.payload.gemm.b_transpose  = dma_load_held[193];
+  assign \dma_load_held.payload.gemm.batches_m1  = dma_load_held[201:194];
+  assign \dma_load_held.payload.gemm.a_batch_stride  = dma_load_held[217:202];
+  assign \dma_load_held.payload.gemm.b_batch_stride  = dma_load_held[233:218];
+  assign \dma_load_held.payload.gemm.c_batch_stride  = dma_load_held[249:234];
+  assign \dma_load_held.payload.gemm.reserved  = dma_load_held[255:250];
   assign \dma_load_held.payload.vec  = dma_load_held[187:32];
   assign \dma_load_held.payload.vec.src_addr  = dma_load_held[51:32];
   assign \dma_load_held.payload.vec.dst_addr  = dma_load_held[71:52];
@@ -16266,7 +16376,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_store__payload.desc.payload.dma.planes  = dma_store__payload[247:232];
   assign \dma_store__payload.desc.payload.dma.acc  = dma_store__payload[248];
   assign \dma_store__payload.desc.payload.dma.reserved  = dma_store__payload[255:249];
-  assign \dma_store__payload.desc.payload.gemm  = dma_store__payload[207:32];
+  assign \dma_store__payload.desc.payload.gemm  = dma_store__payload[255:32];
   assign \dma_store__payload.desc.payload.gemm.a_addr  = dma_store__payload[51:32];
   assign \dma_store__payload.desc.payload.gemm.b_addr  = dma_store__payload[71:52];
   assign \dma_store__payload.desc.payload.gemm.c_addr  = dma_store__payload[91:72];
@@ -16277,7 +16387,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_store__payload.desc.payload.gemm.b_nt_stride  = dma_store__payload[171:152];
   assign \dma_store__payload.desc.payload.gemm.c_nt_stride  = dma_store__payload[191:172];
   assign \dma_store__payload.desc.payload.gemm.accumulate  = dma_store__payload[192];
-  assign \dma_store__payload.desc.payload.gemm.reserved  = dma_store__payload[207:193];
+  assign \dma_store__payload.desc.payload.gemm.b_transpose  = dma_store__payload[193];
+  assign \dma_store__payload.desc.payload.gemm.batches_m1  = dma_store__payload[201:194];
+  assign \dma_store__payload.desc.payload.gemm.a_batch_stride  = dma_store__payload[217:202];
+  assign \dma_store__payload.desc.payload.gemm.b_batch_stride  = dma_store__payload[233:218];
+  assign \dma_store__payload.desc.payload.gemm.c_batch_stride  = dma_store__payload[249:234];
+  assign \dma_store__payload.desc.payload.gemm.reserved  = dma_store__payload[255:250];
   assign \dma_store__payload.desc.payload.vec  = dma_store__payload[187:32];
   assign \dma_store__payload.desc.payload.vec.src_addr  = dma_store__payload[51:32];
   assign \dma_store__payload.desc.payload.vec.dst_addr  = dma_store__payload[71:52];
@@ -16321,7 +16436,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_store_held.payload.dma.planes  = dma_store_held[247:232];
   assign \dma_store_held.payload.dma.acc  = dma_store_held[248];
   assign \dma_store_held.payload.dma.reserved  = dma_store_held[255:249];
-  assign \dma_store_held.payload.gemm  = dma_store_held[207:32];
+  assign \dma_store_held.payload.gemm  = dma_store_held[255:32];
   assign \dma_store_held.payload.gemm.a_addr  = dma_store_held[51:32];
   assign \dma_store_held.payload.gemm.b_addr  = dma_store_held[71:52];
   assign \dma_store_held.payload.gemm.c_addr  = dma_store_held[91:72];
@@ -16332,7 +16447,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \dma_store_held.payload.gemm.b_nt_stride  = dma_store_held[171:152];
   assign \dma_store_held.payload.gemm.c_nt_stride  = dma_store_held[191:172];
   assign \dma_store_held.payload.gemm.accumulate  = dma_store_held[192];
-  assign \dma_store_held.payload.gemm.reserved  = dma_store_held[207:193];
+  assign \dma_store_held.payload.gemm.b_transpose  = dma_store_held[193];
+  assign \dma_store_held.payload.gemm.batches_m1  = dma_store_held[201:194];
+  assign \dma_store_held.payload.gemm.a_batch_stride  = dma_store_held[217:202];
+  assign \dma_store_held.payload.gemm.b_batch_stride  = dma_store_held[233:218];
+  assign \dma_store_held.payload.gemm.c_batch_stride  = dma_store_held[249:234];
+  assign \dma_store_held.payload.gemm.reserved  = dma_store_held[255:250];
   assign \dma_store_held.payload.vec  = dma_store_held[187:32];
   assign \dma_store_held.payload.vec.src_addr  = dma_store_held[51:32];
   assign \dma_store_held.payload.vec.dst_addr  = dma_store_held[71:52];
@@ -16375,7 +16495,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \gemm__payload.desc.payload.dma.planes  = gemm__payload[247:232];
   assign \gemm__payload.desc.payload.dma.acc  = gemm__payload[248];
   assign \gemm__payload.desc.payload.dma.reserved  = gemm__payload[255:249];
-  assign \gemm__payload.desc.payload.gemm  = gemm__payload[207:32];
+  assign \gemm__payload.desc.payload.gemm  = gemm__payload[255:32];
   assign \gemm__payload.desc.payload.gemm.a_addr  = gemm__payload[51:32];
   assign \gemm__payload.desc.payload.gemm.b_addr  = gemm__payload[71:52];
   assign \gemm__payload.desc.payload.gemm.c_addr  = gemm__payload[91:72];
@@ -16386,7 +16506,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \gemm__payload.desc.payload.gemm.b_nt_stride  = gemm__payload[171:152];
   assign \gemm__payload.desc.payload.gemm.c_nt_stride  = gemm__payload[191:172];
   assign \gemm__payload.desc.payload.gemm.accumulate  = gemm__payload[192];
-  assign \gemm__payload.desc.payload.gemm.reserved  = gemm__payload[207:193];
+  assign \gemm__payload.desc.payload.gemm.b_transpose  = gemm__payload[193];
+  assign \gemm__payload.desc.payload.gemm.batches_m1  = gemm__payload[201:194];
+  assign \gemm__payload.desc.payload.gemm.a_batch_stride  = gemm__payload[217:202];
+  assign \gemm__payload.desc.payload.gemm.b_batch_stride  = gemm__payload[233:218];
+  assign \gemm__payload.desc.payload.gemm.c_batch_stride  = gemm__payload[249:234];
+  assign \gemm__payload.desc.payload.gemm.reserved  = gemm__payload[255:250];
   assign \gemm__payload.desc.payload.vec  = gemm__payload[187:32];
   assign \gemm__payload.desc.payload.vec.src_addr  = gemm__payload[51:32];
   assign \gemm__payload.desc.payload.vec.dst_addr  = gemm__payload[71:52];
@@ -16430,7 +16555,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \gemm_held.payload.dma.planes  = gemm_held[247:232];
   assign \gemm_held.payload.dma.acc  = gemm_held[248];
   assign \gemm_held.payload.dma.reserved  = gemm_held[255:249];
-  assign \gemm_held.payload.gemm  = gemm_held[207:32];
+  assign \gemm_held.payload.gemm  = gemm_held[255:32];
   assign \gemm_held.payload.gemm.a_addr  = gemm_held[51:32];
   assign \gemm_held.payload.gemm.b_addr  = gemm_held[71:52];
   assign \gemm_held.payload.gemm.c_addr  = gemm_held[91:72];
@@ -16441,7 +16566,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \gemm_held.payload.gemm.b_nt_stride  = gemm_held[171:152];
   assign \gemm_held.payload.gemm.c_nt_stride  = gemm_held[191:172];
   assign \gemm_held.payload.gemm.accumulate  = gemm_held[192];
-  assign \gemm_held.payload.gemm.reserved  = gemm_held[207:193];
+  assign \gemm_held.payload.gemm.b_transpose  = gemm_held[193];
+  assign \gemm_held.payload.gemm.batches_m1  = gemm_held[201:194];
+  assign \gemm_held.payload.gemm.a_batch_stride  = gemm_held[217:202];
+  assign \gemm_held.payload.gemm.b_batch_stride  = gemm_held[233:218];
+  assign \gemm_held.payload.gemm.c_batch_stride  = gemm_held[249:234];
+  assign \gemm_held.payload.gemm.reserved  = gemm_held[255:250];
   assign \gemm_held.payload.vec  = gemm_held[187:32];
   assign \gemm_held.payload.vec.src_addr  = gemm_held[51:32];
   assign \gemm_held.payload.vec.dst_addr  = gemm_held[71:52];
@@ -16484,7 +16614,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \vec__payload.desc.payload.dma.planes  = vec__payload[247:232];
   assign \vec__payload.desc.payload.dma.acc  = vec__payload[248];
   assign \vec__payload.desc.payload.dma.reserved  = vec__payload[255:249];
-  assign \vec__payload.desc.payload.gemm  = vec__payload[207:32];
+  assign \vec__payload.desc.payload.gemm  = vec__payload[255:32];
   assign \vec__payload.desc.payload.gemm.a_addr  = vec__payload[51:32];
   assign \vec__payload.desc.payload.gemm.b_addr  = vec__payload[71:52];
   assign \vec__payload.desc.payload.gemm.c_addr  = vec__payload[91:72];
@@ -16495,7 +16625,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \vec__payload.desc.payload.gemm.b_nt_stride  = vec__payload[171:152];
   assign \vec__payload.desc.payload.gemm.c_nt_stride  = vec__payload[191:172];
   assign \vec__payload.desc.payload.gemm.accumulate  = vec__payload[192];
-  assign \vec__payload.desc.payload.gemm.reserved  = vec__payload[207:193];
+  assign \vec__payload.desc.payload.gemm.b_transpose  = vec__payload[193];
+  assign \vec__payload.desc.payload.gemm.batches_m1  = vec__payload[201:194];
+  assign \vec__payload.desc.payload.gemm.a_batch_stride  = vec__payload[217:202];
+  assign \vec__payload.desc.payload.gemm.b_batch_stride  = vec__payload[233:218];
+  assign \vec__payload.desc.payload.gemm.c_batch_stride  = vec__payload[249:234];
+  assign \vec__payload.desc.payload.gemm.reserved  = vec__payload[255:250];
   assign \vec__payload.desc.payload.vec  = vec__payload[187:32];
   assign \vec__payload.desc.payload.vec.src_addr  = vec__payload[51:32];
   assign \vec__payload.desc.payload.vec.dst_addr  = vec__payload[71:52];
@@ -16539,7 +16674,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \vec_held.payload.dma.planes  = vec_held[247:232];
   assign \vec_held.payload.dma.acc  = vec_held[248];
   assign \vec_held.payload.dma.reserved  = vec_held[255:249];
-  assign \vec_held.payload.gemm  = vec_held[207:32];
+  assign \vec_held.payload.gemm  = vec_held[255:32];
   assign \vec_held.payload.gemm.a_addr  = vec_held[51:32];
   assign \vec_held.payload.gemm.b_addr  = vec_held[71:52];
   assign \vec_held.payload.gemm.c_addr  = vec_held[91:72];
@@ -16550,7 +16685,12 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \vec_held.payload.gemm.b_nt_stride  = vec_held[171:152];
   assign \vec_held.payload.gemm.c_nt_stride  = vec_held[191:172];
   assign \vec_held.payload.gemm.accumulate  = vec_held[192];
-  assign \vec_held.payload.gemm.reserved  = vec_held[207:193];
+  assign \vec_held.payload.gemm.b_transpose  = vec_held[193];
+  assign \vec_held.payload.gemm.batches_m1  = vec_held[201:194];
+  assign \vec_held.payload.gemm.a_batch_stride  = vec_held[217:202];
+  assign \vec_held.payload.gemm.b_batch_stride  = vec_held[233:218];
+  assign \vec_held.payload.gemm.c_batch_stride  = vec_held[249:234];
+  assign \vec_held.payload.gemm.reserved  = vec_held[255:250];
   assign \vec_held.payload.vec  = vec_held[187:32];
   assign \vec_held.payload.vec.src_addr  = vec_held[51:32];
   assign \vec_held.payload.vec.dst_addr  = vec_held[71:52];
@@ -16579,7 +16719,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8621$0 , \port$8623$0 , \port$8624$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9658$0 , \port$9660$0 , \port$9661$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16621,12 +16761,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8621$0 ;
-  wire [255:0] \port$8621$0 ;
-  input [1:0] \port$8623$0 ;
-  wire [1:0] \port$8623$0 ;
-  input \port$8624$0 ;
-  wire \port$8624$0 ;
+  input [255:0] \port$9658$0 ;
+  wire [255:0] \port$9658$0 ;
+  input [1:0] \port$9660$0 ;
+  wire [1:0] \port$9660$0 ;
+  input \port$9661$0 ;
+  wire \port$9661$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16658,7 +16798,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8624$0 , \port$8623$0 , \port$8621$0  };
+      storage[w_port__addr] <= { \port$9661$0 , \port$9660$0 , \port$9658$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16757,14 +16897,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
-  assign w_data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
+  assign w_port__data = { \port$9661$0 , \port$9660$0 , \port$9658$0  };
+  assign w_data = { \port$9661$0 , \port$9660$0 , \port$9658$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8621$0 , \port$8623$0 , \port$8624$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9658$0 , \port$9660$0 , \port$9661$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16806,12 +16946,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8621$0 ;
-  wire [255:0] \port$8621$0 ;
-  input [1:0] \port$8623$0 ;
-  wire [1:0] \port$8623$0 ;
-  input \port$8624$0 ;
-  wire \port$8624$0 ;
+  input [255:0] \port$9658$0 ;
+  wire [255:0] \port$9658$0 ;
+  input [1:0] \port$9660$0 ;
+  wire [1:0] \port$9660$0 ;
+  input \port$9661$0 ;
+  wire \port$9661$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -16843,7 +16983,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8624$0 , \port$8623$0 , \port$8621$0  };
+      storage[w_port__addr] <= { \port$9661$0 , \port$9660$0 , \port$9658$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -16942,14 +17082,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
-  assign w_data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
+  assign w_port__data = { \port$9661$0 , \port$9660$0 , \port$9658$0  };
+  assign w_data = { \port$9661$0 , \port$9660$0 , \port$9658$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8621$0 , \port$8623$0 , \port$8624$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9658$0 , \port$9660$0 , \port$9661$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16991,12 +17131,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8621$0 ;
-  wire [255:0] \port$8621$0 ;
-  input [1:0] \port$8623$0 ;
-  wire [1:0] \port$8623$0 ;
-  input \port$8624$0 ;
-  wire \port$8624$0 ;
+  input [255:0] \port$9658$0 ;
+  wire [255:0] \port$9658$0 ;
+  input [1:0] \port$9660$0 ;
+  wire [1:0] \port$9660$0 ;
+  input \port$9661$0 ;
+  wire \port$9661$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17028,7 +17168,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8624$0 , \port$8623$0 , \port$8621$0  };
+      storage[w_port__addr] <= { \port$9661$0 , \port$9660$0 , \port$9658$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17127,14 +17267,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
-  assign w_data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
+  assign w_port__data = { \port$9661$0 , \port$9660$0 , \port$9658$0  };
+  assign w_data = { \port$9661$0 , \port$9660$0 , \port$9658$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$8621$0 , \port$8623$0 , \port$8624$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9658$0 , \port$9660$0 , \port$9661$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17176,12 +17316,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$8621$0 ;
-  wire [255:0] \port$8621$0 ;
-  input [1:0] \port$8623$0 ;
-  wire [1:0] \port$8623$0 ;
-  input \port$8624$0 ;
-  wire \port$8624$0 ;
+  input [255:0] \port$9658$0 ;
+  wire [255:0] \port$9658$0 ;
+  input [1:0] \port$9660$0 ;
+  wire [1:0] \port$9660$0 ;
+  input \port$9661$0 ;
+  wire \port$9661$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -17213,7 +17353,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8624$0 , \port$8623$0 , \port$8621$0  };
+      storage[w_port__addr] <= { \port$9661$0 , \port$9660$0 , \port$9658$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -17312,8 +17452,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
-  assign w_data = { \port$8624$0 , \port$8623$0 , \port$8621$0  };
+  assign w_port__data = { \port$9661$0 , \port$9660$0 , \port$9658$0  };
+  assign w_data = { \port$9661$0 , \port$9660$0 , \port$9658$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -22943,7 +23083,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5752$0 , w_en, \port$57
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9155$16 , \port$9715$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$10192$16 , \port$10752$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22987,10 +23127,10 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9155$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9155$16 ;
-  wire [15:0] \port$9155$16 ;
-  input [7:0] \port$9715$0 ;
-  wire [7:0] \port$9715$0 ;
+  input [15:0] \port$10192$16 ;
+  wire [15:0] \port$10192$16 ;
+  input [7:0] \port$10752$0 ;
+  wire [7:0] \port$10752$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -23025,7 +23165,7 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9155$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9155$16 , \port$9715$0  };
+      storage[w_port__addr] <= { \port$10192$16 , \port$10752$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23136,14 +23276,14 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9155$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9155$16 , \port$9715$0  };
-  assign w_data = { \port$9155$16 , \port$9715$0  };
+  assign w_port__data = { \port$10192$16 , \port$10752$0  };
+  assign w_data = { \port$10192$16 , \port$10752$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9157$16 , \port$9843$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$10194$16 , \port$10880$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -23187,10 +23327,10 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9157
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9157$16 ;
-  wire [15:0] \port$9157$16 ;
-  input [7:0] \port$9843$0 ;
-  wire [7:0] \port$9843$0 ;
+  input [15:0] \port$10194$16 ;
+  wire [15:0] \port$10194$16 ;
+  input [7:0] \port$10880$0 ;
+  wire [7:0] \port$10880$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -23225,7 +23365,7 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9157
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9157$16 , \port$9843$0  };
+      storage[w_port__addr] <= { \port$10194$16 , \port$10880$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -23336,16 +23476,16 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9157
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9157$16 , \port$9843$0  };
-  assign w_data = { \port$9157$16 , \port$9843$0  };
+  assign w_port__data = { \port$10194$16 , \port$10880$0  };
+  assign w_data = { \port$10194$16 , \port$10880$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4289$0 , \port$4291$0 , q_head_index1_index, \port$4299$0 , \port$4301$0 , q_head_index2_index, \port$4309$0 , \port$4311$0 , q_head_index3_index, \port$4319$0 , \port$4321$0 , cpl_status_free, \port$5349$0 , \port$5379$0 , \port$5409$0 
-, \port$5439$0 , \port$8467$0 , \port$8517$0 , \port$8567$0 , \port$8617$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
-, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9127$2 , bus__we, bus__wdata
+, \port$5439$0 , \port$9504$0 , \port$9554$0 , \port$9604$0 , \port$9654$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag, q_wait_queue
+, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$10164$2 , bus__we, bus__wdata
 , bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
@@ -24265,6 +24405,8 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
+  input [29:0] \port$10164$2 ;
+  wire [29:0] \port$10164$2 ;
   input \port$4289$0 ;
   wire \port$4289$0 ;
   input \port$4291$0 ;
@@ -24289,16 +24431,14 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5409$0 ;
   input [255:0] \port$5439$0 ;
   wire [255:0] \port$5439$0 ;
-  input [23:0] \port$8467$0 ;
-  wire [23:0] \port$8467$0 ;
-  input [23:0] \port$8517$0 ;
-  wire [23:0] \port$8517$0 ;
-  input [23:0] \port$8567$0 ;
-  wire [23:0] \port$8567$0 ;
-  input [23:0] \port$8617$0 ;
-  wire [23:0] \port$8617$0 ;
-  input [29:0] \port$9127$2 ;
-  wire [29:0] \port$9127$2 ;
+  input [23:0] \port$9504$0 ;
+  wire [23:0] \port$9504$0 ;
+  input [23:0] \port$9554$0 ;
+  wire [23:0] \port$9554$0 ;
+  input [23:0] \port$9604$0 ;
+  wire [23:0] \port$9604$0 ;
+  input [23:0] \port$9654$0 ;
+  wire [23:0] \port$9654$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -24462,79 +24602,79 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$9127$2 [9:0] == 6'h39;
+  assign \$111  = \port$10164$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$9127$2 [9:0] == 6'h3a;
+  assign \$113  = \port$10164$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$9127$2 [9:0] == 6'h3b;
+  assign \$115  = \port$10164$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$9127$2 [9:0] == 6'h3c;
+  assign \$117  = \port$10164$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$9127$2 [9:0] == 6'h3d;
+  assign \$119  = \port$10164$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$9127$2 [9:0] == 6'h3e;
+  assign \$121  = \port$10164$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$9127$2 [9:0] == 6'h3f;
+  assign \$123  = \port$10164$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$9127$2 [9:0] == 7'h40;
+  assign \$125  = \port$10164$2 [9:0] == 7'h40;
   assign wr_event0 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$9127$2 [9:0] == 7'h41;
+  assign \$127  = \port$10164$2 [9:0] == 7'h41;
   assign wr_event1 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$9127$2 [9:0] == 7'h42;
+  assign \$129  = \port$10164$2 [9:0] == 7'h42;
   assign wr_event2 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$9127$2 [9:0] == 7'h43;
+  assign \$131  = \port$10164$2 [9:0] == 7'h43;
   assign wr_event3 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$9127$2 [9:0] == 7'h44;
+  assign \$133  = \port$10164$2 [9:0] == 7'h44;
   assign wr_event4 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$9127$2 [9:0] == 7'h45;
+  assign \$135  = \port$10164$2 [9:0] == 7'h45;
   assign wr_event5 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$9127$2 [9:0] == 7'h46;
+  assign \$137  = \port$10164$2 [9:0] == 7'h46;
   assign wr_event6 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$9127$2 [9:0] == 7'h47;
+  assign \$139  = \port$10164$2 [9:0] == 7'h47;
   assign wr_event7 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$9127$2 [9:0] == 7'h48;
+  assign \$141  = \port$10164$2 [9:0] == 7'h48;
   assign wr_event8 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$9127$2 [9:0] == 7'h49;
+  assign \$143  = \port$10164$2 [9:0] == 7'h49;
   assign wr_event9 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$9127$2 [9:0] == 7'h4a;
+  assign \$145  = \port$10164$2 [9:0] == 7'h4a;
   assign wr_event10 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$9127$2 [9:0] == 7'h4b;
+  assign \$147  = \port$10164$2 [9:0] == 7'h4b;
   assign wr_event11 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$9127$2 [9:0] == 7'h4c;
+  assign \$149  = \port$10164$2 [9:0] == 7'h4c;
   assign wr_event12 = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$9127$2 [9:0] == 7'h4d;
+  assign \$151  = \port$10164$2 [9:0] == 7'h4d;
   assign wr_event13 = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$9127$2 [9:0] == 7'h4e;
+  assign \$153  = \port$10164$2 [9:0] == 7'h4e;
   assign wr_event14 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$9127$2 [9:0] == 7'h4f;
+  assign \$155  = \port$10164$2 [9:0] == 7'h4f;
   assign wr_event15 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$9127$2 [9:0] == 7'h50;
+  assign \$157  = \port$10164$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$9127$2 [9:0] == 7'h51;
+  assign \$159  = \port$10164$2 [9:0] == 7'h51;
   assign wr_perf_value = \$158  & \$159 ;
   assign \$160  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$161  = fw_version_version & \$160 ;
@@ -24658,84 +24798,84 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$279  = \$278  | wdata[11:0];
   assign \$280  = ~ bus__we;
   assign \$281  = \new  & \$280 ;
-  assign \$282  = ! \port$9127$2 [9:0];
+  assign \$282  = ! \port$10164$2 [9:0];
   assign \$283  = \$281  & \$282 ;
   assign \$286  = ~ bus__we;
   assign \$287  = \new  & \$286 ;
-  assign \$288  = \port$9127$2 [9:0] == 1'h1;
+  assign \$288  = \port$10164$2 [9:0] == 1'h1;
   assign \$289  = \$287  & \$288 ;
   assign \$292  = ~ bus__we;
   assign \$293  = \new  & \$292 ;
-  assign \$294  = \port$9127$2 [9:0] == 2'h2;
+  assign \$294  = \port$10164$2 [9:0] == 2'h2;
   assign \$295  = \$293  & \$294 ;
   assign \$298  = ~ bus__we;
   assign \$299  = \new  & \$298 ;
-  assign \$300  = \port$9127$2 [9:0] == 2'h3;
+  assign \$300  = \port$10164$2 [9:0] == 2'h3;
   assign \$301  = \$299  & \$300 ;
   assign \$304  = ~ bus__we;
   assign \$305  = \new  & \$304 ;
-  assign \$306  = \port$9127$2 [9:0] == 3'h4;
+  assign \$306  = \port$10164$2 [9:0] == 3'h4;
   assign \$307  = \$305  & \$306 ;
   assign \$310  = ~ bus__we;
   assign \$311  = \new  & \$310 ;
-  assign \$312  = \port$9127$2 [9:0] == 3'h5;
+  assign \$312  = \port$10164$2 [9:0] == 3'h5;
   assign \$313  = \$311  & \$312 ;
   assign \$316  = ~ bus__we;
   assign \$317  = \new  & \$316 ;
-  assign \$318  = \port$9127$2 [9:0] == 3'h6;
+  assign \$318  = \port$10164$2 [9:0] == 3'h6;
   assign \$319  = \$317  & \$318 ;
   assign \$322  = ~ bus__we;
   assign \$323  = \new  & \$322 ;
-  assign \$324  = \port$9127$2 [9:0] == 4'h8;
+  assign \$324  = \port$10164$2 [9:0] == 4'h8;
   assign \$325  = \$323  & \$324 ;
   assign \$329  = \$327  | { 13'h0000, \$328  };
   assign \$331  = { 3'h0, \$329  } | \$330 ;
   assign \$333  = \$331  | { 3'h0, \$332  };
   assign \$334  = ~ bus__we;
   assign \$335  = \new  & \$334 ;
-  assign \$336  = \port$9127$2 [9:0] == 4'h9;
+  assign \$336  = \port$10164$2 [9:0] == 4'h9;
   assign \$337  = \$335  & \$336 ;
   assign \$341  = \$339  | \$340 ;
   assign \$342  = ~ bus__we;
   assign \$343  = \new  & \$342 ;
-  assign \$344  = \port$9127$2 [9:0] == 4'ha;
+  assign \$344  = \port$10164$2 [9:0] == 4'ha;
   assign \$345  = \$343  & \$344 ;
   assign \$348  = ~ bus__we;
   assign \$349  = \new  & \$348 ;
-  assign \$350  = \port$9127$2 [9:0] == 4'hb;
+  assign \$350  = \port$10164$2 [9:0] == 4'hb;
   assign \$351  = \$349  & \$350 ;
   assign \$355  = { 15'h0000, \$353  } | \$354 ;
   assign \$356  = ~ bus__we;
   assign \$357  = \new  & \$356 ;
-  assign \$358  = \port$9127$2 [9:0] == 4'hc;
+  assign \$358  = \port$10164$2 [9:0] == 4'hc;
   assign \$359  = \$357  & \$358 ;
   assign \$363  = \$361  | { 9'h000, \$362  };
   assign \$365  = { 15'h0000, \$363  } | \$364 ;
   assign \$366  = ~ bus__we;
   assign \$367  = \new  & \$366 ;
-  assign \$368  = \port$9127$2 [9:0] == 4'hd;
+  assign \$368  = \port$10164$2 [9:0] == 4'hd;
   assign \$369  = \$367  & \$368 ;
   assign \$373  = \$371  | { 9'h000, \$372  };
   assign \$375  = { 15'h0000, \$373  } | \$374 ;
   assign \$376  = ~ bus__we;
   assign \$377  = \new  & \$376 ;
-  assign \$378  = \port$9127$2 [9:0] == 4'he;
+  assign \$378  = \port$10164$2 [9:0] == 4'he;
   assign \$379  = \$377  & \$378 ;
   assign \$383  = \$381  | { 9'h000, \$382  };
   assign \$385  = { 15'h0000, \$383  } | \$384 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$9127$2 [9:0] == 4'hf;
+  assign \$388  = \port$10164$2 [9:0] == 4'hf;
   assign \$389  = \$387  & \$388 ;
   assign \$393  = \$391  | { 9'h000, \$392  };
   assign \$395  = { 15'h0000, \$393  } | \$394 ;
   assign \$396  = ~ bus__we;
   assign \$397  = \new  & \$396 ;
-  assign \$398  = \port$9127$2 [9:0] == 5'h10;
+  assign \$398  = \port$10164$2 [9:0] == 5'h10;
   assign \$399  = \$397  & \$398 ;
   assign \$402  = ~ bus__we;
   assign \$403  = \new  & \$402 ;
-  assign \$404  = \port$9127$2 [9:0] == 5'h11;
+  assign \$404  = \port$10164$2 [9:0] == 5'h11;
   assign \$405  = \$403  & \$404 ;
   assign \$409  = \$407  | { 28'h0000000, \$408  };
   assign \$411  = \$409  | { 28'h0000000, \$410  };
@@ -24744,251 +24884,251 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$417  = \$415  | \$416 ;
   assign \$418  = ~ bus__we;
   assign \$419  = \new  & \$418 ;
-  assign \$420  = \port$9127$2 [9:0] == 5'h12;
+  assign \$420  = \port$10164$2 [9:0] == 5'h12;
   assign \$421  = \$419  & \$420 ;
   assign \$424  = ~ bus__we;
   assign \$425  = \new  & \$424 ;
-  assign \$426  = \port$9127$2 [9:0] == 5'h13;
+  assign \$426  = \port$10164$2 [9:0] == 5'h13;
   assign \$427  = \$425  & \$426 ;
   assign \$430  = ~ bus__we;
   assign \$431  = \new  & \$430 ;
-  assign \$432  = \port$9127$2 [9:0] == 5'h14;
+  assign \$432  = \port$10164$2 [9:0] == 5'h14;
   assign \$433  = \$431  & \$432 ;
   assign \$436  = ~ bus__we;
   assign \$437  = \new  & \$436 ;
-  assign \$438  = \port$9127$2 [9:0] == 5'h15;
+  assign \$438  = \port$10164$2 [9:0] == 5'h15;
   assign \$439  = \$437  & \$438 ;
   assign \$442  = ~ bus__we;
   assign \$443  = \new  & \$442 ;
-  assign \$444  = \port$9127$2 [9:0] == 5'h16;
+  assign \$444  = \port$10164$2 [9:0] == 5'h16;
   assign \$445  = \$443  & \$444 ;
   assign \$448  = ~ bus__we;
   assign \$449  = \new  & \$448 ;
-  assign \$450  = \port$9127$2 [9:0] == 5'h17;
+  assign \$450  = \port$10164$2 [9:0] == 5'h17;
   assign \$451  = \$449  & \$450 ;
   assign \$454  = ~ bus__we;
   assign \$455  = \new  & \$454 ;
-  assign \$456  = \port$9127$2 [9:0] == 5'h18;
+  assign \$456  = \port$10164$2 [9:0] == 5'h18;
   assign \$457  = \$455  & \$456 ;
   assign \$460  = ~ bus__we;
   assign \$461  = \new  & \$460 ;
-  assign \$462  = \port$9127$2 [9:0] == 5'h19;
+  assign \$462  = \port$10164$2 [9:0] == 5'h19;
   assign \$463  = \$461  & \$462 ;
   assign \$466  = ~ bus__we;
   assign \$467  = \new  & \$466 ;
-  assign \$468  = \port$9127$2 [9:0] == 5'h1a;
+  assign \$468  = \port$10164$2 [9:0] == 5'h1a;
   assign \$469  = \$467  & \$468 ;
   assign \$472  = ~ bus__we;
   assign \$473  = \new  & \$472 ;
-  assign \$474  = \port$9127$2 [9:0] == 5'h1b;
+  assign \$474  = \port$10164$2 [9:0] == 5'h1b;
   assign \$475  = \$473  & \$474 ;
   assign \$478  = ~ bus__we;
   assign \$479  = \new  & \$478 ;
-  assign \$480  = \port$9127$2 [9:0] == 5'h1c;
+  assign \$480  = \port$10164$2 [9:0] == 5'h1c;
   assign \$481  = \$479  & \$480 ;
   assign \$484  = ~ bus__we;
   assign \$485  = \new  & \$484 ;
-  assign \$486  = \port$9127$2 [9:0] == 5'h1d;
+  assign \$486  = \port$10164$2 [9:0] == 5'h1d;
   assign \$487  = \$485  & \$486 ;
   assign \$490  = ~ bus__we;
   assign \$491  = \new  & \$490 ;
-  assign \$492  = \port$9127$2 [9:0] == 6'h20;
+  assign \$492  = \port$10164$2 [9:0] == 6'h20;
   assign \$493  = \$491  & \$492 ;
   assign \$496  = ~ bus__we;
   assign \$497  = \new  & \$496 ;
-  assign \$498  = \port$9127$2 [9:0] == 6'h21;
+  assign \$498  = \port$10164$2 [9:0] == 6'h21;
   assign \$499  = \$497  & \$498 ;
   assign \$502  = ~ bus__we;
   assign \$503  = \new  & \$502 ;
-  assign \$504  = \port$9127$2 [9:0] == 6'h22;
+  assign \$504  = \port$10164$2 [9:0] == 6'h22;
   assign \$505  = \$503  & \$504 ;
   assign \$508  = ~ bus__we;
   assign \$509  = \new  & \$508 ;
-  assign \$510  = \port$9127$2 [9:0] == 6'h23;
+  assign \$510  = \port$10164$2 [9:0] == 6'h23;
   assign \$511  = \$509  & \$510 ;
   assign \$514  = ~ bus__we;
   assign \$515  = \new  & \$514 ;
-  assign \$516  = \port$9127$2 [9:0] == 6'h24;
+  assign \$516  = \port$10164$2 [9:0] == 6'h24;
   assign \$517  = \$515  & \$516 ;
   assign \$520  = ~ bus__we;
   assign \$521  = \new  & \$520 ;
-  assign \$522  = \port$9127$2 [9:0] == 6'h25;
+  assign \$522  = \port$10164$2 [9:0] == 6'h25;
   assign \$523  = \$521  & \$522 ;
   assign \$526  = ~ bus__we;
   assign \$527  = \new  & \$526 ;
-  assign \$528  = \port$9127$2 [9:0] == 6'h26;
+  assign \$528  = \port$10164$2 [9:0] == 6'h26;
   assign \$529  = \$527  & \$528 ;
   assign \$532  = ~ bus__we;
   assign \$533  = \new  & \$532 ;
-  assign \$534  = \port$9127$2 [9:0] == 6'h27;
+  assign \$534  = \port$10164$2 [9:0] == 6'h27;
   assign \$535  = \$533  & \$534 ;
   assign \$538  = ~ bus__we;
   assign \$539  = \new  & \$538 ;
-  assign \$540  = \port$9127$2 [9:0] == 6'h28;
+  assign \$540  = \port$10164$2 [9:0] == 6'h28;
   assign \$541  = \$539  & \$540 ;
   assign \$544  = ~ bus__we;
   assign \$545  = \new  & \$544 ;
-  assign \$546  = \port$9127$2 [9:0] == 6'h29;
+  assign \$546  = \port$10164$2 [9:0] == 6'h29;
   assign \$547  = \$545  & \$546 ;
   assign \$550  = ~ bus__we;
   assign \$551  = \new  & \$550 ;
-  assign \$552  = \port$9127$2 [9:0] == 6'h2a;
+  assign \$552  = \port$10164$2 [9:0] == 6'h2a;
   assign \$553  = \$551  & \$552 ;
   assign \$556  = ~ bus__we;
   assign \$557  = \new  & \$556 ;
-  assign \$558  = \port$9127$2 [9:0] == 6'h2b;
+  assign \$558  = \port$10164$2 [9:0] == 6'h2b;
   assign \$559  = \$557  & \$558 ;
   assign \$562  = ~ bus__we;
   assign \$563  = \new  & \$562 ;
-  assign \$564  = \port$9127$2 [9:0] == 6'h2c;
+  assign \$564  = \port$10164$2 [9:0] == 6'h2c;
   assign \$565  = \$563  & \$564 ;
   assign \$568  = ~ bus__we;
   assign \$569  = \new  & \$568 ;
-  assign \$570  = \port$9127$2 [9:0] == 6'h2d;
+  assign \$570  = \port$10164$2 [9:0] == 6'h2d;
   assign \$571  = \$569  & \$570 ;
   assign \$574  = ~ bus__we;
   assign \$575  = \new  & \$574 ;
-  assign \$576  = \port$9127$2 [9:0] == 6'h2e;
+  assign \$576  = \port$10164$2 [9:0] == 6'h2e;
   assign \$577  = \$575  & \$576 ;
   assign \$580  = ~ bus__we;
   assign \$581  = \new  & \$580 ;
-  assign \$582  = \port$9127$2 [9:0] == 6'h2f;
+  assign \$582  = \port$10164$2 [9:0] == 6'h2f;
   assign \$583  = \$581  & \$582 ;
   assign \$586  = ~ bus__we;
   assign \$587  = \new  & \$586 ;
-  assign \$588  = \port$9127$2 [9:0] == 6'h30;
+  assign \$588  = \port$10164$2 [9:0] == 6'h30;
   assign \$589  = \$587  & \$588 ;
   assign \$592  = ~ bus__we;
   assign \$593  = \new  & \$592 ;
-  assign \$594  = \port$9127$2 [9:0] == 6'h31;
+  assign \$594  = \port$10164$2 [9:0] == 6'h31;
   assign \$595  = \$593  & \$594 ;
   assign \$598  = ~ bus__we;
   assign \$599  = \new  & \$598 ;
-  assign \$600  = \port$9127$2 [9:0] == 6'h32;
+  assign \$600  = \port$10164$2 [9:0] == 6'h32;
   assign \$601  = \$599  & \$600 ;
   assign \$604  = ~ bus__we;
   assign \$605  = \new  & \$604 ;
-  assign \$606  = \port$9127$2 [9:0] == 6'h33;
+  assign \$606  = \port$10164$2 [9:0] == 6'h33;
   assign \$607  = \$605  & \$606 ;
   assign \$610  = ~ bus__we;
   assign \$611  = \new  & \$610 ;
-  assign \$612  = \port$9127$2 [9:0] == 6'h34;
+  assign \$612  = \port$10164$2 [9:0] == 6'h34;
   assign \$613  = \$611  & \$612 ;
   assign \$616  = ~ bus__we;
   assign \$617  = \new  & \$616 ;
-  assign \$618  = \port$9127$2 [9:0] == 6'h35;
+  assign \$618  = \port$10164$2 [9:0] == 6'h35;
   assign \$619  = \$617  & \$618 ;
   assign \$622  = ~ bus__we;
   assign \$623  = \new  & \$622 ;
-  assign \$624  = \port$9127$2 [9:0] == 6'h36;
+  assign \$624  = \port$10164$2 [9:0] == 6'h36;
   assign \$625  = \$623  & \$624 ;
   assign \$628  = ~ bus__we;
   assign \$629  = \new  & \$628 ;
-  assign \$630  = \port$9127$2 [9:0] == 6'h37;
+  assign \$630  = \port$10164$2 [9:0] == 6'h37;
   assign \$631  = \$629  & \$630 ;
   assign \$634  = ~ bus__we;
   assign \$635  = \new  & \$634 ;
-  assign \$636  = \port$9127$2 [9:0] == 6'h38;
+  assign \$636  = \port$10164$2 [9:0] == 6'h38;
   assign \$637  = \$635  & \$636 ;
   assign \$640  = ~ bus__we;
   assign \$641  = \new  & \$640 ;
-  assign \$642  = \port$9127$2 [9:0] == 6'h39;
+  assign \$642  = \port$10164$2 [9:0] == 6'h39;
   assign \$643  = \$641  & \$642 ;
   assign \$646  = ~ bus__we;
   assign \$647  = \new  & \$646 ;
-  assign \$648  = \port$9127$2 [9:0] == 6'h3a;
+  assign \$648  = \port$10164$2 [9:0] == 6'h3a;
   assign \$649  = \$647  & \$648 ;
   assign \$652  = ~ bus__we;
   assign \$653  = \new  & \$652 ;
-  assign \$654  = \port$9127$2 [9:0] == 6'h3b;
+  assign \$654  = \port$10164$2 [9:0] == 6'h3b;
   assign \$655  = \$653  & \$654 ;
   assign \$658  = ~ bus__we;
   assign \$659  = \new  & \$658 ;
-  assign \$660  = \port$9127$2 [9:0] == 6'h3c;
+  assign \$660  = \port$10164$2 [9:0] == 6'h3c;
   assign \$661  = \$659  & \$660 ;
   assign \$664  = ~ bus__we;
   assign \$665  = \new  & \$664 ;
-  assign \$666  = \port$9127$2 [9:0] == 6'h3d;
+  assign \$666  = \port$10164$2 [9:0] == 6'h3d;
   assign \$667  = \$665  & \$666 ;
   assign \$670  = ~ bus__we;
   assign \$671  = \new  & \$670 ;
-  assign \$672  = \port$9127$2 [9:0] == 6'h3e;
+  assign \$672  = \port$10164$2 [9:0] == 6'h3e;
   assign \$673  = \$671  & \$672 ;
   assign \$676  = ~ bus__we;
   assign \$677  = \new  & \$676 ;
-  assign \$678  = \port$9127$2 [9:0] == 6'h3f;
+  assign \$678  = \port$10164$2 [9:0] == 6'h3f;
   assign \$679  = \$677  & \$678 ;
   assign \$682  = ~ bus__we;
   assign \$683  = \new  & \$682 ;
-  assign \$684  = \port$9127$2 [9:0] == 7'h40;
+  assign \$684  = \port$10164$2 [9:0] == 7'h40;
   assign \$685  = \$683  & \$684 ;
   assign \$688  = ~ bus__we;
   assign \$689  = \new  & \$688 ;
-  assign \$690  = \port$9127$2 [9:0] == 7'h41;
+  assign \$690  = \port$10164$2 [9:0] == 7'h41;
   assign \$691  = \$689  & \$690 ;
   assign \$694  = ~ bus__we;
   assign \$695  = \new  & \$694 ;
-  assign \$696  = \port$9127$2 [9:0] == 7'h42;
+  assign \$696  = \port$10164$2 [9:0] == 7'h42;
   assign \$697  = \$695  & \$696 ;
   assign \$700  = ~ bus__we;
   assign \$701  = \new  & \$700 ;
-  assign \$702  = \port$9127$2 [9:0] == 7'h43;
+  assign \$702  = \port$10164$2 [9:0] == 7'h43;
   assign \$703  = \$701  & \$702 ;
   assign \$706  = ~ bus__we;
   assign \$707  = \new  & \$706 ;
-  assign \$708  = \port$9127$2 [9:0] == 7'h44;
+  assign \$708  = \port$10164$2 [9:0] == 7'h44;
   assign \$709  = \$707  & \$708 ;
   assign \$712  = ~ bus__we;
   assign \$713  = \new  & \$712 ;
-  assign \$714  = \port$9127$2 [9:0] == 7'h45;
+  assign \$714  = \port$10164$2 [9:0] == 7'h45;
   assign \$715  = \$713  & \$714 ;
   assign \$718  = ~ bus__we;
   assign \$719  = \new  & \$718 ;
-  assign \$720  = \port$9127$2 [9:0] == 7'h46;
+  assign \$720  = \port$10164$2 [9:0] == 7'h46;
   assign \$721  = \$719  & \$720 ;
   assign \$724  = ~ bus__we;
   assign \$725  = \new  & \$724 ;
-  assign \$726  = \port$9127$2 [9:0] == 7'h47;
+  assign \$726  = \port$10164$2 [9:0] == 7'h47;
   assign \$727  = \$725  & \$726 ;
   assign \$730  = ~ bus__we;
   assign \$731  = \new  & \$730 ;
-  assign \$732  = \port$9127$2 [9:0] == 7'h48;
+  assign \$732  = \port$10164$2 [9:0] == 7'h48;
   assign \$733  = \$731  & \$732 ;
   assign \$736  = ~ bus__we;
   assign \$737  = \new  & \$736 ;
-  assign \$738  = \port$9127$2 [9:0] == 7'h49;
+  assign \$738  = \port$10164$2 [9:0] == 7'h49;
   assign \$739  = \$737  & \$738 ;
   assign \$742  = ~ bus__we;
   assign \$743  = \new  & \$742 ;
-  assign \$744  = \port$9127$2 [9:0] == 7'h4a;
+  assign \$744  = \port$10164$2 [9:0] == 7'h4a;
   assign \$745  = \$743  & \$744 ;
   assign \$748  = ~ bus__we;
   assign \$749  = \new  & \$748 ;
-  assign \$750  = \port$9127$2 [9:0] == 7'h4b;
+  assign \$750  = \port$10164$2 [9:0] == 7'h4b;
   assign \$751  = \$749  & \$750 ;
   assign \$754  = ~ bus__we;
   assign \$755  = \new  & \$754 ;
-  assign \$756  = \port$9127$2 [9:0] == 7'h4c;
+  assign \$756  = \port$10164$2 [9:0] == 7'h4c;
   assign \$757  = \$755  & \$756 ;
   assign \$760  = ~ bus__we;
   assign \$761  = \new  & \$760 ;
-  assign \$762  = \port$9127$2 [9:0] == 7'h4d;
+  assign \$762  = \port$10164$2 [9:0] == 7'h4d;
   assign \$763  = \$761  & \$762 ;
   assign \$766  = ~ bus__we;
   assign \$767  = \new  & \$766 ;
-  assign \$768  = \port$9127$2 [9:0] == 7'h4e;
+  assign \$768  = \port$10164$2 [9:0] == 7'h4e;
   assign \$769  = \$767  & \$768 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$9127$2 [9:0] == 7'h4f;
+  assign \$774  = \port$10164$2 [9:0] == 7'h4f;
   assign \$775  = \$773  & \$774 ;
   assign \$778  = ~ bus__we;
   assign \$779  = \new  & \$778 ;
-  assign \$780  = \port$9127$2 [9:0] == 7'h50;
+  assign \$780  = \port$10164$2 [9:0] == 7'h50;
   assign \$781  = \$779  & \$780 ;
   assign \$784  = ~ bus__we;
   assign \$785  = \new  & \$784 ;
-  assign \$786  = \port$9127$2 [9:0] == 7'h51;
+  assign \$786  = \port$10164$2 [9:0] == 7'h51;
   assign \$787  = \$785  & \$786 ;
   always @(posedge clk)
     ack <= \$790 ;
@@ -25082,167 +25222,167 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$9127$2 [9:0];
+  assign \$3  = ! \port$10164$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$9127$2 [9:0] == 1'h1;
+  assign \$5  = \port$10164$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$9127$2 [9:0] == 2'h2;
+  assign \$7  = \port$10164$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$9127$2 [9:0] == 2'h3;
+  assign \$9  = \port$10164$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$9127$2 [9:0] == 3'h4;
+  assign \$11  = \port$10164$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$9127$2 [9:0] == 3'h5;
+  assign \$13  = \port$10164$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$9127$2 [9:0] == 3'h6;
+  assign \$15  = \port$10164$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$9127$2 [9:0] == 4'h8;
+  assign \$17  = \port$10164$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$9127$2 [9:0] == 4'h9;
+  assign \$19  = \port$10164$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$9127$2 [9:0] == 4'ha;
+  assign \$21  = \port$10164$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$9127$2 [9:0] == 4'hb;
+  assign \$23  = \port$10164$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$9127$2 [9:0] == 4'hc;
+  assign \$25  = \port$10164$2 [9:0] == 4'hc;
   assign wr_retire0 = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$9127$2 [9:0] == 4'hd;
+  assign \$27  = \port$10164$2 [9:0] == 4'hd;
   assign wr_retire1 = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$9127$2 [9:0] == 4'he;
+  assign \$29  = \port$10164$2 [9:0] == 4'he;
   assign wr_retire2 = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$9127$2 [9:0] == 4'hf;
+  assign \$31  = \port$10164$2 [9:0] == 4'hf;
   assign wr_retire3 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$9127$2 [9:0] == 5'h10;
+  assign \$33  = \port$10164$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$9127$2 [9:0] == 5'h11;
+  assign \$35  = \port$10164$2 [9:0] == 5'h11;
   assign wr_cpl = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$9127$2 [9:0] == 5'h12;
+  assign \$37  = \port$10164$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$9127$2 [9:0] == 5'h13;
+  assign \$39  = \port$10164$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$9127$2 [9:0] == 5'h14;
+  assign \$41  = \port$10164$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$9127$2 [9:0] == 5'h15;
+  assign \$43  = \port$10164$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$9127$2 [9:0] == 5'h16;
+  assign \$45  = \port$10164$2 [9:0] == 5'h16;
   assign wr_watchdog = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$9127$2 [9:0] == 5'h17;
+  assign \$47  = \port$10164$2 [9:0] == 5'h17;
   assign wr_q_wait = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$9127$2 [9:0] == 5'h18;
+  assign \$49  = \port$10164$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$9127$2 [9:0] == 5'h19;
+  assign \$51  = \port$10164$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$9127$2 [9:0] == 5'h1a;
+  assign \$53  = \port$10164$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$9127$2 [9:0] == 5'h1b;
+  assign \$55  = \port$10164$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$9127$2 [9:0] == 5'h1c;
+  assign \$57  = \port$10164$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$9127$2 [9:0] == 5'h1d;
+  assign \$59  = \port$10164$2 [9:0] == 5'h1d;
   assign wr_timer = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$9127$2 [9:0] == 6'h20;
+  assign \$61  = \port$10164$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$9127$2 [9:0] == 6'h21;
+  assign \$63  = \port$10164$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$9127$2 [9:0] == 6'h22;
+  assign \$65  = \port$10164$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$9127$2 [9:0] == 6'h23;
+  assign \$67  = \port$10164$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$9127$2 [9:0] == 6'h24;
+  assign \$69  = \port$10164$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$9127$2 [9:0] == 6'h25;
+  assign \$71  = \port$10164$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$9127$2 [9:0] == 6'h26;
+  assign \$73  = \port$10164$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$9127$2 [9:0] == 6'h27;
+  assign \$75  = \port$10164$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$9127$2 [9:0] == 6'h28;
+  assign \$77  = \port$10164$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$9127$2 [9:0] == 6'h29;
+  assign \$79  = \port$10164$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$9127$2 [9:0] == 6'h2a;
+  assign \$81  = \port$10164$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$9127$2 [9:0] == 6'h2b;
+  assign \$83  = \port$10164$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$9127$2 [9:0] == 6'h2c;
+  assign \$85  = \port$10164$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$9127$2 [9:0] == 6'h2d;
+  assign \$87  = \port$10164$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$9127$2 [9:0] == 6'h2e;
+  assign \$89  = \port$10164$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$9127$2 [9:0] == 6'h2f;
+  assign \$91  = \port$10164$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$9127$2 [9:0] == 6'h30;
+  assign \$93  = \port$10164$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$9127$2 [9:0] == 6'h31;
+  assign \$95  = \port$10164$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$9127$2 [9:0] == 6'h32;
+  assign \$97  = \port$10164$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$9127$2 [9:0] == 6'h33;
+  assign \$99  = \port$10164$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$9127$2 [9:0] == 6'h34;
+  assign \$101  = \port$10164$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$100  & \$101 ;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$9127$2 [9:0] == 6'h35;
+  assign \$103  = \port$10164$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$9127$2 [9:0] == 6'h36;
+  assign \$105  = \port$10164$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$9127$2 [9:0] == 6'h37;
+  assign \$107  = \port$10164$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$9127$2 [9:0] == 6'h38;
+  assign \$109  = \port$10164$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$108  & \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -26520,17 +26660,17 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$9127$2 , 2'h0 };
+  assign bus__addr = { \port$10164$2 , 2'h0 };
   assign work_qready = { \port$4319$0 , \port$4309$0 , \port$4299$0 , \port$4289$0  };
   assign work_qreset = { \port$4321$0 , \port$4311$0 , \port$4301$0 , \port$4291$0  };
-  assign retire0_error = \port$8467$0 [7:0];
-  assign retire0_tag = \port$8467$0 [23:8];
-  assign retire1_error = \port$8517$0 [7:0];
-  assign retire1_tag = \port$8517$0 [23:8];
-  assign retire2_error = \port$8567$0 [7:0];
-  assign retire2_tag = \port$8567$0 [23:8];
-  assign retire3_error = \port$8617$0 [7:0];
-  assign retire3_tag = \port$8617$0 [23:8];
+  assign retire0_error = \port$9504$0 [7:0];
+  assign retire0_tag = \port$9504$0 [23:8];
+  assign retire1_error = \port$9554$0 [7:0];
+  assign retire1_tag = \port$9554$0 [23:8];
+  assign retire2_error = \port$9604$0 [7:0];
+  assign retire2_tag = \port$9604$0 [23:8];
+  assign retire3_error = \port$9654$0 [7:0];
+  assign retire3_tag = \port$9654$0 [23:8];
   assign q_head0_word = \port$5349$0 [31:0];
   assign q_head1_word = \port$5349$0 [63:32];
   assign q_head2_word = \port$5349$0 [95:64];
@@ -26592,20 +26732,20 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$352  = { 1'h0, forward_queue };
   assign \$353  = { 29'h00000000, \$352  };
   assign \$354  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 7'h00, \port$8467$0 [7:0], 8'h00 };
-  assign \$364  = { 15'h0000, \port$8467$0 [23:8], 16'h0000 };
+  assign \$362  = { 7'h00, \port$9504$0 [7:0], 8'h00 };
+  assign \$364  = { 15'h0000, \port$9504$0 [23:8], 16'h0000 };
   assign \$370  = { 1'h0, retire1_valid };
   assign \$371  = { 30'h00000000, \$370  };
-  assign \$372  = { 7'h00, \port$8517$0 [7:0], 8'h00 };
-  assign \$374  = { 15'h0000, \port$8517$0 [23:8], 16'h0000 };
+  assign \$372  = { 7'h00, \port$9554$0 [7:0], 8'h00 };
+  assign \$374  = { 15'h0000, \port$9554$0 [23:8], 16'h0000 };
   assign \$380  = { 1'h0, retire2_valid };
   assign \$381  = { 30'h00000000, \$380  };
-  assign \$382  = { 7'h00, \port$8567$0 [7:0], 8'h00 };
-  assign \$384  = { 15'h0000, \port$8567$0 [23:8], 16'h0000 };
+  assign \$382  = { 7'h00, \port$9604$0 [7:0], 8'h00 };
+  assign \$384  = { 15'h0000, \port$9604$0 [23:8], 16'h0000 };
   assign \$390  = { 1'h0, retire3_valid };
   assign \$391  = { 30'h00000000, \$390  };
-  assign \$392  = { 7'h00, \port$8617$0 [7:0], 8'h00 };
-  assign \$394  = { 15'h0000, \port$8617$0 [23:8], 16'h0000 };
+  assign \$392  = { 7'h00, \port$9654$0 [7:0], 8'h00 };
+  assign \$394  = { 15'h0000, \port$9654$0 [23:8], 16'h0000 };
   assign \$400  = { 1'h0, retire_pop_engine };
   assign \$401  = { 27'h0000000, \$400  };
   assign \$406  = { 1'h0, cpl_queue };
@@ -26747,127 +26887,167 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire [32:0] \$101 ;
-  wire [16:0] \$102 ;
+  wire [34:0] \$100 ;
+  wire \$101 ;
+  wire [32:0] \$102 ;
   wire [33:0] \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
+  wire [12:0] \$104 ;
+  wire [12:0] \$105 ;
+  wire [11:0] \$106 ;
+  wire [15:0] \$107 ;
+  wire [34:0] \$108 ;
+  wire [35:0] \$109 ;
   wire \$11 ;
-  wire [14:0] \$110 ;
-  wire [16:0] \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire [14:0] \$116 ;
-  wire [13:0] \$117 ;
-  wire [16:0] \$118 ;
-  wire [16:0] \$119 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire [32:0] \$112 ;
+  wire [33:0] \$113 ;
+  wire [16:0] \$114 ;
+  wire [34:0] \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
   wire \$12 ;
   wire \$120 ;
   wire \$121 ;
-  wire [12:0] \$122 ;
-  wire \$123 ;
-  wire [12:0] \$124 ;
+  wire [14:0] \$122 ;
+  wire [16:0] \$123 ;
+  wire \$124 ;
   wire \$125 ;
-  wire [12:0] \$126 ;
-  wire [20:0] \$127 ;
-  wire [20:0] \$128 ;
-  wire [12:0] \$129 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire [14:0] \$128 ;
+  wire [13:0] \$129 ;
   wire \$13 ;
-  wire [20:0] \$130 ;
-  wire [20:0] \$131 ;
-  wire [20:0] \$132 ;
-  wire [20:0] \$133 ;
-  wire \$134 ;
+  wire [16:0] \$130 ;
+  wire [16:0] \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire [12:0] \$134 ;
   wire \$135 ;
-  wire \$136 ;
+  wire [12:0] \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire \$139 ;
+  wire [12:0] \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire [32:0] \$141 ;
-  wire [32:0] \$142 ;
-  wire [32:0] \$143 ;
-  wire [32:0] \$144 ;
-  wire [32:0] \$145 ;
-  wire [32:0] \$146 ;
-  wire [32:0] \$147 ;
-  wire [32:0] \$148 ;
-  wire \$149 ;
+  wire [20:0] \$140 ;
+  wire [20:0] \$141 ;
+  wire [19:0] \$142 ;
+  wire [20:0] \$143 ;
+  wire [19:0] \$144 ;
+  wire [20:0] \$145 ;
+  wire [12:0] \$146 ;
+  wire [19:0] \$147 ;
+  wire [20:0] \$148 ;
+  wire [19:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  reg \$154 ;
-  reg [3:0] \$155 ;
-  reg [1:0] \$156 ;
-  reg [3:0] \$157 ;
-  reg [20:0] \$158 ;
-  reg [20:0] \$159 ;
+  wire [20:0] \$150 ;
+  wire [19:0] \$151 ;
+  wire [20:0] \$152 ;
+  wire [20:0] \$153 ;
+  wire [20:0] \$154 ;
+  wire [8:0] \$155 ;
+  wire [16:0] \$156 ;
+  wire [16:0] \$157 ;
+  wire [16:0] \$158 ;
+  wire [16:0] \$159 ;
   wire \$16 ;
-  reg [20:0] \$160 ;
-  reg [15:0] \$161 ;
-  reg [15:0] \$162 ;
-  reg [15:0] \$163 ;
-  reg [15:0] \$164 ;
-  reg [15:0] \$165 ;
-  reg [15:0] \$166 ;
-  reg [15:0] \$167 ;
-  reg [15:0] \$168 ;
-  reg [15:0] \$169 ;
+  wire [16:0] \$160 ;
+  wire [16:0] \$161 ;
+  wire [16:0] \$162 ;
+  wire [16:0] \$163 ;
+  wire [16:0] \$164 ;
+  wire [16:0] \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
   wire [4:0] \$17 ;
-  reg [15:0] \$170 ;
-  reg [15:0] \$171 ;
-  reg [15:0] \$172 ;
-  reg [15:0] \$173 ;
-  reg [15:0] \$174 ;
-  reg [15:0] \$175 ;
-  reg \$176 ;
-  reg \$177 ;
-  reg [175:0] \$178 ;
-  reg [31:0] \$179 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire [32:0] \$173 ;
+  wire [32:0] \$174 ;
+  wire [32:0] \$175 ;
+  wire [32:0] \$176 ;
+  wire [32:0] \$177 ;
+  wire [32:0] \$178 ;
+  wire [32:0] \$179 ;
   wire [4:0] \$18 ;
-  reg [31:0] \$180 ;
-  reg [31:0] \$181 ;
-  reg [2:0] \$182 ;
-  reg \$183 ;
-  reg \$184 ;
-  reg \$185 ;
-  reg [7:0] \$186 ;
-  reg [11:0] \$187 ;
-  reg [11:0] \$188 ;
-  reg [15:0] \$189 ;
+  wire [32:0] \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  reg \$186 ;
+  reg [3:0] \$187 ;
+  reg [1:0] \$188 ;
+  reg [3:0] \$189 ;
   wire [4:0] \$19 ;
-  reg \$190 ;
-  reg [13:0] \$191 ;
-  reg [13:0] \$192 ;
-  reg [13:0] \$193 ;
-  reg [13:0] \$194 ;
-  reg [12:0] \$195 ;
-  reg [12:0] \$196 ;
-  reg \$197 ;
-  wire [31:0] \$198 ;
-  wire [31:0] \$199 ;
+  reg [20:0] \$190 ;
+  reg [20:0] \$191 ;
+  reg [20:0] \$192 ;
+  reg [15:0] \$193 ;
+  reg [15:0] \$194 ;
+  reg [15:0] \$195 ;
+  reg [15:0] \$196 ;
+  reg [15:0] \$197 ;
+  reg [15:0] \$198 ;
+  reg [15:0] \$199 ;
   wire \$2 ;
   wire [3:0] \$20 ;
-  wire [31:0] \$200 ;
-  wire [31:0] \$201 ;
-  wire [31:0] \$202 ;
-  wire [31:0] \$203 ;
-  wire [31:0] \$204 ;
-  wire [31:0] \$205 ;
+  reg [15:0] \$200 ;
+  reg [15:0] \$201 ;
+  reg [15:0] \$202 ;
+  reg [15:0] \$203 ;
+  reg [15:0] \$204 ;
+  reg [15:0] \$205 ;
+  reg [15:0] \$206 ;
+  reg [15:0] \$207 ;
+  reg \$208 ;
+  reg \$209 ;
   wire [3:0] \$21 ;
+  reg [223:0] \$210 ;
+  reg [31:0] \$211 ;
+  reg [31:0] \$212 ;
+  reg [31:0] \$213 ;
+  reg [23:0] \$214 ;
+  reg [23:0] \$215 ;
+  reg [23:0] \$216 ;
+  reg [2:0] \$217 ;
+  reg \$218 ;
+  reg \$219 ;
   wire [5:0] \$22 ;
+  reg \$220 ;
+  reg [7:0] \$221 ;
+  reg [7:0] \$222 ;
+  reg [11:0] \$223 ;
+  reg [11:0] \$224 ;
+  reg [15:0] \$225 ;
+  reg \$226 ;
+  reg [13:0] \$227 ;
+  reg [13:0] \$228 ;
+  reg [13:0] \$229 ;
   wire \$23 ;
+  reg [13:0] \$230 ;
+  reg [13:0] \$231 ;
+  reg [13:0] \$232 ;
+  reg [13:0] \$233 ;
+  reg [12:0] \$234 ;
+  reg [12:0] \$235 ;
+  reg [12:0] \$236 ;
+  reg \$237 ;
+  wire [31:0] \$238 ;
+  wire [31:0] \$239 ;
   wire \$24 ;
+  wire [31:0] \$240 ;
+  wire [31:0] \$241 ;
+  wire [31:0] \$242 ;
+  wire [31:0] \$243 ;
+  wire [31:0] \$244 ;
+  wire [31:0] \$245 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
@@ -26899,59 +27079,61 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [12:0] \$53 ;
-  wire \$54 ;
-  wire [12:0] \$55 ;
+  wire \$53 ;
+  wire [12:0] \$54 ;
+  wire \$55 ;
   wire \$56 ;
-  wire \$57 ;
-  wire [16:0] \$58 ;
+  wire [12:0] \$57 ;
+  wire \$58 ;
   wire \$59 ;
   wire [4:0] \$6 ;
-  wire \$60 ;
+  wire [16:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire [255:0] \$67 ;
+  wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [255:0] \$69 ;
   wire [4:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
-  wire [255:0] \$73 ;
+  wire \$73 ;
   wire \$74 ;
-  wire \$75 ;
-  wire [255:0] \$76 ;
-  wire [255:0] \$77 ;
-  wire [12:0] \$78 ;
-  wire [31:0] \$79 ;
+  wire [255:0] \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire [255:0] \$78 ;
+  wire [255:0] \$79 ;
   wire \$8 ;
   wire [12:0] \$80 ;
   wire [31:0] \$81 ;
   wire [12:0] \$82 ;
-  wire [31:0] \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [12:0] \$83 ;
+  wire [11:0] \$84 ;
+  wire [31:0] \$85 ;
+  wire [12:0] \$86 ;
+  wire [31:0] \$87 ;
+  wire [23:0] \$88 ;
+  wire [23:0] \$89 ;
   wire \$9 ;
-  wire [32:0] \$90 ;
-  wire [16:0] \$91 ;
-  wire [33:0] \$92 ;
+  wire [23:0] \$90 ;
+  wire \$91 ;
+  wire \$92 ;
   wire \$93 ;
-  wire [32:0] \$94 ;
-  wire [12:0] \$95 ;
-  wire [15:0] \$96 ;
-  wire [33:0] \$97 ;
-  wire [34:0] \$98 ;
-  wire \$99 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire [32:0] \$97 ;
+  wire [33:0] \$98 ;
+  wire [16:0] \$99 ;
   wire a_bank;
   reg [13:0] a_base = 14'h0000;
+  reg [23:0] a_batch_span = 24'h000000;
+  reg [13:0] a_bbase = 14'h0000;
   input [63:0] a_data;
   wire [63:0] a_data;
   reg [13:0] a_ptr = 14'h0000;
@@ -26971,46 +27153,62 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire acc_wr__en;
   output active;
   wire active;
-  reg [13:0] b_base = 14'h0000;
+  reg [23:0] b_batch_span = 24'h000000;
+  reg [13:0] b_bbase = 14'h0000;
+  reg [13:0] b_nbase = 14'h0000;
   reg [13:0] b_ptr = 14'h0000;
   reg [31:0] b_span = 32'd0;
+  reg [13:0] b_tbase = 14'h0000;
   reg bank = 1'h0;
   reg [3:0] bank0_busy_cnt = 4'h0;
   reg [3:0] bank1_busy_cnt = 4'h0;
   reg [1:0] bank_b_ok = 2'h0;
+  reg [7:0] batch = 8'h00;
   wire busy;
   reg [12:0] c_base = 13'h0000;
+  reg [23:0] c_batch_span = 24'h000000;
+  reg [12:0] c_bbase = 13'h0000;
   reg [12:0] c_ptr = 13'h0000;
   reg [31:0] c_span = 32'd0;
   input clk;
   wire clk;
-  reg [175:0] cmd = 176'h00000000000000000000000000000000000000000000;
+  reg [223:0] cmd = 224'h00000000000000000000000000000000000000000000000000000000;
   wire [19:0] \cmd.a_addr ;
+  wire [15:0] \cmd.a_batch_stride ;
   wire [19:0] \cmd.a_kt_stride ;
   wire \cmd.accumulate ;
   wire [19:0] \cmd.b_addr ;
+  wire [15:0] \cmd.b_batch_stride ;
   wire [19:0] \cmd.b_nt_stride ;
+  wire \cmd.b_transpose ;
+  wire [7:0] \cmd.batches_m1 ;
   wire [19:0] \cmd.c_addr ;
+  wire [15:0] \cmd.c_batch_stride ;
   wire [19:0] \cmd.c_nt_stride ;
   wire [11:0] \cmd.k_tiles ;
   wire [15:0] \cmd.m ;
   wire [11:0] \cmd.n_tiles ;
-  wire [14:0] \cmd.reserved ;
+  wire [5:0] \cmd.reserved ;
   output ctl__busy;
   wire ctl__busy;
-  input [175:0] ctl__cmd__payload;
-  wire [175:0] ctl__cmd__payload;
+  input [223:0] ctl__cmd__payload;
+  wire [223:0] ctl__cmd__payload;
   wire [19:0] \ctl__cmd__payload.a_addr ;
+  wire [15:0] \ctl__cmd__payload.a_batch_stride ;
   wire [19:0] \ctl__cmd__payload.a_kt_stride ;
   wire \ctl__cmd__payload.accumulate ;
   wire [19:0] \ctl__cmd__payload.b_addr ;
+  wire [15:0] \ctl__cmd__payload.b_batch_stride ;
   wire [19:0] \ctl__cmd__payload.b_nt_stride ;
+  wire \ctl__cmd__payload.b_transpose ;
+  wire [7:0] \ctl__cmd__payload.batches_m1 ;
   wire [19:0] \ctl__cmd__payload.c_addr ;
+  wire [15:0] \ctl__cmd__payload.c_batch_stride ;
   wire [19:0] \ctl__cmd__payload.c_nt_stride ;
   wire [11:0] \ctl__cmd__payload.k_tiles ;
   wire [15:0] \ctl__cmd__payload.m ;
   wire [11:0] \ctl__cmd__payload.n_tiles ;
-  wire [14:0] \ctl__cmd__payload.reserved ;
+  wire [5:0] \ctl__cmd__payload.reserved ;
   output ctl__cmd__ready;
   reg ctl__cmd__ready;
   input ctl__cmd__valid;
@@ -27131,6 +27329,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   wire [63:0] w_data;
   wire w_en;
   wire [2:0] w_row;
+  wire w_transpose;
   assign \$1  = spad_meta_q1[0] & spad_meta_q1[1];
   assign \$2  = ! spad_meta_q1[5];
   assign \$3  = \$1  & \$2 ;
@@ -27180,677 +27379,775 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \$50  = ~ load_b;
   assign \$51  = | kt;
   assign \$52  = cmd[160] | \$51 ;
-  assign \$53  = cmd[99:88] - 1'h1;
-  assign \$54  = nt == \$53 [11:0];
-  assign \$55  = cmd[87:76] - 1'h1;
-  assign \$56  = kt == \$55 [11:0];
-  assign \$57  = \$54  & \$56 ;
-  assign \$58  = cmd[75:60] - 1'h1;
-  assign \$59  = idx == \$58 [15:0];
-  assign \$60  = \$57  & \$59 ;
-  assign \$61  = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$62  = meta15[13:1] == meta12[13:1];
-  assign \$63  = acc_wr__en & \$62 ;
-  assign \$65  = meta15[13:1] == meta12[13:1];
-  assign \$66  = acc_wr__en & \$65 ;
-  assign \$68  = meta15[13:1] == meta13[13:1];
-  assign \$69  = acc_wr__en & \$68 ;
-  assign \$70  = \$69  | fwd2_hit;
-  assign \$71  = meta15[13:1] == meta13[13:1];
-  assign \$72  = acc_wr__en & \$71 ;
-  assign \$73  = \$72  ? acc_wr__data : fwd2_data;
-  assign \$74  = meta15[13:1] == meta14[13:1];
-  assign \$75  = acc_wr__en & \$74 ;
-  assign \$76  = fwd1_hit ? fwd1_data : acc_rd__data;
-  assign \$77  = \$75  ? acc_wr__data : \$76 ;
-  assign \$78  = ctl__cmd__payload[87:76] - 1'h1;
-  assign \$79  = \$78 [11:0] * ctl__cmd__payload[119:100];
-  assign \$80  = ctl__cmd__payload[99:88] - 1'h1;
-  assign \$81  = \$80 [11:0] * ctl__cmd__payload[139:120];
-  assign \$82  = ctl__cmd__payload[99:88] - 1'h1;
-  assign \$83  = \$82 [11:0] * ctl__cmd__payload[159:140];
-  assign \$84  = | cmd[175:161];
-  assign \$85  = ! cmd[75:60];
-  assign \$86  = ! cmd[87:76];
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = ! cmd[99:88];
-  assign \$89  = \$87  | \$88 ;
-  assign \$90  = cmd[19:0] + a_span;
-  assign \$91  = cmd[75:60] - 1'h1;
-  assign \$92  = \$90  + \$91 [15:0];
-  assign \$93  = \$92  >= 15'h4000;
-  assign \$94  = cmd[39:20] + b_span;
-  assign \$95  = cmd[87:76] - 1'h1;
-  assign \$96  = \$95 [11:0] * 4'h8;
-  assign \$97  = \$94  + \$96 ;
-  assign \$98  = \$97  + 3'h7;
-  assign \$99  = \$98  >= 15'h4000;
-  assign \$100  = \$93  | \$99 ;
-  assign \$101  = cmd[59:40] + c_span;
-  assign \$102  = cmd[75:60] - 1'h1;
-  assign \$103  = \$101  + \$102 [15:0];
-  assign \$104  = \$103  >= 14'h2000;
-  assign \$105  = \$100  | \$104 ;
-  assign \$106  = err_reserved | err_shape;
-  assign \$107  = \$106  | err_range;
-  assign \$108  = spad_rd__en & spad_rd__gnt;
-  assign \$109  = \$108  & load_b;
-  assign \$110  = b_ptr + 1'h1;
-  assign \$111  = idx + 1'h1;
-  assign \$112  = idx[2:0] == 3'h7;
-  assign \$113  = spad_rd__en & spad_rd__gnt;
-  assign \$114  = ~ load_b;
-  assign \$115  = \$113  & \$114 ;
-  assign \$116  = a_ptr + 1'h1;
-  assign \$117  = c_ptr + 1'h1;
-  assign \$118  = idx + 1'h1;
-  assign \$119  = cmd[75:60] - 1'h1;
-  assign \$120  = idx == \$119 [15:0];
-  assign \$121  = ~ bank;
-  assign \$122  = cmd[87:76] - 1'h1;
-  assign \$123  = kt != \$122 [11:0];
-  assign \$124  = cmd[99:88] - 1'h1;
-  assign \$125  = nt != \$124 [11:0];
-  assign \$126  = kt + 1'h1;
-  assign \$127  = a_base + cmd[119:100];
-  assign \$128  = a_base + cmd[119:100];
-  assign \$129  = nt + 1'h1;
-  assign \$130  = b_base + cmd[139:120];
-  assign \$131  = b_base + cmd[139:120];
-  assign \$132  = c_base + cmd[159:140];
-  assign \$133  = c_base + cmd[159:140];
-  assign \$134  = acc_wr__en & meta15[15];
-  assign \$135  = ~ load_b;
-  assign \$136  = bank_b_ok >> bank;
-  assign \$137  = \$135  | \$136 ;
-  assign spad_rd__en = issuing & \$137 ;
+  assign \$53  = batch == cmd[169:162];
+  assign \$54  = cmd[99:88] - 1'h1;
+  assign \$55  = nt == \$54 [11:0];
+  assign \$56  = \$53  & \$55 ;
+  assign \$57  = cmd[87:76] - 1'h1;
+  assign \$58  = kt == \$57 [11:0];
+  assign \$59  = \$56  & \$58 ;
+  assign \$60  = cmd[75:60] - 1'h1;
+  assign \$61  = idx == \$60 [15:0];
+  assign \$62  = \$59  & \$61 ;
+  assign \$63  = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$64  = meta15[13:1] == meta12[13:1];
+  assign \$65  = acc_wr__en & \$64 ;
+  assign \$67  = meta15[13:1] == meta12[13:1];
+  assign \$68  = acc_wr__en & \$67 ;
+  assign \$70  = meta15[13:1] == meta13[13:1];
+  assign \$71  = acc_wr__en & \$70 ;
+  assign \$72  = \$71  | fwd2_hit;
+  assign \$73  = meta15[13:1] == meta13[13:1];
+  assign \$74  = acc_wr__en & \$73 ;
+  assign \$75  = \$74  ? acc_wr__data : fwd2_data;
+  assign \$76  = meta15[13:1] == meta14[13:1];
+  assign \$77  = acc_wr__en & \$76 ;
+  assign \$78  = fwd1_hit ? fwd1_data : acc_rd__data;
+  assign \$79  = \$77  ? acc_wr__data : \$78 ;
+  assign \$80  = ctl__cmd__payload[87:76] - 1'h1;
+  assign \$81  = \$80 [11:0] * ctl__cmd__payload[119:100];
+  assign \$82  = ctl__cmd__payload[87:76] - 1'h1;
+  assign \$83  = ctl__cmd__payload[99:88] - 1'h1;
+  assign \$84  = ctl__cmd__payload[161] ? \$82 [11:0] : \$83 [11:0];
+  assign \$85  = \$84  * ctl__cmd__payload[139:120];
+  assign \$86  = ctl__cmd__payload[99:88] - 1'h1;
+  assign \$87  = \$86 [11:0] * ctl__cmd__payload[159:140];
+  assign \$88  = ctl__cmd__payload[169:162] * ctl__cmd__payload[185:170];
+  assign \$89  = ctl__cmd__payload[169:162] * ctl__cmd__payload[201:186];
+  assign \$90  = ctl__cmd__payload[169:162] * ctl__cmd__payload[217:202];
+  assign \$91  = | cmd[223:218];
+  assign \$92  = ! cmd[75:60];
+  assign \$93  = ! cmd[87:76];
+  assign \$94  = \$92  | \$93 ;
+  assign \$95  = ! cmd[99:88];
+  assign \$96  = \$94  | \$95 ;
+  assign \$97  = cmd[19:0] + a_span;
+  assign \$98  = \$97  + a_batch_span;
+  assign \$99  = cmd[75:60] - 1'h1;
+  assign \$100  = \$98  + \$99 [15:0];
+  assign \$101  = \$100  >= 15'h4000;
+  assign \$102  = cmd[39:20] + b_span;
+  assign \$103  = \$102  + b_batch_span;
+  assign \$104  = cmd[99:88] - 1'h1;
+  assign \$105  = cmd[87:76] - 1'h1;
+  assign \$106  = cmd[161] ? \$104 [11:0] : \$105 [11:0];
+  assign \$107  = \$106  * 4'h8;
+  assign \$108  = \$103  + \$107 ;
+  assign \$109  = \$108  + 3'h7;
+  assign \$110  = \$109  >= 15'h4000;
+  assign \$111  = \$101  | \$110 ;
+  assign \$112  = cmd[59:40] + c_span;
+  assign \$113  = \$112  + c_batch_span;
+  assign \$114  = cmd[75:60] - 1'h1;
+  assign \$115  = \$113  + \$114 [15:0];
+  assign \$116  = \$115  >= 14'h2000;
+  assign \$117  = \$111  | \$116 ;
+  assign \$118  = err_reserved | err_shape;
+  assign \$119  = \$118  | err_range;
+  assign \$120  = spad_rd__en & spad_rd__gnt;
+  assign \$121  = \$120  & load_b;
+  assign \$122  = b_ptr + 1'h1;
+  assign \$123  = idx + 1'h1;
+  assign \$124  = idx[2:0] == 3'h7;
+  assign \$125  = spad_rd__en & spad_rd__gnt;
+  assign \$126  = ~ load_b;
+  assign \$127  = \$125  & \$126 ;
+  assign \$128  = a_ptr + 1'h1;
+  assign \$129  = c_ptr + 1'h1;
+  assign \$130  = idx + 1'h1;
+  assign \$131  = cmd[75:60] - 1'h1;
+  assign \$132  = idx == \$131 [15:0];
+  assign \$133  = ~ bank;
+  assign \$134  = cmd[87:76] - 1'h1;
+  assign \$135  = kt != \$134 [11:0];
+  assign \$136  = cmd[99:88] - 1'h1;
+  assign \$137  = nt != \$136 [11:0];
+  assign \$138  = batch != cmd[169:162];
+  assign \$139  = kt + 1'h1;
+  assign \$140  = a_base + cmd[119:100];
+  assign \$141  = a_base + cmd[119:100];
+  assign \$142  = cmd[161] ? cmd[139:120] : 20'h00008;
+  assign \$143  = b_tbase + \$142 ;
+  assign \$144  = cmd[161] ? cmd[139:120] : 20'h00008;
+  assign \$145  = b_tbase + \$144 ;
+  assign \$146  = nt + 1'h1;
+  assign \$147  = cmd[161] ? 20'h00008 : cmd[139:120];
+  assign \$148  = b_nbase + \$147 ;
+  assign \$149  = cmd[161] ? 20'h00008 : cmd[139:120];
+  assign \$150  = b_nbase + \$149 ;
+  assign \$151  = cmd[161] ? 20'h00008 : cmd[139:120];
+  assign \$152  = b_nbase + \$151 ;
+  assign \$153  = c_base + cmd[159:140];
+  assign \$154  = c_base + cmd[159:140];
+  assign \$155  = batch + 1'h1;
+  assign \$156  = a_bbase + cmd[185:170];
+  assign \$157  = a_bbase + cmd[185:170];
+  assign \$158  = a_bbase + cmd[185:170];
+  assign \$159  = b_bbase + cmd[201:186];
+  assign \$160  = b_bbase + cmd[201:186];
+  assign \$161  = b_bbase + cmd[201:186];
+  assign \$162  = b_bbase + cmd[201:186];
+  assign \$163  = c_bbase + cmd[217:202];
+  assign \$164  = c_bbase + cmd[217:202];
+  assign \$165  = c_bbase + cmd[217:202];
+  assign \$166  = acc_wr__en & meta15[15];
+  assign \$167  = ~ load_b;
+  assign \$168  = bank_b_ok >> bank;
+  assign \$169  = \$167  | \$168 ;
+  assign spad_rd__en = issuing & \$169 ;
   assign spad_rd__addr = load_b ? b_ptr : a_ptr;
   assign a_valid = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$138  = ~ spad_meta_q3[1];
-  assign w_en = spad_meta_q3[0] & \$138 ;
+  assign \$170  = ~ spad_meta_q3[1];
+  assign w_en = spad_meta_q3[0] & \$170 ;
   assign active = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$139  = spad_meta_q3[0] & spad_meta_q3[1];
-  assign \$140  = ~ \$139 ;
-  assign stall = ctl__busy & \$140 ;
+  assign \$171  = spad_meta_q3[0] & spad_meta_q3[1];
+  assign \$172  = ~ \$171 ;
+  assign stall = ctl__busy & \$172 ;
   assign acc_rd__en = meta11[0] & meta11[14];
-  assign \$141  = old[31:0] + \$199 ;
-  assign \$142  = old[63:32] + \$200 ;
-  assign \$143  = old[95:64] + \$201 ;
-  assign \$144  = old[127:96] + \$202 ;
-  assign \$145  = old[159:128] + \$203 ;
-  assign \$146  = old[191:160] + \$204 ;
-  assign \$147  = old[223:192] + \$205 ;
-  assign \$148  = old[255:224] + \$198 ;
-  assign acc_wr__data = meta15[14] ? { \$148 [31:0], \$147 [31:0], \$146 [31:0], \$145 [31:0], \$144 [31:0], \$143 [31:0], \$142 [31:0], \$141 [31:0] } : { \$198 , \$205 , \$204 , \$203 , \$202 , \$201 , \$200 , \$199  };
-  assign ctl__busy = ~ \$149 ;
-  assign \$149  = ! gemm_fsm_state;
-  assign \$150  = gemm_fsm_state == 1'h1;
-  assign \$151  = gemm_fsm_state == 2'h2;
-  assign \$152  = gemm_fsm_state == 2'h3;
-  assign \$153  = gemm_fsm_state == 3'h4;
+  assign \$173  = old[31:0] + \$239 ;
+  assign \$174  = old[63:32] + \$240 ;
+  assign \$175  = old[95:64] + \$241 ;
+  assign \$176  = old[127:96] + \$242 ;
+  assign \$177  = old[159:128] + \$243 ;
+  assign \$178  = old[191:160] + \$244 ;
+  assign \$179  = old[223:192] + \$245 ;
+  assign \$180  = old[255:224] + \$238 ;
+  assign acc_wr__data = meta15[14] ? { \$180 [31:0], \$179 [31:0], \$178 [31:0], \$177 [31:0], \$176 [31:0], \$175 [31:0], \$174 [31:0], \$173 [31:0] } : { \$238 , \$245 , \$244 , \$243 , \$242 , \$241 , \$240 , \$239  };
+  assign ctl__busy = ~ \$181 ;
+  assign \$181  = ! gemm_fsm_state;
+  assign \$182  = gemm_fsm_state == 1'h1;
+  assign \$183  = gemm_fsm_state == 2'h2;
+  assign \$184  = gemm_fsm_state == 2'h3;
+  assign \$185  = gemm_fsm_state == 3'h4;
   always @(posedge clk)
-    done <= \$154 ;
+    done <= \$186 ;
   always @(posedge clk)
-    bank0_busy_cnt <= \$155 ;
+    bank0_busy_cnt <= \$187 ;
   always @(posedge clk)
-    bank_b_ok <= \$156 ;
+    bank_b_ok <= \$188 ;
   always @(posedge clk)
-    bank1_busy_cnt <= \$157 ;
+    bank1_busy_cnt <= \$189 ;
   always @(posedge clk)
-    spad_meta_q1 <= \$158 ;
+    spad_meta_q1 <= \$190 ;
   always @(posedge clk)
-    spad_meta_q2 <= \$159 ;
+    spad_meta_q2 <= \$191 ;
   always @(posedge clk)
-    spad_meta_q3 <= \$160 ;
+    spad_meta_q3 <= \$192 ;
   always @(posedge clk)
-    meta1 <= \$161 ;
+    meta1 <= \$193 ;
   always @(posedge clk)
-    meta2 <= \$162 ;
+    meta2 <= \$194 ;
   always @(posedge clk)
-    meta3 <= \$163 ;
+    meta3 <= \$195 ;
   always @(posedge clk)
-    meta4 <= \$164 ;
+    meta4 <= \$196 ;
   always @(posedge clk)
-    meta5 <= \$165 ;
+    meta5 <= \$197 ;
   always @(posedge clk)
-    meta6 <= \$166 ;
+    meta6 <= \$198 ;
   always @(posedge clk)
-    meta7 <= \$167 ;
+    meta7 <= \$199 ;
   always @(posedge clk)
-    meta8 <= \$168 ;
+    meta8 <= \$200 ;
   always @(posedge clk)
-    meta9 <= \$169 ;
+    meta9 <= \$201 ;
   always @(posedge clk)
-    meta10 <= \$170 ;
+    meta10 <= \$202 ;
   always @(posedge clk)
-    meta11 <= \$171 ;
+    meta11 <= \$203 ;
   always @(posedge clk)
-    meta12 <= \$172 ;
+    meta12 <= \$204 ;
   always @(posedge clk)
-    meta13 <= \$173 ;
+    meta13 <= \$205 ;
   always @(posedge clk)
-    meta14 <= \$174 ;
+    meta14 <= \$206 ;
   always @(posedge clk)
-    meta15 <= \$175 ;
+    meta15 <= \$207 ;
   always @(posedge clk)
-    fwd2_hit <= \$176 ;
+    fwd2_hit <= \$208 ;
   always @(posedge clk)
-    fwd2_data <= \$67 ;
+    fwd2_data <= \$69 ;
   always @(posedge clk)
-    fwd1_hit <= \$177 ;
+    fwd1_hit <= \$209 ;
   always @(posedge clk)
-    fwd1_data <= \$73 ;
+    fwd1_data <= \$75 ;
   always @(posedge clk)
-    old <= \$77 ;
+    old <= \$79 ;
   always @(posedge clk)
-    cmd <= \$178 ;
+    cmd <= \$210 ;
   always @(posedge clk)
-    a_span <= \$179 ;
+    a_span <= \$211 ;
   always @(posedge clk)
-    b_span <= \$180 ;
+    b_span <= \$212 ;
   always @(posedge clk)
-    c_span <= \$181 ;
+    c_span <= \$213 ;
   always @(posedge clk)
-    gemm_fsm_state <= \$182 ;
+    a_batch_span <= \$214 ;
   always @(posedge clk)
-    err_reserved <= \$183 ;
+    b_batch_span <= \$215 ;
   always @(posedge clk)
-    err_shape <= \$184 ;
+    c_batch_span <= \$216 ;
   always @(posedge clk)
-    err_range <= \$185 ;
+    gemm_fsm_state <= \$217 ;
   always @(posedge clk)
-    error <= \$186 ;
+    err_reserved <= \$218 ;
   always @(posedge clk)
-    nt <= \$187 ;
+    err_shape <= \$219 ;
   always @(posedge clk)
-    kt <= \$188 ;
+    err_range <= \$220 ;
   always @(posedge clk)
-    idx <= \$189 ;
+    error <= \$221 ;
   always @(posedge clk)
-    load_b <= \$190 ;
+    batch <= \$222 ;
   always @(posedge clk)
-    a_base <= \$191 ;
+    nt <= \$223 ;
   always @(posedge clk)
-    a_ptr <= \$192 ;
+    kt <= \$224 ;
   always @(posedge clk)
-    b_base <= \$193 ;
+    idx <= \$225 ;
   always @(posedge clk)
-    b_ptr <= \$194 ;
+    load_b <= \$226 ;
   always @(posedge clk)
-    c_base <= \$195 ;
+    a_bbase <= \$227 ;
   always @(posedge clk)
-    c_ptr <= \$196 ;
+    a_base <= \$228 ;
   always @(posedge clk)
-    bank <= \$197 ;
+    a_ptr <= \$229 ;
+  always @(posedge clk)
+    b_bbase <= \$230 ;
+  always @(posedge clk)
+    b_nbase <= \$231 ;
+  always @(posedge clk)
+    b_tbase <= \$232 ;
+  always @(posedge clk)
+    b_ptr <= \$233 ;
+  always @(posedge clk)
+    c_bbase <= \$234 ;
+  always @(posedge clk)
+    c_base <= \$235 ;
+  always @(posedge clk)
+    c_ptr <= \$236 ;
+  always @(posedge clk)
+    bank <= \$237 ;
   \kaki_soc_8x8.gemm.array  array (
     .a_valid(a_valid),
     .clk(clk),
-    .deskew0_6(\$199 ),
-    .deskew1_5(\$200 ),
-    .deskew2_4(\$201 ),
-    .deskew3_3(\$202 ),
-    .deskew4_2(\$203 ),
-    .deskew5_1(\$204 ),
-    .deskew6_0(\$205 ),
+    .deskew0_6(\$239 ),
+    .deskew1_5(\$240 ),
+    .deskew2_4(\$241 ),
+    .deskew3_3(\$242 ),
+    .deskew4_2(\$243 ),
+    .deskew5_1(\$244 ),
+    .deskew6_0(\$245 ),
     .out_valid_q(acc_wr__en),
-    .pe7_7_psum(\$198 ),
-    .\port$9873$2 (spad_meta_q3[5:2]),
+    .pe7_7_psum(\$238 ),
+    .\port$10910$2 (spad_meta_q3[5:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
-    .w_en(w_en)
+    .w_en(w_en),
+    .w_transpose(cmd[161])
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$154  = 1'h0;
+    \$186  = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$107 ) begin
-            \$154  = 1'h1;
+          if (\$119 ) begin
+            \$186  = 1'h1;
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$134 ) begin
-            \$154  = 1'h1;
+          if (\$166 ) begin
+            \$186  = 1'h1;
           end
     endcase
     if (reset[2]) begin
-      \$154  = 1'h0;
+      \$186  = 1'h0;
     end
     if (rst) begin
-      \$154  = 1'h0;
+      \$186  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$155  = \$7 [3:0];
+    \$187  = \$7 [3:0];
     if (reset[2]) begin
-      \$155  = 4'h0;
+      \$187  = 4'h0;
     end
     if (rst) begin
-      \$155  = 4'h0;
+      \$187  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$156 [0] = \$24 ;
-    \$156 [1] = \$48 ;
+    \$188 [0] = \$24 ;
+    \$188 [1] = \$48 ;
     if (reset[2]) begin
-      \$156  = 2'h0;
+      \$188  = 2'h0;
     end
     if (rst) begin
-      \$156  = 2'h0;
+      \$188  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$157  = \$31 [3:0];
+    \$189  = \$31 [3:0];
     if (reset[2]) begin
-      \$157  = 4'h0;
+      \$189  = 4'h0;
     end
     if (rst) begin
-      \$157  = 4'h0;
+      \$189  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$158 [0] = \$49 ;
-    \$158 [1] = \$50 ;
-    \$158 [4:2] = idx[2:0];
-    \$158 [5] = bank;
-    \$158 [18:6] = c_ptr;
-    \$158 [19] = \$52 ;
-    \$158 [20] = \$60 ;
+    \$190 [0] = \$49 ;
+    \$190 [1] = \$50 ;
+    \$190 [4:2] = idx[2:0];
+    \$190 [5] = bank;
+    \$190 [18:6] = c_ptr;
+    \$190 [19] = \$52 ;
+    \$190 [20] = \$62 ;
     if (reset[2]) begin
-      \$158  = 21'h000000;
+      \$190  = 21'h000000;
     end
     if (rst) begin
-      \$158  = 21'h000000;
+      \$190  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$159  = spad_meta_q1;
+    \$191  = spad_meta_q1;
     if (reset[2]) begin
-      \$159  = 21'h000000;
+      \$191  = 21'h000000;
     end
     if (rst) begin
-      \$159  = 21'h000000;
+      \$191  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$160  = spad_meta_q2;
+    \$192  = spad_meta_q2;
     if (reset[2]) begin
-      \$160  = 21'h000000;
+      \$192  = 21'h000000;
     end
     if (rst) begin
-      \$160  = 21'h000000;
+      \$192  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$161  = { spad_meta_q3[20:6], \$61  };
+    \$193  = { spad_meta_q3[20:6], \$63  };
     if (reset[2]) begin
-      \$161  = 16'h0000;
+      \$193  = 16'h0000;
     end
     if (rst) begin
-      \$161  = 16'h0000;
+      \$193  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$162  = meta1;
+    \$194  = meta1;
     if (reset[2]) begin
-      \$162  = 16'h0000;
+      \$194  = 16'h0000;
     end
     if (rst) begin
-      \$162  = 16'h0000;
+      \$194  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$163  = meta2;
+    \$195  = meta2;
     if (reset[2]) begin
-      \$163  = 16'h0000;
+      \$195  = 16'h0000;
     end
     if (rst) begin
-      \$163  = 16'h0000;
+      \$195  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$164  = meta3;
+    \$196  = meta3;
     if (reset[2]) begin
-      \$164  = 16'h0000;
+      \$196  = 16'h0000;
     end
     if (rst) begin
-      \$164  = 16'h0000;
+      \$196  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$165  = meta4;
+    \$197  = meta4;
     if (reset[2]) begin
-      \$165  = 16'h0000;
+      \$197  = 16'h0000;
     end
     if (rst) begin
-      \$165  = 16'h0000;
+      \$197  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$166  = meta5;
+    \$198  = meta5;
     if (reset[2]) begin
-      \$166  = 16'h0000;
+      \$198  = 16'h0000;
     end
     if (rst) begin
-      \$166  = 16'h0000;
+      \$198  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$167  = meta6;
+    \$199  = meta6;
     if (reset[2]) begin
-      \$167  = 16'h0000;
+      \$199  = 16'h0000;
     end
     if (rst) begin
-      \$167  = 16'h0000;
+      \$199  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$168  = meta7;
+    \$200  = meta7;
     if (reset[2]) begin
-      \$168  = 16'h0000;
+      \$200  = 16'h0000;
     end
     if (rst) begin
-      \$168  = 16'h0000;
+      \$200  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$169  = meta8;
+    \$201  = meta8;
     if (reset[2]) begin
-      \$169  = 16'h0000;
+      \$201  = 16'h0000;
     end
     if (rst) begin
-      \$169  = 16'h0000;
+      \$201  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$170  = meta9;
+    \$202  = meta9;
     if (reset[2]) begin
-      \$170  = 16'h0000;
+      \$202  = 16'h0000;
     end
     if (rst) begin
-      \$170  = 16'h0000;
+      \$202  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$171  = meta10;
+    \$203  = meta10;
     if (reset[2]) begin
-      \$171  = 16'h0000;
+      \$203  = 16'h0000;
     end
     if (rst) begin
-      \$171  = 16'h0000;
+      \$203  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$172  = meta11;
+    \$204  = meta11;
     if (reset[2]) begin
-      \$172  = 16'h0000;
+      \$204  = 16'h0000;
     end
     if (rst) begin
-      \$172  = 16'h0000;
+      \$204  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$173  = meta12;
+    \$205  = meta12;
     if (reset[2]) begin
-      \$173  = 16'h0000;
+      \$205  = 16'h0000;
     end
     if (rst) begin
-      \$173  = 16'h0000;
+      \$205  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$174  = meta13;
+    \$206  = meta13;
     if (reset[2]) begin
-      \$174  = 16'h0000;
+      \$206  = 16'h0000;
     end
     if (rst) begin
-      \$174  = 16'h0000;
+      \$206  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$175  = meta14;
+    \$207  = meta14;
     if (reset[2]) begin
-      \$175  = 16'h0000;
+      \$207  = 16'h0000;
     end
     if (rst) begin
-      \$175  = 16'h0000;
+      \$207  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$176  = \$64 ;
+    \$208  = \$66 ;
     if (reset[2]) begin
-      \$176  = 1'h0;
+      \$208  = 1'h0;
     end
     if (rst) begin
-      \$176  = 1'h0;
+      \$208  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$177  = \$70 ;
+    \$209  = \$72 ;
     if (reset[2]) begin
-      \$177  = 1'h0;
+      \$209  = 1'h0;
     end
     if (rst) begin
-      \$177  = 1'h0;
+      \$209  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$178  = cmd;
+    \$210  = cmd;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$178  = ctl__cmd__payload;
+            \$210  = ctl__cmd__payload;
           end
     endcase
     if (reset[2]) begin
-      \$178  = 176'h00000000000000000000000000000000000000000000;
+      \$210  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$178  = 176'h00000000000000000000000000000000000000000000;
+      \$210  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$179  = a_span;
+    \$211  = a_span;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$179  = \$79 ;
+            \$211  = \$81 ;
           end
     endcase
     if (reset[2]) begin
-      \$179  = 32'd0;
+      \$211  = 32'd0;
     end
     if (rst) begin
-      \$179  = 32'd0;
+      \$211  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$180  = b_span;
+    \$212  = b_span;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$180  = \$81 ;
+            \$212  = \$85 ;
           end
     endcase
     if (reset[2]) begin
-      \$180  = 32'd0;
+      \$212  = 32'd0;
     end
     if (rst) begin
-      \$180  = 32'd0;
+      \$212  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$181  = c_span;
+    \$213  = c_span;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$181  = \$83 ;
+            \$213  = \$87 ;
           end
     endcase
     if (reset[2]) begin
-      \$181  = 32'd0;
+      \$213  = 32'd0;
     end
     if (rst) begin
-      \$181  = 32'd0;
+      \$213  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$182  = gemm_fsm_state;
+    \$214  = a_batch_span;
     casez (gemm_fsm_state)
       3'h0:
           if (ctl__cmd__valid) begin
-            \$182  = 3'h1;
+            \$214  = \$88 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$214  = 24'h000000;
+    end
+    if (rst) begin
+      \$214  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$215  = b_batch_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$215  = \$89 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$215  = 24'h000000;
+    end
+    if (rst) begin
+      \$215  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$216  = c_batch_span;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$216  = \$90 ;
+          end
+    endcase
+    if (reset[2]) begin
+      \$216  = 24'h000000;
+    end
+    if (rst) begin
+      \$216  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$217  = gemm_fsm_state;
+    casez (gemm_fsm_state)
+      3'h0:
+          if (ctl__cmd__valid) begin
+            \$217  = 3'h1;
           end
       3'h1:
-          \$182  = 3'h2;
+          \$217  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
-            \$182  = 3'h0;
+          if (\$119 ) begin
+            \$217  = 3'h0;
           end else begin
-            \$182  = 3'h3;
+            \$217  = 3'h3;
           end
       3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
+          if (\$127 ) begin
+            if (\$132 ) begin
               (* full_case = 32'd1 *)
-              if (\$123 ) begin
-              end else if (\$125 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+              end else if (\$138 ) begin
               end else begin
-                \$182  = 3'h4;
+                \$217  = 3'h4;
               end
             end
           end
       3'h4:
-          if (\$134 ) begin
-            \$182  = 3'h0;
+          if (\$166 ) begin
+            \$217  = 3'h0;
           end
     endcase
     if (reset[2]) begin
-      \$182  = 3'h0;
+      \$217  = 3'h0;
     end
     if (rst) begin
-      \$182  = 3'h0;
+      \$217  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$183  = err_reserved;
+    \$218  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$183  = \$84 ;
+          \$218  = \$91 ;
     endcase
     if (reset[2]) begin
-      \$183  = 1'h0;
+      \$218  = 1'h0;
     end
     if (rst) begin
-      \$183  = 1'h0;
+      \$218  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$184  = err_shape;
+    \$219  = err_shape;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$184  = \$89 ;
+          \$219  = \$96 ;
     endcase
     if (reset[2]) begin
-      \$184  = 1'h0;
+      \$219  = 1'h0;
     end
     if (rst) begin
-      \$184  = 1'h0;
+      \$219  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$185  = err_range;
+    \$220  = err_range;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
-          \$185  = \$105 ;
+          \$220  = \$117 ;
     endcase
     if (reset[2]) begin
-      \$185  = 1'h0;
+      \$220  = 1'h0;
     end
     if (rst) begin
-      \$185  = 1'h0;
+      \$220  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$186  = error;
+    \$221  = error;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
       3'h1:
           /* empty */;
       3'h2:
-          if (\$107 ) begin
+          if (\$119 ) begin
             (* full_case = 32'd1 *)
             if (err_reserved) begin
-              \$186  = 8'h02;
+              \$221  = 8'h02;
             end else if (err_shape) begin
-              \$186  = 8'h03;
+              \$221  = 8'h03;
             end else begin
-              \$186  = 8'h04;
+              \$221  = 8'h04;
             end
           end
       3'h3:
           /* empty */;
       3'h4:
-          if (\$134 ) begin
-            \$186  = 8'h00;
+          if (\$166 ) begin
+            \$221  = 8'h00;
           end
     endcase
     if (reset[2]) begin
-      \$186  = 8'h00;
+      \$221  = 8'h00;
     end
     if (rst) begin
-      \$186  = 8'h00;
+      \$221  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$187  = nt;
+    \$222  = batch;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27858,30 +28155,31 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$187  = 12'h000;
+            \$222  = 8'h00;
           end
       3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-              end else if (\$125 ) begin
-                \$187  = \$129 [11:0];
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+              end else if (\$138 ) begin
+                \$222  = \$155 [7:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$187  = 12'h000;
+      \$222  = 8'h00;
     end
     if (rst) begin
-      \$187  = 12'h000;
+      \$222  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$188  = kt;
+    \$223  = nt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27889,31 +28187,32 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$188  = 12'h000;
+            \$223  = 12'h000;
           end
       3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-                \$188  = \$126 [11:0];
-              end else if (\$125 ) begin
-                \$188  = 12'h000;
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+                \$223  = \$146 [11:0];
+              end else if (\$138 ) begin
+                \$223  = 12'h000;
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$188  = 12'h000;
+      \$223  = 12'h000;
     end
     if (rst) begin
-      \$188  = 12'h000;
+      \$223  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$189  = idx;
+    \$224  = kt;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27921,36 +28220,70 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$189  = 16'h0000;
+            \$224  = 12'h000;
+          end
+      3'h3:
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+                \$224  = \$139 [11:0];
+              end else if (\$137 ) begin
+                \$224  = 12'h000;
+              end else if (\$138 ) begin
+                \$224  = 12'h000;
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$224  = 12'h000;
+    end
+    if (rst) begin
+      \$224  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$225  = idx;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$119 ) begin
+          end else begin
+            \$225  = 16'h0000;
           end
       3'h3:
         begin
-          if (\$109 ) begin
-            \$189  = \$111 [15:0];
-            if (\$112 ) begin
-              \$189  = 16'h0000;
+          if (\$121 ) begin
+            \$225  = \$123 [15:0];
+            if (\$124 ) begin
+              \$225  = 16'h0000;
             end
           end
-          if (\$115 ) begin
-            \$189  = \$118 [15:0];
-            if (\$120 ) begin
-              \$189  = 16'h0000;
+          if (\$127 ) begin
+            \$225  = \$130 [15:0];
+            if (\$132 ) begin
+              \$225  = 16'h0000;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$189  = 16'h0000;
+      \$225  = 16'h0000;
     end
     if (rst) begin
-      \$189  = 16'h0000;
+      \$225  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$190  = load_b;
+    \$226  = load_b;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27958,34 +28291,34 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$190  = 1'h1;
+            \$226  = 1'h1;
           end
       3'h3:
         begin
-          if (\$109 ) begin
-            if (\$112 ) begin
-              \$190  = 1'h0;
+          if (\$121 ) begin
+            if (\$124 ) begin
+              \$226  = 1'h0;
             end
           end
-          if (\$115 ) begin
-            if (\$120 ) begin
-              \$190  = 1'h1;
+          if (\$127 ) begin
+            if (\$132 ) begin
+              \$226  = 1'h1;
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$190  = 1'h0;
+      \$226  = 1'h0;
     end
     if (rst) begin
-      \$190  = 1'h0;
+      \$226  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$191  = a_base;
+    \$227  = a_bbase;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -27993,31 +28326,31 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$191  = cmd[13:0];
+            \$227  = cmd[13:0];
           end
       3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-                \$191  = \$127 [13:0];
-              end else if (\$125 ) begin
-                \$191  = cmd[13:0];
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+              end else if (\$138 ) begin
+                \$227  = \$156 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$191  = 14'h0000;
+      \$227  = 14'h0000;
     end
     if (rst) begin
-      \$191  = 14'h0000;
+      \$227  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$192  = a_ptr;
+    \$228  = a_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28025,32 +28358,33 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$192  = cmd[13:0];
+            \$228  = cmd[13:0];
           end
       3'h3:
-          if (\$115 ) begin
-            \$192  = \$116 [13:0];
-            if (\$120 ) begin
-              if (\$123 ) begin
-                \$192  = \$128 [13:0];
-              end else if (\$125 ) begin
-                \$192  = cmd[13:0];
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+                \$228  = \$140 [13:0];
+              end else if (\$137 ) begin
+                \$228  = a_bbase;
+              end else if (\$138 ) begin
+                \$228  = \$157 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$192  = 14'h0000;
+      \$228  = 14'h0000;
     end
     if (rst) begin
-      \$192  = 14'h0000;
+      \$228  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$193  = b_base;
+    \$229  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28058,30 +28392,34 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$193  = cmd[33:20];
+            \$229  = cmd[13:0];
           end
       3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-              end else if (\$125 ) begin
-                \$193  = \$130 [13:0];
+          if (\$127 ) begin
+            \$229  = \$128 [13:0];
+            if (\$132 ) begin
+              if (\$135 ) begin
+                \$229  = \$141 [13:0];
+              end else if (\$137 ) begin
+                \$229  = a_bbase;
+              end else if (\$138 ) begin
+                \$229  = \$158 [13:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$193  = 14'h0000;
+      \$229  = 14'h0000;
     end
     if (rst) begin
-      \$193  = 14'h0000;
+      \$229  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$194  = b_ptr;
+    \$230  = b_bbase;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28089,35 +28427,137 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$194  = cmd[33:20];
+            \$230  = cmd[33:20];
+          end
+      3'h3:
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+              end else if (\$138 ) begin
+                \$230  = \$159 [13:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$230  = 14'h0000;
+    end
+    if (rst) begin
+      \$230  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$231  = b_nbase;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$119 ) begin
+          end else begin
+            \$231  = cmd[33:20];
+          end
+      3'h3:
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+                \$231  = \$148 [13:0];
+              end else if (\$138 ) begin
+                \$231  = \$160 [13:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$231  = 14'h0000;
+    end
+    if (rst) begin
+      \$231  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$232  = b_tbase;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$119 ) begin
+          end else begin
+            \$232  = cmd[33:20];
+          end
+      3'h3:
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+                \$232  = \$143 [13:0];
+              end else if (\$137 ) begin
+                \$232  = \$150 [13:0];
+              end else if (\$138 ) begin
+                \$232  = \$161 [13:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$232  = 14'h0000;
+    end
+    if (rst) begin
+      \$232  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$233  = b_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$119 ) begin
+          end else begin
+            \$233  = cmd[33:20];
           end
       3'h3:
         begin
-          if (\$109 ) begin
-            \$194  = \$110 [13:0];
+          if (\$121 ) begin
+            \$233  = \$122 [13:0];
           end
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-              end else if (\$125 ) begin
-                \$194  = \$131 [13:0];
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+                \$233  = \$145 [13:0];
+              end else if (\$137 ) begin
+                \$233  = \$152 [13:0];
+              end else if (\$138 ) begin
+                \$233  = \$162 [13:0];
               end
             end
           end
         end
     endcase
     if (reset[2]) begin
-      \$194  = 14'h0000;
+      \$233  = 14'h0000;
     end
     if (rst) begin
-      \$194  = 14'h0000;
+      \$233  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$195  = c_base;
+    \$234  = c_bbase;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28125,30 +28565,31 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$195  = cmd[52:40];
+            \$234  = cmd[52:40];
           end
       3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
-              if (\$123 ) begin
-              end else if (\$125 ) begin
-                \$195  = \$132 [12:0];
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+              end else if (\$138 ) begin
+                \$234  = \$163 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$195  = 13'h0000;
+      \$234  = 13'h0000;
     end
     if (rst) begin
-      \$195  = 13'h0000;
+      \$234  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$196  = c_ptr;
+    \$235  = c_base;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28156,32 +28597,67 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
           /* empty */;
       3'h2:
           (* full_case = 32'd1 *)
-          if (\$107 ) begin
+          if (\$119 ) begin
           end else begin
-            \$196  = cmd[52:40];
+            \$235  = cmd[52:40];
           end
       3'h3:
-          if (\$115 ) begin
-            \$196  = \$117 [12:0];
-            if (\$120 ) begin
-              if (\$123 ) begin
-                \$196  = c_base;
-              end else if (\$125 ) begin
-                \$196  = \$133 [12:0];
+          if (\$127 ) begin
+            if (\$132 ) begin
+              if (\$135 ) begin
+              end else if (\$137 ) begin
+                \$235  = \$153 [12:0];
+              end else if (\$138 ) begin
+                \$235  = \$164 [12:0];
               end
             end
           end
     endcase
     if (reset[2]) begin
-      \$196  = 13'h0000;
+      \$235  = 13'h0000;
     end
     if (rst) begin
-      \$196  = 13'h0000;
+      \$235  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$197  = bank;
+    \$236  = c_ptr;
+    casez (gemm_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (\$119 ) begin
+          end else begin
+            \$236  = cmd[52:40];
+          end
+      3'h3:
+          if (\$127 ) begin
+            \$236  = \$129 [12:0];
+            if (\$132 ) begin
+              if (\$135 ) begin
+                \$236  = c_base;
+              end else if (\$137 ) begin
+                \$236  = \$154 [12:0];
+              end else if (\$138 ) begin
+                \$236  = \$165 [12:0];
+              end
+            end
+          end
+    endcase
+    if (reset[2]) begin
+      \$236  = 13'h0000;
+    end
+    if (rst) begin
+      \$236  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$237  = bank;
     casez (gemm_fsm_state)
       3'h0:
           /* empty */;
@@ -28190,17 +28666,17 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
       3'h2:
           /* empty */;
       3'h3:
-          if (\$115 ) begin
-            if (\$120 ) begin
-              \$197  = \$121 ;
+          if (\$127 ) begin
+            if (\$132 ) begin
+              \$237  = \$133 ;
             end
           end
     endcase
     if (reset[2]) begin
-      \$197  = 1'h0;
+      \$237  = 1'h0;
     end
     if (rst) begin
-      \$197  = 1'h0;
+      \$237  = 1'h0;
     end
   end
   always @* begin
@@ -28232,9 +28708,10 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign spad_rd__data = a_data;
   assign a_bank = spad_meta_q3[5];
   assign w_row = spad_meta_q3[4:2];
+  assign w_transpose = cmd[161];
   assign w_bank = spad_meta_q3[5];
   assign w_data = a_data;
-  assign out_data = { \$198 , \$205 , \$204 , \$203 , \$202 , \$201 , \$200 , \$199  };
+  assign out_data = { \$238 , \$245 , \$244 , \$243 , \$242 , \$241 , \$240 , \$239  };
   assign acc_rd__addr = meta11[13:1];
   assign acc_wr__addr = meta15[13:1];
   assign \spad_meta_q1.valid  = spad_meta_q1[0];
@@ -28254,7 +28731,12 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \cmd.b_nt_stride  = cmd[139:120];
   assign \cmd.c_nt_stride  = cmd[159:140];
   assign \cmd.accumulate  = cmd[160];
-  assign \cmd.reserved  = cmd[175:161];
+  assign \cmd.b_transpose  = cmd[161];
+  assign \cmd.batches_m1  = cmd[169:162];
+  assign \cmd.a_batch_stride  = cmd[185:170];
+  assign \cmd.b_batch_stride  = cmd[201:186];
+  assign \cmd.c_batch_stride  = cmd[217:202];
+  assign \cmd.reserved  = cmd[223:218];
   assign \spad_meta_q2.valid  = spad_meta_q2[0];
   assign \spad_meta_q2.is_a  = spad_meta_q2[1];
   assign \spad_meta_q2.row  = spad_meta_q2[4:2];
@@ -28279,266 +28761,1010 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
   assign \ctl__cmd__payload.b_nt_stride  = ctl__cmd__payload[139:120];
   assign \ctl__cmd__payload.c_nt_stride  = ctl__cmd__payload[159:140];
   assign \ctl__cmd__payload.accumulate  = ctl__cmd__payload[160];
-  assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[175:161];
+  assign \ctl__cmd__payload.b_transpose  = ctl__cmd__payload[161];
+  assign \ctl__cmd__payload.batches_m1  = ctl__cmd__payload[169:162];
+  assign \ctl__cmd__payload.a_batch_stride  = ctl__cmd__payload[185:170];
+  assign \ctl__cmd__payload.b_batch_stride  = ctl__cmd__payload[201:186];
+  assign \ctl__cmd__payload.c_batch_stride  = ctl__cmd__payload[217:202];
+  assign \ctl__cmd__payload.reserved  = ctl__cmd__payload[223:218];
   assign \$26  = spad_meta_q1[5];
   assign \$34  = bank;
   assign \$38  = spad_meta_q1[5];
-  assign \$64  = \$63 ;
-  assign \$67  = acc_wr__data;
+  assign \$66  = \$65 ;
+  assign \$69  = acc_wr__data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
+module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$10910$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
-  wire [15:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [32:0] \$101 ;
+  wire [7:0] \$10 ;
+  wire \$100 ;
+  wire \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
+  wire \$101 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire \$1013 ;
+  wire \$1014 ;
+  wire \$1015 ;
+  wire \$1016 ;
+  wire \$1017 ;
+  wire \$1018 ;
+  wire \$1019 ;
   wire \$102 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  wire \$1029 ;
   wire \$103 ;
-  wire [7:0] \$104 ;
-  wire [15:0] \$105 ;
-  wire [32:0] \$106 ;
+  wire \$1030 ;
+  wire \$1031 ;
+  wire \$1032 ;
+  wire \$1033 ;
+  wire \$1034 ;
+  wire \$1035 ;
+  wire \$1036 ;
+  wire \$1037 ;
+  wire \$1038 ;
+  wire \$1039 ;
+  wire \$104 ;
+  wire \$1040 ;
+  wire \$1041 ;
+  wire \$1042 ;
+  wire \$1043 ;
+  wire \$1044 ;
+  wire \$1045 ;
+  wire \$1046 ;
+  wire \$1047 ;
+  wire \$1048 ;
+  wire \$1049 ;
+  wire \$105 ;
+  wire \$1050 ;
+  wire \$1051 ;
+  wire \$1052 ;
+  wire \$1053 ;
+  wire \$1054 ;
+  wire \$1055 ;
+  wire \$1056 ;
+  wire \$1057 ;
+  wire \$1058 ;
+  wire \$1059 ;
+  wire \$106 ;
+  wire \$1060 ;
+  wire \$1061 ;
+  wire \$1062 ;
+  wire \$1063 ;
+  wire \$1064 ;
+  wire \$1065 ;
+  wire \$1066 ;
+  wire \$1067 ;
+  wire \$1068 ;
+  wire \$1069 ;
   wire \$107 ;
-  wire \$108 ;
+  wire \$1070 ;
+  wire \$1071 ;
+  wire \$1072 ;
+  wire \$1073 ;
+  wire \$1074 ;
+  wire \$1075 ;
+  wire \$1076 ;
+  wire \$1077 ;
+  wire \$1078 ;
+  wire \$1079 ;
+  wire [7:0] \$108 ;
+  wire \$1080 ;
+  wire \$1081 ;
+  wire \$1082 ;
+  wire \$1083 ;
+  wire \$1084 ;
+  wire \$1085 ;
+  wire \$1086 ;
+  wire \$1087 ;
+  wire \$1088 ;
+  wire \$1089 ;
   wire [7:0] \$109 ;
-  wire \$11 ;
-  wire [15:0] \$110 ;
-  wire [32:0] \$111 ;
-  wire \$112 ;
+  wire \$1090 ;
+  wire \$1091 ;
+  wire \$1092 ;
+  wire \$1093 ;
+  wire \$1094 ;
+  wire \$1095 ;
+  wire \$1096 ;
+  wire \$1097 ;
+  wire \$1098 ;
+  wire \$1099 ;
+  wire [7:0] \$11 ;
+  wire [7:0] \$110 ;
+  wire \$1100 ;
+  wire \$1101 ;
+  wire \$1102 ;
+  wire \$1103 ;
+  wire \$1104 ;
+  wire \$1105 ;
+  wire \$1106 ;
+  wire \$1107 ;
+  wire \$1108 ;
+  wire \$1109 ;
+  wire [15:0] \$111 ;
+  wire \$1110 ;
+  wire \$1111 ;
+  wire \$1112 ;
+  wire \$1113 ;
+  wire \$1114 ;
+  wire \$1115 ;
+  wire \$1116 ;
+  wire \$1117 ;
+  wire \$1118 ;
+  wire \$1119 ;
+  wire [32:0] \$112 ;
+  wire \$1120 ;
+  wire \$1121 ;
+  wire \$1122 ;
+  wire \$1123 ;
+  wire \$1124 ;
+  wire \$1125 ;
+  wire \$1126 ;
+  wire \$1127 ;
+  wire \$1128 ;
+  wire \$1129 ;
   wire \$113 ;
-  wire [7:0] \$114 ;
-  wire [15:0] \$115 ;
-  wire [32:0] \$116 ;
-  wire [7:0] \$117 ;
+  wire \$1130 ;
+  wire \$1131 ;
+  wire \$1132 ;
+  wire \$1133 ;
+  wire \$1134 ;
+  wire \$1135 ;
+  wire \$1136 ;
+  wire \$1137 ;
+  wire \$1138 ;
+  wire \$1139 ;
+  wire \$114 ;
+  wire \$1140 ;
+  wire \$1141 ;
+  wire \$1142 ;
+  wire \$1143 ;
+  wire \$1144 ;
+  wire \$1145 ;
+  wire \$1146 ;
+  wire \$1147 ;
+  wire \$1148 ;
+  wire \$1149 ;
+  wire \$115 ;
+  wire \$1150 ;
+  wire \$1151 ;
+  wire \$1152 ;
+  wire \$1153 ;
+  wire \$1154 ;
+  wire \$1155 ;
+  wire \$1156 ;
+  wire \$1157 ;
+  wire \$1158 ;
+  wire \$1159 ;
+  wire \$116 ;
+  wire \$1160 ;
+  wire \$1161 ;
+  wire \$1162 ;
+  wire \$1163 ;
+  wire \$1164 ;
+  wire \$1165 ;
+  wire \$1166 ;
+  wire \$1167 ;
+  wire \$1168 ;
+  wire \$1169 ;
+  wire \$117 ;
+  wire \$1170 ;
+  wire \$1171 ;
+  wire \$1172 ;
+  wire \$1173 ;
+  wire \$1174 ;
+  wire \$1175 ;
+  wire \$1176 ;
+  wire \$1177 ;
+  wire \$1178 ;
+  wire \$1179 ;
   wire \$118 ;
+  wire \$1180 ;
+  wire \$1181 ;
+  wire \$1182 ;
+  wire \$1183 ;
+  wire \$1184 ;
+  wire \$1185 ;
+  wire \$1186 ;
+  wire \$1187 ;
+  wire \$1188 ;
+  wire \$1189 ;
   wire \$119 ;
-  wire \$12 ;
-  wire [7:0] \$120 ;
-  wire [15:0] \$121 ;
-  wire [32:0] \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire [7:0] \$125 ;
-  wire [15:0] \$126 ;
-  wire [32:0] \$127 ;
+  wire \$1190 ;
+  wire \$1191 ;
+  wire \$1192 ;
+  wire \$1193 ;
+  wire \$1194 ;
+  wire \$1195 ;
+  wire \$1196 ;
+  wire \$1197 ;
+  wire \$1198 ;
+  wire \$1199 ;
+  wire [7:0] \$12 ;
+  wire \$120 ;
+  wire \$1200 ;
+  wire \$1201 ;
+  wire \$1202 ;
+  wire \$1203 ;
+  wire \$1204 ;
+  wire \$1205 ;
+  wire \$1206 ;
+  wire \$1207 ;
+  wire \$1208 ;
+  wire \$1209 ;
+  wire [7:0] \$121 ;
+  wire \$1210 ;
+  wire \$1211 ;
+  wire \$1212 ;
+  wire \$1213 ;
+  wire \$1214 ;
+  wire \$1215 ;
+  wire \$1216 ;
+  wire \$1217 ;
+  wire \$1218 ;
+  wire \$1219 ;
+  wire [7:0] \$122 ;
+  wire \$1220 ;
+  wire \$1221 ;
+  wire \$1222 ;
+  wire \$1223 ;
+  wire \$1224 ;
+  wire \$1225 ;
+  wire \$1226 ;
+  wire \$1227 ;
+  wire \$1228 ;
+  wire \$1229 ;
+  wire [7:0] \$123 ;
+  wire \$1230 ;
+  wire \$1231 ;
+  wire \$1232 ;
+  wire \$1233 ;
+  wire \$1234 ;
+  wire \$1235 ;
+  wire \$1236 ;
+  wire \$1237 ;
+  wire \$1238 ;
+  wire \$1239 ;
+  wire [15:0] \$124 ;
+  wire \$1240 ;
+  wire \$1241 ;
+  wire \$1242 ;
+  wire \$1243 ;
+  wire \$1244 ;
+  wire \$1245 ;
+  wire \$1246 ;
+  wire \$1247 ;
+  wire \$1248 ;
+  wire \$1249 ;
+  wire [32:0] \$125 ;
+  wire \$1250 ;
+  wire \$1251 ;
+  wire \$1252 ;
+  wire \$1253 ;
+  wire \$1254 ;
+  wire \$1255 ;
+  wire \$1256 ;
+  wire \$1257 ;
+  wire \$1258 ;
+  wire \$1259 ;
+  wire \$126 ;
+  wire \$1260 ;
+  wire \$1261 ;
+  wire \$1262 ;
+  wire \$1263 ;
+  wire \$1264 ;
+  wire \$1265 ;
+  wire \$1266 ;
+  wire \$1267 ;
+  wire \$1268 ;
+  wire \$1269 ;
+  wire \$127 ;
+  wire \$1270 ;
+  wire \$1271 ;
+  wire \$1272 ;
+  wire \$1273 ;
+  wire \$1274 ;
+  wire \$1275 ;
+  wire \$1276 ;
+  wire \$1277 ;
+  wire \$1278 ;
+  wire \$1279 ;
   wire \$128 ;
+  wire \$1280 ;
+  wire \$1281 ;
+  wire \$1282 ;
+  wire \$1283 ;
+  wire \$1284 ;
+  wire \$1285 ;
+  wire \$1286 ;
+  wire \$1287 ;
+  wire \$1288 ;
+  wire \$1289 ;
   wire \$129 ;
-  wire [7:0] \$13 ;
-  wire [7:0] \$130 ;
-  wire [15:0] \$131 ;
-  wire [32:0] \$132 ;
+  wire \$1290 ;
+  wire \$1291 ;
+  wire \$1292 ;
+  wire \$1293 ;
+  wire \$1294 ;
+  wire \$1295 ;
+  wire \$1296 ;
+  wire \$1297 ;
+  wire \$1298 ;
+  wire \$1299 ;
+  wire [15:0] \$13 ;
+  wire \$130 ;
+  wire \$1300 ;
+  wire \$1301 ;
+  wire \$1302 ;
+  wire \$1303 ;
+  wire \$1304 ;
+  wire \$1305 ;
+  wire \$1306 ;
+  wire \$1307 ;
+  wire \$1308 ;
+  wire \$1309 ;
+  wire \$131 ;
+  wire \$1310 ;
+  wire \$1311 ;
+  wire \$1312 ;
+  wire \$1313 ;
+  wire \$1314 ;
+  wire \$1315 ;
+  wire \$1316 ;
+  wire \$1317 ;
+  wire \$1318 ;
+  wire \$1319 ;
+  wire \$132 ;
+  wire \$1320 ;
+  wire \$1321 ;
+  wire \$1322 ;
+  wire \$1323 ;
+  wire \$1324 ;
+  wire \$1325 ;
+  wire \$1326 ;
+  wire \$1327 ;
+  wire \$1328 ;
+  wire \$1329 ;
   wire \$133 ;
-  wire \$134 ;
+  wire \$1330 ;
+  wire \$1331 ;
+  wire \$1332 ;
+  wire \$1333 ;
+  wire \$1334 ;
+  wire \$1335 ;
+  wire \$1336 ;
+  wire \$1337 ;
+  wire \$1338 ;
+  wire \$1339 ;
+  wire [7:0] \$134 ;
+  wire \$1340 ;
+  wire \$1341 ;
+  wire \$1342 ;
+  wire \$1343 ;
+  wire \$1344 ;
+  wire \$1345 ;
+  wire \$1346 ;
+  wire \$1347 ;
+  wire \$1348 ;
+  wire \$1349 ;
   wire [7:0] \$135 ;
-  wire [15:0] \$136 ;
-  wire [32:0] \$137 ;
-  wire \$138 ;
+  wire \$1350 ;
+  wire \$1351 ;
+  wire \$1352 ;
+  wire \$1353 ;
+  wire \$1354 ;
+  wire \$1355 ;
+  wire \$1356 ;
+  wire \$1357 ;
+  wire \$1358 ;
+  wire \$1359 ;
+  wire [7:0] \$136 ;
+  wire \$1360 ;
+  wire \$1361 ;
+  wire \$1362 ;
+  wire \$1363 ;
+  wire \$1364 ;
+  wire \$1365 ;
+  wire \$1366 ;
+  wire \$1367 ;
+  wire \$1368 ;
+  wire \$1369 ;
+  wire [15:0] \$137 ;
+  wire \$1370 ;
+  wire \$1371 ;
+  wire \$1372 ;
+  wire \$1373 ;
+  wire \$1374 ;
+  wire \$1375 ;
+  wire \$1376 ;
+  wire \$1377 ;
+  wire \$1378 ;
+  wire \$1379 ;
+  wire [32:0] \$138 ;
+  wire \$1380 ;
+  wire \$1381 ;
+  wire \$1382 ;
+  wire \$1383 ;
+  wire \$1384 ;
+  wire \$1385 ;
+  wire \$1386 ;
+  wire \$1387 ;
+  wire \$1388 ;
+  wire \$1389 ;
   wire \$139 ;
-  wire [15:0] \$14 ;
-  wire [7:0] \$140 ;
-  wire [15:0] \$141 ;
-  wire [32:0] \$142 ;
+  wire \$1390 ;
+  wire \$1391 ;
+  wire \$1392 ;
+  wire \$1393 ;
+  wire \$1394 ;
+  wire \$1395 ;
+  wire \$1396 ;
+  wire \$1397 ;
+  wire \$1398 ;
+  wire \$1399 ;
+  wire [7:0] \$14 ;
+  wire \$140 ;
+  wire \$1400 ;
+  wire \$1401 ;
+  wire \$1402 ;
+  wire \$1403 ;
+  wire \$1404 ;
+  wire \$1405 ;
+  wire \$1406 ;
+  wire \$1407 ;
+  wire \$1408 ;
+  wire \$1409 ;
+  wire \$141 ;
+  wire \$1410 ;
+  wire \$1411 ;
+  wire \$1412 ;
+  wire \$1413 ;
+  wire \$1414 ;
+  wire \$1415 ;
+  wire \$1416 ;
+  wire \$1417 ;
+  wire \$1418 ;
+  wire \$1419 ;
+  wire \$142 ;
+  wire \$1420 ;
+  wire \$1421 ;
+  wire \$1422 ;
+  wire \$1423 ;
+  wire \$1424 ;
+  wire \$1425 ;
+  wire \$1426 ;
+  wire \$1427 ;
+  wire \$1428 ;
+  wire \$1429 ;
   wire \$143 ;
+  wire \$1430 ;
+  wire \$1431 ;
+  wire \$1432 ;
+  wire \$1433 ;
+  wire \$1434 ;
+  wire \$1435 ;
+  wire \$1436 ;
+  wire \$1437 ;
+  wire \$1438 ;
+  wire \$1439 ;
   wire \$144 ;
-  wire [7:0] \$145 ;
-  wire [15:0] \$146 ;
-  wire [32:0] \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire \$1440 ;
+  wire \$1441 ;
+  wire \$1442 ;
+  wire \$1443 ;
+  wire \$1444 ;
+  wire \$1445 ;
+  wire \$1446 ;
+  wire \$1447 ;
+  wire \$1448 ;
+  wire \$1449 ;
+  wire \$145 ;
+  wire \$1450 ;
+  wire \$1451 ;
+  wire \$1452 ;
+  wire \$1453 ;
+  wire \$1454 ;
+  wire \$1455 ;
+  wire \$1456 ;
+  wire \$1457 ;
+  wire \$1458 ;
+  wire \$1459 ;
+  wire \$146 ;
+  wire \$1460 ;
+  wire \$1461 ;
+  wire \$1462 ;
+  wire \$1463 ;
+  wire \$1464 ;
+  wire \$1465 ;
+  wire \$1466 ;
+  wire \$1467 ;
+  wire \$1468 ;
+  wire \$1469 ;
+  wire [7:0] \$147 ;
+  wire \$1470 ;
+  wire \$1471 ;
+  wire \$1472 ;
+  wire \$1473 ;
+  wire \$1474 ;
+  wire \$1475 ;
+  wire \$1476 ;
+  wire \$1477 ;
+  wire \$1478 ;
+  wire \$1479 ;
+  wire [7:0] \$148 ;
+  wire \$1480 ;
+  wire \$1481 ;
+  wire \$1482 ;
+  wire \$1483 ;
+  wire \$1484 ;
+  wire \$1485 ;
+  wire \$1486 ;
+  wire \$1487 ;
+  wire \$1488 ;
+  wire \$1489 ;
+  wire [7:0] \$149 ;
+  wire \$1490 ;
+  wire \$1491 ;
+  wire \$1492 ;
+  wire \$1493 ;
+  wire \$1494 ;
+  wire \$1495 ;
+  wire \$1496 ;
+  wire \$1497 ;
+  wire \$1498 ;
+  wire \$1499 ;
   wire \$15 ;
-  wire [7:0] \$150 ;
-  wire [15:0] \$151 ;
-  wire [32:0] \$152 ;
+  wire [15:0] \$150 ;
+  wire \$1500 ;
+  wire \$1501 ;
+  wire \$1502 ;
+  wire \$1503 ;
+  wire \$1504 ;
+  wire \$1505 ;
+  wire \$1506 ;
+  wire \$1507 ;
+  wire \$1508 ;
+  wire \$1509 ;
+  wire [32:0] \$151 ;
+  wire \$1510 ;
+  wire \$1511 ;
+  wire \$1512 ;
+  wire \$1513 ;
+  wire \$1514 ;
+  wire \$1515 ;
+  wire \$1516 ;
+  wire \$1517 ;
+  wire \$1518 ;
+  wire \$1519 ;
+  wire \$152 ;
+  wire \$1520 ;
+  wire \$1521 ;
+  wire \$1522 ;
+  wire \$1523 ;
+  wire \$1524 ;
+  wire \$1525 ;
+  reg [7:0] \$1526 ;
+  reg [7:0] \$1527 ;
+  reg \$1528 ;
+  reg [7:0] \$1529 ;
   wire \$153 ;
+  reg [7:0] \$1530 ;
+  reg \$1531 ;
+  reg [7:0] \$1532 ;
+  reg [7:0] \$1533 ;
+  reg \$1534 ;
+  reg [7:0] \$1535 ;
+  reg [7:0] \$1536 ;
+  reg \$1537 ;
+  reg [7:0] \$1538 ;
+  reg [7:0] \$1539 ;
   wire \$154 ;
-  wire [7:0] \$155 ;
-  wire [15:0] \$156 ;
-  wire [32:0] \$157 ;
-  wire [7:0] \$158 ;
+  reg \$1540 ;
+  reg [7:0] \$1541 ;
+  reg [7:0] \$1542 ;
+  reg \$1543 ;
+  reg [7:0] \$1544 ;
+  reg [7:0] \$1545 ;
+  reg \$1546 ;
+  reg [7:0] \$1547 ;
+  reg [7:0] \$1548 ;
+  reg \$1549 ;
+  wire \$155 ;
+  reg [7:0] \$1550 ;
+  reg [7:0] \$1551 ;
+  reg \$1552 ;
+  reg [7:0] \$1553 ;
+  reg [7:0] \$1554 ;
+  reg \$1555 ;
+  reg [7:0] \$1556 ;
+  reg [7:0] \$1557 ;
+  reg \$1558 ;
+  reg [7:0] \$1559 ;
+  wire \$156 ;
+  reg [7:0] \$1560 ;
+  reg \$1561 ;
+  reg [7:0] \$1562 ;
+  reg [7:0] \$1563 ;
+  reg \$1564 ;
+  reg [7:0] \$1565 ;
+  reg [7:0] \$1566 ;
+  reg \$1567 ;
+  reg [7:0] \$1568 ;
+  reg [7:0] \$1569 ;
+  wire \$157 ;
+  reg \$1570 ;
+  reg [7:0] \$1571 ;
+  reg [7:0] \$1572 ;
+  reg \$1573 ;
+  reg \$1574 ;
+  reg [7:0] \$1575 ;
+  reg [7:0] \$1576 ;
+  reg \$1577 ;
+  reg [7:0] \$1578 ;
+  reg [7:0] \$1579 ;
+  wire \$158 ;
+  reg \$1580 ;
+  reg [7:0] \$1581 ;
+  reg [7:0] \$1582 ;
+  reg \$1583 ;
+  reg [7:0] \$1584 ;
+  reg [7:0] \$1585 ;
+  reg \$1586 ;
+  reg [7:0] \$1587 ;
+  reg [7:0] \$1588 ;
+  reg \$1589 ;
   wire \$159 ;
+  reg [7:0] \$1590 ;
+  reg [7:0] \$1591 ;
+  reg \$1592 ;
+  reg [7:0] \$1593 ;
+  reg [7:0] \$1594 ;
+  reg \$1595 ;
+  reg [7:0] \$1596 ;
+  reg [7:0] \$1597 ;
+  reg \$1598 ;
+  reg \$1599 ;
   wire \$16 ;
-  wire \$160 ;
+  wire [7:0] \$160 ;
+  reg \$1600 ;
+  reg [7:0] \$1601 ;
+  reg [7:0] \$1602 ;
+  reg \$1603 ;
+  reg [7:0] \$1604 ;
+  reg [7:0] \$1605 ;
+  reg \$1606 ;
+  reg [7:0] \$1607 ;
+  reg [7:0] \$1608 ;
+  reg \$1609 ;
   wire [7:0] \$161 ;
-  wire [15:0] \$162 ;
-  wire [32:0] \$163 ;
-  wire \$164 ;
+  reg [7:0] \$1610 ;
+  reg [7:0] \$1611 ;
+  reg \$1612 ;
+  reg [7:0] \$1613 ;
+  reg [7:0] \$1614 ;
+  reg \$1615 ;
+  reg [7:0] \$1616 ;
+  reg [7:0] \$1617 ;
+  reg \$1618 ;
+  reg [7:0] \$1619 ;
+  wire [7:0] \$162 ;
+  reg [7:0] \$1620 ;
+  reg \$1621 ;
+  reg [7:0] \$1622 ;
+  reg [7:0] \$1623 ;
+  reg \$1624 ;
+  reg \$1625 ;
+  reg \$1626 ;
+  reg \$1627 ;
+  reg [7:0] \$1628 ;
+  reg [7:0] \$1629 ;
+  wire [15:0] \$163 ;
+  reg \$1630 ;
+  reg [7:0] \$1631 ;
+  reg [7:0] \$1632 ;
+  reg \$1633 ;
+  reg [7:0] \$1634 ;
+  reg [7:0] \$1635 ;
+  reg \$1636 ;
+  reg [7:0] \$1637 ;
+  reg [7:0] \$1638 ;
+  reg \$1639 ;
+  wire [32:0] \$164 ;
+  reg [7:0] \$1640 ;
+  reg [7:0] \$1641 ;
+  reg \$1642 ;
+  reg [7:0] \$1643 ;
+  reg [7:0] \$1644 ;
+  reg \$1645 ;
+  reg [7:0] \$1646 ;
+  reg [7:0] \$1647 ;
+  reg \$1648 ;
+  reg [7:0] \$1649 ;
   wire \$165 ;
-  wire [7:0] \$166 ;
-  wire [15:0] \$167 ;
-  wire [32:0] \$168 ;
+  reg [7:0] \$1650 ;
+  reg \$1651 ;
+  reg \$1652 ;
+  reg \$1653 ;
+  reg \$1654 ;
+  reg \$1655 ;
+  reg [7:0] \$1656 ;
+  reg [7:0] \$1657 ;
+  reg \$1658 ;
+  reg [7:0] \$1659 ;
+  wire \$166 ;
+  reg [7:0] \$1660 ;
+  reg \$1661 ;
+  reg [7:0] \$1662 ;
+  reg [7:0] \$1663 ;
+  reg \$1664 ;
+  reg [7:0] \$1665 ;
+  reg [7:0] \$1666 ;
+  reg \$1667 ;
+  reg [7:0] \$1668 ;
+  reg [7:0] \$1669 ;
+  wire \$167 ;
+  reg \$1670 ;
+  reg [7:0] \$1671 ;
+  reg [7:0] \$1672 ;
+  reg \$1673 ;
+  reg [7:0] \$1674 ;
+  reg [7:0] \$1675 ;
+  reg \$1676 ;
+  reg [7:0] \$1677 ;
+  reg [7:0] \$1678 ;
+  reg \$1679 ;
+  wire \$168 ;
+  reg \$1680 ;
+  reg \$1681 ;
+  reg \$1682 ;
+  reg \$1683 ;
+  reg \$1684 ;
+  reg [7:0] \$1685 ;
+  reg [7:0] \$1686 ;
+  reg \$1687 ;
+  reg [7:0] \$1688 ;
+  reg [7:0] \$1689 ;
   wire \$169 ;
-  wire [7:0] \$17 ;
+  reg \$1690 ;
+  reg [7:0] \$1691 ;
+  reg [7:0] \$1692 ;
+  reg \$1693 ;
+  reg [7:0] \$1694 ;
+  reg [7:0] \$1695 ;
+  reg \$1696 ;
+  reg [7:0] \$1697 ;
+  reg [7:0] \$1698 ;
+  reg \$1699 ;
+  wire \$17 ;
   wire \$170 ;
-  wire [7:0] \$171 ;
-  wire [15:0] \$172 ;
-  wire [32:0] \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire [7:0] \$176 ;
-  wire [15:0] \$177 ;
-  wire [32:0] \$178 ;
+  reg [7:0] \$1700 ;
+  reg [7:0] \$1701 ;
+  reg \$1702 ;
+  reg [7:0] \$1703 ;
+  reg [7:0] \$1704 ;
+  reg \$1705 ;
+  reg [7:0] \$1706 ;
+  reg [7:0] \$1707 ;
+  reg \$1708 ;
+  reg \$1709 ;
+  wire \$171 ;
+  reg \$1710 ;
+  reg \$1711 ;
+  reg \$1712 ;
+  reg \$1713 ;
+  reg \$1714 ;
+  reg [7:0] \$1715 ;
+  reg [7:0] \$1716 ;
+  reg \$1717 ;
+  reg [7:0] \$1718 ;
+  reg [7:0] \$1719 ;
+  wire \$172 ;
+  reg \$1720 ;
+  reg [7:0] \$1721 ;
+  reg [7:0] \$1722 ;
+  reg \$1723 ;
+  reg [7:0] \$1724 ;
+  reg [7:0] \$1725 ;
+  reg \$1726 ;
+  reg [7:0] \$1727 ;
+  reg [7:0] \$1728 ;
+  reg \$1729 ;
+  wire [7:0] \$173 ;
+  reg [7:0] \$1730 ;
+  reg [7:0] \$1731 ;
+  reg \$1732 ;
+  reg [7:0] \$1733 ;
+  reg [7:0] \$1734 ;
+  reg \$1735 ;
+  reg [7:0] \$1736 ;
+  reg [7:0] \$1737 ;
+  reg \$1738 ;
+  wire [7:0] \$174 ;
+  wire [7:0] \$175 ;
+  wire [15:0] \$176 ;
+  wire [32:0] \$177 ;
+  wire \$178 ;
   wire \$179 ;
-  wire [15:0] \$18 ;
+  wire \$18 ;
   wire \$180 ;
-  wire [7:0] \$181 ;
-  wire [15:0] \$182 ;
-  wire [32:0] \$183 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
   wire \$184 ;
   wire \$185 ;
   wire [7:0] \$186 ;
-  wire [15:0] \$187 ;
-  wire [32:0] \$188 ;
-  wire \$189 ;
+  wire [7:0] \$187 ;
+  wire [7:0] \$188 ;
+  wire [15:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire [7:0] \$191 ;
-  wire [15:0] \$192 ;
-  wire [32:0] \$193 ;
+  wire [32:0] \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
   wire \$194 ;
   wire \$195 ;
-  wire [7:0] \$196 ;
-  wire [15:0] \$197 ;
-  wire [32:0] \$198 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
   wire [7:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire [7:0] \$202 ;
-  wire [15:0] \$203 ;
-  wire [32:0] \$204 ;
+  wire [7:0] \$200 ;
+  wire [7:0] \$201 ;
+  wire [15:0] \$202 ;
+  wire [32:0] \$203 ;
+  wire [7:0] \$204 ;
   wire \$205 ;
   wire \$206 ;
-  wire [7:0] \$207 ;
-  wire [15:0] \$208 ;
-  wire [32:0] \$209 ;
-  wire [7:0] \$21 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire \$21 ;
   wire \$210 ;
   wire \$211 ;
-  wire [7:0] \$212 ;
-  wire [15:0] \$213 ;
-  wire [32:0] \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire [7:0] \$217 ;
-  wire [15:0] \$218 ;
-  wire [32:0] \$219 ;
-  wire [15:0] \$22 ;
+  wire \$212 ;
+  wire [7:0] \$213 ;
+  wire [7:0] \$214 ;
+  wire [7:0] \$215 ;
+  wire [15:0] \$216 ;
+  wire [32:0] \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire \$22 ;
   wire \$220 ;
   wire \$221 ;
-  wire [7:0] \$222 ;
-  wire [15:0] \$223 ;
-  wire [32:0] \$224 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
   wire \$225 ;
-  wire \$226 ;
+  wire [7:0] \$226 ;
   wire [7:0] \$227 ;
-  wire [15:0] \$228 ;
-  wire [32:0] \$229 ;
-  wire \$23 ;
-  wire \$230 ;
+  wire [7:0] \$228 ;
+  wire [15:0] \$229 ;
+  wire [7:0] \$23 ;
+  wire [32:0] \$230 ;
   wire \$231 ;
-  wire [7:0] \$232 ;
-  wire [15:0] \$233 ;
-  wire [32:0] \$234 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
   wire \$235 ;
   wire \$236 ;
-  wire [7:0] \$237 ;
-  wire [15:0] \$238 ;
-  wire [32:0] \$239 ;
-  wire \$24 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire [7:0] \$239 ;
+  wire [7:0] \$24 ;
   wire [7:0] \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire [7:0] \$243 ;
-  wire [15:0] \$244 ;
-  wire [32:0] \$245 ;
+  wire [7:0] \$241 ;
+  wire [15:0] \$242 ;
+  wire [32:0] \$243 ;
+  wire \$244 ;
+  wire \$245 ;
   wire \$246 ;
   wire \$247 ;
-  wire [7:0] \$248 ;
-  wire [15:0] \$249 ;
+  wire \$248 ;
+  wire \$249 ;
   wire [7:0] \$25 ;
-  wire [32:0] \$250 ;
+  wire \$250 ;
   wire \$251 ;
-  wire \$252 ;
+  wire [7:0] \$252 ;
   wire [7:0] \$253 ;
-  wire [15:0] \$254 ;
-  wire [32:0] \$255 ;
-  wire \$256 ;
+  wire [7:0] \$254 ;
+  wire [15:0] \$255 ;
+  wire [32:0] \$256 ;
   wire \$257 ;
-  wire [7:0] \$258 ;
-  wire [15:0] \$259 ;
+  wire \$258 ;
+  wire \$259 ;
   wire [15:0] \$26 ;
-  wire [32:0] \$260 ;
+  wire \$260 ;
   wire \$261 ;
   wire \$262 ;
-  wire [7:0] \$263 ;
-  wire [15:0] \$264 ;
-  wire [32:0] \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire [7:0] \$268 ;
-  wire [15:0] \$269 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire [7:0] \$265 ;
+  wire [7:0] \$266 ;
+  wire [7:0] \$267 ;
+  wire [15:0] \$268 ;
+  wire [32:0] \$269 ;
   wire \$27 ;
-  wire [32:0] \$270 ;
+  wire \$270 ;
   wire \$271 ;
   wire \$272 ;
-  wire [7:0] \$273 ;
-  wire [15:0] \$274 ;
-  wire [32:0] \$275 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
   wire \$276 ;
   wire \$277 ;
   wire [7:0] \$278 ;
-  wire [15:0] \$279 ;
+  wire [7:0] \$279 ;
   wire \$28 ;
-  wire [32:0] \$280 ;
-  wire [7:0] \$281 ;
-  wire \$282 ;
+  wire [7:0] \$280 ;
+  wire [15:0] \$281 ;
+  wire [32:0] \$282 ;
   wire \$283 ;
-  wire [7:0] \$284 ;
-  wire [15:0] \$285 ;
-  wire [32:0] \$286 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
   wire \$287 ;
   wire \$288 ;
-  wire [7:0] \$289 ;
-  wire [7:0] \$29 ;
-  wire [15:0] \$290 ;
-  wire [32:0] \$291 ;
-  wire \$292 ;
-  wire \$293 ;
-  wire [7:0] \$294 ;
-  wire [15:0] \$295 ;
-  wire [32:0] \$296 ;
+  wire \$289 ;
+  wire \$29 ;
+  wire \$290 ;
+  wire [7:0] \$291 ;
+  wire [7:0] \$292 ;
+  wire [7:0] \$293 ;
+  wire [15:0] \$294 ;
+  wire [32:0] \$295 ;
+  wire \$296 ;
   wire \$297 ;
   wire \$298 ;
-  wire [7:0] \$299 ;
-  wire [7:0] \$3 ;
-  wire [15:0] \$30 ;
-  wire [15:0] \$300 ;
-  wire [32:0] \$301 ;
+  wire \$299 ;
+  wire \$3 ;
+  wire \$30 ;
+  wire \$300 ;
+  wire \$301 ;
   wire \$302 ;
   wire \$303 ;
   wire [7:0] \$304 ;
-  wire [15:0] \$305 ;
-  wire [32:0] \$306 ;
-  wire \$307 ;
-  wire \$308 ;
+  wire [7:0] \$305 ;
+  wire [7:0] \$306 ;
+  wire [15:0] \$307 ;
+  wire [32:0] \$308 ;
   wire [7:0] \$309 ;
   wire \$31 ;
-  wire [15:0] \$310 ;
-  wire [32:0] \$311 ;
+  wire \$310 ;
+  wire \$311 ;
   wire \$312 ;
   wire \$313 ;
-  wire [7:0] \$314 ;
-  wire [15:0] \$315 ;
-  wire [32:0] \$316 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
   wire \$317 ;
-  wire \$318 ;
+  wire [7:0] \$318 ;
   wire [7:0] \$319 ;
   wire \$32 ;
-  wire [15:0] \$320 ;
-  wire [32:0] \$321 ;
-  wire \$322 ;
+  wire [7:0] \$320 ;
+  wire [15:0] \$321 ;
+  wire [32:0] \$322 ;
   wire \$323 ;
   wire \$324 ;
   wire \$325 ;
@@ -28546,27 +29772,27 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7
   wire \$327 ;
   wire \$328 ;
   wire \$329 ;
-  wire [7:0] \$33 ;
+  wire \$33 ;
   wire \$330 ;
-  wire \$331 ;
-  wire \$332 ;
-  wire \$333 ;
-  wire \$334 ;
-  wire \$335 ;
+  wire [7:0] \$331 ;
+  wire [7:0] \$332 ;
+  wire [7:0] \$333 ;
+  wire [15:0] \$334 ;
+  wire [32:0] \$335 ;
   wire \$336 ;
   wire \$337 ;
   wire \$338 ;
   wire \$339 ;
-  wire [15:0] \$34 ;
+  wire \$34 ;
   wire \$340 ;
   wire \$341 ;
   wire \$342 ;
   wire \$343 ;
-  wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
-  wire \$348 ;
+  wire [7:0] \$344 ;
+  wire [7:0] \$345 ;
+  wire [7:0] \$346 ;
+  wire [15:0] \$347 ;
+  wire [32:0] \$348 ;
   wire \$349 ;
   wire [7:0] \$35 ;
   wire \$350 ;
@@ -28576,12 +29802,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7
   wire \$354 ;
   wire \$355 ;
   wire \$356 ;
-  wire \$357 ;
-  wire \$358 ;
-  wire \$359 ;
-  wire \$36 ;
-  wire \$360 ;
-  wire \$361 ;
+  wire [7:0] \$357 ;
+  wire [7:0] \$358 ;
+  wire [7:0] \$359 ;
+  wire [7:0] \$36 ;
+  wire [15:0] \$360 ;
+  wire [32:0] \$361 ;
   wire \$362 ;
   wire \$363 ;
   wire \$364 ;
@@ -28590,42 +29816,42 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7
   wire \$367 ;
   wire \$368 ;
   wire \$369 ;
-  wire \$37 ;
-  wire \$370 ;
-  wire \$371 ;
-  wire \$372 ;
-  wire \$373 ;
-  wire \$374 ;
+  wire [7:0] \$37 ;
+  wire [7:0] \$370 ;
+  wire [7:0] \$371 ;
+  wire [7:0] \$372 ;
+  wire [15:0] \$373 ;
+  wire [32:0] \$374 ;
   wire \$375 ;
   wire \$376 ;
   wire \$377 ;
   wire \$378 ;
   wire \$379 ;
-  wire [7:0] \$38 ;
+  wire [15:0] \$38 ;
   wire \$380 ;
   wire \$381 ;
   wire \$382 ;
-  wire \$383 ;
-  wire \$384 ;
-  wire \$385 ;
-  wire \$386 ;
-  wire \$387 ;
+  wire [7:0] \$383 ;
+  wire [7:0] \$384 ;
+  wire [7:0] \$385 ;
+  wire [15:0] \$386 ;
+  wire [32:0] \$387 ;
   wire \$388 ;
   wire \$389 ;
-  wire [15:0] \$39 ;
+  wire \$39 ;
   wire \$390 ;
   wire \$391 ;
   wire \$392 ;
   wire \$393 ;
   wire \$394 ;
   wire \$395 ;
-  wire \$396 ;
-  wire \$397 ;
-  wire \$398 ;
-  wire \$399 ;
-  wire [7:0] \$4 ;
-  wire [32:0] \$40 ;
-  wire \$400 ;
+  wire [7:0] \$396 ;
+  wire [7:0] \$397 ;
+  wire [7:0] \$398 ;
+  wire [15:0] \$399 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire [32:0] \$400 ;
   wire \$401 ;
   wire \$402 ;
   wire \$403 ;
@@ -28634,13 +29860,13 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7
   wire \$406 ;
   wire \$407 ;
   wire \$408 ;
-  wire \$409 ;
+  wire [7:0] \$409 ;
   wire \$41 ;
-  wire \$410 ;
-  wire \$411 ;
-  wire \$412 ;
-  wire \$413 ;
-  wire \$414 ;
+  wire [7:0] \$410 ;
+  wire [7:0] \$411 ;
+  wire [15:0] \$412 ;
+  wire [32:0] \$413 ;
+  wire [7:0] \$414 ;
   wire \$415 ;
   wire \$416 ;
   wire \$417 ;
@@ -28650,26 +29876,26 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7
   wire \$420 ;
   wire \$421 ;
   wire \$422 ;
-  wire \$423 ;
-  wire \$424 ;
-  wire \$425 ;
-  wire \$426 ;
-  wire \$427 ;
+  wire [7:0] \$423 ;
+  wire [7:0] \$424 ;
+  wire [7:0] \$425 ;
+  wire [15:0] \$426 ;
+  wire [32:0] \$427 ;
   wire \$428 ;
   wire \$429 ;
-  wire [7:0] \$43 ;
+  wire \$43 ;
   wire \$430 ;
   wire \$431 ;
   wire \$432 ;
   wire \$433 ;
   wire \$434 ;
   wire \$435 ;
-  wire \$436 ;
-  wire \$437 ;
-  wire \$438 ;
-  wire \$439 ;
-  wire [15:0] \$44 ;
-  wire \$440 ;
+  wire [7:0] \$436 ;
+  wire [7:0] \$437 ;
+  wire [7:0] \$438 ;
+  wire [15:0] \$439 ;
+  wire \$44 ;
+  wire [32:0] \$440 ;
   wire \$441 ;
   wire \$442 ;
   wire \$443 ;
@@ -28678,12 +29904,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7
   wire \$446 ;
   wire \$447 ;
   wire \$448 ;
-  wire \$449 ;
-  wire [32:0] \$45 ;
-  wire \$450 ;
-  wire \$451 ;
-  wire \$452 ;
-  wire \$453 ;
+  wire [7:0] \$449 ;
+  wire \$45 ;
+  wire [7:0] \$450 ;
+  wire [7:0] \$451 ;
+  wire [15:0] \$452 ;
+  wire [32:0] \$453 ;
   wire \$454 ;
   wire \$455 ;
   wire \$456 ;
@@ -28693,25 +29919,25 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7
   wire \$46 ;
   wire \$460 ;
   wire \$461 ;
-  wire \$462 ;
-  wire \$463 ;
-  wire \$464 ;
-  wire \$465 ;
-  wire \$466 ;
+  wire [7:0] \$462 ;
+  wire [7:0] \$463 ;
+  wire [7:0] \$464 ;
+  wire [15:0] \$465 ;
+  wire [32:0] \$466 ;
   wire \$467 ;
   wire \$468 ;
   wire \$469 ;
-  wire \$47 ;
+  wire [7:0] \$47 ;
   wire \$470 ;
   wire \$471 ;
   wire \$472 ;
   wire \$473 ;
   wire \$474 ;
-  wire \$475 ;
-  wire \$476 ;
-  wire \$477 ;
-  wire \$478 ;
-  wire \$479 ;
+  wire [7:0] \$475 ;
+  wire [7:0] \$476 ;
+  wire [7:0] \$477 ;
+  wire [15:0] \$478 ;
+  wire [32:0] \$479 ;
   wire [7:0] \$48 ;
   wire \$480 ;
   wire \$481 ;
@@ -28721,12 +29947,12 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7
   wire \$485 ;
   wire \$486 ;
   wire \$487 ;
-  wire \$488 ;
-  wire \$489 ;
-  wire [15:0] \$49 ;
-  wire \$490 ;
-  wire \$491 ;
-  wire \$492 ;
+  wire [7:0] \$488 ;
+  wire [7:0] \$489 ;
+  wire [7:0] \$49 ;
+  wire [7:0] \$490 ;
+  wire [15:0] \$491 ;
+  wire [32:0] \$492 ;
   wire \$493 ;
   wire \$494 ;
   wire \$495 ;
@@ -28734,14 +29960,14 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7
   wire \$497 ;
   wire \$498 ;
   wire \$499 ;
-  wire [15:0] \$5 ;
-  wire [32:0] \$50 ;
+  wire \$5 ;
+  wire [15:0] \$50 ;
   wire \$500 ;
-  wire \$501 ;
-  wire \$502 ;
-  wire \$503 ;
-  wire \$504 ;
-  wire \$505 ;
+  wire [7:0] \$501 ;
+  wire [7:0] \$502 ;
+  wire [7:0] \$503 ;
+  wire [15:0] \$504 ;
+  wire [32:0] \$505 ;
   wire \$506 ;
   wire \$507 ;
   wire \$508 ;
@@ -28751,279 +29977,544 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7
   wire \$511 ;
   wire \$512 ;
   wire \$513 ;
-  wire \$514 ;
-  wire \$515 ;
-  wire \$516 ;
-  wire \$517 ;
-  wire \$518 ;
-  wire \$519 ;
+  wire [7:0] \$514 ;
+  wire [7:0] \$515 ;
+  wire [7:0] \$516 ;
+  wire [15:0] \$517 ;
+  wire [32:0] \$518 ;
+  wire [7:0] \$519 ;
   wire \$52 ;
   wire \$520 ;
   wire \$521 ;
-  reg [7:0] \$522 ;
-  reg [7:0] \$523 ;
-  reg \$524 ;
-  reg [7:0] \$525 ;
-  reg [7:0] \$526 ;
-  reg \$527 ;
-  reg [7:0] \$528 ;
-  reg [7:0] \$529 ;
-  wire [7:0] \$53 ;
-  reg \$530 ;
-  reg [7:0] \$531 ;
-  reg [7:0] \$532 ;
-  reg \$533 ;
-  reg [7:0] \$534 ;
-  reg [7:0] \$535 ;
-  reg \$536 ;
-  reg [7:0] \$537 ;
-  reg [7:0] \$538 ;
-  reg \$539 ;
-  wire [15:0] \$54 ;
-  reg [7:0] \$540 ;
-  reg [7:0] \$541 ;
-  reg \$542 ;
-  reg [7:0] \$543 ;
-  reg [7:0] \$544 ;
-  reg \$545 ;
-  reg [7:0] \$546 ;
-  reg [7:0] \$547 ;
-  reg \$548 ;
-  reg [7:0] \$549 ;
-  wire [32:0] \$55 ;
-  reg [7:0] \$550 ;
-  reg \$551 ;
-  reg [7:0] \$552 ;
-  reg [7:0] \$553 ;
-  reg \$554 ;
-  reg [7:0] \$555 ;
-  reg [7:0] \$556 ;
-  reg \$557 ;
-  reg [7:0] \$558 ;
-  reg [7:0] \$559 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire [7:0] \$528 ;
+  wire [7:0] \$529 ;
+  wire \$53 ;
+  wire [7:0] \$530 ;
+  wire [15:0] \$531 ;
+  wire [32:0] \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
+  wire \$54 ;
+  wire \$540 ;
+  wire [7:0] \$541 ;
+  wire [7:0] \$542 ;
+  wire [7:0] \$543 ;
+  wire [15:0] \$544 ;
+  wire [32:0] \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
+  wire \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire [7:0] \$554 ;
+  wire [7:0] \$555 ;
+  wire [7:0] \$556 ;
+  wire [15:0] \$557 ;
+  wire [32:0] \$558 ;
+  wire \$559 ;
   wire \$56 ;
-  reg \$560 ;
-  reg [7:0] \$561 ;
-  reg [7:0] \$562 ;
-  reg \$563 ;
-  reg [7:0] \$564 ;
-  reg [7:0] \$565 ;
-  reg \$566 ;
-  reg [7:0] \$567 ;
-  reg [7:0] \$568 ;
-  reg \$569 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire [7:0] \$567 ;
+  wire [7:0] \$568 ;
+  wire [7:0] \$569 ;
   wire \$57 ;
-  reg \$570 ;
-  reg [7:0] \$571 ;
-  reg [7:0] \$572 ;
-  reg \$573 ;
-  reg [7:0] \$574 ;
-  reg [7:0] \$575 ;
-  reg \$576 ;
-  reg [7:0] \$577 ;
-  reg [7:0] \$578 ;
-  reg \$579 ;
-  wire [7:0] \$58 ;
-  reg [7:0] \$580 ;
-  reg [7:0] \$581 ;
-  reg \$582 ;
-  reg [7:0] \$583 ;
-  reg [7:0] \$584 ;
-  reg \$585 ;
-  reg [7:0] \$586 ;
-  reg [7:0] \$587 ;
-  reg \$588 ;
-  reg [7:0] \$589 ;
-  wire [15:0] \$59 ;
-  reg [7:0] \$590 ;
-  reg \$591 ;
-  reg [7:0] \$592 ;
-  reg [7:0] \$593 ;
-  reg \$594 ;
-  reg \$595 ;
-  reg \$596 ;
-  reg [7:0] \$597 ;
-  reg [7:0] \$598 ;
-  reg \$599 ;
-  wire [7:0] \$6 ;
-  wire [32:0] \$60 ;
-  reg [7:0] \$600 ;
-  reg [7:0] \$601 ;
-  reg \$602 ;
-  reg [7:0] \$603 ;
-  reg [7:0] \$604 ;
-  reg \$605 ;
-  reg [7:0] \$606 ;
-  reg [7:0] \$607 ;
-  reg \$608 ;
-  reg [7:0] \$609 ;
-  wire \$61 ;
-  reg [7:0] \$610 ;
-  reg \$611 ;
-  reg [7:0] \$612 ;
-  reg [7:0] \$613 ;
-  reg \$614 ;
-  reg [7:0] \$615 ;
-  reg [7:0] \$616 ;
-  reg \$617 ;
-  reg [7:0] \$618 ;
-  reg [7:0] \$619 ;
-  wire \$62 ;
-  reg \$620 ;
-  reg \$621 ;
-  reg \$622 ;
-  reg \$623 ;
-  reg [7:0] \$624 ;
-  reg [7:0] \$625 ;
-  reg \$626 ;
-  reg [7:0] \$627 ;
-  reg [7:0] \$628 ;
-  reg \$629 ;
-  wire [7:0] \$63 ;
-  reg [7:0] \$630 ;
-  reg [7:0] \$631 ;
-  reg \$632 ;
-  reg [7:0] \$633 ;
-  reg [7:0] \$634 ;
-  reg \$635 ;
-  reg [7:0] \$636 ;
-  reg [7:0] \$637 ;
-  reg \$638 ;
-  reg [7:0] \$639 ;
-  wire [15:0] \$64 ;
-  reg [7:0] \$640 ;
-  reg \$641 ;
-  reg [7:0] \$642 ;
-  reg [7:0] \$643 ;
-  reg \$644 ;
-  reg [7:0] \$645 ;
-  reg [7:0] \$646 ;
-  reg \$647 ;
-  reg \$648 ;
-  reg \$649 ;
-  wire [32:0] \$65 ;
-  reg \$650 ;
-  reg \$651 ;
-  reg [7:0] \$652 ;
-  reg [7:0] \$653 ;
-  reg \$654 ;
-  reg [7:0] \$655 ;
-  reg [7:0] \$656 ;
-  reg \$657 ;
-  reg [7:0] \$658 ;
-  reg [7:0] \$659 ;
+  wire [15:0] \$570 ;
+  wire [32:0] \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
+  wire \$58 ;
+  wire [7:0] \$580 ;
+  wire [7:0] \$581 ;
+  wire [7:0] \$582 ;
+  wire [15:0] \$583 ;
+  wire [32:0] \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
+  wire [7:0] \$59 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire [7:0] \$593 ;
+  wire [7:0] \$594 ;
+  wire [7:0] \$595 ;
+  wire [15:0] \$596 ;
+  wire [32:0] \$597 ;
+  wire \$598 ;
+  wire \$599 ;
+  wire \$6 ;
+  wire [7:0] \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire [7:0] \$606 ;
+  wire [7:0] \$607 ;
+  wire [7:0] \$608 ;
+  wire [15:0] \$609 ;
+  wire [7:0] \$61 ;
+  wire [32:0] \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire [7:0] \$619 ;
+  wire [15:0] \$62 ;
+  wire [7:0] \$620 ;
+  wire [7:0] \$621 ;
+  wire [15:0] \$622 ;
+  wire [32:0] \$623 ;
+  wire [7:0] \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire \$629 ;
+  wire \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire [7:0] \$633 ;
+  wire [7:0] \$634 ;
+  wire [7:0] \$635 ;
+  wire [15:0] \$636 ;
+  wire [32:0] \$637 ;
+  wire \$638 ;
+  wire \$639 ;
+  wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire [7:0] \$646 ;
+  wire [7:0] \$647 ;
+  wire [7:0] \$648 ;
+  wire [15:0] \$649 ;
+  wire \$65 ;
+  wire [32:0] \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire [7:0] \$659 ;
   wire \$66 ;
-  reg \$660 ;
-  reg [7:0] \$661 ;
-  reg [7:0] \$662 ;
-  reg \$663 ;
-  reg [7:0] \$664 ;
-  reg [7:0] \$665 ;
-  reg \$666 ;
-  reg [7:0] \$667 ;
-  reg [7:0] \$668 ;
-  reg \$669 ;
+  wire [7:0] \$660 ;
+  wire [7:0] \$661 ;
+  wire [15:0] \$662 ;
+  wire [32:0] \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
-  reg [7:0] \$670 ;
-  reg [7:0] \$671 ;
-  reg \$672 ;
-  reg [7:0] \$673 ;
-  reg [7:0] \$674 ;
-  reg \$675 ;
-  reg \$676 ;
-  reg \$677 ;
-  reg \$678 ;
-  reg \$679 ;
-  wire [7:0] \$68 ;
-  reg \$680 ;
-  reg [7:0] \$681 ;
-  reg [7:0] \$682 ;
-  reg \$683 ;
-  reg [7:0] \$684 ;
-  reg [7:0] \$685 ;
-  reg \$686 ;
-  reg [7:0] \$687 ;
-  reg [7:0] \$688 ;
-  reg \$689 ;
-  wire [15:0] \$69 ;
-  reg [7:0] \$690 ;
-  reg [7:0] \$691 ;
-  reg \$692 ;
-  reg [7:0] \$693 ;
-  reg [7:0] \$694 ;
-  reg \$695 ;
-  reg [7:0] \$696 ;
-  reg [7:0] \$697 ;
-  reg \$698 ;
-  reg [7:0] \$699 ;
+  wire \$670 ;
+  wire \$671 ;
+  wire [7:0] \$672 ;
+  wire [7:0] \$673 ;
+  wire [7:0] \$674 ;
+  wire [15:0] \$675 ;
+  wire [32:0] \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
+  wire \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire [7:0] \$685 ;
+  wire [7:0] \$686 ;
+  wire [7:0] \$687 ;
+  wire [15:0] \$688 ;
+  wire [32:0] \$689 ;
+  wire \$69 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire [7:0] \$698 ;
+  wire [7:0] \$699 ;
   wire \$7 ;
-  wire [32:0] \$70 ;
-  reg [7:0] \$700 ;
-  reg \$701 ;
-  reg [7:0] \$702 ;
-  reg [7:0] \$703 ;
-  reg \$704 ;
-  reg \$705 ;
-  reg \$706 ;
-  reg \$707 ;
-  reg \$708 ;
-  reg \$709 ;
-  wire \$71 ;
-  reg \$710 ;
-  reg [7:0] \$711 ;
-  reg [7:0] \$712 ;
-  reg \$713 ;
-  reg [7:0] \$714 ;
-  reg [7:0] \$715 ;
-  reg \$716 ;
-  reg [7:0] \$717 ;
-  reg [7:0] \$718 ;
-  reg \$719 ;
-  wire \$72 ;
-  reg [7:0] \$720 ;
-  reg [7:0] \$721 ;
-  reg \$722 ;
-  reg [7:0] \$723 ;
-  reg [7:0] \$724 ;
-  reg \$725 ;
-  reg [7:0] \$726 ;
-  reg [7:0] \$727 ;
-  reg \$728 ;
-  reg [7:0] \$729 ;
+  wire \$70 ;
+  wire [7:0] \$700 ;
+  wire [15:0] \$701 ;
+  wire [32:0] \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire \$705 ;
+  wire \$706 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire \$709 ;
+  wire [7:0] \$71 ;
+  wire \$710 ;
+  wire [7:0] \$711 ;
+  wire [7:0] \$712 ;
+  wire [7:0] \$713 ;
+  wire [15:0] \$714 ;
+  wire [32:0] \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire \$718 ;
+  wire \$719 ;
+  wire [7:0] \$72 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  wire [7:0] \$724 ;
+  wire [7:0] \$725 ;
+  wire [7:0] \$726 ;
+  wire [15:0] \$727 ;
+  wire [32:0] \$728 ;
+  wire [7:0] \$729 ;
   wire [7:0] \$73 ;
-  reg [7:0] \$730 ;
-  reg \$731 ;
-  reg [7:0] \$732 ;
-  reg [7:0] \$733 ;
-  reg \$734 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire [7:0] \$738 ;
+  wire [7:0] \$739 ;
   wire [15:0] \$74 ;
-  wire [32:0] \$75 ;
-  wire [7:0] \$76 ;
+  wire [7:0] \$740 ;
+  wire [15:0] \$741 ;
+  wire [32:0] \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
+  wire \$75 ;
+  wire \$750 ;
+  wire [7:0] \$751 ;
+  wire [7:0] \$752 ;
+  wire [7:0] \$753 ;
+  wire [15:0] \$754 ;
+  wire [32:0] \$755 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire \$759 ;
+  wire \$76 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire [7:0] \$764 ;
+  wire [7:0] \$765 ;
+  wire [7:0] \$766 ;
+  wire [15:0] \$767 ;
+  wire [32:0] \$768 ;
+  wire \$769 ;
   wire \$77 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire \$774 ;
+  wire \$775 ;
+  wire \$776 ;
+  wire [7:0] \$777 ;
+  wire [7:0] \$778 ;
+  wire [7:0] \$779 ;
   wire \$78 ;
-  wire [7:0] \$79 ;
+  wire [15:0] \$780 ;
+  wire [32:0] \$781 ;
+  wire \$782 ;
+  wire \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  wire \$788 ;
+  wire \$789 ;
+  wire \$79 ;
+  wire [7:0] \$790 ;
+  wire [7:0] \$791 ;
+  wire [7:0] \$792 ;
+  wire [15:0] \$793 ;
+  wire [32:0] \$794 ;
+  wire \$795 ;
+  wire \$796 ;
+  wire \$797 ;
+  wire \$798 ;
+  wire \$799 ;
   wire \$8 ;
-  wire [15:0] \$80 ;
-  wire [32:0] \$81 ;
+  wire \$80 ;
+  wire \$800 ;
+  wire \$801 ;
+  wire \$802 ;
+  wire [7:0] \$803 ;
+  wire [7:0] \$804 ;
+  wire [7:0] \$805 ;
+  wire [15:0] \$806 ;
+  wire [32:0] \$807 ;
+  wire \$808 ;
+  wire \$809 ;
+  wire \$81 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire \$812 ;
+  wire \$813 ;
+  wire \$814 ;
+  wire \$815 ;
+  wire [7:0] \$816 ;
+  wire [7:0] \$817 ;
+  wire [7:0] \$818 ;
+  wire [15:0] \$819 ;
   wire \$82 ;
-  wire \$83 ;
+  wire [32:0] \$820 ;
+  wire \$821 ;
+  wire \$822 ;
+  wire \$823 ;
+  wire \$824 ;
+  wire \$825 ;
+  wire \$826 ;
+  wire \$827 ;
+  wire \$828 ;
+  wire [7:0] \$829 ;
+  wire [7:0] \$83 ;
+  wire [7:0] \$830 ;
+  wire [7:0] \$831 ;
+  wire [15:0] \$832 ;
+  wire [32:0] \$833 ;
+  wire \$834 ;
+  wire \$835 ;
+  wire \$836 ;
+  wire \$837 ;
+  wire \$838 ;
+  wire \$839 ;
   wire [7:0] \$84 ;
-  wire [15:0] \$85 ;
-  wire [32:0] \$86 ;
+  wire \$840 ;
+  wire \$841 ;
+  wire \$842 ;
+  wire \$843 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire \$846 ;
+  wire \$847 ;
+  wire \$848 ;
+  wire \$849 ;
+  wire [7:0] \$85 ;
+  wire \$850 ;
+  wire \$851 ;
+  wire \$852 ;
+  wire \$853 ;
+  wire \$854 ;
+  wire \$855 ;
+  wire \$856 ;
+  wire \$857 ;
+  wire \$858 ;
+  wire \$859 ;
+  wire [15:0] \$86 ;
+  wire \$860 ;
+  wire \$861 ;
+  wire \$862 ;
+  wire \$863 ;
+  wire \$864 ;
+  wire \$865 ;
+  wire \$866 ;
+  wire \$867 ;
+  wire \$868 ;
+  wire \$869 ;
   wire \$87 ;
+  wire \$870 ;
+  wire \$871 ;
+  wire \$872 ;
+  wire \$873 ;
+  wire \$874 ;
+  wire \$875 ;
+  wire \$876 ;
+  wire \$877 ;
+  wire \$878 ;
+  wire \$879 ;
   wire \$88 ;
-  wire [7:0] \$89 ;
+  wire \$880 ;
+  wire \$881 ;
+  wire \$882 ;
+  wire \$883 ;
+  wire \$884 ;
+  wire \$885 ;
+  wire \$886 ;
+  wire \$887 ;
+  wire \$888 ;
+  wire \$889 ;
+  wire \$89 ;
+  wire \$890 ;
+  wire \$891 ;
+  wire \$892 ;
+  wire \$893 ;
+  wire \$894 ;
+  wire \$895 ;
+  wire \$896 ;
+  wire \$897 ;
+  wire \$898 ;
+  wire \$899 ;
   wire [7:0] \$9 ;
-  wire [15:0] \$90 ;
-  wire [32:0] \$91 ;
+  wire \$90 ;
+  wire \$900 ;
+  wire \$901 ;
+  wire \$902 ;
+  wire \$903 ;
+  wire \$904 ;
+  wire \$905 ;
+  wire \$906 ;
+  wire \$907 ;
+  wire \$908 ;
+  wire \$909 ;
+  wire \$91 ;
+  wire \$910 ;
+  wire \$911 ;
+  wire \$912 ;
+  wire \$913 ;
+  wire \$914 ;
+  wire \$915 ;
+  wire \$916 ;
+  wire \$917 ;
+  wire \$918 ;
+  wire \$919 ;
   wire \$92 ;
+  wire \$920 ;
+  wire \$921 ;
+  wire \$922 ;
+  wire \$923 ;
+  wire \$924 ;
+  wire \$925 ;
+  wire \$926 ;
+  wire \$927 ;
+  wire \$928 ;
+  wire \$929 ;
   wire \$93 ;
-  wire [7:0] \$94 ;
-  wire [15:0] \$95 ;
-  wire [32:0] \$96 ;
-  wire \$97 ;
-  wire \$98 ;
+  wire \$930 ;
+  wire \$931 ;
+  wire \$932 ;
+  wire \$933 ;
+  wire \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire \$937 ;
+  wire \$938 ;
+  wire \$939 ;
+  wire \$94 ;
+  wire \$940 ;
+  wire \$941 ;
+  wire \$942 ;
+  wire \$943 ;
+  wire \$944 ;
+  wire \$945 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire \$948 ;
+  wire \$949 ;
+  wire [7:0] \$95 ;
+  wire \$950 ;
+  wire \$951 ;
+  wire \$952 ;
+  wire \$953 ;
+  wire \$954 ;
+  wire \$955 ;
+  wire \$956 ;
+  wire \$957 ;
+  wire \$958 ;
+  wire \$959 ;
+  wire [7:0] \$96 ;
+  wire \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
+  wire [7:0] \$97 ;
+  wire \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire \$977 ;
+  wire \$978 ;
+  wire \$979 ;
+  wire [15:0] \$98 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire \$985 ;
+  wire \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire [7:0] \$99 ;
+  wire \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire a_bank;
   wire [63:0] a_data;
   input a_valid;
@@ -29431,8 +30922,8 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7
   reg [31:0] pe7_7_psum = 32'd0;
   reg [7:0] pe7_7_w0 = 8'h00;
   reg [7:0] pe7_7_w1 = 8'h00;
-  input [3:0] \port$9873$2 ;
-  wire [3:0] \port$9873$2 ;
+  input [3:0] \port$10910$2 ;
+  wire [3:0] \port$10910$2 ;
   input [3:0] reset;
   wire [3:0] reset;
   input rst;
@@ -29528,1137 +31019,2348 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7
   input w_en;
   wire w_en;
   wire [2:0] w_row;
-  assign \$266  = \port$9873$2 [2:0] == 3'h6;
-  assign \$267  = w_en & \$266 ;
-  assign \$268  = pe6_4_bank ? pe6_5_w1 : pe6_5_w0;
-  assign \$269  = $signed(pe6_4_a) * $signed(\$268 );
-  assign \$270  = $signed(pe5_5_psum) + $signed(\$269 );
-  assign \$271  = \port$9873$2 [2:0] == 3'h6;
-  assign \$272  = w_en & \$271 ;
-  assign \$273  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
-  assign \$274  = $signed(pe6_5_a) * $signed(\$273 );
-  assign \$275  = $signed(pe5_6_psum) + $signed(\$274 );
-  assign \$276  = \port$9873$2 [2:0] == 3'h6;
-  assign \$277  = w_en & \$276 ;
-  assign \$278  = pe6_6_bank ? pe6_7_w1 : pe6_7_w0;
-  assign \$279  = $signed(pe6_6_a) * $signed(\$278 );
-  assign \$280  = $signed(pe5_7_psum) + $signed(\$279 );
-  assign \$281  = a_valid ? w_data[63:56] : 8'h00;
-  assign \$282  = \port$9873$2 [2:0] == 3'h7;
-  assign \$283  = w_en & \$282 ;
-  assign \$284  = skew7_6_bank ? pe7_0_w1 : pe7_0_w0;
-  assign \$285  = $signed(skew7_6_a) * $signed(\$284 );
-  assign \$286  = $signed(pe6_0_psum) + $signed(\$285 );
-  assign \$287  = \port$9873$2 [2:0] == 3'h7;
-  assign \$288  = w_en & \$287 ;
-  assign \$289  = pe7_0_bank ? pe7_1_w1 : pe7_1_w0;
-  assign \$290  = $signed(pe7_0_a) * $signed(\$289 );
-  assign \$291  = $signed(pe6_1_psum) + $signed(\$290 );
-  assign \$292  = \port$9873$2 [2:0] == 3'h7;
-  assign \$293  = w_en & \$292 ;
-  assign \$294  = pe7_1_bank ? pe7_2_w1 : pe7_2_w0;
-  assign \$295  = $signed(pe7_1_a) * $signed(\$294 );
-  assign \$296  = $signed(pe6_2_psum) + $signed(\$295 );
-  assign \$297  = \port$9873$2 [2:0] == 3'h7;
-  assign \$298  = w_en & \$297 ;
-  assign \$299  = pe7_2_bank ? pe7_3_w1 : pe7_3_w0;
-  assign \$300  = $signed(pe7_2_a) * $signed(\$299 );
-  assign \$301  = $signed(pe6_3_psum) + $signed(\$300 );
-  assign \$302  = \port$9873$2 [2:0] == 3'h7;
-  assign \$303  = w_en & \$302 ;
-  assign \$304  = pe7_3_bank ? pe7_4_w1 : pe7_4_w0;
-  assign \$305  = $signed(pe7_3_a) * $signed(\$304 );
-  assign \$306  = $signed(pe6_4_psum) + $signed(\$305 );
-  assign \$307  = \port$9873$2 [2:0] == 3'h7;
-  assign \$308  = w_en & \$307 ;
-  assign \$309  = pe7_4_bank ? pe7_5_w1 : pe7_5_w0;
-  assign \$310  = $signed(pe7_4_a) * $signed(\$309 );
-  assign \$311  = $signed(pe6_5_psum) + $signed(\$310 );
-  assign \$312  = \port$9873$2 [2:0] == 3'h7;
-  assign \$313  = w_en & \$312 ;
-  assign \$314  = pe7_5_bank ? pe7_6_w1 : pe7_6_w0;
-  assign \$315  = $signed(pe7_5_a) * $signed(\$314 );
-  assign \$316  = $signed(pe6_6_psum) + $signed(\$315 );
-  assign \$317  = \port$9873$2 [2:0] == 3'h7;
-  assign \$318  = w_en & \$317 ;
-  assign \$319  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
-  assign \$320  = $signed(pe7_6_a) * $signed(\$319 );
-  assign \$321  = $signed(pe6_7_psum) + $signed(\$320 );
-  assign \$322  = ! \port$9873$2 [2:0];
-  assign \$323  = w_en & \$322 ;
-  assign \$326  = pe0_0_bank == \port$9873$2 [3];
-  assign \$327  = pe0_0_v & \$326 ;
-  assign \$328  = pe0_1_bank == \port$9873$2 [3];
-  assign \$329  = pe0_1_v & \$328 ;
-  assign \$330  = pe0_2_bank == \port$9873$2 [3];
-  assign \$331  = pe0_2_v & \$330 ;
-  assign \$332  = pe0_3_bank == \port$9873$2 [3];
-  assign \$333  = pe0_3_v & \$332 ;
-  assign \$334  = pe0_4_bank == \port$9873$2 [3];
-  assign \$335  = pe0_4_v & \$334 ;
-  assign \$336  = pe0_5_bank == \port$9873$2 [3];
-  assign \$337  = pe0_5_v & \$336 ;
-  assign \$338  = | { \$337 , \$335 , \$333 , \$331 , \$329 , \$327 , \$325  };
-  assign \$339  = \$323  & \$338 ;
-  assign \$340  = \port$9873$2 [2:0] == 1'h1;
-  assign \$341  = w_en & \$340 ;
-  assign \$344  = skew1_0_bank == \port$9873$2 [3];
-  assign \$345  = skew1_0_v & \$344 ;
-  assign \$346  = pe1_0_bank == \port$9873$2 [3];
-  assign \$347  = pe1_0_v & \$346 ;
-  assign \$348  = pe1_1_bank == \port$9873$2 [3];
-  assign \$349  = pe1_1_v & \$348 ;
-  assign \$350  = pe1_2_bank == \port$9873$2 [3];
-  assign \$351  = pe1_2_v & \$350 ;
-  assign \$352  = pe1_3_bank == \port$9873$2 [3];
-  assign \$353  = pe1_3_v & \$352 ;
-  assign \$354  = pe1_4_bank == \port$9873$2 [3];
-  assign \$355  = pe1_4_v & \$354 ;
-  assign \$356  = pe1_5_bank == \port$9873$2 [3];
-  assign \$357  = pe1_5_v & \$356 ;
-  assign \$358  = | { \$357 , \$355 , \$353 , \$351 , \$349 , \$347 , \$345 , \$343  };
-  assign \$359  = \$341  & \$358 ;
-  assign \$360  = \port$9873$2 [2:0] == 2'h2;
-  assign \$361  = w_en & \$360 ;
-  assign \$364  = skew2_0_bank == \port$9873$2 [3];
-  assign \$365  = skew2_0_v & \$364 ;
-  assign \$366  = skew2_1_bank == \port$9873$2 [3];
-  assign \$367  = skew2_1_v & \$366 ;
-  assign \$368  = pe2_0_bank == \port$9873$2 [3];
-  assign \$369  = pe2_0_v & \$368 ;
-  assign \$370  = pe2_1_bank == \port$9873$2 [3];
-  assign \$371  = pe2_1_v & \$370 ;
-  assign \$372  = pe2_2_bank == \port$9873$2 [3];
-  assign \$373  = pe2_2_v & \$372 ;
-  assign \$374  = pe2_3_bank == \port$9873$2 [3];
-  assign \$375  = pe2_3_v & \$374 ;
-  assign \$376  = pe2_4_bank == \port$9873$2 [3];
-  assign \$377  = pe2_4_v & \$376 ;
-  assign \$378  = pe2_5_bank == \port$9873$2 [3];
-  assign \$379  = pe2_5_v & \$378 ;
-  assign \$380  = | { \$379 , \$377 , \$375 , \$373 , \$371 , \$369 , \$367 , \$365 , \$363  };
-  assign \$381  = \$361  & \$380 ;
-  assign \$382  = \port$9873$2 [2:0] == 2'h3;
-  assign \$383  = w_en & \$382 ;
-  assign \$386  = skew3_0_bank == \port$9873$2 [3];
-  assign \$387  = skew3_0_v & \$386 ;
-  assign \$388  = skew3_1_bank == \port$9873$2 [3];
-  assign \$389  = skew3_1_v & \$388 ;
-  assign \$390  = skew3_2_bank == \port$9873$2 [3];
-  assign \$391  = skew3_2_v & \$390 ;
-  assign \$392  = pe3_0_bank == \port$9873$2 [3];
-  assign \$393  = pe3_0_v & \$392 ;
-  assign \$394  = pe3_1_bank == \port$9873$2 [3];
-  assign \$395  = pe3_1_v & \$394 ;
-  assign \$396  = pe3_2_bank == \port$9873$2 [3];
-  assign \$397  = pe3_2_v & \$396 ;
-  assign \$398  = pe3_3_bank == \port$9873$2 [3];
-  assign \$399  = pe3_3_v & \$398 ;
-  assign \$400  = pe3_4_bank == \port$9873$2 [3];
-  assign \$401  = pe3_4_v & \$400 ;
-  assign \$402  = pe3_5_bank == \port$9873$2 [3];
-  assign \$403  = pe3_5_v & \$402 ;
-  assign \$404  = | { \$403 , \$401 , \$399 , \$397 , \$395 , \$393 , \$391 , \$389 , \$387 , \$385  };
-  assign \$405  = \$383  & \$404 ;
-  assign \$406  = \port$9873$2 [2:0] == 3'h4;
-  assign \$407  = w_en & \$406 ;
-  assign \$410  = skew4_0_bank == \port$9873$2 [3];
-  assign \$411  = skew4_0_v & \$410 ;
-  assign \$412  = skew4_1_bank == \port$9873$2 [3];
-  assign \$413  = skew4_1_v & \$412 ;
-  assign \$414  = skew4_2_bank == \port$9873$2 [3];
-  assign \$415  = skew4_2_v & \$414 ;
-  assign \$416  = skew4_3_bank == \port$9873$2 [3];
-  assign \$417  = skew4_3_v & \$416 ;
-  assign \$418  = pe4_0_bank == \port$9873$2 [3];
-  assign \$419  = pe4_0_v & \$418 ;
-  assign \$420  = pe4_1_bank == \port$9873$2 [3];
-  assign \$421  = pe4_1_v & \$420 ;
-  assign \$422  = pe4_2_bank == \port$9873$2 [3];
-  assign \$423  = pe4_2_v & \$422 ;
-  assign \$424  = pe4_3_bank == \port$9873$2 [3];
-  assign \$425  = pe4_3_v & \$424 ;
-  assign \$426  = pe4_4_bank == \port$9873$2 [3];
-  assign \$427  = pe4_4_v & \$426 ;
-  assign \$428  = pe4_5_bank == \port$9873$2 [3];
-  assign \$429  = pe4_5_v & \$428 ;
-  assign \$430  = | { \$429 , \$427 , \$425 , \$423 , \$421 , \$419 , \$417 , \$415 , \$413 , \$411 , \$409  };
-  assign \$431  = \$407  & \$430 ;
-  assign \$432  = \port$9873$2 [2:0] == 3'h5;
-  assign \$433  = w_en & \$432 ;
-  assign \$436  = skew5_0_bank == \port$9873$2 [3];
-  assign \$437  = skew5_0_v & \$436 ;
-  assign \$438  = skew5_1_bank == \port$9873$2 [3];
-  assign \$439  = skew5_1_v & \$438 ;
-  assign \$440  = skew5_2_bank == \port$9873$2 [3];
-  assign \$441  = skew5_2_v & \$440 ;
-  assign \$442  = skew5_3_bank == \port$9873$2 [3];
-  assign \$443  = skew5_3_v & \$442 ;
-  assign \$444  = skew5_4_bank == \port$9873$2 [3];
-  assign \$445  = skew5_4_v & \$444 ;
-  assign \$446  = pe5_0_bank == \port$9873$2 [3];
-  assign \$447  = pe5_0_v & \$446 ;
-  assign \$448  = pe5_1_bank == \port$9873$2 [3];
-  assign \$449  = pe5_1_v & \$448 ;
-  assign \$450  = pe5_2_bank == \port$9873$2 [3];
-  assign \$451  = pe5_2_v & \$450 ;
-  assign \$452  = pe5_3_bank == \port$9873$2 [3];
-  assign \$453  = pe5_3_v & \$452 ;
-  assign \$454  = pe5_4_bank == \port$9873$2 [3];
-  assign \$455  = pe5_4_v & \$454 ;
-  assign \$456  = pe5_5_bank == \port$9873$2 [3];
-  assign \$457  = pe5_5_v & \$456 ;
-  assign \$458  = | { \$457 , \$455 , \$453 , \$451 , \$449 , \$447 , \$445 , \$443 , \$441 , \$439 , \$437 , \$435  };
-  assign \$459  = \$433  & \$458 ;
-  assign \$460  = \port$9873$2 [2:0] == 3'h6;
-  assign \$461  = w_en & \$460 ;
-  assign \$464  = skew6_0_bank == \port$9873$2 [3];
-  assign \$465  = skew6_0_v & \$464 ;
-  assign \$466  = skew6_1_bank == \port$9873$2 [3];
-  assign \$467  = skew6_1_v & \$466 ;
-  assign \$468  = skew6_2_bank == \port$9873$2 [3];
-  assign \$469  = skew6_2_v & \$468 ;
-  assign \$470  = skew6_3_bank == \port$9873$2 [3];
-  assign \$471  = skew6_3_v & \$470 ;
-  assign \$472  = skew6_4_bank == \port$9873$2 [3];
-  assign \$473  = skew6_4_v & \$472 ;
-  assign \$474  = skew6_5_bank == \port$9873$2 [3];
-  assign \$475  = skew6_5_v & \$474 ;
-  assign \$476  = pe6_0_bank == \port$9873$2 [3];
-  assign \$477  = pe6_0_v & \$476 ;
-  assign \$478  = pe6_1_bank == \port$9873$2 [3];
-  assign \$479  = pe6_1_v & \$478 ;
-  assign \$480  = pe6_2_bank == \port$9873$2 [3];
-  assign \$481  = pe6_2_v & \$480 ;
-  assign \$482  = pe6_3_bank == \port$9873$2 [3];
-  assign \$483  = pe6_3_v & \$482 ;
-  assign \$484  = pe6_4_bank == \port$9873$2 [3];
-  assign \$485  = pe6_4_v & \$484 ;
-  assign \$486  = pe6_5_bank == \port$9873$2 [3];
-  assign \$487  = pe6_5_v & \$486 ;
-  assign \$488  = | { \$487 , \$485 , \$483 , \$481 , \$479 , \$477 , \$475 , \$473 , \$471 , \$469 , \$467 , \$465 , \$463  };
-  assign \$489  = \$461  & \$488 ;
-  assign \$490  = \port$9873$2 [2:0] == 3'h7;
-  assign \$491  = w_en & \$490 ;
-  assign \$494  = skew7_0_bank == \port$9873$2 [3];
-  assign \$495  = skew7_0_v & \$494 ;
-  assign \$496  = skew7_1_bank == \port$9873$2 [3];
-  assign \$497  = skew7_1_v & \$496 ;
-  assign \$498  = skew7_2_bank == \port$9873$2 [3];
-  assign \$499  = skew7_2_v & \$498 ;
-  assign \$500  = skew7_3_bank == \port$9873$2 [3];
-  assign \$501  = skew7_3_v & \$500 ;
-  assign \$502  = skew7_4_bank == \port$9873$2 [3];
-  assign \$503  = skew7_4_v & \$502 ;
-  assign \$504  = skew7_5_bank == \port$9873$2 [3];
-  assign \$505  = skew7_5_v & \$504 ;
-  assign \$506  = skew7_6_bank == \port$9873$2 [3];
-  assign \$507  = skew7_6_v & \$506 ;
-  assign \$508  = pe7_0_bank == \port$9873$2 [3];
-  assign \$509  = pe7_0_v & \$508 ;
-  assign \$510  = pe7_1_bank == \port$9873$2 [3];
-  assign \$511  = pe7_1_v & \$510 ;
-  assign \$512  = pe7_2_bank == \port$9873$2 [3];
-  assign \$513  = pe7_2_v & \$512 ;
-  assign \$514  = pe7_3_bank == \port$9873$2 [3];
-  assign \$515  = pe7_3_v & \$514 ;
-  assign \$516  = pe7_4_bank == \port$9873$2 [3];
-  assign \$517  = pe7_4_v & \$516 ;
-  assign \$518  = pe7_5_bank == \port$9873$2 [3];
-  assign \$519  = pe7_5_v & \$518 ;
-  assign \$520  = | { \$519 , \$517 , \$515 , \$513 , \$511 , \$509 , \$507 , \$505 , \$503 , \$501 , \$499 , \$497 , \$495 , \$493  };
-  assign \$521  = \$491  & \$520 ;
-  assign w_conflict = | { \$521 , \$489 , \$459 , \$431 , \$405 , \$381 , \$359 , \$339  };
+  input w_transpose;
+  wire w_transpose;
+  assign \$1  = ~ w_transpose;
+  assign \$2  = w_en & \$1 ;
+  assign \$3  = ! \port$10910$2 [2:0];
+  assign \$4  = \$2  & \$3 ;
+  assign \$5  = w_en & w_transpose;
+  assign \$6  = ! \port$10910$2 [2:0];
+  assign \$7  = \$5  & \$6 ;
+  assign \$8  = \$4  | \$7 ;
+  assign \$11  = a_valid ? w_data[7:0] : 8'h00;
+  assign \$12  = \port$10910$2 [3] ? pe0_0_w1 : pe0_0_w0;
+  assign \$13  = $signed(\$11 ) * $signed(\$12 );
+  assign \$14  = a_valid ? w_data[7:0] : 8'h00;
+  assign \$15  = ~ w_transpose;
+  assign \$16  = w_en & \$15 ;
+  assign \$17  = ! \port$10910$2 [2:0];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = w_en & w_transpose;
+  assign \$20  = \port$10910$2 [2:0] == 1'h1;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = \$18  | \$21 ;
+  assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
+  assign \$24  = w_transpose ? w_data[7:0] : w_data[15:8];
+  assign \$25  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
+  assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
+  assign \$27  = ~ w_transpose;
+  assign \$28  = w_en & \$27 ;
+  assign \$29  = ! \port$10910$2 [2:0];
+  assign \$30  = \$28  & \$29 ;
+  assign \$31  = w_en & w_transpose;
+  assign \$32  = \port$10910$2 [2:0] == 2'h2;
+  assign \$33  = \$31  & \$32 ;
+  assign \$34  = \$30  | \$33 ;
+  assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
+  assign \$36  = w_transpose ? w_data[7:0] : w_data[23:16];
+  assign \$37  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
+  assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
+  assign \$39  = ~ w_transpose;
+  assign \$40  = w_en & \$39 ;
+  assign \$41  = ! \port$10910$2 [2:0];
+  assign \$42  = \$40  & \$41 ;
+  assign \$43  = w_en & w_transpose;
+  assign \$44  = \port$10910$2 [2:0] == 2'h3;
+  assign \$45  = \$43  & \$44 ;
+  assign \$46  = \$42  | \$45 ;
+  assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
+  assign \$48  = w_transpose ? w_data[7:0] : w_data[31:24];
+  assign \$49  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
+  assign \$50  = $signed(pe0_2_a) * $signed(\$49 );
+  assign \$51  = ~ w_transpose;
+  assign \$52  = w_en & \$51 ;
+  assign \$53  = ! \port$10910$2 [2:0];
+  assign \$54  = \$52  & \$53 ;
+  assign \$55  = w_en & w_transpose;
+  assign \$56  = \port$10910$2 [2:0] == 3'h4;
+  assign \$57  = \$55  & \$56 ;
+  assign \$58  = \$54  | \$57 ;
+  assign \$59  = w_transpose ? w_data[7:0] : w_data[39:32];
+  assign \$60  = w_transpose ? w_data[7:0] : w_data[39:32];
+  assign \$61  = pe0_3_bank ? pe0_4_w1 : pe0_4_w0;
+  assign \$62  = $signed(pe0_3_a) * $signed(\$61 );
+  assign \$63  = ~ w_transpose;
+  assign \$64  = w_en & \$63 ;
+  assign \$65  = ! \port$10910$2 [2:0];
+  assign \$66  = \$64  & \$65 ;
+  assign \$67  = w_en & w_transpose;
+  assign \$68  = \port$10910$2 [2:0] == 3'h5;
+  assign \$69  = \$67  & \$68 ;
+  assign \$70  = \$66  | \$69 ;
+  assign \$71  = w_transpose ? w_data[7:0] : w_data[47:40];
+  assign \$72  = w_transpose ? w_data[7:0] : w_data[47:40];
+  assign \$73  = pe0_4_bank ? pe0_5_w1 : pe0_5_w0;
+  assign \$74  = $signed(pe0_4_a) * $signed(\$73 );
+  assign \$75  = ~ w_transpose;
+  assign \$76  = w_en & \$75 ;
+  assign \$77  = ! \port$10910$2 [2:0];
+  assign \$78  = \$76  & \$77 ;
+  assign \$79  = w_en & w_transpose;
+  assign \$80  = \port$10910$2 [2:0] == 3'h6;
+  assign \$81  = \$79  & \$80 ;
+  assign \$82  = \$78  | \$81 ;
+  assign \$83  = w_transpose ? w_data[7:0] : w_data[55:48];
+  assign \$84  = w_transpose ? w_data[7:0] : w_data[55:48];
+  assign \$85  = pe0_5_bank ? pe0_6_w1 : pe0_6_w0;
+  assign \$86  = $signed(pe0_5_a) * $signed(\$85 );
+  assign \$87  = ~ w_transpose;
+  assign \$88  = w_en & \$87 ;
+  assign \$89  = ! \port$10910$2 [2:0];
+  assign \$90  = \$88  & \$89 ;
+  assign \$91  = w_en & w_transpose;
+  assign \$92  = \port$10910$2 [2:0] == 3'h7;
+  assign \$93  = \$91  & \$92 ;
+  assign \$94  = \$90  | \$93 ;
+  assign \$95  = w_transpose ? w_data[7:0] : w_data[63:56];
+  assign \$96  = w_transpose ? w_data[7:0] : w_data[63:56];
+  assign \$97  = pe0_6_bank ? pe0_7_w1 : pe0_7_w0;
+  assign \$98  = $signed(pe0_6_a) * $signed(\$97 );
+  assign \$99  = a_valid ? w_data[15:8] : 8'h00;
+  assign \$100  = ~ w_transpose;
+  assign \$101  = w_en & \$100 ;
+  assign \$102  = \port$10910$2 [2:0] == 1'h1;
+  assign \$103  = \$101  & \$102 ;
+  assign \$104  = w_en & w_transpose;
+  assign \$105  = ! \port$10910$2 [2:0];
+  assign \$106  = \$104  & \$105 ;
+  assign \$107  = \$103  | \$106 ;
+  assign \$108  = w_transpose ? w_data[15:8] : w_data[7:0];
+  assign \$109  = w_transpose ? w_data[15:8] : w_data[7:0];
+  assign \$110  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
+  assign \$111  = $signed(skew1_0_a) * $signed(\$110 );
+  assign \$112  = $signed(pe0_0_psum) + $signed(\$111 );
+  assign \$113  = ~ w_transpose;
+  assign \$114  = w_en & \$113 ;
+  assign \$115  = \port$10910$2 [2:0] == 1'h1;
+  assign \$116  = \$114  & \$115 ;
+  assign \$117  = w_en & w_transpose;
+  assign \$118  = \port$10910$2 [2:0] == 1'h1;
+  assign \$119  = \$117  & \$118 ;
+  assign \$120  = \$116  | \$119 ;
+  assign \$123  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
+  assign \$124  = $signed(pe1_0_a) * $signed(\$123 );
+  assign \$125  = $signed(pe0_1_psum) + $signed(\$124 );
+  assign \$126  = ~ w_transpose;
+  assign \$127  = w_en & \$126 ;
+  assign \$128  = \port$10910$2 [2:0] == 1'h1;
+  assign \$129  = \$127  & \$128 ;
+  assign \$130  = w_en & w_transpose;
+  assign \$131  = \port$10910$2 [2:0] == 2'h2;
+  assign \$132  = \$130  & \$131 ;
+  assign \$133  = \$129  | \$132 ;
+  assign \$134  = w_transpose ? w_data[15:8] : w_data[23:16];
+  assign \$135  = w_transpose ? w_data[15:8] : w_data[23:16];
+  assign \$136  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
+  assign \$137  = $signed(pe1_1_a) * $signed(\$136 );
+  assign \$138  = $signed(pe0_2_psum) + $signed(\$137 );
+  assign \$139  = ~ w_transpose;
+  assign \$140  = w_en & \$139 ;
+  assign \$141  = \port$10910$2 [2:0] == 1'h1;
+  assign \$142  = \$140  & \$141 ;
+  assign \$143  = w_en & w_transpose;
+  assign \$144  = \port$10910$2 [2:0] == 2'h3;
+  assign \$145  = \$143  & \$144 ;
+  assign \$146  = \$142  | \$145 ;
+  assign \$147  = w_transpose ? w_data[15:8] : w_data[31:24];
+  assign \$148  = w_transpose ? w_data[15:8] : w_data[31:24];
+  assign \$149  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
+  assign \$150  = $signed(pe1_2_a) * $signed(\$149 );
+  assign \$151  = $signed(pe0_3_psum) + $signed(\$150 );
+  assign \$152  = ~ w_transpose;
+  assign \$153  = w_en & \$152 ;
+  assign \$154  = \port$10910$2 [2:0] == 1'h1;
+  assign \$155  = \$153  & \$154 ;
+  assign \$156  = w_en & w_transpose;
+  assign \$157  = \port$10910$2 [2:0] == 3'h4;
+  assign \$158  = \$156  & \$157 ;
+  assign \$159  = \$155  | \$158 ;
+  assign \$160  = w_transpose ? w_data[15:8] : w_data[39:32];
+  assign \$161  = w_transpose ? w_data[15:8] : w_data[39:32];
+  assign \$162  = pe1_3_bank ? pe1_4_w1 : pe1_4_w0;
+  assign \$163  = $signed(pe1_3_a) * $signed(\$162 );
+  assign \$164  = $signed(pe0_4_psum) + $signed(\$163 );
+  assign \$165  = ~ w_transpose;
+  assign \$166  = w_en & \$165 ;
+  assign \$167  = \port$10910$2 [2:0] == 1'h1;
+  assign \$168  = \$166  & \$167 ;
+  assign \$169  = w_en & w_transpose;
+  assign \$170  = \port$10910$2 [2:0] == 3'h5;
+  assign \$171  = \$169  & \$170 ;
+  assign \$172  = \$168  | \$171 ;
+  assign \$173  = w_transpose ? w_data[15:8] : w_data[47:40];
+  assign \$174  = w_transpose ? w_data[15:8] : w_data[47:40];
+  assign \$175  = pe1_4_bank ? pe1_5_w1 : pe1_5_w0;
+  assign \$176  = $signed(pe1_4_a) * $signed(\$175 );
+  assign \$177  = $signed(pe0_5_psum) + $signed(\$176 );
+  assign \$178  = ~ w_transpose;
+  assign \$179  = w_en & \$178 ;
+  assign \$180  = \port$10910$2 [2:0] == 1'h1;
+  assign \$181  = \$179  & \$180 ;
+  assign \$182  = w_en & w_transpose;
+  assign \$183  = \port$10910$2 [2:0] == 3'h6;
+  assign \$184  = \$182  & \$183 ;
+  assign \$185  = \$181  | \$184 ;
+  assign \$186  = w_transpose ? w_data[15:8] : w_data[55:48];
+  assign \$187  = w_transpose ? w_data[15:8] : w_data[55:48];
+  assign \$188  = pe1_5_bank ? pe1_6_w1 : pe1_6_w0;
+  assign \$189  = $signed(pe1_5_a) * $signed(\$188 );
+  assign \$190  = $signed(pe0_6_psum) + $signed(\$189 );
+  assign \$191  = ~ w_transpose;
+  assign \$192  = w_en & \$191 ;
+  assign \$193  = \port$10910$2 [2:0] == 1'h1;
+  assign \$194  = \$192  & \$193 ;
+  assign \$195  = w_en & w_transpose;
+  assign \$196  = \port$10910$2 [2:0] == 3'h7;
+  assign \$197  = \$195  & \$196 ;
+  assign \$198  = \$194  | \$197 ;
+  assign \$199  = w_transpose ? w_data[15:8] : w_data[63:56];
+  assign \$200  = w_transpose ? w_data[15:8] : w_data[63:56];
+  assign \$201  = pe1_6_bank ? pe1_7_w1 : pe1_7_w0;
+  assign \$202  = $signed(pe1_6_a) * $signed(\$201 );
+  assign \$203  = $signed(pe0_7_psum) + $signed(\$202 );
+  assign \$204  = a_valid ? w_data[23:16] : 8'h00;
+  assign \$205  = ~ w_transpose;
+  assign \$206  = w_en & \$205 ;
+  assign \$207  = \port$10910$2 [2:0] == 2'h2;
+  assign \$208  = \$206  & \$207 ;
+  assign \$209  = w_en & w_transpose;
+  assign \$210  = ! \port$10910$2 [2:0];
+  assign \$211  = \$209  & \$210 ;
+  assign \$212  = \$208  | \$211 ;
+  assign \$213  = w_transpose ? w_data[23:16] : w_data[7:0];
+  assign \$214  = w_transpose ? w_data[23:16] : w_data[7:0];
+  assign \$215  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
+  assign \$216  = $signed(skew2_1_a) * $signed(\$215 );
+  assign \$217  = $signed(pe1_0_psum) + $signed(\$216 );
+  assign \$218  = ~ w_transpose;
+  assign \$219  = w_en & \$218 ;
+  assign \$220  = \port$10910$2 [2:0] == 2'h2;
+  assign \$221  = \$219  & \$220 ;
+  assign \$222  = w_en & w_transpose;
+  assign \$223  = \port$10910$2 [2:0] == 1'h1;
+  assign \$224  = \$222  & \$223 ;
+  assign \$225  = \$221  | \$224 ;
+  assign \$226  = w_transpose ? w_data[23:16] : w_data[15:8];
+  assign \$227  = w_transpose ? w_data[23:16] : w_data[15:8];
+  assign \$228  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
+  assign \$229  = $signed(pe2_0_a) * $signed(\$228 );
+  assign \$230  = $signed(pe1_1_psum) + $signed(\$229 );
+  assign \$231  = ~ w_transpose;
+  assign \$232  = w_en & \$231 ;
+  assign \$233  = \port$10910$2 [2:0] == 2'h2;
+  assign \$234  = \$232  & \$233 ;
+  assign \$235  = w_en & w_transpose;
+  assign \$236  = \port$10910$2 [2:0] == 2'h2;
+  assign \$237  = \$235  & \$236 ;
+  assign \$238  = \$234  | \$237 ;
+  assign \$241  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
+  assign \$242  = $signed(pe2_1_a) * $signed(\$241 );
+  assign \$243  = $signed(pe1_2_psum) + $signed(\$242 );
+  assign \$244  = ~ w_transpose;
+  assign \$245  = w_en & \$244 ;
+  assign \$246  = \port$10910$2 [2:0] == 2'h2;
+  assign \$247  = \$245  & \$246 ;
+  assign \$248  = w_en & w_transpose;
+  assign \$249  = \port$10910$2 [2:0] == 2'h3;
+  assign \$250  = \$248  & \$249 ;
+  assign \$251  = \$247  | \$250 ;
+  assign \$252  = w_transpose ? w_data[23:16] : w_data[31:24];
+  assign \$253  = w_transpose ? w_data[23:16] : w_data[31:24];
+  assign \$254  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
+  assign \$255  = $signed(pe2_2_a) * $signed(\$254 );
+  assign \$256  = $signed(pe1_3_psum) + $signed(\$255 );
+  assign \$257  = ~ w_transpose;
+  assign \$258  = w_en & \$257 ;
+  assign \$259  = \port$10910$2 [2:0] == 2'h2;
+  assign \$260  = \$258  & \$259 ;
+  assign \$261  = w_en & w_transpose;
+  assign \$262  = \port$10910$2 [2:0] == 3'h4;
+  assign \$263  = \$261  & \$262 ;
+  assign \$264  = \$260  | \$263 ;
+  assign \$265  = w_transpose ? w_data[23:16] : w_data[39:32];
+  assign \$266  = w_transpose ? w_data[23:16] : w_data[39:32];
+  assign \$267  = pe2_3_bank ? pe2_4_w1 : pe2_4_w0;
+  assign \$268  = $signed(pe2_3_a) * $signed(\$267 );
+  assign \$269  = $signed(pe1_4_psum) + $signed(\$268 );
+  assign \$270  = ~ w_transpose;
+  assign \$271  = w_en & \$270 ;
+  assign \$272  = \port$10910$2 [2:0] == 2'h2;
+  assign \$273  = \$271  & \$272 ;
+  assign \$274  = w_en & w_transpose;
+  assign \$275  = \port$10910$2 [2:0] == 3'h5;
+  assign \$276  = \$274  & \$275 ;
+  assign \$277  = \$273  | \$276 ;
+  assign \$278  = w_transpose ? w_data[23:16] : w_data[47:40];
+  assign \$279  = w_transpose ? w_data[23:16] : w_data[47:40];
+  assign \$280  = pe2_4_bank ? pe2_5_w1 : pe2_5_w0;
+  assign \$281  = $signed(pe2_4_a) * $signed(\$280 );
+  assign \$282  = $signed(pe1_5_psum) + $signed(\$281 );
+  assign \$283  = ~ w_transpose;
+  assign \$284  = w_en & \$283 ;
+  assign \$285  = \port$10910$2 [2:0] == 2'h2;
+  assign \$286  = \$284  & \$285 ;
+  assign \$287  = w_en & w_transpose;
+  assign \$288  = \port$10910$2 [2:0] == 3'h6;
+  assign \$289  = \$287  & \$288 ;
+  assign \$290  = \$286  | \$289 ;
+  assign \$291  = w_transpose ? w_data[23:16] : w_data[55:48];
+  assign \$292  = w_transpose ? w_data[23:16] : w_data[55:48];
+  assign \$293  = pe2_5_bank ? pe2_6_w1 : pe2_6_w0;
+  assign \$294  = $signed(pe2_5_a) * $signed(\$293 );
+  assign \$295  = $signed(pe1_6_psum) + $signed(\$294 );
+  assign \$296  = ~ w_transpose;
+  assign \$297  = w_en & \$296 ;
+  assign \$298  = \port$10910$2 [2:0] == 2'h2;
+  assign \$299  = \$297  & \$298 ;
+  assign \$300  = w_en & w_transpose;
+  assign \$301  = \port$10910$2 [2:0] == 3'h7;
+  assign \$302  = \$300  & \$301 ;
+  assign \$303  = \$299  | \$302 ;
+  assign \$304  = w_transpose ? w_data[23:16] : w_data[63:56];
+  assign \$305  = w_transpose ? w_data[23:16] : w_data[63:56];
+  assign \$306  = pe2_6_bank ? pe2_7_w1 : pe2_7_w0;
+  assign \$307  = $signed(pe2_6_a) * $signed(\$306 );
+  assign \$308  = $signed(pe1_7_psum) + $signed(\$307 );
+  assign \$309  = a_valid ? w_data[31:24] : 8'h00;
+  assign \$310  = ~ w_transpose;
+  assign \$311  = w_en & \$310 ;
+  assign \$312  = \port$10910$2 [2:0] == 2'h3;
+  assign \$313  = \$311  & \$312 ;
+  assign \$314  = w_en & w_transpose;
+  assign \$315  = ! \port$10910$2 [2:0];
+  assign \$316  = \$314  & \$315 ;
+  assign \$317  = \$313  | \$316 ;
+  assign \$318  = w_transpose ? w_data[31:24] : w_data[7:0];
+  assign \$319  = w_transpose ? w_data[31:24] : w_data[7:0];
+  assign \$320  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
+  assign \$321  = $signed(skew3_2_a) * $signed(\$320 );
+  assign \$322  = $signed(pe2_0_psum) + $signed(\$321 );
+  assign \$323  = ~ w_transpose;
+  assign \$324  = w_en & \$323 ;
+  assign \$325  = \port$10910$2 [2:0] == 2'h3;
+  assign \$326  = \$324  & \$325 ;
+  assign \$327  = w_en & w_transpose;
+  assign \$328  = \port$10910$2 [2:0] == 1'h1;
+  assign \$329  = \$327  & \$328 ;
+  assign \$330  = \$326  | \$329 ;
+  assign \$331  = w_transpose ? w_data[31:24] : w_data[15:8];
+  assign \$332  = w_transpose ? w_data[31:24] : w_data[15:8];
+  assign \$333  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
+  assign \$334  = $signed(pe3_0_a) * $signed(\$333 );
+  assign \$335  = $signed(pe2_1_psum) + $signed(\$334 );
+  assign \$336  = ~ w_transpose;
+  assign \$337  = w_en & \$336 ;
+  assign \$338  = \port$10910$2 [2:0] == 2'h3;
+  assign \$339  = \$337  & \$338 ;
+  assign \$340  = w_en & w_transpose;
+  assign \$341  = \port$10910$2 [2:0] == 2'h2;
+  assign \$342  = \$340  & \$341 ;
+  assign \$343  = \$339  | \$342 ;
+  assign \$344  = w_transpose ? w_data[31:24] : w_data[23:16];
+  assign \$345  = w_transpose ? w_data[31:24] : w_data[23:16];
+  assign \$346  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
+  assign \$347  = $signed(pe3_1_a) * $signed(\$346 );
+  assign \$348  = $signed(pe2_2_psum) + $signed(\$347 );
+  assign \$349  = ~ w_transpose;
+  assign \$350  = w_en & \$349 ;
+  assign \$351  = \port$10910$2 [2:0] == 2'h3;
+  assign \$352  = \$350  & \$351 ;
+  assign \$353  = w_en & w_transpose;
+  assign \$354  = \port$10910$2 [2:0] == 2'h3;
+  assign \$355  = \$353  & \$354 ;
+  assign \$356  = \$352  | \$355 ;
+  assign \$359  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
+  assign \$360  = $signed(pe3_2_a) * $signed(\$359 );
+  assign \$361  = $signed(pe2_3_psum) + $signed(\$360 );
+  assign \$362  = ~ w_transpose;
+  assign \$363  = w_en & \$362 ;
+  assign \$364  = \port$10910$2 [2:0] == 2'h3;
+  assign \$365  = \$363  & \$364 ;
+  assign \$366  = w_en & w_transpose;
+  assign \$367  = \port$10910$2 [2:0] == 3'h4;
+  assign \$368  = \$366  & \$367 ;
+  assign \$369  = \$365  | \$368 ;
+  assign \$370  = w_transpose ? w_data[31:24] : w_data[39:32];
+  assign \$371  = w_transpose ? w_data[31:24] : w_data[39:32];
+  assign \$372  = pe3_3_bank ? pe3_4_w1 : pe3_4_w0;
+  assign \$373  = $signed(pe3_3_a) * $signed(\$372 );
+  assign \$374  = $signed(pe2_4_psum) + $signed(\$373 );
+  assign \$375  = ~ w_transpose;
+  assign \$376  = w_en & \$375 ;
+  assign \$377  = \port$10910$2 [2:0] == 2'h3;
+  assign \$378  = \$376  & \$377 ;
+  assign \$379  = w_en & w_transpose;
+  assign \$380  = \port$10910$2 [2:0] == 3'h5;
+  assign \$381  = \$379  & \$380 ;
+  assign \$382  = \$378  | \$381 ;
+  assign \$383  = w_transpose ? w_data[31:24] : w_data[47:40];
+  assign \$384  = w_transpose ? w_data[31:24] : w_data[47:40];
+  assign \$385  = pe3_4_bank ? pe3_5_w1 : pe3_5_w0;
+  assign \$386  = $signed(pe3_4_a) * $signed(\$385 );
+  assign \$387  = $signed(pe2_5_psum) + $signed(\$386 );
+  assign \$388  = ~ w_transpose;
+  assign \$389  = w_en & \$388 ;
+  assign \$390  = \port$10910$2 [2:0] == 2'h3;
+  assign \$391  = \$389  & \$390 ;
+  assign \$392  = w_en & w_transpose;
+  assign \$393  = \port$10910$2 [2:0] == 3'h6;
+  assign \$394  = \$392  & \$393 ;
+  assign \$395  = \$391  | \$394 ;
+  assign \$396  = w_transpose ? w_data[31:24] : w_data[55:48];
+  assign \$397  = w_transpose ? w_data[31:24] : w_data[55:48];
+  assign \$398  = pe3_5_bank ? pe3_6_w1 : pe3_6_w0;
+  assign \$399  = $signed(pe3_5_a) * $signed(\$398 );
+  assign \$400  = $signed(pe2_6_psum) + $signed(\$399 );
+  assign \$401  = ~ w_transpose;
+  assign \$402  = w_en & \$401 ;
+  assign \$403  = \port$10910$2 [2:0] == 2'h3;
+  assign \$404  = \$402  & \$403 ;
+  assign \$405  = w_en & w_transpose;
+  assign \$406  = \port$10910$2 [2:0] == 3'h7;
+  assign \$407  = \$405  & \$406 ;
+  assign \$408  = \$404  | \$407 ;
+  assign \$409  = w_transpose ? w_data[31:24] : w_data[63:56];
+  assign \$410  = w_transpose ? w_data[31:24] : w_data[63:56];
+  assign \$411  = pe3_6_bank ? pe3_7_w1 : pe3_7_w0;
+  assign \$412  = $signed(pe3_6_a) * $signed(\$411 );
+  assign \$413  = $signed(pe2_7_psum) + $signed(\$412 );
+  assign \$414  = a_valid ? w_data[39:32] : 8'h00;
+  assign \$415  = ~ w_transpose;
+  assign \$416  = w_en & \$415 ;
+  assign \$417  = \port$10910$2 [2:0] == 3'h4;
+  assign \$418  = \$416  & \$417 ;
+  assign \$419  = w_en & w_transpose;
+  assign \$420  = ! \port$10910$2 [2:0];
+  assign \$421  = \$419  & \$420 ;
+  assign \$422  = \$418  | \$421 ;
+  assign \$423  = w_transpose ? w_data[39:32] : w_data[7:0];
+  assign \$424  = w_transpose ? w_data[39:32] : w_data[7:0];
+  assign \$425  = skew4_3_bank ? pe4_0_w1 : pe4_0_w0;
+  assign \$426  = $signed(skew4_3_a) * $signed(\$425 );
+  assign \$427  = $signed(pe3_0_psum) + $signed(\$426 );
+  assign \$428  = ~ w_transpose;
+  assign \$429  = w_en & \$428 ;
+  assign \$430  = \port$10910$2 [2:0] == 3'h4;
+  assign \$431  = \$429  & \$430 ;
+  assign \$432  = w_en & w_transpose;
+  assign \$433  = \port$10910$2 [2:0] == 1'h1;
+  assign \$434  = \$432  & \$433 ;
+  assign \$435  = \$431  | \$434 ;
+  assign \$436  = w_transpose ? w_data[39:32] : w_data[15:8];
+  assign \$437  = w_transpose ? w_data[39:32] : w_data[15:8];
+  assign \$438  = pe4_0_bank ? pe4_1_w1 : pe4_1_w0;
+  assign \$439  = $signed(pe4_0_a) * $signed(\$438 );
+  assign \$440  = $signed(pe3_1_psum) + $signed(\$439 );
+  assign \$441  = ~ w_transpose;
+  assign \$442  = w_en & \$441 ;
+  assign \$443  = \port$10910$2 [2:0] == 3'h4;
+  assign \$444  = \$442  & \$443 ;
+  assign \$445  = w_en & w_transpose;
+  assign \$446  = \port$10910$2 [2:0] == 2'h2;
+  assign \$447  = \$445  & \$446 ;
+  assign \$448  = \$444  | \$447 ;
+  assign \$449  = w_transpose ? w_data[39:32] : w_data[23:16];
+  assign \$450  = w_transpose ? w_data[39:32] : w_data[23:16];
+  assign \$451  = pe4_1_bank ? pe4_2_w1 : pe4_2_w0;
+  assign \$452  = $signed(pe4_1_a) * $signed(\$451 );
+  assign \$453  = $signed(pe3_2_psum) + $signed(\$452 );
+  assign \$454  = ~ w_transpose;
+  assign \$455  = w_en & \$454 ;
+  assign \$456  = \port$10910$2 [2:0] == 3'h4;
+  assign \$457  = \$455  & \$456 ;
+  assign \$458  = w_en & w_transpose;
+  assign \$459  = \port$10910$2 [2:0] == 2'h3;
+  assign \$460  = \$458  & \$459 ;
+  assign \$461  = \$457  | \$460 ;
+  assign \$462  = w_transpose ? w_data[39:32] : w_data[31:24];
+  assign \$463  = w_transpose ? w_data[39:32] : w_data[31:24];
+  assign \$464  = pe4_2_bank ? pe4_3_w1 : pe4_3_w0;
+  assign \$465  = $signed(pe4_2_a) * $signed(\$464 );
+  assign \$466  = $signed(pe3_3_psum) + $signed(\$465 );
+  assign \$467  = ~ w_transpose;
+  assign \$468  = w_en & \$467 ;
+  assign \$469  = \port$10910$2 [2:0] == 3'h4;
+  assign \$470  = \$468  & \$469 ;
+  assign \$471  = w_en & w_transpose;
+  assign \$472  = \port$10910$2 [2:0] == 3'h4;
+  assign \$473  = \$471  & \$472 ;
+  assign \$474  = \$470  | \$473 ;
+  assign \$477  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
+  assign \$478  = $signed(pe4_3_a) * $signed(\$477 );
+  assign \$479  = $signed(pe3_4_psum) + $signed(\$478 );
+  assign \$480  = ~ w_transpose;
+  assign \$481  = w_en & \$480 ;
+  assign \$482  = \port$10910$2 [2:0] == 3'h4;
+  assign \$483  = \$481  & \$482 ;
+  assign \$484  = w_en & w_transpose;
+  assign \$485  = \port$10910$2 [2:0] == 3'h5;
+  assign \$486  = \$484  & \$485 ;
+  assign \$487  = \$483  | \$486 ;
+  assign \$488  = w_transpose ? w_data[39:32] : w_data[47:40];
+  assign \$489  = w_transpose ? w_data[39:32] : w_data[47:40];
+  assign \$490  = pe4_4_bank ? pe4_5_w1 : pe4_5_w0;
+  assign \$491  = $signed(pe4_4_a) * $signed(\$490 );
+  assign \$492  = $signed(pe3_5_psum) + $signed(\$491 );
+  assign \$493  = ~ w_transpose;
+  assign \$494  = w_en & \$493 ;
+  assign \$495  = \port$10910$2 [2:0] == 3'h4;
+  assign \$496  = \$494  & \$495 ;
+  assign \$497  = w_en & w_transpose;
+  assign \$498  = \port$10910$2 [2:0] == 3'h6;
+  assign \$499  = \$497  & \$498 ;
+  assign \$500  = \$496  | \$499 ;
+  assign \$501  = w_transpose ? w_data[39:32] : w_data[55:48];
+  assign \$502  = w_transpose ? w_data[39:32] : w_data[55:48];
+  assign \$503  = pe4_5_bank ? pe4_6_w1 : pe4_6_w0;
+  assign \$504  = $signed(pe4_5_a) * $signed(\$503 );
+  assign \$505  = $signed(pe3_6_psum) + $signed(\$504 );
+  assign \$506  = ~ w_transpose;
+  assign \$507  = w_en & \$506 ;
+  assign \$508  = \port$10910$2 [2:0] == 3'h4;
+  assign \$509  = \$507  & \$508 ;
+  assign \$510  = w_en & w_transpose;
+  assign \$511  = \port$10910$2 [2:0] == 3'h7;
+  assign \$512  = \$510  & \$511 ;
+  assign \$513  = \$509  | \$512 ;
+  assign \$514  = w_transpose ? w_data[39:32] : w_data[63:56];
+  assign \$515  = w_transpose ? w_data[39:32] : w_data[63:56];
+  assign \$516  = pe4_6_bank ? pe4_7_w1 : pe4_7_w0;
+  assign \$517  = $signed(pe4_6_a) * $signed(\$516 );
+  assign \$518  = $signed(pe3_7_psum) + $signed(\$517 );
+  assign \$519  = a_valid ? w_data[47:40] : 8'h00;
+  assign \$520  = ~ w_transpose;
+  assign \$521  = w_en & \$520 ;
+  assign \$522  = \port$10910$2 [2:0] == 3'h5;
+  assign \$523  = \$521  & \$522 ;
+  assign \$524  = w_en & w_transpose;
+  assign \$525  = ! \port$10910$2 [2:0];
+  assign \$526  = \$524  & \$525 ;
+  assign \$527  = \$523  | \$526 ;
+  assign \$528  = w_transpose ? w_data[47:40] : w_data[7:0];
+  assign \$529  = w_transpose ? w_data[47:40] : w_data[7:0];
+  assign \$530  = skew5_4_bank ? pe5_0_w1 : pe5_0_w0;
+  assign \$531  = $signed(skew5_4_a) * $signed(\$530 );
+  assign \$532  = $signed(pe4_0_psum) + $signed(\$531 );
+  assign \$533  = ~ w_transpose;
+  assign \$534  = w_en & \$533 ;
+  assign \$535  = \port$10910$2 [2:0] == 3'h5;
+  assign \$536  = \$534  & \$535 ;
+  assign \$537  = w_en & w_transpose;
+  assign \$538  = \port$10910$2 [2:0] == 1'h1;
+  assign \$539  = \$537  & \$538 ;
+  assign \$540  = \$536  | \$539 ;
+  assign \$541  = w_transpose ? w_data[47:40] : w_data[15:8];
+  assign \$542  = w_transpose ? w_data[47:40] : w_data[15:8];
+  assign \$543  = pe5_0_bank ? pe5_1_w1 : pe5_1_w0;
+  assign \$544  = $signed(pe5_0_a) * $signed(\$543 );
+  assign \$545  = $signed(pe4_1_psum) + $signed(\$544 );
+  assign \$546  = ~ w_transpose;
+  assign \$547  = w_en & \$546 ;
+  assign \$548  = \port$10910$2 [2:0] == 3'h5;
+  assign \$549  = \$547  & \$548 ;
+  assign \$550  = w_en & w_transpose;
+  assign \$551  = \port$10910$2 [2:0] == 2'h2;
+  assign \$552  = \$550  & \$551 ;
+  assign \$553  = \$549  | \$552 ;
+  assign \$554  = w_transpose ? w_data[47:40] : w_data[23:16];
+  assign \$555  = w_transpose ? w_data[47:40] : w_data[23:16];
+  assign \$556  = pe5_1_bank ? pe5_2_w1 : pe5_2_w0;
+  assign \$557  = $signed(pe5_1_a) * $signed(\$556 );
+  assign \$558  = $signed(pe4_2_psum) + $signed(\$557 );
+  assign \$559  = ~ w_transpose;
+  assign \$560  = w_en & \$559 ;
+  assign \$561  = \port$10910$2 [2:0] == 3'h5;
+  assign \$562  = \$560  & \$561 ;
+  assign \$563  = w_en & w_transpose;
+  assign \$564  = \port$10910$2 [2:0] == 2'h3;
+  assign \$565  = \$563  & \$564 ;
+  assign \$566  = \$562  | \$565 ;
+  assign \$567  = w_transpose ? w_data[47:40] : w_data[31:24];
+  assign \$568  = w_transpose ? w_data[47:40] : w_data[31:24];
+  assign \$569  = pe5_2_bank ? pe5_3_w1 : pe5_3_w0;
+  assign \$570  = $signed(pe5_2_a) * $signed(\$569 );
+  assign \$571  = $signed(pe4_3_psum) + $signed(\$570 );
+  assign \$572  = ~ w_transpose;
+  assign \$573  = w_en & \$572 ;
+  assign \$574  = \port$10910$2 [2:0] == 3'h5;
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = w_en & w_transpose;
+  assign \$577  = \port$10910$2 [2:0] == 3'h4;
+  assign \$578  = \$576  & \$577 ;
+  assign \$579  = \$575  | \$578 ;
+  assign \$580  = w_transpose ? w_data[47:40] : w_data[39:32];
+  assign \$581  = w_transpose ? w_data[47:40] : w_data[39:32];
+  assign \$582  = pe5_3_bank ? pe5_4_w1 : pe5_4_w0;
+  assign \$583  = $signed(pe5_3_a) * $signed(\$582 );
+  assign \$584  = $signed(pe4_4_psum) + $signed(\$583 );
+  assign \$585  = ~ w_transpose;
+  assign \$586  = w_en & \$585 ;
+  assign \$587  = \port$10910$2 [2:0] == 3'h5;
+  assign \$588  = \$586  & \$587 ;
+  assign \$589  = w_en & w_transpose;
+  assign \$590  = \port$10910$2 [2:0] == 3'h5;
+  assign \$591  = \$589  & \$590 ;
+  assign \$592  = \$588  | \$591 ;
+  assign \$595  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
+  assign \$596  = $signed(pe5_4_a) * $signed(\$595 );
+  assign \$597  = $signed(pe4_5_psum) + $signed(\$596 );
+  assign \$598  = ~ w_transpose;
+  assign \$599  = w_en & \$598 ;
+  assign \$600  = \port$10910$2 [2:0] == 3'h5;
+  assign \$601  = \$599  & \$600 ;
+  assign \$602  = w_en & w_transpose;
+  assign \$603  = \port$10910$2 [2:0] == 3'h6;
+  assign \$604  = \$602  & \$603 ;
+  assign \$605  = \$601  | \$604 ;
+  assign \$606  = w_transpose ? w_data[47:40] : w_data[55:48];
+  assign \$607  = w_transpose ? w_data[47:40] : w_data[55:48];
+  assign \$608  = pe5_5_bank ? pe5_6_w1 : pe5_6_w0;
+  assign \$609  = $signed(pe5_5_a) * $signed(\$608 );
+  assign \$610  = $signed(pe4_6_psum) + $signed(\$609 );
+  assign \$611  = ~ w_transpose;
+  assign \$612  = w_en & \$611 ;
+  assign \$613  = \port$10910$2 [2:0] == 3'h5;
+  assign \$614  = \$612  & \$613 ;
+  assign \$615  = w_en & w_transpose;
+  assign \$616  = \port$10910$2 [2:0] == 3'h7;
+  assign \$617  = \$615  & \$616 ;
+  assign \$618  = \$614  | \$617 ;
+  assign \$619  = w_transpose ? w_data[47:40] : w_data[63:56];
+  assign \$620  = w_transpose ? w_data[47:40] : w_data[63:56];
+  assign \$621  = pe5_6_bank ? pe5_7_w1 : pe5_7_w0;
+  assign \$622  = $signed(pe5_6_a) * $signed(\$621 );
+  assign \$623  = $signed(pe4_7_psum) + $signed(\$622 );
+  assign \$624  = a_valid ? w_data[55:48] : 8'h00;
+  assign \$625  = ~ w_transpose;
+  assign \$626  = w_en & \$625 ;
+  assign \$627  = \port$10910$2 [2:0] == 3'h6;
+  assign \$628  = \$626  & \$627 ;
+  assign \$629  = w_en & w_transpose;
+  assign \$630  = ! \port$10910$2 [2:0];
+  assign \$631  = \$629  & \$630 ;
+  assign \$632  = \$628  | \$631 ;
+  assign \$633  = w_transpose ? w_data[55:48] : w_data[7:0];
+  assign \$634  = w_transpose ? w_data[55:48] : w_data[7:0];
+  assign \$635  = skew6_5_bank ? pe6_0_w1 : pe6_0_w0;
+  assign \$636  = $signed(skew6_5_a) * $signed(\$635 );
+  assign \$637  = $signed(pe5_0_psum) + $signed(\$636 );
+  assign \$638  = ~ w_transpose;
+  assign \$639  = w_en & \$638 ;
+  assign \$640  = \port$10910$2 [2:0] == 3'h6;
+  assign \$641  = \$639  & \$640 ;
+  assign \$642  = w_en & w_transpose;
+  assign \$643  = \port$10910$2 [2:0] == 1'h1;
+  assign \$644  = \$642  & \$643 ;
+  assign \$645  = \$641  | \$644 ;
+  assign \$646  = w_transpose ? w_data[55:48] : w_data[15:8];
+  assign \$647  = w_transpose ? w_data[55:48] : w_data[15:8];
+  assign \$648  = pe6_0_bank ? pe6_1_w1 : pe6_1_w0;
+  assign \$649  = $signed(pe6_0_a) * $signed(\$648 );
+  assign \$650  = $signed(pe5_1_psum) + $signed(\$649 );
+  assign \$651  = ~ w_transpose;
+  assign \$652  = w_en & \$651 ;
+  assign \$653  = \port$10910$2 [2:0] == 3'h6;
+  assign \$654  = \$652  & \$653 ;
+  assign \$655  = w_en & w_transpose;
+  assign \$656  = \port$10910$2 [2:0] == 2'h2;
+  assign \$657  = \$655  & \$656 ;
+  assign \$658  = \$654  | \$657 ;
+  assign \$659  = w_transpose ? w_data[55:48] : w_data[23:16];
+  assign \$660  = w_transpose ? w_data[55:48] : w_data[23:16];
+  assign \$661  = pe6_1_bank ? pe6_2_w1 : pe6_2_w0;
+  assign \$662  = $signed(pe6_1_a) * $signed(\$661 );
+  assign \$663  = $signed(pe5_2_psum) + $signed(\$662 );
+  assign \$664  = ~ w_transpose;
+  assign \$665  = w_en & \$664 ;
+  assign \$666  = \port$10910$2 [2:0] == 3'h6;
+  assign \$667  = \$665  & \$666 ;
+  assign \$668  = w_en & w_transpose;
+  assign \$669  = \port$10910$2 [2:0] == 2'h3;
+  assign \$670  = \$668  & \$669 ;
+  assign \$671  = \$667  | \$670 ;
+  assign \$672  = w_transpose ? w_data[55:48] : w_data[31:24];
+  assign \$673  = w_transpose ? w_data[55:48] : w_data[31:24];
+  assign \$674  = pe6_2_bank ? pe6_3_w1 : pe6_3_w0;
+  assign \$675  = $signed(pe6_2_a) * $signed(\$674 );
+  assign \$676  = $signed(pe5_3_psum) + $signed(\$675 );
+  assign \$677  = ~ w_transpose;
+  assign \$678  = w_en & \$677 ;
+  assign \$679  = \port$10910$2 [2:0] == 3'h6;
+  assign \$680  = \$678  & \$679 ;
+  assign \$681  = w_en & w_transpose;
+  assign \$682  = \port$10910$2 [2:0] == 3'h4;
+  assign \$683  = \$681  & \$682 ;
+  assign \$684  = \$680  | \$683 ;
+  assign \$685  = w_transpose ? w_data[55:48] : w_data[39:32];
+  assign \$686  = w_transpose ? w_data[55:48] : w_data[39:32];
+  assign \$687  = pe6_3_bank ? pe6_4_w1 : pe6_4_w0;
+  assign \$688  = $signed(pe6_3_a) * $signed(\$687 );
+  assign \$689  = $signed(pe5_4_psum) + $signed(\$688 );
+  assign \$690  = ~ w_transpose;
+  assign \$691  = w_en & \$690 ;
+  assign \$692  = \port$10910$2 [2:0] == 3'h6;
+  assign \$693  = \$691  & \$692 ;
+  assign \$694  = w_en & w_transpose;
+  assign \$695  = \port$10910$2 [2:0] == 3'h5;
+  assign \$696  = \$694  & \$695 ;
+  assign \$697  = \$693  | \$696 ;
+  assign \$698  = w_transpose ? w_data[55:48] : w_data[47:40];
+  assign \$699  = w_transpose ? w_data[55:48] : w_data[47:40];
+  assign \$700  = pe6_4_bank ? pe6_5_w1 : pe6_5_w0;
+  assign \$701  = $signed(pe6_4_a) * $signed(\$700 );
+  assign \$702  = $signed(pe5_5_psum) + $signed(\$701 );
+  assign \$703  = ~ w_transpose;
+  assign \$704  = w_en & \$703 ;
+  assign \$705  = \port$10910$2 [2:0] == 3'h6;
+  assign \$706  = \$704  & \$705 ;
+  assign \$707  = w_en & w_transpose;
+  assign \$708  = \port$10910$2 [2:0] == 3'h6;
+  assign \$709  = \$707  & \$708 ;
+  assign \$710  = \$706  | \$709 ;
+  assign \$713  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
+  assign \$714  = $signed(pe6_5_a) * $signed(\$713 );
+  assign \$715  = $signed(pe5_6_psum) + $signed(\$714 );
+  assign \$716  = ~ w_transpose;
+  assign \$717  = w_en & \$716 ;
+  assign \$718  = \port$10910$2 [2:0] == 3'h6;
+  assign \$719  = \$717  & \$718 ;
+  assign \$720  = w_en & w_transpose;
+  assign \$721  = \port$10910$2 [2:0] == 3'h7;
+  assign \$722  = \$720  & \$721 ;
+  assign \$723  = \$719  | \$722 ;
+  assign \$724  = w_transpose ? w_data[55:48] : w_data[63:56];
+  assign \$725  = w_transpose ? w_data[55:48] : w_data[63:56];
+  assign \$726  = pe6_6_bank ? pe6_7_w1 : pe6_7_w0;
+  assign \$727  = $signed(pe6_6_a) * $signed(\$726 );
+  assign \$728  = $signed(pe5_7_psum) + $signed(\$727 );
+  assign \$729  = a_valid ? w_data[63:56] : 8'h00;
+  assign \$730  = ~ w_transpose;
+  assign \$731  = w_en & \$730 ;
+  assign \$732  = \port$10910$2 [2:0] == 3'h7;
+  assign \$733  = \$731  & \$732 ;
+  assign \$734  = w_en & w_transpose;
+  assign \$735  = ! \port$10910$2 [2:0];
+  assign \$736  = \$734  & \$735 ;
+  assign \$737  = \$733  | \$736 ;
+  assign \$738  = w_transpose ? w_data[63:56] : w_data[7:0];
+  assign \$739  = w_transpose ? w_data[63:56] : w_data[7:0];
+  assign \$740  = skew7_6_bank ? pe7_0_w1 : pe7_0_w0;
+  assign \$741  = $signed(skew7_6_a) * $signed(\$740 );
+  assign \$742  = $signed(pe6_0_psum) + $signed(\$741 );
+  assign \$743  = ~ w_transpose;
+  assign \$744  = w_en & \$743 ;
+  assign \$745  = \port$10910$2 [2:0] == 3'h7;
+  assign \$746  = \$744  & \$745 ;
+  assign \$747  = w_en & w_transpose;
+  assign \$748  = \port$10910$2 [2:0] == 1'h1;
+  assign \$749  = \$747  & \$748 ;
+  assign \$750  = \$746  | \$749 ;
+  assign \$751  = w_transpose ? w_data[63:56] : w_data[15:8];
+  assign \$752  = w_transpose ? w_data[63:56] : w_data[15:8];
+  assign \$753  = pe7_0_bank ? pe7_1_w1 : pe7_1_w0;
+  assign \$754  = $signed(pe7_0_a) * $signed(\$753 );
+  assign \$755  = $signed(pe6_1_psum) + $signed(\$754 );
+  assign \$756  = ~ w_transpose;
+  assign \$757  = w_en & \$756 ;
+  assign \$758  = \port$10910$2 [2:0] == 3'h7;
+  assign \$759  = \$757  & \$758 ;
+  assign \$760  = w_en & w_transpose;
+  assign \$761  = \port$10910$2 [2:0] == 2'h2;
+  assign \$762  = \$760  & \$761 ;
+  assign \$763  = \$759  | \$762 ;
+  assign \$764  = w_transpose ? w_data[63:56] : w_data[23:16];
+  assign \$765  = w_transpose ? w_data[63:56] : w_data[23:16];
+  assign \$766  = pe7_1_bank ? pe7_2_w1 : pe7_2_w0;
+  assign \$767  = $signed(pe7_1_a) * $signed(\$766 );
+  assign \$768  = $signed(pe6_2_psum) + $signed(\$767 );
+  assign \$769  = ~ w_transpose;
+  assign \$770  = w_en & \$769 ;
+  assign \$771  = \port$10910$2 [2:0] == 3'h7;
+  assign \$772  = \$770  & \$771 ;
+  assign \$773  = w_en & w_transpose;
+  assign \$774  = \port$10910$2 [2:0] == 2'h3;
+  assign \$775  = \$773  & \$774 ;
+  assign \$776  = \$772  | \$775 ;
+  assign \$777  = w_transpose ? w_data[63:56] : w_data[31:24];
+  assign \$778  = w_transpose ? w_data[63:56] : w_data[31:24];
+  assign \$779  = pe7_2_bank ? pe7_3_w1 : pe7_3_w0;
+  assign \$780  = $signed(pe7_2_a) * $signed(\$779 );
+  assign \$781  = $signed(pe6_3_psum) + $signed(\$780 );
+  assign \$782  = ~ w_transpose;
+  assign \$783  = w_en & \$782 ;
+  assign \$784  = \port$10910$2 [2:0] == 3'h7;
+  assign \$785  = \$783  & \$784 ;
+  assign \$786  = w_en & w_transpose;
+  assign \$787  = \port$10910$2 [2:0] == 3'h4;
+  assign \$788  = \$786  & \$787 ;
+  assign \$789  = \$785  | \$788 ;
+  assign \$790  = w_transpose ? w_data[63:56] : w_data[39:32];
+  assign \$791  = w_transpose ? w_data[63:56] : w_data[39:32];
+  assign \$792  = pe7_3_bank ? pe7_4_w1 : pe7_4_w0;
+  assign \$793  = $signed(pe7_3_a) * $signed(\$792 );
+  assign \$794  = $signed(pe6_4_psum) + $signed(\$793 );
+  assign \$795  = ~ w_transpose;
+  assign \$796  = w_en & \$795 ;
+  assign \$797  = \port$10910$2 [2:0] == 3'h7;
+  assign \$798  = \$796  & \$797 ;
+  assign \$799  = w_en & w_transpose;
+  assign \$800  = \port$10910$2 [2:0] == 3'h5;
+  assign \$801  = \$799  & \$800 ;
+  assign \$802  = \$798  | \$801 ;
+  assign \$803  = w_transpose ? w_data[63:56] : w_data[47:40];
+  assign \$804  = w_transpose ? w_data[63:56] : w_data[47:40];
+  assign \$805  = pe7_4_bank ? pe7_5_w1 : pe7_5_w0;
+  assign \$806  = $signed(pe7_4_a) * $signed(\$805 );
+  assign \$807  = $signed(pe6_5_psum) + $signed(\$806 );
+  assign \$808  = ~ w_transpose;
+  assign \$809  = w_en & \$808 ;
+  assign \$810  = \port$10910$2 [2:0] == 3'h7;
+  assign \$811  = \$809  & \$810 ;
+  assign \$812  = w_en & w_transpose;
+  assign \$813  = \port$10910$2 [2:0] == 3'h6;
+  assign \$814  = \$812  & \$813 ;
+  assign \$815  = \$811  | \$814 ;
+  assign \$816  = w_transpose ? w_data[63:56] : w_data[55:48];
+  assign \$817  = w_transpose ? w_data[63:56] : w_data[55:48];
+  assign \$818  = pe7_5_bank ? pe7_6_w1 : pe7_6_w0;
+  assign \$819  = $signed(pe7_5_a) * $signed(\$818 );
+  assign \$820  = $signed(pe6_6_psum) + $signed(\$819 );
+  assign \$821  = ~ w_transpose;
+  assign \$822  = w_en & \$821 ;
+  assign \$823  = \port$10910$2 [2:0] == 3'h7;
+  assign \$824  = \$822  & \$823 ;
+  assign \$825  = w_en & w_transpose;
+  assign \$826  = \port$10910$2 [2:0] == 3'h7;
+  assign \$827  = \$825  & \$826 ;
+  assign \$828  = \$824  | \$827 ;
+  assign \$831  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
+  assign \$832  = $signed(pe7_6_a) * $signed(\$831 );
+  assign \$833  = $signed(pe6_7_psum) + $signed(\$832 );
+  assign \$834  = ~ w_transpose;
+  assign \$835  = w_en & \$834 ;
+  assign \$836  = ! \port$10910$2 [2:0];
+  assign \$837  = \$835  & \$836 ;
+  assign \$840  = pe0_0_bank == \port$10910$2 [3];
+  assign \$841  = pe0_0_v & \$840 ;
+  assign \$842  = pe0_1_bank == \port$10910$2 [3];
+  assign \$843  = pe0_1_v & \$842 ;
+  assign \$844  = pe0_2_bank == \port$10910$2 [3];
+  assign \$845  = pe0_2_v & \$844 ;
+  assign \$846  = pe0_3_bank == \port$10910$2 [3];
+  assign \$847  = pe0_3_v & \$846 ;
+  assign \$848  = pe0_4_bank == \port$10910$2 [3];
+  assign \$849  = pe0_4_v & \$848 ;
+  assign \$850  = pe0_5_bank == \port$10910$2 [3];
+  assign \$851  = pe0_5_v & \$850 ;
+  assign \$852  = | { \$851 , \$849 , \$847 , \$845 , \$843 , \$841 , \$839  };
+  assign \$853  = \$837  & \$852 ;
+  assign \$854  = w_en & w_transpose;
+  assign \$855  = \port$10910$2 [2:0] >= 1'h1;
+  assign \$856  = \$854  & \$855 ;
+  assign \$857  = \$856  & a_valid;
+  assign \$860  = w_en & w_transpose;
+  assign \$861  = \port$10910$2 [2:0] >= 2'h2;
+  assign \$862  = \$860  & \$861 ;
+  assign \$863  = \$862  & pe0_0_v;
+  assign \$864  = pe0_0_bank == \port$10910$2 [3];
+  assign \$865  = \$863  & \$864 ;
+  assign \$866  = w_en & w_transpose;
+  assign \$867  = \port$10910$2 [2:0] >= 2'h3;
+  assign \$868  = \$866  & \$867 ;
+  assign \$869  = \$868  & pe0_1_v;
+  assign \$870  = pe0_1_bank == \port$10910$2 [3];
+  assign \$871  = \$869  & \$870 ;
+  assign \$872  = w_en & w_transpose;
+  assign \$873  = \port$10910$2 [2:0] >= 3'h4;
+  assign \$874  = \$872  & \$873 ;
+  assign \$875  = \$874  & pe0_2_v;
+  assign \$876  = pe0_2_bank == \port$10910$2 [3];
+  assign \$877  = \$875  & \$876 ;
+  assign \$878  = w_en & w_transpose;
+  assign \$879  = \port$10910$2 [2:0] >= 3'h5;
+  assign \$880  = \$878  & \$879 ;
+  assign \$881  = \$880  & pe0_3_v;
+  assign \$882  = pe0_3_bank == \port$10910$2 [3];
+  assign \$883  = \$881  & \$882 ;
+  assign \$884  = w_en & w_transpose;
+  assign \$885  = \port$10910$2 [2:0] >= 3'h6;
+  assign \$886  = \$884  & \$885 ;
+  assign \$887  = \$886  & pe0_4_v;
+  assign \$888  = pe0_4_bank == \port$10910$2 [3];
+  assign \$889  = \$887  & \$888 ;
+  assign \$890  = w_en & w_transpose;
+  assign \$891  = \port$10910$2 [2:0] >= 3'h7;
+  assign \$892  = \$890  & \$891 ;
+  assign \$893  = \$892  & pe0_5_v;
+  assign \$894  = pe0_5_bank == \port$10910$2 [3];
+  assign \$895  = \$893  & \$894 ;
+  assign \$896  = ~ w_transpose;
+  assign \$897  = w_en & \$896 ;
+  assign \$898  = \port$10910$2 [2:0] == 1'h1;
+  assign \$899  = \$897  & \$898 ;
+  assign \$902  = skew1_0_bank == \port$10910$2 [3];
+  assign \$903  = skew1_0_v & \$902 ;
+  assign \$904  = pe1_0_bank == \port$10910$2 [3];
+  assign \$905  = pe1_0_v & \$904 ;
+  assign \$906  = pe1_1_bank == \port$10910$2 [3];
+  assign \$907  = pe1_1_v & \$906 ;
+  assign \$908  = pe1_2_bank == \port$10910$2 [3];
+  assign \$909  = pe1_2_v & \$908 ;
+  assign \$910  = pe1_3_bank == \port$10910$2 [3];
+  assign \$911  = pe1_3_v & \$910 ;
+  assign \$912  = pe1_4_bank == \port$10910$2 [3];
+  assign \$913  = pe1_4_v & \$912 ;
+  assign \$914  = pe1_5_bank == \port$10910$2 [3];
+  assign \$915  = pe1_5_v & \$914 ;
+  assign \$916  = | { \$915 , \$913 , \$911 , \$909 , \$907 , \$905 , \$903 , \$901  };
+  assign \$917  = \$899  & \$916 ;
+  assign \$918  = w_en & w_transpose;
+  assign \$920  = \$919  & a_valid;
+  assign \$923  = w_en & w_transpose;
+  assign \$924  = \port$10910$2 [2:0] >= 1'h1;
+  assign \$925  = \$923  & \$924 ;
+  assign \$926  = \$925  & skew1_0_v;
+  assign \$927  = skew1_0_bank == \port$10910$2 [3];
+  assign \$928  = \$926  & \$927 ;
+  assign \$929  = w_en & w_transpose;
+  assign \$930  = \port$10910$2 [2:0] >= 2'h2;
+  assign \$931  = \$929  & \$930 ;
+  assign \$932  = \$931  & pe1_0_v;
+  assign \$933  = pe1_0_bank == \port$10910$2 [3];
+  assign \$934  = \$932  & \$933 ;
+  assign \$935  = w_en & w_transpose;
+  assign \$936  = \port$10910$2 [2:0] >= 2'h3;
+  assign \$937  = \$935  & \$936 ;
+  assign \$938  = \$937  & pe1_1_v;
+  assign \$939  = pe1_1_bank == \port$10910$2 [3];
+  assign \$940  = \$938  & \$939 ;
+  assign \$941  = w_en & w_transpose;
+  assign \$942  = \port$10910$2 [2:0] >= 3'h4;
+  assign \$943  = \$941  & \$942 ;
+  assign \$944  = \$943  & pe1_2_v;
+  assign \$945  = pe1_2_bank == \port$10910$2 [3];
+  assign \$946  = \$944  & \$945 ;
+  assign \$947  = w_en & w_transpose;
+  assign \$948  = \port$10910$2 [2:0] >= 3'h5;
+  assign \$949  = \$947  & \$948 ;
+  assign \$950  = \$949  & pe1_3_v;
+  assign \$951  = pe1_3_bank == \port$10910$2 [3];
+  assign \$952  = \$950  & \$951 ;
+  assign \$953  = w_en & w_transpose;
+  assign \$954  = \port$10910$2 [2:0] >= 3'h6;
+  assign \$955  = \$953  & \$954 ;
+  assign \$956  = \$955  & pe1_4_v;
+  assign \$957  = pe1_4_bank == \port$10910$2 [3];
+  assign \$958  = \$956  & \$957 ;
+  assign \$959  = w_en & w_transpose;
+  assign \$960  = \port$10910$2 [2:0] >= 3'h7;
+  assign \$961  = \$959  & \$960 ;
+  assign \$962  = \$961  & pe1_5_v;
+  assign \$963  = pe1_5_bank == \port$10910$2 [3];
+  assign \$964  = \$962  & \$963 ;
+  assign \$965  = ~ w_transpose;
+  assign \$966  = w_en & \$965 ;
+  assign \$967  = \port$10910$2 [2:0] == 2'h2;
+  assign \$968  = \$966  & \$967 ;
+  assign \$971  = skew2_0_bank == \port$10910$2 [3];
+  assign \$972  = skew2_0_v & \$971 ;
+  assign \$973  = skew2_1_bank == \port$10910$2 [3];
+  assign \$974  = skew2_1_v & \$973 ;
+  assign \$975  = pe2_0_bank == \port$10910$2 [3];
+  assign \$976  = pe2_0_v & \$975 ;
+  assign \$977  = pe2_1_bank == \port$10910$2 [3];
+  assign \$978  = pe2_1_v & \$977 ;
+  assign \$979  = pe2_2_bank == \port$10910$2 [3];
+  assign \$980  = pe2_2_v & \$979 ;
+  assign \$981  = pe2_3_bank == \port$10910$2 [3];
+  assign \$982  = pe2_3_v & \$981 ;
+  assign \$983  = pe2_4_bank == \port$10910$2 [3];
+  assign \$984  = pe2_4_v & \$983 ;
+  assign \$985  = pe2_5_bank == \port$10910$2 [3];
+  assign \$986  = pe2_5_v & \$985 ;
+  assign \$987  = | { \$986 , \$984 , \$982 , \$980 , \$978 , \$976 , \$974 , \$972 , \$970  };
+  assign \$988  = \$968  & \$987 ;
+  assign \$989  = w_en & w_transpose;
+  assign \$991  = \$990  & a_valid;
+  assign \$994  = w_en & w_transpose;
+  assign \$996  = \$995  & skew2_0_v;
+  assign \$997  = skew2_0_bank == \port$10910$2 [3];
+  assign \$998  = \$996  & \$997 ;
+  assign \$999  = w_en & w_transpose;
+  assign \$1000  = \port$10910$2 [2:0] >= 1'h1;
+  assign \$1001  = \$999  & \$1000 ;
+  assign \$1002  = \$1001  & skew2_1_v;
+  assign \$1003  = skew2_1_bank == \port$10910$2 [3];
+  assign \$1004  = \$1002  & \$1003 ;
+  assign \$1005  = w_en & w_transpose;
+  assign \$1006  = \port$10910$2 [2:0] >= 2'h2;
+  assign \$1007  = \$1005  & \$1006 ;
+  assign \$1008  = \$1007  & pe2_0_v;
+  assign \$1009  = pe2_0_bank == \port$10910$2 [3];
+  assign \$1010  = \$1008  & \$1009 ;
+  assign \$1011  = w_en & w_transpose;
+  assign \$1012  = \port$10910$2 [2:0] >= 2'h3;
+  assign \$1013  = \$1011  & \$1012 ;
+  assign \$1014  = \$1013  & pe2_1_v;
+  assign \$1015  = pe2_1_bank == \port$10910$2 [3];
+  assign \$1016  = \$1014  & \$1015 ;
+  assign \$1017  = w_en & w_transpose;
+  assign \$1018  = \port$10910$2 [2:0] >= 3'h4;
+  assign \$1019  = \$1017  & \$1018 ;
+  assign \$1020  = \$1019  & pe2_2_v;
+  assign \$1021  = pe2_2_bank == \port$10910$2 [3];
+  assign \$1022  = \$1020  & \$1021 ;
+  assign \$1023  = w_en & w_transpose;
+  assign \$1024  = \port$10910$2 [2:0] >= 3'h5;
+  assign \$1025  = \$1023  & \$1024 ;
+  assign \$1026  = \$1025  & pe2_3_v;
+  assign \$1027  = pe2_3_bank == \port$10910$2 [3];
+  assign \$1028  = \$1026  & \$1027 ;
+  assign \$1029  = w_en & w_transpose;
+  assign \$1030  = \port$10910$2 [2:0] >= 3'h6;
+  assign \$1031  = \$1029  & \$1030 ;
+  assign \$1032  = \$1031  & pe2_4_v;
+  assign \$1033  = pe2_4_bank == \port$10910$2 [3];
+  assign \$1034  = \$1032  & \$1033 ;
+  assign \$1035  = w_en & w_transpose;
+  assign \$1036  = \port$10910$2 [2:0] >= 3'h7;
+  assign \$1037  = \$1035  & \$1036 ;
+  assign \$1038  = \$1037  & pe2_5_v;
+  assign \$1039  = pe2_5_bank == \port$10910$2 [3];
+  assign \$1040  = \$1038  & \$1039 ;
+  assign \$1041  = ~ w_transpose;
+  assign \$1042  = w_en & \$1041 ;
+  assign \$1043  = \port$10910$2 [2:0] == 2'h3;
+  assign \$1044  = \$1042  & \$1043 ;
+  assign \$1047  = skew3_0_bank == \port$10910$2 [3];
+  assign \$1048  = skew3_0_v & \$1047 ;
+  assign \$1049  = skew3_1_bank == \port$10910$2 [3];
+  assign \$1050  = skew3_1_v & \$1049 ;
+  assign \$1051  = skew3_2_bank == \port$10910$2 [3];
+  assign \$1052  = skew3_2_v & \$1051 ;
+  assign \$1053  = pe3_0_bank == \port$10910$2 [3];
+  assign \$1054  = pe3_0_v & \$1053 ;
+  assign \$1055  = pe3_1_bank == \port$10910$2 [3];
+  assign \$1056  = pe3_1_v & \$1055 ;
+  assign \$1057  = pe3_2_bank == \port$10910$2 [3];
+  assign \$1058  = pe3_2_v & \$1057 ;
+  assign \$1059  = pe3_3_bank == \port$10910$2 [3];
+  assign \$1060  = pe3_3_v & \$1059 ;
+  assign \$1061  = pe3_4_bank == \port$10910$2 [3];
+  assign \$1062  = pe3_4_v & \$1061 ;
+  assign \$1063  = pe3_5_bank == \port$10910$2 [3];
+  assign \$1064  = pe3_5_v & \$1063 ;
+  assign \$1065  = | { \$1064 , \$1062 , \$1060 , \$1058 , \$1056 , \$1054 , \$1052 , \$1050 , \$1048 , \$1046  };
+  assign \$1066  = \$1044  & \$1065 ;
+  assign \$1067  = w_en & w_transpose;
+  assign \$1069  = \$1068  & a_valid;
+  assign \$1072  = w_en & w_transpose;
+  assign \$1074  = \$1073  & skew3_0_v;
+  assign \$1075  = skew3_0_bank == \port$10910$2 [3];
+  assign \$1076  = \$1074  & \$1075 ;
+  assign \$1077  = w_en & w_transpose;
+  assign \$1079  = \$1078  & skew3_1_v;
+  assign \$1080  = skew3_1_bank == \port$10910$2 [3];
+  assign \$1081  = \$1079  & \$1080 ;
+  assign \$1082  = w_en & w_transpose;
+  assign \$1083  = \port$10910$2 [2:0] >= 1'h1;
+  assign \$1084  = \$1082  & \$1083 ;
+  assign \$1085  = \$1084  & skew3_2_v;
+  assign \$1086  = skew3_2_bank == \port$10910$2 [3];
+  assign \$1087  = \$1085  & \$1086 ;
+  assign \$1088  = w_en & w_transpose;
+  assign \$1089  = \port$10910$2 [2:0] >= 2'h2;
+  assign \$1090  = \$1088  & \$1089 ;
+  assign \$1091  = \$1090  & pe3_0_v;
+  assign \$1092  = pe3_0_bank == \port$10910$2 [3];
+  assign \$1093  = \$1091  & \$1092 ;
+  assign \$1094  = w_en & w_transpose;
+  assign \$1095  = \port$10910$2 [2:0] >= 2'h3;
+  assign \$1096  = \$1094  & \$1095 ;
+  assign \$1097  = \$1096  & pe3_1_v;
+  assign \$1098  = pe3_1_bank == \port$10910$2 [3];
+  assign \$1099  = \$1097  & \$1098 ;
+  assign \$1100  = w_en & w_transpose;
+  assign \$1101  = \port$10910$2 [2:0] >= 3'h4;
+  assign \$1102  = \$1100  & \$1101 ;
+  assign \$1103  = \$1102  & pe3_2_v;
+  assign \$1104  = pe3_2_bank == \port$10910$2 [3];
+  assign \$1105  = \$1103  & \$1104 ;
+  assign \$1106  = w_en & w_transpose;
+  assign \$1107  = \port$10910$2 [2:0] >= 3'h5;
+  assign \$1108  = \$1106  & \$1107 ;
+  assign \$1109  = \$1108  & pe3_3_v;
+  assign \$1110  = pe3_3_bank == \port$10910$2 [3];
+  assign \$1111  = \$1109  & \$1110 ;
+  assign \$1112  = w_en & w_transpose;
+  assign \$1113  = \port$10910$2 [2:0] >= 3'h6;
+  assign \$1114  = \$1112  & \$1113 ;
+  assign \$1115  = \$1114  & pe3_4_v;
+  assign \$1116  = pe3_4_bank == \port$10910$2 [3];
+  assign \$1117  = \$1115  & \$1116 ;
+  assign \$1118  = w_en & w_transpose;
+  assign \$1119  = \port$10910$2 [2:0] >= 3'h7;
+  assign \$1120  = \$1118  & \$1119 ;
+  assign \$1121  = \$1120  & pe3_5_v;
+  assign \$1122  = pe3_5_bank == \port$10910$2 [3];
+  assign \$1123  = \$1121  & \$1122 ;
+  assign \$1124  = ~ w_transpose;
+  assign \$1125  = w_en & \$1124 ;
+  assign \$1126  = \port$10910$2 [2:0] == 3'h4;
+  assign \$1127  = \$1125  & \$1126 ;
+  assign \$1130  = skew4_0_bank == \port$10910$2 [3];
+  assign \$1131  = skew4_0_v & \$1130 ;
+  assign \$1132  = skew4_1_bank == \port$10910$2 [3];
+  assign \$1133  = skew4_1_v & \$1132 ;
+  assign \$1134  = skew4_2_bank == \port$10910$2 [3];
+  assign \$1135  = skew4_2_v & \$1134 ;
+  assign \$1136  = skew4_3_bank == \port$10910$2 [3];
+  assign \$1137  = skew4_3_v & \$1136 ;
+  assign \$1138  = pe4_0_bank == \port$10910$2 [3];
+  assign \$1139  = pe4_0_v & \$1138 ;
+  assign \$1140  = pe4_1_bank == \port$10910$2 [3];
+  assign \$1141  = pe4_1_v & \$1140 ;
+  assign \$1142  = pe4_2_bank == \port$10910$2 [3];
+  assign \$1143  = pe4_2_v & \$1142 ;
+  assign \$1144  = pe4_3_bank == \port$10910$2 [3];
+  assign \$1145  = pe4_3_v & \$1144 ;
+  assign \$1146  = pe4_4_bank == \port$10910$2 [3];
+  assign \$1147  = pe4_4_v & \$1146 ;
+  assign \$1148  = pe4_5_bank == \port$10910$2 [3];
+  assign \$1149  = pe4_5_v & \$1148 ;
+  assign \$1150  = | { \$1149 , \$1147 , \$1145 , \$1143 , \$1141 , \$1139 , \$1137 , \$1135 , \$1133 , \$1131 , \$1129  };
+  assign \$1151  = \$1127  & \$1150 ;
+  assign \$1152  = w_en & w_transpose;
+  assign \$1154  = \$1153  & a_valid;
+  assign \$1157  = w_en & w_transpose;
+  assign \$1159  = \$1158  & skew4_0_v;
+  assign \$1160  = skew4_0_bank == \port$10910$2 [3];
+  assign \$1161  = \$1159  & \$1160 ;
+  assign \$1162  = w_en & w_transpose;
+  assign \$1164  = \$1163  & skew4_1_v;
+  assign \$1165  = skew4_1_bank == \port$10910$2 [3];
+  assign \$1166  = \$1164  & \$1165 ;
+  assign \$1167  = w_en & w_transpose;
+  assign \$1169  = \$1168  & skew4_2_v;
+  assign \$1170  = skew4_2_bank == \port$10910$2 [3];
+  assign \$1171  = \$1169  & \$1170 ;
+  assign \$1172  = w_en & w_transpose;
+  assign \$1173  = \port$10910$2 [2:0] >= 1'h1;
+  assign \$1174  = \$1172  & \$1173 ;
+  assign \$1175  = \$1174  & skew4_3_v;
+  assign \$1176  = skew4_3_bank == \port$10910$2 [3];
+  assign \$1177  = \$1175  & \$1176 ;
+  assign \$1178  = w_en & w_transpose;
+  assign \$1179  = \port$10910$2 [2:0] >= 2'h2;
+  assign \$1180  = \$1178  & \$1179 ;
+  assign \$1181  = \$1180  & pe4_0_v;
+  assign \$1182  = pe4_0_bank == \port$10910$2 [3];
+  assign \$1183  = \$1181  & \$1182 ;
+  assign \$1184  = w_en & w_transpose;
+  assign \$1185  = \port$10910$2 [2:0] >= 2'h3;
+  assign \$1186  = \$1184  & \$1185 ;
+  assign \$1187  = \$1186  & pe4_1_v;
+  assign \$1188  = pe4_1_bank == \port$10910$2 [3];
+  assign \$1189  = \$1187  & \$1188 ;
+  assign \$1190  = w_en & w_transpose;
+  assign \$1191  = \port$10910$2 [2:0] >= 3'h4;
+  assign \$1192  = \$1190  & \$1191 ;
+  assign \$1193  = \$1192  & pe4_2_v;
+  assign \$1194  = pe4_2_bank == \port$10910$2 [3];
+  assign \$1195  = \$1193  & \$1194 ;
+  assign \$1196  = w_en & w_transpose;
+  assign \$1197  = \port$10910$2 [2:0] >= 3'h5;
+  assign \$1198  = \$1196  & \$1197 ;
+  assign \$1199  = \$1198  & pe4_3_v;
+  assign \$1200  = pe4_3_bank == \port$10910$2 [3];
+  assign \$1201  = \$1199  & \$1200 ;
+  assign \$1202  = w_en & w_transpose;
+  assign \$1203  = \port$10910$2 [2:0] >= 3'h6;
+  assign \$1204  = \$1202  & \$1203 ;
+  assign \$1205  = \$1204  & pe4_4_v;
+  assign \$1206  = pe4_4_bank == \port$10910$2 [3];
+  assign \$1207  = \$1205  & \$1206 ;
+  assign \$1208  = w_en & w_transpose;
+  assign \$1209  = \port$10910$2 [2:0] >= 3'h7;
+  assign \$1210  = \$1208  & \$1209 ;
+  assign \$1211  = \$1210  & pe4_5_v;
+  assign \$1212  = pe4_5_bank == \port$10910$2 [3];
+  assign \$1213  = \$1211  & \$1212 ;
+  assign \$1214  = ~ w_transpose;
+  assign \$1215  = w_en & \$1214 ;
+  assign \$1216  = \port$10910$2 [2:0] == 3'h5;
+  assign \$1217  = \$1215  & \$1216 ;
+  assign \$1220  = skew5_0_bank == \port$10910$2 [3];
+  assign \$1221  = skew5_0_v & \$1220 ;
+  assign \$1222  = skew5_1_bank == \port$10910$2 [3];
+  assign \$1223  = skew5_1_v & \$1222 ;
+  assign \$1224  = skew5_2_bank == \port$10910$2 [3];
+  assign \$1225  = skew5_2_v & \$1224 ;
+  assign \$1226  = skew5_3_bank == \port$10910$2 [3];
+  assign \$1227  = skew5_3_v & \$1226 ;
+  assign \$1228  = skew5_4_bank == \port$10910$2 [3];
+  assign \$1229  = skew5_4_v & \$1228 ;
+  assign \$1230  = pe5_0_bank == \port$10910$2 [3];
+  assign \$1231  = pe5_0_v & \$1230 ;
+  assign \$1232  = pe5_1_bank == \port$10910$2 [3];
+  assign \$1233  = pe5_1_v & \$1232 ;
+  assign \$1234  = pe5_2_bank == \port$10910$2 [3];
+  assign \$1235  = pe5_2_v & \$1234 ;
+  assign \$1236  = pe5_3_bank == \port$10910$2 [3];
+  assign \$1237  = pe5_3_v & \$1236 ;
+  assign \$1238  = pe5_4_bank == \port$10910$2 [3];
+  assign \$1239  = pe5_4_v & \$1238 ;
+  assign \$1240  = pe5_5_bank == \port$10910$2 [3];
+  assign \$1241  = pe5_5_v & \$1240 ;
+  assign \$1242  = | { \$1241 , \$1239 , \$1237 , \$1235 , \$1233 , \$1231 , \$1229 , \$1227 , \$1225 , \$1223 , \$1221 , \$1219  };
+  assign \$1243  = \$1217  & \$1242 ;
+  assign \$1244  = w_en & w_transpose;
+  assign \$1246  = \$1245  & a_valid;
+  assign \$1249  = w_en & w_transpose;
+  assign \$1251  = \$1250  & skew5_0_v;
+  assign \$1252  = skew5_0_bank == \port$10910$2 [3];
+  assign \$1253  = \$1251  & \$1252 ;
+  assign \$1254  = w_en & w_transpose;
+  assign \$1256  = \$1255  & skew5_1_v;
+  assign \$1257  = skew5_1_bank == \port$10910$2 [3];
+  assign \$1258  = \$1256  & \$1257 ;
+  assign \$1259  = w_en & w_transpose;
+  assign \$1261  = \$1260  & skew5_2_v;
+  assign \$1262  = skew5_2_bank == \port$10910$2 [3];
+  assign \$1263  = \$1261  & \$1262 ;
+  assign \$1264  = w_en & w_transpose;
+  assign \$1266  = \$1265  & skew5_3_v;
+  assign \$1267  = skew5_3_bank == \port$10910$2 [3];
+  assign \$1268  = \$1266  & \$1267 ;
+  assign \$1269  = w_en & w_transpose;
+  assign \$1270  = \port$10910$2 [2:0] >= 1'h1;
+  assign \$1271  = \$1269  & \$1270 ;
+  assign \$1272  = \$1271  & skew5_4_v;
+  assign \$1273  = skew5_4_bank == \port$10910$2 [3];
+  assign \$1274  = \$1272  & \$1273 ;
+  assign \$1275  = w_en & w_transpose;
+  assign \$1276  = \port$10910$2 [2:0] >= 2'h2;
+  assign \$1277  = \$1275  & \$1276 ;
+  assign \$1278  = \$1277  & pe5_0_v;
+  assign \$1279  = pe5_0_bank == \port$10910$2 [3];
+  assign \$1280  = \$1278  & \$1279 ;
+  assign \$1281  = w_en & w_transpose;
+  assign \$1282  = \port$10910$2 [2:0] >= 2'h3;
+  assign \$1283  = \$1281  & \$1282 ;
+  assign \$1284  = \$1283  & pe5_1_v;
+  assign \$1285  = pe5_1_bank == \port$10910$2 [3];
+  assign \$1286  = \$1284  & \$1285 ;
+  assign \$1287  = w_en & w_transpose;
+  assign \$1288  = \port$10910$2 [2:0] >= 3'h4;
+  assign \$1289  = \$1287  & \$1288 ;
+  assign \$1290  = \$1289  & pe5_2_v;
+  assign \$1291  = pe5_2_bank == \port$10910$2 [3];
+  assign \$1292  = \$1290  & \$1291 ;
+  assign \$1293  = w_en & w_transpose;
+  assign \$1294  = \port$10910$2 [2:0] >= 3'h5;
+  assign \$1295  = \$1293  & \$1294 ;
+  assign \$1296  = \$1295  & pe5_3_v;
+  assign \$1297  = pe5_3_bank == \port$10910$2 [3];
+  assign \$1298  = \$1296  & \$1297 ;
+  assign \$1299  = w_en & w_transpose;
+  assign \$1300  = \port$10910$2 [2:0] >= 3'h6;
+  assign \$1301  = \$1299  & \$1300 ;
+  assign \$1302  = \$1301  & pe5_4_v;
+  assign \$1303  = pe5_4_bank == \port$10910$2 [3];
+  assign \$1304  = \$1302  & \$1303 ;
+  assign \$1305  = w_en & w_transpose;
+  assign \$1306  = \port$10910$2 [2:0] >= 3'h7;
+  assign \$1307  = \$1305  & \$1306 ;
+  assign \$1308  = \$1307  & pe5_5_v;
+  assign \$1309  = pe5_5_bank == \port$10910$2 [3];
+  assign \$1310  = \$1308  & \$1309 ;
+  assign \$1311  = ~ w_transpose;
+  assign \$1312  = w_en & \$1311 ;
+  assign \$1313  = \port$10910$2 [2:0] == 3'h6;
+  assign \$1314  = \$1312  & \$1313 ;
+  assign \$1317  = skew6_0_bank == \port$10910$2 [3];
+  assign \$1318  = skew6_0_v & \$1317 ;
+  assign \$1319  = skew6_1_bank == \port$10910$2 [3];
+  assign \$1320  = skew6_1_v & \$1319 ;
+  assign \$1321  = skew6_2_bank == \port$10910$2 [3];
+  assign \$1322  = skew6_2_v & \$1321 ;
+  assign \$1323  = skew6_3_bank == \port$10910$2 [3];
+  assign \$1324  = skew6_3_v & \$1323 ;
+  assign \$1325  = skew6_4_bank == \port$10910$2 [3];
+  assign \$1326  = skew6_4_v & \$1325 ;
+  assign \$1327  = skew6_5_bank == \port$10910$2 [3];
+  assign \$1328  = skew6_5_v & \$1327 ;
+  assign \$1329  = pe6_0_bank == \port$10910$2 [3];
+  assign \$1330  = pe6_0_v & \$1329 ;
+  assign \$1331  = pe6_1_bank == \port$10910$2 [3];
+  assign \$1332  = pe6_1_v & \$1331 ;
+  assign \$1333  = pe6_2_bank == \port$10910$2 [3];
+  assign \$1334  = pe6_2_v & \$1333 ;
+  assign \$1335  = pe6_3_bank == \port$10910$2 [3];
+  assign \$1336  = pe6_3_v & \$1335 ;
+  assign \$1337  = pe6_4_bank == \port$10910$2 [3];
+  assign \$1338  = pe6_4_v & \$1337 ;
+  assign \$1339  = pe6_5_bank == \port$10910$2 [3];
+  assign \$1340  = pe6_5_v & \$1339 ;
+  assign \$1341  = | { \$1340 , \$1338 , \$1336 , \$1334 , \$1332 , \$1330 , \$1328 , \$1326 , \$1324 , \$1322 , \$1320 , \$1318 , \$1316  };
+  assign \$1342  = \$1314  & \$1341 ;
+  assign \$1343  = w_en & w_transpose;
+  assign \$1345  = \$1344  & a_valid;
+  assign \$1348  = w_en & w_transpose;
+  assign \$1350  = \$1349  & skew6_0_v;
+  assign \$1351  = skew6_0_bank == \port$10910$2 [3];
+  assign \$1352  = \$1350  & \$1351 ;
+  assign \$1353  = w_en & w_transpose;
+  assign \$1355  = \$1354  & skew6_1_v;
+  assign \$1356  = skew6_1_bank == \port$10910$2 [3];
+  assign \$1357  = \$1355  & \$1356 ;
+  assign \$1358  = w_en & w_transpose;
+  assign \$1360  = \$1359  & skew6_2_v;
+  assign \$1361  = skew6_2_bank == \port$10910$2 [3];
+  assign \$1362  = \$1360  & \$1361 ;
+  assign \$1363  = w_en & w_transpose;
+  assign \$1365  = \$1364  & skew6_3_v;
+  assign \$1366  = skew6_3_bank == \port$10910$2 [3];
+  assign \$1367  = \$1365  & \$1366 ;
+  assign \$1368  = w_en & w_transpose;
+  assign \$1370  = \$1369  & skew6_4_v;
+  assign \$1371  = skew6_4_bank == \port$10910$2 [3];
+  assign \$1372  = \$1370  & \$1371 ;
+  assign \$1373  = w_en & w_transpose;
+  assign \$1374  = \port$10910$2 [2:0] >= 1'h1;
+  assign \$1375  = \$1373  & \$1374 ;
+  assign \$1376  = \$1375  & skew6_5_v;
+  assign \$1377  = skew6_5_bank == \port$10910$2 [3];
+  assign \$1378  = \$1376  & \$1377 ;
+  assign \$1379  = w_en & w_transpose;
+  assign \$1380  = \port$10910$2 [2:0] >= 2'h2;
+  assign \$1381  = \$1379  & \$1380 ;
+  assign \$1382  = \$1381  & pe6_0_v;
+  assign \$1383  = pe6_0_bank == \port$10910$2 [3];
+  assign \$1384  = \$1382  & \$1383 ;
+  assign \$1385  = w_en & w_transpose;
+  assign \$1386  = \port$10910$2 [2:0] >= 2'h3;
+  assign \$1387  = \$1385  & \$1386 ;
+  assign \$1388  = \$1387  & pe6_1_v;
+  assign \$1389  = pe6_1_bank == \port$10910$2 [3];
+  assign \$1390  = \$1388  & \$1389 ;
+  assign \$1391  = w_en & w_transpose;
+  assign \$1392  = \port$10910$2 [2:0] >= 3'h4;
+  assign \$1393  = \$1391  & \$1392 ;
+  assign \$1394  = \$1393  & pe6_2_v;
+  assign \$1395  = pe6_2_bank == \port$10910$2 [3];
+  assign \$1396  = \$1394  & \$1395 ;
+  assign \$1397  = w_en & w_transpose;
+  assign \$1398  = \port$10910$2 [2:0] >= 3'h5;
+  assign \$1399  = \$1397  & \$1398 ;
+  assign \$1400  = \$1399  & pe6_3_v;
+  assign \$1401  = pe6_3_bank == \port$10910$2 [3];
+  assign \$1402  = \$1400  & \$1401 ;
+  assign \$1403  = w_en & w_transpose;
+  assign \$1404  = \port$10910$2 [2:0] >= 3'h6;
+  assign \$1405  = \$1403  & \$1404 ;
+  assign \$1406  = \$1405  & pe6_4_v;
+  assign \$1407  = pe6_4_bank == \port$10910$2 [3];
+  assign \$1408  = \$1406  & \$1407 ;
+  assign \$1409  = w_en & w_transpose;
+  assign \$1410  = \port$10910$2 [2:0] >= 3'h7;
+  assign \$1411  = \$1409  & \$1410 ;
+  assign \$1412  = \$1411  & pe6_5_v;
+  assign \$1413  = pe6_5_bank == \port$10910$2 [3];
+  assign \$1414  = \$1412  & \$1413 ;
+  assign \$1415  = ~ w_transpose;
+  assign \$1416  = w_en & \$1415 ;
+  assign \$1417  = \port$10910$2 [2:0] == 3'h7;
+  assign \$1418  = \$1416  & \$1417 ;
+  assign \$1421  = skew7_0_bank == \port$10910$2 [3];
+  assign \$1422  = skew7_0_v & \$1421 ;
+  assign \$1423  = skew7_1_bank == \port$10910$2 [3];
+  assign \$1424  = skew7_1_v & \$1423 ;
+  assign \$1425  = skew7_2_bank == \port$10910$2 [3];
+  assign \$1426  = skew7_2_v & \$1425 ;
+  assign \$1427  = skew7_3_bank == \port$10910$2 [3];
+  assign \$1428  = skew7_3_v & \$1427 ;
+  assign \$1429  = skew7_4_bank == \port$10910$2 [3];
+  assign \$1430  = skew7_4_v & \$1429 ;
+  assign \$1431  = skew7_5_bank == \port$10910$2 [3];
+  assign \$1432  = skew7_5_v & \$1431 ;
+  assign \$1433  = skew7_6_bank == \port$10910$2 [3];
+  assign \$1434  = skew7_6_v & \$1433 ;
+  assign \$1435  = pe7_0_bank == \port$10910$2 [3];
+  assign \$1436  = pe7_0_v & \$1435 ;
+  assign \$1437  = pe7_1_bank == \port$10910$2 [3];
+  assign \$1438  = pe7_1_v & \$1437 ;
+  assign \$1439  = pe7_2_bank == \port$10910$2 [3];
+  assign \$1440  = pe7_2_v & \$1439 ;
+  assign \$1441  = pe7_3_bank == \port$10910$2 [3];
+  assign \$1442  = pe7_3_v & \$1441 ;
+  assign \$1443  = pe7_4_bank == \port$10910$2 [3];
+  assign \$1444  = pe7_4_v & \$1443 ;
+  assign \$1445  = pe7_5_bank == \port$10910$2 [3];
+  assign \$1446  = pe7_5_v & \$1445 ;
+  assign \$1447  = | { \$1446 , \$1444 , \$1442 , \$1440 , \$1438 , \$1436 , \$1434 , \$1432 , \$1430 , \$1428 , \$1426 , \$1424 , \$1422 , \$1420  };
+  assign \$1448  = \$1418  & \$1447 ;
+  assign \$1449  = w_en & w_transpose;
+  assign \$1451  = \$1450  & a_valid;
+  assign \$1454  = w_en & w_transpose;
+  assign \$1456  = \$1455  & skew7_0_v;
+  assign \$1457  = skew7_0_bank == \port$10910$2 [3];
+  assign \$1458  = \$1456  & \$1457 ;
+  assign \$1459  = w_en & w_transpose;
+  assign \$1461  = \$1460  & skew7_1_v;
+  assign \$1462  = skew7_1_bank == \port$10910$2 [3];
+  assign \$1463  = \$1461  & \$1462 ;
+  assign \$1464  = w_en & w_transpose;
+  assign \$1466  = \$1465  & skew7_2_v;
+  assign \$1467  = skew7_2_bank == \port$10910$2 [3];
+  assign \$1468  = \$1466  & \$1467 ;
+  assign \$1469  = w_en & w_transpose;
+  assign \$1471  = \$1470  & skew7_3_v;
+  assign \$1472  = skew7_3_bank == \port$10910$2 [3];
+  assign \$1473  = \$1471  & \$1472 ;
+  assign \$1474  = w_en & w_transpose;
+  assign \$1476  = \$1475  & skew7_4_v;
+  assign \$1477  = skew7_4_bank == \port$10910$2 [3];
+  assign \$1478  = \$1476  & \$1477 ;
+  assign \$1479  = w_en & w_transpose;
+  assign \$1481  = \$1480  & skew7_5_v;
+  assign \$1482  = skew7_5_bank == \port$10910$2 [3];
+  assign \$1483  = \$1481  & \$1482 ;
+  assign \$1484  = w_en & w_transpose;
+  assign \$1485  = \port$10910$2 [2:0] >= 1'h1;
+  assign \$1486  = \$1484  & \$1485 ;
+  assign \$1487  = \$1486  & skew7_6_v;
+  assign \$1488  = skew7_6_bank == \port$10910$2 [3];
+  assign \$1489  = \$1487  & \$1488 ;
+  assign \$1490  = w_en & w_transpose;
+  assign \$1491  = \port$10910$2 [2:0] >= 2'h2;
+  assign \$1492  = \$1490  & \$1491 ;
+  assign \$1493  = \$1492  & pe7_0_v;
+  assign \$1494  = pe7_0_bank == \port$10910$2 [3];
+  assign \$1495  = \$1493  & \$1494 ;
+  assign \$1496  = w_en & w_transpose;
+  assign \$1497  = \port$10910$2 [2:0] >= 2'h3;
+  assign \$1498  = \$1496  & \$1497 ;
+  assign \$1499  = \$1498  & pe7_1_v;
+  assign \$1500  = pe7_1_bank == \port$10910$2 [3];
+  assign \$1501  = \$1499  & \$1500 ;
+  assign \$1502  = w_en & w_transpose;
+  assign \$1503  = \port$10910$2 [2:0] >= 3'h4;
+  assign \$1504  = \$1502  & \$1503 ;
+  assign \$1505  = \$1504  & pe7_2_v;
+  assign \$1506  = pe7_2_bank == \port$10910$2 [3];
+  assign \$1507  = \$1505  & \$1506 ;
+  assign \$1508  = w_en & w_transpose;
+  assign \$1509  = \port$10910$2 [2:0] >= 3'h5;
+  assign \$1510  = \$1508  & \$1509 ;
+  assign \$1511  = \$1510  & pe7_3_v;
+  assign \$1512  = pe7_3_bank == \port$10910$2 [3];
+  assign \$1513  = \$1511  & \$1512 ;
+  assign \$1514  = w_en & w_transpose;
+  assign \$1515  = \port$10910$2 [2:0] >= 3'h6;
+  assign \$1516  = \$1514  & \$1515 ;
+  assign \$1517  = \$1516  & pe7_4_v;
+  assign \$1518  = pe7_4_bank == \port$10910$2 [3];
+  assign \$1519  = \$1517  & \$1518 ;
+  assign \$1520  = w_en & w_transpose;
+  assign \$1521  = \port$10910$2 [2:0] >= 3'h7;
+  assign \$1522  = \$1520  & \$1521 ;
+  assign \$1523  = \$1522  & pe7_5_v;
+  assign \$1524  = pe7_5_bank == \port$10910$2 [3];
+  assign \$1525  = \$1523  & \$1524 ;
+  assign w_conflict = | { \$1525 , \$1519 , \$1513 , \$1507 , \$1501 , \$1495 , \$1489 , \$1483 , \$1478 , \$1473 , \$1468 , \$1463 , \$1458 , \$1453 , \$1448 , \$1414 , \$1408 , \$1402 , \$1396 , \$1390 , \$1384 , \$1378 , \$1372 , \$1367 , \$1362 , \$1357 , \$1352 , \$1347 , \$1342 , \$1310 , \$1304 , \$1298 , \$1292 , \$1286 , \$1280 , \$1274 , \$1268 , \$1263 , \$1258 , \$1253 , \$1248 , \$1243 , \$1213 , \$1207 , \$1201 , \$1195 , \$1189 , \$1183 , \$1177 , \$1171 , \$1166 , \$1161 , \$1156 , \$1151 , \$1123 , \$1117 , \$1111 , \$1105 , \$1099 , \$1093 , \$1087 , \$1081 , \$1076 , \$1071 , \$1066 , \$1040 , \$1034 , \$1028 , \$1022 , \$1016 , \$1010 , \$1004 , \$998 , \$993 , \$988 , \$964 , \$958 , \$952 , \$946 , \$940 , \$934 , \$928 , \$922 , \$917 , \$895 , \$889 , \$883 , \$877 , \$871 , \$865 , \$859 , \$853  };
   always @(posedge clk)
-    pe0_0_w1 <= \$522 ;
+    pe0_0_w1 <= \$1526 ;
   always @(posedge clk)
-    pe0_0_w0 <= \$523 ;
+    pe0_0_w0 <= \$1527 ;
   always @(posedge clk)
-    pe0_0_psum <= { \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5 [15], \$5  };
+    pe0_0_psum <= { \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13 [15], \$13  };
   always @(posedge clk)
-    pe0_0_a <= \$6 ;
+    pe0_0_a <= \$14 ;
   always @(posedge clk)
-    pe0_0_v <= \$524 ;
+    pe0_0_v <= \$1528 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$9873$2 [3];
+    pe0_0_bank <= \port$10910$2 [3];
   always @(posedge clk)
-    pe0_1_w1 <= \$525 ;
+    pe0_1_w1 <= \$1529 ;
   always @(posedge clk)
-    pe0_1_w0 <= \$526 ;
+    pe0_1_w0 <= \$1530 ;
   always @(posedge clk)
-    pe0_1_psum <= { \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10 [15], \$10  };
+    pe0_1_psum <= { \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26  };
   always @(posedge clk)
     pe0_1_a <= pe0_0_a;
   always @(posedge clk)
-    pe0_1_v <= \$527 ;
+    pe0_1_v <= \$1531 ;
   always @(posedge clk)
     pe0_1_bank <= pe0_0_bank;
   always @(posedge clk)
-    pe0_2_w1 <= \$528 ;
+    pe0_2_w1 <= \$1532 ;
   always @(posedge clk)
-    pe0_2_w0 <= \$529 ;
+    pe0_2_w0 <= \$1533 ;
   always @(posedge clk)
-    pe0_2_psum <= { \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14 [15], \$14  };
+    pe0_2_psum <= { \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38 [15], \$38  };
   always @(posedge clk)
     pe0_2_a <= pe0_1_a;
   always @(posedge clk)
-    pe0_2_v <= \$530 ;
+    pe0_2_v <= \$1534 ;
   always @(posedge clk)
     pe0_2_bank <= pe0_1_bank;
   always @(posedge clk)
-    pe0_3_w1 <= \$531 ;
+    pe0_3_w1 <= \$1535 ;
   always @(posedge clk)
-    pe0_3_w0 <= \$532 ;
+    pe0_3_w0 <= \$1536 ;
   always @(posedge clk)
-    pe0_3_psum <= { \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18 [15], \$18  };
+    pe0_3_psum <= { \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50 [15], \$50  };
   always @(posedge clk)
     pe0_3_a <= pe0_2_a;
   always @(posedge clk)
-    pe0_3_v <= \$533 ;
+    pe0_3_v <= \$1537 ;
   always @(posedge clk)
     pe0_3_bank <= pe0_2_bank;
   always @(posedge clk)
-    pe0_4_w1 <= \$534 ;
+    pe0_4_w1 <= \$1538 ;
   always @(posedge clk)
-    pe0_4_w0 <= \$535 ;
+    pe0_4_w0 <= \$1539 ;
   always @(posedge clk)
-    pe0_4_psum <= { \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22 [15], \$22  };
+    pe0_4_psum <= { \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62 [15], \$62  };
   always @(posedge clk)
     pe0_4_a <= pe0_3_a;
   always @(posedge clk)
-    pe0_4_v <= \$536 ;
+    pe0_4_v <= \$1540 ;
   always @(posedge clk)
     pe0_4_bank <= pe0_3_bank;
   always @(posedge clk)
-    pe0_5_w1 <= \$537 ;
+    pe0_5_w1 <= \$1541 ;
   always @(posedge clk)
-    pe0_5_w0 <= \$538 ;
+    pe0_5_w0 <= \$1542 ;
   always @(posedge clk)
-    pe0_5_psum <= { \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26 [15], \$26  };
+    pe0_5_psum <= { \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74 [15], \$74  };
   always @(posedge clk)
     pe0_5_a <= pe0_4_a;
   always @(posedge clk)
-    pe0_5_v <= \$539 ;
+    pe0_5_v <= \$1543 ;
   always @(posedge clk)
     pe0_5_bank <= pe0_4_bank;
   always @(posedge clk)
-    pe0_6_w1 <= \$540 ;
+    pe0_6_w1 <= \$1544 ;
   always @(posedge clk)
-    pe0_6_w0 <= \$541 ;
+    pe0_6_w0 <= \$1545 ;
   always @(posedge clk)
-    pe0_6_psum <= { \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30 [15], \$30  };
+    pe0_6_psum <= { \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86 [15], \$86  };
   always @(posedge clk)
     pe0_6_a <= pe0_5_a;
   always @(posedge clk)
-    pe0_6_v <= \$542 ;
+    pe0_6_v <= \$1546 ;
   always @(posedge clk)
     pe0_6_bank <= pe0_5_bank;
   always @(posedge clk)
-    pe0_7_w1 <= \$543 ;
+    pe0_7_w1 <= \$1547 ;
   always @(posedge clk)
-    pe0_7_w0 <= \$544 ;
+    pe0_7_w0 <= \$1548 ;
   always @(posedge clk)
-    pe0_7_psum <= { \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34 [15], \$34  };
+    pe0_7_psum <= { \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98 [15], \$98  };
   always @(posedge clk)
-    skew1_0_a <= \$35 ;
+    skew1_0_a <= \$99 ;
   always @(posedge clk)
-    skew1_0_v <= \$545 ;
+    skew1_0_v <= \$1549 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$9873$2 [3];
+    skew1_0_bank <= \port$10910$2 [3];
   always @(posedge clk)
-    pe1_0_w1 <= \$546 ;
+    pe1_0_w1 <= \$1550 ;
   always @(posedge clk)
-    pe1_0_w0 <= \$547 ;
+    pe1_0_w0 <= \$1551 ;
   always @(posedge clk)
-    pe1_0_psum <= \$40 [31:0];
+    pe1_0_psum <= \$112 [31:0];
   always @(posedge clk)
     pe1_0_a <= skew1_0_a;
   always @(posedge clk)
-    pe1_0_v <= \$548 ;
+    pe1_0_v <= \$1552 ;
   always @(posedge clk)
     pe1_0_bank <= skew1_0_bank;
   always @(posedge clk)
-    pe1_1_w1 <= \$549 ;
+    pe1_1_w1 <= \$1553 ;
   always @(posedge clk)
-    pe1_1_w0 <= \$550 ;
+    pe1_1_w0 <= \$1554 ;
   always @(posedge clk)
-    pe1_1_psum <= \$45 [31:0];
+    pe1_1_psum <= \$125 [31:0];
   always @(posedge clk)
     pe1_1_a <= pe1_0_a;
   always @(posedge clk)
-    pe1_1_v <= \$551 ;
+    pe1_1_v <= \$1555 ;
   always @(posedge clk)
     pe1_1_bank <= pe1_0_bank;
   always @(posedge clk)
-    pe1_2_w1 <= \$552 ;
+    pe1_2_w1 <= \$1556 ;
   always @(posedge clk)
-    pe1_2_w0 <= \$553 ;
+    pe1_2_w0 <= \$1557 ;
   always @(posedge clk)
-    pe1_2_psum <= \$50 [31:0];
+    pe1_2_psum <= \$138 [31:0];
   always @(posedge clk)
     pe1_2_a <= pe1_1_a;
   always @(posedge clk)
-    pe1_2_v <= \$554 ;
+    pe1_2_v <= \$1558 ;
   always @(posedge clk)
     pe1_2_bank <= pe1_1_bank;
   always @(posedge clk)
-    pe1_3_w1 <= \$555 ;
+    pe1_3_w1 <= \$1559 ;
   always @(posedge clk)
-    pe1_3_w0 <= \$556 ;
+    pe1_3_w0 <= \$1560 ;
   always @(posedge clk)
-    pe1_3_psum <= \$55 [31:0];
+    pe1_3_psum <= \$151 [31:0];
   always @(posedge clk)
     pe1_3_a <= pe1_2_a;
   always @(posedge clk)
-    pe1_3_v <= \$557 ;
+    pe1_3_v <= \$1561 ;
   always @(posedge clk)
     pe1_3_bank <= pe1_2_bank;
   always @(posedge clk)
-    pe1_4_w1 <= \$558 ;
+    pe1_4_w1 <= \$1562 ;
   always @(posedge clk)
-    pe1_4_w0 <= \$559 ;
+    pe1_4_w0 <= \$1563 ;
   always @(posedge clk)
-    pe1_4_psum <= \$60 [31:0];
+    pe1_4_psum <= \$164 [31:0];
   always @(posedge clk)
     pe1_4_a <= pe1_3_a;
   always @(posedge clk)
-    pe1_4_v <= \$560 ;
+    pe1_4_v <= \$1564 ;
   always @(posedge clk)
     pe1_4_bank <= pe1_3_bank;
   always @(posedge clk)
-    pe1_5_w1 <= \$561 ;
+    pe1_5_w1 <= \$1565 ;
   always @(posedge clk)
-    pe1_5_w0 <= \$562 ;
+    pe1_5_w0 <= \$1566 ;
   always @(posedge clk)
-    pe1_5_psum <= \$65 [31:0];
+    pe1_5_psum <= \$177 [31:0];
   always @(posedge clk)
     pe1_5_a <= pe1_4_a;
   always @(posedge clk)
-    pe1_5_v <= \$563 ;
+    pe1_5_v <= \$1567 ;
   always @(posedge clk)
     pe1_5_bank <= pe1_4_bank;
   always @(posedge clk)
-    pe1_6_w1 <= \$564 ;
+    pe1_6_w1 <= \$1568 ;
   always @(posedge clk)
-    pe1_6_w0 <= \$565 ;
+    pe1_6_w0 <= \$1569 ;
   always @(posedge clk)
-    pe1_6_psum <= \$70 [31:0];
+    pe1_6_psum <= \$190 [31:0];
   always @(posedge clk)
     pe1_6_a <= pe1_5_a;
   always @(posedge clk)
-    pe1_6_v <= \$566 ;
+    pe1_6_v <= \$1570 ;
   always @(posedge clk)
     pe1_6_bank <= pe1_5_bank;
   always @(posedge clk)
-    pe1_7_w1 <= \$567 ;
+    pe1_7_w1 <= \$1571 ;
   always @(posedge clk)
-    pe1_7_w0 <= \$568 ;
+    pe1_7_w0 <= \$1572 ;
   always @(posedge clk)
-    pe1_7_psum <= \$75 [31:0];
+    pe1_7_psum <= \$203 [31:0];
   always @(posedge clk)
-    skew2_0_a <= \$76 ;
+    skew2_0_a <= \$204 ;
   always @(posedge clk)
-    skew2_0_v <= \$569 ;
+    skew2_0_v <= \$1573 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$9873$2 [3];
+    skew2_0_bank <= \port$10910$2 [3];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
-    skew2_1_v <= \$570 ;
+    skew2_1_v <= \$1574 ;
   always @(posedge clk)
     skew2_1_bank <= skew2_0_bank;
   always @(posedge clk)
-    pe2_0_w1 <= \$571 ;
+    pe2_0_w1 <= \$1575 ;
   always @(posedge clk)
-    pe2_0_w0 <= \$572 ;
+    pe2_0_w0 <= \$1576 ;
   always @(posedge clk)
-    pe2_0_psum <= \$81 [31:0];
+    pe2_0_psum <= \$217 [31:0];
   always @(posedge clk)
     pe2_0_a <= skew2_1_a;
   always @(posedge clk)
-    pe2_0_v <= \$573 ;
+    pe2_0_v <= \$1577 ;
   always @(posedge clk)
     pe2_0_bank <= skew2_1_bank;
   always @(posedge clk)
-    pe2_1_w1 <= \$574 ;
+    pe2_1_w1 <= \$1578 ;
   always @(posedge clk)
-    pe2_1_w0 <= \$575 ;
+    pe2_1_w0 <= \$1579 ;
   always @(posedge clk)
-    pe2_1_psum <= \$86 [31:0];
+    pe2_1_psum <= \$230 [31:0];
   always @(posedge clk)
     pe2_1_a <= pe2_0_a;
   always @(posedge clk)
-    pe2_1_v <= \$576 ;
+    pe2_1_v <= \$1580 ;
   always @(posedge clk)
     pe2_1_bank <= pe2_0_bank;
   always @(posedge clk)
-    pe2_2_w1 <= \$577 ;
+    pe2_2_w1 <= \$1581 ;
   always @(posedge clk)
-    pe2_2_w0 <= \$578 ;
+    pe2_2_w0 <= \$1582 ;
   always @(posedge clk)
-    pe2_2_psum <= \$91 [31:0];
+    pe2_2_psum <= \$243 [31:0];
   always @(posedge clk)
     pe2_2_a <= pe2_1_a;
   always @(posedge clk)
-    pe2_2_v <= \$579 ;
+    pe2_2_v <= \$1583 ;
   always @(posedge clk)
     pe2_2_bank <= pe2_1_bank;
   always @(posedge clk)
-    pe2_3_w1 <= \$580 ;
+    pe2_3_w1 <= \$1584 ;
   always @(posedge clk)
-    pe2_3_w0 <= \$581 ;
+    pe2_3_w0 <= \$1585 ;
   always @(posedge clk)
-    pe2_3_psum <= \$96 [31:0];
+    pe2_3_psum <= \$256 [31:0];
   always @(posedge clk)
     pe2_3_a <= pe2_2_a;
   always @(posedge clk)
-    pe2_3_v <= \$582 ;
+    pe2_3_v <= \$1586 ;
   always @(posedge clk)
     pe2_3_bank <= pe2_2_bank;
   always @(posedge clk)
-    pe2_4_w1 <= \$583 ;
+    pe2_4_w1 <= \$1587 ;
   always @(posedge clk)
-    pe2_4_w0 <= \$584 ;
+    pe2_4_w0 <= \$1588 ;
   always @(posedge clk)
-    pe2_4_psum <= \$101 [31:0];
+    pe2_4_psum <= \$269 [31:0];
   always @(posedge clk)
     pe2_4_a <= pe2_3_a;
   always @(posedge clk)
-    pe2_4_v <= \$585 ;
+    pe2_4_v <= \$1589 ;
   always @(posedge clk)
     pe2_4_bank <= pe2_3_bank;
   always @(posedge clk)
-    pe2_5_w1 <= \$586 ;
+    pe2_5_w1 <= \$1590 ;
   always @(posedge clk)
-    pe2_5_w0 <= \$587 ;
+    pe2_5_w0 <= \$1591 ;
   always @(posedge clk)
-    pe2_5_psum <= \$106 [31:0];
+    pe2_5_psum <= \$282 [31:0];
   always @(posedge clk)
     pe2_5_a <= pe2_4_a;
   always @(posedge clk)
-    pe2_5_v <= \$588 ;
+    pe2_5_v <= \$1592 ;
   always @(posedge clk)
     pe2_5_bank <= pe2_4_bank;
   always @(posedge clk)
-    pe2_6_w1 <= \$589 ;
+    pe2_6_w1 <= \$1593 ;
   always @(posedge clk)
-    pe2_6_w0 <= \$590 ;
+    pe2_6_w0 <= \$1594 ;
   always @(posedge clk)
-    pe2_6_psum <= \$111 [31:0];
+    pe2_6_psum <= \$295 [31:0];
   always @(posedge clk)
     pe2_6_a <= pe2_5_a;
   always @(posedge clk)
-    pe2_6_v <= \$591 ;
+    pe2_6_v <= \$1595 ;
   always @(posedge clk)
     pe2_6_bank <= pe2_5_bank;
   always @(posedge clk)
-    pe2_7_w1 <= \$592 ;
+    pe2_7_w1 <= \$1596 ;
   always @(posedge clk)
-    pe2_7_w0 <= \$593 ;
+    pe2_7_w0 <= \$1597 ;
   always @(posedge clk)
-    pe2_7_psum <= \$116 [31:0];
+    pe2_7_psum <= \$308 [31:0];
   always @(posedge clk)
-    skew3_0_a <= \$117 ;
+    skew3_0_a <= \$309 ;
   always @(posedge clk)
-    skew3_0_v <= \$594 ;
+    skew3_0_v <= \$1598 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$9873$2 [3];
+    skew3_0_bank <= \port$10910$2 [3];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
-    skew3_1_v <= \$595 ;
+    skew3_1_v <= \$1599 ;
   always @(posedge clk)
     skew3_1_bank <= skew3_0_bank;
   always @(posedge clk)
     skew3_2_a <= skew3_1_a;
   always @(posedge clk)
-    skew3_2_v <= \$596 ;
+    skew3_2_v <= \$1600 ;
   always @(posedge clk)
     skew3_2_bank <= skew3_1_bank;
   always @(posedge clk)
-    pe3_0_w1 <= \$597 ;
+    pe3_0_w1 <= \$1601 ;
   always @(posedge clk)
-    pe3_0_w0 <= \$598 ;
+    pe3_0_w0 <= \$1602 ;
   always @(posedge clk)
-    pe3_0_psum <= \$122 [31:0];
+    pe3_0_psum <= \$322 [31:0];
   always @(posedge clk)
     pe3_0_a <= skew3_2_a;
   always @(posedge clk)
-    pe3_0_v <= \$599 ;
+    pe3_0_v <= \$1603 ;
   always @(posedge clk)
     pe3_0_bank <= skew3_2_bank;
   always @(posedge clk)
-    pe3_1_w1 <= \$600 ;
+    pe3_1_w1 <= \$1604 ;
   always @(posedge clk)
-    pe3_1_w0 <= \$601 ;
+    pe3_1_w0 <= \$1605 ;
   always @(posedge clk)
-    pe3_1_psum <= \$127 [31:0];
+    pe3_1_psum <= \$335 [31:0];
   always @(posedge clk)
     pe3_1_a <= pe3_0_a;
   always @(posedge clk)
-    pe3_1_v <= \$602 ;
+    pe3_1_v <= \$1606 ;
   always @(posedge clk)
     pe3_1_bank <= pe3_0_bank;
   always @(posedge clk)
-    pe3_2_w1 <= \$603 ;
+    pe3_2_w1 <= \$1607 ;
   always @(posedge clk)
-    pe3_2_w0 <= \$604 ;
+    pe3_2_w0 <= \$1608 ;
   always @(posedge clk)
-    pe3_2_psum <= \$132 [31:0];
+    pe3_2_psum <= \$348 [31:0];
   always @(posedge clk)
     pe3_2_a <= pe3_1_a;
   always @(posedge clk)
-    pe3_2_v <= \$605 ;
+    pe3_2_v <= \$1609 ;
   always @(posedge clk)
     pe3_2_bank <= pe3_1_bank;
   always @(posedge clk)
-    pe3_3_w1 <= \$606 ;
+    pe3_3_w1 <= \$1610 ;
   always @(posedge clk)
-    pe3_3_w0 <= \$607 ;
+    pe3_3_w0 <= \$1611 ;
   always @(posedge clk)
-    pe3_3_psum <= \$137 [31:0];
+    pe3_3_psum <= \$361 [31:0];
   always @(posedge clk)
     pe3_3_a <= pe3_2_a;
   always @(posedge clk)
-    pe3_3_v <= \$608 ;
+    pe3_3_v <= \$1612 ;
   always @(posedge clk)
     pe3_3_bank <= pe3_2_bank;
   always @(posedge clk)
-    pe3_4_w1 <= \$609 ;
+    pe3_4_w1 <= \$1613 ;
   always @(posedge clk)
-    pe3_4_w0 <= \$610 ;
+    pe3_4_w0 <= \$1614 ;
   always @(posedge clk)
-    pe3_4_psum <= \$142 [31:0];
+    pe3_4_psum <= \$374 [31:0];
   always @(posedge clk)
     pe3_4_a <= pe3_3_a;
   always @(posedge clk)
-    pe3_4_v <= \$611 ;
+    pe3_4_v <= \$1615 ;
   always @(posedge clk)
     pe3_4_bank <= pe3_3_bank;
   always @(posedge clk)
-    pe3_5_w1 <= \$612 ;
+    pe3_5_w1 <= \$1616 ;
   always @(posedge clk)
-    pe3_5_w0 <= \$613 ;
+    pe3_5_w0 <= \$1617 ;
   always @(posedge clk)
-    pe3_5_psum <= \$147 [31:0];
+    pe3_5_psum <= \$387 [31:0];
   always @(posedge clk)
     pe3_5_a <= pe3_4_a;
   always @(posedge clk)
-    pe3_5_v <= \$614 ;
+    pe3_5_v <= \$1618 ;
   always @(posedge clk)
     pe3_5_bank <= pe3_4_bank;
   always @(posedge clk)
-    pe3_6_w1 <= \$615 ;
+    pe3_6_w1 <= \$1619 ;
   always @(posedge clk)
-    pe3_6_w0 <= \$616 ;
+    pe3_6_w0 <= \$1620 ;
   always @(posedge clk)
-    pe3_6_psum <= \$152 [31:0];
+    pe3_6_psum <= \$400 [31:0];
   always @(posedge clk)
     pe3_6_a <= pe3_5_a;
   always @(posedge clk)
-    pe3_6_v <= \$617 ;
+    pe3_6_v <= \$1621 ;
   always @(posedge clk)
     pe3_6_bank <= pe3_5_bank;
   always @(posedge clk)
-    pe3_7_w1 <= \$618 ;
+    pe3_7_w1 <= \$1622 ;
   always @(posedge clk)
-    pe3_7_w0 <= \$619 ;
+    pe3_7_w0 <= \$1623 ;
   always @(posedge clk)
-    pe3_7_psum <= \$157 [31:0];
+    pe3_7_psum <= \$413 [31:0];
   always @(posedge clk)
-    skew4_0_a <= \$158 ;
+    skew4_0_a <= \$414 ;
   always @(posedge clk)
-    skew4_0_v <= \$620 ;
+    skew4_0_v <= \$1624 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$9873$2 [3];
+    skew4_0_bank <= \port$10910$2 [3];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
-    skew4_1_v <= \$621 ;
+    skew4_1_v <= \$1625 ;
   always @(posedge clk)
     skew4_1_bank <= skew4_0_bank;
   always @(posedge clk)
     skew4_2_a <= skew4_1_a;
   always @(posedge clk)
-    skew4_2_v <= \$622 ;
+    skew4_2_v <= \$1626 ;
   always @(posedge clk)
     skew4_2_bank <= skew4_1_bank;
   always @(posedge clk)
     skew4_3_a <= skew4_2_a;
   always @(posedge clk)
-    skew4_3_v <= \$623 ;
+    skew4_3_v <= \$1627 ;
   always @(posedge clk)
     skew4_3_bank <= skew4_2_bank;
   always @(posedge clk)
-    pe4_0_w1 <= \$624 ;
+    pe4_0_w1 <= \$1628 ;
   always @(posedge clk)
-    pe4_0_w0 <= \$625 ;
+    pe4_0_w0 <= \$1629 ;
   always @(posedge clk)
-    pe4_0_psum <= \$163 [31:0];
+    pe4_0_psum <= \$427 [31:0];
   always @(posedge clk)
     pe4_0_a <= skew4_3_a;
   always @(posedge clk)
-    pe4_0_v <= \$626 ;
+    pe4_0_v <= \$1630 ;
   always @(posedge clk)
     pe4_0_bank <= skew4_3_bank;
   always @(posedge clk)
-    pe4_1_w1 <= \$627 ;
+    pe4_1_w1 <= \$1631 ;
   always @(posedge clk)
-    pe4_1_w0 <= \$628 ;
+    pe4_1_w0 <= \$1632 ;
   always @(posedge clk)
-    pe4_1_psum <= \$168 [31:0];
+    pe4_1_psum <= \$440 [31:0];
   always @(posedge clk)
     pe4_1_a <= pe4_0_a;
   always @(posedge clk)
-    pe4_1_v <= \$629 ;
+    pe4_1_v <= \$1633 ;
   always @(posedge clk)
     pe4_1_bank <= pe4_0_bank;
   always @(posedge clk)
-    pe4_2_w1 <= \$630 ;
+    pe4_2_w1 <= \$1634 ;
   always @(posedge clk)
-    pe4_2_w0 <= \$631 ;
+    pe4_2_w0 <= \$1635 ;
   always @(posedge clk)
-    pe4_2_psum <= \$173 [31:0];
+    pe4_2_psum <= \$453 [31:0];
   always @(posedge clk)
     pe4_2_a <= pe4_1_a;
   always @(posedge clk)
-    pe4_2_v <= \$632 ;
+    pe4_2_v <= \$1636 ;
   always @(posedge clk)
     pe4_2_bank <= pe4_1_bank;
   always @(posedge clk)
-    pe4_3_w1 <= \$633 ;
+    pe4_3_w1 <= \$1637 ;
   always @(posedge clk)
-    pe4_3_w0 <= \$634 ;
+    pe4_3_w0 <= \$1638 ;
   always @(posedge clk)
-    pe4_3_psum <= \$178 [31:0];
+    pe4_3_psum <= \$466 [31:0];
   always @(posedge clk)
     pe4_3_a <= pe4_2_a;
   always @(posedge clk)
-    pe4_3_v <= \$635 ;
+    pe4_3_v <= \$1639 ;
   always @(posedge clk)
     pe4_3_bank <= pe4_2_bank;
   always @(posedge clk)
-    pe4_4_w1 <= \$636 ;
+    pe4_4_w1 <= \$1640 ;
   always @(posedge clk)
-    pe4_4_w0 <= \$637 ;
+    pe4_4_w0 <= \$1641 ;
   always @(posedge clk)
-    pe4_4_psum <= \$183 [31:0];
+    pe4_4_psum <= \$479 [31:0];
   always @(posedge clk)
     pe4_4_a <= pe4_3_a;
   always @(posedge clk)
-    pe4_4_v <= \$638 ;
+    pe4_4_v <= \$1642 ;
   always @(posedge clk)
     pe4_4_bank <= pe4_3_bank;
   always @(posedge clk)
-    pe4_5_w1 <= \$639 ;
+    pe4_5_w1 <= \$1643 ;
   always @(posedge clk)
-    pe4_5_w0 <= \$640 ;
+    pe4_5_w0 <= \$1644 ;
   always @(posedge clk)
-    pe4_5_psum <= \$188 [31:0];
+    pe4_5_psum <= \$492 [31:0];
   always @(posedge clk)
     pe4_5_a <= pe4_4_a;
   always @(posedge clk)
-    pe4_5_v <= \$641 ;
+    pe4_5_v <= \$1645 ;
   always @(posedge clk)
     pe4_5_bank <= pe4_4_bank;
   always @(posedge clk)
-    pe4_6_w1 <= \$642 ;
+    pe4_6_w1 <= \$1646 ;
   always @(posedge clk)
-    pe4_6_w0 <= \$643 ;
+    pe4_6_w0 <= \$1647 ;
   always @(posedge clk)
-    pe4_6_psum <= \$193 [31:0];
+    pe4_6_psum <= \$505 [31:0];
   always @(posedge clk)
     pe4_6_a <= pe4_5_a;
   always @(posedge clk)
-    pe4_6_v <= \$644 ;
+    pe4_6_v <= \$1648 ;
   always @(posedge clk)
     pe4_6_bank <= pe4_5_bank;
   always @(posedge clk)
-    pe4_7_w1 <= \$645 ;
+    pe4_7_w1 <= \$1649 ;
   always @(posedge clk)
-    pe4_7_w0 <= \$646 ;
+    pe4_7_w0 <= \$1650 ;
   always @(posedge clk)
-    pe4_7_psum <= \$198 [31:0];
+    pe4_7_psum <= \$518 [31:0];
   always @(posedge clk)
-    skew5_0_a <= \$199 ;
+    skew5_0_a <= \$519 ;
   always @(posedge clk)
-    skew5_0_v <= \$647 ;
+    skew5_0_v <= \$1651 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$9873$2 [3];
+    skew5_0_bank <= \port$10910$2 [3];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
-    skew5_1_v <= \$648 ;
+    skew5_1_v <= \$1652 ;
   always @(posedge clk)
     skew5_1_bank <= skew5_0_bank;
   always @(posedge clk)
     skew5_2_a <= skew5_1_a;
   always @(posedge clk)
-    skew5_2_v <= \$649 ;
+    skew5_2_v <= \$1653 ;
   always @(posedge clk)
     skew5_2_bank <= skew5_1_bank;
   always @(posedge clk)
     skew5_3_a <= skew5_2_a;
   always @(posedge clk)
-    skew5_3_v <= \$650 ;
+    skew5_3_v <= \$1654 ;
   always @(posedge clk)
     skew5_3_bank <= skew5_2_bank;
   always @(posedge clk)
     skew5_4_a <= skew5_3_a;
   always @(posedge clk)
-    skew5_4_v <= \$651 ;
+    skew5_4_v <= \$1655 ;
   always @(posedge clk)
     skew5_4_bank <= skew5_3_bank;
   always @(posedge clk)
-    pe5_0_w1 <= \$652 ;
+    pe5_0_w1 <= \$1656 ;
   always @(posedge clk)
-    pe5_0_w0 <= \$653 ;
+    pe5_0_w0 <= \$1657 ;
   always @(posedge clk)
-    pe5_0_psum <= \$204 [31:0];
+    pe5_0_psum <= \$532 [31:0];
   always @(posedge clk)
     pe5_0_a <= skew5_4_a;
   always @(posedge clk)
-    pe5_0_v <= \$654 ;
+    pe5_0_v <= \$1658 ;
   always @(posedge clk)
     pe5_0_bank <= skew5_4_bank;
   always @(posedge clk)
-    pe5_1_w1 <= \$655 ;
+    pe5_1_w1 <= \$1659 ;
   always @(posedge clk)
-    pe5_1_w0 <= \$656 ;
+    pe5_1_w0 <= \$1660 ;
   always @(posedge clk)
-    pe5_1_psum <= \$209 [31:0];
+    pe5_1_psum <= \$545 [31:0];
   always @(posedge clk)
     pe5_1_a <= pe5_0_a;
   always @(posedge clk)
-    pe5_1_v <= \$657 ;
+    pe5_1_v <= \$1661 ;
   always @(posedge clk)
     pe5_1_bank <= pe5_0_bank;
   always @(posedge clk)
-    pe5_2_w1 <= \$658 ;
+    pe5_2_w1 <= \$1662 ;
   always @(posedge clk)
-    pe5_2_w0 <= \$659 ;
+    pe5_2_w0 <= \$1663 ;
   always @(posedge clk)
-    pe5_2_psum <= \$214 [31:0];
+    pe5_2_psum <= \$558 [31:0];
   always @(posedge clk)
     pe5_2_a <= pe5_1_a;
   always @(posedge clk)
-    pe5_2_v <= \$660 ;
+    pe5_2_v <= \$1664 ;
   always @(posedge clk)
     pe5_2_bank <= pe5_1_bank;
   always @(posedge clk)
-    pe5_3_w1 <= \$661 ;
+    pe5_3_w1 <= \$1665 ;
   always @(posedge clk)
-    pe5_3_w0 <= \$662 ;
+    pe5_3_w0 <= \$1666 ;
   always @(posedge clk)
-    pe5_3_psum <= \$219 [31:0];
+    pe5_3_psum <= \$571 [31:0];
   always @(posedge clk)
     pe5_3_a <= pe5_2_a;
   always @(posedge clk)
-    pe5_3_v <= \$663 ;
+    pe5_3_v <= \$1667 ;
   always @(posedge clk)
     pe5_3_bank <= pe5_2_bank;
   always @(posedge clk)
-    pe5_4_w1 <= \$664 ;
+    pe5_4_w1 <= \$1668 ;
   always @(posedge clk)
-    pe5_4_w0 <= \$665 ;
+    pe5_4_w0 <= \$1669 ;
   always @(posedge clk)
-    pe5_4_psum <= \$224 [31:0];
+    pe5_4_psum <= \$584 [31:0];
   always @(posedge clk)
     pe5_4_a <= pe5_3_a;
   always @(posedge clk)
-    pe5_4_v <= \$666 ;
+    pe5_4_v <= \$1670 ;
   always @(posedge clk)
     pe5_4_bank <= pe5_3_bank;
   always @(posedge clk)
-    pe5_5_w1 <= \$667 ;
+    pe5_5_w1 <= \$1671 ;
   always @(posedge clk)
-    pe5_5_w0 <= \$668 ;
+    pe5_5_w0 <= \$1672 ;
   always @(posedge clk)
-    pe5_5_psum <= \$229 [31:0];
+    pe5_5_psum <= \$597 [31:0];
   always @(posedge clk)
     pe5_5_a <= pe5_4_a;
   always @(posedge clk)
-    pe5_5_v <= \$669 ;
+    pe5_5_v <= \$1673 ;
   always @(posedge clk)
     pe5_5_bank <= pe5_4_bank;
   always @(posedge clk)
-    pe5_6_w1 <= \$670 ;
+    pe5_6_w1 <= \$1674 ;
   always @(posedge clk)
-    pe5_6_w0 <= \$671 ;
+    pe5_6_w0 <= \$1675 ;
   always @(posedge clk)
-    pe5_6_psum <= \$234 [31:0];
+    pe5_6_psum <= \$610 [31:0];
   always @(posedge clk)
     pe5_6_a <= pe5_5_a;
   always @(posedge clk)
-    pe5_6_v <= \$672 ;
+    pe5_6_v <= \$1676 ;
   always @(posedge clk)
     pe5_6_bank <= pe5_5_bank;
   always @(posedge clk)
-    pe5_7_w1 <= \$673 ;
+    pe5_7_w1 <= \$1677 ;
   always @(posedge clk)
-    pe5_7_w0 <= \$674 ;
+    pe5_7_w0 <= \$1678 ;
   always @(posedge clk)
-    pe5_7_psum <= \$239 [31:0];
+    pe5_7_psum <= \$623 [31:0];
   always @(posedge clk)
-    skew6_0_a <= \$240 ;
+    skew6_0_a <= \$624 ;
   always @(posedge clk)
-    skew6_0_v <= \$675 ;
+    skew6_0_v <= \$1679 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$9873$2 [3];
+    skew6_0_bank <= \port$10910$2 [3];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
-    skew6_1_v <= \$676 ;
+    skew6_1_v <= \$1680 ;
   always @(posedge clk)
     skew6_1_bank <= skew6_0_bank;
   always @(posedge clk)
     skew6_2_a <= skew6_1_a;
   always @(posedge clk)
-    skew6_2_v <= \$677 ;
+    skew6_2_v <= \$1681 ;
   always @(posedge clk)
     skew6_2_bank <= skew6_1_bank;
   always @(posedge clk)
     skew6_3_a <= skew6_2_a;
   always @(posedge clk)
-    skew6_3_v <= \$678 ;
+    skew6_3_v <= \$1682 ;
   always @(posedge clk)
     skew6_3_bank <= skew6_2_bank;
   always @(posedge clk)
     skew6_4_a <= skew6_3_a;
   always @(posedge clk)
-    skew6_4_v <= \$679 ;
+    skew6_4_v <= \$1683 ;
   always @(posedge clk)
     skew6_4_bank <= skew6_3_bank;
   always @(posedge clk)
     skew6_5_a <= skew6_4_a;
   always @(posedge clk)
-    skew6_5_v <= \$680 ;
+    skew6_5_v <= \$1684 ;
   always @(posedge clk)
     skew6_5_bank <= skew6_4_bank;
   always @(posedge clk)
-    pe6_0_w1 <= \$681 ;
+    pe6_0_w1 <= \$1685 ;
   always @(posedge clk)
-    pe6_0_w0 <= \$682 ;
+    pe6_0_w0 <= \$1686 ;
   always @(posedge clk)
-    pe6_0_psum <= \$245 [31:0];
+    pe6_0_psum <= \$637 [31:0];
   always @(posedge clk)
     pe6_0_a <= skew6_5_a;
   always @(posedge clk)
-    pe6_0_v <= \$683 ;
+    pe6_0_v <= \$1687 ;
   always @(posedge clk)
     pe6_0_bank <= skew6_5_bank;
   always @(posedge clk)
-    pe6_1_w1 <= \$684 ;
+    pe6_1_w1 <= \$1688 ;
   always @(posedge clk)
-    pe6_1_w0 <= \$685 ;
+    pe6_1_w0 <= \$1689 ;
   always @(posedge clk)
-    pe6_1_psum <= \$250 [31:0];
+    pe6_1_psum <= \$650 [31:0];
   always @(posedge clk)
     pe6_1_a <= pe6_0_a;
   always @(posedge clk)
-    pe6_1_v <= \$686 ;
+    pe6_1_v <= \$1690 ;
   always @(posedge clk)
     pe6_1_bank <= pe6_0_bank;
   always @(posedge clk)
-    pe6_2_w1 <= \$687 ;
+    pe6_2_w1 <= \$1691 ;
   always @(posedge clk)
-    pe6_2_w0 <= \$688 ;
+    pe6_2_w0 <= \$1692 ;
   always @(posedge clk)
-    pe6_2_psum <= \$255 [31:0];
+    pe6_2_psum <= \$663 [31:0];
   always @(posedge clk)
     pe6_2_a <= pe6_1_a;
   always @(posedge clk)
-    pe6_2_v <= \$689 ;
+    pe6_2_v <= \$1693 ;
   always @(posedge clk)
     pe6_2_bank <= pe6_1_bank;
   always @(posedge clk)
-    pe6_3_w1 <= \$690 ;
+    pe6_3_w1 <= \$1694 ;
   always @(posedge clk)
-    pe6_3_w0 <= \$691 ;
+    pe6_3_w0 <= \$1695 ;
   always @(posedge clk)
-    pe6_3_psum <= \$260 [31:0];
+    pe6_3_psum <= \$676 [31:0];
   always @(posedge clk)
     pe6_3_a <= pe6_2_a;
   always @(posedge clk)
-    pe6_3_v <= \$692 ;
+    pe6_3_v <= \$1696 ;
   always @(posedge clk)
     pe6_3_bank <= pe6_2_bank;
   always @(posedge clk)
-    pe6_4_w1 <= \$693 ;
+    pe6_4_w1 <= \$1697 ;
   always @(posedge clk)
-    pe6_4_w0 <= \$694 ;
+    pe6_4_w0 <= \$1698 ;
   always @(posedge clk)
-    pe6_4_psum <= \$265 [31:0];
+    pe6_4_psum <= \$689 [31:0];
   always @(posedge clk)
     pe6_4_a <= pe6_3_a;
   always @(posedge clk)
-    pe6_4_v <= \$695 ;
+    pe6_4_v <= \$1699 ;
   always @(posedge clk)
     pe6_4_bank <= pe6_3_bank;
   always @(posedge clk)
-    pe6_5_w1 <= \$696 ;
+    pe6_5_w1 <= \$1700 ;
   always @(posedge clk)
-    pe6_5_w0 <= \$697 ;
+    pe6_5_w0 <= \$1701 ;
   always @(posedge clk)
-    pe6_5_psum <= \$270 [31:0];
+    pe6_5_psum <= \$702 [31:0];
   always @(posedge clk)
     pe6_5_a <= pe6_4_a;
   always @(posedge clk)
-    pe6_5_v <= \$698 ;
+    pe6_5_v <= \$1702 ;
   always @(posedge clk)
     pe6_5_bank <= pe6_4_bank;
   always @(posedge clk)
-    pe6_6_w1 <= \$699 ;
+    pe6_6_w1 <= \$1703 ;
   always @(posedge clk)
-    pe6_6_w0 <= \$700 ;
+    pe6_6_w0 <= \$1704 ;
   always @(posedge clk)
-    pe6_6_psum <= \$275 [31:0];
+    pe6_6_psum <= \$715 [31:0];
   always @(posedge clk)
     pe6_6_a <= pe6_5_a;
   always @(posedge clk)
-    pe6_6_v <= \$701 ;
+    pe6_6_v <= \$1705 ;
   always @(posedge clk)
     pe6_6_bank <= pe6_5_bank;
   always @(posedge clk)
-    pe6_7_w1 <= \$702 ;
+    pe6_7_w1 <= \$1706 ;
   always @(posedge clk)
-    pe6_7_w0 <= \$703 ;
+    pe6_7_w0 <= \$1707 ;
   always @(posedge clk)
-    pe6_7_psum <= \$280 [31:0];
+    pe6_7_psum <= \$728 [31:0];
   always @(posedge clk)
-    skew7_0_a <= \$281 ;
+    skew7_0_a <= \$729 ;
   always @(posedge clk)
-    skew7_0_v <= \$704 ;
+    skew7_0_v <= \$1708 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$9873$2 [3];
+    skew7_0_bank <= \port$10910$2 [3];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
-    skew7_1_v <= \$705 ;
+    skew7_1_v <= \$1709 ;
   always @(posedge clk)
     skew7_1_bank <= skew7_0_bank;
   always @(posedge clk)
     skew7_2_a <= skew7_1_a;
   always @(posedge clk)
-    skew7_2_v <= \$706 ;
+    skew7_2_v <= \$1710 ;
   always @(posedge clk)
     skew7_2_bank <= skew7_1_bank;
   always @(posedge clk)
     skew7_3_a <= skew7_2_a;
   always @(posedge clk)
-    skew7_3_v <= \$707 ;
+    skew7_3_v <= \$1711 ;
   always @(posedge clk)
     skew7_3_bank <= skew7_2_bank;
   always @(posedge clk)
     skew7_4_a <= skew7_3_a;
   always @(posedge clk)
-    skew7_4_v <= \$708 ;
+    skew7_4_v <= \$1712 ;
   always @(posedge clk)
     skew7_4_bank <= skew7_3_bank;
   always @(posedge clk)
     skew7_5_a <= skew7_4_a;
   always @(posedge clk)
-    skew7_5_v <= \$709 ;
+    skew7_5_v <= \$1713 ;
   always @(posedge clk)
     skew7_5_bank <= skew7_4_bank;
   always @(posedge clk)
     skew7_6_a <= skew7_5_a;
   always @(posedge clk)
-    skew7_6_v <= \$710 ;
+    skew7_6_v <= \$1714 ;
   always @(posedge clk)
     skew7_6_bank <= skew7_5_bank;
   always @(posedge clk)
-    pe7_0_w1 <= \$711 ;
+    pe7_0_w1 <= \$1715 ;
   always @(posedge clk)
-    pe7_0_w0 <= \$712 ;
+    pe7_0_w0 <= \$1716 ;
   always @(posedge clk)
-    pe7_0_psum <= \$286 [31:0];
+    pe7_0_psum <= \$742 [31:0];
   always @(posedge clk)
     pe7_0_a <= skew7_6_a;
   always @(posedge clk)
-    pe7_0_v <= \$713 ;
+    pe7_0_v <= \$1717 ;
   always @(posedge clk)
     pe7_0_bank <= skew7_6_bank;
   always @(posedge clk)
-    pe7_1_w1 <= \$714 ;
+    pe7_1_w1 <= \$1718 ;
   always @(posedge clk)
-    pe7_1_w0 <= \$715 ;
+    pe7_1_w0 <= \$1719 ;
   always @(posedge clk)
-    pe7_1_psum <= \$291 [31:0];
+    pe7_1_psum <= \$755 [31:0];
   always @(posedge clk)
     pe7_1_a <= pe7_0_a;
   always @(posedge clk)
-    pe7_1_v <= \$716 ;
+    pe7_1_v <= \$1720 ;
   always @(posedge clk)
     pe7_1_bank <= pe7_0_bank;
   always @(posedge clk)
-    pe7_2_w1 <= \$717 ;
+    pe7_2_w1 <= \$1721 ;
   always @(posedge clk)
-    pe7_2_w0 <= \$718 ;
+    pe7_2_w0 <= \$1722 ;
   always @(posedge clk)
-    pe7_2_psum <= \$296 [31:0];
+    pe7_2_psum <= \$768 [31:0];
   always @(posedge clk)
     pe7_2_a <= pe7_1_a;
   always @(posedge clk)
-    pe7_2_v <= \$719 ;
+    pe7_2_v <= \$1723 ;
   always @(posedge clk)
     pe7_2_bank <= pe7_1_bank;
   always @(posedge clk)
-    pe7_3_w1 <= \$720 ;
+    pe7_3_w1 <= \$1724 ;
   always @(posedge clk)
-    pe7_3_w0 <= \$721 ;
+    pe7_3_w0 <= \$1725 ;
   always @(posedge clk)
-    pe7_3_psum <= \$301 [31:0];
+    pe7_3_psum <= \$781 [31:0];
   always @(posedge clk)
     pe7_3_a <= pe7_2_a;
   always @(posedge clk)
-    pe7_3_v <= \$722 ;
+    pe7_3_v <= \$1726 ;
   always @(posedge clk)
     pe7_3_bank <= pe7_2_bank;
   always @(posedge clk)
-    pe7_4_w1 <= \$723 ;
+    pe7_4_w1 <= \$1727 ;
   always @(posedge clk)
-    pe7_4_w0 <= \$724 ;
+    pe7_4_w0 <= \$1728 ;
   always @(posedge clk)
-    pe7_4_psum <= \$306 [31:0];
+    pe7_4_psum <= \$794 [31:0];
   always @(posedge clk)
     pe7_4_a <= pe7_3_a;
   always @(posedge clk)
-    pe7_4_v <= \$725 ;
+    pe7_4_v <= \$1729 ;
   always @(posedge clk)
     pe7_4_bank <= pe7_3_bank;
   always @(posedge clk)
-    pe7_5_w1 <= \$726 ;
+    pe7_5_w1 <= \$1730 ;
   always @(posedge clk)
-    pe7_5_w0 <= \$727 ;
+    pe7_5_w0 <= \$1731 ;
   always @(posedge clk)
-    pe7_5_psum <= \$311 [31:0];
+    pe7_5_psum <= \$807 [31:0];
   always @(posedge clk)
     pe7_5_a <= pe7_4_a;
   always @(posedge clk)
-    pe7_5_v <= \$728 ;
+    pe7_5_v <= \$1732 ;
   always @(posedge clk)
     pe7_5_bank <= pe7_4_bank;
   always @(posedge clk)
-    pe7_6_w1 <= \$729 ;
+    pe7_6_w1 <= \$1733 ;
   always @(posedge clk)
-    pe7_6_w0 <= \$730 ;
+    pe7_6_w0 <= \$1734 ;
   always @(posedge clk)
-    pe7_6_psum <= \$316 [31:0];
+    pe7_6_psum <= \$820 [31:0];
   always @(posedge clk)
     pe7_6_a <= pe7_5_a;
   always @(posedge clk)
-    pe7_6_v <= \$731 ;
+    pe7_6_v <= \$1735 ;
   always @(posedge clk)
     pe7_6_bank <= pe7_5_bank;
   always @(posedge clk)
-    pe7_7_w1 <= \$732 ;
+    pe7_7_w1 <= \$1736 ;
   always @(posedge clk)
-    pe7_7_w0 <= \$733 ;
+    pe7_7_w0 <= \$1737 ;
   always @(posedge clk)
-    pe7_7_psum <= \$321 [31:0];
+    pe7_7_psum <= \$833 [31:0];
   always @(posedge clk)
-    out_valid_q <= \$734 ;
+    out_valid_q <= \$1738 ;
   always @(posedge clk)
     deskew0_0 <= pe7_0_psum;
   always @(posedge clk)
@@ -30715,2427 +33417,2222 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$9873$2 , pe7_7
     deskew5_1 <= deskew5_0;
   always @(posedge clk)
     deskew6_0 <= pe7_6_psum;
-  assign \$1  = ! \port$9873$2 [2:0];
-  assign \$2  = w_en & \$1 ;
-  assign \$3  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$4  = \port$9873$2 [3] ? pe0_0_w1 : pe0_0_w0;
-  assign \$5  = $signed(\$3 ) * $signed(\$4 );
-  assign \$6  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$7  = ! \port$9873$2 [2:0];
-  assign \$8  = w_en & \$7 ;
-  assign \$9  = pe0_0_bank ? pe0_1_w1 : pe0_1_w0;
-  assign \$10  = $signed(pe0_0_a) * $signed(\$9 );
-  assign \$11  = ! \port$9873$2 [2:0];
-  assign \$12  = w_en & \$11 ;
-  assign \$13  = pe0_1_bank ? pe0_2_w1 : pe0_2_w0;
-  assign \$14  = $signed(pe0_1_a) * $signed(\$13 );
-  assign \$15  = ! \port$9873$2 [2:0];
-  assign \$16  = w_en & \$15 ;
-  assign \$17  = pe0_2_bank ? pe0_3_w1 : pe0_3_w0;
-  assign \$18  = $signed(pe0_2_a) * $signed(\$17 );
-  assign \$19  = ! \port$9873$2 [2:0];
-  assign \$20  = w_en & \$19 ;
-  assign \$21  = pe0_3_bank ? pe0_4_w1 : pe0_4_w0;
-  assign \$22  = $signed(pe0_3_a) * $signed(\$21 );
-  assign \$23  = ! \port$9873$2 [2:0];
-  assign \$24  = w_en & \$23 ;
-  assign \$25  = pe0_4_bank ? pe0_5_w1 : pe0_5_w0;
-  assign \$26  = $signed(pe0_4_a) * $signed(\$25 );
-  assign \$27  = ! \port$9873$2 [2:0];
-  assign \$28  = w_en & \$27 ;
-  assign \$29  = pe0_5_bank ? pe0_6_w1 : pe0_6_w0;
-  assign \$30  = $signed(pe0_5_a) * $signed(\$29 );
-  assign \$31  = ! \port$9873$2 [2:0];
-  assign \$32  = w_en & \$31 ;
-  assign \$33  = pe0_6_bank ? pe0_7_w1 : pe0_7_w0;
-  assign \$34  = $signed(pe0_6_a) * $signed(\$33 );
-  assign \$35  = a_valid ? w_data[15:8] : 8'h00;
-  assign \$36  = \port$9873$2 [2:0] == 1'h1;
-  assign \$37  = w_en & \$36 ;
-  assign \$38  = skew1_0_bank ? pe1_0_w1 : pe1_0_w0;
-  assign \$39  = $signed(skew1_0_a) * $signed(\$38 );
-  assign \$40  = $signed(pe0_0_psum) + $signed(\$39 );
-  assign \$41  = \port$9873$2 [2:0] == 1'h1;
-  assign \$42  = w_en & \$41 ;
-  assign \$43  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
-  assign \$44  = $signed(pe1_0_a) * $signed(\$43 );
-  assign \$45  = $signed(pe0_1_psum) + $signed(\$44 );
-  assign \$46  = \port$9873$2 [2:0] == 1'h1;
-  assign \$47  = w_en & \$46 ;
-  assign \$48  = pe1_1_bank ? pe1_2_w1 : pe1_2_w0;
-  assign \$49  = $signed(pe1_1_a) * $signed(\$48 );
-  assign \$50  = $signed(pe0_2_psum) + $signed(\$49 );
-  assign \$51  = \port$9873$2 [2:0] == 1'h1;
-  assign \$52  = w_en & \$51 ;
-  assign \$53  = pe1_2_bank ? pe1_3_w1 : pe1_3_w0;
-  assign \$54  = $signed(pe1_2_a) * $signed(\$53 );
-  assign \$55  = $signed(pe0_3_psum) + $signed(\$54 );
-  assign \$56  = \port$9873$2 [2:0] == 1'h1;
-  assign \$57  = w_en & \$56 ;
-  assign \$58  = pe1_3_bank ? pe1_4_w1 : pe1_4_w0;
-  assign \$59  = $signed(pe1_3_a) * $signed(\$58 );
-  assign \$60  = $signed(pe0_4_psum) + $signed(\$59 );
-  assign \$61  = \port$9873$2 [2:0] == 1'h1;
-  assign \$62  = w_en & \$61 ;
-  assign \$63  = pe1_4_bank ? pe1_5_w1 : pe1_5_w0;
-  assign \$64  = $signed(pe1_4_a) * $signed(\$63 );
-  assign \$65  = $signed(pe0_5_psum) + $signed(\$64 );
-  assign \$66  = \port$9873$2 [2:0] == 1'h1;
-  assign \$67  = w_en & \$66 ;
-  assign \$68  = pe1_5_bank ? pe1_6_w1 : pe1_6_w0;
-  assign \$69  = $signed(pe1_5_a) * $signed(\$68 );
-  assign \$70  = $signed(pe0_6_psum) + $signed(\$69 );
-  assign \$71  = \port$9873$2 [2:0] == 1'h1;
-  assign \$72  = w_en & \$71 ;
-  assign \$73  = pe1_6_bank ? pe1_7_w1 : pe1_7_w0;
-  assign \$74  = $signed(pe1_6_a) * $signed(\$73 );
-  assign \$75  = $signed(pe0_7_psum) + $signed(\$74 );
-  assign \$76  = a_valid ? w_data[23:16] : 8'h00;
-  assign \$77  = \port$9873$2 [2:0] == 2'h2;
-  assign \$78  = w_en & \$77 ;
-  assign \$79  = skew2_1_bank ? pe2_0_w1 : pe2_0_w0;
-  assign \$80  = $signed(skew2_1_a) * $signed(\$79 );
-  assign \$81  = $signed(pe1_0_psum) + $signed(\$80 );
-  assign \$82  = \port$9873$2 [2:0] == 2'h2;
-  assign \$83  = w_en & \$82 ;
-  assign \$84  = pe2_0_bank ? pe2_1_w1 : pe2_1_w0;
-  assign \$85  = $signed(pe2_0_a) * $signed(\$84 );
-  assign \$86  = $signed(pe1_1_psum) + $signed(\$85 );
-  assign \$87  = \port$9873$2 [2:0] == 2'h2;
-  assign \$88  = w_en & \$87 ;
-  assign \$89  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
-  assign \$90  = $signed(pe2_1_a) * $signed(\$89 );
-  assign \$91  = $signed(pe1_2_psum) + $signed(\$90 );
-  assign \$92  = \port$9873$2 [2:0] == 2'h2;
-  assign \$93  = w_en & \$92 ;
-  assign \$94  = pe2_2_bank ? pe2_3_w1 : pe2_3_w0;
-  assign \$95  = $signed(pe2_2_a) * $signed(\$94 );
-  assign \$96  = $signed(pe1_3_psum) + $signed(\$95 );
-  assign \$97  = \port$9873$2 [2:0] == 2'h2;
-  assign \$98  = w_en & \$97 ;
-  assign \$99  = pe2_3_bank ? pe2_4_w1 : pe2_4_w0;
-  assign \$100  = $signed(pe2_3_a) * $signed(\$99 );
-  assign \$101  = $signed(pe1_4_psum) + $signed(\$100 );
-  assign \$102  = \port$9873$2 [2:0] == 2'h2;
-  assign \$103  = w_en & \$102 ;
-  assign \$104  = pe2_4_bank ? pe2_5_w1 : pe2_5_w0;
-  assign \$105  = $signed(pe2_4_a) * $signed(\$104 );
-  assign \$106  = $signed(pe1_5_psum) + $signed(\$105 );
-  assign \$107  = \port$9873$2 [2:0] == 2'h2;
-  assign \$108  = w_en & \$107 ;
-  assign \$109  = pe2_5_bank ? pe2_6_w1 : pe2_6_w0;
-  assign \$110  = $signed(pe2_5_a) * $signed(\$109 );
-  assign \$111  = $signed(pe1_6_psum) + $signed(\$110 );
-  assign \$112  = \port$9873$2 [2:0] == 2'h2;
-  assign \$113  = w_en & \$112 ;
-  assign \$114  = pe2_6_bank ? pe2_7_w1 : pe2_7_w0;
-  assign \$115  = $signed(pe2_6_a) * $signed(\$114 );
-  assign \$116  = $signed(pe1_7_psum) + $signed(\$115 );
-  assign \$117  = a_valid ? w_data[31:24] : 8'h00;
-  assign \$118  = \port$9873$2 [2:0] == 2'h3;
-  assign \$119  = w_en & \$118 ;
-  assign \$120  = skew3_2_bank ? pe3_0_w1 : pe3_0_w0;
-  assign \$121  = $signed(skew3_2_a) * $signed(\$120 );
-  assign \$122  = $signed(pe2_0_psum) + $signed(\$121 );
-  assign \$123  = \port$9873$2 [2:0] == 2'h3;
-  assign \$124  = w_en & \$123 ;
-  assign \$125  = pe3_0_bank ? pe3_1_w1 : pe3_1_w0;
-  assign \$126  = $signed(pe3_0_a) * $signed(\$125 );
-  assign \$127  = $signed(pe2_1_psum) + $signed(\$126 );
-  assign \$128  = \port$9873$2 [2:0] == 2'h3;
-  assign \$129  = w_en & \$128 ;
-  assign \$130  = pe3_1_bank ? pe3_2_w1 : pe3_2_w0;
-  assign \$131  = $signed(pe3_1_a) * $signed(\$130 );
-  assign \$132  = $signed(pe2_2_psum) + $signed(\$131 );
-  assign \$133  = \port$9873$2 [2:0] == 2'h3;
-  assign \$134  = w_en & \$133 ;
-  assign \$135  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
-  assign \$136  = $signed(pe3_2_a) * $signed(\$135 );
-  assign \$137  = $signed(pe2_3_psum) + $signed(\$136 );
-  assign \$138  = \port$9873$2 [2:0] == 2'h3;
-  assign \$139  = w_en & \$138 ;
-  assign \$140  = pe3_3_bank ? pe3_4_w1 : pe3_4_w0;
-  assign \$141  = $signed(pe3_3_a) * $signed(\$140 );
-  assign \$142  = $signed(pe2_4_psum) + $signed(\$141 );
-  assign \$143  = \port$9873$2 [2:0] == 2'h3;
-  assign \$144  = w_en & \$143 ;
-  assign \$145  = pe3_4_bank ? pe3_5_w1 : pe3_5_w0;
-  assign \$146  = $signed(pe3_4_a) * $signed(\$145 );
-  assign \$147  = $signed(pe2_5_psum) + $signed(\$146 );
-  assign \$148  = \port$9873$2 [2:0] == 2'h3;
-  assign \$149  = w_en & \$148 ;
-  assign \$150  = pe3_5_bank ? pe3_6_w1 : pe3_6_w0;
-  assign \$151  = $signed(pe3_5_a) * $signed(\$150 );
-  assign \$152  = $signed(pe2_6_psum) + $signed(\$151 );
-  assign \$153  = \port$9873$2 [2:0] == 2'h3;
-  assign \$154  = w_en & \$153 ;
-  assign \$155  = pe3_6_bank ? pe3_7_w1 : pe3_7_w0;
-  assign \$156  = $signed(pe3_6_a) * $signed(\$155 );
-  assign \$157  = $signed(pe2_7_psum) + $signed(\$156 );
-  assign \$158  = a_valid ? w_data[39:32] : 8'h00;
-  assign \$159  = \port$9873$2 [2:0] == 3'h4;
-  assign \$160  = w_en & \$159 ;
-  assign \$161  = skew4_3_bank ? pe4_0_w1 : pe4_0_w0;
-  assign \$162  = $signed(skew4_3_a) * $signed(\$161 );
-  assign \$163  = $signed(pe3_0_psum) + $signed(\$162 );
-  assign \$164  = \port$9873$2 [2:0] == 3'h4;
-  assign \$165  = w_en & \$164 ;
-  assign \$166  = pe4_0_bank ? pe4_1_w1 : pe4_1_w0;
-  assign \$167  = $signed(pe4_0_a) * $signed(\$166 );
-  assign \$168  = $signed(pe3_1_psum) + $signed(\$167 );
-  assign \$169  = \port$9873$2 [2:0] == 3'h4;
-  assign \$170  = w_en & \$169 ;
-  assign \$171  = pe4_1_bank ? pe4_2_w1 : pe4_2_w0;
-  assign \$172  = $signed(pe4_1_a) * $signed(\$171 );
-  assign \$173  = $signed(pe3_2_psum) + $signed(\$172 );
-  assign \$174  = \port$9873$2 [2:0] == 3'h4;
-  assign \$175  = w_en & \$174 ;
-  assign \$176  = pe4_2_bank ? pe4_3_w1 : pe4_3_w0;
-  assign \$177  = $signed(pe4_2_a) * $signed(\$176 );
-  assign \$178  = $signed(pe3_3_psum) + $signed(\$177 );
-  assign \$179  = \port$9873$2 [2:0] == 3'h4;
-  assign \$180  = w_en & \$179 ;
-  assign \$181  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
-  assign \$182  = $signed(pe4_3_a) * $signed(\$181 );
-  assign \$183  = $signed(pe3_4_psum) + $signed(\$182 );
-  assign \$184  = \port$9873$2 [2:0] == 3'h4;
-  assign \$185  = w_en & \$184 ;
-  assign \$186  = pe4_4_bank ? pe4_5_w1 : pe4_5_w0;
-  assign \$187  = $signed(pe4_4_a) * $signed(\$186 );
-  assign \$188  = $signed(pe3_5_psum) + $signed(\$187 );
-  assign \$189  = \port$9873$2 [2:0] == 3'h4;
-  assign \$190  = w_en & \$189 ;
-  assign \$191  = pe4_5_bank ? pe4_6_w1 : pe4_6_w0;
-  assign \$192  = $signed(pe4_5_a) * $signed(\$191 );
-  assign \$193  = $signed(pe3_6_psum) + $signed(\$192 );
-  assign \$194  = \port$9873$2 [2:0] == 3'h4;
-  assign \$195  = w_en & \$194 ;
-  assign \$196  = pe4_6_bank ? pe4_7_w1 : pe4_7_w0;
-  assign \$197  = $signed(pe4_6_a) * $signed(\$196 );
-  assign \$198  = $signed(pe3_7_psum) + $signed(\$197 );
-  assign \$199  = a_valid ? w_data[47:40] : 8'h00;
-  assign \$200  = \port$9873$2 [2:0] == 3'h5;
-  assign \$201  = w_en & \$200 ;
-  assign \$202  = skew5_4_bank ? pe5_0_w1 : pe5_0_w0;
-  assign \$203  = $signed(skew5_4_a) * $signed(\$202 );
-  assign \$204  = $signed(pe4_0_psum) + $signed(\$203 );
-  assign \$205  = \port$9873$2 [2:0] == 3'h5;
-  assign \$206  = w_en & \$205 ;
-  assign \$207  = pe5_0_bank ? pe5_1_w1 : pe5_1_w0;
-  assign \$208  = $signed(pe5_0_a) * $signed(\$207 );
-  assign \$209  = $signed(pe4_1_psum) + $signed(\$208 );
-  assign \$210  = \port$9873$2 [2:0] == 3'h5;
-  assign \$211  = w_en & \$210 ;
-  assign \$212  = pe5_1_bank ? pe5_2_w1 : pe5_2_w0;
-  assign \$213  = $signed(pe5_1_a) * $signed(\$212 );
-  assign \$214  = $signed(pe4_2_psum) + $signed(\$213 );
-  assign \$215  = \port$9873$2 [2:0] == 3'h5;
-  assign \$216  = w_en & \$215 ;
-  assign \$217  = pe5_2_bank ? pe5_3_w1 : pe5_3_w0;
-  assign \$218  = $signed(pe5_2_a) * $signed(\$217 );
-  assign \$219  = $signed(pe4_3_psum) + $signed(\$218 );
-  assign \$220  = \port$9873$2 [2:0] == 3'h5;
-  assign \$221  = w_en & \$220 ;
-  assign \$222  = pe5_3_bank ? pe5_4_w1 : pe5_4_w0;
-  assign \$223  = $signed(pe5_3_a) * $signed(\$222 );
-  assign \$224  = $signed(pe4_4_psum) + $signed(\$223 );
-  assign \$225  = \port$9873$2 [2:0] == 3'h5;
-  assign \$226  = w_en & \$225 ;
-  assign \$227  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
-  assign \$228  = $signed(pe5_4_a) * $signed(\$227 );
-  assign \$229  = $signed(pe4_5_psum) + $signed(\$228 );
-  assign \$230  = \port$9873$2 [2:0] == 3'h5;
-  assign \$231  = w_en & \$230 ;
-  assign \$232  = pe5_5_bank ? pe5_6_w1 : pe5_6_w0;
-  assign \$233  = $signed(pe5_5_a) * $signed(\$232 );
-  assign \$234  = $signed(pe4_6_psum) + $signed(\$233 );
-  assign \$235  = \port$9873$2 [2:0] == 3'h5;
-  assign \$236  = w_en & \$235 ;
-  assign \$237  = pe5_6_bank ? pe5_7_w1 : pe5_7_w0;
-  assign \$238  = $signed(pe5_6_a) * $signed(\$237 );
-  assign \$239  = $signed(pe4_7_psum) + $signed(\$238 );
-  assign \$240  = a_valid ? w_data[55:48] : 8'h00;
-  assign \$241  = \port$9873$2 [2:0] == 3'h6;
-  assign \$242  = w_en & \$241 ;
-  assign \$243  = skew6_5_bank ? pe6_0_w1 : pe6_0_w0;
-  assign \$244  = $signed(skew6_5_a) * $signed(\$243 );
-  assign \$245  = $signed(pe5_0_psum) + $signed(\$244 );
-  assign \$246  = \port$9873$2 [2:0] == 3'h6;
-  assign \$247  = w_en & \$246 ;
-  assign \$248  = pe6_0_bank ? pe6_1_w1 : pe6_1_w0;
-  assign \$249  = $signed(pe6_0_a) * $signed(\$248 );
-  assign \$250  = $signed(pe5_1_psum) + $signed(\$249 );
-  assign \$251  = \port$9873$2 [2:0] == 3'h6;
-  assign \$252  = w_en & \$251 ;
-  assign \$253  = pe6_1_bank ? pe6_2_w1 : pe6_2_w0;
-  assign \$254  = $signed(pe6_1_a) * $signed(\$253 );
-  assign \$255  = $signed(pe5_2_psum) + $signed(\$254 );
-  assign \$256  = \port$9873$2 [2:0] == 3'h6;
-  assign \$257  = w_en & \$256 ;
-  assign \$258  = pe6_2_bank ? pe6_3_w1 : pe6_3_w0;
-  assign \$259  = $signed(pe6_2_a) * $signed(\$258 );
-  assign \$260  = $signed(pe5_3_psum) + $signed(\$259 );
-  assign \$261  = \port$9873$2 [2:0] == 3'h6;
-  assign \$262  = w_en & \$261 ;
-  assign \$263  = pe6_3_bank ? pe6_4_w1 : pe6_4_w0;
-  assign \$264  = $signed(pe6_3_a) * $signed(\$263 );
-  assign \$265  = $signed(pe5_4_psum) + $signed(\$264 );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$522  = pe0_0_w1;
-    if (\$2 ) begin
-      if (\port$9873$2 [3]) begin
-        \$522  = w_data[7:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$523  = pe0_0_w0;
-    if (\$2 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$523  = w_data[7:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$524  = a_valid;
-    if (reset[2]) begin
-      \$524  = 1'h0;
-    end
-    if (rst) begin
-      \$524  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$525  = pe0_1_w1;
+    \$1526  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$9873$2 [3]) begin
-        \$525  = w_data[15:8];
+      if (\port$10910$2 [3]) begin
+        \$1526  = \$9 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$526  = pe0_1_w0;
+    \$1527  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$526  = w_data[15:8];
+        \$1527  = \$10 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$527  = pe0_0_v;
+    \$1528  = a_valid;
     if (reset[2]) begin
-      \$527  = 1'h0;
+      \$1528  = 1'h0;
     end
     if (rst) begin
-      \$527  = 1'h0;
+      \$1528  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$528  = pe0_2_w1;
-    if (\$12 ) begin
-      if (\port$9873$2 [3]) begin
-        \$528  = w_data[23:16];
+    \$1529  = pe0_1_w1;
+    if (\$22 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1529  = \$23 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$529  = pe0_2_w0;
-    if (\$12 ) begin
+    \$1530  = pe0_1_w0;
+    if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$529  = w_data[23:16];
+        \$1530  = \$24 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$530  = pe0_1_v;
+    \$1531  = pe0_0_v;
     if (reset[2]) begin
-      \$530  = 1'h0;
+      \$1531  = 1'h0;
     end
     if (rst) begin
-      \$530  = 1'h0;
+      \$1531  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$531  = pe0_3_w1;
-    if (\$16 ) begin
-      if (\port$9873$2 [3]) begin
-        \$531  = w_data[31:24];
+    \$1532  = pe0_2_w1;
+    if (\$34 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1532  = \$35 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$532  = pe0_3_w0;
-    if (\$16 ) begin
+    \$1533  = pe0_2_w0;
+    if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$532  = w_data[31:24];
+        \$1533  = \$36 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$533  = pe0_2_v;
+    \$1534  = pe0_1_v;
     if (reset[2]) begin
-      \$533  = 1'h0;
+      \$1534  = 1'h0;
     end
     if (rst) begin
-      \$533  = 1'h0;
+      \$1534  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$534  = pe0_4_w1;
-    if (\$20 ) begin
-      if (\port$9873$2 [3]) begin
-        \$534  = w_data[39:32];
+    \$1535  = pe0_3_w1;
+    if (\$46 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1535  = \$47 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$535  = pe0_4_w0;
-    if (\$20 ) begin
+    \$1536  = pe0_3_w0;
+    if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$535  = w_data[39:32];
+        \$1536  = \$48 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$536  = pe0_3_v;
+    \$1537  = pe0_2_v;
     if (reset[2]) begin
-      \$536  = 1'h0;
+      \$1537  = 1'h0;
     end
     if (rst) begin
-      \$536  = 1'h0;
+      \$1537  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$537  = pe0_5_w1;
-    if (\$24 ) begin
-      if (\port$9873$2 [3]) begin
-        \$537  = w_data[47:40];
+    \$1538  = pe0_4_w1;
+    if (\$58 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1538  = \$59 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$538  = pe0_5_w0;
-    if (\$24 ) begin
+    \$1539  = pe0_4_w0;
+    if (\$58 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$538  = w_data[47:40];
+        \$1539  = \$60 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$539  = pe0_4_v;
+    \$1540  = pe0_3_v;
     if (reset[2]) begin
-      \$539  = 1'h0;
+      \$1540  = 1'h0;
     end
     if (rst) begin
-      \$539  = 1'h0;
+      \$1540  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$540  = pe0_6_w1;
-    if (\$28 ) begin
-      if (\port$9873$2 [3]) begin
-        \$540  = w_data[55:48];
+    \$1541  = pe0_5_w1;
+    if (\$70 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1541  = \$71 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$541  = pe0_6_w0;
-    if (\$28 ) begin
+    \$1542  = pe0_5_w0;
+    if (\$70 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$541  = w_data[55:48];
+        \$1542  = \$72 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$542  = pe0_5_v;
+    \$1543  = pe0_4_v;
     if (reset[2]) begin
-      \$542  = 1'h0;
+      \$1543  = 1'h0;
     end
     if (rst) begin
-      \$542  = 1'h0;
+      \$1543  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$543  = pe0_7_w1;
-    if (\$32 ) begin
-      if (\port$9873$2 [3]) begin
-        \$543  = w_data[63:56];
+    \$1544  = pe0_6_w1;
+    if (\$82 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1544  = \$83 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$544  = pe0_7_w0;
-    if (\$32 ) begin
+    \$1545  = pe0_6_w0;
+    if (\$82 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$544  = w_data[63:56];
+        \$1545  = \$84 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$545  = a_valid;
+    \$1546  = pe0_5_v;
     if (reset[2]) begin
-      \$545  = 1'h0;
+      \$1546  = 1'h0;
     end
     if (rst) begin
-      \$545  = 1'h0;
+      \$1546  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$546  = pe1_0_w1;
-    if (\$37 ) begin
-      if (\port$9873$2 [3]) begin
-        \$546  = w_data[7:0];
+    \$1547  = pe0_7_w1;
+    if (\$94 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1547  = \$95 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$547  = pe1_0_w0;
-    if (\$37 ) begin
+    \$1548  = pe0_7_w0;
+    if (\$94 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$547  = w_data[7:0];
+        \$1548  = \$96 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$548  = skew1_0_v;
+    \$1549  = a_valid;
     if (reset[2]) begin
-      \$548  = 1'h0;
+      \$1549  = 1'h0;
     end
     if (rst) begin
-      \$548  = 1'h0;
+      \$1549  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$549  = pe1_1_w1;
-    if (\$42 ) begin
-      if (\port$9873$2 [3]) begin
-        \$549  = w_data[15:8];
+    \$1550  = pe1_0_w1;
+    if (\$107 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1550  = \$108 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$550  = pe1_1_w0;
-    if (\$42 ) begin
+    \$1551  = pe1_0_w0;
+    if (\$107 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$550  = w_data[15:8];
+        \$1551  = \$109 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$551  = pe1_0_v;
+    \$1552  = skew1_0_v;
     if (reset[2]) begin
-      \$551  = 1'h0;
+      \$1552  = 1'h0;
     end
     if (rst) begin
-      \$551  = 1'h0;
+      \$1552  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$552  = pe1_2_w1;
-    if (\$47 ) begin
-      if (\port$9873$2 [3]) begin
-        \$552  = w_data[23:16];
+    \$1553  = pe1_1_w1;
+    if (\$120 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1553  = \$121 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$553  = pe1_2_w0;
-    if (\$47 ) begin
+    \$1554  = pe1_1_w0;
+    if (\$120 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$553  = w_data[23:16];
+        \$1554  = \$122 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$554  = pe1_1_v;
+    \$1555  = pe1_0_v;
     if (reset[2]) begin
-      \$554  = 1'h0;
+      \$1555  = 1'h0;
     end
     if (rst) begin
-      \$554  = 1'h0;
+      \$1555  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$555  = pe1_3_w1;
-    if (\$52 ) begin
-      if (\port$9873$2 [3]) begin
-        \$555  = w_data[31:24];
+    \$1556  = pe1_2_w1;
+    if (\$133 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1556  = \$134 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$556  = pe1_3_w0;
-    if (\$52 ) begin
+    \$1557  = pe1_2_w0;
+    if (\$133 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$556  = w_data[31:24];
+        \$1557  = \$135 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$557  = pe1_2_v;
+    \$1558  = pe1_1_v;
     if (reset[2]) begin
-      \$557  = 1'h0;
+      \$1558  = 1'h0;
     end
     if (rst) begin
-      \$557  = 1'h0;
+      \$1558  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$558  = pe1_4_w1;
-    if (\$57 ) begin
-      if (\port$9873$2 [3]) begin
-        \$558  = w_data[39:32];
+    \$1559  = pe1_3_w1;
+    if (\$146 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1559  = \$147 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$559  = pe1_4_w0;
-    if (\$57 ) begin
+    \$1560  = pe1_3_w0;
+    if (\$146 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$559  = w_data[39:32];
+        \$1560  = \$148 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$560  = pe1_3_v;
+    \$1561  = pe1_2_v;
     if (reset[2]) begin
-      \$560  = 1'h0;
+      \$1561  = 1'h0;
     end
     if (rst) begin
-      \$560  = 1'h0;
+      \$1561  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$561  = pe1_5_w1;
-    if (\$62 ) begin
-      if (\port$9873$2 [3]) begin
-        \$561  = w_data[47:40];
+    \$1562  = pe1_4_w1;
+    if (\$159 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1562  = \$160 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$562  = pe1_5_w0;
-    if (\$62 ) begin
+    \$1563  = pe1_4_w0;
+    if (\$159 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$562  = w_data[47:40];
+        \$1563  = \$161 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$563  = pe1_4_v;
+    \$1564  = pe1_3_v;
     if (reset[2]) begin
-      \$563  = 1'h0;
+      \$1564  = 1'h0;
     end
     if (rst) begin
-      \$563  = 1'h0;
+      \$1564  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$564  = pe1_6_w1;
-    if (\$67 ) begin
-      if (\port$9873$2 [3]) begin
-        \$564  = w_data[55:48];
+    \$1565  = pe1_5_w1;
+    if (\$172 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1565  = \$173 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$565  = pe1_6_w0;
-    if (\$67 ) begin
+    \$1566  = pe1_5_w0;
+    if (\$172 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$565  = w_data[55:48];
+        \$1566  = \$174 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$566  = pe1_5_v;
+    \$1567  = pe1_4_v;
     if (reset[2]) begin
-      \$566  = 1'h0;
+      \$1567  = 1'h0;
     end
     if (rst) begin
-      \$566  = 1'h0;
+      \$1567  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$567  = pe1_7_w1;
-    if (\$72 ) begin
-      if (\port$9873$2 [3]) begin
-        \$567  = w_data[63:56];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$568  = pe1_7_w0;
-    if (\$72 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$568  = w_data[63:56];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$569  = a_valid;
-    if (reset[2]) begin
-      \$569  = 1'h0;
-    end
-    if (rst) begin
-      \$569  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$570  = skew2_0_v;
-    if (reset[2]) begin
-      \$570  = 1'h0;
-    end
-    if (rst) begin
-      \$570  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$571  = pe2_0_w1;
-    if (\$78 ) begin
-      if (\port$9873$2 [3]) begin
-        \$571  = w_data[7:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$572  = pe2_0_w0;
-    if (\$78 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$572  = w_data[7:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$573  = skew2_1_v;
-    if (reset[2]) begin
-      \$573  = 1'h0;
-    end
-    if (rst) begin
-      \$573  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$574  = pe2_1_w1;
-    if (\$83 ) begin
-      if (\port$9873$2 [3]) begin
-        \$574  = w_data[15:8];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$575  = pe2_1_w0;
-    if (\$83 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$575  = w_data[15:8];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$576  = pe2_0_v;
-    if (reset[2]) begin
-      \$576  = 1'h0;
-    end
-    if (rst) begin
-      \$576  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$577  = pe2_2_w1;
-    if (\$88 ) begin
-      if (\port$9873$2 [3]) begin
-        \$577  = w_data[23:16];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$578  = pe2_2_w0;
-    if (\$88 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$578  = w_data[23:16];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$579  = pe2_1_v;
-    if (reset[2]) begin
-      \$579  = 1'h0;
-    end
-    if (rst) begin
-      \$579  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$580  = pe2_3_w1;
-    if (\$93 ) begin
-      if (\port$9873$2 [3]) begin
-        \$580  = w_data[31:24];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$581  = pe2_3_w0;
-    if (\$93 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$581  = w_data[31:24];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$582  = pe2_2_v;
-    if (reset[2]) begin
-      \$582  = 1'h0;
-    end
-    if (rst) begin
-      \$582  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$583  = pe2_4_w1;
-    if (\$98 ) begin
-      if (\port$9873$2 [3]) begin
-        \$583  = w_data[39:32];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$584  = pe2_4_w0;
-    if (\$98 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$584  = w_data[39:32];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$585  = pe2_3_v;
-    if (reset[2]) begin
-      \$585  = 1'h0;
-    end
-    if (rst) begin
-      \$585  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$586  = pe2_5_w1;
-    if (\$103 ) begin
-      if (\port$9873$2 [3]) begin
-        \$586  = w_data[47:40];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$587  = pe2_5_w0;
-    if (\$103 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$587  = w_data[47:40];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$588  = pe2_4_v;
-    if (reset[2]) begin
-      \$588  = 1'h0;
-    end
-    if (rst) begin
-      \$588  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$589  = pe2_6_w1;
-    if (\$108 ) begin
-      if (\port$9873$2 [3]) begin
-        \$589  = w_data[55:48];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$590  = pe2_6_w0;
-    if (\$108 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$590  = w_data[55:48];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$591  = pe2_5_v;
-    if (reset[2]) begin
-      \$591  = 1'h0;
-    end
-    if (rst) begin
-      \$591  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$592  = pe2_7_w1;
-    if (\$113 ) begin
-      if (\port$9873$2 [3]) begin
-        \$592  = w_data[63:56];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$593  = pe2_7_w0;
-    if (\$113 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$593  = w_data[63:56];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$594  = a_valid;
-    if (reset[2]) begin
-      \$594  = 1'h0;
-    end
-    if (rst) begin
-      \$594  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$595  = skew3_0_v;
-    if (reset[2]) begin
-      \$595  = 1'h0;
-    end
-    if (rst) begin
-      \$595  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$596  = skew3_1_v;
-    if (reset[2]) begin
-      \$596  = 1'h0;
-    end
-    if (rst) begin
-      \$596  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$597  = pe3_0_w1;
-    if (\$119 ) begin
-      if (\port$9873$2 [3]) begin
-        \$597  = w_data[7:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$598  = pe3_0_w0;
-    if (\$119 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$598  = w_data[7:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$599  = skew3_2_v;
-    if (reset[2]) begin
-      \$599  = 1'h0;
-    end
-    if (rst) begin
-      \$599  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$600  = pe3_1_w1;
-    if (\$124 ) begin
-      if (\port$9873$2 [3]) begin
-        \$600  = w_data[15:8];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$601  = pe3_1_w0;
-    if (\$124 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$601  = w_data[15:8];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$602  = pe3_0_v;
-    if (reset[2]) begin
-      \$602  = 1'h0;
-    end
-    if (rst) begin
-      \$602  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$603  = pe3_2_w1;
-    if (\$129 ) begin
-      if (\port$9873$2 [3]) begin
-        \$603  = w_data[23:16];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$604  = pe3_2_w0;
-    if (\$129 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$604  = w_data[23:16];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$605  = pe3_1_v;
-    if (reset[2]) begin
-      \$605  = 1'h0;
-    end
-    if (rst) begin
-      \$605  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$606  = pe3_3_w1;
-    if (\$134 ) begin
-      if (\port$9873$2 [3]) begin
-        \$606  = w_data[31:24];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$607  = pe3_3_w0;
-    if (\$134 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$607  = w_data[31:24];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$608  = pe3_2_v;
-    if (reset[2]) begin
-      \$608  = 1'h0;
-    end
-    if (rst) begin
-      \$608  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$609  = pe3_4_w1;
-    if (\$139 ) begin
-      if (\port$9873$2 [3]) begin
-        \$609  = w_data[39:32];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$610  = pe3_4_w0;
-    if (\$139 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$610  = w_data[39:32];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$611  = pe3_3_v;
-    if (reset[2]) begin
-      \$611  = 1'h0;
-    end
-    if (rst) begin
-      \$611  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$612  = pe3_5_w1;
-    if (\$144 ) begin
-      if (\port$9873$2 [3]) begin
-        \$612  = w_data[47:40];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$613  = pe3_5_w0;
-    if (\$144 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$613  = w_data[47:40];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$614  = pe3_4_v;
-    if (reset[2]) begin
-      \$614  = 1'h0;
-    end
-    if (rst) begin
-      \$614  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$615  = pe3_6_w1;
-    if (\$149 ) begin
-      if (\port$9873$2 [3]) begin
-        \$615  = w_data[55:48];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$616  = pe3_6_w0;
-    if (\$149 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$616  = w_data[55:48];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$617  = pe3_5_v;
-    if (reset[2]) begin
-      \$617  = 1'h0;
-    end
-    if (rst) begin
-      \$617  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$618  = pe3_7_w1;
-    if (\$154 ) begin
-      if (\port$9873$2 [3]) begin
-        \$618  = w_data[63:56];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$619  = pe3_7_w0;
-    if (\$154 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$619  = w_data[63:56];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$620  = a_valid;
-    if (reset[2]) begin
-      \$620  = 1'h0;
-    end
-    if (rst) begin
-      \$620  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$621  = skew4_0_v;
-    if (reset[2]) begin
-      \$621  = 1'h0;
-    end
-    if (rst) begin
-      \$621  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$622  = skew4_1_v;
-    if (reset[2]) begin
-      \$622  = 1'h0;
-    end
-    if (rst) begin
-      \$622  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$623  = skew4_2_v;
-    if (reset[2]) begin
-      \$623  = 1'h0;
-    end
-    if (rst) begin
-      \$623  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$624  = pe4_0_w1;
-    if (\$160 ) begin
-      if (\port$9873$2 [3]) begin
-        \$624  = w_data[7:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$625  = pe4_0_w0;
-    if (\$160 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$625  = w_data[7:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$626  = skew4_3_v;
-    if (reset[2]) begin
-      \$626  = 1'h0;
-    end
-    if (rst) begin
-      \$626  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$627  = pe4_1_w1;
-    if (\$165 ) begin
-      if (\port$9873$2 [3]) begin
-        \$627  = w_data[15:8];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$628  = pe4_1_w0;
-    if (\$165 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$628  = w_data[15:8];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$629  = pe4_0_v;
-    if (reset[2]) begin
-      \$629  = 1'h0;
-    end
-    if (rst) begin
-      \$629  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$630  = pe4_2_w1;
-    if (\$170 ) begin
-      if (\port$9873$2 [3]) begin
-        \$630  = w_data[23:16];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$631  = pe4_2_w0;
-    if (\$170 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$631  = w_data[23:16];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$632  = pe4_1_v;
-    if (reset[2]) begin
-      \$632  = 1'h0;
-    end
-    if (rst) begin
-      \$632  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$633  = pe4_3_w1;
-    if (\$175 ) begin
-      if (\port$9873$2 [3]) begin
-        \$633  = w_data[31:24];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$634  = pe4_3_w0;
-    if (\$175 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$634  = w_data[31:24];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$635  = pe4_2_v;
-    if (reset[2]) begin
-      \$635  = 1'h0;
-    end
-    if (rst) begin
-      \$635  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$636  = pe4_4_w1;
-    if (\$180 ) begin
-      if (\port$9873$2 [3]) begin
-        \$636  = w_data[39:32];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$637  = pe4_4_w0;
-    if (\$180 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$637  = w_data[39:32];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$638  = pe4_3_v;
-    if (reset[2]) begin
-      \$638  = 1'h0;
-    end
-    if (rst) begin
-      \$638  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$639  = pe4_5_w1;
+    \$1568  = pe1_6_w1;
     if (\$185 ) begin
-      if (\port$9873$2 [3]) begin
-        \$639  = w_data[47:40];
+      if (\port$10910$2 [3]) begin
+        \$1568  = \$186 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$640  = pe4_5_w0;
+    \$1569  = pe1_6_w0;
     if (\$185 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$640  = w_data[47:40];
+        \$1569  = \$187 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$641  = pe4_4_v;
+    \$1570  = pe1_5_v;
     if (reset[2]) begin
-      \$641  = 1'h0;
+      \$1570  = 1'h0;
     end
     if (rst) begin
-      \$641  = 1'h0;
+      \$1570  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$642  = pe4_6_w1;
-    if (\$190 ) begin
-      if (\port$9873$2 [3]) begin
-        \$642  = w_data[55:48];
+    \$1571  = pe1_7_w1;
+    if (\$198 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1571  = \$199 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$643  = pe4_6_w0;
-    if (\$190 ) begin
+    \$1572  = pe1_7_w0;
+    if (\$198 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$643  = w_data[55:48];
+        \$1572  = \$200 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$644  = pe4_5_v;
+    \$1573  = a_valid;
     if (reset[2]) begin
-      \$644  = 1'h0;
+      \$1573  = 1'h0;
     end
     if (rst) begin
-      \$644  = 1'h0;
+      \$1573  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$645  = pe4_7_w1;
-    if (\$195 ) begin
-      if (\port$9873$2 [3]) begin
-        \$645  = w_data[63:56];
+    \$1574  = skew2_0_v;
+    if (reset[2]) begin
+      \$1574  = 1'h0;
+    end
+    if (rst) begin
+      \$1574  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1575  = pe2_0_w1;
+    if (\$212 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1575  = \$213 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$646  = pe4_7_w0;
-    if (\$195 ) begin
+    \$1576  = pe2_0_w0;
+    if (\$212 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$646  = w_data[63:56];
+        \$1576  = \$214 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$647  = a_valid;
+    \$1577  = skew2_1_v;
     if (reset[2]) begin
-      \$647  = 1'h0;
+      \$1577  = 1'h0;
     end
     if (rst) begin
-      \$647  = 1'h0;
+      \$1577  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$648  = skew5_0_v;
-    if (reset[2]) begin
-      \$648  = 1'h0;
-    end
-    if (rst) begin
-      \$648  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$649  = skew5_1_v;
-    if (reset[2]) begin
-      \$649  = 1'h0;
-    end
-    if (rst) begin
-      \$649  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$650  = skew5_2_v;
-    if (reset[2]) begin
-      \$650  = 1'h0;
-    end
-    if (rst) begin
-      \$650  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$651  = skew5_3_v;
-    if (reset[2]) begin
-      \$651  = 1'h0;
-    end
-    if (rst) begin
-      \$651  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$652  = pe5_0_w1;
-    if (\$201 ) begin
-      if (\port$9873$2 [3]) begin
-        \$652  = w_data[7:0];
+    \$1578  = pe2_1_w1;
+    if (\$225 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1578  = \$226 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$653  = pe5_0_w0;
-    if (\$201 ) begin
+    \$1579  = pe2_1_w0;
+    if (\$225 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$653  = w_data[7:0];
+        \$1579  = \$227 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$654  = skew5_4_v;
+    \$1580  = pe2_0_v;
     if (reset[2]) begin
-      \$654  = 1'h0;
+      \$1580  = 1'h0;
     end
     if (rst) begin
-      \$654  = 1'h0;
+      \$1580  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$655  = pe5_1_w1;
-    if (\$206 ) begin
-      if (\port$9873$2 [3]) begin
-        \$655  = w_data[15:8];
+    \$1581  = pe2_2_w1;
+    if (\$238 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1581  = \$239 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$656  = pe5_1_w0;
-    if (\$206 ) begin
+    \$1582  = pe2_2_w0;
+    if (\$238 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$656  = w_data[15:8];
+        \$1582  = \$240 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$657  = pe5_0_v;
+    \$1583  = pe2_1_v;
     if (reset[2]) begin
-      \$657  = 1'h0;
+      \$1583  = 1'h0;
     end
     if (rst) begin
-      \$657  = 1'h0;
+      \$1583  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$658  = pe5_2_w1;
-    if (\$211 ) begin
-      if (\port$9873$2 [3]) begin
-        \$658  = w_data[23:16];
+    \$1584  = pe2_3_w1;
+    if (\$251 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1584  = \$252 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$659  = pe5_2_w0;
-    if (\$211 ) begin
+    \$1585  = pe2_3_w0;
+    if (\$251 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$659  = w_data[23:16];
+        \$1585  = \$253 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$660  = pe5_1_v;
+    \$1586  = pe2_2_v;
     if (reset[2]) begin
-      \$660  = 1'h0;
+      \$1586  = 1'h0;
     end
     if (rst) begin
-      \$660  = 1'h0;
+      \$1586  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$661  = pe5_3_w1;
-    if (\$216 ) begin
-      if (\port$9873$2 [3]) begin
-        \$661  = w_data[31:24];
+    \$1587  = pe2_4_w1;
+    if (\$264 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1587  = \$265 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$662  = pe5_3_w0;
-    if (\$216 ) begin
+    \$1588  = pe2_4_w0;
+    if (\$264 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$662  = w_data[31:24];
+        \$1588  = \$266 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$663  = pe5_2_v;
+    \$1589  = pe2_3_v;
     if (reset[2]) begin
-      \$663  = 1'h0;
+      \$1589  = 1'h0;
     end
     if (rst) begin
-      \$663  = 1'h0;
+      \$1589  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$664  = pe5_4_w1;
-    if (\$221 ) begin
-      if (\port$9873$2 [3]) begin
-        \$664  = w_data[39:32];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$665  = pe5_4_w0;
-    if (\$221 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$665  = w_data[39:32];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$666  = pe5_3_v;
-    if (reset[2]) begin
-      \$666  = 1'h0;
-    end
-    if (rst) begin
-      \$666  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$667  = pe5_5_w1;
-    if (\$226 ) begin
-      if (\port$9873$2 [3]) begin
-        \$667  = w_data[47:40];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$668  = pe5_5_w0;
-    if (\$226 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$668  = w_data[47:40];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$669  = pe5_4_v;
-    if (reset[2]) begin
-      \$669  = 1'h0;
-    end
-    if (rst) begin
-      \$669  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$670  = pe5_6_w1;
-    if (\$231 ) begin
-      if (\port$9873$2 [3]) begin
-        \$670  = w_data[55:48];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$671  = pe5_6_w0;
-    if (\$231 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$671  = w_data[55:48];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$672  = pe5_5_v;
-    if (reset[2]) begin
-      \$672  = 1'h0;
-    end
-    if (rst) begin
-      \$672  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$673  = pe5_7_w1;
-    if (\$236 ) begin
-      if (\port$9873$2 [3]) begin
-        \$673  = w_data[63:56];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$674  = pe5_7_w0;
-    if (\$236 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$674  = w_data[63:56];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$675  = a_valid;
-    if (reset[2]) begin
-      \$675  = 1'h0;
-    end
-    if (rst) begin
-      \$675  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$676  = skew6_0_v;
-    if (reset[2]) begin
-      \$676  = 1'h0;
-    end
-    if (rst) begin
-      \$676  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$677  = skew6_1_v;
-    if (reset[2]) begin
-      \$677  = 1'h0;
-    end
-    if (rst) begin
-      \$677  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$678  = skew6_2_v;
-    if (reset[2]) begin
-      \$678  = 1'h0;
-    end
-    if (rst) begin
-      \$678  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$679  = skew6_3_v;
-    if (reset[2]) begin
-      \$679  = 1'h0;
-    end
-    if (rst) begin
-      \$679  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$680  = skew6_4_v;
-    if (reset[2]) begin
-      \$680  = 1'h0;
-    end
-    if (rst) begin
-      \$680  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$681  = pe6_0_w1;
-    if (\$242 ) begin
-      if (\port$9873$2 [3]) begin
-        \$681  = w_data[7:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$682  = pe6_0_w0;
-    if (\$242 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$682  = w_data[7:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$683  = skew6_5_v;
-    if (reset[2]) begin
-      \$683  = 1'h0;
-    end
-    if (rst) begin
-      \$683  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$684  = pe6_1_w1;
-    if (\$247 ) begin
-      if (\port$9873$2 [3]) begin
-        \$684  = w_data[15:8];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$685  = pe6_1_w0;
-    if (\$247 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$685  = w_data[15:8];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$686  = pe6_0_v;
-    if (reset[2]) begin
-      \$686  = 1'h0;
-    end
-    if (rst) begin
-      \$686  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$687  = pe6_2_w1;
-    if (\$252 ) begin
-      if (\port$9873$2 [3]) begin
-        \$687  = w_data[23:16];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$688  = pe6_2_w0;
-    if (\$252 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$688  = w_data[23:16];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$689  = pe6_1_v;
-    if (reset[2]) begin
-      \$689  = 1'h0;
-    end
-    if (rst) begin
-      \$689  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$690  = pe6_3_w1;
-    if (\$257 ) begin
-      if (\port$9873$2 [3]) begin
-        \$690  = w_data[31:24];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$691  = pe6_3_w0;
-    if (\$257 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$691  = w_data[31:24];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$692  = pe6_2_v;
-    if (reset[2]) begin
-      \$692  = 1'h0;
-    end
-    if (rst) begin
-      \$692  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$693  = pe6_4_w1;
-    if (\$262 ) begin
-      if (\port$9873$2 [3]) begin
-        \$693  = w_data[39:32];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$694  = pe6_4_w0;
-    if (\$262 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$694  = w_data[39:32];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$695  = pe6_3_v;
-    if (reset[2]) begin
-      \$695  = 1'h0;
-    end
-    if (rst) begin
-      \$695  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$696  = pe6_5_w1;
-    if (\$267 ) begin
-      if (\port$9873$2 [3]) begin
-        \$696  = w_data[47:40];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$697  = pe6_5_w0;
-    if (\$267 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$697  = w_data[47:40];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$698  = pe6_4_v;
-    if (reset[2]) begin
-      \$698  = 1'h0;
-    end
-    if (rst) begin
-      \$698  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$699  = pe6_6_w1;
-    if (\$272 ) begin
-      if (\port$9873$2 [3]) begin
-        \$699  = w_data[55:48];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$700  = pe6_6_w0;
-    if (\$272 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$700  = w_data[55:48];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$701  = pe6_5_v;
-    if (reset[2]) begin
-      \$701  = 1'h0;
-    end
-    if (rst) begin
-      \$701  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$702  = pe6_7_w1;
+    \$1590  = pe2_5_w1;
     if (\$277 ) begin
-      if (\port$9873$2 [3]) begin
-        \$702  = w_data[63:56];
+      if (\port$10910$2 [3]) begin
+        \$1590  = \$278 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$703  = pe6_7_w0;
+    \$1591  = pe2_5_w0;
     if (\$277 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$703  = w_data[63:56];
+        \$1591  = \$279 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$704  = a_valid;
+    \$1592  = pe2_4_v;
     if (reset[2]) begin
-      \$704  = 1'h0;
+      \$1592  = 1'h0;
     end
     if (rst) begin
-      \$704  = 1'h0;
+      \$1592  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$705  = skew7_0_v;
-    if (reset[2]) begin
-      \$705  = 1'h0;
-    end
-    if (rst) begin
-      \$705  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$706  = skew7_1_v;
-    if (reset[2]) begin
-      \$706  = 1'h0;
-    end
-    if (rst) begin
-      \$706  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$707  = skew7_2_v;
-    if (reset[2]) begin
-      \$707  = 1'h0;
-    end
-    if (rst) begin
-      \$707  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$708  = skew7_3_v;
-    if (reset[2]) begin
-      \$708  = 1'h0;
-    end
-    if (rst) begin
-      \$708  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$709  = skew7_4_v;
-    if (reset[2]) begin
-      \$709  = 1'h0;
-    end
-    if (rst) begin
-      \$709  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$710  = skew7_5_v;
-    if (reset[2]) begin
-      \$710  = 1'h0;
-    end
-    if (rst) begin
-      \$710  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$711  = pe7_0_w1;
-    if (\$283 ) begin
-      if (\port$9873$2 [3]) begin
-        \$711  = w_data[7:0];
+    \$1593  = pe2_6_w1;
+    if (\$290 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1593  = \$291 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$712  = pe7_0_w0;
-    if (\$283 ) begin
+    \$1594  = pe2_6_w0;
+    if (\$290 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$712  = w_data[7:0];
+        \$1594  = \$292 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$713  = skew7_6_v;
+    \$1595  = pe2_5_v;
     if (reset[2]) begin
-      \$713  = 1'h0;
+      \$1595  = 1'h0;
     end
     if (rst) begin
-      \$713  = 1'h0;
+      \$1595  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$714  = pe7_1_w1;
-    if (\$288 ) begin
-      if (\port$9873$2 [3]) begin
-        \$714  = w_data[15:8];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$715  = pe7_1_w0;
-    if (\$288 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$715  = w_data[15:8];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$716  = pe7_0_v;
-    if (reset[2]) begin
-      \$716  = 1'h0;
-    end
-    if (rst) begin
-      \$716  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$717  = pe7_2_w1;
-    if (\$293 ) begin
-      if (\port$9873$2 [3]) begin
-        \$717  = w_data[23:16];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$718  = pe7_2_w0;
-    if (\$293 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$718  = w_data[23:16];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$719  = pe7_1_v;
-    if (reset[2]) begin
-      \$719  = 1'h0;
-    end
-    if (rst) begin
-      \$719  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$720  = pe7_3_w1;
-    if (\$298 ) begin
-      if (\port$9873$2 [3]) begin
-        \$720  = w_data[31:24];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$721  = pe7_3_w0;
-    if (\$298 ) begin
-      (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
-      end else begin
-        \$721  = w_data[31:24];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$722  = pe7_2_v;
-    if (reset[2]) begin
-      \$722  = 1'h0;
-    end
-    if (rst) begin
-      \$722  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$723  = pe7_4_w1;
+    \$1596  = pe2_7_w1;
     if (\$303 ) begin
-      if (\port$9873$2 [3]) begin
-        \$723  = w_data[39:32];
+      if (\port$10910$2 [3]) begin
+        \$1596  = \$304 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$724  = pe7_4_w0;
+    \$1597  = pe2_7_w0;
     if (\$303 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$724  = w_data[39:32];
+        \$1597  = \$305 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$725  = pe7_3_v;
+    \$1598  = a_valid;
     if (reset[2]) begin
-      \$725  = 1'h0;
+      \$1598  = 1'h0;
     end
     if (rst) begin
-      \$725  = 1'h0;
+      \$1598  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$726  = pe7_5_w1;
-    if (\$308 ) begin
-      if (\port$9873$2 [3]) begin
-        \$726  = w_data[47:40];
+    \$1599  = skew3_0_v;
+    if (reset[2]) begin
+      \$1599  = 1'h0;
+    end
+    if (rst) begin
+      \$1599  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1600  = skew3_1_v;
+    if (reset[2]) begin
+      \$1600  = 1'h0;
+    end
+    if (rst) begin
+      \$1600  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1601  = pe3_0_w1;
+    if (\$317 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1601  = \$318 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$727  = pe7_5_w0;
-    if (\$308 ) begin
+    \$1602  = pe3_0_w0;
+    if (\$317 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$727  = w_data[47:40];
+        \$1602  = \$319 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$728  = pe7_4_v;
+    \$1603  = skew3_2_v;
     if (reset[2]) begin
-      \$728  = 1'h0;
+      \$1603  = 1'h0;
     end
     if (rst) begin
-      \$728  = 1'h0;
+      \$1603  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$729  = pe7_6_w1;
-    if (\$313 ) begin
-      if (\port$9873$2 [3]) begin
-        \$729  = w_data[55:48];
+    \$1604  = pe3_1_w1;
+    if (\$330 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1604  = \$331 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$730  = pe7_6_w0;
-    if (\$313 ) begin
+    \$1605  = pe3_1_w0;
+    if (\$330 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$730  = w_data[55:48];
+        \$1605  = \$332 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$731  = pe7_5_v;
+    \$1606  = pe3_0_v;
     if (reset[2]) begin
-      \$731  = 1'h0;
+      \$1606  = 1'h0;
     end
     if (rst) begin
-      \$731  = 1'h0;
+      \$1606  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$732  = pe7_7_w1;
-    if (\$318 ) begin
-      if (\port$9873$2 [3]) begin
-        \$732  = w_data[63:56];
+    \$1607  = pe3_2_w1;
+    if (\$343 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1607  = \$344 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$733  = pe7_7_w0;
-    if (\$318 ) begin
+    \$1608  = pe3_2_w0;
+    if (\$343 ) begin
       (* full_case = 32'd1 *)
-      if (\port$9873$2 [3]) begin
+      if (\port$10910$2 [3]) begin
       end else begin
-        \$733  = w_data[63:56];
+        \$1608  = \$345 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$734  = pe7_6_v;
+    \$1609  = pe3_1_v;
     if (reset[2]) begin
-      \$734  = 1'h0;
+      \$1609  = 1'h0;
     end
     if (rst) begin
-      \$734  = 1'h0;
+      \$1609  = 1'h0;
     end
   end
-  assign w_row = \port$9873$2 [2:0];
-  assign w_bank = \port$9873$2 [3];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1610  = pe3_3_w1;
+    if (\$356 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1610  = \$357 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1611  = pe3_3_w0;
+    if (\$356 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1611  = \$358 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1612  = pe3_2_v;
+    if (reset[2]) begin
+      \$1612  = 1'h0;
+    end
+    if (rst) begin
+      \$1612  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1613  = pe3_4_w1;
+    if (\$369 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1613  = \$370 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1614  = pe3_4_w0;
+    if (\$369 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1614  = \$371 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1615  = pe3_3_v;
+    if (reset[2]) begin
+      \$1615  = 1'h0;
+    end
+    if (rst) begin
+      \$1615  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1616  = pe3_5_w1;
+    if (\$382 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1616  = \$383 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1617  = pe3_5_w0;
+    if (\$382 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1617  = \$384 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1618  = pe3_4_v;
+    if (reset[2]) begin
+      \$1618  = 1'h0;
+    end
+    if (rst) begin
+      \$1618  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1619  = pe3_6_w1;
+    if (\$395 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1619  = \$396 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1620  = pe3_6_w0;
+    if (\$395 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1620  = \$397 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1621  = pe3_5_v;
+    if (reset[2]) begin
+      \$1621  = 1'h0;
+    end
+    if (rst) begin
+      \$1621  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1622  = pe3_7_w1;
+    if (\$408 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1622  = \$409 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1623  = pe3_7_w0;
+    if (\$408 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1623  = \$410 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1624  = a_valid;
+    if (reset[2]) begin
+      \$1624  = 1'h0;
+    end
+    if (rst) begin
+      \$1624  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1625  = skew4_0_v;
+    if (reset[2]) begin
+      \$1625  = 1'h0;
+    end
+    if (rst) begin
+      \$1625  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1626  = skew4_1_v;
+    if (reset[2]) begin
+      \$1626  = 1'h0;
+    end
+    if (rst) begin
+      \$1626  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1627  = skew4_2_v;
+    if (reset[2]) begin
+      \$1627  = 1'h0;
+    end
+    if (rst) begin
+      \$1627  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1628  = pe4_0_w1;
+    if (\$422 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1628  = \$423 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1629  = pe4_0_w0;
+    if (\$422 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1629  = \$424 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1630  = skew4_3_v;
+    if (reset[2]) begin
+      \$1630  = 1'h0;
+    end
+    if (rst) begin
+      \$1630  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1631  = pe4_1_w1;
+    if (\$435 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1631  = \$436 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1632  = pe4_1_w0;
+    if (\$435 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1632  = \$437 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1633  = pe4_0_v;
+    if (reset[2]) begin
+      \$1633  = 1'h0;
+    end
+    if (rst) begin
+      \$1633  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1634  = pe4_2_w1;
+    if (\$448 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1634  = \$449 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1635  = pe4_2_w0;
+    if (\$448 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1635  = \$450 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1636  = pe4_1_v;
+    if (reset[2]) begin
+      \$1636  = 1'h0;
+    end
+    if (rst) begin
+      \$1636  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1637  = pe4_3_w1;
+    if (\$461 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1637  = \$462 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1638  = pe4_3_w0;
+    if (\$461 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1638  = \$463 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1639  = pe4_2_v;
+    if (reset[2]) begin
+      \$1639  = 1'h0;
+    end
+    if (rst) begin
+      \$1639  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1640  = pe4_4_w1;
+    if (\$474 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1640  = \$475 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1641  = pe4_4_w0;
+    if (\$474 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1641  = \$476 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1642  = pe4_3_v;
+    if (reset[2]) begin
+      \$1642  = 1'h0;
+    end
+    if (rst) begin
+      \$1642  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1643  = pe4_5_w1;
+    if (\$487 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1643  = \$488 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1644  = pe4_5_w0;
+    if (\$487 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1644  = \$489 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1645  = pe4_4_v;
+    if (reset[2]) begin
+      \$1645  = 1'h0;
+    end
+    if (rst) begin
+      \$1645  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1646  = pe4_6_w1;
+    if (\$500 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1646  = \$501 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1647  = pe4_6_w0;
+    if (\$500 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1647  = \$502 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1648  = pe4_5_v;
+    if (reset[2]) begin
+      \$1648  = 1'h0;
+    end
+    if (rst) begin
+      \$1648  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1649  = pe4_7_w1;
+    if (\$513 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1649  = \$514 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1650  = pe4_7_w0;
+    if (\$513 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1650  = \$515 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1651  = a_valid;
+    if (reset[2]) begin
+      \$1651  = 1'h0;
+    end
+    if (rst) begin
+      \$1651  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1652  = skew5_0_v;
+    if (reset[2]) begin
+      \$1652  = 1'h0;
+    end
+    if (rst) begin
+      \$1652  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1653  = skew5_1_v;
+    if (reset[2]) begin
+      \$1653  = 1'h0;
+    end
+    if (rst) begin
+      \$1653  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1654  = skew5_2_v;
+    if (reset[2]) begin
+      \$1654  = 1'h0;
+    end
+    if (rst) begin
+      \$1654  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1655  = skew5_3_v;
+    if (reset[2]) begin
+      \$1655  = 1'h0;
+    end
+    if (rst) begin
+      \$1655  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1656  = pe5_0_w1;
+    if (\$527 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1656  = \$528 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1657  = pe5_0_w0;
+    if (\$527 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1657  = \$529 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1658  = skew5_4_v;
+    if (reset[2]) begin
+      \$1658  = 1'h0;
+    end
+    if (rst) begin
+      \$1658  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1659  = pe5_1_w1;
+    if (\$540 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1659  = \$541 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1660  = pe5_1_w0;
+    if (\$540 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1660  = \$542 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1661  = pe5_0_v;
+    if (reset[2]) begin
+      \$1661  = 1'h0;
+    end
+    if (rst) begin
+      \$1661  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1662  = pe5_2_w1;
+    if (\$553 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1662  = \$554 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1663  = pe5_2_w0;
+    if (\$553 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1663  = \$555 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1664  = pe5_1_v;
+    if (reset[2]) begin
+      \$1664  = 1'h0;
+    end
+    if (rst) begin
+      \$1664  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1665  = pe5_3_w1;
+    if (\$566 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1665  = \$567 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1666  = pe5_3_w0;
+    if (\$566 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1666  = \$568 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1667  = pe5_2_v;
+    if (reset[2]) begin
+      \$1667  = 1'h0;
+    end
+    if (rst) begin
+      \$1667  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1668  = pe5_4_w1;
+    if (\$579 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1668  = \$580 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1669  = pe5_4_w0;
+    if (\$579 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1669  = \$581 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1670  = pe5_3_v;
+    if (reset[2]) begin
+      \$1670  = 1'h0;
+    end
+    if (rst) begin
+      \$1670  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1671  = pe5_5_w1;
+    if (\$592 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1671  = \$593 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1672  = pe5_5_w0;
+    if (\$592 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1672  = \$594 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1673  = pe5_4_v;
+    if (reset[2]) begin
+      \$1673  = 1'h0;
+    end
+    if (rst) begin
+      \$1673  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1674  = pe5_6_w1;
+    if (\$605 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1674  = \$606 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1675  = pe5_6_w0;
+    if (\$605 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1675  = \$607 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1676  = pe5_5_v;
+    if (reset[2]) begin
+      \$1676  = 1'h0;
+    end
+    if (rst) begin
+      \$1676  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1677  = pe5_7_w1;
+    if (\$618 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1677  = \$619 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1678  = pe5_7_w0;
+    if (\$618 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1678  = \$620 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1679  = a_valid;
+    if (reset[2]) begin
+      \$1679  = 1'h0;
+    end
+    if (rst) begin
+      \$1679  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1680  = skew6_0_v;
+    if (reset[2]) begin
+      \$1680  = 1'h0;
+    end
+    if (rst) begin
+      \$1680  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1681  = skew6_1_v;
+    if (reset[2]) begin
+      \$1681  = 1'h0;
+    end
+    if (rst) begin
+      \$1681  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1682  = skew6_2_v;
+    if (reset[2]) begin
+      \$1682  = 1'h0;
+    end
+    if (rst) begin
+      \$1682  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1683  = skew6_3_v;
+    if (reset[2]) begin
+      \$1683  = 1'h0;
+    end
+    if (rst) begin
+      \$1683  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1684  = skew6_4_v;
+    if (reset[2]) begin
+      \$1684  = 1'h0;
+    end
+    if (rst) begin
+      \$1684  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1685  = pe6_0_w1;
+    if (\$632 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1685  = \$633 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1686  = pe6_0_w0;
+    if (\$632 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1686  = \$634 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1687  = skew6_5_v;
+    if (reset[2]) begin
+      \$1687  = 1'h0;
+    end
+    if (rst) begin
+      \$1687  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1688  = pe6_1_w1;
+    if (\$645 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1688  = \$646 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1689  = pe6_1_w0;
+    if (\$645 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1689  = \$647 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1690  = pe6_0_v;
+    if (reset[2]) begin
+      \$1690  = 1'h0;
+    end
+    if (rst) begin
+      \$1690  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1691  = pe6_2_w1;
+    if (\$658 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1691  = \$659 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1692  = pe6_2_w0;
+    if (\$658 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1692  = \$660 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1693  = pe6_1_v;
+    if (reset[2]) begin
+      \$1693  = 1'h0;
+    end
+    if (rst) begin
+      \$1693  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1694  = pe6_3_w1;
+    if (\$671 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1694  = \$672 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1695  = pe6_3_w0;
+    if (\$671 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1695  = \$673 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1696  = pe6_2_v;
+    if (reset[2]) begin
+      \$1696  = 1'h0;
+    end
+    if (rst) begin
+      \$1696  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1697  = pe6_4_w1;
+    if (\$684 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1697  = \$685 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1698  = pe6_4_w0;
+    if (\$684 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1698  = \$686 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1699  = pe6_3_v;
+    if (reset[2]) begin
+      \$1699  = 1'h0;
+    end
+    if (rst) begin
+      \$1699  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1700  = pe6_5_w1;
+    if (\$697 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1700  = \$698 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1701  = pe6_5_w0;
+    if (\$697 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1701  = \$699 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1702  = pe6_4_v;
+    if (reset[2]) begin
+      \$1702  = 1'h0;
+    end
+    if (rst) begin
+      \$1702  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1703  = pe6_6_w1;
+    if (\$710 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1703  = \$711 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1704  = pe6_6_w0;
+    if (\$710 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1704  = \$712 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1705  = pe6_5_v;
+    if (reset[2]) begin
+      \$1705  = 1'h0;
+    end
+    if (rst) begin
+      \$1705  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1706  = pe6_7_w1;
+    if (\$723 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1706  = \$724 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1707  = pe6_7_w0;
+    if (\$723 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1707  = \$725 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1708  = a_valid;
+    if (reset[2]) begin
+      \$1708  = 1'h0;
+    end
+    if (rst) begin
+      \$1708  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1709  = skew7_0_v;
+    if (reset[2]) begin
+      \$1709  = 1'h0;
+    end
+    if (rst) begin
+      \$1709  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1710  = skew7_1_v;
+    if (reset[2]) begin
+      \$1710  = 1'h0;
+    end
+    if (rst) begin
+      \$1710  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1711  = skew7_2_v;
+    if (reset[2]) begin
+      \$1711  = 1'h0;
+    end
+    if (rst) begin
+      \$1711  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1712  = skew7_3_v;
+    if (reset[2]) begin
+      \$1712  = 1'h0;
+    end
+    if (rst) begin
+      \$1712  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1713  = skew7_4_v;
+    if (reset[2]) begin
+      \$1713  = 1'h0;
+    end
+    if (rst) begin
+      \$1713  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1714  = skew7_5_v;
+    if (reset[2]) begin
+      \$1714  = 1'h0;
+    end
+    if (rst) begin
+      \$1714  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1715  = pe7_0_w1;
+    if (\$737 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1715  = \$738 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1716  = pe7_0_w0;
+    if (\$737 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1716  = \$739 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1717  = skew7_6_v;
+    if (reset[2]) begin
+      \$1717  = 1'h0;
+    end
+    if (rst) begin
+      \$1717  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1718  = pe7_1_w1;
+    if (\$750 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1718  = \$751 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1719  = pe7_1_w0;
+    if (\$750 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1719  = \$752 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1720  = pe7_0_v;
+    if (reset[2]) begin
+      \$1720  = 1'h0;
+    end
+    if (rst) begin
+      \$1720  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1721  = pe7_2_w1;
+    if (\$763 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1721  = \$764 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1722  = pe7_2_w0;
+    if (\$763 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1722  = \$765 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1723  = pe7_1_v;
+    if (reset[2]) begin
+      \$1723  = 1'h0;
+    end
+    if (rst) begin
+      \$1723  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1724  = pe7_3_w1;
+    if (\$776 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1724  = \$777 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1725  = pe7_3_w0;
+    if (\$776 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1725  = \$778 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1726  = pe7_2_v;
+    if (reset[2]) begin
+      \$1726  = 1'h0;
+    end
+    if (rst) begin
+      \$1726  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1727  = pe7_4_w1;
+    if (\$789 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1727  = \$790 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1728  = pe7_4_w0;
+    if (\$789 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1728  = \$791 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1729  = pe7_3_v;
+    if (reset[2]) begin
+      \$1729  = 1'h0;
+    end
+    if (rst) begin
+      \$1729  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1730  = pe7_5_w1;
+    if (\$802 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1730  = \$803 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1731  = pe7_5_w0;
+    if (\$802 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1731  = \$804 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1732  = pe7_4_v;
+    if (reset[2]) begin
+      \$1732  = 1'h0;
+    end
+    if (rst) begin
+      \$1732  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1733  = pe7_6_w1;
+    if (\$815 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1733  = \$816 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1734  = pe7_6_w0;
+    if (\$815 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1734  = \$817 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1735  = pe7_5_v;
+    if (reset[2]) begin
+      \$1735  = 1'h0;
+    end
+    if (rst) begin
+      \$1735  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1736  = pe7_7_w1;
+    if (\$828 ) begin
+      if (\port$10910$2 [3]) begin
+        \$1736  = \$829 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1737  = pe7_7_w0;
+    if (\$828 ) begin
+      (* full_case = 32'd1 *)
+      if (\port$10910$2 [3]) begin
+      end else begin
+        \$1737  = \$830 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$1738  = pe7_6_v;
+    if (reset[2]) begin
+      \$1738  = 1'h0;
+    end
+    if (rst) begin
+      \$1738  = 1'h0;
+    end
+  end
+  assign w_row = \port$10910$2 [2:0];
+  assign w_bank = \port$10910$2 [3];
   assign a_data = w_data;
-  assign a_bank = \port$9873$2 [3];
+  assign a_bank = \port$10910$2 [3];
   assign out_data = { pe7_7_psum, deskew6_0, deskew5_1, deskew4_2, deskew3_3, deskew2_4, deskew1_5, deskew0_6 };
   assign out_valid = out_valid_q;
-  assign \$324  = 1'h1;
-  assign \$325  = a_valid;
-  assign \$342  = 1'h1;
-  assign \$343  = a_valid;
-  assign \$362  = 1'h1;
-  assign \$363  = a_valid;
-  assign \$384  = 1'h1;
-  assign \$385  = a_valid;
-  assign \$408  = 1'h1;
-  assign \$409  = a_valid;
-  assign \$434  = 1'h1;
-  assign \$435  = a_valid;
-  assign \$462  = 1'h1;
-  assign \$463  = a_valid;
-  assign \$492  = 1'h1;
-  assign \$493  = a_valid;
+  assign \$9  = w_data[7:0];
+  assign \$10  = w_data[7:0];
+  assign \$121  = w_data[15:8];
+  assign \$122  = w_data[15:8];
+  assign \$239  = w_data[23:16];
+  assign \$240  = w_data[23:16];
+  assign \$357  = w_data[31:24];
+  assign \$358  = w_data[31:24];
+  assign \$475  = w_data[39:32];
+  assign \$476  = w_data[39:32];
+  assign \$593  = w_data[47:40];
+  assign \$594  = w_data[47:40];
+  assign \$711  = w_data[55:48];
+  assign \$712  = w_data[55:48];
+  assign \$829  = w_data[63:56];
+  assign \$830  = w_data[63:56];
+  assign \$838  = 1'h1;
+  assign \$839  = a_valid;
+  assign \$858  = 1'h1;
+  assign \$859  = \$857 ;
+  assign \$900  = 1'h1;
+  assign \$901  = a_valid;
+  assign \$919  = \$918 ;
+  assign \$921  = 1'h1;
+  assign \$922  = \$920 ;
+  assign \$969  = 1'h1;
+  assign \$970  = a_valid;
+  assign \$990  = \$989 ;
+  assign \$992  = 1'h1;
+  assign \$993  = \$991 ;
+  assign \$995  = \$994 ;
+  assign \$1045  = 1'h1;
+  assign \$1046  = a_valid;
+  assign \$1068  = \$1067 ;
+  assign \$1070  = 1'h1;
+  assign \$1071  = \$1069 ;
+  assign \$1073  = \$1072 ;
+  assign \$1078  = \$1077 ;
+  assign \$1128  = 1'h1;
+  assign \$1129  = a_valid;
+  assign \$1153  = \$1152 ;
+  assign \$1155  = 1'h1;
+  assign \$1156  = \$1154 ;
+  assign \$1158  = \$1157 ;
+  assign \$1163  = \$1162 ;
+  assign \$1168  = \$1167 ;
+  assign \$1218  = 1'h1;
+  assign \$1219  = a_valid;
+  assign \$1245  = \$1244 ;
+  assign \$1247  = 1'h1;
+  assign \$1248  = \$1246 ;
+  assign \$1250  = \$1249 ;
+  assign \$1255  = \$1254 ;
+  assign \$1260  = \$1259 ;
+  assign \$1265  = \$1264 ;
+  assign \$1315  = 1'h1;
+  assign \$1316  = a_valid;
+  assign \$1344  = \$1343 ;
+  assign \$1346  = 1'h1;
+  assign \$1347  = \$1345 ;
+  assign \$1349  = \$1348 ;
+  assign \$1354  = \$1353 ;
+  assign \$1359  = \$1358 ;
+  assign \$1364  = \$1363 ;
+  assign \$1369  = \$1368 ;
+  assign \$1419  = 1'h1;
+  assign \$1420  = a_valid;
+  assign \$1450  = \$1449 ;
+  assign \$1452  = 1'h1;
+  assign \$1453  = \$1451 ;
+  assign \$1455  = \$1454 ;
+  assign \$1460  = \$1459 ;
+  assign \$1465  = \$1464 ;
+  assign \$1470  = \$1469 ;
+  assign \$1475  = \$1474 ;
+  assign \$1480  = \$1479 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9159$16 , \port$9928$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$10196$16 , \port$10971$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -33179,10 +35676,10 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9159$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$9159$16 ;
-  wire [15:0] \port$9159$16 ;
-  input [7:0] \port$9928$0 ;
-  wire [7:0] \port$9928$0 ;
+  input [15:0] \port$10196$16 ;
+  wire [15:0] \port$10196$16 ;
+  input [7:0] \port$10971$0 ;
+  wire [7:0] \port$10971$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -33217,7 +35714,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9159$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9159$16 , \port$9928$0  };
+      storage[w_port__addr] <= { \port$10196$16 , \port$10971$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -33328,8 +35825,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$9159$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9159$16 , \port$9928$0  };
-  assign w_data = { \port$9159$16 , \port$9928$0  };
+  assign w_port__data = { \port$10196$16 , \port$10971$0  };
+  assign w_data = { \port$10196$16 , \port$10971$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -33338,7 +35835,7 @@ endmodule
 module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$109$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$8674$0 , \port$8674$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$9711$0 , \port$9711$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -34052,10 +36549,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] \limit$66 ;
   input [3:0] \port$109$0 ;
   wire [3:0] \port$109$0 ;
-  input [3:0] \port$8674$0 ;
-  wire [3:0] \port$8674$0 ;
-  input [23:0] \port$8674$8 ;
-  wire [23:0] \port$8674$8 ;
+  input [3:0] \port$9711$0 ;
+  wire [3:0] \port$9711$0 ;
+  input [23:0] \port$9711$8 ;
+  wire [23:0] \port$9711$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -34780,7 +37277,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$8674$0 [1:0] < 3'h4;
+  assign \$165  = \port$9711$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -34988,7 +37485,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$8674$0 [1:0];
+  assign \$344  = ! \port$9711$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -35008,7 +37505,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$8674$0 [1:0] == 1'h1;
+  assign \$364  = \port$9711$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -35028,7 +37525,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$8674$0 [1:0] == 2'h2;
+  assign \$384  = \port$9711$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -35048,7 +37545,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$8674$0 [1:0] == 2'h3;
+  assign \$404  = \port$9711$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -35141,7 +37638,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$9240$0 (fetch_r_buf),
+    .\port$10277$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -35153,7 +37650,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$9240$0 (fetch_r_buf),
+    .\port$10277$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -35165,7 +37662,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$9240$0 (fetch_r_buf),
+    .\port$10277$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -35177,7 +37674,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$9240$0 (fetch_r_buf),
+    .\port$10277$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -36875,12 +39372,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$8674$0 [1:0];
-  assign cpl_irq = \port$8674$0 [2];
-  assign cpl_halt = \port$8674$0 [3];
-  assign cpl_flags = \port$8674$8 [7:0];
-  assign cpl_status = \port$8674$8 [15:8];
-  assign cpl_opcode = \port$8674$8 [23:16];
+  assign cpl_queue = \port$9711$0 [1:0];
+  assign cpl_irq = \port$9711$0 [2];
+  assign cpl_halt = \port$9711$0 [3];
+  assign cpl_flags = \port$9711$8 [7:0];
+  assign cpl_status = \port$9711$8 [15:8];
+  assign cpl_opcode = \port$9711$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -36931,12 +39428,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$8674$8 [23:16];
-  assign \w_data$258 [19:12] = \port$8674$8 [15:8];
-  assign \w_data$258 [11:4] = \port$8674$8 [7:0];
-  assign \w_data$258 [3] = \port$8674$0 [3];
-  assign \w_data$258 [2] = \port$8674$0 [2];
-  assign \w_data$258 [1:0] = \port$8674$0 [1:0];
+  assign \w_data$258 [27:20] = \port$9711$8 [23:16];
+  assign \w_data$258 [19:12] = \port$9711$8 [15:8];
+  assign \w_data$258 [11:4] = \port$9711$8 [7:0];
+  assign \w_data$258 [3] = \port$9711$0 [3];
+  assign \w_data$258 [2] = \port$9711$0 [2];
+  assign \w_data$258 [1:0] = \port$9711$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -38522,7 +41019,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9240$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$10277$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38549,8 +41046,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9240$0 ;
-  wire [191:0] \port$9240$0 ;
+  input [191:0] \port$10277$0 ;
+  wire [191:0] \port$10277$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -38585,7 +41082,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9240$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$10277$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38656,14 +41153,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9240$0  };
-  assign w_data = { \port$0$87 , \port$9240$0  };
+  assign w_port__data = { \port$0$87 , \port$10277$0  };
+  assign w_data = { \port$0$87 , \port$10277$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9240$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$10277$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38690,8 +41187,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9240$0 ;
-  wire [191:0] \port$9240$0 ;
+  input [191:0] \port$10277$0 ;
+  wire [191:0] \port$10277$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -38726,7 +41223,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9240$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$10277$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38797,14 +41294,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9240$0  };
-  assign w_data = { \port$0$87 , \port$9240$0  };
+  assign w_port__data = { \port$0$87 , \port$10277$0  };
+  assign w_data = { \port$0$87 , \port$10277$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9240$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$10277$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38831,8 +41328,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9240$0 ;
-  wire [191:0] \port$9240$0 ;
+  input [191:0] \port$10277$0 ;
+  wire [191:0] \port$10277$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -38867,7 +41364,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9240$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$10277$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38938,14 +41435,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9240$0  };
-  assign w_data = { \port$0$87 , \port$9240$0  };
+  assign w_port__data = { \port$0$87 , \port$10277$0  };
+  assign w_data = { \port$0$87 , \port$10277$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9240$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$10277$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38972,8 +41469,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9240$0 ;
-  wire [191:0] \port$9240$0 ;
+  input [191:0] \port$10277$0 ;
+  wire [191:0] \port$10277$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -39008,7 +41505,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9240$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$10277$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -39079,8 +41576,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9240$0  };
-  assign w_data = { \port$0$87 , \port$9240$0  };
+  assign w_port__data = { \port$0$87 , \port$10277$0  };
+  assign w_data = { \port$0$87 , \port$10277$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -43053,7 +45550,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9161$16 , \port$10708$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$10198$16 , \port$11761$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -43097,10 +45594,10 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9161$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10708$0 ;
-  wire [7:0] \port$10708$0 ;
-  input [15:0] \port$9161$16 ;
-  wire [15:0] \port$9161$16 ;
+  input [15:0] \port$10198$16 ;
+  wire [15:0] \port$10198$16 ;
+  input [7:0] \port$11761$0 ;
+  wire [7:0] \port$11761$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -43135,7 +45632,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9161$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9161$16 , \port$10708$0  };
+      storage[w_port__addr] <= { \port$10198$16 , \port$11761$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -43246,8 +45743,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$9161$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9161$16 , \port$10708$0  };
-  assign w_data = { \port$9161$16 , \port$10708$0  };
+  assign w_port__data = { \port$10198$16 , \port$11761$0  };
+  assign w_data = { \port$10198$16 , \port$11761$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -77,7 +77,12 @@ GEMM_FIELDS = {
     "b_nt_stride": (152, 20),
     "c_nt_stride": (172, 20),
     "accumulate": (192, 1),
-    "reserved": (193, 15),
+    "b_transpose": (193, 1),
+    "batches_m1": (194, 8),
+    "a_batch_stride": (202, 16),
+    "b_batch_stride": (218, 16),
+    "c_batch_stride": (234, 16),
+    "reserved": (250, 6),
 }
 VEC_FIELDS = {
     "src_addr": (32, 20),

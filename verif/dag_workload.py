@@ -340,7 +340,11 @@ class DagBuilder:
         self._dma(q, Opcode.DMA_LOAD, p, 3 * 4 * d, host_row_stride=4 * d, row_bytes=4 * d,
                   rows=3, planes=1, local_addr=mult_row, local_row_stride=1, acc=1)
         self.barrier(q)
-        gemm = dict(a_addr=a_rows, b_addr=b_rows, c_addr=c_rows, m=m, k_tiles=1, n_tiles=1)
+        # B as loaded, or the same rows read as B transposed; sometimes two batch items on the
+        # same rows (each repeats the first, or adds it again with accumulate)
+        gemm = dict(a_addr=a_rows, b_addr=b_rows, c_addr=c_rows, m=m, k_tiles=1, n_tiles=1,
+                    b_transpose=int(rng.random() < 0.3),
+                    batches_m1=int(rng.choice([0] * 7 + [1, 4])))
         self.add(q, Opcode.GEMM, **gemm)
         if rng.random() < self.p_accumulate:
             # K-tiling across commands: a second one-k-tile GEMM that adds to C (C = 2 A B).

@@ -150,6 +150,10 @@ _desc_cov = coverage_section(
     CoverPoint("kaki.gemm.accumulate", xf=lambda d: d.get(_GEMM, lambda f: f["accumulate"]),
                bins=[0, 1]),
     CoverCross("kaki.gemm.k_tiles_x_accumulate", items=["kaki.gemm.k_tiles", "kaki.gemm.accumulate"]),
+    CoverPoint("kaki.gemm.b_transpose", xf=lambda d: d.get(_GEMM, lambda f: f["b_transpose"]),
+               bins=[0, 1]),
+    CoverPoint("kaki.gemm.batches", xf=lambda d: d.get(_GEMM, lambda f:
+               _count(f["batches_m1"] + 1)), bins=["1", "2-3", ">=4"]),
     CoverPoint("kaki.vec.ops", xf=lambda d: d.get(_VEC, _vec_ops), bins=list(VEC_COMBOS)),
     CoverPoint("kaki.vec.rows", xf=lambda d: d.get(_VEC, lambda f: _rows(f["rows"], d.dim)),
                bins=["1", "<dim", "=dim", "<256", ">=256"]),

@@ -136,14 +136,22 @@ def _dma(d, ctx):
     return ErrorCode.OK
 
 
+def gemm_ends(d, dim):
+    """One past the last A, B (scratchpad) and C (accumulator) row a decoded GEMM touches, over
+    all its batch items (B's tiles step by ``b_nt_stride`` along n, or along k when transposed)."""
+    m, kt, nt, bm1 = d["m"], d["k_tiles"], d["n_tiles"], d["batches_m1"]
+    b_steps, b_lin = (kt, nt) if d["b_transpose"] else (nt, kt)
+    return (d["a_addr"] + bm1 * d["a_batch_stride"] + (kt - 1) * d["a_kt_stride"] + m,
+            d["b_addr"] + bm1 * d["b_batch_stride"] + (b_steps - 1) * d["b_nt_stride"] + b_lin * dim,
+            d["c_addr"] + bm1 * d["c_batch_stride"] + (nt - 1) * d["c_nt_stride"] + m)
+
+
 def _gemm(d, ctx):
     caps = ctx.caps
-    m, kt, nt = d["m"], d["k_tiles"], d["n_tiles"]
-    if not (m and kt and nt):
+    if not (d["m"] and d["k_tiles"] and d["n_tiles"]):
         return ErrorCode.BAD_SHAPE
-    if (d["a_addr"] + (kt - 1) * d["a_kt_stride"] + m > caps.spad_rows
-            or d["b_addr"] + (nt - 1) * d["b_nt_stride"] + kt * caps.dim > caps.spad_rows
-            or d["c_addr"] + (nt - 1) * d["c_nt_stride"] + m > caps.acc_rows):
+    a_end, b_end, c_end = gemm_ends(d, caps.dim)
+    if a_end > caps.spad_rows or b_end > caps.spad_rows or c_end > caps.acc_rows:
         return ErrorCode.LOCAL_RANGE
     return ErrorCode.OK
 
@@ -238,11 +246,18 @@ class Malformer:
         if op == Opcode.GEMM:
             m, kt, nt = r(1, 2 * caps.dim), r(1, 2), r(1, 2)
             (slo, shi), (alo, ahi) = self.spad, self.acc
-            a_stride, b_stride, c_stride = m, kt * caps.dim, m
-            return dict(a_addr=r(slo, shi - kt * m), b_addr=r(slo, shi - nt * kt * caps.dim),
-                        c_addr=r(alo, ahi - nt * m), m=m, k_tiles=kt, n_tiles=nt,
+            tr = r(0, 1)
+            a_stride, b_stride, c_stride = m, (nt if tr else kt) * caps.dim, m
+            # batch items on the same rows (strides 0) or side by side (stride = one item)
+            bm1, side = (r(0, 2), r(0, 1)) if self.rng.random() < 0.4 else (0, 0)
+            batch = bm1 + 1 if side else 1
+            return dict(a_addr=r(slo, shi - batch * kt * m),
+                        b_addr=r(slo, shi - batch * nt * kt * caps.dim),
+                        c_addr=r(alo, ahi - batch * nt * m), m=m, k_tiles=kt, n_tiles=nt,
                         a_kt_stride=a_stride, b_nt_stride=b_stride, c_nt_stride=c_stride,
-                        accumulate=r(0, 1))
+                        accumulate=r(0, 1), b_transpose=tr, batches_m1=bm1,
+                        a_batch_stride=side * kt * m, b_batch_stride=side * nt * kt * caps.dim,
+                        c_batch_stride=side * nt * m)
         if op == Opcode.VECTOR:
             rows = r(1, 4)
             (slo, shi), (alo, ahi) = self.spad, self.acc
@@ -308,21 +323,29 @@ class Malformer:
         f[key] = off + self._past((limit - rest) // k, _field_max(DMA_FIELDS, key) - off)
 
     def _local_gemm(self, f):
-        """One of A, B, C (its address, its tile stride, or m) one row past its memory."""
+        """One of A, B, C (its address, its tile stride, its batch stride, or m) one row past
+        its memory."""
         spad, acc, dim = self.ctx.caps.spad_rows, self.ctx.caps.acc_rows, self.ctx.caps.dim
-        how = self._pick(("a", "a_stride", "b", "b_stride", "c", "c_stride", "m"))
+        how = self._pick(("a", "a_stride", "b", "b_stride", "c", "c_stride", "m",
+                          "a_batch", "b_batch", "c_batch"))
         if how.endswith("_stride"):
-            tiles = "k_tiles" if how == "a_stride" else "n_tiles"
+            tiles = "k_tiles" if how == "a_stride" or (how == "b_stride" and f["b_transpose"]) \
+                else "n_tiles"
             f[tiles] = max(f[tiles], 2)
-        kt, nt, m = f["k_tiles"], f["n_tiles"], f["m"]
-        a_end = lambda: f["a_addr"] + (kt - 1) * f["a_kt_stride"] + m       # valid up to spad
-        b_end = lambda: f["b_addr"] + (nt - 1) * f["b_nt_stride"] + kt * dim  # valid up to spad
-        c_end = lambda: f["c_addr"] + (nt - 1) * f["c_nt_stride"] + m       # valid up to acc
-        name, end, limit, k = {
-            "a": ("a_addr", a_end, spad, 1), "a_stride": ("a_kt_stride", a_end, spad, kt - 1),
-            "b": ("b_addr", b_end, spad, 1), "b_stride": ("b_nt_stride", b_end, spad, nt - 1),
-            "c": ("c_addr", c_end, acc, 1), "c_stride": ("c_nt_stride", c_end, acc, nt - 1),
-            "m": ("m", c_end, acc, 1)}[how]
+        if how.endswith("_batch"):
+            f["batches_m1"] = max(f["batches_m1"], 1)
+        kt, nt = f["k_tiles"], f["n_tiles"]
+        side = {"a": 0, "b": 1, "c": 2, "m": 2}[how[0]]      # m moves C's end (A's fits)
+        end = lambda: gemm_ends(f, dim)[side]
+        name, k = {
+            "a": ("a_addr", 1), "a_stride": ("a_kt_stride", kt - 1),
+            "b": ("b_addr", 1),
+            "b_stride": ("b_nt_stride", (kt if f["b_transpose"] else nt) - 1),
+            "c": ("c_addr", 1), "c_stride": ("c_nt_stride", nt - 1), "m": ("m", 1),
+            "a_batch": ("a_batch_stride", f["batches_m1"]),
+            "b_batch": ("b_batch_stride", f["batches_m1"]),
+            "c_batch": ("c_batch_stride", f["batches_m1"])}[how]
+        limit = acc if side == 2 else spad
         rest = end() - k * f[name]
         f[name] = self._past((limit - rest) // k, _field_max(GEMM_FIELDS, name))
 
@@ -418,8 +441,8 @@ class Malformer:
         """A valid descriptor at the edge of the rules (the oracle says OK): a NOP or BARRIER with
         a random payload (ignored); a DMA with ``row_bytes`` 0 and random host fields (no host
         byte is touched or checked: a load zeroes its local rows, a store writes nothing); or a
-        GEMM with random bits past its payload (bits 208..255, not part of any field). The local
-        rows are the skeleton's."""
+        GEMM of up to 256 batch items on the same rows (batch strides 0), B transposed or not.
+        The local rows are the skeleton's."""
         kind = self._pick(("benign", "dma", "gemm"))
         if kind == "benign":
             words = encode(self._pick((Opcode.NOP, Opcode.BARRIER)), tag=self._int(0, 0xFFFF))
@@ -433,9 +456,10 @@ class Malformer:
                         for k in ("host_addr", "host_row_stride", "host_plane_stride")})
             words = encode(op, tag=self._int(0, 0xFFFF), **f)
         else:
-            words = encode(Opcode.GEMM, tag=self._int(0, 0xFFFF), **self.skeleton(Opcode.GEMM))
-            words[6] |= self._int(1, 0xFFFF) << 16
-            words[7] = self._int(0, M32)
+            f = self.skeleton(Opcode.GEMM)
+            f.update(batches_m1=self._int(0, 255), a_batch_stride=0, b_batch_stride=0,
+                     c_batch_stride=0)
+            words = encode(Opcode.GEMM, tag=self._int(0, 0xFFFF), **f)
         if expected_status(words, self.ctx) != ErrorCode.OK:
             raise AssertionError(f"edge descriptor {[hex(w) for w in words]} is not valid")
         return words
