@@ -57,9 +57,10 @@ def norm_eps(eps, in_scale, length, where="norm"):
 
 
 def norm_params(gamma, beta, out_scale, where="norm"):
-    """``(gamma_q int16 [L], beta_q int32 [L] or None, shift)``: the largest ``shift`` in 0..63 such
-    that ``gamma_q = round(gamma / out_scale * 2^(shift - 10))`` fits int16 and ``beta_q =
-    round(beta / out_scale * 2^shift)`` fits int32."""
+    """``(gamma_q int32 [L], beta_q int32 [L] or None, shift)``: the largest ``shift`` in 0..63 such
+    that ``gamma_q = round(gamma / out_scale * 2^(shift - 16))`` is within int16 (16 bits of
+    precision are plenty; the hardware takes any int32) and ``beta_q = round(beta / out_scale *
+    2^shift)`` fits int32."""
     out_scale = _positive(where, "output scale", out_scale)
     g = np.asarray(gamma, dtype=np.float64) / out_scale
     b = None if beta is None else np.asarray(beta, dtype=np.float64) / out_scale
@@ -70,7 +71,7 @@ def norm_params(gamma, beta, out_scale, where="norm"):
         gq = np.round(np.ldexp(g, shift - zfrac))
         bq = None if b is None else np.round(np.ldexp(b, shift))
         if np.abs(gq).max() <= 2**15 - 1 and (bq is None or np.abs(bq).max() <= 2**31 - 1):
-            return gq.astype(np.int16), None if bq is None else bq.astype(np.int32), shift
+            return gq.astype(np.int32), None if bq is None else bq.astype(np.int32), shift
     raise CompileError(where, f"gamma / output scale up to {np.abs(g).max():.6g} does not fit int16 "
                               f"even with shift 0: use a larger output scale")
 

@@ -16,7 +16,7 @@ normalization's ``D * 4^16`` and its square root, which use Python integers per 
   = 2^41``; ``R < 2^16``, ``e * R < 2^41``.
 * norms: ``|x - zp| <= 255``, ``L <= 4096``: ``|S1| < 2^21``, ``S2 < 2^28``, ``D < 2^41``
   (``D * 2^32 + eps`` up to 2^80: Python integers),
-  ``|c| < 2^22``, ``R <= 2^24``, ``|c * R| < 2^46``; ``|z| <= 2^22 + 1``, ``|z * g| < 2^38``.
+  ``|c| < 2^22``, ``R <= 2^24``, ``|c * R| < 2^46``; ``|z| <= 2^22 + 1``, ``|z * g + beta| < 2^54``.
 """
 import math
 
@@ -135,7 +135,7 @@ def _norm(x, gamma, beta, *, eps, shift, in_zero_point, out_zero_point, rms):
     s = _int_arg("shift", shift, 0, SHIFT_MAX)
     zi = _int_arg("in_zero_point", in_zero_point, INT8_MIN, INT8_MAX)
     zo = _int_arg("out_zero_point", out_zero_point, INT8_MIN, INT8_MAX)
-    for name, v, dtype in (("gamma", gamma, np.int16), ("beta", beta, np.int32)):
+    for name, v, dtype in (("gamma", gamma, np.int32), ("beta", beta, np.int32)):
         if v is None and name == "beta":
             continue
         _array_arg(name, v, dtype, (1,))
@@ -154,7 +154,7 @@ def layer_norm(x, gamma, beta, *, eps, shift, in_zero_point=0, out_zero_point=0)
     eps_exp)``, 16 and 6 bits: epsilon in units of 2^-32 steps^2); ``z = 0`` when ``D = 0``, else with ``b =
     bitlen(Q)``, ``R = floor(2^(b+23) / Q)``, ``z = (c*R + 2^(b-10)) >> (b-9)`` (``c / sqrt(D)``
     with 16 fraction bits); ``y = clamp(round_half_up((z*gamma + beta) / 2^shift) +
-    out_zero_point)``. ``gamma`` int16 ``(L,)``, ``beta`` int32 ``(L,)``.
+    out_zero_point)``. ``gamma`` and ``beta`` int32 ``(L,)``.
     """
     return _norm(x, gamma, beta, eps=eps, shift=shift, in_zero_point=in_zero_point,
                  out_zero_point=out_zero_point, rms=False)

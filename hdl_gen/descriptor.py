@@ -134,6 +134,81 @@ class VecCmd(data.Struct):
     reserved: 4
 
 
+class SoftmaxCmd(data.Struct):
+    """SOFTMAX payload: ``rows`` logical rows of ``length`` int8 logits -> int8 probabilities
+    (scale 1/127, docs/numerics.md "Softmax").
+
+    Element ``j`` of row ``r`` is lane ``j % dim`` of scratchpad row ``src_addr + (j // dim) *
+    seg_stride + r`` (a row is ``ceil(length / dim)`` segments stored like a GEMM A operand); the
+    result goes to the same place under ``dst_addr``, lanes past ``length`` written as 0. With
+    ``causal`` element ``j`` of row ``r`` takes part only when ``j <= r + mask_offset`` (others
+    are written as 0). ``dst`` may equal ``src`` (in place).
+    """
+    src_addr: 20
+    dst_addr: 20
+    rows: 16              #: logical rows, >= 1
+    length: 16            #: elements per row, >= 1
+    seg_stride: 20        #: scratchpad rows between a row's segments
+    mult: 16              #: round(input scale * log2(e) * 2^16)
+    causal: 1
+    mask_offset: 16       #: position of the first row (causal mask)
+    reserved: 99
+
+
+class NormCmd(data.Struct):
+    """LAYERNORM / RMSNORM payload: ``rows`` logical rows of ``length`` (<= 4096) int8 channels,
+    normalized, scaled by per-channel ``gamma`` (int32 lanes of accumulator rows ``gamma_addr +
+    j // dim``) and, for LayerNorm, shifted by ``beta`` (``beta_addr + j // dim``); requantized
+    with ``shift`` and ``out_zero_point`` (docs/numerics.md "LayerNorm and RMSNorm"). Rows are
+    laid out as for SOFTMAX.
+    """
+    src_addr: 20
+    dst_addr: 20
+    rows: 16
+    length: 16            #: channels, 1..4096
+    seg_stride: 20
+    gamma_addr: 20        #: first accumulator row of gamma
+    beta_addr: 20         #: first accumulator row of beta (LAYERNORM only)
+    shift: 6
+    in_zero_point: 8      #: two's complement int8
+    out_zero_point: 8     #: two's complement int8
+    eps_mant: 16          #: epsilon = eps_mant * 2^eps_exp, in steps^2 with 32 fraction bits
+    eps_exp: 6
+    reserved: 48
+
+
+class LutCmd(data.Struct):
+    """LUT payload: ``y = table[x + 128]`` on ``rows`` logical rows of ``length`` int8 elements
+    (laid out as for SOFTMAX). The table is 256 int8 entries in the ``256 / dim`` scratchpad rows
+    from ``table_addr`` (entry ``k`` in lane ``k % dim`` of row ``table_addr + k // dim``), read
+    at the start of the command."""
+    src_addr: 20
+    dst_addr: 20
+    rows: 16
+    length: 16
+    seg_stride: 20
+    table_addr: 20
+    reserved: 112
+
+
+class EmulCmd(data.Struct):
+    """EMUL payload: the elementwise product of two int8 tensors of the same layout (as for
+    SOFTMAX, operands at ``a_addr`` and ``b_addr``), requantized: ``y = clamp(round_half_up((a -
+    a_zero_point) * (b - b_zero_point) * mult, shift) + out_zero_point)``."""
+    a_addr: 20
+    b_addr: 20
+    dst_addr: 20
+    rows: 16
+    length: 16
+    seg_stride: 20
+    mult: 16
+    shift: 6
+    a_zero_point: 8
+    b_zero_point: 8
+    out_zero_point: 8
+    reserved: 66
+
+
 class EventCmd(data.Struct):
     """SIGNAL_EVENT / WAIT_EVENT payload: a 32-bit timeline semaphore.
 
@@ -154,6 +229,10 @@ class Payload(data.Union):
     gemm: GemmCmd
     vec: VecCmd
     event: EventCmd
+    softmax: SoftmaxCmd
+    norm: NormCmd
+    lut: LutCmd
+    emul: EmulCmd
 
 
 class Engine(enum.Enum, shape=2):
