@@ -17,6 +17,7 @@ from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 from cocotbext.axi.constants import AxiResp
 
 from hdl_gen import regmap
+from spec import registers as R
 
 #: Field kinds software can change (regmap.KINDS); "const" and "ro" ignore writes.
 WRITABLE = ("rw", "wstrobe", "pulse", "w1c")
@@ -304,15 +305,16 @@ async def write_one_to_clear(dut):
     await RisingEdge(dut.clk)
     getattr(dut, "irq_status_gemm_done_set").value = 0
     getattr(dut, "irq_status_error_set").value = 0
-    assert await tb.read("IRQ_STATUS") == 0b10100
-    await tb.write("IRQ_STATUS", 0b00100)
-    assert await tb.read("IRQ_STATUS") == 0b10000
+    gemm, error = (1 << R.IRQ_STATUS.GEMM_DONE.lsb), (1 << R.IRQ_STATUS.ERROR.lsb)
+    assert await tb.read("IRQ_STATUS") == gemm | error
+    await tb.write("IRQ_STATUS", gemm)
+    assert await tb.read("IRQ_STATUS") == error
     # A set in the very cycle of the clearing write wins: hold the set across the write.
     getattr(dut, "irq_status_error_set").value = 1
-    await tb.write("IRQ_STATUS", 0b10000)
+    await tb.write("IRQ_STATUS", error)
     getattr(dut, "irq_status_error_set").value = 0
-    assert await tb.read("IRQ_STATUS") == 0b10000
-    await tb.write("IRQ_STATUS", 0b10000)
+    assert await tb.read("IRQ_STATUS") == error
+    await tb.write("IRQ_STATUS", error)
     assert await tb.read("IRQ_STATUS") == 0
 
 

@@ -15,11 +15,15 @@ import numpy as np
 from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, with_timeout
+from cocotb.utils import get_sim_time
 
+from compiler.cost import sfu_cycles
 from golden import special_functions as sf
 from hdl_gen.config import KakiConfig
 from hdl_gen.descriptor import EmulCmd, ErrorCode, LutCmd, NormCmd, SoftmaxCmd
 from hdl_gen.special_function import SfuCommand, SfuOp
+from spec.capabilities import Capabilities
+from spec.descriptors import Opcode
 
 MEM_READ_LATENCY = KakiConfig().mem_read_latency
 DIM = int(os.environ["KAKI_SFU_DIM"])
@@ -31,6 +35,7 @@ CLK_NS = 10
 LAYOUTS = {SfuOp.SOFTMAX: SoftmaxCmd, SfuOp.LAYERNORM: NormCmd, SfuOp.RMSNORM: NormCmd,
            SfuOp.LUT: LutCmd, SfuOp.EMUL: EmulCmd}
 CMD_LAYOUT = data.Layout.cast(SfuCommand)
+CAPS = Capabilities.from_config(KakiConfig(dim=DIM))
 
 
 def ceil_div(a, b):
@@ -167,6 +172,14 @@ class Tb:
         return sf.emul(x, b, mult=f["mult"], shift=f["shift"], a_zero_point=f["a_zero_point"],
                        b_zero_point=f["b_zero_point"], out_zero_point=f["out_zero_point"])
 
+    def zero_rows(self, op, f):
+        """Rows of a norm whose D is 0 (the unit skips their division)."""
+        if op not in (SfuOp.LAYERNORM, SfuOp.RMSNORM):
+            return 0
+        x = self.logical(f["src_addr"], f["rows"], f["length"], f["seg_stride"])
+        s1, s2 = sf.norm_stats(x, in_zero_point=f["in_zero_point"], rms=op == SfuOp.RMSNORM)
+        return int((f["length"] * s2 - s1 * s1 == 0).sum())
+
     def apply(self, f, y):
         """Write result rows into the shadow: lanes past the row's length are 0."""
         rows, length = y.shape
@@ -184,6 +197,7 @@ class Tb:
         d = self.dut
         what = what or f"{op.name} {f}"
         y = self.expected(op, f) if expect == ErrorCode.OK else None
+        zero_rows = self.zero_rows(op, f) if expect == ErrorCode.OK else 0
         d.ctl__cmd__payload.value = pack_cmd(op, f)
         d.ctl__cmd__valid.value = 1
         d.cnt_clear.value = 1
@@ -191,6 +205,7 @@ class Tb:
         await ReadOnly()
         assert int(d.ctl__cmd__ready.value) == 1, "the SFU is not idle before a command"
         await RisingEdge(d.clk)
+        t0 = get_sim_time("ns")
         await FallingEdge(d.clk)
         d.ctl__cmd__valid.value = 0
         d.cnt_clear.value = 0
@@ -202,6 +217,7 @@ class Tb:
         except cocotb.triggers.SimTimeoutError:
             raise AssertionError(f"timed out after {budget} cycles waiting for ctl__done of "
                                  f"{what} (SEED={SEED})") from None
+        cycles = round((get_sim_time("ns") - t0) / CLK_NS)
         await ReadOnly()
         err = ErrorCode(int(d.ctl__error.value))
         writes, denied = int(d.cnt_writes.value), int(d.cnt_wr_denied.value)
@@ -215,6 +231,11 @@ class Tb:
             assert writes == 0, f"{what}: a rejected command wrote {writes} rows"
             return None
         out = self.apply(f, y)
+        if rate == 0:              # no denied grant: the cost model's cycles exactly
+            model = sfu_cycles(Opcode[op.name], f["rows"], f["length"], CAPS,
+                               zero_rows=zero_rows)
+            assert cycles == model, (f"{what}: {cycles} cycles, the cost model "
+                                     f"(compiler/cost.py sfu_cycles) says {model} (SEED={SEED})")
         assert writes - denied == len(out), (what, writes, denied, len(out))
         guards = {a + k for a in out for k in (-1, 1)} - set(out)
         await self.check(list(out) + [g for g in guards if 0 <= g < SPAD_ROWS], what)

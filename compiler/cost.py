@@ -11,6 +11,8 @@
   read (658 and 4626 with a one-cycle read), exactly this formula.
 * VECTOR: ``VEC_SETUP + rows`` (one accumulator row per cycle) ``+ VEC_PIPE`` (the unit's
   pipeline latency and its done cycle; matches make sim's PERF_VEC_BUSY within 1%).
+* SOFTMAX, LAYERNORM, RMSNORM, LUT, EMUL: :func:`sfu_cycles` -- per row its passes over the
+  segments and its scalar steps; cycle-exact on the SFU block bench.
 * SIGNAL_EVENT / WAIT_EVENT / BARRIER / NOP: ``FW_EVENT`` cycles of firmware time (docs/queues.md
   "Costs": ~170 cycles per firmware-only descriptor); engine commands additionally pay
   ``DISPATCH`` cycles of firmware forwarding, reported separately by :func:`summary`.
@@ -20,7 +22,8 @@
 four in-order engines; :func:`summary`'s ``bound`` is that prediction (``lower_bound``: the
 busiest engine or the firmware's work).
 """
-from spec.chip import FIFO_DEPTH, MEM_READ_LATENCY, VEC_PIPELINE_LATENCY
+from spec.chip import (FIFO_DEPTH, MEM_READ_LATENCY, SFU_DIV_CYCLES, SFU_LUT_ENTRIES,
+                       SFU_SQRT_CYCLES, SFU_STAGES, VEC_PIPELINE_LATENCY)
 from spec.descriptors import COMMANDS, DMA_FIELDS, GEMM_FIELDS, VEC_FIELDS, Engine, Opcode
 
 from .dma import ceil_div
@@ -55,6 +58,30 @@ def gemm_cycles(m, k_tiles, n_tiles, caps, batches=1):
             + MEM_READ_LATENCY - 1)
 
 
+SFU_SETUP = 7                   # accept, decode, three check cycles, the end's write-back
+SFU_DRAIN = MEM_READ_LATENCY + SFU_STAGES + 1    # a pass's last read -> its row out of the pipeline
+#: reads per segment of each SFU opcode's output pass, and its passes before it
+SFU_OUT_READS = {"SOFTMAX": 1, "LAYERNORM": 3, "RMSNORM": 2, "LUT": 1, "EMUL": 2}
+
+
+def sfu_cycles(opcode, rows, length, caps, zero_rows=0):
+    """Cycles of an SFU command: per row its passes over the ``ceil(length / dim)`` segments (one
+    read a cycle, then the pipeline's drain) and the row scalars: softmax's max and sum passes
+    and its division, a norm's statistics pass, square root and division. ``zero_rows``: norm
+    rows whose elements are all equal (no division; data-dependent, 0 in predictions)."""
+    name = Opcode(opcode).name
+    segs = -(-length // caps.dim)
+    out = SFU_OUT_READS[name] * segs + SFU_DRAIN
+    if name == "SOFTMAX":
+        row = 2 * (segs + SFU_DRAIN) + 1 + SFU_DIV_CYCLES + out
+    elif name in ("LAYERNORM", "RMSNORM"):
+        row = segs + SFU_DRAIN + SFU_SQRT_CYCLES + SFU_DIV_CYCLES + out
+    else:
+        row = out
+    table = SFU_LUT_ENTRIES // caps.dim + SFU_DRAIN if name == "LUT" else 0
+    return SFU_SETUP + table + rows * (1 + row) - zero_rows * (SFU_DIV_CYCLES - 1)
+
+
 def command_cycles(cmd, caps):
     """Predicted engine cycles of a ProgramCommand (or anything with ``opcode`` and ``fields``)."""
     row, f = COMMANDS[Opcode(cmd.opcode)], cmd.fields    # by the command table: engine and payload
@@ -66,6 +93,8 @@ def command_cycles(cmd, caps):
         return gemm_cycles(f["m"], f["k_tiles"], f["n_tiles"], caps, f.get("batches_m1", 0) + 1)
     if row.fields is VEC_FIELDS:
         return VEC_SETUP + f["rows"] + VEC_PIPE
+    if row.engine == Engine.SFU:
+        return sfu_cycles(row.opcode, f["rows"], f["length"], caps)
     raise ValueError(f"no cost model for {row.opcode.name}")
 
 

@@ -19,6 +19,7 @@ the readers of every location it touches; an access not ordered after a conflict
 import numpy as np
 
 from spec import commands
+from spec.chip import SFU_LUT_ENTRIES
 from spec.descriptors import COMMANDS, ENGINE_OPCODES, Engine, ErrorCode, Opcode
 from driver.program import reached
 from golden.device_model import DeviceModel
@@ -66,14 +67,33 @@ def accesses(d, caps):
                 writes.append(("host", host))
     elif op == Opcode.GEMM:
         m, kt, nt = d["m"], d["k_tiles"], d["n_tiles"]
+        # B's tiles step by b_nt_stride along n (k-tiles consecutive) or, transposed, along k
+        steps, lin = (kt, nt) if d.get("b_transpose") else (nt, kt)
+        batch = np.arange(d.get("batches_m1", 0) + 1)
         a = _rows(d["a_addr"], kt, m, d["a_kt_stride"], 1)
-        b = np.unique((d["b_addr"] + np.arange(nt)[:, None] * d["b_nt_stride"]
-                       + np.arange(kt * dim)[None, :]).ravel())
+        b = (d["b_addr"] + np.arange(steps)[:, None] * d["b_nt_stride"]
+             + np.arange(lin * dim)[None, :]).ravel()
         c = _rows(d["c_addr"], nt, m, d["c_nt_stride"], 1)
+        over = lambda rows, stride: np.unique((rows[None, :] + batch[:, None] * stride).ravel())
+        a, b = over(a, d.get("a_batch_stride", 0)), over(b, d.get("b_batch_stride", 0))
+        c = over(c, d.get("c_batch_stride", 0))
         reads += [("spad", np.union1d(a, b))]
         if d["accumulate"]:
             reads.append(("acc", c))
         writes.append(("acc", c))
+    elif COMMANDS[op].engine == Engine.SFU:
+        segs = -(-d["length"] // dim)
+        seg_rows = lambda base: _rows(base, segs, d["rows"], d["seg_stride"], 1)
+        srcs = [d["a_addr"], d["b_addr"]] if op == Opcode.EMUL else [d["src_addr"]]
+        spad = [seg_rows(x) for x in srcs]
+        if op == Opcode.LUT:
+            spad.append(np.arange(d["table_addr"], d["table_addr"] + SFU_LUT_ENTRIES // dim))
+        reads.append(("spad", np.unique(np.concatenate(spad))))
+        params = {Opcode.LAYERNORM: ("gamma_addr", "beta_addr"), Opcode.RMSNORM: ("gamma_addr",)}
+        if op in params:
+            reads.append(("acc", np.unique(np.concatenate(
+                [np.arange(d[p], d[p] + segs) for p in params[op]]))))
+        writes.append(("spad", seg_rows(d["dst_addr"])))
     elif op == Opcode.VECTOR:
         rows = d["rows"]
         acc = [np.arange(d["src_addr"], d["src_addr"] + rows), [d["mult_addr"], d["shift_addr"]]]

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spec import commands
+from spec import chip, commands
 from spec.descriptors import COMMANDS, DMA_FIELDS, ErrorCode, Opcode
 
 from . import ops
+from . import special_functions as sf
 
 
 @dataclass
@@ -248,3 +249,76 @@ class DeviceModel:
             mult=self.acc[d["mult_addr"]], shift=shift, zero_point=zp,
             relu=bool(d["ops.relu"]), residual=residual, maxred=bool(d["ops.maxred"]))
         self.spad[d["dst_addr"]:d["dst_addr"] + out_rows] = y
+
+    # ------------------------------------------------------------------ special-function unit
+    def _segments(self, base, d):
+        """Scratchpad rows ``(rows, segments)`` of a logical-row operand at ``base`` (element
+        ``j`` of row ``r`` in lane ``j % dim`` of row ``base + (j // dim) * seg_stride + r``)."""
+        segs = -(-d["length"] // self.caps.dim)
+        return base + d["seg_stride"] * np.arange(segs)[None, :] + np.arange(d["rows"])[:, None]
+
+    def _sfu_check(self, d, spad_bases, acc_bases=(), max_len=chip.SFU_MAX_LEN):
+        if d["rows"] == 0 or d["length"] == 0 or d["length"] > max_len:
+            raise _Fault(ErrorCode.BAD_SHAPE)
+        segs = -(-d["length"] // self.caps.dim)
+        last = (segs - 1) * d["seg_stride"] + d["rows"]
+        if any(b + last > self.caps.spad_rows for b in spad_bases) or \
+                any(b + segs > self.caps.acc_rows for b in acc_bases):
+            raise _Fault(ErrorCode.LOCAL_RANGE)
+
+    def _logical(self, base, d):
+        rows = self.spad[self._segments(base, d)]                 # (rows, segs, dim)
+        return rows.reshape(d["rows"], -1)[:, :d["length"]]
+
+    def _params(self, base, d):
+        segs = -(-d["length"] // self.caps.dim)
+        return self.acc[base:base + segs].reshape(-1)[:d["length"]].astype(np.int32)
+
+    def _sfu_write(self, d, y):
+        """Result rows at ``dst_addr``, lanes past ``length`` written as 0."""
+        out = np.zeros((d["rows"], self._segments(0, d).shape[1] * self.caps.dim), dtype=np.int8)
+        out[:, :d["length"]] = y
+        self.spad[self._segments(d["dst_addr"], d)] = out.reshape(d["rows"], -1, self.caps.dim)
+
+    @staticmethod
+    def _i8(v):
+        return v - 256 if v & 0x80 else v
+
+    def _softmax(self, d):
+        self._sfu_check(d, (d["src_addr"], d["dst_addr"]))
+        self._sfu_write(d, sf.softmax(self._logical(d["src_addr"], d), mult=d["mult"],
+                                      causal=bool(d["causal"]), mask_offset=d["mask_offset"]))
+
+    def _norm(self, d, rms):
+        self._sfu_check(d, (d["src_addr"], d["dst_addr"]),
+                        (d["gamma_addr"],) + (() if rms else (d["beta_addr"],)),
+                        max_len=chip.SFU_NORM_MAX_LEN)
+        kw = dict(eps=(d["eps_mant"], d["eps_exp"]), shift=d["shift"],
+                  in_zero_point=self._i8(d["in_zero_point"]),
+                  out_zero_point=self._i8(d["out_zero_point"]))
+        x, gamma = self._logical(d["src_addr"], d), self._params(d["gamma_addr"], d)
+        y = sf.rms_norm(x, gamma, **kw) if rms else \
+            sf.layer_norm(x, gamma, self._params(d["beta_addr"], d), **kw)
+        self._sfu_write(d, y)
+
+    def _layernorm(self, d):
+        self._norm(d, rms=False)
+
+    def _rmsnorm(self, d):
+        self._norm(d, rms=True)
+
+    def _lut(self, d):
+        self._sfu_check(d, (d["src_addr"], d["dst_addr"]))
+        rows = chip.SFU_LUT_ENTRIES // self.caps.dim
+        if d["table_addr"] + rows > self.caps.spad_rows:
+            raise _Fault(ErrorCode.LOCAL_RANGE)
+        table = self.spad[d["table_addr"]:d["table_addr"] + rows].reshape(-1)
+        self._sfu_write(d, sf.lookup(self._logical(d["src_addr"], d), table))
+
+    def _emul(self, d):
+        self._sfu_check(d, (d["a_addr"], d["b_addr"], d["dst_addr"]))
+        y = sf.emul(self._logical(d["a_addr"], d), self._logical(d["b_addr"], d), mult=d["mult"],
+                    shift=d["shift"], a_zero_point=self._i8(d["a_zero_point"]),
+                    b_zero_point=self._i8(d["b_zero_point"]),
+                    out_zero_point=self._i8(d["out_zero_point"]))
+        self._sfu_write(d, y)

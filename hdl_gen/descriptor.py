@@ -235,7 +235,7 @@ class Payload(data.Union):
     emul: EmulCmd
 
 
-class Engine(enum.Enum, shape=2):
+class Engine(enum.Enum, shape=3):
     """The units that execute commands behind the dispatcher, each with its own command FIFO.
 
     An engine's value is its index everywhere one is needed: the dispatcher's FIFOs, the
@@ -246,6 +246,7 @@ class Engine(enum.Enum, shape=2):
     DMA_STORE = 1   #: the DMA engine's store channel (on-chip memory -> host memory)
     GEMM = 2        #: the GEMM sequencer and the PE array
     VEC = 3         #: the vector unit (quantized epilogue)
+    SFU = 4         #: the special-function unit (softmax, norms, lookup tables, multiply)
 
 
 @dataclass(frozen=True)
@@ -276,6 +277,12 @@ COMMANDS = (
             "later commands of the queue wait until event >= value (wrap-safe)"),
     Command("BARRIER", 7, None, None,
             "later commands of the queue wait until every earlier one completed"),
+    Command("SOFTMAX", 8, Engine.SFU, "softmax",
+            "row softmax of int8 logits (optional causal mask) -> int8 probabilities"),
+    Command("LAYERNORM", 9, Engine.SFU, "norm", "LayerNorm of int8 rows with gamma, beta -> int8"),
+    Command("RMSNORM", 10, Engine.SFU, "norm", "RMSNorm of int8 rows with gamma -> int8"),
+    Command("LUT", 11, Engine.SFU, "lut", "int8 -> int8 table lookup (GELU, SiLU, ...)"),
+    Command("EMUL", 12, Engine.SFU, "emul", "elementwise int8 x int8 product, requantized"),
 )
 
 

@@ -28,6 +28,7 @@ from . import regmap
 from . import sram
 from .config import ARRAY_SIZES, KakiConfig
 from . import sfu_numerics
+from . import special_function
 from . import vector_unit
 from .descriptor import COMMANDS, Engine, check_commands, make_opcode_enum
 
@@ -100,7 +101,9 @@ def regs_markdown(rdl=regmap.RDL, title="Register map"):
 # ---------------------------------------------------------------- descriptors
 
 STRUCTS = (("DESCRIPTOR", D.Descriptor), ("DMA", D.DmaCmd), ("GEMM", D.GemmCmd),
-           ("VEC", D.VecCmd), ("EVENT", D.EventCmd), ("CPL", D.CompletionRecord))
+           ("VEC", D.VecCmd), ("EVENT", D.EventCmd), ("SOFTMAX", D.SoftmaxCmd),
+           ("NORM", D.NormCmd), ("LUT", D.LutCmd), ("EMUL", D.EmulCmd),
+           ("CPL", D.CompletionRecord))
 #: Structs that are not descriptor payloads: their offsets start at bit 0.
 RECORDS = ("CPL",)
 
@@ -256,6 +259,11 @@ def chip_py():
                "mem_read_latency")]
     lines += ["", "#: Cycles from a vector-unit row's granted read to its scratchpad write "
               "(hdl_gen/vector_unit.py).", f"VEC_PIPELINE_LATENCY = {vector_unit.PIPELINE_LATENCY}", ""]
+    lines += ["#: The special-function unit's pipeline stages and per-row square root and division "
+              "cycles (hdl_gen/special_function.py).",
+              f"SFU_STAGES = {special_function.STAGES}",
+              f"SFU_SQRT_CYCLES = {special_function.SQRT_CYCLES}",
+              f"SFU_DIV_CYCLES = {special_function.DIV_CYCLES}", ""]
     lines += ["#: The special-function unit's numeric constants (hdl_gen/sfu_numerics.py; "
               "docs/numerics.md uses them)."]
     lines += [f"SFU_{n} = {getattr(sfu_numerics, n)!r}" for n in sfu_numerics.CONSTANTS]

@@ -10,12 +10,13 @@ from .banked_memory import chip_memory
 from .config import KakiConfig
 from .control_core import MMIO_ADDR_BITS, MMIO_RDL, ControlSubsystem
 from .csr_block import CsrBlock
-from .descriptor import Engine, ErrorCode
+from .descriptor import Engine, ErrorCode, Opcode
 from .dispatcher import ENGINES, Dispatcher, port_name
 from .dma_engine import DmaEngine
 from .gemm_engine import GemmEngine
 from .mem_port import WritePortSignature
 from .queue_controller import QueueController
+from .special_function import SFU_OPCODES, SfuOp, SpecialFunctionUnit
 from .vector_unit import VectorUnit
 
 
@@ -93,10 +94,10 @@ class KakiSoc(wiring.Component):
                                                          cpl_depth=cfg.cpl_depth)
         m.submodules.arb = arb = Axi4Arbiter(2, cfg.axi_addr_bits, cfg.axi_data_bits,
                                               cfg.axi_id_bits - 1)
-        dma, gemm, vec = DmaEngine(cfg), GemmEngine(cfg), VectorUnit(cfg)
+        dma, gemm, vec, sfu = DmaEngine(cfg), GemmEngine(cfg), VectorUnit(cfg), SpecialFunctionUnit(cfg)
         reset = Signal(len(ENGINES))
-        frozen = self._engines(m, csr, disp, dma, gemm, vec, reset)
-        self._memories(m, dma, gemm, vec, frozen)
+        frozen = self._engines(m, csr, disp, dma, gemm, vec, sfu, reset)
+        self._memories(m, dma, gemm, vec, sfu, frozen)
         connect_axi(m, dma.axi, arb.m[0])
         connect_axi(m, qc.axi, arb.m[1])
         wiring.connect(m, arb.s, wiring.flipped(self.mem))
@@ -124,12 +125,12 @@ class KakiSoc(wiring.Component):
                               | (timer & ~fw.work_mask_timer))
         self._status(m, csr, disp)
         self._interrupts(m, csr, fw, disp, qc)
-        self._perf_counters(m, csr, fw, disp, qc, dma, gemm, vec, frozen)
+        self._perf_counters(m, csr, fw, disp, qc, dma, gemm, vec, sfu, frozen)
         return m
 
     # ---------------------------------------------------------------- engines and memories
 
-    def _engines(self, m, csr, disp, dma, gemm, vec, reset):
+    def _engines(self, m, csr, disp, dma, gemm, vec, sfu, reset):
         """Engines behind the dispatcher, each resettable by the firmware (the DMA channel by
         channel: the DMA resets one and keeps its bus guards); GEMM and vector can be frozen by
         the DEBUG_HANG fault-injection hook. Returns the per-engine frozen flags."""
@@ -153,35 +154,53 @@ class KakiSoc(wiring.Component):
             # what the engine did meanwhile.
             m.submodules[name] = ResetInserter({"sync": reset[idx]})(eng)
             frozen[name] = frz
-        engines = {"dma_load": (dma.load, "dma", load_reset), "dma_store": (dma.store, "dma", store_reset),
-                   "gemm": (gemm.ctl, "gemm", reset[Engine.GEMM.value]),
-                   "vec": (vec.ctl, "vec", reset[Engine.VEC.value])}
+        m.submodules.sfu = ResetInserter({"sync": reset[Engine.SFU.value]})(sfu)
+        payload = lambda kind: lambda desc: getattr(desc.payload, kind)
+        engines = {"dma_load": (dma.load, payload("dma"), load_reset),
+                   "dma_store": (dma.store, payload("dma"), store_reset),
+                   "gemm": (gemm.ctl, payload("gemm"), reset[Engine.GEMM.value]),
+                   "vec": (vec.ctl, payload("vec"), reset[Engine.VEC.value]),
+                   "sfu": (sfu.ctl, lambda desc: self._sfu_command(m, desc), reset[Engine.SFU.value])}
         for i, name in enumerate(map(port_name, ENGINES)):
-            ctl, kind, rst = engines[name]
+            ctl, command, rst = engines[name]
             src = getattr(disp, name)
             frz = frozen.get(name, 0)
             m.d.comb += [ctl.cmd.valid.eq(src.valid & ~(rst | frz)),
                          src.ready.eq(ctl.cmd.ready & ~(rst | frz)),
-                         ctl.cmd.payload.eq(getattr(src.payload.desc.payload, kind)),
+                         ctl.cmd.payload.eq(command(src.payload.desc)),
                          getattr(disp, f"{name}_done").eq(ctl.done & ~frz),
                          getattr(disp, f"{name}_error").eq(ctl.error),
                          disp.engine_reset[i].eq(rst)]
         return frozen
 
-    def _memories(self, m, dma, gemm, vec, frozen):
+    @staticmethod
+    def _sfu_command(m, desc):
+        """The SFU's command from a descriptor: the operation its opcode names, and the payload."""
+        op = Signal(SfuOp, name="sfu_cmd_op")
+        with m.Switch(desc.opcode):
+            for name, sfu_op in SFU_OPCODES.items():
+                with m.Case(Opcode[name]):
+                    m.d.comb += op.eq(sfu_op)
+        return Cat(op, desc.payload.raw)
+
+    def _memories(self, m, dma, gemm, vec, sfu, frozen):
         cfg = self.config
         # Ports registered at the banks (chip_memory); the engines are built for the latency.
+        # Priorities: the engines that cannot be denied first (GEMM; the vector unit's write),
+        # then the vector unit, the SFU and the DMA, which retry.
         m.submodules.spad = spad = chip_memory(
             cfg, banks=cfg.spad_banks, bank_rows=cfg.spad_bank_rows, width=cfg.dim * 8,
-            n_read=3, n_write=2)
+            n_read=4, n_write=3)
         m.submodules.acc = acc = chip_memory(
             cfg, banks=cfg.acc_banks, bank_rows=cfg.acc_bank_rows, width=cfg.dim * 32,
-            n_read=3, n_write=2)
+            n_read=4, n_write=2)
         for port, requester, gate in (
                 (spad.rd[0], gemm.spad_rd, frozen["gemm"]), (spad.rd[1], vec.spad_rd, frozen["vec"]),
-                (spad.rd[2], dma.spad_rd, 0), (spad.wr[0], vec.spad_wr, frozen["vec"]),
-                (spad.wr[1], dma.spad_wr, 0), (acc.rd[0], gemm.acc_rd, frozen["gemm"]),
-                (acc.rd[1], vec.acc_rd, frozen["vec"]), (acc.rd[2], dma.acc_rd, 0),
+                (spad.rd[2], sfu.spad_rd, 0), (spad.rd[3], dma.spad_rd, 0),
+                (spad.wr[0], vec.spad_wr, frozen["vec"]), (spad.wr[1], sfu.spad_wr, 0),
+                (spad.wr[2], dma.spad_wr, 0), (acc.rd[0], gemm.acc_rd, frozen["gemm"]),
+                (acc.rd[1], vec.acc_rd, frozen["vec"]), (acc.rd[2], sfu.acc_rd, 0),
+                (acc.rd[3], dma.acc_rd, 0),
                 (acc.wr[0], gemm.acc_wr, frozen["gemm"]), (acc.wr[1], dma.acc_wr, 0)):
             # A frozen engine must not hold a bank: its requests are masked.
             m.d.comb += [port.addr.eq(requester.addr), port.en.eq(requester.en & ~gate),
@@ -383,7 +402,7 @@ class KakiSoc(wiring.Component):
                                      for n in status]).any())
         m.d.sync += self.irq.eq(pending)
 
-    def _perf_counters(self, m, csr, fw, disp, qc, dma, gemm, vec, frozen):
+    def _perf_counters(self, m, csr, fw, disp, qc, dma, gemm, vec, sfu, frozen):
         # A frozen engine (DEBUG_HANG) counts as busy and stalled.
         gemm_frz, vec_frz = frozen["gemm"], frozen["vec"]
         vec_busy, vec_active = vec.ctl.busy | vec_frz, vec.active & ~vec_frz
@@ -395,6 +414,7 @@ class KakiSoc(wiring.Component):
             "dma_load_stall": dma.load.busy & ~(dma.axi.rvalid & dma.axi.rready),
             "dma_store_stall": dma.store.busy & ~(dma.axi.wvalid & dma.axi.wready),
             "vec_stall": vec_busy & ~vec_active,
+            "sfu_busy": sfu.ctl.busy, "sfu_active": sfu.active, "sfu_stall": sfu.ctl.busy & ~sfu.active,
         }
         for i, name in enumerate(map(port_name, ENGINES)):
             events[f"{name}_full"] = disp.full[i]

@@ -23,6 +23,11 @@ class SfuOp(enum.Enum, shape=3):
     EMUL = 4
 
 
+#: The SFU operation of each command-table row the SFU serves (by command name).
+SFU_OPCODES = {"SOFTMAX": SfuOp.SOFTMAX, "LAYERNORM": SfuOp.LAYERNORM, "RMSNORM": SfuOp.RMSNORM,
+               "LUT": SfuOp.LUT, "EMUL": SfuOp.EMUL}
+
+
 class SfuCommand(data.Struct):
     """The SFU's command: the operation and the descriptor payload (its layout per ``op``:
     SoftmaxCmd, NormCmd, LutCmd, EmulCmd)."""
@@ -47,6 +52,10 @@ OUT_DEPTH = 16
 SQRT_IN_BITS, SQRT_OUT_BITS = 80, 40
 #: Numerator bits of the divider (``2^(b+23)`` with ``b <= 40``, or ``127 * 2^34``).
 DIV_NUM_BITS = 64
+#: Cycles of a row's square root (the radicand, one root bit a cycle, the divider's set-up) and
+#: of its division (one quotient bit a cycle, the result, the next pass's set-up).
+SQRT_CYCLES = SQRT_OUT_BITS + 2
+DIV_CYCLES = DIV_NUM_BITS + 2
 
 
 def _exp2_rom(j):

@@ -38,6 +38,11 @@ MEM_READ_LATENCY = DEFAULTS['mem_read_latency']
 #: Cycles from a vector-unit row's granted read to its scratchpad write (hdl_gen/vector_unit.py).
 VEC_PIPELINE_LATENCY = 9
 
+#: The special-function unit's pipeline stages and per-row square root and division cycles (hdl_gen/special_function.py).
+SFU_STAGES = 6
+SFU_SQRT_CYCLES = 42
+SFU_DIV_CYCLES = 66
+
 #: The special-function unit's numeric constants (hdl_gen/sfu_numerics.py; docs/numerics.md uses them).
 SFU_EXP_FRAC_BITS = 16
 SFU_EXP2_SEG_BITS = 6

@@ -20,6 +20,11 @@ class Opcode(IntEnum):
     SIGNAL_EVENT = 5
     WAIT_EVENT = 6
     BARRIER = 7
+    SOFTMAX = 8
+    LAYERNORM = 9
+    RMSNORM = 10
+    LUT = 11
+    EMUL = 12
 
 class ErrorCode(IntEnum):
     OK = 0
@@ -45,6 +50,7 @@ class Engine(IntEnum):
     DMA_STORE = 1
     GEMM = 2
     VEC = 3
+    SFU = 4
 
 DESCRIPTOR_FIELDS = {
     "opcode": (0, 8),
@@ -106,6 +112,55 @@ EVENT_FIELDS = {
     "value": (64, 32),
     "reserved": (96, 160),
 }
+SOFTMAX_FIELDS = {
+    "src_addr": (32, 20),
+    "dst_addr": (52, 20),
+    "rows": (72, 16),
+    "length": (88, 16),
+    "seg_stride": (104, 20),
+    "mult": (124, 16),
+    "causal": (140, 1),
+    "mask_offset": (141, 16),
+    "reserved": (157, 99),
+}
+NORM_FIELDS = {
+    "src_addr": (32, 20),
+    "dst_addr": (52, 20),
+    "rows": (72, 16),
+    "length": (88, 16),
+    "seg_stride": (104, 20),
+    "gamma_addr": (124, 20),
+    "beta_addr": (144, 20),
+    "shift": (164, 6),
+    "in_zero_point": (170, 8),
+    "out_zero_point": (178, 8),
+    "eps_mant": (186, 16),
+    "eps_exp": (202, 6),
+    "reserved": (208, 48),
+}
+LUT_FIELDS = {
+    "src_addr": (32, 20),
+    "dst_addr": (52, 20),
+    "rows": (72, 16),
+    "length": (88, 16),
+    "seg_stride": (104, 20),
+    "table_addr": (124, 20),
+    "reserved": (144, 112),
+}
+EMUL_FIELDS = {
+    "a_addr": (32, 20),
+    "b_addr": (52, 20),
+    "dst_addr": (72, 20),
+    "rows": (92, 16),
+    "length": (108, 16),
+    "seg_stride": (124, 20),
+    "mult": (144, 16),
+    "shift": (160, 6),
+    "a_zero_point": (166, 8),
+    "b_zero_point": (174, 8),
+    "out_zero_point": (182, 8),
+    "reserved": (190, 66),
+}
 CPL_FIELDS = {
     "index": (0, 32),
     "opcode": (32, 8),
@@ -136,6 +191,11 @@ COMMANDS = {
     Opcode.SIGNAL_EVENT: Command(Opcode.SIGNAL_EVENT, None, EVENT_FIELDS, 'after every earlier command of the queue completed: event := value'),
     Opcode.WAIT_EVENT: Command(Opcode.WAIT_EVENT, None, EVENT_FIELDS, 'later commands of the queue wait until event >= value (wrap-safe)'),
     Opcode.BARRIER: Command(Opcode.BARRIER, None, {}, 'later commands of the queue wait until every earlier one completed'),
+    Opcode.SOFTMAX: Command(Opcode.SOFTMAX, Engine.SFU, SOFTMAX_FIELDS, 'row softmax of int8 logits (optional causal mask) -> int8 probabilities'),
+    Opcode.LAYERNORM: Command(Opcode.LAYERNORM, Engine.SFU, NORM_FIELDS, 'LayerNorm of int8 rows with gamma, beta -> int8'),
+    Opcode.RMSNORM: Command(Opcode.RMSNORM, Engine.SFU, NORM_FIELDS, 'RMSNorm of int8 rows with gamma -> int8'),
+    Opcode.LUT: Command(Opcode.LUT, Engine.SFU, LUT_FIELDS, 'int8 -> int8 table lookup (GELU, SiLU, ...)'),
+    Opcode.EMUL: Command(Opcode.EMUL, Engine.SFU, EMUL_FIELDS, 'elementwise int8 x int8 product, requantized'),
 }
 #: Opcodes an engine serves, and opcodes the firmware serves itself.
 ENGINE_OPCODES = tuple(op for op, c in COMMANDS.items() if c.engine is not None)

@@ -64,7 +64,7 @@ def test_sync_facade(image):
     q = dev.queue(2, entries=4)
     sub = q.submit([encode(Opcode.NOP, tag=k) for k in range(9)])
     assert [r["tag"] for r in sub.wait()] == list(range(9))
-    sub = q.submit([[0x9] + [0] * 7])
+    sub = q.submit([[max(Opcode) + 1] + [0] * 7])           # an opcode nothing serves
     with pytest.raises(QueueError, match="BAD_OPCODE at descriptor index 9") as e:
         sub.wait()
     assert e.value.code == ErrorCode.BAD_OPCODE and e.value.queue == 2

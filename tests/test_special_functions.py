@@ -282,7 +282,7 @@ def test_emul_reference_and_errors():
 
 def test_accuracy_tool_prints_the_table(capsys):
     from tools import accuracy
-    assert accuracy.main(["--seed", str(SEED), "--cases", "10"]) == 0
+    assert accuracy.main(["--seed", str(SEED), "--cases", "60"]) == 0
     out = capsys.readouterr().out
     assert "| softmax |" in out and "| mul |" in out and "goal missed" not in out
     assert accuracy.missed({"softmax": (0.4, 0.3, 10)}) == ["softmax"]

@@ -108,6 +108,12 @@ def _vector(dim):
     return VectorUnit(_cfg(dim=dim, spad_banks=4, spad_bank_rows=256, acc_banks=2, acc_bank_rows=256))
 
 
+def _sfu(dim):
+    from hdl_gen.special_function import SpecialFunctionUnit
+    return SpecialFunctionUnit(_cfg(dim=dim, spad_banks=4, spad_bank_rows=2048, acc_banks=2,
+                                    acc_bank_rows=1024))
+
+
 def _rv32():
     from hdl_gen.rv32_core import RV32Core
     return RV32Core()
@@ -180,6 +186,7 @@ _DMA_TIERS = tuple(Tier(f"dma_engine_{k}", ("cocotb_tests/test_dma_engine.py::te
                         (f"dma_{k}",)) for k in ("d8", "d16"))
 _GEMM_TIERS = _per_dim("test_gemm_engine.py", "test_gemm_engine", (4, 8, 16), "gemm")
 _VECTOR_TIERS = _per_dim("test_vector_unit.py", "test_vector_unit", (4, 8, 16), "vector")
+_SFU_TIERS = _per_dim("test_special_function.py", "test_special_function_unit", (4, 8, 16), "sfu")
 
 #: --scope: which tiers run (``bench``: the block-level benches only, fast but a lower bound).
 SCOPES = ("all", "bench")
@@ -207,6 +214,8 @@ BLOCKS = {b.name: b for b in (
           {f"gemm_{d}": (lambda d=d: _gemm(d)) for d in (4, 8, 16)}, (*_GEMM_TIERS, *CHIP_TIERS)),
     Block("vector_unit", ("vector_unit.py",),
           {f"vector_{d}": (lambda d=d: _vector(d)) for d in (4, 8, 16)}, (*_VECTOR_TIERS, *CHIP_TIERS)),
+    Block("special_function", ("special_function.py",),
+          {f"sfu_{d}": (lambda d=d: _sfu(d)) for d in (4, 8, 16)}, (*_SFU_TIERS, *CHIP_TIERS)),
     Block("queue_controller", ("queue_controller.py",), {"queue_controller": _queue_controller},
           (_sim("test_queue_controller.py"), *CHIP_TIERS)),
     # the bus guards live inside the DMA channels and the queue controller (no bench of their own)
@@ -226,6 +235,8 @@ NOT_MUTATED = {
                      "headers: a change there changes both sides",
     "regmap.py": "loads the register map from SystemRDL (shared with the software like descriptor.py)",
     "generate.py": "writes the generated files; no hardware",
+    "sfu_numerics.py": "the special functions' constants, shared with the golden models through "
+                       "spec/chip.py like descriptor.py",
     "formal.py": "the formal contracts (assertions and assumptions for tools/formal.py's proofs): "
                  "elaborated only under a FormalPlatform, so a mutant changes no netlist that "
                  "make test simulates; it would weaken a proof, not the chip",

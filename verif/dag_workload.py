@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spec.chip import EVENTS, QUEUES
+from spec.chip import EVENTS, QUEUES, SFU_LUT_ENTRIES
 from spec.commands import decode, encode
 from spec.descriptors import DESCRIPTOR_FIELDS, ENGINE_OPCODES, ErrorCode, Opcode
 
@@ -139,24 +139,42 @@ class DagBuilder:
     Knobs: ``p_dep`` (a job reads an earlier job's output), ``p_compute`` (GEMM + vector job, else
     a copy), ``p_extra`` (an ordering-only edge), ``p_overlap`` (a copy's store has overlapping
     host rows, stride < row bytes: later rows win), ``p_accumulate`` (a second one-k-tile GEMM
-    with accumulate adds to C). Vector epilogues draw bias, ReLU, residual add (of the job's A
-    rows) and max-reduce independently, so every subset occurs.
+    with accumulate adds to C), ``p_sfu`` (a special-function job: int8 rows of 1 to 2 array
+    widths, partial last segments, loaded into segments; SOFTMAX (causal or not), LAYERNORM,
+    RMSNORM with random int32 gamma/beta, EMUL, or LUT when the regions have room for a table;
+    in place; the segments stored back, zero tails included). Vector epilogues draw bias, ReLU,
+    residual add (of the job's A rows) and max-reduce independently, so every subset occurs.
+    GEMMs read B as loaded or transposed, sometimes as several batch items on the same rows.
     """
 
     REGIONS = 4     # local regions per queue
+    ACC_REGION = 8  # copy: <= 8 rows; compute: C 4 + mult, shift, bias; SFU: gamma 2 + beta 2
+
+    @classmethod
+    def spad_region_rows(cls, caps):
+        """Scratchpad rows of one region: copy <= 8 rows; compute A 4 + B dim + out 4; SFU x 4 +
+        b 4 and, when every queue's regions still fit, a lookup table (256 / dim rows)."""
+        plain = caps.dim + 8
+        with_lut = plain + SFU_LUT_ENTRIES // caps.dim
+        return with_lut if QUEUES * cls.REGIONS * with_lut <= caps.spad_rows else plain
 
     def __init__(self, wl, rng, queues, event_base, *, p_dep=0.5, p_compute=0.3, p_extra=0.15,
-                 p_overlap=0.15, p_accumulate=0.25, engines=ENGINE_OPCODES):
+                 p_overlap=0.15, p_accumulate=0.25, p_sfu=0.2, engines=ENGINE_OPCODES):
         self.wl, self.rng, self.queues = wl, rng, list(queues)
         caps = wl.caps
         self.dim = d = caps.dim
-        self.spad_region = d + 8            # copy: <= 8 rows; compute: A 4 + B dim + out 4
-        self.acc_region = 8                 # copy: <= 8 rows; compute: C 4 + mult, shift, bias
+        self.spad_region = self.spad_region_rows(caps)
+        self.acc_region = self.ACC_REGION
         self.buf = 64 * d
         need_spad = QUEUES * self.REGIONS * self.spad_region
         need_acc = QUEUES * self.REGIONS * self.acc_region
         if need_spad > caps.spad_rows or need_acc > caps.acc_rows:
             raise ValueError(f"scenario needs {need_spad} scratchpad and {need_acc} accumulator rows")
+        self.sfu_ops = [op for op in (Opcode.SOFTMAX, Opcode.LAYERNORM, Opcode.RMSNORM, Opcode.EMUL)
+                        if op in engines]
+        if Opcode.LUT in engines and self.spad_region > d + 8:
+            self.sfu_ops.append(Opcode.LUT)
+        self.p_sfu = p_sfu if self.sfu_ops else 0.0
         self.p_dep, self.p_compute, self.p_extra = p_dep, p_compute, p_extra
         self.p_overlap, self.p_accumulate = p_overlap, p_accumulate
         self.compute = Opcode.GEMM in engines and Opcode.VECTOR in engines
@@ -246,8 +264,11 @@ class DagBuilder:
         if self.jobs and rng.random() < self.p_extra:       # an ordering-only edge
             self.order_after(q, self.jobs[int(rng.integers(len(self.jobs)))][3])
         key, spad0, acc0 = self._region(q)
-        if self.compute and rng.random() < self.p_compute:
+        draw = rng.random()
+        if self.compute and draw < self.p_compute:
             last, out = self._compute_job(q, src, spad0, acc0)
+        elif draw < self.p_compute + self.p_sfu:
+            last, out = self._sfu_job(q, src, spad0, acc0)
         else:
             last, out = self._copy_job(q, src, spad0, acc0)
         self.region_user[key] = last.seq
@@ -365,6 +386,60 @@ class DagBuilder:
         last = self._dma(q, Opcode.DMA_STORE, out, n_out * d, host_row_stride=d, row_bytes=d,
                          rows=n_out, planes=1, local_addr=out_rows, local_row_stride=1)
         return last, (out, n_out * d)
+
+    def _load_rows(self, q, src, local, rows, length, segs):
+        """DMA-load ``rows`` logical rows of ``length`` bytes into segments at ``local`` (segment
+        ``s`` of row ``r`` at ``local + s*rows + r``); lanes past ``length`` hold the next bytes
+        of the host buffer, which the SFU must ignore."""
+        d = self.dim
+        span = (rows - 1) * length + (segs - 1) * d + d
+        addr, avail = self._source(src, span)
+        host = addr + int(self.rng.integers(0, avail - span + 1))
+        self._dma(q, Opcode.DMA_LOAD, host, span, host_row_stride=length, host_plane_stride=d,
+                  row_bytes=d, rows=rows, planes=segs, local_addr=local, local_row_stride=1,
+                  local_plane_stride=rows)
+
+    def _sfu_job(self, q, src, spad0, acc0):
+        """Load int8 rows (and the op's parameters), run one SFU command on them in place, store
+        the result's segments (lanes past the row written as 0 by the SFU)."""
+        rng, d = self.rng, self.dim
+        op = self.sfu_ops[int(rng.integers(len(self.sfu_ops)))]
+        r = lambda lo, hi: int(rng.integers(lo, hi + 1))
+        length = r(1, 2 * d)
+        segs = -(-length // d)
+        rows = r(1, 4 // segs)                   # x: at most 4 rows of segments
+        self._load_rows(q, src, spad0, rows, length, segs)
+        f = dict(rows=rows, length=length, seg_stride=rows, dst_addr=spad0)
+        if op == Opcode.EMUL:
+            self._load_rows(q, None, spad0 + 4, rows, length, segs)
+            f.update(a_addr=spad0, b_addr=spad0 + 4, mult=r(0, 0xFFFF), shift=r(8, 24),
+                     a_zero_point=r(0, 255), b_zero_point=r(0, 255), out_zero_point=r(0, 255))
+        else:
+            f["src_addr"] = spad0
+        if op == Opcode.SOFTMAX:
+            f.update(mult=r(0, 0xFFFF), causal=r(0, 1), mask_offset=r(0, 2 * d))
+        elif op in (Opcode.LAYERNORM, Opcode.RMSNORM):
+            params = self.input_bytes(2 * segs * 4 * d)      # gamma, beta: any int32
+            self._dma(q, Opcode.DMA_LOAD, params, 2 * segs * 4 * d, host_row_stride=4 * d,
+                      row_bytes=4 * d, rows=2 * segs, planes=1, local_addr=acc0,
+                      local_row_stride=1, acc=1)
+            f.update(gamma_addr=acc0, beta_addr=acc0 + segs, shift=r(10, 30),
+                     in_zero_point=r(0, 255), out_zero_point=r(0, 255), eps_mant=r(0, 0xFFFF),
+                     eps_exp=r(0, 40))
+        elif op == Opcode.LUT:
+            table = self.input_bytes(SFU_LUT_ENTRIES)
+            self._dma(q, Opcode.DMA_LOAD, table, SFU_LUT_ENTRIES, host_row_stride=d, row_bytes=d,
+                      rows=SFU_LUT_ENTRIES // d, planes=1, local_addr=spad0 + 8, local_row_stride=1)
+            f["table_addr"] = spad0 + 8
+        self.barrier(q)
+        self.add(q, op, **f)
+        self.barrier(q)
+        size = rows * segs * d
+        out = self.output(q, size)
+        last = self._dma(q, Opcode.DMA_STORE, out, size, host_row_stride=segs * d,
+                         host_plane_stride=d, row_bytes=d, rows=rows, planes=segs,
+                         local_addr=spad0, local_row_stride=1, local_plane_stride=rows)
+        return last, (out, size)
 
     def windows(self):
         """Each queue's DMA window: the span of the host bytes its DMAs touch (with a margin)."""

@@ -298,7 +298,7 @@ async def test_device_error_and_recovery(ctx):
     assert len(await ok.wait(200_000)) == 3                   # the other queue is unaffected
     await expect(QueueError, q.submit([encode(Opcode.NOP)]), "halted with WINDOW")
     await q.reset()
-    bad_opcode = [0x0003_0009] + [0] * 7                       # opcode 9, tag 3
+    bad_opcode = [0x0003_0000 | (max(Opcode) + 1)] + [0] * 7   # an opcode nothing serves, tag 3
     sub = await q.submit([encode(Opcode.NOP), bad_opcode])
     err = await expect(QueueError, sub.wait(200_000), "BAD_OPCODE at descriptor index 1")
     assert err.code == ErrorCode.BAD_OPCODE and err.record["tag"] == 3

@@ -7,7 +7,7 @@ import numpy as np
 
 from spec.chip import EVENTS, QUEUES
 from spec.commands import encode
-from spec.descriptors import EVENT_FIELDS, ErrorCode, Opcode
+from spec.descriptors import EVENT_FIELDS, GEMM_FIELDS, ErrorCode, Opcode
 
 from .dag_workload import Failure
 from .ring_layout import QueueConfig
@@ -89,7 +89,7 @@ def inject(kind, wl, b, q, pos, decerr_addr, hole_addr):
 
     if kind == "bad_opcode":
         words = encode(Opcode.NOP, tag=tag)
-        words[0] |= int(rng.integers(8, 256))
+        words[0] |= int(rng.integers(max(Opcode) + 1, 256))
         return put(words)
     if kind == "reserved_flags":
         # The firmware checks the flag bits of every known opcode before acting on it
@@ -100,7 +100,8 @@ def inject(kind, wl, b, q, pos, decerr_addr, hole_addr):
         words[0] |= 1 << int(rng.integers(9, 16))
         return put(words)
     if kind == "reserved_payload":
-        return put(Opcode.GEMM, reserved=1 << int(rng.integers(0, 15)), **gemm)
+        return put(Opcode.GEMM, reserved=1 << int(rng.integers(0, GEMM_FIELDS["reserved"][1])),
+                   **gemm)
     if kind == "reserved_event":
         opcode = (Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT)[int(rng.integers(2))]
         name = ("reserved0", "reserved")[int(rng.integers(2))]

@@ -27,8 +27,8 @@ from cocotb_coverage.coverage import CoverCross, CoverPoint, coverage_db, covera
 from spec import registers as R
 from spec.commands import decode
 from spec.chip import EVENTS, QUEUES
-from spec.descriptors import (COMMANDS, DMA_FIELDS, ENGINE_OPCODES, GEMM_FIELDS, VEC_FIELDS, ErrorCode,
-                              Opcode)
+from spec.descriptors import (COMMANDS, DMA_FIELDS, ENGINE_OPCODES, GEMM_FIELDS, VEC_FIELDS, Engine,
+                              ErrorCode, Opcode)
 from driver.program import reached
 
 from . import boundary_monitor as BM
@@ -49,6 +49,11 @@ OCCUPANCY = ("1", "<25%", "25-75%", ">75%", "full", "overflow", "backwards")
 def _rows(n, dim):
     return "1" if n == 1 else "<dim" if n < dim else "=dim" if n == dim else "<256" if n < 256 \
         else ">=256"
+
+
+def _length(n, dim):
+    """An SFU row's length against the array width (one segment or several)."""
+    return "1" if n == 1 else "<dim" if n < dim else "=dim" if n == dim else ">dim"
 
 
 def _count(n):
@@ -115,6 +120,7 @@ def _with_payload(fields):
 
 # opcodes by payload (the command table): DMA, GEMM and VECTOR coverpoints sample each of them
 _DMA, _GEMM, _VEC = _with_payload(DMA_FIELDS), _with_payload(GEMM_FIELDS), _with_payload(VEC_FIELDS)
+_SFU = tuple(op for op, c in COMMANDS.items() if c.engine == Engine.SFU)
 _OPS = [o.name for o in Opcode] + ["bad"]
 
 
@@ -159,6 +165,14 @@ _desc_cov = coverage_section(
                bins=["1", "<dim", "=dim", "<256", ">=256"]),
     CoverPoint("kaki.vec.zero_point", xf=lambda d: d.get(_VEC, lambda f:
                _zero_point(f["zero_point"])), bins=["neg", "0", "pos"]),
+    CoverPoint("kaki.sfu.length", xf=lambda d: d.get(_SFU, lambda f: _length(f["length"], d.dim)),
+               bins=["1", "<dim", "=dim", ">dim"]),
+    CoverPoint("kaki.sfu.partial_segment", xf=lambda d: d.get(_SFU, lambda f:
+               "padded" if f["length"] % d.dim else "whole"), bins=["whole", "padded"]),
+    CoverPoint("kaki.sfu.rows", xf=lambda d: d.get(_SFU, lambda f: _count(f["rows"])),
+               bins=["1", "2-3", ">=4"]),
+    CoverPoint("kaki.sfu.softmax_causal", xf=lambda d: d.get((Opcode.SOFTMAX,),
+               lambda f: f["causal"]), bins=[0, 1]),
     CoverPoint("kaki.event.id", xf=lambda d: d.get((Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT),
                lambda f: f["event"]), bins=list(range(EVENTS))),
 )

@@ -76,8 +76,8 @@ def canary_rows(caps):
     """((spad lo, hi), (acc lo, hi)): local rows above every DagBuilder job region and below the
     shift rows, which no valid command of the fuzzing touches."""
     regions = QUEUES * DagBuilder.REGIONS
-    spad = (regions * (caps.dim + 8), caps.spad_rows)       # DagBuilder's spad_region per slot
-    acc = (regions * 8, caps.acc_rows - 2 * QUEUES)          # acc_region per slot
+    spad = (regions * DagBuilder.spad_region_rows(caps), caps.spad_rows)
+    acc = (regions * DagBuilder.ACC_REGION, caps.acc_rows - 2 * QUEUES)
     return spad, acc
 
 

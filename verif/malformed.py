@@ -26,10 +26,10 @@ after writing the rows before it; see docs/verification.md).
 """
 from dataclasses import dataclass, field
 
-from spec.chip import EVENTS
+from spec.chip import EVENTS, SFU_LUT_ENTRIES, SFU_NORM_MAX_LEN
 from spec.commands import decode, encode
 from spec.descriptors import (COMMANDS, DESCRIPTOR_FIELDS, DMA_FIELDS, EVENT_FIELDS, GEMM_FIELDS,
-                              VEC_FIELDS, ErrorCode, Opcode)
+                              VEC_FIELDS, Engine, ErrorCode, Opcode)
 from golden.ops import SHIFT_MAX      # the largest requantization shift (docs/numerics.md)
 
 M32 = 0xFFFF_FFFF
@@ -51,12 +51,14 @@ FAULTS = {
 }
 _DMA = (Opcode.DMA_LOAD, Opcode.DMA_STORE)
 _EVENT = (Opcode.SIGNAL_EVENT, Opcode.WAIT_EVENT)
+_SFU = tuple(op for op, c in COMMANDS.items() if c.engine == Engine.SFU)
+_NORM = (Opcode.LAYERNORM, Opcode.RMSNORM)
 #: The opcodes each fault class applies to.
 APPLIES = {
     "opcode": tuple(Opcode), "flags": tuple(Opcode),
-    "payload_reserved": (*_DMA, Opcode.GEMM, Opcode.VECTOR, *_EVENT),
-    "event": _EVENT, "shape": (*_DMA, Opcode.GEMM, Opcode.VECTOR),
-    "local": (*_DMA, Opcode.GEMM, Opcode.VECTOR), "host": _DMA, "window": _DMA,
+    "payload_reserved": (*_DMA, Opcode.GEMM, Opcode.VECTOR, *_EVENT, *_SFU),
+    "event": _EVENT, "shape": (*_DMA, Opcode.GEMM, Opcode.VECTOR, *_SFU),
+    "local": (*_DMA, Opcode.GEMM, Opcode.VECTOR, *_SFU), "host": _DMA, "window": _DMA,
     "shift": (Opcode.VECTOR,), "decerr": _DMA,
 }
 
@@ -103,6 +105,8 @@ def expected_status(words, ctx):
         return _gemm(d, ctx)
     if layout is VEC_FIELDS:
         return _vector(d, ctx)
+    if op in _SFU:
+        return _sfu(d, op, ctx)
     raise NotImplementedError(f"no checks known for the {op.name} payload")
 
 
@@ -152,6 +156,32 @@ def _gemm(d, ctx):
         return ErrorCode.BAD_SHAPE
     a_end, b_end, c_end = gemm_ends(d, caps.dim)
     if a_end > caps.spad_rows or b_end > caps.spad_rows or c_end > caps.acc_rows:
+        return ErrorCode.LOCAL_RANGE
+    return ErrorCode.OK
+
+
+def sfu_ends(d, op, dim):
+    """(scratchpad ends, accumulator ends) of a decoded SFU command: one past the last row of each
+    operand (a row of ``length`` elements is ``ceil(length / dim)`` segments ``seg_stride`` apart;
+    the LUT's table is ``256 / dim`` rows; gamma and beta one row per segment)."""
+    segs = -(-d["length"] // dim)
+    last = (segs - 1) * d["seg_stride"] + d["rows"]
+    bases = ("a_addr", "b_addr", "dst_addr") if op == Opcode.EMUL else ("src_addr", "dst_addr")
+    spad = [d[b] + last for b in bases]
+    if op == Opcode.LUT:
+        spad.append(d["table_addr"] + SFU_LUT_ENTRIES // dim)
+    acc = [d["gamma_addr"] + segs] if op in _NORM else []
+    if op == Opcode.LAYERNORM:
+        acc.append(d["beta_addr"] + segs)
+    return spad, acc
+
+
+def _sfu(d, op, ctx):
+    caps = ctx.caps
+    if not (d["rows"] and d["length"]) or (op in _NORM and d["length"] > SFU_NORM_MAX_LEN):
+        return ErrorCode.BAD_SHAPE
+    spad, acc = sfu_ends(d, op, caps.dim)
+    if max(spad) > caps.spad_rows or any(a > caps.acc_rows for a in acc):
         return ErrorCode.LOCAL_RANGE
     return ErrorCode.OK
 
@@ -268,7 +298,34 @@ class Malformer:
                         **{f"ops.{o}": r(0, 1) for o in ("bias", "relu", "add", "maxred")})
         if op in _EVENT:
             return dict(event=r(0, EVENTS - 1), value=r(0, M32))
+        if op in _SFU:
+            return self._sfu_skeleton(op)
         return {}
+
+    def _sfu_skeleton(self, op):
+        """Every operand on the same rows (in place: the only overlap the SFU supports), gamma
+        and beta in the accumulator rows, the LUT's table anywhere."""
+        caps, r = self.ctx.caps, self._int
+        (slo, shi), (alo, ahi) = self.spad, self.acc
+        rows, length = r(1, 3), r(1, 2 * caps.dim)
+        stride = rows + r(0, 2)
+        segs = -(-length // caps.dim)
+        base = r(slo, shi - ((segs - 1) * stride + rows))
+        f = dict(rows=rows, length=length, seg_stride=stride, dst_addr=base)
+        if op == Opcode.EMUL:
+            f.update(a_addr=base, b_addr=base, mult=r(0, 0xFFFF), shift=r(0, 63),
+                     a_zero_point=r(0, 255), b_zero_point=r(0, 255), out_zero_point=r(0, 255))
+            return f
+        f["src_addr"] = base
+        if op == Opcode.SOFTMAX:
+            f.update(mult=r(0, 0xFFFF), causal=r(0, 1), mask_offset=r(0, 3))
+        elif op == Opcode.LUT:
+            f["table_addr"] = r(slo, shi - SFU_LUT_ENTRIES // caps.dim)
+        else:
+            f.update(gamma_addr=r(alo, ahi - segs), beta_addr=r(alo, ahi - segs), shift=r(0, 63),
+                     in_zero_point=r(0, 255), out_zero_point=r(0, 255), eps_mant=r(0, 0xFFFF),
+                     eps_exp=r(0, 63))
+        return f
 
     # ------------------------------------------------------------------ faults on payload fields
     def _shape(self, op, f):
@@ -283,12 +340,20 @@ class Malformer:
                 f[how] = 0
         elif op == Opcode.GEMM:
             f[self._pick(("m", "k_tiles", "n_tiles"))] = 0
+        elif op in _SFU:
+            how = self._pick(("rows", "length", "long") if op in _NORM else ("rows", "length"))
+            if how == "long":
+                f["length"] = self._int(SFU_NORM_MAX_LEN + 1, _field_max(COMMANDS[op].fields, "length"))
+            else:
+                f[how] = 0
         else:
             f["rows"] = 0
 
     def _local(self, op, f):
         if op == Opcode.GEMM:
             return self._local_gemm(f)
+        if op in _SFU:
+            return self._local_sfu(op, f)
         if op == Opcode.VECTOR:
             return self._local_vector(f)
         caps = self.ctx.caps
@@ -348,6 +413,28 @@ class Malformer:
         limit = acc if side == 2 else spad
         rest = end() - k * f[name]
         f[name] = self._past((limit - rest) // k, _field_max(GEMM_FIELDS, name))
+
+    def _local_sfu(self, op, f):
+        """One operand (its address, the segment stride, or rows) one row past its memory."""
+        caps, layout = self.ctx.caps, COMMANDS[op].fields
+        spad_names = ["a_addr", "b_addr", "dst_addr"] if op == Opcode.EMUL else ["src_addr", "dst_addr"]
+        acc_names = {Opcode.LAYERNORM: ["gamma_addr", "beta_addr"], Opcode.RMSNORM: ["gamma_addr"]}
+        table = ["table_addr"] if op == Opcode.LUT else []
+        name = self._pick(spad_names + acc_names.get(op, []) + table + ["seg_stride", "rows"])
+        if name == "seg_stride":
+            f["length"] = max(f["length"], caps.dim + 1)
+        segs = -(-f["length"] // caps.dim)
+        if name in acc_names.get(op, []):
+            end, limit, k = lambda: f[name] + segs, caps.acc_rows, 1
+        elif name == "table_addr":
+            end, limit, k = lambda: f[name] + SFU_LUT_ENTRIES // caps.dim, caps.spad_rows, 1
+        else:
+            end = lambda: f["dst_addr"] + (segs - 1) * f["seg_stride"] + f["rows"]
+            if name in spad_names:
+                end = lambda: f[name] + (segs - 1) * f["seg_stride"] + f["rows"]
+            limit, k = caps.spad_rows, segs - 1 if name == "seg_stride" else 1
+        rest = end() - k * f[name]
+        f[name] = self._past((limit - rest) // k, _field_max(layout, name))
 
     def _local_vector(self, f):
         """One operand's rows one past its memory (bias and residual: with their op enabled)."""

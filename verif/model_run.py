@@ -10,6 +10,7 @@ import asyncio
 import numpy as np
 
 from spec import registers as R
+from spec.descriptors import Engine
 from driver.device import Device
 
 from verif.functional_coverage import async_probe
@@ -21,9 +22,9 @@ HOST_BASE = 0x1000
 HOST_BYTES = 0xF0000          # inside the RTL testbench's 1 MiB host memory
 M32 = 0xFFFF_FFFF
 
-PERF = ["PERF_CYCLES", "PERF_GEMM_BUSY", "PERF_GEMM_ACTIVE", "PERF_GEMM_STALL", "PERF_VEC_BUSY",
-        "PERF_DMA_LOAD_BUSY", "PERF_DMA_STORE_BUSY", "PERF_DMA_LOAD_BYTES", "PERF_DMA_STORE_BYTES",
-        "PERF_DMA_LOAD_STALL", "PERF_DMA_STORE_STALL", "PERF_VEC_STALL"] + \
+PERF = ["PERF_CYCLES", "PERF_GEMM_ACTIVE", "PERF_GEMM_STALL", "PERF_DMA_LOAD_BYTES",
+        "PERF_DMA_STORE_BYTES", "PERF_DMA_LOAD_STALL", "PERF_DMA_STORE_STALL", "PERF_VEC_STALL",
+        "PERF_SFU_ACTIVE"] + [f"PERF_{e.name}_BUSY" for e in Engine] + \
     [n for n in R.REGISTERS if n.startswith(("PERF_Q_RETIRED", "PERF_Q_EVENT_STALL"))]
 
 

@@ -49,7 +49,7 @@ def dump_rows(caps, budget):
     if caps.spad_rows * caps.dim + caps.acc_rows * 4 * caps.dim <= budget:
         return whole
     regions = QUEUES * DagBuilder.REGIONS
-    return regions * (caps.dim + 8), regions * 8      # DagBuilder's spad_region, acc_region
+    return regions * DagBuilder.spad_region_rows(caps), regions * DagBuilder.ACC_REGION
 
 
 class StressBuilder(DagBuilder):

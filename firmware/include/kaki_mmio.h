@@ -56,9 +56,9 @@ extern "C" {
 #define KAKI_MMIO__WORK__QREADY_bm 0xf
 #define KAKI_MMIO__WORK__QREADY_bp 0
 #define KAKI_MMIO__WORK__QREADY_bw 4
-#define KAKI_MMIO__WORK__RETIRE_bm 0xf00
+#define KAKI_MMIO__WORK__RETIRE_bm 0x1f00
 #define KAKI_MMIO__WORK__RETIRE_bp 8
-#define KAKI_MMIO__WORK__RETIRE_bw 4
+#define KAKI_MMIO__WORK__RETIRE_bw 5
 #define KAKI_MMIO__WORK__QRESET_bm 0xf0000
 #define KAKI_MMIO__WORK__QRESET_bp 16
 #define KAKI_MMIO__WORK__QRESET_bw 4
@@ -92,21 +92,10 @@ extern "C" {
 #define KAKI_MMIO__FORWARD__TAG_bw 16
 #define KAKI_MMIO__FORWARD__TAG_reset 0x0
 
-// reg - kaki_mmio::RETIRE
-#define KAKI_MMIO__RETIRE__VALID_bm 0x1
-#define KAKI_MMIO__RETIRE__VALID_bp 0
-#define KAKI_MMIO__RETIRE__VALID_bw 1
-#define KAKI_MMIO__RETIRE__ERROR_bm 0xff00
-#define KAKI_MMIO__RETIRE__ERROR_bp 8
-#define KAKI_MMIO__RETIRE__ERROR_bw 8
-#define KAKI_MMIO__RETIRE__TAG_bm 0xffff0000
-#define KAKI_MMIO__RETIRE__TAG_bp 16
-#define KAKI_MMIO__RETIRE__TAG_bw 16
-
 // reg - kaki_mmio::RETIRE_POP
-#define KAKI_MMIO__RETIRE_POP__ENGINE_bm 0xf
+#define KAKI_MMIO__RETIRE_POP__ENGINE_bm 0x1f
 #define KAKI_MMIO__RETIRE_POP__ENGINE_bp 0
-#define KAKI_MMIO__RETIRE_POP__ENGINE_bw 4
+#define KAKI_MMIO__RETIRE_POP__ENGINE_bw 5
 #define KAKI_MMIO__RETIRE_POP__ENGINE_reset 0x0
 
 // reg - kaki_mmio::CPL
@@ -153,9 +142,9 @@ extern "C" {
 #define KAKI_MMIO__QRESET_ACK__QUEUE_reset 0x0
 
 // reg - kaki_mmio::ENGINE_RESET
-#define KAKI_MMIO__ENGINE_RESET__ENGINE_bm 0xf
+#define KAKI_MMIO__ENGINE_RESET__ENGINE_bm 0x1f
 #define KAKI_MMIO__ENGINE_RESET__ENGINE_bp 0
-#define KAKI_MMIO__ENGINE_RESET__ENGINE_bw 4
+#define KAKI_MMIO__ENGINE_RESET__ENGINE_bw 5
 #define KAKI_MMIO__ENGINE_RESET__ENGINE_reset 0x0
 
 // reg - kaki_mmio::WATCHDOG
@@ -207,6 +196,17 @@ extern "C" {
 #define KAKI_MMIO__PERF_VALUE__VALUE_bp 0
 #define KAKI_MMIO__PERF_VALUE__VALUE_bw 32
 
+// reg - kaki_mmio::RETIRE
+#define KAKI_MMIO__RETIRE__VALID_bm 0x1
+#define KAKI_MMIO__RETIRE__VALID_bp 0
+#define KAKI_MMIO__RETIRE__VALID_bw 1
+#define KAKI_MMIO__RETIRE__ERROR_bm 0xff00
+#define KAKI_MMIO__RETIRE__ERROR_bp 8
+#define KAKI_MMIO__RETIRE__ERROR_bw 8
+#define KAKI_MMIO__RETIRE__TAG_bm 0xffff0000
+#define KAKI_MMIO__RETIRE__TAG_bp 16
+#define KAKI_MMIO__RETIRE__TAG_bw 16
+
 // addrmap - kaki_mmio
 typedef struct __attribute__ ((__packed__)) {
     uint32_t FW_VERSION;
@@ -221,7 +221,7 @@ typedef struct __attribute__ ((__packed__)) {
     uint32_t WORK_MASK;
     uint32_t Q_POP;
     uint32_t FORWARD;
-    uint32_t RETIRE[4];
+    uint8_t RESERVED_30_3f[0x10];
     uint32_t RETIRE_POP;
     uint32_t CPL;
     uint32_t CPL_TAG;
@@ -238,10 +238,12 @@ typedef struct __attribute__ ((__packed__)) {
     uint32_t EVENT[16];
     uint32_t PERF_SEL;
     uint32_t PERF_VALUE;
+    uint8_t RESERVED_148_15f[0x18];
+    uint32_t RETIRE[5];
 } kaki_mmio_t;
 
 
-static_assert(sizeof(kaki_mmio_t) == 0x148, "Packing error");
+static_assert(sizeof(kaki_mmio_t) == 0x174, "Packing error");
 
 #ifdef __cplusplus
 }

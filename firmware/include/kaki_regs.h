@@ -20,7 +20,7 @@ extern "C" {
 #define KAKI_REGS__VERSION__MINOR_bm 0xffff
 #define KAKI_REGS__VERSION__MINOR_bp 0
 #define KAKI_REGS__VERSION__MINOR_bw 16
-#define KAKI_REGS__VERSION__MINOR_reset 0x2
+#define KAKI_REGS__VERSION__MINOR_reset 0x3
 #define KAKI_REGS__VERSION__MAJOR_bm 0xffff0000
 #define KAKI_REGS__VERSION__MAJOR_bp 16
 #define KAKI_REGS__VERSION__MAJOR_bw 16
@@ -103,8 +103,11 @@ extern "C" {
 #define KAKI_REGS__STATUS__VEC_BUSY_bm 0x8
 #define KAKI_REGS__STATUS__VEC_BUSY_bp 3
 #define KAKI_REGS__STATUS__VEC_BUSY_bw 1
-#define KAKI_REGS__STATUS__IDLE_bm 0x10
-#define KAKI_REGS__STATUS__IDLE_bp 4
+#define KAKI_REGS__STATUS__SFU_BUSY_bm 0x10
+#define KAKI_REGS__STATUS__SFU_BUSY_bp 4
+#define KAKI_REGS__STATUS__SFU_BUSY_bw 1
+#define KAKI_REGS__STATUS__IDLE_bm 0x20
+#define KAKI_REGS__STATUS__IDLE_bp 5
 #define KAKI_REGS__STATUS__IDLE_bw 1
 
 // reg - kaki_regs::IRQ_STATUS
@@ -124,8 +127,12 @@ extern "C" {
 #define KAKI_REGS__IRQ_STATUS__VEC_DONE_bp 3
 #define KAKI_REGS__IRQ_STATUS__VEC_DONE_bw 1
 #define KAKI_REGS__IRQ_STATUS__VEC_DONE_reset 0x0
-#define KAKI_REGS__IRQ_STATUS__ERROR_bm 0x10
-#define KAKI_REGS__IRQ_STATUS__ERROR_bp 4
+#define KAKI_REGS__IRQ_STATUS__SFU_DONE_bm 0x10
+#define KAKI_REGS__IRQ_STATUS__SFU_DONE_bp 4
+#define KAKI_REGS__IRQ_STATUS__SFU_DONE_bw 1
+#define KAKI_REGS__IRQ_STATUS__SFU_DONE_reset 0x0
+#define KAKI_REGS__IRQ_STATUS__ERROR_bm 0x20
+#define KAKI_REGS__IRQ_STATUS__ERROR_bp 5
 #define KAKI_REGS__IRQ_STATUS__ERROR_bw 1
 #define KAKI_REGS__IRQ_STATUS__ERROR_reset 0x0
 #define KAKI_REGS__IRQ_STATUS__QUEUE_CPL_bm 0xf00
@@ -158,8 +165,12 @@ extern "C" {
 #define KAKI_REGS__IRQ_ENABLE__VEC_DONE_bp 3
 #define KAKI_REGS__IRQ_ENABLE__VEC_DONE_bw 1
 #define KAKI_REGS__IRQ_ENABLE__VEC_DONE_reset 0x0
-#define KAKI_REGS__IRQ_ENABLE__ERROR_bm 0x10
-#define KAKI_REGS__IRQ_ENABLE__ERROR_bp 4
+#define KAKI_REGS__IRQ_ENABLE__SFU_DONE_bm 0x10
+#define KAKI_REGS__IRQ_ENABLE__SFU_DONE_bp 4
+#define KAKI_REGS__IRQ_ENABLE__SFU_DONE_bw 1
+#define KAKI_REGS__IRQ_ENABLE__SFU_DONE_reset 0x0
+#define KAKI_REGS__IRQ_ENABLE__ERROR_bm 0x20
+#define KAKI_REGS__IRQ_ENABLE__ERROR_bp 5
 #define KAKI_REGS__IRQ_ENABLE__ERROR_bw 1
 #define KAKI_REGS__IRQ_ENABLE__ERROR_reset 0x0
 #define KAKI_REGS__IRQ_ENABLE__QUEUE_CPL_bm 0xf00
@@ -398,7 +409,8 @@ typedef struct __attribute__ ((__packed__)) {
     uint32_t DONE_DMA_STORE;
     uint32_t DONE_GEMM;
     uint32_t DONE_VEC;
-    uint8_t RESERVED_70_7f[0x10];
+    uint32_t DONE_SFU;
+    uint8_t RESERVED_74_7f[0xc];
     uint32_t PERF_CTRL;
     uint32_t PERF_CYCLES;
     uint32_t PERF_GEMM_BUSY;
@@ -410,7 +422,9 @@ typedef struct __attribute__ ((__packed__)) {
     uint32_t PERF_DMA_STORE_BUSY;
     uint32_t PERF_DMA_LOAD_BYTES;
     uint32_t PERF_DMA_STORE_BYTES;
-    uint8_t RESERVED_ac_bf[0x14];
+    uint32_t PERF_SFU_BUSY;
+    uint32_t PERF_SFU_ACTIVE;
+    uint8_t RESERVED_b4_bf[0xc];
     uint32_t CORE_CTRL;
     uint32_t CORE_MEM_ADDR;
     uint32_t CORE_MEM_DATA;
@@ -449,10 +463,12 @@ typedef struct __attribute__ ((__packed__)) {
     uint32_t PERF_DMA_STORE_FULL;
     uint32_t PERF_GEMM_FULL;
     uint32_t PERF_VEC_FULL;
+    uint32_t PERF_SFU_STALL;
+    uint32_t PERF_SFU_FULL;
 } kaki_regs_t;
 
 
-static_assert(sizeof(kaki_regs_t) == 0x25c, "Packing error");
+static_assert(sizeof(kaki_regs_t) == 0x264, "Packing error");
 
 #ifdef __cplusplus
 }
