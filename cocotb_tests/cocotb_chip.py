@@ -65,6 +65,13 @@ BAD_DESCRIPTORS = [
      ErrorCode.HOST_RANGE),
     ("vector bad shift", lambda c: encode(Opcode.VECTOR, src_addr=0, dst_addr=64, rows=2,
                                           mult_addr=100, shift_addr=101), ErrorCode.BAD_SHIFT),
+    ("softmax length 0", lambda c: encode(Opcode.SOFTMAX, rows=1, length=0, seg_stride=1),
+     ErrorCode.BAD_SHAPE),
+    ("layernorm beta beyond acc", lambda c: encode(Opcode.LAYERNORM, rows=1, length=2 * c.dim,
+                                                   seg_stride=1, beta_addr=c.acc_rows - 1),
+     ErrorCode.LOCAL_RANGE),
+    ("lut reserved bit", lambda c: encode(Opcode.LUT, rows=1, length=1, seg_stride=1, reserved=1),
+     ErrorCode.RESERVED_BITS),
 ]
 
 
