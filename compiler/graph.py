@@ -37,16 +37,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from golden import ops
+from golden import special_functions as ops_sf
+from spec import chip
 
-from . import mlir
+from . import mlir, special_params
 from .errors import CompileError
 
 __all__ = ["Tensor", "Node", "Graph", "quantize_multiplier", "im2col", "interpret", "check_feeds",
            "FeedError", "DTYPES"]
 
 DTYPES = {"int8": np.int8, "int32": np.int32}
+#: The special-function unit's ops (docs/numerics.md "Special functions").
+SPECIAL_OPS = ("softmax", "layer_norm", "rms_norm", "lut", "mul")
 #: Ops the compiler knows (``Graph.custom`` can build others; compiling them is an error).
-KNOWN_OPS = ("input", "const", "linear", "matmul", "conv2d", "add", "relu", "requantize", "maxred")
+KNOWN_OPS = ("input", "const", "linear", "matmul", "conv2d", "add", "relu", "requantize",
+             "maxred") + SPECIAL_OPS
 
 
 class FeedError(CompileError):
@@ -336,6 +341,78 @@ class Graph:
         self._need(f"maxred {name!r}", x, "int8", "input")
         return self._add("maxred", name, [x], {}, (1, x.cols), "int8", x.scale, x.zero_point)
 
+    # --------------------------------------------------------------- special functions (the SFU)
+    def softmax(self, x, *, causal=False, name=None):
+        """Softmax over the last axis of int8 ``x`` -> int8 probabilities at scale 1/127, zero
+        point 0 (docs/numerics.md). ``causal``: ``x`` is ``[..., Sq, Sk]`` attention scores and
+        key ``j`` takes part in query row ``i`` only when ``j <= i + Sk - Sq``."""
+        name = self._unique(name, "softmax")
+        where = f"softmax {name!r}"
+        self._need(where, x, "int8", "input")
+        attrs = dict(mult=special_params.softmax_mult(float(x.scale), where), causal=bool(causal))
+        if causal:
+            if len(x.shape) < 2 or x.shape[-1] < x.shape[-2]:
+                raise CompileError(where, f"a causal softmax needs [..., Sq, Sk] scores with "
+                                          f"Sk >= Sq, got {x.shape}")
+            attrs["mask_offset"] = x.shape[-1] - x.shape[-2]
+        return self._add("softmax", name, [x], attrs, x.shape, "int8",
+                         1.0 / ops_sf.SOFTMAX_ONE, 0)
+
+    def _norm(self, op, x, gamma, beta, eps, scale, zero_point, name):
+        name = self._unique(name, op)
+        where = f"{op} {name!r}"
+        self._need(where, x, "int8", "input")
+        c = x.cols
+        for what, v in (("gamma", gamma), ("beta", beta)):
+            if v is not None and np.shape(v) != (c,):
+                raise CompileError(where, f"{what} must have shape ({c},), got {np.shape(v)}")
+        if c > chip.SFU_NORM_MAX_LEN:
+            raise CompileError(where, f"{c} channels: at most {chip.SFU_NORM_MAX_LEN}")
+        g, b, shift = special_params.norm_params(gamma, beta, scale, where)
+        attrs = dict(gamma=g, shift=shift, eps=special_params.norm_eps(eps, float(x.scale), c, where))
+        if b is not None:
+            attrs["beta"] = b
+        return self._add(op, name, [x], attrs, x.shape, "int8", scale, zero_point)
+
+    def layer_norm(self, x, gamma, beta, *, eps=1e-5, scale, zero_point=0, name=None):
+        """LayerNorm over the last axis of int8 ``x`` with float ``gamma``, ``beta`` [C]."""
+        return self._norm("layer_norm", x, gamma, beta, eps, scale, zero_point, name)
+
+    def rms_norm(self, x, gamma, *, eps=1e-6, scale, zero_point=0, name=None):
+        """RMSNorm over the last axis of int8 ``x`` with float ``gamma`` [C]."""
+        return self._norm("rms_norm", x, gamma, None, eps, scale, zero_point, name)
+
+    def lut(self, x, fn, *, scale, zero_point=0, fn_name="fn", name=None):
+        """``fn`` (float -> float, vectorized) at every int8 code of ``x``: a 256-entry table."""
+        name = self._unique(name, "lut")
+        where = f"lut {name!r}"
+        self._need(where, x, "int8", "input")
+        table = special_params.lut_table(fn, float(x.scale), x.zero_point, scale, zero_point, where)
+        return self._add("lut", name, [x], dict(table=table, fn=fn_name), x.shape, "int8", scale,
+                         zero_point)
+
+    def gelu(self, x, *, scale, zero_point=0, name=None):
+        """GELU (erf form) as a lookup table."""
+        return self.lut(x, _gelu, scale=scale, zero_point=zero_point, fn_name="gelu",
+                        name=self._unique(name, "gelu"))
+
+    def silu(self, x, *, scale, zero_point=0, name=None):
+        """SiLU (x * sigmoid(x)) as a lookup table."""
+        return self.lut(x, _silu, scale=scale, zero_point=zero_point, fn_name="silu",
+                        name=self._unique(name, "silu"))
+
+    def mul(self, a, b, *, scale, zero_point=0, name=None):
+        """Elementwise product of int8 ``a`` and ``b`` (same shape), requantized to ``scale``."""
+        name = self._unique(name, "mul")
+        where = f"mul {name!r}"
+        self._need(where, a, "int8", "lhs")
+        self._need(where, b, "int8", "rhs")
+        if a.shape != b.shape:
+            raise CompileError(where, f"shapes differ: {a.shape} and {b.shape}")
+        mult, shift = special_params.emul_params(float(a.scale), float(b.scale), scale, where)
+        return self._add("mul", name, [a, b], dict(mult=mult, shift=shift), a.shape, "int8",
+                         scale, zero_point)
+
     def custom(self, op, *inputs, shape, dtype="int8", name=None, **attrs):
         """A node of an op the compiler may not know (an importer's escape hatch)."""
         return self._add(op, name, list(inputs), attrs, shape, dtype)
@@ -450,7 +527,43 @@ def interpret(graph, feeds):
             y = ops.add_sat(ins[0], ins[1])
         elif n.op == "maxred":
             y = ops.max_reduce(np.ascontiguousarray(_2d(ins[0], n.inputs[0].cols)))
+        elif n.op in SPECIAL_OPS:
+            y = _special(n, ins)
         else:
             raise CompileError(n.where, f"unsupported op {n.op!r}")
         env[id(t)] = y.reshape(t.shape)
     return {t.name: env[id(t)] for t in graph.outputs}
+
+
+def _gelu(v):
+    erf = np.vectorize(math.erf)
+    return 0.5 * v * (1.0 + erf(v / math.sqrt(2.0)))
+
+
+def _silu(v):
+    return v / (1.0 + np.exp(-v))
+
+
+def _special(n, ins):
+    """A special-function node on NumPy: the golden references on the node's integer params."""
+    a, x, out = n.attrs, ins[0], n.output
+    zo = out.zero_point
+    if n.op == "softmax":
+        if not a["causal"]:
+            return ops_sf.softmax(_2d(x, out.cols), mult=a["mult"])
+        sq = out.shape[-2]
+        rows = x.reshape(-1, sq, out.cols)
+        return np.stack([ops_sf.softmax(r, mult=a["mult"], causal=True,
+                                        mask_offset=a["mask_offset"]) for r in rows])
+    if n.op in ("layer_norm", "rms_norm"):
+        kw = dict(eps=a["eps"], shift=a["shift"], in_zero_point=n.inputs[0].zero_point,
+                  out_zero_point=zo)
+        x2 = _2d(x, out.cols)
+        if n.op == "rms_norm":
+            return ops_sf.rms_norm(x2, a["gamma"], **kw)
+        return ops_sf.layer_norm(x2, a["gamma"], a["beta"], **kw)
+    if n.op == "lut":
+        return ops_sf.lookup(x, a["table"])
+    return ops_sf.emul(x, ins[1], mult=a["mult"], shift=a["shift"],
+                       a_zero_point=n.inputs[0].zero_point, b_zero_point=n.inputs[1].zero_point,
+                       out_zero_point=zo)

@@ -33,6 +33,7 @@ from driver.program import BufferSpec, Program, ProgramCommand, Reloc
 from . import cost
 from .dma import ceil_div, tiled_dma
 from .errors import CompileError
+from .graph import SPECIAL_OPS
 from .ir import Buffer, FusedGemm, Step, Tile, TiledGemm, TiledProgram
 
 __all__ = ["fuse", "plan_chip_buffers", "tile", "k_steps", "max_compute_queues", "schedule",
@@ -164,6 +165,11 @@ def fuse(graph):
                 emit(FusedGemm(n.name, [n], lhs, _identity(n, lhs), np.full(c, -lhs.zero_point, np.int32),
                                np.ones(c, np.int32), np.zeros(c, np.int32), lhs.zero_point, out,
                                residual=rhs))
+        elif n.op in SPECIAL_OPS:
+            # The SFU runs these (hdl_gen/special_function.py); the scheduler has no SFU layers
+            # yet, so a graph using one cannot be compiled (the interpreter runs it).
+            raise CompileError(n.where, f"{n.op} runs on the special-function unit, which the "
+                                        f"compiler does not schedule yet (docs/compiler.md)")
         else:
             raise CompileError(n.where, f"unsupported op {n.op!r}")
     for g in gemms:
