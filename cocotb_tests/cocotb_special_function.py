@@ -27,6 +27,7 @@ from spec.descriptors import Opcode
 
 MEM_READ_LATENCY = KakiConfig().mem_read_latency
 DIM = int(os.environ["KAKI_SFU_DIM"])
+LANES = int(os.environ["KAKI_SFU_LANES"])
 ACC_ROWS = int(os.environ["KAKI_SFU_ACC_ROWS"])
 SPAD_ROWS = int(os.environ["KAKI_SFU_SPAD_ROWS"])
 BANK_ROWS = int(os.environ["KAKI_SFU_BANK_ROWS"])
@@ -210,8 +211,12 @@ class Tb:
         d.ctl__cmd__valid.value = 0
         d.cnt_clear.value = 0
         assert int(d.ctl__busy.value) == 1 and int(d.ctl__cmd__ready.value) == 0
-        segs = ceil_div(f.get("length", 1), DIM) * max(1, f.get("rows", 1))
-        budget = 400 + 200 * f.get("rows", 1) + 12 * segs * (1 + rate // 32)
+        if expect == ErrorCode.OK:     # the cost model's cycles, with room for denied grants
+            budget = 400 + 2 * sfu_cycles(Opcode[op.name], f["rows"], f["length"], CAPS,
+                                          lanes=LANES) \
+                * (1 + rate // 32)
+        else:
+            budget = 400
         try:
             await with_timeout(RisingEdge(d.ctl__done), budget * CLK_NS, "ns")
         except cocotb.triggers.SimTimeoutError:
@@ -233,7 +238,7 @@ class Tb:
         out = self.apply(f, y)
         if rate == 0:              # no denied grant: the cost model's cycles exactly
             model = sfu_cycles(Opcode[op.name], f["rows"], f["length"], CAPS,
-                               zero_rows=zero_rows)
+                               zero_rows=zero_rows, lanes=LANES)
             assert cycles == model, (f"{what}: {cycles} cycles, the cost model "
                                      f"(compiler/cost.py sfu_cycles) says {model} (SEED={SEED})")
         assert writes - denied == len(out), (what, writes, denied, len(out))

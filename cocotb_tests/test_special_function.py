@@ -35,15 +35,19 @@ from hdl_gen.special_function import SfuCommand, SpecialFunctionUnit
 from tools import simbuild
 
 DIMS = (4, 8, 16)
+#: (dim, SFU lanes) of the benches: the chip's default lane count at every size, and more lanes
+#: (a segment in fewer cycles, all of them at once with 4 of 4)
+CONFIGS = tuple((d, KakiConfig().sfu_lanes) for d in DIMS) + ((4, 4), (8, 2))
 MODULE = "cocotb_tests.cocotb_special_function"
 #: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
 COCOTB_RUNS = {MODULE: simbuild.ALL}
 
 
-def small_config(dim):
+def small_config(dim, lanes=None):
     """Small memories keep the simulator quick: 2048 accumulator rows, 8192 scratchpad rows (a
     bank holds a 4096-channel row's segments, or its gamma, at dim 4)."""
-    return KakiConfig(dim=dim, spad_banks=4, spad_bank_rows=2048, acc_banks=2, acc_bank_rows=1024)
+    return KakiConfig(dim=dim, spad_banks=4, spad_bank_rows=2048, acc_banks=2, acc_bank_rows=1024,
+                      sfu_lanes=lanes or KakiConfig().sfu_lanes)
 
 
 class SfuHarness(wiring.Component):
@@ -108,16 +112,17 @@ class SfuHarness(wiring.Component):
         return m
 
 
-def _target(dim):
-    return simbuild.amaranth_target(f"kaki_tb_sfu_{dim}", lambda: SfuHarness(small_config(dim)))
+def _target(dim, lanes):
+    return simbuild.amaranth_target(f"kaki_tb_sfu_{dim}_l{lanes}",
+                                    lambda: SfuHarness(small_config(dim, lanes)))
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("dim", DIMS)
-def test_special_function_unit(dim):
-    cfg = small_config(dim)
-    results = simbuild.run(_target(dim), MODULE, tag=f"sfu_{dim}",
-                           extra_env={"KAKI_SFU_DIM": str(dim),
+@pytest.mark.parametrize("dim,lanes", CONFIGS, ids=[f"{d}-lanes{n}" for d, n in CONFIGS])
+def test_special_function_unit(dim, lanes):
+    cfg = small_config(dim, lanes)
+    results = simbuild.run(_target(dim, lanes), MODULE, tag=f"sfu_{dim}_l{lanes}",
+                           extra_env={"KAKI_SFU_DIM": str(dim), "KAKI_SFU_LANES": str(lanes),
                                       "KAKI_SFU_ACC_ROWS": str(cfg.acc_rows),
                                       "KAKI_SFU_SPAD_ROWS": str(cfg.spad_rows),
                                       "KAKI_SFU_BANK_ROWS": str(cfg.spad_bank_rows)})

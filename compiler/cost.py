@@ -22,8 +22,8 @@
 four in-order engines; :func:`summary`'s ``bound`` is that prediction (``lower_bound``: the
 busiest engine or the firmware's work).
 """
-from spec.chip import (FIFO_DEPTH, MEM_READ_LATENCY, SFU_DIV_CYCLES, SFU_LUT_ENTRIES,
-                       SFU_SQRT_CYCLES, SFU_STAGES, VEC_PIPELINE_LATENCY)
+from spec.chip import (FIFO_DEPTH, MEM_READ_LATENCY, SFU_DIV_CYCLES, SFU_LANES,
+                       SFU_LUT_ENTRIES, SFU_SQRT_CYCLES, SFU_STAGES, VEC_PIPELINE_LATENCY)
 from spec.descriptors import COMMANDS, DMA_FIELDS, GEMM_FIELDS, VEC_FIELDS, Engine, Opcode
 
 from .dma import ceil_div
@@ -59,26 +59,32 @@ def gemm_cycles(m, k_tiles, n_tiles, caps, batches=1):
 
 
 SFU_SETUP = 7                   # accept, decode, three check cycles, the end's write-back
-SFU_DRAIN = MEM_READ_LATENCY + SFU_STAGES + 1    # a pass's last read -> its row out of the pipeline
+#: a pass's fixed cycles: its last segment's lane groups need not wait for a next segment, and
+#: then the memory's latency, the segment register and the pipeline drain
+SFU_PASS = MEM_READ_LATENCY + SFU_STAGES + 2
 #: reads per segment of each SFU opcode's output pass, and its passes before it
 SFU_OUT_READS = {"SOFTMAX": 1, "LAYERNORM": 3, "RMSNORM": 2, "LUT": 1, "EMUL": 2}
 
 
-def sfu_cycles(opcode, rows, length, caps, zero_rows=0):
+def sfu_cycles(opcode, rows, length, caps, zero_rows=0, lanes=SFU_LANES):
     """Cycles of an SFU command: per row its passes over the ``ceil(length / dim)`` segments (one
     read a cycle, then the pipeline's drain) and the row scalars: softmax's max and sum passes
     and its division, a norm's statistics pass, square root and division. ``zero_rows``: norm
-    rows whose elements are all equal (no division; data-dependent, 0 in predictions)."""
+    rows whose elements are all equal (no division; data-dependent, 0 in predictions);
+    ``lanes``: the SFU's lanes (``KakiConfig.sfu_lanes``; a segment takes ``dim / lanes``
+    cycles in them)."""
     name = Opcode(opcode).name
-    segs = -(-length // caps.dim)
-    out = SFU_OUT_READS[name] * segs + SFU_DRAIN
+    segs, groups, drain = -(-length // caps.dim), caps.dim // lanes, SFU_PASS
+    # a segment's reads, then its lane groups' turn before the next segment's first read
+    one = segs * groups + drain
+    out = segs * (SFU_OUT_READS[name] - 1 + groups) + drain
     if name == "SOFTMAX":
-        row = 2 * (segs + SFU_DRAIN) + 1 + SFU_DIV_CYCLES + out
+        row = 2 * one + 1 + SFU_DIV_CYCLES + out
     elif name in ("LAYERNORM", "RMSNORM"):
-        row = segs + SFU_DRAIN + SFU_SQRT_CYCLES + SFU_DIV_CYCLES + out
+        row = one + SFU_SQRT_CYCLES + SFU_DIV_CYCLES + out
     else:
         row = out
-    table = SFU_LUT_ENTRIES // caps.dim + SFU_DRAIN if name == "LUT" else 0
+    table = (SFU_LUT_ENTRIES // caps.dim) * groups + drain if name == "LUT" else 0
     return SFU_SETUP + table + rows * (1 + row) - zero_rows * (SFU_DIV_CYCLES - 1)
 
 

@@ -33,6 +33,10 @@ class KakiConfig:
     # ports registered (every block-RAM pin driven by a flip-flop); 3 with each bank's output
     # registered too (no block-RAM output drives logic; BankedMemory)
     mem_read_latency: int = 3
+    # special-function unit lanes: elements of a segment it computes per cycle (a power of two up
+    # to dim); each lane carries its own multipliers and exponential table, so this trades the
+    # SFU's throughput against its area (docs/architecture.md)
+    sfu_lanes: int = 1
 
     def __post_init__(self):
         if not (_is_pow2(self.dim) and 2 <= self.dim <= 32):
@@ -49,6 +53,9 @@ class KakiConfig:
         if not _is_pow2(self.fifo_depth) or self.retire_depth <= self.fifo_depth + 1:
             raise ValueError(f"fifo_depth must be a power of two below retire_depth - 1, not "
                              f"fifo_depth={self.fifo_depth!r} retire_depth={self.retire_depth!r}")
+        if not (_is_pow2(self.sfu_lanes) and self.sfu_lanes <= self.dim):
+            raise ValueError(f"sfu_lanes must be a power of two up to dim={self.dim}, not "
+                             f"{self.sfu_lanes!r}")
         if self.mem_read_latency not in (1, 2, 3):
             raise ValueError(f"mem_read_latency must be 1, 2 or 3, not {self.mem_read_latency!r}")
         if not 2 <= self.prefetch <= 255 or not 2 <= self.cpl_depth <= 15:

@@ -256,7 +256,7 @@ def chip_py():
     lines += ["}", ""]
     lines += [f"{n.upper()} = DEFAULTS[{n!r}]" for n in
               ("queues", "events", "fifo_depth", "prefetch", "cpl_depth", "retire_depth",
-               "mem_read_latency")]
+               "mem_read_latency", "sfu_lanes")]
     lines += ["", "#: Cycles from a vector-unit row's granted read to its scratchpad write "
               "(hdl_gen/vector_unit.py).", f"VEC_PIPELINE_LATENCY = {vector_unit.PIPELINE_LATENCY}", ""]
     lines += ["#: The special-function unit's pipeline stages and per-row square root and division "

@@ -126,6 +126,8 @@ class SpecialFunctionUnit(wiring.Component):
         cfg = self.config
         d = cfg.dim
         lg = (d - 1).bit_length()
+        nl = cfg.sfu_lanes                   # physical lanes
+        groups = d // nl                     # cycles a segment takes through them
         sa, ca = cfg.spad_addr_bits, cfg.acc_addr_bits
         m = Module()
 
@@ -170,7 +172,8 @@ class SpecialFunctionUnit(wiring.Component):
         s_sum = Signal(42)
         s1 = Signal(signed(22))
         s2 = Signal(29)
-        recip = Signal(26)               # softmax: < 2^16; norms: <= 2^24
+        recip = Signal(25)               # norms: R <= 2^24
+        recip_sm = Signal(16)            # softmax: R < 2^16
         sh = Signal(6)
         zero_d = Signal()
 
@@ -194,7 +197,10 @@ class SpecialFunctionUnit(wiring.Component):
         ]
 
         # ---- read issue -------------------------------------------------------------------------
-        rd_ok = issuing & (~need_credit | credit)
+        # A segment's groups leave the segment register one a cycle: the next segment's first read
+        # waits until its data cannot arrive before the register is free again.
+        gap = Signal(range(groups + 1), name="group_gap")
+        rd_ok = issuing & (~need_credit | credit) & ((slot != 0) | (gap == 0))
         spad_addr = Mux(cur == Pass.TABLE, src2 + seg, Mux(slot_b, ptr_b, ptr_x))
         acc_addr = Mux(slot == 1, gam, bet) + ptr_p
         m.d.comb += [
@@ -212,6 +218,8 @@ class SpecialFunctionUnit(wiring.Component):
         mask_now = Cat(*[Mux(cur == Pass.TABLE, 1, l < lim_len)
                          & (~causal | (op != SfuOp.SOFTMAX) | (l < lim_causal))
                          for l in range(d)])
+
+        m.d.sync += gap.eq(Mux(granted & last_slot, groups - 1, Mux(gap != 0, gap - 1, 0)))
 
         tag = data.StructLayout({"valid": 1, "slot": 2, "last": 1, "acc": 1, "pass_": Pass,
                                  "mask": d, "seg": 17, "dst": sa})
@@ -238,50 +246,75 @@ class SpecialFunctionUnit(wiring.Component):
         b_in = Mux(ret.slot == 1, self.spad_rd.data, lat_b)
         g_in = Mux(ret.acc & (ret.slot == 1), self.acc_rd.data, lat_g)
         beta_in = self.acc_rd.data                # beta is always an LN segment's last slot
-        m.d.comb += self.active.eq(fire & (ret.pass_ != Pass.TABLE))
+
+        # ---- the segment register: its lane groups enter the pipeline one a cycle -------------
+        seg_x = Signal(d * 8, reset_less=True)
+        seg_b = Signal(d * 8, reset_less=True)
+        seg_g = Signal(d * 32, reset_less=True)
+        seg_beta = Signal(d * 32, reset_less=True)
+        seg_meta = Signal(data.StructLayout({"pass_": Pass, "mask": d, "seg": 17, "dst": sa}))
+        grp = Signal(range(groups + 1))
+        grp_busy = Signal()
+        with m.If(fire):
+            m.d.sync += [seg_x.eq(x_in), seg_b.eq(b_in), seg_g.eq(g_in), seg_beta.eq(beta_in),
+                         seg_meta.pass_.eq(ret.pass_), seg_meta.mask.eq(ret.mask),
+                         seg_meta.seg.eq(ret.seg), seg_meta.dst.eq(ret.dst),
+                         grp_busy.eq(1), grp.eq(0)]
+        with m.Elif(grp_busy):
+            m.d.sync += grp.eq(grp + 1)
+            with m.If(grp == groups - 1):
+                m.d.sync += grp_busy.eq(0)
+        go = grp_busy                                        # group ``grp`` enters this cycle
+        gx = seg_x.word_select(grp, 8 * nl)
+        gb = seg_b.word_select(grp, 8 * nl)
+        gg = seg_g.word_select(grp, 32 * nl)
+        gbeta = seg_beta.word_select(grp, 32 * nl)
+        gmask = seg_meta.mask.word_select(grp, nl)
+        m.d.comb += self.active.eq(go & (seg_meta.pass_ != Pass.TABLE) & (grp == 0))
 
         # ---- lookup tables: a copy per lane, a table row per word --------------------------------
         words = N.LUT_ENTRIES // d
+        table_write = go & (seg_meta.pass_ == Pass.TABLE) & (grp == 0)
         lut_y = []
-        for l in range(d):
+        for l in range(nl):
             mem = Memory(shape=d * 8, depth=words, init=[])
             m.submodules[f"lut{l}"] = mem
             wp = mem.write_port()
             rp = mem.read_port()
-            idx = (x_in[8 * l:8 * l + 8] + 128)[:8]
-            sel = Signal(lg if lg else 1, name=f"lut{l}_sel")
-            m.d.comb += [wp.en.eq(fire & (ret.pass_ == Pass.TABLE)), wp.addr.eq(ret.seg),
-                         wp.data.eq(x_in), rp.addr.eq(idx >> lg), rp.en.eq(1)]
-            m.d.sync += sel.eq(idx[:lg] if lg else 0)
+            idx = (gx[8 * l:8 * l + 8] + 128)[:8]
+            sel = Signal(lg, name=f"lut{l}_sel")
+            m.d.comb += [wp.en.eq(table_write), wp.addr.eq(seg_meta.seg), wp.data.eq(seg_x),
+                         rp.addr.eq(idx >> lg), rp.en.eq(1)]
+            m.d.sync += sel.eq(idx[:lg])
             lut_y.append(rp.data.word_select(sel, 8))
 
         # ---- compute pipeline --------------------------------------------------------------------
-        meta = data.StructLayout({"valid": 1, "pass_": Pass, "mask": d, "dst": sa})
+        meta = data.StructLayout({"valid": 1, "pass_": Pass, "mask": nl, "dst": sa,
+                                  "grp": range(max(groups, 2)), "last": 1})
         st = [Signal(meta, name=f"e{k}_meta") for k in range(1, STAGES + 1)]
-        m.d.sync += [st[0].valid.eq(fire), st[0].pass_.eq(ret.pass_), st[0].mask.eq(ret.mask),
-                     st[0].dst.eq(ret.dst)]
+        m.d.sync += [st[0].valid.eq(go), st[0].pass_.eq(seg_meta.pass_), st[0].mask.eq(gmask),
+                     st[0].dst.eq(seg_meta.dst), st[0].grp.eq(grp), st[0].last.eq(grp == groups - 1)]
         m.d.sync += [st[k].eq(st[k - 1]) for k in range(1, STAGES)]
         e1, e2, e3, e4, e5, e6 = st
 
         lanes = []
-        for l in range(d):
+        for l in range(nl):
             L = {}
             def reg(name, shape, value, lane=l, store=L):
                 r = Signal(shape, name=f"l{lane}_{name}", reset_less=True)
                 m.d.sync += r.eq(value)
                 store[name] = r
                 return r
-            x = x_in[8 * l:8 * l + 8].as_signed()
-            b = b_in[8 * l:8 * l + 8].as_signed()
-            keep = ret.mask[l]
+            x = gx[8 * l:8 * l + 8].as_signed()
+            b = gb[8 * l:8 * l + 8].as_signed()
+            keep = gmask[l]
             # E1: differences from the row max, zero-point offsets, gamma/beta captured
             dd = Mux(keep, m_row - x, 0)[:8]
             reg("u", 24, dd * mult)
             reg("xs", signed(9), x - zi)          # norms' x - zero point; EMUL's a - za
             reg("eb", signed(9), b - zi2)
-            reg("g1", signed(32), g_in[32 * l:32 * l + 32].as_signed())
-            reg("be1", signed(32), beta_in[32 * l:32 * l + 32].as_signed())
-            reg("x1", signed(8), x)
+            reg("g1", signed(32), gg[32 * l:32 * l + 32].as_signed())
+            reg("be1", signed(32), gbeta[32 * l:32 * l + 32].as_signed())
             # E2: exponential table lookup, stats squares, c = L*xs - S1, EMUL product
             t0, dt = _exp2_rom(L["u"][N.EXP2_LERP_BITS:N.EXP_FRAC_BITS])
             reg("t", 16, t0)
@@ -314,7 +347,7 @@ class SpecialFunctionUnit(wiring.Component):
             reg("be4", signed(32), L["be3"])
             reg("y4", 8, L["y3"])
             # E5: softmax numerator * reciprocal; z * gamma + beta
-            reg("prod", 42, L["e"] * recip)
+            reg("prod", 42, L["e"] * recip_sm)
             reg("p", signed(58), Mux(op == SfuOp.EMUL, L["pe4"],
                                      L["z"] * L["g4"] + Mux(is_ln, L["be4"], 0)))
             reg("y5", 8, L["y4"])
@@ -334,30 +367,37 @@ class SpecialFunctionUnit(wiring.Component):
                           for i in range(0, len(values), 2)]
             return values[0]
 
-        seg_max = tree([Mux(ret.mask[l], x_in[8 * l:8 * l + 8].as_signed(), -128)
-                        for l in range(d)], lambda a, b: Mux(a > b, a, b))
+        grp_max = tree([Mux(gmask[l], gx[8 * l:8 * l + 8].as_signed(), -128) for l in range(nl)],
+                       lambda a, b: Mux(a > b, a, b))
         row_start = Signal()
         with m.If(row_start):
             m.d.sync += [m_row.eq(-128), s_sum.eq(0), s1.eq(0), s2.eq(0)]
-        with m.Elif(fire & (ret.pass_ == Pass.MAX)):
-            m.d.sync += m_row.eq(Mux(seg_max > m_row, seg_max, m_row))
+        with m.Elif(go & (seg_meta.pass_ == Pass.MAX)):
+            m.d.sync += m_row.eq(Mux(grp_max > m_row, grp_max, m_row))
         with m.Elif(e4.valid & (e4.pass_ == Pass.SUM)):
-            m.d.sync += s_sum.eq(s_sum + tree([Mux(e4.mask[l], lanes[l]["e"], 0) for l in range(d)],
+            m.d.sync += s_sum.eq(s_sum + tree([Mux(e4.mask[l], lanes[l]["e"], 0) for l in range(nl)],
                                                lambda a, b: a + b))
         with m.Elif(e1.valid & (e1.pass_ == Pass.STATS)):
-            xs = [Mux(e1.mask[l], lanes[l]["xs"], 0) for l in range(d)]
+            xs = [Mux(e1.mask[l], lanes[l]["xs"], 0) for l in range(nl)]
             m.d.sync += [s1.eq(s1 + tree(xs, lambda a, b: a + b)),
                          s2.eq(s2 + tree([v * v for v in xs], lambda a, b: a + b))]
 
-        m.d.comb += [out_q.w_en.eq(e6.valid & (e6.pass_ == Pass.OUT)),
-                     out_q.w_data.eq(Cat(e6.dst, *[lanes[l]["y"] for l in range(d)]))]
+        # the result row, a group at a time; pushed with its last group
+        row_out = Signal(d * 8, reset_less=True)
+        y_grp = Cat(*[lanes[l]["y"] for l in range(nl)])
+        with m.If(e6.valid):
+            m.d.sync += row_out.word_select(e6.grp, 8 * nl).eq(y_grp)
+        row_done = e6.valid & e6.last
+        m.d.comb += [out_q.w_en.eq(row_done & (e6.pass_ == Pass.OUT)),
+                     out_q.w_data.eq(Cat(e6.dst, *[Mux(e6.grp == g, y_grp,
+                                                       row_out.word_select(g, 8 * nl))
+                                                   for g in range(groups)]))]
 
         # in flight: segments from their first granted read to the end of the pipeline
         seg_in = granted & (slot == 0)
-        seg_out = e6.valid
-        m.d.sync += inflight.eq(inflight + seg_in - seg_out)
+        m.d.sync += inflight.eq(inflight + seg_in - row_done)
         out_in = granted & (slot == 0) & (cur == Pass.OUT)
-        m.d.sync += pending_out.eq(pending_out + out_in - (e6.valid & (e6.pass_ == Pass.OUT)))
+        m.d.sync += pending_out.eq(pending_out + out_in - (row_done & (e6.pass_ == Pass.OUT)))
 
         # ---- sequential square root and divider -------------------------------------------------
         sq_n = Signal(SQRT_IN_BITS)
@@ -522,7 +562,7 @@ class SpecialFunctionUnit(wiring.Component):
                 with m.If(dv_cnt == 1):
                     m.next = "DIV_DONE"
             with m.State("DIV_DONE"):
-                m.d.sync += [recip.eq(dv_q), cur.eq(Pass.OUT)]
+                m.d.sync += [recip.eq(dv_q), recip_sm.eq(dv_q), cur.eq(Pass.OUT)]
                 m.next = "AGAIN"
             with m.State("FINISH"):
                 with m.If((inflight == 0) & ~out_q.r_rdy & (out_q.level == 0)):

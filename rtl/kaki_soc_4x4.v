@@ -2954,7 +2954,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$10630$2 (\$322 ),
+    .\port$9841$2 (\$322 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3081,20 +3081,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$10467$0 (q_wait_queue),
-    .\port$10656$0 (inflight),
-    .\port$10803$0 (q__0__cpl_irq),
-    .\port$10817$0 (q__0__error_irq),
-    .\port$10829$0 (q__1__cpl_irq),
-    .\port$10843$0 (q__1__error_irq),
-    .\port$10855$0 (q__2__cpl_irq),
-    .\port$10869$0 (q__2__error_irq),
-    .\port$10881$0 (q__3__cpl_irq),
-    .\port$10895$0 (q__3__error_irq),
-    .\port$11007$0 (\$328 ),
-    .\port$11015$0 (\$329 ),
-    .\port$11023$0 (\$330 ),
-    .\port$11031$0 (\$331 ),
+    .\port$10014$0 (q__0__cpl_irq),
+    .\port$10028$0 (q__0__error_irq),
+    .\port$10040$0 (q__1__cpl_irq),
+    .\port$10054$0 (q__1__error_irq),
+    .\port$10066$0 (q__2__cpl_irq),
+    .\port$10080$0 (q__2__error_irq),
+    .\port$10092$0 (q__3__cpl_irq),
+    .\port$10106$0 (q__3__error_irq),
+    .\port$10218$0 (\$328 ),
+    .\port$10226$0 (\$329 ),
+    .\port$10234$0 (\$330 ),
+    .\port$10242$0 (\$331 ),
+    .\port$9678$0 (q_wait_queue),
+    .\port$9867$0 (inflight),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3182,11 +3182,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$10658$0 (\$323 ),
-    .\port$10660$0 (\$324 ),
-    .\port$10662$0 (\$325 ),
-    .\port$10664$0 (\$326 ),
-    .\port$10666$0 (\$327 ),
+    .\port$9869$0 (\$323 ),
+    .\port$9871$0 (\$324 ),
+    .\port$9873$0 (\$325 ),
+    .\port$9875$0 (\$326 ),
+    .\port$9877$0 (\$327 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -3289,8 +3289,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$10658$16 (retire__0__tag),
-    .\port$11230$0 (dma_load_error),
+    .\port$10441$0 (dma_load_error),
+    .\port$9869$16 (retire__0__tag),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -3300,8 +3300,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$10660$16 (retire__1__tag),
-    .\port$11358$0 (dma_store_error),
+    .\port$10569$0 (dma_store_error),
+    .\port$9871$16 (retire__1__tag),
     .r_data(\r_data$530 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$527 ),
@@ -3344,10 +3344,6 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$10001$0 (\r_data$541 ),
-    .\port$10051$0 (\r_data$552 ),
-    .\port$10101$0 (\r_data$563 ),
-    .\port$10630$2 (\$322 ),
     .\port$4522$0 (q__0__ready),
     .\port$4524$0 (q__0__qreset_req),
     .\port$4532$0 (q__1__ready),
@@ -3360,8 +3356,12 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5612$0 (q__1__head),
     .\port$5642$0 (q__2__head),
     .\port$5672$0 (q__3__head),
-    .\port$9901$0 (r_data),
-    .\port$9951$0 (\r_data$530 ),
+    .\port$9112$0 (r_data),
+    .\port$9162$0 (\r_data$530 ),
+    .\port$9212$0 (\r_data$541 ),
+    .\port$9262$0 (\r_data$552 ),
+    .\port$9312$0 (\r_data$563 ),
+    .\port$9841$2 (\$322 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -3407,8 +3407,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$10662$16 (retire__2__tag),
-    .\port$11433$0 (gemm_error),
+    .\port$10644$0 (gemm_error),
+    .\port$9873$16 (retire__2__tag),
     .r_data(\r_data$541 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$538 ),
@@ -3458,9 +3458,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$149 (\$330 ),
     .\level$181 (\$331 ),
     .limit(bus_timeout),
-    .\port$10159$0 (fw_write_cpl_word[3:0]),
-    .\port$10159$8 (fw_write_cpl_word[31:8]),
     .\port$130$0 (fw_write_qreset_ack_queue),
+    .\port$9370$0 (fw_write_cpl_word[3:0]),
+    .\port$9370$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -3563,8 +3563,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$10103$0 (sfu_cmd_op),
     .\port$4515$32 (sfu__payload[255:32]),
+    .\port$9314$0 (sfu_cmd_op),
     .r_data(\$332 ),
     .r_en(\$37 [0]),
     .r_rdy(\spad_wr__en$190 ),
@@ -3578,8 +3578,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.sfu_retire  sfu_retire (
     .clk(clk),
     .held(held),
-    .\port$10666$16 (retire__4__tag),
-    .\port$11997$0 (sfu_error),
+    .\port$11123$0 (sfu_error),
+    .\port$9877$16 (retire__4__tag),
     .r_data(\r_data$563 ),
     .r_en(fw_write_retire_pop_engine[4]),
     .r_rdy(\r_rdy$560 ),
@@ -3588,7 +3588,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_4x4.spad  spad (
     .clk(clk),
-    .\port$9376$0 (\$332 ),
+    .\port$8596$0 (\$332 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
@@ -3643,8 +3643,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10664$16 (retire__3__tag),
-    .\port$11673$0 (vec_error),
+    .\port$10884$0 (vec_error),
+    .\port$9875$16 (retire__3__tag),
     .r_data(\r_data$552 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$549 ),
@@ -7235,7 +7235,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$10630$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9841$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7379,8 +7379,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$10630$2 ;
-  wire [29:0] \port$10630$2 ;
+  output [29:0] \port$9841$2 ;
+  wire [29:0] \port$9841$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7560,7 +7560,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$10630$2 (\$99 ),
+    .\port$9841$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7678,11 +7678,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$10630$2  = \$99 ;
+  assign \port$9841$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$10630$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9841$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8107,8 +8107,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$10630$2 ;
-  wire [29:0] \port$10630$2 ;
+  output [29:0] \port$9841$2 ;
+  wire [29:0] \port$9841$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11213,7 +11213,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$10630$2  = ls_addr_r[31:2];
+  assign \port$9841$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11388,9 +11388,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl
 , irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr
 , q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value
-, \port$10467$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$10656$0 , q_fetch0_index
-, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$10803$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$10817$0 , q_status0_resetting, q_consumer1_index, \port$10829$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$10843$0 , q_status1_resetting, q_consumer2_index, \port$10855$0 , q_status2_halted, q_error2_code
-, q_error_index2_index, \port$10869$0 , q_status2_resetting, q_consumer3_index, \port$10881$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$10895$0 , q_status3_resetting, \port$11007$0 , \port$11015$0 , \port$11023$0 , \port$11031$0 , bus__awaddr);
+, \port$9678$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9867$0 , q_fetch0_index
+, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$10014$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$10028$0 , q_status0_resetting, q_consumer1_index, \port$10040$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$10054$0 , q_status1_resetting, q_consumer2_index, \port$10066$0 , q_status2_halted, q_error2_code
+, q_error_index2_index, \port$10080$0 , q_status2_resetting, q_consumer3_index, \port$10092$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$10106$0 , q_status3_resetting, \port$10218$0 , \port$10226$0 , \port$10234$0 , \port$10242$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -12993,34 +12993,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$10467$0 ;
-  wire [3:0] \port$10467$0 ;
-  input [4:0] \port$10656$0 ;
-  wire [4:0] \port$10656$0 ;
-  input \port$10803$0 ;
-  wire \port$10803$0 ;
-  input \port$10817$0 ;
-  wire \port$10817$0 ;
-  input \port$10829$0 ;
-  wire \port$10829$0 ;
-  input \port$10843$0 ;
-  wire \port$10843$0 ;
-  input \port$10855$0 ;
-  wire \port$10855$0 ;
-  input \port$10869$0 ;
-  wire \port$10869$0 ;
-  input \port$10881$0 ;
-  wire \port$10881$0 ;
-  input \port$10895$0 ;
-  wire \port$10895$0 ;
-  input [2:0] \port$11007$0 ;
-  wire [2:0] \port$11007$0 ;
-  input [2:0] \port$11015$0 ;
-  wire [2:0] \port$11015$0 ;
-  input [2:0] \port$11023$0 ;
-  wire [2:0] \port$11023$0 ;
-  input [2:0] \port$11031$0 ;
-  wire [2:0] \port$11031$0 ;
+  input \port$10014$0 ;
+  wire \port$10014$0 ;
+  input \port$10028$0 ;
+  wire \port$10028$0 ;
+  input \port$10040$0 ;
+  wire \port$10040$0 ;
+  input \port$10054$0 ;
+  wire \port$10054$0 ;
+  input \port$10066$0 ;
+  wire \port$10066$0 ;
+  input \port$10080$0 ;
+  wire \port$10080$0 ;
+  input \port$10092$0 ;
+  wire \port$10092$0 ;
+  input \port$10106$0 ;
+  wire \port$10106$0 ;
+  input [2:0] \port$10218$0 ;
+  wire [2:0] \port$10218$0 ;
+  input [2:0] \port$10226$0 ;
+  wire [2:0] \port$10226$0 ;
+  input [2:0] \port$10234$0 ;
+  wire [2:0] \port$10234$0 ;
+  input [2:0] \port$10242$0 ;
+  wire [2:0] \port$10242$0 ;
+  input [3:0] \port$9678$0 ;
+  wire [3:0] \port$9678$0 ;
+  input [4:0] \port$9867$0 ;
+  wire [4:0] \port$9867$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13671,10 +13671,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$10881$0 , \port$10855$0 , \port$10829$0 , \port$10803$0  };
+  assign \$187  = \$186  | { \port$10092$0 , \port$10066$0 , \port$10040$0 , \port$10014$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$10895$0 , \port$10869$0 , \port$10843$0 , \port$10817$0  };
+  assign \$190  = \$189  | { \port$10106$0 , \port$10080$0 , \port$10054$0 , \port$10028$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15809,8 +15809,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$10881$0 , \port$10855$0 , \port$10829$0 , \port$10803$0  };
-  assign irq_status_queue_error_set = { \port$10895$0 , \port$10869$0 , \port$10843$0 , \port$10817$0  };
+  assign irq_status_queue_cpl_set = { \port$10092$0 , \port$10066$0 , \port$10040$0 , \port$10014$0  };
+  assign irq_status_queue_error_set = { \port$10106$0 , \port$10080$0 , \port$10054$0 , \port$10028$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -15825,19 +15825,19 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$10656$0 [0];
-  assign status_dma_store_busy = \port$10656$0 [1];
-  assign status_gemm_busy = \port$10656$0 [2];
-  assign status_vec_busy = \port$10656$0 [3];
-  assign status_sfu_busy = \port$10656$0 [4];
-  assign q_status0_waiting = \port$10467$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$11007$0  };
-  assign q_status1_waiting = \port$10467$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$11015$0  };
-  assign q_status2_waiting = \port$10467$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$11023$0  };
-  assign q_status3_waiting = \port$10467$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$11031$0  };
+  assign status_dma_load_busy = \port$9867$0 [0];
+  assign status_dma_store_busy = \port$9867$0 [1];
+  assign status_gemm_busy = \port$9867$0 [2];
+  assign status_vec_busy = \port$9867$0 [3];
+  assign status_sfu_busy = \port$9867$0 [4];
+  assign q_status0_waiting = \port$9678$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$10218$0  };
+  assign q_status1_waiting = \port$9678$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$10226$0  };
+  assign q_status2_waiting = \port$9678$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$10234$0  };
+  assign q_status3_waiting = \port$9678$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$10242$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -15882,12 +15882,12 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$10656$0 [0] };
+  assign \$440  = { 1'h0, \port$9867$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$10656$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$10656$0 [2], 2'h0 };
-  assign \$446  = { \port$10656$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$10656$0 [4], 4'h0 };
+  assign \$442  = { \port$9867$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$9867$0 [2], 2'h0 };
+  assign \$446  = { \port$9867$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$9867$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16052,26 +16052,26 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$904  = { 30'h00000000, \$903  };
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$909  = { \port$10467$0 [0], 3'h0 };
-  assign \$911  = { 12'h000, \port$11007$0 , 8'h00 };
+  assign \$909  = { \port$9678$0 [0], 3'h0 };
+  assign \$911  = { 12'h000, \port$10218$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$922  = { \port$10467$0 [1], 3'h0 };
-  assign \$924  = { 12'h000, \port$11015$0 , 8'h00 };
+  assign \$922  = { \port$9678$0 [1], 3'h0 };
+  assign \$924  = { 12'h000, \port$10226$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$935  = { \port$10467$0 [2], 3'h0 };
-  assign \$937  = { 12'h000, \port$11023$0 , 8'h00 };
+  assign \$935  = { \port$9678$0 [2], 3'h0 };
+  assign \$937  = { 12'h000, \port$10234$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$948  = { \port$10467$0 [3], 3'h0 };
-  assign \$950  = { 12'h000, \port$11031$0 , 8'h00 };
+  assign \$948  = { \port$9678$0 [3], 3'h0 };
+  assign \$950  = { 12'h000, \port$10242$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16186,7 +16186,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, \r_en$88 , sfu_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, retire__4__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload
-, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$10658$0 , retire__0__tag, \port$10660$0 , retire__1__tag, \port$10662$0 , retire__2__tag, \port$10664$0 , retire__3__tag, \port$10666$0 , retire__4__tag, dma_load__valid
+, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$9869$0 , retire__0__tag, \port$9871$0 , retire__1__tag, \port$9873$0 , retire__2__tag, \port$9875$0 , retire__3__tag, \port$9877$0 , retire__4__tag, dma_load__valid
 , dma_store__valid, gemm__valid, vec__valid, sfu__valid, retire__0__error, retire__1__error, retire__2__error, retire__3__error, retire__4__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -17216,16 +17216,16 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$10658$0 ;
-  wire [8:0] \port$10658$0 ;
-  output [8:0] \port$10660$0 ;
-  wire [8:0] \port$10660$0 ;
-  output [8:0] \port$10662$0 ;
-  wire [8:0] \port$10662$0 ;
-  output [8:0] \port$10664$0 ;
-  wire [8:0] \port$10664$0 ;
-  output [8:0] \port$10666$0 ;
-  wire [8:0] \port$10666$0 ;
+  output [8:0] \port$9869$0 ;
+  wire [8:0] \port$9869$0 ;
+  output [8:0] \port$9871$0 ;
+  wire [8:0] \port$9871$0 ;
+  output [8:0] \port$9873$0 ;
+  wire [8:0] \port$9873$0 ;
+  output [8:0] \port$9875$0 ;
+  wire [8:0] \port$9875$0 ;
+  output [8:0] \port$9877$0 ;
+  wire [8:0] \port$9877$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -18156,9 +18156,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
     sfu_held <= \$100 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$10106$0 (desc),
-    .\port$10108$0 (queue),
-    .\port$10109$0 (windowed),
+    .\port$9317$0 (desc),
+    .\port$9319$0 (queue),
+    .\port$9320$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18168,9 +18168,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$10106$0 (desc),
-    .\port$10108$0 (queue),
-    .\port$10109$0 (windowed),
+    .\port$9317$0 (desc),
+    .\port$9319$0 (queue),
+    .\port$9320$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -18180,9 +18180,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$10106$0 (desc),
-    .\port$10108$0 (queue),
-    .\port$10109$0 (windowed),
+    .\port$9317$0 (desc),
+    .\port$9319$0 (queue),
+    .\port$9320$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -18192,9 +18192,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$10106$0 (desc),
-    .\port$10108$0 (queue),
-    .\port$10109$0 (windowed),
+    .\port$9317$0 (desc),
+    .\port$9319$0 (queue),
+    .\port$9320$0 (windowed),
     .r_data(sfu__payload),
     .r_en(\r_en$88 ),
     .r_rdy(sfu__valid),
@@ -18204,9 +18204,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$10106$0 (desc),
-    .\port$10108$0 (queue),
-    .\port$10109$0 (windowed),
+    .\port$9317$0 (desc),
+    .\port$9319$0 (queue),
+    .\port$9320$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -18427,15 +18427,15 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign sfu_error = retire__4__error;
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
-  assign \port$10658$0  = dma_load_held[8:0];
+  assign \port$9869$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$10660$0  = dma_store_held[8:0];
+  assign \port$9871$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$10662$0  = gemm_held[8:0];
+  assign \port$9873$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$10664$0  = vec_held[8:0];
+  assign \port$9875$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$10666$0  = sfu_held[8:0];
+  assign \port$9877$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -19596,7 +19596,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10106$0 , \port$10108$0 , \port$10109$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9317$0 , \port$9319$0 , \port$9320$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19638,12 +19638,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10106$0 ;
-  wire [255:0] \port$10106$0 ;
-  input [1:0] \port$10108$0 ;
-  wire [1:0] \port$10108$0 ;
-  input \port$10109$0 ;
-  wire \port$10109$0 ;
+  input [255:0] \port$9317$0 ;
+  wire [255:0] \port$9317$0 ;
+  input [1:0] \port$9319$0 ;
+  wire [1:0] \port$9319$0 ;
+  input \port$9320$0 ;
+  wire \port$9320$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19675,7 +19675,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10109$0 , \port$10108$0 , \port$10106$0  };
+      storage[w_port__addr] <= { \port$9320$0 , \port$9319$0 , \port$9317$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19774,14 +19774,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10109$0 , \port$10108$0 , \port$10106$0  };
-  assign w_data = { \port$10109$0 , \port$10108$0 , \port$10106$0  };
+  assign w_port__data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
+  assign w_data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10106$0 , \port$10108$0 , \port$10109$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9317$0 , \port$9319$0 , \port$9320$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19823,12 +19823,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10106$0 ;
-  wire [255:0] \port$10106$0 ;
-  input [1:0] \port$10108$0 ;
-  wire [1:0] \port$10108$0 ;
-  input \port$10109$0 ;
-  wire \port$10109$0 ;
+  input [255:0] \port$9317$0 ;
+  wire [255:0] \port$9317$0 ;
+  input [1:0] \port$9319$0 ;
+  wire [1:0] \port$9319$0 ;
+  input \port$9320$0 ;
+  wire \port$9320$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19860,7 +19860,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10109$0 , \port$10108$0 , \port$10106$0  };
+      storage[w_port__addr] <= { \port$9320$0 , \port$9319$0 , \port$9317$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19959,14 +19959,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10109$0 , \port$10108$0 , \port$10106$0  };
-  assign w_data = { \port$10109$0 , \port$10108$0 , \port$10106$0  };
+  assign w_port__data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
+  assign w_data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10106$0 , \port$10108$0 , \port$10109$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9317$0 , \port$9319$0 , \port$9320$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20008,12 +20008,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10106$0 ;
-  wire [255:0] \port$10106$0 ;
-  input [1:0] \port$10108$0 ;
-  wire [1:0] \port$10108$0 ;
-  input \port$10109$0 ;
-  wire \port$10109$0 ;
+  input [255:0] \port$9317$0 ;
+  wire [255:0] \port$9317$0 ;
+  input [1:0] \port$9319$0 ;
+  wire [1:0] \port$9319$0 ;
+  input \port$9320$0 ;
+  wire \port$9320$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20045,7 +20045,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10109$0 , \port$10108$0 , \port$10106$0  };
+      storage[w_port__addr] <= { \port$9320$0 , \port$9319$0 , \port$9317$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20144,14 +20144,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10109$0 , \port$10108$0 , \port$10106$0  };
-  assign w_data = { \port$10109$0 , \port$10108$0 , \port$10106$0  };
+  assign w_port__data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
+  assign w_data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10106$0 , \port$10108$0 , \port$10109$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9317$0 , \port$9319$0 , \port$9320$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20193,12 +20193,12 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10106$0 ;
-  wire [255:0] \port$10106$0 ;
-  input [1:0] \port$10108$0 ;
-  wire [1:0] \port$10108$0 ;
-  input \port$10109$0 ;
-  wire \port$10109$0 ;
+  input [255:0] \port$9317$0 ;
+  wire [255:0] \port$9317$0 ;
+  input [1:0] \port$9319$0 ;
+  wire [1:0] \port$9319$0 ;
+  input \port$9320$0 ;
+  wire \port$9320$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20230,7 +20230,7 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10109$0 , \port$10108$0 , \port$10106$0  };
+      storage[w_port__addr] <= { \port$9320$0 , \port$9319$0 , \port$9317$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20329,14 +20329,14 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10109$0 , \port$10108$0 , \port$10106$0  };
-  assign w_data = { \port$10109$0 , \port$10108$0 , \port$10106$0  };
+  assign w_port__data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
+  assign w_data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10106$0 , \port$10108$0 , \port$10109$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9317$0 , \port$9319$0 , \port$9320$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20378,12 +20378,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$10106$0 ;
-  wire [255:0] \port$10106$0 ;
-  input [1:0] \port$10108$0 ;
-  wire [1:0] \port$10108$0 ;
-  input \port$10109$0 ;
-  wire \port$10109$0 ;
+  input [255:0] \port$9317$0 ;
+  wire [255:0] \port$9317$0 ;
+  input [1:0] \port$9319$0 ;
+  wire [1:0] \port$9319$0 ;
+  input \port$9320$0 ;
+  wire \port$9320$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20415,7 +20415,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10109$0 , \port$10108$0 , \port$10106$0  };
+      storage[w_port__addr] <= { \port$9320$0 , \port$9319$0 , \port$9317$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20514,8 +20514,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10109$0 , \port$10108$0 , \port$10106$0  };
-  assign w_data = { \port$10109$0 , \port$10108$0 , \port$10106$0  };
+  assign w_port__data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
+  assign w_data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -26077,7 +26077,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5985$0 , w_en, \port$59
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$10658$16 , \port$11230$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9869$16 , \port$10441$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26121,10 +26121,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$10658
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$10658$16 ;
-  wire [15:0] \port$10658$16 ;
-  input [7:0] \port$11230$0 ;
-  wire [7:0] \port$11230$0 ;
+  input [7:0] \port$10441$0 ;
+  wire [7:0] \port$10441$0 ;
+  input [15:0] \port$9869$16 ;
+  wire [15:0] \port$9869$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -26159,7 +26159,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$10658
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10658$16 , \port$11230$0  };
+      storage[w_port__addr] <= { \port$9869$16 , \port$10441$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -26270,14 +26270,14 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$10658
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10658$16 , \port$11230$0  };
-  assign w_data = { \port$10658$16 , \port$11230$0  };
+  assign w_port__data = { \port$9869$16 , \port$10441$0  };
+  assign w_data = { \port$9869$16 , \port$10441$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$10660$16 , \port$11358$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9871$16 , \port$10569$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26321,10 +26321,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$1066
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$10660$16 ;
-  wire [15:0] \port$10660$16 ;
-  input [7:0] \port$11358$0 ;
-  wire [7:0] \port$11358$0 ;
+  input [7:0] \port$10569$0 ;
+  wire [7:0] \port$10569$0 ;
+  input [15:0] \port$9871$16 ;
+  wire [15:0] \port$9871$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -26359,7 +26359,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$1066
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10660$16 , \port$11358$0  };
+      storage[w_port__addr] <= { \port$9871$16 , \port$10569$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -26470,16 +26470,16 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$1066
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10660$16 , \port$11358$0  };
-  assign w_data = { \port$10660$16 , \port$11358$0  };
+  assign w_port__data = { \port$9871$16 , \port$10569$0  };
+  assign w_data = { \port$9871$16 , \port$10569$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4522$0 , \port$4524$0 , q_head_index1_index, \port$4532$0 , \port$4534$0 , q_head_index2_index, \port$4542$0 , \port$4544$0 , q_head_index3_index, \port$4552$0 , \port$4554$0 , cpl_status_free, \port$5582$0 , \port$5612$0 , \port$5642$0 
-, \port$5672$0 , \port$9901$0 , \port$9951$0 , \port$10001$0 , \port$10051$0 , \port$10101$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag
-, q_wait_queue, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$10630$2 , bus__we
+, \port$5672$0 , \port$9112$0 , \port$9162$0 , \port$9212$0 , \port$9262$0 , \port$9312$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag
+, q_wait_queue, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9841$2 , bus__we
 , bus__wdata, bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, retire4_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
@@ -27411,14 +27411,6 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [23:0] \port$10001$0 ;
-  wire [23:0] \port$10001$0 ;
-  input [23:0] \port$10051$0 ;
-  wire [23:0] \port$10051$0 ;
-  input [23:0] \port$10101$0 ;
-  wire [23:0] \port$10101$0 ;
-  input [29:0] \port$10630$2 ;
-  wire [29:0] \port$10630$2 ;
   input \port$4522$0 ;
   wire \port$4522$0 ;
   input \port$4524$0 ;
@@ -27443,10 +27435,18 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5642$0 ;
   input [255:0] \port$5672$0 ;
   wire [255:0] \port$5672$0 ;
-  input [23:0] \port$9901$0 ;
-  wire [23:0] \port$9901$0 ;
-  input [23:0] \port$9951$0 ;
-  wire [23:0] \port$9951$0 ;
+  input [23:0] \port$9112$0 ;
+  wire [23:0] \port$9112$0 ;
+  input [23:0] \port$9162$0 ;
+  wire [23:0] \port$9162$0 ;
+  input [23:0] \port$9212$0 ;
+  wire [23:0] \port$9212$0 ;
+  input [23:0] \port$9262$0 ;
+  wire [23:0] \port$9262$0 ;
+  input [23:0] \port$9312$0 ;
+  wire [23:0] \port$9312$0 ;
+  input [29:0] \port$9841$2 ;
+  wire [29:0] \port$9841$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -27615,94 +27615,94 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$10630$2 [9:0] == 6'h39;
+  assign \$103  = \port$9841$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$10630$2 [9:0] == 6'h3a;
+  assign \$105  = \port$9841$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$10630$2 [9:0] == 6'h3b;
+  assign \$107  = \port$9841$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$10630$2 [9:0] == 6'h3c;
+  assign \$109  = \port$9841$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$10630$2 [9:0] == 6'h3d;
+  assign \$111  = \port$9841$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$10630$2 [9:0] == 6'h3e;
+  assign \$113  = \port$9841$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$10630$2 [9:0] == 6'h3f;
+  assign \$115  = \port$9841$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$10630$2 [9:0] == 7'h40;
+  assign \$117  = \port$9841$2 [9:0] == 7'h40;
   assign wr_event0 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$10630$2 [9:0] == 7'h41;
+  assign \$119  = \port$9841$2 [9:0] == 7'h41;
   assign wr_event1 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$10630$2 [9:0] == 7'h42;
+  assign \$121  = \port$9841$2 [9:0] == 7'h42;
   assign wr_event2 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$10630$2 [9:0] == 7'h43;
+  assign \$123  = \port$9841$2 [9:0] == 7'h43;
   assign wr_event3 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$10630$2 [9:0] == 7'h44;
+  assign \$125  = \port$9841$2 [9:0] == 7'h44;
   assign wr_event4 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$10630$2 [9:0] == 7'h45;
+  assign \$127  = \port$9841$2 [9:0] == 7'h45;
   assign wr_event5 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$10630$2 [9:0] == 7'h46;
+  assign \$129  = \port$9841$2 [9:0] == 7'h46;
   assign wr_event6 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$10630$2 [9:0] == 7'h47;
+  assign \$131  = \port$9841$2 [9:0] == 7'h47;
   assign wr_event7 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$10630$2 [9:0] == 7'h48;
+  assign \$133  = \port$9841$2 [9:0] == 7'h48;
   assign wr_event8 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$10630$2 [9:0] == 7'h49;
+  assign \$135  = \port$9841$2 [9:0] == 7'h49;
   assign wr_event9 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$10630$2 [9:0] == 7'h4a;
+  assign \$137  = \port$9841$2 [9:0] == 7'h4a;
   assign wr_event10 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$10630$2 [9:0] == 7'h4b;
+  assign \$139  = \port$9841$2 [9:0] == 7'h4b;
   assign wr_event11 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$10630$2 [9:0] == 7'h4c;
+  assign \$141  = \port$9841$2 [9:0] == 7'h4c;
   assign wr_event12 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$10630$2 [9:0] == 7'h4d;
+  assign \$143  = \port$9841$2 [9:0] == 7'h4d;
   assign wr_event13 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$10630$2 [9:0] == 7'h4e;
+  assign \$145  = \port$9841$2 [9:0] == 7'h4e;
   assign wr_event14 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$10630$2 [9:0] == 7'h4f;
+  assign \$147  = \port$9841$2 [9:0] == 7'h4f;
   assign wr_event15 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$10630$2 [9:0] == 7'h50;
+  assign \$149  = \port$9841$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$10630$2 [9:0] == 7'h51;
+  assign \$151  = \port$9841$2 [9:0] == 7'h51;
   assign wr_perf_value = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$10630$2 [9:0] == 7'h58;
+  assign \$153  = \port$9841$2 [9:0] == 7'h58;
   assign wr_retire0 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$10630$2 [9:0] == 7'h59;
+  assign \$155  = \port$9841$2 [9:0] == 7'h59;
   assign wr_retire1 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$10630$2 [9:0] == 7'h5a;
+  assign \$157  = \port$9841$2 [9:0] == 7'h5a;
   assign wr_retire2 = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$10630$2 [9:0] == 7'h5b;
+  assign \$159  = \port$9841$2 [9:0] == 7'h5b;
   assign wr_retire3 = \$158  & \$159 ;
   assign \$160  = \new  & bus__we;
-  assign \$161  = \port$10630$2 [9:0] == 7'h5c;
+  assign \$161  = \port$9841$2 [9:0] == 7'h5c;
   assign wr_retire4 = \$160  & \$161 ;
   assign \$162  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$163  = fw_version_version & \$162 ;
@@ -27826,60 +27826,60 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$281  = \$280  | wdata[11:0];
   assign \$282  = ~ bus__we;
   assign \$283  = \new  & \$282 ;
-  assign \$284  = ! \port$10630$2 [9:0];
+  assign \$284  = ! \port$9841$2 [9:0];
   assign \$285  = \$283  & \$284 ;
   assign \$288  = ~ bus__we;
   assign \$289  = \new  & \$288 ;
-  assign \$290  = \port$10630$2 [9:0] == 1'h1;
+  assign \$290  = \port$9841$2 [9:0] == 1'h1;
   assign \$291  = \$289  & \$290 ;
   assign \$294  = ~ bus__we;
   assign \$295  = \new  & \$294 ;
-  assign \$296  = \port$10630$2 [9:0] == 2'h2;
+  assign \$296  = \port$9841$2 [9:0] == 2'h2;
   assign \$297  = \$295  & \$296 ;
   assign \$300  = ~ bus__we;
   assign \$301  = \new  & \$300 ;
-  assign \$302  = \port$10630$2 [9:0] == 2'h3;
+  assign \$302  = \port$9841$2 [9:0] == 2'h3;
   assign \$303  = \$301  & \$302 ;
   assign \$306  = ~ bus__we;
   assign \$307  = \new  & \$306 ;
-  assign \$308  = \port$10630$2 [9:0] == 3'h4;
+  assign \$308  = \port$9841$2 [9:0] == 3'h4;
   assign \$309  = \$307  & \$308 ;
   assign \$312  = ~ bus__we;
   assign \$313  = \new  & \$312 ;
-  assign \$314  = \port$10630$2 [9:0] == 3'h5;
+  assign \$314  = \port$9841$2 [9:0] == 3'h5;
   assign \$315  = \$313  & \$314 ;
   assign \$318  = ~ bus__we;
   assign \$319  = \new  & \$318 ;
-  assign \$320  = \port$10630$2 [9:0] == 3'h6;
+  assign \$320  = \port$9841$2 [9:0] == 3'h6;
   assign \$321  = \$319  & \$320 ;
   assign \$324  = ~ bus__we;
   assign \$325  = \new  & \$324 ;
-  assign \$326  = \port$10630$2 [9:0] == 4'h8;
+  assign \$326  = \port$9841$2 [9:0] == 4'h8;
   assign \$327  = \$325  & \$326 ;
   assign \$331  = \$329  | { 12'h000, \$330  };
   assign \$333  = { 3'h0, \$331  } | \$332 ;
   assign \$335  = \$333  | { 3'h0, \$334  };
   assign \$336  = ~ bus__we;
   assign \$337  = \new  & \$336 ;
-  assign \$338  = \port$10630$2 [9:0] == 4'h9;
+  assign \$338  = \port$9841$2 [9:0] == 4'h9;
   assign \$339  = \$337  & \$338 ;
   assign \$343  = \$341  | \$342 ;
   assign \$344  = ~ bus__we;
   assign \$345  = \new  & \$344 ;
-  assign \$346  = \port$10630$2 [9:0] == 4'ha;
+  assign \$346  = \port$9841$2 [9:0] == 4'ha;
   assign \$347  = \$345  & \$346 ;
   assign \$350  = ~ bus__we;
   assign \$351  = \new  & \$350 ;
-  assign \$352  = \port$10630$2 [9:0] == 4'hb;
+  assign \$352  = \port$9841$2 [9:0] == 4'hb;
   assign \$353  = \$351  & \$352 ;
   assign \$357  = { 15'h0000, \$355  } | \$356 ;
   assign \$358  = ~ bus__we;
   assign \$359  = \new  & \$358 ;
-  assign \$360  = \port$10630$2 [9:0] == 5'h10;
+  assign \$360  = \port$9841$2 [9:0] == 5'h10;
   assign \$361  = \$359  & \$360 ;
   assign \$364  = ~ bus__we;
   assign \$365  = \new  & \$364 ;
-  assign \$366  = \port$10630$2 [9:0] == 5'h11;
+  assign \$366  = \port$9841$2 [9:0] == 5'h11;
   assign \$367  = \$365  & \$366 ;
   assign \$371  = \$369  | { 28'h0000000, \$370  };
   assign \$373  = \$371  | { 28'h0000000, \$372  };
@@ -27888,279 +27888,279 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$379  = \$377  | \$378 ;
   assign \$380  = ~ bus__we;
   assign \$381  = \new  & \$380 ;
-  assign \$382  = \port$10630$2 [9:0] == 5'h12;
+  assign \$382  = \port$9841$2 [9:0] == 5'h12;
   assign \$383  = \$381  & \$382 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$10630$2 [9:0] == 5'h13;
+  assign \$388  = \port$9841$2 [9:0] == 5'h13;
   assign \$389  = \$387  & \$388 ;
   assign \$392  = ~ bus__we;
   assign \$393  = \new  & \$392 ;
-  assign \$394  = \port$10630$2 [9:0] == 5'h14;
+  assign \$394  = \port$9841$2 [9:0] == 5'h14;
   assign \$395  = \$393  & \$394 ;
   assign \$398  = ~ bus__we;
   assign \$399  = \new  & \$398 ;
-  assign \$400  = \port$10630$2 [9:0] == 5'h15;
+  assign \$400  = \port$9841$2 [9:0] == 5'h15;
   assign \$401  = \$399  & \$400 ;
   assign \$404  = ~ bus__we;
   assign \$405  = \new  & \$404 ;
-  assign \$406  = \port$10630$2 [9:0] == 5'h16;
+  assign \$406  = \port$9841$2 [9:0] == 5'h16;
   assign \$407  = \$405  & \$406 ;
   assign \$410  = ~ bus__we;
   assign \$411  = \new  & \$410 ;
-  assign \$412  = \port$10630$2 [9:0] == 5'h17;
+  assign \$412  = \port$9841$2 [9:0] == 5'h17;
   assign \$413  = \$411  & \$412 ;
   assign \$416  = ~ bus__we;
   assign \$417  = \new  & \$416 ;
-  assign \$418  = \port$10630$2 [9:0] == 5'h18;
+  assign \$418  = \port$9841$2 [9:0] == 5'h18;
   assign \$419  = \$417  & \$418 ;
   assign \$422  = ~ bus__we;
   assign \$423  = \new  & \$422 ;
-  assign \$424  = \port$10630$2 [9:0] == 5'h19;
+  assign \$424  = \port$9841$2 [9:0] == 5'h19;
   assign \$425  = \$423  & \$424 ;
   assign \$428  = ~ bus__we;
   assign \$429  = \new  & \$428 ;
-  assign \$430  = \port$10630$2 [9:0] == 5'h1a;
+  assign \$430  = \port$9841$2 [9:0] == 5'h1a;
   assign \$431  = \$429  & \$430 ;
   assign \$434  = ~ bus__we;
   assign \$435  = \new  & \$434 ;
-  assign \$436  = \port$10630$2 [9:0] == 5'h1b;
+  assign \$436  = \port$9841$2 [9:0] == 5'h1b;
   assign \$437  = \$435  & \$436 ;
   assign \$440  = ~ bus__we;
   assign \$441  = \new  & \$440 ;
-  assign \$442  = \port$10630$2 [9:0] == 5'h1c;
+  assign \$442  = \port$9841$2 [9:0] == 5'h1c;
   assign \$443  = \$441  & \$442 ;
   assign \$446  = ~ bus__we;
   assign \$447  = \new  & \$446 ;
-  assign \$448  = \port$10630$2 [9:0] == 5'h1d;
+  assign \$448  = \port$9841$2 [9:0] == 5'h1d;
   assign \$449  = \$447  & \$448 ;
   assign \$452  = ~ bus__we;
   assign \$453  = \new  & \$452 ;
-  assign \$454  = \port$10630$2 [9:0] == 6'h20;
+  assign \$454  = \port$9841$2 [9:0] == 6'h20;
   assign \$455  = \$453  & \$454 ;
   assign \$458  = ~ bus__we;
   assign \$459  = \new  & \$458 ;
-  assign \$460  = \port$10630$2 [9:0] == 6'h21;
+  assign \$460  = \port$9841$2 [9:0] == 6'h21;
   assign \$461  = \$459  & \$460 ;
   assign \$464  = ~ bus__we;
   assign \$465  = \new  & \$464 ;
-  assign \$466  = \port$10630$2 [9:0] == 6'h22;
+  assign \$466  = \port$9841$2 [9:0] == 6'h22;
   assign \$467  = \$465  & \$466 ;
   assign \$470  = ~ bus__we;
   assign \$471  = \new  & \$470 ;
-  assign \$472  = \port$10630$2 [9:0] == 6'h23;
+  assign \$472  = \port$9841$2 [9:0] == 6'h23;
   assign \$473  = \$471  & \$472 ;
   assign \$476  = ~ bus__we;
   assign \$477  = \new  & \$476 ;
-  assign \$478  = \port$10630$2 [9:0] == 6'h24;
+  assign \$478  = \port$9841$2 [9:0] == 6'h24;
   assign \$479  = \$477  & \$478 ;
   assign \$482  = ~ bus__we;
   assign \$483  = \new  & \$482 ;
-  assign \$484  = \port$10630$2 [9:0] == 6'h25;
+  assign \$484  = \port$9841$2 [9:0] == 6'h25;
   assign \$485  = \$483  & \$484 ;
   assign \$488  = ~ bus__we;
   assign \$489  = \new  & \$488 ;
-  assign \$490  = \port$10630$2 [9:0] == 6'h26;
+  assign \$490  = \port$9841$2 [9:0] == 6'h26;
   assign \$491  = \$489  & \$490 ;
   assign \$494  = ~ bus__we;
   assign \$495  = \new  & \$494 ;
-  assign \$496  = \port$10630$2 [9:0] == 6'h27;
+  assign \$496  = \port$9841$2 [9:0] == 6'h27;
   assign \$497  = \$495  & \$496 ;
   assign \$500  = ~ bus__we;
   assign \$501  = \new  & \$500 ;
-  assign \$502  = \port$10630$2 [9:0] == 6'h28;
+  assign \$502  = \port$9841$2 [9:0] == 6'h28;
   assign \$503  = \$501  & \$502 ;
   assign \$506  = ~ bus__we;
   assign \$507  = \new  & \$506 ;
-  assign \$508  = \port$10630$2 [9:0] == 6'h29;
+  assign \$508  = \port$9841$2 [9:0] == 6'h29;
   assign \$509  = \$507  & \$508 ;
   assign \$512  = ~ bus__we;
   assign \$513  = \new  & \$512 ;
-  assign \$514  = \port$10630$2 [9:0] == 6'h2a;
+  assign \$514  = \port$9841$2 [9:0] == 6'h2a;
   assign \$515  = \$513  & \$514 ;
   assign \$518  = ~ bus__we;
   assign \$519  = \new  & \$518 ;
-  assign \$520  = \port$10630$2 [9:0] == 6'h2b;
+  assign \$520  = \port$9841$2 [9:0] == 6'h2b;
   assign \$521  = \$519  & \$520 ;
   assign \$524  = ~ bus__we;
   assign \$525  = \new  & \$524 ;
-  assign \$526  = \port$10630$2 [9:0] == 6'h2c;
+  assign \$526  = \port$9841$2 [9:0] == 6'h2c;
   assign \$527  = \$525  & \$526 ;
   assign \$530  = ~ bus__we;
   assign \$531  = \new  & \$530 ;
-  assign \$532  = \port$10630$2 [9:0] == 6'h2d;
+  assign \$532  = \port$9841$2 [9:0] == 6'h2d;
   assign \$533  = \$531  & \$532 ;
   assign \$536  = ~ bus__we;
   assign \$537  = \new  & \$536 ;
-  assign \$538  = \port$10630$2 [9:0] == 6'h2e;
+  assign \$538  = \port$9841$2 [9:0] == 6'h2e;
   assign \$539  = \$537  & \$538 ;
   assign \$542  = ~ bus__we;
   assign \$543  = \new  & \$542 ;
-  assign \$544  = \port$10630$2 [9:0] == 6'h2f;
+  assign \$544  = \port$9841$2 [9:0] == 6'h2f;
   assign \$545  = \$543  & \$544 ;
   assign \$548  = ~ bus__we;
   assign \$549  = \new  & \$548 ;
-  assign \$550  = \port$10630$2 [9:0] == 6'h30;
+  assign \$550  = \port$9841$2 [9:0] == 6'h30;
   assign \$551  = \$549  & \$550 ;
   assign \$554  = ~ bus__we;
   assign \$555  = \new  & \$554 ;
-  assign \$556  = \port$10630$2 [9:0] == 6'h31;
+  assign \$556  = \port$9841$2 [9:0] == 6'h31;
   assign \$557  = \$555  & \$556 ;
   assign \$560  = ~ bus__we;
   assign \$561  = \new  & \$560 ;
-  assign \$562  = \port$10630$2 [9:0] == 6'h32;
+  assign \$562  = \port$9841$2 [9:0] == 6'h32;
   assign \$563  = \$561  & \$562 ;
   assign \$566  = ~ bus__we;
   assign \$567  = \new  & \$566 ;
-  assign \$568  = \port$10630$2 [9:0] == 6'h33;
+  assign \$568  = \port$9841$2 [9:0] == 6'h33;
   assign \$569  = \$567  & \$568 ;
   assign \$572  = ~ bus__we;
   assign \$573  = \new  & \$572 ;
-  assign \$574  = \port$10630$2 [9:0] == 6'h34;
+  assign \$574  = \port$9841$2 [9:0] == 6'h34;
   assign \$575  = \$573  & \$574 ;
   assign \$578  = ~ bus__we;
   assign \$579  = \new  & \$578 ;
-  assign \$580  = \port$10630$2 [9:0] == 6'h35;
+  assign \$580  = \port$9841$2 [9:0] == 6'h35;
   assign \$581  = \$579  & \$580 ;
   assign \$584  = ~ bus__we;
   assign \$585  = \new  & \$584 ;
-  assign \$586  = \port$10630$2 [9:0] == 6'h36;
+  assign \$586  = \port$9841$2 [9:0] == 6'h36;
   assign \$587  = \$585  & \$586 ;
   assign \$590  = ~ bus__we;
   assign \$591  = \new  & \$590 ;
-  assign \$592  = \port$10630$2 [9:0] == 6'h37;
+  assign \$592  = \port$9841$2 [9:0] == 6'h37;
   assign \$593  = \$591  & \$592 ;
   assign \$596  = ~ bus__we;
   assign \$597  = \new  & \$596 ;
-  assign \$598  = \port$10630$2 [9:0] == 6'h38;
+  assign \$598  = \port$9841$2 [9:0] == 6'h38;
   assign \$599  = \$597  & \$598 ;
   assign \$602  = ~ bus__we;
   assign \$603  = \new  & \$602 ;
-  assign \$604  = \port$10630$2 [9:0] == 6'h39;
+  assign \$604  = \port$9841$2 [9:0] == 6'h39;
   assign \$605  = \$603  & \$604 ;
   assign \$608  = ~ bus__we;
   assign \$609  = \new  & \$608 ;
-  assign \$610  = \port$10630$2 [9:0] == 6'h3a;
+  assign \$610  = \port$9841$2 [9:0] == 6'h3a;
   assign \$611  = \$609  & \$610 ;
   assign \$614  = ~ bus__we;
   assign \$615  = \new  & \$614 ;
-  assign \$616  = \port$10630$2 [9:0] == 6'h3b;
+  assign \$616  = \port$9841$2 [9:0] == 6'h3b;
   assign \$617  = \$615  & \$616 ;
   assign \$620  = ~ bus__we;
   assign \$621  = \new  & \$620 ;
-  assign \$622  = \port$10630$2 [9:0] == 6'h3c;
+  assign \$622  = \port$9841$2 [9:0] == 6'h3c;
   assign \$623  = \$621  & \$622 ;
   assign \$626  = ~ bus__we;
   assign \$627  = \new  & \$626 ;
-  assign \$628  = \port$10630$2 [9:0] == 6'h3d;
+  assign \$628  = \port$9841$2 [9:0] == 6'h3d;
   assign \$629  = \$627  & \$628 ;
   assign \$632  = ~ bus__we;
   assign \$633  = \new  & \$632 ;
-  assign \$634  = \port$10630$2 [9:0] == 6'h3e;
+  assign \$634  = \port$9841$2 [9:0] == 6'h3e;
   assign \$635  = \$633  & \$634 ;
   assign \$638  = ~ bus__we;
   assign \$639  = \new  & \$638 ;
-  assign \$640  = \port$10630$2 [9:0] == 6'h3f;
+  assign \$640  = \port$9841$2 [9:0] == 6'h3f;
   assign \$641  = \$639  & \$640 ;
   assign \$644  = ~ bus__we;
   assign \$645  = \new  & \$644 ;
-  assign \$646  = \port$10630$2 [9:0] == 7'h40;
+  assign \$646  = \port$9841$2 [9:0] == 7'h40;
   assign \$647  = \$645  & \$646 ;
   assign \$650  = ~ bus__we;
   assign \$651  = \new  & \$650 ;
-  assign \$652  = \port$10630$2 [9:0] == 7'h41;
+  assign \$652  = \port$9841$2 [9:0] == 7'h41;
   assign \$653  = \$651  & \$652 ;
   assign \$656  = ~ bus__we;
   assign \$657  = \new  & \$656 ;
-  assign \$658  = \port$10630$2 [9:0] == 7'h42;
+  assign \$658  = \port$9841$2 [9:0] == 7'h42;
   assign \$659  = \$657  & \$658 ;
   assign \$662  = ~ bus__we;
   assign \$663  = \new  & \$662 ;
-  assign \$664  = \port$10630$2 [9:0] == 7'h43;
+  assign \$664  = \port$9841$2 [9:0] == 7'h43;
   assign \$665  = \$663  & \$664 ;
   assign \$668  = ~ bus__we;
   assign \$669  = \new  & \$668 ;
-  assign \$670  = \port$10630$2 [9:0] == 7'h44;
+  assign \$670  = \port$9841$2 [9:0] == 7'h44;
   assign \$671  = \$669  & \$670 ;
   assign \$674  = ~ bus__we;
   assign \$675  = \new  & \$674 ;
-  assign \$676  = \port$10630$2 [9:0] == 7'h45;
+  assign \$676  = \port$9841$2 [9:0] == 7'h45;
   assign \$677  = \$675  & \$676 ;
   assign \$680  = ~ bus__we;
   assign \$681  = \new  & \$680 ;
-  assign \$682  = \port$10630$2 [9:0] == 7'h46;
+  assign \$682  = \port$9841$2 [9:0] == 7'h46;
   assign \$683  = \$681  & \$682 ;
   assign \$686  = ~ bus__we;
   assign \$687  = \new  & \$686 ;
-  assign \$688  = \port$10630$2 [9:0] == 7'h47;
+  assign \$688  = \port$9841$2 [9:0] == 7'h47;
   assign \$689  = \$687  & \$688 ;
   assign \$692  = ~ bus__we;
   assign \$693  = \new  & \$692 ;
-  assign \$694  = \port$10630$2 [9:0] == 7'h48;
+  assign \$694  = \port$9841$2 [9:0] == 7'h48;
   assign \$695  = \$693  & \$694 ;
   assign \$698  = ~ bus__we;
   assign \$699  = \new  & \$698 ;
-  assign \$700  = \port$10630$2 [9:0] == 7'h49;
+  assign \$700  = \port$9841$2 [9:0] == 7'h49;
   assign \$701  = \$699  & \$700 ;
   assign \$704  = ~ bus__we;
   assign \$705  = \new  & \$704 ;
-  assign \$706  = \port$10630$2 [9:0] == 7'h4a;
+  assign \$706  = \port$9841$2 [9:0] == 7'h4a;
   assign \$707  = \$705  & \$706 ;
   assign \$710  = ~ bus__we;
   assign \$711  = \new  & \$710 ;
-  assign \$712  = \port$10630$2 [9:0] == 7'h4b;
+  assign \$712  = \port$9841$2 [9:0] == 7'h4b;
   assign \$713  = \$711  & \$712 ;
   assign \$716  = ~ bus__we;
   assign \$717  = \new  & \$716 ;
-  assign \$718  = \port$10630$2 [9:0] == 7'h4c;
+  assign \$718  = \port$9841$2 [9:0] == 7'h4c;
   assign \$719  = \$717  & \$718 ;
   assign \$722  = ~ bus__we;
   assign \$723  = \new  & \$722 ;
-  assign \$724  = \port$10630$2 [9:0] == 7'h4d;
+  assign \$724  = \port$9841$2 [9:0] == 7'h4d;
   assign \$725  = \$723  & \$724 ;
   assign \$728  = ~ bus__we;
   assign \$729  = \new  & \$728 ;
-  assign \$730  = \port$10630$2 [9:0] == 7'h4e;
+  assign \$730  = \port$9841$2 [9:0] == 7'h4e;
   assign \$731  = \$729  & \$730 ;
   assign \$734  = ~ bus__we;
   assign \$735  = \new  & \$734 ;
-  assign \$736  = \port$10630$2 [9:0] == 7'h4f;
+  assign \$736  = \port$9841$2 [9:0] == 7'h4f;
   assign \$737  = \$735  & \$736 ;
   assign \$740  = ~ bus__we;
   assign \$741  = \new  & \$740 ;
-  assign \$742  = \port$10630$2 [9:0] == 7'h50;
+  assign \$742  = \port$9841$2 [9:0] == 7'h50;
   assign \$743  = \$741  & \$742 ;
   assign \$746  = ~ bus__we;
   assign \$747  = \new  & \$746 ;
-  assign \$748  = \port$10630$2 [9:0] == 7'h51;
+  assign \$748  = \port$9841$2 [9:0] == 7'h51;
   assign \$749  = \$747  & \$748 ;
   assign \$752  = ~ bus__we;
   assign \$753  = \new  & \$752 ;
-  assign \$754  = \port$10630$2 [9:0] == 7'h58;
+  assign \$754  = \port$9841$2 [9:0] == 7'h58;
   assign \$755  = \$753  & \$754 ;
   assign \$759  = \$757  | { 9'h000, \$758  };
   assign \$761  = { 15'h0000, \$759  } | \$760 ;
   assign \$762  = ~ bus__we;
   assign \$763  = \new  & \$762 ;
-  assign \$764  = \port$10630$2 [9:0] == 7'h59;
+  assign \$764  = \port$9841$2 [9:0] == 7'h59;
   assign \$765  = \$763  & \$764 ;
   assign \$769  = \$767  | { 9'h000, \$768  };
   assign \$771  = { 15'h0000, \$769  } | \$770 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$10630$2 [9:0] == 7'h5a;
+  assign \$774  = \port$9841$2 [9:0] == 7'h5a;
   assign \$775  = \$773  & \$774 ;
   assign \$779  = \$777  | { 9'h000, \$778  };
   assign \$781  = { 15'h0000, \$779  } | \$780 ;
   assign \$782  = ~ bus__we;
   assign \$783  = \new  & \$782 ;
-  assign \$784  = \port$10630$2 [9:0] == 7'h5b;
+  assign \$784  = \port$9841$2 [9:0] == 7'h5b;
   assign \$785  = \$783  & \$784 ;
   assign \$789  = \$787  | { 9'h000, \$788  };
   assign \$791  = { 15'h0000, \$789  } | \$790 ;
   assign \$792  = ~ bus__we;
   assign \$793  = \new  & \$792 ;
-  assign \$794  = \port$10630$2 [9:0] == 7'h5c;
+  assign \$794  = \port$9841$2 [9:0] == 7'h5c;
   assign \$795  = \$793  & \$794 ;
   assign \$799  = \$797  | { 9'h000, \$798  };
   assign \$801  = { 15'h0000, \$799  } | \$800 ;
@@ -28256,155 +28256,155 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$10630$2 [9:0];
+  assign \$3  = ! \port$9841$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$10630$2 [9:0] == 1'h1;
+  assign \$5  = \port$9841$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$10630$2 [9:0] == 2'h2;
+  assign \$7  = \port$9841$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$10630$2 [9:0] == 2'h3;
+  assign \$9  = \port$9841$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$10630$2 [9:0] == 3'h4;
+  assign \$11  = \port$9841$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$10630$2 [9:0] == 3'h5;
+  assign \$13  = \port$9841$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$10630$2 [9:0] == 3'h6;
+  assign \$15  = \port$9841$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$10630$2 [9:0] == 4'h8;
+  assign \$17  = \port$9841$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$10630$2 [9:0] == 4'h9;
+  assign \$19  = \port$9841$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$10630$2 [9:0] == 4'ha;
+  assign \$21  = \port$9841$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$10630$2 [9:0] == 4'hb;
+  assign \$23  = \port$9841$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$10630$2 [9:0] == 5'h10;
+  assign \$25  = \port$9841$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$10630$2 [9:0] == 5'h11;
+  assign \$27  = \port$9841$2 [9:0] == 5'h11;
   assign wr_cpl = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$10630$2 [9:0] == 5'h12;
+  assign \$29  = \port$9841$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$10630$2 [9:0] == 5'h13;
+  assign \$31  = \port$9841$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$10630$2 [9:0] == 5'h14;
+  assign \$33  = \port$9841$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$10630$2 [9:0] == 5'h15;
+  assign \$35  = \port$9841$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$10630$2 [9:0] == 5'h16;
+  assign \$37  = \port$9841$2 [9:0] == 5'h16;
   assign wr_watchdog = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$10630$2 [9:0] == 5'h17;
+  assign \$39  = \port$9841$2 [9:0] == 5'h17;
   assign wr_q_wait = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$10630$2 [9:0] == 5'h18;
+  assign \$41  = \port$9841$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$10630$2 [9:0] == 5'h19;
+  assign \$43  = \port$9841$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$10630$2 [9:0] == 5'h1a;
+  assign \$45  = \port$9841$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$10630$2 [9:0] == 5'h1b;
+  assign \$47  = \port$9841$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$10630$2 [9:0] == 5'h1c;
+  assign \$49  = \port$9841$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$10630$2 [9:0] == 5'h1d;
+  assign \$51  = \port$9841$2 [9:0] == 5'h1d;
   assign wr_timer = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$10630$2 [9:0] == 6'h20;
+  assign \$53  = \port$9841$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$10630$2 [9:0] == 6'h21;
+  assign \$55  = \port$9841$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$10630$2 [9:0] == 6'h22;
+  assign \$57  = \port$9841$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$10630$2 [9:0] == 6'h23;
+  assign \$59  = \port$9841$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$10630$2 [9:0] == 6'h24;
+  assign \$61  = \port$9841$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$10630$2 [9:0] == 6'h25;
+  assign \$63  = \port$9841$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$10630$2 [9:0] == 6'h26;
+  assign \$65  = \port$9841$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$10630$2 [9:0] == 6'h27;
+  assign \$67  = \port$9841$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$10630$2 [9:0] == 6'h28;
+  assign \$69  = \port$9841$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$10630$2 [9:0] == 6'h29;
+  assign \$71  = \port$9841$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$10630$2 [9:0] == 6'h2a;
+  assign \$73  = \port$9841$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$10630$2 [9:0] == 6'h2b;
+  assign \$75  = \port$9841$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$10630$2 [9:0] == 6'h2c;
+  assign \$77  = \port$9841$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$10630$2 [9:0] == 6'h2d;
+  assign \$79  = \port$9841$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$10630$2 [9:0] == 6'h2e;
+  assign \$81  = \port$9841$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$10630$2 [9:0] == 6'h2f;
+  assign \$83  = \port$9841$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$10630$2 [9:0] == 6'h30;
+  assign \$85  = \port$9841$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$10630$2 [9:0] == 6'h31;
+  assign \$87  = \port$9841$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$10630$2 [9:0] == 6'h32;
+  assign \$89  = \port$9841$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$10630$2 [9:0] == 6'h33;
+  assign \$91  = \port$9841$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$10630$2 [9:0] == 6'h34;
+  assign \$93  = \port$9841$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$10630$2 [9:0] == 6'h35;
+  assign \$95  = \port$9841$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$10630$2 [9:0] == 6'h36;
+  assign \$97  = \port$9841$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$10630$2 [9:0] == 6'h37;
+  assign \$99  = \port$9841$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$10630$2 [9:0] == 6'h38;
+  assign \$101  = \port$9841$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$100  & \$101 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
@@ -29691,7 +29691,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$10630$2 , 2'h0 };
+  assign bus__addr = { \port$9841$2 , 2'h0 };
   assign work_qready = { \port$4552$0 , \port$4542$0 , \port$4532$0 , \port$4522$0  };
   assign work_qreset = { \port$4554$0 , \port$4544$0 , \port$4534$0 , \port$4524$0  };
   assign q_head0_word = \port$5582$0 [31:0];
@@ -29726,16 +29726,16 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign q_head29_word = \port$5672$0 [191:160];
   assign q_head30_word = \port$5672$0 [223:192];
   assign q_head31_word = \port$5672$0 [255:224];
-  assign retire0_error = \port$9901$0 [7:0];
-  assign retire0_tag = \port$9901$0 [23:8];
-  assign retire1_error = \port$9951$0 [7:0];
-  assign retire1_tag = \port$9951$0 [23:8];
-  assign retire2_error = \port$10001$0 [7:0];
-  assign retire2_tag = \port$10001$0 [23:8];
-  assign retire3_error = \port$10051$0 [7:0];
-  assign retire3_tag = \port$10051$0 [23:8];
-  assign retire4_error = \port$10101$0 [7:0];
-  assign retire4_tag = \port$10101$0 [23:8];
+  assign retire0_error = \port$9112$0 [7:0];
+  assign retire0_tag = \port$9112$0 [23:8];
+  assign retire1_error = \port$9162$0 [7:0];
+  assign retire1_tag = \port$9162$0 [23:8];
+  assign retire2_error = \port$9212$0 [7:0];
+  assign retire2_tag = \port$9212$0 [23:8];
+  assign retire3_error = \port$9262$0 [7:0];
+  assign retire3_tag = \port$9262$0 [23:8];
+  assign retire4_error = \port$9312$0 [7:0];
+  assign retire4_tag = \port$9312$0 [23:8];
   assign \$286  = { 1'h0, fw_version_version };
   assign \$287  = \$286 ;
   assign \$292  = { 1'h0, fw_status_state };
@@ -29898,24 +29898,24 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$751  = \$750 ;
   assign \$756  = { 1'h0, retire0_valid };
   assign \$757  = { 30'h00000000, \$756  };
-  assign \$758  = { 7'h00, \port$9901$0 [7:0], 8'h00 };
-  assign \$760  = { 15'h0000, \port$9901$0 [23:8], 16'h0000 };
+  assign \$758  = { 7'h00, \port$9112$0 [7:0], 8'h00 };
+  assign \$760  = { 15'h0000, \port$9112$0 [23:8], 16'h0000 };
   assign \$766  = { 1'h0, retire1_valid };
   assign \$767  = { 30'h00000000, \$766  };
-  assign \$768  = { 7'h00, \port$9951$0 [7:0], 8'h00 };
-  assign \$770  = { 15'h0000, \port$9951$0 [23:8], 16'h0000 };
+  assign \$768  = { 7'h00, \port$9162$0 [7:0], 8'h00 };
+  assign \$770  = { 15'h0000, \port$9162$0 [23:8], 16'h0000 };
   assign \$776  = { 1'h0, retire2_valid };
   assign \$777  = { 30'h00000000, \$776  };
-  assign \$778  = { 7'h00, \port$10001$0 [7:0], 8'h00 };
-  assign \$780  = { 15'h0000, \port$10001$0 [23:8], 16'h0000 };
+  assign \$778  = { 7'h00, \port$9212$0 [7:0], 8'h00 };
+  assign \$780  = { 15'h0000, \port$9212$0 [23:8], 16'h0000 };
   assign \$786  = { 1'h0, retire3_valid };
   assign \$787  = { 30'h00000000, \$786  };
-  assign \$788  = { 7'h00, \port$10051$0 [7:0], 8'h00 };
-  assign \$790  = { 15'h0000, \port$10051$0 [23:8], 16'h0000 };
+  assign \$788  = { 7'h00, \port$9262$0 [7:0], 8'h00 };
+  assign \$790  = { 15'h0000, \port$9262$0 [23:8], 16'h0000 };
   assign \$796  = { 1'h0, retire4_valid };
   assign \$797  = { 30'h00000000, \$796  };
-  assign \$798  = { 7'h00, \port$10101$0 [7:0], 8'h00 };
-  assign \$800  = { 15'h0000, \port$10101$0 [23:8], 16'h0000 };
+  assign \$798  = { 7'h00, \port$9312$0 [7:0], 8'h00 };
+  assign \$800  = { 15'h0000, \port$9312$0 [23:8], 16'h0000 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -30630,7 +30630,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .deskew2_0(\$229 ),
     .out_valid_q(acc_wr__en),
     .pe3_3_psum(\$226 ),
-    .\port$11388$2 (spad_meta_q3[4:2]),
+    .\port$10599$2 (spad_meta_q3[4:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -31684,7 +31684,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
+module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -32213,8 +32213,8 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   reg [31:0] pe3_3_psum = 32'd0;
   reg [7:0] pe3_3_w0 = 8'h00;
   reg [7:0] pe3_3_w1 = 8'h00;
-  input [2:0] \port$11388$2 ;
-  wire [2:0] \port$11388$2 ;
+  input [2:0] \port$10599$2 ;
+  wire [2:0] \port$10599$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -32248,22 +32248,22 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   wire w_transpose;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$11388$2 [1:0];
+  assign \$3  = ! \port$10599$2 [1:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$11388$2 [1:0];
+  assign \$6  = ! \port$10599$2 [1:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$11388$2 [2] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$10599$2 [2] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$11388$2 [1:0];
+  assign \$17  = ! \port$10599$2 [1:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$11388$2 [1:0] == 1'h1;
+  assign \$20  = \port$10599$2 [1:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -32272,10 +32272,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$11388$2 [1:0];
+  assign \$29  = ! \port$10599$2 [1:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$11388$2 [1:0] == 2'h2;
+  assign \$32  = \port$10599$2 [1:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -32284,10 +32284,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$11388$2 [1:0];
+  assign \$41  = ! \port$10599$2 [1:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$11388$2 [1:0] == 2'h3;
+  assign \$44  = \port$10599$2 [1:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -32297,10 +32297,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$51  = a_valid ? w_data[15:8] : 8'h00;
   assign \$52  = ~ w_transpose;
   assign \$53  = w_en & \$52 ;
-  assign \$54  = \port$11388$2 [1:0] == 1'h1;
+  assign \$54  = \port$10599$2 [1:0] == 1'h1;
   assign \$55  = \$53  & \$54 ;
   assign \$56  = w_en & w_transpose;
-  assign \$57  = ! \port$11388$2 [1:0];
+  assign \$57  = ! \port$10599$2 [1:0];
   assign \$58  = \$56  & \$57 ;
   assign \$59  = \$55  | \$58 ;
   assign \$60  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -32310,10 +32310,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$64  = $signed(pe0_0_psum) + $signed(\$63 );
   assign \$65  = ~ w_transpose;
   assign \$66  = w_en & \$65 ;
-  assign \$67  = \port$11388$2 [1:0] == 1'h1;
+  assign \$67  = \port$10599$2 [1:0] == 1'h1;
   assign \$68  = \$66  & \$67 ;
   assign \$69  = w_en & w_transpose;
-  assign \$70  = \port$11388$2 [1:0] == 1'h1;
+  assign \$70  = \port$10599$2 [1:0] == 1'h1;
   assign \$71  = \$69  & \$70 ;
   assign \$72  = \$68  | \$71 ;
   assign \$75  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -32321,10 +32321,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$77  = $signed(pe0_1_psum) + $signed(\$76 );
   assign \$78  = ~ w_transpose;
   assign \$79  = w_en & \$78 ;
-  assign \$80  = \port$11388$2 [1:0] == 1'h1;
+  assign \$80  = \port$10599$2 [1:0] == 1'h1;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = w_en & w_transpose;
-  assign \$83  = \port$11388$2 [1:0] == 2'h2;
+  assign \$83  = \port$10599$2 [1:0] == 2'h2;
   assign \$84  = \$82  & \$83 ;
   assign \$85  = \$81  | \$84 ;
   assign \$86  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -32334,10 +32334,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$90  = $signed(pe0_2_psum) + $signed(\$89 );
   assign \$91  = ~ w_transpose;
   assign \$92  = w_en & \$91 ;
-  assign \$93  = \port$11388$2 [1:0] == 1'h1;
+  assign \$93  = \port$10599$2 [1:0] == 1'h1;
   assign \$94  = \$92  & \$93 ;
   assign \$95  = w_en & w_transpose;
-  assign \$96  = \port$11388$2 [1:0] == 2'h3;
+  assign \$96  = \port$10599$2 [1:0] == 2'h3;
   assign \$97  = \$95  & \$96 ;
   assign \$98  = \$94  | \$97 ;
   assign \$99  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -32348,10 +32348,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$104  = a_valid ? w_data[23:16] : 8'h00;
   assign \$105  = ~ w_transpose;
   assign \$106  = w_en & \$105 ;
-  assign \$107  = \port$11388$2 [1:0] == 2'h2;
+  assign \$107  = \port$10599$2 [1:0] == 2'h2;
   assign \$108  = \$106  & \$107 ;
   assign \$109  = w_en & w_transpose;
-  assign \$110  = ! \port$11388$2 [1:0];
+  assign \$110  = ! \port$10599$2 [1:0];
   assign \$111  = \$109  & \$110 ;
   assign \$112  = \$108  | \$111 ;
   assign \$113  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -32361,10 +32361,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$117  = $signed(pe1_0_psum) + $signed(\$116 );
   assign \$118  = ~ w_transpose;
   assign \$119  = w_en & \$118 ;
-  assign \$120  = \port$11388$2 [1:0] == 2'h2;
+  assign \$120  = \port$10599$2 [1:0] == 2'h2;
   assign \$121  = \$119  & \$120 ;
   assign \$122  = w_en & w_transpose;
-  assign \$123  = \port$11388$2 [1:0] == 1'h1;
+  assign \$123  = \port$10599$2 [1:0] == 1'h1;
   assign \$124  = \$122  & \$123 ;
   assign \$125  = \$121  | \$124 ;
   assign \$126  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -32374,10 +32374,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$130  = $signed(pe1_1_psum) + $signed(\$129 );
   assign \$131  = ~ w_transpose;
   assign \$132  = w_en & \$131 ;
-  assign \$133  = \port$11388$2 [1:0] == 2'h2;
+  assign \$133  = \port$10599$2 [1:0] == 2'h2;
   assign \$134  = \$132  & \$133 ;
   assign \$135  = w_en & w_transpose;
-  assign \$136  = \port$11388$2 [1:0] == 2'h2;
+  assign \$136  = \port$10599$2 [1:0] == 2'h2;
   assign \$137  = \$135  & \$136 ;
   assign \$138  = \$134  | \$137 ;
   assign \$141  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -32385,10 +32385,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$143  = $signed(pe1_2_psum) + $signed(\$142 );
   assign \$144  = ~ w_transpose;
   assign \$145  = w_en & \$144 ;
-  assign \$146  = \port$11388$2 [1:0] == 2'h2;
+  assign \$146  = \port$10599$2 [1:0] == 2'h2;
   assign \$147  = \$145  & \$146 ;
   assign \$148  = w_en & w_transpose;
-  assign \$149  = \port$11388$2 [1:0] == 2'h3;
+  assign \$149  = \port$10599$2 [1:0] == 2'h3;
   assign \$150  = \$148  & \$149 ;
   assign \$151  = \$147  | \$150 ;
   assign \$152  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -32399,10 +32399,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$157  = a_valid ? w_data[31:24] : 8'h00;
   assign \$158  = ~ w_transpose;
   assign \$159  = w_en & \$158 ;
-  assign \$160  = \port$11388$2 [1:0] == 2'h3;
+  assign \$160  = \port$10599$2 [1:0] == 2'h3;
   assign \$161  = \$159  & \$160 ;
   assign \$162  = w_en & w_transpose;
-  assign \$163  = ! \port$11388$2 [1:0];
+  assign \$163  = ! \port$10599$2 [1:0];
   assign \$164  = \$162  & \$163 ;
   assign \$165  = \$161  | \$164 ;
   assign \$166  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -32412,10 +32412,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$170  = $signed(pe2_0_psum) + $signed(\$169 );
   assign \$171  = ~ w_transpose;
   assign \$172  = w_en & \$171 ;
-  assign \$173  = \port$11388$2 [1:0] == 2'h3;
+  assign \$173  = \port$10599$2 [1:0] == 2'h3;
   assign \$174  = \$172  & \$173 ;
   assign \$175  = w_en & w_transpose;
-  assign \$176  = \port$11388$2 [1:0] == 1'h1;
+  assign \$176  = \port$10599$2 [1:0] == 1'h1;
   assign \$177  = \$175  & \$176 ;
   assign \$178  = \$174  | \$177 ;
   assign \$179  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -32425,10 +32425,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$183  = $signed(pe2_1_psum) + $signed(\$182 );
   assign \$184  = ~ w_transpose;
   assign \$185  = w_en & \$184 ;
-  assign \$186  = \port$11388$2 [1:0] == 2'h3;
+  assign \$186  = \port$10599$2 [1:0] == 2'h3;
   assign \$187  = \$185  & \$186 ;
   assign \$188  = w_en & w_transpose;
-  assign \$189  = \port$11388$2 [1:0] == 2'h2;
+  assign \$189  = \port$10599$2 [1:0] == 2'h2;
   assign \$190  = \$188  & \$189 ;
   assign \$191  = \$187  | \$190 ;
   assign \$192  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -32438,10 +32438,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$196  = $signed(pe2_2_psum) + $signed(\$195 );
   assign \$197  = ~ w_transpose;
   assign \$198  = w_en & \$197 ;
-  assign \$199  = \port$11388$2 [1:0] == 2'h3;
+  assign \$199  = \port$10599$2 [1:0] == 2'h3;
   assign \$200  = \$198  & \$199 ;
   assign \$201  = w_en & w_transpose;
-  assign \$202  = \port$11388$2 [1:0] == 2'h3;
+  assign \$202  = \port$10599$2 [1:0] == 2'h3;
   assign \$203  = \$201  & \$202 ;
   assign \$204  = \$200  | \$203 ;
   assign \$207  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -32449,73 +32449,73 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$209  = $signed(pe2_3_psum) + $signed(\$208 );
   assign \$210  = ~ w_transpose;
   assign \$211  = w_en & \$210 ;
-  assign \$212  = ! \port$11388$2 [1:0];
+  assign \$212  = ! \port$10599$2 [1:0];
   assign \$213  = \$211  & \$212 ;
-  assign \$216  = pe0_0_bank == \port$11388$2 [2];
+  assign \$216  = pe0_0_bank == \port$10599$2 [2];
   assign \$217  = pe0_0_v & \$216 ;
-  assign \$218  = pe0_1_bank == \port$11388$2 [2];
+  assign \$218  = pe0_1_bank == \port$10599$2 [2];
   assign \$219  = pe0_1_v & \$218 ;
   assign \$220  = | { \$219 , \$217 , \$215  };
   assign \$221  = \$213  & \$220 ;
   assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$11388$2 [1:0] >= 1'h1;
+  assign \$223  = \port$10599$2 [1:0] >= 1'h1;
   assign \$224  = \$222  & \$223 ;
   assign \$225  = \$224  & a_valid;
   assign \$228  = w_en & w_transpose;
-  assign \$229  = \port$11388$2 [1:0] >= 2'h2;
+  assign \$229  = \port$10599$2 [1:0] >= 2'h2;
   assign \$230  = \$228  & \$229 ;
   assign \$231  = \$230  & pe0_0_v;
-  assign \$232  = pe0_0_bank == \port$11388$2 [2];
+  assign \$232  = pe0_0_bank == \port$10599$2 [2];
   assign \$233  = \$231  & \$232 ;
   assign \$234  = w_en & w_transpose;
-  assign \$235  = \port$11388$2 [1:0] >= 2'h3;
+  assign \$235  = \port$10599$2 [1:0] >= 2'h3;
   assign \$236  = \$234  & \$235 ;
   assign \$237  = \$236  & pe0_1_v;
-  assign \$238  = pe0_1_bank == \port$11388$2 [2];
+  assign \$238  = pe0_1_bank == \port$10599$2 [2];
   assign \$239  = \$237  & \$238 ;
   assign \$240  = ~ w_transpose;
   assign \$241  = w_en & \$240 ;
-  assign \$242  = \port$11388$2 [1:0] == 1'h1;
+  assign \$242  = \port$10599$2 [1:0] == 1'h1;
   assign \$243  = \$241  & \$242 ;
-  assign \$246  = skew1_0_bank == \port$11388$2 [2];
+  assign \$246  = skew1_0_bank == \port$10599$2 [2];
   assign \$247  = skew1_0_v & \$246 ;
-  assign \$248  = pe1_0_bank == \port$11388$2 [2];
+  assign \$248  = pe1_0_bank == \port$10599$2 [2];
   assign \$249  = pe1_0_v & \$248 ;
-  assign \$250  = pe1_1_bank == \port$11388$2 [2];
+  assign \$250  = pe1_1_bank == \port$10599$2 [2];
   assign \$251  = pe1_1_v & \$250 ;
   assign \$252  = | { \$251 , \$249 , \$247 , \$245  };
   assign \$253  = \$243  & \$252 ;
   assign \$254  = w_en & w_transpose;
   assign \$256  = \$255  & a_valid;
   assign \$259  = w_en & w_transpose;
-  assign \$260  = \port$11388$2 [1:0] >= 1'h1;
+  assign \$260  = \port$10599$2 [1:0] >= 1'h1;
   assign \$261  = \$259  & \$260 ;
   assign \$262  = \$261  & skew1_0_v;
-  assign \$263  = skew1_0_bank == \port$11388$2 [2];
+  assign \$263  = skew1_0_bank == \port$10599$2 [2];
   assign \$264  = \$262  & \$263 ;
   assign \$265  = w_en & w_transpose;
-  assign \$266  = \port$11388$2 [1:0] >= 2'h2;
+  assign \$266  = \port$10599$2 [1:0] >= 2'h2;
   assign \$267  = \$265  & \$266 ;
   assign \$268  = \$267  & pe1_0_v;
-  assign \$269  = pe1_0_bank == \port$11388$2 [2];
+  assign \$269  = pe1_0_bank == \port$10599$2 [2];
   assign \$270  = \$268  & \$269 ;
   assign \$271  = w_en & w_transpose;
-  assign \$272  = \port$11388$2 [1:0] >= 2'h3;
+  assign \$272  = \port$10599$2 [1:0] >= 2'h3;
   assign \$273  = \$271  & \$272 ;
   assign \$274  = \$273  & pe1_1_v;
-  assign \$275  = pe1_1_bank == \port$11388$2 [2];
+  assign \$275  = pe1_1_bank == \port$10599$2 [2];
   assign \$276  = \$274  & \$275 ;
   assign \$277  = ~ w_transpose;
   assign \$278  = w_en & \$277 ;
-  assign \$279  = \port$11388$2 [1:0] == 2'h2;
+  assign \$279  = \port$10599$2 [1:0] == 2'h2;
   assign \$280  = \$278  & \$279 ;
-  assign \$283  = skew2_0_bank == \port$11388$2 [2];
+  assign \$283  = skew2_0_bank == \port$10599$2 [2];
   assign \$284  = skew2_0_v & \$283 ;
-  assign \$285  = skew2_1_bank == \port$11388$2 [2];
+  assign \$285  = skew2_1_bank == \port$10599$2 [2];
   assign \$286  = skew2_1_v & \$285 ;
-  assign \$287  = pe2_0_bank == \port$11388$2 [2];
+  assign \$287  = pe2_0_bank == \port$10599$2 [2];
   assign \$288  = pe2_0_v & \$287 ;
-  assign \$289  = pe2_1_bank == \port$11388$2 [2];
+  assign \$289  = pe2_1_bank == \port$10599$2 [2];
   assign \$290  = pe2_1_v & \$289 ;
   assign \$291  = | { \$290 , \$288 , \$286 , \$284 , \$282  };
   assign \$292  = \$280  & \$291 ;
@@ -32523,39 +32523,39 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$295  = \$294  & a_valid;
   assign \$298  = w_en & w_transpose;
   assign \$300  = \$299  & skew2_0_v;
-  assign \$301  = skew2_0_bank == \port$11388$2 [2];
+  assign \$301  = skew2_0_bank == \port$10599$2 [2];
   assign \$302  = \$300  & \$301 ;
   assign \$303  = w_en & w_transpose;
-  assign \$304  = \port$11388$2 [1:0] >= 1'h1;
+  assign \$304  = \port$10599$2 [1:0] >= 1'h1;
   assign \$305  = \$303  & \$304 ;
   assign \$306  = \$305  & skew2_1_v;
-  assign \$307  = skew2_1_bank == \port$11388$2 [2];
+  assign \$307  = skew2_1_bank == \port$10599$2 [2];
   assign \$308  = \$306  & \$307 ;
   assign \$309  = w_en & w_transpose;
-  assign \$310  = \port$11388$2 [1:0] >= 2'h2;
+  assign \$310  = \port$10599$2 [1:0] >= 2'h2;
   assign \$311  = \$309  & \$310 ;
   assign \$312  = \$311  & pe2_0_v;
-  assign \$313  = pe2_0_bank == \port$11388$2 [2];
+  assign \$313  = pe2_0_bank == \port$10599$2 [2];
   assign \$314  = \$312  & \$313 ;
   assign \$315  = w_en & w_transpose;
-  assign \$316  = \port$11388$2 [1:0] >= 2'h3;
+  assign \$316  = \port$10599$2 [1:0] >= 2'h3;
   assign \$317  = \$315  & \$316 ;
   assign \$318  = \$317  & pe2_1_v;
-  assign \$319  = pe2_1_bank == \port$11388$2 [2];
+  assign \$319  = pe2_1_bank == \port$10599$2 [2];
   assign \$320  = \$318  & \$319 ;
   assign \$321  = ~ w_transpose;
   assign \$322  = w_en & \$321 ;
-  assign \$323  = \port$11388$2 [1:0] == 2'h3;
+  assign \$323  = \port$10599$2 [1:0] == 2'h3;
   assign \$324  = \$322  & \$323 ;
-  assign \$327  = skew3_0_bank == \port$11388$2 [2];
+  assign \$327  = skew3_0_bank == \port$10599$2 [2];
   assign \$328  = skew3_0_v & \$327 ;
-  assign \$329  = skew3_1_bank == \port$11388$2 [2];
+  assign \$329  = skew3_1_bank == \port$10599$2 [2];
   assign \$330  = skew3_1_v & \$329 ;
-  assign \$331  = skew3_2_bank == \port$11388$2 [2];
+  assign \$331  = skew3_2_bank == \port$10599$2 [2];
   assign \$332  = skew3_2_v & \$331 ;
-  assign \$333  = pe3_0_bank == \port$11388$2 [2];
+  assign \$333  = pe3_0_bank == \port$10599$2 [2];
   assign \$334  = pe3_0_v & \$333 ;
-  assign \$335  = pe3_1_bank == \port$11388$2 [2];
+  assign \$335  = pe3_1_bank == \port$10599$2 [2];
   assign \$336  = pe3_1_v & \$335 ;
   assign \$337  = | { \$336 , \$334 , \$332 , \$330 , \$328 , \$326  };
   assign \$338  = \$324  & \$337 ;
@@ -32563,29 +32563,29 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   assign \$341  = \$340  & a_valid;
   assign \$344  = w_en & w_transpose;
   assign \$346  = \$345  & skew3_0_v;
-  assign \$347  = skew3_0_bank == \port$11388$2 [2];
+  assign \$347  = skew3_0_bank == \port$10599$2 [2];
   assign \$348  = \$346  & \$347 ;
   assign \$349  = w_en & w_transpose;
   assign \$351  = \$350  & skew3_1_v;
-  assign \$352  = skew3_1_bank == \port$11388$2 [2];
+  assign \$352  = skew3_1_bank == \port$10599$2 [2];
   assign \$353  = \$351  & \$352 ;
   assign \$354  = w_en & w_transpose;
-  assign \$355  = \port$11388$2 [1:0] >= 1'h1;
+  assign \$355  = \port$10599$2 [1:0] >= 1'h1;
   assign \$356  = \$354  & \$355 ;
   assign \$357  = \$356  & skew3_2_v;
-  assign \$358  = skew3_2_bank == \port$11388$2 [2];
+  assign \$358  = skew3_2_bank == \port$10599$2 [2];
   assign \$359  = \$357  & \$358 ;
   assign \$360  = w_en & w_transpose;
-  assign \$361  = \port$11388$2 [1:0] >= 2'h2;
+  assign \$361  = \port$10599$2 [1:0] >= 2'h2;
   assign \$362  = \$360  & \$361 ;
   assign \$363  = \$362  & pe3_0_v;
-  assign \$364  = pe3_0_bank == \port$11388$2 [2];
+  assign \$364  = pe3_0_bank == \port$10599$2 [2];
   assign \$365  = \$363  & \$364 ;
   assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$11388$2 [1:0] >= 2'h3;
+  assign \$367  = \port$10599$2 [1:0] >= 2'h3;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = \$368  & pe3_1_v;
-  assign \$370  = pe3_1_bank == \port$11388$2 [2];
+  assign \$370  = pe3_1_bank == \port$10599$2 [2];
   assign \$371  = \$369  & \$370 ;
   assign w_conflict = | { \$371 , \$365 , \$359 , \$353 , \$348 , \$343 , \$338 , \$320 , \$314 , \$308 , \$302 , \$297 , \$292 , \$276 , \$270 , \$264 , \$258 , \$253 , \$239 , \$233 , \$227 , \$221  };
   always @(posedge clk)
@@ -32599,7 +32599,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   always @(posedge clk)
     pe0_0_v <= \$374 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$11388$2 [2];
+    pe0_0_bank <= \port$10599$2 [2];
   always @(posedge clk)
     pe0_1_w1 <= \$375 ;
   always @(posedge clk)
@@ -32635,7 +32635,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   always @(posedge clk)
     skew1_0_v <= \$383 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$11388$2 [2];
+    skew1_0_bank <= \port$10599$2 [2];
   always @(posedge clk)
     pe1_0_w1 <= \$384 ;
   always @(posedge clk)
@@ -32683,7 +32683,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   always @(posedge clk)
     skew2_0_v <= \$395 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$11388$2 [2];
+    skew2_0_bank <= \port$10599$2 [2];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -32737,7 +32737,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
   always @(posedge clk)
     skew3_0_v <= \$408 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$11388$2 [2];
+    skew3_0_bank <= \port$10599$2 [2];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -32810,7 +32810,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$372  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$372  = \$9 ;
       end
     end
@@ -32820,7 +32820,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$373  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$373  = \$10 ;
       end
@@ -32840,7 +32840,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$375  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$375  = \$23 ;
       end
     end
@@ -32850,7 +32850,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$376  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$376  = \$24 ;
       end
@@ -32870,7 +32870,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$378  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$378  = \$35 ;
       end
     end
@@ -32880,7 +32880,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$379  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$379  = \$36 ;
       end
@@ -32900,7 +32900,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$381  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$381  = \$47 ;
       end
     end
@@ -32910,7 +32910,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$382  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$382  = \$48 ;
       end
@@ -32930,7 +32930,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$384  = pe1_0_w1;
     if (\$59 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$384  = \$60 ;
       end
     end
@@ -32940,7 +32940,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$385  = pe1_0_w0;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$385  = \$61 ;
       end
@@ -32960,7 +32960,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$387  = pe1_1_w1;
     if (\$72 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$387  = \$73 ;
       end
     end
@@ -32970,7 +32970,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$388  = pe1_1_w0;
     if (\$72 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$388  = \$74 ;
       end
@@ -32990,7 +32990,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$390  = pe1_2_w1;
     if (\$85 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$390  = \$86 ;
       end
     end
@@ -33000,7 +33000,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$391  = pe1_2_w0;
     if (\$85 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$391  = \$87 ;
       end
@@ -33020,7 +33020,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$393  = pe1_3_w1;
     if (\$98 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$393  = \$99 ;
       end
     end
@@ -33030,7 +33030,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$394  = pe1_3_w0;
     if (\$98 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$394  = \$100 ;
       end
@@ -33060,7 +33060,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$397  = pe2_0_w1;
     if (\$112 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$397  = \$113 ;
       end
     end
@@ -33070,7 +33070,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$398  = pe2_0_w0;
     if (\$112 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$398  = \$114 ;
       end
@@ -33090,7 +33090,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$400  = pe2_1_w1;
     if (\$125 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$400  = \$126 ;
       end
     end
@@ -33100,7 +33100,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$401  = pe2_1_w0;
     if (\$125 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$401  = \$127 ;
       end
@@ -33120,7 +33120,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$403  = pe2_2_w1;
     if (\$138 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$403  = \$139 ;
       end
     end
@@ -33130,7 +33130,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$404  = pe2_2_w0;
     if (\$138 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$404  = \$140 ;
       end
@@ -33150,7 +33150,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$406  = pe2_3_w1;
     if (\$151 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$406  = \$152 ;
       end
     end
@@ -33160,7 +33160,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$407  = pe2_3_w0;
     if (\$151 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$407  = \$153 ;
       end
@@ -33200,7 +33200,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$411  = pe3_0_w1;
     if (\$165 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$411  = \$166 ;
       end
     end
@@ -33210,7 +33210,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$412  = pe3_0_w0;
     if (\$165 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$412  = \$167 ;
       end
@@ -33230,7 +33230,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$414  = pe3_1_w1;
     if (\$178 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$414  = \$179 ;
       end
     end
@@ -33240,7 +33240,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$415  = pe3_1_w0;
     if (\$178 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$415  = \$180 ;
       end
@@ -33260,7 +33260,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$417  = pe3_2_w1;
     if (\$191 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$417  = \$192 ;
       end
     end
@@ -33270,7 +33270,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$418  = pe3_2_w0;
     if (\$191 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$418  = \$193 ;
       end
@@ -33290,7 +33290,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$420  = pe3_3_w1;
     if (\$204 ) begin
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
         \$420  = \$205 ;
       end
     end
@@ -33300,7 +33300,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
     \$421  = pe3_3_w0;
     if (\$204 ) begin
       (* full_case = 32'd1 *)
-      if (\port$11388$2 [2]) begin
+      if (\port$10599$2 [2]) begin
       end else begin
         \$421  = \$206 ;
       end
@@ -33316,10 +33316,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
       \$422  = 1'h0;
     end
   end
-  assign w_row = \port$11388$2 [1:0];
-  assign w_bank = \port$11388$2 [2];
+  assign w_row = \port$10599$2 [1:0];
+  assign w_bank = \port$10599$2 [2];
   assign a_data = w_data;
-  assign a_bank = \port$11388$2 [2];
+  assign a_bank = \port$10599$2 [2];
   assign out_data = { pe3_3_psum, deskew2_0, deskew1_1, deskew0_2 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -33355,7 +33355,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11388$2 , w_tr
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$10662$16 , \port$11433$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$9873$16 , \port$10644$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -33399,10 +33399,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$10662$16 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$10662$16 ;
-  wire [15:0] \port$10662$16 ;
-  input [7:0] \port$11433$0 ;
-  wire [7:0] \port$11433$0 ;
+  input [7:0] \port$10644$0 ;
+  wire [7:0] \port$10644$0 ;
+  input [15:0] \port$9873$16 ;
+  wire [15:0] \port$9873$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -33437,7 +33437,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$10662$16 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10662$16 , \port$11433$0  };
+      storage[w_port__addr] <= { \port$9873$16 , \port$10644$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -33548,8 +33548,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$10662$16 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10662$16 , \port$11433$0  };
-  assign w_data = { \port$10662$16 , \port$11433$0  };
+  assign w_port__data = { \port$9873$16 , \port$10644$0  };
+  assign w_data = { \port$9873$16 , \port$10644$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -33558,7 +33558,7 @@ endmodule
 module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$130$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$10159$0 , \port$10159$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$9370$0 , \port$9370$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -34270,12 +34270,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
-  input [3:0] \port$10159$0 ;
-  wire [3:0] \port$10159$0 ;
-  input [23:0] \port$10159$8 ;
-  wire [23:0] \port$10159$8 ;
   input [3:0] \port$130$0 ;
   wire [3:0] \port$130$0 ;
+  input [3:0] \port$9370$0 ;
+  wire [3:0] \port$9370$0 ;
+  input [23:0] \port$9370$8 ;
+  wire [23:0] \port$9370$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -35000,7 +35000,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$10159$0 [1:0] < 3'h4;
+  assign \$165  = \port$9370$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -35208,7 +35208,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$10159$0 [1:0];
+  assign \$344  = ! \port$9370$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -35228,7 +35228,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$10159$0 [1:0] == 1'h1;
+  assign \$364  = \port$9370$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -35248,7 +35248,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$10159$0 [1:0] == 2'h2;
+  assign \$384  = \port$9370$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -35268,7 +35268,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$10159$0 [1:0] == 2'h3;
+  assign \$404  = \port$9370$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -35361,7 +35361,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$10755$0 (fetch_r_buf),
+    .\port$9966$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -35373,7 +35373,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$10755$0 (fetch_r_buf),
+    .\port$9966$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -35385,7 +35385,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$10755$0 (fetch_r_buf),
+    .\port$9966$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -35397,7 +35397,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$10755$0 (fetch_r_buf),
+    .\port$9966$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -37095,12 +37095,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$10159$0 [1:0];
-  assign cpl_irq = \port$10159$0 [2];
-  assign cpl_halt = \port$10159$0 [3];
-  assign cpl_flags = \port$10159$8 [7:0];
-  assign cpl_status = \port$10159$8 [15:8];
-  assign cpl_opcode = \port$10159$8 [23:16];
+  assign cpl_queue = \port$9370$0 [1:0];
+  assign cpl_irq = \port$9370$0 [2];
+  assign cpl_halt = \port$9370$0 [3];
+  assign cpl_flags = \port$9370$8 [7:0];
+  assign cpl_status = \port$9370$8 [15:8];
+  assign cpl_opcode = \port$9370$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -37151,12 +37151,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$10159$8 [23:16];
-  assign \w_data$258 [19:12] = \port$10159$8 [15:8];
-  assign \w_data$258 [11:4] = \port$10159$8 [7:0];
-  assign \w_data$258 [3] = \port$10159$0 [3];
-  assign \w_data$258 [2] = \port$10159$0 [2];
-  assign \w_data$258 [1:0] = \port$10159$0 [1:0];
+  assign \w_data$258 [27:20] = \port$9370$8 [23:16];
+  assign \w_data$258 [19:12] = \port$9370$8 [15:8];
+  assign \w_data$258 [11:4] = \port$9370$8 [7:0];
+  assign \w_data$258 [3] = \port$9370$0 [3];
+  assign \w_data$258 [2] = \port$9370$0 [2];
+  assign \w_data$258 [1:0] = \port$9370$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -38742,7 +38742,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$10755$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9966$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38769,8 +38769,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10755$0 ;
-  wire [191:0] \port$10755$0 ;
+  input [191:0] \port$9966$0 ;
+  wire [191:0] \port$9966$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -38805,7 +38805,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10755$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9966$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38876,14 +38876,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10755$0  };
-  assign w_data = { \port$0$87 , \port$10755$0  };
+  assign w_port__data = { \port$0$87 , \port$9966$0  };
+  assign w_data = { \port$0$87 , \port$9966$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$10755$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9966$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38910,8 +38910,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10755$0 ;
-  wire [191:0] \port$10755$0 ;
+  input [191:0] \port$9966$0 ;
+  wire [191:0] \port$9966$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -38946,7 +38946,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10755$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9966$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -39017,14 +39017,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10755$0  };
-  assign w_data = { \port$0$87 , \port$10755$0  };
+  assign w_port__data = { \port$0$87 , \port$9966$0  };
+  assign w_data = { \port$0$87 , \port$9966$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$10755$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9966$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -39051,8 +39051,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10755$0 ;
-  wire [191:0] \port$10755$0 ;
+  input [191:0] \port$9966$0 ;
+  wire [191:0] \port$9966$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -39087,7 +39087,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10755$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9966$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -39158,14 +39158,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10755$0  };
-  assign w_data = { \port$0$87 , \port$10755$0  };
+  assign w_port__data = { \port$0$87 , \port$9966$0  };
+  assign w_data = { \port$0$87 , \port$9966$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$10755$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9966$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -39192,8 +39192,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10755$0 ;
-  wire [191:0] \port$10755$0 ;
+  input [191:0] \port$9966$0 ;
+  wire [191:0] \port$9966$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -39228,7 +39228,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10755$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$9966$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -39299,1014 +39299,632 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10755$0  };
-  assign w_data = { \port$0$87 , \port$10755$0  };
+  assign w_port__data = { \port$0$87 , \port$9966$0  };
+  assign w_data = { \port$0$87 , \port$9966$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4515$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$10103$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4515$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$9314$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire [31:0] \$101 ;
-  wire [8:0] \$102 ;
+  wire [17:0] \$100 ;
+  wire [19:0] \$101 ;
+  wire \$102 ;
   wire \$103 ;
   wire \$104 ;
-  wire [31:0] \$105 ;
-  wire [8:0] \$106 ;
-  wire [8:0] \$107 ;
-  wire [23:0] \$108 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
   wire \$109 ;
   wire \$11 ;
-  wire [31:0] \$110 ;
-  wire [5:0] \$1107 ;
-  wire [8:0] \$111 ;
+  wire \$110 ;
+  wire [6:0] \$1101 ;
+  wire \$111 ;
   wire \$112 ;
-  wire [31:0] \$113 ;
-  wire [8:0] \$114 ;
+  wire \$113 ;
+  wire \$114 ;
   wire \$115 ;
   wire \$116 ;
-  wire [127:0] \$117 ;
-  wire \$118 ;
-  wire [31:0] \$119 ;
+  wire \$117 ;
+  wire [31:0] \$118 ;
+  wire \$119 ;
   wire \$12 ;
-  reg [15:0] \$120 ;
-  wire [5:0] \$1202 ;
-  reg [8:0] \$121 ;
-  wire [24:0] \$122 ;
-  wire \$123 ;
-  wire [21:0] \$124 ;
-  wire [25:0] \$125 ;
-  wire [17:0] \$126 ;
-  wire [7:0] \$127 ;
-  wire [18:0] \$128 ;
-  wire [19:0] \$129 ;
-  wire [5:0] \$1297 ;
+  wire [31:0] \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire [127:0] \$123 ;
+  wire [3:0] \$124 ;
+  wire \$125 ;
+  wire [7:0] \$126 ;
+  wire [8:0] \$127 ;
+  wire \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  wire [19:0] \$130 ;
-  wire [20:0] \$131 ;
-  wire [48:0] \$132 ;
-  wire [33:0] \$133 ;
-  wire [8:0] \$134 ;
-  wire \$135 ;
+  wire \$130 ;
+  wire [7:0] \$131 ;
+  wire [8:0] \$132 ;
+  wire [8:0] \$133 ;
+  wire [23:0] \$134 ;
+  wire [7:0] \$135 ;
   wire [8:0] \$136 ;
-  wire [9:0] \$137 ;
-  wire [30:0] \$138 ;
-  wire [8:0] \$139 ;
-  wire [5:0] \$1392 ;
+  wire [7:0] \$137 ;
+  wire [8:0] \$138 ;
+  wire [31:0] \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire [8:0] \$141 ;
-  wire [9:0] \$142 ;
-  wire [47:0] \$143 ;
-  wire [48:0] \$144 ;
-  wire [8:0] \$145 ;
-  wire [48:0] \$146 ;
-  wire [48:0] \$147 ;
-  wire [48:0] \$148 ;
-  wire [6:0] \$149 ;
+  wire [31:0] \$140 ;
+  reg [15:0] \$141 ;
+  reg [8:0] \$142 ;
+  wire [24:0] \$143 ;
+  wire \$144 ;
+  wire [21:0] \$145 ;
+  wire [25:0] \$146 ;
+  wire [17:0] \$147 ;
+  wire [7:0] \$148 ;
+  wire [18:0] \$149 ;
   wire \$15 ;
-  wire [110:0] \$150 ;
-  wire [112:0] \$151 ;
-  wire [112:0] \$152 ;
-  wire [112:0] \$153 ;
-  wire [51:0] \$154 ;
-  wire \$155 ;
-  wire [56:0] \$156 ;
-  wire \$157 ;
-  wire [31:0] \$158 ;
-  wire [57:0] \$159 ;
+  wire [19:0] \$150 ;
+  wire [19:0] \$151 ;
+  wire [20:0] \$152 ;
+  wire [47:0] \$153 ;
+  wire [33:0] \$154 ;
+  wire [8:0] \$155 ;
+  wire \$156 ;
+  wire [8:0] \$157 ;
+  wire [9:0] \$158 ;
+  wire [30:0] \$159 ;
   wire [1:0] \$16 ;
-  wire [57:0] \$160 ;
+  wire [8:0] \$160 ;
   wire \$161 ;
-  wire [42:0] \$162 ;
-  wire [42:0] \$163 ;
-  wire \$164 ;
-  wire [42:0] \$165 ;
-  wire [42:0] \$166 ;
-  wire [42:0] \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire [8:0] \$162 ;
+  wire [9:0] \$163 ;
+  wire [47:0] \$164 ;
+  wire [48:0] \$165 ;
+  wire [8:0] \$166 ;
+  wire [48:0] \$167 ;
+  wire [48:0] \$168 ;
+  wire [48:0] \$169 ;
   wire [1:0] \$17 ;
-  wire [57:0] \$170 ;
-  wire [6:0] \$171 ;
-  wire [57:0] \$172 ;
-  wire [58:0] \$173 ;
-  wire [58:0] \$174 ;
-  wire [59:0] \$175 ;
+  wire [6:0] \$170 ;
+  wire [110:0] \$171 ;
+  wire [112:0] \$172 ;
+  wire [112:0] \$173 ;
+  wire [112:0] \$174 ;
+  wire [41:0] \$175 ;
   wire \$176 ;
-  wire \$177 ;
-  wire [57:0] \$178 ;
-  wire [6:0] \$179 ;
+  wire [56:0] \$177 ;
+  wire \$178 ;
+  wire [31:0] \$179 ;
   wire [1:0] \$18 ;
   wire [57:0] \$180 ;
-  wire [58:0] \$181 ;
-  wire [58:0] \$182 ;
-  wire [59:0] \$183 ;
-  wire \$184 ;
+  wire [57:0] \$181 ;
+  wire \$182 ;
+  wire [42:0] \$183 ;
+  wire [42:0] \$184 ;
   wire \$185 ;
-  wire [57:0] \$186 ;
-  wire [6:0] \$187 ;
-  wire [57:0] \$188 ;
-  wire [58:0] \$189 ;
+  wire [42:0] \$186 ;
+  wire [42:0] \$187 ;
+  wire [42:0] \$188 ;
+  wire \$189 ;
   wire [2:0] \$19 ;
-  wire [58:0] \$190 ;
-  wire [59:0] \$191 ;
-  wire [59:0] \$192 ;
-  wire [59:0] \$193 ;
-  wire [7:0] \$194 ;
-  wire [7:0] \$195 ;
-  wire [7:0] \$196 ;
+  wire \$190 ;
+  wire [57:0] \$191 ;
+  wire [6:0] \$192 ;
+  wire [57:0] \$193 ;
+  wire [58:0] \$194 ;
+  wire [58:0] \$195 ;
+  wire [59:0] \$196 ;
   wire \$197 ;
-  wire [31:0] \$198 ;
-  wire [8:0] \$199 ;
+  wire \$198 ;
+  wire [57:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [8:0] \$200 ;
-  wire [23:0] \$201 ;
-  wire \$202 ;
-  wire [31:0] \$203 ;
-  wire [8:0] \$204 ;
+  wire [6:0] \$200 ;
+  wire [57:0] \$201 ;
+  wire [58:0] \$202 ;
+  wire [58:0] \$203 ;
+  wire [59:0] \$204 ;
   wire \$205 ;
-  wire [31:0] \$206 ;
-  wire [8:0] \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  wire \$206 ;
+  wire [57:0] \$207 ;
+  wire [6:0] \$208 ;
+  wire [57:0] \$209 ;
   wire \$21 ;
-  wire [127:0] \$210 ;
-  wire \$211 ;
-  wire [31:0] \$212 ;
-  reg [15:0] \$213 ;
-  reg [8:0] \$214 ;
-  wire [24:0] \$215 ;
-  wire \$216 ;
-  wire [21:0] \$217 ;
-  wire [25:0] \$218 ;
-  wire [17:0] \$219 ;
+  wire [58:0] \$210 ;
+  wire [58:0] \$211 ;
+  wire [59:0] \$212 ;
+  wire [59:0] \$213 ;
+  wire [59:0] \$214 ;
+  wire [7:0] \$215 ;
+  wire [7:0] \$216 ;
+  wire [7:0] \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire \$22 ;
-  wire [7:0] \$220 ;
-  wire [18:0] \$221 ;
-  wire [19:0] \$222 ;
-  wire [19:0] \$223 ;
-  wire [20:0] \$224 ;
-  wire [48:0] \$225 ;
-  wire [33:0] \$226 ;
-  wire [8:0] \$227 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire [7:0] \$225 ;
+  wire [7:0] \$226 ;
+  wire \$227 ;
   wire \$228 ;
-  wire [8:0] \$229 ;
-  wire \$23 ;
-  wire [9:0] \$230 ;
-  wire [30:0] \$231 ;
-  wire [8:0] \$232 ;
-  wire \$233 ;
+  wire [7:0] \$229 ;
+  wire [3:0] \$23 ;
+  wire [7:0] \$230 ;
+  wire [7:0] \$231 ;
+  wire [25:0] \$232 ;
+  wire [42:0] \$233 ;
   wire [8:0] \$234 ;
-  wire [9:0] \$235 ;
-  wire [47:0] \$236 ;
-  wire [48:0] \$237 ;
-  wire [8:0] \$238 ;
-  wire [48:0] \$239 ;
-  wire \$24 ;
-  wire [48:0] \$240 ;
-  wire [48:0] \$241 ;
-  wire [6:0] \$242 ;
-  wire [110:0] \$243 ;
-  wire [112:0] \$244 ;
-  wire [112:0] \$245 ;
-  wire [112:0] \$246 ;
-  wire [51:0] \$247 ;
+  wire [22:0] \$235 ;
+  wire [8:0] \$236 ;
+  wire [8:0] \$237 ;
+  wire [17:0] \$238 ;
+  wire [30:0] \$239 ;
+  wire [3:0] \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
   wire \$248 ;
-  wire [56:0] \$249 ;
-  wire \$25 ;
+  wire \$249 ;
+  wire [3:0] \$25 ;
   wire \$250 ;
-  wire [31:0] \$251 ;
-  wire [57:0] \$252 ;
-  wire [57:0] \$253 ;
-  wire \$254 ;
-  wire [42:0] \$255 ;
-  wire [42:0] \$256 ;
+  wire \$251 ;
+  wire [6:0] \$252 ;
+  wire \$253 ;
+  wire [7:0] \$254 ;
+  wire \$255 ;
+  wire \$256 ;
   wire \$257 ;
-  wire [42:0] \$258 ;
-  wire [42:0] \$259 ;
+  wire \$258 ;
+  wire \$259 ;
   wire \$26 ;
-  wire [42:0] \$260 ;
+  wire \$260 ;
   wire \$261 ;
   wire \$262 ;
-  wire [57:0] \$263 ;
-  wire [6:0] \$264 ;
-  wire [57:0] \$265 ;
-  wire [58:0] \$266 ;
-  wire [58:0] \$267 ;
-  wire [59:0] \$268 ;
-  wire \$269 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire [6:0] \$269 ;
   wire \$27 ;
   wire \$270 ;
-  wire [57:0] \$271 ;
-  wire [6:0] \$272 ;
-  wire [57:0] \$273 ;
-  wire [58:0] \$274 ;
-  wire [58:0] \$275 ;
-  wire [59:0] \$276 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire [7:0] \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
   wire \$277 ;
-  wire \$278 ;
-  wire [57:0] \$279 ;
+  wire [16:0] \$278 ;
+  wire [16:0] \$279 ;
   wire \$28 ;
-  wire [6:0] \$280 ;
-  wire [57:0] \$281 ;
-  wire [58:0] \$282 ;
-  wire [58:0] \$283 ;
-  wire [59:0] \$284 ;
-  wire [59:0] \$285 ;
-  wire [59:0] \$286 ;
-  wire [7:0] \$287 ;
-  wire [7:0] \$288 ;
-  wire [7:0] \$289 ;
-  wire [19:0] \$29 ;
+  wire [17:0] \$280 ;
+  wire [35:0] \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire \$29 ;
   wire \$290 ;
-  wire [31:0] \$291 ;
-  wire [8:0] \$292 ;
-  wire [8:0] \$293 ;
-  wire [23:0] \$294 ;
-  wire \$295 ;
-  wire [31:0] \$296 ;
-  wire [8:0] \$297 ;
+  wire [36:0] \$291 ;
+  wire [37:0] \$292 ;
+  wire [38:0] \$293 ;
+  wire \$294 ;
+  wire [36:0] \$295 ;
+  wire [37:0] \$296 ;
+  wire [38:0] \$297 ;
   wire \$298 ;
-  wire [31:0] \$299 ;
+  wire \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [8:0] \$300 ;
-  wire \$301 ;
-  wire \$302 ;
-  wire [127:0] \$303 ;
+  wire \$300 ;
+  wire [36:0] \$301 ;
+  wire [37:0] \$302 ;
+  wire [38:0] \$303 ;
   wire \$304 ;
-  wire [31:0] \$305 ;
-  reg [15:0] \$306 ;
-  reg [8:0] \$307 ;
-  wire [24:0] \$308 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire [20:0] \$308 ;
   wire \$309 ;
   wire \$31 ;
-  wire [21:0] \$310 ;
-  wire [25:0] \$311 ;
-  wire [17:0] \$312 ;
-  wire [7:0] \$313 ;
-  wire [18:0] \$314 ;
-  wire [19:0] \$315 ;
-  wire [19:0] \$316 ;
-  wire [20:0] \$317 ;
-  wire [48:0] \$318 ;
-  wire [33:0] \$319 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire [20:0] \$315 ;
+  wire [21:0] \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
-  wire [8:0] \$320 ;
-  wire \$321 ;
-  wire [8:0] \$322 ;
-  wire [9:0] \$323 ;
-  wire [30:0] \$324 ;
-  wire [8:0] \$325 ;
+  wire \$320 ;
+  wire [20:0] \$321 ;
+  wire [21:0] \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
   wire \$326 ;
-  wire [8:0] \$327 ;
-  wire [9:0] \$328 ;
-  wire [47:0] \$329 ;
+  wire \$327 ;
+  wire [20:0] \$328 ;
+  wire [20:0] \$329 ;
   wire \$33 ;
-  wire [48:0] \$330 ;
-  wire [8:0] \$331 ;
-  wire [48:0] \$332 ;
-  wire [48:0] \$333 ;
-  wire [48:0] \$334 ;
-  wire [6:0] \$335 ;
-  wire [110:0] \$336 ;
-  wire [112:0] \$337 ;
-  wire [112:0] \$338 ;
-  wire [112:0] \$339 ;
+  wire [20:0] \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire [2:0] \$335 ;
+  wire [2:0] \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
-  wire [51:0] \$340 ;
+  wire \$340 ;
   wire \$341 ;
-  wire [56:0] \$342 ;
+  wire \$342 ;
   wire \$343 ;
-  wire [31:0] \$344 ;
-  wire [57:0] \$345 ;
-  wire [57:0] \$346 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
   wire \$347 ;
-  wire [42:0] \$348 ;
-  wire [42:0] \$349 ;
-  wire [16:0] \$35 ;
+  wire \$348 ;
+  wire \$349 ;
+  wire \$35 ;
   wire \$350 ;
-  wire [42:0] \$351 ;
-  wire [42:0] \$352 ;
-  wire [42:0] \$353 ;
-  wire \$354 ;
-  wire \$355 ;
-  wire [57:0] \$356 ;
-  wire [6:0] \$357 ;
-  wire [57:0] \$358 ;
-  wire [58:0] \$359 ;
-  wire [17:0] \$36 ;
-  wire [58:0] \$360 ;
-  wire [59:0] \$361 ;
+  wire \$351 ;
+  wire [1:0] \$352 ;
+  wire [1:0] \$353 ;
+  wire [1:0] \$354 ;
+  wire [2:0] \$355 ;
+  wire \$356 ;
+  wire [2:0] \$357 ;
+  wire [2:0] \$358 ;
+  wire \$359 ;
+  wire \$36 ;
+  wire \$360 ;
+  wire \$361 ;
   wire \$362 ;
   wire \$363 ;
-  wire [57:0] \$364 ;
-  wire [6:0] \$365 ;
-  wire [57:0] \$366 ;
-  wire [58:0] \$367 ;
-  wire [58:0] \$368 ;
-  wire [59:0] \$369 ;
-  wire [19:0] \$37 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
+  wire \$37 ;
   wire \$370 ;
   wire \$371 ;
-  wire [57:0] \$372 ;
-  wire [6:0] \$373 ;
-  wire [57:0] \$374 ;
-  wire [58:0] \$375 ;
-  wire [58:0] \$376 ;
-  wire [59:0] \$377 ;
-  wire [59:0] \$378 ;
-  wire [59:0] \$379 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire [1:0] \$374 ;
+  wire [1:0] \$375 ;
+  wire [1:0] \$376 ;
+  wire [2:0] \$377 ;
+  wire \$378 ;
+  wire \$379 ;
   wire \$38 ;
-  wire [7:0] \$380 ;
-  wire [7:0] \$381 ;
-  wire [7:0] \$382 ;
-  wire \$383 ;
-  wire [31:0] \$384 ;
-  wire [8:0] \$385 ;
-  wire [8:0] \$386 ;
-  wire [23:0] \$387 ;
-  wire \$388 ;
-  wire [31:0] \$389 ;
+  wire [17:0] \$380 ;
+  wire [19:0] \$381 ;
+  wire [21:0] \$382 ;
+  wire [21:0] \$383 ;
+  wire [21:0] \$384 ;
+  wire [21:0] \$385 ;
+  wire [17:0] \$386 ;
+  wire \$387 ;
+  wire [16:0] \$388 ;
+  wire \$389 ;
   wire \$39 ;
-  wire [8:0] \$390 ;
-  wire \$391 ;
-  wire [31:0] \$392 ;
-  wire [8:0] \$393 ;
-  wire \$394 ;
-  wire \$395 ;
-  wire [127:0] \$396 ;
+  wire \$390 ;
+  wire [44:0] \$391 ;
+  wire \$392 ;
+  wire [43:0] \$393 ;
+  wire [43:0] \$394 ;
+  wire [46:0] \$395 ;
+  wire [16:0] \$396 ;
   wire \$397 ;
-  wire [31:0] \$398 ;
-  reg [15:0] \$399 ;
+  wire [16:0] \$398 ;
+  wire [20:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [8:0] \$400 ;
-  wire [24:0] \$401 ;
+  wire [20:0] \$400 ;
+  wire [20:0] \$401 ;
   wire \$402 ;
-  wire [21:0] \$403 ;
-  wire [25:0] \$404 ;
-  wire [17:0] \$405 ;
-  wire [7:0] \$406 ;
-  wire [18:0] \$407 ;
-  wire [19:0] \$408 ;
-  wire [19:0] \$409 ;
-  wire \$41 ;
-  wire [20:0] \$410 ;
-  wire [48:0] \$411 ;
-  wire [33:0] \$412 ;
-  wire [8:0] \$413 ;
-  wire \$414 ;
-  wire [8:0] \$415 ;
-  wire [9:0] \$416 ;
-  wire [30:0] \$417 ;
-  wire [8:0] \$418 ;
-  wire \$419 ;
-  wire [19:0] \$42 ;
-  wire [8:0] \$420 ;
-  wire [9:0] \$421 ;
-  wire [47:0] \$422 ;
-  wire [48:0] \$423 ;
-  wire [8:0] \$424 ;
-  wire [48:0] \$425 ;
-  wire [48:0] \$426 ;
-  wire [48:0] \$427 ;
-  wire [6:0] \$428 ;
-  wire [110:0] \$429 ;
-  wire \$43 ;
-  wire [112:0] \$430 ;
-  wire [112:0] \$431 ;
-  wire [112:0] \$432 ;
-  wire [51:0] \$433 ;
-  wire \$434 ;
-  wire [56:0] \$435 ;
+  wire [105:0] \$403 ;
+  wire [78:0] \$404 ;
+  wire [106:0] \$405 ;
+  wire [82:0] \$406 ;
+  wire [6:0] \$407 ;
+  wire \$408 ;
+  wire [46:0] \$409 ;
+  wire [1:0] \$41 ;
+  wire [46:0] \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire [6:0] \$413 ;
+  wire [190:0] \$414 ;
+  wire [6:0] \$415 ;
+  wire [7:0] \$416 ;
+  wire [8:0] \$417 ;
+  wire [64:0] \$418 ;
+  wire [7:0] \$419 ;
+  wire [1:0] \$42 ;
+  wire \$420 ;
+  wire [45:0] \$421 ;
+  wire [45:0] \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
+  wire [1:0] \$43 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire [6:0] \$434 ;
+  wire \$435 ;
   wire \$436 ;
-  wire [31:0] \$437 ;
-  wire [57:0] \$438 ;
-  wire [57:0] \$439 ;
-  wire \$44 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
+  wire [2:0] \$44 ;
   wire \$440 ;
-  wire [42:0] \$441 ;
-  wire [42:0] \$442 ;
+  wire \$441 ;
+  wire \$442 ;
   wire \$443 ;
-  wire [42:0] \$444 ;
-  wire [42:0] \$445 ;
-  wire [42:0] \$446 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
   wire \$447 ;
   wire \$448 ;
-  wire [57:0] \$449 ;
+  wire \$449 ;
   wire \$45 ;
-  wire [6:0] \$450 ;
-  wire [57:0] \$451 ;
-  wire [58:0] \$452 ;
-  wire [58:0] \$453 ;
-  wire [59:0] \$454 ;
+  wire \$450 ;
+  wire [20:0] \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
   wire \$455 ;
   wire \$456 ;
-  wire [57:0] \$457 ;
-  wire [6:0] \$458 ;
-  wire [57:0] \$459 ;
+  wire [20:0] \$457 ;
+  wire [20:0] \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [58:0] \$460 ;
-  wire [58:0] \$461 ;
-  wire [59:0] \$462 ;
-  wire \$463 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire [6:0] \$463 ;
   wire \$464 ;
-  wire [57:0] \$465 ;
-  wire [6:0] \$466 ;
-  wire [57:0] \$467 ;
-  wire [58:0] \$468 ;
-  wire [58:0] \$469 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire \$47 ;
-  wire [59:0] \$470 ;
-  wire [59:0] \$471 ;
-  wire [59:0] \$472 ;
-  wire [7:0] \$473 ;
-  wire [7:0] \$474 ;
-  wire [7:0] \$475 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
   wire \$476 ;
   wire \$477 ;
   wire \$478 ;
-  wire \$479 ;
-  wire [16:0] \$48 ;
-  wire \$480 ;
+  wire [19:0] \$479 ;
+  wire \$48 ;
+  wire [21:0] \$480 ;
   wire \$481 ;
   wire \$482 ;
   wire \$483 ;
-  wire [31:0] \$484 ;
-  wire [7:0] \$485 ;
+  wire \$484 ;
+  wire \$485 ;
   wire \$486 ;
-  wire [31:0] \$487 ;
-  wire [7:0] \$488 ;
-  wire \$489 ;
-  wire [17:0] \$49 ;
+  wire [7:0] \$487 ;
+  wire [8:0] \$488 ;
+  wire [7:0] \$489 ;
+  wire \$49 ;
   wire \$490 ;
-  wire [31:0] \$491 ;
-  wire [7:0] \$492 ;
-  wire \$493 ;
-  wire [31:0] \$494 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire [7:0] \$493 ;
+  wire \$494 ;
   wire [7:0] \$495 ;
-  wire [7:0] \$496 ;
-  wire \$497 ;
-  wire [31:0] \$498 ;
+  wire \$496 ;
+  wire [7:0] \$497 ;
+  wire \$498 ;
   wire [7:0] \$499 ;
   wire \$5 ;
-  wire [19:0] \$50 ;
+  wire \$50 ;
   wire \$500 ;
-  wire [31:0] \$501 ;
-  wire [7:0] \$502 ;
+  wire \$501 ;
+  wire \$502 ;
   wire \$503 ;
   wire \$504 ;
-  wire [31:0] \$505 ;
-  wire [7:0] \$506 ;
+  wire \$505 ;
+  wire \$506 ;
   wire \$507 ;
-  wire [31:0] \$508 ;
-  wire [7:0] \$509 ;
+  wire \$508 ;
+  wire \$509 ;
   wire \$51 ;
-  wire [7:0] \$510 ;
+  wire \$510 ;
   wire \$511 ;
   wire \$512 ;
-  wire [31:0] \$513 ;
-  wire [7:0] \$514 ;
+  wire \$513 ;
+  wire \$514 ;
   wire \$515 ;
-  wire [31:0] \$516 ;
-  wire [7:0] \$517 ;
-  wire \$518 ;
-  wire \$519 ;
+  reg \$516 ;
+  reg [2:0] \$517 ;
+  reg [42:0] \$518 ;
+  reg [42:0] \$519 ;
   wire \$52 ;
-  wire [31:0] \$520 ;
-  wire [7:0] \$521 ;
-  wire \$522 ;
-  wire [31:0] \$523 ;
-  wire [7:0] \$524 ;
-  wire [7:0] \$525 ;
-  wire \$526 ;
-  wire [31:0] \$527 ;
-  wire [7:0] \$528 ;
-  wire \$529 ;
+  reg [42:0] \$520 ;
+  reg [31:0] \$521 ;
+  reg [31:0] \$522 ;
+  reg [127:0] \$523 ;
+  reg [31:0] \$524 ;
+  reg [31:0] \$525 ;
+  reg [127:0] \$526 ;
+  reg [127:0] \$527 ;
+  reg [37:0] \$528 ;
+  reg \$529 ;
   wire \$53 ;
-  wire [31:0] \$530 ;
-  wire [7:0] \$531 ;
-  wire \$532 ;
-  wire \$533 ;
-  wire [31:0] \$534 ;
-  wire [7:0] \$535 ;
-  wire \$536 ;
-  wire [31:0] \$537 ;
-  wire [7:0] \$538 ;
-  wire [7:0] \$539 ;
-  wire \$54 ;
-  wire [7:0] \$540 ;
-  wire \$541 ;
-  wire \$542 ;
-  wire [31:0] \$543 ;
-  wire [7:0] \$544 ;
-  wire \$545 ;
-  wire [31:0] \$546 ;
-  wire [7:0] \$547 ;
-  wire \$548 ;
-  wire \$549 ;
-  wire [19:0] \$55 ;
-  wire [31:0] \$550 ;
-  wire [7:0] \$551 ;
-  wire \$552 ;
-  wire [31:0] \$553 ;
-  wire [7:0] \$554 ;
-  wire [7:0] \$555 ;
-  wire \$556 ;
-  wire [31:0] \$557 ;
-  wire [7:0] \$558 ;
-  wire \$559 ;
+  reg [2:0] \$530 ;
+  reg [1:0] \$531 ;
+  reg [21:0] \$532 ;
+  reg [21:0] \$533 ;
+  reg [21:0] \$534 ;
+  reg [21:0] \$535 ;
+  reg [21:0] \$536 ;
+  reg [21:0] \$537 ;
+  reg [7:0] \$538 ;
+  reg [41:0] \$539 ;
+  wire [19:0] \$54 ;
+  reg [21:0] \$540 ;
+  reg [28:0] \$541 ;
+  reg [31:0] \$542 ;
+  reg [5:0] \$543 ;
+  reg [5:0] \$544 ;
+  reg [2:0] \$545 ;
+  reg [223:0] \$546 ;
+  reg [3:0] \$547 ;
+  reg [15:0] \$548 ;
+  reg [15:0] \$549 ;
+  wire \$55 ;
+  reg [19:0] \$550 ;
+  reg [19:0] \$551 ;
+  reg [19:0] \$552 ;
+  reg \$553 ;
+  reg [7:0] \$554 ;
+  reg [7:0] \$555 ;
+  reg [7:0] \$556 ;
+  reg [15:0] \$557 ;
+  reg [5:0] \$558 ;
+  reg [19:0] \$559 ;
   wire \$56 ;
-  wire [31:0] \$560 ;
-  wire [7:0] \$561 ;
-  wire \$562 ;
-  wire \$563 ;
-  wire [31:0] \$564 ;
-  wire [7:0] \$565 ;
-  wire \$566 ;
-  wire [31:0] \$567 ;
-  wire [7:0] \$568 ;
-  wire [7:0] \$569 ;
+  reg [19:0] \$560 ;
+  reg [19:0] \$561 ;
+  reg [15:0] \$562 ;
+  reg [5:0] \$563 ;
+  reg [15:0] \$564 ;
+  reg \$565 ;
+  reg [16:0] \$566 ;
+  reg [35:0] \$567 ;
+  reg [7:0] \$568 ;
+  reg [7:0] \$569 ;
   wire \$57 ;
-  wire \$570 ;
-  wire \$571 ;
-  wire [31:0] \$572 ;
-  wire [7:0] \$573 ;
-  wire \$574 ;
-  wire [31:0] \$575 ;
-  wire [7:0] \$576 ;
-  wire \$577 ;
-  wire \$578 ;
-  wire [31:0] \$579 ;
+  reg [15:0] \$570 ;
+  reg [2:0] \$571 ;
+  reg [16:0] \$572 ;
+  reg [1:0] \$573 ;
+  reg [18:0] \$574 ;
+  reg [20:0] \$575 ;
+  reg [20:0] \$576 ;
+  reg [20:0] \$577 ;
+  reg [20:0] \$578 ;
+  reg [63:0] \$579 ;
   wire \$58 ;
-  wire [7:0] \$580 ;
-  wire \$581 ;
-  wire [31:0] \$582 ;
-  wire [7:0] \$583 ;
-  wire [7:0] \$584 ;
-  wire \$585 ;
-  wire [31:0] \$586 ;
-  wire [7:0] \$587 ;
-  wire \$588 ;
-  wire [31:0] \$589 ;
+  reg [41:0] \$580 ;
+  reg [43:0] \$581 ;
+  reg [31:0] \$582 ;
+  reg [6:0] \$583 ;
+  reg [42:0] \$584 ;
+  reg \$585 ;
+  reg [79:0] \$586 ;
+  reg [43:0] \$587 ;
+  reg [39:0] \$588 ;
+  reg [5:0] \$589 ;
   wire \$59 ;
-  wire [7:0] \$590 ;
-  wire \$591 ;
-  wire \$592 ;
-  wire [31:0] \$593 ;
-  wire [7:0] \$594 ;
-  wire \$595 ;
-  wire [31:0] \$596 ;
-  wire [7:0] \$597 ;
-  wire [7:0] \$598 ;
-  wire [7:0] \$599 ;
+  reg [5:0] \$590 ;
+  reg [24:0] \$591 ;
+  reg [15:0] \$592 ;
   wire \$6 ;
-  wire \$60 ;
-  wire [7:0] \$600 ;
-  wire [25:0] \$601 ;
-  wire [25:0] \$602 ;
-  wire [26:0] \$603 ;
-  wire [25:0] \$604 ;
-  wire [25:0] \$605 ;
-  wire [26:0] \$606 ;
-  wire [27:0] \$607 ;
-  wire [42:0] \$608 ;
-  wire [8:0] \$609 ;
-  wire [16:0] \$61 ;
-  wire [8:0] \$610 ;
-  wire [9:0] \$611 ;
-  wire [8:0] \$612 ;
-  wire [8:0] \$613 ;
-  wire [9:0] \$614 ;
-  wire [10:0] \$615 ;
-  wire [22:0] \$616 ;
-  wire [8:0] \$617 ;
-  wire [8:0] \$618 ;
-  wire [17:0] \$619 ;
-  wire [17:0] \$62 ;
-  wire [8:0] \$620 ;
-  wire [8:0] \$621 ;
-  wire [17:0] \$622 ;
-  wire [18:0] \$623 ;
-  wire [8:0] \$624 ;
-  wire [8:0] \$625 ;
-  wire [17:0] \$626 ;
-  wire [8:0] \$627 ;
-  wire [8:0] \$628 ;
-  wire [17:0] \$629 ;
-  wire [19:0] \$63 ;
-  wire [18:0] \$630 ;
-  wire [19:0] \$631 ;
-  wire [30:0] \$632 ;
-  wire \$633 ;
-  wire \$634 ;
-  wire \$635 ;
-  wire \$636 ;
-  wire \$637 ;
-  wire \$638 ;
-  wire \$639 ;
+  wire [16:0] \$60 ;
+  wire [17:0] \$61 ;
+  wire [19:0] \$62 ;
+  wire \$63 ;
   wire \$64 ;
-  wire \$640 ;
-  wire \$641 ;
-  wire \$642 ;
-  wire \$643 ;
-  wire \$644 ;
-  wire [6:0] \$645 ;
-  wire [7:0] \$646 ;
-  wire \$647 ;
-  wire \$648 ;
-  wire \$649 ;
   wire \$65 ;
-  wire \$650 ;
-  wire \$651 ;
-  wire \$652 ;
-  wire \$653 ;
-  wire \$654 ;
-  wire \$655 ;
-  wire \$656 ;
-  wire \$657 ;
-  wire \$658 ;
-  wire \$659 ;
   wire \$66 ;
-  wire \$660 ;
-  wire [6:0] \$661 ;
-  wire \$662 ;
-  wire \$663 ;
-  wire [7:0] \$664 ;
-  wire \$665 ;
-  wire \$666 ;
-  wire \$667 ;
-  wire \$668 ;
-  wire [16:0] \$669 ;
-  wire \$67 ;
-  wire [16:0] \$670 ;
-  wire [17:0] \$671 ;
-  wire [35:0] \$672 ;
-  wire \$673 ;
-  wire \$674 ;
-  wire \$675 ;
-  wire \$676 ;
-  wire \$677 ;
-  wire \$678 ;
-  wire \$679 ;
-  wire [19:0] \$68 ;
-  wire \$680 ;
-  wire \$681 ;
-  wire [36:0] \$682 ;
-  wire [37:0] \$683 ;
-  wire [38:0] \$684 ;
-  wire \$685 ;
-  wire [36:0] \$686 ;
-  wire [37:0] \$687 ;
-  wire [38:0] \$688 ;
-  wire \$689 ;
+  wire [19:0] \$67 ;
+  wire \$68 ;
   wire \$69 ;
-  wire \$690 ;
-  wire \$691 ;
-  wire [36:0] \$692 ;
-  wire [37:0] \$693 ;
-  wire [38:0] \$694 ;
-  wire \$695 ;
-  wire \$696 ;
-  wire \$697 ;
-  wire \$698 ;
-  wire [20:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire \$700 ;
-  wire \$701 ;
-  wire \$702 ;
-  wire \$703 ;
-  wire \$704 ;
-  wire \$705 ;
-  wire [20:0] \$706 ;
-  wire [21:0] \$707 ;
-  wire \$708 ;
-  wire \$709 ;
   wire \$71 ;
-  wire \$710 ;
-  wire \$711 ;
-  wire [20:0] \$712 ;
-  wire [21:0] \$713 ;
-  wire \$714 ;
-  wire \$715 ;
-  wire \$716 ;
-  wire \$717 ;
-  wire \$718 ;
-  wire [20:0] \$719 ;
+  wire [6:0] \$718 ;
   wire \$72 ;
-  wire [20:0] \$720 ;
-  wire [20:0] \$721 ;
-  wire \$722 ;
-  wire \$723 ;
-  wire \$724 ;
-  wire \$725 ;
-  wire [2:0] \$726 ;
-  wire [2:0] \$727 ;
-  wire \$728 ;
-  wire \$729 ;
-  wire \$73 ;
-  wire \$730 ;
-  wire \$731 ;
-  wire \$732 ;
-  wire \$733 ;
-  wire \$734 ;
-  wire \$735 ;
-  wire \$736 ;
-  wire \$737 ;
-  wire \$738 ;
-  wire \$739 ;
-  wire [16:0] \$74 ;
-  wire \$740 ;
-  wire \$741 ;
-  wire \$742 ;
-  wire [1:0] \$743 ;
-  wire [1:0] \$744 ;
-  wire [1:0] \$745 ;
-  wire [2:0] \$746 ;
-  wire \$747 ;
-  wire [2:0] \$748 ;
-  wire [2:0] \$749 ;
-  wire [17:0] \$75 ;
-  wire \$750 ;
-  wire \$751 ;
-  wire \$752 ;
-  wire \$753 ;
-  wire \$754 ;
-  wire \$755 ;
-  wire \$756 ;
-  wire \$757 ;
-  wire \$758 ;
-  wire \$759 ;
-  wire [19:0] \$76 ;
-  wire \$760 ;
-  wire \$761 ;
-  wire \$762 ;
-  wire \$763 ;
-  wire \$764 ;
-  wire [1:0] \$765 ;
-  wire [1:0] \$766 ;
-  wire [1:0] \$767 ;
-  wire [2:0] \$768 ;
-  wire \$769 ;
+  wire [6:0] \$725 ;
+  wire [16:0] \$73 ;
+  wire [6:0] \$731 ;
+  wire [6:0] \$735 ;
+  wire [8:0] \$739 ;
+  wire [17:0] \$74 ;
+  wire [8:0] \$742 ;
+  wire [19:0] \$75 ;
+  wire [5:0] \$752 ;
+  wire \$76 ;
   wire \$77 ;
-  wire \$770 ;
-  wire [17:0] \$771 ;
-  wire [19:0] \$772 ;
-  wire [21:0] \$773 ;
-  wire [21:0] \$774 ;
-  wire [21:0] \$775 ;
-  wire [21:0] \$776 ;
-  wire [17:0] \$777 ;
-  wire \$778 ;
-  wire [16:0] \$779 ;
   wire \$78 ;
-  wire \$780 ;
-  wire \$781 ;
-  wire [44:0] \$782 ;
-  wire \$783 ;
-  wire [43:0] \$784 ;
-  wire [43:0] \$785 ;
-  wire [46:0] \$786 ;
-  wire [16:0] \$787 ;
-  wire \$788 ;
-  wire [16:0] \$789 ;
   wire \$79 ;
-  wire [20:0] \$790 ;
-  wire [20:0] \$791 ;
-  wire [20:0] \$792 ;
-  wire \$793 ;
-  wire [105:0] \$794 ;
-  wire [78:0] \$795 ;
-  wire [106:0] \$796 ;
-  wire [82:0] \$797 ;
-  wire [6:0] \$798 ;
-  wire \$799 ;
   wire \$8 ;
-  wire \$80 ;
-  wire [46:0] \$800 ;
-  wire [46:0] \$801 ;
-  wire \$802 ;
-  wire \$803 ;
-  wire [6:0] \$804 ;
-  wire [190:0] \$805 ;
-  wire [6:0] \$806 ;
-  wire [7:0] \$807 ;
-  wire [8:0] \$808 ;
-  wire [64:0] \$809 ;
+  wire [19:0] \$80 ;
   wire \$81 ;
-  wire [7:0] \$810 ;
-  wire \$811 ;
-  wire [45:0] \$812 ;
-  wire [45:0] \$813 ;
-  wire \$814 ;
-  wire \$815 ;
-  wire \$816 ;
-  wire \$817 ;
-  wire \$818 ;
-  wire \$819 ;
   wire \$82 ;
-  wire \$820 ;
-  wire \$821 ;
-  wire \$822 ;
-  wire \$823 ;
-  wire \$824 ;
-  wire [6:0] \$825 ;
-  wire \$826 ;
-  wire \$827 ;
-  wire \$828 ;
-  wire \$829 ;
   wire \$83 ;
-  wire \$830 ;
-  wire \$831 ;
-  wire \$832 ;
-  wire \$833 ;
-  wire \$834 ;
-  wire \$835 ;
-  wire \$836 ;
-  wire \$837 ;
-  wire [20:0] \$838 ;
-  wire \$839 ;
+  wire [6:0] \$831 ;
+  wire [6:0] \$837 ;
   wire \$84 ;
-  wire \$840 ;
-  wire \$841 ;
-  wire \$842 ;
-  wire \$843 ;
-  wire [20:0] \$844 ;
-  wire [20:0] \$845 ;
-  wire \$846 ;
-  wire \$847 ;
-  wire \$848 ;
-  wire \$849 ;
   wire \$85 ;
-  wire [6:0] \$850 ;
-  wire \$851 ;
-  wire \$852 ;
-  wire \$853 ;
-  wire \$854 ;
-  wire \$855 ;
-  wire \$856 ;
-  wire \$857 ;
-  wire \$858 ;
-  wire \$859 ;
-  wire \$86 ;
-  wire \$860 ;
-  wire \$861 ;
-  wire [19:0] \$862 ;
-  wire [21:0] \$863 ;
-  wire \$864 ;
-  wire \$865 ;
-  wire \$866 ;
-  wire \$867 ;
-  wire \$868 ;
-  wire \$869 ;
-  wire \$87 ;
-  wire [31:0] \$870 ;
-  wire [8:0] \$871 ;
-  wire [7:0] \$872 ;
-  wire \$873 ;
-  wire \$874 ;
-  wire \$875 ;
-  wire \$876 ;
-  wire [31:0] \$877 ;
-  wire [8:0] \$878 ;
-  wire [7:0] \$879 ;
-  wire \$88 ;
-  wire \$880 ;
-  wire \$881 ;
-  wire \$882 ;
-  wire \$883 ;
-  wire [31:0] \$884 ;
-  wire [8:0] \$885 ;
-  wire [7:0] \$886 ;
-  wire \$887 ;
-  wire \$888 ;
-  wire \$889 ;
+  wire [16:0] \$86 ;
+  wire [17:0] \$87 ;
+  wire [19:0] \$88 ;
   wire \$89 ;
-  wire \$890 ;
-  wire [31:0] \$891 ;
-  wire [8:0] \$892 ;
-  wire [7:0] \$893 ;
-  wire \$894 ;
-  wire \$895 ;
-  wire \$896 ;
-  wire \$897 ;
-  wire \$898 ;
-  wire \$899 ;
   wire \$9 ;
   wire \$90 ;
-  wire \$900 ;
-  wire \$901 ;
-  wire \$902 ;
-  wire \$903 ;
-  wire \$904 ;
-  wire \$905 ;
-  wire \$906 ;
-  wire \$907 ;
-  wire \$908 ;
-  wire \$909 ;
   wire \$91 ;
-  wire \$910 ;
-  reg \$911 ;
-  reg [42:0] \$912 ;
-  reg [42:0] \$913 ;
-  reg [42:0] \$914 ;
-  reg [31:0] \$915 ;
-  reg [31:0] \$916 ;
-  reg [127:0] \$917 ;
-  reg [1:0] \$918 ;
-  reg [1:0] \$919 ;
-  wire [31:0] \$92 ;
-  reg [1:0] \$920 ;
-  reg [1:0] \$921 ;
-  reg [21:0] \$922 ;
-  reg [21:0] \$923 ;
-  reg [21:0] \$924 ;
-  reg [21:0] \$925 ;
-  reg [21:0] \$926 ;
-  reg [21:0] \$927 ;
-  reg [7:0] \$928 ;
-  reg [41:0] \$929 ;
-  wire [8:0] \$93 ;
-  reg [21:0] \$930 ;
-  reg [28:0] \$931 ;
-  reg [5:0] \$932 ;
-  reg [5:0] \$933 ;
-  reg [2:0] \$934 ;
-  reg [223:0] \$935 ;
-  reg [3:0] \$936 ;
-  reg [15:0] \$937 ;
-  reg [15:0] \$938 ;
-  reg [19:0] \$939 ;
+  wire \$92 ;
+  wire [19:0] \$93 ;
   wire \$94 ;
-  reg [19:0] \$940 ;
-  reg [19:0] \$941 ;
-  reg \$942 ;
-  reg [7:0] \$943 ;
-  reg [7:0] \$944 ;
-  reg [7:0] \$945 ;
-  reg [15:0] \$946 ;
-  reg [5:0] \$947 ;
-  reg [19:0] \$948 ;
-  reg [19:0] \$949 ;
-  wire [31:0] \$95 ;
-  reg [19:0] \$950 ;
-  reg [15:0] \$951 ;
-  reg [5:0] \$952 ;
-  reg [15:0] \$953 ;
-  reg \$954 ;
-  reg [16:0] \$955 ;
-  reg [35:0] \$956 ;
-  reg [7:0] \$957 ;
-  reg [7:0] \$958 ;
-  reg [15:0] \$959 ;
-  wire [8:0] \$96 ;
-  reg [2:0] \$960 ;
-  reg [16:0] \$961 ;
-  reg [1:0] \$962 ;
-  reg [18:0] \$963 ;
-  reg [20:0] \$964 ;
-  reg [20:0] \$965 ;
-  reg [20:0] \$966 ;
-  reg [20:0] \$967 ;
-  reg [63:0] \$968 ;
-  reg [41:0] \$969 ;
+  wire \$95 ;
+  wire \$96 ;
   wire \$97 ;
-  reg [43:0] \$970 ;
-  reg [31:0] \$971 ;
-  reg [6:0] \$972 ;
-  reg [42:0] \$973 ;
-  reg \$974 ;
-  reg [79:0] \$975 ;
-  reg [43:0] \$976 ;
-  reg [39:0] \$977 ;
-  reg [5:0] \$978 ;
-  reg [5:0] \$979 ;
-  wire [31:0] \$98 ;
-  reg [25:0] \$980 ;
-  wire [8:0] \$99 ;
+  wire \$98 ;
+  wire [16:0] \$99 ;
   reg [15:0] \$signal  = 16'h0000;
-  reg \$signal$13  = 1'h0;
-  reg [15:0] \$signal$15  = 16'h0000;
-  reg [15:0] \$signal$186  = 16'h0000;
-  reg [19:0] \$signal$187  = 20'h00000;
-  reg [19:0] \$signal$188  = 20'h00000;
-  reg [19:0] \$signal$190  = 20'h00000;
-  reg [19:0] \$signal$191  = 20'h00000;
-  reg [15:0] \$signal$193  = 16'h0000;
-  reg [20:0] \$signal$201  = 21'h000000;
-  reg [20:0] \$signal$202  = 21'h000000;
-  reg [15:0] \$signal$37  = 16'h0000;
-  reg [7:0] \$signal$39  = 8'h00;
-  reg [7:0] \$signal$41  = 8'h00;
+  reg [15:0] \$signal$100  = 16'h0000;
+  reg [20:0] \$signal$108  = 21'h000000;
+  reg [20:0] \$signal$109  = 21'h000000;
+  reg \$signal$14  = 1'h0;
+  reg [15:0] \$signal$16  = 16'h0000;
+  reg [15:0] \$signal$42  = 16'h0000;
+  reg [7:0] \$signal$44  = 8'h00;
+  reg [7:0] \$signal$46  = 8'h00;
+  reg [15:0] \$signal$93  = 16'h0000;
+  reg [19:0] \$signal$94  = 20'h00000;
+  reg [19:0] \$signal$95  = 20'h00000;
+  reg [19:0] \$signal$97  = 20'h00000;
+  reg [19:0] \$signal$98  = 20'h00000;
   output [12:0] acc_rd__addr;
   wire [12:0] acc_rd__addr;
   input [127:0] acc_rd__data;
@@ -40376,7 +39994,9 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   reg [43:0] dv_rem = 44'h00000000000;
   reg [21:0] e1_meta = 22'h000000;
   wire [13:0] \e1_meta.dst ;
-  wire [3:0] \e1_meta.mask ;
+  wire [1:0] \e1_meta.grp ;
+  wire \e1_meta.last ;
+  wire \e1_meta.mask ;
   (* enum_base_type = "Pass" *)
   (* enum_value_000 = "TABLE" *)
   (* enum_value_001 = "MAX" *)
@@ -40387,7 +40007,9 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   wire \e1_meta.valid ;
   reg [21:0] e2_meta = 22'h000000;
   wire [13:0] \e2_meta.dst ;
-  wire [3:0] \e2_meta.mask ;
+  wire [1:0] \e2_meta.grp ;
+  wire \e2_meta.last ;
+  wire \e2_meta.mask ;
   (* enum_base_type = "Pass" *)
   (* enum_value_000 = "TABLE" *)
   (* enum_value_001 = "MAX" *)
@@ -40398,7 +40020,9 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   wire \e2_meta.valid ;
   reg [21:0] e3_meta = 22'h000000;
   wire [13:0] \e3_meta.dst ;
-  wire [3:0] \e3_meta.mask ;
+  wire [1:0] \e3_meta.grp ;
+  wire \e3_meta.last ;
+  wire \e3_meta.mask ;
   (* enum_base_type = "Pass" *)
   (* enum_value_000 = "TABLE" *)
   (* enum_value_001 = "MAX" *)
@@ -40409,7 +40033,9 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   wire \e3_meta.valid ;
   reg [21:0] e4_meta = 22'h000000;
   wire [13:0] \e4_meta.dst ;
-  wire [3:0] \e4_meta.mask ;
+  wire [1:0] \e4_meta.grp ;
+  wire \e4_meta.last ;
+  wire \e4_meta.mask ;
   (* enum_base_type = "Pass" *)
   (* enum_value_000 = "TABLE" *)
   (* enum_value_001 = "MAX" *)
@@ -40420,7 +40046,9 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   wire \e4_meta.valid ;
   reg [21:0] e5_meta = 22'h000000;
   wire [13:0] \e5_meta.dst ;
-  wire [3:0] \e5_meta.mask ;
+  wire [1:0] \e5_meta.grp ;
+  wire \e5_meta.last ;
+  wire \e5_meta.mask ;
   (* enum_base_type = "Pass" *)
   (* enum_value_000 = "TABLE" *)
   (* enum_value_001 = "MAX" *)
@@ -40431,7 +40059,9 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   wire \e5_meta.valid ;
   reg [21:0] e6_meta = 22'h000000;
   wire [13:0] \e6_meta.dst ;
-  wire [3:0] \e6_meta.mask ;
+  wire [1:0] \e6_meta.grp ;
+  wire \e6_meta.last ;
+  wire \e6_meta.mask ;
   (* enum_base_type = "Pass" *)
   (* enum_value_000 = "TABLE" *)
   (* enum_value_001 = "MAX" *)
@@ -40480,6 +40110,9 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   output [7:0] error;
   reg [7:0] error = 8'h00;
+  reg [2:0] group_gap = 3'h0;
+  reg [2:0] grp = 3'h0;
+  reg grp_busy = 1'h0;
   reg [5:0] inflight = 6'h00;
   reg issuing;
   reg [31:0] l0_be1 = 32'd0;
@@ -40506,7 +40139,6 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   reg [23:0] l0_u = 24'h000000;
   reg [15:0] l0_v = 16'h0000;
   reg [9:0] l0_w = 10'h000;
-  reg [7:0] l0_x1 = 8'h00;
   reg [8:0] l0_xs = 9'h000;
   reg [7:0] l0_y = 8'h00;
   reg [7:0] l0_y2 = 8'h00;
@@ -40514,110 +40146,11 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   reg [7:0] l0_y4 = 8'h00;
   reg [7:0] l0_y5 = 8'h00;
   reg [24:0] l0_z = 25'h0000000;
-  reg [31:0] l1_be1 = 32'd0;
-  reg [31:0] l1_be2 = 32'd0;
-  reg [31:0] l1_be3 = 32'd0;
-  reg [31:0] l1_be4 = 32'd0;
-  reg [22:0] l1_c = 23'h000000;
-  reg [47:0] l1_cr = 48'h000000000000;
-  reg [8:0] l1_dt = 9'h000;
-  reg [25:0] l1_e = 26'h0000000;
-  reg [8:0] l1_eb = 9'h000;
-  reg [31:0] l1_g1 = 32'd0;
-  reg [31:0] l1_g2 = 32'd0;
-  reg [31:0] l1_g3 = 32'd0;
-  reg [31:0] l1_g4 = 32'd0;
-  reg [7:0] l1_n = 8'h00;
-  reg [7:0] l1_n3 = 8'h00;
-  reg [57:0] l1_p = 58'h000000000000000;
-  reg [17:0] l1_pa = 18'h00000;
-  reg [34:0] l1_pe = 35'h000000000;
-  reg [34:0] l1_pe4 = 35'h000000000;
-  reg [41:0] l1_prod = 42'h00000000000;
-  reg [15:0] l1_t = 16'h0000;
-  reg [23:0] l1_u = 24'h000000;
-  reg [15:0] l1_v = 16'h0000;
-  reg [9:0] l1_w = 10'h000;
-  reg [7:0] l1_x1 = 8'h00;
-  reg [8:0] l1_xs = 9'h000;
-  reg [7:0] l1_y = 8'h00;
-  reg [7:0] l1_y2 = 8'h00;
-  reg [7:0] l1_y3 = 8'h00;
-  reg [7:0] l1_y4 = 8'h00;
-  reg [7:0] l1_y5 = 8'h00;
-  reg [24:0] l1_z = 25'h0000000;
-  reg [31:0] l2_be1 = 32'd0;
-  reg [31:0] l2_be2 = 32'd0;
-  reg [31:0] l2_be3 = 32'd0;
-  reg [31:0] l2_be4 = 32'd0;
-  reg [22:0] l2_c = 23'h000000;
-  reg [47:0] l2_cr = 48'h000000000000;
-  reg [8:0] l2_dt = 9'h000;
-  reg [25:0] l2_e = 26'h0000000;
-  reg [8:0] l2_eb = 9'h000;
-  reg [31:0] l2_g1 = 32'd0;
-  reg [31:0] l2_g2 = 32'd0;
-  reg [31:0] l2_g3 = 32'd0;
-  reg [31:0] l2_g4 = 32'd0;
-  reg [7:0] l2_n = 8'h00;
-  reg [7:0] l2_n3 = 8'h00;
-  reg [57:0] l2_p = 58'h000000000000000;
-  reg [17:0] l2_pa = 18'h00000;
-  reg [34:0] l2_pe = 35'h000000000;
-  reg [34:0] l2_pe4 = 35'h000000000;
-  reg [41:0] l2_prod = 42'h00000000000;
-  reg [15:0] l2_t = 16'h0000;
-  reg [23:0] l2_u = 24'h000000;
-  reg [15:0] l2_v = 16'h0000;
-  reg [9:0] l2_w = 10'h000;
-  reg [7:0] l2_x1 = 8'h00;
-  reg [8:0] l2_xs = 9'h000;
-  reg [7:0] l2_y = 8'h00;
-  reg [7:0] l2_y2 = 8'h00;
-  reg [7:0] l2_y3 = 8'h00;
-  reg [7:0] l2_y4 = 8'h00;
-  reg [7:0] l2_y5 = 8'h00;
-  reg [24:0] l2_z = 25'h0000000;
-  reg [31:0] l3_be1 = 32'd0;
-  reg [31:0] l3_be2 = 32'd0;
-  reg [31:0] l3_be3 = 32'd0;
-  reg [31:0] l3_be4 = 32'd0;
-  reg [22:0] l3_c = 23'h000000;
-  reg [47:0] l3_cr = 48'h000000000000;
-  reg [8:0] l3_dt = 9'h000;
-  reg [25:0] l3_e = 26'h0000000;
-  reg [8:0] l3_eb = 9'h000;
-  reg [31:0] l3_g1 = 32'd0;
-  reg [31:0] l3_g2 = 32'd0;
-  reg [31:0] l3_g3 = 32'd0;
-  reg [31:0] l3_g4 = 32'd0;
-  reg [7:0] l3_n = 8'h00;
-  reg [7:0] l3_n3 = 8'h00;
-  reg [57:0] l3_p = 58'h000000000000000;
-  reg [17:0] l3_pa = 18'h00000;
-  reg [34:0] l3_pe = 35'h000000000;
-  reg [34:0] l3_pe4 = 35'h000000000;
-  reg [41:0] l3_prod = 42'h00000000000;
-  reg [15:0] l3_t = 16'h0000;
-  reg [23:0] l3_u = 24'h000000;
-  reg [15:0] l3_v = 16'h0000;
-  reg [9:0] l3_w = 10'h000;
-  reg [7:0] l3_x1 = 8'h00;
-  reg [8:0] l3_xs = 9'h000;
-  reg [7:0] l3_y = 8'h00;
-  reg [7:0] l3_y2 = 8'h00;
-  reg [7:0] l3_y3 = 8'h00;
-  reg [7:0] l3_y4 = 8'h00;
-  reg [7:0] l3_y5 = 8'h00;
-  reg [24:0] l3_z = 25'h0000000;
   reg [31:0] lat_b = 32'd0;
   reg [127:0] lat_g = 128'h00000000000000000000000000000000;
   reg [31:0] lat_x = 32'd0;
   wire [4:0] level;
   reg [1:0] lut0_sel = 2'h0;
-  reg [1:0] lut1_sel = 2'h0;
-  reg [1:0] lut2_sel = 2'h0;
-  reg [1:0] lut3_sel = 2'h0;
   reg [7:0] m_row = 8'h00;
   (* enum_base_type = "SfuOp" *)
   (* enum_value_000 = "SOFTMAX" *)
@@ -40627,10 +40160,10 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$10103$0 ;
-  wire [2:0] \port$10103$0 ;
   input [223:0] \port$4515$32 ;
   wire [223:0] \port$4515$32 ;
+  input [2:0] \port$9314$0 ;
+  wire [2:0] \port$9314$0 ;
   reg [18:0] pos = 19'h00000;
   reg [20:0] ptr_d = 21'h000000;
   reg [20:0] ptr_p = 21'h000000;
@@ -40686,30 +40219,38 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   wire [16:0] \rd_tag2.seg ;
   wire [1:0] \rd_tag2.slot ;
   wire \rd_tag2.valid ;
-  reg [25:0] recip = 26'h0000000;
+  reg [24:0] recip = 25'h0000000;
+  reg [15:0] recip_sm = 16'h0000;
   reg reserved_bad = 1'h0;
   input [4:0] reset;
   wire [4:0] reset;
   reg [15:0] row = 16'h0000;
+  reg [31:0] row_out = 32'd0;
   reg row_start;
   wire [5:0] rp__addr;
-  wire [5:0] \rp__addr$237 ;
-  wire [5:0] \rp__addr$242 ;
-  wire [5:0] \rp__addr$247 ;
   wire [31:0] rp__data;
-  wire [31:0] \rp__data$126 ;
-  wire [31:0] \rp__data$159 ;
-  wire [31:0] \rp__data$93 ;
   wire rp__en;
-  wire \rp__en$238 ;
-  wire \rp__en$243 ;
-  wire \rp__en$248 ;
   input rst;
   wire rst;
   reg [21:0] s1 = 22'h000000;
   reg [28:0] s2 = 29'h00000000;
   reg [41:0] s_sum = 42'h00000000000;
   reg [16:0] seg = 17'h00000;
+  reg [31:0] seg_b = 32'd0;
+  reg [127:0] seg_beta = 128'h00000000000000000000000000000000;
+  reg [127:0] seg_g = 128'h00000000000000000000000000000000;
+  reg [37:0] seg_meta = 38'h0000000000;
+  wire [13:0] \seg_meta.dst ;
+  wire [3:0] \seg_meta.mask ;
+  (* enum_base_type = "Pass" *)
+  (* enum_value_000 = "TABLE" *)
+  (* enum_value_001 = "MAX" *)
+  (* enum_value_010 = "SUM" *)
+  (* enum_value_011 = "STATS" *)
+  (* enum_value_100 = "OUT" *)
+  wire [2:0] \seg_meta.pass_ ;
+  wire [16:0] \seg_meta.seg ;
+  reg [31:0] seg_x = 32'd0;
   reg [16:0] segs = 17'h00000;
   reg [3:0] sfu_fsm_state = 4'h0;
   reg [5:0] sh = 6'h00;
@@ -40735,17 +40276,9 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   wire [45:0] w_data;
   wire w_en;
   wire [5:0] wp__addr;
-  wire [5:0] \wp__addr$235 ;
-  wire [5:0] \wp__addr$240 ;
-  wire [5:0] \wp__addr$245 ;
+  (* init = 32'd0 *)
   wire [31:0] wp__data;
-  wire [31:0] \wp__data$236 ;
-  wire [31:0] \wp__data$241 ;
-  wire [31:0] \wp__data$246 ;
   wire wp__en;
-  wire \wp__en$234 ;
-  wire \wp__en$239 ;
-  wire \wp__en$244 ;
   reg zero_d = 1'h0;
   reg [7:0] zo = 8'h00;
   reg [31:0] lut0 [63:0];
@@ -40817,1193 +40350,222 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   end
   always @(posedge clk) begin
     if (wp__en)
-      lut0[rd_tag2[17:12]] <= wp__data;
+      lut0[seg_meta[12:7]] <= seg_x;
   end
   reg [31:0] _0_;
   always @(posedge clk) begin
-    _0_ <= lut0[\$872 [5:0]];
+    _0_ <= lut0[\$489 [5:0]];
   end
   assign rp__data = _0_;
-  reg [31:0] lut1 [63:0];
-  initial begin
-    lut1[0] = 32'd0;
-    lut1[1] = 32'd0;
-    lut1[2] = 32'd0;
-    lut1[3] = 32'd0;
-    lut1[4] = 32'd0;
-    lut1[5] = 32'd0;
-    lut1[6] = 32'd0;
-    lut1[7] = 32'd0;
-    lut1[8] = 32'd0;
-    lut1[9] = 32'd0;
-    lut1[10] = 32'd0;
-    lut1[11] = 32'd0;
-    lut1[12] = 32'd0;
-    lut1[13] = 32'd0;
-    lut1[14] = 32'd0;
-    lut1[15] = 32'd0;
-    lut1[16] = 32'd0;
-    lut1[17] = 32'd0;
-    lut1[18] = 32'd0;
-    lut1[19] = 32'd0;
-    lut1[20] = 32'd0;
-    lut1[21] = 32'd0;
-    lut1[22] = 32'd0;
-    lut1[23] = 32'd0;
-    lut1[24] = 32'd0;
-    lut1[25] = 32'd0;
-    lut1[26] = 32'd0;
-    lut1[27] = 32'd0;
-    lut1[28] = 32'd0;
-    lut1[29] = 32'd0;
-    lut1[30] = 32'd0;
-    lut1[31] = 32'd0;
-    lut1[32] = 32'd0;
-    lut1[33] = 32'd0;
-    lut1[34] = 32'd0;
-    lut1[35] = 32'd0;
-    lut1[36] = 32'd0;
-    lut1[37] = 32'd0;
-    lut1[38] = 32'd0;
-    lut1[39] = 32'd0;
-    lut1[40] = 32'd0;
-    lut1[41] = 32'd0;
-    lut1[42] = 32'd0;
-    lut1[43] = 32'd0;
-    lut1[44] = 32'd0;
-    lut1[45] = 32'd0;
-    lut1[46] = 32'd0;
-    lut1[47] = 32'd0;
-    lut1[48] = 32'd0;
-    lut1[49] = 32'd0;
-    lut1[50] = 32'd0;
-    lut1[51] = 32'd0;
-    lut1[52] = 32'd0;
-    lut1[53] = 32'd0;
-    lut1[54] = 32'd0;
-    lut1[55] = 32'd0;
-    lut1[56] = 32'd0;
-    lut1[57] = 32'd0;
-    lut1[58] = 32'd0;
-    lut1[59] = 32'd0;
-    lut1[60] = 32'd0;
-    lut1[61] = 32'd0;
-    lut1[62] = 32'd0;
-    lut1[63] = 32'd0;
-  end
-  always @(posedge clk) begin
-    if (\wp__en$234 )
-      lut1[rd_tag2[17:12]] <= \wp__data$236 ;
-  end
-  reg [31:0] _1_;
-  always @(posedge clk) begin
-    _1_ <= lut1[\$879 [5:0]];
-  end
-  assign \rp__data$93  = _1_;
-  reg [31:0] lut2 [63:0];
-  initial begin
-    lut2[0] = 32'd0;
-    lut2[1] = 32'd0;
-    lut2[2] = 32'd0;
-    lut2[3] = 32'd0;
-    lut2[4] = 32'd0;
-    lut2[5] = 32'd0;
-    lut2[6] = 32'd0;
-    lut2[7] = 32'd0;
-    lut2[8] = 32'd0;
-    lut2[9] = 32'd0;
-    lut2[10] = 32'd0;
-    lut2[11] = 32'd0;
-    lut2[12] = 32'd0;
-    lut2[13] = 32'd0;
-    lut2[14] = 32'd0;
-    lut2[15] = 32'd0;
-    lut2[16] = 32'd0;
-    lut2[17] = 32'd0;
-    lut2[18] = 32'd0;
-    lut2[19] = 32'd0;
-    lut2[20] = 32'd0;
-    lut2[21] = 32'd0;
-    lut2[22] = 32'd0;
-    lut2[23] = 32'd0;
-    lut2[24] = 32'd0;
-    lut2[25] = 32'd0;
-    lut2[26] = 32'd0;
-    lut2[27] = 32'd0;
-    lut2[28] = 32'd0;
-    lut2[29] = 32'd0;
-    lut2[30] = 32'd0;
-    lut2[31] = 32'd0;
-    lut2[32] = 32'd0;
-    lut2[33] = 32'd0;
-    lut2[34] = 32'd0;
-    lut2[35] = 32'd0;
-    lut2[36] = 32'd0;
-    lut2[37] = 32'd0;
-    lut2[38] = 32'd0;
-    lut2[39] = 32'd0;
-    lut2[40] = 32'd0;
-    lut2[41] = 32'd0;
-    lut2[42] = 32'd0;
-    lut2[43] = 32'd0;
-    lut2[44] = 32'd0;
-    lut2[45] = 32'd0;
-    lut2[46] = 32'd0;
-    lut2[47] = 32'd0;
-    lut2[48] = 32'd0;
-    lut2[49] = 32'd0;
-    lut2[50] = 32'd0;
-    lut2[51] = 32'd0;
-    lut2[52] = 32'd0;
-    lut2[53] = 32'd0;
-    lut2[54] = 32'd0;
-    lut2[55] = 32'd0;
-    lut2[56] = 32'd0;
-    lut2[57] = 32'd0;
-    lut2[58] = 32'd0;
-    lut2[59] = 32'd0;
-    lut2[60] = 32'd0;
-    lut2[61] = 32'd0;
-    lut2[62] = 32'd0;
-    lut2[63] = 32'd0;
-  end
-  always @(posedge clk) begin
-    if (\wp__en$239 )
-      lut2[rd_tag2[17:12]] <= \wp__data$241 ;
-  end
-  reg [31:0] _2_;
-  always @(posedge clk) begin
-    _2_ <= lut2[\$886 [5:0]];
-  end
-  assign \rp__data$126  = _2_;
-  reg [31:0] lut3 [63:0];
-  initial begin
-    lut3[0] = 32'd0;
-    lut3[1] = 32'd0;
-    lut3[2] = 32'd0;
-    lut3[3] = 32'd0;
-    lut3[4] = 32'd0;
-    lut3[5] = 32'd0;
-    lut3[6] = 32'd0;
-    lut3[7] = 32'd0;
-    lut3[8] = 32'd0;
-    lut3[9] = 32'd0;
-    lut3[10] = 32'd0;
-    lut3[11] = 32'd0;
-    lut3[12] = 32'd0;
-    lut3[13] = 32'd0;
-    lut3[14] = 32'd0;
-    lut3[15] = 32'd0;
-    lut3[16] = 32'd0;
-    lut3[17] = 32'd0;
-    lut3[18] = 32'd0;
-    lut3[19] = 32'd0;
-    lut3[20] = 32'd0;
-    lut3[21] = 32'd0;
-    lut3[22] = 32'd0;
-    lut3[23] = 32'd0;
-    lut3[24] = 32'd0;
-    lut3[25] = 32'd0;
-    lut3[26] = 32'd0;
-    lut3[27] = 32'd0;
-    lut3[28] = 32'd0;
-    lut3[29] = 32'd0;
-    lut3[30] = 32'd0;
-    lut3[31] = 32'd0;
-    lut3[32] = 32'd0;
-    lut3[33] = 32'd0;
-    lut3[34] = 32'd0;
-    lut3[35] = 32'd0;
-    lut3[36] = 32'd0;
-    lut3[37] = 32'd0;
-    lut3[38] = 32'd0;
-    lut3[39] = 32'd0;
-    lut3[40] = 32'd0;
-    lut3[41] = 32'd0;
-    lut3[42] = 32'd0;
-    lut3[43] = 32'd0;
-    lut3[44] = 32'd0;
-    lut3[45] = 32'd0;
-    lut3[46] = 32'd0;
-    lut3[47] = 32'd0;
-    lut3[48] = 32'd0;
-    lut3[49] = 32'd0;
-    lut3[50] = 32'd0;
-    lut3[51] = 32'd0;
-    lut3[52] = 32'd0;
-    lut3[53] = 32'd0;
-    lut3[54] = 32'd0;
-    lut3[55] = 32'd0;
-    lut3[56] = 32'd0;
-    lut3[57] = 32'd0;
-    lut3[58] = 32'd0;
-    lut3[59] = 32'd0;
-    lut3[60] = 32'd0;
-    lut3[61] = 32'd0;
-    lut3[62] = 32'd0;
-    lut3[63] = 32'd0;
-  end
-  always @(posedge clk) begin
-    if (\wp__en$244 )
-      lut3[rd_tag2[17:12]] <= \wp__data$246 ;
-  end
-  reg [31:0] _3_;
-  always @(posedge clk) begin
-    _3_ <= lut3[\$893 [5:0]];
-  end
-  assign \rp__data$159  = _3_;
-  assign \$20  = slot == \$19 ;
-  assign \$21  = op == 1'h1;
-  assign \$22  = op == 2'h2;
-  assign \$23  = \$21  | \$22 ;
-  assign \$24  = cur == 3'h4;
-  assign \$25  = \$23  & \$24 ;
-  assign \$26  = | slot;
-  assign \$27  = \$25  & \$26 ;
-  assign \$28  = ! cur;
-  assign \$29  = \$signal  - pos;
-  assign \$30  = $signed(\$29 ) > $signed(1'h0);
-  assign \$31  = \$28  ? 1'h1 : \$30 ;
-  assign \$32  = ~ \$signal$13 ;
-  assign \$33  = | op;
-  assign \$34  = \$32  | \$33 ;
-  assign \$35  = row + \$signal$15 ;
-  assign \$36  = \$35  + 1'h1;
-  assign \$37  = \$36  - pos;
-  assign \$38  = $signed(\$37 ) > $signed(1'h0);
-  assign \$39  = \$34  | \$38 ;
-  assign \$40  = \$31  & \$39 ;
-  assign \$41  = ! cur;
-  assign \$42  = \$signal  - pos;
-  assign \$43  = $signed(\$42 ) > $signed(2'h1);
-  assign \$44  = \$41  ? 1'h1 : \$43 ;
-  assign \$45  = ~ \$signal$13 ;
-  assign \$46  = | op;
-  assign \$47  = \$45  | \$46 ;
-  assign \$48  = row + \$signal$15 ;
-  assign \$49  = \$48  + 1'h1;
-  assign \$50  = \$49  - pos;
-  assign \$51  = $signed(\$50 ) > $signed(2'h1);
-  assign \$52  = \$47  | \$51 ;
-  assign \$53  = \$44  & \$52 ;
-  assign \$54  = ! cur;
-  assign \$55  = \$signal  - pos;
-  assign \$56  = $signed(\$55 ) > $signed(3'h2);
-  assign \$57  = \$54  ? 1'h1 : \$56 ;
-  assign \$58  = ~ \$signal$13 ;
-  assign \$59  = | op;
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = row + \$signal$15 ;
-  assign \$62  = \$61  + 1'h1;
-  assign \$63  = \$62  - pos;
-  assign \$64  = $signed(\$63 ) > $signed(3'h2);
-  assign \$65  = \$60  | \$64 ;
-  assign \$66  = \$57  & \$65 ;
-  assign \$67  = ! cur;
-  assign \$68  = \$signal  - pos;
-  assign \$69  = $signed(\$68 ) > $signed(3'h3);
-  assign \$70  = \$67  ? 1'h1 : \$69 ;
-  assign \$71  = ~ \$signal$13 ;
-  assign \$72  = | op;
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = row + \$signal$15 ;
-  assign \$75  = \$74  + 1'h1;
-  assign \$76  = \$75  - pos;
-  assign \$77  = $signed(\$76 ) > $signed(3'h3);
-  assign \$78  = \$73  | \$77 ;
-  assign \$79  = \$70  & \$78 ;
-  assign \$80  = ~ rd_tag2[4];
-  assign \$81  = rd_tag2[0] & \$80 ;
-  assign \$82  = ! rd_tag2[2:1];
-  assign \$83  = \$81  & \$82 ;
-  assign \$84  = ~ rd_tag2[4];
-  assign \$85  = rd_tag2[0] & \$84 ;
-  assign \$86  = rd_tag2[2:1] == 1'h1;
-  assign \$87  = \$85  & \$86 ;
-  assign \$88  = rd_tag2[0] & rd_tag2[4];
-  assign \$89  = rd_tag2[2:1] == 1'h1;
-  assign \$90  = \$88  & \$89 ;
-  assign \$91  = ! rd_tag2[2:1];
-  assign \$92  = \$91  ? spad_rd__data : lat_x;
-  assign \$93  = \$92 [7:0] + 8'h80;
-  assign \$94  = ! rd_tag2[2:1];
-  assign \$95  = \$94  ? spad_rd__data : lat_x;
-  assign \$96  = \$95 [15:8] + 8'h80;
-  assign \$97  = ! rd_tag2[2:1];
-  assign \$98  = \$97  ? spad_rd__data : lat_x;
-  assign \$99  = \$98 [23:16] + 8'h80;
-  assign \$100  = ! rd_tag2[2:1];
-  assign \$101  = \$100  ? spad_rd__data : lat_x;
-  assign \$102  = \$101 [31:24] + 8'h80;
-  assign \$103  = rd_tag2[0] & rd_tag2[3];
-  assign \$104  = ! rd_tag2[2:1];
-  assign \$105  = \$104  ? spad_rd__data : lat_x;
-  assign \$106  = $signed(m_row) - $signed(\$105 [7:0]);
-  assign \$107  = rd_tag2[8] ? \$106  : 9'h000;
-  assign \$108  = \$107 [7:0] * \$signal$37 ;
-  assign \$109  = ! rd_tag2[2:1];
-  assign \$110  = \$109  ? spad_rd__data : lat_x;
-  assign \$111  = $signed(\$110 [7:0]) - $signed(\$signal$39 );
-  assign \$112  = rd_tag2[2:1] == 1'h1;
-  assign \$113  = \$112  ? spad_rd__data : lat_b;
-  assign \$114  = $signed(\$113 [7:0]) - $signed(\$signal$41 );
-  assign \$115  = rd_tag2[2:1] == 1'h1;
-  assign \$116  = rd_tag2[4] & \$115 ;
-  assign \$117  = \$116  ? acc_rd__data : lat_g;
-  assign \$118  = ! rd_tag2[2:1];
-  assign \$119  = \$118  ? spad_rd__data : lat_x;
-  assign \$122  = $signed({ 1'h0, \$signal  }) * $signed(l0_xs);
-  assign \$123  = op == 1'h1;
-  assign \$124  = \$123  ? s1 : 22'h000000;
-  assign \$125  = $signed(\$122 ) - $signed(\$124 );
-  assign \$126  = $signed(l0_xs) * $signed(l0_eb);
-  assign \$1107  = lut0_sel * 4'h8;
-  assign \$127  = rp__data >> \$1107 ;
-  assign \$128  = l0_dt * l0_w;
-  assign \$129  = \$128  + 10'h200;
-  assign \$131  = l0_t - \$130 ;
-  assign \$132  = $signed(l0_c) * $signed({ 1'h0, recip });
-  assign \$133  = $signed(l0_pa) * $signed({ 1'h0, \$signal$37  });
-  assign \$134  = l0_n3 - 4'ha;
-  assign \$135  = $signed(\$134 ) <= $signed(1'h0);
-  assign \$136  = l0_n3 - 4'ha;
-  assign \$137  = - $signed(\$136 );
-  assign \$138  = l0_v << \$137 [3:0];
-  assign \$139  = l0_n3 - 4'ha;
-  assign \$140  = $signed(\$139 ) >= $signed(6'h11);
-  assign \$141  = l0_n3 - 4'ha;
-  assign \$142  = $signed(\$141 ) - $signed(2'h1);
-  assign \$143  = 1'h1 << \$142 [4:0];
-  assign \$144  = l0_v + \$143 ;
-  assign \$145  = l0_n3 - 4'ha;
-  assign \$146  = \$144  >> \$145 [4:0];
-  assign \$147  = \$140  ? 49'h0000000000000 : \$146 ;
-  assign \$148  = \$135  ? { 18'h00000, \$138  } : \$147 ;
-  assign \$149  = sh - 1'h1;
-  assign \$150  = 1'h1 << \$149 [5:0];
-  assign \$151  = $signed(l0_cr) + $signed({ 1'h0, \$150  });
-  assign \$152  = $signed(\$151 ) >>> sh;
-  assign \$153  = zero_d ? 113'h00000000000000000000000000000 : \$152 ;
-  assign \$154  = l0_e * recip;
-  assign \$155  = op == 3'h4;
-  assign \$156  = $signed(l0_z) * $signed(l0_g4);
-  assign \$157  = op == 1'h1;
-  assign \$158  = \$157  ? l0_be4 : 32'd0;
-  assign \$159  = $signed(\$156 ) + $signed(\$158 );
-  assign \$160  = \$155  ? { l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4 } : \$159 ;
-  assign \$161  = ! op;
-  assign \$162  = l0_prod + 34'h200000000;
-  assign \$164  = \$163  > 7'h7f;
-  assign \$165  = l0_prod + 34'h200000000;
-  assign \$167  = \$164  ? 43'h0000000007f : \$166 ;
-  assign \$168  = op == 2'h3;
-  assign \$169  = ! shift;
-  assign \$170  = $signed(l0_p) >>> shift;
-  assign \$171  = shift - 1'h1;
-  assign \$172  = $signed(l0_p) >>> \$171 [5:0];
-  assign \$173  = $signed(\$170 ) + $signed({ 1'h0, \$172 [0] });
-  assign \$174  = \$169  ? { l0_p[57], l0_p } : \$173 ;
-  assign \$175  = $signed(\$174 ) + $signed(zo);
-  assign \$176  = $signed(\$175 ) > $signed(8'h7f);
-  assign \$177  = ! shift;
-  assign \$178  = $signed(l0_p) >>> shift;
-  assign \$179  = shift - 1'h1;
-  assign \$180  = $signed(l0_p) >>> \$179 [5:0];
-  assign \$181  = $signed(\$178 ) + $signed({ 1'h0, \$180 [0] });
-  assign \$182  = \$177  ? { l0_p[57], l0_p } : \$181 ;
-  assign \$183  = $signed(\$182 ) + $signed(zo);
-  assign \$184  = $signed(\$183 ) < $signed(8'h80);
-  assign \$185  = ! shift;
-  assign \$186  = $signed(l0_p) >>> shift;
-  assign \$187  = shift - 1'h1;
-  assign \$188  = $signed(l0_p) >>> \$187 [5:0];
-  assign \$189  = $signed(\$186 ) + $signed({ 1'h0, \$188 [0] });
-  assign \$190  = \$185  ? { l0_p[57], l0_p } : \$189 ;
-  assign \$191  = $signed(\$190 ) + $signed(zo);
-  assign \$192  = \$184  ? 60'hfffffffffffff80 : \$191 ;
-  assign \$193  = \$176  ? 60'h00000000000007f : \$192 ;
-  assign \$194  = \$168  ? l0_y5 : \$193 [7:0];
-  assign \$195  = \$161  ? \$167 [7:0] : \$194 ;
-  assign \$196  = e5_meta[4] ? \$195  : 8'h00;
-  assign \$197  = ! rd_tag2[2:1];
-  assign \$198  = \$197  ? spad_rd__data : lat_x;
-  assign \$199  = $signed(m_row) - $signed(\$198 [15:8]);
-  assign \$200  = rd_tag2[9] ? \$199  : 9'h000;
-  assign \$201  = \$200 [7:0] * \$signal$37 ;
-  assign \$202  = ! rd_tag2[2:1];
-  assign \$203  = \$202  ? spad_rd__data : lat_x;
-  assign \$204  = $signed(\$203 [15:8]) - $signed(\$signal$39 );
-  assign \$205  = rd_tag2[2:1] == 1'h1;
-  assign \$206  = \$205  ? spad_rd__data : lat_b;
-  assign \$207  = $signed(\$206 [15:8]) - $signed(\$signal$41 );
-  assign \$208  = rd_tag2[2:1] == 1'h1;
-  assign \$209  = rd_tag2[4] & \$208 ;
-  assign \$210  = \$209  ? acc_rd__data : lat_g;
-  assign \$211  = ! rd_tag2[2:1];
-  assign \$212  = \$211  ? spad_rd__data : lat_x;
-  assign \$215  = $signed({ 1'h0, \$signal  }) * $signed(l1_xs);
-  assign \$216  = op == 1'h1;
-  assign \$217  = \$216  ? s1 : 22'h000000;
-  assign \$218  = $signed(\$215 ) - $signed(\$217 );
-  assign \$219  = $signed(l1_xs) * $signed(l1_eb);
-  assign \$1202  = lut1_sel * 4'h8;
-  assign \$220  = \rp__data$93  >> \$1202 ;
-  assign \$221  = l1_dt * l1_w;
-  assign \$222  = \$221  + 10'h200;
-  assign \$224  = l1_t - \$223 ;
-  assign \$225  = $signed(l1_c) * $signed({ 1'h0, recip });
-  assign \$226  = $signed(l1_pa) * $signed({ 1'h0, \$signal$37  });
-  assign \$227  = l1_n3 - 4'ha;
-  assign \$228  = $signed(\$227 ) <= $signed(1'h0);
-  assign \$229  = l1_n3 - 4'ha;
-  assign \$230  = - $signed(\$229 );
-  assign \$231  = l1_v << \$230 [3:0];
-  assign \$232  = l1_n3 - 4'ha;
-  assign \$233  = $signed(\$232 ) >= $signed(6'h11);
-  assign \$234  = l1_n3 - 4'ha;
-  assign \$235  = $signed(\$234 ) - $signed(2'h1);
-  assign \$236  = 1'h1 << \$235 [4:0];
-  assign \$237  = l1_v + \$236 ;
-  assign \$238  = l1_n3 - 4'ha;
-  assign \$239  = \$237  >> \$238 [4:0];
-  assign \$240  = \$233  ? 49'h0000000000000 : \$239 ;
-  assign \$241  = \$228  ? { 18'h00000, \$231  } : \$240 ;
-  assign \$242  = sh - 1'h1;
-  assign \$243  = 1'h1 << \$242 [5:0];
-  assign \$244  = $signed(l1_cr) + $signed({ 1'h0, \$243  });
-  assign \$245  = $signed(\$244 ) >>> sh;
-  assign \$246  = zero_d ? 113'h00000000000000000000000000000 : \$245 ;
-  assign \$247  = l1_e * recip;
-  assign \$248  = op == 3'h4;
-  assign \$249  = $signed(l1_z) * $signed(l1_g4);
-  assign \$250  = op == 1'h1;
-  assign \$251  = \$250  ? l1_be4 : 32'd0;
-  assign \$252  = $signed(\$249 ) + $signed(\$251 );
-  assign \$253  = \$248  ? { l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4 } : \$252 ;
-  assign \$254  = ! op;
-  assign \$255  = l1_prod + 34'h200000000;
-  assign \$257  = \$256  > 7'h7f;
-  assign \$258  = l1_prod + 34'h200000000;
-  assign \$260  = \$257  ? 43'h0000000007f : \$259 ;
-  assign \$261  = op == 2'h3;
-  assign \$262  = ! shift;
-  assign \$263  = $signed(l1_p) >>> shift;
-  assign \$264  = shift - 1'h1;
-  assign \$265  = $signed(l1_p) >>> \$264 [5:0];
-  assign \$266  = $signed(\$263 ) + $signed({ 1'h0, \$265 [0] });
-  assign \$267  = \$262  ? { l1_p[57], l1_p } : \$266 ;
-  assign \$268  = $signed(\$267 ) + $signed(zo);
-  assign \$269  = $signed(\$268 ) > $signed(8'h7f);
-  assign \$270  = ! shift;
-  assign \$271  = $signed(l1_p) >>> shift;
-  assign \$272  = shift - 1'h1;
-  assign \$273  = $signed(l1_p) >>> \$272 [5:0];
-  assign \$274  = $signed(\$271 ) + $signed({ 1'h0, \$273 [0] });
-  assign \$275  = \$270  ? { l1_p[57], l1_p } : \$274 ;
-  assign \$276  = $signed(\$275 ) + $signed(zo);
-  assign \$277  = $signed(\$276 ) < $signed(8'h80);
-  assign \$278  = ! shift;
-  assign \$279  = $signed(l1_p) >>> shift;
-  assign \$280  = shift - 1'h1;
-  assign \$281  = $signed(l1_p) >>> \$280 [5:0];
-  assign \$282  = $signed(\$279 ) + $signed({ 1'h0, \$281 [0] });
-  assign \$283  = \$278  ? { l1_p[57], l1_p } : \$282 ;
-  assign \$284  = $signed(\$283 ) + $signed(zo);
-  assign \$285  = \$277  ? 60'hfffffffffffff80 : \$284 ;
-  assign \$286  = \$269  ? 60'h00000000000007f : \$285 ;
-  assign \$287  = \$261  ? l1_y5 : \$286 [7:0];
-  assign \$288  = \$254  ? \$260 [7:0] : \$287 ;
-  assign \$289  = e5_meta[5] ? \$288  : 8'h00;
-  assign \$290  = ! rd_tag2[2:1];
-  assign \$291  = \$290  ? spad_rd__data : lat_x;
-  assign \$292  = $signed(m_row) - $signed(\$291 [23:16]);
-  assign \$293  = rd_tag2[10] ? \$292  : 9'h000;
-  assign \$294  = \$293 [7:0] * \$signal$37 ;
-  assign \$295  = ! rd_tag2[2:1];
-  assign \$296  = \$295  ? spad_rd__data : lat_x;
-  assign \$297  = $signed(\$296 [23:16]) - $signed(\$signal$39 );
-  assign \$298  = rd_tag2[2:1] == 1'h1;
-  assign \$299  = \$298  ? spad_rd__data : lat_b;
-  assign \$300  = $signed(\$299 [23:16]) - $signed(\$signal$41 );
-  assign \$301  = rd_tag2[2:1] == 1'h1;
-  assign \$302  = rd_tag2[4] & \$301 ;
-  assign \$303  = \$302  ? acc_rd__data : lat_g;
-  assign \$304  = ! rd_tag2[2:1];
-  assign \$305  = \$304  ? spad_rd__data : lat_x;
-  assign \$308  = $signed({ 1'h0, \$signal  }) * $signed(l2_xs);
-  assign \$309  = op == 1'h1;
-  assign \$310  = \$309  ? s1 : 22'h000000;
-  assign \$311  = $signed(\$308 ) - $signed(\$310 );
-  assign \$312  = $signed(l2_xs) * $signed(l2_eb);
-  assign \$1297  = lut2_sel * 4'h8;
-  assign \$313  = \rp__data$126  >> \$1297 ;
-  assign \$314  = l2_dt * l2_w;
-  assign \$315  = \$314  + 10'h200;
-  assign \$317  = l2_t - \$316 ;
-  assign \$318  = $signed(l2_c) * $signed({ 1'h0, recip });
-  assign \$319  = $signed(l2_pa) * $signed({ 1'h0, \$signal$37  });
-  assign \$320  = l2_n3 - 4'ha;
-  assign \$321  = $signed(\$320 ) <= $signed(1'h0);
-  assign \$322  = l2_n3 - 4'ha;
-  assign \$323  = - $signed(\$322 );
-  assign \$324  = l2_v << \$323 [3:0];
-  assign \$325  = l2_n3 - 4'ha;
-  assign \$326  = $signed(\$325 ) >= $signed(6'h11);
-  assign \$327  = l2_n3 - 4'ha;
-  assign \$328  = $signed(\$327 ) - $signed(2'h1);
-  assign \$329  = 1'h1 << \$328 [4:0];
-  assign \$330  = l2_v + \$329 ;
-  assign \$331  = l2_n3 - 4'ha;
-  assign \$332  = \$330  >> \$331 [4:0];
-  assign \$333  = \$326  ? 49'h0000000000000 : \$332 ;
-  assign \$334  = \$321  ? { 18'h00000, \$324  } : \$333 ;
-  assign \$335  = sh - 1'h1;
-  assign \$336  = 1'h1 << \$335 [5:0];
-  assign \$337  = $signed(l2_cr) + $signed({ 1'h0, \$336  });
-  assign \$338  = $signed(\$337 ) >>> sh;
-  assign \$339  = zero_d ? 113'h00000000000000000000000000000 : \$338 ;
-  assign \$340  = l2_e * recip;
-  assign \$341  = op == 3'h4;
-  assign \$342  = $signed(l2_z) * $signed(l2_g4);
-  assign \$343  = op == 1'h1;
-  assign \$344  = \$343  ? l2_be4 : 32'd0;
-  assign \$345  = $signed(\$342 ) + $signed(\$344 );
-  assign \$346  = \$341  ? { l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4 } : \$345 ;
-  assign \$347  = ! op;
-  assign \$348  = l2_prod + 34'h200000000;
-  assign \$350  = \$349  > 7'h7f;
-  assign \$351  = l2_prod + 34'h200000000;
-  assign \$353  = \$350  ? 43'h0000000007f : \$352 ;
-  assign \$354  = op == 2'h3;
-  assign \$355  = ! shift;
-  assign \$356  = $signed(l2_p) >>> shift;
-  assign \$357  = shift - 1'h1;
-  assign \$358  = $signed(l2_p) >>> \$357 [5:0];
-  assign \$359  = $signed(\$356 ) + $signed({ 1'h0, \$358 [0] });
-  assign \$360  = \$355  ? { l2_p[57], l2_p } : \$359 ;
-  assign \$361  = $signed(\$360 ) + $signed(zo);
-  assign \$362  = $signed(\$361 ) > $signed(8'h7f);
-  assign \$363  = ! shift;
-  assign \$364  = $signed(l2_p) >>> shift;
-  assign \$365  = shift - 1'h1;
-  assign \$366  = $signed(l2_p) >>> \$365 [5:0];
-  assign \$367  = $signed(\$364 ) + $signed({ 1'h0, \$366 [0] });
-  assign \$368  = \$363  ? { l2_p[57], l2_p } : \$367 ;
-  assign \$369  = $signed(\$368 ) + $signed(zo);
-  assign \$370  = $signed(\$369 ) < $signed(8'h80);
-  assign \$371  = ! shift;
-  assign \$372  = $signed(l2_p) >>> shift;
-  assign \$373  = shift - 1'h1;
-  assign \$374  = $signed(l2_p) >>> \$373 [5:0];
-  assign \$375  = $signed(\$372 ) + $signed({ 1'h0, \$374 [0] });
-  assign \$376  = \$371  ? { l2_p[57], l2_p } : \$375 ;
-  assign \$377  = $signed(\$376 ) + $signed(zo);
-  assign \$378  = \$370  ? 60'hfffffffffffff80 : \$377 ;
-  assign \$379  = \$362  ? 60'h00000000000007f : \$378 ;
-  assign \$380  = \$354  ? l2_y5 : \$379 [7:0];
-  assign \$381  = \$347  ? \$353 [7:0] : \$380 ;
-  assign \$382  = e5_meta[6] ? \$381  : 8'h00;
-  assign \$383  = ! rd_tag2[2:1];
-  assign \$384  = \$383  ? spad_rd__data : lat_x;
-  assign \$385  = $signed(m_row) - $signed(\$384 [31:24]);
-  assign \$386  = rd_tag2[11] ? \$385  : 9'h000;
-  assign \$387  = \$386 [7:0] * \$signal$37 ;
-  assign \$388  = ! rd_tag2[2:1];
-  assign \$389  = \$388  ? spad_rd__data : lat_x;
-  assign \$390  = $signed(\$389 [31:24]) - $signed(\$signal$39 );
-  assign \$391  = rd_tag2[2:1] == 1'h1;
-  assign \$392  = \$391  ? spad_rd__data : lat_b;
-  assign \$393  = $signed(\$392 [31:24]) - $signed(\$signal$41 );
-  assign \$394  = rd_tag2[2:1] == 1'h1;
-  assign \$395  = rd_tag2[4] & \$394 ;
-  assign \$396  = \$395  ? acc_rd__data : lat_g;
-  assign \$397  = ! rd_tag2[2:1];
-  assign \$398  = \$397  ? spad_rd__data : lat_x;
-  assign \$401  = $signed({ 1'h0, \$signal  }) * $signed(l3_xs);
-  assign \$402  = op == 1'h1;
-  assign \$403  = \$402  ? s1 : 22'h000000;
-  assign \$404  = $signed(\$401 ) - $signed(\$403 );
-  assign \$405  = $signed(l3_xs) * $signed(l3_eb);
-  assign \$1392  = lut3_sel * 4'h8;
-  assign \$406  = \rp__data$159  >> \$1392 ;
-  assign \$407  = l3_dt * l3_w;
-  assign \$408  = \$407  + 10'h200;
-  assign \$410  = l3_t - \$409 ;
-  assign \$411  = $signed(l3_c) * $signed({ 1'h0, recip });
-  assign \$412  = $signed(l3_pa) * $signed({ 1'h0, \$signal$37  });
-  assign \$413  = l3_n3 - 4'ha;
-  assign \$414  = $signed(\$413 ) <= $signed(1'h0);
-  assign \$415  = l3_n3 - 4'ha;
-  assign \$416  = - $signed(\$415 );
-  assign \$417  = l3_v << \$416 [3:0];
-  assign \$418  = l3_n3 - 4'ha;
-  assign \$419  = $signed(\$418 ) >= $signed(6'h11);
-  assign \$420  = l3_n3 - 4'ha;
-  assign \$421  = $signed(\$420 ) - $signed(2'h1);
-  assign \$422  = 1'h1 << \$421 [4:0];
-  assign \$423  = l3_v + \$422 ;
-  assign \$424  = l3_n3 - 4'ha;
-  assign \$425  = \$423  >> \$424 [4:0];
-  assign \$426  = \$419  ? 49'h0000000000000 : \$425 ;
-  assign \$427  = \$414  ? { 18'h00000, \$417  } : \$426 ;
-  assign \$428  = sh - 1'h1;
-  assign \$429  = 1'h1 << \$428 [5:0];
-  assign \$430  = $signed(l3_cr) + $signed({ 1'h0, \$429  });
-  assign \$431  = $signed(\$430 ) >>> sh;
-  assign \$432  = zero_d ? 113'h00000000000000000000000000000 : \$431 ;
-  assign \$433  = l3_e * recip;
-  assign \$434  = op == 3'h4;
-  assign \$435  = $signed(l3_z) * $signed(l3_g4);
-  assign \$436  = op == 1'h1;
-  assign \$437  = \$436  ? l3_be4 : 32'd0;
-  assign \$438  = $signed(\$435 ) + $signed(\$437 );
-  assign \$439  = \$434  ? { l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4 } : \$438 ;
-  assign \$440  = ! op;
-  assign \$441  = l3_prod + 34'h200000000;
-  assign \$443  = \$442  > 7'h7f;
-  assign \$444  = l3_prod + 34'h200000000;
-  assign \$446  = \$443  ? 43'h0000000007f : \$445 ;
-  assign \$447  = op == 2'h3;
-  assign \$448  = ! shift;
-  assign \$449  = $signed(l3_p) >>> shift;
-  assign \$450  = shift - 1'h1;
-  assign \$451  = $signed(l3_p) >>> \$450 [5:0];
-  assign \$452  = $signed(\$449 ) + $signed({ 1'h0, \$451 [0] });
-  assign \$453  = \$448  ? { l3_p[57], l3_p } : \$452 ;
-  assign \$454  = $signed(\$453 ) + $signed(zo);
-  assign \$455  = $signed(\$454 ) > $signed(8'h7f);
-  assign \$456  = ! shift;
-  assign \$457  = $signed(l3_p) >>> shift;
-  assign \$458  = shift - 1'h1;
-  assign \$459  = $signed(l3_p) >>> \$458 [5:0];
-  assign \$460  = $signed(\$457 ) + $signed({ 1'h0, \$459 [0] });
-  assign \$461  = \$456  ? { l3_p[57], l3_p } : \$460 ;
-  assign \$462  = $signed(\$461 ) + $signed(zo);
-  assign \$463  = $signed(\$462 ) < $signed(8'h80);
-  assign \$464  = ! shift;
-  assign \$465  = $signed(l3_p) >>> shift;
-  assign \$466  = shift - 1'h1;
-  assign \$467  = $signed(l3_p) >>> \$466 [5:0];
-  assign \$468  = $signed(\$465 ) + $signed({ 1'h0, \$467 [0] });
-  assign \$469  = \$464  ? { l3_p[57], l3_p } : \$468 ;
-  assign \$470  = $signed(\$469 ) + $signed(zo);
-  assign \$471  = \$463  ? 60'hfffffffffffff80 : \$470 ;
-  assign \$472  = \$455  ? 60'h00000000000007f : \$471 ;
-  assign \$473  = \$447  ? l3_y5 : \$472 [7:0];
-  assign \$474  = \$440  ? \$446 [7:0] : \$473 ;
-  assign \$475  = e5_meta[7] ? \$474  : 8'h00;
-  assign \$476  = rd_tag2[0] & rd_tag2[3];
-  assign \$477  = rd_tag2[7:5] == 1'h1;
-  assign \$478  = \$476  & \$477 ;
-  assign \$479  = e4_meta[3:1] == 2'h2;
-  assign \$480  = e4_meta[0] & \$479 ;
-  assign \$481  = e1_meta[3:1] == 2'h3;
-  assign \$482  = e1_meta[0] & \$481 ;
-  assign \$483  = ! rd_tag2[2:1];
-  assign \$484  = \$483  ? spad_rd__data : lat_x;
-  assign \$485  = rd_tag2[8] ? \$484 [7:0] : 8'h80;
-  assign \$486  = ! rd_tag2[2:1];
-  assign \$487  = \$486  ? spad_rd__data : lat_x;
-  assign \$488  = rd_tag2[9] ? \$487 [15:8] : 8'h80;
-  assign \$489  = $signed(\$485 ) > $signed(\$488 );
-  assign \$490  = ! rd_tag2[2:1];
-  assign \$491  = \$490  ? spad_rd__data : lat_x;
-  assign \$492  = rd_tag2[8] ? \$491 [7:0] : 8'h80;
-  assign \$493  = ! rd_tag2[2:1];
-  assign \$494  = \$493  ? spad_rd__data : lat_x;
-  assign \$495  = rd_tag2[9] ? \$494 [15:8] : 8'h80;
-  assign \$496  = \$489  ? \$492  : \$495 ;
-  assign \$497  = ! rd_tag2[2:1];
-  assign \$498  = \$497  ? spad_rd__data : lat_x;
-  assign \$499  = rd_tag2[10] ? \$498 [23:16] : 8'h80;
-  assign \$500  = ! rd_tag2[2:1];
-  assign \$501  = \$500  ? spad_rd__data : lat_x;
-  assign \$502  = rd_tag2[11] ? \$501 [31:24] : 8'h80;
-  assign \$503  = $signed(\$499 ) > $signed(\$502 );
-  assign \$504  = ! rd_tag2[2:1];
-  assign \$505  = \$504  ? spad_rd__data : lat_x;
-  assign \$506  = rd_tag2[10] ? \$505 [23:16] : 8'h80;
-  assign \$507  = ! rd_tag2[2:1];
-  assign \$508  = \$507  ? spad_rd__data : lat_x;
-  assign \$509  = rd_tag2[11] ? \$508 [31:24] : 8'h80;
-  assign \$510  = \$503  ? \$506  : \$509 ;
-  assign \$511  = $signed(\$496 ) > $signed(\$510 );
-  assign \$512  = ! rd_tag2[2:1];
-  assign \$513  = \$512  ? spad_rd__data : lat_x;
-  assign \$514  = rd_tag2[8] ? \$513 [7:0] : 8'h80;
-  assign \$515  = ! rd_tag2[2:1];
-  assign \$516  = \$515  ? spad_rd__data : lat_x;
-  assign \$517  = rd_tag2[9] ? \$516 [15:8] : 8'h80;
-  assign \$518  = $signed(\$514 ) > $signed(\$517 );
-  assign \$519  = ! rd_tag2[2:1];
-  assign \$520  = \$519  ? spad_rd__data : lat_x;
-  assign \$521  = rd_tag2[8] ? \$520 [7:0] : 8'h80;
-  assign \$522  = ! rd_tag2[2:1];
-  assign \$523  = \$522  ? spad_rd__data : lat_x;
-  assign \$524  = rd_tag2[9] ? \$523 [15:8] : 8'h80;
-  assign \$525  = \$518  ? \$521  : \$524 ;
-  assign \$526  = ! rd_tag2[2:1];
-  assign \$527  = \$526  ? spad_rd__data : lat_x;
-  assign \$528  = rd_tag2[10] ? \$527 [23:16] : 8'h80;
-  assign \$529  = ! rd_tag2[2:1];
-  assign \$530  = \$529  ? spad_rd__data : lat_x;
-  assign \$531  = rd_tag2[11] ? \$530 [31:24] : 8'h80;
-  assign \$532  = $signed(\$528 ) > $signed(\$531 );
-  assign \$533  = ! rd_tag2[2:1];
-  assign \$534  = \$533  ? spad_rd__data : lat_x;
-  assign \$535  = rd_tag2[10] ? \$534 [23:16] : 8'h80;
-  assign \$536  = ! rd_tag2[2:1];
-  assign \$537  = \$536  ? spad_rd__data : lat_x;
-  assign \$538  = rd_tag2[11] ? \$537 [31:24] : 8'h80;
-  assign \$539  = \$532  ? \$535  : \$538 ;
-  assign \$540  = \$511  ? \$525  : \$539 ;
-  assign \$541  = $signed(\$540 ) > $signed(m_row);
-  assign \$542  = ! rd_tag2[2:1];
-  assign \$543  = \$542  ? spad_rd__data : lat_x;
-  assign \$544  = rd_tag2[8] ? \$543 [7:0] : 8'h80;
-  assign \$545  = ! rd_tag2[2:1];
-  assign \$546  = \$545  ? spad_rd__data : lat_x;
-  assign \$547  = rd_tag2[9] ? \$546 [15:8] : 8'h80;
-  assign \$548  = $signed(\$544 ) > $signed(\$547 );
-  assign \$549  = ! rd_tag2[2:1];
-  assign \$550  = \$549  ? spad_rd__data : lat_x;
-  assign \$551  = rd_tag2[8] ? \$550 [7:0] : 8'h80;
-  assign \$552  = ! rd_tag2[2:1];
-  assign \$553  = \$552  ? spad_rd__data : lat_x;
-  assign \$554  = rd_tag2[9] ? \$553 [15:8] : 8'h80;
-  assign \$555  = \$548  ? \$551  : \$554 ;
-  assign \$556  = ! rd_tag2[2:1];
-  assign \$557  = \$556  ? spad_rd__data : lat_x;
-  assign \$558  = rd_tag2[10] ? \$557 [23:16] : 8'h80;
-  assign \$559  = ! rd_tag2[2:1];
-  assign \$560  = \$559  ? spad_rd__data : lat_x;
-  assign \$561  = rd_tag2[11] ? \$560 [31:24] : 8'h80;
-  assign \$562  = $signed(\$558 ) > $signed(\$561 );
-  assign \$563  = ! rd_tag2[2:1];
-  assign \$564  = \$563  ? spad_rd__data : lat_x;
-  assign \$565  = rd_tag2[10] ? \$564 [23:16] : 8'h80;
-  assign \$566  = ! rd_tag2[2:1];
-  assign \$567  = \$566  ? spad_rd__data : lat_x;
-  assign \$568  = rd_tag2[11] ? \$567 [31:24] : 8'h80;
-  assign \$569  = \$562  ? \$565  : \$568 ;
-  assign \$570  = $signed(\$555 ) > $signed(\$569 );
-  assign \$571  = ! rd_tag2[2:1];
-  assign \$572  = \$571  ? spad_rd__data : lat_x;
-  assign \$573  = rd_tag2[8] ? \$572 [7:0] : 8'h80;
-  assign \$574  = ! rd_tag2[2:1];
-  assign \$575  = \$574  ? spad_rd__data : lat_x;
-  assign \$576  = rd_tag2[9] ? \$575 [15:8] : 8'h80;
-  assign \$577  = $signed(\$573 ) > $signed(\$576 );
-  assign \$578  = ! rd_tag2[2:1];
-  assign \$579  = \$578  ? spad_rd__data : lat_x;
-  assign \$580  = rd_tag2[8] ? \$579 [7:0] : 8'h80;
-  assign \$581  = ! rd_tag2[2:1];
-  assign \$582  = \$581  ? spad_rd__data : lat_x;
-  assign \$583  = rd_tag2[9] ? \$582 [15:8] : 8'h80;
-  assign \$584  = \$577  ? \$580  : \$583 ;
-  assign \$585  = ! rd_tag2[2:1];
-  assign \$586  = \$585  ? spad_rd__data : lat_x;
-  assign \$587  = rd_tag2[10] ? \$586 [23:16] : 8'h80;
-  assign \$588  = ! rd_tag2[2:1];
-  assign \$589  = \$588  ? spad_rd__data : lat_x;
-  assign \$590  = rd_tag2[11] ? \$589 [31:24] : 8'h80;
-  assign \$591  = $signed(\$587 ) > $signed(\$590 );
-  assign \$592  = ! rd_tag2[2:1];
-  assign \$593  = \$592  ? spad_rd__data : lat_x;
-  assign \$594  = rd_tag2[10] ? \$593 [23:16] : 8'h80;
-  assign \$595  = ! rd_tag2[2:1];
-  assign \$596  = \$595  ? spad_rd__data : lat_x;
-  assign \$597  = rd_tag2[11] ? \$596 [31:24] : 8'h80;
-  assign \$598  = \$591  ? \$594  : \$597 ;
-  assign \$599  = \$570  ? \$584  : \$598 ;
-  assign \$600  = \$541  ? \$599  : m_row;
-  assign \$601  = e4_meta[4] ? l0_e : 26'h0000000;
-  assign \$602  = e4_meta[5] ? l1_e : 26'h0000000;
-  assign \$603  = \$601  + \$602 ;
-  assign \$604  = e4_meta[6] ? l2_e : 26'h0000000;
-  assign \$605  = e4_meta[7] ? l3_e : 26'h0000000;
-  assign \$606  = \$604  + \$605 ;
-  assign \$607  = \$603  + \$606 ;
-  assign \$608  = s_sum + \$607 ;
-  assign \$609  = e1_meta[4] ? l0_xs : 9'h000;
-  assign \$610  = e1_meta[5] ? l1_xs : 9'h000;
-  assign \$611  = $signed(\$609 ) + $signed(\$610 );
-  assign \$612  = e1_meta[6] ? l2_xs : 9'h000;
-  assign \$613  = e1_meta[7] ? l3_xs : 9'h000;
-  assign \$614  = $signed(\$612 ) + $signed(\$613 );
-  assign \$615  = $signed(\$611 ) + $signed(\$614 );
-  assign \$616  = $signed(s1) + $signed(\$615 );
-  assign \$617  = e1_meta[4] ? l0_xs : 9'h000;
-  assign \$618  = e1_meta[4] ? l0_xs : 9'h000;
-  assign \$619  = $signed(\$617 ) * $signed(\$618 );
-  assign \$620  = e1_meta[5] ? l1_xs : 9'h000;
-  assign \$621  = e1_meta[5] ? l1_xs : 9'h000;
-  assign \$622  = $signed(\$620 ) * $signed(\$621 );
-  assign \$623  = $signed(\$619 ) + $signed(\$622 );
-  assign \$624  = e1_meta[6] ? l2_xs : 9'h000;
-  assign \$625  = e1_meta[6] ? l2_xs : 9'h000;
-  assign \$626  = $signed(\$624 ) * $signed(\$625 );
-  assign \$627  = e1_meta[7] ? l3_xs : 9'h000;
-  assign \$628  = e1_meta[7] ? l3_xs : 9'h000;
-  assign \$629  = $signed(\$627 ) * $signed(\$628 );
-  assign \$630  = $signed(\$626 ) + $signed(\$629 );
-  assign \$631  = $signed(\$623 ) + $signed(\$630 );
-  assign \$632  = $signed({ 1'h0, s2 }) + $signed(\$631 );
-  assign \$633  = op == 1'h1;
-  assign \$634  = op == 2'h2;
-  assign \$635  = \$633  | \$634 ;
-  assign \$636  = cur == 3'h4;
-  assign \$637  = \$635  & \$636 ;
-  assign \$638  = | slot;
-  assign \$639  = \$637  & \$638 ;
-  assign \$640  = acc_rd__en & acc_rd__gnt;
-  assign \$641  = spad_rd__en & spad_rd__gnt;
-  assign \$642  = \$639  ? \$640  : \$641 ;
-  assign \$643  = ! slot;
-  assign \$644  = \$642  & \$643 ;
-  assign \$645  = inflight + \$644 ;
-  assign \$646  = \$645  - e6_meta[0];
-  assign \$647  = op == 1'h1;
-  assign \$648  = op == 2'h2;
-  assign \$649  = \$647  | \$648 ;
-  assign \$650  = cur == 3'h4;
-  assign \$651  = \$649  & \$650 ;
-  assign \$652  = | slot;
-  assign \$653  = \$651  & \$652 ;
-  assign \$654  = acc_rd__en & acc_rd__gnt;
-  assign \$655  = spad_rd__en & spad_rd__gnt;
-  assign \$656  = \$653  ? \$654  : \$655 ;
-  assign \$657  = ! slot;
-  assign \$658  = \$656  & \$657 ;
-  assign \$659  = cur == 3'h4;
-  assign \$660  = \$658  & \$659 ;
-  assign \$661  = pending_out + \$660 ;
-  assign \$662  = e6_meta[3:1] == 3'h4;
-  assign \$663  = e6_meta[0] & \$662 ;
-  assign \$664  = \$661  - \$663 ;
-  assign \$665  = | raw[223:125];
-  assign \$666  = | raw[223:176];
-  assign \$667  = | raw[223:112];
-  assign \$668  = | raw[223:158];
-  assign \$669  = \$signal  + 2'h3;
-  assign \$671  = segs - 1'h1;
-  assign \$672  = \$671 [15:0] * \$signal$187 ;
-  assign \$673  = ! \$signal$186 ;
-  assign \$674  = ! \$signal ;
-  assign \$675  = \$673  | \$674 ;
-  assign \$676  = op == 1'h1;
-  assign \$677  = op == 2'h2;
-  assign \$678  = \$676  | \$677 ;
-  assign \$679  = \$signal  > 13'h1000;
-  assign \$680  = \$678  & \$679 ;
-  assign \$681  = \$675  | \$680 ;
-  assign \$682  = \$signal$188  + span;
-  assign \$683  = \$682  + \$signal$186 ;
-  assign \$684  = \$683  - 1'h1;
-  assign \$685  = $signed(\$684 ) >= $signed(16'h4000);
-  assign \$686  = dst + span;
-  assign \$687  = \$686  + \$signal$186 ;
-  assign \$688  = \$687  - 1'h1;
-  assign \$689  = $signed(\$688 ) >= $signed(16'h4000);
-  assign \$690  = \$685  | \$689 ;
-  assign \$691  = op == 3'h4;
-  assign \$692  = \$signal$190  + span;
-  assign \$693  = \$692  + \$signal$186 ;
-  assign \$694  = \$693  - 1'h1;
-  assign \$695  = $signed(\$694 ) >= $signed(16'h4000);
-  assign \$696  = \$691  & \$695 ;
-  assign \$697  = \$690  | \$696 ;
-  assign \$698  = op == 2'h3;
-  assign \$699  = \$signal$190  + 6'h3f;
-  assign \$700  = \$699  >= 15'h4000;
-  assign \$701  = \$698  & \$700 ;
-  assign \$702  = \$697  | \$701 ;
-  assign \$703  = op == 1'h1;
-  assign \$704  = op == 2'h2;
-  assign \$705  = \$703  | \$704 ;
-  assign \$706  = \$signal$191  + segs;
-  assign \$707  = \$706  - 1'h1;
-  assign \$708  = $signed(\$707 ) >= $signed(15'h2000);
-  assign \$709  = \$705  & \$708 ;
-  assign \$710  = \$702  | \$709 ;
-  assign \$711  = op == 1'h1;
-  assign \$712  = bet + segs;
-  assign \$713  = \$712  - 1'h1;
-  assign \$714  = $signed(\$713 ) >= $signed(15'h2000);
-  assign \$715  = \$711  & \$714 ;
-  assign \$716  = \$710  | \$715 ;
-  assign \$717  = | err;
-  assign \$718  = op == 2'h3;
-  assign \$719  = \$signal$188  + row;
-  assign \$720  = \$signal$190  + row;
-  assign \$721  = dst + row;
-  assign \$722  = ! op;
-  assign \$723  = op == 1'h1;
-  assign \$724  = op == 2'h2;
-  assign \$725  = \$723  | \$724 ;
-  assign \$726  = \$725  ? 3'h3 : 3'h4;
-  assign \$727  = \$722  ? 3'h1 : \$726 ;
-  assign \$728  = op == 1'h1;
-  assign \$729  = op == 2'h2;
-  assign \$730  = \$728  | \$729 ;
-  assign \$731  = cur == 3'h4;
-  assign \$732  = \$730  & \$731 ;
-  assign \$733  = | slot;
-  assign \$734  = \$732  & \$733 ;
-  assign \$735  = acc_rd__en & acc_rd__gnt;
-  assign \$736  = spad_rd__en & spad_rd__gnt;
-  assign \$737  = \$734  ? \$735  : \$736 ;
-  assign \$738  = cur == 3'h4;
-  assign \$739  = op == 1'h1;
-  assign \$740  = op == 2'h2;
-  assign \$741  = op == 3'h4;
-  assign \$742  = \$740  | \$741 ;
-  assign \$743  = \$742  ? 2'h2 : 2'h1;
-  assign \$744  = \$739  ? 2'h3 : \$743 ;
-  assign \$745  = \$738  ? \$744  : 2'h1;
-  assign \$746  = \$745  - 1'h1;
-  assign \$747  = slot == \$746 ;
-  assign \$748  = slot + 1'h1;
-  assign \$749  = \$747  ? 3'h0 : \$748 ;
-  assign \$750  = op == 1'h1;
-  assign \$751  = op == 2'h2;
-  assign \$752  = \$750  | \$751 ;
-  assign \$753  = cur == 3'h4;
-  assign \$754  = \$752  & \$753 ;
-  assign \$755  = | slot;
-  assign \$756  = \$754  & \$755 ;
-  assign \$757  = acc_rd__en & acc_rd__gnt;
-  assign \$758  = spad_rd__en & spad_rd__gnt;
-  assign \$759  = \$756  ? \$757  : \$758 ;
-  assign \$760  = cur == 3'h4;
-  assign \$761  = op == 1'h1;
-  assign \$762  = op == 2'h2;
-  assign \$763  = op == 3'h4;
-  assign \$764  = \$762  | \$763 ;
-  assign \$765  = \$764  ? 2'h2 : 2'h1;
-  assign \$766  = \$761  ? 2'h3 : \$765 ;
-  assign \$767  = \$760  ? \$766  : 2'h1;
-  assign \$768  = \$767  - 1'h1;
-  assign \$769  = slot == \$768 ;
-  assign \$770  = \$759  & \$769 ;
-  assign \$771  = seg + 1'h1;
-  assign \$772  = pos + 3'h4;
-  assign \$773  = ptr_p + 1'h1;
-  assign \$774  = \$signal$201  + \$signal$187 ;
-  assign \$775  = \$signal$202  + \$signal$187 ;
-  assign \$776  = ptr_d + \$signal$187 ;
-  assign \$777  = seg + 1'h1;
-  assign \$778  = ! cur;
-  assign \$779  = \$778  ? 17'h00040 : segs;
-  assign \$780  = \$777  == \$779 ;
-  assign \$781  = ! inflight;
-  assign \$782  = \$signal  * s2;
-  assign \$783  = op == 1'h1;
-  assign \$784  = $signed(s1) * $signed(s1);
-  assign \$785  = \$783  ? \$784  : 44'h00000000000;
-  assign \$786  = $signed({ 1'h0, \$782  }) - $signed(\$785 );
-  assign \$787  = row + 1'h1;
-  assign \$788  = \$787  == \$signal$186 ;
-  assign \$789  = row + 1'h1;
-  assign \$790  = \$signal$188  + row;
-  assign \$791  = \$signal$190  + row;
-  assign \$792  = dst + row;
-  assign \$793  = ! d_val;
-  assign \$795  = \$signal$193  << eps_exp;
-  assign \$796  = \$794  + \$795 ;
-  assign \$798  = sq_cnt - 1'h1;
-  assign \$799  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
-  assign \$800  = { sq_rem, sq_n[79:78] } - { sq_root, 2'h1 };
-  assign \$801  = \$799  ? \$800  : { 1'h0, sq_rem, sq_n[79:78] };
-  assign \$802  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
-  assign \$803  = sq_cnt == 1'h1;
-  assign \$804  = bitlen + 5'h17;
-  assign \$805  = 1'h1 << \$804 ;
-  assign \$806  = bitlen + 5'h17;
-  assign \$807  = \$806  - 5'h10;
-  assign \$808  = $signed(\$807 ) - $signed(6'h10);
-  assign \$810  = dv_cnt - 1'h1;
-  assign \$811  = { dv_rem, dv_num[63] } >= dv_den;
-  assign \$812  = { dv_rem, dv_num[63] } - dv_den;
-  assign \$813  = \$811  ? \$812  : { 1'h0, dv_rem, dv_num[63] };
-  assign \$814  = { dv_rem, dv_num[63] } >= dv_den;
-  assign \$815  = dv_cnt == 1'h1;
-  assign \$816  = ! inflight;
-  assign \$817  = ~ r_rdy;
-  assign \$818  = \$816  & \$817 ;
-  assign \$819  = ! level;
-  assign \$820  = \$818  & \$819 ;
-  assign \$821  = cur == 3'h4;
-  assign \$822  = ! slot;
-  assign \$823  = \$821  & \$822 ;
-  assign \$824  = ~ \$823 ;
-  assign \$825  = pending_out + level;
-  assign \$826  = \$825  < 4'hf;
-  assign \$827  = \$824  | \$826 ;
-  assign \$828  = issuing & \$827 ;
-  assign \$829  = op == 1'h1;
-  assign \$830  = op == 2'h2;
-  assign \$831  = \$829  | \$830 ;
-  assign \$832  = cur == 3'h4;
-  assign \$833  = \$831  & \$832 ;
-  assign \$834  = | slot;
-  assign \$835  = \$833  & \$834 ;
-  assign \$836  = ~ \$835 ;
-  assign spad_rd__en = \$828  & \$836 ;
-  assign \$837  = ! cur;
-  assign \$838  = \$signal$190  + seg;
-  assign \$839  = op == 3'h4;
-  assign \$840  = cur == 3'h4;
-  assign \$841  = \$839  & \$840 ;
-  assign \$842  = slot == 1'h1;
-  assign \$843  = \$841  & \$842 ;
-  assign \$844  = \$843  ? \$signal$202  : \$signal$201 ;
-  assign \$845  = \$837  ? \$838  : \$844 ;
-  assign \$846  = cur == 3'h4;
-  assign \$847  = ! slot;
-  assign \$848  = \$846  & \$847 ;
-  assign \$849  = ~ \$848 ;
-  assign \$850  = pending_out + level;
-  assign \$851  = \$850  < 4'hf;
-  assign \$852  = \$849  | \$851 ;
-  assign \$853  = issuing & \$852 ;
-  assign \$854  = op == 1'h1;
-  assign \$855  = op == 2'h2;
-  assign \$856  = \$854  | \$855 ;
-  assign \$857  = cur == 3'h4;
-  assign \$858  = \$856  & \$857 ;
-  assign \$859  = | slot;
-  assign \$860  = \$858  & \$859 ;
-  assign acc_rd__en = \$853  & \$860 ;
-  assign \$861  = slot == 1'h1;
-  assign \$862  = \$861  ? \$signal$191  : bet;
-  assign \$863  = \$862  + ptr_p;
-  assign \$864  = rd_tag2[0] & rd_tag2[3];
-  assign \$865  = | rd_tag2[7:5];
-  assign active = \$864  & \$865 ;
-  assign \$866  = rd_tag2[0] & rd_tag2[3];
-  assign \$867  = ! rd_tag2[7:5];
-  assign wp__en = \$866  & \$867 ;
-  assign \$868  = ! rd_tag2[2:1];
-  assign wp__data = \$868  ? spad_rd__data : lat_x;
-  assign \$869  = ! rd_tag2[2:1];
-  assign \$870  = \$869  ? spad_rd__data : lat_x;
-  assign \$871  = \$870 [7:0] + 8'h80;
-  assign \$873  = rd_tag2[0] & rd_tag2[3];
-  assign \$874  = ! rd_tag2[7:5];
-  assign \wp__en$234  = \$873  & \$874 ;
-  assign \$875  = ! rd_tag2[2:1];
-  assign \wp__data$236  = \$875  ? spad_rd__data : lat_x;
-  assign \$876  = ! rd_tag2[2:1];
-  assign \$877  = \$876  ? spad_rd__data : lat_x;
-  assign \$878  = \$877 [15:8] + 8'h80;
-  assign \$880  = rd_tag2[0] & rd_tag2[3];
-  assign \$881  = ! rd_tag2[7:5];
-  assign \wp__en$239  = \$880  & \$881 ;
-  assign \$882  = ! rd_tag2[2:1];
-  assign \wp__data$241  = \$882  ? spad_rd__data : lat_x;
-  assign \$883  = ! rd_tag2[2:1];
-  assign \$884  = \$883  ? spad_rd__data : lat_x;
-  assign \$885  = \$884 [23:16] + 8'h80;
-  assign \$887  = rd_tag2[0] & rd_tag2[3];
-  assign \$888  = ! rd_tag2[7:5];
-  assign \wp__en$244  = \$887  & \$888 ;
-  assign \$889  = ! rd_tag2[2:1];
-  assign \wp__data$246  = \$889  ? spad_rd__data : lat_x;
-  assign \$890  = ! rd_tag2[2:1];
-  assign \$891  = \$890  ? spad_rd__data : lat_x;
-  assign \$892  = \$891 [31:24] + 8'h80;
-  assign \$894  = e6_meta[3:1] == 3'h4;
-  assign w_en = e6_meta[0] & \$894 ;
-  assign ctl__busy = ~ \$895 ;
-  assign \$895  = ! sfu_fsm_state;
-  assign \$896  = sfu_fsm_state == 1'h1;
-  assign \$897  = sfu_fsm_state == 2'h2;
-  assign \$898  = sfu_fsm_state == 2'h3;
-  assign \$899  = sfu_fsm_state == 3'h4;
-  assign \$900  = sfu_fsm_state == 3'h5;
-  assign \$901  = sfu_fsm_state == 3'h6;
-  assign \$902  = sfu_fsm_state == 3'h7;
-  assign \$903  = sfu_fsm_state == 4'h8;
-  assign \$904  = sfu_fsm_state == 4'h9;
-  assign \$905  = sfu_fsm_state == 4'ha;
-  assign \$906  = sfu_fsm_state == 4'hb;
-  assign \$907  = sfu_fsm_state == 4'hc;
-  assign \$908  = sfu_fsm_state == 4'hd;
-  assign \$909  = sfu_fsm_state == 4'he;
-  assign \$910  = sfu_fsm_state == 4'hf;
+  assign \$390  = ! inflight;
+  assign \$391  = \$signal  * s2;
+  assign \$392  = op == 1'h1;
+  assign \$393  = $signed(s1) * $signed(s1);
+  assign \$394  = \$392  ? \$393  : 44'h00000000000;
+  assign \$395  = $signed({ 1'h0, \$391  }) - $signed(\$394 );
+  assign \$396  = row + 1'h1;
+  assign \$397  = \$396  == \$signal$93 ;
+  assign \$398  = row + 1'h1;
+  assign \$399  = \$signal$95  + row;
+  assign \$400  = \$signal$97  + row;
+  assign \$401  = dst + row;
+  assign \$402  = ! d_val;
+  assign \$404  = \$signal$100  << eps_exp;
+  assign \$405  = \$403  + \$404 ;
+  assign \$407  = sq_cnt - 1'h1;
+  assign \$408  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
+  assign \$409  = { sq_rem, sq_n[79:78] } - { sq_root, 2'h1 };
+  assign \$410  = \$408  ? \$409  : { 1'h0, sq_rem, sq_n[79:78] };
+  assign \$411  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
+  assign \$412  = sq_cnt == 1'h1;
+  assign \$413  = bitlen + 5'h17;
+  assign \$414  = 1'h1 << \$413 ;
+  assign \$415  = bitlen + 5'h17;
+  assign \$416  = \$415  - 5'h10;
+  assign \$417  = $signed(\$416 ) - $signed(6'h10);
+  assign \$419  = dv_cnt - 1'h1;
+  assign \$420  = { dv_rem, dv_num[63] } >= dv_den;
+  assign \$421  = { dv_rem, dv_num[63] } - dv_den;
+  assign \$422  = \$420  ? \$421  : { 1'h0, dv_rem, dv_num[63] };
+  assign \$423  = { dv_rem, dv_num[63] } >= dv_den;
+  assign \$424  = dv_cnt == 1'h1;
+  assign \$425  = ! inflight;
+  assign \$426  = ~ r_rdy;
+  assign \$427  = \$425  & \$426 ;
+  assign \$428  = ! level;
+  assign \$429  = \$427  & \$428 ;
+  assign \$430  = cur == 3'h4;
+  assign \$431  = ! slot;
+  assign \$432  = \$430  & \$431 ;
+  assign \$433  = ~ \$432 ;
+  assign \$434  = pending_out + level;
+  assign \$435  = \$434  < 4'hf;
+  assign \$436  = \$433  | \$435 ;
+  assign \$437  = issuing & \$436 ;
+  assign \$438  = | slot;
+  assign \$439  = ! group_gap;
+  assign \$440  = \$438  | \$439 ;
+  assign \$441  = \$437  & \$440 ;
+  assign \$442  = op == 1'h1;
+  assign \$443  = op == 2'h2;
+  assign \$444  = \$442  | \$443 ;
+  assign \$445  = cur == 3'h4;
+  assign \$446  = \$444  & \$445 ;
+  assign \$447  = | slot;
+  assign \$448  = \$446  & \$447 ;
+  assign \$449  = ~ \$448 ;
+  assign spad_rd__en = \$441  & \$449 ;
+  assign \$450  = ! cur;
+  assign \$451  = \$signal$97  + seg;
+  assign \$452  = op == 3'h4;
+  assign \$453  = cur == 3'h4;
+  assign \$454  = \$452  & \$453 ;
+  assign \$455  = slot == 1'h1;
+  assign \$456  = \$454  & \$455 ;
+  assign \$457  = \$456  ? \$signal$109  : \$signal$108 ;
+  assign \$458  = \$450  ? \$451  : \$457 ;
+  assign \$459  = cur == 3'h4;
+  assign \$460  = ! slot;
+  assign \$461  = \$459  & \$460 ;
+  assign \$462  = ~ \$461 ;
+  assign \$463  = pending_out + level;
+  assign \$464  = \$463  < 4'hf;
+  assign \$465  = \$462  | \$464 ;
+  assign \$466  = issuing & \$465 ;
+  assign \$467  = | slot;
+  assign \$468  = ! group_gap;
+  assign \$469  = \$467  | \$468 ;
+  assign \$470  = \$466  & \$469 ;
+  assign \$471  = op == 1'h1;
+  assign \$472  = op == 2'h2;
+  assign \$473  = \$471  | \$472 ;
+  assign \$474  = cur == 3'h4;
+  assign \$475  = \$473  & \$474 ;
+  assign \$476  = | slot;
+  assign \$477  = \$475  & \$476 ;
+  assign acc_rd__en = \$470  & \$477 ;
+  assign \$478  = slot == 1'h1;
+  assign \$479  = \$478  ? \$signal$98  : bet;
+  assign \$480  = \$479  + ptr_p;
+  assign \$481  = | seg_meta[2:0];
+  assign \$482  = grp_busy & \$481 ;
+  assign \$483  = ! grp;
+  assign active = \$482  & \$483 ;
+  assign \$484  = ! seg_meta[2:0];
+  assign \$485  = grp_busy & \$484 ;
+  assign \$486  = ! grp;
+  assign wp__en = \$485  & \$486 ;
+  assign \$1101  = grp * 4'h8;
+  assign \$487  = seg_x >> \$1101 ;
+  assign \$488  = \$487  + 8'h80;
+  assign \$490  = e6_meta[0] & e6_meta[21];
+  assign \$491  = e6_meta[3:1] == 3'h4;
+  assign w_en = \$490  & \$491 ;
+  assign \$492  = ! e6_meta[20:19];
+  assign \$493  = \$492  ? l0_y : row_out[7:0];
+  assign \$494  = e6_meta[20:19] == 1'h1;
+  assign \$495  = \$494  ? l0_y : row_out[15:8];
+  assign \$496  = e6_meta[20:19] == 2'h2;
+  assign \$497  = \$496  ? l0_y : row_out[23:16];
+  assign \$498  = e6_meta[20:19] == 2'h3;
+  assign \$499  = \$498  ? l0_y : row_out[31:24];
+  assign ctl__busy = ~ \$500 ;
+  assign \$500  = ! sfu_fsm_state;
+  assign \$501  = sfu_fsm_state == 1'h1;
+  assign \$502  = sfu_fsm_state == 2'h2;
+  assign \$503  = sfu_fsm_state == 2'h3;
+  assign \$504  = sfu_fsm_state == 3'h4;
+  assign \$505  = sfu_fsm_state == 3'h5;
+  assign \$506  = sfu_fsm_state == 3'h6;
+  assign \$507  = sfu_fsm_state == 3'h7;
+  assign \$508  = sfu_fsm_state == 4'h8;
+  assign \$509  = sfu_fsm_state == 4'h9;
+  assign \$510  = sfu_fsm_state == 4'ha;
+  assign \$511  = sfu_fsm_state == 4'hb;
+  assign \$512  = sfu_fsm_state == 4'hc;
+  assign \$513  = sfu_fsm_state == 4'hd;
+  assign \$514  = sfu_fsm_state == 4'he;
+  assign \$515  = sfu_fsm_state == 4'hf;
   always @(posedge clk)
-    done <= \$911 ;
+    done <= \$516 ;
   always @(posedge clk)
-    rd_tag0 <= \$912 ;
+    group_gap <= \$517 ;
   always @(posedge clk)
-    rd_tag1 <= \$913 ;
+    rd_tag0 <= \$518 ;
   always @(posedge clk)
-    rd_tag2 <= \$914 ;
+    rd_tag1 <= \$519 ;
   always @(posedge clk)
-    lat_x <= \$915 ;
+    rd_tag2 <= \$520 ;
   always @(posedge clk)
-    lat_b <= \$916 ;
+    lat_x <= \$521 ;
   always @(posedge clk)
-    lat_g <= \$917 ;
+    lat_b <= \$522 ;
   always @(posedge clk)
-    lut0_sel <= \$918 ;
+    lat_g <= \$523 ;
   always @(posedge clk)
-    lut1_sel <= \$919 ;
+    seg_x <= \$524 ;
   always @(posedge clk)
-    lut2_sel <= \$920 ;
+    seg_b <= \$525 ;
   always @(posedge clk)
-    lut3_sel <= \$921 ;
+    seg_g <= \$526 ;
   always @(posedge clk)
-    e1_meta <= \$922 ;
+    seg_beta <= \$527 ;
   always @(posedge clk)
-    e2_meta <= \$923 ;
+    seg_meta <= \$528 ;
   always @(posedge clk)
-    e3_meta <= \$924 ;
+    grp_busy <= \$529 ;
   always @(posedge clk)
-    e4_meta <= \$925 ;
+    grp <= \$530 ;
   always @(posedge clk)
-    e5_meta <= \$926 ;
+    lut0_sel <= \$531 ;
   always @(posedge clk)
-    e6_meta <= \$927 ;
+    e1_meta <= \$532 ;
   always @(posedge clk)
-    l0_u <= \$108 ;
+    e2_meta <= \$533 ;
   always @(posedge clk)
-    l0_xs <= \$111 ;
+    e3_meta <= \$534 ;
   always @(posedge clk)
-    l0_eb <= \$114 ;
+    e4_meta <= \$535 ;
   always @(posedge clk)
-    l0_g1 <= \$117 [31:0];
+    e5_meta <= \$536 ;
   always @(posedge clk)
-    l0_be1 <= acc_rd__data[31:0];
+    e6_meta <= \$537 ;
   always @(posedge clk)
-    l0_x1 <= \$119 [7:0];
+    l0_u <= \$134 ;
   always @(posedge clk)
-    l0_t <= \$120 ;
+    l0_xs <= \$136 ;
   always @(posedge clk)
-    l0_dt <= \$121 ;
+    l0_eb <= \$138 ;
+  always @(posedge clk)
+    l0_g1 <= \$139 ;
+  always @(posedge clk)
+    l0_be1 <= \$140 ;
+  always @(posedge clk)
+    l0_t <= \$141 ;
+  always @(posedge clk)
+    l0_dt <= \$142 ;
   always @(posedge clk)
     l0_w <= l0_u[9:0];
   always @(posedge clk)
     l0_n <= l0_u[23:16];
   always @(posedge clk)
-    l0_c <= \$125 [22:0];
+    l0_c <= \$146 [22:0];
   always @(posedge clk)
-    l0_pa <= \$126 ;
+    l0_pa <= \$147 ;
   always @(posedge clk)
     l0_g2 <= l0_g1;
   always @(posedge clk)
     l0_be2 <= l0_be1;
   always @(posedge clk)
-    l0_y2 <= \$127 ;
+    l0_y2 <= \$148 ;
   always @(posedge clk)
-    l0_v <= \$131 [15:0];
+    l0_v <= \$152 [15:0];
   always @(posedge clk)
     l0_n3 <= l0_n;
   always @(posedge clk)
-    l0_cr <= \$132 [47:0];
+    l0_cr <= \$153 ;
   always @(posedge clk)
-    l0_pe <= { \$133 [33], \$133  };
+    l0_pe <= { \$154 [33], \$154  };
   always @(posedge clk)
     l0_g3 <= l0_g2;
   always @(posedge clk)
@@ -42011,9 +40573,9 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   always @(posedge clk)
     l0_y3 <= l0_y2;
   always @(posedge clk)
-    l0_e <= \$148 [25:0];
+    l0_e <= \$169 [25:0];
   always @(posedge clk)
-    l0_z <= \$153 [24:0];
+    l0_z <= \$174 [24:0];
   always @(posedge clk)
     l0_pe4 <= l0_pe;
   always @(posedge clk)
@@ -42023,311 +40585,123 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   always @(posedge clk)
     l0_y4 <= l0_y3;
   always @(posedge clk)
-    l0_prod <= \$154 [41:0];
+    l0_prod <= \$175 ;
   always @(posedge clk)
-    l0_p <= \$160 ;
+    l0_p <= \$181 ;
   always @(posedge clk)
     l0_y5 <= l0_y4;
   always @(posedge clk)
-    l0_y <= \$196 ;
+    l0_y <= \$217 ;
   always @(posedge clk)
-    l1_u <= \$201 ;
+    m_row <= \$538 ;
   always @(posedge clk)
-    l1_xs <= \$204 ;
+    s_sum <= \$539 ;
   always @(posedge clk)
-    l1_eb <= \$207 ;
+    s1 <= \$540 ;
   always @(posedge clk)
-    l1_g1 <= \$210 [63:32];
+    s2 <= \$541 ;
   always @(posedge clk)
-    l1_be1 <= acc_rd__data[63:32];
+    row_out <= \$542 ;
   always @(posedge clk)
-    l1_x1 <= \$212 [15:8];
+    inflight <= \$543 ;
   always @(posedge clk)
-    l1_t <= \$213 ;
+    pending_out <= \$544 ;
   always @(posedge clk)
-    l1_dt <= \$214 ;
+    op <= \$545 ;
   always @(posedge clk)
-    l1_w <= l1_u[9:0];
+    raw <= \$546 ;
   always @(posedge clk)
-    l1_n <= l1_u[23:16];
+    sfu_fsm_state <= \$547 ;
   always @(posedge clk)
-    l1_c <= \$218 [22:0];
+    \$signal$93  <= \$548 ;
   always @(posedge clk)
-    l1_pa <= \$219 ;
+    \$signal  <= \$549 ;
   always @(posedge clk)
-    l1_g2 <= l1_g1;
+    \$signal$94  <= \$550 ;
   always @(posedge clk)
-    l1_be2 <= l1_be1;
+    \$signal$95  <= \$551 ;
   always @(posedge clk)
-    l1_y2 <= \$220 ;
+    dst <= \$552 ;
   always @(posedge clk)
-    l1_v <= \$224 [15:0];
+    \$signal$14  <= \$553 ;
   always @(posedge clk)
-    l1_n3 <= l1_n;
+    \$signal$44  <= \$554 ;
   always @(posedge clk)
-    l1_cr <= \$225 [47:0];
+    \$signal$46  <= \$555 ;
   always @(posedge clk)
-    l1_pe <= { \$226 [33], \$226  };
+    zo <= \$556 ;
   always @(posedge clk)
-    l1_g3 <= l1_g2;
+    \$signal$42  <= \$557 ;
   always @(posedge clk)
-    l1_be3 <= l1_be2;
+    shift <= \$558 ;
   always @(posedge clk)
-    l1_y3 <= l1_y2;
+    \$signal$97  <= \$559 ;
   always @(posedge clk)
-    l1_e <= \$241 [25:0];
+    \$signal$98  <= \$560 ;
   always @(posedge clk)
-    l1_z <= \$246 [24:0];
+    bet <= \$561 ;
   always @(posedge clk)
-    l1_pe4 <= l1_pe;
+    \$signal$100  <= \$562 ;
   always @(posedge clk)
-    l1_g4 <= l1_g3;
+    eps_exp <= \$563 ;
   always @(posedge clk)
-    l1_be4 <= l1_be3;
+    \$signal$16  <= \$564 ;
   always @(posedge clk)
-    l1_y4 <= l1_y3;
+    reserved_bad <= \$565 ;
   always @(posedge clk)
-    l1_prod <= \$247 [41:0];
+    segs <= \$566 ;
   always @(posedge clk)
-    l1_p <= \$253 ;
+    span <= \$567 ;
   always @(posedge clk)
-    l1_y5 <= l1_y4;
+    err <= \$568 ;
   always @(posedge clk)
-    l1_y <= \$289 ;
+    error <= \$569 ;
   always @(posedge clk)
-    l2_u <= \$294 ;
+    row <= \$570 ;
   always @(posedge clk)
-    l2_xs <= \$297 ;
+    cur <= \$571 ;
   always @(posedge clk)
-    l2_eb <= \$300 ;
+    seg <= \$572 ;
   always @(posedge clk)
-    l2_g1 <= \$303 [95:64];
+    slot <= \$573 ;
   always @(posedge clk)
-    l2_be1 <= acc_rd__data[95:64];
+    pos <= \$574 ;
   always @(posedge clk)
-    l2_x1 <= \$305 [23:16];
+    ptr_p <= \$575 ;
   always @(posedge clk)
-    l2_t <= \$306 ;
+    \$signal$108  <= \$576 ;
   always @(posedge clk)
-    l2_dt <= \$307 ;
+    \$signal$109  <= \$577 ;
   always @(posedge clk)
-    l2_w <= l2_u[9:0];
+    ptr_d <= \$578 ;
   always @(posedge clk)
-    l2_n <= l2_u[23:16];
+    dv_num <= \$579 ;
   always @(posedge clk)
-    l2_c <= \$311 [22:0];
+    dv_den <= \$580 ;
   always @(posedge clk)
-    l2_pa <= \$312 ;
+    dv_rem <= \$581 ;
   always @(posedge clk)
-    l2_g2 <= l2_g1;
+    dv_q <= \$582 ;
   always @(posedge clk)
-    l2_be2 <= l2_be1;
+    dv_cnt <= \$583 ;
   always @(posedge clk)
-    l2_y2 <= \$313 ;
+    d_val <= \$584 ;
   always @(posedge clk)
-    l2_v <= \$317 [15:0];
+    zero_d <= \$585 ;
   always @(posedge clk)
-    l2_n3 <= l2_n;
+    sq_n <= \$586 ;
   always @(posedge clk)
-    l2_cr <= \$318 [47:0];
+    sq_rem <= \$587 ;
   always @(posedge clk)
-    l2_pe <= { \$319 [33], \$319  };
+    sq_root <= \$588 ;
   always @(posedge clk)
-    l2_g3 <= l2_g2;
+    sq_cnt <= \$589 ;
   always @(posedge clk)
-    l2_be3 <= l2_be2;
+    sh <= \$590 ;
   always @(posedge clk)
-    l2_y3 <= l2_y2;
+    recip <= \$591 ;
   always @(posedge clk)
-    l2_e <= \$334 [25:0];
-  always @(posedge clk)
-    l2_z <= \$339 [24:0];
-  always @(posedge clk)
-    l2_pe4 <= l2_pe;
-  always @(posedge clk)
-    l2_g4 <= l2_g3;
-  always @(posedge clk)
-    l2_be4 <= l2_be3;
-  always @(posedge clk)
-    l2_y4 <= l2_y3;
-  always @(posedge clk)
-    l2_prod <= \$340 [41:0];
-  always @(posedge clk)
-    l2_p <= \$346 ;
-  always @(posedge clk)
-    l2_y5 <= l2_y4;
-  always @(posedge clk)
-    l2_y <= \$382 ;
-  always @(posedge clk)
-    l3_u <= \$387 ;
-  always @(posedge clk)
-    l3_xs <= \$390 ;
-  always @(posedge clk)
-    l3_eb <= \$393 ;
-  always @(posedge clk)
-    l3_g1 <= \$396 [127:96];
-  always @(posedge clk)
-    l3_be1 <= acc_rd__data[127:96];
-  always @(posedge clk)
-    l3_x1 <= \$398 [31:24];
-  always @(posedge clk)
-    l3_t <= \$399 ;
-  always @(posedge clk)
-    l3_dt <= \$400 ;
-  always @(posedge clk)
-    l3_w <= l3_u[9:0];
-  always @(posedge clk)
-    l3_n <= l3_u[23:16];
-  always @(posedge clk)
-    l3_c <= \$404 [22:0];
-  always @(posedge clk)
-    l3_pa <= \$405 ;
-  always @(posedge clk)
-    l3_g2 <= l3_g1;
-  always @(posedge clk)
-    l3_be2 <= l3_be1;
-  always @(posedge clk)
-    l3_y2 <= \$406 ;
-  always @(posedge clk)
-    l3_v <= \$410 [15:0];
-  always @(posedge clk)
-    l3_n3 <= l3_n;
-  always @(posedge clk)
-    l3_cr <= \$411 [47:0];
-  always @(posedge clk)
-    l3_pe <= { \$412 [33], \$412  };
-  always @(posedge clk)
-    l3_g3 <= l3_g2;
-  always @(posedge clk)
-    l3_be3 <= l3_be2;
-  always @(posedge clk)
-    l3_y3 <= l3_y2;
-  always @(posedge clk)
-    l3_e <= \$427 [25:0];
-  always @(posedge clk)
-    l3_z <= \$432 [24:0];
-  always @(posedge clk)
-    l3_pe4 <= l3_pe;
-  always @(posedge clk)
-    l3_g4 <= l3_g3;
-  always @(posedge clk)
-    l3_be4 <= l3_be3;
-  always @(posedge clk)
-    l3_y4 <= l3_y3;
-  always @(posedge clk)
-    l3_prod <= \$433 [41:0];
-  always @(posedge clk)
-    l3_p <= \$439 ;
-  always @(posedge clk)
-    l3_y5 <= l3_y4;
-  always @(posedge clk)
-    l3_y <= \$475 ;
-  always @(posedge clk)
-    m_row <= \$928 ;
-  always @(posedge clk)
-    s_sum <= \$929 ;
-  always @(posedge clk)
-    s1 <= \$930 ;
-  always @(posedge clk)
-    s2 <= \$931 ;
-  always @(posedge clk)
-    inflight <= \$932 ;
-  always @(posedge clk)
-    pending_out <= \$933 ;
-  always @(posedge clk)
-    op <= \$934 ;
-  always @(posedge clk)
-    raw <= \$935 ;
-  always @(posedge clk)
-    sfu_fsm_state <= \$936 ;
-  always @(posedge clk)
-    \$signal$186  <= \$937 ;
-  always @(posedge clk)
-    \$signal  <= \$938 ;
-  always @(posedge clk)
-    \$signal$187  <= \$939 ;
-  always @(posedge clk)
-    \$signal$188  <= \$940 ;
-  always @(posedge clk)
-    dst <= \$941 ;
-  always @(posedge clk)
-    \$signal$13  <= \$942 ;
-  always @(posedge clk)
-    \$signal$39  <= \$943 ;
-  always @(posedge clk)
-    \$signal$41  <= \$944 ;
-  always @(posedge clk)
-    zo <= \$945 ;
-  always @(posedge clk)
-    \$signal$37  <= \$946 ;
-  always @(posedge clk)
-    shift <= \$947 ;
-  always @(posedge clk)
-    \$signal$190  <= \$948 ;
-  always @(posedge clk)
-    \$signal$191  <= \$949 ;
-  always @(posedge clk)
-    bet <= \$950 ;
-  always @(posedge clk)
-    \$signal$193  <= \$951 ;
-  always @(posedge clk)
-    eps_exp <= \$952 ;
-  always @(posedge clk)
-    \$signal$15  <= \$953 ;
-  always @(posedge clk)
-    reserved_bad <= \$954 ;
-  always @(posedge clk)
-    segs <= \$955 ;
-  always @(posedge clk)
-    span <= \$956 ;
-  always @(posedge clk)
-    err <= \$957 ;
-  always @(posedge clk)
-    error <= \$958 ;
-  always @(posedge clk)
-    row <= \$959 ;
-  always @(posedge clk)
-    cur <= \$960 ;
-  always @(posedge clk)
-    seg <= \$961 ;
-  always @(posedge clk)
-    slot <= \$962 ;
-  always @(posedge clk)
-    pos <= \$963 ;
-  always @(posedge clk)
-    ptr_p <= \$964 ;
-  always @(posedge clk)
-    \$signal$201  <= \$965 ;
-  always @(posedge clk)
-    \$signal$202  <= \$966 ;
-  always @(posedge clk)
-    ptr_d <= \$967 ;
-  always @(posedge clk)
-    dv_num <= \$968 ;
-  always @(posedge clk)
-    dv_den <= \$969 ;
-  always @(posedge clk)
-    dv_rem <= \$970 ;
-  always @(posedge clk)
-    dv_q <= \$971 ;
-  always @(posedge clk)
-    dv_cnt <= \$972 ;
-  always @(posedge clk)
-    d_val <= \$973 ;
-  always @(posedge clk)
-    zero_d <= \$974 ;
-  always @(posedge clk)
-    sq_n <= \$975 ;
-  always @(posedge clk)
-    sq_rem <= \$976 ;
-  always @(posedge clk)
-    sq_root <= \$977 ;
-  always @(posedge clk)
-    sq_cnt <= \$978 ;
-  always @(posedge clk)
-    sh <= \$979 ;
-  always @(posedge clk)
-    recip <= \$980 ;
+    recip_sm <= \$592 ;
   assign \$1  = op == 1'h1;
   assign \$2  = op == 2'h2;
   assign \$3  = \$1  | \$2 ;
@@ -42347,13 +40721,386 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \$17  = \$12  ? 2'h3 : \$16 ;
   assign \$18  = \$11  ? \$17  : 2'h1;
   assign \$19  = \$18  - 1'h1;
+  assign \$20  = slot == \$19 ;
+  assign \$21  = \$10  & \$20 ;
+  assign \$22  = | group_gap;
+  assign \$23  = group_gap - 1'h1;
+  assign \$24  = \$22  ? \$23  : 4'h0;
+  assign \$25  = \$21  ? 4'h3 : \$24 ;
+  assign \$26  = op == 1'h1;
+  assign \$27  = op == 2'h2;
+  assign \$28  = \$26  | \$27 ;
+  assign \$29  = cur == 3'h4;
+  assign \$30  = \$28  & \$29 ;
+  assign \$31  = | slot;
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = acc_rd__en & acc_rd__gnt;
+  assign \$34  = spad_rd__en & spad_rd__gnt;
+  assign \$35  = \$32  ? \$33  : \$34 ;
+  assign \$36  = cur == 3'h4;
+  assign \$37  = op == 1'h1;
+  assign \$38  = op == 2'h2;
+  assign \$39  = op == 3'h4;
+  assign \$40  = \$38  | \$39 ;
+  assign \$41  = \$40  ? 2'h2 : 2'h1;
+  assign \$42  = \$37  ? 2'h3 : \$41 ;
+  assign \$43  = \$36  ? \$42  : 2'h1;
+  assign \$44  = \$43  - 1'h1;
+  assign \$45  = slot == \$44 ;
+  assign \$46  = op == 1'h1;
+  assign \$47  = op == 2'h2;
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = cur == 3'h4;
+  assign \$50  = \$48  & \$49 ;
+  assign \$51  = | slot;
+  assign \$52  = \$50  & \$51 ;
+  assign \$53  = ! cur;
+  assign \$54  = \$signal  - pos;
+  assign \$55  = $signed(\$54 ) > $signed(1'h0);
+  assign \$56  = \$53  ? 1'h1 : \$55 ;
+  assign \$57  = ~ \$signal$14 ;
+  assign \$58  = | op;
+  assign \$59  = \$57  | \$58 ;
+  assign \$60  = row + \$signal$16 ;
+  assign \$61  = \$60  + 1'h1;
+  assign \$62  = \$61  - pos;
+  assign \$63  = $signed(\$62 ) > $signed(1'h0);
+  assign \$64  = \$59  | \$63 ;
+  assign \$65  = \$56  & \$64 ;
+  assign \$66  = ! cur;
+  assign \$67  = \$signal  - pos;
+  assign \$68  = $signed(\$67 ) > $signed(2'h1);
+  assign \$69  = \$66  ? 1'h1 : \$68 ;
+  assign \$70  = ~ \$signal$14 ;
+  assign \$71  = | op;
+  assign \$72  = \$70  | \$71 ;
+  assign \$73  = row + \$signal$16 ;
+  assign \$74  = \$73  + 1'h1;
+  assign \$75  = \$74  - pos;
+  assign \$76  = $signed(\$75 ) > $signed(2'h1);
+  assign \$77  = \$72  | \$76 ;
+  assign \$78  = \$69  & \$77 ;
+  assign \$79  = ! cur;
+  assign \$80  = \$signal  - pos;
+  assign \$81  = $signed(\$80 ) > $signed(3'h2);
+  assign \$82  = \$79  ? 1'h1 : \$81 ;
+  assign \$83  = ~ \$signal$14 ;
+  assign \$84  = | op;
+  assign \$85  = \$83  | \$84 ;
+  assign \$86  = row + \$signal$16 ;
+  assign \$87  = \$86  + 1'h1;
+  assign \$88  = \$87  - pos;
+  assign \$89  = $signed(\$88 ) > $signed(3'h2);
+  assign \$90  = \$85  | \$89 ;
+  assign \$91  = \$82  & \$90 ;
+  assign \$92  = ! cur;
+  assign \$93  = \$signal  - pos;
+  assign \$94  = $signed(\$93 ) > $signed(3'h3);
+  assign \$95  = \$92  ? 1'h1 : \$94 ;
+  assign \$96  = ~ \$signal$14 ;
+  assign \$97  = | op;
+  assign \$98  = \$96  | \$97 ;
+  assign \$99  = row + \$signal$16 ;
+  assign \$100  = \$99  + 1'h1;
+  assign \$101  = \$100  - pos;
+  assign \$102  = $signed(\$101 ) > $signed(3'h3);
+  assign \$103  = \$98  | \$102 ;
+  assign \$104  = \$95  & \$103 ;
+  assign \$105  = ~ rd_tag2[4];
+  assign \$106  = rd_tag2[0] & \$105 ;
+  assign \$107  = ! rd_tag2[2:1];
+  assign \$108  = \$106  & \$107 ;
+  assign \$109  = ~ rd_tag2[4];
+  assign \$110  = rd_tag2[0] & \$109 ;
+  assign \$111  = rd_tag2[2:1] == 1'h1;
+  assign \$112  = \$110  & \$111 ;
+  assign \$113  = rd_tag2[0] & rd_tag2[4];
+  assign \$114  = rd_tag2[2:1] == 1'h1;
+  assign \$115  = \$113  & \$114 ;
+  assign \$116  = rd_tag2[0] & rd_tag2[3];
+  assign \$117  = ! rd_tag2[2:1];
+  assign \$118  = \$117  ? spad_rd__data : lat_x;
+  assign \$119  = rd_tag2[2:1] == 1'h1;
+  assign \$120  = \$119  ? spad_rd__data : lat_b;
+  assign \$121  = rd_tag2[2:1] == 1'h1;
+  assign \$122  = rd_tag2[4] & \$121 ;
+  assign \$123  = \$122  ? acc_rd__data : lat_g;
+  assign \$124  = grp + 1'h1;
+  assign \$125  = grp == 2'h3;
+  assign \$718  = grp * 4'h8;
+  assign \$126  = seg_x >> \$718 ;
+  assign \$127  = \$126  + 8'h80;
+  assign \$128  = seg_meta[6:3] >> grp;
+  assign \$129  = grp == 2'h3;
+  assign \$130  = seg_meta[6:3] >> grp;
+  assign \$725  = grp * 4'h8;
+  assign \$131  = seg_x >> \$725 ;
+  assign \$132  = $signed(m_row) - $signed(\$131 );
+  assign \$133  = \$130  ? \$132  : 9'h000;
+  assign \$134  = \$133 [7:0] * \$signal$42 ;
+  assign \$731  = grp * 4'h8;
+  assign \$135  = seg_x >> \$731 ;
+  assign \$136  = $signed(\$135 ) - $signed(\$signal$44 );
+  assign \$735  = grp * 4'h8;
+  assign \$137  = seg_b >> \$735 ;
+  assign \$138  = $signed(\$137 ) - $signed(\$signal$46 );
+  assign \$739  = grp * 6'h20;
+  assign \$139  = seg_g >> \$739 ;
+  assign \$742  = grp * 6'h20;
+  assign \$140  = seg_beta >> \$742 ;
+  assign \$143  = $signed({ 1'h0, \$signal  }) * $signed(l0_xs);
+  assign \$144  = op == 1'h1;
+  assign \$145  = \$144  ? s1 : 22'h000000;
+  assign \$146  = $signed(\$143 ) - $signed(\$145 );
+  assign \$147  = $signed(l0_xs) * $signed(l0_eb);
+  assign \$752  = lut0_sel * 4'h8;
+  assign \$148  = rp__data >> \$752 ;
+  assign \$149  = l0_dt * l0_w;
+  assign \$150  = \$149  + 10'h200;
+  assign \$152  = l0_t - \$151 ;
+  assign \$153  = $signed(l0_c) * $signed({ 1'h0, recip });
+  assign \$154  = $signed(l0_pa) * $signed({ 1'h0, \$signal$42  });
+  assign \$155  = l0_n3 - 4'ha;
+  assign \$156  = $signed(\$155 ) <= $signed(1'h0);
+  assign \$157  = l0_n3 - 4'ha;
+  assign \$158  = - $signed(\$157 );
+  assign \$159  = l0_v << \$158 [3:0];
+  assign \$160  = l0_n3 - 4'ha;
+  assign \$161  = $signed(\$160 ) >= $signed(6'h11);
+  assign \$162  = l0_n3 - 4'ha;
+  assign \$163  = $signed(\$162 ) - $signed(2'h1);
+  assign \$164  = 1'h1 << \$163 [4:0];
+  assign \$165  = l0_v + \$164 ;
+  assign \$166  = l0_n3 - 4'ha;
+  assign \$167  = \$165  >> \$166 [4:0];
+  assign \$168  = \$161  ? 49'h0000000000000 : \$167 ;
+  assign \$169  = \$156  ? { 18'h00000, \$159  } : \$168 ;
+  assign \$170  = sh - 1'h1;
+  assign \$171  = 1'h1 << \$170 [5:0];
+  assign \$172  = $signed(l0_cr) + $signed({ 1'h0, \$171  });
+  assign \$173  = $signed(\$172 ) >>> sh;
+  assign \$174  = zero_d ? 113'h00000000000000000000000000000 : \$173 ;
+  assign \$175  = l0_e * recip_sm;
+  assign \$176  = op == 3'h4;
+  assign \$177  = $signed(l0_z) * $signed(l0_g4);
+  assign \$178  = op == 1'h1;
+  assign \$179  = \$178  ? l0_be4 : 32'd0;
+  assign \$180  = $signed(\$177 ) + $signed(\$179 );
+  assign \$181  = \$176  ? { l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4 } : \$180 ;
+  assign \$182  = ! op;
+  assign \$183  = l0_prod + 34'h200000000;
+  assign \$185  = \$184  > 7'h7f;
+  assign \$186  = l0_prod + 34'h200000000;
+  assign \$188  = \$185  ? 43'h0000000007f : \$187 ;
+  assign \$189  = op == 2'h3;
+  assign \$190  = ! shift;
+  assign \$191  = $signed(l0_p) >>> shift;
+  assign \$192  = shift - 1'h1;
+  assign \$193  = $signed(l0_p) >>> \$192 [5:0];
+  assign \$194  = $signed(\$191 ) + $signed({ 1'h0, \$193 [0] });
+  assign \$195  = \$190  ? { l0_p[57], l0_p } : \$194 ;
+  assign \$196  = $signed(\$195 ) + $signed(zo);
+  assign \$197  = $signed(\$196 ) > $signed(8'h7f);
+  assign \$198  = ! shift;
+  assign \$199  = $signed(l0_p) >>> shift;
+  assign \$200  = shift - 1'h1;
+  assign \$201  = $signed(l0_p) >>> \$200 [5:0];
+  assign \$202  = $signed(\$199 ) + $signed({ 1'h0, \$201 [0] });
+  assign \$203  = \$198  ? { l0_p[57], l0_p } : \$202 ;
+  assign \$204  = $signed(\$203 ) + $signed(zo);
+  assign \$205  = $signed(\$204 ) < $signed(8'h80);
+  assign \$206  = ! shift;
+  assign \$207  = $signed(l0_p) >>> shift;
+  assign \$208  = shift - 1'h1;
+  assign \$209  = $signed(l0_p) >>> \$208 [5:0];
+  assign \$210  = $signed(\$207 ) + $signed({ 1'h0, \$209 [0] });
+  assign \$211  = \$206  ? { l0_p[57], l0_p } : \$210 ;
+  assign \$212  = $signed(\$211 ) + $signed(zo);
+  assign \$213  = \$205  ? 60'hfffffffffffff80 : \$212 ;
+  assign \$214  = \$197  ? 60'h00000000000007f : \$213 ;
+  assign \$215  = \$189  ? l0_y5 : \$214 [7:0];
+  assign \$216  = \$182  ? \$188 [7:0] : \$215 ;
+  assign \$217  = e5_meta[4] ? \$216  : 8'h00;
+  assign \$218  = seg_meta[2:0] == 1'h1;
+  assign \$219  = grp_busy & \$218 ;
+  assign \$220  = e4_meta[3:1] == 2'h2;
+  assign \$221  = e4_meta[0] & \$220 ;
+  assign \$222  = e1_meta[3:1] == 2'h3;
+  assign \$223  = e1_meta[0] & \$222 ;
+  assign \$224  = seg_meta[6:3] >> grp;
+  assign \$831  = grp * 4'h8;
+  assign \$225  = seg_x >> \$831 ;
+  assign \$226  = \$224  ? \$225  : 8'h80;
+  assign \$227  = $signed(\$226 ) > $signed(m_row);
+  assign \$228  = seg_meta[6:3] >> grp;
+  assign \$837  = grp * 4'h8;
+  assign \$229  = seg_x >> \$837 ;
+  assign \$230  = \$228  ? \$229  : 8'h80;
+  assign \$231  = \$227  ? \$230  : m_row;
+  assign \$232  = e4_meta[4] ? l0_e : 26'h0000000;
+  assign \$233  = s_sum + \$232 ;
+  assign \$234  = e1_meta[4] ? l0_xs : 9'h000;
+  assign \$235  = $signed(s1) + $signed(\$234 );
+  assign \$236  = e1_meta[4] ? l0_xs : 9'h000;
+  assign \$237  = e1_meta[4] ? l0_xs : 9'h000;
+  assign \$238  = $signed(\$236 ) * $signed(\$237 );
+  assign \$239  = $signed({ 1'h0, s2 }) + $signed(\$238 );
+  assign \$240  = op == 1'h1;
+  assign \$241  = op == 2'h2;
+  assign \$242  = \$240  | \$241 ;
+  assign \$243  = cur == 3'h4;
+  assign \$244  = \$242  & \$243 ;
+  assign \$245  = | slot;
+  assign \$246  = \$244  & \$245 ;
+  assign \$247  = acc_rd__en & acc_rd__gnt;
+  assign \$248  = spad_rd__en & spad_rd__gnt;
+  assign \$249  = \$246  ? \$247  : \$248 ;
+  assign \$250  = ! slot;
+  assign \$251  = \$249  & \$250 ;
+  assign \$252  = inflight + \$251 ;
+  assign \$253  = e6_meta[0] & e6_meta[21];
+  assign \$254  = \$252  - \$253 ;
+  assign \$255  = op == 1'h1;
+  assign \$256  = op == 2'h2;
+  assign \$257  = \$255  | \$256 ;
+  assign \$258  = cur == 3'h4;
+  assign \$259  = \$257  & \$258 ;
+  assign \$260  = | slot;
+  assign \$261  = \$259  & \$260 ;
+  assign \$262  = acc_rd__en & acc_rd__gnt;
+  assign \$263  = spad_rd__en & spad_rd__gnt;
+  assign \$264  = \$261  ? \$262  : \$263 ;
+  assign \$265  = ! slot;
+  assign \$266  = \$264  & \$265 ;
+  assign \$267  = cur == 3'h4;
+  assign \$268  = \$266  & \$267 ;
+  assign \$269  = pending_out + \$268 ;
+  assign \$270  = e6_meta[0] & e6_meta[21];
+  assign \$271  = e6_meta[3:1] == 3'h4;
+  assign \$272  = \$270  & \$271 ;
+  assign \$273  = \$269  - \$272 ;
+  assign \$274  = | raw[223:125];
+  assign \$275  = | raw[223:176];
+  assign \$276  = | raw[223:112];
+  assign \$277  = | raw[223:158];
+  assign \$278  = \$signal  + 2'h3;
+  assign \$280  = segs - 1'h1;
+  assign \$281  = \$280 [15:0] * \$signal$94 ;
+  assign \$282  = ! \$signal$93 ;
+  assign \$283  = ! \$signal ;
+  assign \$284  = \$282  | \$283 ;
+  assign \$285  = op == 1'h1;
+  assign \$286  = op == 2'h2;
+  assign \$287  = \$285  | \$286 ;
+  assign \$288  = \$signal  > 13'h1000;
+  assign \$289  = \$287  & \$288 ;
+  assign \$290  = \$284  | \$289 ;
+  assign \$291  = \$signal$95  + span;
+  assign \$292  = \$291  + \$signal$93 ;
+  assign \$293  = \$292  - 1'h1;
+  assign \$294  = $signed(\$293 ) >= $signed(16'h4000);
+  assign \$295  = dst + span;
+  assign \$296  = \$295  + \$signal$93 ;
+  assign \$297  = \$296  - 1'h1;
+  assign \$298  = $signed(\$297 ) >= $signed(16'h4000);
+  assign \$299  = \$294  | \$298 ;
+  assign \$300  = op == 3'h4;
+  assign \$301  = \$signal$97  + span;
+  assign \$302  = \$301  + \$signal$93 ;
+  assign \$303  = \$302  - 1'h1;
+  assign \$304  = $signed(\$303 ) >= $signed(16'h4000);
+  assign \$305  = \$300  & \$304 ;
+  assign \$306  = \$299  | \$305 ;
+  assign \$307  = op == 2'h3;
+  assign \$308  = \$signal$97  + 6'h3f;
+  assign \$309  = \$308  >= 15'h4000;
+  assign \$310  = \$307  & \$309 ;
+  assign \$311  = \$306  | \$310 ;
+  assign \$312  = op == 1'h1;
+  assign \$313  = op == 2'h2;
+  assign \$314  = \$312  | \$313 ;
+  assign \$315  = \$signal$98  + segs;
+  assign \$316  = \$315  - 1'h1;
+  assign \$317  = $signed(\$316 ) >= $signed(15'h2000);
+  assign \$318  = \$314  & \$317 ;
+  assign \$319  = \$311  | \$318 ;
+  assign \$320  = op == 1'h1;
+  assign \$321  = bet + segs;
+  assign \$322  = \$321  - 1'h1;
+  assign \$323  = $signed(\$322 ) >= $signed(15'h2000);
+  assign \$324  = \$320  & \$323 ;
+  assign \$325  = \$319  | \$324 ;
+  assign \$326  = | err;
+  assign \$327  = op == 2'h3;
+  assign \$328  = \$signal$95  + row;
+  assign \$329  = \$signal$97  + row;
+  assign \$330  = dst + row;
+  assign \$331  = ! op;
+  assign \$332  = op == 1'h1;
+  assign \$333  = op == 2'h2;
+  assign \$334  = \$332  | \$333 ;
+  assign \$335  = \$334  ? 3'h3 : 3'h4;
+  assign \$336  = \$331  ? 3'h1 : \$335 ;
+  assign \$337  = op == 1'h1;
+  assign \$338  = op == 2'h2;
+  assign \$339  = \$337  | \$338 ;
+  assign \$340  = cur == 3'h4;
+  assign \$341  = \$339  & \$340 ;
+  assign \$342  = | slot;
+  assign \$343  = \$341  & \$342 ;
+  assign \$344  = acc_rd__en & acc_rd__gnt;
+  assign \$345  = spad_rd__en & spad_rd__gnt;
+  assign \$346  = \$343  ? \$344  : \$345 ;
+  assign \$347  = cur == 3'h4;
+  assign \$348  = op == 1'h1;
+  assign \$349  = op == 2'h2;
+  assign \$350  = op == 3'h4;
+  assign \$351  = \$349  | \$350 ;
+  assign \$352  = \$351  ? 2'h2 : 2'h1;
+  assign \$353  = \$348  ? 2'h3 : \$352 ;
+  assign \$354  = \$347  ? \$353  : 2'h1;
+  assign \$355  = \$354  - 1'h1;
+  assign \$356  = slot == \$355 ;
+  assign \$357  = slot + 1'h1;
+  assign \$358  = \$356  ? 3'h0 : \$357 ;
+  assign \$359  = op == 1'h1;
+  assign \$360  = op == 2'h2;
+  assign \$361  = \$359  | \$360 ;
+  assign \$362  = cur == 3'h4;
+  assign \$363  = \$361  & \$362 ;
+  assign \$364  = | slot;
+  assign \$365  = \$363  & \$364 ;
+  assign \$366  = acc_rd__en & acc_rd__gnt;
+  assign \$367  = spad_rd__en & spad_rd__gnt;
+  assign \$368  = \$365  ? \$366  : \$367 ;
+  assign \$369  = cur == 3'h4;
+  assign \$370  = op == 1'h1;
+  assign \$371  = op == 2'h2;
+  assign \$372  = op == 3'h4;
+  assign \$373  = \$371  | \$372 ;
+  assign \$374  = \$373  ? 2'h2 : 2'h1;
+  assign \$375  = \$370  ? 2'h3 : \$374 ;
+  assign \$376  = \$369  ? \$375  : 2'h1;
+  assign \$377  = \$376  - 1'h1;
+  assign \$378  = slot == \$377 ;
+  assign \$379  = \$368  & \$378 ;
+  assign \$380  = seg + 1'h1;
+  assign \$381  = pos + 3'h4;
+  assign \$382  = ptr_p + 1'h1;
+  assign \$383  = \$signal$108  + \$signal$94 ;
+  assign \$384  = \$signal$109  + \$signal$94 ;
+  assign \$385  = ptr_d + \$signal$94 ;
+  assign \$386  = seg + 1'h1;
+  assign \$387  = ! cur;
+  assign \$388  = \$387  ? 17'h00040 : segs;
+  assign \$389  = \$386  == \$388 ;
   \kaki_soc_4x4.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$11807$8 (e6_meta[21:8]),
-    .\port$11839$0 (l0_y),
-    .\port$11871$0 (l1_y),
-    .\port$11903$0 (l2_y),
-    .\port$11935$0 (l3_y),
+    .\port$11028$5 (e6_meta[18:5]),
+    .\port$8443$0 (\$493 ),
+    .\port$8445$0 (\$495 ),
+    .\port$8447$0 (\$497 ),
+    .\port$8449$0 (\$499 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -42364,1079 +41111,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l0_u[15:10])
-      6'h00:
-          \$120  = 16'h8000;
-      6'h01:
-          \$120  = 16'h7e9f;
-      6'h02:
-          \$120  = 16'h7d42;
-      6'h03:
-          \$120  = 16'h7be8;
-      6'h04:
-          \$120  = 16'h7a93;
-      6'h05:
-          \$120  = 16'h7941;
-      6'h06:
-          \$120  = 16'h77f2;
-      6'h07:
-          \$120  = 16'h76a8;
-      6'h08:
-          \$120  = 16'h7560;
-      6'h09:
-          \$120  = 16'h741d;
-      6'h0a:
-          \$120  = 16'h72dd;
-      6'h0b:
-          \$120  = 16'h71a0;
-      6'h0c:
-          \$120  = 16'h7066;
-      6'h0d:
-          \$120  = 16'h6f30;
-      6'h0e:
-          \$120  = 16'h6dfe;
-      6'h0f:
-          \$120  = 16'h6ccf;
-      6'h10:
-          \$120  = 16'h6ba2;
-      6'h11:
-          \$120  = 16'h6a7a;
-      6'h12:
-          \$120  = 16'h6954;
-      6'h13:
-          \$120  = 16'h6832;
-      6'h14:
-          \$120  = 16'h6712;
-      6'h15:
-          \$120  = 16'h65f6;
-      6'h16:
-          \$120  = 16'h64dd;
-      6'h17:
-          \$120  = 16'h63c7;
-      6'h18:
-          \$120  = 16'h62b4;
-      6'h19:
-          \$120  = 16'h61a3;
-      6'h1a:
-          \$120  = 16'h6096;
-      6'h1b:
-          \$120  = 16'h5f8c;
-      6'h1c:
-          \$120  = 16'h5e84;
-      6'h1d:
-          \$120  = 16'h5d80;
-      6'h1e:
-          \$120  = 16'h5c7e;
-      6'h1f:
-          \$120  = 16'h5b7f;
-      6'h20:
-          \$120  = 16'h5a82;
-      6'h21:
-          \$120  = 16'h5989;
-      6'h22:
-          \$120  = 16'h5892;
-      6'h23:
-          \$120  = 16'h579e;
-      6'h24:
-          \$120  = 16'h56ac;
-      6'h25:
-          \$120  = 16'h55bd;
-      6'h26:
-          \$120  = 16'h54d1;
-      6'h27:
-          \$120  = 16'h53e7;
-      6'h28:
-          \$120  = 16'h52ff;
-      6'h29:
-          \$120  = 16'h521b;
-      6'h2a:
-          \$120  = 16'h5138;
-      6'h2b:
-          \$120  = 16'h5058;
-      6'h2c:
-          \$120  = 16'h4f7b;
-      6'h2d:
-          \$120  = 16'h4e9f;
-      6'h2e:
-          \$120  = 16'h4dc7;
-      6'h2f:
-          \$120  = 16'h4cf0;
-      6'h30:
-          \$120  = 16'h4c1c;
-      6'h31:
-          \$120  = 16'h4b4a;
-      6'h32:
-          \$120  = 16'h4a7a;
-      6'h33:
-          \$120  = 16'h49ad;
-      6'h34:
-          \$120  = 16'h48e2;
-      6'h35:
-          \$120  = 16'h4819;
-      6'h36:
-          \$120  = 16'h4752;
-      6'h37:
-          \$120  = 16'h468d;
-      6'h38:
-          \$120  = 16'h45cb;
-      6'h39:
-          \$120  = 16'h450a;
-      6'h3a:
-          \$120  = 16'h444c;
-      6'h3b:
-          \$120  = 16'h4390;
-      6'h3c:
-          \$120  = 16'h42d5;
-      6'h3d:
-          \$120  = 16'h421d;
-      6'h3e:
-          \$120  = 16'h4167;
-      6'h3f:
-          \$120  = 16'h40b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l0_u[15:10])
-      6'h00:
-          \$121  = 9'h161;
-      6'h01:
-          \$121  = 9'h15d;
-      6'h02:
-          \$121  = 9'h15a;
-      6'h03:
-          \$121  = 9'h155;
-      6'h04:
-          \$121  = 9'h152;
-      6'h05:
-          \$121  = 9'h14f;
-      6'h06:
-          \$121  = 9'h14a;
-      6'h07:
-          \$121  = 9'h148;
-      6'h08:
-          \$121  = 9'h143;
-      6'h09:
-          \$121  = 9'h140;
-      6'h0a:
-          \$121  = 9'h13d;
-      6'h0b:
-          \$121  = 9'h13a;
-      6'h0c:
-          \$121  = 9'h136;
-      6'h0d:
-          \$121  = 9'h132;
-      6'h0e:
-          \$121  = 9'h12f;
-      6'h0f:
-          \$121  = 9'h12d;
-      6'h10:
-          \$121  = 9'h128;
-      6'h11:
-          \$121  = 9'h126;
-      6'h12:
-          \$121  = 9'h122;
-      6'h13:
-          \$121  = 9'h120;
-      6'h14:
-          \$121  = 9'h11c;
-      6'h15:
-          \$121  = 9'h119;
-      6'h16:
-          \$121  = 9'h116;
-      6'h17:
-          \$121  = 9'h113;
-      6'h18:
-          \$121  = 9'h111;
-      6'h19:
-          \$121  = 9'h10d;
-      6'h1a:
-          \$121  = 9'h10a;
-      6'h1b:
-          \$121  = 9'h108;
-      6'h1c:
-          \$121  = 9'h104;
-      6'h1d:
-          \$121  = 9'h102;
-      6'h1e:
-          \$121  = 9'h0ff;
-      6'h1f:
-          \$121  = 9'h0fd;
-      6'h20:
-          \$121  = 9'h0f9;
-      6'h21:
-          \$121  = 9'h0f7;
-      6'h22:
-          \$121  = 9'h0f4;
-      6'h23:
-          \$121  = 9'h0f2;
-      6'h24:
-          \$121  = 9'h0ef;
-      6'h25:
-          \$121  = 9'h0ec;
-      6'h26:
-          \$121  = 9'h0ea;
-      6'h27:
-          \$121  = 9'h0e8;
-      6'h28:
-          \$121  = 9'h0e4;
-      6'h29:
-          \$121  = 9'h0e3;
-      6'h2a:
-          \$121  = 9'h0e0;
-      6'h2b:
-          \$121  = 9'h0dd;
-      6'h2c:
-          \$121  = 9'h0dc;
-      6'h2d:
-          \$121  = 9'h0d8;
-      6'h2e:
-          \$121  = 9'h0d7;
-      6'h2f:
-          \$121  = 9'h0d4;
-      6'h30:
-          \$121  = 9'h0d2;
-      6'h31:
-          \$121  = 9'h0d0;
-      6'h32:
-          \$121  = 9'h0cd;
-      6'h33:
-          \$121  = 9'h0cb;
-      6'h34:
-          \$121  = 9'h0c9;
-      6'h35:
-          \$121  = 9'h0c7;
-      6'h36:
-          \$121  = 9'h0c5;
-      6'h37:
-          \$121  = 9'h0c2;
-      6'h38:
-          \$121  = 9'h0c1;
-      6'h39:
-          \$121  = 9'h0be;
-      6'h3a:
-          \$121  = 9'h0bc;
-      6'h3b:
-          \$121  = 9'h0bb;
-      6'h3c:
-          \$121  = 9'h0b8;
-      6'h3d:
-          \$121  = 9'h0b6;
-      6'h3e:
-          \$121  = 9'h0b5;
-      6'h3f:
-          \$121  = 9'h0b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l1_u[15:10])
-      6'h00:
-          \$213  = 16'h8000;
-      6'h01:
-          \$213  = 16'h7e9f;
-      6'h02:
-          \$213  = 16'h7d42;
-      6'h03:
-          \$213  = 16'h7be8;
-      6'h04:
-          \$213  = 16'h7a93;
-      6'h05:
-          \$213  = 16'h7941;
-      6'h06:
-          \$213  = 16'h77f2;
-      6'h07:
-          \$213  = 16'h76a8;
-      6'h08:
-          \$213  = 16'h7560;
-      6'h09:
-          \$213  = 16'h741d;
-      6'h0a:
-          \$213  = 16'h72dd;
-      6'h0b:
-          \$213  = 16'h71a0;
-      6'h0c:
-          \$213  = 16'h7066;
-      6'h0d:
-          \$213  = 16'h6f30;
-      6'h0e:
-          \$213  = 16'h6dfe;
-      6'h0f:
-          \$213  = 16'h6ccf;
-      6'h10:
-          \$213  = 16'h6ba2;
-      6'h11:
-          \$213  = 16'h6a7a;
-      6'h12:
-          \$213  = 16'h6954;
-      6'h13:
-          \$213  = 16'h6832;
-      6'h14:
-          \$213  = 16'h6712;
-      6'h15:
-          \$213  = 16'h65f6;
-      6'h16:
-          \$213  = 16'h64dd;
-      6'h17:
-          \$213  = 16'h63c7;
-      6'h18:
-          \$213  = 16'h62b4;
-      6'h19:
-          \$213  = 16'h61a3;
-      6'h1a:
-          \$213  = 16'h6096;
-      6'h1b:
-          \$213  = 16'h5f8c;
-      6'h1c:
-          \$213  = 16'h5e84;
-      6'h1d:
-          \$213  = 16'h5d80;
-      6'h1e:
-          \$213  = 16'h5c7e;
-      6'h1f:
-          \$213  = 16'h5b7f;
-      6'h20:
-          \$213  = 16'h5a82;
-      6'h21:
-          \$213  = 16'h5989;
-      6'h22:
-          \$213  = 16'h5892;
-      6'h23:
-          \$213  = 16'h579e;
-      6'h24:
-          \$213  = 16'h56ac;
-      6'h25:
-          \$213  = 16'h55bd;
-      6'h26:
-          \$213  = 16'h54d1;
-      6'h27:
-          \$213  = 16'h53e7;
-      6'h28:
-          \$213  = 16'h52ff;
-      6'h29:
-          \$213  = 16'h521b;
-      6'h2a:
-          \$213  = 16'h5138;
-      6'h2b:
-          \$213  = 16'h5058;
-      6'h2c:
-          \$213  = 16'h4f7b;
-      6'h2d:
-          \$213  = 16'h4e9f;
-      6'h2e:
-          \$213  = 16'h4dc7;
-      6'h2f:
-          \$213  = 16'h4cf0;
-      6'h30:
-          \$213  = 16'h4c1c;
-      6'h31:
-          \$213  = 16'h4b4a;
-      6'h32:
-          \$213  = 16'h4a7a;
-      6'h33:
-          \$213  = 16'h49ad;
-      6'h34:
-          \$213  = 16'h48e2;
-      6'h35:
-          \$213  = 16'h4819;
-      6'h36:
-          \$213  = 16'h4752;
-      6'h37:
-          \$213  = 16'h468d;
-      6'h38:
-          \$213  = 16'h45cb;
-      6'h39:
-          \$213  = 16'h450a;
-      6'h3a:
-          \$213  = 16'h444c;
-      6'h3b:
-          \$213  = 16'h4390;
-      6'h3c:
-          \$213  = 16'h42d5;
-      6'h3d:
-          \$213  = 16'h421d;
-      6'h3e:
-          \$213  = 16'h4167;
-      6'h3f:
-          \$213  = 16'h40b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l1_u[15:10])
-      6'h00:
-          \$214  = 9'h161;
-      6'h01:
-          \$214  = 9'h15d;
-      6'h02:
-          \$214  = 9'h15a;
-      6'h03:
-          \$214  = 9'h155;
-      6'h04:
-          \$214  = 9'h152;
-      6'h05:
-          \$214  = 9'h14f;
-      6'h06:
-          \$214  = 9'h14a;
-      6'h07:
-          \$214  = 9'h148;
-      6'h08:
-          \$214  = 9'h143;
-      6'h09:
-          \$214  = 9'h140;
-      6'h0a:
-          \$214  = 9'h13d;
-      6'h0b:
-          \$214  = 9'h13a;
-      6'h0c:
-          \$214  = 9'h136;
-      6'h0d:
-          \$214  = 9'h132;
-      6'h0e:
-          \$214  = 9'h12f;
-      6'h0f:
-          \$214  = 9'h12d;
-      6'h10:
-          \$214  = 9'h128;
-      6'h11:
-          \$214  = 9'h126;
-      6'h12:
-          \$214  = 9'h122;
-      6'h13:
-          \$214  = 9'h120;
-      6'h14:
-          \$214  = 9'h11c;
-      6'h15:
-          \$214  = 9'h119;
-      6'h16:
-          \$214  = 9'h116;
-      6'h17:
-          \$214  = 9'h113;
-      6'h18:
-          \$214  = 9'h111;
-      6'h19:
-          \$214  = 9'h10d;
-      6'h1a:
-          \$214  = 9'h10a;
-      6'h1b:
-          \$214  = 9'h108;
-      6'h1c:
-          \$214  = 9'h104;
-      6'h1d:
-          \$214  = 9'h102;
-      6'h1e:
-          \$214  = 9'h0ff;
-      6'h1f:
-          \$214  = 9'h0fd;
-      6'h20:
-          \$214  = 9'h0f9;
-      6'h21:
-          \$214  = 9'h0f7;
-      6'h22:
-          \$214  = 9'h0f4;
-      6'h23:
-          \$214  = 9'h0f2;
-      6'h24:
-          \$214  = 9'h0ef;
-      6'h25:
-          \$214  = 9'h0ec;
-      6'h26:
-          \$214  = 9'h0ea;
-      6'h27:
-          \$214  = 9'h0e8;
-      6'h28:
-          \$214  = 9'h0e4;
-      6'h29:
-          \$214  = 9'h0e3;
-      6'h2a:
-          \$214  = 9'h0e0;
-      6'h2b:
-          \$214  = 9'h0dd;
-      6'h2c:
-          \$214  = 9'h0dc;
-      6'h2d:
-          \$214  = 9'h0d8;
-      6'h2e:
-          \$214  = 9'h0d7;
-      6'h2f:
-          \$214  = 9'h0d4;
-      6'h30:
-          \$214  = 9'h0d2;
-      6'h31:
-          \$214  = 9'h0d0;
-      6'h32:
-          \$214  = 9'h0cd;
-      6'h33:
-          \$214  = 9'h0cb;
-      6'h34:
-          \$214  = 9'h0c9;
-      6'h35:
-          \$214  = 9'h0c7;
-      6'h36:
-          \$214  = 9'h0c5;
-      6'h37:
-          \$214  = 9'h0c2;
-      6'h38:
-          \$214  = 9'h0c1;
-      6'h39:
-          \$214  = 9'h0be;
-      6'h3a:
-          \$214  = 9'h0bc;
-      6'h3b:
-          \$214  = 9'h0bb;
-      6'h3c:
-          \$214  = 9'h0b8;
-      6'h3d:
-          \$214  = 9'h0b6;
-      6'h3e:
-          \$214  = 9'h0b5;
-      6'h3f:
-          \$214  = 9'h0b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l2_u[15:10])
-      6'h00:
-          \$306  = 16'h8000;
-      6'h01:
-          \$306  = 16'h7e9f;
-      6'h02:
-          \$306  = 16'h7d42;
-      6'h03:
-          \$306  = 16'h7be8;
-      6'h04:
-          \$306  = 16'h7a93;
-      6'h05:
-          \$306  = 16'h7941;
-      6'h06:
-          \$306  = 16'h77f2;
-      6'h07:
-          \$306  = 16'h76a8;
-      6'h08:
-          \$306  = 16'h7560;
-      6'h09:
-          \$306  = 16'h741d;
-      6'h0a:
-          \$306  = 16'h72dd;
-      6'h0b:
-          \$306  = 16'h71a0;
-      6'h0c:
-          \$306  = 16'h7066;
-      6'h0d:
-          \$306  = 16'h6f30;
-      6'h0e:
-          \$306  = 16'h6dfe;
-      6'h0f:
-          \$306  = 16'h6ccf;
-      6'h10:
-          \$306  = 16'h6ba2;
-      6'h11:
-          \$306  = 16'h6a7a;
-      6'h12:
-          \$306  = 16'h6954;
-      6'h13:
-          \$306  = 16'h6832;
-      6'h14:
-          \$306  = 16'h6712;
-      6'h15:
-          \$306  = 16'h65f6;
-      6'h16:
-          \$306  = 16'h64dd;
-      6'h17:
-          \$306  = 16'h63c7;
-      6'h18:
-          \$306  = 16'h62b4;
-      6'h19:
-          \$306  = 16'h61a3;
-      6'h1a:
-          \$306  = 16'h6096;
-      6'h1b:
-          \$306  = 16'h5f8c;
-      6'h1c:
-          \$306  = 16'h5e84;
-      6'h1d:
-          \$306  = 16'h5d80;
-      6'h1e:
-          \$306  = 16'h5c7e;
-      6'h1f:
-          \$306  = 16'h5b7f;
-      6'h20:
-          \$306  = 16'h5a82;
-      6'h21:
-          \$306  = 16'h5989;
-      6'h22:
-          \$306  = 16'h5892;
-      6'h23:
-          \$306  = 16'h579e;
-      6'h24:
-          \$306  = 16'h56ac;
-      6'h25:
-          \$306  = 16'h55bd;
-      6'h26:
-          \$306  = 16'h54d1;
-      6'h27:
-          \$306  = 16'h53e7;
-      6'h28:
-          \$306  = 16'h52ff;
-      6'h29:
-          \$306  = 16'h521b;
-      6'h2a:
-          \$306  = 16'h5138;
-      6'h2b:
-          \$306  = 16'h5058;
-      6'h2c:
-          \$306  = 16'h4f7b;
-      6'h2d:
-          \$306  = 16'h4e9f;
-      6'h2e:
-          \$306  = 16'h4dc7;
-      6'h2f:
-          \$306  = 16'h4cf0;
-      6'h30:
-          \$306  = 16'h4c1c;
-      6'h31:
-          \$306  = 16'h4b4a;
-      6'h32:
-          \$306  = 16'h4a7a;
-      6'h33:
-          \$306  = 16'h49ad;
-      6'h34:
-          \$306  = 16'h48e2;
-      6'h35:
-          \$306  = 16'h4819;
-      6'h36:
-          \$306  = 16'h4752;
-      6'h37:
-          \$306  = 16'h468d;
-      6'h38:
-          \$306  = 16'h45cb;
-      6'h39:
-          \$306  = 16'h450a;
-      6'h3a:
-          \$306  = 16'h444c;
-      6'h3b:
-          \$306  = 16'h4390;
-      6'h3c:
-          \$306  = 16'h42d5;
-      6'h3d:
-          \$306  = 16'h421d;
-      6'h3e:
-          \$306  = 16'h4167;
-      6'h3f:
-          \$306  = 16'h40b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l2_u[15:10])
-      6'h00:
-          \$307  = 9'h161;
-      6'h01:
-          \$307  = 9'h15d;
-      6'h02:
-          \$307  = 9'h15a;
-      6'h03:
-          \$307  = 9'h155;
-      6'h04:
-          \$307  = 9'h152;
-      6'h05:
-          \$307  = 9'h14f;
-      6'h06:
-          \$307  = 9'h14a;
-      6'h07:
-          \$307  = 9'h148;
-      6'h08:
-          \$307  = 9'h143;
-      6'h09:
-          \$307  = 9'h140;
-      6'h0a:
-          \$307  = 9'h13d;
-      6'h0b:
-          \$307  = 9'h13a;
-      6'h0c:
-          \$307  = 9'h136;
-      6'h0d:
-          \$307  = 9'h132;
-      6'h0e:
-          \$307  = 9'h12f;
-      6'h0f:
-          \$307  = 9'h12d;
-      6'h10:
-          \$307  = 9'h128;
-      6'h11:
-          \$307  = 9'h126;
-      6'h12:
-          \$307  = 9'h122;
-      6'h13:
-          \$307  = 9'h120;
-      6'h14:
-          \$307  = 9'h11c;
-      6'h15:
-          \$307  = 9'h119;
-      6'h16:
-          \$307  = 9'h116;
-      6'h17:
-          \$307  = 9'h113;
-      6'h18:
-          \$307  = 9'h111;
-      6'h19:
-          \$307  = 9'h10d;
-      6'h1a:
-          \$307  = 9'h10a;
-      6'h1b:
-          \$307  = 9'h108;
-      6'h1c:
-          \$307  = 9'h104;
-      6'h1d:
-          \$307  = 9'h102;
-      6'h1e:
-          \$307  = 9'h0ff;
-      6'h1f:
-          \$307  = 9'h0fd;
-      6'h20:
-          \$307  = 9'h0f9;
-      6'h21:
-          \$307  = 9'h0f7;
-      6'h22:
-          \$307  = 9'h0f4;
-      6'h23:
-          \$307  = 9'h0f2;
-      6'h24:
-          \$307  = 9'h0ef;
-      6'h25:
-          \$307  = 9'h0ec;
-      6'h26:
-          \$307  = 9'h0ea;
-      6'h27:
-          \$307  = 9'h0e8;
-      6'h28:
-          \$307  = 9'h0e4;
-      6'h29:
-          \$307  = 9'h0e3;
-      6'h2a:
-          \$307  = 9'h0e0;
-      6'h2b:
-          \$307  = 9'h0dd;
-      6'h2c:
-          \$307  = 9'h0dc;
-      6'h2d:
-          \$307  = 9'h0d8;
-      6'h2e:
-          \$307  = 9'h0d7;
-      6'h2f:
-          \$307  = 9'h0d4;
-      6'h30:
-          \$307  = 9'h0d2;
-      6'h31:
-          \$307  = 9'h0d0;
-      6'h32:
-          \$307  = 9'h0cd;
-      6'h33:
-          \$307  = 9'h0cb;
-      6'h34:
-          \$307  = 9'h0c9;
-      6'h35:
-          \$307  = 9'h0c7;
-      6'h36:
-          \$307  = 9'h0c5;
-      6'h37:
-          \$307  = 9'h0c2;
-      6'h38:
-          \$307  = 9'h0c1;
-      6'h39:
-          \$307  = 9'h0be;
-      6'h3a:
-          \$307  = 9'h0bc;
-      6'h3b:
-          \$307  = 9'h0bb;
-      6'h3c:
-          \$307  = 9'h0b8;
-      6'h3d:
-          \$307  = 9'h0b6;
-      6'h3e:
-          \$307  = 9'h0b5;
-      6'h3f:
-          \$307  = 9'h0b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l3_u[15:10])
-      6'h00:
-          \$399  = 16'h8000;
-      6'h01:
-          \$399  = 16'h7e9f;
-      6'h02:
-          \$399  = 16'h7d42;
-      6'h03:
-          \$399  = 16'h7be8;
-      6'h04:
-          \$399  = 16'h7a93;
-      6'h05:
-          \$399  = 16'h7941;
-      6'h06:
-          \$399  = 16'h77f2;
-      6'h07:
-          \$399  = 16'h76a8;
-      6'h08:
-          \$399  = 16'h7560;
-      6'h09:
-          \$399  = 16'h741d;
-      6'h0a:
-          \$399  = 16'h72dd;
-      6'h0b:
-          \$399  = 16'h71a0;
-      6'h0c:
-          \$399  = 16'h7066;
-      6'h0d:
-          \$399  = 16'h6f30;
-      6'h0e:
-          \$399  = 16'h6dfe;
-      6'h0f:
-          \$399  = 16'h6ccf;
-      6'h10:
-          \$399  = 16'h6ba2;
-      6'h11:
-          \$399  = 16'h6a7a;
-      6'h12:
-          \$399  = 16'h6954;
-      6'h13:
-          \$399  = 16'h6832;
-      6'h14:
-          \$399  = 16'h6712;
-      6'h15:
-          \$399  = 16'h65f6;
-      6'h16:
-          \$399  = 16'h64dd;
-      6'h17:
-          \$399  = 16'h63c7;
-      6'h18:
-          \$399  = 16'h62b4;
-      6'h19:
-          \$399  = 16'h61a3;
-      6'h1a:
-          \$399  = 16'h6096;
-      6'h1b:
-          \$399  = 16'h5f8c;
-      6'h1c:
-          \$399  = 16'h5e84;
-      6'h1d:
-          \$399  = 16'h5d80;
-      6'h1e:
-          \$399  = 16'h5c7e;
-      6'h1f:
-          \$399  = 16'h5b7f;
-      6'h20:
-          \$399  = 16'h5a82;
-      6'h21:
-          \$399  = 16'h5989;
-      6'h22:
-          \$399  = 16'h5892;
-      6'h23:
-          \$399  = 16'h579e;
-      6'h24:
-          \$399  = 16'h56ac;
-      6'h25:
-          \$399  = 16'h55bd;
-      6'h26:
-          \$399  = 16'h54d1;
-      6'h27:
-          \$399  = 16'h53e7;
-      6'h28:
-          \$399  = 16'h52ff;
-      6'h29:
-          \$399  = 16'h521b;
-      6'h2a:
-          \$399  = 16'h5138;
-      6'h2b:
-          \$399  = 16'h5058;
-      6'h2c:
-          \$399  = 16'h4f7b;
-      6'h2d:
-          \$399  = 16'h4e9f;
-      6'h2e:
-          \$399  = 16'h4dc7;
-      6'h2f:
-          \$399  = 16'h4cf0;
-      6'h30:
-          \$399  = 16'h4c1c;
-      6'h31:
-          \$399  = 16'h4b4a;
-      6'h32:
-          \$399  = 16'h4a7a;
-      6'h33:
-          \$399  = 16'h49ad;
-      6'h34:
-          \$399  = 16'h48e2;
-      6'h35:
-          \$399  = 16'h4819;
-      6'h36:
-          \$399  = 16'h4752;
-      6'h37:
-          \$399  = 16'h468d;
-      6'h38:
-          \$399  = 16'h45cb;
-      6'h39:
-          \$399  = 16'h450a;
-      6'h3a:
-          \$399  = 16'h444c;
-      6'h3b:
-          \$399  = 16'h4390;
-      6'h3c:
-          \$399  = 16'h42d5;
-      6'h3d:
-          \$399  = 16'h421d;
-      6'h3e:
-          \$399  = 16'h4167;
-      6'h3f:
-          \$399  = 16'h40b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l3_u[15:10])
-      6'h00:
-          \$400  = 9'h161;
-      6'h01:
-          \$400  = 9'h15d;
-      6'h02:
-          \$400  = 9'h15a;
-      6'h03:
-          \$400  = 9'h155;
-      6'h04:
-          \$400  = 9'h152;
-      6'h05:
-          \$400  = 9'h14f;
-      6'h06:
-          \$400  = 9'h14a;
-      6'h07:
-          \$400  = 9'h148;
-      6'h08:
-          \$400  = 9'h143;
-      6'h09:
-          \$400  = 9'h140;
-      6'h0a:
-          \$400  = 9'h13d;
-      6'h0b:
-          \$400  = 9'h13a;
-      6'h0c:
-          \$400  = 9'h136;
-      6'h0d:
-          \$400  = 9'h132;
-      6'h0e:
-          \$400  = 9'h12f;
-      6'h0f:
-          \$400  = 9'h12d;
-      6'h10:
-          \$400  = 9'h128;
-      6'h11:
-          \$400  = 9'h126;
-      6'h12:
-          \$400  = 9'h122;
-      6'h13:
-          \$400  = 9'h120;
-      6'h14:
-          \$400  = 9'h11c;
-      6'h15:
-          \$400  = 9'h119;
-      6'h16:
-          \$400  = 9'h116;
-      6'h17:
-          \$400  = 9'h113;
-      6'h18:
-          \$400  = 9'h111;
-      6'h19:
-          \$400  = 9'h10d;
-      6'h1a:
-          \$400  = 9'h10a;
-      6'h1b:
-          \$400  = 9'h108;
-      6'h1c:
-          \$400  = 9'h104;
-      6'h1d:
-          \$400  = 9'h102;
-      6'h1e:
-          \$400  = 9'h0ff;
-      6'h1f:
-          \$400  = 9'h0fd;
-      6'h20:
-          \$400  = 9'h0f9;
-      6'h21:
-          \$400  = 9'h0f7;
-      6'h22:
-          \$400  = 9'h0f4;
-      6'h23:
-          \$400  = 9'h0f2;
-      6'h24:
-          \$400  = 9'h0ef;
-      6'h25:
-          \$400  = 9'h0ec;
-      6'h26:
-          \$400  = 9'h0ea;
-      6'h27:
-          \$400  = 9'h0e8;
-      6'h28:
-          \$400  = 9'h0e4;
-      6'h29:
-          \$400  = 9'h0e3;
-      6'h2a:
-          \$400  = 9'h0e0;
-      6'h2b:
-          \$400  = 9'h0dd;
-      6'h2c:
-          \$400  = 9'h0dc;
-      6'h2d:
-          \$400  = 9'h0d8;
-      6'h2e:
-          \$400  = 9'h0d7;
-      6'h2f:
-          \$400  = 9'h0d4;
-      6'h30:
-          \$400  = 9'h0d2;
-      6'h31:
-          \$400  = 9'h0d0;
-      6'h32:
-          \$400  = 9'h0cd;
-      6'h33:
-          \$400  = 9'h0cb;
-      6'h34:
-          \$400  = 9'h0c9;
-      6'h35:
-          \$400  = 9'h0c7;
-      6'h36:
-          \$400  = 9'h0c5;
-      6'h37:
-          \$400  = 9'h0c2;
-      6'h38:
-          \$400  = 9'h0c1;
-      6'h39:
-          \$400  = 9'h0be;
-      6'h3a:
-          \$400  = 9'h0bc;
-      6'h3b:
-          \$400  = 9'h0bb;
-      6'h3c:
-          \$400  = 9'h0b8;
-      6'h3d:
-          \$400  = 9'h0b6;
-      6'h3e:
-          \$400  = 9'h0b5;
-      6'h3f:
-          \$400  = 9'h0b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$911  = 1'h0;
+    \$516  = 1'h0;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
       4'h0:
@@ -43450,8 +41125,8 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h4:
           /* empty */;
       4'h5:
-          if (\$717 ) begin
-            \$911  = 1'h1;
+          if (\$326 ) begin
+            \$516  = 1'h1;
           end
       4'h7:
           /* empty */;
@@ -43472,395 +41147,470 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'hf:
           /* empty */;
       4'hc:
-          if (\$820 ) begin
-            \$911  = 1'h1;
+          if (\$429 ) begin
+            \$516  = 1'h1;
           end
     endcase
     if (reset[4]) begin
-      \$911  = 1'h0;
+      \$516  = 1'h0;
     end
     if (rst) begin
-      \$911  = 1'h0;
+      \$516  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$912 [0] = \$10 ;
-    \$912 [2:1] = slot;
-    \$912 [3] = \$20 ;
-    \$912 [4] = \$27 ;
-    \$912 [7:5] = cur;
-    \$912 [11:8] = { \$79 , \$66 , \$53 , \$40  };
-    \$912 [28:12] = seg;
-    \$912 [42:29] = ptr_d[13:0];
+    \$517  = \$25 [2:0];
     if (reset[4]) begin
-      \$912  = 43'h00000000000;
+      \$517  = 3'h0;
     end
     if (rst) begin
-      \$912  = 43'h00000000000;
+      \$517  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$913  = rd_tag0;
+    \$518 [0] = \$35 ;
+    \$518 [2:1] = slot;
+    \$518 [3] = \$45 ;
+    \$518 [4] = \$52 ;
+    \$518 [7:5] = cur;
+    \$518 [11:8] = { \$104 , \$91 , \$78 , \$65  };
+    \$518 [28:12] = seg;
+    \$518 [42:29] = ptr_d[13:0];
     if (reset[4]) begin
-      \$913  = 43'h00000000000;
+      \$518  = 43'h00000000000;
     end
     if (rst) begin
-      \$913  = 43'h00000000000;
+      \$518  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$914  = rd_tag1;
+    \$519  = rd_tag0;
     if (reset[4]) begin
-      \$914  = 43'h00000000000;
+      \$519  = 43'h00000000000;
     end
     if (rst) begin
-      \$914  = 43'h00000000000;
+      \$519  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$915  = lat_x;
-    if (\$83 ) begin
-      \$915  = spad_rd__data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$916  = lat_b;
-    if (\$87 ) begin
-      \$916  = spad_rd__data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$917  = lat_g;
-    if (\$90 ) begin
-      \$917  = acc_rd__data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$918  = \$93 [1:0];
+    \$520  = rd_tag1;
     if (reset[4]) begin
-      \$918  = 2'h0;
+      \$520  = 43'h00000000000;
     end
     if (rst) begin
-      \$918  = 2'h0;
+      \$520  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$919  = \$96 [1:0];
+    \$521  = lat_x;
+    if (\$108 ) begin
+      \$521  = spad_rd__data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$522  = lat_b;
+    if (\$112 ) begin
+      \$522  = spad_rd__data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$523  = lat_g;
+    if (\$115 ) begin
+      \$523  = acc_rd__data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$524  = seg_x;
+    if (\$116 ) begin
+      \$524  = \$118 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$525  = seg_b;
+    if (\$116 ) begin
+      \$525  = \$120 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$526  = seg_g;
+    if (\$116 ) begin
+      \$526  = \$123 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$527  = seg_beta;
+    if (\$116 ) begin
+      \$527  = acc_rd__data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$528  = seg_meta;
+    if (\$116 ) begin
+      \$528 [2:0] = rd_tag2[7:5];
+      \$528 [6:3] = rd_tag2[11:8];
+      \$528 [23:7] = rd_tag2[28:12];
+      \$528 [37:24] = rd_tag2[42:29];
+    end
     if (reset[4]) begin
-      \$919  = 2'h0;
+      \$528  = 38'h0000000000;
     end
     if (rst) begin
-      \$919  = 2'h0;
+      \$528  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$920  = \$99 [1:0];
+    \$529  = grp_busy;
+    if (\$116 ) begin
+      \$529  = 1'h1;
+    end else if (grp_busy) begin
+      if (\$125 ) begin
+        \$529  = 1'h0;
+      end
+    end
     if (reset[4]) begin
-      \$920  = 2'h0;
+      \$529  = 1'h0;
     end
     if (rst) begin
-      \$920  = 2'h0;
+      \$529  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$921  = \$102 [1:0];
+    \$530  = grp;
+    if (\$116 ) begin
+      \$530  = 3'h0;
+    end else if (grp_busy) begin
+      \$530  = \$124 [2:0];
+    end
     if (reset[4]) begin
-      \$921  = 2'h0;
+      \$530  = 3'h0;
     end
     if (rst) begin
-      \$921  = 2'h0;
+      \$530  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$922 [0] = \$103 ;
-    \$922 [3:1] = rd_tag2[7:5];
-    \$922 [7:4] = rd_tag2[11:8];
-    \$922 [21:8] = rd_tag2[42:29];
+    \$531  = \$127 [1:0];
     if (reset[4]) begin
-      \$922  = 22'h000000;
+      \$531  = 2'h0;
     end
     if (rst) begin
-      \$922  = 22'h000000;
+      \$531  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$923  = e1_meta;
+    \$532 [0] = grp_busy;
+    \$532 [3:1] = seg_meta[2:0];
+    \$532 [4] = \$128 ;
+    \$532 [18:5] = seg_meta[37:24];
+    \$532 [20:19] = grp[1:0];
+    \$532 [21] = \$129 ;
     if (reset[4]) begin
-      \$923  = 22'h000000;
+      \$532  = 22'h000000;
     end
     if (rst) begin
-      \$923  = 22'h000000;
+      \$532  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$924  = e2_meta;
+    \$533  = e1_meta;
     if (reset[4]) begin
-      \$924  = 22'h000000;
+      \$533  = 22'h000000;
     end
     if (rst) begin
-      \$924  = 22'h000000;
+      \$533  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$925  = e3_meta;
+    \$534  = e2_meta;
     if (reset[4]) begin
-      \$925  = 22'h000000;
+      \$534  = 22'h000000;
     end
     if (rst) begin
-      \$925  = 22'h000000;
+      \$534  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$926  = e4_meta;
+    \$535  = e3_meta;
     if (reset[4]) begin
-      \$926  = 22'h000000;
+      \$535  = 22'h000000;
     end
     if (rst) begin
-      \$926  = 22'h000000;
+      \$535  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$927  = e5_meta;
+    \$536  = e4_meta;
     if (reset[4]) begin
-      \$927  = 22'h000000;
+      \$536  = 22'h000000;
     end
     if (rst) begin
-      \$927  = 22'h000000;
+      \$536  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$928  = m_row;
+    \$537  = e5_meta;
+    if (reset[4]) begin
+      \$537  = 22'h000000;
+    end
+    if (rst) begin
+      \$537  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$538  = m_row;
     if (row_start) begin
-      \$928  = 8'h80;
-    end else if (\$478 ) begin
-      \$928  = \$600 ;
+      \$538  = 8'h80;
+    end else if (\$219 ) begin
+      \$538  = \$231 ;
     end
     if (reset[4]) begin
-      \$928  = 8'h00;
+      \$538  = 8'h00;
     end
     if (rst) begin
-      \$928  = 8'h00;
+      \$538  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$929  = s_sum;
+    \$539  = s_sum;
     if (row_start) begin
-      \$929  = 42'h00000000000;
-    end else if (\$478 ) begin
-    end else if (\$480 ) begin
-      \$929  = \$608 [41:0];
+      \$539  = 42'h00000000000;
+    end else if (\$219 ) begin
+    end else if (\$221 ) begin
+      \$539  = \$233 [41:0];
     end
     if (reset[4]) begin
-      \$929  = 42'h00000000000;
+      \$539  = 42'h00000000000;
     end
     if (rst) begin
-      \$929  = 42'h00000000000;
+      \$539  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$930  = s1;
+    \$540  = s1;
     if (row_start) begin
-      \$930  = 22'h000000;
-    end else if (\$478 ) begin
-    end else if (\$480 ) begin
-    end else if (\$482 ) begin
-      \$930  = \$616 [21:0];
+      \$540  = 22'h000000;
+    end else if (\$219 ) begin
+    end else if (\$221 ) begin
+    end else if (\$223 ) begin
+      \$540  = \$235 [21:0];
     end
     if (reset[4]) begin
-      \$930  = 22'h000000;
+      \$540  = 22'h000000;
     end
     if (rst) begin
-      \$930  = 22'h000000;
+      \$540  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$931  = s2;
+    \$541  = s2;
     if (row_start) begin
-      \$931  = 29'h00000000;
-    end else if (\$478 ) begin
-    end else if (\$480 ) begin
-    end else if (\$482 ) begin
-      \$931  = \$632 [28:0];
+      \$541  = 29'h00000000;
+    end else if (\$219 ) begin
+    end else if (\$221 ) begin
+    end else if (\$223 ) begin
+      \$541  = \$239 [28:0];
     end
     if (reset[4]) begin
-      \$931  = 29'h00000000;
+      \$541  = 29'h00000000;
     end
     if (rst) begin
-      \$931  = 29'h00000000;
+      \$541  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$932  = \$646 [5:0];
-    if (reset[4]) begin
-      \$932  = 6'h00;
-    end
-    if (rst) begin
-      \$932  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$933  = \$664 [5:0];
-    if (reset[4]) begin
-      \$933  = 6'h00;
-    end
-    if (rst) begin
-      \$933  = 6'h00;
+    \$542  = row_out;
+    if (e6_meta[0]) begin
+      (* full_case = 32'd1 *)
+      casez (e6_meta[20:19])
+        2'h0:
+            \$542 [7:0] = l0_y;
+        2'h1:
+            \$542 [15:8] = l0_y;
+        2'h2:
+            \$542 [23:16] = l0_y;
+        2'h3:
+            \$542 [31:24] = l0_y;
+      endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$934  = op;
+    \$543  = \$254 [5:0];
+    if (reset[4]) begin
+      \$543  = 6'h00;
+    end
+    if (rst) begin
+      \$543  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$544  = \$273 [5:0];
+    if (reset[4]) begin
+      \$544  = 6'h00;
+    end
+    if (rst) begin
+      \$544  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$545  = op;
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$934  = \port$10103$0 ;
+            \$545  = \port$9314$0 ;
           end
     endcase
     if (reset[4]) begin
-      \$934  = 3'h0;
+      \$545  = 3'h0;
     end
     if (rst) begin
-      \$934  = 3'h0;
+      \$545  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$935  = raw;
+    \$546  = raw;
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$935  = \port$4515$32 ;
+            \$546  = \port$4515$32 ;
           end
     endcase
     if (reset[4]) begin
-      \$935  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$546  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$935  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$546  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$936  = sfu_fsm_state;
+    \$547  = sfu_fsm_state;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$936  = 4'h1;
+            \$547  = 4'h1;
           end
       4'h1:
-          \$936  = 4'h2;
+          \$547  = 4'h2;
       4'h2:
-          \$936  = 4'h3;
+          \$547  = 4'h3;
       4'h3:
-          \$936  = 4'h4;
+          \$547  = 4'h4;
       4'h4:
-          \$936  = 4'h5;
+          \$547  = 4'h5;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$717 ) begin
-            \$936  = 4'h0;
+          if (\$326 ) begin
+            \$547  = 4'h0;
           end else begin
             (* full_case = 32'd1 *)
-            if (\$718 ) begin
-              \$936  = 4'h6;
+            if (\$327 ) begin
+              \$547  = 4'h6;
             end else begin
-              \$936  = 4'h7;
+              \$547  = 4'h7;
             end
           end
       4'h7:
-          \$936  = 4'h6;
+          \$547  = 4'h6;
       4'h6:
-          if (\$770 ) begin
-            if (\$780 ) begin
-              \$936  = 4'h8;
+          if (\$379 ) begin
+            if (\$389 ) begin
+              \$547  = 4'h8;
             end
           end
       4'h8:
-          if (\$781 ) begin
+          if (\$390 ) begin
             (* full_case = 32'd1 *)
             casez (cur)
               3'h0:
-                  \$936  = 4'h7;
+                  \$547  = 4'h7;
               3'h1:
-                  \$936  = 4'h9;
+                  \$547  = 4'h9;
               3'h2:
-                  \$936  = 4'ha;
+                  \$547  = 4'ha;
               3'h3:
-                  \$936  = 4'hb;
+                  \$547  = 4'hb;
               default:
                   (* full_case = 32'd1 *)
-                  if (\$788 ) begin
-                    \$936  = 4'hc;
+                  if (\$397 ) begin
+                    \$547  = 4'hc;
                   end else begin
-                    \$936  = 4'h7;
+                    \$547  = 4'h7;
                   end
             endcase
           end
       4'h9:
-          \$936  = 4'h6;
+          \$547  = 4'h6;
       4'hb:
-          \$936  = 4'hd;
+          \$547  = 4'hd;
       4'hd:
-          if (\$803 ) begin
-            \$936  = 4'he;
+          if (\$412 ) begin
+            \$547  = 4'he;
           end
       4'he:
           (* full_case = 32'd1 *)
           if (zero_d) begin
-            \$936  = 4'h9;
+            \$547  = 4'h9;
           end else begin
-            \$936  = 4'ha;
+            \$547  = 4'ha;
           end
       4'ha:
-          if (\$815 ) begin
-            \$936  = 4'hf;
+          if (\$424 ) begin
+            \$547  = 4'hf;
           end
       4'hf:
-          \$936  = 4'h9;
+          \$547  = 4'h9;
       4'hc:
-          if (\$820 ) begin
-            \$936  = 4'h0;
+          if (\$429 ) begin
+            \$547  = 4'h0;
           end
     endcase
     if (reset[4]) begin
-      \$936  = 4'h0;
+      \$547  = 4'h0;
     end
     if (rst) begin
-      \$936  = 4'h0;
+      \$547  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$937  = \$signal$186 ;
+    \$548  = \$signal$93 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$937  = raw[55:40];
+          \$548  = raw[55:40];
           casez (op)
             3'h0:
                 /* empty */;
@@ -43869,26 +41619,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$937  = raw[75:60];
+                \$548  = raw[75:60];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$937  = 16'h0000;
+      \$548  = 16'h0000;
     end
     if (rst) begin
-      \$937  = 16'h0000;
+      \$548  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$938  = \$signal ;
+    \$549  = \$signal ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$938  = raw[71:56];
+          \$549  = raw[71:56];
           casez (op)
             3'h0:
                 /* empty */;
@@ -43897,26 +41647,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$938  = raw[91:76];
+                \$549  = raw[91:76];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$938  = 16'h0000;
+      \$549  = 16'h0000;
     end
     if (rst) begin
-      \$938  = 16'h0000;
+      \$549  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$939  = \$signal$187 ;
+    \$550  = \$signal$94 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$939  = raw[91:72];
+          \$550  = raw[91:72];
           casez (op)
             3'h0:
                 /* empty */;
@@ -43925,26 +41675,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$939  = raw[111:92];
+                \$550  = raw[111:92];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$939  = 20'h00000;
+      \$550  = 20'h00000;
     end
     if (rst) begin
-      \$939  = 20'h00000;
+      \$550  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$940  = \$signal$188 ;
+    \$551  = \$signal$95 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$940  = raw[19:0];
+          \$551  = raw[19:0];
           casez (op)
             3'h0:
                 /* empty */;
@@ -43953,26 +41703,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$940  = raw[19:0];
+                \$551  = raw[19:0];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$940  = 20'h00000;
+      \$551  = 20'h00000;
     end
     if (rst) begin
-      \$940  = 20'h00000;
+      \$551  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$941  = dst;
+    \$552  = dst;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$941  = raw[39:20];
+          \$552  = raw[39:20];
           casez (op)
             3'h0:
                 /* empty */;
@@ -43981,328 +41731,328 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$941  = raw[59:40];
+                \$552  = raw[59:40];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$941  = 20'h00000;
+      \$552  = 20'h00000;
     end
     if (rst) begin
-      \$941  = 20'h00000;
+      \$552  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$942  = \$signal$13 ;
+    \$553  = \$signal$14 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$942  = 1'h0;
+          \$553  = 1'h0;
           casez (op)
             3'h0:
-                \$942  = raw[108];
+                \$553  = raw[108];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$942  = 1'h0;
+      \$553  = 1'h0;
     end
     if (rst) begin
-      \$942  = 1'h0;
+      \$553  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$943  = \$signal$39 ;
+    \$554  = \$signal$44 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$943  = 8'h00;
-          casez (op)
-            3'h0:
-                /* empty */;
-            3'h1, 3'h2:
-                \$943  = raw[145:138];
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$943  = raw[141:134];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$943  = 8'h00;
-    end
-    if (rst) begin
-      \$943  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$944  = \$signal$41 ;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$944  = 8'h00;
+          \$554  = 8'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                /* empty */;
+                \$554  = raw[145:138];
             3'h3:
                 /* empty */;
             3'h4:
-                \$944  = raw[149:142];
+                \$554  = raw[141:134];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$944  = 8'h00;
+      \$554  = 8'h00;
     end
     if (rst) begin
-      \$944  = 8'h00;
+      \$554  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$945  = zo;
+    \$555  = \$signal$46 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$945  = 8'h00;
-          casez (op)
-            3'h0:
-                /* empty */;
-            3'h1, 3'h2:
-                \$945  = raw[153:146];
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$945  = raw[157:150];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$945  = 8'h00;
-    end
-    if (rst) begin
-      \$945  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$946  = \$signal$37 ;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$946  = 16'h0000;
-          casez (op)
-            3'h0:
-                \$946  = raw[107:92];
-            3'h1, 3'h2:
-                /* empty */;
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$946  = raw[127:112];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$946  = 16'h0000;
-    end
-    if (rst) begin
-      \$946  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$947  = shift;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$947  = 6'h00;
-          casez (op)
-            3'h0:
-                /* empty */;
-            3'h1, 3'h2:
-                \$947  = raw[137:132];
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$947  = raw[133:128];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$947  = 6'h00;
-    end
-    if (rst) begin
-      \$947  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$948  = \$signal$190 ;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$948  = 20'h00000;
+          \$555  = 8'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
                 /* empty */;
             3'h3:
-                \$948  = raw[111:92];
+                /* empty */;
             3'h4:
-                \$948  = raw[39:20];
+                \$555  = raw[149:142];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$948  = 20'h00000;
+      \$555  = 8'h00;
     end
     if (rst) begin
-      \$948  = 20'h00000;
+      \$555  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$949  = \$signal$191 ;
+    \$556  = zo;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$949  = 20'h00000;
+          \$556  = 8'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$949  = raw[111:92];
+                \$556  = raw[153:146];
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$556  = raw[157:150];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$949  = 20'h00000;
+      \$556  = 8'h00;
     end
     if (rst) begin
-      \$949  = 20'h00000;
+      \$556  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$950  = bet;
+    \$557  = \$signal$42 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$950  = 20'h00000;
+          \$557  = 16'h0000;
+          casez (op)
+            3'h0:
+                \$557  = raw[107:92];
+            3'h1, 3'h2:
+                /* empty */;
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$557  = raw[127:112];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$557  = 16'h0000;
+    end
+    if (rst) begin
+      \$557  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$558  = shift;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$558  = 6'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$950  = raw[131:112];
+                \$558  = raw[137:132];
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$558  = raw[133:128];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$950  = 20'h00000;
+      \$558  = 6'h00;
     end
     if (rst) begin
-      \$950  = 20'h00000;
+      \$558  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$951  = \$signal$193 ;
+    \$559  = \$signal$97 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$951  = 16'h0000;
+          \$559  = 20'h00000;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$951  = raw[169:154];
+                /* empty */;
+            3'h3:
+                \$559  = raw[111:92];
+            3'h4:
+                \$559  = raw[39:20];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$951  = 16'h0000;
+      \$559  = 20'h00000;
     end
     if (rst) begin
-      \$951  = 16'h0000;
+      \$559  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$952  = eps_exp;
+    \$560  = \$signal$98 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$952  = 6'h00;
+          \$560  = 20'h00000;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$952  = raw[175:170];
+                \$560  = raw[111:92];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$952  = 6'h00;
+      \$560  = 20'h00000;
     end
     if (rst) begin
-      \$952  = 6'h00;
+      \$560  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$953  = \$signal$15 ;
+    \$561  = bet;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$953  = 16'h0000;
+          \$561  = 20'h00000;
           casez (op)
             3'h0:
-                \$953  = raw[124:109];
+                /* empty */;
+            3'h1, 3'h2:
+                \$561  = raw[131:112];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$953  = 16'h0000;
+      \$561  = 20'h00000;
     end
     if (rst) begin
-      \$953  = 16'h0000;
+      \$561  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$954  = reserved_bad;
+    \$562  = \$signal$100 ;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$562  = 16'h0000;
+          casez (op)
+            3'h0:
+                /* empty */;
+            3'h1, 3'h2:
+                \$562  = raw[169:154];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$562  = 16'h0000;
+    end
+    if (rst) begin
+      \$562  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$563  = eps_exp;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$563  = 6'h00;
+          casez (op)
+            3'h0:
+                /* empty */;
+            3'h1, 3'h2:
+                \$563  = raw[175:170];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$563  = 6'h00;
+    end
+    if (rst) begin
+      \$563  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$564  = \$signal$16 ;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$564  = 16'h0000;
+          casez (op)
+            3'h0:
+                \$564  = raw[124:109];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$564  = 16'h0000;
+    end
+    if (rst) begin
+      \$564  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$565  = reserved_bad;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44310,45 +42060,45 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           casez (op)
             3'h0:
-                \$954  = \$665 ;
+                \$565  = \$274 ;
             3'h1, 3'h2:
-                \$954  = \$666 ;
+                \$565  = \$275 ;
             3'h3:
-                \$954  = \$667 ;
+                \$565  = \$276 ;
             3'h4:
-                \$954  = \$668 ;
+                \$565  = \$277 ;
             default:
-                \$954  = 1'h1;
+                \$565  = 1'h1;
           endcase
     endcase
     if (reset[4]) begin
-      \$954  = 1'h0;
+      \$565  = 1'h0;
     end
     if (rst) begin
-      \$954  = 1'h0;
+      \$565  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$955  = segs;
+    \$566  = segs;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
           /* empty */;
       4'h2:
-          \$955  = \$670 ;
+          \$566  = \$279 ;
     endcase
     if (reset[4]) begin
-      \$955  = 17'h00000;
+      \$566  = 17'h00000;
     end
     if (rst) begin
-      \$955  = 17'h00000;
+      \$566  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$956  = span;
+    \$567  = span;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44357,18 +42107,18 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h2:
           /* empty */;
       4'h3:
-          \$956  = \$672 ;
+          \$567  = \$281 ;
     endcase
     if (reset[4]) begin
-      \$956  = 36'h000000000;
+      \$567  = 36'h000000000;
     end
     if (rst) begin
-      \$956  = 36'h000000000;
+      \$567  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$957  = err;
+    \$568  = err;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44381,25 +42131,25 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h4:
           (* full_case = 32'd1 *)
           if (reserved_bad) begin
-            \$957  = 8'h02;
-          end else if (\$681 ) begin
-            \$957  = 8'h03;
-          end else if (\$716 ) begin
-            \$957  = 8'h04;
+            \$568  = 8'h02;
+          end else if (\$290 ) begin
+            \$568  = 8'h03;
+          end else if (\$325 ) begin
+            \$568  = 8'h04;
           end else begin
-            \$957  = 8'h00;
+            \$568  = 8'h00;
           end
     endcase
     if (reset[4]) begin
-      \$957  = 8'h00;
+      \$568  = 8'h00;
     end
     if (rst) begin
-      \$957  = 8'h00;
+      \$568  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$958  = error;
+    \$569  = error;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
       4'h0:
@@ -44413,8 +42163,8 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h4:
           /* empty */;
       4'h5:
-          if (\$717 ) begin
-            \$958  = err;
+          if (\$326 ) begin
+            \$569  = err;
           end
       4'h7:
           /* empty */;
@@ -44435,20 +42185,20 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'hf:
           /* empty */;
       4'hc:
-          if (\$820 ) begin
-            \$958  = 8'h00;
+          if (\$429 ) begin
+            \$569  = 8'h00;
           end
     endcase
     if (reset[4]) begin
-      \$958  = 8'h00;
+      \$569  = 8'h00;
     end
     if (rst) begin
-      \$958  = 8'h00;
+      \$569  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$959  = row;
+    \$570  = row;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44462,16 +42212,16 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$717 ) begin
+          if (\$326 ) begin
           end else begin
-            \$959  = 16'h0000;
+            \$570  = 16'h0000;
           end
       4'h7:
           /* empty */;
       4'h6:
           /* empty */;
       4'h8:
-          if (\$781 ) begin
+          if (\$390 ) begin
             (* full_case = 32'd1 *)
             casez (cur)
               3'h0:
@@ -44484,23 +42234,23 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
                   /* empty */;
               default:
                   (* full_case = 32'd1 *)
-                  if (\$788 ) begin
+                  if (\$397 ) begin
                   end else begin
-                    \$959  = \$789 [15:0];
+                    \$570  = \$398 [15:0];
                   end
             endcase
           end
     endcase
     if (reset[4]) begin
-      \$959  = 16'h0000;
+      \$570  = 16'h0000;
     end
     if (rst) begin
-      \$959  = 16'h0000;
+      \$570  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$960  = cur;
+    \$571  = cur;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44514,23 +42264,23 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$717 ) begin
+          if (\$326 ) begin
           end else begin
-            if (\$718 ) begin
-              \$960  = 3'h0;
+            if (\$327 ) begin
+              \$571  = 3'h0;
             end
           end
       4'h7:
-          \$960  = \$727 ;
+          \$571  = \$336 ;
       4'h6:
           /* empty */;
       4'h8:
-          if (\$781 ) begin
+          if (\$390 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
-                  \$960  = 3'h2;
+                  \$571  = 3'h2;
             endcase
           end
       4'h9:
@@ -44541,23 +42291,23 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'he:
           if (zero_d) begin
-            \$960  = 3'h4;
+            \$571  = 3'h4;
           end
       4'ha:
           /* empty */;
       4'hf:
-          \$960  = 3'h4;
+          \$571  = 3'h4;
     endcase
     if (reset[4]) begin
-      \$960  = 3'h0;
+      \$571  = 3'h0;
     end
     if (rst) begin
-      \$960  = 3'h0;
+      \$571  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$961  = seg;
+    \$572  = seg;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44571,33 +42321,33 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$717 ) begin
+          if (\$326 ) begin
           end else begin
-            if (\$718 ) begin
-              \$961  = 17'h00000;
+            if (\$327 ) begin
+              \$572  = 17'h00000;
             end
           end
       4'h7:
-          \$961  = 17'h00000;
+          \$572  = 17'h00000;
       4'h6:
-          if (\$770 ) begin
-            \$961  = \$771 [16:0];
+          if (\$379 ) begin
+            \$572  = \$380 [16:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$961  = 17'h00000;
+          \$572  = 17'h00000;
     endcase
     if (reset[4]) begin
-      \$961  = 17'h00000;
+      \$572  = 17'h00000;
     end
     if (rst) begin
-      \$961  = 17'h00000;
+      \$572  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$962  = slot;
+    \$573  = slot;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44611,33 +42361,33 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$717 ) begin
+          if (\$326 ) begin
           end else begin
-            if (\$718 ) begin
-              \$962  = 2'h0;
+            if (\$327 ) begin
+              \$573  = 2'h0;
             end
           end
       4'h7:
-          \$962  = 2'h0;
+          \$573  = 2'h0;
       4'h6:
-          if (\$737 ) begin
-            \$962  = \$749 [1:0];
+          if (\$346 ) begin
+            \$573  = \$358 [1:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$962  = 2'h0;
+          \$573  = 2'h0;
     endcase
     if (reset[4]) begin
-      \$962  = 2'h0;
+      \$573  = 2'h0;
     end
     if (rst) begin
-      \$962  = 2'h0;
+      \$573  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$963  = pos;
+    \$574  = pos;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44652,26 +42402,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$963  = 19'h00000;
+          \$574  = 19'h00000;
       4'h6:
-          if (\$770 ) begin
-            \$963  = \$772 [18:0];
+          if (\$379 ) begin
+            \$574  = \$381 [18:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$963  = 19'h00000;
+          \$574  = 19'h00000;
     endcase
     if (reset[4]) begin
-      \$963  = 19'h00000;
+      \$574  = 19'h00000;
     end
     if (rst) begin
-      \$963  = 19'h00000;
+      \$574  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$964  = ptr_p;
+    \$575  = ptr_p;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44686,26 +42436,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$964  = 21'h000000;
+          \$575  = 21'h000000;
       4'h6:
-          if (\$770 ) begin
-            \$964  = \$773 [20:0];
+          if (\$379 ) begin
+            \$575  = \$382 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$964  = 21'h000000;
+          \$575  = 21'h000000;
     endcase
     if (reset[4]) begin
-      \$964  = 21'h000000;
+      \$575  = 21'h000000;
     end
     if (rst) begin
-      \$964  = 21'h000000;
+      \$575  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$965  = \$signal$201 ;
+    \$576  = \$signal$108 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44720,26 +42470,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$965  = \$719 ;
+          \$576  = \$328 ;
       4'h6:
-          if (\$770 ) begin
-            \$965  = \$774 [20:0];
+          if (\$379 ) begin
+            \$576  = \$383 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$965  = \$790 ;
+          \$576  = \$399 ;
     endcase
     if (reset[4]) begin
-      \$965  = 21'h000000;
+      \$576  = 21'h000000;
     end
     if (rst) begin
-      \$965  = 21'h000000;
+      \$576  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$966  = \$signal$202 ;
+    \$577  = \$signal$109 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44754,26 +42504,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$966  = \$720 ;
+          \$577  = \$329 ;
       4'h6:
-          if (\$770 ) begin
-            \$966  = \$775 [20:0];
+          if (\$379 ) begin
+            \$577  = \$384 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$966  = \$791 ;
+          \$577  = \$400 ;
     endcase
     if (reset[4]) begin
-      \$966  = 21'h000000;
+      \$577  = 21'h000000;
     end
     if (rst) begin
-      \$966  = 21'h000000;
+      \$577  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$967  = ptr_d;
+    \$578  = ptr_d;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44788,26 +42538,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$967  = \$721 ;
+          \$578  = \$330 ;
       4'h6:
-          if (\$770 ) begin
-            \$967  = \$776 [20:0];
+          if (\$379 ) begin
+            \$578  = \$385 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$967  = \$792 ;
+          \$578  = \$401 ;
     endcase
     if (reset[4]) begin
-      \$967  = 21'h000000;
+      \$578  = 21'h000000;
     end
     if (rst) begin
-      \$967  = 21'h000000;
+      \$578  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$968  = dv_num;
+    \$579  = dv_num;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44826,14 +42576,14 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$781 ) begin
+          if (\$390 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$968  = 64'h000001fc00000000;
+                  \$579  = 64'h000001fc00000000;
             endcase
           end
       4'h9:
@@ -44846,21 +42596,21 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$968  = \$805 [63:0];
+            \$579  = \$414 [63:0];
           end
       4'ha:
-          \$968  = \$809 [63:0];
+          \$579  = \$418 [63:0];
     endcase
     if (reset[4]) begin
-      \$968  = 64'h0000000000000000;
+      \$579  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$968  = 64'h0000000000000000;
+      \$579  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$969  = dv_den;
+    \$580  = dv_den;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44879,14 +42629,14 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$781 ) begin
+          if (\$390 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$969  = s_sum;
+                  \$580  = s_sum;
             endcase
           end
       4'h9:
@@ -44899,19 +42649,19 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$969  = { 2'h0, sq_root };
+            \$580  = { 2'h0, sq_root };
           end
     endcase
     if (reset[4]) begin
-      \$969  = 42'h00000000000;
+      \$580  = 42'h00000000000;
     end
     if (rst) begin
-      \$969  = 42'h00000000000;
+      \$580  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$970  = dv_rem;
+    \$581  = dv_rem;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44930,14 +42680,14 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$781 ) begin
+          if (\$390 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$970  = 44'h00000000000;
+                  \$581  = 44'h00000000000;
             endcase
           end
       4'h9:
@@ -44950,21 +42700,21 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$970  = 44'h00000000000;
+            \$581  = 44'h00000000000;
           end
       4'ha:
-          \$970  = \$813 [43:0];
+          \$581  = \$422 [43:0];
     endcase
     if (reset[4]) begin
-      \$970  = 44'h00000000000;
+      \$581  = 44'h00000000000;
     end
     if (rst) begin
-      \$970  = 44'h00000000000;
+      \$581  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$971  = dv_q;
+    \$582  = dv_q;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -44983,14 +42733,14 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$781 ) begin
+          if (\$390 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$971  = 32'd0;
+                  \$582  = 32'd0;
             endcase
           end
       4'h9:
@@ -45003,21 +42753,21 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$971  = 32'd0;
+            \$582  = 32'd0;
           end
       4'ha:
-          \$971  = { dv_q[30:0], \$814  };
+          \$582  = { dv_q[30:0], \$423  };
     endcase
     if (reset[4]) begin
-      \$971  = 32'd0;
+      \$582  = 32'd0;
     end
     if (rst) begin
-      \$971  = 32'd0;
+      \$582  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$972  = dv_cnt;
+    \$583  = dv_cnt;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -45036,14 +42786,14 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$781 ) begin
+          if (\$390 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$972  = 7'h40;
+                  \$583  = 7'h40;
             endcase
           end
       4'h9:
@@ -45056,21 +42806,21 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$972  = 7'h40;
+            \$583  = 7'h40;
           end
       4'ha:
-          \$972  = \$810 [6:0];
+          \$583  = \$419 [6:0];
     endcase
     if (reset[4]) begin
-      \$972  = 7'h00;
+      \$583  = 7'h00;
     end
     if (rst) begin
-      \$972  = 7'h00;
+      \$583  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$973  = d_val;
+    \$584  = d_val;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -45089,7 +42839,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$781 ) begin
+          if (\$390 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
@@ -45098,20 +42848,20 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
               3'h2:
                   /* empty */;
               3'h3:
-                  \$973  = \$786 [42:0];
+                  \$584  = \$395 [42:0];
             endcase
           end
     endcase
     if (reset[4]) begin
-      \$973  = 43'h00000000000;
+      \$584  = 43'h00000000000;
     end
     if (rst) begin
-      \$973  = 43'h00000000000;
+      \$584  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$974  = zero_d;
+    \$585  = zero_d;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -45134,18 +42884,18 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$974  = \$793 ;
+          \$585  = \$402 ;
     endcase
     if (reset[4]) begin
-      \$974  = 1'h0;
+      \$585  = 1'h0;
     end
     if (rst) begin
-      \$974  = 1'h0;
+      \$585  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$975  = sq_n;
+    \$586  = sq_n;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -45168,20 +42918,20 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$975  = \$796 [79:0];
+          \$586  = \$405 [79:0];
       4'hd:
-          \$975  = \$797 [79:0];
+          \$586  = \$406 [79:0];
     endcase
     if (reset[4]) begin
-      \$975  = 80'h00000000000000000000;
+      \$586  = 80'h00000000000000000000;
     end
     if (rst) begin
-      \$975  = 80'h00000000000000000000;
+      \$586  = 80'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$976  = sq_rem;
+    \$587  = sq_rem;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -45204,20 +42954,20 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$976  = 44'h00000000000;
+          \$587  = 44'h00000000000;
       4'hd:
-          \$976  = \$801 [43:0];
+          \$587  = \$410 [43:0];
     endcase
     if (reset[4]) begin
-      \$976  = 44'h00000000000;
+      \$587  = 44'h00000000000;
     end
     if (rst) begin
-      \$976  = 44'h00000000000;
+      \$587  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$977  = sq_root;
+    \$588  = sq_root;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -45240,20 +42990,20 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$977  = 40'h0000000000;
+          \$588  = 40'h0000000000;
       4'hd:
-          \$977  = { sq_root[38:0], \$802  };
+          \$588  = { sq_root[38:0], \$411  };
     endcase
     if (reset[4]) begin
-      \$977  = 40'h0000000000;
+      \$588  = 40'h0000000000;
     end
     if (rst) begin
-      \$977  = 40'h0000000000;
+      \$588  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$978  = sq_cnt;
+    \$589  = sq_cnt;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -45276,20 +43026,20 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$978  = 6'h28;
+          \$589  = 6'h28;
       4'hd:
-          \$978  = \$798 [5:0];
+          \$589  = \$407 [5:0];
     endcase
     if (reset[4]) begin
-      \$978  = 6'h00;
+      \$589  = 6'h00;
     end
     if (rst) begin
-      \$978  = 6'h00;
+      \$589  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$979  = sh;
+    \$590  = sh;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -45319,19 +43069,19 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$979  = \$808 [5:0];
+            \$590  = \$417 [5:0];
           end
     endcase
     if (reset[4]) begin
-      \$979  = 6'h00;
+      \$590  = 6'h00;
     end
     if (rst) begin
-      \$979  = 6'h00;
+      \$590  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$980  = recip;
+    \$591  = recip;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -45362,13 +43112,55 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'ha:
           /* empty */;
       4'hf:
-          \$980  = dv_q[25:0];
+          \$591  = dv_q[24:0];
     endcase
     if (reset[4]) begin
-      \$980  = 26'h0000000;
+      \$591  = 25'h0000000;
     end
     if (rst) begin
-      \$980  = 26'h0000000;
+      \$591  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$592  = recip_sm;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'hb:
+          /* empty */;
+      4'hd:
+          /* empty */;
+      4'he:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'hf:
+          \$592  = dv_q[15:0];
+    endcase
+    if (reset[4]) begin
+      \$592  = 16'h0000;
+    end
+    if (rst) begin
+      \$592  = 16'h0000;
     end
   end
   always @* begin
@@ -45545,28 +43337,288 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           issuing = 1'h1;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4515$32 , \port$10103$0  };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    (* full_case = 32'd1 *)
+    casez (l0_u[15:10])
+      6'h00:
+          \$141  = 16'h8000;
+      6'h01:
+          \$141  = 16'h7e9f;
+      6'h02:
+          \$141  = 16'h7d42;
+      6'h03:
+          \$141  = 16'h7be8;
+      6'h04:
+          \$141  = 16'h7a93;
+      6'h05:
+          \$141  = 16'h7941;
+      6'h06:
+          \$141  = 16'h77f2;
+      6'h07:
+          \$141  = 16'h76a8;
+      6'h08:
+          \$141  = 16'h7560;
+      6'h09:
+          \$141  = 16'h741d;
+      6'h0a:
+          \$141  = 16'h72dd;
+      6'h0b:
+          \$141  = 16'h71a0;
+      6'h0c:
+          \$141  = 16'h7066;
+      6'h0d:
+          \$141  = 16'h6f30;
+      6'h0e:
+          \$141  = 16'h6dfe;
+      6'h0f:
+          \$141  = 16'h6ccf;
+      6'h10:
+          \$141  = 16'h6ba2;
+      6'h11:
+          \$141  = 16'h6a7a;
+      6'h12:
+          \$141  = 16'h6954;
+      6'h13:
+          \$141  = 16'h6832;
+      6'h14:
+          \$141  = 16'h6712;
+      6'h15:
+          \$141  = 16'h65f6;
+      6'h16:
+          \$141  = 16'h64dd;
+      6'h17:
+          \$141  = 16'h63c7;
+      6'h18:
+          \$141  = 16'h62b4;
+      6'h19:
+          \$141  = 16'h61a3;
+      6'h1a:
+          \$141  = 16'h6096;
+      6'h1b:
+          \$141  = 16'h5f8c;
+      6'h1c:
+          \$141  = 16'h5e84;
+      6'h1d:
+          \$141  = 16'h5d80;
+      6'h1e:
+          \$141  = 16'h5c7e;
+      6'h1f:
+          \$141  = 16'h5b7f;
+      6'h20:
+          \$141  = 16'h5a82;
+      6'h21:
+          \$141  = 16'h5989;
+      6'h22:
+          \$141  = 16'h5892;
+      6'h23:
+          \$141  = 16'h579e;
+      6'h24:
+          \$141  = 16'h56ac;
+      6'h25:
+          \$141  = 16'h55bd;
+      6'h26:
+          \$141  = 16'h54d1;
+      6'h27:
+          \$141  = 16'h53e7;
+      6'h28:
+          \$141  = 16'h52ff;
+      6'h29:
+          \$141  = 16'h521b;
+      6'h2a:
+          \$141  = 16'h5138;
+      6'h2b:
+          \$141  = 16'h5058;
+      6'h2c:
+          \$141  = 16'h4f7b;
+      6'h2d:
+          \$141  = 16'h4e9f;
+      6'h2e:
+          \$141  = 16'h4dc7;
+      6'h2f:
+          \$141  = 16'h4cf0;
+      6'h30:
+          \$141  = 16'h4c1c;
+      6'h31:
+          \$141  = 16'h4b4a;
+      6'h32:
+          \$141  = 16'h4a7a;
+      6'h33:
+          \$141  = 16'h49ad;
+      6'h34:
+          \$141  = 16'h48e2;
+      6'h35:
+          \$141  = 16'h4819;
+      6'h36:
+          \$141  = 16'h4752;
+      6'h37:
+          \$141  = 16'h468d;
+      6'h38:
+          \$141  = 16'h45cb;
+      6'h39:
+          \$141  = 16'h450a;
+      6'h3a:
+          \$141  = 16'h444c;
+      6'h3b:
+          \$141  = 16'h4390;
+      6'h3c:
+          \$141  = 16'h42d5;
+      6'h3d:
+          \$141  = 16'h421d;
+      6'h3e:
+          \$141  = 16'h4167;
+      6'h3f:
+          \$141  = 16'h40b2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    (* full_case = 32'd1 *)
+    casez (l0_u[15:10])
+      6'h00:
+          \$142  = 9'h161;
+      6'h01:
+          \$142  = 9'h15d;
+      6'h02:
+          \$142  = 9'h15a;
+      6'h03:
+          \$142  = 9'h155;
+      6'h04:
+          \$142  = 9'h152;
+      6'h05:
+          \$142  = 9'h14f;
+      6'h06:
+          \$142  = 9'h14a;
+      6'h07:
+          \$142  = 9'h148;
+      6'h08:
+          \$142  = 9'h143;
+      6'h09:
+          \$142  = 9'h140;
+      6'h0a:
+          \$142  = 9'h13d;
+      6'h0b:
+          \$142  = 9'h13a;
+      6'h0c:
+          \$142  = 9'h136;
+      6'h0d:
+          \$142  = 9'h132;
+      6'h0e:
+          \$142  = 9'h12f;
+      6'h0f:
+          \$142  = 9'h12d;
+      6'h10:
+          \$142  = 9'h128;
+      6'h11:
+          \$142  = 9'h126;
+      6'h12:
+          \$142  = 9'h122;
+      6'h13:
+          \$142  = 9'h120;
+      6'h14:
+          \$142  = 9'h11c;
+      6'h15:
+          \$142  = 9'h119;
+      6'h16:
+          \$142  = 9'h116;
+      6'h17:
+          \$142  = 9'h113;
+      6'h18:
+          \$142  = 9'h111;
+      6'h19:
+          \$142  = 9'h10d;
+      6'h1a:
+          \$142  = 9'h10a;
+      6'h1b:
+          \$142  = 9'h108;
+      6'h1c:
+          \$142  = 9'h104;
+      6'h1d:
+          \$142  = 9'h102;
+      6'h1e:
+          \$142  = 9'h0ff;
+      6'h1f:
+          \$142  = 9'h0fd;
+      6'h20:
+          \$142  = 9'h0f9;
+      6'h21:
+          \$142  = 9'h0f7;
+      6'h22:
+          \$142  = 9'h0f4;
+      6'h23:
+          \$142  = 9'h0f2;
+      6'h24:
+          \$142  = 9'h0ef;
+      6'h25:
+          \$142  = 9'h0ec;
+      6'h26:
+          \$142  = 9'h0ea;
+      6'h27:
+          \$142  = 9'h0e8;
+      6'h28:
+          \$142  = 9'h0e4;
+      6'h29:
+          \$142  = 9'h0e3;
+      6'h2a:
+          \$142  = 9'h0e0;
+      6'h2b:
+          \$142  = 9'h0dd;
+      6'h2c:
+          \$142  = 9'h0dc;
+      6'h2d:
+          \$142  = 9'h0d8;
+      6'h2e:
+          \$142  = 9'h0d7;
+      6'h2f:
+          \$142  = 9'h0d4;
+      6'h30:
+          \$142  = 9'h0d2;
+      6'h31:
+          \$142  = 9'h0d0;
+      6'h32:
+          \$142  = 9'h0cd;
+      6'h33:
+          \$142  = 9'h0cb;
+      6'h34:
+          \$142  = 9'h0c9;
+      6'h35:
+          \$142  = 9'h0c7;
+      6'h36:
+          \$142  = 9'h0c5;
+      6'h37:
+          \$142  = 9'h0c2;
+      6'h38:
+          \$142  = 9'h0c1;
+      6'h39:
+          \$142  = 9'h0be;
+      6'h3a:
+          \$142  = 9'h0bc;
+      6'h3b:
+          \$142  = 9'h0bb;
+      6'h3c:
+          \$142  = 9'h0b8;
+      6'h3d:
+          \$142  = 9'h0b6;
+      6'h3e:
+          \$142  = 9'h0b5;
+      6'h3f:
+          \$142  = 9'h0b2;
+    endcase
+  end
+  assign ctl__cmd__payload = { \port$4515$32 , \port$9314$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
   assign spad_wr__addr = r_data[13:0];
   assign spad_wr__data = r_data[45:14];
   assign spad_wr__gnt = r_en;
-  assign wp__addr = rd_tag2[17:12];
-  assign rp__addr = \$872 [5:0];
+  assign wp__addr = seg_meta[12:7];
+  assign wp__data = seg_x;
+  assign rp__addr = \$489 [5:0];
   assign rp__en = 1'h1;
-  assign \wp__addr$235  = rd_tag2[17:12];
-  assign \rp__addr$237  = \$879 [5:0];
-  assign \rp__en$238  = 1'h1;
-  assign \wp__addr$240  = rd_tag2[17:12];
-  assign \rp__addr$242  = \$886 [5:0];
-  assign \rp__en$243  = 1'h1;
-  assign \wp__addr$245  = rd_tag2[17:12];
-  assign \rp__addr$247  = \$893 [5:0];
-  assign \rp__en$248  = 1'h1;
-  assign w_data = { l3_y, l2_y, l1_y, l0_y, e6_meta[21:8] };
-  assign spad_rd__addr = \$845 [13:0];
-  assign acc_rd__addr = \$863 [12:0];
+  assign w_data = { \$499 , \$497 , \$495 , \$493 , e6_meta[18:5] };
+  assign spad_rd__addr = \$458 [13:0];
+  assign acc_rd__addr = \$480 [12:0];
   assign \rd_tag0.valid  = rd_tag0[0];
   assign \rd_tag0.slot  = rd_tag0[2:1];
   assign \rd_tag0.last  = rd_tag0[3];
@@ -45591,56 +43643,60 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \rd_tag2.mask  = rd_tag2[11:8];
   assign \rd_tag2.seg  = rd_tag2[28:12];
   assign \rd_tag2.dst  = rd_tag2[42:29];
+  assign \seg_meta.pass_  = seg_meta[2:0];
+  assign \seg_meta.mask  = seg_meta[6:3];
+  assign \seg_meta.seg  = seg_meta[23:7];
+  assign \seg_meta.dst  = seg_meta[37:24];
   assign \e1_meta.valid  = e1_meta[0];
   assign \e1_meta.pass_  = e1_meta[3:1];
-  assign \e1_meta.mask  = e1_meta[7:4];
-  assign \e1_meta.dst  = e1_meta[21:8];
+  assign \e1_meta.mask  = e1_meta[4];
+  assign \e1_meta.dst  = e1_meta[18:5];
+  assign \e1_meta.grp  = e1_meta[20:19];
+  assign \e1_meta.last  = e1_meta[21];
   assign \e2_meta.valid  = e2_meta[0];
   assign \e2_meta.pass_  = e2_meta[3:1];
-  assign \e2_meta.mask  = e2_meta[7:4];
-  assign \e2_meta.dst  = e2_meta[21:8];
+  assign \e2_meta.mask  = e2_meta[4];
+  assign \e2_meta.dst  = e2_meta[18:5];
+  assign \e2_meta.grp  = e2_meta[20:19];
+  assign \e2_meta.last  = e2_meta[21];
   assign \e3_meta.valid  = e3_meta[0];
   assign \e3_meta.pass_  = e3_meta[3:1];
-  assign \e3_meta.mask  = e3_meta[7:4];
-  assign \e3_meta.dst  = e3_meta[21:8];
+  assign \e3_meta.mask  = e3_meta[4];
+  assign \e3_meta.dst  = e3_meta[18:5];
+  assign \e3_meta.grp  = e3_meta[20:19];
+  assign \e3_meta.last  = e3_meta[21];
   assign \e4_meta.valid  = e4_meta[0];
   assign \e4_meta.pass_  = e4_meta[3:1];
-  assign \e4_meta.mask  = e4_meta[7:4];
-  assign \e4_meta.dst  = e4_meta[21:8];
+  assign \e4_meta.mask  = e4_meta[4];
+  assign \e4_meta.dst  = e4_meta[18:5];
+  assign \e4_meta.grp  = e4_meta[20:19];
+  assign \e4_meta.last  = e4_meta[21];
   assign \e5_meta.valid  = e5_meta[0];
   assign \e5_meta.pass_  = e5_meta[3:1];
-  assign \e5_meta.mask  = e5_meta[7:4];
-  assign \e5_meta.dst  = e5_meta[21:8];
+  assign \e5_meta.mask  = e5_meta[4];
+  assign \e5_meta.dst  = e5_meta[18:5];
+  assign \e5_meta.grp  = e5_meta[20:19];
+  assign \e5_meta.last  = e5_meta[21];
   assign \e6_meta.valid  = e6_meta[0];
   assign \e6_meta.pass_  = e6_meta[3:1];
-  assign \e6_meta.mask  = e6_meta[7:4];
-  assign \e6_meta.dst  = e6_meta[21:8];
-  assign \ctl__cmd__payload.op  = \port$10103$0 ;
+  assign \e6_meta.mask  = e6_meta[4];
+  assign \e6_meta.dst  = e6_meta[18:5];
+  assign \e6_meta.grp  = e6_meta[20:19];
+  assign \e6_meta.last  = e6_meta[21];
+  assign \ctl__cmd__payload.op  = \port$9314$0 ;
   assign \ctl__cmd__payload.payload  = \port$4515$32 ;
-  assign \$130  = { 10'h000, \$129 [19:10] };
-  assign \$163  = { 34'h000000000, \$162 [42:34] };
-  assign \$166  = { 34'h000000000, \$165 [42:34] };
-  assign \$223  = { 10'h000, \$222 [19:10] };
-  assign \$256  = { 34'h000000000, \$255 [42:34] };
-  assign \$259  = { 34'h000000000, \$258 [42:34] };
-  assign \$316  = { 10'h000, \$315 [19:10] };
-  assign \$349  = { 34'h000000000, \$348 [42:34] };
-  assign \$352  = { 34'h000000000, \$351 [42:34] };
-  assign \$409  = { 10'h000, \$408 [19:10] };
-  assign \$442  = { 34'h000000000, \$441 [42:34] };
-  assign \$445  = { 34'h000000000, \$444 [42:34] };
-  assign \$670  = { 2'h0, \$669 [16:2] };
-  assign \$794  = { 31'h00000000, d_val, 32'h00000000 };
-  assign \$797  = { 1'h0, sq_n, 2'h0 };
-  assign \$809  = { dv_num, 1'h0 };
-  assign \$872  = { 2'h0, \$871 [7:2] };
-  assign \$879  = { 2'h0, \$878 [7:2] };
-  assign \$886  = { 2'h0, \$885 [7:2] };
-  assign \$893  = { 2'h0, \$892 [7:2] };
+  assign \$151  = { 10'h000, \$150 [19:10] };
+  assign \$184  = { 34'h000000000, \$183 [42:34] };
+  assign \$187  = { 34'h000000000, \$186 [42:34] };
+  assign \$279  = { 2'h0, \$278 [16:2] };
+  assign \$403  = { 31'h00000000, d_val, 32'h00000000 };
+  assign \$406  = { 1'h0, sq_n, 2'h0 };
+  assign \$418  = { dv_num, 1'h0 };
+  assign \$489  = { 2'h0, \$488 [7:2] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, w_level, r_data, \port$11807$8 , \port$11839$0 , \port$11871$0 , \port$11903$0 , \port$11935$0 , r_rdy, clk);
+module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8443$0 , \port$8445$0 , \port$8447$0 , \port$8449$0 , w_level, r_data, \port$11028$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45682,16 +43738,16 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, w_level, r_data, \por
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [13:0] \port$11807$8 ;
-  wire [13:0] \port$11807$8 ;
-  input [7:0] \port$11839$0 ;
-  wire [7:0] \port$11839$0 ;
-  input [7:0] \port$11871$0 ;
-  wire [7:0] \port$11871$0 ;
-  input [7:0] \port$11903$0 ;
-  wire [7:0] \port$11903$0 ;
-  input [7:0] \port$11935$0 ;
-  wire [7:0] \port$11935$0 ;
+  input [13:0] \port$11028$5 ;
+  wire [13:0] \port$11028$5 ;
+  input [7:0] \port$8443$0 ;
+  wire [7:0] \port$8443$0 ;
+  input [7:0] \port$8445$0 ;
+  wire [7:0] \port$8445$0 ;
+  input [7:0] \port$8447$0 ;
+  wire [7:0] \port$8447$0 ;
+  input [7:0] \port$8449$0 ;
+  wire [7:0] \port$8449$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [45:0] r_data;
@@ -45737,7 +43793,7 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, w_level, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11935$0 , \port$11903$0 , \port$11871$0 , \port$11839$0 , \port$11807$8  };
+      storage[w_port__addr] <= { \port$8449$0 , \port$8447$0 , \port$8445$0 , \port$8443$0 , \port$11028$5  };
   end
   reg [45:0] _0_;
   always @(posedge clk) begin
@@ -45848,14 +43904,14 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, w_level, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11935$0 , \port$11903$0 , \port$11871$0 , \port$11839$0 , \port$11807$8  };
-  assign w_data = { \port$11935$0 , \port$11903$0 , \port$11871$0 , \port$11839$0 , \port$11807$8  };
+  assign w_port__data = { \port$8449$0 , \port$8447$0 , \port$8445$0 , \port$8443$0 , \port$11028$5  };
+  assign w_data = { \port$8449$0 , \port$8447$0 , \port$8445$0 , \port$8443$0 , \port$11028$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu_retire (rst, held, r_en, w_en, r_data, \port$10666$16 , \port$11997$0 , r_rdy, clk);
+module \kaki_soc_4x4.sfu_retire (rst, held, r_en, w_en, r_data, \port$9877$16 , \port$11123$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45899,10 +43955,10 @@ module \kaki_soc_4x4.sfu_retire (rst, held, r_en, w_en, r_data, \port$10666$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$10666$16 ;
-  wire [15:0] \port$10666$16 ;
-  input [7:0] \port$11997$0 ;
-  wire [7:0] \port$11997$0 ;
+  input [7:0] \port$11123$0 ;
+  wire [7:0] \port$11123$0 ;
+  input [15:0] \port$9877$16 ;
+  wire [15:0] \port$9877$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -45937,7 +43993,7 @@ module \kaki_soc_4x4.sfu_retire (rst, held, r_en, w_en, r_data, \port$10666$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10666$16 , \port$11997$0  };
+      storage[w_port__addr] <= { \port$9877$16 , \port$11123$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -46048,14 +44104,14 @@ module \kaki_soc_4x4.sfu_retire (rst, held, r_en, w_en, r_data, \port$10666$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10666$16 , \port$11997$0  };
-  assign w_data = { \port$10666$16 , \port$11997$0  };
+  assign w_port__data = { \port$9877$16 , \port$11123$0  };
+  assign w_data = { \port$9877$16 , \port$11123$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$9376$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
+module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$8596$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
 , rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -46308,8 +44364,8 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [45:0] \port$9376$0 ;
-  wire [45:0] \port$9376$0 ;
+  input [45:0] \port$8596$0 ;
+  wire [45:0] \port$8596$0 ;
   reg [11:0] raddr = 12'h000;
   reg [11:0] \raddr$49  = 12'h000;
   reg [11:0] \raddr$69  = 12'h000;
@@ -46460,7 +44516,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$9  = \$17  & \$25 ;
   assign \$26  = ! wr__0__addr[13:12];
   assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$9376$0 [13:12];
+  assign \$27  = ! \port$8596$0 [13:12];
   assign \$28  = wr__1__en & \$27 ;
   assign \$29  = ! wr__0__addr[13:12];
   assign \$30  = wr__0__en & \$29 ;
@@ -46470,7 +44526,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$34  = wr__2__en & \$33 ;
   assign \$35  = ! wr__0__addr[13:12];
   assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$9376$0 [13:12];
+  assign \$37  = ! \port$8596$0 [13:12];
   assign \$38  = wr__1__en & \$37 ;
   assign \$39  = | { \$38 , \$36  };
   assign \$40  = ~ \$39 ;
@@ -46505,7 +44561,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$40  = \$57  & \$65 ;
   assign \$66  = wr__0__addr[13:12] == 1'h1;
   assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$9376$0 [13:12] == 1'h1;
+  assign \$67  = \port$8596$0 [13:12] == 1'h1;
   assign \$68  = wr__1__en & \$67 ;
   assign \$69  = wr__0__addr[13:12] == 1'h1;
   assign \$70  = wr__0__en & \$69 ;
@@ -46515,7 +44571,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$74  = wr__2__en & \$73 ;
   assign \$75  = wr__0__addr[13:12] == 1'h1;
   assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$9376$0 [13:12] == 1'h1;
+  assign \$77  = \port$8596$0 [13:12] == 1'h1;
   assign \$78  = wr__1__en & \$77 ;
   assign \$79  = | { \$78 , \$76  };
   assign \$80  = ~ \$79 ;
@@ -46550,7 +44606,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$60  = \$97  & \$105 ;
   assign \$106  = wr__0__addr[13:12] == 2'h2;
   assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$9376$0 [13:12] == 2'h2;
+  assign \$107  = \port$8596$0 [13:12] == 2'h2;
   assign \$108  = wr__1__en & \$107 ;
   assign \$109  = wr__0__addr[13:12] == 2'h2;
   assign \$110  = wr__0__en & \$109 ;
@@ -46560,7 +44616,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$114  = wr__2__en & \$113 ;
   assign \$115  = wr__0__addr[13:12] == 2'h2;
   assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$9376$0 [13:12] == 2'h2;
+  assign \$117  = \port$8596$0 [13:12] == 2'h2;
   assign \$118  = wr__1__en & \$117 ;
   assign \$119  = | { \$118 , \$116  };
   assign \$120  = ~ \$119 ;
@@ -46595,7 +44651,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$80  = \$137  & \$145 ;
   assign \$146  = wr__0__addr[13:12] == 2'h3;
   assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$9376$0 [13:12] == 2'h3;
+  assign \$147  = \port$8596$0 [13:12] == 2'h3;
   assign \$148  = wr__1__en & \$147 ;
   assign \$149  = wr__0__addr[13:12] == 2'h3;
   assign \$150  = wr__0__en & \$149 ;
@@ -46605,7 +44661,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$154  = wr__2__en & \$153 ;
   assign \$155  = wr__0__addr[13:12] == 2'h3;
   assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$9376$0 [13:12] == 2'h3;
+  assign \$157  = \port$8596$0 [13:12] == 2'h3;
   assign \$158  = wr__1__en & \$157 ;
   assign \$159  = | { \$158 , \$156  };
   assign \$160  = ~ \$159 ;
@@ -46760,7 +44816,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank0_addr$22  = wr__0__addr[11:0];
     end
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$9376$0 [11:0];
+      \bank0_addr$22  = \port$8596$0 [11:0];
     end
     if (\win$19 ) begin
       \bank0_addr$22  = wr__2__addr[11:0];
@@ -46773,7 +44829,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank0_wdata = wr__0__data;
     end
     if (\win$16 ) begin
-      bank0_wdata = \port$9376$0 [45:14];
+      bank0_wdata = \port$8596$0 [45:14];
     end
     if (\win$19 ) begin
       bank0_wdata = wr__2__data;
@@ -46802,7 +44858,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank1_addr$45  = wr__0__addr[11:0];
     end
     if (\win$43 ) begin
-      \bank1_addr$45  = \port$9376$0 [11:0];
+      \bank1_addr$45  = \port$8596$0 [11:0];
     end
     if (\win$44 ) begin
       \bank1_addr$45  = wr__2__addr[11:0];
@@ -46815,7 +44871,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank1_wdata = wr__0__data;
     end
     if (\win$43 ) begin
-      bank1_wdata = \port$9376$0 [45:14];
+      bank1_wdata = \port$8596$0 [45:14];
     end
     if (\win$44 ) begin
       bank1_wdata = wr__2__data;
@@ -46844,7 +44900,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank2_addr$65  = wr__0__addr[11:0];
     end
     if (\win$63 ) begin
-      \bank2_addr$65  = \port$9376$0 [11:0];
+      \bank2_addr$65  = \port$8596$0 [11:0];
     end
     if (\win$64 ) begin
       \bank2_addr$65  = wr__2__addr[11:0];
@@ -46857,7 +44913,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank2_wdata = wr__0__data;
     end
     if (\win$63 ) begin
-      bank2_wdata = \port$9376$0 [45:14];
+      bank2_wdata = \port$8596$0 [45:14];
     end
     if (\win$64 ) begin
       bank2_wdata = wr__2__data;
@@ -46886,7 +44942,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank3_addr$85  = wr__0__addr[11:0];
     end
     if (\win$83 ) begin
-      \bank3_addr$85  = \port$9376$0 [11:0];
+      \bank3_addr$85  = \port$8596$0 [11:0];
     end
     if (\win$84 ) begin
       \bank3_addr$85  = wr__2__addr[11:0];
@@ -46899,7 +44955,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank3_wdata = wr__0__data;
     end
     if (\win$83 ) begin
-      bank3_wdata = \port$9376$0 [45:14];
+      bank3_wdata = \port$8596$0 [45:14];
     end
     if (\win$84 ) begin
       bank3_wdata = wr__2__data;
@@ -47113,8 +45169,8 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \$192  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$9376$0 [13:0];
-  assign wr__1__data = \port$9376$0 [45:14];
+  assign wr__1__addr = \port$8596$0 [13:0];
+  assign wr__1__data = \port$8596$0 [45:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
@@ -49270,7 +47326,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$10664$16 , \port$11673$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$9875$16 , \port$10884$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -49314,10 +47370,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$10664$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$10664$16 ;
-  wire [15:0] \port$10664$16 ;
-  input [7:0] \port$11673$0 ;
-  wire [7:0] \port$11673$0 ;
+  input [7:0] \port$10884$0 ;
+  wire [7:0] \port$10884$0 ;
+  input [15:0] \port$9875$16 ;
+  wire [15:0] \port$9875$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -49352,7 +47408,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$10664$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10664$16 , \port$11673$0  };
+      storage[w_port__addr] <= { \port$9875$16 , \port$10884$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -49463,8 +47519,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$10664$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10664$16 , \port$11673$0  };
-  assign w_data = { \port$10664$16 , \port$11673$0  };
+  assign w_port__data = { \port$9875$16 , \port$10884$0  };
+  assign w_data = { \port$9875$16 , \port$10884$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

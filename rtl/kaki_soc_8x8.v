@@ -2954,7 +2954,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$13654$2 (\$322 ),
+    .\port$11541$2 (\$322 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3081,20 +3081,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$13491$0 (q_wait_queue),
-    .\port$13680$0 (inflight),
-    .\port$13827$0 (q__0__cpl_irq),
-    .\port$13841$0 (q__0__error_irq),
-    .\port$13853$0 (q__1__cpl_irq),
-    .\port$13867$0 (q__1__error_irq),
-    .\port$13879$0 (q__2__cpl_irq),
-    .\port$13893$0 (q__2__error_irq),
-    .\port$13905$0 (q__3__cpl_irq),
-    .\port$13919$0 (q__3__error_irq),
-    .\port$14031$0 (\$328 ),
-    .\port$14039$0 (\$329 ),
-    .\port$14047$0 (\$330 ),
-    .\port$14055$0 (\$331 ),
+    .\port$11378$0 (q_wait_queue),
+    .\port$11567$0 (inflight),
+    .\port$11714$0 (q__0__cpl_irq),
+    .\port$11728$0 (q__0__error_irq),
+    .\port$11740$0 (q__1__cpl_irq),
+    .\port$11754$0 (q__1__error_irq),
+    .\port$11766$0 (q__2__cpl_irq),
+    .\port$11780$0 (q__2__error_irq),
+    .\port$11792$0 (q__3__cpl_irq),
+    .\port$11806$0 (q__3__error_irq),
+    .\port$11918$0 (\$328 ),
+    .\port$11926$0 (\$329 ),
+    .\port$11934$0 (\$330 ),
+    .\port$11942$0 (\$331 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3182,11 +3182,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$13682$0 (\$323 ),
-    .\port$13684$0 (\$324 ),
-    .\port$13686$0 (\$325 ),
-    .\port$13688$0 (\$326 ),
-    .\port$13690$0 (\$327 ),
+    .\port$11569$0 (\$323 ),
+    .\port$11571$0 (\$324 ),
+    .\port$11573$0 (\$325 ),
+    .\port$11575$0 (\$326 ),
+    .\port$11577$0 (\$327 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -3289,8 +3289,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$13682$16 (retire__0__tag),
-    .\port$14254$0 (dma_load_error),
+    .\port$11569$16 (retire__0__tag),
+    .\port$12141$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -3300,8 +3300,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$13684$16 (retire__1__tag),
-    .\port$14382$0 (dma_store_error),
+    .\port$11571$16 (retire__1__tag),
+    .\port$12269$0 (dma_store_error),
     .r_data(\r_data$530 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$527 ),
@@ -3344,12 +3344,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$12925$0 (r_data),
-    .\port$12975$0 (\r_data$530 ),
-    .\port$13025$0 (\r_data$541 ),
-    .\port$13075$0 (\r_data$552 ),
-    .\port$13125$0 (\r_data$563 ),
-    .\port$13654$2 (\$322 ),
+    .\port$10812$0 (r_data),
+    .\port$10862$0 (\r_data$530 ),
+    .\port$10912$0 (\r_data$541 ),
+    .\port$10962$0 (\r_data$552 ),
+    .\port$11012$0 (\r_data$563 ),
+    .\port$11541$2 (\$322 ),
     .\port$4522$0 (q__0__ready),
     .\port$4524$0 (q__0__qreset_req),
     .\port$4532$0 (q__1__ready),
@@ -3407,8 +3407,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$13686$16 (retire__2__tag),
-    .\port$14473$0 (gemm_error),
+    .\port$11573$16 (retire__2__tag),
+    .\port$12360$0 (gemm_error),
     .r_data(\r_data$541 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$538 ),
@@ -3458,9 +3458,9 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$149 (\$330 ),
     .\level$181 (\$331 ),
     .limit(bus_timeout),
+    .\port$11070$0 (fw_write_cpl_word[3:0]),
+    .\port$11070$8 (fw_write_cpl_word[31:8]),
     .\port$130$0 (fw_write_qreset_ack_queue),
-    .\port$13183$0 (fw_write_cpl_word[3:0]),
-    .\port$13183$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -3563,7 +3563,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$13127$0 (sfu_cmd_op),
+    .\port$11014$0 (sfu_cmd_op),
     .\port$4515$32 (sfu__payload[255:32]),
     .r_data(\$332 ),
     .r_en(\$37 [0]),
@@ -3578,8 +3578,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.sfu_retire  sfu_retire (
     .clk(clk),
     .held(held),
-    .\port$13690$16 (retire__4__tag),
-    .\port$15779$0 (sfu_error),
+    .\port$11577$16 (retire__4__tag),
+    .\port$13445$0 (sfu_error),
     .r_data(\r_data$563 ),
     .r_en(fw_write_retire_pop_engine[4]),
     .r_rdy(\r_rdy$560 ),
@@ -3588,7 +3588,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_8x8.spad  spad (
     .clk(clk),
-    .\port$12388$0 (\$332 ),
+    .\port$10296$0 (\$332 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
@@ -3643,8 +3643,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$13688$16 (retire__3__tag),
-    .\port$15263$0 (vec_error),
+    .\port$11575$16 (retire__3__tag),
+    .\port$13150$0 (vec_error),
     .r_data(\r_data$552 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$549 ),
@@ -7235,7 +7235,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$13654$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11541$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7379,8 +7379,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$13654$2 ;
-  wire [29:0] \port$13654$2 ;
+  output [29:0] \port$11541$2 ;
+  wire [29:0] \port$11541$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7560,7 +7560,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$13654$2 (\$99 ),
+    .\port$11541$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7678,11 +7678,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$13654$2  = \$99 ;
+  assign \port$11541$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$13654$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11541$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8107,8 +8107,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$13654$2 ;
-  wire [29:0] \port$13654$2 ;
+  output [29:0] \port$11541$2 ;
+  wire [29:0] \port$11541$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11213,7 +11213,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$13654$2  = ls_addr_r[31:2];
+  assign \port$11541$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11388,9 +11388,9 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl
 , irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr
 , q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value
-, \port$13491$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$13680$0 , q_fetch0_index
-, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$13827$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$13841$0 , q_status0_resetting, q_consumer1_index, \port$13853$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$13867$0 , q_status1_resetting, q_consumer2_index, \port$13879$0 , q_status2_halted, q_error2_code
-, q_error_index2_index, \port$13893$0 , q_status2_resetting, q_consumer3_index, \port$13905$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$13919$0 , q_status3_resetting, \port$14031$0 , \port$14039$0 , \port$14047$0 , \port$14055$0 , bus__awaddr);
+, \port$11378$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11567$0 , q_fetch0_index
+, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$11714$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$11728$0 , q_status0_resetting, q_consumer1_index, \port$11740$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$11754$0 , q_status1_resetting, q_consumer2_index, \port$11766$0 , q_status2_halted, q_error2_code
+, q_error_index2_index, \port$11780$0 , q_status2_resetting, q_consumer3_index, \port$11792$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$11806$0 , q_status3_resetting, \port$11918$0 , \port$11926$0 , \port$11934$0 , \port$11942$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -12993,34 +12993,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$13491$0 ;
-  wire [3:0] \port$13491$0 ;
-  input [4:0] \port$13680$0 ;
-  wire [4:0] \port$13680$0 ;
-  input \port$13827$0 ;
-  wire \port$13827$0 ;
-  input \port$13841$0 ;
-  wire \port$13841$0 ;
-  input \port$13853$0 ;
-  wire \port$13853$0 ;
-  input \port$13867$0 ;
-  wire \port$13867$0 ;
-  input \port$13879$0 ;
-  wire \port$13879$0 ;
-  input \port$13893$0 ;
-  wire \port$13893$0 ;
-  input \port$13905$0 ;
-  wire \port$13905$0 ;
-  input \port$13919$0 ;
-  wire \port$13919$0 ;
-  input [2:0] \port$14031$0 ;
-  wire [2:0] \port$14031$0 ;
-  input [2:0] \port$14039$0 ;
-  wire [2:0] \port$14039$0 ;
-  input [2:0] \port$14047$0 ;
-  wire [2:0] \port$14047$0 ;
-  input [2:0] \port$14055$0 ;
-  wire [2:0] \port$14055$0 ;
+  input [3:0] \port$11378$0 ;
+  wire [3:0] \port$11378$0 ;
+  input [4:0] \port$11567$0 ;
+  wire [4:0] \port$11567$0 ;
+  input \port$11714$0 ;
+  wire \port$11714$0 ;
+  input \port$11728$0 ;
+  wire \port$11728$0 ;
+  input \port$11740$0 ;
+  wire \port$11740$0 ;
+  input \port$11754$0 ;
+  wire \port$11754$0 ;
+  input \port$11766$0 ;
+  wire \port$11766$0 ;
+  input \port$11780$0 ;
+  wire \port$11780$0 ;
+  input \port$11792$0 ;
+  wire \port$11792$0 ;
+  input \port$11806$0 ;
+  wire \port$11806$0 ;
+  input [2:0] \port$11918$0 ;
+  wire [2:0] \port$11918$0 ;
+  input [2:0] \port$11926$0 ;
+  wire [2:0] \port$11926$0 ;
+  input [2:0] \port$11934$0 ;
+  wire [2:0] \port$11934$0 ;
+  input [2:0] \port$11942$0 ;
+  wire [2:0] \port$11942$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13671,10 +13671,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$13905$0 , \port$13879$0 , \port$13853$0 , \port$13827$0  };
+  assign \$187  = \$186  | { \port$11792$0 , \port$11766$0 , \port$11740$0 , \port$11714$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$13919$0 , \port$13893$0 , \port$13867$0 , \port$13841$0  };
+  assign \$190  = \$189  | { \port$11806$0 , \port$11780$0 , \port$11754$0 , \port$11728$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15809,8 +15809,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$13905$0 , \port$13879$0 , \port$13853$0 , \port$13827$0  };
-  assign irq_status_queue_error_set = { \port$13919$0 , \port$13893$0 , \port$13867$0 , \port$13841$0  };
+  assign irq_status_queue_cpl_set = { \port$11792$0 , \port$11766$0 , \port$11740$0 , \port$11714$0  };
+  assign irq_status_queue_error_set = { \port$11806$0 , \port$11780$0 , \port$11754$0 , \port$11728$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -15825,19 +15825,19 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$13680$0 [0];
-  assign status_dma_store_busy = \port$13680$0 [1];
-  assign status_gemm_busy = \port$13680$0 [2];
-  assign status_vec_busy = \port$13680$0 [3];
-  assign status_sfu_busy = \port$13680$0 [4];
-  assign q_status0_waiting = \port$13491$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$14031$0  };
-  assign q_status1_waiting = \port$13491$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$14039$0  };
-  assign q_status2_waiting = \port$13491$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$14047$0  };
-  assign q_status3_waiting = \port$13491$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$14055$0  };
+  assign status_dma_load_busy = \port$11567$0 [0];
+  assign status_dma_store_busy = \port$11567$0 [1];
+  assign status_gemm_busy = \port$11567$0 [2];
+  assign status_vec_busy = \port$11567$0 [3];
+  assign status_sfu_busy = \port$11567$0 [4];
+  assign q_status0_waiting = \port$11378$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$11918$0  };
+  assign q_status1_waiting = \port$11378$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$11926$0  };
+  assign q_status2_waiting = \port$11378$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$11934$0  };
+  assign q_status3_waiting = \port$11378$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$11942$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -15882,12 +15882,12 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$13680$0 [0] };
+  assign \$440  = { 1'h0, \port$11567$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$13680$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$13680$0 [2], 2'h0 };
-  assign \$446  = { \port$13680$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$13680$0 [4], 4'h0 };
+  assign \$442  = { \port$11567$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$11567$0 [2], 2'h0 };
+  assign \$446  = { \port$11567$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$11567$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16052,26 +16052,26 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$904  = { 30'h00000000, \$903  };
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$909  = { \port$13491$0 [0], 3'h0 };
-  assign \$911  = { 12'h000, \port$14031$0 , 8'h00 };
+  assign \$909  = { \port$11378$0 [0], 3'h0 };
+  assign \$911  = { 12'h000, \port$11918$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$922  = { \port$13491$0 [1], 3'h0 };
-  assign \$924  = { 12'h000, \port$14039$0 , 8'h00 };
+  assign \$922  = { \port$11378$0 [1], 3'h0 };
+  assign \$924  = { 12'h000, \port$11926$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$935  = { \port$13491$0 [2], 3'h0 };
-  assign \$937  = { 12'h000, \port$14047$0 , 8'h00 };
+  assign \$935  = { \port$11378$0 [2], 3'h0 };
+  assign \$937  = { 12'h000, \port$11934$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$948  = { \port$13491$0 [3], 3'h0 };
-  assign \$950  = { 12'h000, \port$14055$0 , 8'h00 };
+  assign \$948  = { \port$11378$0 [3], 3'h0 };
+  assign \$950  = { 12'h000, \port$11942$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16186,7 +16186,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, \r_en$88 , sfu_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, retire__4__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload
-, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$13682$0 , retire__0__tag, \port$13684$0 , retire__1__tag, \port$13686$0 , retire__2__tag, \port$13688$0 , retire__3__tag, \port$13690$0 , retire__4__tag, dma_load__valid
+, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$11569$0 , retire__0__tag, \port$11571$0 , retire__1__tag, \port$11573$0 , retire__2__tag, \port$11575$0 , retire__3__tag, \port$11577$0 , retire__4__tag, dma_load__valid
 , dma_store__valid, gemm__valid, vec__valid, sfu__valid, retire__0__error, retire__1__error, retire__2__error, retire__3__error, retire__4__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -17216,16 +17216,16 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$13682$0 ;
-  wire [8:0] \port$13682$0 ;
-  output [8:0] \port$13684$0 ;
-  wire [8:0] \port$13684$0 ;
-  output [8:0] \port$13686$0 ;
-  wire [8:0] \port$13686$0 ;
-  output [8:0] \port$13688$0 ;
-  wire [8:0] \port$13688$0 ;
-  output [8:0] \port$13690$0 ;
-  wire [8:0] \port$13690$0 ;
+  output [8:0] \port$11569$0 ;
+  wire [8:0] \port$11569$0 ;
+  output [8:0] \port$11571$0 ;
+  wire [8:0] \port$11571$0 ;
+  output [8:0] \port$11573$0 ;
+  wire [8:0] \port$11573$0 ;
+  output [8:0] \port$11575$0 ;
+  wire [8:0] \port$11575$0 ;
+  output [8:0] \port$11577$0 ;
+  wire [8:0] \port$11577$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -18156,9 +18156,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
     sfu_held <= \$100 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$13130$0 (desc),
-    .\port$13132$0 (queue),
-    .\port$13133$0 (windowed),
+    .\port$11017$0 (desc),
+    .\port$11019$0 (queue),
+    .\port$11020$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18168,9 +18168,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$13130$0 (desc),
-    .\port$13132$0 (queue),
-    .\port$13133$0 (windowed),
+    .\port$11017$0 (desc),
+    .\port$11019$0 (queue),
+    .\port$11020$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -18180,9 +18180,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$13130$0 (desc),
-    .\port$13132$0 (queue),
-    .\port$13133$0 (windowed),
+    .\port$11017$0 (desc),
+    .\port$11019$0 (queue),
+    .\port$11020$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -18192,9 +18192,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$13130$0 (desc),
-    .\port$13132$0 (queue),
-    .\port$13133$0 (windowed),
+    .\port$11017$0 (desc),
+    .\port$11019$0 (queue),
+    .\port$11020$0 (windowed),
     .r_data(sfu__payload),
     .r_en(\r_en$88 ),
     .r_rdy(sfu__valid),
@@ -18204,9 +18204,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$13130$0 (desc),
-    .\port$13132$0 (queue),
-    .\port$13133$0 (windowed),
+    .\port$11017$0 (desc),
+    .\port$11019$0 (queue),
+    .\port$11020$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -18427,15 +18427,15 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign sfu_error = retire__4__error;
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
-  assign \port$13682$0  = dma_load_held[8:0];
+  assign \port$11569$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$13684$0  = dma_store_held[8:0];
+  assign \port$11571$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$13686$0  = gemm_held[8:0];
+  assign \port$11573$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$13688$0  = vec_held[8:0];
+  assign \port$11575$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$13690$0  = sfu_held[8:0];
+  assign \port$11577$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -19596,7 +19596,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13130$0 , \port$13132$0 , \port$13133$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11017$0 , \port$11019$0 , \port$11020$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19638,12 +19638,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13130$0 ;
-  wire [255:0] \port$13130$0 ;
-  input [1:0] \port$13132$0 ;
-  wire [1:0] \port$13132$0 ;
-  input \port$13133$0 ;
-  wire \port$13133$0 ;
+  input [255:0] \port$11017$0 ;
+  wire [255:0] \port$11017$0 ;
+  input [1:0] \port$11019$0 ;
+  wire [1:0] \port$11019$0 ;
+  input \port$11020$0 ;
+  wire \port$11020$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19675,7 +19675,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13133$0 , \port$13132$0 , \port$13130$0  };
+      storage[w_port__addr] <= { \port$11020$0 , \port$11019$0 , \port$11017$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19774,14 +19774,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13133$0 , \port$13132$0 , \port$13130$0  };
-  assign w_data = { \port$13133$0 , \port$13132$0 , \port$13130$0  };
+  assign w_port__data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
+  assign w_data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13130$0 , \port$13132$0 , \port$13133$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11017$0 , \port$11019$0 , \port$11020$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19823,12 +19823,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13130$0 ;
-  wire [255:0] \port$13130$0 ;
-  input [1:0] \port$13132$0 ;
-  wire [1:0] \port$13132$0 ;
-  input \port$13133$0 ;
-  wire \port$13133$0 ;
+  input [255:0] \port$11017$0 ;
+  wire [255:0] \port$11017$0 ;
+  input [1:0] \port$11019$0 ;
+  wire [1:0] \port$11019$0 ;
+  input \port$11020$0 ;
+  wire \port$11020$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19860,7 +19860,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13133$0 , \port$13132$0 , \port$13130$0  };
+      storage[w_port__addr] <= { \port$11020$0 , \port$11019$0 , \port$11017$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19959,14 +19959,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13133$0 , \port$13132$0 , \port$13130$0  };
-  assign w_data = { \port$13133$0 , \port$13132$0 , \port$13130$0  };
+  assign w_port__data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
+  assign w_data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13130$0 , \port$13132$0 , \port$13133$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11017$0 , \port$11019$0 , \port$11020$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20008,12 +20008,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13130$0 ;
-  wire [255:0] \port$13130$0 ;
-  input [1:0] \port$13132$0 ;
-  wire [1:0] \port$13132$0 ;
-  input \port$13133$0 ;
-  wire \port$13133$0 ;
+  input [255:0] \port$11017$0 ;
+  wire [255:0] \port$11017$0 ;
+  input [1:0] \port$11019$0 ;
+  wire [1:0] \port$11019$0 ;
+  input \port$11020$0 ;
+  wire \port$11020$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20045,7 +20045,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13133$0 , \port$13132$0 , \port$13130$0  };
+      storage[w_port__addr] <= { \port$11020$0 , \port$11019$0 , \port$11017$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20144,14 +20144,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13133$0 , \port$13132$0 , \port$13130$0  };
-  assign w_data = { \port$13133$0 , \port$13132$0 , \port$13130$0  };
+  assign w_port__data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
+  assign w_data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13130$0 , \port$13132$0 , \port$13133$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11017$0 , \port$11019$0 , \port$11020$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20193,12 +20193,12 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13130$0 ;
-  wire [255:0] \port$13130$0 ;
-  input [1:0] \port$13132$0 ;
-  wire [1:0] \port$13132$0 ;
-  input \port$13133$0 ;
-  wire \port$13133$0 ;
+  input [255:0] \port$11017$0 ;
+  wire [255:0] \port$11017$0 ;
+  input [1:0] \port$11019$0 ;
+  wire [1:0] \port$11019$0 ;
+  input \port$11020$0 ;
+  wire \port$11020$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20230,7 +20230,7 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13133$0 , \port$13132$0 , \port$13130$0  };
+      storage[w_port__addr] <= { \port$11020$0 , \port$11019$0 , \port$11017$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20329,14 +20329,14 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13133$0 , \port$13132$0 , \port$13130$0  };
-  assign w_data = { \port$13133$0 , \port$13132$0 , \port$13130$0  };
+  assign w_port__data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
+  assign w_data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$13130$0 , \port$13132$0 , \port$13133$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11017$0 , \port$11019$0 , \port$11020$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20378,12 +20378,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$13130$0 ;
-  wire [255:0] \port$13130$0 ;
-  input [1:0] \port$13132$0 ;
-  wire [1:0] \port$13132$0 ;
-  input \port$13133$0 ;
-  wire \port$13133$0 ;
+  input [255:0] \port$11017$0 ;
+  wire [255:0] \port$11017$0 ;
+  input [1:0] \port$11019$0 ;
+  wire [1:0] \port$11019$0 ;
+  input \port$11020$0 ;
+  wire \port$11020$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20415,7 +20415,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13133$0 , \port$13132$0 , \port$13130$0  };
+      storage[w_port__addr] <= { \port$11020$0 , \port$11019$0 , \port$11017$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20514,8 +20514,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13133$0 , \port$13132$0 , \port$13130$0  };
-  assign w_data = { \port$13133$0 , \port$13132$0 , \port$13130$0  };
+  assign w_port__data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
+  assign w_data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -26145,7 +26145,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5985$0 , w_en, \port$59
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$13682$16 , \port$14254$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11569$16 , \port$12141$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26189,10 +26189,10 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$13682
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13682$16 ;
-  wire [15:0] \port$13682$16 ;
-  input [7:0] \port$14254$0 ;
-  wire [7:0] \port$14254$0 ;
+  input [15:0] \port$11569$16 ;
+  wire [15:0] \port$11569$16 ;
+  input [7:0] \port$12141$0 ;
+  wire [7:0] \port$12141$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -26227,7 +26227,7 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$13682
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13682$16 , \port$14254$0  };
+      storage[w_port__addr] <= { \port$11569$16 , \port$12141$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -26338,14 +26338,14 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$13682
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13682$16 , \port$14254$0  };
-  assign w_data = { \port$13682$16 , \port$14254$0  };
+  assign w_port__data = { \port$11569$16 , \port$12141$0  };
+  assign w_data = { \port$11569$16 , \port$12141$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$13684$16 , \port$14382$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11571$16 , \port$12269$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26389,10 +26389,10 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$1368
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13684$16 ;
-  wire [15:0] \port$13684$16 ;
-  input [7:0] \port$14382$0 ;
-  wire [7:0] \port$14382$0 ;
+  input [15:0] \port$11571$16 ;
+  wire [15:0] \port$11571$16 ;
+  input [7:0] \port$12269$0 ;
+  wire [7:0] \port$12269$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -26427,7 +26427,7 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$1368
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13684$16 , \port$14382$0  };
+      storage[w_port__addr] <= { \port$11571$16 , \port$12269$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -26538,16 +26538,16 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$1368
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13684$16 , \port$14382$0  };
-  assign w_data = { \port$13684$16 , \port$14382$0  };
+  assign w_port__data = { \port$11571$16 , \port$12269$0  };
+  assign w_data = { \port$11571$16 , \port$12269$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4522$0 , \port$4524$0 , q_head_index1_index, \port$4532$0 , \port$4534$0 , q_head_index2_index, \port$4542$0 , \port$4544$0 , q_head_index3_index, \port$4552$0 , \port$4554$0 , cpl_status_free, \port$5582$0 , \port$5612$0 , \port$5642$0 
-, \port$5672$0 , \port$12925$0 , \port$12975$0 , \port$13025$0 , \port$13075$0 , \port$13125$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag
-, q_wait_queue, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$13654$2 , bus__we
+, \port$5672$0 , \port$10812$0 , \port$10862$0 , \port$10912$0 , \port$10962$0 , \port$11012$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag
+, q_wait_queue, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11541$2 , bus__we
 , bus__wdata, bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, retire4_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
@@ -27479,18 +27479,18 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [23:0] \port$12925$0 ;
-  wire [23:0] \port$12925$0 ;
-  input [23:0] \port$12975$0 ;
-  wire [23:0] \port$12975$0 ;
-  input [23:0] \port$13025$0 ;
-  wire [23:0] \port$13025$0 ;
-  input [23:0] \port$13075$0 ;
-  wire [23:0] \port$13075$0 ;
-  input [23:0] \port$13125$0 ;
-  wire [23:0] \port$13125$0 ;
-  input [29:0] \port$13654$2 ;
-  wire [29:0] \port$13654$2 ;
+  input [23:0] \port$10812$0 ;
+  wire [23:0] \port$10812$0 ;
+  input [23:0] \port$10862$0 ;
+  wire [23:0] \port$10862$0 ;
+  input [23:0] \port$10912$0 ;
+  wire [23:0] \port$10912$0 ;
+  input [23:0] \port$10962$0 ;
+  wire [23:0] \port$10962$0 ;
+  input [23:0] \port$11012$0 ;
+  wire [23:0] \port$11012$0 ;
+  input [29:0] \port$11541$2 ;
+  wire [29:0] \port$11541$2 ;
   input \port$4522$0 ;
   wire \port$4522$0 ;
   input \port$4524$0 ;
@@ -27683,94 +27683,94 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$13654$2 [9:0] == 6'h39;
+  assign \$103  = \port$11541$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$13654$2 [9:0] == 6'h3a;
+  assign \$105  = \port$11541$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$13654$2 [9:0] == 6'h3b;
+  assign \$107  = \port$11541$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$13654$2 [9:0] == 6'h3c;
+  assign \$109  = \port$11541$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$13654$2 [9:0] == 6'h3d;
+  assign \$111  = \port$11541$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$13654$2 [9:0] == 6'h3e;
+  assign \$113  = \port$11541$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$13654$2 [9:0] == 6'h3f;
+  assign \$115  = \port$11541$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$13654$2 [9:0] == 7'h40;
+  assign \$117  = \port$11541$2 [9:0] == 7'h40;
   assign wr_event0 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$13654$2 [9:0] == 7'h41;
+  assign \$119  = \port$11541$2 [9:0] == 7'h41;
   assign wr_event1 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$13654$2 [9:0] == 7'h42;
+  assign \$121  = \port$11541$2 [9:0] == 7'h42;
   assign wr_event2 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$13654$2 [9:0] == 7'h43;
+  assign \$123  = \port$11541$2 [9:0] == 7'h43;
   assign wr_event3 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$13654$2 [9:0] == 7'h44;
+  assign \$125  = \port$11541$2 [9:0] == 7'h44;
   assign wr_event4 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$13654$2 [9:0] == 7'h45;
+  assign \$127  = \port$11541$2 [9:0] == 7'h45;
   assign wr_event5 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$13654$2 [9:0] == 7'h46;
+  assign \$129  = \port$11541$2 [9:0] == 7'h46;
   assign wr_event6 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$13654$2 [9:0] == 7'h47;
+  assign \$131  = \port$11541$2 [9:0] == 7'h47;
   assign wr_event7 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$13654$2 [9:0] == 7'h48;
+  assign \$133  = \port$11541$2 [9:0] == 7'h48;
   assign wr_event8 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$13654$2 [9:0] == 7'h49;
+  assign \$135  = \port$11541$2 [9:0] == 7'h49;
   assign wr_event9 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$13654$2 [9:0] == 7'h4a;
+  assign \$137  = \port$11541$2 [9:0] == 7'h4a;
   assign wr_event10 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$13654$2 [9:0] == 7'h4b;
+  assign \$139  = \port$11541$2 [9:0] == 7'h4b;
   assign wr_event11 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$13654$2 [9:0] == 7'h4c;
+  assign \$141  = \port$11541$2 [9:0] == 7'h4c;
   assign wr_event12 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$13654$2 [9:0] == 7'h4d;
+  assign \$143  = \port$11541$2 [9:0] == 7'h4d;
   assign wr_event13 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$13654$2 [9:0] == 7'h4e;
+  assign \$145  = \port$11541$2 [9:0] == 7'h4e;
   assign wr_event14 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$13654$2 [9:0] == 7'h4f;
+  assign \$147  = \port$11541$2 [9:0] == 7'h4f;
   assign wr_event15 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$13654$2 [9:0] == 7'h50;
+  assign \$149  = \port$11541$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$13654$2 [9:0] == 7'h51;
+  assign \$151  = \port$11541$2 [9:0] == 7'h51;
   assign wr_perf_value = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$13654$2 [9:0] == 7'h58;
+  assign \$153  = \port$11541$2 [9:0] == 7'h58;
   assign wr_retire0 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$13654$2 [9:0] == 7'h59;
+  assign \$155  = \port$11541$2 [9:0] == 7'h59;
   assign wr_retire1 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$13654$2 [9:0] == 7'h5a;
+  assign \$157  = \port$11541$2 [9:0] == 7'h5a;
   assign wr_retire2 = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$13654$2 [9:0] == 7'h5b;
+  assign \$159  = \port$11541$2 [9:0] == 7'h5b;
   assign wr_retire3 = \$158  & \$159 ;
   assign \$160  = \new  & bus__we;
-  assign \$161  = \port$13654$2 [9:0] == 7'h5c;
+  assign \$161  = \port$11541$2 [9:0] == 7'h5c;
   assign wr_retire4 = \$160  & \$161 ;
   assign \$162  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$163  = fw_version_version & \$162 ;
@@ -27894,60 +27894,60 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$281  = \$280  | wdata[11:0];
   assign \$282  = ~ bus__we;
   assign \$283  = \new  & \$282 ;
-  assign \$284  = ! \port$13654$2 [9:0];
+  assign \$284  = ! \port$11541$2 [9:0];
   assign \$285  = \$283  & \$284 ;
   assign \$288  = ~ bus__we;
   assign \$289  = \new  & \$288 ;
-  assign \$290  = \port$13654$2 [9:0] == 1'h1;
+  assign \$290  = \port$11541$2 [9:0] == 1'h1;
   assign \$291  = \$289  & \$290 ;
   assign \$294  = ~ bus__we;
   assign \$295  = \new  & \$294 ;
-  assign \$296  = \port$13654$2 [9:0] == 2'h2;
+  assign \$296  = \port$11541$2 [9:0] == 2'h2;
   assign \$297  = \$295  & \$296 ;
   assign \$300  = ~ bus__we;
   assign \$301  = \new  & \$300 ;
-  assign \$302  = \port$13654$2 [9:0] == 2'h3;
+  assign \$302  = \port$11541$2 [9:0] == 2'h3;
   assign \$303  = \$301  & \$302 ;
   assign \$306  = ~ bus__we;
   assign \$307  = \new  & \$306 ;
-  assign \$308  = \port$13654$2 [9:0] == 3'h4;
+  assign \$308  = \port$11541$2 [9:0] == 3'h4;
   assign \$309  = \$307  & \$308 ;
   assign \$312  = ~ bus__we;
   assign \$313  = \new  & \$312 ;
-  assign \$314  = \port$13654$2 [9:0] == 3'h5;
+  assign \$314  = \port$11541$2 [9:0] == 3'h5;
   assign \$315  = \$313  & \$314 ;
   assign \$318  = ~ bus__we;
   assign \$319  = \new  & \$318 ;
-  assign \$320  = \port$13654$2 [9:0] == 3'h6;
+  assign \$320  = \port$11541$2 [9:0] == 3'h6;
   assign \$321  = \$319  & \$320 ;
   assign \$324  = ~ bus__we;
   assign \$325  = \new  & \$324 ;
-  assign \$326  = \port$13654$2 [9:0] == 4'h8;
+  assign \$326  = \port$11541$2 [9:0] == 4'h8;
   assign \$327  = \$325  & \$326 ;
   assign \$331  = \$329  | { 12'h000, \$330  };
   assign \$333  = { 3'h0, \$331  } | \$332 ;
   assign \$335  = \$333  | { 3'h0, \$334  };
   assign \$336  = ~ bus__we;
   assign \$337  = \new  & \$336 ;
-  assign \$338  = \port$13654$2 [9:0] == 4'h9;
+  assign \$338  = \port$11541$2 [9:0] == 4'h9;
   assign \$339  = \$337  & \$338 ;
   assign \$343  = \$341  | \$342 ;
   assign \$344  = ~ bus__we;
   assign \$345  = \new  & \$344 ;
-  assign \$346  = \port$13654$2 [9:0] == 4'ha;
+  assign \$346  = \port$11541$2 [9:0] == 4'ha;
   assign \$347  = \$345  & \$346 ;
   assign \$350  = ~ bus__we;
   assign \$351  = \new  & \$350 ;
-  assign \$352  = \port$13654$2 [9:0] == 4'hb;
+  assign \$352  = \port$11541$2 [9:0] == 4'hb;
   assign \$353  = \$351  & \$352 ;
   assign \$357  = { 15'h0000, \$355  } | \$356 ;
   assign \$358  = ~ bus__we;
   assign \$359  = \new  & \$358 ;
-  assign \$360  = \port$13654$2 [9:0] == 5'h10;
+  assign \$360  = \port$11541$2 [9:0] == 5'h10;
   assign \$361  = \$359  & \$360 ;
   assign \$364  = ~ bus__we;
   assign \$365  = \new  & \$364 ;
-  assign \$366  = \port$13654$2 [9:0] == 5'h11;
+  assign \$366  = \port$11541$2 [9:0] == 5'h11;
   assign \$367  = \$365  & \$366 ;
   assign \$371  = \$369  | { 28'h0000000, \$370  };
   assign \$373  = \$371  | { 28'h0000000, \$372  };
@@ -27956,279 +27956,279 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$379  = \$377  | \$378 ;
   assign \$380  = ~ bus__we;
   assign \$381  = \new  & \$380 ;
-  assign \$382  = \port$13654$2 [9:0] == 5'h12;
+  assign \$382  = \port$11541$2 [9:0] == 5'h12;
   assign \$383  = \$381  & \$382 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$13654$2 [9:0] == 5'h13;
+  assign \$388  = \port$11541$2 [9:0] == 5'h13;
   assign \$389  = \$387  & \$388 ;
   assign \$392  = ~ bus__we;
   assign \$393  = \new  & \$392 ;
-  assign \$394  = \port$13654$2 [9:0] == 5'h14;
+  assign \$394  = \port$11541$2 [9:0] == 5'h14;
   assign \$395  = \$393  & \$394 ;
   assign \$398  = ~ bus__we;
   assign \$399  = \new  & \$398 ;
-  assign \$400  = \port$13654$2 [9:0] == 5'h15;
+  assign \$400  = \port$11541$2 [9:0] == 5'h15;
   assign \$401  = \$399  & \$400 ;
   assign \$404  = ~ bus__we;
   assign \$405  = \new  & \$404 ;
-  assign \$406  = \port$13654$2 [9:0] == 5'h16;
+  assign \$406  = \port$11541$2 [9:0] == 5'h16;
   assign \$407  = \$405  & \$406 ;
   assign \$410  = ~ bus__we;
   assign \$411  = \new  & \$410 ;
-  assign \$412  = \port$13654$2 [9:0] == 5'h17;
+  assign \$412  = \port$11541$2 [9:0] == 5'h17;
   assign \$413  = \$411  & \$412 ;
   assign \$416  = ~ bus__we;
   assign \$417  = \new  & \$416 ;
-  assign \$418  = \port$13654$2 [9:0] == 5'h18;
+  assign \$418  = \port$11541$2 [9:0] == 5'h18;
   assign \$419  = \$417  & \$418 ;
   assign \$422  = ~ bus__we;
   assign \$423  = \new  & \$422 ;
-  assign \$424  = \port$13654$2 [9:0] == 5'h19;
+  assign \$424  = \port$11541$2 [9:0] == 5'h19;
   assign \$425  = \$423  & \$424 ;
   assign \$428  = ~ bus__we;
   assign \$429  = \new  & \$428 ;
-  assign \$430  = \port$13654$2 [9:0] == 5'h1a;
+  assign \$430  = \port$11541$2 [9:0] == 5'h1a;
   assign \$431  = \$429  & \$430 ;
   assign \$434  = ~ bus__we;
   assign \$435  = \new  & \$434 ;
-  assign \$436  = \port$13654$2 [9:0] == 5'h1b;
+  assign \$436  = \port$11541$2 [9:0] == 5'h1b;
   assign \$437  = \$435  & \$436 ;
   assign \$440  = ~ bus__we;
   assign \$441  = \new  & \$440 ;
-  assign \$442  = \port$13654$2 [9:0] == 5'h1c;
+  assign \$442  = \port$11541$2 [9:0] == 5'h1c;
   assign \$443  = \$441  & \$442 ;
   assign \$446  = ~ bus__we;
   assign \$447  = \new  & \$446 ;
-  assign \$448  = \port$13654$2 [9:0] == 5'h1d;
+  assign \$448  = \port$11541$2 [9:0] == 5'h1d;
   assign \$449  = \$447  & \$448 ;
   assign \$452  = ~ bus__we;
   assign \$453  = \new  & \$452 ;
-  assign \$454  = \port$13654$2 [9:0] == 6'h20;
+  assign \$454  = \port$11541$2 [9:0] == 6'h20;
   assign \$455  = \$453  & \$454 ;
   assign \$458  = ~ bus__we;
   assign \$459  = \new  & \$458 ;
-  assign \$460  = \port$13654$2 [9:0] == 6'h21;
+  assign \$460  = \port$11541$2 [9:0] == 6'h21;
   assign \$461  = \$459  & \$460 ;
   assign \$464  = ~ bus__we;
   assign \$465  = \new  & \$464 ;
-  assign \$466  = \port$13654$2 [9:0] == 6'h22;
+  assign \$466  = \port$11541$2 [9:0] == 6'h22;
   assign \$467  = \$465  & \$466 ;
   assign \$470  = ~ bus__we;
   assign \$471  = \new  & \$470 ;
-  assign \$472  = \port$13654$2 [9:0] == 6'h23;
+  assign \$472  = \port$11541$2 [9:0] == 6'h23;
   assign \$473  = \$471  & \$472 ;
   assign \$476  = ~ bus__we;
   assign \$477  = \new  & \$476 ;
-  assign \$478  = \port$13654$2 [9:0] == 6'h24;
+  assign \$478  = \port$11541$2 [9:0] == 6'h24;
   assign \$479  = \$477  & \$478 ;
   assign \$482  = ~ bus__we;
   assign \$483  = \new  & \$482 ;
-  assign \$484  = \port$13654$2 [9:0] == 6'h25;
+  assign \$484  = \port$11541$2 [9:0] == 6'h25;
   assign \$485  = \$483  & \$484 ;
   assign \$488  = ~ bus__we;
   assign \$489  = \new  & \$488 ;
-  assign \$490  = \port$13654$2 [9:0] == 6'h26;
+  assign \$490  = \port$11541$2 [9:0] == 6'h26;
   assign \$491  = \$489  & \$490 ;
   assign \$494  = ~ bus__we;
   assign \$495  = \new  & \$494 ;
-  assign \$496  = \port$13654$2 [9:0] == 6'h27;
+  assign \$496  = \port$11541$2 [9:0] == 6'h27;
   assign \$497  = \$495  & \$496 ;
   assign \$500  = ~ bus__we;
   assign \$501  = \new  & \$500 ;
-  assign \$502  = \port$13654$2 [9:0] == 6'h28;
+  assign \$502  = \port$11541$2 [9:0] == 6'h28;
   assign \$503  = \$501  & \$502 ;
   assign \$506  = ~ bus__we;
   assign \$507  = \new  & \$506 ;
-  assign \$508  = \port$13654$2 [9:0] == 6'h29;
+  assign \$508  = \port$11541$2 [9:0] == 6'h29;
   assign \$509  = \$507  & \$508 ;
   assign \$512  = ~ bus__we;
   assign \$513  = \new  & \$512 ;
-  assign \$514  = \port$13654$2 [9:0] == 6'h2a;
+  assign \$514  = \port$11541$2 [9:0] == 6'h2a;
   assign \$515  = \$513  & \$514 ;
   assign \$518  = ~ bus__we;
   assign \$519  = \new  & \$518 ;
-  assign \$520  = \port$13654$2 [9:0] == 6'h2b;
+  assign \$520  = \port$11541$2 [9:0] == 6'h2b;
   assign \$521  = \$519  & \$520 ;
   assign \$524  = ~ bus__we;
   assign \$525  = \new  & \$524 ;
-  assign \$526  = \port$13654$2 [9:0] == 6'h2c;
+  assign \$526  = \port$11541$2 [9:0] == 6'h2c;
   assign \$527  = \$525  & \$526 ;
   assign \$530  = ~ bus__we;
   assign \$531  = \new  & \$530 ;
-  assign \$532  = \port$13654$2 [9:0] == 6'h2d;
+  assign \$532  = \port$11541$2 [9:0] == 6'h2d;
   assign \$533  = \$531  & \$532 ;
   assign \$536  = ~ bus__we;
   assign \$537  = \new  & \$536 ;
-  assign \$538  = \port$13654$2 [9:0] == 6'h2e;
+  assign \$538  = \port$11541$2 [9:0] == 6'h2e;
   assign \$539  = \$537  & \$538 ;
   assign \$542  = ~ bus__we;
   assign \$543  = \new  & \$542 ;
-  assign \$544  = \port$13654$2 [9:0] == 6'h2f;
+  assign \$544  = \port$11541$2 [9:0] == 6'h2f;
   assign \$545  = \$543  & \$544 ;
   assign \$548  = ~ bus__we;
   assign \$549  = \new  & \$548 ;
-  assign \$550  = \port$13654$2 [9:0] == 6'h30;
+  assign \$550  = \port$11541$2 [9:0] == 6'h30;
   assign \$551  = \$549  & \$550 ;
   assign \$554  = ~ bus__we;
   assign \$555  = \new  & \$554 ;
-  assign \$556  = \port$13654$2 [9:0] == 6'h31;
+  assign \$556  = \port$11541$2 [9:0] == 6'h31;
   assign \$557  = \$555  & \$556 ;
   assign \$560  = ~ bus__we;
   assign \$561  = \new  & \$560 ;
-  assign \$562  = \port$13654$2 [9:0] == 6'h32;
+  assign \$562  = \port$11541$2 [9:0] == 6'h32;
   assign \$563  = \$561  & \$562 ;
   assign \$566  = ~ bus__we;
   assign \$567  = \new  & \$566 ;
-  assign \$568  = \port$13654$2 [9:0] == 6'h33;
+  assign \$568  = \port$11541$2 [9:0] == 6'h33;
   assign \$569  = \$567  & \$568 ;
   assign \$572  = ~ bus__we;
   assign \$573  = \new  & \$572 ;
-  assign \$574  = \port$13654$2 [9:0] == 6'h34;
+  assign \$574  = \port$11541$2 [9:0] == 6'h34;
   assign \$575  = \$573  & \$574 ;
   assign \$578  = ~ bus__we;
   assign \$579  = \new  & \$578 ;
-  assign \$580  = \port$13654$2 [9:0] == 6'h35;
+  assign \$580  = \port$11541$2 [9:0] == 6'h35;
   assign \$581  = \$579  & \$580 ;
   assign \$584  = ~ bus__we;
   assign \$585  = \new  & \$584 ;
-  assign \$586  = \port$13654$2 [9:0] == 6'h36;
+  assign \$586  = \port$11541$2 [9:0] == 6'h36;
   assign \$587  = \$585  & \$586 ;
   assign \$590  = ~ bus__we;
   assign \$591  = \new  & \$590 ;
-  assign \$592  = \port$13654$2 [9:0] == 6'h37;
+  assign \$592  = \port$11541$2 [9:0] == 6'h37;
   assign \$593  = \$591  & \$592 ;
   assign \$596  = ~ bus__we;
   assign \$597  = \new  & \$596 ;
-  assign \$598  = \port$13654$2 [9:0] == 6'h38;
+  assign \$598  = \port$11541$2 [9:0] == 6'h38;
   assign \$599  = \$597  & \$598 ;
   assign \$602  = ~ bus__we;
   assign \$603  = \new  & \$602 ;
-  assign \$604  = \port$13654$2 [9:0] == 6'h39;
+  assign \$604  = \port$11541$2 [9:0] == 6'h39;
   assign \$605  = \$603  & \$604 ;
   assign \$608  = ~ bus__we;
   assign \$609  = \new  & \$608 ;
-  assign \$610  = \port$13654$2 [9:0] == 6'h3a;
+  assign \$610  = \port$11541$2 [9:0] == 6'h3a;
   assign \$611  = \$609  & \$610 ;
   assign \$614  = ~ bus__we;
   assign \$615  = \new  & \$614 ;
-  assign \$616  = \port$13654$2 [9:0] == 6'h3b;
+  assign \$616  = \port$11541$2 [9:0] == 6'h3b;
   assign \$617  = \$615  & \$616 ;
   assign \$620  = ~ bus__we;
   assign \$621  = \new  & \$620 ;
-  assign \$622  = \port$13654$2 [9:0] == 6'h3c;
+  assign \$622  = \port$11541$2 [9:0] == 6'h3c;
   assign \$623  = \$621  & \$622 ;
   assign \$626  = ~ bus__we;
   assign \$627  = \new  & \$626 ;
-  assign \$628  = \port$13654$2 [9:0] == 6'h3d;
+  assign \$628  = \port$11541$2 [9:0] == 6'h3d;
   assign \$629  = \$627  & \$628 ;
   assign \$632  = ~ bus__we;
   assign \$633  = \new  & \$632 ;
-  assign \$634  = \port$13654$2 [9:0] == 6'h3e;
+  assign \$634  = \port$11541$2 [9:0] == 6'h3e;
   assign \$635  = \$633  & \$634 ;
   assign \$638  = ~ bus__we;
   assign \$639  = \new  & \$638 ;
-  assign \$640  = \port$13654$2 [9:0] == 6'h3f;
+  assign \$640  = \port$11541$2 [9:0] == 6'h3f;
   assign \$641  = \$639  & \$640 ;
   assign \$644  = ~ bus__we;
   assign \$645  = \new  & \$644 ;
-  assign \$646  = \port$13654$2 [9:0] == 7'h40;
+  assign \$646  = \port$11541$2 [9:0] == 7'h40;
   assign \$647  = \$645  & \$646 ;
   assign \$650  = ~ bus__we;
   assign \$651  = \new  & \$650 ;
-  assign \$652  = \port$13654$2 [9:0] == 7'h41;
+  assign \$652  = \port$11541$2 [9:0] == 7'h41;
   assign \$653  = \$651  & \$652 ;
   assign \$656  = ~ bus__we;
   assign \$657  = \new  & \$656 ;
-  assign \$658  = \port$13654$2 [9:0] == 7'h42;
+  assign \$658  = \port$11541$2 [9:0] == 7'h42;
   assign \$659  = \$657  & \$658 ;
   assign \$662  = ~ bus__we;
   assign \$663  = \new  & \$662 ;
-  assign \$664  = \port$13654$2 [9:0] == 7'h43;
+  assign \$664  = \port$11541$2 [9:0] == 7'h43;
   assign \$665  = \$663  & \$664 ;
   assign \$668  = ~ bus__we;
   assign \$669  = \new  & \$668 ;
-  assign \$670  = \port$13654$2 [9:0] == 7'h44;
+  assign \$670  = \port$11541$2 [9:0] == 7'h44;
   assign \$671  = \$669  & \$670 ;
   assign \$674  = ~ bus__we;
   assign \$675  = \new  & \$674 ;
-  assign \$676  = \port$13654$2 [9:0] == 7'h45;
+  assign \$676  = \port$11541$2 [9:0] == 7'h45;
   assign \$677  = \$675  & \$676 ;
   assign \$680  = ~ bus__we;
   assign \$681  = \new  & \$680 ;
-  assign \$682  = \port$13654$2 [9:0] == 7'h46;
+  assign \$682  = \port$11541$2 [9:0] == 7'h46;
   assign \$683  = \$681  & \$682 ;
   assign \$686  = ~ bus__we;
   assign \$687  = \new  & \$686 ;
-  assign \$688  = \port$13654$2 [9:0] == 7'h47;
+  assign \$688  = \port$11541$2 [9:0] == 7'h47;
   assign \$689  = \$687  & \$688 ;
   assign \$692  = ~ bus__we;
   assign \$693  = \new  & \$692 ;
-  assign \$694  = \port$13654$2 [9:0] == 7'h48;
+  assign \$694  = \port$11541$2 [9:0] == 7'h48;
   assign \$695  = \$693  & \$694 ;
   assign \$698  = ~ bus__we;
   assign \$699  = \new  & \$698 ;
-  assign \$700  = \port$13654$2 [9:0] == 7'h49;
+  assign \$700  = \port$11541$2 [9:0] == 7'h49;
   assign \$701  = \$699  & \$700 ;
   assign \$704  = ~ bus__we;
   assign \$705  = \new  & \$704 ;
-  assign \$706  = \port$13654$2 [9:0] == 7'h4a;
+  assign \$706  = \port$11541$2 [9:0] == 7'h4a;
   assign \$707  = \$705  & \$706 ;
   assign \$710  = ~ bus__we;
   assign \$711  = \new  & \$710 ;
-  assign \$712  = \port$13654$2 [9:0] == 7'h4b;
+  assign \$712  = \port$11541$2 [9:0] == 7'h4b;
   assign \$713  = \$711  & \$712 ;
   assign \$716  = ~ bus__we;
   assign \$717  = \new  & \$716 ;
-  assign \$718  = \port$13654$2 [9:0] == 7'h4c;
+  assign \$718  = \port$11541$2 [9:0] == 7'h4c;
   assign \$719  = \$717  & \$718 ;
   assign \$722  = ~ bus__we;
   assign \$723  = \new  & \$722 ;
-  assign \$724  = \port$13654$2 [9:0] == 7'h4d;
+  assign \$724  = \port$11541$2 [9:0] == 7'h4d;
   assign \$725  = \$723  & \$724 ;
   assign \$728  = ~ bus__we;
   assign \$729  = \new  & \$728 ;
-  assign \$730  = \port$13654$2 [9:0] == 7'h4e;
+  assign \$730  = \port$11541$2 [9:0] == 7'h4e;
   assign \$731  = \$729  & \$730 ;
   assign \$734  = ~ bus__we;
   assign \$735  = \new  & \$734 ;
-  assign \$736  = \port$13654$2 [9:0] == 7'h4f;
+  assign \$736  = \port$11541$2 [9:0] == 7'h4f;
   assign \$737  = \$735  & \$736 ;
   assign \$740  = ~ bus__we;
   assign \$741  = \new  & \$740 ;
-  assign \$742  = \port$13654$2 [9:0] == 7'h50;
+  assign \$742  = \port$11541$2 [9:0] == 7'h50;
   assign \$743  = \$741  & \$742 ;
   assign \$746  = ~ bus__we;
   assign \$747  = \new  & \$746 ;
-  assign \$748  = \port$13654$2 [9:0] == 7'h51;
+  assign \$748  = \port$11541$2 [9:0] == 7'h51;
   assign \$749  = \$747  & \$748 ;
   assign \$752  = ~ bus__we;
   assign \$753  = \new  & \$752 ;
-  assign \$754  = \port$13654$2 [9:0] == 7'h58;
+  assign \$754  = \port$11541$2 [9:0] == 7'h58;
   assign \$755  = \$753  & \$754 ;
   assign \$759  = \$757  | { 9'h000, \$758  };
   assign \$761  = { 15'h0000, \$759  } | \$760 ;
   assign \$762  = ~ bus__we;
   assign \$763  = \new  & \$762 ;
-  assign \$764  = \port$13654$2 [9:0] == 7'h59;
+  assign \$764  = \port$11541$2 [9:0] == 7'h59;
   assign \$765  = \$763  & \$764 ;
   assign \$769  = \$767  | { 9'h000, \$768  };
   assign \$771  = { 15'h0000, \$769  } | \$770 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$13654$2 [9:0] == 7'h5a;
+  assign \$774  = \port$11541$2 [9:0] == 7'h5a;
   assign \$775  = \$773  & \$774 ;
   assign \$779  = \$777  | { 9'h000, \$778  };
   assign \$781  = { 15'h0000, \$779  } | \$780 ;
   assign \$782  = ~ bus__we;
   assign \$783  = \new  & \$782 ;
-  assign \$784  = \port$13654$2 [9:0] == 7'h5b;
+  assign \$784  = \port$11541$2 [9:0] == 7'h5b;
   assign \$785  = \$783  & \$784 ;
   assign \$789  = \$787  | { 9'h000, \$788  };
   assign \$791  = { 15'h0000, \$789  } | \$790 ;
   assign \$792  = ~ bus__we;
   assign \$793  = \new  & \$792 ;
-  assign \$794  = \port$13654$2 [9:0] == 7'h5c;
+  assign \$794  = \port$11541$2 [9:0] == 7'h5c;
   assign \$795  = \$793  & \$794 ;
   assign \$799  = \$797  | { 9'h000, \$798  };
   assign \$801  = { 15'h0000, \$799  } | \$800 ;
@@ -28324,155 +28324,155 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$13654$2 [9:0];
+  assign \$3  = ! \port$11541$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$13654$2 [9:0] == 1'h1;
+  assign \$5  = \port$11541$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$13654$2 [9:0] == 2'h2;
+  assign \$7  = \port$11541$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$13654$2 [9:0] == 2'h3;
+  assign \$9  = \port$11541$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$13654$2 [9:0] == 3'h4;
+  assign \$11  = \port$11541$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$13654$2 [9:0] == 3'h5;
+  assign \$13  = \port$11541$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$13654$2 [9:0] == 3'h6;
+  assign \$15  = \port$11541$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$13654$2 [9:0] == 4'h8;
+  assign \$17  = \port$11541$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$13654$2 [9:0] == 4'h9;
+  assign \$19  = \port$11541$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$13654$2 [9:0] == 4'ha;
+  assign \$21  = \port$11541$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$13654$2 [9:0] == 4'hb;
+  assign \$23  = \port$11541$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$13654$2 [9:0] == 5'h10;
+  assign \$25  = \port$11541$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$13654$2 [9:0] == 5'h11;
+  assign \$27  = \port$11541$2 [9:0] == 5'h11;
   assign wr_cpl = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$13654$2 [9:0] == 5'h12;
+  assign \$29  = \port$11541$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$13654$2 [9:0] == 5'h13;
+  assign \$31  = \port$11541$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$13654$2 [9:0] == 5'h14;
+  assign \$33  = \port$11541$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$13654$2 [9:0] == 5'h15;
+  assign \$35  = \port$11541$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$13654$2 [9:0] == 5'h16;
+  assign \$37  = \port$11541$2 [9:0] == 5'h16;
   assign wr_watchdog = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$13654$2 [9:0] == 5'h17;
+  assign \$39  = \port$11541$2 [9:0] == 5'h17;
   assign wr_q_wait = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$13654$2 [9:0] == 5'h18;
+  assign \$41  = \port$11541$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$13654$2 [9:0] == 5'h19;
+  assign \$43  = \port$11541$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$13654$2 [9:0] == 5'h1a;
+  assign \$45  = \port$11541$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$13654$2 [9:0] == 5'h1b;
+  assign \$47  = \port$11541$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$13654$2 [9:0] == 5'h1c;
+  assign \$49  = \port$11541$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$13654$2 [9:0] == 5'h1d;
+  assign \$51  = \port$11541$2 [9:0] == 5'h1d;
   assign wr_timer = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$13654$2 [9:0] == 6'h20;
+  assign \$53  = \port$11541$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$13654$2 [9:0] == 6'h21;
+  assign \$55  = \port$11541$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$13654$2 [9:0] == 6'h22;
+  assign \$57  = \port$11541$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$13654$2 [9:0] == 6'h23;
+  assign \$59  = \port$11541$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$13654$2 [9:0] == 6'h24;
+  assign \$61  = \port$11541$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$13654$2 [9:0] == 6'h25;
+  assign \$63  = \port$11541$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$13654$2 [9:0] == 6'h26;
+  assign \$65  = \port$11541$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$13654$2 [9:0] == 6'h27;
+  assign \$67  = \port$11541$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$13654$2 [9:0] == 6'h28;
+  assign \$69  = \port$11541$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$13654$2 [9:0] == 6'h29;
+  assign \$71  = \port$11541$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$13654$2 [9:0] == 6'h2a;
+  assign \$73  = \port$11541$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$13654$2 [9:0] == 6'h2b;
+  assign \$75  = \port$11541$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$13654$2 [9:0] == 6'h2c;
+  assign \$77  = \port$11541$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$13654$2 [9:0] == 6'h2d;
+  assign \$79  = \port$11541$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$13654$2 [9:0] == 6'h2e;
+  assign \$81  = \port$11541$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$13654$2 [9:0] == 6'h2f;
+  assign \$83  = \port$11541$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$13654$2 [9:0] == 6'h30;
+  assign \$85  = \port$11541$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$13654$2 [9:0] == 6'h31;
+  assign \$87  = \port$11541$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$13654$2 [9:0] == 6'h32;
+  assign \$89  = \port$11541$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$13654$2 [9:0] == 6'h33;
+  assign \$91  = \port$11541$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$13654$2 [9:0] == 6'h34;
+  assign \$93  = \port$11541$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$13654$2 [9:0] == 6'h35;
+  assign \$95  = \port$11541$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$13654$2 [9:0] == 6'h36;
+  assign \$97  = \port$11541$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$13654$2 [9:0] == 6'h37;
+  assign \$99  = \port$11541$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$13654$2 [9:0] == 6'h38;
+  assign \$101  = \port$11541$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$100  & \$101 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
@@ -29759,7 +29759,7 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$13654$2 , 2'h0 };
+  assign bus__addr = { \port$11541$2 , 2'h0 };
   assign work_qready = { \port$4552$0 , \port$4542$0 , \port$4532$0 , \port$4522$0  };
   assign work_qreset = { \port$4554$0 , \port$4544$0 , \port$4534$0 , \port$4524$0  };
   assign q_head0_word = \port$5582$0 [31:0];
@@ -29794,16 +29794,16 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign q_head29_word = \port$5672$0 [191:160];
   assign q_head30_word = \port$5672$0 [223:192];
   assign q_head31_word = \port$5672$0 [255:224];
-  assign retire0_error = \port$12925$0 [7:0];
-  assign retire0_tag = \port$12925$0 [23:8];
-  assign retire1_error = \port$12975$0 [7:0];
-  assign retire1_tag = \port$12975$0 [23:8];
-  assign retire2_error = \port$13025$0 [7:0];
-  assign retire2_tag = \port$13025$0 [23:8];
-  assign retire3_error = \port$13075$0 [7:0];
-  assign retire3_tag = \port$13075$0 [23:8];
-  assign retire4_error = \port$13125$0 [7:0];
-  assign retire4_tag = \port$13125$0 [23:8];
+  assign retire0_error = \port$10812$0 [7:0];
+  assign retire0_tag = \port$10812$0 [23:8];
+  assign retire1_error = \port$10862$0 [7:0];
+  assign retire1_tag = \port$10862$0 [23:8];
+  assign retire2_error = \port$10912$0 [7:0];
+  assign retire2_tag = \port$10912$0 [23:8];
+  assign retire3_error = \port$10962$0 [7:0];
+  assign retire3_tag = \port$10962$0 [23:8];
+  assign retire4_error = \port$11012$0 [7:0];
+  assign retire4_tag = \port$11012$0 [23:8];
   assign \$286  = { 1'h0, fw_version_version };
   assign \$287  = \$286 ;
   assign \$292  = { 1'h0, fw_status_state };
@@ -29966,24 +29966,24 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$751  = \$750 ;
   assign \$756  = { 1'h0, retire0_valid };
   assign \$757  = { 30'h00000000, \$756  };
-  assign \$758  = { 7'h00, \port$12925$0 [7:0], 8'h00 };
-  assign \$760  = { 15'h0000, \port$12925$0 [23:8], 16'h0000 };
+  assign \$758  = { 7'h00, \port$10812$0 [7:0], 8'h00 };
+  assign \$760  = { 15'h0000, \port$10812$0 [23:8], 16'h0000 };
   assign \$766  = { 1'h0, retire1_valid };
   assign \$767  = { 30'h00000000, \$766  };
-  assign \$768  = { 7'h00, \port$12975$0 [7:0], 8'h00 };
-  assign \$770  = { 15'h0000, \port$12975$0 [23:8], 16'h0000 };
+  assign \$768  = { 7'h00, \port$10862$0 [7:0], 8'h00 };
+  assign \$770  = { 15'h0000, \port$10862$0 [23:8], 16'h0000 };
   assign \$776  = { 1'h0, retire2_valid };
   assign \$777  = { 30'h00000000, \$776  };
-  assign \$778  = { 7'h00, \port$13025$0 [7:0], 8'h00 };
-  assign \$780  = { 15'h0000, \port$13025$0 [23:8], 16'h0000 };
+  assign \$778  = { 7'h00, \port$10912$0 [7:0], 8'h00 };
+  assign \$780  = { 15'h0000, \port$10912$0 [23:8], 16'h0000 };
   assign \$786  = { 1'h0, retire3_valid };
   assign \$787  = { 30'h00000000, \$786  };
-  assign \$788  = { 7'h00, \port$13075$0 [7:0], 8'h00 };
-  assign \$790  = { 15'h0000, \port$13075$0 [23:8], 16'h0000 };
+  assign \$788  = { 7'h00, \port$10962$0 [7:0], 8'h00 };
+  assign \$790  = { 15'h0000, \port$10962$0 [23:8], 16'h0000 };
   assign \$796  = { 1'h0, retire4_valid };
   assign \$797  = { 30'h00000000, \$796  };
-  assign \$798  = { 7'h00, \port$13125$0 [7:0], 8'h00 };
-  assign \$800  = { 15'h0000, \port$13125$0 [23:8], 16'h0000 };
+  assign \$798  = { 7'h00, \port$11012$0 [7:0], 8'h00 };
+  assign \$800  = { 15'h0000, \port$11012$0 [23:8], 16'h0000 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -30746,7 +30746,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .deskew6_0(\$245 ),
     .out_valid_q(acc_wr__en),
     .pe7_7_psum(\$238 ),
-    .\port$14412$2 (spad_meta_q3[5:2]),
+    .\port$12299$2 (spad_meta_q3[5:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -31880,7 +31880,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
+module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -34027,8 +34027,8 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   reg [31:0] pe7_7_psum = 32'd0;
   reg [7:0] pe7_7_w0 = 8'h00;
   reg [7:0] pe7_7_w1 = 8'h00;
-  input [3:0] \port$14412$2 ;
-  wire [3:0] \port$14412$2 ;
+  input [3:0] \port$12299$2 ;
+  wire [3:0] \port$12299$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -34128,22 +34128,22 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   wire w_transpose;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$14412$2 [2:0];
+  assign \$3  = ! \port$12299$2 [2:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$14412$2 [2:0];
+  assign \$6  = ! \port$12299$2 [2:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$14412$2 [3] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$12299$2 [3] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$14412$2 [2:0];
+  assign \$17  = ! \port$12299$2 [2:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$14412$2 [2:0] == 1'h1;
+  assign \$20  = \port$12299$2 [2:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -34152,10 +34152,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$14412$2 [2:0];
+  assign \$29  = ! \port$12299$2 [2:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$14412$2 [2:0] == 2'h2;
+  assign \$32  = \port$12299$2 [2:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -34164,10 +34164,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$14412$2 [2:0];
+  assign \$41  = ! \port$12299$2 [2:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$14412$2 [2:0] == 2'h3;
+  assign \$44  = \port$12299$2 [2:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -34176,10 +34176,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$50  = $signed(pe0_2_a) * $signed(\$49 );
   assign \$51  = ~ w_transpose;
   assign \$52  = w_en & \$51 ;
-  assign \$53  = ! \port$14412$2 [2:0];
+  assign \$53  = ! \port$12299$2 [2:0];
   assign \$54  = \$52  & \$53 ;
   assign \$55  = w_en & w_transpose;
-  assign \$56  = \port$14412$2 [2:0] == 3'h4;
+  assign \$56  = \port$12299$2 [2:0] == 3'h4;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = \$54  | \$57 ;
   assign \$59  = w_transpose ? w_data[7:0] : w_data[39:32];
@@ -34188,10 +34188,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$62  = $signed(pe0_3_a) * $signed(\$61 );
   assign \$63  = ~ w_transpose;
   assign \$64  = w_en & \$63 ;
-  assign \$65  = ! \port$14412$2 [2:0];
+  assign \$65  = ! \port$12299$2 [2:0];
   assign \$66  = \$64  & \$65 ;
   assign \$67  = w_en & w_transpose;
-  assign \$68  = \port$14412$2 [2:0] == 3'h5;
+  assign \$68  = \port$12299$2 [2:0] == 3'h5;
   assign \$69  = \$67  & \$68 ;
   assign \$70  = \$66  | \$69 ;
   assign \$71  = w_transpose ? w_data[7:0] : w_data[47:40];
@@ -34200,10 +34200,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$74  = $signed(pe0_4_a) * $signed(\$73 );
   assign \$75  = ~ w_transpose;
   assign \$76  = w_en & \$75 ;
-  assign \$77  = ! \port$14412$2 [2:0];
+  assign \$77  = ! \port$12299$2 [2:0];
   assign \$78  = \$76  & \$77 ;
   assign \$79  = w_en & w_transpose;
-  assign \$80  = \port$14412$2 [2:0] == 3'h6;
+  assign \$80  = \port$12299$2 [2:0] == 3'h6;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = \$78  | \$81 ;
   assign \$83  = w_transpose ? w_data[7:0] : w_data[55:48];
@@ -34212,10 +34212,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$86  = $signed(pe0_5_a) * $signed(\$85 );
   assign \$87  = ~ w_transpose;
   assign \$88  = w_en & \$87 ;
-  assign \$89  = ! \port$14412$2 [2:0];
+  assign \$89  = ! \port$12299$2 [2:0];
   assign \$90  = \$88  & \$89 ;
   assign \$91  = w_en & w_transpose;
-  assign \$92  = \port$14412$2 [2:0] == 3'h7;
+  assign \$92  = \port$12299$2 [2:0] == 3'h7;
   assign \$93  = \$91  & \$92 ;
   assign \$94  = \$90  | \$93 ;
   assign \$95  = w_transpose ? w_data[7:0] : w_data[63:56];
@@ -34225,10 +34225,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$99  = a_valid ? w_data[15:8] : 8'h00;
   assign \$100  = ~ w_transpose;
   assign \$101  = w_en & \$100 ;
-  assign \$102  = \port$14412$2 [2:0] == 1'h1;
+  assign \$102  = \port$12299$2 [2:0] == 1'h1;
   assign \$103  = \$101  & \$102 ;
   assign \$104  = w_en & w_transpose;
-  assign \$105  = ! \port$14412$2 [2:0];
+  assign \$105  = ! \port$12299$2 [2:0];
   assign \$106  = \$104  & \$105 ;
   assign \$107  = \$103  | \$106 ;
   assign \$108  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -34238,10 +34238,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$112  = $signed(pe0_0_psum) + $signed(\$111 );
   assign \$113  = ~ w_transpose;
   assign \$114  = w_en & \$113 ;
-  assign \$115  = \port$14412$2 [2:0] == 1'h1;
+  assign \$115  = \port$12299$2 [2:0] == 1'h1;
   assign \$116  = \$114  & \$115 ;
   assign \$117  = w_en & w_transpose;
-  assign \$118  = \port$14412$2 [2:0] == 1'h1;
+  assign \$118  = \port$12299$2 [2:0] == 1'h1;
   assign \$119  = \$117  & \$118 ;
   assign \$120  = \$116  | \$119 ;
   assign \$123  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -34249,10 +34249,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$125  = $signed(pe0_1_psum) + $signed(\$124 );
   assign \$126  = ~ w_transpose;
   assign \$127  = w_en & \$126 ;
-  assign \$128  = \port$14412$2 [2:0] == 1'h1;
+  assign \$128  = \port$12299$2 [2:0] == 1'h1;
   assign \$129  = \$127  & \$128 ;
   assign \$130  = w_en & w_transpose;
-  assign \$131  = \port$14412$2 [2:0] == 2'h2;
+  assign \$131  = \port$12299$2 [2:0] == 2'h2;
   assign \$132  = \$130  & \$131 ;
   assign \$133  = \$129  | \$132 ;
   assign \$134  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -34262,10 +34262,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$138  = $signed(pe0_2_psum) + $signed(\$137 );
   assign \$139  = ~ w_transpose;
   assign \$140  = w_en & \$139 ;
-  assign \$141  = \port$14412$2 [2:0] == 1'h1;
+  assign \$141  = \port$12299$2 [2:0] == 1'h1;
   assign \$142  = \$140  & \$141 ;
   assign \$143  = w_en & w_transpose;
-  assign \$144  = \port$14412$2 [2:0] == 2'h3;
+  assign \$144  = \port$12299$2 [2:0] == 2'h3;
   assign \$145  = \$143  & \$144 ;
   assign \$146  = \$142  | \$145 ;
   assign \$147  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -34275,10 +34275,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$151  = $signed(pe0_3_psum) + $signed(\$150 );
   assign \$152  = ~ w_transpose;
   assign \$153  = w_en & \$152 ;
-  assign \$154  = \port$14412$2 [2:0] == 1'h1;
+  assign \$154  = \port$12299$2 [2:0] == 1'h1;
   assign \$155  = \$153  & \$154 ;
   assign \$156  = w_en & w_transpose;
-  assign \$157  = \port$14412$2 [2:0] == 3'h4;
+  assign \$157  = \port$12299$2 [2:0] == 3'h4;
   assign \$158  = \$156  & \$157 ;
   assign \$159  = \$155  | \$158 ;
   assign \$160  = w_transpose ? w_data[15:8] : w_data[39:32];
@@ -34288,10 +34288,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$164  = $signed(pe0_4_psum) + $signed(\$163 );
   assign \$165  = ~ w_transpose;
   assign \$166  = w_en & \$165 ;
-  assign \$167  = \port$14412$2 [2:0] == 1'h1;
+  assign \$167  = \port$12299$2 [2:0] == 1'h1;
   assign \$168  = \$166  & \$167 ;
   assign \$169  = w_en & w_transpose;
-  assign \$170  = \port$14412$2 [2:0] == 3'h5;
+  assign \$170  = \port$12299$2 [2:0] == 3'h5;
   assign \$171  = \$169  & \$170 ;
   assign \$172  = \$168  | \$171 ;
   assign \$173  = w_transpose ? w_data[15:8] : w_data[47:40];
@@ -34301,10 +34301,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$177  = $signed(pe0_5_psum) + $signed(\$176 );
   assign \$178  = ~ w_transpose;
   assign \$179  = w_en & \$178 ;
-  assign \$180  = \port$14412$2 [2:0] == 1'h1;
+  assign \$180  = \port$12299$2 [2:0] == 1'h1;
   assign \$181  = \$179  & \$180 ;
   assign \$182  = w_en & w_transpose;
-  assign \$183  = \port$14412$2 [2:0] == 3'h6;
+  assign \$183  = \port$12299$2 [2:0] == 3'h6;
   assign \$184  = \$182  & \$183 ;
   assign \$185  = \$181  | \$184 ;
   assign \$186  = w_transpose ? w_data[15:8] : w_data[55:48];
@@ -34314,10 +34314,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$190  = $signed(pe0_6_psum) + $signed(\$189 );
   assign \$191  = ~ w_transpose;
   assign \$192  = w_en & \$191 ;
-  assign \$193  = \port$14412$2 [2:0] == 1'h1;
+  assign \$193  = \port$12299$2 [2:0] == 1'h1;
   assign \$194  = \$192  & \$193 ;
   assign \$195  = w_en & w_transpose;
-  assign \$196  = \port$14412$2 [2:0] == 3'h7;
+  assign \$196  = \port$12299$2 [2:0] == 3'h7;
   assign \$197  = \$195  & \$196 ;
   assign \$198  = \$194  | \$197 ;
   assign \$199  = w_transpose ? w_data[15:8] : w_data[63:56];
@@ -34328,10 +34328,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$204  = a_valid ? w_data[23:16] : 8'h00;
   assign \$205  = ~ w_transpose;
   assign \$206  = w_en & \$205 ;
-  assign \$207  = \port$14412$2 [2:0] == 2'h2;
+  assign \$207  = \port$12299$2 [2:0] == 2'h2;
   assign \$208  = \$206  & \$207 ;
   assign \$209  = w_en & w_transpose;
-  assign \$210  = ! \port$14412$2 [2:0];
+  assign \$210  = ! \port$12299$2 [2:0];
   assign \$211  = \$209  & \$210 ;
   assign \$212  = \$208  | \$211 ;
   assign \$213  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -34341,10 +34341,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$217  = $signed(pe1_0_psum) + $signed(\$216 );
   assign \$218  = ~ w_transpose;
   assign \$219  = w_en & \$218 ;
-  assign \$220  = \port$14412$2 [2:0] == 2'h2;
+  assign \$220  = \port$12299$2 [2:0] == 2'h2;
   assign \$221  = \$219  & \$220 ;
   assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$14412$2 [2:0] == 1'h1;
+  assign \$223  = \port$12299$2 [2:0] == 1'h1;
   assign \$224  = \$222  & \$223 ;
   assign \$225  = \$221  | \$224 ;
   assign \$226  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -34354,10 +34354,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$230  = $signed(pe1_1_psum) + $signed(\$229 );
   assign \$231  = ~ w_transpose;
   assign \$232  = w_en & \$231 ;
-  assign \$233  = \port$14412$2 [2:0] == 2'h2;
+  assign \$233  = \port$12299$2 [2:0] == 2'h2;
   assign \$234  = \$232  & \$233 ;
   assign \$235  = w_en & w_transpose;
-  assign \$236  = \port$14412$2 [2:0] == 2'h2;
+  assign \$236  = \port$12299$2 [2:0] == 2'h2;
   assign \$237  = \$235  & \$236 ;
   assign \$238  = \$234  | \$237 ;
   assign \$241  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -34365,10 +34365,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$243  = $signed(pe1_2_psum) + $signed(\$242 );
   assign \$244  = ~ w_transpose;
   assign \$245  = w_en & \$244 ;
-  assign \$246  = \port$14412$2 [2:0] == 2'h2;
+  assign \$246  = \port$12299$2 [2:0] == 2'h2;
   assign \$247  = \$245  & \$246 ;
   assign \$248  = w_en & w_transpose;
-  assign \$249  = \port$14412$2 [2:0] == 2'h3;
+  assign \$249  = \port$12299$2 [2:0] == 2'h3;
   assign \$250  = \$248  & \$249 ;
   assign \$251  = \$247  | \$250 ;
   assign \$252  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -34378,10 +34378,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$256  = $signed(pe1_3_psum) + $signed(\$255 );
   assign \$257  = ~ w_transpose;
   assign \$258  = w_en & \$257 ;
-  assign \$259  = \port$14412$2 [2:0] == 2'h2;
+  assign \$259  = \port$12299$2 [2:0] == 2'h2;
   assign \$260  = \$258  & \$259 ;
   assign \$261  = w_en & w_transpose;
-  assign \$262  = \port$14412$2 [2:0] == 3'h4;
+  assign \$262  = \port$12299$2 [2:0] == 3'h4;
   assign \$263  = \$261  & \$262 ;
   assign \$264  = \$260  | \$263 ;
   assign \$265  = w_transpose ? w_data[23:16] : w_data[39:32];
@@ -34391,10 +34391,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$269  = $signed(pe1_4_psum) + $signed(\$268 );
   assign \$270  = ~ w_transpose;
   assign \$271  = w_en & \$270 ;
-  assign \$272  = \port$14412$2 [2:0] == 2'h2;
+  assign \$272  = \port$12299$2 [2:0] == 2'h2;
   assign \$273  = \$271  & \$272 ;
   assign \$274  = w_en & w_transpose;
-  assign \$275  = \port$14412$2 [2:0] == 3'h5;
+  assign \$275  = \port$12299$2 [2:0] == 3'h5;
   assign \$276  = \$274  & \$275 ;
   assign \$277  = \$273  | \$276 ;
   assign \$278  = w_transpose ? w_data[23:16] : w_data[47:40];
@@ -34404,10 +34404,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$282  = $signed(pe1_5_psum) + $signed(\$281 );
   assign \$283  = ~ w_transpose;
   assign \$284  = w_en & \$283 ;
-  assign \$285  = \port$14412$2 [2:0] == 2'h2;
+  assign \$285  = \port$12299$2 [2:0] == 2'h2;
   assign \$286  = \$284  & \$285 ;
   assign \$287  = w_en & w_transpose;
-  assign \$288  = \port$14412$2 [2:0] == 3'h6;
+  assign \$288  = \port$12299$2 [2:0] == 3'h6;
   assign \$289  = \$287  & \$288 ;
   assign \$290  = \$286  | \$289 ;
   assign \$291  = w_transpose ? w_data[23:16] : w_data[55:48];
@@ -34417,10 +34417,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$295  = $signed(pe1_6_psum) + $signed(\$294 );
   assign \$296  = ~ w_transpose;
   assign \$297  = w_en & \$296 ;
-  assign \$298  = \port$14412$2 [2:0] == 2'h2;
+  assign \$298  = \port$12299$2 [2:0] == 2'h2;
   assign \$299  = \$297  & \$298 ;
   assign \$300  = w_en & w_transpose;
-  assign \$301  = \port$14412$2 [2:0] == 3'h7;
+  assign \$301  = \port$12299$2 [2:0] == 3'h7;
   assign \$302  = \$300  & \$301 ;
   assign \$303  = \$299  | \$302 ;
   assign \$304  = w_transpose ? w_data[23:16] : w_data[63:56];
@@ -34431,10 +34431,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$309  = a_valid ? w_data[31:24] : 8'h00;
   assign \$310  = ~ w_transpose;
   assign \$311  = w_en & \$310 ;
-  assign \$312  = \port$14412$2 [2:0] == 2'h3;
+  assign \$312  = \port$12299$2 [2:0] == 2'h3;
   assign \$313  = \$311  & \$312 ;
   assign \$314  = w_en & w_transpose;
-  assign \$315  = ! \port$14412$2 [2:0];
+  assign \$315  = ! \port$12299$2 [2:0];
   assign \$316  = \$314  & \$315 ;
   assign \$317  = \$313  | \$316 ;
   assign \$318  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -34444,10 +34444,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$322  = $signed(pe2_0_psum) + $signed(\$321 );
   assign \$323  = ~ w_transpose;
   assign \$324  = w_en & \$323 ;
-  assign \$325  = \port$14412$2 [2:0] == 2'h3;
+  assign \$325  = \port$12299$2 [2:0] == 2'h3;
   assign \$326  = \$324  & \$325 ;
   assign \$327  = w_en & w_transpose;
-  assign \$328  = \port$14412$2 [2:0] == 1'h1;
+  assign \$328  = \port$12299$2 [2:0] == 1'h1;
   assign \$329  = \$327  & \$328 ;
   assign \$330  = \$326  | \$329 ;
   assign \$331  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -34457,10 +34457,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$335  = $signed(pe2_1_psum) + $signed(\$334 );
   assign \$336  = ~ w_transpose;
   assign \$337  = w_en & \$336 ;
-  assign \$338  = \port$14412$2 [2:0] == 2'h3;
+  assign \$338  = \port$12299$2 [2:0] == 2'h3;
   assign \$339  = \$337  & \$338 ;
   assign \$340  = w_en & w_transpose;
-  assign \$341  = \port$14412$2 [2:0] == 2'h2;
+  assign \$341  = \port$12299$2 [2:0] == 2'h2;
   assign \$342  = \$340  & \$341 ;
   assign \$343  = \$339  | \$342 ;
   assign \$344  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -34470,10 +34470,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$348  = $signed(pe2_2_psum) + $signed(\$347 );
   assign \$349  = ~ w_transpose;
   assign \$350  = w_en & \$349 ;
-  assign \$351  = \port$14412$2 [2:0] == 2'h3;
+  assign \$351  = \port$12299$2 [2:0] == 2'h3;
   assign \$352  = \$350  & \$351 ;
   assign \$353  = w_en & w_transpose;
-  assign \$354  = \port$14412$2 [2:0] == 2'h3;
+  assign \$354  = \port$12299$2 [2:0] == 2'h3;
   assign \$355  = \$353  & \$354 ;
   assign \$356  = \$352  | \$355 ;
   assign \$359  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -34481,10 +34481,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$361  = $signed(pe2_3_psum) + $signed(\$360 );
   assign \$362  = ~ w_transpose;
   assign \$363  = w_en & \$362 ;
-  assign \$364  = \port$14412$2 [2:0] == 2'h3;
+  assign \$364  = \port$12299$2 [2:0] == 2'h3;
   assign \$365  = \$363  & \$364 ;
   assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$14412$2 [2:0] == 3'h4;
+  assign \$367  = \port$12299$2 [2:0] == 3'h4;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = \$365  | \$368 ;
   assign \$370  = w_transpose ? w_data[31:24] : w_data[39:32];
@@ -34494,10 +34494,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$374  = $signed(pe2_4_psum) + $signed(\$373 );
   assign \$375  = ~ w_transpose;
   assign \$376  = w_en & \$375 ;
-  assign \$377  = \port$14412$2 [2:0] == 2'h3;
+  assign \$377  = \port$12299$2 [2:0] == 2'h3;
   assign \$378  = \$376  & \$377 ;
   assign \$379  = w_en & w_transpose;
-  assign \$380  = \port$14412$2 [2:0] == 3'h5;
+  assign \$380  = \port$12299$2 [2:0] == 3'h5;
   assign \$381  = \$379  & \$380 ;
   assign \$382  = \$378  | \$381 ;
   assign \$383  = w_transpose ? w_data[31:24] : w_data[47:40];
@@ -34507,10 +34507,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$387  = $signed(pe2_5_psum) + $signed(\$386 );
   assign \$388  = ~ w_transpose;
   assign \$389  = w_en & \$388 ;
-  assign \$390  = \port$14412$2 [2:0] == 2'h3;
+  assign \$390  = \port$12299$2 [2:0] == 2'h3;
   assign \$391  = \$389  & \$390 ;
   assign \$392  = w_en & w_transpose;
-  assign \$393  = \port$14412$2 [2:0] == 3'h6;
+  assign \$393  = \port$12299$2 [2:0] == 3'h6;
   assign \$394  = \$392  & \$393 ;
   assign \$395  = \$391  | \$394 ;
   assign \$396  = w_transpose ? w_data[31:24] : w_data[55:48];
@@ -34520,10 +34520,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$400  = $signed(pe2_6_psum) + $signed(\$399 );
   assign \$401  = ~ w_transpose;
   assign \$402  = w_en & \$401 ;
-  assign \$403  = \port$14412$2 [2:0] == 2'h3;
+  assign \$403  = \port$12299$2 [2:0] == 2'h3;
   assign \$404  = \$402  & \$403 ;
   assign \$405  = w_en & w_transpose;
-  assign \$406  = \port$14412$2 [2:0] == 3'h7;
+  assign \$406  = \port$12299$2 [2:0] == 3'h7;
   assign \$407  = \$405  & \$406 ;
   assign \$408  = \$404  | \$407 ;
   assign \$409  = w_transpose ? w_data[31:24] : w_data[63:56];
@@ -34534,10 +34534,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$414  = a_valid ? w_data[39:32] : 8'h00;
   assign \$415  = ~ w_transpose;
   assign \$416  = w_en & \$415 ;
-  assign \$417  = \port$14412$2 [2:0] == 3'h4;
+  assign \$417  = \port$12299$2 [2:0] == 3'h4;
   assign \$418  = \$416  & \$417 ;
   assign \$419  = w_en & w_transpose;
-  assign \$420  = ! \port$14412$2 [2:0];
+  assign \$420  = ! \port$12299$2 [2:0];
   assign \$421  = \$419  & \$420 ;
   assign \$422  = \$418  | \$421 ;
   assign \$423  = w_transpose ? w_data[39:32] : w_data[7:0];
@@ -34547,10 +34547,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$427  = $signed(pe3_0_psum) + $signed(\$426 );
   assign \$428  = ~ w_transpose;
   assign \$429  = w_en & \$428 ;
-  assign \$430  = \port$14412$2 [2:0] == 3'h4;
+  assign \$430  = \port$12299$2 [2:0] == 3'h4;
   assign \$431  = \$429  & \$430 ;
   assign \$432  = w_en & w_transpose;
-  assign \$433  = \port$14412$2 [2:0] == 1'h1;
+  assign \$433  = \port$12299$2 [2:0] == 1'h1;
   assign \$434  = \$432  & \$433 ;
   assign \$435  = \$431  | \$434 ;
   assign \$436  = w_transpose ? w_data[39:32] : w_data[15:8];
@@ -34560,10 +34560,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$440  = $signed(pe3_1_psum) + $signed(\$439 );
   assign \$441  = ~ w_transpose;
   assign \$442  = w_en & \$441 ;
-  assign \$443  = \port$14412$2 [2:0] == 3'h4;
+  assign \$443  = \port$12299$2 [2:0] == 3'h4;
   assign \$444  = \$442  & \$443 ;
   assign \$445  = w_en & w_transpose;
-  assign \$446  = \port$14412$2 [2:0] == 2'h2;
+  assign \$446  = \port$12299$2 [2:0] == 2'h2;
   assign \$447  = \$445  & \$446 ;
   assign \$448  = \$444  | \$447 ;
   assign \$449  = w_transpose ? w_data[39:32] : w_data[23:16];
@@ -34573,10 +34573,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$453  = $signed(pe3_2_psum) + $signed(\$452 );
   assign \$454  = ~ w_transpose;
   assign \$455  = w_en & \$454 ;
-  assign \$456  = \port$14412$2 [2:0] == 3'h4;
+  assign \$456  = \port$12299$2 [2:0] == 3'h4;
   assign \$457  = \$455  & \$456 ;
   assign \$458  = w_en & w_transpose;
-  assign \$459  = \port$14412$2 [2:0] == 2'h3;
+  assign \$459  = \port$12299$2 [2:0] == 2'h3;
   assign \$460  = \$458  & \$459 ;
   assign \$461  = \$457  | \$460 ;
   assign \$462  = w_transpose ? w_data[39:32] : w_data[31:24];
@@ -34586,10 +34586,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$466  = $signed(pe3_3_psum) + $signed(\$465 );
   assign \$467  = ~ w_transpose;
   assign \$468  = w_en & \$467 ;
-  assign \$469  = \port$14412$2 [2:0] == 3'h4;
+  assign \$469  = \port$12299$2 [2:0] == 3'h4;
   assign \$470  = \$468  & \$469 ;
   assign \$471  = w_en & w_transpose;
-  assign \$472  = \port$14412$2 [2:0] == 3'h4;
+  assign \$472  = \port$12299$2 [2:0] == 3'h4;
   assign \$473  = \$471  & \$472 ;
   assign \$474  = \$470  | \$473 ;
   assign \$477  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
@@ -34597,10 +34597,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$479  = $signed(pe3_4_psum) + $signed(\$478 );
   assign \$480  = ~ w_transpose;
   assign \$481  = w_en & \$480 ;
-  assign \$482  = \port$14412$2 [2:0] == 3'h4;
+  assign \$482  = \port$12299$2 [2:0] == 3'h4;
   assign \$483  = \$481  & \$482 ;
   assign \$484  = w_en & w_transpose;
-  assign \$485  = \port$14412$2 [2:0] == 3'h5;
+  assign \$485  = \port$12299$2 [2:0] == 3'h5;
   assign \$486  = \$484  & \$485 ;
   assign \$487  = \$483  | \$486 ;
   assign \$488  = w_transpose ? w_data[39:32] : w_data[47:40];
@@ -34610,10 +34610,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$492  = $signed(pe3_5_psum) + $signed(\$491 );
   assign \$493  = ~ w_transpose;
   assign \$494  = w_en & \$493 ;
-  assign \$495  = \port$14412$2 [2:0] == 3'h4;
+  assign \$495  = \port$12299$2 [2:0] == 3'h4;
   assign \$496  = \$494  & \$495 ;
   assign \$497  = w_en & w_transpose;
-  assign \$498  = \port$14412$2 [2:0] == 3'h6;
+  assign \$498  = \port$12299$2 [2:0] == 3'h6;
   assign \$499  = \$497  & \$498 ;
   assign \$500  = \$496  | \$499 ;
   assign \$501  = w_transpose ? w_data[39:32] : w_data[55:48];
@@ -34623,10 +34623,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$505  = $signed(pe3_6_psum) + $signed(\$504 );
   assign \$506  = ~ w_transpose;
   assign \$507  = w_en & \$506 ;
-  assign \$508  = \port$14412$2 [2:0] == 3'h4;
+  assign \$508  = \port$12299$2 [2:0] == 3'h4;
   assign \$509  = \$507  & \$508 ;
   assign \$510  = w_en & w_transpose;
-  assign \$511  = \port$14412$2 [2:0] == 3'h7;
+  assign \$511  = \port$12299$2 [2:0] == 3'h7;
   assign \$512  = \$510  & \$511 ;
   assign \$513  = \$509  | \$512 ;
   assign \$514  = w_transpose ? w_data[39:32] : w_data[63:56];
@@ -34637,10 +34637,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$519  = a_valid ? w_data[47:40] : 8'h00;
   assign \$520  = ~ w_transpose;
   assign \$521  = w_en & \$520 ;
-  assign \$522  = \port$14412$2 [2:0] == 3'h5;
+  assign \$522  = \port$12299$2 [2:0] == 3'h5;
   assign \$523  = \$521  & \$522 ;
   assign \$524  = w_en & w_transpose;
-  assign \$525  = ! \port$14412$2 [2:0];
+  assign \$525  = ! \port$12299$2 [2:0];
   assign \$526  = \$524  & \$525 ;
   assign \$527  = \$523  | \$526 ;
   assign \$528  = w_transpose ? w_data[47:40] : w_data[7:0];
@@ -34650,10 +34650,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$532  = $signed(pe4_0_psum) + $signed(\$531 );
   assign \$533  = ~ w_transpose;
   assign \$534  = w_en & \$533 ;
-  assign \$535  = \port$14412$2 [2:0] == 3'h5;
+  assign \$535  = \port$12299$2 [2:0] == 3'h5;
   assign \$536  = \$534  & \$535 ;
   assign \$537  = w_en & w_transpose;
-  assign \$538  = \port$14412$2 [2:0] == 1'h1;
+  assign \$538  = \port$12299$2 [2:0] == 1'h1;
   assign \$539  = \$537  & \$538 ;
   assign \$540  = \$536  | \$539 ;
   assign \$541  = w_transpose ? w_data[47:40] : w_data[15:8];
@@ -34663,10 +34663,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$545  = $signed(pe4_1_psum) + $signed(\$544 );
   assign \$546  = ~ w_transpose;
   assign \$547  = w_en & \$546 ;
-  assign \$548  = \port$14412$2 [2:0] == 3'h5;
+  assign \$548  = \port$12299$2 [2:0] == 3'h5;
   assign \$549  = \$547  & \$548 ;
   assign \$550  = w_en & w_transpose;
-  assign \$551  = \port$14412$2 [2:0] == 2'h2;
+  assign \$551  = \port$12299$2 [2:0] == 2'h2;
   assign \$552  = \$550  & \$551 ;
   assign \$553  = \$549  | \$552 ;
   assign \$554  = w_transpose ? w_data[47:40] : w_data[23:16];
@@ -34676,10 +34676,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$558  = $signed(pe4_2_psum) + $signed(\$557 );
   assign \$559  = ~ w_transpose;
   assign \$560  = w_en & \$559 ;
-  assign \$561  = \port$14412$2 [2:0] == 3'h5;
+  assign \$561  = \port$12299$2 [2:0] == 3'h5;
   assign \$562  = \$560  & \$561 ;
   assign \$563  = w_en & w_transpose;
-  assign \$564  = \port$14412$2 [2:0] == 2'h3;
+  assign \$564  = \port$12299$2 [2:0] == 2'h3;
   assign \$565  = \$563  & \$564 ;
   assign \$566  = \$562  | \$565 ;
   assign \$567  = w_transpose ? w_data[47:40] : w_data[31:24];
@@ -34689,10 +34689,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$571  = $signed(pe4_3_psum) + $signed(\$570 );
   assign \$572  = ~ w_transpose;
   assign \$573  = w_en & \$572 ;
-  assign \$574  = \port$14412$2 [2:0] == 3'h5;
+  assign \$574  = \port$12299$2 [2:0] == 3'h5;
   assign \$575  = \$573  & \$574 ;
   assign \$576  = w_en & w_transpose;
-  assign \$577  = \port$14412$2 [2:0] == 3'h4;
+  assign \$577  = \port$12299$2 [2:0] == 3'h4;
   assign \$578  = \$576  & \$577 ;
   assign \$579  = \$575  | \$578 ;
   assign \$580  = w_transpose ? w_data[47:40] : w_data[39:32];
@@ -34702,10 +34702,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$584  = $signed(pe4_4_psum) + $signed(\$583 );
   assign \$585  = ~ w_transpose;
   assign \$586  = w_en & \$585 ;
-  assign \$587  = \port$14412$2 [2:0] == 3'h5;
+  assign \$587  = \port$12299$2 [2:0] == 3'h5;
   assign \$588  = \$586  & \$587 ;
   assign \$589  = w_en & w_transpose;
-  assign \$590  = \port$14412$2 [2:0] == 3'h5;
+  assign \$590  = \port$12299$2 [2:0] == 3'h5;
   assign \$591  = \$589  & \$590 ;
   assign \$592  = \$588  | \$591 ;
   assign \$595  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
@@ -34713,10 +34713,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$597  = $signed(pe4_5_psum) + $signed(\$596 );
   assign \$598  = ~ w_transpose;
   assign \$599  = w_en & \$598 ;
-  assign \$600  = \port$14412$2 [2:0] == 3'h5;
+  assign \$600  = \port$12299$2 [2:0] == 3'h5;
   assign \$601  = \$599  & \$600 ;
   assign \$602  = w_en & w_transpose;
-  assign \$603  = \port$14412$2 [2:0] == 3'h6;
+  assign \$603  = \port$12299$2 [2:0] == 3'h6;
   assign \$604  = \$602  & \$603 ;
   assign \$605  = \$601  | \$604 ;
   assign \$606  = w_transpose ? w_data[47:40] : w_data[55:48];
@@ -34726,10 +34726,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$610  = $signed(pe4_6_psum) + $signed(\$609 );
   assign \$611  = ~ w_transpose;
   assign \$612  = w_en & \$611 ;
-  assign \$613  = \port$14412$2 [2:0] == 3'h5;
+  assign \$613  = \port$12299$2 [2:0] == 3'h5;
   assign \$614  = \$612  & \$613 ;
   assign \$615  = w_en & w_transpose;
-  assign \$616  = \port$14412$2 [2:0] == 3'h7;
+  assign \$616  = \port$12299$2 [2:0] == 3'h7;
   assign \$617  = \$615  & \$616 ;
   assign \$618  = \$614  | \$617 ;
   assign \$619  = w_transpose ? w_data[47:40] : w_data[63:56];
@@ -34740,10 +34740,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$624  = a_valid ? w_data[55:48] : 8'h00;
   assign \$625  = ~ w_transpose;
   assign \$626  = w_en & \$625 ;
-  assign \$627  = \port$14412$2 [2:0] == 3'h6;
+  assign \$627  = \port$12299$2 [2:0] == 3'h6;
   assign \$628  = \$626  & \$627 ;
   assign \$629  = w_en & w_transpose;
-  assign \$630  = ! \port$14412$2 [2:0];
+  assign \$630  = ! \port$12299$2 [2:0];
   assign \$631  = \$629  & \$630 ;
   assign \$632  = \$628  | \$631 ;
   assign \$633  = w_transpose ? w_data[55:48] : w_data[7:0];
@@ -34753,10 +34753,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$637  = $signed(pe5_0_psum) + $signed(\$636 );
   assign \$638  = ~ w_transpose;
   assign \$639  = w_en & \$638 ;
-  assign \$640  = \port$14412$2 [2:0] == 3'h6;
+  assign \$640  = \port$12299$2 [2:0] == 3'h6;
   assign \$641  = \$639  & \$640 ;
   assign \$642  = w_en & w_transpose;
-  assign \$643  = \port$14412$2 [2:0] == 1'h1;
+  assign \$643  = \port$12299$2 [2:0] == 1'h1;
   assign \$644  = \$642  & \$643 ;
   assign \$645  = \$641  | \$644 ;
   assign \$646  = w_transpose ? w_data[55:48] : w_data[15:8];
@@ -34766,10 +34766,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$650  = $signed(pe5_1_psum) + $signed(\$649 );
   assign \$651  = ~ w_transpose;
   assign \$652  = w_en & \$651 ;
-  assign \$653  = \port$14412$2 [2:0] == 3'h6;
+  assign \$653  = \port$12299$2 [2:0] == 3'h6;
   assign \$654  = \$652  & \$653 ;
   assign \$655  = w_en & w_transpose;
-  assign \$656  = \port$14412$2 [2:0] == 2'h2;
+  assign \$656  = \port$12299$2 [2:0] == 2'h2;
   assign \$657  = \$655  & \$656 ;
   assign \$658  = \$654  | \$657 ;
   assign \$659  = w_transpose ? w_data[55:48] : w_data[23:16];
@@ -34779,10 +34779,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$663  = $signed(pe5_2_psum) + $signed(\$662 );
   assign \$664  = ~ w_transpose;
   assign \$665  = w_en & \$664 ;
-  assign \$666  = \port$14412$2 [2:0] == 3'h6;
+  assign \$666  = \port$12299$2 [2:0] == 3'h6;
   assign \$667  = \$665  & \$666 ;
   assign \$668  = w_en & w_transpose;
-  assign \$669  = \port$14412$2 [2:0] == 2'h3;
+  assign \$669  = \port$12299$2 [2:0] == 2'h3;
   assign \$670  = \$668  & \$669 ;
   assign \$671  = \$667  | \$670 ;
   assign \$672  = w_transpose ? w_data[55:48] : w_data[31:24];
@@ -34792,10 +34792,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$676  = $signed(pe5_3_psum) + $signed(\$675 );
   assign \$677  = ~ w_transpose;
   assign \$678  = w_en & \$677 ;
-  assign \$679  = \port$14412$2 [2:0] == 3'h6;
+  assign \$679  = \port$12299$2 [2:0] == 3'h6;
   assign \$680  = \$678  & \$679 ;
   assign \$681  = w_en & w_transpose;
-  assign \$682  = \port$14412$2 [2:0] == 3'h4;
+  assign \$682  = \port$12299$2 [2:0] == 3'h4;
   assign \$683  = \$681  & \$682 ;
   assign \$684  = \$680  | \$683 ;
   assign \$685  = w_transpose ? w_data[55:48] : w_data[39:32];
@@ -34805,10 +34805,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$689  = $signed(pe5_4_psum) + $signed(\$688 );
   assign \$690  = ~ w_transpose;
   assign \$691  = w_en & \$690 ;
-  assign \$692  = \port$14412$2 [2:0] == 3'h6;
+  assign \$692  = \port$12299$2 [2:0] == 3'h6;
   assign \$693  = \$691  & \$692 ;
   assign \$694  = w_en & w_transpose;
-  assign \$695  = \port$14412$2 [2:0] == 3'h5;
+  assign \$695  = \port$12299$2 [2:0] == 3'h5;
   assign \$696  = \$694  & \$695 ;
   assign \$697  = \$693  | \$696 ;
   assign \$698  = w_transpose ? w_data[55:48] : w_data[47:40];
@@ -34818,10 +34818,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$702  = $signed(pe5_5_psum) + $signed(\$701 );
   assign \$703  = ~ w_transpose;
   assign \$704  = w_en & \$703 ;
-  assign \$705  = \port$14412$2 [2:0] == 3'h6;
+  assign \$705  = \port$12299$2 [2:0] == 3'h6;
   assign \$706  = \$704  & \$705 ;
   assign \$707  = w_en & w_transpose;
-  assign \$708  = \port$14412$2 [2:0] == 3'h6;
+  assign \$708  = \port$12299$2 [2:0] == 3'h6;
   assign \$709  = \$707  & \$708 ;
   assign \$710  = \$706  | \$709 ;
   assign \$713  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
@@ -34829,10 +34829,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$715  = $signed(pe5_6_psum) + $signed(\$714 );
   assign \$716  = ~ w_transpose;
   assign \$717  = w_en & \$716 ;
-  assign \$718  = \port$14412$2 [2:0] == 3'h6;
+  assign \$718  = \port$12299$2 [2:0] == 3'h6;
   assign \$719  = \$717  & \$718 ;
   assign \$720  = w_en & w_transpose;
-  assign \$721  = \port$14412$2 [2:0] == 3'h7;
+  assign \$721  = \port$12299$2 [2:0] == 3'h7;
   assign \$722  = \$720  & \$721 ;
   assign \$723  = \$719  | \$722 ;
   assign \$724  = w_transpose ? w_data[55:48] : w_data[63:56];
@@ -34843,10 +34843,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$729  = a_valid ? w_data[63:56] : 8'h00;
   assign \$730  = ~ w_transpose;
   assign \$731  = w_en & \$730 ;
-  assign \$732  = \port$14412$2 [2:0] == 3'h7;
+  assign \$732  = \port$12299$2 [2:0] == 3'h7;
   assign \$733  = \$731  & \$732 ;
   assign \$734  = w_en & w_transpose;
-  assign \$735  = ! \port$14412$2 [2:0];
+  assign \$735  = ! \port$12299$2 [2:0];
   assign \$736  = \$734  & \$735 ;
   assign \$737  = \$733  | \$736 ;
   assign \$738  = w_transpose ? w_data[63:56] : w_data[7:0];
@@ -34856,10 +34856,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$742  = $signed(pe6_0_psum) + $signed(\$741 );
   assign \$743  = ~ w_transpose;
   assign \$744  = w_en & \$743 ;
-  assign \$745  = \port$14412$2 [2:0] == 3'h7;
+  assign \$745  = \port$12299$2 [2:0] == 3'h7;
   assign \$746  = \$744  & \$745 ;
   assign \$747  = w_en & w_transpose;
-  assign \$748  = \port$14412$2 [2:0] == 1'h1;
+  assign \$748  = \port$12299$2 [2:0] == 1'h1;
   assign \$749  = \$747  & \$748 ;
   assign \$750  = \$746  | \$749 ;
   assign \$751  = w_transpose ? w_data[63:56] : w_data[15:8];
@@ -34869,10 +34869,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$755  = $signed(pe6_1_psum) + $signed(\$754 );
   assign \$756  = ~ w_transpose;
   assign \$757  = w_en & \$756 ;
-  assign \$758  = \port$14412$2 [2:0] == 3'h7;
+  assign \$758  = \port$12299$2 [2:0] == 3'h7;
   assign \$759  = \$757  & \$758 ;
   assign \$760  = w_en & w_transpose;
-  assign \$761  = \port$14412$2 [2:0] == 2'h2;
+  assign \$761  = \port$12299$2 [2:0] == 2'h2;
   assign \$762  = \$760  & \$761 ;
   assign \$763  = \$759  | \$762 ;
   assign \$764  = w_transpose ? w_data[63:56] : w_data[23:16];
@@ -34882,10 +34882,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$768  = $signed(pe6_2_psum) + $signed(\$767 );
   assign \$769  = ~ w_transpose;
   assign \$770  = w_en & \$769 ;
-  assign \$771  = \port$14412$2 [2:0] == 3'h7;
+  assign \$771  = \port$12299$2 [2:0] == 3'h7;
   assign \$772  = \$770  & \$771 ;
   assign \$773  = w_en & w_transpose;
-  assign \$774  = \port$14412$2 [2:0] == 2'h3;
+  assign \$774  = \port$12299$2 [2:0] == 2'h3;
   assign \$775  = \$773  & \$774 ;
   assign \$776  = \$772  | \$775 ;
   assign \$777  = w_transpose ? w_data[63:56] : w_data[31:24];
@@ -34895,10 +34895,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$781  = $signed(pe6_3_psum) + $signed(\$780 );
   assign \$782  = ~ w_transpose;
   assign \$783  = w_en & \$782 ;
-  assign \$784  = \port$14412$2 [2:0] == 3'h7;
+  assign \$784  = \port$12299$2 [2:0] == 3'h7;
   assign \$785  = \$783  & \$784 ;
   assign \$786  = w_en & w_transpose;
-  assign \$787  = \port$14412$2 [2:0] == 3'h4;
+  assign \$787  = \port$12299$2 [2:0] == 3'h4;
   assign \$788  = \$786  & \$787 ;
   assign \$789  = \$785  | \$788 ;
   assign \$790  = w_transpose ? w_data[63:56] : w_data[39:32];
@@ -34908,10 +34908,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$794  = $signed(pe6_4_psum) + $signed(\$793 );
   assign \$795  = ~ w_transpose;
   assign \$796  = w_en & \$795 ;
-  assign \$797  = \port$14412$2 [2:0] == 3'h7;
+  assign \$797  = \port$12299$2 [2:0] == 3'h7;
   assign \$798  = \$796  & \$797 ;
   assign \$799  = w_en & w_transpose;
-  assign \$800  = \port$14412$2 [2:0] == 3'h5;
+  assign \$800  = \port$12299$2 [2:0] == 3'h5;
   assign \$801  = \$799  & \$800 ;
   assign \$802  = \$798  | \$801 ;
   assign \$803  = w_transpose ? w_data[63:56] : w_data[47:40];
@@ -34921,10 +34921,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$807  = $signed(pe6_5_psum) + $signed(\$806 );
   assign \$808  = ~ w_transpose;
   assign \$809  = w_en & \$808 ;
-  assign \$810  = \port$14412$2 [2:0] == 3'h7;
+  assign \$810  = \port$12299$2 [2:0] == 3'h7;
   assign \$811  = \$809  & \$810 ;
   assign \$812  = w_en & w_transpose;
-  assign \$813  = \port$14412$2 [2:0] == 3'h6;
+  assign \$813  = \port$12299$2 [2:0] == 3'h6;
   assign \$814  = \$812  & \$813 ;
   assign \$815  = \$811  | \$814 ;
   assign \$816  = w_transpose ? w_data[63:56] : w_data[55:48];
@@ -34934,10 +34934,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$820  = $signed(pe6_6_psum) + $signed(\$819 );
   assign \$821  = ~ w_transpose;
   assign \$822  = w_en & \$821 ;
-  assign \$823  = \port$14412$2 [2:0] == 3'h7;
+  assign \$823  = \port$12299$2 [2:0] == 3'h7;
   assign \$824  = \$822  & \$823 ;
   assign \$825  = w_en & w_transpose;
-  assign \$826  = \port$14412$2 [2:0] == 3'h7;
+  assign \$826  = \port$12299$2 [2:0] == 3'h7;
   assign \$827  = \$825  & \$826 ;
   assign \$828  = \$824  | \$827 ;
   assign \$831  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
@@ -34945,145 +34945,145 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$833  = $signed(pe6_7_psum) + $signed(\$832 );
   assign \$834  = ~ w_transpose;
   assign \$835  = w_en & \$834 ;
-  assign \$836  = ! \port$14412$2 [2:0];
+  assign \$836  = ! \port$12299$2 [2:0];
   assign \$837  = \$835  & \$836 ;
-  assign \$840  = pe0_0_bank == \port$14412$2 [3];
+  assign \$840  = pe0_0_bank == \port$12299$2 [3];
   assign \$841  = pe0_0_v & \$840 ;
-  assign \$842  = pe0_1_bank == \port$14412$2 [3];
+  assign \$842  = pe0_1_bank == \port$12299$2 [3];
   assign \$843  = pe0_1_v & \$842 ;
-  assign \$844  = pe0_2_bank == \port$14412$2 [3];
+  assign \$844  = pe0_2_bank == \port$12299$2 [3];
   assign \$845  = pe0_2_v & \$844 ;
-  assign \$846  = pe0_3_bank == \port$14412$2 [3];
+  assign \$846  = pe0_3_bank == \port$12299$2 [3];
   assign \$847  = pe0_3_v & \$846 ;
-  assign \$848  = pe0_4_bank == \port$14412$2 [3];
+  assign \$848  = pe0_4_bank == \port$12299$2 [3];
   assign \$849  = pe0_4_v & \$848 ;
-  assign \$850  = pe0_5_bank == \port$14412$2 [3];
+  assign \$850  = pe0_5_bank == \port$12299$2 [3];
   assign \$851  = pe0_5_v & \$850 ;
   assign \$852  = | { \$851 , \$849 , \$847 , \$845 , \$843 , \$841 , \$839  };
   assign \$853  = \$837  & \$852 ;
   assign \$854  = w_en & w_transpose;
-  assign \$855  = \port$14412$2 [2:0] >= 1'h1;
+  assign \$855  = \port$12299$2 [2:0] >= 1'h1;
   assign \$856  = \$854  & \$855 ;
   assign \$857  = \$856  & a_valid;
   assign \$860  = w_en & w_transpose;
-  assign \$861  = \port$14412$2 [2:0] >= 2'h2;
+  assign \$861  = \port$12299$2 [2:0] >= 2'h2;
   assign \$862  = \$860  & \$861 ;
   assign \$863  = \$862  & pe0_0_v;
-  assign \$864  = pe0_0_bank == \port$14412$2 [3];
+  assign \$864  = pe0_0_bank == \port$12299$2 [3];
   assign \$865  = \$863  & \$864 ;
   assign \$866  = w_en & w_transpose;
-  assign \$867  = \port$14412$2 [2:0] >= 2'h3;
+  assign \$867  = \port$12299$2 [2:0] >= 2'h3;
   assign \$868  = \$866  & \$867 ;
   assign \$869  = \$868  & pe0_1_v;
-  assign \$870  = pe0_1_bank == \port$14412$2 [3];
+  assign \$870  = pe0_1_bank == \port$12299$2 [3];
   assign \$871  = \$869  & \$870 ;
   assign \$872  = w_en & w_transpose;
-  assign \$873  = \port$14412$2 [2:0] >= 3'h4;
+  assign \$873  = \port$12299$2 [2:0] >= 3'h4;
   assign \$874  = \$872  & \$873 ;
   assign \$875  = \$874  & pe0_2_v;
-  assign \$876  = pe0_2_bank == \port$14412$2 [3];
+  assign \$876  = pe0_2_bank == \port$12299$2 [3];
   assign \$877  = \$875  & \$876 ;
   assign \$878  = w_en & w_transpose;
-  assign \$879  = \port$14412$2 [2:0] >= 3'h5;
+  assign \$879  = \port$12299$2 [2:0] >= 3'h5;
   assign \$880  = \$878  & \$879 ;
   assign \$881  = \$880  & pe0_3_v;
-  assign \$882  = pe0_3_bank == \port$14412$2 [3];
+  assign \$882  = pe0_3_bank == \port$12299$2 [3];
   assign \$883  = \$881  & \$882 ;
   assign \$884  = w_en & w_transpose;
-  assign \$885  = \port$14412$2 [2:0] >= 3'h6;
+  assign \$885  = \port$12299$2 [2:0] >= 3'h6;
   assign \$886  = \$884  & \$885 ;
   assign \$887  = \$886  & pe0_4_v;
-  assign \$888  = pe0_4_bank == \port$14412$2 [3];
+  assign \$888  = pe0_4_bank == \port$12299$2 [3];
   assign \$889  = \$887  & \$888 ;
   assign \$890  = w_en & w_transpose;
-  assign \$891  = \port$14412$2 [2:0] >= 3'h7;
+  assign \$891  = \port$12299$2 [2:0] >= 3'h7;
   assign \$892  = \$890  & \$891 ;
   assign \$893  = \$892  & pe0_5_v;
-  assign \$894  = pe0_5_bank == \port$14412$2 [3];
+  assign \$894  = pe0_5_bank == \port$12299$2 [3];
   assign \$895  = \$893  & \$894 ;
   assign \$896  = ~ w_transpose;
   assign \$897  = w_en & \$896 ;
-  assign \$898  = \port$14412$2 [2:0] == 1'h1;
+  assign \$898  = \port$12299$2 [2:0] == 1'h1;
   assign \$899  = \$897  & \$898 ;
-  assign \$902  = skew1_0_bank == \port$14412$2 [3];
+  assign \$902  = skew1_0_bank == \port$12299$2 [3];
   assign \$903  = skew1_0_v & \$902 ;
-  assign \$904  = pe1_0_bank == \port$14412$2 [3];
+  assign \$904  = pe1_0_bank == \port$12299$2 [3];
   assign \$905  = pe1_0_v & \$904 ;
-  assign \$906  = pe1_1_bank == \port$14412$2 [3];
+  assign \$906  = pe1_1_bank == \port$12299$2 [3];
   assign \$907  = pe1_1_v & \$906 ;
-  assign \$908  = pe1_2_bank == \port$14412$2 [3];
+  assign \$908  = pe1_2_bank == \port$12299$2 [3];
   assign \$909  = pe1_2_v & \$908 ;
-  assign \$910  = pe1_3_bank == \port$14412$2 [3];
+  assign \$910  = pe1_3_bank == \port$12299$2 [3];
   assign \$911  = pe1_3_v & \$910 ;
-  assign \$912  = pe1_4_bank == \port$14412$2 [3];
+  assign \$912  = pe1_4_bank == \port$12299$2 [3];
   assign \$913  = pe1_4_v & \$912 ;
-  assign \$914  = pe1_5_bank == \port$14412$2 [3];
+  assign \$914  = pe1_5_bank == \port$12299$2 [3];
   assign \$915  = pe1_5_v & \$914 ;
   assign \$916  = | { \$915 , \$913 , \$911 , \$909 , \$907 , \$905 , \$903 , \$901  };
   assign \$917  = \$899  & \$916 ;
   assign \$918  = w_en & w_transpose;
   assign \$920  = \$919  & a_valid;
   assign \$923  = w_en & w_transpose;
-  assign \$924  = \port$14412$2 [2:0] >= 1'h1;
+  assign \$924  = \port$12299$2 [2:0] >= 1'h1;
   assign \$925  = \$923  & \$924 ;
   assign \$926  = \$925  & skew1_0_v;
-  assign \$927  = skew1_0_bank == \port$14412$2 [3];
+  assign \$927  = skew1_0_bank == \port$12299$2 [3];
   assign \$928  = \$926  & \$927 ;
   assign \$929  = w_en & w_transpose;
-  assign \$930  = \port$14412$2 [2:0] >= 2'h2;
+  assign \$930  = \port$12299$2 [2:0] >= 2'h2;
   assign \$931  = \$929  & \$930 ;
   assign \$932  = \$931  & pe1_0_v;
-  assign \$933  = pe1_0_bank == \port$14412$2 [3];
+  assign \$933  = pe1_0_bank == \port$12299$2 [3];
   assign \$934  = \$932  & \$933 ;
   assign \$935  = w_en & w_transpose;
-  assign \$936  = \port$14412$2 [2:0] >= 2'h3;
+  assign \$936  = \port$12299$2 [2:0] >= 2'h3;
   assign \$937  = \$935  & \$936 ;
   assign \$938  = \$937  & pe1_1_v;
-  assign \$939  = pe1_1_bank == \port$14412$2 [3];
+  assign \$939  = pe1_1_bank == \port$12299$2 [3];
   assign \$940  = \$938  & \$939 ;
   assign \$941  = w_en & w_transpose;
-  assign \$942  = \port$14412$2 [2:0] >= 3'h4;
+  assign \$942  = \port$12299$2 [2:0] >= 3'h4;
   assign \$943  = \$941  & \$942 ;
   assign \$944  = \$943  & pe1_2_v;
-  assign \$945  = pe1_2_bank == \port$14412$2 [3];
+  assign \$945  = pe1_2_bank == \port$12299$2 [3];
   assign \$946  = \$944  & \$945 ;
   assign \$947  = w_en & w_transpose;
-  assign \$948  = \port$14412$2 [2:0] >= 3'h5;
+  assign \$948  = \port$12299$2 [2:0] >= 3'h5;
   assign \$949  = \$947  & \$948 ;
   assign \$950  = \$949  & pe1_3_v;
-  assign \$951  = pe1_3_bank == \port$14412$2 [3];
+  assign \$951  = pe1_3_bank == \port$12299$2 [3];
   assign \$952  = \$950  & \$951 ;
   assign \$953  = w_en & w_transpose;
-  assign \$954  = \port$14412$2 [2:0] >= 3'h6;
+  assign \$954  = \port$12299$2 [2:0] >= 3'h6;
   assign \$955  = \$953  & \$954 ;
   assign \$956  = \$955  & pe1_4_v;
-  assign \$957  = pe1_4_bank == \port$14412$2 [3];
+  assign \$957  = pe1_4_bank == \port$12299$2 [3];
   assign \$958  = \$956  & \$957 ;
   assign \$959  = w_en & w_transpose;
-  assign \$960  = \port$14412$2 [2:0] >= 3'h7;
+  assign \$960  = \port$12299$2 [2:0] >= 3'h7;
   assign \$961  = \$959  & \$960 ;
   assign \$962  = \$961  & pe1_5_v;
-  assign \$963  = pe1_5_bank == \port$14412$2 [3];
+  assign \$963  = pe1_5_bank == \port$12299$2 [3];
   assign \$964  = \$962  & \$963 ;
   assign \$965  = ~ w_transpose;
   assign \$966  = w_en & \$965 ;
-  assign \$967  = \port$14412$2 [2:0] == 2'h2;
+  assign \$967  = \port$12299$2 [2:0] == 2'h2;
   assign \$968  = \$966  & \$967 ;
-  assign \$971  = skew2_0_bank == \port$14412$2 [3];
+  assign \$971  = skew2_0_bank == \port$12299$2 [3];
   assign \$972  = skew2_0_v & \$971 ;
-  assign \$973  = skew2_1_bank == \port$14412$2 [3];
+  assign \$973  = skew2_1_bank == \port$12299$2 [3];
   assign \$974  = skew2_1_v & \$973 ;
-  assign \$975  = pe2_0_bank == \port$14412$2 [3];
+  assign \$975  = pe2_0_bank == \port$12299$2 [3];
   assign \$976  = pe2_0_v & \$975 ;
-  assign \$977  = pe2_1_bank == \port$14412$2 [3];
+  assign \$977  = pe2_1_bank == \port$12299$2 [3];
   assign \$978  = pe2_1_v & \$977 ;
-  assign \$979  = pe2_2_bank == \port$14412$2 [3];
+  assign \$979  = pe2_2_bank == \port$12299$2 [3];
   assign \$980  = pe2_2_v & \$979 ;
-  assign \$981  = pe2_3_bank == \port$14412$2 [3];
+  assign \$981  = pe2_3_bank == \port$12299$2 [3];
   assign \$982  = pe2_3_v & \$981 ;
-  assign \$983  = pe2_4_bank == \port$14412$2 [3];
+  assign \$983  = pe2_4_bank == \port$12299$2 [3];
   assign \$984  = pe2_4_v & \$983 ;
-  assign \$985  = pe2_5_bank == \port$14412$2 [3];
+  assign \$985  = pe2_5_bank == \port$12299$2 [3];
   assign \$986  = pe2_5_v & \$985 ;
   assign \$987  = | { \$986 , \$984 , \$982 , \$980 , \$978 , \$976 , \$974 , \$972 , \$970  };
   assign \$988  = \$968  & \$987 ;
@@ -35091,71 +35091,71 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$991  = \$990  & a_valid;
   assign \$994  = w_en & w_transpose;
   assign \$996  = \$995  & skew2_0_v;
-  assign \$997  = skew2_0_bank == \port$14412$2 [3];
+  assign \$997  = skew2_0_bank == \port$12299$2 [3];
   assign \$998  = \$996  & \$997 ;
   assign \$999  = w_en & w_transpose;
-  assign \$1000  = \port$14412$2 [2:0] >= 1'h1;
+  assign \$1000  = \port$12299$2 [2:0] >= 1'h1;
   assign \$1001  = \$999  & \$1000 ;
   assign \$1002  = \$1001  & skew2_1_v;
-  assign \$1003  = skew2_1_bank == \port$14412$2 [3];
+  assign \$1003  = skew2_1_bank == \port$12299$2 [3];
   assign \$1004  = \$1002  & \$1003 ;
   assign \$1005  = w_en & w_transpose;
-  assign \$1006  = \port$14412$2 [2:0] >= 2'h2;
+  assign \$1006  = \port$12299$2 [2:0] >= 2'h2;
   assign \$1007  = \$1005  & \$1006 ;
   assign \$1008  = \$1007  & pe2_0_v;
-  assign \$1009  = pe2_0_bank == \port$14412$2 [3];
+  assign \$1009  = pe2_0_bank == \port$12299$2 [3];
   assign \$1010  = \$1008  & \$1009 ;
   assign \$1011  = w_en & w_transpose;
-  assign \$1012  = \port$14412$2 [2:0] >= 2'h3;
+  assign \$1012  = \port$12299$2 [2:0] >= 2'h3;
   assign \$1013  = \$1011  & \$1012 ;
   assign \$1014  = \$1013  & pe2_1_v;
-  assign \$1015  = pe2_1_bank == \port$14412$2 [3];
+  assign \$1015  = pe2_1_bank == \port$12299$2 [3];
   assign \$1016  = \$1014  & \$1015 ;
   assign \$1017  = w_en & w_transpose;
-  assign \$1018  = \port$14412$2 [2:0] >= 3'h4;
+  assign \$1018  = \port$12299$2 [2:0] >= 3'h4;
   assign \$1019  = \$1017  & \$1018 ;
   assign \$1020  = \$1019  & pe2_2_v;
-  assign \$1021  = pe2_2_bank == \port$14412$2 [3];
+  assign \$1021  = pe2_2_bank == \port$12299$2 [3];
   assign \$1022  = \$1020  & \$1021 ;
   assign \$1023  = w_en & w_transpose;
-  assign \$1024  = \port$14412$2 [2:0] >= 3'h5;
+  assign \$1024  = \port$12299$2 [2:0] >= 3'h5;
   assign \$1025  = \$1023  & \$1024 ;
   assign \$1026  = \$1025  & pe2_3_v;
-  assign \$1027  = pe2_3_bank == \port$14412$2 [3];
+  assign \$1027  = pe2_3_bank == \port$12299$2 [3];
   assign \$1028  = \$1026  & \$1027 ;
   assign \$1029  = w_en & w_transpose;
-  assign \$1030  = \port$14412$2 [2:0] >= 3'h6;
+  assign \$1030  = \port$12299$2 [2:0] >= 3'h6;
   assign \$1031  = \$1029  & \$1030 ;
   assign \$1032  = \$1031  & pe2_4_v;
-  assign \$1033  = pe2_4_bank == \port$14412$2 [3];
+  assign \$1033  = pe2_4_bank == \port$12299$2 [3];
   assign \$1034  = \$1032  & \$1033 ;
   assign \$1035  = w_en & w_transpose;
-  assign \$1036  = \port$14412$2 [2:0] >= 3'h7;
+  assign \$1036  = \port$12299$2 [2:0] >= 3'h7;
   assign \$1037  = \$1035  & \$1036 ;
   assign \$1038  = \$1037  & pe2_5_v;
-  assign \$1039  = pe2_5_bank == \port$14412$2 [3];
+  assign \$1039  = pe2_5_bank == \port$12299$2 [3];
   assign \$1040  = \$1038  & \$1039 ;
   assign \$1041  = ~ w_transpose;
   assign \$1042  = w_en & \$1041 ;
-  assign \$1043  = \port$14412$2 [2:0] == 2'h3;
+  assign \$1043  = \port$12299$2 [2:0] == 2'h3;
   assign \$1044  = \$1042  & \$1043 ;
-  assign \$1047  = skew3_0_bank == \port$14412$2 [3];
+  assign \$1047  = skew3_0_bank == \port$12299$2 [3];
   assign \$1048  = skew3_0_v & \$1047 ;
-  assign \$1049  = skew3_1_bank == \port$14412$2 [3];
+  assign \$1049  = skew3_1_bank == \port$12299$2 [3];
   assign \$1050  = skew3_1_v & \$1049 ;
-  assign \$1051  = skew3_2_bank == \port$14412$2 [3];
+  assign \$1051  = skew3_2_bank == \port$12299$2 [3];
   assign \$1052  = skew3_2_v & \$1051 ;
-  assign \$1053  = pe3_0_bank == \port$14412$2 [3];
+  assign \$1053  = pe3_0_bank == \port$12299$2 [3];
   assign \$1054  = pe3_0_v & \$1053 ;
-  assign \$1055  = pe3_1_bank == \port$14412$2 [3];
+  assign \$1055  = pe3_1_bank == \port$12299$2 [3];
   assign \$1056  = pe3_1_v & \$1055 ;
-  assign \$1057  = pe3_2_bank == \port$14412$2 [3];
+  assign \$1057  = pe3_2_bank == \port$12299$2 [3];
   assign \$1058  = pe3_2_v & \$1057 ;
-  assign \$1059  = pe3_3_bank == \port$14412$2 [3];
+  assign \$1059  = pe3_3_bank == \port$12299$2 [3];
   assign \$1060  = pe3_3_v & \$1059 ;
-  assign \$1061  = pe3_4_bank == \port$14412$2 [3];
+  assign \$1061  = pe3_4_bank == \port$12299$2 [3];
   assign \$1062  = pe3_4_v & \$1061 ;
-  assign \$1063  = pe3_5_bank == \port$14412$2 [3];
+  assign \$1063  = pe3_5_bank == \port$12299$2 [3];
   assign \$1064  = pe3_5_v & \$1063 ;
   assign \$1065  = | { \$1064 , \$1062 , \$1060 , \$1058 , \$1056 , \$1054 , \$1052 , \$1050 , \$1048 , \$1046  };
   assign \$1066  = \$1044  & \$1065 ;
@@ -35163,77 +35163,77 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$1069  = \$1068  & a_valid;
   assign \$1072  = w_en & w_transpose;
   assign \$1074  = \$1073  & skew3_0_v;
-  assign \$1075  = skew3_0_bank == \port$14412$2 [3];
+  assign \$1075  = skew3_0_bank == \port$12299$2 [3];
   assign \$1076  = \$1074  & \$1075 ;
   assign \$1077  = w_en & w_transpose;
   assign \$1079  = \$1078  & skew3_1_v;
-  assign \$1080  = skew3_1_bank == \port$14412$2 [3];
+  assign \$1080  = skew3_1_bank == \port$12299$2 [3];
   assign \$1081  = \$1079  & \$1080 ;
   assign \$1082  = w_en & w_transpose;
-  assign \$1083  = \port$14412$2 [2:0] >= 1'h1;
+  assign \$1083  = \port$12299$2 [2:0] >= 1'h1;
   assign \$1084  = \$1082  & \$1083 ;
   assign \$1085  = \$1084  & skew3_2_v;
-  assign \$1086  = skew3_2_bank == \port$14412$2 [3];
+  assign \$1086  = skew3_2_bank == \port$12299$2 [3];
   assign \$1087  = \$1085  & \$1086 ;
   assign \$1088  = w_en & w_transpose;
-  assign \$1089  = \port$14412$2 [2:0] >= 2'h2;
+  assign \$1089  = \port$12299$2 [2:0] >= 2'h2;
   assign \$1090  = \$1088  & \$1089 ;
   assign \$1091  = \$1090  & pe3_0_v;
-  assign \$1092  = pe3_0_bank == \port$14412$2 [3];
+  assign \$1092  = pe3_0_bank == \port$12299$2 [3];
   assign \$1093  = \$1091  & \$1092 ;
   assign \$1094  = w_en & w_transpose;
-  assign \$1095  = \port$14412$2 [2:0] >= 2'h3;
+  assign \$1095  = \port$12299$2 [2:0] >= 2'h3;
   assign \$1096  = \$1094  & \$1095 ;
   assign \$1097  = \$1096  & pe3_1_v;
-  assign \$1098  = pe3_1_bank == \port$14412$2 [3];
+  assign \$1098  = pe3_1_bank == \port$12299$2 [3];
   assign \$1099  = \$1097  & \$1098 ;
   assign \$1100  = w_en & w_transpose;
-  assign \$1101  = \port$14412$2 [2:0] >= 3'h4;
+  assign \$1101  = \port$12299$2 [2:0] >= 3'h4;
   assign \$1102  = \$1100  & \$1101 ;
   assign \$1103  = \$1102  & pe3_2_v;
-  assign \$1104  = pe3_2_bank == \port$14412$2 [3];
+  assign \$1104  = pe3_2_bank == \port$12299$2 [3];
   assign \$1105  = \$1103  & \$1104 ;
   assign \$1106  = w_en & w_transpose;
-  assign \$1107  = \port$14412$2 [2:0] >= 3'h5;
+  assign \$1107  = \port$12299$2 [2:0] >= 3'h5;
   assign \$1108  = \$1106  & \$1107 ;
   assign \$1109  = \$1108  & pe3_3_v;
-  assign \$1110  = pe3_3_bank == \port$14412$2 [3];
+  assign \$1110  = pe3_3_bank == \port$12299$2 [3];
   assign \$1111  = \$1109  & \$1110 ;
   assign \$1112  = w_en & w_transpose;
-  assign \$1113  = \port$14412$2 [2:0] >= 3'h6;
+  assign \$1113  = \port$12299$2 [2:0] >= 3'h6;
   assign \$1114  = \$1112  & \$1113 ;
   assign \$1115  = \$1114  & pe3_4_v;
-  assign \$1116  = pe3_4_bank == \port$14412$2 [3];
+  assign \$1116  = pe3_4_bank == \port$12299$2 [3];
   assign \$1117  = \$1115  & \$1116 ;
   assign \$1118  = w_en & w_transpose;
-  assign \$1119  = \port$14412$2 [2:0] >= 3'h7;
+  assign \$1119  = \port$12299$2 [2:0] >= 3'h7;
   assign \$1120  = \$1118  & \$1119 ;
   assign \$1121  = \$1120  & pe3_5_v;
-  assign \$1122  = pe3_5_bank == \port$14412$2 [3];
+  assign \$1122  = pe3_5_bank == \port$12299$2 [3];
   assign \$1123  = \$1121  & \$1122 ;
   assign \$1124  = ~ w_transpose;
   assign \$1125  = w_en & \$1124 ;
-  assign \$1126  = \port$14412$2 [2:0] == 3'h4;
+  assign \$1126  = \port$12299$2 [2:0] == 3'h4;
   assign \$1127  = \$1125  & \$1126 ;
-  assign \$1130  = skew4_0_bank == \port$14412$2 [3];
+  assign \$1130  = skew4_0_bank == \port$12299$2 [3];
   assign \$1131  = skew4_0_v & \$1130 ;
-  assign \$1132  = skew4_1_bank == \port$14412$2 [3];
+  assign \$1132  = skew4_1_bank == \port$12299$2 [3];
   assign \$1133  = skew4_1_v & \$1132 ;
-  assign \$1134  = skew4_2_bank == \port$14412$2 [3];
+  assign \$1134  = skew4_2_bank == \port$12299$2 [3];
   assign \$1135  = skew4_2_v & \$1134 ;
-  assign \$1136  = skew4_3_bank == \port$14412$2 [3];
+  assign \$1136  = skew4_3_bank == \port$12299$2 [3];
   assign \$1137  = skew4_3_v & \$1136 ;
-  assign \$1138  = pe4_0_bank == \port$14412$2 [3];
+  assign \$1138  = pe4_0_bank == \port$12299$2 [3];
   assign \$1139  = pe4_0_v & \$1138 ;
-  assign \$1140  = pe4_1_bank == \port$14412$2 [3];
+  assign \$1140  = pe4_1_bank == \port$12299$2 [3];
   assign \$1141  = pe4_1_v & \$1140 ;
-  assign \$1142  = pe4_2_bank == \port$14412$2 [3];
+  assign \$1142  = pe4_2_bank == \port$12299$2 [3];
   assign \$1143  = pe4_2_v & \$1142 ;
-  assign \$1144  = pe4_3_bank == \port$14412$2 [3];
+  assign \$1144  = pe4_3_bank == \port$12299$2 [3];
   assign \$1145  = pe4_3_v & \$1144 ;
-  assign \$1146  = pe4_4_bank == \port$14412$2 [3];
+  assign \$1146  = pe4_4_bank == \port$12299$2 [3];
   assign \$1147  = pe4_4_v & \$1146 ;
-  assign \$1148  = pe4_5_bank == \port$14412$2 [3];
+  assign \$1148  = pe4_5_bank == \port$12299$2 [3];
   assign \$1149  = pe4_5_v & \$1148 ;
   assign \$1150  = | { \$1149 , \$1147 , \$1145 , \$1143 , \$1141 , \$1139 , \$1137 , \$1135 , \$1133 , \$1131 , \$1129  };
   assign \$1151  = \$1127  & \$1150 ;
@@ -35241,83 +35241,83 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$1154  = \$1153  & a_valid;
   assign \$1157  = w_en & w_transpose;
   assign \$1159  = \$1158  & skew4_0_v;
-  assign \$1160  = skew4_0_bank == \port$14412$2 [3];
+  assign \$1160  = skew4_0_bank == \port$12299$2 [3];
   assign \$1161  = \$1159  & \$1160 ;
   assign \$1162  = w_en & w_transpose;
   assign \$1164  = \$1163  & skew4_1_v;
-  assign \$1165  = skew4_1_bank == \port$14412$2 [3];
+  assign \$1165  = skew4_1_bank == \port$12299$2 [3];
   assign \$1166  = \$1164  & \$1165 ;
   assign \$1167  = w_en & w_transpose;
   assign \$1169  = \$1168  & skew4_2_v;
-  assign \$1170  = skew4_2_bank == \port$14412$2 [3];
+  assign \$1170  = skew4_2_bank == \port$12299$2 [3];
   assign \$1171  = \$1169  & \$1170 ;
   assign \$1172  = w_en & w_transpose;
-  assign \$1173  = \port$14412$2 [2:0] >= 1'h1;
+  assign \$1173  = \port$12299$2 [2:0] >= 1'h1;
   assign \$1174  = \$1172  & \$1173 ;
   assign \$1175  = \$1174  & skew4_3_v;
-  assign \$1176  = skew4_3_bank == \port$14412$2 [3];
+  assign \$1176  = skew4_3_bank == \port$12299$2 [3];
   assign \$1177  = \$1175  & \$1176 ;
   assign \$1178  = w_en & w_transpose;
-  assign \$1179  = \port$14412$2 [2:0] >= 2'h2;
+  assign \$1179  = \port$12299$2 [2:0] >= 2'h2;
   assign \$1180  = \$1178  & \$1179 ;
   assign \$1181  = \$1180  & pe4_0_v;
-  assign \$1182  = pe4_0_bank == \port$14412$2 [3];
+  assign \$1182  = pe4_0_bank == \port$12299$2 [3];
   assign \$1183  = \$1181  & \$1182 ;
   assign \$1184  = w_en & w_transpose;
-  assign \$1185  = \port$14412$2 [2:0] >= 2'h3;
+  assign \$1185  = \port$12299$2 [2:0] >= 2'h3;
   assign \$1186  = \$1184  & \$1185 ;
   assign \$1187  = \$1186  & pe4_1_v;
-  assign \$1188  = pe4_1_bank == \port$14412$2 [3];
+  assign \$1188  = pe4_1_bank == \port$12299$2 [3];
   assign \$1189  = \$1187  & \$1188 ;
   assign \$1190  = w_en & w_transpose;
-  assign \$1191  = \port$14412$2 [2:0] >= 3'h4;
+  assign \$1191  = \port$12299$2 [2:0] >= 3'h4;
   assign \$1192  = \$1190  & \$1191 ;
   assign \$1193  = \$1192  & pe4_2_v;
-  assign \$1194  = pe4_2_bank == \port$14412$2 [3];
+  assign \$1194  = pe4_2_bank == \port$12299$2 [3];
   assign \$1195  = \$1193  & \$1194 ;
   assign \$1196  = w_en & w_transpose;
-  assign \$1197  = \port$14412$2 [2:0] >= 3'h5;
+  assign \$1197  = \port$12299$2 [2:0] >= 3'h5;
   assign \$1198  = \$1196  & \$1197 ;
   assign \$1199  = \$1198  & pe4_3_v;
-  assign \$1200  = pe4_3_bank == \port$14412$2 [3];
+  assign \$1200  = pe4_3_bank == \port$12299$2 [3];
   assign \$1201  = \$1199  & \$1200 ;
   assign \$1202  = w_en & w_transpose;
-  assign \$1203  = \port$14412$2 [2:0] >= 3'h6;
+  assign \$1203  = \port$12299$2 [2:0] >= 3'h6;
   assign \$1204  = \$1202  & \$1203 ;
   assign \$1205  = \$1204  & pe4_4_v;
-  assign \$1206  = pe4_4_bank == \port$14412$2 [3];
+  assign \$1206  = pe4_4_bank == \port$12299$2 [3];
   assign \$1207  = \$1205  & \$1206 ;
   assign \$1208  = w_en & w_transpose;
-  assign \$1209  = \port$14412$2 [2:0] >= 3'h7;
+  assign \$1209  = \port$12299$2 [2:0] >= 3'h7;
   assign \$1210  = \$1208  & \$1209 ;
   assign \$1211  = \$1210  & pe4_5_v;
-  assign \$1212  = pe4_5_bank == \port$14412$2 [3];
+  assign \$1212  = pe4_5_bank == \port$12299$2 [3];
   assign \$1213  = \$1211  & \$1212 ;
   assign \$1214  = ~ w_transpose;
   assign \$1215  = w_en & \$1214 ;
-  assign \$1216  = \port$14412$2 [2:0] == 3'h5;
+  assign \$1216  = \port$12299$2 [2:0] == 3'h5;
   assign \$1217  = \$1215  & \$1216 ;
-  assign \$1220  = skew5_0_bank == \port$14412$2 [3];
+  assign \$1220  = skew5_0_bank == \port$12299$2 [3];
   assign \$1221  = skew5_0_v & \$1220 ;
-  assign \$1222  = skew5_1_bank == \port$14412$2 [3];
+  assign \$1222  = skew5_1_bank == \port$12299$2 [3];
   assign \$1223  = skew5_1_v & \$1222 ;
-  assign \$1224  = skew5_2_bank == \port$14412$2 [3];
+  assign \$1224  = skew5_2_bank == \port$12299$2 [3];
   assign \$1225  = skew5_2_v & \$1224 ;
-  assign \$1226  = skew5_3_bank == \port$14412$2 [3];
+  assign \$1226  = skew5_3_bank == \port$12299$2 [3];
   assign \$1227  = skew5_3_v & \$1226 ;
-  assign \$1228  = skew5_4_bank == \port$14412$2 [3];
+  assign \$1228  = skew5_4_bank == \port$12299$2 [3];
   assign \$1229  = skew5_4_v & \$1228 ;
-  assign \$1230  = pe5_0_bank == \port$14412$2 [3];
+  assign \$1230  = pe5_0_bank == \port$12299$2 [3];
   assign \$1231  = pe5_0_v & \$1230 ;
-  assign \$1232  = pe5_1_bank == \port$14412$2 [3];
+  assign \$1232  = pe5_1_bank == \port$12299$2 [3];
   assign \$1233  = pe5_1_v & \$1232 ;
-  assign \$1234  = pe5_2_bank == \port$14412$2 [3];
+  assign \$1234  = pe5_2_bank == \port$12299$2 [3];
   assign \$1235  = pe5_2_v & \$1234 ;
-  assign \$1236  = pe5_3_bank == \port$14412$2 [3];
+  assign \$1236  = pe5_3_bank == \port$12299$2 [3];
   assign \$1237  = pe5_3_v & \$1236 ;
-  assign \$1238  = pe5_4_bank == \port$14412$2 [3];
+  assign \$1238  = pe5_4_bank == \port$12299$2 [3];
   assign \$1239  = pe5_4_v & \$1238 ;
-  assign \$1240  = pe5_5_bank == \port$14412$2 [3];
+  assign \$1240  = pe5_5_bank == \port$12299$2 [3];
   assign \$1241  = pe5_5_v & \$1240 ;
   assign \$1242  = | { \$1241 , \$1239 , \$1237 , \$1235 , \$1233 , \$1231 , \$1229 , \$1227 , \$1225 , \$1223 , \$1221 , \$1219  };
   assign \$1243  = \$1217  & \$1242 ;
@@ -35325,89 +35325,89 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$1246  = \$1245  & a_valid;
   assign \$1249  = w_en & w_transpose;
   assign \$1251  = \$1250  & skew5_0_v;
-  assign \$1252  = skew5_0_bank == \port$14412$2 [3];
+  assign \$1252  = skew5_0_bank == \port$12299$2 [3];
   assign \$1253  = \$1251  & \$1252 ;
   assign \$1254  = w_en & w_transpose;
   assign \$1256  = \$1255  & skew5_1_v;
-  assign \$1257  = skew5_1_bank == \port$14412$2 [3];
+  assign \$1257  = skew5_1_bank == \port$12299$2 [3];
   assign \$1258  = \$1256  & \$1257 ;
   assign \$1259  = w_en & w_transpose;
   assign \$1261  = \$1260  & skew5_2_v;
-  assign \$1262  = skew5_2_bank == \port$14412$2 [3];
+  assign \$1262  = skew5_2_bank == \port$12299$2 [3];
   assign \$1263  = \$1261  & \$1262 ;
   assign \$1264  = w_en & w_transpose;
   assign \$1266  = \$1265  & skew5_3_v;
-  assign \$1267  = skew5_3_bank == \port$14412$2 [3];
+  assign \$1267  = skew5_3_bank == \port$12299$2 [3];
   assign \$1268  = \$1266  & \$1267 ;
   assign \$1269  = w_en & w_transpose;
-  assign \$1270  = \port$14412$2 [2:0] >= 1'h1;
+  assign \$1270  = \port$12299$2 [2:0] >= 1'h1;
   assign \$1271  = \$1269  & \$1270 ;
   assign \$1272  = \$1271  & skew5_4_v;
-  assign \$1273  = skew5_4_bank == \port$14412$2 [3];
+  assign \$1273  = skew5_4_bank == \port$12299$2 [3];
   assign \$1274  = \$1272  & \$1273 ;
   assign \$1275  = w_en & w_transpose;
-  assign \$1276  = \port$14412$2 [2:0] >= 2'h2;
+  assign \$1276  = \port$12299$2 [2:0] >= 2'h2;
   assign \$1277  = \$1275  & \$1276 ;
   assign \$1278  = \$1277  & pe5_0_v;
-  assign \$1279  = pe5_0_bank == \port$14412$2 [3];
+  assign \$1279  = pe5_0_bank == \port$12299$2 [3];
   assign \$1280  = \$1278  & \$1279 ;
   assign \$1281  = w_en & w_transpose;
-  assign \$1282  = \port$14412$2 [2:0] >= 2'h3;
+  assign \$1282  = \port$12299$2 [2:0] >= 2'h3;
   assign \$1283  = \$1281  & \$1282 ;
   assign \$1284  = \$1283  & pe5_1_v;
-  assign \$1285  = pe5_1_bank == \port$14412$2 [3];
+  assign \$1285  = pe5_1_bank == \port$12299$2 [3];
   assign \$1286  = \$1284  & \$1285 ;
   assign \$1287  = w_en & w_transpose;
-  assign \$1288  = \port$14412$2 [2:0] >= 3'h4;
+  assign \$1288  = \port$12299$2 [2:0] >= 3'h4;
   assign \$1289  = \$1287  & \$1288 ;
   assign \$1290  = \$1289  & pe5_2_v;
-  assign \$1291  = pe5_2_bank == \port$14412$2 [3];
+  assign \$1291  = pe5_2_bank == \port$12299$2 [3];
   assign \$1292  = \$1290  & \$1291 ;
   assign \$1293  = w_en & w_transpose;
-  assign \$1294  = \port$14412$2 [2:0] >= 3'h5;
+  assign \$1294  = \port$12299$2 [2:0] >= 3'h5;
   assign \$1295  = \$1293  & \$1294 ;
   assign \$1296  = \$1295  & pe5_3_v;
-  assign \$1297  = pe5_3_bank == \port$14412$2 [3];
+  assign \$1297  = pe5_3_bank == \port$12299$2 [3];
   assign \$1298  = \$1296  & \$1297 ;
   assign \$1299  = w_en & w_transpose;
-  assign \$1300  = \port$14412$2 [2:0] >= 3'h6;
+  assign \$1300  = \port$12299$2 [2:0] >= 3'h6;
   assign \$1301  = \$1299  & \$1300 ;
   assign \$1302  = \$1301  & pe5_4_v;
-  assign \$1303  = pe5_4_bank == \port$14412$2 [3];
+  assign \$1303  = pe5_4_bank == \port$12299$2 [3];
   assign \$1304  = \$1302  & \$1303 ;
   assign \$1305  = w_en & w_transpose;
-  assign \$1306  = \port$14412$2 [2:0] >= 3'h7;
+  assign \$1306  = \port$12299$2 [2:0] >= 3'h7;
   assign \$1307  = \$1305  & \$1306 ;
   assign \$1308  = \$1307  & pe5_5_v;
-  assign \$1309  = pe5_5_bank == \port$14412$2 [3];
+  assign \$1309  = pe5_5_bank == \port$12299$2 [3];
   assign \$1310  = \$1308  & \$1309 ;
   assign \$1311  = ~ w_transpose;
   assign \$1312  = w_en & \$1311 ;
-  assign \$1313  = \port$14412$2 [2:0] == 3'h6;
+  assign \$1313  = \port$12299$2 [2:0] == 3'h6;
   assign \$1314  = \$1312  & \$1313 ;
-  assign \$1317  = skew6_0_bank == \port$14412$2 [3];
+  assign \$1317  = skew6_0_bank == \port$12299$2 [3];
   assign \$1318  = skew6_0_v & \$1317 ;
-  assign \$1319  = skew6_1_bank == \port$14412$2 [3];
+  assign \$1319  = skew6_1_bank == \port$12299$2 [3];
   assign \$1320  = skew6_1_v & \$1319 ;
-  assign \$1321  = skew6_2_bank == \port$14412$2 [3];
+  assign \$1321  = skew6_2_bank == \port$12299$2 [3];
   assign \$1322  = skew6_2_v & \$1321 ;
-  assign \$1323  = skew6_3_bank == \port$14412$2 [3];
+  assign \$1323  = skew6_3_bank == \port$12299$2 [3];
   assign \$1324  = skew6_3_v & \$1323 ;
-  assign \$1325  = skew6_4_bank == \port$14412$2 [3];
+  assign \$1325  = skew6_4_bank == \port$12299$2 [3];
   assign \$1326  = skew6_4_v & \$1325 ;
-  assign \$1327  = skew6_5_bank == \port$14412$2 [3];
+  assign \$1327  = skew6_5_bank == \port$12299$2 [3];
   assign \$1328  = skew6_5_v & \$1327 ;
-  assign \$1329  = pe6_0_bank == \port$14412$2 [3];
+  assign \$1329  = pe6_0_bank == \port$12299$2 [3];
   assign \$1330  = pe6_0_v & \$1329 ;
-  assign \$1331  = pe6_1_bank == \port$14412$2 [3];
+  assign \$1331  = pe6_1_bank == \port$12299$2 [3];
   assign \$1332  = pe6_1_v & \$1331 ;
-  assign \$1333  = pe6_2_bank == \port$14412$2 [3];
+  assign \$1333  = pe6_2_bank == \port$12299$2 [3];
   assign \$1334  = pe6_2_v & \$1333 ;
-  assign \$1335  = pe6_3_bank == \port$14412$2 [3];
+  assign \$1335  = pe6_3_bank == \port$12299$2 [3];
   assign \$1336  = pe6_3_v & \$1335 ;
-  assign \$1337  = pe6_4_bank == \port$14412$2 [3];
+  assign \$1337  = pe6_4_bank == \port$12299$2 [3];
   assign \$1338  = pe6_4_v & \$1337 ;
-  assign \$1339  = pe6_5_bank == \port$14412$2 [3];
+  assign \$1339  = pe6_5_bank == \port$12299$2 [3];
   assign \$1340  = pe6_5_v & \$1339 ;
   assign \$1341  = | { \$1340 , \$1338 , \$1336 , \$1334 , \$1332 , \$1330 , \$1328 , \$1326 , \$1324 , \$1322 , \$1320 , \$1318 , \$1316  };
   assign \$1342  = \$1314  & \$1341 ;
@@ -35415,95 +35415,95 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$1345  = \$1344  & a_valid;
   assign \$1348  = w_en & w_transpose;
   assign \$1350  = \$1349  & skew6_0_v;
-  assign \$1351  = skew6_0_bank == \port$14412$2 [3];
+  assign \$1351  = skew6_0_bank == \port$12299$2 [3];
   assign \$1352  = \$1350  & \$1351 ;
   assign \$1353  = w_en & w_transpose;
   assign \$1355  = \$1354  & skew6_1_v;
-  assign \$1356  = skew6_1_bank == \port$14412$2 [3];
+  assign \$1356  = skew6_1_bank == \port$12299$2 [3];
   assign \$1357  = \$1355  & \$1356 ;
   assign \$1358  = w_en & w_transpose;
   assign \$1360  = \$1359  & skew6_2_v;
-  assign \$1361  = skew6_2_bank == \port$14412$2 [3];
+  assign \$1361  = skew6_2_bank == \port$12299$2 [3];
   assign \$1362  = \$1360  & \$1361 ;
   assign \$1363  = w_en & w_transpose;
   assign \$1365  = \$1364  & skew6_3_v;
-  assign \$1366  = skew6_3_bank == \port$14412$2 [3];
+  assign \$1366  = skew6_3_bank == \port$12299$2 [3];
   assign \$1367  = \$1365  & \$1366 ;
   assign \$1368  = w_en & w_transpose;
   assign \$1370  = \$1369  & skew6_4_v;
-  assign \$1371  = skew6_4_bank == \port$14412$2 [3];
+  assign \$1371  = skew6_4_bank == \port$12299$2 [3];
   assign \$1372  = \$1370  & \$1371 ;
   assign \$1373  = w_en & w_transpose;
-  assign \$1374  = \port$14412$2 [2:0] >= 1'h1;
+  assign \$1374  = \port$12299$2 [2:0] >= 1'h1;
   assign \$1375  = \$1373  & \$1374 ;
   assign \$1376  = \$1375  & skew6_5_v;
-  assign \$1377  = skew6_5_bank == \port$14412$2 [3];
+  assign \$1377  = skew6_5_bank == \port$12299$2 [3];
   assign \$1378  = \$1376  & \$1377 ;
   assign \$1379  = w_en & w_transpose;
-  assign \$1380  = \port$14412$2 [2:0] >= 2'h2;
+  assign \$1380  = \port$12299$2 [2:0] >= 2'h2;
   assign \$1381  = \$1379  & \$1380 ;
   assign \$1382  = \$1381  & pe6_0_v;
-  assign \$1383  = pe6_0_bank == \port$14412$2 [3];
+  assign \$1383  = pe6_0_bank == \port$12299$2 [3];
   assign \$1384  = \$1382  & \$1383 ;
   assign \$1385  = w_en & w_transpose;
-  assign \$1386  = \port$14412$2 [2:0] >= 2'h3;
+  assign \$1386  = \port$12299$2 [2:0] >= 2'h3;
   assign \$1387  = \$1385  & \$1386 ;
   assign \$1388  = \$1387  & pe6_1_v;
-  assign \$1389  = pe6_1_bank == \port$14412$2 [3];
+  assign \$1389  = pe6_1_bank == \port$12299$2 [3];
   assign \$1390  = \$1388  & \$1389 ;
   assign \$1391  = w_en & w_transpose;
-  assign \$1392  = \port$14412$2 [2:0] >= 3'h4;
+  assign \$1392  = \port$12299$2 [2:0] >= 3'h4;
   assign \$1393  = \$1391  & \$1392 ;
   assign \$1394  = \$1393  & pe6_2_v;
-  assign \$1395  = pe6_2_bank == \port$14412$2 [3];
+  assign \$1395  = pe6_2_bank == \port$12299$2 [3];
   assign \$1396  = \$1394  & \$1395 ;
   assign \$1397  = w_en & w_transpose;
-  assign \$1398  = \port$14412$2 [2:0] >= 3'h5;
+  assign \$1398  = \port$12299$2 [2:0] >= 3'h5;
   assign \$1399  = \$1397  & \$1398 ;
   assign \$1400  = \$1399  & pe6_3_v;
-  assign \$1401  = pe6_3_bank == \port$14412$2 [3];
+  assign \$1401  = pe6_3_bank == \port$12299$2 [3];
   assign \$1402  = \$1400  & \$1401 ;
   assign \$1403  = w_en & w_transpose;
-  assign \$1404  = \port$14412$2 [2:0] >= 3'h6;
+  assign \$1404  = \port$12299$2 [2:0] >= 3'h6;
   assign \$1405  = \$1403  & \$1404 ;
   assign \$1406  = \$1405  & pe6_4_v;
-  assign \$1407  = pe6_4_bank == \port$14412$2 [3];
+  assign \$1407  = pe6_4_bank == \port$12299$2 [3];
   assign \$1408  = \$1406  & \$1407 ;
   assign \$1409  = w_en & w_transpose;
-  assign \$1410  = \port$14412$2 [2:0] >= 3'h7;
+  assign \$1410  = \port$12299$2 [2:0] >= 3'h7;
   assign \$1411  = \$1409  & \$1410 ;
   assign \$1412  = \$1411  & pe6_5_v;
-  assign \$1413  = pe6_5_bank == \port$14412$2 [3];
+  assign \$1413  = pe6_5_bank == \port$12299$2 [3];
   assign \$1414  = \$1412  & \$1413 ;
   assign \$1415  = ~ w_transpose;
   assign \$1416  = w_en & \$1415 ;
-  assign \$1417  = \port$14412$2 [2:0] == 3'h7;
+  assign \$1417  = \port$12299$2 [2:0] == 3'h7;
   assign \$1418  = \$1416  & \$1417 ;
-  assign \$1421  = skew7_0_bank == \port$14412$2 [3];
+  assign \$1421  = skew7_0_bank == \port$12299$2 [3];
   assign \$1422  = skew7_0_v & \$1421 ;
-  assign \$1423  = skew7_1_bank == \port$14412$2 [3];
+  assign \$1423  = skew7_1_bank == \port$12299$2 [3];
   assign \$1424  = skew7_1_v & \$1423 ;
-  assign \$1425  = skew7_2_bank == \port$14412$2 [3];
+  assign \$1425  = skew7_2_bank == \port$12299$2 [3];
   assign \$1426  = skew7_2_v & \$1425 ;
-  assign \$1427  = skew7_3_bank == \port$14412$2 [3];
+  assign \$1427  = skew7_3_bank == \port$12299$2 [3];
   assign \$1428  = skew7_3_v & \$1427 ;
-  assign \$1429  = skew7_4_bank == \port$14412$2 [3];
+  assign \$1429  = skew7_4_bank == \port$12299$2 [3];
   assign \$1430  = skew7_4_v & \$1429 ;
-  assign \$1431  = skew7_5_bank == \port$14412$2 [3];
+  assign \$1431  = skew7_5_bank == \port$12299$2 [3];
   assign \$1432  = skew7_5_v & \$1431 ;
-  assign \$1433  = skew7_6_bank == \port$14412$2 [3];
+  assign \$1433  = skew7_6_bank == \port$12299$2 [3];
   assign \$1434  = skew7_6_v & \$1433 ;
-  assign \$1435  = pe7_0_bank == \port$14412$2 [3];
+  assign \$1435  = pe7_0_bank == \port$12299$2 [3];
   assign \$1436  = pe7_0_v & \$1435 ;
-  assign \$1437  = pe7_1_bank == \port$14412$2 [3];
+  assign \$1437  = pe7_1_bank == \port$12299$2 [3];
   assign \$1438  = pe7_1_v & \$1437 ;
-  assign \$1439  = pe7_2_bank == \port$14412$2 [3];
+  assign \$1439  = pe7_2_bank == \port$12299$2 [3];
   assign \$1440  = pe7_2_v & \$1439 ;
-  assign \$1441  = pe7_3_bank == \port$14412$2 [3];
+  assign \$1441  = pe7_3_bank == \port$12299$2 [3];
   assign \$1442  = pe7_3_v & \$1441 ;
-  assign \$1443  = pe7_4_bank == \port$14412$2 [3];
+  assign \$1443  = pe7_4_bank == \port$12299$2 [3];
   assign \$1444  = pe7_4_v & \$1443 ;
-  assign \$1445  = pe7_5_bank == \port$14412$2 [3];
+  assign \$1445  = pe7_5_bank == \port$12299$2 [3];
   assign \$1446  = pe7_5_v & \$1445 ;
   assign \$1447  = | { \$1446 , \$1444 , \$1442 , \$1440 , \$1438 , \$1436 , \$1434 , \$1432 , \$1430 , \$1428 , \$1426 , \$1424 , \$1422 , \$1420  };
   assign \$1448  = \$1418  & \$1447 ;
@@ -35511,69 +35511,69 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   assign \$1451  = \$1450  & a_valid;
   assign \$1454  = w_en & w_transpose;
   assign \$1456  = \$1455  & skew7_0_v;
-  assign \$1457  = skew7_0_bank == \port$14412$2 [3];
+  assign \$1457  = skew7_0_bank == \port$12299$2 [3];
   assign \$1458  = \$1456  & \$1457 ;
   assign \$1459  = w_en & w_transpose;
   assign \$1461  = \$1460  & skew7_1_v;
-  assign \$1462  = skew7_1_bank == \port$14412$2 [3];
+  assign \$1462  = skew7_1_bank == \port$12299$2 [3];
   assign \$1463  = \$1461  & \$1462 ;
   assign \$1464  = w_en & w_transpose;
   assign \$1466  = \$1465  & skew7_2_v;
-  assign \$1467  = skew7_2_bank == \port$14412$2 [3];
+  assign \$1467  = skew7_2_bank == \port$12299$2 [3];
   assign \$1468  = \$1466  & \$1467 ;
   assign \$1469  = w_en & w_transpose;
   assign \$1471  = \$1470  & skew7_3_v;
-  assign \$1472  = skew7_3_bank == \port$14412$2 [3];
+  assign \$1472  = skew7_3_bank == \port$12299$2 [3];
   assign \$1473  = \$1471  & \$1472 ;
   assign \$1474  = w_en & w_transpose;
   assign \$1476  = \$1475  & skew7_4_v;
-  assign \$1477  = skew7_4_bank == \port$14412$2 [3];
+  assign \$1477  = skew7_4_bank == \port$12299$2 [3];
   assign \$1478  = \$1476  & \$1477 ;
   assign \$1479  = w_en & w_transpose;
   assign \$1481  = \$1480  & skew7_5_v;
-  assign \$1482  = skew7_5_bank == \port$14412$2 [3];
+  assign \$1482  = skew7_5_bank == \port$12299$2 [3];
   assign \$1483  = \$1481  & \$1482 ;
   assign \$1484  = w_en & w_transpose;
-  assign \$1485  = \port$14412$2 [2:0] >= 1'h1;
+  assign \$1485  = \port$12299$2 [2:0] >= 1'h1;
   assign \$1486  = \$1484  & \$1485 ;
   assign \$1487  = \$1486  & skew7_6_v;
-  assign \$1488  = skew7_6_bank == \port$14412$2 [3];
+  assign \$1488  = skew7_6_bank == \port$12299$2 [3];
   assign \$1489  = \$1487  & \$1488 ;
   assign \$1490  = w_en & w_transpose;
-  assign \$1491  = \port$14412$2 [2:0] >= 2'h2;
+  assign \$1491  = \port$12299$2 [2:0] >= 2'h2;
   assign \$1492  = \$1490  & \$1491 ;
   assign \$1493  = \$1492  & pe7_0_v;
-  assign \$1494  = pe7_0_bank == \port$14412$2 [3];
+  assign \$1494  = pe7_0_bank == \port$12299$2 [3];
   assign \$1495  = \$1493  & \$1494 ;
   assign \$1496  = w_en & w_transpose;
-  assign \$1497  = \port$14412$2 [2:0] >= 2'h3;
+  assign \$1497  = \port$12299$2 [2:0] >= 2'h3;
   assign \$1498  = \$1496  & \$1497 ;
   assign \$1499  = \$1498  & pe7_1_v;
-  assign \$1500  = pe7_1_bank == \port$14412$2 [3];
+  assign \$1500  = pe7_1_bank == \port$12299$2 [3];
   assign \$1501  = \$1499  & \$1500 ;
   assign \$1502  = w_en & w_transpose;
-  assign \$1503  = \port$14412$2 [2:0] >= 3'h4;
+  assign \$1503  = \port$12299$2 [2:0] >= 3'h4;
   assign \$1504  = \$1502  & \$1503 ;
   assign \$1505  = \$1504  & pe7_2_v;
-  assign \$1506  = pe7_2_bank == \port$14412$2 [3];
+  assign \$1506  = pe7_2_bank == \port$12299$2 [3];
   assign \$1507  = \$1505  & \$1506 ;
   assign \$1508  = w_en & w_transpose;
-  assign \$1509  = \port$14412$2 [2:0] >= 3'h5;
+  assign \$1509  = \port$12299$2 [2:0] >= 3'h5;
   assign \$1510  = \$1508  & \$1509 ;
   assign \$1511  = \$1510  & pe7_3_v;
-  assign \$1512  = pe7_3_bank == \port$14412$2 [3];
+  assign \$1512  = pe7_3_bank == \port$12299$2 [3];
   assign \$1513  = \$1511  & \$1512 ;
   assign \$1514  = w_en & w_transpose;
-  assign \$1515  = \port$14412$2 [2:0] >= 3'h6;
+  assign \$1515  = \port$12299$2 [2:0] >= 3'h6;
   assign \$1516  = \$1514  & \$1515 ;
   assign \$1517  = \$1516  & pe7_4_v;
-  assign \$1518  = pe7_4_bank == \port$14412$2 [3];
+  assign \$1518  = pe7_4_bank == \port$12299$2 [3];
   assign \$1519  = \$1517  & \$1518 ;
   assign \$1520  = w_en & w_transpose;
-  assign \$1521  = \port$14412$2 [2:0] >= 3'h7;
+  assign \$1521  = \port$12299$2 [2:0] >= 3'h7;
   assign \$1522  = \$1520  & \$1521 ;
   assign \$1523  = \$1522  & pe7_5_v;
-  assign \$1524  = pe7_5_bank == \port$14412$2 [3];
+  assign \$1524  = pe7_5_bank == \port$12299$2 [3];
   assign \$1525  = \$1523  & \$1524 ;
   assign w_conflict = | { \$1525 , \$1519 , \$1513 , \$1507 , \$1501 , \$1495 , \$1489 , \$1483 , \$1478 , \$1473 , \$1468 , \$1463 , \$1458 , \$1453 , \$1448 , \$1414 , \$1408 , \$1402 , \$1396 , \$1390 , \$1384 , \$1378 , \$1372 , \$1367 , \$1362 , \$1357 , \$1352 , \$1347 , \$1342 , \$1310 , \$1304 , \$1298 , \$1292 , \$1286 , \$1280 , \$1274 , \$1268 , \$1263 , \$1258 , \$1253 , \$1248 , \$1243 , \$1213 , \$1207 , \$1201 , \$1195 , \$1189 , \$1183 , \$1177 , \$1171 , \$1166 , \$1161 , \$1156 , \$1151 , \$1123 , \$1117 , \$1111 , \$1105 , \$1099 , \$1093 , \$1087 , \$1081 , \$1076 , \$1071 , \$1066 , \$1040 , \$1034 , \$1028 , \$1022 , \$1016 , \$1010 , \$1004 , \$998 , \$993 , \$988 , \$964 , \$958 , \$952 , \$946 , \$940 , \$934 , \$928 , \$922 , \$917 , \$895 , \$889 , \$883 , \$877 , \$871 , \$865 , \$859 , \$853  };
   always @(posedge clk)
@@ -35587,7 +35587,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   always @(posedge clk)
     pe0_0_v <= \$1528 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$14412$2 [3];
+    pe0_0_bank <= \port$12299$2 [3];
   always @(posedge clk)
     pe0_1_w1 <= \$1529 ;
   always @(posedge clk)
@@ -35671,7 +35671,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   always @(posedge clk)
     skew1_0_v <= \$1549 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$14412$2 [3];
+    skew1_0_bank <= \port$12299$2 [3];
   always @(posedge clk)
     pe1_0_w1 <= \$1550 ;
   always @(posedge clk)
@@ -35767,7 +35767,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   always @(posedge clk)
     skew2_0_v <= \$1573 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$14412$2 [3];
+    skew2_0_bank <= \port$12299$2 [3];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -35869,7 +35869,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   always @(posedge clk)
     skew3_0_v <= \$1598 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$14412$2 [3];
+    skew3_0_bank <= \port$12299$2 [3];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -35977,7 +35977,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   always @(posedge clk)
     skew4_0_v <= \$1624 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$14412$2 [3];
+    skew4_0_bank <= \port$12299$2 [3];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -36091,7 +36091,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   always @(posedge clk)
     skew5_0_v <= \$1651 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$14412$2 [3];
+    skew5_0_bank <= \port$12299$2 [3];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -36211,7 +36211,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   always @(posedge clk)
     skew6_0_v <= \$1679 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$14412$2 [3];
+    skew6_0_bank <= \port$12299$2 [3];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -36337,7 +36337,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
   always @(posedge clk)
     skew7_0_v <= \$1708 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$14412$2 [3];
+    skew7_0_bank <= \port$12299$2 [3];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -36526,7 +36526,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1526  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1526  = \$9 ;
       end
     end
@@ -36536,7 +36536,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1527  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1527  = \$10 ;
       end
@@ -36556,7 +36556,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1529  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1529  = \$23 ;
       end
     end
@@ -36566,7 +36566,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1530  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1530  = \$24 ;
       end
@@ -36586,7 +36586,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1532  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1532  = \$35 ;
       end
     end
@@ -36596,7 +36596,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1533  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1533  = \$36 ;
       end
@@ -36616,7 +36616,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1535  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1535  = \$47 ;
       end
     end
@@ -36626,7 +36626,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1536  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1536  = \$48 ;
       end
@@ -36646,7 +36646,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1538  = pe0_4_w1;
     if (\$58 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1538  = \$59 ;
       end
     end
@@ -36656,7 +36656,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1539  = pe0_4_w0;
     if (\$58 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1539  = \$60 ;
       end
@@ -36676,7 +36676,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1541  = pe0_5_w1;
     if (\$70 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1541  = \$71 ;
       end
     end
@@ -36686,7 +36686,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1542  = pe0_5_w0;
     if (\$70 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1542  = \$72 ;
       end
@@ -36706,7 +36706,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1544  = pe0_6_w1;
     if (\$82 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1544  = \$83 ;
       end
     end
@@ -36716,7 +36716,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1545  = pe0_6_w0;
     if (\$82 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1545  = \$84 ;
       end
@@ -36736,7 +36736,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1547  = pe0_7_w1;
     if (\$94 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1547  = \$95 ;
       end
     end
@@ -36746,7 +36746,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1548  = pe0_7_w0;
     if (\$94 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1548  = \$96 ;
       end
@@ -36766,7 +36766,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1550  = pe1_0_w1;
     if (\$107 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1550  = \$108 ;
       end
     end
@@ -36776,7 +36776,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1551  = pe1_0_w0;
     if (\$107 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1551  = \$109 ;
       end
@@ -36796,7 +36796,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1553  = pe1_1_w1;
     if (\$120 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1553  = \$121 ;
       end
     end
@@ -36806,7 +36806,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1554  = pe1_1_w0;
     if (\$120 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1554  = \$122 ;
       end
@@ -36826,7 +36826,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1556  = pe1_2_w1;
     if (\$133 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1556  = \$134 ;
       end
     end
@@ -36836,7 +36836,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1557  = pe1_2_w0;
     if (\$133 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1557  = \$135 ;
       end
@@ -36856,7 +36856,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1559  = pe1_3_w1;
     if (\$146 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1559  = \$147 ;
       end
     end
@@ -36866,7 +36866,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1560  = pe1_3_w0;
     if (\$146 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1560  = \$148 ;
       end
@@ -36886,7 +36886,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1562  = pe1_4_w1;
     if (\$159 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1562  = \$160 ;
       end
     end
@@ -36896,7 +36896,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1563  = pe1_4_w0;
     if (\$159 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1563  = \$161 ;
       end
@@ -36916,7 +36916,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1565  = pe1_5_w1;
     if (\$172 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1565  = \$173 ;
       end
     end
@@ -36926,7 +36926,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1566  = pe1_5_w0;
     if (\$172 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1566  = \$174 ;
       end
@@ -36946,7 +36946,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1568  = pe1_6_w1;
     if (\$185 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1568  = \$186 ;
       end
     end
@@ -36956,7 +36956,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1569  = pe1_6_w0;
     if (\$185 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1569  = \$187 ;
       end
@@ -36976,7 +36976,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1571  = pe1_7_w1;
     if (\$198 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1571  = \$199 ;
       end
     end
@@ -36986,7 +36986,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1572  = pe1_7_w0;
     if (\$198 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1572  = \$200 ;
       end
@@ -37016,7 +37016,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1575  = pe2_0_w1;
     if (\$212 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1575  = \$213 ;
       end
     end
@@ -37026,7 +37026,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1576  = pe2_0_w0;
     if (\$212 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1576  = \$214 ;
       end
@@ -37046,7 +37046,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1578  = pe2_1_w1;
     if (\$225 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1578  = \$226 ;
       end
     end
@@ -37056,7 +37056,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1579  = pe2_1_w0;
     if (\$225 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1579  = \$227 ;
       end
@@ -37076,7 +37076,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1581  = pe2_2_w1;
     if (\$238 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1581  = \$239 ;
       end
     end
@@ -37086,7 +37086,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1582  = pe2_2_w0;
     if (\$238 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1582  = \$240 ;
       end
@@ -37106,7 +37106,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1584  = pe2_3_w1;
     if (\$251 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1584  = \$252 ;
       end
     end
@@ -37116,7 +37116,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1585  = pe2_3_w0;
     if (\$251 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1585  = \$253 ;
       end
@@ -37136,7 +37136,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1587  = pe2_4_w1;
     if (\$264 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1587  = \$265 ;
       end
     end
@@ -37146,7 +37146,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1588  = pe2_4_w0;
     if (\$264 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1588  = \$266 ;
       end
@@ -37166,7 +37166,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1590  = pe2_5_w1;
     if (\$277 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1590  = \$278 ;
       end
     end
@@ -37176,7 +37176,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1591  = pe2_5_w0;
     if (\$277 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1591  = \$279 ;
       end
@@ -37196,7 +37196,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1593  = pe2_6_w1;
     if (\$290 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1593  = \$291 ;
       end
     end
@@ -37206,7 +37206,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1594  = pe2_6_w0;
     if (\$290 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1594  = \$292 ;
       end
@@ -37226,7 +37226,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1596  = pe2_7_w1;
     if (\$303 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1596  = \$304 ;
       end
     end
@@ -37236,7 +37236,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1597  = pe2_7_w0;
     if (\$303 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1597  = \$305 ;
       end
@@ -37276,7 +37276,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1601  = pe3_0_w1;
     if (\$317 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1601  = \$318 ;
       end
     end
@@ -37286,7 +37286,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1602  = pe3_0_w0;
     if (\$317 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1602  = \$319 ;
       end
@@ -37306,7 +37306,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1604  = pe3_1_w1;
     if (\$330 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1604  = \$331 ;
       end
     end
@@ -37316,7 +37316,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1605  = pe3_1_w0;
     if (\$330 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1605  = \$332 ;
       end
@@ -37336,7 +37336,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1607  = pe3_2_w1;
     if (\$343 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1607  = \$344 ;
       end
     end
@@ -37346,7 +37346,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1608  = pe3_2_w0;
     if (\$343 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1608  = \$345 ;
       end
@@ -37366,7 +37366,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1610  = pe3_3_w1;
     if (\$356 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1610  = \$357 ;
       end
     end
@@ -37376,7 +37376,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1611  = pe3_3_w0;
     if (\$356 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1611  = \$358 ;
       end
@@ -37396,7 +37396,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1613  = pe3_4_w1;
     if (\$369 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1613  = \$370 ;
       end
     end
@@ -37406,7 +37406,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1614  = pe3_4_w0;
     if (\$369 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1614  = \$371 ;
       end
@@ -37426,7 +37426,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1616  = pe3_5_w1;
     if (\$382 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1616  = \$383 ;
       end
     end
@@ -37436,7 +37436,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1617  = pe3_5_w0;
     if (\$382 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1617  = \$384 ;
       end
@@ -37456,7 +37456,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1619  = pe3_6_w1;
     if (\$395 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1619  = \$396 ;
       end
     end
@@ -37466,7 +37466,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1620  = pe3_6_w0;
     if (\$395 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1620  = \$397 ;
       end
@@ -37486,7 +37486,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1622  = pe3_7_w1;
     if (\$408 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1622  = \$409 ;
       end
     end
@@ -37496,7 +37496,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1623  = pe3_7_w0;
     if (\$408 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1623  = \$410 ;
       end
@@ -37546,7 +37546,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1628  = pe4_0_w1;
     if (\$422 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1628  = \$423 ;
       end
     end
@@ -37556,7 +37556,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1629  = pe4_0_w0;
     if (\$422 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1629  = \$424 ;
       end
@@ -37576,7 +37576,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1631  = pe4_1_w1;
     if (\$435 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1631  = \$436 ;
       end
     end
@@ -37586,7 +37586,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1632  = pe4_1_w0;
     if (\$435 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1632  = \$437 ;
       end
@@ -37606,7 +37606,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1634  = pe4_2_w1;
     if (\$448 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1634  = \$449 ;
       end
     end
@@ -37616,7 +37616,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1635  = pe4_2_w0;
     if (\$448 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1635  = \$450 ;
       end
@@ -37636,7 +37636,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1637  = pe4_3_w1;
     if (\$461 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1637  = \$462 ;
       end
     end
@@ -37646,7 +37646,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1638  = pe4_3_w0;
     if (\$461 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1638  = \$463 ;
       end
@@ -37666,7 +37666,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1640  = pe4_4_w1;
     if (\$474 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1640  = \$475 ;
       end
     end
@@ -37676,7 +37676,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1641  = pe4_4_w0;
     if (\$474 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1641  = \$476 ;
       end
@@ -37696,7 +37696,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1643  = pe4_5_w1;
     if (\$487 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1643  = \$488 ;
       end
     end
@@ -37706,7 +37706,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1644  = pe4_5_w0;
     if (\$487 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1644  = \$489 ;
       end
@@ -37726,7 +37726,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1646  = pe4_6_w1;
     if (\$500 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1646  = \$501 ;
       end
     end
@@ -37736,7 +37736,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1647  = pe4_6_w0;
     if (\$500 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1647  = \$502 ;
       end
@@ -37756,7 +37756,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1649  = pe4_7_w1;
     if (\$513 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1649  = \$514 ;
       end
     end
@@ -37766,7 +37766,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1650  = pe4_7_w0;
     if (\$513 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1650  = \$515 ;
       end
@@ -37826,7 +37826,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1656  = pe5_0_w1;
     if (\$527 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1656  = \$528 ;
       end
     end
@@ -37836,7 +37836,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1657  = pe5_0_w0;
     if (\$527 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1657  = \$529 ;
       end
@@ -37856,7 +37856,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1659  = pe5_1_w1;
     if (\$540 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1659  = \$541 ;
       end
     end
@@ -37866,7 +37866,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1660  = pe5_1_w0;
     if (\$540 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1660  = \$542 ;
       end
@@ -37886,7 +37886,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1662  = pe5_2_w1;
     if (\$553 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1662  = \$554 ;
       end
     end
@@ -37896,7 +37896,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1663  = pe5_2_w0;
     if (\$553 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1663  = \$555 ;
       end
@@ -37916,7 +37916,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1665  = pe5_3_w1;
     if (\$566 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1665  = \$567 ;
       end
     end
@@ -37926,7 +37926,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1666  = pe5_3_w0;
     if (\$566 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1666  = \$568 ;
       end
@@ -37946,7 +37946,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1668  = pe5_4_w1;
     if (\$579 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1668  = \$580 ;
       end
     end
@@ -37956,7 +37956,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1669  = pe5_4_w0;
     if (\$579 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1669  = \$581 ;
       end
@@ -37976,7 +37976,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1671  = pe5_5_w1;
     if (\$592 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1671  = \$593 ;
       end
     end
@@ -37986,7 +37986,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1672  = pe5_5_w0;
     if (\$592 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1672  = \$594 ;
       end
@@ -38006,7 +38006,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1674  = pe5_6_w1;
     if (\$605 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1674  = \$606 ;
       end
     end
@@ -38016,7 +38016,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1675  = pe5_6_w0;
     if (\$605 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1675  = \$607 ;
       end
@@ -38036,7 +38036,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1677  = pe5_7_w1;
     if (\$618 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1677  = \$619 ;
       end
     end
@@ -38046,7 +38046,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1678  = pe5_7_w0;
     if (\$618 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1678  = \$620 ;
       end
@@ -38116,7 +38116,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1685  = pe6_0_w1;
     if (\$632 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1685  = \$633 ;
       end
     end
@@ -38126,7 +38126,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1686  = pe6_0_w0;
     if (\$632 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1686  = \$634 ;
       end
@@ -38146,7 +38146,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1688  = pe6_1_w1;
     if (\$645 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1688  = \$646 ;
       end
     end
@@ -38156,7 +38156,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1689  = pe6_1_w0;
     if (\$645 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1689  = \$647 ;
       end
@@ -38176,7 +38176,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1691  = pe6_2_w1;
     if (\$658 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1691  = \$659 ;
       end
     end
@@ -38186,7 +38186,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1692  = pe6_2_w0;
     if (\$658 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1692  = \$660 ;
       end
@@ -38206,7 +38206,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1694  = pe6_3_w1;
     if (\$671 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1694  = \$672 ;
       end
     end
@@ -38216,7 +38216,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1695  = pe6_3_w0;
     if (\$671 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1695  = \$673 ;
       end
@@ -38236,7 +38236,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1697  = pe6_4_w1;
     if (\$684 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1697  = \$685 ;
       end
     end
@@ -38246,7 +38246,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1698  = pe6_4_w0;
     if (\$684 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1698  = \$686 ;
       end
@@ -38266,7 +38266,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1700  = pe6_5_w1;
     if (\$697 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1700  = \$698 ;
       end
     end
@@ -38276,7 +38276,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1701  = pe6_5_w0;
     if (\$697 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1701  = \$699 ;
       end
@@ -38296,7 +38296,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1703  = pe6_6_w1;
     if (\$710 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1703  = \$711 ;
       end
     end
@@ -38306,7 +38306,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1704  = pe6_6_w0;
     if (\$710 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1704  = \$712 ;
       end
@@ -38326,7 +38326,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1706  = pe6_7_w1;
     if (\$723 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1706  = \$724 ;
       end
     end
@@ -38336,7 +38336,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1707  = pe6_7_w0;
     if (\$723 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1707  = \$725 ;
       end
@@ -38416,7 +38416,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1715  = pe7_0_w1;
     if (\$737 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1715  = \$738 ;
       end
     end
@@ -38426,7 +38426,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1716  = pe7_0_w0;
     if (\$737 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1716  = \$739 ;
       end
@@ -38446,7 +38446,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1718  = pe7_1_w1;
     if (\$750 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1718  = \$751 ;
       end
     end
@@ -38456,7 +38456,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1719  = pe7_1_w0;
     if (\$750 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1719  = \$752 ;
       end
@@ -38476,7 +38476,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1721  = pe7_2_w1;
     if (\$763 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1721  = \$764 ;
       end
     end
@@ -38486,7 +38486,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1722  = pe7_2_w0;
     if (\$763 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1722  = \$765 ;
       end
@@ -38506,7 +38506,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1724  = pe7_3_w1;
     if (\$776 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1724  = \$777 ;
       end
     end
@@ -38516,7 +38516,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1725  = pe7_3_w0;
     if (\$776 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1725  = \$778 ;
       end
@@ -38536,7 +38536,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1727  = pe7_4_w1;
     if (\$789 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1727  = \$790 ;
       end
     end
@@ -38546,7 +38546,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1728  = pe7_4_w0;
     if (\$789 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1728  = \$791 ;
       end
@@ -38566,7 +38566,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1730  = pe7_5_w1;
     if (\$802 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1730  = \$803 ;
       end
     end
@@ -38576,7 +38576,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1731  = pe7_5_w0;
     if (\$802 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1731  = \$804 ;
       end
@@ -38596,7 +38596,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1733  = pe7_6_w1;
     if (\$815 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1733  = \$816 ;
       end
     end
@@ -38606,7 +38606,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1734  = pe7_6_w0;
     if (\$815 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1734  = \$817 ;
       end
@@ -38626,7 +38626,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1736  = pe7_7_w1;
     if (\$828 ) begin
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
         \$1736  = \$829 ;
       end
     end
@@ -38636,7 +38636,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
     \$1737  = pe7_7_w0;
     if (\$828 ) begin
       (* full_case = 32'd1 *)
-      if (\port$14412$2 [3]) begin
+      if (\port$12299$2 [3]) begin
       end else begin
         \$1737  = \$830 ;
       end
@@ -38652,10 +38652,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
       \$1738  = 1'h0;
     end
   end
-  assign w_row = \port$14412$2 [2:0];
-  assign w_bank = \port$14412$2 [3];
+  assign w_row = \port$12299$2 [2:0];
+  assign w_bank = \port$12299$2 [3];
   assign a_data = w_data;
-  assign a_bank = \port$14412$2 [3];
+  assign a_bank = \port$12299$2 [3];
   assign out_data = { pe7_7_psum, deskew6_0, deskew5_1, deskew4_2, deskew3_3, deskew2_4, deskew1_5, deskew0_6 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -38737,7 +38737,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$14412$2 , w_tr
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$13686$16 , \port$14473$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$11573$16 , \port$12360$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38781,10 +38781,10 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$13686$16 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13686$16 ;
-  wire [15:0] \port$13686$16 ;
-  input [7:0] \port$14473$0 ;
-  wire [7:0] \port$14473$0 ;
+  input [15:0] \port$11573$16 ;
+  wire [15:0] \port$11573$16 ;
+  input [7:0] \port$12360$0 ;
+  wire [7:0] \port$12360$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -38819,7 +38819,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$13686$16 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13686$16 , \port$14473$0  };
+      storage[w_port__addr] <= { \port$11573$16 , \port$12360$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -38930,8 +38930,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$13686$16 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13686$16 , \port$14473$0  };
-  assign w_data = { \port$13686$16 , \port$14473$0  };
+  assign w_port__data = { \port$11573$16 , \port$12360$0  };
+  assign w_data = { \port$11573$16 , \port$12360$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -38940,7 +38940,7 @@ endmodule
 module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$130$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$13183$0 , \port$13183$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$11070$0 , \port$11070$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -39652,12 +39652,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
+  input [3:0] \port$11070$0 ;
+  wire [3:0] \port$11070$0 ;
+  input [23:0] \port$11070$8 ;
+  wire [23:0] \port$11070$8 ;
   input [3:0] \port$130$0 ;
   wire [3:0] \port$130$0 ;
-  input [3:0] \port$13183$0 ;
-  wire [3:0] \port$13183$0 ;
-  input [23:0] \port$13183$8 ;
-  wire [23:0] \port$13183$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -40382,7 +40382,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$13183$0 [1:0] < 3'h4;
+  assign \$165  = \port$11070$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -40590,7 +40590,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$13183$0 [1:0];
+  assign \$344  = ! \port$11070$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -40610,7 +40610,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$13183$0 [1:0] == 1'h1;
+  assign \$364  = \port$11070$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -40630,7 +40630,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$13183$0 [1:0] == 2'h2;
+  assign \$384  = \port$11070$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -40650,7 +40650,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$13183$0 [1:0] == 2'h3;
+  assign \$404  = \port$11070$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -40743,7 +40743,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$13779$0 (fetch_r_buf),
+    .\port$11666$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -40755,7 +40755,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$13779$0 (fetch_r_buf),
+    .\port$11666$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -40767,7 +40767,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$13779$0 (fetch_r_buf),
+    .\port$11666$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -40779,7 +40779,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$13779$0 (fetch_r_buf),
+    .\port$11666$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -42477,12 +42477,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$13183$0 [1:0];
-  assign cpl_irq = \port$13183$0 [2];
-  assign cpl_halt = \port$13183$0 [3];
-  assign cpl_flags = \port$13183$8 [7:0];
-  assign cpl_status = \port$13183$8 [15:8];
-  assign cpl_opcode = \port$13183$8 [23:16];
+  assign cpl_queue = \port$11070$0 [1:0];
+  assign cpl_irq = \port$11070$0 [2];
+  assign cpl_halt = \port$11070$0 [3];
+  assign cpl_flags = \port$11070$8 [7:0];
+  assign cpl_status = \port$11070$8 [15:8];
+  assign cpl_opcode = \port$11070$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -42533,12 +42533,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$13183$8 [23:16];
-  assign \w_data$258 [19:12] = \port$13183$8 [15:8];
-  assign \w_data$258 [11:4] = \port$13183$8 [7:0];
-  assign \w_data$258 [3] = \port$13183$0 [3];
-  assign \w_data$258 [2] = \port$13183$0 [2];
-  assign \w_data$258 [1:0] = \port$13183$0 [1:0];
+  assign \w_data$258 [27:20] = \port$11070$8 [23:16];
+  assign \w_data$258 [19:12] = \port$11070$8 [15:8];
+  assign \w_data$258 [11:4] = \port$11070$8 [7:0];
+  assign \w_data$258 [3] = \port$11070$0 [3];
+  assign \w_data$258 [2] = \port$11070$0 [2];
+  assign \w_data$258 [1:0] = \port$11070$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -44124,7 +44124,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$13779$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$11666$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -44151,8 +44151,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$13779$0 ;
-  wire [191:0] \port$13779$0 ;
+  input [191:0] \port$11666$0 ;
+  wire [191:0] \port$11666$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -44187,7 +44187,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13779$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11666$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -44258,14 +44258,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13779$0  };
-  assign w_data = { \port$0$87 , \port$13779$0  };
+  assign w_port__data = { \port$0$87 , \port$11666$0  };
+  assign w_data = { \port$0$87 , \port$11666$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$13779$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$11666$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -44292,8 +44292,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$13779$0 ;
-  wire [191:0] \port$13779$0 ;
+  input [191:0] \port$11666$0 ;
+  wire [191:0] \port$11666$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -44328,7 +44328,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13779$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11666$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -44399,14 +44399,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13779$0  };
-  assign w_data = { \port$0$87 , \port$13779$0  };
+  assign w_port__data = { \port$0$87 , \port$11666$0  };
+  assign w_data = { \port$0$87 , \port$11666$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$13779$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$11666$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -44433,8 +44433,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$13779$0 ;
-  wire [191:0] \port$13779$0 ;
+  input [191:0] \port$11666$0 ;
+  wire [191:0] \port$11666$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -44469,7 +44469,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13779$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11666$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -44540,14 +44540,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13779$0  };
-  assign w_data = { \port$0$87 , \port$13779$0  };
+  assign w_port__data = { \port$0$87 , \port$11666$0  };
+  assign w_data = { \port$0$87 , \port$11666$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$13779$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$11666$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -44574,8 +44574,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$13779$0 ;
-  wire [191:0] \port$13779$0 ;
+  input [191:0] \port$11666$0 ;
+  wire [191:0] \port$11666$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -44610,7 +44610,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$13779$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11666$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -44681,1870 +44681,692 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$13779$0  };
-  assign w_data = { \port$0$87 , \port$13779$0  };
+  assign w_port__data = { \port$0$87 , \port$11666$0  };
+  assign w_data = { \port$0$87 , \port$11666$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4515$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$13127$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4515$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$11014$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [16:0] \$100 ;
-  wire [7:0] \$1000 ;
-  wire \$1001 ;
-  wire [63:0] \$1002 ;
-  wire [7:0] \$1003 ;
-  wire [7:0] \$1004 ;
-  wire \$1005 ;
-  wire \$1006 ;
-  wire [63:0] \$1007 ;
-  wire [7:0] \$1008 ;
-  wire \$1009 ;
-  wire [17:0] \$101 ;
-  wire [63:0] \$1010 ;
-  wire [7:0] \$1011 ;
-  wire \$1012 ;
-  wire \$1013 ;
-  wire [63:0] \$1014 ;
-  wire [7:0] \$1015 ;
-  wire \$1016 ;
-  wire [63:0] \$1017 ;
-  wire [7:0] \$1018 ;
-  wire [7:0] \$1019 ;
-  wire [20:0] \$102 ;
-  wire \$1020 ;
-  wire [63:0] \$1021 ;
-  wire [7:0] \$1022 ;
-  wire \$1023 ;
-  wire [63:0] \$1024 ;
-  wire [7:0] \$1025 ;
-  wire \$1026 ;
-  wire \$1027 ;
-  wire [63:0] \$1028 ;
-  wire [7:0] \$1029 ;
+  wire [17:0] \$100 ;
+  wire [20:0] \$101 ;
+  wire \$102 ;
   wire \$103 ;
-  wire \$1030 ;
-  wire [63:0] \$1031 ;
-  wire [7:0] \$1032 ;
-  wire [7:0] \$1033 ;
-  wire [7:0] \$1034 ;
-  wire \$1035 ;
-  wire \$1036 ;
-  wire [63:0] \$1037 ;
-  wire [7:0] \$1038 ;
-  wire \$1039 ;
   wire \$104 ;
-  wire [63:0] \$1040 ;
-  wire [7:0] \$1041 ;
-  wire \$1042 ;
-  wire \$1043 ;
-  wire [63:0] \$1044 ;
-  wire [7:0] \$1045 ;
-  wire \$1046 ;
-  wire [63:0] \$1047 ;
-  wire [7:0] \$1048 ;
-  wire [7:0] \$1049 ;
   wire \$105 ;
-  wire \$1050 ;
-  wire [63:0] \$1051 ;
-  wire [7:0] \$1052 ;
-  wire \$1053 ;
-  wire [63:0] \$1054 ;
-  wire [7:0] \$1055 ;
-  wire \$1056 ;
-  wire \$1057 ;
-  wire [63:0] \$1058 ;
-  wire [7:0] \$1059 ;
-  wire \$106 ;
-  wire \$1060 ;
-  wire [63:0] \$1061 ;
-  wire [7:0] \$1062 ;
-  wire [7:0] \$1063 ;
-  wire \$1064 ;
-  wire \$1065 ;
-  wire [63:0] \$1066 ;
-  wire [7:0] \$1067 ;
-  wire \$1068 ;
-  wire [63:0] \$1069 ;
-  wire [20:0] \$107 ;
-  wire [7:0] \$1070 ;
-  wire \$1071 ;
-  wire \$1072 ;
-  wire [63:0] \$1073 ;
-  wire [7:0] \$1074 ;
-  wire \$1075 ;
-  wire [63:0] \$1076 ;
-  wire [7:0] \$1077 ;
-  wire [7:0] \$1078 ;
-  wire \$1079 ;
+  wire [20:0] \$106 ;
+  wire \$107 ;
   wire \$108 ;
-  wire [63:0] \$1080 ;
-  wire [7:0] \$1081 ;
-  wire \$1082 ;
-  wire [63:0] \$1083 ;
-  wire [7:0] \$1084 ;
-  wire \$1085 ;
-  wire \$1086 ;
-  wire [63:0] \$1087 ;
-  wire [7:0] \$1088 ;
-  wire \$1089 ;
   wire \$109 ;
-  wire [63:0] \$1090 ;
-  wire [7:0] \$1091 ;
-  wire [7:0] \$1092 ;
-  wire [7:0] \$1093 ;
-  wire \$1094 ;
-  wire [63:0] \$1095 ;
-  wire [7:0] \$1096 ;
-  wire \$1097 ;
-  wire [63:0] \$1098 ;
-  wire [7:0] \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  wire \$1100 ;
-  wire \$1101 ;
-  wire [63:0] \$1102 ;
-  wire [7:0] \$1103 ;
-  wire \$1104 ;
-  wire [63:0] \$1105 ;
-  wire [7:0] \$1106 ;
-  wire [7:0] \$1107 ;
-  wire \$1108 ;
-  wire [63:0] \$1109 ;
   wire \$111 ;
-  wire [7:0] \$1110 ;
-  wire \$1111 ;
-  wire [63:0] \$1112 ;
-  wire [7:0] \$1113 ;
-  wire \$1114 ;
-  wire \$1115 ;
-  wire [63:0] \$1116 ;
-  wire [7:0] \$1117 ;
-  wire \$1118 ;
-  wire [63:0] \$1119 ;
-  wire \$112 ;
-  wire [7:0] \$1120 ;
-  wire [7:0] \$1121 ;
-  wire \$1122 ;
-  wire \$1123 ;
-  wire [63:0] \$1124 ;
-  wire [7:0] \$1125 ;
-  wire \$1126 ;
-  wire [63:0] \$1127 ;
-  wire [7:0] \$1128 ;
-  wire \$1129 ;
-  wire [16:0] \$113 ;
-  wire \$1130 ;
-  wire [63:0] \$1131 ;
-  wire [7:0] \$1132 ;
-  wire \$1133 ;
-  wire [63:0] \$1134 ;
-  wire [7:0] \$1135 ;
-  wire [7:0] \$1136 ;
-  wire \$1137 ;
-  wire [63:0] \$1138 ;
-  wire [7:0] \$1139 ;
-  wire [17:0] \$114 ;
-  wire \$1140 ;
-  wire [63:0] \$1141 ;
-  wire [7:0] \$1142 ;
-  wire \$1143 ;
-  wire \$1144 ;
-  wire [63:0] \$1145 ;
-  wire [7:0] \$1146 ;
-  wire \$1147 ;
-  wire [63:0] \$1148 ;
-  wire [7:0] \$1149 ;
-  wire [20:0] \$115 ;
-  wire [7:0] \$1150 ;
-  wire [7:0] \$1151 ;
-  wire [7:0] \$1152 ;
-  wire \$1153 ;
-  wire \$1154 ;
-  wire [63:0] \$1155 ;
-  wire [7:0] \$1156 ;
-  wire \$1157 ;
-  wire [63:0] \$1158 ;
-  wire [7:0] \$1159 ;
+  wire [16:0] \$112 ;
+  wire [17:0] \$113 ;
+  wire [20:0] \$114 ;
+  wire \$115 ;
   wire \$116 ;
-  wire \$1160 ;
-  wire \$1161 ;
-  wire [63:0] \$1162 ;
-  wire [7:0] \$1163 ;
-  wire \$1164 ;
-  wire [63:0] \$1165 ;
-  wire [7:0] \$1166 ;
-  wire [7:0] \$1167 ;
-  wire \$1168 ;
-  wire [63:0] \$1169 ;
   wire \$117 ;
-  wire [7:0] \$1170 ;
-  wire \$1171 ;
-  wire [63:0] \$1172 ;
-  wire [7:0] \$1173 ;
-  wire \$1174 ;
-  wire \$1175 ;
-  wire [63:0] \$1176 ;
-  wire [7:0] \$1177 ;
-  wire \$1178 ;
-  wire [63:0] \$1179 ;
   wire \$118 ;
-  wire [7:0] \$1180 ;
-  wire [7:0] \$1181 ;
-  wire \$1182 ;
-  wire \$1183 ;
-  wire [63:0] \$1184 ;
-  wire [7:0] \$1185 ;
-  wire \$1186 ;
-  wire [63:0] \$1187 ;
-  wire [7:0] \$1188 ;
-  wire \$1189 ;
-  wire \$119 ;
-  wire \$1190 ;
-  wire [63:0] \$1191 ;
-  wire [7:0] \$1192 ;
-  wire \$1193 ;
-  wire [63:0] \$1194 ;
-  wire [7:0] \$1195 ;
-  wire [7:0] \$1196 ;
-  wire \$1197 ;
-  wire [63:0] \$1198 ;
-  wire [7:0] \$1199 ;
+  wire [20:0] \$119 ;
   wire \$12 ;
-  wire [20:0] \$120 ;
-  wire \$1200 ;
-  wire [63:0] \$1201 ;
-  wire [7:0] \$1202 ;
-  wire \$1203 ;
-  wire \$1204 ;
-  wire [63:0] \$1205 ;
-  wire [7:0] \$1206 ;
-  wire \$1207 ;
-  wire [63:0] \$1208 ;
-  wire [7:0] \$1209 ;
+  wire \$120 ;
   wire \$121 ;
-  wire [7:0] \$1210 ;
-  wire [7:0] \$1211 ;
-  wire \$1212 ;
-  wire [63:0] \$1213 ;
-  wire [7:0] \$1214 ;
-  wire \$1215 ;
-  wire [63:0] \$1216 ;
-  wire [7:0] \$1217 ;
-  wire \$1218 ;
-  wire \$1219 ;
+  wire [7:0] \$1213 ;
   wire \$122 ;
-  wire [63:0] \$1220 ;
-  wire [7:0] \$1221 ;
-  wire \$1222 ;
-  wire [63:0] \$1223 ;
-  wire [7:0] \$1224 ;
-  wire [7:0] \$1225 ;
-  wire \$1226 ;
-  wire [63:0] \$1227 ;
-  wire [7:0] \$1228 ;
-  wire \$1229 ;
   wire \$123 ;
-  wire [63:0] \$1230 ;
-  wire [7:0] \$1231 ;
-  wire \$1232 ;
-  wire \$1233 ;
-  wire [63:0] \$1234 ;
-  wire [7:0] \$1235 ;
-  wire \$1236 ;
-  wire [63:0] \$1237 ;
-  wire [7:0] \$1238 ;
-  wire [7:0] \$1239 ;
   wire \$124 ;
-  wire \$1240 ;
-  wire \$1241 ;
-  wire [63:0] \$1242 ;
-  wire [7:0] \$1243 ;
-  wire \$1244 ;
-  wire [63:0] \$1245 ;
-  wire [7:0] \$1246 ;
-  wire \$1247 ;
-  wire \$1248 ;
-  wire [63:0] \$1249 ;
-  wire \$125 ;
-  wire [7:0] \$1250 ;
-  wire \$1251 ;
-  wire [63:0] \$1252 ;
-  wire [7:0] \$1253 ;
-  wire [7:0] \$1254 ;
-  wire \$1255 ;
-  wire [63:0] \$1256 ;
-  wire [7:0] \$1257 ;
-  wire \$1258 ;
-  wire [63:0] \$1259 ;
-  wire [16:0] \$126 ;
-  wire [7:0] \$1260 ;
-  wire \$1261 ;
-  wire \$1262 ;
-  wire [63:0] \$1263 ;
-  wire [7:0] \$1264 ;
-  wire \$1265 ;
-  wire [63:0] \$1266 ;
-  wire [7:0] \$1267 ;
-  wire [7:0] \$1268 ;
-  wire [7:0] \$1269 ;
-  wire [17:0] \$127 ;
-  wire \$1270 ;
-  wire \$1271 ;
-  wire [63:0] \$1272 ;
-  wire [7:0] \$1273 ;
-  wire \$1274 ;
-  wire [63:0] \$1275 ;
-  wire [7:0] \$1276 ;
-  wire \$1277 ;
-  wire \$1278 ;
-  wire [63:0] \$1279 ;
-  wire [20:0] \$128 ;
-  wire [7:0] \$1280 ;
-  wire \$1281 ;
-  wire [63:0] \$1282 ;
-  wire [7:0] \$1283 ;
-  wire [7:0] \$1284 ;
-  wire \$1285 ;
-  wire [63:0] \$1286 ;
-  wire [7:0] \$1287 ;
-  wire \$1288 ;
-  wire [63:0] \$1289 ;
+  wire [16:0] \$125 ;
+  wire [17:0] \$126 ;
+  wire [20:0] \$127 ;
+  wire \$128 ;
   wire \$129 ;
-  wire [7:0] \$1290 ;
-  wire \$1291 ;
-  wire \$1292 ;
-  wire [63:0] \$1293 ;
-  wire [7:0] \$1294 ;
-  wire \$1295 ;
-  wire [63:0] \$1296 ;
-  wire [7:0] \$1297 ;
-  wire [7:0] \$1298 ;
-  wire \$1299 ;
   wire \$13 ;
   wire \$130 ;
-  wire \$1300 ;
-  wire [63:0] \$1301 ;
-  wire [7:0] \$1302 ;
-  wire \$1303 ;
-  wire [63:0] \$1304 ;
-  wire [7:0] \$1305 ;
-  wire \$1306 ;
-  wire \$1307 ;
-  wire [63:0] \$1308 ;
-  wire [7:0] \$1309 ;
   wire \$131 ;
-  wire \$1310 ;
-  wire [63:0] \$1311 ;
-  wire [7:0] \$1312 ;
-  wire [7:0] \$1313 ;
-  wire \$1314 ;
-  wire [63:0] \$1315 ;
-  wire [7:0] \$1316 ;
-  wire \$1317 ;
-  wire [63:0] \$1318 ;
-  wire [7:0] \$1319 ;
-  wire \$132 ;
-  wire \$1320 ;
-  wire \$1321 ;
-  wire [63:0] \$1322 ;
-  wire [7:0] \$1323 ;
-  wire \$1324 ;
-  wire [63:0] \$1325 ;
-  wire [7:0] \$1326 ;
-  wire [7:0] \$1327 ;
-  wire [7:0] \$1328 ;
-  wire \$1329 ;
+  wire [20:0] \$132 ;
   wire \$133 ;
-  wire [63:0] \$1330 ;
-  wire [7:0] \$1331 ;
-  wire \$1332 ;
-  wire [63:0] \$1333 ;
-  wire [7:0] \$1334 ;
-  wire \$1335 ;
-  wire \$1336 ;
-  wire [63:0] \$1337 ;
-  wire [7:0] \$1338 ;
-  wire \$1339 ;
   wire \$134 ;
-  wire [63:0] \$1340 ;
-  wire [7:0] \$1341 ;
-  wire [7:0] \$1342 ;
-  wire \$1343 ;
-  wire [63:0] \$1344 ;
-  wire [7:0] \$1345 ;
-  wire \$1346 ;
-  wire [63:0] \$1347 ;
-  wire [7:0] \$1348 ;
-  wire \$1349 ;
   wire \$135 ;
-  wire \$1350 ;
-  wire [63:0] \$1351 ;
-  wire [7:0] \$1352 ;
-  wire \$1353 ;
-  wire [63:0] \$1354 ;
-  wire [7:0] \$1355 ;
-  wire [7:0] \$1356 ;
-  wire \$1357 ;
-  wire \$1358 ;
-  wire [63:0] \$1359 ;
   wire \$136 ;
-  wire [7:0] \$1360 ;
-  wire \$1361 ;
-  wire [63:0] \$1362 ;
-  wire [7:0] \$1363 ;
-  wire \$1364 ;
-  wire \$1365 ;
-  wire [63:0] \$1366 ;
-  wire [7:0] \$1367 ;
-  wire \$1368 ;
-  wire [63:0] \$1369 ;
   wire \$137 ;
-  wire [7:0] \$1370 ;
-  wire [7:0] \$1371 ;
-  wire \$1372 ;
-  wire [63:0] \$1373 ;
-  wire [7:0] \$1374 ;
-  wire \$1375 ;
-  wire [63:0] \$1376 ;
-  wire [7:0] \$1377 ;
-  wire \$1378 ;
-  wire \$1379 ;
-  wire \$138 ;
-  wire [63:0] \$1380 ;
-  wire [7:0] \$1381 ;
-  wire \$1382 ;
-  wire [63:0] \$1383 ;
-  wire [7:0] \$1384 ;
-  wire [7:0] \$1385 ;
-  wire [7:0] \$1386 ;
-  wire [7:0] \$1387 ;
-  wire [7:0] \$1388 ;
-  wire [25:0] \$1389 ;
-  wire \$139 ;
-  wire [25:0] \$1390 ;
-  wire [26:0] \$1391 ;
-  wire [25:0] \$1392 ;
-  wire [25:0] \$1393 ;
-  wire [26:0] \$1394 ;
-  wire [27:0] \$1395 ;
-  wire [25:0] \$1396 ;
-  wire [25:0] \$1397 ;
-  wire [26:0] \$1398 ;
-  wire [25:0] \$1399 ;
+  wire [16:0] \$138 ;
+  wire [17:0] \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire [25:0] \$1400 ;
-  wire [26:0] \$1401 ;
-  wire [27:0] \$1402 ;
-  wire [28:0] \$1403 ;
-  wire [42:0] \$1404 ;
-  wire [8:0] \$1405 ;
-  wire [8:0] \$1406 ;
-  wire [9:0] \$1407 ;
-  wire [8:0] \$1408 ;
-  wire [8:0] \$1409 ;
+  wire [20:0] \$140 ;
   wire \$141 ;
-  wire [9:0] \$1410 ;
-  wire [10:0] \$1411 ;
-  wire [8:0] \$1412 ;
-  wire [8:0] \$1413 ;
-  wire [9:0] \$1414 ;
-  wire [8:0] \$1415 ;
-  wire [8:0] \$1416 ;
-  wire [9:0] \$1417 ;
-  wire [10:0] \$1418 ;
-  wire [11:0] \$1419 ;
   wire \$142 ;
-  wire [22:0] \$1420 ;
-  wire [8:0] \$1421 ;
-  wire [8:0] \$1422 ;
-  wire [17:0] \$1423 ;
-  wire [8:0] \$1424 ;
-  wire [8:0] \$1425 ;
-  wire [17:0] \$1426 ;
-  wire [18:0] \$1427 ;
-  wire [8:0] \$1428 ;
-  wire [8:0] \$1429 ;
   wire \$143 ;
-  wire [17:0] \$1430 ;
-  wire [8:0] \$1431 ;
-  wire [8:0] \$1432 ;
-  wire [17:0] \$1433 ;
-  wire [18:0] \$1434 ;
-  wire [19:0] \$1435 ;
-  wire [8:0] \$1436 ;
-  wire [8:0] \$1437 ;
-  wire [17:0] \$1438 ;
-  wire [8:0] \$1439 ;
-  wire [63:0] \$144 ;
-  wire [8:0] \$1440 ;
-  wire [17:0] \$1441 ;
-  wire [18:0] \$1442 ;
-  wire [8:0] \$1443 ;
-  wire [8:0] \$1444 ;
-  wire [17:0] \$1445 ;
-  wire [8:0] \$1446 ;
-  wire [8:0] \$1447 ;
-  wire [17:0] \$1448 ;
-  wire [18:0] \$1449 ;
-  wire [8:0] \$145 ;
-  wire [19:0] \$1450 ;
-  wire [20:0] \$1451 ;
-  wire [30:0] \$1452 ;
-  wire \$1453 ;
-  wire \$1454 ;
-  wire \$1455 ;
-  wire \$1456 ;
-  wire \$1457 ;
-  wire \$1458 ;
-  wire \$1459 ;
+  wire \$144 ;
+  wire [20:0] \$145 ;
   wire \$146 ;
-  wire \$1460 ;
-  wire \$1461 ;
-  wire \$1462 ;
-  wire \$1463 ;
-  wire \$1464 ;
-  wire [6:0] \$1465 ;
-  wire [7:0] \$1466 ;
-  wire \$1467 ;
-  wire \$1468 ;
-  wire \$1469 ;
-  wire [63:0] \$147 ;
-  wire \$1470 ;
-  wire \$1471 ;
-  wire \$1472 ;
-  wire \$1473 ;
-  wire \$1474 ;
-  wire \$1475 ;
-  wire \$1476 ;
-  wire \$1477 ;
-  wire \$1478 ;
-  wire \$1479 ;
-  wire [8:0] \$148 ;
-  wire \$1480 ;
-  wire [6:0] \$1481 ;
-  wire \$1482 ;
-  wire \$1483 ;
-  wire [7:0] \$1484 ;
-  wire \$1485 ;
-  wire \$1486 ;
-  wire \$1487 ;
-  wire \$1488 ;
-  wire [16:0] \$1489 ;
+  wire \$147 ;
+  wire \$148 ;
   wire \$149 ;
-  wire [16:0] \$1490 ;
-  wire [17:0] \$1491 ;
-  wire [35:0] \$1492 ;
-  wire \$1493 ;
-  wire \$1494 ;
-  wire \$1495 ;
-  wire \$1496 ;
-  wire \$1497 ;
-  wire \$1498 ;
-  wire \$1499 ;
   wire \$15 ;
-  wire [63:0] \$150 ;
-  wire \$1500 ;
-  wire \$1501 ;
-  wire [36:0] \$1502 ;
-  wire [37:0] \$1503 ;
-  wire [38:0] \$1504 ;
-  wire \$1505 ;
-  wire [36:0] \$1506 ;
-  wire [37:0] \$1507 ;
-  wire [38:0] \$1508 ;
-  wire \$1509 ;
-  wire [8:0] \$151 ;
-  wire \$1510 ;
-  wire \$1511 ;
-  wire [36:0] \$1512 ;
-  wire [37:0] \$1513 ;
-  wire [38:0] \$1514 ;
-  wire \$1515 ;
-  wire \$1516 ;
-  wire \$1517 ;
-  wire \$1518 ;
-  wire [20:0] \$1519 ;
-  wire \$152 ;
-  wire \$1520 ;
-  wire \$1521 ;
-  wire \$1522 ;
-  wire \$1523 ;
-  wire \$1524 ;
-  wire \$1525 ;
-  wire [20:0] \$1526 ;
-  wire [21:0] \$1527 ;
-  wire \$1528 ;
-  wire \$1529 ;
-  wire [63:0] \$153 ;
-  wire \$1530 ;
-  wire \$1531 ;
-  wire [20:0] \$1532 ;
-  wire [21:0] \$1533 ;
-  wire \$1534 ;
-  wire \$1535 ;
-  wire \$1536 ;
-  wire \$1537 ;
-  wire \$1538 ;
-  wire [20:0] \$1539 ;
-  wire [8:0] \$154 ;
-  wire [20:0] \$1540 ;
-  wire [20:0] \$1541 ;
-  wire \$1542 ;
-  wire \$1543 ;
-  wire \$1544 ;
-  wire \$1545 ;
-  wire [2:0] \$1546 ;
-  wire [2:0] \$1547 ;
-  wire \$1548 ;
-  wire \$1549 ;
+  wire \$150 ;
+  wire [16:0] \$151 ;
+  wire [17:0] \$152 ;
+  wire [20:0] \$153 ;
+  wire \$154 ;
   wire \$155 ;
-  wire \$1550 ;
-  wire \$1551 ;
-  wire \$1552 ;
-  wire \$1553 ;
-  wire \$1554 ;
-  wire \$1555 ;
-  wire \$1556 ;
-  wire \$1557 ;
-  wire \$1558 ;
-  wire \$1559 ;
-  wire [63:0] \$156 ;
-  wire \$1560 ;
-  wire \$1561 ;
-  wire \$1562 ;
-  wire [1:0] \$1563 ;
-  wire [1:0] \$1564 ;
-  wire [1:0] \$1565 ;
-  wire [2:0] \$1566 ;
-  wire \$1567 ;
-  wire [2:0] \$1568 ;
-  wire [2:0] \$1569 ;
-  wire [8:0] \$157 ;
-  wire \$1570 ;
-  wire \$1571 ;
-  wire \$1572 ;
-  wire \$1573 ;
-  wire \$1574 ;
-  wire \$1575 ;
-  wire \$1576 ;
-  wire \$1577 ;
-  wire \$1578 ;
-  wire \$1579 ;
+  wire \$156 ;
+  wire \$157 ;
   wire \$158 ;
-  wire \$1580 ;
-  wire \$1581 ;
-  wire \$1582 ;
-  wire \$1583 ;
-  wire \$1584 ;
-  wire [1:0] \$1585 ;
-  wire [1:0] \$1586 ;
-  wire [1:0] \$1587 ;
-  wire [2:0] \$1588 ;
-  wire \$1589 ;
-  wire [63:0] \$159 ;
-  wire \$1590 ;
-  wire [17:0] \$1591 ;
-  wire [20:0] \$1592 ;
-  wire [21:0] \$1593 ;
-  wire [21:0] \$1594 ;
-  wire [21:0] \$1595 ;
-  wire [21:0] \$1596 ;
-  wire [17:0] \$1597 ;
-  wire \$1598 ;
-  wire [16:0] \$1599 ;
+  wire \$159 ;
   wire [1:0] \$16 ;
-  wire [8:0] \$160 ;
-  wire \$1600 ;
-  wire \$1601 ;
-  wire [44:0] \$1602 ;
-  wire \$1603 ;
-  wire [43:0] \$1604 ;
-  wire [43:0] \$1605 ;
-  wire [46:0] \$1606 ;
-  wire [16:0] \$1607 ;
-  wire \$1608 ;
-  wire [16:0] \$1609 ;
+  wire \$160 ;
   wire \$161 ;
-  wire [20:0] \$1610 ;
-  wire [20:0] \$1611 ;
-  wire [20:0] \$1612 ;
-  wire \$1613 ;
-  wire [105:0] \$1614 ;
-  wire [78:0] \$1615 ;
-  wire [106:0] \$1616 ;
-  wire [82:0] \$1617 ;
-  wire [6:0] \$1618 ;
-  wire \$1619 ;
-  wire [63:0] \$162 ;
-  wire [46:0] \$1620 ;
-  wire [46:0] \$1621 ;
-  wire \$1622 ;
-  wire \$1623 ;
-  wire [6:0] \$1624 ;
-  wire [190:0] \$1625 ;
-  wire [6:0] \$1626 ;
-  wire [7:0] \$1627 ;
-  wire [8:0] \$1628 ;
-  wire [64:0] \$1629 ;
-  wire [8:0] \$163 ;
-  wire [7:0] \$1630 ;
-  wire \$1631 ;
-  wire [45:0] \$1632 ;
-  wire [45:0] \$1633 ;
-  wire \$1634 ;
-  wire \$1635 ;
-  wire \$1636 ;
-  wire \$1637 ;
-  wire \$1638 ;
-  wire \$1639 ;
+  wire \$162 ;
+  wire \$163 ;
   wire \$164 ;
-  wire \$1640 ;
-  wire \$1641 ;
-  wire \$1642 ;
-  wire \$1643 ;
-  wire \$1644 ;
-  wire [6:0] \$1645 ;
-  wire \$1646 ;
-  wire \$1647 ;
-  wire \$1648 ;
-  wire \$1649 ;
-  wire [63:0] \$165 ;
-  wire \$1650 ;
-  wire \$1651 ;
-  wire \$1652 ;
-  wire \$1653 ;
-  wire \$1654 ;
-  wire \$1655 ;
-  wire \$1656 ;
-  wire \$1657 ;
-  wire [20:0] \$1658 ;
-  wire \$1659 ;
-  wire [8:0] \$166 ;
-  wire \$1660 ;
-  wire \$1661 ;
-  wire \$1662 ;
-  wire \$1663 ;
-  wire [20:0] \$1664 ;
-  wire [20:0] \$1665 ;
-  wire \$1666 ;
-  wire \$1667 ;
-  wire \$1668 ;
-  wire \$1669 ;
+  wire \$165 ;
+  wire \$166 ;
   wire \$167 ;
-  wire [6:0] \$1670 ;
-  wire \$1671 ;
-  wire \$1672 ;
-  wire \$1673 ;
-  wire \$1674 ;
-  wire \$1675 ;
-  wire \$1676 ;
-  wire \$1677 ;
-  wire \$1678 ;
-  wire \$1679 ;
   wire \$168 ;
-  wire \$1680 ;
-  wire \$1681 ;
-  wire [19:0] \$1682 ;
-  wire [21:0] \$1683 ;
-  wire \$1684 ;
-  wire \$1685 ;
-  wire \$1686 ;
-  wire \$1687 ;
-  wire \$1688 ;
-  wire \$1689 ;
-  wire [63:0] \$169 ;
-  wire [63:0] \$1690 ;
-  wire [8:0] \$1691 ;
-  wire [7:0] \$1692 ;
-  wire \$1693 ;
-  wire \$1694 ;
-  wire \$1695 ;
-  wire \$1696 ;
-  wire [63:0] \$1697 ;
-  wire [8:0] \$1698 ;
-  wire [7:0] \$1699 ;
+  wire \$169 ;
   wire [1:0] \$17 ;
-  wire [8:0] \$170 ;
-  wire \$1700 ;
-  wire \$1701 ;
-  wire \$1702 ;
-  wire \$1703 ;
-  wire [63:0] \$1704 ;
-  wire [8:0] \$1705 ;
-  wire [7:0] \$1706 ;
-  wire \$1707 ;
-  wire \$1708 ;
-  wire \$1709 ;
-  wire [8:0] \$171 ;
-  wire \$1710 ;
-  wire [63:0] \$1711 ;
-  wire [8:0] \$1712 ;
-  wire [7:0] \$1713 ;
-  wire \$1714 ;
-  wire \$1715 ;
-  wire \$1716 ;
-  wire \$1717 ;
-  wire [63:0] \$1718 ;
-  wire [8:0] \$1719 ;
-  wire [23:0] \$172 ;
-  wire [7:0] \$1720 ;
-  wire \$1721 ;
-  wire \$1722 ;
-  wire \$1723 ;
-  wire \$1724 ;
-  wire [63:0] \$1725 ;
-  wire [8:0] \$1726 ;
-  wire [7:0] \$1727 ;
-  wire \$1728 ;
-  wire \$1729 ;
+  wire [63:0] \$170 ;
+  wire \$171 ;
+  wire [63:0] \$172 ;
   wire \$173 ;
-  wire \$1730 ;
-  wire \$1731 ;
-  wire [63:0] \$1732 ;
-  wire [8:0] \$1733 ;
-  wire [7:0] \$1734 ;
-  wire \$1735 ;
-  wire \$1736 ;
-  wire \$1737 ;
-  wire \$1738 ;
-  wire [63:0] \$1739 ;
-  wire [63:0] \$174 ;
-  wire [8:0] \$1740 ;
-  wire [7:0] \$1741 ;
-  wire \$1742 ;
-  wire \$1743 ;
-  wire \$1744 ;
-  wire \$1745 ;
-  wire \$1746 ;
-  wire \$1747 ;
-  wire \$1748 ;
-  wire \$1749 ;
-  wire [8:0] \$175 ;
-  wire \$1750 ;
-  wire \$1751 ;
-  wire \$1752 ;
-  wire \$1753 ;
-  wire \$1754 ;
-  wire \$1755 ;
-  wire \$1756 ;
-  wire \$1757 ;
-  wire \$1758 ;
-  reg \$1759 ;
-  wire \$176 ;
-  reg [46:0] \$1760 ;
-  reg [46:0] \$1761 ;
-  reg [46:0] \$1762 ;
-  reg [63:0] \$1763 ;
-  reg [63:0] \$1764 ;
-  reg [255:0] \$1765 ;
-  reg [2:0] \$1766 ;
-  reg [2:0] \$1767 ;
-  reg [2:0] \$1768 ;
-  reg [2:0] \$1769 ;
-  wire [63:0] \$177 ;
-  reg [2:0] \$1770 ;
-  reg [2:0] \$1771 ;
-  reg [2:0] \$1772 ;
-  reg [2:0] \$1773 ;
-  reg [25:0] \$1774 ;
-  reg [25:0] \$1775 ;
-  reg [25:0] \$1776 ;
-  reg [25:0] \$1777 ;
-  reg [25:0] \$1778 ;
-  reg [25:0] \$1779 ;
-  wire [8:0] \$178 ;
-  reg [7:0] \$1780 ;
-  reg [41:0] \$1781 ;
-  reg [21:0] \$1782 ;
-  reg [28:0] \$1783 ;
-  reg [5:0] \$1784 ;
-  reg [5:0] \$1785 ;
-  reg [2:0] \$1786 ;
-  reg [223:0] \$1787 ;
-  reg [3:0] \$1788 ;
-  reg [15:0] \$1789 ;
-  wire \$179 ;
-  reg [15:0] \$1790 ;
-  reg [19:0] \$1791 ;
-  reg [19:0] \$1792 ;
-  reg [19:0] \$1793 ;
-  reg \$1794 ;
-  reg [7:0] \$1795 ;
-  reg [7:0] \$1796 ;
-  reg [7:0] \$1797 ;
-  reg [15:0] \$1798 ;
-  reg [5:0] \$1799 ;
+  wire \$174 ;
+  wire [255:0] \$175 ;
+  wire [4:0] \$176 ;
+  wire \$177 ;
+  wire [7:0] \$178 ;
+  wire [8:0] \$179 ;
   wire [1:0] \$18 ;
   wire \$180 ;
-  reg [19:0] \$1800 ;
-  reg [19:0] \$1801 ;
-  reg [19:0] \$1802 ;
-  reg [15:0] \$1803 ;
-  reg [5:0] \$1804 ;
-  reg [15:0] \$1805 ;
-  reg \$1806 ;
-  reg [16:0] \$1807 ;
-  reg [35:0] \$1808 ;
-  reg [7:0] \$1809 ;
-  wire [255:0] \$181 ;
-  reg [7:0] \$1810 ;
-  reg [15:0] \$1811 ;
-  reg [2:0] \$1812 ;
-  reg [16:0] \$1813 ;
-  reg [1:0] \$1814 ;
-  reg [19:0] \$1815 ;
-  reg [20:0] \$1816 ;
-  reg [20:0] \$1817 ;
-  reg [20:0] \$1818 ;
-  reg [20:0] \$1819 ;
+  wire \$181 ;
   wire \$182 ;
-  reg [63:0] \$1820 ;
-  reg [41:0] \$1821 ;
-  reg [43:0] \$1822 ;
-  reg [31:0] \$1823 ;
-  reg [6:0] \$1824 ;
-  reg [42:0] \$1825 ;
-  reg \$1826 ;
-  reg [79:0] \$1827 ;
-  reg [43:0] \$1828 ;
-  reg [39:0] \$1829 ;
-  wire [63:0] \$183 ;
-  reg [5:0] \$1830 ;
-  reg [5:0] \$1831 ;
-  reg [25:0] \$1832 ;
-  reg [15:0] \$184 ;
-  reg [8:0] \$185 ;
-  wire [24:0] \$186 ;
-  wire \$187 ;
-  wire [21:0] \$188 ;
-  wire [25:0] \$189 ;
+  wire [7:0] \$183 ;
+  wire [8:0] \$184 ;
+  wire [8:0] \$185 ;
+  wire [23:0] \$186 ;
+  wire [7:0] \$187 ;
+  wire [8:0] \$188 ;
+  wire [7:0] \$189 ;
   wire [2:0] \$19 ;
-  wire [17:0] \$190 ;
-  wire [7:0] \$191 ;
-  wire [18:0] \$192 ;
-  wire [19:0] \$193 ;
-  wire [19:0] \$194 ;
-  wire [20:0] \$195 ;
-  wire [48:0] \$196 ;
-  wire [33:0] \$197 ;
-  wire [8:0] \$198 ;
-  wire \$199 ;
+  wire [8:0] \$190 ;
+  wire [31:0] \$191 ;
+  wire [31:0] \$192 ;
+  reg [15:0] \$193 ;
+  reg [8:0] \$194 ;
+  wire [24:0] \$195 ;
+  wire \$196 ;
+  wire [21:0] \$197 ;
+  wire [25:0] \$198 ;
+  wire [17:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [8:0] \$200 ;
-  wire [9:0] \$201 ;
-  wire [30:0] \$202 ;
-  wire [6:0] \$2023 ;
-  wire [8:0] \$203 ;
-  wire \$204 ;
-  wire [8:0] \$205 ;
-  wire [9:0] \$206 ;
-  wire [47:0] \$207 ;
-  wire [48:0] \$208 ;
+  wire [7:0] \$200 ;
+  wire [18:0] \$201 ;
+  wire [19:0] \$202 ;
+  wire [19:0] \$203 ;
+  wire [20:0] \$204 ;
+  wire [47:0] \$205 ;
+  wire [33:0] \$206 ;
+  wire [8:0] \$207 ;
+  wire \$208 ;
   wire [8:0] \$209 ;
   wire \$21 ;
-  wire [48:0] \$210 ;
-  wire [48:0] \$211 ;
-  wire [6:0] \$2118 ;
-  wire [48:0] \$212 ;
-  wire [6:0] \$213 ;
-  wire [110:0] \$214 ;
-  wire [112:0] \$215 ;
-  wire [112:0] \$216 ;
-  wire [112:0] \$217 ;
-  wire [51:0] \$218 ;
-  wire \$219 ;
+  wire [9:0] \$210 ;
+  wire [30:0] \$211 ;
+  wire [8:0] \$212 ;
+  wire \$213 ;
+  wire [8:0] \$214 ;
+  wire [9:0] \$215 ;
+  wire [47:0] \$216 ;
+  wire [48:0] \$217 ;
+  wire [8:0] \$218 ;
+  wire [48:0] \$219 ;
   wire \$22 ;
-  wire [56:0] \$220 ;
-  wire \$221 ;
-  wire [6:0] \$2213 ;
-  wire [31:0] \$222 ;
-  wire [57:0] \$223 ;
-  wire [57:0] \$224 ;
-  wire \$225 ;
-  wire [42:0] \$226 ;
-  wire [42:0] \$227 ;
+  wire [48:0] \$220 ;
+  wire [48:0] \$221 ;
+  wire [6:0] \$222 ;
+  wire [110:0] \$223 ;
+  wire [112:0] \$224 ;
+  wire [112:0] \$225 ;
+  wire [112:0] \$226 ;
+  wire [41:0] \$227 ;
   wire \$228 ;
-  wire [42:0] \$229 ;
-  wire \$23 ;
-  wire [42:0] \$230 ;
-  wire [6:0] \$2308 ;
-  wire [42:0] \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire [57:0] \$234 ;
-  wire [6:0] \$235 ;
-  wire [57:0] \$236 ;
-  wire [58:0] \$237 ;
-  wire [58:0] \$238 ;
-  wire [59:0] \$239 ;
-  wire \$24 ;
-  wire \$240 ;
-  wire [6:0] \$2403 ;
+  wire [56:0] \$229 ;
+  wire [4:0] \$23 ;
+  wire \$230 ;
+  wire [31:0] \$231 ;
+  wire [57:0] \$232 ;
+  wire [57:0] \$233 ;
+  wire \$234 ;
+  wire [42:0] \$235 ;
+  wire [42:0] \$236 ;
+  wire \$237 ;
+  wire [42:0] \$238 ;
+  wire [42:0] \$239 ;
+  wire [4:0] \$24 ;
+  wire [42:0] \$240 ;
   wire \$241 ;
-  wire [57:0] \$242 ;
-  wire [6:0] \$243 ;
-  wire [57:0] \$244 ;
-  wire [58:0] \$245 ;
+  wire \$242 ;
+  wire [57:0] \$243 ;
+  wire [6:0] \$244 ;
+  wire [57:0] \$245 ;
   wire [58:0] \$246 ;
-  wire [59:0] \$247 ;
-  wire \$248 ;
+  wire [58:0] \$247 ;
+  wire [59:0] \$248 ;
   wire \$249 ;
-  wire [6:0] \$2498 ;
-  wire \$25 ;
-  wire [57:0] \$250 ;
-  wire [6:0] \$251 ;
-  wire [57:0] \$252 ;
-  wire [58:0] \$253 ;
+  wire [4:0] \$25 ;
+  wire \$250 ;
+  wire [57:0] \$251 ;
+  wire [6:0] \$252 ;
+  wire [57:0] \$253 ;
   wire [58:0] \$254 ;
-  wire [59:0] \$255 ;
+  wire [58:0] \$255 ;
   wire [59:0] \$256 ;
-  wire [59:0] \$257 ;
-  wire [7:0] \$258 ;
-  wire [7:0] \$259 ;
-  wire [6:0] \$2593 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire [57:0] \$259 ;
   wire \$26 ;
-  wire [7:0] \$260 ;
-  wire \$261 ;
-  wire [63:0] \$262 ;
-  wire [8:0] \$263 ;
-  wire [8:0] \$264 ;
-  wire [23:0] \$265 ;
-  wire \$266 ;
-  wire [63:0] \$267 ;
-  wire [8:0] \$268 ;
-  wire [6:0] \$2688 ;
-  wire \$269 ;
+  wire [6:0] \$260 ;
+  wire [57:0] \$261 ;
+  wire [58:0] \$262 ;
+  wire [58:0] \$263 ;
+  wire [59:0] \$264 ;
+  wire [59:0] \$265 ;
+  wire [59:0] \$266 ;
+  wire [7:0] \$267 ;
+  wire [7:0] \$268 ;
+  wire [7:0] \$269 ;
   wire \$27 ;
-  wire [63:0] \$270 ;
-  wire [8:0] \$271 ;
+  wire \$270 ;
+  wire \$271 ;
   wire \$272 ;
   wire \$273 ;
-  wire [255:0] \$274 ;
+  wire \$274 ;
   wire \$275 ;
-  wire [63:0] \$276 ;
-  reg [15:0] \$277 ;
-  reg [8:0] \$278 ;
-  wire [24:0] \$279 ;
+  wire \$276 ;
+  wire [7:0] \$277 ;
+  wire [7:0] \$278 ;
+  wire \$279 ;
   wire \$28 ;
   wire \$280 ;
-  wire [21:0] \$281 ;
-  wire [25:0] \$282 ;
-  wire [17:0] \$283 ;
-  wire [7:0] \$284 ;
-  wire [18:0] \$285 ;
-  wire [19:0] \$286 ;
-  wire [19:0] \$287 ;
-  wire [20:0] \$288 ;
-  wire [48:0] \$289 ;
-  wire [20:0] \$29 ;
-  wire [33:0] \$290 ;
-  wire [8:0] \$291 ;
+  wire [7:0] \$281 ;
+  wire [7:0] \$282 ;
+  wire [7:0] \$283 ;
+  wire [25:0] \$284 ;
+  wire [42:0] \$285 ;
+  wire [8:0] \$286 ;
+  wire [22:0] \$287 ;
+  wire [8:0] \$288 ;
+  wire [8:0] \$289 ;
+  wire \$29 ;
+  wire [17:0] \$290 ;
+  wire [30:0] \$291 ;
   wire \$292 ;
-  wire [8:0] \$293 ;
-  wire [9:0] \$294 ;
-  wire [30:0] \$295 ;
-  wire [8:0] \$296 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
   wire \$297 ;
-  wire [8:0] \$298 ;
-  wire [9:0] \$299 ;
+  wire \$298 ;
+  wire \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [47:0] \$300 ;
-  wire [48:0] \$301 ;
-  wire [8:0] \$302 ;
-  wire [48:0] \$303 ;
-  wire [48:0] \$304 ;
-  wire [48:0] \$305 ;
-  wire [6:0] \$306 ;
-  wire [110:0] \$307 ;
-  wire [112:0] \$308 ;
-  wire [112:0] \$309 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire [6:0] \$304 ;
+  wire \$305 ;
+  wire [7:0] \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire \$31 ;
-  wire [112:0] \$310 ;
-  wire [51:0] \$311 ;
+  wire \$310 ;
+  wire \$311 ;
   wire \$312 ;
-  wire [56:0] \$313 ;
+  wire \$313 ;
   wire \$314 ;
-  wire [31:0] \$315 ;
-  wire [57:0] \$316 ;
-  wire [57:0] \$317 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
   wire \$318 ;
-  wire [42:0] \$319 ;
+  wire \$319 ;
   wire \$32 ;
-  wire [42:0] \$320 ;
-  wire \$321 ;
-  wire [42:0] \$322 ;
-  wire [42:0] \$323 ;
-  wire [42:0] \$324 ;
-  wire \$325 ;
+  wire \$320 ;
+  wire [6:0] \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire [7:0] \$325 ;
   wire \$326 ;
-  wire [57:0] \$327 ;
-  wire [6:0] \$328 ;
-  wire [57:0] \$329 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire [58:0] \$330 ;
-  wire [58:0] \$331 ;
-  wire [59:0] \$332 ;
-  wire \$333 ;
+  wire [16:0] \$330 ;
+  wire [16:0] \$331 ;
+  wire [17:0] \$332 ;
+  wire [35:0] \$333 ;
   wire \$334 ;
-  wire [57:0] \$335 ;
-  wire [6:0] \$336 ;
-  wire [57:0] \$337 ;
-  wire [58:0] \$338 ;
-  wire [58:0] \$339 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
-  wire [59:0] \$340 ;
+  wire \$340 ;
   wire \$341 ;
   wire \$342 ;
-  wire [57:0] \$343 ;
-  wire [6:0] \$344 ;
-  wire [57:0] \$345 ;
-  wire [58:0] \$346 ;
-  wire [58:0] \$347 ;
-  wire [59:0] \$348 ;
-  wire [59:0] \$349 ;
-  wire [16:0] \$35 ;
-  wire [59:0] \$350 ;
-  wire [7:0] \$351 ;
-  wire [7:0] \$352 ;
-  wire [7:0] \$353 ;
-  wire \$354 ;
-  wire [63:0] \$355 ;
-  wire [8:0] \$356 ;
-  wire [8:0] \$357 ;
-  wire [23:0] \$358 ;
+  wire [36:0] \$343 ;
+  wire [37:0] \$344 ;
+  wire [38:0] \$345 ;
+  wire \$346 ;
+  wire [36:0] \$347 ;
+  wire [37:0] \$348 ;
+  wire [38:0] \$349 ;
+  wire \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire [36:0] \$353 ;
+  wire [37:0] \$354 ;
+  wire [38:0] \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
   wire \$359 ;
-  wire [17:0] \$36 ;
-  wire [63:0] \$360 ;
-  wire [8:0] \$361 ;
+  wire \$36 ;
+  wire [20:0] \$360 ;
+  wire \$361 ;
   wire \$362 ;
-  wire [63:0] \$363 ;
-  wire [8:0] \$364 ;
+  wire \$363 ;
+  wire \$364 ;
   wire \$365 ;
   wire \$366 ;
-  wire [255:0] \$367 ;
-  wire \$368 ;
-  wire [63:0] \$369 ;
-  wire [20:0] \$37 ;
-  reg [15:0] \$370 ;
-  reg [8:0] \$371 ;
-  wire [24:0] \$372 ;
-  wire \$373 ;
+  wire [20:0] \$367 ;
+  wire [21:0] \$368 ;
+  wire \$369 ;
+  wire \$37 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire [20:0] \$373 ;
   wire [21:0] \$374 ;
-  wire [25:0] \$375 ;
-  wire [17:0] \$376 ;
-  wire [7:0] \$377 ;
-  wire [18:0] \$378 ;
-  wire [19:0] \$379 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
   wire \$38 ;
-  wire [19:0] \$380 ;
+  wire [20:0] \$380 ;
   wire [20:0] \$381 ;
-  wire [48:0] \$382 ;
-  wire [33:0] \$383 ;
-  wire [8:0] \$384 ;
+  wire [20:0] \$382 ;
+  wire \$383 ;
+  wire \$384 ;
   wire \$385 ;
-  wire [8:0] \$386 ;
-  wire [9:0] \$387 ;
-  wire [30:0] \$388 ;
-  wire [8:0] \$389 ;
+  wire \$386 ;
+  wire [2:0] \$387 ;
+  wire [2:0] \$388 ;
+  wire \$389 ;
   wire \$39 ;
   wire \$390 ;
-  wire [8:0] \$391 ;
-  wire [9:0] \$392 ;
-  wire [47:0] \$393 ;
-  wire [48:0] \$394 ;
-  wire [8:0] \$395 ;
-  wire [48:0] \$396 ;
-  wire [48:0] \$397 ;
-  wire [48:0] \$398 ;
-  wire [6:0] \$399 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [110:0] \$400 ;
-  wire [112:0] \$401 ;
-  wire [112:0] \$402 ;
-  wire [112:0] \$403 ;
-  wire [51:0] \$404 ;
-  wire \$405 ;
-  wire [56:0] \$406 ;
-  wire \$407 ;
-  wire [31:0] \$408 ;
-  wire [57:0] \$409 ;
-  wire \$41 ;
-  wire [57:0] \$410 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire [1:0] \$404 ;
+  wire [1:0] \$405 ;
+  wire [1:0] \$406 ;
+  wire [2:0] \$407 ;
+  wire \$408 ;
+  wire [2:0] \$409 ;
+  wire [1:0] \$41 ;
+  wire [2:0] \$410 ;
   wire \$411 ;
-  wire [42:0] \$412 ;
-  wire [42:0] \$413 ;
+  wire \$412 ;
+  wire \$413 ;
   wire \$414 ;
-  wire [42:0] \$415 ;
-  wire [42:0] \$416 ;
-  wire [42:0] \$417 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
   wire \$418 ;
   wire \$419 ;
-  wire [20:0] \$42 ;
-  wire [57:0] \$420 ;
-  wire [6:0] \$421 ;
-  wire [57:0] \$422 ;
-  wire [58:0] \$423 ;
-  wire [58:0] \$424 ;
-  wire [59:0] \$425 ;
-  wire \$426 ;
-  wire \$427 ;
-  wire [57:0] \$428 ;
-  wire [6:0] \$429 ;
-  wire \$43 ;
-  wire [57:0] \$430 ;
-  wire [58:0] \$431 ;
-  wire [58:0] \$432 ;
-  wire [59:0] \$433 ;
-  wire \$434 ;
-  wire \$435 ;
-  wire [57:0] \$436 ;
-  wire [6:0] \$437 ;
-  wire [57:0] \$438 ;
-  wire [58:0] \$439 ;
-  wire \$44 ;
-  wire [58:0] \$440 ;
-  wire [59:0] \$441 ;
-  wire [59:0] \$442 ;
-  wire [59:0] \$443 ;
-  wire [7:0] \$444 ;
-  wire [7:0] \$445 ;
-  wire [7:0] \$446 ;
-  wire \$447 ;
-  wire [63:0] \$448 ;
-  wire [8:0] \$449 ;
+  wire [1:0] \$42 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire [1:0] \$426 ;
+  wire [1:0] \$427 ;
+  wire [1:0] \$428 ;
+  wire [2:0] \$429 ;
+  wire [1:0] \$43 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire [17:0] \$432 ;
+  wire [20:0] \$433 ;
+  wire [21:0] \$434 ;
+  wire [21:0] \$435 ;
+  wire [21:0] \$436 ;
+  wire [21:0] \$437 ;
+  wire [17:0] \$438 ;
+  wire \$439 ;
+  wire [2:0] \$44 ;
+  wire [16:0] \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire [44:0] \$443 ;
+  wire \$444 ;
+  wire [43:0] \$445 ;
+  wire [43:0] \$446 ;
+  wire [46:0] \$447 ;
+  wire [16:0] \$448 ;
+  wire \$449 ;
   wire \$45 ;
-  wire [8:0] \$450 ;
-  wire [23:0] \$451 ;
-  wire \$452 ;
-  wire [63:0] \$453 ;
-  wire [8:0] \$454 ;
-  wire \$455 ;
-  wire [63:0] \$456 ;
-  wire [8:0] \$457 ;
-  wire \$458 ;
-  wire \$459 ;
+  wire [16:0] \$450 ;
+  wire [20:0] \$451 ;
+  wire [20:0] \$452 ;
+  wire [20:0] \$453 ;
+  wire \$454 ;
+  wire [105:0] \$455 ;
+  wire [78:0] \$456 ;
+  wire [106:0] \$457 ;
+  wire [82:0] \$458 ;
+  wire [6:0] \$459 ;
   wire \$46 ;
-  wire [255:0] \$460 ;
-  wire \$461 ;
-  wire [63:0] \$462 ;
-  reg [15:0] \$463 ;
-  reg [8:0] \$464 ;
-  wire [24:0] \$465 ;
-  wire \$466 ;
-  wire [21:0] \$467 ;
-  wire [25:0] \$468 ;
-  wire [17:0] \$469 ;
+  wire \$460 ;
+  wire [46:0] \$461 ;
+  wire [46:0] \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire [6:0] \$465 ;
+  wire [190:0] \$466 ;
+  wire [6:0] \$467 ;
+  wire [7:0] \$468 ;
+  wire [8:0] \$469 ;
   wire \$47 ;
-  wire [7:0] \$470 ;
-  wire [18:0] \$471 ;
-  wire [19:0] \$472 ;
-  wire [19:0] \$473 ;
-  wire [20:0] \$474 ;
-  wire [48:0] \$475 ;
-  wire [33:0] \$476 ;
-  wire [8:0] \$477 ;
+  wire [64:0] \$470 ;
+  wire [7:0] \$471 ;
+  wire \$472 ;
+  wire [45:0] \$473 ;
+  wire [45:0] \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
   wire \$478 ;
-  wire [8:0] \$479 ;
-  wire [16:0] \$48 ;
-  wire [9:0] \$480 ;
-  wire [30:0] \$481 ;
-  wire [8:0] \$482 ;
+  wire \$479 ;
+  wire \$48 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
   wire \$483 ;
-  wire [8:0] \$484 ;
-  wire [9:0] \$485 ;
-  wire [47:0] \$486 ;
-  wire [48:0] \$487 ;
-  wire [8:0] \$488 ;
-  wire [48:0] \$489 ;
-  wire [17:0] \$49 ;
-  wire [48:0] \$490 ;
-  wire [48:0] \$491 ;
-  wire [6:0] \$492 ;
-  wire [110:0] \$493 ;
-  wire [112:0] \$494 ;
-  wire [112:0] \$495 ;
-  wire [112:0] \$496 ;
-  wire [51:0] \$497 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire [6:0] \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
+  wire \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
   wire \$498 ;
-  wire [56:0] \$499 ;
+  wire \$499 ;
   wire \$5 ;
-  wire [20:0] \$50 ;
+  wire \$50 ;
   wire \$500 ;
-  wire [31:0] \$501 ;
-  wire [57:0] \$502 ;
-  wire [57:0] \$503 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire [20:0] \$503 ;
   wire \$504 ;
-  wire [42:0] \$505 ;
-  wire [42:0] \$506 ;
+  wire \$505 ;
+  wire \$506 ;
   wire \$507 ;
-  wire [42:0] \$508 ;
-  wire [42:0] \$509 ;
+  wire \$508 ;
+  wire [20:0] \$509 ;
   wire \$51 ;
-  wire [42:0] \$510 ;
+  wire [20:0] \$510 ;
   wire \$511 ;
   wire \$512 ;
-  wire [57:0] \$513 ;
-  wire [6:0] \$514 ;
-  wire [57:0] \$515 ;
-  wire [58:0] \$516 ;
-  wire [58:0] \$517 ;
-  wire [59:0] \$518 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire [6:0] \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
   wire \$519 ;
   wire \$52 ;
   wire \$520 ;
-  wire [57:0] \$521 ;
-  wire [6:0] \$522 ;
-  wire [57:0] \$523 ;
-  wire [58:0] \$524 ;
-  wire [58:0] \$525 ;
-  wire [59:0] \$526 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
   wire \$527 ;
   wire \$528 ;
-  wire [57:0] \$529 ;
+  wire \$529 ;
   wire \$53 ;
-  wire [6:0] \$530 ;
-  wire [57:0] \$531 ;
-  wire [58:0] \$532 ;
-  wire [58:0] \$533 ;
-  wire [59:0] \$534 ;
-  wire [59:0] \$535 ;
-  wire [59:0] \$536 ;
-  wire [7:0] \$537 ;
-  wire [7:0] \$538 ;
+  wire \$530 ;
+  wire [19:0] \$531 ;
+  wire [21:0] \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
   wire [7:0] \$539 ;
-  wire \$54 ;
-  wire \$540 ;
-  wire [63:0] \$541 ;
-  wire [8:0] \$542 ;
-  wire [8:0] \$543 ;
-  wire [23:0] \$544 ;
-  wire \$545 ;
-  wire [63:0] \$546 ;
-  wire [8:0] \$547 ;
+  wire [20:0] \$54 ;
+  wire [8:0] \$540 ;
+  wire [7:0] \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire [7:0] \$545 ;
+  wire \$546 ;
+  wire [7:0] \$547 ;
   wire \$548 ;
-  wire [63:0] \$549 ;
-  wire [20:0] \$55 ;
-  wire [8:0] \$550 ;
-  wire \$551 ;
+  wire [7:0] \$549 ;
+  wire \$55 ;
+  wire \$550 ;
+  wire [7:0] \$551 ;
   wire \$552 ;
-  wire [255:0] \$553 ;
+  wire [7:0] \$553 ;
   wire \$554 ;
-  wire [63:0] \$555 ;
-  reg [15:0] \$556 ;
-  reg [8:0] \$557 ;
-  wire [24:0] \$558 ;
-  wire \$559 ;
+  wire [7:0] \$555 ;
+  wire \$556 ;
+  wire [7:0] \$557 ;
+  wire \$558 ;
+  wire [7:0] \$559 ;
   wire \$56 ;
-  wire [21:0] \$560 ;
-  wire [25:0] \$561 ;
-  wire [17:0] \$562 ;
-  wire [7:0] \$563 ;
-  wire [18:0] \$564 ;
-  wire [19:0] \$565 ;
-  wire [19:0] \$566 ;
-  wire [20:0] \$567 ;
-  wire [48:0] \$568 ;
-  wire [33:0] \$569 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire \$57 ;
-  wire [8:0] \$570 ;
+  wire \$570 ;
   wire \$571 ;
-  wire [8:0] \$572 ;
-  wire [9:0] \$573 ;
-  wire [30:0] \$574 ;
-  wire [8:0] \$575 ;
-  wire \$576 ;
-  wire [8:0] \$577 ;
-  wire [9:0] \$578 ;
-  wire [47:0] \$579 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  reg \$576 ;
+  reg [3:0] \$577 ;
+  reg [46:0] \$578 ;
+  reg [46:0] \$579 ;
   wire \$58 ;
-  wire [48:0] \$580 ;
-  wire [8:0] \$581 ;
-  wire [48:0] \$582 ;
-  wire [48:0] \$583 ;
-  wire [48:0] \$584 ;
-  wire [6:0] \$585 ;
-  wire [110:0] \$586 ;
-  wire [112:0] \$587 ;
-  wire [112:0] \$588 ;
-  wire [112:0] \$589 ;
+  reg [46:0] \$580 ;
+  reg [63:0] \$581 ;
+  reg [63:0] \$582 ;
+  reg [255:0] \$583 ;
+  reg [63:0] \$584 ;
+  reg [63:0] \$585 ;
+  reg [255:0] \$586 ;
+  reg [255:0] \$587 ;
+  reg [41:0] \$588 ;
+  reg \$589 ;
   wire \$59 ;
-  wire [51:0] \$590 ;
-  wire \$591 ;
-  wire [56:0] \$592 ;
-  wire \$593 ;
-  wire [31:0] \$594 ;
-  wire [57:0] \$595 ;
-  wire [57:0] \$596 ;
-  wire \$597 ;
-  wire [42:0] \$598 ;
-  wire [42:0] \$599 ;
+  reg [3:0] \$590 ;
+  reg [2:0] \$591 ;
+  reg [22:0] \$592 ;
+  reg [22:0] \$593 ;
+  reg [22:0] \$594 ;
+  reg [22:0] \$595 ;
+  reg [22:0] \$596 ;
+  reg [22:0] \$597 ;
+  reg [7:0] \$598 ;
+  reg [41:0] \$599 ;
   wire \$6 ;
-  wire \$60 ;
-  wire \$600 ;
-  wire [42:0] \$601 ;
-  wire [42:0] \$602 ;
-  wire [42:0] \$603 ;
-  wire \$604 ;
-  wire \$605 ;
-  wire [57:0] \$606 ;
-  wire [6:0] \$607 ;
-  wire [57:0] \$608 ;
-  wire [58:0] \$609 ;
-  wire [16:0] \$61 ;
-  wire [58:0] \$610 ;
-  wire [59:0] \$611 ;
-  wire \$612 ;
-  wire \$613 ;
-  wire [57:0] \$614 ;
-  wire [6:0] \$615 ;
-  wire [57:0] \$616 ;
-  wire [58:0] \$617 ;
-  wire [58:0] \$618 ;
-  wire [59:0] \$619 ;
-  wire [17:0] \$62 ;
-  wire \$620 ;
-  wire \$621 ;
-  wire [57:0] \$622 ;
-  wire [6:0] \$623 ;
-  wire [57:0] \$624 ;
-  wire [58:0] \$625 ;
-  wire [58:0] \$626 ;
-  wire [59:0] \$627 ;
-  wire [59:0] \$628 ;
-  wire [59:0] \$629 ;
-  wire [20:0] \$63 ;
-  wire [7:0] \$630 ;
-  wire [7:0] \$631 ;
-  wire [7:0] \$632 ;
-  wire \$633 ;
-  wire [63:0] \$634 ;
-  wire [8:0] \$635 ;
-  wire [8:0] \$636 ;
-  wire [23:0] \$637 ;
-  wire \$638 ;
-  wire [63:0] \$639 ;
+  wire [16:0] \$60 ;
+  reg [21:0] \$600 ;
+  reg [28:0] \$601 ;
+  reg [63:0] \$602 ;
+  reg [5:0] \$603 ;
+  reg [5:0] \$604 ;
+  reg [2:0] \$605 ;
+  reg [223:0] \$606 ;
+  reg [3:0] \$607 ;
+  reg [15:0] \$608 ;
+  reg [15:0] \$609 ;
+  wire [17:0] \$61 ;
+  reg [19:0] \$610 ;
+  reg [19:0] \$611 ;
+  reg [19:0] \$612 ;
+  reg \$613 ;
+  reg [7:0] \$614 ;
+  reg [7:0] \$615 ;
+  reg [7:0] \$616 ;
+  reg [15:0] \$617 ;
+  reg [5:0] \$618 ;
+  reg [19:0] \$619 ;
+  wire [20:0] \$62 ;
+  reg [19:0] \$620 ;
+  reg [19:0] \$621 ;
+  reg [15:0] \$622 ;
+  reg [5:0] \$623 ;
+  reg [15:0] \$624 ;
+  reg \$625 ;
+  reg [16:0] \$626 ;
+  reg [35:0] \$627 ;
+  reg [7:0] \$628 ;
+  reg [7:0] \$629 ;
+  wire \$63 ;
+  reg [15:0] \$630 ;
+  reg [2:0] \$631 ;
+  reg [16:0] \$632 ;
+  reg [1:0] \$633 ;
+  reg [19:0] \$634 ;
+  reg [20:0] \$635 ;
+  reg [20:0] \$636 ;
+  reg [20:0] \$637 ;
+  reg [20:0] \$638 ;
+  reg [63:0] \$639 ;
   wire \$64 ;
-  wire [8:0] \$640 ;
-  wire \$641 ;
-  wire [63:0] \$642 ;
-  wire [8:0] \$643 ;
-  wire \$644 ;
-  wire \$645 ;
-  wire [255:0] \$646 ;
-  wire \$647 ;
-  wire [63:0] \$648 ;
-  reg [15:0] \$649 ;
+  reg [41:0] \$640 ;
+  reg [43:0] \$641 ;
+  reg [31:0] \$642 ;
+  reg [6:0] \$643 ;
+  reg [42:0] \$644 ;
+  reg \$645 ;
+  reg [79:0] \$646 ;
+  reg [43:0] \$647 ;
+  reg [39:0] \$648 ;
+  reg [5:0] \$649 ;
   wire \$65 ;
-  reg [8:0] \$650 ;
-  wire [24:0] \$651 ;
-  wire \$652 ;
-  wire [21:0] \$653 ;
-  wire [25:0] \$654 ;
-  wire [17:0] \$655 ;
-  wire [7:0] \$656 ;
-  wire [18:0] \$657 ;
-  wire [19:0] \$658 ;
-  wire [19:0] \$659 ;
+  reg [5:0] \$650 ;
+  reg [24:0] \$651 ;
+  reg [15:0] \$652 ;
   wire \$66 ;
-  wire [20:0] \$660 ;
-  wire [48:0] \$661 ;
-  wire [33:0] \$662 ;
-  wire [8:0] \$663 ;
-  wire \$664 ;
-  wire [8:0] \$665 ;
-  wire [9:0] \$666 ;
-  wire [30:0] \$667 ;
-  wire [8:0] \$668 ;
-  wire \$669 ;
-  wire \$67 ;
-  wire [8:0] \$670 ;
-  wire [9:0] \$671 ;
-  wire [47:0] \$672 ;
-  wire [48:0] \$673 ;
-  wire [8:0] \$674 ;
-  wire [48:0] \$675 ;
-  wire [48:0] \$676 ;
-  wire [48:0] \$677 ;
-  wire [6:0] \$678 ;
-  wire [110:0] \$679 ;
-  wire [20:0] \$68 ;
-  wire [112:0] \$680 ;
-  wire [112:0] \$681 ;
-  wire [112:0] \$682 ;
-  wire [51:0] \$683 ;
-  wire \$684 ;
-  wire [56:0] \$685 ;
-  wire \$686 ;
-  wire [31:0] \$687 ;
-  wire [57:0] \$688 ;
-  wire [57:0] \$689 ;
+  wire [20:0] \$67 ;
+  wire \$68 ;
   wire \$69 ;
-  wire \$690 ;
-  wire [42:0] \$691 ;
-  wire [42:0] \$692 ;
-  wire \$693 ;
-  wire [42:0] \$694 ;
-  wire [42:0] \$695 ;
-  wire [42:0] \$696 ;
-  wire \$697 ;
-  wire \$698 ;
-  wire [57:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire [6:0] \$700 ;
-  wire [57:0] \$701 ;
-  wire [58:0] \$702 ;
-  wire [58:0] \$703 ;
-  wire [59:0] \$704 ;
-  wire \$705 ;
-  wire \$706 ;
-  wire [57:0] \$707 ;
-  wire [6:0] \$708 ;
-  wire [57:0] \$709 ;
   wire \$71 ;
-  wire [58:0] \$710 ;
-  wire [58:0] \$711 ;
-  wire [59:0] \$712 ;
-  wire \$713 ;
-  wire \$714 ;
-  wire [57:0] \$715 ;
-  wire [6:0] \$716 ;
-  wire [57:0] \$717 ;
-  wire [58:0] \$718 ;
-  wire [58:0] \$719 ;
   wire \$72 ;
-  wire [59:0] \$720 ;
-  wire [59:0] \$721 ;
-  wire [59:0] \$722 ;
-  wire [7:0] \$723 ;
-  wire [7:0] \$724 ;
-  wire [7:0] \$725 ;
-  wire \$726 ;
-  wire [63:0] \$727 ;
-  wire [8:0] \$728 ;
-  wire [8:0] \$729 ;
-  wire \$73 ;
-  wire [23:0] \$730 ;
-  wire \$731 ;
-  wire [63:0] \$732 ;
-  wire [8:0] \$733 ;
-  wire \$734 ;
-  wire [63:0] \$735 ;
-  wire [8:0] \$736 ;
-  wire \$737 ;
-  wire \$738 ;
-  wire [255:0] \$739 ;
-  wire [16:0] \$74 ;
-  wire \$740 ;
-  wire [63:0] \$741 ;
-  reg [15:0] \$742 ;
-  reg [8:0] \$743 ;
-  wire [24:0] \$744 ;
-  wire \$745 ;
-  wire [21:0] \$746 ;
-  wire [25:0] \$747 ;
-  wire [17:0] \$748 ;
-  wire [7:0] \$749 ;
-  wire [17:0] \$75 ;
-  wire [18:0] \$750 ;
-  wire [19:0] \$751 ;
-  wire [19:0] \$752 ;
-  wire [20:0] \$753 ;
-  wire [48:0] \$754 ;
-  wire [33:0] \$755 ;
-  wire [8:0] \$756 ;
-  wire \$757 ;
-  wire [8:0] \$758 ;
-  wire [9:0] \$759 ;
-  wire [20:0] \$76 ;
-  wire [30:0] \$760 ;
-  wire [8:0] \$761 ;
-  wire \$762 ;
-  wire [8:0] \$763 ;
-  wire [9:0] \$764 ;
-  wire [47:0] \$765 ;
-  wire [48:0] \$766 ;
-  wire [8:0] \$767 ;
-  wire [48:0] \$768 ;
-  wire [48:0] \$769 ;
+  wire [16:0] \$73 ;
+  wire [17:0] \$74 ;
+  wire [20:0] \$75 ;
+  wire \$76 ;
   wire \$77 ;
-  wire [48:0] \$770 ;
-  wire [6:0] \$771 ;
-  wire [110:0] \$772 ;
-  wire [112:0] \$773 ;
-  wire [112:0] \$774 ;
-  wire [112:0] \$775 ;
-  wire [51:0] \$776 ;
-  wire \$777 ;
-  wire [56:0] \$778 ;
-  wire \$779 ;
   wire \$78 ;
-  wire [31:0] \$780 ;
-  wire [57:0] \$781 ;
-  wire [57:0] \$782 ;
-  wire \$783 ;
-  wire [42:0] \$784 ;
-  wire [42:0] \$785 ;
-  wire \$786 ;
-  wire [42:0] \$787 ;
-  wire [42:0] \$788 ;
-  wire [42:0] \$789 ;
   wire \$79 ;
-  wire \$790 ;
-  wire \$791 ;
-  wire [57:0] \$792 ;
-  wire [6:0] \$793 ;
-  wire [57:0] \$794 ;
-  wire [58:0] \$795 ;
-  wire [58:0] \$796 ;
-  wire [59:0] \$797 ;
-  wire \$798 ;
-  wire \$799 ;
   wire \$8 ;
-  wire \$80 ;
-  wire [57:0] \$800 ;
-  wire [6:0] \$801 ;
-  wire [57:0] \$802 ;
-  wire [58:0] \$803 ;
-  wire [58:0] \$804 ;
-  wire [59:0] \$805 ;
-  wire \$806 ;
-  wire \$807 ;
-  wire [57:0] \$808 ;
-  wire [6:0] \$809 ;
-  wire [20:0] \$81 ;
-  wire [57:0] \$810 ;
-  wire [58:0] \$811 ;
-  wire [58:0] \$812 ;
-  wire [59:0] \$813 ;
-  wire [59:0] \$814 ;
-  wire [59:0] \$815 ;
-  wire [7:0] \$816 ;
-  wire [7:0] \$817 ;
-  wire [7:0] \$818 ;
-  wire \$819 ;
+  wire [20:0] \$80 ;
+  wire \$81 ;
   wire \$82 ;
-  wire [63:0] \$820 ;
-  wire [8:0] \$821 ;
-  wire [8:0] \$822 ;
-  wire [23:0] \$823 ;
-  wire \$824 ;
-  wire [63:0] \$825 ;
-  wire [8:0] \$826 ;
-  wire \$827 ;
-  wire [63:0] \$828 ;
-  wire [8:0] \$829 ;
   wire \$83 ;
-  wire \$830 ;
-  wire \$831 ;
-  wire [255:0] \$832 ;
-  wire \$833 ;
-  wire [63:0] \$834 ;
-  reg [15:0] \$835 ;
-  reg [8:0] \$836 ;
-  wire [24:0] \$837 ;
-  wire \$838 ;
-  wire [21:0] \$839 ;
+  wire [7:0] \$830 ;
+  wire [7:0] \$837 ;
   wire \$84 ;
-  wire [25:0] \$840 ;
-  wire [17:0] \$841 ;
-  wire [7:0] \$842 ;
-  wire [18:0] \$843 ;
-  wire [19:0] \$844 ;
-  wire [19:0] \$845 ;
-  wire [20:0] \$846 ;
-  wire [48:0] \$847 ;
-  wire [33:0] \$848 ;
-  wire [8:0] \$849 ;
+  wire [7:0] \$843 ;
+  wire [7:0] \$847 ;
   wire \$85 ;
-  wire \$850 ;
-  wire [8:0] \$851 ;
-  wire [9:0] \$852 ;
-  wire [30:0] \$853 ;
-  wire [8:0] \$854 ;
-  wire \$855 ;
-  wire [8:0] \$856 ;
-  wire [9:0] \$857 ;
-  wire [47:0] \$858 ;
-  wire [48:0] \$859 ;
-  wire \$86 ;
-  wire [8:0] \$860 ;
-  wire [48:0] \$861 ;
-  wire [48:0] \$862 ;
-  wire [48:0] \$863 ;
+  wire [9:0] \$851 ;
+  wire [9:0] \$854 ;
+  wire [16:0] \$86 ;
   wire [6:0] \$864 ;
-  wire [110:0] \$865 ;
-  wire [112:0] \$866 ;
-  wire [112:0] \$867 ;
-  wire [112:0] \$868 ;
-  wire [51:0] \$869 ;
-  wire [16:0] \$87 ;
-  wire \$870 ;
-  wire [56:0] \$871 ;
-  wire \$872 ;
-  wire [31:0] \$873 ;
-  wire [57:0] \$874 ;
-  wire [57:0] \$875 ;
-  wire \$876 ;
-  wire [42:0] \$877 ;
-  wire [42:0] \$878 ;
-  wire \$879 ;
-  wire [17:0] \$88 ;
-  wire [42:0] \$880 ;
-  wire [42:0] \$881 ;
-  wire [42:0] \$882 ;
-  wire \$883 ;
-  wire \$884 ;
-  wire [57:0] \$885 ;
-  wire [6:0] \$886 ;
-  wire [57:0] \$887 ;
-  wire [58:0] \$888 ;
-  wire [58:0] \$889 ;
-  wire [20:0] \$89 ;
-  wire [59:0] \$890 ;
-  wire \$891 ;
-  wire \$892 ;
-  wire [57:0] \$893 ;
-  wire [6:0] \$894 ;
-  wire [57:0] \$895 ;
-  wire [58:0] \$896 ;
-  wire [58:0] \$897 ;
-  wire [59:0] \$898 ;
-  wire \$899 ;
+  wire [17:0] \$87 ;
+  wire [20:0] \$88 ;
+  wire \$89 ;
   wire \$9 ;
   wire \$90 ;
-  wire \$900 ;
-  wire [57:0] \$901 ;
-  wire [6:0] \$902 ;
-  wire [57:0] \$903 ;
-  wire [58:0] \$904 ;
-  wire [58:0] \$905 ;
-  wire [59:0] \$906 ;
-  wire [59:0] \$907 ;
-  wire [59:0] \$908 ;
-  wire [7:0] \$909 ;
   wire \$91 ;
-  wire [7:0] \$910 ;
-  wire [7:0] \$911 ;
-  wire \$912 ;
-  wire \$913 ;
-  wire \$914 ;
-  wire \$915 ;
-  wire \$916 ;
-  wire \$917 ;
-  wire \$918 ;
-  wire \$919 ;
   wire \$92 ;
-  wire [63:0] \$920 ;
-  wire [7:0] \$921 ;
-  wire \$922 ;
-  wire [63:0] \$923 ;
-  wire [7:0] \$924 ;
-  wire \$925 ;
-  wire \$926 ;
-  wire [63:0] \$927 ;
-  wire [7:0] \$928 ;
-  wire \$929 ;
-  wire \$93 ;
-  wire [63:0] \$930 ;
-  wire [7:0] \$931 ;
-  wire [7:0] \$932 ;
-  wire \$933 ;
-  wire [63:0] \$934 ;
-  wire [7:0] \$935 ;
-  wire \$936 ;
-  wire [63:0] \$937 ;
-  wire [7:0] \$938 ;
-  wire \$939 ;
-  wire [20:0] \$94 ;
-  wire \$940 ;
-  wire [63:0] \$941 ;
-  wire [7:0] \$942 ;
-  wire \$943 ;
-  wire [63:0] \$944 ;
-  wire [7:0] \$945 ;
-  wire [7:0] \$946 ;
-  wire \$947 ;
-  wire \$948 ;
-  wire [63:0] \$949 ;
+  wire [20:0] \$93 ;
+  wire \$94 ;
+  wire [7:0] \$943 ;
+  wire [7:0] \$949 ;
   wire \$95 ;
-  wire [7:0] \$950 ;
-  wire \$951 ;
-  wire [63:0] \$952 ;
-  wire [7:0] \$953 ;
-  wire \$954 ;
-  wire \$955 ;
-  wire [63:0] \$956 ;
-  wire [7:0] \$957 ;
-  wire \$958 ;
-  wire [63:0] \$959 ;
   wire \$96 ;
-  wire [7:0] \$960 ;
-  wire [7:0] \$961 ;
-  wire \$962 ;
-  wire [63:0] \$963 ;
-  wire [7:0] \$964 ;
-  wire \$965 ;
-  wire [63:0] \$966 ;
-  wire [7:0] \$967 ;
-  wire \$968 ;
-  wire \$969 ;
   wire \$97 ;
-  wire [63:0] \$970 ;
-  wire [7:0] \$971 ;
-  wire \$972 ;
-  wire [63:0] \$973 ;
-  wire [7:0] \$974 ;
-  wire [7:0] \$975 ;
-  wire [7:0] \$976 ;
-  wire \$977 ;
-  wire [63:0] \$978 ;
-  wire [7:0] \$979 ;
   wire \$98 ;
-  wire \$980 ;
-  wire [63:0] \$981 ;
-  wire [7:0] \$982 ;
-  wire \$983 ;
-  wire \$984 ;
-  wire [63:0] \$985 ;
-  wire [7:0] \$986 ;
-  wire \$987 ;
-  wire [63:0] \$988 ;
-  wire [7:0] \$989 ;
-  wire \$99 ;
-  wire [7:0] \$990 ;
-  wire \$991 ;
-  wire [63:0] \$992 ;
-  wire [7:0] \$993 ;
-  wire \$994 ;
-  wire [63:0] \$995 ;
-  wire [7:0] \$996 ;
-  wire \$997 ;
-  wire \$998 ;
-  wire [63:0] \$999 ;
+  wire [16:0] \$99 ;
   reg [15:0] \$signal  = 16'h0000;
-  reg \$signal$13  = 1'h0;
-  reg [15:0] \$signal$15  = 16'h0000;
-  reg [15:0] \$signal$322  = 16'h0000;
-  reg [19:0] \$signal$323  = 20'h00000;
-  reg [19:0] \$signal$324  = 20'h00000;
-  reg [19:0] \$signal$326  = 20'h00000;
-  reg [19:0] \$signal$327  = 20'h00000;
-  reg [15:0] \$signal$329  = 16'h0000;
-  reg [20:0] \$signal$337  = 21'h000000;
-  reg [20:0] \$signal$338  = 21'h000000;
-  reg [15:0] \$signal$41  = 16'h0000;
-  reg [7:0] \$signal$43  = 8'h00;
-  reg [7:0] \$signal$45  = 8'h00;
+  reg [15:0] \$signal$100  = 16'h0000;
+  reg [20:0] \$signal$108  = 21'h000000;
+  reg [20:0] \$signal$109  = 21'h000000;
+  reg \$signal$14  = 1'h0;
+  reg [15:0] \$signal$16  = 16'h0000;
+  reg [15:0] \$signal$42  = 16'h0000;
+  reg [7:0] \$signal$44  = 8'h00;
+  reg [7:0] \$signal$46  = 8'h00;
+  reg [15:0] \$signal$93  = 16'h0000;
+  reg [19:0] \$signal$94  = 20'h00000;
+  reg [19:0] \$signal$95  = 20'h00000;
+  reg [19:0] \$signal$97  = 20'h00000;
+  reg [19:0] \$signal$98  = 20'h00000;
   output [12:0] acc_rd__addr;
   wire [12:0] acc_rd__addr;
   input [255:0] acc_rd__data;
@@ -46612,9 +45434,11 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   reg [63:0] dv_num = 64'h0000000000000000;
   reg [31:0] dv_q = 32'd0;
   reg [43:0] dv_rem = 44'h00000000000;
-  reg [25:0] e1_meta = 26'h0000000;
+  reg [22:0] e1_meta = 23'h000000;
   wire [13:0] \e1_meta.dst ;
-  wire [7:0] \e1_meta.mask ;
+  wire [2:0] \e1_meta.grp ;
+  wire \e1_meta.last ;
+  wire \e1_meta.mask ;
   (* enum_base_type = "Pass" *)
   (* enum_value_000 = "TABLE" *)
   (* enum_value_001 = "MAX" *)
@@ -46623,9 +45447,11 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "OUT" *)
   wire [2:0] \e1_meta.pass_ ;
   wire \e1_meta.valid ;
-  reg [25:0] e2_meta = 26'h0000000;
+  reg [22:0] e2_meta = 23'h000000;
   wire [13:0] \e2_meta.dst ;
-  wire [7:0] \e2_meta.mask ;
+  wire [2:0] \e2_meta.grp ;
+  wire \e2_meta.last ;
+  wire \e2_meta.mask ;
   (* enum_base_type = "Pass" *)
   (* enum_value_000 = "TABLE" *)
   (* enum_value_001 = "MAX" *)
@@ -46634,9 +45460,11 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "OUT" *)
   wire [2:0] \e2_meta.pass_ ;
   wire \e2_meta.valid ;
-  reg [25:0] e3_meta = 26'h0000000;
+  reg [22:0] e3_meta = 23'h000000;
   wire [13:0] \e3_meta.dst ;
-  wire [7:0] \e3_meta.mask ;
+  wire [2:0] \e3_meta.grp ;
+  wire \e3_meta.last ;
+  wire \e3_meta.mask ;
   (* enum_base_type = "Pass" *)
   (* enum_value_000 = "TABLE" *)
   (* enum_value_001 = "MAX" *)
@@ -46645,9 +45473,11 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "OUT" *)
   wire [2:0] \e3_meta.pass_ ;
   wire \e3_meta.valid ;
-  reg [25:0] e4_meta = 26'h0000000;
+  reg [22:0] e4_meta = 23'h000000;
   wire [13:0] \e4_meta.dst ;
-  wire [7:0] \e4_meta.mask ;
+  wire [2:0] \e4_meta.grp ;
+  wire \e4_meta.last ;
+  wire \e4_meta.mask ;
   (* enum_base_type = "Pass" *)
   (* enum_value_000 = "TABLE" *)
   (* enum_value_001 = "MAX" *)
@@ -46656,9 +45486,11 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "OUT" *)
   wire [2:0] \e4_meta.pass_ ;
   wire \e4_meta.valid ;
-  reg [25:0] e5_meta = 26'h0000000;
+  reg [22:0] e5_meta = 23'h000000;
   wire [13:0] \e5_meta.dst ;
-  wire [7:0] \e5_meta.mask ;
+  wire [2:0] \e5_meta.grp ;
+  wire \e5_meta.last ;
+  wire \e5_meta.mask ;
   (* enum_base_type = "Pass" *)
   (* enum_value_000 = "TABLE" *)
   (* enum_value_001 = "MAX" *)
@@ -46667,9 +45499,11 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "OUT" *)
   wire [2:0] \e5_meta.pass_ ;
   wire \e5_meta.valid ;
-  reg [25:0] e6_meta = 26'h0000000;
+  reg [22:0] e6_meta = 23'h000000;
   wire [13:0] \e6_meta.dst ;
-  wire [7:0] \e6_meta.mask ;
+  wire [2:0] \e6_meta.grp ;
+  wire \e6_meta.last ;
+  wire \e6_meta.mask ;
   (* enum_base_type = "Pass" *)
   (* enum_value_000 = "TABLE" *)
   (* enum_value_001 = "MAX" *)
@@ -46718,6 +45552,9 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   output [7:0] error;
   reg [7:0] error = 8'h00;
+  reg [3:0] group_gap = 4'h0;
+  reg [3:0] grp = 4'h0;
+  reg grp_busy = 1'h0;
   reg [5:0] inflight = 6'h00;
   reg issuing;
   reg [31:0] l0_be1 = 32'd0;
@@ -46744,7 +45581,6 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   reg [23:0] l0_u = 24'h000000;
   reg [15:0] l0_v = 16'h0000;
   reg [9:0] l0_w = 10'h000;
-  reg [7:0] l0_x1 = 8'h00;
   reg [8:0] l0_xs = 9'h000;
   reg [7:0] l0_y = 8'h00;
   reg [7:0] l0_y2 = 8'h00;
@@ -46752,242 +45588,11 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   reg [7:0] l0_y4 = 8'h00;
   reg [7:0] l0_y5 = 8'h00;
   reg [24:0] l0_z = 25'h0000000;
-  reg [31:0] l1_be1 = 32'd0;
-  reg [31:0] l1_be2 = 32'd0;
-  reg [31:0] l1_be3 = 32'd0;
-  reg [31:0] l1_be4 = 32'd0;
-  reg [22:0] l1_c = 23'h000000;
-  reg [47:0] l1_cr = 48'h000000000000;
-  reg [8:0] l1_dt = 9'h000;
-  reg [25:0] l1_e = 26'h0000000;
-  reg [8:0] l1_eb = 9'h000;
-  reg [31:0] l1_g1 = 32'd0;
-  reg [31:0] l1_g2 = 32'd0;
-  reg [31:0] l1_g3 = 32'd0;
-  reg [31:0] l1_g4 = 32'd0;
-  reg [7:0] l1_n = 8'h00;
-  reg [7:0] l1_n3 = 8'h00;
-  reg [57:0] l1_p = 58'h000000000000000;
-  reg [17:0] l1_pa = 18'h00000;
-  reg [34:0] l1_pe = 35'h000000000;
-  reg [34:0] l1_pe4 = 35'h000000000;
-  reg [41:0] l1_prod = 42'h00000000000;
-  reg [15:0] l1_t = 16'h0000;
-  reg [23:0] l1_u = 24'h000000;
-  reg [15:0] l1_v = 16'h0000;
-  reg [9:0] l1_w = 10'h000;
-  reg [7:0] l1_x1 = 8'h00;
-  reg [8:0] l1_xs = 9'h000;
-  reg [7:0] l1_y = 8'h00;
-  reg [7:0] l1_y2 = 8'h00;
-  reg [7:0] l1_y3 = 8'h00;
-  reg [7:0] l1_y4 = 8'h00;
-  reg [7:0] l1_y5 = 8'h00;
-  reg [24:0] l1_z = 25'h0000000;
-  reg [31:0] l2_be1 = 32'd0;
-  reg [31:0] l2_be2 = 32'd0;
-  reg [31:0] l2_be3 = 32'd0;
-  reg [31:0] l2_be4 = 32'd0;
-  reg [22:0] l2_c = 23'h000000;
-  reg [47:0] l2_cr = 48'h000000000000;
-  reg [8:0] l2_dt = 9'h000;
-  reg [25:0] l2_e = 26'h0000000;
-  reg [8:0] l2_eb = 9'h000;
-  reg [31:0] l2_g1 = 32'd0;
-  reg [31:0] l2_g2 = 32'd0;
-  reg [31:0] l2_g3 = 32'd0;
-  reg [31:0] l2_g4 = 32'd0;
-  reg [7:0] l2_n = 8'h00;
-  reg [7:0] l2_n3 = 8'h00;
-  reg [57:0] l2_p = 58'h000000000000000;
-  reg [17:0] l2_pa = 18'h00000;
-  reg [34:0] l2_pe = 35'h000000000;
-  reg [34:0] l2_pe4 = 35'h000000000;
-  reg [41:0] l2_prod = 42'h00000000000;
-  reg [15:0] l2_t = 16'h0000;
-  reg [23:0] l2_u = 24'h000000;
-  reg [15:0] l2_v = 16'h0000;
-  reg [9:0] l2_w = 10'h000;
-  reg [7:0] l2_x1 = 8'h00;
-  reg [8:0] l2_xs = 9'h000;
-  reg [7:0] l2_y = 8'h00;
-  reg [7:0] l2_y2 = 8'h00;
-  reg [7:0] l2_y3 = 8'h00;
-  reg [7:0] l2_y4 = 8'h00;
-  reg [7:0] l2_y5 = 8'h00;
-  reg [24:0] l2_z = 25'h0000000;
-  reg [31:0] l3_be1 = 32'd0;
-  reg [31:0] l3_be2 = 32'd0;
-  reg [31:0] l3_be3 = 32'd0;
-  reg [31:0] l3_be4 = 32'd0;
-  reg [22:0] l3_c = 23'h000000;
-  reg [47:0] l3_cr = 48'h000000000000;
-  reg [8:0] l3_dt = 9'h000;
-  reg [25:0] l3_e = 26'h0000000;
-  reg [8:0] l3_eb = 9'h000;
-  reg [31:0] l3_g1 = 32'd0;
-  reg [31:0] l3_g2 = 32'd0;
-  reg [31:0] l3_g3 = 32'd0;
-  reg [31:0] l3_g4 = 32'd0;
-  reg [7:0] l3_n = 8'h00;
-  reg [7:0] l3_n3 = 8'h00;
-  reg [57:0] l3_p = 58'h000000000000000;
-  reg [17:0] l3_pa = 18'h00000;
-  reg [34:0] l3_pe = 35'h000000000;
-  reg [34:0] l3_pe4 = 35'h000000000;
-  reg [41:0] l3_prod = 42'h00000000000;
-  reg [15:0] l3_t = 16'h0000;
-  reg [23:0] l3_u = 24'h000000;
-  reg [15:0] l3_v = 16'h0000;
-  reg [9:0] l3_w = 10'h000;
-  reg [7:0] l3_x1 = 8'h00;
-  reg [8:0] l3_xs = 9'h000;
-  reg [7:0] l3_y = 8'h00;
-  reg [7:0] l3_y2 = 8'h00;
-  reg [7:0] l3_y3 = 8'h00;
-  reg [7:0] l3_y4 = 8'h00;
-  reg [7:0] l3_y5 = 8'h00;
-  reg [24:0] l3_z = 25'h0000000;
-  reg [31:0] l4_be1 = 32'd0;
-  reg [31:0] l4_be2 = 32'd0;
-  reg [31:0] l4_be3 = 32'd0;
-  reg [31:0] l4_be4 = 32'd0;
-  reg [22:0] l4_c = 23'h000000;
-  reg [47:0] l4_cr = 48'h000000000000;
-  reg [8:0] l4_dt = 9'h000;
-  reg [25:0] l4_e = 26'h0000000;
-  reg [8:0] l4_eb = 9'h000;
-  reg [31:0] l4_g1 = 32'd0;
-  reg [31:0] l4_g2 = 32'd0;
-  reg [31:0] l4_g3 = 32'd0;
-  reg [31:0] l4_g4 = 32'd0;
-  reg [7:0] l4_n = 8'h00;
-  reg [7:0] l4_n3 = 8'h00;
-  reg [57:0] l4_p = 58'h000000000000000;
-  reg [17:0] l4_pa = 18'h00000;
-  reg [34:0] l4_pe = 35'h000000000;
-  reg [34:0] l4_pe4 = 35'h000000000;
-  reg [41:0] l4_prod = 42'h00000000000;
-  reg [15:0] l4_t = 16'h0000;
-  reg [23:0] l4_u = 24'h000000;
-  reg [15:0] l4_v = 16'h0000;
-  reg [9:0] l4_w = 10'h000;
-  reg [7:0] l4_x1 = 8'h00;
-  reg [8:0] l4_xs = 9'h000;
-  reg [7:0] l4_y = 8'h00;
-  reg [7:0] l4_y2 = 8'h00;
-  reg [7:0] l4_y3 = 8'h00;
-  reg [7:0] l4_y4 = 8'h00;
-  reg [7:0] l4_y5 = 8'h00;
-  reg [24:0] l4_z = 25'h0000000;
-  reg [31:0] l5_be1 = 32'd0;
-  reg [31:0] l5_be2 = 32'd0;
-  reg [31:0] l5_be3 = 32'd0;
-  reg [31:0] l5_be4 = 32'd0;
-  reg [22:0] l5_c = 23'h000000;
-  reg [47:0] l5_cr = 48'h000000000000;
-  reg [8:0] l5_dt = 9'h000;
-  reg [25:0] l5_e = 26'h0000000;
-  reg [8:0] l5_eb = 9'h000;
-  reg [31:0] l5_g1 = 32'd0;
-  reg [31:0] l5_g2 = 32'd0;
-  reg [31:0] l5_g3 = 32'd0;
-  reg [31:0] l5_g4 = 32'd0;
-  reg [7:0] l5_n = 8'h00;
-  reg [7:0] l5_n3 = 8'h00;
-  reg [57:0] l5_p = 58'h000000000000000;
-  reg [17:0] l5_pa = 18'h00000;
-  reg [34:0] l5_pe = 35'h000000000;
-  reg [34:0] l5_pe4 = 35'h000000000;
-  reg [41:0] l5_prod = 42'h00000000000;
-  reg [15:0] l5_t = 16'h0000;
-  reg [23:0] l5_u = 24'h000000;
-  reg [15:0] l5_v = 16'h0000;
-  reg [9:0] l5_w = 10'h000;
-  reg [7:0] l5_x1 = 8'h00;
-  reg [8:0] l5_xs = 9'h000;
-  reg [7:0] l5_y = 8'h00;
-  reg [7:0] l5_y2 = 8'h00;
-  reg [7:0] l5_y3 = 8'h00;
-  reg [7:0] l5_y4 = 8'h00;
-  reg [7:0] l5_y5 = 8'h00;
-  reg [24:0] l5_z = 25'h0000000;
-  reg [31:0] l6_be1 = 32'd0;
-  reg [31:0] l6_be2 = 32'd0;
-  reg [31:0] l6_be3 = 32'd0;
-  reg [31:0] l6_be4 = 32'd0;
-  reg [22:0] l6_c = 23'h000000;
-  reg [47:0] l6_cr = 48'h000000000000;
-  reg [8:0] l6_dt = 9'h000;
-  reg [25:0] l6_e = 26'h0000000;
-  reg [8:0] l6_eb = 9'h000;
-  reg [31:0] l6_g1 = 32'd0;
-  reg [31:0] l6_g2 = 32'd0;
-  reg [31:0] l6_g3 = 32'd0;
-  reg [31:0] l6_g4 = 32'd0;
-  reg [7:0] l6_n = 8'h00;
-  reg [7:0] l6_n3 = 8'h00;
-  reg [57:0] l6_p = 58'h000000000000000;
-  reg [17:0] l6_pa = 18'h00000;
-  reg [34:0] l6_pe = 35'h000000000;
-  reg [34:0] l6_pe4 = 35'h000000000;
-  reg [41:0] l6_prod = 42'h00000000000;
-  reg [15:0] l6_t = 16'h0000;
-  reg [23:0] l6_u = 24'h000000;
-  reg [15:0] l6_v = 16'h0000;
-  reg [9:0] l6_w = 10'h000;
-  reg [7:0] l6_x1 = 8'h00;
-  reg [8:0] l6_xs = 9'h000;
-  reg [7:0] l6_y = 8'h00;
-  reg [7:0] l6_y2 = 8'h00;
-  reg [7:0] l6_y3 = 8'h00;
-  reg [7:0] l6_y4 = 8'h00;
-  reg [7:0] l6_y5 = 8'h00;
-  reg [24:0] l6_z = 25'h0000000;
-  reg [31:0] l7_be1 = 32'd0;
-  reg [31:0] l7_be2 = 32'd0;
-  reg [31:0] l7_be3 = 32'd0;
-  reg [31:0] l7_be4 = 32'd0;
-  reg [22:0] l7_c = 23'h000000;
-  reg [47:0] l7_cr = 48'h000000000000;
-  reg [8:0] l7_dt = 9'h000;
-  reg [25:0] l7_e = 26'h0000000;
-  reg [8:0] l7_eb = 9'h000;
-  reg [31:0] l7_g1 = 32'd0;
-  reg [31:0] l7_g2 = 32'd0;
-  reg [31:0] l7_g3 = 32'd0;
-  reg [31:0] l7_g4 = 32'd0;
-  reg [7:0] l7_n = 8'h00;
-  reg [7:0] l7_n3 = 8'h00;
-  reg [57:0] l7_p = 58'h000000000000000;
-  reg [17:0] l7_pa = 18'h00000;
-  reg [34:0] l7_pe = 35'h000000000;
-  reg [34:0] l7_pe4 = 35'h000000000;
-  reg [41:0] l7_prod = 42'h00000000000;
-  reg [15:0] l7_t = 16'h0000;
-  reg [23:0] l7_u = 24'h000000;
-  reg [15:0] l7_v = 16'h0000;
-  reg [9:0] l7_w = 10'h000;
-  reg [7:0] l7_x1 = 8'h00;
-  reg [8:0] l7_xs = 9'h000;
-  reg [7:0] l7_y = 8'h00;
-  reg [7:0] l7_y2 = 8'h00;
-  reg [7:0] l7_y3 = 8'h00;
-  reg [7:0] l7_y4 = 8'h00;
-  reg [7:0] l7_y5 = 8'h00;
-  reg [24:0] l7_z = 25'h0000000;
   reg [63:0] lat_b = 64'h0000000000000000;
   reg [255:0] lat_g = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   reg [63:0] lat_x = 64'h0000000000000000;
   wire [4:0] level;
   reg [2:0] lut0_sel = 3'h0;
-  reg [2:0] lut1_sel = 3'h0;
-  reg [2:0] lut2_sel = 3'h0;
-  reg [2:0] lut3_sel = 3'h0;
-  reg [2:0] lut4_sel = 3'h0;
-  reg [2:0] lut5_sel = 3'h0;
-  reg [2:0] lut6_sel = 3'h0;
-  reg [2:0] lut7_sel = 3'h0;
   reg [7:0] m_row = 8'h00;
   (* enum_base_type = "SfuOp" *)
   (* enum_value_000 = "SOFTMAX" *)
@@ -46997,8 +45602,8 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$13127$0 ;
-  wire [2:0] \port$13127$0 ;
+  input [2:0] \port$11014$0 ;
+  wire [2:0] \port$11014$0 ;
   input [223:0] \port$4515$32 ;
   wire [223:0] \port$4515$32 ;
   reg [19:0] pos = 20'h00000;
@@ -47056,42 +45661,38 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   wire [16:0] \rd_tag2.seg ;
   wire [1:0] \rd_tag2.slot ;
   wire \rd_tag2.valid ;
-  reg [25:0] recip = 26'h0000000;
+  reg [24:0] recip = 25'h0000000;
+  reg [15:0] recip_sm = 16'h0000;
   reg reserved_bad = 1'h0;
   input [4:0] reset;
   wire [4:0] reset;
   reg [15:0] row = 16'h0000;
+  reg [63:0] row_out = 64'h0000000000000000;
   reg row_start;
   wire [4:0] rp__addr;
-  wire [4:0] \rp__addr$373 ;
-  wire [4:0] \rp__addr$378 ;
-  wire [4:0] \rp__addr$383 ;
-  wire [4:0] \rp__addr$388 ;
-  wire [4:0] \rp__addr$393 ;
-  wire [4:0] \rp__addr$398 ;
-  wire [4:0] \rp__addr$403 ;
   wire [63:0] rp__data;
-  wire [63:0] \rp__data$130 ;
-  wire [63:0] \rp__data$163 ;
-  wire [63:0] \rp__data$196 ;
-  wire [63:0] \rp__data$229 ;
-  wire [63:0] \rp__data$262 ;
-  wire [63:0] \rp__data$295 ;
-  wire [63:0] \rp__data$97 ;
   wire rp__en;
-  wire \rp__en$374 ;
-  wire \rp__en$379 ;
-  wire \rp__en$384 ;
-  wire \rp__en$389 ;
-  wire \rp__en$394 ;
-  wire \rp__en$399 ;
-  wire \rp__en$404 ;
   input rst;
   wire rst;
   reg [21:0] s1 = 22'h000000;
   reg [28:0] s2 = 29'h00000000;
   reg [41:0] s_sum = 42'h00000000000;
   reg [16:0] seg = 17'h00000;
+  reg [63:0] seg_b = 64'h0000000000000000;
+  reg [255:0] seg_beta = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  reg [255:0] seg_g = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  reg [41:0] seg_meta = 42'h00000000000;
+  wire [13:0] \seg_meta.dst ;
+  wire [7:0] \seg_meta.mask ;
+  (* enum_base_type = "Pass" *)
+  (* enum_value_000 = "TABLE" *)
+  (* enum_value_001 = "MAX" *)
+  (* enum_value_010 = "SUM" *)
+  (* enum_value_011 = "STATS" *)
+  (* enum_value_100 = "OUT" *)
+  wire [2:0] \seg_meta.pass_ ;
+  wire [16:0] \seg_meta.seg ;
+  reg [63:0] seg_x = 64'h0000000000000000;
   reg [16:0] segs = 17'h00000;
   reg [3:0] sfu_fsm_state = 4'h0;
   reg [5:0] sh = 6'h00;
@@ -47117,29 +45718,9 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   wire [77:0] w_data;
   wire w_en;
   wire [4:0] wp__addr;
-  wire [4:0] \wp__addr$371 ;
-  wire [4:0] \wp__addr$376 ;
-  wire [4:0] \wp__addr$381 ;
-  wire [4:0] \wp__addr$386 ;
-  wire [4:0] \wp__addr$391 ;
-  wire [4:0] \wp__addr$396 ;
-  wire [4:0] \wp__addr$401 ;
+  (* init = 64'h0000000000000000 *)
   wire [63:0] wp__data;
-  wire [63:0] \wp__data$372 ;
-  wire [63:0] \wp__data$377 ;
-  wire [63:0] \wp__data$382 ;
-  wire [63:0] \wp__data$387 ;
-  wire [63:0] \wp__data$392 ;
-  wire [63:0] \wp__data$397 ;
-  wire [63:0] \wp__data$402 ;
   wire wp__en;
-  wire \wp__en$370 ;
-  wire \wp__en$375 ;
-  wire \wp__en$380 ;
-  wire \wp__en$385 ;
-  wire \wp__en$390 ;
-  wire \wp__en$395 ;
-  wire \wp__en$400 ;
   reg zero_d = 1'h0;
   reg [7:0] zo = 8'h00;
   reg [63:0] lut0 [31:0];
@@ -47179,321 +45760,477 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   end
   always @(posedge clk) begin
     if (wp__en)
-      lut0[rd_tag2[20:16]] <= wp__data;
+      lut0[seg_meta[15:11]] <= seg_x;
   end
   reg [63:0] _0_;
   always @(posedge clk) begin
-    _0_ <= lut0[\$1692 [4:0]];
+    _0_ <= lut0[\$541 [4:0]];
   end
   assign rp__data = _0_;
-  reg [63:0] lut1 [31:0];
-  initial begin
-    lut1[0] = 64'h0000000000000000;
-    lut1[1] = 64'h0000000000000000;
-    lut1[2] = 64'h0000000000000000;
-    lut1[3] = 64'h0000000000000000;
-    lut1[4] = 64'h0000000000000000;
-    lut1[5] = 64'h0000000000000000;
-    lut1[6] = 64'h0000000000000000;
-    lut1[7] = 64'h0000000000000000;
-    lut1[8] = 64'h0000000000000000;
-    lut1[9] = 64'h0000000000000000;
-    lut1[10] = 64'h0000000000000000;
-    lut1[11] = 64'h0000000000000000;
-    lut1[12] = 64'h0000000000000000;
-    lut1[13] = 64'h0000000000000000;
-    lut1[14] = 64'h0000000000000000;
-    lut1[15] = 64'h0000000000000000;
-    lut1[16] = 64'h0000000000000000;
-    lut1[17] = 64'h0000000000000000;
-    lut1[18] = 64'h0000000000000000;
-    lut1[19] = 64'h0000000000000000;
-    lut1[20] = 64'h0000000000000000;
-    lut1[21] = 64'h0000000000000000;
-    lut1[22] = 64'h0000000000000000;
-    lut1[23] = 64'h0000000000000000;
-    lut1[24] = 64'h0000000000000000;
-    lut1[25] = 64'h0000000000000000;
-    lut1[26] = 64'h0000000000000000;
-    lut1[27] = 64'h0000000000000000;
-    lut1[28] = 64'h0000000000000000;
-    lut1[29] = 64'h0000000000000000;
-    lut1[30] = 64'h0000000000000000;
-    lut1[31] = 64'h0000000000000000;
-  end
-  always @(posedge clk) begin
-    if (\wp__en$370 )
-      lut1[rd_tag2[20:16]] <= \wp__data$372 ;
-  end
-  reg [63:0] _1_;
-  always @(posedge clk) begin
-    _1_ <= lut1[\$1699 [4:0]];
-  end
-  assign \rp__data$97  = _1_;
-  reg [63:0] lut2 [31:0];
-  initial begin
-    lut2[0] = 64'h0000000000000000;
-    lut2[1] = 64'h0000000000000000;
-    lut2[2] = 64'h0000000000000000;
-    lut2[3] = 64'h0000000000000000;
-    lut2[4] = 64'h0000000000000000;
-    lut2[5] = 64'h0000000000000000;
-    lut2[6] = 64'h0000000000000000;
-    lut2[7] = 64'h0000000000000000;
-    lut2[8] = 64'h0000000000000000;
-    lut2[9] = 64'h0000000000000000;
-    lut2[10] = 64'h0000000000000000;
-    lut2[11] = 64'h0000000000000000;
-    lut2[12] = 64'h0000000000000000;
-    lut2[13] = 64'h0000000000000000;
-    lut2[14] = 64'h0000000000000000;
-    lut2[15] = 64'h0000000000000000;
-    lut2[16] = 64'h0000000000000000;
-    lut2[17] = 64'h0000000000000000;
-    lut2[18] = 64'h0000000000000000;
-    lut2[19] = 64'h0000000000000000;
-    lut2[20] = 64'h0000000000000000;
-    lut2[21] = 64'h0000000000000000;
-    lut2[22] = 64'h0000000000000000;
-    lut2[23] = 64'h0000000000000000;
-    lut2[24] = 64'h0000000000000000;
-    lut2[25] = 64'h0000000000000000;
-    lut2[26] = 64'h0000000000000000;
-    lut2[27] = 64'h0000000000000000;
-    lut2[28] = 64'h0000000000000000;
-    lut2[29] = 64'h0000000000000000;
-    lut2[30] = 64'h0000000000000000;
-    lut2[31] = 64'h0000000000000000;
-  end
-  always @(posedge clk) begin
-    if (\wp__en$375 )
-      lut2[rd_tag2[20:16]] <= \wp__data$377 ;
-  end
-  reg [63:0] _2_;
-  always @(posedge clk) begin
-    _2_ <= lut2[\$1706 [4:0]];
-  end
-  assign \rp__data$130  = _2_;
-  reg [63:0] lut3 [31:0];
-  initial begin
-    lut3[0] = 64'h0000000000000000;
-    lut3[1] = 64'h0000000000000000;
-    lut3[2] = 64'h0000000000000000;
-    lut3[3] = 64'h0000000000000000;
-    lut3[4] = 64'h0000000000000000;
-    lut3[5] = 64'h0000000000000000;
-    lut3[6] = 64'h0000000000000000;
-    lut3[7] = 64'h0000000000000000;
-    lut3[8] = 64'h0000000000000000;
-    lut3[9] = 64'h0000000000000000;
-    lut3[10] = 64'h0000000000000000;
-    lut3[11] = 64'h0000000000000000;
-    lut3[12] = 64'h0000000000000000;
-    lut3[13] = 64'h0000000000000000;
-    lut3[14] = 64'h0000000000000000;
-    lut3[15] = 64'h0000000000000000;
-    lut3[16] = 64'h0000000000000000;
-    lut3[17] = 64'h0000000000000000;
-    lut3[18] = 64'h0000000000000000;
-    lut3[19] = 64'h0000000000000000;
-    lut3[20] = 64'h0000000000000000;
-    lut3[21] = 64'h0000000000000000;
-    lut3[22] = 64'h0000000000000000;
-    lut3[23] = 64'h0000000000000000;
-    lut3[24] = 64'h0000000000000000;
-    lut3[25] = 64'h0000000000000000;
-    lut3[26] = 64'h0000000000000000;
-    lut3[27] = 64'h0000000000000000;
-    lut3[28] = 64'h0000000000000000;
-    lut3[29] = 64'h0000000000000000;
-    lut3[30] = 64'h0000000000000000;
-    lut3[31] = 64'h0000000000000000;
-  end
-  always @(posedge clk) begin
-    if (\wp__en$380 )
-      lut3[rd_tag2[20:16]] <= \wp__data$382 ;
-  end
-  reg [63:0] _3_;
-  always @(posedge clk) begin
-    _3_ <= lut3[\$1713 [4:0]];
-  end
-  assign \rp__data$163  = _3_;
-  reg [63:0] lut4 [31:0];
-  initial begin
-    lut4[0] = 64'h0000000000000000;
-    lut4[1] = 64'h0000000000000000;
-    lut4[2] = 64'h0000000000000000;
-    lut4[3] = 64'h0000000000000000;
-    lut4[4] = 64'h0000000000000000;
-    lut4[5] = 64'h0000000000000000;
-    lut4[6] = 64'h0000000000000000;
-    lut4[7] = 64'h0000000000000000;
-    lut4[8] = 64'h0000000000000000;
-    lut4[9] = 64'h0000000000000000;
-    lut4[10] = 64'h0000000000000000;
-    lut4[11] = 64'h0000000000000000;
-    lut4[12] = 64'h0000000000000000;
-    lut4[13] = 64'h0000000000000000;
-    lut4[14] = 64'h0000000000000000;
-    lut4[15] = 64'h0000000000000000;
-    lut4[16] = 64'h0000000000000000;
-    lut4[17] = 64'h0000000000000000;
-    lut4[18] = 64'h0000000000000000;
-    lut4[19] = 64'h0000000000000000;
-    lut4[20] = 64'h0000000000000000;
-    lut4[21] = 64'h0000000000000000;
-    lut4[22] = 64'h0000000000000000;
-    lut4[23] = 64'h0000000000000000;
-    lut4[24] = 64'h0000000000000000;
-    lut4[25] = 64'h0000000000000000;
-    lut4[26] = 64'h0000000000000000;
-    lut4[27] = 64'h0000000000000000;
-    lut4[28] = 64'h0000000000000000;
-    lut4[29] = 64'h0000000000000000;
-    lut4[30] = 64'h0000000000000000;
-    lut4[31] = 64'h0000000000000000;
-  end
-  always @(posedge clk) begin
-    if (\wp__en$385 )
-      lut4[rd_tag2[20:16]] <= \wp__data$387 ;
-  end
-  reg [63:0] _4_;
-  always @(posedge clk) begin
-    _4_ <= lut4[\$1720 [4:0]];
-  end
-  assign \rp__data$196  = _4_;
-  reg [63:0] lut5 [31:0];
-  initial begin
-    lut5[0] = 64'h0000000000000000;
-    lut5[1] = 64'h0000000000000000;
-    lut5[2] = 64'h0000000000000000;
-    lut5[3] = 64'h0000000000000000;
-    lut5[4] = 64'h0000000000000000;
-    lut5[5] = 64'h0000000000000000;
-    lut5[6] = 64'h0000000000000000;
-    lut5[7] = 64'h0000000000000000;
-    lut5[8] = 64'h0000000000000000;
-    lut5[9] = 64'h0000000000000000;
-    lut5[10] = 64'h0000000000000000;
-    lut5[11] = 64'h0000000000000000;
-    lut5[12] = 64'h0000000000000000;
-    lut5[13] = 64'h0000000000000000;
-    lut5[14] = 64'h0000000000000000;
-    lut5[15] = 64'h0000000000000000;
-    lut5[16] = 64'h0000000000000000;
-    lut5[17] = 64'h0000000000000000;
-    lut5[18] = 64'h0000000000000000;
-    lut5[19] = 64'h0000000000000000;
-    lut5[20] = 64'h0000000000000000;
-    lut5[21] = 64'h0000000000000000;
-    lut5[22] = 64'h0000000000000000;
-    lut5[23] = 64'h0000000000000000;
-    lut5[24] = 64'h0000000000000000;
-    lut5[25] = 64'h0000000000000000;
-    lut5[26] = 64'h0000000000000000;
-    lut5[27] = 64'h0000000000000000;
-    lut5[28] = 64'h0000000000000000;
-    lut5[29] = 64'h0000000000000000;
-    lut5[30] = 64'h0000000000000000;
-    lut5[31] = 64'h0000000000000000;
-  end
-  always @(posedge clk) begin
-    if (\wp__en$390 )
-      lut5[rd_tag2[20:16]] <= \wp__data$392 ;
-  end
-  reg [63:0] _5_;
-  always @(posedge clk) begin
-    _5_ <= lut5[\$1727 [4:0]];
-  end
-  assign \rp__data$229  = _5_;
-  reg [63:0] lut6 [31:0];
-  initial begin
-    lut6[0] = 64'h0000000000000000;
-    lut6[1] = 64'h0000000000000000;
-    lut6[2] = 64'h0000000000000000;
-    lut6[3] = 64'h0000000000000000;
-    lut6[4] = 64'h0000000000000000;
-    lut6[5] = 64'h0000000000000000;
-    lut6[6] = 64'h0000000000000000;
-    lut6[7] = 64'h0000000000000000;
-    lut6[8] = 64'h0000000000000000;
-    lut6[9] = 64'h0000000000000000;
-    lut6[10] = 64'h0000000000000000;
-    lut6[11] = 64'h0000000000000000;
-    lut6[12] = 64'h0000000000000000;
-    lut6[13] = 64'h0000000000000000;
-    lut6[14] = 64'h0000000000000000;
-    lut6[15] = 64'h0000000000000000;
-    lut6[16] = 64'h0000000000000000;
-    lut6[17] = 64'h0000000000000000;
-    lut6[18] = 64'h0000000000000000;
-    lut6[19] = 64'h0000000000000000;
-    lut6[20] = 64'h0000000000000000;
-    lut6[21] = 64'h0000000000000000;
-    lut6[22] = 64'h0000000000000000;
-    lut6[23] = 64'h0000000000000000;
-    lut6[24] = 64'h0000000000000000;
-    lut6[25] = 64'h0000000000000000;
-    lut6[26] = 64'h0000000000000000;
-    lut6[27] = 64'h0000000000000000;
-    lut6[28] = 64'h0000000000000000;
-    lut6[29] = 64'h0000000000000000;
-    lut6[30] = 64'h0000000000000000;
-    lut6[31] = 64'h0000000000000000;
-  end
-  always @(posedge clk) begin
-    if (\wp__en$395 )
-      lut6[rd_tag2[20:16]] <= \wp__data$397 ;
-  end
-  reg [63:0] _6_;
-  always @(posedge clk) begin
-    _6_ <= lut6[\$1734 [4:0]];
-  end
-  assign \rp__data$262  = _6_;
-  reg [63:0] lut7 [31:0];
-  initial begin
-    lut7[0] = 64'h0000000000000000;
-    lut7[1] = 64'h0000000000000000;
-    lut7[2] = 64'h0000000000000000;
-    lut7[3] = 64'h0000000000000000;
-    lut7[4] = 64'h0000000000000000;
-    lut7[5] = 64'h0000000000000000;
-    lut7[6] = 64'h0000000000000000;
-    lut7[7] = 64'h0000000000000000;
-    lut7[8] = 64'h0000000000000000;
-    lut7[9] = 64'h0000000000000000;
-    lut7[10] = 64'h0000000000000000;
-    lut7[11] = 64'h0000000000000000;
-    lut7[12] = 64'h0000000000000000;
-    lut7[13] = 64'h0000000000000000;
-    lut7[14] = 64'h0000000000000000;
-    lut7[15] = 64'h0000000000000000;
-    lut7[16] = 64'h0000000000000000;
-    lut7[17] = 64'h0000000000000000;
-    lut7[18] = 64'h0000000000000000;
-    lut7[19] = 64'h0000000000000000;
-    lut7[20] = 64'h0000000000000000;
-    lut7[21] = 64'h0000000000000000;
-    lut7[22] = 64'h0000000000000000;
-    lut7[23] = 64'h0000000000000000;
-    lut7[24] = 64'h0000000000000000;
-    lut7[25] = 64'h0000000000000000;
-    lut7[26] = 64'h0000000000000000;
-    lut7[27] = 64'h0000000000000000;
-    lut7[28] = 64'h0000000000000000;
-    lut7[29] = 64'h0000000000000000;
-    lut7[30] = 64'h0000000000000000;
-    lut7[31] = 64'h0000000000000000;
-  end
-  always @(posedge clk) begin
-    if (\wp__en$400 )
-      lut7[rd_tag2[20:16]] <= \wp__data$402 ;
-  end
-  reg [63:0] _7_;
-  always @(posedge clk) begin
-    _7_ <= lut7[\$1741 [4:0]];
-  end
-  assign \rp__data$295  = _7_;
+  assign \$330  = \$signal  + 3'h7;
+  assign \$332  = segs - 1'h1;
+  assign \$333  = \$332 [15:0] * \$signal$94 ;
+  assign \$334  = ! \$signal$93 ;
+  assign \$335  = ! \$signal ;
+  assign \$336  = \$334  | \$335 ;
+  assign \$337  = op == 1'h1;
+  assign \$338  = op == 2'h2;
+  assign \$339  = \$337  | \$338 ;
+  assign \$340  = \$signal  > 13'h1000;
+  assign \$341  = \$339  & \$340 ;
+  assign \$342  = \$336  | \$341 ;
+  assign \$343  = \$signal$95  + span;
+  assign \$344  = \$343  + \$signal$93 ;
+  assign \$345  = \$344  - 1'h1;
+  assign \$346  = $signed(\$345 ) >= $signed(16'h4000);
+  assign \$347  = dst + span;
+  assign \$348  = \$347  + \$signal$93 ;
+  assign \$349  = \$348  - 1'h1;
+  assign \$350  = $signed(\$349 ) >= $signed(16'h4000);
+  assign \$351  = \$346  | \$350 ;
+  assign \$352  = op == 3'h4;
+  assign \$353  = \$signal$97  + span;
+  assign \$354  = \$353  + \$signal$93 ;
+  assign \$355  = \$354  - 1'h1;
+  assign \$356  = $signed(\$355 ) >= $signed(16'h4000);
+  assign \$357  = \$352  & \$356 ;
+  assign \$358  = \$351  | \$357 ;
+  assign \$359  = op == 2'h3;
+  assign \$360  = \$signal$97  + 5'h1f;
+  assign \$361  = \$360  >= 15'h4000;
+  assign \$362  = \$359  & \$361 ;
+  assign \$363  = \$358  | \$362 ;
+  assign \$364  = op == 1'h1;
+  assign \$365  = op == 2'h2;
+  assign \$366  = \$364  | \$365 ;
+  assign \$367  = \$signal$98  + segs;
+  assign \$368  = \$367  - 1'h1;
+  assign \$369  = $signed(\$368 ) >= $signed(15'h2000);
+  assign \$370  = \$366  & \$369 ;
+  assign \$371  = \$363  | \$370 ;
+  assign \$372  = op == 1'h1;
+  assign \$373  = bet + segs;
+  assign \$374  = \$373  - 1'h1;
+  assign \$375  = $signed(\$374 ) >= $signed(15'h2000);
+  assign \$376  = \$372  & \$375 ;
+  assign \$377  = \$371  | \$376 ;
+  assign \$378  = | err;
+  assign \$379  = op == 2'h3;
+  assign \$380  = \$signal$95  + row;
+  assign \$381  = \$signal$97  + row;
+  assign \$382  = dst + row;
+  assign \$383  = ! op;
+  assign \$384  = op == 1'h1;
+  assign \$385  = op == 2'h2;
+  assign \$386  = \$384  | \$385 ;
+  assign \$387  = \$386  ? 3'h3 : 3'h4;
+  assign \$388  = \$383  ? 3'h1 : \$387 ;
+  assign \$389  = op == 1'h1;
+  assign \$390  = op == 2'h2;
+  assign \$391  = \$389  | \$390 ;
+  assign \$392  = cur == 3'h4;
+  assign \$393  = \$391  & \$392 ;
+  assign \$394  = | slot;
+  assign \$395  = \$393  & \$394 ;
+  assign \$396  = acc_rd__en & acc_rd__gnt;
+  assign \$397  = spad_rd__en & spad_rd__gnt;
+  assign \$398  = \$395  ? \$396  : \$397 ;
+  assign \$399  = cur == 3'h4;
+  assign \$400  = op == 1'h1;
+  assign \$401  = op == 2'h2;
+  assign \$402  = op == 3'h4;
+  assign \$403  = \$401  | \$402 ;
+  assign \$404  = \$403  ? 2'h2 : 2'h1;
+  assign \$405  = \$400  ? 2'h3 : \$404 ;
+  assign \$406  = \$399  ? \$405  : 2'h1;
+  assign \$407  = \$406  - 1'h1;
+  assign \$408  = slot == \$407 ;
+  assign \$409  = slot + 1'h1;
+  assign \$410  = \$408  ? 3'h0 : \$409 ;
+  assign \$411  = op == 1'h1;
+  assign \$412  = op == 2'h2;
+  assign \$413  = \$411  | \$412 ;
+  assign \$414  = cur == 3'h4;
+  assign \$415  = \$413  & \$414 ;
+  assign \$416  = | slot;
+  assign \$417  = \$415  & \$416 ;
+  assign \$418  = acc_rd__en & acc_rd__gnt;
+  assign \$419  = spad_rd__en & spad_rd__gnt;
+  assign \$420  = \$417  ? \$418  : \$419 ;
+  assign \$421  = cur == 3'h4;
+  assign \$422  = op == 1'h1;
+  assign \$423  = op == 2'h2;
+  assign \$424  = op == 3'h4;
+  assign \$425  = \$423  | \$424 ;
+  assign \$426  = \$425  ? 2'h2 : 2'h1;
+  assign \$427  = \$422  ? 2'h3 : \$426 ;
+  assign \$428  = \$421  ? \$427  : 2'h1;
+  assign \$429  = \$428  - 1'h1;
+  assign \$430  = slot == \$429 ;
+  assign \$431  = \$420  & \$430 ;
+  assign \$432  = seg + 1'h1;
+  assign \$433  = pos + 4'h8;
+  assign \$434  = ptr_p + 1'h1;
+  assign \$435  = \$signal$108  + \$signal$94 ;
+  assign \$436  = \$signal$109  + \$signal$94 ;
+  assign \$437  = ptr_d + \$signal$94 ;
+  assign \$438  = seg + 1'h1;
+  assign \$439  = ! cur;
+  assign \$440  = \$439  ? 17'h00020 : segs;
+  assign \$441  = \$438  == \$440 ;
+  assign \$442  = ! inflight;
+  assign \$443  = \$signal  * s2;
+  assign \$444  = op == 1'h1;
+  assign \$445  = $signed(s1) * $signed(s1);
+  assign \$446  = \$444  ? \$445  : 44'h00000000000;
+  assign \$447  = $signed({ 1'h0, \$443  }) - $signed(\$446 );
+  assign \$448  = row + 1'h1;
+  assign \$449  = \$448  == \$signal$93 ;
+  assign \$450  = row + 1'h1;
+  assign \$451  = \$signal$95  + row;
+  assign \$452  = \$signal$97  + row;
+  assign \$453  = dst + row;
+  assign \$454  = ! d_val;
+  assign \$456  = \$signal$100  << eps_exp;
+  assign \$457  = \$455  + \$456 ;
+  assign \$459  = sq_cnt - 1'h1;
+  assign \$460  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
+  assign \$461  = { sq_rem, sq_n[79:78] } - { sq_root, 2'h1 };
+  assign \$462  = \$460  ? \$461  : { 1'h0, sq_rem, sq_n[79:78] };
+  assign \$463  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
+  assign \$464  = sq_cnt == 1'h1;
+  assign \$465  = bitlen + 5'h17;
+  assign \$466  = 1'h1 << \$465 ;
+  assign \$467  = bitlen + 5'h17;
+  assign \$468  = \$467  - 5'h10;
+  assign \$469  = $signed(\$468 ) - $signed(6'h10);
+  assign \$471  = dv_cnt - 1'h1;
+  assign \$472  = { dv_rem, dv_num[63] } >= dv_den;
+  assign \$473  = { dv_rem, dv_num[63] } - dv_den;
+  assign \$474  = \$472  ? \$473  : { 1'h0, dv_rem, dv_num[63] };
+  assign \$475  = { dv_rem, dv_num[63] } >= dv_den;
+  assign \$476  = dv_cnt == 1'h1;
+  assign \$477  = ! inflight;
+  assign \$478  = ~ r_rdy;
+  assign \$479  = \$477  & \$478 ;
+  assign \$480  = ! level;
+  assign \$481  = \$479  & \$480 ;
+  assign \$482  = cur == 3'h4;
+  assign \$483  = ! slot;
+  assign \$484  = \$482  & \$483 ;
+  assign \$485  = ~ \$484 ;
+  assign \$486  = pending_out + level;
+  assign \$487  = \$486  < 4'hf;
+  assign \$488  = \$485  | \$487 ;
+  assign \$489  = issuing & \$488 ;
+  assign \$490  = | slot;
+  assign \$491  = ! group_gap;
+  assign \$492  = \$490  | \$491 ;
+  assign \$493  = \$489  & \$492 ;
+  assign \$494  = op == 1'h1;
+  assign \$495  = op == 2'h2;
+  assign \$496  = \$494  | \$495 ;
+  assign \$497  = cur == 3'h4;
+  assign \$498  = \$496  & \$497 ;
+  assign \$499  = | slot;
+  assign \$500  = \$498  & \$499 ;
+  assign \$501  = ~ \$500 ;
+  assign spad_rd__en = \$493  & \$501 ;
+  assign \$502  = ! cur;
+  assign \$503  = \$signal$97  + seg;
+  assign \$504  = op == 3'h4;
+  assign \$505  = cur == 3'h4;
+  assign \$506  = \$504  & \$505 ;
+  assign \$507  = slot == 1'h1;
+  assign \$508  = \$506  & \$507 ;
+  assign \$509  = \$508  ? \$signal$109  : \$signal$108 ;
+  assign \$510  = \$502  ? \$503  : \$509 ;
+  assign \$511  = cur == 3'h4;
+  assign \$512  = ! slot;
+  assign \$513  = \$511  & \$512 ;
+  assign \$514  = ~ \$513 ;
+  assign \$515  = pending_out + level;
+  assign \$516  = \$515  < 4'hf;
+  assign \$517  = \$514  | \$516 ;
+  assign \$518  = issuing & \$517 ;
+  assign \$519  = | slot;
+  assign \$520  = ! group_gap;
+  assign \$521  = \$519  | \$520 ;
+  assign \$522  = \$518  & \$521 ;
+  assign \$523  = op == 1'h1;
+  assign \$524  = op == 2'h2;
+  assign \$525  = \$523  | \$524 ;
+  assign \$526  = cur == 3'h4;
+  assign \$527  = \$525  & \$526 ;
+  assign \$528  = | slot;
+  assign \$529  = \$527  & \$528 ;
+  assign acc_rd__en = \$522  & \$529 ;
+  assign \$530  = slot == 1'h1;
+  assign \$531  = \$530  ? \$signal$98  : bet;
+  assign \$532  = \$531  + ptr_p;
+  assign \$533  = | seg_meta[2:0];
+  assign \$534  = grp_busy & \$533 ;
+  assign \$535  = ! grp;
+  assign active = \$534  & \$535 ;
+  assign \$536  = ! seg_meta[2:0];
+  assign \$537  = grp_busy & \$536 ;
+  assign \$538  = ! grp;
+  assign wp__en = \$537  & \$538 ;
+  assign \$1213  = grp * 4'h8;
+  assign \$539  = seg_x >> \$1213 ;
+  assign \$540  = \$539  + 8'h80;
+  assign \$542  = e6_meta[0] & e6_meta[22];
+  assign \$543  = e6_meta[3:1] == 3'h4;
+  assign w_en = \$542  & \$543 ;
+  assign \$544  = ! e6_meta[21:19];
+  assign \$545  = \$544  ? l0_y : row_out[7:0];
+  assign \$546  = e6_meta[21:19] == 1'h1;
+  assign \$547  = \$546  ? l0_y : row_out[15:8];
+  assign \$548  = e6_meta[21:19] == 2'h2;
+  assign \$549  = \$548  ? l0_y : row_out[23:16];
+  assign \$550  = e6_meta[21:19] == 2'h3;
+  assign \$551  = \$550  ? l0_y : row_out[31:24];
+  assign \$552  = e6_meta[21:19] == 3'h4;
+  assign \$553  = \$552  ? l0_y : row_out[39:32];
+  assign \$554  = e6_meta[21:19] == 3'h5;
+  assign \$555  = \$554  ? l0_y : row_out[47:40];
+  assign \$556  = e6_meta[21:19] == 3'h6;
+  assign \$557  = \$556  ? l0_y : row_out[55:48];
+  assign \$558  = e6_meta[21:19] == 3'h7;
+  assign \$559  = \$558  ? l0_y : row_out[63:56];
+  assign ctl__busy = ~ \$560 ;
+  assign \$560  = ! sfu_fsm_state;
+  assign \$561  = sfu_fsm_state == 1'h1;
+  assign \$562  = sfu_fsm_state == 2'h2;
+  assign \$563  = sfu_fsm_state == 2'h3;
+  assign \$564  = sfu_fsm_state == 3'h4;
+  assign \$565  = sfu_fsm_state == 3'h5;
+  assign \$566  = sfu_fsm_state == 3'h6;
+  assign \$567  = sfu_fsm_state == 3'h7;
+  assign \$568  = sfu_fsm_state == 4'h8;
+  assign \$569  = sfu_fsm_state == 4'h9;
+  assign \$570  = sfu_fsm_state == 4'ha;
+  assign \$571  = sfu_fsm_state == 4'hb;
+  assign \$572  = sfu_fsm_state == 4'hc;
+  assign \$573  = sfu_fsm_state == 4'hd;
+  assign \$574  = sfu_fsm_state == 4'he;
+  assign \$575  = sfu_fsm_state == 4'hf;
+  always @(posedge clk)
+    done <= \$576 ;
+  always @(posedge clk)
+    group_gap <= \$577 ;
+  always @(posedge clk)
+    rd_tag0 <= \$578 ;
+  always @(posedge clk)
+    rd_tag1 <= \$579 ;
+  always @(posedge clk)
+    rd_tag2 <= \$580 ;
+  always @(posedge clk)
+    lat_x <= \$581 ;
+  always @(posedge clk)
+    lat_b <= \$582 ;
+  always @(posedge clk)
+    lat_g <= \$583 ;
+  always @(posedge clk)
+    seg_x <= \$584 ;
+  always @(posedge clk)
+    seg_b <= \$585 ;
+  always @(posedge clk)
+    seg_g <= \$586 ;
+  always @(posedge clk)
+    seg_beta <= \$587 ;
+  always @(posedge clk)
+    seg_meta <= \$588 ;
+  always @(posedge clk)
+    grp_busy <= \$589 ;
+  always @(posedge clk)
+    grp <= \$590 ;
+  always @(posedge clk)
+    lut0_sel <= \$591 ;
+  always @(posedge clk)
+    e1_meta <= \$592 ;
+  always @(posedge clk)
+    e2_meta <= \$593 ;
+  always @(posedge clk)
+    e3_meta <= \$594 ;
+  always @(posedge clk)
+    e4_meta <= \$595 ;
+  always @(posedge clk)
+    e5_meta <= \$596 ;
+  always @(posedge clk)
+    e6_meta <= \$597 ;
+  always @(posedge clk)
+    l0_u <= \$186 ;
+  always @(posedge clk)
+    l0_xs <= \$188 ;
+  always @(posedge clk)
+    l0_eb <= \$190 ;
+  always @(posedge clk)
+    l0_g1 <= \$191 ;
+  always @(posedge clk)
+    l0_be1 <= \$192 ;
+  always @(posedge clk)
+    l0_t <= \$193 ;
+  always @(posedge clk)
+    l0_dt <= \$194 ;
+  always @(posedge clk)
+    l0_w <= l0_u[9:0];
+  always @(posedge clk)
+    l0_n <= l0_u[23:16];
+  always @(posedge clk)
+    l0_c <= \$198 [22:0];
+  always @(posedge clk)
+    l0_pa <= \$199 ;
+  always @(posedge clk)
+    l0_g2 <= l0_g1;
+  always @(posedge clk)
+    l0_be2 <= l0_be1;
+  always @(posedge clk)
+    l0_y2 <= \$200 ;
+  always @(posedge clk)
+    l0_v <= \$204 [15:0];
+  always @(posedge clk)
+    l0_n3 <= l0_n;
+  always @(posedge clk)
+    l0_cr <= \$205 ;
+  always @(posedge clk)
+    l0_pe <= { \$206 [33], \$206  };
+  always @(posedge clk)
+    l0_g3 <= l0_g2;
+  always @(posedge clk)
+    l0_be3 <= l0_be2;
+  always @(posedge clk)
+    l0_y3 <= l0_y2;
+  always @(posedge clk)
+    l0_e <= \$221 [25:0];
+  always @(posedge clk)
+    l0_z <= \$226 [24:0];
+  always @(posedge clk)
+    l0_pe4 <= l0_pe;
+  always @(posedge clk)
+    l0_g4 <= l0_g3;
+  always @(posedge clk)
+    l0_be4 <= l0_be3;
+  always @(posedge clk)
+    l0_y4 <= l0_y3;
+  always @(posedge clk)
+    l0_prod <= \$227 ;
+  always @(posedge clk)
+    l0_p <= \$233 ;
+  always @(posedge clk)
+    l0_y5 <= l0_y4;
+  always @(posedge clk)
+    l0_y <= \$269 ;
+  always @(posedge clk)
+    m_row <= \$598 ;
+  always @(posedge clk)
+    s_sum <= \$599 ;
+  always @(posedge clk)
+    s1 <= \$600 ;
+  always @(posedge clk)
+    s2 <= \$601 ;
+  always @(posedge clk)
+    row_out <= \$602 ;
+  always @(posedge clk)
+    inflight <= \$603 ;
+  always @(posedge clk)
+    pending_out <= \$604 ;
+  always @(posedge clk)
+    op <= \$605 ;
+  always @(posedge clk)
+    raw <= \$606 ;
+  always @(posedge clk)
+    sfu_fsm_state <= \$607 ;
+  always @(posedge clk)
+    \$signal$93  <= \$608 ;
+  always @(posedge clk)
+    \$signal  <= \$609 ;
+  always @(posedge clk)
+    \$signal$94  <= \$610 ;
+  always @(posedge clk)
+    \$signal$95  <= \$611 ;
+  always @(posedge clk)
+    dst <= \$612 ;
+  always @(posedge clk)
+    \$signal$14  <= \$613 ;
+  always @(posedge clk)
+    \$signal$44  <= \$614 ;
+  always @(posedge clk)
+    \$signal$46  <= \$615 ;
+  always @(posedge clk)
+    zo <= \$616 ;
+  always @(posedge clk)
+    \$signal$42  <= \$617 ;
+  always @(posedge clk)
+    shift <= \$618 ;
+  always @(posedge clk)
+    \$signal$97  <= \$619 ;
+  always @(posedge clk)
+    \$signal$98  <= \$620 ;
+  always @(posedge clk)
+    bet <= \$621 ;
+  always @(posedge clk)
+    \$signal$100  <= \$622 ;
+  always @(posedge clk)
+    eps_exp <= \$623 ;
+  always @(posedge clk)
+    \$signal$16  <= \$624 ;
+  always @(posedge clk)
+    reserved_bad <= \$625 ;
+  always @(posedge clk)
+    segs <= \$626 ;
+  always @(posedge clk)
+    span <= \$627 ;
+  always @(posedge clk)
+    err <= \$628 ;
+  always @(posedge clk)
+    error <= \$629 ;
+  always @(posedge clk)
+    row <= \$630 ;
+  always @(posedge clk)
+    cur <= \$631 ;
+  always @(posedge clk)
+    seg <= \$632 ;
+  always @(posedge clk)
+    slot <= \$633 ;
+  always @(posedge clk)
+    pos <= \$634 ;
+  always @(posedge clk)
+    ptr_p <= \$635 ;
+  always @(posedge clk)
+    \$signal$108  <= \$636 ;
+  always @(posedge clk)
+    \$signal$109  <= \$637 ;
+  always @(posedge clk)
+    ptr_d <= \$638 ;
+  always @(posedge clk)
+    dv_num <= \$639 ;
+  always @(posedge clk)
+    dv_den <= \$640 ;
+  always @(posedge clk)
+    dv_rem <= \$641 ;
+  always @(posedge clk)
+    dv_q <= \$642 ;
+  always @(posedge clk)
+    dv_cnt <= \$643 ;
+  always @(posedge clk)
+    d_val <= \$644 ;
+  always @(posedge clk)
+    zero_d <= \$645 ;
+  always @(posedge clk)
+    sq_n <= \$646 ;
+  always @(posedge clk)
+    sq_rem <= \$647 ;
+  always @(posedge clk)
+    sq_root <= \$648 ;
+  always @(posedge clk)
+    sq_cnt <= \$649 ;
+  always @(posedge clk)
+    sh <= \$650 ;
+  always @(posedge clk)
+    recip <= \$651 ;
+  always @(posedge clk)
+    recip_sm <= \$652 ;
   assign \$1  = op == 1'h1;
   assign \$2  = op == 2'h2;
   assign \$3  = \$1  | \$2 ;
@@ -47514,2392 +46251,330 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \$18  = \$11  ? \$17  : 2'h1;
   assign \$19  = \$18  - 1'h1;
   assign \$20  = slot == \$19 ;
-  assign \$21  = op == 1'h1;
-  assign \$22  = op == 2'h2;
-  assign \$23  = \$21  | \$22 ;
-  assign \$24  = cur == 3'h4;
-  assign \$25  = \$23  & \$24 ;
-  assign \$26  = | slot;
-  assign \$27  = \$25  & \$26 ;
-  assign \$28  = ! cur;
-  assign \$29  = \$signal  - pos;
-  assign \$30  = $signed(\$29 ) > $signed(1'h0);
-  assign \$31  = \$28  ? 1'h1 : \$30 ;
-  assign \$32  = ~ \$signal$13 ;
-  assign \$33  = | op;
-  assign \$34  = \$32  | \$33 ;
-  assign \$35  = row + \$signal$15 ;
-  assign \$36  = \$35  + 1'h1;
-  assign \$37  = \$36  - pos;
-  assign \$38  = $signed(\$37 ) > $signed(1'h0);
-  assign \$39  = \$34  | \$38 ;
-  assign \$40  = \$31  & \$39 ;
-  assign \$41  = ! cur;
-  assign \$42  = \$signal  - pos;
-  assign \$43  = $signed(\$42 ) > $signed(2'h1);
-  assign \$44  = \$41  ? 1'h1 : \$43 ;
-  assign \$45  = ~ \$signal$13 ;
-  assign \$46  = | op;
-  assign \$47  = \$45  | \$46 ;
-  assign \$48  = row + \$signal$15 ;
-  assign \$49  = \$48  + 1'h1;
-  assign \$50  = \$49  - pos;
-  assign \$51  = $signed(\$50 ) > $signed(2'h1);
-  assign \$52  = \$47  | \$51 ;
-  assign \$53  = \$44  & \$52 ;
-  assign \$54  = ! cur;
-  assign \$55  = \$signal  - pos;
-  assign \$56  = $signed(\$55 ) > $signed(3'h2);
-  assign \$57  = \$54  ? 1'h1 : \$56 ;
-  assign \$58  = ~ \$signal$13 ;
-  assign \$59  = | op;
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = row + \$signal$15 ;
-  assign \$62  = \$61  + 1'h1;
-  assign \$63  = \$62  - pos;
-  assign \$64  = $signed(\$63 ) > $signed(3'h2);
-  assign \$65  = \$60  | \$64 ;
-  assign \$66  = \$57  & \$65 ;
-  assign \$67  = ! cur;
-  assign \$68  = \$signal  - pos;
-  assign \$69  = $signed(\$68 ) > $signed(3'h3);
-  assign \$70  = \$67  ? 1'h1 : \$69 ;
-  assign \$71  = ~ \$signal$13 ;
-  assign \$72  = | op;
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = row + \$signal$15 ;
-  assign \$75  = \$74  + 1'h1;
-  assign \$76  = \$75  - pos;
-  assign \$77  = $signed(\$76 ) > $signed(3'h3);
-  assign \$78  = \$73  | \$77 ;
-  assign \$79  = \$70  & \$78 ;
-  assign \$80  = ! cur;
-  assign \$81  = \$signal  - pos;
-  assign \$82  = $signed(\$81 ) > $signed(4'h4);
-  assign \$83  = \$80  ? 1'h1 : \$82 ;
-  assign \$84  = ~ \$signal$13 ;
-  assign \$85  = | op;
-  assign \$86  = \$84  | \$85 ;
-  assign \$87  = row + \$signal$15 ;
-  assign \$88  = \$87  + 1'h1;
-  assign \$89  = \$88  - pos;
-  assign \$90  = $signed(\$89 ) > $signed(4'h4);
-  assign \$91  = \$86  | \$90 ;
-  assign \$92  = \$83  & \$91 ;
-  assign \$93  = ! cur;
-  assign \$94  = \$signal  - pos;
-  assign \$95  = $signed(\$94 ) > $signed(4'h5);
-  assign \$96  = \$93  ? 1'h1 : \$95 ;
-  assign \$97  = ~ \$signal$13 ;
-  assign \$98  = | op;
-  assign \$99  = \$97  | \$98 ;
-  assign \$100  = row + \$signal$15 ;
-  assign \$101  = \$100  + 1'h1;
-  assign \$102  = \$101  - pos;
-  assign \$103  = $signed(\$102 ) > $signed(4'h5);
-  assign \$104  = \$99  | \$103 ;
-  assign \$105  = \$96  & \$104 ;
-  assign \$106  = ! cur;
-  assign \$107  = \$signal  - pos;
-  assign \$108  = $signed(\$107 ) > $signed(4'h6);
-  assign \$109  = \$106  ? 1'h1 : \$108 ;
-  assign \$110  = ~ \$signal$13 ;
-  assign \$111  = | op;
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = row + \$signal$15 ;
-  assign \$114  = \$113  + 1'h1;
-  assign \$115  = \$114  - pos;
-  assign \$116  = $signed(\$115 ) > $signed(4'h6);
-  assign \$117  = \$112  | \$116 ;
-  assign \$118  = \$109  & \$117 ;
-  assign \$119  = ! cur;
-  assign \$120  = \$signal  - pos;
-  assign \$121  = $signed(\$120 ) > $signed(4'h7);
-  assign \$122  = \$119  ? 1'h1 : \$121 ;
-  assign \$123  = ~ \$signal$13 ;
-  assign \$124  = | op;
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = row + \$signal$15 ;
-  assign \$127  = \$126  + 1'h1;
-  assign \$128  = \$127  - pos;
-  assign \$129  = $signed(\$128 ) > $signed(4'h7);
-  assign \$130  = \$125  | \$129 ;
-  assign \$131  = \$122  & \$130 ;
-  assign \$132  = ~ rd_tag2[4];
-  assign \$133  = rd_tag2[0] & \$132 ;
-  assign \$134  = ! rd_tag2[2:1];
-  assign \$135  = \$133  & \$134 ;
-  assign \$136  = ~ rd_tag2[4];
-  assign \$137  = rd_tag2[0] & \$136 ;
-  assign \$138  = rd_tag2[2:1] == 1'h1;
-  assign \$139  = \$137  & \$138 ;
-  assign \$140  = rd_tag2[0] & rd_tag2[4];
-  assign \$141  = rd_tag2[2:1] == 1'h1;
-  assign \$142  = \$140  & \$141 ;
-  assign \$143  = ! rd_tag2[2:1];
-  assign \$144  = \$143  ? spad_rd__data : lat_x;
-  assign \$145  = \$144 [7:0] + 8'h80;
-  assign \$146  = ! rd_tag2[2:1];
-  assign \$147  = \$146  ? spad_rd__data : lat_x;
-  assign \$148  = \$147 [15:8] + 8'h80;
-  assign \$149  = ! rd_tag2[2:1];
-  assign \$150  = \$149  ? spad_rd__data : lat_x;
-  assign \$151  = \$150 [23:16] + 8'h80;
-  assign \$152  = ! rd_tag2[2:1];
-  assign \$153  = \$152  ? spad_rd__data : lat_x;
-  assign \$154  = \$153 [31:24] + 8'h80;
-  assign \$155  = ! rd_tag2[2:1];
-  assign \$156  = \$155  ? spad_rd__data : lat_x;
-  assign \$157  = \$156 [39:32] + 8'h80;
-  assign \$158  = ! rd_tag2[2:1];
-  assign \$159  = \$158  ? spad_rd__data : lat_x;
-  assign \$160  = \$159 [47:40] + 8'h80;
-  assign \$161  = ! rd_tag2[2:1];
-  assign \$162  = \$161  ? spad_rd__data : lat_x;
-  assign \$163  = \$162 [55:48] + 8'h80;
-  assign \$164  = ! rd_tag2[2:1];
-  assign \$165  = \$164  ? spad_rd__data : lat_x;
-  assign \$166  = \$165 [63:56] + 8'h80;
-  assign \$167  = rd_tag2[0] & rd_tag2[3];
-  assign \$168  = ! rd_tag2[2:1];
-  assign \$169  = \$168  ? spad_rd__data : lat_x;
-  assign \$170  = $signed(m_row) - $signed(\$169 [7:0]);
-  assign \$171  = rd_tag2[8] ? \$170  : 9'h000;
-  assign \$172  = \$171 [7:0] * \$signal$41 ;
-  assign \$173  = ! rd_tag2[2:1];
-  assign \$174  = \$173  ? spad_rd__data : lat_x;
-  assign \$175  = $signed(\$174 [7:0]) - $signed(\$signal$43 );
-  assign \$176  = rd_tag2[2:1] == 1'h1;
-  assign \$177  = \$176  ? spad_rd__data : lat_b;
-  assign \$178  = $signed(\$177 [7:0]) - $signed(\$signal$45 );
-  assign \$179  = rd_tag2[2:1] == 1'h1;
-  assign \$180  = rd_tag2[4] & \$179 ;
-  assign \$181  = \$180  ? acc_rd__data : lat_g;
-  assign \$182  = ! rd_tag2[2:1];
-  assign \$183  = \$182  ? spad_rd__data : lat_x;
-  assign \$186  = $signed({ 1'h0, \$signal  }) * $signed(l0_xs);
-  assign \$187  = op == 1'h1;
-  assign \$188  = \$187  ? s1 : 22'h000000;
-  assign \$189  = $signed(\$186 ) - $signed(\$188 );
-  assign \$190  = $signed(l0_xs) * $signed(l0_eb);
-  assign \$2023  = lut0_sel * 4'h8;
-  assign \$191  = rp__data >> \$2023 ;
-  assign \$192  = l0_dt * l0_w;
-  assign \$193  = \$192  + 10'h200;
-  assign \$195  = l0_t - \$194 ;
-  assign \$196  = $signed(l0_c) * $signed({ 1'h0, recip });
-  assign \$197  = $signed(l0_pa) * $signed({ 1'h0, \$signal$41  });
-  assign \$198  = l0_n3 - 4'ha;
-  assign \$199  = $signed(\$198 ) <= $signed(1'h0);
-  assign \$200  = l0_n3 - 4'ha;
-  assign \$201  = - $signed(\$200 );
-  assign \$202  = l0_v << \$201 [3:0];
-  assign \$203  = l0_n3 - 4'ha;
-  assign \$204  = $signed(\$203 ) >= $signed(6'h11);
-  assign \$205  = l0_n3 - 4'ha;
-  assign \$206  = $signed(\$205 ) - $signed(2'h1);
-  assign \$207  = 1'h1 << \$206 [4:0];
-  assign \$208  = l0_v + \$207 ;
+  assign \$21  = \$10  & \$20 ;
+  assign \$22  = | group_gap;
+  assign \$23  = group_gap - 1'h1;
+  assign \$24  = \$22  ? \$23  : 5'h00;
+  assign \$25  = \$21  ? 5'h07 : \$24 ;
+  assign \$26  = op == 1'h1;
+  assign \$27  = op == 2'h2;
+  assign \$28  = \$26  | \$27 ;
+  assign \$29  = cur == 3'h4;
+  assign \$30  = \$28  & \$29 ;
+  assign \$31  = | slot;
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = acc_rd__en & acc_rd__gnt;
+  assign \$34  = spad_rd__en & spad_rd__gnt;
+  assign \$35  = \$32  ? \$33  : \$34 ;
+  assign \$36  = cur == 3'h4;
+  assign \$37  = op == 1'h1;
+  assign \$38  = op == 2'h2;
+  assign \$39  = op == 3'h4;
+  assign \$40  = \$38  | \$39 ;
+  assign \$41  = \$40  ? 2'h2 : 2'h1;
+  assign \$42  = \$37  ? 2'h3 : \$41 ;
+  assign \$43  = \$36  ? \$42  : 2'h1;
+  assign \$44  = \$43  - 1'h1;
+  assign \$45  = slot == \$44 ;
+  assign \$46  = op == 1'h1;
+  assign \$47  = op == 2'h2;
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = cur == 3'h4;
+  assign \$50  = \$48  & \$49 ;
+  assign \$51  = | slot;
+  assign \$52  = \$50  & \$51 ;
+  assign \$53  = ! cur;
+  assign \$54  = \$signal  - pos;
+  assign \$55  = $signed(\$54 ) > $signed(1'h0);
+  assign \$56  = \$53  ? 1'h1 : \$55 ;
+  assign \$57  = ~ \$signal$14 ;
+  assign \$58  = | op;
+  assign \$59  = \$57  | \$58 ;
+  assign \$60  = row + \$signal$16 ;
+  assign \$61  = \$60  + 1'h1;
+  assign \$62  = \$61  - pos;
+  assign \$63  = $signed(\$62 ) > $signed(1'h0);
+  assign \$64  = \$59  | \$63 ;
+  assign \$65  = \$56  & \$64 ;
+  assign \$66  = ! cur;
+  assign \$67  = \$signal  - pos;
+  assign \$68  = $signed(\$67 ) > $signed(2'h1);
+  assign \$69  = \$66  ? 1'h1 : \$68 ;
+  assign \$70  = ~ \$signal$14 ;
+  assign \$71  = | op;
+  assign \$72  = \$70  | \$71 ;
+  assign \$73  = row + \$signal$16 ;
+  assign \$74  = \$73  + 1'h1;
+  assign \$75  = \$74  - pos;
+  assign \$76  = $signed(\$75 ) > $signed(2'h1);
+  assign \$77  = \$72  | \$76 ;
+  assign \$78  = \$69  & \$77 ;
+  assign \$79  = ! cur;
+  assign \$80  = \$signal  - pos;
+  assign \$81  = $signed(\$80 ) > $signed(3'h2);
+  assign \$82  = \$79  ? 1'h1 : \$81 ;
+  assign \$83  = ~ \$signal$14 ;
+  assign \$84  = | op;
+  assign \$85  = \$83  | \$84 ;
+  assign \$86  = row + \$signal$16 ;
+  assign \$87  = \$86  + 1'h1;
+  assign \$88  = \$87  - pos;
+  assign \$89  = $signed(\$88 ) > $signed(3'h2);
+  assign \$90  = \$85  | \$89 ;
+  assign \$91  = \$82  & \$90 ;
+  assign \$92  = ! cur;
+  assign \$93  = \$signal  - pos;
+  assign \$94  = $signed(\$93 ) > $signed(3'h3);
+  assign \$95  = \$92  ? 1'h1 : \$94 ;
+  assign \$96  = ~ \$signal$14 ;
+  assign \$97  = | op;
+  assign \$98  = \$96  | \$97 ;
+  assign \$99  = row + \$signal$16 ;
+  assign \$100  = \$99  + 1'h1;
+  assign \$101  = \$100  - pos;
+  assign \$102  = $signed(\$101 ) > $signed(3'h3);
+  assign \$103  = \$98  | \$102 ;
+  assign \$104  = \$95  & \$103 ;
+  assign \$105  = ! cur;
+  assign \$106  = \$signal  - pos;
+  assign \$107  = $signed(\$106 ) > $signed(4'h4);
+  assign \$108  = \$105  ? 1'h1 : \$107 ;
+  assign \$109  = ~ \$signal$14 ;
+  assign \$110  = | op;
+  assign \$111  = \$109  | \$110 ;
+  assign \$112  = row + \$signal$16 ;
+  assign \$113  = \$112  + 1'h1;
+  assign \$114  = \$113  - pos;
+  assign \$115  = $signed(\$114 ) > $signed(4'h4);
+  assign \$116  = \$111  | \$115 ;
+  assign \$117  = \$108  & \$116 ;
+  assign \$118  = ! cur;
+  assign \$119  = \$signal  - pos;
+  assign \$120  = $signed(\$119 ) > $signed(4'h5);
+  assign \$121  = \$118  ? 1'h1 : \$120 ;
+  assign \$122  = ~ \$signal$14 ;
+  assign \$123  = | op;
+  assign \$124  = \$122  | \$123 ;
+  assign \$125  = row + \$signal$16 ;
+  assign \$126  = \$125  + 1'h1;
+  assign \$127  = \$126  - pos;
+  assign \$128  = $signed(\$127 ) > $signed(4'h5);
+  assign \$129  = \$124  | \$128 ;
+  assign \$130  = \$121  & \$129 ;
+  assign \$131  = ! cur;
+  assign \$132  = \$signal  - pos;
+  assign \$133  = $signed(\$132 ) > $signed(4'h6);
+  assign \$134  = \$131  ? 1'h1 : \$133 ;
+  assign \$135  = ~ \$signal$14 ;
+  assign \$136  = | op;
+  assign \$137  = \$135  | \$136 ;
+  assign \$138  = row + \$signal$16 ;
+  assign \$139  = \$138  + 1'h1;
+  assign \$140  = \$139  - pos;
+  assign \$141  = $signed(\$140 ) > $signed(4'h6);
+  assign \$142  = \$137  | \$141 ;
+  assign \$143  = \$134  & \$142 ;
+  assign \$144  = ! cur;
+  assign \$145  = \$signal  - pos;
+  assign \$146  = $signed(\$145 ) > $signed(4'h7);
+  assign \$147  = \$144  ? 1'h1 : \$146 ;
+  assign \$148  = ~ \$signal$14 ;
+  assign \$149  = | op;
+  assign \$150  = \$148  | \$149 ;
+  assign \$151  = row + \$signal$16 ;
+  assign \$152  = \$151  + 1'h1;
+  assign \$153  = \$152  - pos;
+  assign \$154  = $signed(\$153 ) > $signed(4'h7);
+  assign \$155  = \$150  | \$154 ;
+  assign \$156  = \$147  & \$155 ;
+  assign \$157  = ~ rd_tag2[4];
+  assign \$158  = rd_tag2[0] & \$157 ;
+  assign \$159  = ! rd_tag2[2:1];
+  assign \$160  = \$158  & \$159 ;
+  assign \$161  = ~ rd_tag2[4];
+  assign \$162  = rd_tag2[0] & \$161 ;
+  assign \$163  = rd_tag2[2:1] == 1'h1;
+  assign \$164  = \$162  & \$163 ;
+  assign \$165  = rd_tag2[0] & rd_tag2[4];
+  assign \$166  = rd_tag2[2:1] == 1'h1;
+  assign \$167  = \$165  & \$166 ;
+  assign \$168  = rd_tag2[0] & rd_tag2[3];
+  assign \$169  = ! rd_tag2[2:1];
+  assign \$170  = \$169  ? spad_rd__data : lat_x;
+  assign \$171  = rd_tag2[2:1] == 1'h1;
+  assign \$172  = \$171  ? spad_rd__data : lat_b;
+  assign \$173  = rd_tag2[2:1] == 1'h1;
+  assign \$174  = rd_tag2[4] & \$173 ;
+  assign \$175  = \$174  ? acc_rd__data : lat_g;
+  assign \$176  = grp + 1'h1;
+  assign \$177  = grp == 3'h7;
+  assign \$830  = grp * 4'h8;
+  assign \$178  = seg_x >> \$830 ;
+  assign \$179  = \$178  + 8'h80;
+  assign \$180  = seg_meta[10:3] >> grp;
+  assign \$181  = grp == 3'h7;
+  assign \$182  = seg_meta[10:3] >> grp;
+  assign \$837  = grp * 4'h8;
+  assign \$183  = seg_x >> \$837 ;
+  assign \$184  = $signed(m_row) - $signed(\$183 );
+  assign \$185  = \$182  ? \$184  : 9'h000;
+  assign \$186  = \$185 [7:0] * \$signal$42 ;
+  assign \$843  = grp * 4'h8;
+  assign \$187  = seg_x >> \$843 ;
+  assign \$188  = $signed(\$187 ) - $signed(\$signal$44 );
+  assign \$847  = grp * 4'h8;
+  assign \$189  = seg_b >> \$847 ;
+  assign \$190  = $signed(\$189 ) - $signed(\$signal$46 );
+  assign \$851  = grp * 6'h20;
+  assign \$191  = seg_g >> \$851 ;
+  assign \$854  = grp * 6'h20;
+  assign \$192  = seg_beta >> \$854 ;
+  assign \$195  = $signed({ 1'h0, \$signal  }) * $signed(l0_xs);
+  assign \$196  = op == 1'h1;
+  assign \$197  = \$196  ? s1 : 22'h000000;
+  assign \$198  = $signed(\$195 ) - $signed(\$197 );
+  assign \$199  = $signed(l0_xs) * $signed(l0_eb);
+  assign \$864  = lut0_sel * 4'h8;
+  assign \$200  = rp__data >> \$864 ;
+  assign \$201  = l0_dt * l0_w;
+  assign \$202  = \$201  + 10'h200;
+  assign \$204  = l0_t - \$203 ;
+  assign \$205  = $signed(l0_c) * $signed({ 1'h0, recip });
+  assign \$206  = $signed(l0_pa) * $signed({ 1'h0, \$signal$42  });
+  assign \$207  = l0_n3 - 4'ha;
+  assign \$208  = $signed(\$207 ) <= $signed(1'h0);
   assign \$209  = l0_n3 - 4'ha;
-  assign \$210  = \$208  >> \$209 [4:0];
-  assign \$211  = \$204  ? 49'h0000000000000 : \$210 ;
-  assign \$212  = \$199  ? { 18'h00000, \$202  } : \$211 ;
-  assign \$213  = sh - 1'h1;
-  assign \$214  = 1'h1 << \$213 [5:0];
-  assign \$215  = $signed(l0_cr) + $signed({ 1'h0, \$214  });
-  assign \$216  = $signed(\$215 ) >>> sh;
-  assign \$217  = zero_d ? 113'h00000000000000000000000000000 : \$216 ;
-  assign \$218  = l0_e * recip;
-  assign \$219  = op == 3'h4;
-  assign \$220  = $signed(l0_z) * $signed(l0_g4);
-  assign \$221  = op == 1'h1;
-  assign \$222  = \$221  ? l0_be4 : 32'd0;
-  assign \$223  = $signed(\$220 ) + $signed(\$222 );
-  assign \$224  = \$219  ? { l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4 } : \$223 ;
-  assign \$225  = ! op;
-  assign \$226  = l0_prod + 34'h200000000;
-  assign \$228  = \$227  > 7'h7f;
-  assign \$229  = l0_prod + 34'h200000000;
-  assign \$231  = \$228  ? 43'h0000000007f : \$230 ;
-  assign \$232  = op == 2'h3;
-  assign \$233  = ! shift;
-  assign \$234  = $signed(l0_p) >>> shift;
-  assign \$235  = shift - 1'h1;
-  assign \$236  = $signed(l0_p) >>> \$235 [5:0];
-  assign \$237  = $signed(\$234 ) + $signed({ 1'h0, \$236 [0] });
-  assign \$238  = \$233  ? { l0_p[57], l0_p } : \$237 ;
-  assign \$239  = $signed(\$238 ) + $signed(zo);
-  assign \$240  = $signed(\$239 ) > $signed(8'h7f);
-  assign \$241  = ! shift;
-  assign \$242  = $signed(l0_p) >>> shift;
-  assign \$243  = shift - 1'h1;
-  assign \$244  = $signed(l0_p) >>> \$243 [5:0];
-  assign \$245  = $signed(\$242 ) + $signed({ 1'h0, \$244 [0] });
-  assign \$246  = \$241  ? { l0_p[57], l0_p } : \$245 ;
-  assign \$247  = $signed(\$246 ) + $signed(zo);
-  assign \$248  = $signed(\$247 ) < $signed(8'h80);
-  assign \$249  = ! shift;
-  assign \$250  = $signed(l0_p) >>> shift;
-  assign \$251  = shift - 1'h1;
-  assign \$252  = $signed(l0_p) >>> \$251 [5:0];
-  assign \$253  = $signed(\$250 ) + $signed({ 1'h0, \$252 [0] });
-  assign \$254  = \$249  ? { l0_p[57], l0_p } : \$253 ;
-  assign \$255  = $signed(\$254 ) + $signed(zo);
-  assign \$256  = \$248  ? 60'hfffffffffffff80 : \$255 ;
-  assign \$257  = \$240  ? 60'h00000000000007f : \$256 ;
-  assign \$258  = \$232  ? l0_y5 : \$257 [7:0];
-  assign \$259  = \$225  ? \$231 [7:0] : \$258 ;
-  assign \$260  = e5_meta[4] ? \$259  : 8'h00;
-  assign \$261  = ! rd_tag2[2:1];
-  assign \$262  = \$261  ? spad_rd__data : lat_x;
-  assign \$263  = $signed(m_row) - $signed(\$262 [15:8]);
-  assign \$264  = rd_tag2[9] ? \$263  : 9'h000;
-  assign \$265  = \$264 [7:0] * \$signal$41 ;
-  assign \$266  = ! rd_tag2[2:1];
-  assign \$267  = \$266  ? spad_rd__data : lat_x;
-  assign \$268  = $signed(\$267 [15:8]) - $signed(\$signal$43 );
-  assign \$269  = rd_tag2[2:1] == 1'h1;
-  assign \$270  = \$269  ? spad_rd__data : lat_b;
-  assign \$271  = $signed(\$270 [15:8]) - $signed(\$signal$45 );
-  assign \$272  = rd_tag2[2:1] == 1'h1;
-  assign \$273  = rd_tag2[4] & \$272 ;
-  assign \$274  = \$273  ? acc_rd__data : lat_g;
-  assign \$275  = ! rd_tag2[2:1];
-  assign \$276  = \$275  ? spad_rd__data : lat_x;
-  assign \$279  = $signed({ 1'h0, \$signal  }) * $signed(l1_xs);
-  assign \$280  = op == 1'h1;
-  assign \$281  = \$280  ? s1 : 22'h000000;
-  assign \$282  = $signed(\$279 ) - $signed(\$281 );
-  assign \$283  = $signed(l1_xs) * $signed(l1_eb);
-  assign \$2118  = lut1_sel * 4'h8;
-  assign \$284  = \rp__data$97  >> \$2118 ;
-  assign \$285  = l1_dt * l1_w;
-  assign \$286  = \$285  + 10'h200;
-  assign \$288  = l1_t - \$287 ;
-  assign \$289  = $signed(l1_c) * $signed({ 1'h0, recip });
-  assign \$290  = $signed(l1_pa) * $signed({ 1'h0, \$signal$41  });
-  assign \$291  = l1_n3 - 4'ha;
-  assign \$292  = $signed(\$291 ) <= $signed(1'h0);
-  assign \$293  = l1_n3 - 4'ha;
-  assign \$294  = - $signed(\$293 );
-  assign \$295  = l1_v << \$294 [3:0];
-  assign \$296  = l1_n3 - 4'ha;
-  assign \$297  = $signed(\$296 ) >= $signed(6'h11);
-  assign \$298  = l1_n3 - 4'ha;
-  assign \$299  = $signed(\$298 ) - $signed(2'h1);
-  assign \$300  = 1'h1 << \$299 [4:0];
-  assign \$301  = l1_v + \$300 ;
-  assign \$302  = l1_n3 - 4'ha;
-  assign \$303  = \$301  >> \$302 [4:0];
-  assign \$304  = \$297  ? 49'h0000000000000 : \$303 ;
-  assign \$305  = \$292  ? { 18'h00000, \$295  } : \$304 ;
-  assign \$306  = sh - 1'h1;
-  assign \$307  = 1'h1 << \$306 [5:0];
-  assign \$308  = $signed(l1_cr) + $signed({ 1'h0, \$307  });
-  assign \$309  = $signed(\$308 ) >>> sh;
-  assign \$310  = zero_d ? 113'h00000000000000000000000000000 : \$309 ;
-  assign \$311  = l1_e * recip;
-  assign \$312  = op == 3'h4;
-  assign \$313  = $signed(l1_z) * $signed(l1_g4);
-  assign \$314  = op == 1'h1;
-  assign \$315  = \$314  ? l1_be4 : 32'd0;
-  assign \$316  = $signed(\$313 ) + $signed(\$315 );
-  assign \$317  = \$312  ? { l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4[34], l1_pe4 } : \$316 ;
-  assign \$318  = ! op;
-  assign \$319  = l1_prod + 34'h200000000;
-  assign \$321  = \$320  > 7'h7f;
-  assign \$322  = l1_prod + 34'h200000000;
-  assign \$324  = \$321  ? 43'h0000000007f : \$323 ;
-  assign \$325  = op == 2'h3;
-  assign \$326  = ! shift;
-  assign \$327  = $signed(l1_p) >>> shift;
-  assign \$328  = shift - 1'h1;
-  assign \$329  = $signed(l1_p) >>> \$328 [5:0];
-  assign \$330  = $signed(\$327 ) + $signed({ 1'h0, \$329 [0] });
-  assign \$331  = \$326  ? { l1_p[57], l1_p } : \$330 ;
-  assign \$332  = $signed(\$331 ) + $signed(zo);
-  assign \$333  = $signed(\$332 ) > $signed(8'h7f);
-  assign \$334  = ! shift;
-  assign \$335  = $signed(l1_p) >>> shift;
-  assign \$336  = shift - 1'h1;
-  assign \$337  = $signed(l1_p) >>> \$336 [5:0];
-  assign \$338  = $signed(\$335 ) + $signed({ 1'h0, \$337 [0] });
-  assign \$339  = \$334  ? { l1_p[57], l1_p } : \$338 ;
-  assign \$340  = $signed(\$339 ) + $signed(zo);
-  assign \$341  = $signed(\$340 ) < $signed(8'h80);
-  assign \$342  = ! shift;
-  assign \$343  = $signed(l1_p) >>> shift;
-  assign \$344  = shift - 1'h1;
-  assign \$345  = $signed(l1_p) >>> \$344 [5:0];
-  assign \$346  = $signed(\$343 ) + $signed({ 1'h0, \$345 [0] });
-  assign \$347  = \$342  ? { l1_p[57], l1_p } : \$346 ;
-  assign \$348  = $signed(\$347 ) + $signed(zo);
-  assign \$349  = \$341  ? 60'hfffffffffffff80 : \$348 ;
-  assign \$350  = \$333  ? 60'h00000000000007f : \$349 ;
-  assign \$351  = \$325  ? l1_y5 : \$350 [7:0];
-  assign \$352  = \$318  ? \$324 [7:0] : \$351 ;
-  assign \$353  = e5_meta[5] ? \$352  : 8'h00;
-  assign \$354  = ! rd_tag2[2:1];
-  assign \$355  = \$354  ? spad_rd__data : lat_x;
-  assign \$356  = $signed(m_row) - $signed(\$355 [23:16]);
-  assign \$357  = rd_tag2[10] ? \$356  : 9'h000;
-  assign \$358  = \$357 [7:0] * \$signal$41 ;
-  assign \$359  = ! rd_tag2[2:1];
-  assign \$360  = \$359  ? spad_rd__data : lat_x;
-  assign \$361  = $signed(\$360 [23:16]) - $signed(\$signal$43 );
-  assign \$362  = rd_tag2[2:1] == 1'h1;
-  assign \$363  = \$362  ? spad_rd__data : lat_b;
-  assign \$364  = $signed(\$363 [23:16]) - $signed(\$signal$45 );
-  assign \$365  = rd_tag2[2:1] == 1'h1;
-  assign \$366  = rd_tag2[4] & \$365 ;
-  assign \$367  = \$366  ? acc_rd__data : lat_g;
-  assign \$368  = ! rd_tag2[2:1];
-  assign \$369  = \$368  ? spad_rd__data : lat_x;
-  assign \$372  = $signed({ 1'h0, \$signal  }) * $signed(l2_xs);
-  assign \$373  = op == 1'h1;
-  assign \$374  = \$373  ? s1 : 22'h000000;
-  assign \$375  = $signed(\$372 ) - $signed(\$374 );
-  assign \$376  = $signed(l2_xs) * $signed(l2_eb);
-  assign \$2213  = lut2_sel * 4'h8;
-  assign \$377  = \rp__data$130  >> \$2213 ;
-  assign \$378  = l2_dt * l2_w;
-  assign \$379  = \$378  + 10'h200;
-  assign \$381  = l2_t - \$380 ;
-  assign \$382  = $signed(l2_c) * $signed({ 1'h0, recip });
-  assign \$383  = $signed(l2_pa) * $signed({ 1'h0, \$signal$41  });
-  assign \$384  = l2_n3 - 4'ha;
-  assign \$385  = $signed(\$384 ) <= $signed(1'h0);
-  assign \$386  = l2_n3 - 4'ha;
-  assign \$387  = - $signed(\$386 );
-  assign \$388  = l2_v << \$387 [3:0];
-  assign \$389  = l2_n3 - 4'ha;
-  assign \$390  = $signed(\$389 ) >= $signed(6'h11);
-  assign \$391  = l2_n3 - 4'ha;
-  assign \$392  = $signed(\$391 ) - $signed(2'h1);
-  assign \$393  = 1'h1 << \$392 [4:0];
-  assign \$394  = l2_v + \$393 ;
-  assign \$395  = l2_n3 - 4'ha;
-  assign \$396  = \$394  >> \$395 [4:0];
-  assign \$397  = \$390  ? 49'h0000000000000 : \$396 ;
-  assign \$398  = \$385  ? { 18'h00000, \$388  } : \$397 ;
-  assign \$399  = sh - 1'h1;
-  assign \$400  = 1'h1 << \$399 [5:0];
-  assign \$401  = $signed(l2_cr) + $signed({ 1'h0, \$400  });
-  assign \$402  = $signed(\$401 ) >>> sh;
-  assign \$403  = zero_d ? 113'h00000000000000000000000000000 : \$402 ;
-  assign \$404  = l2_e * recip;
-  assign \$405  = op == 3'h4;
-  assign \$406  = $signed(l2_z) * $signed(l2_g4);
-  assign \$407  = op == 1'h1;
-  assign \$408  = \$407  ? l2_be4 : 32'd0;
-  assign \$409  = $signed(\$406 ) + $signed(\$408 );
-  assign \$410  = \$405  ? { l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4[34], l2_pe4 } : \$409 ;
-  assign \$411  = ! op;
-  assign \$412  = l2_prod + 34'h200000000;
-  assign \$414  = \$413  > 7'h7f;
-  assign \$415  = l2_prod + 34'h200000000;
-  assign \$417  = \$414  ? 43'h0000000007f : \$416 ;
-  assign \$418  = op == 2'h3;
-  assign \$419  = ! shift;
-  assign \$420  = $signed(l2_p) >>> shift;
-  assign \$421  = shift - 1'h1;
-  assign \$422  = $signed(l2_p) >>> \$421 [5:0];
-  assign \$423  = $signed(\$420 ) + $signed({ 1'h0, \$422 [0] });
-  assign \$424  = \$419  ? { l2_p[57], l2_p } : \$423 ;
-  assign \$425  = $signed(\$424 ) + $signed(zo);
-  assign \$426  = $signed(\$425 ) > $signed(8'h7f);
-  assign \$427  = ! shift;
-  assign \$428  = $signed(l2_p) >>> shift;
-  assign \$429  = shift - 1'h1;
-  assign \$430  = $signed(l2_p) >>> \$429 [5:0];
-  assign \$431  = $signed(\$428 ) + $signed({ 1'h0, \$430 [0] });
-  assign \$432  = \$427  ? { l2_p[57], l2_p } : \$431 ;
-  assign \$433  = $signed(\$432 ) + $signed(zo);
-  assign \$434  = $signed(\$433 ) < $signed(8'h80);
-  assign \$435  = ! shift;
-  assign \$436  = $signed(l2_p) >>> shift;
-  assign \$437  = shift - 1'h1;
-  assign \$438  = $signed(l2_p) >>> \$437 [5:0];
-  assign \$439  = $signed(\$436 ) + $signed({ 1'h0, \$438 [0] });
-  assign \$440  = \$435  ? { l2_p[57], l2_p } : \$439 ;
-  assign \$441  = $signed(\$440 ) + $signed(zo);
-  assign \$442  = \$434  ? 60'hfffffffffffff80 : \$441 ;
-  assign \$443  = \$426  ? 60'h00000000000007f : \$442 ;
-  assign \$444  = \$418  ? l2_y5 : \$443 [7:0];
-  assign \$445  = \$411  ? \$417 [7:0] : \$444 ;
-  assign \$446  = e5_meta[6] ? \$445  : 8'h00;
-  assign \$447  = ! rd_tag2[2:1];
-  assign \$448  = \$447  ? spad_rd__data : lat_x;
-  assign \$449  = $signed(m_row) - $signed(\$448 [31:24]);
-  assign \$450  = rd_tag2[11] ? \$449  : 9'h000;
-  assign \$451  = \$450 [7:0] * \$signal$41 ;
-  assign \$452  = ! rd_tag2[2:1];
-  assign \$453  = \$452  ? spad_rd__data : lat_x;
-  assign \$454  = $signed(\$453 [31:24]) - $signed(\$signal$43 );
-  assign \$455  = rd_tag2[2:1] == 1'h1;
-  assign \$456  = \$455  ? spad_rd__data : lat_b;
-  assign \$457  = $signed(\$456 [31:24]) - $signed(\$signal$45 );
-  assign \$458  = rd_tag2[2:1] == 1'h1;
-  assign \$459  = rd_tag2[4] & \$458 ;
-  assign \$460  = \$459  ? acc_rd__data : lat_g;
-  assign \$461  = ! rd_tag2[2:1];
-  assign \$462  = \$461  ? spad_rd__data : lat_x;
-  assign \$465  = $signed({ 1'h0, \$signal  }) * $signed(l3_xs);
-  assign \$466  = op == 1'h1;
-  assign \$467  = \$466  ? s1 : 22'h000000;
-  assign \$468  = $signed(\$465 ) - $signed(\$467 );
-  assign \$469  = $signed(l3_xs) * $signed(l3_eb);
-  assign \$2308  = lut3_sel * 4'h8;
-  assign \$470  = \rp__data$163  >> \$2308 ;
-  assign \$471  = l3_dt * l3_w;
-  assign \$472  = \$471  + 10'h200;
-  assign \$474  = l3_t - \$473 ;
-  assign \$475  = $signed(l3_c) * $signed({ 1'h0, recip });
-  assign \$476  = $signed(l3_pa) * $signed({ 1'h0, \$signal$41  });
-  assign \$477  = l3_n3 - 4'ha;
-  assign \$478  = $signed(\$477 ) <= $signed(1'h0);
-  assign \$479  = l3_n3 - 4'ha;
-  assign \$480  = - $signed(\$479 );
-  assign \$481  = l3_v << \$480 [3:0];
-  assign \$482  = l3_n3 - 4'ha;
-  assign \$483  = $signed(\$482 ) >= $signed(6'h11);
-  assign \$484  = l3_n3 - 4'ha;
-  assign \$485  = $signed(\$484 ) - $signed(2'h1);
-  assign \$486  = 1'h1 << \$485 [4:0];
-  assign \$487  = l3_v + \$486 ;
-  assign \$488  = l3_n3 - 4'ha;
-  assign \$489  = \$487  >> \$488 [4:0];
-  assign \$490  = \$483  ? 49'h0000000000000 : \$489 ;
-  assign \$491  = \$478  ? { 18'h00000, \$481  } : \$490 ;
-  assign \$492  = sh - 1'h1;
-  assign \$493  = 1'h1 << \$492 [5:0];
-  assign \$494  = $signed(l3_cr) + $signed({ 1'h0, \$493  });
-  assign \$495  = $signed(\$494 ) >>> sh;
-  assign \$496  = zero_d ? 113'h00000000000000000000000000000 : \$495 ;
-  assign \$497  = l3_e * recip;
-  assign \$498  = op == 3'h4;
-  assign \$499  = $signed(l3_z) * $signed(l3_g4);
-  assign \$500  = op == 1'h1;
-  assign \$501  = \$500  ? l3_be4 : 32'd0;
-  assign \$502  = $signed(\$499 ) + $signed(\$501 );
-  assign \$503  = \$498  ? { l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4[34], l3_pe4 } : \$502 ;
-  assign \$504  = ! op;
-  assign \$505  = l3_prod + 34'h200000000;
-  assign \$507  = \$506  > 7'h7f;
-  assign \$508  = l3_prod + 34'h200000000;
-  assign \$510  = \$507  ? 43'h0000000007f : \$509 ;
-  assign \$511  = op == 2'h3;
-  assign \$512  = ! shift;
-  assign \$513  = $signed(l3_p) >>> shift;
-  assign \$514  = shift - 1'h1;
-  assign \$515  = $signed(l3_p) >>> \$514 [5:0];
-  assign \$516  = $signed(\$513 ) + $signed({ 1'h0, \$515 [0] });
-  assign \$517  = \$512  ? { l3_p[57], l3_p } : \$516 ;
-  assign \$518  = $signed(\$517 ) + $signed(zo);
-  assign \$519  = $signed(\$518 ) > $signed(8'h7f);
-  assign \$520  = ! shift;
-  assign \$521  = $signed(l3_p) >>> shift;
-  assign \$522  = shift - 1'h1;
-  assign \$523  = $signed(l3_p) >>> \$522 [5:0];
-  assign \$524  = $signed(\$521 ) + $signed({ 1'h0, \$523 [0] });
-  assign \$525  = \$520  ? { l3_p[57], l3_p } : \$524 ;
-  assign \$526  = $signed(\$525 ) + $signed(zo);
-  assign \$527  = $signed(\$526 ) < $signed(8'h80);
-  assign \$528  = ! shift;
-  assign \$529  = $signed(l3_p) >>> shift;
-  assign \$530  = shift - 1'h1;
-  assign \$531  = $signed(l3_p) >>> \$530 [5:0];
-  assign \$532  = $signed(\$529 ) + $signed({ 1'h0, \$531 [0] });
-  assign \$533  = \$528  ? { l3_p[57], l3_p } : \$532 ;
-  assign \$534  = $signed(\$533 ) + $signed(zo);
-  assign \$535  = \$527  ? 60'hfffffffffffff80 : \$534 ;
-  assign \$536  = \$519  ? 60'h00000000000007f : \$535 ;
-  assign \$537  = \$511  ? l3_y5 : \$536 [7:0];
-  assign \$538  = \$504  ? \$510 [7:0] : \$537 ;
-  assign \$539  = e5_meta[7] ? \$538  : 8'h00;
-  assign \$540  = ! rd_tag2[2:1];
-  assign \$541  = \$540  ? spad_rd__data : lat_x;
-  assign \$542  = $signed(m_row) - $signed(\$541 [39:32]);
-  assign \$543  = rd_tag2[12] ? \$542  : 9'h000;
-  assign \$544  = \$543 [7:0] * \$signal$41 ;
-  assign \$545  = ! rd_tag2[2:1];
-  assign \$546  = \$545  ? spad_rd__data : lat_x;
-  assign \$547  = $signed(\$546 [39:32]) - $signed(\$signal$43 );
-  assign \$548  = rd_tag2[2:1] == 1'h1;
-  assign \$549  = \$548  ? spad_rd__data : lat_b;
-  assign \$550  = $signed(\$549 [39:32]) - $signed(\$signal$45 );
-  assign \$551  = rd_tag2[2:1] == 1'h1;
-  assign \$552  = rd_tag2[4] & \$551 ;
-  assign \$553  = \$552  ? acc_rd__data : lat_g;
-  assign \$554  = ! rd_tag2[2:1];
-  assign \$555  = \$554  ? spad_rd__data : lat_x;
-  assign \$558  = $signed({ 1'h0, \$signal  }) * $signed(l4_xs);
-  assign \$559  = op == 1'h1;
-  assign \$560  = \$559  ? s1 : 22'h000000;
-  assign \$561  = $signed(\$558 ) - $signed(\$560 );
-  assign \$562  = $signed(l4_xs) * $signed(l4_eb);
-  assign \$2403  = lut4_sel * 4'h8;
-  assign \$563  = \rp__data$196  >> \$2403 ;
-  assign \$564  = l4_dt * l4_w;
-  assign \$565  = \$564  + 10'h200;
-  assign \$567  = l4_t - \$566 ;
-  assign \$568  = $signed(l4_c) * $signed({ 1'h0, recip });
-  assign \$569  = $signed(l4_pa) * $signed({ 1'h0, \$signal$41  });
-  assign \$570  = l4_n3 - 4'ha;
-  assign \$571  = $signed(\$570 ) <= $signed(1'h0);
-  assign \$572  = l4_n3 - 4'ha;
-  assign \$573  = - $signed(\$572 );
-  assign \$574  = l4_v << \$573 [3:0];
-  assign \$575  = l4_n3 - 4'ha;
-  assign \$576  = $signed(\$575 ) >= $signed(6'h11);
-  assign \$577  = l4_n3 - 4'ha;
-  assign \$578  = $signed(\$577 ) - $signed(2'h1);
-  assign \$579  = 1'h1 << \$578 [4:0];
-  assign \$580  = l4_v + \$579 ;
-  assign \$581  = l4_n3 - 4'ha;
-  assign \$582  = \$580  >> \$581 [4:0];
-  assign \$583  = \$576  ? 49'h0000000000000 : \$582 ;
-  assign \$584  = \$571  ? { 18'h00000, \$574  } : \$583 ;
-  assign \$585  = sh - 1'h1;
-  assign \$586  = 1'h1 << \$585 [5:0];
-  assign \$587  = $signed(l4_cr) + $signed({ 1'h0, \$586  });
-  assign \$588  = $signed(\$587 ) >>> sh;
-  assign \$589  = zero_d ? 113'h00000000000000000000000000000 : \$588 ;
-  assign \$590  = l4_e * recip;
-  assign \$591  = op == 3'h4;
-  assign \$592  = $signed(l4_z) * $signed(l4_g4);
-  assign \$593  = op == 1'h1;
-  assign \$594  = \$593  ? l4_be4 : 32'd0;
-  assign \$595  = $signed(\$592 ) + $signed(\$594 );
-  assign \$596  = \$591  ? { l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4[34], l4_pe4 } : \$595 ;
-  assign \$597  = ! op;
-  assign \$598  = l4_prod + 34'h200000000;
-  assign \$600  = \$599  > 7'h7f;
-  assign \$601  = l4_prod + 34'h200000000;
-  assign \$603  = \$600  ? 43'h0000000007f : \$602 ;
-  assign \$604  = op == 2'h3;
-  assign \$605  = ! shift;
-  assign \$606  = $signed(l4_p) >>> shift;
-  assign \$607  = shift - 1'h1;
-  assign \$608  = $signed(l4_p) >>> \$607 [5:0];
-  assign \$609  = $signed(\$606 ) + $signed({ 1'h0, \$608 [0] });
-  assign \$610  = \$605  ? { l4_p[57], l4_p } : \$609 ;
-  assign \$611  = $signed(\$610 ) + $signed(zo);
-  assign \$612  = $signed(\$611 ) > $signed(8'h7f);
-  assign \$613  = ! shift;
-  assign \$614  = $signed(l4_p) >>> shift;
-  assign \$615  = shift - 1'h1;
-  assign \$616  = $signed(l4_p) >>> \$615 [5:0];
-  assign \$617  = $signed(\$614 ) + $signed({ 1'h0, \$616 [0] });
-  assign \$618  = \$613  ? { l4_p[57], l4_p } : \$617 ;
-  assign \$619  = $signed(\$618 ) + $signed(zo);
-  assign \$620  = $signed(\$619 ) < $signed(8'h80);
-  assign \$621  = ! shift;
-  assign \$622  = $signed(l4_p) >>> shift;
-  assign \$623  = shift - 1'h1;
-  assign \$624  = $signed(l4_p) >>> \$623 [5:0];
-  assign \$625  = $signed(\$622 ) + $signed({ 1'h0, \$624 [0] });
-  assign \$626  = \$621  ? { l4_p[57], l4_p } : \$625 ;
-  assign \$627  = $signed(\$626 ) + $signed(zo);
-  assign \$628  = \$620  ? 60'hfffffffffffff80 : \$627 ;
-  assign \$629  = \$612  ? 60'h00000000000007f : \$628 ;
-  assign \$630  = \$604  ? l4_y5 : \$629 [7:0];
-  assign \$631  = \$597  ? \$603 [7:0] : \$630 ;
-  assign \$632  = e5_meta[8] ? \$631  : 8'h00;
-  assign \$633  = ! rd_tag2[2:1];
-  assign \$634  = \$633  ? spad_rd__data : lat_x;
-  assign \$635  = $signed(m_row) - $signed(\$634 [47:40]);
-  assign \$636  = rd_tag2[13] ? \$635  : 9'h000;
-  assign \$637  = \$636 [7:0] * \$signal$41 ;
-  assign \$638  = ! rd_tag2[2:1];
-  assign \$639  = \$638  ? spad_rd__data : lat_x;
-  assign \$640  = $signed(\$639 [47:40]) - $signed(\$signal$43 );
-  assign \$641  = rd_tag2[2:1] == 1'h1;
-  assign \$642  = \$641  ? spad_rd__data : lat_b;
-  assign \$643  = $signed(\$642 [47:40]) - $signed(\$signal$45 );
-  assign \$644  = rd_tag2[2:1] == 1'h1;
-  assign \$645  = rd_tag2[4] & \$644 ;
-  assign \$646  = \$645  ? acc_rd__data : lat_g;
-  assign \$647  = ! rd_tag2[2:1];
-  assign \$648  = \$647  ? spad_rd__data : lat_x;
-  assign \$651  = $signed({ 1'h0, \$signal  }) * $signed(l5_xs);
-  assign \$652  = op == 1'h1;
-  assign \$653  = \$652  ? s1 : 22'h000000;
-  assign \$654  = $signed(\$651 ) - $signed(\$653 );
-  assign \$655  = $signed(l5_xs) * $signed(l5_eb);
-  assign \$2498  = lut5_sel * 4'h8;
-  assign \$656  = \rp__data$229  >> \$2498 ;
-  assign \$657  = l5_dt * l5_w;
-  assign \$658  = \$657  + 10'h200;
-  assign \$660  = l5_t - \$659 ;
-  assign \$661  = $signed(l5_c) * $signed({ 1'h0, recip });
-  assign \$662  = $signed(l5_pa) * $signed({ 1'h0, \$signal$41  });
-  assign \$663  = l5_n3 - 4'ha;
-  assign \$664  = $signed(\$663 ) <= $signed(1'h0);
-  assign \$665  = l5_n3 - 4'ha;
-  assign \$666  = - $signed(\$665 );
-  assign \$667  = l5_v << \$666 [3:0];
-  assign \$668  = l5_n3 - 4'ha;
-  assign \$669  = $signed(\$668 ) >= $signed(6'h11);
-  assign \$670  = l5_n3 - 4'ha;
-  assign \$671  = $signed(\$670 ) - $signed(2'h1);
-  assign \$672  = 1'h1 << \$671 [4:0];
-  assign \$673  = l5_v + \$672 ;
-  assign \$674  = l5_n3 - 4'ha;
-  assign \$675  = \$673  >> \$674 [4:0];
-  assign \$676  = \$669  ? 49'h0000000000000 : \$675 ;
-  assign \$677  = \$664  ? { 18'h00000, \$667  } : \$676 ;
-  assign \$678  = sh - 1'h1;
-  assign \$679  = 1'h1 << \$678 [5:0];
-  assign \$680  = $signed(l5_cr) + $signed({ 1'h0, \$679  });
-  assign \$681  = $signed(\$680 ) >>> sh;
-  assign \$682  = zero_d ? 113'h00000000000000000000000000000 : \$681 ;
-  assign \$683  = l5_e * recip;
-  assign \$684  = op == 3'h4;
-  assign \$685  = $signed(l5_z) * $signed(l5_g4);
-  assign \$686  = op == 1'h1;
-  assign \$687  = \$686  ? l5_be4 : 32'd0;
-  assign \$688  = $signed(\$685 ) + $signed(\$687 );
-  assign \$689  = \$684  ? { l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4[34], l5_pe4 } : \$688 ;
-  assign \$690  = ! op;
-  assign \$691  = l5_prod + 34'h200000000;
-  assign \$693  = \$692  > 7'h7f;
-  assign \$694  = l5_prod + 34'h200000000;
-  assign \$696  = \$693  ? 43'h0000000007f : \$695 ;
-  assign \$697  = op == 2'h3;
-  assign \$698  = ! shift;
-  assign \$699  = $signed(l5_p) >>> shift;
-  assign \$700  = shift - 1'h1;
-  assign \$701  = $signed(l5_p) >>> \$700 [5:0];
-  assign \$702  = $signed(\$699 ) + $signed({ 1'h0, \$701 [0] });
-  assign \$703  = \$698  ? { l5_p[57], l5_p } : \$702 ;
-  assign \$704  = $signed(\$703 ) + $signed(zo);
-  assign \$705  = $signed(\$704 ) > $signed(8'h7f);
-  assign \$706  = ! shift;
-  assign \$707  = $signed(l5_p) >>> shift;
-  assign \$708  = shift - 1'h1;
-  assign \$709  = $signed(l5_p) >>> \$708 [5:0];
-  assign \$710  = $signed(\$707 ) + $signed({ 1'h0, \$709 [0] });
-  assign \$711  = \$706  ? { l5_p[57], l5_p } : \$710 ;
-  assign \$712  = $signed(\$711 ) + $signed(zo);
-  assign \$713  = $signed(\$712 ) < $signed(8'h80);
-  assign \$714  = ! shift;
-  assign \$715  = $signed(l5_p) >>> shift;
-  assign \$716  = shift - 1'h1;
-  assign \$717  = $signed(l5_p) >>> \$716 [5:0];
-  assign \$718  = $signed(\$715 ) + $signed({ 1'h0, \$717 [0] });
-  assign \$719  = \$714  ? { l5_p[57], l5_p } : \$718 ;
-  assign \$720  = $signed(\$719 ) + $signed(zo);
-  assign \$721  = \$713  ? 60'hfffffffffffff80 : \$720 ;
-  assign \$722  = \$705  ? 60'h00000000000007f : \$721 ;
-  assign \$723  = \$697  ? l5_y5 : \$722 [7:0];
-  assign \$724  = \$690  ? \$696 [7:0] : \$723 ;
-  assign \$725  = e5_meta[9] ? \$724  : 8'h00;
-  assign \$726  = ! rd_tag2[2:1];
-  assign \$727  = \$726  ? spad_rd__data : lat_x;
-  assign \$728  = $signed(m_row) - $signed(\$727 [55:48]);
-  assign \$729  = rd_tag2[14] ? \$728  : 9'h000;
-  assign \$730  = \$729 [7:0] * \$signal$41 ;
-  assign \$731  = ! rd_tag2[2:1];
-  assign \$732  = \$731  ? spad_rd__data : lat_x;
-  assign \$733  = $signed(\$732 [55:48]) - $signed(\$signal$43 );
-  assign \$734  = rd_tag2[2:1] == 1'h1;
-  assign \$735  = \$734  ? spad_rd__data : lat_b;
-  assign \$736  = $signed(\$735 [55:48]) - $signed(\$signal$45 );
-  assign \$737  = rd_tag2[2:1] == 1'h1;
-  assign \$738  = rd_tag2[4] & \$737 ;
-  assign \$739  = \$738  ? acc_rd__data : lat_g;
-  assign \$740  = ! rd_tag2[2:1];
-  assign \$741  = \$740  ? spad_rd__data : lat_x;
-  assign \$744  = $signed({ 1'h0, \$signal  }) * $signed(l6_xs);
-  assign \$745  = op == 1'h1;
-  assign \$746  = \$745  ? s1 : 22'h000000;
-  assign \$747  = $signed(\$744 ) - $signed(\$746 );
-  assign \$748  = $signed(l6_xs) * $signed(l6_eb);
-  assign \$2593  = lut6_sel * 4'h8;
-  assign \$749  = \rp__data$262  >> \$2593 ;
-  assign \$750  = l6_dt * l6_w;
-  assign \$751  = \$750  + 10'h200;
-  assign \$753  = l6_t - \$752 ;
-  assign \$754  = $signed(l6_c) * $signed({ 1'h0, recip });
-  assign \$755  = $signed(l6_pa) * $signed({ 1'h0, \$signal$41  });
-  assign \$756  = l6_n3 - 4'ha;
-  assign \$757  = $signed(\$756 ) <= $signed(1'h0);
-  assign \$758  = l6_n3 - 4'ha;
-  assign \$759  = - $signed(\$758 );
-  assign \$760  = l6_v << \$759 [3:0];
-  assign \$761  = l6_n3 - 4'ha;
-  assign \$762  = $signed(\$761 ) >= $signed(6'h11);
-  assign \$763  = l6_n3 - 4'ha;
-  assign \$764  = $signed(\$763 ) - $signed(2'h1);
-  assign \$765  = 1'h1 << \$764 [4:0];
-  assign \$766  = l6_v + \$765 ;
-  assign \$767  = l6_n3 - 4'ha;
-  assign \$768  = \$766  >> \$767 [4:0];
-  assign \$769  = \$762  ? 49'h0000000000000 : \$768 ;
-  assign \$770  = \$757  ? { 18'h00000, \$760  } : \$769 ;
-  assign \$771  = sh - 1'h1;
-  assign \$772  = 1'h1 << \$771 [5:0];
-  assign \$773  = $signed(l6_cr) + $signed({ 1'h0, \$772  });
-  assign \$774  = $signed(\$773 ) >>> sh;
-  assign \$775  = zero_d ? 113'h00000000000000000000000000000 : \$774 ;
-  assign \$776  = l6_e * recip;
-  assign \$777  = op == 3'h4;
-  assign \$778  = $signed(l6_z) * $signed(l6_g4);
-  assign \$779  = op == 1'h1;
-  assign \$780  = \$779  ? l6_be4 : 32'd0;
-  assign \$781  = $signed(\$778 ) + $signed(\$780 );
-  assign \$782  = \$777  ? { l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4[34], l6_pe4 } : \$781 ;
-  assign \$783  = ! op;
-  assign \$784  = l6_prod + 34'h200000000;
-  assign \$786  = \$785  > 7'h7f;
-  assign \$787  = l6_prod + 34'h200000000;
-  assign \$789  = \$786  ? 43'h0000000007f : \$788 ;
-  assign \$790  = op == 2'h3;
-  assign \$791  = ! shift;
-  assign \$792  = $signed(l6_p) >>> shift;
-  assign \$793  = shift - 1'h1;
-  assign \$794  = $signed(l6_p) >>> \$793 [5:0];
-  assign \$795  = $signed(\$792 ) + $signed({ 1'h0, \$794 [0] });
-  assign \$796  = \$791  ? { l6_p[57], l6_p } : \$795 ;
-  assign \$797  = $signed(\$796 ) + $signed(zo);
-  assign \$798  = $signed(\$797 ) > $signed(8'h7f);
-  assign \$799  = ! shift;
-  assign \$800  = $signed(l6_p) >>> shift;
-  assign \$801  = shift - 1'h1;
-  assign \$802  = $signed(l6_p) >>> \$801 [5:0];
-  assign \$803  = $signed(\$800 ) + $signed({ 1'h0, \$802 [0] });
-  assign \$804  = \$799  ? { l6_p[57], l6_p } : \$803 ;
-  assign \$805  = $signed(\$804 ) + $signed(zo);
-  assign \$806  = $signed(\$805 ) < $signed(8'h80);
-  assign \$807  = ! shift;
-  assign \$808  = $signed(l6_p) >>> shift;
-  assign \$809  = shift - 1'h1;
-  assign \$810  = $signed(l6_p) >>> \$809 [5:0];
-  assign \$811  = $signed(\$808 ) + $signed({ 1'h0, \$810 [0] });
-  assign \$812  = \$807  ? { l6_p[57], l6_p } : \$811 ;
-  assign \$813  = $signed(\$812 ) + $signed(zo);
-  assign \$814  = \$806  ? 60'hfffffffffffff80 : \$813 ;
-  assign \$815  = \$798  ? 60'h00000000000007f : \$814 ;
-  assign \$816  = \$790  ? l6_y5 : \$815 [7:0];
-  assign \$817  = \$783  ? \$789 [7:0] : \$816 ;
-  assign \$818  = e5_meta[10] ? \$817  : 8'h00;
-  assign \$819  = ! rd_tag2[2:1];
-  assign \$820  = \$819  ? spad_rd__data : lat_x;
-  assign \$821  = $signed(m_row) - $signed(\$820 [63:56]);
-  assign \$822  = rd_tag2[15] ? \$821  : 9'h000;
-  assign \$823  = \$822 [7:0] * \$signal$41 ;
-  assign \$824  = ! rd_tag2[2:1];
-  assign \$825  = \$824  ? spad_rd__data : lat_x;
-  assign \$826  = $signed(\$825 [63:56]) - $signed(\$signal$43 );
-  assign \$827  = rd_tag2[2:1] == 1'h1;
-  assign \$828  = \$827  ? spad_rd__data : lat_b;
-  assign \$829  = $signed(\$828 [63:56]) - $signed(\$signal$45 );
-  assign \$830  = rd_tag2[2:1] == 1'h1;
-  assign \$831  = rd_tag2[4] & \$830 ;
-  assign \$832  = \$831  ? acc_rd__data : lat_g;
-  assign \$833  = ! rd_tag2[2:1];
-  assign \$834  = \$833  ? spad_rd__data : lat_x;
-  assign \$837  = $signed({ 1'h0, \$signal  }) * $signed(l7_xs);
-  assign \$838  = op == 1'h1;
-  assign \$839  = \$838  ? s1 : 22'h000000;
-  assign \$840  = $signed(\$837 ) - $signed(\$839 );
-  assign \$841  = $signed(l7_xs) * $signed(l7_eb);
-  assign \$2688  = lut7_sel * 4'h8;
-  assign \$842  = \rp__data$295  >> \$2688 ;
-  assign \$843  = l7_dt * l7_w;
-  assign \$844  = \$843  + 10'h200;
-  assign \$846  = l7_t - \$845 ;
-  assign \$847  = $signed(l7_c) * $signed({ 1'h0, recip });
-  assign \$848  = $signed(l7_pa) * $signed({ 1'h0, \$signal$41  });
-  assign \$849  = l7_n3 - 4'ha;
-  assign \$850  = $signed(\$849 ) <= $signed(1'h0);
-  assign \$851  = l7_n3 - 4'ha;
-  assign \$852  = - $signed(\$851 );
-  assign \$853  = l7_v << \$852 [3:0];
-  assign \$854  = l7_n3 - 4'ha;
-  assign \$855  = $signed(\$854 ) >= $signed(6'h11);
-  assign \$856  = l7_n3 - 4'ha;
-  assign \$857  = $signed(\$856 ) - $signed(2'h1);
-  assign \$858  = 1'h1 << \$857 [4:0];
-  assign \$859  = l7_v + \$858 ;
-  assign \$860  = l7_n3 - 4'ha;
-  assign \$861  = \$859  >> \$860 [4:0];
-  assign \$862  = \$855  ? 49'h0000000000000 : \$861 ;
-  assign \$863  = \$850  ? { 18'h00000, \$853  } : \$862 ;
-  assign \$864  = sh - 1'h1;
-  assign \$865  = 1'h1 << \$864 [5:0];
-  assign \$866  = $signed(l7_cr) + $signed({ 1'h0, \$865  });
-  assign \$867  = $signed(\$866 ) >>> sh;
-  assign \$868  = zero_d ? 113'h00000000000000000000000000000 : \$867 ;
-  assign \$869  = l7_e * recip;
-  assign \$870  = op == 3'h4;
-  assign \$871  = $signed(l7_z) * $signed(l7_g4);
-  assign \$872  = op == 1'h1;
-  assign \$873  = \$872  ? l7_be4 : 32'd0;
-  assign \$874  = $signed(\$871 ) + $signed(\$873 );
-  assign \$875  = \$870  ? { l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4[34], l7_pe4 } : \$874 ;
-  assign \$876  = ! op;
-  assign \$877  = l7_prod + 34'h200000000;
-  assign \$879  = \$878  > 7'h7f;
-  assign \$880  = l7_prod + 34'h200000000;
-  assign \$882  = \$879  ? 43'h0000000007f : \$881 ;
-  assign \$883  = op == 2'h3;
-  assign \$884  = ! shift;
-  assign \$885  = $signed(l7_p) >>> shift;
-  assign \$886  = shift - 1'h1;
-  assign \$887  = $signed(l7_p) >>> \$886 [5:0];
-  assign \$888  = $signed(\$885 ) + $signed({ 1'h0, \$887 [0] });
-  assign \$889  = \$884  ? { l7_p[57], l7_p } : \$888 ;
-  assign \$890  = $signed(\$889 ) + $signed(zo);
-  assign \$891  = $signed(\$890 ) > $signed(8'h7f);
-  assign \$892  = ! shift;
-  assign \$893  = $signed(l7_p) >>> shift;
-  assign \$894  = shift - 1'h1;
-  assign \$895  = $signed(l7_p) >>> \$894 [5:0];
-  assign \$896  = $signed(\$893 ) + $signed({ 1'h0, \$895 [0] });
-  assign \$897  = \$892  ? { l7_p[57], l7_p } : \$896 ;
-  assign \$898  = $signed(\$897 ) + $signed(zo);
-  assign \$899  = $signed(\$898 ) < $signed(8'h80);
-  assign \$900  = ! shift;
-  assign \$901  = $signed(l7_p) >>> shift;
-  assign \$902  = shift - 1'h1;
-  assign \$903  = $signed(l7_p) >>> \$902 [5:0];
-  assign \$904  = $signed(\$901 ) + $signed({ 1'h0, \$903 [0] });
-  assign \$905  = \$900  ? { l7_p[57], l7_p } : \$904 ;
-  assign \$906  = $signed(\$905 ) + $signed(zo);
-  assign \$907  = \$899  ? 60'hfffffffffffff80 : \$906 ;
-  assign \$908  = \$891  ? 60'h00000000000007f : \$907 ;
-  assign \$909  = \$883  ? l7_y5 : \$908 [7:0];
-  assign \$910  = \$876  ? \$882 [7:0] : \$909 ;
-  assign \$911  = e5_meta[11] ? \$910  : 8'h00;
-  assign \$912  = rd_tag2[0] & rd_tag2[3];
-  assign \$913  = rd_tag2[7:5] == 1'h1;
-  assign \$914  = \$912  & \$913 ;
-  assign \$915  = e4_meta[3:1] == 2'h2;
-  assign \$916  = e4_meta[0] & \$915 ;
-  assign \$917  = e1_meta[3:1] == 2'h3;
-  assign \$918  = e1_meta[0] & \$917 ;
-  assign \$919  = ! rd_tag2[2:1];
-  assign \$920  = \$919  ? spad_rd__data : lat_x;
-  assign \$921  = rd_tag2[8] ? \$920 [7:0] : 8'h80;
-  assign \$922  = ! rd_tag2[2:1];
-  assign \$923  = \$922  ? spad_rd__data : lat_x;
-  assign \$924  = rd_tag2[9] ? \$923 [15:8] : 8'h80;
-  assign \$925  = $signed(\$921 ) > $signed(\$924 );
-  assign \$926  = ! rd_tag2[2:1];
-  assign \$927  = \$926  ? spad_rd__data : lat_x;
-  assign \$928  = rd_tag2[8] ? \$927 [7:0] : 8'h80;
-  assign \$929  = ! rd_tag2[2:1];
-  assign \$930  = \$929  ? spad_rd__data : lat_x;
-  assign \$931  = rd_tag2[9] ? \$930 [15:8] : 8'h80;
-  assign \$932  = \$925  ? \$928  : \$931 ;
-  assign \$933  = ! rd_tag2[2:1];
-  assign \$934  = \$933  ? spad_rd__data : lat_x;
-  assign \$935  = rd_tag2[10] ? \$934 [23:16] : 8'h80;
-  assign \$936  = ! rd_tag2[2:1];
-  assign \$937  = \$936  ? spad_rd__data : lat_x;
-  assign \$938  = rd_tag2[11] ? \$937 [31:24] : 8'h80;
-  assign \$939  = $signed(\$935 ) > $signed(\$938 );
-  assign \$940  = ! rd_tag2[2:1];
-  assign \$941  = \$940  ? spad_rd__data : lat_x;
-  assign \$942  = rd_tag2[10] ? \$941 [23:16] : 8'h80;
-  assign \$943  = ! rd_tag2[2:1];
-  assign \$944  = \$943  ? spad_rd__data : lat_x;
-  assign \$945  = rd_tag2[11] ? \$944 [31:24] : 8'h80;
-  assign \$946  = \$939  ? \$942  : \$945 ;
-  assign \$947  = $signed(\$932 ) > $signed(\$946 );
-  assign \$948  = ! rd_tag2[2:1];
-  assign \$949  = \$948  ? spad_rd__data : lat_x;
-  assign \$950  = rd_tag2[8] ? \$949 [7:0] : 8'h80;
-  assign \$951  = ! rd_tag2[2:1];
-  assign \$952  = \$951  ? spad_rd__data : lat_x;
-  assign \$953  = rd_tag2[9] ? \$952 [15:8] : 8'h80;
-  assign \$954  = $signed(\$950 ) > $signed(\$953 );
-  assign \$955  = ! rd_tag2[2:1];
-  assign \$956  = \$955  ? spad_rd__data : lat_x;
-  assign \$957  = rd_tag2[8] ? \$956 [7:0] : 8'h80;
-  assign \$958  = ! rd_tag2[2:1];
-  assign \$959  = \$958  ? spad_rd__data : lat_x;
-  assign \$960  = rd_tag2[9] ? \$959 [15:8] : 8'h80;
-  assign \$961  = \$954  ? \$957  : \$960 ;
-  assign \$962  = ! rd_tag2[2:1];
-  assign \$963  = \$962  ? spad_rd__data : lat_x;
-  assign \$964  = rd_tag2[10] ? \$963 [23:16] : 8'h80;
-  assign \$965  = ! rd_tag2[2:1];
-  assign \$966  = \$965  ? spad_rd__data : lat_x;
-  assign \$967  = rd_tag2[11] ? \$966 [31:24] : 8'h80;
-  assign \$968  = $signed(\$964 ) > $signed(\$967 );
-  assign \$969  = ! rd_tag2[2:1];
-  assign \$970  = \$969  ? spad_rd__data : lat_x;
-  assign \$971  = rd_tag2[10] ? \$970 [23:16] : 8'h80;
-  assign \$972  = ! rd_tag2[2:1];
-  assign \$973  = \$972  ? spad_rd__data : lat_x;
-  assign \$974  = rd_tag2[11] ? \$973 [31:24] : 8'h80;
-  assign \$975  = \$968  ? \$971  : \$974 ;
-  assign \$976  = \$947  ? \$961  : \$975 ;
-  assign \$977  = ! rd_tag2[2:1];
-  assign \$978  = \$977  ? spad_rd__data : lat_x;
-  assign \$979  = rd_tag2[12] ? \$978 [39:32] : 8'h80;
-  assign \$980  = ! rd_tag2[2:1];
-  assign \$981  = \$980  ? spad_rd__data : lat_x;
-  assign \$982  = rd_tag2[13] ? \$981 [47:40] : 8'h80;
-  assign \$983  = $signed(\$979 ) > $signed(\$982 );
-  assign \$984  = ! rd_tag2[2:1];
-  assign \$985  = \$984  ? spad_rd__data : lat_x;
-  assign \$986  = rd_tag2[12] ? \$985 [39:32] : 8'h80;
-  assign \$987  = ! rd_tag2[2:1];
-  assign \$988  = \$987  ? spad_rd__data : lat_x;
-  assign \$989  = rd_tag2[13] ? \$988 [47:40] : 8'h80;
-  assign \$990  = \$983  ? \$986  : \$989 ;
-  assign \$991  = ! rd_tag2[2:1];
-  assign \$992  = \$991  ? spad_rd__data : lat_x;
-  assign \$993  = rd_tag2[14] ? \$992 [55:48] : 8'h80;
-  assign \$994  = ! rd_tag2[2:1];
-  assign \$995  = \$994  ? spad_rd__data : lat_x;
-  assign \$996  = rd_tag2[15] ? \$995 [63:56] : 8'h80;
-  assign \$997  = $signed(\$993 ) > $signed(\$996 );
-  assign \$998  = ! rd_tag2[2:1];
-  assign \$999  = \$998  ? spad_rd__data : lat_x;
-  assign \$1000  = rd_tag2[14] ? \$999 [55:48] : 8'h80;
-  assign \$1001  = ! rd_tag2[2:1];
-  assign \$1002  = \$1001  ? spad_rd__data : lat_x;
-  assign \$1003  = rd_tag2[15] ? \$1002 [63:56] : 8'h80;
-  assign \$1004  = \$997  ? \$1000  : \$1003 ;
-  assign \$1005  = $signed(\$990 ) > $signed(\$1004 );
-  assign \$1006  = ! rd_tag2[2:1];
-  assign \$1007  = \$1006  ? spad_rd__data : lat_x;
-  assign \$1008  = rd_tag2[12] ? \$1007 [39:32] : 8'h80;
-  assign \$1009  = ! rd_tag2[2:1];
-  assign \$1010  = \$1009  ? spad_rd__data : lat_x;
-  assign \$1011  = rd_tag2[13] ? \$1010 [47:40] : 8'h80;
-  assign \$1012  = $signed(\$1008 ) > $signed(\$1011 );
-  assign \$1013  = ! rd_tag2[2:1];
-  assign \$1014  = \$1013  ? spad_rd__data : lat_x;
-  assign \$1015  = rd_tag2[12] ? \$1014 [39:32] : 8'h80;
-  assign \$1016  = ! rd_tag2[2:1];
-  assign \$1017  = \$1016  ? spad_rd__data : lat_x;
-  assign \$1018  = rd_tag2[13] ? \$1017 [47:40] : 8'h80;
-  assign \$1019  = \$1012  ? \$1015  : \$1018 ;
-  assign \$1020  = ! rd_tag2[2:1];
-  assign \$1021  = \$1020  ? spad_rd__data : lat_x;
-  assign \$1022  = rd_tag2[14] ? \$1021 [55:48] : 8'h80;
-  assign \$1023  = ! rd_tag2[2:1];
-  assign \$1024  = \$1023  ? spad_rd__data : lat_x;
-  assign \$1025  = rd_tag2[15] ? \$1024 [63:56] : 8'h80;
-  assign \$1026  = $signed(\$1022 ) > $signed(\$1025 );
-  assign \$1027  = ! rd_tag2[2:1];
-  assign \$1028  = \$1027  ? spad_rd__data : lat_x;
-  assign \$1029  = rd_tag2[14] ? \$1028 [55:48] : 8'h80;
-  assign \$1030  = ! rd_tag2[2:1];
-  assign \$1031  = \$1030  ? spad_rd__data : lat_x;
-  assign \$1032  = rd_tag2[15] ? \$1031 [63:56] : 8'h80;
-  assign \$1033  = \$1026  ? \$1029  : \$1032 ;
-  assign \$1034  = \$1005  ? \$1019  : \$1033 ;
-  assign \$1035  = $signed(\$976 ) > $signed(\$1034 );
-  assign \$1036  = ! rd_tag2[2:1];
-  assign \$1037  = \$1036  ? spad_rd__data : lat_x;
-  assign \$1038  = rd_tag2[8] ? \$1037 [7:0] : 8'h80;
-  assign \$1039  = ! rd_tag2[2:1];
-  assign \$1040  = \$1039  ? spad_rd__data : lat_x;
-  assign \$1041  = rd_tag2[9] ? \$1040 [15:8] : 8'h80;
-  assign \$1042  = $signed(\$1038 ) > $signed(\$1041 );
-  assign \$1043  = ! rd_tag2[2:1];
-  assign \$1044  = \$1043  ? spad_rd__data : lat_x;
-  assign \$1045  = rd_tag2[8] ? \$1044 [7:0] : 8'h80;
-  assign \$1046  = ! rd_tag2[2:1];
-  assign \$1047  = \$1046  ? spad_rd__data : lat_x;
-  assign \$1048  = rd_tag2[9] ? \$1047 [15:8] : 8'h80;
-  assign \$1049  = \$1042  ? \$1045  : \$1048 ;
-  assign \$1050  = ! rd_tag2[2:1];
-  assign \$1051  = \$1050  ? spad_rd__data : lat_x;
-  assign \$1052  = rd_tag2[10] ? \$1051 [23:16] : 8'h80;
-  assign \$1053  = ! rd_tag2[2:1];
-  assign \$1054  = \$1053  ? spad_rd__data : lat_x;
-  assign \$1055  = rd_tag2[11] ? \$1054 [31:24] : 8'h80;
-  assign \$1056  = $signed(\$1052 ) > $signed(\$1055 );
-  assign \$1057  = ! rd_tag2[2:1];
-  assign \$1058  = \$1057  ? spad_rd__data : lat_x;
-  assign \$1059  = rd_tag2[10] ? \$1058 [23:16] : 8'h80;
-  assign \$1060  = ! rd_tag2[2:1];
-  assign \$1061  = \$1060  ? spad_rd__data : lat_x;
-  assign \$1062  = rd_tag2[11] ? \$1061 [31:24] : 8'h80;
-  assign \$1063  = \$1056  ? \$1059  : \$1062 ;
-  assign \$1064  = $signed(\$1049 ) > $signed(\$1063 );
-  assign \$1065  = ! rd_tag2[2:1];
-  assign \$1066  = \$1065  ? spad_rd__data : lat_x;
-  assign \$1067  = rd_tag2[8] ? \$1066 [7:0] : 8'h80;
-  assign \$1068  = ! rd_tag2[2:1];
-  assign \$1069  = \$1068  ? spad_rd__data : lat_x;
-  assign \$1070  = rd_tag2[9] ? \$1069 [15:8] : 8'h80;
-  assign \$1071  = $signed(\$1067 ) > $signed(\$1070 );
-  assign \$1072  = ! rd_tag2[2:1];
-  assign \$1073  = \$1072  ? spad_rd__data : lat_x;
-  assign \$1074  = rd_tag2[8] ? \$1073 [7:0] : 8'h80;
-  assign \$1075  = ! rd_tag2[2:1];
-  assign \$1076  = \$1075  ? spad_rd__data : lat_x;
-  assign \$1077  = rd_tag2[9] ? \$1076 [15:8] : 8'h80;
-  assign \$1078  = \$1071  ? \$1074  : \$1077 ;
-  assign \$1079  = ! rd_tag2[2:1];
-  assign \$1080  = \$1079  ? spad_rd__data : lat_x;
-  assign \$1081  = rd_tag2[10] ? \$1080 [23:16] : 8'h80;
-  assign \$1082  = ! rd_tag2[2:1];
-  assign \$1083  = \$1082  ? spad_rd__data : lat_x;
-  assign \$1084  = rd_tag2[11] ? \$1083 [31:24] : 8'h80;
-  assign \$1085  = $signed(\$1081 ) > $signed(\$1084 );
-  assign \$1086  = ! rd_tag2[2:1];
-  assign \$1087  = \$1086  ? spad_rd__data : lat_x;
-  assign \$1088  = rd_tag2[10] ? \$1087 [23:16] : 8'h80;
-  assign \$1089  = ! rd_tag2[2:1];
-  assign \$1090  = \$1089  ? spad_rd__data : lat_x;
-  assign \$1091  = rd_tag2[11] ? \$1090 [31:24] : 8'h80;
-  assign \$1092  = \$1085  ? \$1088  : \$1091 ;
-  assign \$1093  = \$1064  ? \$1078  : \$1092 ;
-  assign \$1094  = ! rd_tag2[2:1];
-  assign \$1095  = \$1094  ? spad_rd__data : lat_x;
-  assign \$1096  = rd_tag2[12] ? \$1095 [39:32] : 8'h80;
-  assign \$1097  = ! rd_tag2[2:1];
-  assign \$1098  = \$1097  ? spad_rd__data : lat_x;
-  assign \$1099  = rd_tag2[13] ? \$1098 [47:40] : 8'h80;
-  assign \$1100  = $signed(\$1096 ) > $signed(\$1099 );
-  assign \$1101  = ! rd_tag2[2:1];
-  assign \$1102  = \$1101  ? spad_rd__data : lat_x;
-  assign \$1103  = rd_tag2[12] ? \$1102 [39:32] : 8'h80;
-  assign \$1104  = ! rd_tag2[2:1];
-  assign \$1105  = \$1104  ? spad_rd__data : lat_x;
-  assign \$1106  = rd_tag2[13] ? \$1105 [47:40] : 8'h80;
-  assign \$1107  = \$1100  ? \$1103  : \$1106 ;
-  assign \$1108  = ! rd_tag2[2:1];
-  assign \$1109  = \$1108  ? spad_rd__data : lat_x;
-  assign \$1110  = rd_tag2[14] ? \$1109 [55:48] : 8'h80;
-  assign \$1111  = ! rd_tag2[2:1];
-  assign \$1112  = \$1111  ? spad_rd__data : lat_x;
-  assign \$1113  = rd_tag2[15] ? \$1112 [63:56] : 8'h80;
-  assign \$1114  = $signed(\$1110 ) > $signed(\$1113 );
-  assign \$1115  = ! rd_tag2[2:1];
-  assign \$1116  = \$1115  ? spad_rd__data : lat_x;
-  assign \$1117  = rd_tag2[14] ? \$1116 [55:48] : 8'h80;
-  assign \$1118  = ! rd_tag2[2:1];
-  assign \$1119  = \$1118  ? spad_rd__data : lat_x;
-  assign \$1120  = rd_tag2[15] ? \$1119 [63:56] : 8'h80;
-  assign \$1121  = \$1114  ? \$1117  : \$1120 ;
-  assign \$1122  = $signed(\$1107 ) > $signed(\$1121 );
-  assign \$1123  = ! rd_tag2[2:1];
-  assign \$1124  = \$1123  ? spad_rd__data : lat_x;
-  assign \$1125  = rd_tag2[12] ? \$1124 [39:32] : 8'h80;
-  assign \$1126  = ! rd_tag2[2:1];
-  assign \$1127  = \$1126  ? spad_rd__data : lat_x;
-  assign \$1128  = rd_tag2[13] ? \$1127 [47:40] : 8'h80;
-  assign \$1129  = $signed(\$1125 ) > $signed(\$1128 );
-  assign \$1130  = ! rd_tag2[2:1];
-  assign \$1131  = \$1130  ? spad_rd__data : lat_x;
-  assign \$1132  = rd_tag2[12] ? \$1131 [39:32] : 8'h80;
-  assign \$1133  = ! rd_tag2[2:1];
-  assign \$1134  = \$1133  ? spad_rd__data : lat_x;
-  assign \$1135  = rd_tag2[13] ? \$1134 [47:40] : 8'h80;
-  assign \$1136  = \$1129  ? \$1132  : \$1135 ;
-  assign \$1137  = ! rd_tag2[2:1];
-  assign \$1138  = \$1137  ? spad_rd__data : lat_x;
-  assign \$1139  = rd_tag2[14] ? \$1138 [55:48] : 8'h80;
-  assign \$1140  = ! rd_tag2[2:1];
-  assign \$1141  = \$1140  ? spad_rd__data : lat_x;
-  assign \$1142  = rd_tag2[15] ? \$1141 [63:56] : 8'h80;
-  assign \$1143  = $signed(\$1139 ) > $signed(\$1142 );
-  assign \$1144  = ! rd_tag2[2:1];
-  assign \$1145  = \$1144  ? spad_rd__data : lat_x;
-  assign \$1146  = rd_tag2[14] ? \$1145 [55:48] : 8'h80;
-  assign \$1147  = ! rd_tag2[2:1];
-  assign \$1148  = \$1147  ? spad_rd__data : lat_x;
-  assign \$1149  = rd_tag2[15] ? \$1148 [63:56] : 8'h80;
-  assign \$1150  = \$1143  ? \$1146  : \$1149 ;
-  assign \$1151  = \$1122  ? \$1136  : \$1150 ;
-  assign \$1152  = \$1035  ? \$1093  : \$1151 ;
-  assign \$1153  = $signed(\$1152 ) > $signed(m_row);
-  assign \$1154  = ! rd_tag2[2:1];
-  assign \$1155  = \$1154  ? spad_rd__data : lat_x;
-  assign \$1156  = rd_tag2[8] ? \$1155 [7:0] : 8'h80;
-  assign \$1157  = ! rd_tag2[2:1];
-  assign \$1158  = \$1157  ? spad_rd__data : lat_x;
-  assign \$1159  = rd_tag2[9] ? \$1158 [15:8] : 8'h80;
-  assign \$1160  = $signed(\$1156 ) > $signed(\$1159 );
-  assign \$1161  = ! rd_tag2[2:1];
-  assign \$1162  = \$1161  ? spad_rd__data : lat_x;
-  assign \$1163  = rd_tag2[8] ? \$1162 [7:0] : 8'h80;
-  assign \$1164  = ! rd_tag2[2:1];
-  assign \$1165  = \$1164  ? spad_rd__data : lat_x;
-  assign \$1166  = rd_tag2[9] ? \$1165 [15:8] : 8'h80;
-  assign \$1167  = \$1160  ? \$1163  : \$1166 ;
-  assign \$1168  = ! rd_tag2[2:1];
-  assign \$1169  = \$1168  ? spad_rd__data : lat_x;
-  assign \$1170  = rd_tag2[10] ? \$1169 [23:16] : 8'h80;
-  assign \$1171  = ! rd_tag2[2:1];
-  assign \$1172  = \$1171  ? spad_rd__data : lat_x;
-  assign \$1173  = rd_tag2[11] ? \$1172 [31:24] : 8'h80;
-  assign \$1174  = $signed(\$1170 ) > $signed(\$1173 );
-  assign \$1175  = ! rd_tag2[2:1];
-  assign \$1176  = \$1175  ? spad_rd__data : lat_x;
-  assign \$1177  = rd_tag2[10] ? \$1176 [23:16] : 8'h80;
-  assign \$1178  = ! rd_tag2[2:1];
-  assign \$1179  = \$1178  ? spad_rd__data : lat_x;
-  assign \$1180  = rd_tag2[11] ? \$1179 [31:24] : 8'h80;
-  assign \$1181  = \$1174  ? \$1177  : \$1180 ;
-  assign \$1182  = $signed(\$1167 ) > $signed(\$1181 );
-  assign \$1183  = ! rd_tag2[2:1];
-  assign \$1184  = \$1183  ? spad_rd__data : lat_x;
-  assign \$1185  = rd_tag2[8] ? \$1184 [7:0] : 8'h80;
-  assign \$1186  = ! rd_tag2[2:1];
-  assign \$1187  = \$1186  ? spad_rd__data : lat_x;
-  assign \$1188  = rd_tag2[9] ? \$1187 [15:8] : 8'h80;
-  assign \$1189  = $signed(\$1185 ) > $signed(\$1188 );
-  assign \$1190  = ! rd_tag2[2:1];
-  assign \$1191  = \$1190  ? spad_rd__data : lat_x;
-  assign \$1192  = rd_tag2[8] ? \$1191 [7:0] : 8'h80;
-  assign \$1193  = ! rd_tag2[2:1];
-  assign \$1194  = \$1193  ? spad_rd__data : lat_x;
-  assign \$1195  = rd_tag2[9] ? \$1194 [15:8] : 8'h80;
-  assign \$1196  = \$1189  ? \$1192  : \$1195 ;
-  assign \$1197  = ! rd_tag2[2:1];
-  assign \$1198  = \$1197  ? spad_rd__data : lat_x;
-  assign \$1199  = rd_tag2[10] ? \$1198 [23:16] : 8'h80;
-  assign \$1200  = ! rd_tag2[2:1];
-  assign \$1201  = \$1200  ? spad_rd__data : lat_x;
-  assign \$1202  = rd_tag2[11] ? \$1201 [31:24] : 8'h80;
-  assign \$1203  = $signed(\$1199 ) > $signed(\$1202 );
-  assign \$1204  = ! rd_tag2[2:1];
-  assign \$1205  = \$1204  ? spad_rd__data : lat_x;
-  assign \$1206  = rd_tag2[10] ? \$1205 [23:16] : 8'h80;
-  assign \$1207  = ! rd_tag2[2:1];
-  assign \$1208  = \$1207  ? spad_rd__data : lat_x;
-  assign \$1209  = rd_tag2[11] ? \$1208 [31:24] : 8'h80;
-  assign \$1210  = \$1203  ? \$1206  : \$1209 ;
-  assign \$1211  = \$1182  ? \$1196  : \$1210 ;
-  assign \$1212  = ! rd_tag2[2:1];
-  assign \$1213  = \$1212  ? spad_rd__data : lat_x;
-  assign \$1214  = rd_tag2[12] ? \$1213 [39:32] : 8'h80;
-  assign \$1215  = ! rd_tag2[2:1];
-  assign \$1216  = \$1215  ? spad_rd__data : lat_x;
-  assign \$1217  = rd_tag2[13] ? \$1216 [47:40] : 8'h80;
-  assign \$1218  = $signed(\$1214 ) > $signed(\$1217 );
-  assign \$1219  = ! rd_tag2[2:1];
-  assign \$1220  = \$1219  ? spad_rd__data : lat_x;
-  assign \$1221  = rd_tag2[12] ? \$1220 [39:32] : 8'h80;
-  assign \$1222  = ! rd_tag2[2:1];
-  assign \$1223  = \$1222  ? spad_rd__data : lat_x;
-  assign \$1224  = rd_tag2[13] ? \$1223 [47:40] : 8'h80;
-  assign \$1225  = \$1218  ? \$1221  : \$1224 ;
-  assign \$1226  = ! rd_tag2[2:1];
-  assign \$1227  = \$1226  ? spad_rd__data : lat_x;
-  assign \$1228  = rd_tag2[14] ? \$1227 [55:48] : 8'h80;
-  assign \$1229  = ! rd_tag2[2:1];
-  assign \$1230  = \$1229  ? spad_rd__data : lat_x;
-  assign \$1231  = rd_tag2[15] ? \$1230 [63:56] : 8'h80;
-  assign \$1232  = $signed(\$1228 ) > $signed(\$1231 );
-  assign \$1233  = ! rd_tag2[2:1];
-  assign \$1234  = \$1233  ? spad_rd__data : lat_x;
-  assign \$1235  = rd_tag2[14] ? \$1234 [55:48] : 8'h80;
-  assign \$1236  = ! rd_tag2[2:1];
-  assign \$1237  = \$1236  ? spad_rd__data : lat_x;
-  assign \$1238  = rd_tag2[15] ? \$1237 [63:56] : 8'h80;
-  assign \$1239  = \$1232  ? \$1235  : \$1238 ;
-  assign \$1240  = $signed(\$1225 ) > $signed(\$1239 );
-  assign \$1241  = ! rd_tag2[2:1];
-  assign \$1242  = \$1241  ? spad_rd__data : lat_x;
-  assign \$1243  = rd_tag2[12] ? \$1242 [39:32] : 8'h80;
-  assign \$1244  = ! rd_tag2[2:1];
-  assign \$1245  = \$1244  ? spad_rd__data : lat_x;
-  assign \$1246  = rd_tag2[13] ? \$1245 [47:40] : 8'h80;
-  assign \$1247  = $signed(\$1243 ) > $signed(\$1246 );
-  assign \$1248  = ! rd_tag2[2:1];
-  assign \$1249  = \$1248  ? spad_rd__data : lat_x;
-  assign \$1250  = rd_tag2[12] ? \$1249 [39:32] : 8'h80;
-  assign \$1251  = ! rd_tag2[2:1];
-  assign \$1252  = \$1251  ? spad_rd__data : lat_x;
-  assign \$1253  = rd_tag2[13] ? \$1252 [47:40] : 8'h80;
-  assign \$1254  = \$1247  ? \$1250  : \$1253 ;
-  assign \$1255  = ! rd_tag2[2:1];
-  assign \$1256  = \$1255  ? spad_rd__data : lat_x;
-  assign \$1257  = rd_tag2[14] ? \$1256 [55:48] : 8'h80;
-  assign \$1258  = ! rd_tag2[2:1];
-  assign \$1259  = \$1258  ? spad_rd__data : lat_x;
-  assign \$1260  = rd_tag2[15] ? \$1259 [63:56] : 8'h80;
-  assign \$1261  = $signed(\$1257 ) > $signed(\$1260 );
-  assign \$1262  = ! rd_tag2[2:1];
-  assign \$1263  = \$1262  ? spad_rd__data : lat_x;
-  assign \$1264  = rd_tag2[14] ? \$1263 [55:48] : 8'h80;
-  assign \$1265  = ! rd_tag2[2:1];
-  assign \$1266  = \$1265  ? spad_rd__data : lat_x;
-  assign \$1267  = rd_tag2[15] ? \$1266 [63:56] : 8'h80;
-  assign \$1268  = \$1261  ? \$1264  : \$1267 ;
-  assign \$1269  = \$1240  ? \$1254  : \$1268 ;
-  assign \$1270  = $signed(\$1211 ) > $signed(\$1269 );
-  assign \$1271  = ! rd_tag2[2:1];
-  assign \$1272  = \$1271  ? spad_rd__data : lat_x;
-  assign \$1273  = rd_tag2[8] ? \$1272 [7:0] : 8'h80;
-  assign \$1274  = ! rd_tag2[2:1];
-  assign \$1275  = \$1274  ? spad_rd__data : lat_x;
-  assign \$1276  = rd_tag2[9] ? \$1275 [15:8] : 8'h80;
-  assign \$1277  = $signed(\$1273 ) > $signed(\$1276 );
-  assign \$1278  = ! rd_tag2[2:1];
-  assign \$1279  = \$1278  ? spad_rd__data : lat_x;
-  assign \$1280  = rd_tag2[8] ? \$1279 [7:0] : 8'h80;
-  assign \$1281  = ! rd_tag2[2:1];
-  assign \$1282  = \$1281  ? spad_rd__data : lat_x;
-  assign \$1283  = rd_tag2[9] ? \$1282 [15:8] : 8'h80;
-  assign \$1284  = \$1277  ? \$1280  : \$1283 ;
-  assign \$1285  = ! rd_tag2[2:1];
-  assign \$1286  = \$1285  ? spad_rd__data : lat_x;
-  assign \$1287  = rd_tag2[10] ? \$1286 [23:16] : 8'h80;
-  assign \$1288  = ! rd_tag2[2:1];
-  assign \$1289  = \$1288  ? spad_rd__data : lat_x;
-  assign \$1290  = rd_tag2[11] ? \$1289 [31:24] : 8'h80;
-  assign \$1291  = $signed(\$1287 ) > $signed(\$1290 );
-  assign \$1292  = ! rd_tag2[2:1];
-  assign \$1293  = \$1292  ? spad_rd__data : lat_x;
-  assign \$1294  = rd_tag2[10] ? \$1293 [23:16] : 8'h80;
-  assign \$1295  = ! rd_tag2[2:1];
-  assign \$1296  = \$1295  ? spad_rd__data : lat_x;
-  assign \$1297  = rd_tag2[11] ? \$1296 [31:24] : 8'h80;
-  assign \$1298  = \$1291  ? \$1294  : \$1297 ;
-  assign \$1299  = $signed(\$1284 ) > $signed(\$1298 );
-  assign \$1300  = ! rd_tag2[2:1];
-  assign \$1301  = \$1300  ? spad_rd__data : lat_x;
-  assign \$1302  = rd_tag2[8] ? \$1301 [7:0] : 8'h80;
-  assign \$1303  = ! rd_tag2[2:1];
-  assign \$1304  = \$1303  ? spad_rd__data : lat_x;
-  assign \$1305  = rd_tag2[9] ? \$1304 [15:8] : 8'h80;
-  assign \$1306  = $signed(\$1302 ) > $signed(\$1305 );
-  assign \$1307  = ! rd_tag2[2:1];
-  assign \$1308  = \$1307  ? spad_rd__data : lat_x;
-  assign \$1309  = rd_tag2[8] ? \$1308 [7:0] : 8'h80;
-  assign \$1310  = ! rd_tag2[2:1];
-  assign \$1311  = \$1310  ? spad_rd__data : lat_x;
-  assign \$1312  = rd_tag2[9] ? \$1311 [15:8] : 8'h80;
-  assign \$1313  = \$1306  ? \$1309  : \$1312 ;
-  assign \$1314  = ! rd_tag2[2:1];
-  assign \$1315  = \$1314  ? spad_rd__data : lat_x;
-  assign \$1316  = rd_tag2[10] ? \$1315 [23:16] : 8'h80;
-  assign \$1317  = ! rd_tag2[2:1];
-  assign \$1318  = \$1317  ? spad_rd__data : lat_x;
-  assign \$1319  = rd_tag2[11] ? \$1318 [31:24] : 8'h80;
-  assign \$1320  = $signed(\$1316 ) > $signed(\$1319 );
-  assign \$1321  = ! rd_tag2[2:1];
-  assign \$1322  = \$1321  ? spad_rd__data : lat_x;
-  assign \$1323  = rd_tag2[10] ? \$1322 [23:16] : 8'h80;
-  assign \$1324  = ! rd_tag2[2:1];
-  assign \$1325  = \$1324  ? spad_rd__data : lat_x;
-  assign \$1326  = rd_tag2[11] ? \$1325 [31:24] : 8'h80;
-  assign \$1327  = \$1320  ? \$1323  : \$1326 ;
-  assign \$1328  = \$1299  ? \$1313  : \$1327 ;
-  assign \$1329  = ! rd_tag2[2:1];
-  assign \$1330  = \$1329  ? spad_rd__data : lat_x;
-  assign \$1331  = rd_tag2[12] ? \$1330 [39:32] : 8'h80;
-  assign \$1332  = ! rd_tag2[2:1];
-  assign \$1333  = \$1332  ? spad_rd__data : lat_x;
-  assign \$1334  = rd_tag2[13] ? \$1333 [47:40] : 8'h80;
-  assign \$1335  = $signed(\$1331 ) > $signed(\$1334 );
-  assign \$1336  = ! rd_tag2[2:1];
-  assign \$1337  = \$1336  ? spad_rd__data : lat_x;
-  assign \$1338  = rd_tag2[12] ? \$1337 [39:32] : 8'h80;
-  assign \$1339  = ! rd_tag2[2:1];
-  assign \$1340  = \$1339  ? spad_rd__data : lat_x;
-  assign \$1341  = rd_tag2[13] ? \$1340 [47:40] : 8'h80;
-  assign \$1342  = \$1335  ? \$1338  : \$1341 ;
-  assign \$1343  = ! rd_tag2[2:1];
-  assign \$1344  = \$1343  ? spad_rd__data : lat_x;
-  assign \$1345  = rd_tag2[14] ? \$1344 [55:48] : 8'h80;
-  assign \$1346  = ! rd_tag2[2:1];
-  assign \$1347  = \$1346  ? spad_rd__data : lat_x;
-  assign \$1348  = rd_tag2[15] ? \$1347 [63:56] : 8'h80;
-  assign \$1349  = $signed(\$1345 ) > $signed(\$1348 );
-  assign \$1350  = ! rd_tag2[2:1];
-  assign \$1351  = \$1350  ? spad_rd__data : lat_x;
-  assign \$1352  = rd_tag2[14] ? \$1351 [55:48] : 8'h80;
-  assign \$1353  = ! rd_tag2[2:1];
-  assign \$1354  = \$1353  ? spad_rd__data : lat_x;
-  assign \$1355  = rd_tag2[15] ? \$1354 [63:56] : 8'h80;
-  assign \$1356  = \$1349  ? \$1352  : \$1355 ;
-  assign \$1357  = $signed(\$1342 ) > $signed(\$1356 );
-  assign \$1358  = ! rd_tag2[2:1];
-  assign \$1359  = \$1358  ? spad_rd__data : lat_x;
-  assign \$1360  = rd_tag2[12] ? \$1359 [39:32] : 8'h80;
-  assign \$1361  = ! rd_tag2[2:1];
-  assign \$1362  = \$1361  ? spad_rd__data : lat_x;
-  assign \$1363  = rd_tag2[13] ? \$1362 [47:40] : 8'h80;
-  assign \$1364  = $signed(\$1360 ) > $signed(\$1363 );
-  assign \$1365  = ! rd_tag2[2:1];
-  assign \$1366  = \$1365  ? spad_rd__data : lat_x;
-  assign \$1367  = rd_tag2[12] ? \$1366 [39:32] : 8'h80;
-  assign \$1368  = ! rd_tag2[2:1];
-  assign \$1369  = \$1368  ? spad_rd__data : lat_x;
-  assign \$1370  = rd_tag2[13] ? \$1369 [47:40] : 8'h80;
-  assign \$1371  = \$1364  ? \$1367  : \$1370 ;
-  assign \$1372  = ! rd_tag2[2:1];
-  assign \$1373  = \$1372  ? spad_rd__data : lat_x;
-  assign \$1374  = rd_tag2[14] ? \$1373 [55:48] : 8'h80;
-  assign \$1375  = ! rd_tag2[2:1];
-  assign \$1376  = \$1375  ? spad_rd__data : lat_x;
-  assign \$1377  = rd_tag2[15] ? \$1376 [63:56] : 8'h80;
-  assign \$1378  = $signed(\$1374 ) > $signed(\$1377 );
-  assign \$1379  = ! rd_tag2[2:1];
-  assign \$1380  = \$1379  ? spad_rd__data : lat_x;
-  assign \$1381  = rd_tag2[14] ? \$1380 [55:48] : 8'h80;
-  assign \$1382  = ! rd_tag2[2:1];
-  assign \$1383  = \$1382  ? spad_rd__data : lat_x;
-  assign \$1384  = rd_tag2[15] ? \$1383 [63:56] : 8'h80;
-  assign \$1385  = \$1378  ? \$1381  : \$1384 ;
-  assign \$1386  = \$1357  ? \$1371  : \$1385 ;
-  assign \$1387  = \$1270  ? \$1328  : \$1386 ;
-  assign \$1388  = \$1153  ? \$1387  : m_row;
-  assign \$1389  = e4_meta[4] ? l0_e : 26'h0000000;
-  assign \$1390  = e4_meta[5] ? l1_e : 26'h0000000;
-  assign \$1391  = \$1389  + \$1390 ;
-  assign \$1392  = e4_meta[6] ? l2_e : 26'h0000000;
-  assign \$1393  = e4_meta[7] ? l3_e : 26'h0000000;
-  assign \$1394  = \$1392  + \$1393 ;
-  assign \$1395  = \$1391  + \$1394 ;
-  assign \$1396  = e4_meta[8] ? l4_e : 26'h0000000;
-  assign \$1397  = e4_meta[9] ? l5_e : 26'h0000000;
-  assign \$1398  = \$1396  + \$1397 ;
-  assign \$1399  = e4_meta[10] ? l6_e : 26'h0000000;
-  assign \$1400  = e4_meta[11] ? l7_e : 26'h0000000;
-  assign \$1401  = \$1399  + \$1400 ;
-  assign \$1402  = \$1398  + \$1401 ;
-  assign \$1403  = \$1395  + \$1402 ;
-  assign \$1404  = s_sum + \$1403 ;
-  assign \$1405  = e1_meta[4] ? l0_xs : 9'h000;
-  assign \$1406  = e1_meta[5] ? l1_xs : 9'h000;
-  assign \$1407  = $signed(\$1405 ) + $signed(\$1406 );
-  assign \$1408  = e1_meta[6] ? l2_xs : 9'h000;
-  assign \$1409  = e1_meta[7] ? l3_xs : 9'h000;
-  assign \$1410  = $signed(\$1408 ) + $signed(\$1409 );
-  assign \$1411  = $signed(\$1407 ) + $signed(\$1410 );
-  assign \$1412  = e1_meta[8] ? l4_xs : 9'h000;
-  assign \$1413  = e1_meta[9] ? l5_xs : 9'h000;
-  assign \$1414  = $signed(\$1412 ) + $signed(\$1413 );
-  assign \$1415  = e1_meta[10] ? l6_xs : 9'h000;
-  assign \$1416  = e1_meta[11] ? l7_xs : 9'h000;
-  assign \$1417  = $signed(\$1415 ) + $signed(\$1416 );
-  assign \$1418  = $signed(\$1414 ) + $signed(\$1417 );
-  assign \$1419  = $signed(\$1411 ) + $signed(\$1418 );
-  assign \$1420  = $signed(s1) + $signed(\$1419 );
-  assign \$1421  = e1_meta[4] ? l0_xs : 9'h000;
-  assign \$1422  = e1_meta[4] ? l0_xs : 9'h000;
-  assign \$1423  = $signed(\$1421 ) * $signed(\$1422 );
-  assign \$1424  = e1_meta[5] ? l1_xs : 9'h000;
-  assign \$1425  = e1_meta[5] ? l1_xs : 9'h000;
-  assign \$1426  = $signed(\$1424 ) * $signed(\$1425 );
-  assign \$1427  = $signed(\$1423 ) + $signed(\$1426 );
-  assign \$1428  = e1_meta[6] ? l2_xs : 9'h000;
-  assign \$1429  = e1_meta[6] ? l2_xs : 9'h000;
-  assign \$1430  = $signed(\$1428 ) * $signed(\$1429 );
-  assign \$1431  = e1_meta[7] ? l3_xs : 9'h000;
-  assign \$1432  = e1_meta[7] ? l3_xs : 9'h000;
-  assign \$1433  = $signed(\$1431 ) * $signed(\$1432 );
-  assign \$1434  = $signed(\$1430 ) + $signed(\$1433 );
-  assign \$1435  = $signed(\$1427 ) + $signed(\$1434 );
-  assign \$1436  = e1_meta[8] ? l4_xs : 9'h000;
-  assign \$1437  = e1_meta[8] ? l4_xs : 9'h000;
-  assign \$1438  = $signed(\$1436 ) * $signed(\$1437 );
-  assign \$1439  = e1_meta[9] ? l5_xs : 9'h000;
-  assign \$1440  = e1_meta[9] ? l5_xs : 9'h000;
-  assign \$1441  = $signed(\$1439 ) * $signed(\$1440 );
-  assign \$1442  = $signed(\$1438 ) + $signed(\$1441 );
-  assign \$1443  = e1_meta[10] ? l6_xs : 9'h000;
-  assign \$1444  = e1_meta[10] ? l6_xs : 9'h000;
-  assign \$1445  = $signed(\$1443 ) * $signed(\$1444 );
-  assign \$1446  = e1_meta[11] ? l7_xs : 9'h000;
-  assign \$1447  = e1_meta[11] ? l7_xs : 9'h000;
-  assign \$1448  = $signed(\$1446 ) * $signed(\$1447 );
-  assign \$1449  = $signed(\$1445 ) + $signed(\$1448 );
-  assign \$1450  = $signed(\$1442 ) + $signed(\$1449 );
-  assign \$1451  = $signed(\$1435 ) + $signed(\$1450 );
-  assign \$1452  = $signed({ 1'h0, s2 }) + $signed(\$1451 );
-  assign \$1453  = op == 1'h1;
-  assign \$1454  = op == 2'h2;
-  assign \$1455  = \$1453  | \$1454 ;
-  assign \$1456  = cur == 3'h4;
-  assign \$1457  = \$1455  & \$1456 ;
-  assign \$1458  = | slot;
-  assign \$1459  = \$1457  & \$1458 ;
-  assign \$1460  = acc_rd__en & acc_rd__gnt;
-  assign \$1461  = spad_rd__en & spad_rd__gnt;
-  assign \$1462  = \$1459  ? \$1460  : \$1461 ;
-  assign \$1463  = ! slot;
-  assign \$1464  = \$1462  & \$1463 ;
-  assign \$1465  = inflight + \$1464 ;
-  assign \$1466  = \$1465  - e6_meta[0];
-  assign \$1467  = op == 1'h1;
-  assign \$1468  = op == 2'h2;
-  assign \$1469  = \$1467  | \$1468 ;
-  assign \$1470  = cur == 3'h4;
-  assign \$1471  = \$1469  & \$1470 ;
-  assign \$1472  = | slot;
-  assign \$1473  = \$1471  & \$1472 ;
-  assign \$1474  = acc_rd__en & acc_rd__gnt;
-  assign \$1475  = spad_rd__en & spad_rd__gnt;
-  assign \$1476  = \$1473  ? \$1474  : \$1475 ;
-  assign \$1477  = ! slot;
-  assign \$1478  = \$1476  & \$1477 ;
-  assign \$1479  = cur == 3'h4;
-  assign \$1480  = \$1478  & \$1479 ;
-  assign \$1481  = pending_out + \$1480 ;
-  assign \$1482  = e6_meta[3:1] == 3'h4;
-  assign \$1483  = e6_meta[0] & \$1482 ;
-  assign \$1484  = \$1481  - \$1483 ;
-  assign \$1485  = | raw[223:125];
-  assign \$1486  = | raw[223:176];
-  assign \$1487  = | raw[223:112];
-  assign \$1488  = | raw[223:158];
-  assign \$1489  = \$signal  + 3'h7;
-  assign \$1491  = segs - 1'h1;
-  assign \$1492  = \$1491 [15:0] * \$signal$323 ;
-  assign \$1493  = ! \$signal$322 ;
-  assign \$1494  = ! \$signal ;
-  assign \$1495  = \$1493  | \$1494 ;
-  assign \$1496  = op == 1'h1;
-  assign \$1497  = op == 2'h2;
-  assign \$1498  = \$1496  | \$1497 ;
-  assign \$1499  = \$signal  > 13'h1000;
-  assign \$1500  = \$1498  & \$1499 ;
-  assign \$1501  = \$1495  | \$1500 ;
-  assign \$1502  = \$signal$324  + span;
-  assign \$1503  = \$1502  + \$signal$322 ;
-  assign \$1504  = \$1503  - 1'h1;
-  assign \$1505  = $signed(\$1504 ) >= $signed(16'h4000);
-  assign \$1506  = dst + span;
-  assign \$1507  = \$1506  + \$signal$322 ;
-  assign \$1508  = \$1507  - 1'h1;
-  assign \$1509  = $signed(\$1508 ) >= $signed(16'h4000);
-  assign \$1510  = \$1505  | \$1509 ;
-  assign \$1511  = op == 3'h4;
-  assign \$1512  = \$signal$326  + span;
-  assign \$1513  = \$1512  + \$signal$322 ;
-  assign \$1514  = \$1513  - 1'h1;
-  assign \$1515  = $signed(\$1514 ) >= $signed(16'h4000);
-  assign \$1516  = \$1511  & \$1515 ;
-  assign \$1517  = \$1510  | \$1516 ;
-  assign \$1518  = op == 2'h3;
-  assign \$1519  = \$signal$326  + 5'h1f;
-  assign \$1520  = \$1519  >= 15'h4000;
-  assign \$1521  = \$1518  & \$1520 ;
-  assign \$1522  = \$1517  | \$1521 ;
-  assign \$1523  = op == 1'h1;
-  assign \$1524  = op == 2'h2;
-  assign \$1525  = \$1523  | \$1524 ;
-  assign \$1526  = \$signal$327  + segs;
-  assign \$1527  = \$1526  - 1'h1;
-  assign \$1528  = $signed(\$1527 ) >= $signed(15'h2000);
-  assign \$1529  = \$1525  & \$1528 ;
-  assign \$1530  = \$1522  | \$1529 ;
-  assign \$1531  = op == 1'h1;
-  assign \$1532  = bet + segs;
-  assign \$1533  = \$1532  - 1'h1;
-  assign \$1534  = $signed(\$1533 ) >= $signed(15'h2000);
-  assign \$1535  = \$1531  & \$1534 ;
-  assign \$1536  = \$1530  | \$1535 ;
-  assign \$1537  = | err;
-  assign \$1538  = op == 2'h3;
-  assign \$1539  = \$signal$324  + row;
-  assign \$1540  = \$signal$326  + row;
-  assign \$1541  = dst + row;
-  assign \$1542  = ! op;
-  assign \$1543  = op == 1'h1;
-  assign \$1544  = op == 2'h2;
-  assign \$1545  = \$1543  | \$1544 ;
-  assign \$1546  = \$1545  ? 3'h3 : 3'h4;
-  assign \$1547  = \$1542  ? 3'h1 : \$1546 ;
-  assign \$1548  = op == 1'h1;
-  assign \$1549  = op == 2'h2;
-  assign \$1550  = \$1548  | \$1549 ;
-  assign \$1551  = cur == 3'h4;
-  assign \$1552  = \$1550  & \$1551 ;
-  assign \$1553  = | slot;
-  assign \$1554  = \$1552  & \$1553 ;
-  assign \$1555  = acc_rd__en & acc_rd__gnt;
-  assign \$1556  = spad_rd__en & spad_rd__gnt;
-  assign \$1557  = \$1554  ? \$1555  : \$1556 ;
-  assign \$1558  = cur == 3'h4;
-  assign \$1559  = op == 1'h1;
-  assign \$1560  = op == 2'h2;
-  assign \$1561  = op == 3'h4;
-  assign \$1562  = \$1560  | \$1561 ;
-  assign \$1563  = \$1562  ? 2'h2 : 2'h1;
-  assign \$1564  = \$1559  ? 2'h3 : \$1563 ;
-  assign \$1565  = \$1558  ? \$1564  : 2'h1;
-  assign \$1566  = \$1565  - 1'h1;
-  assign \$1567  = slot == \$1566 ;
-  assign \$1568  = slot + 1'h1;
-  assign \$1569  = \$1567  ? 3'h0 : \$1568 ;
-  assign \$1570  = op == 1'h1;
-  assign \$1571  = op == 2'h2;
-  assign \$1572  = \$1570  | \$1571 ;
-  assign \$1573  = cur == 3'h4;
-  assign \$1574  = \$1572  & \$1573 ;
-  assign \$1575  = | slot;
-  assign \$1576  = \$1574  & \$1575 ;
-  assign \$1577  = acc_rd__en & acc_rd__gnt;
-  assign \$1578  = spad_rd__en & spad_rd__gnt;
-  assign \$1579  = \$1576  ? \$1577  : \$1578 ;
-  assign \$1580  = cur == 3'h4;
-  assign \$1581  = op == 1'h1;
-  assign \$1582  = op == 2'h2;
-  assign \$1583  = op == 3'h4;
-  assign \$1584  = \$1582  | \$1583 ;
-  assign \$1585  = \$1584  ? 2'h2 : 2'h1;
-  assign \$1586  = \$1581  ? 2'h3 : \$1585 ;
-  assign \$1587  = \$1580  ? \$1586  : 2'h1;
-  assign \$1588  = \$1587  - 1'h1;
-  assign \$1589  = slot == \$1588 ;
-  assign \$1590  = \$1579  & \$1589 ;
-  assign \$1591  = seg + 1'h1;
-  assign \$1592  = pos + 4'h8;
-  assign \$1593  = ptr_p + 1'h1;
-  assign \$1594  = \$signal$337  + \$signal$323 ;
-  assign \$1595  = \$signal$338  + \$signal$323 ;
-  assign \$1596  = ptr_d + \$signal$323 ;
-  assign \$1597  = seg + 1'h1;
-  assign \$1598  = ! cur;
-  assign \$1599  = \$1598  ? 17'h00020 : segs;
-  assign \$1600  = \$1597  == \$1599 ;
-  assign \$1601  = ! inflight;
-  assign \$1602  = \$signal  * s2;
-  assign \$1603  = op == 1'h1;
-  assign \$1604  = $signed(s1) * $signed(s1);
-  assign \$1605  = \$1603  ? \$1604  : 44'h00000000000;
-  assign \$1606  = $signed({ 1'h0, \$1602  }) - $signed(\$1605 );
-  assign \$1607  = row + 1'h1;
-  assign \$1608  = \$1607  == \$signal$322 ;
-  assign \$1609  = row + 1'h1;
-  assign \$1610  = \$signal$324  + row;
-  assign \$1611  = \$signal$326  + row;
-  assign \$1612  = dst + row;
-  assign \$1613  = ! d_val;
-  assign \$1615  = \$signal$329  << eps_exp;
-  assign \$1616  = \$1614  + \$1615 ;
-  assign \$1618  = sq_cnt - 1'h1;
-  assign \$1619  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
-  assign \$1620  = { sq_rem, sq_n[79:78] } - { sq_root, 2'h1 };
-  assign \$1621  = \$1619  ? \$1620  : { 1'h0, sq_rem, sq_n[79:78] };
-  assign \$1622  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
-  assign \$1623  = sq_cnt == 1'h1;
-  assign \$1624  = bitlen + 5'h17;
-  assign \$1625  = 1'h1 << \$1624 ;
-  assign \$1626  = bitlen + 5'h17;
-  assign \$1627  = \$1626  - 5'h10;
-  assign \$1628  = $signed(\$1627 ) - $signed(6'h10);
-  assign \$1630  = dv_cnt - 1'h1;
-  assign \$1631  = { dv_rem, dv_num[63] } >= dv_den;
-  assign \$1632  = { dv_rem, dv_num[63] } - dv_den;
-  assign \$1633  = \$1631  ? \$1632  : { 1'h0, dv_rem, dv_num[63] };
-  assign \$1634  = { dv_rem, dv_num[63] } >= dv_den;
-  assign \$1635  = dv_cnt == 1'h1;
-  assign \$1636  = ! inflight;
-  assign \$1637  = ~ r_rdy;
-  assign \$1638  = \$1636  & \$1637 ;
-  assign \$1639  = ! level;
-  assign \$1640  = \$1638  & \$1639 ;
-  assign \$1641  = cur == 3'h4;
-  assign \$1642  = ! slot;
-  assign \$1643  = \$1641  & \$1642 ;
-  assign \$1644  = ~ \$1643 ;
-  assign \$1645  = pending_out + level;
-  assign \$1646  = \$1645  < 4'hf;
-  assign \$1647  = \$1644  | \$1646 ;
-  assign \$1648  = issuing & \$1647 ;
-  assign \$1649  = op == 1'h1;
-  assign \$1650  = op == 2'h2;
-  assign \$1651  = \$1649  | \$1650 ;
-  assign \$1652  = cur == 3'h4;
-  assign \$1653  = \$1651  & \$1652 ;
-  assign \$1654  = | slot;
-  assign \$1655  = \$1653  & \$1654 ;
-  assign \$1656  = ~ \$1655 ;
-  assign spad_rd__en = \$1648  & \$1656 ;
-  assign \$1657  = ! cur;
-  assign \$1658  = \$signal$326  + seg;
-  assign \$1659  = op == 3'h4;
-  assign \$1660  = cur == 3'h4;
-  assign \$1661  = \$1659  & \$1660 ;
-  assign \$1662  = slot == 1'h1;
-  assign \$1663  = \$1661  & \$1662 ;
-  assign \$1664  = \$1663  ? \$signal$338  : \$signal$337 ;
-  assign \$1665  = \$1657  ? \$1658  : \$1664 ;
-  assign \$1666  = cur == 3'h4;
-  assign \$1667  = ! slot;
-  assign \$1668  = \$1666  & \$1667 ;
-  assign \$1669  = ~ \$1668 ;
-  assign \$1670  = pending_out + level;
-  assign \$1671  = \$1670  < 4'hf;
-  assign \$1672  = \$1669  | \$1671 ;
-  assign \$1673  = issuing & \$1672 ;
-  assign \$1674  = op == 1'h1;
-  assign \$1675  = op == 2'h2;
-  assign \$1676  = \$1674  | \$1675 ;
-  assign \$1677  = cur == 3'h4;
-  assign \$1678  = \$1676  & \$1677 ;
-  assign \$1679  = | slot;
-  assign \$1680  = \$1678  & \$1679 ;
-  assign acc_rd__en = \$1673  & \$1680 ;
-  assign \$1681  = slot == 1'h1;
-  assign \$1682  = \$1681  ? \$signal$327  : bet;
-  assign \$1683  = \$1682  + ptr_p;
-  assign \$1684  = rd_tag2[0] & rd_tag2[3];
-  assign \$1685  = | rd_tag2[7:5];
-  assign active = \$1684  & \$1685 ;
-  assign \$1686  = rd_tag2[0] & rd_tag2[3];
-  assign \$1687  = ! rd_tag2[7:5];
-  assign wp__en = \$1686  & \$1687 ;
-  assign \$1688  = ! rd_tag2[2:1];
-  assign wp__data = \$1688  ? spad_rd__data : lat_x;
-  assign \$1689  = ! rd_tag2[2:1];
-  assign \$1690  = \$1689  ? spad_rd__data : lat_x;
-  assign \$1691  = \$1690 [7:0] + 8'h80;
-  assign \$1693  = rd_tag2[0] & rd_tag2[3];
-  assign \$1694  = ! rd_tag2[7:5];
-  assign \wp__en$370  = \$1693  & \$1694 ;
-  assign \$1695  = ! rd_tag2[2:1];
-  assign \wp__data$372  = \$1695  ? spad_rd__data : lat_x;
-  assign \$1696  = ! rd_tag2[2:1];
-  assign \$1697  = \$1696  ? spad_rd__data : lat_x;
-  assign \$1698  = \$1697 [15:8] + 8'h80;
-  assign \$1700  = rd_tag2[0] & rd_tag2[3];
-  assign \$1701  = ! rd_tag2[7:5];
-  assign \wp__en$375  = \$1700  & \$1701 ;
-  assign \$1702  = ! rd_tag2[2:1];
-  assign \wp__data$377  = \$1702  ? spad_rd__data : lat_x;
-  assign \$1703  = ! rd_tag2[2:1];
-  assign \$1704  = \$1703  ? spad_rd__data : lat_x;
-  assign \$1705  = \$1704 [23:16] + 8'h80;
-  assign \$1707  = rd_tag2[0] & rd_tag2[3];
-  assign \$1708  = ! rd_tag2[7:5];
-  assign \wp__en$380  = \$1707  & \$1708 ;
-  assign \$1709  = ! rd_tag2[2:1];
-  assign \wp__data$382  = \$1709  ? spad_rd__data : lat_x;
-  assign \$1710  = ! rd_tag2[2:1];
-  assign \$1711  = \$1710  ? spad_rd__data : lat_x;
-  assign \$1712  = \$1711 [31:24] + 8'h80;
-  assign \$1714  = rd_tag2[0] & rd_tag2[3];
-  assign \$1715  = ! rd_tag2[7:5];
-  assign \wp__en$385  = \$1714  & \$1715 ;
-  assign \$1716  = ! rd_tag2[2:1];
-  assign \wp__data$387  = \$1716  ? spad_rd__data : lat_x;
-  assign \$1717  = ! rd_tag2[2:1];
-  assign \$1718  = \$1717  ? spad_rd__data : lat_x;
-  assign \$1719  = \$1718 [39:32] + 8'h80;
-  assign \$1721  = rd_tag2[0] & rd_tag2[3];
-  assign \$1722  = ! rd_tag2[7:5];
-  assign \wp__en$390  = \$1721  & \$1722 ;
-  assign \$1723  = ! rd_tag2[2:1];
-  assign \wp__data$392  = \$1723  ? spad_rd__data : lat_x;
-  assign \$1724  = ! rd_tag2[2:1];
-  assign \$1725  = \$1724  ? spad_rd__data : lat_x;
-  assign \$1726  = \$1725 [47:40] + 8'h80;
-  assign \$1728  = rd_tag2[0] & rd_tag2[3];
-  assign \$1729  = ! rd_tag2[7:5];
-  assign \wp__en$395  = \$1728  & \$1729 ;
-  assign \$1730  = ! rd_tag2[2:1];
-  assign \wp__data$397  = \$1730  ? spad_rd__data : lat_x;
-  assign \$1731  = ! rd_tag2[2:1];
-  assign \$1732  = \$1731  ? spad_rd__data : lat_x;
-  assign \$1733  = \$1732 [55:48] + 8'h80;
-  assign \$1735  = rd_tag2[0] & rd_tag2[3];
-  assign \$1736  = ! rd_tag2[7:5];
-  assign \wp__en$400  = \$1735  & \$1736 ;
-  assign \$1737  = ! rd_tag2[2:1];
-  assign \wp__data$402  = \$1737  ? spad_rd__data : lat_x;
-  assign \$1738  = ! rd_tag2[2:1];
-  assign \$1739  = \$1738  ? spad_rd__data : lat_x;
-  assign \$1740  = \$1739 [63:56] + 8'h80;
-  assign \$1742  = e6_meta[3:1] == 3'h4;
-  assign w_en = e6_meta[0] & \$1742 ;
-  assign ctl__busy = ~ \$1743 ;
-  assign \$1743  = ! sfu_fsm_state;
-  assign \$1744  = sfu_fsm_state == 1'h1;
-  assign \$1745  = sfu_fsm_state == 2'h2;
-  assign \$1746  = sfu_fsm_state == 2'h3;
-  assign \$1747  = sfu_fsm_state == 3'h4;
-  assign \$1748  = sfu_fsm_state == 3'h5;
-  assign \$1749  = sfu_fsm_state == 3'h6;
-  assign \$1750  = sfu_fsm_state == 3'h7;
-  assign \$1751  = sfu_fsm_state == 4'h8;
-  assign \$1752  = sfu_fsm_state == 4'h9;
-  assign \$1753  = sfu_fsm_state == 4'ha;
-  assign \$1754  = sfu_fsm_state == 4'hb;
-  assign \$1755  = sfu_fsm_state == 4'hc;
-  assign \$1756  = sfu_fsm_state == 4'hd;
-  assign \$1757  = sfu_fsm_state == 4'he;
-  assign \$1758  = sfu_fsm_state == 4'hf;
-  always @(posedge clk)
-    done <= \$1759 ;
-  always @(posedge clk)
-    rd_tag0 <= \$1760 ;
-  always @(posedge clk)
-    rd_tag1 <= \$1761 ;
-  always @(posedge clk)
-    rd_tag2 <= \$1762 ;
-  always @(posedge clk)
-    lat_x <= \$1763 ;
-  always @(posedge clk)
-    lat_b <= \$1764 ;
-  always @(posedge clk)
-    lat_g <= \$1765 ;
-  always @(posedge clk)
-    lut0_sel <= \$1766 ;
-  always @(posedge clk)
-    lut1_sel <= \$1767 ;
-  always @(posedge clk)
-    lut2_sel <= \$1768 ;
-  always @(posedge clk)
-    lut3_sel <= \$1769 ;
-  always @(posedge clk)
-    lut4_sel <= \$1770 ;
-  always @(posedge clk)
-    lut5_sel <= \$1771 ;
-  always @(posedge clk)
-    lut6_sel <= \$1772 ;
-  always @(posedge clk)
-    lut7_sel <= \$1773 ;
-  always @(posedge clk)
-    e1_meta <= \$1774 ;
-  always @(posedge clk)
-    e2_meta <= \$1775 ;
-  always @(posedge clk)
-    e3_meta <= \$1776 ;
-  always @(posedge clk)
-    e4_meta <= \$1777 ;
-  always @(posedge clk)
-    e5_meta <= \$1778 ;
-  always @(posedge clk)
-    e6_meta <= \$1779 ;
-  always @(posedge clk)
-    l0_u <= \$172 ;
-  always @(posedge clk)
-    l0_xs <= \$175 ;
-  always @(posedge clk)
-    l0_eb <= \$178 ;
-  always @(posedge clk)
-    l0_g1 <= \$181 [31:0];
-  always @(posedge clk)
-    l0_be1 <= acc_rd__data[31:0];
-  always @(posedge clk)
-    l0_x1 <= \$183 [7:0];
-  always @(posedge clk)
-    l0_t <= \$184 ;
-  always @(posedge clk)
-    l0_dt <= \$185 ;
-  always @(posedge clk)
-    l0_w <= l0_u[9:0];
-  always @(posedge clk)
-    l0_n <= l0_u[23:16];
-  always @(posedge clk)
-    l0_c <= \$189 [22:0];
-  always @(posedge clk)
-    l0_pa <= \$190 ;
-  always @(posedge clk)
-    l0_g2 <= l0_g1;
-  always @(posedge clk)
-    l0_be2 <= l0_be1;
-  always @(posedge clk)
-    l0_y2 <= \$191 ;
-  always @(posedge clk)
-    l0_v <= \$195 [15:0];
-  always @(posedge clk)
-    l0_n3 <= l0_n;
-  always @(posedge clk)
-    l0_cr <= \$196 [47:0];
-  always @(posedge clk)
-    l0_pe <= { \$197 [33], \$197  };
-  always @(posedge clk)
-    l0_g3 <= l0_g2;
-  always @(posedge clk)
-    l0_be3 <= l0_be2;
-  always @(posedge clk)
-    l0_y3 <= l0_y2;
-  always @(posedge clk)
-    l0_e <= \$212 [25:0];
-  always @(posedge clk)
-    l0_z <= \$217 [24:0];
-  always @(posedge clk)
-    l0_pe4 <= l0_pe;
-  always @(posedge clk)
-    l0_g4 <= l0_g3;
-  always @(posedge clk)
-    l0_be4 <= l0_be3;
-  always @(posedge clk)
-    l0_y4 <= l0_y3;
-  always @(posedge clk)
-    l0_prod <= \$218 [41:0];
-  always @(posedge clk)
-    l0_p <= \$224 ;
-  always @(posedge clk)
-    l0_y5 <= l0_y4;
-  always @(posedge clk)
-    l0_y <= \$260 ;
-  always @(posedge clk)
-    l1_u <= \$265 ;
-  always @(posedge clk)
-    l1_xs <= \$268 ;
-  always @(posedge clk)
-    l1_eb <= \$271 ;
-  always @(posedge clk)
-    l1_g1 <= \$274 [63:32];
-  always @(posedge clk)
-    l1_be1 <= acc_rd__data[63:32];
-  always @(posedge clk)
-    l1_x1 <= \$276 [15:8];
-  always @(posedge clk)
-    l1_t <= \$277 ;
-  always @(posedge clk)
-    l1_dt <= \$278 ;
-  always @(posedge clk)
-    l1_w <= l1_u[9:0];
-  always @(posedge clk)
-    l1_n <= l1_u[23:16];
-  always @(posedge clk)
-    l1_c <= \$282 [22:0];
-  always @(posedge clk)
-    l1_pa <= \$283 ;
-  always @(posedge clk)
-    l1_g2 <= l1_g1;
-  always @(posedge clk)
-    l1_be2 <= l1_be1;
-  always @(posedge clk)
-    l1_y2 <= \$284 ;
-  always @(posedge clk)
-    l1_v <= \$288 [15:0];
-  always @(posedge clk)
-    l1_n3 <= l1_n;
-  always @(posedge clk)
-    l1_cr <= \$289 [47:0];
-  always @(posedge clk)
-    l1_pe <= { \$290 [33], \$290  };
-  always @(posedge clk)
-    l1_g3 <= l1_g2;
-  always @(posedge clk)
-    l1_be3 <= l1_be2;
-  always @(posedge clk)
-    l1_y3 <= l1_y2;
-  always @(posedge clk)
-    l1_e <= \$305 [25:0];
-  always @(posedge clk)
-    l1_z <= \$310 [24:0];
-  always @(posedge clk)
-    l1_pe4 <= l1_pe;
-  always @(posedge clk)
-    l1_g4 <= l1_g3;
-  always @(posedge clk)
-    l1_be4 <= l1_be3;
-  always @(posedge clk)
-    l1_y4 <= l1_y3;
-  always @(posedge clk)
-    l1_prod <= \$311 [41:0];
-  always @(posedge clk)
-    l1_p <= \$317 ;
-  always @(posedge clk)
-    l1_y5 <= l1_y4;
-  always @(posedge clk)
-    l1_y <= \$353 ;
-  always @(posedge clk)
-    l2_u <= \$358 ;
-  always @(posedge clk)
-    l2_xs <= \$361 ;
-  always @(posedge clk)
-    l2_eb <= \$364 ;
-  always @(posedge clk)
-    l2_g1 <= \$367 [95:64];
-  always @(posedge clk)
-    l2_be1 <= acc_rd__data[95:64];
-  always @(posedge clk)
-    l2_x1 <= \$369 [23:16];
-  always @(posedge clk)
-    l2_t <= \$370 ;
-  always @(posedge clk)
-    l2_dt <= \$371 ;
-  always @(posedge clk)
-    l2_w <= l2_u[9:0];
-  always @(posedge clk)
-    l2_n <= l2_u[23:16];
-  always @(posedge clk)
-    l2_c <= \$375 [22:0];
-  always @(posedge clk)
-    l2_pa <= \$376 ;
-  always @(posedge clk)
-    l2_g2 <= l2_g1;
-  always @(posedge clk)
-    l2_be2 <= l2_be1;
-  always @(posedge clk)
-    l2_y2 <= \$377 ;
-  always @(posedge clk)
-    l2_v <= \$381 [15:0];
-  always @(posedge clk)
-    l2_n3 <= l2_n;
-  always @(posedge clk)
-    l2_cr <= \$382 [47:0];
-  always @(posedge clk)
-    l2_pe <= { \$383 [33], \$383  };
-  always @(posedge clk)
-    l2_g3 <= l2_g2;
-  always @(posedge clk)
-    l2_be3 <= l2_be2;
-  always @(posedge clk)
-    l2_y3 <= l2_y2;
-  always @(posedge clk)
-    l2_e <= \$398 [25:0];
-  always @(posedge clk)
-    l2_z <= \$403 [24:0];
-  always @(posedge clk)
-    l2_pe4 <= l2_pe;
-  always @(posedge clk)
-    l2_g4 <= l2_g3;
-  always @(posedge clk)
-    l2_be4 <= l2_be3;
-  always @(posedge clk)
-    l2_y4 <= l2_y3;
-  always @(posedge clk)
-    l2_prod <= \$404 [41:0];
-  always @(posedge clk)
-    l2_p <= \$410 ;
-  always @(posedge clk)
-    l2_y5 <= l2_y4;
-  always @(posedge clk)
-    l2_y <= \$446 ;
-  always @(posedge clk)
-    l3_u <= \$451 ;
-  always @(posedge clk)
-    l3_xs <= \$454 ;
-  always @(posedge clk)
-    l3_eb <= \$457 ;
-  always @(posedge clk)
-    l3_g1 <= \$460 [127:96];
-  always @(posedge clk)
-    l3_be1 <= acc_rd__data[127:96];
-  always @(posedge clk)
-    l3_x1 <= \$462 [31:24];
-  always @(posedge clk)
-    l3_t <= \$463 ;
-  always @(posedge clk)
-    l3_dt <= \$464 ;
-  always @(posedge clk)
-    l3_w <= l3_u[9:0];
-  always @(posedge clk)
-    l3_n <= l3_u[23:16];
-  always @(posedge clk)
-    l3_c <= \$468 [22:0];
-  always @(posedge clk)
-    l3_pa <= \$469 ;
-  always @(posedge clk)
-    l3_g2 <= l3_g1;
-  always @(posedge clk)
-    l3_be2 <= l3_be1;
-  always @(posedge clk)
-    l3_y2 <= \$470 ;
-  always @(posedge clk)
-    l3_v <= \$474 [15:0];
-  always @(posedge clk)
-    l3_n3 <= l3_n;
-  always @(posedge clk)
-    l3_cr <= \$475 [47:0];
-  always @(posedge clk)
-    l3_pe <= { \$476 [33], \$476  };
-  always @(posedge clk)
-    l3_g3 <= l3_g2;
-  always @(posedge clk)
-    l3_be3 <= l3_be2;
-  always @(posedge clk)
-    l3_y3 <= l3_y2;
-  always @(posedge clk)
-    l3_e <= \$491 [25:0];
-  always @(posedge clk)
-    l3_z <= \$496 [24:0];
-  always @(posedge clk)
-    l3_pe4 <= l3_pe;
-  always @(posedge clk)
-    l3_g4 <= l3_g3;
-  always @(posedge clk)
-    l3_be4 <= l3_be3;
-  always @(posedge clk)
-    l3_y4 <= l3_y3;
-  always @(posedge clk)
-    l3_prod <= \$497 [41:0];
-  always @(posedge clk)
-    l3_p <= \$503 ;
-  always @(posedge clk)
-    l3_y5 <= l3_y4;
-  always @(posedge clk)
-    l3_y <= \$539 ;
-  always @(posedge clk)
-    l4_u <= \$544 ;
-  always @(posedge clk)
-    l4_xs <= \$547 ;
-  always @(posedge clk)
-    l4_eb <= \$550 ;
-  always @(posedge clk)
-    l4_g1 <= \$553 [159:128];
-  always @(posedge clk)
-    l4_be1 <= acc_rd__data[159:128];
-  always @(posedge clk)
-    l4_x1 <= \$555 [39:32];
-  always @(posedge clk)
-    l4_t <= \$556 ;
-  always @(posedge clk)
-    l4_dt <= \$557 ;
-  always @(posedge clk)
-    l4_w <= l4_u[9:0];
-  always @(posedge clk)
-    l4_n <= l4_u[23:16];
-  always @(posedge clk)
-    l4_c <= \$561 [22:0];
-  always @(posedge clk)
-    l4_pa <= \$562 ;
-  always @(posedge clk)
-    l4_g2 <= l4_g1;
-  always @(posedge clk)
-    l4_be2 <= l4_be1;
-  always @(posedge clk)
-    l4_y2 <= \$563 ;
-  always @(posedge clk)
-    l4_v <= \$567 [15:0];
-  always @(posedge clk)
-    l4_n3 <= l4_n;
-  always @(posedge clk)
-    l4_cr <= \$568 [47:0];
-  always @(posedge clk)
-    l4_pe <= { \$569 [33], \$569  };
-  always @(posedge clk)
-    l4_g3 <= l4_g2;
-  always @(posedge clk)
-    l4_be3 <= l4_be2;
-  always @(posedge clk)
-    l4_y3 <= l4_y2;
-  always @(posedge clk)
-    l4_e <= \$584 [25:0];
-  always @(posedge clk)
-    l4_z <= \$589 [24:0];
-  always @(posedge clk)
-    l4_pe4 <= l4_pe;
-  always @(posedge clk)
-    l4_g4 <= l4_g3;
-  always @(posedge clk)
-    l4_be4 <= l4_be3;
-  always @(posedge clk)
-    l4_y4 <= l4_y3;
-  always @(posedge clk)
-    l4_prod <= \$590 [41:0];
-  always @(posedge clk)
-    l4_p <= \$596 ;
-  always @(posedge clk)
-    l4_y5 <= l4_y4;
-  always @(posedge clk)
-    l4_y <= \$632 ;
-  always @(posedge clk)
-    l5_u <= \$637 ;
-  always @(posedge clk)
-    l5_xs <= \$640 ;
-  always @(posedge clk)
-    l5_eb <= \$643 ;
-  always @(posedge clk)
-    l5_g1 <= \$646 [191:160];
-  always @(posedge clk)
-    l5_be1 <= acc_rd__data[191:160];
-  always @(posedge clk)
-    l5_x1 <= \$648 [47:40];
-  always @(posedge clk)
-    l5_t <= \$649 ;
-  always @(posedge clk)
-    l5_dt <= \$650 ;
-  always @(posedge clk)
-    l5_w <= l5_u[9:0];
-  always @(posedge clk)
-    l5_n <= l5_u[23:16];
-  always @(posedge clk)
-    l5_c <= \$654 [22:0];
-  always @(posedge clk)
-    l5_pa <= \$655 ;
-  always @(posedge clk)
-    l5_g2 <= l5_g1;
-  always @(posedge clk)
-    l5_be2 <= l5_be1;
-  always @(posedge clk)
-    l5_y2 <= \$656 ;
-  always @(posedge clk)
-    l5_v <= \$660 [15:0];
-  always @(posedge clk)
-    l5_n3 <= l5_n;
-  always @(posedge clk)
-    l5_cr <= \$661 [47:0];
-  always @(posedge clk)
-    l5_pe <= { \$662 [33], \$662  };
-  always @(posedge clk)
-    l5_g3 <= l5_g2;
-  always @(posedge clk)
-    l5_be3 <= l5_be2;
-  always @(posedge clk)
-    l5_y3 <= l5_y2;
-  always @(posedge clk)
-    l5_e <= \$677 [25:0];
-  always @(posedge clk)
-    l5_z <= \$682 [24:0];
-  always @(posedge clk)
-    l5_pe4 <= l5_pe;
-  always @(posedge clk)
-    l5_g4 <= l5_g3;
-  always @(posedge clk)
-    l5_be4 <= l5_be3;
-  always @(posedge clk)
-    l5_y4 <= l5_y3;
-  always @(posedge clk)
-    l5_prod <= \$683 [41:0];
-  always @(posedge clk)
-    l5_p <= \$689 ;
-  always @(posedge clk)
-    l5_y5 <= l5_y4;
-  always @(posedge clk)
-    l5_y <= \$725 ;
-  always @(posedge clk)
-    l6_u <= \$730 ;
-  always @(posedge clk)
-    l6_xs <= \$733 ;
-  always @(posedge clk)
-    l6_eb <= \$736 ;
-  always @(posedge clk)
-    l6_g1 <= \$739 [223:192];
-  always @(posedge clk)
-    l6_be1 <= acc_rd__data[223:192];
-  always @(posedge clk)
-    l6_x1 <= \$741 [55:48];
-  always @(posedge clk)
-    l6_t <= \$742 ;
-  always @(posedge clk)
-    l6_dt <= \$743 ;
-  always @(posedge clk)
-    l6_w <= l6_u[9:0];
-  always @(posedge clk)
-    l6_n <= l6_u[23:16];
-  always @(posedge clk)
-    l6_c <= \$747 [22:0];
-  always @(posedge clk)
-    l6_pa <= \$748 ;
-  always @(posedge clk)
-    l6_g2 <= l6_g1;
-  always @(posedge clk)
-    l6_be2 <= l6_be1;
-  always @(posedge clk)
-    l6_y2 <= \$749 ;
-  always @(posedge clk)
-    l6_v <= \$753 [15:0];
-  always @(posedge clk)
-    l6_n3 <= l6_n;
-  always @(posedge clk)
-    l6_cr <= \$754 [47:0];
-  always @(posedge clk)
-    l6_pe <= { \$755 [33], \$755  };
-  always @(posedge clk)
-    l6_g3 <= l6_g2;
-  always @(posedge clk)
-    l6_be3 <= l6_be2;
-  always @(posedge clk)
-    l6_y3 <= l6_y2;
-  always @(posedge clk)
-    l6_e <= \$770 [25:0];
-  always @(posedge clk)
-    l6_z <= \$775 [24:0];
-  always @(posedge clk)
-    l6_pe4 <= l6_pe;
-  always @(posedge clk)
-    l6_g4 <= l6_g3;
-  always @(posedge clk)
-    l6_be4 <= l6_be3;
-  always @(posedge clk)
-    l6_y4 <= l6_y3;
-  always @(posedge clk)
-    l6_prod <= \$776 [41:0];
-  always @(posedge clk)
-    l6_p <= \$782 ;
-  always @(posedge clk)
-    l6_y5 <= l6_y4;
-  always @(posedge clk)
-    l6_y <= \$818 ;
-  always @(posedge clk)
-    l7_u <= \$823 ;
-  always @(posedge clk)
-    l7_xs <= \$826 ;
-  always @(posedge clk)
-    l7_eb <= \$829 ;
-  always @(posedge clk)
-    l7_g1 <= \$832 [255:224];
-  always @(posedge clk)
-    l7_be1 <= acc_rd__data[255:224];
-  always @(posedge clk)
-    l7_x1 <= \$834 [63:56];
-  always @(posedge clk)
-    l7_t <= \$835 ;
-  always @(posedge clk)
-    l7_dt <= \$836 ;
-  always @(posedge clk)
-    l7_w <= l7_u[9:0];
-  always @(posedge clk)
-    l7_n <= l7_u[23:16];
-  always @(posedge clk)
-    l7_c <= \$840 [22:0];
-  always @(posedge clk)
-    l7_pa <= \$841 ;
-  always @(posedge clk)
-    l7_g2 <= l7_g1;
-  always @(posedge clk)
-    l7_be2 <= l7_be1;
-  always @(posedge clk)
-    l7_y2 <= \$842 ;
-  always @(posedge clk)
-    l7_v <= \$846 [15:0];
-  always @(posedge clk)
-    l7_n3 <= l7_n;
-  always @(posedge clk)
-    l7_cr <= \$847 [47:0];
-  always @(posedge clk)
-    l7_pe <= { \$848 [33], \$848  };
-  always @(posedge clk)
-    l7_g3 <= l7_g2;
-  always @(posedge clk)
-    l7_be3 <= l7_be2;
-  always @(posedge clk)
-    l7_y3 <= l7_y2;
-  always @(posedge clk)
-    l7_e <= \$863 [25:0];
-  always @(posedge clk)
-    l7_z <= \$868 [24:0];
-  always @(posedge clk)
-    l7_pe4 <= l7_pe;
-  always @(posedge clk)
-    l7_g4 <= l7_g3;
-  always @(posedge clk)
-    l7_be4 <= l7_be3;
-  always @(posedge clk)
-    l7_y4 <= l7_y3;
-  always @(posedge clk)
-    l7_prod <= \$869 [41:0];
-  always @(posedge clk)
-    l7_p <= \$875 ;
-  always @(posedge clk)
-    l7_y5 <= l7_y4;
-  always @(posedge clk)
-    l7_y <= \$911 ;
-  always @(posedge clk)
-    m_row <= \$1780 ;
-  always @(posedge clk)
-    s_sum <= \$1781 ;
-  always @(posedge clk)
-    s1 <= \$1782 ;
-  always @(posedge clk)
-    s2 <= \$1783 ;
-  always @(posedge clk)
-    inflight <= \$1784 ;
-  always @(posedge clk)
-    pending_out <= \$1785 ;
-  always @(posedge clk)
-    op <= \$1786 ;
-  always @(posedge clk)
-    raw <= \$1787 ;
-  always @(posedge clk)
-    sfu_fsm_state <= \$1788 ;
-  always @(posedge clk)
-    \$signal$322  <= \$1789 ;
-  always @(posedge clk)
-    \$signal  <= \$1790 ;
-  always @(posedge clk)
-    \$signal$323  <= \$1791 ;
-  always @(posedge clk)
-    \$signal$324  <= \$1792 ;
-  always @(posedge clk)
-    dst <= \$1793 ;
-  always @(posedge clk)
-    \$signal$13  <= \$1794 ;
-  always @(posedge clk)
-    \$signal$43  <= \$1795 ;
-  always @(posedge clk)
-    \$signal$45  <= \$1796 ;
-  always @(posedge clk)
-    zo <= \$1797 ;
-  always @(posedge clk)
-    \$signal$41  <= \$1798 ;
-  always @(posedge clk)
-    shift <= \$1799 ;
-  always @(posedge clk)
-    \$signal$326  <= \$1800 ;
-  always @(posedge clk)
-    \$signal$327  <= \$1801 ;
-  always @(posedge clk)
-    bet <= \$1802 ;
-  always @(posedge clk)
-    \$signal$329  <= \$1803 ;
-  always @(posedge clk)
-    eps_exp <= \$1804 ;
-  always @(posedge clk)
-    \$signal$15  <= \$1805 ;
-  always @(posedge clk)
-    reserved_bad <= \$1806 ;
-  always @(posedge clk)
-    segs <= \$1807 ;
-  always @(posedge clk)
-    span <= \$1808 ;
-  always @(posedge clk)
-    err <= \$1809 ;
-  always @(posedge clk)
-    error <= \$1810 ;
-  always @(posedge clk)
-    row <= \$1811 ;
-  always @(posedge clk)
-    cur <= \$1812 ;
-  always @(posedge clk)
-    seg <= \$1813 ;
-  always @(posedge clk)
-    slot <= \$1814 ;
-  always @(posedge clk)
-    pos <= \$1815 ;
-  always @(posedge clk)
-    ptr_p <= \$1816 ;
-  always @(posedge clk)
-    \$signal$337  <= \$1817 ;
-  always @(posedge clk)
-    \$signal$338  <= \$1818 ;
-  always @(posedge clk)
-    ptr_d <= \$1819 ;
-  always @(posedge clk)
-    dv_num <= \$1820 ;
-  always @(posedge clk)
-    dv_den <= \$1821 ;
-  always @(posedge clk)
-    dv_rem <= \$1822 ;
-  always @(posedge clk)
-    dv_q <= \$1823 ;
-  always @(posedge clk)
-    dv_cnt <= \$1824 ;
-  always @(posedge clk)
-    d_val <= \$1825 ;
-  always @(posedge clk)
-    zero_d <= \$1826 ;
-  always @(posedge clk)
-    sq_n <= \$1827 ;
-  always @(posedge clk)
-    sq_rem <= \$1828 ;
-  always @(posedge clk)
-    sq_root <= \$1829 ;
-  always @(posedge clk)
-    sq_cnt <= \$1830 ;
-  always @(posedge clk)
-    sh <= \$1831 ;
-  always @(posedge clk)
-    recip <= \$1832 ;
+  assign \$210  = - $signed(\$209 );
+  assign \$211  = l0_v << \$210 [3:0];
+  assign \$212  = l0_n3 - 4'ha;
+  assign \$213  = $signed(\$212 ) >= $signed(6'h11);
+  assign \$214  = l0_n3 - 4'ha;
+  assign \$215  = $signed(\$214 ) - $signed(2'h1);
+  assign \$216  = 1'h1 << \$215 [4:0];
+  assign \$217  = l0_v + \$216 ;
+  assign \$218  = l0_n3 - 4'ha;
+  assign \$219  = \$217  >> \$218 [4:0];
+  assign \$220  = \$213  ? 49'h0000000000000 : \$219 ;
+  assign \$221  = \$208  ? { 18'h00000, \$211  } : \$220 ;
+  assign \$222  = sh - 1'h1;
+  assign \$223  = 1'h1 << \$222 [5:0];
+  assign \$224  = $signed(l0_cr) + $signed({ 1'h0, \$223  });
+  assign \$225  = $signed(\$224 ) >>> sh;
+  assign \$226  = zero_d ? 113'h00000000000000000000000000000 : \$225 ;
+  assign \$227  = l0_e * recip_sm;
+  assign \$228  = op == 3'h4;
+  assign \$229  = $signed(l0_z) * $signed(l0_g4);
+  assign \$230  = op == 1'h1;
+  assign \$231  = \$230  ? l0_be4 : 32'd0;
+  assign \$232  = $signed(\$229 ) + $signed(\$231 );
+  assign \$233  = \$228  ? { l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4 } : \$232 ;
+  assign \$234  = ! op;
+  assign \$235  = l0_prod + 34'h200000000;
+  assign \$237  = \$236  > 7'h7f;
+  assign \$238  = l0_prod + 34'h200000000;
+  assign \$240  = \$237  ? 43'h0000000007f : \$239 ;
+  assign \$241  = op == 2'h3;
+  assign \$242  = ! shift;
+  assign \$243  = $signed(l0_p) >>> shift;
+  assign \$244  = shift - 1'h1;
+  assign \$245  = $signed(l0_p) >>> \$244 [5:0];
+  assign \$246  = $signed(\$243 ) + $signed({ 1'h0, \$245 [0] });
+  assign \$247  = \$242  ? { l0_p[57], l0_p } : \$246 ;
+  assign \$248  = $signed(\$247 ) + $signed(zo);
+  assign \$249  = $signed(\$248 ) > $signed(8'h7f);
+  assign \$250  = ! shift;
+  assign \$251  = $signed(l0_p) >>> shift;
+  assign \$252  = shift - 1'h1;
+  assign \$253  = $signed(l0_p) >>> \$252 [5:0];
+  assign \$254  = $signed(\$251 ) + $signed({ 1'h0, \$253 [0] });
+  assign \$255  = \$250  ? { l0_p[57], l0_p } : \$254 ;
+  assign \$256  = $signed(\$255 ) + $signed(zo);
+  assign \$257  = $signed(\$256 ) < $signed(8'h80);
+  assign \$258  = ! shift;
+  assign \$259  = $signed(l0_p) >>> shift;
+  assign \$260  = shift - 1'h1;
+  assign \$261  = $signed(l0_p) >>> \$260 [5:0];
+  assign \$262  = $signed(\$259 ) + $signed({ 1'h0, \$261 [0] });
+  assign \$263  = \$258  ? { l0_p[57], l0_p } : \$262 ;
+  assign \$264  = $signed(\$263 ) + $signed(zo);
+  assign \$265  = \$257  ? 60'hfffffffffffff80 : \$264 ;
+  assign \$266  = \$249  ? 60'h00000000000007f : \$265 ;
+  assign \$267  = \$241  ? l0_y5 : \$266 [7:0];
+  assign \$268  = \$234  ? \$240 [7:0] : \$267 ;
+  assign \$269  = e5_meta[4] ? \$268  : 8'h00;
+  assign \$270  = seg_meta[2:0] == 1'h1;
+  assign \$271  = grp_busy & \$270 ;
+  assign \$272  = e4_meta[3:1] == 2'h2;
+  assign \$273  = e4_meta[0] & \$272 ;
+  assign \$274  = e1_meta[3:1] == 2'h3;
+  assign \$275  = e1_meta[0] & \$274 ;
+  assign \$276  = seg_meta[10:3] >> grp;
+  assign \$943  = grp * 4'h8;
+  assign \$277  = seg_x >> \$943 ;
+  assign \$278  = \$276  ? \$277  : 8'h80;
+  assign \$279  = $signed(\$278 ) > $signed(m_row);
+  assign \$280  = seg_meta[10:3] >> grp;
+  assign \$949  = grp * 4'h8;
+  assign \$281  = seg_x >> \$949 ;
+  assign \$282  = \$280  ? \$281  : 8'h80;
+  assign \$283  = \$279  ? \$282  : m_row;
+  assign \$284  = e4_meta[4] ? l0_e : 26'h0000000;
+  assign \$285  = s_sum + \$284 ;
+  assign \$286  = e1_meta[4] ? l0_xs : 9'h000;
+  assign \$287  = $signed(s1) + $signed(\$286 );
+  assign \$288  = e1_meta[4] ? l0_xs : 9'h000;
+  assign \$289  = e1_meta[4] ? l0_xs : 9'h000;
+  assign \$290  = $signed(\$288 ) * $signed(\$289 );
+  assign \$291  = $signed({ 1'h0, s2 }) + $signed(\$290 );
+  assign \$292  = op == 1'h1;
+  assign \$293  = op == 2'h2;
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = cur == 3'h4;
+  assign \$296  = \$294  & \$295 ;
+  assign \$297  = | slot;
+  assign \$298  = \$296  & \$297 ;
+  assign \$299  = acc_rd__en & acc_rd__gnt;
+  assign \$300  = spad_rd__en & spad_rd__gnt;
+  assign \$301  = \$298  ? \$299  : \$300 ;
+  assign \$302  = ! slot;
+  assign \$303  = \$301  & \$302 ;
+  assign \$304  = inflight + \$303 ;
+  assign \$305  = e6_meta[0] & e6_meta[22];
+  assign \$306  = \$304  - \$305 ;
+  assign \$307  = op == 1'h1;
+  assign \$308  = op == 2'h2;
+  assign \$309  = \$307  | \$308 ;
+  assign \$310  = cur == 3'h4;
+  assign \$311  = \$309  & \$310 ;
+  assign \$312  = | slot;
+  assign \$313  = \$311  & \$312 ;
+  assign \$314  = acc_rd__en & acc_rd__gnt;
+  assign \$315  = spad_rd__en & spad_rd__gnt;
+  assign \$316  = \$313  ? \$314  : \$315 ;
+  assign \$317  = ! slot;
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = cur == 3'h4;
+  assign \$320  = \$318  & \$319 ;
+  assign \$321  = pending_out + \$320 ;
+  assign \$322  = e6_meta[0] & e6_meta[22];
+  assign \$323  = e6_meta[3:1] == 3'h4;
+  assign \$324  = \$322  & \$323 ;
+  assign \$325  = \$321  - \$324 ;
+  assign \$326  = | raw[223:125];
+  assign \$327  = | raw[223:176];
+  assign \$328  = | raw[223:112];
+  assign \$329  = | raw[223:158];
   \kaki_soc_8x8.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$15461$12 (e6_meta[25:12]),
-    .\port$15493$0 (l0_y),
-    .\port$15525$0 (l1_y),
-    .\port$15557$0 (l2_y),
-    .\port$15589$0 (l3_y),
-    .\port$15621$0 (l4_y),
-    .\port$15653$0 (l5_y),
-    .\port$15685$0 (l6_y),
-    .\port$15717$0 (l7_y),
+    .\port$10135$0 (\$545 ),
+    .\port$10137$0 (\$547 ),
+    .\port$10139$0 (\$549 ),
+    .\port$10141$0 (\$551 ),
+    .\port$10143$0 (\$553 ),
+    .\port$10145$0 (\$555 ),
+    .\port$10147$0 (\$557 ),
+    .\port$10149$0 (\$559 ),
+    .\port$13350$5 (e6_meta[18:5]),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -49910,2151 +46585,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l0_u[15:10])
-      6'h00:
-          \$184  = 16'h8000;
-      6'h01:
-          \$184  = 16'h7e9f;
-      6'h02:
-          \$184  = 16'h7d42;
-      6'h03:
-          \$184  = 16'h7be8;
-      6'h04:
-          \$184  = 16'h7a93;
-      6'h05:
-          \$184  = 16'h7941;
-      6'h06:
-          \$184  = 16'h77f2;
-      6'h07:
-          \$184  = 16'h76a8;
-      6'h08:
-          \$184  = 16'h7560;
-      6'h09:
-          \$184  = 16'h741d;
-      6'h0a:
-          \$184  = 16'h72dd;
-      6'h0b:
-          \$184  = 16'h71a0;
-      6'h0c:
-          \$184  = 16'h7066;
-      6'h0d:
-          \$184  = 16'h6f30;
-      6'h0e:
-          \$184  = 16'h6dfe;
-      6'h0f:
-          \$184  = 16'h6ccf;
-      6'h10:
-          \$184  = 16'h6ba2;
-      6'h11:
-          \$184  = 16'h6a7a;
-      6'h12:
-          \$184  = 16'h6954;
-      6'h13:
-          \$184  = 16'h6832;
-      6'h14:
-          \$184  = 16'h6712;
-      6'h15:
-          \$184  = 16'h65f6;
-      6'h16:
-          \$184  = 16'h64dd;
-      6'h17:
-          \$184  = 16'h63c7;
-      6'h18:
-          \$184  = 16'h62b4;
-      6'h19:
-          \$184  = 16'h61a3;
-      6'h1a:
-          \$184  = 16'h6096;
-      6'h1b:
-          \$184  = 16'h5f8c;
-      6'h1c:
-          \$184  = 16'h5e84;
-      6'h1d:
-          \$184  = 16'h5d80;
-      6'h1e:
-          \$184  = 16'h5c7e;
-      6'h1f:
-          \$184  = 16'h5b7f;
-      6'h20:
-          \$184  = 16'h5a82;
-      6'h21:
-          \$184  = 16'h5989;
-      6'h22:
-          \$184  = 16'h5892;
-      6'h23:
-          \$184  = 16'h579e;
-      6'h24:
-          \$184  = 16'h56ac;
-      6'h25:
-          \$184  = 16'h55bd;
-      6'h26:
-          \$184  = 16'h54d1;
-      6'h27:
-          \$184  = 16'h53e7;
-      6'h28:
-          \$184  = 16'h52ff;
-      6'h29:
-          \$184  = 16'h521b;
-      6'h2a:
-          \$184  = 16'h5138;
-      6'h2b:
-          \$184  = 16'h5058;
-      6'h2c:
-          \$184  = 16'h4f7b;
-      6'h2d:
-          \$184  = 16'h4e9f;
-      6'h2e:
-          \$184  = 16'h4dc7;
-      6'h2f:
-          \$184  = 16'h4cf0;
-      6'h30:
-          \$184  = 16'h4c1c;
-      6'h31:
-          \$184  = 16'h4b4a;
-      6'h32:
-          \$184  = 16'h4a7a;
-      6'h33:
-          \$184  = 16'h49ad;
-      6'h34:
-          \$184  = 16'h48e2;
-      6'h35:
-          \$184  = 16'h4819;
-      6'h36:
-          \$184  = 16'h4752;
-      6'h37:
-          \$184  = 16'h468d;
-      6'h38:
-          \$184  = 16'h45cb;
-      6'h39:
-          \$184  = 16'h450a;
-      6'h3a:
-          \$184  = 16'h444c;
-      6'h3b:
-          \$184  = 16'h4390;
-      6'h3c:
-          \$184  = 16'h42d5;
-      6'h3d:
-          \$184  = 16'h421d;
-      6'h3e:
-          \$184  = 16'h4167;
-      6'h3f:
-          \$184  = 16'h40b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l0_u[15:10])
-      6'h00:
-          \$185  = 9'h161;
-      6'h01:
-          \$185  = 9'h15d;
-      6'h02:
-          \$185  = 9'h15a;
-      6'h03:
-          \$185  = 9'h155;
-      6'h04:
-          \$185  = 9'h152;
-      6'h05:
-          \$185  = 9'h14f;
-      6'h06:
-          \$185  = 9'h14a;
-      6'h07:
-          \$185  = 9'h148;
-      6'h08:
-          \$185  = 9'h143;
-      6'h09:
-          \$185  = 9'h140;
-      6'h0a:
-          \$185  = 9'h13d;
-      6'h0b:
-          \$185  = 9'h13a;
-      6'h0c:
-          \$185  = 9'h136;
-      6'h0d:
-          \$185  = 9'h132;
-      6'h0e:
-          \$185  = 9'h12f;
-      6'h0f:
-          \$185  = 9'h12d;
-      6'h10:
-          \$185  = 9'h128;
-      6'h11:
-          \$185  = 9'h126;
-      6'h12:
-          \$185  = 9'h122;
-      6'h13:
-          \$185  = 9'h120;
-      6'h14:
-          \$185  = 9'h11c;
-      6'h15:
-          \$185  = 9'h119;
-      6'h16:
-          \$185  = 9'h116;
-      6'h17:
-          \$185  = 9'h113;
-      6'h18:
-          \$185  = 9'h111;
-      6'h19:
-          \$185  = 9'h10d;
-      6'h1a:
-          \$185  = 9'h10a;
-      6'h1b:
-          \$185  = 9'h108;
-      6'h1c:
-          \$185  = 9'h104;
-      6'h1d:
-          \$185  = 9'h102;
-      6'h1e:
-          \$185  = 9'h0ff;
-      6'h1f:
-          \$185  = 9'h0fd;
-      6'h20:
-          \$185  = 9'h0f9;
-      6'h21:
-          \$185  = 9'h0f7;
-      6'h22:
-          \$185  = 9'h0f4;
-      6'h23:
-          \$185  = 9'h0f2;
-      6'h24:
-          \$185  = 9'h0ef;
-      6'h25:
-          \$185  = 9'h0ec;
-      6'h26:
-          \$185  = 9'h0ea;
-      6'h27:
-          \$185  = 9'h0e8;
-      6'h28:
-          \$185  = 9'h0e4;
-      6'h29:
-          \$185  = 9'h0e3;
-      6'h2a:
-          \$185  = 9'h0e0;
-      6'h2b:
-          \$185  = 9'h0dd;
-      6'h2c:
-          \$185  = 9'h0dc;
-      6'h2d:
-          \$185  = 9'h0d8;
-      6'h2e:
-          \$185  = 9'h0d7;
-      6'h2f:
-          \$185  = 9'h0d4;
-      6'h30:
-          \$185  = 9'h0d2;
-      6'h31:
-          \$185  = 9'h0d0;
-      6'h32:
-          \$185  = 9'h0cd;
-      6'h33:
-          \$185  = 9'h0cb;
-      6'h34:
-          \$185  = 9'h0c9;
-      6'h35:
-          \$185  = 9'h0c7;
-      6'h36:
-          \$185  = 9'h0c5;
-      6'h37:
-          \$185  = 9'h0c2;
-      6'h38:
-          \$185  = 9'h0c1;
-      6'h39:
-          \$185  = 9'h0be;
-      6'h3a:
-          \$185  = 9'h0bc;
-      6'h3b:
-          \$185  = 9'h0bb;
-      6'h3c:
-          \$185  = 9'h0b8;
-      6'h3d:
-          \$185  = 9'h0b6;
-      6'h3e:
-          \$185  = 9'h0b5;
-      6'h3f:
-          \$185  = 9'h0b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l1_u[15:10])
-      6'h00:
-          \$277  = 16'h8000;
-      6'h01:
-          \$277  = 16'h7e9f;
-      6'h02:
-          \$277  = 16'h7d42;
-      6'h03:
-          \$277  = 16'h7be8;
-      6'h04:
-          \$277  = 16'h7a93;
-      6'h05:
-          \$277  = 16'h7941;
-      6'h06:
-          \$277  = 16'h77f2;
-      6'h07:
-          \$277  = 16'h76a8;
-      6'h08:
-          \$277  = 16'h7560;
-      6'h09:
-          \$277  = 16'h741d;
-      6'h0a:
-          \$277  = 16'h72dd;
-      6'h0b:
-          \$277  = 16'h71a0;
-      6'h0c:
-          \$277  = 16'h7066;
-      6'h0d:
-          \$277  = 16'h6f30;
-      6'h0e:
-          \$277  = 16'h6dfe;
-      6'h0f:
-          \$277  = 16'h6ccf;
-      6'h10:
-          \$277  = 16'h6ba2;
-      6'h11:
-          \$277  = 16'h6a7a;
-      6'h12:
-          \$277  = 16'h6954;
-      6'h13:
-          \$277  = 16'h6832;
-      6'h14:
-          \$277  = 16'h6712;
-      6'h15:
-          \$277  = 16'h65f6;
-      6'h16:
-          \$277  = 16'h64dd;
-      6'h17:
-          \$277  = 16'h63c7;
-      6'h18:
-          \$277  = 16'h62b4;
-      6'h19:
-          \$277  = 16'h61a3;
-      6'h1a:
-          \$277  = 16'h6096;
-      6'h1b:
-          \$277  = 16'h5f8c;
-      6'h1c:
-          \$277  = 16'h5e84;
-      6'h1d:
-          \$277  = 16'h5d80;
-      6'h1e:
-          \$277  = 16'h5c7e;
-      6'h1f:
-          \$277  = 16'h5b7f;
-      6'h20:
-          \$277  = 16'h5a82;
-      6'h21:
-          \$277  = 16'h5989;
-      6'h22:
-          \$277  = 16'h5892;
-      6'h23:
-          \$277  = 16'h579e;
-      6'h24:
-          \$277  = 16'h56ac;
-      6'h25:
-          \$277  = 16'h55bd;
-      6'h26:
-          \$277  = 16'h54d1;
-      6'h27:
-          \$277  = 16'h53e7;
-      6'h28:
-          \$277  = 16'h52ff;
-      6'h29:
-          \$277  = 16'h521b;
-      6'h2a:
-          \$277  = 16'h5138;
-      6'h2b:
-          \$277  = 16'h5058;
-      6'h2c:
-          \$277  = 16'h4f7b;
-      6'h2d:
-          \$277  = 16'h4e9f;
-      6'h2e:
-          \$277  = 16'h4dc7;
-      6'h2f:
-          \$277  = 16'h4cf0;
-      6'h30:
-          \$277  = 16'h4c1c;
-      6'h31:
-          \$277  = 16'h4b4a;
-      6'h32:
-          \$277  = 16'h4a7a;
-      6'h33:
-          \$277  = 16'h49ad;
-      6'h34:
-          \$277  = 16'h48e2;
-      6'h35:
-          \$277  = 16'h4819;
-      6'h36:
-          \$277  = 16'h4752;
-      6'h37:
-          \$277  = 16'h468d;
-      6'h38:
-          \$277  = 16'h45cb;
-      6'h39:
-          \$277  = 16'h450a;
-      6'h3a:
-          \$277  = 16'h444c;
-      6'h3b:
-          \$277  = 16'h4390;
-      6'h3c:
-          \$277  = 16'h42d5;
-      6'h3d:
-          \$277  = 16'h421d;
-      6'h3e:
-          \$277  = 16'h4167;
-      6'h3f:
-          \$277  = 16'h40b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l1_u[15:10])
-      6'h00:
-          \$278  = 9'h161;
-      6'h01:
-          \$278  = 9'h15d;
-      6'h02:
-          \$278  = 9'h15a;
-      6'h03:
-          \$278  = 9'h155;
-      6'h04:
-          \$278  = 9'h152;
-      6'h05:
-          \$278  = 9'h14f;
-      6'h06:
-          \$278  = 9'h14a;
-      6'h07:
-          \$278  = 9'h148;
-      6'h08:
-          \$278  = 9'h143;
-      6'h09:
-          \$278  = 9'h140;
-      6'h0a:
-          \$278  = 9'h13d;
-      6'h0b:
-          \$278  = 9'h13a;
-      6'h0c:
-          \$278  = 9'h136;
-      6'h0d:
-          \$278  = 9'h132;
-      6'h0e:
-          \$278  = 9'h12f;
-      6'h0f:
-          \$278  = 9'h12d;
-      6'h10:
-          \$278  = 9'h128;
-      6'h11:
-          \$278  = 9'h126;
-      6'h12:
-          \$278  = 9'h122;
-      6'h13:
-          \$278  = 9'h120;
-      6'h14:
-          \$278  = 9'h11c;
-      6'h15:
-          \$278  = 9'h119;
-      6'h16:
-          \$278  = 9'h116;
-      6'h17:
-          \$278  = 9'h113;
-      6'h18:
-          \$278  = 9'h111;
-      6'h19:
-          \$278  = 9'h10d;
-      6'h1a:
-          \$278  = 9'h10a;
-      6'h1b:
-          \$278  = 9'h108;
-      6'h1c:
-          \$278  = 9'h104;
-      6'h1d:
-          \$278  = 9'h102;
-      6'h1e:
-          \$278  = 9'h0ff;
-      6'h1f:
-          \$278  = 9'h0fd;
-      6'h20:
-          \$278  = 9'h0f9;
-      6'h21:
-          \$278  = 9'h0f7;
-      6'h22:
-          \$278  = 9'h0f4;
-      6'h23:
-          \$278  = 9'h0f2;
-      6'h24:
-          \$278  = 9'h0ef;
-      6'h25:
-          \$278  = 9'h0ec;
-      6'h26:
-          \$278  = 9'h0ea;
-      6'h27:
-          \$278  = 9'h0e8;
-      6'h28:
-          \$278  = 9'h0e4;
-      6'h29:
-          \$278  = 9'h0e3;
-      6'h2a:
-          \$278  = 9'h0e0;
-      6'h2b:
-          \$278  = 9'h0dd;
-      6'h2c:
-          \$278  = 9'h0dc;
-      6'h2d:
-          \$278  = 9'h0d8;
-      6'h2e:
-          \$278  = 9'h0d7;
-      6'h2f:
-          \$278  = 9'h0d4;
-      6'h30:
-          \$278  = 9'h0d2;
-      6'h31:
-          \$278  = 9'h0d0;
-      6'h32:
-          \$278  = 9'h0cd;
-      6'h33:
-          \$278  = 9'h0cb;
-      6'h34:
-          \$278  = 9'h0c9;
-      6'h35:
-          \$278  = 9'h0c7;
-      6'h36:
-          \$278  = 9'h0c5;
-      6'h37:
-          \$278  = 9'h0c2;
-      6'h38:
-          \$278  = 9'h0c1;
-      6'h39:
-          \$278  = 9'h0be;
-      6'h3a:
-          \$278  = 9'h0bc;
-      6'h3b:
-          \$278  = 9'h0bb;
-      6'h3c:
-          \$278  = 9'h0b8;
-      6'h3d:
-          \$278  = 9'h0b6;
-      6'h3e:
-          \$278  = 9'h0b5;
-      6'h3f:
-          \$278  = 9'h0b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l2_u[15:10])
-      6'h00:
-          \$370  = 16'h8000;
-      6'h01:
-          \$370  = 16'h7e9f;
-      6'h02:
-          \$370  = 16'h7d42;
-      6'h03:
-          \$370  = 16'h7be8;
-      6'h04:
-          \$370  = 16'h7a93;
-      6'h05:
-          \$370  = 16'h7941;
-      6'h06:
-          \$370  = 16'h77f2;
-      6'h07:
-          \$370  = 16'h76a8;
-      6'h08:
-          \$370  = 16'h7560;
-      6'h09:
-          \$370  = 16'h741d;
-      6'h0a:
-          \$370  = 16'h72dd;
-      6'h0b:
-          \$370  = 16'h71a0;
-      6'h0c:
-          \$370  = 16'h7066;
-      6'h0d:
-          \$370  = 16'h6f30;
-      6'h0e:
-          \$370  = 16'h6dfe;
-      6'h0f:
-          \$370  = 16'h6ccf;
-      6'h10:
-          \$370  = 16'h6ba2;
-      6'h11:
-          \$370  = 16'h6a7a;
-      6'h12:
-          \$370  = 16'h6954;
-      6'h13:
-          \$370  = 16'h6832;
-      6'h14:
-          \$370  = 16'h6712;
-      6'h15:
-          \$370  = 16'h65f6;
-      6'h16:
-          \$370  = 16'h64dd;
-      6'h17:
-          \$370  = 16'h63c7;
-      6'h18:
-          \$370  = 16'h62b4;
-      6'h19:
-          \$370  = 16'h61a3;
-      6'h1a:
-          \$370  = 16'h6096;
-      6'h1b:
-          \$370  = 16'h5f8c;
-      6'h1c:
-          \$370  = 16'h5e84;
-      6'h1d:
-          \$370  = 16'h5d80;
-      6'h1e:
-          \$370  = 16'h5c7e;
-      6'h1f:
-          \$370  = 16'h5b7f;
-      6'h20:
-          \$370  = 16'h5a82;
-      6'h21:
-          \$370  = 16'h5989;
-      6'h22:
-          \$370  = 16'h5892;
-      6'h23:
-          \$370  = 16'h579e;
-      6'h24:
-          \$370  = 16'h56ac;
-      6'h25:
-          \$370  = 16'h55bd;
-      6'h26:
-          \$370  = 16'h54d1;
-      6'h27:
-          \$370  = 16'h53e7;
-      6'h28:
-          \$370  = 16'h52ff;
-      6'h29:
-          \$370  = 16'h521b;
-      6'h2a:
-          \$370  = 16'h5138;
-      6'h2b:
-          \$370  = 16'h5058;
-      6'h2c:
-          \$370  = 16'h4f7b;
-      6'h2d:
-          \$370  = 16'h4e9f;
-      6'h2e:
-          \$370  = 16'h4dc7;
-      6'h2f:
-          \$370  = 16'h4cf0;
-      6'h30:
-          \$370  = 16'h4c1c;
-      6'h31:
-          \$370  = 16'h4b4a;
-      6'h32:
-          \$370  = 16'h4a7a;
-      6'h33:
-          \$370  = 16'h49ad;
-      6'h34:
-          \$370  = 16'h48e2;
-      6'h35:
-          \$370  = 16'h4819;
-      6'h36:
-          \$370  = 16'h4752;
-      6'h37:
-          \$370  = 16'h468d;
-      6'h38:
-          \$370  = 16'h45cb;
-      6'h39:
-          \$370  = 16'h450a;
-      6'h3a:
-          \$370  = 16'h444c;
-      6'h3b:
-          \$370  = 16'h4390;
-      6'h3c:
-          \$370  = 16'h42d5;
-      6'h3d:
-          \$370  = 16'h421d;
-      6'h3e:
-          \$370  = 16'h4167;
-      6'h3f:
-          \$370  = 16'h40b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l2_u[15:10])
-      6'h00:
-          \$371  = 9'h161;
-      6'h01:
-          \$371  = 9'h15d;
-      6'h02:
-          \$371  = 9'h15a;
-      6'h03:
-          \$371  = 9'h155;
-      6'h04:
-          \$371  = 9'h152;
-      6'h05:
-          \$371  = 9'h14f;
-      6'h06:
-          \$371  = 9'h14a;
-      6'h07:
-          \$371  = 9'h148;
-      6'h08:
-          \$371  = 9'h143;
-      6'h09:
-          \$371  = 9'h140;
-      6'h0a:
-          \$371  = 9'h13d;
-      6'h0b:
-          \$371  = 9'h13a;
-      6'h0c:
-          \$371  = 9'h136;
-      6'h0d:
-          \$371  = 9'h132;
-      6'h0e:
-          \$371  = 9'h12f;
-      6'h0f:
-          \$371  = 9'h12d;
-      6'h10:
-          \$371  = 9'h128;
-      6'h11:
-          \$371  = 9'h126;
-      6'h12:
-          \$371  = 9'h122;
-      6'h13:
-          \$371  = 9'h120;
-      6'h14:
-          \$371  = 9'h11c;
-      6'h15:
-          \$371  = 9'h119;
-      6'h16:
-          \$371  = 9'h116;
-      6'h17:
-          \$371  = 9'h113;
-      6'h18:
-          \$371  = 9'h111;
-      6'h19:
-          \$371  = 9'h10d;
-      6'h1a:
-          \$371  = 9'h10a;
-      6'h1b:
-          \$371  = 9'h108;
-      6'h1c:
-          \$371  = 9'h104;
-      6'h1d:
-          \$371  = 9'h102;
-      6'h1e:
-          \$371  = 9'h0ff;
-      6'h1f:
-          \$371  = 9'h0fd;
-      6'h20:
-          \$371  = 9'h0f9;
-      6'h21:
-          \$371  = 9'h0f7;
-      6'h22:
-          \$371  = 9'h0f4;
-      6'h23:
-          \$371  = 9'h0f2;
-      6'h24:
-          \$371  = 9'h0ef;
-      6'h25:
-          \$371  = 9'h0ec;
-      6'h26:
-          \$371  = 9'h0ea;
-      6'h27:
-          \$371  = 9'h0e8;
-      6'h28:
-          \$371  = 9'h0e4;
-      6'h29:
-          \$371  = 9'h0e3;
-      6'h2a:
-          \$371  = 9'h0e0;
-      6'h2b:
-          \$371  = 9'h0dd;
-      6'h2c:
-          \$371  = 9'h0dc;
-      6'h2d:
-          \$371  = 9'h0d8;
-      6'h2e:
-          \$371  = 9'h0d7;
-      6'h2f:
-          \$371  = 9'h0d4;
-      6'h30:
-          \$371  = 9'h0d2;
-      6'h31:
-          \$371  = 9'h0d0;
-      6'h32:
-          \$371  = 9'h0cd;
-      6'h33:
-          \$371  = 9'h0cb;
-      6'h34:
-          \$371  = 9'h0c9;
-      6'h35:
-          \$371  = 9'h0c7;
-      6'h36:
-          \$371  = 9'h0c5;
-      6'h37:
-          \$371  = 9'h0c2;
-      6'h38:
-          \$371  = 9'h0c1;
-      6'h39:
-          \$371  = 9'h0be;
-      6'h3a:
-          \$371  = 9'h0bc;
-      6'h3b:
-          \$371  = 9'h0bb;
-      6'h3c:
-          \$371  = 9'h0b8;
-      6'h3d:
-          \$371  = 9'h0b6;
-      6'h3e:
-          \$371  = 9'h0b5;
-      6'h3f:
-          \$371  = 9'h0b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l3_u[15:10])
-      6'h00:
-          \$463  = 16'h8000;
-      6'h01:
-          \$463  = 16'h7e9f;
-      6'h02:
-          \$463  = 16'h7d42;
-      6'h03:
-          \$463  = 16'h7be8;
-      6'h04:
-          \$463  = 16'h7a93;
-      6'h05:
-          \$463  = 16'h7941;
-      6'h06:
-          \$463  = 16'h77f2;
-      6'h07:
-          \$463  = 16'h76a8;
-      6'h08:
-          \$463  = 16'h7560;
-      6'h09:
-          \$463  = 16'h741d;
-      6'h0a:
-          \$463  = 16'h72dd;
-      6'h0b:
-          \$463  = 16'h71a0;
-      6'h0c:
-          \$463  = 16'h7066;
-      6'h0d:
-          \$463  = 16'h6f30;
-      6'h0e:
-          \$463  = 16'h6dfe;
-      6'h0f:
-          \$463  = 16'h6ccf;
-      6'h10:
-          \$463  = 16'h6ba2;
-      6'h11:
-          \$463  = 16'h6a7a;
-      6'h12:
-          \$463  = 16'h6954;
-      6'h13:
-          \$463  = 16'h6832;
-      6'h14:
-          \$463  = 16'h6712;
-      6'h15:
-          \$463  = 16'h65f6;
-      6'h16:
-          \$463  = 16'h64dd;
-      6'h17:
-          \$463  = 16'h63c7;
-      6'h18:
-          \$463  = 16'h62b4;
-      6'h19:
-          \$463  = 16'h61a3;
-      6'h1a:
-          \$463  = 16'h6096;
-      6'h1b:
-          \$463  = 16'h5f8c;
-      6'h1c:
-          \$463  = 16'h5e84;
-      6'h1d:
-          \$463  = 16'h5d80;
-      6'h1e:
-          \$463  = 16'h5c7e;
-      6'h1f:
-          \$463  = 16'h5b7f;
-      6'h20:
-          \$463  = 16'h5a82;
-      6'h21:
-          \$463  = 16'h5989;
-      6'h22:
-          \$463  = 16'h5892;
-      6'h23:
-          \$463  = 16'h579e;
-      6'h24:
-          \$463  = 16'h56ac;
-      6'h25:
-          \$463  = 16'h55bd;
-      6'h26:
-          \$463  = 16'h54d1;
-      6'h27:
-          \$463  = 16'h53e7;
-      6'h28:
-          \$463  = 16'h52ff;
-      6'h29:
-          \$463  = 16'h521b;
-      6'h2a:
-          \$463  = 16'h5138;
-      6'h2b:
-          \$463  = 16'h5058;
-      6'h2c:
-          \$463  = 16'h4f7b;
-      6'h2d:
-          \$463  = 16'h4e9f;
-      6'h2e:
-          \$463  = 16'h4dc7;
-      6'h2f:
-          \$463  = 16'h4cf0;
-      6'h30:
-          \$463  = 16'h4c1c;
-      6'h31:
-          \$463  = 16'h4b4a;
-      6'h32:
-          \$463  = 16'h4a7a;
-      6'h33:
-          \$463  = 16'h49ad;
-      6'h34:
-          \$463  = 16'h48e2;
-      6'h35:
-          \$463  = 16'h4819;
-      6'h36:
-          \$463  = 16'h4752;
-      6'h37:
-          \$463  = 16'h468d;
-      6'h38:
-          \$463  = 16'h45cb;
-      6'h39:
-          \$463  = 16'h450a;
-      6'h3a:
-          \$463  = 16'h444c;
-      6'h3b:
-          \$463  = 16'h4390;
-      6'h3c:
-          \$463  = 16'h42d5;
-      6'h3d:
-          \$463  = 16'h421d;
-      6'h3e:
-          \$463  = 16'h4167;
-      6'h3f:
-          \$463  = 16'h40b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l3_u[15:10])
-      6'h00:
-          \$464  = 9'h161;
-      6'h01:
-          \$464  = 9'h15d;
-      6'h02:
-          \$464  = 9'h15a;
-      6'h03:
-          \$464  = 9'h155;
-      6'h04:
-          \$464  = 9'h152;
-      6'h05:
-          \$464  = 9'h14f;
-      6'h06:
-          \$464  = 9'h14a;
-      6'h07:
-          \$464  = 9'h148;
-      6'h08:
-          \$464  = 9'h143;
-      6'h09:
-          \$464  = 9'h140;
-      6'h0a:
-          \$464  = 9'h13d;
-      6'h0b:
-          \$464  = 9'h13a;
-      6'h0c:
-          \$464  = 9'h136;
-      6'h0d:
-          \$464  = 9'h132;
-      6'h0e:
-          \$464  = 9'h12f;
-      6'h0f:
-          \$464  = 9'h12d;
-      6'h10:
-          \$464  = 9'h128;
-      6'h11:
-          \$464  = 9'h126;
-      6'h12:
-          \$464  = 9'h122;
-      6'h13:
-          \$464  = 9'h120;
-      6'h14:
-          \$464  = 9'h11c;
-      6'h15:
-          \$464  = 9'h119;
-      6'h16:
-          \$464  = 9'h116;
-      6'h17:
-          \$464  = 9'h113;
-      6'h18:
-          \$464  = 9'h111;
-      6'h19:
-          \$464  = 9'h10d;
-      6'h1a:
-          \$464  = 9'h10a;
-      6'h1b:
-          \$464  = 9'h108;
-      6'h1c:
-          \$464  = 9'h104;
-      6'h1d:
-          \$464  = 9'h102;
-      6'h1e:
-          \$464  = 9'h0ff;
-      6'h1f:
-          \$464  = 9'h0fd;
-      6'h20:
-          \$464  = 9'h0f9;
-      6'h21:
-          \$464  = 9'h0f7;
-      6'h22:
-          \$464  = 9'h0f4;
-      6'h23:
-          \$464  = 9'h0f2;
-      6'h24:
-          \$464  = 9'h0ef;
-      6'h25:
-          \$464  = 9'h0ec;
-      6'h26:
-          \$464  = 9'h0ea;
-      6'h27:
-          \$464  = 9'h0e8;
-      6'h28:
-          \$464  = 9'h0e4;
-      6'h29:
-          \$464  = 9'h0e3;
-      6'h2a:
-          \$464  = 9'h0e0;
-      6'h2b:
-          \$464  = 9'h0dd;
-      6'h2c:
-          \$464  = 9'h0dc;
-      6'h2d:
-          \$464  = 9'h0d8;
-      6'h2e:
-          \$464  = 9'h0d7;
-      6'h2f:
-          \$464  = 9'h0d4;
-      6'h30:
-          \$464  = 9'h0d2;
-      6'h31:
-          \$464  = 9'h0d0;
-      6'h32:
-          \$464  = 9'h0cd;
-      6'h33:
-          \$464  = 9'h0cb;
-      6'h34:
-          \$464  = 9'h0c9;
-      6'h35:
-          \$464  = 9'h0c7;
-      6'h36:
-          \$464  = 9'h0c5;
-      6'h37:
-          \$464  = 9'h0c2;
-      6'h38:
-          \$464  = 9'h0c1;
-      6'h39:
-          \$464  = 9'h0be;
-      6'h3a:
-          \$464  = 9'h0bc;
-      6'h3b:
-          \$464  = 9'h0bb;
-      6'h3c:
-          \$464  = 9'h0b8;
-      6'h3d:
-          \$464  = 9'h0b6;
-      6'h3e:
-          \$464  = 9'h0b5;
-      6'h3f:
-          \$464  = 9'h0b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l4_u[15:10])
-      6'h00:
-          \$556  = 16'h8000;
-      6'h01:
-          \$556  = 16'h7e9f;
-      6'h02:
-          \$556  = 16'h7d42;
-      6'h03:
-          \$556  = 16'h7be8;
-      6'h04:
-          \$556  = 16'h7a93;
-      6'h05:
-          \$556  = 16'h7941;
-      6'h06:
-          \$556  = 16'h77f2;
-      6'h07:
-          \$556  = 16'h76a8;
-      6'h08:
-          \$556  = 16'h7560;
-      6'h09:
-          \$556  = 16'h741d;
-      6'h0a:
-          \$556  = 16'h72dd;
-      6'h0b:
-          \$556  = 16'h71a0;
-      6'h0c:
-          \$556  = 16'h7066;
-      6'h0d:
-          \$556  = 16'h6f30;
-      6'h0e:
-          \$556  = 16'h6dfe;
-      6'h0f:
-          \$556  = 16'h6ccf;
-      6'h10:
-          \$556  = 16'h6ba2;
-      6'h11:
-          \$556  = 16'h6a7a;
-      6'h12:
-          \$556  = 16'h6954;
-      6'h13:
-          \$556  = 16'h6832;
-      6'h14:
-          \$556  = 16'h6712;
-      6'h15:
-          \$556  = 16'h65f6;
-      6'h16:
-          \$556  = 16'h64dd;
-      6'h17:
-          \$556  = 16'h63c7;
-      6'h18:
-          \$556  = 16'h62b4;
-      6'h19:
-          \$556  = 16'h61a3;
-      6'h1a:
-          \$556  = 16'h6096;
-      6'h1b:
-          \$556  = 16'h5f8c;
-      6'h1c:
-          \$556  = 16'h5e84;
-      6'h1d:
-          \$556  = 16'h5d80;
-      6'h1e:
-          \$556  = 16'h5c7e;
-      6'h1f:
-          \$556  = 16'h5b7f;
-      6'h20:
-          \$556  = 16'h5a82;
-      6'h21:
-          \$556  = 16'h5989;
-      6'h22:
-          \$556  = 16'h5892;
-      6'h23:
-          \$556  = 16'h579e;
-      6'h24:
-          \$556  = 16'h56ac;
-      6'h25:
-          \$556  = 16'h55bd;
-      6'h26:
-          \$556  = 16'h54d1;
-      6'h27:
-          \$556  = 16'h53e7;
-      6'h28:
-          \$556  = 16'h52ff;
-      6'h29:
-          \$556  = 16'h521b;
-      6'h2a:
-          \$556  = 16'h5138;
-      6'h2b:
-          \$556  = 16'h5058;
-      6'h2c:
-          \$556  = 16'h4f7b;
-      6'h2d:
-          \$556  = 16'h4e9f;
-      6'h2e:
-          \$556  = 16'h4dc7;
-      6'h2f:
-          \$556  = 16'h4cf0;
-      6'h30:
-          \$556  = 16'h4c1c;
-      6'h31:
-          \$556  = 16'h4b4a;
-      6'h32:
-          \$556  = 16'h4a7a;
-      6'h33:
-          \$556  = 16'h49ad;
-      6'h34:
-          \$556  = 16'h48e2;
-      6'h35:
-          \$556  = 16'h4819;
-      6'h36:
-          \$556  = 16'h4752;
-      6'h37:
-          \$556  = 16'h468d;
-      6'h38:
-          \$556  = 16'h45cb;
-      6'h39:
-          \$556  = 16'h450a;
-      6'h3a:
-          \$556  = 16'h444c;
-      6'h3b:
-          \$556  = 16'h4390;
-      6'h3c:
-          \$556  = 16'h42d5;
-      6'h3d:
-          \$556  = 16'h421d;
-      6'h3e:
-          \$556  = 16'h4167;
-      6'h3f:
-          \$556  = 16'h40b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l4_u[15:10])
-      6'h00:
-          \$557  = 9'h161;
-      6'h01:
-          \$557  = 9'h15d;
-      6'h02:
-          \$557  = 9'h15a;
-      6'h03:
-          \$557  = 9'h155;
-      6'h04:
-          \$557  = 9'h152;
-      6'h05:
-          \$557  = 9'h14f;
-      6'h06:
-          \$557  = 9'h14a;
-      6'h07:
-          \$557  = 9'h148;
-      6'h08:
-          \$557  = 9'h143;
-      6'h09:
-          \$557  = 9'h140;
-      6'h0a:
-          \$557  = 9'h13d;
-      6'h0b:
-          \$557  = 9'h13a;
-      6'h0c:
-          \$557  = 9'h136;
-      6'h0d:
-          \$557  = 9'h132;
-      6'h0e:
-          \$557  = 9'h12f;
-      6'h0f:
-          \$557  = 9'h12d;
-      6'h10:
-          \$557  = 9'h128;
-      6'h11:
-          \$557  = 9'h126;
-      6'h12:
-          \$557  = 9'h122;
-      6'h13:
-          \$557  = 9'h120;
-      6'h14:
-          \$557  = 9'h11c;
-      6'h15:
-          \$557  = 9'h119;
-      6'h16:
-          \$557  = 9'h116;
-      6'h17:
-          \$557  = 9'h113;
-      6'h18:
-          \$557  = 9'h111;
-      6'h19:
-          \$557  = 9'h10d;
-      6'h1a:
-          \$557  = 9'h10a;
-      6'h1b:
-          \$557  = 9'h108;
-      6'h1c:
-          \$557  = 9'h104;
-      6'h1d:
-          \$557  = 9'h102;
-      6'h1e:
-          \$557  = 9'h0ff;
-      6'h1f:
-          \$557  = 9'h0fd;
-      6'h20:
-          \$557  = 9'h0f9;
-      6'h21:
-          \$557  = 9'h0f7;
-      6'h22:
-          \$557  = 9'h0f4;
-      6'h23:
-          \$557  = 9'h0f2;
-      6'h24:
-          \$557  = 9'h0ef;
-      6'h25:
-          \$557  = 9'h0ec;
-      6'h26:
-          \$557  = 9'h0ea;
-      6'h27:
-          \$557  = 9'h0e8;
-      6'h28:
-          \$557  = 9'h0e4;
-      6'h29:
-          \$557  = 9'h0e3;
-      6'h2a:
-          \$557  = 9'h0e0;
-      6'h2b:
-          \$557  = 9'h0dd;
-      6'h2c:
-          \$557  = 9'h0dc;
-      6'h2d:
-          \$557  = 9'h0d8;
-      6'h2e:
-          \$557  = 9'h0d7;
-      6'h2f:
-          \$557  = 9'h0d4;
-      6'h30:
-          \$557  = 9'h0d2;
-      6'h31:
-          \$557  = 9'h0d0;
-      6'h32:
-          \$557  = 9'h0cd;
-      6'h33:
-          \$557  = 9'h0cb;
-      6'h34:
-          \$557  = 9'h0c9;
-      6'h35:
-          \$557  = 9'h0c7;
-      6'h36:
-          \$557  = 9'h0c5;
-      6'h37:
-          \$557  = 9'h0c2;
-      6'h38:
-          \$557  = 9'h0c1;
-      6'h39:
-          \$557  = 9'h0be;
-      6'h3a:
-          \$557  = 9'h0bc;
-      6'h3b:
-          \$557  = 9'h0bb;
-      6'h3c:
-          \$557  = 9'h0b8;
-      6'h3d:
-          \$557  = 9'h0b6;
-      6'h3e:
-          \$557  = 9'h0b5;
-      6'h3f:
-          \$557  = 9'h0b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l5_u[15:10])
-      6'h00:
-          \$649  = 16'h8000;
-      6'h01:
-          \$649  = 16'h7e9f;
-      6'h02:
-          \$649  = 16'h7d42;
-      6'h03:
-          \$649  = 16'h7be8;
-      6'h04:
-          \$649  = 16'h7a93;
-      6'h05:
-          \$649  = 16'h7941;
-      6'h06:
-          \$649  = 16'h77f2;
-      6'h07:
-          \$649  = 16'h76a8;
-      6'h08:
-          \$649  = 16'h7560;
-      6'h09:
-          \$649  = 16'h741d;
-      6'h0a:
-          \$649  = 16'h72dd;
-      6'h0b:
-          \$649  = 16'h71a0;
-      6'h0c:
-          \$649  = 16'h7066;
-      6'h0d:
-          \$649  = 16'h6f30;
-      6'h0e:
-          \$649  = 16'h6dfe;
-      6'h0f:
-          \$649  = 16'h6ccf;
-      6'h10:
-          \$649  = 16'h6ba2;
-      6'h11:
-          \$649  = 16'h6a7a;
-      6'h12:
-          \$649  = 16'h6954;
-      6'h13:
-          \$649  = 16'h6832;
-      6'h14:
-          \$649  = 16'h6712;
-      6'h15:
-          \$649  = 16'h65f6;
-      6'h16:
-          \$649  = 16'h64dd;
-      6'h17:
-          \$649  = 16'h63c7;
-      6'h18:
-          \$649  = 16'h62b4;
-      6'h19:
-          \$649  = 16'h61a3;
-      6'h1a:
-          \$649  = 16'h6096;
-      6'h1b:
-          \$649  = 16'h5f8c;
-      6'h1c:
-          \$649  = 16'h5e84;
-      6'h1d:
-          \$649  = 16'h5d80;
-      6'h1e:
-          \$649  = 16'h5c7e;
-      6'h1f:
-          \$649  = 16'h5b7f;
-      6'h20:
-          \$649  = 16'h5a82;
-      6'h21:
-          \$649  = 16'h5989;
-      6'h22:
-          \$649  = 16'h5892;
-      6'h23:
-          \$649  = 16'h579e;
-      6'h24:
-          \$649  = 16'h56ac;
-      6'h25:
-          \$649  = 16'h55bd;
-      6'h26:
-          \$649  = 16'h54d1;
-      6'h27:
-          \$649  = 16'h53e7;
-      6'h28:
-          \$649  = 16'h52ff;
-      6'h29:
-          \$649  = 16'h521b;
-      6'h2a:
-          \$649  = 16'h5138;
-      6'h2b:
-          \$649  = 16'h5058;
-      6'h2c:
-          \$649  = 16'h4f7b;
-      6'h2d:
-          \$649  = 16'h4e9f;
-      6'h2e:
-          \$649  = 16'h4dc7;
-      6'h2f:
-          \$649  = 16'h4cf0;
-      6'h30:
-          \$649  = 16'h4c1c;
-      6'h31:
-          \$649  = 16'h4b4a;
-      6'h32:
-          \$649  = 16'h4a7a;
-      6'h33:
-          \$649  = 16'h49ad;
-      6'h34:
-          \$649  = 16'h48e2;
-      6'h35:
-          \$649  = 16'h4819;
-      6'h36:
-          \$649  = 16'h4752;
-      6'h37:
-          \$649  = 16'h468d;
-      6'h38:
-          \$649  = 16'h45cb;
-      6'h39:
-          \$649  = 16'h450a;
-      6'h3a:
-          \$649  = 16'h444c;
-      6'h3b:
-          \$649  = 16'h4390;
-      6'h3c:
-          \$649  = 16'h42d5;
-      6'h3d:
-          \$649  = 16'h421d;
-      6'h3e:
-          \$649  = 16'h4167;
-      6'h3f:
-          \$649  = 16'h40b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l5_u[15:10])
-      6'h00:
-          \$650  = 9'h161;
-      6'h01:
-          \$650  = 9'h15d;
-      6'h02:
-          \$650  = 9'h15a;
-      6'h03:
-          \$650  = 9'h155;
-      6'h04:
-          \$650  = 9'h152;
-      6'h05:
-          \$650  = 9'h14f;
-      6'h06:
-          \$650  = 9'h14a;
-      6'h07:
-          \$650  = 9'h148;
-      6'h08:
-          \$650  = 9'h143;
-      6'h09:
-          \$650  = 9'h140;
-      6'h0a:
-          \$650  = 9'h13d;
-      6'h0b:
-          \$650  = 9'h13a;
-      6'h0c:
-          \$650  = 9'h136;
-      6'h0d:
-          \$650  = 9'h132;
-      6'h0e:
-          \$650  = 9'h12f;
-      6'h0f:
-          \$650  = 9'h12d;
-      6'h10:
-          \$650  = 9'h128;
-      6'h11:
-          \$650  = 9'h126;
-      6'h12:
-          \$650  = 9'h122;
-      6'h13:
-          \$650  = 9'h120;
-      6'h14:
-          \$650  = 9'h11c;
-      6'h15:
-          \$650  = 9'h119;
-      6'h16:
-          \$650  = 9'h116;
-      6'h17:
-          \$650  = 9'h113;
-      6'h18:
-          \$650  = 9'h111;
-      6'h19:
-          \$650  = 9'h10d;
-      6'h1a:
-          \$650  = 9'h10a;
-      6'h1b:
-          \$650  = 9'h108;
-      6'h1c:
-          \$650  = 9'h104;
-      6'h1d:
-          \$650  = 9'h102;
-      6'h1e:
-          \$650  = 9'h0ff;
-      6'h1f:
-          \$650  = 9'h0fd;
-      6'h20:
-          \$650  = 9'h0f9;
-      6'h21:
-          \$650  = 9'h0f7;
-      6'h22:
-          \$650  = 9'h0f4;
-      6'h23:
-          \$650  = 9'h0f2;
-      6'h24:
-          \$650  = 9'h0ef;
-      6'h25:
-          \$650  = 9'h0ec;
-      6'h26:
-          \$650  = 9'h0ea;
-      6'h27:
-          \$650  = 9'h0e8;
-      6'h28:
-          \$650  = 9'h0e4;
-      6'h29:
-          \$650  = 9'h0e3;
-      6'h2a:
-          \$650  = 9'h0e0;
-      6'h2b:
-          \$650  = 9'h0dd;
-      6'h2c:
-          \$650  = 9'h0dc;
-      6'h2d:
-          \$650  = 9'h0d8;
-      6'h2e:
-          \$650  = 9'h0d7;
-      6'h2f:
-          \$650  = 9'h0d4;
-      6'h30:
-          \$650  = 9'h0d2;
-      6'h31:
-          \$650  = 9'h0d0;
-      6'h32:
-          \$650  = 9'h0cd;
-      6'h33:
-          \$650  = 9'h0cb;
-      6'h34:
-          \$650  = 9'h0c9;
-      6'h35:
-          \$650  = 9'h0c7;
-      6'h36:
-          \$650  = 9'h0c5;
-      6'h37:
-          \$650  = 9'h0c2;
-      6'h38:
-          \$650  = 9'h0c1;
-      6'h39:
-          \$650  = 9'h0be;
-      6'h3a:
-          \$650  = 9'h0bc;
-      6'h3b:
-          \$650  = 9'h0bb;
-      6'h3c:
-          \$650  = 9'h0b8;
-      6'h3d:
-          \$650  = 9'h0b6;
-      6'h3e:
-          \$650  = 9'h0b5;
-      6'h3f:
-          \$650  = 9'h0b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l6_u[15:10])
-      6'h00:
-          \$742  = 16'h8000;
-      6'h01:
-          \$742  = 16'h7e9f;
-      6'h02:
-          \$742  = 16'h7d42;
-      6'h03:
-          \$742  = 16'h7be8;
-      6'h04:
-          \$742  = 16'h7a93;
-      6'h05:
-          \$742  = 16'h7941;
-      6'h06:
-          \$742  = 16'h77f2;
-      6'h07:
-          \$742  = 16'h76a8;
-      6'h08:
-          \$742  = 16'h7560;
-      6'h09:
-          \$742  = 16'h741d;
-      6'h0a:
-          \$742  = 16'h72dd;
-      6'h0b:
-          \$742  = 16'h71a0;
-      6'h0c:
-          \$742  = 16'h7066;
-      6'h0d:
-          \$742  = 16'h6f30;
-      6'h0e:
-          \$742  = 16'h6dfe;
-      6'h0f:
-          \$742  = 16'h6ccf;
-      6'h10:
-          \$742  = 16'h6ba2;
-      6'h11:
-          \$742  = 16'h6a7a;
-      6'h12:
-          \$742  = 16'h6954;
-      6'h13:
-          \$742  = 16'h6832;
-      6'h14:
-          \$742  = 16'h6712;
-      6'h15:
-          \$742  = 16'h65f6;
-      6'h16:
-          \$742  = 16'h64dd;
-      6'h17:
-          \$742  = 16'h63c7;
-      6'h18:
-          \$742  = 16'h62b4;
-      6'h19:
-          \$742  = 16'h61a3;
-      6'h1a:
-          \$742  = 16'h6096;
-      6'h1b:
-          \$742  = 16'h5f8c;
-      6'h1c:
-          \$742  = 16'h5e84;
-      6'h1d:
-          \$742  = 16'h5d80;
-      6'h1e:
-          \$742  = 16'h5c7e;
-      6'h1f:
-          \$742  = 16'h5b7f;
-      6'h20:
-          \$742  = 16'h5a82;
-      6'h21:
-          \$742  = 16'h5989;
-      6'h22:
-          \$742  = 16'h5892;
-      6'h23:
-          \$742  = 16'h579e;
-      6'h24:
-          \$742  = 16'h56ac;
-      6'h25:
-          \$742  = 16'h55bd;
-      6'h26:
-          \$742  = 16'h54d1;
-      6'h27:
-          \$742  = 16'h53e7;
-      6'h28:
-          \$742  = 16'h52ff;
-      6'h29:
-          \$742  = 16'h521b;
-      6'h2a:
-          \$742  = 16'h5138;
-      6'h2b:
-          \$742  = 16'h5058;
-      6'h2c:
-          \$742  = 16'h4f7b;
-      6'h2d:
-          \$742  = 16'h4e9f;
-      6'h2e:
-          \$742  = 16'h4dc7;
-      6'h2f:
-          \$742  = 16'h4cf0;
-      6'h30:
-          \$742  = 16'h4c1c;
-      6'h31:
-          \$742  = 16'h4b4a;
-      6'h32:
-          \$742  = 16'h4a7a;
-      6'h33:
-          \$742  = 16'h49ad;
-      6'h34:
-          \$742  = 16'h48e2;
-      6'h35:
-          \$742  = 16'h4819;
-      6'h36:
-          \$742  = 16'h4752;
-      6'h37:
-          \$742  = 16'h468d;
-      6'h38:
-          \$742  = 16'h45cb;
-      6'h39:
-          \$742  = 16'h450a;
-      6'h3a:
-          \$742  = 16'h444c;
-      6'h3b:
-          \$742  = 16'h4390;
-      6'h3c:
-          \$742  = 16'h42d5;
-      6'h3d:
-          \$742  = 16'h421d;
-      6'h3e:
-          \$742  = 16'h4167;
-      6'h3f:
-          \$742  = 16'h40b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l6_u[15:10])
-      6'h00:
-          \$743  = 9'h161;
-      6'h01:
-          \$743  = 9'h15d;
-      6'h02:
-          \$743  = 9'h15a;
-      6'h03:
-          \$743  = 9'h155;
-      6'h04:
-          \$743  = 9'h152;
-      6'h05:
-          \$743  = 9'h14f;
-      6'h06:
-          \$743  = 9'h14a;
-      6'h07:
-          \$743  = 9'h148;
-      6'h08:
-          \$743  = 9'h143;
-      6'h09:
-          \$743  = 9'h140;
-      6'h0a:
-          \$743  = 9'h13d;
-      6'h0b:
-          \$743  = 9'h13a;
-      6'h0c:
-          \$743  = 9'h136;
-      6'h0d:
-          \$743  = 9'h132;
-      6'h0e:
-          \$743  = 9'h12f;
-      6'h0f:
-          \$743  = 9'h12d;
-      6'h10:
-          \$743  = 9'h128;
-      6'h11:
-          \$743  = 9'h126;
-      6'h12:
-          \$743  = 9'h122;
-      6'h13:
-          \$743  = 9'h120;
-      6'h14:
-          \$743  = 9'h11c;
-      6'h15:
-          \$743  = 9'h119;
-      6'h16:
-          \$743  = 9'h116;
-      6'h17:
-          \$743  = 9'h113;
-      6'h18:
-          \$743  = 9'h111;
-      6'h19:
-          \$743  = 9'h10d;
-      6'h1a:
-          \$743  = 9'h10a;
-      6'h1b:
-          \$743  = 9'h108;
-      6'h1c:
-          \$743  = 9'h104;
-      6'h1d:
-          \$743  = 9'h102;
-      6'h1e:
-          \$743  = 9'h0ff;
-      6'h1f:
-          \$743  = 9'h0fd;
-      6'h20:
-          \$743  = 9'h0f9;
-      6'h21:
-          \$743  = 9'h0f7;
-      6'h22:
-          \$743  = 9'h0f4;
-      6'h23:
-          \$743  = 9'h0f2;
-      6'h24:
-          \$743  = 9'h0ef;
-      6'h25:
-          \$743  = 9'h0ec;
-      6'h26:
-          \$743  = 9'h0ea;
-      6'h27:
-          \$743  = 9'h0e8;
-      6'h28:
-          \$743  = 9'h0e4;
-      6'h29:
-          \$743  = 9'h0e3;
-      6'h2a:
-          \$743  = 9'h0e0;
-      6'h2b:
-          \$743  = 9'h0dd;
-      6'h2c:
-          \$743  = 9'h0dc;
-      6'h2d:
-          \$743  = 9'h0d8;
-      6'h2e:
-          \$743  = 9'h0d7;
-      6'h2f:
-          \$743  = 9'h0d4;
-      6'h30:
-          \$743  = 9'h0d2;
-      6'h31:
-          \$743  = 9'h0d0;
-      6'h32:
-          \$743  = 9'h0cd;
-      6'h33:
-          \$743  = 9'h0cb;
-      6'h34:
-          \$743  = 9'h0c9;
-      6'h35:
-          \$743  = 9'h0c7;
-      6'h36:
-          \$743  = 9'h0c5;
-      6'h37:
-          \$743  = 9'h0c2;
-      6'h38:
-          \$743  = 9'h0c1;
-      6'h39:
-          \$743  = 9'h0be;
-      6'h3a:
-          \$743  = 9'h0bc;
-      6'h3b:
-          \$743  = 9'h0bb;
-      6'h3c:
-          \$743  = 9'h0b8;
-      6'h3d:
-          \$743  = 9'h0b6;
-      6'h3e:
-          \$743  = 9'h0b5;
-      6'h3f:
-          \$743  = 9'h0b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l7_u[15:10])
-      6'h00:
-          \$835  = 16'h8000;
-      6'h01:
-          \$835  = 16'h7e9f;
-      6'h02:
-          \$835  = 16'h7d42;
-      6'h03:
-          \$835  = 16'h7be8;
-      6'h04:
-          \$835  = 16'h7a93;
-      6'h05:
-          \$835  = 16'h7941;
-      6'h06:
-          \$835  = 16'h77f2;
-      6'h07:
-          \$835  = 16'h76a8;
-      6'h08:
-          \$835  = 16'h7560;
-      6'h09:
-          \$835  = 16'h741d;
-      6'h0a:
-          \$835  = 16'h72dd;
-      6'h0b:
-          \$835  = 16'h71a0;
-      6'h0c:
-          \$835  = 16'h7066;
-      6'h0d:
-          \$835  = 16'h6f30;
-      6'h0e:
-          \$835  = 16'h6dfe;
-      6'h0f:
-          \$835  = 16'h6ccf;
-      6'h10:
-          \$835  = 16'h6ba2;
-      6'h11:
-          \$835  = 16'h6a7a;
-      6'h12:
-          \$835  = 16'h6954;
-      6'h13:
-          \$835  = 16'h6832;
-      6'h14:
-          \$835  = 16'h6712;
-      6'h15:
-          \$835  = 16'h65f6;
-      6'h16:
-          \$835  = 16'h64dd;
-      6'h17:
-          \$835  = 16'h63c7;
-      6'h18:
-          \$835  = 16'h62b4;
-      6'h19:
-          \$835  = 16'h61a3;
-      6'h1a:
-          \$835  = 16'h6096;
-      6'h1b:
-          \$835  = 16'h5f8c;
-      6'h1c:
-          \$835  = 16'h5e84;
-      6'h1d:
-          \$835  = 16'h5d80;
-      6'h1e:
-          \$835  = 16'h5c7e;
-      6'h1f:
-          \$835  = 16'h5b7f;
-      6'h20:
-          \$835  = 16'h5a82;
-      6'h21:
-          \$835  = 16'h5989;
-      6'h22:
-          \$835  = 16'h5892;
-      6'h23:
-          \$835  = 16'h579e;
-      6'h24:
-          \$835  = 16'h56ac;
-      6'h25:
-          \$835  = 16'h55bd;
-      6'h26:
-          \$835  = 16'h54d1;
-      6'h27:
-          \$835  = 16'h53e7;
-      6'h28:
-          \$835  = 16'h52ff;
-      6'h29:
-          \$835  = 16'h521b;
-      6'h2a:
-          \$835  = 16'h5138;
-      6'h2b:
-          \$835  = 16'h5058;
-      6'h2c:
-          \$835  = 16'h4f7b;
-      6'h2d:
-          \$835  = 16'h4e9f;
-      6'h2e:
-          \$835  = 16'h4dc7;
-      6'h2f:
-          \$835  = 16'h4cf0;
-      6'h30:
-          \$835  = 16'h4c1c;
-      6'h31:
-          \$835  = 16'h4b4a;
-      6'h32:
-          \$835  = 16'h4a7a;
-      6'h33:
-          \$835  = 16'h49ad;
-      6'h34:
-          \$835  = 16'h48e2;
-      6'h35:
-          \$835  = 16'h4819;
-      6'h36:
-          \$835  = 16'h4752;
-      6'h37:
-          \$835  = 16'h468d;
-      6'h38:
-          \$835  = 16'h45cb;
-      6'h39:
-          \$835  = 16'h450a;
-      6'h3a:
-          \$835  = 16'h444c;
-      6'h3b:
-          \$835  = 16'h4390;
-      6'h3c:
-          \$835  = 16'h42d5;
-      6'h3d:
-          \$835  = 16'h421d;
-      6'h3e:
-          \$835  = 16'h4167;
-      6'h3f:
-          \$835  = 16'h40b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l7_u[15:10])
-      6'h00:
-          \$836  = 9'h161;
-      6'h01:
-          \$836  = 9'h15d;
-      6'h02:
-          \$836  = 9'h15a;
-      6'h03:
-          \$836  = 9'h155;
-      6'h04:
-          \$836  = 9'h152;
-      6'h05:
-          \$836  = 9'h14f;
-      6'h06:
-          \$836  = 9'h14a;
-      6'h07:
-          \$836  = 9'h148;
-      6'h08:
-          \$836  = 9'h143;
-      6'h09:
-          \$836  = 9'h140;
-      6'h0a:
-          \$836  = 9'h13d;
-      6'h0b:
-          \$836  = 9'h13a;
-      6'h0c:
-          \$836  = 9'h136;
-      6'h0d:
-          \$836  = 9'h132;
-      6'h0e:
-          \$836  = 9'h12f;
-      6'h0f:
-          \$836  = 9'h12d;
-      6'h10:
-          \$836  = 9'h128;
-      6'h11:
-          \$836  = 9'h126;
-      6'h12:
-          \$836  = 9'h122;
-      6'h13:
-          \$836  = 9'h120;
-      6'h14:
-          \$836  = 9'h11c;
-      6'h15:
-          \$836  = 9'h119;
-      6'h16:
-          \$836  = 9'h116;
-      6'h17:
-          \$836  = 9'h113;
-      6'h18:
-          \$836  = 9'h111;
-      6'h19:
-          \$836  = 9'h10d;
-      6'h1a:
-          \$836  = 9'h10a;
-      6'h1b:
-          \$836  = 9'h108;
-      6'h1c:
-          \$836  = 9'h104;
-      6'h1d:
-          \$836  = 9'h102;
-      6'h1e:
-          \$836  = 9'h0ff;
-      6'h1f:
-          \$836  = 9'h0fd;
-      6'h20:
-          \$836  = 9'h0f9;
-      6'h21:
-          \$836  = 9'h0f7;
-      6'h22:
-          \$836  = 9'h0f4;
-      6'h23:
-          \$836  = 9'h0f2;
-      6'h24:
-          \$836  = 9'h0ef;
-      6'h25:
-          \$836  = 9'h0ec;
-      6'h26:
-          \$836  = 9'h0ea;
-      6'h27:
-          \$836  = 9'h0e8;
-      6'h28:
-          \$836  = 9'h0e4;
-      6'h29:
-          \$836  = 9'h0e3;
-      6'h2a:
-          \$836  = 9'h0e0;
-      6'h2b:
-          \$836  = 9'h0dd;
-      6'h2c:
-          \$836  = 9'h0dc;
-      6'h2d:
-          \$836  = 9'h0d8;
-      6'h2e:
-          \$836  = 9'h0d7;
-      6'h2f:
-          \$836  = 9'h0d4;
-      6'h30:
-          \$836  = 9'h0d2;
-      6'h31:
-          \$836  = 9'h0d0;
-      6'h32:
-          \$836  = 9'h0cd;
-      6'h33:
-          \$836  = 9'h0cb;
-      6'h34:
-          \$836  = 9'h0c9;
-      6'h35:
-          \$836  = 9'h0c7;
-      6'h36:
-          \$836  = 9'h0c5;
-      6'h37:
-          \$836  = 9'h0c2;
-      6'h38:
-          \$836  = 9'h0c1;
-      6'h39:
-          \$836  = 9'h0be;
-      6'h3a:
-          \$836  = 9'h0bc;
-      6'h3b:
-          \$836  = 9'h0bb;
-      6'h3c:
-          \$836  = 9'h0b8;
-      6'h3d:
-          \$836  = 9'h0b6;
-      6'h3e:
-          \$836  = 9'h0b5;
-      6'h3f:
-          \$836  = 9'h0b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1759  = 1'h0;
+    \$576  = 1'h0;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
       4'h0:
@@ -52068,8 +46599,8 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h4:
           /* empty */;
       4'h5:
-          if (\$1537 ) begin
-            \$1759  = 1'h1;
+          if (\$378 ) begin
+            \$576  = 1'h1;
           end
       4'h7:
           /* empty */;
@@ -52090,435 +46621,478 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'hf:
           /* empty */;
       4'hc:
-          if (\$1640 ) begin
-            \$1759  = 1'h1;
+          if (\$481 ) begin
+            \$576  = 1'h1;
           end
     endcase
     if (reset[4]) begin
-      \$1759  = 1'h0;
+      \$576  = 1'h0;
     end
     if (rst) begin
-      \$1759  = 1'h0;
+      \$576  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1760 [0] = \$10 ;
-    \$1760 [2:1] = slot;
-    \$1760 [3] = \$20 ;
-    \$1760 [4] = \$27 ;
-    \$1760 [7:5] = cur;
-    \$1760 [15:8] = { \$131 , \$118 , \$105 , \$92 , \$79 , \$66 , \$53 , \$40  };
-    \$1760 [32:16] = seg;
-    \$1760 [46:33] = ptr_d[13:0];
+    \$577  = \$25 [3:0];
     if (reset[4]) begin
-      \$1760  = 47'h000000000000;
+      \$577  = 4'h0;
     end
     if (rst) begin
-      \$1760  = 47'h000000000000;
+      \$577  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1761  = rd_tag0;
+    \$578 [0] = \$35 ;
+    \$578 [2:1] = slot;
+    \$578 [3] = \$45 ;
+    \$578 [4] = \$52 ;
+    \$578 [7:5] = cur;
+    \$578 [15:8] = { \$156 , \$143 , \$130 , \$117 , \$104 , \$91 , \$78 , \$65  };
+    \$578 [32:16] = seg;
+    \$578 [46:33] = ptr_d[13:0];
     if (reset[4]) begin
-      \$1761  = 47'h000000000000;
+      \$578  = 47'h000000000000;
     end
     if (rst) begin
-      \$1761  = 47'h000000000000;
+      \$578  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1762  = rd_tag1;
+    \$579  = rd_tag0;
     if (reset[4]) begin
-      \$1762  = 47'h000000000000;
+      \$579  = 47'h000000000000;
     end
     if (rst) begin
-      \$1762  = 47'h000000000000;
+      \$579  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1763  = lat_x;
-    if (\$135 ) begin
-      \$1763  = spad_rd__data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1764  = lat_b;
-    if (\$139 ) begin
-      \$1764  = spad_rd__data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1765  = lat_g;
-    if (\$142 ) begin
-      \$1765  = acc_rd__data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1766  = \$145 [2:0];
+    \$580  = rd_tag1;
     if (reset[4]) begin
-      \$1766  = 3'h0;
+      \$580  = 47'h000000000000;
     end
     if (rst) begin
-      \$1766  = 3'h0;
+      \$580  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1767  = \$148 [2:0];
+    \$581  = lat_x;
+    if (\$160 ) begin
+      \$581  = spad_rd__data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$582  = lat_b;
+    if (\$164 ) begin
+      \$582  = spad_rd__data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$583  = lat_g;
+    if (\$167 ) begin
+      \$583  = acc_rd__data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$584  = seg_x;
+    if (\$168 ) begin
+      \$584  = \$170 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$585  = seg_b;
+    if (\$168 ) begin
+      \$585  = \$172 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$586  = seg_g;
+    if (\$168 ) begin
+      \$586  = \$175 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$587  = seg_beta;
+    if (\$168 ) begin
+      \$587  = acc_rd__data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$588  = seg_meta;
+    if (\$168 ) begin
+      \$588 [2:0] = rd_tag2[7:5];
+      \$588 [10:3] = rd_tag2[15:8];
+      \$588 [27:11] = rd_tag2[32:16];
+      \$588 [41:28] = rd_tag2[46:33];
+    end
     if (reset[4]) begin
-      \$1767  = 3'h0;
+      \$588  = 42'h00000000000;
     end
     if (rst) begin
-      \$1767  = 3'h0;
+      \$588  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1768  = \$151 [2:0];
+    \$589  = grp_busy;
+    if (\$168 ) begin
+      \$589  = 1'h1;
+    end else if (grp_busy) begin
+      if (\$177 ) begin
+        \$589  = 1'h0;
+      end
+    end
     if (reset[4]) begin
-      \$1768  = 3'h0;
+      \$589  = 1'h0;
     end
     if (rst) begin
-      \$1768  = 3'h0;
+      \$589  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1769  = \$154 [2:0];
+    \$590  = grp;
+    if (\$168 ) begin
+      \$590  = 4'h0;
+    end else if (grp_busy) begin
+      \$590  = \$176 [3:0];
+    end
     if (reset[4]) begin
-      \$1769  = 3'h0;
+      \$590  = 4'h0;
     end
     if (rst) begin
-      \$1769  = 3'h0;
+      \$590  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1770  = \$157 [2:0];
+    \$591  = \$179 [2:0];
     if (reset[4]) begin
-      \$1770  = 3'h0;
+      \$591  = 3'h0;
     end
     if (rst) begin
-      \$1770  = 3'h0;
+      \$591  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1771  = \$160 [2:0];
+    \$592 [0] = grp_busy;
+    \$592 [3:1] = seg_meta[2:0];
+    \$592 [4] = \$180 ;
+    \$592 [18:5] = seg_meta[41:28];
+    \$592 [21:19] = grp[2:0];
+    \$592 [22] = \$181 ;
     if (reset[4]) begin
-      \$1771  = 3'h0;
+      \$592  = 23'h000000;
     end
     if (rst) begin
-      \$1771  = 3'h0;
+      \$592  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1772  = \$163 [2:0];
+    \$593  = e1_meta;
     if (reset[4]) begin
-      \$1772  = 3'h0;
+      \$593  = 23'h000000;
     end
     if (rst) begin
-      \$1772  = 3'h0;
+      \$593  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1773  = \$166 [2:0];
+    \$594  = e2_meta;
     if (reset[4]) begin
-      \$1773  = 3'h0;
+      \$594  = 23'h000000;
     end
     if (rst) begin
-      \$1773  = 3'h0;
+      \$594  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1774 [0] = \$167 ;
-    \$1774 [3:1] = rd_tag2[7:5];
-    \$1774 [11:4] = rd_tag2[15:8];
-    \$1774 [25:12] = rd_tag2[46:33];
+    \$595  = e3_meta;
     if (reset[4]) begin
-      \$1774  = 26'h0000000;
+      \$595  = 23'h000000;
     end
     if (rst) begin
-      \$1774  = 26'h0000000;
+      \$595  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1775  = e1_meta;
+    \$596  = e4_meta;
     if (reset[4]) begin
-      \$1775  = 26'h0000000;
+      \$596  = 23'h000000;
     end
     if (rst) begin
-      \$1775  = 26'h0000000;
+      \$596  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1776  = e2_meta;
+    \$597  = e5_meta;
     if (reset[4]) begin
-      \$1776  = 26'h0000000;
+      \$597  = 23'h000000;
     end
     if (rst) begin
-      \$1776  = 26'h0000000;
+      \$597  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1777  = e3_meta;
-    if (reset[4]) begin
-      \$1777  = 26'h0000000;
-    end
-    if (rst) begin
-      \$1777  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1778  = e4_meta;
-    if (reset[4]) begin
-      \$1778  = 26'h0000000;
-    end
-    if (rst) begin
-      \$1778  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1779  = e5_meta;
-    if (reset[4]) begin
-      \$1779  = 26'h0000000;
-    end
-    if (rst) begin
-      \$1779  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1780  = m_row;
+    \$598  = m_row;
     if (row_start) begin
-      \$1780  = 8'h80;
-    end else if (\$914 ) begin
-      \$1780  = \$1388 ;
+      \$598  = 8'h80;
+    end else if (\$271 ) begin
+      \$598  = \$283 ;
     end
     if (reset[4]) begin
-      \$1780  = 8'h00;
+      \$598  = 8'h00;
     end
     if (rst) begin
-      \$1780  = 8'h00;
+      \$598  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1781  = s_sum;
+    \$599  = s_sum;
     if (row_start) begin
-      \$1781  = 42'h00000000000;
-    end else if (\$914 ) begin
-    end else if (\$916 ) begin
-      \$1781  = \$1404 [41:0];
+      \$599  = 42'h00000000000;
+    end else if (\$271 ) begin
+    end else if (\$273 ) begin
+      \$599  = \$285 [41:0];
     end
     if (reset[4]) begin
-      \$1781  = 42'h00000000000;
+      \$599  = 42'h00000000000;
     end
     if (rst) begin
-      \$1781  = 42'h00000000000;
+      \$599  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1782  = s1;
+    \$600  = s1;
     if (row_start) begin
-      \$1782  = 22'h000000;
-    end else if (\$914 ) begin
-    end else if (\$916 ) begin
-    end else if (\$918 ) begin
-      \$1782  = \$1420 [21:0];
+      \$600  = 22'h000000;
+    end else if (\$271 ) begin
+    end else if (\$273 ) begin
+    end else if (\$275 ) begin
+      \$600  = \$287 [21:0];
     end
     if (reset[4]) begin
-      \$1782  = 22'h000000;
+      \$600  = 22'h000000;
     end
     if (rst) begin
-      \$1782  = 22'h000000;
+      \$600  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1783  = s2;
+    \$601  = s2;
     if (row_start) begin
-      \$1783  = 29'h00000000;
-    end else if (\$914 ) begin
-    end else if (\$916 ) begin
-    end else if (\$918 ) begin
-      \$1783  = \$1452 [28:0];
+      \$601  = 29'h00000000;
+    end else if (\$271 ) begin
+    end else if (\$273 ) begin
+    end else if (\$275 ) begin
+      \$601  = \$291 [28:0];
     end
     if (reset[4]) begin
-      \$1783  = 29'h00000000;
+      \$601  = 29'h00000000;
     end
     if (rst) begin
-      \$1783  = 29'h00000000;
+      \$601  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1784  = \$1466 [5:0];
-    if (reset[4]) begin
-      \$1784  = 6'h00;
-    end
-    if (rst) begin
-      \$1784  = 6'h00;
+    \$602  = row_out;
+    if (e6_meta[0]) begin
+      (* full_case = 32'd1 *)
+      casez (e6_meta[21:19])
+        3'h0:
+            \$602 [7:0] = l0_y;
+        3'h1:
+            \$602 [15:8] = l0_y;
+        3'h2:
+            \$602 [23:16] = l0_y;
+        3'h3:
+            \$602 [31:24] = l0_y;
+        3'h4:
+            \$602 [39:32] = l0_y;
+        3'h5:
+            \$602 [47:40] = l0_y;
+        3'h6:
+            \$602 [55:48] = l0_y;
+        3'h7:
+            \$602 [63:56] = l0_y;
+      endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1785  = \$1484 [5:0];
+    \$603  = \$306 [5:0];
     if (reset[4]) begin
-      \$1785  = 6'h00;
+      \$603  = 6'h00;
     end
     if (rst) begin
-      \$1785  = 6'h00;
+      \$603  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1786  = op;
+    \$604  = \$325 [5:0];
+    if (reset[4]) begin
+      \$604  = 6'h00;
+    end
+    if (rst) begin
+      \$604  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$605  = op;
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$1786  = \port$13127$0 ;
+            \$605  = \port$11014$0 ;
           end
     endcase
     if (reset[4]) begin
-      \$1786  = 3'h0;
+      \$605  = 3'h0;
     end
     if (rst) begin
-      \$1786  = 3'h0;
+      \$605  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1787  = raw;
+    \$606  = raw;
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$1787  = \port$4515$32 ;
+            \$606  = \port$4515$32 ;
           end
     endcase
     if (reset[4]) begin
-      \$1787  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$606  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$1787  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$606  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1788  = sfu_fsm_state;
+    \$607  = sfu_fsm_state;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$1788  = 4'h1;
+            \$607  = 4'h1;
           end
       4'h1:
-          \$1788  = 4'h2;
+          \$607  = 4'h2;
       4'h2:
-          \$1788  = 4'h3;
+          \$607  = 4'h3;
       4'h3:
-          \$1788  = 4'h4;
+          \$607  = 4'h4;
       4'h4:
-          \$1788  = 4'h5;
+          \$607  = 4'h5;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$1537 ) begin
-            \$1788  = 4'h0;
+          if (\$378 ) begin
+            \$607  = 4'h0;
           end else begin
             (* full_case = 32'd1 *)
-            if (\$1538 ) begin
-              \$1788  = 4'h6;
+            if (\$379 ) begin
+              \$607  = 4'h6;
             end else begin
-              \$1788  = 4'h7;
+              \$607  = 4'h7;
             end
           end
       4'h7:
-          \$1788  = 4'h6;
+          \$607  = 4'h6;
       4'h6:
-          if (\$1590 ) begin
-            if (\$1600 ) begin
-              \$1788  = 4'h8;
+          if (\$431 ) begin
+            if (\$441 ) begin
+              \$607  = 4'h8;
             end
           end
       4'h8:
-          if (\$1601 ) begin
+          if (\$442 ) begin
             (* full_case = 32'd1 *)
             casez (cur)
               3'h0:
-                  \$1788  = 4'h7;
+                  \$607  = 4'h7;
               3'h1:
-                  \$1788  = 4'h9;
+                  \$607  = 4'h9;
               3'h2:
-                  \$1788  = 4'ha;
+                  \$607  = 4'ha;
               3'h3:
-                  \$1788  = 4'hb;
+                  \$607  = 4'hb;
               default:
                   (* full_case = 32'd1 *)
-                  if (\$1608 ) begin
-                    \$1788  = 4'hc;
+                  if (\$449 ) begin
+                    \$607  = 4'hc;
                   end else begin
-                    \$1788  = 4'h7;
+                    \$607  = 4'h7;
                   end
             endcase
           end
       4'h9:
-          \$1788  = 4'h6;
+          \$607  = 4'h6;
       4'hb:
-          \$1788  = 4'hd;
+          \$607  = 4'hd;
       4'hd:
-          if (\$1623 ) begin
-            \$1788  = 4'he;
+          if (\$464 ) begin
+            \$607  = 4'he;
           end
       4'he:
           (* full_case = 32'd1 *)
           if (zero_d) begin
-            \$1788  = 4'h9;
+            \$607  = 4'h9;
           end else begin
-            \$1788  = 4'ha;
+            \$607  = 4'ha;
           end
       4'ha:
-          if (\$1635 ) begin
-            \$1788  = 4'hf;
+          if (\$476 ) begin
+            \$607  = 4'hf;
           end
       4'hf:
-          \$1788  = 4'h9;
+          \$607  = 4'h9;
       4'hc:
-          if (\$1640 ) begin
-            \$1788  = 4'h0;
+          if (\$481 ) begin
+            \$607  = 4'h0;
           end
     endcase
     if (reset[4]) begin
-      \$1788  = 4'h0;
+      \$607  = 4'h0;
     end
     if (rst) begin
-      \$1788  = 4'h0;
+      \$607  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1789  = \$signal$322 ;
+    \$608  = \$signal$93 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$1789  = raw[55:40];
+          \$608  = raw[55:40];
           casez (op)
             3'h0:
                 /* empty */;
@@ -52527,26 +47101,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$1789  = raw[75:60];
+                \$608  = raw[75:60];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$1789  = 16'h0000;
+      \$608  = 16'h0000;
     end
     if (rst) begin
-      \$1789  = 16'h0000;
+      \$608  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1790  = \$signal ;
+    \$609  = \$signal ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$1790  = raw[71:56];
+          \$609  = raw[71:56];
           casez (op)
             3'h0:
                 /* empty */;
@@ -52555,26 +47129,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$1790  = raw[91:76];
+                \$609  = raw[91:76];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$1790  = 16'h0000;
+      \$609  = 16'h0000;
     end
     if (rst) begin
-      \$1790  = 16'h0000;
+      \$609  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1791  = \$signal$323 ;
+    \$610  = \$signal$94 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$1791  = raw[91:72];
+          \$610  = raw[91:72];
           casez (op)
             3'h0:
                 /* empty */;
@@ -52583,26 +47157,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$1791  = raw[111:92];
+                \$610  = raw[111:92];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$1791  = 20'h00000;
+      \$610  = 20'h00000;
     end
     if (rst) begin
-      \$1791  = 20'h00000;
+      \$610  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1792  = \$signal$324 ;
+    \$611  = \$signal$95 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$1792  = raw[19:0];
+          \$611  = raw[19:0];
           casez (op)
             3'h0:
                 /* empty */;
@@ -52611,26 +47185,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$1792  = raw[19:0];
+                \$611  = raw[19:0];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$1792  = 20'h00000;
+      \$611  = 20'h00000;
     end
     if (rst) begin
-      \$1792  = 20'h00000;
+      \$611  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1793  = dst;
+    \$612  = dst;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$1793  = raw[39:20];
+          \$612  = raw[39:20];
           casez (op)
             3'h0:
                 /* empty */;
@@ -52639,328 +47213,328 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$1793  = raw[59:40];
+                \$612  = raw[59:40];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$1793  = 20'h00000;
+      \$612  = 20'h00000;
     end
     if (rst) begin
-      \$1793  = 20'h00000;
+      \$612  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1794  = \$signal$13 ;
+    \$613  = \$signal$14 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$1794  = 1'h0;
+          \$613  = 1'h0;
           casez (op)
             3'h0:
-                \$1794  = raw[108];
+                \$613  = raw[108];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$1794  = 1'h0;
+      \$613  = 1'h0;
     end
     if (rst) begin
-      \$1794  = 1'h0;
+      \$613  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1795  = \$signal$43 ;
+    \$614  = \$signal$44 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$1795  = 8'h00;
-          casez (op)
-            3'h0:
-                /* empty */;
-            3'h1, 3'h2:
-                \$1795  = raw[145:138];
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$1795  = raw[141:134];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$1795  = 8'h00;
-    end
-    if (rst) begin
-      \$1795  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1796  = \$signal$45 ;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$1796  = 8'h00;
+          \$614  = 8'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                /* empty */;
+                \$614  = raw[145:138];
             3'h3:
                 /* empty */;
             3'h4:
-                \$1796  = raw[149:142];
+                \$614  = raw[141:134];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$1796  = 8'h00;
+      \$614  = 8'h00;
     end
     if (rst) begin
-      \$1796  = 8'h00;
+      \$614  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1797  = zo;
+    \$615  = \$signal$46 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$1797  = 8'h00;
-          casez (op)
-            3'h0:
-                /* empty */;
-            3'h1, 3'h2:
-                \$1797  = raw[153:146];
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$1797  = raw[157:150];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$1797  = 8'h00;
-    end
-    if (rst) begin
-      \$1797  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1798  = \$signal$41 ;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$1798  = 16'h0000;
-          casez (op)
-            3'h0:
-                \$1798  = raw[107:92];
-            3'h1, 3'h2:
-                /* empty */;
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$1798  = raw[127:112];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$1798  = 16'h0000;
-    end
-    if (rst) begin
-      \$1798  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1799  = shift;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$1799  = 6'h00;
-          casez (op)
-            3'h0:
-                /* empty */;
-            3'h1, 3'h2:
-                \$1799  = raw[137:132];
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$1799  = raw[133:128];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$1799  = 6'h00;
-    end
-    if (rst) begin
-      \$1799  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1800  = \$signal$326 ;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$1800  = 20'h00000;
+          \$615  = 8'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
                 /* empty */;
             3'h3:
-                \$1800  = raw[111:92];
+                /* empty */;
             3'h4:
-                \$1800  = raw[39:20];
+                \$615  = raw[149:142];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$1800  = 20'h00000;
+      \$615  = 8'h00;
     end
     if (rst) begin
-      \$1800  = 20'h00000;
+      \$615  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1801  = \$signal$327 ;
+    \$616  = zo;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$1801  = 20'h00000;
+          \$616  = 8'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$1801  = raw[111:92];
+                \$616  = raw[153:146];
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$616  = raw[157:150];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$1801  = 20'h00000;
+      \$616  = 8'h00;
     end
     if (rst) begin
-      \$1801  = 20'h00000;
+      \$616  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1802  = bet;
+    \$617  = \$signal$42 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$1802  = 20'h00000;
+          \$617  = 16'h0000;
+          casez (op)
+            3'h0:
+                \$617  = raw[107:92];
+            3'h1, 3'h2:
+                /* empty */;
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$617  = raw[127:112];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$617  = 16'h0000;
+    end
+    if (rst) begin
+      \$617  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$618  = shift;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$618  = 6'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$1802  = raw[131:112];
+                \$618  = raw[137:132];
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$618  = raw[133:128];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$1802  = 20'h00000;
+      \$618  = 6'h00;
     end
     if (rst) begin
-      \$1802  = 20'h00000;
+      \$618  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1803  = \$signal$329 ;
+    \$619  = \$signal$97 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$1803  = 16'h0000;
+          \$619  = 20'h00000;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$1803  = raw[169:154];
+                /* empty */;
+            3'h3:
+                \$619  = raw[111:92];
+            3'h4:
+                \$619  = raw[39:20];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$1803  = 16'h0000;
+      \$619  = 20'h00000;
     end
     if (rst) begin
-      \$1803  = 16'h0000;
+      \$619  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1804  = eps_exp;
+    \$620  = \$signal$98 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$1804  = 6'h00;
+          \$620  = 20'h00000;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$1804  = raw[175:170];
+                \$620  = raw[111:92];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$1804  = 6'h00;
+      \$620  = 20'h00000;
     end
     if (rst) begin
-      \$1804  = 6'h00;
+      \$620  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1805  = \$signal$15 ;
+    \$621  = bet;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$1805  = 16'h0000;
+          \$621  = 20'h00000;
           casez (op)
             3'h0:
-                \$1805  = raw[124:109];
+                /* empty */;
+            3'h1, 3'h2:
+                \$621  = raw[131:112];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$1805  = 16'h0000;
+      \$621  = 20'h00000;
     end
     if (rst) begin
-      \$1805  = 16'h0000;
+      \$621  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1806  = reserved_bad;
+    \$622  = \$signal$100 ;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$622  = 16'h0000;
+          casez (op)
+            3'h0:
+                /* empty */;
+            3'h1, 3'h2:
+                \$622  = raw[169:154];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$622  = 16'h0000;
+    end
+    if (rst) begin
+      \$622  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$623  = eps_exp;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$623  = 6'h00;
+          casez (op)
+            3'h0:
+                /* empty */;
+            3'h1, 3'h2:
+                \$623  = raw[175:170];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$623  = 6'h00;
+    end
+    if (rst) begin
+      \$623  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$624  = \$signal$16 ;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$624  = 16'h0000;
+          casez (op)
+            3'h0:
+                \$624  = raw[124:109];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$624  = 16'h0000;
+    end
+    if (rst) begin
+      \$624  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$625  = reserved_bad;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -52968,45 +47542,45 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           casez (op)
             3'h0:
-                \$1806  = \$1485 ;
+                \$625  = \$326 ;
             3'h1, 3'h2:
-                \$1806  = \$1486 ;
+                \$625  = \$327 ;
             3'h3:
-                \$1806  = \$1487 ;
+                \$625  = \$328 ;
             3'h4:
-                \$1806  = \$1488 ;
+                \$625  = \$329 ;
             default:
-                \$1806  = 1'h1;
+                \$625  = 1'h1;
           endcase
     endcase
     if (reset[4]) begin
-      \$1806  = 1'h0;
+      \$625  = 1'h0;
     end
     if (rst) begin
-      \$1806  = 1'h0;
+      \$625  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1807  = segs;
+    \$626  = segs;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
           /* empty */;
       4'h2:
-          \$1807  = \$1490 ;
+          \$626  = \$331 ;
     endcase
     if (reset[4]) begin
-      \$1807  = 17'h00000;
+      \$626  = 17'h00000;
     end
     if (rst) begin
-      \$1807  = 17'h00000;
+      \$626  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1808  = span;
+    \$627  = span;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53015,18 +47589,18 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h2:
           /* empty */;
       4'h3:
-          \$1808  = \$1492 ;
+          \$627  = \$333 ;
     endcase
     if (reset[4]) begin
-      \$1808  = 36'h000000000;
+      \$627  = 36'h000000000;
     end
     if (rst) begin
-      \$1808  = 36'h000000000;
+      \$627  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1809  = err;
+    \$628  = err;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53039,25 +47613,25 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h4:
           (* full_case = 32'd1 *)
           if (reserved_bad) begin
-            \$1809  = 8'h02;
-          end else if (\$1501 ) begin
-            \$1809  = 8'h03;
-          end else if (\$1536 ) begin
-            \$1809  = 8'h04;
+            \$628  = 8'h02;
+          end else if (\$342 ) begin
+            \$628  = 8'h03;
+          end else if (\$377 ) begin
+            \$628  = 8'h04;
           end else begin
-            \$1809  = 8'h00;
+            \$628  = 8'h00;
           end
     endcase
     if (reset[4]) begin
-      \$1809  = 8'h00;
+      \$628  = 8'h00;
     end
     if (rst) begin
-      \$1809  = 8'h00;
+      \$628  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1810  = error;
+    \$629  = error;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
       4'h0:
@@ -53071,8 +47645,8 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h4:
           /* empty */;
       4'h5:
-          if (\$1537 ) begin
-            \$1810  = err;
+          if (\$378 ) begin
+            \$629  = err;
           end
       4'h7:
           /* empty */;
@@ -53093,20 +47667,20 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'hf:
           /* empty */;
       4'hc:
-          if (\$1640 ) begin
-            \$1810  = 8'h00;
+          if (\$481 ) begin
+            \$629  = 8'h00;
           end
     endcase
     if (reset[4]) begin
-      \$1810  = 8'h00;
+      \$629  = 8'h00;
     end
     if (rst) begin
-      \$1810  = 8'h00;
+      \$629  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1811  = row;
+    \$630  = row;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53120,16 +47694,16 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$1537 ) begin
+          if (\$378 ) begin
           end else begin
-            \$1811  = 16'h0000;
+            \$630  = 16'h0000;
           end
       4'h7:
           /* empty */;
       4'h6:
           /* empty */;
       4'h8:
-          if (\$1601 ) begin
+          if (\$442 ) begin
             (* full_case = 32'd1 *)
             casez (cur)
               3'h0:
@@ -53142,23 +47716,23 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
                   /* empty */;
               default:
                   (* full_case = 32'd1 *)
-                  if (\$1608 ) begin
+                  if (\$449 ) begin
                   end else begin
-                    \$1811  = \$1609 [15:0];
+                    \$630  = \$450 [15:0];
                   end
             endcase
           end
     endcase
     if (reset[4]) begin
-      \$1811  = 16'h0000;
+      \$630  = 16'h0000;
     end
     if (rst) begin
-      \$1811  = 16'h0000;
+      \$630  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1812  = cur;
+    \$631  = cur;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53172,23 +47746,23 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$1537 ) begin
+          if (\$378 ) begin
           end else begin
-            if (\$1538 ) begin
-              \$1812  = 3'h0;
+            if (\$379 ) begin
+              \$631  = 3'h0;
             end
           end
       4'h7:
-          \$1812  = \$1547 ;
+          \$631  = \$388 ;
       4'h6:
           /* empty */;
       4'h8:
-          if (\$1601 ) begin
+          if (\$442 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
-                  \$1812  = 3'h2;
+                  \$631  = 3'h2;
             endcase
           end
       4'h9:
@@ -53199,23 +47773,23 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'he:
           if (zero_d) begin
-            \$1812  = 3'h4;
+            \$631  = 3'h4;
           end
       4'ha:
           /* empty */;
       4'hf:
-          \$1812  = 3'h4;
+          \$631  = 3'h4;
     endcase
     if (reset[4]) begin
-      \$1812  = 3'h0;
+      \$631  = 3'h0;
     end
     if (rst) begin
-      \$1812  = 3'h0;
+      \$631  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1813  = seg;
+    \$632  = seg;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53229,33 +47803,33 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$1537 ) begin
+          if (\$378 ) begin
           end else begin
-            if (\$1538 ) begin
-              \$1813  = 17'h00000;
+            if (\$379 ) begin
+              \$632  = 17'h00000;
             end
           end
       4'h7:
-          \$1813  = 17'h00000;
+          \$632  = 17'h00000;
       4'h6:
-          if (\$1590 ) begin
-            \$1813  = \$1591 [16:0];
+          if (\$431 ) begin
+            \$632  = \$432 [16:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$1813  = 17'h00000;
+          \$632  = 17'h00000;
     endcase
     if (reset[4]) begin
-      \$1813  = 17'h00000;
+      \$632  = 17'h00000;
     end
     if (rst) begin
-      \$1813  = 17'h00000;
+      \$632  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1814  = slot;
+    \$633  = slot;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53269,33 +47843,33 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$1537 ) begin
+          if (\$378 ) begin
           end else begin
-            if (\$1538 ) begin
-              \$1814  = 2'h0;
+            if (\$379 ) begin
+              \$633  = 2'h0;
             end
           end
       4'h7:
-          \$1814  = 2'h0;
+          \$633  = 2'h0;
       4'h6:
-          if (\$1557 ) begin
-            \$1814  = \$1569 [1:0];
+          if (\$398 ) begin
+            \$633  = \$410 [1:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$1814  = 2'h0;
+          \$633  = 2'h0;
     endcase
     if (reset[4]) begin
-      \$1814  = 2'h0;
+      \$633  = 2'h0;
     end
     if (rst) begin
-      \$1814  = 2'h0;
+      \$633  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1815  = pos;
+    \$634  = pos;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53310,26 +47884,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$1815  = 20'h00000;
+          \$634  = 20'h00000;
       4'h6:
-          if (\$1590 ) begin
-            \$1815  = \$1592 [19:0];
+          if (\$431 ) begin
+            \$634  = \$433 [19:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$1815  = 20'h00000;
+          \$634  = 20'h00000;
     endcase
     if (reset[4]) begin
-      \$1815  = 20'h00000;
+      \$634  = 20'h00000;
     end
     if (rst) begin
-      \$1815  = 20'h00000;
+      \$634  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1816  = ptr_p;
+    \$635  = ptr_p;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53344,26 +47918,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$1816  = 21'h000000;
+          \$635  = 21'h000000;
       4'h6:
-          if (\$1590 ) begin
-            \$1816  = \$1593 [20:0];
+          if (\$431 ) begin
+            \$635  = \$434 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$1816  = 21'h000000;
+          \$635  = 21'h000000;
     endcase
     if (reset[4]) begin
-      \$1816  = 21'h000000;
+      \$635  = 21'h000000;
     end
     if (rst) begin
-      \$1816  = 21'h000000;
+      \$635  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1817  = \$signal$337 ;
+    \$636  = \$signal$108 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53378,26 +47952,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$1817  = \$1539 ;
+          \$636  = \$380 ;
       4'h6:
-          if (\$1590 ) begin
-            \$1817  = \$1594 [20:0];
+          if (\$431 ) begin
+            \$636  = \$435 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$1817  = \$1610 ;
+          \$636  = \$451 ;
     endcase
     if (reset[4]) begin
-      \$1817  = 21'h000000;
+      \$636  = 21'h000000;
     end
     if (rst) begin
-      \$1817  = 21'h000000;
+      \$636  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1818  = \$signal$338 ;
+    \$637  = \$signal$109 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53412,26 +47986,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$1818  = \$1540 ;
+          \$637  = \$381 ;
       4'h6:
-          if (\$1590 ) begin
-            \$1818  = \$1595 [20:0];
+          if (\$431 ) begin
+            \$637  = \$436 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$1818  = \$1611 ;
+          \$637  = \$452 ;
     endcase
     if (reset[4]) begin
-      \$1818  = 21'h000000;
+      \$637  = 21'h000000;
     end
     if (rst) begin
-      \$1818  = 21'h000000;
+      \$637  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1819  = ptr_d;
+    \$638  = ptr_d;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53446,26 +48020,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$1819  = \$1541 ;
+          \$638  = \$382 ;
       4'h6:
-          if (\$1590 ) begin
-            \$1819  = \$1596 [20:0];
+          if (\$431 ) begin
+            \$638  = \$437 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$1819  = \$1612 ;
+          \$638  = \$453 ;
     endcase
     if (reset[4]) begin
-      \$1819  = 21'h000000;
+      \$638  = 21'h000000;
     end
     if (rst) begin
-      \$1819  = 21'h000000;
+      \$638  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1820  = dv_num;
+    \$639  = dv_num;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53484,14 +48058,14 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$1601 ) begin
+          if (\$442 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$1820  = 64'h000001fc00000000;
+                  \$639  = 64'h000001fc00000000;
             endcase
           end
       4'h9:
@@ -53504,21 +48078,21 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$1820  = \$1625 [63:0];
+            \$639  = \$466 [63:0];
           end
       4'ha:
-          \$1820  = \$1629 [63:0];
+          \$639  = \$470 [63:0];
     endcase
     if (reset[4]) begin
-      \$1820  = 64'h0000000000000000;
+      \$639  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$1820  = 64'h0000000000000000;
+      \$639  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1821  = dv_den;
+    \$640  = dv_den;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53537,14 +48111,14 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$1601 ) begin
+          if (\$442 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$1821  = s_sum;
+                  \$640  = s_sum;
             endcase
           end
       4'h9:
@@ -53557,19 +48131,19 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$1821  = { 2'h0, sq_root };
+            \$640  = { 2'h0, sq_root };
           end
     endcase
     if (reset[4]) begin
-      \$1821  = 42'h00000000000;
+      \$640  = 42'h00000000000;
     end
     if (rst) begin
-      \$1821  = 42'h00000000000;
+      \$640  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1822  = dv_rem;
+    \$641  = dv_rem;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53588,14 +48162,14 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$1601 ) begin
+          if (\$442 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$1822  = 44'h00000000000;
+                  \$641  = 44'h00000000000;
             endcase
           end
       4'h9:
@@ -53608,21 +48182,21 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$1822  = 44'h00000000000;
+            \$641  = 44'h00000000000;
           end
       4'ha:
-          \$1822  = \$1633 [43:0];
+          \$641  = \$474 [43:0];
     endcase
     if (reset[4]) begin
-      \$1822  = 44'h00000000000;
+      \$641  = 44'h00000000000;
     end
     if (rst) begin
-      \$1822  = 44'h00000000000;
+      \$641  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1823  = dv_q;
+    \$642  = dv_q;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53641,14 +48215,14 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$1601 ) begin
+          if (\$442 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$1823  = 32'd0;
+                  \$642  = 32'd0;
             endcase
           end
       4'h9:
@@ -53661,21 +48235,21 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$1823  = 32'd0;
+            \$642  = 32'd0;
           end
       4'ha:
-          \$1823  = { dv_q[30:0], \$1634  };
+          \$642  = { dv_q[30:0], \$475  };
     endcase
     if (reset[4]) begin
-      \$1823  = 32'd0;
+      \$642  = 32'd0;
     end
     if (rst) begin
-      \$1823  = 32'd0;
+      \$642  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1824  = dv_cnt;
+    \$643  = dv_cnt;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53694,14 +48268,14 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$1601 ) begin
+          if (\$442 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$1824  = 7'h40;
+                  \$643  = 7'h40;
             endcase
           end
       4'h9:
@@ -53714,21 +48288,21 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$1824  = 7'h40;
+            \$643  = 7'h40;
           end
       4'ha:
-          \$1824  = \$1630 [6:0];
+          \$643  = \$471 [6:0];
     endcase
     if (reset[4]) begin
-      \$1824  = 7'h00;
+      \$643  = 7'h00;
     end
     if (rst) begin
-      \$1824  = 7'h00;
+      \$643  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1825  = d_val;
+    \$644  = d_val;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53747,7 +48321,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$1601 ) begin
+          if (\$442 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
@@ -53756,20 +48330,20 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
               3'h2:
                   /* empty */;
               3'h3:
-                  \$1825  = \$1606 [42:0];
+                  \$644  = \$447 [42:0];
             endcase
           end
     endcase
     if (reset[4]) begin
-      \$1825  = 43'h00000000000;
+      \$644  = 43'h00000000000;
     end
     if (rst) begin
-      \$1825  = 43'h00000000000;
+      \$644  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1826  = zero_d;
+    \$645  = zero_d;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53792,18 +48366,18 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$1826  = \$1613 ;
+          \$645  = \$454 ;
     endcase
     if (reset[4]) begin
-      \$1826  = 1'h0;
+      \$645  = 1'h0;
     end
     if (rst) begin
-      \$1826  = 1'h0;
+      \$645  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1827  = sq_n;
+    \$646  = sq_n;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53826,20 +48400,20 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$1827  = \$1616 [79:0];
+          \$646  = \$457 [79:0];
       4'hd:
-          \$1827  = \$1617 [79:0];
+          \$646  = \$458 [79:0];
     endcase
     if (reset[4]) begin
-      \$1827  = 80'h00000000000000000000;
+      \$646  = 80'h00000000000000000000;
     end
     if (rst) begin
-      \$1827  = 80'h00000000000000000000;
+      \$646  = 80'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1828  = sq_rem;
+    \$647  = sq_rem;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53862,20 +48436,20 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$1828  = 44'h00000000000;
+          \$647  = 44'h00000000000;
       4'hd:
-          \$1828  = \$1621 [43:0];
+          \$647  = \$462 [43:0];
     endcase
     if (reset[4]) begin
-      \$1828  = 44'h00000000000;
+      \$647  = 44'h00000000000;
     end
     if (rst) begin
-      \$1828  = 44'h00000000000;
+      \$647  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1829  = sq_root;
+    \$648  = sq_root;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53898,20 +48472,20 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$1829  = 40'h0000000000;
+          \$648  = 40'h0000000000;
       4'hd:
-          \$1829  = { sq_root[38:0], \$1622  };
+          \$648  = { sq_root[38:0], \$463  };
     endcase
     if (reset[4]) begin
-      \$1829  = 40'h0000000000;
+      \$648  = 40'h0000000000;
     end
     if (rst) begin
-      \$1829  = 40'h0000000000;
+      \$648  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1830  = sq_cnt;
+    \$649  = sq_cnt;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53934,20 +48508,20 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$1830  = 6'h28;
+          \$649  = 6'h28;
       4'hd:
-          \$1830  = \$1618 [5:0];
+          \$649  = \$459 [5:0];
     endcase
     if (reset[4]) begin
-      \$1830  = 6'h00;
+      \$649  = 6'h00;
     end
     if (rst) begin
-      \$1830  = 6'h00;
+      \$649  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1831  = sh;
+    \$650  = sh;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -53977,19 +48551,19 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$1831  = \$1628 [5:0];
+            \$650  = \$469 [5:0];
           end
     endcase
     if (reset[4]) begin
-      \$1831  = 6'h00;
+      \$650  = 6'h00;
     end
     if (rst) begin
-      \$1831  = 6'h00;
+      \$650  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1832  = recip;
+    \$651  = recip;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -54020,13 +48594,55 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'ha:
           /* empty */;
       4'hf:
-          \$1832  = dv_q[25:0];
+          \$651  = dv_q[24:0];
     endcase
     if (reset[4]) begin
-      \$1832  = 26'h0000000;
+      \$651  = 25'h0000000;
     end
     if (rst) begin
-      \$1832  = 26'h0000000;
+      \$651  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$652  = recip_sm;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'hb:
+          /* empty */;
+      4'hd:
+          /* empty */;
+      4'he:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'hf:
+          \$652  = dv_q[15:0];
+    endcase
+    if (reset[4]) begin
+      \$652  = 16'h0000;
+    end
+    if (rst) begin
+      \$652  = 16'h0000;
     end
   end
   always @* begin
@@ -54203,40 +48819,288 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           issuing = 1'h1;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4515$32 , \port$13127$0  };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    (* full_case = 32'd1 *)
+    casez (l0_u[15:10])
+      6'h00:
+          \$193  = 16'h8000;
+      6'h01:
+          \$193  = 16'h7e9f;
+      6'h02:
+          \$193  = 16'h7d42;
+      6'h03:
+          \$193  = 16'h7be8;
+      6'h04:
+          \$193  = 16'h7a93;
+      6'h05:
+          \$193  = 16'h7941;
+      6'h06:
+          \$193  = 16'h77f2;
+      6'h07:
+          \$193  = 16'h76a8;
+      6'h08:
+          \$193  = 16'h7560;
+      6'h09:
+          \$193  = 16'h741d;
+      6'h0a:
+          \$193  = 16'h72dd;
+      6'h0b:
+          \$193  = 16'h71a0;
+      6'h0c:
+          \$193  = 16'h7066;
+      6'h0d:
+          \$193  = 16'h6f30;
+      6'h0e:
+          \$193  = 16'h6dfe;
+      6'h0f:
+          \$193  = 16'h6ccf;
+      6'h10:
+          \$193  = 16'h6ba2;
+      6'h11:
+          \$193  = 16'h6a7a;
+      6'h12:
+          \$193  = 16'h6954;
+      6'h13:
+          \$193  = 16'h6832;
+      6'h14:
+          \$193  = 16'h6712;
+      6'h15:
+          \$193  = 16'h65f6;
+      6'h16:
+          \$193  = 16'h64dd;
+      6'h17:
+          \$193  = 16'h63c7;
+      6'h18:
+          \$193  = 16'h62b4;
+      6'h19:
+          \$193  = 16'h61a3;
+      6'h1a:
+          \$193  = 16'h6096;
+      6'h1b:
+          \$193  = 16'h5f8c;
+      6'h1c:
+          \$193  = 16'h5e84;
+      6'h1d:
+          \$193  = 16'h5d80;
+      6'h1e:
+          \$193  = 16'h5c7e;
+      6'h1f:
+          \$193  = 16'h5b7f;
+      6'h20:
+          \$193  = 16'h5a82;
+      6'h21:
+          \$193  = 16'h5989;
+      6'h22:
+          \$193  = 16'h5892;
+      6'h23:
+          \$193  = 16'h579e;
+      6'h24:
+          \$193  = 16'h56ac;
+      6'h25:
+          \$193  = 16'h55bd;
+      6'h26:
+          \$193  = 16'h54d1;
+      6'h27:
+          \$193  = 16'h53e7;
+      6'h28:
+          \$193  = 16'h52ff;
+      6'h29:
+          \$193  = 16'h521b;
+      6'h2a:
+          \$193  = 16'h5138;
+      6'h2b:
+          \$193  = 16'h5058;
+      6'h2c:
+          \$193  = 16'h4f7b;
+      6'h2d:
+          \$193  = 16'h4e9f;
+      6'h2e:
+          \$193  = 16'h4dc7;
+      6'h2f:
+          \$193  = 16'h4cf0;
+      6'h30:
+          \$193  = 16'h4c1c;
+      6'h31:
+          \$193  = 16'h4b4a;
+      6'h32:
+          \$193  = 16'h4a7a;
+      6'h33:
+          \$193  = 16'h49ad;
+      6'h34:
+          \$193  = 16'h48e2;
+      6'h35:
+          \$193  = 16'h4819;
+      6'h36:
+          \$193  = 16'h4752;
+      6'h37:
+          \$193  = 16'h468d;
+      6'h38:
+          \$193  = 16'h45cb;
+      6'h39:
+          \$193  = 16'h450a;
+      6'h3a:
+          \$193  = 16'h444c;
+      6'h3b:
+          \$193  = 16'h4390;
+      6'h3c:
+          \$193  = 16'h42d5;
+      6'h3d:
+          \$193  = 16'h421d;
+      6'h3e:
+          \$193  = 16'h4167;
+      6'h3f:
+          \$193  = 16'h40b2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    (* full_case = 32'd1 *)
+    casez (l0_u[15:10])
+      6'h00:
+          \$194  = 9'h161;
+      6'h01:
+          \$194  = 9'h15d;
+      6'h02:
+          \$194  = 9'h15a;
+      6'h03:
+          \$194  = 9'h155;
+      6'h04:
+          \$194  = 9'h152;
+      6'h05:
+          \$194  = 9'h14f;
+      6'h06:
+          \$194  = 9'h14a;
+      6'h07:
+          \$194  = 9'h148;
+      6'h08:
+          \$194  = 9'h143;
+      6'h09:
+          \$194  = 9'h140;
+      6'h0a:
+          \$194  = 9'h13d;
+      6'h0b:
+          \$194  = 9'h13a;
+      6'h0c:
+          \$194  = 9'h136;
+      6'h0d:
+          \$194  = 9'h132;
+      6'h0e:
+          \$194  = 9'h12f;
+      6'h0f:
+          \$194  = 9'h12d;
+      6'h10:
+          \$194  = 9'h128;
+      6'h11:
+          \$194  = 9'h126;
+      6'h12:
+          \$194  = 9'h122;
+      6'h13:
+          \$194  = 9'h120;
+      6'h14:
+          \$194  = 9'h11c;
+      6'h15:
+          \$194  = 9'h119;
+      6'h16:
+          \$194  = 9'h116;
+      6'h17:
+          \$194  = 9'h113;
+      6'h18:
+          \$194  = 9'h111;
+      6'h19:
+          \$194  = 9'h10d;
+      6'h1a:
+          \$194  = 9'h10a;
+      6'h1b:
+          \$194  = 9'h108;
+      6'h1c:
+          \$194  = 9'h104;
+      6'h1d:
+          \$194  = 9'h102;
+      6'h1e:
+          \$194  = 9'h0ff;
+      6'h1f:
+          \$194  = 9'h0fd;
+      6'h20:
+          \$194  = 9'h0f9;
+      6'h21:
+          \$194  = 9'h0f7;
+      6'h22:
+          \$194  = 9'h0f4;
+      6'h23:
+          \$194  = 9'h0f2;
+      6'h24:
+          \$194  = 9'h0ef;
+      6'h25:
+          \$194  = 9'h0ec;
+      6'h26:
+          \$194  = 9'h0ea;
+      6'h27:
+          \$194  = 9'h0e8;
+      6'h28:
+          \$194  = 9'h0e4;
+      6'h29:
+          \$194  = 9'h0e3;
+      6'h2a:
+          \$194  = 9'h0e0;
+      6'h2b:
+          \$194  = 9'h0dd;
+      6'h2c:
+          \$194  = 9'h0dc;
+      6'h2d:
+          \$194  = 9'h0d8;
+      6'h2e:
+          \$194  = 9'h0d7;
+      6'h2f:
+          \$194  = 9'h0d4;
+      6'h30:
+          \$194  = 9'h0d2;
+      6'h31:
+          \$194  = 9'h0d0;
+      6'h32:
+          \$194  = 9'h0cd;
+      6'h33:
+          \$194  = 9'h0cb;
+      6'h34:
+          \$194  = 9'h0c9;
+      6'h35:
+          \$194  = 9'h0c7;
+      6'h36:
+          \$194  = 9'h0c5;
+      6'h37:
+          \$194  = 9'h0c2;
+      6'h38:
+          \$194  = 9'h0c1;
+      6'h39:
+          \$194  = 9'h0be;
+      6'h3a:
+          \$194  = 9'h0bc;
+      6'h3b:
+          \$194  = 9'h0bb;
+      6'h3c:
+          \$194  = 9'h0b8;
+      6'h3d:
+          \$194  = 9'h0b6;
+      6'h3e:
+          \$194  = 9'h0b5;
+      6'h3f:
+          \$194  = 9'h0b2;
+    endcase
+  end
+  assign ctl__cmd__payload = { \port$4515$32 , \port$11014$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
   assign spad_wr__addr = r_data[13:0];
   assign spad_wr__data = r_data[77:14];
   assign spad_wr__gnt = r_en;
-  assign wp__addr = rd_tag2[20:16];
-  assign rp__addr = \$1692 [4:0];
+  assign wp__addr = seg_meta[15:11];
+  assign wp__data = seg_x;
+  assign rp__addr = \$541 [4:0];
   assign rp__en = 1'h1;
-  assign \wp__addr$371  = rd_tag2[20:16];
-  assign \rp__addr$373  = \$1699 [4:0];
-  assign \rp__en$374  = 1'h1;
-  assign \wp__addr$376  = rd_tag2[20:16];
-  assign \rp__addr$378  = \$1706 [4:0];
-  assign \rp__en$379  = 1'h1;
-  assign \wp__addr$381  = rd_tag2[20:16];
-  assign \rp__addr$383  = \$1713 [4:0];
-  assign \rp__en$384  = 1'h1;
-  assign \wp__addr$386  = rd_tag2[20:16];
-  assign \rp__addr$388  = \$1720 [4:0];
-  assign \rp__en$389  = 1'h1;
-  assign \wp__addr$391  = rd_tag2[20:16];
-  assign \rp__addr$393  = \$1727 [4:0];
-  assign \rp__en$394  = 1'h1;
-  assign \wp__addr$396  = rd_tag2[20:16];
-  assign \rp__addr$398  = \$1734 [4:0];
-  assign \rp__en$399  = 1'h1;
-  assign \wp__addr$401  = rd_tag2[20:16];
-  assign \rp__addr$403  = \$1741 [4:0];
-  assign \rp__en$404  = 1'h1;
-  assign w_data = { l7_y, l6_y, l5_y, l4_y, l3_y, l2_y, l1_y, l0_y, e6_meta[25:12] };
-  assign spad_rd__addr = \$1665 [13:0];
-  assign acc_rd__addr = \$1683 [12:0];
+  assign w_data = { \$559 , \$557 , \$555 , \$553 , \$551 , \$549 , \$547 , \$545 , e6_meta[18:5] };
+  assign spad_rd__addr = \$510 [13:0];
+  assign acc_rd__addr = \$532 [12:0];
   assign \rd_tag0.valid  = rd_tag0[0];
   assign \rd_tag0.slot  = rd_tag0[2:1];
   assign \rd_tag0.last  = rd_tag0[3];
@@ -54261,72 +49125,60 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \rd_tag2.mask  = rd_tag2[15:8];
   assign \rd_tag2.seg  = rd_tag2[32:16];
   assign \rd_tag2.dst  = rd_tag2[46:33];
+  assign \seg_meta.pass_  = seg_meta[2:0];
+  assign \seg_meta.mask  = seg_meta[10:3];
+  assign \seg_meta.seg  = seg_meta[27:11];
+  assign \seg_meta.dst  = seg_meta[41:28];
   assign \e1_meta.valid  = e1_meta[0];
   assign \e1_meta.pass_  = e1_meta[3:1];
-  assign \e1_meta.mask  = e1_meta[11:4];
-  assign \e1_meta.dst  = e1_meta[25:12];
+  assign \e1_meta.mask  = e1_meta[4];
+  assign \e1_meta.dst  = e1_meta[18:5];
+  assign \e1_meta.grp  = e1_meta[21:19];
+  assign \e1_meta.last  = e1_meta[22];
   assign \e2_meta.valid  = e2_meta[0];
   assign \e2_meta.pass_  = e2_meta[3:1];
-  assign \e2_meta.mask  = e2_meta[11:4];
-  assign \e2_meta.dst  = e2_meta[25:12];
+  assign \e2_meta.mask  = e2_meta[4];
+  assign \e2_meta.dst  = e2_meta[18:5];
+  assign \e2_meta.grp  = e2_meta[21:19];
+  assign \e2_meta.last  = e2_meta[22];
   assign \e3_meta.valid  = e3_meta[0];
   assign \e3_meta.pass_  = e3_meta[3:1];
-  assign \e3_meta.mask  = e3_meta[11:4];
-  assign \e3_meta.dst  = e3_meta[25:12];
+  assign \e3_meta.mask  = e3_meta[4];
+  assign \e3_meta.dst  = e3_meta[18:5];
+  assign \e3_meta.grp  = e3_meta[21:19];
+  assign \e3_meta.last  = e3_meta[22];
   assign \e4_meta.valid  = e4_meta[0];
   assign \e4_meta.pass_  = e4_meta[3:1];
-  assign \e4_meta.mask  = e4_meta[11:4];
-  assign \e4_meta.dst  = e4_meta[25:12];
+  assign \e4_meta.mask  = e4_meta[4];
+  assign \e4_meta.dst  = e4_meta[18:5];
+  assign \e4_meta.grp  = e4_meta[21:19];
+  assign \e4_meta.last  = e4_meta[22];
   assign \e5_meta.valid  = e5_meta[0];
   assign \e5_meta.pass_  = e5_meta[3:1];
-  assign \e5_meta.mask  = e5_meta[11:4];
-  assign \e5_meta.dst  = e5_meta[25:12];
+  assign \e5_meta.mask  = e5_meta[4];
+  assign \e5_meta.dst  = e5_meta[18:5];
+  assign \e5_meta.grp  = e5_meta[21:19];
+  assign \e5_meta.last  = e5_meta[22];
   assign \e6_meta.valid  = e6_meta[0];
   assign \e6_meta.pass_  = e6_meta[3:1];
-  assign \e6_meta.mask  = e6_meta[11:4];
-  assign \e6_meta.dst  = e6_meta[25:12];
-  assign \ctl__cmd__payload.op  = \port$13127$0 ;
+  assign \e6_meta.mask  = e6_meta[4];
+  assign \e6_meta.dst  = e6_meta[18:5];
+  assign \e6_meta.grp  = e6_meta[21:19];
+  assign \e6_meta.last  = e6_meta[22];
+  assign \ctl__cmd__payload.op  = \port$11014$0 ;
   assign \ctl__cmd__payload.payload  = \port$4515$32 ;
-  assign \$194  = { 10'h000, \$193 [19:10] };
-  assign \$227  = { 34'h000000000, \$226 [42:34] };
-  assign \$230  = { 34'h000000000, \$229 [42:34] };
-  assign \$287  = { 10'h000, \$286 [19:10] };
-  assign \$320  = { 34'h000000000, \$319 [42:34] };
-  assign \$323  = { 34'h000000000, \$322 [42:34] };
-  assign \$380  = { 10'h000, \$379 [19:10] };
-  assign \$413  = { 34'h000000000, \$412 [42:34] };
-  assign \$416  = { 34'h000000000, \$415 [42:34] };
-  assign \$473  = { 10'h000, \$472 [19:10] };
-  assign \$506  = { 34'h000000000, \$505 [42:34] };
-  assign \$509  = { 34'h000000000, \$508 [42:34] };
-  assign \$566  = { 10'h000, \$565 [19:10] };
-  assign \$599  = { 34'h000000000, \$598 [42:34] };
-  assign \$602  = { 34'h000000000, \$601 [42:34] };
-  assign \$659  = { 10'h000, \$658 [19:10] };
-  assign \$692  = { 34'h000000000, \$691 [42:34] };
-  assign \$695  = { 34'h000000000, \$694 [42:34] };
-  assign \$752  = { 10'h000, \$751 [19:10] };
-  assign \$785  = { 34'h000000000, \$784 [42:34] };
-  assign \$788  = { 34'h000000000, \$787 [42:34] };
-  assign \$845  = { 10'h000, \$844 [19:10] };
-  assign \$878  = { 34'h000000000, \$877 [42:34] };
-  assign \$881  = { 34'h000000000, \$880 [42:34] };
-  assign \$1490  = { 3'h0, \$1489 [16:3] };
-  assign \$1614  = { 31'h00000000, d_val, 32'h00000000 };
-  assign \$1617  = { 1'h0, sq_n, 2'h0 };
-  assign \$1629  = { dv_num, 1'h0 };
-  assign \$1692  = { 3'h0, \$1691 [7:3] };
-  assign \$1699  = { 3'h0, \$1698 [7:3] };
-  assign \$1706  = { 3'h0, \$1705 [7:3] };
-  assign \$1713  = { 3'h0, \$1712 [7:3] };
-  assign \$1720  = { 3'h0, \$1719 [7:3] };
-  assign \$1727  = { 3'h0, \$1726 [7:3] };
-  assign \$1734  = { 3'h0, \$1733 [7:3] };
-  assign \$1741  = { 3'h0, \$1740 [7:3] };
+  assign \$203  = { 10'h000, \$202 [19:10] };
+  assign \$236  = { 34'h000000000, \$235 [42:34] };
+  assign \$239  = { 34'h000000000, \$238 [42:34] };
+  assign \$331  = { 3'h0, \$330 [16:3] };
+  assign \$455  = { 31'h00000000, d_val, 32'h00000000 };
+  assign \$458  = { 1'h0, sq_n, 2'h0 };
+  assign \$470  = { dv_num, 1'h0 };
+  assign \$541  = { 3'h0, \$540 [7:3] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, w_level, r_data, \port$15461$12 , \port$15493$0 , \port$15525$0 , \port$15557$0 , \port$15589$0 , \port$15621$0 , \port$15653$0 , \port$15685$0 , \port$15717$0 , r_rdy, clk);
+module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10135$0 , \port$10137$0 , \port$10139$0 , \port$10141$0 , \port$10143$0 , \port$10145$0 , \port$10147$0 , \port$10149$0 , w_level, r_data, \port$13350$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -54368,24 +49220,24 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, w_level, r_data, \por
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [13:0] \port$15461$12 ;
-  wire [13:0] \port$15461$12 ;
-  input [7:0] \port$15493$0 ;
-  wire [7:0] \port$15493$0 ;
-  input [7:0] \port$15525$0 ;
-  wire [7:0] \port$15525$0 ;
-  input [7:0] \port$15557$0 ;
-  wire [7:0] \port$15557$0 ;
-  input [7:0] \port$15589$0 ;
-  wire [7:0] \port$15589$0 ;
-  input [7:0] \port$15621$0 ;
-  wire [7:0] \port$15621$0 ;
-  input [7:0] \port$15653$0 ;
-  wire [7:0] \port$15653$0 ;
-  input [7:0] \port$15685$0 ;
-  wire [7:0] \port$15685$0 ;
-  input [7:0] \port$15717$0 ;
-  wire [7:0] \port$15717$0 ;
+  input [7:0] \port$10135$0 ;
+  wire [7:0] \port$10135$0 ;
+  input [7:0] \port$10137$0 ;
+  wire [7:0] \port$10137$0 ;
+  input [7:0] \port$10139$0 ;
+  wire [7:0] \port$10139$0 ;
+  input [7:0] \port$10141$0 ;
+  wire [7:0] \port$10141$0 ;
+  input [7:0] \port$10143$0 ;
+  wire [7:0] \port$10143$0 ;
+  input [7:0] \port$10145$0 ;
+  wire [7:0] \port$10145$0 ;
+  input [7:0] \port$10147$0 ;
+  wire [7:0] \port$10147$0 ;
+  input [7:0] \port$10149$0 ;
+  wire [7:0] \port$10149$0 ;
+  input [13:0] \port$13350$5 ;
+  wire [13:0] \port$13350$5 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [77:0] r_data;
@@ -54431,7 +49283,7 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, w_level, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$15717$0 , \port$15685$0 , \port$15653$0 , \port$15621$0 , \port$15589$0 , \port$15557$0 , \port$15525$0 , \port$15493$0 , \port$15461$12  };
+      storage[w_port__addr] <= { \port$10149$0 , \port$10147$0 , \port$10145$0 , \port$10143$0 , \port$10141$0 , \port$10139$0 , \port$10137$0 , \port$10135$0 , \port$13350$5  };
   end
   reg [77:0] _0_;
   always @(posedge clk) begin
@@ -54542,14 +49394,14 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, w_level, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$15717$0 , \port$15685$0 , \port$15653$0 , \port$15621$0 , \port$15589$0 , \port$15557$0 , \port$15525$0 , \port$15493$0 , \port$15461$12  };
-  assign w_data = { \port$15717$0 , \port$15685$0 , \port$15653$0 , \port$15621$0 , \port$15589$0 , \port$15557$0 , \port$15525$0 , \port$15493$0 , \port$15461$12  };
+  assign w_port__data = { \port$10149$0 , \port$10147$0 , \port$10145$0 , \port$10143$0 , \port$10141$0 , \port$10139$0 , \port$10137$0 , \port$10135$0 , \port$13350$5  };
+  assign w_data = { \port$10149$0 , \port$10147$0 , \port$10145$0 , \port$10143$0 , \port$10141$0 , \port$10139$0 , \port$10137$0 , \port$10135$0 , \port$13350$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu_retire (rst, held, r_en, w_en, r_data, \port$13690$16 , \port$15779$0 , r_rdy, clk);
+module \kaki_soc_8x8.sfu_retire (rst, held, r_en, w_en, r_data, \port$11577$16 , \port$13445$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -54593,10 +49445,10 @@ module \kaki_soc_8x8.sfu_retire (rst, held, r_en, w_en, r_data, \port$13690$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13690$16 ;
-  wire [15:0] \port$13690$16 ;
-  input [7:0] \port$15779$0 ;
-  wire [7:0] \port$15779$0 ;
+  input [15:0] \port$11577$16 ;
+  wire [15:0] \port$11577$16 ;
+  input [7:0] \port$13445$0 ;
+  wire [7:0] \port$13445$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -54631,7 +49483,7 @@ module \kaki_soc_8x8.sfu_retire (rst, held, r_en, w_en, r_data, \port$13690$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13690$16 , \port$15779$0  };
+      storage[w_port__addr] <= { \port$11577$16 , \port$13445$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -54742,14 +49594,14 @@ module \kaki_soc_8x8.sfu_retire (rst, held, r_en, w_en, r_data, \port$13690$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13690$16 , \port$15779$0  };
-  assign w_data = { \port$13690$16 , \port$15779$0  };
+  assign w_port__data = { \port$11577$16 , \port$13445$0  };
+  assign w_data = { \port$11577$16 , \port$13445$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$12388$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
+module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$10296$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
 , rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -55002,8 +49854,8 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [77:0] \port$12388$0 ;
-  wire [77:0] \port$12388$0 ;
+  input [77:0] \port$10296$0 ;
+  wire [77:0] \port$10296$0 ;
   reg [11:0] raddr = 12'h000;
   reg [11:0] \raddr$49  = 12'h000;
   reg [11:0] \raddr$69  = 12'h000;
@@ -55154,7 +50006,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$9  = \$17  & \$25 ;
   assign \$26  = ! wr__0__addr[13:12];
   assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$12388$0 [13:12];
+  assign \$27  = ! \port$10296$0 [13:12];
   assign \$28  = wr__1__en & \$27 ;
   assign \$29  = ! wr__0__addr[13:12];
   assign \$30  = wr__0__en & \$29 ;
@@ -55164,7 +50016,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$34  = wr__2__en & \$33 ;
   assign \$35  = ! wr__0__addr[13:12];
   assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$12388$0 [13:12];
+  assign \$37  = ! \port$10296$0 [13:12];
   assign \$38  = wr__1__en & \$37 ;
   assign \$39  = | { \$38 , \$36  };
   assign \$40  = ~ \$39 ;
@@ -55199,7 +50051,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$40  = \$57  & \$65 ;
   assign \$66  = wr__0__addr[13:12] == 1'h1;
   assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$12388$0 [13:12] == 1'h1;
+  assign \$67  = \port$10296$0 [13:12] == 1'h1;
   assign \$68  = wr__1__en & \$67 ;
   assign \$69  = wr__0__addr[13:12] == 1'h1;
   assign \$70  = wr__0__en & \$69 ;
@@ -55209,7 +50061,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$74  = wr__2__en & \$73 ;
   assign \$75  = wr__0__addr[13:12] == 1'h1;
   assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$12388$0 [13:12] == 1'h1;
+  assign \$77  = \port$10296$0 [13:12] == 1'h1;
   assign \$78  = wr__1__en & \$77 ;
   assign \$79  = | { \$78 , \$76  };
   assign \$80  = ~ \$79 ;
@@ -55244,7 +50096,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$60  = \$97  & \$105 ;
   assign \$106  = wr__0__addr[13:12] == 2'h2;
   assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$12388$0 [13:12] == 2'h2;
+  assign \$107  = \port$10296$0 [13:12] == 2'h2;
   assign \$108  = wr__1__en & \$107 ;
   assign \$109  = wr__0__addr[13:12] == 2'h2;
   assign \$110  = wr__0__en & \$109 ;
@@ -55254,7 +50106,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$114  = wr__2__en & \$113 ;
   assign \$115  = wr__0__addr[13:12] == 2'h2;
   assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$12388$0 [13:12] == 2'h2;
+  assign \$117  = \port$10296$0 [13:12] == 2'h2;
   assign \$118  = wr__1__en & \$117 ;
   assign \$119  = | { \$118 , \$116  };
   assign \$120  = ~ \$119 ;
@@ -55289,7 +50141,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$80  = \$137  & \$145 ;
   assign \$146  = wr__0__addr[13:12] == 2'h3;
   assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$12388$0 [13:12] == 2'h3;
+  assign \$147  = \port$10296$0 [13:12] == 2'h3;
   assign \$148  = wr__1__en & \$147 ;
   assign \$149  = wr__0__addr[13:12] == 2'h3;
   assign \$150  = wr__0__en & \$149 ;
@@ -55299,7 +50151,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$154  = wr__2__en & \$153 ;
   assign \$155  = wr__0__addr[13:12] == 2'h3;
   assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$12388$0 [13:12] == 2'h3;
+  assign \$157  = \port$10296$0 [13:12] == 2'h3;
   assign \$158  = wr__1__en & \$157 ;
   assign \$159  = | { \$158 , \$156  };
   assign \$160  = ~ \$159 ;
@@ -55454,7 +50306,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank0_addr$22  = wr__0__addr[11:0];
     end
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$12388$0 [11:0];
+      \bank0_addr$22  = \port$10296$0 [11:0];
     end
     if (\win$19 ) begin
       \bank0_addr$22  = wr__2__addr[11:0];
@@ -55467,7 +50319,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank0_wdata = wr__0__data;
     end
     if (\win$16 ) begin
-      bank0_wdata = \port$12388$0 [77:14];
+      bank0_wdata = \port$10296$0 [77:14];
     end
     if (\win$19 ) begin
       bank0_wdata = wr__2__data;
@@ -55496,7 +50348,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank1_addr$45  = wr__0__addr[11:0];
     end
     if (\win$43 ) begin
-      \bank1_addr$45  = \port$12388$0 [11:0];
+      \bank1_addr$45  = \port$10296$0 [11:0];
     end
     if (\win$44 ) begin
       \bank1_addr$45  = wr__2__addr[11:0];
@@ -55509,7 +50361,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank1_wdata = wr__0__data;
     end
     if (\win$43 ) begin
-      bank1_wdata = \port$12388$0 [77:14];
+      bank1_wdata = \port$10296$0 [77:14];
     end
     if (\win$44 ) begin
       bank1_wdata = wr__2__data;
@@ -55538,7 +50390,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank2_addr$65  = wr__0__addr[11:0];
     end
     if (\win$63 ) begin
-      \bank2_addr$65  = \port$12388$0 [11:0];
+      \bank2_addr$65  = \port$10296$0 [11:0];
     end
     if (\win$64 ) begin
       \bank2_addr$65  = wr__2__addr[11:0];
@@ -55551,7 +50403,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank2_wdata = wr__0__data;
     end
     if (\win$63 ) begin
-      bank2_wdata = \port$12388$0 [77:14];
+      bank2_wdata = \port$10296$0 [77:14];
     end
     if (\win$64 ) begin
       bank2_wdata = wr__2__data;
@@ -55580,7 +50432,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank3_addr$85  = wr__0__addr[11:0];
     end
     if (\win$83 ) begin
-      \bank3_addr$85  = \port$12388$0 [11:0];
+      \bank3_addr$85  = \port$10296$0 [11:0];
     end
     if (\win$84 ) begin
       \bank3_addr$85  = wr__2__addr[11:0];
@@ -55593,7 +50445,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank3_wdata = wr__0__data;
     end
     if (\win$83 ) begin
-      bank3_wdata = \port$12388$0 [77:14];
+      bank3_wdata = \port$10296$0 [77:14];
     end
     if (\win$84 ) begin
       bank3_wdata = wr__2__data;
@@ -55807,8 +50659,8 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \$192  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$12388$0 [13:0];
-  assign wr__1__data = \port$12388$0 [77:14];
+  assign wr__1__addr = \port$10296$0 [13:0];
+  assign wr__1__data = \port$10296$0 [77:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
@@ -58984,7 +53836,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$13688$16 , \port$15263$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$11575$16 , \port$13150$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -59028,10 +53880,10 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$13688$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$13688$16 ;
-  wire [15:0] \port$13688$16 ;
-  input [7:0] \port$15263$0 ;
-  wire [7:0] \port$15263$0 ;
+  input [15:0] \port$11575$16 ;
+  wire [15:0] \port$11575$16 ;
+  input [7:0] \port$13150$0 ;
+  wire [7:0] \port$13150$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -59066,7 +53918,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$13688$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$13688$16 , \port$15263$0  };
+      storage[w_port__addr] <= { \port$11575$16 , \port$13150$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -59177,8 +54029,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$13688$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$13688$16 , \port$15263$0  };
-  assign w_data = { \port$13688$16 , \port$15263$0  };
+  assign w_port__data = { \port$11575$16 , \port$13150$0  };
+  assign w_data = { \port$11575$16 , \port$13150$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

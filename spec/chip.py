@@ -25,6 +25,7 @@ DEFAULTS = {
     "cpl_depth": 4,
     "retire_depth": 8,
     "mem_read_latency": 3,
+    "sfu_lanes": 1,
 }
 
 QUEUES = DEFAULTS['queues']
@@ -34,6 +35,7 @@ PREFETCH = DEFAULTS['prefetch']
 CPL_DEPTH = DEFAULTS['cpl_depth']
 RETIRE_DEPTH = DEFAULTS['retire_depth']
 MEM_READ_LATENCY = DEFAULTS['mem_read_latency']
+SFU_LANES = DEFAULTS['sfu_lanes']
 
 #: Cycles from a vector-unit row's granted read to its scratchpad write (hdl_gen/vector_unit.py).
 VEC_PIPELINE_LATENCY = 9

@@ -186,7 +186,9 @@ _DMA_TIERS = tuple(Tier(f"dma_engine_{k}", ("cocotb_tests/test_dma_engine.py::te
                         (f"dma_{k}",)) for k in ("d8", "d16"))
 _GEMM_TIERS = _per_dim("test_gemm_engine.py", "test_gemm_engine", (4, 8, 16), "gemm")
 _VECTOR_TIERS = _per_dim("test_vector_unit.py", "test_vector_unit", (4, 8, 16), "vector")
-_SFU_TIERS = _per_dim("test_special_function.py", "test_special_function_unit", (4, 8, 16), "sfu")
+_SFU_TIERS = tuple(Tier(f"special_function_{d}_lanes{n}",
+                        (f"cocotb_tests/test_special_function.py::test_special_function_unit[{d}-lanes{n}]",),
+                        (f"sfu_{d}",) if n == 1 else ()) for d, n in ((4, 1), (8, 1), (16, 1), (4, 4), (8, 2)))
 
 #: --scope: which tiers run (``bench``: the block-level benches only, fast but a lower bound).
 SCOPES = ("all", "bench")
