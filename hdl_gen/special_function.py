@@ -111,8 +111,11 @@ class SpecialFunctionUnit(wiring.Component):
     """
 
     def __init__(self, config):
+        # A rejected instance is not an unused one: keep Amaranth's UnusedElaboratable quiet.
+        self._MustUse__silence = True
         if not isinstance(config, KakiConfig):
             raise TypeError(f"config must be a KakiConfig, not {config!r}")
+        self._MustUse__silence = False
         self.config = config
         super().__init__({
             "ctl": Out(EngineSignature(SfuCommand)),
