@@ -362,6 +362,18 @@ async def long_rows_and_edges(dut):
 
 
 @cocotb.test()
+async def write_backpressure(dut):
+    """Long rows while the scratchpad denies most of the unit's writes: the output FIFO fills, the
+    unit must hold back its reads (credits) rather than drop rows; every row still lands."""
+    tb = Tb(dut, "write_backpressure")
+    await tb.start()
+    for op, rate in ((SfuOp.EMUL, 230), (SfuOp.SOFTMAX, 200), (SfuOp.LUT, 240)):
+        pl = Placer(tb)
+        f = await random_command(tb, pl, op, rows=2, length=40 * DIM)
+        await tb.run(op, f, rate=rate, what=f"{op.name} under write backpressure {rate}/256")
+
+
+@cocotb.test()
 async def error_commands(dut):
     """Each error: nothing written, the unit ready again; then a good command still works."""
     tb = Tb(dut, "error_commands")
