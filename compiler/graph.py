@@ -393,12 +393,12 @@ class Graph:
 
     def gelu(self, x, *, scale, zero_point=0, name=None):
         """GELU (erf form) as a lookup table."""
-        return self.lut(x, _gelu, scale=scale, zero_point=zero_point, fn_name="gelu",
+        return self.lut(x, special_params.gelu, scale=scale, zero_point=zero_point, fn_name="gelu",
                         name=self._unique(name, "gelu"))
 
     def silu(self, x, *, scale, zero_point=0, name=None):
         """SiLU (x * sigmoid(x)) as a lookup table."""
-        return self.lut(x, _silu, scale=scale, zero_point=zero_point, fn_name="silu",
+        return self.lut(x, special_params.silu, scale=scale, zero_point=zero_point, fn_name="silu",
                         name=self._unique(name, "silu"))
 
     def mul(self, a, b, *, scale, zero_point=0, name=None):
@@ -533,15 +533,6 @@ def interpret(graph, feeds):
             raise CompileError(n.where, f"unsupported op {n.op!r}")
         env[id(t)] = y.reshape(t.shape)
     return {t.name: env[id(t)] for t in graph.outputs}
-
-
-def _gelu(v):
-    erf = np.vectorize(math.erf)
-    return 0.5 * v * (1.0 + erf(v / math.sqrt(2.0)))
-
-
-def _silu(v):
-    return v / (1.0 + np.exp(-v))
 
 
 def _special(n, ins):

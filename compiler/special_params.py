@@ -13,9 +13,20 @@ from spec import chip
 
 from .errors import CompileError
 
-__all__ = ["softmax_mult", "norm_eps", "norm_params", "emul_params", "lut_table"]
+__all__ = ["softmax_mult", "norm_eps", "norm_params", "emul_params", "lut_table", "gelu", "silu"]
 
 LOG2E = 1.0 / math.log(2.0)
+_erf = np.vectorize(math.erf)
+
+
+def gelu(v):
+    """GELU, exact (erf) form, on a float array: what a model's ``gelu`` table samples."""
+    return 0.5 * v * (1.0 + _erf(v / math.sqrt(2.0)))
+
+
+def silu(v):
+    """SiLU, ``v * sigmoid(v)``, on a float array."""
+    return v / (1.0 + np.exp(-v))
 
 
 def _positive(where, name, v):

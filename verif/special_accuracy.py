@@ -56,16 +56,8 @@ def norm_float(x, scale, zero_point, gamma, beta, eps, rms):
     return (xf - mu) / np.sqrt(var + eps) * gamma + beta
 
 
-_erf = np.vectorize(math.erf)
-
-
-def gelu(v):
-    """GELU, exact (erf) form."""
-    return 0.5 * v * (1.0 + _erf(v / math.sqrt(2.0)))
-
-
-def silu(v):
-    return v / (1.0 + np.exp(-v))
+#: The float references of the activation tables (the compiler samples the same functions).
+gelu, silu = sp.gelu, sp.silu
 
 
 def softmax_error(x, scale, causal=False, offset=0):
