@@ -51,7 +51,7 @@ DTYPES = {"int8": np.int8, "int32": np.int32}
 SPECIAL_OPS = ("softmax", "layer_norm", "rms_norm", "lut", "mul")
 #: Ops the compiler knows (``Graph.custom`` can build others; compiling them is an error).
 KNOWN_OPS = ("input", "const", "linear", "matmul", "conv2d", "add", "relu", "requantize",
-             "maxred") + SPECIAL_OPS
+             "maxred", "attention") + SPECIAL_OPS
 
 
 class FeedError(CompileError):
@@ -413,6 +413,47 @@ class Graph:
         return self._add("mul", name, [a, b], dict(mult=mult, shift=shift), a.shape, "int8",
                          scale, zero_point)
 
+    def attention(self, q, k, v, *, heads, score_scale, scale, zero_point=0, causal=False,
+                  sm_scale=None, name=None):
+        """Multi-head scaled dot-product attention on int8 ``q`` ``[..., Sq, D]`` and ``k``, ``v``
+        ``[..., Sk, D]`` (zero point 0; head ``h`` is columns ``h*D/heads`` .. of each, the layout
+        of a linear projection before the head split, and of the output after the merge).
+
+        Per batch item and head: ``s = requant(q_h @ k_h.T)`` to int8 at ``score_scale``
+        (``sm_scale``, default ``1/sqrt(D/heads)``, folded into the multiplier), ``p =
+        softmax(s)`` (scale 1/127; ``causal``: key ``j`` takes part in query ``i`` only when
+        ``j <= i + Sk - Sq``), ``out_h = requant(p @ v_h)`` at ``scale``, ``zero_point``."""
+        name = self._unique(name, "attention")
+        where = f"attention {name!r}"
+        for what, t in (("q", q), ("k", k), ("v", v)):
+            self._need(where, t, "int8", what)
+            if len(t.shape) < 2:
+                raise CompileError(where, f"{what} must be [..., S, D], got {t.shape}")
+            if t.zero_point != 0:
+                raise CompileError(where, f"{what} zero point {t.zero_point} is unsupported "
+                                          f"(attention operands are symmetric: zero point 0)")
+        if k.shape != v.shape or q.shape[:-2] != k.shape[:-2] or q.shape[-1] != k.shape[-1]:
+            raise CompileError(where, f"shapes do not match: q {q.shape}, k {k.shape}, v {v.shape} "
+                                      f"(q [..., Sq, D], k and v [..., Sk, D])")
+        d = q.shape[-1]
+        if not isinstance(heads, (int, np.integer)) or heads < 1 or d % heads:
+            raise CompileError(where, f"heads={heads!r} must be a positive divisor of D={d}")
+        sq, sk = q.shape[-2], k.shape[-2]
+        if causal and sk < sq:
+            raise CompileError(where, f"a causal mask needs Sk >= Sq, got Sq={sq}, Sk={sk}")
+        dh = d // heads
+        sm_scale = 1.0 / math.sqrt(dh) if sm_scale is None else float(sm_scale)
+        s_mult, s_shift = quantize_multiplier(float(q.scale) * float(k.scale) * sm_scale
+                                              / score_scale, f"{where} (scores)")
+        o_mult, o_shift = quantize_multiplier(float(v.scale) / ops_sf.SOFTMAX_ONE / scale,
+                                              f"{where} (output)")
+        attrs = dict(heads=int(heads), causal=bool(causal), mask_offset=sk - sq,
+                     score_scale=float(score_scale), sm_scale=sm_scale,
+                     score_mult=int(s_mult[0]), score_shift=int(s_shift[0]),
+                     softmax_mult=special_params.softmax_mult(float(score_scale), where),
+                     mult=int(o_mult[0]), shift=int(o_shift[0]), zero_point=int(zero_point))
+        return self._add("attention", name, [q, k, v], attrs, q.shape, "int8", scale, zero_point)
+
     def custom(self, op, *inputs, shape, dtype="int8", name=None, **attrs):
         """A node of an op the compiler may not know (an importer's escape hatch)."""
         return self._add(op, name, list(inputs), attrs, shape, dtype)
@@ -529,6 +570,8 @@ def interpret(graph, feeds):
             y = ops.max_reduce(np.ascontiguousarray(_2d(ins[0], n.inputs[0].cols)))
         elif n.op in SPECIAL_OPS:
             y = _special(n, ins)
+        elif n.op == "attention":
+            y = _attention(n, ins)
         else:
             raise CompileError(n.where, f"unsupported op {n.op!r}")
         env[id(t)] = y.reshape(t.shape)
@@ -558,3 +601,32 @@ def _special(n, ins):
     return ops_sf.emul(x, ins[1], mult=a["mult"], shift=a["shift"],
                        a_zero_point=n.inputs[0].zero_point, b_zero_point=n.inputs[1].zero_point,
                        out_zero_point=zo)
+
+
+def attention_head(a, q, k, v):
+    """One batch item and head of an ``attention`` node with attributes ``a``: int8 ``q``
+    ``[Sq, dh]``, ``k``, ``v`` ``[Sk, dh]`` -> int8 ``[Sq, dh]`` (the three device steps: the
+    scores GEMM + VECTOR requantization, SOFTMAX, the P @ V GEMM + VECTOR)."""
+    sk, dh = k.shape
+
+    def requant(acc, mult, shift, zp, n):
+        return ops.requantize(acc, np.full(n, mult, np.int32), np.full(n, shift, np.int32), zp)
+
+    s = requant(ops.gemm(q, np.ascontiguousarray(k.T)), a["score_mult"], a["score_shift"], 0, sk)
+    p = ops_sf.softmax(s, mult=a["softmax_mult"], causal=a["causal"],
+                       mask_offset=a["mask_offset"])
+    return requant(ops.gemm(p, v), a["mult"], a["shift"], a["zero_point"], dh)
+
+
+def _attention(n, ins):
+    a = n.attrs
+    q, k, v = ins
+    d, h = q.shape[-1], a["heads"]
+    dh = d // h
+    q3, k3, v3 = (x.reshape(-1, x.shape[-2], d) for x in (q, k, v))
+    out = np.empty(q3.shape, np.int8)
+    for b in range(q3.shape[0]):
+        for i in range(h):
+            c = slice(i * dh, (i + 1) * dh)
+            out[b, :, c] = attention_head(a, *(np.ascontiguousarray(x[b, :, c]) for x in (q3, k3, v3)))
+    return out
