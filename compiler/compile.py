@@ -34,7 +34,7 @@ class CompiledModel:
             if t.name in self.program.buffers:
                 out[t.name] = np.ascontiguousarray(feeds[t.name]).tobytes()
         for g in self.fused:
-            spec = getattr(g.a, "im2col", None)
+            spec = getattr(getattr(g, "a", None), "im2col", None)
             if spec is not None:
                 kh, kw = spec["kernel"]
                 x = feeds[spec["source"].name]

@@ -1,8 +1,9 @@
 """The compiler's lower IR levels, each with a verifier (raising CompileError naming the node and
 the reason) and an MLIR-generic dump.
 
-* **fused graph** (:class:`FusedGemm` list): the graph after fusion; every node is one GEMM with
-  its epilogue (bias, requantize, ReLU, residual add).
+* **fused graph** (a list of layers): the graph after fusion; every layer is one GEMM with its
+  epilogue (bias, requantize, ReLU, residual add) (:class:`FusedGemm`), one special-function op
+  over rows (:class:`FusedSpecial`) or one multi-head attention (:class:`FusedAttention`).
 * **tiled IR** (:class:`TiledProgram`): on-chip buffers (scratchpad / accumulator regions, with
   their bank) and, per fused GEMM, its tiles (M rows × a group of N tiles) and their k-chunks
   (steps), each step naming the double buffer it uses.
@@ -20,7 +21,7 @@ from . import mlir
 from .dma import ceil_div
 from .errors import CompileError
 
-__all__ = ["FusedGemm", "verify_fused", "dump_fused", "Buffer", "Step", "Tile", "TiledGemm",
+__all__ = ["FusedGemm", "FusedSpecial", "FusedAttention", "verify_fused", "dump_fused", "Buffer", "Step", "Tile", "TiledGemm",
            "TiledProgram", "CommandIR"]
 
 GEMM_LIMITS = {"m": 0xFFFF, "k_tiles": 0xFFF, "n_tiles": 0xFFF}
@@ -60,13 +61,112 @@ class FusedGemm:
     def where(self):
         return self.nodes[0].where
 
+    kind = "gemm"
+
     def operands(self):
         return [self.a, self.w] + ([self.residual] if self.residual is not None else [])
+
+
+@dataclass(eq=False)
+class FusedSpecial:
+    """``output = op(a [, b])`` row by row on the special-function unit: ``op`` is a graph op of
+    ``compiler.graph.SPECIAL_OPS`` with its node's integer attributes; every row of ``a``
+    (``m`` rows of ``k`` channels) is one logical SFU row."""
+    name: str
+    nodes: list
+    op: str
+    a: object                    #: int8 Tensor
+    b: object                    #: the second operand of ``mul``, else None
+    output: object
+    attrs: dict
+    kind = "sfu"
+    relu = False
+    residual = None
+    maxred = False
+
+    @property
+    def m(self):
+        return self.a.rows
+
+    @property
+    def k(self):
+        return self.a.cols
+
+    @property
+    def n(self):
+        return self.a.cols
+
+    @property
+    def where(self):
+        return self.nodes[0].where
+
+    def operands(self):
+        return [self.a] + ([self.b] if self.b is not None else [])
+
+
+@dataclass(eq=False)
+class FusedAttention:
+    """A graph ``attention`` node: per batch item, query tile and group of heads, the batched
+    Q·Kᵀ GEMM (K read transposed as stored), the scores' VECTOR requantization, one SOFTMAX per
+    head and the batched P·V GEMM with its VECTOR requantization (docs/compiler.md)."""
+    name: str
+    nodes: list
+    q: object                    #: int8 [..., Sq, D]
+    k: object                    #: int8 [..., Sk, D]
+    v: object
+    output: object
+    attrs: dict                  #: the graph node's attributes (heads, causal, multipliers)
+    kind = "attention"
+    relu = False
+    residual = None
+    maxred = False
+
+    @property
+    def batches(self):
+        return self.q.rows // self.sq
+
+    @property
+    def sq(self):
+        return self.q.shape[-2]
+
+    @property
+    def sk(self):
+        return self.k.shape[-2]
+
+    @property
+    def heads(self):
+        return self.attrs["heads"]
+
+    @property
+    def dh(self):
+        return self.q.cols // self.heads
+
+    @property
+    def m(self):
+        return self.q.rows
+
+    @property
+    def k_dim(self):
+        return self.q.cols
+
+    @property
+    def n(self):
+        return self.q.cols
+
+    @property
+    def where(self):
+        return self.nodes[0].where
+
+    def operands(self):
+        return [self.q, self.k, self.v]
 
 
 def verify_fused(gemms, graph_inputs, consts=()):
     avail = {id(t) for t in graph_inputs} | {id(t) for t in consts}
     for g in gemms:
+        if g.kind != "gemm":
+            _verify_layer(g, avail)
+            continue
         for t in g.operands():
             host_input = getattr(t, "im2col", None) is not None
             if id(t) not in avail and not t.is_const and not host_input:
@@ -94,6 +194,28 @@ def verify_fused(gemms, graph_inputs, consts=()):
         avail.add(id(g.output))
 
 
+def _verify_layer(g, avail):
+    """verify_fused for a special-function or attention layer."""
+    for t in g.operands():
+        if id(t) not in avail and not t.is_const:
+            raise CompileError(g.where, f"operand {t.name!r} is not available before this node")
+        if t.dtype != "int8":
+            raise CompileError(g.where, f"operand {t.name!r} has unsupported dtype {t.dtype}")
+    shape = g.operands()[0].shape
+    if any(t.shape != g.operands()[0].shape for t in g.operands()[1:]) and g.kind == "sfu":
+        raise CompileError(g.where, f"operand shapes differ: {[t.shape for t in g.operands()]}")
+    if g.output.shape != shape or g.output.dtype != "int8":
+        raise CompileError(g.where, f"output {g.output.name!r} is not int8 {shape}")
+    avail.add(id(g.output))
+
+
+def _layer_attrs(g):
+    if g.kind == "sfu":
+        return dict({k: v for k, v in g.attrs.items() if k != "table"}, op=g.op,
+                    fused=",".join(n.name for n in g.nodes))
+    return dict(g.attrs, fused=",".join(n.name for n in g.nodes))
+
+
 def dump_fused(name, gemms, outputs):
     lines, defined = [], {id(g.output) for g in gemms}
     for g in gemms:
@@ -117,6 +239,12 @@ def dump_fused(name, gemms, outputs):
                                           dict(name=t.name), [],
                                           [mlir.tensor_type((t.rows, t.cols), t.dtype)]))
     for g in gemms:
+        if g.kind != "gemm":
+            ins = g.operands()
+            lines.append(mlir.op_line(f"kaki.fused_{g.kind}", [g.output.name], [t.name for t in ins],
+                                      _layer_attrs(g), [t.mlir_type() for t in ins],
+                                      [g.output.mlir_type()]))
+            continue
         attrs = dict(fused=",".join(n.name for n in g.nodes), zero_point=g.zero_point,
                      relu=g.relu, bias=g.bias is not None, add=g.residual is not None,
                      mult=g.mult, shift=g.shift)
@@ -220,6 +348,10 @@ class TiledProgram:
                 raise CompileError(f"buffer {y.name!r}", f"overlaps buffer {x.name!r}")
         step_no = tile_no = 0
         for tg in self.gemms:
+            if tg.gemm.kind != "gemm":
+                from .special_layers import verify_layer
+                tile_no, step_no = verify_layer(tg, self.buffers, dim, tile_no, step_no)
+                continue
             g, where = tg.gemm, tg.gemm.where
             nt = ceil_div(g.n, dim)
             if tg.kc < 1 or tg.ng < 1 or tg.tm < 1:
@@ -275,6 +407,9 @@ class TiledProgram:
                  for b in self.buffers.values()]
         for tg in self.gemms:
             g = tg.gemm
+            if g.kind != "gemm":
+                lines += self._dump_layer(tg, op)
+                continue
             lines.append(op("kaki.tiling", [], dict(gemm=g.name, m=g.m, k=g.k, n=g.n, tm=tg.tm, kc=tg.kc,
                                                     ng=tg.ng, params=tg.param_buf)))
             for t in tg.tiles:
@@ -291,6 +426,23 @@ class TiledProgram:
                 lines.append(op("kaki.tile.store", [f"o{t.buf}"], dict(
                     gemm=g.name, tile=t.index, m=[t.m0, t.m1], n=[t.n0, t.n1], to=g.output.name)))
         return mlir.module(name, lines)
+
+    @staticmethod
+    def _dump_layer(tg, op):
+        g = tg.gemm
+        what = g.op if g.kind == "sfu" else "attention"
+        lines = [op("kaki.tiling", [], dict(layer=g.name, kind=g.kind, op=what, m=g.m, n=g.n,
+                                            tm=tg.tm, params=tg.param_buf))]
+        for t in tg.tiles:
+            s = t.steps[0]
+            lines.append(op("kaki.tile.load", [f"a{s.buf}", f"b{s.buf}"], dict(
+                layer=g.name, step=s.index, m=[t.m0, t.m1], n=[t.n0, t.n1])))
+            bufs = [f"a{s.buf}", f"b{s.buf}"] + ([f"c{t.buf}"] if g.kind == "attention" else [])
+            lines.append(op(f"kaki.tile.{what}", bufs + [tg.param_buf, f"o{t.buf}"], dict(
+                layer=g.name, step=s.index, tile=t.index)))
+            lines.append(op("kaki.tile.store", [f"o{t.buf}"], dict(
+                layer=g.name, tile=t.index, m=[t.m0, t.m1], n=[t.n0, t.n1], to=g.output.name)))
+        return lines
 
 
 # --------------------------------------------------------------------------------- command IR

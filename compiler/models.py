@@ -25,7 +25,9 @@ __all__ = ["MODELS", "TORCH_MODELS", "build", "mlp", "conv", "degenerate", "is_u
            "load_user_model", "display_name", "UserModelError"]
 
 MODELS = ("mlp", "conv")
-TORCH_MODELS = ("torch_mlp", "torch_conv")
+TORCH_MODELS = ("torch_mlp", "torch_conv", "encoder", "decoder_block", "encoder_d64_s128",
+                "encoder_d128_s64", "encoder_d128_s128", "decoder_block_d64_s128",
+                "decoder_block_d128_s64", "decoder_block_d128_s128")
 
 
 def _calibrated_scale(g, feeds, x, w, b, codes):

@@ -34,7 +34,8 @@ from . import cost
 from .dma import ceil_div, tiled_dma
 from .errors import CompileError
 from .graph import SPECIAL_OPS
-from .ir import Buffer, FusedGemm, Step, Tile, TiledGemm, TiledProgram
+from .ir import Buffer, FusedAttention, FusedGemm, FusedSpecial, Step, Tile, TiledGemm, TiledProgram
+from .special_layers import SpecialScheduling, param_rows, params_data, tile_attention, tile_special
 
 __all__ = ["fuse", "plan_chip_buffers", "tile", "k_steps", "max_compute_queues", "schedule",
            "LOAD_Q", "COMPUTE_QS", "STORE_Q", "EV_LOADED", "EV_COMPUTED", "EV_EPILOGUE", "EV_STORED"]
@@ -166,14 +167,14 @@ def fuse(graph):
                                np.ones(c, np.int32), np.zeros(c, np.int32), lhs.zero_point, out,
                                residual=rhs))
         elif n.op in SPECIAL_OPS:
-            # The SFU runs these (hdl_gen/special_function.py); the scheduler has no SFU layers
-            # yet, so a graph using one cannot be compiled (the interpreter runs it).
-            raise CompileError(n.where, f"{n.op} runs on the special-function unit, which the "
-                                        f"compiler does not schedule yet (docs/compiler.md)")
+            gemms.append(FusedSpecial(n.name, [n], n.op, n.inputs[0],
+                                      n.inputs[1] if n.op == "mul" else None, out, a))
+        elif n.op == "attention":
+            gemms.append(FusedAttention(n.name, [n], *n.inputs, out, a))
         else:
             raise CompileError(n.where, f"unsupported op {n.op!r}")
     for g in gemms:
-        if g.bias is not None and not g.bias.any():
+        if g.kind == "gemm" and g.bias is not None and not g.bias.any():
             g.bias = None
     return gemms
 
@@ -319,12 +320,18 @@ def tile(gemms, caps, layout="banked", ramp=True, taper=True, queues=None, cache
     nq = queues or max_compute_queues(caps)
     if not gemms:
         raise CompileError("tiling", "no GEMM to tile (the graph computes nothing)")
-    widest = max(gemms, key=lambda g: g.n)
-    param_rows = 3 * ceil_div(widest.n, dim)
-    bufs = plan_chip_buffers(caps, param_rows, layout,
-                             f"{widest.where} ({widest.m}x{widest.k}x{widest.n} GEMM, N={widest.n})")
+    widest = max(gemms, key=lambda g: param_rows(g, dim))
+    what = (f"{widest.m}x{widest.k}x{widest.n} GEMM, N={widest.n}" if widest.kind == "gemm"
+            else f"{widest.k} channels")
+    bufs = plan_chip_buffers(caps, param_rows(widest, dim), layout, f"{widest.where} ({what})")
     out, step, tile_no = [], 0, 0
     for j, g in enumerate(gemms):
+        if g.kind != "gemm":
+            make = tile_attention if g.kind == "attention" else tile_special
+            tg = make(g, caps, bufs, f"p{j % 2}", bufs[f"p{j % 2}"].base, tile_no, step)
+            tile_no, step = tile_no + len(tg.tiles), step + len(tg.tiles)
+            out.append(tg)
+            continue
         tm, kc, ng = choose_tiling(g, caps, bufs, nq, cache)
         tg = TiledGemm(g, tm, kc, ng, f"p{j % 2}", bufs[f"p{j % 2}"].base)
         for m0, m1, n0, n1 in _rects(g, tm, ng, dim, taper and g is gemms[-1]):
@@ -420,7 +427,7 @@ class _Layer:
         return t.init_c or self.bias_c
 
 
-class _Scheduler:
+class _Scheduler(SpecialScheduling):
     def __init__(self, tiled, name, graph_inputs, graph_outputs, bias_in_c, forward):
         self.tiled, self.bufs, self.dim = tiled, tiled.buffers, tiled.caps.dim
         self.cqs = COMPUTE_QS[:tiled.compute_queues]
@@ -438,6 +445,13 @@ class _Scheduler:
 
     def run(self):
         for j, tg in enumerate(self.tiled.gemms):
+            if tg.gemm.kind != "gemm":
+                L = self.special_layer(tg)
+                for t in tg.tiles:
+                    self.special_loads(L, j, t, t.steps[0], t is tg.tiles[0])
+                    self.special_compute(L, t, t.steps[0])
+                    self.last_tile[id(L.g.output)] = t.index
+                continue
             L = self.layer(j, tg)
             for t in tg.tiles:
                 for s in t.steps:
@@ -466,13 +480,35 @@ class _Scheduler:
             self.p.add_buffer(BufferSpec(t.name, t.nbytes, 64, role, init))
         return t.name
 
+    def special_layer(self, tg):
+        """A special-function or attention layer's scheduling state (operands' host buffers,
+        the stores to wait for before loading them, its parameter and table buffers)."""
+        g = tg.gemm
+        ops = [self.host_buffer(t) for t in g.operands()]
+        L = _Layer(tg, (ops[0], ops[1] if len(ops) > 1 else None, ops[2] if len(ops) > 2 else None,
+                        self.host_buffer(g.output), None), None, 0,
+                   max([self.last_tile[id(t)] + 1 for t in g.operands() if id(t) in self.last_tile],
+                       default=0), False, True)
+        if g.kind == "attention":
+            L.q, L.k, L.v = ops
+        data = params_data(g, self.dim)
+        if data is not None:
+            L.params, L.param_rows = f"{g.name}.params", data.shape[0]
+            self.p.add_buffer(BufferSpec(L.params, data.nbytes, 64, "const", data.tobytes()))
+        if g.kind == "sfu" and g.op == "lut":
+            L.table = f"{g.name}.table"
+            table = np.asarray(g.attrs["table"], np.int8)
+            self.p.add_buffer(BufferSpec(L.table, table.nbytes, 64, "const", table.tobytes()))
+        return L
+
     def layer(self, j, tg):
         g, dim = tg.gemm, self.dim
         names = (self.host_buffer(g.a), self.host_buffer(g.w),
                  self.host_buffer(g.residual) if g.residual is not None else None,
                  self.host_buffer(g.output), f"{g.name}.params")
         prev = self.tiled.gemms[j - 1] if j else None
-        fwd = (self.forward and prev is not None and len(prev.tiles) == 1 and len(tg.tiles) == 1
+        fwd = (self.forward and prev is not None and prev.gemm.kind == "gemm"
+               and len(prev.tiles) == 1 and len(tg.tiles) == 1
                and g.a is prev.gemm.output and g.w is not g.a)
         # RAW through host memory: wait until every producer of an operand has stored it. Only a
         # computed W must be waited for before the layer's first load; the activation (A and
@@ -617,12 +653,7 @@ class _Scheduler:
         em, g, dim, bufs = self.em, L.g, self.dim, self.bufs
         mr, tb = t.rows, t.buf
         q = self.epi_queue[t.index] = self.queue_of[t.steps[-1].index]
-        # the other queue's GEMMs writing this C or reading o{tb} on chip must be done
-        others = [i for i in [s.index for s in t.steps] + self.o_readers[tb] if self.queue_of[i] != q]
-        if others:
-            em.wait(q, self.computed(max(others)), max(others) + 1, f"{g.name}: step {max(others)} done")
-        self.o_readers[tb] = []
-        em.wait(q, EV_STORED, t.index - 1, f"{g.name}: o{tb} free")
+        self.o_free(q, t, g.name, [s.index for s in t.steps])
         nt0, ngs = t.n0 // dim, ceil_div(t.n1 - t.n0, dim)
         bias_op = g.bias is not None and not L.bias_c
         # a max-reduce writes one output row per n-tile (its n-tiles 1 row apart)
@@ -642,11 +673,31 @@ class _Scheduler:
                    **{"ops.bias": int(bias_op), "ops.relu": int(g.relu), "ops.add": int(L.r is not None),
                       "ops.maxred": int(g.maxred)})
         em.signal(q, EV_EPILOGUE[self.cqs.index(q)], t.index + 1, f"{g.name}: tile {t.index} epilogue")
-        # ---- queue 2: store
+        self.store(L, t, orows)
+
+    def o_free(self, q, t, name, steps=()):
+        """Queue q waits until o{t.buf} may be written: tile t - 2 stored it, the other queue's
+        GEMMs reading it on chip (and ``steps``, writing this tile's C) are done."""
+        tb = t.buf
+        others = [i for i in list(steps) + self.o_readers[tb] if self.queue_of[i] != q]
+        if others:
+            self.em.wait(q, self.computed(max(others)), max(others) + 1,
+                         f"{name}: step {max(others)} done")
+        self.o_readers[tb] = []
+        self.em.wait(q, EV_STORED, t.index - 1, f"{name}: o{tb} free")
+
+    # ---- queue 2: store
+    def store(self, L, t, orows=None, parts=None):
+        """Tile t's output from o{t.buf} (``orows`` rows per n-tile) to the host; ``parts``:
+        ``(n0, n1, first o row)`` column ranges stored separately (default the whole tile)."""
+        g, em = L.g, self.em
+        orows = t.rows if orows is None else orows
         self.wait_epilogue(STORE_Q, t.index, f"{g.name}: tile {t.index} ready")
-        for c in tiled_dma(Opcode.DMA_STORE, host_addr=HostAddr(L.o, t.m0 * g.n + t.n0),
-                           host_row_stride=g.n, rows=orows, cols=t.n1 - t.n0, elem_bytes=1,
-                           local_addr=bufs[f"o{tb}"].base, local_plane_stride=orows,
-                           local_row_stride=1, dim=dim):
-            em.add(STORE_Q, c, f"{g.name}: store [{t.m0}:{t.m1}, {t.n0}:{t.n1}]")
+        base = self.bufs[f"o{t.buf}"].base
+        for n0, n1, off in parts or [(t.n0, t.n1, 0)]:
+            for c in tiled_dma(Opcode.DMA_STORE, host_addr=HostAddr(L.o, t.m0 * g.n + n0),
+                               host_row_stride=g.n, rows=orows, cols=n1 - n0, elem_bytes=1,
+                               local_addr=base + off, local_plane_stride=orows,
+                               local_row_stride=1, dim=self.dim):
+                em.add(STORE_Q, c, f"{g.name}: store [{t.m0}:{t.m1}, {n0}:{n1}]")
         em.signal(STORE_Q, EV_STORED, t.index + 1, f"{g.name}: tile {t.index} stored")

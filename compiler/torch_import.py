@@ -17,17 +17,43 @@ square stride/padding)                  stride-1 conv anywhere is a per-pixel ``
 ``add.Tensor``                          ``add`` (operands brought to one scale, zero point 0,
                                         by choosing their producers' output scale or by a
                                         ``requantize``)
+``mul.Tensor`` of two activations of    ``mul`` (the SFU's elementwise product, requantized
+the same shape                          to the product's observed range)
+``layer_norm`` over the last dim        ``layer_norm`` (float gamma/beta from the parameters;
+                                        none: 1 and 0)
+``rms_norm`` over the last dim          ``rms_norm`` (eps None: ``finfo(float32).eps``)
+``gelu`` (approximate ``'none'``)       ``gelu`` (a lookup table, erf form)
+``gelu`` (approximate ``'tanh'``)       ``lut`` of the tanh formula
+``silu``                                ``silu`` (a lookup table)
+``softmax``/``_softmax`` over the       ``softmax`` (int8 probabilities at scale 1/127)
+last dim
+``scaled_dot_product_attention`` with   ``attention`` (one node: heads, causal, ``sm_scale``
+the head split/merge around it          = SDPA's ``scale``; the scores' int8 scale from the
+                                        calibrated max of ``|q_h k_h^T| * sm_scale``; q, k, v
+                                        producers forced symmetric, zero point 0)
+``view``/``reshape``/``flatten``/       free: ``[.., S, D] -> [.., S, H, D/H]`` (head split),
+``unflatten`` and ``transpose``/        ``transpose`` of dims -3, -2 (or the equivalent
+``permute`` around an attention         ``permute``, e.g. ``(0, 2, 1, 3)``) to ``[.., H, S,
+                                        D/H]`` and back, then the merge to ``[.., S, D]``: the
+                                        graph keeps ``[.., S, D]`` (head ``h`` is columns
+                                        ``h*D/H`` ..)
 ``permute(0, 2, 3, 1)`` of NCHW,        free: the graph already holds 4-D activations as NHWC
 ``dropout``/``clone``/``contiguous``
 =====================================  ==================================================
 
-Anything else is a :class:`~compiler.errors.CompileError` naming the exported node and the reason.
+Anything else is a :class:`~compiler.errors.CompileError` naming the exported node and the reason
+(e.g. an attention with ``attn_mask``, ``dropout_p > 0``, grouped-query heads or a transpose the
+importer cannot follow; a multiplication by a constant; a reshape other than the head split/merge).
+This is what ``torch.export.export`` produces (pre-dispatch ATen: ``rms_norm``, ``layer_norm``,
+``scaled_dot_product_attention`` stay whole); a program after ``run_decompositions()`` is not
+supported (``addmm``, ``bmm``, ``pow``/``rsqrt`` ... are unsupported ops).
 
 Activations are quantized per tensor, asymmetric, with the observed range widened to include 0
 (so zero and ReLU are exact); a ReLU output uses the full 256 codes from 0 up.
 :class:`ImportedModel` converts float inputs to the graph's int8 feeds (NCHW → NHWC) and int8
 outputs back to float tensors in torch's layout.
 """
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,7 +70,50 @@ _LINEAR, _MATMUL = {aten.linear.default}, {aten.mm.default, aten.matmul.default}
 _RELU, _ADD, _CONV = {aten.relu.default}, {aten.add.Tensor}, {aten.conv2d.default}
 _PASS = {aten.dropout.default, aten.clone.default, aten.contiguous.default, aten.alias.default}
 _NHWC_PERMUTE = [0, 2, 3, 1]
-SUPPORTED = "linear, mm/matmul by a parameter, conv2d, relu, add, permute(0,2,3,1), dropout (eval)"
+_MUL, _SILU, _GELU = {aten.mul.Tensor}, {aten.silu.default}, {aten.gelu.default}
+_SOFTMAX = {aten.softmax.int, aten._softmax.default}
+_LAYER_NORM, _RMS_NORM = {aten.layer_norm.default}, {aten.rms_norm.default}
+_SDPA = {aten.scaled_dot_product_attention.default}
+_VIEW = {aten.view.default, aten.reshape.default, aten._unsafe_view.default,
+         aten.flatten.using_ints, aten.unflatten.int}
+_TRANSPOSE = {aten.transpose.int}
+#: where a view/transpose may leave data that only an attention (or the merge back) can use
+_HEAD_VIEWS = _VIEW | _TRANSPOSE | {aten.permute.default}
+SUPPORTED = ("linear, mm/matmul by a parameter, conv2d, relu, add, mul of two activations, "
+             "layer_norm, rms_norm, gelu, silu, softmax (last dim), scaled_dot_product_attention "
+             "(with the head split/merge view/reshape/transpose/permute around it), "
+             "permute(0,2,3,1), dropout (eval)")
+#: argument names and defaults of the ATen schemas the importer reads
+_SDPA_ARGS = (("query", "key", "value", "attn_mask", "dropout_p", "is_causal"),
+              dict(attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False))
+_LAYER_NORM_ARGS = (("input", "normalized_shape", "weight", "bias", "eps", "cudnn_enable"),
+                    dict(weight=None, bias=None, eps=1e-5, cudnn_enable=True))
+_RMS_NORM_ARGS = (("input", "normalized_shape", "weight", "eps"), dict(weight=None, eps=None))
+
+
+def _bind(args, kwargs, schema):
+    """Positional ``args`` + ``kwargs`` -> {argument name: value} with the schema's defaults."""
+    names, defaults = schema
+    out = dict(defaults)
+    out.update(zip(names, args))
+    out.update(kwargs)
+    return out
+
+
+def gelu_tanh(v):
+    """GELU, tanh approximation (``approximate='tanh'``), on a float array."""
+    v = np.asarray(v, np.float64)
+    return 0.5 * v * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v ** 3)))
+
+
+@dataclass(frozen=True)
+class _Heads:
+    """An exported tensor that is a head view of a graph tensor ``[.., S, D]``: ``split`` is torch's
+    ``[.., S, H, D/H]``, ``bhsd`` is ``[.., H, S, D/H]`` (what scaled_dot_product_attention takes
+    and returns). Head ``h`` is the graph tensor's columns ``h*D/H .. (h+1)*D/H``."""
+    state: str
+    heads: int
+    head_dim: int
 
 
 @dataclass(frozen=True)
@@ -111,6 +180,7 @@ class _RangeObserver(torch.fx.Interpreter):
     def __init__(self, gm):
         super().__init__(gm)
         self.ranges = {}
+        self.scores = {}        #: SDPA node name -> max |q_h k_h^T * sm_scale| (unmasked entries)
 
     def run_node(self, n):
         out = super().run_node(n)
@@ -118,7 +188,25 @@ class _RangeObserver(torch.fx.Interpreter):
             lo, hi = float(out.min()), float(out.max())
             old = self.ranges.get(n.name, (lo, hi))
             self.ranges[n.name] = (min(lo, old[0]), max(hi, old[1]))
+        if n.op == "call_function" and n.target in _SDPA:
+            self.observe_scores(n, _bind(*self.fetch_args_kwargs_from_env(n), _SDPA_ARGS))
         return out
+
+    def observe_scores(self, n, a):
+        """The float attention scores of one batch, as the graph's attention quantizes them."""
+        q, k = a["query"], a["key"]
+        if q.dim() < 2 or q.shape[:-2] != k.shape[:-2] or q.shape[-1] != k.shape[-1]:
+            return              # not an attention the importer takes (it says why when emitting)
+        sm_scale = a["scale"] if a["scale"] is not None else 1.0 / math.sqrt(q.shape[-1])
+        s = (q @ k.transpose(-2, -1)) * sm_scale
+        if a["is_causal"]:      # torch's mask: key j takes part in query i when j <= i
+            keep = torch.ones(s.shape[-2:], dtype=torch.bool).tril()
+            s = s.masked_fill(~keep, 0.0)
+        self.scores[n.name] = max(self.scores.get(n.name, 0.0), float(s.abs().max()))
+
+
+def _shape(n):
+    return tuple(int(d) for d in n.meta["val"].shape)
 
 
 def _where(n):
@@ -137,10 +225,11 @@ class _Importer:
         self.nodes = {n.name: n for n in ep.graph.nodes}
         for name in self.user_inputs:
             self._check_input(self.nodes[name])
-        self.ranges = self._calibrate(calibration)
+        self.ranges, self.scores = self._calibrate(calibration)
         self.values = {}        #: exported node name -> graph Tensor
         self.nchw = {}          #: exported node name -> True when torch holds it as NCHW
-        self.forced = {}        #: exported node name -> QParams an add needs it to have
+        self.heads = {}         #: exported node name -> _Heads when it is a head view
+        self.forced = {}        #: exported node name -> QParams an add / attention needs it to have
         self.notes = []
 
     @staticmethod
@@ -163,7 +252,7 @@ class _Importer:
                                                       f"takes {len(self.user_inputs)}")
                 feed = dict(zip(self.user_inputs, (torch.as_tensor(a, dtype=torch.float32) for a in args)))
                 obs.run(*(self.params.get(p.name, feed.get(p.name)) for p in placeholders))
-        return obs.ranges
+        return obs.ranges, obs.scores
 
     def fused_relu(self, n):
         """The ReLU fused into GEMM node ``n`` (its only consumer), or None."""
@@ -192,15 +281,34 @@ class _Importer:
                         self.forced[src.name] = qp
                 self.forced[n.name] = qp
 
+    def plan_attention(self):
+        """Graph.attention takes q, k and v at zero point 0: the nodes producing them (through the
+        free head split) are quantized symmetrically over their observed range, unless an add
+        already gave them symmetric parameters."""
+        for n in self.ep.graph.nodes:
+            if n.op == "call_function" and n.target in _SDPA:
+                for what, x in zip(("q", "k", "v"), n.args[:3]):
+                    if not isinstance(x, torch.fx.Node):
+                        continue
+                    src = self._source(x)
+                    if src.name not in self.ranges or (src.name in self.forced
+                                                       and self.forced[src.name].zero_point == 0):
+                        continue
+                    lo, hi = self.ranges[src.name]
+                    self.forced[src.name] = _symmetric_qparams(max(abs(lo), abs(hi)))
+                    self.notes.append(f"{n.name}: {what} producer {src.name} quantized "
+                                      f"symmetrically (zero point 0) for the attention")
+
     def _source(self, n):
-        """The node that produces ``n``'s data (through free permutes/pass-throughs)."""
-        while n.op == "call_function" and (n.target in _PASS or n.target == aten.permute.default):
+        """The node that produces ``n``'s data (through free permutes/views/pass-throughs)."""
+        while n.op == "call_function" and (n.target in _PASS or n.target in _HEAD_VIEWS):
             n = n.args[0]
         return n
 
     # ------------------------------------------------------------------ emission
     def run(self):
         self.plan_adds()
+        self.plan_attention()
         for n in self.ep.graph.nodes:
             if n.op == "placeholder":
                 if n.name in self.user_inputs:
@@ -233,27 +341,225 @@ class _Importer:
         elif t in _ADD:
             self.add(n)
         elif t in _PASS:
-            self.alias(n, n.args[0])
+            self.alias(n, self.source_arg(n))
         elif t == aten.permute.default:
             self.permute(n)
+        elif t in _TRANSPOSE:
+            self.transpose(n)
+        elif t in _VIEW:
+            self.view(n)
+        elif t in _SDPA:
+            self.attention(n)
+        elif t in _LAYER_NORM or t in _RMS_NORM:
+            self.norm(n)
+        elif t in _GELU or t in _SILU:
+            self.activation(n)
+        elif t in _SOFTMAX:
+            self.softmax(n)
+        elif t in _MUL:
+            self.mul(n)
         else:
             raise CompileError(_where(n), f"unsupported op (supported: {SUPPORTED})")
 
-    def alias(self, n, src, nchw=None):
+    def source_arg(self, n):
+        v = n.args[0] if n.args else None
+        if not isinstance(v, torch.fx.Node) or v.name not in self.values:
+            raise CompileError(_where(n), f"operand {v!r} is not an activation of the model")
+        return v
+
+    def alias(self, n, src, nchw=None, heads="keep"):
         self.values[n.name] = self.values[src.name]
         self.nchw[n.name] = self.nchw[src.name] if nchw is None else nchw
+        h = self.heads.get(src.name) if heads == "keep" else heads
+        if h is not None:
+            self.heads[n.name] = h
 
     def permute(self, n):
-        src, dims = n.args[0], list(n.args[1])
+        src, dims = self.source_arg(n), list(n.args[1])
+        rank = len(dims)
+        dims = [d % rank for d in dims]
+        if src.name in self.heads:
+            swap = list(range(rank))
+            if rank >= 3:
+                swap[-3], swap[-2] = swap[-2], swap[-3]
+            if dims != swap:
+                raise CompileError(_where(n), f"permute {dims} of the attention head view "
+                                              f"{src.name!r} is a transpose the importer cannot "
+                                              f"follow (only dims -3 and -2 swapped, e.g. "
+                                              f"(0, 2, 1, 3))")
+            return self.swap_heads(n, src)
         if not (self.nchw[src.name] and dims == _NHWC_PERMUTE):
             raise CompileError(_where(n), f"permute {dims} is unsupported (only NCHW -> NHWC "
-                                          "(0, 2, 3, 1), which is free in the graph's layout)")
+                                          "(0, 2, 3, 1), which is free in the graph's layout, and "
+                                          "the (0, 2, 1, 3) of an attention's head split)")
         self.alias(n, src, nchw=False)
 
-    def param(self, n, arg, what):
+    def transpose(self, n):
+        src = self.source_arg(n)
+        rank = len(_shape(n))
+        dims = sorted(int(d) % rank for d in n.args[1:3])
+        if src.name not in self.heads:
+            raise CompileError(_where(n), f"transpose {list(n.args[1:3])} is unsupported (only "
+                                          f"of an attention's head split [.., S, H, D/H] <-> "
+                                          f"[.., H, S, D/H])")
+        if rank < 3 or dims != [rank - 3, rank - 2]:
+            raise CompileError(_where(n), f"transpose {list(n.args[1:3])} of the attention head "
+                                          f"view {src.name!r} is a transpose the importer cannot "
+                                          f"follow (only dims -3 and -2, e.g. transpose(1, 2))")
+        self.swap_heads(n, src)
+
+    def swap_heads(self, n, src):
+        h = self.heads[src.name]
+        self.alias(n, src, heads=_Heads("bhsd" if h.state == "split" else "split", h.heads,
+                                        h.head_dim))
+
+    def view(self, n):
+        """A reshape is free in the graph when it splits the last dim into attention heads
+        (``[.., S, D] -> [.., S, H, D/H]``), merges them back, or changes nothing."""
+        src = self.source_arg(n)
+        before, after = _shape(src), _shape(n)
+        h = self.heads.get(src.name)
+        if before == after:
+            return self.alias(n, src)
+        if self.nchw[src.name]:
+            raise CompileError(_where(n), f"reshape of an NCHW activation {before} -> {after} is "
+                                          f"unsupported (permute(0, 2, 3, 1) it first)")
+        if h is None and len(after) == len(before) + 1 and len(before) >= 2 \
+                and after[:-2] == before[:-1] and after[-2] * after[-1] == before[-1]:
+            return self.alias(n, src, heads=_Heads("split", after[-2], after[-1]))
+        if h is not None and h.state == "split" and after == before[:-2] + (before[-2] * before[-1],):
+            return self.alias(n, src, heads=None)
+        what = {None: "", "split": " of an attention head split [.., S, H, D/H]",
+                "bhsd": " of attention heads [.., H, S, D/H] (transpose(1, 2) them back first)"}
+        raise CompileError(_where(n), f"reshape {before} -> {after}{what[h and h.state]} is "
+                                      f"unsupported (only the head split [.., S, D] -> "
+                                      f"[.., S, H, D/H] of an attention, its merge back, or no "
+                                      f"change)")
+
+    def attention(self, n):
+        a = _bind(n.args, n.kwargs, _SDPA_ARGS)
+        if a["attn_mask"] is not None:
+            raise CompileError(_where(n), "attn_mask is unsupported (only is_causal=True masks)")
+        if a["dropout_p"]:
+            raise CompileError(_where(n), f"dropout_p={a['dropout_p']} is unsupported (inference: "
+                                          f"dropout_p=0)")
+        if a["enable_gqa"]:
+            raise CompileError(_where(n), "enable_gqa (grouped-query attention) is unsupported "
+                                          "(q, k and v with one head count)")
+        ts, hs = [], []
+        for what in ("query", "key", "value"):
+            v = a[what]
+            h = self.heads.get(v.name) if isinstance(v, torch.fx.Node) else None
+            if h is None or h.state != "bhsd":
+                raise CompileError(_where(n), f"{what} {getattr(v, 'name', v)!r} is not a head "
+                                              f"split the importer can follow (expected "
+                                              f"linear(x).view(B, S, H, D/H).transpose(1, 2))")
+            ts.append(self.values[v.name])
+            hs.append(h)
+        if len({h.heads for h in hs}) != 1 or len({h.head_dim for h in hs}) != 1:
+            raise CompileError(_where(n), "q, k and v have different head counts or head sizes "
+                                          f"({', '.join(f'{h.heads}x{h.head_dim}' for h in hs)}; "
+                                          f"grouped-query attention is unsupported)")
+        q, k, v = (self.symmetric(n, t, what) for t, what in zip(ts, ("q", "k", "v")))
+        causal = bool(a["is_causal"])
+        if causal and q.shape[-2] != k.shape[-2]:
+            raise CompileError(_where(n), f"is_causal with {q.shape[-2]} queries and {k.shape[-2]} "
+                                          f"keys is unsupported (torch aligns the mask top-left, "
+                                          f"the graph bottom-right: equal lengths only)")
+        dh = hs[0].head_dim
+        sm_scale = float(a["scale"]) if a["scale"] is not None else 1.0 / math.sqrt(dh)
+        absmax = self.scores.get(n.name, 0.0)
+        score_scale = absmax / 127 or 1.0
+        qp = self.qparams(n)
+        self.values[n.name] = self.g.attention(q, k, v, heads=hs[0].heads, causal=causal,
+                                               score_scale=score_scale, sm_scale=sm_scale,
+                                               scale=qp.scale, zero_point=qp.zero_point,
+                                               name=n.name)
+        self.nchw[n.name], self.heads[n.name] = False, hs[0]
+        self.notes.append(f"{n.name}: attention, {hs[0].heads} heads of {dh}, causal={causal}, "
+                          f"scores up to {absmax:.4g} at scale {score_scale:.4g}")
+
+    def symmetric(self, n, t, what):
+        """``t`` at zero point 0 (a requantize when its producer could not be made symmetric)."""
+        if t.zero_point == 0:
+            return t
+        name = f"{n.name}.{what}.rq"
+        qp = _symmetric_qparams(max(abs(float(t.scale) * (-128 - t.zero_point)),
+                                    abs(float(t.scale) * (127 - t.zero_point))))
+        self.notes.append(f"{n.name}: requantize {what} ({t.name}) to zero point 0")
+        return self.g.requantize(t, scale=qp.scale, zero_point=0, name=name)
+
+    def norm(self, n):
+        layer = n.target in _LAYER_NORM
+        a = _bind(n.args, n.kwargs, _LAYER_NORM_ARGS if layer else _RMS_NORM_ARGS)
+        x = self.operand(n, a["input"])
+        shape = _shape(a["input"])
+        if list(a["normalized_shape"]) != [shape[-1]]:
+            raise CompileError(_where(n), f"normalized_shape {list(a['normalized_shape'])} is "
+                                          f"unsupported (only the last dim, [{shape[-1]}])")
+        if self.nchw[a["input"].name]:
+            raise CompileError(_where(n), "the input is NCHW: permute(0, 2, 3, 1) it first (a "
+                                          "norm acts on the last dimension)")
+        c = shape[-1]
+        gamma = np.ones(c) if a["weight"] is None else self.param(n, a["weight"], "weight",
+                                                                  "a norm's weight")
+        qp = self.qparams(n)
+        if layer:
+            beta = np.zeros(c) if a["bias"] is None else self.param(n, a["bias"], "bias",
+                                                                    "a norm's bias")
+            y = self.g.layer_norm(x, gamma, beta, eps=float(a["eps"]), scale=qp.scale,
+                                  zero_point=qp.zero_point, name=n.name)
+        else:
+            eps = torch.finfo(torch.float32).eps if a["eps"] is None else float(a["eps"])
+            y = self.g.rms_norm(x, gamma, eps=eps, scale=qp.scale, zero_point=qp.zero_point,
+                                name=n.name)
+        self.values[n.name], self.nchw[n.name] = y, False
+
+    def activation(self, n):
+        x = self.operand(n, n.args[0])
+        qp = self.qparams(n)
+        kw = dict(scale=qp.scale, zero_point=qp.zero_point, name=n.name)
+        if n.target in _SILU:
+            y = self.g.silu(x, **kw)
+        else:
+            approx = n.kwargs.get("approximate", n.args[1] if len(n.args) > 1 else "none")
+            if approx == "none":
+                y = self.g.gelu(x, **kw)
+            elif approx == "tanh":
+                y = self.g.lut(x, gelu_tanh, fn_name="gelu_tanh", **kw)
+            else:
+                raise CompileError(_where(n), f"gelu approximate={approx!r} is unsupported")
+        self.values[n.name], self.nchw[n.name] = y, self.nchw[n.args[0].name]
+
+    def softmax(self, n):
+        x = self.operand(n, n.args[0])
+        rank, dim = len(_shape(n)), int(n.args[1])
+        if dim % rank != rank - 1 or self.nchw[n.args[0].name]:
+            raise CompileError(_where(n), f"softmax over dim {dim} is unsupported (only the last "
+                                          f"dim)")
+        if n.target == aten.softmax.int and len(n.args) > 2 and n.args[2] not in (None, torch.float32):
+            raise CompileError(_where(n), f"softmax dtype {n.args[2]} is unsupported")
+        self.values[n.name], self.nchw[n.name] = self.g.softmax(x, name=n.name), False
+
+    def mul(self, n):
+        a, b = n.args[:2]
+        if not all(isinstance(v, torch.fx.Node) and v.name in self.values for v in (a, b)):
+            what = next(v for v in (a, b) if not (isinstance(v, torch.fx.Node)
+                                                   and v.name in self.values))
+            raise CompileError(_where(n), f"only the product of two activations is supported, "
+                                          f"not by {getattr(what, 'name', what)!r} (a constant or "
+                                          f"parameter)")
+        if _shape(a) != _shape(b) or self.nchw[a.name] != self.nchw[b.name]:
+            raise CompileError(_where(n), f"operands of shapes {_shape(a)} and {_shape(b)} are "
+                                          f"unsupported (same shape and layout, no broadcasting)")
+        qp = self.qparams(n)
+        self.values[n.name] = self.g.mul(self.operand(n, a), self.operand(n, b), scale=qp.scale,
+                                         zero_point=qp.zero_point, name=n.name)
+        self.nchw[n.name] = self.nchw[a.name]
+
+    def param(self, n, arg, what, why="two activations cannot be multiplied"):
         if not isinstance(arg, torch.fx.Node) or arg.name not in self.params:
-            raise CompileError(_where(n), f"{what} must be a parameter of the model (two "
-                                          "activations cannot be multiplied)")
+            raise CompileError(_where(n), f"{what} must be a parameter of the model ({why})")
         return _numpy(self.params[arg.name]).astype(np.float64)
 
     def weights(self, n, x, w, b):
@@ -343,6 +649,12 @@ class _Importer:
     def operand(self, n, v):
         if not isinstance(v, torch.fx.Node) or v.name not in self.values:
             raise CompileError(_where(n), f"operand {v!r} is not an activation of the model")
+        if v.name in self.heads:
+            h = self.heads[v.name]
+            raise CompileError(_where(n), f"operand {v.name!r} is an attention head view "
+                                          f"({'[.., S, H, D/H]' if h.state == 'split' else '[.., H, S, D/H]'}, "
+                                          f"{h.heads} heads): only scaled_dot_product_attention "
+                                          f"and the merge back to [.., S, D] can use it")
         return self.values[v.name]
 
     def output(self, n):

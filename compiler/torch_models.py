@@ -2,16 +2,27 @@
 :mod:`compiler.torch_import` (needs the ``torch`` extra; ``compiler.models`` imports this module
 only when such a model is asked for).
 
-``build(name, seed) -> (ImportedModel, float inputs, torch module)``; ``TORCH_MODELS`` lists names.
+``build(name, seed) -> (ImportedModel, float inputs, torch module)``; ``TORCH_MODELS`` lists names:
+
+* ``torch_mlp``, ``torch_conv``: :class:`ResidualMLP` (batch 16) and :class:`ConvNet` (1x8x12x12).
+* ``encoder``: :class:`EncoderBlock`, a pre-norm transformer encoder block (LayerNorm, 4-head
+  non-causal attention, GELU FFN 4*d) at d_model 64, sequence 64, input ``(1, 64, 64)``.
+* ``decoder_block``: :class:`DecoderBlock`, a LLaMA-style decoder block (RMSNorm, causal 4-head
+  attention, SwiGLU FFN) at d_model 64, sequence 64.
+* ``encoder_d{D}_s{S}``, ``decoder_block_d{D}_s{S}`` for d_model D and sequence S in {64, 128}
+  other than 64/64 (``encoder_d64_s128``, ``encoder_d128_s64``, ``encoder_d128_s128`` and the
+  same for ``decoder_block``): the same blocks at other sizes, batch 1, input ``(1, S, D)``.
 """
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .models import TORCH_MODELS
 from .torch_import import import_exported
 
-__all__ = ["TORCH_MODELS", "ResidualMLP", "ConvNet", "build"]
+__all__ = ["TORCH_MODELS", "ResidualMLP", "ConvNet", "SelfAttention", "EncoderBlock",
+           "DecoderBlock", "swiglu_hidden", "build"]
 
 CALIBRATION_BATCHES = 8
 
@@ -41,7 +52,91 @@ class ConvNet(nn.Module):
         return self.head(torch.relu(self.conv(x)))
 
 
-_SPECS = {"torch_mlp": (ResidualMLP, (16, 128)), "torch_conv": (ConvNet, (1, 8, 12, 12))}
+class SelfAttention(nn.Module):
+    """Multi-head self-attention, the standard way: separate q/k/v/o projections, the head split
+    ``view(B, S, H, D/H).transpose(1, 2)``, ``F.scaled_dot_product_attention``, the merge
+    ``transpose(1, 2).reshape(B, S, D)``, the output projection."""
+
+    def __init__(self, d_model, heads=4, causal=False, bias=True):
+        super().__init__()
+        self.heads, self.causal = heads, causal
+        self.wq, self.wk, self.wv, self.wo = (nn.Linear(d_model, d_model, bias=bias)
+                                              for _ in range(4))
+
+    def forward(self, x):
+        b, s, d = x.shape
+        q, k, v = (w(x).view(b, s, self.heads, d // self.heads).transpose(1, 2)
+                   for w in (self.wq, self.wk, self.wv))
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        return self.wo(o.transpose(1, 2).reshape(b, s, d))
+
+
+def _perturb_norm(norm):
+    """gamma (and beta) near LayerNorm's/RMSNorm's 1 (and 0), from torch's seeded generator, so
+    that they matter."""
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.1 * torch.randn(norm.weight.shape))
+        if getattr(norm, "bias", None) is not None:
+            norm.bias.copy_(0.1 * torch.randn(norm.bias.shape))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm transformer encoder block: ``x + attn(LayerNorm(x))``, then ``x + FFN(LayerNorm(x))``
+    with ``FFN = Linear(d, 4d) -> GELU -> Linear(4d, d)``; non-causal attention."""
+
+    def __init__(self, d_model=64, heads=4, ffn_mult=4):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.attn = SelfAttention(d_model, heads, causal=False)
+        self.ffn = nn.Sequential(nn.Linear(d_model, ffn_mult * d_model), nn.GELU(),
+                                 nn.Linear(ffn_mult * d_model, d_model))
+        for norm in (self.norm1, self.norm2):
+            _perturb_norm(norm)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+def swiglu_hidden(d_model, multiple_of=16):
+    """LLaMA's SwiGLU width: 2/3 of 4*d_model, rounded up to a multiple of ``multiple_of``."""
+    hidden = int(2 * 4 * d_model / 3)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+class DecoderBlock(nn.Module):
+    """LLaMA-style decoder block: ``x + attn(RMSNorm(x))`` (causal, no biases), then ``x +
+    w2(silu(w1 h) * w3 h)`` with ``h = RMSNorm(x)`` (SwiGLU, hidden :func:`swiglu_hidden`)."""
+
+    def __init__(self, d_model=64, heads=4):
+        super().__init__()
+        hidden = swiglu_hidden(d_model)
+        self.norm1, self.norm2 = nn.RMSNorm(d_model), nn.RMSNorm(d_model)
+        self.attn = SelfAttention(d_model, heads, causal=True, bias=False)
+        self.w1 = nn.Linear(d_model, hidden, bias=False)
+        self.w3 = nn.Linear(d_model, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, d_model, bias=False)
+        for norm in (self.norm1, self.norm2):
+            _perturb_norm(norm)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        h = self.norm2(x)
+        return x + self.w2(F.silu(self.w1(h)) * self.w3(h))
+
+
+def _block_specs():
+    specs = {}
+    for cls, base in ((EncoderBlock, "encoder"), (DecoderBlock, "decoder_block")):
+        for d in (64, 128):
+            for s in (64, 128):
+                name = base if (d, s) == (64, 64) else f"{base}_d{d}_s{s}"
+                specs[name] = (lambda cls=cls, d=d: cls(d_model=d), (1, s, d))
+    return specs
+
+
+_SPECS = {"torch_mlp": (ResidualMLP, (16, 128)), "torch_conv": (ConvNet, (1, 8, 12, 12)),
+          **_block_specs()}
 
 
 def build(name, seed=0):

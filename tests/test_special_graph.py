@@ -9,7 +9,6 @@ import pytest
 
 from compiler.errors import CompileError
 from compiler.graph import Graph, interpret
-from compiler.passes import fuse
 from golden import special_functions as sf
 from verif import special_accuracy as acc
 
@@ -78,9 +77,3 @@ def test_bad_graph_ops_name_the_node(build, match):
     with pytest.raises(CompileError, match=match):
         build(g, x)
 
-
-def test_compile_refuses_with_the_node_named():
-    g = Graph("sm")
-    g.output(g.softmax(g.input("x", (4, 16), scale=0.05), name="probs"))
-    with pytest.raises(CompileError, match="softmax 'probs'.*special-function unit"):
-        fuse(g)
