@@ -287,6 +287,7 @@ class _Importer:
         already gave them symmetric parameters."""
         for n in self.ep.graph.nodes:
             if n.op == "call_function" and n.target in _SDPA:
+                self.sdpa_args(n)
                 for what, x in zip(("q", "k", "v"), n.args[:3]):
                     if not isinstance(x, torch.fx.Node):
                         continue
@@ -437,15 +438,7 @@ class _Importer:
                                       f"change)")
 
     def attention(self, n):
-        a = _bind(n.args, n.kwargs, _SDPA_ARGS)
-        if a["attn_mask"] is not None:
-            raise CompileError(_where(n), "attn_mask is unsupported (only is_causal=True masks)")
-        if a["dropout_p"]:
-            raise CompileError(_where(n), f"dropout_p={a['dropout_p']} is unsupported (inference: "
-                                          f"dropout_p=0)")
-        if a["enable_gqa"]:
-            raise CompileError(_where(n), "enable_gqa (grouped-query attention) is unsupported "
-                                          "(q, k and v with one head count)")
+        a = self.sdpa_args(n)
         ts, hs = [], []
         for what in ("query", "key", "value"):
             v = a[what]
@@ -478,6 +471,21 @@ class _Importer:
         self.nchw[n.name], self.heads[n.name] = False, hs[0]
         self.notes.append(f"{n.name}: attention, {hs[0].heads} heads of {dh}, causal={causal}, "
                           f"scores up to {absmax:.4g} at scale {score_scale:.4g}")
+
+    @staticmethod
+    def sdpa_args(n):
+        """The arguments of scaled_dot_product_attention node ``n``, checked (before anything is
+        emitted, so that a mask computed in the graph is reported here and not at its ops)."""
+        a = _bind(n.args, n.kwargs, _SDPA_ARGS)
+        if a["attn_mask"] is not None:
+            raise CompileError(_where(n), "attn_mask is unsupported (only is_causal=True masks)")
+        if a["dropout_p"]:
+            raise CompileError(_where(n), f"dropout_p={a['dropout_p']} is unsupported (inference: "
+                                          f"dropout_p=0)")
+        if a["enable_gqa"]:
+            raise CompileError(_where(n), "enable_gqa (grouped-query attention) is unsupported "
+                                          "(q, k and v with one head count)")
+        return a
 
     def symmetric(self, n, t, what):
         """``t`` at zero point 0 (a requantize when its producer could not be made symmetric)."""

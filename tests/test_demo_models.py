@@ -140,9 +140,9 @@ def test_report_columns_fit_any_layer_name(golden_runs):
     assert len({len(t) for t in table}) == 1, "\n".join(table)
     head = table[0]
     for row in table[1:]:                       # every right-aligned column ends where its header does
-        for title in ("M x K x N", "cmds", "predicted", "measured", "meas/pred", "PE util", "DMA in"):
+        for title in ("shape", "cmds", "predicted", "measured", "meas/pred", "PE util", "DMA in"):
             end = head.index(title) + len(title)
-            if title == "M x K x N" and row.lstrip().startswith("total"):
+            if title == "shape" and row.lstrip().startswith("total"):
                 continue                        # the total line has no shape
             assert row[end - 1] != " " and (end == len(row) or row[end] == " "), (title, row)
     lines, _ = S.format_report(dict(dim=8, seed=5, models=[r], pass_=True), 1.0)

@@ -61,10 +61,21 @@ def layer_of(cmd):
     return cmd.note.split(":", 1)[0] if ":" in cmd.note else "?"
 
 
-def _gemm_shapes(cm):
-    """layer name -> ((M, K, N), inserted identity GEMM?) of its fused GEMM."""
-    return {g.name: ((g.a.rows, g.a.cols, g.w.cols), bool(getattr(g.w, "identity", False)))
-            for g in cm.fused}
+def layer_shapes(cm):
+    """layer name -> (op, shape, MACs, inserted identity GEMM?): a fused GEMM's ``gemm`` and
+    (M, K, N); a special-function layer's graph op and (rows, channels), no MACs; an attention's
+    ``attention`` and (batch, heads, Sq, Sk, head dim) with the MACs of Q·Kᵀ and P·V."""
+    out = {}
+    for g in cm.fused:
+        if g.kind == "gemm":
+            out[g.name] = ("gemm", (g.a.rows, g.a.cols, g.w.cols), g.a.rows * g.a.cols * g.w.cols,
+                           bool(getattr(g.w, "identity", False)))
+        elif g.kind == "sfu":
+            out[g.name] = (g.op, (g.m, g.k), 0, False)
+        else:
+            out[g.name] = ("attention", (g.batches, g.heads, g.sq, g.sk, g.dh),
+                           2 * g.batches * g.heads * g.sq * g.sk * g.dh, False)
+    return out
 
 
 def _dma_bytes(commands):
@@ -93,7 +104,7 @@ def analyse(cm, meas, dim):
         name = layer_of(c)
         if name not in layers:
             layers.append(name)
-    shapes = _gemm_shapes(cm)
+    shapes = layer_shapes(cm)
     rows, prev_end = [], 0
     for name in layers:
         idx = [i for i, c in enumerate(prog.commands) if layer_of(c) == name]
@@ -101,12 +112,15 @@ def analyse(cm, meas, dim):
         cyc = [cm.cycles[i] for i in idx]
         summ = cost.summary(sub, cyc)
         end = max(rel[i] for i in idx)
-        (m, k, n), identity = shapes.get(name, ((0, 0, 0), False))
-        macs = 0 if identity else m * k * n
+        op, shape, gemm_macs, identity = shapes.get(name, ("?", (0, 0, 0), 0, False))
+        macs = 0 if identity else gemm_macs
         measured = end - prev_end
         dma_in, dma_out = _dma_bytes(sub.commands)
-        rows.append(dict(layer=name, shape=[m, k, n], macs=macs, identity=identity,
-                         gemm_macs=m * k * n, commands=len(idx), dma_in=dma_in, dma_out=dma_out,
+        eng = summ["engines"]
+        rows.append(dict(layer=name, op=op, shape=list(shape), macs=macs, identity=identity,
+                         gemm_macs=gemm_macs, commands=len(idx), dma_in=dma_in, dma_out=dma_out,
+                         predicted_gemm=eng.get("gemm", 0), predicted_vec=eng.get("vec", 0),
+                         predicted_sfu=eng.get("sfu", 0),
                          predicted=summ["bound"], predicted_serial=serial_cycles(sub.commands, cyc),
                          predicted_engines=summ["engines"], predicted_firmware=summ["firmware"],
                          start=prev_end, end=end, measured=measured,
@@ -177,18 +191,21 @@ def _pct(x):
 def layer_table(m):
     """The per-layer table of one model's report entry: lines of equal length, the columns as
     wide as their widest cell (any layer name length)."""
-    head = ["layer", "M x K x N", "cmds", "predicted", "measured", "meas/pred", "PE util", "DMA in",
-            "out KiB"]
+    head = ["layer", "op", "shape", "cmds", "predicted", "measured", "meas/pred", "PE util",
+            "GEMM/VEC/SFU busy (pred)", "DMA in", "out KiB"]
     body = []
     for L in m["layers"]:
         util = "identity" if L.get("identity") else (_pct(L["pe_util"]) if L["pe_util"] <= 1
                                                      else "overlap")
-        body.append([L["layer"], "x".join(str(v) for v in L["shape"]), str(L["commands"]),
-                     str(L["predicted"]), str(L["measured"]),
-                     f"{L['measured'] / max(L['predicted'], 1):.2f}", util,
+        busy = "/".join(str(L.get(f"predicted_{e}", 0)) for e in ("gemm", "vec", "sfu"))
+        body.append([L["layer"], L.get("op", "gemm"), "x".join(str(v) for v in L["shape"]),
+                     str(L["commands"]), str(L["predicted"]), str(L["measured"]),
+                     f"{L['measured'] / max(L['predicted'], 1):.2f}", util, busy,
                      f"{L['dma_in'] / 1024:.1f}", f"{L['dma_out'] / 1024:.1f}"])
-    body.append(["total", "", str(m["commands"]), str(m["predicted"]), str(m["last_record"]),
+    pe = m.get("predicted_engines", {})
+    body.append(["total", "", "", str(m["commands"]), str(m["predicted"]), str(m["last_record"]),
                  f"{m['last_record'] / max(m['predicted'], 1):.2f}", _pct(m["pe_util_run"]),
+                 "/".join(str(pe.get(e, 0)) for e in ("gemm", "vec", "sfu")),
                  f"{m['dma_in'] / 1024:.1f}", f"{m['dma_out'] / 1024:.1f}"])
     width = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
     fmt = lambda r: "  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)   # noqa: E731
