@@ -21,10 +21,11 @@ import numpy as np
 
 from .graph import Graph, check_feeds, im2col, interpret
 
-__all__ = ["MODELS", "TORCH_MODELS", "build", "mlp", "conv", "degenerate", "is_user_spec",
+__all__ = ["MODELS", "TORCH_MODELS", "build", "mlp", "conv", "attention_block", "degenerate",
+           "is_user_spec",
            "load_user_model", "display_name", "UserModelError"]
 
-MODELS = ("mlp", "conv")
+MODELS = ("mlp", "conv", "attention", "attention_causal")
 TORCH_MODELS = ("torch_mlp", "torch_conv", "encoder", "decoder_block", "encoder_d64_s128",
                 "encoder_d128_s64", "encoder_d128_s128", "decoder_block_d64_s128",
                 "decoder_block_d128_s64", "decoder_block_d128_s128")
@@ -78,6 +79,51 @@ def conv(seed=0, n=1, hw=16, c=16, oc=32, k=3, head=16):
     y = g.linear(y, w2, b2, scale=_calibrated_scale(g, feeds, y, w2, b2, codes=30), zero_point=0,
                  name="head")
     g.output(y)
+    return g, feeds
+
+
+def _values(g, feeds, *tensors):
+    outs = g.outputs
+    g.outputs = list(tensors)
+    vals = interpret(g, feeds)
+    g.outputs = outs
+    return [vals[t.name] for t in tensors]
+
+
+def attention_block(seed=0, d_model=64, seq=64, heads=4, causal=False, batch=1):
+    """The attention half of a pre-norm transformer block: ``x + Wo · attention(LayerNorm(x))``
+    with 4 heads, Q/K/V projections symmetric (zero point 0), every scale calibrated on the
+    input: ``[batch, seq, d_model]`` int8 -> same. ``make bench`` measures it per size."""
+    rng = np.random.default_rng(seed + 2)
+    g = Graph("attention_causal" if causal else "attention")
+    x = g.input("x", (batch, seq, d_model), scale=0.05)
+    feeds = {"x": rng.integers(-128, 128, (batch, seq, d_model), dtype=np.int8)}
+    h = g.layer_norm(x, rng.uniform(0.5, 1.5, d_model), rng.normal(0, 0.2, d_model), scale=0.03,
+                     name="ln")
+
+    def linear(src, name, scale=None):
+        # weights of standard deviation ~1/sqrt(d_model), as a trained layer's (attention scores
+        # of order one, not a one-hot softmax)
+        w = g.const(f"{name}.w", rng.integers(-128, 128, (d_model, d_model), dtype=np.int8),
+                    scale=1.35 / (128 * np.sqrt(d_model)))
+        b = g.const(f"{name}.b", rng.integers(-3000, 3000, d_model, dtype=np.int32))
+        return g.linear(src, w, b, scale=scale or _calibrated_scale(g, feeds, src, w, b, 30),
+                        name=name)
+
+    q, k, v = (linear(h, n) for n in ("q", "k", "v"))
+    qv, kv, vv = _values(g, feeds, q, k, v)
+    dh = d_model // heads
+    scores, outs = [], []
+    for i in range(heads):
+        c = slice(i * dh, (i + 1) * dh)
+        s = np.einsum("bqd,bkd->bqk", qv[..., c] * q.scale, kv[..., c] * k.scale) / np.sqrt(dh)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        scores.append(np.abs(s).max())
+        outs.append(np.abs((p / p.sum(-1, keepdims=True)) @ (vv[..., c] * v.scale)).max())
+    a = g.attention(q, k, v, heads=heads, causal=causal, score_scale=max(scores) / 127,
+                    scale=max(outs) / 127, name="attn")
+    # the projection at the input's scale: the residual add fuses into its epilogue
+    g.output(g.add(x, linear(a, "o", scale=float(x.scale)), name="residual"))
     return g, feeds
 
 
@@ -200,6 +246,8 @@ def build(name, seed=0):
         from . import torch_models
         imported, inputs, _ = torch_models.build(name, seed)
         return imported.graph, imported.quantize_inputs(*inputs)
+    if name in ("attention", "attention_causal"):
+        return attention_block(seed, causal=name == "attention_causal")
     if name not in MODELS:
         raise UserModelError(f"unknown model {name!r}: one of {', '.join(MODELS + TORCH_MODELS)}, "
                              f"or path/to/file.py:function")

@@ -1,6 +1,7 @@
 """`make bench`: end-to-end benchmark of compiled int8 GEMMs through driver -> firmware -> RTL.
 
-    python -m tools.bench [--dim 8] [--sizes 256,32,64,128] [--seed 1] [--no-cpp]
+    python -m tools.bench [--dim 8] [--sizes 256,32,64,128] [--attention 64x64,...] [--seed 1]
+                          [--no-cpp]
 
 One module, three roles: :func:`main` is the CLI; the same module is the cocotb test module the
 simulator runs (:func:`bench`, a ``@cocotb.test()``; cocotb's simulator-only parts are imported
@@ -24,6 +25,9 @@ Steps (one invocation, every number from this run):
    cocotb run's; simulation speed = cycles of the ``Device.run`` window / wall seconds of that
    window, both sides (cocotb: wall of ``Device.run`` itself; C++: wall between the same two
    cycles);
+   Then the attention half of a transformer block (:func:`attention_runs`) at each ``--attention``
+   size (d_model x sequence), plain and causal: whole-run cycles and PE utilization, engine busy
+   cycles, bit-exact against the interpreter;
 4. golden device model: the same compiled program, same inputs, through the driver on
    ``GoldenBackend`` (firmware on the RV32 ISS), three runs; speed-up = RTL wall / median golden
    wall of ``Device.run``, outputs compared with the RTL's.
@@ -222,6 +226,19 @@ def format_table(data):
                    f"{h['pokes']} backdoor word writes; "
                    f"output {'identical' if h['output_equal'] else 'DIFFERS'}, driver region "
                    f"{'identical (cycle-exact)' if h['region_equal'] else 'differs'}")
+    att = data.get("attention")
+    if att:
+        out.append("")
+        out.append(f"  {'attention block':<22}{'cmds':>6}{'run cycles':>12}{'predicted':>11}"
+                   f"{'PE util':>9}{'GEMM busy':>11}{'VEC busy':>10}{'SFU busy':>10}  bit-exact")
+        for r in att:
+            what = f"d{r['d_model']} s{r['seq']}{' causal' if r['causal'] else ''}"
+            b = r["busy"]
+            out.append(f"  {what:<22}{r['commands']:>6}{r['run_cycles']:>12}{r['predicted']:>11}"
+                       f"{r['pe_util_run']:>9.1%}{b['GEMM']:>11}{b['VEC']:>10}{b['SFU']:>10}"
+                       f"  {'yes' if r['exact'] else 'NO'}")
+        out.append("  (LayerNorm, Q/K/V projections, 4-head attention, output projection + "
+                   "residual; PE utilization of all its MACs over the whole run)")
     ct = data.get("compile_s")
     if ct:
         out.append("")
@@ -286,7 +303,8 @@ async def run_program(dev, cm, feeds, *, before=None, on_end=None, after=None, c
     if after:
         await after(bufs)
     perf = {n: await b.read(R.REGISTERS[n]) for n in ("PERF_GEMM_BUSY", "PERF_DMA_LOAD_BUSY",
-                                                       "PERF_DMA_STORE_BUSY", "PERF_VEC_BUSY")}
+                                                       "PERF_DMA_STORE_BUSY", "PERF_VEC_BUSY",
+                                                       "PERF_SFU_BUSY")}
     outs = await read_outputs(cm, bufs)
     addr = {t.name: bufs[t.name].addr for t in cm.graph.outputs}
     for buf in bufs.values():
@@ -434,6 +452,7 @@ async def bench(dut):
         with open("bench_rtl.json", "w") as f:
             json.dump(dict(dim=caps.dim, seed=tb.seed, sizes=results, trust_inertial_writes=bool(
                 getattr(cocotb.handle, "_trust_inertial", False))), f, indent=1)
+    attention = await attention_runs(dev, caps, tb, results)
     # The ceiling of this simulator under cocotb: the clock alone, no Python wake-up at all.
     idle_cycles = 100_000
     w = time.perf_counter()
@@ -442,9 +461,51 @@ async def bench(dut):
     idle["cycles_per_s"] = idle_cycles / idle["wall_s"]
     with open("bench_rtl.json", "w") as f:
         json.dump(dict(dim=caps.dim, seed=tb.seed, sizes=results, idle_clock=idle,
+                       attention=attention,
                        trust_inertial_writes=bool(getattr(cocotb.handle, "_trust_inertial", False))),
                   f, indent=1)
-    assert all(r["exact"] for r in results), "RTL output differs from the NumPy interpreter"
+    assert all(r["exact"] for r in results + attention), \
+        "RTL output differs from the NumPy interpreter"
+
+
+#: attention blocks measured by make bench: (d_model, sequence) (KAKI_BENCH_ATTENTION "DxS,...")
+ATTENTION_SIZES = "64x64,64x128,128x64,128x128"
+
+
+async def attention_runs(dev, caps, tb, gemm_results):
+    """The attention half of a transformer block (``compiler.models.attention_block``: LayerNorm,
+    Q/K/V projections, 4-head attention, output projection + residual), plain and causal, per
+    KAKI_BENCH_ATTENTION size: whole-run cycles, PE utilization of the block's MACs (projections
+    and Q·Kᵀ, P·V), engine busy cycles, bit-exact against the graph interpreter."""
+    from compiler.compile import compile_graph
+    from compiler.graph import interpret
+    from compiler.models import attention_block
+    from tools.sim import layer_shapes
+
+    out = []
+    for spec in os.environ.get("KAKI_BENCH_ATTENTION", ATTENTION_SIZES).split(","):
+        if not spec:
+            continue
+        d, s = (int(v) for v in spec.split("x"))
+        for causal in (False, True):
+            g, feeds = attention_block(tb.seed, d_model=d, seq=s, causal=causal)
+            cm = compile_graph(g, caps)
+            outs, meas = await run_program(dev, cm, feeds)
+            ref = interpret(g, feeds)
+            cycles = (meas["t1"] - meas["t0"]) & 0xFFFF_FFFF
+            macs = sum(v[2] for v in layer_shapes(cm).values())
+            perf = meas["perf"]
+            out.append(dict(d_model=d, seq=s, causal=causal, commands=len(cm.program.commands),
+                            macs=macs, run_cycles=cycles, predicted=cm.report()["bound"],
+                            pe_util_run=macs / (caps.dim ** 2 * cycles),
+                            busy={e: perf[f"PERF_{e}_BUSY"] for e in ("GEMM", "VEC", "SFU",
+                                                                      "DMA_LOAD", "DMA_STORE")},
+                            rtl_wall_s=meas["wall"],
+                            exact=all(np.array_equal(outs[k], ref[k]) for k in ref)))
+            tb.log.info(f"attention d_model {d} seq {s}{' causal' if causal else ''}: {cycles} "
+                        f"cycles, {out[-1]['pe_util_run']:.1%} PE utilization, bit-exact "
+                        f"{out[-1]['exact']}")
+    return out
 
 
 # ------------------------------------------------------------------------------ CLI (the host side)
@@ -524,6 +585,8 @@ def main(argv=None):
     ap.add_argument("--dim", type=int, default=8, choices=(4, 8, 16))
     ap.add_argument("--sizes", default="256,32,64,128", help="GEMM sizes; the first is traced and "
                     "used for the goals")
+    ap.add_argument("--attention", default=ATTENTION_SIZES, help="attention block sizes, "
+                    "d_model x sequence ('' for none)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-cpp", action="store_true", help="skip the bare C++ harness")
     args = ap.parse_args(argv)
@@ -544,7 +607,8 @@ def main(argv=None):
     failed = None
     try:
         simbuild.run(target, "tools.bench", seed=args.seed, tag="bench",
-                     extra_env={"KAKI_FW_ELF": str(elf), "KAKI_BENCH_SIZES": args.sizes, **SIM_ENV},
+                     extra_env={"KAKI_FW_ELF": str(elf), "KAKI_BENCH_SIZES": args.sizes,
+                                "KAKI_BENCH_ATTENTION": args.attention, **SIM_ENV},
                      repro=lambda seed: "make bench")
     except AssertionError as e:
         failed = e
@@ -555,6 +619,7 @@ def main(argv=None):
     rtl = json.loads((run_dir / "bench_rtl.json").read_text())
     data["run_dir"] = str(run_dir.relative_to(simbuild.REPO))
     data["sizes"] = rtl["sizes"]
+    data["attention"] = rtl.get("attention", [])
     data["cocotb_idle_clock"] = rtl.get("idle_clock")
     from spec.capabilities import Capabilities
     from hdl_gen.config import KakiConfig
@@ -591,7 +656,7 @@ def main(argv=None):
     print(summary(load_report()))
     print(f"\n  written: {out.relative_to(simbuild.REPO)}, {png.relative_to(simbuild.REPO)}; "
           f"{data['wall_s']:.0f} s wall")
-    ok = failed is None and all(r["exact"] for r in data["sizes"])
+    ok = failed is None and all(r["exact"] for r in data["sizes"] + data["attention"])
     if "harness" in data:
         ok = ok and data["harness"]["output_equal"] and not data["harness"]["read_mismatches"]
     if not ok:
