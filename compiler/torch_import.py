@@ -49,7 +49,9 @@ This is what ``torch.export.export`` produces (pre-dispatch ATen: ``rms_norm``, 
 supported (``addmm``, ``bmm``, ``pow``/``rsqrt`` ... are unsupported ops).
 
 Activations are quantized per tensor, asymmetric, with the observed range widened to include 0
-(so zero and ReLU are exact); a ReLU output uses the full 256 codes from 0 up.
+(so zero and ReLU are exact); a ReLU output uses the full 256 codes from 0 up. The exceptions are
+symmetric (zero point 0, scale ``absmax / 127``): an add's operands and result, and the producers
+of an attention's q, k and v; a softmax's output is fixed at scale 1/127.
 :class:`ImportedModel` converts float inputs to the graph's int8 feeds (NCHW → NHWC) and int8
 outputs back to float tensors in torch's layout.
 """
@@ -428,7 +430,8 @@ class _Importer:
         if h is None and len(after) == len(before) + 1 and len(before) >= 2 \
                 and after[:-2] == before[:-1] and after[-2] * after[-1] == before[-1]:
             return self.alias(n, src, heads=_Heads("split", after[-2], after[-1]))
-        if h is not None and h.state == "split" and after == before[:-2] + (before[-2] * before[-1],):
+        merged = before[:-2] + (before[-2] * before[-1],) if len(before) >= 2 else None
+        if h is not None and h.state == "split" and after == merged:
             return self.alias(n, src, heads=None)
         what = {None: "", "split": " of an attention head split [.., S, H, D/H]",
                 "bhsd": " of attention heads [.., H, S, D/H] (transpose(1, 2) them back first)"}
@@ -545,8 +548,9 @@ class _Importer:
         if dim % rank != rank - 1 or self.nchw[n.args[0].name]:
             raise CompileError(_where(n), f"softmax over dim {dim} is unsupported (only the last "
                                           f"dim)")
-        if n.target == aten.softmax.int and len(n.args) > 2 and n.args[2] not in (None, torch.float32):
-            raise CompileError(_where(n), f"softmax dtype {n.args[2]} is unsupported")
+        dtype = n.args[2] if n.target == aten.softmax.int and len(n.args) > 2 else None
+        if dtype not in (None, torch.float32):
+            raise CompileError(_where(n), f"softmax dtype {dtype} is unsupported")
         self.values[n.name], self.nchw[n.name] = self.g.softmax(x, name=n.name), False
 
     def mul(self, n):
@@ -659,9 +663,10 @@ class _Importer:
             raise CompileError(_where(n), f"operand {v!r} is not an activation of the model")
         if v.name in self.heads:
             h = self.heads[v.name]
+            layout = "[.., S, H, D/H]" if h.state == "split" else "[.., H, S, D/H]"
             raise CompileError(_where(n), f"operand {v.name!r} is an attention head view "
-                                          f"({'[.., S, H, D/H]' if h.state == 'split' else '[.., H, S, D/H]'}, "
-                                          f"{h.heads} heads): only scaled_dot_product_attention "
+                                          f"({layout}, {h.heads} heads): only "
+                                          f"scaled_dot_product_attention "
                                           f"and the merge back to [.., S, D] can use it")
         return self.values[v.name]
 

@@ -81,8 +81,9 @@ def _perturb_norm(norm):
 
 
 class EncoderBlock(nn.Module):
-    """Pre-norm transformer encoder block: ``x + attn(LayerNorm(x))``, then ``x + FFN(LayerNorm(x))``
-    with ``FFN = Linear(d, 4d) -> GELU -> Linear(4d, d)``; non-causal attention."""
+    """Pre-norm transformer encoder block: ``x + attn(LayerNorm(x))``, then
+    ``x + FFN(LayerNorm(x))`` with ``FFN = Linear(d, 4d) -> GELU -> Linear(4d, d)``; non-causal
+    attention."""
 
     def __init__(self, d_model=64, heads=4, ffn_mult=4):
         super().__init__()

@@ -69,8 +69,13 @@ def test_demo_path_on_golden(name, elf):
     r = S.analyse(cm, meas, caps.dim)
     assert [L["layer"] for L in r["layers"]] == [fg.name for fg in cm.fused]
     assert sum(L["measured"] for L in r["layers"]) == r["last_record"] > 0
-    assert r["macs"] == sum(fg.a.rows * fg.a.cols * fg.w.cols for fg in cm.fused
-                            if not getattr(fg.w, "identity", False))
+    def macs(fg):                               # the model's MACs: no special functions, no identity
+        if fg.kind == "attention":              # Q·Kᵀ and P·V of every batch item and head
+            return 2 * fg.q.rows * fg.k.shape[-2] * fg.q.cols
+        if fg.kind == "sfu" or getattr(fg.w, "identity", False):
+            return 0
+        return fg.a.rows * fg.a.cols * fg.w.cols
+    assert r["macs"] == sum(macs(fg) for fg in cm.fused)
     assert sum(L["dma_in"] for L in r["layers"]) == r["dma_in_expected"] == r["dma_in"]
     assert sum(L["dma_out"] for L in r["layers"]) == r["dma_out_expected"] == r["dma_out"]
     ev = S.trace_events(cm, meas, name, 1) + S.layer_events(r["layers"], 1)

@@ -199,7 +199,8 @@ def test_score_scale_is_the_calibrated_max_of_the_scaled_scores():
     (att,) = [n for n in imported.graph.nodes if n.op == "attention"]
     with torch.no_grad():
         q, k = (model.heads(w(x), 1, 8, 32) for w in (model.wq, model.wk))
-        s = (q @ k.transpose(-2, -1) * 0.3).masked_fill(~torch.ones(8, 8, dtype=torch.bool).tril(), 0)
+        keep = torch.ones(8, 8, dtype=torch.bool).tril()
+        s = (q @ k.transpose(-2, -1) * 0.3).masked_fill(~keep, 0)
     assert att.attrs["sm_scale"] == pytest.approx(0.3) and att.attrs["heads"] == 2
     assert att.attrs["score_scale"] == pytest.approx(float(s.abs().max()) / 127, rel=1e-5)
     assert att.attrs["causal"] and att.attrs["mask_offset"] == 0
@@ -336,6 +337,18 @@ class _HeadsUnmerged(Attention):
         return self.wo(F.scaled_dot_product_attention(q, k, v).reshape(b, s, d))
 
 
+class _HeadViewToLinear(Attention):
+    """A head split that never reaches an attention: a linear cannot take [.., S, H, D/H]."""
+
+    def __init__(self):
+        super().__init__()
+        self.per_head = nn.Linear(8, 8)
+
+    def forward(self, x):
+        b, s, d = x.shape
+        return self.per_head(self.wq(x).view(b, s, 4, 8))
+
+
 class _Tanh(nn.Module):
     def __init__(self):
         super().__init__()
@@ -366,11 +379,12 @@ class _SoftmaxDim1(nn.Module):
     (_GroupedQuery(), "scaled_dot_product_attention", "enable_gqa"),
     (_ManualAttention(), "transpose_3", "a transpose the importer cannot follow"),
     (_HeadsUnmerged(), "reshape", "transpose(1, 2) them back first"),
+    (_HeadViewToLinear(), "linear_1", "is an attention head view"),
     (_Tanh(), "tanh", "unsupported op"),
     (_ScaleByConstant(), "mul", "only the product of two activations"),
     (_SoftmaxDim1(), "softmax", "softmax over dim 1 is unsupported"),
-], ids=["attn_mask", "attn_mask_buffer", "dropout", "gqa", "manual_attention", "unmerged_heads", "tanh",
-        "mul_by_constant", "softmax_dim1"])
+], ids=["attn_mask", "attn_mask_buffer", "dropout", "gqa", "manual_attention", "unmerged_heads",
+        "head_view_to_linear", "tanh", "mul_by_constant", "softmax_dim1"])
 def test_unsupported_input_names_the_exported_node(model, node, reason):
     x = torch.randn(1, 8, 32)
     with pytest.raises(CompileError) as e:
