@@ -19,7 +19,8 @@ across layers of any kind.
   BARRIER, one VECTOR requantizing all the group's scores into ``o`` (int8), a BARRIER, one
   SOFTMAX per head in place, a BARRIER, the batched P·V GEMM into ``c`` (heads merge into the
   output's column layout), then the epilogue VECTOR into ``o``. K and V rows past ``Sk`` are
-  zeroed (the SOFTMAX writes the probabilities there as 0). A head starts on a k-tile: when
+  zeroed (the SOFTMAX writes the probabilities there as 0); with a causal mask a tile takes only
+  the keys up to its last query's diagonal. A head starts on a k-tile: when
   ``dh`` is not a multiple of ``dim``, Q, K, V are loaded and the output stored head by head,
   the lanes past ``dh`` zero.
 """
@@ -263,16 +264,18 @@ class SpecialScheduling:
         d, key0 = g.n, (t.m0 // g.sq) * g.sk
         span = sks * dim                 # rows of one K k-tile / one V n-tile
         v = a + t.rows * hg * kth
+        keys = _tile_keys(g, t)
         for c0, c1, h in _head_chunks(g, t, dim):
             cols, off = f"{c0}:{c1}", h * kth
             self.rows_load(HostAddr(L.q, t.m0 * d + c0), d, t.rows, c1 - c0, a + off * t.rows,
                            t.rows, f"{g.name}: load Q[{t.m0}:{t.m1}, {cols}]")
-            self.rows_load(HostAddr(L.k, key0 * d + c0), d, g.sk, c1 - c0, b + off * span, span,
-                           f"{g.name}: load K[{key0}:{key0 + g.sk}, {cols}]")
-            self.rows_load(HostAddr(L.v, key0 * d + c0), d, g.sk, c1 - c0, v + off * span, span,
-                           f"{g.name}: load V[{key0}:{key0 + g.sk}, {cols}]")
+            self.rows_load(HostAddr(L.k, key0 * d + c0), d, keys, c1 - c0, b + off * span, span,
+                           f"{g.name}: load K[{key0}:{key0 + keys}, {cols}]")
+            self.rows_load(HostAddr(L.v, key0 * d + c0), d, keys, c1 - c0, v + off * span, span,
+                           f"{g.name}: load V[{key0}:{key0 + keys}, {cols}]")
+        pad = _segs(keys, dim) * dim - keys
         for base, what in ((b, "K"), (v, "V")):
-            self.zero_rows(base + g.sk, span - g.sk, hg * kth, span, f"{g.name}: zero {what} past Sk")
+            self.zero_rows(base + keys, pad, hg * kth, span, f"{g.name}: zero {what} past key {keys}")
 
     def special_param_load(self, L, j):
         from .passes import LOAD_Q, HostAddr
@@ -344,32 +347,34 @@ class SpecialScheduling:
         g, a, em, dim = L.g, L.g.attrs, self.em, self.dim
         kth, sks = _attention_shape(g, dim)
         hg, mr = (t.n1 - t.n0) // g.dh, t.rows
+        keys = _tile_keys(g, t)
+        kts = _segs(keys, dim)           # key tiles this tile uses (fewer below a causal diagonal)
         qa, kb = self.bufs[f"a{s.buf}"].base, self.bufs[f"b{s.buf}"].base
         va = qa + mr * hg * kth
         c, o, p = self.bufs[f"c{t.buf}"].base, self.bufs[f"o{t.buf}"].base, L.tg.param_base
         span = sks * dim
         heads = f"heads {t.n0 // g.dh}..{t.n1 // g.dh - 1}"
         em.add(q, Opcode.GEMM, f"{g.name}: scores Q·Kᵀ tile {t.index} {heads}", a_addr=qa,
-               b_addr=kb, c_addr=c, m=mr, k_tiles=kth, n_tiles=sks, a_kt_stride=mr,
+               b_addr=kb, c_addr=c, m=mr, k_tiles=kth, n_tiles=kts, a_kt_stride=mr,
                b_nt_stride=span, c_nt_stride=mr, accumulate=0, b_transpose=1,
                batches_m1=hg - 1, a_batch_stride=kth * mr, b_batch_stride=kth * span,
-               c_batch_stride=sks * mr)
+               c_batch_stride=kts * mr)
         em.add(q, Opcode.BARRIER, f"{g.name}: scores done")
         em.add(q, Opcode.VECTOR, f"{g.name}: scores to int8", src_addr=c, dst_addr=o,
-               rows=hg * sks * mr, bias_addr=p, mult_addr=p + 1, shift_addr=p + 2, res_addr=0,
+               rows=hg * kts * mr, bias_addr=p, mult_addr=p + 1, shift_addr=p + 2, res_addr=0,
                zero_point=0, **{"ops.bias": 0, "ops.relu": 0, "ops.add": 0, "ops.maxred": 0})
         em.add(q, Opcode.BARRIER, f"{g.name}: int8 scores done")
         pos = t.m0 % g.sq
         for h in range(hg):
             em.add(q, Opcode.SOFTMAX, f"{g.name}: softmax head {t.n0 // g.dh + h}",
-                   src_addr=o + h * sks * mr, dst_addr=o + h * sks * mr, rows=mr, length=g.sk,
+                   src_addr=o + h * kts * mr, dst_addr=o + h * kts * mr, rows=mr, length=keys,
                    seg_stride=mr, mult=a["softmax_mult"], causal=int(a["causal"]),
                    mask_offset=pos + a["mask_offset"] if a["causal"] else 0)
         em.add(q, Opcode.BARRIER, f"{g.name}: probabilities done")
         em.add(q, Opcode.GEMM, f"{g.name}: P·V tile {t.index} {heads}", a_addr=o, b_addr=va,
-               c_addr=c, m=mr, k_tiles=sks, n_tiles=kth, a_kt_stride=mr, b_nt_stride=span,
+               c_addr=c, m=mr, k_tiles=kts, n_tiles=kth, a_kt_stride=mr, b_nt_stride=span,
                c_nt_stride=mr, accumulate=0, b_transpose=0, batches_m1=hg - 1,
-               a_batch_stride=sks * mr, b_batch_stride=kth * span, c_batch_stride=kth * mr)
+               a_batch_stride=kts * mr, b_batch_stride=kth * span, c_batch_stride=kth * mr)
 
     def attention_epilogue(self, L, t, q):
         g = L.g
@@ -380,6 +385,15 @@ class SpecialScheduling:
                     rows=hg * kth * t.rows, bias_addr=p + 3, mult_addr=p + 4, shift_addr=p + 5,
                     res_addr=0, zero_point=_zp(g.attrs["zero_point"]),
                     **{"ops.bias": 0, "ops.relu": 0, "ops.add": 0, "ops.maxred": 0})
+
+
+def _tile_keys(g, t):
+    """Keys an attention tile uses: all ``Sk``, or with a causal mask those up to its last query's
+    diagonal (the later ones would be masked in every row: not loaded, multiplied or
+    normalized)."""
+    if not g.attrs["causal"]:
+        return g.sk
+    return min(g.sk, (t.m1 - 1) % g.sq + g.attrs["mask_offset"] + 1)
 
 
 def _head_chunks(g, t, dim):
