@@ -246,6 +246,10 @@ def format_report(r, wall):
         res = lambda d: "PASS" if not d else f"FAIL ({d})"          # noqa: E731
         out.append(f"  bit-exact vs golden device model: {res(m['vs_golden'])}; vs NumPy: "
                    f"{res(m['vs_numpy'])}; golden vs NumPy: {res(m['golden_vs_numpy'])}")
+        if m.get("vs_torch"):
+            out.append("  vs PyTorch float (same input): " + ", ".join(
+                f"{k} max {v['max']:.2f} / mean {v['mean']:.3f} output steps"
+                for k, v in m["vs_torch"].items()))
         bad = {k: v for k, v in m["degenerate"].items() if v}
         if bad:
             out.append(f"  warning: degenerate outputs {bad}")
@@ -257,6 +261,24 @@ def print_report(r, wall):
     lines, ok = format_report(r, wall)
     print("\n".join(lines))
     return ok
+
+
+def torch_agreement(name, seed, got):
+    """A torch model's chip outputs against PyTorch's float outputs of the same input: per output
+    the max and mean absolute error in output quantization steps."""
+    import numpy as np
+    import torch
+
+    from compiler import torch_models
+    imported, inputs, module = torch_models.build(name, seed)
+    with torch.no_grad():
+        ref = module(*(torch.as_tensor(x) for x in inputs))
+    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+    out = {}
+    for (t, qp, _), r, q in zip(imported.outputs, ref, imported.dequantize_outputs(got)):
+        err = np.abs(q - r.numpy()) / qp.scale
+        out[t.name] = dict(max=float(err.max()), mean=float(err.mean()))
+    return out
 
 
 # ============================================================================ inside the simulator
@@ -297,6 +319,8 @@ async def sim_models(dut):
                          golden_vs_numpy=MR.compare(golden, ref),
                          degenerate={k: models.degenerate(v) for k, v in ref.items()})
             entry["pass"] = not (entry["vs_golden"] or entry["vs_numpy"] or entry["golden_vs_numpy"])
+            if name in models.TORCH_MODELS:
+                entry["vs_torch"] = torch_agreement(name, tb.seed, got)
             report["models"].append(entry)
             tb.log.info(f"{shown}: {'PASS' if entry['pass'] else 'FAIL'} in {wall:.1f} s wall, "
                         f"{entry['last_record']} cycles")
