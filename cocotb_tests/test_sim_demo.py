@@ -40,13 +40,16 @@ def test_sim_demo_mlp():
 
 
 @pytest.mark.sim
-def test_sim_demo_torch_models():
+def test_sim_demo_torch_models(tmp_path):
     """Both torch.export-ed demo models (compiler/torch_models.py) through the importer, compiled and
     run on RTL, bit-exact against the golden chip model and the graph interpreter."""
+    from tools.sim import prepare_models
+    seed = simbuild.test_seed()
     simbuild.run(soc_target(8), MODULE, testcase="sim_models",
-                 tag="sim_demo_torch",
+                 tag="sim_demo_torch", seed=seed,
                  extra_env={"KAKI_FW_ELF": str(firmware_elf()),
-                            "KAKI_DEMO_MODELS": "torch_mlp,torch_conv"})
+                            "KAKI_DEMO_MODELS": "torch_mlp,torch_conv",
+                            **prepare_models(["torch_mlp", "torch_conv"], seed, tmp_path)})
     report = json.loads((simbuild.last_run_dir() / "report.json").read_text())
     assert [m["model"] for m in report["models"]] == ["torch_mlp", "torch_conv"]
     for m in report["models"]:
@@ -55,22 +58,27 @@ def test_sim_demo_torch_models():
 
 
 @pytest.mark.sim
-def test_sim_transformer_blocks():
+def test_sim_transformer_blocks(tmp_path):
     """The PyTorch encoder block (LayerNorm, 4-head attention, GELU FFN) and decoder block
     (RMSNorm, causal 4-head attention, SwiGLU FFN), d_model 64, sequence 64, imported, compiled and
     run on RTL with every op on the chip: bit-exact against the golden chip model and the graph
     interpreter, close to PyTorch's float output."""
-    from compiler import models
+    import pickle
+
+    from tools.sim import prepare_models
+    names = ["encoder", "decoder_block"]
+    seed = simbuild.test_seed()
     simbuild.run(soc_target(8), MODULE, testcase="sim_models", tag="sim_demo_transformer",
-                 extra_env={"KAKI_FW_ELF": str(firmware_elf()),
-                            "KAKI_DEMO_MODELS": "encoder,decoder_block"})
+                 seed=seed, extra_env={"KAKI_FW_ELF": str(firmware_elf()),
+                                       "KAKI_DEMO_MODELS": ",".join(names),
+                                       **prepare_models(names, seed, tmp_path)})
     report = json.loads((simbuild.last_run_dir() / "report.json").read_text())
-    assert [m["model"] for m in report["models"]] == ["encoder", "decoder_block"]
-    for m, norm in zip(report["models"], ("layer_norm", "rms_norm")):
+    assert [m["model"] for m in report["models"]] == names
+    for i, (m, norm) in enumerate(zip(report["models"], ("layer_norm", "rms_norm"))):
         assert m["pass"] and m["dma_in"] == m["dma_in_expected"] and m["dma_out"] == m["dma_out_expected"]
-        g, _ = models.build(m["model"], report["seed"])
-        # no host fallback: every graph op is one of the layers the chip ran (a layer of the
-        # report per fused layer, each with device commands)
+        g = pickle.loads((tmp_path / f"{i}.pkl").read_bytes())["graph"]
+        # no host fallback: every op of the graph is a layer the chip ran (one report row per
+        # fused layer, each with device commands)
         ops = {L["op"] for L in m["layers"]}
         assert {"attention", norm, "gemm"} <= ops, ops
         assert all(L["commands"] > 0 for L in m["layers"])

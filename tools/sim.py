@@ -38,6 +38,7 @@ i.e. the time no engine work explains (firmware dispatch, event round trips, rec
 import argparse
 import json
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -263,21 +264,56 @@ def print_report(r, wall):
     return ok
 
 
-def torch_agreement(name, seed, got):
+def prepare_models(names, seed, directory):
+    """Build the torch models among ``names`` here, outside the simulator (the first
+    ``torch.export`` in the simulator's process takes ~25 s, ~5 s here): per model index ``i`` the
+    file ``directory/i.pkl`` holds the graph, its int8 feeds and PyTorch's float outputs with the
+    outputs' quantization. Returns the environment that points ``sim_models`` at them."""
+    from compiler import models
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        if name not in models.TORCH_MODELS:
+            continue
+        import torch
+
+        from compiler import torch_models
+        imported, inputs, module = torch_models.build(name, seed)
+        with torch.no_grad():
+            ref = module(*(torch.as_tensor(x) for x in inputs))
+        ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+        torch_ref = {t.name: (r.numpy(), qp.scale, qp.zero_point, nchw)
+                     for (t, qp, nchw), r in zip(imported.outputs, ref)}
+        with open(directory / f"{i}.pkl", "wb") as f:
+            pickle.dump(dict(name=name, seed=seed, graph=imported.graph,
+                             feeds=imported.quantize_inputs(*inputs), torch_ref=torch_ref), f)
+    return {"KAKI_DEMO_PREBUILT": str(directory)}
+
+
+def _model(i, name, seed):
+    """(graph, feeds, PyTorch reference or None) of model ``name``: prebuilt by
+    :func:`prepare_models` for this seed, else built here."""
+    from compiler import models
+    pre = Path(os.environ.get("KAKI_DEMO_PREBUILT", "/nonexistent")) / f"{i}.pkl"
+    if pre.exists():
+        with open(pre, "rb") as f:
+            m = pickle.load(f)
+        if (m["name"], m["seed"]) == (name, seed):
+            return m["graph"], m["feeds"], m["torch_ref"]
+    g, feeds = models.build(name, seed)
+    return g, feeds, None
+
+
+def torch_agreement(torch_ref, got):
     """A torch model's chip outputs against PyTorch's float outputs of the same input: per output
     the max and mean absolute error in output quantization steps."""
     import numpy as np
-    import torch
-
-    from compiler import torch_models
-    imported, inputs, module = torch_models.build(name, seed)
-    with torch.no_grad():
-        ref = module(*(torch.as_tensor(x) for x in inputs))
-    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
     out = {}
-    for (t, qp, _), r, q in zip(imported.outputs, ref, imported.dequantize_outputs(got)):
-        err = np.abs(q - r.numpy()) / qp.scale
-        out[t.name] = dict(max=float(err.max()), mean=float(err.mean()))
+    for name, (ref, scale, zero_point, nchw) in torch_ref.items():
+        q = got[name].astype(np.float64)
+        q = q.transpose(0, 3, 1, 2) if nchw else q
+        err = np.abs((q - zero_point) - ref / scale)
+        out[name] = dict(max=float(err.max()), mean=float(err.mean()))
     return out
 
 
@@ -306,7 +342,7 @@ async def sim_models(dut):
     try:
         for pid, name in enumerate(names, 1):
             shown = models.display_name(name)
-            g, feeds = models.build(name, tb.seed)
+            g, feeds, torch_ref = _model(pid - 1, name, tb.seed)
             cm = compile_graph(g, caps)
             tb.log.info(f"{shown}: {len(cm.program.commands)} commands on queues {cm.program.queues}")
             w0 = time.monotonic()
@@ -319,8 +355,8 @@ async def sim_models(dut):
                          golden_vs_numpy=MR.compare(golden, ref),
                          degenerate={k: models.degenerate(v) for k, v in ref.items()})
             entry["pass"] = not (entry["vs_golden"] or entry["vs_numpy"] or entry["golden_vs_numpy"])
-            if name in models.TORCH_MODELS:
-                entry["vs_torch"] = torch_agreement(name, tb.seed, got)
+            if torch_ref is not None:
+                entry["vs_torch"] = torch_agreement(torch_ref, got)
             report["models"].append(entry)
             tb.log.info(f"{shown}: {'PASS' if entry['pass'] else 'FAIL'} in {wall:.1f} s wall, "
                         f"{entry['last_record']} cycles")
@@ -461,7 +497,8 @@ def main(argv=None):
         os.environ["KAKI_WAVES"] = "1"
     t0 = time.monotonic()
     names = list(models.MODELS) if args.model == "all" else [args.model]
-    env = {"KAKI_FW_ELF": str(firmware_elf()), "KAKI_DEMO_MODELS": ",".join(names)}
+    env = {"KAKI_FW_ELF": str(firmware_elf()), "KAKI_DEMO_MODELS": ",".join(names),
+           **prepare_models(names, seed, simbuild.BUILD / "sim" / f"models-{os.getpid()}")}
     trace = Path(args.trace).resolve() if args.trace else None
     if trace:
         trace.parent.mkdir(parents=True, exist_ok=True)
