@@ -161,6 +161,23 @@ class FusedAttention:
         return [self.q, self.k, self.v]
 
 
+@dataclass(eq=False)
+class AttentionPart(FusedAttention):
+    """A part of an attention too long for the on-chip buffers (keys tiled): ``part`` "scores"
+    (``output`` = the int8 scores ``[B, heads, Sq, Sk]`` of ``q``, ``k``) or "pv" (``probs`` =
+    the softmax of the scores, times ``v``, requantized into ``output``); the softmax between them
+    is a special-function layer."""
+    part: str = "scores"
+    probs: object = None
+
+    @property
+    def kind(self):
+        return f"attention_{self.part}"
+
+    def operands(self):
+        return [self.q, self.k] if self.part == "scores" else [self.probs, self.v]
+
+
 def verify_fused(gemms, graph_inputs, consts=()):
     avail = {id(t) for t in graph_inputs} | {id(t) for t in consts}
     for g in gemms:
@@ -296,6 +313,9 @@ class Tile:
     #: C starts from a DMA (zeros or the bias) and every step accumulates, so the steps may run
     #: in any order (they alternate between two compute queues)
     init_c: bool = False
+    #: the heads ``[h0, h1)`` of an attention-scores tile (its n range is keys)
+    h0: int = 0
+    h1: int = 0
 
     @property
     def buf(self):
@@ -430,14 +450,14 @@ class TiledProgram:
     @staticmethod
     def _dump_layer(tg, op):
         g = tg.gemm
-        what = g.op if g.kind == "sfu" else "attention"
+        what = g.op if g.kind == "sfu" else g.kind
         lines = [op("kaki.tiling", [], dict(layer=g.name, kind=g.kind, op=what, m=g.m, n=g.n,
                                             tm=tg.tm, params=tg.param_buf))]
         for t in tg.tiles:
             s = t.steps[0]
             lines.append(op("kaki.tile.load", [f"a{s.buf}", f"b{s.buf}"], dict(
                 layer=g.name, step=s.index, m=[t.m0, t.m1], n=[t.n0, t.n1])))
-            bufs = [f"a{s.buf}", f"b{s.buf}"] + ([f"c{t.buf}"] if g.kind == "attention" else [])
+            bufs = [f"a{s.buf}", f"b{s.buf}"] + ([f"c{t.buf}"] if g.kind != "sfu" else [])
             lines.append(op(f"kaki.tile.{what}", bufs + [tg.param_buf, f"o{t.buf}"], dict(
                 layer=g.name, step=s.index, tile=t.index)))
             lines.append(op("kaki.tile.store", [f"o{t.buf}"], dict(

@@ -35,7 +35,9 @@ from .dma import ceil_div, tiled_dma
 from .errors import CompileError
 from .graph import SPECIAL_OPS
 from .ir import Buffer, FusedAttention, FusedGemm, FusedSpecial, Step, Tile, TiledGemm, TiledProgram
-from .special_layers import SpecialScheduling, param_rows, params_data, tile_attention, tile_special
+from .attention_parts import AttentionPartScheduling, decompose, tile_part
+from .special_layers import (SpecialScheduling, fits_on_chip, param_rows, params_data,
+                             tile_attention, tile_special)
 
 __all__ = ["fuse", "plan_chip_buffers", "tile", "k_steps", "max_compute_queues", "schedule",
            "LOAD_Q", "COMPUTE_QS", "STORE_Q", "EV_LOADED", "EV_COMPUTED", "EV_EPILOGUE", "EV_STORED"]
@@ -324,12 +326,17 @@ def tile(gemms, caps, layout="banked", ramp=True, taper=True, queues=None, cache
     what = (f"{widest.m}x{widest.k}x{widest.n} GEMM, N={widest.n}" if widest.kind == "gemm"
             else f"{widest.k} channels")
     bufs = plan_chip_buffers(caps, param_rows(widest, dim), layout, f"{widest.where} ({what})")
+    layers = []
+    for g in gemms:      # an attention whose keys do not fit goes through host memory
+        fused = g.kind != "attention" or fits_on_chip(g, caps, bufs)
+        layers += [g] if fused else decompose(g)
     out, step, tile_no = [], 0, 0
-    for j, g in enumerate(gemms):
+    for j, g in enumerate(layers):
         if g.kind != "gemm":
-            make = tile_attention if g.kind == "attention" else tile_special
+            make = {"attention": tile_attention, "sfu": tile_special}.get(g.kind, tile_part)
             tg = make(g, caps, bufs, f"p{j % 2}", bufs[f"p{j % 2}"].base, tile_no, step)
-            tile_no, step = tile_no + len(tg.tiles), step + len(tg.tiles)
+            tile_no += len(tg.tiles)
+            step += sum(len(t.steps) for t in tg.tiles)
             out.append(tg)
             continue
         tm, kc, ng = choose_tiling(g, caps, bufs, nq, cache)
@@ -427,7 +434,7 @@ class _Layer:
         return t.init_c or self.bias_c
 
 
-class _Scheduler(SpecialScheduling):
+class _Scheduler(SpecialScheduling, AttentionPartScheduling):
     def __init__(self, tiled, name, graph_inputs, graph_outputs, bias_in_c, forward):
         self.tiled, self.bufs, self.dim = tiled, tiled.buffers, tiled.caps.dim
         self.cqs = COMPUTE_QS[:tiled.compute_queues]
@@ -448,8 +455,11 @@ class _Scheduler(SpecialScheduling):
             if tg.gemm.kind != "gemm":
                 L = self.special_layer(tg)
                 for t in tg.tiles:
-                    self.special_loads(L, j, t, t.steps[0], t is tg.tiles[0])
-                    self.special_compute(L, t, t.steps[0])
+                    if tg.gemm.kind.startswith("attention_"):
+                        self.part_tile(L, j, t)
+                    else:
+                        self.special_loads(L, j, t, t.steps[0], t is tg.tiles[0])
+                        self.special_compute(L, t, t.steps[0])
                     self.last_tile[id(L.g.output)] = t.index
                 continue
             L = self.layer(j, tg)
@@ -690,14 +700,21 @@ class _Scheduler(SpecialScheduling):
     def store(self, L, t, orows=None, parts=None):
         """Tile t's output from o{t.buf} (``orows`` rows per n-tile) to the host; ``parts``:
         ``(n0, n1, first o row)`` column ranges stored separately (default the whole tile)."""
+        g = L.g
+        self.store_parts(L, t, [(t.m0 * g.n + n0, n1 - n0, off)
+                                for n0, n1, off in parts or [(t.n0, t.n1, 0)]], g.n, orows)
+
+    def store_parts(self, L, t, parts, row_stride, orows=None):
+        """Tile t's output from o{t.buf}: per ``(host offset, columns, first o row)`` part a
+        ``rows x columns`` store (n-tiles ``orows`` apart), then the ``stored`` SIGNAL."""
         g, em = L.g, self.em
         orows = t.rows if orows is None else orows
         self.wait_epilogue(STORE_Q, t.index, f"{g.name}: tile {t.index} ready")
         base = self.bufs[f"o{t.buf}"].base
-        for n0, n1, off in parts or [(t.n0, t.n1, 0)]:
-            for c in tiled_dma(Opcode.DMA_STORE, host_addr=HostAddr(L.o, t.m0 * g.n + n0),
-                               host_row_stride=g.n, rows=orows, cols=n1 - n0, elem_bytes=1,
-                               local_addr=base + off, local_plane_stride=orows,
+        for off, cols, local in parts:
+            for c in tiled_dma(Opcode.DMA_STORE, host_addr=HostAddr(L.o, off),
+                               host_row_stride=row_stride, rows=orows, cols=cols, elem_bytes=1,
+                               local_addr=base + local, local_plane_stride=orows,
                                local_row_stride=1, dim=self.dim):
-                em.add(STORE_Q, c, f"{g.name}: store [{t.m0}:{t.m1}, {n0}:{n1}]")
+                em.add(STORE_Q, c, f"{g.name}: store tile {t.index} [{off}+{cols}]")
         em.signal(STORE_Q, EV_STORED, t.index + 1, f"{g.name}: tile {t.index} stored")

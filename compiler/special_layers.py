@@ -29,11 +29,12 @@ import numpy as np
 from spec import chip
 from spec.descriptors import Opcode
 
+from . import attention_parts
 from .dma import ceil_div, tiled_dma
 from .errors import CompileError
 from .ir import Step, Tile, TiledGemm
 
-__all__ = ["param_rows", "needs", "tile_special", "tile_attention", "params_data",
+__all__ = ["param_rows", "needs", "tile_special", "tile_attention", "fits_on_chip", "params_data",
            "verify_layer", "SpecialScheduling"]
 
 SFU_OPCODE = {"softmax": Opcode.SOFTMAX, "layer_norm": Opcode.LAYERNORM,
@@ -50,7 +51,7 @@ def param_rows(g, dim):
     """Accumulator rows the layer's parameters take in a parameter buffer."""
     if g.kind == "gemm":
         return 3 * ceil_div(g.n, dim)
-    if g.kind == "attention":
+    if g.kind.startswith("attention"):
         return ATTENTION_PARAM_ROWS
     return {"layer_norm": 2, "rms_norm": 1}.get(g.op, 0) * _segs(g.k, dim)
 
@@ -64,6 +65,8 @@ def _attention_shape(g, dim):
 def needs(tg, dim):
     """Rows of each double buffer (``a``, ``b``, ``c``, ``o``, ``r``) a tile of layer ``tg`` uses."""
     g, tm = tg.gemm, tg.tm
+    if g.kind.startswith("attention_"):
+        return attention_parts.needs(tg, dim)
     if g.kind == "sfu":
         segs = _segs(g.k, dim)
         b = tm * segs if g.op == "mul" else (chip.SFU_LUT_ENTRIES // dim if g.op == "lut" else 0)
@@ -116,6 +119,16 @@ def tile_special(g, caps, bufs, param_buf, param_base, first_tile, first_step):
     return tg
 
 
+def fits_on_chip(g, caps, bufs):
+    """Whether the fused attention layer has a tiling (K and V of a head group on chip); else
+    ``compiler.attention_parts.decompose`` runs it through host memory."""
+    try:
+        tile_attention(g, caps, bufs, "p0", bufs["p0"].base, 0, 0)
+    except CompileError:
+        return False
+    return True
+
+
 def tile_attention(g, caps, bufs, param_buf, param_base, first_tile, first_step):
     """An attention layer -> TiledGemm (``kc`` = heads per group): the fewest tiles (query rows
     x head groups) that fit, the larger head group on a tie; tiles never span batch items."""
@@ -161,11 +174,15 @@ def verify_layer(tg, buffers, dim, tile_no, step_no):
     and the parameters their buffer, the tiles covering the output once (an attention tile within
     one batch item and whole heads). Raises CompileError naming the layer."""
     g, where = tg.gemm, tg.gemm.where
+    pb = buffers[tg.param_buf]
+    if not (pb.base <= tg.param_base and tg.param_base + param_rows(g, dim) <= pb.base + pb.rows):
+        raise CompileError(where, f"parameters outside buffer {tg.param_buf!r}")
+    if g.kind.startswith("attention_"):
+        return attention_parts.verify_part(tg, buffers, dim, tile_no, step_no)
     for kind, rows in needs(tg, dim).items():
         if rows > buffers[f"{kind}0"].rows:
             raise CompileError(where, f"tile needs {rows} rows of buffer {kind}, it has "
                                       f"{buffers[kind + '0'].rows}")
-    pb = buffers[tg.param_buf]
     if not (pb.base <= tg.param_base and tg.param_base + param_rows(g, dim) <= pb.base + pb.rows):
         raise CompileError(where, f"parameters outside buffer {tg.param_buf!r}")
     unit = g.dh if g.kind == "attention" else g.n
@@ -192,7 +209,7 @@ def verify_layer(tg, buffers, dim, tile_no, step_no):
 def params_data(g, dim):
     """The layer's parameter rows (int32, ``dim`` lanes each) as loaded into its parameter
     buffer, or None."""
-    if g.kind == "attention":
+    if g.kind.startswith("attention"):
         a = g.attrs
         rows = [0, a["score_mult"], a["score_shift"], 0, a["mult"], a["shift"]]
         return np.repeat(np.asarray(rows, np.int32)[:, None], dim, axis=1)

@@ -176,5 +176,27 @@ def test_layers_that_do_not_fit_name_the_node():
     g = Graph("att")
     q = g.input("q", (4, 4096), scale=0.05)
     g.output(g.attention(q, q, q, heads=1, score_scale=0.1, scale=0.05, name="big"))
-    with pytest.raises(CompileError, match="attention 'big'.*no tile"):
+    with pytest.raises(CompileError, match="attention 'big'.*not even one query row"):
         compile_graph(g, caps_for(4, spad_bank_rows=64, acc_bank_rows=128))
+
+
+@pytest.mark.parametrize("dim,sq,sk,d,causal", [(4, 6, 80, 32, True), (8, 10, 100, 32, True),
+                                                (8, 5, 70, 24, False), (16, 9, 120, 64, True)])
+def test_keys_longer_than_the_chip_go_through_host_memory(rng, dim, sq, sk, d, causal):
+    """K and V of one head do not fit: the attention becomes scores (tiled over keys), softmax
+    and P·V (accumulating over key chunks) layers through host scratch tensors — the same bits
+    as the interpreter (two batch items, a causal mask against a longer key sequence, heads
+    narrower than the array)."""
+    g = Graph("long")
+    q = g.input("q", (2, sq, d), scale=0.05)
+    k, v = (g.input(n, (2, sk, d), scale=0.05) for n in ("k", "v"))
+    g.output(g.attention(q, k, v, heads=4, score_scale=0.04, scale=0.02, causal=causal,
+                         name="att"))
+    cm = compile_graph(g, caps_for(dim, spad_bank_rows=128, acc_bank_rows=256))
+    kinds = [tg.gemm.kind for tg in cm.tiled.gemms]
+    assert kinds == ["attention_scores", "sfu", "attention_pv"], kinds
+    pv = cm.tiled.gemms[2]
+    assert all(len(t.steps) > 1 for t in pv.tiles)      # P·V accumulates over key chunks
+    feeds = {n: rng.integers(-128, 128, (2, s, d)).astype(np.int8)
+             for n, s in (("q", sq), ("k", sk), ("v", sk))}
+    assert_bit_exact(cm, feeds, seeds=(0, 1, 2))

@@ -73,9 +73,10 @@ def layer_shapes(cm):
                            bool(getattr(g.w, "identity", False)))
         elif g.kind == "sfu":
             out[g.name] = (g.op, (g.m, g.k), 0, False)
-        else:
-            out[g.name] = ("attention", (g.batches, g.heads, g.sq, g.sk, g.dh),
-                           2 * g.batches * g.heads * g.sq * g.sk * g.dh, False)
+        else:       # attention, or its scores / P·V part when the keys do not fit on chip
+            out[g.name] = (g.kind, (g.batches, g.heads, g.sq, g.sk, g.dh),
+                           (2 if g.kind == "attention" else 1) * g.batches * g.heads * g.sq
+                           * g.sk * g.dh, False)
     return out
 
 
