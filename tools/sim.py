@@ -67,7 +67,7 @@ def layer_shapes(cm):
     (M, K, N); a special-function layer's graph op and (rows, channels), no MACs; an attention's
     ``attention`` and (batch, heads, Sq, Sk, head dim) with the MACs of Q·Kᵀ and P·V."""
     out = {}
-    for g in cm.fused:
+    for g in (tg.gemm for tg in cm.tiled.gemms):      # the layers as scheduled
         if g.kind == "gemm":
             out[g.name] = ("gemm", (g.a.rows, g.a.cols, g.w.cols), g.a.rows * g.a.cols * g.w.cols,
                            bool(getattr(g.w, "identity", False)))
