@@ -200,3 +200,19 @@ def test_keys_longer_than_the_chip_go_through_host_memory(rng, dim, sq, sk, d, c
     feeds = {n: rng.integers(-128, 128, (2, s, d)).astype(np.int8)
              for n, s in (("q", sq), ("k", sk), ("v", sk))}
     assert_bit_exact(cm, feeds, seeds=(0, 1, 2))
+
+
+def test_random_block_shapes(rng):
+    """Blocks of random shapes from SEED: array width, sequence (1 = a single decode token),
+    heads and head width (not always a multiple of the array), batch, a longer key sequence."""
+    for _ in range(4):
+        dim = int(rng.choice([4, 8, 16]))
+        heads = int(rng.choice([1, 2, 3, 4, 6, 8]))
+        d = heads * int(rng.integers(2, 13)) * 2
+        seq = int(rng.integers(1, 41))
+        keys = int(rng.integers(seq + 1, seq + 30)) if rng.random() < 0.3 else None
+        kind = str(rng.choice(["encoder", "decoder"]))
+        batch = int(rng.integers(1, 3))
+        g, feeds = block(rng, kind, batch=batch, seq=seq, d=d, heads=heads, keys=keys)
+        print(f"  {kind} dim {dim} batch {batch} seq {seq} keys {keys} d {d} heads {heads}")
+        assert_bit_exact(compile_graph(g, caps_for(dim)), feeds, seeds=(int(rng.integers(99)),))
