@@ -71,7 +71,10 @@ def test_demo_path_on_golden(name, elf):
     assert sum(L["measured"] for L in r["layers"]) == r["last_record"] > 0
     def macs(fg):                               # the model's MACs: no special functions, no identity
         if fg.kind == "attention":              # Q·Kᵀ and P·V of every batch item and head
-            return 2 * fg.q.rows * fg.k.shape[-2] * fg.q.cols
+            sk, off = fg.k.shape[-2], fg.attrs["mask_offset"]
+            keys = np.minimum(sk, np.arange(fg.q.rows) % fg.sq + off + 1) if fg.attrs["causal"] \
+                else np.full(fg.q.rows, sk)
+            return 2 * int(keys.sum()) * fg.q.cols
         if fg.kind == "sfu" or getattr(fg.w, "identity", False):
             return 0
         return fg.a.rows * fg.a.cols * fg.w.cols

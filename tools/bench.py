@@ -238,7 +238,8 @@ def format_table(data):
                        f"{r['pe_util_run']:>9.1%}{b['GEMM']:>11}{b['VEC']:>10}{b['SFU']:>10}"
                        f"  {'yes' if r['exact'] else 'NO'}")
         out.append("  (LayerNorm, Q/K/V projections, 4-head attention, output projection + "
-                   "residual; PE utilization of all its MACs over the whole run)")
+                   "residual; PE utilization of its MACs over the whole run, a causal mask's "
+                   "masked pairs not counted)")
     ct = data.get("compile_s")
     if ct:
         out.append("")

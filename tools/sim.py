@@ -62,10 +62,19 @@ def layer_of(cmd):
     return cmd.note.split(":", 1)[0] if ":" in cmd.note else "?"
 
 
+def attended(g):
+    """(query, key) pairs of one batch item and head an attention computes: all ``Sq * Sk``, or
+    with a causal mask the unmasked ones (the MACs counted are the model's, not the masked)."""
+    if not g.attrs["causal"]:
+        return g.sq * g.sk
+    return sum(min(g.sk, i + g.attrs["mask_offset"] + 1) for i in range(g.sq))
+
+
 def layer_shapes(cm):
     """layer name -> (op, shape, MACs, inserted identity GEMM?): a fused GEMM's ``gemm`` and
     (M, K, N); a special-function layer's graph op and (rows, channels), no MACs; an attention's
-    ``attention`` and (batch, heads, Sq, Sk, head dim) with the MACs of Q·Kᵀ and P·V."""
+    ``attention`` and (batch, heads, Sq, Sk, head dim) with the MACs of Q·Kᵀ and P·V (causal:
+    of the unmasked pairs)."""
     out = {}
     for g in (tg.gemm for tg in cm.tiled.gemms):      # the layers as scheduled
         if g.kind == "gemm":
@@ -75,8 +84,8 @@ def layer_shapes(cm):
             out[g.name] = (g.op, (g.m, g.k), 0, False)
         else:       # attention, or its scores / P·V part when the keys do not fit on chip
             out[g.name] = (g.kind, (g.batches, g.heads, g.sq, g.sk, g.dh),
-                           (2 if g.kind == "attention" else 1) * g.batches * g.heads * g.sq
-                           * g.sk * g.dh, False)
+                           (2 if g.kind == "attention" else 1) * g.batches * g.heads * g.dh
+                           * attended(g), False)
     return out
 
 
