@@ -62,6 +62,8 @@ SFU_SETUP = 7                   # accept, decode, three check cycles, the end's 
 #: a pass's fixed cycles: its last segment's lane groups need not wait for a next segment, and
 #: then the memory's latency, the segment register and the pipeline drain
 SFU_PASS = MEM_READ_LATENCY + SFU_STAGES + 2
+#: the softmax max pass's fixed cycles: its last segment's read latency and the pass switch
+SFU_MAX_DRAIN = MEM_READ_LATENCY + 1
 #: reads per segment of each SFU opcode's output pass, and its passes before it
 SFU_OUT_READS = {"SOFTMAX": 1, "LAYERNORM": 3, "RMSNORM": 2, "LUT": 1, "EMUL": 2}
 
@@ -78,8 +80,8 @@ def sfu_cycles(opcode, rows, length, caps, zero_rows=0, lanes=SFU_LANES):
     # a segment's reads, then its lane groups' turn before the next segment's first read
     one = segs * groups + drain
     out = segs * (SFU_OUT_READS[name] - 1 + groups) + drain
-    if name == "SOFTMAX":
-        row = 2 * one + 1 + SFU_DIV_CYCLES + out
+    if name == "SOFTMAX":       # the max pass reduces a whole segment a cycle, in no lane
+        row = segs + SFU_MAX_DRAIN + one + 1 + SFU_DIV_CYCLES + out
     elif name in ("LAYERNORM", "RMSNORM"):
         row = one + SFU_SQRT_CYCLES + SFU_DIV_CYCLES + out
     else:

@@ -222,7 +222,8 @@ class SpecialFunctionUnit(wiring.Component):
                          & (~causal | (op != SfuOp.SOFTMAX) | (l < lim_causal))
                          for l in range(d)])
 
-        m.d.sync += gap.eq(Mux(granted & last_slot, groups - 1, Mux(gap != 0, gap - 1, 0)))
+        m.d.sync += gap.eq(Mux(granted & last_slot & (cur != Pass.MAX), groups - 1,
+                               Mux(gap != 0, gap - 1, 0)))
 
         tag = data.StructLayout({"valid": 1, "slot": 2, "last": 1, "acc": 1, "pass_": Pass,
                                  "mask": d, "seg": 17, "dst": sa})
@@ -258,7 +259,10 @@ class SpecialFunctionUnit(wiring.Component):
         seg_meta = Signal(data.StructLayout({"pass_": Pass, "mask": d, "seg": 17, "dst": sa}))
         grp = Signal(range(groups + 1))
         grp_busy = Signal()
-        with m.If(fire):
+        # a softmax's max pass needs no arithmetic lanes: the whole segment is reduced as it
+        # arrives (one segment a cycle, whatever the lanes), below
+        fire_max = fire & (ret.pass_ == Pass.MAX)
+        with m.If(fire & ~fire_max):
             m.d.sync += [seg_x.eq(x_in), seg_b.eq(b_in), seg_g.eq(g_in), seg_beta.eq(beta_in),
                          seg_meta.pass_.eq(ret.pass_), seg_meta.mask.eq(ret.mask),
                          seg_meta.seg.eq(ret.seg), seg_meta.dst.eq(ret.dst),
@@ -273,7 +277,7 @@ class SpecialFunctionUnit(wiring.Component):
         gg = seg_g.word_select(grp, 32 * nl)
         gbeta = seg_beta.word_select(grp, 32 * nl)
         gmask = seg_meta.mask.word_select(grp, nl)
-        m.d.comb += self.active.eq(go & (seg_meta.pass_ != Pass.TABLE) & (grp == 0))
+        m.d.comb += self.active.eq((go & (seg_meta.pass_ != Pass.TABLE) & (grp == 0)) | fire_max)
 
         # ---- lookup tables: a copy per lane, a table row per word --------------------------------
         words = N.LUT_ENTRIES // d
@@ -370,13 +374,13 @@ class SpecialFunctionUnit(wiring.Component):
                           for i in range(0, len(values), 2)]
             return values[0]
 
-        grp_max = tree([Mux(gmask[l], gx[8 * l:8 * l + 8].as_signed(), -128) for l in range(nl)],
+        seg_max = tree([Mux(ret.mask[l], x_in[8 * l:8 * l + 8].as_signed(), -128) for l in range(d)],
                        lambda a, b: Mux(a > b, a, b))
         row_start = Signal()
         with m.If(row_start):
             m.d.sync += [m_row.eq(-128), s_sum.eq(0), s1.eq(0), s2.eq(0)]
-        with m.Elif(go & (seg_meta.pass_ == Pass.MAX)):
-            m.d.sync += m_row.eq(Mux(grp_max > m_row, grp_max, m_row))
+        with m.Elif(fire_max):
+            m.d.sync += m_row.eq(Mux(seg_max > m_row, seg_max, m_row))
         with m.Elif(e4.valid & (e4.pass_ == Pass.SUM)):
             m.d.sync += s_sum.eq(s_sum + tree([Mux(e4.mask[l], lanes[l]["e"], 0) for l in range(nl)],
                                                lambda a, b: a + b))
@@ -398,7 +402,7 @@ class SpecialFunctionUnit(wiring.Component):
 
         # in flight: segments from their first granted read to the end of the pipeline
         seg_in = granted & (slot == 0)
-        m.d.sync += inflight.eq(inflight + seg_in - row_done)
+        m.d.sync += inflight.eq(inflight + seg_in - row_done - fire_max)
         out_in = granted & (slot == 0) & (cur == Pass.OUT)
         m.d.sync += pending_out.eq(pending_out + out_in - (row_done & (e6.pass_ == Pass.OUT)))
 

@@ -2954,7 +2954,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$17581$2 (\$322 ),
+    .\port$19467$2 (\$322 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3081,20 +3081,20 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$17418$0 (q_wait_queue),
-    .\port$17607$0 (inflight),
-    .\port$17754$0 (q__0__cpl_irq),
-    .\port$17768$0 (q__0__error_irq),
-    .\port$17780$0 (q__1__cpl_irq),
-    .\port$17794$0 (q__1__error_irq),
-    .\port$17806$0 (q__2__cpl_irq),
-    .\port$17820$0 (q__2__error_irq),
-    .\port$17832$0 (q__3__cpl_irq),
-    .\port$17846$0 (q__3__error_irq),
-    .\port$17958$0 (\$328 ),
-    .\port$17966$0 (\$329 ),
-    .\port$17974$0 (\$330 ),
-    .\port$17982$0 (\$331 ),
+    .\port$19304$0 (q_wait_queue),
+    .\port$19493$0 (inflight),
+    .\port$19640$0 (q__0__cpl_irq),
+    .\port$19654$0 (q__0__error_irq),
+    .\port$19666$0 (q__1__cpl_irq),
+    .\port$19680$0 (q__1__error_irq),
+    .\port$19692$0 (q__2__cpl_irq),
+    .\port$19706$0 (q__2__error_irq),
+    .\port$19718$0 (q__3__cpl_irq),
+    .\port$19732$0 (q__3__error_irq),
+    .\port$19844$0 (\$328 ),
+    .\port$19852$0 (\$329 ),
+    .\port$19860$0 (\$330 ),
+    .\port$19868$0 (\$331 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3182,11 +3182,11 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$17609$0 (\$323 ),
-    .\port$17611$0 (\$324 ),
-    .\port$17613$0 (\$325 ),
-    .\port$17615$0 (\$326 ),
-    .\port$17617$0 (\$327 ),
+    .\port$19495$0 (\$323 ),
+    .\port$19497$0 (\$324 ),
+    .\port$19499$0 (\$325 ),
+    .\port$19501$0 (\$326 ),
+    .\port$19503$0 (\$327 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -3289,8 +3289,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$17609$16 (retire__0__tag),
-    .\port$18181$0 (dma_load_error),
+    .\port$19495$16 (retire__0__tag),
+    .\port$20067$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -3300,8 +3300,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$17611$16 (retire__1__tag),
-    .\port$18309$0 (dma_store_error),
+    .\port$19497$16 (retire__1__tag),
+    .\port$20195$0 (dma_store_error),
     .r_data(\r_data$530 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$527 ),
@@ -3344,12 +3344,12 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$16852$0 (r_data),
-    .\port$16902$0 (\r_data$530 ),
-    .\port$16952$0 (\r_data$541 ),
-    .\port$17002$0 (\r_data$552 ),
-    .\port$17052$0 (\r_data$563 ),
-    .\port$17581$2 (\$322 ),
+    .\port$18738$0 (r_data),
+    .\port$18788$0 (\r_data$530 ),
+    .\port$18838$0 (\r_data$541 ),
+    .\port$18888$0 (\r_data$552 ),
+    .\port$18938$0 (\r_data$563 ),
+    .\port$19467$2 (\$322 ),
     .\port$4522$0 (q__0__ready),
     .\port$4524$0 (q__0__qreset_req),
     .\port$4532$0 (q__1__ready),
@@ -3407,8 +3407,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$17613$16 (retire__2__tag),
-    .\port$18432$0 (gemm_error),
+    .\port$19499$16 (retire__2__tag),
+    .\port$20318$0 (gemm_error),
     .r_data(\r_data$541 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$538 ),
@@ -3459,8 +3459,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .\level$181 (\$331 ),
     .limit(bus_timeout),
     .\port$130$0 (fw_write_qreset_ack_queue),
-    .\port$17110$0 (fw_write_cpl_word[3:0]),
-    .\port$17110$8 (fw_write_cpl_word[31:8]),
+    .\port$18996$0 (fw_write_cpl_word[3:0]),
+    .\port$18996$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -3563,7 +3563,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$17054$0 (sfu_cmd_op),
+    .\port$18940$0 (sfu_cmd_op),
     .\port$4515$32 (sfu__payload[255:32]),
     .r_data(\$332 ),
     .r_en(\$37 [0]),
@@ -3578,8 +3578,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.sfu_retire  sfu_retire (
     .clk(clk),
     .held(held),
-    .\port$17617$16 (retire__4__tag),
-    .\port$21833$0 (sfu_error),
+    .\port$19503$16 (retire__4__tag),
+    .\port$23719$0 (sfu_error),
     .r_data(\r_data$563 ),
     .r_en(fw_write_retire_pop_engine[4]),
     .r_rdy(\r_rdy$560 ),
@@ -3588,7 +3588,7 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   );
   \kaki_soc_16x16.spad  spad (
     .clk(clk),
-    .\port$16336$0 (\$332 ),
+    .\port$18222$0 (\$332 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
@@ -3643,8 +3643,8 @@ module kaki_soc_16x16(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wv
   \kaki_soc_16x16.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$17615$16 (retire__3__tag),
-    .\port$21426$0 (vec_error),
+    .\port$19501$16 (retire__3__tag),
+    .\port$23312$0 (vec_error),
     .r_data(\r_data$552 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$549 ),
@@ -7235,7 +7235,7 @@ module \kaki_soc_16x16.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arread
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$17581$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$19467$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7379,8 +7379,8 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$17581$2 ;
-  wire [29:0] \port$17581$2 ;
+  output [29:0] \port$19467$2 ;
+  wire [29:0] \port$19467$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7560,7 +7560,7 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$17581$2 (\$99 ),
+    .\port$19467$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7678,11 +7678,11 @@ module \kaki_soc_16x16.control (rst, load_addr_we, load_data_we, mmio__en, irq, 
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$17581$2  = \$99 ;
+  assign \port$19467$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$17581$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$19467$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8107,8 +8107,8 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$17581$2 ;
-  wire [29:0] \port$17581$2 ;
+  output [29:0] \port$19467$2 ;
+  wire [29:0] \port$19467$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11213,7 +11213,7 @@ module \kaki_soc_16x16.control.core (rst, dbus__ack, dbus__rdata, imem__data, ir
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$17581$2  = ls_addr_r[31:2];
+  assign \port$19467$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11388,9 +11388,9 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
 , cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl
 , irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr
 , q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value
-, \port$17418$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$17607$0 , q_fetch0_index
-, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$17754$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$17768$0 , q_status0_resetting, q_consumer1_index, \port$17780$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$17794$0 , q_status1_resetting, q_consumer2_index, \port$17806$0 , q_status2_halted, q_error2_code
-, q_error_index2_index, \port$17820$0 , q_status2_resetting, q_consumer3_index, \port$17832$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$17846$0 , q_status3_resetting, \port$17958$0 , \port$17966$0 , \port$17974$0 , \port$17982$0 , bus__awaddr);
+, \port$19304$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$19493$0 , q_fetch0_index
+, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$19640$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$19654$0 , q_status0_resetting, q_consumer1_index, \port$19666$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$19680$0 , q_status1_resetting, q_consumer2_index, \port$19692$0 , q_status2_halted, q_error2_code
+, q_error_index2_index, \port$19706$0 , q_status2_resetting, q_consumer3_index, \port$19718$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$19732$0 , q_status3_resetting, \port$19844$0 , \port$19852$0 , \port$19860$0 , \port$19868$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -12993,34 +12993,34 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$17418$0 ;
-  wire [3:0] \port$17418$0 ;
-  input [4:0] \port$17607$0 ;
-  wire [4:0] \port$17607$0 ;
-  input \port$17754$0 ;
-  wire \port$17754$0 ;
-  input \port$17768$0 ;
-  wire \port$17768$0 ;
-  input \port$17780$0 ;
-  wire \port$17780$0 ;
-  input \port$17794$0 ;
-  wire \port$17794$0 ;
-  input \port$17806$0 ;
-  wire \port$17806$0 ;
-  input \port$17820$0 ;
-  wire \port$17820$0 ;
-  input \port$17832$0 ;
-  wire \port$17832$0 ;
-  input \port$17846$0 ;
-  wire \port$17846$0 ;
-  input [2:0] \port$17958$0 ;
-  wire [2:0] \port$17958$0 ;
-  input [2:0] \port$17966$0 ;
-  wire [2:0] \port$17966$0 ;
-  input [2:0] \port$17974$0 ;
-  wire [2:0] \port$17974$0 ;
-  input [2:0] \port$17982$0 ;
-  wire [2:0] \port$17982$0 ;
+  input [3:0] \port$19304$0 ;
+  wire [3:0] \port$19304$0 ;
+  input [4:0] \port$19493$0 ;
+  wire [4:0] \port$19493$0 ;
+  input \port$19640$0 ;
+  wire \port$19640$0 ;
+  input \port$19654$0 ;
+  wire \port$19654$0 ;
+  input \port$19666$0 ;
+  wire \port$19666$0 ;
+  input \port$19680$0 ;
+  wire \port$19680$0 ;
+  input \port$19692$0 ;
+  wire \port$19692$0 ;
+  input \port$19706$0 ;
+  wire \port$19706$0 ;
+  input \port$19718$0 ;
+  wire \port$19718$0 ;
+  input \port$19732$0 ;
+  wire \port$19732$0 ;
+  input [2:0] \port$19844$0 ;
+  wire [2:0] \port$19844$0 ;
+  input [2:0] \port$19852$0 ;
+  wire [2:0] \port$19852$0 ;
+  input [2:0] \port$19860$0 ;
+  wire [2:0] \port$19860$0 ;
+  input [2:0] \port$19868$0 ;
+  wire [2:0] \port$19868$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13671,10 +13671,10 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$17832$0 , \port$17806$0 , \port$17780$0 , \port$17754$0  };
+  assign \$187  = \$186  | { \port$19718$0 , \port$19692$0 , \port$19666$0 , \port$19640$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$17846$0 , \port$17820$0 , \port$17794$0 , \port$17768$0  };
+  assign \$190  = \$189  | { \port$19732$0 , \port$19706$0 , \port$19680$0 , \port$19654$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15809,8 +15809,8 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$17832$0 , \port$17806$0 , \port$17780$0 , \port$17754$0  };
-  assign irq_status_queue_error_set = { \port$17846$0 , \port$17820$0 , \port$17794$0 , \port$17768$0  };
+  assign irq_status_queue_cpl_set = { \port$19718$0 , \port$19692$0 , \port$19666$0 , \port$19640$0  };
+  assign irq_status_queue_error_set = { \port$19732$0 , \port$19706$0 , \port$19680$0 , \port$19654$0  };
   assign cap_array_rows = 8'h10;
   assign cap_array_cols = 8'h10;
   assign cap_spad_banks = 8'h04;
@@ -15825,19 +15825,19 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$17607$0 [0];
-  assign status_dma_store_busy = \port$17607$0 [1];
-  assign status_gemm_busy = \port$17607$0 [2];
-  assign status_vec_busy = \port$17607$0 [3];
-  assign status_sfu_busy = \port$17607$0 [4];
-  assign q_status0_waiting = \port$17418$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$17958$0  };
-  assign q_status1_waiting = \port$17418$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$17966$0  };
-  assign q_status2_waiting = \port$17418$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$17974$0  };
-  assign q_status3_waiting = \port$17418$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$17982$0  };
+  assign status_dma_load_busy = \port$19493$0 [0];
+  assign status_dma_store_busy = \port$19493$0 [1];
+  assign status_gemm_busy = \port$19493$0 [2];
+  assign status_vec_busy = \port$19493$0 [3];
+  assign status_sfu_busy = \port$19493$0 [4];
+  assign q_status0_waiting = \port$19304$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$19844$0  };
+  assign q_status1_waiting = \port$19304$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$19852$0  };
+  assign q_status2_waiting = \port$19304$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$19860$0  };
+  assign q_status3_waiting = \port$19304$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$19868$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -15882,12 +15882,12 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$17607$0 [0] };
+  assign \$440  = { 1'h0, \port$19493$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$17607$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$17607$0 [2], 2'h0 };
-  assign \$446  = { \port$17607$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$17607$0 [4], 4'h0 };
+  assign \$442  = { \port$19493$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$19493$0 [2], 2'h0 };
+  assign \$446  = { \port$19493$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$19493$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16052,26 +16052,26 @@ module \kaki_soc_16x16.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, b
   assign \$904  = { 30'h00000000, \$903  };
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$909  = { \port$17418$0 [0], 3'h0 };
-  assign \$911  = { 12'h000, \port$17958$0 , 8'h00 };
+  assign \$909  = { \port$19304$0 [0], 3'h0 };
+  assign \$911  = { 12'h000, \port$19844$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$922  = { \port$17418$0 [1], 3'h0 };
-  assign \$924  = { 12'h000, \port$17966$0 , 8'h00 };
+  assign \$922  = { \port$19304$0 [1], 3'h0 };
+  assign \$924  = { 12'h000, \port$19852$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$935  = { \port$17418$0 [2], 3'h0 };
-  assign \$937  = { 12'h000, \port$17974$0 , 8'h00 };
+  assign \$935  = { \port$19304$0 [2], 3'h0 };
+  assign \$937  = { 12'h000, \port$19860$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$948  = { \port$17418$0 [3], 3'h0 };
-  assign \$950  = { 12'h000, \port$17982$0 , 8'h00 };
+  assign \$948  = { \port$19304$0 [3], 3'h0 };
+  assign \$950  = { 12'h000, \port$19868$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16186,7 +16186,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, \r_en$88 , sfu_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, retire__4__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload
-, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$17609$0 , retire__0__tag, \port$17611$0 , retire__1__tag, \port$17613$0 , retire__2__tag, \port$17615$0 , retire__3__tag, \port$17617$0 , retire__4__tag, dma_load__valid
+, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$19495$0 , retire__0__tag, \port$19497$0 , retire__1__tag, \port$19499$0 , retire__2__tag, \port$19501$0 , retire__3__tag, \port$19503$0 , retire__4__tag, dma_load__valid
 , dma_store__valid, gemm__valid, vec__valid, sfu__valid, retire__0__error, retire__1__error, retire__2__error, retire__3__error, retire__4__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -17216,16 +17216,16 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$17609$0 ;
-  wire [8:0] \port$17609$0 ;
-  output [8:0] \port$17611$0 ;
-  wire [8:0] \port$17611$0 ;
-  output [8:0] \port$17613$0 ;
-  wire [8:0] \port$17613$0 ;
-  output [8:0] \port$17615$0 ;
-  wire [8:0] \port$17615$0 ;
-  output [8:0] \port$17617$0 ;
-  wire [8:0] \port$17617$0 ;
+  output [8:0] \port$19495$0 ;
+  wire [8:0] \port$19495$0 ;
+  output [8:0] \port$19497$0 ;
+  wire [8:0] \port$19497$0 ;
+  output [8:0] \port$19499$0 ;
+  wire [8:0] \port$19499$0 ;
+  output [8:0] \port$19501$0 ;
+  wire [8:0] \port$19501$0 ;
+  output [8:0] \port$19503$0 ;
+  wire [8:0] \port$19503$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -18156,9 +18156,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
     sfu_held <= \$100 ;
   \kaki_soc_16x16.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$17057$0 (desc),
-    .\port$17059$0 (queue),
-    .\port$17060$0 (windowed),
+    .\port$18943$0 (desc),
+    .\port$18945$0 (queue),
+    .\port$18946$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18168,9 +18168,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$17057$0 (desc),
-    .\port$17059$0 (queue),
-    .\port$17060$0 (windowed),
+    .\port$18943$0 (desc),
+    .\port$18945$0 (queue),
+    .\port$18946$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -18180,9 +18180,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$17057$0 (desc),
-    .\port$17059$0 (queue),
-    .\port$17060$0 (windowed),
+    .\port$18943$0 (desc),
+    .\port$18945$0 (queue),
+    .\port$18946$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -18192,9 +18192,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$17057$0 (desc),
-    .\port$17059$0 (queue),
-    .\port$17060$0 (windowed),
+    .\port$18943$0 (desc),
+    .\port$18945$0 (queue),
+    .\port$18946$0 (windowed),
     .r_data(sfu__payload),
     .r_en(\r_en$88 ),
     .r_rdy(sfu__valid),
@@ -18204,9 +18204,9 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   );
   \kaki_soc_16x16.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$17057$0 (desc),
-    .\port$17059$0 (queue),
-    .\port$17060$0 (windowed),
+    .\port$18943$0 (desc),
+    .\port$18945$0 (queue),
+    .\port$18946$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -18427,15 +18427,15 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
   assign sfu_error = retire__4__error;
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
-  assign \port$17609$0  = dma_load_held[8:0];
+  assign \port$19495$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$17611$0  = dma_store_held[8:0];
+  assign \port$19497$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$17613$0  = gemm_held[8:0];
+  assign \port$19499$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$17615$0  = vec_held[8:0];
+  assign \port$19501$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$17617$0  = sfu_held[8:0];
+  assign \port$19503$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -19596,7 +19596,7 @@ module \kaki_soc_16x16.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_stor
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$17057$0 , \port$17059$0 , \port$17060$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$18943$0 , \port$18945$0 , \port$18946$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19638,12 +19638,12 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$17057$0 ;
-  wire [255:0] \port$17057$0 ;
-  input [1:0] \port$17059$0 ;
-  wire [1:0] \port$17059$0 ;
-  input \port$17060$0 ;
-  wire \port$17060$0 ;
+  input [255:0] \port$18943$0 ;
+  wire [255:0] \port$18943$0 ;
+  input [1:0] \port$18945$0 ;
+  wire [1:0] \port$18945$0 ;
+  input \port$18946$0 ;
+  wire \port$18946$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19675,7 +19675,7 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$17060$0 , \port$17059$0 , \port$17057$0  };
+      storage[w_port__addr] <= { \port$18946$0 , \port$18945$0 , \port$18943$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19774,14 +19774,14 @@ module \kaki_soc_16x16.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$17060$0 , \port$17059$0 , \port$17057$0  };
-  assign w_data = { \port$17060$0 , \port$17059$0 , \port$17057$0  };
+  assign w_port__data = { \port$18946$0 , \port$18945$0 , \port$18943$0  };
+  assign w_data = { \port$18946$0 , \port$18945$0 , \port$18943$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$17057$0 , \port$17059$0 , \port$17060$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$18943$0 , \port$18945$0 , \port$18946$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19823,12 +19823,12 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$17057$0 ;
-  wire [255:0] \port$17057$0 ;
-  input [1:0] \port$17059$0 ;
-  wire [1:0] \port$17059$0 ;
-  input \port$17060$0 ;
-  wire \port$17060$0 ;
+  input [255:0] \port$18943$0 ;
+  wire [255:0] \port$18943$0 ;
+  input [1:0] \port$18945$0 ;
+  wire [1:0] \port$18945$0 ;
+  input \port$18946$0 ;
+  wire \port$18946$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19860,7 +19860,7 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$17060$0 , \port$17059$0 , \port$17057$0  };
+      storage[w_port__addr] <= { \port$18946$0 , \port$18945$0 , \port$18943$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19959,14 +19959,14 @@ module \kaki_soc_16x16.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$17060$0 , \port$17059$0 , \port$17057$0  };
-  assign w_data = { \port$17060$0 , \port$17059$0 , \port$17057$0  };
+  assign w_port__data = { \port$18946$0 , \port$18945$0 , \port$18943$0  };
+  assign w_data = { \port$18946$0 , \port$18945$0 , \port$18943$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$17057$0 , \port$17059$0 , \port$17060$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$18943$0 , \port$18945$0 , \port$18946$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20008,12 +20008,12 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$17057$0 ;
-  wire [255:0] \port$17057$0 ;
-  input [1:0] \port$17059$0 ;
-  wire [1:0] \port$17059$0 ;
-  input \port$17060$0 ;
-  wire \port$17060$0 ;
+  input [255:0] \port$18943$0 ;
+  wire [255:0] \port$18943$0 ;
+  input [1:0] \port$18945$0 ;
+  wire [1:0] \port$18945$0 ;
+  input \port$18946$0 ;
+  wire \port$18946$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20045,7 +20045,7 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$17060$0 , \port$17059$0 , \port$17057$0  };
+      storage[w_port__addr] <= { \port$18946$0 , \port$18945$0 , \port$18943$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20144,14 +20144,14 @@ module \kaki_soc_16x16.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$17060$0 , \port$17059$0 , \port$17057$0  };
-  assign w_data = { \port$17060$0 , \port$17059$0 , \port$17057$0  };
+  assign w_port__data = { \port$18946$0 , \port$18945$0 , \port$18943$0  };
+  assign w_data = { \port$18946$0 , \port$18945$0 , \port$18943$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$17057$0 , \port$17059$0 , \port$17060$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$18943$0 , \port$18945$0 , \port$18946$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20193,12 +20193,12 @@ module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$17057$0 ;
-  wire [255:0] \port$17057$0 ;
-  input [1:0] \port$17059$0 ;
-  wire [1:0] \port$17059$0 ;
-  input \port$17060$0 ;
-  wire \port$17060$0 ;
+  input [255:0] \port$18943$0 ;
+  wire [255:0] \port$18943$0 ;
+  input [1:0] \port$18945$0 ;
+  wire [1:0] \port$18945$0 ;
+  input \port$18946$0 ;
+  wire \port$18946$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20230,7 +20230,7 @@ module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$17060$0 , \port$17059$0 , \port$17057$0  };
+      storage[w_port__addr] <= { \port$18946$0 , \port$18945$0 , \port$18943$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20329,14 +20329,14 @@ module \kaki_soc_16x16.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$17060$0 , \port$17059$0 , \port$17057$0  };
-  assign w_data = { \port$17060$0 , \port$17059$0 , \port$17057$0  };
+  assign w_port__data = { \port$18946$0 , \port$18945$0 , \port$18943$0  };
+  assign w_data = { \port$18946$0 , \port$18945$0 , \port$18943$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$17057$0 , \port$17059$0 , \port$17060$0 , r_rdy, clk);
+module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$18943$0 , \port$18945$0 , \port$18946$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20378,12 +20378,12 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$17057$0 ;
-  wire [255:0] \port$17057$0 ;
-  input [1:0] \port$17059$0 ;
-  wire [1:0] \port$17059$0 ;
-  input \port$17060$0 ;
-  wire \port$17060$0 ;
+  input [255:0] \port$18943$0 ;
+  wire [255:0] \port$18943$0 ;
+  input [1:0] \port$18945$0 ;
+  wire [1:0] \port$18945$0 ;
+  input \port$18946$0 ;
+  wire \port$18946$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20415,7 +20415,7 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$17060$0 , \port$17059$0 , \port$17057$0  };
+      storage[w_port__addr] <= { \port$18946$0 , \port$18945$0 , \port$18943$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20514,8 +20514,8 @@ module \kaki_soc_16x16.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \por
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$17060$0 , \port$17059$0 , \port$17057$0  };
-  assign w_data = { \port$17060$0 , \port$17059$0 , \port$17057$0  };
+  assign w_port__data = { \port$18946$0 , \port$18945$0 , \port$18943$0  };
+  assign w_data = { \port$18946$0 , \port$18945$0 , \port$18943$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -26281,7 +26281,7 @@ module \kaki_soc_16x16.dma.store_guard.w_order (rst, \port$5985$0 , w_en, \port$
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$17609$16 , \port$18181$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$19495$16 , \port$20067$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26325,10 +26325,10 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$176
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$17609$16 ;
-  wire [15:0] \port$17609$16 ;
-  input [7:0] \port$18181$0 ;
-  wire [7:0] \port$18181$0 ;
+  input [15:0] \port$19495$16 ;
+  wire [15:0] \port$19495$16 ;
+  input [7:0] \port$20067$0 ;
+  wire [7:0] \port$20067$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -26363,7 +26363,7 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$176
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$17609$16 , \port$18181$0  };
+      storage[w_port__addr] <= { \port$19495$16 , \port$20067$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -26474,14 +26474,14 @@ module \kaki_soc_16x16.dma_load_retire (rst, held, r_en, w_en, r_data, \port$176
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$17609$16 , \port$18181$0  };
-  assign w_data = { \port$17609$16 , \port$18181$0  };
+  assign w_port__data = { \port$19495$16 , \port$20067$0  };
+  assign w_data = { \port$19495$16 , \port$20067$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$17611$16 , \port$18309$0 , r_rdy, clk);
+module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$19497$16 , \port$20195$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26525,10 +26525,10 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$17
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$17611$16 ;
-  wire [15:0] \port$17611$16 ;
-  input [7:0] \port$18309$0 ;
-  wire [7:0] \port$18309$0 ;
+  input [15:0] \port$19497$16 ;
+  wire [15:0] \port$19497$16 ;
+  input [7:0] \port$20195$0 ;
+  wire [7:0] \port$20195$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -26563,7 +26563,7 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$17
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$17611$16 , \port$18309$0  };
+      storage[w_port__addr] <= { \port$19497$16 , \port$20195$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -26674,16 +26674,16 @@ module \kaki_soc_16x16.dma_store_retire (rst, held, r_en, w_en, r_data, \port$17
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$17611$16 , \port$18309$0  };
-  assign w_data = { \port$17611$16 , \port$18309$0  };
+  assign w_port__data = { \port$19497$16 , \port$20195$0  };
+  assign w_data = { \port$19497$16 , \port$20195$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4522$0 , \port$4524$0 , q_head_index1_index, \port$4532$0 , \port$4534$0 , q_head_index2_index, \port$4542$0 , \port$4544$0 , q_head_index3_index, \port$4552$0 , \port$4554$0 , cpl_status_free, \port$5582$0 , \port$5612$0 , \port$5642$0 
-, \port$5672$0 , \port$16852$0 , \port$16902$0 , \port$16952$0 , \port$17002$0 , \port$17052$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag
-, q_wait_queue, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$17581$2 , bus__we
+, \port$5672$0 , \port$18738$0 , \port$18788$0 , \port$18838$0 , \port$18888$0 , \port$18938$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag
+, q_wait_queue, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$19467$2 , bus__we
 , bus__wdata, bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, retire4_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
@@ -27615,18 +27615,18 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [23:0] \port$16852$0 ;
-  wire [23:0] \port$16852$0 ;
-  input [23:0] \port$16902$0 ;
-  wire [23:0] \port$16902$0 ;
-  input [23:0] \port$16952$0 ;
-  wire [23:0] \port$16952$0 ;
-  input [23:0] \port$17002$0 ;
-  wire [23:0] \port$17002$0 ;
-  input [23:0] \port$17052$0 ;
-  wire [23:0] \port$17052$0 ;
-  input [29:0] \port$17581$2 ;
-  wire [29:0] \port$17581$2 ;
+  input [23:0] \port$18738$0 ;
+  wire [23:0] \port$18738$0 ;
+  input [23:0] \port$18788$0 ;
+  wire [23:0] \port$18788$0 ;
+  input [23:0] \port$18838$0 ;
+  wire [23:0] \port$18838$0 ;
+  input [23:0] \port$18888$0 ;
+  wire [23:0] \port$18888$0 ;
+  input [23:0] \port$18938$0 ;
+  wire [23:0] \port$18938$0 ;
+  input [29:0] \port$19467$2 ;
+  wire [29:0] \port$19467$2 ;
   input \port$4522$0 ;
   wire \port$4522$0 ;
   input \port$4524$0 ;
@@ -27819,94 +27819,94 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   wire wr_work;
   wire wr_work_mask;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$17581$2 [9:0] == 6'h39;
+  assign \$103  = \port$19467$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$17581$2 [9:0] == 6'h3a;
+  assign \$105  = \port$19467$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$17581$2 [9:0] == 6'h3b;
+  assign \$107  = \port$19467$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$17581$2 [9:0] == 6'h3c;
+  assign \$109  = \port$19467$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$17581$2 [9:0] == 6'h3d;
+  assign \$111  = \port$19467$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$17581$2 [9:0] == 6'h3e;
+  assign \$113  = \port$19467$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$17581$2 [9:0] == 6'h3f;
+  assign \$115  = \port$19467$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$17581$2 [9:0] == 7'h40;
+  assign \$117  = \port$19467$2 [9:0] == 7'h40;
   assign wr_event0 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$17581$2 [9:0] == 7'h41;
+  assign \$119  = \port$19467$2 [9:0] == 7'h41;
   assign wr_event1 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$17581$2 [9:0] == 7'h42;
+  assign \$121  = \port$19467$2 [9:0] == 7'h42;
   assign wr_event2 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$17581$2 [9:0] == 7'h43;
+  assign \$123  = \port$19467$2 [9:0] == 7'h43;
   assign wr_event3 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$17581$2 [9:0] == 7'h44;
+  assign \$125  = \port$19467$2 [9:0] == 7'h44;
   assign wr_event4 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$17581$2 [9:0] == 7'h45;
+  assign \$127  = \port$19467$2 [9:0] == 7'h45;
   assign wr_event5 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$17581$2 [9:0] == 7'h46;
+  assign \$129  = \port$19467$2 [9:0] == 7'h46;
   assign wr_event6 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$17581$2 [9:0] == 7'h47;
+  assign \$131  = \port$19467$2 [9:0] == 7'h47;
   assign wr_event7 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$17581$2 [9:0] == 7'h48;
+  assign \$133  = \port$19467$2 [9:0] == 7'h48;
   assign wr_event8 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$17581$2 [9:0] == 7'h49;
+  assign \$135  = \port$19467$2 [9:0] == 7'h49;
   assign wr_event9 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$17581$2 [9:0] == 7'h4a;
+  assign \$137  = \port$19467$2 [9:0] == 7'h4a;
   assign wr_event10 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$17581$2 [9:0] == 7'h4b;
+  assign \$139  = \port$19467$2 [9:0] == 7'h4b;
   assign wr_event11 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$17581$2 [9:0] == 7'h4c;
+  assign \$141  = \port$19467$2 [9:0] == 7'h4c;
   assign wr_event12 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$17581$2 [9:0] == 7'h4d;
+  assign \$143  = \port$19467$2 [9:0] == 7'h4d;
   assign wr_event13 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$17581$2 [9:0] == 7'h4e;
+  assign \$145  = \port$19467$2 [9:0] == 7'h4e;
   assign wr_event14 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$17581$2 [9:0] == 7'h4f;
+  assign \$147  = \port$19467$2 [9:0] == 7'h4f;
   assign wr_event15 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$17581$2 [9:0] == 7'h50;
+  assign \$149  = \port$19467$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$17581$2 [9:0] == 7'h51;
+  assign \$151  = \port$19467$2 [9:0] == 7'h51;
   assign wr_perf_value = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$17581$2 [9:0] == 7'h58;
+  assign \$153  = \port$19467$2 [9:0] == 7'h58;
   assign wr_retire0 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$17581$2 [9:0] == 7'h59;
+  assign \$155  = \port$19467$2 [9:0] == 7'h59;
   assign wr_retire1 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$17581$2 [9:0] == 7'h5a;
+  assign \$157  = \port$19467$2 [9:0] == 7'h5a;
   assign wr_retire2 = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$17581$2 [9:0] == 7'h5b;
+  assign \$159  = \port$19467$2 [9:0] == 7'h5b;
   assign wr_retire3 = \$158  & \$159 ;
   assign \$160  = \new  & bus__we;
-  assign \$161  = \port$17581$2 [9:0] == 7'h5c;
+  assign \$161  = \port$19467$2 [9:0] == 7'h5c;
   assign wr_retire4 = \$160  & \$161 ;
   assign \$162  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$163  = fw_version_version & \$162 ;
@@ -28030,60 +28030,60 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$281  = \$280  | wdata[11:0];
   assign \$282  = ~ bus__we;
   assign \$283  = \new  & \$282 ;
-  assign \$284  = ! \port$17581$2 [9:0];
+  assign \$284  = ! \port$19467$2 [9:0];
   assign \$285  = \$283  & \$284 ;
   assign \$288  = ~ bus__we;
   assign \$289  = \new  & \$288 ;
-  assign \$290  = \port$17581$2 [9:0] == 1'h1;
+  assign \$290  = \port$19467$2 [9:0] == 1'h1;
   assign \$291  = \$289  & \$290 ;
   assign \$294  = ~ bus__we;
   assign \$295  = \new  & \$294 ;
-  assign \$296  = \port$17581$2 [9:0] == 2'h2;
+  assign \$296  = \port$19467$2 [9:0] == 2'h2;
   assign \$297  = \$295  & \$296 ;
   assign \$300  = ~ bus__we;
   assign \$301  = \new  & \$300 ;
-  assign \$302  = \port$17581$2 [9:0] == 2'h3;
+  assign \$302  = \port$19467$2 [9:0] == 2'h3;
   assign \$303  = \$301  & \$302 ;
   assign \$306  = ~ bus__we;
   assign \$307  = \new  & \$306 ;
-  assign \$308  = \port$17581$2 [9:0] == 3'h4;
+  assign \$308  = \port$19467$2 [9:0] == 3'h4;
   assign \$309  = \$307  & \$308 ;
   assign \$312  = ~ bus__we;
   assign \$313  = \new  & \$312 ;
-  assign \$314  = \port$17581$2 [9:0] == 3'h5;
+  assign \$314  = \port$19467$2 [9:0] == 3'h5;
   assign \$315  = \$313  & \$314 ;
   assign \$318  = ~ bus__we;
   assign \$319  = \new  & \$318 ;
-  assign \$320  = \port$17581$2 [9:0] == 3'h6;
+  assign \$320  = \port$19467$2 [9:0] == 3'h6;
   assign \$321  = \$319  & \$320 ;
   assign \$324  = ~ bus__we;
   assign \$325  = \new  & \$324 ;
-  assign \$326  = \port$17581$2 [9:0] == 4'h8;
+  assign \$326  = \port$19467$2 [9:0] == 4'h8;
   assign \$327  = \$325  & \$326 ;
   assign \$331  = \$329  | { 12'h000, \$330  };
   assign \$333  = { 3'h0, \$331  } | \$332 ;
   assign \$335  = \$333  | { 3'h0, \$334  };
   assign \$336  = ~ bus__we;
   assign \$337  = \new  & \$336 ;
-  assign \$338  = \port$17581$2 [9:0] == 4'h9;
+  assign \$338  = \port$19467$2 [9:0] == 4'h9;
   assign \$339  = \$337  & \$338 ;
   assign \$343  = \$341  | \$342 ;
   assign \$344  = ~ bus__we;
   assign \$345  = \new  & \$344 ;
-  assign \$346  = \port$17581$2 [9:0] == 4'ha;
+  assign \$346  = \port$19467$2 [9:0] == 4'ha;
   assign \$347  = \$345  & \$346 ;
   assign \$350  = ~ bus__we;
   assign \$351  = \new  & \$350 ;
-  assign \$352  = \port$17581$2 [9:0] == 4'hb;
+  assign \$352  = \port$19467$2 [9:0] == 4'hb;
   assign \$353  = \$351  & \$352 ;
   assign \$357  = { 15'h0000, \$355  } | \$356 ;
   assign \$358  = ~ bus__we;
   assign \$359  = \new  & \$358 ;
-  assign \$360  = \port$17581$2 [9:0] == 5'h10;
+  assign \$360  = \port$19467$2 [9:0] == 5'h10;
   assign \$361  = \$359  & \$360 ;
   assign \$364  = ~ bus__we;
   assign \$365  = \new  & \$364 ;
-  assign \$366  = \port$17581$2 [9:0] == 5'h11;
+  assign \$366  = \port$19467$2 [9:0] == 5'h11;
   assign \$367  = \$365  & \$366 ;
   assign \$371  = \$369  | { 28'h0000000, \$370  };
   assign \$373  = \$371  | { 28'h0000000, \$372  };
@@ -28092,279 +28092,279 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$379  = \$377  | \$378 ;
   assign \$380  = ~ bus__we;
   assign \$381  = \new  & \$380 ;
-  assign \$382  = \port$17581$2 [9:0] == 5'h12;
+  assign \$382  = \port$19467$2 [9:0] == 5'h12;
   assign \$383  = \$381  & \$382 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$17581$2 [9:0] == 5'h13;
+  assign \$388  = \port$19467$2 [9:0] == 5'h13;
   assign \$389  = \$387  & \$388 ;
   assign \$392  = ~ bus__we;
   assign \$393  = \new  & \$392 ;
-  assign \$394  = \port$17581$2 [9:0] == 5'h14;
+  assign \$394  = \port$19467$2 [9:0] == 5'h14;
   assign \$395  = \$393  & \$394 ;
   assign \$398  = ~ bus__we;
   assign \$399  = \new  & \$398 ;
-  assign \$400  = \port$17581$2 [9:0] == 5'h15;
+  assign \$400  = \port$19467$2 [9:0] == 5'h15;
   assign \$401  = \$399  & \$400 ;
   assign \$404  = ~ bus__we;
   assign \$405  = \new  & \$404 ;
-  assign \$406  = \port$17581$2 [9:0] == 5'h16;
+  assign \$406  = \port$19467$2 [9:0] == 5'h16;
   assign \$407  = \$405  & \$406 ;
   assign \$410  = ~ bus__we;
   assign \$411  = \new  & \$410 ;
-  assign \$412  = \port$17581$2 [9:0] == 5'h17;
+  assign \$412  = \port$19467$2 [9:0] == 5'h17;
   assign \$413  = \$411  & \$412 ;
   assign \$416  = ~ bus__we;
   assign \$417  = \new  & \$416 ;
-  assign \$418  = \port$17581$2 [9:0] == 5'h18;
+  assign \$418  = \port$19467$2 [9:0] == 5'h18;
   assign \$419  = \$417  & \$418 ;
   assign \$422  = ~ bus__we;
   assign \$423  = \new  & \$422 ;
-  assign \$424  = \port$17581$2 [9:0] == 5'h19;
+  assign \$424  = \port$19467$2 [9:0] == 5'h19;
   assign \$425  = \$423  & \$424 ;
   assign \$428  = ~ bus__we;
   assign \$429  = \new  & \$428 ;
-  assign \$430  = \port$17581$2 [9:0] == 5'h1a;
+  assign \$430  = \port$19467$2 [9:0] == 5'h1a;
   assign \$431  = \$429  & \$430 ;
   assign \$434  = ~ bus__we;
   assign \$435  = \new  & \$434 ;
-  assign \$436  = \port$17581$2 [9:0] == 5'h1b;
+  assign \$436  = \port$19467$2 [9:0] == 5'h1b;
   assign \$437  = \$435  & \$436 ;
   assign \$440  = ~ bus__we;
   assign \$441  = \new  & \$440 ;
-  assign \$442  = \port$17581$2 [9:0] == 5'h1c;
+  assign \$442  = \port$19467$2 [9:0] == 5'h1c;
   assign \$443  = \$441  & \$442 ;
   assign \$446  = ~ bus__we;
   assign \$447  = \new  & \$446 ;
-  assign \$448  = \port$17581$2 [9:0] == 5'h1d;
+  assign \$448  = \port$19467$2 [9:0] == 5'h1d;
   assign \$449  = \$447  & \$448 ;
   assign \$452  = ~ bus__we;
   assign \$453  = \new  & \$452 ;
-  assign \$454  = \port$17581$2 [9:0] == 6'h20;
+  assign \$454  = \port$19467$2 [9:0] == 6'h20;
   assign \$455  = \$453  & \$454 ;
   assign \$458  = ~ bus__we;
   assign \$459  = \new  & \$458 ;
-  assign \$460  = \port$17581$2 [9:0] == 6'h21;
+  assign \$460  = \port$19467$2 [9:0] == 6'h21;
   assign \$461  = \$459  & \$460 ;
   assign \$464  = ~ bus__we;
   assign \$465  = \new  & \$464 ;
-  assign \$466  = \port$17581$2 [9:0] == 6'h22;
+  assign \$466  = \port$19467$2 [9:0] == 6'h22;
   assign \$467  = \$465  & \$466 ;
   assign \$470  = ~ bus__we;
   assign \$471  = \new  & \$470 ;
-  assign \$472  = \port$17581$2 [9:0] == 6'h23;
+  assign \$472  = \port$19467$2 [9:0] == 6'h23;
   assign \$473  = \$471  & \$472 ;
   assign \$476  = ~ bus__we;
   assign \$477  = \new  & \$476 ;
-  assign \$478  = \port$17581$2 [9:0] == 6'h24;
+  assign \$478  = \port$19467$2 [9:0] == 6'h24;
   assign \$479  = \$477  & \$478 ;
   assign \$482  = ~ bus__we;
   assign \$483  = \new  & \$482 ;
-  assign \$484  = \port$17581$2 [9:0] == 6'h25;
+  assign \$484  = \port$19467$2 [9:0] == 6'h25;
   assign \$485  = \$483  & \$484 ;
   assign \$488  = ~ bus__we;
   assign \$489  = \new  & \$488 ;
-  assign \$490  = \port$17581$2 [9:0] == 6'h26;
+  assign \$490  = \port$19467$2 [9:0] == 6'h26;
   assign \$491  = \$489  & \$490 ;
   assign \$494  = ~ bus__we;
   assign \$495  = \new  & \$494 ;
-  assign \$496  = \port$17581$2 [9:0] == 6'h27;
+  assign \$496  = \port$19467$2 [9:0] == 6'h27;
   assign \$497  = \$495  & \$496 ;
   assign \$500  = ~ bus__we;
   assign \$501  = \new  & \$500 ;
-  assign \$502  = \port$17581$2 [9:0] == 6'h28;
+  assign \$502  = \port$19467$2 [9:0] == 6'h28;
   assign \$503  = \$501  & \$502 ;
   assign \$506  = ~ bus__we;
   assign \$507  = \new  & \$506 ;
-  assign \$508  = \port$17581$2 [9:0] == 6'h29;
+  assign \$508  = \port$19467$2 [9:0] == 6'h29;
   assign \$509  = \$507  & \$508 ;
   assign \$512  = ~ bus__we;
   assign \$513  = \new  & \$512 ;
-  assign \$514  = \port$17581$2 [9:0] == 6'h2a;
+  assign \$514  = \port$19467$2 [9:0] == 6'h2a;
   assign \$515  = \$513  & \$514 ;
   assign \$518  = ~ bus__we;
   assign \$519  = \new  & \$518 ;
-  assign \$520  = \port$17581$2 [9:0] == 6'h2b;
+  assign \$520  = \port$19467$2 [9:0] == 6'h2b;
   assign \$521  = \$519  & \$520 ;
   assign \$524  = ~ bus__we;
   assign \$525  = \new  & \$524 ;
-  assign \$526  = \port$17581$2 [9:0] == 6'h2c;
+  assign \$526  = \port$19467$2 [9:0] == 6'h2c;
   assign \$527  = \$525  & \$526 ;
   assign \$530  = ~ bus__we;
   assign \$531  = \new  & \$530 ;
-  assign \$532  = \port$17581$2 [9:0] == 6'h2d;
+  assign \$532  = \port$19467$2 [9:0] == 6'h2d;
   assign \$533  = \$531  & \$532 ;
   assign \$536  = ~ bus__we;
   assign \$537  = \new  & \$536 ;
-  assign \$538  = \port$17581$2 [9:0] == 6'h2e;
+  assign \$538  = \port$19467$2 [9:0] == 6'h2e;
   assign \$539  = \$537  & \$538 ;
   assign \$542  = ~ bus__we;
   assign \$543  = \new  & \$542 ;
-  assign \$544  = \port$17581$2 [9:0] == 6'h2f;
+  assign \$544  = \port$19467$2 [9:0] == 6'h2f;
   assign \$545  = \$543  & \$544 ;
   assign \$548  = ~ bus__we;
   assign \$549  = \new  & \$548 ;
-  assign \$550  = \port$17581$2 [9:0] == 6'h30;
+  assign \$550  = \port$19467$2 [9:0] == 6'h30;
   assign \$551  = \$549  & \$550 ;
   assign \$554  = ~ bus__we;
   assign \$555  = \new  & \$554 ;
-  assign \$556  = \port$17581$2 [9:0] == 6'h31;
+  assign \$556  = \port$19467$2 [9:0] == 6'h31;
   assign \$557  = \$555  & \$556 ;
   assign \$560  = ~ bus__we;
   assign \$561  = \new  & \$560 ;
-  assign \$562  = \port$17581$2 [9:0] == 6'h32;
+  assign \$562  = \port$19467$2 [9:0] == 6'h32;
   assign \$563  = \$561  & \$562 ;
   assign \$566  = ~ bus__we;
   assign \$567  = \new  & \$566 ;
-  assign \$568  = \port$17581$2 [9:0] == 6'h33;
+  assign \$568  = \port$19467$2 [9:0] == 6'h33;
   assign \$569  = \$567  & \$568 ;
   assign \$572  = ~ bus__we;
   assign \$573  = \new  & \$572 ;
-  assign \$574  = \port$17581$2 [9:0] == 6'h34;
+  assign \$574  = \port$19467$2 [9:0] == 6'h34;
   assign \$575  = \$573  & \$574 ;
   assign \$578  = ~ bus__we;
   assign \$579  = \new  & \$578 ;
-  assign \$580  = \port$17581$2 [9:0] == 6'h35;
+  assign \$580  = \port$19467$2 [9:0] == 6'h35;
   assign \$581  = \$579  & \$580 ;
   assign \$584  = ~ bus__we;
   assign \$585  = \new  & \$584 ;
-  assign \$586  = \port$17581$2 [9:0] == 6'h36;
+  assign \$586  = \port$19467$2 [9:0] == 6'h36;
   assign \$587  = \$585  & \$586 ;
   assign \$590  = ~ bus__we;
   assign \$591  = \new  & \$590 ;
-  assign \$592  = \port$17581$2 [9:0] == 6'h37;
+  assign \$592  = \port$19467$2 [9:0] == 6'h37;
   assign \$593  = \$591  & \$592 ;
   assign \$596  = ~ bus__we;
   assign \$597  = \new  & \$596 ;
-  assign \$598  = \port$17581$2 [9:0] == 6'h38;
+  assign \$598  = \port$19467$2 [9:0] == 6'h38;
   assign \$599  = \$597  & \$598 ;
   assign \$602  = ~ bus__we;
   assign \$603  = \new  & \$602 ;
-  assign \$604  = \port$17581$2 [9:0] == 6'h39;
+  assign \$604  = \port$19467$2 [9:0] == 6'h39;
   assign \$605  = \$603  & \$604 ;
   assign \$608  = ~ bus__we;
   assign \$609  = \new  & \$608 ;
-  assign \$610  = \port$17581$2 [9:0] == 6'h3a;
+  assign \$610  = \port$19467$2 [9:0] == 6'h3a;
   assign \$611  = \$609  & \$610 ;
   assign \$614  = ~ bus__we;
   assign \$615  = \new  & \$614 ;
-  assign \$616  = \port$17581$2 [9:0] == 6'h3b;
+  assign \$616  = \port$19467$2 [9:0] == 6'h3b;
   assign \$617  = \$615  & \$616 ;
   assign \$620  = ~ bus__we;
   assign \$621  = \new  & \$620 ;
-  assign \$622  = \port$17581$2 [9:0] == 6'h3c;
+  assign \$622  = \port$19467$2 [9:0] == 6'h3c;
   assign \$623  = \$621  & \$622 ;
   assign \$626  = ~ bus__we;
   assign \$627  = \new  & \$626 ;
-  assign \$628  = \port$17581$2 [9:0] == 6'h3d;
+  assign \$628  = \port$19467$2 [9:0] == 6'h3d;
   assign \$629  = \$627  & \$628 ;
   assign \$632  = ~ bus__we;
   assign \$633  = \new  & \$632 ;
-  assign \$634  = \port$17581$2 [9:0] == 6'h3e;
+  assign \$634  = \port$19467$2 [9:0] == 6'h3e;
   assign \$635  = \$633  & \$634 ;
   assign \$638  = ~ bus__we;
   assign \$639  = \new  & \$638 ;
-  assign \$640  = \port$17581$2 [9:0] == 6'h3f;
+  assign \$640  = \port$19467$2 [9:0] == 6'h3f;
   assign \$641  = \$639  & \$640 ;
   assign \$644  = ~ bus__we;
   assign \$645  = \new  & \$644 ;
-  assign \$646  = \port$17581$2 [9:0] == 7'h40;
+  assign \$646  = \port$19467$2 [9:0] == 7'h40;
   assign \$647  = \$645  & \$646 ;
   assign \$650  = ~ bus__we;
   assign \$651  = \new  & \$650 ;
-  assign \$652  = \port$17581$2 [9:0] == 7'h41;
+  assign \$652  = \port$19467$2 [9:0] == 7'h41;
   assign \$653  = \$651  & \$652 ;
   assign \$656  = ~ bus__we;
   assign \$657  = \new  & \$656 ;
-  assign \$658  = \port$17581$2 [9:0] == 7'h42;
+  assign \$658  = \port$19467$2 [9:0] == 7'h42;
   assign \$659  = \$657  & \$658 ;
   assign \$662  = ~ bus__we;
   assign \$663  = \new  & \$662 ;
-  assign \$664  = \port$17581$2 [9:0] == 7'h43;
+  assign \$664  = \port$19467$2 [9:0] == 7'h43;
   assign \$665  = \$663  & \$664 ;
   assign \$668  = ~ bus__we;
   assign \$669  = \new  & \$668 ;
-  assign \$670  = \port$17581$2 [9:0] == 7'h44;
+  assign \$670  = \port$19467$2 [9:0] == 7'h44;
   assign \$671  = \$669  & \$670 ;
   assign \$674  = ~ bus__we;
   assign \$675  = \new  & \$674 ;
-  assign \$676  = \port$17581$2 [9:0] == 7'h45;
+  assign \$676  = \port$19467$2 [9:0] == 7'h45;
   assign \$677  = \$675  & \$676 ;
   assign \$680  = ~ bus__we;
   assign \$681  = \new  & \$680 ;
-  assign \$682  = \port$17581$2 [9:0] == 7'h46;
+  assign \$682  = \port$19467$2 [9:0] == 7'h46;
   assign \$683  = \$681  & \$682 ;
   assign \$686  = ~ bus__we;
   assign \$687  = \new  & \$686 ;
-  assign \$688  = \port$17581$2 [9:0] == 7'h47;
+  assign \$688  = \port$19467$2 [9:0] == 7'h47;
   assign \$689  = \$687  & \$688 ;
   assign \$692  = ~ bus__we;
   assign \$693  = \new  & \$692 ;
-  assign \$694  = \port$17581$2 [9:0] == 7'h48;
+  assign \$694  = \port$19467$2 [9:0] == 7'h48;
   assign \$695  = \$693  & \$694 ;
   assign \$698  = ~ bus__we;
   assign \$699  = \new  & \$698 ;
-  assign \$700  = \port$17581$2 [9:0] == 7'h49;
+  assign \$700  = \port$19467$2 [9:0] == 7'h49;
   assign \$701  = \$699  & \$700 ;
   assign \$704  = ~ bus__we;
   assign \$705  = \new  & \$704 ;
-  assign \$706  = \port$17581$2 [9:0] == 7'h4a;
+  assign \$706  = \port$19467$2 [9:0] == 7'h4a;
   assign \$707  = \$705  & \$706 ;
   assign \$710  = ~ bus__we;
   assign \$711  = \new  & \$710 ;
-  assign \$712  = \port$17581$2 [9:0] == 7'h4b;
+  assign \$712  = \port$19467$2 [9:0] == 7'h4b;
   assign \$713  = \$711  & \$712 ;
   assign \$716  = ~ bus__we;
   assign \$717  = \new  & \$716 ;
-  assign \$718  = \port$17581$2 [9:0] == 7'h4c;
+  assign \$718  = \port$19467$2 [9:0] == 7'h4c;
   assign \$719  = \$717  & \$718 ;
   assign \$722  = ~ bus__we;
   assign \$723  = \new  & \$722 ;
-  assign \$724  = \port$17581$2 [9:0] == 7'h4d;
+  assign \$724  = \port$19467$2 [9:0] == 7'h4d;
   assign \$725  = \$723  & \$724 ;
   assign \$728  = ~ bus__we;
   assign \$729  = \new  & \$728 ;
-  assign \$730  = \port$17581$2 [9:0] == 7'h4e;
+  assign \$730  = \port$19467$2 [9:0] == 7'h4e;
   assign \$731  = \$729  & \$730 ;
   assign \$734  = ~ bus__we;
   assign \$735  = \new  & \$734 ;
-  assign \$736  = \port$17581$2 [9:0] == 7'h4f;
+  assign \$736  = \port$19467$2 [9:0] == 7'h4f;
   assign \$737  = \$735  & \$736 ;
   assign \$740  = ~ bus__we;
   assign \$741  = \new  & \$740 ;
-  assign \$742  = \port$17581$2 [9:0] == 7'h50;
+  assign \$742  = \port$19467$2 [9:0] == 7'h50;
   assign \$743  = \$741  & \$742 ;
   assign \$746  = ~ bus__we;
   assign \$747  = \new  & \$746 ;
-  assign \$748  = \port$17581$2 [9:0] == 7'h51;
+  assign \$748  = \port$19467$2 [9:0] == 7'h51;
   assign \$749  = \$747  & \$748 ;
   assign \$752  = ~ bus__we;
   assign \$753  = \new  & \$752 ;
-  assign \$754  = \port$17581$2 [9:0] == 7'h58;
+  assign \$754  = \port$19467$2 [9:0] == 7'h58;
   assign \$755  = \$753  & \$754 ;
   assign \$759  = \$757  | { 9'h000, \$758  };
   assign \$761  = { 15'h0000, \$759  } | \$760 ;
   assign \$762  = ~ bus__we;
   assign \$763  = \new  & \$762 ;
-  assign \$764  = \port$17581$2 [9:0] == 7'h59;
+  assign \$764  = \port$19467$2 [9:0] == 7'h59;
   assign \$765  = \$763  & \$764 ;
   assign \$769  = \$767  | { 9'h000, \$768  };
   assign \$771  = { 15'h0000, \$769  } | \$770 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$17581$2 [9:0] == 7'h5a;
+  assign \$774  = \port$19467$2 [9:0] == 7'h5a;
   assign \$775  = \$773  & \$774 ;
   assign \$779  = \$777  | { 9'h000, \$778  };
   assign \$781  = { 15'h0000, \$779  } | \$780 ;
   assign \$782  = ~ bus__we;
   assign \$783  = \new  & \$782 ;
-  assign \$784  = \port$17581$2 [9:0] == 7'h5b;
+  assign \$784  = \port$19467$2 [9:0] == 7'h5b;
   assign \$785  = \$783  & \$784 ;
   assign \$789  = \$787  | { 9'h000, \$788  };
   assign \$791  = { 15'h0000, \$789  } | \$790 ;
   assign \$792  = ~ bus__we;
   assign \$793  = \new  & \$792 ;
-  assign \$794  = \port$17581$2 [9:0] == 7'h5c;
+  assign \$794  = \port$19467$2 [9:0] == 7'h5c;
   assign \$795  = \$793  & \$794 ;
   assign \$799  = \$797  | { 9'h000, \$798  };
   assign \$801  = { 15'h0000, \$799  } | \$800 ;
@@ -28460,155 +28460,155 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$17581$2 [9:0];
+  assign \$3  = ! \port$19467$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$17581$2 [9:0] == 1'h1;
+  assign \$5  = \port$19467$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$17581$2 [9:0] == 2'h2;
+  assign \$7  = \port$19467$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$17581$2 [9:0] == 2'h3;
+  assign \$9  = \port$19467$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$17581$2 [9:0] == 3'h4;
+  assign \$11  = \port$19467$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$17581$2 [9:0] == 3'h5;
+  assign \$13  = \port$19467$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$17581$2 [9:0] == 3'h6;
+  assign \$15  = \port$19467$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$17581$2 [9:0] == 4'h8;
+  assign \$17  = \port$19467$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$17581$2 [9:0] == 4'h9;
+  assign \$19  = \port$19467$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$17581$2 [9:0] == 4'ha;
+  assign \$21  = \port$19467$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$17581$2 [9:0] == 4'hb;
+  assign \$23  = \port$19467$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$17581$2 [9:0] == 5'h10;
+  assign \$25  = \port$19467$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$17581$2 [9:0] == 5'h11;
+  assign \$27  = \port$19467$2 [9:0] == 5'h11;
   assign wr_cpl = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$17581$2 [9:0] == 5'h12;
+  assign \$29  = \port$19467$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$17581$2 [9:0] == 5'h13;
+  assign \$31  = \port$19467$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$17581$2 [9:0] == 5'h14;
+  assign \$33  = \port$19467$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$17581$2 [9:0] == 5'h15;
+  assign \$35  = \port$19467$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$17581$2 [9:0] == 5'h16;
+  assign \$37  = \port$19467$2 [9:0] == 5'h16;
   assign wr_watchdog = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$17581$2 [9:0] == 5'h17;
+  assign \$39  = \port$19467$2 [9:0] == 5'h17;
   assign wr_q_wait = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$17581$2 [9:0] == 5'h18;
+  assign \$41  = \port$19467$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$17581$2 [9:0] == 5'h19;
+  assign \$43  = \port$19467$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$17581$2 [9:0] == 5'h1a;
+  assign \$45  = \port$19467$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$17581$2 [9:0] == 5'h1b;
+  assign \$47  = \port$19467$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$17581$2 [9:0] == 5'h1c;
+  assign \$49  = \port$19467$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$17581$2 [9:0] == 5'h1d;
+  assign \$51  = \port$19467$2 [9:0] == 5'h1d;
   assign wr_timer = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$17581$2 [9:0] == 6'h20;
+  assign \$53  = \port$19467$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$17581$2 [9:0] == 6'h21;
+  assign \$55  = \port$19467$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$17581$2 [9:0] == 6'h22;
+  assign \$57  = \port$19467$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$17581$2 [9:0] == 6'h23;
+  assign \$59  = \port$19467$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$17581$2 [9:0] == 6'h24;
+  assign \$61  = \port$19467$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$17581$2 [9:0] == 6'h25;
+  assign \$63  = \port$19467$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$17581$2 [9:0] == 6'h26;
+  assign \$65  = \port$19467$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$17581$2 [9:0] == 6'h27;
+  assign \$67  = \port$19467$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$17581$2 [9:0] == 6'h28;
+  assign \$69  = \port$19467$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$17581$2 [9:0] == 6'h29;
+  assign \$71  = \port$19467$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$17581$2 [9:0] == 6'h2a;
+  assign \$73  = \port$19467$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$17581$2 [9:0] == 6'h2b;
+  assign \$75  = \port$19467$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$17581$2 [9:0] == 6'h2c;
+  assign \$77  = \port$19467$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$17581$2 [9:0] == 6'h2d;
+  assign \$79  = \port$19467$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$17581$2 [9:0] == 6'h2e;
+  assign \$81  = \port$19467$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$17581$2 [9:0] == 6'h2f;
+  assign \$83  = \port$19467$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$17581$2 [9:0] == 6'h30;
+  assign \$85  = \port$19467$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$17581$2 [9:0] == 6'h31;
+  assign \$87  = \port$19467$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$17581$2 [9:0] == 6'h32;
+  assign \$89  = \port$19467$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$17581$2 [9:0] == 6'h33;
+  assign \$91  = \port$19467$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$17581$2 [9:0] == 6'h34;
+  assign \$93  = \port$19467$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$17581$2 [9:0] == 6'h35;
+  assign \$95  = \port$19467$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$17581$2 [9:0] == 6'h36;
+  assign \$97  = \port$19467$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$17581$2 [9:0] == 6'h37;
+  assign \$99  = \port$19467$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$17581$2 [9:0] == 6'h38;
+  assign \$101  = \port$19467$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$100  & \$101 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
@@ -29895,7 +29895,7 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$17581$2 , 2'h0 };
+  assign bus__addr = { \port$19467$2 , 2'h0 };
   assign work_qready = { \port$4552$0 , \port$4542$0 , \port$4532$0 , \port$4522$0  };
   assign work_qreset = { \port$4554$0 , \port$4544$0 , \port$4534$0 , \port$4524$0  };
   assign q_head0_word = \port$5582$0 [31:0];
@@ -29930,16 +29930,16 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign q_head29_word = \port$5672$0 [191:160];
   assign q_head30_word = \port$5672$0 [223:192];
   assign q_head31_word = \port$5672$0 [255:224];
-  assign retire0_error = \port$16852$0 [7:0];
-  assign retire0_tag = \port$16852$0 [23:8];
-  assign retire1_error = \port$16902$0 [7:0];
-  assign retire1_tag = \port$16902$0 [23:8];
-  assign retire2_error = \port$16952$0 [7:0];
-  assign retire2_tag = \port$16952$0 [23:8];
-  assign retire3_error = \port$17002$0 [7:0];
-  assign retire3_tag = \port$17002$0 [23:8];
-  assign retire4_error = \port$17052$0 [7:0];
-  assign retire4_tag = \port$17052$0 [23:8];
+  assign retire0_error = \port$18738$0 [7:0];
+  assign retire0_tag = \port$18738$0 [23:8];
+  assign retire1_error = \port$18788$0 [7:0];
+  assign retire1_tag = \port$18788$0 [23:8];
+  assign retire2_error = \port$18838$0 [7:0];
+  assign retire2_tag = \port$18838$0 [23:8];
+  assign retire3_error = \port$18888$0 [7:0];
+  assign retire3_tag = \port$18888$0 [23:8];
+  assign retire4_error = \port$18938$0 [7:0];
+  assign retire4_tag = \port$18938$0 [23:8];
   assign \$286  = { 1'h0, fw_version_version };
   assign \$287  = \$286 ;
   assign \$292  = { 1'h0, fw_status_state };
@@ -30102,24 +30102,24 @@ module \kaki_soc_16x16.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, 
   assign \$751  = \$750 ;
   assign \$756  = { 1'h0, retire0_valid };
   assign \$757  = { 30'h00000000, \$756  };
-  assign \$758  = { 7'h00, \port$16852$0 [7:0], 8'h00 };
-  assign \$760  = { 15'h0000, \port$16852$0 [23:8], 16'h0000 };
+  assign \$758  = { 7'h00, \port$18738$0 [7:0], 8'h00 };
+  assign \$760  = { 15'h0000, \port$18738$0 [23:8], 16'h0000 };
   assign \$766  = { 1'h0, retire1_valid };
   assign \$767  = { 30'h00000000, \$766  };
-  assign \$768  = { 7'h00, \port$16902$0 [7:0], 8'h00 };
-  assign \$770  = { 15'h0000, \port$16902$0 [23:8], 16'h0000 };
+  assign \$768  = { 7'h00, \port$18788$0 [7:0], 8'h00 };
+  assign \$770  = { 15'h0000, \port$18788$0 [23:8], 16'h0000 };
   assign \$776  = { 1'h0, retire2_valid };
   assign \$777  = { 30'h00000000, \$776  };
-  assign \$778  = { 7'h00, \port$16952$0 [7:0], 8'h00 };
-  assign \$780  = { 15'h0000, \port$16952$0 [23:8], 16'h0000 };
+  assign \$778  = { 7'h00, \port$18838$0 [7:0], 8'h00 };
+  assign \$780  = { 15'h0000, \port$18838$0 [23:8], 16'h0000 };
   assign \$786  = { 1'h0, retire3_valid };
   assign \$787  = { 30'h00000000, \$786  };
-  assign \$788  = { 7'h00, \port$17002$0 [7:0], 8'h00 };
-  assign \$790  = { 15'h0000, \port$17002$0 [23:8], 16'h0000 };
+  assign \$788  = { 7'h00, \port$18888$0 [7:0], 8'h00 };
+  assign \$790  = { 15'h0000, \port$18888$0 [23:8], 16'h0000 };
   assign \$796  = { 1'h0, retire4_valid };
   assign \$797  = { 30'h00000000, \$796  };
-  assign \$798  = { 7'h00, \port$17052$0 [7:0], 8'h00 };
-  assign \$800  = { 15'h0000, \port$17052$0 [23:8], 16'h0000 };
+  assign \$798  = { 7'h00, \port$18938$0 [7:0], 8'h00 };
+  assign \$800  = { 15'h0000, \port$18938$0 [23:8], 16'h0000 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -30978,7 +30978,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
     .deskew9_5(\$272 ),
     .out_valid_q(acc_wr__en),
     .pe15_15_psum(\$262 ),
-    .\port$18339$2 (spad_meta_q3[6:2]),
+    .\port$20225$2 (spad_meta_q3[6:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -32272,7 +32272,7 @@ module \kaki_soc_16x16.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_transpose, pe15_15_psum, out_valid_q, deskew0_14, deskew1_13, deskew2_12, deskew3_11, deskew4_10, deskew5_9, deskew6_8, deskew7_7, deskew8_6, deskew9_5, deskew10_4, deskew11_3, deskew12_2
+module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$20225$2 , w_transpose, pe15_15_psum, out_valid_q, deskew0_14, deskew1_13, deskew2_12, deskew3_11, deskew4_10, deskew5_9, deskew6_8, deskew7_7, deskew8_6, deskew9_5, deskew10_4, deskew11_3, deskew12_2
 , deskew13_1, deskew14_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
@@ -40968,8 +40968,8 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   reg pe9_9_v = 1'h0;
   reg [7:0] pe9_9_w0 = 8'h00;
   reg [7:0] pe9_9_w1 = 8'h00;
-  input [4:0] \port$18339$2 ;
-  wire [4:0] \port$18339$2 ;
+  input [4:0] \port$20225$2 ;
+  wire [4:0] \port$20225$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -41345,7 +41345,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   wire w_transpose;
   assign \$2942  = \$2940  & \$2941 ;
   assign \$2943  = w_en & w_transpose;
-  assign \$2944  = \port$18339$2 [3:0] == 2'h2;
+  assign \$2944  = \port$20225$2 [3:0] == 2'h2;
   assign \$2945  = \$2943  & \$2944 ;
   assign \$2946  = \$2942  | \$2945 ;
   assign \$2947  = w_transpose ? w_data[119:112] : w_data[23:16];
@@ -41355,10 +41355,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2951  = $signed(pe13_2_psum) + $signed(\$2950 );
   assign \$2952  = ~ w_transpose;
   assign \$2953  = w_en & \$2952 ;
-  assign \$2954  = \port$18339$2 [3:0] == 4'he;
+  assign \$2954  = \port$20225$2 [3:0] == 4'he;
   assign \$2955  = \$2953  & \$2954 ;
   assign \$2956  = w_en & w_transpose;
-  assign \$2957  = \port$18339$2 [3:0] == 2'h3;
+  assign \$2957  = \port$20225$2 [3:0] == 2'h3;
   assign \$2958  = \$2956  & \$2957 ;
   assign \$2959  = \$2955  | \$2958 ;
   assign \$2960  = w_transpose ? w_data[119:112] : w_data[31:24];
@@ -41368,10 +41368,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2964  = $signed(pe13_3_psum) + $signed(\$2963 );
   assign \$2965  = ~ w_transpose;
   assign \$2966  = w_en & \$2965 ;
-  assign \$2967  = \port$18339$2 [3:0] == 4'he;
+  assign \$2967  = \port$20225$2 [3:0] == 4'he;
   assign \$2968  = \$2966  & \$2967 ;
   assign \$2969  = w_en & w_transpose;
-  assign \$2970  = \port$18339$2 [3:0] == 3'h4;
+  assign \$2970  = \port$20225$2 [3:0] == 3'h4;
   assign \$2971  = \$2969  & \$2970 ;
   assign \$2972  = \$2968  | \$2971 ;
   assign \$2973  = w_transpose ? w_data[119:112] : w_data[39:32];
@@ -41381,10 +41381,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2977  = $signed(pe13_4_psum) + $signed(\$2976 );
   assign \$2978  = ~ w_transpose;
   assign \$2979  = w_en & \$2978 ;
-  assign \$2980  = \port$18339$2 [3:0] == 4'he;
+  assign \$2980  = \port$20225$2 [3:0] == 4'he;
   assign \$2981  = \$2979  & \$2980 ;
   assign \$2982  = w_en & w_transpose;
-  assign \$2983  = \port$18339$2 [3:0] == 3'h5;
+  assign \$2983  = \port$20225$2 [3:0] == 3'h5;
   assign \$2984  = \$2982  & \$2983 ;
   assign \$2985  = \$2981  | \$2984 ;
   assign \$2986  = w_transpose ? w_data[119:112] : w_data[47:40];
@@ -41394,10 +41394,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2990  = $signed(pe13_5_psum) + $signed(\$2989 );
   assign \$2991  = ~ w_transpose;
   assign \$2992  = w_en & \$2991 ;
-  assign \$2993  = \port$18339$2 [3:0] == 4'he;
+  assign \$2993  = \port$20225$2 [3:0] == 4'he;
   assign \$2994  = \$2992  & \$2993 ;
   assign \$2995  = w_en & w_transpose;
-  assign \$2996  = \port$18339$2 [3:0] == 3'h6;
+  assign \$2996  = \port$20225$2 [3:0] == 3'h6;
   assign \$2997  = \$2995  & \$2996 ;
   assign \$2998  = \$2994  | \$2997 ;
   assign \$2999  = w_transpose ? w_data[119:112] : w_data[55:48];
@@ -41407,10 +41407,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3003  = $signed(pe13_6_psum) + $signed(\$3002 );
   assign \$3004  = ~ w_transpose;
   assign \$3005  = w_en & \$3004 ;
-  assign \$3006  = \port$18339$2 [3:0] == 4'he;
+  assign \$3006  = \port$20225$2 [3:0] == 4'he;
   assign \$3007  = \$3005  & \$3006 ;
   assign \$3008  = w_en & w_transpose;
-  assign \$3009  = \port$18339$2 [3:0] == 3'h7;
+  assign \$3009  = \port$20225$2 [3:0] == 3'h7;
   assign \$3010  = \$3008  & \$3009 ;
   assign \$3011  = \$3007  | \$3010 ;
   assign \$3012  = w_transpose ? w_data[119:112] : w_data[63:56];
@@ -41420,10 +41420,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3016  = $signed(pe13_7_psum) + $signed(\$3015 );
   assign \$3017  = ~ w_transpose;
   assign \$3018  = w_en & \$3017 ;
-  assign \$3019  = \port$18339$2 [3:0] == 4'he;
+  assign \$3019  = \port$20225$2 [3:0] == 4'he;
   assign \$3020  = \$3018  & \$3019 ;
   assign \$3021  = w_en & w_transpose;
-  assign \$3022  = \port$18339$2 [3:0] == 4'h8;
+  assign \$3022  = \port$20225$2 [3:0] == 4'h8;
   assign \$3023  = \$3021  & \$3022 ;
   assign \$3024  = \$3020  | \$3023 ;
   assign \$3025  = w_transpose ? w_data[119:112] : w_data[71:64];
@@ -41433,10 +41433,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3029  = $signed(pe13_8_psum) + $signed(\$3028 );
   assign \$3030  = ~ w_transpose;
   assign \$3031  = w_en & \$3030 ;
-  assign \$3032  = \port$18339$2 [3:0] == 4'he;
+  assign \$3032  = \port$20225$2 [3:0] == 4'he;
   assign \$3033  = \$3031  & \$3032 ;
   assign \$3034  = w_en & w_transpose;
-  assign \$3035  = \port$18339$2 [3:0] == 4'h9;
+  assign \$3035  = \port$20225$2 [3:0] == 4'h9;
   assign \$3036  = \$3034  & \$3035 ;
   assign \$3037  = \$3033  | \$3036 ;
   assign \$3038  = w_transpose ? w_data[119:112] : w_data[79:72];
@@ -41446,10 +41446,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3042  = $signed(pe13_9_psum) + $signed(\$3041 );
   assign \$3043  = ~ w_transpose;
   assign \$3044  = w_en & \$3043 ;
-  assign \$3045  = \port$18339$2 [3:0] == 4'he;
+  assign \$3045  = \port$20225$2 [3:0] == 4'he;
   assign \$3046  = \$3044  & \$3045 ;
   assign \$3047  = w_en & w_transpose;
-  assign \$3048  = \port$18339$2 [3:0] == 4'ha;
+  assign \$3048  = \port$20225$2 [3:0] == 4'ha;
   assign \$3049  = \$3047  & \$3048 ;
   assign \$3050  = \$3046  | \$3049 ;
   assign \$3051  = w_transpose ? w_data[119:112] : w_data[87:80];
@@ -41459,10 +41459,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3055  = $signed(pe13_10_psum) + $signed(\$3054 );
   assign \$3056  = ~ w_transpose;
   assign \$3057  = w_en & \$3056 ;
-  assign \$3058  = \port$18339$2 [3:0] == 4'he;
+  assign \$3058  = \port$20225$2 [3:0] == 4'he;
   assign \$3059  = \$3057  & \$3058 ;
   assign \$3060  = w_en & w_transpose;
-  assign \$3061  = \port$18339$2 [3:0] == 4'hb;
+  assign \$3061  = \port$20225$2 [3:0] == 4'hb;
   assign \$3062  = \$3060  & \$3061 ;
   assign \$3063  = \$3059  | \$3062 ;
   assign \$3064  = w_transpose ? w_data[119:112] : w_data[95:88];
@@ -41472,10 +41472,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3068  = $signed(pe13_11_psum) + $signed(\$3067 );
   assign \$3069  = ~ w_transpose;
   assign \$3070  = w_en & \$3069 ;
-  assign \$3071  = \port$18339$2 [3:0] == 4'he;
+  assign \$3071  = \port$20225$2 [3:0] == 4'he;
   assign \$3072  = \$3070  & \$3071 ;
   assign \$3073  = w_en & w_transpose;
-  assign \$3074  = \port$18339$2 [3:0] == 4'hc;
+  assign \$3074  = \port$20225$2 [3:0] == 4'hc;
   assign \$3075  = \$3073  & \$3074 ;
   assign \$3076  = \$3072  | \$3075 ;
   assign \$3077  = w_transpose ? w_data[119:112] : w_data[103:96];
@@ -41485,10 +41485,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3081  = $signed(pe13_12_psum) + $signed(\$3080 );
   assign \$3082  = ~ w_transpose;
   assign \$3083  = w_en & \$3082 ;
-  assign \$3084  = \port$18339$2 [3:0] == 4'he;
+  assign \$3084  = \port$20225$2 [3:0] == 4'he;
   assign \$3085  = \$3083  & \$3084 ;
   assign \$3086  = w_en & w_transpose;
-  assign \$3087  = \port$18339$2 [3:0] == 4'hd;
+  assign \$3087  = \port$20225$2 [3:0] == 4'hd;
   assign \$3088  = \$3086  & \$3087 ;
   assign \$3089  = \$3085  | \$3088 ;
   assign \$3090  = w_transpose ? w_data[119:112] : w_data[111:104];
@@ -41498,10 +41498,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3094  = $signed(pe13_13_psum) + $signed(\$3093 );
   assign \$3095  = ~ w_transpose;
   assign \$3096  = w_en & \$3095 ;
-  assign \$3097  = \port$18339$2 [3:0] == 4'he;
+  assign \$3097  = \port$20225$2 [3:0] == 4'he;
   assign \$3098  = \$3096  & \$3097 ;
   assign \$3099  = w_en & w_transpose;
-  assign \$3100  = \port$18339$2 [3:0] == 4'he;
+  assign \$3100  = \port$20225$2 [3:0] == 4'he;
   assign \$3101  = \$3099  & \$3100 ;
   assign \$3102  = \$3098  | \$3101 ;
   assign \$3105  = pe14_13_bank ? pe14_14_w1 : pe14_14_w0;
@@ -41509,10 +41509,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3107  = $signed(pe13_14_psum) + $signed(\$3106 );
   assign \$3108  = ~ w_transpose;
   assign \$3109  = w_en & \$3108 ;
-  assign \$3110  = \port$18339$2 [3:0] == 4'he;
+  assign \$3110  = \port$20225$2 [3:0] == 4'he;
   assign \$3111  = \$3109  & \$3110 ;
   assign \$3112  = w_en & w_transpose;
-  assign \$3113  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3113  = \port$20225$2 [3:0] == 4'hf;
   assign \$3114  = \$3112  & \$3113 ;
   assign \$3115  = \$3111  | \$3114 ;
   assign \$3116  = w_transpose ? w_data[119:112] : w_data[127:120];
@@ -41523,10 +41523,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3121  = a_valid ? w_data[127:120] : 8'h00;
   assign \$3122  = ~ w_transpose;
   assign \$3123  = w_en & \$3122 ;
-  assign \$3124  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3124  = \port$20225$2 [3:0] == 4'hf;
   assign \$3125  = \$3123  & \$3124 ;
   assign \$3126  = w_en & w_transpose;
-  assign \$3127  = ! \port$18339$2 [3:0];
+  assign \$3127  = ! \port$20225$2 [3:0];
   assign \$3128  = \$3126  & \$3127 ;
   assign \$3129  = \$3125  | \$3128 ;
   assign \$3130  = w_transpose ? w_data[127:120] : w_data[7:0];
@@ -41536,10 +41536,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3134  = $signed(pe14_0_psum) + $signed(\$3133 );
   assign \$3135  = ~ w_transpose;
   assign \$3136  = w_en & \$3135 ;
-  assign \$3137  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3137  = \port$20225$2 [3:0] == 4'hf;
   assign \$3138  = \$3136  & \$3137 ;
   assign \$3139  = w_en & w_transpose;
-  assign \$3140  = \port$18339$2 [3:0] == 1'h1;
+  assign \$3140  = \port$20225$2 [3:0] == 1'h1;
   assign \$3141  = \$3139  & \$3140 ;
   assign \$3142  = \$3138  | \$3141 ;
   assign \$3143  = w_transpose ? w_data[127:120] : w_data[15:8];
@@ -41549,10 +41549,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3147  = $signed(pe14_1_psum) + $signed(\$3146 );
   assign \$3148  = ~ w_transpose;
   assign \$3149  = w_en & \$3148 ;
-  assign \$3150  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3150  = \port$20225$2 [3:0] == 4'hf;
   assign \$3151  = \$3149  & \$3150 ;
   assign \$3152  = w_en & w_transpose;
-  assign \$3153  = \port$18339$2 [3:0] == 2'h2;
+  assign \$3153  = \port$20225$2 [3:0] == 2'h2;
   assign \$3154  = \$3152  & \$3153 ;
   assign \$3155  = \$3151  | \$3154 ;
   assign \$3156  = w_transpose ? w_data[127:120] : w_data[23:16];
@@ -41562,10 +41562,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3160  = $signed(pe14_2_psum) + $signed(\$3159 );
   assign \$3161  = ~ w_transpose;
   assign \$3162  = w_en & \$3161 ;
-  assign \$3163  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3163  = \port$20225$2 [3:0] == 4'hf;
   assign \$3164  = \$3162  & \$3163 ;
   assign \$3165  = w_en & w_transpose;
-  assign \$3166  = \port$18339$2 [3:0] == 2'h3;
+  assign \$3166  = \port$20225$2 [3:0] == 2'h3;
   assign \$3167  = \$3165  & \$3166 ;
   assign \$3168  = \$3164  | \$3167 ;
   assign \$3169  = w_transpose ? w_data[127:120] : w_data[31:24];
@@ -41575,10 +41575,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3173  = $signed(pe14_3_psum) + $signed(\$3172 );
   assign \$3174  = ~ w_transpose;
   assign \$3175  = w_en & \$3174 ;
-  assign \$3176  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3176  = \port$20225$2 [3:0] == 4'hf;
   assign \$3177  = \$3175  & \$3176 ;
   assign \$3178  = w_en & w_transpose;
-  assign \$3179  = \port$18339$2 [3:0] == 3'h4;
+  assign \$3179  = \port$20225$2 [3:0] == 3'h4;
   assign \$3180  = \$3178  & \$3179 ;
   assign \$3181  = \$3177  | \$3180 ;
   assign \$3182  = w_transpose ? w_data[127:120] : w_data[39:32];
@@ -41588,10 +41588,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3186  = $signed(pe14_4_psum) + $signed(\$3185 );
   assign \$3187  = ~ w_transpose;
   assign \$3188  = w_en & \$3187 ;
-  assign \$3189  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3189  = \port$20225$2 [3:0] == 4'hf;
   assign \$3190  = \$3188  & \$3189 ;
   assign \$3191  = w_en & w_transpose;
-  assign \$3192  = \port$18339$2 [3:0] == 3'h5;
+  assign \$3192  = \port$20225$2 [3:0] == 3'h5;
   assign \$3193  = \$3191  & \$3192 ;
   assign \$3194  = \$3190  | \$3193 ;
   assign \$3195  = w_transpose ? w_data[127:120] : w_data[47:40];
@@ -41601,10 +41601,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3199  = $signed(pe14_5_psum) + $signed(\$3198 );
   assign \$3200  = ~ w_transpose;
   assign \$3201  = w_en & \$3200 ;
-  assign \$3202  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3202  = \port$20225$2 [3:0] == 4'hf;
   assign \$3203  = \$3201  & \$3202 ;
   assign \$3204  = w_en & w_transpose;
-  assign \$3205  = \port$18339$2 [3:0] == 3'h6;
+  assign \$3205  = \port$20225$2 [3:0] == 3'h6;
   assign \$3206  = \$3204  & \$3205 ;
   assign \$3207  = \$3203  | \$3206 ;
   assign \$3208  = w_transpose ? w_data[127:120] : w_data[55:48];
@@ -41614,10 +41614,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3212  = $signed(pe14_6_psum) + $signed(\$3211 );
   assign \$3213  = ~ w_transpose;
   assign \$3214  = w_en & \$3213 ;
-  assign \$3215  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3215  = \port$20225$2 [3:0] == 4'hf;
   assign \$3216  = \$3214  & \$3215 ;
   assign \$3217  = w_en & w_transpose;
-  assign \$3218  = \port$18339$2 [3:0] == 3'h7;
+  assign \$3218  = \port$20225$2 [3:0] == 3'h7;
   assign \$3219  = \$3217  & \$3218 ;
   assign \$3220  = \$3216  | \$3219 ;
   assign \$3221  = w_transpose ? w_data[127:120] : w_data[63:56];
@@ -41627,10 +41627,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3225  = $signed(pe14_7_psum) + $signed(\$3224 );
   assign \$3226  = ~ w_transpose;
   assign \$3227  = w_en & \$3226 ;
-  assign \$3228  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3228  = \port$20225$2 [3:0] == 4'hf;
   assign \$3229  = \$3227  & \$3228 ;
   assign \$3230  = w_en & w_transpose;
-  assign \$3231  = \port$18339$2 [3:0] == 4'h8;
+  assign \$3231  = \port$20225$2 [3:0] == 4'h8;
   assign \$3232  = \$3230  & \$3231 ;
   assign \$3233  = \$3229  | \$3232 ;
   assign \$3234  = w_transpose ? w_data[127:120] : w_data[71:64];
@@ -41640,10 +41640,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3238  = $signed(pe14_8_psum) + $signed(\$3237 );
   assign \$3239  = ~ w_transpose;
   assign \$3240  = w_en & \$3239 ;
-  assign \$3241  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3241  = \port$20225$2 [3:0] == 4'hf;
   assign \$3242  = \$3240  & \$3241 ;
   assign \$3243  = w_en & w_transpose;
-  assign \$3244  = \port$18339$2 [3:0] == 4'h9;
+  assign \$3244  = \port$20225$2 [3:0] == 4'h9;
   assign \$3245  = \$3243  & \$3244 ;
   assign \$3246  = \$3242  | \$3245 ;
   assign \$3247  = w_transpose ? w_data[127:120] : w_data[79:72];
@@ -41653,10 +41653,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3251  = $signed(pe14_9_psum) + $signed(\$3250 );
   assign \$3252  = ~ w_transpose;
   assign \$3253  = w_en & \$3252 ;
-  assign \$3254  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3254  = \port$20225$2 [3:0] == 4'hf;
   assign \$3255  = \$3253  & \$3254 ;
   assign \$3256  = w_en & w_transpose;
-  assign \$3257  = \port$18339$2 [3:0] == 4'ha;
+  assign \$3257  = \port$20225$2 [3:0] == 4'ha;
   assign \$3258  = \$3256  & \$3257 ;
   assign \$3259  = \$3255  | \$3258 ;
   assign \$3260  = w_transpose ? w_data[127:120] : w_data[87:80];
@@ -41666,10 +41666,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3264  = $signed(pe14_10_psum) + $signed(\$3263 );
   assign \$3265  = ~ w_transpose;
   assign \$3266  = w_en & \$3265 ;
-  assign \$3267  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3267  = \port$20225$2 [3:0] == 4'hf;
   assign \$3268  = \$3266  & \$3267 ;
   assign \$3269  = w_en & w_transpose;
-  assign \$3270  = \port$18339$2 [3:0] == 4'hb;
+  assign \$3270  = \port$20225$2 [3:0] == 4'hb;
   assign \$3271  = \$3269  & \$3270 ;
   assign \$3272  = \$3268  | \$3271 ;
   assign \$3273  = w_transpose ? w_data[127:120] : w_data[95:88];
@@ -41679,10 +41679,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3277  = $signed(pe14_11_psum) + $signed(\$3276 );
   assign \$3278  = ~ w_transpose;
   assign \$3279  = w_en & \$3278 ;
-  assign \$3280  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3280  = \port$20225$2 [3:0] == 4'hf;
   assign \$3281  = \$3279  & \$3280 ;
   assign \$3282  = w_en & w_transpose;
-  assign \$3283  = \port$18339$2 [3:0] == 4'hc;
+  assign \$3283  = \port$20225$2 [3:0] == 4'hc;
   assign \$3284  = \$3282  & \$3283 ;
   assign \$3285  = \$3281  | \$3284 ;
   assign \$3286  = w_transpose ? w_data[127:120] : w_data[103:96];
@@ -41692,10 +41692,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3290  = $signed(pe14_12_psum) + $signed(\$3289 );
   assign \$3291  = ~ w_transpose;
   assign \$3292  = w_en & \$3291 ;
-  assign \$3293  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3293  = \port$20225$2 [3:0] == 4'hf;
   assign \$3294  = \$3292  & \$3293 ;
   assign \$3295  = w_en & w_transpose;
-  assign \$3296  = \port$18339$2 [3:0] == 4'hd;
+  assign \$3296  = \port$20225$2 [3:0] == 4'hd;
   assign \$3297  = \$3295  & \$3296 ;
   assign \$3298  = \$3294  | \$3297 ;
   assign \$3299  = w_transpose ? w_data[127:120] : w_data[111:104];
@@ -41705,10 +41705,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3303  = $signed(pe14_13_psum) + $signed(\$3302 );
   assign \$3304  = ~ w_transpose;
   assign \$3305  = w_en & \$3304 ;
-  assign \$3306  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3306  = \port$20225$2 [3:0] == 4'hf;
   assign \$3307  = \$3305  & \$3306 ;
   assign \$3308  = w_en & w_transpose;
-  assign \$3309  = \port$18339$2 [3:0] == 4'he;
+  assign \$3309  = \port$20225$2 [3:0] == 4'he;
   assign \$3310  = \$3308  & \$3309 ;
   assign \$3311  = \$3307  | \$3310 ;
   assign \$3312  = w_transpose ? w_data[127:120] : w_data[119:112];
@@ -41718,10 +41718,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3316  = $signed(pe14_14_psum) + $signed(\$3315 );
   assign \$3317  = ~ w_transpose;
   assign \$3318  = w_en & \$3317 ;
-  assign \$3319  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3319  = \port$20225$2 [3:0] == 4'hf;
   assign \$3320  = \$3318  & \$3319 ;
   assign \$3321  = w_en & w_transpose;
-  assign \$3322  = \port$18339$2 [3:0] == 4'hf;
+  assign \$3322  = \port$20225$2 [3:0] == 4'hf;
   assign \$3323  = \$3321  & \$3322 ;
   assign \$3324  = \$3320  | \$3323 ;
   assign \$3327  = pe15_14_bank ? pe15_15_w1 : pe15_15_w0;
@@ -41729,289 +41729,289 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3329  = $signed(pe14_15_psum) + $signed(\$3328 );
   assign \$3330  = ~ w_transpose;
   assign \$3331  = w_en & \$3330 ;
-  assign \$3332  = ! \port$18339$2 [3:0];
+  assign \$3332  = ! \port$20225$2 [3:0];
   assign \$3333  = \$3331  & \$3332 ;
-  assign \$3336  = pe0_0_bank == \port$18339$2 [4];
+  assign \$3336  = pe0_0_bank == \port$20225$2 [4];
   assign \$3337  = pe0_0_v & \$3336 ;
-  assign \$3338  = pe0_1_bank == \port$18339$2 [4];
+  assign \$3338  = pe0_1_bank == \port$20225$2 [4];
   assign \$3339  = pe0_1_v & \$3338 ;
-  assign \$3340  = pe0_2_bank == \port$18339$2 [4];
+  assign \$3340  = pe0_2_bank == \port$20225$2 [4];
   assign \$3341  = pe0_2_v & \$3340 ;
-  assign \$3342  = pe0_3_bank == \port$18339$2 [4];
+  assign \$3342  = pe0_3_bank == \port$20225$2 [4];
   assign \$3343  = pe0_3_v & \$3342 ;
-  assign \$3344  = pe0_4_bank == \port$18339$2 [4];
+  assign \$3344  = pe0_4_bank == \port$20225$2 [4];
   assign \$3345  = pe0_4_v & \$3344 ;
-  assign \$3346  = pe0_5_bank == \port$18339$2 [4];
+  assign \$3346  = pe0_5_bank == \port$20225$2 [4];
   assign \$3347  = pe0_5_v & \$3346 ;
-  assign \$3348  = pe0_6_bank == \port$18339$2 [4];
+  assign \$3348  = pe0_6_bank == \port$20225$2 [4];
   assign \$3349  = pe0_6_v & \$3348 ;
-  assign \$3350  = pe0_7_bank == \port$18339$2 [4];
+  assign \$3350  = pe0_7_bank == \port$20225$2 [4];
   assign \$3351  = pe0_7_v & \$3350 ;
-  assign \$3352  = pe0_8_bank == \port$18339$2 [4];
+  assign \$3352  = pe0_8_bank == \port$20225$2 [4];
   assign \$3353  = pe0_8_v & \$3352 ;
-  assign \$3354  = pe0_9_bank == \port$18339$2 [4];
+  assign \$3354  = pe0_9_bank == \port$20225$2 [4];
   assign \$3355  = pe0_9_v & \$3354 ;
-  assign \$3356  = pe0_10_bank == \port$18339$2 [4];
+  assign \$3356  = pe0_10_bank == \port$20225$2 [4];
   assign \$3357  = pe0_10_v & \$3356 ;
-  assign \$3358  = pe0_11_bank == \port$18339$2 [4];
+  assign \$3358  = pe0_11_bank == \port$20225$2 [4];
   assign \$3359  = pe0_11_v & \$3358 ;
-  assign \$3360  = pe0_12_bank == \port$18339$2 [4];
+  assign \$3360  = pe0_12_bank == \port$20225$2 [4];
   assign \$3361  = pe0_12_v & \$3360 ;
-  assign \$3362  = pe0_13_bank == \port$18339$2 [4];
+  assign \$3362  = pe0_13_bank == \port$20225$2 [4];
   assign \$3363  = pe0_13_v & \$3362 ;
   assign \$3364  = | { \$3363 , \$3361 , \$3359 , \$3357 , \$3355 , \$3353 , \$3351 , \$3349 , \$3347 , \$3345 , \$3343 , \$3341 , \$3339 , \$3337 , \$3335  };
   assign \$3365  = \$3333  & \$3364 ;
   assign \$3366  = w_en & w_transpose;
-  assign \$3367  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$3367  = \port$20225$2 [3:0] >= 1'h1;
   assign \$3368  = \$3366  & \$3367 ;
   assign \$3369  = \$3368  & a_valid;
   assign \$3372  = w_en & w_transpose;
-  assign \$3373  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$3373  = \port$20225$2 [3:0] >= 2'h2;
   assign \$3374  = \$3372  & \$3373 ;
   assign \$3375  = \$3374  & pe0_0_v;
-  assign \$3376  = pe0_0_bank == \port$18339$2 [4];
+  assign \$3376  = pe0_0_bank == \port$20225$2 [4];
   assign \$3377  = \$3375  & \$3376 ;
   assign \$3378  = w_en & w_transpose;
-  assign \$3379  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$3379  = \port$20225$2 [3:0] >= 2'h3;
   assign \$3380  = \$3378  & \$3379 ;
   assign \$3381  = \$3380  & pe0_1_v;
-  assign \$3382  = pe0_1_bank == \port$18339$2 [4];
+  assign \$3382  = pe0_1_bank == \port$20225$2 [4];
   assign \$3383  = \$3381  & \$3382 ;
   assign \$3384  = w_en & w_transpose;
-  assign \$3385  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$3385  = \port$20225$2 [3:0] >= 3'h4;
   assign \$3386  = \$3384  & \$3385 ;
   assign \$3387  = \$3386  & pe0_2_v;
-  assign \$3388  = pe0_2_bank == \port$18339$2 [4];
+  assign \$3388  = pe0_2_bank == \port$20225$2 [4];
   assign \$3389  = \$3387  & \$3388 ;
   assign \$3390  = w_en & w_transpose;
-  assign \$3391  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$3391  = \port$20225$2 [3:0] >= 3'h5;
   assign \$3392  = \$3390  & \$3391 ;
   assign \$3393  = \$3392  & pe0_3_v;
-  assign \$3394  = pe0_3_bank == \port$18339$2 [4];
+  assign \$3394  = pe0_3_bank == \port$20225$2 [4];
   assign \$3395  = \$3393  & \$3394 ;
   assign \$3396  = w_en & w_transpose;
-  assign \$3397  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$3397  = \port$20225$2 [3:0] >= 3'h6;
   assign \$3398  = \$3396  & \$3397 ;
   assign \$3399  = \$3398  & pe0_4_v;
-  assign \$3400  = pe0_4_bank == \port$18339$2 [4];
+  assign \$3400  = pe0_4_bank == \port$20225$2 [4];
   assign \$3401  = \$3399  & \$3400 ;
   assign \$3402  = w_en & w_transpose;
-  assign \$3403  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$3403  = \port$20225$2 [3:0] >= 3'h7;
   assign \$3404  = \$3402  & \$3403 ;
   assign \$3405  = \$3404  & pe0_5_v;
-  assign \$3406  = pe0_5_bank == \port$18339$2 [4];
+  assign \$3406  = pe0_5_bank == \port$20225$2 [4];
   assign \$3407  = \$3405  & \$3406 ;
   assign \$3408  = w_en & w_transpose;
-  assign \$3409  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$3409  = \port$20225$2 [3:0] >= 4'h8;
   assign \$3410  = \$3408  & \$3409 ;
   assign \$3411  = \$3410  & pe0_6_v;
-  assign \$3412  = pe0_6_bank == \port$18339$2 [4];
+  assign \$3412  = pe0_6_bank == \port$20225$2 [4];
   assign \$3413  = \$3411  & \$3412 ;
   assign \$3414  = w_en & w_transpose;
-  assign \$3415  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$3415  = \port$20225$2 [3:0] >= 4'h9;
   assign \$3416  = \$3414  & \$3415 ;
   assign \$3417  = \$3416  & pe0_7_v;
-  assign \$3418  = pe0_7_bank == \port$18339$2 [4];
+  assign \$3418  = pe0_7_bank == \port$20225$2 [4];
   assign \$3419  = \$3417  & \$3418 ;
   assign \$3420  = w_en & w_transpose;
-  assign \$3421  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$3421  = \port$20225$2 [3:0] >= 4'ha;
   assign \$3422  = \$3420  & \$3421 ;
   assign \$3423  = \$3422  & pe0_8_v;
-  assign \$3424  = pe0_8_bank == \port$18339$2 [4];
+  assign \$3424  = pe0_8_bank == \port$20225$2 [4];
   assign \$3425  = \$3423  & \$3424 ;
   assign \$3426  = w_en & w_transpose;
-  assign \$3427  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$3427  = \port$20225$2 [3:0] >= 4'hb;
   assign \$3428  = \$3426  & \$3427 ;
   assign \$3429  = \$3428  & pe0_9_v;
-  assign \$3430  = pe0_9_bank == \port$18339$2 [4];
+  assign \$3430  = pe0_9_bank == \port$20225$2 [4];
   assign \$3431  = \$3429  & \$3430 ;
   assign \$3432  = w_en & w_transpose;
-  assign \$3433  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$3433  = \port$20225$2 [3:0] >= 4'hc;
   assign \$3434  = \$3432  & \$3433 ;
   assign \$3435  = \$3434  & pe0_10_v;
-  assign \$3436  = pe0_10_bank == \port$18339$2 [4];
+  assign \$3436  = pe0_10_bank == \port$20225$2 [4];
   assign \$3437  = \$3435  & \$3436 ;
   assign \$3438  = w_en & w_transpose;
-  assign \$3439  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$3439  = \port$20225$2 [3:0] >= 4'hd;
   assign \$3440  = \$3438  & \$3439 ;
   assign \$3441  = \$3440  & pe0_11_v;
-  assign \$3442  = pe0_11_bank == \port$18339$2 [4];
+  assign \$3442  = pe0_11_bank == \port$20225$2 [4];
   assign \$3443  = \$3441  & \$3442 ;
   assign \$3444  = w_en & w_transpose;
-  assign \$3445  = \port$18339$2 [3:0] >= 4'he;
+  assign \$3445  = \port$20225$2 [3:0] >= 4'he;
   assign \$3446  = \$3444  & \$3445 ;
   assign \$3447  = \$3446  & pe0_12_v;
-  assign \$3448  = pe0_12_bank == \port$18339$2 [4];
+  assign \$3448  = pe0_12_bank == \port$20225$2 [4];
   assign \$3449  = \$3447  & \$3448 ;
   assign \$3450  = w_en & w_transpose;
-  assign \$3451  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$3451  = \port$20225$2 [3:0] >= 4'hf;
   assign \$3452  = \$3450  & \$3451 ;
   assign \$3453  = \$3452  & pe0_13_v;
-  assign \$3454  = pe0_13_bank == \port$18339$2 [4];
+  assign \$3454  = pe0_13_bank == \port$20225$2 [4];
   assign \$3455  = \$3453  & \$3454 ;
   assign \$3456  = ~ w_transpose;
   assign \$3457  = w_en & \$3456 ;
-  assign \$3458  = \port$18339$2 [3:0] == 1'h1;
+  assign \$3458  = \port$20225$2 [3:0] == 1'h1;
   assign \$3459  = \$3457  & \$3458 ;
-  assign \$3462  = skew1_0_bank == \port$18339$2 [4];
+  assign \$3462  = skew1_0_bank == \port$20225$2 [4];
   assign \$3463  = skew1_0_v & \$3462 ;
-  assign \$3464  = pe1_0_bank == \port$18339$2 [4];
+  assign \$3464  = pe1_0_bank == \port$20225$2 [4];
   assign \$3465  = pe1_0_v & \$3464 ;
-  assign \$3466  = pe1_1_bank == \port$18339$2 [4];
+  assign \$3466  = pe1_1_bank == \port$20225$2 [4];
   assign \$3467  = pe1_1_v & \$3466 ;
-  assign \$3468  = pe1_2_bank == \port$18339$2 [4];
+  assign \$3468  = pe1_2_bank == \port$20225$2 [4];
   assign \$3469  = pe1_2_v & \$3468 ;
-  assign \$3470  = pe1_3_bank == \port$18339$2 [4];
+  assign \$3470  = pe1_3_bank == \port$20225$2 [4];
   assign \$3471  = pe1_3_v & \$3470 ;
-  assign \$3472  = pe1_4_bank == \port$18339$2 [4];
+  assign \$3472  = pe1_4_bank == \port$20225$2 [4];
   assign \$3473  = pe1_4_v & \$3472 ;
-  assign \$3474  = pe1_5_bank == \port$18339$2 [4];
+  assign \$3474  = pe1_5_bank == \port$20225$2 [4];
   assign \$3475  = pe1_5_v & \$3474 ;
-  assign \$3476  = pe1_6_bank == \port$18339$2 [4];
+  assign \$3476  = pe1_6_bank == \port$20225$2 [4];
   assign \$3477  = pe1_6_v & \$3476 ;
-  assign \$3478  = pe1_7_bank == \port$18339$2 [4];
+  assign \$3478  = pe1_7_bank == \port$20225$2 [4];
   assign \$3479  = pe1_7_v & \$3478 ;
-  assign \$3480  = pe1_8_bank == \port$18339$2 [4];
+  assign \$3480  = pe1_8_bank == \port$20225$2 [4];
   assign \$3481  = pe1_8_v & \$3480 ;
-  assign \$3482  = pe1_9_bank == \port$18339$2 [4];
+  assign \$3482  = pe1_9_bank == \port$20225$2 [4];
   assign \$3483  = pe1_9_v & \$3482 ;
-  assign \$3484  = pe1_10_bank == \port$18339$2 [4];
+  assign \$3484  = pe1_10_bank == \port$20225$2 [4];
   assign \$3485  = pe1_10_v & \$3484 ;
-  assign \$3486  = pe1_11_bank == \port$18339$2 [4];
+  assign \$3486  = pe1_11_bank == \port$20225$2 [4];
   assign \$3487  = pe1_11_v & \$3486 ;
-  assign \$3488  = pe1_12_bank == \port$18339$2 [4];
+  assign \$3488  = pe1_12_bank == \port$20225$2 [4];
   assign \$3489  = pe1_12_v & \$3488 ;
-  assign \$3490  = pe1_13_bank == \port$18339$2 [4];
+  assign \$3490  = pe1_13_bank == \port$20225$2 [4];
   assign \$3491  = pe1_13_v & \$3490 ;
   assign \$3492  = | { \$3491 , \$3489 , \$3487 , \$3485 , \$3483 , \$3481 , \$3479 , \$3477 , \$3475 , \$3473 , \$3471 , \$3469 , \$3467 , \$3465 , \$3463 , \$3461  };
   assign \$3493  = \$3459  & \$3492 ;
   assign \$3494  = w_en & w_transpose;
   assign \$3496  = \$3495  & a_valid;
   assign \$3499  = w_en & w_transpose;
-  assign \$3500  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$3500  = \port$20225$2 [3:0] >= 1'h1;
   assign \$3501  = \$3499  & \$3500 ;
   assign \$3502  = \$3501  & skew1_0_v;
-  assign \$3503  = skew1_0_bank == \port$18339$2 [4];
+  assign \$3503  = skew1_0_bank == \port$20225$2 [4];
   assign \$3504  = \$3502  & \$3503 ;
   assign \$3505  = w_en & w_transpose;
-  assign \$3506  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$3506  = \port$20225$2 [3:0] >= 2'h2;
   assign \$3507  = \$3505  & \$3506 ;
   assign \$3508  = \$3507  & pe1_0_v;
-  assign \$3509  = pe1_0_bank == \port$18339$2 [4];
+  assign \$3509  = pe1_0_bank == \port$20225$2 [4];
   assign \$3510  = \$3508  & \$3509 ;
   assign \$3511  = w_en & w_transpose;
-  assign \$3512  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$3512  = \port$20225$2 [3:0] >= 2'h3;
   assign \$3513  = \$3511  & \$3512 ;
   assign \$3514  = \$3513  & pe1_1_v;
-  assign \$3515  = pe1_1_bank == \port$18339$2 [4];
+  assign \$3515  = pe1_1_bank == \port$20225$2 [4];
   assign \$3516  = \$3514  & \$3515 ;
   assign \$3517  = w_en & w_transpose;
-  assign \$3518  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$3518  = \port$20225$2 [3:0] >= 3'h4;
   assign \$3519  = \$3517  & \$3518 ;
   assign \$3520  = \$3519  & pe1_2_v;
-  assign \$3521  = pe1_2_bank == \port$18339$2 [4];
+  assign \$3521  = pe1_2_bank == \port$20225$2 [4];
   assign \$3522  = \$3520  & \$3521 ;
   assign \$3523  = w_en & w_transpose;
-  assign \$3524  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$3524  = \port$20225$2 [3:0] >= 3'h5;
   assign \$3525  = \$3523  & \$3524 ;
   assign \$3526  = \$3525  & pe1_3_v;
-  assign \$3527  = pe1_3_bank == \port$18339$2 [4];
+  assign \$3527  = pe1_3_bank == \port$20225$2 [4];
   assign \$3528  = \$3526  & \$3527 ;
   assign \$3529  = w_en & w_transpose;
-  assign \$3530  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$3530  = \port$20225$2 [3:0] >= 3'h6;
   assign \$3531  = \$3529  & \$3530 ;
   assign \$3532  = \$3531  & pe1_4_v;
-  assign \$3533  = pe1_4_bank == \port$18339$2 [4];
+  assign \$3533  = pe1_4_bank == \port$20225$2 [4];
   assign \$3534  = \$3532  & \$3533 ;
   assign \$3535  = w_en & w_transpose;
-  assign \$3536  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$3536  = \port$20225$2 [3:0] >= 3'h7;
   assign \$3537  = \$3535  & \$3536 ;
   assign \$3538  = \$3537  & pe1_5_v;
-  assign \$3539  = pe1_5_bank == \port$18339$2 [4];
+  assign \$3539  = pe1_5_bank == \port$20225$2 [4];
   assign \$3540  = \$3538  & \$3539 ;
   assign \$3541  = w_en & w_transpose;
-  assign \$3542  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$3542  = \port$20225$2 [3:0] >= 4'h8;
   assign \$3543  = \$3541  & \$3542 ;
   assign \$3544  = \$3543  & pe1_6_v;
-  assign \$3545  = pe1_6_bank == \port$18339$2 [4];
+  assign \$3545  = pe1_6_bank == \port$20225$2 [4];
   assign \$3546  = \$3544  & \$3545 ;
   assign \$3547  = w_en & w_transpose;
-  assign \$3548  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$3548  = \port$20225$2 [3:0] >= 4'h9;
   assign \$3549  = \$3547  & \$3548 ;
   assign \$3550  = \$3549  & pe1_7_v;
-  assign \$3551  = pe1_7_bank == \port$18339$2 [4];
+  assign \$3551  = pe1_7_bank == \port$20225$2 [4];
   assign \$3552  = \$3550  & \$3551 ;
   assign \$3553  = w_en & w_transpose;
-  assign \$3554  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$3554  = \port$20225$2 [3:0] >= 4'ha;
   assign \$3555  = \$3553  & \$3554 ;
   assign \$3556  = \$3555  & pe1_8_v;
-  assign \$3557  = pe1_8_bank == \port$18339$2 [4];
+  assign \$3557  = pe1_8_bank == \port$20225$2 [4];
   assign \$3558  = \$3556  & \$3557 ;
   assign \$3559  = w_en & w_transpose;
-  assign \$3560  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$3560  = \port$20225$2 [3:0] >= 4'hb;
   assign \$3561  = \$3559  & \$3560 ;
   assign \$3562  = \$3561  & pe1_9_v;
-  assign \$3563  = pe1_9_bank == \port$18339$2 [4];
+  assign \$3563  = pe1_9_bank == \port$20225$2 [4];
   assign \$3564  = \$3562  & \$3563 ;
   assign \$3565  = w_en & w_transpose;
-  assign \$3566  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$3566  = \port$20225$2 [3:0] >= 4'hc;
   assign \$3567  = \$3565  & \$3566 ;
   assign \$3568  = \$3567  & pe1_10_v;
-  assign \$3569  = pe1_10_bank == \port$18339$2 [4];
+  assign \$3569  = pe1_10_bank == \port$20225$2 [4];
   assign \$3570  = \$3568  & \$3569 ;
   assign \$3571  = w_en & w_transpose;
-  assign \$3572  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$3572  = \port$20225$2 [3:0] >= 4'hd;
   assign \$3573  = \$3571  & \$3572 ;
   assign \$3574  = \$3573  & pe1_11_v;
-  assign \$3575  = pe1_11_bank == \port$18339$2 [4];
+  assign \$3575  = pe1_11_bank == \port$20225$2 [4];
   assign \$3576  = \$3574  & \$3575 ;
   assign \$3577  = w_en & w_transpose;
-  assign \$3578  = \port$18339$2 [3:0] >= 4'he;
+  assign \$3578  = \port$20225$2 [3:0] >= 4'he;
   assign \$3579  = \$3577  & \$3578 ;
   assign \$3580  = \$3579  & pe1_12_v;
-  assign \$3581  = pe1_12_bank == \port$18339$2 [4];
+  assign \$3581  = pe1_12_bank == \port$20225$2 [4];
   assign \$3582  = \$3580  & \$3581 ;
   assign \$3583  = w_en & w_transpose;
-  assign \$3584  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$3584  = \port$20225$2 [3:0] >= 4'hf;
   assign \$3585  = \$3583  & \$3584 ;
   assign \$3586  = \$3585  & pe1_13_v;
-  assign \$3587  = pe1_13_bank == \port$18339$2 [4];
+  assign \$3587  = pe1_13_bank == \port$20225$2 [4];
   assign \$3588  = \$3586  & \$3587 ;
   assign \$3589  = ~ w_transpose;
   assign \$3590  = w_en & \$3589 ;
-  assign \$3591  = \port$18339$2 [3:0] == 2'h2;
+  assign \$3591  = \port$20225$2 [3:0] == 2'h2;
   assign \$3592  = \$3590  & \$3591 ;
-  assign \$3595  = skew2_0_bank == \port$18339$2 [4];
+  assign \$3595  = skew2_0_bank == \port$20225$2 [4];
   assign \$3596  = skew2_0_v & \$3595 ;
-  assign \$3597  = skew2_1_bank == \port$18339$2 [4];
+  assign \$3597  = skew2_1_bank == \port$20225$2 [4];
   assign \$3598  = skew2_1_v & \$3597 ;
-  assign \$3599  = pe2_0_bank == \port$18339$2 [4];
+  assign \$3599  = pe2_0_bank == \port$20225$2 [4];
   assign \$3600  = pe2_0_v & \$3599 ;
-  assign \$3601  = pe2_1_bank == \port$18339$2 [4];
+  assign \$3601  = pe2_1_bank == \port$20225$2 [4];
   assign \$3602  = pe2_1_v & \$3601 ;
-  assign \$3603  = pe2_2_bank == \port$18339$2 [4];
+  assign \$3603  = pe2_2_bank == \port$20225$2 [4];
   assign \$3604  = pe2_2_v & \$3603 ;
-  assign \$3605  = pe2_3_bank == \port$18339$2 [4];
+  assign \$3605  = pe2_3_bank == \port$20225$2 [4];
   assign \$3606  = pe2_3_v & \$3605 ;
-  assign \$3607  = pe2_4_bank == \port$18339$2 [4];
+  assign \$3607  = pe2_4_bank == \port$20225$2 [4];
   assign \$3608  = pe2_4_v & \$3607 ;
-  assign \$3609  = pe2_5_bank == \port$18339$2 [4];
+  assign \$3609  = pe2_5_bank == \port$20225$2 [4];
   assign \$3610  = pe2_5_v & \$3609 ;
-  assign \$3611  = pe2_6_bank == \port$18339$2 [4];
+  assign \$3611  = pe2_6_bank == \port$20225$2 [4];
   assign \$3612  = pe2_6_v & \$3611 ;
-  assign \$3613  = pe2_7_bank == \port$18339$2 [4];
+  assign \$3613  = pe2_7_bank == \port$20225$2 [4];
   assign \$3614  = pe2_7_v & \$3613 ;
-  assign \$3615  = pe2_8_bank == \port$18339$2 [4];
+  assign \$3615  = pe2_8_bank == \port$20225$2 [4];
   assign \$3616  = pe2_8_v & \$3615 ;
-  assign \$3617  = pe2_9_bank == \port$18339$2 [4];
+  assign \$3617  = pe2_9_bank == \port$20225$2 [4];
   assign \$3618  = pe2_9_v & \$3617 ;
-  assign \$3619  = pe2_10_bank == \port$18339$2 [4];
+  assign \$3619  = pe2_10_bank == \port$20225$2 [4];
   assign \$3620  = pe2_10_v & \$3619 ;
-  assign \$3621  = pe2_11_bank == \port$18339$2 [4];
+  assign \$3621  = pe2_11_bank == \port$20225$2 [4];
   assign \$3622  = pe2_11_v & \$3621 ;
-  assign \$3623  = pe2_12_bank == \port$18339$2 [4];
+  assign \$3623  = pe2_12_bank == \port$20225$2 [4];
   assign \$3624  = pe2_12_v & \$3623 ;
-  assign \$3625  = pe2_13_bank == \port$18339$2 [4];
+  assign \$3625  = pe2_13_bank == \port$20225$2 [4];
   assign \$3626  = pe2_13_v & \$3625 ;
   assign \$3627  = | { \$3626 , \$3624 , \$3622 , \$3620 , \$3618 , \$3616 , \$3614 , \$3612 , \$3610 , \$3608 , \$3606 , \$3604 , \$3602 , \$3600 , \$3598 , \$3596 , \$3594  };
   assign \$3628  = \$3592  & \$3627 ;
@@ -42019,135 +42019,135 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3631  = \$3630  & a_valid;
   assign \$3634  = w_en & w_transpose;
   assign \$3636  = \$3635  & skew2_0_v;
-  assign \$3637  = skew2_0_bank == \port$18339$2 [4];
+  assign \$3637  = skew2_0_bank == \port$20225$2 [4];
   assign \$3638  = \$3636  & \$3637 ;
   assign \$3639  = w_en & w_transpose;
-  assign \$3640  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$3640  = \port$20225$2 [3:0] >= 1'h1;
   assign \$3641  = \$3639  & \$3640 ;
   assign \$3642  = \$3641  & skew2_1_v;
-  assign \$3643  = skew2_1_bank == \port$18339$2 [4];
+  assign \$3643  = skew2_1_bank == \port$20225$2 [4];
   assign \$3644  = \$3642  & \$3643 ;
   assign \$3645  = w_en & w_transpose;
-  assign \$3646  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$3646  = \port$20225$2 [3:0] >= 2'h2;
   assign \$3647  = \$3645  & \$3646 ;
   assign \$3648  = \$3647  & pe2_0_v;
-  assign \$3649  = pe2_0_bank == \port$18339$2 [4];
+  assign \$3649  = pe2_0_bank == \port$20225$2 [4];
   assign \$3650  = \$3648  & \$3649 ;
   assign \$3651  = w_en & w_transpose;
-  assign \$3652  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$3652  = \port$20225$2 [3:0] >= 2'h3;
   assign \$3653  = \$3651  & \$3652 ;
   assign \$3654  = \$3653  & pe2_1_v;
-  assign \$3655  = pe2_1_bank == \port$18339$2 [4];
+  assign \$3655  = pe2_1_bank == \port$20225$2 [4];
   assign \$3656  = \$3654  & \$3655 ;
   assign \$3657  = w_en & w_transpose;
-  assign \$3658  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$3658  = \port$20225$2 [3:0] >= 3'h4;
   assign \$3659  = \$3657  & \$3658 ;
   assign \$3660  = \$3659  & pe2_2_v;
-  assign \$3661  = pe2_2_bank == \port$18339$2 [4];
+  assign \$3661  = pe2_2_bank == \port$20225$2 [4];
   assign \$3662  = \$3660  & \$3661 ;
   assign \$3663  = w_en & w_transpose;
-  assign \$3664  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$3664  = \port$20225$2 [3:0] >= 3'h5;
   assign \$3665  = \$3663  & \$3664 ;
   assign \$3666  = \$3665  & pe2_3_v;
-  assign \$3667  = pe2_3_bank == \port$18339$2 [4];
+  assign \$3667  = pe2_3_bank == \port$20225$2 [4];
   assign \$3668  = \$3666  & \$3667 ;
   assign \$3669  = w_en & w_transpose;
-  assign \$3670  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$3670  = \port$20225$2 [3:0] >= 3'h6;
   assign \$3671  = \$3669  & \$3670 ;
   assign \$3672  = \$3671  & pe2_4_v;
-  assign \$3673  = pe2_4_bank == \port$18339$2 [4];
+  assign \$3673  = pe2_4_bank == \port$20225$2 [4];
   assign \$3674  = \$3672  & \$3673 ;
   assign \$3675  = w_en & w_transpose;
-  assign \$3676  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$3676  = \port$20225$2 [3:0] >= 3'h7;
   assign \$3677  = \$3675  & \$3676 ;
   assign \$3678  = \$3677  & pe2_5_v;
-  assign \$3679  = pe2_5_bank == \port$18339$2 [4];
+  assign \$3679  = pe2_5_bank == \port$20225$2 [4];
   assign \$3680  = \$3678  & \$3679 ;
   assign \$3681  = w_en & w_transpose;
-  assign \$3682  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$3682  = \port$20225$2 [3:0] >= 4'h8;
   assign \$3683  = \$3681  & \$3682 ;
   assign \$3684  = \$3683  & pe2_6_v;
-  assign \$3685  = pe2_6_bank == \port$18339$2 [4];
+  assign \$3685  = pe2_6_bank == \port$20225$2 [4];
   assign \$3686  = \$3684  & \$3685 ;
   assign \$3687  = w_en & w_transpose;
-  assign \$3688  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$3688  = \port$20225$2 [3:0] >= 4'h9;
   assign \$3689  = \$3687  & \$3688 ;
   assign \$3690  = \$3689  & pe2_7_v;
-  assign \$3691  = pe2_7_bank == \port$18339$2 [4];
+  assign \$3691  = pe2_7_bank == \port$20225$2 [4];
   assign \$3692  = \$3690  & \$3691 ;
   assign \$3693  = w_en & w_transpose;
-  assign \$3694  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$3694  = \port$20225$2 [3:0] >= 4'ha;
   assign \$3695  = \$3693  & \$3694 ;
   assign \$3696  = \$3695  & pe2_8_v;
-  assign \$3697  = pe2_8_bank == \port$18339$2 [4];
+  assign \$3697  = pe2_8_bank == \port$20225$2 [4];
   assign \$3698  = \$3696  & \$3697 ;
   assign \$3699  = w_en & w_transpose;
-  assign \$3700  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$3700  = \port$20225$2 [3:0] >= 4'hb;
   assign \$3701  = \$3699  & \$3700 ;
   assign \$3702  = \$3701  & pe2_9_v;
-  assign \$3703  = pe2_9_bank == \port$18339$2 [4];
+  assign \$3703  = pe2_9_bank == \port$20225$2 [4];
   assign \$3704  = \$3702  & \$3703 ;
   assign \$3705  = w_en & w_transpose;
-  assign \$3706  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$3706  = \port$20225$2 [3:0] >= 4'hc;
   assign \$3707  = \$3705  & \$3706 ;
   assign \$3708  = \$3707  & pe2_10_v;
-  assign \$3709  = pe2_10_bank == \port$18339$2 [4];
+  assign \$3709  = pe2_10_bank == \port$20225$2 [4];
   assign \$3710  = \$3708  & \$3709 ;
   assign \$3711  = w_en & w_transpose;
-  assign \$3712  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$3712  = \port$20225$2 [3:0] >= 4'hd;
   assign \$3713  = \$3711  & \$3712 ;
   assign \$3714  = \$3713  & pe2_11_v;
-  assign \$3715  = pe2_11_bank == \port$18339$2 [4];
+  assign \$3715  = pe2_11_bank == \port$20225$2 [4];
   assign \$3716  = \$3714  & \$3715 ;
   assign \$3717  = w_en & w_transpose;
-  assign \$3718  = \port$18339$2 [3:0] >= 4'he;
+  assign \$3718  = \port$20225$2 [3:0] >= 4'he;
   assign \$3719  = \$3717  & \$3718 ;
   assign \$3720  = \$3719  & pe2_12_v;
-  assign \$3721  = pe2_12_bank == \port$18339$2 [4];
+  assign \$3721  = pe2_12_bank == \port$20225$2 [4];
   assign \$3722  = \$3720  & \$3721 ;
   assign \$3723  = w_en & w_transpose;
-  assign \$3724  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$3724  = \port$20225$2 [3:0] >= 4'hf;
   assign \$3725  = \$3723  & \$3724 ;
   assign \$3726  = \$3725  & pe2_13_v;
-  assign \$3727  = pe2_13_bank == \port$18339$2 [4];
+  assign \$3727  = pe2_13_bank == \port$20225$2 [4];
   assign \$3728  = \$3726  & \$3727 ;
   assign \$3729  = ~ w_transpose;
   assign \$3730  = w_en & \$3729 ;
-  assign \$3731  = \port$18339$2 [3:0] == 2'h3;
+  assign \$3731  = \port$20225$2 [3:0] == 2'h3;
   assign \$3732  = \$3730  & \$3731 ;
-  assign \$3735  = skew3_0_bank == \port$18339$2 [4];
+  assign \$3735  = skew3_0_bank == \port$20225$2 [4];
   assign \$3736  = skew3_0_v & \$3735 ;
-  assign \$3737  = skew3_1_bank == \port$18339$2 [4];
+  assign \$3737  = skew3_1_bank == \port$20225$2 [4];
   assign \$3738  = skew3_1_v & \$3737 ;
-  assign \$3739  = skew3_2_bank == \port$18339$2 [4];
+  assign \$3739  = skew3_2_bank == \port$20225$2 [4];
   assign \$3740  = skew3_2_v & \$3739 ;
-  assign \$3741  = pe3_0_bank == \port$18339$2 [4];
+  assign \$3741  = pe3_0_bank == \port$20225$2 [4];
   assign \$3742  = pe3_0_v & \$3741 ;
-  assign \$3743  = pe3_1_bank == \port$18339$2 [4];
+  assign \$3743  = pe3_1_bank == \port$20225$2 [4];
   assign \$3744  = pe3_1_v & \$3743 ;
-  assign \$3745  = pe3_2_bank == \port$18339$2 [4];
+  assign \$3745  = pe3_2_bank == \port$20225$2 [4];
   assign \$3746  = pe3_2_v & \$3745 ;
-  assign \$3747  = pe3_3_bank == \port$18339$2 [4];
+  assign \$3747  = pe3_3_bank == \port$20225$2 [4];
   assign \$3748  = pe3_3_v & \$3747 ;
-  assign \$3749  = pe3_4_bank == \port$18339$2 [4];
+  assign \$3749  = pe3_4_bank == \port$20225$2 [4];
   assign \$3750  = pe3_4_v & \$3749 ;
-  assign \$3751  = pe3_5_bank == \port$18339$2 [4];
+  assign \$3751  = pe3_5_bank == \port$20225$2 [4];
   assign \$3752  = pe3_5_v & \$3751 ;
-  assign \$3753  = pe3_6_bank == \port$18339$2 [4];
+  assign \$3753  = pe3_6_bank == \port$20225$2 [4];
   assign \$3754  = pe3_6_v & \$3753 ;
-  assign \$3755  = pe3_7_bank == \port$18339$2 [4];
+  assign \$3755  = pe3_7_bank == \port$20225$2 [4];
   assign \$3756  = pe3_7_v & \$3755 ;
-  assign \$3757  = pe3_8_bank == \port$18339$2 [4];
+  assign \$3757  = pe3_8_bank == \port$20225$2 [4];
   assign \$3758  = pe3_8_v & \$3757 ;
-  assign \$3759  = pe3_9_bank == \port$18339$2 [4];
+  assign \$3759  = pe3_9_bank == \port$20225$2 [4];
   assign \$3760  = pe3_9_v & \$3759 ;
-  assign \$3761  = pe3_10_bank == \port$18339$2 [4];
+  assign \$3761  = pe3_10_bank == \port$20225$2 [4];
   assign \$3762  = pe3_10_v & \$3761 ;
-  assign \$3763  = pe3_11_bank == \port$18339$2 [4];
+  assign \$3763  = pe3_11_bank == \port$20225$2 [4];
   assign \$3764  = pe3_11_v & \$3763 ;
-  assign \$3765  = pe3_12_bank == \port$18339$2 [4];
+  assign \$3765  = pe3_12_bank == \port$20225$2 [4];
   assign \$3766  = pe3_12_v & \$3765 ;
-  assign \$3767  = pe3_13_bank == \port$18339$2 [4];
+  assign \$3767  = pe3_13_bank == \port$20225$2 [4];
   assign \$3768  = pe3_13_v & \$3767 ;
   assign \$3769  = | { \$3768 , \$3766 , \$3764 , \$3762 , \$3760 , \$3758 , \$3756 , \$3754 , \$3752 , \$3750 , \$3748 , \$3746 , \$3744 , \$3742 , \$3740 , \$3738 , \$3736 , \$3734  };
   assign \$3770  = \$3732  & \$3769 ;
@@ -42155,141 +42155,141 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3773  = \$3772  & a_valid;
   assign \$3776  = w_en & w_transpose;
   assign \$3778  = \$3777  & skew3_0_v;
-  assign \$3779  = skew3_0_bank == \port$18339$2 [4];
+  assign \$3779  = skew3_0_bank == \port$20225$2 [4];
   assign \$3780  = \$3778  & \$3779 ;
   assign \$3781  = w_en & w_transpose;
   assign \$3783  = \$3782  & skew3_1_v;
-  assign \$3784  = skew3_1_bank == \port$18339$2 [4];
+  assign \$3784  = skew3_1_bank == \port$20225$2 [4];
   assign \$3785  = \$3783  & \$3784 ;
   assign \$3786  = w_en & w_transpose;
-  assign \$3787  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$3787  = \port$20225$2 [3:0] >= 1'h1;
   assign \$3788  = \$3786  & \$3787 ;
   assign \$3789  = \$3788  & skew3_2_v;
-  assign \$3790  = skew3_2_bank == \port$18339$2 [4];
+  assign \$3790  = skew3_2_bank == \port$20225$2 [4];
   assign \$3791  = \$3789  & \$3790 ;
   assign \$3792  = w_en & w_transpose;
-  assign \$3793  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$3793  = \port$20225$2 [3:0] >= 2'h2;
   assign \$3794  = \$3792  & \$3793 ;
   assign \$3795  = \$3794  & pe3_0_v;
-  assign \$3796  = pe3_0_bank == \port$18339$2 [4];
+  assign \$3796  = pe3_0_bank == \port$20225$2 [4];
   assign \$3797  = \$3795  & \$3796 ;
   assign \$3798  = w_en & w_transpose;
-  assign \$3799  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$3799  = \port$20225$2 [3:0] >= 2'h3;
   assign \$3800  = \$3798  & \$3799 ;
   assign \$3801  = \$3800  & pe3_1_v;
-  assign \$3802  = pe3_1_bank == \port$18339$2 [4];
+  assign \$3802  = pe3_1_bank == \port$20225$2 [4];
   assign \$3803  = \$3801  & \$3802 ;
   assign \$3804  = w_en & w_transpose;
-  assign \$3805  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$3805  = \port$20225$2 [3:0] >= 3'h4;
   assign \$3806  = \$3804  & \$3805 ;
   assign \$3807  = \$3806  & pe3_2_v;
-  assign \$3808  = pe3_2_bank == \port$18339$2 [4];
+  assign \$3808  = pe3_2_bank == \port$20225$2 [4];
   assign \$3809  = \$3807  & \$3808 ;
   assign \$3810  = w_en & w_transpose;
-  assign \$3811  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$3811  = \port$20225$2 [3:0] >= 3'h5;
   assign \$3812  = \$3810  & \$3811 ;
   assign \$3813  = \$3812  & pe3_3_v;
-  assign \$3814  = pe3_3_bank == \port$18339$2 [4];
+  assign \$3814  = pe3_3_bank == \port$20225$2 [4];
   assign \$3815  = \$3813  & \$3814 ;
   assign \$3816  = w_en & w_transpose;
-  assign \$3817  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$3817  = \port$20225$2 [3:0] >= 3'h6;
   assign \$3818  = \$3816  & \$3817 ;
   assign \$3819  = \$3818  & pe3_4_v;
-  assign \$3820  = pe3_4_bank == \port$18339$2 [4];
+  assign \$3820  = pe3_4_bank == \port$20225$2 [4];
   assign \$3821  = \$3819  & \$3820 ;
   assign \$3822  = w_en & w_transpose;
-  assign \$3823  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$3823  = \port$20225$2 [3:0] >= 3'h7;
   assign \$3824  = \$3822  & \$3823 ;
   assign \$3825  = \$3824  & pe3_5_v;
-  assign \$3826  = pe3_5_bank == \port$18339$2 [4];
+  assign \$3826  = pe3_5_bank == \port$20225$2 [4];
   assign \$3827  = \$3825  & \$3826 ;
   assign \$3828  = w_en & w_transpose;
-  assign \$3829  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$3829  = \port$20225$2 [3:0] >= 4'h8;
   assign \$3830  = \$3828  & \$3829 ;
   assign \$3831  = \$3830  & pe3_6_v;
-  assign \$3832  = pe3_6_bank == \port$18339$2 [4];
+  assign \$3832  = pe3_6_bank == \port$20225$2 [4];
   assign \$3833  = \$3831  & \$3832 ;
   assign \$3834  = w_en & w_transpose;
-  assign \$3835  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$3835  = \port$20225$2 [3:0] >= 4'h9;
   assign \$3836  = \$3834  & \$3835 ;
   assign \$3837  = \$3836  & pe3_7_v;
-  assign \$3838  = pe3_7_bank == \port$18339$2 [4];
+  assign \$3838  = pe3_7_bank == \port$20225$2 [4];
   assign \$3839  = \$3837  & \$3838 ;
   assign \$3840  = w_en & w_transpose;
-  assign \$3841  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$3841  = \port$20225$2 [3:0] >= 4'ha;
   assign \$3842  = \$3840  & \$3841 ;
   assign \$3843  = \$3842  & pe3_8_v;
-  assign \$3844  = pe3_8_bank == \port$18339$2 [4];
+  assign \$3844  = pe3_8_bank == \port$20225$2 [4];
   assign \$3845  = \$3843  & \$3844 ;
   assign \$3846  = w_en & w_transpose;
-  assign \$3847  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$3847  = \port$20225$2 [3:0] >= 4'hb;
   assign \$3848  = \$3846  & \$3847 ;
   assign \$3849  = \$3848  & pe3_9_v;
-  assign \$3850  = pe3_9_bank == \port$18339$2 [4];
+  assign \$3850  = pe3_9_bank == \port$20225$2 [4];
   assign \$3851  = \$3849  & \$3850 ;
   assign \$3852  = w_en & w_transpose;
-  assign \$3853  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$3853  = \port$20225$2 [3:0] >= 4'hc;
   assign \$3854  = \$3852  & \$3853 ;
   assign \$3855  = \$3854  & pe3_10_v;
-  assign \$3856  = pe3_10_bank == \port$18339$2 [4];
+  assign \$3856  = pe3_10_bank == \port$20225$2 [4];
   assign \$3857  = \$3855  & \$3856 ;
   assign \$3858  = w_en & w_transpose;
-  assign \$3859  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$3859  = \port$20225$2 [3:0] >= 4'hd;
   assign \$3860  = \$3858  & \$3859 ;
   assign \$3861  = \$3860  & pe3_11_v;
-  assign \$3862  = pe3_11_bank == \port$18339$2 [4];
+  assign \$3862  = pe3_11_bank == \port$20225$2 [4];
   assign \$3863  = \$3861  & \$3862 ;
   assign \$3864  = w_en & w_transpose;
-  assign \$3865  = \port$18339$2 [3:0] >= 4'he;
+  assign \$3865  = \port$20225$2 [3:0] >= 4'he;
   assign \$3866  = \$3864  & \$3865 ;
   assign \$3867  = \$3866  & pe3_12_v;
-  assign \$3868  = pe3_12_bank == \port$18339$2 [4];
+  assign \$3868  = pe3_12_bank == \port$20225$2 [4];
   assign \$3869  = \$3867  & \$3868 ;
   assign \$3870  = w_en & w_transpose;
-  assign \$3871  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$3871  = \port$20225$2 [3:0] >= 4'hf;
   assign \$3872  = \$3870  & \$3871 ;
   assign \$3873  = \$3872  & pe3_13_v;
-  assign \$3874  = pe3_13_bank == \port$18339$2 [4];
+  assign \$3874  = pe3_13_bank == \port$20225$2 [4];
   assign \$3875  = \$3873  & \$3874 ;
   assign \$3876  = ~ w_transpose;
   assign \$3877  = w_en & \$3876 ;
-  assign \$3878  = \port$18339$2 [3:0] == 3'h4;
+  assign \$3878  = \port$20225$2 [3:0] == 3'h4;
   assign \$3879  = \$3877  & \$3878 ;
-  assign \$3882  = skew4_0_bank == \port$18339$2 [4];
+  assign \$3882  = skew4_0_bank == \port$20225$2 [4];
   assign \$3883  = skew4_0_v & \$3882 ;
-  assign \$3884  = skew4_1_bank == \port$18339$2 [4];
+  assign \$3884  = skew4_1_bank == \port$20225$2 [4];
   assign \$3885  = skew4_1_v & \$3884 ;
-  assign \$3886  = skew4_2_bank == \port$18339$2 [4];
+  assign \$3886  = skew4_2_bank == \port$20225$2 [4];
   assign \$3887  = skew4_2_v & \$3886 ;
-  assign \$3888  = skew4_3_bank == \port$18339$2 [4];
+  assign \$3888  = skew4_3_bank == \port$20225$2 [4];
   assign \$3889  = skew4_3_v & \$3888 ;
-  assign \$3890  = pe4_0_bank == \port$18339$2 [4];
+  assign \$3890  = pe4_0_bank == \port$20225$2 [4];
   assign \$3891  = pe4_0_v & \$3890 ;
-  assign \$3892  = pe4_1_bank == \port$18339$2 [4];
+  assign \$3892  = pe4_1_bank == \port$20225$2 [4];
   assign \$3893  = pe4_1_v & \$3892 ;
-  assign \$3894  = pe4_2_bank == \port$18339$2 [4];
+  assign \$3894  = pe4_2_bank == \port$20225$2 [4];
   assign \$3895  = pe4_2_v & \$3894 ;
-  assign \$3896  = pe4_3_bank == \port$18339$2 [4];
+  assign \$3896  = pe4_3_bank == \port$20225$2 [4];
   assign \$3897  = pe4_3_v & \$3896 ;
-  assign \$3898  = pe4_4_bank == \port$18339$2 [4];
+  assign \$3898  = pe4_4_bank == \port$20225$2 [4];
   assign \$3899  = pe4_4_v & \$3898 ;
-  assign \$3900  = pe4_5_bank == \port$18339$2 [4];
+  assign \$3900  = pe4_5_bank == \port$20225$2 [4];
   assign \$3901  = pe4_5_v & \$3900 ;
-  assign \$3902  = pe4_6_bank == \port$18339$2 [4];
+  assign \$3902  = pe4_6_bank == \port$20225$2 [4];
   assign \$3903  = pe4_6_v & \$3902 ;
-  assign \$3904  = pe4_7_bank == \port$18339$2 [4];
+  assign \$3904  = pe4_7_bank == \port$20225$2 [4];
   assign \$3905  = pe4_7_v & \$3904 ;
-  assign \$3906  = pe4_8_bank == \port$18339$2 [4];
+  assign \$3906  = pe4_8_bank == \port$20225$2 [4];
   assign \$3907  = pe4_8_v & \$3906 ;
-  assign \$3908  = pe4_9_bank == \port$18339$2 [4];
+  assign \$3908  = pe4_9_bank == \port$20225$2 [4];
   assign \$3909  = pe4_9_v & \$3908 ;
-  assign \$3910  = pe4_10_bank == \port$18339$2 [4];
+  assign \$3910  = pe4_10_bank == \port$20225$2 [4];
   assign \$3911  = pe4_10_v & \$3910 ;
-  assign \$3912  = pe4_11_bank == \port$18339$2 [4];
+  assign \$3912  = pe4_11_bank == \port$20225$2 [4];
   assign \$3913  = pe4_11_v & \$3912 ;
-  assign \$3914  = pe4_12_bank == \port$18339$2 [4];
+  assign \$3914  = pe4_12_bank == \port$20225$2 [4];
   assign \$3915  = pe4_12_v & \$3914 ;
-  assign \$3916  = pe4_13_bank == \port$18339$2 [4];
+  assign \$3916  = pe4_13_bank == \port$20225$2 [4];
   assign \$3917  = pe4_13_v & \$3916 ;
   assign \$3918  = | { \$3917 , \$3915 , \$3913 , \$3911 , \$3909 , \$3907 , \$3905 , \$3903 , \$3901 , \$3899 , \$3897 , \$3895 , \$3893 , \$3891 , \$3889 , \$3887 , \$3885 , \$3883 , \$3881  };
   assign \$3919  = \$3879  & \$3918 ;
@@ -42297,147 +42297,147 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$3922  = \$3921  & a_valid;
   assign \$3925  = w_en & w_transpose;
   assign \$3927  = \$3926  & skew4_0_v;
-  assign \$3928  = skew4_0_bank == \port$18339$2 [4];
+  assign \$3928  = skew4_0_bank == \port$20225$2 [4];
   assign \$3929  = \$3927  & \$3928 ;
   assign \$3930  = w_en & w_transpose;
   assign \$3932  = \$3931  & skew4_1_v;
-  assign \$3933  = skew4_1_bank == \port$18339$2 [4];
+  assign \$3933  = skew4_1_bank == \port$20225$2 [4];
   assign \$3934  = \$3932  & \$3933 ;
   assign \$3935  = w_en & w_transpose;
   assign \$3937  = \$3936  & skew4_2_v;
-  assign \$3938  = skew4_2_bank == \port$18339$2 [4];
+  assign \$3938  = skew4_2_bank == \port$20225$2 [4];
   assign \$3939  = \$3937  & \$3938 ;
   assign \$3940  = w_en & w_transpose;
-  assign \$3941  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$3941  = \port$20225$2 [3:0] >= 1'h1;
   assign \$3942  = \$3940  & \$3941 ;
   assign \$3943  = \$3942  & skew4_3_v;
-  assign \$3944  = skew4_3_bank == \port$18339$2 [4];
+  assign \$3944  = skew4_3_bank == \port$20225$2 [4];
   assign \$3945  = \$3943  & \$3944 ;
   assign \$3946  = w_en & w_transpose;
-  assign \$3947  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$3947  = \port$20225$2 [3:0] >= 2'h2;
   assign \$3948  = \$3946  & \$3947 ;
   assign \$3949  = \$3948  & pe4_0_v;
-  assign \$3950  = pe4_0_bank == \port$18339$2 [4];
+  assign \$3950  = pe4_0_bank == \port$20225$2 [4];
   assign \$3951  = \$3949  & \$3950 ;
   assign \$3952  = w_en & w_transpose;
-  assign \$3953  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$3953  = \port$20225$2 [3:0] >= 2'h3;
   assign \$3954  = \$3952  & \$3953 ;
   assign \$3955  = \$3954  & pe4_1_v;
-  assign \$3956  = pe4_1_bank == \port$18339$2 [4];
+  assign \$3956  = pe4_1_bank == \port$20225$2 [4];
   assign \$3957  = \$3955  & \$3956 ;
   assign \$3958  = w_en & w_transpose;
-  assign \$3959  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$3959  = \port$20225$2 [3:0] >= 3'h4;
   assign \$3960  = \$3958  & \$3959 ;
   assign \$3961  = \$3960  & pe4_2_v;
-  assign \$3962  = pe4_2_bank == \port$18339$2 [4];
+  assign \$3962  = pe4_2_bank == \port$20225$2 [4];
   assign \$3963  = \$3961  & \$3962 ;
   assign \$3964  = w_en & w_transpose;
-  assign \$3965  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$3965  = \port$20225$2 [3:0] >= 3'h5;
   assign \$3966  = \$3964  & \$3965 ;
   assign \$3967  = \$3966  & pe4_3_v;
-  assign \$3968  = pe4_3_bank == \port$18339$2 [4];
+  assign \$3968  = pe4_3_bank == \port$20225$2 [4];
   assign \$3969  = \$3967  & \$3968 ;
   assign \$3970  = w_en & w_transpose;
-  assign \$3971  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$3971  = \port$20225$2 [3:0] >= 3'h6;
   assign \$3972  = \$3970  & \$3971 ;
   assign \$3973  = \$3972  & pe4_4_v;
-  assign \$3974  = pe4_4_bank == \port$18339$2 [4];
+  assign \$3974  = pe4_4_bank == \port$20225$2 [4];
   assign \$3975  = \$3973  & \$3974 ;
   assign \$3976  = w_en & w_transpose;
-  assign \$3977  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$3977  = \port$20225$2 [3:0] >= 3'h7;
   assign \$3978  = \$3976  & \$3977 ;
   assign \$3979  = \$3978  & pe4_5_v;
-  assign \$3980  = pe4_5_bank == \port$18339$2 [4];
+  assign \$3980  = pe4_5_bank == \port$20225$2 [4];
   assign \$3981  = \$3979  & \$3980 ;
   assign \$3982  = w_en & w_transpose;
-  assign \$3983  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$3983  = \port$20225$2 [3:0] >= 4'h8;
   assign \$3984  = \$3982  & \$3983 ;
   assign \$3985  = \$3984  & pe4_6_v;
-  assign \$3986  = pe4_6_bank == \port$18339$2 [4];
+  assign \$3986  = pe4_6_bank == \port$20225$2 [4];
   assign \$3987  = \$3985  & \$3986 ;
   assign \$3988  = w_en & w_transpose;
-  assign \$3989  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$3989  = \port$20225$2 [3:0] >= 4'h9;
   assign \$3990  = \$3988  & \$3989 ;
   assign \$3991  = \$3990  & pe4_7_v;
-  assign \$3992  = pe4_7_bank == \port$18339$2 [4];
+  assign \$3992  = pe4_7_bank == \port$20225$2 [4];
   assign \$3993  = \$3991  & \$3992 ;
   assign \$3994  = w_en & w_transpose;
-  assign \$3995  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$3995  = \port$20225$2 [3:0] >= 4'ha;
   assign \$3996  = \$3994  & \$3995 ;
   assign \$3997  = \$3996  & pe4_8_v;
-  assign \$3998  = pe4_8_bank == \port$18339$2 [4];
+  assign \$3998  = pe4_8_bank == \port$20225$2 [4];
   assign \$3999  = \$3997  & \$3998 ;
   assign \$4000  = w_en & w_transpose;
-  assign \$4001  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$4001  = \port$20225$2 [3:0] >= 4'hb;
   assign \$4002  = \$4000  & \$4001 ;
   assign \$4003  = \$4002  & pe4_9_v;
-  assign \$4004  = pe4_9_bank == \port$18339$2 [4];
+  assign \$4004  = pe4_9_bank == \port$20225$2 [4];
   assign \$4005  = \$4003  & \$4004 ;
   assign \$4006  = w_en & w_transpose;
-  assign \$4007  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$4007  = \port$20225$2 [3:0] >= 4'hc;
   assign \$4008  = \$4006  & \$4007 ;
   assign \$4009  = \$4008  & pe4_10_v;
-  assign \$4010  = pe4_10_bank == \port$18339$2 [4];
+  assign \$4010  = pe4_10_bank == \port$20225$2 [4];
   assign \$4011  = \$4009  & \$4010 ;
   assign \$4012  = w_en & w_transpose;
-  assign \$4013  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$4013  = \port$20225$2 [3:0] >= 4'hd;
   assign \$4014  = \$4012  & \$4013 ;
   assign \$4015  = \$4014  & pe4_11_v;
-  assign \$4016  = pe4_11_bank == \port$18339$2 [4];
+  assign \$4016  = pe4_11_bank == \port$20225$2 [4];
   assign \$4017  = \$4015  & \$4016 ;
   assign \$4018  = w_en & w_transpose;
-  assign \$4019  = \port$18339$2 [3:0] >= 4'he;
+  assign \$4019  = \port$20225$2 [3:0] >= 4'he;
   assign \$4020  = \$4018  & \$4019 ;
   assign \$4021  = \$4020  & pe4_12_v;
-  assign \$4022  = pe4_12_bank == \port$18339$2 [4];
+  assign \$4022  = pe4_12_bank == \port$20225$2 [4];
   assign \$4023  = \$4021  & \$4022 ;
   assign \$4024  = w_en & w_transpose;
-  assign \$4025  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$4025  = \port$20225$2 [3:0] >= 4'hf;
   assign \$4026  = \$4024  & \$4025 ;
   assign \$4027  = \$4026  & pe4_13_v;
-  assign \$4028  = pe4_13_bank == \port$18339$2 [4];
+  assign \$4028  = pe4_13_bank == \port$20225$2 [4];
   assign \$4029  = \$4027  & \$4028 ;
   assign \$4030  = ~ w_transpose;
   assign \$4031  = w_en & \$4030 ;
-  assign \$4032  = \port$18339$2 [3:0] == 3'h5;
+  assign \$4032  = \port$20225$2 [3:0] == 3'h5;
   assign \$4033  = \$4031  & \$4032 ;
-  assign \$4036  = skew5_0_bank == \port$18339$2 [4];
+  assign \$4036  = skew5_0_bank == \port$20225$2 [4];
   assign \$4037  = skew5_0_v & \$4036 ;
-  assign \$4038  = skew5_1_bank == \port$18339$2 [4];
+  assign \$4038  = skew5_1_bank == \port$20225$2 [4];
   assign \$4039  = skew5_1_v & \$4038 ;
-  assign \$4040  = skew5_2_bank == \port$18339$2 [4];
+  assign \$4040  = skew5_2_bank == \port$20225$2 [4];
   assign \$4041  = skew5_2_v & \$4040 ;
-  assign \$4042  = skew5_3_bank == \port$18339$2 [4];
+  assign \$4042  = skew5_3_bank == \port$20225$2 [4];
   assign \$4043  = skew5_3_v & \$4042 ;
-  assign \$4044  = skew5_4_bank == \port$18339$2 [4];
+  assign \$4044  = skew5_4_bank == \port$20225$2 [4];
   assign \$4045  = skew5_4_v & \$4044 ;
-  assign \$4046  = pe5_0_bank == \port$18339$2 [4];
+  assign \$4046  = pe5_0_bank == \port$20225$2 [4];
   assign \$4047  = pe5_0_v & \$4046 ;
-  assign \$4048  = pe5_1_bank == \port$18339$2 [4];
+  assign \$4048  = pe5_1_bank == \port$20225$2 [4];
   assign \$4049  = pe5_1_v & \$4048 ;
-  assign \$4050  = pe5_2_bank == \port$18339$2 [4];
+  assign \$4050  = pe5_2_bank == \port$20225$2 [4];
   assign \$4051  = pe5_2_v & \$4050 ;
-  assign \$4052  = pe5_3_bank == \port$18339$2 [4];
+  assign \$4052  = pe5_3_bank == \port$20225$2 [4];
   assign \$4053  = pe5_3_v & \$4052 ;
-  assign \$4054  = pe5_4_bank == \port$18339$2 [4];
+  assign \$4054  = pe5_4_bank == \port$20225$2 [4];
   assign \$4055  = pe5_4_v & \$4054 ;
-  assign \$4056  = pe5_5_bank == \port$18339$2 [4];
+  assign \$4056  = pe5_5_bank == \port$20225$2 [4];
   assign \$4057  = pe5_5_v & \$4056 ;
-  assign \$4058  = pe5_6_bank == \port$18339$2 [4];
+  assign \$4058  = pe5_6_bank == \port$20225$2 [4];
   assign \$4059  = pe5_6_v & \$4058 ;
-  assign \$4060  = pe5_7_bank == \port$18339$2 [4];
+  assign \$4060  = pe5_7_bank == \port$20225$2 [4];
   assign \$4061  = pe5_7_v & \$4060 ;
-  assign \$4062  = pe5_8_bank == \port$18339$2 [4];
+  assign \$4062  = pe5_8_bank == \port$20225$2 [4];
   assign \$4063  = pe5_8_v & \$4062 ;
-  assign \$4064  = pe5_9_bank == \port$18339$2 [4];
+  assign \$4064  = pe5_9_bank == \port$20225$2 [4];
   assign \$4065  = pe5_9_v & \$4064 ;
-  assign \$4066  = pe5_10_bank == \port$18339$2 [4];
+  assign \$4066  = pe5_10_bank == \port$20225$2 [4];
   assign \$4067  = pe5_10_v & \$4066 ;
-  assign \$4068  = pe5_11_bank == \port$18339$2 [4];
+  assign \$4068  = pe5_11_bank == \port$20225$2 [4];
   assign \$4069  = pe5_11_v & \$4068 ;
-  assign \$4070  = pe5_12_bank == \port$18339$2 [4];
+  assign \$4070  = pe5_12_bank == \port$20225$2 [4];
   assign \$4071  = pe5_12_v & \$4070 ;
-  assign \$4072  = pe5_13_bank == \port$18339$2 [4];
+  assign \$4072  = pe5_13_bank == \port$20225$2 [4];
   assign \$4073  = pe5_13_v & \$4072 ;
   assign \$4074  = | { \$4073 , \$4071 , \$4069 , \$4067 , \$4065 , \$4063 , \$4061 , \$4059 , \$4057 , \$4055 , \$4053 , \$4051 , \$4049 , \$4047 , \$4045 , \$4043 , \$4041 , \$4039 , \$4037 , \$4035  };
   assign \$4075  = \$4033  & \$4074 ;
@@ -42445,153 +42445,153 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$4078  = \$4077  & a_valid;
   assign \$4081  = w_en & w_transpose;
   assign \$4083  = \$4082  & skew5_0_v;
-  assign \$4084  = skew5_0_bank == \port$18339$2 [4];
+  assign \$4084  = skew5_0_bank == \port$20225$2 [4];
   assign \$4085  = \$4083  & \$4084 ;
   assign \$4086  = w_en & w_transpose;
   assign \$4088  = \$4087  & skew5_1_v;
-  assign \$4089  = skew5_1_bank == \port$18339$2 [4];
+  assign \$4089  = skew5_1_bank == \port$20225$2 [4];
   assign \$4090  = \$4088  & \$4089 ;
   assign \$4091  = w_en & w_transpose;
   assign \$4093  = \$4092  & skew5_2_v;
-  assign \$4094  = skew5_2_bank == \port$18339$2 [4];
+  assign \$4094  = skew5_2_bank == \port$20225$2 [4];
   assign \$4095  = \$4093  & \$4094 ;
   assign \$4096  = w_en & w_transpose;
   assign \$4098  = \$4097  & skew5_3_v;
-  assign \$4099  = skew5_3_bank == \port$18339$2 [4];
+  assign \$4099  = skew5_3_bank == \port$20225$2 [4];
   assign \$4100  = \$4098  & \$4099 ;
   assign \$4101  = w_en & w_transpose;
-  assign \$4102  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$4102  = \port$20225$2 [3:0] >= 1'h1;
   assign \$4103  = \$4101  & \$4102 ;
   assign \$4104  = \$4103  & skew5_4_v;
-  assign \$4105  = skew5_4_bank == \port$18339$2 [4];
+  assign \$4105  = skew5_4_bank == \port$20225$2 [4];
   assign \$4106  = \$4104  & \$4105 ;
   assign \$4107  = w_en & w_transpose;
-  assign \$4108  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$4108  = \port$20225$2 [3:0] >= 2'h2;
   assign \$4109  = \$4107  & \$4108 ;
   assign \$4110  = \$4109  & pe5_0_v;
-  assign \$4111  = pe5_0_bank == \port$18339$2 [4];
+  assign \$4111  = pe5_0_bank == \port$20225$2 [4];
   assign \$4112  = \$4110  & \$4111 ;
   assign \$4113  = w_en & w_transpose;
-  assign \$4114  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$4114  = \port$20225$2 [3:0] >= 2'h3;
   assign \$4115  = \$4113  & \$4114 ;
   assign \$4116  = \$4115  & pe5_1_v;
-  assign \$4117  = pe5_1_bank == \port$18339$2 [4];
+  assign \$4117  = pe5_1_bank == \port$20225$2 [4];
   assign \$4118  = \$4116  & \$4117 ;
   assign \$4119  = w_en & w_transpose;
-  assign \$4120  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$4120  = \port$20225$2 [3:0] >= 3'h4;
   assign \$4121  = \$4119  & \$4120 ;
   assign \$4122  = \$4121  & pe5_2_v;
-  assign \$4123  = pe5_2_bank == \port$18339$2 [4];
+  assign \$4123  = pe5_2_bank == \port$20225$2 [4];
   assign \$4124  = \$4122  & \$4123 ;
   assign \$4125  = w_en & w_transpose;
-  assign \$4126  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$4126  = \port$20225$2 [3:0] >= 3'h5;
   assign \$4127  = \$4125  & \$4126 ;
   assign \$4128  = \$4127  & pe5_3_v;
-  assign \$4129  = pe5_3_bank == \port$18339$2 [4];
+  assign \$4129  = pe5_3_bank == \port$20225$2 [4];
   assign \$4130  = \$4128  & \$4129 ;
   assign \$4131  = w_en & w_transpose;
-  assign \$4132  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$4132  = \port$20225$2 [3:0] >= 3'h6;
   assign \$4133  = \$4131  & \$4132 ;
   assign \$4134  = \$4133  & pe5_4_v;
-  assign \$4135  = pe5_4_bank == \port$18339$2 [4];
+  assign \$4135  = pe5_4_bank == \port$20225$2 [4];
   assign \$4136  = \$4134  & \$4135 ;
   assign \$4137  = w_en & w_transpose;
-  assign \$4138  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$4138  = \port$20225$2 [3:0] >= 3'h7;
   assign \$4139  = \$4137  & \$4138 ;
   assign \$4140  = \$4139  & pe5_5_v;
-  assign \$4141  = pe5_5_bank == \port$18339$2 [4];
+  assign \$4141  = pe5_5_bank == \port$20225$2 [4];
   assign \$4142  = \$4140  & \$4141 ;
   assign \$4143  = w_en & w_transpose;
-  assign \$4144  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$4144  = \port$20225$2 [3:0] >= 4'h8;
   assign \$4145  = \$4143  & \$4144 ;
   assign \$4146  = \$4145  & pe5_6_v;
-  assign \$4147  = pe5_6_bank == \port$18339$2 [4];
+  assign \$4147  = pe5_6_bank == \port$20225$2 [4];
   assign \$4148  = \$4146  & \$4147 ;
   assign \$4149  = w_en & w_transpose;
-  assign \$4150  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$4150  = \port$20225$2 [3:0] >= 4'h9;
   assign \$4151  = \$4149  & \$4150 ;
   assign \$4152  = \$4151  & pe5_7_v;
-  assign \$4153  = pe5_7_bank == \port$18339$2 [4];
+  assign \$4153  = pe5_7_bank == \port$20225$2 [4];
   assign \$4154  = \$4152  & \$4153 ;
   assign \$4155  = w_en & w_transpose;
-  assign \$4156  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$4156  = \port$20225$2 [3:0] >= 4'ha;
   assign \$4157  = \$4155  & \$4156 ;
   assign \$4158  = \$4157  & pe5_8_v;
-  assign \$4159  = pe5_8_bank == \port$18339$2 [4];
+  assign \$4159  = pe5_8_bank == \port$20225$2 [4];
   assign \$4160  = \$4158  & \$4159 ;
   assign \$4161  = w_en & w_transpose;
-  assign \$4162  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$4162  = \port$20225$2 [3:0] >= 4'hb;
   assign \$4163  = \$4161  & \$4162 ;
   assign \$4164  = \$4163  & pe5_9_v;
-  assign \$4165  = pe5_9_bank == \port$18339$2 [4];
+  assign \$4165  = pe5_9_bank == \port$20225$2 [4];
   assign \$4166  = \$4164  & \$4165 ;
   assign \$4167  = w_en & w_transpose;
-  assign \$4168  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$4168  = \port$20225$2 [3:0] >= 4'hc;
   assign \$4169  = \$4167  & \$4168 ;
   assign \$4170  = \$4169  & pe5_10_v;
-  assign \$4171  = pe5_10_bank == \port$18339$2 [4];
+  assign \$4171  = pe5_10_bank == \port$20225$2 [4];
   assign \$4172  = \$4170  & \$4171 ;
   assign \$4173  = w_en & w_transpose;
-  assign \$4174  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$4174  = \port$20225$2 [3:0] >= 4'hd;
   assign \$4175  = \$4173  & \$4174 ;
   assign \$4176  = \$4175  & pe5_11_v;
-  assign \$4177  = pe5_11_bank == \port$18339$2 [4];
+  assign \$4177  = pe5_11_bank == \port$20225$2 [4];
   assign \$4178  = \$4176  & \$4177 ;
   assign \$4179  = w_en & w_transpose;
-  assign \$4180  = \port$18339$2 [3:0] >= 4'he;
+  assign \$4180  = \port$20225$2 [3:0] >= 4'he;
   assign \$4181  = \$4179  & \$4180 ;
   assign \$4182  = \$4181  & pe5_12_v;
-  assign \$4183  = pe5_12_bank == \port$18339$2 [4];
+  assign \$4183  = pe5_12_bank == \port$20225$2 [4];
   assign \$4184  = \$4182  & \$4183 ;
   assign \$4185  = w_en & w_transpose;
-  assign \$4186  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$4186  = \port$20225$2 [3:0] >= 4'hf;
   assign \$4187  = \$4185  & \$4186 ;
   assign \$4188  = \$4187  & pe5_13_v;
-  assign \$4189  = pe5_13_bank == \port$18339$2 [4];
+  assign \$4189  = pe5_13_bank == \port$20225$2 [4];
   assign \$4190  = \$4188  & \$4189 ;
   assign \$4191  = ~ w_transpose;
   assign \$4192  = w_en & \$4191 ;
-  assign \$4193  = \port$18339$2 [3:0] == 3'h6;
+  assign \$4193  = \port$20225$2 [3:0] == 3'h6;
   assign \$4194  = \$4192  & \$4193 ;
-  assign \$4197  = skew6_0_bank == \port$18339$2 [4];
+  assign \$4197  = skew6_0_bank == \port$20225$2 [4];
   assign \$4198  = skew6_0_v & \$4197 ;
-  assign \$4199  = skew6_1_bank == \port$18339$2 [4];
+  assign \$4199  = skew6_1_bank == \port$20225$2 [4];
   assign \$4200  = skew6_1_v & \$4199 ;
-  assign \$4201  = skew6_2_bank == \port$18339$2 [4];
+  assign \$4201  = skew6_2_bank == \port$20225$2 [4];
   assign \$4202  = skew6_2_v & \$4201 ;
-  assign \$4203  = skew6_3_bank == \port$18339$2 [4];
+  assign \$4203  = skew6_3_bank == \port$20225$2 [4];
   assign \$4204  = skew6_3_v & \$4203 ;
-  assign \$4205  = skew6_4_bank == \port$18339$2 [4];
+  assign \$4205  = skew6_4_bank == \port$20225$2 [4];
   assign \$4206  = skew6_4_v & \$4205 ;
-  assign \$4207  = skew6_5_bank == \port$18339$2 [4];
+  assign \$4207  = skew6_5_bank == \port$20225$2 [4];
   assign \$4208  = skew6_5_v & \$4207 ;
-  assign \$4209  = pe6_0_bank == \port$18339$2 [4];
+  assign \$4209  = pe6_0_bank == \port$20225$2 [4];
   assign \$4210  = pe6_0_v & \$4209 ;
-  assign \$4211  = pe6_1_bank == \port$18339$2 [4];
+  assign \$4211  = pe6_1_bank == \port$20225$2 [4];
   assign \$4212  = pe6_1_v & \$4211 ;
-  assign \$4213  = pe6_2_bank == \port$18339$2 [4];
+  assign \$4213  = pe6_2_bank == \port$20225$2 [4];
   assign \$4214  = pe6_2_v & \$4213 ;
-  assign \$4215  = pe6_3_bank == \port$18339$2 [4];
+  assign \$4215  = pe6_3_bank == \port$20225$2 [4];
   assign \$4216  = pe6_3_v & \$4215 ;
-  assign \$4217  = pe6_4_bank == \port$18339$2 [4];
+  assign \$4217  = pe6_4_bank == \port$20225$2 [4];
   assign \$4218  = pe6_4_v & \$4217 ;
-  assign \$4219  = pe6_5_bank == \port$18339$2 [4];
+  assign \$4219  = pe6_5_bank == \port$20225$2 [4];
   assign \$4220  = pe6_5_v & \$4219 ;
-  assign \$4221  = pe6_6_bank == \port$18339$2 [4];
+  assign \$4221  = pe6_6_bank == \port$20225$2 [4];
   assign \$4222  = pe6_6_v & \$4221 ;
-  assign \$4223  = pe6_7_bank == \port$18339$2 [4];
+  assign \$4223  = pe6_7_bank == \port$20225$2 [4];
   assign \$4224  = pe6_7_v & \$4223 ;
-  assign \$4225  = pe6_8_bank == \port$18339$2 [4];
+  assign \$4225  = pe6_8_bank == \port$20225$2 [4];
   assign \$4226  = pe6_8_v & \$4225 ;
-  assign \$4227  = pe6_9_bank == \port$18339$2 [4];
+  assign \$4227  = pe6_9_bank == \port$20225$2 [4];
   assign \$4228  = pe6_9_v & \$4227 ;
-  assign \$4229  = pe6_10_bank == \port$18339$2 [4];
+  assign \$4229  = pe6_10_bank == \port$20225$2 [4];
   assign \$4230  = pe6_10_v & \$4229 ;
-  assign \$4231  = pe6_11_bank == \port$18339$2 [4];
+  assign \$4231  = pe6_11_bank == \port$20225$2 [4];
   assign \$4232  = pe6_11_v & \$4231 ;
-  assign \$4233  = pe6_12_bank == \port$18339$2 [4];
+  assign \$4233  = pe6_12_bank == \port$20225$2 [4];
   assign \$4234  = pe6_12_v & \$4233 ;
-  assign \$4235  = pe6_13_bank == \port$18339$2 [4];
+  assign \$4235  = pe6_13_bank == \port$20225$2 [4];
   assign \$4236  = pe6_13_v & \$4235 ;
   assign \$4237  = | { \$4236 , \$4234 , \$4232 , \$4230 , \$4228 , \$4226 , \$4224 , \$4222 , \$4220 , \$4218 , \$4216 , \$4214 , \$4212 , \$4210 , \$4208 , \$4206 , \$4204 , \$4202 , \$4200 , \$4198 , \$4196  };
   assign \$4238  = \$4194  & \$4237 ;
@@ -42599,159 +42599,159 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$4241  = \$4240  & a_valid;
   assign \$4244  = w_en & w_transpose;
   assign \$4246  = \$4245  & skew6_0_v;
-  assign \$4247  = skew6_0_bank == \port$18339$2 [4];
+  assign \$4247  = skew6_0_bank == \port$20225$2 [4];
   assign \$4248  = \$4246  & \$4247 ;
   assign \$4249  = w_en & w_transpose;
   assign \$4251  = \$4250  & skew6_1_v;
-  assign \$4252  = skew6_1_bank == \port$18339$2 [4];
+  assign \$4252  = skew6_1_bank == \port$20225$2 [4];
   assign \$4253  = \$4251  & \$4252 ;
   assign \$4254  = w_en & w_transpose;
   assign \$4256  = \$4255  & skew6_2_v;
-  assign \$4257  = skew6_2_bank == \port$18339$2 [4];
+  assign \$4257  = skew6_2_bank == \port$20225$2 [4];
   assign \$4258  = \$4256  & \$4257 ;
   assign \$4259  = w_en & w_transpose;
   assign \$4261  = \$4260  & skew6_3_v;
-  assign \$4262  = skew6_3_bank == \port$18339$2 [4];
+  assign \$4262  = skew6_3_bank == \port$20225$2 [4];
   assign \$4263  = \$4261  & \$4262 ;
   assign \$4264  = w_en & w_transpose;
   assign \$4266  = \$4265  & skew6_4_v;
-  assign \$4267  = skew6_4_bank == \port$18339$2 [4];
+  assign \$4267  = skew6_4_bank == \port$20225$2 [4];
   assign \$4268  = \$4266  & \$4267 ;
   assign \$4269  = w_en & w_transpose;
-  assign \$4270  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$4270  = \port$20225$2 [3:0] >= 1'h1;
   assign \$4271  = \$4269  & \$4270 ;
   assign \$4272  = \$4271  & skew6_5_v;
-  assign \$4273  = skew6_5_bank == \port$18339$2 [4];
+  assign \$4273  = skew6_5_bank == \port$20225$2 [4];
   assign \$4274  = \$4272  & \$4273 ;
   assign \$4275  = w_en & w_transpose;
-  assign \$4276  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$4276  = \port$20225$2 [3:0] >= 2'h2;
   assign \$4277  = \$4275  & \$4276 ;
   assign \$4278  = \$4277  & pe6_0_v;
-  assign \$4279  = pe6_0_bank == \port$18339$2 [4];
+  assign \$4279  = pe6_0_bank == \port$20225$2 [4];
   assign \$4280  = \$4278  & \$4279 ;
   assign \$4281  = w_en & w_transpose;
-  assign \$4282  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$4282  = \port$20225$2 [3:0] >= 2'h3;
   assign \$4283  = \$4281  & \$4282 ;
   assign \$4284  = \$4283  & pe6_1_v;
-  assign \$4285  = pe6_1_bank == \port$18339$2 [4];
+  assign \$4285  = pe6_1_bank == \port$20225$2 [4];
   assign \$4286  = \$4284  & \$4285 ;
   assign \$4287  = w_en & w_transpose;
-  assign \$4288  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$4288  = \port$20225$2 [3:0] >= 3'h4;
   assign \$4289  = \$4287  & \$4288 ;
   assign \$4290  = \$4289  & pe6_2_v;
-  assign \$4291  = pe6_2_bank == \port$18339$2 [4];
+  assign \$4291  = pe6_2_bank == \port$20225$2 [4];
   assign \$4292  = \$4290  & \$4291 ;
   assign \$4293  = w_en & w_transpose;
-  assign \$4294  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$4294  = \port$20225$2 [3:0] >= 3'h5;
   assign \$4295  = \$4293  & \$4294 ;
   assign \$4296  = \$4295  & pe6_3_v;
-  assign \$4297  = pe6_3_bank == \port$18339$2 [4];
+  assign \$4297  = pe6_3_bank == \port$20225$2 [4];
   assign \$4298  = \$4296  & \$4297 ;
   assign \$4299  = w_en & w_transpose;
-  assign \$4300  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$4300  = \port$20225$2 [3:0] >= 3'h6;
   assign \$4301  = \$4299  & \$4300 ;
   assign \$4302  = \$4301  & pe6_4_v;
-  assign \$4303  = pe6_4_bank == \port$18339$2 [4];
+  assign \$4303  = pe6_4_bank == \port$20225$2 [4];
   assign \$4304  = \$4302  & \$4303 ;
   assign \$4305  = w_en & w_transpose;
-  assign \$4306  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$4306  = \port$20225$2 [3:0] >= 3'h7;
   assign \$4307  = \$4305  & \$4306 ;
   assign \$4308  = \$4307  & pe6_5_v;
-  assign \$4309  = pe6_5_bank == \port$18339$2 [4];
+  assign \$4309  = pe6_5_bank == \port$20225$2 [4];
   assign \$4310  = \$4308  & \$4309 ;
   assign \$4311  = w_en & w_transpose;
-  assign \$4312  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$4312  = \port$20225$2 [3:0] >= 4'h8;
   assign \$4313  = \$4311  & \$4312 ;
   assign \$4314  = \$4313  & pe6_6_v;
-  assign \$4315  = pe6_6_bank == \port$18339$2 [4];
+  assign \$4315  = pe6_6_bank == \port$20225$2 [4];
   assign \$4316  = \$4314  & \$4315 ;
   assign \$4317  = w_en & w_transpose;
-  assign \$4318  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$4318  = \port$20225$2 [3:0] >= 4'h9;
   assign \$4319  = \$4317  & \$4318 ;
   assign \$4320  = \$4319  & pe6_7_v;
-  assign \$4321  = pe6_7_bank == \port$18339$2 [4];
+  assign \$4321  = pe6_7_bank == \port$20225$2 [4];
   assign \$4322  = \$4320  & \$4321 ;
   assign \$4323  = w_en & w_transpose;
-  assign \$4324  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$4324  = \port$20225$2 [3:0] >= 4'ha;
   assign \$4325  = \$4323  & \$4324 ;
   assign \$4326  = \$4325  & pe6_8_v;
-  assign \$4327  = pe6_8_bank == \port$18339$2 [4];
+  assign \$4327  = pe6_8_bank == \port$20225$2 [4];
   assign \$4328  = \$4326  & \$4327 ;
   assign \$4329  = w_en & w_transpose;
-  assign \$4330  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$4330  = \port$20225$2 [3:0] >= 4'hb;
   assign \$4331  = \$4329  & \$4330 ;
   assign \$4332  = \$4331  & pe6_9_v;
-  assign \$4333  = pe6_9_bank == \port$18339$2 [4];
+  assign \$4333  = pe6_9_bank == \port$20225$2 [4];
   assign \$4334  = \$4332  & \$4333 ;
   assign \$4335  = w_en & w_transpose;
-  assign \$4336  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$4336  = \port$20225$2 [3:0] >= 4'hc;
   assign \$4337  = \$4335  & \$4336 ;
   assign \$4338  = \$4337  & pe6_10_v;
-  assign \$4339  = pe6_10_bank == \port$18339$2 [4];
+  assign \$4339  = pe6_10_bank == \port$20225$2 [4];
   assign \$4340  = \$4338  & \$4339 ;
   assign \$4341  = w_en & w_transpose;
-  assign \$4342  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$4342  = \port$20225$2 [3:0] >= 4'hd;
   assign \$4343  = \$4341  & \$4342 ;
   assign \$4344  = \$4343  & pe6_11_v;
-  assign \$4345  = pe6_11_bank == \port$18339$2 [4];
+  assign \$4345  = pe6_11_bank == \port$20225$2 [4];
   assign \$4346  = \$4344  & \$4345 ;
   assign \$4347  = w_en & w_transpose;
-  assign \$4348  = \port$18339$2 [3:0] >= 4'he;
+  assign \$4348  = \port$20225$2 [3:0] >= 4'he;
   assign \$4349  = \$4347  & \$4348 ;
   assign \$4350  = \$4349  & pe6_12_v;
-  assign \$4351  = pe6_12_bank == \port$18339$2 [4];
+  assign \$4351  = pe6_12_bank == \port$20225$2 [4];
   assign \$4352  = \$4350  & \$4351 ;
   assign \$4353  = w_en & w_transpose;
-  assign \$4354  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$4354  = \port$20225$2 [3:0] >= 4'hf;
   assign \$4355  = \$4353  & \$4354 ;
   assign \$4356  = \$4355  & pe6_13_v;
-  assign \$4357  = pe6_13_bank == \port$18339$2 [4];
+  assign \$4357  = pe6_13_bank == \port$20225$2 [4];
   assign \$4358  = \$4356  & \$4357 ;
   assign \$4359  = ~ w_transpose;
   assign \$4360  = w_en & \$4359 ;
-  assign \$4361  = \port$18339$2 [3:0] == 3'h7;
+  assign \$4361  = \port$20225$2 [3:0] == 3'h7;
   assign \$4362  = \$4360  & \$4361 ;
-  assign \$4365  = skew7_0_bank == \port$18339$2 [4];
+  assign \$4365  = skew7_0_bank == \port$20225$2 [4];
   assign \$4366  = skew7_0_v & \$4365 ;
-  assign \$4367  = skew7_1_bank == \port$18339$2 [4];
+  assign \$4367  = skew7_1_bank == \port$20225$2 [4];
   assign \$4368  = skew7_1_v & \$4367 ;
-  assign \$4369  = skew7_2_bank == \port$18339$2 [4];
+  assign \$4369  = skew7_2_bank == \port$20225$2 [4];
   assign \$4370  = skew7_2_v & \$4369 ;
-  assign \$4371  = skew7_3_bank == \port$18339$2 [4];
+  assign \$4371  = skew7_3_bank == \port$20225$2 [4];
   assign \$4372  = skew7_3_v & \$4371 ;
-  assign \$4373  = skew7_4_bank == \port$18339$2 [4];
+  assign \$4373  = skew7_4_bank == \port$20225$2 [4];
   assign \$4374  = skew7_4_v & \$4373 ;
-  assign \$4375  = skew7_5_bank == \port$18339$2 [4];
+  assign \$4375  = skew7_5_bank == \port$20225$2 [4];
   assign \$4376  = skew7_5_v & \$4375 ;
-  assign \$4377  = skew7_6_bank == \port$18339$2 [4];
+  assign \$4377  = skew7_6_bank == \port$20225$2 [4];
   assign \$4378  = skew7_6_v & \$4377 ;
-  assign \$4379  = pe7_0_bank == \port$18339$2 [4];
+  assign \$4379  = pe7_0_bank == \port$20225$2 [4];
   assign \$4380  = pe7_0_v & \$4379 ;
-  assign \$4381  = pe7_1_bank == \port$18339$2 [4];
+  assign \$4381  = pe7_1_bank == \port$20225$2 [4];
   assign \$4382  = pe7_1_v & \$4381 ;
-  assign \$4383  = pe7_2_bank == \port$18339$2 [4];
+  assign \$4383  = pe7_2_bank == \port$20225$2 [4];
   assign \$4384  = pe7_2_v & \$4383 ;
-  assign \$4385  = pe7_3_bank == \port$18339$2 [4];
+  assign \$4385  = pe7_3_bank == \port$20225$2 [4];
   assign \$4386  = pe7_3_v & \$4385 ;
-  assign \$4387  = pe7_4_bank == \port$18339$2 [4];
+  assign \$4387  = pe7_4_bank == \port$20225$2 [4];
   assign \$4388  = pe7_4_v & \$4387 ;
-  assign \$4389  = pe7_5_bank == \port$18339$2 [4];
+  assign \$4389  = pe7_5_bank == \port$20225$2 [4];
   assign \$4390  = pe7_5_v & \$4389 ;
-  assign \$4391  = pe7_6_bank == \port$18339$2 [4];
+  assign \$4391  = pe7_6_bank == \port$20225$2 [4];
   assign \$4392  = pe7_6_v & \$4391 ;
-  assign \$4393  = pe7_7_bank == \port$18339$2 [4];
+  assign \$4393  = pe7_7_bank == \port$20225$2 [4];
   assign \$4394  = pe7_7_v & \$4393 ;
-  assign \$4395  = pe7_8_bank == \port$18339$2 [4];
+  assign \$4395  = pe7_8_bank == \port$20225$2 [4];
   assign \$4396  = pe7_8_v & \$4395 ;
-  assign \$4397  = pe7_9_bank == \port$18339$2 [4];
+  assign \$4397  = pe7_9_bank == \port$20225$2 [4];
   assign \$4398  = pe7_9_v & \$4397 ;
-  assign \$4399  = pe7_10_bank == \port$18339$2 [4];
+  assign \$4399  = pe7_10_bank == \port$20225$2 [4];
   assign \$4400  = pe7_10_v & \$4399 ;
-  assign \$4401  = pe7_11_bank == \port$18339$2 [4];
+  assign \$4401  = pe7_11_bank == \port$20225$2 [4];
   assign \$4402  = pe7_11_v & \$4401 ;
-  assign \$4403  = pe7_12_bank == \port$18339$2 [4];
+  assign \$4403  = pe7_12_bank == \port$20225$2 [4];
   assign \$4404  = pe7_12_v & \$4403 ;
-  assign \$4405  = pe7_13_bank == \port$18339$2 [4];
+  assign \$4405  = pe7_13_bank == \port$20225$2 [4];
   assign \$4406  = pe7_13_v & \$4405 ;
   assign \$4407  = | { \$4406 , \$4404 , \$4402 , \$4400 , \$4398 , \$4396 , \$4394 , \$4392 , \$4390 , \$4388 , \$4386 , \$4384 , \$4382 , \$4380 , \$4378 , \$4376 , \$4374 , \$4372 , \$4370 , \$4368 , \$4366 , \$4364  };
   assign \$4408  = \$4362  & \$4407 ;
@@ -42759,165 +42759,165 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$4411  = \$4410  & a_valid;
   assign \$4414  = w_en & w_transpose;
   assign \$4416  = \$4415  & skew7_0_v;
-  assign \$4417  = skew7_0_bank == \port$18339$2 [4];
+  assign \$4417  = skew7_0_bank == \port$20225$2 [4];
   assign \$4418  = \$4416  & \$4417 ;
   assign \$4419  = w_en & w_transpose;
   assign \$4421  = \$4420  & skew7_1_v;
-  assign \$4422  = skew7_1_bank == \port$18339$2 [4];
+  assign \$4422  = skew7_1_bank == \port$20225$2 [4];
   assign \$4423  = \$4421  & \$4422 ;
   assign \$4424  = w_en & w_transpose;
   assign \$4426  = \$4425  & skew7_2_v;
-  assign \$4427  = skew7_2_bank == \port$18339$2 [4];
+  assign \$4427  = skew7_2_bank == \port$20225$2 [4];
   assign \$4428  = \$4426  & \$4427 ;
   assign \$4429  = w_en & w_transpose;
   assign \$4431  = \$4430  & skew7_3_v;
-  assign \$4432  = skew7_3_bank == \port$18339$2 [4];
+  assign \$4432  = skew7_3_bank == \port$20225$2 [4];
   assign \$4433  = \$4431  & \$4432 ;
   assign \$4434  = w_en & w_transpose;
   assign \$4436  = \$4435  & skew7_4_v;
-  assign \$4437  = skew7_4_bank == \port$18339$2 [4];
+  assign \$4437  = skew7_4_bank == \port$20225$2 [4];
   assign \$4438  = \$4436  & \$4437 ;
   assign \$4439  = w_en & w_transpose;
   assign \$4441  = \$4440  & skew7_5_v;
-  assign \$4442  = skew7_5_bank == \port$18339$2 [4];
+  assign \$4442  = skew7_5_bank == \port$20225$2 [4];
   assign \$4443  = \$4441  & \$4442 ;
   assign \$4444  = w_en & w_transpose;
-  assign \$4445  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$4445  = \port$20225$2 [3:0] >= 1'h1;
   assign \$4446  = \$4444  & \$4445 ;
   assign \$4447  = \$4446  & skew7_6_v;
-  assign \$4448  = skew7_6_bank == \port$18339$2 [4];
+  assign \$4448  = skew7_6_bank == \port$20225$2 [4];
   assign \$4449  = \$4447  & \$4448 ;
   assign \$4450  = w_en & w_transpose;
-  assign \$4451  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$4451  = \port$20225$2 [3:0] >= 2'h2;
   assign \$4452  = \$4450  & \$4451 ;
   assign \$4453  = \$4452  & pe7_0_v;
-  assign \$4454  = pe7_0_bank == \port$18339$2 [4];
+  assign \$4454  = pe7_0_bank == \port$20225$2 [4];
   assign \$4455  = \$4453  & \$4454 ;
   assign \$4456  = w_en & w_transpose;
-  assign \$4457  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$4457  = \port$20225$2 [3:0] >= 2'h3;
   assign \$4458  = \$4456  & \$4457 ;
   assign \$4459  = \$4458  & pe7_1_v;
-  assign \$4460  = pe7_1_bank == \port$18339$2 [4];
+  assign \$4460  = pe7_1_bank == \port$20225$2 [4];
   assign \$4461  = \$4459  & \$4460 ;
   assign \$4462  = w_en & w_transpose;
-  assign \$4463  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$4463  = \port$20225$2 [3:0] >= 3'h4;
   assign \$4464  = \$4462  & \$4463 ;
   assign \$4465  = \$4464  & pe7_2_v;
-  assign \$4466  = pe7_2_bank == \port$18339$2 [4];
+  assign \$4466  = pe7_2_bank == \port$20225$2 [4];
   assign \$4467  = \$4465  & \$4466 ;
   assign \$4468  = w_en & w_transpose;
-  assign \$4469  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$4469  = \port$20225$2 [3:0] >= 3'h5;
   assign \$4470  = \$4468  & \$4469 ;
   assign \$4471  = \$4470  & pe7_3_v;
-  assign \$4472  = pe7_3_bank == \port$18339$2 [4];
+  assign \$4472  = pe7_3_bank == \port$20225$2 [4];
   assign \$4473  = \$4471  & \$4472 ;
   assign \$4474  = w_en & w_transpose;
-  assign \$4475  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$4475  = \port$20225$2 [3:0] >= 3'h6;
   assign \$4476  = \$4474  & \$4475 ;
   assign \$4477  = \$4476  & pe7_4_v;
-  assign \$4478  = pe7_4_bank == \port$18339$2 [4];
+  assign \$4478  = pe7_4_bank == \port$20225$2 [4];
   assign \$4479  = \$4477  & \$4478 ;
   assign \$4480  = w_en & w_transpose;
-  assign \$4481  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$4481  = \port$20225$2 [3:0] >= 3'h7;
   assign \$4482  = \$4480  & \$4481 ;
   assign \$4483  = \$4482  & pe7_5_v;
-  assign \$4484  = pe7_5_bank == \port$18339$2 [4];
+  assign \$4484  = pe7_5_bank == \port$20225$2 [4];
   assign \$4485  = \$4483  & \$4484 ;
   assign \$4486  = w_en & w_transpose;
-  assign \$4487  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$4487  = \port$20225$2 [3:0] >= 4'h8;
   assign \$4488  = \$4486  & \$4487 ;
   assign \$4489  = \$4488  & pe7_6_v;
-  assign \$4490  = pe7_6_bank == \port$18339$2 [4];
+  assign \$4490  = pe7_6_bank == \port$20225$2 [4];
   assign \$4491  = \$4489  & \$4490 ;
   assign \$4492  = w_en & w_transpose;
-  assign \$4493  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$4493  = \port$20225$2 [3:0] >= 4'h9;
   assign \$4494  = \$4492  & \$4493 ;
   assign \$4495  = \$4494  & pe7_7_v;
-  assign \$4496  = pe7_7_bank == \port$18339$2 [4];
+  assign \$4496  = pe7_7_bank == \port$20225$2 [4];
   assign \$4497  = \$4495  & \$4496 ;
   assign \$4498  = w_en & w_transpose;
-  assign \$4499  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$4499  = \port$20225$2 [3:0] >= 4'ha;
   assign \$4500  = \$4498  & \$4499 ;
   assign \$4501  = \$4500  & pe7_8_v;
-  assign \$4502  = pe7_8_bank == \port$18339$2 [4];
+  assign \$4502  = pe7_8_bank == \port$20225$2 [4];
   assign \$4503  = \$4501  & \$4502 ;
   assign \$4504  = w_en & w_transpose;
-  assign \$4505  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$4505  = \port$20225$2 [3:0] >= 4'hb;
   assign \$4506  = \$4504  & \$4505 ;
   assign \$4507  = \$4506  & pe7_9_v;
-  assign \$4508  = pe7_9_bank == \port$18339$2 [4];
+  assign \$4508  = pe7_9_bank == \port$20225$2 [4];
   assign \$4509  = \$4507  & \$4508 ;
   assign \$4510  = w_en & w_transpose;
-  assign \$4511  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$4511  = \port$20225$2 [3:0] >= 4'hc;
   assign \$4512  = \$4510  & \$4511 ;
   assign \$4513  = \$4512  & pe7_10_v;
-  assign \$4514  = pe7_10_bank == \port$18339$2 [4];
+  assign \$4514  = pe7_10_bank == \port$20225$2 [4];
   assign \$4515  = \$4513  & \$4514 ;
   assign \$4516  = w_en & w_transpose;
-  assign \$4517  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$4517  = \port$20225$2 [3:0] >= 4'hd;
   assign \$4518  = \$4516  & \$4517 ;
   assign \$4519  = \$4518  & pe7_11_v;
-  assign \$4520  = pe7_11_bank == \port$18339$2 [4];
+  assign \$4520  = pe7_11_bank == \port$20225$2 [4];
   assign \$4521  = \$4519  & \$4520 ;
   assign \$4522  = w_en & w_transpose;
-  assign \$4523  = \port$18339$2 [3:0] >= 4'he;
+  assign \$4523  = \port$20225$2 [3:0] >= 4'he;
   assign \$4524  = \$4522  & \$4523 ;
   assign \$4525  = \$4524  & pe7_12_v;
-  assign \$4526  = pe7_12_bank == \port$18339$2 [4];
+  assign \$4526  = pe7_12_bank == \port$20225$2 [4];
   assign \$4527  = \$4525  & \$4526 ;
   assign \$4528  = w_en & w_transpose;
-  assign \$4529  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$4529  = \port$20225$2 [3:0] >= 4'hf;
   assign \$4530  = \$4528  & \$4529 ;
   assign \$4531  = \$4530  & pe7_13_v;
-  assign \$4532  = pe7_13_bank == \port$18339$2 [4];
+  assign \$4532  = pe7_13_bank == \port$20225$2 [4];
   assign \$4533  = \$4531  & \$4532 ;
   assign \$4534  = ~ w_transpose;
   assign \$4535  = w_en & \$4534 ;
-  assign \$4536  = \port$18339$2 [3:0] == 4'h8;
+  assign \$4536  = \port$20225$2 [3:0] == 4'h8;
   assign \$4537  = \$4535  & \$4536 ;
-  assign \$4540  = skew8_0_bank == \port$18339$2 [4];
+  assign \$4540  = skew8_0_bank == \port$20225$2 [4];
   assign \$4541  = skew8_0_v & \$4540 ;
-  assign \$4542  = skew8_1_bank == \port$18339$2 [4];
+  assign \$4542  = skew8_1_bank == \port$20225$2 [4];
   assign \$4543  = skew8_1_v & \$4542 ;
-  assign \$4544  = skew8_2_bank == \port$18339$2 [4];
+  assign \$4544  = skew8_2_bank == \port$20225$2 [4];
   assign \$4545  = skew8_2_v & \$4544 ;
-  assign \$4546  = skew8_3_bank == \port$18339$2 [4];
+  assign \$4546  = skew8_3_bank == \port$20225$2 [4];
   assign \$4547  = skew8_3_v & \$4546 ;
-  assign \$4548  = skew8_4_bank == \port$18339$2 [4];
+  assign \$4548  = skew8_4_bank == \port$20225$2 [4];
   assign \$4549  = skew8_4_v & \$4548 ;
-  assign \$4550  = skew8_5_bank == \port$18339$2 [4];
+  assign \$4550  = skew8_5_bank == \port$20225$2 [4];
   assign \$4551  = skew8_5_v & \$4550 ;
-  assign \$4552  = skew8_6_bank == \port$18339$2 [4];
+  assign \$4552  = skew8_6_bank == \port$20225$2 [4];
   assign \$4553  = skew8_6_v & \$4552 ;
-  assign \$4554  = skew8_7_bank == \port$18339$2 [4];
+  assign \$4554  = skew8_7_bank == \port$20225$2 [4];
   assign \$4555  = skew8_7_v & \$4554 ;
-  assign \$4556  = pe8_0_bank == \port$18339$2 [4];
+  assign \$4556  = pe8_0_bank == \port$20225$2 [4];
   assign \$4557  = pe8_0_v & \$4556 ;
-  assign \$4558  = pe8_1_bank == \port$18339$2 [4];
+  assign \$4558  = pe8_1_bank == \port$20225$2 [4];
   assign \$4559  = pe8_1_v & \$4558 ;
-  assign \$4560  = pe8_2_bank == \port$18339$2 [4];
+  assign \$4560  = pe8_2_bank == \port$20225$2 [4];
   assign \$4561  = pe8_2_v & \$4560 ;
-  assign \$4562  = pe8_3_bank == \port$18339$2 [4];
+  assign \$4562  = pe8_3_bank == \port$20225$2 [4];
   assign \$4563  = pe8_3_v & \$4562 ;
-  assign \$4564  = pe8_4_bank == \port$18339$2 [4];
+  assign \$4564  = pe8_4_bank == \port$20225$2 [4];
   assign \$4565  = pe8_4_v & \$4564 ;
-  assign \$4566  = pe8_5_bank == \port$18339$2 [4];
+  assign \$4566  = pe8_5_bank == \port$20225$2 [4];
   assign \$4567  = pe8_5_v & \$4566 ;
-  assign \$4568  = pe8_6_bank == \port$18339$2 [4];
+  assign \$4568  = pe8_6_bank == \port$20225$2 [4];
   assign \$4569  = pe8_6_v & \$4568 ;
-  assign \$4570  = pe8_7_bank == \port$18339$2 [4];
+  assign \$4570  = pe8_7_bank == \port$20225$2 [4];
   assign \$4571  = pe8_7_v & \$4570 ;
-  assign \$4572  = pe8_8_bank == \port$18339$2 [4];
+  assign \$4572  = pe8_8_bank == \port$20225$2 [4];
   assign \$4573  = pe8_8_v & \$4572 ;
-  assign \$4574  = pe8_9_bank == \port$18339$2 [4];
+  assign \$4574  = pe8_9_bank == \port$20225$2 [4];
   assign \$4575  = pe8_9_v & \$4574 ;
-  assign \$4576  = pe8_10_bank == \port$18339$2 [4];
+  assign \$4576  = pe8_10_bank == \port$20225$2 [4];
   assign \$4577  = pe8_10_v & \$4576 ;
-  assign \$4578  = pe8_11_bank == \port$18339$2 [4];
+  assign \$4578  = pe8_11_bank == \port$20225$2 [4];
   assign \$4579  = pe8_11_v & \$4578 ;
-  assign \$4580  = pe8_12_bank == \port$18339$2 [4];
+  assign \$4580  = pe8_12_bank == \port$20225$2 [4];
   assign \$4581  = pe8_12_v & \$4580 ;
-  assign \$4582  = pe8_13_bank == \port$18339$2 [4];
+  assign \$4582  = pe8_13_bank == \port$20225$2 [4];
   assign \$4583  = pe8_13_v & \$4582 ;
   assign \$4584  = | { \$4583 , \$4581 , \$4579 , \$4577 , \$4575 , \$4573 , \$4571 , \$4569 , \$4567 , \$4565 , \$4563 , \$4561 , \$4559 , \$4557 , \$4555 , \$4553 , \$4551 , \$4549 , \$4547 , \$4545 , \$4543 , \$4541 , \$4539  };
   assign \$4585  = \$4537  & \$4584 ;
@@ -42925,171 +42925,171 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$4588  = \$4587  & a_valid;
   assign \$4591  = w_en & w_transpose;
   assign \$4593  = \$4592  & skew8_0_v;
-  assign \$4594  = skew8_0_bank == \port$18339$2 [4];
+  assign \$4594  = skew8_0_bank == \port$20225$2 [4];
   assign \$4595  = \$4593  & \$4594 ;
   assign \$4596  = w_en & w_transpose;
   assign \$4598  = \$4597  & skew8_1_v;
-  assign \$4599  = skew8_1_bank == \port$18339$2 [4];
+  assign \$4599  = skew8_1_bank == \port$20225$2 [4];
   assign \$4600  = \$4598  & \$4599 ;
   assign \$4601  = w_en & w_transpose;
   assign \$4603  = \$4602  & skew8_2_v;
-  assign \$4604  = skew8_2_bank == \port$18339$2 [4];
+  assign \$4604  = skew8_2_bank == \port$20225$2 [4];
   assign \$4605  = \$4603  & \$4604 ;
   assign \$4606  = w_en & w_transpose;
   assign \$4608  = \$4607  & skew8_3_v;
-  assign \$4609  = skew8_3_bank == \port$18339$2 [4];
+  assign \$4609  = skew8_3_bank == \port$20225$2 [4];
   assign \$4610  = \$4608  & \$4609 ;
   assign \$4611  = w_en & w_transpose;
   assign \$4613  = \$4612  & skew8_4_v;
-  assign \$4614  = skew8_4_bank == \port$18339$2 [4];
+  assign \$4614  = skew8_4_bank == \port$20225$2 [4];
   assign \$4615  = \$4613  & \$4614 ;
   assign \$4616  = w_en & w_transpose;
   assign \$4618  = \$4617  & skew8_5_v;
-  assign \$4619  = skew8_5_bank == \port$18339$2 [4];
+  assign \$4619  = skew8_5_bank == \port$20225$2 [4];
   assign \$4620  = \$4618  & \$4619 ;
   assign \$4621  = w_en & w_transpose;
   assign \$4623  = \$4622  & skew8_6_v;
-  assign \$4624  = skew8_6_bank == \port$18339$2 [4];
+  assign \$4624  = skew8_6_bank == \port$20225$2 [4];
   assign \$4625  = \$4623  & \$4624 ;
   assign \$4626  = w_en & w_transpose;
-  assign \$4627  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$4627  = \port$20225$2 [3:0] >= 1'h1;
   assign \$4628  = \$4626  & \$4627 ;
   assign \$4629  = \$4628  & skew8_7_v;
-  assign \$4630  = skew8_7_bank == \port$18339$2 [4];
+  assign \$4630  = skew8_7_bank == \port$20225$2 [4];
   assign \$4631  = \$4629  & \$4630 ;
   assign \$4632  = w_en & w_transpose;
-  assign \$4633  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$4633  = \port$20225$2 [3:0] >= 2'h2;
   assign \$4634  = \$4632  & \$4633 ;
   assign \$4635  = \$4634  & pe8_0_v;
-  assign \$4636  = pe8_0_bank == \port$18339$2 [4];
+  assign \$4636  = pe8_0_bank == \port$20225$2 [4];
   assign \$4637  = \$4635  & \$4636 ;
   assign \$4638  = w_en & w_transpose;
-  assign \$4639  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$4639  = \port$20225$2 [3:0] >= 2'h3;
   assign \$4640  = \$4638  & \$4639 ;
   assign \$4641  = \$4640  & pe8_1_v;
-  assign \$4642  = pe8_1_bank == \port$18339$2 [4];
+  assign \$4642  = pe8_1_bank == \port$20225$2 [4];
   assign \$4643  = \$4641  & \$4642 ;
   assign \$4644  = w_en & w_transpose;
-  assign \$4645  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$4645  = \port$20225$2 [3:0] >= 3'h4;
   assign \$4646  = \$4644  & \$4645 ;
   assign \$4647  = \$4646  & pe8_2_v;
-  assign \$4648  = pe8_2_bank == \port$18339$2 [4];
+  assign \$4648  = pe8_2_bank == \port$20225$2 [4];
   assign \$4649  = \$4647  & \$4648 ;
   assign \$4650  = w_en & w_transpose;
-  assign \$4651  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$4651  = \port$20225$2 [3:0] >= 3'h5;
   assign \$4652  = \$4650  & \$4651 ;
   assign \$4653  = \$4652  & pe8_3_v;
-  assign \$4654  = pe8_3_bank == \port$18339$2 [4];
+  assign \$4654  = pe8_3_bank == \port$20225$2 [4];
   assign \$4655  = \$4653  & \$4654 ;
   assign \$4656  = w_en & w_transpose;
-  assign \$4657  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$4657  = \port$20225$2 [3:0] >= 3'h6;
   assign \$4658  = \$4656  & \$4657 ;
   assign \$4659  = \$4658  & pe8_4_v;
-  assign \$4660  = pe8_4_bank == \port$18339$2 [4];
+  assign \$4660  = pe8_4_bank == \port$20225$2 [4];
   assign \$4661  = \$4659  & \$4660 ;
   assign \$4662  = w_en & w_transpose;
-  assign \$4663  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$4663  = \port$20225$2 [3:0] >= 3'h7;
   assign \$4664  = \$4662  & \$4663 ;
   assign \$4665  = \$4664  & pe8_5_v;
-  assign \$4666  = pe8_5_bank == \port$18339$2 [4];
+  assign \$4666  = pe8_5_bank == \port$20225$2 [4];
   assign \$4667  = \$4665  & \$4666 ;
   assign \$4668  = w_en & w_transpose;
-  assign \$4669  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$4669  = \port$20225$2 [3:0] >= 4'h8;
   assign \$4670  = \$4668  & \$4669 ;
   assign \$4671  = \$4670  & pe8_6_v;
-  assign \$4672  = pe8_6_bank == \port$18339$2 [4];
+  assign \$4672  = pe8_6_bank == \port$20225$2 [4];
   assign \$4673  = \$4671  & \$4672 ;
   assign \$4674  = w_en & w_transpose;
-  assign \$4675  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$4675  = \port$20225$2 [3:0] >= 4'h9;
   assign \$4676  = \$4674  & \$4675 ;
   assign \$4677  = \$4676  & pe8_7_v;
-  assign \$4678  = pe8_7_bank == \port$18339$2 [4];
+  assign \$4678  = pe8_7_bank == \port$20225$2 [4];
   assign \$4679  = \$4677  & \$4678 ;
   assign \$4680  = w_en & w_transpose;
-  assign \$4681  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$4681  = \port$20225$2 [3:0] >= 4'ha;
   assign \$4682  = \$4680  & \$4681 ;
   assign \$4683  = \$4682  & pe8_8_v;
-  assign \$4684  = pe8_8_bank == \port$18339$2 [4];
+  assign \$4684  = pe8_8_bank == \port$20225$2 [4];
   assign \$4685  = \$4683  & \$4684 ;
   assign \$4686  = w_en & w_transpose;
-  assign \$4687  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$4687  = \port$20225$2 [3:0] >= 4'hb;
   assign \$4688  = \$4686  & \$4687 ;
   assign \$4689  = \$4688  & pe8_9_v;
-  assign \$4690  = pe8_9_bank == \port$18339$2 [4];
+  assign \$4690  = pe8_9_bank == \port$20225$2 [4];
   assign \$4691  = \$4689  & \$4690 ;
   assign \$4692  = w_en & w_transpose;
-  assign \$4693  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$4693  = \port$20225$2 [3:0] >= 4'hc;
   assign \$4694  = \$4692  & \$4693 ;
   assign \$4695  = \$4694  & pe8_10_v;
-  assign \$4696  = pe8_10_bank == \port$18339$2 [4];
+  assign \$4696  = pe8_10_bank == \port$20225$2 [4];
   assign \$4697  = \$4695  & \$4696 ;
   assign \$4698  = w_en & w_transpose;
-  assign \$4699  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$4699  = \port$20225$2 [3:0] >= 4'hd;
   assign \$4700  = \$4698  & \$4699 ;
   assign \$4701  = \$4700  & pe8_11_v;
-  assign \$4702  = pe8_11_bank == \port$18339$2 [4];
+  assign \$4702  = pe8_11_bank == \port$20225$2 [4];
   assign \$4703  = \$4701  & \$4702 ;
   assign \$4704  = w_en & w_transpose;
-  assign \$4705  = \port$18339$2 [3:0] >= 4'he;
+  assign \$4705  = \port$20225$2 [3:0] >= 4'he;
   assign \$4706  = \$4704  & \$4705 ;
   assign \$4707  = \$4706  & pe8_12_v;
-  assign \$4708  = pe8_12_bank == \port$18339$2 [4];
+  assign \$4708  = pe8_12_bank == \port$20225$2 [4];
   assign \$4709  = \$4707  & \$4708 ;
   assign \$4710  = w_en & w_transpose;
-  assign \$4711  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$4711  = \port$20225$2 [3:0] >= 4'hf;
   assign \$4712  = \$4710  & \$4711 ;
   assign \$4713  = \$4712  & pe8_13_v;
-  assign \$4714  = pe8_13_bank == \port$18339$2 [4];
+  assign \$4714  = pe8_13_bank == \port$20225$2 [4];
   assign \$4715  = \$4713  & \$4714 ;
   assign \$4716  = ~ w_transpose;
   assign \$4717  = w_en & \$4716 ;
-  assign \$4718  = \port$18339$2 [3:0] == 4'h9;
+  assign \$4718  = \port$20225$2 [3:0] == 4'h9;
   assign \$4719  = \$4717  & \$4718 ;
-  assign \$4722  = skew9_0_bank == \port$18339$2 [4];
+  assign \$4722  = skew9_0_bank == \port$20225$2 [4];
   assign \$4723  = skew9_0_v & \$4722 ;
-  assign \$4724  = skew9_1_bank == \port$18339$2 [4];
+  assign \$4724  = skew9_1_bank == \port$20225$2 [4];
   assign \$4725  = skew9_1_v & \$4724 ;
-  assign \$4726  = skew9_2_bank == \port$18339$2 [4];
+  assign \$4726  = skew9_2_bank == \port$20225$2 [4];
   assign \$4727  = skew9_2_v & \$4726 ;
-  assign \$4728  = skew9_3_bank == \port$18339$2 [4];
+  assign \$4728  = skew9_3_bank == \port$20225$2 [4];
   assign \$4729  = skew9_3_v & \$4728 ;
-  assign \$4730  = skew9_4_bank == \port$18339$2 [4];
+  assign \$4730  = skew9_4_bank == \port$20225$2 [4];
   assign \$4731  = skew9_4_v & \$4730 ;
-  assign \$4732  = skew9_5_bank == \port$18339$2 [4];
+  assign \$4732  = skew9_5_bank == \port$20225$2 [4];
   assign \$4733  = skew9_5_v & \$4732 ;
-  assign \$4734  = skew9_6_bank == \port$18339$2 [4];
+  assign \$4734  = skew9_6_bank == \port$20225$2 [4];
   assign \$4735  = skew9_6_v & \$4734 ;
-  assign \$4736  = skew9_7_bank == \port$18339$2 [4];
+  assign \$4736  = skew9_7_bank == \port$20225$2 [4];
   assign \$4737  = skew9_7_v & \$4736 ;
-  assign \$4738  = skew9_8_bank == \port$18339$2 [4];
+  assign \$4738  = skew9_8_bank == \port$20225$2 [4];
   assign \$4739  = skew9_8_v & \$4738 ;
-  assign \$4740  = pe9_0_bank == \port$18339$2 [4];
+  assign \$4740  = pe9_0_bank == \port$20225$2 [4];
   assign \$4741  = pe9_0_v & \$4740 ;
-  assign \$4742  = pe9_1_bank == \port$18339$2 [4];
+  assign \$4742  = pe9_1_bank == \port$20225$2 [4];
   assign \$4743  = pe9_1_v & \$4742 ;
-  assign \$4744  = pe9_2_bank == \port$18339$2 [4];
+  assign \$4744  = pe9_2_bank == \port$20225$2 [4];
   assign \$4745  = pe9_2_v & \$4744 ;
-  assign \$4746  = pe9_3_bank == \port$18339$2 [4];
+  assign \$4746  = pe9_3_bank == \port$20225$2 [4];
   assign \$4747  = pe9_3_v & \$4746 ;
-  assign \$4748  = pe9_4_bank == \port$18339$2 [4];
+  assign \$4748  = pe9_4_bank == \port$20225$2 [4];
   assign \$4749  = pe9_4_v & \$4748 ;
-  assign \$4750  = pe9_5_bank == \port$18339$2 [4];
+  assign \$4750  = pe9_5_bank == \port$20225$2 [4];
   assign \$4751  = pe9_5_v & \$4750 ;
-  assign \$4752  = pe9_6_bank == \port$18339$2 [4];
+  assign \$4752  = pe9_6_bank == \port$20225$2 [4];
   assign \$4753  = pe9_6_v & \$4752 ;
-  assign \$4754  = pe9_7_bank == \port$18339$2 [4];
+  assign \$4754  = pe9_7_bank == \port$20225$2 [4];
   assign \$4755  = pe9_7_v & \$4754 ;
-  assign \$4756  = pe9_8_bank == \port$18339$2 [4];
+  assign \$4756  = pe9_8_bank == \port$20225$2 [4];
   assign \$4757  = pe9_8_v & \$4756 ;
-  assign \$4758  = pe9_9_bank == \port$18339$2 [4];
+  assign \$4758  = pe9_9_bank == \port$20225$2 [4];
   assign \$4759  = pe9_9_v & \$4758 ;
-  assign \$4760  = pe9_10_bank == \port$18339$2 [4];
+  assign \$4760  = pe9_10_bank == \port$20225$2 [4];
   assign \$4761  = pe9_10_v & \$4760 ;
-  assign \$4762  = pe9_11_bank == \port$18339$2 [4];
+  assign \$4762  = pe9_11_bank == \port$20225$2 [4];
   assign \$4763  = pe9_11_v & \$4762 ;
-  assign \$4764  = pe9_12_bank == \port$18339$2 [4];
+  assign \$4764  = pe9_12_bank == \port$20225$2 [4];
   assign \$4765  = pe9_12_v & \$4764 ;
-  assign \$4766  = pe9_13_bank == \port$18339$2 [4];
+  assign \$4766  = pe9_13_bank == \port$20225$2 [4];
   assign \$4767  = pe9_13_v & \$4766 ;
   assign \$4768  = | { \$4767 , \$4765 , \$4763 , \$4761 , \$4759 , \$4757 , \$4755 , \$4753 , \$4751 , \$4749 , \$4747 , \$4745 , \$4743 , \$4741 , \$4739 , \$4737 , \$4735 , \$4733 , \$4731 , \$4729 , \$4727 , \$4725 , \$4723 , \$4721  };
   assign \$4769  = \$4719  & \$4768 ;
@@ -43097,177 +43097,177 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$4772  = \$4771  & a_valid;
   assign \$4775  = w_en & w_transpose;
   assign \$4777  = \$4776  & skew9_0_v;
-  assign \$4778  = skew9_0_bank == \port$18339$2 [4];
+  assign \$4778  = skew9_0_bank == \port$20225$2 [4];
   assign \$4779  = \$4777  & \$4778 ;
   assign \$4780  = w_en & w_transpose;
   assign \$4782  = \$4781  & skew9_1_v;
-  assign \$4783  = skew9_1_bank == \port$18339$2 [4];
+  assign \$4783  = skew9_1_bank == \port$20225$2 [4];
   assign \$4784  = \$4782  & \$4783 ;
   assign \$4785  = w_en & w_transpose;
   assign \$4787  = \$4786  & skew9_2_v;
-  assign \$4788  = skew9_2_bank == \port$18339$2 [4];
+  assign \$4788  = skew9_2_bank == \port$20225$2 [4];
   assign \$4789  = \$4787  & \$4788 ;
   assign \$4790  = w_en & w_transpose;
   assign \$4792  = \$4791  & skew9_3_v;
-  assign \$4793  = skew9_3_bank == \port$18339$2 [4];
+  assign \$4793  = skew9_3_bank == \port$20225$2 [4];
   assign \$4794  = \$4792  & \$4793 ;
   assign \$4795  = w_en & w_transpose;
   assign \$4797  = \$4796  & skew9_4_v;
-  assign \$4798  = skew9_4_bank == \port$18339$2 [4];
+  assign \$4798  = skew9_4_bank == \port$20225$2 [4];
   assign \$4799  = \$4797  & \$4798 ;
   assign \$4800  = w_en & w_transpose;
   assign \$4802  = \$4801  & skew9_5_v;
-  assign \$4803  = skew9_5_bank == \port$18339$2 [4];
+  assign \$4803  = skew9_5_bank == \port$20225$2 [4];
   assign \$4804  = \$4802  & \$4803 ;
   assign \$4805  = w_en & w_transpose;
   assign \$4807  = \$4806  & skew9_6_v;
-  assign \$4808  = skew9_6_bank == \port$18339$2 [4];
+  assign \$4808  = skew9_6_bank == \port$20225$2 [4];
   assign \$4809  = \$4807  & \$4808 ;
   assign \$4810  = w_en & w_transpose;
   assign \$4812  = \$4811  & skew9_7_v;
-  assign \$4813  = skew9_7_bank == \port$18339$2 [4];
+  assign \$4813  = skew9_7_bank == \port$20225$2 [4];
   assign \$4814  = \$4812  & \$4813 ;
   assign \$4815  = w_en & w_transpose;
-  assign \$4816  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$4816  = \port$20225$2 [3:0] >= 1'h1;
   assign \$4817  = \$4815  & \$4816 ;
   assign \$4818  = \$4817  & skew9_8_v;
-  assign \$4819  = skew9_8_bank == \port$18339$2 [4];
+  assign \$4819  = skew9_8_bank == \port$20225$2 [4];
   assign \$4820  = \$4818  & \$4819 ;
   assign \$4821  = w_en & w_transpose;
-  assign \$4822  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$4822  = \port$20225$2 [3:0] >= 2'h2;
   assign \$4823  = \$4821  & \$4822 ;
   assign \$4824  = \$4823  & pe9_0_v;
-  assign \$4825  = pe9_0_bank == \port$18339$2 [4];
+  assign \$4825  = pe9_0_bank == \port$20225$2 [4];
   assign \$4826  = \$4824  & \$4825 ;
   assign \$4827  = w_en & w_transpose;
-  assign \$4828  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$4828  = \port$20225$2 [3:0] >= 2'h3;
   assign \$4829  = \$4827  & \$4828 ;
   assign \$4830  = \$4829  & pe9_1_v;
-  assign \$4831  = pe9_1_bank == \port$18339$2 [4];
+  assign \$4831  = pe9_1_bank == \port$20225$2 [4];
   assign \$4832  = \$4830  & \$4831 ;
   assign \$4833  = w_en & w_transpose;
-  assign \$4834  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$4834  = \port$20225$2 [3:0] >= 3'h4;
   assign \$4835  = \$4833  & \$4834 ;
   assign \$4836  = \$4835  & pe9_2_v;
-  assign \$4837  = pe9_2_bank == \port$18339$2 [4];
+  assign \$4837  = pe9_2_bank == \port$20225$2 [4];
   assign \$4838  = \$4836  & \$4837 ;
   assign \$4839  = w_en & w_transpose;
-  assign \$4840  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$4840  = \port$20225$2 [3:0] >= 3'h5;
   assign \$4841  = \$4839  & \$4840 ;
   assign \$4842  = \$4841  & pe9_3_v;
-  assign \$4843  = pe9_3_bank == \port$18339$2 [4];
+  assign \$4843  = pe9_3_bank == \port$20225$2 [4];
   assign \$4844  = \$4842  & \$4843 ;
   assign \$4845  = w_en & w_transpose;
-  assign \$4846  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$4846  = \port$20225$2 [3:0] >= 3'h6;
   assign \$4847  = \$4845  & \$4846 ;
   assign \$4848  = \$4847  & pe9_4_v;
-  assign \$4849  = pe9_4_bank == \port$18339$2 [4];
+  assign \$4849  = pe9_4_bank == \port$20225$2 [4];
   assign \$4850  = \$4848  & \$4849 ;
   assign \$4851  = w_en & w_transpose;
-  assign \$4852  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$4852  = \port$20225$2 [3:0] >= 3'h7;
   assign \$4853  = \$4851  & \$4852 ;
   assign \$4854  = \$4853  & pe9_5_v;
-  assign \$4855  = pe9_5_bank == \port$18339$2 [4];
+  assign \$4855  = pe9_5_bank == \port$20225$2 [4];
   assign \$4856  = \$4854  & \$4855 ;
   assign \$4857  = w_en & w_transpose;
-  assign \$4858  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$4858  = \port$20225$2 [3:0] >= 4'h8;
   assign \$4859  = \$4857  & \$4858 ;
   assign \$4860  = \$4859  & pe9_6_v;
-  assign \$4861  = pe9_6_bank == \port$18339$2 [4];
+  assign \$4861  = pe9_6_bank == \port$20225$2 [4];
   assign \$4862  = \$4860  & \$4861 ;
   assign \$4863  = w_en & w_transpose;
-  assign \$4864  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$4864  = \port$20225$2 [3:0] >= 4'h9;
   assign \$4865  = \$4863  & \$4864 ;
   assign \$4866  = \$4865  & pe9_7_v;
-  assign \$4867  = pe9_7_bank == \port$18339$2 [4];
+  assign \$4867  = pe9_7_bank == \port$20225$2 [4];
   assign \$4868  = \$4866  & \$4867 ;
   assign \$4869  = w_en & w_transpose;
-  assign \$4870  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$4870  = \port$20225$2 [3:0] >= 4'ha;
   assign \$4871  = \$4869  & \$4870 ;
   assign \$4872  = \$4871  & pe9_8_v;
-  assign \$4873  = pe9_8_bank == \port$18339$2 [4];
+  assign \$4873  = pe9_8_bank == \port$20225$2 [4];
   assign \$4874  = \$4872  & \$4873 ;
   assign \$4875  = w_en & w_transpose;
-  assign \$4876  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$4876  = \port$20225$2 [3:0] >= 4'hb;
   assign \$4877  = \$4875  & \$4876 ;
   assign \$4878  = \$4877  & pe9_9_v;
-  assign \$4879  = pe9_9_bank == \port$18339$2 [4];
+  assign \$4879  = pe9_9_bank == \port$20225$2 [4];
   assign \$4880  = \$4878  & \$4879 ;
   assign \$4881  = w_en & w_transpose;
-  assign \$4882  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$4882  = \port$20225$2 [3:0] >= 4'hc;
   assign \$4883  = \$4881  & \$4882 ;
   assign \$4884  = \$4883  & pe9_10_v;
-  assign \$4885  = pe9_10_bank == \port$18339$2 [4];
+  assign \$4885  = pe9_10_bank == \port$20225$2 [4];
   assign \$4886  = \$4884  & \$4885 ;
   assign \$4887  = w_en & w_transpose;
-  assign \$4888  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$4888  = \port$20225$2 [3:0] >= 4'hd;
   assign \$4889  = \$4887  & \$4888 ;
   assign \$4890  = \$4889  & pe9_11_v;
-  assign \$4891  = pe9_11_bank == \port$18339$2 [4];
+  assign \$4891  = pe9_11_bank == \port$20225$2 [4];
   assign \$4892  = \$4890  & \$4891 ;
   assign \$4893  = w_en & w_transpose;
-  assign \$4894  = \port$18339$2 [3:0] >= 4'he;
+  assign \$4894  = \port$20225$2 [3:0] >= 4'he;
   assign \$4895  = \$4893  & \$4894 ;
   assign \$4896  = \$4895  & pe9_12_v;
-  assign \$4897  = pe9_12_bank == \port$18339$2 [4];
+  assign \$4897  = pe9_12_bank == \port$20225$2 [4];
   assign \$4898  = \$4896  & \$4897 ;
   assign \$4899  = w_en & w_transpose;
-  assign \$4900  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$4900  = \port$20225$2 [3:0] >= 4'hf;
   assign \$4901  = \$4899  & \$4900 ;
   assign \$4902  = \$4901  & pe9_13_v;
-  assign \$4903  = pe9_13_bank == \port$18339$2 [4];
+  assign \$4903  = pe9_13_bank == \port$20225$2 [4];
   assign \$4904  = \$4902  & \$4903 ;
   assign \$4905  = ~ w_transpose;
   assign \$4906  = w_en & \$4905 ;
-  assign \$4907  = \port$18339$2 [3:0] == 4'ha;
+  assign \$4907  = \port$20225$2 [3:0] == 4'ha;
   assign \$4908  = \$4906  & \$4907 ;
-  assign \$4911  = skew10_0_bank == \port$18339$2 [4];
+  assign \$4911  = skew10_0_bank == \port$20225$2 [4];
   assign \$4912  = skew10_0_v & \$4911 ;
-  assign \$4913  = skew10_1_bank == \port$18339$2 [4];
+  assign \$4913  = skew10_1_bank == \port$20225$2 [4];
   assign \$4914  = skew10_1_v & \$4913 ;
-  assign \$4915  = skew10_2_bank == \port$18339$2 [4];
+  assign \$4915  = skew10_2_bank == \port$20225$2 [4];
   assign \$4916  = skew10_2_v & \$4915 ;
-  assign \$4917  = skew10_3_bank == \port$18339$2 [4];
+  assign \$4917  = skew10_3_bank == \port$20225$2 [4];
   assign \$4918  = skew10_3_v & \$4917 ;
-  assign \$4919  = skew10_4_bank == \port$18339$2 [4];
+  assign \$4919  = skew10_4_bank == \port$20225$2 [4];
   assign \$4920  = skew10_4_v & \$4919 ;
-  assign \$4921  = skew10_5_bank == \port$18339$2 [4];
+  assign \$4921  = skew10_5_bank == \port$20225$2 [4];
   assign \$4922  = skew10_5_v & \$4921 ;
-  assign \$4923  = skew10_6_bank == \port$18339$2 [4];
+  assign \$4923  = skew10_6_bank == \port$20225$2 [4];
   assign \$4924  = skew10_6_v & \$4923 ;
-  assign \$4925  = skew10_7_bank == \port$18339$2 [4];
+  assign \$4925  = skew10_7_bank == \port$20225$2 [4];
   assign \$4926  = skew10_7_v & \$4925 ;
-  assign \$4927  = skew10_8_bank == \port$18339$2 [4];
+  assign \$4927  = skew10_8_bank == \port$20225$2 [4];
   assign \$4928  = skew10_8_v & \$4927 ;
-  assign \$4929  = skew10_9_bank == \port$18339$2 [4];
+  assign \$4929  = skew10_9_bank == \port$20225$2 [4];
   assign \$4930  = skew10_9_v & \$4929 ;
-  assign \$4931  = pe10_0_bank == \port$18339$2 [4];
+  assign \$4931  = pe10_0_bank == \port$20225$2 [4];
   assign \$4932  = pe10_0_v & \$4931 ;
-  assign \$4933  = pe10_1_bank == \port$18339$2 [4];
+  assign \$4933  = pe10_1_bank == \port$20225$2 [4];
   assign \$4934  = pe10_1_v & \$4933 ;
-  assign \$4935  = pe10_2_bank == \port$18339$2 [4];
+  assign \$4935  = pe10_2_bank == \port$20225$2 [4];
   assign \$4936  = pe10_2_v & \$4935 ;
-  assign \$4937  = pe10_3_bank == \port$18339$2 [4];
+  assign \$4937  = pe10_3_bank == \port$20225$2 [4];
   assign \$4938  = pe10_3_v & \$4937 ;
-  assign \$4939  = pe10_4_bank == \port$18339$2 [4];
+  assign \$4939  = pe10_4_bank == \port$20225$2 [4];
   assign \$4940  = pe10_4_v & \$4939 ;
-  assign \$4941  = pe10_5_bank == \port$18339$2 [4];
+  assign \$4941  = pe10_5_bank == \port$20225$2 [4];
   assign \$4942  = pe10_5_v & \$4941 ;
-  assign \$4943  = pe10_6_bank == \port$18339$2 [4];
+  assign \$4943  = pe10_6_bank == \port$20225$2 [4];
   assign \$4944  = pe10_6_v & \$4943 ;
-  assign \$4945  = pe10_7_bank == \port$18339$2 [4];
+  assign \$4945  = pe10_7_bank == \port$20225$2 [4];
   assign \$4946  = pe10_7_v & \$4945 ;
-  assign \$4947  = pe10_8_bank == \port$18339$2 [4];
+  assign \$4947  = pe10_8_bank == \port$20225$2 [4];
   assign \$4948  = pe10_8_v & \$4947 ;
-  assign \$4949  = pe10_9_bank == \port$18339$2 [4];
+  assign \$4949  = pe10_9_bank == \port$20225$2 [4];
   assign \$4950  = pe10_9_v & \$4949 ;
-  assign \$4951  = pe10_10_bank == \port$18339$2 [4];
+  assign \$4951  = pe10_10_bank == \port$20225$2 [4];
   assign \$4952  = pe10_10_v & \$4951 ;
-  assign \$4953  = pe10_11_bank == \port$18339$2 [4];
+  assign \$4953  = pe10_11_bank == \port$20225$2 [4];
   assign \$4954  = pe10_11_v & \$4953 ;
-  assign \$4955  = pe10_12_bank == \port$18339$2 [4];
+  assign \$4955  = pe10_12_bank == \port$20225$2 [4];
   assign \$4956  = pe10_12_v & \$4955 ;
-  assign \$4957  = pe10_13_bank == \port$18339$2 [4];
+  assign \$4957  = pe10_13_bank == \port$20225$2 [4];
   assign \$4958  = pe10_13_v & \$4957 ;
   assign \$4959  = | { \$4958 , \$4956 , \$4954 , \$4952 , \$4950 , \$4948 , \$4946 , \$4944 , \$4942 , \$4940 , \$4938 , \$4936 , \$4934 , \$4932 , \$4930 , \$4928 , \$4926 , \$4924 , \$4922 , \$4920 , \$4918 , \$4916 , \$4914 , \$4912 , \$4910  };
   assign \$4960  = \$4908  & \$4959 ;
@@ -43275,183 +43275,183 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$4963  = \$4962  & a_valid;
   assign \$4966  = w_en & w_transpose;
   assign \$4968  = \$4967  & skew10_0_v;
-  assign \$4969  = skew10_0_bank == \port$18339$2 [4];
+  assign \$4969  = skew10_0_bank == \port$20225$2 [4];
   assign \$4970  = \$4968  & \$4969 ;
   assign \$4971  = w_en & w_transpose;
   assign \$4973  = \$4972  & skew10_1_v;
-  assign \$4974  = skew10_1_bank == \port$18339$2 [4];
+  assign \$4974  = skew10_1_bank == \port$20225$2 [4];
   assign \$4975  = \$4973  & \$4974 ;
   assign \$4976  = w_en & w_transpose;
   assign \$4978  = \$4977  & skew10_2_v;
-  assign \$4979  = skew10_2_bank == \port$18339$2 [4];
+  assign \$4979  = skew10_2_bank == \port$20225$2 [4];
   assign \$4980  = \$4978  & \$4979 ;
   assign \$4981  = w_en & w_transpose;
   assign \$4983  = \$4982  & skew10_3_v;
-  assign \$4984  = skew10_3_bank == \port$18339$2 [4];
+  assign \$4984  = skew10_3_bank == \port$20225$2 [4];
   assign \$4985  = \$4983  & \$4984 ;
   assign \$4986  = w_en & w_transpose;
   assign \$4988  = \$4987  & skew10_4_v;
-  assign \$4989  = skew10_4_bank == \port$18339$2 [4];
+  assign \$4989  = skew10_4_bank == \port$20225$2 [4];
   assign \$4990  = \$4988  & \$4989 ;
   assign \$4991  = w_en & w_transpose;
   assign \$4993  = \$4992  & skew10_5_v;
-  assign \$4994  = skew10_5_bank == \port$18339$2 [4];
+  assign \$4994  = skew10_5_bank == \port$20225$2 [4];
   assign \$4995  = \$4993  & \$4994 ;
   assign \$4996  = w_en & w_transpose;
   assign \$4998  = \$4997  & skew10_6_v;
-  assign \$4999  = skew10_6_bank == \port$18339$2 [4];
+  assign \$4999  = skew10_6_bank == \port$20225$2 [4];
   assign \$5000  = \$4998  & \$4999 ;
   assign \$5001  = w_en & w_transpose;
   assign \$5003  = \$5002  & skew10_7_v;
-  assign \$5004  = skew10_7_bank == \port$18339$2 [4];
+  assign \$5004  = skew10_7_bank == \port$20225$2 [4];
   assign \$5005  = \$5003  & \$5004 ;
   assign \$5006  = w_en & w_transpose;
   assign \$5008  = \$5007  & skew10_8_v;
-  assign \$5009  = skew10_8_bank == \port$18339$2 [4];
+  assign \$5009  = skew10_8_bank == \port$20225$2 [4];
   assign \$5010  = \$5008  & \$5009 ;
   assign \$5011  = w_en & w_transpose;
-  assign \$5012  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$5012  = \port$20225$2 [3:0] >= 1'h1;
   assign \$5013  = \$5011  & \$5012 ;
   assign \$5014  = \$5013  & skew10_9_v;
-  assign \$5015  = skew10_9_bank == \port$18339$2 [4];
+  assign \$5015  = skew10_9_bank == \port$20225$2 [4];
   assign \$5016  = \$5014  & \$5015 ;
   assign \$5017  = w_en & w_transpose;
-  assign \$5018  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$5018  = \port$20225$2 [3:0] >= 2'h2;
   assign \$5019  = \$5017  & \$5018 ;
   assign \$5020  = \$5019  & pe10_0_v;
-  assign \$5021  = pe10_0_bank == \port$18339$2 [4];
+  assign \$5021  = pe10_0_bank == \port$20225$2 [4];
   assign \$5022  = \$5020  & \$5021 ;
   assign \$5023  = w_en & w_transpose;
-  assign \$5024  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$5024  = \port$20225$2 [3:0] >= 2'h3;
   assign \$5025  = \$5023  & \$5024 ;
   assign \$5026  = \$5025  & pe10_1_v;
-  assign \$5027  = pe10_1_bank == \port$18339$2 [4];
+  assign \$5027  = pe10_1_bank == \port$20225$2 [4];
   assign \$5028  = \$5026  & \$5027 ;
   assign \$5029  = w_en & w_transpose;
-  assign \$5030  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$5030  = \port$20225$2 [3:0] >= 3'h4;
   assign \$5031  = \$5029  & \$5030 ;
   assign \$5032  = \$5031  & pe10_2_v;
-  assign \$5033  = pe10_2_bank == \port$18339$2 [4];
+  assign \$5033  = pe10_2_bank == \port$20225$2 [4];
   assign \$5034  = \$5032  & \$5033 ;
   assign \$5035  = w_en & w_transpose;
-  assign \$5036  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$5036  = \port$20225$2 [3:0] >= 3'h5;
   assign \$5037  = \$5035  & \$5036 ;
   assign \$5038  = \$5037  & pe10_3_v;
-  assign \$5039  = pe10_3_bank == \port$18339$2 [4];
+  assign \$5039  = pe10_3_bank == \port$20225$2 [4];
   assign \$5040  = \$5038  & \$5039 ;
   assign \$5041  = w_en & w_transpose;
-  assign \$5042  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$5042  = \port$20225$2 [3:0] >= 3'h6;
   assign \$5043  = \$5041  & \$5042 ;
   assign \$5044  = \$5043  & pe10_4_v;
-  assign \$5045  = pe10_4_bank == \port$18339$2 [4];
+  assign \$5045  = pe10_4_bank == \port$20225$2 [4];
   assign \$5046  = \$5044  & \$5045 ;
   assign \$5047  = w_en & w_transpose;
-  assign \$5048  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$5048  = \port$20225$2 [3:0] >= 3'h7;
   assign \$5049  = \$5047  & \$5048 ;
   assign \$5050  = \$5049  & pe10_5_v;
-  assign \$5051  = pe10_5_bank == \port$18339$2 [4];
+  assign \$5051  = pe10_5_bank == \port$20225$2 [4];
   assign \$5052  = \$5050  & \$5051 ;
   assign \$5053  = w_en & w_transpose;
-  assign \$5054  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$5054  = \port$20225$2 [3:0] >= 4'h8;
   assign \$5055  = \$5053  & \$5054 ;
   assign \$5056  = \$5055  & pe10_6_v;
-  assign \$5057  = pe10_6_bank == \port$18339$2 [4];
+  assign \$5057  = pe10_6_bank == \port$20225$2 [4];
   assign \$5058  = \$5056  & \$5057 ;
   assign \$5059  = w_en & w_transpose;
-  assign \$5060  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$5060  = \port$20225$2 [3:0] >= 4'h9;
   assign \$5061  = \$5059  & \$5060 ;
   assign \$5062  = \$5061  & pe10_7_v;
-  assign \$5063  = pe10_7_bank == \port$18339$2 [4];
+  assign \$5063  = pe10_7_bank == \port$20225$2 [4];
   assign \$5064  = \$5062  & \$5063 ;
   assign \$5065  = w_en & w_transpose;
-  assign \$5066  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$5066  = \port$20225$2 [3:0] >= 4'ha;
   assign \$5067  = \$5065  & \$5066 ;
   assign \$5068  = \$5067  & pe10_8_v;
-  assign \$5069  = pe10_8_bank == \port$18339$2 [4];
+  assign \$5069  = pe10_8_bank == \port$20225$2 [4];
   assign \$5070  = \$5068  & \$5069 ;
   assign \$5071  = w_en & w_transpose;
-  assign \$5072  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$5072  = \port$20225$2 [3:0] >= 4'hb;
   assign \$5073  = \$5071  & \$5072 ;
   assign \$5074  = \$5073  & pe10_9_v;
-  assign \$5075  = pe10_9_bank == \port$18339$2 [4];
+  assign \$5075  = pe10_9_bank == \port$20225$2 [4];
   assign \$5076  = \$5074  & \$5075 ;
   assign \$5077  = w_en & w_transpose;
-  assign \$5078  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$5078  = \port$20225$2 [3:0] >= 4'hc;
   assign \$5079  = \$5077  & \$5078 ;
   assign \$5080  = \$5079  & pe10_10_v;
-  assign \$5081  = pe10_10_bank == \port$18339$2 [4];
+  assign \$5081  = pe10_10_bank == \port$20225$2 [4];
   assign \$5082  = \$5080  & \$5081 ;
   assign \$5083  = w_en & w_transpose;
-  assign \$5084  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$5084  = \port$20225$2 [3:0] >= 4'hd;
   assign \$5085  = \$5083  & \$5084 ;
   assign \$5086  = \$5085  & pe10_11_v;
-  assign \$5087  = pe10_11_bank == \port$18339$2 [4];
+  assign \$5087  = pe10_11_bank == \port$20225$2 [4];
   assign \$5088  = \$5086  & \$5087 ;
   assign \$5089  = w_en & w_transpose;
-  assign \$5090  = \port$18339$2 [3:0] >= 4'he;
+  assign \$5090  = \port$20225$2 [3:0] >= 4'he;
   assign \$5091  = \$5089  & \$5090 ;
   assign \$5092  = \$5091  & pe10_12_v;
-  assign \$5093  = pe10_12_bank == \port$18339$2 [4];
+  assign \$5093  = pe10_12_bank == \port$20225$2 [4];
   assign \$5094  = \$5092  & \$5093 ;
   assign \$5095  = w_en & w_transpose;
-  assign \$5096  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$5096  = \port$20225$2 [3:0] >= 4'hf;
   assign \$5097  = \$5095  & \$5096 ;
   assign \$5098  = \$5097  & pe10_13_v;
-  assign \$5099  = pe10_13_bank == \port$18339$2 [4];
+  assign \$5099  = pe10_13_bank == \port$20225$2 [4];
   assign \$5100  = \$5098  & \$5099 ;
   assign \$5101  = ~ w_transpose;
   assign \$5102  = w_en & \$5101 ;
-  assign \$5103  = \port$18339$2 [3:0] == 4'hb;
+  assign \$5103  = \port$20225$2 [3:0] == 4'hb;
   assign \$5104  = \$5102  & \$5103 ;
-  assign \$5107  = skew11_0_bank == \port$18339$2 [4];
+  assign \$5107  = skew11_0_bank == \port$20225$2 [4];
   assign \$5108  = skew11_0_v & \$5107 ;
-  assign \$5109  = skew11_1_bank == \port$18339$2 [4];
+  assign \$5109  = skew11_1_bank == \port$20225$2 [4];
   assign \$5110  = skew11_1_v & \$5109 ;
-  assign \$5111  = skew11_2_bank == \port$18339$2 [4];
+  assign \$5111  = skew11_2_bank == \port$20225$2 [4];
   assign \$5112  = skew11_2_v & \$5111 ;
-  assign \$5113  = skew11_3_bank == \port$18339$2 [4];
+  assign \$5113  = skew11_3_bank == \port$20225$2 [4];
   assign \$5114  = skew11_3_v & \$5113 ;
-  assign \$5115  = skew11_4_bank == \port$18339$2 [4];
+  assign \$5115  = skew11_4_bank == \port$20225$2 [4];
   assign \$5116  = skew11_4_v & \$5115 ;
-  assign \$5117  = skew11_5_bank == \port$18339$2 [4];
+  assign \$5117  = skew11_5_bank == \port$20225$2 [4];
   assign \$5118  = skew11_5_v & \$5117 ;
-  assign \$5119  = skew11_6_bank == \port$18339$2 [4];
+  assign \$5119  = skew11_6_bank == \port$20225$2 [4];
   assign \$5120  = skew11_6_v & \$5119 ;
-  assign \$5121  = skew11_7_bank == \port$18339$2 [4];
+  assign \$5121  = skew11_7_bank == \port$20225$2 [4];
   assign \$5122  = skew11_7_v & \$5121 ;
-  assign \$5123  = skew11_8_bank == \port$18339$2 [4];
+  assign \$5123  = skew11_8_bank == \port$20225$2 [4];
   assign \$5124  = skew11_8_v & \$5123 ;
-  assign \$5125  = skew11_9_bank == \port$18339$2 [4];
+  assign \$5125  = skew11_9_bank == \port$20225$2 [4];
   assign \$5126  = skew11_9_v & \$5125 ;
-  assign \$5127  = skew11_10_bank == \port$18339$2 [4];
+  assign \$5127  = skew11_10_bank == \port$20225$2 [4];
   assign \$5128  = skew11_10_v & \$5127 ;
-  assign \$5129  = pe11_0_bank == \port$18339$2 [4];
+  assign \$5129  = pe11_0_bank == \port$20225$2 [4];
   assign \$5130  = pe11_0_v & \$5129 ;
-  assign \$5131  = pe11_1_bank == \port$18339$2 [4];
+  assign \$5131  = pe11_1_bank == \port$20225$2 [4];
   assign \$5132  = pe11_1_v & \$5131 ;
-  assign \$5133  = pe11_2_bank == \port$18339$2 [4];
+  assign \$5133  = pe11_2_bank == \port$20225$2 [4];
   assign \$5134  = pe11_2_v & \$5133 ;
-  assign \$5135  = pe11_3_bank == \port$18339$2 [4];
+  assign \$5135  = pe11_3_bank == \port$20225$2 [4];
   assign \$5136  = pe11_3_v & \$5135 ;
-  assign \$5137  = pe11_4_bank == \port$18339$2 [4];
+  assign \$5137  = pe11_4_bank == \port$20225$2 [4];
   assign \$5138  = pe11_4_v & \$5137 ;
-  assign \$5139  = pe11_5_bank == \port$18339$2 [4];
+  assign \$5139  = pe11_5_bank == \port$20225$2 [4];
   assign \$5140  = pe11_5_v & \$5139 ;
-  assign \$5141  = pe11_6_bank == \port$18339$2 [4];
+  assign \$5141  = pe11_6_bank == \port$20225$2 [4];
   assign \$5142  = pe11_6_v & \$5141 ;
-  assign \$5143  = pe11_7_bank == \port$18339$2 [4];
+  assign \$5143  = pe11_7_bank == \port$20225$2 [4];
   assign \$5144  = pe11_7_v & \$5143 ;
-  assign \$5145  = pe11_8_bank == \port$18339$2 [4];
+  assign \$5145  = pe11_8_bank == \port$20225$2 [4];
   assign \$5146  = pe11_8_v & \$5145 ;
-  assign \$5147  = pe11_9_bank == \port$18339$2 [4];
+  assign \$5147  = pe11_9_bank == \port$20225$2 [4];
   assign \$5148  = pe11_9_v & \$5147 ;
-  assign \$5149  = pe11_10_bank == \port$18339$2 [4];
+  assign \$5149  = pe11_10_bank == \port$20225$2 [4];
   assign \$5150  = pe11_10_v & \$5149 ;
-  assign \$5151  = pe11_11_bank == \port$18339$2 [4];
+  assign \$5151  = pe11_11_bank == \port$20225$2 [4];
   assign \$5152  = pe11_11_v & \$5151 ;
-  assign \$5153  = pe11_12_bank == \port$18339$2 [4];
+  assign \$5153  = pe11_12_bank == \port$20225$2 [4];
   assign \$5154  = pe11_12_v & \$5153 ;
-  assign \$5155  = pe11_13_bank == \port$18339$2 [4];
+  assign \$5155  = pe11_13_bank == \port$20225$2 [4];
   assign \$5156  = pe11_13_v & \$5155 ;
   assign \$5157  = | { \$5156 , \$5154 , \$5152 , \$5150 , \$5148 , \$5146 , \$5144 , \$5142 , \$5140 , \$5138 , \$5136 , \$5134 , \$5132 , \$5130 , \$5128 , \$5126 , \$5124 , \$5122 , \$5120 , \$5118 , \$5116 , \$5114 , \$5112 , \$5110 , \$5108 , \$5106  };
   assign \$5158  = \$5104  & \$5157 ;
@@ -43459,189 +43459,189 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$5161  = \$5160  & a_valid;
   assign \$5164  = w_en & w_transpose;
   assign \$5166  = \$5165  & skew11_0_v;
-  assign \$5167  = skew11_0_bank == \port$18339$2 [4];
+  assign \$5167  = skew11_0_bank == \port$20225$2 [4];
   assign \$5168  = \$5166  & \$5167 ;
   assign \$5169  = w_en & w_transpose;
   assign \$5171  = \$5170  & skew11_1_v;
-  assign \$5172  = skew11_1_bank == \port$18339$2 [4];
+  assign \$5172  = skew11_1_bank == \port$20225$2 [4];
   assign \$5173  = \$5171  & \$5172 ;
   assign \$5174  = w_en & w_transpose;
   assign \$5176  = \$5175  & skew11_2_v;
-  assign \$5177  = skew11_2_bank == \port$18339$2 [4];
+  assign \$5177  = skew11_2_bank == \port$20225$2 [4];
   assign \$5178  = \$5176  & \$5177 ;
   assign \$5179  = w_en & w_transpose;
   assign \$5181  = \$5180  & skew11_3_v;
-  assign \$5182  = skew11_3_bank == \port$18339$2 [4];
+  assign \$5182  = skew11_3_bank == \port$20225$2 [4];
   assign \$5183  = \$5181  & \$5182 ;
   assign \$5184  = w_en & w_transpose;
   assign \$5186  = \$5185  & skew11_4_v;
-  assign \$5187  = skew11_4_bank == \port$18339$2 [4];
+  assign \$5187  = skew11_4_bank == \port$20225$2 [4];
   assign \$5188  = \$5186  & \$5187 ;
   assign \$5189  = w_en & w_transpose;
   assign \$5191  = \$5190  & skew11_5_v;
-  assign \$5192  = skew11_5_bank == \port$18339$2 [4];
+  assign \$5192  = skew11_5_bank == \port$20225$2 [4];
   assign \$5193  = \$5191  & \$5192 ;
   assign \$5194  = w_en & w_transpose;
   assign \$5196  = \$5195  & skew11_6_v;
-  assign \$5197  = skew11_6_bank == \port$18339$2 [4];
+  assign \$5197  = skew11_6_bank == \port$20225$2 [4];
   assign \$5198  = \$5196  & \$5197 ;
   assign \$5199  = w_en & w_transpose;
   assign \$5201  = \$5200  & skew11_7_v;
-  assign \$5202  = skew11_7_bank == \port$18339$2 [4];
+  assign \$5202  = skew11_7_bank == \port$20225$2 [4];
   assign \$5203  = \$5201  & \$5202 ;
   assign \$5204  = w_en & w_transpose;
   assign \$5206  = \$5205  & skew11_8_v;
-  assign \$5207  = skew11_8_bank == \port$18339$2 [4];
+  assign \$5207  = skew11_8_bank == \port$20225$2 [4];
   assign \$5208  = \$5206  & \$5207 ;
   assign \$5209  = w_en & w_transpose;
   assign \$5211  = \$5210  & skew11_9_v;
-  assign \$5212  = skew11_9_bank == \port$18339$2 [4];
+  assign \$5212  = skew11_9_bank == \port$20225$2 [4];
   assign \$5213  = \$5211  & \$5212 ;
   assign \$5214  = w_en & w_transpose;
-  assign \$5215  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$5215  = \port$20225$2 [3:0] >= 1'h1;
   assign \$5216  = \$5214  & \$5215 ;
   assign \$5217  = \$5216  & skew11_10_v;
-  assign \$5218  = skew11_10_bank == \port$18339$2 [4];
+  assign \$5218  = skew11_10_bank == \port$20225$2 [4];
   assign \$5219  = \$5217  & \$5218 ;
   assign \$5220  = w_en & w_transpose;
-  assign \$5221  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$5221  = \port$20225$2 [3:0] >= 2'h2;
   assign \$5222  = \$5220  & \$5221 ;
   assign \$5223  = \$5222  & pe11_0_v;
-  assign \$5224  = pe11_0_bank == \port$18339$2 [4];
+  assign \$5224  = pe11_0_bank == \port$20225$2 [4];
   assign \$5225  = \$5223  & \$5224 ;
   assign \$5226  = w_en & w_transpose;
-  assign \$5227  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$5227  = \port$20225$2 [3:0] >= 2'h3;
   assign \$5228  = \$5226  & \$5227 ;
   assign \$5229  = \$5228  & pe11_1_v;
-  assign \$5230  = pe11_1_bank == \port$18339$2 [4];
+  assign \$5230  = pe11_1_bank == \port$20225$2 [4];
   assign \$5231  = \$5229  & \$5230 ;
   assign \$5232  = w_en & w_transpose;
-  assign \$5233  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$5233  = \port$20225$2 [3:0] >= 3'h4;
   assign \$5234  = \$5232  & \$5233 ;
   assign \$5235  = \$5234  & pe11_2_v;
-  assign \$5236  = pe11_2_bank == \port$18339$2 [4];
+  assign \$5236  = pe11_2_bank == \port$20225$2 [4];
   assign \$5237  = \$5235  & \$5236 ;
   assign \$5238  = w_en & w_transpose;
-  assign \$5239  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$5239  = \port$20225$2 [3:0] >= 3'h5;
   assign \$5240  = \$5238  & \$5239 ;
   assign \$5241  = \$5240  & pe11_3_v;
-  assign \$5242  = pe11_3_bank == \port$18339$2 [4];
+  assign \$5242  = pe11_3_bank == \port$20225$2 [4];
   assign \$5243  = \$5241  & \$5242 ;
   assign \$5244  = w_en & w_transpose;
-  assign \$5245  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$5245  = \port$20225$2 [3:0] >= 3'h6;
   assign \$5246  = \$5244  & \$5245 ;
   assign \$5247  = \$5246  & pe11_4_v;
-  assign \$5248  = pe11_4_bank == \port$18339$2 [4];
+  assign \$5248  = pe11_4_bank == \port$20225$2 [4];
   assign \$5249  = \$5247  & \$5248 ;
   assign \$5250  = w_en & w_transpose;
-  assign \$5251  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$5251  = \port$20225$2 [3:0] >= 3'h7;
   assign \$5252  = \$5250  & \$5251 ;
   assign \$5253  = \$5252  & pe11_5_v;
-  assign \$5254  = pe11_5_bank == \port$18339$2 [4];
+  assign \$5254  = pe11_5_bank == \port$20225$2 [4];
   assign \$5255  = \$5253  & \$5254 ;
   assign \$5256  = w_en & w_transpose;
-  assign \$5257  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$5257  = \port$20225$2 [3:0] >= 4'h8;
   assign \$5258  = \$5256  & \$5257 ;
   assign \$5259  = \$5258  & pe11_6_v;
-  assign \$5260  = pe11_6_bank == \port$18339$2 [4];
+  assign \$5260  = pe11_6_bank == \port$20225$2 [4];
   assign \$5261  = \$5259  & \$5260 ;
   assign \$5262  = w_en & w_transpose;
-  assign \$5263  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$5263  = \port$20225$2 [3:0] >= 4'h9;
   assign \$5264  = \$5262  & \$5263 ;
   assign \$5265  = \$5264  & pe11_7_v;
-  assign \$5266  = pe11_7_bank == \port$18339$2 [4];
+  assign \$5266  = pe11_7_bank == \port$20225$2 [4];
   assign \$5267  = \$5265  & \$5266 ;
   assign \$5268  = w_en & w_transpose;
-  assign \$5269  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$5269  = \port$20225$2 [3:0] >= 4'ha;
   assign \$5270  = \$5268  & \$5269 ;
   assign \$5271  = \$5270  & pe11_8_v;
-  assign \$5272  = pe11_8_bank == \port$18339$2 [4];
+  assign \$5272  = pe11_8_bank == \port$20225$2 [4];
   assign \$5273  = \$5271  & \$5272 ;
   assign \$5274  = w_en & w_transpose;
-  assign \$5275  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$5275  = \port$20225$2 [3:0] >= 4'hb;
   assign \$5276  = \$5274  & \$5275 ;
   assign \$5277  = \$5276  & pe11_9_v;
-  assign \$5278  = pe11_9_bank == \port$18339$2 [4];
+  assign \$5278  = pe11_9_bank == \port$20225$2 [4];
   assign \$5279  = \$5277  & \$5278 ;
   assign \$5280  = w_en & w_transpose;
-  assign \$5281  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$5281  = \port$20225$2 [3:0] >= 4'hc;
   assign \$5282  = \$5280  & \$5281 ;
   assign \$5283  = \$5282  & pe11_10_v;
-  assign \$5284  = pe11_10_bank == \port$18339$2 [4];
+  assign \$5284  = pe11_10_bank == \port$20225$2 [4];
   assign \$5285  = \$5283  & \$5284 ;
   assign \$5286  = w_en & w_transpose;
-  assign \$5287  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$5287  = \port$20225$2 [3:0] >= 4'hd;
   assign \$5288  = \$5286  & \$5287 ;
   assign \$5289  = \$5288  & pe11_11_v;
-  assign \$5290  = pe11_11_bank == \port$18339$2 [4];
+  assign \$5290  = pe11_11_bank == \port$20225$2 [4];
   assign \$5291  = \$5289  & \$5290 ;
   assign \$5292  = w_en & w_transpose;
-  assign \$5293  = \port$18339$2 [3:0] >= 4'he;
+  assign \$5293  = \port$20225$2 [3:0] >= 4'he;
   assign \$5294  = \$5292  & \$5293 ;
   assign \$5295  = \$5294  & pe11_12_v;
-  assign \$5296  = pe11_12_bank == \port$18339$2 [4];
+  assign \$5296  = pe11_12_bank == \port$20225$2 [4];
   assign \$5297  = \$5295  & \$5296 ;
   assign \$5298  = w_en & w_transpose;
-  assign \$5299  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$5299  = \port$20225$2 [3:0] >= 4'hf;
   assign \$5300  = \$5298  & \$5299 ;
   assign \$5301  = \$5300  & pe11_13_v;
-  assign \$5302  = pe11_13_bank == \port$18339$2 [4];
+  assign \$5302  = pe11_13_bank == \port$20225$2 [4];
   assign \$5303  = \$5301  & \$5302 ;
   assign \$5304  = ~ w_transpose;
   assign \$5305  = w_en & \$5304 ;
-  assign \$5306  = \port$18339$2 [3:0] == 4'hc;
+  assign \$5306  = \port$20225$2 [3:0] == 4'hc;
   assign \$5307  = \$5305  & \$5306 ;
-  assign \$5310  = skew12_0_bank == \port$18339$2 [4];
+  assign \$5310  = skew12_0_bank == \port$20225$2 [4];
   assign \$5311  = skew12_0_v & \$5310 ;
-  assign \$5312  = skew12_1_bank == \port$18339$2 [4];
+  assign \$5312  = skew12_1_bank == \port$20225$2 [4];
   assign \$5313  = skew12_1_v & \$5312 ;
-  assign \$5314  = skew12_2_bank == \port$18339$2 [4];
+  assign \$5314  = skew12_2_bank == \port$20225$2 [4];
   assign \$5315  = skew12_2_v & \$5314 ;
-  assign \$5316  = skew12_3_bank == \port$18339$2 [4];
+  assign \$5316  = skew12_3_bank == \port$20225$2 [4];
   assign \$5317  = skew12_3_v & \$5316 ;
-  assign \$5318  = skew12_4_bank == \port$18339$2 [4];
+  assign \$5318  = skew12_4_bank == \port$20225$2 [4];
   assign \$5319  = skew12_4_v & \$5318 ;
-  assign \$5320  = skew12_5_bank == \port$18339$2 [4];
+  assign \$5320  = skew12_5_bank == \port$20225$2 [4];
   assign \$5321  = skew12_5_v & \$5320 ;
-  assign \$5322  = skew12_6_bank == \port$18339$2 [4];
+  assign \$5322  = skew12_6_bank == \port$20225$2 [4];
   assign \$5323  = skew12_6_v & \$5322 ;
-  assign \$5324  = skew12_7_bank == \port$18339$2 [4];
+  assign \$5324  = skew12_7_bank == \port$20225$2 [4];
   assign \$5325  = skew12_7_v & \$5324 ;
-  assign \$5326  = skew12_8_bank == \port$18339$2 [4];
+  assign \$5326  = skew12_8_bank == \port$20225$2 [4];
   assign \$5327  = skew12_8_v & \$5326 ;
-  assign \$5328  = skew12_9_bank == \port$18339$2 [4];
+  assign \$5328  = skew12_9_bank == \port$20225$2 [4];
   assign \$5329  = skew12_9_v & \$5328 ;
-  assign \$5330  = skew12_10_bank == \port$18339$2 [4];
+  assign \$5330  = skew12_10_bank == \port$20225$2 [4];
   assign \$5331  = skew12_10_v & \$5330 ;
-  assign \$5332  = skew12_11_bank == \port$18339$2 [4];
+  assign \$5332  = skew12_11_bank == \port$20225$2 [4];
   assign \$5333  = skew12_11_v & \$5332 ;
-  assign \$5334  = pe12_0_bank == \port$18339$2 [4];
+  assign \$5334  = pe12_0_bank == \port$20225$2 [4];
   assign \$5335  = pe12_0_v & \$5334 ;
-  assign \$5336  = pe12_1_bank == \port$18339$2 [4];
+  assign \$5336  = pe12_1_bank == \port$20225$2 [4];
   assign \$5337  = pe12_1_v & \$5336 ;
-  assign \$5338  = pe12_2_bank == \port$18339$2 [4];
+  assign \$5338  = pe12_2_bank == \port$20225$2 [4];
   assign \$5339  = pe12_2_v & \$5338 ;
-  assign \$5340  = pe12_3_bank == \port$18339$2 [4];
+  assign \$5340  = pe12_3_bank == \port$20225$2 [4];
   assign \$5341  = pe12_3_v & \$5340 ;
-  assign \$5342  = pe12_4_bank == \port$18339$2 [4];
+  assign \$5342  = pe12_4_bank == \port$20225$2 [4];
   assign \$5343  = pe12_4_v & \$5342 ;
-  assign \$5344  = pe12_5_bank == \port$18339$2 [4];
+  assign \$5344  = pe12_5_bank == \port$20225$2 [4];
   assign \$5345  = pe12_5_v & \$5344 ;
-  assign \$5346  = pe12_6_bank == \port$18339$2 [4];
+  assign \$5346  = pe12_6_bank == \port$20225$2 [4];
   assign \$5347  = pe12_6_v & \$5346 ;
-  assign \$5348  = pe12_7_bank == \port$18339$2 [4];
+  assign \$5348  = pe12_7_bank == \port$20225$2 [4];
   assign \$5349  = pe12_7_v & \$5348 ;
-  assign \$5350  = pe12_8_bank == \port$18339$2 [4];
+  assign \$5350  = pe12_8_bank == \port$20225$2 [4];
   assign \$5351  = pe12_8_v & \$5350 ;
-  assign \$5352  = pe12_9_bank == \port$18339$2 [4];
+  assign \$5352  = pe12_9_bank == \port$20225$2 [4];
   assign \$5353  = pe12_9_v & \$5352 ;
-  assign \$5354  = pe12_10_bank == \port$18339$2 [4];
+  assign \$5354  = pe12_10_bank == \port$20225$2 [4];
   assign \$5355  = pe12_10_v & \$5354 ;
-  assign \$5356  = pe12_11_bank == \port$18339$2 [4];
+  assign \$5356  = pe12_11_bank == \port$20225$2 [4];
   assign \$5357  = pe12_11_v & \$5356 ;
-  assign \$5358  = pe12_12_bank == \port$18339$2 [4];
+  assign \$5358  = pe12_12_bank == \port$20225$2 [4];
   assign \$5359  = pe12_12_v & \$5358 ;
-  assign \$5360  = pe12_13_bank == \port$18339$2 [4];
+  assign \$5360  = pe12_13_bank == \port$20225$2 [4];
   assign \$5361  = pe12_13_v & \$5360 ;
   assign \$5362  = | { \$5361 , \$5359 , \$5357 , \$5355 , \$5353 , \$5351 , \$5349 , \$5347 , \$5345 , \$5343 , \$5341 , \$5339 , \$5337 , \$5335 , \$5333 , \$5331 , \$5329 , \$5327 , \$5325 , \$5323 , \$5321 , \$5319 , \$5317 , \$5315 , \$5313 , \$5311 , \$5309  };
   assign \$5363  = \$5307  & \$5362 ;
@@ -43649,195 +43649,195 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$5366  = \$5365  & a_valid;
   assign \$5369  = w_en & w_transpose;
   assign \$5371  = \$5370  & skew12_0_v;
-  assign \$5372  = skew12_0_bank == \port$18339$2 [4];
+  assign \$5372  = skew12_0_bank == \port$20225$2 [4];
   assign \$5373  = \$5371  & \$5372 ;
   assign \$5374  = w_en & w_transpose;
   assign \$5376  = \$5375  & skew12_1_v;
-  assign \$5377  = skew12_1_bank == \port$18339$2 [4];
+  assign \$5377  = skew12_1_bank == \port$20225$2 [4];
   assign \$5378  = \$5376  & \$5377 ;
   assign \$5379  = w_en & w_transpose;
   assign \$5381  = \$5380  & skew12_2_v;
-  assign \$5382  = skew12_2_bank == \port$18339$2 [4];
+  assign \$5382  = skew12_2_bank == \port$20225$2 [4];
   assign \$5383  = \$5381  & \$5382 ;
   assign \$5384  = w_en & w_transpose;
   assign \$5386  = \$5385  & skew12_3_v;
-  assign \$5387  = skew12_3_bank == \port$18339$2 [4];
+  assign \$5387  = skew12_3_bank == \port$20225$2 [4];
   assign \$5388  = \$5386  & \$5387 ;
   assign \$5389  = w_en & w_transpose;
   assign \$5391  = \$5390  & skew12_4_v;
-  assign \$5392  = skew12_4_bank == \port$18339$2 [4];
+  assign \$5392  = skew12_4_bank == \port$20225$2 [4];
   assign \$5393  = \$5391  & \$5392 ;
   assign \$5394  = w_en & w_transpose;
   assign \$5396  = \$5395  & skew12_5_v;
-  assign \$5397  = skew12_5_bank == \port$18339$2 [4];
+  assign \$5397  = skew12_5_bank == \port$20225$2 [4];
   assign \$5398  = \$5396  & \$5397 ;
   assign \$5399  = w_en & w_transpose;
   assign \$5401  = \$5400  & skew12_6_v;
-  assign \$5402  = skew12_6_bank == \port$18339$2 [4];
+  assign \$5402  = skew12_6_bank == \port$20225$2 [4];
   assign \$5403  = \$5401  & \$5402 ;
   assign \$5404  = w_en & w_transpose;
   assign \$5406  = \$5405  & skew12_7_v;
-  assign \$5407  = skew12_7_bank == \port$18339$2 [4];
+  assign \$5407  = skew12_7_bank == \port$20225$2 [4];
   assign \$5408  = \$5406  & \$5407 ;
   assign \$5409  = w_en & w_transpose;
   assign \$5411  = \$5410  & skew12_8_v;
-  assign \$5412  = skew12_8_bank == \port$18339$2 [4];
+  assign \$5412  = skew12_8_bank == \port$20225$2 [4];
   assign \$5413  = \$5411  & \$5412 ;
   assign \$5414  = w_en & w_transpose;
   assign \$5416  = \$5415  & skew12_9_v;
-  assign \$5417  = skew12_9_bank == \port$18339$2 [4];
+  assign \$5417  = skew12_9_bank == \port$20225$2 [4];
   assign \$5418  = \$5416  & \$5417 ;
   assign \$5419  = w_en & w_transpose;
   assign \$5421  = \$5420  & skew12_10_v;
-  assign \$5422  = skew12_10_bank == \port$18339$2 [4];
+  assign \$5422  = skew12_10_bank == \port$20225$2 [4];
   assign \$5423  = \$5421  & \$5422 ;
   assign \$5424  = w_en & w_transpose;
-  assign \$5425  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$5425  = \port$20225$2 [3:0] >= 1'h1;
   assign \$5426  = \$5424  & \$5425 ;
   assign \$5427  = \$5426  & skew12_11_v;
-  assign \$5428  = skew12_11_bank == \port$18339$2 [4];
+  assign \$5428  = skew12_11_bank == \port$20225$2 [4];
   assign \$5429  = \$5427  & \$5428 ;
   assign \$5430  = w_en & w_transpose;
-  assign \$5431  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$5431  = \port$20225$2 [3:0] >= 2'h2;
   assign \$5432  = \$5430  & \$5431 ;
   assign \$5433  = \$5432  & pe12_0_v;
-  assign \$5434  = pe12_0_bank == \port$18339$2 [4];
+  assign \$5434  = pe12_0_bank == \port$20225$2 [4];
   assign \$5435  = \$5433  & \$5434 ;
   assign \$5436  = w_en & w_transpose;
-  assign \$5437  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$5437  = \port$20225$2 [3:0] >= 2'h3;
   assign \$5438  = \$5436  & \$5437 ;
   assign \$5439  = \$5438  & pe12_1_v;
-  assign \$5440  = pe12_1_bank == \port$18339$2 [4];
+  assign \$5440  = pe12_1_bank == \port$20225$2 [4];
   assign \$5441  = \$5439  & \$5440 ;
   assign \$5442  = w_en & w_transpose;
-  assign \$5443  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$5443  = \port$20225$2 [3:0] >= 3'h4;
   assign \$5444  = \$5442  & \$5443 ;
   assign \$5445  = \$5444  & pe12_2_v;
-  assign \$5446  = pe12_2_bank == \port$18339$2 [4];
+  assign \$5446  = pe12_2_bank == \port$20225$2 [4];
   assign \$5447  = \$5445  & \$5446 ;
   assign \$5448  = w_en & w_transpose;
-  assign \$5449  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$5449  = \port$20225$2 [3:0] >= 3'h5;
   assign \$5450  = \$5448  & \$5449 ;
   assign \$5451  = \$5450  & pe12_3_v;
-  assign \$5452  = pe12_3_bank == \port$18339$2 [4];
+  assign \$5452  = pe12_3_bank == \port$20225$2 [4];
   assign \$5453  = \$5451  & \$5452 ;
   assign \$5454  = w_en & w_transpose;
-  assign \$5455  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$5455  = \port$20225$2 [3:0] >= 3'h6;
   assign \$5456  = \$5454  & \$5455 ;
   assign \$5457  = \$5456  & pe12_4_v;
-  assign \$5458  = pe12_4_bank == \port$18339$2 [4];
+  assign \$5458  = pe12_4_bank == \port$20225$2 [4];
   assign \$5459  = \$5457  & \$5458 ;
   assign \$5460  = w_en & w_transpose;
-  assign \$5461  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$5461  = \port$20225$2 [3:0] >= 3'h7;
   assign \$5462  = \$5460  & \$5461 ;
   assign \$5463  = \$5462  & pe12_5_v;
-  assign \$5464  = pe12_5_bank == \port$18339$2 [4];
+  assign \$5464  = pe12_5_bank == \port$20225$2 [4];
   assign \$5465  = \$5463  & \$5464 ;
   assign \$5466  = w_en & w_transpose;
-  assign \$5467  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$5467  = \port$20225$2 [3:0] >= 4'h8;
   assign \$5468  = \$5466  & \$5467 ;
   assign \$5469  = \$5468  & pe12_6_v;
-  assign \$5470  = pe12_6_bank == \port$18339$2 [4];
+  assign \$5470  = pe12_6_bank == \port$20225$2 [4];
   assign \$5471  = \$5469  & \$5470 ;
   assign \$5472  = w_en & w_transpose;
-  assign \$5473  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$5473  = \port$20225$2 [3:0] >= 4'h9;
   assign \$5474  = \$5472  & \$5473 ;
   assign \$5475  = \$5474  & pe12_7_v;
-  assign \$5476  = pe12_7_bank == \port$18339$2 [4];
+  assign \$5476  = pe12_7_bank == \port$20225$2 [4];
   assign \$5477  = \$5475  & \$5476 ;
   assign \$5478  = w_en & w_transpose;
-  assign \$5479  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$5479  = \port$20225$2 [3:0] >= 4'ha;
   assign \$5480  = \$5478  & \$5479 ;
   assign \$5481  = \$5480  & pe12_8_v;
-  assign \$5482  = pe12_8_bank == \port$18339$2 [4];
+  assign \$5482  = pe12_8_bank == \port$20225$2 [4];
   assign \$5483  = \$5481  & \$5482 ;
   assign \$5484  = w_en & w_transpose;
-  assign \$5485  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$5485  = \port$20225$2 [3:0] >= 4'hb;
   assign \$5486  = \$5484  & \$5485 ;
   assign \$5487  = \$5486  & pe12_9_v;
-  assign \$5488  = pe12_9_bank == \port$18339$2 [4];
+  assign \$5488  = pe12_9_bank == \port$20225$2 [4];
   assign \$5489  = \$5487  & \$5488 ;
   assign \$5490  = w_en & w_transpose;
-  assign \$5491  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$5491  = \port$20225$2 [3:0] >= 4'hc;
   assign \$5492  = \$5490  & \$5491 ;
   assign \$5493  = \$5492  & pe12_10_v;
-  assign \$5494  = pe12_10_bank == \port$18339$2 [4];
+  assign \$5494  = pe12_10_bank == \port$20225$2 [4];
   assign \$5495  = \$5493  & \$5494 ;
   assign \$5496  = w_en & w_transpose;
-  assign \$5497  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$5497  = \port$20225$2 [3:0] >= 4'hd;
   assign \$5498  = \$5496  & \$5497 ;
   assign \$5499  = \$5498  & pe12_11_v;
-  assign \$5500  = pe12_11_bank == \port$18339$2 [4];
+  assign \$5500  = pe12_11_bank == \port$20225$2 [4];
   assign \$5501  = \$5499  & \$5500 ;
   assign \$5502  = w_en & w_transpose;
-  assign \$5503  = \port$18339$2 [3:0] >= 4'he;
+  assign \$5503  = \port$20225$2 [3:0] >= 4'he;
   assign \$5504  = \$5502  & \$5503 ;
   assign \$5505  = \$5504  & pe12_12_v;
-  assign \$5506  = pe12_12_bank == \port$18339$2 [4];
+  assign \$5506  = pe12_12_bank == \port$20225$2 [4];
   assign \$5507  = \$5505  & \$5506 ;
   assign \$5508  = w_en & w_transpose;
-  assign \$5509  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$5509  = \port$20225$2 [3:0] >= 4'hf;
   assign \$5510  = \$5508  & \$5509 ;
   assign \$5511  = \$5510  & pe12_13_v;
-  assign \$5512  = pe12_13_bank == \port$18339$2 [4];
+  assign \$5512  = pe12_13_bank == \port$20225$2 [4];
   assign \$5513  = \$5511  & \$5512 ;
   assign \$5514  = ~ w_transpose;
   assign \$5515  = w_en & \$5514 ;
-  assign \$5516  = \port$18339$2 [3:0] == 4'hd;
+  assign \$5516  = \port$20225$2 [3:0] == 4'hd;
   assign \$5517  = \$5515  & \$5516 ;
-  assign \$5520  = skew13_0_bank == \port$18339$2 [4];
+  assign \$5520  = skew13_0_bank == \port$20225$2 [4];
   assign \$5521  = skew13_0_v & \$5520 ;
-  assign \$5522  = skew13_1_bank == \port$18339$2 [4];
+  assign \$5522  = skew13_1_bank == \port$20225$2 [4];
   assign \$5523  = skew13_1_v & \$5522 ;
-  assign \$5524  = skew13_2_bank == \port$18339$2 [4];
+  assign \$5524  = skew13_2_bank == \port$20225$2 [4];
   assign \$5525  = skew13_2_v & \$5524 ;
-  assign \$5526  = skew13_3_bank == \port$18339$2 [4];
+  assign \$5526  = skew13_3_bank == \port$20225$2 [4];
   assign \$5527  = skew13_3_v & \$5526 ;
-  assign \$5528  = skew13_4_bank == \port$18339$2 [4];
+  assign \$5528  = skew13_4_bank == \port$20225$2 [4];
   assign \$5529  = skew13_4_v & \$5528 ;
-  assign \$5530  = skew13_5_bank == \port$18339$2 [4];
+  assign \$5530  = skew13_5_bank == \port$20225$2 [4];
   assign \$5531  = skew13_5_v & \$5530 ;
-  assign \$5532  = skew13_6_bank == \port$18339$2 [4];
+  assign \$5532  = skew13_6_bank == \port$20225$2 [4];
   assign \$5533  = skew13_6_v & \$5532 ;
-  assign \$5534  = skew13_7_bank == \port$18339$2 [4];
+  assign \$5534  = skew13_7_bank == \port$20225$2 [4];
   assign \$5535  = skew13_7_v & \$5534 ;
-  assign \$5536  = skew13_8_bank == \port$18339$2 [4];
+  assign \$5536  = skew13_8_bank == \port$20225$2 [4];
   assign \$5537  = skew13_8_v & \$5536 ;
-  assign \$5538  = skew13_9_bank == \port$18339$2 [4];
+  assign \$5538  = skew13_9_bank == \port$20225$2 [4];
   assign \$5539  = skew13_9_v & \$5538 ;
-  assign \$5540  = skew13_10_bank == \port$18339$2 [4];
+  assign \$5540  = skew13_10_bank == \port$20225$2 [4];
   assign \$5541  = skew13_10_v & \$5540 ;
-  assign \$5542  = skew13_11_bank == \port$18339$2 [4];
+  assign \$5542  = skew13_11_bank == \port$20225$2 [4];
   assign \$5543  = skew13_11_v & \$5542 ;
-  assign \$5544  = skew13_12_bank == \port$18339$2 [4];
+  assign \$5544  = skew13_12_bank == \port$20225$2 [4];
   assign \$5545  = skew13_12_v & \$5544 ;
-  assign \$5546  = pe13_0_bank == \port$18339$2 [4];
+  assign \$5546  = pe13_0_bank == \port$20225$2 [4];
   assign \$5547  = pe13_0_v & \$5546 ;
-  assign \$5548  = pe13_1_bank == \port$18339$2 [4];
+  assign \$5548  = pe13_1_bank == \port$20225$2 [4];
   assign \$5549  = pe13_1_v & \$5548 ;
-  assign \$5550  = pe13_2_bank == \port$18339$2 [4];
+  assign \$5550  = pe13_2_bank == \port$20225$2 [4];
   assign \$5551  = pe13_2_v & \$5550 ;
-  assign \$5552  = pe13_3_bank == \port$18339$2 [4];
+  assign \$5552  = pe13_3_bank == \port$20225$2 [4];
   assign \$5553  = pe13_3_v & \$5552 ;
-  assign \$5554  = pe13_4_bank == \port$18339$2 [4];
+  assign \$5554  = pe13_4_bank == \port$20225$2 [4];
   assign \$5555  = pe13_4_v & \$5554 ;
-  assign \$5556  = pe13_5_bank == \port$18339$2 [4];
+  assign \$5556  = pe13_5_bank == \port$20225$2 [4];
   assign \$5557  = pe13_5_v & \$5556 ;
-  assign \$5558  = pe13_6_bank == \port$18339$2 [4];
+  assign \$5558  = pe13_6_bank == \port$20225$2 [4];
   assign \$5559  = pe13_6_v & \$5558 ;
-  assign \$5560  = pe13_7_bank == \port$18339$2 [4];
+  assign \$5560  = pe13_7_bank == \port$20225$2 [4];
   assign \$5561  = pe13_7_v & \$5560 ;
-  assign \$5562  = pe13_8_bank == \port$18339$2 [4];
+  assign \$5562  = pe13_8_bank == \port$20225$2 [4];
   assign \$5563  = pe13_8_v & \$5562 ;
-  assign \$5564  = pe13_9_bank == \port$18339$2 [4];
+  assign \$5564  = pe13_9_bank == \port$20225$2 [4];
   assign \$5565  = pe13_9_v & \$5564 ;
-  assign \$5566  = pe13_10_bank == \port$18339$2 [4];
+  assign \$5566  = pe13_10_bank == \port$20225$2 [4];
   assign \$5567  = pe13_10_v & \$5566 ;
-  assign \$5568  = pe13_11_bank == \port$18339$2 [4];
+  assign \$5568  = pe13_11_bank == \port$20225$2 [4];
   assign \$5569  = pe13_11_v & \$5568 ;
-  assign \$5570  = pe13_12_bank == \port$18339$2 [4];
+  assign \$5570  = pe13_12_bank == \port$20225$2 [4];
   assign \$5571  = pe13_12_v & \$5570 ;
-  assign \$5572  = pe13_13_bank == \port$18339$2 [4];
+  assign \$5572  = pe13_13_bank == \port$20225$2 [4];
   assign \$5573  = pe13_13_v & \$5572 ;
   assign \$5574  = | { \$5573 , \$5571 , \$5569 , \$5567 , \$5565 , \$5563 , \$5561 , \$5559 , \$5557 , \$5555 , \$5553 , \$5551 , \$5549 , \$5547 , \$5545 , \$5543 , \$5541 , \$5539 , \$5537 , \$5535 , \$5533 , \$5531 , \$5529 , \$5527 , \$5525 , \$5523 , \$5521 , \$5519  };
   assign \$5575  = \$5517  & \$5574 ;
@@ -43845,201 +43845,201 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$5578  = \$5577  & a_valid;
   assign \$5581  = w_en & w_transpose;
   assign \$5583  = \$5582  & skew13_0_v;
-  assign \$5584  = skew13_0_bank == \port$18339$2 [4];
+  assign \$5584  = skew13_0_bank == \port$20225$2 [4];
   assign \$5585  = \$5583  & \$5584 ;
   assign \$5586  = w_en & w_transpose;
   assign \$5588  = \$5587  & skew13_1_v;
-  assign \$5589  = skew13_1_bank == \port$18339$2 [4];
+  assign \$5589  = skew13_1_bank == \port$20225$2 [4];
   assign \$5590  = \$5588  & \$5589 ;
   assign \$5591  = w_en & w_transpose;
   assign \$5593  = \$5592  & skew13_2_v;
-  assign \$5594  = skew13_2_bank == \port$18339$2 [4];
+  assign \$5594  = skew13_2_bank == \port$20225$2 [4];
   assign \$5595  = \$5593  & \$5594 ;
   assign \$5596  = w_en & w_transpose;
   assign \$5598  = \$5597  & skew13_3_v;
-  assign \$5599  = skew13_3_bank == \port$18339$2 [4];
+  assign \$5599  = skew13_3_bank == \port$20225$2 [4];
   assign \$5600  = \$5598  & \$5599 ;
   assign \$5601  = w_en & w_transpose;
   assign \$5603  = \$5602  & skew13_4_v;
-  assign \$5604  = skew13_4_bank == \port$18339$2 [4];
+  assign \$5604  = skew13_4_bank == \port$20225$2 [4];
   assign \$5605  = \$5603  & \$5604 ;
   assign \$5606  = w_en & w_transpose;
   assign \$5608  = \$5607  & skew13_5_v;
-  assign \$5609  = skew13_5_bank == \port$18339$2 [4];
+  assign \$5609  = skew13_5_bank == \port$20225$2 [4];
   assign \$5610  = \$5608  & \$5609 ;
   assign \$5611  = w_en & w_transpose;
   assign \$5613  = \$5612  & skew13_6_v;
-  assign \$5614  = skew13_6_bank == \port$18339$2 [4];
+  assign \$5614  = skew13_6_bank == \port$20225$2 [4];
   assign \$5615  = \$5613  & \$5614 ;
   assign \$5616  = w_en & w_transpose;
   assign \$5618  = \$5617  & skew13_7_v;
-  assign \$5619  = skew13_7_bank == \port$18339$2 [4];
+  assign \$5619  = skew13_7_bank == \port$20225$2 [4];
   assign \$5620  = \$5618  & \$5619 ;
   assign \$5621  = w_en & w_transpose;
   assign \$5623  = \$5622  & skew13_8_v;
-  assign \$5624  = skew13_8_bank == \port$18339$2 [4];
+  assign \$5624  = skew13_8_bank == \port$20225$2 [4];
   assign \$5625  = \$5623  & \$5624 ;
   assign \$5626  = w_en & w_transpose;
   assign \$5628  = \$5627  & skew13_9_v;
-  assign \$5629  = skew13_9_bank == \port$18339$2 [4];
+  assign \$5629  = skew13_9_bank == \port$20225$2 [4];
   assign \$5630  = \$5628  & \$5629 ;
   assign \$5631  = w_en & w_transpose;
   assign \$5633  = \$5632  & skew13_10_v;
-  assign \$5634  = skew13_10_bank == \port$18339$2 [4];
+  assign \$5634  = skew13_10_bank == \port$20225$2 [4];
   assign \$5635  = \$5633  & \$5634 ;
   assign \$5636  = w_en & w_transpose;
   assign \$5638  = \$5637  & skew13_11_v;
-  assign \$5639  = skew13_11_bank == \port$18339$2 [4];
+  assign \$5639  = skew13_11_bank == \port$20225$2 [4];
   assign \$5640  = \$5638  & \$5639 ;
   assign \$5641  = w_en & w_transpose;
-  assign \$5642  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$5642  = \port$20225$2 [3:0] >= 1'h1;
   assign \$5643  = \$5641  & \$5642 ;
   assign \$5644  = \$5643  & skew13_12_v;
-  assign \$5645  = skew13_12_bank == \port$18339$2 [4];
+  assign \$5645  = skew13_12_bank == \port$20225$2 [4];
   assign \$5646  = \$5644  & \$5645 ;
   assign \$5647  = w_en & w_transpose;
-  assign \$5648  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$5648  = \port$20225$2 [3:0] >= 2'h2;
   assign \$5649  = \$5647  & \$5648 ;
   assign \$5650  = \$5649  & pe13_0_v;
-  assign \$5651  = pe13_0_bank == \port$18339$2 [4];
+  assign \$5651  = pe13_0_bank == \port$20225$2 [4];
   assign \$5652  = \$5650  & \$5651 ;
   assign \$5653  = w_en & w_transpose;
-  assign \$5654  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$5654  = \port$20225$2 [3:0] >= 2'h3;
   assign \$5655  = \$5653  & \$5654 ;
   assign \$5656  = \$5655  & pe13_1_v;
-  assign \$5657  = pe13_1_bank == \port$18339$2 [4];
+  assign \$5657  = pe13_1_bank == \port$20225$2 [4];
   assign \$5658  = \$5656  & \$5657 ;
   assign \$5659  = w_en & w_transpose;
-  assign \$5660  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$5660  = \port$20225$2 [3:0] >= 3'h4;
   assign \$5661  = \$5659  & \$5660 ;
   assign \$5662  = \$5661  & pe13_2_v;
-  assign \$5663  = pe13_2_bank == \port$18339$2 [4];
+  assign \$5663  = pe13_2_bank == \port$20225$2 [4];
   assign \$5664  = \$5662  & \$5663 ;
   assign \$5665  = w_en & w_transpose;
-  assign \$5666  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$5666  = \port$20225$2 [3:0] >= 3'h5;
   assign \$5667  = \$5665  & \$5666 ;
   assign \$5668  = \$5667  & pe13_3_v;
-  assign \$5669  = pe13_3_bank == \port$18339$2 [4];
+  assign \$5669  = pe13_3_bank == \port$20225$2 [4];
   assign \$5670  = \$5668  & \$5669 ;
   assign \$5671  = w_en & w_transpose;
-  assign \$5672  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$5672  = \port$20225$2 [3:0] >= 3'h6;
   assign \$5673  = \$5671  & \$5672 ;
   assign \$5674  = \$5673  & pe13_4_v;
-  assign \$5675  = pe13_4_bank == \port$18339$2 [4];
+  assign \$5675  = pe13_4_bank == \port$20225$2 [4];
   assign \$5676  = \$5674  & \$5675 ;
   assign \$5677  = w_en & w_transpose;
-  assign \$5678  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$5678  = \port$20225$2 [3:0] >= 3'h7;
   assign \$5679  = \$5677  & \$5678 ;
   assign \$5680  = \$5679  & pe13_5_v;
-  assign \$5681  = pe13_5_bank == \port$18339$2 [4];
+  assign \$5681  = pe13_5_bank == \port$20225$2 [4];
   assign \$5682  = \$5680  & \$5681 ;
   assign \$5683  = w_en & w_transpose;
-  assign \$5684  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$5684  = \port$20225$2 [3:0] >= 4'h8;
   assign \$5685  = \$5683  & \$5684 ;
   assign \$5686  = \$5685  & pe13_6_v;
-  assign \$5687  = pe13_6_bank == \port$18339$2 [4];
+  assign \$5687  = pe13_6_bank == \port$20225$2 [4];
   assign \$5688  = \$5686  & \$5687 ;
   assign \$5689  = w_en & w_transpose;
-  assign \$5690  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$5690  = \port$20225$2 [3:0] >= 4'h9;
   assign \$5691  = \$5689  & \$5690 ;
   assign \$5692  = \$5691  & pe13_7_v;
-  assign \$5693  = pe13_7_bank == \port$18339$2 [4];
+  assign \$5693  = pe13_7_bank == \port$20225$2 [4];
   assign \$5694  = \$5692  & \$5693 ;
   assign \$5695  = w_en & w_transpose;
-  assign \$5696  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$5696  = \port$20225$2 [3:0] >= 4'ha;
   assign \$5697  = \$5695  & \$5696 ;
   assign \$5698  = \$5697  & pe13_8_v;
-  assign \$5699  = pe13_8_bank == \port$18339$2 [4];
+  assign \$5699  = pe13_8_bank == \port$20225$2 [4];
   assign \$5700  = \$5698  & \$5699 ;
   assign \$5701  = w_en & w_transpose;
-  assign \$5702  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$5702  = \port$20225$2 [3:0] >= 4'hb;
   assign \$5703  = \$5701  & \$5702 ;
   assign \$5704  = \$5703  & pe13_9_v;
-  assign \$5705  = pe13_9_bank == \port$18339$2 [4];
+  assign \$5705  = pe13_9_bank == \port$20225$2 [4];
   assign \$5706  = \$5704  & \$5705 ;
   assign \$5707  = w_en & w_transpose;
-  assign \$5708  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$5708  = \port$20225$2 [3:0] >= 4'hc;
   assign \$5709  = \$5707  & \$5708 ;
   assign \$5710  = \$5709  & pe13_10_v;
-  assign \$5711  = pe13_10_bank == \port$18339$2 [4];
+  assign \$5711  = pe13_10_bank == \port$20225$2 [4];
   assign \$5712  = \$5710  & \$5711 ;
   assign \$5713  = w_en & w_transpose;
-  assign \$5714  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$5714  = \port$20225$2 [3:0] >= 4'hd;
   assign \$5715  = \$5713  & \$5714 ;
   assign \$5716  = \$5715  & pe13_11_v;
-  assign \$5717  = pe13_11_bank == \port$18339$2 [4];
+  assign \$5717  = pe13_11_bank == \port$20225$2 [4];
   assign \$5718  = \$5716  & \$5717 ;
   assign \$5719  = w_en & w_transpose;
-  assign \$5720  = \port$18339$2 [3:0] >= 4'he;
+  assign \$5720  = \port$20225$2 [3:0] >= 4'he;
   assign \$5721  = \$5719  & \$5720 ;
   assign \$5722  = \$5721  & pe13_12_v;
-  assign \$5723  = pe13_12_bank == \port$18339$2 [4];
+  assign \$5723  = pe13_12_bank == \port$20225$2 [4];
   assign \$5724  = \$5722  & \$5723 ;
   assign \$5725  = w_en & w_transpose;
-  assign \$5726  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$5726  = \port$20225$2 [3:0] >= 4'hf;
   assign \$5727  = \$5725  & \$5726 ;
   assign \$5728  = \$5727  & pe13_13_v;
-  assign \$5729  = pe13_13_bank == \port$18339$2 [4];
+  assign \$5729  = pe13_13_bank == \port$20225$2 [4];
   assign \$5730  = \$5728  & \$5729 ;
   assign \$5731  = ~ w_transpose;
   assign \$5732  = w_en & \$5731 ;
-  assign \$5733  = \port$18339$2 [3:0] == 4'he;
+  assign \$5733  = \port$20225$2 [3:0] == 4'he;
   assign \$5734  = \$5732  & \$5733 ;
-  assign \$5737  = skew14_0_bank == \port$18339$2 [4];
+  assign \$5737  = skew14_0_bank == \port$20225$2 [4];
   assign \$5738  = skew14_0_v & \$5737 ;
-  assign \$5739  = skew14_1_bank == \port$18339$2 [4];
+  assign \$5739  = skew14_1_bank == \port$20225$2 [4];
   assign \$5740  = skew14_1_v & \$5739 ;
-  assign \$5741  = skew14_2_bank == \port$18339$2 [4];
+  assign \$5741  = skew14_2_bank == \port$20225$2 [4];
   assign \$5742  = skew14_2_v & \$5741 ;
-  assign \$5743  = skew14_3_bank == \port$18339$2 [4];
+  assign \$5743  = skew14_3_bank == \port$20225$2 [4];
   assign \$5744  = skew14_3_v & \$5743 ;
-  assign \$5745  = skew14_4_bank == \port$18339$2 [4];
+  assign \$5745  = skew14_4_bank == \port$20225$2 [4];
   assign \$5746  = skew14_4_v & \$5745 ;
-  assign \$5747  = skew14_5_bank == \port$18339$2 [4];
+  assign \$5747  = skew14_5_bank == \port$20225$2 [4];
   assign \$5748  = skew14_5_v & \$5747 ;
-  assign \$5749  = skew14_6_bank == \port$18339$2 [4];
+  assign \$5749  = skew14_6_bank == \port$20225$2 [4];
   assign \$5750  = skew14_6_v & \$5749 ;
-  assign \$5751  = skew14_7_bank == \port$18339$2 [4];
+  assign \$5751  = skew14_7_bank == \port$20225$2 [4];
   assign \$5752  = skew14_7_v & \$5751 ;
-  assign \$5753  = skew14_8_bank == \port$18339$2 [4];
+  assign \$5753  = skew14_8_bank == \port$20225$2 [4];
   assign \$5754  = skew14_8_v & \$5753 ;
-  assign \$5755  = skew14_9_bank == \port$18339$2 [4];
+  assign \$5755  = skew14_9_bank == \port$20225$2 [4];
   assign \$5756  = skew14_9_v & \$5755 ;
-  assign \$5757  = skew14_10_bank == \port$18339$2 [4];
+  assign \$5757  = skew14_10_bank == \port$20225$2 [4];
   assign \$5758  = skew14_10_v & \$5757 ;
-  assign \$5759  = skew14_11_bank == \port$18339$2 [4];
+  assign \$5759  = skew14_11_bank == \port$20225$2 [4];
   assign \$5760  = skew14_11_v & \$5759 ;
-  assign \$5761  = skew14_12_bank == \port$18339$2 [4];
+  assign \$5761  = skew14_12_bank == \port$20225$2 [4];
   assign \$5762  = skew14_12_v & \$5761 ;
-  assign \$5763  = skew14_13_bank == \port$18339$2 [4];
+  assign \$5763  = skew14_13_bank == \port$20225$2 [4];
   assign \$5764  = skew14_13_v & \$5763 ;
-  assign \$5765  = pe14_0_bank == \port$18339$2 [4];
+  assign \$5765  = pe14_0_bank == \port$20225$2 [4];
   assign \$5766  = pe14_0_v & \$5765 ;
-  assign \$5767  = pe14_1_bank == \port$18339$2 [4];
+  assign \$5767  = pe14_1_bank == \port$20225$2 [4];
   assign \$5768  = pe14_1_v & \$5767 ;
-  assign \$5769  = pe14_2_bank == \port$18339$2 [4];
+  assign \$5769  = pe14_2_bank == \port$20225$2 [4];
   assign \$5770  = pe14_2_v & \$5769 ;
-  assign \$5771  = pe14_3_bank == \port$18339$2 [4];
+  assign \$5771  = pe14_3_bank == \port$20225$2 [4];
   assign \$5772  = pe14_3_v & \$5771 ;
-  assign \$5773  = pe14_4_bank == \port$18339$2 [4];
+  assign \$5773  = pe14_4_bank == \port$20225$2 [4];
   assign \$5774  = pe14_4_v & \$5773 ;
-  assign \$5775  = pe14_5_bank == \port$18339$2 [4];
+  assign \$5775  = pe14_5_bank == \port$20225$2 [4];
   assign \$5776  = pe14_5_v & \$5775 ;
-  assign \$5777  = pe14_6_bank == \port$18339$2 [4];
+  assign \$5777  = pe14_6_bank == \port$20225$2 [4];
   assign \$5778  = pe14_6_v & \$5777 ;
-  assign \$5779  = pe14_7_bank == \port$18339$2 [4];
+  assign \$5779  = pe14_7_bank == \port$20225$2 [4];
   assign \$5780  = pe14_7_v & \$5779 ;
-  assign \$5781  = pe14_8_bank == \port$18339$2 [4];
+  assign \$5781  = pe14_8_bank == \port$20225$2 [4];
   assign \$5782  = pe14_8_v & \$5781 ;
-  assign \$5783  = pe14_9_bank == \port$18339$2 [4];
+  assign \$5783  = pe14_9_bank == \port$20225$2 [4];
   assign \$5784  = pe14_9_v & \$5783 ;
-  assign \$5785  = pe14_10_bank == \port$18339$2 [4];
+  assign \$5785  = pe14_10_bank == \port$20225$2 [4];
   assign \$5786  = pe14_10_v & \$5785 ;
-  assign \$5787  = pe14_11_bank == \port$18339$2 [4];
+  assign \$5787  = pe14_11_bank == \port$20225$2 [4];
   assign \$5788  = pe14_11_v & \$5787 ;
-  assign \$5789  = pe14_12_bank == \port$18339$2 [4];
+  assign \$5789  = pe14_12_bank == \port$20225$2 [4];
   assign \$5790  = pe14_12_v & \$5789 ;
-  assign \$5791  = pe14_13_bank == \port$18339$2 [4];
+  assign \$5791  = pe14_13_bank == \port$20225$2 [4];
   assign \$5792  = pe14_13_v & \$5791 ;
   assign \$5793  = | { \$5792 , \$5790 , \$5788 , \$5786 , \$5784 , \$5782 , \$5780 , \$5778 , \$5776 , \$5774 , \$5772 , \$5770 , \$5768 , \$5766 , \$5764 , \$5762 , \$5760 , \$5758 , \$5756 , \$5754 , \$5752 , \$5750 , \$5748 , \$5746 , \$5744 , \$5742 , \$5740 , \$5738 , \$5736  };
   assign \$5794  = \$5734  & \$5793 ;
@@ -44047,207 +44047,207 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$5797  = \$5796  & a_valid;
   assign \$5800  = w_en & w_transpose;
   assign \$5802  = \$5801  & skew14_0_v;
-  assign \$5803  = skew14_0_bank == \port$18339$2 [4];
+  assign \$5803  = skew14_0_bank == \port$20225$2 [4];
   assign \$5804  = \$5802  & \$5803 ;
   assign \$5805  = w_en & w_transpose;
   assign \$5807  = \$5806  & skew14_1_v;
-  assign \$5808  = skew14_1_bank == \port$18339$2 [4];
+  assign \$5808  = skew14_1_bank == \port$20225$2 [4];
   assign \$5809  = \$5807  & \$5808 ;
   assign \$5810  = w_en & w_transpose;
   assign \$5812  = \$5811  & skew14_2_v;
-  assign \$5813  = skew14_2_bank == \port$18339$2 [4];
+  assign \$5813  = skew14_2_bank == \port$20225$2 [4];
   assign \$5814  = \$5812  & \$5813 ;
   assign \$5815  = w_en & w_transpose;
   assign \$5817  = \$5816  & skew14_3_v;
-  assign \$5818  = skew14_3_bank == \port$18339$2 [4];
+  assign \$5818  = skew14_3_bank == \port$20225$2 [4];
   assign \$5819  = \$5817  & \$5818 ;
   assign \$5820  = w_en & w_transpose;
   assign \$5822  = \$5821  & skew14_4_v;
-  assign \$5823  = skew14_4_bank == \port$18339$2 [4];
+  assign \$5823  = skew14_4_bank == \port$20225$2 [4];
   assign \$5824  = \$5822  & \$5823 ;
   assign \$5825  = w_en & w_transpose;
   assign \$5827  = \$5826  & skew14_5_v;
-  assign \$5828  = skew14_5_bank == \port$18339$2 [4];
+  assign \$5828  = skew14_5_bank == \port$20225$2 [4];
   assign \$5829  = \$5827  & \$5828 ;
   assign \$5830  = w_en & w_transpose;
   assign \$5832  = \$5831  & skew14_6_v;
-  assign \$5833  = skew14_6_bank == \port$18339$2 [4];
+  assign \$5833  = skew14_6_bank == \port$20225$2 [4];
   assign \$5834  = \$5832  & \$5833 ;
   assign \$5835  = w_en & w_transpose;
   assign \$5837  = \$5836  & skew14_7_v;
-  assign \$5838  = skew14_7_bank == \port$18339$2 [4];
+  assign \$5838  = skew14_7_bank == \port$20225$2 [4];
   assign \$5839  = \$5837  & \$5838 ;
   assign \$5840  = w_en & w_transpose;
   assign \$5842  = \$5841  & skew14_8_v;
-  assign \$5843  = skew14_8_bank == \port$18339$2 [4];
+  assign \$5843  = skew14_8_bank == \port$20225$2 [4];
   assign \$5844  = \$5842  & \$5843 ;
   assign \$5845  = w_en & w_transpose;
   assign \$5847  = \$5846  & skew14_9_v;
-  assign \$5848  = skew14_9_bank == \port$18339$2 [4];
+  assign \$5848  = skew14_9_bank == \port$20225$2 [4];
   assign \$5849  = \$5847  & \$5848 ;
   assign \$5850  = w_en & w_transpose;
   assign \$5852  = \$5851  & skew14_10_v;
-  assign \$5853  = skew14_10_bank == \port$18339$2 [4];
+  assign \$5853  = skew14_10_bank == \port$20225$2 [4];
   assign \$5854  = \$5852  & \$5853 ;
   assign \$5855  = w_en & w_transpose;
   assign \$5857  = \$5856  & skew14_11_v;
-  assign \$5858  = skew14_11_bank == \port$18339$2 [4];
+  assign \$5858  = skew14_11_bank == \port$20225$2 [4];
   assign \$5859  = \$5857  & \$5858 ;
   assign \$5860  = w_en & w_transpose;
   assign \$5862  = \$5861  & skew14_12_v;
-  assign \$5863  = skew14_12_bank == \port$18339$2 [4];
+  assign \$5863  = skew14_12_bank == \port$20225$2 [4];
   assign \$5864  = \$5862  & \$5863 ;
   assign \$5865  = w_en & w_transpose;
-  assign \$5866  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$5866  = \port$20225$2 [3:0] >= 1'h1;
   assign \$5867  = \$5865  & \$5866 ;
   assign \$5868  = \$5867  & skew14_13_v;
-  assign \$5869  = skew14_13_bank == \port$18339$2 [4];
+  assign \$5869  = skew14_13_bank == \port$20225$2 [4];
   assign \$5870  = \$5868  & \$5869 ;
   assign \$5871  = w_en & w_transpose;
-  assign \$5872  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$5872  = \port$20225$2 [3:0] >= 2'h2;
   assign \$5873  = \$5871  & \$5872 ;
   assign \$5874  = \$5873  & pe14_0_v;
-  assign \$5875  = pe14_0_bank == \port$18339$2 [4];
+  assign \$5875  = pe14_0_bank == \port$20225$2 [4];
   assign \$5876  = \$5874  & \$5875 ;
   assign \$5877  = w_en & w_transpose;
-  assign \$5878  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$5878  = \port$20225$2 [3:0] >= 2'h3;
   assign \$5879  = \$5877  & \$5878 ;
   assign \$5880  = \$5879  & pe14_1_v;
-  assign \$5881  = pe14_1_bank == \port$18339$2 [4];
+  assign \$5881  = pe14_1_bank == \port$20225$2 [4];
   assign \$5882  = \$5880  & \$5881 ;
   assign \$5883  = w_en & w_transpose;
-  assign \$5884  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$5884  = \port$20225$2 [3:0] >= 3'h4;
   assign \$5885  = \$5883  & \$5884 ;
   assign \$5886  = \$5885  & pe14_2_v;
-  assign \$5887  = pe14_2_bank == \port$18339$2 [4];
+  assign \$5887  = pe14_2_bank == \port$20225$2 [4];
   assign \$5888  = \$5886  & \$5887 ;
   assign \$5889  = w_en & w_transpose;
-  assign \$5890  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$5890  = \port$20225$2 [3:0] >= 3'h5;
   assign \$5891  = \$5889  & \$5890 ;
   assign \$5892  = \$5891  & pe14_3_v;
-  assign \$5893  = pe14_3_bank == \port$18339$2 [4];
+  assign \$5893  = pe14_3_bank == \port$20225$2 [4];
   assign \$5894  = \$5892  & \$5893 ;
   assign \$5895  = w_en & w_transpose;
-  assign \$5896  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$5896  = \port$20225$2 [3:0] >= 3'h6;
   assign \$5897  = \$5895  & \$5896 ;
   assign \$5898  = \$5897  & pe14_4_v;
-  assign \$5899  = pe14_4_bank == \port$18339$2 [4];
+  assign \$5899  = pe14_4_bank == \port$20225$2 [4];
   assign \$5900  = \$5898  & \$5899 ;
   assign \$5901  = w_en & w_transpose;
-  assign \$5902  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$5902  = \port$20225$2 [3:0] >= 3'h7;
   assign \$5903  = \$5901  & \$5902 ;
   assign \$5904  = \$5903  & pe14_5_v;
-  assign \$5905  = pe14_5_bank == \port$18339$2 [4];
+  assign \$5905  = pe14_5_bank == \port$20225$2 [4];
   assign \$5906  = \$5904  & \$5905 ;
   assign \$5907  = w_en & w_transpose;
-  assign \$5908  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$5908  = \port$20225$2 [3:0] >= 4'h8;
   assign \$5909  = \$5907  & \$5908 ;
   assign \$5910  = \$5909  & pe14_6_v;
-  assign \$5911  = pe14_6_bank == \port$18339$2 [4];
+  assign \$5911  = pe14_6_bank == \port$20225$2 [4];
   assign \$5912  = \$5910  & \$5911 ;
   assign \$5913  = w_en & w_transpose;
-  assign \$5914  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$5914  = \port$20225$2 [3:0] >= 4'h9;
   assign \$5915  = \$5913  & \$5914 ;
   assign \$5916  = \$5915  & pe14_7_v;
-  assign \$5917  = pe14_7_bank == \port$18339$2 [4];
+  assign \$5917  = pe14_7_bank == \port$20225$2 [4];
   assign \$5918  = \$5916  & \$5917 ;
   assign \$5919  = w_en & w_transpose;
-  assign \$5920  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$5920  = \port$20225$2 [3:0] >= 4'ha;
   assign \$5921  = \$5919  & \$5920 ;
   assign \$5922  = \$5921  & pe14_8_v;
-  assign \$5923  = pe14_8_bank == \port$18339$2 [4];
+  assign \$5923  = pe14_8_bank == \port$20225$2 [4];
   assign \$5924  = \$5922  & \$5923 ;
   assign \$5925  = w_en & w_transpose;
-  assign \$5926  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$5926  = \port$20225$2 [3:0] >= 4'hb;
   assign \$5927  = \$5925  & \$5926 ;
   assign \$5928  = \$5927  & pe14_9_v;
-  assign \$5929  = pe14_9_bank == \port$18339$2 [4];
+  assign \$5929  = pe14_9_bank == \port$20225$2 [4];
   assign \$5930  = \$5928  & \$5929 ;
   assign \$5931  = w_en & w_transpose;
-  assign \$5932  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$5932  = \port$20225$2 [3:0] >= 4'hc;
   assign \$5933  = \$5931  & \$5932 ;
   assign \$5934  = \$5933  & pe14_10_v;
-  assign \$5935  = pe14_10_bank == \port$18339$2 [4];
+  assign \$5935  = pe14_10_bank == \port$20225$2 [4];
   assign \$5936  = \$5934  & \$5935 ;
   assign \$5937  = w_en & w_transpose;
-  assign \$5938  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$5938  = \port$20225$2 [3:0] >= 4'hd;
   assign \$5939  = \$5937  & \$5938 ;
   assign \$5940  = \$5939  & pe14_11_v;
-  assign \$5941  = pe14_11_bank == \port$18339$2 [4];
+  assign \$5941  = pe14_11_bank == \port$20225$2 [4];
   assign \$5942  = \$5940  & \$5941 ;
   assign \$5943  = w_en & w_transpose;
-  assign \$5944  = \port$18339$2 [3:0] >= 4'he;
+  assign \$5944  = \port$20225$2 [3:0] >= 4'he;
   assign \$5945  = \$5943  & \$5944 ;
   assign \$5946  = \$5945  & pe14_12_v;
-  assign \$5947  = pe14_12_bank == \port$18339$2 [4];
+  assign \$5947  = pe14_12_bank == \port$20225$2 [4];
   assign \$5948  = \$5946  & \$5947 ;
   assign \$5949  = w_en & w_transpose;
-  assign \$5950  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$5950  = \port$20225$2 [3:0] >= 4'hf;
   assign \$5951  = \$5949  & \$5950 ;
   assign \$5952  = \$5951  & pe14_13_v;
-  assign \$5953  = pe14_13_bank == \port$18339$2 [4];
+  assign \$5953  = pe14_13_bank == \port$20225$2 [4];
   assign \$5954  = \$5952  & \$5953 ;
   assign \$5955  = ~ w_transpose;
   assign \$5956  = w_en & \$5955 ;
-  assign \$5957  = \port$18339$2 [3:0] == 4'hf;
+  assign \$5957  = \port$20225$2 [3:0] == 4'hf;
   assign \$5958  = \$5956  & \$5957 ;
-  assign \$5961  = skew15_0_bank == \port$18339$2 [4];
+  assign \$5961  = skew15_0_bank == \port$20225$2 [4];
   assign \$5962  = skew15_0_v & \$5961 ;
-  assign \$5963  = skew15_1_bank == \port$18339$2 [4];
+  assign \$5963  = skew15_1_bank == \port$20225$2 [4];
   assign \$5964  = skew15_1_v & \$5963 ;
-  assign \$5965  = skew15_2_bank == \port$18339$2 [4];
+  assign \$5965  = skew15_2_bank == \port$20225$2 [4];
   assign \$5966  = skew15_2_v & \$5965 ;
-  assign \$5967  = skew15_3_bank == \port$18339$2 [4];
+  assign \$5967  = skew15_3_bank == \port$20225$2 [4];
   assign \$5968  = skew15_3_v & \$5967 ;
-  assign \$5969  = skew15_4_bank == \port$18339$2 [4];
+  assign \$5969  = skew15_4_bank == \port$20225$2 [4];
   assign \$5970  = skew15_4_v & \$5969 ;
-  assign \$5971  = skew15_5_bank == \port$18339$2 [4];
+  assign \$5971  = skew15_5_bank == \port$20225$2 [4];
   assign \$5972  = skew15_5_v & \$5971 ;
-  assign \$5973  = skew15_6_bank == \port$18339$2 [4];
+  assign \$5973  = skew15_6_bank == \port$20225$2 [4];
   assign \$5974  = skew15_6_v & \$5973 ;
-  assign \$5975  = skew15_7_bank == \port$18339$2 [4];
+  assign \$5975  = skew15_7_bank == \port$20225$2 [4];
   assign \$5976  = skew15_7_v & \$5975 ;
-  assign \$5977  = skew15_8_bank == \port$18339$2 [4];
+  assign \$5977  = skew15_8_bank == \port$20225$2 [4];
   assign \$5978  = skew15_8_v & \$5977 ;
-  assign \$5979  = skew15_9_bank == \port$18339$2 [4];
+  assign \$5979  = skew15_9_bank == \port$20225$2 [4];
   assign \$5980  = skew15_9_v & \$5979 ;
-  assign \$5981  = skew15_10_bank == \port$18339$2 [4];
+  assign \$5981  = skew15_10_bank == \port$20225$2 [4];
   assign \$5982  = skew15_10_v & \$5981 ;
-  assign \$5983  = skew15_11_bank == \port$18339$2 [4];
+  assign \$5983  = skew15_11_bank == \port$20225$2 [4];
   assign \$5984  = skew15_11_v & \$5983 ;
-  assign \$5985  = skew15_12_bank == \port$18339$2 [4];
+  assign \$5985  = skew15_12_bank == \port$20225$2 [4];
   assign \$5986  = skew15_12_v & \$5985 ;
-  assign \$5987  = skew15_13_bank == \port$18339$2 [4];
+  assign \$5987  = skew15_13_bank == \port$20225$2 [4];
   assign \$5988  = skew15_13_v & \$5987 ;
-  assign \$5989  = skew15_14_bank == \port$18339$2 [4];
+  assign \$5989  = skew15_14_bank == \port$20225$2 [4];
   assign \$5990  = skew15_14_v & \$5989 ;
-  assign \$5991  = pe15_0_bank == \port$18339$2 [4];
+  assign \$5991  = pe15_0_bank == \port$20225$2 [4];
   assign \$5992  = pe15_0_v & \$5991 ;
-  assign \$5993  = pe15_1_bank == \port$18339$2 [4];
+  assign \$5993  = pe15_1_bank == \port$20225$2 [4];
   assign \$5994  = pe15_1_v & \$5993 ;
-  assign \$5995  = pe15_2_bank == \port$18339$2 [4];
+  assign \$5995  = pe15_2_bank == \port$20225$2 [4];
   assign \$5996  = pe15_2_v & \$5995 ;
-  assign \$5997  = pe15_3_bank == \port$18339$2 [4];
+  assign \$5997  = pe15_3_bank == \port$20225$2 [4];
   assign \$5998  = pe15_3_v & \$5997 ;
-  assign \$5999  = pe15_4_bank == \port$18339$2 [4];
+  assign \$5999  = pe15_4_bank == \port$20225$2 [4];
   assign \$6000  = pe15_4_v & \$5999 ;
-  assign \$6001  = pe15_5_bank == \port$18339$2 [4];
+  assign \$6001  = pe15_5_bank == \port$20225$2 [4];
   assign \$6002  = pe15_5_v & \$6001 ;
-  assign \$6003  = pe15_6_bank == \port$18339$2 [4];
+  assign \$6003  = pe15_6_bank == \port$20225$2 [4];
   assign \$6004  = pe15_6_v & \$6003 ;
-  assign \$6005  = pe15_7_bank == \port$18339$2 [4];
+  assign \$6005  = pe15_7_bank == \port$20225$2 [4];
   assign \$6006  = pe15_7_v & \$6005 ;
-  assign \$6007  = pe15_8_bank == \port$18339$2 [4];
+  assign \$6007  = pe15_8_bank == \port$20225$2 [4];
   assign \$6008  = pe15_8_v & \$6007 ;
-  assign \$6009  = pe15_9_bank == \port$18339$2 [4];
+  assign \$6009  = pe15_9_bank == \port$20225$2 [4];
   assign \$6010  = pe15_9_v & \$6009 ;
-  assign \$6011  = pe15_10_bank == \port$18339$2 [4];
+  assign \$6011  = pe15_10_bank == \port$20225$2 [4];
   assign \$6012  = pe15_10_v & \$6011 ;
-  assign \$6013  = pe15_11_bank == \port$18339$2 [4];
+  assign \$6013  = pe15_11_bank == \port$20225$2 [4];
   assign \$6014  = pe15_11_v & \$6013 ;
-  assign \$6015  = pe15_12_bank == \port$18339$2 [4];
+  assign \$6015  = pe15_12_bank == \port$20225$2 [4];
   assign \$6016  = pe15_12_v & \$6015 ;
-  assign \$6017  = pe15_13_bank == \port$18339$2 [4];
+  assign \$6017  = pe15_13_bank == \port$20225$2 [4];
   assign \$6018  = pe15_13_v & \$6017 ;
   assign \$6019  = | { \$6018 , \$6016 , \$6014 , \$6012 , \$6010 , \$6008 , \$6006 , \$6004 , \$6002 , \$6000 , \$5998 , \$5996 , \$5994 , \$5992 , \$5990 , \$5988 , \$5986 , \$5984 , \$5982 , \$5980 , \$5978 , \$5976 , \$5974 , \$5972 , \$5970 , \$5968 , \$5966 , \$5964 , \$5962 , \$5960  };
   assign \$6020  = \$5958  & \$6019 ;
@@ -44255,149 +44255,149 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$6023  = \$6022  & a_valid;
   assign \$6026  = w_en & w_transpose;
   assign \$6028  = \$6027  & skew15_0_v;
-  assign \$6029  = skew15_0_bank == \port$18339$2 [4];
+  assign \$6029  = skew15_0_bank == \port$20225$2 [4];
   assign \$6030  = \$6028  & \$6029 ;
   assign \$6031  = w_en & w_transpose;
   assign \$6033  = \$6032  & skew15_1_v;
-  assign \$6034  = skew15_1_bank == \port$18339$2 [4];
+  assign \$6034  = skew15_1_bank == \port$20225$2 [4];
   assign \$6035  = \$6033  & \$6034 ;
   assign \$6036  = w_en & w_transpose;
   assign \$6038  = \$6037  & skew15_2_v;
-  assign \$6039  = skew15_2_bank == \port$18339$2 [4];
+  assign \$6039  = skew15_2_bank == \port$20225$2 [4];
   assign \$6040  = \$6038  & \$6039 ;
   assign \$6041  = w_en & w_transpose;
   assign \$6043  = \$6042  & skew15_3_v;
-  assign \$6044  = skew15_3_bank == \port$18339$2 [4];
+  assign \$6044  = skew15_3_bank == \port$20225$2 [4];
   assign \$6045  = \$6043  & \$6044 ;
   assign \$6046  = w_en & w_transpose;
   assign \$6048  = \$6047  & skew15_4_v;
-  assign \$6049  = skew15_4_bank == \port$18339$2 [4];
+  assign \$6049  = skew15_4_bank == \port$20225$2 [4];
   assign \$6050  = \$6048  & \$6049 ;
   assign \$6051  = w_en & w_transpose;
   assign \$6053  = \$6052  & skew15_5_v;
-  assign \$6054  = skew15_5_bank == \port$18339$2 [4];
+  assign \$6054  = skew15_5_bank == \port$20225$2 [4];
   assign \$6055  = \$6053  & \$6054 ;
   assign \$6056  = w_en & w_transpose;
   assign \$6058  = \$6057  & skew15_6_v;
-  assign \$6059  = skew15_6_bank == \port$18339$2 [4];
+  assign \$6059  = skew15_6_bank == \port$20225$2 [4];
   assign \$6060  = \$6058  & \$6059 ;
   assign \$6061  = w_en & w_transpose;
   assign \$6063  = \$6062  & skew15_7_v;
-  assign \$6064  = skew15_7_bank == \port$18339$2 [4];
+  assign \$6064  = skew15_7_bank == \port$20225$2 [4];
   assign \$6065  = \$6063  & \$6064 ;
   assign \$6066  = w_en & w_transpose;
   assign \$6068  = \$6067  & skew15_8_v;
-  assign \$6069  = skew15_8_bank == \port$18339$2 [4];
+  assign \$6069  = skew15_8_bank == \port$20225$2 [4];
   assign \$6070  = \$6068  & \$6069 ;
   assign \$6071  = w_en & w_transpose;
   assign \$6073  = \$6072  & skew15_9_v;
-  assign \$6074  = skew15_9_bank == \port$18339$2 [4];
+  assign \$6074  = skew15_9_bank == \port$20225$2 [4];
   assign \$6075  = \$6073  & \$6074 ;
   assign \$6076  = w_en & w_transpose;
   assign \$6078  = \$6077  & skew15_10_v;
-  assign \$6079  = skew15_10_bank == \port$18339$2 [4];
+  assign \$6079  = skew15_10_bank == \port$20225$2 [4];
   assign \$6080  = \$6078  & \$6079 ;
   assign \$6081  = w_en & w_transpose;
   assign \$6083  = \$6082  & skew15_11_v;
-  assign \$6084  = skew15_11_bank == \port$18339$2 [4];
+  assign \$6084  = skew15_11_bank == \port$20225$2 [4];
   assign \$6085  = \$6083  & \$6084 ;
   assign \$6086  = w_en & w_transpose;
   assign \$6088  = \$6087  & skew15_12_v;
-  assign \$6089  = skew15_12_bank == \port$18339$2 [4];
+  assign \$6089  = skew15_12_bank == \port$20225$2 [4];
   assign \$6090  = \$6088  & \$6089 ;
   assign \$6091  = w_en & w_transpose;
   assign \$6093  = \$6092  & skew15_13_v;
-  assign \$6094  = skew15_13_bank == \port$18339$2 [4];
+  assign \$6094  = skew15_13_bank == \port$20225$2 [4];
   assign \$6095  = \$6093  & \$6094 ;
   assign \$6096  = w_en & w_transpose;
-  assign \$6097  = \port$18339$2 [3:0] >= 1'h1;
+  assign \$6097  = \port$20225$2 [3:0] >= 1'h1;
   assign \$6098  = \$6096  & \$6097 ;
   assign \$6099  = \$6098  & skew15_14_v;
-  assign \$6100  = skew15_14_bank == \port$18339$2 [4];
+  assign \$6100  = skew15_14_bank == \port$20225$2 [4];
   assign \$6101  = \$6099  & \$6100 ;
   assign \$6102  = w_en & w_transpose;
-  assign \$6103  = \port$18339$2 [3:0] >= 2'h2;
+  assign \$6103  = \port$20225$2 [3:0] >= 2'h2;
   assign \$6104  = \$6102  & \$6103 ;
   assign \$6105  = \$6104  & pe15_0_v;
-  assign \$6106  = pe15_0_bank == \port$18339$2 [4];
+  assign \$6106  = pe15_0_bank == \port$20225$2 [4];
   assign \$6107  = \$6105  & \$6106 ;
   assign \$6108  = w_en & w_transpose;
-  assign \$6109  = \port$18339$2 [3:0] >= 2'h3;
+  assign \$6109  = \port$20225$2 [3:0] >= 2'h3;
   assign \$6110  = \$6108  & \$6109 ;
   assign \$6111  = \$6110  & pe15_1_v;
-  assign \$6112  = pe15_1_bank == \port$18339$2 [4];
+  assign \$6112  = pe15_1_bank == \port$20225$2 [4];
   assign \$6113  = \$6111  & \$6112 ;
   assign \$6114  = w_en & w_transpose;
-  assign \$6115  = \port$18339$2 [3:0] >= 3'h4;
+  assign \$6115  = \port$20225$2 [3:0] >= 3'h4;
   assign \$6116  = \$6114  & \$6115 ;
   assign \$6117  = \$6116  & pe15_2_v;
-  assign \$6118  = pe15_2_bank == \port$18339$2 [4];
+  assign \$6118  = pe15_2_bank == \port$20225$2 [4];
   assign \$6119  = \$6117  & \$6118 ;
   assign \$6120  = w_en & w_transpose;
-  assign \$6121  = \port$18339$2 [3:0] >= 3'h5;
+  assign \$6121  = \port$20225$2 [3:0] >= 3'h5;
   assign \$6122  = \$6120  & \$6121 ;
   assign \$6123  = \$6122  & pe15_3_v;
-  assign \$6124  = pe15_3_bank == \port$18339$2 [4];
+  assign \$6124  = pe15_3_bank == \port$20225$2 [4];
   assign \$6125  = \$6123  & \$6124 ;
   assign \$6126  = w_en & w_transpose;
-  assign \$6127  = \port$18339$2 [3:0] >= 3'h6;
+  assign \$6127  = \port$20225$2 [3:0] >= 3'h6;
   assign \$6128  = \$6126  & \$6127 ;
   assign \$6129  = \$6128  & pe15_4_v;
-  assign \$6130  = pe15_4_bank == \port$18339$2 [4];
+  assign \$6130  = pe15_4_bank == \port$20225$2 [4];
   assign \$6131  = \$6129  & \$6130 ;
   assign \$6132  = w_en & w_transpose;
-  assign \$6133  = \port$18339$2 [3:0] >= 3'h7;
+  assign \$6133  = \port$20225$2 [3:0] >= 3'h7;
   assign \$6134  = \$6132  & \$6133 ;
   assign \$6135  = \$6134  & pe15_5_v;
-  assign \$6136  = pe15_5_bank == \port$18339$2 [4];
+  assign \$6136  = pe15_5_bank == \port$20225$2 [4];
   assign \$6137  = \$6135  & \$6136 ;
   assign \$6138  = w_en & w_transpose;
-  assign \$6139  = \port$18339$2 [3:0] >= 4'h8;
+  assign \$6139  = \port$20225$2 [3:0] >= 4'h8;
   assign \$6140  = \$6138  & \$6139 ;
   assign \$6141  = \$6140  & pe15_6_v;
-  assign \$6142  = pe15_6_bank == \port$18339$2 [4];
+  assign \$6142  = pe15_6_bank == \port$20225$2 [4];
   assign \$6143  = \$6141  & \$6142 ;
   assign \$6144  = w_en & w_transpose;
-  assign \$6145  = \port$18339$2 [3:0] >= 4'h9;
+  assign \$6145  = \port$20225$2 [3:0] >= 4'h9;
   assign \$6146  = \$6144  & \$6145 ;
   assign \$6147  = \$6146  & pe15_7_v;
-  assign \$6148  = pe15_7_bank == \port$18339$2 [4];
+  assign \$6148  = pe15_7_bank == \port$20225$2 [4];
   assign \$6149  = \$6147  & \$6148 ;
   assign \$6150  = w_en & w_transpose;
-  assign \$6151  = \port$18339$2 [3:0] >= 4'ha;
+  assign \$6151  = \port$20225$2 [3:0] >= 4'ha;
   assign \$6152  = \$6150  & \$6151 ;
   assign \$6153  = \$6152  & pe15_8_v;
-  assign \$6154  = pe15_8_bank == \port$18339$2 [4];
+  assign \$6154  = pe15_8_bank == \port$20225$2 [4];
   assign \$6155  = \$6153  & \$6154 ;
   assign \$6156  = w_en & w_transpose;
-  assign \$6157  = \port$18339$2 [3:0] >= 4'hb;
+  assign \$6157  = \port$20225$2 [3:0] >= 4'hb;
   assign \$6158  = \$6156  & \$6157 ;
   assign \$6159  = \$6158  & pe15_9_v;
-  assign \$6160  = pe15_9_bank == \port$18339$2 [4];
+  assign \$6160  = pe15_9_bank == \port$20225$2 [4];
   assign \$6161  = \$6159  & \$6160 ;
   assign \$6162  = w_en & w_transpose;
-  assign \$6163  = \port$18339$2 [3:0] >= 4'hc;
+  assign \$6163  = \port$20225$2 [3:0] >= 4'hc;
   assign \$6164  = \$6162  & \$6163 ;
   assign \$6165  = \$6164  & pe15_10_v;
-  assign \$6166  = pe15_10_bank == \port$18339$2 [4];
+  assign \$6166  = pe15_10_bank == \port$20225$2 [4];
   assign \$6167  = \$6165  & \$6166 ;
   assign \$6168  = w_en & w_transpose;
-  assign \$6169  = \port$18339$2 [3:0] >= 4'hd;
+  assign \$6169  = \port$20225$2 [3:0] >= 4'hd;
   assign \$6170  = \$6168  & \$6169 ;
   assign \$6171  = \$6170  & pe15_11_v;
-  assign \$6172  = pe15_11_bank == \port$18339$2 [4];
+  assign \$6172  = pe15_11_bank == \port$20225$2 [4];
   assign \$6173  = \$6171  & \$6172 ;
   assign \$6174  = w_en & w_transpose;
-  assign \$6175  = \port$18339$2 [3:0] >= 4'he;
+  assign \$6175  = \port$20225$2 [3:0] >= 4'he;
   assign \$6176  = \$6174  & \$6175 ;
   assign \$6177  = \$6176  & pe15_12_v;
-  assign \$6178  = pe15_12_bank == \port$18339$2 [4];
+  assign \$6178  = pe15_12_bank == \port$20225$2 [4];
   assign \$6179  = \$6177  & \$6178 ;
   assign \$6180  = w_en & w_transpose;
-  assign \$6181  = \port$18339$2 [3:0] >= 4'hf;
+  assign \$6181  = \port$20225$2 [3:0] >= 4'hf;
   assign \$6182  = \$6180  & \$6181 ;
   assign \$6183  = \$6182  & pe15_13_v;
-  assign \$6184  = pe15_13_bank == \port$18339$2 [4];
+  assign \$6184  = pe15_13_bank == \port$20225$2 [4];
   assign \$6185  = \$6183  & \$6184 ;
   assign w_conflict = | { \$6185 , \$6179 , \$6173 , \$6167 , \$6161 , \$6155 , \$6149 , \$6143 , \$6137 , \$6131 , \$6125 , \$6119 , \$6113 , \$6107 , \$6101 , \$6095 , \$6090 , \$6085 , \$6080 , \$6075 , \$6070 , \$6065 , \$6060 , \$6055 , \$6050 , \$6045 , \$6040 , \$6035 , \$6030 , \$6025 , \$6020 , \$5954 , \$5948 , \$5942 , \$5936 , \$5930 , \$5924 , \$5918 , \$5912 , \$5906 , \$5900 , \$5894 , \$5888 , \$5882 , \$5876 , \$5870 , \$5864 , \$5859 , \$5854 , \$5849 , \$5844 , \$5839 , \$5834 , \$5829 , \$5824 , \$5819 , \$5814 , \$5809 , \$5804 , \$5799 , \$5794 , \$5730 , \$5724 , \$5718 , \$5712 , \$5706 , \$5700 , \$5694 , \$5688 , \$5682 , \$5676 , \$5670 , \$5664 , \$5658 , \$5652 , \$5646 , \$5640 , \$5635 , \$5630 , \$5625 , \$5620 , \$5615 , \$5610 , \$5605 , \$5600 , \$5595 , \$5590 , \$5585 , \$5580 , \$5575 , \$5513 , \$5507 , \$5501 , \$5495 , \$5489 , \$5483 , \$5477 , \$5471 , \$5465 , \$5459 , \$5453 , \$5447 , \$5441 , \$5435 , \$5429 , \$5423 , \$5418 , \$5413 , \$5408 , \$5403 , \$5398 , \$5393 , \$5388 , \$5383 , \$5378 , \$5373 , \$5368 , \$5363 , \$5303 , \$5297 , \$5291 , \$5285 , \$5279 , \$5273 , \$5267 , \$5261 , \$5255 , \$5249 , \$5243 , \$5237 , \$5231 , \$5225 , \$5219 , \$5213 , \$5208 , \$5203 , \$5198 , \$5193 , \$5188 , \$5183 , \$5178 , \$5173 , \$5168 , \$5163 , \$5158 , \$5100 , \$5094 , \$5088 , \$5082 , \$5076 , \$5070 , \$5064 , \$5058 , \$5052 , \$5046 , \$5040 , \$5034 , \$5028 , \$5022 , \$5016 , \$5010 , \$5005 , \$5000 , \$4995 , \$4990 , \$4985 , \$4980 , \$4975 , \$4970 , \$4965 , \$4960 , \$4904 , \$4898 , \$4892 , \$4886 , \$4880 , \$4874 , \$4868 , \$4862 , \$4856 , \$4850 , \$4844 , \$4838 , \$4832 , \$4826 , \$4820 , \$4814 , \$4809 , \$4804 , \$4799 , \$4794 , \$4789 , \$4784 , \$4779 , \$4774 , \$4769 , \$4715 , \$4709 , \$4703 , \$4697 , \$4691 , \$4685 , \$4679 , \$4673 , \$4667 , \$4661 , \$4655 , \$4649 , \$4643 , \$4637 , \$4631 , \$4625 , \$4620 , \$4615 , \$4610 , \$4605 , \$4600 , \$4595 , \$4590 , \$4585 , \$4533 , \$4527 , \$4521 , \$4515 , \$4509 , \$4503 , \$4497 , \$4491 , \$4485 , \$4479 , \$4473 , \$4467 , \$4461 , \$4455 , \$4449 , \$4443 , \$4438 , \$4433 , \$4428 , \$4423 , \$4418 , \$4413 , \$4408 , \$4358 , \$4352 , \$4346 , \$4340 , \$4334 , \$4328 , \$4322 , \$4316 , \$4310 , \$4304 , \$4298 , \$4292 , \$4286 , \$4280 , \$4274 , \$4268 , \$4263 , \$4258 , \$4253 , \$4248 , \$4243 , \$4238 , \$4190 , \$4184 , \$4178 , \$4172 , \$4166 , \$4160 , \$4154 , \$4148 , \$4142 , \$4136 , \$4130 , \$4124 , \$4118 , \$4112 , \$4106 , \$4100 , \$4095 , \$4090 , \$4085 , \$4080 , \$4075 , \$4029 , \$4023 , \$4017 , \$4011 , \$4005 , \$3999 , \$3993 , \$3987 , \$3981 , \$3975 , \$3969 , \$3963 , \$3957 , \$3951 , \$3945 , \$3939 , \$3934 , \$3929 , \$3924 , \$3919 , \$3875 , \$3869 , \$3863 , \$3857 , \$3851 , \$3845 , \$3839 , \$3833 , \$3827 , \$3821 , \$3815 , \$3809 , \$3803 , \$3797 , \$3791 , \$3785 , \$3780 , \$3775 , \$3770 , \$3728 , \$3722 , \$3716 , \$3710 , \$3704 , \$3698 , \$3692 , \$3686 , \$3680 , \$3674 , \$3668 , \$3662 , \$3656 , \$3650 , \$3644 , \$3638 , \$3633 , \$3628 , \$3588 , \$3582 , \$3576 , \$3570 , \$3564 , \$3558 , \$3552 , \$3546 , \$3540 , \$3534 , \$3528 , \$3522 , \$3516 , \$3510 , \$3504 , \$3498 , \$3493 , \$3455 , \$3449 , \$3443 , \$3437 , \$3431 , \$3425 , \$3419 , \$3413 , \$3407 , \$3401 , \$3395 , \$3389 , \$3383 , \$3377 , \$3371 , \$3365  };
   always @(posedge clk)
@@ -44411,7 +44411,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     pe0_0_v <= \$6188 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$18339$2 [4];
+    pe0_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     pe0_1_w1 <= \$6189 ;
   always @(posedge clk)
@@ -44591,7 +44591,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     skew1_0_v <= \$6233 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$18339$2 [4];
+    skew1_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     pe1_0_w1 <= \$6234 ;
   always @(posedge clk)
@@ -44783,7 +44783,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     skew2_0_v <= \$6281 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$18339$2 [4];
+    skew2_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -44981,7 +44981,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     skew3_0_v <= \$6330 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$18339$2 [4];
+    skew3_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -45185,7 +45185,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     skew4_0_v <= \$6380 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$18339$2 [4];
+    skew4_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -45395,7 +45395,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     skew5_0_v <= \$6431 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$18339$2 [4];
+    skew5_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -45611,7 +45611,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     skew6_0_v <= \$6483 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$18339$2 [4];
+    skew6_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -45833,7 +45833,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     skew7_0_v <= \$6536 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$18339$2 [4];
+    skew7_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -46061,7 +46061,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     skew8_0_v <= \$6590 ;
   always @(posedge clk)
-    skew8_0_bank <= \port$18339$2 [4];
+    skew8_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     skew8_1_a <= skew8_0_a;
   always @(posedge clk)
@@ -46295,7 +46295,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     skew9_0_v <= \$6645 ;
   always @(posedge clk)
-    skew9_0_bank <= \port$18339$2 [4];
+    skew9_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     skew9_1_a <= skew9_0_a;
   always @(posedge clk)
@@ -46535,7 +46535,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     skew10_0_v <= \$6701 ;
   always @(posedge clk)
-    skew10_0_bank <= \port$18339$2 [4];
+    skew10_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     skew10_1_a <= skew10_0_a;
   always @(posedge clk)
@@ -46781,7 +46781,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     skew11_0_v <= \$6758 ;
   always @(posedge clk)
-    skew11_0_bank <= \port$18339$2 [4];
+    skew11_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     skew11_1_a <= skew11_0_a;
   always @(posedge clk)
@@ -47033,7 +47033,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     skew12_0_v <= \$6816 ;
   always @(posedge clk)
-    skew12_0_bank <= \port$18339$2 [4];
+    skew12_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     skew12_1_a <= skew12_0_a;
   always @(posedge clk)
@@ -47291,7 +47291,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     skew13_0_v <= \$6875 ;
   always @(posedge clk)
-    skew13_0_bank <= \port$18339$2 [4];
+    skew13_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     skew13_1_a <= skew13_0_a;
   always @(posedge clk)
@@ -47555,7 +47555,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     skew14_0_v <= \$6935 ;
   always @(posedge clk)
-    skew14_0_bank <= \port$18339$2 [4];
+    skew14_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     skew14_1_a <= skew14_0_a;
   always @(posedge clk)
@@ -47825,7 +47825,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   always @(posedge clk)
     skew15_0_v <= \$6996 ;
   always @(posedge clk)
-    skew15_0_bank <= \port$18339$2 [4];
+    skew15_0_bank <= \port$20225$2 [4];
   always @(posedge clk)
     skew15_1_a <= skew15_0_a;
   always @(posedge clk)
@@ -48340,22 +48340,22 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     deskew14_0 <= pe15_14_psum;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$18339$2 [3:0];
+  assign \$3  = ! \port$20225$2 [3:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$18339$2 [3:0];
+  assign \$6  = ! \port$20225$2 [3:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$18339$2 [4] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$20225$2 [4] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$18339$2 [3:0];
+  assign \$17  = ! \port$20225$2 [3:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$18339$2 [3:0] == 1'h1;
+  assign \$20  = \port$20225$2 [3:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -48364,10 +48364,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$18339$2 [3:0];
+  assign \$29  = ! \port$20225$2 [3:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$18339$2 [3:0] == 2'h2;
+  assign \$32  = \port$20225$2 [3:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -48376,10 +48376,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$18339$2 [3:0];
+  assign \$41  = ! \port$20225$2 [3:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$18339$2 [3:0] == 2'h3;
+  assign \$44  = \port$20225$2 [3:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -48388,10 +48388,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$50  = $signed(pe0_2_a) * $signed(\$49 );
   assign \$51  = ~ w_transpose;
   assign \$52  = w_en & \$51 ;
-  assign \$53  = ! \port$18339$2 [3:0];
+  assign \$53  = ! \port$20225$2 [3:0];
   assign \$54  = \$52  & \$53 ;
   assign \$55  = w_en & w_transpose;
-  assign \$56  = \port$18339$2 [3:0] == 3'h4;
+  assign \$56  = \port$20225$2 [3:0] == 3'h4;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = \$54  | \$57 ;
   assign \$59  = w_transpose ? w_data[7:0] : w_data[39:32];
@@ -48400,10 +48400,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$62  = $signed(pe0_3_a) * $signed(\$61 );
   assign \$63  = ~ w_transpose;
   assign \$64  = w_en & \$63 ;
-  assign \$65  = ! \port$18339$2 [3:0];
+  assign \$65  = ! \port$20225$2 [3:0];
   assign \$66  = \$64  & \$65 ;
   assign \$67  = w_en & w_transpose;
-  assign \$68  = \port$18339$2 [3:0] == 3'h5;
+  assign \$68  = \port$20225$2 [3:0] == 3'h5;
   assign \$69  = \$67  & \$68 ;
   assign \$70  = \$66  | \$69 ;
   assign \$71  = w_transpose ? w_data[7:0] : w_data[47:40];
@@ -48412,10 +48412,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$74  = $signed(pe0_4_a) * $signed(\$73 );
   assign \$75  = ~ w_transpose;
   assign \$76  = w_en & \$75 ;
-  assign \$77  = ! \port$18339$2 [3:0];
+  assign \$77  = ! \port$20225$2 [3:0];
   assign \$78  = \$76  & \$77 ;
   assign \$79  = w_en & w_transpose;
-  assign \$80  = \port$18339$2 [3:0] == 3'h6;
+  assign \$80  = \port$20225$2 [3:0] == 3'h6;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = \$78  | \$81 ;
   assign \$83  = w_transpose ? w_data[7:0] : w_data[55:48];
@@ -48424,10 +48424,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$86  = $signed(pe0_5_a) * $signed(\$85 );
   assign \$87  = ~ w_transpose;
   assign \$88  = w_en & \$87 ;
-  assign \$89  = ! \port$18339$2 [3:0];
+  assign \$89  = ! \port$20225$2 [3:0];
   assign \$90  = \$88  & \$89 ;
   assign \$91  = w_en & w_transpose;
-  assign \$92  = \port$18339$2 [3:0] == 3'h7;
+  assign \$92  = \port$20225$2 [3:0] == 3'h7;
   assign \$93  = \$91  & \$92 ;
   assign \$94  = \$90  | \$93 ;
   assign \$95  = w_transpose ? w_data[7:0] : w_data[63:56];
@@ -48436,10 +48436,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$98  = $signed(pe0_6_a) * $signed(\$97 );
   assign \$99  = ~ w_transpose;
   assign \$100  = w_en & \$99 ;
-  assign \$101  = ! \port$18339$2 [3:0];
+  assign \$101  = ! \port$20225$2 [3:0];
   assign \$102  = \$100  & \$101 ;
   assign \$103  = w_en & w_transpose;
-  assign \$104  = \port$18339$2 [3:0] == 4'h8;
+  assign \$104  = \port$20225$2 [3:0] == 4'h8;
   assign \$105  = \$103  & \$104 ;
   assign \$106  = \$102  | \$105 ;
   assign \$107  = w_transpose ? w_data[7:0] : w_data[71:64];
@@ -48448,10 +48448,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$110  = $signed(pe0_7_a) * $signed(\$109 );
   assign \$111  = ~ w_transpose;
   assign \$112  = w_en & \$111 ;
-  assign \$113  = ! \port$18339$2 [3:0];
+  assign \$113  = ! \port$20225$2 [3:0];
   assign \$114  = \$112  & \$113 ;
   assign \$115  = w_en & w_transpose;
-  assign \$116  = \port$18339$2 [3:0] == 4'h9;
+  assign \$116  = \port$20225$2 [3:0] == 4'h9;
   assign \$117  = \$115  & \$116 ;
   assign \$118  = \$114  | \$117 ;
   assign \$119  = w_transpose ? w_data[7:0] : w_data[79:72];
@@ -48460,10 +48460,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$122  = $signed(pe0_8_a) * $signed(\$121 );
   assign \$123  = ~ w_transpose;
   assign \$124  = w_en & \$123 ;
-  assign \$125  = ! \port$18339$2 [3:0];
+  assign \$125  = ! \port$20225$2 [3:0];
   assign \$126  = \$124  & \$125 ;
   assign \$127  = w_en & w_transpose;
-  assign \$128  = \port$18339$2 [3:0] == 4'ha;
+  assign \$128  = \port$20225$2 [3:0] == 4'ha;
   assign \$129  = \$127  & \$128 ;
   assign \$130  = \$126  | \$129 ;
   assign \$131  = w_transpose ? w_data[7:0] : w_data[87:80];
@@ -48472,10 +48472,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$134  = $signed(pe0_9_a) * $signed(\$133 );
   assign \$135  = ~ w_transpose;
   assign \$136  = w_en & \$135 ;
-  assign \$137  = ! \port$18339$2 [3:0];
+  assign \$137  = ! \port$20225$2 [3:0];
   assign \$138  = \$136  & \$137 ;
   assign \$139  = w_en & w_transpose;
-  assign \$140  = \port$18339$2 [3:0] == 4'hb;
+  assign \$140  = \port$20225$2 [3:0] == 4'hb;
   assign \$141  = \$139  & \$140 ;
   assign \$142  = \$138  | \$141 ;
   assign \$143  = w_transpose ? w_data[7:0] : w_data[95:88];
@@ -48484,10 +48484,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$146  = $signed(pe0_10_a) * $signed(\$145 );
   assign \$147  = ~ w_transpose;
   assign \$148  = w_en & \$147 ;
-  assign \$149  = ! \port$18339$2 [3:0];
+  assign \$149  = ! \port$20225$2 [3:0];
   assign \$150  = \$148  & \$149 ;
   assign \$151  = w_en & w_transpose;
-  assign \$152  = \port$18339$2 [3:0] == 4'hc;
+  assign \$152  = \port$20225$2 [3:0] == 4'hc;
   assign \$153  = \$151  & \$152 ;
   assign \$154  = \$150  | \$153 ;
   assign \$155  = w_transpose ? w_data[7:0] : w_data[103:96];
@@ -48496,10 +48496,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$158  = $signed(pe0_11_a) * $signed(\$157 );
   assign \$159  = ~ w_transpose;
   assign \$160  = w_en & \$159 ;
-  assign \$161  = ! \port$18339$2 [3:0];
+  assign \$161  = ! \port$20225$2 [3:0];
   assign \$162  = \$160  & \$161 ;
   assign \$163  = w_en & w_transpose;
-  assign \$164  = \port$18339$2 [3:0] == 4'hd;
+  assign \$164  = \port$20225$2 [3:0] == 4'hd;
   assign \$165  = \$163  & \$164 ;
   assign \$166  = \$162  | \$165 ;
   assign \$167  = w_transpose ? w_data[7:0] : w_data[111:104];
@@ -48508,10 +48508,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$170  = $signed(pe0_12_a) * $signed(\$169 );
   assign \$171  = ~ w_transpose;
   assign \$172  = w_en & \$171 ;
-  assign \$173  = ! \port$18339$2 [3:0];
+  assign \$173  = ! \port$20225$2 [3:0];
   assign \$174  = \$172  & \$173 ;
   assign \$175  = w_en & w_transpose;
-  assign \$176  = \port$18339$2 [3:0] == 4'he;
+  assign \$176  = \port$20225$2 [3:0] == 4'he;
   assign \$177  = \$175  & \$176 ;
   assign \$178  = \$174  | \$177 ;
   assign \$179  = w_transpose ? w_data[7:0] : w_data[119:112];
@@ -48520,10 +48520,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$182  = $signed(pe0_13_a) * $signed(\$181 );
   assign \$183  = ~ w_transpose;
   assign \$184  = w_en & \$183 ;
-  assign \$185  = ! \port$18339$2 [3:0];
+  assign \$185  = ! \port$20225$2 [3:0];
   assign \$186  = \$184  & \$185 ;
   assign \$187  = w_en & w_transpose;
-  assign \$188  = \port$18339$2 [3:0] == 4'hf;
+  assign \$188  = \port$20225$2 [3:0] == 4'hf;
   assign \$189  = \$187  & \$188 ;
   assign \$190  = \$186  | \$189 ;
   assign \$191  = w_transpose ? w_data[7:0] : w_data[127:120];
@@ -48533,10 +48533,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$195  = a_valid ? w_data[15:8] : 8'h00;
   assign \$196  = ~ w_transpose;
   assign \$197  = w_en & \$196 ;
-  assign \$198  = \port$18339$2 [3:0] == 1'h1;
+  assign \$198  = \port$20225$2 [3:0] == 1'h1;
   assign \$199  = \$197  & \$198 ;
   assign \$200  = w_en & w_transpose;
-  assign \$201  = ! \port$18339$2 [3:0];
+  assign \$201  = ! \port$20225$2 [3:0];
   assign \$202  = \$200  & \$201 ;
   assign \$203  = \$199  | \$202 ;
   assign \$204  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -48546,10 +48546,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$208  = $signed(pe0_0_psum) + $signed(\$207 );
   assign \$209  = ~ w_transpose;
   assign \$210  = w_en & \$209 ;
-  assign \$211  = \port$18339$2 [3:0] == 1'h1;
+  assign \$211  = \port$20225$2 [3:0] == 1'h1;
   assign \$212  = \$210  & \$211 ;
   assign \$213  = w_en & w_transpose;
-  assign \$214  = \port$18339$2 [3:0] == 1'h1;
+  assign \$214  = \port$20225$2 [3:0] == 1'h1;
   assign \$215  = \$213  & \$214 ;
   assign \$216  = \$212  | \$215 ;
   assign \$219  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -48557,10 +48557,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$221  = $signed(pe0_1_psum) + $signed(\$220 );
   assign \$222  = ~ w_transpose;
   assign \$223  = w_en & \$222 ;
-  assign \$224  = \port$18339$2 [3:0] == 1'h1;
+  assign \$224  = \port$20225$2 [3:0] == 1'h1;
   assign \$225  = \$223  & \$224 ;
   assign \$226  = w_en & w_transpose;
-  assign \$227  = \port$18339$2 [3:0] == 2'h2;
+  assign \$227  = \port$20225$2 [3:0] == 2'h2;
   assign \$228  = \$226  & \$227 ;
   assign \$229  = \$225  | \$228 ;
   assign \$230  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -48570,10 +48570,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$234  = $signed(pe0_2_psum) + $signed(\$233 );
   assign \$235  = ~ w_transpose;
   assign \$236  = w_en & \$235 ;
-  assign \$237  = \port$18339$2 [3:0] == 1'h1;
+  assign \$237  = \port$20225$2 [3:0] == 1'h1;
   assign \$238  = \$236  & \$237 ;
   assign \$239  = w_en & w_transpose;
-  assign \$240  = \port$18339$2 [3:0] == 2'h3;
+  assign \$240  = \port$20225$2 [3:0] == 2'h3;
   assign \$241  = \$239  & \$240 ;
   assign \$242  = \$238  | \$241 ;
   assign \$243  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -48583,10 +48583,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$247  = $signed(pe0_3_psum) + $signed(\$246 );
   assign \$248  = ~ w_transpose;
   assign \$249  = w_en & \$248 ;
-  assign \$250  = \port$18339$2 [3:0] == 1'h1;
+  assign \$250  = \port$20225$2 [3:0] == 1'h1;
   assign \$251  = \$249  & \$250 ;
   assign \$252  = w_en & w_transpose;
-  assign \$253  = \port$18339$2 [3:0] == 3'h4;
+  assign \$253  = \port$20225$2 [3:0] == 3'h4;
   assign \$254  = \$252  & \$253 ;
   assign \$255  = \$251  | \$254 ;
   assign \$256  = w_transpose ? w_data[15:8] : w_data[39:32];
@@ -48596,10 +48596,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$260  = $signed(pe0_4_psum) + $signed(\$259 );
   assign \$261  = ~ w_transpose;
   assign \$262  = w_en & \$261 ;
-  assign \$263  = \port$18339$2 [3:0] == 1'h1;
+  assign \$263  = \port$20225$2 [3:0] == 1'h1;
   assign \$264  = \$262  & \$263 ;
   assign \$265  = w_en & w_transpose;
-  assign \$266  = \port$18339$2 [3:0] == 3'h5;
+  assign \$266  = \port$20225$2 [3:0] == 3'h5;
   assign \$267  = \$265  & \$266 ;
   assign \$268  = \$264  | \$267 ;
   assign \$269  = w_transpose ? w_data[15:8] : w_data[47:40];
@@ -48609,10 +48609,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$273  = $signed(pe0_5_psum) + $signed(\$272 );
   assign \$274  = ~ w_transpose;
   assign \$275  = w_en & \$274 ;
-  assign \$276  = \port$18339$2 [3:0] == 1'h1;
+  assign \$276  = \port$20225$2 [3:0] == 1'h1;
   assign \$277  = \$275  & \$276 ;
   assign \$278  = w_en & w_transpose;
-  assign \$279  = \port$18339$2 [3:0] == 3'h6;
+  assign \$279  = \port$20225$2 [3:0] == 3'h6;
   assign \$280  = \$278  & \$279 ;
   assign \$281  = \$277  | \$280 ;
   assign \$282  = w_transpose ? w_data[15:8] : w_data[55:48];
@@ -48622,10 +48622,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$286  = $signed(pe0_6_psum) + $signed(\$285 );
   assign \$287  = ~ w_transpose;
   assign \$288  = w_en & \$287 ;
-  assign \$289  = \port$18339$2 [3:0] == 1'h1;
+  assign \$289  = \port$20225$2 [3:0] == 1'h1;
   assign \$290  = \$288  & \$289 ;
   assign \$291  = w_en & w_transpose;
-  assign \$292  = \port$18339$2 [3:0] == 3'h7;
+  assign \$292  = \port$20225$2 [3:0] == 3'h7;
   assign \$293  = \$291  & \$292 ;
   assign \$294  = \$290  | \$293 ;
   assign \$295  = w_transpose ? w_data[15:8] : w_data[63:56];
@@ -48635,10 +48635,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$299  = $signed(pe0_7_psum) + $signed(\$298 );
   assign \$300  = ~ w_transpose;
   assign \$301  = w_en & \$300 ;
-  assign \$302  = \port$18339$2 [3:0] == 1'h1;
+  assign \$302  = \port$20225$2 [3:0] == 1'h1;
   assign \$303  = \$301  & \$302 ;
   assign \$304  = w_en & w_transpose;
-  assign \$305  = \port$18339$2 [3:0] == 4'h8;
+  assign \$305  = \port$20225$2 [3:0] == 4'h8;
   assign \$306  = \$304  & \$305 ;
   assign \$307  = \$303  | \$306 ;
   assign \$308  = w_transpose ? w_data[15:8] : w_data[71:64];
@@ -48648,10 +48648,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$312  = $signed(pe0_8_psum) + $signed(\$311 );
   assign \$313  = ~ w_transpose;
   assign \$314  = w_en & \$313 ;
-  assign \$315  = \port$18339$2 [3:0] == 1'h1;
+  assign \$315  = \port$20225$2 [3:0] == 1'h1;
   assign \$316  = \$314  & \$315 ;
   assign \$317  = w_en & w_transpose;
-  assign \$318  = \port$18339$2 [3:0] == 4'h9;
+  assign \$318  = \port$20225$2 [3:0] == 4'h9;
   assign \$319  = \$317  & \$318 ;
   assign \$320  = \$316  | \$319 ;
   assign \$321  = w_transpose ? w_data[15:8] : w_data[79:72];
@@ -48661,10 +48661,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$325  = $signed(pe0_9_psum) + $signed(\$324 );
   assign \$326  = ~ w_transpose;
   assign \$327  = w_en & \$326 ;
-  assign \$328  = \port$18339$2 [3:0] == 1'h1;
+  assign \$328  = \port$20225$2 [3:0] == 1'h1;
   assign \$329  = \$327  & \$328 ;
   assign \$330  = w_en & w_transpose;
-  assign \$331  = \port$18339$2 [3:0] == 4'ha;
+  assign \$331  = \port$20225$2 [3:0] == 4'ha;
   assign \$332  = \$330  & \$331 ;
   assign \$333  = \$329  | \$332 ;
   assign \$334  = w_transpose ? w_data[15:8] : w_data[87:80];
@@ -48674,10 +48674,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$338  = $signed(pe0_10_psum) + $signed(\$337 );
   assign \$339  = ~ w_transpose;
   assign \$340  = w_en & \$339 ;
-  assign \$341  = \port$18339$2 [3:0] == 1'h1;
+  assign \$341  = \port$20225$2 [3:0] == 1'h1;
   assign \$342  = \$340  & \$341 ;
   assign \$343  = w_en & w_transpose;
-  assign \$344  = \port$18339$2 [3:0] == 4'hb;
+  assign \$344  = \port$20225$2 [3:0] == 4'hb;
   assign \$345  = \$343  & \$344 ;
   assign \$346  = \$342  | \$345 ;
   assign \$347  = w_transpose ? w_data[15:8] : w_data[95:88];
@@ -48687,10 +48687,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$351  = $signed(pe0_11_psum) + $signed(\$350 );
   assign \$352  = ~ w_transpose;
   assign \$353  = w_en & \$352 ;
-  assign \$354  = \port$18339$2 [3:0] == 1'h1;
+  assign \$354  = \port$20225$2 [3:0] == 1'h1;
   assign \$355  = \$353  & \$354 ;
   assign \$356  = w_en & w_transpose;
-  assign \$357  = \port$18339$2 [3:0] == 4'hc;
+  assign \$357  = \port$20225$2 [3:0] == 4'hc;
   assign \$358  = \$356  & \$357 ;
   assign \$359  = \$355  | \$358 ;
   assign \$360  = w_transpose ? w_data[15:8] : w_data[103:96];
@@ -48700,10 +48700,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$364  = $signed(pe0_12_psum) + $signed(\$363 );
   assign \$365  = ~ w_transpose;
   assign \$366  = w_en & \$365 ;
-  assign \$367  = \port$18339$2 [3:0] == 1'h1;
+  assign \$367  = \port$20225$2 [3:0] == 1'h1;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = w_en & w_transpose;
-  assign \$370  = \port$18339$2 [3:0] == 4'hd;
+  assign \$370  = \port$20225$2 [3:0] == 4'hd;
   assign \$371  = \$369  & \$370 ;
   assign \$372  = \$368  | \$371 ;
   assign \$373  = w_transpose ? w_data[15:8] : w_data[111:104];
@@ -48713,10 +48713,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$377  = $signed(pe0_13_psum) + $signed(\$376 );
   assign \$378  = ~ w_transpose;
   assign \$379  = w_en & \$378 ;
-  assign \$380  = \port$18339$2 [3:0] == 1'h1;
+  assign \$380  = \port$20225$2 [3:0] == 1'h1;
   assign \$381  = \$379  & \$380 ;
   assign \$382  = w_en & w_transpose;
-  assign \$383  = \port$18339$2 [3:0] == 4'he;
+  assign \$383  = \port$20225$2 [3:0] == 4'he;
   assign \$384  = \$382  & \$383 ;
   assign \$385  = \$381  | \$384 ;
   assign \$386  = w_transpose ? w_data[15:8] : w_data[119:112];
@@ -48726,10 +48726,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$390  = $signed(pe0_14_psum) + $signed(\$389 );
   assign \$391  = ~ w_transpose;
   assign \$392  = w_en & \$391 ;
-  assign \$393  = \port$18339$2 [3:0] == 1'h1;
+  assign \$393  = \port$20225$2 [3:0] == 1'h1;
   assign \$394  = \$392  & \$393 ;
   assign \$395  = w_en & w_transpose;
-  assign \$396  = \port$18339$2 [3:0] == 4'hf;
+  assign \$396  = \port$20225$2 [3:0] == 4'hf;
   assign \$397  = \$395  & \$396 ;
   assign \$398  = \$394  | \$397 ;
   assign \$399  = w_transpose ? w_data[15:8] : w_data[127:120];
@@ -48740,10 +48740,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$404  = a_valid ? w_data[23:16] : 8'h00;
   assign \$405  = ~ w_transpose;
   assign \$406  = w_en & \$405 ;
-  assign \$407  = \port$18339$2 [3:0] == 2'h2;
+  assign \$407  = \port$20225$2 [3:0] == 2'h2;
   assign \$408  = \$406  & \$407 ;
   assign \$409  = w_en & w_transpose;
-  assign \$410  = ! \port$18339$2 [3:0];
+  assign \$410  = ! \port$20225$2 [3:0];
   assign \$411  = \$409  & \$410 ;
   assign \$412  = \$408  | \$411 ;
   assign \$413  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -48753,10 +48753,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$417  = $signed(pe1_0_psum) + $signed(\$416 );
   assign \$418  = ~ w_transpose;
   assign \$419  = w_en & \$418 ;
-  assign \$420  = \port$18339$2 [3:0] == 2'h2;
+  assign \$420  = \port$20225$2 [3:0] == 2'h2;
   assign \$421  = \$419  & \$420 ;
   assign \$422  = w_en & w_transpose;
-  assign \$423  = \port$18339$2 [3:0] == 1'h1;
+  assign \$423  = \port$20225$2 [3:0] == 1'h1;
   assign \$424  = \$422  & \$423 ;
   assign \$425  = \$421  | \$424 ;
   assign \$426  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -48766,10 +48766,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$430  = $signed(pe1_1_psum) + $signed(\$429 );
   assign \$431  = ~ w_transpose;
   assign \$432  = w_en & \$431 ;
-  assign \$433  = \port$18339$2 [3:0] == 2'h2;
+  assign \$433  = \port$20225$2 [3:0] == 2'h2;
   assign \$434  = \$432  & \$433 ;
   assign \$435  = w_en & w_transpose;
-  assign \$436  = \port$18339$2 [3:0] == 2'h2;
+  assign \$436  = \port$20225$2 [3:0] == 2'h2;
   assign \$437  = \$435  & \$436 ;
   assign \$438  = \$434  | \$437 ;
   assign \$441  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -48777,10 +48777,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$443  = $signed(pe1_2_psum) + $signed(\$442 );
   assign \$444  = ~ w_transpose;
   assign \$445  = w_en & \$444 ;
-  assign \$446  = \port$18339$2 [3:0] == 2'h2;
+  assign \$446  = \port$20225$2 [3:0] == 2'h2;
   assign \$447  = \$445  & \$446 ;
   assign \$448  = w_en & w_transpose;
-  assign \$449  = \port$18339$2 [3:0] == 2'h3;
+  assign \$449  = \port$20225$2 [3:0] == 2'h3;
   assign \$450  = \$448  & \$449 ;
   assign \$451  = \$447  | \$450 ;
   assign \$452  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -48790,10 +48790,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$456  = $signed(pe1_3_psum) + $signed(\$455 );
   assign \$457  = ~ w_transpose;
   assign \$458  = w_en & \$457 ;
-  assign \$459  = \port$18339$2 [3:0] == 2'h2;
+  assign \$459  = \port$20225$2 [3:0] == 2'h2;
   assign \$460  = \$458  & \$459 ;
   assign \$461  = w_en & w_transpose;
-  assign \$462  = \port$18339$2 [3:0] == 3'h4;
+  assign \$462  = \port$20225$2 [3:0] == 3'h4;
   assign \$463  = \$461  & \$462 ;
   assign \$464  = \$460  | \$463 ;
   assign \$465  = w_transpose ? w_data[23:16] : w_data[39:32];
@@ -48803,10 +48803,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$469  = $signed(pe1_4_psum) + $signed(\$468 );
   assign \$470  = ~ w_transpose;
   assign \$471  = w_en & \$470 ;
-  assign \$472  = \port$18339$2 [3:0] == 2'h2;
+  assign \$472  = \port$20225$2 [3:0] == 2'h2;
   assign \$473  = \$471  & \$472 ;
   assign \$474  = w_en & w_transpose;
-  assign \$475  = \port$18339$2 [3:0] == 3'h5;
+  assign \$475  = \port$20225$2 [3:0] == 3'h5;
   assign \$476  = \$474  & \$475 ;
   assign \$477  = \$473  | \$476 ;
   assign \$478  = w_transpose ? w_data[23:16] : w_data[47:40];
@@ -48816,10 +48816,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$482  = $signed(pe1_5_psum) + $signed(\$481 );
   assign \$483  = ~ w_transpose;
   assign \$484  = w_en & \$483 ;
-  assign \$485  = \port$18339$2 [3:0] == 2'h2;
+  assign \$485  = \port$20225$2 [3:0] == 2'h2;
   assign \$486  = \$484  & \$485 ;
   assign \$487  = w_en & w_transpose;
-  assign \$488  = \port$18339$2 [3:0] == 3'h6;
+  assign \$488  = \port$20225$2 [3:0] == 3'h6;
   assign \$489  = \$487  & \$488 ;
   assign \$490  = \$486  | \$489 ;
   assign \$491  = w_transpose ? w_data[23:16] : w_data[55:48];
@@ -48829,10 +48829,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$495  = $signed(pe1_6_psum) + $signed(\$494 );
   assign \$496  = ~ w_transpose;
   assign \$497  = w_en & \$496 ;
-  assign \$498  = \port$18339$2 [3:0] == 2'h2;
+  assign \$498  = \port$20225$2 [3:0] == 2'h2;
   assign \$499  = \$497  & \$498 ;
   assign \$500  = w_en & w_transpose;
-  assign \$501  = \port$18339$2 [3:0] == 3'h7;
+  assign \$501  = \port$20225$2 [3:0] == 3'h7;
   assign \$502  = \$500  & \$501 ;
   assign \$503  = \$499  | \$502 ;
   assign \$504  = w_transpose ? w_data[23:16] : w_data[63:56];
@@ -48842,10 +48842,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$508  = $signed(pe1_7_psum) + $signed(\$507 );
   assign \$509  = ~ w_transpose;
   assign \$510  = w_en & \$509 ;
-  assign \$511  = \port$18339$2 [3:0] == 2'h2;
+  assign \$511  = \port$20225$2 [3:0] == 2'h2;
   assign \$512  = \$510  & \$511 ;
   assign \$513  = w_en & w_transpose;
-  assign \$514  = \port$18339$2 [3:0] == 4'h8;
+  assign \$514  = \port$20225$2 [3:0] == 4'h8;
   assign \$515  = \$513  & \$514 ;
   assign \$516  = \$512  | \$515 ;
   assign \$517  = w_transpose ? w_data[23:16] : w_data[71:64];
@@ -48855,10 +48855,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$521  = $signed(pe1_8_psum) + $signed(\$520 );
   assign \$522  = ~ w_transpose;
   assign \$523  = w_en & \$522 ;
-  assign \$524  = \port$18339$2 [3:0] == 2'h2;
+  assign \$524  = \port$20225$2 [3:0] == 2'h2;
   assign \$525  = \$523  & \$524 ;
   assign \$526  = w_en & w_transpose;
-  assign \$527  = \port$18339$2 [3:0] == 4'h9;
+  assign \$527  = \port$20225$2 [3:0] == 4'h9;
   assign \$528  = \$526  & \$527 ;
   assign \$529  = \$525  | \$528 ;
   assign \$530  = w_transpose ? w_data[23:16] : w_data[79:72];
@@ -48868,10 +48868,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$534  = $signed(pe1_9_psum) + $signed(\$533 );
   assign \$535  = ~ w_transpose;
   assign \$536  = w_en & \$535 ;
-  assign \$537  = \port$18339$2 [3:0] == 2'h2;
+  assign \$537  = \port$20225$2 [3:0] == 2'h2;
   assign \$538  = \$536  & \$537 ;
   assign \$539  = w_en & w_transpose;
-  assign \$540  = \port$18339$2 [3:0] == 4'ha;
+  assign \$540  = \port$20225$2 [3:0] == 4'ha;
   assign \$541  = \$539  & \$540 ;
   assign \$542  = \$538  | \$541 ;
   assign \$543  = w_transpose ? w_data[23:16] : w_data[87:80];
@@ -48881,10 +48881,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$547  = $signed(pe1_10_psum) + $signed(\$546 );
   assign \$548  = ~ w_transpose;
   assign \$549  = w_en & \$548 ;
-  assign \$550  = \port$18339$2 [3:0] == 2'h2;
+  assign \$550  = \port$20225$2 [3:0] == 2'h2;
   assign \$551  = \$549  & \$550 ;
   assign \$552  = w_en & w_transpose;
-  assign \$553  = \port$18339$2 [3:0] == 4'hb;
+  assign \$553  = \port$20225$2 [3:0] == 4'hb;
   assign \$554  = \$552  & \$553 ;
   assign \$555  = \$551  | \$554 ;
   assign \$556  = w_transpose ? w_data[23:16] : w_data[95:88];
@@ -48894,10 +48894,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$560  = $signed(pe1_11_psum) + $signed(\$559 );
   assign \$561  = ~ w_transpose;
   assign \$562  = w_en & \$561 ;
-  assign \$563  = \port$18339$2 [3:0] == 2'h2;
+  assign \$563  = \port$20225$2 [3:0] == 2'h2;
   assign \$564  = \$562  & \$563 ;
   assign \$565  = w_en & w_transpose;
-  assign \$566  = \port$18339$2 [3:0] == 4'hc;
+  assign \$566  = \port$20225$2 [3:0] == 4'hc;
   assign \$567  = \$565  & \$566 ;
   assign \$568  = \$564  | \$567 ;
   assign \$569  = w_transpose ? w_data[23:16] : w_data[103:96];
@@ -48907,10 +48907,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$573  = $signed(pe1_12_psum) + $signed(\$572 );
   assign \$574  = ~ w_transpose;
   assign \$575  = w_en & \$574 ;
-  assign \$576  = \port$18339$2 [3:0] == 2'h2;
+  assign \$576  = \port$20225$2 [3:0] == 2'h2;
   assign \$577  = \$575  & \$576 ;
   assign \$578  = w_en & w_transpose;
-  assign \$579  = \port$18339$2 [3:0] == 4'hd;
+  assign \$579  = \port$20225$2 [3:0] == 4'hd;
   assign \$580  = \$578  & \$579 ;
   assign \$581  = \$577  | \$580 ;
   assign \$582  = w_transpose ? w_data[23:16] : w_data[111:104];
@@ -48920,10 +48920,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$586  = $signed(pe1_13_psum) + $signed(\$585 );
   assign \$587  = ~ w_transpose;
   assign \$588  = w_en & \$587 ;
-  assign \$589  = \port$18339$2 [3:0] == 2'h2;
+  assign \$589  = \port$20225$2 [3:0] == 2'h2;
   assign \$590  = \$588  & \$589 ;
   assign \$591  = w_en & w_transpose;
-  assign \$592  = \port$18339$2 [3:0] == 4'he;
+  assign \$592  = \port$20225$2 [3:0] == 4'he;
   assign \$593  = \$591  & \$592 ;
   assign \$594  = \$590  | \$593 ;
   assign \$595  = w_transpose ? w_data[23:16] : w_data[119:112];
@@ -48933,10 +48933,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$599  = $signed(pe1_14_psum) + $signed(\$598 );
   assign \$600  = ~ w_transpose;
   assign \$601  = w_en & \$600 ;
-  assign \$602  = \port$18339$2 [3:0] == 2'h2;
+  assign \$602  = \port$20225$2 [3:0] == 2'h2;
   assign \$603  = \$601  & \$602 ;
   assign \$604  = w_en & w_transpose;
-  assign \$605  = \port$18339$2 [3:0] == 4'hf;
+  assign \$605  = \port$20225$2 [3:0] == 4'hf;
   assign \$606  = \$604  & \$605 ;
   assign \$607  = \$603  | \$606 ;
   assign \$608  = w_transpose ? w_data[23:16] : w_data[127:120];
@@ -48947,10 +48947,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$613  = a_valid ? w_data[31:24] : 8'h00;
   assign \$614  = ~ w_transpose;
   assign \$615  = w_en & \$614 ;
-  assign \$616  = \port$18339$2 [3:0] == 2'h3;
+  assign \$616  = \port$20225$2 [3:0] == 2'h3;
   assign \$617  = \$615  & \$616 ;
   assign \$618  = w_en & w_transpose;
-  assign \$619  = ! \port$18339$2 [3:0];
+  assign \$619  = ! \port$20225$2 [3:0];
   assign \$620  = \$618  & \$619 ;
   assign \$621  = \$617  | \$620 ;
   assign \$622  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -48960,10 +48960,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$626  = $signed(pe2_0_psum) + $signed(\$625 );
   assign \$627  = ~ w_transpose;
   assign \$628  = w_en & \$627 ;
-  assign \$629  = \port$18339$2 [3:0] == 2'h3;
+  assign \$629  = \port$20225$2 [3:0] == 2'h3;
   assign \$630  = \$628  & \$629 ;
   assign \$631  = w_en & w_transpose;
-  assign \$632  = \port$18339$2 [3:0] == 1'h1;
+  assign \$632  = \port$20225$2 [3:0] == 1'h1;
   assign \$633  = \$631  & \$632 ;
   assign \$634  = \$630  | \$633 ;
   assign \$635  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -48973,10 +48973,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$639  = $signed(pe2_1_psum) + $signed(\$638 );
   assign \$640  = ~ w_transpose;
   assign \$641  = w_en & \$640 ;
-  assign \$642  = \port$18339$2 [3:0] == 2'h3;
+  assign \$642  = \port$20225$2 [3:0] == 2'h3;
   assign \$643  = \$641  & \$642 ;
   assign \$644  = w_en & w_transpose;
-  assign \$645  = \port$18339$2 [3:0] == 2'h2;
+  assign \$645  = \port$20225$2 [3:0] == 2'h2;
   assign \$646  = \$644  & \$645 ;
   assign \$647  = \$643  | \$646 ;
   assign \$648  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -48986,10 +48986,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$652  = $signed(pe2_2_psum) + $signed(\$651 );
   assign \$653  = ~ w_transpose;
   assign \$654  = w_en & \$653 ;
-  assign \$655  = \port$18339$2 [3:0] == 2'h3;
+  assign \$655  = \port$20225$2 [3:0] == 2'h3;
   assign \$656  = \$654  & \$655 ;
   assign \$657  = w_en & w_transpose;
-  assign \$658  = \port$18339$2 [3:0] == 2'h3;
+  assign \$658  = \port$20225$2 [3:0] == 2'h3;
   assign \$659  = \$657  & \$658 ;
   assign \$660  = \$656  | \$659 ;
   assign \$663  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -48997,10 +48997,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$665  = $signed(pe2_3_psum) + $signed(\$664 );
   assign \$666  = ~ w_transpose;
   assign \$667  = w_en & \$666 ;
-  assign \$668  = \port$18339$2 [3:0] == 2'h3;
+  assign \$668  = \port$20225$2 [3:0] == 2'h3;
   assign \$669  = \$667  & \$668 ;
   assign \$670  = w_en & w_transpose;
-  assign \$671  = \port$18339$2 [3:0] == 3'h4;
+  assign \$671  = \port$20225$2 [3:0] == 3'h4;
   assign \$672  = \$670  & \$671 ;
   assign \$673  = \$669  | \$672 ;
   assign \$674  = w_transpose ? w_data[31:24] : w_data[39:32];
@@ -49010,10 +49010,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$678  = $signed(pe2_4_psum) + $signed(\$677 );
   assign \$679  = ~ w_transpose;
   assign \$680  = w_en & \$679 ;
-  assign \$681  = \port$18339$2 [3:0] == 2'h3;
+  assign \$681  = \port$20225$2 [3:0] == 2'h3;
   assign \$682  = \$680  & \$681 ;
   assign \$683  = w_en & w_transpose;
-  assign \$684  = \port$18339$2 [3:0] == 3'h5;
+  assign \$684  = \port$20225$2 [3:0] == 3'h5;
   assign \$685  = \$683  & \$684 ;
   assign \$686  = \$682  | \$685 ;
   assign \$687  = w_transpose ? w_data[31:24] : w_data[47:40];
@@ -49023,10 +49023,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$691  = $signed(pe2_5_psum) + $signed(\$690 );
   assign \$692  = ~ w_transpose;
   assign \$693  = w_en & \$692 ;
-  assign \$694  = \port$18339$2 [3:0] == 2'h3;
+  assign \$694  = \port$20225$2 [3:0] == 2'h3;
   assign \$695  = \$693  & \$694 ;
   assign \$696  = w_en & w_transpose;
-  assign \$697  = \port$18339$2 [3:0] == 3'h6;
+  assign \$697  = \port$20225$2 [3:0] == 3'h6;
   assign \$698  = \$696  & \$697 ;
   assign \$699  = \$695  | \$698 ;
   assign \$700  = w_transpose ? w_data[31:24] : w_data[55:48];
@@ -49036,10 +49036,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$704  = $signed(pe2_6_psum) + $signed(\$703 );
   assign \$705  = ~ w_transpose;
   assign \$706  = w_en & \$705 ;
-  assign \$707  = \port$18339$2 [3:0] == 2'h3;
+  assign \$707  = \port$20225$2 [3:0] == 2'h3;
   assign \$708  = \$706  & \$707 ;
   assign \$709  = w_en & w_transpose;
-  assign \$710  = \port$18339$2 [3:0] == 3'h7;
+  assign \$710  = \port$20225$2 [3:0] == 3'h7;
   assign \$711  = \$709  & \$710 ;
   assign \$712  = \$708  | \$711 ;
   assign \$713  = w_transpose ? w_data[31:24] : w_data[63:56];
@@ -49049,10 +49049,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$717  = $signed(pe2_7_psum) + $signed(\$716 );
   assign \$718  = ~ w_transpose;
   assign \$719  = w_en & \$718 ;
-  assign \$720  = \port$18339$2 [3:0] == 2'h3;
+  assign \$720  = \port$20225$2 [3:0] == 2'h3;
   assign \$721  = \$719  & \$720 ;
   assign \$722  = w_en & w_transpose;
-  assign \$723  = \port$18339$2 [3:0] == 4'h8;
+  assign \$723  = \port$20225$2 [3:0] == 4'h8;
   assign \$724  = \$722  & \$723 ;
   assign \$725  = \$721  | \$724 ;
   assign \$726  = w_transpose ? w_data[31:24] : w_data[71:64];
@@ -49062,10 +49062,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$730  = $signed(pe2_8_psum) + $signed(\$729 );
   assign \$731  = ~ w_transpose;
   assign \$732  = w_en & \$731 ;
-  assign \$733  = \port$18339$2 [3:0] == 2'h3;
+  assign \$733  = \port$20225$2 [3:0] == 2'h3;
   assign \$734  = \$732  & \$733 ;
   assign \$735  = w_en & w_transpose;
-  assign \$736  = \port$18339$2 [3:0] == 4'h9;
+  assign \$736  = \port$20225$2 [3:0] == 4'h9;
   assign \$737  = \$735  & \$736 ;
   assign \$738  = \$734  | \$737 ;
   assign \$739  = w_transpose ? w_data[31:24] : w_data[79:72];
@@ -49075,10 +49075,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$743  = $signed(pe2_9_psum) + $signed(\$742 );
   assign \$744  = ~ w_transpose;
   assign \$745  = w_en & \$744 ;
-  assign \$746  = \port$18339$2 [3:0] == 2'h3;
+  assign \$746  = \port$20225$2 [3:0] == 2'h3;
   assign \$747  = \$745  & \$746 ;
   assign \$748  = w_en & w_transpose;
-  assign \$749  = \port$18339$2 [3:0] == 4'ha;
+  assign \$749  = \port$20225$2 [3:0] == 4'ha;
   assign \$750  = \$748  & \$749 ;
   assign \$751  = \$747  | \$750 ;
   assign \$752  = w_transpose ? w_data[31:24] : w_data[87:80];
@@ -49088,10 +49088,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$756  = $signed(pe2_10_psum) + $signed(\$755 );
   assign \$757  = ~ w_transpose;
   assign \$758  = w_en & \$757 ;
-  assign \$759  = \port$18339$2 [3:0] == 2'h3;
+  assign \$759  = \port$20225$2 [3:0] == 2'h3;
   assign \$760  = \$758  & \$759 ;
   assign \$761  = w_en & w_transpose;
-  assign \$762  = \port$18339$2 [3:0] == 4'hb;
+  assign \$762  = \port$20225$2 [3:0] == 4'hb;
   assign \$763  = \$761  & \$762 ;
   assign \$764  = \$760  | \$763 ;
   assign \$765  = w_transpose ? w_data[31:24] : w_data[95:88];
@@ -49101,10 +49101,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$769  = $signed(pe2_11_psum) + $signed(\$768 );
   assign \$770  = ~ w_transpose;
   assign \$771  = w_en & \$770 ;
-  assign \$772  = \port$18339$2 [3:0] == 2'h3;
+  assign \$772  = \port$20225$2 [3:0] == 2'h3;
   assign \$773  = \$771  & \$772 ;
   assign \$774  = w_en & w_transpose;
-  assign \$775  = \port$18339$2 [3:0] == 4'hc;
+  assign \$775  = \port$20225$2 [3:0] == 4'hc;
   assign \$776  = \$774  & \$775 ;
   assign \$777  = \$773  | \$776 ;
   assign \$778  = w_transpose ? w_data[31:24] : w_data[103:96];
@@ -49114,10 +49114,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$782  = $signed(pe2_12_psum) + $signed(\$781 );
   assign \$783  = ~ w_transpose;
   assign \$784  = w_en & \$783 ;
-  assign \$785  = \port$18339$2 [3:0] == 2'h3;
+  assign \$785  = \port$20225$2 [3:0] == 2'h3;
   assign \$786  = \$784  & \$785 ;
   assign \$787  = w_en & w_transpose;
-  assign \$788  = \port$18339$2 [3:0] == 4'hd;
+  assign \$788  = \port$20225$2 [3:0] == 4'hd;
   assign \$789  = \$787  & \$788 ;
   assign \$790  = \$786  | \$789 ;
   assign \$791  = w_transpose ? w_data[31:24] : w_data[111:104];
@@ -49127,10 +49127,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$795  = $signed(pe2_13_psum) + $signed(\$794 );
   assign \$796  = ~ w_transpose;
   assign \$797  = w_en & \$796 ;
-  assign \$798  = \port$18339$2 [3:0] == 2'h3;
+  assign \$798  = \port$20225$2 [3:0] == 2'h3;
   assign \$799  = \$797  & \$798 ;
   assign \$800  = w_en & w_transpose;
-  assign \$801  = \port$18339$2 [3:0] == 4'he;
+  assign \$801  = \port$20225$2 [3:0] == 4'he;
   assign \$802  = \$800  & \$801 ;
   assign \$803  = \$799  | \$802 ;
   assign \$804  = w_transpose ? w_data[31:24] : w_data[119:112];
@@ -49140,10 +49140,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$808  = $signed(pe2_14_psum) + $signed(\$807 );
   assign \$809  = ~ w_transpose;
   assign \$810  = w_en & \$809 ;
-  assign \$811  = \port$18339$2 [3:0] == 2'h3;
+  assign \$811  = \port$20225$2 [3:0] == 2'h3;
   assign \$812  = \$810  & \$811 ;
   assign \$813  = w_en & w_transpose;
-  assign \$814  = \port$18339$2 [3:0] == 4'hf;
+  assign \$814  = \port$20225$2 [3:0] == 4'hf;
   assign \$815  = \$813  & \$814 ;
   assign \$816  = \$812  | \$815 ;
   assign \$817  = w_transpose ? w_data[31:24] : w_data[127:120];
@@ -49154,10 +49154,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$822  = a_valid ? w_data[39:32] : 8'h00;
   assign \$823  = ~ w_transpose;
   assign \$824  = w_en & \$823 ;
-  assign \$825  = \port$18339$2 [3:0] == 3'h4;
+  assign \$825  = \port$20225$2 [3:0] == 3'h4;
   assign \$826  = \$824  & \$825 ;
   assign \$827  = w_en & w_transpose;
-  assign \$828  = ! \port$18339$2 [3:0];
+  assign \$828  = ! \port$20225$2 [3:0];
   assign \$829  = \$827  & \$828 ;
   assign \$830  = \$826  | \$829 ;
   assign \$831  = w_transpose ? w_data[39:32] : w_data[7:0];
@@ -49167,10 +49167,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$835  = $signed(pe3_0_psum) + $signed(\$834 );
   assign \$836  = ~ w_transpose;
   assign \$837  = w_en & \$836 ;
-  assign \$838  = \port$18339$2 [3:0] == 3'h4;
+  assign \$838  = \port$20225$2 [3:0] == 3'h4;
   assign \$839  = \$837  & \$838 ;
   assign \$840  = w_en & w_transpose;
-  assign \$841  = \port$18339$2 [3:0] == 1'h1;
+  assign \$841  = \port$20225$2 [3:0] == 1'h1;
   assign \$842  = \$840  & \$841 ;
   assign \$843  = \$839  | \$842 ;
   assign \$844  = w_transpose ? w_data[39:32] : w_data[15:8];
@@ -49180,10 +49180,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$848  = $signed(pe3_1_psum) + $signed(\$847 );
   assign \$849  = ~ w_transpose;
   assign \$850  = w_en & \$849 ;
-  assign \$851  = \port$18339$2 [3:0] == 3'h4;
+  assign \$851  = \port$20225$2 [3:0] == 3'h4;
   assign \$852  = \$850  & \$851 ;
   assign \$853  = w_en & w_transpose;
-  assign \$854  = \port$18339$2 [3:0] == 2'h2;
+  assign \$854  = \port$20225$2 [3:0] == 2'h2;
   assign \$855  = \$853  & \$854 ;
   assign \$856  = \$852  | \$855 ;
   assign \$857  = w_transpose ? w_data[39:32] : w_data[23:16];
@@ -49193,10 +49193,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$861  = $signed(pe3_2_psum) + $signed(\$860 );
   assign \$862  = ~ w_transpose;
   assign \$863  = w_en & \$862 ;
-  assign \$864  = \port$18339$2 [3:0] == 3'h4;
+  assign \$864  = \port$20225$2 [3:0] == 3'h4;
   assign \$865  = \$863  & \$864 ;
   assign \$866  = w_en & w_transpose;
-  assign \$867  = \port$18339$2 [3:0] == 2'h3;
+  assign \$867  = \port$20225$2 [3:0] == 2'h3;
   assign \$868  = \$866  & \$867 ;
   assign \$869  = \$865  | \$868 ;
   assign \$870  = w_transpose ? w_data[39:32] : w_data[31:24];
@@ -49206,10 +49206,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$874  = $signed(pe3_3_psum) + $signed(\$873 );
   assign \$875  = ~ w_transpose;
   assign \$876  = w_en & \$875 ;
-  assign \$877  = \port$18339$2 [3:0] == 3'h4;
+  assign \$877  = \port$20225$2 [3:0] == 3'h4;
   assign \$878  = \$876  & \$877 ;
   assign \$879  = w_en & w_transpose;
-  assign \$880  = \port$18339$2 [3:0] == 3'h4;
+  assign \$880  = \port$20225$2 [3:0] == 3'h4;
   assign \$881  = \$879  & \$880 ;
   assign \$882  = \$878  | \$881 ;
   assign \$885  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
@@ -49217,10 +49217,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$887  = $signed(pe3_4_psum) + $signed(\$886 );
   assign \$888  = ~ w_transpose;
   assign \$889  = w_en & \$888 ;
-  assign \$890  = \port$18339$2 [3:0] == 3'h4;
+  assign \$890  = \port$20225$2 [3:0] == 3'h4;
   assign \$891  = \$889  & \$890 ;
   assign \$892  = w_en & w_transpose;
-  assign \$893  = \port$18339$2 [3:0] == 3'h5;
+  assign \$893  = \port$20225$2 [3:0] == 3'h5;
   assign \$894  = \$892  & \$893 ;
   assign \$895  = \$891  | \$894 ;
   assign \$896  = w_transpose ? w_data[39:32] : w_data[47:40];
@@ -49230,10 +49230,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$900  = $signed(pe3_5_psum) + $signed(\$899 );
   assign \$901  = ~ w_transpose;
   assign \$902  = w_en & \$901 ;
-  assign \$903  = \port$18339$2 [3:0] == 3'h4;
+  assign \$903  = \port$20225$2 [3:0] == 3'h4;
   assign \$904  = \$902  & \$903 ;
   assign \$905  = w_en & w_transpose;
-  assign \$906  = \port$18339$2 [3:0] == 3'h6;
+  assign \$906  = \port$20225$2 [3:0] == 3'h6;
   assign \$907  = \$905  & \$906 ;
   assign \$908  = \$904  | \$907 ;
   assign \$909  = w_transpose ? w_data[39:32] : w_data[55:48];
@@ -49243,10 +49243,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$913  = $signed(pe3_6_psum) + $signed(\$912 );
   assign \$914  = ~ w_transpose;
   assign \$915  = w_en & \$914 ;
-  assign \$916  = \port$18339$2 [3:0] == 3'h4;
+  assign \$916  = \port$20225$2 [3:0] == 3'h4;
   assign \$917  = \$915  & \$916 ;
   assign \$918  = w_en & w_transpose;
-  assign \$919  = \port$18339$2 [3:0] == 3'h7;
+  assign \$919  = \port$20225$2 [3:0] == 3'h7;
   assign \$920  = \$918  & \$919 ;
   assign \$921  = \$917  | \$920 ;
   assign \$922  = w_transpose ? w_data[39:32] : w_data[63:56];
@@ -49256,10 +49256,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$926  = $signed(pe3_7_psum) + $signed(\$925 );
   assign \$927  = ~ w_transpose;
   assign \$928  = w_en & \$927 ;
-  assign \$929  = \port$18339$2 [3:0] == 3'h4;
+  assign \$929  = \port$20225$2 [3:0] == 3'h4;
   assign \$930  = \$928  & \$929 ;
   assign \$931  = w_en & w_transpose;
-  assign \$932  = \port$18339$2 [3:0] == 4'h8;
+  assign \$932  = \port$20225$2 [3:0] == 4'h8;
   assign \$933  = \$931  & \$932 ;
   assign \$934  = \$930  | \$933 ;
   assign \$935  = w_transpose ? w_data[39:32] : w_data[71:64];
@@ -49269,10 +49269,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$939  = $signed(pe3_8_psum) + $signed(\$938 );
   assign \$940  = ~ w_transpose;
   assign \$941  = w_en & \$940 ;
-  assign \$942  = \port$18339$2 [3:0] == 3'h4;
+  assign \$942  = \port$20225$2 [3:0] == 3'h4;
   assign \$943  = \$941  & \$942 ;
   assign \$944  = w_en & w_transpose;
-  assign \$945  = \port$18339$2 [3:0] == 4'h9;
+  assign \$945  = \port$20225$2 [3:0] == 4'h9;
   assign \$946  = \$944  & \$945 ;
   assign \$947  = \$943  | \$946 ;
   assign \$948  = w_transpose ? w_data[39:32] : w_data[79:72];
@@ -49282,10 +49282,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$952  = $signed(pe3_9_psum) + $signed(\$951 );
   assign \$953  = ~ w_transpose;
   assign \$954  = w_en & \$953 ;
-  assign \$955  = \port$18339$2 [3:0] == 3'h4;
+  assign \$955  = \port$20225$2 [3:0] == 3'h4;
   assign \$956  = \$954  & \$955 ;
   assign \$957  = w_en & w_transpose;
-  assign \$958  = \port$18339$2 [3:0] == 4'ha;
+  assign \$958  = \port$20225$2 [3:0] == 4'ha;
   assign \$959  = \$957  & \$958 ;
   assign \$960  = \$956  | \$959 ;
   assign \$961  = w_transpose ? w_data[39:32] : w_data[87:80];
@@ -49295,10 +49295,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$965  = $signed(pe3_10_psum) + $signed(\$964 );
   assign \$966  = ~ w_transpose;
   assign \$967  = w_en & \$966 ;
-  assign \$968  = \port$18339$2 [3:0] == 3'h4;
+  assign \$968  = \port$20225$2 [3:0] == 3'h4;
   assign \$969  = \$967  & \$968 ;
   assign \$970  = w_en & w_transpose;
-  assign \$971  = \port$18339$2 [3:0] == 4'hb;
+  assign \$971  = \port$20225$2 [3:0] == 4'hb;
   assign \$972  = \$970  & \$971 ;
   assign \$973  = \$969  | \$972 ;
   assign \$974  = w_transpose ? w_data[39:32] : w_data[95:88];
@@ -49308,10 +49308,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$978  = $signed(pe3_11_psum) + $signed(\$977 );
   assign \$979  = ~ w_transpose;
   assign \$980  = w_en & \$979 ;
-  assign \$981  = \port$18339$2 [3:0] == 3'h4;
+  assign \$981  = \port$20225$2 [3:0] == 3'h4;
   assign \$982  = \$980  & \$981 ;
   assign \$983  = w_en & w_transpose;
-  assign \$984  = \port$18339$2 [3:0] == 4'hc;
+  assign \$984  = \port$20225$2 [3:0] == 4'hc;
   assign \$985  = \$983  & \$984 ;
   assign \$986  = \$982  | \$985 ;
   assign \$987  = w_transpose ? w_data[39:32] : w_data[103:96];
@@ -49321,10 +49321,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$991  = $signed(pe3_12_psum) + $signed(\$990 );
   assign \$992  = ~ w_transpose;
   assign \$993  = w_en & \$992 ;
-  assign \$994  = \port$18339$2 [3:0] == 3'h4;
+  assign \$994  = \port$20225$2 [3:0] == 3'h4;
   assign \$995  = \$993  & \$994 ;
   assign \$996  = w_en & w_transpose;
-  assign \$997  = \port$18339$2 [3:0] == 4'hd;
+  assign \$997  = \port$20225$2 [3:0] == 4'hd;
   assign \$998  = \$996  & \$997 ;
   assign \$999  = \$995  | \$998 ;
   assign \$1000  = w_transpose ? w_data[39:32] : w_data[111:104];
@@ -49334,10 +49334,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1004  = $signed(pe3_13_psum) + $signed(\$1003 );
   assign \$1005  = ~ w_transpose;
   assign \$1006  = w_en & \$1005 ;
-  assign \$1007  = \port$18339$2 [3:0] == 3'h4;
+  assign \$1007  = \port$20225$2 [3:0] == 3'h4;
   assign \$1008  = \$1006  & \$1007 ;
   assign \$1009  = w_en & w_transpose;
-  assign \$1010  = \port$18339$2 [3:0] == 4'he;
+  assign \$1010  = \port$20225$2 [3:0] == 4'he;
   assign \$1011  = \$1009  & \$1010 ;
   assign \$1012  = \$1008  | \$1011 ;
   assign \$1013  = w_transpose ? w_data[39:32] : w_data[119:112];
@@ -49347,10 +49347,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1017  = $signed(pe3_14_psum) + $signed(\$1016 );
   assign \$1018  = ~ w_transpose;
   assign \$1019  = w_en & \$1018 ;
-  assign \$1020  = \port$18339$2 [3:0] == 3'h4;
+  assign \$1020  = \port$20225$2 [3:0] == 3'h4;
   assign \$1021  = \$1019  & \$1020 ;
   assign \$1022  = w_en & w_transpose;
-  assign \$1023  = \port$18339$2 [3:0] == 4'hf;
+  assign \$1023  = \port$20225$2 [3:0] == 4'hf;
   assign \$1024  = \$1022  & \$1023 ;
   assign \$1025  = \$1021  | \$1024 ;
   assign \$1026  = w_transpose ? w_data[39:32] : w_data[127:120];
@@ -49361,10 +49361,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1031  = a_valid ? w_data[47:40] : 8'h00;
   assign \$1032  = ~ w_transpose;
   assign \$1033  = w_en & \$1032 ;
-  assign \$1034  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1034  = \port$20225$2 [3:0] == 3'h5;
   assign \$1035  = \$1033  & \$1034 ;
   assign \$1036  = w_en & w_transpose;
-  assign \$1037  = ! \port$18339$2 [3:0];
+  assign \$1037  = ! \port$20225$2 [3:0];
   assign \$1038  = \$1036  & \$1037 ;
   assign \$1039  = \$1035  | \$1038 ;
   assign \$1040  = w_transpose ? w_data[47:40] : w_data[7:0];
@@ -49374,10 +49374,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1044  = $signed(pe4_0_psum) + $signed(\$1043 );
   assign \$1045  = ~ w_transpose;
   assign \$1046  = w_en & \$1045 ;
-  assign \$1047  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1047  = \port$20225$2 [3:0] == 3'h5;
   assign \$1048  = \$1046  & \$1047 ;
   assign \$1049  = w_en & w_transpose;
-  assign \$1050  = \port$18339$2 [3:0] == 1'h1;
+  assign \$1050  = \port$20225$2 [3:0] == 1'h1;
   assign \$1051  = \$1049  & \$1050 ;
   assign \$1052  = \$1048  | \$1051 ;
   assign \$1053  = w_transpose ? w_data[47:40] : w_data[15:8];
@@ -49387,10 +49387,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1057  = $signed(pe4_1_psum) + $signed(\$1056 );
   assign \$1058  = ~ w_transpose;
   assign \$1059  = w_en & \$1058 ;
-  assign \$1060  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1060  = \port$20225$2 [3:0] == 3'h5;
   assign \$1061  = \$1059  & \$1060 ;
   assign \$1062  = w_en & w_transpose;
-  assign \$1063  = \port$18339$2 [3:0] == 2'h2;
+  assign \$1063  = \port$20225$2 [3:0] == 2'h2;
   assign \$1064  = \$1062  & \$1063 ;
   assign \$1065  = \$1061  | \$1064 ;
   assign \$1066  = w_transpose ? w_data[47:40] : w_data[23:16];
@@ -49400,10 +49400,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1070  = $signed(pe4_2_psum) + $signed(\$1069 );
   assign \$1071  = ~ w_transpose;
   assign \$1072  = w_en & \$1071 ;
-  assign \$1073  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1073  = \port$20225$2 [3:0] == 3'h5;
   assign \$1074  = \$1072  & \$1073 ;
   assign \$1075  = w_en & w_transpose;
-  assign \$1076  = \port$18339$2 [3:0] == 2'h3;
+  assign \$1076  = \port$20225$2 [3:0] == 2'h3;
   assign \$1077  = \$1075  & \$1076 ;
   assign \$1078  = \$1074  | \$1077 ;
   assign \$1079  = w_transpose ? w_data[47:40] : w_data[31:24];
@@ -49413,10 +49413,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1083  = $signed(pe4_3_psum) + $signed(\$1082 );
   assign \$1084  = ~ w_transpose;
   assign \$1085  = w_en & \$1084 ;
-  assign \$1086  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1086  = \port$20225$2 [3:0] == 3'h5;
   assign \$1087  = \$1085  & \$1086 ;
   assign \$1088  = w_en & w_transpose;
-  assign \$1089  = \port$18339$2 [3:0] == 3'h4;
+  assign \$1089  = \port$20225$2 [3:0] == 3'h4;
   assign \$1090  = \$1088  & \$1089 ;
   assign \$1091  = \$1087  | \$1090 ;
   assign \$1092  = w_transpose ? w_data[47:40] : w_data[39:32];
@@ -49426,10 +49426,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1096  = $signed(pe4_4_psum) + $signed(\$1095 );
   assign \$1097  = ~ w_transpose;
   assign \$1098  = w_en & \$1097 ;
-  assign \$1099  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1099  = \port$20225$2 [3:0] == 3'h5;
   assign \$1100  = \$1098  & \$1099 ;
   assign \$1101  = w_en & w_transpose;
-  assign \$1102  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1102  = \port$20225$2 [3:0] == 3'h5;
   assign \$1103  = \$1101  & \$1102 ;
   assign \$1104  = \$1100  | \$1103 ;
   assign \$1107  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
@@ -49437,10 +49437,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1109  = $signed(pe4_5_psum) + $signed(\$1108 );
   assign \$1110  = ~ w_transpose;
   assign \$1111  = w_en & \$1110 ;
-  assign \$1112  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1112  = \port$20225$2 [3:0] == 3'h5;
   assign \$1113  = \$1111  & \$1112 ;
   assign \$1114  = w_en & w_transpose;
-  assign \$1115  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1115  = \port$20225$2 [3:0] == 3'h6;
   assign \$1116  = \$1114  & \$1115 ;
   assign \$1117  = \$1113  | \$1116 ;
   assign \$1118  = w_transpose ? w_data[47:40] : w_data[55:48];
@@ -49450,10 +49450,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1122  = $signed(pe4_6_psum) + $signed(\$1121 );
   assign \$1123  = ~ w_transpose;
   assign \$1124  = w_en & \$1123 ;
-  assign \$1125  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1125  = \port$20225$2 [3:0] == 3'h5;
   assign \$1126  = \$1124  & \$1125 ;
   assign \$1127  = w_en & w_transpose;
-  assign \$1128  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1128  = \port$20225$2 [3:0] == 3'h7;
   assign \$1129  = \$1127  & \$1128 ;
   assign \$1130  = \$1126  | \$1129 ;
   assign \$1131  = w_transpose ? w_data[47:40] : w_data[63:56];
@@ -49463,10 +49463,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1135  = $signed(pe4_7_psum) + $signed(\$1134 );
   assign \$1136  = ~ w_transpose;
   assign \$1137  = w_en & \$1136 ;
-  assign \$1138  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1138  = \port$20225$2 [3:0] == 3'h5;
   assign \$1139  = \$1137  & \$1138 ;
   assign \$1140  = w_en & w_transpose;
-  assign \$1141  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1141  = \port$20225$2 [3:0] == 4'h8;
   assign \$1142  = \$1140  & \$1141 ;
   assign \$1143  = \$1139  | \$1142 ;
   assign \$1144  = w_transpose ? w_data[47:40] : w_data[71:64];
@@ -49476,10 +49476,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1148  = $signed(pe4_8_psum) + $signed(\$1147 );
   assign \$1149  = ~ w_transpose;
   assign \$1150  = w_en & \$1149 ;
-  assign \$1151  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1151  = \port$20225$2 [3:0] == 3'h5;
   assign \$1152  = \$1150  & \$1151 ;
   assign \$1153  = w_en & w_transpose;
-  assign \$1154  = \port$18339$2 [3:0] == 4'h9;
+  assign \$1154  = \port$20225$2 [3:0] == 4'h9;
   assign \$1155  = \$1153  & \$1154 ;
   assign \$1156  = \$1152  | \$1155 ;
   assign \$1157  = w_transpose ? w_data[47:40] : w_data[79:72];
@@ -49489,10 +49489,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1161  = $signed(pe4_9_psum) + $signed(\$1160 );
   assign \$1162  = ~ w_transpose;
   assign \$1163  = w_en & \$1162 ;
-  assign \$1164  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1164  = \port$20225$2 [3:0] == 3'h5;
   assign \$1165  = \$1163  & \$1164 ;
   assign \$1166  = w_en & w_transpose;
-  assign \$1167  = \port$18339$2 [3:0] == 4'ha;
+  assign \$1167  = \port$20225$2 [3:0] == 4'ha;
   assign \$1168  = \$1166  & \$1167 ;
   assign \$1169  = \$1165  | \$1168 ;
   assign \$1170  = w_transpose ? w_data[47:40] : w_data[87:80];
@@ -49502,10 +49502,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1174  = $signed(pe4_10_psum) + $signed(\$1173 );
   assign \$1175  = ~ w_transpose;
   assign \$1176  = w_en & \$1175 ;
-  assign \$1177  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1177  = \port$20225$2 [3:0] == 3'h5;
   assign \$1178  = \$1176  & \$1177 ;
   assign \$1179  = w_en & w_transpose;
-  assign \$1180  = \port$18339$2 [3:0] == 4'hb;
+  assign \$1180  = \port$20225$2 [3:0] == 4'hb;
   assign \$1181  = \$1179  & \$1180 ;
   assign \$1182  = \$1178  | \$1181 ;
   assign \$1183  = w_transpose ? w_data[47:40] : w_data[95:88];
@@ -49515,10 +49515,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1187  = $signed(pe4_11_psum) + $signed(\$1186 );
   assign \$1188  = ~ w_transpose;
   assign \$1189  = w_en & \$1188 ;
-  assign \$1190  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1190  = \port$20225$2 [3:0] == 3'h5;
   assign \$1191  = \$1189  & \$1190 ;
   assign \$1192  = w_en & w_transpose;
-  assign \$1193  = \port$18339$2 [3:0] == 4'hc;
+  assign \$1193  = \port$20225$2 [3:0] == 4'hc;
   assign \$1194  = \$1192  & \$1193 ;
   assign \$1195  = \$1191  | \$1194 ;
   assign \$1196  = w_transpose ? w_data[47:40] : w_data[103:96];
@@ -49528,10 +49528,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1200  = $signed(pe4_12_psum) + $signed(\$1199 );
   assign \$1201  = ~ w_transpose;
   assign \$1202  = w_en & \$1201 ;
-  assign \$1203  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1203  = \port$20225$2 [3:0] == 3'h5;
   assign \$1204  = \$1202  & \$1203 ;
   assign \$1205  = w_en & w_transpose;
-  assign \$1206  = \port$18339$2 [3:0] == 4'hd;
+  assign \$1206  = \port$20225$2 [3:0] == 4'hd;
   assign \$1207  = \$1205  & \$1206 ;
   assign \$1208  = \$1204  | \$1207 ;
   assign \$1209  = w_transpose ? w_data[47:40] : w_data[111:104];
@@ -49541,10 +49541,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1213  = $signed(pe4_13_psum) + $signed(\$1212 );
   assign \$1214  = ~ w_transpose;
   assign \$1215  = w_en & \$1214 ;
-  assign \$1216  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1216  = \port$20225$2 [3:0] == 3'h5;
   assign \$1217  = \$1215  & \$1216 ;
   assign \$1218  = w_en & w_transpose;
-  assign \$1219  = \port$18339$2 [3:0] == 4'he;
+  assign \$1219  = \port$20225$2 [3:0] == 4'he;
   assign \$1220  = \$1218  & \$1219 ;
   assign \$1221  = \$1217  | \$1220 ;
   assign \$1222  = w_transpose ? w_data[47:40] : w_data[119:112];
@@ -49554,10 +49554,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1226  = $signed(pe4_14_psum) + $signed(\$1225 );
   assign \$1227  = ~ w_transpose;
   assign \$1228  = w_en & \$1227 ;
-  assign \$1229  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1229  = \port$20225$2 [3:0] == 3'h5;
   assign \$1230  = \$1228  & \$1229 ;
   assign \$1231  = w_en & w_transpose;
-  assign \$1232  = \port$18339$2 [3:0] == 4'hf;
+  assign \$1232  = \port$20225$2 [3:0] == 4'hf;
   assign \$1233  = \$1231  & \$1232 ;
   assign \$1234  = \$1230  | \$1233 ;
   assign \$1235  = w_transpose ? w_data[47:40] : w_data[127:120];
@@ -49568,10 +49568,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1240  = a_valid ? w_data[55:48] : 8'h00;
   assign \$1241  = ~ w_transpose;
   assign \$1242  = w_en & \$1241 ;
-  assign \$1243  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1243  = \port$20225$2 [3:0] == 3'h6;
   assign \$1244  = \$1242  & \$1243 ;
   assign \$1245  = w_en & w_transpose;
-  assign \$1246  = ! \port$18339$2 [3:0];
+  assign \$1246  = ! \port$20225$2 [3:0];
   assign \$1247  = \$1245  & \$1246 ;
   assign \$1248  = \$1244  | \$1247 ;
   assign \$1249  = w_transpose ? w_data[55:48] : w_data[7:0];
@@ -49581,10 +49581,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1253  = $signed(pe5_0_psum) + $signed(\$1252 );
   assign \$1254  = ~ w_transpose;
   assign \$1255  = w_en & \$1254 ;
-  assign \$1256  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1256  = \port$20225$2 [3:0] == 3'h6;
   assign \$1257  = \$1255  & \$1256 ;
   assign \$1258  = w_en & w_transpose;
-  assign \$1259  = \port$18339$2 [3:0] == 1'h1;
+  assign \$1259  = \port$20225$2 [3:0] == 1'h1;
   assign \$1260  = \$1258  & \$1259 ;
   assign \$1261  = \$1257  | \$1260 ;
   assign \$1262  = w_transpose ? w_data[55:48] : w_data[15:8];
@@ -49594,10 +49594,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1266  = $signed(pe5_1_psum) + $signed(\$1265 );
   assign \$1267  = ~ w_transpose;
   assign \$1268  = w_en & \$1267 ;
-  assign \$1269  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1269  = \port$20225$2 [3:0] == 3'h6;
   assign \$1270  = \$1268  & \$1269 ;
   assign \$1271  = w_en & w_transpose;
-  assign \$1272  = \port$18339$2 [3:0] == 2'h2;
+  assign \$1272  = \port$20225$2 [3:0] == 2'h2;
   assign \$1273  = \$1271  & \$1272 ;
   assign \$1274  = \$1270  | \$1273 ;
   assign \$1275  = w_transpose ? w_data[55:48] : w_data[23:16];
@@ -49607,10 +49607,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1279  = $signed(pe5_2_psum) + $signed(\$1278 );
   assign \$1280  = ~ w_transpose;
   assign \$1281  = w_en & \$1280 ;
-  assign \$1282  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1282  = \port$20225$2 [3:0] == 3'h6;
   assign \$1283  = \$1281  & \$1282 ;
   assign \$1284  = w_en & w_transpose;
-  assign \$1285  = \port$18339$2 [3:0] == 2'h3;
+  assign \$1285  = \port$20225$2 [3:0] == 2'h3;
   assign \$1286  = \$1284  & \$1285 ;
   assign \$1287  = \$1283  | \$1286 ;
   assign \$1288  = w_transpose ? w_data[55:48] : w_data[31:24];
@@ -49620,10 +49620,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1292  = $signed(pe5_3_psum) + $signed(\$1291 );
   assign \$1293  = ~ w_transpose;
   assign \$1294  = w_en & \$1293 ;
-  assign \$1295  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1295  = \port$20225$2 [3:0] == 3'h6;
   assign \$1296  = \$1294  & \$1295 ;
   assign \$1297  = w_en & w_transpose;
-  assign \$1298  = \port$18339$2 [3:0] == 3'h4;
+  assign \$1298  = \port$20225$2 [3:0] == 3'h4;
   assign \$1299  = \$1297  & \$1298 ;
   assign \$1300  = \$1296  | \$1299 ;
   assign \$1301  = w_transpose ? w_data[55:48] : w_data[39:32];
@@ -49633,10 +49633,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1305  = $signed(pe5_4_psum) + $signed(\$1304 );
   assign \$1306  = ~ w_transpose;
   assign \$1307  = w_en & \$1306 ;
-  assign \$1308  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1308  = \port$20225$2 [3:0] == 3'h6;
   assign \$1309  = \$1307  & \$1308 ;
   assign \$1310  = w_en & w_transpose;
-  assign \$1311  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1311  = \port$20225$2 [3:0] == 3'h5;
   assign \$1312  = \$1310  & \$1311 ;
   assign \$1313  = \$1309  | \$1312 ;
   assign \$1314  = w_transpose ? w_data[55:48] : w_data[47:40];
@@ -49646,10 +49646,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1318  = $signed(pe5_5_psum) + $signed(\$1317 );
   assign \$1319  = ~ w_transpose;
   assign \$1320  = w_en & \$1319 ;
-  assign \$1321  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1321  = \port$20225$2 [3:0] == 3'h6;
   assign \$1322  = \$1320  & \$1321 ;
   assign \$1323  = w_en & w_transpose;
-  assign \$1324  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1324  = \port$20225$2 [3:0] == 3'h6;
   assign \$1325  = \$1323  & \$1324 ;
   assign \$1326  = \$1322  | \$1325 ;
   assign \$1329  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
@@ -49657,10 +49657,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1331  = $signed(pe5_6_psum) + $signed(\$1330 );
   assign \$1332  = ~ w_transpose;
   assign \$1333  = w_en & \$1332 ;
-  assign \$1334  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1334  = \port$20225$2 [3:0] == 3'h6;
   assign \$1335  = \$1333  & \$1334 ;
   assign \$1336  = w_en & w_transpose;
-  assign \$1337  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1337  = \port$20225$2 [3:0] == 3'h7;
   assign \$1338  = \$1336  & \$1337 ;
   assign \$1339  = \$1335  | \$1338 ;
   assign \$1340  = w_transpose ? w_data[55:48] : w_data[63:56];
@@ -49670,10 +49670,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1344  = $signed(pe5_7_psum) + $signed(\$1343 );
   assign \$1345  = ~ w_transpose;
   assign \$1346  = w_en & \$1345 ;
-  assign \$1347  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1347  = \port$20225$2 [3:0] == 3'h6;
   assign \$1348  = \$1346  & \$1347 ;
   assign \$1349  = w_en & w_transpose;
-  assign \$1350  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1350  = \port$20225$2 [3:0] == 4'h8;
   assign \$1351  = \$1349  & \$1350 ;
   assign \$1352  = \$1348  | \$1351 ;
   assign \$1353  = w_transpose ? w_data[55:48] : w_data[71:64];
@@ -49683,10 +49683,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1357  = $signed(pe5_8_psum) + $signed(\$1356 );
   assign \$1358  = ~ w_transpose;
   assign \$1359  = w_en & \$1358 ;
-  assign \$1360  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1360  = \port$20225$2 [3:0] == 3'h6;
   assign \$1361  = \$1359  & \$1360 ;
   assign \$1362  = w_en & w_transpose;
-  assign \$1363  = \port$18339$2 [3:0] == 4'h9;
+  assign \$1363  = \port$20225$2 [3:0] == 4'h9;
   assign \$1364  = \$1362  & \$1363 ;
   assign \$1365  = \$1361  | \$1364 ;
   assign \$1366  = w_transpose ? w_data[55:48] : w_data[79:72];
@@ -49696,10 +49696,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1370  = $signed(pe5_9_psum) + $signed(\$1369 );
   assign \$1371  = ~ w_transpose;
   assign \$1372  = w_en & \$1371 ;
-  assign \$1373  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1373  = \port$20225$2 [3:0] == 3'h6;
   assign \$1374  = \$1372  & \$1373 ;
   assign \$1375  = w_en & w_transpose;
-  assign \$1376  = \port$18339$2 [3:0] == 4'ha;
+  assign \$1376  = \port$20225$2 [3:0] == 4'ha;
   assign \$1377  = \$1375  & \$1376 ;
   assign \$1378  = \$1374  | \$1377 ;
   assign \$1379  = w_transpose ? w_data[55:48] : w_data[87:80];
@@ -49709,10 +49709,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1383  = $signed(pe5_10_psum) + $signed(\$1382 );
   assign \$1384  = ~ w_transpose;
   assign \$1385  = w_en & \$1384 ;
-  assign \$1386  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1386  = \port$20225$2 [3:0] == 3'h6;
   assign \$1387  = \$1385  & \$1386 ;
   assign \$1388  = w_en & w_transpose;
-  assign \$1389  = \port$18339$2 [3:0] == 4'hb;
+  assign \$1389  = \port$20225$2 [3:0] == 4'hb;
   assign \$1390  = \$1388  & \$1389 ;
   assign \$1391  = \$1387  | \$1390 ;
   assign \$1392  = w_transpose ? w_data[55:48] : w_data[95:88];
@@ -49722,10 +49722,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1396  = $signed(pe5_11_psum) + $signed(\$1395 );
   assign \$1397  = ~ w_transpose;
   assign \$1398  = w_en & \$1397 ;
-  assign \$1399  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1399  = \port$20225$2 [3:0] == 3'h6;
   assign \$1400  = \$1398  & \$1399 ;
   assign \$1401  = w_en & w_transpose;
-  assign \$1402  = \port$18339$2 [3:0] == 4'hc;
+  assign \$1402  = \port$20225$2 [3:0] == 4'hc;
   assign \$1403  = \$1401  & \$1402 ;
   assign \$1404  = \$1400  | \$1403 ;
   assign \$1405  = w_transpose ? w_data[55:48] : w_data[103:96];
@@ -49735,10 +49735,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1409  = $signed(pe5_12_psum) + $signed(\$1408 );
   assign \$1410  = ~ w_transpose;
   assign \$1411  = w_en & \$1410 ;
-  assign \$1412  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1412  = \port$20225$2 [3:0] == 3'h6;
   assign \$1413  = \$1411  & \$1412 ;
   assign \$1414  = w_en & w_transpose;
-  assign \$1415  = \port$18339$2 [3:0] == 4'hd;
+  assign \$1415  = \port$20225$2 [3:0] == 4'hd;
   assign \$1416  = \$1414  & \$1415 ;
   assign \$1417  = \$1413  | \$1416 ;
   assign \$1418  = w_transpose ? w_data[55:48] : w_data[111:104];
@@ -49748,10 +49748,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1422  = $signed(pe5_13_psum) + $signed(\$1421 );
   assign \$1423  = ~ w_transpose;
   assign \$1424  = w_en & \$1423 ;
-  assign \$1425  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1425  = \port$20225$2 [3:0] == 3'h6;
   assign \$1426  = \$1424  & \$1425 ;
   assign \$1427  = w_en & w_transpose;
-  assign \$1428  = \port$18339$2 [3:0] == 4'he;
+  assign \$1428  = \port$20225$2 [3:0] == 4'he;
   assign \$1429  = \$1427  & \$1428 ;
   assign \$1430  = \$1426  | \$1429 ;
   assign \$1431  = w_transpose ? w_data[55:48] : w_data[119:112];
@@ -49761,10 +49761,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1435  = $signed(pe5_14_psum) + $signed(\$1434 );
   assign \$1436  = ~ w_transpose;
   assign \$1437  = w_en & \$1436 ;
-  assign \$1438  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1438  = \port$20225$2 [3:0] == 3'h6;
   assign \$1439  = \$1437  & \$1438 ;
   assign \$1440  = w_en & w_transpose;
-  assign \$1441  = \port$18339$2 [3:0] == 4'hf;
+  assign \$1441  = \port$20225$2 [3:0] == 4'hf;
   assign \$1442  = \$1440  & \$1441 ;
   assign \$1443  = \$1439  | \$1442 ;
   assign \$1444  = w_transpose ? w_data[55:48] : w_data[127:120];
@@ -49775,10 +49775,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1449  = a_valid ? w_data[63:56] : 8'h00;
   assign \$1450  = ~ w_transpose;
   assign \$1451  = w_en & \$1450 ;
-  assign \$1452  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1452  = \port$20225$2 [3:0] == 3'h7;
   assign \$1453  = \$1451  & \$1452 ;
   assign \$1454  = w_en & w_transpose;
-  assign \$1455  = ! \port$18339$2 [3:0];
+  assign \$1455  = ! \port$20225$2 [3:0];
   assign \$1456  = \$1454  & \$1455 ;
   assign \$1457  = \$1453  | \$1456 ;
   assign \$1458  = w_transpose ? w_data[63:56] : w_data[7:0];
@@ -49788,10 +49788,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1462  = $signed(pe6_0_psum) + $signed(\$1461 );
   assign \$1463  = ~ w_transpose;
   assign \$1464  = w_en & \$1463 ;
-  assign \$1465  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1465  = \port$20225$2 [3:0] == 3'h7;
   assign \$1466  = \$1464  & \$1465 ;
   assign \$1467  = w_en & w_transpose;
-  assign \$1468  = \port$18339$2 [3:0] == 1'h1;
+  assign \$1468  = \port$20225$2 [3:0] == 1'h1;
   assign \$1469  = \$1467  & \$1468 ;
   assign \$1470  = \$1466  | \$1469 ;
   assign \$1471  = w_transpose ? w_data[63:56] : w_data[15:8];
@@ -49801,10 +49801,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1475  = $signed(pe6_1_psum) + $signed(\$1474 );
   assign \$1476  = ~ w_transpose;
   assign \$1477  = w_en & \$1476 ;
-  assign \$1478  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1478  = \port$20225$2 [3:0] == 3'h7;
   assign \$1479  = \$1477  & \$1478 ;
   assign \$1480  = w_en & w_transpose;
-  assign \$1481  = \port$18339$2 [3:0] == 2'h2;
+  assign \$1481  = \port$20225$2 [3:0] == 2'h2;
   assign \$1482  = \$1480  & \$1481 ;
   assign \$1483  = \$1479  | \$1482 ;
   assign \$1484  = w_transpose ? w_data[63:56] : w_data[23:16];
@@ -49814,10 +49814,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1488  = $signed(pe6_2_psum) + $signed(\$1487 );
   assign \$1489  = ~ w_transpose;
   assign \$1490  = w_en & \$1489 ;
-  assign \$1491  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1491  = \port$20225$2 [3:0] == 3'h7;
   assign \$1492  = \$1490  & \$1491 ;
   assign \$1493  = w_en & w_transpose;
-  assign \$1494  = \port$18339$2 [3:0] == 2'h3;
+  assign \$1494  = \port$20225$2 [3:0] == 2'h3;
   assign \$1495  = \$1493  & \$1494 ;
   assign \$1496  = \$1492  | \$1495 ;
   assign \$1497  = w_transpose ? w_data[63:56] : w_data[31:24];
@@ -49827,10 +49827,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1501  = $signed(pe6_3_psum) + $signed(\$1500 );
   assign \$1502  = ~ w_transpose;
   assign \$1503  = w_en & \$1502 ;
-  assign \$1504  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1504  = \port$20225$2 [3:0] == 3'h7;
   assign \$1505  = \$1503  & \$1504 ;
   assign \$1506  = w_en & w_transpose;
-  assign \$1507  = \port$18339$2 [3:0] == 3'h4;
+  assign \$1507  = \port$20225$2 [3:0] == 3'h4;
   assign \$1508  = \$1506  & \$1507 ;
   assign \$1509  = \$1505  | \$1508 ;
   assign \$1510  = w_transpose ? w_data[63:56] : w_data[39:32];
@@ -49840,10 +49840,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1514  = $signed(pe6_4_psum) + $signed(\$1513 );
   assign \$1515  = ~ w_transpose;
   assign \$1516  = w_en & \$1515 ;
-  assign \$1517  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1517  = \port$20225$2 [3:0] == 3'h7;
   assign \$1518  = \$1516  & \$1517 ;
   assign \$1519  = w_en & w_transpose;
-  assign \$1520  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1520  = \port$20225$2 [3:0] == 3'h5;
   assign \$1521  = \$1519  & \$1520 ;
   assign \$1522  = \$1518  | \$1521 ;
   assign \$1523  = w_transpose ? w_data[63:56] : w_data[47:40];
@@ -49853,10 +49853,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1527  = $signed(pe6_5_psum) + $signed(\$1526 );
   assign \$1528  = ~ w_transpose;
   assign \$1529  = w_en & \$1528 ;
-  assign \$1530  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1530  = \port$20225$2 [3:0] == 3'h7;
   assign \$1531  = \$1529  & \$1530 ;
   assign \$1532  = w_en & w_transpose;
-  assign \$1533  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1533  = \port$20225$2 [3:0] == 3'h6;
   assign \$1534  = \$1532  & \$1533 ;
   assign \$1535  = \$1531  | \$1534 ;
   assign \$1536  = w_transpose ? w_data[63:56] : w_data[55:48];
@@ -49866,10 +49866,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1540  = $signed(pe6_6_psum) + $signed(\$1539 );
   assign \$1541  = ~ w_transpose;
   assign \$1542  = w_en & \$1541 ;
-  assign \$1543  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1543  = \port$20225$2 [3:0] == 3'h7;
   assign \$1544  = \$1542  & \$1543 ;
   assign \$1545  = w_en & w_transpose;
-  assign \$1546  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1546  = \port$20225$2 [3:0] == 3'h7;
   assign \$1547  = \$1545  & \$1546 ;
   assign \$1548  = \$1544  | \$1547 ;
   assign \$1551  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
@@ -49877,10 +49877,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1553  = $signed(pe6_7_psum) + $signed(\$1552 );
   assign \$1554  = ~ w_transpose;
   assign \$1555  = w_en & \$1554 ;
-  assign \$1556  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1556  = \port$20225$2 [3:0] == 3'h7;
   assign \$1557  = \$1555  & \$1556 ;
   assign \$1558  = w_en & w_transpose;
-  assign \$1559  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1559  = \port$20225$2 [3:0] == 4'h8;
   assign \$1560  = \$1558  & \$1559 ;
   assign \$1561  = \$1557  | \$1560 ;
   assign \$1562  = w_transpose ? w_data[63:56] : w_data[71:64];
@@ -49890,10 +49890,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1566  = $signed(pe6_8_psum) + $signed(\$1565 );
   assign \$1567  = ~ w_transpose;
   assign \$1568  = w_en & \$1567 ;
-  assign \$1569  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1569  = \port$20225$2 [3:0] == 3'h7;
   assign \$1570  = \$1568  & \$1569 ;
   assign \$1571  = w_en & w_transpose;
-  assign \$1572  = \port$18339$2 [3:0] == 4'h9;
+  assign \$1572  = \port$20225$2 [3:0] == 4'h9;
   assign \$1573  = \$1571  & \$1572 ;
   assign \$1574  = \$1570  | \$1573 ;
   assign \$1575  = w_transpose ? w_data[63:56] : w_data[79:72];
@@ -49903,10 +49903,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1579  = $signed(pe6_9_psum) + $signed(\$1578 );
   assign \$1580  = ~ w_transpose;
   assign \$1581  = w_en & \$1580 ;
-  assign \$1582  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1582  = \port$20225$2 [3:0] == 3'h7;
   assign \$1583  = \$1581  & \$1582 ;
   assign \$1584  = w_en & w_transpose;
-  assign \$1585  = \port$18339$2 [3:0] == 4'ha;
+  assign \$1585  = \port$20225$2 [3:0] == 4'ha;
   assign \$1586  = \$1584  & \$1585 ;
   assign \$1587  = \$1583  | \$1586 ;
   assign \$1588  = w_transpose ? w_data[63:56] : w_data[87:80];
@@ -49916,10 +49916,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1592  = $signed(pe6_10_psum) + $signed(\$1591 );
   assign \$1593  = ~ w_transpose;
   assign \$1594  = w_en & \$1593 ;
-  assign \$1595  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1595  = \port$20225$2 [3:0] == 3'h7;
   assign \$1596  = \$1594  & \$1595 ;
   assign \$1597  = w_en & w_transpose;
-  assign \$1598  = \port$18339$2 [3:0] == 4'hb;
+  assign \$1598  = \port$20225$2 [3:0] == 4'hb;
   assign \$1599  = \$1597  & \$1598 ;
   assign \$1600  = \$1596  | \$1599 ;
   assign \$1601  = w_transpose ? w_data[63:56] : w_data[95:88];
@@ -49929,10 +49929,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1605  = $signed(pe6_11_psum) + $signed(\$1604 );
   assign \$1606  = ~ w_transpose;
   assign \$1607  = w_en & \$1606 ;
-  assign \$1608  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1608  = \port$20225$2 [3:0] == 3'h7;
   assign \$1609  = \$1607  & \$1608 ;
   assign \$1610  = w_en & w_transpose;
-  assign \$1611  = \port$18339$2 [3:0] == 4'hc;
+  assign \$1611  = \port$20225$2 [3:0] == 4'hc;
   assign \$1612  = \$1610  & \$1611 ;
   assign \$1613  = \$1609  | \$1612 ;
   assign \$1614  = w_transpose ? w_data[63:56] : w_data[103:96];
@@ -49942,10 +49942,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1618  = $signed(pe6_12_psum) + $signed(\$1617 );
   assign \$1619  = ~ w_transpose;
   assign \$1620  = w_en & \$1619 ;
-  assign \$1621  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1621  = \port$20225$2 [3:0] == 3'h7;
   assign \$1622  = \$1620  & \$1621 ;
   assign \$1623  = w_en & w_transpose;
-  assign \$1624  = \port$18339$2 [3:0] == 4'hd;
+  assign \$1624  = \port$20225$2 [3:0] == 4'hd;
   assign \$1625  = \$1623  & \$1624 ;
   assign \$1626  = \$1622  | \$1625 ;
   assign \$1627  = w_transpose ? w_data[63:56] : w_data[111:104];
@@ -49955,10 +49955,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1631  = $signed(pe6_13_psum) + $signed(\$1630 );
   assign \$1632  = ~ w_transpose;
   assign \$1633  = w_en & \$1632 ;
-  assign \$1634  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1634  = \port$20225$2 [3:0] == 3'h7;
   assign \$1635  = \$1633  & \$1634 ;
   assign \$1636  = w_en & w_transpose;
-  assign \$1637  = \port$18339$2 [3:0] == 4'he;
+  assign \$1637  = \port$20225$2 [3:0] == 4'he;
   assign \$1638  = \$1636  & \$1637 ;
   assign \$1639  = \$1635  | \$1638 ;
   assign \$1640  = w_transpose ? w_data[63:56] : w_data[119:112];
@@ -49968,10 +49968,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1644  = $signed(pe6_14_psum) + $signed(\$1643 );
   assign \$1645  = ~ w_transpose;
   assign \$1646  = w_en & \$1645 ;
-  assign \$1647  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1647  = \port$20225$2 [3:0] == 3'h7;
   assign \$1648  = \$1646  & \$1647 ;
   assign \$1649  = w_en & w_transpose;
-  assign \$1650  = \port$18339$2 [3:0] == 4'hf;
+  assign \$1650  = \port$20225$2 [3:0] == 4'hf;
   assign \$1651  = \$1649  & \$1650 ;
   assign \$1652  = \$1648  | \$1651 ;
   assign \$1653  = w_transpose ? w_data[63:56] : w_data[127:120];
@@ -49982,10 +49982,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1658  = a_valid ? w_data[71:64] : 8'h00;
   assign \$1659  = ~ w_transpose;
   assign \$1660  = w_en & \$1659 ;
-  assign \$1661  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1661  = \port$20225$2 [3:0] == 4'h8;
   assign \$1662  = \$1660  & \$1661 ;
   assign \$1663  = w_en & w_transpose;
-  assign \$1664  = ! \port$18339$2 [3:0];
+  assign \$1664  = ! \port$20225$2 [3:0];
   assign \$1665  = \$1663  & \$1664 ;
   assign \$1666  = \$1662  | \$1665 ;
   assign \$1667  = w_transpose ? w_data[71:64] : w_data[7:0];
@@ -49995,10 +49995,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1671  = $signed(pe7_0_psum) + $signed(\$1670 );
   assign \$1672  = ~ w_transpose;
   assign \$1673  = w_en & \$1672 ;
-  assign \$1674  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1674  = \port$20225$2 [3:0] == 4'h8;
   assign \$1675  = \$1673  & \$1674 ;
   assign \$1676  = w_en & w_transpose;
-  assign \$1677  = \port$18339$2 [3:0] == 1'h1;
+  assign \$1677  = \port$20225$2 [3:0] == 1'h1;
   assign \$1678  = \$1676  & \$1677 ;
   assign \$1679  = \$1675  | \$1678 ;
   assign \$1680  = w_transpose ? w_data[71:64] : w_data[15:8];
@@ -50008,10 +50008,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1684  = $signed(pe7_1_psum) + $signed(\$1683 );
   assign \$1685  = ~ w_transpose;
   assign \$1686  = w_en & \$1685 ;
-  assign \$1687  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1687  = \port$20225$2 [3:0] == 4'h8;
   assign \$1688  = \$1686  & \$1687 ;
   assign \$1689  = w_en & w_transpose;
-  assign \$1690  = \port$18339$2 [3:0] == 2'h2;
+  assign \$1690  = \port$20225$2 [3:0] == 2'h2;
   assign \$1691  = \$1689  & \$1690 ;
   assign \$1692  = \$1688  | \$1691 ;
   assign \$1693  = w_transpose ? w_data[71:64] : w_data[23:16];
@@ -50021,10 +50021,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1697  = $signed(pe7_2_psum) + $signed(\$1696 );
   assign \$1698  = ~ w_transpose;
   assign \$1699  = w_en & \$1698 ;
-  assign \$1700  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1700  = \port$20225$2 [3:0] == 4'h8;
   assign \$1701  = \$1699  & \$1700 ;
   assign \$1702  = w_en & w_transpose;
-  assign \$1703  = \port$18339$2 [3:0] == 2'h3;
+  assign \$1703  = \port$20225$2 [3:0] == 2'h3;
   assign \$1704  = \$1702  & \$1703 ;
   assign \$1705  = \$1701  | \$1704 ;
   assign \$1706  = w_transpose ? w_data[71:64] : w_data[31:24];
@@ -50034,10 +50034,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1710  = $signed(pe7_3_psum) + $signed(\$1709 );
   assign \$1711  = ~ w_transpose;
   assign \$1712  = w_en & \$1711 ;
-  assign \$1713  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1713  = \port$20225$2 [3:0] == 4'h8;
   assign \$1714  = \$1712  & \$1713 ;
   assign \$1715  = w_en & w_transpose;
-  assign \$1716  = \port$18339$2 [3:0] == 3'h4;
+  assign \$1716  = \port$20225$2 [3:0] == 3'h4;
   assign \$1717  = \$1715  & \$1716 ;
   assign \$1718  = \$1714  | \$1717 ;
   assign \$1719  = w_transpose ? w_data[71:64] : w_data[39:32];
@@ -50047,10 +50047,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1723  = $signed(pe7_4_psum) + $signed(\$1722 );
   assign \$1724  = ~ w_transpose;
   assign \$1725  = w_en & \$1724 ;
-  assign \$1726  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1726  = \port$20225$2 [3:0] == 4'h8;
   assign \$1727  = \$1725  & \$1726 ;
   assign \$1728  = w_en & w_transpose;
-  assign \$1729  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1729  = \port$20225$2 [3:0] == 3'h5;
   assign \$1730  = \$1728  & \$1729 ;
   assign \$1731  = \$1727  | \$1730 ;
   assign \$1732  = w_transpose ? w_data[71:64] : w_data[47:40];
@@ -50060,10 +50060,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1736  = $signed(pe7_5_psum) + $signed(\$1735 );
   assign \$1737  = ~ w_transpose;
   assign \$1738  = w_en & \$1737 ;
-  assign \$1739  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1739  = \port$20225$2 [3:0] == 4'h8;
   assign \$1740  = \$1738  & \$1739 ;
   assign \$1741  = w_en & w_transpose;
-  assign \$1742  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1742  = \port$20225$2 [3:0] == 3'h6;
   assign \$1743  = \$1741  & \$1742 ;
   assign \$1744  = \$1740  | \$1743 ;
   assign \$1745  = w_transpose ? w_data[71:64] : w_data[55:48];
@@ -50073,10 +50073,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1749  = $signed(pe7_6_psum) + $signed(\$1748 );
   assign \$1750  = ~ w_transpose;
   assign \$1751  = w_en & \$1750 ;
-  assign \$1752  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1752  = \port$20225$2 [3:0] == 4'h8;
   assign \$1753  = \$1751  & \$1752 ;
   assign \$1754  = w_en & w_transpose;
-  assign \$1755  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1755  = \port$20225$2 [3:0] == 3'h7;
   assign \$1756  = \$1754  & \$1755 ;
   assign \$1757  = \$1753  | \$1756 ;
   assign \$1758  = w_transpose ? w_data[71:64] : w_data[63:56];
@@ -50086,10 +50086,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1762  = $signed(pe7_7_psum) + $signed(\$1761 );
   assign \$1763  = ~ w_transpose;
   assign \$1764  = w_en & \$1763 ;
-  assign \$1765  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1765  = \port$20225$2 [3:0] == 4'h8;
   assign \$1766  = \$1764  & \$1765 ;
   assign \$1767  = w_en & w_transpose;
-  assign \$1768  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1768  = \port$20225$2 [3:0] == 4'h8;
   assign \$1769  = \$1767  & \$1768 ;
   assign \$1770  = \$1766  | \$1769 ;
   assign \$1773  = pe8_7_bank ? pe8_8_w1 : pe8_8_w0;
@@ -50097,10 +50097,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1775  = $signed(pe7_8_psum) + $signed(\$1774 );
   assign \$1776  = ~ w_transpose;
   assign \$1777  = w_en & \$1776 ;
-  assign \$1778  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1778  = \port$20225$2 [3:0] == 4'h8;
   assign \$1779  = \$1777  & \$1778 ;
   assign \$1780  = w_en & w_transpose;
-  assign \$1781  = \port$18339$2 [3:0] == 4'h9;
+  assign \$1781  = \port$20225$2 [3:0] == 4'h9;
   assign \$1782  = \$1780  & \$1781 ;
   assign \$1783  = \$1779  | \$1782 ;
   assign \$1784  = w_transpose ? w_data[71:64] : w_data[79:72];
@@ -50110,10 +50110,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1788  = $signed(pe7_9_psum) + $signed(\$1787 );
   assign \$1789  = ~ w_transpose;
   assign \$1790  = w_en & \$1789 ;
-  assign \$1791  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1791  = \port$20225$2 [3:0] == 4'h8;
   assign \$1792  = \$1790  & \$1791 ;
   assign \$1793  = w_en & w_transpose;
-  assign \$1794  = \port$18339$2 [3:0] == 4'ha;
+  assign \$1794  = \port$20225$2 [3:0] == 4'ha;
   assign \$1795  = \$1793  & \$1794 ;
   assign \$1796  = \$1792  | \$1795 ;
   assign \$1797  = w_transpose ? w_data[71:64] : w_data[87:80];
@@ -50123,10 +50123,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1801  = $signed(pe7_10_psum) + $signed(\$1800 );
   assign \$1802  = ~ w_transpose;
   assign \$1803  = w_en & \$1802 ;
-  assign \$1804  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1804  = \port$20225$2 [3:0] == 4'h8;
   assign \$1805  = \$1803  & \$1804 ;
   assign \$1806  = w_en & w_transpose;
-  assign \$1807  = \port$18339$2 [3:0] == 4'hb;
+  assign \$1807  = \port$20225$2 [3:0] == 4'hb;
   assign \$1808  = \$1806  & \$1807 ;
   assign \$1809  = \$1805  | \$1808 ;
   assign \$1810  = w_transpose ? w_data[71:64] : w_data[95:88];
@@ -50136,10 +50136,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1814  = $signed(pe7_11_psum) + $signed(\$1813 );
   assign \$1815  = ~ w_transpose;
   assign \$1816  = w_en & \$1815 ;
-  assign \$1817  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1817  = \port$20225$2 [3:0] == 4'h8;
   assign \$1818  = \$1816  & \$1817 ;
   assign \$1819  = w_en & w_transpose;
-  assign \$1820  = \port$18339$2 [3:0] == 4'hc;
+  assign \$1820  = \port$20225$2 [3:0] == 4'hc;
   assign \$1821  = \$1819  & \$1820 ;
   assign \$1822  = \$1818  | \$1821 ;
   assign \$1823  = w_transpose ? w_data[71:64] : w_data[103:96];
@@ -50149,10 +50149,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1827  = $signed(pe7_12_psum) + $signed(\$1826 );
   assign \$1828  = ~ w_transpose;
   assign \$1829  = w_en & \$1828 ;
-  assign \$1830  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1830  = \port$20225$2 [3:0] == 4'h8;
   assign \$1831  = \$1829  & \$1830 ;
   assign \$1832  = w_en & w_transpose;
-  assign \$1833  = \port$18339$2 [3:0] == 4'hd;
+  assign \$1833  = \port$20225$2 [3:0] == 4'hd;
   assign \$1834  = \$1832  & \$1833 ;
   assign \$1835  = \$1831  | \$1834 ;
   assign \$1836  = w_transpose ? w_data[71:64] : w_data[111:104];
@@ -50162,10 +50162,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1840  = $signed(pe7_13_psum) + $signed(\$1839 );
   assign \$1841  = ~ w_transpose;
   assign \$1842  = w_en & \$1841 ;
-  assign \$1843  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1843  = \port$20225$2 [3:0] == 4'h8;
   assign \$1844  = \$1842  & \$1843 ;
   assign \$1845  = w_en & w_transpose;
-  assign \$1846  = \port$18339$2 [3:0] == 4'he;
+  assign \$1846  = \port$20225$2 [3:0] == 4'he;
   assign \$1847  = \$1845  & \$1846 ;
   assign \$1848  = \$1844  | \$1847 ;
   assign \$1849  = w_transpose ? w_data[71:64] : w_data[119:112];
@@ -50175,10 +50175,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1853  = $signed(pe7_14_psum) + $signed(\$1852 );
   assign \$1854  = ~ w_transpose;
   assign \$1855  = w_en & \$1854 ;
-  assign \$1856  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1856  = \port$20225$2 [3:0] == 4'h8;
   assign \$1857  = \$1855  & \$1856 ;
   assign \$1858  = w_en & w_transpose;
-  assign \$1859  = \port$18339$2 [3:0] == 4'hf;
+  assign \$1859  = \port$20225$2 [3:0] == 4'hf;
   assign \$1860  = \$1858  & \$1859 ;
   assign \$1861  = \$1857  | \$1860 ;
   assign \$1862  = w_transpose ? w_data[71:64] : w_data[127:120];
@@ -50189,10 +50189,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1867  = a_valid ? w_data[79:72] : 8'h00;
   assign \$1868  = ~ w_transpose;
   assign \$1869  = w_en & \$1868 ;
-  assign \$1870  = \port$18339$2 [3:0] == 4'h9;
+  assign \$1870  = \port$20225$2 [3:0] == 4'h9;
   assign \$1871  = \$1869  & \$1870 ;
   assign \$1872  = w_en & w_transpose;
-  assign \$1873  = ! \port$18339$2 [3:0];
+  assign \$1873  = ! \port$20225$2 [3:0];
   assign \$1874  = \$1872  & \$1873 ;
   assign \$1875  = \$1871  | \$1874 ;
   assign \$1876  = w_transpose ? w_data[79:72] : w_data[7:0];
@@ -50202,10 +50202,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1880  = $signed(pe8_0_psum) + $signed(\$1879 );
   assign \$1881  = ~ w_transpose;
   assign \$1882  = w_en & \$1881 ;
-  assign \$1883  = \port$18339$2 [3:0] == 4'h9;
+  assign \$1883  = \port$20225$2 [3:0] == 4'h9;
   assign \$1884  = \$1882  & \$1883 ;
   assign \$1885  = w_en & w_transpose;
-  assign \$1886  = \port$18339$2 [3:0] == 1'h1;
+  assign \$1886  = \port$20225$2 [3:0] == 1'h1;
   assign \$1887  = \$1885  & \$1886 ;
   assign \$1888  = \$1884  | \$1887 ;
   assign \$1889  = w_transpose ? w_data[79:72] : w_data[15:8];
@@ -50215,10 +50215,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1893  = $signed(pe8_1_psum) + $signed(\$1892 );
   assign \$1894  = ~ w_transpose;
   assign \$1895  = w_en & \$1894 ;
-  assign \$1896  = \port$18339$2 [3:0] == 4'h9;
+  assign \$1896  = \port$20225$2 [3:0] == 4'h9;
   assign \$1897  = \$1895  & \$1896 ;
   assign \$1898  = w_en & w_transpose;
-  assign \$1899  = \port$18339$2 [3:0] == 2'h2;
+  assign \$1899  = \port$20225$2 [3:0] == 2'h2;
   assign \$1900  = \$1898  & \$1899 ;
   assign \$1901  = \$1897  | \$1900 ;
   assign \$1902  = w_transpose ? w_data[79:72] : w_data[23:16];
@@ -50228,10 +50228,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1906  = $signed(pe8_2_psum) + $signed(\$1905 );
   assign \$1907  = ~ w_transpose;
   assign \$1908  = w_en & \$1907 ;
-  assign \$1909  = \port$18339$2 [3:0] == 4'h9;
+  assign \$1909  = \port$20225$2 [3:0] == 4'h9;
   assign \$1910  = \$1908  & \$1909 ;
   assign \$1911  = w_en & w_transpose;
-  assign \$1912  = \port$18339$2 [3:0] == 2'h3;
+  assign \$1912  = \port$20225$2 [3:0] == 2'h3;
   assign \$1913  = \$1911  & \$1912 ;
   assign \$1914  = \$1910  | \$1913 ;
   assign \$1915  = w_transpose ? w_data[79:72] : w_data[31:24];
@@ -50241,10 +50241,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1919  = $signed(pe8_3_psum) + $signed(\$1918 );
   assign \$1920  = ~ w_transpose;
   assign \$1921  = w_en & \$1920 ;
-  assign \$1922  = \port$18339$2 [3:0] == 4'h9;
+  assign \$1922  = \port$20225$2 [3:0] == 4'h9;
   assign \$1923  = \$1921  & \$1922 ;
   assign \$1924  = w_en & w_transpose;
-  assign \$1925  = \port$18339$2 [3:0] == 3'h4;
+  assign \$1925  = \port$20225$2 [3:0] == 3'h4;
   assign \$1926  = \$1924  & \$1925 ;
   assign \$1927  = \$1923  | \$1926 ;
   assign \$1928  = w_transpose ? w_data[79:72] : w_data[39:32];
@@ -50254,10 +50254,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1932  = $signed(pe8_4_psum) + $signed(\$1931 );
   assign \$1933  = ~ w_transpose;
   assign \$1934  = w_en & \$1933 ;
-  assign \$1935  = \port$18339$2 [3:0] == 4'h9;
+  assign \$1935  = \port$20225$2 [3:0] == 4'h9;
   assign \$1936  = \$1934  & \$1935 ;
   assign \$1937  = w_en & w_transpose;
-  assign \$1938  = \port$18339$2 [3:0] == 3'h5;
+  assign \$1938  = \port$20225$2 [3:0] == 3'h5;
   assign \$1939  = \$1937  & \$1938 ;
   assign \$1940  = \$1936  | \$1939 ;
   assign \$1941  = w_transpose ? w_data[79:72] : w_data[47:40];
@@ -50267,10 +50267,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1945  = $signed(pe8_5_psum) + $signed(\$1944 );
   assign \$1946  = ~ w_transpose;
   assign \$1947  = w_en & \$1946 ;
-  assign \$1948  = \port$18339$2 [3:0] == 4'h9;
+  assign \$1948  = \port$20225$2 [3:0] == 4'h9;
   assign \$1949  = \$1947  & \$1948 ;
   assign \$1950  = w_en & w_transpose;
-  assign \$1951  = \port$18339$2 [3:0] == 3'h6;
+  assign \$1951  = \port$20225$2 [3:0] == 3'h6;
   assign \$1952  = \$1950  & \$1951 ;
   assign \$1953  = \$1949  | \$1952 ;
   assign \$1954  = w_transpose ? w_data[79:72] : w_data[55:48];
@@ -50280,10 +50280,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1958  = $signed(pe8_6_psum) + $signed(\$1957 );
   assign \$1959  = ~ w_transpose;
   assign \$1960  = w_en & \$1959 ;
-  assign \$1961  = \port$18339$2 [3:0] == 4'h9;
+  assign \$1961  = \port$20225$2 [3:0] == 4'h9;
   assign \$1962  = \$1960  & \$1961 ;
   assign \$1963  = w_en & w_transpose;
-  assign \$1964  = \port$18339$2 [3:0] == 3'h7;
+  assign \$1964  = \port$20225$2 [3:0] == 3'h7;
   assign \$1965  = \$1963  & \$1964 ;
   assign \$1966  = \$1962  | \$1965 ;
   assign \$1967  = w_transpose ? w_data[79:72] : w_data[63:56];
@@ -50293,10 +50293,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1971  = $signed(pe8_7_psum) + $signed(\$1970 );
   assign \$1972  = ~ w_transpose;
   assign \$1973  = w_en & \$1972 ;
-  assign \$1974  = \port$18339$2 [3:0] == 4'h9;
+  assign \$1974  = \port$20225$2 [3:0] == 4'h9;
   assign \$1975  = \$1973  & \$1974 ;
   assign \$1976  = w_en & w_transpose;
-  assign \$1977  = \port$18339$2 [3:0] == 4'h8;
+  assign \$1977  = \port$20225$2 [3:0] == 4'h8;
   assign \$1978  = \$1976  & \$1977 ;
   assign \$1979  = \$1975  | \$1978 ;
   assign \$1980  = w_transpose ? w_data[79:72] : w_data[71:64];
@@ -50306,10 +50306,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1984  = $signed(pe8_8_psum) + $signed(\$1983 );
   assign \$1985  = ~ w_transpose;
   assign \$1986  = w_en & \$1985 ;
-  assign \$1987  = \port$18339$2 [3:0] == 4'h9;
+  assign \$1987  = \port$20225$2 [3:0] == 4'h9;
   assign \$1988  = \$1986  & \$1987 ;
   assign \$1989  = w_en & w_transpose;
-  assign \$1990  = \port$18339$2 [3:0] == 4'h9;
+  assign \$1990  = \port$20225$2 [3:0] == 4'h9;
   assign \$1991  = \$1989  & \$1990 ;
   assign \$1992  = \$1988  | \$1991 ;
   assign \$1995  = pe9_8_bank ? pe9_9_w1 : pe9_9_w0;
@@ -50317,10 +50317,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$1997  = $signed(pe8_9_psum) + $signed(\$1996 );
   assign \$1998  = ~ w_transpose;
   assign \$1999  = w_en & \$1998 ;
-  assign \$2000  = \port$18339$2 [3:0] == 4'h9;
+  assign \$2000  = \port$20225$2 [3:0] == 4'h9;
   assign \$2001  = \$1999  & \$2000 ;
   assign \$2002  = w_en & w_transpose;
-  assign \$2003  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2003  = \port$20225$2 [3:0] == 4'ha;
   assign \$2004  = \$2002  & \$2003 ;
   assign \$2005  = \$2001  | \$2004 ;
   assign \$2006  = w_transpose ? w_data[79:72] : w_data[87:80];
@@ -50330,10 +50330,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2010  = $signed(pe8_10_psum) + $signed(\$2009 );
   assign \$2011  = ~ w_transpose;
   assign \$2012  = w_en & \$2011 ;
-  assign \$2013  = \port$18339$2 [3:0] == 4'h9;
+  assign \$2013  = \port$20225$2 [3:0] == 4'h9;
   assign \$2014  = \$2012  & \$2013 ;
   assign \$2015  = w_en & w_transpose;
-  assign \$2016  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2016  = \port$20225$2 [3:0] == 4'hb;
   assign \$2017  = \$2015  & \$2016 ;
   assign \$2018  = \$2014  | \$2017 ;
   assign \$2019  = w_transpose ? w_data[79:72] : w_data[95:88];
@@ -50343,10 +50343,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2023  = $signed(pe8_11_psum) + $signed(\$2022 );
   assign \$2024  = ~ w_transpose;
   assign \$2025  = w_en & \$2024 ;
-  assign \$2026  = \port$18339$2 [3:0] == 4'h9;
+  assign \$2026  = \port$20225$2 [3:0] == 4'h9;
   assign \$2027  = \$2025  & \$2026 ;
   assign \$2028  = w_en & w_transpose;
-  assign \$2029  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2029  = \port$20225$2 [3:0] == 4'hc;
   assign \$2030  = \$2028  & \$2029 ;
   assign \$2031  = \$2027  | \$2030 ;
   assign \$2032  = w_transpose ? w_data[79:72] : w_data[103:96];
@@ -50356,10 +50356,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2036  = $signed(pe8_12_psum) + $signed(\$2035 );
   assign \$2037  = ~ w_transpose;
   assign \$2038  = w_en & \$2037 ;
-  assign \$2039  = \port$18339$2 [3:0] == 4'h9;
+  assign \$2039  = \port$20225$2 [3:0] == 4'h9;
   assign \$2040  = \$2038  & \$2039 ;
   assign \$2041  = w_en & w_transpose;
-  assign \$2042  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2042  = \port$20225$2 [3:0] == 4'hd;
   assign \$2043  = \$2041  & \$2042 ;
   assign \$2044  = \$2040  | \$2043 ;
   assign \$2045  = w_transpose ? w_data[79:72] : w_data[111:104];
@@ -50369,10 +50369,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2049  = $signed(pe8_13_psum) + $signed(\$2048 );
   assign \$2050  = ~ w_transpose;
   assign \$2051  = w_en & \$2050 ;
-  assign \$2052  = \port$18339$2 [3:0] == 4'h9;
+  assign \$2052  = \port$20225$2 [3:0] == 4'h9;
   assign \$2053  = \$2051  & \$2052 ;
   assign \$2054  = w_en & w_transpose;
-  assign \$2055  = \port$18339$2 [3:0] == 4'he;
+  assign \$2055  = \port$20225$2 [3:0] == 4'he;
   assign \$2056  = \$2054  & \$2055 ;
   assign \$2057  = \$2053  | \$2056 ;
   assign \$2058  = w_transpose ? w_data[79:72] : w_data[119:112];
@@ -50382,10 +50382,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2062  = $signed(pe8_14_psum) + $signed(\$2061 );
   assign \$2063  = ~ w_transpose;
   assign \$2064  = w_en & \$2063 ;
-  assign \$2065  = \port$18339$2 [3:0] == 4'h9;
+  assign \$2065  = \port$20225$2 [3:0] == 4'h9;
   assign \$2066  = \$2064  & \$2065 ;
   assign \$2067  = w_en & w_transpose;
-  assign \$2068  = \port$18339$2 [3:0] == 4'hf;
+  assign \$2068  = \port$20225$2 [3:0] == 4'hf;
   assign \$2069  = \$2067  & \$2068 ;
   assign \$2070  = \$2066  | \$2069 ;
   assign \$2071  = w_transpose ? w_data[79:72] : w_data[127:120];
@@ -50396,10 +50396,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2076  = a_valid ? w_data[87:80] : 8'h00;
   assign \$2077  = ~ w_transpose;
   assign \$2078  = w_en & \$2077 ;
-  assign \$2079  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2079  = \port$20225$2 [3:0] == 4'ha;
   assign \$2080  = \$2078  & \$2079 ;
   assign \$2081  = w_en & w_transpose;
-  assign \$2082  = ! \port$18339$2 [3:0];
+  assign \$2082  = ! \port$20225$2 [3:0];
   assign \$2083  = \$2081  & \$2082 ;
   assign \$2084  = \$2080  | \$2083 ;
   assign \$2085  = w_transpose ? w_data[87:80] : w_data[7:0];
@@ -50409,10 +50409,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2089  = $signed(pe9_0_psum) + $signed(\$2088 );
   assign \$2090  = ~ w_transpose;
   assign \$2091  = w_en & \$2090 ;
-  assign \$2092  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2092  = \port$20225$2 [3:0] == 4'ha;
   assign \$2093  = \$2091  & \$2092 ;
   assign \$2094  = w_en & w_transpose;
-  assign \$2095  = \port$18339$2 [3:0] == 1'h1;
+  assign \$2095  = \port$20225$2 [3:0] == 1'h1;
   assign \$2096  = \$2094  & \$2095 ;
   assign \$2097  = \$2093  | \$2096 ;
   assign \$2098  = w_transpose ? w_data[87:80] : w_data[15:8];
@@ -50422,10 +50422,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2102  = $signed(pe9_1_psum) + $signed(\$2101 );
   assign \$2103  = ~ w_transpose;
   assign \$2104  = w_en & \$2103 ;
-  assign \$2105  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2105  = \port$20225$2 [3:0] == 4'ha;
   assign \$2106  = \$2104  & \$2105 ;
   assign \$2107  = w_en & w_transpose;
-  assign \$2108  = \port$18339$2 [3:0] == 2'h2;
+  assign \$2108  = \port$20225$2 [3:0] == 2'h2;
   assign \$2109  = \$2107  & \$2108 ;
   assign \$2110  = \$2106  | \$2109 ;
   assign \$2111  = w_transpose ? w_data[87:80] : w_data[23:16];
@@ -50435,10 +50435,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2115  = $signed(pe9_2_psum) + $signed(\$2114 );
   assign \$2116  = ~ w_transpose;
   assign \$2117  = w_en & \$2116 ;
-  assign \$2118  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2118  = \port$20225$2 [3:0] == 4'ha;
   assign \$2119  = \$2117  & \$2118 ;
   assign \$2120  = w_en & w_transpose;
-  assign \$2121  = \port$18339$2 [3:0] == 2'h3;
+  assign \$2121  = \port$20225$2 [3:0] == 2'h3;
   assign \$2122  = \$2120  & \$2121 ;
   assign \$2123  = \$2119  | \$2122 ;
   assign \$2124  = w_transpose ? w_data[87:80] : w_data[31:24];
@@ -50448,10 +50448,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2128  = $signed(pe9_3_psum) + $signed(\$2127 );
   assign \$2129  = ~ w_transpose;
   assign \$2130  = w_en & \$2129 ;
-  assign \$2131  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2131  = \port$20225$2 [3:0] == 4'ha;
   assign \$2132  = \$2130  & \$2131 ;
   assign \$2133  = w_en & w_transpose;
-  assign \$2134  = \port$18339$2 [3:0] == 3'h4;
+  assign \$2134  = \port$20225$2 [3:0] == 3'h4;
   assign \$2135  = \$2133  & \$2134 ;
   assign \$2136  = \$2132  | \$2135 ;
   assign \$2137  = w_transpose ? w_data[87:80] : w_data[39:32];
@@ -50461,10 +50461,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2141  = $signed(pe9_4_psum) + $signed(\$2140 );
   assign \$2142  = ~ w_transpose;
   assign \$2143  = w_en & \$2142 ;
-  assign \$2144  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2144  = \port$20225$2 [3:0] == 4'ha;
   assign \$2145  = \$2143  & \$2144 ;
   assign \$2146  = w_en & w_transpose;
-  assign \$2147  = \port$18339$2 [3:0] == 3'h5;
+  assign \$2147  = \port$20225$2 [3:0] == 3'h5;
   assign \$2148  = \$2146  & \$2147 ;
   assign \$2149  = \$2145  | \$2148 ;
   assign \$2150  = w_transpose ? w_data[87:80] : w_data[47:40];
@@ -50474,10 +50474,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2154  = $signed(pe9_5_psum) + $signed(\$2153 );
   assign \$2155  = ~ w_transpose;
   assign \$2156  = w_en & \$2155 ;
-  assign \$2157  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2157  = \port$20225$2 [3:0] == 4'ha;
   assign \$2158  = \$2156  & \$2157 ;
   assign \$2159  = w_en & w_transpose;
-  assign \$2160  = \port$18339$2 [3:0] == 3'h6;
+  assign \$2160  = \port$20225$2 [3:0] == 3'h6;
   assign \$2161  = \$2159  & \$2160 ;
   assign \$2162  = \$2158  | \$2161 ;
   assign \$2163  = w_transpose ? w_data[87:80] : w_data[55:48];
@@ -50487,10 +50487,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2167  = $signed(pe9_6_psum) + $signed(\$2166 );
   assign \$2168  = ~ w_transpose;
   assign \$2169  = w_en & \$2168 ;
-  assign \$2170  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2170  = \port$20225$2 [3:0] == 4'ha;
   assign \$2171  = \$2169  & \$2170 ;
   assign \$2172  = w_en & w_transpose;
-  assign \$2173  = \port$18339$2 [3:0] == 3'h7;
+  assign \$2173  = \port$20225$2 [3:0] == 3'h7;
   assign \$2174  = \$2172  & \$2173 ;
   assign \$2175  = \$2171  | \$2174 ;
   assign \$2176  = w_transpose ? w_data[87:80] : w_data[63:56];
@@ -50500,10 +50500,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2180  = $signed(pe9_7_psum) + $signed(\$2179 );
   assign \$2181  = ~ w_transpose;
   assign \$2182  = w_en & \$2181 ;
-  assign \$2183  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2183  = \port$20225$2 [3:0] == 4'ha;
   assign \$2184  = \$2182  & \$2183 ;
   assign \$2185  = w_en & w_transpose;
-  assign \$2186  = \port$18339$2 [3:0] == 4'h8;
+  assign \$2186  = \port$20225$2 [3:0] == 4'h8;
   assign \$2187  = \$2185  & \$2186 ;
   assign \$2188  = \$2184  | \$2187 ;
   assign \$2189  = w_transpose ? w_data[87:80] : w_data[71:64];
@@ -50513,10 +50513,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2193  = $signed(pe9_8_psum) + $signed(\$2192 );
   assign \$2194  = ~ w_transpose;
   assign \$2195  = w_en & \$2194 ;
-  assign \$2196  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2196  = \port$20225$2 [3:0] == 4'ha;
   assign \$2197  = \$2195  & \$2196 ;
   assign \$2198  = w_en & w_transpose;
-  assign \$2199  = \port$18339$2 [3:0] == 4'h9;
+  assign \$2199  = \port$20225$2 [3:0] == 4'h9;
   assign \$2200  = \$2198  & \$2199 ;
   assign \$2201  = \$2197  | \$2200 ;
   assign \$2202  = w_transpose ? w_data[87:80] : w_data[79:72];
@@ -50526,10 +50526,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2206  = $signed(pe9_9_psum) + $signed(\$2205 );
   assign \$2207  = ~ w_transpose;
   assign \$2208  = w_en & \$2207 ;
-  assign \$2209  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2209  = \port$20225$2 [3:0] == 4'ha;
   assign \$2210  = \$2208  & \$2209 ;
   assign \$2211  = w_en & w_transpose;
-  assign \$2212  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2212  = \port$20225$2 [3:0] == 4'ha;
   assign \$2213  = \$2211  & \$2212 ;
   assign \$2214  = \$2210  | \$2213 ;
   assign \$2217  = pe10_9_bank ? pe10_10_w1 : pe10_10_w0;
@@ -50537,10 +50537,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2219  = $signed(pe9_10_psum) + $signed(\$2218 );
   assign \$2220  = ~ w_transpose;
   assign \$2221  = w_en & \$2220 ;
-  assign \$2222  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2222  = \port$20225$2 [3:0] == 4'ha;
   assign \$2223  = \$2221  & \$2222 ;
   assign \$2224  = w_en & w_transpose;
-  assign \$2225  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2225  = \port$20225$2 [3:0] == 4'hb;
   assign \$2226  = \$2224  & \$2225 ;
   assign \$2227  = \$2223  | \$2226 ;
   assign \$2228  = w_transpose ? w_data[87:80] : w_data[95:88];
@@ -50550,10 +50550,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2232  = $signed(pe9_11_psum) + $signed(\$2231 );
   assign \$2233  = ~ w_transpose;
   assign \$2234  = w_en & \$2233 ;
-  assign \$2235  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2235  = \port$20225$2 [3:0] == 4'ha;
   assign \$2236  = \$2234  & \$2235 ;
   assign \$2237  = w_en & w_transpose;
-  assign \$2238  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2238  = \port$20225$2 [3:0] == 4'hc;
   assign \$2239  = \$2237  & \$2238 ;
   assign \$2240  = \$2236  | \$2239 ;
   assign \$2241  = w_transpose ? w_data[87:80] : w_data[103:96];
@@ -50563,10 +50563,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2245  = $signed(pe9_12_psum) + $signed(\$2244 );
   assign \$2246  = ~ w_transpose;
   assign \$2247  = w_en & \$2246 ;
-  assign \$2248  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2248  = \port$20225$2 [3:0] == 4'ha;
   assign \$2249  = \$2247  & \$2248 ;
   assign \$2250  = w_en & w_transpose;
-  assign \$2251  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2251  = \port$20225$2 [3:0] == 4'hd;
   assign \$2252  = \$2250  & \$2251 ;
   assign \$2253  = \$2249  | \$2252 ;
   assign \$2254  = w_transpose ? w_data[87:80] : w_data[111:104];
@@ -50576,10 +50576,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2258  = $signed(pe9_13_psum) + $signed(\$2257 );
   assign \$2259  = ~ w_transpose;
   assign \$2260  = w_en & \$2259 ;
-  assign \$2261  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2261  = \port$20225$2 [3:0] == 4'ha;
   assign \$2262  = \$2260  & \$2261 ;
   assign \$2263  = w_en & w_transpose;
-  assign \$2264  = \port$18339$2 [3:0] == 4'he;
+  assign \$2264  = \port$20225$2 [3:0] == 4'he;
   assign \$2265  = \$2263  & \$2264 ;
   assign \$2266  = \$2262  | \$2265 ;
   assign \$2267  = w_transpose ? w_data[87:80] : w_data[119:112];
@@ -50589,10 +50589,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2271  = $signed(pe9_14_psum) + $signed(\$2270 );
   assign \$2272  = ~ w_transpose;
   assign \$2273  = w_en & \$2272 ;
-  assign \$2274  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2274  = \port$20225$2 [3:0] == 4'ha;
   assign \$2275  = \$2273  & \$2274 ;
   assign \$2276  = w_en & w_transpose;
-  assign \$2277  = \port$18339$2 [3:0] == 4'hf;
+  assign \$2277  = \port$20225$2 [3:0] == 4'hf;
   assign \$2278  = \$2276  & \$2277 ;
   assign \$2279  = \$2275  | \$2278 ;
   assign \$2280  = w_transpose ? w_data[87:80] : w_data[127:120];
@@ -50603,10 +50603,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2285  = a_valid ? w_data[95:88] : 8'h00;
   assign \$2286  = ~ w_transpose;
   assign \$2287  = w_en & \$2286 ;
-  assign \$2288  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2288  = \port$20225$2 [3:0] == 4'hb;
   assign \$2289  = \$2287  & \$2288 ;
   assign \$2290  = w_en & w_transpose;
-  assign \$2291  = ! \port$18339$2 [3:0];
+  assign \$2291  = ! \port$20225$2 [3:0];
   assign \$2292  = \$2290  & \$2291 ;
   assign \$2293  = \$2289  | \$2292 ;
   assign \$2294  = w_transpose ? w_data[95:88] : w_data[7:0];
@@ -50616,10 +50616,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2298  = $signed(pe10_0_psum) + $signed(\$2297 );
   assign \$2299  = ~ w_transpose;
   assign \$2300  = w_en & \$2299 ;
-  assign \$2301  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2301  = \port$20225$2 [3:0] == 4'hb;
   assign \$2302  = \$2300  & \$2301 ;
   assign \$2303  = w_en & w_transpose;
-  assign \$2304  = \port$18339$2 [3:0] == 1'h1;
+  assign \$2304  = \port$20225$2 [3:0] == 1'h1;
   assign \$2305  = \$2303  & \$2304 ;
   assign \$2306  = \$2302  | \$2305 ;
   assign \$2307  = w_transpose ? w_data[95:88] : w_data[15:8];
@@ -50629,10 +50629,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2311  = $signed(pe10_1_psum) + $signed(\$2310 );
   assign \$2312  = ~ w_transpose;
   assign \$2313  = w_en & \$2312 ;
-  assign \$2314  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2314  = \port$20225$2 [3:0] == 4'hb;
   assign \$2315  = \$2313  & \$2314 ;
   assign \$2316  = w_en & w_transpose;
-  assign \$2317  = \port$18339$2 [3:0] == 2'h2;
+  assign \$2317  = \port$20225$2 [3:0] == 2'h2;
   assign \$2318  = \$2316  & \$2317 ;
   assign \$2319  = \$2315  | \$2318 ;
   assign \$2320  = w_transpose ? w_data[95:88] : w_data[23:16];
@@ -50642,10 +50642,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2324  = $signed(pe10_2_psum) + $signed(\$2323 );
   assign \$2325  = ~ w_transpose;
   assign \$2326  = w_en & \$2325 ;
-  assign \$2327  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2327  = \port$20225$2 [3:0] == 4'hb;
   assign \$2328  = \$2326  & \$2327 ;
   assign \$2329  = w_en & w_transpose;
-  assign \$2330  = \port$18339$2 [3:0] == 2'h3;
+  assign \$2330  = \port$20225$2 [3:0] == 2'h3;
   assign \$2331  = \$2329  & \$2330 ;
   assign \$2332  = \$2328  | \$2331 ;
   assign \$2333  = w_transpose ? w_data[95:88] : w_data[31:24];
@@ -50655,10 +50655,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2337  = $signed(pe10_3_psum) + $signed(\$2336 );
   assign \$2338  = ~ w_transpose;
   assign \$2339  = w_en & \$2338 ;
-  assign \$2340  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2340  = \port$20225$2 [3:0] == 4'hb;
   assign \$2341  = \$2339  & \$2340 ;
   assign \$2342  = w_en & w_transpose;
-  assign \$2343  = \port$18339$2 [3:0] == 3'h4;
+  assign \$2343  = \port$20225$2 [3:0] == 3'h4;
   assign \$2344  = \$2342  & \$2343 ;
   assign \$2345  = \$2341  | \$2344 ;
   assign \$2346  = w_transpose ? w_data[95:88] : w_data[39:32];
@@ -50668,10 +50668,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2350  = $signed(pe10_4_psum) + $signed(\$2349 );
   assign \$2351  = ~ w_transpose;
   assign \$2352  = w_en & \$2351 ;
-  assign \$2353  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2353  = \port$20225$2 [3:0] == 4'hb;
   assign \$2354  = \$2352  & \$2353 ;
   assign \$2355  = w_en & w_transpose;
-  assign \$2356  = \port$18339$2 [3:0] == 3'h5;
+  assign \$2356  = \port$20225$2 [3:0] == 3'h5;
   assign \$2357  = \$2355  & \$2356 ;
   assign \$2358  = \$2354  | \$2357 ;
   assign \$2359  = w_transpose ? w_data[95:88] : w_data[47:40];
@@ -50681,10 +50681,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2363  = $signed(pe10_5_psum) + $signed(\$2362 );
   assign \$2364  = ~ w_transpose;
   assign \$2365  = w_en & \$2364 ;
-  assign \$2366  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2366  = \port$20225$2 [3:0] == 4'hb;
   assign \$2367  = \$2365  & \$2366 ;
   assign \$2368  = w_en & w_transpose;
-  assign \$2369  = \port$18339$2 [3:0] == 3'h6;
+  assign \$2369  = \port$20225$2 [3:0] == 3'h6;
   assign \$2370  = \$2368  & \$2369 ;
   assign \$2371  = \$2367  | \$2370 ;
   assign \$2372  = w_transpose ? w_data[95:88] : w_data[55:48];
@@ -50694,10 +50694,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2376  = $signed(pe10_6_psum) + $signed(\$2375 );
   assign \$2377  = ~ w_transpose;
   assign \$2378  = w_en & \$2377 ;
-  assign \$2379  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2379  = \port$20225$2 [3:0] == 4'hb;
   assign \$2380  = \$2378  & \$2379 ;
   assign \$2381  = w_en & w_transpose;
-  assign \$2382  = \port$18339$2 [3:0] == 3'h7;
+  assign \$2382  = \port$20225$2 [3:0] == 3'h7;
   assign \$2383  = \$2381  & \$2382 ;
   assign \$2384  = \$2380  | \$2383 ;
   assign \$2385  = w_transpose ? w_data[95:88] : w_data[63:56];
@@ -50707,10 +50707,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2389  = $signed(pe10_7_psum) + $signed(\$2388 );
   assign \$2390  = ~ w_transpose;
   assign \$2391  = w_en & \$2390 ;
-  assign \$2392  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2392  = \port$20225$2 [3:0] == 4'hb;
   assign \$2393  = \$2391  & \$2392 ;
   assign \$2394  = w_en & w_transpose;
-  assign \$2395  = \port$18339$2 [3:0] == 4'h8;
+  assign \$2395  = \port$20225$2 [3:0] == 4'h8;
   assign \$2396  = \$2394  & \$2395 ;
   assign \$2397  = \$2393  | \$2396 ;
   assign \$2398  = w_transpose ? w_data[95:88] : w_data[71:64];
@@ -50720,10 +50720,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2402  = $signed(pe10_8_psum) + $signed(\$2401 );
   assign \$2403  = ~ w_transpose;
   assign \$2404  = w_en & \$2403 ;
-  assign \$2405  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2405  = \port$20225$2 [3:0] == 4'hb;
   assign \$2406  = \$2404  & \$2405 ;
   assign \$2407  = w_en & w_transpose;
-  assign \$2408  = \port$18339$2 [3:0] == 4'h9;
+  assign \$2408  = \port$20225$2 [3:0] == 4'h9;
   assign \$2409  = \$2407  & \$2408 ;
   assign \$2410  = \$2406  | \$2409 ;
   assign \$2411  = w_transpose ? w_data[95:88] : w_data[79:72];
@@ -50733,10 +50733,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2415  = $signed(pe10_9_psum) + $signed(\$2414 );
   assign \$2416  = ~ w_transpose;
   assign \$2417  = w_en & \$2416 ;
-  assign \$2418  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2418  = \port$20225$2 [3:0] == 4'hb;
   assign \$2419  = \$2417  & \$2418 ;
   assign \$2420  = w_en & w_transpose;
-  assign \$2421  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2421  = \port$20225$2 [3:0] == 4'ha;
   assign \$2422  = \$2420  & \$2421 ;
   assign \$2423  = \$2419  | \$2422 ;
   assign \$2424  = w_transpose ? w_data[95:88] : w_data[87:80];
@@ -50746,10 +50746,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2428  = $signed(pe10_10_psum) + $signed(\$2427 );
   assign \$2429  = ~ w_transpose;
   assign \$2430  = w_en & \$2429 ;
-  assign \$2431  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2431  = \port$20225$2 [3:0] == 4'hb;
   assign \$2432  = \$2430  & \$2431 ;
   assign \$2433  = w_en & w_transpose;
-  assign \$2434  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2434  = \port$20225$2 [3:0] == 4'hb;
   assign \$2435  = \$2433  & \$2434 ;
   assign \$2436  = \$2432  | \$2435 ;
   assign \$2439  = pe11_10_bank ? pe11_11_w1 : pe11_11_w0;
@@ -50757,10 +50757,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2441  = $signed(pe10_11_psum) + $signed(\$2440 );
   assign \$2442  = ~ w_transpose;
   assign \$2443  = w_en & \$2442 ;
-  assign \$2444  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2444  = \port$20225$2 [3:0] == 4'hb;
   assign \$2445  = \$2443  & \$2444 ;
   assign \$2446  = w_en & w_transpose;
-  assign \$2447  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2447  = \port$20225$2 [3:0] == 4'hc;
   assign \$2448  = \$2446  & \$2447 ;
   assign \$2449  = \$2445  | \$2448 ;
   assign \$2450  = w_transpose ? w_data[95:88] : w_data[103:96];
@@ -50770,10 +50770,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2454  = $signed(pe10_12_psum) + $signed(\$2453 );
   assign \$2455  = ~ w_transpose;
   assign \$2456  = w_en & \$2455 ;
-  assign \$2457  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2457  = \port$20225$2 [3:0] == 4'hb;
   assign \$2458  = \$2456  & \$2457 ;
   assign \$2459  = w_en & w_transpose;
-  assign \$2460  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2460  = \port$20225$2 [3:0] == 4'hd;
   assign \$2461  = \$2459  & \$2460 ;
   assign \$2462  = \$2458  | \$2461 ;
   assign \$2463  = w_transpose ? w_data[95:88] : w_data[111:104];
@@ -50783,10 +50783,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2467  = $signed(pe10_13_psum) + $signed(\$2466 );
   assign \$2468  = ~ w_transpose;
   assign \$2469  = w_en & \$2468 ;
-  assign \$2470  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2470  = \port$20225$2 [3:0] == 4'hb;
   assign \$2471  = \$2469  & \$2470 ;
   assign \$2472  = w_en & w_transpose;
-  assign \$2473  = \port$18339$2 [3:0] == 4'he;
+  assign \$2473  = \port$20225$2 [3:0] == 4'he;
   assign \$2474  = \$2472  & \$2473 ;
   assign \$2475  = \$2471  | \$2474 ;
   assign \$2476  = w_transpose ? w_data[95:88] : w_data[119:112];
@@ -50796,10 +50796,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2480  = $signed(pe10_14_psum) + $signed(\$2479 );
   assign \$2481  = ~ w_transpose;
   assign \$2482  = w_en & \$2481 ;
-  assign \$2483  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2483  = \port$20225$2 [3:0] == 4'hb;
   assign \$2484  = \$2482  & \$2483 ;
   assign \$2485  = w_en & w_transpose;
-  assign \$2486  = \port$18339$2 [3:0] == 4'hf;
+  assign \$2486  = \port$20225$2 [3:0] == 4'hf;
   assign \$2487  = \$2485  & \$2486 ;
   assign \$2488  = \$2484  | \$2487 ;
   assign \$2489  = w_transpose ? w_data[95:88] : w_data[127:120];
@@ -50810,10 +50810,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2494  = a_valid ? w_data[103:96] : 8'h00;
   assign \$2495  = ~ w_transpose;
   assign \$2496  = w_en & \$2495 ;
-  assign \$2497  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2497  = \port$20225$2 [3:0] == 4'hc;
   assign \$2498  = \$2496  & \$2497 ;
   assign \$2499  = w_en & w_transpose;
-  assign \$2500  = ! \port$18339$2 [3:0];
+  assign \$2500  = ! \port$20225$2 [3:0];
   assign \$2501  = \$2499  & \$2500 ;
   assign \$2502  = \$2498  | \$2501 ;
   assign \$2503  = w_transpose ? w_data[103:96] : w_data[7:0];
@@ -50823,10 +50823,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2507  = $signed(pe11_0_psum) + $signed(\$2506 );
   assign \$2508  = ~ w_transpose;
   assign \$2509  = w_en & \$2508 ;
-  assign \$2510  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2510  = \port$20225$2 [3:0] == 4'hc;
   assign \$2511  = \$2509  & \$2510 ;
   assign \$2512  = w_en & w_transpose;
-  assign \$2513  = \port$18339$2 [3:0] == 1'h1;
+  assign \$2513  = \port$20225$2 [3:0] == 1'h1;
   assign \$2514  = \$2512  & \$2513 ;
   assign \$2515  = \$2511  | \$2514 ;
   assign \$2516  = w_transpose ? w_data[103:96] : w_data[15:8];
@@ -50836,10 +50836,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2520  = $signed(pe11_1_psum) + $signed(\$2519 );
   assign \$2521  = ~ w_transpose;
   assign \$2522  = w_en & \$2521 ;
-  assign \$2523  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2523  = \port$20225$2 [3:0] == 4'hc;
   assign \$2524  = \$2522  & \$2523 ;
   assign \$2525  = w_en & w_transpose;
-  assign \$2526  = \port$18339$2 [3:0] == 2'h2;
+  assign \$2526  = \port$20225$2 [3:0] == 2'h2;
   assign \$2527  = \$2525  & \$2526 ;
   assign \$2528  = \$2524  | \$2527 ;
   assign \$2529  = w_transpose ? w_data[103:96] : w_data[23:16];
@@ -50849,10 +50849,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2533  = $signed(pe11_2_psum) + $signed(\$2532 );
   assign \$2534  = ~ w_transpose;
   assign \$2535  = w_en & \$2534 ;
-  assign \$2536  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2536  = \port$20225$2 [3:0] == 4'hc;
   assign \$2537  = \$2535  & \$2536 ;
   assign \$2538  = w_en & w_transpose;
-  assign \$2539  = \port$18339$2 [3:0] == 2'h3;
+  assign \$2539  = \port$20225$2 [3:0] == 2'h3;
   assign \$2540  = \$2538  & \$2539 ;
   assign \$2541  = \$2537  | \$2540 ;
   assign \$2542  = w_transpose ? w_data[103:96] : w_data[31:24];
@@ -50862,10 +50862,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2546  = $signed(pe11_3_psum) + $signed(\$2545 );
   assign \$2547  = ~ w_transpose;
   assign \$2548  = w_en & \$2547 ;
-  assign \$2549  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2549  = \port$20225$2 [3:0] == 4'hc;
   assign \$2550  = \$2548  & \$2549 ;
   assign \$2551  = w_en & w_transpose;
-  assign \$2552  = \port$18339$2 [3:0] == 3'h4;
+  assign \$2552  = \port$20225$2 [3:0] == 3'h4;
   assign \$2553  = \$2551  & \$2552 ;
   assign \$2554  = \$2550  | \$2553 ;
   assign \$2555  = w_transpose ? w_data[103:96] : w_data[39:32];
@@ -50875,10 +50875,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2559  = $signed(pe11_4_psum) + $signed(\$2558 );
   assign \$2560  = ~ w_transpose;
   assign \$2561  = w_en & \$2560 ;
-  assign \$2562  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2562  = \port$20225$2 [3:0] == 4'hc;
   assign \$2563  = \$2561  & \$2562 ;
   assign \$2564  = w_en & w_transpose;
-  assign \$2565  = \port$18339$2 [3:0] == 3'h5;
+  assign \$2565  = \port$20225$2 [3:0] == 3'h5;
   assign \$2566  = \$2564  & \$2565 ;
   assign \$2567  = \$2563  | \$2566 ;
   assign \$2568  = w_transpose ? w_data[103:96] : w_data[47:40];
@@ -50888,10 +50888,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2572  = $signed(pe11_5_psum) + $signed(\$2571 );
   assign \$2573  = ~ w_transpose;
   assign \$2574  = w_en & \$2573 ;
-  assign \$2575  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2575  = \port$20225$2 [3:0] == 4'hc;
   assign \$2576  = \$2574  & \$2575 ;
   assign \$2577  = w_en & w_transpose;
-  assign \$2578  = \port$18339$2 [3:0] == 3'h6;
+  assign \$2578  = \port$20225$2 [3:0] == 3'h6;
   assign \$2579  = \$2577  & \$2578 ;
   assign \$2580  = \$2576  | \$2579 ;
   assign \$2581  = w_transpose ? w_data[103:96] : w_data[55:48];
@@ -50901,10 +50901,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2585  = $signed(pe11_6_psum) + $signed(\$2584 );
   assign \$2586  = ~ w_transpose;
   assign \$2587  = w_en & \$2586 ;
-  assign \$2588  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2588  = \port$20225$2 [3:0] == 4'hc;
   assign \$2589  = \$2587  & \$2588 ;
   assign \$2590  = w_en & w_transpose;
-  assign \$2591  = \port$18339$2 [3:0] == 3'h7;
+  assign \$2591  = \port$20225$2 [3:0] == 3'h7;
   assign \$2592  = \$2590  & \$2591 ;
   assign \$2593  = \$2589  | \$2592 ;
   assign \$2594  = w_transpose ? w_data[103:96] : w_data[63:56];
@@ -50914,10 +50914,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2598  = $signed(pe11_7_psum) + $signed(\$2597 );
   assign \$2599  = ~ w_transpose;
   assign \$2600  = w_en & \$2599 ;
-  assign \$2601  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2601  = \port$20225$2 [3:0] == 4'hc;
   assign \$2602  = \$2600  & \$2601 ;
   assign \$2603  = w_en & w_transpose;
-  assign \$2604  = \port$18339$2 [3:0] == 4'h8;
+  assign \$2604  = \port$20225$2 [3:0] == 4'h8;
   assign \$2605  = \$2603  & \$2604 ;
   assign \$2606  = \$2602  | \$2605 ;
   assign \$2607  = w_transpose ? w_data[103:96] : w_data[71:64];
@@ -50927,10 +50927,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2611  = $signed(pe11_8_psum) + $signed(\$2610 );
   assign \$2612  = ~ w_transpose;
   assign \$2613  = w_en & \$2612 ;
-  assign \$2614  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2614  = \port$20225$2 [3:0] == 4'hc;
   assign \$2615  = \$2613  & \$2614 ;
   assign \$2616  = w_en & w_transpose;
-  assign \$2617  = \port$18339$2 [3:0] == 4'h9;
+  assign \$2617  = \port$20225$2 [3:0] == 4'h9;
   assign \$2618  = \$2616  & \$2617 ;
   assign \$2619  = \$2615  | \$2618 ;
   assign \$2620  = w_transpose ? w_data[103:96] : w_data[79:72];
@@ -50940,10 +50940,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2624  = $signed(pe11_9_psum) + $signed(\$2623 );
   assign \$2625  = ~ w_transpose;
   assign \$2626  = w_en & \$2625 ;
-  assign \$2627  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2627  = \port$20225$2 [3:0] == 4'hc;
   assign \$2628  = \$2626  & \$2627 ;
   assign \$2629  = w_en & w_transpose;
-  assign \$2630  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2630  = \port$20225$2 [3:0] == 4'ha;
   assign \$2631  = \$2629  & \$2630 ;
   assign \$2632  = \$2628  | \$2631 ;
   assign \$2633  = w_transpose ? w_data[103:96] : w_data[87:80];
@@ -50953,10 +50953,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2637  = $signed(pe11_10_psum) + $signed(\$2636 );
   assign \$2638  = ~ w_transpose;
   assign \$2639  = w_en & \$2638 ;
-  assign \$2640  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2640  = \port$20225$2 [3:0] == 4'hc;
   assign \$2641  = \$2639  & \$2640 ;
   assign \$2642  = w_en & w_transpose;
-  assign \$2643  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2643  = \port$20225$2 [3:0] == 4'hb;
   assign \$2644  = \$2642  & \$2643 ;
   assign \$2645  = \$2641  | \$2644 ;
   assign \$2646  = w_transpose ? w_data[103:96] : w_data[95:88];
@@ -50966,10 +50966,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2650  = $signed(pe11_11_psum) + $signed(\$2649 );
   assign \$2651  = ~ w_transpose;
   assign \$2652  = w_en & \$2651 ;
-  assign \$2653  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2653  = \port$20225$2 [3:0] == 4'hc;
   assign \$2654  = \$2652  & \$2653 ;
   assign \$2655  = w_en & w_transpose;
-  assign \$2656  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2656  = \port$20225$2 [3:0] == 4'hc;
   assign \$2657  = \$2655  & \$2656 ;
   assign \$2658  = \$2654  | \$2657 ;
   assign \$2661  = pe12_11_bank ? pe12_12_w1 : pe12_12_w0;
@@ -50977,10 +50977,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2663  = $signed(pe11_12_psum) + $signed(\$2662 );
   assign \$2664  = ~ w_transpose;
   assign \$2665  = w_en & \$2664 ;
-  assign \$2666  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2666  = \port$20225$2 [3:0] == 4'hc;
   assign \$2667  = \$2665  & \$2666 ;
   assign \$2668  = w_en & w_transpose;
-  assign \$2669  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2669  = \port$20225$2 [3:0] == 4'hd;
   assign \$2670  = \$2668  & \$2669 ;
   assign \$2671  = \$2667  | \$2670 ;
   assign \$2672  = w_transpose ? w_data[103:96] : w_data[111:104];
@@ -50990,10 +50990,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2676  = $signed(pe11_13_psum) + $signed(\$2675 );
   assign \$2677  = ~ w_transpose;
   assign \$2678  = w_en & \$2677 ;
-  assign \$2679  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2679  = \port$20225$2 [3:0] == 4'hc;
   assign \$2680  = \$2678  & \$2679 ;
   assign \$2681  = w_en & w_transpose;
-  assign \$2682  = \port$18339$2 [3:0] == 4'he;
+  assign \$2682  = \port$20225$2 [3:0] == 4'he;
   assign \$2683  = \$2681  & \$2682 ;
   assign \$2684  = \$2680  | \$2683 ;
   assign \$2685  = w_transpose ? w_data[103:96] : w_data[119:112];
@@ -51003,10 +51003,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2689  = $signed(pe11_14_psum) + $signed(\$2688 );
   assign \$2690  = ~ w_transpose;
   assign \$2691  = w_en & \$2690 ;
-  assign \$2692  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2692  = \port$20225$2 [3:0] == 4'hc;
   assign \$2693  = \$2691  & \$2692 ;
   assign \$2694  = w_en & w_transpose;
-  assign \$2695  = \port$18339$2 [3:0] == 4'hf;
+  assign \$2695  = \port$20225$2 [3:0] == 4'hf;
   assign \$2696  = \$2694  & \$2695 ;
   assign \$2697  = \$2693  | \$2696 ;
   assign \$2698  = w_transpose ? w_data[103:96] : w_data[127:120];
@@ -51017,10 +51017,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2703  = a_valid ? w_data[111:104] : 8'h00;
   assign \$2704  = ~ w_transpose;
   assign \$2705  = w_en & \$2704 ;
-  assign \$2706  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2706  = \port$20225$2 [3:0] == 4'hd;
   assign \$2707  = \$2705  & \$2706 ;
   assign \$2708  = w_en & w_transpose;
-  assign \$2709  = ! \port$18339$2 [3:0];
+  assign \$2709  = ! \port$20225$2 [3:0];
   assign \$2710  = \$2708  & \$2709 ;
   assign \$2711  = \$2707  | \$2710 ;
   assign \$2712  = w_transpose ? w_data[111:104] : w_data[7:0];
@@ -51030,10 +51030,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2716  = $signed(pe12_0_psum) + $signed(\$2715 );
   assign \$2717  = ~ w_transpose;
   assign \$2718  = w_en & \$2717 ;
-  assign \$2719  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2719  = \port$20225$2 [3:0] == 4'hd;
   assign \$2720  = \$2718  & \$2719 ;
   assign \$2721  = w_en & w_transpose;
-  assign \$2722  = \port$18339$2 [3:0] == 1'h1;
+  assign \$2722  = \port$20225$2 [3:0] == 1'h1;
   assign \$2723  = \$2721  & \$2722 ;
   assign \$2724  = \$2720  | \$2723 ;
   assign \$2725  = w_transpose ? w_data[111:104] : w_data[15:8];
@@ -51043,10 +51043,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2729  = $signed(pe12_1_psum) + $signed(\$2728 );
   assign \$2730  = ~ w_transpose;
   assign \$2731  = w_en & \$2730 ;
-  assign \$2732  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2732  = \port$20225$2 [3:0] == 4'hd;
   assign \$2733  = \$2731  & \$2732 ;
   assign \$2734  = w_en & w_transpose;
-  assign \$2735  = \port$18339$2 [3:0] == 2'h2;
+  assign \$2735  = \port$20225$2 [3:0] == 2'h2;
   assign \$2736  = \$2734  & \$2735 ;
   assign \$2737  = \$2733  | \$2736 ;
   assign \$2738  = w_transpose ? w_data[111:104] : w_data[23:16];
@@ -51056,10 +51056,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2742  = $signed(pe12_2_psum) + $signed(\$2741 );
   assign \$2743  = ~ w_transpose;
   assign \$2744  = w_en & \$2743 ;
-  assign \$2745  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2745  = \port$20225$2 [3:0] == 4'hd;
   assign \$2746  = \$2744  & \$2745 ;
   assign \$2747  = w_en & w_transpose;
-  assign \$2748  = \port$18339$2 [3:0] == 2'h3;
+  assign \$2748  = \port$20225$2 [3:0] == 2'h3;
   assign \$2749  = \$2747  & \$2748 ;
   assign \$2750  = \$2746  | \$2749 ;
   assign \$2751  = w_transpose ? w_data[111:104] : w_data[31:24];
@@ -51069,10 +51069,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2755  = $signed(pe12_3_psum) + $signed(\$2754 );
   assign \$2756  = ~ w_transpose;
   assign \$2757  = w_en & \$2756 ;
-  assign \$2758  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2758  = \port$20225$2 [3:0] == 4'hd;
   assign \$2759  = \$2757  & \$2758 ;
   assign \$2760  = w_en & w_transpose;
-  assign \$2761  = \port$18339$2 [3:0] == 3'h4;
+  assign \$2761  = \port$20225$2 [3:0] == 3'h4;
   assign \$2762  = \$2760  & \$2761 ;
   assign \$2763  = \$2759  | \$2762 ;
   assign \$2764  = w_transpose ? w_data[111:104] : w_data[39:32];
@@ -51082,10 +51082,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2768  = $signed(pe12_4_psum) + $signed(\$2767 );
   assign \$2769  = ~ w_transpose;
   assign \$2770  = w_en & \$2769 ;
-  assign \$2771  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2771  = \port$20225$2 [3:0] == 4'hd;
   assign \$2772  = \$2770  & \$2771 ;
   assign \$2773  = w_en & w_transpose;
-  assign \$2774  = \port$18339$2 [3:0] == 3'h5;
+  assign \$2774  = \port$20225$2 [3:0] == 3'h5;
   assign \$2775  = \$2773  & \$2774 ;
   assign \$2776  = \$2772  | \$2775 ;
   assign \$2777  = w_transpose ? w_data[111:104] : w_data[47:40];
@@ -51095,10 +51095,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2781  = $signed(pe12_5_psum) + $signed(\$2780 );
   assign \$2782  = ~ w_transpose;
   assign \$2783  = w_en & \$2782 ;
-  assign \$2784  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2784  = \port$20225$2 [3:0] == 4'hd;
   assign \$2785  = \$2783  & \$2784 ;
   assign \$2786  = w_en & w_transpose;
-  assign \$2787  = \port$18339$2 [3:0] == 3'h6;
+  assign \$2787  = \port$20225$2 [3:0] == 3'h6;
   assign \$2788  = \$2786  & \$2787 ;
   assign \$2789  = \$2785  | \$2788 ;
   assign \$2790  = w_transpose ? w_data[111:104] : w_data[55:48];
@@ -51108,10 +51108,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2794  = $signed(pe12_6_psum) + $signed(\$2793 );
   assign \$2795  = ~ w_transpose;
   assign \$2796  = w_en & \$2795 ;
-  assign \$2797  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2797  = \port$20225$2 [3:0] == 4'hd;
   assign \$2798  = \$2796  & \$2797 ;
   assign \$2799  = w_en & w_transpose;
-  assign \$2800  = \port$18339$2 [3:0] == 3'h7;
+  assign \$2800  = \port$20225$2 [3:0] == 3'h7;
   assign \$2801  = \$2799  & \$2800 ;
   assign \$2802  = \$2798  | \$2801 ;
   assign \$2803  = w_transpose ? w_data[111:104] : w_data[63:56];
@@ -51121,10 +51121,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2807  = $signed(pe12_7_psum) + $signed(\$2806 );
   assign \$2808  = ~ w_transpose;
   assign \$2809  = w_en & \$2808 ;
-  assign \$2810  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2810  = \port$20225$2 [3:0] == 4'hd;
   assign \$2811  = \$2809  & \$2810 ;
   assign \$2812  = w_en & w_transpose;
-  assign \$2813  = \port$18339$2 [3:0] == 4'h8;
+  assign \$2813  = \port$20225$2 [3:0] == 4'h8;
   assign \$2814  = \$2812  & \$2813 ;
   assign \$2815  = \$2811  | \$2814 ;
   assign \$2816  = w_transpose ? w_data[111:104] : w_data[71:64];
@@ -51134,10 +51134,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2820  = $signed(pe12_8_psum) + $signed(\$2819 );
   assign \$2821  = ~ w_transpose;
   assign \$2822  = w_en & \$2821 ;
-  assign \$2823  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2823  = \port$20225$2 [3:0] == 4'hd;
   assign \$2824  = \$2822  & \$2823 ;
   assign \$2825  = w_en & w_transpose;
-  assign \$2826  = \port$18339$2 [3:0] == 4'h9;
+  assign \$2826  = \port$20225$2 [3:0] == 4'h9;
   assign \$2827  = \$2825  & \$2826 ;
   assign \$2828  = \$2824  | \$2827 ;
   assign \$2829  = w_transpose ? w_data[111:104] : w_data[79:72];
@@ -51147,10 +51147,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2833  = $signed(pe12_9_psum) + $signed(\$2832 );
   assign \$2834  = ~ w_transpose;
   assign \$2835  = w_en & \$2834 ;
-  assign \$2836  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2836  = \port$20225$2 [3:0] == 4'hd;
   assign \$2837  = \$2835  & \$2836 ;
   assign \$2838  = w_en & w_transpose;
-  assign \$2839  = \port$18339$2 [3:0] == 4'ha;
+  assign \$2839  = \port$20225$2 [3:0] == 4'ha;
   assign \$2840  = \$2838  & \$2839 ;
   assign \$2841  = \$2837  | \$2840 ;
   assign \$2842  = w_transpose ? w_data[111:104] : w_data[87:80];
@@ -51160,10 +51160,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2846  = $signed(pe12_10_psum) + $signed(\$2845 );
   assign \$2847  = ~ w_transpose;
   assign \$2848  = w_en & \$2847 ;
-  assign \$2849  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2849  = \port$20225$2 [3:0] == 4'hd;
   assign \$2850  = \$2848  & \$2849 ;
   assign \$2851  = w_en & w_transpose;
-  assign \$2852  = \port$18339$2 [3:0] == 4'hb;
+  assign \$2852  = \port$20225$2 [3:0] == 4'hb;
   assign \$2853  = \$2851  & \$2852 ;
   assign \$2854  = \$2850  | \$2853 ;
   assign \$2855  = w_transpose ? w_data[111:104] : w_data[95:88];
@@ -51173,10 +51173,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2859  = $signed(pe12_11_psum) + $signed(\$2858 );
   assign \$2860  = ~ w_transpose;
   assign \$2861  = w_en & \$2860 ;
-  assign \$2862  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2862  = \port$20225$2 [3:0] == 4'hd;
   assign \$2863  = \$2861  & \$2862 ;
   assign \$2864  = w_en & w_transpose;
-  assign \$2865  = \port$18339$2 [3:0] == 4'hc;
+  assign \$2865  = \port$20225$2 [3:0] == 4'hc;
   assign \$2866  = \$2864  & \$2865 ;
   assign \$2867  = \$2863  | \$2866 ;
   assign \$2868  = w_transpose ? w_data[111:104] : w_data[103:96];
@@ -51186,10 +51186,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2872  = $signed(pe12_12_psum) + $signed(\$2871 );
   assign \$2873  = ~ w_transpose;
   assign \$2874  = w_en & \$2873 ;
-  assign \$2875  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2875  = \port$20225$2 [3:0] == 4'hd;
   assign \$2876  = \$2874  & \$2875 ;
   assign \$2877  = w_en & w_transpose;
-  assign \$2878  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2878  = \port$20225$2 [3:0] == 4'hd;
   assign \$2879  = \$2877  & \$2878 ;
   assign \$2880  = \$2876  | \$2879 ;
   assign \$2883  = pe13_12_bank ? pe13_13_w1 : pe13_13_w0;
@@ -51197,10 +51197,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2885  = $signed(pe12_13_psum) + $signed(\$2884 );
   assign \$2886  = ~ w_transpose;
   assign \$2887  = w_en & \$2886 ;
-  assign \$2888  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2888  = \port$20225$2 [3:0] == 4'hd;
   assign \$2889  = \$2887  & \$2888 ;
   assign \$2890  = w_en & w_transpose;
-  assign \$2891  = \port$18339$2 [3:0] == 4'he;
+  assign \$2891  = \port$20225$2 [3:0] == 4'he;
   assign \$2892  = \$2890  & \$2891 ;
   assign \$2893  = \$2889  | \$2892 ;
   assign \$2894  = w_transpose ? w_data[111:104] : w_data[119:112];
@@ -51210,10 +51210,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2898  = $signed(pe12_14_psum) + $signed(\$2897 );
   assign \$2899  = ~ w_transpose;
   assign \$2900  = w_en & \$2899 ;
-  assign \$2901  = \port$18339$2 [3:0] == 4'hd;
+  assign \$2901  = \port$20225$2 [3:0] == 4'hd;
   assign \$2902  = \$2900  & \$2901 ;
   assign \$2903  = w_en & w_transpose;
-  assign \$2904  = \port$18339$2 [3:0] == 4'hf;
+  assign \$2904  = \port$20225$2 [3:0] == 4'hf;
   assign \$2905  = \$2903  & \$2904 ;
   assign \$2906  = \$2902  | \$2905 ;
   assign \$2907  = w_transpose ? w_data[111:104] : w_data[127:120];
@@ -51224,10 +51224,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2912  = a_valid ? w_data[119:112] : 8'h00;
   assign \$2913  = ~ w_transpose;
   assign \$2914  = w_en & \$2913 ;
-  assign \$2915  = \port$18339$2 [3:0] == 4'he;
+  assign \$2915  = \port$20225$2 [3:0] == 4'he;
   assign \$2916  = \$2914  & \$2915 ;
   assign \$2917  = w_en & w_transpose;
-  assign \$2918  = ! \port$18339$2 [3:0];
+  assign \$2918  = ! \port$20225$2 [3:0];
   assign \$2919  = \$2917  & \$2918 ;
   assign \$2920  = \$2916  | \$2919 ;
   assign \$2921  = w_transpose ? w_data[119:112] : w_data[7:0];
@@ -51237,10 +51237,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2925  = $signed(pe13_0_psum) + $signed(\$2924 );
   assign \$2926  = ~ w_transpose;
   assign \$2927  = w_en & \$2926 ;
-  assign \$2928  = \port$18339$2 [3:0] == 4'he;
+  assign \$2928  = \port$20225$2 [3:0] == 4'he;
   assign \$2929  = \$2927  & \$2928 ;
   assign \$2930  = w_en & w_transpose;
-  assign \$2931  = \port$18339$2 [3:0] == 1'h1;
+  assign \$2931  = \port$20225$2 [3:0] == 1'h1;
   assign \$2932  = \$2930  & \$2931 ;
   assign \$2933  = \$2929  | \$2932 ;
   assign \$2934  = w_transpose ? w_data[119:112] : w_data[15:8];
@@ -51250,12 +51250,12 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
   assign \$2938  = $signed(pe13_1_psum) + $signed(\$2937 );
   assign \$2939  = ~ w_transpose;
   assign \$2940  = w_en & \$2939 ;
-  assign \$2941  = \port$18339$2 [3:0] == 4'he;
+  assign \$2941  = \port$20225$2 [3:0] == 4'he;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6186  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6186  = \$9 ;
       end
     end
@@ -51265,7 +51265,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6187  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6187  = \$10 ;
       end
@@ -51285,7 +51285,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6189  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6189  = \$23 ;
       end
     end
@@ -51295,7 +51295,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6190  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6190  = \$24 ;
       end
@@ -51315,7 +51315,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6192  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6192  = \$35 ;
       end
     end
@@ -51325,7 +51325,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6193  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6193  = \$36 ;
       end
@@ -51345,7 +51345,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6195  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6195  = \$47 ;
       end
     end
@@ -51355,7 +51355,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6196  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6196  = \$48 ;
       end
@@ -51375,7 +51375,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6198  = pe0_4_w1;
     if (\$58 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6198  = \$59 ;
       end
     end
@@ -51385,7 +51385,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6199  = pe0_4_w0;
     if (\$58 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6199  = \$60 ;
       end
@@ -51405,7 +51405,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6201  = pe0_5_w1;
     if (\$70 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6201  = \$71 ;
       end
     end
@@ -51415,7 +51415,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6202  = pe0_5_w0;
     if (\$70 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6202  = \$72 ;
       end
@@ -51435,7 +51435,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6204  = pe0_6_w1;
     if (\$82 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6204  = \$83 ;
       end
     end
@@ -51445,7 +51445,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6205  = pe0_6_w0;
     if (\$82 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6205  = \$84 ;
       end
@@ -51465,7 +51465,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6207  = pe0_7_w1;
     if (\$94 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6207  = \$95 ;
       end
     end
@@ -51475,7 +51475,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6208  = pe0_7_w0;
     if (\$94 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6208  = \$96 ;
       end
@@ -51495,7 +51495,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6210  = pe0_8_w1;
     if (\$106 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6210  = \$107 ;
       end
     end
@@ -51505,7 +51505,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6211  = pe0_8_w0;
     if (\$106 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6211  = \$108 ;
       end
@@ -51525,7 +51525,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6213  = pe0_9_w1;
     if (\$118 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6213  = \$119 ;
       end
     end
@@ -51535,7 +51535,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6214  = pe0_9_w0;
     if (\$118 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6214  = \$120 ;
       end
@@ -51555,7 +51555,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6216  = pe0_10_w1;
     if (\$130 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6216  = \$131 ;
       end
     end
@@ -51565,7 +51565,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6217  = pe0_10_w0;
     if (\$130 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6217  = \$132 ;
       end
@@ -51585,7 +51585,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6219  = pe0_11_w1;
     if (\$142 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6219  = \$143 ;
       end
     end
@@ -51595,7 +51595,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6220  = pe0_11_w0;
     if (\$142 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6220  = \$144 ;
       end
@@ -51615,7 +51615,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6222  = pe0_12_w1;
     if (\$154 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6222  = \$155 ;
       end
     end
@@ -51625,7 +51625,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6223  = pe0_12_w0;
     if (\$154 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6223  = \$156 ;
       end
@@ -51645,7 +51645,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6225  = pe0_13_w1;
     if (\$166 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6225  = \$167 ;
       end
     end
@@ -51655,7 +51655,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6226  = pe0_13_w0;
     if (\$166 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6226  = \$168 ;
       end
@@ -51675,7 +51675,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6228  = pe0_14_w1;
     if (\$178 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6228  = \$179 ;
       end
     end
@@ -51685,7 +51685,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6229  = pe0_14_w0;
     if (\$178 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6229  = \$180 ;
       end
@@ -51705,7 +51705,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6231  = pe0_15_w1;
     if (\$190 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6231  = \$191 ;
       end
     end
@@ -51715,7 +51715,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6232  = pe0_15_w0;
     if (\$190 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6232  = \$192 ;
       end
@@ -51735,7 +51735,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6234  = pe1_0_w1;
     if (\$203 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6234  = \$204 ;
       end
     end
@@ -51745,7 +51745,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6235  = pe1_0_w0;
     if (\$203 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6235  = \$205 ;
       end
@@ -51765,7 +51765,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6237  = pe1_1_w1;
     if (\$216 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6237  = \$217 ;
       end
     end
@@ -51775,7 +51775,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6238  = pe1_1_w0;
     if (\$216 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6238  = \$218 ;
       end
@@ -51795,7 +51795,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6240  = pe1_2_w1;
     if (\$229 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6240  = \$230 ;
       end
     end
@@ -51805,7 +51805,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6241  = pe1_2_w0;
     if (\$229 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6241  = \$231 ;
       end
@@ -51825,7 +51825,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6243  = pe1_3_w1;
     if (\$242 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6243  = \$243 ;
       end
     end
@@ -51835,7 +51835,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6244  = pe1_3_w0;
     if (\$242 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6244  = \$244 ;
       end
@@ -51855,7 +51855,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6246  = pe1_4_w1;
     if (\$255 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6246  = \$256 ;
       end
     end
@@ -51865,7 +51865,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6247  = pe1_4_w0;
     if (\$255 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6247  = \$257 ;
       end
@@ -51885,7 +51885,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6249  = pe1_5_w1;
     if (\$268 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6249  = \$269 ;
       end
     end
@@ -51895,7 +51895,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6250  = pe1_5_w0;
     if (\$268 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6250  = \$270 ;
       end
@@ -51915,7 +51915,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6252  = pe1_6_w1;
     if (\$281 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6252  = \$282 ;
       end
     end
@@ -51925,7 +51925,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6253  = pe1_6_w0;
     if (\$281 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6253  = \$283 ;
       end
@@ -51945,7 +51945,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6255  = pe1_7_w1;
     if (\$294 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6255  = \$295 ;
       end
     end
@@ -51955,7 +51955,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6256  = pe1_7_w0;
     if (\$294 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6256  = \$296 ;
       end
@@ -51975,7 +51975,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6258  = pe1_8_w1;
     if (\$307 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6258  = \$308 ;
       end
     end
@@ -51985,7 +51985,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6259  = pe1_8_w0;
     if (\$307 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6259  = \$309 ;
       end
@@ -52005,7 +52005,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6261  = pe1_9_w1;
     if (\$320 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6261  = \$321 ;
       end
     end
@@ -52015,7 +52015,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6262  = pe1_9_w0;
     if (\$320 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6262  = \$322 ;
       end
@@ -52035,7 +52035,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6264  = pe1_10_w1;
     if (\$333 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6264  = \$334 ;
       end
     end
@@ -52045,7 +52045,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6265  = pe1_10_w0;
     if (\$333 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6265  = \$335 ;
       end
@@ -52065,7 +52065,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6267  = pe1_11_w1;
     if (\$346 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6267  = \$347 ;
       end
     end
@@ -52075,7 +52075,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6268  = pe1_11_w0;
     if (\$346 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6268  = \$348 ;
       end
@@ -52095,7 +52095,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6270  = pe1_12_w1;
     if (\$359 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6270  = \$360 ;
       end
     end
@@ -52105,7 +52105,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6271  = pe1_12_w0;
     if (\$359 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6271  = \$361 ;
       end
@@ -52125,7 +52125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6273  = pe1_13_w1;
     if (\$372 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6273  = \$373 ;
       end
     end
@@ -52135,7 +52135,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6274  = pe1_13_w0;
     if (\$372 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6274  = \$374 ;
       end
@@ -52155,7 +52155,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6276  = pe1_14_w1;
     if (\$385 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6276  = \$386 ;
       end
     end
@@ -52165,7 +52165,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6277  = pe1_14_w0;
     if (\$385 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6277  = \$387 ;
       end
@@ -52185,7 +52185,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6279  = pe1_15_w1;
     if (\$398 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6279  = \$399 ;
       end
     end
@@ -52195,7 +52195,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6280  = pe1_15_w0;
     if (\$398 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6280  = \$400 ;
       end
@@ -52225,7 +52225,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6283  = pe2_0_w1;
     if (\$412 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6283  = \$413 ;
       end
     end
@@ -52235,7 +52235,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6284  = pe2_0_w0;
     if (\$412 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6284  = \$414 ;
       end
@@ -52255,7 +52255,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6286  = pe2_1_w1;
     if (\$425 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6286  = \$426 ;
       end
     end
@@ -52265,7 +52265,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6287  = pe2_1_w0;
     if (\$425 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6287  = \$427 ;
       end
@@ -52285,7 +52285,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6289  = pe2_2_w1;
     if (\$438 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6289  = \$439 ;
       end
     end
@@ -52295,7 +52295,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6290  = pe2_2_w0;
     if (\$438 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6290  = \$440 ;
       end
@@ -52315,7 +52315,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6292  = pe2_3_w1;
     if (\$451 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6292  = \$452 ;
       end
     end
@@ -52325,7 +52325,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6293  = pe2_3_w0;
     if (\$451 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6293  = \$453 ;
       end
@@ -52345,7 +52345,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6295  = pe2_4_w1;
     if (\$464 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6295  = \$465 ;
       end
     end
@@ -52355,7 +52355,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6296  = pe2_4_w0;
     if (\$464 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6296  = \$466 ;
       end
@@ -52375,7 +52375,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6298  = pe2_5_w1;
     if (\$477 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6298  = \$478 ;
       end
     end
@@ -52385,7 +52385,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6299  = pe2_5_w0;
     if (\$477 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6299  = \$479 ;
       end
@@ -52405,7 +52405,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6301  = pe2_6_w1;
     if (\$490 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6301  = \$491 ;
       end
     end
@@ -52415,7 +52415,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6302  = pe2_6_w0;
     if (\$490 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6302  = \$492 ;
       end
@@ -52435,7 +52435,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6304  = pe2_7_w1;
     if (\$503 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6304  = \$504 ;
       end
     end
@@ -52445,7 +52445,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6305  = pe2_7_w0;
     if (\$503 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6305  = \$505 ;
       end
@@ -52465,7 +52465,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6307  = pe2_8_w1;
     if (\$516 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6307  = \$517 ;
       end
     end
@@ -52475,7 +52475,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6308  = pe2_8_w0;
     if (\$516 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6308  = \$518 ;
       end
@@ -52495,7 +52495,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6310  = pe2_9_w1;
     if (\$529 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6310  = \$530 ;
       end
     end
@@ -52505,7 +52505,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6311  = pe2_9_w0;
     if (\$529 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6311  = \$531 ;
       end
@@ -52525,7 +52525,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6313  = pe2_10_w1;
     if (\$542 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6313  = \$543 ;
       end
     end
@@ -52535,7 +52535,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6314  = pe2_10_w0;
     if (\$542 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6314  = \$544 ;
       end
@@ -52555,7 +52555,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6316  = pe2_11_w1;
     if (\$555 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6316  = \$556 ;
       end
     end
@@ -52565,7 +52565,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6317  = pe2_11_w0;
     if (\$555 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6317  = \$557 ;
       end
@@ -52585,7 +52585,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6319  = pe2_12_w1;
     if (\$568 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6319  = \$569 ;
       end
     end
@@ -52595,7 +52595,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6320  = pe2_12_w0;
     if (\$568 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6320  = \$570 ;
       end
@@ -52615,7 +52615,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6322  = pe2_13_w1;
     if (\$581 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6322  = \$582 ;
       end
     end
@@ -52625,7 +52625,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6323  = pe2_13_w0;
     if (\$581 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6323  = \$583 ;
       end
@@ -52645,7 +52645,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6325  = pe2_14_w1;
     if (\$594 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6325  = \$595 ;
       end
     end
@@ -52655,7 +52655,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6326  = pe2_14_w0;
     if (\$594 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6326  = \$596 ;
       end
@@ -52675,7 +52675,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6328  = pe2_15_w1;
     if (\$607 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6328  = \$608 ;
       end
     end
@@ -52685,7 +52685,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6329  = pe2_15_w0;
     if (\$607 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6329  = \$609 ;
       end
@@ -52725,7 +52725,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6333  = pe3_0_w1;
     if (\$621 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6333  = \$622 ;
       end
     end
@@ -52735,7 +52735,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6334  = pe3_0_w0;
     if (\$621 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6334  = \$623 ;
       end
@@ -52755,7 +52755,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6336  = pe3_1_w1;
     if (\$634 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6336  = \$635 ;
       end
     end
@@ -52765,7 +52765,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6337  = pe3_1_w0;
     if (\$634 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6337  = \$636 ;
       end
@@ -52785,7 +52785,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6339  = pe3_2_w1;
     if (\$647 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6339  = \$648 ;
       end
     end
@@ -52795,7 +52795,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6340  = pe3_2_w0;
     if (\$647 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6340  = \$649 ;
       end
@@ -52815,7 +52815,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6342  = pe3_3_w1;
     if (\$660 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6342  = \$661 ;
       end
     end
@@ -52825,7 +52825,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6343  = pe3_3_w0;
     if (\$660 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6343  = \$662 ;
       end
@@ -52845,7 +52845,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6345  = pe3_4_w1;
     if (\$673 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6345  = \$674 ;
       end
     end
@@ -52855,7 +52855,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6346  = pe3_4_w0;
     if (\$673 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6346  = \$675 ;
       end
@@ -52875,7 +52875,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6348  = pe3_5_w1;
     if (\$686 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6348  = \$687 ;
       end
     end
@@ -52885,7 +52885,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6349  = pe3_5_w0;
     if (\$686 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6349  = \$688 ;
       end
@@ -52905,7 +52905,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6351  = pe3_6_w1;
     if (\$699 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6351  = \$700 ;
       end
     end
@@ -52915,7 +52915,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6352  = pe3_6_w0;
     if (\$699 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6352  = \$701 ;
       end
@@ -52935,7 +52935,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6354  = pe3_7_w1;
     if (\$712 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6354  = \$713 ;
       end
     end
@@ -52945,7 +52945,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6355  = pe3_7_w0;
     if (\$712 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6355  = \$714 ;
       end
@@ -52965,7 +52965,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6357  = pe3_8_w1;
     if (\$725 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6357  = \$726 ;
       end
     end
@@ -52975,7 +52975,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6358  = pe3_8_w0;
     if (\$725 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6358  = \$727 ;
       end
@@ -52995,7 +52995,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6360  = pe3_9_w1;
     if (\$738 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6360  = \$739 ;
       end
     end
@@ -53005,7 +53005,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6361  = pe3_9_w0;
     if (\$738 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6361  = \$740 ;
       end
@@ -53025,7 +53025,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6363  = pe3_10_w1;
     if (\$751 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6363  = \$752 ;
       end
     end
@@ -53035,7 +53035,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6364  = pe3_10_w0;
     if (\$751 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6364  = \$753 ;
       end
@@ -53055,7 +53055,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6366  = pe3_11_w1;
     if (\$764 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6366  = \$765 ;
       end
     end
@@ -53065,7 +53065,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6367  = pe3_11_w0;
     if (\$764 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6367  = \$766 ;
       end
@@ -53085,7 +53085,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6369  = pe3_12_w1;
     if (\$777 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6369  = \$778 ;
       end
     end
@@ -53095,7 +53095,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6370  = pe3_12_w0;
     if (\$777 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6370  = \$779 ;
       end
@@ -53115,7 +53115,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6372  = pe3_13_w1;
     if (\$790 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6372  = \$791 ;
       end
     end
@@ -53125,7 +53125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6373  = pe3_13_w0;
     if (\$790 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6373  = \$792 ;
       end
@@ -53145,7 +53145,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6375  = pe3_14_w1;
     if (\$803 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6375  = \$804 ;
       end
     end
@@ -53155,7 +53155,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6376  = pe3_14_w0;
     if (\$803 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6376  = \$805 ;
       end
@@ -53175,7 +53175,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6378  = pe3_15_w1;
     if (\$816 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6378  = \$817 ;
       end
     end
@@ -53185,7 +53185,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6379  = pe3_15_w0;
     if (\$816 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6379  = \$818 ;
       end
@@ -53235,7 +53235,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6384  = pe4_0_w1;
     if (\$830 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6384  = \$831 ;
       end
     end
@@ -53245,7 +53245,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6385  = pe4_0_w0;
     if (\$830 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6385  = \$832 ;
       end
@@ -53265,7 +53265,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6387  = pe4_1_w1;
     if (\$843 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6387  = \$844 ;
       end
     end
@@ -53275,7 +53275,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6388  = pe4_1_w0;
     if (\$843 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6388  = \$845 ;
       end
@@ -53295,7 +53295,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6390  = pe4_2_w1;
     if (\$856 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6390  = \$857 ;
       end
     end
@@ -53305,7 +53305,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6391  = pe4_2_w0;
     if (\$856 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6391  = \$858 ;
       end
@@ -53325,7 +53325,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6393  = pe4_3_w1;
     if (\$869 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6393  = \$870 ;
       end
     end
@@ -53335,7 +53335,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6394  = pe4_3_w0;
     if (\$869 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6394  = \$871 ;
       end
@@ -53355,7 +53355,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6396  = pe4_4_w1;
     if (\$882 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6396  = \$883 ;
       end
     end
@@ -53365,7 +53365,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6397  = pe4_4_w0;
     if (\$882 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6397  = \$884 ;
       end
@@ -53385,7 +53385,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6399  = pe4_5_w1;
     if (\$895 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6399  = \$896 ;
       end
     end
@@ -53395,7 +53395,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6400  = pe4_5_w0;
     if (\$895 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6400  = \$897 ;
       end
@@ -53415,7 +53415,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6402  = pe4_6_w1;
     if (\$908 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6402  = \$909 ;
       end
     end
@@ -53425,7 +53425,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6403  = pe4_6_w0;
     if (\$908 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6403  = \$910 ;
       end
@@ -53445,7 +53445,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6405  = pe4_7_w1;
     if (\$921 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6405  = \$922 ;
       end
     end
@@ -53455,7 +53455,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6406  = pe4_7_w0;
     if (\$921 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6406  = \$923 ;
       end
@@ -53475,7 +53475,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6408  = pe4_8_w1;
     if (\$934 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6408  = \$935 ;
       end
     end
@@ -53485,7 +53485,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6409  = pe4_8_w0;
     if (\$934 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6409  = \$936 ;
       end
@@ -53505,7 +53505,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6411  = pe4_9_w1;
     if (\$947 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6411  = \$948 ;
       end
     end
@@ -53515,7 +53515,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6412  = pe4_9_w0;
     if (\$947 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6412  = \$949 ;
       end
@@ -53535,7 +53535,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6414  = pe4_10_w1;
     if (\$960 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6414  = \$961 ;
       end
     end
@@ -53545,7 +53545,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6415  = pe4_10_w0;
     if (\$960 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6415  = \$962 ;
       end
@@ -53565,7 +53565,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6417  = pe4_11_w1;
     if (\$973 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6417  = \$974 ;
       end
     end
@@ -53575,7 +53575,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6418  = pe4_11_w0;
     if (\$973 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6418  = \$975 ;
       end
@@ -53595,7 +53595,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6420  = pe4_12_w1;
     if (\$986 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6420  = \$987 ;
       end
     end
@@ -53605,7 +53605,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6421  = pe4_12_w0;
     if (\$986 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6421  = \$988 ;
       end
@@ -53625,7 +53625,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6423  = pe4_13_w1;
     if (\$999 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6423  = \$1000 ;
       end
     end
@@ -53635,7 +53635,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6424  = pe4_13_w0;
     if (\$999 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6424  = \$1001 ;
       end
@@ -53655,7 +53655,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6426  = pe4_14_w1;
     if (\$1012 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6426  = \$1013 ;
       end
     end
@@ -53665,7 +53665,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6427  = pe4_14_w0;
     if (\$1012 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6427  = \$1014 ;
       end
@@ -53685,7 +53685,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6429  = pe4_15_w1;
     if (\$1025 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6429  = \$1026 ;
       end
     end
@@ -53695,7 +53695,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6430  = pe4_15_w0;
     if (\$1025 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6430  = \$1027 ;
       end
@@ -53755,7 +53755,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6436  = pe5_0_w1;
     if (\$1039 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6436  = \$1040 ;
       end
     end
@@ -53765,7 +53765,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6437  = pe5_0_w0;
     if (\$1039 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6437  = \$1041 ;
       end
@@ -53785,7 +53785,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6439  = pe5_1_w1;
     if (\$1052 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6439  = \$1053 ;
       end
     end
@@ -53795,7 +53795,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6440  = pe5_1_w0;
     if (\$1052 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6440  = \$1054 ;
       end
@@ -53815,7 +53815,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6442  = pe5_2_w1;
     if (\$1065 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6442  = \$1066 ;
       end
     end
@@ -53825,7 +53825,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6443  = pe5_2_w0;
     if (\$1065 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6443  = \$1067 ;
       end
@@ -53845,7 +53845,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6445  = pe5_3_w1;
     if (\$1078 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6445  = \$1079 ;
       end
     end
@@ -53855,7 +53855,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6446  = pe5_3_w0;
     if (\$1078 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6446  = \$1080 ;
       end
@@ -53875,7 +53875,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6448  = pe5_4_w1;
     if (\$1091 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6448  = \$1092 ;
       end
     end
@@ -53885,7 +53885,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6449  = pe5_4_w0;
     if (\$1091 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6449  = \$1093 ;
       end
@@ -53905,7 +53905,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6451  = pe5_5_w1;
     if (\$1104 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6451  = \$1105 ;
       end
     end
@@ -53915,7 +53915,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6452  = pe5_5_w0;
     if (\$1104 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6452  = \$1106 ;
       end
@@ -53935,7 +53935,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6454  = pe5_6_w1;
     if (\$1117 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6454  = \$1118 ;
       end
     end
@@ -53945,7 +53945,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6455  = pe5_6_w0;
     if (\$1117 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6455  = \$1119 ;
       end
@@ -53965,7 +53965,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6457  = pe5_7_w1;
     if (\$1130 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6457  = \$1131 ;
       end
     end
@@ -53975,7 +53975,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6458  = pe5_7_w0;
     if (\$1130 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6458  = \$1132 ;
       end
@@ -53995,7 +53995,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6460  = pe5_8_w1;
     if (\$1143 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6460  = \$1144 ;
       end
     end
@@ -54005,7 +54005,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6461  = pe5_8_w0;
     if (\$1143 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6461  = \$1145 ;
       end
@@ -54025,7 +54025,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6463  = pe5_9_w1;
     if (\$1156 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6463  = \$1157 ;
       end
     end
@@ -54035,7 +54035,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6464  = pe5_9_w0;
     if (\$1156 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6464  = \$1158 ;
       end
@@ -54055,7 +54055,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6466  = pe5_10_w1;
     if (\$1169 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6466  = \$1170 ;
       end
     end
@@ -54065,7 +54065,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6467  = pe5_10_w0;
     if (\$1169 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6467  = \$1171 ;
       end
@@ -54085,7 +54085,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6469  = pe5_11_w1;
     if (\$1182 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6469  = \$1183 ;
       end
     end
@@ -54095,7 +54095,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6470  = pe5_11_w0;
     if (\$1182 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6470  = \$1184 ;
       end
@@ -54115,7 +54115,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6472  = pe5_12_w1;
     if (\$1195 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6472  = \$1196 ;
       end
     end
@@ -54125,7 +54125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6473  = pe5_12_w0;
     if (\$1195 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6473  = \$1197 ;
       end
@@ -54145,7 +54145,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6475  = pe5_13_w1;
     if (\$1208 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6475  = \$1209 ;
       end
     end
@@ -54155,7 +54155,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6476  = pe5_13_w0;
     if (\$1208 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6476  = \$1210 ;
       end
@@ -54175,7 +54175,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6478  = pe5_14_w1;
     if (\$1221 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6478  = \$1222 ;
       end
     end
@@ -54185,7 +54185,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6479  = pe5_14_w0;
     if (\$1221 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6479  = \$1223 ;
       end
@@ -54205,7 +54205,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6481  = pe5_15_w1;
     if (\$1234 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6481  = \$1235 ;
       end
     end
@@ -54215,7 +54215,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6482  = pe5_15_w0;
     if (\$1234 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6482  = \$1236 ;
       end
@@ -54285,7 +54285,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6489  = pe6_0_w1;
     if (\$1248 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6489  = \$1249 ;
       end
     end
@@ -54295,7 +54295,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6490  = pe6_0_w0;
     if (\$1248 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6490  = \$1250 ;
       end
@@ -54315,7 +54315,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6492  = pe6_1_w1;
     if (\$1261 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6492  = \$1262 ;
       end
     end
@@ -54325,7 +54325,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6493  = pe6_1_w0;
     if (\$1261 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6493  = \$1263 ;
       end
@@ -54345,7 +54345,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6495  = pe6_2_w1;
     if (\$1274 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6495  = \$1275 ;
       end
     end
@@ -54355,7 +54355,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6496  = pe6_2_w0;
     if (\$1274 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6496  = \$1276 ;
       end
@@ -54375,7 +54375,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6498  = pe6_3_w1;
     if (\$1287 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6498  = \$1288 ;
       end
     end
@@ -54385,7 +54385,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6499  = pe6_3_w0;
     if (\$1287 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6499  = \$1289 ;
       end
@@ -54405,7 +54405,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6501  = pe6_4_w1;
     if (\$1300 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6501  = \$1301 ;
       end
     end
@@ -54415,7 +54415,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6502  = pe6_4_w0;
     if (\$1300 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6502  = \$1302 ;
       end
@@ -54435,7 +54435,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6504  = pe6_5_w1;
     if (\$1313 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6504  = \$1314 ;
       end
     end
@@ -54445,7 +54445,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6505  = pe6_5_w0;
     if (\$1313 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6505  = \$1315 ;
       end
@@ -54465,7 +54465,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6507  = pe6_6_w1;
     if (\$1326 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6507  = \$1327 ;
       end
     end
@@ -54475,7 +54475,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6508  = pe6_6_w0;
     if (\$1326 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6508  = \$1328 ;
       end
@@ -54495,7 +54495,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6510  = pe6_7_w1;
     if (\$1339 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6510  = \$1340 ;
       end
     end
@@ -54505,7 +54505,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6511  = pe6_7_w0;
     if (\$1339 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6511  = \$1341 ;
       end
@@ -54525,7 +54525,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6513  = pe6_8_w1;
     if (\$1352 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6513  = \$1353 ;
       end
     end
@@ -54535,7 +54535,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6514  = pe6_8_w0;
     if (\$1352 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6514  = \$1354 ;
       end
@@ -54555,7 +54555,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6516  = pe6_9_w1;
     if (\$1365 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6516  = \$1366 ;
       end
     end
@@ -54565,7 +54565,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6517  = pe6_9_w0;
     if (\$1365 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6517  = \$1367 ;
       end
@@ -54585,7 +54585,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6519  = pe6_10_w1;
     if (\$1378 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6519  = \$1379 ;
       end
     end
@@ -54595,7 +54595,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6520  = pe6_10_w0;
     if (\$1378 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6520  = \$1380 ;
       end
@@ -54615,7 +54615,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6522  = pe6_11_w1;
     if (\$1391 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6522  = \$1392 ;
       end
     end
@@ -54625,7 +54625,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6523  = pe6_11_w0;
     if (\$1391 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6523  = \$1393 ;
       end
@@ -54645,7 +54645,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6525  = pe6_12_w1;
     if (\$1404 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6525  = \$1405 ;
       end
     end
@@ -54655,7 +54655,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6526  = pe6_12_w0;
     if (\$1404 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6526  = \$1406 ;
       end
@@ -54675,7 +54675,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6528  = pe6_13_w1;
     if (\$1417 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6528  = \$1418 ;
       end
     end
@@ -54685,7 +54685,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6529  = pe6_13_w0;
     if (\$1417 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6529  = \$1419 ;
       end
@@ -54705,7 +54705,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6531  = pe6_14_w1;
     if (\$1430 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6531  = \$1431 ;
       end
     end
@@ -54715,7 +54715,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6532  = pe6_14_w0;
     if (\$1430 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6532  = \$1432 ;
       end
@@ -54735,7 +54735,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6534  = pe6_15_w1;
     if (\$1443 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6534  = \$1444 ;
       end
     end
@@ -54745,7 +54745,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6535  = pe6_15_w0;
     if (\$1443 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6535  = \$1445 ;
       end
@@ -54825,7 +54825,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6543  = pe7_0_w1;
     if (\$1457 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6543  = \$1458 ;
       end
     end
@@ -54835,7 +54835,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6544  = pe7_0_w0;
     if (\$1457 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6544  = \$1459 ;
       end
@@ -54855,7 +54855,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6546  = pe7_1_w1;
     if (\$1470 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6546  = \$1471 ;
       end
     end
@@ -54865,7 +54865,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6547  = pe7_1_w0;
     if (\$1470 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6547  = \$1472 ;
       end
@@ -54885,7 +54885,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6549  = pe7_2_w1;
     if (\$1483 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6549  = \$1484 ;
       end
     end
@@ -54895,7 +54895,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6550  = pe7_2_w0;
     if (\$1483 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6550  = \$1485 ;
       end
@@ -54915,7 +54915,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6552  = pe7_3_w1;
     if (\$1496 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6552  = \$1497 ;
       end
     end
@@ -54925,7 +54925,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6553  = pe7_3_w0;
     if (\$1496 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6553  = \$1498 ;
       end
@@ -54945,7 +54945,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6555  = pe7_4_w1;
     if (\$1509 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6555  = \$1510 ;
       end
     end
@@ -54955,7 +54955,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6556  = pe7_4_w0;
     if (\$1509 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6556  = \$1511 ;
       end
@@ -54975,7 +54975,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6558  = pe7_5_w1;
     if (\$1522 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6558  = \$1523 ;
       end
     end
@@ -54985,7 +54985,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6559  = pe7_5_w0;
     if (\$1522 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6559  = \$1524 ;
       end
@@ -55005,7 +55005,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6561  = pe7_6_w1;
     if (\$1535 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6561  = \$1536 ;
       end
     end
@@ -55015,7 +55015,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6562  = pe7_6_w0;
     if (\$1535 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6562  = \$1537 ;
       end
@@ -55035,7 +55035,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6564  = pe7_7_w1;
     if (\$1548 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6564  = \$1549 ;
       end
     end
@@ -55045,7 +55045,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6565  = pe7_7_w0;
     if (\$1548 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6565  = \$1550 ;
       end
@@ -55065,7 +55065,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6567  = pe7_8_w1;
     if (\$1561 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6567  = \$1562 ;
       end
     end
@@ -55075,7 +55075,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6568  = pe7_8_w0;
     if (\$1561 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6568  = \$1563 ;
       end
@@ -55095,7 +55095,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6570  = pe7_9_w1;
     if (\$1574 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6570  = \$1575 ;
       end
     end
@@ -55105,7 +55105,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6571  = pe7_9_w0;
     if (\$1574 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6571  = \$1576 ;
       end
@@ -55125,7 +55125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6573  = pe7_10_w1;
     if (\$1587 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6573  = \$1588 ;
       end
     end
@@ -55135,7 +55135,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6574  = pe7_10_w0;
     if (\$1587 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6574  = \$1589 ;
       end
@@ -55155,7 +55155,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6576  = pe7_11_w1;
     if (\$1600 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6576  = \$1601 ;
       end
     end
@@ -55165,7 +55165,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6577  = pe7_11_w0;
     if (\$1600 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6577  = \$1602 ;
       end
@@ -55185,7 +55185,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6579  = pe7_12_w1;
     if (\$1613 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6579  = \$1614 ;
       end
     end
@@ -55195,7 +55195,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6580  = pe7_12_w0;
     if (\$1613 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6580  = \$1615 ;
       end
@@ -55215,7 +55215,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6582  = pe7_13_w1;
     if (\$1626 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6582  = \$1627 ;
       end
     end
@@ -55225,7 +55225,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6583  = pe7_13_w0;
     if (\$1626 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6583  = \$1628 ;
       end
@@ -55245,7 +55245,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6585  = pe7_14_w1;
     if (\$1639 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6585  = \$1640 ;
       end
     end
@@ -55255,7 +55255,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6586  = pe7_14_w0;
     if (\$1639 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6586  = \$1641 ;
       end
@@ -55275,7 +55275,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6588  = pe7_15_w1;
     if (\$1652 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6588  = \$1653 ;
       end
     end
@@ -55285,7 +55285,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6589  = pe7_15_w0;
     if (\$1652 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6589  = \$1654 ;
       end
@@ -55375,7 +55375,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6598  = pe8_0_w1;
     if (\$1666 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6598  = \$1667 ;
       end
     end
@@ -55385,7 +55385,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6599  = pe8_0_w0;
     if (\$1666 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6599  = \$1668 ;
       end
@@ -55405,7 +55405,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6601  = pe8_1_w1;
     if (\$1679 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6601  = \$1680 ;
       end
     end
@@ -55415,7 +55415,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6602  = pe8_1_w0;
     if (\$1679 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6602  = \$1681 ;
       end
@@ -55435,7 +55435,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6604  = pe8_2_w1;
     if (\$1692 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6604  = \$1693 ;
       end
     end
@@ -55445,7 +55445,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6605  = pe8_2_w0;
     if (\$1692 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6605  = \$1694 ;
       end
@@ -55465,7 +55465,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6607  = pe8_3_w1;
     if (\$1705 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6607  = \$1706 ;
       end
     end
@@ -55475,7 +55475,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6608  = pe8_3_w0;
     if (\$1705 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6608  = \$1707 ;
       end
@@ -55495,7 +55495,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6610  = pe8_4_w1;
     if (\$1718 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6610  = \$1719 ;
       end
     end
@@ -55505,7 +55505,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6611  = pe8_4_w0;
     if (\$1718 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6611  = \$1720 ;
       end
@@ -55525,7 +55525,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6613  = pe8_5_w1;
     if (\$1731 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6613  = \$1732 ;
       end
     end
@@ -55535,7 +55535,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6614  = pe8_5_w0;
     if (\$1731 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6614  = \$1733 ;
       end
@@ -55555,7 +55555,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6616  = pe8_6_w1;
     if (\$1744 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6616  = \$1745 ;
       end
     end
@@ -55565,7 +55565,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6617  = pe8_6_w0;
     if (\$1744 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6617  = \$1746 ;
       end
@@ -55585,7 +55585,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6619  = pe8_7_w1;
     if (\$1757 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6619  = \$1758 ;
       end
     end
@@ -55595,7 +55595,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6620  = pe8_7_w0;
     if (\$1757 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6620  = \$1759 ;
       end
@@ -55615,7 +55615,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6622  = pe8_8_w1;
     if (\$1770 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6622  = \$1771 ;
       end
     end
@@ -55625,7 +55625,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6623  = pe8_8_w0;
     if (\$1770 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6623  = \$1772 ;
       end
@@ -55645,7 +55645,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6625  = pe8_9_w1;
     if (\$1783 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6625  = \$1784 ;
       end
     end
@@ -55655,7 +55655,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6626  = pe8_9_w0;
     if (\$1783 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6626  = \$1785 ;
       end
@@ -55675,7 +55675,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6628  = pe8_10_w1;
     if (\$1796 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6628  = \$1797 ;
       end
     end
@@ -55685,7 +55685,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6629  = pe8_10_w0;
     if (\$1796 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6629  = \$1798 ;
       end
@@ -55705,7 +55705,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6631  = pe8_11_w1;
     if (\$1809 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6631  = \$1810 ;
       end
     end
@@ -55715,7 +55715,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6632  = pe8_11_w0;
     if (\$1809 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6632  = \$1811 ;
       end
@@ -55735,7 +55735,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6634  = pe8_12_w1;
     if (\$1822 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6634  = \$1823 ;
       end
     end
@@ -55745,7 +55745,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6635  = pe8_12_w0;
     if (\$1822 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6635  = \$1824 ;
       end
@@ -55765,7 +55765,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6637  = pe8_13_w1;
     if (\$1835 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6637  = \$1836 ;
       end
     end
@@ -55775,7 +55775,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6638  = pe8_13_w0;
     if (\$1835 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6638  = \$1837 ;
       end
@@ -55795,7 +55795,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6640  = pe8_14_w1;
     if (\$1848 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6640  = \$1849 ;
       end
     end
@@ -55805,7 +55805,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6641  = pe8_14_w0;
     if (\$1848 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6641  = \$1850 ;
       end
@@ -55825,7 +55825,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6643  = pe8_15_w1;
     if (\$1861 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6643  = \$1862 ;
       end
     end
@@ -55835,7 +55835,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6644  = pe8_15_w0;
     if (\$1861 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6644  = \$1863 ;
       end
@@ -55935,7 +55935,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6654  = pe9_0_w1;
     if (\$1875 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6654  = \$1876 ;
       end
     end
@@ -55945,7 +55945,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6655  = pe9_0_w0;
     if (\$1875 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6655  = \$1877 ;
       end
@@ -55965,7 +55965,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6657  = pe9_1_w1;
     if (\$1888 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6657  = \$1889 ;
       end
     end
@@ -55975,7 +55975,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6658  = pe9_1_w0;
     if (\$1888 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6658  = \$1890 ;
       end
@@ -55995,7 +55995,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6660  = pe9_2_w1;
     if (\$1901 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6660  = \$1902 ;
       end
     end
@@ -56005,7 +56005,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6661  = pe9_2_w0;
     if (\$1901 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6661  = \$1903 ;
       end
@@ -56025,7 +56025,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6663  = pe9_3_w1;
     if (\$1914 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6663  = \$1915 ;
       end
     end
@@ -56035,7 +56035,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6664  = pe9_3_w0;
     if (\$1914 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6664  = \$1916 ;
       end
@@ -56055,7 +56055,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6666  = pe9_4_w1;
     if (\$1927 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6666  = \$1928 ;
       end
     end
@@ -56065,7 +56065,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6667  = pe9_4_w0;
     if (\$1927 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6667  = \$1929 ;
       end
@@ -56085,7 +56085,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6669  = pe9_5_w1;
     if (\$1940 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6669  = \$1941 ;
       end
     end
@@ -56095,7 +56095,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6670  = pe9_5_w0;
     if (\$1940 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6670  = \$1942 ;
       end
@@ -56115,7 +56115,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6672  = pe9_6_w1;
     if (\$1953 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6672  = \$1954 ;
       end
     end
@@ -56125,7 +56125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6673  = pe9_6_w0;
     if (\$1953 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6673  = \$1955 ;
       end
@@ -56145,7 +56145,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6675  = pe9_7_w1;
     if (\$1966 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6675  = \$1967 ;
       end
     end
@@ -56155,7 +56155,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6676  = pe9_7_w0;
     if (\$1966 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6676  = \$1968 ;
       end
@@ -56175,7 +56175,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6678  = pe9_8_w1;
     if (\$1979 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6678  = \$1980 ;
       end
     end
@@ -56185,7 +56185,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6679  = pe9_8_w0;
     if (\$1979 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6679  = \$1981 ;
       end
@@ -56205,7 +56205,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6681  = pe9_9_w1;
     if (\$1992 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6681  = \$1993 ;
       end
     end
@@ -56215,7 +56215,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6682  = pe9_9_w0;
     if (\$1992 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6682  = \$1994 ;
       end
@@ -56235,7 +56235,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6684  = pe9_10_w1;
     if (\$2005 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6684  = \$2006 ;
       end
     end
@@ -56245,7 +56245,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6685  = pe9_10_w0;
     if (\$2005 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6685  = \$2007 ;
       end
@@ -56265,7 +56265,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6687  = pe9_11_w1;
     if (\$2018 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6687  = \$2019 ;
       end
     end
@@ -56275,7 +56275,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6688  = pe9_11_w0;
     if (\$2018 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6688  = \$2020 ;
       end
@@ -56295,7 +56295,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6690  = pe9_12_w1;
     if (\$2031 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6690  = \$2032 ;
       end
     end
@@ -56305,7 +56305,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6691  = pe9_12_w0;
     if (\$2031 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6691  = \$2033 ;
       end
@@ -56325,7 +56325,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6693  = pe9_13_w1;
     if (\$2044 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6693  = \$2045 ;
       end
     end
@@ -56335,7 +56335,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6694  = pe9_13_w0;
     if (\$2044 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6694  = \$2046 ;
       end
@@ -56355,7 +56355,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6696  = pe9_14_w1;
     if (\$2057 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6696  = \$2058 ;
       end
     end
@@ -56365,7 +56365,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6697  = pe9_14_w0;
     if (\$2057 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6697  = \$2059 ;
       end
@@ -56385,7 +56385,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6699  = pe9_15_w1;
     if (\$2070 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6699  = \$2071 ;
       end
     end
@@ -56395,7 +56395,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6700  = pe9_15_w0;
     if (\$2070 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6700  = \$2072 ;
       end
@@ -56505,7 +56505,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6711  = pe10_0_w1;
     if (\$2084 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6711  = \$2085 ;
       end
     end
@@ -56515,7 +56515,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6712  = pe10_0_w0;
     if (\$2084 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6712  = \$2086 ;
       end
@@ -56535,7 +56535,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6714  = pe10_1_w1;
     if (\$2097 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6714  = \$2098 ;
       end
     end
@@ -56545,7 +56545,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6715  = pe10_1_w0;
     if (\$2097 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6715  = \$2099 ;
       end
@@ -56565,7 +56565,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6717  = pe10_2_w1;
     if (\$2110 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6717  = \$2111 ;
       end
     end
@@ -56575,7 +56575,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6718  = pe10_2_w0;
     if (\$2110 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6718  = \$2112 ;
       end
@@ -56595,7 +56595,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6720  = pe10_3_w1;
     if (\$2123 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6720  = \$2124 ;
       end
     end
@@ -56605,7 +56605,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6721  = pe10_3_w0;
     if (\$2123 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6721  = \$2125 ;
       end
@@ -56625,7 +56625,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6723  = pe10_4_w1;
     if (\$2136 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6723  = \$2137 ;
       end
     end
@@ -56635,7 +56635,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6724  = pe10_4_w0;
     if (\$2136 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6724  = \$2138 ;
       end
@@ -56655,7 +56655,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6726  = pe10_5_w1;
     if (\$2149 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6726  = \$2150 ;
       end
     end
@@ -56665,7 +56665,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6727  = pe10_5_w0;
     if (\$2149 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6727  = \$2151 ;
       end
@@ -56685,7 +56685,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6729  = pe10_6_w1;
     if (\$2162 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6729  = \$2163 ;
       end
     end
@@ -56695,7 +56695,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6730  = pe10_6_w0;
     if (\$2162 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6730  = \$2164 ;
       end
@@ -56715,7 +56715,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6732  = pe10_7_w1;
     if (\$2175 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6732  = \$2176 ;
       end
     end
@@ -56725,7 +56725,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6733  = pe10_7_w0;
     if (\$2175 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6733  = \$2177 ;
       end
@@ -56745,7 +56745,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6735  = pe10_8_w1;
     if (\$2188 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6735  = \$2189 ;
       end
     end
@@ -56755,7 +56755,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6736  = pe10_8_w0;
     if (\$2188 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6736  = \$2190 ;
       end
@@ -56775,7 +56775,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6738  = pe10_9_w1;
     if (\$2201 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6738  = \$2202 ;
       end
     end
@@ -56785,7 +56785,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6739  = pe10_9_w0;
     if (\$2201 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6739  = \$2203 ;
       end
@@ -56805,7 +56805,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6741  = pe10_10_w1;
     if (\$2214 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6741  = \$2215 ;
       end
     end
@@ -56815,7 +56815,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6742  = pe10_10_w0;
     if (\$2214 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6742  = \$2216 ;
       end
@@ -56835,7 +56835,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6744  = pe10_11_w1;
     if (\$2227 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6744  = \$2228 ;
       end
     end
@@ -56845,7 +56845,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6745  = pe10_11_w0;
     if (\$2227 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6745  = \$2229 ;
       end
@@ -56865,7 +56865,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6747  = pe10_12_w1;
     if (\$2240 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6747  = \$2241 ;
       end
     end
@@ -56875,7 +56875,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6748  = pe10_12_w0;
     if (\$2240 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6748  = \$2242 ;
       end
@@ -56895,7 +56895,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6750  = pe10_13_w1;
     if (\$2253 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6750  = \$2254 ;
       end
     end
@@ -56905,7 +56905,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6751  = pe10_13_w0;
     if (\$2253 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6751  = \$2255 ;
       end
@@ -56925,7 +56925,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6753  = pe10_14_w1;
     if (\$2266 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6753  = \$2267 ;
       end
     end
@@ -56935,7 +56935,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6754  = pe10_14_w0;
     if (\$2266 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6754  = \$2268 ;
       end
@@ -56955,7 +56955,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6756  = pe10_15_w1;
     if (\$2279 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6756  = \$2280 ;
       end
     end
@@ -56965,7 +56965,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6757  = pe10_15_w0;
     if (\$2279 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6757  = \$2281 ;
       end
@@ -57085,7 +57085,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6769  = pe11_0_w1;
     if (\$2293 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6769  = \$2294 ;
       end
     end
@@ -57095,7 +57095,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6770  = pe11_0_w0;
     if (\$2293 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6770  = \$2295 ;
       end
@@ -57115,7 +57115,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6772  = pe11_1_w1;
     if (\$2306 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6772  = \$2307 ;
       end
     end
@@ -57125,7 +57125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6773  = pe11_1_w0;
     if (\$2306 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6773  = \$2308 ;
       end
@@ -57145,7 +57145,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6775  = pe11_2_w1;
     if (\$2319 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6775  = \$2320 ;
       end
     end
@@ -57155,7 +57155,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6776  = pe11_2_w0;
     if (\$2319 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6776  = \$2321 ;
       end
@@ -57175,7 +57175,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6778  = pe11_3_w1;
     if (\$2332 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6778  = \$2333 ;
       end
     end
@@ -57185,7 +57185,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6779  = pe11_3_w0;
     if (\$2332 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6779  = \$2334 ;
       end
@@ -57205,7 +57205,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6781  = pe11_4_w1;
     if (\$2345 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6781  = \$2346 ;
       end
     end
@@ -57215,7 +57215,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6782  = pe11_4_w0;
     if (\$2345 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6782  = \$2347 ;
       end
@@ -57235,7 +57235,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6784  = pe11_5_w1;
     if (\$2358 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6784  = \$2359 ;
       end
     end
@@ -57245,7 +57245,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6785  = pe11_5_w0;
     if (\$2358 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6785  = \$2360 ;
       end
@@ -57265,7 +57265,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6787  = pe11_6_w1;
     if (\$2371 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6787  = \$2372 ;
       end
     end
@@ -57275,7 +57275,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6788  = pe11_6_w0;
     if (\$2371 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6788  = \$2373 ;
       end
@@ -57295,7 +57295,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6790  = pe11_7_w1;
     if (\$2384 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6790  = \$2385 ;
       end
     end
@@ -57305,7 +57305,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6791  = pe11_7_w0;
     if (\$2384 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6791  = \$2386 ;
       end
@@ -57325,7 +57325,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6793  = pe11_8_w1;
     if (\$2397 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6793  = \$2398 ;
       end
     end
@@ -57335,7 +57335,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6794  = pe11_8_w0;
     if (\$2397 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6794  = \$2399 ;
       end
@@ -57355,7 +57355,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6796  = pe11_9_w1;
     if (\$2410 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6796  = \$2411 ;
       end
     end
@@ -57365,7 +57365,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6797  = pe11_9_w0;
     if (\$2410 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6797  = \$2412 ;
       end
@@ -57385,7 +57385,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6799  = pe11_10_w1;
     if (\$2423 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6799  = \$2424 ;
       end
     end
@@ -57395,7 +57395,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6800  = pe11_10_w0;
     if (\$2423 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6800  = \$2425 ;
       end
@@ -57415,7 +57415,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6802  = pe11_11_w1;
     if (\$2436 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6802  = \$2437 ;
       end
     end
@@ -57425,7 +57425,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6803  = pe11_11_w0;
     if (\$2436 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6803  = \$2438 ;
       end
@@ -57445,7 +57445,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6805  = pe11_12_w1;
     if (\$2449 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6805  = \$2450 ;
       end
     end
@@ -57455,7 +57455,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6806  = pe11_12_w0;
     if (\$2449 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6806  = \$2451 ;
       end
@@ -57475,7 +57475,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6808  = pe11_13_w1;
     if (\$2462 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6808  = \$2463 ;
       end
     end
@@ -57485,7 +57485,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6809  = pe11_13_w0;
     if (\$2462 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6809  = \$2464 ;
       end
@@ -57505,7 +57505,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6811  = pe11_14_w1;
     if (\$2475 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6811  = \$2476 ;
       end
     end
@@ -57515,7 +57515,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6812  = pe11_14_w0;
     if (\$2475 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6812  = \$2477 ;
       end
@@ -57535,7 +57535,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6814  = pe11_15_w1;
     if (\$2488 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6814  = \$2489 ;
       end
     end
@@ -57545,7 +57545,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6815  = pe11_15_w0;
     if (\$2488 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6815  = \$2490 ;
       end
@@ -57675,7 +57675,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6828  = pe12_0_w1;
     if (\$2502 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6828  = \$2503 ;
       end
     end
@@ -57685,7 +57685,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6829  = pe12_0_w0;
     if (\$2502 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6829  = \$2504 ;
       end
@@ -57705,7 +57705,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6831  = pe12_1_w1;
     if (\$2515 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6831  = \$2516 ;
       end
     end
@@ -57715,7 +57715,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6832  = pe12_1_w0;
     if (\$2515 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6832  = \$2517 ;
       end
@@ -57735,7 +57735,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6834  = pe12_2_w1;
     if (\$2528 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6834  = \$2529 ;
       end
     end
@@ -57745,7 +57745,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6835  = pe12_2_w0;
     if (\$2528 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6835  = \$2530 ;
       end
@@ -57765,7 +57765,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6837  = pe12_3_w1;
     if (\$2541 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6837  = \$2542 ;
       end
     end
@@ -57775,7 +57775,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6838  = pe12_3_w0;
     if (\$2541 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6838  = \$2543 ;
       end
@@ -57795,7 +57795,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6840  = pe12_4_w1;
     if (\$2554 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6840  = \$2555 ;
       end
     end
@@ -57805,7 +57805,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6841  = pe12_4_w0;
     if (\$2554 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6841  = \$2556 ;
       end
@@ -57825,7 +57825,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6843  = pe12_5_w1;
     if (\$2567 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6843  = \$2568 ;
       end
     end
@@ -57835,7 +57835,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6844  = pe12_5_w0;
     if (\$2567 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6844  = \$2569 ;
       end
@@ -57855,7 +57855,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6846  = pe12_6_w1;
     if (\$2580 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6846  = \$2581 ;
       end
     end
@@ -57865,7 +57865,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6847  = pe12_6_w0;
     if (\$2580 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6847  = \$2582 ;
       end
@@ -57885,7 +57885,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6849  = pe12_7_w1;
     if (\$2593 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6849  = \$2594 ;
       end
     end
@@ -57895,7 +57895,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6850  = pe12_7_w0;
     if (\$2593 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6850  = \$2595 ;
       end
@@ -57915,7 +57915,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6852  = pe12_8_w1;
     if (\$2606 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6852  = \$2607 ;
       end
     end
@@ -57925,7 +57925,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6853  = pe12_8_w0;
     if (\$2606 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6853  = \$2608 ;
       end
@@ -57945,7 +57945,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6855  = pe12_9_w1;
     if (\$2619 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6855  = \$2620 ;
       end
     end
@@ -57955,7 +57955,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6856  = pe12_9_w0;
     if (\$2619 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6856  = \$2621 ;
       end
@@ -57975,7 +57975,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6858  = pe12_10_w1;
     if (\$2632 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6858  = \$2633 ;
       end
     end
@@ -57985,7 +57985,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6859  = pe12_10_w0;
     if (\$2632 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6859  = \$2634 ;
       end
@@ -58005,7 +58005,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6861  = pe12_11_w1;
     if (\$2645 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6861  = \$2646 ;
       end
     end
@@ -58015,7 +58015,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6862  = pe12_11_w0;
     if (\$2645 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6862  = \$2647 ;
       end
@@ -58035,7 +58035,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6864  = pe12_12_w1;
     if (\$2658 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6864  = \$2659 ;
       end
     end
@@ -58045,7 +58045,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6865  = pe12_12_w0;
     if (\$2658 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6865  = \$2660 ;
       end
@@ -58065,7 +58065,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6867  = pe12_13_w1;
     if (\$2671 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6867  = \$2672 ;
       end
     end
@@ -58075,7 +58075,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6868  = pe12_13_w0;
     if (\$2671 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6868  = \$2673 ;
       end
@@ -58095,7 +58095,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6870  = pe12_14_w1;
     if (\$2684 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6870  = \$2685 ;
       end
     end
@@ -58105,7 +58105,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6871  = pe12_14_w0;
     if (\$2684 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6871  = \$2686 ;
       end
@@ -58125,7 +58125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6873  = pe12_15_w1;
     if (\$2697 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6873  = \$2698 ;
       end
     end
@@ -58135,7 +58135,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6874  = pe12_15_w0;
     if (\$2697 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6874  = \$2699 ;
       end
@@ -58275,7 +58275,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6888  = pe13_0_w1;
     if (\$2711 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6888  = \$2712 ;
       end
     end
@@ -58285,7 +58285,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6889  = pe13_0_w0;
     if (\$2711 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6889  = \$2713 ;
       end
@@ -58305,7 +58305,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6891  = pe13_1_w1;
     if (\$2724 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6891  = \$2725 ;
       end
     end
@@ -58315,7 +58315,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6892  = pe13_1_w0;
     if (\$2724 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6892  = \$2726 ;
       end
@@ -58335,7 +58335,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6894  = pe13_2_w1;
     if (\$2737 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6894  = \$2738 ;
       end
     end
@@ -58345,7 +58345,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6895  = pe13_2_w0;
     if (\$2737 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6895  = \$2739 ;
       end
@@ -58365,7 +58365,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6897  = pe13_3_w1;
     if (\$2750 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6897  = \$2751 ;
       end
     end
@@ -58375,7 +58375,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6898  = pe13_3_w0;
     if (\$2750 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6898  = \$2752 ;
       end
@@ -58395,7 +58395,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6900  = pe13_4_w1;
     if (\$2763 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6900  = \$2764 ;
       end
     end
@@ -58405,7 +58405,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6901  = pe13_4_w0;
     if (\$2763 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6901  = \$2765 ;
       end
@@ -58425,7 +58425,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6903  = pe13_5_w1;
     if (\$2776 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6903  = \$2777 ;
       end
     end
@@ -58435,7 +58435,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6904  = pe13_5_w0;
     if (\$2776 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6904  = \$2778 ;
       end
@@ -58455,7 +58455,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6906  = pe13_6_w1;
     if (\$2789 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6906  = \$2790 ;
       end
     end
@@ -58465,7 +58465,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6907  = pe13_6_w0;
     if (\$2789 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6907  = \$2791 ;
       end
@@ -58485,7 +58485,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6909  = pe13_7_w1;
     if (\$2802 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6909  = \$2803 ;
       end
     end
@@ -58495,7 +58495,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6910  = pe13_7_w0;
     if (\$2802 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6910  = \$2804 ;
       end
@@ -58515,7 +58515,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6912  = pe13_8_w1;
     if (\$2815 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6912  = \$2816 ;
       end
     end
@@ -58525,7 +58525,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6913  = pe13_8_w0;
     if (\$2815 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6913  = \$2817 ;
       end
@@ -58545,7 +58545,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6915  = pe13_9_w1;
     if (\$2828 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6915  = \$2829 ;
       end
     end
@@ -58555,7 +58555,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6916  = pe13_9_w0;
     if (\$2828 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6916  = \$2830 ;
       end
@@ -58575,7 +58575,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6918  = pe13_10_w1;
     if (\$2841 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6918  = \$2842 ;
       end
     end
@@ -58585,7 +58585,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6919  = pe13_10_w0;
     if (\$2841 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6919  = \$2843 ;
       end
@@ -58605,7 +58605,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6921  = pe13_11_w1;
     if (\$2854 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6921  = \$2855 ;
       end
     end
@@ -58615,7 +58615,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6922  = pe13_11_w0;
     if (\$2854 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6922  = \$2856 ;
       end
@@ -58635,7 +58635,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6924  = pe13_12_w1;
     if (\$2867 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6924  = \$2868 ;
       end
     end
@@ -58645,7 +58645,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6925  = pe13_12_w0;
     if (\$2867 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6925  = \$2869 ;
       end
@@ -58665,7 +58665,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6927  = pe13_13_w1;
     if (\$2880 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6927  = \$2881 ;
       end
     end
@@ -58675,7 +58675,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6928  = pe13_13_w0;
     if (\$2880 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6928  = \$2882 ;
       end
@@ -58695,7 +58695,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6930  = pe13_14_w1;
     if (\$2893 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6930  = \$2894 ;
       end
     end
@@ -58705,7 +58705,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6931  = pe13_14_w0;
     if (\$2893 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6931  = \$2895 ;
       end
@@ -58725,7 +58725,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6933  = pe13_15_w1;
     if (\$2906 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6933  = \$2907 ;
       end
     end
@@ -58735,7 +58735,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6934  = pe13_15_w0;
     if (\$2906 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6934  = \$2908 ;
       end
@@ -58885,7 +58885,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6949  = pe14_0_w1;
     if (\$2920 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6949  = \$2921 ;
       end
     end
@@ -58895,7 +58895,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6950  = pe14_0_w0;
     if (\$2920 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6950  = \$2922 ;
       end
@@ -58915,7 +58915,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6952  = pe14_1_w1;
     if (\$2933 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6952  = \$2934 ;
       end
     end
@@ -58925,7 +58925,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6953  = pe14_1_w0;
     if (\$2933 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6953  = \$2935 ;
       end
@@ -58945,7 +58945,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6955  = pe14_2_w1;
     if (\$2946 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6955  = \$2947 ;
       end
     end
@@ -58955,7 +58955,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6956  = pe14_2_w0;
     if (\$2946 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6956  = \$2948 ;
       end
@@ -58975,7 +58975,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6958  = pe14_3_w1;
     if (\$2959 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6958  = \$2960 ;
       end
     end
@@ -58985,7 +58985,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6959  = pe14_3_w0;
     if (\$2959 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6959  = \$2961 ;
       end
@@ -59005,7 +59005,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6961  = pe14_4_w1;
     if (\$2972 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6961  = \$2973 ;
       end
     end
@@ -59015,7 +59015,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6962  = pe14_4_w0;
     if (\$2972 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6962  = \$2974 ;
       end
@@ -59035,7 +59035,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6964  = pe14_5_w1;
     if (\$2985 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6964  = \$2986 ;
       end
     end
@@ -59045,7 +59045,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6965  = pe14_5_w0;
     if (\$2985 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6965  = \$2987 ;
       end
@@ -59065,7 +59065,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6967  = pe14_6_w1;
     if (\$2998 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6967  = \$2999 ;
       end
     end
@@ -59075,7 +59075,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6968  = pe14_6_w0;
     if (\$2998 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6968  = \$3000 ;
       end
@@ -59095,7 +59095,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6970  = pe14_7_w1;
     if (\$3011 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6970  = \$3012 ;
       end
     end
@@ -59105,7 +59105,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6971  = pe14_7_w0;
     if (\$3011 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6971  = \$3013 ;
       end
@@ -59125,7 +59125,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6973  = pe14_8_w1;
     if (\$3024 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6973  = \$3025 ;
       end
     end
@@ -59135,7 +59135,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6974  = pe14_8_w0;
     if (\$3024 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6974  = \$3026 ;
       end
@@ -59155,7 +59155,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6976  = pe14_9_w1;
     if (\$3037 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6976  = \$3038 ;
       end
     end
@@ -59165,7 +59165,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6977  = pe14_9_w0;
     if (\$3037 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6977  = \$3039 ;
       end
@@ -59185,7 +59185,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6979  = pe14_10_w1;
     if (\$3050 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6979  = \$3051 ;
       end
     end
@@ -59195,7 +59195,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6980  = pe14_10_w0;
     if (\$3050 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6980  = \$3052 ;
       end
@@ -59215,7 +59215,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6982  = pe14_11_w1;
     if (\$3063 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6982  = \$3064 ;
       end
     end
@@ -59225,7 +59225,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6983  = pe14_11_w0;
     if (\$3063 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6983  = \$3065 ;
       end
@@ -59245,7 +59245,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6985  = pe14_12_w1;
     if (\$3076 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6985  = \$3077 ;
       end
     end
@@ -59255,7 +59255,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6986  = pe14_12_w0;
     if (\$3076 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6986  = \$3078 ;
       end
@@ -59275,7 +59275,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6988  = pe14_13_w1;
     if (\$3089 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6988  = \$3090 ;
       end
     end
@@ -59285,7 +59285,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6989  = pe14_13_w0;
     if (\$3089 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6989  = \$3091 ;
       end
@@ -59305,7 +59305,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6991  = pe14_14_w1;
     if (\$3102 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6991  = \$3103 ;
       end
     end
@@ -59315,7 +59315,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6992  = pe14_14_w0;
     if (\$3102 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6992  = \$3104 ;
       end
@@ -59335,7 +59335,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$6994  = pe14_15_w1;
     if (\$3115 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$6994  = \$3116 ;
       end
     end
@@ -59345,7 +59345,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$6995  = pe14_15_w0;
     if (\$3115 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$6995  = \$3117 ;
       end
@@ -59505,7 +59505,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7011  = pe15_0_w1;
     if (\$3129 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7011  = \$3130 ;
       end
     end
@@ -59515,7 +59515,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7012  = pe15_0_w0;
     if (\$3129 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7012  = \$3131 ;
       end
@@ -59535,7 +59535,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7014  = pe15_1_w1;
     if (\$3142 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7014  = \$3143 ;
       end
     end
@@ -59545,7 +59545,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7015  = pe15_1_w0;
     if (\$3142 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7015  = \$3144 ;
       end
@@ -59565,7 +59565,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7017  = pe15_2_w1;
     if (\$3155 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7017  = \$3156 ;
       end
     end
@@ -59575,7 +59575,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7018  = pe15_2_w0;
     if (\$3155 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7018  = \$3157 ;
       end
@@ -59595,7 +59595,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7020  = pe15_3_w1;
     if (\$3168 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7020  = \$3169 ;
       end
     end
@@ -59605,7 +59605,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7021  = pe15_3_w0;
     if (\$3168 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7021  = \$3170 ;
       end
@@ -59625,7 +59625,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7023  = pe15_4_w1;
     if (\$3181 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7023  = \$3182 ;
       end
     end
@@ -59635,7 +59635,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7024  = pe15_4_w0;
     if (\$3181 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7024  = \$3183 ;
       end
@@ -59655,7 +59655,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7026  = pe15_5_w1;
     if (\$3194 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7026  = \$3195 ;
       end
     end
@@ -59665,7 +59665,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7027  = pe15_5_w0;
     if (\$3194 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7027  = \$3196 ;
       end
@@ -59685,7 +59685,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7029  = pe15_6_w1;
     if (\$3207 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7029  = \$3208 ;
       end
     end
@@ -59695,7 +59695,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7030  = pe15_6_w0;
     if (\$3207 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7030  = \$3209 ;
       end
@@ -59715,7 +59715,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7032  = pe15_7_w1;
     if (\$3220 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7032  = \$3221 ;
       end
     end
@@ -59725,7 +59725,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7033  = pe15_7_w0;
     if (\$3220 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7033  = \$3222 ;
       end
@@ -59745,7 +59745,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7035  = pe15_8_w1;
     if (\$3233 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7035  = \$3234 ;
       end
     end
@@ -59755,7 +59755,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7036  = pe15_8_w0;
     if (\$3233 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7036  = \$3235 ;
       end
@@ -59775,7 +59775,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7038  = pe15_9_w1;
     if (\$3246 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7038  = \$3247 ;
       end
     end
@@ -59785,7 +59785,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7039  = pe15_9_w0;
     if (\$3246 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7039  = \$3248 ;
       end
@@ -59805,7 +59805,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7041  = pe15_10_w1;
     if (\$3259 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7041  = \$3260 ;
       end
     end
@@ -59815,7 +59815,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7042  = pe15_10_w0;
     if (\$3259 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7042  = \$3261 ;
       end
@@ -59835,7 +59835,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7044  = pe15_11_w1;
     if (\$3272 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7044  = \$3273 ;
       end
     end
@@ -59845,7 +59845,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7045  = pe15_11_w0;
     if (\$3272 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7045  = \$3274 ;
       end
@@ -59865,7 +59865,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7047  = pe15_12_w1;
     if (\$3285 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7047  = \$3286 ;
       end
     end
@@ -59875,7 +59875,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7048  = pe15_12_w0;
     if (\$3285 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7048  = \$3287 ;
       end
@@ -59895,7 +59895,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7050  = pe15_13_w1;
     if (\$3298 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7050  = \$3299 ;
       end
     end
@@ -59905,7 +59905,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7051  = pe15_13_w0;
     if (\$3298 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7051  = \$3300 ;
       end
@@ -59925,7 +59925,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7053  = pe15_14_w1;
     if (\$3311 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7053  = \$3312 ;
       end
     end
@@ -59935,7 +59935,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7054  = pe15_14_w0;
     if (\$3311 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7054  = \$3313 ;
       end
@@ -59955,7 +59955,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$7056  = pe15_15_w1;
     if (\$3324 ) begin
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
         \$7056  = \$3325 ;
       end
     end
@@ -59965,7 +59965,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
     \$7057  = pe15_15_w0;
     if (\$3324 ) begin
       (* full_case = 32'd1 *)
-      if (\port$18339$2 [4]) begin
+      if (\port$20225$2 [4]) begin
       end else begin
         \$7057  = \$3326 ;
       end
@@ -59981,10 +59981,10 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
       \$7058  = 1'h0;
     end
   end
-  assign w_row = \port$18339$2 [3:0];
-  assign w_bank = \port$18339$2 [4];
+  assign w_row = \port$20225$2 [3:0];
+  assign w_bank = \port$20225$2 [4];
   assign a_data = w_data;
-  assign a_bank = \port$18339$2 [4];
+  assign a_bank = \port$20225$2 [4];
   assign out_data = { pe15_15_psum, deskew14_0, deskew13_1, deskew12_2, deskew11_3, deskew10_4, deskew9_5, deskew8_6, deskew7_7, deskew6_8, deskew5_9, deskew4_10, deskew3_11, deskew2_12, deskew1_13, deskew0_14 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -60206,7 +60206,7 @@ module \kaki_soc_16x16.gemm.array (rst, reset, a_valid, w_en, \port$18339$2 , w_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$17613$16 , \port$18432$0 , r_rdy, clk);
+module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$19499$16 , \port$20318$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -60250,10 +60250,10 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$17613$1
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$17613$16 ;
-  wire [15:0] \port$17613$16 ;
-  input [7:0] \port$18432$0 ;
-  wire [7:0] \port$18432$0 ;
+  input [15:0] \port$19499$16 ;
+  wire [15:0] \port$19499$16 ;
+  input [7:0] \port$20318$0 ;
+  wire [7:0] \port$20318$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -60288,7 +60288,7 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$17613$1
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$17613$16 , \port$18432$0  };
+      storage[w_port__addr] <= { \port$19499$16 , \port$20318$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -60399,8 +60399,8 @@ module \kaki_soc_16x16.gemm_retire (rst, held, r_en, w_en, r_data, \port$17613$1
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$17613$16 , \port$18432$0  };
-  assign w_data = { \port$17613$16 , \port$18432$0  };
+  assign w_port__data = { \port$19499$16 , \port$20318$0  };
+  assign w_data = { \port$19499$16 , \port$20318$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -60409,7 +60409,7 @@ endmodule
 module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$130$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$17110$0 , \port$17110$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$18996$0 , \port$18996$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -61123,10 +61123,10 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   wire [31:0] \limit$66 ;
   input [3:0] \port$130$0 ;
   wire [3:0] \port$130$0 ;
-  input [3:0] \port$17110$0 ;
-  wire [3:0] \port$17110$0 ;
-  input [23:0] \port$17110$8 ;
-  wire [23:0] \port$17110$8 ;
+  input [3:0] \port$18996$0 ;
+  wire [3:0] \port$18996$0 ;
+  input [23:0] \port$18996$8 ;
+  wire [23:0] \port$18996$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -61851,7 +61851,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$17110$0 [1:0] < 3'h4;
+  assign \$165  = \port$18996$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -62059,7 +62059,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$17110$0 [1:0];
+  assign \$344  = ! \port$18996$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -62079,7 +62079,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$17110$0 [1:0] == 1'h1;
+  assign \$364  = \port$18996$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -62099,7 +62099,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$17110$0 [1:0] == 2'h2;
+  assign \$384  = \port$18996$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -62119,7 +62119,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$17110$0 [1:0] == 2'h3;
+  assign \$404  = \port$18996$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -62212,7 +62212,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$17706$0 (fetch_r_buf),
+    .\port$19592$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -62224,7 +62224,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$17706$0 (fetch_r_buf),
+    .\port$19592$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -62236,7 +62236,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$17706$0 (fetch_r_buf),
+    .\port$19592$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -62248,7 +62248,7 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$17706$0 (fetch_r_buf),
+    .\port$19592$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -63946,12 +63946,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$17110$0 [1:0];
-  assign cpl_irq = \port$17110$0 [2];
-  assign cpl_halt = \port$17110$0 [3];
-  assign cpl_flags = \port$17110$8 [7:0];
-  assign cpl_status = \port$17110$8 [15:8];
-  assign cpl_opcode = \port$17110$8 [23:16];
+  assign cpl_queue = \port$18996$0 [1:0];
+  assign cpl_irq = \port$18996$0 [2];
+  assign cpl_halt = \port$18996$0 [3];
+  assign cpl_flags = \port$18996$8 [7:0];
+  assign cpl_status = \port$18996$8 [15:8];
+  assign cpl_opcode = \port$18996$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -64002,12 +64002,12 @@ module \kaki_soc_16x16.qc (down__bresp, down__rid, down__rdata, down__rresp, dow
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$17110$8 [23:16];
-  assign \w_data$258 [19:12] = \port$17110$8 [15:8];
-  assign \w_data$258 [11:4] = \port$17110$8 [7:0];
-  assign \w_data$258 [3] = \port$17110$0 [3];
-  assign \w_data$258 [2] = \port$17110$0 [2];
-  assign \w_data$258 [1:0] = \port$17110$0 [1:0];
+  assign \w_data$258 [27:20] = \port$18996$8 [23:16];
+  assign \w_data$258 [19:12] = \port$18996$8 [15:8];
+  assign \w_data$258 [11:4] = \port$18996$8 [7:0];
+  assign \w_data$258 [3] = \port$18996$0 [3];
+  assign \w_data$258 [2] = \port$18996$0 [2];
+  assign \w_data$258 [1:0] = \port$18996$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -65593,7 +65593,7 @@ module \kaki_soc_16x16.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$17706$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$19592$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -65620,8 +65620,8 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$17706$0 ;
-  wire [191:0] \port$17706$0 ;
+  input [191:0] \port$19592$0 ;
+  wire [191:0] \port$19592$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -65656,7 +65656,7 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$17706$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$19592$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -65727,14 +65727,14 @@ module \kaki_soc_16x16.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$17706$0  };
-  assign w_data = { \port$0$87 , \port$17706$0  };
+  assign w_port__data = { \port$0$87 , \port$19592$0  };
+  assign w_data = { \port$0$87 , \port$19592$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$17706$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$19592$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -65761,8 +65761,8 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$17706$0 ;
-  wire [191:0] \port$17706$0 ;
+  input [191:0] \port$19592$0 ;
+  wire [191:0] \port$19592$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -65797,7 +65797,7 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$17706$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$19592$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -65868,14 +65868,14 @@ module \kaki_soc_16x16.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$17706$0  };
-  assign w_data = { \port$0$87 , \port$17706$0  };
+  assign w_port__data = { \port$0$87 , \port$19592$0  };
+  assign w_data = { \port$0$87 , \port$19592$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$17706$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$19592$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -65902,8 +65902,8 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$17706$0 ;
-  wire [191:0] \port$17706$0 ;
+  input [191:0] \port$19592$0 ;
+  wire [191:0] \port$19592$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -65938,7 +65938,7 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$17706$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$19592$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -66009,14 +66009,14 @@ module \kaki_soc_16x16.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$17706$0  };
-  assign w_data = { \port$0$87 , \port$17706$0  };
+  assign w_port__data = { \port$0$87 , \port$19592$0  };
+  assign w_data = { \port$0$87 , \port$19592$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$17706$0 , level, \port$0$87 );
+module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$19592$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -66043,8 +66043,8 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$17706$0 ;
-  wire [191:0] \port$17706$0 ;
+  input [191:0] \port$19592$0 ;
+  wire [191:0] \port$19592$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -66079,7 +66079,7 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$17706$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$19592$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -66150,798 +66150,2682 @@ module \kaki_soc_16x16.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$17706$0  };
-  assign w_data = { \port$0$87 , \port$17706$0  };
+  assign w_port__data = { \port$0$87 , \port$19592$0  };
+  assign w_data = { \port$0$87 , \port$19592$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4515$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$17054$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4515$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$18940$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [17:0] \$100 ;
-  wire [21:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
+  wire \$100 ;
+  wire [7:0] \$1000 ;
+  wire [7:0] \$1001 ;
+  wire \$1002 ;
+  wire \$1003 ;
+  wire [127:0] \$1004 ;
+  wire [7:0] \$1005 ;
+  wire \$1006 ;
+  wire [127:0] \$1007 ;
+  wire [7:0] \$1008 ;
+  wire \$1009 ;
+  wire [16:0] \$101 ;
+  wire \$1010 ;
+  wire [127:0] \$1011 ;
+  wire [7:0] \$1012 ;
+  wire \$1013 ;
+  wire [127:0] \$1014 ;
+  wire [7:0] \$1015 ;
+  wire [7:0] \$1016 ;
+  wire \$1017 ;
+  wire [127:0] \$1018 ;
+  wire [7:0] \$1019 ;
+  wire [17:0] \$102 ;
+  wire \$1020 ;
+  wire [127:0] \$1021 ;
+  wire [7:0] \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire [127:0] \$1025 ;
+  wire [7:0] \$1026 ;
+  wire \$1027 ;
+  wire [127:0] \$1028 ;
+  wire [7:0] \$1029 ;
+  wire [21:0] \$103 ;
+  wire [7:0] \$1030 ;
+  wire [7:0] \$1031 ;
+  wire \$1032 ;
+  wire [127:0] \$1033 ;
+  wire [7:0] \$1034 ;
+  wire \$1035 ;
+  wire [127:0] \$1036 ;
+  wire [7:0] \$1037 ;
+  wire \$1038 ;
+  wire \$1039 ;
   wire \$104 ;
+  wire [127:0] \$1040 ;
+  wire [7:0] \$1041 ;
+  wire \$1042 ;
+  wire [127:0] \$1043 ;
+  wire [7:0] \$1044 ;
+  wire [7:0] \$1045 ;
+  wire \$1046 ;
+  wire [127:0] \$1047 ;
+  wire [7:0] \$1048 ;
+  wire \$1049 ;
   wire \$105 ;
-  wire [8:0] \$1054 ;
-  wire [21:0] \$106 ;
-  wire [8:0] \$1061 ;
-  wire [8:0] \$1067 ;
+  wire [127:0] \$1050 ;
+  wire [7:0] \$1051 ;
+  wire \$1052 ;
+  wire \$1053 ;
+  wire [127:0] \$1054 ;
+  wire [7:0] \$1055 ;
+  wire \$1056 ;
+  wire [127:0] \$1057 ;
+  wire [7:0] \$1058 ;
+  wire [7:0] \$1059 ;
+  wire \$106 ;
+  wire \$1060 ;
+  wire \$1061 ;
+  wire [127:0] \$1062 ;
+  wire [7:0] \$1063 ;
+  wire \$1064 ;
+  wire [127:0] \$1065 ;
+  wire [7:0] \$1066 ;
+  wire \$1067 ;
+  wire \$1068 ;
+  wire [127:0] \$1069 ;
   wire \$107 ;
-  wire [8:0] \$1071 ;
-  wire [10:0] \$1075 ;
-  wire [10:0] \$1078 ;
-  wire \$108 ;
+  wire [7:0] \$1070 ;
+  wire \$1071 ;
+  wire [127:0] \$1072 ;
+  wire [7:0] \$1073 ;
+  wire [7:0] \$1074 ;
+  wire \$1075 ;
+  wire [127:0] \$1076 ;
+  wire [7:0] \$1077 ;
+  wire \$1078 ;
+  wire [127:0] \$1079 ;
+  wire [21:0] \$108 ;
+  wire [7:0] \$1080 ;
+  wire \$1081 ;
+  wire \$1082 ;
+  wire [127:0] \$1083 ;
+  wire [7:0] \$1084 ;
+  wire \$1085 ;
+  wire [127:0] \$1086 ;
+  wire [7:0] \$1087 ;
   wire [7:0] \$1088 ;
+  wire [7:0] \$1089 ;
   wire \$109 ;
+  wire [7:0] \$1090 ;
+  wire \$1091 ;
+  wire [127:0] \$1092 ;
+  wire [7:0] \$1093 ;
+  wire \$1094 ;
+  wire [127:0] \$1095 ;
+  wire [7:0] \$1096 ;
+  wire \$1097 ;
+  wire \$1098 ;
+  wire [127:0] \$1099 ;
   wire \$11 ;
   wire \$110 ;
+  wire [7:0] \$1100 ;
+  wire \$1101 ;
+  wire [127:0] \$1102 ;
+  wire [7:0] \$1103 ;
+  wire [7:0] \$1104 ;
+  wire \$1105 ;
+  wire [127:0] \$1106 ;
+  wire [7:0] \$1107 ;
+  wire \$1108 ;
+  wire [127:0] \$1109 ;
   wire \$111 ;
-  wire [16:0] \$112 ;
-  wire [17:0] \$113 ;
-  wire [21:0] \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire [8:0] \$1167 ;
+  wire [7:0] \$1110 ;
+  wire \$1111 ;
+  wire \$1112 ;
+  wire [127:0] \$1113 ;
+  wire [7:0] \$1114 ;
+  wire \$1115 ;
+  wire [127:0] \$1116 ;
+  wire [7:0] \$1117 ;
+  wire [7:0] \$1118 ;
+  wire \$1119 ;
+  wire \$112 ;
+  wire \$1120 ;
+  wire [127:0] \$1121 ;
+  wire [7:0] \$1122 ;
+  wire \$1123 ;
+  wire [127:0] \$1124 ;
+  wire [7:0] \$1125 ;
+  wire \$1126 ;
+  wire \$1127 ;
+  wire [127:0] \$1128 ;
+  wire [7:0] \$1129 ;
+  wire \$113 ;
+  wire \$1130 ;
+  wire [127:0] \$1131 ;
+  wire [7:0] \$1132 ;
+  wire [7:0] \$1133 ;
+  wire \$1134 ;
+  wire [127:0] \$1135 ;
+  wire [7:0] \$1136 ;
+  wire \$1137 ;
+  wire [127:0] \$1138 ;
+  wire [7:0] \$1139 ;
+  wire [16:0] \$114 ;
+  wire \$1140 ;
+  wire \$1141 ;
+  wire [127:0] \$1142 ;
+  wire [7:0] \$1143 ;
+  wire \$1144 ;
+  wire [127:0] \$1145 ;
+  wire [7:0] \$1146 ;
+  wire [7:0] \$1147 ;
+  wire [7:0] \$1148 ;
+  wire \$1149 ;
+  wire [17:0] \$115 ;
+  wire [127:0] \$1150 ;
+  wire [7:0] \$1151 ;
+  wire \$1152 ;
+  wire [127:0] \$1153 ;
+  wire [7:0] \$1154 ;
+  wire \$1155 ;
+  wire \$1156 ;
+  wire [127:0] \$1157 ;
+  wire [7:0] \$1158 ;
+  wire \$1159 ;
+  wire [21:0] \$116 ;
+  wire [127:0] \$1160 ;
+  wire [7:0] \$1161 ;
+  wire [7:0] \$1162 ;
+  wire \$1163 ;
+  wire [127:0] \$1164 ;
+  wire [7:0] \$1165 ;
+  wire \$1166 ;
+  wire [127:0] \$1167 ;
+  wire [7:0] \$1168 ;
+  wire \$1169 ;
   wire \$117 ;
-  wire [8:0] \$1173 ;
+  wire \$1170 ;
+  wire [127:0] \$1171 ;
+  wire [7:0] \$1172 ;
+  wire \$1173 ;
+  wire [127:0] \$1174 ;
+  wire [7:0] \$1175 ;
+  wire [7:0] \$1176 ;
+  wire \$1177 ;
+  wire \$1178 ;
+  wire [127:0] \$1179 ;
   wire \$118 ;
-  wire [21:0] \$119 ;
+  wire [7:0] \$1180 ;
+  wire \$1181 ;
+  wire [127:0] \$1182 ;
+  wire [7:0] \$1183 ;
+  wire \$1184 ;
+  wire \$1185 ;
+  wire [127:0] \$1186 ;
+  wire [7:0] \$1187 ;
+  wire \$1188 ;
+  wire [127:0] \$1189 ;
+  wire \$119 ;
+  wire [7:0] \$1190 ;
+  wire [7:0] \$1191 ;
+  wire \$1192 ;
+  wire [127:0] \$1193 ;
+  wire [7:0] \$1194 ;
+  wire \$1195 ;
+  wire [127:0] \$1196 ;
+  wire [7:0] \$1197 ;
+  wire \$1198 ;
+  wire \$1199 ;
   wire \$12 ;
   wire \$120 ;
-  wire \$121 ;
+  wire [127:0] \$1200 ;
+  wire [7:0] \$1201 ;
+  wire \$1202 ;
+  wire [127:0] \$1203 ;
+  wire [7:0] \$1204 ;
+  wire [7:0] \$1205 ;
+  wire [7:0] \$1206 ;
+  wire \$1207 ;
+  wire \$1208 ;
+  wire [127:0] \$1209 ;
+  wire [21:0] \$121 ;
+  wire [7:0] \$1210 ;
+  wire \$1211 ;
+  wire [127:0] \$1212 ;
+  wire [7:0] \$1213 ;
+  wire \$1214 ;
+  wire \$1215 ;
+  wire [127:0] \$1216 ;
+  wire [7:0] \$1217 ;
+  wire \$1218 ;
+  wire [127:0] \$1219 ;
   wire \$122 ;
+  wire [7:0] \$1220 ;
+  wire [7:0] \$1221 ;
+  wire \$1222 ;
+  wire [127:0] \$1223 ;
+  wire [7:0] \$1224 ;
+  wire \$1225 ;
+  wire [127:0] \$1226 ;
+  wire [7:0] \$1227 ;
+  wire \$1228 ;
+  wire \$1229 ;
   wire \$123 ;
+  wire [127:0] \$1230 ;
+  wire [7:0] \$1231 ;
+  wire \$1232 ;
+  wire [127:0] \$1233 ;
+  wire [7:0] \$1234 ;
+  wire [7:0] \$1235 ;
+  wire \$1236 ;
+  wire \$1237 ;
+  wire [127:0] \$1238 ;
+  wire [7:0] \$1239 ;
   wire \$124 ;
-  wire [16:0] \$125 ;
-  wire [17:0] \$126 ;
-  wire [21:0] \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  wire \$1240 ;
+  wire [127:0] \$1241 ;
+  wire [7:0] \$1242 ;
+  wire \$1243 ;
+  wire \$1244 ;
+  wire [127:0] \$1245 ;
+  wire [7:0] \$1246 ;
+  wire \$1247 ;
+  wire [127:0] \$1248 ;
+  wire [7:0] \$1249 ;
+  wire \$125 ;
+  wire [7:0] \$1250 ;
+  wire \$1251 ;
+  wire [127:0] \$1252 ;
+  wire [7:0] \$1253 ;
+  wire \$1254 ;
+  wire [127:0] \$1255 ;
+  wire [7:0] \$1256 ;
+  wire \$1257 ;
+  wire \$1258 ;
+  wire [127:0] \$1259 ;
+  wire \$126 ;
+  wire [7:0] \$1260 ;
+  wire \$1261 ;
+  wire [127:0] \$1262 ;
+  wire [7:0] \$1263 ;
+  wire [7:0] \$1264 ;
+  wire [7:0] \$1265 ;
+  wire \$1266 ;
+  wire [127:0] \$1267 ;
+  wire [7:0] \$1268 ;
+  wire \$1269 ;
+  wire [16:0] \$127 ;
+  wire [127:0] \$1270 ;
+  wire [7:0] \$1271 ;
+  wire \$1272 ;
+  wire \$1273 ;
+  wire [127:0] \$1274 ;
+  wire [7:0] \$1275 ;
+  wire \$1276 ;
+  wire [127:0] \$1277 ;
+  wire [7:0] \$1278 ;
+  wire [7:0] \$1279 ;
+  wire [17:0] \$128 ;
+  wire \$1280 ;
+  wire [127:0] \$1281 ;
+  wire [7:0] \$1282 ;
+  wire \$1283 ;
+  wire [127:0] \$1284 ;
+  wire [7:0] \$1285 ;
+  wire \$1286 ;
+  wire \$1287 ;
+  wire [127:0] \$1288 ;
+  wire [7:0] \$1289 ;
+  wire [21:0] \$129 ;
+  wire \$1290 ;
+  wire [127:0] \$1291 ;
+  wire [7:0] \$1292 ;
+  wire [7:0] \$1293 ;
+  wire \$1294 ;
+  wire \$1295 ;
+  wire [127:0] \$1296 ;
+  wire [7:0] \$1297 ;
+  wire \$1298 ;
+  wire [127:0] \$1299 ;
   wire \$13 ;
   wire \$130 ;
+  wire [7:0] \$1300 ;
+  wire \$1301 ;
+  wire \$1302 ;
+  wire [127:0] \$1303 ;
+  wire [7:0] \$1304 ;
+  wire \$1305 ;
+  wire [127:0] \$1306 ;
+  wire [7:0] \$1307 ;
+  wire [7:0] \$1308 ;
+  wire \$1309 ;
   wire \$131 ;
-  wire [21:0] \$132 ;
+  wire [127:0] \$1310 ;
+  wire [7:0] \$1311 ;
+  wire \$1312 ;
+  wire [127:0] \$1313 ;
+  wire [7:0] \$1314 ;
+  wire \$1315 ;
+  wire \$1316 ;
+  wire [127:0] \$1317 ;
+  wire [7:0] \$1318 ;
+  wire \$1319 ;
+  wire \$132 ;
+  wire [127:0] \$1320 ;
+  wire [7:0] \$1321 ;
+  wire [7:0] \$1322 ;
+  wire [7:0] \$1323 ;
+  wire [7:0] \$1324 ;
+  wire [7:0] \$1325 ;
+  wire \$1326 ;
+  wire \$1327 ;
+  wire [127:0] \$1328 ;
+  wire [7:0] \$1329 ;
   wire \$133 ;
-  wire \$134 ;
+  wire \$1330 ;
+  wire [127:0] \$1331 ;
+  wire [7:0] \$1332 ;
+  wire \$1333 ;
+  wire \$1334 ;
+  wire [127:0] \$1335 ;
+  wire [7:0] \$1336 ;
+  wire \$1337 ;
+  wire [127:0] \$1338 ;
+  wire [7:0] \$1339 ;
+  wire [21:0] \$134 ;
+  wire [7:0] \$1340 ;
+  wire \$1341 ;
+  wire [127:0] \$1342 ;
+  wire [7:0] \$1343 ;
+  wire \$1344 ;
+  wire [127:0] \$1345 ;
+  wire [7:0] \$1346 ;
+  wire \$1347 ;
+  wire \$1348 ;
+  wire [127:0] \$1349 ;
   wire \$135 ;
+  wire [7:0] \$1350 ;
+  wire \$1351 ;
+  wire [127:0] \$1352 ;
+  wire [7:0] \$1353 ;
+  wire [7:0] \$1354 ;
+  wire \$1355 ;
+  wire \$1356 ;
+  wire [127:0] \$1357 ;
+  wire [7:0] \$1358 ;
+  wire \$1359 ;
   wire \$136 ;
+  wire [127:0] \$1360 ;
+  wire [7:0] \$1361 ;
+  wire \$1362 ;
+  wire \$1363 ;
+  wire [127:0] \$1364 ;
+  wire [7:0] \$1365 ;
+  wire \$1366 ;
+  wire [127:0] \$1367 ;
+  wire [7:0] \$1368 ;
+  wire [7:0] \$1369 ;
   wire \$137 ;
-  wire [16:0] \$138 ;
-  wire [17:0] \$139 ;
+  wire \$1370 ;
+  wire [127:0] \$1371 ;
+  wire [7:0] \$1372 ;
+  wire \$1373 ;
+  wire [127:0] \$1374 ;
+  wire [7:0] \$1375 ;
+  wire \$1376 ;
+  wire \$1377 ;
+  wire [127:0] \$1378 ;
+  wire [7:0] \$1379 ;
+  wire \$138 ;
+  wire \$1380 ;
+  wire [127:0] \$1381 ;
+  wire [7:0] \$1382 ;
+  wire [7:0] \$1383 ;
+  wire [7:0] \$1384 ;
+  wire \$1385 ;
+  wire [127:0] \$1386 ;
+  wire [7:0] \$1387 ;
+  wire \$1388 ;
+  wire [127:0] \$1389 ;
+  wire \$139 ;
+  wire [7:0] \$1390 ;
+  wire \$1391 ;
+  wire \$1392 ;
+  wire [127:0] \$1393 ;
+  wire [7:0] \$1394 ;
+  wire \$1395 ;
+  wire [127:0] \$1396 ;
+  wire [7:0] \$1397 ;
+  wire [7:0] \$1398 ;
+  wire \$1399 ;
   wire \$14 ;
-  wire [21:0] \$140 ;
-  wire \$141 ;
-  wire \$142 ;
+  wire [16:0] \$140 ;
+  wire [127:0] \$1400 ;
+  wire [7:0] \$1401 ;
+  wire \$1402 ;
+  wire [127:0] \$1403 ;
+  wire [7:0] \$1404 ;
+  wire \$1405 ;
+  wire \$1406 ;
+  wire [127:0] \$1407 ;
+  wire [7:0] \$1408 ;
+  wire \$1409 ;
+  wire [17:0] \$141 ;
+  wire [127:0] \$1410 ;
+  wire [7:0] \$1411 ;
+  wire [7:0] \$1412 ;
+  wire \$1413 ;
+  wire \$1414 ;
+  wire [127:0] \$1415 ;
+  wire [7:0] \$1416 ;
+  wire \$1417 ;
+  wire [127:0] \$1418 ;
+  wire [7:0] \$1419 ;
+  wire [21:0] \$142 ;
+  wire \$1420 ;
+  wire \$1421 ;
+  wire [127:0] \$1422 ;
+  wire [7:0] \$1423 ;
+  wire \$1424 ;
+  wire [127:0] \$1425 ;
+  wire [7:0] \$1426 ;
+  wire [7:0] \$1427 ;
+  wire \$1428 ;
+  wire [127:0] \$1429 ;
   wire \$143 ;
-  wire [8:0] \$1437 ;
+  wire [7:0] \$1430 ;
+  wire \$1431 ;
+  wire [127:0] \$1432 ;
+  wire [7:0] \$1433 ;
+  wire \$1434 ;
+  wire \$1435 ;
+  wire [127:0] \$1436 ;
+  wire [7:0] \$1437 ;
+  wire \$1438 ;
+  wire [127:0] \$1439 ;
   wire \$144 ;
-  wire [21:0] \$145 ;
+  wire [7:0] \$1440 ;
+  wire [7:0] \$1441 ;
+  wire [7:0] \$1442 ;
+  wire \$1443 ;
+  wire \$1444 ;
+  wire [127:0] \$1445 ;
+  wire [7:0] \$1446 ;
+  wire \$1447 ;
+  wire [127:0] \$1448 ;
+  wire [7:0] \$1449 ;
+  wire \$145 ;
+  wire \$1450 ;
+  wire \$1451 ;
+  wire [127:0] \$1452 ;
+  wire [7:0] \$1453 ;
+  wire \$1454 ;
+  wire [127:0] \$1455 ;
+  wire [7:0] \$1456 ;
+  wire [7:0] \$1457 ;
+  wire \$1458 ;
+  wire [127:0] \$1459 ;
   wire \$146 ;
-  wire \$147 ;
+  wire [7:0] \$1460 ;
+  wire \$1461 ;
+  wire [127:0] \$1462 ;
+  wire [7:0] \$1463 ;
+  wire \$1464 ;
+  wire \$1465 ;
+  wire [127:0] \$1466 ;
+  wire [7:0] \$1467 ;
+  wire \$1468 ;
+  wire [127:0] \$1469 ;
+  wire [21:0] \$147 ;
+  wire [7:0] \$1470 ;
+  wire [7:0] \$1471 ;
+  wire \$1472 ;
+  wire \$1473 ;
+  wire [127:0] \$1474 ;
+  wire [7:0] \$1475 ;
+  wire \$1476 ;
+  wire [127:0] \$1477 ;
+  wire [7:0] \$1478 ;
+  wire \$1479 ;
   wire \$148 ;
+  wire \$1480 ;
+  wire [127:0] \$1481 ;
+  wire [7:0] \$1482 ;
+  wire \$1483 ;
+  wire [127:0] \$1484 ;
+  wire [7:0] \$1485 ;
+  wire [7:0] \$1486 ;
+  wire \$1487 ;
+  wire [127:0] \$1488 ;
+  wire [7:0] \$1489 ;
   wire \$149 ;
+  wire \$1490 ;
+  wire [127:0] \$1491 ;
+  wire [7:0] \$1492 ;
+  wire \$1493 ;
+  wire \$1494 ;
+  wire [127:0] \$1495 ;
+  wire [7:0] \$1496 ;
+  wire \$1497 ;
+  wire [127:0] \$1498 ;
+  wire [7:0] \$1499 ;
   wire \$15 ;
   wire \$150 ;
-  wire [16:0] \$151 ;
-  wire [17:0] \$152 ;
-  wire [21:0] \$153 ;
-  wire \$154 ;
-  wire \$155 ;
+  wire [7:0] \$1500 ;
+  wire [7:0] \$1501 ;
+  wire \$1502 ;
+  wire [127:0] \$1503 ;
+  wire [7:0] \$1504 ;
+  wire \$1505 ;
+  wire [127:0] \$1506 ;
+  wire [7:0] \$1507 ;
+  wire \$1508 ;
+  wire \$1509 ;
+  wire \$151 ;
+  wire [127:0] \$1510 ;
+  wire [7:0] \$1511 ;
+  wire \$1512 ;
+  wire [127:0] \$1513 ;
+  wire [7:0] \$1514 ;
+  wire [7:0] \$1515 ;
+  wire \$1516 ;
+  wire [127:0] \$1517 ;
+  wire [7:0] \$1518 ;
+  wire \$1519 ;
+  wire \$152 ;
+  wire [127:0] \$1520 ;
+  wire [7:0] \$1521 ;
+  wire \$1522 ;
+  wire \$1523 ;
+  wire [127:0] \$1524 ;
+  wire [7:0] \$1525 ;
+  wire \$1526 ;
+  wire [127:0] \$1527 ;
+  wire [7:0] \$1528 ;
+  wire [7:0] \$1529 ;
+  wire [16:0] \$153 ;
+  wire \$1530 ;
+  wire \$1531 ;
+  wire [127:0] \$1532 ;
+  wire [7:0] \$1533 ;
+  wire \$1534 ;
+  wire [127:0] \$1535 ;
+  wire [7:0] \$1536 ;
+  wire \$1537 ;
+  wire \$1538 ;
+  wire [127:0] \$1539 ;
+  wire [17:0] \$154 ;
+  wire [7:0] \$1540 ;
+  wire \$1541 ;
+  wire [127:0] \$1542 ;
+  wire [7:0] \$1543 ;
+  wire [7:0] \$1544 ;
+  wire \$1545 ;
+  wire [127:0] \$1546 ;
+  wire [7:0] \$1547 ;
+  wire \$1548 ;
+  wire [127:0] \$1549 ;
+  wire [21:0] \$155 ;
+  wire [7:0] \$1550 ;
+  wire \$1551 ;
+  wire \$1552 ;
+  wire [127:0] \$1553 ;
+  wire [7:0] \$1554 ;
+  wire \$1555 ;
+  wire [127:0] \$1556 ;
+  wire [7:0] \$1557 ;
+  wire [7:0] \$1558 ;
+  wire [7:0] \$1559 ;
   wire \$156 ;
+  wire [7:0] \$1560 ;
+  wire \$1561 ;
+  wire [127:0] \$1562 ;
+  wire [7:0] \$1563 ;
+  wire \$1564 ;
+  wire [127:0] \$1565 ;
+  wire [7:0] \$1566 ;
+  wire \$1567 ;
+  wire \$1568 ;
+  wire [127:0] \$1569 ;
   wire \$157 ;
-  wire [21:0] \$158 ;
+  wire [7:0] \$1570 ;
+  wire \$1571 ;
+  wire [127:0] \$1572 ;
+  wire [7:0] \$1573 ;
+  wire [7:0] \$1574 ;
+  wire \$1575 ;
+  wire [127:0] \$1576 ;
+  wire [7:0] \$1577 ;
+  wire \$1578 ;
+  wire [127:0] \$1579 ;
+  wire \$158 ;
+  wire [7:0] \$1580 ;
+  wire \$1581 ;
+  wire \$1582 ;
+  wire [127:0] \$1583 ;
+  wire [7:0] \$1584 ;
+  wire \$1585 ;
+  wire [127:0] \$1586 ;
+  wire [7:0] \$1587 ;
+  wire [7:0] \$1588 ;
+  wire \$1589 ;
   wire \$159 ;
+  wire \$1590 ;
+  wire [127:0] \$1591 ;
+  wire [7:0] \$1592 ;
+  wire \$1593 ;
+  wire [127:0] \$1594 ;
+  wire [7:0] \$1595 ;
+  wire \$1596 ;
+  wire \$1597 ;
+  wire [127:0] \$1598 ;
+  wire [7:0] \$1599 ;
   wire [1:0] \$16 ;
-  wire \$160 ;
+  wire [21:0] \$160 ;
+  wire \$1600 ;
+  wire [127:0] \$1601 ;
+  wire [7:0] \$1602 ;
+  wire [7:0] \$1603 ;
+  wire \$1604 ;
+  wire [127:0] \$1605 ;
+  wire [7:0] \$1606 ;
+  wire \$1607 ;
+  wire [127:0] \$1608 ;
+  wire [7:0] \$1609 ;
   wire \$161 ;
+  wire \$1610 ;
+  wire \$1611 ;
+  wire [127:0] \$1612 ;
+  wire [7:0] \$1613 ;
+  wire \$1614 ;
+  wire [127:0] \$1615 ;
+  wire [7:0] \$1616 ;
+  wire [7:0] \$1617 ;
+  wire [7:0] \$1618 ;
+  wire \$1619 ;
   wire \$162 ;
+  wire [127:0] \$1620 ;
+  wire [7:0] \$1621 ;
+  wire \$1622 ;
+  wire [127:0] \$1623 ;
+  wire [7:0] \$1624 ;
+  wire \$1625 ;
+  wire \$1626 ;
+  wire [127:0] \$1627 ;
+  wire [7:0] \$1628 ;
+  wire \$1629 ;
   wire \$163 ;
-  wire [16:0] \$164 ;
-  wire [17:0] \$165 ;
-  wire [21:0] \$166 ;
-  wire \$167 ;
-  wire \$168 ;
+  wire [127:0] \$1630 ;
+  wire [7:0] \$1631 ;
+  wire [7:0] \$1632 ;
+  wire \$1633 ;
+  wire [127:0] \$1634 ;
+  wire [7:0] \$1635 ;
+  wire \$1636 ;
+  wire [127:0] \$1637 ;
+  wire [7:0] \$1638 ;
+  wire \$1639 ;
+  wire \$164 ;
+  wire \$1640 ;
+  wire [127:0] \$1641 ;
+  wire [7:0] \$1642 ;
+  wire \$1643 ;
+  wire [127:0] \$1644 ;
+  wire [7:0] \$1645 ;
+  wire [7:0] \$1646 ;
+  wire \$1647 ;
+  wire \$1648 ;
+  wire [127:0] \$1649 ;
+  wire \$165 ;
+  wire [7:0] \$1650 ;
+  wire \$1651 ;
+  wire [127:0] \$1652 ;
+  wire [7:0] \$1653 ;
+  wire \$1654 ;
+  wire \$1655 ;
+  wire [127:0] \$1656 ;
+  wire [7:0] \$1657 ;
+  wire \$1658 ;
+  wire [127:0] \$1659 ;
+  wire [16:0] \$166 ;
+  wire [7:0] \$1660 ;
+  wire [7:0] \$1661 ;
+  wire \$1662 ;
+  wire [127:0] \$1663 ;
+  wire [7:0] \$1664 ;
+  wire \$1665 ;
+  wire [127:0] \$1666 ;
+  wire [7:0] \$1667 ;
+  wire \$1668 ;
+  wire \$1669 ;
+  wire [17:0] \$167 ;
+  wire [127:0] \$1670 ;
+  wire [7:0] \$1671 ;
+  wire \$1672 ;
+  wire [127:0] \$1673 ;
+  wire [7:0] \$1674 ;
+  wire [7:0] \$1675 ;
+  wire [7:0] \$1676 ;
+  wire \$1677 ;
+  wire \$1678 ;
+  wire [127:0] \$1679 ;
+  wire [21:0] \$168 ;
+  wire [7:0] \$1680 ;
+  wire \$1681 ;
+  wire [127:0] \$1682 ;
+  wire [7:0] \$1683 ;
+  wire \$1684 ;
+  wire \$1685 ;
+  wire [127:0] \$1686 ;
+  wire [7:0] \$1687 ;
+  wire \$1688 ;
+  wire [127:0] \$1689 ;
   wire \$169 ;
+  wire [7:0] \$1690 ;
+  wire [7:0] \$1691 ;
+  wire \$1692 ;
+  wire [127:0] \$1693 ;
+  wire [7:0] \$1694 ;
+  wire \$1695 ;
+  wire [127:0] \$1696 ;
+  wire [7:0] \$1697 ;
+  wire \$1698 ;
+  wire \$1699 ;
   wire [1:0] \$17 ;
   wire \$170 ;
-  wire [21:0] \$171 ;
+  wire [127:0] \$1700 ;
+  wire [7:0] \$1701 ;
+  wire \$1702 ;
+  wire [127:0] \$1703 ;
+  wire [7:0] \$1704 ;
+  wire [7:0] \$1705 ;
+  wire \$1706 ;
+  wire \$1707 ;
+  wire [127:0] \$1708 ;
+  wire [7:0] \$1709 ;
+  wire \$171 ;
+  wire \$1710 ;
+  wire [127:0] \$1711 ;
+  wire [7:0] \$1712 ;
+  wire \$1713 ;
+  wire \$1714 ;
+  wire [127:0] \$1715 ;
+  wire [7:0] \$1716 ;
+  wire \$1717 ;
+  wire [127:0] \$1718 ;
+  wire [7:0] \$1719 ;
   wire \$172 ;
-  wire \$173 ;
+  wire [7:0] \$1720 ;
+  wire \$1721 ;
+  wire [127:0] \$1722 ;
+  wire [7:0] \$1723 ;
+  wire \$1724 ;
+  wire [127:0] \$1725 ;
+  wire [7:0] \$1726 ;
+  wire \$1727 ;
+  wire \$1728 ;
+  wire [127:0] \$1729 ;
+  wire [21:0] \$173 ;
+  wire [7:0] \$1730 ;
+  wire \$1731 ;
+  wire [127:0] \$1732 ;
+  wire [7:0] \$1733 ;
+  wire [7:0] \$1734 ;
+  wire [7:0] \$1735 ;
+  wire \$1736 ;
+  wire [127:0] \$1737 ;
+  wire [7:0] \$1738 ;
+  wire \$1739 ;
   wire \$174 ;
+  wire [127:0] \$1740 ;
+  wire [7:0] \$1741 ;
+  wire \$1742 ;
+  wire \$1743 ;
+  wire [127:0] \$1744 ;
+  wire [7:0] \$1745 ;
+  wire \$1746 ;
+  wire [127:0] \$1747 ;
+  wire [7:0] \$1748 ;
+  wire [7:0] \$1749 ;
   wire \$175 ;
+  wire \$1750 ;
+  wire [127:0] \$1751 ;
+  wire [7:0] \$1752 ;
+  wire \$1753 ;
+  wire [127:0] \$1754 ;
+  wire [7:0] \$1755 ;
+  wire \$1756 ;
+  wire \$1757 ;
+  wire [127:0] \$1758 ;
+  wire [7:0] \$1759 ;
   wire \$176 ;
-  wire [16:0] \$177 ;
-  wire [17:0] \$178 ;
-  wire [21:0] \$179 ;
+  wire \$1760 ;
+  wire [127:0] \$1761 ;
+  wire [7:0] \$1762 ;
+  wire [7:0] \$1763 ;
+  wire \$1764 ;
+  wire \$1765 ;
+  wire [127:0] \$1766 ;
+  wire [7:0] \$1767 ;
+  wire \$1768 ;
+  wire [127:0] \$1769 ;
+  wire \$177 ;
+  wire [7:0] \$1770 ;
+  wire \$1771 ;
+  wire \$1772 ;
+  wire [127:0] \$1773 ;
+  wire [7:0] \$1774 ;
+  wire \$1775 ;
+  wire [127:0] \$1776 ;
+  wire [7:0] \$1777 ;
+  wire [7:0] \$1778 ;
+  wire \$1779 ;
+  wire \$178 ;
+  wire [127:0] \$1780 ;
+  wire [7:0] \$1781 ;
+  wire \$1782 ;
+  wire [127:0] \$1783 ;
+  wire [7:0] \$1784 ;
+  wire \$1785 ;
+  wire \$1786 ;
+  wire [127:0] \$1787 ;
+  wire [7:0] \$1788 ;
+  wire \$1789 ;
+  wire [16:0] \$179 ;
+  wire [127:0] \$1790 ;
+  wire [7:0] \$1791 ;
+  wire [7:0] \$1792 ;
+  wire [7:0] \$1793 ;
+  wire [7:0] \$1794 ;
+  wire \$1795 ;
+  wire \$1796 ;
+  wire [127:0] \$1797 ;
+  wire [7:0] \$1798 ;
+  wire \$1799 ;
   wire [1:0] \$18 ;
-  wire \$180 ;
-  wire \$181 ;
+  wire [17:0] \$180 ;
+  wire [127:0] \$1800 ;
+  wire [7:0] \$1801 ;
+  wire \$1802 ;
+  wire \$1803 ;
+  wire [127:0] \$1804 ;
+  wire [7:0] \$1805 ;
+  wire \$1806 ;
+  wire [127:0] \$1807 ;
+  wire [7:0] \$1808 ;
+  wire [7:0] \$1809 ;
+  wire [21:0] \$181 ;
+  wire \$1810 ;
+  wire [127:0] \$1811 ;
+  wire [7:0] \$1812 ;
+  wire \$1813 ;
+  wire [127:0] \$1814 ;
+  wire [7:0] \$1815 ;
+  wire \$1816 ;
+  wire \$1817 ;
+  wire [127:0] \$1818 ;
+  wire [7:0] \$1819 ;
   wire \$182 ;
+  wire \$1820 ;
+  wire [127:0] \$1821 ;
+  wire [7:0] \$1822 ;
+  wire [7:0] \$1823 ;
+  wire \$1824 ;
+  wire \$1825 ;
+  wire [127:0] \$1826 ;
+  wire [7:0] \$1827 ;
+  wire \$1828 ;
+  wire [127:0] \$1829 ;
   wire \$183 ;
-  wire [21:0] \$184 ;
+  wire [7:0] \$1830 ;
+  wire \$1831 ;
+  wire \$1832 ;
+  wire [127:0] \$1833 ;
+  wire [7:0] \$1834 ;
+  wire \$1835 ;
+  wire [127:0] \$1836 ;
+  wire [7:0] \$1837 ;
+  wire [7:0] \$1838 ;
+  wire \$1839 ;
+  wire \$184 ;
+  wire [127:0] \$1840 ;
+  wire [7:0] \$1841 ;
+  wire \$1842 ;
+  wire [127:0] \$1843 ;
+  wire [7:0] \$1844 ;
+  wire \$1845 ;
+  wire \$1846 ;
+  wire [127:0] \$1847 ;
+  wire [7:0] \$1848 ;
+  wire \$1849 ;
   wire \$185 ;
-  wire \$186 ;
+  wire [127:0] \$1850 ;
+  wire [7:0] \$1851 ;
+  wire [7:0] \$1852 ;
+  wire [7:0] \$1853 ;
+  wire \$1854 ;
+  wire [127:0] \$1855 ;
+  wire [7:0] \$1856 ;
+  wire \$1857 ;
+  wire [127:0] \$1858 ;
+  wire [7:0] \$1859 ;
+  wire [21:0] \$186 ;
+  wire \$1860 ;
+  wire \$1861 ;
+  wire [127:0] \$1862 ;
+  wire [7:0] \$1863 ;
+  wire \$1864 ;
+  wire [127:0] \$1865 ;
+  wire [7:0] \$1866 ;
+  wire [7:0] \$1867 ;
+  wire \$1868 ;
+  wire [127:0] \$1869 ;
   wire \$187 ;
+  wire [7:0] \$1870 ;
+  wire \$1871 ;
+  wire [127:0] \$1872 ;
+  wire [7:0] \$1873 ;
+  wire \$1874 ;
+  wire \$1875 ;
+  wire [127:0] \$1876 ;
+  wire [7:0] \$1877 ;
+  wire \$1878 ;
+  wire [127:0] \$1879 ;
   wire \$188 ;
+  wire [7:0] \$1880 ;
+  wire [7:0] \$1881 ;
+  wire \$1882 ;
+  wire \$1883 ;
+  wire [127:0] \$1884 ;
+  wire [7:0] \$1885 ;
+  wire \$1886 ;
+  wire [127:0] \$1887 ;
+  wire [7:0] \$1888 ;
+  wire \$1889 ;
   wire \$189 ;
+  wire \$1890 ;
+  wire [127:0] \$1891 ;
+  wire [7:0] \$1892 ;
+  wire \$1893 ;
+  wire [127:0] \$1894 ;
+  wire [7:0] \$1895 ;
+  wire [7:0] \$1896 ;
+  wire \$1897 ;
+  wire [127:0] \$1898 ;
+  wire [7:0] \$1899 ;
   wire [2:0] \$19 ;
-  wire [16:0] \$190 ;
-  wire [17:0] \$191 ;
-  wire [21:0] \$192 ;
-  wire \$193 ;
-  wire \$194 ;
+  wire \$190 ;
+  wire \$1900 ;
+  wire [127:0] \$1901 ;
+  wire [7:0] \$1902 ;
+  wire \$1903 ;
+  wire \$1904 ;
+  wire [127:0] \$1905 ;
+  wire [7:0] \$1906 ;
+  wire \$1907 ;
+  wire [127:0] \$1908 ;
+  wire [7:0] \$1909 ;
+  wire \$191 ;
+  wire [7:0] \$1910 ;
+  wire [7:0] \$1911 ;
+  wire \$1912 ;
+  wire \$1913 ;
+  wire [127:0] \$1914 ;
+  wire [7:0] \$1915 ;
+  wire \$1916 ;
+  wire [127:0] \$1917 ;
+  wire [7:0] \$1918 ;
+  wire \$1919 ;
+  wire [16:0] \$192 ;
+  wire \$1920 ;
+  wire [127:0] \$1921 ;
+  wire [7:0] \$1922 ;
+  wire \$1923 ;
+  wire [127:0] \$1924 ;
+  wire [7:0] \$1925 ;
+  wire [7:0] \$1926 ;
+  wire \$1927 ;
+  wire [127:0] \$1928 ;
+  wire [7:0] \$1929 ;
+  wire [17:0] \$193 ;
+  wire \$1930 ;
+  wire [127:0] \$1931 ;
+  wire [7:0] \$1932 ;
+  wire \$1933 ;
+  wire \$1934 ;
+  wire [127:0] \$1935 ;
+  wire [7:0] \$1936 ;
+  wire \$1937 ;
+  wire [127:0] \$1938 ;
+  wire [7:0] \$1939 ;
+  wire [21:0] \$194 ;
+  wire [7:0] \$1940 ;
+  wire \$1941 ;
+  wire \$1942 ;
+  wire [127:0] \$1943 ;
+  wire [7:0] \$1944 ;
+  wire \$1945 ;
+  wire [127:0] \$1946 ;
+  wire [7:0] \$1947 ;
+  wire \$1948 ;
+  wire \$1949 ;
   wire \$195 ;
+  wire [127:0] \$1950 ;
+  wire [7:0] \$1951 ;
+  wire \$1952 ;
+  wire [127:0] \$1953 ;
+  wire [7:0] \$1954 ;
+  wire [7:0] \$1955 ;
+  wire \$1956 ;
+  wire [127:0] \$1957 ;
+  wire [7:0] \$1958 ;
+  wire \$1959 ;
   wire \$196 ;
-  wire [21:0] \$197 ;
+  wire [127:0] \$1960 ;
+  wire [7:0] \$1961 ;
+  wire \$1962 ;
+  wire \$1963 ;
+  wire [127:0] \$1964 ;
+  wire [7:0] \$1965 ;
+  wire \$1966 ;
+  wire [127:0] \$1967 ;
+  wire [7:0] \$1968 ;
+  wire [7:0] \$1969 ;
+  wire \$197 ;
+  wire [7:0] \$1970 ;
+  wire \$1971 ;
+  wire [127:0] \$1972 ;
+  wire [7:0] \$1973 ;
+  wire \$1974 ;
+  wire [127:0] \$1975 ;
+  wire [7:0] \$1976 ;
+  wire \$1977 ;
+  wire \$1978 ;
+  wire [127:0] \$1979 ;
   wire \$198 ;
-  wire \$199 ;
+  wire [7:0] \$1980 ;
+  wire \$1981 ;
+  wire [127:0] \$1982 ;
+  wire [7:0] \$1983 ;
+  wire [7:0] \$1984 ;
+  wire \$1985 ;
+  wire [127:0] \$1986 ;
+  wire [7:0] \$1987 ;
+  wire \$1988 ;
+  wire [127:0] \$1989 ;
+  wire [21:0] \$199 ;
+  wire [7:0] \$1990 ;
+  wire \$1991 ;
+  wire \$1992 ;
+  wire [127:0] \$1993 ;
+  wire [7:0] \$1994 ;
+  wire \$1995 ;
+  wire [127:0] \$1996 ;
+  wire [7:0] \$1997 ;
+  wire [7:0] \$1998 ;
+  wire \$1999 ;
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
+  wire \$2000 ;
+  wire [127:0] \$2001 ;
+  wire [7:0] \$2002 ;
+  wire \$2003 ;
+  wire [127:0] \$2004 ;
+  wire [7:0] \$2005 ;
+  wire \$2006 ;
+  wire \$2007 ;
+  wire [127:0] \$2008 ;
+  wire [7:0] \$2009 ;
   wire \$201 ;
+  wire \$2010 ;
+  wire [127:0] \$2011 ;
+  wire [7:0] \$2012 ;
+  wire [7:0] \$2013 ;
+  wire \$2014 ;
+  wire [127:0] \$2015 ;
+  wire [7:0] \$2016 ;
+  wire \$2017 ;
+  wire [127:0] \$2018 ;
+  wire [7:0] \$2019 ;
   wire \$202 ;
-  wire [16:0] \$203 ;
-  wire [17:0] \$204 ;
-  wire [21:0] \$205 ;
-  wire \$206 ;
-  wire \$207 ;
+  wire \$2020 ;
+  wire \$2021 ;
+  wire [127:0] \$2022 ;
+  wire [7:0] \$2023 ;
+  wire \$2024 ;
+  wire [127:0] \$2025 ;
+  wire [7:0] \$2026 ;
+  wire [7:0] \$2027 ;
+  wire [7:0] \$2028 ;
+  wire [7:0] \$2029 ;
+  wire \$203 ;
+  wire \$2030 ;
+  wire [127:0] \$2031 ;
+  wire [7:0] \$2032 ;
+  wire \$2033 ;
+  wire [127:0] \$2034 ;
+  wire [7:0] \$2035 ;
+  wire \$2036 ;
+  wire \$2037 ;
+  wire [127:0] \$2038 ;
+  wire [7:0] \$2039 ;
+  wire \$204 ;
+  wire \$2040 ;
+  wire [127:0] \$2041 ;
+  wire [7:0] \$2042 ;
+  wire [7:0] \$2043 ;
+  wire \$2044 ;
+  wire [127:0] \$2045 ;
+  wire [7:0] \$2046 ;
+  wire \$2047 ;
+  wire [127:0] \$2048 ;
+  wire [7:0] \$2049 ;
+  wire [16:0] \$205 ;
+  wire \$2050 ;
+  wire \$2051 ;
+  wire [127:0] \$2052 ;
+  wire [7:0] \$2053 ;
+  wire \$2054 ;
+  wire [127:0] \$2055 ;
+  wire [7:0] \$2056 ;
+  wire [7:0] \$2057 ;
+  wire \$2058 ;
+  wire \$2059 ;
+  wire [17:0] \$206 ;
+  wire [127:0] \$2060 ;
+  wire [7:0] \$2061 ;
+  wire \$2062 ;
+  wire [127:0] \$2063 ;
+  wire [7:0] \$2064 ;
+  wire \$2065 ;
+  wire \$2066 ;
+  wire [127:0] \$2067 ;
+  wire [7:0] \$2068 ;
+  wire \$2069 ;
+  wire [21:0] \$207 ;
+  wire [127:0] \$2070 ;
+  wire [7:0] \$2071 ;
+  wire [7:0] \$2072 ;
+  wire \$2073 ;
+  wire [127:0] \$2074 ;
+  wire [7:0] \$2075 ;
+  wire \$2076 ;
+  wire [127:0] \$2077 ;
+  wire [7:0] \$2078 ;
+  wire \$2079 ;
   wire \$208 ;
+  wire \$2080 ;
+  wire [127:0] \$2081 ;
+  wire [7:0] \$2082 ;
+  wire \$2083 ;
+  wire [127:0] \$2084 ;
+  wire [7:0] \$2085 ;
+  wire [7:0] \$2086 ;
+  wire [7:0] \$2087 ;
+  wire \$2088 ;
+  wire [127:0] \$2089 ;
   wire \$209 ;
+  wire [7:0] \$2090 ;
+  wire \$2091 ;
+  wire [127:0] \$2092 ;
+  wire [7:0] \$2093 ;
+  wire \$2094 ;
+  wire \$2095 ;
+  wire [127:0] \$2096 ;
+  wire [7:0] \$2097 ;
+  wire \$2098 ;
+  wire [127:0] \$2099 ;
   wire \$21 ;
-  wire [21:0] \$210 ;
+  wire \$210 ;
+  wire [7:0] \$2100 ;
+  wire [7:0] \$2101 ;
+  wire \$2102 ;
+  wire [127:0] \$2103 ;
+  wire [7:0] \$2104 ;
+  wire \$2105 ;
+  wire [127:0] \$2106 ;
+  wire [7:0] \$2107 ;
+  wire \$2108 ;
+  wire \$2109 ;
   wire \$211 ;
-  wire \$212 ;
+  wire [127:0] \$2110 ;
+  wire [7:0] \$2111 ;
+  wire \$2112 ;
+  wire [127:0] \$2113 ;
+  wire [7:0] \$2114 ;
+  wire [7:0] \$2115 ;
+  wire \$2116 ;
+  wire \$2117 ;
+  wire [127:0] \$2118 ;
+  wire [7:0] \$2119 ;
+  wire [21:0] \$212 ;
+  wire \$2120 ;
+  wire [127:0] \$2121 ;
+  wire [7:0] \$2122 ;
+  wire \$2123 ;
+  wire \$2124 ;
+  wire [127:0] \$2125 ;
+  wire [7:0] \$2126 ;
+  wire \$2127 ;
+  wire [127:0] \$2128 ;
+  wire [7:0] \$2129 ;
   wire \$213 ;
+  wire [7:0] \$2130 ;
+  wire \$2131 ;
+  wire [127:0] \$2132 ;
+  wire [7:0] \$2133 ;
+  wire \$2134 ;
+  wire [127:0] \$2135 ;
+  wire [7:0] \$2136 ;
+  wire \$2137 ;
+  wire \$2138 ;
+  wire [127:0] \$2139 ;
   wire \$214 ;
+  wire [7:0] \$2140 ;
+  wire \$2141 ;
+  wire [127:0] \$2142 ;
+  wire [7:0] \$2143 ;
+  wire [7:0] \$2144 ;
+  wire [7:0] \$2145 ;
+  wire \$2146 ;
+  wire \$2147 ;
+  wire [127:0] \$2148 ;
+  wire [7:0] \$2149 ;
   wire \$215 ;
-  wire [16:0] \$216 ;
-  wire [17:0] \$217 ;
-  wire [21:0] \$218 ;
-  wire \$219 ;
+  wire \$2150 ;
+  wire [127:0] \$2151 ;
+  wire [7:0] \$2152 ;
+  wire \$2153 ;
+  wire \$2154 ;
+  wire [127:0] \$2155 ;
+  wire [7:0] \$2156 ;
+  wire \$2157 ;
+  wire [127:0] \$2158 ;
+  wire [7:0] \$2159 ;
+  wire \$216 ;
+  wire [7:0] \$2160 ;
+  wire \$2161 ;
+  wire [127:0] \$2162 ;
+  wire [7:0] \$2163 ;
+  wire \$2164 ;
+  wire [127:0] \$2165 ;
+  wire [7:0] \$2166 ;
+  wire \$2167 ;
+  wire \$2168 ;
+  wire [127:0] \$2169 ;
+  wire \$217 ;
+  wire [7:0] \$2170 ;
+  wire \$2171 ;
+  wire [127:0] \$2172 ;
+  wire [7:0] \$2173 ;
+  wire [7:0] \$2174 ;
+  wire \$2175 ;
+  wire \$2176 ;
+  wire [127:0] \$2177 ;
+  wire [7:0] \$2178 ;
+  wire \$2179 ;
+  wire [16:0] \$218 ;
+  wire [127:0] \$2180 ;
+  wire [7:0] \$2181 ;
+  wire \$2182 ;
+  wire \$2183 ;
+  wire [127:0] \$2184 ;
+  wire [7:0] \$2185 ;
+  wire \$2186 ;
+  wire [127:0] \$2187 ;
+  wire [7:0] \$2188 ;
+  wire [7:0] \$2189 ;
+  wire [17:0] \$219 ;
+  wire \$2190 ;
+  wire [127:0] \$2191 ;
+  wire [7:0] \$2192 ;
+  wire \$2193 ;
+  wire [127:0] \$2194 ;
+  wire [7:0] \$2195 ;
+  wire \$2196 ;
+  wire \$2197 ;
+  wire [127:0] \$2198 ;
+  wire [7:0] \$2199 ;
   wire \$22 ;
-  wire \$220 ;
+  wire [21:0] \$220 ;
+  wire \$2200 ;
+  wire [127:0] \$2201 ;
+  wire [7:0] \$2202 ;
+  wire [7:0] \$2203 ;
+  wire [7:0] \$2204 ;
+  wire \$2205 ;
+  wire [127:0] \$2206 ;
+  wire [7:0] \$2207 ;
+  wire \$2208 ;
+  wire [127:0] \$2209 ;
   wire \$221 ;
+  wire [7:0] \$2210 ;
+  wire \$2211 ;
+  wire \$2212 ;
+  wire [127:0] \$2213 ;
+  wire [7:0] \$2214 ;
+  wire \$2215 ;
+  wire [127:0] \$2216 ;
+  wire [7:0] \$2217 ;
+  wire [7:0] \$2218 ;
+  wire \$2219 ;
   wire \$222 ;
-  wire [21:0] \$223 ;
+  wire [127:0] \$2220 ;
+  wire [7:0] \$2221 ;
+  wire \$2222 ;
+  wire [127:0] \$2223 ;
+  wire [7:0] \$2224 ;
+  wire \$2225 ;
+  wire \$2226 ;
+  wire [127:0] \$2227 ;
+  wire [7:0] \$2228 ;
+  wire \$2229 ;
+  wire \$223 ;
+  wire [127:0] \$2230 ;
+  wire [7:0] \$2231 ;
+  wire [7:0] \$2232 ;
+  wire \$2233 ;
+  wire \$2234 ;
+  wire [127:0] \$2235 ;
+  wire [7:0] \$2236 ;
+  wire \$2237 ;
+  wire [127:0] \$2238 ;
+  wire [7:0] \$2239 ;
   wire \$224 ;
-  wire \$225 ;
+  wire \$2240 ;
+  wire \$2241 ;
+  wire [127:0] \$2242 ;
+  wire [7:0] \$2243 ;
+  wire \$2244 ;
+  wire [127:0] \$2245 ;
+  wire [7:0] \$2246 ;
+  wire [7:0] \$2247 ;
+  wire \$2248 ;
+  wire [127:0] \$2249 ;
+  wire [21:0] \$225 ;
+  wire [7:0] \$2250 ;
+  wire \$2251 ;
+  wire [127:0] \$2252 ;
+  wire [7:0] \$2253 ;
+  wire \$2254 ;
+  wire \$2255 ;
+  wire [127:0] \$2256 ;
+  wire [7:0] \$2257 ;
+  wire \$2258 ;
+  wire [127:0] \$2259 ;
   wire \$226 ;
+  wire [7:0] \$2260 ;
+  wire [7:0] \$2261 ;
+  wire [7:0] \$2262 ;
+  wire [7:0] \$2263 ;
+  wire [7:0] \$2264 ;
+  wire [7:0] \$2265 ;
+  wire [25:0] \$2266 ;
+  wire [42:0] \$2267 ;
+  wire [8:0] \$2268 ;
+  wire [22:0] \$2269 ;
   wire \$227 ;
+  wire [8:0] \$2270 ;
+  wire [8:0] \$2271 ;
+  wire [17:0] \$2272 ;
+  wire [30:0] \$2273 ;
+  wire \$2274 ;
+  wire \$2275 ;
+  wire \$2276 ;
+  wire \$2277 ;
+  wire \$2278 ;
+  wire \$2279 ;
   wire \$228 ;
-  wire [16:0] \$229 ;
-  wire [5:0] \$23 ;
-  wire [17:0] \$230 ;
-  wire [21:0] \$231 ;
-  wire \$232 ;
-  wire \$233 ;
+  wire \$2280 ;
+  wire \$2281 ;
+  wire \$2282 ;
+  wire \$2283 ;
+  wire \$2284 ;
+  wire \$2285 ;
+  wire [6:0] \$2286 ;
+  wire \$2287 ;
+  wire [7:0] \$2288 ;
+  wire \$2289 ;
+  wire \$229 ;
+  wire \$2290 ;
+  wire \$2291 ;
+  wire [8:0] \$2292 ;
+  wire \$2293 ;
+  wire \$2294 ;
+  wire \$2295 ;
+  wire \$2296 ;
+  wire \$2297 ;
+  wire \$2298 ;
+  wire \$2299 ;
+  wire \$23 ;
+  wire \$230 ;
+  wire \$2300 ;
+  wire \$2301 ;
+  wire \$2302 ;
+  wire \$2303 ;
+  wire \$2304 ;
+  wire \$2305 ;
+  wire \$2306 ;
+  wire [6:0] \$2307 ;
+  wire \$2308 ;
+  wire \$2309 ;
+  wire [16:0] \$231 ;
+  wire \$2310 ;
+  wire [7:0] \$2311 ;
+  wire \$2312 ;
+  wire \$2313 ;
+  wire \$2314 ;
+  wire \$2315 ;
+  wire [16:0] \$2316 ;
+  wire [16:0] \$2317 ;
+  wire [17:0] \$2318 ;
+  wire [35:0] \$2319 ;
+  wire [17:0] \$232 ;
+  wire \$2320 ;
+  wire \$2321 ;
+  wire \$2322 ;
+  wire \$2323 ;
+  wire \$2324 ;
+  wire \$2325 ;
+  wire \$2326 ;
+  wire \$2327 ;
+  wire \$2328 ;
+  wire [36:0] \$2329 ;
+  wire [21:0] \$233 ;
+  wire [37:0] \$2330 ;
+  wire [38:0] \$2331 ;
+  wire \$2332 ;
+  wire [36:0] \$2333 ;
+  wire [37:0] \$2334 ;
+  wire [38:0] \$2335 ;
+  wire \$2336 ;
+  wire \$2337 ;
+  wire \$2338 ;
+  wire [36:0] \$2339 ;
   wire \$234 ;
+  wire [37:0] \$2340 ;
+  wire [38:0] \$2341 ;
+  wire \$2342 ;
+  wire \$2343 ;
+  wire \$2344 ;
+  wire \$2345 ;
+  wire [20:0] \$2346 ;
+  wire \$2347 ;
+  wire \$2348 ;
+  wire \$2349 ;
   wire \$235 ;
-  wire [21:0] \$236 ;
+  wire \$2350 ;
+  wire \$2351 ;
+  wire \$2352 ;
+  wire [20:0] \$2353 ;
+  wire [21:0] \$2354 ;
+  wire \$2355 ;
+  wire \$2356 ;
+  wire \$2357 ;
+  wire \$2358 ;
+  wire [20:0] \$2359 ;
+  wire \$236 ;
+  wire [21:0] \$2360 ;
+  wire \$2361 ;
+  wire \$2362 ;
+  wire \$2363 ;
+  wire \$2364 ;
+  wire \$2365 ;
+  wire [20:0] \$2366 ;
+  wire [20:0] \$2367 ;
+  wire [20:0] \$2368 ;
+  wire \$2369 ;
   wire \$237 ;
-  wire \$238 ;
+  wire \$2370 ;
+  wire \$2371 ;
+  wire \$2372 ;
+  wire [2:0] \$2373 ;
+  wire [2:0] \$2374 ;
+  wire \$2375 ;
+  wire \$2376 ;
+  wire \$2377 ;
+  wire \$2378 ;
+  wire \$2379 ;
+  wire [21:0] \$238 ;
+  wire \$2380 ;
+  wire \$2381 ;
+  wire \$2382 ;
+  wire \$2383 ;
+  wire \$2384 ;
+  wire \$2385 ;
+  wire \$2386 ;
+  wire \$2387 ;
+  wire \$2388 ;
+  wire \$2389 ;
   wire \$239 ;
-  wire [5:0] \$24 ;
+  wire [1:0] \$2390 ;
+  wire [1:0] \$2391 ;
+  wire [1:0] \$2392 ;
+  wire [2:0] \$2393 ;
+  wire \$2394 ;
+  wire [2:0] \$2395 ;
+  wire [2:0] \$2396 ;
+  wire \$2397 ;
+  wire \$2398 ;
+  wire \$2399 ;
+  wire \$24 ;
   wire \$240 ;
+  wire \$2400 ;
+  wire \$2401 ;
+  wire \$2402 ;
+  wire \$2403 ;
+  wire \$2404 ;
+  wire \$2405 ;
+  wire \$2406 ;
+  wire \$2407 ;
+  wire \$2408 ;
+  wire \$2409 ;
   wire \$241 ;
-  wire [16:0] \$242 ;
-  wire [17:0] \$243 ;
-  wire [21:0] \$244 ;
-  wire \$245 ;
-  wire \$246 ;
+  wire \$2410 ;
+  wire \$2411 ;
+  wire [1:0] \$2412 ;
+  wire [1:0] \$2413 ;
+  wire [1:0] \$2414 ;
+  wire [2:0] \$2415 ;
+  wire \$2416 ;
+  wire \$2417 ;
+  wire [17:0] \$2418 ;
+  wire [21:0] \$2419 ;
+  wire \$242 ;
+  wire [21:0] \$2420 ;
+  wire [21:0] \$2421 ;
+  wire [21:0] \$2422 ;
+  wire [21:0] \$2423 ;
+  wire [17:0] \$2424 ;
+  wire \$2425 ;
+  wire [16:0] \$2426 ;
+  wire \$2427 ;
+  wire \$2428 ;
+  wire [44:0] \$2429 ;
+  wire \$243 ;
+  wire \$2430 ;
+  wire [43:0] \$2431 ;
+  wire [43:0] \$2432 ;
+  wire [46:0] \$2433 ;
+  wire [16:0] \$2434 ;
+  wire \$2435 ;
+  wire [16:0] \$2436 ;
+  wire [20:0] \$2437 ;
+  wire [20:0] \$2438 ;
+  wire [20:0] \$2439 ;
+  wire [16:0] \$244 ;
+  wire \$2440 ;
+  wire [105:0] \$2441 ;
+  wire [78:0] \$2442 ;
+  wire [106:0] \$2443 ;
+  wire [82:0] \$2444 ;
+  wire [6:0] \$2445 ;
+  wire \$2446 ;
+  wire [46:0] \$2447 ;
+  wire [46:0] \$2448 ;
+  wire \$2449 ;
+  wire [17:0] \$245 ;
+  wire \$2450 ;
+  wire [6:0] \$2451 ;
+  wire [190:0] \$2452 ;
+  wire [6:0] \$2453 ;
+  wire [7:0] \$2454 ;
+  wire [8:0] \$2455 ;
+  wire [64:0] \$2456 ;
+  wire [7:0] \$2457 ;
+  wire \$2458 ;
+  wire [45:0] \$2459 ;
+  wire [21:0] \$246 ;
+  wire [45:0] \$2460 ;
+  wire \$2461 ;
+  wire \$2462 ;
+  wire \$2463 ;
+  wire \$2464 ;
+  wire \$2465 ;
+  wire \$2466 ;
+  wire \$2467 ;
+  wire \$2468 ;
+  wire \$2469 ;
   wire \$247 ;
+  wire \$2470 ;
+  wire \$2471 ;
+  wire [6:0] \$2472 ;
+  wire \$2473 ;
+  wire \$2474 ;
+  wire \$2475 ;
+  wire \$2476 ;
+  wire \$2477 ;
+  wire \$2478 ;
+  wire \$2479 ;
   wire \$248 ;
-  wire [21:0] \$249 ;
+  wire \$2480 ;
+  wire \$2481 ;
+  wire \$2482 ;
+  wire \$2483 ;
+  wire \$2484 ;
+  wire \$2485 ;
+  wire \$2486 ;
+  wire \$2487 ;
+  wire \$2488 ;
+  wire [20:0] \$2489 ;
+  wire \$249 ;
+  wire \$2490 ;
+  wire \$2491 ;
+  wire \$2492 ;
+  wire \$2493 ;
+  wire \$2494 ;
+  wire [20:0] \$2495 ;
+  wire [20:0] \$2496 ;
+  wire \$2497 ;
+  wire \$2498 ;
+  wire \$2499 ;
   wire [5:0] \$25 ;
   wire \$250 ;
-  wire \$251 ;
+  wire \$2500 ;
+  wire [6:0] \$2501 ;
+  wire \$2502 ;
+  wire \$2503 ;
+  wire \$2504 ;
+  wire \$2505 ;
+  wire \$2506 ;
+  wire \$2507 ;
+  wire \$2508 ;
+  wire \$2509 ;
+  wire [21:0] \$251 ;
+  wire \$2510 ;
+  wire \$2511 ;
+  wire \$2512 ;
+  wire \$2513 ;
+  wire \$2514 ;
+  wire \$2515 ;
+  wire \$2516 ;
+  wire [19:0] \$2517 ;
+  wire [21:0] \$2518 ;
+  wire \$2519 ;
   wire \$252 ;
+  wire \$2520 ;
+  wire \$2521 ;
+  wire \$2522 ;
+  wire \$2523 ;
+  wire \$2524 ;
+  wire \$2525 ;
+  wire \$2526 ;
+  wire \$2527 ;
+  wire \$2528 ;
+  wire [7:0] \$2529 ;
   wire \$253 ;
+  wire [8:0] \$2530 ;
+  wire [7:0] \$2531 ;
+  wire \$2532 ;
+  wire \$2533 ;
+  wire \$2534 ;
+  wire [7:0] \$2535 ;
+  wire \$2536 ;
+  wire [7:0] \$2537 ;
+  wire \$2538 ;
+  wire [7:0] \$2539 ;
   wire \$254 ;
-  wire [16:0] \$255 ;
-  wire [17:0] \$256 ;
-  wire [21:0] \$257 ;
-  wire \$258 ;
-  wire \$259 ;
-  wire \$26 ;
+  wire \$2540 ;
+  wire [7:0] \$2541 ;
+  wire \$2542 ;
+  wire [7:0] \$2543 ;
+  wire \$2544 ;
+  wire [7:0] \$2545 ;
+  wire \$2546 ;
+  wire [7:0] \$2547 ;
+  wire \$2548 ;
+  wire [7:0] \$2549 ;
+  wire \$255 ;
+  wire \$2550 ;
+  wire [7:0] \$2551 ;
+  wire \$2552 ;
+  wire [7:0] \$2553 ;
+  wire \$2554 ;
+  wire [7:0] \$2555 ;
+  wire \$2556 ;
+  wire [7:0] \$2557 ;
+  wire \$2558 ;
+  wire [7:0] \$2559 ;
+  wire \$256 ;
+  wire \$2560 ;
+  wire [7:0] \$2561 ;
+  wire \$2562 ;
+  wire [7:0] \$2563 ;
+  wire \$2564 ;
+  wire [7:0] \$2565 ;
+  wire \$2566 ;
+  wire \$2567 ;
+  wire \$2568 ;
+  wire \$2569 ;
+  wire [16:0] \$257 ;
+  wire \$2570 ;
+  wire \$2571 ;
+  wire \$2572 ;
+  wire \$2573 ;
+  wire \$2574 ;
+  wire \$2575 ;
+  wire \$2576 ;
+  wire \$2577 ;
+  wire \$2578 ;
+  wire \$2579 ;
+  wire [17:0] \$258 ;
+  wire \$2580 ;
+  wire \$2581 ;
+  reg \$2582 ;
+  reg [4:0] \$2583 ;
+  reg [54:0] \$2584 ;
+  reg [54:0] \$2585 ;
+  reg [54:0] \$2586 ;
+  reg [127:0] \$2587 ;
+  reg [127:0] \$2588 ;
+  reg [511:0] \$2589 ;
+  wire [21:0] \$259 ;
+  reg [127:0] \$2590 ;
+  reg [127:0] \$2591 ;
+  reg [511:0] \$2592 ;
+  reg [511:0] \$2593 ;
+  reg [49:0] \$2594 ;
+  reg \$2595 ;
+  reg [4:0] \$2596 ;
+  reg [3:0] \$2597 ;
+  reg [23:0] \$2598 ;
+  reg [23:0] \$2599 ;
+  wire [5:0] \$26 ;
   wire \$260 ;
+  reg [23:0] \$2600 ;
+  reg [23:0] \$2601 ;
+  reg [23:0] \$2602 ;
+  reg [23:0] \$2603 ;
+  reg [7:0] \$2604 ;
+  reg [41:0] \$2605 ;
+  reg [21:0] \$2606 ;
+  reg [28:0] \$2607 ;
+  reg [127:0] \$2608 ;
+  reg [5:0] \$2609 ;
   wire \$261 ;
+  reg [5:0] \$2610 ;
+  reg [2:0] \$2611 ;
+  reg [223:0] \$2612 ;
+  reg [3:0] \$2613 ;
+  reg [15:0] \$2614 ;
+  reg [15:0] \$2615 ;
+  reg [19:0] \$2616 ;
+  reg [19:0] \$2617 ;
+  reg [19:0] \$2618 ;
+  reg \$2619 ;
   wire \$262 ;
+  reg [7:0] \$2620 ;
+  reg [7:0] \$2621 ;
+  reg [7:0] \$2622 ;
+  reg [15:0] \$2623 ;
+  reg [5:0] \$2624 ;
+  reg [19:0] \$2625 ;
+  reg [19:0] \$2626 ;
+  reg [19:0] \$2627 ;
+  reg [15:0] \$2628 ;
+  reg [5:0] \$2629 ;
   wire \$263 ;
+  reg [15:0] \$2630 ;
+  reg \$2631 ;
+  reg [16:0] \$2632 ;
+  reg [35:0] \$2633 ;
+  reg [7:0] \$2634 ;
+  reg [7:0] \$2635 ;
+  reg [15:0] \$2636 ;
+  reg [2:0] \$2637 ;
+  reg [16:0] \$2638 ;
+  reg [1:0] \$2639 ;
   wire \$264 ;
+  reg [20:0] \$2640 ;
+  reg [20:0] \$2641 ;
+  reg [20:0] \$2642 ;
+  reg [20:0] \$2643 ;
+  reg [20:0] \$2644 ;
+  reg [63:0] \$2645 ;
+  reg [41:0] \$2646 ;
+  reg [43:0] \$2647 ;
+  reg [31:0] \$2648 ;
+  reg [6:0] \$2649 ;
   wire \$265 ;
+  reg [42:0] \$2650 ;
+  reg \$2651 ;
+  reg [79:0] \$2652 ;
+  reg [43:0] \$2653 ;
+  reg [39:0] \$2654 ;
+  reg [5:0] \$2655 ;
+  reg [5:0] \$2656 ;
+  reg [24:0] \$2657 ;
+  reg [15:0] \$2658 ;
   wire \$266 ;
   wire \$267 ;
   wire \$268 ;
   wire \$269 ;
-  wire \$27 ;
+  wire [5:0] \$27 ;
   wire \$270 ;
   wire \$271 ;
   wire \$272 ;
   wire \$273 ;
-  wire [127:0] \$274 ;
+  wire \$274 ;
   wire \$275 ;
-  wire [127:0] \$276 ;
+  wire \$276 ;
   wire \$277 ;
   wire \$278 ;
-  wire [511:0] \$279 ;
+  wire \$279 ;
   wire \$28 ;
-  wire [5:0] \$280 ;
-  wire \$281 ;
-  wire [7:0] \$282 ;
-  wire [8:0] \$283 ;
+  wire \$280 ;
+  wire [127:0] \$281 ;
+  wire \$282 ;
+  wire [127:0] \$283 ;
   wire \$284 ;
   wire \$285 ;
-  wire \$286 ;
-  wire [7:0] \$287 ;
-  wire [8:0] \$288 ;
-  wire [8:0] \$289 ;
+  wire [511:0] \$286 ;
+  wire [5:0] \$287 ;
+  wire \$288 ;
+  wire [7:0] \$289 ;
   wire \$29 ;
-  wire [23:0] \$290 ;
-  wire [7:0] \$291 ;
-  wire [8:0] \$292 ;
-  wire [7:0] \$293 ;
-  wire [8:0] \$294 ;
-  wire [31:0] \$295 ;
-  wire [31:0] \$296 ;
-  reg [15:0] \$297 ;
-  reg [8:0] \$298 ;
-  wire [24:0] \$299 ;
+  wire [8:0] \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire [7:0] \$294 ;
+  wire [8:0] \$2947 ;
+  wire [8:0] \$295 ;
+  wire [8:0] \$2954 ;
+  wire [8:0] \$296 ;
+  wire [8:0] \$2960 ;
+  wire [8:0] \$2964 ;
+  wire [10:0] \$2968 ;
+  wire [23:0] \$297 ;
+  wire [10:0] \$2971 ;
+  wire [7:0] \$298 ;
+  wire [7:0] \$2981 ;
+  wire [8:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$300 ;
-  wire [21:0] \$301 ;
-  wire [25:0] \$302 ;
-  wire [17:0] \$303 ;
-  wire [7:0] \$304 ;
-  wire [18:0] \$305 ;
-  wire [19:0] \$306 ;
-  wire [19:0] \$307 ;
-  wire [20:0] \$308 ;
-  wire [47:0] \$309 ;
+  wire [7:0] \$300 ;
+  wire [8:0] \$301 ;
+  wire [31:0] \$302 ;
+  wire [31:0] \$303 ;
+  reg [15:0] \$304 ;
+  reg [8:0] \$305 ;
+  wire [24:0] \$306 ;
+  wire \$307 ;
+  wire [21:0] \$308 ;
+  wire [25:0] \$309 ;
   wire \$31 ;
-  wire [33:0] \$310 ;
-  wire [8:0] \$311 ;
-  wire \$312 ;
-  wire [8:0] \$313 ;
-  wire [9:0] \$314 ;
-  wire [30:0] \$315 ;
-  wire [8:0] \$316 ;
-  wire \$317 ;
+  wire [17:0] \$310 ;
+  wire [7:0] \$311 ;
+  wire [18:0] \$312 ;
+  wire [19:0] \$313 ;
+  wire [19:0] \$314 ;
+  wire [20:0] \$315 ;
+  wire [47:0] \$316 ;
+  wire [33:0] \$317 ;
   wire [8:0] \$318 ;
-  wire [9:0] \$319 ;
+  wire \$319 ;
   wire \$32 ;
-  wire [47:0] \$320 ;
-  wire [48:0] \$321 ;
-  wire [8:0] \$322 ;
-  wire [48:0] \$323 ;
-  wire [48:0] \$324 ;
-  wire [48:0] \$325 ;
-  wire [6:0] \$326 ;
-  wire [110:0] \$327 ;
-  wire [112:0] \$328 ;
-  wire [112:0] \$329 ;
+  wire [8:0] \$320 ;
+  wire [9:0] \$321 ;
+  wire [30:0] \$322 ;
+  wire [8:0] \$323 ;
+  wire \$324 ;
+  wire [8:0] \$325 ;
+  wire [9:0] \$326 ;
+  wire [47:0] \$327 ;
+  wire [48:0] \$328 ;
+  wire [8:0] \$329 ;
   wire \$33 ;
-  wire [112:0] \$330 ;
-  wire [41:0] \$331 ;
-  wire \$332 ;
-  wire [56:0] \$333 ;
-  wire \$334 ;
-  wire [31:0] \$335 ;
-  wire [57:0] \$336 ;
-  wire [57:0] \$337 ;
-  wire \$338 ;
-  wire [42:0] \$339 ;
+  wire [48:0] \$330 ;
+  wire [48:0] \$331 ;
+  wire [48:0] \$332 ;
+  wire [6:0] \$333 ;
+  wire [110:0] \$334 ;
+  wire [112:0] \$335 ;
+  wire [112:0] \$336 ;
+  wire [112:0] \$337 ;
+  wire [41:0] \$338 ;
+  wire \$339 ;
   wire \$34 ;
-  wire [42:0] \$340 ;
+  wire [56:0] \$340 ;
   wire \$341 ;
-  wire [42:0] \$342 ;
-  wire [42:0] \$343 ;
-  wire [42:0] \$344 ;
+  wire [31:0] \$342 ;
+  wire [57:0] \$343 ;
+  wire [57:0] \$344 ;
   wire \$345 ;
-  wire \$346 ;
-  wire [57:0] \$347 ;
-  wire [6:0] \$348 ;
-  wire [57:0] \$349 ;
+  wire [42:0] \$346 ;
+  wire [42:0] \$347 ;
+  wire \$348 ;
+  wire [42:0] \$349 ;
   wire \$35 ;
-  wire [58:0] \$350 ;
-  wire [58:0] \$351 ;
-  wire [59:0] \$352 ;
+  wire [42:0] \$350 ;
+  wire [42:0] \$351 ;
+  wire \$352 ;
   wire \$353 ;
-  wire \$354 ;
-  wire [57:0] \$355 ;
-  wire [6:0] \$356 ;
-  wire [57:0] \$357 ;
+  wire [57:0] \$354 ;
+  wire [6:0] \$355 ;
+  wire [57:0] \$356 ;
+  wire [58:0] \$357 ;
   wire [58:0] \$358 ;
-  wire [58:0] \$359 ;
+  wire [59:0] \$359 ;
   wire \$36 ;
-  wire [59:0] \$360 ;
+  wire \$360 ;
   wire \$361 ;
-  wire \$362 ;
-  wire [57:0] \$363 ;
-  wire [6:0] \$364 ;
-  wire [57:0] \$365 ;
+  wire [57:0] \$362 ;
+  wire [6:0] \$363 ;
+  wire [57:0] \$364 ;
+  wire [58:0] \$365 ;
   wire [58:0] \$366 ;
-  wire [58:0] \$367 ;
-  wire [59:0] \$368 ;
-  wire [59:0] \$369 ;
+  wire [59:0] \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [59:0] \$370 ;
-  wire [7:0] \$371 ;
-  wire [7:0] \$372 ;
-  wire [7:0] \$373 ;
-  wire \$374 ;
-  wire \$375 ;
-  wire \$376 ;
-  wire \$377 ;
-  wire \$378 ;
-  wire \$379 ;
+  wire [57:0] \$370 ;
+  wire [6:0] \$371 ;
+  wire [57:0] \$372 ;
+  wire [58:0] \$373 ;
+  wire [58:0] \$374 ;
+  wire [59:0] \$375 ;
+  wire [59:0] \$376 ;
+  wire [59:0] \$377 ;
+  wire [7:0] \$378 ;
+  wire [7:0] \$379 ;
   wire \$38 ;
-  wire \$380 ;
-  wire [7:0] \$381 ;
-  wire [7:0] \$382 ;
+  wire [7:0] \$380 ;
+  wire \$381 ;
+  wire \$382 ;
   wire \$383 ;
   wire \$384 ;
-  wire [7:0] \$385 ;
-  wire [7:0] \$386 ;
-  wire [7:0] \$387 ;
-  wire [25:0] \$388 ;
-  wire [42:0] \$389 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire [127:0] \$389 ;
   wire \$39 ;
-  wire [8:0] \$390 ;
-  wire [22:0] \$391 ;
-  wire [8:0] \$392 ;
-  wire [8:0] \$393 ;
-  wire [17:0] \$394 ;
-  wire [30:0] \$395 ;
-  wire \$396 ;
-  wire \$397 ;
+  wire [7:0] \$390 ;
+  wire \$391 ;
+  wire [127:0] \$392 ;
+  wire [7:0] \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire [127:0] \$396 ;
+  wire [7:0] \$397 ;
   wire \$398 ;
-  wire \$399 ;
+  wire [127:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire \$400 ;
-  wire \$401 ;
+  wire [7:0] \$400 ;
+  wire [7:0] \$401 ;
   wire \$402 ;
-  wire \$403 ;
-  wire \$404 ;
+  wire [127:0] \$403 ;
+  wire [7:0] \$404 ;
   wire \$405 ;
-  wire \$406 ;
-  wire \$407 ;
-  wire [6:0] \$408 ;
+  wire [127:0] \$406 ;
+  wire [7:0] \$407 ;
+  wire \$408 ;
   wire \$409 ;
-  wire [1:0] \$41 ;
-  wire [7:0] \$410 ;
-  wire \$411 ;
+  wire \$41 ;
+  wire [127:0] \$410 ;
+  wire [7:0] \$411 ;
   wire \$412 ;
-  wire \$413 ;
-  wire \$414 ;
-  wire \$415 ;
+  wire [127:0] \$413 ;
+  wire [7:0] \$414 ;
+  wire [7:0] \$415 ;
   wire \$416 ;
   wire \$417 ;
-  wire \$418 ;
-  wire \$419 ;
-  wire [1:0] \$42 ;
+  wire [127:0] \$418 ;
+  wire [7:0] \$419 ;
+  wire \$42 ;
   wire \$420 ;
-  wire \$421 ;
-  wire \$422 ;
+  wire [127:0] \$421 ;
+  wire [7:0] \$422 ;
   wire \$423 ;
   wire \$424 ;
-  wire [6:0] \$425 ;
-  wire \$426 ;
+  wire [127:0] \$425 ;
+  wire [7:0] \$426 ;
   wire \$427 ;
-  wire \$428 ;
+  wire [127:0] \$428 ;
   wire [7:0] \$429 ;
   wire [1:0] \$43 ;
-  wire \$430 ;
+  wire [7:0] \$430 ;
   wire \$431 ;
-  wire \$432 ;
-  wire \$433 ;
-  wire [16:0] \$434 ;
-  wire [16:0] \$435 ;
-  wire [17:0] \$436 ;
-  wire [35:0] \$437 ;
+  wire [127:0] \$432 ;
+  wire [7:0] \$433 ;
+  wire \$434 ;
+  wire [127:0] \$435 ;
+  wire [7:0] \$436 ;
+  wire \$437 ;
   wire \$438 ;
-  wire \$439 ;
-  wire [2:0] \$44 ;
-  wire \$440 ;
+  wire [127:0] \$439 ;
+  wire [1:0] \$44 ;
+  wire [7:0] \$440 ;
   wire \$441 ;
-  wire \$442 ;
-  wire \$443 ;
-  wire \$444 ;
-  wire \$445 ;
+  wire [127:0] \$442 ;
+  wire [7:0] \$443 ;
+  wire [7:0] \$444 ;
+  wire [7:0] \$445 ;
   wire \$446 ;
-  wire [36:0] \$447 ;
-  wire [37:0] \$448 ;
-  wire [38:0] \$449 ;
-  wire \$45 ;
-  wire \$450 ;
-  wire [36:0] \$451 ;
-  wire [37:0] \$452 ;
-  wire [38:0] \$453 ;
-  wire \$454 ;
-  wire \$455 ;
+  wire [127:0] \$447 ;
+  wire [7:0] \$448 ;
+  wire \$449 ;
+  wire [1:0] \$45 ;
+  wire [127:0] \$450 ;
+  wire [7:0] \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire [127:0] \$454 ;
+  wire [7:0] \$455 ;
   wire \$456 ;
-  wire [36:0] \$457 ;
-  wire [37:0] \$458 ;
-  wire [38:0] \$459 ;
-  wire \$46 ;
+  wire [127:0] \$457 ;
+  wire [7:0] \$458 ;
+  wire [7:0] \$459 ;
+  wire [2:0] \$46 ;
   wire \$460 ;
-  wire \$461 ;
-  wire \$462 ;
+  wire [127:0] \$461 ;
+  wire [7:0] \$462 ;
   wire \$463 ;
-  wire [20:0] \$464 ;
-  wire \$465 ;
+  wire [127:0] \$464 ;
+  wire [7:0] \$465 ;
   wire \$466 ;
   wire \$467 ;
-  wire \$468 ;
-  wire \$469 ;
+  wire [127:0] \$468 ;
+  wire [7:0] \$469 ;
   wire \$47 ;
   wire \$470 ;
-  wire [20:0] \$471 ;
-  wire [21:0] \$472 ;
-  wire \$473 ;
+  wire [127:0] \$471 ;
+  wire [7:0] \$472 ;
+  wire [7:0] \$473 ;
   wire \$474 ;
   wire \$475 ;
-  wire \$476 ;
-  wire [20:0] \$477 ;
-  wire [21:0] \$478 ;
-  wire \$479 ;
+  wire [127:0] \$476 ;
+  wire [7:0] \$477 ;
+  wire \$478 ;
+  wire [127:0] \$479 ;
   wire \$48 ;
-  wire \$480 ;
+  wire [7:0] \$480 ;
   wire \$481 ;
   wire \$482 ;
-  wire \$483 ;
-  wire [20:0] \$484 ;
-  wire [20:0] \$485 ;
-  wire [20:0] \$486 ;
-  wire \$487 ;
-  wire \$488 ;
+  wire [127:0] \$483 ;
+  wire [7:0] \$484 ;
+  wire \$485 ;
+  wire [127:0] \$486 ;
+  wire [7:0] \$487 ;
+  wire [7:0] \$488 ;
   wire \$489 ;
   wire \$49 ;
-  wire \$490 ;
-  wire [2:0] \$491 ;
-  wire [2:0] \$492 ;
-  wire \$493 ;
-  wire \$494 ;
+  wire [127:0] \$490 ;
+  wire [7:0] \$491 ;
+  wire \$492 ;
+  wire [127:0] \$493 ;
+  wire [7:0] \$494 ;
   wire \$495 ;
   wire \$496 ;
-  wire \$497 ;
-  wire \$498 ;
+  wire [127:0] \$497 ;
+  wire [7:0] \$498 ;
   wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$500 ;
-  wire \$501 ;
-  wire \$502 ;
-  wire \$503 ;
+  wire [127:0] \$500 ;
+  wire [7:0] \$501 ;
+  wire [7:0] \$502 ;
+  wire [7:0] \$503 ;
   wire \$504 ;
   wire \$505 ;
-  wire \$506 ;
-  wire \$507 ;
-  wire [1:0] \$508 ;
-  wire [1:0] \$509 ;
+  wire [127:0] \$506 ;
+  wire [7:0] \$507 ;
+  wire \$508 ;
+  wire [127:0] \$509 ;
   wire \$51 ;
-  wire [1:0] \$510 ;
-  wire [2:0] \$511 ;
+  wire [7:0] \$510 ;
+  wire \$511 ;
   wire \$512 ;
-  wire [2:0] \$513 ;
-  wire [2:0] \$514 ;
+  wire [127:0] \$513 ;
+  wire [7:0] \$514 ;
   wire \$515 ;
-  wire \$516 ;
-  wire \$517 ;
-  wire \$518 ;
+  wire [127:0] \$516 ;
+  wire [7:0] \$517 ;
+  wire [7:0] \$518 ;
   wire \$519 ;
   wire \$52 ;
-  wire \$520 ;
-  wire \$521 ;
+  wire [127:0] \$520 ;
+  wire [8:0] \$5205 ;
+  wire [7:0] \$521 ;
   wire \$522 ;
-  wire \$523 ;
-  wire \$524 ;
+  wire [127:0] \$523 ;
+  wire [7:0] \$524 ;
   wire \$525 ;
   wire \$526 ;
-  wire \$527 ;
-  wire \$528 ;
+  wire [127:0] \$527 ;
+  wire [7:0] \$528 ;
   wire \$529 ;
   wire \$53 ;
-  wire [1:0] \$530 ;
-  wire [1:0] \$531 ;
-  wire [1:0] \$532 ;
-  wire [2:0] \$533 ;
+  wire [127:0] \$530 ;
+  wire [7:0] \$531 ;
+  wire [7:0] \$532 ;
+  wire \$533 ;
   wire \$534 ;
-  wire \$535 ;
-  wire [17:0] \$536 ;
-  wire [21:0] \$537 ;
-  wire [21:0] \$538 ;
-  wire [21:0] \$539 ;
-  wire [21:0] \$54 ;
-  wire [21:0] \$540 ;
-  wire [21:0] \$541 ;
-  wire [17:0] \$542 ;
-  wire \$543 ;
-  wire [16:0] \$544 ;
-  wire \$545 ;
-  wire \$546 ;
-  wire [44:0] \$547 ;
+  wire [127:0] \$535 ;
+  wire [7:0] \$536 ;
+  wire \$537 ;
+  wire [127:0] \$538 ;
+  wire [7:0] \$539 ;
+  wire \$54 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire [127:0] \$542 ;
+  wire [7:0] \$543 ;
+  wire \$544 ;
+  wire [127:0] \$545 ;
+  wire [7:0] \$546 ;
+  wire [7:0] \$547 ;
   wire \$548 ;
-  wire [43:0] \$549 ;
+  wire [127:0] \$549 ;
   wire \$55 ;
-  wire [43:0] \$550 ;
-  wire [46:0] \$551 ;
-  wire [16:0] \$552 ;
-  wire \$553 ;
-  wire [16:0] \$554 ;
-  wire [20:0] \$555 ;
-  wire [20:0] \$556 ;
-  wire [20:0] \$557 ;
+  wire [7:0] \$550 ;
+  wire \$551 ;
+  wire [127:0] \$552 ;
+  wire [7:0] \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire [127:0] \$556 ;
+  wire [7:0] \$557 ;
   wire \$558 ;
-  wire [105:0] \$559 ;
-  wire \$56 ;
-  wire [78:0] \$560 ;
-  wire [106:0] \$561 ;
-  wire [82:0] \$562 ;
-  wire [6:0] \$563 ;
-  wire \$564 ;
-  wire [46:0] \$565 ;
-  wire [46:0] \$566 ;
-  wire \$567 ;
-  wire \$568 ;
-  wire [6:0] \$569 ;
+  wire [127:0] \$559 ;
+  wire [21:0] \$56 ;
+  wire [7:0] \$560 ;
+  wire [7:0] \$561 ;
+  wire [7:0] \$562 ;
+  wire \$563 ;
+  wire [127:0] \$564 ;
+  wire [7:0] \$565 ;
+  wire \$566 ;
+  wire [127:0] \$567 ;
+  wire [7:0] \$568 ;
+  wire \$569 ;
   wire \$57 ;
-  wire [190:0] \$570 ;
-  wire [6:0] \$571 ;
+  wire \$570 ;
+  wire [127:0] \$571 ;
   wire [7:0] \$572 ;
-  wire [8:0] \$573 ;
-  wire [64:0] \$574 ;
+  wire \$573 ;
+  wire [127:0] \$574 ;
   wire [7:0] \$575 ;
-  wire \$576 ;
-  wire [45:0] \$577 ;
-  wire [45:0] \$578 ;
-  wire \$579 ;
+  wire [7:0] \$576 ;
+  wire \$577 ;
+  wire [127:0] \$578 ;
+  wire [7:0] \$579 ;
   wire \$58 ;
   wire \$580 ;
-  wire \$581 ;
-  wire \$582 ;
+  wire [127:0] \$581 ;
+  wire [7:0] \$582 ;
   wire \$583 ;
   wire \$584 ;
-  wire \$585 ;
-  wire \$586 ;
+  wire [127:0] \$585 ;
+  wire [7:0] \$586 ;
   wire \$587 ;
-  wire \$588 ;
-  wire \$589 ;
+  wire [127:0] \$588 ;
+  wire [7:0] \$589 ;
   wire \$59 ;
-  wire [6:0] \$590 ;
+  wire [7:0] \$590 ;
   wire \$591 ;
   wire \$592 ;
-  wire \$593 ;
-  wire \$594 ;
+  wire [127:0] \$593 ;
+  wire [7:0] \$594 ;
   wire \$595 ;
-  wire \$596 ;
-  wire \$597 ;
+  wire [127:0] \$596 ;
+  wire [7:0] \$597 ;
   wire \$598 ;
   wire \$599 ;
   wire \$6 ;
-  wire [16:0] \$60 ;
-  wire \$600 ;
-  wire \$601 ;
+  wire \$60 ;
+  wire [127:0] \$600 ;
+  wire [7:0] \$601 ;
   wire \$602 ;
-  wire \$603 ;
-  wire \$604 ;
-  wire \$605 ;
+  wire [127:0] \$603 ;
+  wire [7:0] \$604 ;
+  wire [7:0] \$605 ;
   wire \$606 ;
-  wire [20:0] \$607 ;
-  wire \$608 ;
+  wire [127:0] \$607 ;
+  wire [7:0] \$608 ;
   wire \$609 ;
-  wire [17:0] \$61 ;
-  wire \$610 ;
-  wire \$611 ;
+  wire \$61 ;
+  wire [127:0] \$610 ;
+  wire [7:0] \$611 ;
   wire \$612 ;
-  wire [20:0] \$613 ;
-  wire [20:0] \$614 ;
-  wire \$615 ;
+  wire \$613 ;
+  wire [127:0] \$614 ;
+  wire [7:0] \$615 ;
   wire \$616 ;
-  wire \$617 ;
-  wire \$618 ;
-  wire [6:0] \$619 ;
-  wire [21:0] \$62 ;
-  wire \$620 ;
-  wire \$621 ;
+  wire [127:0] \$617 ;
+  wire [7:0] \$618 ;
+  wire [7:0] \$619 ;
+  wire [16:0] \$62 ;
+  wire [7:0] \$620 ;
+  wire [7:0] \$621 ;
   wire \$622 ;
-  wire \$623 ;
-  wire \$624 ;
+  wire [127:0] \$623 ;
+  wire [7:0] \$624 ;
   wire \$625 ;
-  wire \$626 ;
-  wire \$627 ;
+  wire [127:0] \$626 ;
+  wire [7:0] \$627 ;
   wire \$628 ;
   wire \$629 ;
-  wire \$63 ;
-  wire \$630 ;
-  wire \$631 ;
+  wire [17:0] \$63 ;
+  wire [127:0] \$630 ;
+  wire [7:0] \$631 ;
   wire \$632 ;
-  wire \$633 ;
-  wire \$634 ;
-  wire [19:0] \$635 ;
-  wire [21:0] \$636 ;
-  wire \$637 ;
-  wire \$638 ;
+  wire [127:0] \$633 ;
+  wire [7:0] \$634 ;
+  wire [7:0] \$635 ;
+  wire \$636 ;
+  wire [127:0] \$637 ;
+  wire [7:0] \$638 ;
   wire \$639 ;
-  wire \$64 ;
-  wire \$640 ;
-  wire \$641 ;
+  wire [21:0] \$64 ;
+  wire [127:0] \$640 ;
+  wire [7:0] \$641 ;
   wire \$642 ;
-  wire [7:0] \$643 ;
-  wire [8:0] \$644 ;
+  wire \$643 ;
+  wire [127:0] \$644 ;
   wire [7:0] \$645 ;
   wire \$646 ;
-  wire \$647 ;
-  wire \$648 ;
+  wire [127:0] \$647 ;
+  wire [7:0] \$648 ;
   wire [7:0] \$649 ;
   wire \$65 ;
   wire \$650 ;
-  wire [7:0] \$651 ;
-  wire \$652 ;
+  wire \$651 ;
+  wire [127:0] \$652 ;
   wire [7:0] \$653 ;
   wire \$654 ;
-  wire [7:0] \$655 ;
-  wire \$656 ;
-  wire [7:0] \$657 ;
+  wire [127:0] \$655 ;
+  wire [7:0] \$656 ;
+  wire \$657 ;
   wire \$658 ;
-  wire [7:0] \$659 ;
+  wire [127:0] \$659 ;
   wire \$66 ;
-  wire \$660 ;
-  wire [7:0] \$661 ;
-  wire \$662 ;
+  wire [7:0] \$660 ;
+  wire \$661 ;
+  wire [127:0] \$662 ;
   wire [7:0] \$663 ;
-  wire \$664 ;
-  wire [7:0] \$665 ;
-  wire \$666 ;
+  wire [7:0] \$664 ;
+  wire \$665 ;
+  wire [127:0] \$666 ;
   wire [7:0] \$667 ;
   wire \$668 ;
-  wire [7:0] \$669 ;
-  wire [21:0] \$67 ;
-  wire \$670 ;
-  wire [7:0] \$671 ;
+  wire [127:0] \$669 ;
+  wire \$67 ;
+  wire [7:0] \$670 ;
+  wire \$671 ;
   wire \$672 ;
-  wire [7:0] \$673 ;
-  wire \$674 ;
-  wire [7:0] \$675 ;
-  wire \$676 ;
+  wire [127:0] \$673 ;
+  wire [7:0] \$674 ;
+  wire \$675 ;
+  wire [127:0] \$676 ;
   wire [7:0] \$677 ;
-  wire \$678 ;
+  wire [7:0] \$678 ;
   wire [7:0] \$679 ;
   wire \$68 ;
   wire \$680 ;
-  wire \$681 ;
-  wire \$682 ;
+  wire [127:0] \$681 ;
+  wire [7:0] \$682 ;
   wire \$683 ;
-  wire \$684 ;
-  wire \$685 ;
+  wire [127:0] \$684 ;
+  wire [7:0] \$685 ;
   wire \$686 ;
   wire \$687 ;
-  wire \$688 ;
-  wire \$689 ;
-  wire \$69 ;
+  wire [127:0] \$688 ;
+  wire [7:0] \$689 ;
+  wire [21:0] \$69 ;
   wire \$690 ;
-  wire \$691 ;
-  wire \$692 ;
-  wire \$693 ;
+  wire [127:0] \$691 ;
+  wire [7:0] \$692 ;
+  wire [7:0] \$693 ;
   wire \$694 ;
-  wire \$695 ;
-  reg \$696 ;
-  reg [4:0] \$697 ;
-  reg [54:0] \$698 ;
-  reg [54:0] \$699 ;
+  wire [127:0] \$695 ;
+  wire [7:0] \$696 ;
+  wire \$697 ;
+  wire [127:0] \$698 ;
+  wire [7:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
-  reg [54:0] \$700 ;
-  reg [127:0] \$701 ;
-  reg [127:0] \$702 ;
-  reg [511:0] \$703 ;
-  reg [127:0] \$704 ;
-  reg [127:0] \$705 ;
-  reg [511:0] \$706 ;
-  reg [511:0] \$707 ;
-  reg [49:0] \$708 ;
-  reg \$709 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire [127:0] \$702 ;
+  wire [7:0] \$703 ;
+  wire \$704 ;
+  wire [127:0] \$705 ;
+  wire [7:0] \$706 ;
+  wire [7:0] \$707 ;
+  wire \$708 ;
+  wire \$709 ;
   wire \$71 ;
-  reg [4:0] \$710 ;
-  reg [3:0] \$711 ;
-  reg [23:0] \$712 ;
-  reg [23:0] \$713 ;
-  reg [23:0] \$714 ;
-  reg [23:0] \$715 ;
-  reg [23:0] \$716 ;
-  reg [23:0] \$717 ;
-  reg [7:0] \$718 ;
-  reg [41:0] \$719 ;
+  wire [127:0] \$710 ;
+  wire [7:0] \$711 ;
+  wire \$712 ;
+  wire [127:0] \$713 ;
+  wire [7:0] \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire [127:0] \$717 ;
+  wire [7:0] \$718 ;
+  wire \$719 ;
   wire \$72 ;
-  reg [21:0] \$720 ;
-  reg [28:0] \$721 ;
-  reg [127:0] \$722 ;
-  reg [5:0] \$723 ;
-  reg [5:0] \$724 ;
-  reg [2:0] \$725 ;
-  reg [223:0] \$726 ;
-  reg [3:0] \$727 ;
-  reg [15:0] \$728 ;
-  reg [15:0] \$729 ;
-  wire [16:0] \$73 ;
-  reg [19:0] \$730 ;
-  reg [19:0] \$731 ;
-  reg [19:0] \$732 ;
-  reg \$733 ;
-  reg [7:0] \$734 ;
-  reg [7:0] \$735 ;
-  reg [7:0] \$736 ;
-  reg [15:0] \$737 ;
-  reg [5:0] \$738 ;
-  reg [19:0] \$739 ;
-  wire [17:0] \$74 ;
-  reg [19:0] \$740 ;
-  reg [19:0] \$741 ;
-  reg [15:0] \$742 ;
-  reg [5:0] \$743 ;
-  reg [15:0] \$744 ;
-  reg \$745 ;
-  reg [16:0] \$746 ;
-  reg [35:0] \$747 ;
-  reg [7:0] \$748 ;
-  reg [7:0] \$749 ;
-  wire [21:0] \$75 ;
-  reg [15:0] \$750 ;
-  reg [2:0] \$751 ;
-  reg [16:0] \$752 ;
-  reg [1:0] \$753 ;
-  reg [20:0] \$754 ;
-  reg [20:0] \$755 ;
-  reg [20:0] \$756 ;
-  reg [20:0] \$757 ;
-  reg [20:0] \$758 ;
-  reg [63:0] \$759 ;
-  wire \$76 ;
-  reg [41:0] \$760 ;
-  reg [43:0] \$761 ;
-  reg [31:0] \$762 ;
-  reg [6:0] \$763 ;
-  reg [42:0] \$764 ;
-  reg \$765 ;
-  reg [79:0] \$766 ;
-  reg [43:0] \$767 ;
-  reg [39:0] \$768 ;
-  reg [5:0] \$769 ;
-  wire \$77 ;
-  reg [5:0] \$770 ;
-  reg [24:0] \$771 ;
-  reg [15:0] \$772 ;
+  wire [127:0] \$720 ;
+  wire [7:0] \$721 ;
+  wire [7:0] \$722 ;
+  wire \$723 ;
+  wire [127:0] \$724 ;
+  wire [7:0] \$725 ;
+  wire \$726 ;
+  wire [127:0] \$727 ;
+  wire [7:0] \$728 ;
+  wire \$729 ;
+  wire \$73 ;
+  wire \$730 ;
+  wire [127:0] \$731 ;
+  wire [7:0] \$732 ;
+  wire \$733 ;
+  wire [127:0] \$734 ;
+  wire [7:0] \$735 ;
+  wire [7:0] \$736 ;
+  wire [7:0] \$737 ;
+  wire \$738 ;
+  wire \$739 ;
+  wire \$74 ;
+  wire [127:0] \$740 ;
+  wire [7:0] \$741 ;
+  wire \$742 ;
+  wire [127:0] \$743 ;
+  wire [7:0] \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire [127:0] \$747 ;
+  wire [7:0] \$748 ;
+  wire \$749 ;
+  wire [16:0] \$75 ;
+  wire [127:0] \$750 ;
+  wire [7:0] \$751 ;
+  wire [7:0] \$752 ;
+  wire \$753 ;
+  wire [127:0] \$754 ;
+  wire [7:0] \$755 ;
+  wire \$756 ;
+  wire [127:0] \$757 ;
+  wire [7:0] \$758 ;
+  wire \$759 ;
+  wire [17:0] \$76 ;
+  wire \$760 ;
+  wire [127:0] \$761 ;
+  wire [7:0] \$762 ;
+  wire \$763 ;
+  wire [127:0] \$764 ;
+  wire [7:0] \$765 ;
+  wire [7:0] \$766 ;
+  wire \$767 ;
+  wire \$768 ;
+  wire [127:0] \$769 ;
+  wire [21:0] \$77 ;
+  wire [7:0] \$770 ;
+  wire \$771 ;
+  wire [127:0] \$772 ;
+  wire [7:0] \$773 ;
+  wire \$774 ;
+  wire \$775 ;
+  wire [127:0] \$776 ;
+  wire [7:0] \$777 ;
+  wire \$778 ;
+  wire [127:0] \$779 ;
   wire \$78 ;
+  wire [7:0] \$780 ;
+  wire [7:0] \$781 ;
+  wire \$782 ;
+  wire [127:0] \$783 ;
+  wire [7:0] \$784 ;
+  wire \$785 ;
+  wire [127:0] \$786 ;
+  wire [7:0] \$787 ;
+  wire \$788 ;
+  wire \$789 ;
   wire \$79 ;
+  wire [127:0] \$790 ;
+  wire [7:0] \$791 ;
+  wire \$792 ;
+  wire [127:0] \$793 ;
+  wire [7:0] \$794 ;
+  wire [7:0] \$795 ;
+  wire [7:0] \$796 ;
+  wire \$797 ;
+  wire [127:0] \$798 ;
+  wire [7:0] \$799 ;
   wire \$8 ;
-  wire [21:0] \$80 ;
+  wire \$80 ;
+  wire \$800 ;
+  wire [127:0] \$801 ;
+  wire [7:0] \$802 ;
+  wire \$803 ;
+  wire \$804 ;
+  wire [127:0] \$805 ;
+  wire [7:0] \$806 ;
+  wire \$807 ;
+  wire [127:0] \$808 ;
+  wire [7:0] \$809 ;
   wire \$81 ;
-  wire \$82 ;
+  wire [7:0] \$810 ;
+  wire \$811 ;
+  wire [127:0] \$812 ;
+  wire [7:0] \$813 ;
+  wire \$814 ;
+  wire [127:0] \$815 ;
+  wire [7:0] \$816 ;
+  wire \$817 ;
+  wire \$818 ;
+  wire [127:0] \$819 ;
+  wire [21:0] \$82 ;
+  wire [7:0] \$820 ;
+  wire \$821 ;
+  wire [127:0] \$822 ;
+  wire [7:0] \$823 ;
+  wire [7:0] \$824 ;
+  wire \$825 ;
+  wire \$826 ;
+  wire [127:0] \$827 ;
+  wire [7:0] \$828 ;
+  wire \$829 ;
   wire \$83 ;
+  wire [127:0] \$830 ;
+  wire [7:0] \$831 ;
+  wire \$832 ;
+  wire \$833 ;
+  wire [127:0] \$834 ;
+  wire [7:0] \$835 ;
+  wire \$836 ;
+  wire [127:0] \$837 ;
+  wire [7:0] \$838 ;
+  wire [7:0] \$839 ;
   wire \$84 ;
+  wire \$840 ;
+  wire [127:0] \$841 ;
+  wire [7:0] \$842 ;
+  wire \$843 ;
+  wire [127:0] \$844 ;
+  wire [7:0] \$845 ;
+  wire \$846 ;
+  wire \$847 ;
+  wire [127:0] \$848 ;
+  wire [7:0] \$849 ;
   wire \$85 ;
-  wire [16:0] \$86 ;
-  wire [17:0] \$87 ;
-  wire [21:0] \$88 ;
-  wire \$89 ;
+  wire \$850 ;
+  wire [127:0] \$851 ;
+  wire [7:0] \$852 ;
+  wire [7:0] \$853 ;
+  wire [7:0] \$854 ;
+  wire [7:0] \$855 ;
+  wire \$856 ;
+  wire \$857 ;
+  wire [127:0] \$858 ;
+  wire [7:0] \$859 ;
+  wire \$86 ;
+  wire \$860 ;
+  wire [127:0] \$861 ;
+  wire [7:0] \$862 ;
+  wire \$863 ;
+  wire \$864 ;
+  wire [127:0] \$865 ;
+  wire [7:0] \$866 ;
+  wire \$867 ;
+  wire [127:0] \$868 ;
+  wire [7:0] \$869 ;
+  wire \$87 ;
+  wire [7:0] \$870 ;
+  wire \$871 ;
+  wire [127:0] \$872 ;
+  wire [7:0] \$873 ;
+  wire \$874 ;
+  wire [127:0] \$875 ;
+  wire [7:0] \$876 ;
+  wire \$877 ;
+  wire \$878 ;
+  wire [127:0] \$879 ;
+  wire [16:0] \$88 ;
+  wire [7:0] \$880 ;
+  wire \$881 ;
+  wire [127:0] \$882 ;
+  wire [7:0] \$883 ;
+  wire [7:0] \$884 ;
+  wire \$885 ;
+  wire \$886 ;
+  wire [127:0] \$887 ;
+  wire [7:0] \$888 ;
+  wire \$889 ;
+  wire [17:0] \$89 ;
+  wire [127:0] \$890 ;
+  wire [7:0] \$891 ;
+  wire \$892 ;
+  wire \$893 ;
+  wire [127:0] \$894 ;
+  wire [7:0] \$895 ;
+  wire \$896 ;
+  wire [127:0] \$897 ;
+  wire [7:0] \$898 ;
+  wire [7:0] \$899 ;
   wire \$9 ;
-  wire \$90 ;
+  wire [21:0] \$90 ;
+  wire \$900 ;
+  wire [127:0] \$901 ;
+  wire [7:0] \$902 ;
+  wire \$903 ;
+  wire [127:0] \$904 ;
+  wire [7:0] \$905 ;
+  wire \$906 ;
+  wire \$907 ;
+  wire [127:0] \$908 ;
+  wire [7:0] \$909 ;
   wire \$91 ;
+  wire \$910 ;
+  wire [127:0] \$911 ;
+  wire [7:0] \$912 ;
+  wire [7:0] \$913 ;
+  wire [7:0] \$914 ;
+  wire \$915 ;
+  wire [127:0] \$916 ;
+  wire [7:0] \$917 ;
+  wire \$918 ;
+  wire [127:0] \$919 ;
   wire \$92 ;
-  wire [21:0] \$93 ;
+  wire [7:0] \$920 ;
+  wire \$921 ;
+  wire \$922 ;
+  wire [127:0] \$923 ;
+  wire [7:0] \$924 ;
+  wire \$925 ;
+  wire [127:0] \$926 ;
+  wire [7:0] \$927 ;
+  wire [7:0] \$928 ;
+  wire \$929 ;
+  wire \$93 ;
+  wire [127:0] \$930 ;
+  wire [7:0] \$931 ;
+  wire \$932 ;
+  wire [127:0] \$933 ;
+  wire [7:0] \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire [127:0] \$937 ;
+  wire [7:0] \$938 ;
+  wire \$939 ;
   wire \$94 ;
-  wire \$95 ;
+  wire [127:0] \$940 ;
+  wire [7:0] \$941 ;
+  wire [7:0] \$942 ;
+  wire \$943 ;
+  wire \$944 ;
+  wire [127:0] \$945 ;
+  wire [7:0] \$946 ;
+  wire \$947 ;
+  wire [127:0] \$948 ;
+  wire [7:0] \$949 ;
+  wire [21:0] \$95 ;
+  wire \$950 ;
+  wire \$951 ;
+  wire [127:0] \$952 ;
+  wire [7:0] \$953 ;
+  wire \$954 ;
+  wire [127:0] \$955 ;
+  wire [7:0] \$956 ;
+  wire [7:0] \$957 ;
+  wire \$958 ;
+  wire [127:0] \$959 ;
   wire \$96 ;
+  wire [7:0] \$960 ;
+  wire \$961 ;
+  wire [127:0] \$962 ;
+  wire [7:0] \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire [127:0] \$966 ;
+  wire [7:0] \$967 ;
+  wire \$968 ;
+  wire [127:0] \$969 ;
   wire \$97 ;
+  wire [7:0] \$970 ;
+  wire [7:0] \$971 ;
+  wire [7:0] \$972 ;
+  wire \$973 ;
+  wire \$974 ;
+  wire [127:0] \$975 ;
+  wire [7:0] \$976 ;
+  wire \$977 ;
+  wire [127:0] \$978 ;
+  wire [7:0] \$979 ;
   wire \$98 ;
-  wire [16:0] \$99 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire [127:0] \$982 ;
+  wire [7:0] \$983 ;
+  wire \$984 ;
+  wire [127:0] \$985 ;
+  wire [7:0] \$986 ;
+  wire [7:0] \$987 ;
+  wire \$988 ;
+  wire [127:0] \$989 ;
+  wire \$99 ;
+  wire [7:0] \$990 ;
+  wire \$991 ;
+  wire [127:0] \$992 ;
+  wire [7:0] \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire [127:0] \$996 ;
+  wire [7:0] \$997 ;
+  wire \$998 ;
+  wire [127:0] \$999 ;
   reg [15:0] \$signal  = 16'h0000;
   reg [15:0] \$signal$100  = 16'h0000;
   reg [20:0] \$signal$108  = 21'h000000;
@@ -67191,8 +69075,8 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$17054$0 ;
-  wire [2:0] \port$17054$0 ;
+  input [2:0] \port$18940$0 ;
+  wire [2:0] \port$18940$0 ;
   input [223:0] \port$4515$32 ;
   wire [223:0] \port$4515$32 ;
   reg [20:0] pos = 21'h000000;
@@ -67337,699 +69221,9 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
   end
   reg [127:0] _0_;
   always @(posedge clk) begin
-    _0_ <= lut0[\$645 [3:0]];
+    _0_ <= lut0[\$2531 [3:0]];
   end
   assign rp__data = _0_;
-  assign \$228  = \$226  | \$227 ;
-  assign \$229  = row + \$signal$16 ;
-  assign \$230  = \$229  + 1'h1;
-  assign \$231  = \$230  - pos;
-  assign \$232  = $signed(\$231 ) > $signed(5'h0d);
-  assign \$233  = \$228  | \$232 ;
-  assign \$234  = \$225  & \$233 ;
-  assign \$235  = ! cur;
-  assign \$236  = \$signal  - pos;
-  assign \$237  = $signed(\$236 ) > $signed(5'h0e);
-  assign \$238  = \$235  ? 1'h1 : \$237 ;
-  assign \$239  = ~ \$signal$14 ;
-  assign \$240  = | op;
-  assign \$241  = \$239  | \$240 ;
-  assign \$242  = row + \$signal$16 ;
-  assign \$243  = \$242  + 1'h1;
-  assign \$244  = \$243  - pos;
-  assign \$245  = $signed(\$244 ) > $signed(5'h0e);
-  assign \$246  = \$241  | \$245 ;
-  assign \$247  = \$238  & \$246 ;
-  assign \$248  = ! cur;
-  assign \$249  = \$signal  - pos;
-  assign \$250  = $signed(\$249 ) > $signed(5'h0f);
-  assign \$251  = \$248  ? 1'h1 : \$250 ;
-  assign \$252  = ~ \$signal$14 ;
-  assign \$253  = | op;
-  assign \$254  = \$252  | \$253 ;
-  assign \$255  = row + \$signal$16 ;
-  assign \$256  = \$255  + 1'h1;
-  assign \$257  = \$256  - pos;
-  assign \$258  = $signed(\$257 ) > $signed(5'h0f);
-  assign \$259  = \$254  | \$258 ;
-  assign \$260  = \$251  & \$259 ;
-  assign \$261  = ~ rd_tag2[4];
-  assign \$262  = rd_tag2[0] & \$261 ;
-  assign \$263  = ! rd_tag2[2:1];
-  assign \$264  = \$262  & \$263 ;
-  assign \$265  = ~ rd_tag2[4];
-  assign \$266  = rd_tag2[0] & \$265 ;
-  assign \$267  = rd_tag2[2:1] == 1'h1;
-  assign \$268  = \$266  & \$267 ;
-  assign \$269  = rd_tag2[0] & rd_tag2[4];
-  assign \$270  = rd_tag2[2:1] == 1'h1;
-  assign \$271  = \$269  & \$270 ;
-  assign \$272  = rd_tag2[0] & rd_tag2[3];
-  assign \$273  = ! rd_tag2[2:1];
-  assign \$274  = \$273  ? spad_rd__data : lat_x;
-  assign \$275  = rd_tag2[2:1] == 1'h1;
-  assign \$276  = \$275  ? spad_rd__data : lat_b;
-  assign \$277  = rd_tag2[2:1] == 1'h1;
-  assign \$278  = rd_tag2[4] & \$277 ;
-  assign \$279  = \$278  ? acc_rd__data : lat_g;
-  assign \$280  = grp + 1'h1;
-  assign \$281  = grp == 4'hf;
-  assign \$1054  = grp * 4'h8;
-  assign \$282  = seg_x >> \$1054 ;
-  assign \$283  = \$282  + 8'h80;
-  assign \$284  = seg_meta[18:3] >> grp;
-  assign \$285  = grp == 4'hf;
-  assign \$286  = seg_meta[18:3] >> grp;
-  assign \$1061  = grp * 4'h8;
-  assign \$287  = seg_x >> \$1061 ;
-  assign \$288  = $signed(m_row) - $signed(\$287 );
-  assign \$289  = \$286  ? \$288  : 9'h000;
-  assign \$290  = \$289 [7:0] * \$signal$42 ;
-  assign \$1067  = grp * 4'h8;
-  assign \$291  = seg_x >> \$1067 ;
-  assign \$292  = $signed(\$291 ) - $signed(\$signal$44 );
-  assign \$1071  = grp * 4'h8;
-  assign \$293  = seg_b >> \$1071 ;
-  assign \$294  = $signed(\$293 ) - $signed(\$signal$46 );
-  assign \$1075  = grp * 6'h20;
-  assign \$295  = seg_g >> \$1075 ;
-  assign \$1078  = grp * 6'h20;
-  assign \$296  = seg_beta >> \$1078 ;
-  assign \$299  = $signed({ 1'h0, \$signal  }) * $signed(l0_xs);
-  assign \$300  = op == 1'h1;
-  assign \$301  = \$300  ? s1 : 22'h000000;
-  assign \$302  = $signed(\$299 ) - $signed(\$301 );
-  assign \$303  = $signed(l0_xs) * $signed(l0_eb);
-  assign \$1088  = lut0_sel * 4'h8;
-  assign \$304  = rp__data >> \$1088 ;
-  assign \$305  = l0_dt * l0_w;
-  assign \$306  = \$305  + 10'h200;
-  assign \$308  = l0_t - \$307 ;
-  assign \$309  = $signed(l0_c) * $signed({ 1'h0, recip });
-  assign \$310  = $signed(l0_pa) * $signed({ 1'h0, \$signal$42  });
-  assign \$311  = l0_n3 - 4'ha;
-  assign \$312  = $signed(\$311 ) <= $signed(1'h0);
-  assign \$313  = l0_n3 - 4'ha;
-  assign \$314  = - $signed(\$313 );
-  assign \$315  = l0_v << \$314 [3:0];
-  assign \$316  = l0_n3 - 4'ha;
-  assign \$317  = $signed(\$316 ) >= $signed(6'h11);
-  assign \$318  = l0_n3 - 4'ha;
-  assign \$319  = $signed(\$318 ) - $signed(2'h1);
-  assign \$320  = 1'h1 << \$319 [4:0];
-  assign \$321  = l0_v + \$320 ;
-  assign \$322  = l0_n3 - 4'ha;
-  assign \$323  = \$321  >> \$322 [4:0];
-  assign \$324  = \$317  ? 49'h0000000000000 : \$323 ;
-  assign \$325  = \$312  ? { 18'h00000, \$315  } : \$324 ;
-  assign \$326  = sh - 1'h1;
-  assign \$327  = 1'h1 << \$326 [5:0];
-  assign \$328  = $signed(l0_cr) + $signed({ 1'h0, \$327  });
-  assign \$329  = $signed(\$328 ) >>> sh;
-  assign \$330  = zero_d ? 113'h00000000000000000000000000000 : \$329 ;
-  assign \$331  = l0_e * recip_sm;
-  assign \$332  = op == 3'h4;
-  assign \$333  = $signed(l0_z) * $signed(l0_g4);
-  assign \$334  = op == 1'h1;
-  assign \$335  = \$334  ? l0_be4 : 32'd0;
-  assign \$336  = $signed(\$333 ) + $signed(\$335 );
-  assign \$337  = \$332  ? { l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4 } : \$336 ;
-  assign \$338  = ! op;
-  assign \$339  = l0_prod + 34'h200000000;
-  assign \$341  = \$340  > 7'h7f;
-  assign \$342  = l0_prod + 34'h200000000;
-  assign \$344  = \$341  ? 43'h0000000007f : \$343 ;
-  assign \$345  = op == 2'h3;
-  assign \$346  = ! shift;
-  assign \$347  = $signed(l0_p) >>> shift;
-  assign \$348  = shift - 1'h1;
-  assign \$349  = $signed(l0_p) >>> \$348 [5:0];
-  assign \$350  = $signed(\$347 ) + $signed({ 1'h0, \$349 [0] });
-  assign \$351  = \$346  ? { l0_p[57], l0_p } : \$350 ;
-  assign \$352  = $signed(\$351 ) + $signed(zo);
-  assign \$353  = $signed(\$352 ) > $signed(8'h7f);
-  assign \$354  = ! shift;
-  assign \$355  = $signed(l0_p) >>> shift;
-  assign \$356  = shift - 1'h1;
-  assign \$357  = $signed(l0_p) >>> \$356 [5:0];
-  assign \$358  = $signed(\$355 ) + $signed({ 1'h0, \$357 [0] });
-  assign \$359  = \$354  ? { l0_p[57], l0_p } : \$358 ;
-  assign \$360  = $signed(\$359 ) + $signed(zo);
-  assign \$361  = $signed(\$360 ) < $signed(8'h80);
-  assign \$362  = ! shift;
-  assign \$363  = $signed(l0_p) >>> shift;
-  assign \$364  = shift - 1'h1;
-  assign \$365  = $signed(l0_p) >>> \$364 [5:0];
-  assign \$366  = $signed(\$363 ) + $signed({ 1'h0, \$365 [0] });
-  assign \$367  = \$362  ? { l0_p[57], l0_p } : \$366 ;
-  assign \$368  = $signed(\$367 ) + $signed(zo);
-  assign \$369  = \$361  ? 60'hfffffffffffff80 : \$368 ;
-  assign \$370  = \$353  ? 60'h00000000000007f : \$369 ;
-  assign \$371  = \$345  ? l0_y5 : \$370 [7:0];
-  assign \$372  = \$338  ? \$344 [7:0] : \$371 ;
-  assign \$373  = e5_meta[4] ? \$372  : 8'h00;
-  assign \$374  = seg_meta[2:0] == 1'h1;
-  assign \$375  = grp_busy & \$374 ;
-  assign \$376  = e4_meta[3:1] == 2'h2;
-  assign \$377  = e4_meta[0] & \$376 ;
-  assign \$378  = e1_meta[3:1] == 2'h3;
-  assign \$379  = e1_meta[0] & \$378 ;
-  assign \$380  = seg_meta[18:3] >> grp;
-  assign \$1167  = grp * 4'h8;
-  assign \$381  = seg_x >> \$1167 ;
-  assign \$382  = \$380  ? \$381  : 8'h80;
-  assign \$383  = $signed(\$382 ) > $signed(m_row);
-  assign \$384  = seg_meta[18:3] >> grp;
-  assign \$1173  = grp * 4'h8;
-  assign \$385  = seg_x >> \$1173 ;
-  assign \$386  = \$384  ? \$385  : 8'h80;
-  assign \$387  = \$383  ? \$386  : m_row;
-  assign \$388  = e4_meta[4] ? l0_e : 26'h0000000;
-  assign \$389  = s_sum + \$388 ;
-  assign \$390  = e1_meta[4] ? l0_xs : 9'h000;
-  assign \$391  = $signed(s1) + $signed(\$390 );
-  assign \$392  = e1_meta[4] ? l0_xs : 9'h000;
-  assign \$393  = e1_meta[4] ? l0_xs : 9'h000;
-  assign \$394  = $signed(\$392 ) * $signed(\$393 );
-  assign \$395  = $signed({ 1'h0, s2 }) + $signed(\$394 );
-  assign \$396  = op == 1'h1;
-  assign \$397  = op == 2'h2;
-  assign \$398  = \$396  | \$397 ;
-  assign \$399  = cur == 3'h4;
-  assign \$400  = \$398  & \$399 ;
-  assign \$401  = | slot;
-  assign \$402  = \$400  & \$401 ;
-  assign \$403  = acc_rd__en & acc_rd__gnt;
-  assign \$404  = spad_rd__en & spad_rd__gnt;
-  assign \$405  = \$402  ? \$403  : \$404 ;
-  assign \$406  = ! slot;
-  assign \$407  = \$405  & \$406 ;
-  assign \$408  = inflight + \$407 ;
-  assign \$409  = e6_meta[0] & e6_meta[23];
-  assign \$410  = \$408  - \$409 ;
-  assign \$411  = op == 1'h1;
-  assign \$412  = op == 2'h2;
-  assign \$413  = \$411  | \$412 ;
-  assign \$414  = cur == 3'h4;
-  assign \$415  = \$413  & \$414 ;
-  assign \$416  = | slot;
-  assign \$417  = \$415  & \$416 ;
-  assign \$418  = acc_rd__en & acc_rd__gnt;
-  assign \$419  = spad_rd__en & spad_rd__gnt;
-  assign \$420  = \$417  ? \$418  : \$419 ;
-  assign \$421  = ! slot;
-  assign \$422  = \$420  & \$421 ;
-  assign \$423  = cur == 3'h4;
-  assign \$424  = \$422  & \$423 ;
-  assign \$425  = pending_out + \$424 ;
-  assign \$426  = e6_meta[0] & e6_meta[23];
-  assign \$427  = e6_meta[3:1] == 3'h4;
-  assign \$428  = \$426  & \$427 ;
-  assign \$429  = \$425  - \$428 ;
-  assign \$430  = | raw[223:125];
-  assign \$431  = | raw[223:176];
-  assign \$432  = | raw[223:112];
-  assign \$433  = | raw[223:158];
-  assign \$434  = \$signal  + 4'hf;
-  assign \$436  = segs - 1'h1;
-  assign \$437  = \$436 [15:0] * \$signal$94 ;
-  assign \$438  = ! \$signal$93 ;
-  assign \$439  = ! \$signal ;
-  assign \$440  = \$438  | \$439 ;
-  assign \$441  = op == 1'h1;
-  assign \$442  = op == 2'h2;
-  assign \$443  = \$441  | \$442 ;
-  assign \$444  = \$signal  > 13'h1000;
-  assign \$445  = \$443  & \$444 ;
-  assign \$446  = \$440  | \$445 ;
-  assign \$447  = \$signal$95  + span;
-  assign \$448  = \$447  + \$signal$93 ;
-  assign \$449  = \$448  - 1'h1;
-  assign \$450  = $signed(\$449 ) >= $signed(16'h4000);
-  assign \$451  = dst + span;
-  assign \$452  = \$451  + \$signal$93 ;
-  assign \$453  = \$452  - 1'h1;
-  assign \$454  = $signed(\$453 ) >= $signed(16'h4000);
-  assign \$455  = \$450  | \$454 ;
-  assign \$456  = op == 3'h4;
-  assign \$457  = \$signal$97  + span;
-  assign \$458  = \$457  + \$signal$93 ;
-  assign \$459  = \$458  - 1'h1;
-  assign \$460  = $signed(\$459 ) >= $signed(16'h4000);
-  assign \$461  = \$456  & \$460 ;
-  assign \$462  = \$455  | \$461 ;
-  assign \$463  = op == 2'h3;
-  assign \$464  = \$signal$97  + 4'hf;
-  assign \$465  = \$464  >= 15'h4000;
-  assign \$466  = \$463  & \$465 ;
-  assign \$467  = \$462  | \$466 ;
-  assign \$468  = op == 1'h1;
-  assign \$469  = op == 2'h2;
-  assign \$470  = \$468  | \$469 ;
-  assign \$471  = \$signal$98  + segs;
-  assign \$472  = \$471  - 1'h1;
-  assign \$473  = $signed(\$472 ) >= $signed(15'h2000);
-  assign \$474  = \$470  & \$473 ;
-  assign \$475  = \$467  | \$474 ;
-  assign \$476  = op == 1'h1;
-  assign \$477  = bet + segs;
-  assign \$478  = \$477  - 1'h1;
-  assign \$479  = $signed(\$478 ) >= $signed(15'h2000);
-  assign \$480  = \$476  & \$479 ;
-  assign \$481  = \$475  | \$480 ;
-  assign \$482  = | err;
-  assign \$483  = op == 2'h3;
-  assign \$484  = \$signal$95  + row;
-  assign \$485  = \$signal$97  + row;
-  assign \$486  = dst + row;
-  assign \$487  = ! op;
-  assign \$488  = op == 1'h1;
-  assign \$489  = op == 2'h2;
-  assign \$490  = \$488  | \$489 ;
-  assign \$491  = \$490  ? 3'h3 : 3'h4;
-  assign \$492  = \$487  ? 3'h1 : \$491 ;
-  assign \$493  = op == 1'h1;
-  assign \$494  = op == 2'h2;
-  assign \$495  = \$493  | \$494 ;
-  assign \$496  = cur == 3'h4;
-  assign \$497  = \$495  & \$496 ;
-  assign \$498  = | slot;
-  assign \$499  = \$497  & \$498 ;
-  assign \$500  = acc_rd__en & acc_rd__gnt;
-  assign \$501  = spad_rd__en & spad_rd__gnt;
-  assign \$502  = \$499  ? \$500  : \$501 ;
-  assign \$503  = cur == 3'h4;
-  assign \$504  = op == 1'h1;
-  assign \$505  = op == 2'h2;
-  assign \$506  = op == 3'h4;
-  assign \$507  = \$505  | \$506 ;
-  assign \$508  = \$507  ? 2'h2 : 2'h1;
-  assign \$509  = \$504  ? 2'h3 : \$508 ;
-  assign \$510  = \$503  ? \$509  : 2'h1;
-  assign \$511  = \$510  - 1'h1;
-  assign \$512  = slot == \$511 ;
-  assign \$513  = slot + 1'h1;
-  assign \$514  = \$512  ? 3'h0 : \$513 ;
-  assign \$515  = op == 1'h1;
-  assign \$516  = op == 2'h2;
-  assign \$517  = \$515  | \$516 ;
-  assign \$518  = cur == 3'h4;
-  assign \$519  = \$517  & \$518 ;
-  assign \$520  = | slot;
-  assign \$521  = \$519  & \$520 ;
-  assign \$522  = acc_rd__en & acc_rd__gnt;
-  assign \$523  = spad_rd__en & spad_rd__gnt;
-  assign \$524  = \$521  ? \$522  : \$523 ;
-  assign \$525  = cur == 3'h4;
-  assign \$526  = op == 1'h1;
-  assign \$527  = op == 2'h2;
-  assign \$528  = op == 3'h4;
-  assign \$529  = \$527  | \$528 ;
-  assign \$530  = \$529  ? 2'h2 : 2'h1;
-  assign \$531  = \$526  ? 2'h3 : \$530 ;
-  assign \$532  = \$525  ? \$531  : 2'h1;
-  assign \$533  = \$532  - 1'h1;
-  assign \$534  = slot == \$533 ;
-  assign \$535  = \$524  & \$534 ;
-  assign \$536  = seg + 1'h1;
-  assign \$537  = pos + 5'h10;
-  assign \$538  = ptr_p + 1'h1;
-  assign \$539  = \$signal$108  + \$signal$94 ;
-  assign \$540  = \$signal$109  + \$signal$94 ;
-  assign \$541  = ptr_d + \$signal$94 ;
-  assign \$542  = seg + 1'h1;
-  assign \$543  = ! cur;
-  assign \$544  = \$543  ? 17'h00010 : segs;
-  assign \$545  = \$542  == \$544 ;
-  assign \$546  = ! inflight;
-  assign \$547  = \$signal  * s2;
-  assign \$548  = op == 1'h1;
-  assign \$549  = $signed(s1) * $signed(s1);
-  assign \$550  = \$548  ? \$549  : 44'h00000000000;
-  assign \$551  = $signed({ 1'h0, \$547  }) - $signed(\$550 );
-  assign \$552  = row + 1'h1;
-  assign \$553  = \$552  == \$signal$93 ;
-  assign \$554  = row + 1'h1;
-  assign \$555  = \$signal$95  + row;
-  assign \$556  = \$signal$97  + row;
-  assign \$557  = dst + row;
-  assign \$558  = ! d_val;
-  assign \$560  = \$signal$100  << eps_exp;
-  assign \$561  = \$559  + \$560 ;
-  assign \$563  = sq_cnt - 1'h1;
-  assign \$564  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
-  assign \$565  = { sq_rem, sq_n[79:78] } - { sq_root, 2'h1 };
-  assign \$566  = \$564  ? \$565  : { 1'h0, sq_rem, sq_n[79:78] };
-  assign \$567  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
-  assign \$568  = sq_cnt == 1'h1;
-  assign \$569  = bitlen + 5'h17;
-  assign \$570  = 1'h1 << \$569 ;
-  assign \$571  = bitlen + 5'h17;
-  assign \$572  = \$571  - 5'h10;
-  assign \$573  = $signed(\$572 ) - $signed(6'h10);
-  assign \$575  = dv_cnt - 1'h1;
-  assign \$576  = { dv_rem, dv_num[63] } >= dv_den;
-  assign \$577  = { dv_rem, dv_num[63] } - dv_den;
-  assign \$578  = \$576  ? \$577  : { 1'h0, dv_rem, dv_num[63] };
-  assign \$579  = { dv_rem, dv_num[63] } >= dv_den;
-  assign \$580  = dv_cnt == 1'h1;
-  assign \$581  = ! inflight;
-  assign \$582  = ~ r_rdy;
-  assign \$583  = \$581  & \$582 ;
-  assign \$584  = ! level;
-  assign \$585  = \$583  & \$584 ;
-  assign \$586  = cur == 3'h4;
-  assign \$587  = ! slot;
-  assign \$588  = \$586  & \$587 ;
-  assign \$589  = ~ \$588 ;
-  assign \$590  = pending_out + level;
-  assign \$591  = \$590  < 4'hf;
-  assign \$592  = \$589  | \$591 ;
-  assign \$593  = issuing & \$592 ;
-  assign \$594  = | slot;
-  assign \$595  = ! group_gap;
-  assign \$596  = \$594  | \$595 ;
-  assign \$597  = \$593  & \$596 ;
-  assign \$598  = op == 1'h1;
-  assign \$599  = op == 2'h2;
-  assign \$600  = \$598  | \$599 ;
-  assign \$601  = cur == 3'h4;
-  assign \$602  = \$600  & \$601 ;
-  assign \$603  = | slot;
-  assign \$604  = \$602  & \$603 ;
-  assign \$605  = ~ \$604 ;
-  assign spad_rd__en = \$597  & \$605 ;
-  assign \$606  = ! cur;
-  assign \$607  = \$signal$97  + seg;
-  assign \$608  = op == 3'h4;
-  assign \$609  = cur == 3'h4;
-  assign \$610  = \$608  & \$609 ;
-  assign \$611  = slot == 1'h1;
-  assign \$612  = \$610  & \$611 ;
-  assign \$613  = \$612  ? \$signal$109  : \$signal$108 ;
-  assign \$614  = \$606  ? \$607  : \$613 ;
-  assign \$615  = cur == 3'h4;
-  assign \$616  = ! slot;
-  assign \$617  = \$615  & \$616 ;
-  assign \$618  = ~ \$617 ;
-  assign \$619  = pending_out + level;
-  assign \$620  = \$619  < 4'hf;
-  assign \$621  = \$618  | \$620 ;
-  assign \$622  = issuing & \$621 ;
-  assign \$623  = | slot;
-  assign \$624  = ! group_gap;
-  assign \$625  = \$623  | \$624 ;
-  assign \$626  = \$622  & \$625 ;
-  assign \$627  = op == 1'h1;
-  assign \$628  = op == 2'h2;
-  assign \$629  = \$627  | \$628 ;
-  assign \$630  = cur == 3'h4;
-  assign \$631  = \$629  & \$630 ;
-  assign \$632  = | slot;
-  assign \$633  = \$631  & \$632 ;
-  assign acc_rd__en = \$626  & \$633 ;
-  assign \$634  = slot == 1'h1;
-  assign \$635  = \$634  ? \$signal$98  : bet;
-  assign \$636  = \$635  + ptr_p;
-  assign \$637  = | seg_meta[2:0];
-  assign \$638  = grp_busy & \$637 ;
-  assign \$639  = ! grp;
-  assign active = \$638  & \$639 ;
-  assign \$640  = ! seg_meta[2:0];
-  assign \$641  = grp_busy & \$640 ;
-  assign \$642  = ! grp;
-  assign wp__en = \$641  & \$642 ;
-  assign \$1437  = grp * 4'h8;
-  assign \$643  = seg_x >> \$1437 ;
-  assign \$644  = \$643  + 8'h80;
-  assign \$646  = e6_meta[0] & e6_meta[23];
-  assign \$647  = e6_meta[3:1] == 3'h4;
-  assign w_en = \$646  & \$647 ;
-  assign \$648  = ! e6_meta[22:19];
-  assign \$649  = \$648  ? l0_y : row_out[7:0];
-  assign \$650  = e6_meta[22:19] == 1'h1;
-  assign \$651  = \$650  ? l0_y : row_out[15:8];
-  assign \$652  = e6_meta[22:19] == 2'h2;
-  assign \$653  = \$652  ? l0_y : row_out[23:16];
-  assign \$654  = e6_meta[22:19] == 2'h3;
-  assign \$655  = \$654  ? l0_y : row_out[31:24];
-  assign \$656  = e6_meta[22:19] == 3'h4;
-  assign \$657  = \$656  ? l0_y : row_out[39:32];
-  assign \$658  = e6_meta[22:19] == 3'h5;
-  assign \$659  = \$658  ? l0_y : row_out[47:40];
-  assign \$660  = e6_meta[22:19] == 3'h6;
-  assign \$661  = \$660  ? l0_y : row_out[55:48];
-  assign \$662  = e6_meta[22:19] == 3'h7;
-  assign \$663  = \$662  ? l0_y : row_out[63:56];
-  assign \$664  = e6_meta[22:19] == 4'h8;
-  assign \$665  = \$664  ? l0_y : row_out[71:64];
-  assign \$666  = e6_meta[22:19] == 4'h9;
-  assign \$667  = \$666  ? l0_y : row_out[79:72];
-  assign \$668  = e6_meta[22:19] == 4'ha;
-  assign \$669  = \$668  ? l0_y : row_out[87:80];
-  assign \$670  = e6_meta[22:19] == 4'hb;
-  assign \$671  = \$670  ? l0_y : row_out[95:88];
-  assign \$672  = e6_meta[22:19] == 4'hc;
-  assign \$673  = \$672  ? l0_y : row_out[103:96];
-  assign \$674  = e6_meta[22:19] == 4'hd;
-  assign \$675  = \$674  ? l0_y : row_out[111:104];
-  assign \$676  = e6_meta[22:19] == 4'he;
-  assign \$677  = \$676  ? l0_y : row_out[119:112];
-  assign \$678  = e6_meta[22:19] == 4'hf;
-  assign \$679  = \$678  ? l0_y : row_out[127:120];
-  assign ctl__busy = ~ \$680 ;
-  assign \$680  = ! sfu_fsm_state;
-  assign \$681  = sfu_fsm_state == 1'h1;
-  assign \$682  = sfu_fsm_state == 2'h2;
-  assign \$683  = sfu_fsm_state == 2'h3;
-  assign \$684  = sfu_fsm_state == 3'h4;
-  assign \$685  = sfu_fsm_state == 3'h5;
-  assign \$686  = sfu_fsm_state == 3'h6;
-  assign \$687  = sfu_fsm_state == 3'h7;
-  assign \$688  = sfu_fsm_state == 4'h8;
-  assign \$689  = sfu_fsm_state == 4'h9;
-  assign \$690  = sfu_fsm_state == 4'ha;
-  assign \$691  = sfu_fsm_state == 4'hb;
-  assign \$692  = sfu_fsm_state == 4'hc;
-  assign \$693  = sfu_fsm_state == 4'hd;
-  assign \$694  = sfu_fsm_state == 4'he;
-  assign \$695  = sfu_fsm_state == 4'hf;
-  always @(posedge clk)
-    done <= \$696 ;
-  always @(posedge clk)
-    group_gap <= \$697 ;
-  always @(posedge clk)
-    rd_tag0 <= \$698 ;
-  always @(posedge clk)
-    rd_tag1 <= \$699 ;
-  always @(posedge clk)
-    rd_tag2 <= \$700 ;
-  always @(posedge clk)
-    lat_x <= \$701 ;
-  always @(posedge clk)
-    lat_b <= \$702 ;
-  always @(posedge clk)
-    lat_g <= \$703 ;
-  always @(posedge clk)
-    seg_x <= \$704 ;
-  always @(posedge clk)
-    seg_b <= \$705 ;
-  always @(posedge clk)
-    seg_g <= \$706 ;
-  always @(posedge clk)
-    seg_beta <= \$707 ;
-  always @(posedge clk)
-    seg_meta <= \$708 ;
-  always @(posedge clk)
-    grp_busy <= \$709 ;
-  always @(posedge clk)
-    grp <= \$710 ;
-  always @(posedge clk)
-    lut0_sel <= \$711 ;
-  always @(posedge clk)
-    e1_meta <= \$712 ;
-  always @(posedge clk)
-    e2_meta <= \$713 ;
-  always @(posedge clk)
-    e3_meta <= \$714 ;
-  always @(posedge clk)
-    e4_meta <= \$715 ;
-  always @(posedge clk)
-    e5_meta <= \$716 ;
-  always @(posedge clk)
-    e6_meta <= \$717 ;
-  always @(posedge clk)
-    l0_u <= \$290 ;
-  always @(posedge clk)
-    l0_xs <= \$292 ;
-  always @(posedge clk)
-    l0_eb <= \$294 ;
-  always @(posedge clk)
-    l0_g1 <= \$295 ;
-  always @(posedge clk)
-    l0_be1 <= \$296 ;
-  always @(posedge clk)
-    l0_t <= \$297 ;
-  always @(posedge clk)
-    l0_dt <= \$298 ;
-  always @(posedge clk)
-    l0_w <= l0_u[9:0];
-  always @(posedge clk)
-    l0_n <= l0_u[23:16];
-  always @(posedge clk)
-    l0_c <= \$302 [22:0];
-  always @(posedge clk)
-    l0_pa <= \$303 ;
-  always @(posedge clk)
-    l0_g2 <= l0_g1;
-  always @(posedge clk)
-    l0_be2 <= l0_be1;
-  always @(posedge clk)
-    l0_y2 <= \$304 ;
-  always @(posedge clk)
-    l0_v <= \$308 [15:0];
-  always @(posedge clk)
-    l0_n3 <= l0_n;
-  always @(posedge clk)
-    l0_cr <= \$309 ;
-  always @(posedge clk)
-    l0_pe <= { \$310 [33], \$310  };
-  always @(posedge clk)
-    l0_g3 <= l0_g2;
-  always @(posedge clk)
-    l0_be3 <= l0_be2;
-  always @(posedge clk)
-    l0_y3 <= l0_y2;
-  always @(posedge clk)
-    l0_e <= \$325 [25:0];
-  always @(posedge clk)
-    l0_z <= \$330 [24:0];
-  always @(posedge clk)
-    l0_pe4 <= l0_pe;
-  always @(posedge clk)
-    l0_g4 <= l0_g3;
-  always @(posedge clk)
-    l0_be4 <= l0_be3;
-  always @(posedge clk)
-    l0_y4 <= l0_y3;
-  always @(posedge clk)
-    l0_prod <= \$331 ;
-  always @(posedge clk)
-    l0_p <= \$337 ;
-  always @(posedge clk)
-    l0_y5 <= l0_y4;
-  always @(posedge clk)
-    l0_y <= \$373 ;
-  always @(posedge clk)
-    m_row <= \$718 ;
-  always @(posedge clk)
-    s_sum <= \$719 ;
-  always @(posedge clk)
-    s1 <= \$720 ;
-  always @(posedge clk)
-    s2 <= \$721 ;
-  always @(posedge clk)
-    row_out <= \$722 ;
-  always @(posedge clk)
-    inflight <= \$723 ;
-  always @(posedge clk)
-    pending_out <= \$724 ;
-  always @(posedge clk)
-    op <= \$725 ;
-  always @(posedge clk)
-    raw <= \$726 ;
-  always @(posedge clk)
-    sfu_fsm_state <= \$727 ;
-  always @(posedge clk)
-    \$signal$93  <= \$728 ;
-  always @(posedge clk)
-    \$signal  <= \$729 ;
-  always @(posedge clk)
-    \$signal$94  <= \$730 ;
-  always @(posedge clk)
-    \$signal$95  <= \$731 ;
-  always @(posedge clk)
-    dst <= \$732 ;
-  always @(posedge clk)
-    \$signal$14  <= \$733 ;
-  always @(posedge clk)
-    \$signal$44  <= \$734 ;
-  always @(posedge clk)
-    \$signal$46  <= \$735 ;
-  always @(posedge clk)
-    zo <= \$736 ;
-  always @(posedge clk)
-    \$signal$42  <= \$737 ;
-  always @(posedge clk)
-    shift <= \$738 ;
-  always @(posedge clk)
-    \$signal$97  <= \$739 ;
-  always @(posedge clk)
-    \$signal$98  <= \$740 ;
-  always @(posedge clk)
-    bet <= \$741 ;
-  always @(posedge clk)
-    \$signal$100  <= \$742 ;
-  always @(posedge clk)
-    eps_exp <= \$743 ;
-  always @(posedge clk)
-    \$signal$16  <= \$744 ;
-  always @(posedge clk)
-    reserved_bad <= \$745 ;
-  always @(posedge clk)
-    segs <= \$746 ;
-  always @(posedge clk)
-    span <= \$747 ;
-  always @(posedge clk)
-    err <= \$748 ;
-  always @(posedge clk)
-    error <= \$749 ;
-  always @(posedge clk)
-    row <= \$750 ;
-  always @(posedge clk)
-    cur <= \$751 ;
-  always @(posedge clk)
-    seg <= \$752 ;
-  always @(posedge clk)
-    slot <= \$753 ;
-  always @(posedge clk)
-    pos <= \$754 ;
-  always @(posedge clk)
-    ptr_p <= \$755 ;
-  always @(posedge clk)
-    \$signal$108  <= \$756 ;
-  always @(posedge clk)
-    \$signal$109  <= \$757 ;
-  always @(posedge clk)
-    ptr_d <= \$758 ;
-  always @(posedge clk)
-    dv_num <= \$759 ;
-  always @(posedge clk)
-    dv_den <= \$760 ;
-  always @(posedge clk)
-    dv_rem <= \$761 ;
-  always @(posedge clk)
-    dv_q <= \$762 ;
-  always @(posedge clk)
-    dv_cnt <= \$763 ;
-  always @(posedge clk)
-    d_val <= \$764 ;
-  always @(posedge clk)
-    zero_d <= \$765 ;
-  always @(posedge clk)
-    sq_n <= \$766 ;
-  always @(posedge clk)
-    sq_rem <= \$767 ;
-  always @(posedge clk)
-    sq_root <= \$768 ;
-  always @(posedge clk)
-    sq_cnt <= \$769 ;
-  always @(posedge clk)
-    sh <= \$770 ;
-  always @(posedge clk)
-    recip <= \$771 ;
-  always @(posedge clk)
-    recip_sm <= \$772 ;
   assign \$1  = op == 1'h1;
   assign \$2  = op == 2'h2;
   assign \$3  = \$1  | \$2 ;
@@ -68051,231 +69245,2805 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
   assign \$19  = \$18  - 1'h1;
   assign \$20  = slot == \$19 ;
   assign \$21  = \$10  & \$20 ;
-  assign \$22  = | group_gap;
-  assign \$23  = group_gap - 1'h1;
-  assign \$24  = \$22  ? \$23  : 6'h00;
-  assign \$25  = \$21  ? 6'h0f : \$24 ;
-  assign \$26  = op == 1'h1;
-  assign \$27  = op == 2'h2;
-  assign \$28  = \$26  | \$27 ;
-  assign \$29  = cur == 3'h4;
-  assign \$30  = \$28  & \$29 ;
-  assign \$31  = | slot;
+  assign \$22  = cur != 1'h1;
+  assign \$23  = \$21  & \$22 ;
+  assign \$24  = | group_gap;
+  assign \$25  = group_gap - 1'h1;
+  assign \$26  = \$24  ? \$25  : 6'h00;
+  assign \$27  = \$23  ? 6'h0f : \$26 ;
+  assign \$28  = op == 1'h1;
+  assign \$29  = op == 2'h2;
+  assign \$30  = \$28  | \$29 ;
+  assign \$31  = cur == 3'h4;
   assign \$32  = \$30  & \$31 ;
-  assign \$33  = acc_rd__en & acc_rd__gnt;
-  assign \$34  = spad_rd__en & spad_rd__gnt;
-  assign \$35  = \$32  ? \$33  : \$34 ;
-  assign \$36  = cur == 3'h4;
-  assign \$37  = op == 1'h1;
-  assign \$38  = op == 2'h2;
-  assign \$39  = op == 3'h4;
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = \$40  ? 2'h2 : 2'h1;
-  assign \$42  = \$37  ? 2'h3 : \$41 ;
-  assign \$43  = \$36  ? \$42  : 2'h1;
-  assign \$44  = \$43  - 1'h1;
-  assign \$45  = slot == \$44 ;
-  assign \$46  = op == 1'h1;
-  assign \$47  = op == 2'h2;
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = cur == 3'h4;
-  assign \$50  = \$48  & \$49 ;
-  assign \$51  = | slot;
+  assign \$33  = | slot;
+  assign \$34  = \$32  & \$33 ;
+  assign \$35  = acc_rd__en & acc_rd__gnt;
+  assign \$36  = spad_rd__en & spad_rd__gnt;
+  assign \$37  = \$34  ? \$35  : \$36 ;
+  assign \$38  = cur == 3'h4;
+  assign \$39  = op == 1'h1;
+  assign \$40  = op == 2'h2;
+  assign \$41  = op == 3'h4;
+  assign \$42  = \$40  | \$41 ;
+  assign \$43  = \$42  ? 2'h2 : 2'h1;
+  assign \$44  = \$39  ? 2'h3 : \$43 ;
+  assign \$45  = \$38  ? \$44  : 2'h1;
+  assign \$46  = \$45  - 1'h1;
+  assign \$47  = slot == \$46 ;
+  assign \$48  = op == 1'h1;
+  assign \$49  = op == 2'h2;
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = cur == 3'h4;
   assign \$52  = \$50  & \$51 ;
-  assign \$53  = ! cur;
-  assign \$54  = \$signal  - pos;
-  assign \$55  = $signed(\$54 ) > $signed(1'h0);
-  assign \$56  = \$53  ? 1'h1 : \$55 ;
-  assign \$57  = ~ \$signal$14 ;
-  assign \$58  = | op;
-  assign \$59  = \$57  | \$58 ;
-  assign \$60  = row + \$signal$16 ;
-  assign \$61  = \$60  + 1'h1;
-  assign \$62  = \$61  - pos;
-  assign \$63  = $signed(\$62 ) > $signed(1'h0);
-  assign \$64  = \$59  | \$63 ;
-  assign \$65  = \$56  & \$64 ;
-  assign \$66  = ! cur;
-  assign \$67  = \$signal  - pos;
-  assign \$68  = $signed(\$67 ) > $signed(2'h1);
-  assign \$69  = \$66  ? 1'h1 : \$68 ;
-  assign \$70  = ~ \$signal$14 ;
-  assign \$71  = | op;
-  assign \$72  = \$70  | \$71 ;
-  assign \$73  = row + \$signal$16 ;
-  assign \$74  = \$73  + 1'h1;
-  assign \$75  = \$74  - pos;
-  assign \$76  = $signed(\$75 ) > $signed(2'h1);
-  assign \$77  = \$72  | \$76 ;
-  assign \$78  = \$69  & \$77 ;
-  assign \$79  = ! cur;
-  assign \$80  = \$signal  - pos;
-  assign \$81  = $signed(\$80 ) > $signed(3'h2);
-  assign \$82  = \$79  ? 1'h1 : \$81 ;
-  assign \$83  = ~ \$signal$14 ;
-  assign \$84  = | op;
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = row + \$signal$16 ;
-  assign \$87  = \$86  + 1'h1;
-  assign \$88  = \$87  - pos;
-  assign \$89  = $signed(\$88 ) > $signed(3'h2);
-  assign \$90  = \$85  | \$89 ;
-  assign \$91  = \$82  & \$90 ;
-  assign \$92  = ! cur;
-  assign \$93  = \$signal  - pos;
-  assign \$94  = $signed(\$93 ) > $signed(3'h3);
-  assign \$95  = \$92  ? 1'h1 : \$94 ;
-  assign \$96  = ~ \$signal$14 ;
-  assign \$97  = | op;
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = row + \$signal$16 ;
-  assign \$100  = \$99  + 1'h1;
-  assign \$101  = \$100  - pos;
-  assign \$102  = $signed(\$101 ) > $signed(3'h3);
-  assign \$103  = \$98  | \$102 ;
-  assign \$104  = \$95  & \$103 ;
-  assign \$105  = ! cur;
-  assign \$106  = \$signal  - pos;
-  assign \$107  = $signed(\$106 ) > $signed(4'h4);
-  assign \$108  = \$105  ? 1'h1 : \$107 ;
-  assign \$109  = ~ \$signal$14 ;
-  assign \$110  = | op;
-  assign \$111  = \$109  | \$110 ;
-  assign \$112  = row + \$signal$16 ;
-  assign \$113  = \$112  + 1'h1;
-  assign \$114  = \$113  - pos;
-  assign \$115  = $signed(\$114 ) > $signed(4'h4);
-  assign \$116  = \$111  | \$115 ;
-  assign \$117  = \$108  & \$116 ;
-  assign \$118  = ! cur;
-  assign \$119  = \$signal  - pos;
-  assign \$120  = $signed(\$119 ) > $signed(4'h5);
-  assign \$121  = \$118  ? 1'h1 : \$120 ;
-  assign \$122  = ~ \$signal$14 ;
-  assign \$123  = | op;
-  assign \$124  = \$122  | \$123 ;
-  assign \$125  = row + \$signal$16 ;
-  assign \$126  = \$125  + 1'h1;
-  assign \$127  = \$126  - pos;
-  assign \$128  = $signed(\$127 ) > $signed(4'h5);
-  assign \$129  = \$124  | \$128 ;
-  assign \$130  = \$121  & \$129 ;
-  assign \$131  = ! cur;
-  assign \$132  = \$signal  - pos;
-  assign \$133  = $signed(\$132 ) > $signed(4'h6);
-  assign \$134  = \$131  ? 1'h1 : \$133 ;
-  assign \$135  = ~ \$signal$14 ;
-  assign \$136  = | op;
-  assign \$137  = \$135  | \$136 ;
-  assign \$138  = row + \$signal$16 ;
-  assign \$139  = \$138  + 1'h1;
-  assign \$140  = \$139  - pos;
-  assign \$141  = $signed(\$140 ) > $signed(4'h6);
-  assign \$142  = \$137  | \$141 ;
-  assign \$143  = \$134  & \$142 ;
-  assign \$144  = ! cur;
-  assign \$145  = \$signal  - pos;
-  assign \$146  = $signed(\$145 ) > $signed(4'h7);
-  assign \$147  = \$144  ? 1'h1 : \$146 ;
-  assign \$148  = ~ \$signal$14 ;
-  assign \$149  = | op;
-  assign \$150  = \$148  | \$149 ;
-  assign \$151  = row + \$signal$16 ;
-  assign \$152  = \$151  + 1'h1;
-  assign \$153  = \$152  - pos;
-  assign \$154  = $signed(\$153 ) > $signed(4'h7);
-  assign \$155  = \$150  | \$154 ;
-  assign \$156  = \$147  & \$155 ;
-  assign \$157  = ! cur;
-  assign \$158  = \$signal  - pos;
-  assign \$159  = $signed(\$158 ) > $signed(5'h08);
-  assign \$160  = \$157  ? 1'h1 : \$159 ;
-  assign \$161  = ~ \$signal$14 ;
-  assign \$162  = | op;
-  assign \$163  = \$161  | \$162 ;
-  assign \$164  = row + \$signal$16 ;
-  assign \$165  = \$164  + 1'h1;
-  assign \$166  = \$165  - pos;
-  assign \$167  = $signed(\$166 ) > $signed(5'h08);
-  assign \$168  = \$163  | \$167 ;
-  assign \$169  = \$160  & \$168 ;
-  assign \$170  = ! cur;
-  assign \$171  = \$signal  - pos;
-  assign \$172  = $signed(\$171 ) > $signed(5'h09);
-  assign \$173  = \$170  ? 1'h1 : \$172 ;
-  assign \$174  = ~ \$signal$14 ;
-  assign \$175  = | op;
-  assign \$176  = \$174  | \$175 ;
-  assign \$177  = row + \$signal$16 ;
-  assign \$178  = \$177  + 1'h1;
-  assign \$179  = \$178  - pos;
-  assign \$180  = $signed(\$179 ) > $signed(5'h09);
-  assign \$181  = \$176  | \$180 ;
-  assign \$182  = \$173  & \$181 ;
-  assign \$183  = ! cur;
-  assign \$184  = \$signal  - pos;
-  assign \$185  = $signed(\$184 ) > $signed(5'h0a);
-  assign \$186  = \$183  ? 1'h1 : \$185 ;
-  assign \$187  = ~ \$signal$14 ;
-  assign \$188  = | op;
-  assign \$189  = \$187  | \$188 ;
-  assign \$190  = row + \$signal$16 ;
-  assign \$191  = \$190  + 1'h1;
-  assign \$192  = \$191  - pos;
-  assign \$193  = $signed(\$192 ) > $signed(5'h0a);
-  assign \$194  = \$189  | \$193 ;
-  assign \$195  = \$186  & \$194 ;
-  assign \$196  = ! cur;
-  assign \$197  = \$signal  - pos;
-  assign \$198  = $signed(\$197 ) > $signed(5'h0b);
-  assign \$199  = \$196  ? 1'h1 : \$198 ;
-  assign \$200  = ~ \$signal$14 ;
-  assign \$201  = | op;
-  assign \$202  = \$200  | \$201 ;
-  assign \$203  = row + \$signal$16 ;
-  assign \$204  = \$203  + 1'h1;
-  assign \$205  = \$204  - pos;
-  assign \$206  = $signed(\$205 ) > $signed(5'h0b);
-  assign \$207  = \$202  | \$206 ;
-  assign \$208  = \$199  & \$207 ;
-  assign \$209  = ! cur;
-  assign \$210  = \$signal  - pos;
-  assign \$211  = $signed(\$210 ) > $signed(5'h0c);
-  assign \$212  = \$209  ? 1'h1 : \$211 ;
-  assign \$213  = ~ \$signal$14 ;
-  assign \$214  = | op;
-  assign \$215  = \$213  | \$214 ;
-  assign \$216  = row + \$signal$16 ;
-  assign \$217  = \$216  + 1'h1;
-  assign \$218  = \$217  - pos;
-  assign \$219  = $signed(\$218 ) > $signed(5'h0c);
-  assign \$220  = \$215  | \$219 ;
-  assign \$221  = \$212  & \$220 ;
-  assign \$222  = ! cur;
-  assign \$223  = \$signal  - pos;
-  assign \$224  = $signed(\$223 ) > $signed(5'h0d);
-  assign \$225  = \$222  ? 1'h1 : \$224 ;
-  assign \$226  = ~ \$signal$14 ;
-  assign \$227  = | op;
+  assign \$53  = | slot;
+  assign \$54  = \$52  & \$53 ;
+  assign \$55  = ! cur;
+  assign \$56  = \$signal  - pos;
+  assign \$57  = $signed(\$56 ) > $signed(1'h0);
+  assign \$58  = \$55  ? 1'h1 : \$57 ;
+  assign \$59  = ~ \$signal$14 ;
+  assign \$60  = | op;
+  assign \$61  = \$59  | \$60 ;
+  assign \$62  = row + \$signal$16 ;
+  assign \$63  = \$62  + 1'h1;
+  assign \$64  = \$63  - pos;
+  assign \$65  = $signed(\$64 ) > $signed(1'h0);
+  assign \$66  = \$61  | \$65 ;
+  assign \$67  = \$58  & \$66 ;
+  assign \$68  = ! cur;
+  assign \$69  = \$signal  - pos;
+  assign \$70  = $signed(\$69 ) > $signed(2'h1);
+  assign \$71  = \$68  ? 1'h1 : \$70 ;
+  assign \$72  = ~ \$signal$14 ;
+  assign \$73  = | op;
+  assign \$74  = \$72  | \$73 ;
+  assign \$75  = row + \$signal$16 ;
+  assign \$76  = \$75  + 1'h1;
+  assign \$77  = \$76  - pos;
+  assign \$78  = $signed(\$77 ) > $signed(2'h1);
+  assign \$79  = \$74  | \$78 ;
+  assign \$80  = \$71  & \$79 ;
+  assign \$81  = ! cur;
+  assign \$82  = \$signal  - pos;
+  assign \$83  = $signed(\$82 ) > $signed(3'h2);
+  assign \$84  = \$81  ? 1'h1 : \$83 ;
+  assign \$85  = ~ \$signal$14 ;
+  assign \$86  = | op;
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = row + \$signal$16 ;
+  assign \$89  = \$88  + 1'h1;
+  assign \$90  = \$89  - pos;
+  assign \$91  = $signed(\$90 ) > $signed(3'h2);
+  assign \$92  = \$87  | \$91 ;
+  assign \$93  = \$84  & \$92 ;
+  assign \$94  = ! cur;
+  assign \$95  = \$signal  - pos;
+  assign \$96  = $signed(\$95 ) > $signed(3'h3);
+  assign \$97  = \$94  ? 1'h1 : \$96 ;
+  assign \$98  = ~ \$signal$14 ;
+  assign \$99  = | op;
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = row + \$signal$16 ;
+  assign \$102  = \$101  + 1'h1;
+  assign \$103  = \$102  - pos;
+  assign \$104  = $signed(\$103 ) > $signed(3'h3);
+  assign \$105  = \$100  | \$104 ;
+  assign \$106  = \$97  & \$105 ;
+  assign \$107  = ! cur;
+  assign \$108  = \$signal  - pos;
+  assign \$109  = $signed(\$108 ) > $signed(4'h4);
+  assign \$110  = \$107  ? 1'h1 : \$109 ;
+  assign \$111  = ~ \$signal$14 ;
+  assign \$112  = | op;
+  assign \$113  = \$111  | \$112 ;
+  assign \$114  = row + \$signal$16 ;
+  assign \$115  = \$114  + 1'h1;
+  assign \$116  = \$115  - pos;
+  assign \$117  = $signed(\$116 ) > $signed(4'h4);
+  assign \$118  = \$113  | \$117 ;
+  assign \$119  = \$110  & \$118 ;
+  assign \$120  = ! cur;
+  assign \$121  = \$signal  - pos;
+  assign \$122  = $signed(\$121 ) > $signed(4'h5);
+  assign \$123  = \$120  ? 1'h1 : \$122 ;
+  assign \$124  = ~ \$signal$14 ;
+  assign \$125  = | op;
+  assign \$126  = \$124  | \$125 ;
+  assign \$127  = row + \$signal$16 ;
+  assign \$128  = \$127  + 1'h1;
+  assign \$129  = \$128  - pos;
+  assign \$130  = $signed(\$129 ) > $signed(4'h5);
+  assign \$131  = \$126  | \$130 ;
+  assign \$132  = \$123  & \$131 ;
+  assign \$133  = ! cur;
+  assign \$134  = \$signal  - pos;
+  assign \$135  = $signed(\$134 ) > $signed(4'h6);
+  assign \$136  = \$133  ? 1'h1 : \$135 ;
+  assign \$137  = ~ \$signal$14 ;
+  assign \$138  = | op;
+  assign \$139  = \$137  | \$138 ;
+  assign \$140  = row + \$signal$16 ;
+  assign \$141  = \$140  + 1'h1;
+  assign \$142  = \$141  - pos;
+  assign \$143  = $signed(\$142 ) > $signed(4'h6);
+  assign \$144  = \$139  | \$143 ;
+  assign \$145  = \$136  & \$144 ;
+  assign \$146  = ! cur;
+  assign \$147  = \$signal  - pos;
+  assign \$148  = $signed(\$147 ) > $signed(4'h7);
+  assign \$149  = \$146  ? 1'h1 : \$148 ;
+  assign \$150  = ~ \$signal$14 ;
+  assign \$151  = | op;
+  assign \$152  = \$150  | \$151 ;
+  assign \$153  = row + \$signal$16 ;
+  assign \$154  = \$153  + 1'h1;
+  assign \$155  = \$154  - pos;
+  assign \$156  = $signed(\$155 ) > $signed(4'h7);
+  assign \$157  = \$152  | \$156 ;
+  assign \$158  = \$149  & \$157 ;
+  assign \$159  = ! cur;
+  assign \$160  = \$signal  - pos;
+  assign \$161  = $signed(\$160 ) > $signed(5'h08);
+  assign \$162  = \$159  ? 1'h1 : \$161 ;
+  assign \$163  = ~ \$signal$14 ;
+  assign \$164  = | op;
+  assign \$165  = \$163  | \$164 ;
+  assign \$166  = row + \$signal$16 ;
+  assign \$167  = \$166  + 1'h1;
+  assign \$168  = \$167  - pos;
+  assign \$169  = $signed(\$168 ) > $signed(5'h08);
+  assign \$170  = \$165  | \$169 ;
+  assign \$171  = \$162  & \$170 ;
+  assign \$172  = ! cur;
+  assign \$173  = \$signal  - pos;
+  assign \$174  = $signed(\$173 ) > $signed(5'h09);
+  assign \$175  = \$172  ? 1'h1 : \$174 ;
+  assign \$176  = ~ \$signal$14 ;
+  assign \$177  = | op;
+  assign \$178  = \$176  | \$177 ;
+  assign \$179  = row + \$signal$16 ;
+  assign \$180  = \$179  + 1'h1;
+  assign \$181  = \$180  - pos;
+  assign \$182  = $signed(\$181 ) > $signed(5'h09);
+  assign \$183  = \$178  | \$182 ;
+  assign \$184  = \$175  & \$183 ;
+  assign \$185  = ! cur;
+  assign \$186  = \$signal  - pos;
+  assign \$187  = $signed(\$186 ) > $signed(5'h0a);
+  assign \$188  = \$185  ? 1'h1 : \$187 ;
+  assign \$189  = ~ \$signal$14 ;
+  assign \$190  = | op;
+  assign \$191  = \$189  | \$190 ;
+  assign \$192  = row + \$signal$16 ;
+  assign \$193  = \$192  + 1'h1;
+  assign \$194  = \$193  - pos;
+  assign \$195  = $signed(\$194 ) > $signed(5'h0a);
+  assign \$196  = \$191  | \$195 ;
+  assign \$197  = \$188  & \$196 ;
+  assign \$198  = ! cur;
+  assign \$199  = \$signal  - pos;
+  assign \$200  = $signed(\$199 ) > $signed(5'h0b);
+  assign \$201  = \$198  ? 1'h1 : \$200 ;
+  assign \$202  = ~ \$signal$14 ;
+  assign \$203  = | op;
+  assign \$204  = \$202  | \$203 ;
+  assign \$205  = row + \$signal$16 ;
+  assign \$206  = \$205  + 1'h1;
+  assign \$207  = \$206  - pos;
+  assign \$208  = $signed(\$207 ) > $signed(5'h0b);
+  assign \$209  = \$204  | \$208 ;
+  assign \$210  = \$201  & \$209 ;
+  assign \$211  = ! cur;
+  assign \$212  = \$signal  - pos;
+  assign \$213  = $signed(\$212 ) > $signed(5'h0c);
+  assign \$214  = \$211  ? 1'h1 : \$213 ;
+  assign \$215  = ~ \$signal$14 ;
+  assign \$216  = | op;
+  assign \$217  = \$215  | \$216 ;
+  assign \$218  = row + \$signal$16 ;
+  assign \$219  = \$218  + 1'h1;
+  assign \$220  = \$219  - pos;
+  assign \$221  = $signed(\$220 ) > $signed(5'h0c);
+  assign \$222  = \$217  | \$221 ;
+  assign \$223  = \$214  & \$222 ;
+  assign \$224  = ! cur;
+  assign \$225  = \$signal  - pos;
+  assign \$226  = $signed(\$225 ) > $signed(5'h0d);
+  assign \$227  = \$224  ? 1'h1 : \$226 ;
+  assign \$228  = ~ \$signal$14 ;
+  assign \$229  = | op;
+  assign \$230  = \$228  | \$229 ;
+  assign \$231  = row + \$signal$16 ;
+  assign \$232  = \$231  + 1'h1;
+  assign \$233  = \$232  - pos;
+  assign \$234  = $signed(\$233 ) > $signed(5'h0d);
+  assign \$235  = \$230  | \$234 ;
+  assign \$236  = \$227  & \$235 ;
+  assign \$237  = ! cur;
+  assign \$238  = \$signal  - pos;
+  assign \$239  = $signed(\$238 ) > $signed(5'h0e);
+  assign \$240  = \$237  ? 1'h1 : \$239 ;
+  assign \$241  = ~ \$signal$14 ;
+  assign \$242  = | op;
+  assign \$243  = \$241  | \$242 ;
+  assign \$244  = row + \$signal$16 ;
+  assign \$245  = \$244  + 1'h1;
+  assign \$246  = \$245  - pos;
+  assign \$247  = $signed(\$246 ) > $signed(5'h0e);
+  assign \$248  = \$243  | \$247 ;
+  assign \$249  = \$240  & \$248 ;
+  assign \$250  = ! cur;
+  assign \$251  = \$signal  - pos;
+  assign \$252  = $signed(\$251 ) > $signed(5'h0f);
+  assign \$253  = \$250  ? 1'h1 : \$252 ;
+  assign \$254  = ~ \$signal$14 ;
+  assign \$255  = | op;
+  assign \$256  = \$254  | \$255 ;
+  assign \$257  = row + \$signal$16 ;
+  assign \$258  = \$257  + 1'h1;
+  assign \$259  = \$258  - pos;
+  assign \$260  = $signed(\$259 ) > $signed(5'h0f);
+  assign \$261  = \$256  | \$260 ;
+  assign \$262  = \$253  & \$261 ;
+  assign \$263  = ~ rd_tag2[4];
+  assign \$264  = rd_tag2[0] & \$263 ;
+  assign \$265  = ! rd_tag2[2:1];
+  assign \$266  = \$264  & \$265 ;
+  assign \$267  = ~ rd_tag2[4];
+  assign \$268  = rd_tag2[0] & \$267 ;
+  assign \$269  = rd_tag2[2:1] == 1'h1;
+  assign \$270  = \$268  & \$269 ;
+  assign \$271  = rd_tag2[0] & rd_tag2[4];
+  assign \$272  = rd_tag2[2:1] == 1'h1;
+  assign \$273  = \$271  & \$272 ;
+  assign \$274  = rd_tag2[0] & rd_tag2[3];
+  assign \$275  = rd_tag2[0] & rd_tag2[3];
+  assign \$276  = rd_tag2[7:5] == 1'h1;
+  assign \$277  = \$275  & \$276 ;
+  assign \$278  = ~ \$277 ;
+  assign \$279  = \$274  & \$278 ;
+  assign \$280  = ! rd_tag2[2:1];
+  assign \$281  = \$280  ? spad_rd__data : lat_x;
+  assign \$282  = rd_tag2[2:1] == 1'h1;
+  assign \$283  = \$282  ? spad_rd__data : lat_b;
+  assign \$284  = rd_tag2[2:1] == 1'h1;
+  assign \$285  = rd_tag2[4] & \$284 ;
+  assign \$286  = \$285  ? acc_rd__data : lat_g;
+  assign \$287  = grp + 1'h1;
+  assign \$288  = grp == 4'hf;
+  assign \$2947  = grp * 4'h8;
+  assign \$289  = seg_x >> \$2947 ;
+  assign \$290  = \$289  + 8'h80;
+  assign \$291  = seg_meta[18:3] >> grp;
+  assign \$292  = grp == 4'hf;
+  assign \$293  = seg_meta[18:3] >> grp;
+  assign \$2954  = grp * 4'h8;
+  assign \$294  = seg_x >> \$2954 ;
+  assign \$295  = $signed(m_row) - $signed(\$294 );
+  assign \$296  = \$293  ? \$295  : 9'h000;
+  assign \$297  = \$296 [7:0] * \$signal$42 ;
+  assign \$2960  = grp * 4'h8;
+  assign \$298  = seg_x >> \$2960 ;
+  assign \$299  = $signed(\$298 ) - $signed(\$signal$44 );
+  assign \$2964  = grp * 4'h8;
+  assign \$300  = seg_b >> \$2964 ;
+  assign \$301  = $signed(\$300 ) - $signed(\$signal$46 );
+  assign \$2968  = grp * 6'h20;
+  assign \$302  = seg_g >> \$2968 ;
+  assign \$2971  = grp * 6'h20;
+  assign \$303  = seg_beta >> \$2971 ;
+  assign \$306  = $signed({ 1'h0, \$signal  }) * $signed(l0_xs);
+  assign \$307  = op == 1'h1;
+  assign \$308  = \$307  ? s1 : 22'h000000;
+  assign \$309  = $signed(\$306 ) - $signed(\$308 );
+  assign \$310  = $signed(l0_xs) * $signed(l0_eb);
+  assign \$2981  = lut0_sel * 4'h8;
+  assign \$311  = rp__data >> \$2981 ;
+  assign \$312  = l0_dt * l0_w;
+  assign \$313  = \$312  + 10'h200;
+  assign \$315  = l0_t - \$314 ;
+  assign \$316  = $signed(l0_c) * $signed({ 1'h0, recip });
+  assign \$317  = $signed(l0_pa) * $signed({ 1'h0, \$signal$42  });
+  assign \$318  = l0_n3 - 4'ha;
+  assign \$319  = $signed(\$318 ) <= $signed(1'h0);
+  assign \$320  = l0_n3 - 4'ha;
+  assign \$321  = - $signed(\$320 );
+  assign \$322  = l0_v << \$321 [3:0];
+  assign \$323  = l0_n3 - 4'ha;
+  assign \$324  = $signed(\$323 ) >= $signed(6'h11);
+  assign \$325  = l0_n3 - 4'ha;
+  assign \$326  = $signed(\$325 ) - $signed(2'h1);
+  assign \$327  = 1'h1 << \$326 [4:0];
+  assign \$328  = l0_v + \$327 ;
+  assign \$329  = l0_n3 - 4'ha;
+  assign \$330  = \$328  >> \$329 [4:0];
+  assign \$331  = \$324  ? 49'h0000000000000 : \$330 ;
+  assign \$332  = \$319  ? { 18'h00000, \$322  } : \$331 ;
+  assign \$333  = sh - 1'h1;
+  assign \$334  = 1'h1 << \$333 [5:0];
+  assign \$335  = $signed(l0_cr) + $signed({ 1'h0, \$334  });
+  assign \$336  = $signed(\$335 ) >>> sh;
+  assign \$337  = zero_d ? 113'h00000000000000000000000000000 : \$336 ;
+  assign \$338  = l0_e * recip_sm;
+  assign \$339  = op == 3'h4;
+  assign \$340  = $signed(l0_z) * $signed(l0_g4);
+  assign \$341  = op == 1'h1;
+  assign \$342  = \$341  ? l0_be4 : 32'd0;
+  assign \$343  = $signed(\$340 ) + $signed(\$342 );
+  assign \$344  = \$339  ? { l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4 } : \$343 ;
+  assign \$345  = ! op;
+  assign \$346  = l0_prod + 34'h200000000;
+  assign \$348  = \$347  > 7'h7f;
+  assign \$349  = l0_prod + 34'h200000000;
+  assign \$351  = \$348  ? 43'h0000000007f : \$350 ;
+  assign \$352  = op == 2'h3;
+  assign \$353  = ! shift;
+  assign \$354  = $signed(l0_p) >>> shift;
+  assign \$355  = shift - 1'h1;
+  assign \$356  = $signed(l0_p) >>> \$355 [5:0];
+  assign \$357  = $signed(\$354 ) + $signed({ 1'h0, \$356 [0] });
+  assign \$358  = \$353  ? { l0_p[57], l0_p } : \$357 ;
+  assign \$359  = $signed(\$358 ) + $signed(zo);
+  assign \$360  = $signed(\$359 ) > $signed(8'h7f);
+  assign \$361  = ! shift;
+  assign \$362  = $signed(l0_p) >>> shift;
+  assign \$363  = shift - 1'h1;
+  assign \$364  = $signed(l0_p) >>> \$363 [5:0];
+  assign \$365  = $signed(\$362 ) + $signed({ 1'h0, \$364 [0] });
+  assign \$366  = \$361  ? { l0_p[57], l0_p } : \$365 ;
+  assign \$367  = $signed(\$366 ) + $signed(zo);
+  assign \$368  = $signed(\$367 ) < $signed(8'h80);
+  assign \$369  = ! shift;
+  assign \$370  = $signed(l0_p) >>> shift;
+  assign \$371  = shift - 1'h1;
+  assign \$372  = $signed(l0_p) >>> \$371 [5:0];
+  assign \$373  = $signed(\$370 ) + $signed({ 1'h0, \$372 [0] });
+  assign \$374  = \$369  ? { l0_p[57], l0_p } : \$373 ;
+  assign \$375  = $signed(\$374 ) + $signed(zo);
+  assign \$376  = \$368  ? 60'hfffffffffffff80 : \$375 ;
+  assign \$377  = \$360  ? 60'h00000000000007f : \$376 ;
+  assign \$378  = \$352  ? l0_y5 : \$377 [7:0];
+  assign \$379  = \$345  ? \$351 [7:0] : \$378 ;
+  assign \$380  = e5_meta[4] ? \$379  : 8'h00;
+  assign \$381  = rd_tag2[0] & rd_tag2[3];
+  assign \$382  = rd_tag2[7:5] == 1'h1;
+  assign \$383  = \$381  & \$382 ;
+  assign \$384  = e4_meta[3:1] == 2'h2;
+  assign \$385  = e4_meta[0] & \$384 ;
+  assign \$386  = e1_meta[3:1] == 2'h3;
+  assign \$387  = e1_meta[0] & \$386 ;
+  assign \$388  = ! rd_tag2[2:1];
+  assign \$389  = \$388  ? spad_rd__data : lat_x;
+  assign \$390  = rd_tag2[8] ? \$389 [7:0] : 8'h80;
+  assign \$391  = ! rd_tag2[2:1];
+  assign \$392  = \$391  ? spad_rd__data : lat_x;
+  assign \$393  = rd_tag2[9] ? \$392 [15:8] : 8'h80;
+  assign \$394  = $signed(\$390 ) > $signed(\$393 );
+  assign \$395  = ! rd_tag2[2:1];
+  assign \$396  = \$395  ? spad_rd__data : lat_x;
+  assign \$397  = rd_tag2[8] ? \$396 [7:0] : 8'h80;
+  assign \$398  = ! rd_tag2[2:1];
+  assign \$399  = \$398  ? spad_rd__data : lat_x;
+  assign \$400  = rd_tag2[9] ? \$399 [15:8] : 8'h80;
+  assign \$401  = \$394  ? \$397  : \$400 ;
+  assign \$402  = ! rd_tag2[2:1];
+  assign \$403  = \$402  ? spad_rd__data : lat_x;
+  assign \$404  = rd_tag2[10] ? \$403 [23:16] : 8'h80;
+  assign \$405  = ! rd_tag2[2:1];
+  assign \$406  = \$405  ? spad_rd__data : lat_x;
+  assign \$407  = rd_tag2[11] ? \$406 [31:24] : 8'h80;
+  assign \$408  = $signed(\$404 ) > $signed(\$407 );
+  assign \$409  = ! rd_tag2[2:1];
+  assign \$410  = \$409  ? spad_rd__data : lat_x;
+  assign \$411  = rd_tag2[10] ? \$410 [23:16] : 8'h80;
+  assign \$412  = ! rd_tag2[2:1];
+  assign \$413  = \$412  ? spad_rd__data : lat_x;
+  assign \$414  = rd_tag2[11] ? \$413 [31:24] : 8'h80;
+  assign \$415  = \$408  ? \$411  : \$414 ;
+  assign \$416  = $signed(\$401 ) > $signed(\$415 );
+  assign \$417  = ! rd_tag2[2:1];
+  assign \$418  = \$417  ? spad_rd__data : lat_x;
+  assign \$419  = rd_tag2[8] ? \$418 [7:0] : 8'h80;
+  assign \$420  = ! rd_tag2[2:1];
+  assign \$421  = \$420  ? spad_rd__data : lat_x;
+  assign \$422  = rd_tag2[9] ? \$421 [15:8] : 8'h80;
+  assign \$423  = $signed(\$419 ) > $signed(\$422 );
+  assign \$424  = ! rd_tag2[2:1];
+  assign \$425  = \$424  ? spad_rd__data : lat_x;
+  assign \$426  = rd_tag2[8] ? \$425 [7:0] : 8'h80;
+  assign \$427  = ! rd_tag2[2:1];
+  assign \$428  = \$427  ? spad_rd__data : lat_x;
+  assign \$429  = rd_tag2[9] ? \$428 [15:8] : 8'h80;
+  assign \$430  = \$423  ? \$426  : \$429 ;
+  assign \$431  = ! rd_tag2[2:1];
+  assign \$432  = \$431  ? spad_rd__data : lat_x;
+  assign \$433  = rd_tag2[10] ? \$432 [23:16] : 8'h80;
+  assign \$434  = ! rd_tag2[2:1];
+  assign \$435  = \$434  ? spad_rd__data : lat_x;
+  assign \$436  = rd_tag2[11] ? \$435 [31:24] : 8'h80;
+  assign \$437  = $signed(\$433 ) > $signed(\$436 );
+  assign \$438  = ! rd_tag2[2:1];
+  assign \$439  = \$438  ? spad_rd__data : lat_x;
+  assign \$440  = rd_tag2[10] ? \$439 [23:16] : 8'h80;
+  assign \$441  = ! rd_tag2[2:1];
+  assign \$442  = \$441  ? spad_rd__data : lat_x;
+  assign \$443  = rd_tag2[11] ? \$442 [31:24] : 8'h80;
+  assign \$444  = \$437  ? \$440  : \$443 ;
+  assign \$445  = \$416  ? \$430  : \$444 ;
+  assign \$446  = ! rd_tag2[2:1];
+  assign \$447  = \$446  ? spad_rd__data : lat_x;
+  assign \$448  = rd_tag2[12] ? \$447 [39:32] : 8'h80;
+  assign \$449  = ! rd_tag2[2:1];
+  assign \$450  = \$449  ? spad_rd__data : lat_x;
+  assign \$451  = rd_tag2[13] ? \$450 [47:40] : 8'h80;
+  assign \$452  = $signed(\$448 ) > $signed(\$451 );
+  assign \$453  = ! rd_tag2[2:1];
+  assign \$454  = \$453  ? spad_rd__data : lat_x;
+  assign \$455  = rd_tag2[12] ? \$454 [39:32] : 8'h80;
+  assign \$456  = ! rd_tag2[2:1];
+  assign \$457  = \$456  ? spad_rd__data : lat_x;
+  assign \$458  = rd_tag2[13] ? \$457 [47:40] : 8'h80;
+  assign \$459  = \$452  ? \$455  : \$458 ;
+  assign \$460  = ! rd_tag2[2:1];
+  assign \$461  = \$460  ? spad_rd__data : lat_x;
+  assign \$462  = rd_tag2[14] ? \$461 [55:48] : 8'h80;
+  assign \$463  = ! rd_tag2[2:1];
+  assign \$464  = \$463  ? spad_rd__data : lat_x;
+  assign \$465  = rd_tag2[15] ? \$464 [63:56] : 8'h80;
+  assign \$466  = $signed(\$462 ) > $signed(\$465 );
+  assign \$467  = ! rd_tag2[2:1];
+  assign \$468  = \$467  ? spad_rd__data : lat_x;
+  assign \$469  = rd_tag2[14] ? \$468 [55:48] : 8'h80;
+  assign \$470  = ! rd_tag2[2:1];
+  assign \$471  = \$470  ? spad_rd__data : lat_x;
+  assign \$472  = rd_tag2[15] ? \$471 [63:56] : 8'h80;
+  assign \$473  = \$466  ? \$469  : \$472 ;
+  assign \$474  = $signed(\$459 ) > $signed(\$473 );
+  assign \$475  = ! rd_tag2[2:1];
+  assign \$476  = \$475  ? spad_rd__data : lat_x;
+  assign \$477  = rd_tag2[12] ? \$476 [39:32] : 8'h80;
+  assign \$478  = ! rd_tag2[2:1];
+  assign \$479  = \$478  ? spad_rd__data : lat_x;
+  assign \$480  = rd_tag2[13] ? \$479 [47:40] : 8'h80;
+  assign \$481  = $signed(\$477 ) > $signed(\$480 );
+  assign \$482  = ! rd_tag2[2:1];
+  assign \$483  = \$482  ? spad_rd__data : lat_x;
+  assign \$484  = rd_tag2[12] ? \$483 [39:32] : 8'h80;
+  assign \$485  = ! rd_tag2[2:1];
+  assign \$486  = \$485  ? spad_rd__data : lat_x;
+  assign \$487  = rd_tag2[13] ? \$486 [47:40] : 8'h80;
+  assign \$488  = \$481  ? \$484  : \$487 ;
+  assign \$489  = ! rd_tag2[2:1];
+  assign \$490  = \$489  ? spad_rd__data : lat_x;
+  assign \$491  = rd_tag2[14] ? \$490 [55:48] : 8'h80;
+  assign \$492  = ! rd_tag2[2:1];
+  assign \$493  = \$492  ? spad_rd__data : lat_x;
+  assign \$494  = rd_tag2[15] ? \$493 [63:56] : 8'h80;
+  assign \$495  = $signed(\$491 ) > $signed(\$494 );
+  assign \$496  = ! rd_tag2[2:1];
+  assign \$497  = \$496  ? spad_rd__data : lat_x;
+  assign \$498  = rd_tag2[14] ? \$497 [55:48] : 8'h80;
+  assign \$499  = ! rd_tag2[2:1];
+  assign \$500  = \$499  ? spad_rd__data : lat_x;
+  assign \$501  = rd_tag2[15] ? \$500 [63:56] : 8'h80;
+  assign \$502  = \$495  ? \$498  : \$501 ;
+  assign \$503  = \$474  ? \$488  : \$502 ;
+  assign \$504  = $signed(\$445 ) > $signed(\$503 );
+  assign \$505  = ! rd_tag2[2:1];
+  assign \$506  = \$505  ? spad_rd__data : lat_x;
+  assign \$507  = rd_tag2[8] ? \$506 [7:0] : 8'h80;
+  assign \$508  = ! rd_tag2[2:1];
+  assign \$509  = \$508  ? spad_rd__data : lat_x;
+  assign \$510  = rd_tag2[9] ? \$509 [15:8] : 8'h80;
+  assign \$511  = $signed(\$507 ) > $signed(\$510 );
+  assign \$512  = ! rd_tag2[2:1];
+  assign \$513  = \$512  ? spad_rd__data : lat_x;
+  assign \$514  = rd_tag2[8] ? \$513 [7:0] : 8'h80;
+  assign \$515  = ! rd_tag2[2:1];
+  assign \$516  = \$515  ? spad_rd__data : lat_x;
+  assign \$517  = rd_tag2[9] ? \$516 [15:8] : 8'h80;
+  assign \$518  = \$511  ? \$514  : \$517 ;
+  assign \$519  = ! rd_tag2[2:1];
+  assign \$520  = \$519  ? spad_rd__data : lat_x;
+  assign \$521  = rd_tag2[10] ? \$520 [23:16] : 8'h80;
+  assign \$522  = ! rd_tag2[2:1];
+  assign \$523  = \$522  ? spad_rd__data : lat_x;
+  assign \$524  = rd_tag2[11] ? \$523 [31:24] : 8'h80;
+  assign \$525  = $signed(\$521 ) > $signed(\$524 );
+  assign \$526  = ! rd_tag2[2:1];
+  assign \$527  = \$526  ? spad_rd__data : lat_x;
+  assign \$528  = rd_tag2[10] ? \$527 [23:16] : 8'h80;
+  assign \$529  = ! rd_tag2[2:1];
+  assign \$530  = \$529  ? spad_rd__data : lat_x;
+  assign \$531  = rd_tag2[11] ? \$530 [31:24] : 8'h80;
+  assign \$532  = \$525  ? \$528  : \$531 ;
+  assign \$533  = $signed(\$518 ) > $signed(\$532 );
+  assign \$534  = ! rd_tag2[2:1];
+  assign \$535  = \$534  ? spad_rd__data : lat_x;
+  assign \$536  = rd_tag2[8] ? \$535 [7:0] : 8'h80;
+  assign \$537  = ! rd_tag2[2:1];
+  assign \$538  = \$537  ? spad_rd__data : lat_x;
+  assign \$539  = rd_tag2[9] ? \$538 [15:8] : 8'h80;
+  assign \$540  = $signed(\$536 ) > $signed(\$539 );
+  assign \$541  = ! rd_tag2[2:1];
+  assign \$542  = \$541  ? spad_rd__data : lat_x;
+  assign \$543  = rd_tag2[8] ? \$542 [7:0] : 8'h80;
+  assign \$544  = ! rd_tag2[2:1];
+  assign \$545  = \$544  ? spad_rd__data : lat_x;
+  assign \$546  = rd_tag2[9] ? \$545 [15:8] : 8'h80;
+  assign \$547  = \$540  ? \$543  : \$546 ;
+  assign \$548  = ! rd_tag2[2:1];
+  assign \$549  = \$548  ? spad_rd__data : lat_x;
+  assign \$550  = rd_tag2[10] ? \$549 [23:16] : 8'h80;
+  assign \$551  = ! rd_tag2[2:1];
+  assign \$552  = \$551  ? spad_rd__data : lat_x;
+  assign \$553  = rd_tag2[11] ? \$552 [31:24] : 8'h80;
+  assign \$554  = $signed(\$550 ) > $signed(\$553 );
+  assign \$555  = ! rd_tag2[2:1];
+  assign \$556  = \$555  ? spad_rd__data : lat_x;
+  assign \$557  = rd_tag2[10] ? \$556 [23:16] : 8'h80;
+  assign \$558  = ! rd_tag2[2:1];
+  assign \$559  = \$558  ? spad_rd__data : lat_x;
+  assign \$560  = rd_tag2[11] ? \$559 [31:24] : 8'h80;
+  assign \$561  = \$554  ? \$557  : \$560 ;
+  assign \$562  = \$533  ? \$547  : \$561 ;
+  assign \$563  = ! rd_tag2[2:1];
+  assign \$564  = \$563  ? spad_rd__data : lat_x;
+  assign \$565  = rd_tag2[12] ? \$564 [39:32] : 8'h80;
+  assign \$566  = ! rd_tag2[2:1];
+  assign \$567  = \$566  ? spad_rd__data : lat_x;
+  assign \$568  = rd_tag2[13] ? \$567 [47:40] : 8'h80;
+  assign \$569  = $signed(\$565 ) > $signed(\$568 );
+  assign \$570  = ! rd_tag2[2:1];
+  assign \$571  = \$570  ? spad_rd__data : lat_x;
+  assign \$572  = rd_tag2[12] ? \$571 [39:32] : 8'h80;
+  assign \$573  = ! rd_tag2[2:1];
+  assign \$574  = \$573  ? spad_rd__data : lat_x;
+  assign \$575  = rd_tag2[13] ? \$574 [47:40] : 8'h80;
+  assign \$576  = \$569  ? \$572  : \$575 ;
+  assign \$577  = ! rd_tag2[2:1];
+  assign \$578  = \$577  ? spad_rd__data : lat_x;
+  assign \$579  = rd_tag2[14] ? \$578 [55:48] : 8'h80;
+  assign \$580  = ! rd_tag2[2:1];
+  assign \$581  = \$580  ? spad_rd__data : lat_x;
+  assign \$582  = rd_tag2[15] ? \$581 [63:56] : 8'h80;
+  assign \$583  = $signed(\$579 ) > $signed(\$582 );
+  assign \$584  = ! rd_tag2[2:1];
+  assign \$585  = \$584  ? spad_rd__data : lat_x;
+  assign \$586  = rd_tag2[14] ? \$585 [55:48] : 8'h80;
+  assign \$587  = ! rd_tag2[2:1];
+  assign \$588  = \$587  ? spad_rd__data : lat_x;
+  assign \$589  = rd_tag2[15] ? \$588 [63:56] : 8'h80;
+  assign \$590  = \$583  ? \$586  : \$589 ;
+  assign \$591  = $signed(\$576 ) > $signed(\$590 );
+  assign \$592  = ! rd_tag2[2:1];
+  assign \$593  = \$592  ? spad_rd__data : lat_x;
+  assign \$594  = rd_tag2[12] ? \$593 [39:32] : 8'h80;
+  assign \$595  = ! rd_tag2[2:1];
+  assign \$596  = \$595  ? spad_rd__data : lat_x;
+  assign \$597  = rd_tag2[13] ? \$596 [47:40] : 8'h80;
+  assign \$598  = $signed(\$594 ) > $signed(\$597 );
+  assign \$599  = ! rd_tag2[2:1];
+  assign \$600  = \$599  ? spad_rd__data : lat_x;
+  assign \$601  = rd_tag2[12] ? \$600 [39:32] : 8'h80;
+  assign \$602  = ! rd_tag2[2:1];
+  assign \$603  = \$602  ? spad_rd__data : lat_x;
+  assign \$604  = rd_tag2[13] ? \$603 [47:40] : 8'h80;
+  assign \$605  = \$598  ? \$601  : \$604 ;
+  assign \$606  = ! rd_tag2[2:1];
+  assign \$607  = \$606  ? spad_rd__data : lat_x;
+  assign \$608  = rd_tag2[14] ? \$607 [55:48] : 8'h80;
+  assign \$609  = ! rd_tag2[2:1];
+  assign \$610  = \$609  ? spad_rd__data : lat_x;
+  assign \$611  = rd_tag2[15] ? \$610 [63:56] : 8'h80;
+  assign \$612  = $signed(\$608 ) > $signed(\$611 );
+  assign \$613  = ! rd_tag2[2:1];
+  assign \$614  = \$613  ? spad_rd__data : lat_x;
+  assign \$615  = rd_tag2[14] ? \$614 [55:48] : 8'h80;
+  assign \$616  = ! rd_tag2[2:1];
+  assign \$617  = \$616  ? spad_rd__data : lat_x;
+  assign \$618  = rd_tag2[15] ? \$617 [63:56] : 8'h80;
+  assign \$619  = \$612  ? \$615  : \$618 ;
+  assign \$620  = \$591  ? \$605  : \$619 ;
+  assign \$621  = \$504  ? \$562  : \$620 ;
+  assign \$622  = ! rd_tag2[2:1];
+  assign \$623  = \$622  ? spad_rd__data : lat_x;
+  assign \$624  = rd_tag2[16] ? \$623 [71:64] : 8'h80;
+  assign \$625  = ! rd_tag2[2:1];
+  assign \$626  = \$625  ? spad_rd__data : lat_x;
+  assign \$627  = rd_tag2[17] ? \$626 [79:72] : 8'h80;
+  assign \$628  = $signed(\$624 ) > $signed(\$627 );
+  assign \$629  = ! rd_tag2[2:1];
+  assign \$630  = \$629  ? spad_rd__data : lat_x;
+  assign \$631  = rd_tag2[16] ? \$630 [71:64] : 8'h80;
+  assign \$632  = ! rd_tag2[2:1];
+  assign \$633  = \$632  ? spad_rd__data : lat_x;
+  assign \$634  = rd_tag2[17] ? \$633 [79:72] : 8'h80;
+  assign \$635  = \$628  ? \$631  : \$634 ;
+  assign \$636  = ! rd_tag2[2:1];
+  assign \$637  = \$636  ? spad_rd__data : lat_x;
+  assign \$638  = rd_tag2[18] ? \$637 [87:80] : 8'h80;
+  assign \$639  = ! rd_tag2[2:1];
+  assign \$640  = \$639  ? spad_rd__data : lat_x;
+  assign \$641  = rd_tag2[19] ? \$640 [95:88] : 8'h80;
+  assign \$642  = $signed(\$638 ) > $signed(\$641 );
+  assign \$643  = ! rd_tag2[2:1];
+  assign \$644  = \$643  ? spad_rd__data : lat_x;
+  assign \$645  = rd_tag2[18] ? \$644 [87:80] : 8'h80;
+  assign \$646  = ! rd_tag2[2:1];
+  assign \$647  = \$646  ? spad_rd__data : lat_x;
+  assign \$648  = rd_tag2[19] ? \$647 [95:88] : 8'h80;
+  assign \$649  = \$642  ? \$645  : \$648 ;
+  assign \$650  = $signed(\$635 ) > $signed(\$649 );
+  assign \$651  = ! rd_tag2[2:1];
+  assign \$652  = \$651  ? spad_rd__data : lat_x;
+  assign \$653  = rd_tag2[16] ? \$652 [71:64] : 8'h80;
+  assign \$654  = ! rd_tag2[2:1];
+  assign \$655  = \$654  ? spad_rd__data : lat_x;
+  assign \$656  = rd_tag2[17] ? \$655 [79:72] : 8'h80;
+  assign \$657  = $signed(\$653 ) > $signed(\$656 );
+  assign \$658  = ! rd_tag2[2:1];
+  assign \$659  = \$658  ? spad_rd__data : lat_x;
+  assign \$660  = rd_tag2[16] ? \$659 [71:64] : 8'h80;
+  assign \$661  = ! rd_tag2[2:1];
+  assign \$662  = \$661  ? spad_rd__data : lat_x;
+  assign \$663  = rd_tag2[17] ? \$662 [79:72] : 8'h80;
+  assign \$664  = \$657  ? \$660  : \$663 ;
+  assign \$665  = ! rd_tag2[2:1];
+  assign \$666  = \$665  ? spad_rd__data : lat_x;
+  assign \$667  = rd_tag2[18] ? \$666 [87:80] : 8'h80;
+  assign \$668  = ! rd_tag2[2:1];
+  assign \$669  = \$668  ? spad_rd__data : lat_x;
+  assign \$670  = rd_tag2[19] ? \$669 [95:88] : 8'h80;
+  assign \$671  = $signed(\$667 ) > $signed(\$670 );
+  assign \$672  = ! rd_tag2[2:1];
+  assign \$673  = \$672  ? spad_rd__data : lat_x;
+  assign \$674  = rd_tag2[18] ? \$673 [87:80] : 8'h80;
+  assign \$675  = ! rd_tag2[2:1];
+  assign \$676  = \$675  ? spad_rd__data : lat_x;
+  assign \$677  = rd_tag2[19] ? \$676 [95:88] : 8'h80;
+  assign \$678  = \$671  ? \$674  : \$677 ;
+  assign \$679  = \$650  ? \$664  : \$678 ;
+  assign \$680  = ! rd_tag2[2:1];
+  assign \$681  = \$680  ? spad_rd__data : lat_x;
+  assign \$682  = rd_tag2[20] ? \$681 [103:96] : 8'h80;
+  assign \$683  = ! rd_tag2[2:1];
+  assign \$684  = \$683  ? spad_rd__data : lat_x;
+  assign \$685  = rd_tag2[21] ? \$684 [111:104] : 8'h80;
+  assign \$686  = $signed(\$682 ) > $signed(\$685 );
+  assign \$687  = ! rd_tag2[2:1];
+  assign \$688  = \$687  ? spad_rd__data : lat_x;
+  assign \$689  = rd_tag2[20] ? \$688 [103:96] : 8'h80;
+  assign \$690  = ! rd_tag2[2:1];
+  assign \$691  = \$690  ? spad_rd__data : lat_x;
+  assign \$692  = rd_tag2[21] ? \$691 [111:104] : 8'h80;
+  assign \$693  = \$686  ? \$689  : \$692 ;
+  assign \$694  = ! rd_tag2[2:1];
+  assign \$695  = \$694  ? spad_rd__data : lat_x;
+  assign \$696  = rd_tag2[22] ? \$695 [119:112] : 8'h80;
+  assign \$697  = ! rd_tag2[2:1];
+  assign \$698  = \$697  ? spad_rd__data : lat_x;
+  assign \$699  = rd_tag2[23] ? \$698 [127:120] : 8'h80;
+  assign \$700  = $signed(\$696 ) > $signed(\$699 );
+  assign \$701  = ! rd_tag2[2:1];
+  assign \$702  = \$701  ? spad_rd__data : lat_x;
+  assign \$703  = rd_tag2[22] ? \$702 [119:112] : 8'h80;
+  assign \$704  = ! rd_tag2[2:1];
+  assign \$705  = \$704  ? spad_rd__data : lat_x;
+  assign \$706  = rd_tag2[23] ? \$705 [127:120] : 8'h80;
+  assign \$707  = \$700  ? \$703  : \$706 ;
+  assign \$708  = $signed(\$693 ) > $signed(\$707 );
+  assign \$709  = ! rd_tag2[2:1];
+  assign \$710  = \$709  ? spad_rd__data : lat_x;
+  assign \$711  = rd_tag2[20] ? \$710 [103:96] : 8'h80;
+  assign \$712  = ! rd_tag2[2:1];
+  assign \$713  = \$712  ? spad_rd__data : lat_x;
+  assign \$714  = rd_tag2[21] ? \$713 [111:104] : 8'h80;
+  assign \$715  = $signed(\$711 ) > $signed(\$714 );
+  assign \$716  = ! rd_tag2[2:1];
+  assign \$717  = \$716  ? spad_rd__data : lat_x;
+  assign \$718  = rd_tag2[20] ? \$717 [103:96] : 8'h80;
+  assign \$719  = ! rd_tag2[2:1];
+  assign \$720  = \$719  ? spad_rd__data : lat_x;
+  assign \$721  = rd_tag2[21] ? \$720 [111:104] : 8'h80;
+  assign \$722  = \$715  ? \$718  : \$721 ;
+  assign \$723  = ! rd_tag2[2:1];
+  assign \$724  = \$723  ? spad_rd__data : lat_x;
+  assign \$725  = rd_tag2[22] ? \$724 [119:112] : 8'h80;
+  assign \$726  = ! rd_tag2[2:1];
+  assign \$727  = \$726  ? spad_rd__data : lat_x;
+  assign \$728  = rd_tag2[23] ? \$727 [127:120] : 8'h80;
+  assign \$729  = $signed(\$725 ) > $signed(\$728 );
+  assign \$730  = ! rd_tag2[2:1];
+  assign \$731  = \$730  ? spad_rd__data : lat_x;
+  assign \$732  = rd_tag2[22] ? \$731 [119:112] : 8'h80;
+  assign \$733  = ! rd_tag2[2:1];
+  assign \$734  = \$733  ? spad_rd__data : lat_x;
+  assign \$735  = rd_tag2[23] ? \$734 [127:120] : 8'h80;
+  assign \$736  = \$729  ? \$732  : \$735 ;
+  assign \$737  = \$708  ? \$722  : \$736 ;
+  assign \$738  = $signed(\$679 ) > $signed(\$737 );
+  assign \$739  = ! rd_tag2[2:1];
+  assign \$740  = \$739  ? spad_rd__data : lat_x;
+  assign \$741  = rd_tag2[16] ? \$740 [71:64] : 8'h80;
+  assign \$742  = ! rd_tag2[2:1];
+  assign \$743  = \$742  ? spad_rd__data : lat_x;
+  assign \$744  = rd_tag2[17] ? \$743 [79:72] : 8'h80;
+  assign \$745  = $signed(\$741 ) > $signed(\$744 );
+  assign \$746  = ! rd_tag2[2:1];
+  assign \$747  = \$746  ? spad_rd__data : lat_x;
+  assign \$748  = rd_tag2[16] ? \$747 [71:64] : 8'h80;
+  assign \$749  = ! rd_tag2[2:1];
+  assign \$750  = \$749  ? spad_rd__data : lat_x;
+  assign \$751  = rd_tag2[17] ? \$750 [79:72] : 8'h80;
+  assign \$752  = \$745  ? \$748  : \$751 ;
+  assign \$753  = ! rd_tag2[2:1];
+  assign \$754  = \$753  ? spad_rd__data : lat_x;
+  assign \$755  = rd_tag2[18] ? \$754 [87:80] : 8'h80;
+  assign \$756  = ! rd_tag2[2:1];
+  assign \$757  = \$756  ? spad_rd__data : lat_x;
+  assign \$758  = rd_tag2[19] ? \$757 [95:88] : 8'h80;
+  assign \$759  = $signed(\$755 ) > $signed(\$758 );
+  assign \$760  = ! rd_tag2[2:1];
+  assign \$761  = \$760  ? spad_rd__data : lat_x;
+  assign \$762  = rd_tag2[18] ? \$761 [87:80] : 8'h80;
+  assign \$763  = ! rd_tag2[2:1];
+  assign \$764  = \$763  ? spad_rd__data : lat_x;
+  assign \$765  = rd_tag2[19] ? \$764 [95:88] : 8'h80;
+  assign \$766  = \$759  ? \$762  : \$765 ;
+  assign \$767  = $signed(\$752 ) > $signed(\$766 );
+  assign \$768  = ! rd_tag2[2:1];
+  assign \$769  = \$768  ? spad_rd__data : lat_x;
+  assign \$770  = rd_tag2[16] ? \$769 [71:64] : 8'h80;
+  assign \$771  = ! rd_tag2[2:1];
+  assign \$772  = \$771  ? spad_rd__data : lat_x;
+  assign \$773  = rd_tag2[17] ? \$772 [79:72] : 8'h80;
+  assign \$774  = $signed(\$770 ) > $signed(\$773 );
+  assign \$775  = ! rd_tag2[2:1];
+  assign \$776  = \$775  ? spad_rd__data : lat_x;
+  assign \$777  = rd_tag2[16] ? \$776 [71:64] : 8'h80;
+  assign \$778  = ! rd_tag2[2:1];
+  assign \$779  = \$778  ? spad_rd__data : lat_x;
+  assign \$780  = rd_tag2[17] ? \$779 [79:72] : 8'h80;
+  assign \$781  = \$774  ? \$777  : \$780 ;
+  assign \$782  = ! rd_tag2[2:1];
+  assign \$783  = \$782  ? spad_rd__data : lat_x;
+  assign \$784  = rd_tag2[18] ? \$783 [87:80] : 8'h80;
+  assign \$785  = ! rd_tag2[2:1];
+  assign \$786  = \$785  ? spad_rd__data : lat_x;
+  assign \$787  = rd_tag2[19] ? \$786 [95:88] : 8'h80;
+  assign \$788  = $signed(\$784 ) > $signed(\$787 );
+  assign \$789  = ! rd_tag2[2:1];
+  assign \$790  = \$789  ? spad_rd__data : lat_x;
+  assign \$791  = rd_tag2[18] ? \$790 [87:80] : 8'h80;
+  assign \$792  = ! rd_tag2[2:1];
+  assign \$793  = \$792  ? spad_rd__data : lat_x;
+  assign \$794  = rd_tag2[19] ? \$793 [95:88] : 8'h80;
+  assign \$795  = \$788  ? \$791  : \$794 ;
+  assign \$796  = \$767  ? \$781  : \$795 ;
+  assign \$797  = ! rd_tag2[2:1];
+  assign \$798  = \$797  ? spad_rd__data : lat_x;
+  assign \$799  = rd_tag2[20] ? \$798 [103:96] : 8'h80;
+  assign \$800  = ! rd_tag2[2:1];
+  assign \$801  = \$800  ? spad_rd__data : lat_x;
+  assign \$802  = rd_tag2[21] ? \$801 [111:104] : 8'h80;
+  assign \$803  = $signed(\$799 ) > $signed(\$802 );
+  assign \$804  = ! rd_tag2[2:1];
+  assign \$805  = \$804  ? spad_rd__data : lat_x;
+  assign \$806  = rd_tag2[20] ? \$805 [103:96] : 8'h80;
+  assign \$807  = ! rd_tag2[2:1];
+  assign \$808  = \$807  ? spad_rd__data : lat_x;
+  assign \$809  = rd_tag2[21] ? \$808 [111:104] : 8'h80;
+  assign \$810  = \$803  ? \$806  : \$809 ;
+  assign \$811  = ! rd_tag2[2:1];
+  assign \$812  = \$811  ? spad_rd__data : lat_x;
+  assign \$813  = rd_tag2[22] ? \$812 [119:112] : 8'h80;
+  assign \$814  = ! rd_tag2[2:1];
+  assign \$815  = \$814  ? spad_rd__data : lat_x;
+  assign \$816  = rd_tag2[23] ? \$815 [127:120] : 8'h80;
+  assign \$817  = $signed(\$813 ) > $signed(\$816 );
+  assign \$818  = ! rd_tag2[2:1];
+  assign \$819  = \$818  ? spad_rd__data : lat_x;
+  assign \$820  = rd_tag2[22] ? \$819 [119:112] : 8'h80;
+  assign \$821  = ! rd_tag2[2:1];
+  assign \$822  = \$821  ? spad_rd__data : lat_x;
+  assign \$823  = rd_tag2[23] ? \$822 [127:120] : 8'h80;
+  assign \$824  = \$817  ? \$820  : \$823 ;
+  assign \$825  = $signed(\$810 ) > $signed(\$824 );
+  assign \$826  = ! rd_tag2[2:1];
+  assign \$827  = \$826  ? spad_rd__data : lat_x;
+  assign \$828  = rd_tag2[20] ? \$827 [103:96] : 8'h80;
+  assign \$829  = ! rd_tag2[2:1];
+  assign \$830  = \$829  ? spad_rd__data : lat_x;
+  assign \$831  = rd_tag2[21] ? \$830 [111:104] : 8'h80;
+  assign \$832  = $signed(\$828 ) > $signed(\$831 );
+  assign \$833  = ! rd_tag2[2:1];
+  assign \$834  = \$833  ? spad_rd__data : lat_x;
+  assign \$835  = rd_tag2[20] ? \$834 [103:96] : 8'h80;
+  assign \$836  = ! rd_tag2[2:1];
+  assign \$837  = \$836  ? spad_rd__data : lat_x;
+  assign \$838  = rd_tag2[21] ? \$837 [111:104] : 8'h80;
+  assign \$839  = \$832  ? \$835  : \$838 ;
+  assign \$840  = ! rd_tag2[2:1];
+  assign \$841  = \$840  ? spad_rd__data : lat_x;
+  assign \$842  = rd_tag2[22] ? \$841 [119:112] : 8'h80;
+  assign \$843  = ! rd_tag2[2:1];
+  assign \$844  = \$843  ? spad_rd__data : lat_x;
+  assign \$845  = rd_tag2[23] ? \$844 [127:120] : 8'h80;
+  assign \$846  = $signed(\$842 ) > $signed(\$845 );
+  assign \$847  = ! rd_tag2[2:1];
+  assign \$848  = \$847  ? spad_rd__data : lat_x;
+  assign \$849  = rd_tag2[22] ? \$848 [119:112] : 8'h80;
+  assign \$850  = ! rd_tag2[2:1];
+  assign \$851  = \$850  ? spad_rd__data : lat_x;
+  assign \$852  = rd_tag2[23] ? \$851 [127:120] : 8'h80;
+  assign \$853  = \$846  ? \$849  : \$852 ;
+  assign \$854  = \$825  ? \$839  : \$853 ;
+  assign \$855  = \$738  ? \$796  : \$854 ;
+  assign \$856  = $signed(\$621 ) > $signed(\$855 );
+  assign \$857  = ! rd_tag2[2:1];
+  assign \$858  = \$857  ? spad_rd__data : lat_x;
+  assign \$859  = rd_tag2[8] ? \$858 [7:0] : 8'h80;
+  assign \$860  = ! rd_tag2[2:1];
+  assign \$861  = \$860  ? spad_rd__data : lat_x;
+  assign \$862  = rd_tag2[9] ? \$861 [15:8] : 8'h80;
+  assign \$863  = $signed(\$859 ) > $signed(\$862 );
+  assign \$864  = ! rd_tag2[2:1];
+  assign \$865  = \$864  ? spad_rd__data : lat_x;
+  assign \$866  = rd_tag2[8] ? \$865 [7:0] : 8'h80;
+  assign \$867  = ! rd_tag2[2:1];
+  assign \$868  = \$867  ? spad_rd__data : lat_x;
+  assign \$869  = rd_tag2[9] ? \$868 [15:8] : 8'h80;
+  assign \$870  = \$863  ? \$866  : \$869 ;
+  assign \$871  = ! rd_tag2[2:1];
+  assign \$872  = \$871  ? spad_rd__data : lat_x;
+  assign \$873  = rd_tag2[10] ? \$872 [23:16] : 8'h80;
+  assign \$874  = ! rd_tag2[2:1];
+  assign \$875  = \$874  ? spad_rd__data : lat_x;
+  assign \$876  = rd_tag2[11] ? \$875 [31:24] : 8'h80;
+  assign \$877  = $signed(\$873 ) > $signed(\$876 );
+  assign \$878  = ! rd_tag2[2:1];
+  assign \$879  = \$878  ? spad_rd__data : lat_x;
+  assign \$880  = rd_tag2[10] ? \$879 [23:16] : 8'h80;
+  assign \$881  = ! rd_tag2[2:1];
+  assign \$882  = \$881  ? spad_rd__data : lat_x;
+  assign \$883  = rd_tag2[11] ? \$882 [31:24] : 8'h80;
+  assign \$884  = \$877  ? \$880  : \$883 ;
+  assign \$885  = $signed(\$870 ) > $signed(\$884 );
+  assign \$886  = ! rd_tag2[2:1];
+  assign \$887  = \$886  ? spad_rd__data : lat_x;
+  assign \$888  = rd_tag2[8] ? \$887 [7:0] : 8'h80;
+  assign \$889  = ! rd_tag2[2:1];
+  assign \$890  = \$889  ? spad_rd__data : lat_x;
+  assign \$891  = rd_tag2[9] ? \$890 [15:8] : 8'h80;
+  assign \$892  = $signed(\$888 ) > $signed(\$891 );
+  assign \$893  = ! rd_tag2[2:1];
+  assign \$894  = \$893  ? spad_rd__data : lat_x;
+  assign \$895  = rd_tag2[8] ? \$894 [7:0] : 8'h80;
+  assign \$896  = ! rd_tag2[2:1];
+  assign \$897  = \$896  ? spad_rd__data : lat_x;
+  assign \$898  = rd_tag2[9] ? \$897 [15:8] : 8'h80;
+  assign \$899  = \$892  ? \$895  : \$898 ;
+  assign \$900  = ! rd_tag2[2:1];
+  assign \$901  = \$900  ? spad_rd__data : lat_x;
+  assign \$902  = rd_tag2[10] ? \$901 [23:16] : 8'h80;
+  assign \$903  = ! rd_tag2[2:1];
+  assign \$904  = \$903  ? spad_rd__data : lat_x;
+  assign \$905  = rd_tag2[11] ? \$904 [31:24] : 8'h80;
+  assign \$906  = $signed(\$902 ) > $signed(\$905 );
+  assign \$907  = ! rd_tag2[2:1];
+  assign \$908  = \$907  ? spad_rd__data : lat_x;
+  assign \$909  = rd_tag2[10] ? \$908 [23:16] : 8'h80;
+  assign \$910  = ! rd_tag2[2:1];
+  assign \$911  = \$910  ? spad_rd__data : lat_x;
+  assign \$912  = rd_tag2[11] ? \$911 [31:24] : 8'h80;
+  assign \$913  = \$906  ? \$909  : \$912 ;
+  assign \$914  = \$885  ? \$899  : \$913 ;
+  assign \$915  = ! rd_tag2[2:1];
+  assign \$916  = \$915  ? spad_rd__data : lat_x;
+  assign \$917  = rd_tag2[12] ? \$916 [39:32] : 8'h80;
+  assign \$918  = ! rd_tag2[2:1];
+  assign \$919  = \$918  ? spad_rd__data : lat_x;
+  assign \$920  = rd_tag2[13] ? \$919 [47:40] : 8'h80;
+  assign \$921  = $signed(\$917 ) > $signed(\$920 );
+  assign \$922  = ! rd_tag2[2:1];
+  assign \$923  = \$922  ? spad_rd__data : lat_x;
+  assign \$924  = rd_tag2[12] ? \$923 [39:32] : 8'h80;
+  assign \$925  = ! rd_tag2[2:1];
+  assign \$926  = \$925  ? spad_rd__data : lat_x;
+  assign \$927  = rd_tag2[13] ? \$926 [47:40] : 8'h80;
+  assign \$928  = \$921  ? \$924  : \$927 ;
+  assign \$929  = ! rd_tag2[2:1];
+  assign \$930  = \$929  ? spad_rd__data : lat_x;
+  assign \$931  = rd_tag2[14] ? \$930 [55:48] : 8'h80;
+  assign \$932  = ! rd_tag2[2:1];
+  assign \$933  = \$932  ? spad_rd__data : lat_x;
+  assign \$934  = rd_tag2[15] ? \$933 [63:56] : 8'h80;
+  assign \$935  = $signed(\$931 ) > $signed(\$934 );
+  assign \$936  = ! rd_tag2[2:1];
+  assign \$937  = \$936  ? spad_rd__data : lat_x;
+  assign \$938  = rd_tag2[14] ? \$937 [55:48] : 8'h80;
+  assign \$939  = ! rd_tag2[2:1];
+  assign \$940  = \$939  ? spad_rd__data : lat_x;
+  assign \$941  = rd_tag2[15] ? \$940 [63:56] : 8'h80;
+  assign \$942  = \$935  ? \$938  : \$941 ;
+  assign \$943  = $signed(\$928 ) > $signed(\$942 );
+  assign \$944  = ! rd_tag2[2:1];
+  assign \$945  = \$944  ? spad_rd__data : lat_x;
+  assign \$946  = rd_tag2[12] ? \$945 [39:32] : 8'h80;
+  assign \$947  = ! rd_tag2[2:1];
+  assign \$948  = \$947  ? spad_rd__data : lat_x;
+  assign \$949  = rd_tag2[13] ? \$948 [47:40] : 8'h80;
+  assign \$950  = $signed(\$946 ) > $signed(\$949 );
+  assign \$951  = ! rd_tag2[2:1];
+  assign \$952  = \$951  ? spad_rd__data : lat_x;
+  assign \$953  = rd_tag2[12] ? \$952 [39:32] : 8'h80;
+  assign \$954  = ! rd_tag2[2:1];
+  assign \$955  = \$954  ? spad_rd__data : lat_x;
+  assign \$956  = rd_tag2[13] ? \$955 [47:40] : 8'h80;
+  assign \$957  = \$950  ? \$953  : \$956 ;
+  assign \$958  = ! rd_tag2[2:1];
+  assign \$959  = \$958  ? spad_rd__data : lat_x;
+  assign \$960  = rd_tag2[14] ? \$959 [55:48] : 8'h80;
+  assign \$961  = ! rd_tag2[2:1];
+  assign \$962  = \$961  ? spad_rd__data : lat_x;
+  assign \$963  = rd_tag2[15] ? \$962 [63:56] : 8'h80;
+  assign \$964  = $signed(\$960 ) > $signed(\$963 );
+  assign \$965  = ! rd_tag2[2:1];
+  assign \$966  = \$965  ? spad_rd__data : lat_x;
+  assign \$967  = rd_tag2[14] ? \$966 [55:48] : 8'h80;
+  assign \$968  = ! rd_tag2[2:1];
+  assign \$969  = \$968  ? spad_rd__data : lat_x;
+  assign \$970  = rd_tag2[15] ? \$969 [63:56] : 8'h80;
+  assign \$971  = \$964  ? \$967  : \$970 ;
+  assign \$972  = \$943  ? \$957  : \$971 ;
+  assign \$973  = $signed(\$914 ) > $signed(\$972 );
+  assign \$974  = ! rd_tag2[2:1];
+  assign \$975  = \$974  ? spad_rd__data : lat_x;
+  assign \$976  = rd_tag2[8] ? \$975 [7:0] : 8'h80;
+  assign \$977  = ! rd_tag2[2:1];
+  assign \$978  = \$977  ? spad_rd__data : lat_x;
+  assign \$979  = rd_tag2[9] ? \$978 [15:8] : 8'h80;
+  assign \$980  = $signed(\$976 ) > $signed(\$979 );
+  assign \$981  = ! rd_tag2[2:1];
+  assign \$982  = \$981  ? spad_rd__data : lat_x;
+  assign \$983  = rd_tag2[8] ? \$982 [7:0] : 8'h80;
+  assign \$984  = ! rd_tag2[2:1];
+  assign \$985  = \$984  ? spad_rd__data : lat_x;
+  assign \$986  = rd_tag2[9] ? \$985 [15:8] : 8'h80;
+  assign \$987  = \$980  ? \$983  : \$986 ;
+  assign \$988  = ! rd_tag2[2:1];
+  assign \$989  = \$988  ? spad_rd__data : lat_x;
+  assign \$990  = rd_tag2[10] ? \$989 [23:16] : 8'h80;
+  assign \$991  = ! rd_tag2[2:1];
+  assign \$992  = \$991  ? spad_rd__data : lat_x;
+  assign \$993  = rd_tag2[11] ? \$992 [31:24] : 8'h80;
+  assign \$994  = $signed(\$990 ) > $signed(\$993 );
+  assign \$995  = ! rd_tag2[2:1];
+  assign \$996  = \$995  ? spad_rd__data : lat_x;
+  assign \$997  = rd_tag2[10] ? \$996 [23:16] : 8'h80;
+  assign \$998  = ! rd_tag2[2:1];
+  assign \$999  = \$998  ? spad_rd__data : lat_x;
+  assign \$1000  = rd_tag2[11] ? \$999 [31:24] : 8'h80;
+  assign \$1001  = \$994  ? \$997  : \$1000 ;
+  assign \$1002  = $signed(\$987 ) > $signed(\$1001 );
+  assign \$1003  = ! rd_tag2[2:1];
+  assign \$1004  = \$1003  ? spad_rd__data : lat_x;
+  assign \$1005  = rd_tag2[8] ? \$1004 [7:0] : 8'h80;
+  assign \$1006  = ! rd_tag2[2:1];
+  assign \$1007  = \$1006  ? spad_rd__data : lat_x;
+  assign \$1008  = rd_tag2[9] ? \$1007 [15:8] : 8'h80;
+  assign \$1009  = $signed(\$1005 ) > $signed(\$1008 );
+  assign \$1010  = ! rd_tag2[2:1];
+  assign \$1011  = \$1010  ? spad_rd__data : lat_x;
+  assign \$1012  = rd_tag2[8] ? \$1011 [7:0] : 8'h80;
+  assign \$1013  = ! rd_tag2[2:1];
+  assign \$1014  = \$1013  ? spad_rd__data : lat_x;
+  assign \$1015  = rd_tag2[9] ? \$1014 [15:8] : 8'h80;
+  assign \$1016  = \$1009  ? \$1012  : \$1015 ;
+  assign \$1017  = ! rd_tag2[2:1];
+  assign \$1018  = \$1017  ? spad_rd__data : lat_x;
+  assign \$1019  = rd_tag2[10] ? \$1018 [23:16] : 8'h80;
+  assign \$1020  = ! rd_tag2[2:1];
+  assign \$1021  = \$1020  ? spad_rd__data : lat_x;
+  assign \$1022  = rd_tag2[11] ? \$1021 [31:24] : 8'h80;
+  assign \$1023  = $signed(\$1019 ) > $signed(\$1022 );
+  assign \$1024  = ! rd_tag2[2:1];
+  assign \$1025  = \$1024  ? spad_rd__data : lat_x;
+  assign \$1026  = rd_tag2[10] ? \$1025 [23:16] : 8'h80;
+  assign \$1027  = ! rd_tag2[2:1];
+  assign \$1028  = \$1027  ? spad_rd__data : lat_x;
+  assign \$1029  = rd_tag2[11] ? \$1028 [31:24] : 8'h80;
+  assign \$1030  = \$1023  ? \$1026  : \$1029 ;
+  assign \$1031  = \$1002  ? \$1016  : \$1030 ;
+  assign \$1032  = ! rd_tag2[2:1];
+  assign \$1033  = \$1032  ? spad_rd__data : lat_x;
+  assign \$1034  = rd_tag2[12] ? \$1033 [39:32] : 8'h80;
+  assign \$1035  = ! rd_tag2[2:1];
+  assign \$1036  = \$1035  ? spad_rd__data : lat_x;
+  assign \$1037  = rd_tag2[13] ? \$1036 [47:40] : 8'h80;
+  assign \$1038  = $signed(\$1034 ) > $signed(\$1037 );
+  assign \$1039  = ! rd_tag2[2:1];
+  assign \$1040  = \$1039  ? spad_rd__data : lat_x;
+  assign \$1041  = rd_tag2[12] ? \$1040 [39:32] : 8'h80;
+  assign \$1042  = ! rd_tag2[2:1];
+  assign \$1043  = \$1042  ? spad_rd__data : lat_x;
+  assign \$1044  = rd_tag2[13] ? \$1043 [47:40] : 8'h80;
+  assign \$1045  = \$1038  ? \$1041  : \$1044 ;
+  assign \$1046  = ! rd_tag2[2:1];
+  assign \$1047  = \$1046  ? spad_rd__data : lat_x;
+  assign \$1048  = rd_tag2[14] ? \$1047 [55:48] : 8'h80;
+  assign \$1049  = ! rd_tag2[2:1];
+  assign \$1050  = \$1049  ? spad_rd__data : lat_x;
+  assign \$1051  = rd_tag2[15] ? \$1050 [63:56] : 8'h80;
+  assign \$1052  = $signed(\$1048 ) > $signed(\$1051 );
+  assign \$1053  = ! rd_tag2[2:1];
+  assign \$1054  = \$1053  ? spad_rd__data : lat_x;
+  assign \$1055  = rd_tag2[14] ? \$1054 [55:48] : 8'h80;
+  assign \$1056  = ! rd_tag2[2:1];
+  assign \$1057  = \$1056  ? spad_rd__data : lat_x;
+  assign \$1058  = rd_tag2[15] ? \$1057 [63:56] : 8'h80;
+  assign \$1059  = \$1052  ? \$1055  : \$1058 ;
+  assign \$1060  = $signed(\$1045 ) > $signed(\$1059 );
+  assign \$1061  = ! rd_tag2[2:1];
+  assign \$1062  = \$1061  ? spad_rd__data : lat_x;
+  assign \$1063  = rd_tag2[12] ? \$1062 [39:32] : 8'h80;
+  assign \$1064  = ! rd_tag2[2:1];
+  assign \$1065  = \$1064  ? spad_rd__data : lat_x;
+  assign \$1066  = rd_tag2[13] ? \$1065 [47:40] : 8'h80;
+  assign \$1067  = $signed(\$1063 ) > $signed(\$1066 );
+  assign \$1068  = ! rd_tag2[2:1];
+  assign \$1069  = \$1068  ? spad_rd__data : lat_x;
+  assign \$1070  = rd_tag2[12] ? \$1069 [39:32] : 8'h80;
+  assign \$1071  = ! rd_tag2[2:1];
+  assign \$1072  = \$1071  ? spad_rd__data : lat_x;
+  assign \$1073  = rd_tag2[13] ? \$1072 [47:40] : 8'h80;
+  assign \$1074  = \$1067  ? \$1070  : \$1073 ;
+  assign \$1075  = ! rd_tag2[2:1];
+  assign \$1076  = \$1075  ? spad_rd__data : lat_x;
+  assign \$1077  = rd_tag2[14] ? \$1076 [55:48] : 8'h80;
+  assign \$1078  = ! rd_tag2[2:1];
+  assign \$1079  = \$1078  ? spad_rd__data : lat_x;
+  assign \$1080  = rd_tag2[15] ? \$1079 [63:56] : 8'h80;
+  assign \$1081  = $signed(\$1077 ) > $signed(\$1080 );
+  assign \$1082  = ! rd_tag2[2:1];
+  assign \$1083  = \$1082  ? spad_rd__data : lat_x;
+  assign \$1084  = rd_tag2[14] ? \$1083 [55:48] : 8'h80;
+  assign \$1085  = ! rd_tag2[2:1];
+  assign \$1086  = \$1085  ? spad_rd__data : lat_x;
+  assign \$1087  = rd_tag2[15] ? \$1086 [63:56] : 8'h80;
+  assign \$1088  = \$1081  ? \$1084  : \$1087 ;
+  assign \$1089  = \$1060  ? \$1074  : \$1088 ;
+  assign \$1090  = \$973  ? \$1031  : \$1089 ;
+  assign \$1091  = ! rd_tag2[2:1];
+  assign \$1092  = \$1091  ? spad_rd__data : lat_x;
+  assign \$1093  = rd_tag2[16] ? \$1092 [71:64] : 8'h80;
+  assign \$1094  = ! rd_tag2[2:1];
+  assign \$1095  = \$1094  ? spad_rd__data : lat_x;
+  assign \$1096  = rd_tag2[17] ? \$1095 [79:72] : 8'h80;
+  assign \$1097  = $signed(\$1093 ) > $signed(\$1096 );
+  assign \$1098  = ! rd_tag2[2:1];
+  assign \$1099  = \$1098  ? spad_rd__data : lat_x;
+  assign \$1100  = rd_tag2[16] ? \$1099 [71:64] : 8'h80;
+  assign \$1101  = ! rd_tag2[2:1];
+  assign \$1102  = \$1101  ? spad_rd__data : lat_x;
+  assign \$1103  = rd_tag2[17] ? \$1102 [79:72] : 8'h80;
+  assign \$1104  = \$1097  ? \$1100  : \$1103 ;
+  assign \$1105  = ! rd_tag2[2:1];
+  assign \$1106  = \$1105  ? spad_rd__data : lat_x;
+  assign \$1107  = rd_tag2[18] ? \$1106 [87:80] : 8'h80;
+  assign \$1108  = ! rd_tag2[2:1];
+  assign \$1109  = \$1108  ? spad_rd__data : lat_x;
+  assign \$1110  = rd_tag2[19] ? \$1109 [95:88] : 8'h80;
+  assign \$1111  = $signed(\$1107 ) > $signed(\$1110 );
+  assign \$1112  = ! rd_tag2[2:1];
+  assign \$1113  = \$1112  ? spad_rd__data : lat_x;
+  assign \$1114  = rd_tag2[18] ? \$1113 [87:80] : 8'h80;
+  assign \$1115  = ! rd_tag2[2:1];
+  assign \$1116  = \$1115  ? spad_rd__data : lat_x;
+  assign \$1117  = rd_tag2[19] ? \$1116 [95:88] : 8'h80;
+  assign \$1118  = \$1111  ? \$1114  : \$1117 ;
+  assign \$1119  = $signed(\$1104 ) > $signed(\$1118 );
+  assign \$1120  = ! rd_tag2[2:1];
+  assign \$1121  = \$1120  ? spad_rd__data : lat_x;
+  assign \$1122  = rd_tag2[16] ? \$1121 [71:64] : 8'h80;
+  assign \$1123  = ! rd_tag2[2:1];
+  assign \$1124  = \$1123  ? spad_rd__data : lat_x;
+  assign \$1125  = rd_tag2[17] ? \$1124 [79:72] : 8'h80;
+  assign \$1126  = $signed(\$1122 ) > $signed(\$1125 );
+  assign \$1127  = ! rd_tag2[2:1];
+  assign \$1128  = \$1127  ? spad_rd__data : lat_x;
+  assign \$1129  = rd_tag2[16] ? \$1128 [71:64] : 8'h80;
+  assign \$1130  = ! rd_tag2[2:1];
+  assign \$1131  = \$1130  ? spad_rd__data : lat_x;
+  assign \$1132  = rd_tag2[17] ? \$1131 [79:72] : 8'h80;
+  assign \$1133  = \$1126  ? \$1129  : \$1132 ;
+  assign \$1134  = ! rd_tag2[2:1];
+  assign \$1135  = \$1134  ? spad_rd__data : lat_x;
+  assign \$1136  = rd_tag2[18] ? \$1135 [87:80] : 8'h80;
+  assign \$1137  = ! rd_tag2[2:1];
+  assign \$1138  = \$1137  ? spad_rd__data : lat_x;
+  assign \$1139  = rd_tag2[19] ? \$1138 [95:88] : 8'h80;
+  assign \$1140  = $signed(\$1136 ) > $signed(\$1139 );
+  assign \$1141  = ! rd_tag2[2:1];
+  assign \$1142  = \$1141  ? spad_rd__data : lat_x;
+  assign \$1143  = rd_tag2[18] ? \$1142 [87:80] : 8'h80;
+  assign \$1144  = ! rd_tag2[2:1];
+  assign \$1145  = \$1144  ? spad_rd__data : lat_x;
+  assign \$1146  = rd_tag2[19] ? \$1145 [95:88] : 8'h80;
+  assign \$1147  = \$1140  ? \$1143  : \$1146 ;
+  assign \$1148  = \$1119  ? \$1133  : \$1147 ;
+  assign \$1149  = ! rd_tag2[2:1];
+  assign \$1150  = \$1149  ? spad_rd__data : lat_x;
+  assign \$1151  = rd_tag2[20] ? \$1150 [103:96] : 8'h80;
+  assign \$1152  = ! rd_tag2[2:1];
+  assign \$1153  = \$1152  ? spad_rd__data : lat_x;
+  assign \$1154  = rd_tag2[21] ? \$1153 [111:104] : 8'h80;
+  assign \$1155  = $signed(\$1151 ) > $signed(\$1154 );
+  assign \$1156  = ! rd_tag2[2:1];
+  assign \$1157  = \$1156  ? spad_rd__data : lat_x;
+  assign \$1158  = rd_tag2[20] ? \$1157 [103:96] : 8'h80;
+  assign \$1159  = ! rd_tag2[2:1];
+  assign \$1160  = \$1159  ? spad_rd__data : lat_x;
+  assign \$1161  = rd_tag2[21] ? \$1160 [111:104] : 8'h80;
+  assign \$1162  = \$1155  ? \$1158  : \$1161 ;
+  assign \$1163  = ! rd_tag2[2:1];
+  assign \$1164  = \$1163  ? spad_rd__data : lat_x;
+  assign \$1165  = rd_tag2[22] ? \$1164 [119:112] : 8'h80;
+  assign \$1166  = ! rd_tag2[2:1];
+  assign \$1167  = \$1166  ? spad_rd__data : lat_x;
+  assign \$1168  = rd_tag2[23] ? \$1167 [127:120] : 8'h80;
+  assign \$1169  = $signed(\$1165 ) > $signed(\$1168 );
+  assign \$1170  = ! rd_tag2[2:1];
+  assign \$1171  = \$1170  ? spad_rd__data : lat_x;
+  assign \$1172  = rd_tag2[22] ? \$1171 [119:112] : 8'h80;
+  assign \$1173  = ! rd_tag2[2:1];
+  assign \$1174  = \$1173  ? spad_rd__data : lat_x;
+  assign \$1175  = rd_tag2[23] ? \$1174 [127:120] : 8'h80;
+  assign \$1176  = \$1169  ? \$1172  : \$1175 ;
+  assign \$1177  = $signed(\$1162 ) > $signed(\$1176 );
+  assign \$1178  = ! rd_tag2[2:1];
+  assign \$1179  = \$1178  ? spad_rd__data : lat_x;
+  assign \$1180  = rd_tag2[20] ? \$1179 [103:96] : 8'h80;
+  assign \$1181  = ! rd_tag2[2:1];
+  assign \$1182  = \$1181  ? spad_rd__data : lat_x;
+  assign \$1183  = rd_tag2[21] ? \$1182 [111:104] : 8'h80;
+  assign \$1184  = $signed(\$1180 ) > $signed(\$1183 );
+  assign \$1185  = ! rd_tag2[2:1];
+  assign \$1186  = \$1185  ? spad_rd__data : lat_x;
+  assign \$1187  = rd_tag2[20] ? \$1186 [103:96] : 8'h80;
+  assign \$1188  = ! rd_tag2[2:1];
+  assign \$1189  = \$1188  ? spad_rd__data : lat_x;
+  assign \$1190  = rd_tag2[21] ? \$1189 [111:104] : 8'h80;
+  assign \$1191  = \$1184  ? \$1187  : \$1190 ;
+  assign \$1192  = ! rd_tag2[2:1];
+  assign \$1193  = \$1192  ? spad_rd__data : lat_x;
+  assign \$1194  = rd_tag2[22] ? \$1193 [119:112] : 8'h80;
+  assign \$1195  = ! rd_tag2[2:1];
+  assign \$1196  = \$1195  ? spad_rd__data : lat_x;
+  assign \$1197  = rd_tag2[23] ? \$1196 [127:120] : 8'h80;
+  assign \$1198  = $signed(\$1194 ) > $signed(\$1197 );
+  assign \$1199  = ! rd_tag2[2:1];
+  assign \$1200  = \$1199  ? spad_rd__data : lat_x;
+  assign \$1201  = rd_tag2[22] ? \$1200 [119:112] : 8'h80;
+  assign \$1202  = ! rd_tag2[2:1];
+  assign \$1203  = \$1202  ? spad_rd__data : lat_x;
+  assign \$1204  = rd_tag2[23] ? \$1203 [127:120] : 8'h80;
+  assign \$1205  = \$1198  ? \$1201  : \$1204 ;
+  assign \$1206  = \$1177  ? \$1191  : \$1205 ;
+  assign \$1207  = $signed(\$1148 ) > $signed(\$1206 );
+  assign \$1208  = ! rd_tag2[2:1];
+  assign \$1209  = \$1208  ? spad_rd__data : lat_x;
+  assign \$1210  = rd_tag2[16] ? \$1209 [71:64] : 8'h80;
+  assign \$1211  = ! rd_tag2[2:1];
+  assign \$1212  = \$1211  ? spad_rd__data : lat_x;
+  assign \$1213  = rd_tag2[17] ? \$1212 [79:72] : 8'h80;
+  assign \$1214  = $signed(\$1210 ) > $signed(\$1213 );
+  assign \$1215  = ! rd_tag2[2:1];
+  assign \$1216  = \$1215  ? spad_rd__data : lat_x;
+  assign \$1217  = rd_tag2[16] ? \$1216 [71:64] : 8'h80;
+  assign \$1218  = ! rd_tag2[2:1];
+  assign \$1219  = \$1218  ? spad_rd__data : lat_x;
+  assign \$1220  = rd_tag2[17] ? \$1219 [79:72] : 8'h80;
+  assign \$1221  = \$1214  ? \$1217  : \$1220 ;
+  assign \$1222  = ! rd_tag2[2:1];
+  assign \$1223  = \$1222  ? spad_rd__data : lat_x;
+  assign \$1224  = rd_tag2[18] ? \$1223 [87:80] : 8'h80;
+  assign \$1225  = ! rd_tag2[2:1];
+  assign \$1226  = \$1225  ? spad_rd__data : lat_x;
+  assign \$1227  = rd_tag2[19] ? \$1226 [95:88] : 8'h80;
+  assign \$1228  = $signed(\$1224 ) > $signed(\$1227 );
+  assign \$1229  = ! rd_tag2[2:1];
+  assign \$1230  = \$1229  ? spad_rd__data : lat_x;
+  assign \$1231  = rd_tag2[18] ? \$1230 [87:80] : 8'h80;
+  assign \$1232  = ! rd_tag2[2:1];
+  assign \$1233  = \$1232  ? spad_rd__data : lat_x;
+  assign \$1234  = rd_tag2[19] ? \$1233 [95:88] : 8'h80;
+  assign \$1235  = \$1228  ? \$1231  : \$1234 ;
+  assign \$1236  = $signed(\$1221 ) > $signed(\$1235 );
+  assign \$1237  = ! rd_tag2[2:1];
+  assign \$1238  = \$1237  ? spad_rd__data : lat_x;
+  assign \$1239  = rd_tag2[16] ? \$1238 [71:64] : 8'h80;
+  assign \$1240  = ! rd_tag2[2:1];
+  assign \$1241  = \$1240  ? spad_rd__data : lat_x;
+  assign \$1242  = rd_tag2[17] ? \$1241 [79:72] : 8'h80;
+  assign \$1243  = $signed(\$1239 ) > $signed(\$1242 );
+  assign \$1244  = ! rd_tag2[2:1];
+  assign \$1245  = \$1244  ? spad_rd__data : lat_x;
+  assign \$1246  = rd_tag2[16] ? \$1245 [71:64] : 8'h80;
+  assign \$1247  = ! rd_tag2[2:1];
+  assign \$1248  = \$1247  ? spad_rd__data : lat_x;
+  assign \$1249  = rd_tag2[17] ? \$1248 [79:72] : 8'h80;
+  assign \$1250  = \$1243  ? \$1246  : \$1249 ;
+  assign \$1251  = ! rd_tag2[2:1];
+  assign \$1252  = \$1251  ? spad_rd__data : lat_x;
+  assign \$1253  = rd_tag2[18] ? \$1252 [87:80] : 8'h80;
+  assign \$1254  = ! rd_tag2[2:1];
+  assign \$1255  = \$1254  ? spad_rd__data : lat_x;
+  assign \$1256  = rd_tag2[19] ? \$1255 [95:88] : 8'h80;
+  assign \$1257  = $signed(\$1253 ) > $signed(\$1256 );
+  assign \$1258  = ! rd_tag2[2:1];
+  assign \$1259  = \$1258  ? spad_rd__data : lat_x;
+  assign \$1260  = rd_tag2[18] ? \$1259 [87:80] : 8'h80;
+  assign \$1261  = ! rd_tag2[2:1];
+  assign \$1262  = \$1261  ? spad_rd__data : lat_x;
+  assign \$1263  = rd_tag2[19] ? \$1262 [95:88] : 8'h80;
+  assign \$1264  = \$1257  ? \$1260  : \$1263 ;
+  assign \$1265  = \$1236  ? \$1250  : \$1264 ;
+  assign \$1266  = ! rd_tag2[2:1];
+  assign \$1267  = \$1266  ? spad_rd__data : lat_x;
+  assign \$1268  = rd_tag2[20] ? \$1267 [103:96] : 8'h80;
+  assign \$1269  = ! rd_tag2[2:1];
+  assign \$1270  = \$1269  ? spad_rd__data : lat_x;
+  assign \$1271  = rd_tag2[21] ? \$1270 [111:104] : 8'h80;
+  assign \$1272  = $signed(\$1268 ) > $signed(\$1271 );
+  assign \$1273  = ! rd_tag2[2:1];
+  assign \$1274  = \$1273  ? spad_rd__data : lat_x;
+  assign \$1275  = rd_tag2[20] ? \$1274 [103:96] : 8'h80;
+  assign \$1276  = ! rd_tag2[2:1];
+  assign \$1277  = \$1276  ? spad_rd__data : lat_x;
+  assign \$1278  = rd_tag2[21] ? \$1277 [111:104] : 8'h80;
+  assign \$1279  = \$1272  ? \$1275  : \$1278 ;
+  assign \$1280  = ! rd_tag2[2:1];
+  assign \$1281  = \$1280  ? spad_rd__data : lat_x;
+  assign \$1282  = rd_tag2[22] ? \$1281 [119:112] : 8'h80;
+  assign \$1283  = ! rd_tag2[2:1];
+  assign \$1284  = \$1283  ? spad_rd__data : lat_x;
+  assign \$1285  = rd_tag2[23] ? \$1284 [127:120] : 8'h80;
+  assign \$1286  = $signed(\$1282 ) > $signed(\$1285 );
+  assign \$1287  = ! rd_tag2[2:1];
+  assign \$1288  = \$1287  ? spad_rd__data : lat_x;
+  assign \$1289  = rd_tag2[22] ? \$1288 [119:112] : 8'h80;
+  assign \$1290  = ! rd_tag2[2:1];
+  assign \$1291  = \$1290  ? spad_rd__data : lat_x;
+  assign \$1292  = rd_tag2[23] ? \$1291 [127:120] : 8'h80;
+  assign \$1293  = \$1286  ? \$1289  : \$1292 ;
+  assign \$1294  = $signed(\$1279 ) > $signed(\$1293 );
+  assign \$1295  = ! rd_tag2[2:1];
+  assign \$1296  = \$1295  ? spad_rd__data : lat_x;
+  assign \$1297  = rd_tag2[20] ? \$1296 [103:96] : 8'h80;
+  assign \$1298  = ! rd_tag2[2:1];
+  assign \$1299  = \$1298  ? spad_rd__data : lat_x;
+  assign \$1300  = rd_tag2[21] ? \$1299 [111:104] : 8'h80;
+  assign \$1301  = $signed(\$1297 ) > $signed(\$1300 );
+  assign \$1302  = ! rd_tag2[2:1];
+  assign \$1303  = \$1302  ? spad_rd__data : lat_x;
+  assign \$1304  = rd_tag2[20] ? \$1303 [103:96] : 8'h80;
+  assign \$1305  = ! rd_tag2[2:1];
+  assign \$1306  = \$1305  ? spad_rd__data : lat_x;
+  assign \$1307  = rd_tag2[21] ? \$1306 [111:104] : 8'h80;
+  assign \$1308  = \$1301  ? \$1304  : \$1307 ;
+  assign \$1309  = ! rd_tag2[2:1];
+  assign \$1310  = \$1309  ? spad_rd__data : lat_x;
+  assign \$1311  = rd_tag2[22] ? \$1310 [119:112] : 8'h80;
+  assign \$1312  = ! rd_tag2[2:1];
+  assign \$1313  = \$1312  ? spad_rd__data : lat_x;
+  assign \$1314  = rd_tag2[23] ? \$1313 [127:120] : 8'h80;
+  assign \$1315  = $signed(\$1311 ) > $signed(\$1314 );
+  assign \$1316  = ! rd_tag2[2:1];
+  assign \$1317  = \$1316  ? spad_rd__data : lat_x;
+  assign \$1318  = rd_tag2[22] ? \$1317 [119:112] : 8'h80;
+  assign \$1319  = ! rd_tag2[2:1];
+  assign \$1320  = \$1319  ? spad_rd__data : lat_x;
+  assign \$1321  = rd_tag2[23] ? \$1320 [127:120] : 8'h80;
+  assign \$1322  = \$1315  ? \$1318  : \$1321 ;
+  assign \$1323  = \$1294  ? \$1308  : \$1322 ;
+  assign \$1324  = \$1207  ? \$1265  : \$1323 ;
+  assign \$1325  = \$856  ? \$1090  : \$1324 ;
+  assign \$1326  = $signed(\$1325 ) > $signed(m_row);
+  assign \$1327  = ! rd_tag2[2:1];
+  assign \$1328  = \$1327  ? spad_rd__data : lat_x;
+  assign \$1329  = rd_tag2[8] ? \$1328 [7:0] : 8'h80;
+  assign \$1330  = ! rd_tag2[2:1];
+  assign \$1331  = \$1330  ? spad_rd__data : lat_x;
+  assign \$1332  = rd_tag2[9] ? \$1331 [15:8] : 8'h80;
+  assign \$1333  = $signed(\$1329 ) > $signed(\$1332 );
+  assign \$1334  = ! rd_tag2[2:1];
+  assign \$1335  = \$1334  ? spad_rd__data : lat_x;
+  assign \$1336  = rd_tag2[8] ? \$1335 [7:0] : 8'h80;
+  assign \$1337  = ! rd_tag2[2:1];
+  assign \$1338  = \$1337  ? spad_rd__data : lat_x;
+  assign \$1339  = rd_tag2[9] ? \$1338 [15:8] : 8'h80;
+  assign \$1340  = \$1333  ? \$1336  : \$1339 ;
+  assign \$1341  = ! rd_tag2[2:1];
+  assign \$1342  = \$1341  ? spad_rd__data : lat_x;
+  assign \$1343  = rd_tag2[10] ? \$1342 [23:16] : 8'h80;
+  assign \$1344  = ! rd_tag2[2:1];
+  assign \$1345  = \$1344  ? spad_rd__data : lat_x;
+  assign \$1346  = rd_tag2[11] ? \$1345 [31:24] : 8'h80;
+  assign \$1347  = $signed(\$1343 ) > $signed(\$1346 );
+  assign \$1348  = ! rd_tag2[2:1];
+  assign \$1349  = \$1348  ? spad_rd__data : lat_x;
+  assign \$1350  = rd_tag2[10] ? \$1349 [23:16] : 8'h80;
+  assign \$1351  = ! rd_tag2[2:1];
+  assign \$1352  = \$1351  ? spad_rd__data : lat_x;
+  assign \$1353  = rd_tag2[11] ? \$1352 [31:24] : 8'h80;
+  assign \$1354  = \$1347  ? \$1350  : \$1353 ;
+  assign \$1355  = $signed(\$1340 ) > $signed(\$1354 );
+  assign \$1356  = ! rd_tag2[2:1];
+  assign \$1357  = \$1356  ? spad_rd__data : lat_x;
+  assign \$1358  = rd_tag2[8] ? \$1357 [7:0] : 8'h80;
+  assign \$1359  = ! rd_tag2[2:1];
+  assign \$1360  = \$1359  ? spad_rd__data : lat_x;
+  assign \$1361  = rd_tag2[9] ? \$1360 [15:8] : 8'h80;
+  assign \$1362  = $signed(\$1358 ) > $signed(\$1361 );
+  assign \$1363  = ! rd_tag2[2:1];
+  assign \$1364  = \$1363  ? spad_rd__data : lat_x;
+  assign \$1365  = rd_tag2[8] ? \$1364 [7:0] : 8'h80;
+  assign \$1366  = ! rd_tag2[2:1];
+  assign \$1367  = \$1366  ? spad_rd__data : lat_x;
+  assign \$1368  = rd_tag2[9] ? \$1367 [15:8] : 8'h80;
+  assign \$1369  = \$1362  ? \$1365  : \$1368 ;
+  assign \$1370  = ! rd_tag2[2:1];
+  assign \$1371  = \$1370  ? spad_rd__data : lat_x;
+  assign \$1372  = rd_tag2[10] ? \$1371 [23:16] : 8'h80;
+  assign \$1373  = ! rd_tag2[2:1];
+  assign \$1374  = \$1373  ? spad_rd__data : lat_x;
+  assign \$1375  = rd_tag2[11] ? \$1374 [31:24] : 8'h80;
+  assign \$1376  = $signed(\$1372 ) > $signed(\$1375 );
+  assign \$1377  = ! rd_tag2[2:1];
+  assign \$1378  = \$1377  ? spad_rd__data : lat_x;
+  assign \$1379  = rd_tag2[10] ? \$1378 [23:16] : 8'h80;
+  assign \$1380  = ! rd_tag2[2:1];
+  assign \$1381  = \$1380  ? spad_rd__data : lat_x;
+  assign \$1382  = rd_tag2[11] ? \$1381 [31:24] : 8'h80;
+  assign \$1383  = \$1376  ? \$1379  : \$1382 ;
+  assign \$1384  = \$1355  ? \$1369  : \$1383 ;
+  assign \$1385  = ! rd_tag2[2:1];
+  assign \$1386  = \$1385  ? spad_rd__data : lat_x;
+  assign \$1387  = rd_tag2[12] ? \$1386 [39:32] : 8'h80;
+  assign \$1388  = ! rd_tag2[2:1];
+  assign \$1389  = \$1388  ? spad_rd__data : lat_x;
+  assign \$1390  = rd_tag2[13] ? \$1389 [47:40] : 8'h80;
+  assign \$1391  = $signed(\$1387 ) > $signed(\$1390 );
+  assign \$1392  = ! rd_tag2[2:1];
+  assign \$1393  = \$1392  ? spad_rd__data : lat_x;
+  assign \$1394  = rd_tag2[12] ? \$1393 [39:32] : 8'h80;
+  assign \$1395  = ! rd_tag2[2:1];
+  assign \$1396  = \$1395  ? spad_rd__data : lat_x;
+  assign \$1397  = rd_tag2[13] ? \$1396 [47:40] : 8'h80;
+  assign \$1398  = \$1391  ? \$1394  : \$1397 ;
+  assign \$1399  = ! rd_tag2[2:1];
+  assign \$1400  = \$1399  ? spad_rd__data : lat_x;
+  assign \$1401  = rd_tag2[14] ? \$1400 [55:48] : 8'h80;
+  assign \$1402  = ! rd_tag2[2:1];
+  assign \$1403  = \$1402  ? spad_rd__data : lat_x;
+  assign \$1404  = rd_tag2[15] ? \$1403 [63:56] : 8'h80;
+  assign \$1405  = $signed(\$1401 ) > $signed(\$1404 );
+  assign \$1406  = ! rd_tag2[2:1];
+  assign \$1407  = \$1406  ? spad_rd__data : lat_x;
+  assign \$1408  = rd_tag2[14] ? \$1407 [55:48] : 8'h80;
+  assign \$1409  = ! rd_tag2[2:1];
+  assign \$1410  = \$1409  ? spad_rd__data : lat_x;
+  assign \$1411  = rd_tag2[15] ? \$1410 [63:56] : 8'h80;
+  assign \$1412  = \$1405  ? \$1408  : \$1411 ;
+  assign \$1413  = $signed(\$1398 ) > $signed(\$1412 );
+  assign \$1414  = ! rd_tag2[2:1];
+  assign \$1415  = \$1414  ? spad_rd__data : lat_x;
+  assign \$1416  = rd_tag2[12] ? \$1415 [39:32] : 8'h80;
+  assign \$1417  = ! rd_tag2[2:1];
+  assign \$1418  = \$1417  ? spad_rd__data : lat_x;
+  assign \$1419  = rd_tag2[13] ? \$1418 [47:40] : 8'h80;
+  assign \$1420  = $signed(\$1416 ) > $signed(\$1419 );
+  assign \$1421  = ! rd_tag2[2:1];
+  assign \$1422  = \$1421  ? spad_rd__data : lat_x;
+  assign \$1423  = rd_tag2[12] ? \$1422 [39:32] : 8'h80;
+  assign \$1424  = ! rd_tag2[2:1];
+  assign \$1425  = \$1424  ? spad_rd__data : lat_x;
+  assign \$1426  = rd_tag2[13] ? \$1425 [47:40] : 8'h80;
+  assign \$1427  = \$1420  ? \$1423  : \$1426 ;
+  assign \$1428  = ! rd_tag2[2:1];
+  assign \$1429  = \$1428  ? spad_rd__data : lat_x;
+  assign \$1430  = rd_tag2[14] ? \$1429 [55:48] : 8'h80;
+  assign \$1431  = ! rd_tag2[2:1];
+  assign \$1432  = \$1431  ? spad_rd__data : lat_x;
+  assign \$1433  = rd_tag2[15] ? \$1432 [63:56] : 8'h80;
+  assign \$1434  = $signed(\$1430 ) > $signed(\$1433 );
+  assign \$1435  = ! rd_tag2[2:1];
+  assign \$1436  = \$1435  ? spad_rd__data : lat_x;
+  assign \$1437  = rd_tag2[14] ? \$1436 [55:48] : 8'h80;
+  assign \$1438  = ! rd_tag2[2:1];
+  assign \$1439  = \$1438  ? spad_rd__data : lat_x;
+  assign \$1440  = rd_tag2[15] ? \$1439 [63:56] : 8'h80;
+  assign \$1441  = \$1434  ? \$1437  : \$1440 ;
+  assign \$1442  = \$1413  ? \$1427  : \$1441 ;
+  assign \$1443  = $signed(\$1384 ) > $signed(\$1442 );
+  assign \$1444  = ! rd_tag2[2:1];
+  assign \$1445  = \$1444  ? spad_rd__data : lat_x;
+  assign \$1446  = rd_tag2[8] ? \$1445 [7:0] : 8'h80;
+  assign \$1447  = ! rd_tag2[2:1];
+  assign \$1448  = \$1447  ? spad_rd__data : lat_x;
+  assign \$1449  = rd_tag2[9] ? \$1448 [15:8] : 8'h80;
+  assign \$1450  = $signed(\$1446 ) > $signed(\$1449 );
+  assign \$1451  = ! rd_tag2[2:1];
+  assign \$1452  = \$1451  ? spad_rd__data : lat_x;
+  assign \$1453  = rd_tag2[8] ? \$1452 [7:0] : 8'h80;
+  assign \$1454  = ! rd_tag2[2:1];
+  assign \$1455  = \$1454  ? spad_rd__data : lat_x;
+  assign \$1456  = rd_tag2[9] ? \$1455 [15:8] : 8'h80;
+  assign \$1457  = \$1450  ? \$1453  : \$1456 ;
+  assign \$1458  = ! rd_tag2[2:1];
+  assign \$1459  = \$1458  ? spad_rd__data : lat_x;
+  assign \$1460  = rd_tag2[10] ? \$1459 [23:16] : 8'h80;
+  assign \$1461  = ! rd_tag2[2:1];
+  assign \$1462  = \$1461  ? spad_rd__data : lat_x;
+  assign \$1463  = rd_tag2[11] ? \$1462 [31:24] : 8'h80;
+  assign \$1464  = $signed(\$1460 ) > $signed(\$1463 );
+  assign \$1465  = ! rd_tag2[2:1];
+  assign \$1466  = \$1465  ? spad_rd__data : lat_x;
+  assign \$1467  = rd_tag2[10] ? \$1466 [23:16] : 8'h80;
+  assign \$1468  = ! rd_tag2[2:1];
+  assign \$1469  = \$1468  ? spad_rd__data : lat_x;
+  assign \$1470  = rd_tag2[11] ? \$1469 [31:24] : 8'h80;
+  assign \$1471  = \$1464  ? \$1467  : \$1470 ;
+  assign \$1472  = $signed(\$1457 ) > $signed(\$1471 );
+  assign \$1473  = ! rd_tag2[2:1];
+  assign \$1474  = \$1473  ? spad_rd__data : lat_x;
+  assign \$1475  = rd_tag2[8] ? \$1474 [7:0] : 8'h80;
+  assign \$1476  = ! rd_tag2[2:1];
+  assign \$1477  = \$1476  ? spad_rd__data : lat_x;
+  assign \$1478  = rd_tag2[9] ? \$1477 [15:8] : 8'h80;
+  assign \$1479  = $signed(\$1475 ) > $signed(\$1478 );
+  assign \$1480  = ! rd_tag2[2:1];
+  assign \$1481  = \$1480  ? spad_rd__data : lat_x;
+  assign \$1482  = rd_tag2[8] ? \$1481 [7:0] : 8'h80;
+  assign \$1483  = ! rd_tag2[2:1];
+  assign \$1484  = \$1483  ? spad_rd__data : lat_x;
+  assign \$1485  = rd_tag2[9] ? \$1484 [15:8] : 8'h80;
+  assign \$1486  = \$1479  ? \$1482  : \$1485 ;
+  assign \$1487  = ! rd_tag2[2:1];
+  assign \$1488  = \$1487  ? spad_rd__data : lat_x;
+  assign \$1489  = rd_tag2[10] ? \$1488 [23:16] : 8'h80;
+  assign \$1490  = ! rd_tag2[2:1];
+  assign \$1491  = \$1490  ? spad_rd__data : lat_x;
+  assign \$1492  = rd_tag2[11] ? \$1491 [31:24] : 8'h80;
+  assign \$1493  = $signed(\$1489 ) > $signed(\$1492 );
+  assign \$1494  = ! rd_tag2[2:1];
+  assign \$1495  = \$1494  ? spad_rd__data : lat_x;
+  assign \$1496  = rd_tag2[10] ? \$1495 [23:16] : 8'h80;
+  assign \$1497  = ! rd_tag2[2:1];
+  assign \$1498  = \$1497  ? spad_rd__data : lat_x;
+  assign \$1499  = rd_tag2[11] ? \$1498 [31:24] : 8'h80;
+  assign \$1500  = \$1493  ? \$1496  : \$1499 ;
+  assign \$1501  = \$1472  ? \$1486  : \$1500 ;
+  assign \$1502  = ! rd_tag2[2:1];
+  assign \$1503  = \$1502  ? spad_rd__data : lat_x;
+  assign \$1504  = rd_tag2[12] ? \$1503 [39:32] : 8'h80;
+  assign \$1505  = ! rd_tag2[2:1];
+  assign \$1506  = \$1505  ? spad_rd__data : lat_x;
+  assign \$1507  = rd_tag2[13] ? \$1506 [47:40] : 8'h80;
+  assign \$1508  = $signed(\$1504 ) > $signed(\$1507 );
+  assign \$1509  = ! rd_tag2[2:1];
+  assign \$1510  = \$1509  ? spad_rd__data : lat_x;
+  assign \$1511  = rd_tag2[12] ? \$1510 [39:32] : 8'h80;
+  assign \$1512  = ! rd_tag2[2:1];
+  assign \$1513  = \$1512  ? spad_rd__data : lat_x;
+  assign \$1514  = rd_tag2[13] ? \$1513 [47:40] : 8'h80;
+  assign \$1515  = \$1508  ? \$1511  : \$1514 ;
+  assign \$1516  = ! rd_tag2[2:1];
+  assign \$1517  = \$1516  ? spad_rd__data : lat_x;
+  assign \$1518  = rd_tag2[14] ? \$1517 [55:48] : 8'h80;
+  assign \$1519  = ! rd_tag2[2:1];
+  assign \$1520  = \$1519  ? spad_rd__data : lat_x;
+  assign \$1521  = rd_tag2[15] ? \$1520 [63:56] : 8'h80;
+  assign \$1522  = $signed(\$1518 ) > $signed(\$1521 );
+  assign \$1523  = ! rd_tag2[2:1];
+  assign \$1524  = \$1523  ? spad_rd__data : lat_x;
+  assign \$1525  = rd_tag2[14] ? \$1524 [55:48] : 8'h80;
+  assign \$1526  = ! rd_tag2[2:1];
+  assign \$1527  = \$1526  ? spad_rd__data : lat_x;
+  assign \$1528  = rd_tag2[15] ? \$1527 [63:56] : 8'h80;
+  assign \$1529  = \$1522  ? \$1525  : \$1528 ;
+  assign \$1530  = $signed(\$1515 ) > $signed(\$1529 );
+  assign \$1531  = ! rd_tag2[2:1];
+  assign \$1532  = \$1531  ? spad_rd__data : lat_x;
+  assign \$1533  = rd_tag2[12] ? \$1532 [39:32] : 8'h80;
+  assign \$1534  = ! rd_tag2[2:1];
+  assign \$1535  = \$1534  ? spad_rd__data : lat_x;
+  assign \$1536  = rd_tag2[13] ? \$1535 [47:40] : 8'h80;
+  assign \$1537  = $signed(\$1533 ) > $signed(\$1536 );
+  assign \$1538  = ! rd_tag2[2:1];
+  assign \$1539  = \$1538  ? spad_rd__data : lat_x;
+  assign \$1540  = rd_tag2[12] ? \$1539 [39:32] : 8'h80;
+  assign \$1541  = ! rd_tag2[2:1];
+  assign \$1542  = \$1541  ? spad_rd__data : lat_x;
+  assign \$1543  = rd_tag2[13] ? \$1542 [47:40] : 8'h80;
+  assign \$1544  = \$1537  ? \$1540  : \$1543 ;
+  assign \$1545  = ! rd_tag2[2:1];
+  assign \$1546  = \$1545  ? spad_rd__data : lat_x;
+  assign \$1547  = rd_tag2[14] ? \$1546 [55:48] : 8'h80;
+  assign \$1548  = ! rd_tag2[2:1];
+  assign \$1549  = \$1548  ? spad_rd__data : lat_x;
+  assign \$1550  = rd_tag2[15] ? \$1549 [63:56] : 8'h80;
+  assign \$1551  = $signed(\$1547 ) > $signed(\$1550 );
+  assign \$1552  = ! rd_tag2[2:1];
+  assign \$1553  = \$1552  ? spad_rd__data : lat_x;
+  assign \$1554  = rd_tag2[14] ? \$1553 [55:48] : 8'h80;
+  assign \$1555  = ! rd_tag2[2:1];
+  assign \$1556  = \$1555  ? spad_rd__data : lat_x;
+  assign \$1557  = rd_tag2[15] ? \$1556 [63:56] : 8'h80;
+  assign \$1558  = \$1551  ? \$1554  : \$1557 ;
+  assign \$1559  = \$1530  ? \$1544  : \$1558 ;
+  assign \$1560  = \$1443  ? \$1501  : \$1559 ;
+  assign \$1561  = ! rd_tag2[2:1];
+  assign \$1562  = \$1561  ? spad_rd__data : lat_x;
+  assign \$1563  = rd_tag2[16] ? \$1562 [71:64] : 8'h80;
+  assign \$1564  = ! rd_tag2[2:1];
+  assign \$1565  = \$1564  ? spad_rd__data : lat_x;
+  assign \$1566  = rd_tag2[17] ? \$1565 [79:72] : 8'h80;
+  assign \$1567  = $signed(\$1563 ) > $signed(\$1566 );
+  assign \$1568  = ! rd_tag2[2:1];
+  assign \$1569  = \$1568  ? spad_rd__data : lat_x;
+  assign \$1570  = rd_tag2[16] ? \$1569 [71:64] : 8'h80;
+  assign \$1571  = ! rd_tag2[2:1];
+  assign \$1572  = \$1571  ? spad_rd__data : lat_x;
+  assign \$1573  = rd_tag2[17] ? \$1572 [79:72] : 8'h80;
+  assign \$1574  = \$1567  ? \$1570  : \$1573 ;
+  assign \$1575  = ! rd_tag2[2:1];
+  assign \$1576  = \$1575  ? spad_rd__data : lat_x;
+  assign \$1577  = rd_tag2[18] ? \$1576 [87:80] : 8'h80;
+  assign \$1578  = ! rd_tag2[2:1];
+  assign \$1579  = \$1578  ? spad_rd__data : lat_x;
+  assign \$1580  = rd_tag2[19] ? \$1579 [95:88] : 8'h80;
+  assign \$1581  = $signed(\$1577 ) > $signed(\$1580 );
+  assign \$1582  = ! rd_tag2[2:1];
+  assign \$1583  = \$1582  ? spad_rd__data : lat_x;
+  assign \$1584  = rd_tag2[18] ? \$1583 [87:80] : 8'h80;
+  assign \$1585  = ! rd_tag2[2:1];
+  assign \$1586  = \$1585  ? spad_rd__data : lat_x;
+  assign \$1587  = rd_tag2[19] ? \$1586 [95:88] : 8'h80;
+  assign \$1588  = \$1581  ? \$1584  : \$1587 ;
+  assign \$1589  = $signed(\$1574 ) > $signed(\$1588 );
+  assign \$1590  = ! rd_tag2[2:1];
+  assign \$1591  = \$1590  ? spad_rd__data : lat_x;
+  assign \$1592  = rd_tag2[16] ? \$1591 [71:64] : 8'h80;
+  assign \$1593  = ! rd_tag2[2:1];
+  assign \$1594  = \$1593  ? spad_rd__data : lat_x;
+  assign \$1595  = rd_tag2[17] ? \$1594 [79:72] : 8'h80;
+  assign \$1596  = $signed(\$1592 ) > $signed(\$1595 );
+  assign \$1597  = ! rd_tag2[2:1];
+  assign \$1598  = \$1597  ? spad_rd__data : lat_x;
+  assign \$1599  = rd_tag2[16] ? \$1598 [71:64] : 8'h80;
+  assign \$1600  = ! rd_tag2[2:1];
+  assign \$1601  = \$1600  ? spad_rd__data : lat_x;
+  assign \$1602  = rd_tag2[17] ? \$1601 [79:72] : 8'h80;
+  assign \$1603  = \$1596  ? \$1599  : \$1602 ;
+  assign \$1604  = ! rd_tag2[2:1];
+  assign \$1605  = \$1604  ? spad_rd__data : lat_x;
+  assign \$1606  = rd_tag2[18] ? \$1605 [87:80] : 8'h80;
+  assign \$1607  = ! rd_tag2[2:1];
+  assign \$1608  = \$1607  ? spad_rd__data : lat_x;
+  assign \$1609  = rd_tag2[19] ? \$1608 [95:88] : 8'h80;
+  assign \$1610  = $signed(\$1606 ) > $signed(\$1609 );
+  assign \$1611  = ! rd_tag2[2:1];
+  assign \$1612  = \$1611  ? spad_rd__data : lat_x;
+  assign \$1613  = rd_tag2[18] ? \$1612 [87:80] : 8'h80;
+  assign \$1614  = ! rd_tag2[2:1];
+  assign \$1615  = \$1614  ? spad_rd__data : lat_x;
+  assign \$1616  = rd_tag2[19] ? \$1615 [95:88] : 8'h80;
+  assign \$1617  = \$1610  ? \$1613  : \$1616 ;
+  assign \$1618  = \$1589  ? \$1603  : \$1617 ;
+  assign \$1619  = ! rd_tag2[2:1];
+  assign \$1620  = \$1619  ? spad_rd__data : lat_x;
+  assign \$1621  = rd_tag2[20] ? \$1620 [103:96] : 8'h80;
+  assign \$1622  = ! rd_tag2[2:1];
+  assign \$1623  = \$1622  ? spad_rd__data : lat_x;
+  assign \$1624  = rd_tag2[21] ? \$1623 [111:104] : 8'h80;
+  assign \$1625  = $signed(\$1621 ) > $signed(\$1624 );
+  assign \$1626  = ! rd_tag2[2:1];
+  assign \$1627  = \$1626  ? spad_rd__data : lat_x;
+  assign \$1628  = rd_tag2[20] ? \$1627 [103:96] : 8'h80;
+  assign \$1629  = ! rd_tag2[2:1];
+  assign \$1630  = \$1629  ? spad_rd__data : lat_x;
+  assign \$1631  = rd_tag2[21] ? \$1630 [111:104] : 8'h80;
+  assign \$1632  = \$1625  ? \$1628  : \$1631 ;
+  assign \$1633  = ! rd_tag2[2:1];
+  assign \$1634  = \$1633  ? spad_rd__data : lat_x;
+  assign \$1635  = rd_tag2[22] ? \$1634 [119:112] : 8'h80;
+  assign \$1636  = ! rd_tag2[2:1];
+  assign \$1637  = \$1636  ? spad_rd__data : lat_x;
+  assign \$1638  = rd_tag2[23] ? \$1637 [127:120] : 8'h80;
+  assign \$1639  = $signed(\$1635 ) > $signed(\$1638 );
+  assign \$1640  = ! rd_tag2[2:1];
+  assign \$1641  = \$1640  ? spad_rd__data : lat_x;
+  assign \$1642  = rd_tag2[22] ? \$1641 [119:112] : 8'h80;
+  assign \$1643  = ! rd_tag2[2:1];
+  assign \$1644  = \$1643  ? spad_rd__data : lat_x;
+  assign \$1645  = rd_tag2[23] ? \$1644 [127:120] : 8'h80;
+  assign \$1646  = \$1639  ? \$1642  : \$1645 ;
+  assign \$1647  = $signed(\$1632 ) > $signed(\$1646 );
+  assign \$1648  = ! rd_tag2[2:1];
+  assign \$1649  = \$1648  ? spad_rd__data : lat_x;
+  assign \$1650  = rd_tag2[20] ? \$1649 [103:96] : 8'h80;
+  assign \$1651  = ! rd_tag2[2:1];
+  assign \$1652  = \$1651  ? spad_rd__data : lat_x;
+  assign \$1653  = rd_tag2[21] ? \$1652 [111:104] : 8'h80;
+  assign \$1654  = $signed(\$1650 ) > $signed(\$1653 );
+  assign \$1655  = ! rd_tag2[2:1];
+  assign \$1656  = \$1655  ? spad_rd__data : lat_x;
+  assign \$1657  = rd_tag2[20] ? \$1656 [103:96] : 8'h80;
+  assign \$1658  = ! rd_tag2[2:1];
+  assign \$1659  = \$1658  ? spad_rd__data : lat_x;
+  assign \$1660  = rd_tag2[21] ? \$1659 [111:104] : 8'h80;
+  assign \$1661  = \$1654  ? \$1657  : \$1660 ;
+  assign \$1662  = ! rd_tag2[2:1];
+  assign \$1663  = \$1662  ? spad_rd__data : lat_x;
+  assign \$1664  = rd_tag2[22] ? \$1663 [119:112] : 8'h80;
+  assign \$1665  = ! rd_tag2[2:1];
+  assign \$1666  = \$1665  ? spad_rd__data : lat_x;
+  assign \$1667  = rd_tag2[23] ? \$1666 [127:120] : 8'h80;
+  assign \$1668  = $signed(\$1664 ) > $signed(\$1667 );
+  assign \$1669  = ! rd_tag2[2:1];
+  assign \$1670  = \$1669  ? spad_rd__data : lat_x;
+  assign \$1671  = rd_tag2[22] ? \$1670 [119:112] : 8'h80;
+  assign \$1672  = ! rd_tag2[2:1];
+  assign \$1673  = \$1672  ? spad_rd__data : lat_x;
+  assign \$1674  = rd_tag2[23] ? \$1673 [127:120] : 8'h80;
+  assign \$1675  = \$1668  ? \$1671  : \$1674 ;
+  assign \$1676  = \$1647  ? \$1661  : \$1675 ;
+  assign \$1677  = $signed(\$1618 ) > $signed(\$1676 );
+  assign \$1678  = ! rd_tag2[2:1];
+  assign \$1679  = \$1678  ? spad_rd__data : lat_x;
+  assign \$1680  = rd_tag2[16] ? \$1679 [71:64] : 8'h80;
+  assign \$1681  = ! rd_tag2[2:1];
+  assign \$1682  = \$1681  ? spad_rd__data : lat_x;
+  assign \$1683  = rd_tag2[17] ? \$1682 [79:72] : 8'h80;
+  assign \$1684  = $signed(\$1680 ) > $signed(\$1683 );
+  assign \$1685  = ! rd_tag2[2:1];
+  assign \$1686  = \$1685  ? spad_rd__data : lat_x;
+  assign \$1687  = rd_tag2[16] ? \$1686 [71:64] : 8'h80;
+  assign \$1688  = ! rd_tag2[2:1];
+  assign \$1689  = \$1688  ? spad_rd__data : lat_x;
+  assign \$1690  = rd_tag2[17] ? \$1689 [79:72] : 8'h80;
+  assign \$1691  = \$1684  ? \$1687  : \$1690 ;
+  assign \$1692  = ! rd_tag2[2:1];
+  assign \$1693  = \$1692  ? spad_rd__data : lat_x;
+  assign \$1694  = rd_tag2[18] ? \$1693 [87:80] : 8'h80;
+  assign \$1695  = ! rd_tag2[2:1];
+  assign \$1696  = \$1695  ? spad_rd__data : lat_x;
+  assign \$1697  = rd_tag2[19] ? \$1696 [95:88] : 8'h80;
+  assign \$1698  = $signed(\$1694 ) > $signed(\$1697 );
+  assign \$1699  = ! rd_tag2[2:1];
+  assign \$1700  = \$1699  ? spad_rd__data : lat_x;
+  assign \$1701  = rd_tag2[18] ? \$1700 [87:80] : 8'h80;
+  assign \$1702  = ! rd_tag2[2:1];
+  assign \$1703  = \$1702  ? spad_rd__data : lat_x;
+  assign \$1704  = rd_tag2[19] ? \$1703 [95:88] : 8'h80;
+  assign \$1705  = \$1698  ? \$1701  : \$1704 ;
+  assign \$1706  = $signed(\$1691 ) > $signed(\$1705 );
+  assign \$1707  = ! rd_tag2[2:1];
+  assign \$1708  = \$1707  ? spad_rd__data : lat_x;
+  assign \$1709  = rd_tag2[16] ? \$1708 [71:64] : 8'h80;
+  assign \$1710  = ! rd_tag2[2:1];
+  assign \$1711  = \$1710  ? spad_rd__data : lat_x;
+  assign \$1712  = rd_tag2[17] ? \$1711 [79:72] : 8'h80;
+  assign \$1713  = $signed(\$1709 ) > $signed(\$1712 );
+  assign \$1714  = ! rd_tag2[2:1];
+  assign \$1715  = \$1714  ? spad_rd__data : lat_x;
+  assign \$1716  = rd_tag2[16] ? \$1715 [71:64] : 8'h80;
+  assign \$1717  = ! rd_tag2[2:1];
+  assign \$1718  = \$1717  ? spad_rd__data : lat_x;
+  assign \$1719  = rd_tag2[17] ? \$1718 [79:72] : 8'h80;
+  assign \$1720  = \$1713  ? \$1716  : \$1719 ;
+  assign \$1721  = ! rd_tag2[2:1];
+  assign \$1722  = \$1721  ? spad_rd__data : lat_x;
+  assign \$1723  = rd_tag2[18] ? \$1722 [87:80] : 8'h80;
+  assign \$1724  = ! rd_tag2[2:1];
+  assign \$1725  = \$1724  ? spad_rd__data : lat_x;
+  assign \$1726  = rd_tag2[19] ? \$1725 [95:88] : 8'h80;
+  assign \$1727  = $signed(\$1723 ) > $signed(\$1726 );
+  assign \$1728  = ! rd_tag2[2:1];
+  assign \$1729  = \$1728  ? spad_rd__data : lat_x;
+  assign \$1730  = rd_tag2[18] ? \$1729 [87:80] : 8'h80;
+  assign \$1731  = ! rd_tag2[2:1];
+  assign \$1732  = \$1731  ? spad_rd__data : lat_x;
+  assign \$1733  = rd_tag2[19] ? \$1732 [95:88] : 8'h80;
+  assign \$1734  = \$1727  ? \$1730  : \$1733 ;
+  assign \$1735  = \$1706  ? \$1720  : \$1734 ;
+  assign \$1736  = ! rd_tag2[2:1];
+  assign \$1737  = \$1736  ? spad_rd__data : lat_x;
+  assign \$1738  = rd_tag2[20] ? \$1737 [103:96] : 8'h80;
+  assign \$1739  = ! rd_tag2[2:1];
+  assign \$1740  = \$1739  ? spad_rd__data : lat_x;
+  assign \$1741  = rd_tag2[21] ? \$1740 [111:104] : 8'h80;
+  assign \$1742  = $signed(\$1738 ) > $signed(\$1741 );
+  assign \$1743  = ! rd_tag2[2:1];
+  assign \$1744  = \$1743  ? spad_rd__data : lat_x;
+  assign \$1745  = rd_tag2[20] ? \$1744 [103:96] : 8'h80;
+  assign \$1746  = ! rd_tag2[2:1];
+  assign \$1747  = \$1746  ? spad_rd__data : lat_x;
+  assign \$1748  = rd_tag2[21] ? \$1747 [111:104] : 8'h80;
+  assign \$1749  = \$1742  ? \$1745  : \$1748 ;
+  assign \$1750  = ! rd_tag2[2:1];
+  assign \$1751  = \$1750  ? spad_rd__data : lat_x;
+  assign \$1752  = rd_tag2[22] ? \$1751 [119:112] : 8'h80;
+  assign \$1753  = ! rd_tag2[2:1];
+  assign \$1754  = \$1753  ? spad_rd__data : lat_x;
+  assign \$1755  = rd_tag2[23] ? \$1754 [127:120] : 8'h80;
+  assign \$1756  = $signed(\$1752 ) > $signed(\$1755 );
+  assign \$1757  = ! rd_tag2[2:1];
+  assign \$1758  = \$1757  ? spad_rd__data : lat_x;
+  assign \$1759  = rd_tag2[22] ? \$1758 [119:112] : 8'h80;
+  assign \$1760  = ! rd_tag2[2:1];
+  assign \$1761  = \$1760  ? spad_rd__data : lat_x;
+  assign \$1762  = rd_tag2[23] ? \$1761 [127:120] : 8'h80;
+  assign \$1763  = \$1756  ? \$1759  : \$1762 ;
+  assign \$1764  = $signed(\$1749 ) > $signed(\$1763 );
+  assign \$1765  = ! rd_tag2[2:1];
+  assign \$1766  = \$1765  ? spad_rd__data : lat_x;
+  assign \$1767  = rd_tag2[20] ? \$1766 [103:96] : 8'h80;
+  assign \$1768  = ! rd_tag2[2:1];
+  assign \$1769  = \$1768  ? spad_rd__data : lat_x;
+  assign \$1770  = rd_tag2[21] ? \$1769 [111:104] : 8'h80;
+  assign \$1771  = $signed(\$1767 ) > $signed(\$1770 );
+  assign \$1772  = ! rd_tag2[2:1];
+  assign \$1773  = \$1772  ? spad_rd__data : lat_x;
+  assign \$1774  = rd_tag2[20] ? \$1773 [103:96] : 8'h80;
+  assign \$1775  = ! rd_tag2[2:1];
+  assign \$1776  = \$1775  ? spad_rd__data : lat_x;
+  assign \$1777  = rd_tag2[21] ? \$1776 [111:104] : 8'h80;
+  assign \$1778  = \$1771  ? \$1774  : \$1777 ;
+  assign \$1779  = ! rd_tag2[2:1];
+  assign \$1780  = \$1779  ? spad_rd__data : lat_x;
+  assign \$1781  = rd_tag2[22] ? \$1780 [119:112] : 8'h80;
+  assign \$1782  = ! rd_tag2[2:1];
+  assign \$1783  = \$1782  ? spad_rd__data : lat_x;
+  assign \$1784  = rd_tag2[23] ? \$1783 [127:120] : 8'h80;
+  assign \$1785  = $signed(\$1781 ) > $signed(\$1784 );
+  assign \$1786  = ! rd_tag2[2:1];
+  assign \$1787  = \$1786  ? spad_rd__data : lat_x;
+  assign \$1788  = rd_tag2[22] ? \$1787 [119:112] : 8'h80;
+  assign \$1789  = ! rd_tag2[2:1];
+  assign \$1790  = \$1789  ? spad_rd__data : lat_x;
+  assign \$1791  = rd_tag2[23] ? \$1790 [127:120] : 8'h80;
+  assign \$1792  = \$1785  ? \$1788  : \$1791 ;
+  assign \$1793  = \$1764  ? \$1778  : \$1792 ;
+  assign \$1794  = \$1677  ? \$1735  : \$1793 ;
+  assign \$1795  = $signed(\$1560 ) > $signed(\$1794 );
+  assign \$1796  = ! rd_tag2[2:1];
+  assign \$1797  = \$1796  ? spad_rd__data : lat_x;
+  assign \$1798  = rd_tag2[8] ? \$1797 [7:0] : 8'h80;
+  assign \$1799  = ! rd_tag2[2:1];
+  assign \$1800  = \$1799  ? spad_rd__data : lat_x;
+  assign \$1801  = rd_tag2[9] ? \$1800 [15:8] : 8'h80;
+  assign \$1802  = $signed(\$1798 ) > $signed(\$1801 );
+  assign \$1803  = ! rd_tag2[2:1];
+  assign \$1804  = \$1803  ? spad_rd__data : lat_x;
+  assign \$1805  = rd_tag2[8] ? \$1804 [7:0] : 8'h80;
+  assign \$1806  = ! rd_tag2[2:1];
+  assign \$1807  = \$1806  ? spad_rd__data : lat_x;
+  assign \$1808  = rd_tag2[9] ? \$1807 [15:8] : 8'h80;
+  assign \$1809  = \$1802  ? \$1805  : \$1808 ;
+  assign \$1810  = ! rd_tag2[2:1];
+  assign \$1811  = \$1810  ? spad_rd__data : lat_x;
+  assign \$1812  = rd_tag2[10] ? \$1811 [23:16] : 8'h80;
+  assign \$1813  = ! rd_tag2[2:1];
+  assign \$1814  = \$1813  ? spad_rd__data : lat_x;
+  assign \$1815  = rd_tag2[11] ? \$1814 [31:24] : 8'h80;
+  assign \$1816  = $signed(\$1812 ) > $signed(\$1815 );
+  assign \$1817  = ! rd_tag2[2:1];
+  assign \$1818  = \$1817  ? spad_rd__data : lat_x;
+  assign \$1819  = rd_tag2[10] ? \$1818 [23:16] : 8'h80;
+  assign \$1820  = ! rd_tag2[2:1];
+  assign \$1821  = \$1820  ? spad_rd__data : lat_x;
+  assign \$1822  = rd_tag2[11] ? \$1821 [31:24] : 8'h80;
+  assign \$1823  = \$1816  ? \$1819  : \$1822 ;
+  assign \$1824  = $signed(\$1809 ) > $signed(\$1823 );
+  assign \$1825  = ! rd_tag2[2:1];
+  assign \$1826  = \$1825  ? spad_rd__data : lat_x;
+  assign \$1827  = rd_tag2[8] ? \$1826 [7:0] : 8'h80;
+  assign \$1828  = ! rd_tag2[2:1];
+  assign \$1829  = \$1828  ? spad_rd__data : lat_x;
+  assign \$1830  = rd_tag2[9] ? \$1829 [15:8] : 8'h80;
+  assign \$1831  = $signed(\$1827 ) > $signed(\$1830 );
+  assign \$1832  = ! rd_tag2[2:1];
+  assign \$1833  = \$1832  ? spad_rd__data : lat_x;
+  assign \$1834  = rd_tag2[8] ? \$1833 [7:0] : 8'h80;
+  assign \$1835  = ! rd_tag2[2:1];
+  assign \$1836  = \$1835  ? spad_rd__data : lat_x;
+  assign \$1837  = rd_tag2[9] ? \$1836 [15:8] : 8'h80;
+  assign \$1838  = \$1831  ? \$1834  : \$1837 ;
+  assign \$1839  = ! rd_tag2[2:1];
+  assign \$1840  = \$1839  ? spad_rd__data : lat_x;
+  assign \$1841  = rd_tag2[10] ? \$1840 [23:16] : 8'h80;
+  assign \$1842  = ! rd_tag2[2:1];
+  assign \$1843  = \$1842  ? spad_rd__data : lat_x;
+  assign \$1844  = rd_tag2[11] ? \$1843 [31:24] : 8'h80;
+  assign \$1845  = $signed(\$1841 ) > $signed(\$1844 );
+  assign \$1846  = ! rd_tag2[2:1];
+  assign \$1847  = \$1846  ? spad_rd__data : lat_x;
+  assign \$1848  = rd_tag2[10] ? \$1847 [23:16] : 8'h80;
+  assign \$1849  = ! rd_tag2[2:1];
+  assign \$1850  = \$1849  ? spad_rd__data : lat_x;
+  assign \$1851  = rd_tag2[11] ? \$1850 [31:24] : 8'h80;
+  assign \$1852  = \$1845  ? \$1848  : \$1851 ;
+  assign \$1853  = \$1824  ? \$1838  : \$1852 ;
+  assign \$1854  = ! rd_tag2[2:1];
+  assign \$1855  = \$1854  ? spad_rd__data : lat_x;
+  assign \$1856  = rd_tag2[12] ? \$1855 [39:32] : 8'h80;
+  assign \$1857  = ! rd_tag2[2:1];
+  assign \$1858  = \$1857  ? spad_rd__data : lat_x;
+  assign \$1859  = rd_tag2[13] ? \$1858 [47:40] : 8'h80;
+  assign \$1860  = $signed(\$1856 ) > $signed(\$1859 );
+  assign \$1861  = ! rd_tag2[2:1];
+  assign \$1862  = \$1861  ? spad_rd__data : lat_x;
+  assign \$1863  = rd_tag2[12] ? \$1862 [39:32] : 8'h80;
+  assign \$1864  = ! rd_tag2[2:1];
+  assign \$1865  = \$1864  ? spad_rd__data : lat_x;
+  assign \$1866  = rd_tag2[13] ? \$1865 [47:40] : 8'h80;
+  assign \$1867  = \$1860  ? \$1863  : \$1866 ;
+  assign \$1868  = ! rd_tag2[2:1];
+  assign \$1869  = \$1868  ? spad_rd__data : lat_x;
+  assign \$1870  = rd_tag2[14] ? \$1869 [55:48] : 8'h80;
+  assign \$1871  = ! rd_tag2[2:1];
+  assign \$1872  = \$1871  ? spad_rd__data : lat_x;
+  assign \$1873  = rd_tag2[15] ? \$1872 [63:56] : 8'h80;
+  assign \$1874  = $signed(\$1870 ) > $signed(\$1873 );
+  assign \$1875  = ! rd_tag2[2:1];
+  assign \$1876  = \$1875  ? spad_rd__data : lat_x;
+  assign \$1877  = rd_tag2[14] ? \$1876 [55:48] : 8'h80;
+  assign \$1878  = ! rd_tag2[2:1];
+  assign \$1879  = \$1878  ? spad_rd__data : lat_x;
+  assign \$1880  = rd_tag2[15] ? \$1879 [63:56] : 8'h80;
+  assign \$1881  = \$1874  ? \$1877  : \$1880 ;
+  assign \$1882  = $signed(\$1867 ) > $signed(\$1881 );
+  assign \$1883  = ! rd_tag2[2:1];
+  assign \$1884  = \$1883  ? spad_rd__data : lat_x;
+  assign \$1885  = rd_tag2[12] ? \$1884 [39:32] : 8'h80;
+  assign \$1886  = ! rd_tag2[2:1];
+  assign \$1887  = \$1886  ? spad_rd__data : lat_x;
+  assign \$1888  = rd_tag2[13] ? \$1887 [47:40] : 8'h80;
+  assign \$1889  = $signed(\$1885 ) > $signed(\$1888 );
+  assign \$1890  = ! rd_tag2[2:1];
+  assign \$1891  = \$1890  ? spad_rd__data : lat_x;
+  assign \$1892  = rd_tag2[12] ? \$1891 [39:32] : 8'h80;
+  assign \$1893  = ! rd_tag2[2:1];
+  assign \$1894  = \$1893  ? spad_rd__data : lat_x;
+  assign \$1895  = rd_tag2[13] ? \$1894 [47:40] : 8'h80;
+  assign \$1896  = \$1889  ? \$1892  : \$1895 ;
+  assign \$1897  = ! rd_tag2[2:1];
+  assign \$1898  = \$1897  ? spad_rd__data : lat_x;
+  assign \$1899  = rd_tag2[14] ? \$1898 [55:48] : 8'h80;
+  assign \$1900  = ! rd_tag2[2:1];
+  assign \$1901  = \$1900  ? spad_rd__data : lat_x;
+  assign \$1902  = rd_tag2[15] ? \$1901 [63:56] : 8'h80;
+  assign \$1903  = $signed(\$1899 ) > $signed(\$1902 );
+  assign \$1904  = ! rd_tag2[2:1];
+  assign \$1905  = \$1904  ? spad_rd__data : lat_x;
+  assign \$1906  = rd_tag2[14] ? \$1905 [55:48] : 8'h80;
+  assign \$1907  = ! rd_tag2[2:1];
+  assign \$1908  = \$1907  ? spad_rd__data : lat_x;
+  assign \$1909  = rd_tag2[15] ? \$1908 [63:56] : 8'h80;
+  assign \$1910  = \$1903  ? \$1906  : \$1909 ;
+  assign \$1911  = \$1882  ? \$1896  : \$1910 ;
+  assign \$1912  = $signed(\$1853 ) > $signed(\$1911 );
+  assign \$1913  = ! rd_tag2[2:1];
+  assign \$1914  = \$1913  ? spad_rd__data : lat_x;
+  assign \$1915  = rd_tag2[8] ? \$1914 [7:0] : 8'h80;
+  assign \$1916  = ! rd_tag2[2:1];
+  assign \$1917  = \$1916  ? spad_rd__data : lat_x;
+  assign \$1918  = rd_tag2[9] ? \$1917 [15:8] : 8'h80;
+  assign \$1919  = $signed(\$1915 ) > $signed(\$1918 );
+  assign \$1920  = ! rd_tag2[2:1];
+  assign \$1921  = \$1920  ? spad_rd__data : lat_x;
+  assign \$1922  = rd_tag2[8] ? \$1921 [7:0] : 8'h80;
+  assign \$1923  = ! rd_tag2[2:1];
+  assign \$1924  = \$1923  ? spad_rd__data : lat_x;
+  assign \$1925  = rd_tag2[9] ? \$1924 [15:8] : 8'h80;
+  assign \$1926  = \$1919  ? \$1922  : \$1925 ;
+  assign \$1927  = ! rd_tag2[2:1];
+  assign \$1928  = \$1927  ? spad_rd__data : lat_x;
+  assign \$1929  = rd_tag2[10] ? \$1928 [23:16] : 8'h80;
+  assign \$1930  = ! rd_tag2[2:1];
+  assign \$1931  = \$1930  ? spad_rd__data : lat_x;
+  assign \$1932  = rd_tag2[11] ? \$1931 [31:24] : 8'h80;
+  assign \$1933  = $signed(\$1929 ) > $signed(\$1932 );
+  assign \$1934  = ! rd_tag2[2:1];
+  assign \$1935  = \$1934  ? spad_rd__data : lat_x;
+  assign \$1936  = rd_tag2[10] ? \$1935 [23:16] : 8'h80;
+  assign \$1937  = ! rd_tag2[2:1];
+  assign \$1938  = \$1937  ? spad_rd__data : lat_x;
+  assign \$1939  = rd_tag2[11] ? \$1938 [31:24] : 8'h80;
+  assign \$1940  = \$1933  ? \$1936  : \$1939 ;
+  assign \$1941  = $signed(\$1926 ) > $signed(\$1940 );
+  assign \$1942  = ! rd_tag2[2:1];
+  assign \$1943  = \$1942  ? spad_rd__data : lat_x;
+  assign \$1944  = rd_tag2[8] ? \$1943 [7:0] : 8'h80;
+  assign \$1945  = ! rd_tag2[2:1];
+  assign \$1946  = \$1945  ? spad_rd__data : lat_x;
+  assign \$1947  = rd_tag2[9] ? \$1946 [15:8] : 8'h80;
+  assign \$1948  = $signed(\$1944 ) > $signed(\$1947 );
+  assign \$1949  = ! rd_tag2[2:1];
+  assign \$1950  = \$1949  ? spad_rd__data : lat_x;
+  assign \$1951  = rd_tag2[8] ? \$1950 [7:0] : 8'h80;
+  assign \$1952  = ! rd_tag2[2:1];
+  assign \$1953  = \$1952  ? spad_rd__data : lat_x;
+  assign \$1954  = rd_tag2[9] ? \$1953 [15:8] : 8'h80;
+  assign \$1955  = \$1948  ? \$1951  : \$1954 ;
+  assign \$1956  = ! rd_tag2[2:1];
+  assign \$1957  = \$1956  ? spad_rd__data : lat_x;
+  assign \$1958  = rd_tag2[10] ? \$1957 [23:16] : 8'h80;
+  assign \$1959  = ! rd_tag2[2:1];
+  assign \$1960  = \$1959  ? spad_rd__data : lat_x;
+  assign \$1961  = rd_tag2[11] ? \$1960 [31:24] : 8'h80;
+  assign \$1962  = $signed(\$1958 ) > $signed(\$1961 );
+  assign \$1963  = ! rd_tag2[2:1];
+  assign \$1964  = \$1963  ? spad_rd__data : lat_x;
+  assign \$1965  = rd_tag2[10] ? \$1964 [23:16] : 8'h80;
+  assign \$1966  = ! rd_tag2[2:1];
+  assign \$1967  = \$1966  ? spad_rd__data : lat_x;
+  assign \$1968  = rd_tag2[11] ? \$1967 [31:24] : 8'h80;
+  assign \$1969  = \$1962  ? \$1965  : \$1968 ;
+  assign \$1970  = \$1941  ? \$1955  : \$1969 ;
+  assign \$1971  = ! rd_tag2[2:1];
+  assign \$1972  = \$1971  ? spad_rd__data : lat_x;
+  assign \$1973  = rd_tag2[12] ? \$1972 [39:32] : 8'h80;
+  assign \$1974  = ! rd_tag2[2:1];
+  assign \$1975  = \$1974  ? spad_rd__data : lat_x;
+  assign \$1976  = rd_tag2[13] ? \$1975 [47:40] : 8'h80;
+  assign \$1977  = $signed(\$1973 ) > $signed(\$1976 );
+  assign \$1978  = ! rd_tag2[2:1];
+  assign \$1979  = \$1978  ? spad_rd__data : lat_x;
+  assign \$1980  = rd_tag2[12] ? \$1979 [39:32] : 8'h80;
+  assign \$1981  = ! rd_tag2[2:1];
+  assign \$1982  = \$1981  ? spad_rd__data : lat_x;
+  assign \$1983  = rd_tag2[13] ? \$1982 [47:40] : 8'h80;
+  assign \$1984  = \$1977  ? \$1980  : \$1983 ;
+  assign \$1985  = ! rd_tag2[2:1];
+  assign \$1986  = \$1985  ? spad_rd__data : lat_x;
+  assign \$1987  = rd_tag2[14] ? \$1986 [55:48] : 8'h80;
+  assign \$1988  = ! rd_tag2[2:1];
+  assign \$1989  = \$1988  ? spad_rd__data : lat_x;
+  assign \$1990  = rd_tag2[15] ? \$1989 [63:56] : 8'h80;
+  assign \$1991  = $signed(\$1987 ) > $signed(\$1990 );
+  assign \$1992  = ! rd_tag2[2:1];
+  assign \$1993  = \$1992  ? spad_rd__data : lat_x;
+  assign \$1994  = rd_tag2[14] ? \$1993 [55:48] : 8'h80;
+  assign \$1995  = ! rd_tag2[2:1];
+  assign \$1996  = \$1995  ? spad_rd__data : lat_x;
+  assign \$1997  = rd_tag2[15] ? \$1996 [63:56] : 8'h80;
+  assign \$1998  = \$1991  ? \$1994  : \$1997 ;
+  assign \$1999  = $signed(\$1984 ) > $signed(\$1998 );
+  assign \$2000  = ! rd_tag2[2:1];
+  assign \$2001  = \$2000  ? spad_rd__data : lat_x;
+  assign \$2002  = rd_tag2[12] ? \$2001 [39:32] : 8'h80;
+  assign \$2003  = ! rd_tag2[2:1];
+  assign \$2004  = \$2003  ? spad_rd__data : lat_x;
+  assign \$2005  = rd_tag2[13] ? \$2004 [47:40] : 8'h80;
+  assign \$2006  = $signed(\$2002 ) > $signed(\$2005 );
+  assign \$2007  = ! rd_tag2[2:1];
+  assign \$2008  = \$2007  ? spad_rd__data : lat_x;
+  assign \$2009  = rd_tag2[12] ? \$2008 [39:32] : 8'h80;
+  assign \$2010  = ! rd_tag2[2:1];
+  assign \$2011  = \$2010  ? spad_rd__data : lat_x;
+  assign \$2012  = rd_tag2[13] ? \$2011 [47:40] : 8'h80;
+  assign \$2013  = \$2006  ? \$2009  : \$2012 ;
+  assign \$2014  = ! rd_tag2[2:1];
+  assign \$2015  = \$2014  ? spad_rd__data : lat_x;
+  assign \$2016  = rd_tag2[14] ? \$2015 [55:48] : 8'h80;
+  assign \$2017  = ! rd_tag2[2:1];
+  assign \$2018  = \$2017  ? spad_rd__data : lat_x;
+  assign \$2019  = rd_tag2[15] ? \$2018 [63:56] : 8'h80;
+  assign \$2020  = $signed(\$2016 ) > $signed(\$2019 );
+  assign \$2021  = ! rd_tag2[2:1];
+  assign \$2022  = \$2021  ? spad_rd__data : lat_x;
+  assign \$2023  = rd_tag2[14] ? \$2022 [55:48] : 8'h80;
+  assign \$2024  = ! rd_tag2[2:1];
+  assign \$2025  = \$2024  ? spad_rd__data : lat_x;
+  assign \$2026  = rd_tag2[15] ? \$2025 [63:56] : 8'h80;
+  assign \$2027  = \$2020  ? \$2023  : \$2026 ;
+  assign \$2028  = \$1999  ? \$2013  : \$2027 ;
+  assign \$2029  = \$1912  ? \$1970  : \$2028 ;
+  assign \$2030  = ! rd_tag2[2:1];
+  assign \$2031  = \$2030  ? spad_rd__data : lat_x;
+  assign \$2032  = rd_tag2[16] ? \$2031 [71:64] : 8'h80;
+  assign \$2033  = ! rd_tag2[2:1];
+  assign \$2034  = \$2033  ? spad_rd__data : lat_x;
+  assign \$2035  = rd_tag2[17] ? \$2034 [79:72] : 8'h80;
+  assign \$2036  = $signed(\$2032 ) > $signed(\$2035 );
+  assign \$2037  = ! rd_tag2[2:1];
+  assign \$2038  = \$2037  ? spad_rd__data : lat_x;
+  assign \$2039  = rd_tag2[16] ? \$2038 [71:64] : 8'h80;
+  assign \$2040  = ! rd_tag2[2:1];
+  assign \$2041  = \$2040  ? spad_rd__data : lat_x;
+  assign \$2042  = rd_tag2[17] ? \$2041 [79:72] : 8'h80;
+  assign \$2043  = \$2036  ? \$2039  : \$2042 ;
+  assign \$2044  = ! rd_tag2[2:1];
+  assign \$2045  = \$2044  ? spad_rd__data : lat_x;
+  assign \$2046  = rd_tag2[18] ? \$2045 [87:80] : 8'h80;
+  assign \$2047  = ! rd_tag2[2:1];
+  assign \$2048  = \$2047  ? spad_rd__data : lat_x;
+  assign \$2049  = rd_tag2[19] ? \$2048 [95:88] : 8'h80;
+  assign \$2050  = $signed(\$2046 ) > $signed(\$2049 );
+  assign \$2051  = ! rd_tag2[2:1];
+  assign \$2052  = \$2051  ? spad_rd__data : lat_x;
+  assign \$2053  = rd_tag2[18] ? \$2052 [87:80] : 8'h80;
+  assign \$2054  = ! rd_tag2[2:1];
+  assign \$2055  = \$2054  ? spad_rd__data : lat_x;
+  assign \$2056  = rd_tag2[19] ? \$2055 [95:88] : 8'h80;
+  assign \$2057  = \$2050  ? \$2053  : \$2056 ;
+  assign \$2058  = $signed(\$2043 ) > $signed(\$2057 );
+  assign \$2059  = ! rd_tag2[2:1];
+  assign \$2060  = \$2059  ? spad_rd__data : lat_x;
+  assign \$2061  = rd_tag2[16] ? \$2060 [71:64] : 8'h80;
+  assign \$2062  = ! rd_tag2[2:1];
+  assign \$2063  = \$2062  ? spad_rd__data : lat_x;
+  assign \$2064  = rd_tag2[17] ? \$2063 [79:72] : 8'h80;
+  assign \$2065  = $signed(\$2061 ) > $signed(\$2064 );
+  assign \$2066  = ! rd_tag2[2:1];
+  assign \$2067  = \$2066  ? spad_rd__data : lat_x;
+  assign \$2068  = rd_tag2[16] ? \$2067 [71:64] : 8'h80;
+  assign \$2069  = ! rd_tag2[2:1];
+  assign \$2070  = \$2069  ? spad_rd__data : lat_x;
+  assign \$2071  = rd_tag2[17] ? \$2070 [79:72] : 8'h80;
+  assign \$2072  = \$2065  ? \$2068  : \$2071 ;
+  assign \$2073  = ! rd_tag2[2:1];
+  assign \$2074  = \$2073  ? spad_rd__data : lat_x;
+  assign \$2075  = rd_tag2[18] ? \$2074 [87:80] : 8'h80;
+  assign \$2076  = ! rd_tag2[2:1];
+  assign \$2077  = \$2076  ? spad_rd__data : lat_x;
+  assign \$2078  = rd_tag2[19] ? \$2077 [95:88] : 8'h80;
+  assign \$2079  = $signed(\$2075 ) > $signed(\$2078 );
+  assign \$2080  = ! rd_tag2[2:1];
+  assign \$2081  = \$2080  ? spad_rd__data : lat_x;
+  assign \$2082  = rd_tag2[18] ? \$2081 [87:80] : 8'h80;
+  assign \$2083  = ! rd_tag2[2:1];
+  assign \$2084  = \$2083  ? spad_rd__data : lat_x;
+  assign \$2085  = rd_tag2[19] ? \$2084 [95:88] : 8'h80;
+  assign \$2086  = \$2079  ? \$2082  : \$2085 ;
+  assign \$2087  = \$2058  ? \$2072  : \$2086 ;
+  assign \$2088  = ! rd_tag2[2:1];
+  assign \$2089  = \$2088  ? spad_rd__data : lat_x;
+  assign \$2090  = rd_tag2[20] ? \$2089 [103:96] : 8'h80;
+  assign \$2091  = ! rd_tag2[2:1];
+  assign \$2092  = \$2091  ? spad_rd__data : lat_x;
+  assign \$2093  = rd_tag2[21] ? \$2092 [111:104] : 8'h80;
+  assign \$2094  = $signed(\$2090 ) > $signed(\$2093 );
+  assign \$2095  = ! rd_tag2[2:1];
+  assign \$2096  = \$2095  ? spad_rd__data : lat_x;
+  assign \$2097  = rd_tag2[20] ? \$2096 [103:96] : 8'h80;
+  assign \$2098  = ! rd_tag2[2:1];
+  assign \$2099  = \$2098  ? spad_rd__data : lat_x;
+  assign \$2100  = rd_tag2[21] ? \$2099 [111:104] : 8'h80;
+  assign \$2101  = \$2094  ? \$2097  : \$2100 ;
+  assign \$2102  = ! rd_tag2[2:1];
+  assign \$2103  = \$2102  ? spad_rd__data : lat_x;
+  assign \$2104  = rd_tag2[22] ? \$2103 [119:112] : 8'h80;
+  assign \$2105  = ! rd_tag2[2:1];
+  assign \$2106  = \$2105  ? spad_rd__data : lat_x;
+  assign \$2107  = rd_tag2[23] ? \$2106 [127:120] : 8'h80;
+  assign \$2108  = $signed(\$2104 ) > $signed(\$2107 );
+  assign \$2109  = ! rd_tag2[2:1];
+  assign \$2110  = \$2109  ? spad_rd__data : lat_x;
+  assign \$2111  = rd_tag2[22] ? \$2110 [119:112] : 8'h80;
+  assign \$2112  = ! rd_tag2[2:1];
+  assign \$2113  = \$2112  ? spad_rd__data : lat_x;
+  assign \$2114  = rd_tag2[23] ? \$2113 [127:120] : 8'h80;
+  assign \$2115  = \$2108  ? \$2111  : \$2114 ;
+  assign \$2116  = $signed(\$2101 ) > $signed(\$2115 );
+  assign \$2117  = ! rd_tag2[2:1];
+  assign \$2118  = \$2117  ? spad_rd__data : lat_x;
+  assign \$2119  = rd_tag2[20] ? \$2118 [103:96] : 8'h80;
+  assign \$2120  = ! rd_tag2[2:1];
+  assign \$2121  = \$2120  ? spad_rd__data : lat_x;
+  assign \$2122  = rd_tag2[21] ? \$2121 [111:104] : 8'h80;
+  assign \$2123  = $signed(\$2119 ) > $signed(\$2122 );
+  assign \$2124  = ! rd_tag2[2:1];
+  assign \$2125  = \$2124  ? spad_rd__data : lat_x;
+  assign \$2126  = rd_tag2[20] ? \$2125 [103:96] : 8'h80;
+  assign \$2127  = ! rd_tag2[2:1];
+  assign \$2128  = \$2127  ? spad_rd__data : lat_x;
+  assign \$2129  = rd_tag2[21] ? \$2128 [111:104] : 8'h80;
+  assign \$2130  = \$2123  ? \$2126  : \$2129 ;
+  assign \$2131  = ! rd_tag2[2:1];
+  assign \$2132  = \$2131  ? spad_rd__data : lat_x;
+  assign \$2133  = rd_tag2[22] ? \$2132 [119:112] : 8'h80;
+  assign \$2134  = ! rd_tag2[2:1];
+  assign \$2135  = \$2134  ? spad_rd__data : lat_x;
+  assign \$2136  = rd_tag2[23] ? \$2135 [127:120] : 8'h80;
+  assign \$2137  = $signed(\$2133 ) > $signed(\$2136 );
+  assign \$2138  = ! rd_tag2[2:1];
+  assign \$2139  = \$2138  ? spad_rd__data : lat_x;
+  assign \$2140  = rd_tag2[22] ? \$2139 [119:112] : 8'h80;
+  assign \$2141  = ! rd_tag2[2:1];
+  assign \$2142  = \$2141  ? spad_rd__data : lat_x;
+  assign \$2143  = rd_tag2[23] ? \$2142 [127:120] : 8'h80;
+  assign \$2144  = \$2137  ? \$2140  : \$2143 ;
+  assign \$2145  = \$2116  ? \$2130  : \$2144 ;
+  assign \$2146  = $signed(\$2087 ) > $signed(\$2145 );
+  assign \$2147  = ! rd_tag2[2:1];
+  assign \$2148  = \$2147  ? spad_rd__data : lat_x;
+  assign \$2149  = rd_tag2[16] ? \$2148 [71:64] : 8'h80;
+  assign \$2150  = ! rd_tag2[2:1];
+  assign \$2151  = \$2150  ? spad_rd__data : lat_x;
+  assign \$2152  = rd_tag2[17] ? \$2151 [79:72] : 8'h80;
+  assign \$2153  = $signed(\$2149 ) > $signed(\$2152 );
+  assign \$2154  = ! rd_tag2[2:1];
+  assign \$2155  = \$2154  ? spad_rd__data : lat_x;
+  assign \$2156  = rd_tag2[16] ? \$2155 [71:64] : 8'h80;
+  assign \$2157  = ! rd_tag2[2:1];
+  assign \$2158  = \$2157  ? spad_rd__data : lat_x;
+  assign \$2159  = rd_tag2[17] ? \$2158 [79:72] : 8'h80;
+  assign \$2160  = \$2153  ? \$2156  : \$2159 ;
+  assign \$2161  = ! rd_tag2[2:1];
+  assign \$2162  = \$2161  ? spad_rd__data : lat_x;
+  assign \$2163  = rd_tag2[18] ? \$2162 [87:80] : 8'h80;
+  assign \$2164  = ! rd_tag2[2:1];
+  assign \$2165  = \$2164  ? spad_rd__data : lat_x;
+  assign \$2166  = rd_tag2[19] ? \$2165 [95:88] : 8'h80;
+  assign \$2167  = $signed(\$2163 ) > $signed(\$2166 );
+  assign \$2168  = ! rd_tag2[2:1];
+  assign \$2169  = \$2168  ? spad_rd__data : lat_x;
+  assign \$2170  = rd_tag2[18] ? \$2169 [87:80] : 8'h80;
+  assign \$2171  = ! rd_tag2[2:1];
+  assign \$2172  = \$2171  ? spad_rd__data : lat_x;
+  assign \$2173  = rd_tag2[19] ? \$2172 [95:88] : 8'h80;
+  assign \$2174  = \$2167  ? \$2170  : \$2173 ;
+  assign \$2175  = $signed(\$2160 ) > $signed(\$2174 );
+  assign \$2176  = ! rd_tag2[2:1];
+  assign \$2177  = \$2176  ? spad_rd__data : lat_x;
+  assign \$2178  = rd_tag2[16] ? \$2177 [71:64] : 8'h80;
+  assign \$2179  = ! rd_tag2[2:1];
+  assign \$2180  = \$2179  ? spad_rd__data : lat_x;
+  assign \$2181  = rd_tag2[17] ? \$2180 [79:72] : 8'h80;
+  assign \$2182  = $signed(\$2178 ) > $signed(\$2181 );
+  assign \$2183  = ! rd_tag2[2:1];
+  assign \$2184  = \$2183  ? spad_rd__data : lat_x;
+  assign \$2185  = rd_tag2[16] ? \$2184 [71:64] : 8'h80;
+  assign \$2186  = ! rd_tag2[2:1];
+  assign \$2187  = \$2186  ? spad_rd__data : lat_x;
+  assign \$2188  = rd_tag2[17] ? \$2187 [79:72] : 8'h80;
+  assign \$2189  = \$2182  ? \$2185  : \$2188 ;
+  assign \$2190  = ! rd_tag2[2:1];
+  assign \$2191  = \$2190  ? spad_rd__data : lat_x;
+  assign \$2192  = rd_tag2[18] ? \$2191 [87:80] : 8'h80;
+  assign \$2193  = ! rd_tag2[2:1];
+  assign \$2194  = \$2193  ? spad_rd__data : lat_x;
+  assign \$2195  = rd_tag2[19] ? \$2194 [95:88] : 8'h80;
+  assign \$2196  = $signed(\$2192 ) > $signed(\$2195 );
+  assign \$2197  = ! rd_tag2[2:1];
+  assign \$2198  = \$2197  ? spad_rd__data : lat_x;
+  assign \$2199  = rd_tag2[18] ? \$2198 [87:80] : 8'h80;
+  assign \$2200  = ! rd_tag2[2:1];
+  assign \$2201  = \$2200  ? spad_rd__data : lat_x;
+  assign \$2202  = rd_tag2[19] ? \$2201 [95:88] : 8'h80;
+  assign \$2203  = \$2196  ? \$2199  : \$2202 ;
+  assign \$2204  = \$2175  ? \$2189  : \$2203 ;
+  assign \$2205  = ! rd_tag2[2:1];
+  assign \$2206  = \$2205  ? spad_rd__data : lat_x;
+  assign \$2207  = rd_tag2[20] ? \$2206 [103:96] : 8'h80;
+  assign \$2208  = ! rd_tag2[2:1];
+  assign \$2209  = \$2208  ? spad_rd__data : lat_x;
+  assign \$2210  = rd_tag2[21] ? \$2209 [111:104] : 8'h80;
+  assign \$2211  = $signed(\$2207 ) > $signed(\$2210 );
+  assign \$2212  = ! rd_tag2[2:1];
+  assign \$2213  = \$2212  ? spad_rd__data : lat_x;
+  assign \$2214  = rd_tag2[20] ? \$2213 [103:96] : 8'h80;
+  assign \$2215  = ! rd_tag2[2:1];
+  assign \$2216  = \$2215  ? spad_rd__data : lat_x;
+  assign \$2217  = rd_tag2[21] ? \$2216 [111:104] : 8'h80;
+  assign \$2218  = \$2211  ? \$2214  : \$2217 ;
+  assign \$2219  = ! rd_tag2[2:1];
+  assign \$2220  = \$2219  ? spad_rd__data : lat_x;
+  assign \$2221  = rd_tag2[22] ? \$2220 [119:112] : 8'h80;
+  assign \$2222  = ! rd_tag2[2:1];
+  assign \$2223  = \$2222  ? spad_rd__data : lat_x;
+  assign \$2224  = rd_tag2[23] ? \$2223 [127:120] : 8'h80;
+  assign \$2225  = $signed(\$2221 ) > $signed(\$2224 );
+  assign \$2226  = ! rd_tag2[2:1];
+  assign \$2227  = \$2226  ? spad_rd__data : lat_x;
+  assign \$2228  = rd_tag2[22] ? \$2227 [119:112] : 8'h80;
+  assign \$2229  = ! rd_tag2[2:1];
+  assign \$2230  = \$2229  ? spad_rd__data : lat_x;
+  assign \$2231  = rd_tag2[23] ? \$2230 [127:120] : 8'h80;
+  assign \$2232  = \$2225  ? \$2228  : \$2231 ;
+  assign \$2233  = $signed(\$2218 ) > $signed(\$2232 );
+  assign \$2234  = ! rd_tag2[2:1];
+  assign \$2235  = \$2234  ? spad_rd__data : lat_x;
+  assign \$2236  = rd_tag2[20] ? \$2235 [103:96] : 8'h80;
+  assign \$2237  = ! rd_tag2[2:1];
+  assign \$2238  = \$2237  ? spad_rd__data : lat_x;
+  assign \$2239  = rd_tag2[21] ? \$2238 [111:104] : 8'h80;
+  assign \$2240  = $signed(\$2236 ) > $signed(\$2239 );
+  assign \$2241  = ! rd_tag2[2:1];
+  assign \$2242  = \$2241  ? spad_rd__data : lat_x;
+  assign \$2243  = rd_tag2[20] ? \$2242 [103:96] : 8'h80;
+  assign \$2244  = ! rd_tag2[2:1];
+  assign \$2245  = \$2244  ? spad_rd__data : lat_x;
+  assign \$2246  = rd_tag2[21] ? \$2245 [111:104] : 8'h80;
+  assign \$2247  = \$2240  ? \$2243  : \$2246 ;
+  assign \$2248  = ! rd_tag2[2:1];
+  assign \$2249  = \$2248  ? spad_rd__data : lat_x;
+  assign \$2250  = rd_tag2[22] ? \$2249 [119:112] : 8'h80;
+  assign \$2251  = ! rd_tag2[2:1];
+  assign \$2252  = \$2251  ? spad_rd__data : lat_x;
+  assign \$2253  = rd_tag2[23] ? \$2252 [127:120] : 8'h80;
+  assign \$2254  = $signed(\$2250 ) > $signed(\$2253 );
+  assign \$2255  = ! rd_tag2[2:1];
+  assign \$2256  = \$2255  ? spad_rd__data : lat_x;
+  assign \$2257  = rd_tag2[22] ? \$2256 [119:112] : 8'h80;
+  assign \$2258  = ! rd_tag2[2:1];
+  assign \$2259  = \$2258  ? spad_rd__data : lat_x;
+  assign \$2260  = rd_tag2[23] ? \$2259 [127:120] : 8'h80;
+  assign \$2261  = \$2254  ? \$2257  : \$2260 ;
+  assign \$2262  = \$2233  ? \$2247  : \$2261 ;
+  assign \$2263  = \$2146  ? \$2204  : \$2262 ;
+  assign \$2264  = \$1795  ? \$2029  : \$2263 ;
+  assign \$2265  = \$1326  ? \$2264  : m_row;
+  assign \$2266  = e4_meta[4] ? l0_e : 26'h0000000;
+  assign \$2267  = s_sum + \$2266 ;
+  assign \$2268  = e1_meta[4] ? l0_xs : 9'h000;
+  assign \$2269  = $signed(s1) + $signed(\$2268 );
+  assign \$2270  = e1_meta[4] ? l0_xs : 9'h000;
+  assign \$2271  = e1_meta[4] ? l0_xs : 9'h000;
+  assign \$2272  = $signed(\$2270 ) * $signed(\$2271 );
+  assign \$2273  = $signed({ 1'h0, s2 }) + $signed(\$2272 );
+  assign \$2274  = op == 1'h1;
+  assign \$2275  = op == 2'h2;
+  assign \$2276  = \$2274  | \$2275 ;
+  assign \$2277  = cur == 3'h4;
+  assign \$2278  = \$2276  & \$2277 ;
+  assign \$2279  = | slot;
+  assign \$2280  = \$2278  & \$2279 ;
+  assign \$2281  = acc_rd__en & acc_rd__gnt;
+  assign \$2282  = spad_rd__en & spad_rd__gnt;
+  assign \$2283  = \$2280  ? \$2281  : \$2282 ;
+  assign \$2284  = ! slot;
+  assign \$2285  = \$2283  & \$2284 ;
+  assign \$2286  = inflight + \$2285 ;
+  assign \$2287  = e6_meta[0] & e6_meta[23];
+  assign \$2288  = \$2286  - \$2287 ;
+  assign \$2289  = rd_tag2[0] & rd_tag2[3];
+  assign \$2290  = rd_tag2[7:5] == 1'h1;
+  assign \$2291  = \$2289  & \$2290 ;
+  assign \$2292  = $signed(\$2288 ) - $signed({ 1'h0, \$2291  });
+  assign \$2293  = op == 1'h1;
+  assign \$2294  = op == 2'h2;
+  assign \$2295  = \$2293  | \$2294 ;
+  assign \$2296  = cur == 3'h4;
+  assign \$2297  = \$2295  & \$2296 ;
+  assign \$2298  = | slot;
+  assign \$2299  = \$2297  & \$2298 ;
+  assign \$2300  = acc_rd__en & acc_rd__gnt;
+  assign \$2301  = spad_rd__en & spad_rd__gnt;
+  assign \$2302  = \$2299  ? \$2300  : \$2301 ;
+  assign \$2303  = ! slot;
+  assign \$2304  = \$2302  & \$2303 ;
+  assign \$2305  = cur == 3'h4;
+  assign \$2306  = \$2304  & \$2305 ;
+  assign \$2307  = pending_out + \$2306 ;
+  assign \$2308  = e6_meta[0] & e6_meta[23];
+  assign \$2309  = e6_meta[3:1] == 3'h4;
+  assign \$2310  = \$2308  & \$2309 ;
+  assign \$2311  = \$2307  - \$2310 ;
+  assign \$2312  = | raw[223:125];
+  assign \$2313  = | raw[223:176];
+  assign \$2314  = | raw[223:112];
+  assign \$2315  = | raw[223:158];
+  assign \$2316  = \$signal  + 4'hf;
+  assign \$2318  = segs - 1'h1;
+  assign \$2319  = \$2318 [15:0] * \$signal$94 ;
+  assign \$2320  = ! \$signal$93 ;
+  assign \$2321  = ! \$signal ;
+  assign \$2322  = \$2320  | \$2321 ;
+  assign \$2323  = op == 1'h1;
+  assign \$2324  = op == 2'h2;
+  assign \$2325  = \$2323  | \$2324 ;
+  assign \$2326  = \$signal  > 13'h1000;
+  assign \$2327  = \$2325  & \$2326 ;
+  assign \$2328  = \$2322  | \$2327 ;
+  assign \$2329  = \$signal$95  + span;
+  assign \$2330  = \$2329  + \$signal$93 ;
+  assign \$2331  = \$2330  - 1'h1;
+  assign \$2332  = $signed(\$2331 ) >= $signed(16'h4000);
+  assign \$2333  = dst + span;
+  assign \$2334  = \$2333  + \$signal$93 ;
+  assign \$2335  = \$2334  - 1'h1;
+  assign \$2336  = $signed(\$2335 ) >= $signed(16'h4000);
+  assign \$2337  = \$2332  | \$2336 ;
+  assign \$2338  = op == 3'h4;
+  assign \$2339  = \$signal$97  + span;
+  assign \$2340  = \$2339  + \$signal$93 ;
+  assign \$2341  = \$2340  - 1'h1;
+  assign \$2342  = $signed(\$2341 ) >= $signed(16'h4000);
+  assign \$2343  = \$2338  & \$2342 ;
+  assign \$2344  = \$2337  | \$2343 ;
+  assign \$2345  = op == 2'h3;
+  assign \$2346  = \$signal$97  + 4'hf;
+  assign \$2347  = \$2346  >= 15'h4000;
+  assign \$2348  = \$2345  & \$2347 ;
+  assign \$2349  = \$2344  | \$2348 ;
+  assign \$2350  = op == 1'h1;
+  assign \$2351  = op == 2'h2;
+  assign \$2352  = \$2350  | \$2351 ;
+  assign \$2353  = \$signal$98  + segs;
+  assign \$2354  = \$2353  - 1'h1;
+  assign \$2355  = $signed(\$2354 ) >= $signed(15'h2000);
+  assign \$2356  = \$2352  & \$2355 ;
+  assign \$2357  = \$2349  | \$2356 ;
+  assign \$2358  = op == 1'h1;
+  assign \$2359  = bet + segs;
+  assign \$2360  = \$2359  - 1'h1;
+  assign \$2361  = $signed(\$2360 ) >= $signed(15'h2000);
+  assign \$2362  = \$2358  & \$2361 ;
+  assign \$2363  = \$2357  | \$2362 ;
+  assign \$2364  = | err;
+  assign \$2365  = op == 2'h3;
+  assign \$2366  = \$signal$95  + row;
+  assign \$2367  = \$signal$97  + row;
+  assign \$2368  = dst + row;
+  assign \$2369  = ! op;
+  assign \$2370  = op == 1'h1;
+  assign \$2371  = op == 2'h2;
+  assign \$2372  = \$2370  | \$2371 ;
+  assign \$2373  = \$2372  ? 3'h3 : 3'h4;
+  assign \$2374  = \$2369  ? 3'h1 : \$2373 ;
+  assign \$2375  = op == 1'h1;
+  assign \$2376  = op == 2'h2;
+  assign \$2377  = \$2375  | \$2376 ;
+  assign \$2378  = cur == 3'h4;
+  assign \$2379  = \$2377  & \$2378 ;
+  assign \$2380  = | slot;
+  assign \$2381  = \$2379  & \$2380 ;
+  assign \$2382  = acc_rd__en & acc_rd__gnt;
+  assign \$2383  = spad_rd__en & spad_rd__gnt;
+  assign \$2384  = \$2381  ? \$2382  : \$2383 ;
+  assign \$2385  = cur == 3'h4;
+  assign \$2386  = op == 1'h1;
+  assign \$2387  = op == 2'h2;
+  assign \$2388  = op == 3'h4;
+  assign \$2389  = \$2387  | \$2388 ;
+  assign \$2390  = \$2389  ? 2'h2 : 2'h1;
+  assign \$2391  = \$2386  ? 2'h3 : \$2390 ;
+  assign \$2392  = \$2385  ? \$2391  : 2'h1;
+  assign \$2393  = \$2392  - 1'h1;
+  assign \$2394  = slot == \$2393 ;
+  assign \$2395  = slot + 1'h1;
+  assign \$2396  = \$2394  ? 3'h0 : \$2395 ;
+  assign \$2397  = op == 1'h1;
+  assign \$2398  = op == 2'h2;
+  assign \$2399  = \$2397  | \$2398 ;
+  assign \$2400  = cur == 3'h4;
+  assign \$2401  = \$2399  & \$2400 ;
+  assign \$2402  = | slot;
+  assign \$2403  = \$2401  & \$2402 ;
+  assign \$2404  = acc_rd__en & acc_rd__gnt;
+  assign \$2405  = spad_rd__en & spad_rd__gnt;
+  assign \$2406  = \$2403  ? \$2404  : \$2405 ;
+  assign \$2407  = cur == 3'h4;
+  assign \$2408  = op == 1'h1;
+  assign \$2409  = op == 2'h2;
+  assign \$2410  = op == 3'h4;
+  assign \$2411  = \$2409  | \$2410 ;
+  assign \$2412  = \$2411  ? 2'h2 : 2'h1;
+  assign \$2413  = \$2408  ? 2'h3 : \$2412 ;
+  assign \$2414  = \$2407  ? \$2413  : 2'h1;
+  assign \$2415  = \$2414  - 1'h1;
+  assign \$2416  = slot == \$2415 ;
+  assign \$2417  = \$2406  & \$2416 ;
+  assign \$2418  = seg + 1'h1;
+  assign \$2419  = pos + 5'h10;
+  assign \$2420  = ptr_p + 1'h1;
+  assign \$2421  = \$signal$108  + \$signal$94 ;
+  assign \$2422  = \$signal$109  + \$signal$94 ;
+  assign \$2423  = ptr_d + \$signal$94 ;
+  assign \$2424  = seg + 1'h1;
+  assign \$2425  = ! cur;
+  assign \$2426  = \$2425  ? 17'h00010 : segs;
+  assign \$2427  = \$2424  == \$2426 ;
+  assign \$2428  = ! inflight;
+  assign \$2429  = \$signal  * s2;
+  assign \$2430  = op == 1'h1;
+  assign \$2431  = $signed(s1) * $signed(s1);
+  assign \$2432  = \$2430  ? \$2431  : 44'h00000000000;
+  assign \$2433  = $signed({ 1'h0, \$2429  }) - $signed(\$2432 );
+  assign \$2434  = row + 1'h1;
+  assign \$2435  = \$2434  == \$signal$93 ;
+  assign \$2436  = row + 1'h1;
+  assign \$2437  = \$signal$95  + row;
+  assign \$2438  = \$signal$97  + row;
+  assign \$2439  = dst + row;
+  assign \$2440  = ! d_val;
+  assign \$2442  = \$signal$100  << eps_exp;
+  assign \$2443  = \$2441  + \$2442 ;
+  assign \$2445  = sq_cnt - 1'h1;
+  assign \$2446  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
+  assign \$2447  = { sq_rem, sq_n[79:78] } - { sq_root, 2'h1 };
+  assign \$2448  = \$2446  ? \$2447  : { 1'h0, sq_rem, sq_n[79:78] };
+  assign \$2449  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
+  assign \$2450  = sq_cnt == 1'h1;
+  assign \$2451  = bitlen + 5'h17;
+  assign \$2452  = 1'h1 << \$2451 ;
+  assign \$2453  = bitlen + 5'h17;
+  assign \$2454  = \$2453  - 5'h10;
+  assign \$2455  = $signed(\$2454 ) - $signed(6'h10);
+  assign \$2457  = dv_cnt - 1'h1;
+  assign \$2458  = { dv_rem, dv_num[63] } >= dv_den;
+  assign \$2459  = { dv_rem, dv_num[63] } - dv_den;
+  assign \$2460  = \$2458  ? \$2459  : { 1'h0, dv_rem, dv_num[63] };
+  assign \$2461  = { dv_rem, dv_num[63] } >= dv_den;
+  assign \$2462  = dv_cnt == 1'h1;
+  assign \$2463  = ! inflight;
+  assign \$2464  = ~ r_rdy;
+  assign \$2465  = \$2463  & \$2464 ;
+  assign \$2466  = ! level;
+  assign \$2467  = \$2465  & \$2466 ;
+  assign \$2468  = cur == 3'h4;
+  assign \$2469  = ! slot;
+  assign \$2470  = \$2468  & \$2469 ;
+  assign \$2471  = ~ \$2470 ;
+  assign \$2472  = pending_out + level;
+  assign \$2473  = \$2472  < 4'hf;
+  assign \$2474  = \$2471  | \$2473 ;
+  assign \$2475  = issuing & \$2474 ;
+  assign \$2476  = | slot;
+  assign \$2477  = ! group_gap;
+  assign \$2478  = \$2476  | \$2477 ;
+  assign \$2479  = \$2475  & \$2478 ;
+  assign \$2480  = op == 1'h1;
+  assign \$2481  = op == 2'h2;
+  assign \$2482  = \$2480  | \$2481 ;
+  assign \$2483  = cur == 3'h4;
+  assign \$2484  = \$2482  & \$2483 ;
+  assign \$2485  = | slot;
+  assign \$2486  = \$2484  & \$2485 ;
+  assign \$2487  = ~ \$2486 ;
+  assign spad_rd__en = \$2479  & \$2487 ;
+  assign \$2488  = ! cur;
+  assign \$2489  = \$signal$97  + seg;
+  assign \$2490  = op == 3'h4;
+  assign \$2491  = cur == 3'h4;
+  assign \$2492  = \$2490  & \$2491 ;
+  assign \$2493  = slot == 1'h1;
+  assign \$2494  = \$2492  & \$2493 ;
+  assign \$2495  = \$2494  ? \$signal$109  : \$signal$108 ;
+  assign \$2496  = \$2488  ? \$2489  : \$2495 ;
+  assign \$2497  = cur == 3'h4;
+  assign \$2498  = ! slot;
+  assign \$2499  = \$2497  & \$2498 ;
+  assign \$2500  = ~ \$2499 ;
+  assign \$2501  = pending_out + level;
+  assign \$2502  = \$2501  < 4'hf;
+  assign \$2503  = \$2500  | \$2502 ;
+  assign \$2504  = issuing & \$2503 ;
+  assign \$2505  = | slot;
+  assign \$2506  = ! group_gap;
+  assign \$2507  = \$2505  | \$2506 ;
+  assign \$2508  = \$2504  & \$2507 ;
+  assign \$2509  = op == 1'h1;
+  assign \$2510  = op == 2'h2;
+  assign \$2511  = \$2509  | \$2510 ;
+  assign \$2512  = cur == 3'h4;
+  assign \$2513  = \$2511  & \$2512 ;
+  assign \$2514  = | slot;
+  assign \$2515  = \$2513  & \$2514 ;
+  assign acc_rd__en = \$2508  & \$2515 ;
+  assign \$2516  = slot == 1'h1;
+  assign \$2517  = \$2516  ? \$signal$98  : bet;
+  assign \$2518  = \$2517  + ptr_p;
+  assign \$2519  = | seg_meta[2:0];
+  assign \$2520  = grp_busy & \$2519 ;
+  assign \$2521  = ! grp;
+  assign \$2522  = \$2520  & \$2521 ;
+  assign \$2523  = rd_tag2[0] & rd_tag2[3];
+  assign \$2524  = rd_tag2[7:5] == 1'h1;
+  assign \$2525  = \$2523  & \$2524 ;
+  assign active = \$2522  | \$2525 ;
+  assign \$2526  = ! seg_meta[2:0];
+  assign \$2527  = grp_busy & \$2526 ;
+  assign \$2528  = ! grp;
+  assign wp__en = \$2527  & \$2528 ;
+  assign \$5205  = grp * 4'h8;
+  assign \$2529  = seg_x >> \$5205 ;
+  assign \$2530  = \$2529  + 8'h80;
+  assign \$2532  = e6_meta[0] & e6_meta[23];
+  assign \$2533  = e6_meta[3:1] == 3'h4;
+  assign w_en = \$2532  & \$2533 ;
+  assign \$2534  = ! e6_meta[22:19];
+  assign \$2535  = \$2534  ? l0_y : row_out[7:0];
+  assign \$2536  = e6_meta[22:19] == 1'h1;
+  assign \$2537  = \$2536  ? l0_y : row_out[15:8];
+  assign \$2538  = e6_meta[22:19] == 2'h2;
+  assign \$2539  = \$2538  ? l0_y : row_out[23:16];
+  assign \$2540  = e6_meta[22:19] == 2'h3;
+  assign \$2541  = \$2540  ? l0_y : row_out[31:24];
+  assign \$2542  = e6_meta[22:19] == 3'h4;
+  assign \$2543  = \$2542  ? l0_y : row_out[39:32];
+  assign \$2544  = e6_meta[22:19] == 3'h5;
+  assign \$2545  = \$2544  ? l0_y : row_out[47:40];
+  assign \$2546  = e6_meta[22:19] == 3'h6;
+  assign \$2547  = \$2546  ? l0_y : row_out[55:48];
+  assign \$2548  = e6_meta[22:19] == 3'h7;
+  assign \$2549  = \$2548  ? l0_y : row_out[63:56];
+  assign \$2550  = e6_meta[22:19] == 4'h8;
+  assign \$2551  = \$2550  ? l0_y : row_out[71:64];
+  assign \$2552  = e6_meta[22:19] == 4'h9;
+  assign \$2553  = \$2552  ? l0_y : row_out[79:72];
+  assign \$2554  = e6_meta[22:19] == 4'ha;
+  assign \$2555  = \$2554  ? l0_y : row_out[87:80];
+  assign \$2556  = e6_meta[22:19] == 4'hb;
+  assign \$2557  = \$2556  ? l0_y : row_out[95:88];
+  assign \$2558  = e6_meta[22:19] == 4'hc;
+  assign \$2559  = \$2558  ? l0_y : row_out[103:96];
+  assign \$2560  = e6_meta[22:19] == 4'hd;
+  assign \$2561  = \$2560  ? l0_y : row_out[111:104];
+  assign \$2562  = e6_meta[22:19] == 4'he;
+  assign \$2563  = \$2562  ? l0_y : row_out[119:112];
+  assign \$2564  = e6_meta[22:19] == 4'hf;
+  assign \$2565  = \$2564  ? l0_y : row_out[127:120];
+  assign ctl__busy = ~ \$2566 ;
+  assign \$2566  = ! sfu_fsm_state;
+  assign \$2567  = sfu_fsm_state == 1'h1;
+  assign \$2568  = sfu_fsm_state == 2'h2;
+  assign \$2569  = sfu_fsm_state == 2'h3;
+  assign \$2570  = sfu_fsm_state == 3'h4;
+  assign \$2571  = sfu_fsm_state == 3'h5;
+  assign \$2572  = sfu_fsm_state == 3'h6;
+  assign \$2573  = sfu_fsm_state == 3'h7;
+  assign \$2574  = sfu_fsm_state == 4'h8;
+  assign \$2575  = sfu_fsm_state == 4'h9;
+  assign \$2576  = sfu_fsm_state == 4'ha;
+  assign \$2577  = sfu_fsm_state == 4'hb;
+  assign \$2578  = sfu_fsm_state == 4'hc;
+  assign \$2579  = sfu_fsm_state == 4'hd;
+  assign \$2580  = sfu_fsm_state == 4'he;
+  assign \$2581  = sfu_fsm_state == 4'hf;
+  always @(posedge clk)
+    done <= \$2582 ;
+  always @(posedge clk)
+    group_gap <= \$2583 ;
+  always @(posedge clk)
+    rd_tag0 <= \$2584 ;
+  always @(posedge clk)
+    rd_tag1 <= \$2585 ;
+  always @(posedge clk)
+    rd_tag2 <= \$2586 ;
+  always @(posedge clk)
+    lat_x <= \$2587 ;
+  always @(posedge clk)
+    lat_b <= \$2588 ;
+  always @(posedge clk)
+    lat_g <= \$2589 ;
+  always @(posedge clk)
+    seg_x <= \$2590 ;
+  always @(posedge clk)
+    seg_b <= \$2591 ;
+  always @(posedge clk)
+    seg_g <= \$2592 ;
+  always @(posedge clk)
+    seg_beta <= \$2593 ;
+  always @(posedge clk)
+    seg_meta <= \$2594 ;
+  always @(posedge clk)
+    grp_busy <= \$2595 ;
+  always @(posedge clk)
+    grp <= \$2596 ;
+  always @(posedge clk)
+    lut0_sel <= \$2597 ;
+  always @(posedge clk)
+    e1_meta <= \$2598 ;
+  always @(posedge clk)
+    e2_meta <= \$2599 ;
+  always @(posedge clk)
+    e3_meta <= \$2600 ;
+  always @(posedge clk)
+    e4_meta <= \$2601 ;
+  always @(posedge clk)
+    e5_meta <= \$2602 ;
+  always @(posedge clk)
+    e6_meta <= \$2603 ;
+  always @(posedge clk)
+    l0_u <= \$297 ;
+  always @(posedge clk)
+    l0_xs <= \$299 ;
+  always @(posedge clk)
+    l0_eb <= \$301 ;
+  always @(posedge clk)
+    l0_g1 <= \$302 ;
+  always @(posedge clk)
+    l0_be1 <= \$303 ;
+  always @(posedge clk)
+    l0_t <= \$304 ;
+  always @(posedge clk)
+    l0_dt <= \$305 ;
+  always @(posedge clk)
+    l0_w <= l0_u[9:0];
+  always @(posedge clk)
+    l0_n <= l0_u[23:16];
+  always @(posedge clk)
+    l0_c <= \$309 [22:0];
+  always @(posedge clk)
+    l0_pa <= \$310 ;
+  always @(posedge clk)
+    l0_g2 <= l0_g1;
+  always @(posedge clk)
+    l0_be2 <= l0_be1;
+  always @(posedge clk)
+    l0_y2 <= \$311 ;
+  always @(posedge clk)
+    l0_v <= \$315 [15:0];
+  always @(posedge clk)
+    l0_n3 <= l0_n;
+  always @(posedge clk)
+    l0_cr <= \$316 ;
+  always @(posedge clk)
+    l0_pe <= { \$317 [33], \$317  };
+  always @(posedge clk)
+    l0_g3 <= l0_g2;
+  always @(posedge clk)
+    l0_be3 <= l0_be2;
+  always @(posedge clk)
+    l0_y3 <= l0_y2;
+  always @(posedge clk)
+    l0_e <= \$332 [25:0];
+  always @(posedge clk)
+    l0_z <= \$337 [24:0];
+  always @(posedge clk)
+    l0_pe4 <= l0_pe;
+  always @(posedge clk)
+    l0_g4 <= l0_g3;
+  always @(posedge clk)
+    l0_be4 <= l0_be3;
+  always @(posedge clk)
+    l0_y4 <= l0_y3;
+  always @(posedge clk)
+    l0_prod <= \$338 ;
+  always @(posedge clk)
+    l0_p <= \$344 ;
+  always @(posedge clk)
+    l0_y5 <= l0_y4;
+  always @(posedge clk)
+    l0_y <= \$380 ;
+  always @(posedge clk)
+    m_row <= \$2604 ;
+  always @(posedge clk)
+    s_sum <= \$2605 ;
+  always @(posedge clk)
+    s1 <= \$2606 ;
+  always @(posedge clk)
+    s2 <= \$2607 ;
+  always @(posedge clk)
+    row_out <= \$2608 ;
+  always @(posedge clk)
+    inflight <= \$2609 ;
+  always @(posedge clk)
+    pending_out <= \$2610 ;
+  always @(posedge clk)
+    op <= \$2611 ;
+  always @(posedge clk)
+    raw <= \$2612 ;
+  always @(posedge clk)
+    sfu_fsm_state <= \$2613 ;
+  always @(posedge clk)
+    \$signal$93  <= \$2614 ;
+  always @(posedge clk)
+    \$signal  <= \$2615 ;
+  always @(posedge clk)
+    \$signal$94  <= \$2616 ;
+  always @(posedge clk)
+    \$signal$95  <= \$2617 ;
+  always @(posedge clk)
+    dst <= \$2618 ;
+  always @(posedge clk)
+    \$signal$14  <= \$2619 ;
+  always @(posedge clk)
+    \$signal$44  <= \$2620 ;
+  always @(posedge clk)
+    \$signal$46  <= \$2621 ;
+  always @(posedge clk)
+    zo <= \$2622 ;
+  always @(posedge clk)
+    \$signal$42  <= \$2623 ;
+  always @(posedge clk)
+    shift <= \$2624 ;
+  always @(posedge clk)
+    \$signal$97  <= \$2625 ;
+  always @(posedge clk)
+    \$signal$98  <= \$2626 ;
+  always @(posedge clk)
+    bet <= \$2627 ;
+  always @(posedge clk)
+    \$signal$100  <= \$2628 ;
+  always @(posedge clk)
+    eps_exp <= \$2629 ;
+  always @(posedge clk)
+    \$signal$16  <= \$2630 ;
+  always @(posedge clk)
+    reserved_bad <= \$2631 ;
+  always @(posedge clk)
+    segs <= \$2632 ;
+  always @(posedge clk)
+    span <= \$2633 ;
+  always @(posedge clk)
+    err <= \$2634 ;
+  always @(posedge clk)
+    error <= \$2635 ;
+  always @(posedge clk)
+    row <= \$2636 ;
+  always @(posedge clk)
+    cur <= \$2637 ;
+  always @(posedge clk)
+    seg <= \$2638 ;
+  always @(posedge clk)
+    slot <= \$2639 ;
+  always @(posedge clk)
+    pos <= \$2640 ;
+  always @(posedge clk)
+    ptr_p <= \$2641 ;
+  always @(posedge clk)
+    \$signal$108  <= \$2642 ;
+  always @(posedge clk)
+    \$signal$109  <= \$2643 ;
+  always @(posedge clk)
+    ptr_d <= \$2644 ;
+  always @(posedge clk)
+    dv_num <= \$2645 ;
+  always @(posedge clk)
+    dv_den <= \$2646 ;
+  always @(posedge clk)
+    dv_rem <= \$2647 ;
+  always @(posedge clk)
+    dv_q <= \$2648 ;
+  always @(posedge clk)
+    dv_cnt <= \$2649 ;
+  always @(posedge clk)
+    d_val <= \$2650 ;
+  always @(posedge clk)
+    zero_d <= \$2651 ;
+  always @(posedge clk)
+    sq_n <= \$2652 ;
+  always @(posedge clk)
+    sq_rem <= \$2653 ;
+  always @(posedge clk)
+    sq_root <= \$2654 ;
+  always @(posedge clk)
+    sq_cnt <= \$2655 ;
+  always @(posedge clk)
+    sh <= \$2656 ;
+  always @(posedge clk)
+    recip <= \$2657 ;
+  always @(posedge clk)
+    recip_sm <= \$2658 ;
   \kaki_soc_16x16.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$16159$0 (\$649 ),
-    .\port$16161$0 (\$651 ),
-    .\port$16163$0 (\$653 ),
-    .\port$16165$0 (\$655 ),
-    .\port$16167$0 (\$657 ),
-    .\port$16169$0 (\$659 ),
-    .\port$16171$0 (\$661 ),
-    .\port$16173$0 (\$663 ),
-    .\port$16175$0 (\$665 ),
-    .\port$16177$0 (\$667 ),
-    .\port$16179$0 (\$669 ),
-    .\port$16181$0 (\$671 ),
-    .\port$16183$0 (\$673 ),
-    .\port$16185$0 (\$675 ),
-    .\port$16187$0 (\$677 ),
-    .\port$16189$0 (\$679 ),
-    .\port$21738$5 (e6_meta[18:5]),
+    .\port$18045$0 (\$2535 ),
+    .\port$18047$0 (\$2537 ),
+    .\port$18049$0 (\$2539 ),
+    .\port$18051$0 (\$2541 ),
+    .\port$18053$0 (\$2543 ),
+    .\port$18055$0 (\$2545 ),
+    .\port$18057$0 (\$2547 ),
+    .\port$18059$0 (\$2549 ),
+    .\port$18061$0 (\$2551 ),
+    .\port$18063$0 (\$2553 ),
+    .\port$18065$0 (\$2555 ),
+    .\port$18067$0 (\$2557 ),
+    .\port$18069$0 (\$2559 ),
+    .\port$18071$0 (\$2561 ),
+    .\port$18073$0 (\$2563 ),
+    .\port$18075$0 (\$2565 ),
+    .\port$23624$5 (e6_meta[18:5]),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -68289,133 +72057,133 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
     (* full_case = 32'd1 *)
     casez (l0_u[15:10])
       6'h00:
-          \$297  = 16'h8000;
+          \$304  = 16'h8000;
       6'h01:
-          \$297  = 16'h7e9f;
+          \$304  = 16'h7e9f;
       6'h02:
-          \$297  = 16'h7d42;
+          \$304  = 16'h7d42;
       6'h03:
-          \$297  = 16'h7be8;
+          \$304  = 16'h7be8;
       6'h04:
-          \$297  = 16'h7a93;
+          \$304  = 16'h7a93;
       6'h05:
-          \$297  = 16'h7941;
+          \$304  = 16'h7941;
       6'h06:
-          \$297  = 16'h77f2;
+          \$304  = 16'h77f2;
       6'h07:
-          \$297  = 16'h76a8;
+          \$304  = 16'h76a8;
       6'h08:
-          \$297  = 16'h7560;
+          \$304  = 16'h7560;
       6'h09:
-          \$297  = 16'h741d;
+          \$304  = 16'h741d;
       6'h0a:
-          \$297  = 16'h72dd;
+          \$304  = 16'h72dd;
       6'h0b:
-          \$297  = 16'h71a0;
+          \$304  = 16'h71a0;
       6'h0c:
-          \$297  = 16'h7066;
+          \$304  = 16'h7066;
       6'h0d:
-          \$297  = 16'h6f30;
+          \$304  = 16'h6f30;
       6'h0e:
-          \$297  = 16'h6dfe;
+          \$304  = 16'h6dfe;
       6'h0f:
-          \$297  = 16'h6ccf;
+          \$304  = 16'h6ccf;
       6'h10:
-          \$297  = 16'h6ba2;
+          \$304  = 16'h6ba2;
       6'h11:
-          \$297  = 16'h6a7a;
+          \$304  = 16'h6a7a;
       6'h12:
-          \$297  = 16'h6954;
+          \$304  = 16'h6954;
       6'h13:
-          \$297  = 16'h6832;
+          \$304  = 16'h6832;
       6'h14:
-          \$297  = 16'h6712;
+          \$304  = 16'h6712;
       6'h15:
-          \$297  = 16'h65f6;
+          \$304  = 16'h65f6;
       6'h16:
-          \$297  = 16'h64dd;
+          \$304  = 16'h64dd;
       6'h17:
-          \$297  = 16'h63c7;
+          \$304  = 16'h63c7;
       6'h18:
-          \$297  = 16'h62b4;
+          \$304  = 16'h62b4;
       6'h19:
-          \$297  = 16'h61a3;
+          \$304  = 16'h61a3;
       6'h1a:
-          \$297  = 16'h6096;
+          \$304  = 16'h6096;
       6'h1b:
-          \$297  = 16'h5f8c;
+          \$304  = 16'h5f8c;
       6'h1c:
-          \$297  = 16'h5e84;
+          \$304  = 16'h5e84;
       6'h1d:
-          \$297  = 16'h5d80;
+          \$304  = 16'h5d80;
       6'h1e:
-          \$297  = 16'h5c7e;
+          \$304  = 16'h5c7e;
       6'h1f:
-          \$297  = 16'h5b7f;
+          \$304  = 16'h5b7f;
       6'h20:
-          \$297  = 16'h5a82;
+          \$304  = 16'h5a82;
       6'h21:
-          \$297  = 16'h5989;
+          \$304  = 16'h5989;
       6'h22:
-          \$297  = 16'h5892;
+          \$304  = 16'h5892;
       6'h23:
-          \$297  = 16'h579e;
+          \$304  = 16'h579e;
       6'h24:
-          \$297  = 16'h56ac;
+          \$304  = 16'h56ac;
       6'h25:
-          \$297  = 16'h55bd;
+          \$304  = 16'h55bd;
       6'h26:
-          \$297  = 16'h54d1;
+          \$304  = 16'h54d1;
       6'h27:
-          \$297  = 16'h53e7;
+          \$304  = 16'h53e7;
       6'h28:
-          \$297  = 16'h52ff;
+          \$304  = 16'h52ff;
       6'h29:
-          \$297  = 16'h521b;
+          \$304  = 16'h521b;
       6'h2a:
-          \$297  = 16'h5138;
+          \$304  = 16'h5138;
       6'h2b:
-          \$297  = 16'h5058;
+          \$304  = 16'h5058;
       6'h2c:
-          \$297  = 16'h4f7b;
+          \$304  = 16'h4f7b;
       6'h2d:
-          \$297  = 16'h4e9f;
+          \$304  = 16'h4e9f;
       6'h2e:
-          \$297  = 16'h4dc7;
+          \$304  = 16'h4dc7;
       6'h2f:
-          \$297  = 16'h4cf0;
+          \$304  = 16'h4cf0;
       6'h30:
-          \$297  = 16'h4c1c;
+          \$304  = 16'h4c1c;
       6'h31:
-          \$297  = 16'h4b4a;
+          \$304  = 16'h4b4a;
       6'h32:
-          \$297  = 16'h4a7a;
+          \$304  = 16'h4a7a;
       6'h33:
-          \$297  = 16'h49ad;
+          \$304  = 16'h49ad;
       6'h34:
-          \$297  = 16'h48e2;
+          \$304  = 16'h48e2;
       6'h35:
-          \$297  = 16'h4819;
+          \$304  = 16'h4819;
       6'h36:
-          \$297  = 16'h4752;
+          \$304  = 16'h4752;
       6'h37:
-          \$297  = 16'h468d;
+          \$304  = 16'h468d;
       6'h38:
-          \$297  = 16'h45cb;
+          \$304  = 16'h45cb;
       6'h39:
-          \$297  = 16'h450a;
+          \$304  = 16'h450a;
       6'h3a:
-          \$297  = 16'h444c;
+          \$304  = 16'h444c;
       6'h3b:
-          \$297  = 16'h4390;
+          \$304  = 16'h4390;
       6'h3c:
-          \$297  = 16'h42d5;
+          \$304  = 16'h42d5;
       6'h3d:
-          \$297  = 16'h421d;
+          \$304  = 16'h421d;
       6'h3e:
-          \$297  = 16'h4167;
+          \$304  = 16'h4167;
       6'h3f:
-          \$297  = 16'h40b2;
+          \$304  = 16'h40b2;
     endcase
   end
   always @* begin
@@ -68423,138 +72191,138 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
     (* full_case = 32'd1 *)
     casez (l0_u[15:10])
       6'h00:
-          \$298  = 9'h161;
+          \$305  = 9'h161;
       6'h01:
-          \$298  = 9'h15d;
+          \$305  = 9'h15d;
       6'h02:
-          \$298  = 9'h15a;
+          \$305  = 9'h15a;
       6'h03:
-          \$298  = 9'h155;
+          \$305  = 9'h155;
       6'h04:
-          \$298  = 9'h152;
+          \$305  = 9'h152;
       6'h05:
-          \$298  = 9'h14f;
+          \$305  = 9'h14f;
       6'h06:
-          \$298  = 9'h14a;
+          \$305  = 9'h14a;
       6'h07:
-          \$298  = 9'h148;
+          \$305  = 9'h148;
       6'h08:
-          \$298  = 9'h143;
+          \$305  = 9'h143;
       6'h09:
-          \$298  = 9'h140;
+          \$305  = 9'h140;
       6'h0a:
-          \$298  = 9'h13d;
+          \$305  = 9'h13d;
       6'h0b:
-          \$298  = 9'h13a;
+          \$305  = 9'h13a;
       6'h0c:
-          \$298  = 9'h136;
+          \$305  = 9'h136;
       6'h0d:
-          \$298  = 9'h132;
+          \$305  = 9'h132;
       6'h0e:
-          \$298  = 9'h12f;
+          \$305  = 9'h12f;
       6'h0f:
-          \$298  = 9'h12d;
+          \$305  = 9'h12d;
       6'h10:
-          \$298  = 9'h128;
+          \$305  = 9'h128;
       6'h11:
-          \$298  = 9'h126;
+          \$305  = 9'h126;
       6'h12:
-          \$298  = 9'h122;
+          \$305  = 9'h122;
       6'h13:
-          \$298  = 9'h120;
+          \$305  = 9'h120;
       6'h14:
-          \$298  = 9'h11c;
+          \$305  = 9'h11c;
       6'h15:
-          \$298  = 9'h119;
+          \$305  = 9'h119;
       6'h16:
-          \$298  = 9'h116;
+          \$305  = 9'h116;
       6'h17:
-          \$298  = 9'h113;
+          \$305  = 9'h113;
       6'h18:
-          \$298  = 9'h111;
+          \$305  = 9'h111;
       6'h19:
-          \$298  = 9'h10d;
+          \$305  = 9'h10d;
       6'h1a:
-          \$298  = 9'h10a;
+          \$305  = 9'h10a;
       6'h1b:
-          \$298  = 9'h108;
+          \$305  = 9'h108;
       6'h1c:
-          \$298  = 9'h104;
+          \$305  = 9'h104;
       6'h1d:
-          \$298  = 9'h102;
+          \$305  = 9'h102;
       6'h1e:
-          \$298  = 9'h0ff;
+          \$305  = 9'h0ff;
       6'h1f:
-          \$298  = 9'h0fd;
+          \$305  = 9'h0fd;
       6'h20:
-          \$298  = 9'h0f9;
+          \$305  = 9'h0f9;
       6'h21:
-          \$298  = 9'h0f7;
+          \$305  = 9'h0f7;
       6'h22:
-          \$298  = 9'h0f4;
+          \$305  = 9'h0f4;
       6'h23:
-          \$298  = 9'h0f2;
+          \$305  = 9'h0f2;
       6'h24:
-          \$298  = 9'h0ef;
+          \$305  = 9'h0ef;
       6'h25:
-          \$298  = 9'h0ec;
+          \$305  = 9'h0ec;
       6'h26:
-          \$298  = 9'h0ea;
+          \$305  = 9'h0ea;
       6'h27:
-          \$298  = 9'h0e8;
+          \$305  = 9'h0e8;
       6'h28:
-          \$298  = 9'h0e4;
+          \$305  = 9'h0e4;
       6'h29:
-          \$298  = 9'h0e3;
+          \$305  = 9'h0e3;
       6'h2a:
-          \$298  = 9'h0e0;
+          \$305  = 9'h0e0;
       6'h2b:
-          \$298  = 9'h0dd;
+          \$305  = 9'h0dd;
       6'h2c:
-          \$298  = 9'h0dc;
+          \$305  = 9'h0dc;
       6'h2d:
-          \$298  = 9'h0d8;
+          \$305  = 9'h0d8;
       6'h2e:
-          \$298  = 9'h0d7;
+          \$305  = 9'h0d7;
       6'h2f:
-          \$298  = 9'h0d4;
+          \$305  = 9'h0d4;
       6'h30:
-          \$298  = 9'h0d2;
+          \$305  = 9'h0d2;
       6'h31:
-          \$298  = 9'h0d0;
+          \$305  = 9'h0d0;
       6'h32:
-          \$298  = 9'h0cd;
+          \$305  = 9'h0cd;
       6'h33:
-          \$298  = 9'h0cb;
+          \$305  = 9'h0cb;
       6'h34:
-          \$298  = 9'h0c9;
+          \$305  = 9'h0c9;
       6'h35:
-          \$298  = 9'h0c7;
+          \$305  = 9'h0c7;
       6'h36:
-          \$298  = 9'h0c5;
+          \$305  = 9'h0c5;
       6'h37:
-          \$298  = 9'h0c2;
+          \$305  = 9'h0c2;
       6'h38:
-          \$298  = 9'h0c1;
+          \$305  = 9'h0c1;
       6'h39:
-          \$298  = 9'h0be;
+          \$305  = 9'h0be;
       6'h3a:
-          \$298  = 9'h0bc;
+          \$305  = 9'h0bc;
       6'h3b:
-          \$298  = 9'h0bb;
+          \$305  = 9'h0bb;
       6'h3c:
-          \$298  = 9'h0b8;
+          \$305  = 9'h0b8;
       6'h3d:
-          \$298  = 9'h0b6;
+          \$305  = 9'h0b6;
       6'h3e:
-          \$298  = 9'h0b5;
+          \$305  = 9'h0b5;
       6'h3f:
-          \$298  = 9'h0b2;
+          \$305  = 9'h0b2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$696  = 1'h0;
+    \$2582  = 1'h0;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
       4'h0:
@@ -68568,8 +72336,8 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h4:
           /* empty */;
       4'h5:
-          if (\$482 ) begin
-            \$696  = 1'h1;
+          if (\$2364 ) begin
+            \$2582  = 1'h1;
           end
       4'h7:
           /* empty */;
@@ -68590,494 +72358,494 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'hf:
           /* empty */;
       4'hc:
-          if (\$585 ) begin
-            \$696  = 1'h1;
+          if (\$2467 ) begin
+            \$2582  = 1'h1;
           end
     endcase
     if (reset[4]) begin
-      \$696  = 1'h0;
+      \$2582  = 1'h0;
     end
     if (rst) begin
-      \$696  = 1'h0;
+      \$2582  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$697  = \$25 [4:0];
+    \$2583  = \$27 [4:0];
     if (reset[4]) begin
-      \$697  = 5'h00;
+      \$2583  = 5'h00;
     end
     if (rst) begin
-      \$697  = 5'h00;
+      \$2583  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$698 [0] = \$35 ;
-    \$698 [2:1] = slot;
-    \$698 [3] = \$45 ;
-    \$698 [4] = \$52 ;
-    \$698 [7:5] = cur;
-    \$698 [23:8] = { \$260 , \$247 , \$234 , \$221 , \$208 , \$195 , \$182 , \$169 , \$156 , \$143 , \$130 , \$117 , \$104 , \$91 , \$78 , \$65  };
-    \$698 [40:24] = seg;
-    \$698 [54:41] = ptr_d[13:0];
+    \$2584 [0] = \$37 ;
+    \$2584 [2:1] = slot;
+    \$2584 [3] = \$47 ;
+    \$2584 [4] = \$54 ;
+    \$2584 [7:5] = cur;
+    \$2584 [23:8] = { \$262 , \$249 , \$236 , \$223 , \$210 , \$197 , \$184 , \$171 , \$158 , \$145 , \$132 , \$119 , \$106 , \$93 , \$80 , \$67  };
+    \$2584 [40:24] = seg;
+    \$2584 [54:41] = ptr_d[13:0];
     if (reset[4]) begin
-      \$698  = 55'h00000000000000;
+      \$2584  = 55'h00000000000000;
     end
     if (rst) begin
-      \$698  = 55'h00000000000000;
+      \$2584  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$699  = rd_tag0;
+    \$2585  = rd_tag0;
     if (reset[4]) begin
-      \$699  = 55'h00000000000000;
+      \$2585  = 55'h00000000000000;
     end
     if (rst) begin
-      \$699  = 55'h00000000000000;
+      \$2585  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$700  = rd_tag1;
+    \$2586  = rd_tag1;
     if (reset[4]) begin
-      \$700  = 55'h00000000000000;
+      \$2586  = 55'h00000000000000;
     end
     if (rst) begin
-      \$700  = 55'h00000000000000;
+      \$2586  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$701  = lat_x;
-    if (\$264 ) begin
-      \$701  = spad_rd__data;
+    \$2587  = lat_x;
+    if (\$266 ) begin
+      \$2587  = spad_rd__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$702  = lat_b;
-    if (\$268 ) begin
-      \$702  = spad_rd__data;
+    \$2588  = lat_b;
+    if (\$270 ) begin
+      \$2588  = spad_rd__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$703  = lat_g;
-    if (\$271 ) begin
-      \$703  = acc_rd__data;
+    \$2589  = lat_g;
+    if (\$273 ) begin
+      \$2589  = acc_rd__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$704  = seg_x;
-    if (\$272 ) begin
-      \$704  = \$274 ;
+    \$2590  = seg_x;
+    if (\$279 ) begin
+      \$2590  = \$281 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$705  = seg_b;
-    if (\$272 ) begin
-      \$705  = \$276 ;
+    \$2591  = seg_b;
+    if (\$279 ) begin
+      \$2591  = \$283 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$706  = seg_g;
-    if (\$272 ) begin
-      \$706  = \$279 ;
+    \$2592  = seg_g;
+    if (\$279 ) begin
+      \$2592  = \$286 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$707  = seg_beta;
-    if (\$272 ) begin
-      \$707  = acc_rd__data;
+    \$2593  = seg_beta;
+    if (\$279 ) begin
+      \$2593  = acc_rd__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$708  = seg_meta;
-    if (\$272 ) begin
-      \$708 [2:0] = rd_tag2[7:5];
-      \$708 [18:3] = rd_tag2[23:8];
-      \$708 [35:19] = rd_tag2[40:24];
-      \$708 [49:36] = rd_tag2[54:41];
+    \$2594  = seg_meta;
+    if (\$279 ) begin
+      \$2594 [2:0] = rd_tag2[7:5];
+      \$2594 [18:3] = rd_tag2[23:8];
+      \$2594 [35:19] = rd_tag2[40:24];
+      \$2594 [49:36] = rd_tag2[54:41];
     end
     if (reset[4]) begin
-      \$708  = 50'h0000000000000;
+      \$2594  = 50'h0000000000000;
     end
     if (rst) begin
-      \$708  = 50'h0000000000000;
+      \$2594  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$709  = grp_busy;
-    if (\$272 ) begin
-      \$709  = 1'h1;
+    \$2595  = grp_busy;
+    if (\$279 ) begin
+      \$2595  = 1'h1;
     end else if (grp_busy) begin
-      if (\$281 ) begin
-        \$709  = 1'h0;
+      if (\$288 ) begin
+        \$2595  = 1'h0;
       end
     end
     if (reset[4]) begin
-      \$709  = 1'h0;
+      \$2595  = 1'h0;
     end
     if (rst) begin
-      \$709  = 1'h0;
+      \$2595  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$710  = grp;
-    if (\$272 ) begin
-      \$710  = 5'h00;
+    \$2596  = grp;
+    if (\$279 ) begin
+      \$2596  = 5'h00;
     end else if (grp_busy) begin
-      \$710  = \$280 [4:0];
+      \$2596  = \$287 [4:0];
     end
     if (reset[4]) begin
-      \$710  = 5'h00;
+      \$2596  = 5'h00;
     end
     if (rst) begin
-      \$710  = 5'h00;
+      \$2596  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$711  = \$283 [3:0];
+    \$2597  = \$290 [3:0];
     if (reset[4]) begin
-      \$711  = 4'h0;
+      \$2597  = 4'h0;
     end
     if (rst) begin
-      \$711  = 4'h0;
+      \$2597  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$712 [0] = grp_busy;
-    \$712 [3:1] = seg_meta[2:0];
-    \$712 [4] = \$284 ;
-    \$712 [18:5] = seg_meta[49:36];
-    \$712 [22:19] = grp[3:0];
-    \$712 [23] = \$285 ;
+    \$2598 [0] = grp_busy;
+    \$2598 [3:1] = seg_meta[2:0];
+    \$2598 [4] = \$291 ;
+    \$2598 [18:5] = seg_meta[49:36];
+    \$2598 [22:19] = grp[3:0];
+    \$2598 [23] = \$292 ;
     if (reset[4]) begin
-      \$712  = 24'h000000;
+      \$2598  = 24'h000000;
     end
     if (rst) begin
-      \$712  = 24'h000000;
+      \$2598  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$713  = e1_meta;
+    \$2599  = e1_meta;
     if (reset[4]) begin
-      \$713  = 24'h000000;
+      \$2599  = 24'h000000;
     end
     if (rst) begin
-      \$713  = 24'h000000;
+      \$2599  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$714  = e2_meta;
+    \$2600  = e2_meta;
     if (reset[4]) begin
-      \$714  = 24'h000000;
+      \$2600  = 24'h000000;
     end
     if (rst) begin
-      \$714  = 24'h000000;
+      \$2600  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$715  = e3_meta;
+    \$2601  = e3_meta;
     if (reset[4]) begin
-      \$715  = 24'h000000;
+      \$2601  = 24'h000000;
     end
     if (rst) begin
-      \$715  = 24'h000000;
+      \$2601  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$716  = e4_meta;
+    \$2602  = e4_meta;
     if (reset[4]) begin
-      \$716  = 24'h000000;
+      \$2602  = 24'h000000;
     end
     if (rst) begin
-      \$716  = 24'h000000;
+      \$2602  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$717  = e5_meta;
+    \$2603  = e5_meta;
     if (reset[4]) begin
-      \$717  = 24'h000000;
+      \$2603  = 24'h000000;
     end
     if (rst) begin
-      \$717  = 24'h000000;
+      \$2603  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$718  = m_row;
+    \$2604  = m_row;
     if (row_start) begin
-      \$718  = 8'h80;
-    end else if (\$375 ) begin
-      \$718  = \$387 ;
+      \$2604  = 8'h80;
+    end else if (\$383 ) begin
+      \$2604  = \$2265 ;
     end
     if (reset[4]) begin
-      \$718  = 8'h00;
+      \$2604  = 8'h00;
     end
     if (rst) begin
-      \$718  = 8'h00;
+      \$2604  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$719  = s_sum;
+    \$2605  = s_sum;
     if (row_start) begin
-      \$719  = 42'h00000000000;
-    end else if (\$375 ) begin
-    end else if (\$377 ) begin
-      \$719  = \$389 [41:0];
+      \$2605  = 42'h00000000000;
+    end else if (\$383 ) begin
+    end else if (\$385 ) begin
+      \$2605  = \$2267 [41:0];
     end
     if (reset[4]) begin
-      \$719  = 42'h00000000000;
+      \$2605  = 42'h00000000000;
     end
     if (rst) begin
-      \$719  = 42'h00000000000;
+      \$2605  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$720  = s1;
+    \$2606  = s1;
     if (row_start) begin
-      \$720  = 22'h000000;
-    end else if (\$375 ) begin
-    end else if (\$377 ) begin
-    end else if (\$379 ) begin
-      \$720  = \$391 [21:0];
+      \$2606  = 22'h000000;
+    end else if (\$383 ) begin
+    end else if (\$385 ) begin
+    end else if (\$387 ) begin
+      \$2606  = \$2269 [21:0];
     end
     if (reset[4]) begin
-      \$720  = 22'h000000;
+      \$2606  = 22'h000000;
     end
     if (rst) begin
-      \$720  = 22'h000000;
+      \$2606  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$721  = s2;
+    \$2607  = s2;
     if (row_start) begin
-      \$721  = 29'h00000000;
-    end else if (\$375 ) begin
-    end else if (\$377 ) begin
-    end else if (\$379 ) begin
-      \$721  = \$395 [28:0];
+      \$2607  = 29'h00000000;
+    end else if (\$383 ) begin
+    end else if (\$385 ) begin
+    end else if (\$387 ) begin
+      \$2607  = \$2273 [28:0];
     end
     if (reset[4]) begin
-      \$721  = 29'h00000000;
+      \$2607  = 29'h00000000;
     end
     if (rst) begin
-      \$721  = 29'h00000000;
+      \$2607  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$722  = row_out;
+    \$2608  = row_out;
     if (e6_meta[0]) begin
       (* full_case = 32'd1 *)
       casez (e6_meta[22:19])
         4'h0:
-            \$722 [7:0] = l0_y;
+            \$2608 [7:0] = l0_y;
         4'h1:
-            \$722 [15:8] = l0_y;
+            \$2608 [15:8] = l0_y;
         4'h2:
-            \$722 [23:16] = l0_y;
+            \$2608 [23:16] = l0_y;
         4'h3:
-            \$722 [31:24] = l0_y;
+            \$2608 [31:24] = l0_y;
         4'h4:
-            \$722 [39:32] = l0_y;
+            \$2608 [39:32] = l0_y;
         4'h5:
-            \$722 [47:40] = l0_y;
+            \$2608 [47:40] = l0_y;
         4'h6:
-            \$722 [55:48] = l0_y;
+            \$2608 [55:48] = l0_y;
         4'h7:
-            \$722 [63:56] = l0_y;
+            \$2608 [63:56] = l0_y;
         4'h8:
-            \$722 [71:64] = l0_y;
+            \$2608 [71:64] = l0_y;
         4'h9:
-            \$722 [79:72] = l0_y;
+            \$2608 [79:72] = l0_y;
         4'ha:
-            \$722 [87:80] = l0_y;
+            \$2608 [87:80] = l0_y;
         4'hb:
-            \$722 [95:88] = l0_y;
+            \$2608 [95:88] = l0_y;
         4'hc:
-            \$722 [103:96] = l0_y;
+            \$2608 [103:96] = l0_y;
         4'hd:
-            \$722 [111:104] = l0_y;
+            \$2608 [111:104] = l0_y;
         4'he:
-            \$722 [119:112] = l0_y;
+            \$2608 [119:112] = l0_y;
         4'hf:
-            \$722 [127:120] = l0_y;
+            \$2608 [127:120] = l0_y;
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$723  = \$410 [5:0];
+    \$2609  = \$2292 [5:0];
     if (reset[4]) begin
-      \$723  = 6'h00;
+      \$2609  = 6'h00;
     end
     if (rst) begin
-      \$723  = 6'h00;
+      \$2609  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$724  = \$429 [5:0];
+    \$2610  = \$2311 [5:0];
     if (reset[4]) begin
-      \$724  = 6'h00;
+      \$2610  = 6'h00;
     end
     if (rst) begin
-      \$724  = 6'h00;
+      \$2610  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$725  = op;
+    \$2611  = op;
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$725  = \port$17054$0 ;
+            \$2611  = \port$18940$0 ;
           end
     endcase
     if (reset[4]) begin
-      \$725  = 3'h0;
+      \$2611  = 3'h0;
     end
     if (rst) begin
-      \$725  = 3'h0;
+      \$2611  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$726  = raw;
+    \$2612  = raw;
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$726  = \port$4515$32 ;
+            \$2612  = \port$4515$32 ;
           end
     endcase
     if (reset[4]) begin
-      \$726  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$2612  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$726  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$2612  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$727  = sfu_fsm_state;
+    \$2613  = sfu_fsm_state;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$727  = 4'h1;
+            \$2613  = 4'h1;
           end
       4'h1:
-          \$727  = 4'h2;
+          \$2613  = 4'h2;
       4'h2:
-          \$727  = 4'h3;
+          \$2613  = 4'h3;
       4'h3:
-          \$727  = 4'h4;
+          \$2613  = 4'h4;
       4'h4:
-          \$727  = 4'h5;
+          \$2613  = 4'h5;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$482 ) begin
-            \$727  = 4'h0;
+          if (\$2364 ) begin
+            \$2613  = 4'h0;
           end else begin
             (* full_case = 32'd1 *)
-            if (\$483 ) begin
-              \$727  = 4'h6;
+            if (\$2365 ) begin
+              \$2613  = 4'h6;
             end else begin
-              \$727  = 4'h7;
+              \$2613  = 4'h7;
             end
           end
       4'h7:
-          \$727  = 4'h6;
+          \$2613  = 4'h6;
       4'h6:
-          if (\$535 ) begin
-            if (\$545 ) begin
-              \$727  = 4'h8;
+          if (\$2417 ) begin
+            if (\$2427 ) begin
+              \$2613  = 4'h8;
             end
           end
       4'h8:
-          if (\$546 ) begin
+          if (\$2428 ) begin
             (* full_case = 32'd1 *)
             casez (cur)
               3'h0:
-                  \$727  = 4'h7;
+                  \$2613  = 4'h7;
               3'h1:
-                  \$727  = 4'h9;
+                  \$2613  = 4'h9;
               3'h2:
-                  \$727  = 4'ha;
+                  \$2613  = 4'ha;
               3'h3:
-                  \$727  = 4'hb;
+                  \$2613  = 4'hb;
               default:
                   (* full_case = 32'd1 *)
-                  if (\$553 ) begin
-                    \$727  = 4'hc;
+                  if (\$2435 ) begin
+                    \$2613  = 4'hc;
                   end else begin
-                    \$727  = 4'h7;
+                    \$2613  = 4'h7;
                   end
             endcase
           end
       4'h9:
-          \$727  = 4'h6;
+          \$2613  = 4'h6;
       4'hb:
-          \$727  = 4'hd;
+          \$2613  = 4'hd;
       4'hd:
-          if (\$568 ) begin
-            \$727  = 4'he;
+          if (\$2450 ) begin
+            \$2613  = 4'he;
           end
       4'he:
           (* full_case = 32'd1 *)
           if (zero_d) begin
-            \$727  = 4'h9;
+            \$2613  = 4'h9;
           end else begin
-            \$727  = 4'ha;
+            \$2613  = 4'ha;
           end
       4'ha:
-          if (\$580 ) begin
-            \$727  = 4'hf;
+          if (\$2462 ) begin
+            \$2613  = 4'hf;
           end
       4'hf:
-          \$727  = 4'h9;
+          \$2613  = 4'h9;
       4'hc:
-          if (\$585 ) begin
-            \$727  = 4'h0;
+          if (\$2467 ) begin
+            \$2613  = 4'h0;
           end
     endcase
     if (reset[4]) begin
-      \$727  = 4'h0;
+      \$2613  = 4'h0;
     end
     if (rst) begin
-      \$727  = 4'h0;
+      \$2613  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$728  = \$signal$93 ;
+    \$2614  = \$signal$93 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$728  = raw[55:40];
+          \$2614  = raw[55:40];
           casez (op)
             3'h0:
                 /* empty */;
@@ -69086,26 +72854,26 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
             3'h3:
                 /* empty */;
             3'h4:
-                \$728  = raw[75:60];
+                \$2614  = raw[75:60];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$728  = 16'h0000;
+      \$2614  = 16'h0000;
     end
     if (rst) begin
-      \$728  = 16'h0000;
+      \$2614  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$729  = \$signal ;
+    \$2615  = \$signal ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$729  = raw[71:56];
+          \$2615  = raw[71:56];
           casez (op)
             3'h0:
                 /* empty */;
@@ -69114,26 +72882,26 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
             3'h3:
                 /* empty */;
             3'h4:
-                \$729  = raw[91:76];
+                \$2615  = raw[91:76];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$729  = 16'h0000;
+      \$2615  = 16'h0000;
     end
     if (rst) begin
-      \$729  = 16'h0000;
+      \$2615  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$730  = \$signal$94 ;
+    \$2616  = \$signal$94 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$730  = raw[91:72];
+          \$2616  = raw[91:72];
           casez (op)
             3'h0:
                 /* empty */;
@@ -69142,26 +72910,26 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
             3'h3:
                 /* empty */;
             3'h4:
-                \$730  = raw[111:92];
+                \$2616  = raw[111:92];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$730  = 20'h00000;
+      \$2616  = 20'h00000;
     end
     if (rst) begin
-      \$730  = 20'h00000;
+      \$2616  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$731  = \$signal$95 ;
+    \$2617  = \$signal$95 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$731  = raw[19:0];
+          \$2617  = raw[19:0];
           casez (op)
             3'h0:
                 /* empty */;
@@ -69170,26 +72938,26 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
             3'h3:
                 /* empty */;
             3'h4:
-                \$731  = raw[19:0];
+                \$2617  = raw[19:0];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$731  = 20'h00000;
+      \$2617  = 20'h00000;
     end
     if (rst) begin
-      \$731  = 20'h00000;
+      \$2617  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$732  = dst;
+    \$2618  = dst;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$732  = raw[39:20];
+          \$2618  = raw[39:20];
           casez (op)
             3'h0:
                 /* empty */;
@@ -69198,328 +72966,328 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
             3'h3:
                 /* empty */;
             3'h4:
-                \$732  = raw[59:40];
+                \$2618  = raw[59:40];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$732  = 20'h00000;
+      \$2618  = 20'h00000;
     end
     if (rst) begin
-      \$732  = 20'h00000;
+      \$2618  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$733  = \$signal$14 ;
+    \$2619  = \$signal$14 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$733  = 1'h0;
+          \$2619  = 1'h0;
           casez (op)
             3'h0:
-                \$733  = raw[108];
+                \$2619  = raw[108];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$733  = 1'h0;
+      \$2619  = 1'h0;
     end
     if (rst) begin
-      \$733  = 1'h0;
+      \$2619  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$734  = \$signal$44 ;
+    \$2620  = \$signal$44 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$734  = 8'h00;
-          casez (op)
-            3'h0:
-                /* empty */;
-            3'h1, 3'h2:
-                \$734  = raw[145:138];
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$734  = raw[141:134];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$734  = 8'h00;
-    end
-    if (rst) begin
-      \$734  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$735  = \$signal$46 ;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$735  = 8'h00;
+          \$2620  = 8'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                /* empty */;
+                \$2620  = raw[145:138];
             3'h3:
                 /* empty */;
             3'h4:
-                \$735  = raw[149:142];
+                \$2620  = raw[141:134];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$735  = 8'h00;
+      \$2620  = 8'h00;
     end
     if (rst) begin
-      \$735  = 8'h00;
+      \$2620  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$736  = zo;
+    \$2621  = \$signal$46 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$736  = 8'h00;
-          casez (op)
-            3'h0:
-                /* empty */;
-            3'h1, 3'h2:
-                \$736  = raw[153:146];
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$736  = raw[157:150];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$736  = 8'h00;
-    end
-    if (rst) begin
-      \$736  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$737  = \$signal$42 ;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$737  = 16'h0000;
-          casez (op)
-            3'h0:
-                \$737  = raw[107:92];
-            3'h1, 3'h2:
-                /* empty */;
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$737  = raw[127:112];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$737  = 16'h0000;
-    end
-    if (rst) begin
-      \$737  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$738  = shift;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$738  = 6'h00;
-          casez (op)
-            3'h0:
-                /* empty */;
-            3'h1, 3'h2:
-                \$738  = raw[137:132];
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$738  = raw[133:128];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$738  = 6'h00;
-    end
-    if (rst) begin
-      \$738  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$739  = \$signal$97 ;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$739  = 20'h00000;
+          \$2621  = 8'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
                 /* empty */;
             3'h3:
-                \$739  = raw[111:92];
+                /* empty */;
             3'h4:
-                \$739  = raw[39:20];
+                \$2621  = raw[149:142];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$739  = 20'h00000;
+      \$2621  = 8'h00;
     end
     if (rst) begin
-      \$739  = 20'h00000;
+      \$2621  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$740  = \$signal$98 ;
+    \$2622  = zo;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$740  = 20'h00000;
+          \$2622  = 8'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$740  = raw[111:92];
+                \$2622  = raw[153:146];
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$2622  = raw[157:150];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$740  = 20'h00000;
+      \$2622  = 8'h00;
     end
     if (rst) begin
-      \$740  = 20'h00000;
+      \$2622  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$741  = bet;
+    \$2623  = \$signal$42 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$741  = 20'h00000;
+          \$2623  = 16'h0000;
+          casez (op)
+            3'h0:
+                \$2623  = raw[107:92];
+            3'h1, 3'h2:
+                /* empty */;
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$2623  = raw[127:112];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$2623  = 16'h0000;
+    end
+    if (rst) begin
+      \$2623  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$2624  = shift;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$2624  = 6'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$741  = raw[131:112];
+                \$2624  = raw[137:132];
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$2624  = raw[133:128];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$741  = 20'h00000;
+      \$2624  = 6'h00;
     end
     if (rst) begin
-      \$741  = 20'h00000;
+      \$2624  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$742  = \$signal$100 ;
+    \$2625  = \$signal$97 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$742  = 16'h0000;
+          \$2625  = 20'h00000;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$742  = raw[169:154];
+                /* empty */;
+            3'h3:
+                \$2625  = raw[111:92];
+            3'h4:
+                \$2625  = raw[39:20];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$742  = 16'h0000;
+      \$2625  = 20'h00000;
     end
     if (rst) begin
-      \$742  = 16'h0000;
+      \$2625  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$743  = eps_exp;
+    \$2626  = \$signal$98 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$743  = 6'h00;
+          \$2626  = 20'h00000;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$743  = raw[175:170];
+                \$2626  = raw[111:92];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$743  = 6'h00;
+      \$2626  = 20'h00000;
     end
     if (rst) begin
-      \$743  = 6'h00;
+      \$2626  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$744  = \$signal$16 ;
+    \$2627  = bet;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$744  = 16'h0000;
+          \$2627  = 20'h00000;
           casez (op)
             3'h0:
-                \$744  = raw[124:109];
+                /* empty */;
+            3'h1, 3'h2:
+                \$2627  = raw[131:112];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$744  = 16'h0000;
+      \$2627  = 20'h00000;
     end
     if (rst) begin
-      \$744  = 16'h0000;
+      \$2627  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$745  = reserved_bad;
+    \$2628  = \$signal$100 ;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$2628  = 16'h0000;
+          casez (op)
+            3'h0:
+                /* empty */;
+            3'h1, 3'h2:
+                \$2628  = raw[169:154];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$2628  = 16'h0000;
+    end
+    if (rst) begin
+      \$2628  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$2629  = eps_exp;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$2629  = 6'h00;
+          casez (op)
+            3'h0:
+                /* empty */;
+            3'h1, 3'h2:
+                \$2629  = raw[175:170];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$2629  = 6'h00;
+    end
+    if (rst) begin
+      \$2629  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$2630  = \$signal$16 ;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$2630  = 16'h0000;
+          casez (op)
+            3'h0:
+                \$2630  = raw[124:109];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$2630  = 16'h0000;
+    end
+    if (rst) begin
+      \$2630  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$2631  = reserved_bad;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -69527,45 +73295,45 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           (* full_case = 32'd1 *)
           casez (op)
             3'h0:
-                \$745  = \$430 ;
+                \$2631  = \$2312 ;
             3'h1, 3'h2:
-                \$745  = \$431 ;
+                \$2631  = \$2313 ;
             3'h3:
-                \$745  = \$432 ;
+                \$2631  = \$2314 ;
             3'h4:
-                \$745  = \$433 ;
+                \$2631  = \$2315 ;
             default:
-                \$745  = 1'h1;
+                \$2631  = 1'h1;
           endcase
     endcase
     if (reset[4]) begin
-      \$745  = 1'h0;
+      \$2631  = 1'h0;
     end
     if (rst) begin
-      \$745  = 1'h0;
+      \$2631  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$746  = segs;
+    \$2632  = segs;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
           /* empty */;
       4'h2:
-          \$746  = \$435 ;
+          \$2632  = \$2317 ;
     endcase
     if (reset[4]) begin
-      \$746  = 17'h00000;
+      \$2632  = 17'h00000;
     end
     if (rst) begin
-      \$746  = 17'h00000;
+      \$2632  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$747  = span;
+    \$2633  = span;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -69574,18 +73342,18 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h2:
           /* empty */;
       4'h3:
-          \$747  = \$437 ;
+          \$2633  = \$2319 ;
     endcase
     if (reset[4]) begin
-      \$747  = 36'h000000000;
+      \$2633  = 36'h000000000;
     end
     if (rst) begin
-      \$747  = 36'h000000000;
+      \$2633  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$748  = err;
+    \$2634  = err;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -69598,25 +73366,25 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h4:
           (* full_case = 32'd1 *)
           if (reserved_bad) begin
-            \$748  = 8'h02;
-          end else if (\$446 ) begin
-            \$748  = 8'h03;
-          end else if (\$481 ) begin
-            \$748  = 8'h04;
+            \$2634  = 8'h02;
+          end else if (\$2328 ) begin
+            \$2634  = 8'h03;
+          end else if (\$2363 ) begin
+            \$2634  = 8'h04;
           end else begin
-            \$748  = 8'h00;
+            \$2634  = 8'h00;
           end
     endcase
     if (reset[4]) begin
-      \$748  = 8'h00;
+      \$2634  = 8'h00;
     end
     if (rst) begin
-      \$748  = 8'h00;
+      \$2634  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$749  = error;
+    \$2635  = error;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
       4'h0:
@@ -69630,8 +73398,8 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h4:
           /* empty */;
       4'h5:
-          if (\$482 ) begin
-            \$749  = err;
+          if (\$2364 ) begin
+            \$2635  = err;
           end
       4'h7:
           /* empty */;
@@ -69652,20 +73420,20 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'hf:
           /* empty */;
       4'hc:
-          if (\$585 ) begin
-            \$749  = 8'h00;
+          if (\$2467 ) begin
+            \$2635  = 8'h00;
           end
     endcase
     if (reset[4]) begin
-      \$749  = 8'h00;
+      \$2635  = 8'h00;
     end
     if (rst) begin
-      \$749  = 8'h00;
+      \$2635  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$750  = row;
+    \$2636  = row;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -69679,16 +73447,16 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$482 ) begin
+          if (\$2364 ) begin
           end else begin
-            \$750  = 16'h0000;
+            \$2636  = 16'h0000;
           end
       4'h7:
           /* empty */;
       4'h6:
           /* empty */;
       4'h8:
-          if (\$546 ) begin
+          if (\$2428 ) begin
             (* full_case = 32'd1 *)
             casez (cur)
               3'h0:
@@ -69701,23 +73469,23 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
                   /* empty */;
               default:
                   (* full_case = 32'd1 *)
-                  if (\$553 ) begin
+                  if (\$2435 ) begin
                   end else begin
-                    \$750  = \$554 [15:0];
+                    \$2636  = \$2436 [15:0];
                   end
             endcase
           end
     endcase
     if (reset[4]) begin
-      \$750  = 16'h0000;
+      \$2636  = 16'h0000;
     end
     if (rst) begin
-      \$750  = 16'h0000;
+      \$2636  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$751  = cur;
+    \$2637  = cur;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -69731,23 +73499,23 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$482 ) begin
+          if (\$2364 ) begin
           end else begin
-            if (\$483 ) begin
-              \$751  = 3'h0;
+            if (\$2365 ) begin
+              \$2637  = 3'h0;
             end
           end
       4'h7:
-          \$751  = \$492 ;
+          \$2637  = \$2374 ;
       4'h6:
           /* empty */;
       4'h8:
-          if (\$546 ) begin
+          if (\$2428 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
-                  \$751  = 3'h2;
+                  \$2637  = 3'h2;
             endcase
           end
       4'h9:
@@ -69758,23 +73526,23 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           /* empty */;
       4'he:
           if (zero_d) begin
-            \$751  = 3'h4;
+            \$2637  = 3'h4;
           end
       4'ha:
           /* empty */;
       4'hf:
-          \$751  = 3'h4;
+          \$2637  = 3'h4;
     endcase
     if (reset[4]) begin
-      \$751  = 3'h0;
+      \$2637  = 3'h0;
     end
     if (rst) begin
-      \$751  = 3'h0;
+      \$2637  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$752  = seg;
+    \$2638  = seg;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -69788,33 +73556,33 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$482 ) begin
+          if (\$2364 ) begin
           end else begin
-            if (\$483 ) begin
-              \$752  = 17'h00000;
+            if (\$2365 ) begin
+              \$2638  = 17'h00000;
             end
           end
       4'h7:
-          \$752  = 17'h00000;
+          \$2638  = 17'h00000;
       4'h6:
-          if (\$535 ) begin
-            \$752  = \$536 [16:0];
+          if (\$2417 ) begin
+            \$2638  = \$2418 [16:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$752  = 17'h00000;
+          \$2638  = 17'h00000;
     endcase
     if (reset[4]) begin
-      \$752  = 17'h00000;
+      \$2638  = 17'h00000;
     end
     if (rst) begin
-      \$752  = 17'h00000;
+      \$2638  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$753  = slot;
+    \$2639  = slot;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -69828,33 +73596,33 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$482 ) begin
+          if (\$2364 ) begin
           end else begin
-            if (\$483 ) begin
-              \$753  = 2'h0;
+            if (\$2365 ) begin
+              \$2639  = 2'h0;
             end
           end
       4'h7:
-          \$753  = 2'h0;
+          \$2639  = 2'h0;
       4'h6:
-          if (\$502 ) begin
-            \$753  = \$514 [1:0];
+          if (\$2384 ) begin
+            \$2639  = \$2396 [1:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$753  = 2'h0;
+          \$2639  = 2'h0;
     endcase
     if (reset[4]) begin
-      \$753  = 2'h0;
+      \$2639  = 2'h0;
     end
     if (rst) begin
-      \$753  = 2'h0;
+      \$2639  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$754  = pos;
+    \$2640  = pos;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -69869,26 +73637,26 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h5:
           /* empty */;
       4'h7:
-          \$754  = 21'h000000;
+          \$2640  = 21'h000000;
       4'h6:
-          if (\$535 ) begin
-            \$754  = \$537 [20:0];
+          if (\$2417 ) begin
+            \$2640  = \$2419 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$754  = 21'h000000;
+          \$2640  = 21'h000000;
     endcase
     if (reset[4]) begin
-      \$754  = 21'h000000;
+      \$2640  = 21'h000000;
     end
     if (rst) begin
-      \$754  = 21'h000000;
+      \$2640  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$755  = ptr_p;
+    \$2641  = ptr_p;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -69903,26 +73671,26 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h5:
           /* empty */;
       4'h7:
-          \$755  = 21'h000000;
+          \$2641  = 21'h000000;
       4'h6:
-          if (\$535 ) begin
-            \$755  = \$538 [20:0];
+          if (\$2417 ) begin
+            \$2641  = \$2420 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$755  = 21'h000000;
+          \$2641  = 21'h000000;
     endcase
     if (reset[4]) begin
-      \$755  = 21'h000000;
+      \$2641  = 21'h000000;
     end
     if (rst) begin
-      \$755  = 21'h000000;
+      \$2641  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$756  = \$signal$108 ;
+    \$2642  = \$signal$108 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -69937,26 +73705,26 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h5:
           /* empty */;
       4'h7:
-          \$756  = \$484 ;
+          \$2642  = \$2366 ;
       4'h6:
-          if (\$535 ) begin
-            \$756  = \$539 [20:0];
+          if (\$2417 ) begin
+            \$2642  = \$2421 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$756  = \$555 ;
+          \$2642  = \$2437 ;
     endcase
     if (reset[4]) begin
-      \$756  = 21'h000000;
+      \$2642  = 21'h000000;
     end
     if (rst) begin
-      \$756  = 21'h000000;
+      \$2642  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$757  = \$signal$109 ;
+    \$2643  = \$signal$109 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -69971,26 +73739,26 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h5:
           /* empty */;
       4'h7:
-          \$757  = \$485 ;
+          \$2643  = \$2367 ;
       4'h6:
-          if (\$535 ) begin
-            \$757  = \$540 [20:0];
+          if (\$2417 ) begin
+            \$2643  = \$2422 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$757  = \$556 ;
+          \$2643  = \$2438 ;
     endcase
     if (reset[4]) begin
-      \$757  = 21'h000000;
+      \$2643  = 21'h000000;
     end
     if (rst) begin
-      \$757  = 21'h000000;
+      \$2643  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$758  = ptr_d;
+    \$2644  = ptr_d;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -70005,26 +73773,26 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h5:
           /* empty */;
       4'h7:
-          \$758  = \$486 ;
+          \$2644  = \$2368 ;
       4'h6:
-          if (\$535 ) begin
-            \$758  = \$541 [20:0];
+          if (\$2417 ) begin
+            \$2644  = \$2423 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$758  = \$557 ;
+          \$2644  = \$2439 ;
     endcase
     if (reset[4]) begin
-      \$758  = 21'h000000;
+      \$2644  = 21'h000000;
     end
     if (rst) begin
-      \$758  = 21'h000000;
+      \$2644  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$759  = dv_num;
+    \$2645  = dv_num;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -70043,14 +73811,14 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h6:
           /* empty */;
       4'h8:
-          if (\$546 ) begin
+          if (\$2428 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$759  = 64'h000001fc00000000;
+                  \$2645  = 64'h000001fc00000000;
             endcase
           end
       4'h9:
@@ -70063,21 +73831,21 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$759  = \$570 [63:0];
+            \$2645  = \$2452 [63:0];
           end
       4'ha:
-          \$759  = \$574 [63:0];
+          \$2645  = \$2456 [63:0];
     endcase
     if (reset[4]) begin
-      \$759  = 64'h0000000000000000;
+      \$2645  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$759  = 64'h0000000000000000;
+      \$2645  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$760  = dv_den;
+    \$2646  = dv_den;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -70096,14 +73864,14 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h6:
           /* empty */;
       4'h8:
-          if (\$546 ) begin
+          if (\$2428 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$760  = s_sum;
+                  \$2646  = s_sum;
             endcase
           end
       4'h9:
@@ -70116,19 +73884,19 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$760  = { 2'h0, sq_root };
+            \$2646  = { 2'h0, sq_root };
           end
     endcase
     if (reset[4]) begin
-      \$760  = 42'h00000000000;
+      \$2646  = 42'h00000000000;
     end
     if (rst) begin
-      \$760  = 42'h00000000000;
+      \$2646  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$761  = dv_rem;
+    \$2647  = dv_rem;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -70147,14 +73915,14 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h6:
           /* empty */;
       4'h8:
-          if (\$546 ) begin
+          if (\$2428 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$761  = 44'h00000000000;
+                  \$2647  = 44'h00000000000;
             endcase
           end
       4'h9:
@@ -70167,21 +73935,21 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$761  = 44'h00000000000;
+            \$2647  = 44'h00000000000;
           end
       4'ha:
-          \$761  = \$578 [43:0];
+          \$2647  = \$2460 [43:0];
     endcase
     if (reset[4]) begin
-      \$761  = 44'h00000000000;
+      \$2647  = 44'h00000000000;
     end
     if (rst) begin
-      \$761  = 44'h00000000000;
+      \$2647  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$762  = dv_q;
+    \$2648  = dv_q;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -70200,14 +73968,14 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h6:
           /* empty */;
       4'h8:
-          if (\$546 ) begin
+          if (\$2428 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$762  = 32'd0;
+                  \$2648  = 32'd0;
             endcase
           end
       4'h9:
@@ -70220,21 +73988,21 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$762  = 32'd0;
+            \$2648  = 32'd0;
           end
       4'ha:
-          \$762  = { dv_q[30:0], \$579  };
+          \$2648  = { dv_q[30:0], \$2461  };
     endcase
     if (reset[4]) begin
-      \$762  = 32'd0;
+      \$2648  = 32'd0;
     end
     if (rst) begin
-      \$762  = 32'd0;
+      \$2648  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$763  = dv_cnt;
+    \$2649  = dv_cnt;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -70253,14 +74021,14 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h6:
           /* empty */;
       4'h8:
-          if (\$546 ) begin
+          if (\$2428 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$763  = 7'h40;
+                  \$2649  = 7'h40;
             endcase
           end
       4'h9:
@@ -70273,21 +74041,21 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$763  = 7'h40;
+            \$2649  = 7'h40;
           end
       4'ha:
-          \$763  = \$575 [6:0];
+          \$2649  = \$2457 [6:0];
     endcase
     if (reset[4]) begin
-      \$763  = 7'h00;
+      \$2649  = 7'h00;
     end
     if (rst) begin
-      \$763  = 7'h00;
+      \$2649  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$764  = d_val;
+    \$2650  = d_val;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -70306,7 +74074,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h6:
           /* empty */;
       4'h8:
-          if (\$546 ) begin
+          if (\$2428 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
@@ -70315,20 +74083,20 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
               3'h2:
                   /* empty */;
               3'h3:
-                  \$764  = \$551 [42:0];
+                  \$2650  = \$2433 [42:0];
             endcase
           end
     endcase
     if (reset[4]) begin
-      \$764  = 43'h00000000000;
+      \$2650  = 43'h00000000000;
     end
     if (rst) begin
-      \$764  = 43'h00000000000;
+      \$2650  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$765  = zero_d;
+    \$2651  = zero_d;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -70351,18 +74119,18 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h9:
           /* empty */;
       4'hb:
-          \$765  = \$558 ;
+          \$2651  = \$2440 ;
     endcase
     if (reset[4]) begin
-      \$765  = 1'h0;
+      \$2651  = 1'h0;
     end
     if (rst) begin
-      \$765  = 1'h0;
+      \$2651  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$766  = sq_n;
+    \$2652  = sq_n;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -70385,20 +74153,20 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h9:
           /* empty */;
       4'hb:
-          \$766  = \$561 [79:0];
+          \$2652  = \$2443 [79:0];
       4'hd:
-          \$766  = \$562 [79:0];
+          \$2652  = \$2444 [79:0];
     endcase
     if (reset[4]) begin
-      \$766  = 80'h00000000000000000000;
+      \$2652  = 80'h00000000000000000000;
     end
     if (rst) begin
-      \$766  = 80'h00000000000000000000;
+      \$2652  = 80'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$767  = sq_rem;
+    \$2653  = sq_rem;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -70421,20 +74189,20 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h9:
           /* empty */;
       4'hb:
-          \$767  = 44'h00000000000;
+          \$2653  = 44'h00000000000;
       4'hd:
-          \$767  = \$566 [43:0];
+          \$2653  = \$2448 [43:0];
     endcase
     if (reset[4]) begin
-      \$767  = 44'h00000000000;
+      \$2653  = 44'h00000000000;
     end
     if (rst) begin
-      \$767  = 44'h00000000000;
+      \$2653  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$768  = sq_root;
+    \$2654  = sq_root;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -70457,20 +74225,20 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h9:
           /* empty */;
       4'hb:
-          \$768  = 40'h0000000000;
+          \$2654  = 40'h0000000000;
       4'hd:
-          \$768  = { sq_root[38:0], \$567  };
+          \$2654  = { sq_root[38:0], \$2449  };
     endcase
     if (reset[4]) begin
-      \$768  = 40'h0000000000;
+      \$2654  = 40'h0000000000;
     end
     if (rst) begin
-      \$768  = 40'h0000000000;
+      \$2654  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$769  = sq_cnt;
+    \$2655  = sq_cnt;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -70493,20 +74261,20 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'h9:
           /* empty */;
       4'hb:
-          \$769  = 6'h28;
+          \$2655  = 6'h28;
       4'hd:
-          \$769  = \$563 [5:0];
+          \$2655  = \$2445 [5:0];
     endcase
     if (reset[4]) begin
-      \$769  = 6'h00;
+      \$2655  = 6'h00;
     end
     if (rst) begin
-      \$769  = 6'h00;
+      \$2655  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$770  = sh;
+    \$2656  = sh;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -70536,19 +74304,19 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$770  = \$573 [5:0];
+            \$2656  = \$2455 [5:0];
           end
     endcase
     if (reset[4]) begin
-      \$770  = 6'h00;
+      \$2656  = 6'h00;
     end
     if (rst) begin
-      \$770  = 6'h00;
+      \$2656  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$771  = recip;
+    \$2657  = recip;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -70579,18 +74347,18 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'ha:
           /* empty */;
       4'hf:
-          \$771  = dv_q[24:0];
+          \$2657  = dv_q[24:0];
     endcase
     if (reset[4]) begin
-      \$771  = 25'h0000000;
+      \$2657  = 25'h0000000;
     end
     if (rst) begin
-      \$771  = 25'h0000000;
+      \$2657  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$772  = recip_sm;
+    \$2658  = recip_sm;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -70621,13 +74389,13 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
       4'ha:
           /* empty */;
       4'hf:
-          \$772  = dv_q[15:0];
+          \$2658  = dv_q[15:0];
     endcase
     if (reset[4]) begin
-      \$772  = 16'h0000;
+      \$2658  = 16'h0000;
     end
     if (rst) begin
-      \$772  = 16'h0000;
+      \$2658  = 16'h0000;
     end
   end
   always @* begin
@@ -70804,7 +74572,7 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
           issuing = 1'h1;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4515$32 , \port$17054$0  };
+  assign ctl__cmd__payload = { \port$4515$32 , \port$18940$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -70813,11 +74581,11 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
   assign spad_wr__gnt = r_en;
   assign wp__addr = seg_meta[22:19];
   assign wp__data = seg_x;
-  assign rp__addr = \$645 [3:0];
+  assign rp__addr = \$2531 [3:0];
   assign rp__en = 1'h1;
-  assign w_data = { \$679 , \$677 , \$675 , \$673 , \$671 , \$669 , \$667 , \$665 , \$663 , \$661 , \$659 , \$657 , \$655 , \$653 , \$651 , \$649 , e6_meta[18:5] };
-  assign spad_rd__addr = \$614 [13:0];
-  assign acc_rd__addr = \$636 [12:0];
+  assign w_data = { \$2565 , \$2563 , \$2561 , \$2559 , \$2557 , \$2555 , \$2553 , \$2551 , \$2549 , \$2547 , \$2545 , \$2543 , \$2541 , \$2539 , \$2537 , \$2535 , e6_meta[18:5] };
+  assign spad_rd__addr = \$2496 [13:0];
+  assign acc_rd__addr = \$2518 [12:0];
   assign \rd_tag0.valid  = rd_tag0[0];
   assign \rd_tag0.slot  = rd_tag0[2:1];
   assign \rd_tag0.last  = rd_tag0[3];
@@ -70882,21 +74650,21 @@ module \kaki_soc_16x16.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gn
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[22:19];
   assign \e6_meta.last  = e6_meta[23];
-  assign \ctl__cmd__payload.op  = \port$17054$0 ;
+  assign \ctl__cmd__payload.op  = \port$18940$0 ;
   assign \ctl__cmd__payload.payload  = \port$4515$32 ;
-  assign \$307  = { 10'h000, \$306 [19:10] };
-  assign \$340  = { 34'h000000000, \$339 [42:34] };
-  assign \$343  = { 34'h000000000, \$342 [42:34] };
-  assign \$435  = { 4'h0, \$434 [16:4] };
-  assign \$559  = { 31'h00000000, d_val, 32'h00000000 };
-  assign \$562  = { 1'h0, sq_n, 2'h0 };
-  assign \$574  = { dv_num, 1'h0 };
-  assign \$645  = { 4'h0, \$644 [7:4] };
+  assign \$314  = { 10'h000, \$313 [19:10] };
+  assign \$347  = { 34'h000000000, \$346 [42:34] };
+  assign \$350  = { 34'h000000000, \$349 [42:34] };
+  assign \$2317  = { 4'h0, \$2316 [16:4] };
+  assign \$2441  = { 31'h00000000, d_val, 32'h00000000 };
+  assign \$2444  = { 1'h0, sq_n, 2'h0 };
+  assign \$2456  = { dv_num, 1'h0 };
+  assign \$2531  = { 4'h0, \$2530 [7:4] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$16159$0 , \port$16161$0 , \port$16163$0 , \port$16165$0 , \port$16167$0 , \port$16169$0 , \port$16171$0 , \port$16173$0 , \port$16175$0 , \port$16177$0 , \port$16179$0 , \port$16181$0 , \port$16183$0 , \port$16185$0 , \port$16187$0 , \port$16189$0 , w_level
-, r_data, \port$21738$5 , r_rdy, clk);
+module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$18045$0 , \port$18047$0 , \port$18049$0 , \port$18051$0 , \port$18053$0 , \port$18055$0 , \port$18057$0 , \port$18059$0 , \port$18061$0 , \port$18063$0 , \port$18065$0 , \port$18067$0 , \port$18069$0 , \port$18071$0 , \port$18073$0 , \port$18075$0 , w_level
+, r_data, \port$23624$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -70938,40 +74706,40 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$16159$0 , \po
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [7:0] \port$16159$0 ;
-  wire [7:0] \port$16159$0 ;
-  input [7:0] \port$16161$0 ;
-  wire [7:0] \port$16161$0 ;
-  input [7:0] \port$16163$0 ;
-  wire [7:0] \port$16163$0 ;
-  input [7:0] \port$16165$0 ;
-  wire [7:0] \port$16165$0 ;
-  input [7:0] \port$16167$0 ;
-  wire [7:0] \port$16167$0 ;
-  input [7:0] \port$16169$0 ;
-  wire [7:0] \port$16169$0 ;
-  input [7:0] \port$16171$0 ;
-  wire [7:0] \port$16171$0 ;
-  input [7:0] \port$16173$0 ;
-  wire [7:0] \port$16173$0 ;
-  input [7:0] \port$16175$0 ;
-  wire [7:0] \port$16175$0 ;
-  input [7:0] \port$16177$0 ;
-  wire [7:0] \port$16177$0 ;
-  input [7:0] \port$16179$0 ;
-  wire [7:0] \port$16179$0 ;
-  input [7:0] \port$16181$0 ;
-  wire [7:0] \port$16181$0 ;
-  input [7:0] \port$16183$0 ;
-  wire [7:0] \port$16183$0 ;
-  input [7:0] \port$16185$0 ;
-  wire [7:0] \port$16185$0 ;
-  input [7:0] \port$16187$0 ;
-  wire [7:0] \port$16187$0 ;
-  input [7:0] \port$16189$0 ;
-  wire [7:0] \port$16189$0 ;
-  input [13:0] \port$21738$5 ;
-  wire [13:0] \port$21738$5 ;
+  input [7:0] \port$18045$0 ;
+  wire [7:0] \port$18045$0 ;
+  input [7:0] \port$18047$0 ;
+  wire [7:0] \port$18047$0 ;
+  input [7:0] \port$18049$0 ;
+  wire [7:0] \port$18049$0 ;
+  input [7:0] \port$18051$0 ;
+  wire [7:0] \port$18051$0 ;
+  input [7:0] \port$18053$0 ;
+  wire [7:0] \port$18053$0 ;
+  input [7:0] \port$18055$0 ;
+  wire [7:0] \port$18055$0 ;
+  input [7:0] \port$18057$0 ;
+  wire [7:0] \port$18057$0 ;
+  input [7:0] \port$18059$0 ;
+  wire [7:0] \port$18059$0 ;
+  input [7:0] \port$18061$0 ;
+  wire [7:0] \port$18061$0 ;
+  input [7:0] \port$18063$0 ;
+  wire [7:0] \port$18063$0 ;
+  input [7:0] \port$18065$0 ;
+  wire [7:0] \port$18065$0 ;
+  input [7:0] \port$18067$0 ;
+  wire [7:0] \port$18067$0 ;
+  input [7:0] \port$18069$0 ;
+  wire [7:0] \port$18069$0 ;
+  input [7:0] \port$18071$0 ;
+  wire [7:0] \port$18071$0 ;
+  input [7:0] \port$18073$0 ;
+  wire [7:0] \port$18073$0 ;
+  input [7:0] \port$18075$0 ;
+  wire [7:0] \port$18075$0 ;
+  input [13:0] \port$23624$5 ;
+  wire [13:0] \port$23624$5 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [141:0] r_data;
@@ -71017,7 +74785,7 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$16159$0 , \po
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$16189$0 , \port$16187$0 , \port$16185$0 , \port$16183$0 , \port$16181$0 , \port$16179$0 , \port$16177$0 , \port$16175$0 , \port$16173$0 , \port$16171$0 , \port$16169$0 , \port$16167$0 , \port$16165$0 , \port$16163$0 , \port$16161$0 , \port$16159$0 , \port$21738$5  };
+      storage[w_port__addr] <= { \port$18075$0 , \port$18073$0 , \port$18071$0 , \port$18069$0 , \port$18067$0 , \port$18065$0 , \port$18063$0 , \port$18061$0 , \port$18059$0 , \port$18057$0 , \port$18055$0 , \port$18053$0 , \port$18051$0 , \port$18049$0 , \port$18047$0 , \port$18045$0 , \port$23624$5  };
   end
   reg [141:0] _0_;
   always @(posedge clk) begin
@@ -71128,14 +74896,14 @@ module \kaki_soc_16x16.sfu.out_fifo (rst, r_en, reset, w_en, \port$16159$0 , \po
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$16189$0 , \port$16187$0 , \port$16185$0 , \port$16183$0 , \port$16181$0 , \port$16179$0 , \port$16177$0 , \port$16175$0 , \port$16173$0 , \port$16171$0 , \port$16169$0 , \port$16167$0 , \port$16165$0 , \port$16163$0 , \port$16161$0 , \port$16159$0 , \port$21738$5  };
-  assign w_data = { \port$16189$0 , \port$16187$0 , \port$16185$0 , \port$16183$0 , \port$16181$0 , \port$16179$0 , \port$16177$0 , \port$16175$0 , \port$16173$0 , \port$16171$0 , \port$16169$0 , \port$16167$0 , \port$16165$0 , \port$16163$0 , \port$16161$0 , \port$16159$0 , \port$21738$5  };
+  assign w_port__data = { \port$18075$0 , \port$18073$0 , \port$18071$0 , \port$18069$0 , \port$18067$0 , \port$18065$0 , \port$18063$0 , \port$18061$0 , \port$18059$0 , \port$18057$0 , \port$18055$0 , \port$18053$0 , \port$18051$0 , \port$18049$0 , \port$18047$0 , \port$18045$0 , \port$23624$5  };
+  assign w_data = { \port$18075$0 , \port$18073$0 , \port$18071$0 , \port$18069$0 , \port$18067$0 , \port$18065$0 , \port$18063$0 , \port$18061$0 , \port$18059$0 , \port$18057$0 , \port$18055$0 , \port$18053$0 , \port$18051$0 , \port$18049$0 , \port$18047$0 , \port$18045$0 , \port$23624$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.sfu_retire (rst, held, r_en, w_en, r_data, \port$17617$16 , \port$21833$0 , r_rdy, clk);
+module \kaki_soc_16x16.sfu_retire (rst, held, r_en, w_en, r_data, \port$19503$16 , \port$23719$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -71179,10 +74947,10 @@ module \kaki_soc_16x16.sfu_retire (rst, held, r_en, w_en, r_data, \port$17617$16
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$17617$16 ;
-  wire [15:0] \port$17617$16 ;
-  input [7:0] \port$21833$0 ;
-  wire [7:0] \port$21833$0 ;
+  input [15:0] \port$19503$16 ;
+  wire [15:0] \port$19503$16 ;
+  input [7:0] \port$23719$0 ;
+  wire [7:0] \port$23719$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -71217,7 +74985,7 @@ module \kaki_soc_16x16.sfu_retire (rst, held, r_en, w_en, r_data, \port$17617$16
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$17617$16 , \port$21833$0  };
+      storage[w_port__addr] <= { \port$19503$16 , \port$23719$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -71328,14 +75096,14 @@ module \kaki_soc_16x16.sfu_retire (rst, held, r_en, w_en, r_data, \port$17617$16
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$17617$16 , \port$21833$0  };
-  assign w_data = { \port$17617$16 , \port$21833$0  };
+  assign w_port__data = { \port$19503$16 , \port$23719$0  };
+  assign w_data = { \port$19503$16 , \port$23719$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$16336$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
+module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$18222$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
 , rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -71588,8 +75356,8 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [141:0] \port$16336$0 ;
-  wire [141:0] \port$16336$0 ;
+  input [141:0] \port$18222$0 ;
+  wire [141:0] \port$18222$0 ;
   reg [11:0] raddr = 12'h000;
   reg [11:0] \raddr$49  = 12'h000;
   reg [11:0] \raddr$69  = 12'h000;
@@ -71740,7 +75508,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \win$9  = \$17  & \$25 ;
   assign \$26  = ! wr__0__addr[13:12];
   assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$16336$0 [13:12];
+  assign \$27  = ! \port$18222$0 [13:12];
   assign \$28  = wr__1__en & \$27 ;
   assign \$29  = ! wr__0__addr[13:12];
   assign \$30  = wr__0__en & \$29 ;
@@ -71750,7 +75518,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \$34  = wr__2__en & \$33 ;
   assign \$35  = ! wr__0__addr[13:12];
   assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$16336$0 [13:12];
+  assign \$37  = ! \port$18222$0 [13:12];
   assign \$38  = wr__1__en & \$37 ;
   assign \$39  = | { \$38 , \$36  };
   assign \$40  = ~ \$39 ;
@@ -71785,7 +75553,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \win$40  = \$57  & \$65 ;
   assign \$66  = wr__0__addr[13:12] == 1'h1;
   assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$16336$0 [13:12] == 1'h1;
+  assign \$67  = \port$18222$0 [13:12] == 1'h1;
   assign \$68  = wr__1__en & \$67 ;
   assign \$69  = wr__0__addr[13:12] == 1'h1;
   assign \$70  = wr__0__en & \$69 ;
@@ -71795,7 +75563,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \$74  = wr__2__en & \$73 ;
   assign \$75  = wr__0__addr[13:12] == 1'h1;
   assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$16336$0 [13:12] == 1'h1;
+  assign \$77  = \port$18222$0 [13:12] == 1'h1;
   assign \$78  = wr__1__en & \$77 ;
   assign \$79  = | { \$78 , \$76  };
   assign \$80  = ~ \$79 ;
@@ -71830,7 +75598,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \win$60  = \$97  & \$105 ;
   assign \$106  = wr__0__addr[13:12] == 2'h2;
   assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$16336$0 [13:12] == 2'h2;
+  assign \$107  = \port$18222$0 [13:12] == 2'h2;
   assign \$108  = wr__1__en & \$107 ;
   assign \$109  = wr__0__addr[13:12] == 2'h2;
   assign \$110  = wr__0__en & \$109 ;
@@ -71840,7 +75608,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \$114  = wr__2__en & \$113 ;
   assign \$115  = wr__0__addr[13:12] == 2'h2;
   assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$16336$0 [13:12] == 2'h2;
+  assign \$117  = \port$18222$0 [13:12] == 2'h2;
   assign \$118  = wr__1__en & \$117 ;
   assign \$119  = | { \$118 , \$116  };
   assign \$120  = ~ \$119 ;
@@ -71875,7 +75643,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \win$80  = \$137  & \$145 ;
   assign \$146  = wr__0__addr[13:12] == 2'h3;
   assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$16336$0 [13:12] == 2'h3;
+  assign \$147  = \port$18222$0 [13:12] == 2'h3;
   assign \$148  = wr__1__en & \$147 ;
   assign \$149  = wr__0__addr[13:12] == 2'h3;
   assign \$150  = wr__0__en & \$149 ;
@@ -71885,7 +75653,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
   assign \$154  = wr__2__en & \$153 ;
   assign \$155  = wr__0__addr[13:12] == 2'h3;
   assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$16336$0 [13:12] == 2'h3;
+  assign \$157  = \port$18222$0 [13:12] == 2'h3;
   assign \$158  = wr__1__en & \$157 ;
   assign \$159  = | { \$158 , \$156  };
   assign \$160  = ~ \$159 ;
@@ -72040,7 +75808,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       \bank0_addr$22  = wr__0__addr[11:0];
     end
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$16336$0 [11:0];
+      \bank0_addr$22  = \port$18222$0 [11:0];
     end
     if (\win$19 ) begin
       \bank0_addr$22  = wr__2__addr[11:0];
@@ -72053,7 +75821,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       bank0_wdata = wr__0__data;
     end
     if (\win$16 ) begin
-      bank0_wdata = \port$16336$0 [141:14];
+      bank0_wdata = \port$18222$0 [141:14];
     end
     if (\win$19 ) begin
       bank0_wdata = wr__2__data;
@@ -72082,7 +75850,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       \bank1_addr$45  = wr__0__addr[11:0];
     end
     if (\win$43 ) begin
-      \bank1_addr$45  = \port$16336$0 [11:0];
+      \bank1_addr$45  = \port$18222$0 [11:0];
     end
     if (\win$44 ) begin
       \bank1_addr$45  = wr__2__addr[11:0];
@@ -72095,7 +75863,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       bank1_wdata = wr__0__data;
     end
     if (\win$43 ) begin
-      bank1_wdata = \port$16336$0 [141:14];
+      bank1_wdata = \port$18222$0 [141:14];
     end
     if (\win$44 ) begin
       bank1_wdata = wr__2__data;
@@ -72124,7 +75892,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       \bank2_addr$65  = wr__0__addr[11:0];
     end
     if (\win$63 ) begin
-      \bank2_addr$65  = \port$16336$0 [11:0];
+      \bank2_addr$65  = \port$18222$0 [11:0];
     end
     if (\win$64 ) begin
       \bank2_addr$65  = wr__2__addr[11:0];
@@ -72137,7 +75905,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       bank2_wdata = wr__0__data;
     end
     if (\win$63 ) begin
-      bank2_wdata = \port$16336$0 [141:14];
+      bank2_wdata = \port$18222$0 [141:14];
     end
     if (\win$64 ) begin
       bank2_wdata = wr__2__data;
@@ -72166,7 +75934,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       \bank3_addr$85  = wr__0__addr[11:0];
     end
     if (\win$83 ) begin
-      \bank3_addr$85  = \port$16336$0 [11:0];
+      \bank3_addr$85  = \port$18222$0 [11:0];
     end
     if (\win$84 ) begin
       \bank3_addr$85  = wr__2__addr[11:0];
@@ -72179,7 +75947,7 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       bank3_wdata = wr__0__data;
     end
     if (\win$83 ) begin
-      bank3_wdata = \port$16336$0 [141:14];
+      bank3_wdata = \port$18222$0 [141:14];
     end
     if (\win$84 ) begin
       bank3_wdata = wr__2__data;
@@ -72393,8 +76161,8 @@ module \kaki_soc_16x16.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr
       \$192  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$16336$0 [13:0];
-  assign wr__1__data = \port$16336$0 [141:14];
+  assign wr__1__addr = \port$18222$0 [13:0];
+  assign wr__1__data = \port$18222$0 [141:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
@@ -77610,7 +81378,7 @@ module \kaki_soc_16x16.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, res
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$17615$16 , \port$21426$0 , r_rdy, clk);
+module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$19501$16 , \port$23312$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -77654,10 +81422,10 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$17615$16
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$17615$16 ;
-  wire [15:0] \port$17615$16 ;
-  input [7:0] \port$21426$0 ;
-  wire [7:0] \port$21426$0 ;
+  input [15:0] \port$19501$16 ;
+  wire [15:0] \port$19501$16 ;
+  input [7:0] \port$23312$0 ;
+  wire [7:0] \port$23312$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -77692,7 +81460,7 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$17615$16
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$17615$16 , \port$21426$0  };
+      storage[w_port__addr] <= { \port$19501$16 , \port$23312$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -77803,8 +81571,8 @@ module \kaki_soc_16x16.vec_retire (rst, held, r_en, w_en, r_data, \port$17615$16
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$17615$16 , \port$21426$0  };
-  assign w_data = { \port$17615$16 , \port$21426$0  };
+  assign w_port__data = { \port$19501$16 , \port$23312$0  };
+  assign w_data = { \port$19501$16 , \port$23312$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

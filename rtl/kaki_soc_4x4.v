@@ -2954,7 +2954,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$9841$2 (\$322 ),
+    .\port$9967$2 (\$322 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3081,20 +3081,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$10014$0 (q__0__cpl_irq),
-    .\port$10028$0 (q__0__error_irq),
-    .\port$10040$0 (q__1__cpl_irq),
-    .\port$10054$0 (q__1__error_irq),
-    .\port$10066$0 (q__2__cpl_irq),
-    .\port$10080$0 (q__2__error_irq),
-    .\port$10092$0 (q__3__cpl_irq),
-    .\port$10106$0 (q__3__error_irq),
-    .\port$10218$0 (\$328 ),
-    .\port$10226$0 (\$329 ),
-    .\port$10234$0 (\$330 ),
-    .\port$10242$0 (\$331 ),
-    .\port$9678$0 (q_wait_queue),
-    .\port$9867$0 (inflight),
+    .\port$10140$0 (q__0__cpl_irq),
+    .\port$10154$0 (q__0__error_irq),
+    .\port$10166$0 (q__1__cpl_irq),
+    .\port$10180$0 (q__1__error_irq),
+    .\port$10192$0 (q__2__cpl_irq),
+    .\port$10206$0 (q__2__error_irq),
+    .\port$10218$0 (q__3__cpl_irq),
+    .\port$10232$0 (q__3__error_irq),
+    .\port$10344$0 (\$328 ),
+    .\port$10352$0 (\$329 ),
+    .\port$10360$0 (\$330 ),
+    .\port$10368$0 (\$331 ),
+    .\port$9804$0 (q_wait_queue),
+    .\port$9993$0 (inflight),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3182,11 +3182,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$9869$0 (\$323 ),
-    .\port$9871$0 (\$324 ),
-    .\port$9873$0 (\$325 ),
-    .\port$9875$0 (\$326 ),
-    .\port$9877$0 (\$327 ),
+    .\port$10001$0 (\$326 ),
+    .\port$10003$0 (\$327 ),
+    .\port$9995$0 (\$323 ),
+    .\port$9997$0 (\$324 ),
+    .\port$9999$0 (\$325 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -3289,8 +3289,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$10441$0 (dma_load_error),
-    .\port$9869$16 (retire__0__tag),
+    .\port$10567$0 (dma_load_error),
+    .\port$9995$16 (retire__0__tag),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -3300,8 +3300,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$10569$0 (dma_store_error),
-    .\port$9871$16 (retire__1__tag),
+    .\port$10695$0 (dma_store_error),
+    .\port$9997$16 (retire__1__tag),
     .r_data(\r_data$530 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$527 ),
@@ -3356,12 +3356,12 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\port$5612$0 (q__1__head),
     .\port$5642$0 (q__2__head),
     .\port$5672$0 (q__3__head),
-    .\port$9112$0 (r_data),
-    .\port$9162$0 (\r_data$530 ),
-    .\port$9212$0 (\r_data$541 ),
-    .\port$9262$0 (\r_data$552 ),
-    .\port$9312$0 (\r_data$563 ),
-    .\port$9841$2 (\$322 ),
+    .\port$9238$0 (r_data),
+    .\port$9288$0 (\r_data$530 ),
+    .\port$9338$0 (\r_data$541 ),
+    .\port$9388$0 (\r_data$552 ),
+    .\port$9438$0 (\r_data$563 ),
+    .\port$9967$2 (\$322 ),
     .q_head_index0_index(q_head_index0_index),
     .q_head_index1_index(q_head_index1_index),
     .q_head_index2_index(q_head_index2_index),
@@ -3407,8 +3407,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$10644$0 (gemm_error),
-    .\port$9873$16 (retire__2__tag),
+    .\port$10770$0 (gemm_error),
+    .\port$9999$16 (retire__2__tag),
     .r_data(\r_data$541 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$538 ),
@@ -3459,8 +3459,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$181 (\$331 ),
     .limit(bus_timeout),
     .\port$130$0 (fw_write_qreset_ack_queue),
-    .\port$9370$0 (fw_write_cpl_word[3:0]),
-    .\port$9370$8 (fw_write_cpl_word[31:8]),
+    .\port$9496$0 (fw_write_cpl_word[3:0]),
+    .\port$9496$8 (fw_write_cpl_word[31:8]),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
@@ -3564,7 +3564,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .done(\ctl__done$144 ),
     .error(sfu_error),
     .\port$4515$32 (sfu__payload[255:32]),
-    .\port$9314$0 (sfu_cmd_op),
+    .\port$9440$0 (sfu_cmd_op),
     .r_data(\$332 ),
     .r_en(\$37 [0]),
     .r_rdy(\spad_wr__en$190 ),
@@ -3578,8 +3578,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.sfu_retire  sfu_retire (
     .clk(clk),
     .held(held),
-    .\port$11123$0 (sfu_error),
-    .\port$9877$16 (retire__4__tag),
+    .\port$10003$16 (retire__4__tag),
+    .\port$11249$0 (sfu_error),
     .r_data(\r_data$563 ),
     .r_en(fw_write_retire_pop_engine[4]),
     .r_rdy(\r_rdy$560 ),
@@ -3588,7 +3588,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_4x4.spad  spad (
     .clk(clk),
-    .\port$8596$0 (\$332 ),
+    .\port$8722$0 (\$332 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
@@ -3643,8 +3643,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_4x4.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$10884$0 (vec_error),
-    .\port$9875$16 (retire__3__tag),
+    .\port$10001$16 (retire__3__tag),
+    .\port$11010$0 (vec_error),
     .r_data(\r_data$552 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$549 ),
@@ -7235,7 +7235,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9841$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9967$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7379,8 +7379,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$9841$2 ;
-  wire [29:0] \port$9841$2 ;
+  output [29:0] \port$9967$2 ;
+  wire [29:0] \port$9967$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7560,7 +7560,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$9841$2 (\$99 ),
+    .\port$9967$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7678,11 +7678,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$9841$2  = \$99 ;
+  assign \port$9967$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9841$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9967$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8107,8 +8107,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$9841$2 ;
-  wire [29:0] \port$9841$2 ;
+  output [29:0] \port$9967$2 ;
+  wire [29:0] \port$9967$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11213,7 +11213,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$9841$2  = ls_addr_r[31:2];
+  assign \port$9967$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11388,9 +11388,9 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl
 , irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr
 , q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value
-, \port$9678$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9867$0 , q_fetch0_index
-, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$10014$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$10028$0 , q_status0_resetting, q_consumer1_index, \port$10040$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$10054$0 , q_status1_resetting, q_consumer2_index, \port$10066$0 , q_status2_halted, q_error2_code
-, q_error_index2_index, \port$10080$0 , q_status2_resetting, q_consumer3_index, \port$10092$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$10106$0 , q_status3_resetting, \port$10218$0 , \port$10226$0 , \port$10234$0 , \port$10242$0 , bus__awaddr);
+, \port$9804$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9993$0 , q_fetch0_index
+, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$10140$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$10154$0 , q_status0_resetting, q_consumer1_index, \port$10166$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$10180$0 , q_status1_resetting, q_consumer2_index, \port$10192$0 , q_status2_halted, q_error2_code
+, q_error_index2_index, \port$10206$0 , q_status2_resetting, q_consumer3_index, \port$10218$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$10232$0 , q_status3_resetting, \port$10344$0 , \port$10352$0 , \port$10360$0 , \port$10368$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -12993,34 +12993,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input \port$10014$0 ;
-  wire \port$10014$0 ;
-  input \port$10028$0 ;
-  wire \port$10028$0 ;
-  input \port$10040$0 ;
-  wire \port$10040$0 ;
-  input \port$10054$0 ;
-  wire \port$10054$0 ;
-  input \port$10066$0 ;
-  wire \port$10066$0 ;
-  input \port$10080$0 ;
-  wire \port$10080$0 ;
-  input \port$10092$0 ;
-  wire \port$10092$0 ;
-  input \port$10106$0 ;
-  wire \port$10106$0 ;
-  input [2:0] \port$10218$0 ;
-  wire [2:0] \port$10218$0 ;
-  input [2:0] \port$10226$0 ;
-  wire [2:0] \port$10226$0 ;
-  input [2:0] \port$10234$0 ;
-  wire [2:0] \port$10234$0 ;
-  input [2:0] \port$10242$0 ;
-  wire [2:0] \port$10242$0 ;
-  input [3:0] \port$9678$0 ;
-  wire [3:0] \port$9678$0 ;
-  input [4:0] \port$9867$0 ;
-  wire [4:0] \port$9867$0 ;
+  input \port$10140$0 ;
+  wire \port$10140$0 ;
+  input \port$10154$0 ;
+  wire \port$10154$0 ;
+  input \port$10166$0 ;
+  wire \port$10166$0 ;
+  input \port$10180$0 ;
+  wire \port$10180$0 ;
+  input \port$10192$0 ;
+  wire \port$10192$0 ;
+  input \port$10206$0 ;
+  wire \port$10206$0 ;
+  input \port$10218$0 ;
+  wire \port$10218$0 ;
+  input \port$10232$0 ;
+  wire \port$10232$0 ;
+  input [2:0] \port$10344$0 ;
+  wire [2:0] \port$10344$0 ;
+  input [2:0] \port$10352$0 ;
+  wire [2:0] \port$10352$0 ;
+  input [2:0] \port$10360$0 ;
+  wire [2:0] \port$10360$0 ;
+  input [2:0] \port$10368$0 ;
+  wire [2:0] \port$10368$0 ;
+  input [3:0] \port$9804$0 ;
+  wire [3:0] \port$9804$0 ;
+  input [4:0] \port$9993$0 ;
+  wire [4:0] \port$9993$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13671,10 +13671,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$10092$0 , \port$10066$0 , \port$10040$0 , \port$10014$0  };
+  assign \$187  = \$186  | { \port$10218$0 , \port$10192$0 , \port$10166$0 , \port$10140$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$10106$0 , \port$10080$0 , \port$10054$0 , \port$10028$0  };
+  assign \$190  = \$189  | { \port$10232$0 , \port$10206$0 , \port$10180$0 , \port$10154$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15809,8 +15809,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$10092$0 , \port$10066$0 , \port$10040$0 , \port$10014$0  };
-  assign irq_status_queue_error_set = { \port$10106$0 , \port$10080$0 , \port$10054$0 , \port$10028$0  };
+  assign irq_status_queue_cpl_set = { \port$10218$0 , \port$10192$0 , \port$10166$0 , \port$10140$0  };
+  assign irq_status_queue_error_set = { \port$10232$0 , \port$10206$0 , \port$10180$0 , \port$10154$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -15825,19 +15825,19 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$9867$0 [0];
-  assign status_dma_store_busy = \port$9867$0 [1];
-  assign status_gemm_busy = \port$9867$0 [2];
-  assign status_vec_busy = \port$9867$0 [3];
-  assign status_sfu_busy = \port$9867$0 [4];
-  assign q_status0_waiting = \port$9678$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$10218$0  };
-  assign q_status1_waiting = \port$9678$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$10226$0  };
-  assign q_status2_waiting = \port$9678$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$10234$0  };
-  assign q_status3_waiting = \port$9678$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$10242$0  };
+  assign status_dma_load_busy = \port$9993$0 [0];
+  assign status_dma_store_busy = \port$9993$0 [1];
+  assign status_gemm_busy = \port$9993$0 [2];
+  assign status_vec_busy = \port$9993$0 [3];
+  assign status_sfu_busy = \port$9993$0 [4];
+  assign q_status0_waiting = \port$9804$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$10344$0  };
+  assign q_status1_waiting = \port$9804$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$10352$0  };
+  assign q_status2_waiting = \port$9804$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$10360$0  };
+  assign q_status3_waiting = \port$9804$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$10368$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -15882,12 +15882,12 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$9867$0 [0] };
+  assign \$440  = { 1'h0, \port$9993$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$9867$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$9867$0 [2], 2'h0 };
-  assign \$446  = { \port$9867$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$9867$0 [4], 4'h0 };
+  assign \$442  = { \port$9993$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$9993$0 [2], 2'h0 };
+  assign \$446  = { \port$9993$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$9993$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16052,26 +16052,26 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$904  = { 30'h00000000, \$903  };
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$909  = { \port$9678$0 [0], 3'h0 };
-  assign \$911  = { 12'h000, \port$10218$0 , 8'h00 };
+  assign \$909  = { \port$9804$0 [0], 3'h0 };
+  assign \$911  = { 12'h000, \port$10344$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$922  = { \port$9678$0 [1], 3'h0 };
-  assign \$924  = { 12'h000, \port$10226$0 , 8'h00 };
+  assign \$922  = { \port$9804$0 [1], 3'h0 };
+  assign \$924  = { 12'h000, \port$10352$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$935  = { \port$9678$0 [2], 3'h0 };
-  assign \$937  = { 12'h000, \port$10234$0 , 8'h00 };
+  assign \$935  = { \port$9804$0 [2], 3'h0 };
+  assign \$937  = { 12'h000, \port$10360$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$948  = { \port$9678$0 [3], 3'h0 };
-  assign \$950  = { 12'h000, \port$10242$0 , 8'h00 };
+  assign \$948  = { \port$9804$0 [3], 3'h0 };
+  assign \$950  = { 12'h000, \port$10368$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16186,7 +16186,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, \r_en$88 , sfu_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, retire__4__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload
-, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$9869$0 , retire__0__tag, \port$9871$0 , retire__1__tag, \port$9873$0 , retire__2__tag, \port$9875$0 , retire__3__tag, \port$9877$0 , retire__4__tag, dma_load__valid
+, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$9995$0 , retire__0__tag, \port$9997$0 , retire__1__tag, \port$9999$0 , retire__2__tag, \port$10001$0 , retire__3__tag, \port$10003$0 , retire__4__tag, dma_load__valid
 , dma_store__valid, gemm__valid, vec__valid, sfu__valid, retire__0__error, retire__1__error, retire__2__error, retire__3__error, retire__4__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -17216,16 +17216,16 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$9869$0 ;
-  wire [8:0] \port$9869$0 ;
-  output [8:0] \port$9871$0 ;
-  wire [8:0] \port$9871$0 ;
-  output [8:0] \port$9873$0 ;
-  wire [8:0] \port$9873$0 ;
-  output [8:0] \port$9875$0 ;
-  wire [8:0] \port$9875$0 ;
-  output [8:0] \port$9877$0 ;
-  wire [8:0] \port$9877$0 ;
+  output [8:0] \port$10001$0 ;
+  wire [8:0] \port$10001$0 ;
+  output [8:0] \port$10003$0 ;
+  wire [8:0] \port$10003$0 ;
+  output [8:0] \port$9995$0 ;
+  wire [8:0] \port$9995$0 ;
+  output [8:0] \port$9997$0 ;
+  wire [8:0] \port$9997$0 ;
+  output [8:0] \port$9999$0 ;
+  wire [8:0] \port$9999$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -18156,9 +18156,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
     sfu_held <= \$100 ;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$9317$0 (desc),
-    .\port$9319$0 (queue),
-    .\port$9320$0 (windowed),
+    .\port$9443$0 (desc),
+    .\port$9445$0 (queue),
+    .\port$9446$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18168,9 +18168,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$9317$0 (desc),
-    .\port$9319$0 (queue),
-    .\port$9320$0 (windowed),
+    .\port$9443$0 (desc),
+    .\port$9445$0 (queue),
+    .\port$9446$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -18180,9 +18180,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$9317$0 (desc),
-    .\port$9319$0 (queue),
-    .\port$9320$0 (windowed),
+    .\port$9443$0 (desc),
+    .\port$9445$0 (queue),
+    .\port$9446$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -18192,9 +18192,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$9317$0 (desc),
-    .\port$9319$0 (queue),
-    .\port$9320$0 (windowed),
+    .\port$9443$0 (desc),
+    .\port$9445$0 (queue),
+    .\port$9446$0 (windowed),
     .r_data(sfu__payload),
     .r_en(\r_en$88 ),
     .r_rdy(sfu__valid),
@@ -18204,9 +18204,9 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$9317$0 (desc),
-    .\port$9319$0 (queue),
-    .\port$9320$0 (windowed),
+    .\port$9443$0 (desc),
+    .\port$9445$0 (queue),
+    .\port$9446$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -18427,15 +18427,15 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign sfu_error = retire__4__error;
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
-  assign \port$9869$0  = dma_load_held[8:0];
+  assign \port$9995$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$9871$0  = dma_store_held[8:0];
+  assign \port$9997$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$9873$0  = gemm_held[8:0];
+  assign \port$9999$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$9875$0  = vec_held[8:0];
+  assign \port$10001$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$9877$0  = sfu_held[8:0];
+  assign \port$10003$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -19596,7 +19596,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9317$0 , \port$9319$0 , \port$9320$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9443$0 , \port$9445$0 , \port$9446$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19638,12 +19638,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$9317$0 ;
-  wire [255:0] \port$9317$0 ;
-  input [1:0] \port$9319$0 ;
-  wire [1:0] \port$9319$0 ;
-  input \port$9320$0 ;
-  wire \port$9320$0 ;
+  input [255:0] \port$9443$0 ;
+  wire [255:0] \port$9443$0 ;
+  input [1:0] \port$9445$0 ;
+  wire [1:0] \port$9445$0 ;
+  input \port$9446$0 ;
+  wire \port$9446$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19675,7 +19675,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9320$0 , \port$9319$0 , \port$9317$0  };
+      storage[w_port__addr] <= { \port$9446$0 , \port$9445$0 , \port$9443$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19774,14 +19774,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
-  assign w_data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
+  assign w_port__data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
+  assign w_data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9317$0 , \port$9319$0 , \port$9320$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9443$0 , \port$9445$0 , \port$9446$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19823,12 +19823,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$9317$0 ;
-  wire [255:0] \port$9317$0 ;
-  input [1:0] \port$9319$0 ;
-  wire [1:0] \port$9319$0 ;
-  input \port$9320$0 ;
-  wire \port$9320$0 ;
+  input [255:0] \port$9443$0 ;
+  wire [255:0] \port$9443$0 ;
+  input [1:0] \port$9445$0 ;
+  wire [1:0] \port$9445$0 ;
+  input \port$9446$0 ;
+  wire \port$9446$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19860,7 +19860,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9320$0 , \port$9319$0 , \port$9317$0  };
+      storage[w_port__addr] <= { \port$9446$0 , \port$9445$0 , \port$9443$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19959,14 +19959,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
-  assign w_data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
+  assign w_port__data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
+  assign w_data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9317$0 , \port$9319$0 , \port$9320$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9443$0 , \port$9445$0 , \port$9446$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20008,12 +20008,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$9317$0 ;
-  wire [255:0] \port$9317$0 ;
-  input [1:0] \port$9319$0 ;
-  wire [1:0] \port$9319$0 ;
-  input \port$9320$0 ;
-  wire \port$9320$0 ;
+  input [255:0] \port$9443$0 ;
+  wire [255:0] \port$9443$0 ;
+  input [1:0] \port$9445$0 ;
+  wire [1:0] \port$9445$0 ;
+  input \port$9446$0 ;
+  wire \port$9446$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20045,7 +20045,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9320$0 , \port$9319$0 , \port$9317$0  };
+      storage[w_port__addr] <= { \port$9446$0 , \port$9445$0 , \port$9443$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20144,14 +20144,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
-  assign w_data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
+  assign w_port__data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
+  assign w_data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9317$0 , \port$9319$0 , \port$9320$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9443$0 , \port$9445$0 , \port$9446$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20193,12 +20193,12 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$9317$0 ;
-  wire [255:0] \port$9317$0 ;
-  input [1:0] \port$9319$0 ;
-  wire [1:0] \port$9319$0 ;
-  input \port$9320$0 ;
-  wire \port$9320$0 ;
+  input [255:0] \port$9443$0 ;
+  wire [255:0] \port$9443$0 ;
+  input [1:0] \port$9445$0 ;
+  wire [1:0] \port$9445$0 ;
+  input \port$9446$0 ;
+  wire \port$9446$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20230,7 +20230,7 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9320$0 , \port$9319$0 , \port$9317$0  };
+      storage[w_port__addr] <= { \port$9446$0 , \port$9445$0 , \port$9443$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20329,14 +20329,14 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
-  assign w_data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
+  assign w_port__data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
+  assign w_data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9317$0 , \port$9319$0 , \port$9320$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9443$0 , \port$9445$0 , \port$9446$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20378,12 +20378,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$9317$0 ;
-  wire [255:0] \port$9317$0 ;
-  input [1:0] \port$9319$0 ;
-  wire [1:0] \port$9319$0 ;
-  input \port$9320$0 ;
-  wire \port$9320$0 ;
+  input [255:0] \port$9443$0 ;
+  wire [255:0] \port$9443$0 ;
+  input [1:0] \port$9445$0 ;
+  wire [1:0] \port$9445$0 ;
+  input \port$9446$0 ;
+  wire \port$9446$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20415,7 +20415,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9320$0 , \port$9319$0 , \port$9317$0  };
+      storage[w_port__addr] <= { \port$9446$0 , \port$9445$0 , \port$9443$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20514,8 +20514,8 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
-  assign w_data = { \port$9320$0 , \port$9319$0 , \port$9317$0  };
+  assign w_port__data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
+  assign w_data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -26077,7 +26077,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5985$0 , w_en, \port$59
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9869$16 , \port$10441$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9995$16 , \port$10567$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26121,10 +26121,10 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9869$
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10441$0 ;
-  wire [7:0] \port$10441$0 ;
-  input [15:0] \port$9869$16 ;
-  wire [15:0] \port$9869$16 ;
+  input [7:0] \port$10567$0 ;
+  wire [7:0] \port$10567$0 ;
+  input [15:0] \port$9995$16 ;
+  wire [15:0] \port$9995$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -26159,7 +26159,7 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9869$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9869$16 , \port$10441$0  };
+      storage[w_port__addr] <= { \port$9995$16 , \port$10567$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -26270,14 +26270,14 @@ module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9869$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9869$16 , \port$10441$0  };
-  assign w_data = { \port$9869$16 , \port$10441$0  };
+  assign w_port__data = { \port$9995$16 , \port$10567$0  };
+  assign w_data = { \port$9995$16 , \port$10567$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9871$16 , \port$10569$0 , r_rdy, clk);
+module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9997$16 , \port$10695$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26321,10 +26321,10 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9871
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10569$0 ;
-  wire [7:0] \port$10569$0 ;
-  input [15:0] \port$9871$16 ;
-  wire [15:0] \port$9871$16 ;
+  input [7:0] \port$10695$0 ;
+  wire [7:0] \port$10695$0 ;
+  input [15:0] \port$9997$16 ;
+  wire [15:0] \port$9997$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -26359,7 +26359,7 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9871
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9871$16 , \port$10569$0  };
+      storage[w_port__addr] <= { \port$9997$16 , \port$10695$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -26470,16 +26470,16 @@ module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9871
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9871$16 , \port$10569$0  };
-  assign w_data = { \port$9871$16 , \port$10569$0  };
+  assign w_port__data = { \port$9997$16 , \port$10695$0  };
+  assign w_data = { \port$9997$16 , \port$10695$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4522$0 , \port$4524$0 , q_head_index1_index, \port$4532$0 , \port$4534$0 , q_head_index2_index, \port$4542$0 , \port$4544$0 , q_head_index3_index, \port$4552$0 , \port$4554$0 , cpl_status_free, \port$5582$0 , \port$5612$0 , \port$5642$0 
-, \port$5672$0 , \port$9112$0 , \port$9162$0 , \port$9212$0 , \port$9262$0 , \port$9312$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag
-, q_wait_queue, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9841$2 , bus__we
+, \port$5672$0 , \port$9238$0 , \port$9288$0 , \port$9338$0 , \port$9388$0 , \port$9438$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag
+, q_wait_queue, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9967$2 , bus__we
 , bus__wdata, bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, retire4_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
@@ -27435,18 +27435,18 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [255:0] \port$5642$0 ;
   input [255:0] \port$5672$0 ;
   wire [255:0] \port$5672$0 ;
-  input [23:0] \port$9112$0 ;
-  wire [23:0] \port$9112$0 ;
-  input [23:0] \port$9162$0 ;
-  wire [23:0] \port$9162$0 ;
-  input [23:0] \port$9212$0 ;
-  wire [23:0] \port$9212$0 ;
-  input [23:0] \port$9262$0 ;
-  wire [23:0] \port$9262$0 ;
-  input [23:0] \port$9312$0 ;
-  wire [23:0] \port$9312$0 ;
-  input [29:0] \port$9841$2 ;
-  wire [29:0] \port$9841$2 ;
+  input [23:0] \port$9238$0 ;
+  wire [23:0] \port$9238$0 ;
+  input [23:0] \port$9288$0 ;
+  wire [23:0] \port$9288$0 ;
+  input [23:0] \port$9338$0 ;
+  wire [23:0] \port$9338$0 ;
+  input [23:0] \port$9388$0 ;
+  wire [23:0] \port$9388$0 ;
+  input [23:0] \port$9438$0 ;
+  wire [23:0] \port$9438$0 ;
+  input [29:0] \port$9967$2 ;
+  wire [29:0] \port$9967$2 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -27615,94 +27615,94 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$9841$2 [9:0] == 6'h39;
+  assign \$103  = \port$9967$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$9841$2 [9:0] == 6'h3a;
+  assign \$105  = \port$9967$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$9841$2 [9:0] == 6'h3b;
+  assign \$107  = \port$9967$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$9841$2 [9:0] == 6'h3c;
+  assign \$109  = \port$9967$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$9841$2 [9:0] == 6'h3d;
+  assign \$111  = \port$9967$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$9841$2 [9:0] == 6'h3e;
+  assign \$113  = \port$9967$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$9841$2 [9:0] == 6'h3f;
+  assign \$115  = \port$9967$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$9841$2 [9:0] == 7'h40;
+  assign \$117  = \port$9967$2 [9:0] == 7'h40;
   assign wr_event0 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$9841$2 [9:0] == 7'h41;
+  assign \$119  = \port$9967$2 [9:0] == 7'h41;
   assign wr_event1 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$9841$2 [9:0] == 7'h42;
+  assign \$121  = \port$9967$2 [9:0] == 7'h42;
   assign wr_event2 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$9841$2 [9:0] == 7'h43;
+  assign \$123  = \port$9967$2 [9:0] == 7'h43;
   assign wr_event3 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$9841$2 [9:0] == 7'h44;
+  assign \$125  = \port$9967$2 [9:0] == 7'h44;
   assign wr_event4 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$9841$2 [9:0] == 7'h45;
+  assign \$127  = \port$9967$2 [9:0] == 7'h45;
   assign wr_event5 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$9841$2 [9:0] == 7'h46;
+  assign \$129  = \port$9967$2 [9:0] == 7'h46;
   assign wr_event6 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$9841$2 [9:0] == 7'h47;
+  assign \$131  = \port$9967$2 [9:0] == 7'h47;
   assign wr_event7 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$9841$2 [9:0] == 7'h48;
+  assign \$133  = \port$9967$2 [9:0] == 7'h48;
   assign wr_event8 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$9841$2 [9:0] == 7'h49;
+  assign \$135  = \port$9967$2 [9:0] == 7'h49;
   assign wr_event9 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$9841$2 [9:0] == 7'h4a;
+  assign \$137  = \port$9967$2 [9:0] == 7'h4a;
   assign wr_event10 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$9841$2 [9:0] == 7'h4b;
+  assign \$139  = \port$9967$2 [9:0] == 7'h4b;
   assign wr_event11 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$9841$2 [9:0] == 7'h4c;
+  assign \$141  = \port$9967$2 [9:0] == 7'h4c;
   assign wr_event12 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$9841$2 [9:0] == 7'h4d;
+  assign \$143  = \port$9967$2 [9:0] == 7'h4d;
   assign wr_event13 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$9841$2 [9:0] == 7'h4e;
+  assign \$145  = \port$9967$2 [9:0] == 7'h4e;
   assign wr_event14 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$9841$2 [9:0] == 7'h4f;
+  assign \$147  = \port$9967$2 [9:0] == 7'h4f;
   assign wr_event15 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$9841$2 [9:0] == 7'h50;
+  assign \$149  = \port$9967$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$9841$2 [9:0] == 7'h51;
+  assign \$151  = \port$9967$2 [9:0] == 7'h51;
   assign wr_perf_value = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$9841$2 [9:0] == 7'h58;
+  assign \$153  = \port$9967$2 [9:0] == 7'h58;
   assign wr_retire0 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$9841$2 [9:0] == 7'h59;
+  assign \$155  = \port$9967$2 [9:0] == 7'h59;
   assign wr_retire1 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$9841$2 [9:0] == 7'h5a;
+  assign \$157  = \port$9967$2 [9:0] == 7'h5a;
   assign wr_retire2 = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$9841$2 [9:0] == 7'h5b;
+  assign \$159  = \port$9967$2 [9:0] == 7'h5b;
   assign wr_retire3 = \$158  & \$159 ;
   assign \$160  = \new  & bus__we;
-  assign \$161  = \port$9841$2 [9:0] == 7'h5c;
+  assign \$161  = \port$9967$2 [9:0] == 7'h5c;
   assign wr_retire4 = \$160  & \$161 ;
   assign \$162  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$163  = fw_version_version & \$162 ;
@@ -27826,60 +27826,60 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$281  = \$280  | wdata[11:0];
   assign \$282  = ~ bus__we;
   assign \$283  = \new  & \$282 ;
-  assign \$284  = ! \port$9841$2 [9:0];
+  assign \$284  = ! \port$9967$2 [9:0];
   assign \$285  = \$283  & \$284 ;
   assign \$288  = ~ bus__we;
   assign \$289  = \new  & \$288 ;
-  assign \$290  = \port$9841$2 [9:0] == 1'h1;
+  assign \$290  = \port$9967$2 [9:0] == 1'h1;
   assign \$291  = \$289  & \$290 ;
   assign \$294  = ~ bus__we;
   assign \$295  = \new  & \$294 ;
-  assign \$296  = \port$9841$2 [9:0] == 2'h2;
+  assign \$296  = \port$9967$2 [9:0] == 2'h2;
   assign \$297  = \$295  & \$296 ;
   assign \$300  = ~ bus__we;
   assign \$301  = \new  & \$300 ;
-  assign \$302  = \port$9841$2 [9:0] == 2'h3;
+  assign \$302  = \port$9967$2 [9:0] == 2'h3;
   assign \$303  = \$301  & \$302 ;
   assign \$306  = ~ bus__we;
   assign \$307  = \new  & \$306 ;
-  assign \$308  = \port$9841$2 [9:0] == 3'h4;
+  assign \$308  = \port$9967$2 [9:0] == 3'h4;
   assign \$309  = \$307  & \$308 ;
   assign \$312  = ~ bus__we;
   assign \$313  = \new  & \$312 ;
-  assign \$314  = \port$9841$2 [9:0] == 3'h5;
+  assign \$314  = \port$9967$2 [9:0] == 3'h5;
   assign \$315  = \$313  & \$314 ;
   assign \$318  = ~ bus__we;
   assign \$319  = \new  & \$318 ;
-  assign \$320  = \port$9841$2 [9:0] == 3'h6;
+  assign \$320  = \port$9967$2 [9:0] == 3'h6;
   assign \$321  = \$319  & \$320 ;
   assign \$324  = ~ bus__we;
   assign \$325  = \new  & \$324 ;
-  assign \$326  = \port$9841$2 [9:0] == 4'h8;
+  assign \$326  = \port$9967$2 [9:0] == 4'h8;
   assign \$327  = \$325  & \$326 ;
   assign \$331  = \$329  | { 12'h000, \$330  };
   assign \$333  = { 3'h0, \$331  } | \$332 ;
   assign \$335  = \$333  | { 3'h0, \$334  };
   assign \$336  = ~ bus__we;
   assign \$337  = \new  & \$336 ;
-  assign \$338  = \port$9841$2 [9:0] == 4'h9;
+  assign \$338  = \port$9967$2 [9:0] == 4'h9;
   assign \$339  = \$337  & \$338 ;
   assign \$343  = \$341  | \$342 ;
   assign \$344  = ~ bus__we;
   assign \$345  = \new  & \$344 ;
-  assign \$346  = \port$9841$2 [9:0] == 4'ha;
+  assign \$346  = \port$9967$2 [9:0] == 4'ha;
   assign \$347  = \$345  & \$346 ;
   assign \$350  = ~ bus__we;
   assign \$351  = \new  & \$350 ;
-  assign \$352  = \port$9841$2 [9:0] == 4'hb;
+  assign \$352  = \port$9967$2 [9:0] == 4'hb;
   assign \$353  = \$351  & \$352 ;
   assign \$357  = { 15'h0000, \$355  } | \$356 ;
   assign \$358  = ~ bus__we;
   assign \$359  = \new  & \$358 ;
-  assign \$360  = \port$9841$2 [9:0] == 5'h10;
+  assign \$360  = \port$9967$2 [9:0] == 5'h10;
   assign \$361  = \$359  & \$360 ;
   assign \$364  = ~ bus__we;
   assign \$365  = \new  & \$364 ;
-  assign \$366  = \port$9841$2 [9:0] == 5'h11;
+  assign \$366  = \port$9967$2 [9:0] == 5'h11;
   assign \$367  = \$365  & \$366 ;
   assign \$371  = \$369  | { 28'h0000000, \$370  };
   assign \$373  = \$371  | { 28'h0000000, \$372  };
@@ -27888,279 +27888,279 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$379  = \$377  | \$378 ;
   assign \$380  = ~ bus__we;
   assign \$381  = \new  & \$380 ;
-  assign \$382  = \port$9841$2 [9:0] == 5'h12;
+  assign \$382  = \port$9967$2 [9:0] == 5'h12;
   assign \$383  = \$381  & \$382 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$9841$2 [9:0] == 5'h13;
+  assign \$388  = \port$9967$2 [9:0] == 5'h13;
   assign \$389  = \$387  & \$388 ;
   assign \$392  = ~ bus__we;
   assign \$393  = \new  & \$392 ;
-  assign \$394  = \port$9841$2 [9:0] == 5'h14;
+  assign \$394  = \port$9967$2 [9:0] == 5'h14;
   assign \$395  = \$393  & \$394 ;
   assign \$398  = ~ bus__we;
   assign \$399  = \new  & \$398 ;
-  assign \$400  = \port$9841$2 [9:0] == 5'h15;
+  assign \$400  = \port$9967$2 [9:0] == 5'h15;
   assign \$401  = \$399  & \$400 ;
   assign \$404  = ~ bus__we;
   assign \$405  = \new  & \$404 ;
-  assign \$406  = \port$9841$2 [9:0] == 5'h16;
+  assign \$406  = \port$9967$2 [9:0] == 5'h16;
   assign \$407  = \$405  & \$406 ;
   assign \$410  = ~ bus__we;
   assign \$411  = \new  & \$410 ;
-  assign \$412  = \port$9841$2 [9:0] == 5'h17;
+  assign \$412  = \port$9967$2 [9:0] == 5'h17;
   assign \$413  = \$411  & \$412 ;
   assign \$416  = ~ bus__we;
   assign \$417  = \new  & \$416 ;
-  assign \$418  = \port$9841$2 [9:0] == 5'h18;
+  assign \$418  = \port$9967$2 [9:0] == 5'h18;
   assign \$419  = \$417  & \$418 ;
   assign \$422  = ~ bus__we;
   assign \$423  = \new  & \$422 ;
-  assign \$424  = \port$9841$2 [9:0] == 5'h19;
+  assign \$424  = \port$9967$2 [9:0] == 5'h19;
   assign \$425  = \$423  & \$424 ;
   assign \$428  = ~ bus__we;
   assign \$429  = \new  & \$428 ;
-  assign \$430  = \port$9841$2 [9:0] == 5'h1a;
+  assign \$430  = \port$9967$2 [9:0] == 5'h1a;
   assign \$431  = \$429  & \$430 ;
   assign \$434  = ~ bus__we;
   assign \$435  = \new  & \$434 ;
-  assign \$436  = \port$9841$2 [9:0] == 5'h1b;
+  assign \$436  = \port$9967$2 [9:0] == 5'h1b;
   assign \$437  = \$435  & \$436 ;
   assign \$440  = ~ bus__we;
   assign \$441  = \new  & \$440 ;
-  assign \$442  = \port$9841$2 [9:0] == 5'h1c;
+  assign \$442  = \port$9967$2 [9:0] == 5'h1c;
   assign \$443  = \$441  & \$442 ;
   assign \$446  = ~ bus__we;
   assign \$447  = \new  & \$446 ;
-  assign \$448  = \port$9841$2 [9:0] == 5'h1d;
+  assign \$448  = \port$9967$2 [9:0] == 5'h1d;
   assign \$449  = \$447  & \$448 ;
   assign \$452  = ~ bus__we;
   assign \$453  = \new  & \$452 ;
-  assign \$454  = \port$9841$2 [9:0] == 6'h20;
+  assign \$454  = \port$9967$2 [9:0] == 6'h20;
   assign \$455  = \$453  & \$454 ;
   assign \$458  = ~ bus__we;
   assign \$459  = \new  & \$458 ;
-  assign \$460  = \port$9841$2 [9:0] == 6'h21;
+  assign \$460  = \port$9967$2 [9:0] == 6'h21;
   assign \$461  = \$459  & \$460 ;
   assign \$464  = ~ bus__we;
   assign \$465  = \new  & \$464 ;
-  assign \$466  = \port$9841$2 [9:0] == 6'h22;
+  assign \$466  = \port$9967$2 [9:0] == 6'h22;
   assign \$467  = \$465  & \$466 ;
   assign \$470  = ~ bus__we;
   assign \$471  = \new  & \$470 ;
-  assign \$472  = \port$9841$2 [9:0] == 6'h23;
+  assign \$472  = \port$9967$2 [9:0] == 6'h23;
   assign \$473  = \$471  & \$472 ;
   assign \$476  = ~ bus__we;
   assign \$477  = \new  & \$476 ;
-  assign \$478  = \port$9841$2 [9:0] == 6'h24;
+  assign \$478  = \port$9967$2 [9:0] == 6'h24;
   assign \$479  = \$477  & \$478 ;
   assign \$482  = ~ bus__we;
   assign \$483  = \new  & \$482 ;
-  assign \$484  = \port$9841$2 [9:0] == 6'h25;
+  assign \$484  = \port$9967$2 [9:0] == 6'h25;
   assign \$485  = \$483  & \$484 ;
   assign \$488  = ~ bus__we;
   assign \$489  = \new  & \$488 ;
-  assign \$490  = \port$9841$2 [9:0] == 6'h26;
+  assign \$490  = \port$9967$2 [9:0] == 6'h26;
   assign \$491  = \$489  & \$490 ;
   assign \$494  = ~ bus__we;
   assign \$495  = \new  & \$494 ;
-  assign \$496  = \port$9841$2 [9:0] == 6'h27;
+  assign \$496  = \port$9967$2 [9:0] == 6'h27;
   assign \$497  = \$495  & \$496 ;
   assign \$500  = ~ bus__we;
   assign \$501  = \new  & \$500 ;
-  assign \$502  = \port$9841$2 [9:0] == 6'h28;
+  assign \$502  = \port$9967$2 [9:0] == 6'h28;
   assign \$503  = \$501  & \$502 ;
   assign \$506  = ~ bus__we;
   assign \$507  = \new  & \$506 ;
-  assign \$508  = \port$9841$2 [9:0] == 6'h29;
+  assign \$508  = \port$9967$2 [9:0] == 6'h29;
   assign \$509  = \$507  & \$508 ;
   assign \$512  = ~ bus__we;
   assign \$513  = \new  & \$512 ;
-  assign \$514  = \port$9841$2 [9:0] == 6'h2a;
+  assign \$514  = \port$9967$2 [9:0] == 6'h2a;
   assign \$515  = \$513  & \$514 ;
   assign \$518  = ~ bus__we;
   assign \$519  = \new  & \$518 ;
-  assign \$520  = \port$9841$2 [9:0] == 6'h2b;
+  assign \$520  = \port$9967$2 [9:0] == 6'h2b;
   assign \$521  = \$519  & \$520 ;
   assign \$524  = ~ bus__we;
   assign \$525  = \new  & \$524 ;
-  assign \$526  = \port$9841$2 [9:0] == 6'h2c;
+  assign \$526  = \port$9967$2 [9:0] == 6'h2c;
   assign \$527  = \$525  & \$526 ;
   assign \$530  = ~ bus__we;
   assign \$531  = \new  & \$530 ;
-  assign \$532  = \port$9841$2 [9:0] == 6'h2d;
+  assign \$532  = \port$9967$2 [9:0] == 6'h2d;
   assign \$533  = \$531  & \$532 ;
   assign \$536  = ~ bus__we;
   assign \$537  = \new  & \$536 ;
-  assign \$538  = \port$9841$2 [9:0] == 6'h2e;
+  assign \$538  = \port$9967$2 [9:0] == 6'h2e;
   assign \$539  = \$537  & \$538 ;
   assign \$542  = ~ bus__we;
   assign \$543  = \new  & \$542 ;
-  assign \$544  = \port$9841$2 [9:0] == 6'h2f;
+  assign \$544  = \port$9967$2 [9:0] == 6'h2f;
   assign \$545  = \$543  & \$544 ;
   assign \$548  = ~ bus__we;
   assign \$549  = \new  & \$548 ;
-  assign \$550  = \port$9841$2 [9:0] == 6'h30;
+  assign \$550  = \port$9967$2 [9:0] == 6'h30;
   assign \$551  = \$549  & \$550 ;
   assign \$554  = ~ bus__we;
   assign \$555  = \new  & \$554 ;
-  assign \$556  = \port$9841$2 [9:0] == 6'h31;
+  assign \$556  = \port$9967$2 [9:0] == 6'h31;
   assign \$557  = \$555  & \$556 ;
   assign \$560  = ~ bus__we;
   assign \$561  = \new  & \$560 ;
-  assign \$562  = \port$9841$2 [9:0] == 6'h32;
+  assign \$562  = \port$9967$2 [9:0] == 6'h32;
   assign \$563  = \$561  & \$562 ;
   assign \$566  = ~ bus__we;
   assign \$567  = \new  & \$566 ;
-  assign \$568  = \port$9841$2 [9:0] == 6'h33;
+  assign \$568  = \port$9967$2 [9:0] == 6'h33;
   assign \$569  = \$567  & \$568 ;
   assign \$572  = ~ bus__we;
   assign \$573  = \new  & \$572 ;
-  assign \$574  = \port$9841$2 [9:0] == 6'h34;
+  assign \$574  = \port$9967$2 [9:0] == 6'h34;
   assign \$575  = \$573  & \$574 ;
   assign \$578  = ~ bus__we;
   assign \$579  = \new  & \$578 ;
-  assign \$580  = \port$9841$2 [9:0] == 6'h35;
+  assign \$580  = \port$9967$2 [9:0] == 6'h35;
   assign \$581  = \$579  & \$580 ;
   assign \$584  = ~ bus__we;
   assign \$585  = \new  & \$584 ;
-  assign \$586  = \port$9841$2 [9:0] == 6'h36;
+  assign \$586  = \port$9967$2 [9:0] == 6'h36;
   assign \$587  = \$585  & \$586 ;
   assign \$590  = ~ bus__we;
   assign \$591  = \new  & \$590 ;
-  assign \$592  = \port$9841$2 [9:0] == 6'h37;
+  assign \$592  = \port$9967$2 [9:0] == 6'h37;
   assign \$593  = \$591  & \$592 ;
   assign \$596  = ~ bus__we;
   assign \$597  = \new  & \$596 ;
-  assign \$598  = \port$9841$2 [9:0] == 6'h38;
+  assign \$598  = \port$9967$2 [9:0] == 6'h38;
   assign \$599  = \$597  & \$598 ;
   assign \$602  = ~ bus__we;
   assign \$603  = \new  & \$602 ;
-  assign \$604  = \port$9841$2 [9:0] == 6'h39;
+  assign \$604  = \port$9967$2 [9:0] == 6'h39;
   assign \$605  = \$603  & \$604 ;
   assign \$608  = ~ bus__we;
   assign \$609  = \new  & \$608 ;
-  assign \$610  = \port$9841$2 [9:0] == 6'h3a;
+  assign \$610  = \port$9967$2 [9:0] == 6'h3a;
   assign \$611  = \$609  & \$610 ;
   assign \$614  = ~ bus__we;
   assign \$615  = \new  & \$614 ;
-  assign \$616  = \port$9841$2 [9:0] == 6'h3b;
+  assign \$616  = \port$9967$2 [9:0] == 6'h3b;
   assign \$617  = \$615  & \$616 ;
   assign \$620  = ~ bus__we;
   assign \$621  = \new  & \$620 ;
-  assign \$622  = \port$9841$2 [9:0] == 6'h3c;
+  assign \$622  = \port$9967$2 [9:0] == 6'h3c;
   assign \$623  = \$621  & \$622 ;
   assign \$626  = ~ bus__we;
   assign \$627  = \new  & \$626 ;
-  assign \$628  = \port$9841$2 [9:0] == 6'h3d;
+  assign \$628  = \port$9967$2 [9:0] == 6'h3d;
   assign \$629  = \$627  & \$628 ;
   assign \$632  = ~ bus__we;
   assign \$633  = \new  & \$632 ;
-  assign \$634  = \port$9841$2 [9:0] == 6'h3e;
+  assign \$634  = \port$9967$2 [9:0] == 6'h3e;
   assign \$635  = \$633  & \$634 ;
   assign \$638  = ~ bus__we;
   assign \$639  = \new  & \$638 ;
-  assign \$640  = \port$9841$2 [9:0] == 6'h3f;
+  assign \$640  = \port$9967$2 [9:0] == 6'h3f;
   assign \$641  = \$639  & \$640 ;
   assign \$644  = ~ bus__we;
   assign \$645  = \new  & \$644 ;
-  assign \$646  = \port$9841$2 [9:0] == 7'h40;
+  assign \$646  = \port$9967$2 [9:0] == 7'h40;
   assign \$647  = \$645  & \$646 ;
   assign \$650  = ~ bus__we;
   assign \$651  = \new  & \$650 ;
-  assign \$652  = \port$9841$2 [9:0] == 7'h41;
+  assign \$652  = \port$9967$2 [9:0] == 7'h41;
   assign \$653  = \$651  & \$652 ;
   assign \$656  = ~ bus__we;
   assign \$657  = \new  & \$656 ;
-  assign \$658  = \port$9841$2 [9:0] == 7'h42;
+  assign \$658  = \port$9967$2 [9:0] == 7'h42;
   assign \$659  = \$657  & \$658 ;
   assign \$662  = ~ bus__we;
   assign \$663  = \new  & \$662 ;
-  assign \$664  = \port$9841$2 [9:0] == 7'h43;
+  assign \$664  = \port$9967$2 [9:0] == 7'h43;
   assign \$665  = \$663  & \$664 ;
   assign \$668  = ~ bus__we;
   assign \$669  = \new  & \$668 ;
-  assign \$670  = \port$9841$2 [9:0] == 7'h44;
+  assign \$670  = \port$9967$2 [9:0] == 7'h44;
   assign \$671  = \$669  & \$670 ;
   assign \$674  = ~ bus__we;
   assign \$675  = \new  & \$674 ;
-  assign \$676  = \port$9841$2 [9:0] == 7'h45;
+  assign \$676  = \port$9967$2 [9:0] == 7'h45;
   assign \$677  = \$675  & \$676 ;
   assign \$680  = ~ bus__we;
   assign \$681  = \new  & \$680 ;
-  assign \$682  = \port$9841$2 [9:0] == 7'h46;
+  assign \$682  = \port$9967$2 [9:0] == 7'h46;
   assign \$683  = \$681  & \$682 ;
   assign \$686  = ~ bus__we;
   assign \$687  = \new  & \$686 ;
-  assign \$688  = \port$9841$2 [9:0] == 7'h47;
+  assign \$688  = \port$9967$2 [9:0] == 7'h47;
   assign \$689  = \$687  & \$688 ;
   assign \$692  = ~ bus__we;
   assign \$693  = \new  & \$692 ;
-  assign \$694  = \port$9841$2 [9:0] == 7'h48;
+  assign \$694  = \port$9967$2 [9:0] == 7'h48;
   assign \$695  = \$693  & \$694 ;
   assign \$698  = ~ bus__we;
   assign \$699  = \new  & \$698 ;
-  assign \$700  = \port$9841$2 [9:0] == 7'h49;
+  assign \$700  = \port$9967$2 [9:0] == 7'h49;
   assign \$701  = \$699  & \$700 ;
   assign \$704  = ~ bus__we;
   assign \$705  = \new  & \$704 ;
-  assign \$706  = \port$9841$2 [9:0] == 7'h4a;
+  assign \$706  = \port$9967$2 [9:0] == 7'h4a;
   assign \$707  = \$705  & \$706 ;
   assign \$710  = ~ bus__we;
   assign \$711  = \new  & \$710 ;
-  assign \$712  = \port$9841$2 [9:0] == 7'h4b;
+  assign \$712  = \port$9967$2 [9:0] == 7'h4b;
   assign \$713  = \$711  & \$712 ;
   assign \$716  = ~ bus__we;
   assign \$717  = \new  & \$716 ;
-  assign \$718  = \port$9841$2 [9:0] == 7'h4c;
+  assign \$718  = \port$9967$2 [9:0] == 7'h4c;
   assign \$719  = \$717  & \$718 ;
   assign \$722  = ~ bus__we;
   assign \$723  = \new  & \$722 ;
-  assign \$724  = \port$9841$2 [9:0] == 7'h4d;
+  assign \$724  = \port$9967$2 [9:0] == 7'h4d;
   assign \$725  = \$723  & \$724 ;
   assign \$728  = ~ bus__we;
   assign \$729  = \new  & \$728 ;
-  assign \$730  = \port$9841$2 [9:0] == 7'h4e;
+  assign \$730  = \port$9967$2 [9:0] == 7'h4e;
   assign \$731  = \$729  & \$730 ;
   assign \$734  = ~ bus__we;
   assign \$735  = \new  & \$734 ;
-  assign \$736  = \port$9841$2 [9:0] == 7'h4f;
+  assign \$736  = \port$9967$2 [9:0] == 7'h4f;
   assign \$737  = \$735  & \$736 ;
   assign \$740  = ~ bus__we;
   assign \$741  = \new  & \$740 ;
-  assign \$742  = \port$9841$2 [9:0] == 7'h50;
+  assign \$742  = \port$9967$2 [9:0] == 7'h50;
   assign \$743  = \$741  & \$742 ;
   assign \$746  = ~ bus__we;
   assign \$747  = \new  & \$746 ;
-  assign \$748  = \port$9841$2 [9:0] == 7'h51;
+  assign \$748  = \port$9967$2 [9:0] == 7'h51;
   assign \$749  = \$747  & \$748 ;
   assign \$752  = ~ bus__we;
   assign \$753  = \new  & \$752 ;
-  assign \$754  = \port$9841$2 [9:0] == 7'h58;
+  assign \$754  = \port$9967$2 [9:0] == 7'h58;
   assign \$755  = \$753  & \$754 ;
   assign \$759  = \$757  | { 9'h000, \$758  };
   assign \$761  = { 15'h0000, \$759  } | \$760 ;
   assign \$762  = ~ bus__we;
   assign \$763  = \new  & \$762 ;
-  assign \$764  = \port$9841$2 [9:0] == 7'h59;
+  assign \$764  = \port$9967$2 [9:0] == 7'h59;
   assign \$765  = \$763  & \$764 ;
   assign \$769  = \$767  | { 9'h000, \$768  };
   assign \$771  = { 15'h0000, \$769  } | \$770 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$9841$2 [9:0] == 7'h5a;
+  assign \$774  = \port$9967$2 [9:0] == 7'h5a;
   assign \$775  = \$773  & \$774 ;
   assign \$779  = \$777  | { 9'h000, \$778  };
   assign \$781  = { 15'h0000, \$779  } | \$780 ;
   assign \$782  = ~ bus__we;
   assign \$783  = \new  & \$782 ;
-  assign \$784  = \port$9841$2 [9:0] == 7'h5b;
+  assign \$784  = \port$9967$2 [9:0] == 7'h5b;
   assign \$785  = \$783  & \$784 ;
   assign \$789  = \$787  | { 9'h000, \$788  };
   assign \$791  = { 15'h0000, \$789  } | \$790 ;
   assign \$792  = ~ bus__we;
   assign \$793  = \new  & \$792 ;
-  assign \$794  = \port$9841$2 [9:0] == 7'h5c;
+  assign \$794  = \port$9967$2 [9:0] == 7'h5c;
   assign \$795  = \$793  & \$794 ;
   assign \$799  = \$797  | { 9'h000, \$798  };
   assign \$801  = { 15'h0000, \$799  } | \$800 ;
@@ -28256,155 +28256,155 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$9841$2 [9:0];
+  assign \$3  = ! \port$9967$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$9841$2 [9:0] == 1'h1;
+  assign \$5  = \port$9967$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$9841$2 [9:0] == 2'h2;
+  assign \$7  = \port$9967$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$9841$2 [9:0] == 2'h3;
+  assign \$9  = \port$9967$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$9841$2 [9:0] == 3'h4;
+  assign \$11  = \port$9967$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$9841$2 [9:0] == 3'h5;
+  assign \$13  = \port$9967$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$9841$2 [9:0] == 3'h6;
+  assign \$15  = \port$9967$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$9841$2 [9:0] == 4'h8;
+  assign \$17  = \port$9967$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$9841$2 [9:0] == 4'h9;
+  assign \$19  = \port$9967$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$9841$2 [9:0] == 4'ha;
+  assign \$21  = \port$9967$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$9841$2 [9:0] == 4'hb;
+  assign \$23  = \port$9967$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$9841$2 [9:0] == 5'h10;
+  assign \$25  = \port$9967$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$9841$2 [9:0] == 5'h11;
+  assign \$27  = \port$9967$2 [9:0] == 5'h11;
   assign wr_cpl = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$9841$2 [9:0] == 5'h12;
+  assign \$29  = \port$9967$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$9841$2 [9:0] == 5'h13;
+  assign \$31  = \port$9967$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$9841$2 [9:0] == 5'h14;
+  assign \$33  = \port$9967$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$9841$2 [9:0] == 5'h15;
+  assign \$35  = \port$9967$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$9841$2 [9:0] == 5'h16;
+  assign \$37  = \port$9967$2 [9:0] == 5'h16;
   assign wr_watchdog = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$9841$2 [9:0] == 5'h17;
+  assign \$39  = \port$9967$2 [9:0] == 5'h17;
   assign wr_q_wait = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$9841$2 [9:0] == 5'h18;
+  assign \$41  = \port$9967$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$9841$2 [9:0] == 5'h19;
+  assign \$43  = \port$9967$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$9841$2 [9:0] == 5'h1a;
+  assign \$45  = \port$9967$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$9841$2 [9:0] == 5'h1b;
+  assign \$47  = \port$9967$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$9841$2 [9:0] == 5'h1c;
+  assign \$49  = \port$9967$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$9841$2 [9:0] == 5'h1d;
+  assign \$51  = \port$9967$2 [9:0] == 5'h1d;
   assign wr_timer = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$9841$2 [9:0] == 6'h20;
+  assign \$53  = \port$9967$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$9841$2 [9:0] == 6'h21;
+  assign \$55  = \port$9967$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$9841$2 [9:0] == 6'h22;
+  assign \$57  = \port$9967$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$9841$2 [9:0] == 6'h23;
+  assign \$59  = \port$9967$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$9841$2 [9:0] == 6'h24;
+  assign \$61  = \port$9967$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$9841$2 [9:0] == 6'h25;
+  assign \$63  = \port$9967$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$9841$2 [9:0] == 6'h26;
+  assign \$65  = \port$9967$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$9841$2 [9:0] == 6'h27;
+  assign \$67  = \port$9967$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$9841$2 [9:0] == 6'h28;
+  assign \$69  = \port$9967$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$9841$2 [9:0] == 6'h29;
+  assign \$71  = \port$9967$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$9841$2 [9:0] == 6'h2a;
+  assign \$73  = \port$9967$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$9841$2 [9:0] == 6'h2b;
+  assign \$75  = \port$9967$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$9841$2 [9:0] == 6'h2c;
+  assign \$77  = \port$9967$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$9841$2 [9:0] == 6'h2d;
+  assign \$79  = \port$9967$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$9841$2 [9:0] == 6'h2e;
+  assign \$81  = \port$9967$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$9841$2 [9:0] == 6'h2f;
+  assign \$83  = \port$9967$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$9841$2 [9:0] == 6'h30;
+  assign \$85  = \port$9967$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$9841$2 [9:0] == 6'h31;
+  assign \$87  = \port$9967$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$9841$2 [9:0] == 6'h32;
+  assign \$89  = \port$9967$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$9841$2 [9:0] == 6'h33;
+  assign \$91  = \port$9967$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$9841$2 [9:0] == 6'h34;
+  assign \$93  = \port$9967$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$9841$2 [9:0] == 6'h35;
+  assign \$95  = \port$9967$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$9841$2 [9:0] == 6'h36;
+  assign \$97  = \port$9967$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$9841$2 [9:0] == 6'h37;
+  assign \$99  = \port$9967$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$9841$2 [9:0] == 6'h38;
+  assign \$101  = \port$9967$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$100  & \$101 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
@@ -29691,7 +29691,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$9841$2 , 2'h0 };
+  assign bus__addr = { \port$9967$2 , 2'h0 };
   assign work_qready = { \port$4552$0 , \port$4542$0 , \port$4532$0 , \port$4522$0  };
   assign work_qreset = { \port$4554$0 , \port$4544$0 , \port$4534$0 , \port$4524$0  };
   assign q_head0_word = \port$5582$0 [31:0];
@@ -29726,16 +29726,16 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign q_head29_word = \port$5672$0 [191:160];
   assign q_head30_word = \port$5672$0 [223:192];
   assign q_head31_word = \port$5672$0 [255:224];
-  assign retire0_error = \port$9112$0 [7:0];
-  assign retire0_tag = \port$9112$0 [23:8];
-  assign retire1_error = \port$9162$0 [7:0];
-  assign retire1_tag = \port$9162$0 [23:8];
-  assign retire2_error = \port$9212$0 [7:0];
-  assign retire2_tag = \port$9212$0 [23:8];
-  assign retire3_error = \port$9262$0 [7:0];
-  assign retire3_tag = \port$9262$0 [23:8];
-  assign retire4_error = \port$9312$0 [7:0];
-  assign retire4_tag = \port$9312$0 [23:8];
+  assign retire0_error = \port$9238$0 [7:0];
+  assign retire0_tag = \port$9238$0 [23:8];
+  assign retire1_error = \port$9288$0 [7:0];
+  assign retire1_tag = \port$9288$0 [23:8];
+  assign retire2_error = \port$9338$0 [7:0];
+  assign retire2_tag = \port$9338$0 [23:8];
+  assign retire3_error = \port$9388$0 [7:0];
+  assign retire3_tag = \port$9388$0 [23:8];
+  assign retire4_error = \port$9438$0 [7:0];
+  assign retire4_tag = \port$9438$0 [23:8];
   assign \$286  = { 1'h0, fw_version_version };
   assign \$287  = \$286 ;
   assign \$292  = { 1'h0, fw_status_state };
@@ -29898,24 +29898,24 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$751  = \$750 ;
   assign \$756  = { 1'h0, retire0_valid };
   assign \$757  = { 30'h00000000, \$756  };
-  assign \$758  = { 7'h00, \port$9112$0 [7:0], 8'h00 };
-  assign \$760  = { 15'h0000, \port$9112$0 [23:8], 16'h0000 };
+  assign \$758  = { 7'h00, \port$9238$0 [7:0], 8'h00 };
+  assign \$760  = { 15'h0000, \port$9238$0 [23:8], 16'h0000 };
   assign \$766  = { 1'h0, retire1_valid };
   assign \$767  = { 30'h00000000, \$766  };
-  assign \$768  = { 7'h00, \port$9162$0 [7:0], 8'h00 };
-  assign \$770  = { 15'h0000, \port$9162$0 [23:8], 16'h0000 };
+  assign \$768  = { 7'h00, \port$9288$0 [7:0], 8'h00 };
+  assign \$770  = { 15'h0000, \port$9288$0 [23:8], 16'h0000 };
   assign \$776  = { 1'h0, retire2_valid };
   assign \$777  = { 30'h00000000, \$776  };
-  assign \$778  = { 7'h00, \port$9212$0 [7:0], 8'h00 };
-  assign \$780  = { 15'h0000, \port$9212$0 [23:8], 16'h0000 };
+  assign \$778  = { 7'h00, \port$9338$0 [7:0], 8'h00 };
+  assign \$780  = { 15'h0000, \port$9338$0 [23:8], 16'h0000 };
   assign \$786  = { 1'h0, retire3_valid };
   assign \$787  = { 30'h00000000, \$786  };
-  assign \$788  = { 7'h00, \port$9262$0 [7:0], 8'h00 };
-  assign \$790  = { 15'h0000, \port$9262$0 [23:8], 16'h0000 };
+  assign \$788  = { 7'h00, \port$9388$0 [7:0], 8'h00 };
+  assign \$790  = { 15'h0000, \port$9388$0 [23:8], 16'h0000 };
   assign \$796  = { 1'h0, retire4_valid };
   assign \$797  = { 30'h00000000, \$796  };
-  assign \$798  = { 7'h00, \port$9312$0 [7:0], 8'h00 };
-  assign \$800  = { 15'h0000, \port$9312$0 [23:8], 16'h0000 };
+  assign \$798  = { 7'h00, \port$9438$0 [7:0], 8'h00 };
+  assign \$800  = { 15'h0000, \port$9438$0 [23:8], 16'h0000 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -30630,7 +30630,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .deskew2_0(\$229 ),
     .out_valid_q(acc_wr__en),
     .pe3_3_psum(\$226 ),
-    .\port$10599$2 (spad_meta_q3[4:2]),
+    .\port$10725$2 (spad_meta_q3[4:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -31684,7 +31684,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
+module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -32213,8 +32213,8 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   reg [31:0] pe3_3_psum = 32'd0;
   reg [7:0] pe3_3_w0 = 8'h00;
   reg [7:0] pe3_3_w1 = 8'h00;
-  input [2:0] \port$10599$2 ;
-  wire [2:0] \port$10599$2 ;
+  input [2:0] \port$10725$2 ;
+  wire [2:0] \port$10725$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -32248,22 +32248,22 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   wire w_transpose;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$10599$2 [1:0];
+  assign \$3  = ! \port$10725$2 [1:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$10599$2 [1:0];
+  assign \$6  = ! \port$10725$2 [1:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$10599$2 [2] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$10725$2 [2] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$10599$2 [1:0];
+  assign \$17  = ! \port$10725$2 [1:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$10599$2 [1:0] == 1'h1;
+  assign \$20  = \port$10725$2 [1:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -32272,10 +32272,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$10599$2 [1:0];
+  assign \$29  = ! \port$10725$2 [1:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$10599$2 [1:0] == 2'h2;
+  assign \$32  = \port$10725$2 [1:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -32284,10 +32284,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$10599$2 [1:0];
+  assign \$41  = ! \port$10725$2 [1:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$10599$2 [1:0] == 2'h3;
+  assign \$44  = \port$10725$2 [1:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -32297,10 +32297,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$51  = a_valid ? w_data[15:8] : 8'h00;
   assign \$52  = ~ w_transpose;
   assign \$53  = w_en & \$52 ;
-  assign \$54  = \port$10599$2 [1:0] == 1'h1;
+  assign \$54  = \port$10725$2 [1:0] == 1'h1;
   assign \$55  = \$53  & \$54 ;
   assign \$56  = w_en & w_transpose;
-  assign \$57  = ! \port$10599$2 [1:0];
+  assign \$57  = ! \port$10725$2 [1:0];
   assign \$58  = \$56  & \$57 ;
   assign \$59  = \$55  | \$58 ;
   assign \$60  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -32310,10 +32310,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$64  = $signed(pe0_0_psum) + $signed(\$63 );
   assign \$65  = ~ w_transpose;
   assign \$66  = w_en & \$65 ;
-  assign \$67  = \port$10599$2 [1:0] == 1'h1;
+  assign \$67  = \port$10725$2 [1:0] == 1'h1;
   assign \$68  = \$66  & \$67 ;
   assign \$69  = w_en & w_transpose;
-  assign \$70  = \port$10599$2 [1:0] == 1'h1;
+  assign \$70  = \port$10725$2 [1:0] == 1'h1;
   assign \$71  = \$69  & \$70 ;
   assign \$72  = \$68  | \$71 ;
   assign \$75  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -32321,10 +32321,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$77  = $signed(pe0_1_psum) + $signed(\$76 );
   assign \$78  = ~ w_transpose;
   assign \$79  = w_en & \$78 ;
-  assign \$80  = \port$10599$2 [1:0] == 1'h1;
+  assign \$80  = \port$10725$2 [1:0] == 1'h1;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = w_en & w_transpose;
-  assign \$83  = \port$10599$2 [1:0] == 2'h2;
+  assign \$83  = \port$10725$2 [1:0] == 2'h2;
   assign \$84  = \$82  & \$83 ;
   assign \$85  = \$81  | \$84 ;
   assign \$86  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -32334,10 +32334,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$90  = $signed(pe0_2_psum) + $signed(\$89 );
   assign \$91  = ~ w_transpose;
   assign \$92  = w_en & \$91 ;
-  assign \$93  = \port$10599$2 [1:0] == 1'h1;
+  assign \$93  = \port$10725$2 [1:0] == 1'h1;
   assign \$94  = \$92  & \$93 ;
   assign \$95  = w_en & w_transpose;
-  assign \$96  = \port$10599$2 [1:0] == 2'h3;
+  assign \$96  = \port$10725$2 [1:0] == 2'h3;
   assign \$97  = \$95  & \$96 ;
   assign \$98  = \$94  | \$97 ;
   assign \$99  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -32348,10 +32348,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$104  = a_valid ? w_data[23:16] : 8'h00;
   assign \$105  = ~ w_transpose;
   assign \$106  = w_en & \$105 ;
-  assign \$107  = \port$10599$2 [1:0] == 2'h2;
+  assign \$107  = \port$10725$2 [1:0] == 2'h2;
   assign \$108  = \$106  & \$107 ;
   assign \$109  = w_en & w_transpose;
-  assign \$110  = ! \port$10599$2 [1:0];
+  assign \$110  = ! \port$10725$2 [1:0];
   assign \$111  = \$109  & \$110 ;
   assign \$112  = \$108  | \$111 ;
   assign \$113  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -32361,10 +32361,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$117  = $signed(pe1_0_psum) + $signed(\$116 );
   assign \$118  = ~ w_transpose;
   assign \$119  = w_en & \$118 ;
-  assign \$120  = \port$10599$2 [1:0] == 2'h2;
+  assign \$120  = \port$10725$2 [1:0] == 2'h2;
   assign \$121  = \$119  & \$120 ;
   assign \$122  = w_en & w_transpose;
-  assign \$123  = \port$10599$2 [1:0] == 1'h1;
+  assign \$123  = \port$10725$2 [1:0] == 1'h1;
   assign \$124  = \$122  & \$123 ;
   assign \$125  = \$121  | \$124 ;
   assign \$126  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -32374,10 +32374,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$130  = $signed(pe1_1_psum) + $signed(\$129 );
   assign \$131  = ~ w_transpose;
   assign \$132  = w_en & \$131 ;
-  assign \$133  = \port$10599$2 [1:0] == 2'h2;
+  assign \$133  = \port$10725$2 [1:0] == 2'h2;
   assign \$134  = \$132  & \$133 ;
   assign \$135  = w_en & w_transpose;
-  assign \$136  = \port$10599$2 [1:0] == 2'h2;
+  assign \$136  = \port$10725$2 [1:0] == 2'h2;
   assign \$137  = \$135  & \$136 ;
   assign \$138  = \$134  | \$137 ;
   assign \$141  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -32385,10 +32385,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$143  = $signed(pe1_2_psum) + $signed(\$142 );
   assign \$144  = ~ w_transpose;
   assign \$145  = w_en & \$144 ;
-  assign \$146  = \port$10599$2 [1:0] == 2'h2;
+  assign \$146  = \port$10725$2 [1:0] == 2'h2;
   assign \$147  = \$145  & \$146 ;
   assign \$148  = w_en & w_transpose;
-  assign \$149  = \port$10599$2 [1:0] == 2'h3;
+  assign \$149  = \port$10725$2 [1:0] == 2'h3;
   assign \$150  = \$148  & \$149 ;
   assign \$151  = \$147  | \$150 ;
   assign \$152  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -32399,10 +32399,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$157  = a_valid ? w_data[31:24] : 8'h00;
   assign \$158  = ~ w_transpose;
   assign \$159  = w_en & \$158 ;
-  assign \$160  = \port$10599$2 [1:0] == 2'h3;
+  assign \$160  = \port$10725$2 [1:0] == 2'h3;
   assign \$161  = \$159  & \$160 ;
   assign \$162  = w_en & w_transpose;
-  assign \$163  = ! \port$10599$2 [1:0];
+  assign \$163  = ! \port$10725$2 [1:0];
   assign \$164  = \$162  & \$163 ;
   assign \$165  = \$161  | \$164 ;
   assign \$166  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -32412,10 +32412,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$170  = $signed(pe2_0_psum) + $signed(\$169 );
   assign \$171  = ~ w_transpose;
   assign \$172  = w_en & \$171 ;
-  assign \$173  = \port$10599$2 [1:0] == 2'h3;
+  assign \$173  = \port$10725$2 [1:0] == 2'h3;
   assign \$174  = \$172  & \$173 ;
   assign \$175  = w_en & w_transpose;
-  assign \$176  = \port$10599$2 [1:0] == 1'h1;
+  assign \$176  = \port$10725$2 [1:0] == 1'h1;
   assign \$177  = \$175  & \$176 ;
   assign \$178  = \$174  | \$177 ;
   assign \$179  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -32425,10 +32425,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$183  = $signed(pe2_1_psum) + $signed(\$182 );
   assign \$184  = ~ w_transpose;
   assign \$185  = w_en & \$184 ;
-  assign \$186  = \port$10599$2 [1:0] == 2'h3;
+  assign \$186  = \port$10725$2 [1:0] == 2'h3;
   assign \$187  = \$185  & \$186 ;
   assign \$188  = w_en & w_transpose;
-  assign \$189  = \port$10599$2 [1:0] == 2'h2;
+  assign \$189  = \port$10725$2 [1:0] == 2'h2;
   assign \$190  = \$188  & \$189 ;
   assign \$191  = \$187  | \$190 ;
   assign \$192  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -32438,10 +32438,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$196  = $signed(pe2_2_psum) + $signed(\$195 );
   assign \$197  = ~ w_transpose;
   assign \$198  = w_en & \$197 ;
-  assign \$199  = \port$10599$2 [1:0] == 2'h3;
+  assign \$199  = \port$10725$2 [1:0] == 2'h3;
   assign \$200  = \$198  & \$199 ;
   assign \$201  = w_en & w_transpose;
-  assign \$202  = \port$10599$2 [1:0] == 2'h3;
+  assign \$202  = \port$10725$2 [1:0] == 2'h3;
   assign \$203  = \$201  & \$202 ;
   assign \$204  = \$200  | \$203 ;
   assign \$207  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -32449,73 +32449,73 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$209  = $signed(pe2_3_psum) + $signed(\$208 );
   assign \$210  = ~ w_transpose;
   assign \$211  = w_en & \$210 ;
-  assign \$212  = ! \port$10599$2 [1:0];
+  assign \$212  = ! \port$10725$2 [1:0];
   assign \$213  = \$211  & \$212 ;
-  assign \$216  = pe0_0_bank == \port$10599$2 [2];
+  assign \$216  = pe0_0_bank == \port$10725$2 [2];
   assign \$217  = pe0_0_v & \$216 ;
-  assign \$218  = pe0_1_bank == \port$10599$2 [2];
+  assign \$218  = pe0_1_bank == \port$10725$2 [2];
   assign \$219  = pe0_1_v & \$218 ;
   assign \$220  = | { \$219 , \$217 , \$215  };
   assign \$221  = \$213  & \$220 ;
   assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$10599$2 [1:0] >= 1'h1;
+  assign \$223  = \port$10725$2 [1:0] >= 1'h1;
   assign \$224  = \$222  & \$223 ;
   assign \$225  = \$224  & a_valid;
   assign \$228  = w_en & w_transpose;
-  assign \$229  = \port$10599$2 [1:0] >= 2'h2;
+  assign \$229  = \port$10725$2 [1:0] >= 2'h2;
   assign \$230  = \$228  & \$229 ;
   assign \$231  = \$230  & pe0_0_v;
-  assign \$232  = pe0_0_bank == \port$10599$2 [2];
+  assign \$232  = pe0_0_bank == \port$10725$2 [2];
   assign \$233  = \$231  & \$232 ;
   assign \$234  = w_en & w_transpose;
-  assign \$235  = \port$10599$2 [1:0] >= 2'h3;
+  assign \$235  = \port$10725$2 [1:0] >= 2'h3;
   assign \$236  = \$234  & \$235 ;
   assign \$237  = \$236  & pe0_1_v;
-  assign \$238  = pe0_1_bank == \port$10599$2 [2];
+  assign \$238  = pe0_1_bank == \port$10725$2 [2];
   assign \$239  = \$237  & \$238 ;
   assign \$240  = ~ w_transpose;
   assign \$241  = w_en & \$240 ;
-  assign \$242  = \port$10599$2 [1:0] == 1'h1;
+  assign \$242  = \port$10725$2 [1:0] == 1'h1;
   assign \$243  = \$241  & \$242 ;
-  assign \$246  = skew1_0_bank == \port$10599$2 [2];
+  assign \$246  = skew1_0_bank == \port$10725$2 [2];
   assign \$247  = skew1_0_v & \$246 ;
-  assign \$248  = pe1_0_bank == \port$10599$2 [2];
+  assign \$248  = pe1_0_bank == \port$10725$2 [2];
   assign \$249  = pe1_0_v & \$248 ;
-  assign \$250  = pe1_1_bank == \port$10599$2 [2];
+  assign \$250  = pe1_1_bank == \port$10725$2 [2];
   assign \$251  = pe1_1_v & \$250 ;
   assign \$252  = | { \$251 , \$249 , \$247 , \$245  };
   assign \$253  = \$243  & \$252 ;
   assign \$254  = w_en & w_transpose;
   assign \$256  = \$255  & a_valid;
   assign \$259  = w_en & w_transpose;
-  assign \$260  = \port$10599$2 [1:0] >= 1'h1;
+  assign \$260  = \port$10725$2 [1:0] >= 1'h1;
   assign \$261  = \$259  & \$260 ;
   assign \$262  = \$261  & skew1_0_v;
-  assign \$263  = skew1_0_bank == \port$10599$2 [2];
+  assign \$263  = skew1_0_bank == \port$10725$2 [2];
   assign \$264  = \$262  & \$263 ;
   assign \$265  = w_en & w_transpose;
-  assign \$266  = \port$10599$2 [1:0] >= 2'h2;
+  assign \$266  = \port$10725$2 [1:0] >= 2'h2;
   assign \$267  = \$265  & \$266 ;
   assign \$268  = \$267  & pe1_0_v;
-  assign \$269  = pe1_0_bank == \port$10599$2 [2];
+  assign \$269  = pe1_0_bank == \port$10725$2 [2];
   assign \$270  = \$268  & \$269 ;
   assign \$271  = w_en & w_transpose;
-  assign \$272  = \port$10599$2 [1:0] >= 2'h3;
+  assign \$272  = \port$10725$2 [1:0] >= 2'h3;
   assign \$273  = \$271  & \$272 ;
   assign \$274  = \$273  & pe1_1_v;
-  assign \$275  = pe1_1_bank == \port$10599$2 [2];
+  assign \$275  = pe1_1_bank == \port$10725$2 [2];
   assign \$276  = \$274  & \$275 ;
   assign \$277  = ~ w_transpose;
   assign \$278  = w_en & \$277 ;
-  assign \$279  = \port$10599$2 [1:0] == 2'h2;
+  assign \$279  = \port$10725$2 [1:0] == 2'h2;
   assign \$280  = \$278  & \$279 ;
-  assign \$283  = skew2_0_bank == \port$10599$2 [2];
+  assign \$283  = skew2_0_bank == \port$10725$2 [2];
   assign \$284  = skew2_0_v & \$283 ;
-  assign \$285  = skew2_1_bank == \port$10599$2 [2];
+  assign \$285  = skew2_1_bank == \port$10725$2 [2];
   assign \$286  = skew2_1_v & \$285 ;
-  assign \$287  = pe2_0_bank == \port$10599$2 [2];
+  assign \$287  = pe2_0_bank == \port$10725$2 [2];
   assign \$288  = pe2_0_v & \$287 ;
-  assign \$289  = pe2_1_bank == \port$10599$2 [2];
+  assign \$289  = pe2_1_bank == \port$10725$2 [2];
   assign \$290  = pe2_1_v & \$289 ;
   assign \$291  = | { \$290 , \$288 , \$286 , \$284 , \$282  };
   assign \$292  = \$280  & \$291 ;
@@ -32523,39 +32523,39 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$295  = \$294  & a_valid;
   assign \$298  = w_en & w_transpose;
   assign \$300  = \$299  & skew2_0_v;
-  assign \$301  = skew2_0_bank == \port$10599$2 [2];
+  assign \$301  = skew2_0_bank == \port$10725$2 [2];
   assign \$302  = \$300  & \$301 ;
   assign \$303  = w_en & w_transpose;
-  assign \$304  = \port$10599$2 [1:0] >= 1'h1;
+  assign \$304  = \port$10725$2 [1:0] >= 1'h1;
   assign \$305  = \$303  & \$304 ;
   assign \$306  = \$305  & skew2_1_v;
-  assign \$307  = skew2_1_bank == \port$10599$2 [2];
+  assign \$307  = skew2_1_bank == \port$10725$2 [2];
   assign \$308  = \$306  & \$307 ;
   assign \$309  = w_en & w_transpose;
-  assign \$310  = \port$10599$2 [1:0] >= 2'h2;
+  assign \$310  = \port$10725$2 [1:0] >= 2'h2;
   assign \$311  = \$309  & \$310 ;
   assign \$312  = \$311  & pe2_0_v;
-  assign \$313  = pe2_0_bank == \port$10599$2 [2];
+  assign \$313  = pe2_0_bank == \port$10725$2 [2];
   assign \$314  = \$312  & \$313 ;
   assign \$315  = w_en & w_transpose;
-  assign \$316  = \port$10599$2 [1:0] >= 2'h3;
+  assign \$316  = \port$10725$2 [1:0] >= 2'h3;
   assign \$317  = \$315  & \$316 ;
   assign \$318  = \$317  & pe2_1_v;
-  assign \$319  = pe2_1_bank == \port$10599$2 [2];
+  assign \$319  = pe2_1_bank == \port$10725$2 [2];
   assign \$320  = \$318  & \$319 ;
   assign \$321  = ~ w_transpose;
   assign \$322  = w_en & \$321 ;
-  assign \$323  = \port$10599$2 [1:0] == 2'h3;
+  assign \$323  = \port$10725$2 [1:0] == 2'h3;
   assign \$324  = \$322  & \$323 ;
-  assign \$327  = skew3_0_bank == \port$10599$2 [2];
+  assign \$327  = skew3_0_bank == \port$10725$2 [2];
   assign \$328  = skew3_0_v & \$327 ;
-  assign \$329  = skew3_1_bank == \port$10599$2 [2];
+  assign \$329  = skew3_1_bank == \port$10725$2 [2];
   assign \$330  = skew3_1_v & \$329 ;
-  assign \$331  = skew3_2_bank == \port$10599$2 [2];
+  assign \$331  = skew3_2_bank == \port$10725$2 [2];
   assign \$332  = skew3_2_v & \$331 ;
-  assign \$333  = pe3_0_bank == \port$10599$2 [2];
+  assign \$333  = pe3_0_bank == \port$10725$2 [2];
   assign \$334  = pe3_0_v & \$333 ;
-  assign \$335  = pe3_1_bank == \port$10599$2 [2];
+  assign \$335  = pe3_1_bank == \port$10725$2 [2];
   assign \$336  = pe3_1_v & \$335 ;
   assign \$337  = | { \$336 , \$334 , \$332 , \$330 , \$328 , \$326  };
   assign \$338  = \$324  & \$337 ;
@@ -32563,29 +32563,29 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   assign \$341  = \$340  & a_valid;
   assign \$344  = w_en & w_transpose;
   assign \$346  = \$345  & skew3_0_v;
-  assign \$347  = skew3_0_bank == \port$10599$2 [2];
+  assign \$347  = skew3_0_bank == \port$10725$2 [2];
   assign \$348  = \$346  & \$347 ;
   assign \$349  = w_en & w_transpose;
   assign \$351  = \$350  & skew3_1_v;
-  assign \$352  = skew3_1_bank == \port$10599$2 [2];
+  assign \$352  = skew3_1_bank == \port$10725$2 [2];
   assign \$353  = \$351  & \$352 ;
   assign \$354  = w_en & w_transpose;
-  assign \$355  = \port$10599$2 [1:0] >= 1'h1;
+  assign \$355  = \port$10725$2 [1:0] >= 1'h1;
   assign \$356  = \$354  & \$355 ;
   assign \$357  = \$356  & skew3_2_v;
-  assign \$358  = skew3_2_bank == \port$10599$2 [2];
+  assign \$358  = skew3_2_bank == \port$10725$2 [2];
   assign \$359  = \$357  & \$358 ;
   assign \$360  = w_en & w_transpose;
-  assign \$361  = \port$10599$2 [1:0] >= 2'h2;
+  assign \$361  = \port$10725$2 [1:0] >= 2'h2;
   assign \$362  = \$360  & \$361 ;
   assign \$363  = \$362  & pe3_0_v;
-  assign \$364  = pe3_0_bank == \port$10599$2 [2];
+  assign \$364  = pe3_0_bank == \port$10725$2 [2];
   assign \$365  = \$363  & \$364 ;
   assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$10599$2 [1:0] >= 2'h3;
+  assign \$367  = \port$10725$2 [1:0] >= 2'h3;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = \$368  & pe3_1_v;
-  assign \$370  = pe3_1_bank == \port$10599$2 [2];
+  assign \$370  = pe3_1_bank == \port$10725$2 [2];
   assign \$371  = \$369  & \$370 ;
   assign w_conflict = | { \$371 , \$365 , \$359 , \$353 , \$348 , \$343 , \$338 , \$320 , \$314 , \$308 , \$302 , \$297 , \$292 , \$276 , \$270 , \$264 , \$258 , \$253 , \$239 , \$233 , \$227 , \$221  };
   always @(posedge clk)
@@ -32599,7 +32599,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   always @(posedge clk)
     pe0_0_v <= \$374 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$10599$2 [2];
+    pe0_0_bank <= \port$10725$2 [2];
   always @(posedge clk)
     pe0_1_w1 <= \$375 ;
   always @(posedge clk)
@@ -32635,7 +32635,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   always @(posedge clk)
     skew1_0_v <= \$383 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$10599$2 [2];
+    skew1_0_bank <= \port$10725$2 [2];
   always @(posedge clk)
     pe1_0_w1 <= \$384 ;
   always @(posedge clk)
@@ -32683,7 +32683,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   always @(posedge clk)
     skew2_0_v <= \$395 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$10599$2 [2];
+    skew2_0_bank <= \port$10725$2 [2];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -32737,7 +32737,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
   always @(posedge clk)
     skew3_0_v <= \$408 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$10599$2 [2];
+    skew3_0_bank <= \port$10725$2 [2];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -32810,7 +32810,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$372  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$372  = \$9 ;
       end
     end
@@ -32820,7 +32820,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$373  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$373  = \$10 ;
       end
@@ -32840,7 +32840,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$375  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$375  = \$23 ;
       end
     end
@@ -32850,7 +32850,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$376  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$376  = \$24 ;
       end
@@ -32870,7 +32870,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$378  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$378  = \$35 ;
       end
     end
@@ -32880,7 +32880,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$379  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$379  = \$36 ;
       end
@@ -32900,7 +32900,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$381  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$381  = \$47 ;
       end
     end
@@ -32910,7 +32910,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$382  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$382  = \$48 ;
       end
@@ -32930,7 +32930,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$384  = pe1_0_w1;
     if (\$59 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$384  = \$60 ;
       end
     end
@@ -32940,7 +32940,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$385  = pe1_0_w0;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$385  = \$61 ;
       end
@@ -32960,7 +32960,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$387  = pe1_1_w1;
     if (\$72 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$387  = \$73 ;
       end
     end
@@ -32970,7 +32970,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$388  = pe1_1_w0;
     if (\$72 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$388  = \$74 ;
       end
@@ -32990,7 +32990,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$390  = pe1_2_w1;
     if (\$85 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$390  = \$86 ;
       end
     end
@@ -33000,7 +33000,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$391  = pe1_2_w0;
     if (\$85 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$391  = \$87 ;
       end
@@ -33020,7 +33020,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$393  = pe1_3_w1;
     if (\$98 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$393  = \$99 ;
       end
     end
@@ -33030,7 +33030,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$394  = pe1_3_w0;
     if (\$98 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$394  = \$100 ;
       end
@@ -33060,7 +33060,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$397  = pe2_0_w1;
     if (\$112 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$397  = \$113 ;
       end
     end
@@ -33070,7 +33070,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$398  = pe2_0_w0;
     if (\$112 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$398  = \$114 ;
       end
@@ -33090,7 +33090,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$400  = pe2_1_w1;
     if (\$125 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$400  = \$126 ;
       end
     end
@@ -33100,7 +33100,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$401  = pe2_1_w0;
     if (\$125 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$401  = \$127 ;
       end
@@ -33120,7 +33120,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$403  = pe2_2_w1;
     if (\$138 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$403  = \$139 ;
       end
     end
@@ -33130,7 +33130,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$404  = pe2_2_w0;
     if (\$138 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$404  = \$140 ;
       end
@@ -33150,7 +33150,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$406  = pe2_3_w1;
     if (\$151 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$406  = \$152 ;
       end
     end
@@ -33160,7 +33160,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$407  = pe2_3_w0;
     if (\$151 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$407  = \$153 ;
       end
@@ -33200,7 +33200,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$411  = pe3_0_w1;
     if (\$165 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$411  = \$166 ;
       end
     end
@@ -33210,7 +33210,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$412  = pe3_0_w0;
     if (\$165 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$412  = \$167 ;
       end
@@ -33230,7 +33230,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$414  = pe3_1_w1;
     if (\$178 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$414  = \$179 ;
       end
     end
@@ -33240,7 +33240,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$415  = pe3_1_w0;
     if (\$178 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$415  = \$180 ;
       end
@@ -33260,7 +33260,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$417  = pe3_2_w1;
     if (\$191 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$417  = \$192 ;
       end
     end
@@ -33270,7 +33270,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$418  = pe3_2_w0;
     if (\$191 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$418  = \$193 ;
       end
@@ -33290,7 +33290,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$420  = pe3_3_w1;
     if (\$204 ) begin
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
         \$420  = \$205 ;
       end
     end
@@ -33300,7 +33300,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
     \$421  = pe3_3_w0;
     if (\$204 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10599$2 [2]) begin
+      if (\port$10725$2 [2]) begin
       end else begin
         \$421  = \$206 ;
       end
@@ -33316,10 +33316,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
       \$422  = 1'h0;
     end
   end
-  assign w_row = \port$10599$2 [1:0];
-  assign w_bank = \port$10599$2 [2];
+  assign w_row = \port$10725$2 [1:0];
+  assign w_bank = \port$10725$2 [2];
   assign a_data = w_data;
-  assign a_bank = \port$10599$2 [2];
+  assign a_bank = \port$10725$2 [2];
   assign out_data = { pe3_3_psum, deskew2_0, deskew1_1, deskew0_2 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -33355,7 +33355,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10599$2 , w_tr
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$9873$16 , \port$10644$0 , r_rdy, clk);
+module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$9999$16 , \port$10770$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -33399,10 +33399,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$9873$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10644$0 ;
-  wire [7:0] \port$10644$0 ;
-  input [15:0] \port$9873$16 ;
-  wire [15:0] \port$9873$16 ;
+  input [7:0] \port$10770$0 ;
+  wire [7:0] \port$10770$0 ;
+  input [15:0] \port$9999$16 ;
+  wire [15:0] \port$9999$16 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -33437,7 +33437,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$9873$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9873$16 , \port$10644$0  };
+      storage[w_port__addr] <= { \port$9999$16 , \port$10770$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -33548,8 +33548,8 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$9873$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9873$16 , \port$10644$0  };
-  assign w_data = { \port$9873$16 , \port$10644$0  };
+  assign w_port__data = { \port$9999$16 , \port$10770$0  };
+  assign w_data = { \port$9999$16 , \port$10770$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -33558,7 +33558,7 @@ endmodule
 module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$130$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$9370$0 , \port$9370$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$9496$0 , \port$9496$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -34272,10 +34272,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] \limit$66 ;
   input [3:0] \port$130$0 ;
   wire [3:0] \port$130$0 ;
-  input [3:0] \port$9370$0 ;
-  wire [3:0] \port$9370$0 ;
-  input [23:0] \port$9370$8 ;
-  wire [23:0] \port$9370$8 ;
+  input [3:0] \port$9496$0 ;
+  wire [3:0] \port$9496$0 ;
+  input [23:0] \port$9496$8 ;
+  wire [23:0] \port$9496$8 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -35000,7 +35000,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$9370$0 [1:0] < 3'h4;
+  assign \$165  = \port$9496$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -35208,7 +35208,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$9370$0 [1:0];
+  assign \$344  = ! \port$9496$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -35228,7 +35228,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$9370$0 [1:0] == 1'h1;
+  assign \$364  = \port$9496$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -35248,7 +35248,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$9370$0 [1:0] == 2'h2;
+  assign \$384  = \port$9496$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -35268,7 +35268,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$9370$0 [1:0] == 2'h3;
+  assign \$404  = \port$9496$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -35361,7 +35361,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$9966$0 (fetch_r_buf),
+    .\port$10092$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -35373,7 +35373,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$9966$0 (fetch_r_buf),
+    .\port$10092$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -35385,7 +35385,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$9966$0 (fetch_r_buf),
+    .\port$10092$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -35397,7 +35397,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$9966$0 (fetch_r_buf),
+    .\port$10092$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -37095,12 +37095,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$9370$0 [1:0];
-  assign cpl_irq = \port$9370$0 [2];
-  assign cpl_halt = \port$9370$0 [3];
-  assign cpl_flags = \port$9370$8 [7:0];
-  assign cpl_status = \port$9370$8 [15:8];
-  assign cpl_opcode = \port$9370$8 [23:16];
+  assign cpl_queue = \port$9496$0 [1:0];
+  assign cpl_irq = \port$9496$0 [2];
+  assign cpl_halt = \port$9496$0 [3];
+  assign cpl_flags = \port$9496$8 [7:0];
+  assign cpl_status = \port$9496$8 [15:8];
+  assign cpl_opcode = \port$9496$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -37151,12 +37151,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$9370$8 [23:16];
-  assign \w_data$258 [19:12] = \port$9370$8 [15:8];
-  assign \w_data$258 [11:4] = \port$9370$8 [7:0];
-  assign \w_data$258 [3] = \port$9370$0 [3];
-  assign \w_data$258 [2] = \port$9370$0 [2];
-  assign \w_data$258 [1:0] = \port$9370$0 [1:0];
+  assign \w_data$258 [27:20] = \port$9496$8 [23:16];
+  assign \w_data$258 [19:12] = \port$9496$8 [15:8];
+  assign \w_data$258 [11:4] = \port$9496$8 [7:0];
+  assign \w_data$258 [3] = \port$9496$0 [3];
+  assign \w_data$258 [2] = \port$9496$0 [2];
+  assign \w_data$258 [1:0] = \port$9496$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -38742,7 +38742,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$9966$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$10092$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38769,8 +38769,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9966$0 ;
-  wire [191:0] \port$9966$0 ;
+  input [191:0] \port$10092$0 ;
+  wire [191:0] \port$10092$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -38805,7 +38805,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9966$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$10092$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38876,14 +38876,14 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9966$0  };
-  assign w_data = { \port$0$87 , \port$9966$0  };
+  assign w_port__data = { \port$0$87 , \port$10092$0  };
+  assign w_data = { \port$0$87 , \port$10092$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$9966$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$10092$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38910,8 +38910,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9966$0 ;
-  wire [191:0] \port$9966$0 ;
+  input [191:0] \port$10092$0 ;
+  wire [191:0] \port$10092$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -38946,7 +38946,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9966$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$10092$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -39017,14 +39017,14 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9966$0  };
-  assign w_data = { \port$0$87 , \port$9966$0  };
+  assign w_port__data = { \port$0$87 , \port$10092$0  };
+  assign w_data = { \port$0$87 , \port$10092$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$9966$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$10092$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -39051,8 +39051,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9966$0 ;
-  wire [191:0] \port$9966$0 ;
+  input [191:0] \port$10092$0 ;
+  wire [191:0] \port$10092$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -39087,7 +39087,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9966$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$10092$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -39158,14 +39158,14 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9966$0  };
-  assign w_data = { \port$0$87 , \port$9966$0  };
+  assign w_port__data = { \port$0$87 , \port$10092$0  };
+  assign w_data = { \port$0$87 , \port$10092$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$9966$0 , level, \port$0$87 );
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$10092$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -39192,8 +39192,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$9966$0 ;
-  wire [191:0] \port$9966$0 ;
+  input [191:0] \port$10092$0 ;
+  wire [191:0] \port$10092$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -39228,7 +39228,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$9966$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$10092$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -39299,22 +39299,22 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$9966$0  };
-  assign w_data = { \port$0$87 , \port$9966$0  };
+  assign w_port__data = { \port$0$87 , \port$10092$0  };
+  assign w_data = { \port$0$87 , \port$10092$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4515$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$9314$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4515$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$9440$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [17:0] \$100 ;
-  wire [19:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
+  wire \$100 ;
+  wire [16:0] \$101 ;
+  wire [17:0] \$102 ;
+  wire [19:0] \$103 ;
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
@@ -39323,7 +39323,6 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   wire \$109 ;
   wire \$11 ;
   wire \$110 ;
-  wire [6:0] \$1101 ;
   wire \$111 ;
   wire \$112 ;
   wire \$113 ;
@@ -39331,273 +39330,274 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   wire \$115 ;
   wire \$116 ;
   wire \$117 ;
-  wire [31:0] \$118 ;
+  wire \$118 ;
   wire \$119 ;
   wire \$12 ;
-  wire [31:0] \$120 ;
+  wire \$120 ;
   wire \$121 ;
   wire \$122 ;
-  wire [127:0] \$123 ;
-  wire [3:0] \$124 ;
-  wire \$125 ;
-  wire [7:0] \$126 ;
-  wire [8:0] \$127 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire [31:0] \$125 ;
+  wire \$126 ;
+  wire [31:0] \$127 ;
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire [7:0] \$131 ;
-  wire [8:0] \$132 ;
-  wire [8:0] \$133 ;
-  wire [23:0] \$134 ;
-  wire [7:0] \$135 ;
-  wire [8:0] \$136 ;
-  wire [7:0] \$137 ;
-  wire [8:0] \$138 ;
-  wire [31:0] \$139 ;
+  wire [127:0] \$130 ;
+  wire [3:0] \$131 ;
+  wire \$132 ;
+  wire [7:0] \$133 ;
+  wire [8:0] \$134 ;
+  wire [6:0] \$1349 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire [7:0] \$138 ;
+  wire [8:0] \$139 ;
   wire \$14 ;
-  wire [31:0] \$140 ;
-  reg [15:0] \$141 ;
-  reg [8:0] \$142 ;
-  wire [24:0] \$143 ;
-  wire \$144 ;
-  wire [21:0] \$145 ;
-  wire [25:0] \$146 ;
-  wire [17:0] \$147 ;
-  wire [7:0] \$148 ;
-  wire [18:0] \$149 ;
+  wire [8:0] \$140 ;
+  wire [23:0] \$141 ;
+  wire [7:0] \$142 ;
+  wire [8:0] \$143 ;
+  wire [7:0] \$144 ;
+  wire [8:0] \$145 ;
+  wire [31:0] \$146 ;
+  wire [31:0] \$147 ;
+  reg [15:0] \$148 ;
+  reg [8:0] \$149 ;
   wire \$15 ;
-  wire [19:0] \$150 ;
-  wire [19:0] \$151 ;
-  wire [20:0] \$152 ;
-  wire [47:0] \$153 ;
-  wire [33:0] \$154 ;
-  wire [8:0] \$155 ;
-  wire \$156 ;
-  wire [8:0] \$157 ;
-  wire [9:0] \$158 ;
-  wire [30:0] \$159 ;
+  wire [24:0] \$150 ;
+  wire \$151 ;
+  wire [21:0] \$152 ;
+  wire [25:0] \$153 ;
+  wire [17:0] \$154 ;
+  wire [7:0] \$155 ;
+  wire [18:0] \$156 ;
+  wire [19:0] \$157 ;
+  wire [19:0] \$158 ;
+  wire [20:0] \$159 ;
   wire [1:0] \$16 ;
-  wire [8:0] \$160 ;
-  wire \$161 ;
+  wire [47:0] \$160 ;
+  wire [33:0] \$161 ;
   wire [8:0] \$162 ;
-  wire [9:0] \$163 ;
-  wire [47:0] \$164 ;
-  wire [48:0] \$165 ;
-  wire [8:0] \$166 ;
-  wire [48:0] \$167 ;
-  wire [48:0] \$168 ;
-  wire [48:0] \$169 ;
+  wire \$163 ;
+  wire [8:0] \$164 ;
+  wire [9:0] \$165 ;
+  wire [30:0] \$166 ;
+  wire [8:0] \$167 ;
+  wire \$168 ;
+  wire [8:0] \$169 ;
   wire [1:0] \$17 ;
-  wire [6:0] \$170 ;
-  wire [110:0] \$171 ;
-  wire [112:0] \$172 ;
-  wire [112:0] \$173 ;
-  wire [112:0] \$174 ;
-  wire [41:0] \$175 ;
-  wire \$176 ;
-  wire [56:0] \$177 ;
-  wire \$178 ;
-  wire [31:0] \$179 ;
+  wire [9:0] \$170 ;
+  wire [47:0] \$171 ;
+  wire [48:0] \$172 ;
+  wire [8:0] \$173 ;
+  wire [48:0] \$174 ;
+  wire [48:0] \$175 ;
+  wire [48:0] \$176 ;
+  wire [6:0] \$177 ;
+  wire [110:0] \$178 ;
+  wire [112:0] \$179 ;
   wire [1:0] \$18 ;
-  wire [57:0] \$180 ;
-  wire [57:0] \$181 ;
-  wire \$182 ;
-  wire [42:0] \$183 ;
-  wire [42:0] \$184 ;
+  wire [112:0] \$180 ;
+  wire [112:0] \$181 ;
+  wire [41:0] \$182 ;
+  wire \$183 ;
+  wire [56:0] \$184 ;
   wire \$185 ;
-  wire [42:0] \$186 ;
-  wire [42:0] \$187 ;
-  wire [42:0] \$188 ;
+  wire [31:0] \$186 ;
+  wire [57:0] \$187 ;
+  wire [57:0] \$188 ;
   wire \$189 ;
   wire [2:0] \$19 ;
-  wire \$190 ;
-  wire [57:0] \$191 ;
-  wire [6:0] \$192 ;
-  wire [57:0] \$193 ;
-  wire [58:0] \$194 ;
-  wire [58:0] \$195 ;
-  wire [59:0] \$196 ;
+  wire [42:0] \$190 ;
+  wire [42:0] \$191 ;
+  wire \$192 ;
+  wire [42:0] \$193 ;
+  wire [42:0] \$194 ;
+  wire [42:0] \$195 ;
+  wire \$196 ;
   wire \$197 ;
-  wire \$198 ;
-  wire [57:0] \$199 ;
+  wire [57:0] \$198 ;
+  wire [6:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [6:0] \$200 ;
-  wire [57:0] \$201 ;
+  wire [57:0] \$200 ;
+  wire [58:0] \$201 ;
   wire [58:0] \$202 ;
-  wire [58:0] \$203 ;
-  wire [59:0] \$204 ;
+  wire [59:0] \$203 ;
+  wire \$204 ;
   wire \$205 ;
-  wire \$206 ;
-  wire [57:0] \$207 ;
-  wire [6:0] \$208 ;
-  wire [57:0] \$209 ;
+  wire [57:0] \$206 ;
+  wire [6:0] \$207 ;
+  wire [57:0] \$208 ;
+  wire [58:0] \$209 ;
   wire \$21 ;
   wire [58:0] \$210 ;
-  wire [58:0] \$211 ;
-  wire [59:0] \$212 ;
-  wire [59:0] \$213 ;
-  wire [59:0] \$214 ;
-  wire [7:0] \$215 ;
-  wire [7:0] \$216 ;
-  wire [7:0] \$217 ;
-  wire \$218 ;
-  wire \$219 ;
+  wire [59:0] \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire [57:0] \$214 ;
+  wire [6:0] \$215 ;
+  wire [57:0] \$216 ;
+  wire [58:0] \$217 ;
+  wire [58:0] \$218 ;
+  wire [59:0] \$219 ;
   wire \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire [7:0] \$225 ;
-  wire [7:0] \$226 ;
+  wire [59:0] \$220 ;
+  wire [59:0] \$221 ;
+  wire [7:0] \$222 ;
+  wire [7:0] \$223 ;
+  wire [7:0] \$224 ;
+  wire \$225 ;
+  wire \$226 ;
   wire \$227 ;
   wire \$228 ;
-  wire [7:0] \$229 ;
-  wire [3:0] \$23 ;
-  wire [7:0] \$230 ;
-  wire [7:0] \$231 ;
-  wire [25:0] \$232 ;
-  wire [42:0] \$233 ;
-  wire [8:0] \$234 ;
-  wire [22:0] \$235 ;
-  wire [8:0] \$236 ;
-  wire [8:0] \$237 ;
-  wire [17:0] \$238 ;
-  wire [30:0] \$239 ;
-  wire [3:0] \$24 ;
-  wire \$240 ;
-  wire \$241 ;
+  wire \$229 ;
+  wire \$23 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire [31:0] \$233 ;
+  wire [7:0] \$234 ;
+  wire \$235 ;
+  wire [31:0] \$236 ;
+  wire [7:0] \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire \$24 ;
+  wire [31:0] \$240 ;
+  wire [7:0] \$241 ;
   wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
+  wire [31:0] \$243 ;
+  wire [7:0] \$244 ;
+  wire [7:0] \$245 ;
   wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
+  wire [31:0] \$247 ;
+  wire [7:0] \$248 ;
   wire \$249 ;
   wire [3:0] \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire [6:0] \$252 ;
+  wire [31:0] \$250 ;
+  wire [7:0] \$251 ;
+  wire \$252 ;
   wire \$253 ;
-  wire [7:0] \$254 ;
-  wire \$255 ;
+  wire [31:0] \$254 ;
+  wire [7:0] \$255 ;
   wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
-  wire \$26 ;
+  wire [31:0] \$257 ;
+  wire [7:0] \$258 ;
+  wire [7:0] \$259 ;
+  wire [3:0] \$26 ;
   wire \$260 ;
   wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
+  wire [31:0] \$262 ;
+  wire [7:0] \$263 ;
   wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
+  wire [31:0] \$265 ;
+  wire [7:0] \$266 ;
   wire \$267 ;
   wire \$268 ;
-  wire [6:0] \$269 ;
-  wire \$27 ;
-  wire \$270 ;
+  wire [31:0] \$269 ;
+  wire [3:0] \$27 ;
+  wire [7:0] \$270 ;
   wire \$271 ;
-  wire \$272 ;
+  wire [31:0] \$272 ;
   wire [7:0] \$273 ;
-  wire \$274 ;
+  wire [7:0] \$274 ;
   wire \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire [16:0] \$278 ;
-  wire [16:0] \$279 ;
+  wire [31:0] \$276 ;
+  wire [7:0] \$277 ;
+  wire \$278 ;
+  wire [31:0] \$279 ;
   wire \$28 ;
-  wire [17:0] \$280 ;
-  wire [35:0] \$281 ;
+  wire [7:0] \$280 ;
+  wire \$281 ;
   wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
+  wire [31:0] \$283 ;
+  wire [7:0] \$284 ;
   wire \$285 ;
-  wire \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire \$289 ;
+  wire [31:0] \$286 ;
+  wire [7:0] \$287 ;
+  wire [7:0] \$288 ;
+  wire [7:0] \$289 ;
   wire \$29 ;
   wire \$290 ;
-  wire [36:0] \$291 ;
-  wire [37:0] \$292 ;
-  wire [38:0] \$293 ;
+  wire \$291 ;
+  wire [31:0] \$292 ;
+  wire [7:0] \$293 ;
   wire \$294 ;
-  wire [36:0] \$295 ;
-  wire [37:0] \$296 ;
-  wire [38:0] \$297 ;
+  wire [31:0] \$295 ;
+  wire [7:0] \$296 ;
+  wire \$297 ;
   wire \$298 ;
-  wire \$299 ;
+  wire [31:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$300 ;
-  wire [36:0] \$301 ;
-  wire [37:0] \$302 ;
-  wire [38:0] \$303 ;
-  wire \$304 ;
+  wire [7:0] \$300 ;
+  wire \$301 ;
+  wire [31:0] \$302 ;
+  wire [7:0] \$303 ;
+  wire [7:0] \$304 ;
   wire \$305 ;
-  wire \$306 ;
-  wire \$307 ;
-  wire [20:0] \$308 ;
-  wire \$309 ;
+  wire [31:0] \$306 ;
+  wire [7:0] \$307 ;
+  wire \$308 ;
+  wire [31:0] \$309 ;
   wire \$31 ;
-  wire \$310 ;
+  wire [7:0] \$310 ;
   wire \$311 ;
   wire \$312 ;
-  wire \$313 ;
-  wire \$314 ;
-  wire [20:0] \$315 ;
-  wire [21:0] \$316 ;
-  wire \$317 ;
-  wire \$318 ;
+  wire [31:0] \$313 ;
+  wire [7:0] \$314 ;
+  wire \$315 ;
+  wire [31:0] \$316 ;
+  wire [7:0] \$317 ;
+  wire [7:0] \$318 ;
   wire \$319 ;
   wire \$32 ;
   wire \$320 ;
-  wire [20:0] \$321 ;
-  wire [21:0] \$322 ;
+  wire [31:0] \$321 ;
+  wire [7:0] \$322 ;
   wire \$323 ;
-  wire \$324 ;
-  wire \$325 ;
+  wire [31:0] \$324 ;
+  wire [7:0] \$325 ;
   wire \$326 ;
   wire \$327 ;
-  wire [20:0] \$328 ;
-  wire [20:0] \$329 ;
+  wire [31:0] \$328 ;
+  wire [7:0] \$329 ;
   wire \$33 ;
-  wire [20:0] \$330 ;
-  wire \$331 ;
-  wire \$332 ;
-  wire \$333 ;
+  wire \$330 ;
+  wire [31:0] \$331 ;
+  wire [7:0] \$332 ;
+  wire [7:0] \$333 ;
   wire \$334 ;
-  wire [2:0] \$335 ;
-  wire [2:0] \$336 ;
+  wire [31:0] \$335 ;
+  wire [7:0] \$336 ;
   wire \$337 ;
-  wire \$338 ;
-  wire \$339 ;
+  wire [31:0] \$338 ;
+  wire [7:0] \$339 ;
   wire \$34 ;
   wire \$340 ;
   wire \$341 ;
-  wire \$342 ;
-  wire \$343 ;
+  wire [31:0] \$342 ;
+  wire [7:0] \$343 ;
   wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
-  wire \$348 ;
-  wire \$349 ;
+  wire [31:0] \$345 ;
+  wire [7:0] \$346 ;
+  wire [7:0] \$347 ;
+  wire [7:0] \$348 ;
+  wire [7:0] \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
-  wire [1:0] \$352 ;
-  wire [1:0] \$353 ;
-  wire [1:0] \$354 ;
-  wire [2:0] \$355 ;
-  wire \$356 ;
-  wire [2:0] \$357 ;
-  wire [2:0] \$358 ;
+  wire [25:0] \$350 ;
+  wire [42:0] \$351 ;
+  wire [8:0] \$352 ;
+  wire [22:0] \$353 ;
+  wire [8:0] \$354 ;
+  wire [8:0] \$355 ;
+  wire [17:0] \$356 ;
+  wire [30:0] \$357 ;
+  wire \$358 ;
   wire \$359 ;
   wire \$36 ;
   wire \$360 ;
@@ -39611,110 +39611,110 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   wire \$368 ;
   wire \$369 ;
   wire \$37 ;
-  wire \$370 ;
+  wire [6:0] \$370 ;
   wire \$371 ;
-  wire \$372 ;
+  wire [7:0] \$372 ;
   wire \$373 ;
-  wire [1:0] \$374 ;
-  wire [1:0] \$375 ;
-  wire [1:0] \$376 ;
-  wire [2:0] \$377 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire [8:0] \$376 ;
+  wire \$377 ;
   wire \$378 ;
   wire \$379 ;
   wire \$38 ;
-  wire [17:0] \$380 ;
-  wire [19:0] \$381 ;
-  wire [21:0] \$382 ;
-  wire [21:0] \$383 ;
-  wire [21:0] \$384 ;
-  wire [21:0] \$385 ;
-  wire [17:0] \$386 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
   wire \$387 ;
-  wire [16:0] \$388 ;
+  wire \$388 ;
   wire \$389 ;
   wire \$39 ;
   wire \$390 ;
-  wire [44:0] \$391 ;
+  wire [6:0] \$391 ;
   wire \$392 ;
-  wire [43:0] \$393 ;
-  wire [43:0] \$394 ;
-  wire [46:0] \$395 ;
-  wire [16:0] \$396 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire [7:0] \$395 ;
+  wire \$396 ;
   wire \$397 ;
-  wire [16:0] \$398 ;
-  wire [20:0] \$399 ;
+  wire \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [20:0] \$400 ;
-  wire [20:0] \$401 ;
-  wire \$402 ;
-  wire [105:0] \$403 ;
-  wire [78:0] \$404 ;
-  wire [106:0] \$405 ;
-  wire [82:0] \$406 ;
-  wire [6:0] \$407 ;
+  wire [16:0] \$400 ;
+  wire [16:0] \$401 ;
+  wire [17:0] \$402 ;
+  wire [35:0] \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
   wire \$408 ;
-  wire [46:0] \$409 ;
-  wire [1:0] \$41 ;
-  wire [46:0] \$410 ;
+  wire \$409 ;
+  wire \$41 ;
+  wire \$410 ;
   wire \$411 ;
   wire \$412 ;
-  wire [6:0] \$413 ;
-  wire [190:0] \$414 ;
-  wire [6:0] \$415 ;
-  wire [7:0] \$416 ;
-  wire [8:0] \$417 ;
-  wire [64:0] \$418 ;
-  wire [7:0] \$419 ;
-  wire [1:0] \$42 ;
+  wire [36:0] \$413 ;
+  wire [37:0] \$414 ;
+  wire [38:0] \$415 ;
+  wire \$416 ;
+  wire [36:0] \$417 ;
+  wire [37:0] \$418 ;
+  wire [38:0] \$419 ;
+  wire \$42 ;
   wire \$420 ;
-  wire [45:0] \$421 ;
-  wire [45:0] \$422 ;
-  wire \$423 ;
-  wire \$424 ;
-  wire \$425 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire [36:0] \$423 ;
+  wire [37:0] \$424 ;
+  wire [38:0] \$425 ;
   wire \$426 ;
   wire \$427 ;
   wire \$428 ;
   wire \$429 ;
   wire [1:0] \$43 ;
-  wire \$430 ;
+  wire [20:0] \$430 ;
   wire \$431 ;
   wire \$432 ;
   wire \$433 ;
-  wire [6:0] \$434 ;
+  wire \$434 ;
   wire \$435 ;
   wire \$436 ;
-  wire \$437 ;
-  wire \$438 ;
+  wire [20:0] \$437 ;
+  wire [21:0] \$438 ;
   wire \$439 ;
-  wire [2:0] \$44 ;
+  wire [1:0] \$44 ;
   wire \$440 ;
   wire \$441 ;
   wire \$442 ;
-  wire \$443 ;
-  wire \$444 ;
+  wire [20:0] \$443 ;
+  wire [21:0] \$444 ;
   wire \$445 ;
   wire \$446 ;
   wire \$447 ;
   wire \$448 ;
   wire \$449 ;
-  wire \$45 ;
-  wire \$450 ;
+  wire [1:0] \$45 ;
+  wire [20:0] \$450 ;
   wire [20:0] \$451 ;
-  wire \$452 ;
+  wire [20:0] \$452 ;
   wire \$453 ;
   wire \$454 ;
   wire \$455 ;
   wire \$456 ;
-  wire [20:0] \$457 ;
-  wire [20:0] \$458 ;
+  wire [2:0] \$457 ;
+  wire [2:0] \$458 ;
   wire \$459 ;
-  wire \$46 ;
+  wire [2:0] \$46 ;
   wire \$460 ;
   wire \$461 ;
   wire \$462 ;
-  wire [6:0] \$463 ;
+  wire \$463 ;
   wire \$464 ;
   wire \$465 ;
   wire \$466 ;
@@ -39726,191 +39726,315 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   wire \$471 ;
   wire \$472 ;
   wire \$473 ;
-  wire \$474 ;
-  wire \$475 ;
-  wire \$476 ;
-  wire \$477 ;
+  wire [1:0] \$474 ;
+  wire [1:0] \$475 ;
+  wire [1:0] \$476 ;
+  wire [2:0] \$477 ;
   wire \$478 ;
-  wire [19:0] \$479 ;
+  wire [2:0] \$479 ;
   wire \$48 ;
-  wire [21:0] \$480 ;
+  wire [2:0] \$480 ;
   wire \$481 ;
   wire \$482 ;
   wire \$483 ;
   wire \$484 ;
   wire \$485 ;
   wire \$486 ;
-  wire [7:0] \$487 ;
-  wire [8:0] \$488 ;
-  wire [7:0] \$489 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire \$49 ;
   wire \$490 ;
   wire \$491 ;
   wire \$492 ;
-  wire [7:0] \$493 ;
+  wire \$493 ;
   wire \$494 ;
-  wire [7:0] \$495 ;
-  wire \$496 ;
-  wire [7:0] \$497 ;
-  wire \$498 ;
-  wire [7:0] \$499 ;
+  wire \$495 ;
+  wire [1:0] \$496 ;
+  wire [1:0] \$497 ;
+  wire [1:0] \$498 ;
+  wire [2:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
   wire \$500 ;
   wire \$501 ;
-  wire \$502 ;
-  wire \$503 ;
-  wire \$504 ;
-  wire \$505 ;
-  wire \$506 ;
-  wire \$507 ;
-  wire \$508 ;
+  wire [17:0] \$502 ;
+  wire [19:0] \$503 ;
+  wire [21:0] \$504 ;
+  wire [21:0] \$505 ;
+  wire [21:0] \$506 ;
+  wire [21:0] \$507 ;
+  wire [17:0] \$508 ;
   wire \$509 ;
   wire \$51 ;
-  wire \$510 ;
+  wire [16:0] \$510 ;
   wire \$511 ;
   wire \$512 ;
-  wire \$513 ;
+  wire [44:0] \$513 ;
   wire \$514 ;
-  wire \$515 ;
-  reg \$516 ;
-  reg [2:0] \$517 ;
-  reg [42:0] \$518 ;
-  reg [42:0] \$519 ;
+  wire [43:0] \$515 ;
+  wire [43:0] \$516 ;
+  wire [46:0] \$517 ;
+  wire [16:0] \$518 ;
+  wire \$519 ;
   wire \$52 ;
-  reg [42:0] \$520 ;
-  reg [31:0] \$521 ;
-  reg [31:0] \$522 ;
-  reg [127:0] \$523 ;
-  reg [31:0] \$524 ;
-  reg [31:0] \$525 ;
-  reg [127:0] \$526 ;
-  reg [127:0] \$527 ;
-  reg [37:0] \$528 ;
-  reg \$529 ;
+  wire [16:0] \$520 ;
+  wire [20:0] \$521 ;
+  wire [20:0] \$522 ;
+  wire [20:0] \$523 ;
+  wire \$524 ;
+  wire [105:0] \$525 ;
+  wire [78:0] \$526 ;
+  wire [106:0] \$527 ;
+  wire [82:0] \$528 ;
+  wire [6:0] \$529 ;
   wire \$53 ;
-  reg [2:0] \$530 ;
-  reg [1:0] \$531 ;
-  reg [21:0] \$532 ;
-  reg [21:0] \$533 ;
-  reg [21:0] \$534 ;
-  reg [21:0] \$535 ;
-  reg [21:0] \$536 ;
-  reg [21:0] \$537 ;
-  reg [7:0] \$538 ;
-  reg [41:0] \$539 ;
-  wire [19:0] \$54 ;
-  reg [21:0] \$540 ;
-  reg [28:0] \$541 ;
-  reg [31:0] \$542 ;
-  reg [5:0] \$543 ;
-  reg [5:0] \$544 ;
-  reg [2:0] \$545 ;
-  reg [223:0] \$546 ;
-  reg [3:0] \$547 ;
-  reg [15:0] \$548 ;
-  reg [15:0] \$549 ;
+  wire \$530 ;
+  wire [46:0] \$531 ;
+  wire [46:0] \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire [6:0] \$535 ;
+  wire [190:0] \$536 ;
+  wire [6:0] \$537 ;
+  wire [7:0] \$538 ;
+  wire [8:0] \$539 ;
+  wire \$54 ;
+  wire [64:0] \$540 ;
+  wire [7:0] \$541 ;
+  wire \$542 ;
+  wire [45:0] \$543 ;
+  wire [45:0] \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
   wire \$55 ;
-  reg [19:0] \$550 ;
-  reg [19:0] \$551 ;
-  reg [19:0] \$552 ;
-  reg \$553 ;
-  reg [7:0] \$554 ;
-  reg [7:0] \$555 ;
-  reg [7:0] \$556 ;
-  reg [15:0] \$557 ;
-  reg [5:0] \$558 ;
-  reg [19:0] \$559 ;
-  wire \$56 ;
-  reg [19:0] \$560 ;
-  reg [19:0] \$561 ;
-  reg [15:0] \$562 ;
-  reg [5:0] \$563 ;
-  reg [15:0] \$564 ;
-  reg \$565 ;
-  reg [16:0] \$566 ;
-  reg [35:0] \$567 ;
-  reg [7:0] \$568 ;
-  reg [7:0] \$569 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire [6:0] \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
+  wire [19:0] \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire \$57 ;
-  reg [15:0] \$570 ;
-  reg [2:0] \$571 ;
-  reg [16:0] \$572 ;
-  reg [1:0] \$573 ;
-  reg [18:0] \$574 ;
-  reg [20:0] \$575 ;
-  reg [20:0] \$576 ;
-  reg [20:0] \$577 ;
-  reg [20:0] \$578 ;
-  reg [63:0] \$579 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire [20:0] \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire [20:0] \$579 ;
   wire \$58 ;
-  reg [41:0] \$580 ;
-  reg [43:0] \$581 ;
-  reg [31:0] \$582 ;
-  reg [6:0] \$583 ;
-  reg [42:0] \$584 ;
-  reg \$585 ;
-  reg [79:0] \$586 ;
-  reg [43:0] \$587 ;
-  reg [39:0] \$588 ;
-  reg [5:0] \$589 ;
+  wire [20:0] \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire [6:0] \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  reg [5:0] \$590 ;
-  reg [24:0] \$591 ;
-  reg [15:0] \$592 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
   wire \$6 ;
-  wire [16:0] \$60 ;
-  wire [17:0] \$61 ;
-  wire [19:0] \$62 ;
-  wire \$63 ;
-  wire \$64 ;
+  wire \$60 ;
+  wire \$600 ;
+  wire [19:0] \$601 ;
+  wire [21:0] \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
+  wire \$61 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire [7:0] \$613 ;
+  wire [8:0] \$614 ;
+  wire [7:0] \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire [7:0] \$619 ;
+  wire [16:0] \$62 ;
+  wire \$620 ;
+  wire [7:0] \$621 ;
+  wire \$622 ;
+  wire [7:0] \$623 ;
+  wire \$624 ;
+  wire [7:0] \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire \$629 ;
+  wire [17:0] \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
+  wire [19:0] \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  reg \$642 ;
+  reg [2:0] \$643 ;
+  reg [42:0] \$644 ;
+  reg [42:0] \$645 ;
+  reg [42:0] \$646 ;
+  reg [31:0] \$647 ;
+  reg [31:0] \$648 ;
+  reg [127:0] \$649 ;
   wire \$65 ;
+  reg [31:0] \$650 ;
+  reg [31:0] \$651 ;
+  reg [127:0] \$652 ;
+  reg [127:0] \$653 ;
+  reg [37:0] \$654 ;
+  reg \$655 ;
+  reg [2:0] \$656 ;
+  reg [1:0] \$657 ;
+  reg [21:0] \$658 ;
+  reg [21:0] \$659 ;
   wire \$66 ;
-  wire [19:0] \$67 ;
+  reg [21:0] \$660 ;
+  reg [21:0] \$661 ;
+  reg [21:0] \$662 ;
+  reg [21:0] \$663 ;
+  reg [7:0] \$664 ;
+  reg [41:0] \$665 ;
+  reg [21:0] \$666 ;
+  reg [28:0] \$667 ;
+  reg [31:0] \$668 ;
+  reg [5:0] \$669 ;
+  wire \$67 ;
+  reg [5:0] \$670 ;
+  reg [2:0] \$671 ;
+  reg [223:0] \$672 ;
+  reg [3:0] \$673 ;
+  reg [15:0] \$674 ;
+  reg [15:0] \$675 ;
+  reg [19:0] \$676 ;
+  reg [19:0] \$677 ;
+  reg [19:0] \$678 ;
+  reg \$679 ;
   wire \$68 ;
-  wire \$69 ;
+  reg [7:0] \$680 ;
+  reg [7:0] \$681 ;
+  reg [7:0] \$682 ;
+  reg [15:0] \$683 ;
+  reg [5:0] \$684 ;
+  reg [19:0] \$685 ;
+  reg [19:0] \$686 ;
+  reg [19:0] \$687 ;
+  reg [15:0] \$688 ;
+  reg [5:0] \$689 ;
+  wire [19:0] \$69 ;
+  reg [15:0] \$690 ;
+  reg \$691 ;
+  reg [16:0] \$692 ;
+  reg [35:0] \$693 ;
+  reg [7:0] \$694 ;
+  reg [7:0] \$695 ;
+  reg [15:0] \$696 ;
+  reg [2:0] \$697 ;
+  reg [16:0] \$698 ;
+  reg [1:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
+  reg [18:0] \$700 ;
+  reg [20:0] \$701 ;
+  reg [20:0] \$702 ;
+  reg [20:0] \$703 ;
+  reg [20:0] \$704 ;
+  reg [63:0] \$705 ;
+  reg [41:0] \$706 ;
+  reg [43:0] \$707 ;
+  reg [31:0] \$708 ;
+  reg [6:0] \$709 ;
   wire \$71 ;
-  wire [6:0] \$718 ;
+  reg [42:0] \$710 ;
+  reg \$711 ;
+  reg [79:0] \$712 ;
+  reg [43:0] \$713 ;
+  reg [39:0] \$714 ;
+  reg [5:0] \$715 ;
+  reg [5:0] \$716 ;
+  reg [24:0] \$717 ;
+  reg [15:0] \$718 ;
   wire \$72 ;
-  wire [6:0] \$725 ;
-  wire [16:0] \$73 ;
-  wire [6:0] \$731 ;
-  wire [6:0] \$735 ;
-  wire [8:0] \$739 ;
-  wire [17:0] \$74 ;
-  wire [8:0] \$742 ;
-  wire [19:0] \$75 ;
-  wire [5:0] \$752 ;
-  wire \$76 ;
-  wire \$77 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire [16:0] \$75 ;
+  wire [17:0] \$76 ;
+  wire [19:0] \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
-  wire [19:0] \$80 ;
+  wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
+  wire [19:0] \$82 ;
   wire \$83 ;
-  wire [6:0] \$831 ;
-  wire [6:0] \$837 ;
   wire \$84 ;
   wire \$85 ;
-  wire [16:0] \$86 ;
-  wire [17:0] \$87 ;
-  wire [19:0] \$88 ;
-  wire \$89 ;
+  wire [6:0] \$851 ;
+  wire [6:0] \$858 ;
+  wire \$86 ;
+  wire [6:0] \$864 ;
+  wire [6:0] \$868 ;
+  wire \$87 ;
+  wire [8:0] \$872 ;
+  wire [8:0] \$875 ;
+  wire [16:0] \$88 ;
+  wire [5:0] \$885 ;
+  wire [17:0] \$89 ;
   wire \$9 ;
-  wire \$90 ;
+  wire [19:0] \$90 ;
   wire \$91 ;
   wire \$92 ;
-  wire [19:0] \$93 ;
+  wire \$93 ;
   wire \$94 ;
-  wire \$95 ;
+  wire [19:0] \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire [16:0] \$99 ;
+  wire \$99 ;
   reg [15:0] \$signal  = 16'h0000;
   reg [15:0] \$signal$100  = 16'h0000;
   reg [20:0] \$signal$108  = 21'h000000;
@@ -40162,8 +40286,8 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   reg [5:0] pending_out = 6'h00;
   input [223:0] \port$4515$32 ;
   wire [223:0] \port$4515$32 ;
-  input [2:0] \port$9314$0 ;
-  wire [2:0] \port$9314$0 ;
+  input [2:0] \port$9440$0 ;
+  wire [2:0] \port$9440$0 ;
   reg [18:0] pos = 19'h00000;
   reg [20:0] ptr_d = 21'h000000;
   reg [20:0] ptr_p = 21'h000000;
@@ -40354,218 +40478,465 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   end
   reg [31:0] _0_;
   always @(posedge clk) begin
-    _0_ <= lut0[\$489 [5:0]];
+    _0_ <= lut0[\$615 [5:0]];
   end
   assign rp__data = _0_;
-  assign \$390  = ! inflight;
-  assign \$391  = \$signal  * s2;
-  assign \$392  = op == 1'h1;
-  assign \$393  = $signed(s1) * $signed(s1);
-  assign \$394  = \$392  ? \$393  : 44'h00000000000;
-  assign \$395  = $signed({ 1'h0, \$391  }) - $signed(\$394 );
-  assign \$396  = row + 1'h1;
-  assign \$397  = \$396  == \$signal$93 ;
-  assign \$398  = row + 1'h1;
-  assign \$399  = \$signal$95  + row;
-  assign \$400  = \$signal$97  + row;
-  assign \$401  = dst + row;
-  assign \$402  = ! d_val;
-  assign \$404  = \$signal$100  << eps_exp;
-  assign \$405  = \$403  + \$404 ;
-  assign \$407  = sq_cnt - 1'h1;
-  assign \$408  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
-  assign \$409  = { sq_rem, sq_n[79:78] } - { sq_root, 2'h1 };
-  assign \$410  = \$408  ? \$409  : { 1'h0, sq_rem, sq_n[79:78] };
-  assign \$411  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
-  assign \$412  = sq_cnt == 1'h1;
-  assign \$413  = bitlen + 5'h17;
-  assign \$414  = 1'h1 << \$413 ;
-  assign \$415  = bitlen + 5'h17;
-  assign \$416  = \$415  - 5'h10;
-  assign \$417  = $signed(\$416 ) - $signed(6'h10);
-  assign \$419  = dv_cnt - 1'h1;
-  assign \$420  = { dv_rem, dv_num[63] } >= dv_den;
-  assign \$421  = { dv_rem, dv_num[63] } - dv_den;
-  assign \$422  = \$420  ? \$421  : { 1'h0, dv_rem, dv_num[63] };
-  assign \$423  = { dv_rem, dv_num[63] } >= dv_den;
-  assign \$424  = dv_cnt == 1'h1;
-  assign \$425  = ! inflight;
-  assign \$426  = ~ r_rdy;
-  assign \$427  = \$425  & \$426 ;
-  assign \$428  = ! level;
-  assign \$429  = \$427  & \$428 ;
-  assign \$430  = cur == 3'h4;
-  assign \$431  = ! slot;
-  assign \$432  = \$430  & \$431 ;
-  assign \$433  = ~ \$432 ;
-  assign \$434  = pending_out + level;
-  assign \$435  = \$434  < 4'hf;
-  assign \$436  = \$433  | \$435 ;
-  assign \$437  = issuing & \$436 ;
-  assign \$438  = | slot;
-  assign \$439  = ! group_gap;
-  assign \$440  = \$438  | \$439 ;
-  assign \$441  = \$437  & \$440 ;
+  assign \$268  = ! rd_tag2[2:1];
+  assign \$269  = \$268  ? spad_rd__data : lat_x;
+  assign \$270  = rd_tag2[8] ? \$269 [7:0] : 8'h80;
+  assign \$271  = ! rd_tag2[2:1];
+  assign \$272  = \$271  ? spad_rd__data : lat_x;
+  assign \$273  = rd_tag2[9] ? \$272 [15:8] : 8'h80;
+  assign \$274  = \$267  ? \$270  : \$273 ;
+  assign \$275  = ! rd_tag2[2:1];
+  assign \$276  = \$275  ? spad_rd__data : lat_x;
+  assign \$277  = rd_tag2[10] ? \$276 [23:16] : 8'h80;
+  assign \$278  = ! rd_tag2[2:1];
+  assign \$279  = \$278  ? spad_rd__data : lat_x;
+  assign \$280  = rd_tag2[11] ? \$279 [31:24] : 8'h80;
+  assign \$281  = $signed(\$277 ) > $signed(\$280 );
+  assign \$282  = ! rd_tag2[2:1];
+  assign \$283  = \$282  ? spad_rd__data : lat_x;
+  assign \$284  = rd_tag2[10] ? \$283 [23:16] : 8'h80;
+  assign \$285  = ! rd_tag2[2:1];
+  assign \$286  = \$285  ? spad_rd__data : lat_x;
+  assign \$287  = rd_tag2[11] ? \$286 [31:24] : 8'h80;
+  assign \$288  = \$281  ? \$284  : \$287 ;
+  assign \$289  = \$260  ? \$274  : \$288 ;
+  assign \$290  = $signed(\$289 ) > $signed(m_row);
+  assign \$291  = ! rd_tag2[2:1];
+  assign \$292  = \$291  ? spad_rd__data : lat_x;
+  assign \$293  = rd_tag2[8] ? \$292 [7:0] : 8'h80;
+  assign \$294  = ! rd_tag2[2:1];
+  assign \$295  = \$294  ? spad_rd__data : lat_x;
+  assign \$296  = rd_tag2[9] ? \$295 [15:8] : 8'h80;
+  assign \$297  = $signed(\$293 ) > $signed(\$296 );
+  assign \$298  = ! rd_tag2[2:1];
+  assign \$299  = \$298  ? spad_rd__data : lat_x;
+  assign \$300  = rd_tag2[8] ? \$299 [7:0] : 8'h80;
+  assign \$301  = ! rd_tag2[2:1];
+  assign \$302  = \$301  ? spad_rd__data : lat_x;
+  assign \$303  = rd_tag2[9] ? \$302 [15:8] : 8'h80;
+  assign \$304  = \$297  ? \$300  : \$303 ;
+  assign \$305  = ! rd_tag2[2:1];
+  assign \$306  = \$305  ? spad_rd__data : lat_x;
+  assign \$307  = rd_tag2[10] ? \$306 [23:16] : 8'h80;
+  assign \$308  = ! rd_tag2[2:1];
+  assign \$309  = \$308  ? spad_rd__data : lat_x;
+  assign \$310  = rd_tag2[11] ? \$309 [31:24] : 8'h80;
+  assign \$311  = $signed(\$307 ) > $signed(\$310 );
+  assign \$312  = ! rd_tag2[2:1];
+  assign \$313  = \$312  ? spad_rd__data : lat_x;
+  assign \$314  = rd_tag2[10] ? \$313 [23:16] : 8'h80;
+  assign \$315  = ! rd_tag2[2:1];
+  assign \$316  = \$315  ? spad_rd__data : lat_x;
+  assign \$317  = rd_tag2[11] ? \$316 [31:24] : 8'h80;
+  assign \$318  = \$311  ? \$314  : \$317 ;
+  assign \$319  = $signed(\$304 ) > $signed(\$318 );
+  assign \$320  = ! rd_tag2[2:1];
+  assign \$321  = \$320  ? spad_rd__data : lat_x;
+  assign \$322  = rd_tag2[8] ? \$321 [7:0] : 8'h80;
+  assign \$323  = ! rd_tag2[2:1];
+  assign \$324  = \$323  ? spad_rd__data : lat_x;
+  assign \$325  = rd_tag2[9] ? \$324 [15:8] : 8'h80;
+  assign \$326  = $signed(\$322 ) > $signed(\$325 );
+  assign \$327  = ! rd_tag2[2:1];
+  assign \$328  = \$327  ? spad_rd__data : lat_x;
+  assign \$329  = rd_tag2[8] ? \$328 [7:0] : 8'h80;
+  assign \$330  = ! rd_tag2[2:1];
+  assign \$331  = \$330  ? spad_rd__data : lat_x;
+  assign \$332  = rd_tag2[9] ? \$331 [15:8] : 8'h80;
+  assign \$333  = \$326  ? \$329  : \$332 ;
+  assign \$334  = ! rd_tag2[2:1];
+  assign \$335  = \$334  ? spad_rd__data : lat_x;
+  assign \$336  = rd_tag2[10] ? \$335 [23:16] : 8'h80;
+  assign \$337  = ! rd_tag2[2:1];
+  assign \$338  = \$337  ? spad_rd__data : lat_x;
+  assign \$339  = rd_tag2[11] ? \$338 [31:24] : 8'h80;
+  assign \$340  = $signed(\$336 ) > $signed(\$339 );
+  assign \$341  = ! rd_tag2[2:1];
+  assign \$342  = \$341  ? spad_rd__data : lat_x;
+  assign \$343  = rd_tag2[10] ? \$342 [23:16] : 8'h80;
+  assign \$344  = ! rd_tag2[2:1];
+  assign \$345  = \$344  ? spad_rd__data : lat_x;
+  assign \$346  = rd_tag2[11] ? \$345 [31:24] : 8'h80;
+  assign \$347  = \$340  ? \$343  : \$346 ;
+  assign \$348  = \$319  ? \$333  : \$347 ;
+  assign \$349  = \$290  ? \$348  : m_row;
+  assign \$350  = e4_meta[4] ? l0_e : 26'h0000000;
+  assign \$351  = s_sum + \$350 ;
+  assign \$352  = e1_meta[4] ? l0_xs : 9'h000;
+  assign \$353  = $signed(s1) + $signed(\$352 );
+  assign \$354  = e1_meta[4] ? l0_xs : 9'h000;
+  assign \$355  = e1_meta[4] ? l0_xs : 9'h000;
+  assign \$356  = $signed(\$354 ) * $signed(\$355 );
+  assign \$357  = $signed({ 1'h0, s2 }) + $signed(\$356 );
+  assign \$358  = op == 1'h1;
+  assign \$359  = op == 2'h2;
+  assign \$360  = \$358  | \$359 ;
+  assign \$361  = cur == 3'h4;
+  assign \$362  = \$360  & \$361 ;
+  assign \$363  = | slot;
+  assign \$364  = \$362  & \$363 ;
+  assign \$365  = acc_rd__en & acc_rd__gnt;
+  assign \$366  = spad_rd__en & spad_rd__gnt;
+  assign \$367  = \$364  ? \$365  : \$366 ;
+  assign \$368  = ! slot;
+  assign \$369  = \$367  & \$368 ;
+  assign \$370  = inflight + \$369 ;
+  assign \$371  = e6_meta[0] & e6_meta[21];
+  assign \$372  = \$370  - \$371 ;
+  assign \$373  = rd_tag2[0] & rd_tag2[3];
+  assign \$374  = rd_tag2[7:5] == 1'h1;
+  assign \$375  = \$373  & \$374 ;
+  assign \$376  = $signed(\$372 ) - $signed({ 1'h0, \$375  });
+  assign \$377  = op == 1'h1;
+  assign \$378  = op == 2'h2;
+  assign \$379  = \$377  | \$378 ;
+  assign \$380  = cur == 3'h4;
+  assign \$381  = \$379  & \$380 ;
+  assign \$382  = | slot;
+  assign \$383  = \$381  & \$382 ;
+  assign \$384  = acc_rd__en & acc_rd__gnt;
+  assign \$385  = spad_rd__en & spad_rd__gnt;
+  assign \$386  = \$383  ? \$384  : \$385 ;
+  assign \$387  = ! slot;
+  assign \$388  = \$386  & \$387 ;
+  assign \$389  = cur == 3'h4;
+  assign \$390  = \$388  & \$389 ;
+  assign \$391  = pending_out + \$390 ;
+  assign \$392  = e6_meta[0] & e6_meta[21];
+  assign \$393  = e6_meta[3:1] == 3'h4;
+  assign \$394  = \$392  & \$393 ;
+  assign \$395  = \$391  - \$394 ;
+  assign \$396  = | raw[223:125];
+  assign \$397  = | raw[223:176];
+  assign \$398  = | raw[223:112];
+  assign \$399  = | raw[223:158];
+  assign \$400  = \$signal  + 2'h3;
+  assign \$402  = segs - 1'h1;
+  assign \$403  = \$402 [15:0] * \$signal$94 ;
+  assign \$404  = ! \$signal$93 ;
+  assign \$405  = ! \$signal ;
+  assign \$406  = \$404  | \$405 ;
+  assign \$407  = op == 1'h1;
+  assign \$408  = op == 2'h2;
+  assign \$409  = \$407  | \$408 ;
+  assign \$410  = \$signal  > 13'h1000;
+  assign \$411  = \$409  & \$410 ;
+  assign \$412  = \$406  | \$411 ;
+  assign \$413  = \$signal$95  + span;
+  assign \$414  = \$413  + \$signal$93 ;
+  assign \$415  = \$414  - 1'h1;
+  assign \$416  = $signed(\$415 ) >= $signed(16'h4000);
+  assign \$417  = dst + span;
+  assign \$418  = \$417  + \$signal$93 ;
+  assign \$419  = \$418  - 1'h1;
+  assign \$420  = $signed(\$419 ) >= $signed(16'h4000);
+  assign \$421  = \$416  | \$420 ;
+  assign \$422  = op == 3'h4;
+  assign \$423  = \$signal$97  + span;
+  assign \$424  = \$423  + \$signal$93 ;
+  assign \$425  = \$424  - 1'h1;
+  assign \$426  = $signed(\$425 ) >= $signed(16'h4000);
+  assign \$427  = \$422  & \$426 ;
+  assign \$428  = \$421  | \$427 ;
+  assign \$429  = op == 2'h3;
+  assign \$430  = \$signal$97  + 6'h3f;
+  assign \$431  = \$430  >= 15'h4000;
+  assign \$432  = \$429  & \$431 ;
+  assign \$433  = \$428  | \$432 ;
+  assign \$434  = op == 1'h1;
+  assign \$435  = op == 2'h2;
+  assign \$436  = \$434  | \$435 ;
+  assign \$437  = \$signal$98  + segs;
+  assign \$438  = \$437  - 1'h1;
+  assign \$439  = $signed(\$438 ) >= $signed(15'h2000);
+  assign \$440  = \$436  & \$439 ;
+  assign \$441  = \$433  | \$440 ;
   assign \$442  = op == 1'h1;
-  assign \$443  = op == 2'h2;
-  assign \$444  = \$442  | \$443 ;
-  assign \$445  = cur == 3'h4;
-  assign \$446  = \$444  & \$445 ;
-  assign \$447  = | slot;
-  assign \$448  = \$446  & \$447 ;
-  assign \$449  = ~ \$448 ;
-  assign spad_rd__en = \$441  & \$449 ;
-  assign \$450  = ! cur;
-  assign \$451  = \$signal$97  + seg;
-  assign \$452  = op == 3'h4;
-  assign \$453  = cur == 3'h4;
-  assign \$454  = \$452  & \$453 ;
-  assign \$455  = slot == 1'h1;
-  assign \$456  = \$454  & \$455 ;
-  assign \$457  = \$456  ? \$signal$109  : \$signal$108 ;
-  assign \$458  = \$450  ? \$451  : \$457 ;
-  assign \$459  = cur == 3'h4;
-  assign \$460  = ! slot;
-  assign \$461  = \$459  & \$460 ;
-  assign \$462  = ~ \$461 ;
-  assign \$463  = pending_out + level;
-  assign \$464  = \$463  < 4'hf;
-  assign \$465  = \$462  | \$464 ;
-  assign \$466  = issuing & \$465 ;
-  assign \$467  = | slot;
-  assign \$468  = ! group_gap;
-  assign \$469  = \$467  | \$468 ;
-  assign \$470  = \$466  & \$469 ;
-  assign \$471  = op == 1'h1;
-  assign \$472  = op == 2'h2;
+  assign \$443  = bet + segs;
+  assign \$444  = \$443  - 1'h1;
+  assign \$445  = $signed(\$444 ) >= $signed(15'h2000);
+  assign \$446  = \$442  & \$445 ;
+  assign \$447  = \$441  | \$446 ;
+  assign \$448  = | err;
+  assign \$449  = op == 2'h3;
+  assign \$450  = \$signal$95  + row;
+  assign \$451  = \$signal$97  + row;
+  assign \$452  = dst + row;
+  assign \$453  = ! op;
+  assign \$454  = op == 1'h1;
+  assign \$455  = op == 2'h2;
+  assign \$456  = \$454  | \$455 ;
+  assign \$457  = \$456  ? 3'h3 : 3'h4;
+  assign \$458  = \$453  ? 3'h1 : \$457 ;
+  assign \$459  = op == 1'h1;
+  assign \$460  = op == 2'h2;
+  assign \$461  = \$459  | \$460 ;
+  assign \$462  = cur == 3'h4;
+  assign \$463  = \$461  & \$462 ;
+  assign \$464  = | slot;
+  assign \$465  = \$463  & \$464 ;
+  assign \$466  = acc_rd__en & acc_rd__gnt;
+  assign \$467  = spad_rd__en & spad_rd__gnt;
+  assign \$468  = \$465  ? \$466  : \$467 ;
+  assign \$469  = cur == 3'h4;
+  assign \$470  = op == 1'h1;
+  assign \$471  = op == 2'h2;
+  assign \$472  = op == 3'h4;
   assign \$473  = \$471  | \$472 ;
-  assign \$474  = cur == 3'h4;
-  assign \$475  = \$473  & \$474 ;
-  assign \$476  = | slot;
-  assign \$477  = \$475  & \$476 ;
-  assign acc_rd__en = \$470  & \$477 ;
-  assign \$478  = slot == 1'h1;
-  assign \$479  = \$478  ? \$signal$98  : bet;
-  assign \$480  = \$479  + ptr_p;
-  assign \$481  = | seg_meta[2:0];
-  assign \$482  = grp_busy & \$481 ;
-  assign \$483  = ! grp;
-  assign active = \$482  & \$483 ;
-  assign \$484  = ! seg_meta[2:0];
-  assign \$485  = grp_busy & \$484 ;
-  assign \$486  = ! grp;
-  assign wp__en = \$485  & \$486 ;
-  assign \$1101  = grp * 4'h8;
-  assign \$487  = seg_x >> \$1101 ;
-  assign \$488  = \$487  + 8'h80;
-  assign \$490  = e6_meta[0] & e6_meta[21];
-  assign \$491  = e6_meta[3:1] == 3'h4;
-  assign w_en = \$490  & \$491 ;
-  assign \$492  = ! e6_meta[20:19];
-  assign \$493  = \$492  ? l0_y : row_out[7:0];
-  assign \$494  = e6_meta[20:19] == 1'h1;
-  assign \$495  = \$494  ? l0_y : row_out[15:8];
-  assign \$496  = e6_meta[20:19] == 2'h2;
-  assign \$497  = \$496  ? l0_y : row_out[23:16];
-  assign \$498  = e6_meta[20:19] == 2'h3;
-  assign \$499  = \$498  ? l0_y : row_out[31:24];
-  assign ctl__busy = ~ \$500 ;
-  assign \$500  = ! sfu_fsm_state;
-  assign \$501  = sfu_fsm_state == 1'h1;
-  assign \$502  = sfu_fsm_state == 2'h2;
-  assign \$503  = sfu_fsm_state == 2'h3;
-  assign \$504  = sfu_fsm_state == 3'h4;
-  assign \$505  = sfu_fsm_state == 3'h5;
-  assign \$506  = sfu_fsm_state == 3'h6;
-  assign \$507  = sfu_fsm_state == 3'h7;
-  assign \$508  = sfu_fsm_state == 4'h8;
-  assign \$509  = sfu_fsm_state == 4'h9;
-  assign \$510  = sfu_fsm_state == 4'ha;
-  assign \$511  = sfu_fsm_state == 4'hb;
-  assign \$512  = sfu_fsm_state == 4'hc;
-  assign \$513  = sfu_fsm_state == 4'hd;
-  assign \$514  = sfu_fsm_state == 4'he;
-  assign \$515  = sfu_fsm_state == 4'hf;
+  assign \$474  = \$473  ? 2'h2 : 2'h1;
+  assign \$475  = \$470  ? 2'h3 : \$474 ;
+  assign \$476  = \$469  ? \$475  : 2'h1;
+  assign \$477  = \$476  - 1'h1;
+  assign \$478  = slot == \$477 ;
+  assign \$479  = slot + 1'h1;
+  assign \$480  = \$478  ? 3'h0 : \$479 ;
+  assign \$481  = op == 1'h1;
+  assign \$482  = op == 2'h2;
+  assign \$483  = \$481  | \$482 ;
+  assign \$484  = cur == 3'h4;
+  assign \$485  = \$483  & \$484 ;
+  assign \$486  = | slot;
+  assign \$487  = \$485  & \$486 ;
+  assign \$488  = acc_rd__en & acc_rd__gnt;
+  assign \$489  = spad_rd__en & spad_rd__gnt;
+  assign \$490  = \$487  ? \$488  : \$489 ;
+  assign \$491  = cur == 3'h4;
+  assign \$492  = op == 1'h1;
+  assign \$493  = op == 2'h2;
+  assign \$494  = op == 3'h4;
+  assign \$495  = \$493  | \$494 ;
+  assign \$496  = \$495  ? 2'h2 : 2'h1;
+  assign \$497  = \$492  ? 2'h3 : \$496 ;
+  assign \$498  = \$491  ? \$497  : 2'h1;
+  assign \$499  = \$498  - 1'h1;
+  assign \$500  = slot == \$499 ;
+  assign \$501  = \$490  & \$500 ;
+  assign \$502  = seg + 1'h1;
+  assign \$503  = pos + 3'h4;
+  assign \$504  = ptr_p + 1'h1;
+  assign \$505  = \$signal$108  + \$signal$94 ;
+  assign \$506  = \$signal$109  + \$signal$94 ;
+  assign \$507  = ptr_d + \$signal$94 ;
+  assign \$508  = seg + 1'h1;
+  assign \$509  = ! cur;
+  assign \$510  = \$509  ? 17'h00040 : segs;
+  assign \$511  = \$508  == \$510 ;
+  assign \$512  = ! inflight;
+  assign \$513  = \$signal  * s2;
+  assign \$514  = op == 1'h1;
+  assign \$515  = $signed(s1) * $signed(s1);
+  assign \$516  = \$514  ? \$515  : 44'h00000000000;
+  assign \$517  = $signed({ 1'h0, \$513  }) - $signed(\$516 );
+  assign \$518  = row + 1'h1;
+  assign \$519  = \$518  == \$signal$93 ;
+  assign \$520  = row + 1'h1;
+  assign \$521  = \$signal$95  + row;
+  assign \$522  = \$signal$97  + row;
+  assign \$523  = dst + row;
+  assign \$524  = ! d_val;
+  assign \$526  = \$signal$100  << eps_exp;
+  assign \$527  = \$525  + \$526 ;
+  assign \$529  = sq_cnt - 1'h1;
+  assign \$530  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
+  assign \$531  = { sq_rem, sq_n[79:78] } - { sq_root, 2'h1 };
+  assign \$532  = \$530  ? \$531  : { 1'h0, sq_rem, sq_n[79:78] };
+  assign \$533  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
+  assign \$534  = sq_cnt == 1'h1;
+  assign \$535  = bitlen + 5'h17;
+  assign \$536  = 1'h1 << \$535 ;
+  assign \$537  = bitlen + 5'h17;
+  assign \$538  = \$537  - 5'h10;
+  assign \$539  = $signed(\$538 ) - $signed(6'h10);
+  assign \$541  = dv_cnt - 1'h1;
+  assign \$542  = { dv_rem, dv_num[63] } >= dv_den;
+  assign \$543  = { dv_rem, dv_num[63] } - dv_den;
+  assign \$544  = \$542  ? \$543  : { 1'h0, dv_rem, dv_num[63] };
+  assign \$545  = { dv_rem, dv_num[63] } >= dv_den;
+  assign \$546  = dv_cnt == 1'h1;
+  assign \$547  = ! inflight;
+  assign \$548  = ~ r_rdy;
+  assign \$549  = \$547  & \$548 ;
+  assign \$550  = ! level;
+  assign \$551  = \$549  & \$550 ;
+  assign \$552  = cur == 3'h4;
+  assign \$553  = ! slot;
+  assign \$554  = \$552  & \$553 ;
+  assign \$555  = ~ \$554 ;
+  assign \$556  = pending_out + level;
+  assign \$557  = \$556  < 4'hf;
+  assign \$558  = \$555  | \$557 ;
+  assign \$559  = issuing & \$558 ;
+  assign \$560  = | slot;
+  assign \$561  = ! group_gap;
+  assign \$562  = \$560  | \$561 ;
+  assign \$563  = \$559  & \$562 ;
+  assign \$564  = op == 1'h1;
+  assign \$565  = op == 2'h2;
+  assign \$566  = \$564  | \$565 ;
+  assign \$567  = cur == 3'h4;
+  assign \$568  = \$566  & \$567 ;
+  assign \$569  = | slot;
+  assign \$570  = \$568  & \$569 ;
+  assign \$571  = ~ \$570 ;
+  assign spad_rd__en = \$563  & \$571 ;
+  assign \$572  = ! cur;
+  assign \$573  = \$signal$97  + seg;
+  assign \$574  = op == 3'h4;
+  assign \$575  = cur == 3'h4;
+  assign \$576  = \$574  & \$575 ;
+  assign \$577  = slot == 1'h1;
+  assign \$578  = \$576  & \$577 ;
+  assign \$579  = \$578  ? \$signal$109  : \$signal$108 ;
+  assign \$580  = \$572  ? \$573  : \$579 ;
+  assign \$581  = cur == 3'h4;
+  assign \$582  = ! slot;
+  assign \$583  = \$581  & \$582 ;
+  assign \$584  = ~ \$583 ;
+  assign \$585  = pending_out + level;
+  assign \$586  = \$585  < 4'hf;
+  assign \$587  = \$584  | \$586 ;
+  assign \$588  = issuing & \$587 ;
+  assign \$589  = | slot;
+  assign \$590  = ! group_gap;
+  assign \$591  = \$589  | \$590 ;
+  assign \$592  = \$588  & \$591 ;
+  assign \$593  = op == 1'h1;
+  assign \$594  = op == 2'h2;
+  assign \$595  = \$593  | \$594 ;
+  assign \$596  = cur == 3'h4;
+  assign \$597  = \$595  & \$596 ;
+  assign \$598  = | slot;
+  assign \$599  = \$597  & \$598 ;
+  assign acc_rd__en = \$592  & \$599 ;
+  assign \$600  = slot == 1'h1;
+  assign \$601  = \$600  ? \$signal$98  : bet;
+  assign \$602  = \$601  + ptr_p;
+  assign \$603  = | seg_meta[2:0];
+  assign \$604  = grp_busy & \$603 ;
+  assign \$605  = ! grp;
+  assign \$606  = \$604  & \$605 ;
+  assign \$607  = rd_tag2[0] & rd_tag2[3];
+  assign \$608  = rd_tag2[7:5] == 1'h1;
+  assign \$609  = \$607  & \$608 ;
+  assign active = \$606  | \$609 ;
+  assign \$610  = ! seg_meta[2:0];
+  assign \$611  = grp_busy & \$610 ;
+  assign \$612  = ! grp;
+  assign wp__en = \$611  & \$612 ;
+  assign \$1349  = grp * 4'h8;
+  assign \$613  = seg_x >> \$1349 ;
+  assign \$614  = \$613  + 8'h80;
+  assign \$616  = e6_meta[0] & e6_meta[21];
+  assign \$617  = e6_meta[3:1] == 3'h4;
+  assign w_en = \$616  & \$617 ;
+  assign \$618  = ! e6_meta[20:19];
+  assign \$619  = \$618  ? l0_y : row_out[7:0];
+  assign \$620  = e6_meta[20:19] == 1'h1;
+  assign \$621  = \$620  ? l0_y : row_out[15:8];
+  assign \$622  = e6_meta[20:19] == 2'h2;
+  assign \$623  = \$622  ? l0_y : row_out[23:16];
+  assign \$624  = e6_meta[20:19] == 2'h3;
+  assign \$625  = \$624  ? l0_y : row_out[31:24];
+  assign ctl__busy = ~ \$626 ;
+  assign \$626  = ! sfu_fsm_state;
+  assign \$627  = sfu_fsm_state == 1'h1;
+  assign \$628  = sfu_fsm_state == 2'h2;
+  assign \$629  = sfu_fsm_state == 2'h3;
+  assign \$630  = sfu_fsm_state == 3'h4;
+  assign \$631  = sfu_fsm_state == 3'h5;
+  assign \$632  = sfu_fsm_state == 3'h6;
+  assign \$633  = sfu_fsm_state == 3'h7;
+  assign \$634  = sfu_fsm_state == 4'h8;
+  assign \$635  = sfu_fsm_state == 4'h9;
+  assign \$636  = sfu_fsm_state == 4'ha;
+  assign \$637  = sfu_fsm_state == 4'hb;
+  assign \$638  = sfu_fsm_state == 4'hc;
+  assign \$639  = sfu_fsm_state == 4'hd;
+  assign \$640  = sfu_fsm_state == 4'he;
+  assign \$641  = sfu_fsm_state == 4'hf;
   always @(posedge clk)
-    done <= \$516 ;
+    done <= \$642 ;
   always @(posedge clk)
-    group_gap <= \$517 ;
+    group_gap <= \$643 ;
   always @(posedge clk)
-    rd_tag0 <= \$518 ;
+    rd_tag0 <= \$644 ;
   always @(posedge clk)
-    rd_tag1 <= \$519 ;
+    rd_tag1 <= \$645 ;
   always @(posedge clk)
-    rd_tag2 <= \$520 ;
+    rd_tag2 <= \$646 ;
   always @(posedge clk)
-    lat_x <= \$521 ;
+    lat_x <= \$647 ;
   always @(posedge clk)
-    lat_b <= \$522 ;
+    lat_b <= \$648 ;
   always @(posedge clk)
-    lat_g <= \$523 ;
+    lat_g <= \$649 ;
   always @(posedge clk)
-    seg_x <= \$524 ;
+    seg_x <= \$650 ;
   always @(posedge clk)
-    seg_b <= \$525 ;
+    seg_b <= \$651 ;
   always @(posedge clk)
-    seg_g <= \$526 ;
+    seg_g <= \$652 ;
   always @(posedge clk)
-    seg_beta <= \$527 ;
+    seg_beta <= \$653 ;
   always @(posedge clk)
-    seg_meta <= \$528 ;
+    seg_meta <= \$654 ;
   always @(posedge clk)
-    grp_busy <= \$529 ;
+    grp_busy <= \$655 ;
   always @(posedge clk)
-    grp <= \$530 ;
+    grp <= \$656 ;
   always @(posedge clk)
-    lut0_sel <= \$531 ;
+    lut0_sel <= \$657 ;
   always @(posedge clk)
-    e1_meta <= \$532 ;
+    e1_meta <= \$658 ;
   always @(posedge clk)
-    e2_meta <= \$533 ;
+    e2_meta <= \$659 ;
   always @(posedge clk)
-    e3_meta <= \$534 ;
+    e3_meta <= \$660 ;
   always @(posedge clk)
-    e4_meta <= \$535 ;
+    e4_meta <= \$661 ;
   always @(posedge clk)
-    e5_meta <= \$536 ;
+    e5_meta <= \$662 ;
   always @(posedge clk)
-    e6_meta <= \$537 ;
+    e6_meta <= \$663 ;
   always @(posedge clk)
-    l0_u <= \$134 ;
+    l0_u <= \$141 ;
   always @(posedge clk)
-    l0_xs <= \$136 ;
+    l0_xs <= \$143 ;
   always @(posedge clk)
-    l0_eb <= \$138 ;
+    l0_eb <= \$145 ;
   always @(posedge clk)
-    l0_g1 <= \$139 ;
+    l0_g1 <= \$146 ;
   always @(posedge clk)
-    l0_be1 <= \$140 ;
+    l0_be1 <= \$147 ;
   always @(posedge clk)
-    l0_t <= \$141 ;
+    l0_t <= \$148 ;
   always @(posedge clk)
-    l0_dt <= \$142 ;
+    l0_dt <= \$149 ;
   always @(posedge clk)
     l0_w <= l0_u[9:0];
   always @(posedge clk)
     l0_n <= l0_u[23:16];
   always @(posedge clk)
-    l0_c <= \$146 [22:0];
+    l0_c <= \$153 [22:0];
   always @(posedge clk)
-    l0_pa <= \$147 ;
+    l0_pa <= \$154 ;
   always @(posedge clk)
     l0_g2 <= l0_g1;
   always @(posedge clk)
     l0_be2 <= l0_be1;
   always @(posedge clk)
-    l0_y2 <= \$148 ;
+    l0_y2 <= \$155 ;
   always @(posedge clk)
-    l0_v <= \$152 [15:0];
+    l0_v <= \$159 [15:0];
   always @(posedge clk)
     l0_n3 <= l0_n;
   always @(posedge clk)
-    l0_cr <= \$153 ;
+    l0_cr <= \$160 ;
   always @(posedge clk)
-    l0_pe <= { \$154 [33], \$154  };
+    l0_pe <= { \$161 [33], \$161  };
   always @(posedge clk)
     l0_g3 <= l0_g2;
   always @(posedge clk)
@@ -40573,9 +40944,9 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   always @(posedge clk)
     l0_y3 <= l0_y2;
   always @(posedge clk)
-    l0_e <= \$169 [25:0];
+    l0_e <= \$176 [25:0];
   always @(posedge clk)
-    l0_z <= \$174 [24:0];
+    l0_z <= \$181 [24:0];
   always @(posedge clk)
     l0_pe4 <= l0_pe;
   always @(posedge clk)
@@ -40585,123 +40956,123 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   always @(posedge clk)
     l0_y4 <= l0_y3;
   always @(posedge clk)
-    l0_prod <= \$175 ;
+    l0_prod <= \$182 ;
   always @(posedge clk)
-    l0_p <= \$181 ;
+    l0_p <= \$188 ;
   always @(posedge clk)
     l0_y5 <= l0_y4;
   always @(posedge clk)
-    l0_y <= \$217 ;
+    l0_y <= \$224 ;
   always @(posedge clk)
-    m_row <= \$538 ;
+    m_row <= \$664 ;
   always @(posedge clk)
-    s_sum <= \$539 ;
+    s_sum <= \$665 ;
   always @(posedge clk)
-    s1 <= \$540 ;
+    s1 <= \$666 ;
   always @(posedge clk)
-    s2 <= \$541 ;
+    s2 <= \$667 ;
   always @(posedge clk)
-    row_out <= \$542 ;
+    row_out <= \$668 ;
   always @(posedge clk)
-    inflight <= \$543 ;
+    inflight <= \$669 ;
   always @(posedge clk)
-    pending_out <= \$544 ;
+    pending_out <= \$670 ;
   always @(posedge clk)
-    op <= \$545 ;
+    op <= \$671 ;
   always @(posedge clk)
-    raw <= \$546 ;
+    raw <= \$672 ;
   always @(posedge clk)
-    sfu_fsm_state <= \$547 ;
+    sfu_fsm_state <= \$673 ;
   always @(posedge clk)
-    \$signal$93  <= \$548 ;
+    \$signal$93  <= \$674 ;
   always @(posedge clk)
-    \$signal  <= \$549 ;
+    \$signal  <= \$675 ;
   always @(posedge clk)
-    \$signal$94  <= \$550 ;
+    \$signal$94  <= \$676 ;
   always @(posedge clk)
-    \$signal$95  <= \$551 ;
+    \$signal$95  <= \$677 ;
   always @(posedge clk)
-    dst <= \$552 ;
+    dst <= \$678 ;
   always @(posedge clk)
-    \$signal$14  <= \$553 ;
+    \$signal$14  <= \$679 ;
   always @(posedge clk)
-    \$signal$44  <= \$554 ;
+    \$signal$44  <= \$680 ;
   always @(posedge clk)
-    \$signal$46  <= \$555 ;
+    \$signal$46  <= \$681 ;
   always @(posedge clk)
-    zo <= \$556 ;
+    zo <= \$682 ;
   always @(posedge clk)
-    \$signal$42  <= \$557 ;
+    \$signal$42  <= \$683 ;
   always @(posedge clk)
-    shift <= \$558 ;
+    shift <= \$684 ;
   always @(posedge clk)
-    \$signal$97  <= \$559 ;
+    \$signal$97  <= \$685 ;
   always @(posedge clk)
-    \$signal$98  <= \$560 ;
+    \$signal$98  <= \$686 ;
   always @(posedge clk)
-    bet <= \$561 ;
+    bet <= \$687 ;
   always @(posedge clk)
-    \$signal$100  <= \$562 ;
+    \$signal$100  <= \$688 ;
   always @(posedge clk)
-    eps_exp <= \$563 ;
+    eps_exp <= \$689 ;
   always @(posedge clk)
-    \$signal$16  <= \$564 ;
+    \$signal$16  <= \$690 ;
   always @(posedge clk)
-    reserved_bad <= \$565 ;
+    reserved_bad <= \$691 ;
   always @(posedge clk)
-    segs <= \$566 ;
+    segs <= \$692 ;
   always @(posedge clk)
-    span <= \$567 ;
+    span <= \$693 ;
   always @(posedge clk)
-    err <= \$568 ;
+    err <= \$694 ;
   always @(posedge clk)
-    error <= \$569 ;
+    error <= \$695 ;
   always @(posedge clk)
-    row <= \$570 ;
+    row <= \$696 ;
   always @(posedge clk)
-    cur <= \$571 ;
+    cur <= \$697 ;
   always @(posedge clk)
-    seg <= \$572 ;
+    seg <= \$698 ;
   always @(posedge clk)
-    slot <= \$573 ;
+    slot <= \$699 ;
   always @(posedge clk)
-    pos <= \$574 ;
+    pos <= \$700 ;
   always @(posedge clk)
-    ptr_p <= \$575 ;
+    ptr_p <= \$701 ;
   always @(posedge clk)
-    \$signal$108  <= \$576 ;
+    \$signal$108  <= \$702 ;
   always @(posedge clk)
-    \$signal$109  <= \$577 ;
+    \$signal$109  <= \$703 ;
   always @(posedge clk)
-    ptr_d <= \$578 ;
+    ptr_d <= \$704 ;
   always @(posedge clk)
-    dv_num <= \$579 ;
+    dv_num <= \$705 ;
   always @(posedge clk)
-    dv_den <= \$580 ;
+    dv_den <= \$706 ;
   always @(posedge clk)
-    dv_rem <= \$581 ;
+    dv_rem <= \$707 ;
   always @(posedge clk)
-    dv_q <= \$582 ;
+    dv_q <= \$708 ;
   always @(posedge clk)
-    dv_cnt <= \$583 ;
+    dv_cnt <= \$709 ;
   always @(posedge clk)
-    d_val <= \$584 ;
+    d_val <= \$710 ;
   always @(posedge clk)
-    zero_d <= \$585 ;
+    zero_d <= \$711 ;
   always @(posedge clk)
-    sq_n <= \$586 ;
+    sq_n <= \$712 ;
   always @(posedge clk)
-    sq_rem <= \$587 ;
+    sq_rem <= \$713 ;
   always @(posedge clk)
-    sq_root <= \$588 ;
+    sq_root <= \$714 ;
   always @(posedge clk)
-    sq_cnt <= \$589 ;
+    sq_cnt <= \$715 ;
   always @(posedge clk)
-    sh <= \$590 ;
+    sh <= \$716 ;
   always @(posedge clk)
-    recip <= \$591 ;
+    recip <= \$717 ;
   always @(posedge clk)
-    recip_sm <= \$592 ;
+    recip_sm <= \$718 ;
   assign \$1  = op == 1'h1;
   assign \$2  = op == 2'h2;
   assign \$3  = \$1  | \$2 ;
@@ -40723,384 +41094,261 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \$19  = \$18  - 1'h1;
   assign \$20  = slot == \$19 ;
   assign \$21  = \$10  & \$20 ;
-  assign \$22  = | group_gap;
-  assign \$23  = group_gap - 1'h1;
-  assign \$24  = \$22  ? \$23  : 4'h0;
-  assign \$25  = \$21  ? 4'h3 : \$24 ;
-  assign \$26  = op == 1'h1;
-  assign \$27  = op == 2'h2;
-  assign \$28  = \$26  | \$27 ;
-  assign \$29  = cur == 3'h4;
-  assign \$30  = \$28  & \$29 ;
-  assign \$31  = | slot;
+  assign \$22  = cur != 1'h1;
+  assign \$23  = \$21  & \$22 ;
+  assign \$24  = | group_gap;
+  assign \$25  = group_gap - 1'h1;
+  assign \$26  = \$24  ? \$25  : 4'h0;
+  assign \$27  = \$23  ? 4'h3 : \$26 ;
+  assign \$28  = op == 1'h1;
+  assign \$29  = op == 2'h2;
+  assign \$30  = \$28  | \$29 ;
+  assign \$31  = cur == 3'h4;
   assign \$32  = \$30  & \$31 ;
-  assign \$33  = acc_rd__en & acc_rd__gnt;
-  assign \$34  = spad_rd__en & spad_rd__gnt;
-  assign \$35  = \$32  ? \$33  : \$34 ;
-  assign \$36  = cur == 3'h4;
-  assign \$37  = op == 1'h1;
-  assign \$38  = op == 2'h2;
-  assign \$39  = op == 3'h4;
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = \$40  ? 2'h2 : 2'h1;
-  assign \$42  = \$37  ? 2'h3 : \$41 ;
-  assign \$43  = \$36  ? \$42  : 2'h1;
-  assign \$44  = \$43  - 1'h1;
-  assign \$45  = slot == \$44 ;
-  assign \$46  = op == 1'h1;
-  assign \$47  = op == 2'h2;
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = cur == 3'h4;
-  assign \$50  = \$48  & \$49 ;
-  assign \$51  = | slot;
+  assign \$33  = | slot;
+  assign \$34  = \$32  & \$33 ;
+  assign \$35  = acc_rd__en & acc_rd__gnt;
+  assign \$36  = spad_rd__en & spad_rd__gnt;
+  assign \$37  = \$34  ? \$35  : \$36 ;
+  assign \$38  = cur == 3'h4;
+  assign \$39  = op == 1'h1;
+  assign \$40  = op == 2'h2;
+  assign \$41  = op == 3'h4;
+  assign \$42  = \$40  | \$41 ;
+  assign \$43  = \$42  ? 2'h2 : 2'h1;
+  assign \$44  = \$39  ? 2'h3 : \$43 ;
+  assign \$45  = \$38  ? \$44  : 2'h1;
+  assign \$46  = \$45  - 1'h1;
+  assign \$47  = slot == \$46 ;
+  assign \$48  = op == 1'h1;
+  assign \$49  = op == 2'h2;
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = cur == 3'h4;
   assign \$52  = \$50  & \$51 ;
-  assign \$53  = ! cur;
-  assign \$54  = \$signal  - pos;
-  assign \$55  = $signed(\$54 ) > $signed(1'h0);
-  assign \$56  = \$53  ? 1'h1 : \$55 ;
-  assign \$57  = ~ \$signal$14 ;
-  assign \$58  = | op;
-  assign \$59  = \$57  | \$58 ;
-  assign \$60  = row + \$signal$16 ;
-  assign \$61  = \$60  + 1'h1;
-  assign \$62  = \$61  - pos;
-  assign \$63  = $signed(\$62 ) > $signed(1'h0);
-  assign \$64  = \$59  | \$63 ;
-  assign \$65  = \$56  & \$64 ;
-  assign \$66  = ! cur;
-  assign \$67  = \$signal  - pos;
-  assign \$68  = $signed(\$67 ) > $signed(2'h1);
-  assign \$69  = \$66  ? 1'h1 : \$68 ;
-  assign \$70  = ~ \$signal$14 ;
-  assign \$71  = | op;
-  assign \$72  = \$70  | \$71 ;
-  assign \$73  = row + \$signal$16 ;
-  assign \$74  = \$73  + 1'h1;
-  assign \$75  = \$74  - pos;
-  assign \$76  = $signed(\$75 ) > $signed(2'h1);
-  assign \$77  = \$72  | \$76 ;
-  assign \$78  = \$69  & \$77 ;
-  assign \$79  = ! cur;
-  assign \$80  = \$signal  - pos;
-  assign \$81  = $signed(\$80 ) > $signed(3'h2);
-  assign \$82  = \$79  ? 1'h1 : \$81 ;
-  assign \$83  = ~ \$signal$14 ;
-  assign \$84  = | op;
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = row + \$signal$16 ;
-  assign \$87  = \$86  + 1'h1;
-  assign \$88  = \$87  - pos;
-  assign \$89  = $signed(\$88 ) > $signed(3'h2);
-  assign \$90  = \$85  | \$89 ;
-  assign \$91  = \$82  & \$90 ;
-  assign \$92  = ! cur;
-  assign \$93  = \$signal  - pos;
-  assign \$94  = $signed(\$93 ) > $signed(3'h3);
-  assign \$95  = \$92  ? 1'h1 : \$94 ;
-  assign \$96  = ~ \$signal$14 ;
-  assign \$97  = | op;
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = row + \$signal$16 ;
-  assign \$100  = \$99  + 1'h1;
-  assign \$101  = \$100  - pos;
-  assign \$102  = $signed(\$101 ) > $signed(3'h3);
-  assign \$103  = \$98  | \$102 ;
-  assign \$104  = \$95  & \$103 ;
-  assign \$105  = ~ rd_tag2[4];
-  assign \$106  = rd_tag2[0] & \$105 ;
-  assign \$107  = ! rd_tag2[2:1];
-  assign \$108  = \$106  & \$107 ;
-  assign \$109  = ~ rd_tag2[4];
-  assign \$110  = rd_tag2[0] & \$109 ;
-  assign \$111  = rd_tag2[2:1] == 1'h1;
-  assign \$112  = \$110  & \$111 ;
-  assign \$113  = rd_tag2[0] & rd_tag2[4];
-  assign \$114  = rd_tag2[2:1] == 1'h1;
-  assign \$115  = \$113  & \$114 ;
-  assign \$116  = rd_tag2[0] & rd_tag2[3];
-  assign \$117  = ! rd_tag2[2:1];
-  assign \$118  = \$117  ? spad_rd__data : lat_x;
-  assign \$119  = rd_tag2[2:1] == 1'h1;
-  assign \$120  = \$119  ? spad_rd__data : lat_b;
-  assign \$121  = rd_tag2[2:1] == 1'h1;
-  assign \$122  = rd_tag2[4] & \$121 ;
-  assign \$123  = \$122  ? acc_rd__data : lat_g;
-  assign \$124  = grp + 1'h1;
-  assign \$125  = grp == 2'h3;
-  assign \$718  = grp * 4'h8;
-  assign \$126  = seg_x >> \$718 ;
-  assign \$127  = \$126  + 8'h80;
-  assign \$128  = seg_meta[6:3] >> grp;
-  assign \$129  = grp == 2'h3;
-  assign \$130  = seg_meta[6:3] >> grp;
-  assign \$725  = grp * 4'h8;
-  assign \$131  = seg_x >> \$725 ;
-  assign \$132  = $signed(m_row) - $signed(\$131 );
-  assign \$133  = \$130  ? \$132  : 9'h000;
-  assign \$134  = \$133 [7:0] * \$signal$42 ;
-  assign \$731  = grp * 4'h8;
-  assign \$135  = seg_x >> \$731 ;
-  assign \$136  = $signed(\$135 ) - $signed(\$signal$44 );
-  assign \$735  = grp * 4'h8;
-  assign \$137  = seg_b >> \$735 ;
-  assign \$138  = $signed(\$137 ) - $signed(\$signal$46 );
-  assign \$739  = grp * 6'h20;
-  assign \$139  = seg_g >> \$739 ;
-  assign \$742  = grp * 6'h20;
-  assign \$140  = seg_beta >> \$742 ;
-  assign \$143  = $signed({ 1'h0, \$signal  }) * $signed(l0_xs);
-  assign \$144  = op == 1'h1;
-  assign \$145  = \$144  ? s1 : 22'h000000;
-  assign \$146  = $signed(\$143 ) - $signed(\$145 );
-  assign \$147  = $signed(l0_xs) * $signed(l0_eb);
-  assign \$752  = lut0_sel * 4'h8;
-  assign \$148  = rp__data >> \$752 ;
-  assign \$149  = l0_dt * l0_w;
-  assign \$150  = \$149  + 10'h200;
-  assign \$152  = l0_t - \$151 ;
-  assign \$153  = $signed(l0_c) * $signed({ 1'h0, recip });
-  assign \$154  = $signed(l0_pa) * $signed({ 1'h0, \$signal$42  });
-  assign \$155  = l0_n3 - 4'ha;
-  assign \$156  = $signed(\$155 ) <= $signed(1'h0);
-  assign \$157  = l0_n3 - 4'ha;
-  assign \$158  = - $signed(\$157 );
-  assign \$159  = l0_v << \$158 [3:0];
-  assign \$160  = l0_n3 - 4'ha;
-  assign \$161  = $signed(\$160 ) >= $signed(6'h11);
+  assign \$53  = | slot;
+  assign \$54  = \$52  & \$53 ;
+  assign \$55  = ! cur;
+  assign \$56  = \$signal  - pos;
+  assign \$57  = $signed(\$56 ) > $signed(1'h0);
+  assign \$58  = \$55  ? 1'h1 : \$57 ;
+  assign \$59  = ~ \$signal$14 ;
+  assign \$60  = | op;
+  assign \$61  = \$59  | \$60 ;
+  assign \$62  = row + \$signal$16 ;
+  assign \$63  = \$62  + 1'h1;
+  assign \$64  = \$63  - pos;
+  assign \$65  = $signed(\$64 ) > $signed(1'h0);
+  assign \$66  = \$61  | \$65 ;
+  assign \$67  = \$58  & \$66 ;
+  assign \$68  = ! cur;
+  assign \$69  = \$signal  - pos;
+  assign \$70  = $signed(\$69 ) > $signed(2'h1);
+  assign \$71  = \$68  ? 1'h1 : \$70 ;
+  assign \$72  = ~ \$signal$14 ;
+  assign \$73  = | op;
+  assign \$74  = \$72  | \$73 ;
+  assign \$75  = row + \$signal$16 ;
+  assign \$76  = \$75  + 1'h1;
+  assign \$77  = \$76  - pos;
+  assign \$78  = $signed(\$77 ) > $signed(2'h1);
+  assign \$79  = \$74  | \$78 ;
+  assign \$80  = \$71  & \$79 ;
+  assign \$81  = ! cur;
+  assign \$82  = \$signal  - pos;
+  assign \$83  = $signed(\$82 ) > $signed(3'h2);
+  assign \$84  = \$81  ? 1'h1 : \$83 ;
+  assign \$85  = ~ \$signal$14 ;
+  assign \$86  = | op;
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = row + \$signal$16 ;
+  assign \$89  = \$88  + 1'h1;
+  assign \$90  = \$89  - pos;
+  assign \$91  = $signed(\$90 ) > $signed(3'h2);
+  assign \$92  = \$87  | \$91 ;
+  assign \$93  = \$84  & \$92 ;
+  assign \$94  = ! cur;
+  assign \$95  = \$signal  - pos;
+  assign \$96  = $signed(\$95 ) > $signed(3'h3);
+  assign \$97  = \$94  ? 1'h1 : \$96 ;
+  assign \$98  = ~ \$signal$14 ;
+  assign \$99  = | op;
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = row + \$signal$16 ;
+  assign \$102  = \$101  + 1'h1;
+  assign \$103  = \$102  - pos;
+  assign \$104  = $signed(\$103 ) > $signed(3'h3);
+  assign \$105  = \$100  | \$104 ;
+  assign \$106  = \$97  & \$105 ;
+  assign \$107  = ~ rd_tag2[4];
+  assign \$108  = rd_tag2[0] & \$107 ;
+  assign \$109  = ! rd_tag2[2:1];
+  assign \$110  = \$108  & \$109 ;
+  assign \$111  = ~ rd_tag2[4];
+  assign \$112  = rd_tag2[0] & \$111 ;
+  assign \$113  = rd_tag2[2:1] == 1'h1;
+  assign \$114  = \$112  & \$113 ;
+  assign \$115  = rd_tag2[0] & rd_tag2[4];
+  assign \$116  = rd_tag2[2:1] == 1'h1;
+  assign \$117  = \$115  & \$116 ;
+  assign \$118  = rd_tag2[0] & rd_tag2[3];
+  assign \$119  = rd_tag2[0] & rd_tag2[3];
+  assign \$120  = rd_tag2[7:5] == 1'h1;
+  assign \$121  = \$119  & \$120 ;
+  assign \$122  = ~ \$121 ;
+  assign \$123  = \$118  & \$122 ;
+  assign \$124  = ! rd_tag2[2:1];
+  assign \$125  = \$124  ? spad_rd__data : lat_x;
+  assign \$126  = rd_tag2[2:1] == 1'h1;
+  assign \$127  = \$126  ? spad_rd__data : lat_b;
+  assign \$128  = rd_tag2[2:1] == 1'h1;
+  assign \$129  = rd_tag2[4] & \$128 ;
+  assign \$130  = \$129  ? acc_rd__data : lat_g;
+  assign \$131  = grp + 1'h1;
+  assign \$132  = grp == 2'h3;
+  assign \$851  = grp * 4'h8;
+  assign \$133  = seg_x >> \$851 ;
+  assign \$134  = \$133  + 8'h80;
+  assign \$135  = seg_meta[6:3] >> grp;
+  assign \$136  = grp == 2'h3;
+  assign \$137  = seg_meta[6:3] >> grp;
+  assign \$858  = grp * 4'h8;
+  assign \$138  = seg_x >> \$858 ;
+  assign \$139  = $signed(m_row) - $signed(\$138 );
+  assign \$140  = \$137  ? \$139  : 9'h000;
+  assign \$141  = \$140 [7:0] * \$signal$42 ;
+  assign \$864  = grp * 4'h8;
+  assign \$142  = seg_x >> \$864 ;
+  assign \$143  = $signed(\$142 ) - $signed(\$signal$44 );
+  assign \$868  = grp * 4'h8;
+  assign \$144  = seg_b >> \$868 ;
+  assign \$145  = $signed(\$144 ) - $signed(\$signal$46 );
+  assign \$872  = grp * 6'h20;
+  assign \$146  = seg_g >> \$872 ;
+  assign \$875  = grp * 6'h20;
+  assign \$147  = seg_beta >> \$875 ;
+  assign \$150  = $signed({ 1'h0, \$signal  }) * $signed(l0_xs);
+  assign \$151  = op == 1'h1;
+  assign \$152  = \$151  ? s1 : 22'h000000;
+  assign \$153  = $signed(\$150 ) - $signed(\$152 );
+  assign \$154  = $signed(l0_xs) * $signed(l0_eb);
+  assign \$885  = lut0_sel * 4'h8;
+  assign \$155  = rp__data >> \$885 ;
+  assign \$156  = l0_dt * l0_w;
+  assign \$157  = \$156  + 10'h200;
+  assign \$159  = l0_t - \$158 ;
+  assign \$160  = $signed(l0_c) * $signed({ 1'h0, recip });
+  assign \$161  = $signed(l0_pa) * $signed({ 1'h0, \$signal$42  });
   assign \$162  = l0_n3 - 4'ha;
-  assign \$163  = $signed(\$162 ) - $signed(2'h1);
-  assign \$164  = 1'h1 << \$163 [4:0];
-  assign \$165  = l0_v + \$164 ;
-  assign \$166  = l0_n3 - 4'ha;
-  assign \$167  = \$165  >> \$166 [4:0];
-  assign \$168  = \$161  ? 49'h0000000000000 : \$167 ;
-  assign \$169  = \$156  ? { 18'h00000, \$159  } : \$168 ;
-  assign \$170  = sh - 1'h1;
-  assign \$171  = 1'h1 << \$170 [5:0];
-  assign \$172  = $signed(l0_cr) + $signed({ 1'h0, \$171  });
-  assign \$173  = $signed(\$172 ) >>> sh;
-  assign \$174  = zero_d ? 113'h00000000000000000000000000000 : \$173 ;
-  assign \$175  = l0_e * recip_sm;
-  assign \$176  = op == 3'h4;
-  assign \$177  = $signed(l0_z) * $signed(l0_g4);
-  assign \$178  = op == 1'h1;
-  assign \$179  = \$178  ? l0_be4 : 32'd0;
-  assign \$180  = $signed(\$177 ) + $signed(\$179 );
-  assign \$181  = \$176  ? { l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4 } : \$180 ;
-  assign \$182  = ! op;
-  assign \$183  = l0_prod + 34'h200000000;
-  assign \$185  = \$184  > 7'h7f;
-  assign \$186  = l0_prod + 34'h200000000;
-  assign \$188  = \$185  ? 43'h0000000007f : \$187 ;
-  assign \$189  = op == 2'h3;
-  assign \$190  = ! shift;
-  assign \$191  = $signed(l0_p) >>> shift;
-  assign \$192  = shift - 1'h1;
-  assign \$193  = $signed(l0_p) >>> \$192 [5:0];
-  assign \$194  = $signed(\$191 ) + $signed({ 1'h0, \$193 [0] });
-  assign \$195  = \$190  ? { l0_p[57], l0_p } : \$194 ;
-  assign \$196  = $signed(\$195 ) + $signed(zo);
-  assign \$197  = $signed(\$196 ) > $signed(8'h7f);
-  assign \$198  = ! shift;
-  assign \$199  = $signed(l0_p) >>> shift;
-  assign \$200  = shift - 1'h1;
-  assign \$201  = $signed(l0_p) >>> \$200 [5:0];
-  assign \$202  = $signed(\$199 ) + $signed({ 1'h0, \$201 [0] });
-  assign \$203  = \$198  ? { l0_p[57], l0_p } : \$202 ;
-  assign \$204  = $signed(\$203 ) + $signed(zo);
-  assign \$205  = $signed(\$204 ) < $signed(8'h80);
-  assign \$206  = ! shift;
-  assign \$207  = $signed(l0_p) >>> shift;
-  assign \$208  = shift - 1'h1;
-  assign \$209  = $signed(l0_p) >>> \$208 [5:0];
-  assign \$210  = $signed(\$207 ) + $signed({ 1'h0, \$209 [0] });
-  assign \$211  = \$206  ? { l0_p[57], l0_p } : \$210 ;
-  assign \$212  = $signed(\$211 ) + $signed(zo);
-  assign \$213  = \$205  ? 60'hfffffffffffff80 : \$212 ;
-  assign \$214  = \$197  ? 60'h00000000000007f : \$213 ;
-  assign \$215  = \$189  ? l0_y5 : \$214 [7:0];
-  assign \$216  = \$182  ? \$188 [7:0] : \$215 ;
-  assign \$217  = e5_meta[4] ? \$216  : 8'h00;
-  assign \$218  = seg_meta[2:0] == 1'h1;
-  assign \$219  = grp_busy & \$218 ;
-  assign \$220  = e4_meta[3:1] == 2'h2;
-  assign \$221  = e4_meta[0] & \$220 ;
-  assign \$222  = e1_meta[3:1] == 2'h3;
-  assign \$223  = e1_meta[0] & \$222 ;
-  assign \$224  = seg_meta[6:3] >> grp;
-  assign \$831  = grp * 4'h8;
-  assign \$225  = seg_x >> \$831 ;
-  assign \$226  = \$224  ? \$225  : 8'h80;
-  assign \$227  = $signed(\$226 ) > $signed(m_row);
-  assign \$228  = seg_meta[6:3] >> grp;
-  assign \$837  = grp * 4'h8;
-  assign \$229  = seg_x >> \$837 ;
-  assign \$230  = \$228  ? \$229  : 8'h80;
-  assign \$231  = \$227  ? \$230  : m_row;
-  assign \$232  = e4_meta[4] ? l0_e : 26'h0000000;
-  assign \$233  = s_sum + \$232 ;
-  assign \$234  = e1_meta[4] ? l0_xs : 9'h000;
-  assign \$235  = $signed(s1) + $signed(\$234 );
-  assign \$236  = e1_meta[4] ? l0_xs : 9'h000;
-  assign \$237  = e1_meta[4] ? l0_xs : 9'h000;
-  assign \$238  = $signed(\$236 ) * $signed(\$237 );
-  assign \$239  = $signed({ 1'h0, s2 }) + $signed(\$238 );
-  assign \$240  = op == 1'h1;
-  assign \$241  = op == 2'h2;
-  assign \$242  = \$240  | \$241 ;
-  assign \$243  = cur == 3'h4;
-  assign \$244  = \$242  & \$243 ;
-  assign \$245  = | slot;
-  assign \$246  = \$244  & \$245 ;
-  assign \$247  = acc_rd__en & acc_rd__gnt;
-  assign \$248  = spad_rd__en & spad_rd__gnt;
-  assign \$249  = \$246  ? \$247  : \$248 ;
-  assign \$250  = ! slot;
-  assign \$251  = \$249  & \$250 ;
-  assign \$252  = inflight + \$251 ;
-  assign \$253  = e6_meta[0] & e6_meta[21];
-  assign \$254  = \$252  - \$253 ;
-  assign \$255  = op == 1'h1;
-  assign \$256  = op == 2'h2;
-  assign \$257  = \$255  | \$256 ;
-  assign \$258  = cur == 3'h4;
-  assign \$259  = \$257  & \$258 ;
-  assign \$260  = | slot;
-  assign \$261  = \$259  & \$260 ;
-  assign \$262  = acc_rd__en & acc_rd__gnt;
-  assign \$263  = spad_rd__en & spad_rd__gnt;
-  assign \$264  = \$261  ? \$262  : \$263 ;
-  assign \$265  = ! slot;
-  assign \$266  = \$264  & \$265 ;
-  assign \$267  = cur == 3'h4;
-  assign \$268  = \$266  & \$267 ;
-  assign \$269  = pending_out + \$268 ;
-  assign \$270  = e6_meta[0] & e6_meta[21];
-  assign \$271  = e6_meta[3:1] == 3'h4;
-  assign \$272  = \$270  & \$271 ;
-  assign \$273  = \$269  - \$272 ;
-  assign \$274  = | raw[223:125];
-  assign \$275  = | raw[223:176];
-  assign \$276  = | raw[223:112];
-  assign \$277  = | raw[223:158];
-  assign \$278  = \$signal  + 2'h3;
-  assign \$280  = segs - 1'h1;
-  assign \$281  = \$280 [15:0] * \$signal$94 ;
-  assign \$282  = ! \$signal$93 ;
-  assign \$283  = ! \$signal ;
-  assign \$284  = \$282  | \$283 ;
-  assign \$285  = op == 1'h1;
-  assign \$286  = op == 2'h2;
-  assign \$287  = \$285  | \$286 ;
-  assign \$288  = \$signal  > 13'h1000;
-  assign \$289  = \$287  & \$288 ;
-  assign \$290  = \$284  | \$289 ;
-  assign \$291  = \$signal$95  + span;
-  assign \$292  = \$291  + \$signal$93 ;
-  assign \$293  = \$292  - 1'h1;
-  assign \$294  = $signed(\$293 ) >= $signed(16'h4000);
-  assign \$295  = dst + span;
-  assign \$296  = \$295  + \$signal$93 ;
-  assign \$297  = \$296  - 1'h1;
-  assign \$298  = $signed(\$297 ) >= $signed(16'h4000);
-  assign \$299  = \$294  | \$298 ;
-  assign \$300  = op == 3'h4;
-  assign \$301  = \$signal$97  + span;
-  assign \$302  = \$301  + \$signal$93 ;
-  assign \$303  = \$302  - 1'h1;
-  assign \$304  = $signed(\$303 ) >= $signed(16'h4000);
-  assign \$305  = \$300  & \$304 ;
-  assign \$306  = \$299  | \$305 ;
-  assign \$307  = op == 2'h3;
-  assign \$308  = \$signal$97  + 6'h3f;
-  assign \$309  = \$308  >= 15'h4000;
-  assign \$310  = \$307  & \$309 ;
-  assign \$311  = \$306  | \$310 ;
-  assign \$312  = op == 1'h1;
-  assign \$313  = op == 2'h2;
-  assign \$314  = \$312  | \$313 ;
-  assign \$315  = \$signal$98  + segs;
-  assign \$316  = \$315  - 1'h1;
-  assign \$317  = $signed(\$316 ) >= $signed(15'h2000);
-  assign \$318  = \$314  & \$317 ;
-  assign \$319  = \$311  | \$318 ;
-  assign \$320  = op == 1'h1;
-  assign \$321  = bet + segs;
-  assign \$322  = \$321  - 1'h1;
-  assign \$323  = $signed(\$322 ) >= $signed(15'h2000);
-  assign \$324  = \$320  & \$323 ;
-  assign \$325  = \$319  | \$324 ;
-  assign \$326  = | err;
-  assign \$327  = op == 2'h3;
-  assign \$328  = \$signal$95  + row;
-  assign \$329  = \$signal$97  + row;
-  assign \$330  = dst + row;
-  assign \$331  = ! op;
-  assign \$332  = op == 1'h1;
-  assign \$333  = op == 2'h2;
-  assign \$334  = \$332  | \$333 ;
-  assign \$335  = \$334  ? 3'h3 : 3'h4;
-  assign \$336  = \$331  ? 3'h1 : \$335 ;
-  assign \$337  = op == 1'h1;
-  assign \$338  = op == 2'h2;
-  assign \$339  = \$337  | \$338 ;
-  assign \$340  = cur == 3'h4;
-  assign \$341  = \$339  & \$340 ;
-  assign \$342  = | slot;
-  assign \$343  = \$341  & \$342 ;
-  assign \$344  = acc_rd__en & acc_rd__gnt;
-  assign \$345  = spad_rd__en & spad_rd__gnt;
-  assign \$346  = \$343  ? \$344  : \$345 ;
-  assign \$347  = cur == 3'h4;
-  assign \$348  = op == 1'h1;
-  assign \$349  = op == 2'h2;
-  assign \$350  = op == 3'h4;
-  assign \$351  = \$349  | \$350 ;
-  assign \$352  = \$351  ? 2'h2 : 2'h1;
-  assign \$353  = \$348  ? 2'h3 : \$352 ;
-  assign \$354  = \$347  ? \$353  : 2'h1;
-  assign \$355  = \$354  - 1'h1;
-  assign \$356  = slot == \$355 ;
-  assign \$357  = slot + 1'h1;
-  assign \$358  = \$356  ? 3'h0 : \$357 ;
-  assign \$359  = op == 1'h1;
-  assign \$360  = op == 2'h2;
-  assign \$361  = \$359  | \$360 ;
-  assign \$362  = cur == 3'h4;
-  assign \$363  = \$361  & \$362 ;
-  assign \$364  = | slot;
-  assign \$365  = \$363  & \$364 ;
-  assign \$366  = acc_rd__en & acc_rd__gnt;
-  assign \$367  = spad_rd__en & spad_rd__gnt;
-  assign \$368  = \$365  ? \$366  : \$367 ;
-  assign \$369  = cur == 3'h4;
-  assign \$370  = op == 1'h1;
-  assign \$371  = op == 2'h2;
-  assign \$372  = op == 3'h4;
-  assign \$373  = \$371  | \$372 ;
-  assign \$374  = \$373  ? 2'h2 : 2'h1;
-  assign \$375  = \$370  ? 2'h3 : \$374 ;
-  assign \$376  = \$369  ? \$375  : 2'h1;
-  assign \$377  = \$376  - 1'h1;
-  assign \$378  = slot == \$377 ;
-  assign \$379  = \$368  & \$378 ;
-  assign \$380  = seg + 1'h1;
-  assign \$381  = pos + 3'h4;
-  assign \$382  = ptr_p + 1'h1;
-  assign \$383  = \$signal$108  + \$signal$94 ;
-  assign \$384  = \$signal$109  + \$signal$94 ;
-  assign \$385  = ptr_d + \$signal$94 ;
-  assign \$386  = seg + 1'h1;
-  assign \$387  = ! cur;
-  assign \$388  = \$387  ? 17'h00040 : segs;
-  assign \$389  = \$386  == \$388 ;
+  assign \$163  = $signed(\$162 ) <= $signed(1'h0);
+  assign \$164  = l0_n3 - 4'ha;
+  assign \$165  = - $signed(\$164 );
+  assign \$166  = l0_v << \$165 [3:0];
+  assign \$167  = l0_n3 - 4'ha;
+  assign \$168  = $signed(\$167 ) >= $signed(6'h11);
+  assign \$169  = l0_n3 - 4'ha;
+  assign \$170  = $signed(\$169 ) - $signed(2'h1);
+  assign \$171  = 1'h1 << \$170 [4:0];
+  assign \$172  = l0_v + \$171 ;
+  assign \$173  = l0_n3 - 4'ha;
+  assign \$174  = \$172  >> \$173 [4:0];
+  assign \$175  = \$168  ? 49'h0000000000000 : \$174 ;
+  assign \$176  = \$163  ? { 18'h00000, \$166  } : \$175 ;
+  assign \$177  = sh - 1'h1;
+  assign \$178  = 1'h1 << \$177 [5:0];
+  assign \$179  = $signed(l0_cr) + $signed({ 1'h0, \$178  });
+  assign \$180  = $signed(\$179 ) >>> sh;
+  assign \$181  = zero_d ? 113'h00000000000000000000000000000 : \$180 ;
+  assign \$182  = l0_e * recip_sm;
+  assign \$183  = op == 3'h4;
+  assign \$184  = $signed(l0_z) * $signed(l0_g4);
+  assign \$185  = op == 1'h1;
+  assign \$186  = \$185  ? l0_be4 : 32'd0;
+  assign \$187  = $signed(\$184 ) + $signed(\$186 );
+  assign \$188  = \$183  ? { l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4 } : \$187 ;
+  assign \$189  = ! op;
+  assign \$190  = l0_prod + 34'h200000000;
+  assign \$192  = \$191  > 7'h7f;
+  assign \$193  = l0_prod + 34'h200000000;
+  assign \$195  = \$192  ? 43'h0000000007f : \$194 ;
+  assign \$196  = op == 2'h3;
+  assign \$197  = ! shift;
+  assign \$198  = $signed(l0_p) >>> shift;
+  assign \$199  = shift - 1'h1;
+  assign \$200  = $signed(l0_p) >>> \$199 [5:0];
+  assign \$201  = $signed(\$198 ) + $signed({ 1'h0, \$200 [0] });
+  assign \$202  = \$197  ? { l0_p[57], l0_p } : \$201 ;
+  assign \$203  = $signed(\$202 ) + $signed(zo);
+  assign \$204  = $signed(\$203 ) > $signed(8'h7f);
+  assign \$205  = ! shift;
+  assign \$206  = $signed(l0_p) >>> shift;
+  assign \$207  = shift - 1'h1;
+  assign \$208  = $signed(l0_p) >>> \$207 [5:0];
+  assign \$209  = $signed(\$206 ) + $signed({ 1'h0, \$208 [0] });
+  assign \$210  = \$205  ? { l0_p[57], l0_p } : \$209 ;
+  assign \$211  = $signed(\$210 ) + $signed(zo);
+  assign \$212  = $signed(\$211 ) < $signed(8'h80);
+  assign \$213  = ! shift;
+  assign \$214  = $signed(l0_p) >>> shift;
+  assign \$215  = shift - 1'h1;
+  assign \$216  = $signed(l0_p) >>> \$215 [5:0];
+  assign \$217  = $signed(\$214 ) + $signed({ 1'h0, \$216 [0] });
+  assign \$218  = \$213  ? { l0_p[57], l0_p } : \$217 ;
+  assign \$219  = $signed(\$218 ) + $signed(zo);
+  assign \$220  = \$212  ? 60'hfffffffffffff80 : \$219 ;
+  assign \$221  = \$204  ? 60'h00000000000007f : \$220 ;
+  assign \$222  = \$196  ? l0_y5 : \$221 [7:0];
+  assign \$223  = \$189  ? \$195 [7:0] : \$222 ;
+  assign \$224  = e5_meta[4] ? \$223  : 8'h00;
+  assign \$225  = rd_tag2[0] & rd_tag2[3];
+  assign \$226  = rd_tag2[7:5] == 1'h1;
+  assign \$227  = \$225  & \$226 ;
+  assign \$228  = e4_meta[3:1] == 2'h2;
+  assign \$229  = e4_meta[0] & \$228 ;
+  assign \$230  = e1_meta[3:1] == 2'h3;
+  assign \$231  = e1_meta[0] & \$230 ;
+  assign \$232  = ! rd_tag2[2:1];
+  assign \$233  = \$232  ? spad_rd__data : lat_x;
+  assign \$234  = rd_tag2[8] ? \$233 [7:0] : 8'h80;
+  assign \$235  = ! rd_tag2[2:1];
+  assign \$236  = \$235  ? spad_rd__data : lat_x;
+  assign \$237  = rd_tag2[9] ? \$236 [15:8] : 8'h80;
+  assign \$238  = $signed(\$234 ) > $signed(\$237 );
+  assign \$239  = ! rd_tag2[2:1];
+  assign \$240  = \$239  ? spad_rd__data : lat_x;
+  assign \$241  = rd_tag2[8] ? \$240 [7:0] : 8'h80;
+  assign \$242  = ! rd_tag2[2:1];
+  assign \$243  = \$242  ? spad_rd__data : lat_x;
+  assign \$244  = rd_tag2[9] ? \$243 [15:8] : 8'h80;
+  assign \$245  = \$238  ? \$241  : \$244 ;
+  assign \$246  = ! rd_tag2[2:1];
+  assign \$247  = \$246  ? spad_rd__data : lat_x;
+  assign \$248  = rd_tag2[10] ? \$247 [23:16] : 8'h80;
+  assign \$249  = ! rd_tag2[2:1];
+  assign \$250  = \$249  ? spad_rd__data : lat_x;
+  assign \$251  = rd_tag2[11] ? \$250 [31:24] : 8'h80;
+  assign \$252  = $signed(\$248 ) > $signed(\$251 );
+  assign \$253  = ! rd_tag2[2:1];
+  assign \$254  = \$253  ? spad_rd__data : lat_x;
+  assign \$255  = rd_tag2[10] ? \$254 [23:16] : 8'h80;
+  assign \$256  = ! rd_tag2[2:1];
+  assign \$257  = \$256  ? spad_rd__data : lat_x;
+  assign \$258  = rd_tag2[11] ? \$257 [31:24] : 8'h80;
+  assign \$259  = \$252  ? \$255  : \$258 ;
+  assign \$260  = $signed(\$245 ) > $signed(\$259 );
+  assign \$261  = ! rd_tag2[2:1];
+  assign \$262  = \$261  ? spad_rd__data : lat_x;
+  assign \$263  = rd_tag2[8] ? \$262 [7:0] : 8'h80;
+  assign \$264  = ! rd_tag2[2:1];
+  assign \$265  = \$264  ? spad_rd__data : lat_x;
+  assign \$266  = rd_tag2[9] ? \$265 [15:8] : 8'h80;
+  assign \$267  = $signed(\$263 ) > $signed(\$266 );
   \kaki_soc_4x4.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$11028$5 (e6_meta[18:5]),
-    .\port$8443$0 (\$493 ),
-    .\port$8445$0 (\$495 ),
-    .\port$8447$0 (\$497 ),
-    .\port$8449$0 (\$499 ),
+    .\port$11154$5 (e6_meta[18:5]),
+    .\port$8569$0 (\$619 ),
+    .\port$8571$0 (\$621 ),
+    .\port$8573$0 (\$623 ),
+    .\port$8575$0 (\$625 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -41111,7 +41359,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$516  = 1'h0;
+    \$642  = 1'h0;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
       4'h0:
@@ -41125,8 +41373,8 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h4:
           /* empty */;
       4'h5:
-          if (\$326 ) begin
-            \$516  = 1'h1;
+          if (\$448 ) begin
+            \$642  = 1'h1;
           end
       4'h7:
           /* empty */;
@@ -41147,470 +41395,470 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'hf:
           /* empty */;
       4'hc:
-          if (\$429 ) begin
-            \$516  = 1'h1;
+          if (\$551 ) begin
+            \$642  = 1'h1;
           end
     endcase
     if (reset[4]) begin
-      \$516  = 1'h0;
+      \$642  = 1'h0;
     end
     if (rst) begin
-      \$516  = 1'h0;
+      \$642  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$517  = \$25 [2:0];
+    \$643  = \$27 [2:0];
     if (reset[4]) begin
-      \$517  = 3'h0;
+      \$643  = 3'h0;
     end
     if (rst) begin
-      \$517  = 3'h0;
+      \$643  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$518 [0] = \$35 ;
-    \$518 [2:1] = slot;
-    \$518 [3] = \$45 ;
-    \$518 [4] = \$52 ;
-    \$518 [7:5] = cur;
-    \$518 [11:8] = { \$104 , \$91 , \$78 , \$65  };
-    \$518 [28:12] = seg;
-    \$518 [42:29] = ptr_d[13:0];
+    \$644 [0] = \$37 ;
+    \$644 [2:1] = slot;
+    \$644 [3] = \$47 ;
+    \$644 [4] = \$54 ;
+    \$644 [7:5] = cur;
+    \$644 [11:8] = { \$106 , \$93 , \$80 , \$67  };
+    \$644 [28:12] = seg;
+    \$644 [42:29] = ptr_d[13:0];
     if (reset[4]) begin
-      \$518  = 43'h00000000000;
+      \$644  = 43'h00000000000;
     end
     if (rst) begin
-      \$518  = 43'h00000000000;
+      \$644  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$519  = rd_tag0;
+    \$645  = rd_tag0;
     if (reset[4]) begin
-      \$519  = 43'h00000000000;
+      \$645  = 43'h00000000000;
     end
     if (rst) begin
-      \$519  = 43'h00000000000;
+      \$645  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$520  = rd_tag1;
+    \$646  = rd_tag1;
     if (reset[4]) begin
-      \$520  = 43'h00000000000;
+      \$646  = 43'h00000000000;
     end
     if (rst) begin
-      \$520  = 43'h00000000000;
+      \$646  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$521  = lat_x;
-    if (\$108 ) begin
-      \$521  = spad_rd__data;
+    \$647  = lat_x;
+    if (\$110 ) begin
+      \$647  = spad_rd__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$522  = lat_b;
-    if (\$112 ) begin
-      \$522  = spad_rd__data;
+    \$648  = lat_b;
+    if (\$114 ) begin
+      \$648  = spad_rd__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$523  = lat_g;
-    if (\$115 ) begin
-      \$523  = acc_rd__data;
+    \$649  = lat_g;
+    if (\$117 ) begin
+      \$649  = acc_rd__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$524  = seg_x;
-    if (\$116 ) begin
-      \$524  = \$118 ;
+    \$650  = seg_x;
+    if (\$123 ) begin
+      \$650  = \$125 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$525  = seg_b;
-    if (\$116 ) begin
-      \$525  = \$120 ;
+    \$651  = seg_b;
+    if (\$123 ) begin
+      \$651  = \$127 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$526  = seg_g;
-    if (\$116 ) begin
-      \$526  = \$123 ;
+    \$652  = seg_g;
+    if (\$123 ) begin
+      \$652  = \$130 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$527  = seg_beta;
-    if (\$116 ) begin
-      \$527  = acc_rd__data;
+    \$653  = seg_beta;
+    if (\$123 ) begin
+      \$653  = acc_rd__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$528  = seg_meta;
-    if (\$116 ) begin
-      \$528 [2:0] = rd_tag2[7:5];
-      \$528 [6:3] = rd_tag2[11:8];
-      \$528 [23:7] = rd_tag2[28:12];
-      \$528 [37:24] = rd_tag2[42:29];
+    \$654  = seg_meta;
+    if (\$123 ) begin
+      \$654 [2:0] = rd_tag2[7:5];
+      \$654 [6:3] = rd_tag2[11:8];
+      \$654 [23:7] = rd_tag2[28:12];
+      \$654 [37:24] = rd_tag2[42:29];
     end
     if (reset[4]) begin
-      \$528  = 38'h0000000000;
+      \$654  = 38'h0000000000;
     end
     if (rst) begin
-      \$528  = 38'h0000000000;
+      \$654  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$529  = grp_busy;
-    if (\$116 ) begin
-      \$529  = 1'h1;
+    \$655  = grp_busy;
+    if (\$123 ) begin
+      \$655  = 1'h1;
     end else if (grp_busy) begin
-      if (\$125 ) begin
-        \$529  = 1'h0;
+      if (\$132 ) begin
+        \$655  = 1'h0;
       end
     end
     if (reset[4]) begin
-      \$529  = 1'h0;
+      \$655  = 1'h0;
     end
     if (rst) begin
-      \$529  = 1'h0;
+      \$655  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$530  = grp;
-    if (\$116 ) begin
-      \$530  = 3'h0;
+    \$656  = grp;
+    if (\$123 ) begin
+      \$656  = 3'h0;
     end else if (grp_busy) begin
-      \$530  = \$124 [2:0];
+      \$656  = \$131 [2:0];
     end
     if (reset[4]) begin
-      \$530  = 3'h0;
+      \$656  = 3'h0;
     end
     if (rst) begin
-      \$530  = 3'h0;
+      \$656  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$531  = \$127 [1:0];
+    \$657  = \$134 [1:0];
     if (reset[4]) begin
-      \$531  = 2'h0;
+      \$657  = 2'h0;
     end
     if (rst) begin
-      \$531  = 2'h0;
+      \$657  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$532 [0] = grp_busy;
-    \$532 [3:1] = seg_meta[2:0];
-    \$532 [4] = \$128 ;
-    \$532 [18:5] = seg_meta[37:24];
-    \$532 [20:19] = grp[1:0];
-    \$532 [21] = \$129 ;
+    \$658 [0] = grp_busy;
+    \$658 [3:1] = seg_meta[2:0];
+    \$658 [4] = \$135 ;
+    \$658 [18:5] = seg_meta[37:24];
+    \$658 [20:19] = grp[1:0];
+    \$658 [21] = \$136 ;
     if (reset[4]) begin
-      \$532  = 22'h000000;
+      \$658  = 22'h000000;
     end
     if (rst) begin
-      \$532  = 22'h000000;
+      \$658  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$533  = e1_meta;
+    \$659  = e1_meta;
     if (reset[4]) begin
-      \$533  = 22'h000000;
+      \$659  = 22'h000000;
     end
     if (rst) begin
-      \$533  = 22'h000000;
+      \$659  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$534  = e2_meta;
+    \$660  = e2_meta;
     if (reset[4]) begin
-      \$534  = 22'h000000;
+      \$660  = 22'h000000;
     end
     if (rst) begin
-      \$534  = 22'h000000;
+      \$660  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$535  = e3_meta;
+    \$661  = e3_meta;
     if (reset[4]) begin
-      \$535  = 22'h000000;
+      \$661  = 22'h000000;
     end
     if (rst) begin
-      \$535  = 22'h000000;
+      \$661  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$536  = e4_meta;
+    \$662  = e4_meta;
     if (reset[4]) begin
-      \$536  = 22'h000000;
+      \$662  = 22'h000000;
     end
     if (rst) begin
-      \$536  = 22'h000000;
+      \$662  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$537  = e5_meta;
+    \$663  = e5_meta;
     if (reset[4]) begin
-      \$537  = 22'h000000;
+      \$663  = 22'h000000;
     end
     if (rst) begin
-      \$537  = 22'h000000;
+      \$663  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$538  = m_row;
+    \$664  = m_row;
     if (row_start) begin
-      \$538  = 8'h80;
-    end else if (\$219 ) begin
-      \$538  = \$231 ;
+      \$664  = 8'h80;
+    end else if (\$227 ) begin
+      \$664  = \$349 ;
     end
     if (reset[4]) begin
-      \$538  = 8'h00;
+      \$664  = 8'h00;
     end
     if (rst) begin
-      \$538  = 8'h00;
+      \$664  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$539  = s_sum;
+    \$665  = s_sum;
     if (row_start) begin
-      \$539  = 42'h00000000000;
-    end else if (\$219 ) begin
-    end else if (\$221 ) begin
-      \$539  = \$233 [41:0];
+      \$665  = 42'h00000000000;
+    end else if (\$227 ) begin
+    end else if (\$229 ) begin
+      \$665  = \$351 [41:0];
     end
     if (reset[4]) begin
-      \$539  = 42'h00000000000;
+      \$665  = 42'h00000000000;
     end
     if (rst) begin
-      \$539  = 42'h00000000000;
+      \$665  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$540  = s1;
+    \$666  = s1;
     if (row_start) begin
-      \$540  = 22'h000000;
-    end else if (\$219 ) begin
-    end else if (\$221 ) begin
-    end else if (\$223 ) begin
-      \$540  = \$235 [21:0];
+      \$666  = 22'h000000;
+    end else if (\$227 ) begin
+    end else if (\$229 ) begin
+    end else if (\$231 ) begin
+      \$666  = \$353 [21:0];
     end
     if (reset[4]) begin
-      \$540  = 22'h000000;
+      \$666  = 22'h000000;
     end
     if (rst) begin
-      \$540  = 22'h000000;
+      \$666  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$541  = s2;
+    \$667  = s2;
     if (row_start) begin
-      \$541  = 29'h00000000;
-    end else if (\$219 ) begin
-    end else if (\$221 ) begin
-    end else if (\$223 ) begin
-      \$541  = \$239 [28:0];
+      \$667  = 29'h00000000;
+    end else if (\$227 ) begin
+    end else if (\$229 ) begin
+    end else if (\$231 ) begin
+      \$667  = \$357 [28:0];
     end
     if (reset[4]) begin
-      \$541  = 29'h00000000;
+      \$667  = 29'h00000000;
     end
     if (rst) begin
-      \$541  = 29'h00000000;
+      \$667  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$542  = row_out;
+    \$668  = row_out;
     if (e6_meta[0]) begin
       (* full_case = 32'd1 *)
       casez (e6_meta[20:19])
         2'h0:
-            \$542 [7:0] = l0_y;
+            \$668 [7:0] = l0_y;
         2'h1:
-            \$542 [15:8] = l0_y;
+            \$668 [15:8] = l0_y;
         2'h2:
-            \$542 [23:16] = l0_y;
+            \$668 [23:16] = l0_y;
         2'h3:
-            \$542 [31:24] = l0_y;
+            \$668 [31:24] = l0_y;
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$543  = \$254 [5:0];
+    \$669  = \$376 [5:0];
     if (reset[4]) begin
-      \$543  = 6'h00;
+      \$669  = 6'h00;
     end
     if (rst) begin
-      \$543  = 6'h00;
+      \$669  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$544  = \$273 [5:0];
+    \$670  = \$395 [5:0];
     if (reset[4]) begin
-      \$544  = 6'h00;
+      \$670  = 6'h00;
     end
     if (rst) begin
-      \$544  = 6'h00;
+      \$670  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$545  = op;
+    \$671  = op;
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$545  = \port$9314$0 ;
+            \$671  = \port$9440$0 ;
           end
     endcase
     if (reset[4]) begin
-      \$545  = 3'h0;
+      \$671  = 3'h0;
     end
     if (rst) begin
-      \$545  = 3'h0;
+      \$671  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$546  = raw;
+    \$672  = raw;
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$546  = \port$4515$32 ;
+            \$672  = \port$4515$32 ;
           end
     endcase
     if (reset[4]) begin
-      \$546  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$672  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$546  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$672  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$547  = sfu_fsm_state;
+    \$673  = sfu_fsm_state;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$547  = 4'h1;
+            \$673  = 4'h1;
           end
       4'h1:
-          \$547  = 4'h2;
+          \$673  = 4'h2;
       4'h2:
-          \$547  = 4'h3;
+          \$673  = 4'h3;
       4'h3:
-          \$547  = 4'h4;
+          \$673  = 4'h4;
       4'h4:
-          \$547  = 4'h5;
+          \$673  = 4'h5;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$326 ) begin
-            \$547  = 4'h0;
+          if (\$448 ) begin
+            \$673  = 4'h0;
           end else begin
             (* full_case = 32'd1 *)
-            if (\$327 ) begin
-              \$547  = 4'h6;
+            if (\$449 ) begin
+              \$673  = 4'h6;
             end else begin
-              \$547  = 4'h7;
+              \$673  = 4'h7;
             end
           end
       4'h7:
-          \$547  = 4'h6;
+          \$673  = 4'h6;
       4'h6:
-          if (\$379 ) begin
-            if (\$389 ) begin
-              \$547  = 4'h8;
+          if (\$501 ) begin
+            if (\$511 ) begin
+              \$673  = 4'h8;
             end
           end
       4'h8:
-          if (\$390 ) begin
+          if (\$512 ) begin
             (* full_case = 32'd1 *)
             casez (cur)
               3'h0:
-                  \$547  = 4'h7;
+                  \$673  = 4'h7;
               3'h1:
-                  \$547  = 4'h9;
+                  \$673  = 4'h9;
               3'h2:
-                  \$547  = 4'ha;
+                  \$673  = 4'ha;
               3'h3:
-                  \$547  = 4'hb;
+                  \$673  = 4'hb;
               default:
                   (* full_case = 32'd1 *)
-                  if (\$397 ) begin
-                    \$547  = 4'hc;
+                  if (\$519 ) begin
+                    \$673  = 4'hc;
                   end else begin
-                    \$547  = 4'h7;
+                    \$673  = 4'h7;
                   end
             endcase
           end
       4'h9:
-          \$547  = 4'h6;
+          \$673  = 4'h6;
       4'hb:
-          \$547  = 4'hd;
+          \$673  = 4'hd;
       4'hd:
-          if (\$412 ) begin
-            \$547  = 4'he;
+          if (\$534 ) begin
+            \$673  = 4'he;
           end
       4'he:
           (* full_case = 32'd1 *)
           if (zero_d) begin
-            \$547  = 4'h9;
+            \$673  = 4'h9;
           end else begin
-            \$547  = 4'ha;
+            \$673  = 4'ha;
           end
       4'ha:
-          if (\$424 ) begin
-            \$547  = 4'hf;
+          if (\$546 ) begin
+            \$673  = 4'hf;
           end
       4'hf:
-          \$547  = 4'h9;
+          \$673  = 4'h9;
       4'hc:
-          if (\$429 ) begin
-            \$547  = 4'h0;
+          if (\$551 ) begin
+            \$673  = 4'h0;
           end
     endcase
     if (reset[4]) begin
-      \$547  = 4'h0;
+      \$673  = 4'h0;
     end
     if (rst) begin
-      \$547  = 4'h0;
+      \$673  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$548  = \$signal$93 ;
+    \$674  = \$signal$93 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$548  = raw[55:40];
+          \$674  = raw[55:40];
           casez (op)
             3'h0:
                 /* empty */;
@@ -41619,26 +41867,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$548  = raw[75:60];
+                \$674  = raw[75:60];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$548  = 16'h0000;
+      \$674  = 16'h0000;
     end
     if (rst) begin
-      \$548  = 16'h0000;
+      \$674  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$549  = \$signal ;
+    \$675  = \$signal ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$549  = raw[71:56];
+          \$675  = raw[71:56];
           casez (op)
             3'h0:
                 /* empty */;
@@ -41647,26 +41895,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$549  = raw[91:76];
+                \$675  = raw[91:76];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$549  = 16'h0000;
+      \$675  = 16'h0000;
     end
     if (rst) begin
-      \$549  = 16'h0000;
+      \$675  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$550  = \$signal$94 ;
+    \$676  = \$signal$94 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$550  = raw[91:72];
+          \$676  = raw[91:72];
           casez (op)
             3'h0:
                 /* empty */;
@@ -41675,26 +41923,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$550  = raw[111:92];
+                \$676  = raw[111:92];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$550  = 20'h00000;
+      \$676  = 20'h00000;
     end
     if (rst) begin
-      \$550  = 20'h00000;
+      \$676  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$551  = \$signal$95 ;
+    \$677  = \$signal$95 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$551  = raw[19:0];
+          \$677  = raw[19:0];
           casez (op)
             3'h0:
                 /* empty */;
@@ -41703,26 +41951,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$551  = raw[19:0];
+                \$677  = raw[19:0];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$551  = 20'h00000;
+      \$677  = 20'h00000;
     end
     if (rst) begin
-      \$551  = 20'h00000;
+      \$677  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$552  = dst;
+    \$678  = dst;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$552  = raw[39:20];
+          \$678  = raw[39:20];
           casez (op)
             3'h0:
                 /* empty */;
@@ -41731,328 +41979,328 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$552  = raw[59:40];
+                \$678  = raw[59:40];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$552  = 20'h00000;
+      \$678  = 20'h00000;
     end
     if (rst) begin
-      \$552  = 20'h00000;
+      \$678  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$553  = \$signal$14 ;
+    \$679  = \$signal$14 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$553  = 1'h0;
+          \$679  = 1'h0;
           casez (op)
             3'h0:
-                \$553  = raw[108];
+                \$679  = raw[108];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$553  = 1'h0;
+      \$679  = 1'h0;
     end
     if (rst) begin
-      \$553  = 1'h0;
+      \$679  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$554  = \$signal$44 ;
+    \$680  = \$signal$44 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$554  = 8'h00;
-          casez (op)
-            3'h0:
-                /* empty */;
-            3'h1, 3'h2:
-                \$554  = raw[145:138];
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$554  = raw[141:134];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$554  = 8'h00;
-    end
-    if (rst) begin
-      \$554  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$555  = \$signal$46 ;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$555  = 8'h00;
+          \$680  = 8'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                /* empty */;
+                \$680  = raw[145:138];
             3'h3:
                 /* empty */;
             3'h4:
-                \$555  = raw[149:142];
+                \$680  = raw[141:134];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$555  = 8'h00;
+      \$680  = 8'h00;
     end
     if (rst) begin
-      \$555  = 8'h00;
+      \$680  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$556  = zo;
+    \$681  = \$signal$46 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$556  = 8'h00;
-          casez (op)
-            3'h0:
-                /* empty */;
-            3'h1, 3'h2:
-                \$556  = raw[153:146];
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$556  = raw[157:150];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$556  = 8'h00;
-    end
-    if (rst) begin
-      \$556  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$557  = \$signal$42 ;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$557  = 16'h0000;
-          casez (op)
-            3'h0:
-                \$557  = raw[107:92];
-            3'h1, 3'h2:
-                /* empty */;
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$557  = raw[127:112];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$557  = 16'h0000;
-    end
-    if (rst) begin
-      \$557  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$558  = shift;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$558  = 6'h00;
-          casez (op)
-            3'h0:
-                /* empty */;
-            3'h1, 3'h2:
-                \$558  = raw[137:132];
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$558  = raw[133:128];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$558  = 6'h00;
-    end
-    if (rst) begin
-      \$558  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$559  = \$signal$97 ;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$559  = 20'h00000;
+          \$681  = 8'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
                 /* empty */;
             3'h3:
-                \$559  = raw[111:92];
+                /* empty */;
             3'h4:
-                \$559  = raw[39:20];
+                \$681  = raw[149:142];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$559  = 20'h00000;
+      \$681  = 8'h00;
     end
     if (rst) begin
-      \$559  = 20'h00000;
+      \$681  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$560  = \$signal$98 ;
+    \$682  = zo;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$560  = 20'h00000;
+          \$682  = 8'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$560  = raw[111:92];
+                \$682  = raw[153:146];
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$682  = raw[157:150];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$560  = 20'h00000;
+      \$682  = 8'h00;
     end
     if (rst) begin
-      \$560  = 20'h00000;
+      \$682  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$561  = bet;
+    \$683  = \$signal$42 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$561  = 20'h00000;
+          \$683  = 16'h0000;
+          casez (op)
+            3'h0:
+                \$683  = raw[107:92];
+            3'h1, 3'h2:
+                /* empty */;
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$683  = raw[127:112];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$683  = 16'h0000;
+    end
+    if (rst) begin
+      \$683  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$684  = shift;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$684  = 6'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$561  = raw[131:112];
+                \$684  = raw[137:132];
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$684  = raw[133:128];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$561  = 20'h00000;
+      \$684  = 6'h00;
     end
     if (rst) begin
-      \$561  = 20'h00000;
+      \$684  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$562  = \$signal$100 ;
+    \$685  = \$signal$97 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$562  = 16'h0000;
+          \$685  = 20'h00000;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$562  = raw[169:154];
+                /* empty */;
+            3'h3:
+                \$685  = raw[111:92];
+            3'h4:
+                \$685  = raw[39:20];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$562  = 16'h0000;
+      \$685  = 20'h00000;
     end
     if (rst) begin
-      \$562  = 16'h0000;
+      \$685  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$563  = eps_exp;
+    \$686  = \$signal$98 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$563  = 6'h00;
+          \$686  = 20'h00000;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$563  = raw[175:170];
+                \$686  = raw[111:92];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$563  = 6'h00;
+      \$686  = 20'h00000;
     end
     if (rst) begin
-      \$563  = 6'h00;
+      \$686  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$564  = \$signal$16 ;
+    \$687  = bet;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$564  = 16'h0000;
+          \$687  = 20'h00000;
           casez (op)
             3'h0:
-                \$564  = raw[124:109];
+                /* empty */;
+            3'h1, 3'h2:
+                \$687  = raw[131:112];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$564  = 16'h0000;
+      \$687  = 20'h00000;
     end
     if (rst) begin
-      \$564  = 16'h0000;
+      \$687  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$565  = reserved_bad;
+    \$688  = \$signal$100 ;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$688  = 16'h0000;
+          casez (op)
+            3'h0:
+                /* empty */;
+            3'h1, 3'h2:
+                \$688  = raw[169:154];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$688  = 16'h0000;
+    end
+    if (rst) begin
+      \$688  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$689  = eps_exp;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$689  = 6'h00;
+          casez (op)
+            3'h0:
+                /* empty */;
+            3'h1, 3'h2:
+                \$689  = raw[175:170];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$689  = 6'h00;
+    end
+    if (rst) begin
+      \$689  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$690  = \$signal$16 ;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$690  = 16'h0000;
+          casez (op)
+            3'h0:
+                \$690  = raw[124:109];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$690  = 16'h0000;
+    end
+    if (rst) begin
+      \$690  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$691  = reserved_bad;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42060,45 +42308,45 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           casez (op)
             3'h0:
-                \$565  = \$274 ;
+                \$691  = \$396 ;
             3'h1, 3'h2:
-                \$565  = \$275 ;
+                \$691  = \$397 ;
             3'h3:
-                \$565  = \$276 ;
+                \$691  = \$398 ;
             3'h4:
-                \$565  = \$277 ;
+                \$691  = \$399 ;
             default:
-                \$565  = 1'h1;
+                \$691  = 1'h1;
           endcase
     endcase
     if (reset[4]) begin
-      \$565  = 1'h0;
+      \$691  = 1'h0;
     end
     if (rst) begin
-      \$565  = 1'h0;
+      \$691  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$566  = segs;
+    \$692  = segs;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
           /* empty */;
       4'h2:
-          \$566  = \$279 ;
+          \$692  = \$401 ;
     endcase
     if (reset[4]) begin
-      \$566  = 17'h00000;
+      \$692  = 17'h00000;
     end
     if (rst) begin
-      \$566  = 17'h00000;
+      \$692  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$567  = span;
+    \$693  = span;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42107,18 +42355,18 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h2:
           /* empty */;
       4'h3:
-          \$567  = \$281 ;
+          \$693  = \$403 ;
     endcase
     if (reset[4]) begin
-      \$567  = 36'h000000000;
+      \$693  = 36'h000000000;
     end
     if (rst) begin
-      \$567  = 36'h000000000;
+      \$693  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$568  = err;
+    \$694  = err;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42131,25 +42379,25 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h4:
           (* full_case = 32'd1 *)
           if (reserved_bad) begin
-            \$568  = 8'h02;
-          end else if (\$290 ) begin
-            \$568  = 8'h03;
-          end else if (\$325 ) begin
-            \$568  = 8'h04;
+            \$694  = 8'h02;
+          end else if (\$412 ) begin
+            \$694  = 8'h03;
+          end else if (\$447 ) begin
+            \$694  = 8'h04;
           end else begin
-            \$568  = 8'h00;
+            \$694  = 8'h00;
           end
     endcase
     if (reset[4]) begin
-      \$568  = 8'h00;
+      \$694  = 8'h00;
     end
     if (rst) begin
-      \$568  = 8'h00;
+      \$694  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$569  = error;
+    \$695  = error;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
       4'h0:
@@ -42163,8 +42411,8 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h4:
           /* empty */;
       4'h5:
-          if (\$326 ) begin
-            \$569  = err;
+          if (\$448 ) begin
+            \$695  = err;
           end
       4'h7:
           /* empty */;
@@ -42185,20 +42433,20 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'hf:
           /* empty */;
       4'hc:
-          if (\$429 ) begin
-            \$569  = 8'h00;
+          if (\$551 ) begin
+            \$695  = 8'h00;
           end
     endcase
     if (reset[4]) begin
-      \$569  = 8'h00;
+      \$695  = 8'h00;
     end
     if (rst) begin
-      \$569  = 8'h00;
+      \$695  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$570  = row;
+    \$696  = row;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42212,16 +42460,16 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$326 ) begin
+          if (\$448 ) begin
           end else begin
-            \$570  = 16'h0000;
+            \$696  = 16'h0000;
           end
       4'h7:
           /* empty */;
       4'h6:
           /* empty */;
       4'h8:
-          if (\$390 ) begin
+          if (\$512 ) begin
             (* full_case = 32'd1 *)
             casez (cur)
               3'h0:
@@ -42234,23 +42482,23 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
                   /* empty */;
               default:
                   (* full_case = 32'd1 *)
-                  if (\$397 ) begin
+                  if (\$519 ) begin
                   end else begin
-                    \$570  = \$398 [15:0];
+                    \$696  = \$520 [15:0];
                   end
             endcase
           end
     endcase
     if (reset[4]) begin
-      \$570  = 16'h0000;
+      \$696  = 16'h0000;
     end
     if (rst) begin
-      \$570  = 16'h0000;
+      \$696  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$571  = cur;
+    \$697  = cur;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42264,23 +42512,23 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$326 ) begin
+          if (\$448 ) begin
           end else begin
-            if (\$327 ) begin
-              \$571  = 3'h0;
+            if (\$449 ) begin
+              \$697  = 3'h0;
             end
           end
       4'h7:
-          \$571  = \$336 ;
+          \$697  = \$458 ;
       4'h6:
           /* empty */;
       4'h8:
-          if (\$390 ) begin
+          if (\$512 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
-                  \$571  = 3'h2;
+                  \$697  = 3'h2;
             endcase
           end
       4'h9:
@@ -42291,23 +42539,23 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'he:
           if (zero_d) begin
-            \$571  = 3'h4;
+            \$697  = 3'h4;
           end
       4'ha:
           /* empty */;
       4'hf:
-          \$571  = 3'h4;
+          \$697  = 3'h4;
     endcase
     if (reset[4]) begin
-      \$571  = 3'h0;
+      \$697  = 3'h0;
     end
     if (rst) begin
-      \$571  = 3'h0;
+      \$697  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$572  = seg;
+    \$698  = seg;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42321,33 +42569,33 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$326 ) begin
+          if (\$448 ) begin
           end else begin
-            if (\$327 ) begin
-              \$572  = 17'h00000;
+            if (\$449 ) begin
+              \$698  = 17'h00000;
             end
           end
       4'h7:
-          \$572  = 17'h00000;
+          \$698  = 17'h00000;
       4'h6:
-          if (\$379 ) begin
-            \$572  = \$380 [16:0];
+          if (\$501 ) begin
+            \$698  = \$502 [16:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$572  = 17'h00000;
+          \$698  = 17'h00000;
     endcase
     if (reset[4]) begin
-      \$572  = 17'h00000;
+      \$698  = 17'h00000;
     end
     if (rst) begin
-      \$572  = 17'h00000;
+      \$698  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$573  = slot;
+    \$699  = slot;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42361,33 +42609,33 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$326 ) begin
+          if (\$448 ) begin
           end else begin
-            if (\$327 ) begin
-              \$573  = 2'h0;
+            if (\$449 ) begin
+              \$699  = 2'h0;
             end
           end
       4'h7:
-          \$573  = 2'h0;
+          \$699  = 2'h0;
       4'h6:
-          if (\$346 ) begin
-            \$573  = \$358 [1:0];
+          if (\$468 ) begin
+            \$699  = \$480 [1:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$573  = 2'h0;
+          \$699  = 2'h0;
     endcase
     if (reset[4]) begin
-      \$573  = 2'h0;
+      \$699  = 2'h0;
     end
     if (rst) begin
-      \$573  = 2'h0;
+      \$699  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$574  = pos;
+    \$700  = pos;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42402,26 +42650,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$574  = 19'h00000;
+          \$700  = 19'h00000;
       4'h6:
-          if (\$379 ) begin
-            \$574  = \$381 [18:0];
+          if (\$501 ) begin
+            \$700  = \$503 [18:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$574  = 19'h00000;
+          \$700  = 19'h00000;
     endcase
     if (reset[4]) begin
-      \$574  = 19'h00000;
+      \$700  = 19'h00000;
     end
     if (rst) begin
-      \$574  = 19'h00000;
+      \$700  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$575  = ptr_p;
+    \$701  = ptr_p;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42436,26 +42684,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$575  = 21'h000000;
+          \$701  = 21'h000000;
       4'h6:
-          if (\$379 ) begin
-            \$575  = \$382 [20:0];
+          if (\$501 ) begin
+            \$701  = \$504 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$575  = 21'h000000;
+          \$701  = 21'h000000;
     endcase
     if (reset[4]) begin
-      \$575  = 21'h000000;
+      \$701  = 21'h000000;
     end
     if (rst) begin
-      \$575  = 21'h000000;
+      \$701  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$576  = \$signal$108 ;
+    \$702  = \$signal$108 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42470,26 +42718,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$576  = \$328 ;
+          \$702  = \$450 ;
       4'h6:
-          if (\$379 ) begin
-            \$576  = \$383 [20:0];
+          if (\$501 ) begin
+            \$702  = \$505 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$576  = \$399 ;
+          \$702  = \$521 ;
     endcase
     if (reset[4]) begin
-      \$576  = 21'h000000;
+      \$702  = 21'h000000;
     end
     if (rst) begin
-      \$576  = 21'h000000;
+      \$702  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$577  = \$signal$109 ;
+    \$703  = \$signal$109 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42504,26 +42752,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$577  = \$329 ;
+          \$703  = \$451 ;
       4'h6:
-          if (\$379 ) begin
-            \$577  = \$384 [20:0];
+          if (\$501 ) begin
+            \$703  = \$506 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$577  = \$400 ;
+          \$703  = \$522 ;
     endcase
     if (reset[4]) begin
-      \$577  = 21'h000000;
+      \$703  = 21'h000000;
     end
     if (rst) begin
-      \$577  = 21'h000000;
+      \$703  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$578  = ptr_d;
+    \$704  = ptr_d;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42538,26 +42786,26 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$578  = \$330 ;
+          \$704  = \$452 ;
       4'h6:
-          if (\$379 ) begin
-            \$578  = \$385 [20:0];
+          if (\$501 ) begin
+            \$704  = \$507 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$578  = \$401 ;
+          \$704  = \$523 ;
     endcase
     if (reset[4]) begin
-      \$578  = 21'h000000;
+      \$704  = 21'h000000;
     end
     if (rst) begin
-      \$578  = 21'h000000;
+      \$704  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$579  = dv_num;
+    \$705  = dv_num;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42576,14 +42824,14 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$390 ) begin
+          if (\$512 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$579  = 64'h000001fc00000000;
+                  \$705  = 64'h000001fc00000000;
             endcase
           end
       4'h9:
@@ -42596,21 +42844,21 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$579  = \$414 [63:0];
+            \$705  = \$536 [63:0];
           end
       4'ha:
-          \$579  = \$418 [63:0];
+          \$705  = \$540 [63:0];
     endcase
     if (reset[4]) begin
-      \$579  = 64'h0000000000000000;
+      \$705  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$579  = 64'h0000000000000000;
+      \$705  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$580  = dv_den;
+    \$706  = dv_den;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42629,14 +42877,14 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$390 ) begin
+          if (\$512 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$580  = s_sum;
+                  \$706  = s_sum;
             endcase
           end
       4'h9:
@@ -42649,19 +42897,19 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$580  = { 2'h0, sq_root };
+            \$706  = { 2'h0, sq_root };
           end
     endcase
     if (reset[4]) begin
-      \$580  = 42'h00000000000;
+      \$706  = 42'h00000000000;
     end
     if (rst) begin
-      \$580  = 42'h00000000000;
+      \$706  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$581  = dv_rem;
+    \$707  = dv_rem;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42680,14 +42928,14 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$390 ) begin
+          if (\$512 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$581  = 44'h00000000000;
+                  \$707  = 44'h00000000000;
             endcase
           end
       4'h9:
@@ -42700,21 +42948,21 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$581  = 44'h00000000000;
+            \$707  = 44'h00000000000;
           end
       4'ha:
-          \$581  = \$422 [43:0];
+          \$707  = \$544 [43:0];
     endcase
     if (reset[4]) begin
-      \$581  = 44'h00000000000;
+      \$707  = 44'h00000000000;
     end
     if (rst) begin
-      \$581  = 44'h00000000000;
+      \$707  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$582  = dv_q;
+    \$708  = dv_q;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42733,14 +42981,14 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$390 ) begin
+          if (\$512 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$582  = 32'd0;
+                  \$708  = 32'd0;
             endcase
           end
       4'h9:
@@ -42753,21 +43001,21 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$582  = 32'd0;
+            \$708  = 32'd0;
           end
       4'ha:
-          \$582  = { dv_q[30:0], \$423  };
+          \$708  = { dv_q[30:0], \$545  };
     endcase
     if (reset[4]) begin
-      \$582  = 32'd0;
+      \$708  = 32'd0;
     end
     if (rst) begin
-      \$582  = 32'd0;
+      \$708  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$583  = dv_cnt;
+    \$709  = dv_cnt;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42786,14 +43034,14 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$390 ) begin
+          if (\$512 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$583  = 7'h40;
+                  \$709  = 7'h40;
             endcase
           end
       4'h9:
@@ -42806,21 +43054,21 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$583  = 7'h40;
+            \$709  = 7'h40;
           end
       4'ha:
-          \$583  = \$419 [6:0];
+          \$709  = \$541 [6:0];
     endcase
     if (reset[4]) begin
-      \$583  = 7'h00;
+      \$709  = 7'h00;
     end
     if (rst) begin
-      \$583  = 7'h00;
+      \$709  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$584  = d_val;
+    \$710  = d_val;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42839,7 +43087,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$390 ) begin
+          if (\$512 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
@@ -42848,20 +43096,20 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
               3'h2:
                   /* empty */;
               3'h3:
-                  \$584  = \$395 [42:0];
+                  \$710  = \$517 [42:0];
             endcase
           end
     endcase
     if (reset[4]) begin
-      \$584  = 43'h00000000000;
+      \$710  = 43'h00000000000;
     end
     if (rst) begin
-      \$584  = 43'h00000000000;
+      \$710  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$585  = zero_d;
+    \$711  = zero_d;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42884,18 +43132,18 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$585  = \$402 ;
+          \$711  = \$524 ;
     endcase
     if (reset[4]) begin
-      \$585  = 1'h0;
+      \$711  = 1'h0;
     end
     if (rst) begin
-      \$585  = 1'h0;
+      \$711  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$586  = sq_n;
+    \$712  = sq_n;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42918,20 +43166,20 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$586  = \$405 [79:0];
+          \$712  = \$527 [79:0];
       4'hd:
-          \$586  = \$406 [79:0];
+          \$712  = \$528 [79:0];
     endcase
     if (reset[4]) begin
-      \$586  = 80'h00000000000000000000;
+      \$712  = 80'h00000000000000000000;
     end
     if (rst) begin
-      \$586  = 80'h00000000000000000000;
+      \$712  = 80'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$587  = sq_rem;
+    \$713  = sq_rem;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42954,20 +43202,20 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$587  = 44'h00000000000;
+          \$713  = 44'h00000000000;
       4'hd:
-          \$587  = \$410 [43:0];
+          \$713  = \$532 [43:0];
     endcase
     if (reset[4]) begin
-      \$587  = 44'h00000000000;
+      \$713  = 44'h00000000000;
     end
     if (rst) begin
-      \$587  = 44'h00000000000;
+      \$713  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$588  = sq_root;
+    \$714  = sq_root;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -42990,20 +43238,20 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$588  = 40'h0000000000;
+          \$714  = 40'h0000000000;
       4'hd:
-          \$588  = { sq_root[38:0], \$411  };
+          \$714  = { sq_root[38:0], \$533  };
     endcase
     if (reset[4]) begin
-      \$588  = 40'h0000000000;
+      \$714  = 40'h0000000000;
     end
     if (rst) begin
-      \$588  = 40'h0000000000;
+      \$714  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$589  = sq_cnt;
+    \$715  = sq_cnt;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -43026,20 +43274,20 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$589  = 6'h28;
+          \$715  = 6'h28;
       4'hd:
-          \$589  = \$407 [5:0];
+          \$715  = \$529 [5:0];
     endcase
     if (reset[4]) begin
-      \$589  = 6'h00;
+      \$715  = 6'h00;
     end
     if (rst) begin
-      \$589  = 6'h00;
+      \$715  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$590  = sh;
+    \$716  = sh;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -43069,19 +43317,19 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$590  = \$417 [5:0];
+            \$716  = \$539 [5:0];
           end
     endcase
     if (reset[4]) begin
-      \$590  = 6'h00;
+      \$716  = 6'h00;
     end
     if (rst) begin
-      \$590  = 6'h00;
+      \$716  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$591  = recip;
+    \$717  = recip;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -43112,18 +43360,18 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'ha:
           /* empty */;
       4'hf:
-          \$591  = dv_q[24:0];
+          \$717  = dv_q[24:0];
     endcase
     if (reset[4]) begin
-      \$591  = 25'h0000000;
+      \$717  = 25'h0000000;
     end
     if (rst) begin
-      \$591  = 25'h0000000;
+      \$717  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$592  = recip_sm;
+    \$718  = recip_sm;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -43154,13 +43402,13 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'ha:
           /* empty */;
       4'hf:
-          \$592  = dv_q[15:0];
+          \$718  = dv_q[15:0];
     endcase
     if (reset[4]) begin
-      \$592  = 16'h0000;
+      \$718  = 16'h0000;
     end
     if (rst) begin
-      \$592  = 16'h0000;
+      \$718  = 16'h0000;
     end
   end
   always @* begin
@@ -43342,133 +43590,133 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     (* full_case = 32'd1 *)
     casez (l0_u[15:10])
       6'h00:
-          \$141  = 16'h8000;
+          \$148  = 16'h8000;
       6'h01:
-          \$141  = 16'h7e9f;
+          \$148  = 16'h7e9f;
       6'h02:
-          \$141  = 16'h7d42;
+          \$148  = 16'h7d42;
       6'h03:
-          \$141  = 16'h7be8;
+          \$148  = 16'h7be8;
       6'h04:
-          \$141  = 16'h7a93;
+          \$148  = 16'h7a93;
       6'h05:
-          \$141  = 16'h7941;
+          \$148  = 16'h7941;
       6'h06:
-          \$141  = 16'h77f2;
+          \$148  = 16'h77f2;
       6'h07:
-          \$141  = 16'h76a8;
+          \$148  = 16'h76a8;
       6'h08:
-          \$141  = 16'h7560;
+          \$148  = 16'h7560;
       6'h09:
-          \$141  = 16'h741d;
+          \$148  = 16'h741d;
       6'h0a:
-          \$141  = 16'h72dd;
+          \$148  = 16'h72dd;
       6'h0b:
-          \$141  = 16'h71a0;
+          \$148  = 16'h71a0;
       6'h0c:
-          \$141  = 16'h7066;
+          \$148  = 16'h7066;
       6'h0d:
-          \$141  = 16'h6f30;
+          \$148  = 16'h6f30;
       6'h0e:
-          \$141  = 16'h6dfe;
+          \$148  = 16'h6dfe;
       6'h0f:
-          \$141  = 16'h6ccf;
+          \$148  = 16'h6ccf;
       6'h10:
-          \$141  = 16'h6ba2;
+          \$148  = 16'h6ba2;
       6'h11:
-          \$141  = 16'h6a7a;
+          \$148  = 16'h6a7a;
       6'h12:
-          \$141  = 16'h6954;
+          \$148  = 16'h6954;
       6'h13:
-          \$141  = 16'h6832;
+          \$148  = 16'h6832;
       6'h14:
-          \$141  = 16'h6712;
+          \$148  = 16'h6712;
       6'h15:
-          \$141  = 16'h65f6;
+          \$148  = 16'h65f6;
       6'h16:
-          \$141  = 16'h64dd;
+          \$148  = 16'h64dd;
       6'h17:
-          \$141  = 16'h63c7;
+          \$148  = 16'h63c7;
       6'h18:
-          \$141  = 16'h62b4;
+          \$148  = 16'h62b4;
       6'h19:
-          \$141  = 16'h61a3;
+          \$148  = 16'h61a3;
       6'h1a:
-          \$141  = 16'h6096;
+          \$148  = 16'h6096;
       6'h1b:
-          \$141  = 16'h5f8c;
+          \$148  = 16'h5f8c;
       6'h1c:
-          \$141  = 16'h5e84;
+          \$148  = 16'h5e84;
       6'h1d:
-          \$141  = 16'h5d80;
+          \$148  = 16'h5d80;
       6'h1e:
-          \$141  = 16'h5c7e;
+          \$148  = 16'h5c7e;
       6'h1f:
-          \$141  = 16'h5b7f;
+          \$148  = 16'h5b7f;
       6'h20:
-          \$141  = 16'h5a82;
+          \$148  = 16'h5a82;
       6'h21:
-          \$141  = 16'h5989;
+          \$148  = 16'h5989;
       6'h22:
-          \$141  = 16'h5892;
+          \$148  = 16'h5892;
       6'h23:
-          \$141  = 16'h579e;
+          \$148  = 16'h579e;
       6'h24:
-          \$141  = 16'h56ac;
+          \$148  = 16'h56ac;
       6'h25:
-          \$141  = 16'h55bd;
+          \$148  = 16'h55bd;
       6'h26:
-          \$141  = 16'h54d1;
+          \$148  = 16'h54d1;
       6'h27:
-          \$141  = 16'h53e7;
+          \$148  = 16'h53e7;
       6'h28:
-          \$141  = 16'h52ff;
+          \$148  = 16'h52ff;
       6'h29:
-          \$141  = 16'h521b;
+          \$148  = 16'h521b;
       6'h2a:
-          \$141  = 16'h5138;
+          \$148  = 16'h5138;
       6'h2b:
-          \$141  = 16'h5058;
+          \$148  = 16'h5058;
       6'h2c:
-          \$141  = 16'h4f7b;
+          \$148  = 16'h4f7b;
       6'h2d:
-          \$141  = 16'h4e9f;
+          \$148  = 16'h4e9f;
       6'h2e:
-          \$141  = 16'h4dc7;
+          \$148  = 16'h4dc7;
       6'h2f:
-          \$141  = 16'h4cf0;
+          \$148  = 16'h4cf0;
       6'h30:
-          \$141  = 16'h4c1c;
+          \$148  = 16'h4c1c;
       6'h31:
-          \$141  = 16'h4b4a;
+          \$148  = 16'h4b4a;
       6'h32:
-          \$141  = 16'h4a7a;
+          \$148  = 16'h4a7a;
       6'h33:
-          \$141  = 16'h49ad;
+          \$148  = 16'h49ad;
       6'h34:
-          \$141  = 16'h48e2;
+          \$148  = 16'h48e2;
       6'h35:
-          \$141  = 16'h4819;
+          \$148  = 16'h4819;
       6'h36:
-          \$141  = 16'h4752;
+          \$148  = 16'h4752;
       6'h37:
-          \$141  = 16'h468d;
+          \$148  = 16'h468d;
       6'h38:
-          \$141  = 16'h45cb;
+          \$148  = 16'h45cb;
       6'h39:
-          \$141  = 16'h450a;
+          \$148  = 16'h450a;
       6'h3a:
-          \$141  = 16'h444c;
+          \$148  = 16'h444c;
       6'h3b:
-          \$141  = 16'h4390;
+          \$148  = 16'h4390;
       6'h3c:
-          \$141  = 16'h42d5;
+          \$148  = 16'h42d5;
       6'h3d:
-          \$141  = 16'h421d;
+          \$148  = 16'h421d;
       6'h3e:
-          \$141  = 16'h4167;
+          \$148  = 16'h4167;
       6'h3f:
-          \$141  = 16'h40b2;
+          \$148  = 16'h40b2;
     endcase
   end
   always @* begin
@@ -43476,136 +43724,136 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     (* full_case = 32'd1 *)
     casez (l0_u[15:10])
       6'h00:
-          \$142  = 9'h161;
+          \$149  = 9'h161;
       6'h01:
-          \$142  = 9'h15d;
+          \$149  = 9'h15d;
       6'h02:
-          \$142  = 9'h15a;
+          \$149  = 9'h15a;
       6'h03:
-          \$142  = 9'h155;
+          \$149  = 9'h155;
       6'h04:
-          \$142  = 9'h152;
+          \$149  = 9'h152;
       6'h05:
-          \$142  = 9'h14f;
+          \$149  = 9'h14f;
       6'h06:
-          \$142  = 9'h14a;
+          \$149  = 9'h14a;
       6'h07:
-          \$142  = 9'h148;
+          \$149  = 9'h148;
       6'h08:
-          \$142  = 9'h143;
+          \$149  = 9'h143;
       6'h09:
-          \$142  = 9'h140;
+          \$149  = 9'h140;
       6'h0a:
-          \$142  = 9'h13d;
+          \$149  = 9'h13d;
       6'h0b:
-          \$142  = 9'h13a;
+          \$149  = 9'h13a;
       6'h0c:
-          \$142  = 9'h136;
+          \$149  = 9'h136;
       6'h0d:
-          \$142  = 9'h132;
+          \$149  = 9'h132;
       6'h0e:
-          \$142  = 9'h12f;
+          \$149  = 9'h12f;
       6'h0f:
-          \$142  = 9'h12d;
+          \$149  = 9'h12d;
       6'h10:
-          \$142  = 9'h128;
+          \$149  = 9'h128;
       6'h11:
-          \$142  = 9'h126;
+          \$149  = 9'h126;
       6'h12:
-          \$142  = 9'h122;
+          \$149  = 9'h122;
       6'h13:
-          \$142  = 9'h120;
+          \$149  = 9'h120;
       6'h14:
-          \$142  = 9'h11c;
+          \$149  = 9'h11c;
       6'h15:
-          \$142  = 9'h119;
+          \$149  = 9'h119;
       6'h16:
-          \$142  = 9'h116;
+          \$149  = 9'h116;
       6'h17:
-          \$142  = 9'h113;
+          \$149  = 9'h113;
       6'h18:
-          \$142  = 9'h111;
+          \$149  = 9'h111;
       6'h19:
-          \$142  = 9'h10d;
+          \$149  = 9'h10d;
       6'h1a:
-          \$142  = 9'h10a;
+          \$149  = 9'h10a;
       6'h1b:
-          \$142  = 9'h108;
+          \$149  = 9'h108;
       6'h1c:
-          \$142  = 9'h104;
+          \$149  = 9'h104;
       6'h1d:
-          \$142  = 9'h102;
+          \$149  = 9'h102;
       6'h1e:
-          \$142  = 9'h0ff;
+          \$149  = 9'h0ff;
       6'h1f:
-          \$142  = 9'h0fd;
+          \$149  = 9'h0fd;
       6'h20:
-          \$142  = 9'h0f9;
+          \$149  = 9'h0f9;
       6'h21:
-          \$142  = 9'h0f7;
+          \$149  = 9'h0f7;
       6'h22:
-          \$142  = 9'h0f4;
+          \$149  = 9'h0f4;
       6'h23:
-          \$142  = 9'h0f2;
+          \$149  = 9'h0f2;
       6'h24:
-          \$142  = 9'h0ef;
+          \$149  = 9'h0ef;
       6'h25:
-          \$142  = 9'h0ec;
+          \$149  = 9'h0ec;
       6'h26:
-          \$142  = 9'h0ea;
+          \$149  = 9'h0ea;
       6'h27:
-          \$142  = 9'h0e8;
+          \$149  = 9'h0e8;
       6'h28:
-          \$142  = 9'h0e4;
+          \$149  = 9'h0e4;
       6'h29:
-          \$142  = 9'h0e3;
+          \$149  = 9'h0e3;
       6'h2a:
-          \$142  = 9'h0e0;
+          \$149  = 9'h0e0;
       6'h2b:
-          \$142  = 9'h0dd;
+          \$149  = 9'h0dd;
       6'h2c:
-          \$142  = 9'h0dc;
+          \$149  = 9'h0dc;
       6'h2d:
-          \$142  = 9'h0d8;
+          \$149  = 9'h0d8;
       6'h2e:
-          \$142  = 9'h0d7;
+          \$149  = 9'h0d7;
       6'h2f:
-          \$142  = 9'h0d4;
+          \$149  = 9'h0d4;
       6'h30:
-          \$142  = 9'h0d2;
+          \$149  = 9'h0d2;
       6'h31:
-          \$142  = 9'h0d0;
+          \$149  = 9'h0d0;
       6'h32:
-          \$142  = 9'h0cd;
+          \$149  = 9'h0cd;
       6'h33:
-          \$142  = 9'h0cb;
+          \$149  = 9'h0cb;
       6'h34:
-          \$142  = 9'h0c9;
+          \$149  = 9'h0c9;
       6'h35:
-          \$142  = 9'h0c7;
+          \$149  = 9'h0c7;
       6'h36:
-          \$142  = 9'h0c5;
+          \$149  = 9'h0c5;
       6'h37:
-          \$142  = 9'h0c2;
+          \$149  = 9'h0c2;
       6'h38:
-          \$142  = 9'h0c1;
+          \$149  = 9'h0c1;
       6'h39:
-          \$142  = 9'h0be;
+          \$149  = 9'h0be;
       6'h3a:
-          \$142  = 9'h0bc;
+          \$149  = 9'h0bc;
       6'h3b:
-          \$142  = 9'h0bb;
+          \$149  = 9'h0bb;
       6'h3c:
-          \$142  = 9'h0b8;
+          \$149  = 9'h0b8;
       6'h3d:
-          \$142  = 9'h0b6;
+          \$149  = 9'h0b6;
       6'h3e:
-          \$142  = 9'h0b5;
+          \$149  = 9'h0b5;
       6'h3f:
-          \$142  = 9'h0b2;
+          \$149  = 9'h0b2;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4515$32 , \port$9314$0  };
+  assign ctl__cmd__payload = { \port$4515$32 , \port$9440$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -43614,11 +43862,11 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign spad_wr__gnt = r_en;
   assign wp__addr = seg_meta[12:7];
   assign wp__data = seg_x;
-  assign rp__addr = \$489 [5:0];
+  assign rp__addr = \$615 [5:0];
   assign rp__en = 1'h1;
-  assign w_data = { \$499 , \$497 , \$495 , \$493 , e6_meta[18:5] };
-  assign spad_rd__addr = \$458 [13:0];
-  assign acc_rd__addr = \$480 [12:0];
+  assign w_data = { \$625 , \$623 , \$621 , \$619 , e6_meta[18:5] };
+  assign spad_rd__addr = \$580 [13:0];
+  assign acc_rd__addr = \$602 [12:0];
   assign \rd_tag0.valid  = rd_tag0[0];
   assign \rd_tag0.slot  = rd_tag0[2:1];
   assign \rd_tag0.last  = rd_tag0[3];
@@ -43683,20 +43931,20 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[20:19];
   assign \e6_meta.last  = e6_meta[21];
-  assign \ctl__cmd__payload.op  = \port$9314$0 ;
+  assign \ctl__cmd__payload.op  = \port$9440$0 ;
   assign \ctl__cmd__payload.payload  = \port$4515$32 ;
-  assign \$151  = { 10'h000, \$150 [19:10] };
-  assign \$184  = { 34'h000000000, \$183 [42:34] };
-  assign \$187  = { 34'h000000000, \$186 [42:34] };
-  assign \$279  = { 2'h0, \$278 [16:2] };
-  assign \$403  = { 31'h00000000, d_val, 32'h00000000 };
-  assign \$406  = { 1'h0, sq_n, 2'h0 };
-  assign \$418  = { dv_num, 1'h0 };
-  assign \$489  = { 2'h0, \$488 [7:2] };
+  assign \$158  = { 10'h000, \$157 [19:10] };
+  assign \$191  = { 34'h000000000, \$190 [42:34] };
+  assign \$194  = { 34'h000000000, \$193 [42:34] };
+  assign \$401  = { 2'h0, \$400 [16:2] };
+  assign \$525  = { 31'h00000000, d_val, 32'h00000000 };
+  assign \$528  = { 1'h0, sq_n, 2'h0 };
+  assign \$540  = { dv_num, 1'h0 };
+  assign \$615  = { 2'h0, \$614 [7:2] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8443$0 , \port$8445$0 , \port$8447$0 , \port$8449$0 , w_level, r_data, \port$11028$5 , r_rdy, clk);
+module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8569$0 , \port$8571$0 , \port$8573$0 , \port$8575$0 , w_level, r_data, \port$11154$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -43738,16 +43986,16 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8443$0 , \port$
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [13:0] \port$11028$5 ;
-  wire [13:0] \port$11028$5 ;
-  input [7:0] \port$8443$0 ;
-  wire [7:0] \port$8443$0 ;
-  input [7:0] \port$8445$0 ;
-  wire [7:0] \port$8445$0 ;
-  input [7:0] \port$8447$0 ;
-  wire [7:0] \port$8447$0 ;
-  input [7:0] \port$8449$0 ;
-  wire [7:0] \port$8449$0 ;
+  input [13:0] \port$11154$5 ;
+  wire [13:0] \port$11154$5 ;
+  input [7:0] \port$8569$0 ;
+  wire [7:0] \port$8569$0 ;
+  input [7:0] \port$8571$0 ;
+  wire [7:0] \port$8571$0 ;
+  input [7:0] \port$8573$0 ;
+  wire [7:0] \port$8573$0 ;
+  input [7:0] \port$8575$0 ;
+  wire [7:0] \port$8575$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [45:0] r_data;
@@ -43793,7 +44041,7 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8443$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8449$0 , \port$8447$0 , \port$8445$0 , \port$8443$0 , \port$11028$5  };
+      storage[w_port__addr] <= { \port$8575$0 , \port$8573$0 , \port$8571$0 , \port$8569$0 , \port$11154$5  };
   end
   reg [45:0] _0_;
   always @(posedge clk) begin
@@ -43904,14 +44152,14 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8443$0 , \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8449$0 , \port$8447$0 , \port$8445$0 , \port$8443$0 , \port$11028$5  };
-  assign w_data = { \port$8449$0 , \port$8447$0 , \port$8445$0 , \port$8443$0 , \port$11028$5  };
+  assign w_port__data = { \port$8575$0 , \port$8573$0 , \port$8571$0 , \port$8569$0 , \port$11154$5  };
+  assign w_data = { \port$8575$0 , \port$8573$0 , \port$8571$0 , \port$8569$0 , \port$11154$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu_retire (rst, held, r_en, w_en, r_data, \port$9877$16 , \port$11123$0 , r_rdy, clk);
+module \kaki_soc_4x4.sfu_retire (rst, held, r_en, w_en, r_data, \port$10003$16 , \port$11249$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -43955,10 +44203,10 @@ module \kaki_soc_4x4.sfu_retire (rst, held, r_en, w_en, r_data, \port$9877$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$11123$0 ;
-  wire [7:0] \port$11123$0 ;
-  input [15:0] \port$9877$16 ;
-  wire [15:0] \port$9877$16 ;
+  input [15:0] \port$10003$16 ;
+  wire [15:0] \port$10003$16 ;
+  input [7:0] \port$11249$0 ;
+  wire [7:0] \port$11249$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -43993,7 +44241,7 @@ module \kaki_soc_4x4.sfu_retire (rst, held, r_en, w_en, r_data, \port$9877$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9877$16 , \port$11123$0  };
+      storage[w_port__addr] <= { \port$10003$16 , \port$11249$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -44104,14 +44352,14 @@ module \kaki_soc_4x4.sfu_retire (rst, held, r_en, w_en, r_data, \port$9877$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9877$16 , \port$11123$0  };
-  assign w_data = { \port$9877$16 , \port$11123$0  };
+  assign w_port__data = { \port$10003$16 , \port$11249$0  };
+  assign w_data = { \port$10003$16 , \port$11249$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$8596$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
+module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$8722$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
 , rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -44364,8 +44612,8 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [45:0] \port$8596$0 ;
-  wire [45:0] \port$8596$0 ;
+  input [45:0] \port$8722$0 ;
+  wire [45:0] \port$8722$0 ;
   reg [11:0] raddr = 12'h000;
   reg [11:0] \raddr$49  = 12'h000;
   reg [11:0] \raddr$69  = 12'h000;
@@ -44516,7 +44764,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$9  = \$17  & \$25 ;
   assign \$26  = ! wr__0__addr[13:12];
   assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$8596$0 [13:12];
+  assign \$27  = ! \port$8722$0 [13:12];
   assign \$28  = wr__1__en & \$27 ;
   assign \$29  = ! wr__0__addr[13:12];
   assign \$30  = wr__0__en & \$29 ;
@@ -44526,7 +44774,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$34  = wr__2__en & \$33 ;
   assign \$35  = ! wr__0__addr[13:12];
   assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$8596$0 [13:12];
+  assign \$37  = ! \port$8722$0 [13:12];
   assign \$38  = wr__1__en & \$37 ;
   assign \$39  = | { \$38 , \$36  };
   assign \$40  = ~ \$39 ;
@@ -44561,7 +44809,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$40  = \$57  & \$65 ;
   assign \$66  = wr__0__addr[13:12] == 1'h1;
   assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$8596$0 [13:12] == 1'h1;
+  assign \$67  = \port$8722$0 [13:12] == 1'h1;
   assign \$68  = wr__1__en & \$67 ;
   assign \$69  = wr__0__addr[13:12] == 1'h1;
   assign \$70  = wr__0__en & \$69 ;
@@ -44571,7 +44819,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$74  = wr__2__en & \$73 ;
   assign \$75  = wr__0__addr[13:12] == 1'h1;
   assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$8596$0 [13:12] == 1'h1;
+  assign \$77  = \port$8722$0 [13:12] == 1'h1;
   assign \$78  = wr__1__en & \$77 ;
   assign \$79  = | { \$78 , \$76  };
   assign \$80  = ~ \$79 ;
@@ -44606,7 +44854,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$60  = \$97  & \$105 ;
   assign \$106  = wr__0__addr[13:12] == 2'h2;
   assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$8596$0 [13:12] == 2'h2;
+  assign \$107  = \port$8722$0 [13:12] == 2'h2;
   assign \$108  = wr__1__en & \$107 ;
   assign \$109  = wr__0__addr[13:12] == 2'h2;
   assign \$110  = wr__0__en & \$109 ;
@@ -44616,7 +44864,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$114  = wr__2__en & \$113 ;
   assign \$115  = wr__0__addr[13:12] == 2'h2;
   assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$8596$0 [13:12] == 2'h2;
+  assign \$117  = \port$8722$0 [13:12] == 2'h2;
   assign \$118  = wr__1__en & \$117 ;
   assign \$119  = | { \$118 , \$116  };
   assign \$120  = ~ \$119 ;
@@ -44651,7 +44899,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$80  = \$137  & \$145 ;
   assign \$146  = wr__0__addr[13:12] == 2'h3;
   assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$8596$0 [13:12] == 2'h3;
+  assign \$147  = \port$8722$0 [13:12] == 2'h3;
   assign \$148  = wr__1__en & \$147 ;
   assign \$149  = wr__0__addr[13:12] == 2'h3;
   assign \$150  = wr__0__en & \$149 ;
@@ -44661,7 +44909,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$154  = wr__2__en & \$153 ;
   assign \$155  = wr__0__addr[13:12] == 2'h3;
   assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$8596$0 [13:12] == 2'h3;
+  assign \$157  = \port$8722$0 [13:12] == 2'h3;
   assign \$158  = wr__1__en & \$157 ;
   assign \$159  = | { \$158 , \$156  };
   assign \$160  = ~ \$159 ;
@@ -44816,7 +45064,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank0_addr$22  = wr__0__addr[11:0];
     end
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$8596$0 [11:0];
+      \bank0_addr$22  = \port$8722$0 [11:0];
     end
     if (\win$19 ) begin
       \bank0_addr$22  = wr__2__addr[11:0];
@@ -44829,7 +45077,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank0_wdata = wr__0__data;
     end
     if (\win$16 ) begin
-      bank0_wdata = \port$8596$0 [45:14];
+      bank0_wdata = \port$8722$0 [45:14];
     end
     if (\win$19 ) begin
       bank0_wdata = wr__2__data;
@@ -44858,7 +45106,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank1_addr$45  = wr__0__addr[11:0];
     end
     if (\win$43 ) begin
-      \bank1_addr$45  = \port$8596$0 [11:0];
+      \bank1_addr$45  = \port$8722$0 [11:0];
     end
     if (\win$44 ) begin
       \bank1_addr$45  = wr__2__addr[11:0];
@@ -44871,7 +45119,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank1_wdata = wr__0__data;
     end
     if (\win$43 ) begin
-      bank1_wdata = \port$8596$0 [45:14];
+      bank1_wdata = \port$8722$0 [45:14];
     end
     if (\win$44 ) begin
       bank1_wdata = wr__2__data;
@@ -44900,7 +45148,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank2_addr$65  = wr__0__addr[11:0];
     end
     if (\win$63 ) begin
-      \bank2_addr$65  = \port$8596$0 [11:0];
+      \bank2_addr$65  = \port$8722$0 [11:0];
     end
     if (\win$64 ) begin
       \bank2_addr$65  = wr__2__addr[11:0];
@@ -44913,7 +45161,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank2_wdata = wr__0__data;
     end
     if (\win$63 ) begin
-      bank2_wdata = \port$8596$0 [45:14];
+      bank2_wdata = \port$8722$0 [45:14];
     end
     if (\win$64 ) begin
       bank2_wdata = wr__2__data;
@@ -44942,7 +45190,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank3_addr$85  = wr__0__addr[11:0];
     end
     if (\win$83 ) begin
-      \bank3_addr$85  = \port$8596$0 [11:0];
+      \bank3_addr$85  = \port$8722$0 [11:0];
     end
     if (\win$84 ) begin
       \bank3_addr$85  = wr__2__addr[11:0];
@@ -44955,7 +45203,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank3_wdata = wr__0__data;
     end
     if (\win$83 ) begin
-      bank3_wdata = \port$8596$0 [45:14];
+      bank3_wdata = \port$8722$0 [45:14];
     end
     if (\win$84 ) begin
       bank3_wdata = wr__2__data;
@@ -45169,8 +45417,8 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \$192  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$8596$0 [13:0];
-  assign wr__1__data = \port$8596$0 [45:14];
+  assign wr__1__addr = \port$8722$0 [13:0];
+  assign wr__1__data = \port$8722$0 [45:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
@@ -47326,7 +47574,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$9875$16 , \port$10884$0 , r_rdy, clk);
+module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$10001$16 , \port$11010$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -47370,10 +47618,10 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$9875$16 , 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10884$0 ;
-  wire [7:0] \port$10884$0 ;
-  input [15:0] \port$9875$16 ;
-  wire [15:0] \port$9875$16 ;
+  input [15:0] \port$10001$16 ;
+  wire [15:0] \port$10001$16 ;
+  input [7:0] \port$11010$0 ;
+  wire [7:0] \port$11010$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -47408,7 +47656,7 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$9875$16 , 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9875$16 , \port$10884$0  };
+      storage[w_port__addr] <= { \port$10001$16 , \port$11010$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -47519,8 +47767,8 @@ module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$9875$16 , 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9875$16 , \port$10884$0  };
-  assign w_data = { \port$9875$16 , \port$10884$0  };
+  assign w_port__data = { \port$10001$16 , \port$11010$0  };
+  assign w_data = { \port$10001$16 , \port$11010$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

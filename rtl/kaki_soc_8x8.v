@@ -2954,7 +2954,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$11541$2 (\$322 ),
+    .\port$12019$2 (\$322 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3081,20 +3081,20 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$11378$0 (q_wait_queue),
-    .\port$11567$0 (inflight),
-    .\port$11714$0 (q__0__cpl_irq),
-    .\port$11728$0 (q__0__error_irq),
-    .\port$11740$0 (q__1__cpl_irq),
-    .\port$11754$0 (q__1__error_irq),
-    .\port$11766$0 (q__2__cpl_irq),
-    .\port$11780$0 (q__2__error_irq),
-    .\port$11792$0 (q__3__cpl_irq),
-    .\port$11806$0 (q__3__error_irq),
-    .\port$11918$0 (\$328 ),
-    .\port$11926$0 (\$329 ),
-    .\port$11934$0 (\$330 ),
-    .\port$11942$0 (\$331 ),
+    .\port$11856$0 (q_wait_queue),
+    .\port$12045$0 (inflight),
+    .\port$12192$0 (q__0__cpl_irq),
+    .\port$12206$0 (q__0__error_irq),
+    .\port$12218$0 (q__1__cpl_irq),
+    .\port$12232$0 (q__1__error_irq),
+    .\port$12244$0 (q__2__cpl_irq),
+    .\port$12258$0 (q__2__error_irq),
+    .\port$12270$0 (q__3__cpl_irq),
+    .\port$12284$0 (q__3__error_irq),
+    .\port$12396$0 (\$328 ),
+    .\port$12404$0 (\$329 ),
+    .\port$12412$0 (\$330 ),
+    .\port$12420$0 (\$331 ),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3182,11 +3182,11 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .gemm_done(gemm_done),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$11569$0 (\$323 ),
-    .\port$11571$0 (\$324 ),
-    .\port$11573$0 (\$325 ),
-    .\port$11575$0 (\$326 ),
-    .\port$11577$0 (\$327 ),
+    .\port$12047$0 (\$323 ),
+    .\port$12049$0 (\$324 ),
+    .\port$12051$0 (\$325 ),
+    .\port$12053$0 (\$326 ),
+    .\port$12055$0 (\$327 ),
     .queue(queue),
     .r_en(dma_load__ready),
     .\r_en$37 (dma_store__ready),
@@ -3289,8 +3289,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_load_retire  dma_load_retire (
     .clk(clk),
     .held(held),
-    .\port$11569$16 (retire__0__tag),
-    .\port$12141$0 (dma_load_error),
+    .\port$12047$16 (retire__0__tag),
+    .\port$12619$0 (dma_load_error),
     .r_data(r_data),
     .r_en(fw_write_retire_pop_engine[0]),
     .r_rdy(r_rdy),
@@ -3300,8 +3300,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.dma_store_retire  dma_store_retire (
     .clk(clk),
     .held(held),
-    .\port$11571$16 (retire__1__tag),
-    .\port$12269$0 (dma_store_error),
+    .\port$12049$16 (retire__1__tag),
+    .\port$12747$0 (dma_store_error),
     .r_data(\r_data$530 ),
     .r_en(fw_write_retire_pop_engine[1]),
     .r_rdy(\r_rdy$527 ),
@@ -3344,12 +3344,12 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .held(held),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$10812$0 (r_data),
-    .\port$10862$0 (\r_data$530 ),
-    .\port$10912$0 (\r_data$541 ),
-    .\port$10962$0 (\r_data$552 ),
-    .\port$11012$0 (\r_data$563 ),
-    .\port$11541$2 (\$322 ),
+    .\port$11290$0 (r_data),
+    .\port$11340$0 (\r_data$530 ),
+    .\port$11390$0 (\r_data$541 ),
+    .\port$11440$0 (\r_data$552 ),
+    .\port$11490$0 (\r_data$563 ),
+    .\port$12019$2 (\$322 ),
     .\port$4522$0 (q__0__ready),
     .\port$4524$0 (q__0__qreset_req),
     .\port$4532$0 (q__1__ready),
@@ -3407,8 +3407,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.gemm_retire  gemm_retire (
     .clk(clk),
     .held(held),
-    .\port$11573$16 (retire__2__tag),
-    .\port$12360$0 (gemm_error),
+    .\port$12051$16 (retire__2__tag),
+    .\port$12838$0 (gemm_error),
     .r_data(\r_data$541 ),
     .r_en(fw_write_retire_pop_engine[2]),
     .r_rdy(\r_rdy$538 ),
@@ -3458,8 +3458,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .\level$149 (\$330 ),
     .\level$181 (\$331 ),
     .limit(bus_timeout),
-    .\port$11070$0 (fw_write_cpl_word[3:0]),
-    .\port$11070$8 (fw_write_cpl_word[31:8]),
+    .\port$11548$0 (fw_write_cpl_word[3:0]),
+    .\port$11548$8 (fw_write_cpl_word[31:8]),
     .\port$130$0 (fw_write_qreset_ack_queue),
     .q0_active(q_status0_active),
     .q0_halted(q_status0_halted),
@@ -3563,7 +3563,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$11014$0 (sfu_cmd_op),
+    .\port$11492$0 (sfu_cmd_op),
     .\port$4515$32 (sfu__payload[255:32]),
     .r_data(\$332 ),
     .r_en(\$37 [0]),
@@ -3578,8 +3578,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.sfu_retire  sfu_retire (
     .clk(clk),
     .held(held),
-    .\port$11577$16 (retire__4__tag),
-    .\port$13445$0 (sfu_error),
+    .\port$12055$16 (retire__4__tag),
+    .\port$13923$0 (sfu_error),
     .r_data(\r_data$563 ),
     .r_en(fw_write_retire_pop_engine[4]),
     .r_rdy(\r_rdy$560 ),
@@ -3588,7 +3588,7 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_8x8.spad  spad (
     .clk(clk),
-    .\port$10296$0 (\$332 ),
+    .\port$10774$0 (\$332 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
@@ -3643,8 +3643,8 @@ module kaki_soc_8x8(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   \kaki_soc_8x8.vec_retire  vec_retire (
     .clk(clk),
     .held(held),
-    .\port$11575$16 (retire__3__tag),
-    .\port$13150$0 (vec_error),
+    .\port$12053$16 (retire__3__tag),
+    .\port$13628$0 (vec_error),
     .r_data(\r_data$552 ),
     .r_en(fw_write_retire_pop_engine[3]),
     .r_rdy(\r_rdy$549 ),
@@ -7235,7 +7235,7 @@ module \kaki_soc_8x8.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11541$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$12019$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7379,8 +7379,8 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$11541$2 ;
-  wire [29:0] \port$11541$2 ;
+  output [29:0] \port$12019$2 ;
+  wire [29:0] \port$12019$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7560,7 +7560,7 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$11541$2 (\$99 ),
+    .\port$12019$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7678,11 +7678,11 @@ module \kaki_soc_8x8.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$11541$2  = \$99 ;
+  assign \port$12019$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11541$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$12019$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8107,8 +8107,8 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$11541$2 ;
-  wire [29:0] \port$11541$2 ;
+  output [29:0] \port$12019$2 ;
+  wire [29:0] \port$12019$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11213,7 +11213,7 @@ module \kaki_soc_8x8.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$11541$2  = ls_addr_r[31:2];
+  assign \port$12019$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11388,9 +11388,9 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 , cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl
 , irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr
 , q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value
-, \port$11378$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$11567$0 , q_fetch0_index
-, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$11714$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$11728$0 , q_status0_resetting, q_consumer1_index, \port$11740$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$11754$0 , q_status1_resetting, q_consumer2_index, \port$11766$0 , q_status2_halted, q_error2_code
-, q_error_index2_index, \port$11780$0 , q_status2_resetting, q_consumer3_index, \port$11792$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$11806$0 , q_status3_resetting, \port$11918$0 , \port$11926$0 , \port$11934$0 , \port$11942$0 , bus__awaddr);
+, \port$11856$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$12045$0 , q_fetch0_index
+, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$12192$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$12206$0 , q_status0_resetting, q_consumer1_index, \port$12218$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$12232$0 , q_status1_resetting, q_consumer2_index, \port$12244$0 , q_status2_halted, q_error2_code
+, q_error_index2_index, \port$12258$0 , q_status2_resetting, q_consumer3_index, \port$12270$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$12284$0 , q_status3_resetting, \port$12396$0 , \port$12404$0 , \port$12412$0 , \port$12420$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -12993,34 +12993,34 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input [3:0] \port$11378$0 ;
-  wire [3:0] \port$11378$0 ;
-  input [4:0] \port$11567$0 ;
-  wire [4:0] \port$11567$0 ;
-  input \port$11714$0 ;
-  wire \port$11714$0 ;
-  input \port$11728$0 ;
-  wire \port$11728$0 ;
-  input \port$11740$0 ;
-  wire \port$11740$0 ;
-  input \port$11754$0 ;
-  wire \port$11754$0 ;
-  input \port$11766$0 ;
-  wire \port$11766$0 ;
-  input \port$11780$0 ;
-  wire \port$11780$0 ;
-  input \port$11792$0 ;
-  wire \port$11792$0 ;
-  input \port$11806$0 ;
-  wire \port$11806$0 ;
-  input [2:0] \port$11918$0 ;
-  wire [2:0] \port$11918$0 ;
-  input [2:0] \port$11926$0 ;
-  wire [2:0] \port$11926$0 ;
-  input [2:0] \port$11934$0 ;
-  wire [2:0] \port$11934$0 ;
-  input [2:0] \port$11942$0 ;
-  wire [2:0] \port$11942$0 ;
+  input [3:0] \port$11856$0 ;
+  wire [3:0] \port$11856$0 ;
+  input [4:0] \port$12045$0 ;
+  wire [4:0] \port$12045$0 ;
+  input \port$12192$0 ;
+  wire \port$12192$0 ;
+  input \port$12206$0 ;
+  wire \port$12206$0 ;
+  input \port$12218$0 ;
+  wire \port$12218$0 ;
+  input \port$12232$0 ;
+  wire \port$12232$0 ;
+  input \port$12244$0 ;
+  wire \port$12244$0 ;
+  input \port$12258$0 ;
+  wire \port$12258$0 ;
+  input \port$12270$0 ;
+  wire \port$12270$0 ;
+  input \port$12284$0 ;
+  wire \port$12284$0 ;
+  input [2:0] \port$12396$0 ;
+  wire [2:0] \port$12396$0 ;
+  input [2:0] \port$12404$0 ;
+  wire [2:0] \port$12404$0 ;
+  input [2:0] \port$12412$0 ;
+  wire [2:0] \port$12412$0 ;
+  input [2:0] \port$12420$0 ;
+  wire [2:0] \port$12420$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13671,10 +13671,10 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$11792$0 , \port$11766$0 , \port$11740$0 , \port$11714$0  };
+  assign \$187  = \$186  | { \port$12270$0 , \port$12244$0 , \port$12218$0 , \port$12192$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$11806$0 , \port$11780$0 , \port$11754$0 , \port$11728$0  };
+  assign \$190  = \$189  | { \port$12284$0 , \port$12258$0 , \port$12232$0 , \port$12206$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15809,8 +15809,8 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$11792$0 , \port$11766$0 , \port$11740$0 , \port$11714$0  };
-  assign irq_status_queue_error_set = { \port$11806$0 , \port$11780$0 , \port$11754$0 , \port$11728$0  };
+  assign irq_status_queue_cpl_set = { \port$12270$0 , \port$12244$0 , \port$12218$0 , \port$12192$0  };
+  assign irq_status_queue_error_set = { \port$12284$0 , \port$12258$0 , \port$12232$0 , \port$12206$0  };
   assign cap_array_rows = 8'h08;
   assign cap_array_cols = 8'h08;
   assign cap_spad_banks = 8'h04;
@@ -15825,19 +15825,19 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$11567$0 [0];
-  assign status_dma_store_busy = \port$11567$0 [1];
-  assign status_gemm_busy = \port$11567$0 [2];
-  assign status_vec_busy = \port$11567$0 [3];
-  assign status_sfu_busy = \port$11567$0 [4];
-  assign q_status0_waiting = \port$11378$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$11918$0  };
-  assign q_status1_waiting = \port$11378$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$11926$0  };
-  assign q_status2_waiting = \port$11378$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$11934$0  };
-  assign q_status3_waiting = \port$11378$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$11942$0  };
+  assign status_dma_load_busy = \port$12045$0 [0];
+  assign status_dma_store_busy = \port$12045$0 [1];
+  assign status_gemm_busy = \port$12045$0 [2];
+  assign status_vec_busy = \port$12045$0 [3];
+  assign status_sfu_busy = \port$12045$0 [4];
+  assign q_status0_waiting = \port$11856$0 [0];
+  assign q_status0_prefetched = { 5'h00, \port$12396$0  };
+  assign q_status1_waiting = \port$11856$0 [1];
+  assign q_status1_prefetched = { 5'h00, \port$12404$0  };
+  assign q_status2_waiting = \port$11856$0 [2];
+  assign q_status2_prefetched = { 5'h00, \port$12412$0  };
+  assign q_status3_waiting = \port$11856$0 [3];
+  assign q_status3_prefetched = { 5'h00, \port$12420$0  };
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -15882,12 +15882,12 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$11567$0 [0] };
+  assign \$440  = { 1'h0, \port$12045$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$11567$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$11567$0 [2], 2'h0 };
-  assign \$446  = { \port$11567$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$11567$0 [4], 4'h0 };
+  assign \$442  = { \port$12045$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$12045$0 [2], 2'h0 };
+  assign \$446  = { \port$12045$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$12045$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16052,26 +16052,26 @@ module \kaki_soc_8x8.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$904  = { 30'h00000000, \$903  };
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$909  = { \port$11378$0 [0], 3'h0 };
-  assign \$911  = { 12'h000, \port$11918$0 , 8'h00 };
+  assign \$909  = { \port$11856$0 [0], 3'h0 };
+  assign \$911  = { 12'h000, \port$12396$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$922  = { \port$11378$0 [1], 3'h0 };
-  assign \$924  = { 12'h000, \port$11926$0 , 8'h00 };
+  assign \$922  = { \port$11856$0 [1], 3'h0 };
+  assign \$924  = { 12'h000, \port$12404$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$935  = { \port$11378$0 [2], 3'h0 };
-  assign \$937  = { 12'h000, \port$11934$0 , 8'h00 };
+  assign \$935  = { \port$11856$0 [2], 3'h0 };
+  assign \$937  = { 12'h000, \port$12412$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$948  = { \port$11378$0 [3], 3'h0 };
-  assign \$950  = { 12'h000, \port$11942$0 , 8'h00 };
+  assign \$948  = { \port$11856$0 [3], 3'h0 };
+  assign \$950  = { 12'h000, \port$12420$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16186,7 +16186,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, \r_en$88 , sfu_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, retire__4__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload
-, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$11569$0 , retire__0__tag, \port$11571$0 , retire__1__tag, \port$11573$0 , retire__2__tag, \port$11575$0 , retire__3__tag, \port$11577$0 , retire__4__tag, dma_load__valid
+, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$12047$0 , retire__0__tag, \port$12049$0 , retire__1__tag, \port$12051$0 , retire__2__tag, \port$12053$0 , retire__3__tag, \port$12055$0 , retire__4__tag, dma_load__valid
 , dma_store__valid, gemm__valid, vec__valid, sfu__valid, retire__0__error, retire__1__error, retire__2__error, retire__3__error, retire__4__error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
@@ -17216,16 +17216,16 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$11569$0 ;
-  wire [8:0] \port$11569$0 ;
-  output [8:0] \port$11571$0 ;
-  wire [8:0] \port$11571$0 ;
-  output [8:0] \port$11573$0 ;
-  wire [8:0] \port$11573$0 ;
-  output [8:0] \port$11575$0 ;
-  wire [8:0] \port$11575$0 ;
-  output [8:0] \port$11577$0 ;
-  wire [8:0] \port$11577$0 ;
+  output [8:0] \port$12047$0 ;
+  wire [8:0] \port$12047$0 ;
+  output [8:0] \port$12049$0 ;
+  wire [8:0] \port$12049$0 ;
+  output [8:0] \port$12051$0 ;
+  wire [8:0] \port$12051$0 ;
+  output [8:0] \port$12053$0 ;
+  wire [8:0] \port$12053$0 ;
+  output [8:0] \port$12055$0 ;
+  wire [8:0] \port$12055$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
@@ -18156,9 +18156,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
     sfu_held <= \$100 ;
   \kaki_soc_8x8.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$11017$0 (desc),
-    .\port$11019$0 (queue),
-    .\port$11020$0 (windowed),
+    .\port$11495$0 (desc),
+    .\port$11497$0 (queue),
+    .\port$11498$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18168,9 +18168,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$11017$0 (desc),
-    .\port$11019$0 (queue),
-    .\port$11020$0 (windowed),
+    .\port$11495$0 (desc),
+    .\port$11497$0 (queue),
+    .\port$11498$0 (windowed),
     .r_data(dma_store__payload),
     .r_en(\r_en$37 ),
     .r_rdy(dma_store__valid),
@@ -18180,9 +18180,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$11017$0 (desc),
-    .\port$11019$0 (queue),
-    .\port$11020$0 (windowed),
+    .\port$11495$0 (desc),
+    .\port$11497$0 (queue),
+    .\port$11498$0 (windowed),
     .r_data(gemm__payload),
     .r_en(\r_en$54 ),
     .r_rdy(gemm__valid),
@@ -18192,9 +18192,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$11017$0 (desc),
-    .\port$11019$0 (queue),
-    .\port$11020$0 (windowed),
+    .\port$11495$0 (desc),
+    .\port$11497$0 (queue),
+    .\port$11498$0 (windowed),
     .r_data(sfu__payload),
     .r_en(\r_en$88 ),
     .r_rdy(sfu__valid),
@@ -18204,9 +18204,9 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_8x8.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$11017$0 (desc),
-    .\port$11019$0 (queue),
-    .\port$11020$0 (windowed),
+    .\port$11495$0 (desc),
+    .\port$11497$0 (queue),
+    .\port$11498$0 (windowed),
     .r_data(vec__payload),
     .r_en(\r_en$71 ),
     .r_rdy(vec__valid),
@@ -18427,15 +18427,15 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign sfu_error = retire__4__error;
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
-  assign \port$11569$0  = dma_load_held[8:0];
+  assign \port$12047$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$11571$0  = dma_store_held[8:0];
+  assign \port$12049$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$11573$0  = gemm_held[8:0];
+  assign \port$12051$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$11575$0  = vec_held[8:0];
+  assign \port$12053$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$11577$0  = sfu_held[8:0];
+  assign \port$12055$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -19596,7 +19596,7 @@ module \kaki_soc_8x8.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11017$0 , \port$11019$0 , \port$11020$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11495$0 , \port$11497$0 , \port$11498$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19638,12 +19638,12 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11017$0 ;
-  wire [255:0] \port$11017$0 ;
-  input [1:0] \port$11019$0 ;
-  wire [1:0] \port$11019$0 ;
-  input \port$11020$0 ;
-  wire \port$11020$0 ;
+  input [255:0] \port$11495$0 ;
+  wire [255:0] \port$11495$0 ;
+  input [1:0] \port$11497$0 ;
+  wire [1:0] \port$11497$0 ;
+  input \port$11498$0 ;
+  wire \port$11498$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19675,7 +19675,7 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11020$0 , \port$11019$0 , \port$11017$0  };
+      storage[w_port__addr] <= { \port$11498$0 , \port$11497$0 , \port$11495$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19774,14 +19774,14 @@ module \kaki_soc_8x8.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
-  assign w_data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
+  assign w_port__data = { \port$11498$0 , \port$11497$0 , \port$11495$0  };
+  assign w_data = { \port$11498$0 , \port$11497$0 , \port$11495$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11017$0 , \port$11019$0 , \port$11020$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11495$0 , \port$11497$0 , \port$11498$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19823,12 +19823,12 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11017$0 ;
-  wire [255:0] \port$11017$0 ;
-  input [1:0] \port$11019$0 ;
-  wire [1:0] \port$11019$0 ;
-  input \port$11020$0 ;
-  wire \port$11020$0 ;
+  input [255:0] \port$11495$0 ;
+  wire [255:0] \port$11495$0 ;
+  input [1:0] \port$11497$0 ;
+  wire [1:0] \port$11497$0 ;
+  input \port$11498$0 ;
+  wire \port$11498$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19860,7 +19860,7 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11020$0 , \port$11019$0 , \port$11017$0  };
+      storage[w_port__addr] <= { \port$11498$0 , \port$11497$0 , \port$11495$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19959,14 +19959,14 @@ module \kaki_soc_8x8.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
-  assign w_data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
+  assign w_port__data = { \port$11498$0 , \port$11497$0 , \port$11495$0  };
+  assign w_data = { \port$11498$0 , \port$11497$0 , \port$11495$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11017$0 , \port$11019$0 , \port$11020$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11495$0 , \port$11497$0 , \port$11498$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20008,12 +20008,12 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11017$0 ;
-  wire [255:0] \port$11017$0 ;
-  input [1:0] \port$11019$0 ;
-  wire [1:0] \port$11019$0 ;
-  input \port$11020$0 ;
-  wire \port$11020$0 ;
+  input [255:0] \port$11495$0 ;
+  wire [255:0] \port$11495$0 ;
+  input [1:0] \port$11497$0 ;
+  wire [1:0] \port$11497$0 ;
+  input \port$11498$0 ;
+  wire \port$11498$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20045,7 +20045,7 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11020$0 , \port$11019$0 , \port$11017$0  };
+      storage[w_port__addr] <= { \port$11498$0 , \port$11497$0 , \port$11495$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20144,14 +20144,14 @@ module \kaki_soc_8x8.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
-  assign w_data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
+  assign w_port__data = { \port$11498$0 , \port$11497$0 , \port$11495$0  };
+  assign w_data = { \port$11498$0 , \port$11497$0 , \port$11495$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11017$0 , \port$11019$0 , \port$11020$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11495$0 , \port$11497$0 , \port$11498$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20193,12 +20193,12 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11017$0 ;
-  wire [255:0] \port$11017$0 ;
-  input [1:0] \port$11019$0 ;
-  wire [1:0] \port$11019$0 ;
-  input \port$11020$0 ;
-  wire \port$11020$0 ;
+  input [255:0] \port$11495$0 ;
+  wire [255:0] \port$11495$0 ;
+  input [1:0] \port$11497$0 ;
+  wire [1:0] \port$11497$0 ;
+  input \port$11498$0 ;
+  wire \port$11498$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20230,7 +20230,7 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11020$0 , \port$11019$0 , \port$11017$0  };
+      storage[w_port__addr] <= { \port$11498$0 , \port$11497$0 , \port$11495$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20329,14 +20329,14 @@ module \kaki_soc_8x8.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
-  assign w_data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
+  assign w_port__data = { \port$11498$0 , \port$11497$0 , \port$11495$0  };
+  assign w_data = { \port$11498$0 , \port$11497$0 , \port$11495$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11017$0 , \port$11019$0 , \port$11020$0 , r_rdy, clk);
+module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$11495$0 , \port$11497$0 , \port$11498$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20378,12 +20378,12 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$11017$0 ;
-  wire [255:0] \port$11017$0 ;
-  input [1:0] \port$11019$0 ;
-  wire [1:0] \port$11019$0 ;
-  input \port$11020$0 ;
-  wire \port$11020$0 ;
+  input [255:0] \port$11495$0 ;
+  wire [255:0] \port$11495$0 ;
+  input [1:0] \port$11497$0 ;
+  wire [1:0] \port$11497$0 ;
+  input \port$11498$0 ;
+  wire \port$11498$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20415,7 +20415,7 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11020$0 , \port$11019$0 , \port$11017$0  };
+      storage[w_port__addr] <= { \port$11498$0 , \port$11497$0 , \port$11495$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20514,8 +20514,8 @@ module \kaki_soc_8x8.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
-  assign w_data = { \port$11020$0 , \port$11019$0 , \port$11017$0  };
+  assign w_port__data = { \port$11498$0 , \port$11497$0 , \port$11495$0  };
+  assign w_data = { \port$11498$0 , \port$11497$0 , \port$11495$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -26145,7 +26145,7 @@ module \kaki_soc_8x8.dma.store_guard.w_order (rst, \port$5985$0 , w_en, \port$59
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11569$16 , \port$12141$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$12047$16 , \port$12619$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26189,10 +26189,10 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11569
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11569$16 ;
-  wire [15:0] \port$11569$16 ;
-  input [7:0] \port$12141$0 ;
-  wire [7:0] \port$12141$0 ;
+  input [15:0] \port$12047$16 ;
+  wire [15:0] \port$12047$16 ;
+  input [7:0] \port$12619$0 ;
+  wire [7:0] \port$12619$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -26227,7 +26227,7 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11569
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11569$16 , \port$12141$0  };
+      storage[w_port__addr] <= { \port$12047$16 , \port$12619$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -26338,14 +26338,14 @@ module \kaki_soc_8x8.dma_load_retire (rst, held, r_en, w_en, r_data, \port$11569
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11569$16 , \port$12141$0  };
-  assign w_data = { \port$11569$16 , \port$12141$0  };
+  assign w_port__data = { \port$12047$16 , \port$12619$0  };
+  assign w_data = { \port$12047$16 , \port$12619$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$11571$16 , \port$12269$0 , r_rdy, clk);
+module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$12049$16 , \port$12747$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26389,10 +26389,10 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$1157
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11571$16 ;
-  wire [15:0] \port$11571$16 ;
-  input [7:0] \port$12269$0 ;
-  wire [7:0] \port$12269$0 ;
+  input [15:0] \port$12049$16 ;
+  wire [15:0] \port$12049$16 ;
+  input [7:0] \port$12747$0 ;
+  wire [7:0] \port$12747$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -26427,7 +26427,7 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$1157
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11571$16 , \port$12269$0  };
+      storage[w_port__addr] <= { \port$12049$16 , \port$12747$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -26538,16 +26538,16 @@ module \kaki_soc_8x8.dma_store_retire (rst, held, r_en, w_en, r_data, \port$1157
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11571$16 , \port$12269$0  };
-  assign w_data = { \port$11571$16 , \port$12269$0  };
+  assign w_port__data = { \port$12049$16 , \port$12747$0  };
+  assign w_data = { \port$12049$16 , \port$12747$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4522$0 , \port$4524$0 , q_head_index1_index, \port$4532$0 , \port$4534$0 , q_head_index2_index, \port$4542$0 , \port$4544$0 , q_head_index3_index, \port$4552$0 , \port$4554$0 , cpl_status_free, \port$5582$0 , \port$5612$0 , \port$5642$0 
-, \port$5672$0 , \port$10812$0 , \port$10862$0 , \port$10912$0 , \port$10962$0 , \port$11012$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag
-, q_wait_queue, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$11541$2 , bus__we
+, \port$5672$0 , \port$11290$0 , \port$11340$0 , \port$11390$0 , \port$11440$0 , \port$11490$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag
+, q_wait_queue, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$12019$2 , bus__we
 , bus__wdata, bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, retire4_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
@@ -27479,18 +27479,18 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input [23:0] \port$10812$0 ;
-  wire [23:0] \port$10812$0 ;
-  input [23:0] \port$10862$0 ;
-  wire [23:0] \port$10862$0 ;
-  input [23:0] \port$10912$0 ;
-  wire [23:0] \port$10912$0 ;
-  input [23:0] \port$10962$0 ;
-  wire [23:0] \port$10962$0 ;
-  input [23:0] \port$11012$0 ;
-  wire [23:0] \port$11012$0 ;
-  input [29:0] \port$11541$2 ;
-  wire [29:0] \port$11541$2 ;
+  input [23:0] \port$11290$0 ;
+  wire [23:0] \port$11290$0 ;
+  input [23:0] \port$11340$0 ;
+  wire [23:0] \port$11340$0 ;
+  input [23:0] \port$11390$0 ;
+  wire [23:0] \port$11390$0 ;
+  input [23:0] \port$11440$0 ;
+  wire [23:0] \port$11440$0 ;
+  input [23:0] \port$11490$0 ;
+  wire [23:0] \port$11490$0 ;
+  input [29:0] \port$12019$2 ;
+  wire [29:0] \port$12019$2 ;
   input \port$4522$0 ;
   wire \port$4522$0 ;
   input \port$4524$0 ;
@@ -27683,94 +27683,94 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_work;
   wire wr_work_mask;
   assign \$102  = \new  & bus__we;
-  assign \$103  = \port$11541$2 [9:0] == 6'h39;
+  assign \$103  = \port$12019$2 [9:0] == 6'h39;
   assign wr_q_head25 = \$102  & \$103 ;
   assign \$104  = \new  & bus__we;
-  assign \$105  = \port$11541$2 [9:0] == 6'h3a;
+  assign \$105  = \port$12019$2 [9:0] == 6'h3a;
   assign wr_q_head26 = \$104  & \$105 ;
   assign \$106  = \new  & bus__we;
-  assign \$107  = \port$11541$2 [9:0] == 6'h3b;
+  assign \$107  = \port$12019$2 [9:0] == 6'h3b;
   assign wr_q_head27 = \$106  & \$107 ;
   assign \$108  = \new  & bus__we;
-  assign \$109  = \port$11541$2 [9:0] == 6'h3c;
+  assign \$109  = \port$12019$2 [9:0] == 6'h3c;
   assign wr_q_head28 = \$108  & \$109 ;
   assign \$110  = \new  & bus__we;
-  assign \$111  = \port$11541$2 [9:0] == 6'h3d;
+  assign \$111  = \port$12019$2 [9:0] == 6'h3d;
   assign wr_q_head29 = \$110  & \$111 ;
   assign \$112  = \new  & bus__we;
-  assign \$113  = \port$11541$2 [9:0] == 6'h3e;
+  assign \$113  = \port$12019$2 [9:0] == 6'h3e;
   assign wr_q_head30 = \$112  & \$113 ;
   assign \$114  = \new  & bus__we;
-  assign \$115  = \port$11541$2 [9:0] == 6'h3f;
+  assign \$115  = \port$12019$2 [9:0] == 6'h3f;
   assign wr_q_head31 = \$114  & \$115 ;
   assign \$116  = \new  & bus__we;
-  assign \$117  = \port$11541$2 [9:0] == 7'h40;
+  assign \$117  = \port$12019$2 [9:0] == 7'h40;
   assign wr_event0 = \$116  & \$117 ;
   assign \$118  = \new  & bus__we;
-  assign \$119  = \port$11541$2 [9:0] == 7'h41;
+  assign \$119  = \port$12019$2 [9:0] == 7'h41;
   assign wr_event1 = \$118  & \$119 ;
   assign \$120  = \new  & bus__we;
-  assign \$121  = \port$11541$2 [9:0] == 7'h42;
+  assign \$121  = \port$12019$2 [9:0] == 7'h42;
   assign wr_event2 = \$120  & \$121 ;
   assign \$122  = \new  & bus__we;
-  assign \$123  = \port$11541$2 [9:0] == 7'h43;
+  assign \$123  = \port$12019$2 [9:0] == 7'h43;
   assign wr_event3 = \$122  & \$123 ;
   assign \$124  = \new  & bus__we;
-  assign \$125  = \port$11541$2 [9:0] == 7'h44;
+  assign \$125  = \port$12019$2 [9:0] == 7'h44;
   assign wr_event4 = \$124  & \$125 ;
   assign \$126  = \new  & bus__we;
-  assign \$127  = \port$11541$2 [9:0] == 7'h45;
+  assign \$127  = \port$12019$2 [9:0] == 7'h45;
   assign wr_event5 = \$126  & \$127 ;
   assign \$128  = \new  & bus__we;
-  assign \$129  = \port$11541$2 [9:0] == 7'h46;
+  assign \$129  = \port$12019$2 [9:0] == 7'h46;
   assign wr_event6 = \$128  & \$129 ;
   assign \$130  = \new  & bus__we;
-  assign \$131  = \port$11541$2 [9:0] == 7'h47;
+  assign \$131  = \port$12019$2 [9:0] == 7'h47;
   assign wr_event7 = \$130  & \$131 ;
   assign \$132  = \new  & bus__we;
-  assign \$133  = \port$11541$2 [9:0] == 7'h48;
+  assign \$133  = \port$12019$2 [9:0] == 7'h48;
   assign wr_event8 = \$132  & \$133 ;
   assign \$134  = \new  & bus__we;
-  assign \$135  = \port$11541$2 [9:0] == 7'h49;
+  assign \$135  = \port$12019$2 [9:0] == 7'h49;
   assign wr_event9 = \$134  & \$135 ;
   assign \$136  = \new  & bus__we;
-  assign \$137  = \port$11541$2 [9:0] == 7'h4a;
+  assign \$137  = \port$12019$2 [9:0] == 7'h4a;
   assign wr_event10 = \$136  & \$137 ;
   assign \$138  = \new  & bus__we;
-  assign \$139  = \port$11541$2 [9:0] == 7'h4b;
+  assign \$139  = \port$12019$2 [9:0] == 7'h4b;
   assign wr_event11 = \$138  & \$139 ;
   assign \$140  = \new  & bus__we;
-  assign \$141  = \port$11541$2 [9:0] == 7'h4c;
+  assign \$141  = \port$12019$2 [9:0] == 7'h4c;
   assign wr_event12 = \$140  & \$141 ;
   assign \$142  = \new  & bus__we;
-  assign \$143  = \port$11541$2 [9:0] == 7'h4d;
+  assign \$143  = \port$12019$2 [9:0] == 7'h4d;
   assign wr_event13 = \$142  & \$143 ;
   assign \$144  = \new  & bus__we;
-  assign \$145  = \port$11541$2 [9:0] == 7'h4e;
+  assign \$145  = \port$12019$2 [9:0] == 7'h4e;
   assign wr_event14 = \$144  & \$145 ;
   assign \$146  = \new  & bus__we;
-  assign \$147  = \port$11541$2 [9:0] == 7'h4f;
+  assign \$147  = \port$12019$2 [9:0] == 7'h4f;
   assign wr_event15 = \$146  & \$147 ;
   assign \$148  = \new  & bus__we;
-  assign \$149  = \port$11541$2 [9:0] == 7'h50;
+  assign \$149  = \port$12019$2 [9:0] == 7'h50;
   assign wr_perf_sel = \$148  & \$149 ;
   assign \$150  = \new  & bus__we;
-  assign \$151  = \port$11541$2 [9:0] == 7'h51;
+  assign \$151  = \port$12019$2 [9:0] == 7'h51;
   assign wr_perf_value = \$150  & \$151 ;
   assign \$152  = \new  & bus__we;
-  assign \$153  = \port$11541$2 [9:0] == 7'h58;
+  assign \$153  = \port$12019$2 [9:0] == 7'h58;
   assign wr_retire0 = \$152  & \$153 ;
   assign \$154  = \new  & bus__we;
-  assign \$155  = \port$11541$2 [9:0] == 7'h59;
+  assign \$155  = \port$12019$2 [9:0] == 7'h59;
   assign wr_retire1 = \$154  & \$155 ;
   assign \$156  = \new  & bus__we;
-  assign \$157  = \port$11541$2 [9:0] == 7'h5a;
+  assign \$157  = \port$12019$2 [9:0] == 7'h5a;
   assign wr_retire2 = \$156  & \$157 ;
   assign \$158  = \new  & bus__we;
-  assign \$159  = \port$11541$2 [9:0] == 7'h5b;
+  assign \$159  = \port$12019$2 [9:0] == 7'h5b;
   assign wr_retire3 = \$158  & \$159 ;
   assign \$160  = \new  & bus__we;
-  assign \$161  = \port$11541$2 [9:0] == 7'h5c;
+  assign \$161  = \port$12019$2 [9:0] == 7'h5c;
   assign wr_retire4 = \$160  & \$161 ;
   assign \$162  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$163  = fw_version_version & \$162 ;
@@ -27894,60 +27894,60 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$281  = \$280  | wdata[11:0];
   assign \$282  = ~ bus__we;
   assign \$283  = \new  & \$282 ;
-  assign \$284  = ! \port$11541$2 [9:0];
+  assign \$284  = ! \port$12019$2 [9:0];
   assign \$285  = \$283  & \$284 ;
   assign \$288  = ~ bus__we;
   assign \$289  = \new  & \$288 ;
-  assign \$290  = \port$11541$2 [9:0] == 1'h1;
+  assign \$290  = \port$12019$2 [9:0] == 1'h1;
   assign \$291  = \$289  & \$290 ;
   assign \$294  = ~ bus__we;
   assign \$295  = \new  & \$294 ;
-  assign \$296  = \port$11541$2 [9:0] == 2'h2;
+  assign \$296  = \port$12019$2 [9:0] == 2'h2;
   assign \$297  = \$295  & \$296 ;
   assign \$300  = ~ bus__we;
   assign \$301  = \new  & \$300 ;
-  assign \$302  = \port$11541$2 [9:0] == 2'h3;
+  assign \$302  = \port$12019$2 [9:0] == 2'h3;
   assign \$303  = \$301  & \$302 ;
   assign \$306  = ~ bus__we;
   assign \$307  = \new  & \$306 ;
-  assign \$308  = \port$11541$2 [9:0] == 3'h4;
+  assign \$308  = \port$12019$2 [9:0] == 3'h4;
   assign \$309  = \$307  & \$308 ;
   assign \$312  = ~ bus__we;
   assign \$313  = \new  & \$312 ;
-  assign \$314  = \port$11541$2 [9:0] == 3'h5;
+  assign \$314  = \port$12019$2 [9:0] == 3'h5;
   assign \$315  = \$313  & \$314 ;
   assign \$318  = ~ bus__we;
   assign \$319  = \new  & \$318 ;
-  assign \$320  = \port$11541$2 [9:0] == 3'h6;
+  assign \$320  = \port$12019$2 [9:0] == 3'h6;
   assign \$321  = \$319  & \$320 ;
   assign \$324  = ~ bus__we;
   assign \$325  = \new  & \$324 ;
-  assign \$326  = \port$11541$2 [9:0] == 4'h8;
+  assign \$326  = \port$12019$2 [9:0] == 4'h8;
   assign \$327  = \$325  & \$326 ;
   assign \$331  = \$329  | { 12'h000, \$330  };
   assign \$333  = { 3'h0, \$331  } | \$332 ;
   assign \$335  = \$333  | { 3'h0, \$334  };
   assign \$336  = ~ bus__we;
   assign \$337  = \new  & \$336 ;
-  assign \$338  = \port$11541$2 [9:0] == 4'h9;
+  assign \$338  = \port$12019$2 [9:0] == 4'h9;
   assign \$339  = \$337  & \$338 ;
   assign \$343  = \$341  | \$342 ;
   assign \$344  = ~ bus__we;
   assign \$345  = \new  & \$344 ;
-  assign \$346  = \port$11541$2 [9:0] == 4'ha;
+  assign \$346  = \port$12019$2 [9:0] == 4'ha;
   assign \$347  = \$345  & \$346 ;
   assign \$350  = ~ bus__we;
   assign \$351  = \new  & \$350 ;
-  assign \$352  = \port$11541$2 [9:0] == 4'hb;
+  assign \$352  = \port$12019$2 [9:0] == 4'hb;
   assign \$353  = \$351  & \$352 ;
   assign \$357  = { 15'h0000, \$355  } | \$356 ;
   assign \$358  = ~ bus__we;
   assign \$359  = \new  & \$358 ;
-  assign \$360  = \port$11541$2 [9:0] == 5'h10;
+  assign \$360  = \port$12019$2 [9:0] == 5'h10;
   assign \$361  = \$359  & \$360 ;
   assign \$364  = ~ bus__we;
   assign \$365  = \new  & \$364 ;
-  assign \$366  = \port$11541$2 [9:0] == 5'h11;
+  assign \$366  = \port$12019$2 [9:0] == 5'h11;
   assign \$367  = \$365  & \$366 ;
   assign \$371  = \$369  | { 28'h0000000, \$370  };
   assign \$373  = \$371  | { 28'h0000000, \$372  };
@@ -27956,279 +27956,279 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$379  = \$377  | \$378 ;
   assign \$380  = ~ bus__we;
   assign \$381  = \new  & \$380 ;
-  assign \$382  = \port$11541$2 [9:0] == 5'h12;
+  assign \$382  = \port$12019$2 [9:0] == 5'h12;
   assign \$383  = \$381  & \$382 ;
   assign \$386  = ~ bus__we;
   assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$11541$2 [9:0] == 5'h13;
+  assign \$388  = \port$12019$2 [9:0] == 5'h13;
   assign \$389  = \$387  & \$388 ;
   assign \$392  = ~ bus__we;
   assign \$393  = \new  & \$392 ;
-  assign \$394  = \port$11541$2 [9:0] == 5'h14;
+  assign \$394  = \port$12019$2 [9:0] == 5'h14;
   assign \$395  = \$393  & \$394 ;
   assign \$398  = ~ bus__we;
   assign \$399  = \new  & \$398 ;
-  assign \$400  = \port$11541$2 [9:0] == 5'h15;
+  assign \$400  = \port$12019$2 [9:0] == 5'h15;
   assign \$401  = \$399  & \$400 ;
   assign \$404  = ~ bus__we;
   assign \$405  = \new  & \$404 ;
-  assign \$406  = \port$11541$2 [9:0] == 5'h16;
+  assign \$406  = \port$12019$2 [9:0] == 5'h16;
   assign \$407  = \$405  & \$406 ;
   assign \$410  = ~ bus__we;
   assign \$411  = \new  & \$410 ;
-  assign \$412  = \port$11541$2 [9:0] == 5'h17;
+  assign \$412  = \port$12019$2 [9:0] == 5'h17;
   assign \$413  = \$411  & \$412 ;
   assign \$416  = ~ bus__we;
   assign \$417  = \new  & \$416 ;
-  assign \$418  = \port$11541$2 [9:0] == 5'h18;
+  assign \$418  = \port$12019$2 [9:0] == 5'h18;
   assign \$419  = \$417  & \$418 ;
   assign \$422  = ~ bus__we;
   assign \$423  = \new  & \$422 ;
-  assign \$424  = \port$11541$2 [9:0] == 5'h19;
+  assign \$424  = \port$12019$2 [9:0] == 5'h19;
   assign \$425  = \$423  & \$424 ;
   assign \$428  = ~ bus__we;
   assign \$429  = \new  & \$428 ;
-  assign \$430  = \port$11541$2 [9:0] == 5'h1a;
+  assign \$430  = \port$12019$2 [9:0] == 5'h1a;
   assign \$431  = \$429  & \$430 ;
   assign \$434  = ~ bus__we;
   assign \$435  = \new  & \$434 ;
-  assign \$436  = \port$11541$2 [9:0] == 5'h1b;
+  assign \$436  = \port$12019$2 [9:0] == 5'h1b;
   assign \$437  = \$435  & \$436 ;
   assign \$440  = ~ bus__we;
   assign \$441  = \new  & \$440 ;
-  assign \$442  = \port$11541$2 [9:0] == 5'h1c;
+  assign \$442  = \port$12019$2 [9:0] == 5'h1c;
   assign \$443  = \$441  & \$442 ;
   assign \$446  = ~ bus__we;
   assign \$447  = \new  & \$446 ;
-  assign \$448  = \port$11541$2 [9:0] == 5'h1d;
+  assign \$448  = \port$12019$2 [9:0] == 5'h1d;
   assign \$449  = \$447  & \$448 ;
   assign \$452  = ~ bus__we;
   assign \$453  = \new  & \$452 ;
-  assign \$454  = \port$11541$2 [9:0] == 6'h20;
+  assign \$454  = \port$12019$2 [9:0] == 6'h20;
   assign \$455  = \$453  & \$454 ;
   assign \$458  = ~ bus__we;
   assign \$459  = \new  & \$458 ;
-  assign \$460  = \port$11541$2 [9:0] == 6'h21;
+  assign \$460  = \port$12019$2 [9:0] == 6'h21;
   assign \$461  = \$459  & \$460 ;
   assign \$464  = ~ bus__we;
   assign \$465  = \new  & \$464 ;
-  assign \$466  = \port$11541$2 [9:0] == 6'h22;
+  assign \$466  = \port$12019$2 [9:0] == 6'h22;
   assign \$467  = \$465  & \$466 ;
   assign \$470  = ~ bus__we;
   assign \$471  = \new  & \$470 ;
-  assign \$472  = \port$11541$2 [9:0] == 6'h23;
+  assign \$472  = \port$12019$2 [9:0] == 6'h23;
   assign \$473  = \$471  & \$472 ;
   assign \$476  = ~ bus__we;
   assign \$477  = \new  & \$476 ;
-  assign \$478  = \port$11541$2 [9:0] == 6'h24;
+  assign \$478  = \port$12019$2 [9:0] == 6'h24;
   assign \$479  = \$477  & \$478 ;
   assign \$482  = ~ bus__we;
   assign \$483  = \new  & \$482 ;
-  assign \$484  = \port$11541$2 [9:0] == 6'h25;
+  assign \$484  = \port$12019$2 [9:0] == 6'h25;
   assign \$485  = \$483  & \$484 ;
   assign \$488  = ~ bus__we;
   assign \$489  = \new  & \$488 ;
-  assign \$490  = \port$11541$2 [9:0] == 6'h26;
+  assign \$490  = \port$12019$2 [9:0] == 6'h26;
   assign \$491  = \$489  & \$490 ;
   assign \$494  = ~ bus__we;
   assign \$495  = \new  & \$494 ;
-  assign \$496  = \port$11541$2 [9:0] == 6'h27;
+  assign \$496  = \port$12019$2 [9:0] == 6'h27;
   assign \$497  = \$495  & \$496 ;
   assign \$500  = ~ bus__we;
   assign \$501  = \new  & \$500 ;
-  assign \$502  = \port$11541$2 [9:0] == 6'h28;
+  assign \$502  = \port$12019$2 [9:0] == 6'h28;
   assign \$503  = \$501  & \$502 ;
   assign \$506  = ~ bus__we;
   assign \$507  = \new  & \$506 ;
-  assign \$508  = \port$11541$2 [9:0] == 6'h29;
+  assign \$508  = \port$12019$2 [9:0] == 6'h29;
   assign \$509  = \$507  & \$508 ;
   assign \$512  = ~ bus__we;
   assign \$513  = \new  & \$512 ;
-  assign \$514  = \port$11541$2 [9:0] == 6'h2a;
+  assign \$514  = \port$12019$2 [9:0] == 6'h2a;
   assign \$515  = \$513  & \$514 ;
   assign \$518  = ~ bus__we;
   assign \$519  = \new  & \$518 ;
-  assign \$520  = \port$11541$2 [9:0] == 6'h2b;
+  assign \$520  = \port$12019$2 [9:0] == 6'h2b;
   assign \$521  = \$519  & \$520 ;
   assign \$524  = ~ bus__we;
   assign \$525  = \new  & \$524 ;
-  assign \$526  = \port$11541$2 [9:0] == 6'h2c;
+  assign \$526  = \port$12019$2 [9:0] == 6'h2c;
   assign \$527  = \$525  & \$526 ;
   assign \$530  = ~ bus__we;
   assign \$531  = \new  & \$530 ;
-  assign \$532  = \port$11541$2 [9:0] == 6'h2d;
+  assign \$532  = \port$12019$2 [9:0] == 6'h2d;
   assign \$533  = \$531  & \$532 ;
   assign \$536  = ~ bus__we;
   assign \$537  = \new  & \$536 ;
-  assign \$538  = \port$11541$2 [9:0] == 6'h2e;
+  assign \$538  = \port$12019$2 [9:0] == 6'h2e;
   assign \$539  = \$537  & \$538 ;
   assign \$542  = ~ bus__we;
   assign \$543  = \new  & \$542 ;
-  assign \$544  = \port$11541$2 [9:0] == 6'h2f;
+  assign \$544  = \port$12019$2 [9:0] == 6'h2f;
   assign \$545  = \$543  & \$544 ;
   assign \$548  = ~ bus__we;
   assign \$549  = \new  & \$548 ;
-  assign \$550  = \port$11541$2 [9:0] == 6'h30;
+  assign \$550  = \port$12019$2 [9:0] == 6'h30;
   assign \$551  = \$549  & \$550 ;
   assign \$554  = ~ bus__we;
   assign \$555  = \new  & \$554 ;
-  assign \$556  = \port$11541$2 [9:0] == 6'h31;
+  assign \$556  = \port$12019$2 [9:0] == 6'h31;
   assign \$557  = \$555  & \$556 ;
   assign \$560  = ~ bus__we;
   assign \$561  = \new  & \$560 ;
-  assign \$562  = \port$11541$2 [9:0] == 6'h32;
+  assign \$562  = \port$12019$2 [9:0] == 6'h32;
   assign \$563  = \$561  & \$562 ;
   assign \$566  = ~ bus__we;
   assign \$567  = \new  & \$566 ;
-  assign \$568  = \port$11541$2 [9:0] == 6'h33;
+  assign \$568  = \port$12019$2 [9:0] == 6'h33;
   assign \$569  = \$567  & \$568 ;
   assign \$572  = ~ bus__we;
   assign \$573  = \new  & \$572 ;
-  assign \$574  = \port$11541$2 [9:0] == 6'h34;
+  assign \$574  = \port$12019$2 [9:0] == 6'h34;
   assign \$575  = \$573  & \$574 ;
   assign \$578  = ~ bus__we;
   assign \$579  = \new  & \$578 ;
-  assign \$580  = \port$11541$2 [9:0] == 6'h35;
+  assign \$580  = \port$12019$2 [9:0] == 6'h35;
   assign \$581  = \$579  & \$580 ;
   assign \$584  = ~ bus__we;
   assign \$585  = \new  & \$584 ;
-  assign \$586  = \port$11541$2 [9:0] == 6'h36;
+  assign \$586  = \port$12019$2 [9:0] == 6'h36;
   assign \$587  = \$585  & \$586 ;
   assign \$590  = ~ bus__we;
   assign \$591  = \new  & \$590 ;
-  assign \$592  = \port$11541$2 [9:0] == 6'h37;
+  assign \$592  = \port$12019$2 [9:0] == 6'h37;
   assign \$593  = \$591  & \$592 ;
   assign \$596  = ~ bus__we;
   assign \$597  = \new  & \$596 ;
-  assign \$598  = \port$11541$2 [9:0] == 6'h38;
+  assign \$598  = \port$12019$2 [9:0] == 6'h38;
   assign \$599  = \$597  & \$598 ;
   assign \$602  = ~ bus__we;
   assign \$603  = \new  & \$602 ;
-  assign \$604  = \port$11541$2 [9:0] == 6'h39;
+  assign \$604  = \port$12019$2 [9:0] == 6'h39;
   assign \$605  = \$603  & \$604 ;
   assign \$608  = ~ bus__we;
   assign \$609  = \new  & \$608 ;
-  assign \$610  = \port$11541$2 [9:0] == 6'h3a;
+  assign \$610  = \port$12019$2 [9:0] == 6'h3a;
   assign \$611  = \$609  & \$610 ;
   assign \$614  = ~ bus__we;
   assign \$615  = \new  & \$614 ;
-  assign \$616  = \port$11541$2 [9:0] == 6'h3b;
+  assign \$616  = \port$12019$2 [9:0] == 6'h3b;
   assign \$617  = \$615  & \$616 ;
   assign \$620  = ~ bus__we;
   assign \$621  = \new  & \$620 ;
-  assign \$622  = \port$11541$2 [9:0] == 6'h3c;
+  assign \$622  = \port$12019$2 [9:0] == 6'h3c;
   assign \$623  = \$621  & \$622 ;
   assign \$626  = ~ bus__we;
   assign \$627  = \new  & \$626 ;
-  assign \$628  = \port$11541$2 [9:0] == 6'h3d;
+  assign \$628  = \port$12019$2 [9:0] == 6'h3d;
   assign \$629  = \$627  & \$628 ;
   assign \$632  = ~ bus__we;
   assign \$633  = \new  & \$632 ;
-  assign \$634  = \port$11541$2 [9:0] == 6'h3e;
+  assign \$634  = \port$12019$2 [9:0] == 6'h3e;
   assign \$635  = \$633  & \$634 ;
   assign \$638  = ~ bus__we;
   assign \$639  = \new  & \$638 ;
-  assign \$640  = \port$11541$2 [9:0] == 6'h3f;
+  assign \$640  = \port$12019$2 [9:0] == 6'h3f;
   assign \$641  = \$639  & \$640 ;
   assign \$644  = ~ bus__we;
   assign \$645  = \new  & \$644 ;
-  assign \$646  = \port$11541$2 [9:0] == 7'h40;
+  assign \$646  = \port$12019$2 [9:0] == 7'h40;
   assign \$647  = \$645  & \$646 ;
   assign \$650  = ~ bus__we;
   assign \$651  = \new  & \$650 ;
-  assign \$652  = \port$11541$2 [9:0] == 7'h41;
+  assign \$652  = \port$12019$2 [9:0] == 7'h41;
   assign \$653  = \$651  & \$652 ;
   assign \$656  = ~ bus__we;
   assign \$657  = \new  & \$656 ;
-  assign \$658  = \port$11541$2 [9:0] == 7'h42;
+  assign \$658  = \port$12019$2 [9:0] == 7'h42;
   assign \$659  = \$657  & \$658 ;
   assign \$662  = ~ bus__we;
   assign \$663  = \new  & \$662 ;
-  assign \$664  = \port$11541$2 [9:0] == 7'h43;
+  assign \$664  = \port$12019$2 [9:0] == 7'h43;
   assign \$665  = \$663  & \$664 ;
   assign \$668  = ~ bus__we;
   assign \$669  = \new  & \$668 ;
-  assign \$670  = \port$11541$2 [9:0] == 7'h44;
+  assign \$670  = \port$12019$2 [9:0] == 7'h44;
   assign \$671  = \$669  & \$670 ;
   assign \$674  = ~ bus__we;
   assign \$675  = \new  & \$674 ;
-  assign \$676  = \port$11541$2 [9:0] == 7'h45;
+  assign \$676  = \port$12019$2 [9:0] == 7'h45;
   assign \$677  = \$675  & \$676 ;
   assign \$680  = ~ bus__we;
   assign \$681  = \new  & \$680 ;
-  assign \$682  = \port$11541$2 [9:0] == 7'h46;
+  assign \$682  = \port$12019$2 [9:0] == 7'h46;
   assign \$683  = \$681  & \$682 ;
   assign \$686  = ~ bus__we;
   assign \$687  = \new  & \$686 ;
-  assign \$688  = \port$11541$2 [9:0] == 7'h47;
+  assign \$688  = \port$12019$2 [9:0] == 7'h47;
   assign \$689  = \$687  & \$688 ;
   assign \$692  = ~ bus__we;
   assign \$693  = \new  & \$692 ;
-  assign \$694  = \port$11541$2 [9:0] == 7'h48;
+  assign \$694  = \port$12019$2 [9:0] == 7'h48;
   assign \$695  = \$693  & \$694 ;
   assign \$698  = ~ bus__we;
   assign \$699  = \new  & \$698 ;
-  assign \$700  = \port$11541$2 [9:0] == 7'h49;
+  assign \$700  = \port$12019$2 [9:0] == 7'h49;
   assign \$701  = \$699  & \$700 ;
   assign \$704  = ~ bus__we;
   assign \$705  = \new  & \$704 ;
-  assign \$706  = \port$11541$2 [9:0] == 7'h4a;
+  assign \$706  = \port$12019$2 [9:0] == 7'h4a;
   assign \$707  = \$705  & \$706 ;
   assign \$710  = ~ bus__we;
   assign \$711  = \new  & \$710 ;
-  assign \$712  = \port$11541$2 [9:0] == 7'h4b;
+  assign \$712  = \port$12019$2 [9:0] == 7'h4b;
   assign \$713  = \$711  & \$712 ;
   assign \$716  = ~ bus__we;
   assign \$717  = \new  & \$716 ;
-  assign \$718  = \port$11541$2 [9:0] == 7'h4c;
+  assign \$718  = \port$12019$2 [9:0] == 7'h4c;
   assign \$719  = \$717  & \$718 ;
   assign \$722  = ~ bus__we;
   assign \$723  = \new  & \$722 ;
-  assign \$724  = \port$11541$2 [9:0] == 7'h4d;
+  assign \$724  = \port$12019$2 [9:0] == 7'h4d;
   assign \$725  = \$723  & \$724 ;
   assign \$728  = ~ bus__we;
   assign \$729  = \new  & \$728 ;
-  assign \$730  = \port$11541$2 [9:0] == 7'h4e;
+  assign \$730  = \port$12019$2 [9:0] == 7'h4e;
   assign \$731  = \$729  & \$730 ;
   assign \$734  = ~ bus__we;
   assign \$735  = \new  & \$734 ;
-  assign \$736  = \port$11541$2 [9:0] == 7'h4f;
+  assign \$736  = \port$12019$2 [9:0] == 7'h4f;
   assign \$737  = \$735  & \$736 ;
   assign \$740  = ~ bus__we;
   assign \$741  = \new  & \$740 ;
-  assign \$742  = \port$11541$2 [9:0] == 7'h50;
+  assign \$742  = \port$12019$2 [9:0] == 7'h50;
   assign \$743  = \$741  & \$742 ;
   assign \$746  = ~ bus__we;
   assign \$747  = \new  & \$746 ;
-  assign \$748  = \port$11541$2 [9:0] == 7'h51;
+  assign \$748  = \port$12019$2 [9:0] == 7'h51;
   assign \$749  = \$747  & \$748 ;
   assign \$752  = ~ bus__we;
   assign \$753  = \new  & \$752 ;
-  assign \$754  = \port$11541$2 [9:0] == 7'h58;
+  assign \$754  = \port$12019$2 [9:0] == 7'h58;
   assign \$755  = \$753  & \$754 ;
   assign \$759  = \$757  | { 9'h000, \$758  };
   assign \$761  = { 15'h0000, \$759  } | \$760 ;
   assign \$762  = ~ bus__we;
   assign \$763  = \new  & \$762 ;
-  assign \$764  = \port$11541$2 [9:0] == 7'h59;
+  assign \$764  = \port$12019$2 [9:0] == 7'h59;
   assign \$765  = \$763  & \$764 ;
   assign \$769  = \$767  | { 9'h000, \$768  };
   assign \$771  = { 15'h0000, \$769  } | \$770 ;
   assign \$772  = ~ bus__we;
   assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$11541$2 [9:0] == 7'h5a;
+  assign \$774  = \port$12019$2 [9:0] == 7'h5a;
   assign \$775  = \$773  & \$774 ;
   assign \$779  = \$777  | { 9'h000, \$778  };
   assign \$781  = { 15'h0000, \$779  } | \$780 ;
   assign \$782  = ~ bus__we;
   assign \$783  = \new  & \$782 ;
-  assign \$784  = \port$11541$2 [9:0] == 7'h5b;
+  assign \$784  = \port$12019$2 [9:0] == 7'h5b;
   assign \$785  = \$783  & \$784 ;
   assign \$789  = \$787  | { 9'h000, \$788  };
   assign \$791  = { 15'h0000, \$789  } | \$790 ;
   assign \$792  = ~ bus__we;
   assign \$793  = \new  & \$792 ;
-  assign \$794  = \port$11541$2 [9:0] == 7'h5c;
+  assign \$794  = \port$12019$2 [9:0] == 7'h5c;
   assign \$795  = \$793  & \$794 ;
   assign \$799  = \$797  | { 9'h000, \$798  };
   assign \$801  = { 15'h0000, \$799  } | \$800 ;
@@ -28324,155 +28324,155 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$11541$2 [9:0];
+  assign \$3  = ! \port$12019$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$11541$2 [9:0] == 1'h1;
+  assign \$5  = \port$12019$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$11541$2 [9:0] == 2'h2;
+  assign \$7  = \port$12019$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$11541$2 [9:0] == 2'h3;
+  assign \$9  = \port$12019$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$11541$2 [9:0] == 3'h4;
+  assign \$11  = \port$12019$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$11541$2 [9:0] == 3'h5;
+  assign \$13  = \port$12019$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$11541$2 [9:0] == 3'h6;
+  assign \$15  = \port$12019$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$11541$2 [9:0] == 4'h8;
+  assign \$17  = \port$12019$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$11541$2 [9:0] == 4'h9;
+  assign \$19  = \port$12019$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$11541$2 [9:0] == 4'ha;
+  assign \$21  = \port$12019$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$11541$2 [9:0] == 4'hb;
+  assign \$23  = \port$12019$2 [9:0] == 4'hb;
   assign wr_forward = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$11541$2 [9:0] == 5'h10;
+  assign \$25  = \port$12019$2 [9:0] == 5'h10;
   assign wr_retire_pop = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$11541$2 [9:0] == 5'h11;
+  assign \$27  = \port$12019$2 [9:0] == 5'h11;
   assign wr_cpl = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$11541$2 [9:0] == 5'h12;
+  assign \$29  = \port$12019$2 [9:0] == 5'h12;
   assign wr_cpl_tag = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$11541$2 [9:0] == 5'h13;
+  assign \$31  = \port$12019$2 [9:0] == 5'h13;
   assign wr_cpl_status = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$11541$2 [9:0] == 5'h14;
+  assign \$33  = \port$12019$2 [9:0] == 5'h14;
   assign wr_qreset_ack = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$11541$2 [9:0] == 5'h15;
+  assign \$35  = \port$12019$2 [9:0] == 5'h15;
   assign wr_engine_reset = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$11541$2 [9:0] == 5'h16;
+  assign \$37  = \port$12019$2 [9:0] == 5'h16;
   assign wr_watchdog = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$11541$2 [9:0] == 5'h17;
+  assign \$39  = \port$12019$2 [9:0] == 5'h17;
   assign wr_q_wait = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$11541$2 [9:0] == 5'h18;
+  assign \$41  = \port$12019$2 [9:0] == 5'h18;
   assign wr_q_head_index0 = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$11541$2 [9:0] == 5'h19;
+  assign \$43  = \port$12019$2 [9:0] == 5'h19;
   assign wr_q_head_index1 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$11541$2 [9:0] == 5'h1a;
+  assign \$45  = \port$12019$2 [9:0] == 5'h1a;
   assign wr_q_head_index2 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$11541$2 [9:0] == 5'h1b;
+  assign \$47  = \port$12019$2 [9:0] == 5'h1b;
   assign wr_q_head_index3 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$11541$2 [9:0] == 5'h1c;
+  assign \$49  = \port$12019$2 [9:0] == 5'h1c;
   assign wr_timestamp = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$11541$2 [9:0] == 5'h1d;
+  assign \$51  = \port$12019$2 [9:0] == 5'h1d;
   assign wr_timer = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$11541$2 [9:0] == 6'h20;
+  assign \$53  = \port$12019$2 [9:0] == 6'h20;
   assign wr_q_head0 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$11541$2 [9:0] == 6'h21;
+  assign \$55  = \port$12019$2 [9:0] == 6'h21;
   assign wr_q_head1 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$11541$2 [9:0] == 6'h22;
+  assign \$57  = \port$12019$2 [9:0] == 6'h22;
   assign wr_q_head2 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$11541$2 [9:0] == 6'h23;
+  assign \$59  = \port$12019$2 [9:0] == 6'h23;
   assign wr_q_head3 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$11541$2 [9:0] == 6'h24;
+  assign \$61  = \port$12019$2 [9:0] == 6'h24;
   assign wr_q_head4 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$11541$2 [9:0] == 6'h25;
+  assign \$63  = \port$12019$2 [9:0] == 6'h25;
   assign wr_q_head5 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$11541$2 [9:0] == 6'h26;
+  assign \$65  = \port$12019$2 [9:0] == 6'h26;
   assign wr_q_head6 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$11541$2 [9:0] == 6'h27;
+  assign \$67  = \port$12019$2 [9:0] == 6'h27;
   assign wr_q_head7 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$11541$2 [9:0] == 6'h28;
+  assign \$69  = \port$12019$2 [9:0] == 6'h28;
   assign wr_q_head8 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$11541$2 [9:0] == 6'h29;
+  assign \$71  = \port$12019$2 [9:0] == 6'h29;
   assign wr_q_head9 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$11541$2 [9:0] == 6'h2a;
+  assign \$73  = \port$12019$2 [9:0] == 6'h2a;
   assign wr_q_head10 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$11541$2 [9:0] == 6'h2b;
+  assign \$75  = \port$12019$2 [9:0] == 6'h2b;
   assign wr_q_head11 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$11541$2 [9:0] == 6'h2c;
+  assign \$77  = \port$12019$2 [9:0] == 6'h2c;
   assign wr_q_head12 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$11541$2 [9:0] == 6'h2d;
+  assign \$79  = \port$12019$2 [9:0] == 6'h2d;
   assign wr_q_head13 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$11541$2 [9:0] == 6'h2e;
+  assign \$81  = \port$12019$2 [9:0] == 6'h2e;
   assign wr_q_head14 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$11541$2 [9:0] == 6'h2f;
+  assign \$83  = \port$12019$2 [9:0] == 6'h2f;
   assign wr_q_head15 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$11541$2 [9:0] == 6'h30;
+  assign \$85  = \port$12019$2 [9:0] == 6'h30;
   assign wr_q_head16 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$11541$2 [9:0] == 6'h31;
+  assign \$87  = \port$12019$2 [9:0] == 6'h31;
   assign wr_q_head17 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$11541$2 [9:0] == 6'h32;
+  assign \$89  = \port$12019$2 [9:0] == 6'h32;
   assign wr_q_head18 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$11541$2 [9:0] == 6'h33;
+  assign \$91  = \port$12019$2 [9:0] == 6'h33;
   assign wr_q_head19 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$11541$2 [9:0] == 6'h34;
+  assign \$93  = \port$12019$2 [9:0] == 6'h34;
   assign wr_q_head20 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$11541$2 [9:0] == 6'h35;
+  assign \$95  = \port$12019$2 [9:0] == 6'h35;
   assign wr_q_head21 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$11541$2 [9:0] == 6'h36;
+  assign \$97  = \port$12019$2 [9:0] == 6'h36;
   assign wr_q_head22 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$11541$2 [9:0] == 6'h37;
+  assign \$99  = \port$12019$2 [9:0] == 6'h37;
   assign wr_q_head23 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$11541$2 [9:0] == 6'h38;
+  assign \$101  = \port$12019$2 [9:0] == 6'h38;
   assign wr_q_head24 = \$100  & \$101 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
@@ -29759,7 +29759,7 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$11541$2 , 2'h0 };
+  assign bus__addr = { \port$12019$2 , 2'h0 };
   assign work_qready = { \port$4552$0 , \port$4542$0 , \port$4532$0 , \port$4522$0  };
   assign work_qreset = { \port$4554$0 , \port$4544$0 , \port$4534$0 , \port$4524$0  };
   assign q_head0_word = \port$5582$0 [31:0];
@@ -29794,16 +29794,16 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign q_head29_word = \port$5672$0 [191:160];
   assign q_head30_word = \port$5672$0 [223:192];
   assign q_head31_word = \port$5672$0 [255:224];
-  assign retire0_error = \port$10812$0 [7:0];
-  assign retire0_tag = \port$10812$0 [23:8];
-  assign retire1_error = \port$10862$0 [7:0];
-  assign retire1_tag = \port$10862$0 [23:8];
-  assign retire2_error = \port$10912$0 [7:0];
-  assign retire2_tag = \port$10912$0 [23:8];
-  assign retire3_error = \port$10962$0 [7:0];
-  assign retire3_tag = \port$10962$0 [23:8];
-  assign retire4_error = \port$11012$0 [7:0];
-  assign retire4_tag = \port$11012$0 [23:8];
+  assign retire0_error = \port$11290$0 [7:0];
+  assign retire0_tag = \port$11290$0 [23:8];
+  assign retire1_error = \port$11340$0 [7:0];
+  assign retire1_tag = \port$11340$0 [23:8];
+  assign retire2_error = \port$11390$0 [7:0];
+  assign retire2_tag = \port$11390$0 [23:8];
+  assign retire3_error = \port$11440$0 [7:0];
+  assign retire3_tag = \port$11440$0 [23:8];
+  assign retire4_error = \port$11490$0 [7:0];
+  assign retire4_tag = \port$11490$0 [23:8];
   assign \$286  = { 1'h0, fw_version_version };
   assign \$287  = \$286 ;
   assign \$292  = { 1'h0, fw_status_state };
@@ -29966,24 +29966,24 @@ module \kaki_soc_8x8.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   assign \$751  = \$750 ;
   assign \$756  = { 1'h0, retire0_valid };
   assign \$757  = { 30'h00000000, \$756  };
-  assign \$758  = { 7'h00, \port$10812$0 [7:0], 8'h00 };
-  assign \$760  = { 15'h0000, \port$10812$0 [23:8], 16'h0000 };
+  assign \$758  = { 7'h00, \port$11290$0 [7:0], 8'h00 };
+  assign \$760  = { 15'h0000, \port$11290$0 [23:8], 16'h0000 };
   assign \$766  = { 1'h0, retire1_valid };
   assign \$767  = { 30'h00000000, \$766  };
-  assign \$768  = { 7'h00, \port$10862$0 [7:0], 8'h00 };
-  assign \$770  = { 15'h0000, \port$10862$0 [23:8], 16'h0000 };
+  assign \$768  = { 7'h00, \port$11340$0 [7:0], 8'h00 };
+  assign \$770  = { 15'h0000, \port$11340$0 [23:8], 16'h0000 };
   assign \$776  = { 1'h0, retire2_valid };
   assign \$777  = { 30'h00000000, \$776  };
-  assign \$778  = { 7'h00, \port$10912$0 [7:0], 8'h00 };
-  assign \$780  = { 15'h0000, \port$10912$0 [23:8], 16'h0000 };
+  assign \$778  = { 7'h00, \port$11390$0 [7:0], 8'h00 };
+  assign \$780  = { 15'h0000, \port$11390$0 [23:8], 16'h0000 };
   assign \$786  = { 1'h0, retire3_valid };
   assign \$787  = { 30'h00000000, \$786  };
-  assign \$788  = { 7'h00, \port$10962$0 [7:0], 8'h00 };
-  assign \$790  = { 15'h0000, \port$10962$0 [23:8], 16'h0000 };
+  assign \$788  = { 7'h00, \port$11440$0 [7:0], 8'h00 };
+  assign \$790  = { 15'h0000, \port$11440$0 [23:8], 16'h0000 };
   assign \$796  = { 1'h0, retire4_valid };
   assign \$797  = { 30'h00000000, \$796  };
-  assign \$798  = { 7'h00, \port$11012$0 [7:0], 8'h00 };
-  assign \$800  = { 15'h0000, \port$11012$0 [23:8], 16'h0000 };
+  assign \$798  = { 7'h00, \port$11490$0 [7:0], 8'h00 };
+  assign \$800  = { 15'h0000, \port$11490$0 [23:8], 16'h0000 };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -30746,7 +30746,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .deskew6_0(\$245 ),
     .out_valid_q(acc_wr__en),
     .pe7_7_psum(\$238 ),
-    .\port$12299$2 (spad_meta_q3[5:2]),
+    .\port$12777$2 (spad_meta_q3[5:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -31880,7 +31880,7 @@ module \kaki_soc_8x8.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
+module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12777$2 , w_transpose, pe7_7_psum, out_valid_q, deskew0_6, deskew1_5, deskew2_4, deskew3_3, deskew4_2, deskew5_1, deskew6_0, w_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -34027,8 +34027,8 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   reg [31:0] pe7_7_psum = 32'd0;
   reg [7:0] pe7_7_w0 = 8'h00;
   reg [7:0] pe7_7_w1 = 8'h00;
-  input [3:0] \port$12299$2 ;
-  wire [3:0] \port$12299$2 ;
+  input [3:0] \port$12777$2 ;
+  wire [3:0] \port$12777$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -34128,22 +34128,22 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   wire w_transpose;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$12299$2 [2:0];
+  assign \$3  = ! \port$12777$2 [2:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$12299$2 [2:0];
+  assign \$6  = ! \port$12777$2 [2:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$12299$2 [3] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$12777$2 [3] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$12299$2 [2:0];
+  assign \$17  = ! \port$12777$2 [2:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$12299$2 [2:0] == 1'h1;
+  assign \$20  = \port$12777$2 [2:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -34152,10 +34152,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$12299$2 [2:0];
+  assign \$29  = ! \port$12777$2 [2:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$12299$2 [2:0] == 2'h2;
+  assign \$32  = \port$12777$2 [2:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -34164,10 +34164,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$12299$2 [2:0];
+  assign \$41  = ! \port$12777$2 [2:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$12299$2 [2:0] == 2'h3;
+  assign \$44  = \port$12777$2 [2:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -34176,10 +34176,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$50  = $signed(pe0_2_a) * $signed(\$49 );
   assign \$51  = ~ w_transpose;
   assign \$52  = w_en & \$51 ;
-  assign \$53  = ! \port$12299$2 [2:0];
+  assign \$53  = ! \port$12777$2 [2:0];
   assign \$54  = \$52  & \$53 ;
   assign \$55  = w_en & w_transpose;
-  assign \$56  = \port$12299$2 [2:0] == 3'h4;
+  assign \$56  = \port$12777$2 [2:0] == 3'h4;
   assign \$57  = \$55  & \$56 ;
   assign \$58  = \$54  | \$57 ;
   assign \$59  = w_transpose ? w_data[7:0] : w_data[39:32];
@@ -34188,10 +34188,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$62  = $signed(pe0_3_a) * $signed(\$61 );
   assign \$63  = ~ w_transpose;
   assign \$64  = w_en & \$63 ;
-  assign \$65  = ! \port$12299$2 [2:0];
+  assign \$65  = ! \port$12777$2 [2:0];
   assign \$66  = \$64  & \$65 ;
   assign \$67  = w_en & w_transpose;
-  assign \$68  = \port$12299$2 [2:0] == 3'h5;
+  assign \$68  = \port$12777$2 [2:0] == 3'h5;
   assign \$69  = \$67  & \$68 ;
   assign \$70  = \$66  | \$69 ;
   assign \$71  = w_transpose ? w_data[7:0] : w_data[47:40];
@@ -34200,10 +34200,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$74  = $signed(pe0_4_a) * $signed(\$73 );
   assign \$75  = ~ w_transpose;
   assign \$76  = w_en & \$75 ;
-  assign \$77  = ! \port$12299$2 [2:0];
+  assign \$77  = ! \port$12777$2 [2:0];
   assign \$78  = \$76  & \$77 ;
   assign \$79  = w_en & w_transpose;
-  assign \$80  = \port$12299$2 [2:0] == 3'h6;
+  assign \$80  = \port$12777$2 [2:0] == 3'h6;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = \$78  | \$81 ;
   assign \$83  = w_transpose ? w_data[7:0] : w_data[55:48];
@@ -34212,10 +34212,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$86  = $signed(pe0_5_a) * $signed(\$85 );
   assign \$87  = ~ w_transpose;
   assign \$88  = w_en & \$87 ;
-  assign \$89  = ! \port$12299$2 [2:0];
+  assign \$89  = ! \port$12777$2 [2:0];
   assign \$90  = \$88  & \$89 ;
   assign \$91  = w_en & w_transpose;
-  assign \$92  = \port$12299$2 [2:0] == 3'h7;
+  assign \$92  = \port$12777$2 [2:0] == 3'h7;
   assign \$93  = \$91  & \$92 ;
   assign \$94  = \$90  | \$93 ;
   assign \$95  = w_transpose ? w_data[7:0] : w_data[63:56];
@@ -34225,10 +34225,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$99  = a_valid ? w_data[15:8] : 8'h00;
   assign \$100  = ~ w_transpose;
   assign \$101  = w_en & \$100 ;
-  assign \$102  = \port$12299$2 [2:0] == 1'h1;
+  assign \$102  = \port$12777$2 [2:0] == 1'h1;
   assign \$103  = \$101  & \$102 ;
   assign \$104  = w_en & w_transpose;
-  assign \$105  = ! \port$12299$2 [2:0];
+  assign \$105  = ! \port$12777$2 [2:0];
   assign \$106  = \$104  & \$105 ;
   assign \$107  = \$103  | \$106 ;
   assign \$108  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -34238,10 +34238,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$112  = $signed(pe0_0_psum) + $signed(\$111 );
   assign \$113  = ~ w_transpose;
   assign \$114  = w_en & \$113 ;
-  assign \$115  = \port$12299$2 [2:0] == 1'h1;
+  assign \$115  = \port$12777$2 [2:0] == 1'h1;
   assign \$116  = \$114  & \$115 ;
   assign \$117  = w_en & w_transpose;
-  assign \$118  = \port$12299$2 [2:0] == 1'h1;
+  assign \$118  = \port$12777$2 [2:0] == 1'h1;
   assign \$119  = \$117  & \$118 ;
   assign \$120  = \$116  | \$119 ;
   assign \$123  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -34249,10 +34249,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$125  = $signed(pe0_1_psum) + $signed(\$124 );
   assign \$126  = ~ w_transpose;
   assign \$127  = w_en & \$126 ;
-  assign \$128  = \port$12299$2 [2:0] == 1'h1;
+  assign \$128  = \port$12777$2 [2:0] == 1'h1;
   assign \$129  = \$127  & \$128 ;
   assign \$130  = w_en & w_transpose;
-  assign \$131  = \port$12299$2 [2:0] == 2'h2;
+  assign \$131  = \port$12777$2 [2:0] == 2'h2;
   assign \$132  = \$130  & \$131 ;
   assign \$133  = \$129  | \$132 ;
   assign \$134  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -34262,10 +34262,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$138  = $signed(pe0_2_psum) + $signed(\$137 );
   assign \$139  = ~ w_transpose;
   assign \$140  = w_en & \$139 ;
-  assign \$141  = \port$12299$2 [2:0] == 1'h1;
+  assign \$141  = \port$12777$2 [2:0] == 1'h1;
   assign \$142  = \$140  & \$141 ;
   assign \$143  = w_en & w_transpose;
-  assign \$144  = \port$12299$2 [2:0] == 2'h3;
+  assign \$144  = \port$12777$2 [2:0] == 2'h3;
   assign \$145  = \$143  & \$144 ;
   assign \$146  = \$142  | \$145 ;
   assign \$147  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -34275,10 +34275,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$151  = $signed(pe0_3_psum) + $signed(\$150 );
   assign \$152  = ~ w_transpose;
   assign \$153  = w_en & \$152 ;
-  assign \$154  = \port$12299$2 [2:0] == 1'h1;
+  assign \$154  = \port$12777$2 [2:0] == 1'h1;
   assign \$155  = \$153  & \$154 ;
   assign \$156  = w_en & w_transpose;
-  assign \$157  = \port$12299$2 [2:0] == 3'h4;
+  assign \$157  = \port$12777$2 [2:0] == 3'h4;
   assign \$158  = \$156  & \$157 ;
   assign \$159  = \$155  | \$158 ;
   assign \$160  = w_transpose ? w_data[15:8] : w_data[39:32];
@@ -34288,10 +34288,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$164  = $signed(pe0_4_psum) + $signed(\$163 );
   assign \$165  = ~ w_transpose;
   assign \$166  = w_en & \$165 ;
-  assign \$167  = \port$12299$2 [2:0] == 1'h1;
+  assign \$167  = \port$12777$2 [2:0] == 1'h1;
   assign \$168  = \$166  & \$167 ;
   assign \$169  = w_en & w_transpose;
-  assign \$170  = \port$12299$2 [2:0] == 3'h5;
+  assign \$170  = \port$12777$2 [2:0] == 3'h5;
   assign \$171  = \$169  & \$170 ;
   assign \$172  = \$168  | \$171 ;
   assign \$173  = w_transpose ? w_data[15:8] : w_data[47:40];
@@ -34301,10 +34301,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$177  = $signed(pe0_5_psum) + $signed(\$176 );
   assign \$178  = ~ w_transpose;
   assign \$179  = w_en & \$178 ;
-  assign \$180  = \port$12299$2 [2:0] == 1'h1;
+  assign \$180  = \port$12777$2 [2:0] == 1'h1;
   assign \$181  = \$179  & \$180 ;
   assign \$182  = w_en & w_transpose;
-  assign \$183  = \port$12299$2 [2:0] == 3'h6;
+  assign \$183  = \port$12777$2 [2:0] == 3'h6;
   assign \$184  = \$182  & \$183 ;
   assign \$185  = \$181  | \$184 ;
   assign \$186  = w_transpose ? w_data[15:8] : w_data[55:48];
@@ -34314,10 +34314,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$190  = $signed(pe0_6_psum) + $signed(\$189 );
   assign \$191  = ~ w_transpose;
   assign \$192  = w_en & \$191 ;
-  assign \$193  = \port$12299$2 [2:0] == 1'h1;
+  assign \$193  = \port$12777$2 [2:0] == 1'h1;
   assign \$194  = \$192  & \$193 ;
   assign \$195  = w_en & w_transpose;
-  assign \$196  = \port$12299$2 [2:0] == 3'h7;
+  assign \$196  = \port$12777$2 [2:0] == 3'h7;
   assign \$197  = \$195  & \$196 ;
   assign \$198  = \$194  | \$197 ;
   assign \$199  = w_transpose ? w_data[15:8] : w_data[63:56];
@@ -34328,10 +34328,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$204  = a_valid ? w_data[23:16] : 8'h00;
   assign \$205  = ~ w_transpose;
   assign \$206  = w_en & \$205 ;
-  assign \$207  = \port$12299$2 [2:0] == 2'h2;
+  assign \$207  = \port$12777$2 [2:0] == 2'h2;
   assign \$208  = \$206  & \$207 ;
   assign \$209  = w_en & w_transpose;
-  assign \$210  = ! \port$12299$2 [2:0];
+  assign \$210  = ! \port$12777$2 [2:0];
   assign \$211  = \$209  & \$210 ;
   assign \$212  = \$208  | \$211 ;
   assign \$213  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -34341,10 +34341,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$217  = $signed(pe1_0_psum) + $signed(\$216 );
   assign \$218  = ~ w_transpose;
   assign \$219  = w_en & \$218 ;
-  assign \$220  = \port$12299$2 [2:0] == 2'h2;
+  assign \$220  = \port$12777$2 [2:0] == 2'h2;
   assign \$221  = \$219  & \$220 ;
   assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$12299$2 [2:0] == 1'h1;
+  assign \$223  = \port$12777$2 [2:0] == 1'h1;
   assign \$224  = \$222  & \$223 ;
   assign \$225  = \$221  | \$224 ;
   assign \$226  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -34354,10 +34354,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$230  = $signed(pe1_1_psum) + $signed(\$229 );
   assign \$231  = ~ w_transpose;
   assign \$232  = w_en & \$231 ;
-  assign \$233  = \port$12299$2 [2:0] == 2'h2;
+  assign \$233  = \port$12777$2 [2:0] == 2'h2;
   assign \$234  = \$232  & \$233 ;
   assign \$235  = w_en & w_transpose;
-  assign \$236  = \port$12299$2 [2:0] == 2'h2;
+  assign \$236  = \port$12777$2 [2:0] == 2'h2;
   assign \$237  = \$235  & \$236 ;
   assign \$238  = \$234  | \$237 ;
   assign \$241  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -34365,10 +34365,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$243  = $signed(pe1_2_psum) + $signed(\$242 );
   assign \$244  = ~ w_transpose;
   assign \$245  = w_en & \$244 ;
-  assign \$246  = \port$12299$2 [2:0] == 2'h2;
+  assign \$246  = \port$12777$2 [2:0] == 2'h2;
   assign \$247  = \$245  & \$246 ;
   assign \$248  = w_en & w_transpose;
-  assign \$249  = \port$12299$2 [2:0] == 2'h3;
+  assign \$249  = \port$12777$2 [2:0] == 2'h3;
   assign \$250  = \$248  & \$249 ;
   assign \$251  = \$247  | \$250 ;
   assign \$252  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -34378,10 +34378,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$256  = $signed(pe1_3_psum) + $signed(\$255 );
   assign \$257  = ~ w_transpose;
   assign \$258  = w_en & \$257 ;
-  assign \$259  = \port$12299$2 [2:0] == 2'h2;
+  assign \$259  = \port$12777$2 [2:0] == 2'h2;
   assign \$260  = \$258  & \$259 ;
   assign \$261  = w_en & w_transpose;
-  assign \$262  = \port$12299$2 [2:0] == 3'h4;
+  assign \$262  = \port$12777$2 [2:0] == 3'h4;
   assign \$263  = \$261  & \$262 ;
   assign \$264  = \$260  | \$263 ;
   assign \$265  = w_transpose ? w_data[23:16] : w_data[39:32];
@@ -34391,10 +34391,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$269  = $signed(pe1_4_psum) + $signed(\$268 );
   assign \$270  = ~ w_transpose;
   assign \$271  = w_en & \$270 ;
-  assign \$272  = \port$12299$2 [2:0] == 2'h2;
+  assign \$272  = \port$12777$2 [2:0] == 2'h2;
   assign \$273  = \$271  & \$272 ;
   assign \$274  = w_en & w_transpose;
-  assign \$275  = \port$12299$2 [2:0] == 3'h5;
+  assign \$275  = \port$12777$2 [2:0] == 3'h5;
   assign \$276  = \$274  & \$275 ;
   assign \$277  = \$273  | \$276 ;
   assign \$278  = w_transpose ? w_data[23:16] : w_data[47:40];
@@ -34404,10 +34404,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$282  = $signed(pe1_5_psum) + $signed(\$281 );
   assign \$283  = ~ w_transpose;
   assign \$284  = w_en & \$283 ;
-  assign \$285  = \port$12299$2 [2:0] == 2'h2;
+  assign \$285  = \port$12777$2 [2:0] == 2'h2;
   assign \$286  = \$284  & \$285 ;
   assign \$287  = w_en & w_transpose;
-  assign \$288  = \port$12299$2 [2:0] == 3'h6;
+  assign \$288  = \port$12777$2 [2:0] == 3'h6;
   assign \$289  = \$287  & \$288 ;
   assign \$290  = \$286  | \$289 ;
   assign \$291  = w_transpose ? w_data[23:16] : w_data[55:48];
@@ -34417,10 +34417,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$295  = $signed(pe1_6_psum) + $signed(\$294 );
   assign \$296  = ~ w_transpose;
   assign \$297  = w_en & \$296 ;
-  assign \$298  = \port$12299$2 [2:0] == 2'h2;
+  assign \$298  = \port$12777$2 [2:0] == 2'h2;
   assign \$299  = \$297  & \$298 ;
   assign \$300  = w_en & w_transpose;
-  assign \$301  = \port$12299$2 [2:0] == 3'h7;
+  assign \$301  = \port$12777$2 [2:0] == 3'h7;
   assign \$302  = \$300  & \$301 ;
   assign \$303  = \$299  | \$302 ;
   assign \$304  = w_transpose ? w_data[23:16] : w_data[63:56];
@@ -34431,10 +34431,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$309  = a_valid ? w_data[31:24] : 8'h00;
   assign \$310  = ~ w_transpose;
   assign \$311  = w_en & \$310 ;
-  assign \$312  = \port$12299$2 [2:0] == 2'h3;
+  assign \$312  = \port$12777$2 [2:0] == 2'h3;
   assign \$313  = \$311  & \$312 ;
   assign \$314  = w_en & w_transpose;
-  assign \$315  = ! \port$12299$2 [2:0];
+  assign \$315  = ! \port$12777$2 [2:0];
   assign \$316  = \$314  & \$315 ;
   assign \$317  = \$313  | \$316 ;
   assign \$318  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -34444,10 +34444,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$322  = $signed(pe2_0_psum) + $signed(\$321 );
   assign \$323  = ~ w_transpose;
   assign \$324  = w_en & \$323 ;
-  assign \$325  = \port$12299$2 [2:0] == 2'h3;
+  assign \$325  = \port$12777$2 [2:0] == 2'h3;
   assign \$326  = \$324  & \$325 ;
   assign \$327  = w_en & w_transpose;
-  assign \$328  = \port$12299$2 [2:0] == 1'h1;
+  assign \$328  = \port$12777$2 [2:0] == 1'h1;
   assign \$329  = \$327  & \$328 ;
   assign \$330  = \$326  | \$329 ;
   assign \$331  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -34457,10 +34457,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$335  = $signed(pe2_1_psum) + $signed(\$334 );
   assign \$336  = ~ w_transpose;
   assign \$337  = w_en & \$336 ;
-  assign \$338  = \port$12299$2 [2:0] == 2'h3;
+  assign \$338  = \port$12777$2 [2:0] == 2'h3;
   assign \$339  = \$337  & \$338 ;
   assign \$340  = w_en & w_transpose;
-  assign \$341  = \port$12299$2 [2:0] == 2'h2;
+  assign \$341  = \port$12777$2 [2:0] == 2'h2;
   assign \$342  = \$340  & \$341 ;
   assign \$343  = \$339  | \$342 ;
   assign \$344  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -34470,10 +34470,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$348  = $signed(pe2_2_psum) + $signed(\$347 );
   assign \$349  = ~ w_transpose;
   assign \$350  = w_en & \$349 ;
-  assign \$351  = \port$12299$2 [2:0] == 2'h3;
+  assign \$351  = \port$12777$2 [2:0] == 2'h3;
   assign \$352  = \$350  & \$351 ;
   assign \$353  = w_en & w_transpose;
-  assign \$354  = \port$12299$2 [2:0] == 2'h3;
+  assign \$354  = \port$12777$2 [2:0] == 2'h3;
   assign \$355  = \$353  & \$354 ;
   assign \$356  = \$352  | \$355 ;
   assign \$359  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -34481,10 +34481,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$361  = $signed(pe2_3_psum) + $signed(\$360 );
   assign \$362  = ~ w_transpose;
   assign \$363  = w_en & \$362 ;
-  assign \$364  = \port$12299$2 [2:0] == 2'h3;
+  assign \$364  = \port$12777$2 [2:0] == 2'h3;
   assign \$365  = \$363  & \$364 ;
   assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$12299$2 [2:0] == 3'h4;
+  assign \$367  = \port$12777$2 [2:0] == 3'h4;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = \$365  | \$368 ;
   assign \$370  = w_transpose ? w_data[31:24] : w_data[39:32];
@@ -34494,10 +34494,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$374  = $signed(pe2_4_psum) + $signed(\$373 );
   assign \$375  = ~ w_transpose;
   assign \$376  = w_en & \$375 ;
-  assign \$377  = \port$12299$2 [2:0] == 2'h3;
+  assign \$377  = \port$12777$2 [2:0] == 2'h3;
   assign \$378  = \$376  & \$377 ;
   assign \$379  = w_en & w_transpose;
-  assign \$380  = \port$12299$2 [2:0] == 3'h5;
+  assign \$380  = \port$12777$2 [2:0] == 3'h5;
   assign \$381  = \$379  & \$380 ;
   assign \$382  = \$378  | \$381 ;
   assign \$383  = w_transpose ? w_data[31:24] : w_data[47:40];
@@ -34507,10 +34507,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$387  = $signed(pe2_5_psum) + $signed(\$386 );
   assign \$388  = ~ w_transpose;
   assign \$389  = w_en & \$388 ;
-  assign \$390  = \port$12299$2 [2:0] == 2'h3;
+  assign \$390  = \port$12777$2 [2:0] == 2'h3;
   assign \$391  = \$389  & \$390 ;
   assign \$392  = w_en & w_transpose;
-  assign \$393  = \port$12299$2 [2:0] == 3'h6;
+  assign \$393  = \port$12777$2 [2:0] == 3'h6;
   assign \$394  = \$392  & \$393 ;
   assign \$395  = \$391  | \$394 ;
   assign \$396  = w_transpose ? w_data[31:24] : w_data[55:48];
@@ -34520,10 +34520,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$400  = $signed(pe2_6_psum) + $signed(\$399 );
   assign \$401  = ~ w_transpose;
   assign \$402  = w_en & \$401 ;
-  assign \$403  = \port$12299$2 [2:0] == 2'h3;
+  assign \$403  = \port$12777$2 [2:0] == 2'h3;
   assign \$404  = \$402  & \$403 ;
   assign \$405  = w_en & w_transpose;
-  assign \$406  = \port$12299$2 [2:0] == 3'h7;
+  assign \$406  = \port$12777$2 [2:0] == 3'h7;
   assign \$407  = \$405  & \$406 ;
   assign \$408  = \$404  | \$407 ;
   assign \$409  = w_transpose ? w_data[31:24] : w_data[63:56];
@@ -34534,10 +34534,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$414  = a_valid ? w_data[39:32] : 8'h00;
   assign \$415  = ~ w_transpose;
   assign \$416  = w_en & \$415 ;
-  assign \$417  = \port$12299$2 [2:0] == 3'h4;
+  assign \$417  = \port$12777$2 [2:0] == 3'h4;
   assign \$418  = \$416  & \$417 ;
   assign \$419  = w_en & w_transpose;
-  assign \$420  = ! \port$12299$2 [2:0];
+  assign \$420  = ! \port$12777$2 [2:0];
   assign \$421  = \$419  & \$420 ;
   assign \$422  = \$418  | \$421 ;
   assign \$423  = w_transpose ? w_data[39:32] : w_data[7:0];
@@ -34547,10 +34547,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$427  = $signed(pe3_0_psum) + $signed(\$426 );
   assign \$428  = ~ w_transpose;
   assign \$429  = w_en & \$428 ;
-  assign \$430  = \port$12299$2 [2:0] == 3'h4;
+  assign \$430  = \port$12777$2 [2:0] == 3'h4;
   assign \$431  = \$429  & \$430 ;
   assign \$432  = w_en & w_transpose;
-  assign \$433  = \port$12299$2 [2:0] == 1'h1;
+  assign \$433  = \port$12777$2 [2:0] == 1'h1;
   assign \$434  = \$432  & \$433 ;
   assign \$435  = \$431  | \$434 ;
   assign \$436  = w_transpose ? w_data[39:32] : w_data[15:8];
@@ -34560,10 +34560,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$440  = $signed(pe3_1_psum) + $signed(\$439 );
   assign \$441  = ~ w_transpose;
   assign \$442  = w_en & \$441 ;
-  assign \$443  = \port$12299$2 [2:0] == 3'h4;
+  assign \$443  = \port$12777$2 [2:0] == 3'h4;
   assign \$444  = \$442  & \$443 ;
   assign \$445  = w_en & w_transpose;
-  assign \$446  = \port$12299$2 [2:0] == 2'h2;
+  assign \$446  = \port$12777$2 [2:0] == 2'h2;
   assign \$447  = \$445  & \$446 ;
   assign \$448  = \$444  | \$447 ;
   assign \$449  = w_transpose ? w_data[39:32] : w_data[23:16];
@@ -34573,10 +34573,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$453  = $signed(pe3_2_psum) + $signed(\$452 );
   assign \$454  = ~ w_transpose;
   assign \$455  = w_en & \$454 ;
-  assign \$456  = \port$12299$2 [2:0] == 3'h4;
+  assign \$456  = \port$12777$2 [2:0] == 3'h4;
   assign \$457  = \$455  & \$456 ;
   assign \$458  = w_en & w_transpose;
-  assign \$459  = \port$12299$2 [2:0] == 2'h3;
+  assign \$459  = \port$12777$2 [2:0] == 2'h3;
   assign \$460  = \$458  & \$459 ;
   assign \$461  = \$457  | \$460 ;
   assign \$462  = w_transpose ? w_data[39:32] : w_data[31:24];
@@ -34586,10 +34586,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$466  = $signed(pe3_3_psum) + $signed(\$465 );
   assign \$467  = ~ w_transpose;
   assign \$468  = w_en & \$467 ;
-  assign \$469  = \port$12299$2 [2:0] == 3'h4;
+  assign \$469  = \port$12777$2 [2:0] == 3'h4;
   assign \$470  = \$468  & \$469 ;
   assign \$471  = w_en & w_transpose;
-  assign \$472  = \port$12299$2 [2:0] == 3'h4;
+  assign \$472  = \port$12777$2 [2:0] == 3'h4;
   assign \$473  = \$471  & \$472 ;
   assign \$474  = \$470  | \$473 ;
   assign \$477  = pe4_3_bank ? pe4_4_w1 : pe4_4_w0;
@@ -34597,10 +34597,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$479  = $signed(pe3_4_psum) + $signed(\$478 );
   assign \$480  = ~ w_transpose;
   assign \$481  = w_en & \$480 ;
-  assign \$482  = \port$12299$2 [2:0] == 3'h4;
+  assign \$482  = \port$12777$2 [2:0] == 3'h4;
   assign \$483  = \$481  & \$482 ;
   assign \$484  = w_en & w_transpose;
-  assign \$485  = \port$12299$2 [2:0] == 3'h5;
+  assign \$485  = \port$12777$2 [2:0] == 3'h5;
   assign \$486  = \$484  & \$485 ;
   assign \$487  = \$483  | \$486 ;
   assign \$488  = w_transpose ? w_data[39:32] : w_data[47:40];
@@ -34610,10 +34610,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$492  = $signed(pe3_5_psum) + $signed(\$491 );
   assign \$493  = ~ w_transpose;
   assign \$494  = w_en & \$493 ;
-  assign \$495  = \port$12299$2 [2:0] == 3'h4;
+  assign \$495  = \port$12777$2 [2:0] == 3'h4;
   assign \$496  = \$494  & \$495 ;
   assign \$497  = w_en & w_transpose;
-  assign \$498  = \port$12299$2 [2:0] == 3'h6;
+  assign \$498  = \port$12777$2 [2:0] == 3'h6;
   assign \$499  = \$497  & \$498 ;
   assign \$500  = \$496  | \$499 ;
   assign \$501  = w_transpose ? w_data[39:32] : w_data[55:48];
@@ -34623,10 +34623,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$505  = $signed(pe3_6_psum) + $signed(\$504 );
   assign \$506  = ~ w_transpose;
   assign \$507  = w_en & \$506 ;
-  assign \$508  = \port$12299$2 [2:0] == 3'h4;
+  assign \$508  = \port$12777$2 [2:0] == 3'h4;
   assign \$509  = \$507  & \$508 ;
   assign \$510  = w_en & w_transpose;
-  assign \$511  = \port$12299$2 [2:0] == 3'h7;
+  assign \$511  = \port$12777$2 [2:0] == 3'h7;
   assign \$512  = \$510  & \$511 ;
   assign \$513  = \$509  | \$512 ;
   assign \$514  = w_transpose ? w_data[39:32] : w_data[63:56];
@@ -34637,10 +34637,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$519  = a_valid ? w_data[47:40] : 8'h00;
   assign \$520  = ~ w_transpose;
   assign \$521  = w_en & \$520 ;
-  assign \$522  = \port$12299$2 [2:0] == 3'h5;
+  assign \$522  = \port$12777$2 [2:0] == 3'h5;
   assign \$523  = \$521  & \$522 ;
   assign \$524  = w_en & w_transpose;
-  assign \$525  = ! \port$12299$2 [2:0];
+  assign \$525  = ! \port$12777$2 [2:0];
   assign \$526  = \$524  & \$525 ;
   assign \$527  = \$523  | \$526 ;
   assign \$528  = w_transpose ? w_data[47:40] : w_data[7:0];
@@ -34650,10 +34650,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$532  = $signed(pe4_0_psum) + $signed(\$531 );
   assign \$533  = ~ w_transpose;
   assign \$534  = w_en & \$533 ;
-  assign \$535  = \port$12299$2 [2:0] == 3'h5;
+  assign \$535  = \port$12777$2 [2:0] == 3'h5;
   assign \$536  = \$534  & \$535 ;
   assign \$537  = w_en & w_transpose;
-  assign \$538  = \port$12299$2 [2:0] == 1'h1;
+  assign \$538  = \port$12777$2 [2:0] == 1'h1;
   assign \$539  = \$537  & \$538 ;
   assign \$540  = \$536  | \$539 ;
   assign \$541  = w_transpose ? w_data[47:40] : w_data[15:8];
@@ -34663,10 +34663,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$545  = $signed(pe4_1_psum) + $signed(\$544 );
   assign \$546  = ~ w_transpose;
   assign \$547  = w_en & \$546 ;
-  assign \$548  = \port$12299$2 [2:0] == 3'h5;
+  assign \$548  = \port$12777$2 [2:0] == 3'h5;
   assign \$549  = \$547  & \$548 ;
   assign \$550  = w_en & w_transpose;
-  assign \$551  = \port$12299$2 [2:0] == 2'h2;
+  assign \$551  = \port$12777$2 [2:0] == 2'h2;
   assign \$552  = \$550  & \$551 ;
   assign \$553  = \$549  | \$552 ;
   assign \$554  = w_transpose ? w_data[47:40] : w_data[23:16];
@@ -34676,10 +34676,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$558  = $signed(pe4_2_psum) + $signed(\$557 );
   assign \$559  = ~ w_transpose;
   assign \$560  = w_en & \$559 ;
-  assign \$561  = \port$12299$2 [2:0] == 3'h5;
+  assign \$561  = \port$12777$2 [2:0] == 3'h5;
   assign \$562  = \$560  & \$561 ;
   assign \$563  = w_en & w_transpose;
-  assign \$564  = \port$12299$2 [2:0] == 2'h3;
+  assign \$564  = \port$12777$2 [2:0] == 2'h3;
   assign \$565  = \$563  & \$564 ;
   assign \$566  = \$562  | \$565 ;
   assign \$567  = w_transpose ? w_data[47:40] : w_data[31:24];
@@ -34689,10 +34689,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$571  = $signed(pe4_3_psum) + $signed(\$570 );
   assign \$572  = ~ w_transpose;
   assign \$573  = w_en & \$572 ;
-  assign \$574  = \port$12299$2 [2:0] == 3'h5;
+  assign \$574  = \port$12777$2 [2:0] == 3'h5;
   assign \$575  = \$573  & \$574 ;
   assign \$576  = w_en & w_transpose;
-  assign \$577  = \port$12299$2 [2:0] == 3'h4;
+  assign \$577  = \port$12777$2 [2:0] == 3'h4;
   assign \$578  = \$576  & \$577 ;
   assign \$579  = \$575  | \$578 ;
   assign \$580  = w_transpose ? w_data[47:40] : w_data[39:32];
@@ -34702,10 +34702,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$584  = $signed(pe4_4_psum) + $signed(\$583 );
   assign \$585  = ~ w_transpose;
   assign \$586  = w_en & \$585 ;
-  assign \$587  = \port$12299$2 [2:0] == 3'h5;
+  assign \$587  = \port$12777$2 [2:0] == 3'h5;
   assign \$588  = \$586  & \$587 ;
   assign \$589  = w_en & w_transpose;
-  assign \$590  = \port$12299$2 [2:0] == 3'h5;
+  assign \$590  = \port$12777$2 [2:0] == 3'h5;
   assign \$591  = \$589  & \$590 ;
   assign \$592  = \$588  | \$591 ;
   assign \$595  = pe5_4_bank ? pe5_5_w1 : pe5_5_w0;
@@ -34713,10 +34713,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$597  = $signed(pe4_5_psum) + $signed(\$596 );
   assign \$598  = ~ w_transpose;
   assign \$599  = w_en & \$598 ;
-  assign \$600  = \port$12299$2 [2:0] == 3'h5;
+  assign \$600  = \port$12777$2 [2:0] == 3'h5;
   assign \$601  = \$599  & \$600 ;
   assign \$602  = w_en & w_transpose;
-  assign \$603  = \port$12299$2 [2:0] == 3'h6;
+  assign \$603  = \port$12777$2 [2:0] == 3'h6;
   assign \$604  = \$602  & \$603 ;
   assign \$605  = \$601  | \$604 ;
   assign \$606  = w_transpose ? w_data[47:40] : w_data[55:48];
@@ -34726,10 +34726,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$610  = $signed(pe4_6_psum) + $signed(\$609 );
   assign \$611  = ~ w_transpose;
   assign \$612  = w_en & \$611 ;
-  assign \$613  = \port$12299$2 [2:0] == 3'h5;
+  assign \$613  = \port$12777$2 [2:0] == 3'h5;
   assign \$614  = \$612  & \$613 ;
   assign \$615  = w_en & w_transpose;
-  assign \$616  = \port$12299$2 [2:0] == 3'h7;
+  assign \$616  = \port$12777$2 [2:0] == 3'h7;
   assign \$617  = \$615  & \$616 ;
   assign \$618  = \$614  | \$617 ;
   assign \$619  = w_transpose ? w_data[47:40] : w_data[63:56];
@@ -34740,10 +34740,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$624  = a_valid ? w_data[55:48] : 8'h00;
   assign \$625  = ~ w_transpose;
   assign \$626  = w_en & \$625 ;
-  assign \$627  = \port$12299$2 [2:0] == 3'h6;
+  assign \$627  = \port$12777$2 [2:0] == 3'h6;
   assign \$628  = \$626  & \$627 ;
   assign \$629  = w_en & w_transpose;
-  assign \$630  = ! \port$12299$2 [2:0];
+  assign \$630  = ! \port$12777$2 [2:0];
   assign \$631  = \$629  & \$630 ;
   assign \$632  = \$628  | \$631 ;
   assign \$633  = w_transpose ? w_data[55:48] : w_data[7:0];
@@ -34753,10 +34753,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$637  = $signed(pe5_0_psum) + $signed(\$636 );
   assign \$638  = ~ w_transpose;
   assign \$639  = w_en & \$638 ;
-  assign \$640  = \port$12299$2 [2:0] == 3'h6;
+  assign \$640  = \port$12777$2 [2:0] == 3'h6;
   assign \$641  = \$639  & \$640 ;
   assign \$642  = w_en & w_transpose;
-  assign \$643  = \port$12299$2 [2:0] == 1'h1;
+  assign \$643  = \port$12777$2 [2:0] == 1'h1;
   assign \$644  = \$642  & \$643 ;
   assign \$645  = \$641  | \$644 ;
   assign \$646  = w_transpose ? w_data[55:48] : w_data[15:8];
@@ -34766,10 +34766,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$650  = $signed(pe5_1_psum) + $signed(\$649 );
   assign \$651  = ~ w_transpose;
   assign \$652  = w_en & \$651 ;
-  assign \$653  = \port$12299$2 [2:0] == 3'h6;
+  assign \$653  = \port$12777$2 [2:0] == 3'h6;
   assign \$654  = \$652  & \$653 ;
   assign \$655  = w_en & w_transpose;
-  assign \$656  = \port$12299$2 [2:0] == 2'h2;
+  assign \$656  = \port$12777$2 [2:0] == 2'h2;
   assign \$657  = \$655  & \$656 ;
   assign \$658  = \$654  | \$657 ;
   assign \$659  = w_transpose ? w_data[55:48] : w_data[23:16];
@@ -34779,10 +34779,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$663  = $signed(pe5_2_psum) + $signed(\$662 );
   assign \$664  = ~ w_transpose;
   assign \$665  = w_en & \$664 ;
-  assign \$666  = \port$12299$2 [2:0] == 3'h6;
+  assign \$666  = \port$12777$2 [2:0] == 3'h6;
   assign \$667  = \$665  & \$666 ;
   assign \$668  = w_en & w_transpose;
-  assign \$669  = \port$12299$2 [2:0] == 2'h3;
+  assign \$669  = \port$12777$2 [2:0] == 2'h3;
   assign \$670  = \$668  & \$669 ;
   assign \$671  = \$667  | \$670 ;
   assign \$672  = w_transpose ? w_data[55:48] : w_data[31:24];
@@ -34792,10 +34792,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$676  = $signed(pe5_3_psum) + $signed(\$675 );
   assign \$677  = ~ w_transpose;
   assign \$678  = w_en & \$677 ;
-  assign \$679  = \port$12299$2 [2:0] == 3'h6;
+  assign \$679  = \port$12777$2 [2:0] == 3'h6;
   assign \$680  = \$678  & \$679 ;
   assign \$681  = w_en & w_transpose;
-  assign \$682  = \port$12299$2 [2:0] == 3'h4;
+  assign \$682  = \port$12777$2 [2:0] == 3'h4;
   assign \$683  = \$681  & \$682 ;
   assign \$684  = \$680  | \$683 ;
   assign \$685  = w_transpose ? w_data[55:48] : w_data[39:32];
@@ -34805,10 +34805,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$689  = $signed(pe5_4_psum) + $signed(\$688 );
   assign \$690  = ~ w_transpose;
   assign \$691  = w_en & \$690 ;
-  assign \$692  = \port$12299$2 [2:0] == 3'h6;
+  assign \$692  = \port$12777$2 [2:0] == 3'h6;
   assign \$693  = \$691  & \$692 ;
   assign \$694  = w_en & w_transpose;
-  assign \$695  = \port$12299$2 [2:0] == 3'h5;
+  assign \$695  = \port$12777$2 [2:0] == 3'h5;
   assign \$696  = \$694  & \$695 ;
   assign \$697  = \$693  | \$696 ;
   assign \$698  = w_transpose ? w_data[55:48] : w_data[47:40];
@@ -34818,10 +34818,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$702  = $signed(pe5_5_psum) + $signed(\$701 );
   assign \$703  = ~ w_transpose;
   assign \$704  = w_en & \$703 ;
-  assign \$705  = \port$12299$2 [2:0] == 3'h6;
+  assign \$705  = \port$12777$2 [2:0] == 3'h6;
   assign \$706  = \$704  & \$705 ;
   assign \$707  = w_en & w_transpose;
-  assign \$708  = \port$12299$2 [2:0] == 3'h6;
+  assign \$708  = \port$12777$2 [2:0] == 3'h6;
   assign \$709  = \$707  & \$708 ;
   assign \$710  = \$706  | \$709 ;
   assign \$713  = pe6_5_bank ? pe6_6_w1 : pe6_6_w0;
@@ -34829,10 +34829,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$715  = $signed(pe5_6_psum) + $signed(\$714 );
   assign \$716  = ~ w_transpose;
   assign \$717  = w_en & \$716 ;
-  assign \$718  = \port$12299$2 [2:0] == 3'h6;
+  assign \$718  = \port$12777$2 [2:0] == 3'h6;
   assign \$719  = \$717  & \$718 ;
   assign \$720  = w_en & w_transpose;
-  assign \$721  = \port$12299$2 [2:0] == 3'h7;
+  assign \$721  = \port$12777$2 [2:0] == 3'h7;
   assign \$722  = \$720  & \$721 ;
   assign \$723  = \$719  | \$722 ;
   assign \$724  = w_transpose ? w_data[55:48] : w_data[63:56];
@@ -34843,10 +34843,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$729  = a_valid ? w_data[63:56] : 8'h00;
   assign \$730  = ~ w_transpose;
   assign \$731  = w_en & \$730 ;
-  assign \$732  = \port$12299$2 [2:0] == 3'h7;
+  assign \$732  = \port$12777$2 [2:0] == 3'h7;
   assign \$733  = \$731  & \$732 ;
   assign \$734  = w_en & w_transpose;
-  assign \$735  = ! \port$12299$2 [2:0];
+  assign \$735  = ! \port$12777$2 [2:0];
   assign \$736  = \$734  & \$735 ;
   assign \$737  = \$733  | \$736 ;
   assign \$738  = w_transpose ? w_data[63:56] : w_data[7:0];
@@ -34856,10 +34856,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$742  = $signed(pe6_0_psum) + $signed(\$741 );
   assign \$743  = ~ w_transpose;
   assign \$744  = w_en & \$743 ;
-  assign \$745  = \port$12299$2 [2:0] == 3'h7;
+  assign \$745  = \port$12777$2 [2:0] == 3'h7;
   assign \$746  = \$744  & \$745 ;
   assign \$747  = w_en & w_transpose;
-  assign \$748  = \port$12299$2 [2:0] == 1'h1;
+  assign \$748  = \port$12777$2 [2:0] == 1'h1;
   assign \$749  = \$747  & \$748 ;
   assign \$750  = \$746  | \$749 ;
   assign \$751  = w_transpose ? w_data[63:56] : w_data[15:8];
@@ -34869,10 +34869,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$755  = $signed(pe6_1_psum) + $signed(\$754 );
   assign \$756  = ~ w_transpose;
   assign \$757  = w_en & \$756 ;
-  assign \$758  = \port$12299$2 [2:0] == 3'h7;
+  assign \$758  = \port$12777$2 [2:0] == 3'h7;
   assign \$759  = \$757  & \$758 ;
   assign \$760  = w_en & w_transpose;
-  assign \$761  = \port$12299$2 [2:0] == 2'h2;
+  assign \$761  = \port$12777$2 [2:0] == 2'h2;
   assign \$762  = \$760  & \$761 ;
   assign \$763  = \$759  | \$762 ;
   assign \$764  = w_transpose ? w_data[63:56] : w_data[23:16];
@@ -34882,10 +34882,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$768  = $signed(pe6_2_psum) + $signed(\$767 );
   assign \$769  = ~ w_transpose;
   assign \$770  = w_en & \$769 ;
-  assign \$771  = \port$12299$2 [2:0] == 3'h7;
+  assign \$771  = \port$12777$2 [2:0] == 3'h7;
   assign \$772  = \$770  & \$771 ;
   assign \$773  = w_en & w_transpose;
-  assign \$774  = \port$12299$2 [2:0] == 2'h3;
+  assign \$774  = \port$12777$2 [2:0] == 2'h3;
   assign \$775  = \$773  & \$774 ;
   assign \$776  = \$772  | \$775 ;
   assign \$777  = w_transpose ? w_data[63:56] : w_data[31:24];
@@ -34895,10 +34895,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$781  = $signed(pe6_3_psum) + $signed(\$780 );
   assign \$782  = ~ w_transpose;
   assign \$783  = w_en & \$782 ;
-  assign \$784  = \port$12299$2 [2:0] == 3'h7;
+  assign \$784  = \port$12777$2 [2:0] == 3'h7;
   assign \$785  = \$783  & \$784 ;
   assign \$786  = w_en & w_transpose;
-  assign \$787  = \port$12299$2 [2:0] == 3'h4;
+  assign \$787  = \port$12777$2 [2:0] == 3'h4;
   assign \$788  = \$786  & \$787 ;
   assign \$789  = \$785  | \$788 ;
   assign \$790  = w_transpose ? w_data[63:56] : w_data[39:32];
@@ -34908,10 +34908,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$794  = $signed(pe6_4_psum) + $signed(\$793 );
   assign \$795  = ~ w_transpose;
   assign \$796  = w_en & \$795 ;
-  assign \$797  = \port$12299$2 [2:0] == 3'h7;
+  assign \$797  = \port$12777$2 [2:0] == 3'h7;
   assign \$798  = \$796  & \$797 ;
   assign \$799  = w_en & w_transpose;
-  assign \$800  = \port$12299$2 [2:0] == 3'h5;
+  assign \$800  = \port$12777$2 [2:0] == 3'h5;
   assign \$801  = \$799  & \$800 ;
   assign \$802  = \$798  | \$801 ;
   assign \$803  = w_transpose ? w_data[63:56] : w_data[47:40];
@@ -34921,10 +34921,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$807  = $signed(pe6_5_psum) + $signed(\$806 );
   assign \$808  = ~ w_transpose;
   assign \$809  = w_en & \$808 ;
-  assign \$810  = \port$12299$2 [2:0] == 3'h7;
+  assign \$810  = \port$12777$2 [2:0] == 3'h7;
   assign \$811  = \$809  & \$810 ;
   assign \$812  = w_en & w_transpose;
-  assign \$813  = \port$12299$2 [2:0] == 3'h6;
+  assign \$813  = \port$12777$2 [2:0] == 3'h6;
   assign \$814  = \$812  & \$813 ;
   assign \$815  = \$811  | \$814 ;
   assign \$816  = w_transpose ? w_data[63:56] : w_data[55:48];
@@ -34934,10 +34934,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$820  = $signed(pe6_6_psum) + $signed(\$819 );
   assign \$821  = ~ w_transpose;
   assign \$822  = w_en & \$821 ;
-  assign \$823  = \port$12299$2 [2:0] == 3'h7;
+  assign \$823  = \port$12777$2 [2:0] == 3'h7;
   assign \$824  = \$822  & \$823 ;
   assign \$825  = w_en & w_transpose;
-  assign \$826  = \port$12299$2 [2:0] == 3'h7;
+  assign \$826  = \port$12777$2 [2:0] == 3'h7;
   assign \$827  = \$825  & \$826 ;
   assign \$828  = \$824  | \$827 ;
   assign \$831  = pe7_6_bank ? pe7_7_w1 : pe7_7_w0;
@@ -34945,145 +34945,145 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$833  = $signed(pe6_7_psum) + $signed(\$832 );
   assign \$834  = ~ w_transpose;
   assign \$835  = w_en & \$834 ;
-  assign \$836  = ! \port$12299$2 [2:0];
+  assign \$836  = ! \port$12777$2 [2:0];
   assign \$837  = \$835  & \$836 ;
-  assign \$840  = pe0_0_bank == \port$12299$2 [3];
+  assign \$840  = pe0_0_bank == \port$12777$2 [3];
   assign \$841  = pe0_0_v & \$840 ;
-  assign \$842  = pe0_1_bank == \port$12299$2 [3];
+  assign \$842  = pe0_1_bank == \port$12777$2 [3];
   assign \$843  = pe0_1_v & \$842 ;
-  assign \$844  = pe0_2_bank == \port$12299$2 [3];
+  assign \$844  = pe0_2_bank == \port$12777$2 [3];
   assign \$845  = pe0_2_v & \$844 ;
-  assign \$846  = pe0_3_bank == \port$12299$2 [3];
+  assign \$846  = pe0_3_bank == \port$12777$2 [3];
   assign \$847  = pe0_3_v & \$846 ;
-  assign \$848  = pe0_4_bank == \port$12299$2 [3];
+  assign \$848  = pe0_4_bank == \port$12777$2 [3];
   assign \$849  = pe0_4_v & \$848 ;
-  assign \$850  = pe0_5_bank == \port$12299$2 [3];
+  assign \$850  = pe0_5_bank == \port$12777$2 [3];
   assign \$851  = pe0_5_v & \$850 ;
   assign \$852  = | { \$851 , \$849 , \$847 , \$845 , \$843 , \$841 , \$839  };
   assign \$853  = \$837  & \$852 ;
   assign \$854  = w_en & w_transpose;
-  assign \$855  = \port$12299$2 [2:0] >= 1'h1;
+  assign \$855  = \port$12777$2 [2:0] >= 1'h1;
   assign \$856  = \$854  & \$855 ;
   assign \$857  = \$856  & a_valid;
   assign \$860  = w_en & w_transpose;
-  assign \$861  = \port$12299$2 [2:0] >= 2'h2;
+  assign \$861  = \port$12777$2 [2:0] >= 2'h2;
   assign \$862  = \$860  & \$861 ;
   assign \$863  = \$862  & pe0_0_v;
-  assign \$864  = pe0_0_bank == \port$12299$2 [3];
+  assign \$864  = pe0_0_bank == \port$12777$2 [3];
   assign \$865  = \$863  & \$864 ;
   assign \$866  = w_en & w_transpose;
-  assign \$867  = \port$12299$2 [2:0] >= 2'h3;
+  assign \$867  = \port$12777$2 [2:0] >= 2'h3;
   assign \$868  = \$866  & \$867 ;
   assign \$869  = \$868  & pe0_1_v;
-  assign \$870  = pe0_1_bank == \port$12299$2 [3];
+  assign \$870  = pe0_1_bank == \port$12777$2 [3];
   assign \$871  = \$869  & \$870 ;
   assign \$872  = w_en & w_transpose;
-  assign \$873  = \port$12299$2 [2:0] >= 3'h4;
+  assign \$873  = \port$12777$2 [2:0] >= 3'h4;
   assign \$874  = \$872  & \$873 ;
   assign \$875  = \$874  & pe0_2_v;
-  assign \$876  = pe0_2_bank == \port$12299$2 [3];
+  assign \$876  = pe0_2_bank == \port$12777$2 [3];
   assign \$877  = \$875  & \$876 ;
   assign \$878  = w_en & w_transpose;
-  assign \$879  = \port$12299$2 [2:0] >= 3'h5;
+  assign \$879  = \port$12777$2 [2:0] >= 3'h5;
   assign \$880  = \$878  & \$879 ;
   assign \$881  = \$880  & pe0_3_v;
-  assign \$882  = pe0_3_bank == \port$12299$2 [3];
+  assign \$882  = pe0_3_bank == \port$12777$2 [3];
   assign \$883  = \$881  & \$882 ;
   assign \$884  = w_en & w_transpose;
-  assign \$885  = \port$12299$2 [2:0] >= 3'h6;
+  assign \$885  = \port$12777$2 [2:0] >= 3'h6;
   assign \$886  = \$884  & \$885 ;
   assign \$887  = \$886  & pe0_4_v;
-  assign \$888  = pe0_4_bank == \port$12299$2 [3];
+  assign \$888  = pe0_4_bank == \port$12777$2 [3];
   assign \$889  = \$887  & \$888 ;
   assign \$890  = w_en & w_transpose;
-  assign \$891  = \port$12299$2 [2:0] >= 3'h7;
+  assign \$891  = \port$12777$2 [2:0] >= 3'h7;
   assign \$892  = \$890  & \$891 ;
   assign \$893  = \$892  & pe0_5_v;
-  assign \$894  = pe0_5_bank == \port$12299$2 [3];
+  assign \$894  = pe0_5_bank == \port$12777$2 [3];
   assign \$895  = \$893  & \$894 ;
   assign \$896  = ~ w_transpose;
   assign \$897  = w_en & \$896 ;
-  assign \$898  = \port$12299$2 [2:0] == 1'h1;
+  assign \$898  = \port$12777$2 [2:0] == 1'h1;
   assign \$899  = \$897  & \$898 ;
-  assign \$902  = skew1_0_bank == \port$12299$2 [3];
+  assign \$902  = skew1_0_bank == \port$12777$2 [3];
   assign \$903  = skew1_0_v & \$902 ;
-  assign \$904  = pe1_0_bank == \port$12299$2 [3];
+  assign \$904  = pe1_0_bank == \port$12777$2 [3];
   assign \$905  = pe1_0_v & \$904 ;
-  assign \$906  = pe1_1_bank == \port$12299$2 [3];
+  assign \$906  = pe1_1_bank == \port$12777$2 [3];
   assign \$907  = pe1_1_v & \$906 ;
-  assign \$908  = pe1_2_bank == \port$12299$2 [3];
+  assign \$908  = pe1_2_bank == \port$12777$2 [3];
   assign \$909  = pe1_2_v & \$908 ;
-  assign \$910  = pe1_3_bank == \port$12299$2 [3];
+  assign \$910  = pe1_3_bank == \port$12777$2 [3];
   assign \$911  = pe1_3_v & \$910 ;
-  assign \$912  = pe1_4_bank == \port$12299$2 [3];
+  assign \$912  = pe1_4_bank == \port$12777$2 [3];
   assign \$913  = pe1_4_v & \$912 ;
-  assign \$914  = pe1_5_bank == \port$12299$2 [3];
+  assign \$914  = pe1_5_bank == \port$12777$2 [3];
   assign \$915  = pe1_5_v & \$914 ;
   assign \$916  = | { \$915 , \$913 , \$911 , \$909 , \$907 , \$905 , \$903 , \$901  };
   assign \$917  = \$899  & \$916 ;
   assign \$918  = w_en & w_transpose;
   assign \$920  = \$919  & a_valid;
   assign \$923  = w_en & w_transpose;
-  assign \$924  = \port$12299$2 [2:0] >= 1'h1;
+  assign \$924  = \port$12777$2 [2:0] >= 1'h1;
   assign \$925  = \$923  & \$924 ;
   assign \$926  = \$925  & skew1_0_v;
-  assign \$927  = skew1_0_bank == \port$12299$2 [3];
+  assign \$927  = skew1_0_bank == \port$12777$2 [3];
   assign \$928  = \$926  & \$927 ;
   assign \$929  = w_en & w_transpose;
-  assign \$930  = \port$12299$2 [2:0] >= 2'h2;
+  assign \$930  = \port$12777$2 [2:0] >= 2'h2;
   assign \$931  = \$929  & \$930 ;
   assign \$932  = \$931  & pe1_0_v;
-  assign \$933  = pe1_0_bank == \port$12299$2 [3];
+  assign \$933  = pe1_0_bank == \port$12777$2 [3];
   assign \$934  = \$932  & \$933 ;
   assign \$935  = w_en & w_transpose;
-  assign \$936  = \port$12299$2 [2:0] >= 2'h3;
+  assign \$936  = \port$12777$2 [2:0] >= 2'h3;
   assign \$937  = \$935  & \$936 ;
   assign \$938  = \$937  & pe1_1_v;
-  assign \$939  = pe1_1_bank == \port$12299$2 [3];
+  assign \$939  = pe1_1_bank == \port$12777$2 [3];
   assign \$940  = \$938  & \$939 ;
   assign \$941  = w_en & w_transpose;
-  assign \$942  = \port$12299$2 [2:0] >= 3'h4;
+  assign \$942  = \port$12777$2 [2:0] >= 3'h4;
   assign \$943  = \$941  & \$942 ;
   assign \$944  = \$943  & pe1_2_v;
-  assign \$945  = pe1_2_bank == \port$12299$2 [3];
+  assign \$945  = pe1_2_bank == \port$12777$2 [3];
   assign \$946  = \$944  & \$945 ;
   assign \$947  = w_en & w_transpose;
-  assign \$948  = \port$12299$2 [2:0] >= 3'h5;
+  assign \$948  = \port$12777$2 [2:0] >= 3'h5;
   assign \$949  = \$947  & \$948 ;
   assign \$950  = \$949  & pe1_3_v;
-  assign \$951  = pe1_3_bank == \port$12299$2 [3];
+  assign \$951  = pe1_3_bank == \port$12777$2 [3];
   assign \$952  = \$950  & \$951 ;
   assign \$953  = w_en & w_transpose;
-  assign \$954  = \port$12299$2 [2:0] >= 3'h6;
+  assign \$954  = \port$12777$2 [2:0] >= 3'h6;
   assign \$955  = \$953  & \$954 ;
   assign \$956  = \$955  & pe1_4_v;
-  assign \$957  = pe1_4_bank == \port$12299$2 [3];
+  assign \$957  = pe1_4_bank == \port$12777$2 [3];
   assign \$958  = \$956  & \$957 ;
   assign \$959  = w_en & w_transpose;
-  assign \$960  = \port$12299$2 [2:0] >= 3'h7;
+  assign \$960  = \port$12777$2 [2:0] >= 3'h7;
   assign \$961  = \$959  & \$960 ;
   assign \$962  = \$961  & pe1_5_v;
-  assign \$963  = pe1_5_bank == \port$12299$2 [3];
+  assign \$963  = pe1_5_bank == \port$12777$2 [3];
   assign \$964  = \$962  & \$963 ;
   assign \$965  = ~ w_transpose;
   assign \$966  = w_en & \$965 ;
-  assign \$967  = \port$12299$2 [2:0] == 2'h2;
+  assign \$967  = \port$12777$2 [2:0] == 2'h2;
   assign \$968  = \$966  & \$967 ;
-  assign \$971  = skew2_0_bank == \port$12299$2 [3];
+  assign \$971  = skew2_0_bank == \port$12777$2 [3];
   assign \$972  = skew2_0_v & \$971 ;
-  assign \$973  = skew2_1_bank == \port$12299$2 [3];
+  assign \$973  = skew2_1_bank == \port$12777$2 [3];
   assign \$974  = skew2_1_v & \$973 ;
-  assign \$975  = pe2_0_bank == \port$12299$2 [3];
+  assign \$975  = pe2_0_bank == \port$12777$2 [3];
   assign \$976  = pe2_0_v & \$975 ;
-  assign \$977  = pe2_1_bank == \port$12299$2 [3];
+  assign \$977  = pe2_1_bank == \port$12777$2 [3];
   assign \$978  = pe2_1_v & \$977 ;
-  assign \$979  = pe2_2_bank == \port$12299$2 [3];
+  assign \$979  = pe2_2_bank == \port$12777$2 [3];
   assign \$980  = pe2_2_v & \$979 ;
-  assign \$981  = pe2_3_bank == \port$12299$2 [3];
+  assign \$981  = pe2_3_bank == \port$12777$2 [3];
   assign \$982  = pe2_3_v & \$981 ;
-  assign \$983  = pe2_4_bank == \port$12299$2 [3];
+  assign \$983  = pe2_4_bank == \port$12777$2 [3];
   assign \$984  = pe2_4_v & \$983 ;
-  assign \$985  = pe2_5_bank == \port$12299$2 [3];
+  assign \$985  = pe2_5_bank == \port$12777$2 [3];
   assign \$986  = pe2_5_v & \$985 ;
   assign \$987  = | { \$986 , \$984 , \$982 , \$980 , \$978 , \$976 , \$974 , \$972 , \$970  };
   assign \$988  = \$968  & \$987 ;
@@ -35091,71 +35091,71 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$991  = \$990  & a_valid;
   assign \$994  = w_en & w_transpose;
   assign \$996  = \$995  & skew2_0_v;
-  assign \$997  = skew2_0_bank == \port$12299$2 [3];
+  assign \$997  = skew2_0_bank == \port$12777$2 [3];
   assign \$998  = \$996  & \$997 ;
   assign \$999  = w_en & w_transpose;
-  assign \$1000  = \port$12299$2 [2:0] >= 1'h1;
+  assign \$1000  = \port$12777$2 [2:0] >= 1'h1;
   assign \$1001  = \$999  & \$1000 ;
   assign \$1002  = \$1001  & skew2_1_v;
-  assign \$1003  = skew2_1_bank == \port$12299$2 [3];
+  assign \$1003  = skew2_1_bank == \port$12777$2 [3];
   assign \$1004  = \$1002  & \$1003 ;
   assign \$1005  = w_en & w_transpose;
-  assign \$1006  = \port$12299$2 [2:0] >= 2'h2;
+  assign \$1006  = \port$12777$2 [2:0] >= 2'h2;
   assign \$1007  = \$1005  & \$1006 ;
   assign \$1008  = \$1007  & pe2_0_v;
-  assign \$1009  = pe2_0_bank == \port$12299$2 [3];
+  assign \$1009  = pe2_0_bank == \port$12777$2 [3];
   assign \$1010  = \$1008  & \$1009 ;
   assign \$1011  = w_en & w_transpose;
-  assign \$1012  = \port$12299$2 [2:0] >= 2'h3;
+  assign \$1012  = \port$12777$2 [2:0] >= 2'h3;
   assign \$1013  = \$1011  & \$1012 ;
   assign \$1014  = \$1013  & pe2_1_v;
-  assign \$1015  = pe2_1_bank == \port$12299$2 [3];
+  assign \$1015  = pe2_1_bank == \port$12777$2 [3];
   assign \$1016  = \$1014  & \$1015 ;
   assign \$1017  = w_en & w_transpose;
-  assign \$1018  = \port$12299$2 [2:0] >= 3'h4;
+  assign \$1018  = \port$12777$2 [2:0] >= 3'h4;
   assign \$1019  = \$1017  & \$1018 ;
   assign \$1020  = \$1019  & pe2_2_v;
-  assign \$1021  = pe2_2_bank == \port$12299$2 [3];
+  assign \$1021  = pe2_2_bank == \port$12777$2 [3];
   assign \$1022  = \$1020  & \$1021 ;
   assign \$1023  = w_en & w_transpose;
-  assign \$1024  = \port$12299$2 [2:0] >= 3'h5;
+  assign \$1024  = \port$12777$2 [2:0] >= 3'h5;
   assign \$1025  = \$1023  & \$1024 ;
   assign \$1026  = \$1025  & pe2_3_v;
-  assign \$1027  = pe2_3_bank == \port$12299$2 [3];
+  assign \$1027  = pe2_3_bank == \port$12777$2 [3];
   assign \$1028  = \$1026  & \$1027 ;
   assign \$1029  = w_en & w_transpose;
-  assign \$1030  = \port$12299$2 [2:0] >= 3'h6;
+  assign \$1030  = \port$12777$2 [2:0] >= 3'h6;
   assign \$1031  = \$1029  & \$1030 ;
   assign \$1032  = \$1031  & pe2_4_v;
-  assign \$1033  = pe2_4_bank == \port$12299$2 [3];
+  assign \$1033  = pe2_4_bank == \port$12777$2 [3];
   assign \$1034  = \$1032  & \$1033 ;
   assign \$1035  = w_en & w_transpose;
-  assign \$1036  = \port$12299$2 [2:0] >= 3'h7;
+  assign \$1036  = \port$12777$2 [2:0] >= 3'h7;
   assign \$1037  = \$1035  & \$1036 ;
   assign \$1038  = \$1037  & pe2_5_v;
-  assign \$1039  = pe2_5_bank == \port$12299$2 [3];
+  assign \$1039  = pe2_5_bank == \port$12777$2 [3];
   assign \$1040  = \$1038  & \$1039 ;
   assign \$1041  = ~ w_transpose;
   assign \$1042  = w_en & \$1041 ;
-  assign \$1043  = \port$12299$2 [2:0] == 2'h3;
+  assign \$1043  = \port$12777$2 [2:0] == 2'h3;
   assign \$1044  = \$1042  & \$1043 ;
-  assign \$1047  = skew3_0_bank == \port$12299$2 [3];
+  assign \$1047  = skew3_0_bank == \port$12777$2 [3];
   assign \$1048  = skew3_0_v & \$1047 ;
-  assign \$1049  = skew3_1_bank == \port$12299$2 [3];
+  assign \$1049  = skew3_1_bank == \port$12777$2 [3];
   assign \$1050  = skew3_1_v & \$1049 ;
-  assign \$1051  = skew3_2_bank == \port$12299$2 [3];
+  assign \$1051  = skew3_2_bank == \port$12777$2 [3];
   assign \$1052  = skew3_2_v & \$1051 ;
-  assign \$1053  = pe3_0_bank == \port$12299$2 [3];
+  assign \$1053  = pe3_0_bank == \port$12777$2 [3];
   assign \$1054  = pe3_0_v & \$1053 ;
-  assign \$1055  = pe3_1_bank == \port$12299$2 [3];
+  assign \$1055  = pe3_1_bank == \port$12777$2 [3];
   assign \$1056  = pe3_1_v & \$1055 ;
-  assign \$1057  = pe3_2_bank == \port$12299$2 [3];
+  assign \$1057  = pe3_2_bank == \port$12777$2 [3];
   assign \$1058  = pe3_2_v & \$1057 ;
-  assign \$1059  = pe3_3_bank == \port$12299$2 [3];
+  assign \$1059  = pe3_3_bank == \port$12777$2 [3];
   assign \$1060  = pe3_3_v & \$1059 ;
-  assign \$1061  = pe3_4_bank == \port$12299$2 [3];
+  assign \$1061  = pe3_4_bank == \port$12777$2 [3];
   assign \$1062  = pe3_4_v & \$1061 ;
-  assign \$1063  = pe3_5_bank == \port$12299$2 [3];
+  assign \$1063  = pe3_5_bank == \port$12777$2 [3];
   assign \$1064  = pe3_5_v & \$1063 ;
   assign \$1065  = | { \$1064 , \$1062 , \$1060 , \$1058 , \$1056 , \$1054 , \$1052 , \$1050 , \$1048 , \$1046  };
   assign \$1066  = \$1044  & \$1065 ;
@@ -35163,77 +35163,77 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$1069  = \$1068  & a_valid;
   assign \$1072  = w_en & w_transpose;
   assign \$1074  = \$1073  & skew3_0_v;
-  assign \$1075  = skew3_0_bank == \port$12299$2 [3];
+  assign \$1075  = skew3_0_bank == \port$12777$2 [3];
   assign \$1076  = \$1074  & \$1075 ;
   assign \$1077  = w_en & w_transpose;
   assign \$1079  = \$1078  & skew3_1_v;
-  assign \$1080  = skew3_1_bank == \port$12299$2 [3];
+  assign \$1080  = skew3_1_bank == \port$12777$2 [3];
   assign \$1081  = \$1079  & \$1080 ;
   assign \$1082  = w_en & w_transpose;
-  assign \$1083  = \port$12299$2 [2:0] >= 1'h1;
+  assign \$1083  = \port$12777$2 [2:0] >= 1'h1;
   assign \$1084  = \$1082  & \$1083 ;
   assign \$1085  = \$1084  & skew3_2_v;
-  assign \$1086  = skew3_2_bank == \port$12299$2 [3];
+  assign \$1086  = skew3_2_bank == \port$12777$2 [3];
   assign \$1087  = \$1085  & \$1086 ;
   assign \$1088  = w_en & w_transpose;
-  assign \$1089  = \port$12299$2 [2:0] >= 2'h2;
+  assign \$1089  = \port$12777$2 [2:0] >= 2'h2;
   assign \$1090  = \$1088  & \$1089 ;
   assign \$1091  = \$1090  & pe3_0_v;
-  assign \$1092  = pe3_0_bank == \port$12299$2 [3];
+  assign \$1092  = pe3_0_bank == \port$12777$2 [3];
   assign \$1093  = \$1091  & \$1092 ;
   assign \$1094  = w_en & w_transpose;
-  assign \$1095  = \port$12299$2 [2:0] >= 2'h3;
+  assign \$1095  = \port$12777$2 [2:0] >= 2'h3;
   assign \$1096  = \$1094  & \$1095 ;
   assign \$1097  = \$1096  & pe3_1_v;
-  assign \$1098  = pe3_1_bank == \port$12299$2 [3];
+  assign \$1098  = pe3_1_bank == \port$12777$2 [3];
   assign \$1099  = \$1097  & \$1098 ;
   assign \$1100  = w_en & w_transpose;
-  assign \$1101  = \port$12299$2 [2:0] >= 3'h4;
+  assign \$1101  = \port$12777$2 [2:0] >= 3'h4;
   assign \$1102  = \$1100  & \$1101 ;
   assign \$1103  = \$1102  & pe3_2_v;
-  assign \$1104  = pe3_2_bank == \port$12299$2 [3];
+  assign \$1104  = pe3_2_bank == \port$12777$2 [3];
   assign \$1105  = \$1103  & \$1104 ;
   assign \$1106  = w_en & w_transpose;
-  assign \$1107  = \port$12299$2 [2:0] >= 3'h5;
+  assign \$1107  = \port$12777$2 [2:0] >= 3'h5;
   assign \$1108  = \$1106  & \$1107 ;
   assign \$1109  = \$1108  & pe3_3_v;
-  assign \$1110  = pe3_3_bank == \port$12299$2 [3];
+  assign \$1110  = pe3_3_bank == \port$12777$2 [3];
   assign \$1111  = \$1109  & \$1110 ;
   assign \$1112  = w_en & w_transpose;
-  assign \$1113  = \port$12299$2 [2:0] >= 3'h6;
+  assign \$1113  = \port$12777$2 [2:0] >= 3'h6;
   assign \$1114  = \$1112  & \$1113 ;
   assign \$1115  = \$1114  & pe3_4_v;
-  assign \$1116  = pe3_4_bank == \port$12299$2 [3];
+  assign \$1116  = pe3_4_bank == \port$12777$2 [3];
   assign \$1117  = \$1115  & \$1116 ;
   assign \$1118  = w_en & w_transpose;
-  assign \$1119  = \port$12299$2 [2:0] >= 3'h7;
+  assign \$1119  = \port$12777$2 [2:0] >= 3'h7;
   assign \$1120  = \$1118  & \$1119 ;
   assign \$1121  = \$1120  & pe3_5_v;
-  assign \$1122  = pe3_5_bank == \port$12299$2 [3];
+  assign \$1122  = pe3_5_bank == \port$12777$2 [3];
   assign \$1123  = \$1121  & \$1122 ;
   assign \$1124  = ~ w_transpose;
   assign \$1125  = w_en & \$1124 ;
-  assign \$1126  = \port$12299$2 [2:0] == 3'h4;
+  assign \$1126  = \port$12777$2 [2:0] == 3'h4;
   assign \$1127  = \$1125  & \$1126 ;
-  assign \$1130  = skew4_0_bank == \port$12299$2 [3];
+  assign \$1130  = skew4_0_bank == \port$12777$2 [3];
   assign \$1131  = skew4_0_v & \$1130 ;
-  assign \$1132  = skew4_1_bank == \port$12299$2 [3];
+  assign \$1132  = skew4_1_bank == \port$12777$2 [3];
   assign \$1133  = skew4_1_v & \$1132 ;
-  assign \$1134  = skew4_2_bank == \port$12299$2 [3];
+  assign \$1134  = skew4_2_bank == \port$12777$2 [3];
   assign \$1135  = skew4_2_v & \$1134 ;
-  assign \$1136  = skew4_3_bank == \port$12299$2 [3];
+  assign \$1136  = skew4_3_bank == \port$12777$2 [3];
   assign \$1137  = skew4_3_v & \$1136 ;
-  assign \$1138  = pe4_0_bank == \port$12299$2 [3];
+  assign \$1138  = pe4_0_bank == \port$12777$2 [3];
   assign \$1139  = pe4_0_v & \$1138 ;
-  assign \$1140  = pe4_1_bank == \port$12299$2 [3];
+  assign \$1140  = pe4_1_bank == \port$12777$2 [3];
   assign \$1141  = pe4_1_v & \$1140 ;
-  assign \$1142  = pe4_2_bank == \port$12299$2 [3];
+  assign \$1142  = pe4_2_bank == \port$12777$2 [3];
   assign \$1143  = pe4_2_v & \$1142 ;
-  assign \$1144  = pe4_3_bank == \port$12299$2 [3];
+  assign \$1144  = pe4_3_bank == \port$12777$2 [3];
   assign \$1145  = pe4_3_v & \$1144 ;
-  assign \$1146  = pe4_4_bank == \port$12299$2 [3];
+  assign \$1146  = pe4_4_bank == \port$12777$2 [3];
   assign \$1147  = pe4_4_v & \$1146 ;
-  assign \$1148  = pe4_5_bank == \port$12299$2 [3];
+  assign \$1148  = pe4_5_bank == \port$12777$2 [3];
   assign \$1149  = pe4_5_v & \$1148 ;
   assign \$1150  = | { \$1149 , \$1147 , \$1145 , \$1143 , \$1141 , \$1139 , \$1137 , \$1135 , \$1133 , \$1131 , \$1129  };
   assign \$1151  = \$1127  & \$1150 ;
@@ -35241,83 +35241,83 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$1154  = \$1153  & a_valid;
   assign \$1157  = w_en & w_transpose;
   assign \$1159  = \$1158  & skew4_0_v;
-  assign \$1160  = skew4_0_bank == \port$12299$2 [3];
+  assign \$1160  = skew4_0_bank == \port$12777$2 [3];
   assign \$1161  = \$1159  & \$1160 ;
   assign \$1162  = w_en & w_transpose;
   assign \$1164  = \$1163  & skew4_1_v;
-  assign \$1165  = skew4_1_bank == \port$12299$2 [3];
+  assign \$1165  = skew4_1_bank == \port$12777$2 [3];
   assign \$1166  = \$1164  & \$1165 ;
   assign \$1167  = w_en & w_transpose;
   assign \$1169  = \$1168  & skew4_2_v;
-  assign \$1170  = skew4_2_bank == \port$12299$2 [3];
+  assign \$1170  = skew4_2_bank == \port$12777$2 [3];
   assign \$1171  = \$1169  & \$1170 ;
   assign \$1172  = w_en & w_transpose;
-  assign \$1173  = \port$12299$2 [2:0] >= 1'h1;
+  assign \$1173  = \port$12777$2 [2:0] >= 1'h1;
   assign \$1174  = \$1172  & \$1173 ;
   assign \$1175  = \$1174  & skew4_3_v;
-  assign \$1176  = skew4_3_bank == \port$12299$2 [3];
+  assign \$1176  = skew4_3_bank == \port$12777$2 [3];
   assign \$1177  = \$1175  & \$1176 ;
   assign \$1178  = w_en & w_transpose;
-  assign \$1179  = \port$12299$2 [2:0] >= 2'h2;
+  assign \$1179  = \port$12777$2 [2:0] >= 2'h2;
   assign \$1180  = \$1178  & \$1179 ;
   assign \$1181  = \$1180  & pe4_0_v;
-  assign \$1182  = pe4_0_bank == \port$12299$2 [3];
+  assign \$1182  = pe4_0_bank == \port$12777$2 [3];
   assign \$1183  = \$1181  & \$1182 ;
   assign \$1184  = w_en & w_transpose;
-  assign \$1185  = \port$12299$2 [2:0] >= 2'h3;
+  assign \$1185  = \port$12777$2 [2:0] >= 2'h3;
   assign \$1186  = \$1184  & \$1185 ;
   assign \$1187  = \$1186  & pe4_1_v;
-  assign \$1188  = pe4_1_bank == \port$12299$2 [3];
+  assign \$1188  = pe4_1_bank == \port$12777$2 [3];
   assign \$1189  = \$1187  & \$1188 ;
   assign \$1190  = w_en & w_transpose;
-  assign \$1191  = \port$12299$2 [2:0] >= 3'h4;
+  assign \$1191  = \port$12777$2 [2:0] >= 3'h4;
   assign \$1192  = \$1190  & \$1191 ;
   assign \$1193  = \$1192  & pe4_2_v;
-  assign \$1194  = pe4_2_bank == \port$12299$2 [3];
+  assign \$1194  = pe4_2_bank == \port$12777$2 [3];
   assign \$1195  = \$1193  & \$1194 ;
   assign \$1196  = w_en & w_transpose;
-  assign \$1197  = \port$12299$2 [2:0] >= 3'h5;
+  assign \$1197  = \port$12777$2 [2:0] >= 3'h5;
   assign \$1198  = \$1196  & \$1197 ;
   assign \$1199  = \$1198  & pe4_3_v;
-  assign \$1200  = pe4_3_bank == \port$12299$2 [3];
+  assign \$1200  = pe4_3_bank == \port$12777$2 [3];
   assign \$1201  = \$1199  & \$1200 ;
   assign \$1202  = w_en & w_transpose;
-  assign \$1203  = \port$12299$2 [2:0] >= 3'h6;
+  assign \$1203  = \port$12777$2 [2:0] >= 3'h6;
   assign \$1204  = \$1202  & \$1203 ;
   assign \$1205  = \$1204  & pe4_4_v;
-  assign \$1206  = pe4_4_bank == \port$12299$2 [3];
+  assign \$1206  = pe4_4_bank == \port$12777$2 [3];
   assign \$1207  = \$1205  & \$1206 ;
   assign \$1208  = w_en & w_transpose;
-  assign \$1209  = \port$12299$2 [2:0] >= 3'h7;
+  assign \$1209  = \port$12777$2 [2:0] >= 3'h7;
   assign \$1210  = \$1208  & \$1209 ;
   assign \$1211  = \$1210  & pe4_5_v;
-  assign \$1212  = pe4_5_bank == \port$12299$2 [3];
+  assign \$1212  = pe4_5_bank == \port$12777$2 [3];
   assign \$1213  = \$1211  & \$1212 ;
   assign \$1214  = ~ w_transpose;
   assign \$1215  = w_en & \$1214 ;
-  assign \$1216  = \port$12299$2 [2:0] == 3'h5;
+  assign \$1216  = \port$12777$2 [2:0] == 3'h5;
   assign \$1217  = \$1215  & \$1216 ;
-  assign \$1220  = skew5_0_bank == \port$12299$2 [3];
+  assign \$1220  = skew5_0_bank == \port$12777$2 [3];
   assign \$1221  = skew5_0_v & \$1220 ;
-  assign \$1222  = skew5_1_bank == \port$12299$2 [3];
+  assign \$1222  = skew5_1_bank == \port$12777$2 [3];
   assign \$1223  = skew5_1_v & \$1222 ;
-  assign \$1224  = skew5_2_bank == \port$12299$2 [3];
+  assign \$1224  = skew5_2_bank == \port$12777$2 [3];
   assign \$1225  = skew5_2_v & \$1224 ;
-  assign \$1226  = skew5_3_bank == \port$12299$2 [3];
+  assign \$1226  = skew5_3_bank == \port$12777$2 [3];
   assign \$1227  = skew5_3_v & \$1226 ;
-  assign \$1228  = skew5_4_bank == \port$12299$2 [3];
+  assign \$1228  = skew5_4_bank == \port$12777$2 [3];
   assign \$1229  = skew5_4_v & \$1228 ;
-  assign \$1230  = pe5_0_bank == \port$12299$2 [3];
+  assign \$1230  = pe5_0_bank == \port$12777$2 [3];
   assign \$1231  = pe5_0_v & \$1230 ;
-  assign \$1232  = pe5_1_bank == \port$12299$2 [3];
+  assign \$1232  = pe5_1_bank == \port$12777$2 [3];
   assign \$1233  = pe5_1_v & \$1232 ;
-  assign \$1234  = pe5_2_bank == \port$12299$2 [3];
+  assign \$1234  = pe5_2_bank == \port$12777$2 [3];
   assign \$1235  = pe5_2_v & \$1234 ;
-  assign \$1236  = pe5_3_bank == \port$12299$2 [3];
+  assign \$1236  = pe5_3_bank == \port$12777$2 [3];
   assign \$1237  = pe5_3_v & \$1236 ;
-  assign \$1238  = pe5_4_bank == \port$12299$2 [3];
+  assign \$1238  = pe5_4_bank == \port$12777$2 [3];
   assign \$1239  = pe5_4_v & \$1238 ;
-  assign \$1240  = pe5_5_bank == \port$12299$2 [3];
+  assign \$1240  = pe5_5_bank == \port$12777$2 [3];
   assign \$1241  = pe5_5_v & \$1240 ;
   assign \$1242  = | { \$1241 , \$1239 , \$1237 , \$1235 , \$1233 , \$1231 , \$1229 , \$1227 , \$1225 , \$1223 , \$1221 , \$1219  };
   assign \$1243  = \$1217  & \$1242 ;
@@ -35325,89 +35325,89 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$1246  = \$1245  & a_valid;
   assign \$1249  = w_en & w_transpose;
   assign \$1251  = \$1250  & skew5_0_v;
-  assign \$1252  = skew5_0_bank == \port$12299$2 [3];
+  assign \$1252  = skew5_0_bank == \port$12777$2 [3];
   assign \$1253  = \$1251  & \$1252 ;
   assign \$1254  = w_en & w_transpose;
   assign \$1256  = \$1255  & skew5_1_v;
-  assign \$1257  = skew5_1_bank == \port$12299$2 [3];
+  assign \$1257  = skew5_1_bank == \port$12777$2 [3];
   assign \$1258  = \$1256  & \$1257 ;
   assign \$1259  = w_en & w_transpose;
   assign \$1261  = \$1260  & skew5_2_v;
-  assign \$1262  = skew5_2_bank == \port$12299$2 [3];
+  assign \$1262  = skew5_2_bank == \port$12777$2 [3];
   assign \$1263  = \$1261  & \$1262 ;
   assign \$1264  = w_en & w_transpose;
   assign \$1266  = \$1265  & skew5_3_v;
-  assign \$1267  = skew5_3_bank == \port$12299$2 [3];
+  assign \$1267  = skew5_3_bank == \port$12777$2 [3];
   assign \$1268  = \$1266  & \$1267 ;
   assign \$1269  = w_en & w_transpose;
-  assign \$1270  = \port$12299$2 [2:0] >= 1'h1;
+  assign \$1270  = \port$12777$2 [2:0] >= 1'h1;
   assign \$1271  = \$1269  & \$1270 ;
   assign \$1272  = \$1271  & skew5_4_v;
-  assign \$1273  = skew5_4_bank == \port$12299$2 [3];
+  assign \$1273  = skew5_4_bank == \port$12777$2 [3];
   assign \$1274  = \$1272  & \$1273 ;
   assign \$1275  = w_en & w_transpose;
-  assign \$1276  = \port$12299$2 [2:0] >= 2'h2;
+  assign \$1276  = \port$12777$2 [2:0] >= 2'h2;
   assign \$1277  = \$1275  & \$1276 ;
   assign \$1278  = \$1277  & pe5_0_v;
-  assign \$1279  = pe5_0_bank == \port$12299$2 [3];
+  assign \$1279  = pe5_0_bank == \port$12777$2 [3];
   assign \$1280  = \$1278  & \$1279 ;
   assign \$1281  = w_en & w_transpose;
-  assign \$1282  = \port$12299$2 [2:0] >= 2'h3;
+  assign \$1282  = \port$12777$2 [2:0] >= 2'h3;
   assign \$1283  = \$1281  & \$1282 ;
   assign \$1284  = \$1283  & pe5_1_v;
-  assign \$1285  = pe5_1_bank == \port$12299$2 [3];
+  assign \$1285  = pe5_1_bank == \port$12777$2 [3];
   assign \$1286  = \$1284  & \$1285 ;
   assign \$1287  = w_en & w_transpose;
-  assign \$1288  = \port$12299$2 [2:0] >= 3'h4;
+  assign \$1288  = \port$12777$2 [2:0] >= 3'h4;
   assign \$1289  = \$1287  & \$1288 ;
   assign \$1290  = \$1289  & pe5_2_v;
-  assign \$1291  = pe5_2_bank == \port$12299$2 [3];
+  assign \$1291  = pe5_2_bank == \port$12777$2 [3];
   assign \$1292  = \$1290  & \$1291 ;
   assign \$1293  = w_en & w_transpose;
-  assign \$1294  = \port$12299$2 [2:0] >= 3'h5;
+  assign \$1294  = \port$12777$2 [2:0] >= 3'h5;
   assign \$1295  = \$1293  & \$1294 ;
   assign \$1296  = \$1295  & pe5_3_v;
-  assign \$1297  = pe5_3_bank == \port$12299$2 [3];
+  assign \$1297  = pe5_3_bank == \port$12777$2 [3];
   assign \$1298  = \$1296  & \$1297 ;
   assign \$1299  = w_en & w_transpose;
-  assign \$1300  = \port$12299$2 [2:0] >= 3'h6;
+  assign \$1300  = \port$12777$2 [2:0] >= 3'h6;
   assign \$1301  = \$1299  & \$1300 ;
   assign \$1302  = \$1301  & pe5_4_v;
-  assign \$1303  = pe5_4_bank == \port$12299$2 [3];
+  assign \$1303  = pe5_4_bank == \port$12777$2 [3];
   assign \$1304  = \$1302  & \$1303 ;
   assign \$1305  = w_en & w_transpose;
-  assign \$1306  = \port$12299$2 [2:0] >= 3'h7;
+  assign \$1306  = \port$12777$2 [2:0] >= 3'h7;
   assign \$1307  = \$1305  & \$1306 ;
   assign \$1308  = \$1307  & pe5_5_v;
-  assign \$1309  = pe5_5_bank == \port$12299$2 [3];
+  assign \$1309  = pe5_5_bank == \port$12777$2 [3];
   assign \$1310  = \$1308  & \$1309 ;
   assign \$1311  = ~ w_transpose;
   assign \$1312  = w_en & \$1311 ;
-  assign \$1313  = \port$12299$2 [2:0] == 3'h6;
+  assign \$1313  = \port$12777$2 [2:0] == 3'h6;
   assign \$1314  = \$1312  & \$1313 ;
-  assign \$1317  = skew6_0_bank == \port$12299$2 [3];
+  assign \$1317  = skew6_0_bank == \port$12777$2 [3];
   assign \$1318  = skew6_0_v & \$1317 ;
-  assign \$1319  = skew6_1_bank == \port$12299$2 [3];
+  assign \$1319  = skew6_1_bank == \port$12777$2 [3];
   assign \$1320  = skew6_1_v & \$1319 ;
-  assign \$1321  = skew6_2_bank == \port$12299$2 [3];
+  assign \$1321  = skew6_2_bank == \port$12777$2 [3];
   assign \$1322  = skew6_2_v & \$1321 ;
-  assign \$1323  = skew6_3_bank == \port$12299$2 [3];
+  assign \$1323  = skew6_3_bank == \port$12777$2 [3];
   assign \$1324  = skew6_3_v & \$1323 ;
-  assign \$1325  = skew6_4_bank == \port$12299$2 [3];
+  assign \$1325  = skew6_4_bank == \port$12777$2 [3];
   assign \$1326  = skew6_4_v & \$1325 ;
-  assign \$1327  = skew6_5_bank == \port$12299$2 [3];
+  assign \$1327  = skew6_5_bank == \port$12777$2 [3];
   assign \$1328  = skew6_5_v & \$1327 ;
-  assign \$1329  = pe6_0_bank == \port$12299$2 [3];
+  assign \$1329  = pe6_0_bank == \port$12777$2 [3];
   assign \$1330  = pe6_0_v & \$1329 ;
-  assign \$1331  = pe6_1_bank == \port$12299$2 [3];
+  assign \$1331  = pe6_1_bank == \port$12777$2 [3];
   assign \$1332  = pe6_1_v & \$1331 ;
-  assign \$1333  = pe6_2_bank == \port$12299$2 [3];
+  assign \$1333  = pe6_2_bank == \port$12777$2 [3];
   assign \$1334  = pe6_2_v & \$1333 ;
-  assign \$1335  = pe6_3_bank == \port$12299$2 [3];
+  assign \$1335  = pe6_3_bank == \port$12777$2 [3];
   assign \$1336  = pe6_3_v & \$1335 ;
-  assign \$1337  = pe6_4_bank == \port$12299$2 [3];
+  assign \$1337  = pe6_4_bank == \port$12777$2 [3];
   assign \$1338  = pe6_4_v & \$1337 ;
-  assign \$1339  = pe6_5_bank == \port$12299$2 [3];
+  assign \$1339  = pe6_5_bank == \port$12777$2 [3];
   assign \$1340  = pe6_5_v & \$1339 ;
   assign \$1341  = | { \$1340 , \$1338 , \$1336 , \$1334 , \$1332 , \$1330 , \$1328 , \$1326 , \$1324 , \$1322 , \$1320 , \$1318 , \$1316  };
   assign \$1342  = \$1314  & \$1341 ;
@@ -35415,95 +35415,95 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$1345  = \$1344  & a_valid;
   assign \$1348  = w_en & w_transpose;
   assign \$1350  = \$1349  & skew6_0_v;
-  assign \$1351  = skew6_0_bank == \port$12299$2 [3];
+  assign \$1351  = skew6_0_bank == \port$12777$2 [3];
   assign \$1352  = \$1350  & \$1351 ;
   assign \$1353  = w_en & w_transpose;
   assign \$1355  = \$1354  & skew6_1_v;
-  assign \$1356  = skew6_1_bank == \port$12299$2 [3];
+  assign \$1356  = skew6_1_bank == \port$12777$2 [3];
   assign \$1357  = \$1355  & \$1356 ;
   assign \$1358  = w_en & w_transpose;
   assign \$1360  = \$1359  & skew6_2_v;
-  assign \$1361  = skew6_2_bank == \port$12299$2 [3];
+  assign \$1361  = skew6_2_bank == \port$12777$2 [3];
   assign \$1362  = \$1360  & \$1361 ;
   assign \$1363  = w_en & w_transpose;
   assign \$1365  = \$1364  & skew6_3_v;
-  assign \$1366  = skew6_3_bank == \port$12299$2 [3];
+  assign \$1366  = skew6_3_bank == \port$12777$2 [3];
   assign \$1367  = \$1365  & \$1366 ;
   assign \$1368  = w_en & w_transpose;
   assign \$1370  = \$1369  & skew6_4_v;
-  assign \$1371  = skew6_4_bank == \port$12299$2 [3];
+  assign \$1371  = skew6_4_bank == \port$12777$2 [3];
   assign \$1372  = \$1370  & \$1371 ;
   assign \$1373  = w_en & w_transpose;
-  assign \$1374  = \port$12299$2 [2:0] >= 1'h1;
+  assign \$1374  = \port$12777$2 [2:0] >= 1'h1;
   assign \$1375  = \$1373  & \$1374 ;
   assign \$1376  = \$1375  & skew6_5_v;
-  assign \$1377  = skew6_5_bank == \port$12299$2 [3];
+  assign \$1377  = skew6_5_bank == \port$12777$2 [3];
   assign \$1378  = \$1376  & \$1377 ;
   assign \$1379  = w_en & w_transpose;
-  assign \$1380  = \port$12299$2 [2:0] >= 2'h2;
+  assign \$1380  = \port$12777$2 [2:0] >= 2'h2;
   assign \$1381  = \$1379  & \$1380 ;
   assign \$1382  = \$1381  & pe6_0_v;
-  assign \$1383  = pe6_0_bank == \port$12299$2 [3];
+  assign \$1383  = pe6_0_bank == \port$12777$2 [3];
   assign \$1384  = \$1382  & \$1383 ;
   assign \$1385  = w_en & w_transpose;
-  assign \$1386  = \port$12299$2 [2:0] >= 2'h3;
+  assign \$1386  = \port$12777$2 [2:0] >= 2'h3;
   assign \$1387  = \$1385  & \$1386 ;
   assign \$1388  = \$1387  & pe6_1_v;
-  assign \$1389  = pe6_1_bank == \port$12299$2 [3];
+  assign \$1389  = pe6_1_bank == \port$12777$2 [3];
   assign \$1390  = \$1388  & \$1389 ;
   assign \$1391  = w_en & w_transpose;
-  assign \$1392  = \port$12299$2 [2:0] >= 3'h4;
+  assign \$1392  = \port$12777$2 [2:0] >= 3'h4;
   assign \$1393  = \$1391  & \$1392 ;
   assign \$1394  = \$1393  & pe6_2_v;
-  assign \$1395  = pe6_2_bank == \port$12299$2 [3];
+  assign \$1395  = pe6_2_bank == \port$12777$2 [3];
   assign \$1396  = \$1394  & \$1395 ;
   assign \$1397  = w_en & w_transpose;
-  assign \$1398  = \port$12299$2 [2:0] >= 3'h5;
+  assign \$1398  = \port$12777$2 [2:0] >= 3'h5;
   assign \$1399  = \$1397  & \$1398 ;
   assign \$1400  = \$1399  & pe6_3_v;
-  assign \$1401  = pe6_3_bank == \port$12299$2 [3];
+  assign \$1401  = pe6_3_bank == \port$12777$2 [3];
   assign \$1402  = \$1400  & \$1401 ;
   assign \$1403  = w_en & w_transpose;
-  assign \$1404  = \port$12299$2 [2:0] >= 3'h6;
+  assign \$1404  = \port$12777$2 [2:0] >= 3'h6;
   assign \$1405  = \$1403  & \$1404 ;
   assign \$1406  = \$1405  & pe6_4_v;
-  assign \$1407  = pe6_4_bank == \port$12299$2 [3];
+  assign \$1407  = pe6_4_bank == \port$12777$2 [3];
   assign \$1408  = \$1406  & \$1407 ;
   assign \$1409  = w_en & w_transpose;
-  assign \$1410  = \port$12299$2 [2:0] >= 3'h7;
+  assign \$1410  = \port$12777$2 [2:0] >= 3'h7;
   assign \$1411  = \$1409  & \$1410 ;
   assign \$1412  = \$1411  & pe6_5_v;
-  assign \$1413  = pe6_5_bank == \port$12299$2 [3];
+  assign \$1413  = pe6_5_bank == \port$12777$2 [3];
   assign \$1414  = \$1412  & \$1413 ;
   assign \$1415  = ~ w_transpose;
   assign \$1416  = w_en & \$1415 ;
-  assign \$1417  = \port$12299$2 [2:0] == 3'h7;
+  assign \$1417  = \port$12777$2 [2:0] == 3'h7;
   assign \$1418  = \$1416  & \$1417 ;
-  assign \$1421  = skew7_0_bank == \port$12299$2 [3];
+  assign \$1421  = skew7_0_bank == \port$12777$2 [3];
   assign \$1422  = skew7_0_v & \$1421 ;
-  assign \$1423  = skew7_1_bank == \port$12299$2 [3];
+  assign \$1423  = skew7_1_bank == \port$12777$2 [3];
   assign \$1424  = skew7_1_v & \$1423 ;
-  assign \$1425  = skew7_2_bank == \port$12299$2 [3];
+  assign \$1425  = skew7_2_bank == \port$12777$2 [3];
   assign \$1426  = skew7_2_v & \$1425 ;
-  assign \$1427  = skew7_3_bank == \port$12299$2 [3];
+  assign \$1427  = skew7_3_bank == \port$12777$2 [3];
   assign \$1428  = skew7_3_v & \$1427 ;
-  assign \$1429  = skew7_4_bank == \port$12299$2 [3];
+  assign \$1429  = skew7_4_bank == \port$12777$2 [3];
   assign \$1430  = skew7_4_v & \$1429 ;
-  assign \$1431  = skew7_5_bank == \port$12299$2 [3];
+  assign \$1431  = skew7_5_bank == \port$12777$2 [3];
   assign \$1432  = skew7_5_v & \$1431 ;
-  assign \$1433  = skew7_6_bank == \port$12299$2 [3];
+  assign \$1433  = skew7_6_bank == \port$12777$2 [3];
   assign \$1434  = skew7_6_v & \$1433 ;
-  assign \$1435  = pe7_0_bank == \port$12299$2 [3];
+  assign \$1435  = pe7_0_bank == \port$12777$2 [3];
   assign \$1436  = pe7_0_v & \$1435 ;
-  assign \$1437  = pe7_1_bank == \port$12299$2 [3];
+  assign \$1437  = pe7_1_bank == \port$12777$2 [3];
   assign \$1438  = pe7_1_v & \$1437 ;
-  assign \$1439  = pe7_2_bank == \port$12299$2 [3];
+  assign \$1439  = pe7_2_bank == \port$12777$2 [3];
   assign \$1440  = pe7_2_v & \$1439 ;
-  assign \$1441  = pe7_3_bank == \port$12299$2 [3];
+  assign \$1441  = pe7_3_bank == \port$12777$2 [3];
   assign \$1442  = pe7_3_v & \$1441 ;
-  assign \$1443  = pe7_4_bank == \port$12299$2 [3];
+  assign \$1443  = pe7_4_bank == \port$12777$2 [3];
   assign \$1444  = pe7_4_v & \$1443 ;
-  assign \$1445  = pe7_5_bank == \port$12299$2 [3];
+  assign \$1445  = pe7_5_bank == \port$12777$2 [3];
   assign \$1446  = pe7_5_v & \$1445 ;
   assign \$1447  = | { \$1446 , \$1444 , \$1442 , \$1440 , \$1438 , \$1436 , \$1434 , \$1432 , \$1430 , \$1428 , \$1426 , \$1424 , \$1422 , \$1420  };
   assign \$1448  = \$1418  & \$1447 ;
@@ -35511,69 +35511,69 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   assign \$1451  = \$1450  & a_valid;
   assign \$1454  = w_en & w_transpose;
   assign \$1456  = \$1455  & skew7_0_v;
-  assign \$1457  = skew7_0_bank == \port$12299$2 [3];
+  assign \$1457  = skew7_0_bank == \port$12777$2 [3];
   assign \$1458  = \$1456  & \$1457 ;
   assign \$1459  = w_en & w_transpose;
   assign \$1461  = \$1460  & skew7_1_v;
-  assign \$1462  = skew7_1_bank == \port$12299$2 [3];
+  assign \$1462  = skew7_1_bank == \port$12777$2 [3];
   assign \$1463  = \$1461  & \$1462 ;
   assign \$1464  = w_en & w_transpose;
   assign \$1466  = \$1465  & skew7_2_v;
-  assign \$1467  = skew7_2_bank == \port$12299$2 [3];
+  assign \$1467  = skew7_2_bank == \port$12777$2 [3];
   assign \$1468  = \$1466  & \$1467 ;
   assign \$1469  = w_en & w_transpose;
   assign \$1471  = \$1470  & skew7_3_v;
-  assign \$1472  = skew7_3_bank == \port$12299$2 [3];
+  assign \$1472  = skew7_3_bank == \port$12777$2 [3];
   assign \$1473  = \$1471  & \$1472 ;
   assign \$1474  = w_en & w_transpose;
   assign \$1476  = \$1475  & skew7_4_v;
-  assign \$1477  = skew7_4_bank == \port$12299$2 [3];
+  assign \$1477  = skew7_4_bank == \port$12777$2 [3];
   assign \$1478  = \$1476  & \$1477 ;
   assign \$1479  = w_en & w_transpose;
   assign \$1481  = \$1480  & skew7_5_v;
-  assign \$1482  = skew7_5_bank == \port$12299$2 [3];
+  assign \$1482  = skew7_5_bank == \port$12777$2 [3];
   assign \$1483  = \$1481  & \$1482 ;
   assign \$1484  = w_en & w_transpose;
-  assign \$1485  = \port$12299$2 [2:0] >= 1'h1;
+  assign \$1485  = \port$12777$2 [2:0] >= 1'h1;
   assign \$1486  = \$1484  & \$1485 ;
   assign \$1487  = \$1486  & skew7_6_v;
-  assign \$1488  = skew7_6_bank == \port$12299$2 [3];
+  assign \$1488  = skew7_6_bank == \port$12777$2 [3];
   assign \$1489  = \$1487  & \$1488 ;
   assign \$1490  = w_en & w_transpose;
-  assign \$1491  = \port$12299$2 [2:0] >= 2'h2;
+  assign \$1491  = \port$12777$2 [2:0] >= 2'h2;
   assign \$1492  = \$1490  & \$1491 ;
   assign \$1493  = \$1492  & pe7_0_v;
-  assign \$1494  = pe7_0_bank == \port$12299$2 [3];
+  assign \$1494  = pe7_0_bank == \port$12777$2 [3];
   assign \$1495  = \$1493  & \$1494 ;
   assign \$1496  = w_en & w_transpose;
-  assign \$1497  = \port$12299$2 [2:0] >= 2'h3;
+  assign \$1497  = \port$12777$2 [2:0] >= 2'h3;
   assign \$1498  = \$1496  & \$1497 ;
   assign \$1499  = \$1498  & pe7_1_v;
-  assign \$1500  = pe7_1_bank == \port$12299$2 [3];
+  assign \$1500  = pe7_1_bank == \port$12777$2 [3];
   assign \$1501  = \$1499  & \$1500 ;
   assign \$1502  = w_en & w_transpose;
-  assign \$1503  = \port$12299$2 [2:0] >= 3'h4;
+  assign \$1503  = \port$12777$2 [2:0] >= 3'h4;
   assign \$1504  = \$1502  & \$1503 ;
   assign \$1505  = \$1504  & pe7_2_v;
-  assign \$1506  = pe7_2_bank == \port$12299$2 [3];
+  assign \$1506  = pe7_2_bank == \port$12777$2 [3];
   assign \$1507  = \$1505  & \$1506 ;
   assign \$1508  = w_en & w_transpose;
-  assign \$1509  = \port$12299$2 [2:0] >= 3'h5;
+  assign \$1509  = \port$12777$2 [2:0] >= 3'h5;
   assign \$1510  = \$1508  & \$1509 ;
   assign \$1511  = \$1510  & pe7_3_v;
-  assign \$1512  = pe7_3_bank == \port$12299$2 [3];
+  assign \$1512  = pe7_3_bank == \port$12777$2 [3];
   assign \$1513  = \$1511  & \$1512 ;
   assign \$1514  = w_en & w_transpose;
-  assign \$1515  = \port$12299$2 [2:0] >= 3'h6;
+  assign \$1515  = \port$12777$2 [2:0] >= 3'h6;
   assign \$1516  = \$1514  & \$1515 ;
   assign \$1517  = \$1516  & pe7_4_v;
-  assign \$1518  = pe7_4_bank == \port$12299$2 [3];
+  assign \$1518  = pe7_4_bank == \port$12777$2 [3];
   assign \$1519  = \$1517  & \$1518 ;
   assign \$1520  = w_en & w_transpose;
-  assign \$1521  = \port$12299$2 [2:0] >= 3'h7;
+  assign \$1521  = \port$12777$2 [2:0] >= 3'h7;
   assign \$1522  = \$1520  & \$1521 ;
   assign \$1523  = \$1522  & pe7_5_v;
-  assign \$1524  = pe7_5_bank == \port$12299$2 [3];
+  assign \$1524  = pe7_5_bank == \port$12777$2 [3];
   assign \$1525  = \$1523  & \$1524 ;
   assign w_conflict = | { \$1525 , \$1519 , \$1513 , \$1507 , \$1501 , \$1495 , \$1489 , \$1483 , \$1478 , \$1473 , \$1468 , \$1463 , \$1458 , \$1453 , \$1448 , \$1414 , \$1408 , \$1402 , \$1396 , \$1390 , \$1384 , \$1378 , \$1372 , \$1367 , \$1362 , \$1357 , \$1352 , \$1347 , \$1342 , \$1310 , \$1304 , \$1298 , \$1292 , \$1286 , \$1280 , \$1274 , \$1268 , \$1263 , \$1258 , \$1253 , \$1248 , \$1243 , \$1213 , \$1207 , \$1201 , \$1195 , \$1189 , \$1183 , \$1177 , \$1171 , \$1166 , \$1161 , \$1156 , \$1151 , \$1123 , \$1117 , \$1111 , \$1105 , \$1099 , \$1093 , \$1087 , \$1081 , \$1076 , \$1071 , \$1066 , \$1040 , \$1034 , \$1028 , \$1022 , \$1016 , \$1010 , \$1004 , \$998 , \$993 , \$988 , \$964 , \$958 , \$952 , \$946 , \$940 , \$934 , \$928 , \$922 , \$917 , \$895 , \$889 , \$883 , \$877 , \$871 , \$865 , \$859 , \$853  };
   always @(posedge clk)
@@ -35587,7 +35587,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   always @(posedge clk)
     pe0_0_v <= \$1528 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$12299$2 [3];
+    pe0_0_bank <= \port$12777$2 [3];
   always @(posedge clk)
     pe0_1_w1 <= \$1529 ;
   always @(posedge clk)
@@ -35671,7 +35671,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   always @(posedge clk)
     skew1_0_v <= \$1549 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$12299$2 [3];
+    skew1_0_bank <= \port$12777$2 [3];
   always @(posedge clk)
     pe1_0_w1 <= \$1550 ;
   always @(posedge clk)
@@ -35767,7 +35767,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   always @(posedge clk)
     skew2_0_v <= \$1573 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$12299$2 [3];
+    skew2_0_bank <= \port$12777$2 [3];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -35869,7 +35869,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   always @(posedge clk)
     skew3_0_v <= \$1598 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$12299$2 [3];
+    skew3_0_bank <= \port$12777$2 [3];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -35977,7 +35977,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   always @(posedge clk)
     skew4_0_v <= \$1624 ;
   always @(posedge clk)
-    skew4_0_bank <= \port$12299$2 [3];
+    skew4_0_bank <= \port$12777$2 [3];
   always @(posedge clk)
     skew4_1_a <= skew4_0_a;
   always @(posedge clk)
@@ -36091,7 +36091,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   always @(posedge clk)
     skew5_0_v <= \$1651 ;
   always @(posedge clk)
-    skew5_0_bank <= \port$12299$2 [3];
+    skew5_0_bank <= \port$12777$2 [3];
   always @(posedge clk)
     skew5_1_a <= skew5_0_a;
   always @(posedge clk)
@@ -36211,7 +36211,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   always @(posedge clk)
     skew6_0_v <= \$1679 ;
   always @(posedge clk)
-    skew6_0_bank <= \port$12299$2 [3];
+    skew6_0_bank <= \port$12777$2 [3];
   always @(posedge clk)
     skew6_1_a <= skew6_0_a;
   always @(posedge clk)
@@ -36337,7 +36337,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
   always @(posedge clk)
     skew7_0_v <= \$1708 ;
   always @(posedge clk)
-    skew7_0_bank <= \port$12299$2 [3];
+    skew7_0_bank <= \port$12777$2 [3];
   always @(posedge clk)
     skew7_1_a <= skew7_0_a;
   always @(posedge clk)
@@ -36526,7 +36526,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1526  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1526  = \$9 ;
       end
     end
@@ -36536,7 +36536,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1527  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1527  = \$10 ;
       end
@@ -36556,7 +36556,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1529  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1529  = \$23 ;
       end
     end
@@ -36566,7 +36566,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1530  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1530  = \$24 ;
       end
@@ -36586,7 +36586,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1532  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1532  = \$35 ;
       end
     end
@@ -36596,7 +36596,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1533  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1533  = \$36 ;
       end
@@ -36616,7 +36616,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1535  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1535  = \$47 ;
       end
     end
@@ -36626,7 +36626,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1536  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1536  = \$48 ;
       end
@@ -36646,7 +36646,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1538  = pe0_4_w1;
     if (\$58 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1538  = \$59 ;
       end
     end
@@ -36656,7 +36656,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1539  = pe0_4_w0;
     if (\$58 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1539  = \$60 ;
       end
@@ -36676,7 +36676,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1541  = pe0_5_w1;
     if (\$70 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1541  = \$71 ;
       end
     end
@@ -36686,7 +36686,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1542  = pe0_5_w0;
     if (\$70 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1542  = \$72 ;
       end
@@ -36706,7 +36706,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1544  = pe0_6_w1;
     if (\$82 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1544  = \$83 ;
       end
     end
@@ -36716,7 +36716,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1545  = pe0_6_w0;
     if (\$82 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1545  = \$84 ;
       end
@@ -36736,7 +36736,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1547  = pe0_7_w1;
     if (\$94 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1547  = \$95 ;
       end
     end
@@ -36746,7 +36746,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1548  = pe0_7_w0;
     if (\$94 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1548  = \$96 ;
       end
@@ -36766,7 +36766,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1550  = pe1_0_w1;
     if (\$107 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1550  = \$108 ;
       end
     end
@@ -36776,7 +36776,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1551  = pe1_0_w0;
     if (\$107 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1551  = \$109 ;
       end
@@ -36796,7 +36796,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1553  = pe1_1_w1;
     if (\$120 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1553  = \$121 ;
       end
     end
@@ -36806,7 +36806,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1554  = pe1_1_w0;
     if (\$120 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1554  = \$122 ;
       end
@@ -36826,7 +36826,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1556  = pe1_2_w1;
     if (\$133 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1556  = \$134 ;
       end
     end
@@ -36836,7 +36836,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1557  = pe1_2_w0;
     if (\$133 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1557  = \$135 ;
       end
@@ -36856,7 +36856,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1559  = pe1_3_w1;
     if (\$146 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1559  = \$147 ;
       end
     end
@@ -36866,7 +36866,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1560  = pe1_3_w0;
     if (\$146 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1560  = \$148 ;
       end
@@ -36886,7 +36886,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1562  = pe1_4_w1;
     if (\$159 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1562  = \$160 ;
       end
     end
@@ -36896,7 +36896,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1563  = pe1_4_w0;
     if (\$159 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1563  = \$161 ;
       end
@@ -36916,7 +36916,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1565  = pe1_5_w1;
     if (\$172 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1565  = \$173 ;
       end
     end
@@ -36926,7 +36926,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1566  = pe1_5_w0;
     if (\$172 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1566  = \$174 ;
       end
@@ -36946,7 +36946,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1568  = pe1_6_w1;
     if (\$185 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1568  = \$186 ;
       end
     end
@@ -36956,7 +36956,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1569  = pe1_6_w0;
     if (\$185 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1569  = \$187 ;
       end
@@ -36976,7 +36976,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1571  = pe1_7_w1;
     if (\$198 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1571  = \$199 ;
       end
     end
@@ -36986,7 +36986,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1572  = pe1_7_w0;
     if (\$198 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1572  = \$200 ;
       end
@@ -37016,7 +37016,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1575  = pe2_0_w1;
     if (\$212 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1575  = \$213 ;
       end
     end
@@ -37026,7 +37026,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1576  = pe2_0_w0;
     if (\$212 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1576  = \$214 ;
       end
@@ -37046,7 +37046,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1578  = pe2_1_w1;
     if (\$225 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1578  = \$226 ;
       end
     end
@@ -37056,7 +37056,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1579  = pe2_1_w0;
     if (\$225 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1579  = \$227 ;
       end
@@ -37076,7 +37076,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1581  = pe2_2_w1;
     if (\$238 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1581  = \$239 ;
       end
     end
@@ -37086,7 +37086,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1582  = pe2_2_w0;
     if (\$238 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1582  = \$240 ;
       end
@@ -37106,7 +37106,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1584  = pe2_3_w1;
     if (\$251 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1584  = \$252 ;
       end
     end
@@ -37116,7 +37116,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1585  = pe2_3_w0;
     if (\$251 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1585  = \$253 ;
       end
@@ -37136,7 +37136,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1587  = pe2_4_w1;
     if (\$264 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1587  = \$265 ;
       end
     end
@@ -37146,7 +37146,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1588  = pe2_4_w0;
     if (\$264 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1588  = \$266 ;
       end
@@ -37166,7 +37166,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1590  = pe2_5_w1;
     if (\$277 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1590  = \$278 ;
       end
     end
@@ -37176,7 +37176,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1591  = pe2_5_w0;
     if (\$277 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1591  = \$279 ;
       end
@@ -37196,7 +37196,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1593  = pe2_6_w1;
     if (\$290 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1593  = \$291 ;
       end
     end
@@ -37206,7 +37206,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1594  = pe2_6_w0;
     if (\$290 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1594  = \$292 ;
       end
@@ -37226,7 +37226,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1596  = pe2_7_w1;
     if (\$303 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1596  = \$304 ;
       end
     end
@@ -37236,7 +37236,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1597  = pe2_7_w0;
     if (\$303 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1597  = \$305 ;
       end
@@ -37276,7 +37276,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1601  = pe3_0_w1;
     if (\$317 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1601  = \$318 ;
       end
     end
@@ -37286,7 +37286,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1602  = pe3_0_w0;
     if (\$317 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1602  = \$319 ;
       end
@@ -37306,7 +37306,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1604  = pe3_1_w1;
     if (\$330 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1604  = \$331 ;
       end
     end
@@ -37316,7 +37316,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1605  = pe3_1_w0;
     if (\$330 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1605  = \$332 ;
       end
@@ -37336,7 +37336,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1607  = pe3_2_w1;
     if (\$343 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1607  = \$344 ;
       end
     end
@@ -37346,7 +37346,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1608  = pe3_2_w0;
     if (\$343 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1608  = \$345 ;
       end
@@ -37366,7 +37366,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1610  = pe3_3_w1;
     if (\$356 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1610  = \$357 ;
       end
     end
@@ -37376,7 +37376,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1611  = pe3_3_w0;
     if (\$356 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1611  = \$358 ;
       end
@@ -37396,7 +37396,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1613  = pe3_4_w1;
     if (\$369 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1613  = \$370 ;
       end
     end
@@ -37406,7 +37406,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1614  = pe3_4_w0;
     if (\$369 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1614  = \$371 ;
       end
@@ -37426,7 +37426,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1616  = pe3_5_w1;
     if (\$382 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1616  = \$383 ;
       end
     end
@@ -37436,7 +37436,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1617  = pe3_5_w0;
     if (\$382 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1617  = \$384 ;
       end
@@ -37456,7 +37456,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1619  = pe3_6_w1;
     if (\$395 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1619  = \$396 ;
       end
     end
@@ -37466,7 +37466,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1620  = pe3_6_w0;
     if (\$395 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1620  = \$397 ;
       end
@@ -37486,7 +37486,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1622  = pe3_7_w1;
     if (\$408 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1622  = \$409 ;
       end
     end
@@ -37496,7 +37496,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1623  = pe3_7_w0;
     if (\$408 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1623  = \$410 ;
       end
@@ -37546,7 +37546,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1628  = pe4_0_w1;
     if (\$422 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1628  = \$423 ;
       end
     end
@@ -37556,7 +37556,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1629  = pe4_0_w0;
     if (\$422 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1629  = \$424 ;
       end
@@ -37576,7 +37576,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1631  = pe4_1_w1;
     if (\$435 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1631  = \$436 ;
       end
     end
@@ -37586,7 +37586,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1632  = pe4_1_w0;
     if (\$435 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1632  = \$437 ;
       end
@@ -37606,7 +37606,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1634  = pe4_2_w1;
     if (\$448 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1634  = \$449 ;
       end
     end
@@ -37616,7 +37616,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1635  = pe4_2_w0;
     if (\$448 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1635  = \$450 ;
       end
@@ -37636,7 +37636,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1637  = pe4_3_w1;
     if (\$461 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1637  = \$462 ;
       end
     end
@@ -37646,7 +37646,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1638  = pe4_3_w0;
     if (\$461 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1638  = \$463 ;
       end
@@ -37666,7 +37666,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1640  = pe4_4_w1;
     if (\$474 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1640  = \$475 ;
       end
     end
@@ -37676,7 +37676,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1641  = pe4_4_w0;
     if (\$474 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1641  = \$476 ;
       end
@@ -37696,7 +37696,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1643  = pe4_5_w1;
     if (\$487 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1643  = \$488 ;
       end
     end
@@ -37706,7 +37706,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1644  = pe4_5_w0;
     if (\$487 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1644  = \$489 ;
       end
@@ -37726,7 +37726,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1646  = pe4_6_w1;
     if (\$500 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1646  = \$501 ;
       end
     end
@@ -37736,7 +37736,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1647  = pe4_6_w0;
     if (\$500 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1647  = \$502 ;
       end
@@ -37756,7 +37756,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1649  = pe4_7_w1;
     if (\$513 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1649  = \$514 ;
       end
     end
@@ -37766,7 +37766,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1650  = pe4_7_w0;
     if (\$513 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1650  = \$515 ;
       end
@@ -37826,7 +37826,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1656  = pe5_0_w1;
     if (\$527 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1656  = \$528 ;
       end
     end
@@ -37836,7 +37836,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1657  = pe5_0_w0;
     if (\$527 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1657  = \$529 ;
       end
@@ -37856,7 +37856,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1659  = pe5_1_w1;
     if (\$540 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1659  = \$541 ;
       end
     end
@@ -37866,7 +37866,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1660  = pe5_1_w0;
     if (\$540 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1660  = \$542 ;
       end
@@ -37886,7 +37886,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1662  = pe5_2_w1;
     if (\$553 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1662  = \$554 ;
       end
     end
@@ -37896,7 +37896,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1663  = pe5_2_w0;
     if (\$553 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1663  = \$555 ;
       end
@@ -37916,7 +37916,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1665  = pe5_3_w1;
     if (\$566 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1665  = \$567 ;
       end
     end
@@ -37926,7 +37926,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1666  = pe5_3_w0;
     if (\$566 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1666  = \$568 ;
       end
@@ -37946,7 +37946,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1668  = pe5_4_w1;
     if (\$579 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1668  = \$580 ;
       end
     end
@@ -37956,7 +37956,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1669  = pe5_4_w0;
     if (\$579 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1669  = \$581 ;
       end
@@ -37976,7 +37976,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1671  = pe5_5_w1;
     if (\$592 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1671  = \$593 ;
       end
     end
@@ -37986,7 +37986,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1672  = pe5_5_w0;
     if (\$592 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1672  = \$594 ;
       end
@@ -38006,7 +38006,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1674  = pe5_6_w1;
     if (\$605 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1674  = \$606 ;
       end
     end
@@ -38016,7 +38016,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1675  = pe5_6_w0;
     if (\$605 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1675  = \$607 ;
       end
@@ -38036,7 +38036,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1677  = pe5_7_w1;
     if (\$618 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1677  = \$619 ;
       end
     end
@@ -38046,7 +38046,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1678  = pe5_7_w0;
     if (\$618 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1678  = \$620 ;
       end
@@ -38116,7 +38116,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1685  = pe6_0_w1;
     if (\$632 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1685  = \$633 ;
       end
     end
@@ -38126,7 +38126,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1686  = pe6_0_w0;
     if (\$632 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1686  = \$634 ;
       end
@@ -38146,7 +38146,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1688  = pe6_1_w1;
     if (\$645 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1688  = \$646 ;
       end
     end
@@ -38156,7 +38156,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1689  = pe6_1_w0;
     if (\$645 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1689  = \$647 ;
       end
@@ -38176,7 +38176,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1691  = pe6_2_w1;
     if (\$658 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1691  = \$659 ;
       end
     end
@@ -38186,7 +38186,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1692  = pe6_2_w0;
     if (\$658 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1692  = \$660 ;
       end
@@ -38206,7 +38206,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1694  = pe6_3_w1;
     if (\$671 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1694  = \$672 ;
       end
     end
@@ -38216,7 +38216,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1695  = pe6_3_w0;
     if (\$671 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1695  = \$673 ;
       end
@@ -38236,7 +38236,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1697  = pe6_4_w1;
     if (\$684 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1697  = \$685 ;
       end
     end
@@ -38246,7 +38246,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1698  = pe6_4_w0;
     if (\$684 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1698  = \$686 ;
       end
@@ -38266,7 +38266,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1700  = pe6_5_w1;
     if (\$697 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1700  = \$698 ;
       end
     end
@@ -38276,7 +38276,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1701  = pe6_5_w0;
     if (\$697 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1701  = \$699 ;
       end
@@ -38296,7 +38296,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1703  = pe6_6_w1;
     if (\$710 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1703  = \$711 ;
       end
     end
@@ -38306,7 +38306,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1704  = pe6_6_w0;
     if (\$710 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1704  = \$712 ;
       end
@@ -38326,7 +38326,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1706  = pe6_7_w1;
     if (\$723 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1706  = \$724 ;
       end
     end
@@ -38336,7 +38336,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1707  = pe6_7_w0;
     if (\$723 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1707  = \$725 ;
       end
@@ -38416,7 +38416,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1715  = pe7_0_w1;
     if (\$737 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1715  = \$738 ;
       end
     end
@@ -38426,7 +38426,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1716  = pe7_0_w0;
     if (\$737 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1716  = \$739 ;
       end
@@ -38446,7 +38446,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1718  = pe7_1_w1;
     if (\$750 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1718  = \$751 ;
       end
     end
@@ -38456,7 +38456,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1719  = pe7_1_w0;
     if (\$750 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1719  = \$752 ;
       end
@@ -38476,7 +38476,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1721  = pe7_2_w1;
     if (\$763 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1721  = \$764 ;
       end
     end
@@ -38486,7 +38486,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1722  = pe7_2_w0;
     if (\$763 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1722  = \$765 ;
       end
@@ -38506,7 +38506,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1724  = pe7_3_w1;
     if (\$776 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1724  = \$777 ;
       end
     end
@@ -38516,7 +38516,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1725  = pe7_3_w0;
     if (\$776 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1725  = \$778 ;
       end
@@ -38536,7 +38536,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1727  = pe7_4_w1;
     if (\$789 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1727  = \$790 ;
       end
     end
@@ -38546,7 +38546,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1728  = pe7_4_w0;
     if (\$789 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1728  = \$791 ;
       end
@@ -38566,7 +38566,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1730  = pe7_5_w1;
     if (\$802 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1730  = \$803 ;
       end
     end
@@ -38576,7 +38576,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1731  = pe7_5_w0;
     if (\$802 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1731  = \$804 ;
       end
@@ -38596,7 +38596,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1733  = pe7_6_w1;
     if (\$815 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1733  = \$816 ;
       end
     end
@@ -38606,7 +38606,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1734  = pe7_6_w0;
     if (\$815 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1734  = \$817 ;
       end
@@ -38626,7 +38626,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1736  = pe7_7_w1;
     if (\$828 ) begin
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
         \$1736  = \$829 ;
       end
     end
@@ -38636,7 +38636,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
     \$1737  = pe7_7_w0;
     if (\$828 ) begin
       (* full_case = 32'd1 *)
-      if (\port$12299$2 [3]) begin
+      if (\port$12777$2 [3]) begin
       end else begin
         \$1737  = \$830 ;
       end
@@ -38652,10 +38652,10 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
       \$1738  = 1'h0;
     end
   end
-  assign w_row = \port$12299$2 [2:0];
-  assign w_bank = \port$12299$2 [3];
+  assign w_row = \port$12777$2 [2:0];
+  assign w_bank = \port$12777$2 [3];
   assign a_data = w_data;
-  assign a_bank = \port$12299$2 [3];
+  assign a_bank = \port$12777$2 [3];
   assign out_data = { pe7_7_psum, deskew6_0, deskew5_1, deskew4_2, deskew3_3, deskew2_4, deskew1_5, deskew0_6 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -38737,7 +38737,7 @@ module \kaki_soc_8x8.gemm.array (rst, reset, a_valid, w_en, \port$12299$2 , w_tr
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$11573$16 , \port$12360$0 , r_rdy, clk);
+module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$12051$16 , \port$12838$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -38781,10 +38781,10 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$11573$16 
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11573$16 ;
-  wire [15:0] \port$11573$16 ;
-  input [7:0] \port$12360$0 ;
-  wire [7:0] \port$12360$0 ;
+  input [15:0] \port$12051$16 ;
+  wire [15:0] \port$12051$16 ;
+  input [7:0] \port$12838$0 ;
+  wire [7:0] \port$12838$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -38819,7 +38819,7 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$11573$16 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11573$16 , \port$12360$0  };
+      storage[w_port__addr] <= { \port$12051$16 , \port$12838$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -38930,8 +38930,8 @@ module \kaki_soc_8x8.gemm_retire (rst, held, r_en, w_en, r_data, \port$11573$16 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11573$16 , \port$12360$0  };
-  assign w_data = { \port$11573$16 , \port$12360$0  };
+  assign w_port__data = { \port$12051$16 , \port$12838$0  };
+  assign w_data = { \port$12051$16 , \port$12838$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -38940,7 +38940,7 @@ endmodule
 module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$130$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
 , q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
 , axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$11070$0 , \port$11070$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
+, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$11548$0 , \port$11548$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
 , q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
 , q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
 , axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
@@ -39652,10 +39652,10 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
-  input [3:0] \port$11070$0 ;
-  wire [3:0] \port$11070$0 ;
-  input [23:0] \port$11070$8 ;
-  wire [23:0] \port$11070$8 ;
+  input [3:0] \port$11548$0 ;
+  wire [3:0] \port$11548$0 ;
+  input [23:0] \port$11548$8 ;
+  wire [23:0] \port$11548$8 ;
   input [3:0] \port$130$0 ;
   wire [3:0] \port$130$0 ;
   reg q0_acked = 1'h0;
@@ -40382,7 +40382,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$11070$0 [1:0] < 3'h4;
+  assign \$165  = \port$11548$0 [1:0] < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
   assign cpl_free = 3'h4 - \level$272 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
@@ -40590,7 +40590,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
   assign \$342  = q__0__consumer + 1'h1;
   assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$11070$0 [1:0];
+  assign \$344  = ! \port$11548$0 [1:0];
   assign \$345  = cpl_push_ok & \$344 ;
   assign \$346  = q0_cpl_pending + \$345 ;
   assign \$347  = \$346  - q0_cpl_done;
@@ -40610,7 +40610,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$361  = \abandon$67  & \$360 ;
   assign \$362  = q__1__consumer + 1'h1;
   assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$11070$0 [1:0] == 1'h1;
+  assign \$364  = \port$11548$0 [1:0] == 1'h1;
   assign \$365  = cpl_push_ok & \$364 ;
   assign \$366  = q1_cpl_pending + \$365 ;
   assign \$367  = \$366  - q1_cpl_done;
@@ -40630,7 +40630,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$381  = \abandon$67  & \$380 ;
   assign \$382  = q__2__consumer + 1'h1;
   assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$11070$0 [1:0] == 2'h2;
+  assign \$384  = \port$11548$0 [1:0] == 2'h2;
   assign \$385  = cpl_push_ok & \$384 ;
   assign \$386  = q2_cpl_pending + \$385 ;
   assign \$387  = \$386  - q2_cpl_done;
@@ -40650,7 +40650,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$401  = \abandon$67  & \$400 ;
   assign \$402  = q__3__consumer + 1'h1;
   assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$11070$0 [1:0] == 2'h3;
+  assign \$404  = \port$11548$0 [1:0] == 2'h3;
   assign \$405  = cpl_push_ok & \$404 ;
   assign \$406  = q3_cpl_pending + \$405 ;
   assign \$407  = \$406  - q3_cpl_done;
@@ -40743,7 +40743,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$11666$0 (fetch_r_buf),
+    .\port$12144$0 (fetch_r_buf),
     .q0_reset_done(q0_reset_done),
     .r_data(q__0__head),
     .r_en(r_en),
@@ -40755,7 +40755,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$117 ),
     .\port$0$87 (down__rdata),
-    .\port$11666$0 (fetch_r_buf),
+    .\port$12144$0 (fetch_r_buf),
     .q1_reset_done(q1_reset_done),
     .r_data(q__1__head),
     .r_en(\r_en$129 ),
@@ -40767,7 +40767,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$149 ),
     .\port$0$87 (down__rdata),
-    .\port$11666$0 (fetch_r_buf),
+    .\port$12144$0 (fetch_r_buf),
     .q2_reset_done(q2_reset_done),
     .r_data(q__2__head),
     .r_en(\r_en$161 ),
@@ -40779,7 +40779,7 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(\level$181 ),
     .\port$0$87 (down__rdata),
-    .\port$11666$0 (fetch_r_buf),
+    .\port$12144$0 (fetch_r_buf),
     .q3_reset_done(q3_reset_done),
     .r_data(q__3__head),
     .r_en(\r_en$193 ),
@@ -42477,12 +42477,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \w_data$254  = { down__rdata, fetch_r_buf };
   assign \w_en$256  = q3_fetch_push;
   assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$11070$0 [1:0];
-  assign cpl_irq = \port$11070$0 [2];
-  assign cpl_halt = \port$11070$0 [3];
-  assign cpl_flags = \port$11070$8 [7:0];
-  assign cpl_status = \port$11070$8 [15:8];
-  assign cpl_opcode = \port$11070$8 [23:16];
+  assign cpl_queue = \port$11548$0 [1:0];
+  assign cpl_irq = \port$11548$0 [2];
+  assign cpl_halt = \port$11548$0 [3];
+  assign cpl_flags = \port$11548$8 [7:0];
+  assign cpl_status = \port$11548$8 [15:8];
+  assign cpl_opcode = \port$11548$8 [23:16];
   assign \w_en$270  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
@@ -42533,12 +42533,12 @@ module \kaki_soc_8x8.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[31:0] = cpl_sel_c;
   assign \w_data$258 [75:44] = cpl_timestamp;
   assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$11070$8 [23:16];
-  assign \w_data$258 [19:12] = \port$11070$8 [15:8];
-  assign \w_data$258 [11:4] = \port$11070$8 [7:0];
-  assign \w_data$258 [3] = \port$11070$0 [3];
-  assign \w_data$258 [2] = \port$11070$0 [2];
-  assign \w_data$258 [1:0] = \port$11070$0 [1:0];
+  assign \w_data$258 [27:20] = \port$11548$8 [23:16];
+  assign \w_data$258 [19:12] = \port$11548$8 [15:8];
+  assign \w_data$258 [11:4] = \port$11548$8 [7:0];
+  assign \w_data$258 [3] = \port$11548$0 [3];
+  assign \w_data$258 [2] = \port$11548$0 [2];
+  assign \w_data$258 [1:0] = \port$11548$0 [1:0];
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -44124,7 +44124,7 @@ module \kaki_soc_8x8.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$11666$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$12144$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -44151,8 +44151,8 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11666$0 ;
-  wire [191:0] \port$11666$0 ;
+  input [191:0] \port$12144$0 ;
+  wire [191:0] \port$12144$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -44187,7 +44187,7 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11666$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12144$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -44258,14 +44258,14 @@ module \kaki_soc_8x8.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11666$0  };
-  assign w_data = { \port$0$87 , \port$11666$0  };
+  assign w_port__data = { \port$0$87 , \port$12144$0  };
+  assign w_data = { \port$0$87 , \port$12144$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$11666$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$12144$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -44292,8 +44292,8 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11666$0 ;
-  wire [191:0] \port$11666$0 ;
+  input [191:0] \port$12144$0 ;
+  wire [191:0] \port$12144$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -44328,7 +44328,7 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11666$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12144$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -44399,14 +44399,14 @@ module \kaki_soc_8x8.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11666$0  };
-  assign w_data = { \port$0$87 , \port$11666$0  };
+  assign w_port__data = { \port$0$87 , \port$12144$0  };
+  assign w_data = { \port$0$87 , \port$12144$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$11666$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$12144$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -44433,8 +44433,8 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11666$0 ;
-  wire [191:0] \port$11666$0 ;
+  input [191:0] \port$12144$0 ;
+  wire [191:0] \port$12144$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -44469,7 +44469,7 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11666$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12144$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -44540,14 +44540,14 @@ module \kaki_soc_8x8.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11666$0  };
-  assign w_data = { \port$0$87 , \port$11666$0  };
+  assign w_port__data = { \port$0$87 , \port$12144$0  };
+  assign w_data = { \port$0$87 , \port$12144$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$11666$0 , level, \port$0$87 );
+module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$12144$0 , level, \port$0$87 );
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -44574,8 +44574,8 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$11666$0 ;
-  wire [191:0] \port$11666$0 ;
+  input [191:0] \port$12144$0 ;
+  wire [191:0] \port$12144$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -44610,7 +44610,7 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$11666$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$12144$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -44681,80 +44681,217 @@ module \kaki_soc_8x8.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$11666$0  };
-  assign w_data = { \port$0$87 , \port$11666$0  };
+  assign w_port__data = { \port$0$87 , \port$12144$0  };
+  assign w_data = { \port$0$87 , \port$12144$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4515$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$11014$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4515$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$11492$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [17:0] \$100 ;
-  wire [20:0] \$101 ;
-  wire \$102 ;
-  wire \$103 ;
+  wire \$100 ;
+  wire \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire \$1003 ;
+  wire \$1004 ;
+  wire [19:0] \$1005 ;
+  wire [21:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
+  wire [16:0] \$101 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire \$1013 ;
+  wire \$1014 ;
+  wire \$1015 ;
+  wire \$1016 ;
+  wire [7:0] \$1017 ;
+  wire [8:0] \$1018 ;
+  wire [7:0] \$1019 ;
+  wire [17:0] \$102 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire [7:0] \$1023 ;
+  wire \$1024 ;
+  wire [7:0] \$1025 ;
+  wire \$1026 ;
+  wire [7:0] \$1027 ;
+  wire \$1028 ;
+  wire [7:0] \$1029 ;
+  wire [20:0] \$103 ;
+  wire \$1030 ;
+  wire [7:0] \$1031 ;
+  wire \$1032 ;
+  wire [7:0] \$1033 ;
+  wire \$1034 ;
+  wire [7:0] \$1035 ;
+  wire \$1036 ;
+  wire [7:0] \$1037 ;
+  wire \$1038 ;
+  wire \$1039 ;
   wire \$104 ;
+  wire \$1040 ;
+  wire \$1041 ;
+  wire \$1042 ;
+  wire \$1043 ;
+  wire \$1044 ;
+  wire \$1045 ;
+  wire \$1046 ;
+  wire \$1047 ;
+  wire \$1048 ;
+  wire \$1049 ;
   wire \$105 ;
-  wire [20:0] \$106 ;
+  wire \$1050 ;
+  wire \$1051 ;
+  wire \$1052 ;
+  wire \$1053 ;
+  reg \$1054 ;
+  reg [3:0] \$1055 ;
+  reg [46:0] \$1056 ;
+  reg [46:0] \$1057 ;
+  reg [46:0] \$1058 ;
+  reg [63:0] \$1059 ;
+  wire \$106 ;
+  reg [63:0] \$1060 ;
+  reg [255:0] \$1061 ;
+  reg [63:0] \$1062 ;
+  reg [63:0] \$1063 ;
+  reg [255:0] \$1064 ;
+  reg [255:0] \$1065 ;
+  reg [41:0] \$1066 ;
+  reg \$1067 ;
+  reg [3:0] \$1068 ;
+  reg [2:0] \$1069 ;
   wire \$107 ;
-  wire \$108 ;
+  reg [22:0] \$1070 ;
+  reg [22:0] \$1071 ;
+  reg [22:0] \$1072 ;
+  reg [22:0] \$1073 ;
+  reg [22:0] \$1074 ;
+  reg [22:0] \$1075 ;
+  reg [7:0] \$1076 ;
+  reg [41:0] \$1077 ;
+  reg [21:0] \$1078 ;
+  reg [28:0] \$1079 ;
+  wire [20:0] \$108 ;
+  reg [63:0] \$1080 ;
+  reg [5:0] \$1081 ;
+  reg [5:0] \$1082 ;
+  reg [2:0] \$1083 ;
+  reg [223:0] \$1084 ;
+  reg [3:0] \$1085 ;
+  reg [15:0] \$1086 ;
+  reg [15:0] \$1087 ;
+  reg [19:0] \$1088 ;
+  reg [19:0] \$1089 ;
   wire \$109 ;
+  reg [19:0] \$1090 ;
+  reg \$1091 ;
+  reg [7:0] \$1092 ;
+  reg [7:0] \$1093 ;
+  reg [7:0] \$1094 ;
+  reg [15:0] \$1095 ;
+  reg [5:0] \$1096 ;
+  reg [19:0] \$1097 ;
+  reg [19:0] \$1098 ;
+  reg [19:0] \$1099 ;
   wire \$11 ;
   wire \$110 ;
+  reg [15:0] \$1100 ;
+  reg [5:0] \$1101 ;
+  reg [15:0] \$1102 ;
+  reg \$1103 ;
+  reg [16:0] \$1104 ;
+  reg [35:0] \$1105 ;
+  reg [7:0] \$1106 ;
+  reg [7:0] \$1107 ;
+  reg [15:0] \$1108 ;
+  reg [2:0] \$1109 ;
   wire \$111 ;
-  wire [16:0] \$112 ;
-  wire [17:0] \$113 ;
-  wire [20:0] \$114 ;
-  wire \$115 ;
-  wire \$116 ;
+  reg [16:0] \$1110 ;
+  reg [1:0] \$1111 ;
+  reg [19:0] \$1112 ;
+  reg [20:0] \$1113 ;
+  reg [20:0] \$1114 ;
+  reg [20:0] \$1115 ;
+  reg [20:0] \$1116 ;
+  reg [63:0] \$1117 ;
+  reg [41:0] \$1118 ;
+  reg [43:0] \$1119 ;
+  wire \$112 ;
+  reg [31:0] \$1120 ;
+  reg [6:0] \$1121 ;
+  reg [42:0] \$1122 ;
+  reg \$1123 ;
+  reg [79:0] \$1124 ;
+  reg [43:0] \$1125 ;
+  reg [39:0] \$1126 ;
+  reg [5:0] \$1127 ;
+  reg [5:0] \$1128 ;
+  reg [24:0] \$1129 ;
+  wire \$113 ;
+  reg [15:0] \$1130 ;
+  wire [16:0] \$114 ;
+  wire [17:0] \$115 ;
+  wire [20:0] \$116 ;
   wire \$117 ;
   wire \$118 ;
-  wire [20:0] \$119 ;
+  wire \$119 ;
   wire \$12 ;
   wire \$120 ;
-  wire \$121 ;
-  wire [7:0] \$1213 ;
+  wire [20:0] \$121 ;
   wire \$122 ;
   wire \$123 ;
   wire \$124 ;
-  wire [16:0] \$125 ;
-  wire [17:0] \$126 ;
-  wire [20:0] \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire [16:0] \$127 ;
+  wire [17:0] \$128 ;
+  wire [20:0] \$129 ;
   wire \$13 ;
   wire \$130 ;
   wire \$131 ;
-  wire [20:0] \$132 ;
+  wire [7:0] \$1315 ;
+  wire \$132 ;
+  wire [7:0] \$1322 ;
+  wire [7:0] \$1328 ;
   wire \$133 ;
-  wire \$134 ;
+  wire [7:0] \$1332 ;
+  wire [9:0] \$1336 ;
+  wire [9:0] \$1339 ;
+  wire [20:0] \$134 ;
+  wire [6:0] \$1349 ;
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
-  wire [16:0] \$138 ;
-  wire [17:0] \$139 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [20:0] \$140 ;
-  wire \$141 ;
-  wire \$142 ;
+  wire [16:0] \$140 ;
+  wire [17:0] \$141 ;
+  wire [20:0] \$142 ;
   wire \$143 ;
   wire \$144 ;
-  wire [20:0] \$145 ;
+  wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
+  wire [20:0] \$147 ;
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire [16:0] \$151 ;
-  wire [17:0] \$152 ;
-  wire [20:0] \$153 ;
-  wire \$154 ;
-  wire \$155 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire [16:0] \$153 ;
+  wire [17:0] \$154 ;
+  wire [20:0] \$155 ;
   wire \$156 ;
   wire \$157 ;
   wire \$158 ;
@@ -44771,588 +44908,927 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   wire \$168 ;
   wire \$169 ;
   wire [1:0] \$17 ;
-  wire [63:0] \$170 ;
+  wire \$170 ;
   wire \$171 ;
-  wire [63:0] \$172 ;
+  wire \$172 ;
   wire \$173 ;
   wire \$174 ;
-  wire [255:0] \$175 ;
-  wire [4:0] \$176 ;
-  wire \$177 ;
-  wire [7:0] \$178 ;
-  wire [8:0] \$179 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire [63:0] \$177 ;
+  wire \$178 ;
+  wire [63:0] \$179 ;
   wire [1:0] \$18 ;
   wire \$180 ;
   wire \$181 ;
-  wire \$182 ;
-  wire [7:0] \$183 ;
-  wire [8:0] \$184 ;
-  wire [8:0] \$185 ;
-  wire [23:0] \$186 ;
-  wire [7:0] \$187 ;
-  wire [8:0] \$188 ;
-  wire [7:0] \$189 ;
+  wire [255:0] \$182 ;
+  wire [4:0] \$183 ;
+  wire \$184 ;
+  wire [7:0] \$185 ;
+  wire [8:0] \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire [2:0] \$19 ;
-  wire [8:0] \$190 ;
-  wire [31:0] \$191 ;
-  wire [31:0] \$192 ;
-  reg [15:0] \$193 ;
-  reg [8:0] \$194 ;
-  wire [24:0] \$195 ;
-  wire \$196 ;
-  wire [21:0] \$197 ;
-  wire [25:0] \$198 ;
-  wire [17:0] \$199 ;
+  wire [7:0] \$190 ;
+  wire [8:0] \$191 ;
+  wire [8:0] \$192 ;
+  wire [23:0] \$193 ;
+  wire [7:0] \$194 ;
+  wire [8:0] \$195 ;
+  wire [7:0] \$196 ;
+  wire [8:0] \$197 ;
+  wire [31:0] \$198 ;
+  wire [31:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [7:0] \$200 ;
-  wire [18:0] \$201 ;
-  wire [19:0] \$202 ;
-  wire [19:0] \$203 ;
-  wire [20:0] \$204 ;
-  wire [47:0] \$205 ;
-  wire [33:0] \$206 ;
-  wire [8:0] \$207 ;
-  wire \$208 ;
-  wire [8:0] \$209 ;
+  reg [15:0] \$200 ;
+  reg [8:0] \$201 ;
+  wire [24:0] \$202 ;
+  wire \$203 ;
+  wire [21:0] \$204 ;
+  wire [25:0] \$205 ;
+  wire [17:0] \$206 ;
+  wire [7:0] \$207 ;
+  wire [18:0] \$208 ;
+  wire [19:0] \$209 ;
   wire \$21 ;
-  wire [9:0] \$210 ;
-  wire [30:0] \$211 ;
-  wire [8:0] \$212 ;
-  wire \$213 ;
+  wire [19:0] \$210 ;
+  wire [20:0] \$211 ;
+  wire [47:0] \$212 ;
+  wire [33:0] \$213 ;
   wire [8:0] \$214 ;
-  wire [9:0] \$215 ;
-  wire [47:0] \$216 ;
-  wire [48:0] \$217 ;
-  wire [8:0] \$218 ;
-  wire [48:0] \$219 ;
+  wire \$215 ;
+  wire [8:0] \$216 ;
+  wire [7:0] \$2165 ;
+  wire [9:0] \$217 ;
+  wire [30:0] \$218 ;
+  wire [8:0] \$219 ;
   wire \$22 ;
-  wire [48:0] \$220 ;
-  wire [48:0] \$221 ;
-  wire [6:0] \$222 ;
-  wire [110:0] \$223 ;
-  wire [112:0] \$224 ;
-  wire [112:0] \$225 ;
-  wire [112:0] \$226 ;
-  wire [41:0] \$227 ;
-  wire \$228 ;
-  wire [56:0] \$229 ;
-  wire [4:0] \$23 ;
-  wire \$230 ;
-  wire [31:0] \$231 ;
-  wire [57:0] \$232 ;
-  wire [57:0] \$233 ;
-  wire \$234 ;
-  wire [42:0] \$235 ;
-  wire [42:0] \$236 ;
+  wire \$220 ;
+  wire [8:0] \$221 ;
+  wire [9:0] \$222 ;
+  wire [47:0] \$223 ;
+  wire [48:0] \$224 ;
+  wire [8:0] \$225 ;
+  wire [48:0] \$226 ;
+  wire [48:0] \$227 ;
+  wire [48:0] \$228 ;
+  wire [6:0] \$229 ;
+  wire \$23 ;
+  wire [110:0] \$230 ;
+  wire [112:0] \$231 ;
+  wire [112:0] \$232 ;
+  wire [112:0] \$233 ;
+  wire [41:0] \$234 ;
+  wire \$235 ;
+  wire [56:0] \$236 ;
   wire \$237 ;
-  wire [42:0] \$238 ;
-  wire [42:0] \$239 ;
-  wire [4:0] \$24 ;
-  wire [42:0] \$240 ;
+  wire [31:0] \$238 ;
+  wire [57:0] \$239 ;
+  wire \$24 ;
+  wire [57:0] \$240 ;
   wire \$241 ;
-  wire \$242 ;
-  wire [57:0] \$243 ;
-  wire [6:0] \$244 ;
-  wire [57:0] \$245 ;
-  wire [58:0] \$246 ;
-  wire [58:0] \$247 ;
-  wire [59:0] \$248 ;
+  wire [42:0] \$242 ;
+  wire [42:0] \$243 ;
+  wire \$244 ;
+  wire [42:0] \$245 ;
+  wire [42:0] \$246 ;
+  wire [42:0] \$247 ;
+  wire \$248 ;
   wire \$249 ;
   wire [4:0] \$25 ;
-  wire \$250 ;
-  wire [57:0] \$251 ;
-  wire [6:0] \$252 ;
-  wire [57:0] \$253 ;
+  wire [57:0] \$250 ;
+  wire [6:0] \$251 ;
+  wire [57:0] \$252 ;
+  wire [58:0] \$253 ;
   wire [58:0] \$254 ;
-  wire [58:0] \$255 ;
-  wire [59:0] \$256 ;
+  wire [59:0] \$255 ;
+  wire \$256 ;
   wire \$257 ;
-  wire \$258 ;
-  wire [57:0] \$259 ;
-  wire \$26 ;
-  wire [6:0] \$260 ;
-  wire [57:0] \$261 ;
+  wire [57:0] \$258 ;
+  wire [6:0] \$259 ;
+  wire [4:0] \$26 ;
+  wire [57:0] \$260 ;
+  wire [58:0] \$261 ;
   wire [58:0] \$262 ;
-  wire [58:0] \$263 ;
-  wire [59:0] \$264 ;
-  wire [59:0] \$265 ;
-  wire [59:0] \$266 ;
-  wire [7:0] \$267 ;
-  wire [7:0] \$268 ;
-  wire [7:0] \$269 ;
-  wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire [7:0] \$277 ;
-  wire [7:0] \$278 ;
+  wire [59:0] \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire [57:0] \$266 ;
+  wire [6:0] \$267 ;
+  wire [57:0] \$268 ;
+  wire [58:0] \$269 ;
+  wire [4:0] \$27 ;
+  wire [58:0] \$270 ;
+  wire [59:0] \$271 ;
+  wire [59:0] \$272 ;
+  wire [59:0] \$273 ;
+  wire [7:0] \$274 ;
+  wire [7:0] \$275 ;
+  wire [7:0] \$276 ;
+  wire \$277 ;
+  wire \$278 ;
   wire \$279 ;
   wire \$28 ;
   wire \$280 ;
-  wire [7:0] \$281 ;
-  wire [7:0] \$282 ;
-  wire [7:0] \$283 ;
-  wire [25:0] \$284 ;
-  wire [42:0] \$285 ;
-  wire [8:0] \$286 ;
-  wire [22:0] \$287 ;
-  wire [8:0] \$288 ;
-  wire [8:0] \$289 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire [63:0] \$285 ;
+  wire [7:0] \$286 ;
+  wire \$287 ;
+  wire [63:0] \$288 ;
+  wire [7:0] \$289 ;
   wire \$29 ;
-  wire [17:0] \$290 ;
-  wire [30:0] \$291 ;
-  wire \$292 ;
-  wire \$293 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire [63:0] \$292 ;
+  wire [7:0] \$293 ;
   wire \$294 ;
-  wire \$295 ;
-  wire \$296 ;
-  wire \$297 ;
+  wire [63:0] \$295 ;
+  wire [7:0] \$296 ;
+  wire [7:0] \$297 ;
   wire \$298 ;
-  wire \$299 ;
+  wire [63:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$300 ;
+  wire [7:0] \$300 ;
   wire \$301 ;
-  wire \$302 ;
-  wire \$303 ;
-  wire [6:0] \$304 ;
+  wire [63:0] \$302 ;
+  wire [7:0] \$303 ;
+  wire \$304 ;
   wire \$305 ;
-  wire [7:0] \$306 ;
-  wire \$307 ;
+  wire [63:0] \$306 ;
+  wire [7:0] \$307 ;
   wire \$308 ;
-  wire \$309 ;
+  wire [63:0] \$309 ;
   wire \$31 ;
-  wire \$310 ;
-  wire \$311 ;
+  wire [7:0] \$310 ;
+  wire [7:0] \$311 ;
   wire \$312 ;
   wire \$313 ;
-  wire \$314 ;
-  wire \$315 ;
+  wire [63:0] \$314 ;
+  wire [7:0] \$315 ;
   wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
+  wire [63:0] \$317 ;
+  wire [7:0] \$318 ;
   wire \$319 ;
   wire \$32 ;
   wire \$320 ;
-  wire [6:0] \$321 ;
-  wire \$322 ;
+  wire [63:0] \$321 ;
+  wire [7:0] \$322 ;
   wire \$323 ;
-  wire \$324 ;
+  wire [63:0] \$324 ;
   wire [7:0] \$325 ;
-  wire \$326 ;
+  wire [7:0] \$326 ;
   wire \$327 ;
-  wire \$328 ;
-  wire \$329 ;
+  wire [63:0] \$328 ;
+  wire [7:0] \$329 ;
   wire \$33 ;
-  wire [16:0] \$330 ;
-  wire [16:0] \$331 ;
-  wire [17:0] \$332 ;
-  wire [35:0] \$333 ;
+  wire \$330 ;
+  wire [63:0] \$331 ;
+  wire [7:0] \$332 ;
+  wire \$333 ;
   wire \$334 ;
-  wire \$335 ;
-  wire \$336 ;
+  wire [63:0] \$335 ;
+  wire [7:0] \$336 ;
   wire \$337 ;
-  wire \$338 ;
-  wire \$339 ;
+  wire [63:0] \$338 ;
+  wire [7:0] \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire \$341 ;
+  wire [7:0] \$340 ;
+  wire [7:0] \$341 ;
   wire \$342 ;
-  wire [36:0] \$343 ;
-  wire [37:0] \$344 ;
-  wire [38:0] \$345 ;
-  wire \$346 ;
-  wire [36:0] \$347 ;
-  wire [37:0] \$348 ;
-  wire [38:0] \$349 ;
+  wire [63:0] \$343 ;
+  wire [7:0] \$344 ;
+  wire \$345 ;
+  wire [63:0] \$346 ;
+  wire [7:0] \$347 ;
+  wire \$348 ;
+  wire \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
+  wire [63:0] \$350 ;
+  wire [7:0] \$351 ;
   wire \$352 ;
-  wire [36:0] \$353 ;
-  wire [37:0] \$354 ;
-  wire [38:0] \$355 ;
+  wire [63:0] \$353 ;
+  wire [7:0] \$354 ;
+  wire [7:0] \$355 ;
   wire \$356 ;
-  wire \$357 ;
-  wire \$358 ;
+  wire [63:0] \$357 ;
+  wire [7:0] \$358 ;
   wire \$359 ;
   wire \$36 ;
-  wire [20:0] \$360 ;
-  wire \$361 ;
+  wire [63:0] \$360 ;
+  wire [7:0] \$361 ;
   wire \$362 ;
   wire \$363 ;
-  wire \$364 ;
-  wire \$365 ;
+  wire [63:0] \$364 ;
+  wire [7:0] \$365 ;
   wire \$366 ;
-  wire [20:0] \$367 ;
-  wire [21:0] \$368 ;
-  wire \$369 ;
+  wire [63:0] \$367 ;
+  wire [7:0] \$368 ;
+  wire [7:0] \$369 ;
   wire \$37 ;
   wire \$370 ;
   wire \$371 ;
-  wire \$372 ;
-  wire [20:0] \$373 ;
-  wire [21:0] \$374 ;
-  wire \$375 ;
-  wire \$376 ;
+  wire [63:0] \$372 ;
+  wire [7:0] \$373 ;
+  wire \$374 ;
+  wire [63:0] \$375 ;
+  wire [7:0] \$376 ;
   wire \$377 ;
   wire \$378 ;
-  wire \$379 ;
+  wire [63:0] \$379 ;
   wire \$38 ;
-  wire [20:0] \$380 ;
-  wire [20:0] \$381 ;
-  wire [20:0] \$382 ;
-  wire \$383 ;
-  wire \$384 ;
+  wire [7:0] \$380 ;
+  wire \$381 ;
+  wire [63:0] \$382 ;
+  wire [7:0] \$383 ;
+  wire [7:0] \$384 ;
   wire \$385 ;
-  wire \$386 ;
-  wire [2:0] \$387 ;
-  wire [2:0] \$388 ;
-  wire \$389 ;
+  wire [63:0] \$386 ;
+  wire [7:0] \$387 ;
+  wire \$388 ;
+  wire [63:0] \$389 ;
   wire \$39 ;
-  wire \$390 ;
+  wire [7:0] \$390 ;
   wire \$391 ;
   wire \$392 ;
-  wire \$393 ;
-  wire \$394 ;
+  wire [63:0] \$393 ;
+  wire [7:0] \$394 ;
   wire \$395 ;
-  wire \$396 ;
-  wire \$397 ;
-  wire \$398 ;
-  wire \$399 ;
+  wire [63:0] \$396 ;
+  wire [7:0] \$397 ;
+  wire [7:0] \$398 ;
+  wire [7:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
   wire \$400 ;
   wire \$401 ;
-  wire \$402 ;
-  wire \$403 ;
-  wire [1:0] \$404 ;
-  wire [1:0] \$405 ;
-  wire [1:0] \$406 ;
-  wire [2:0] \$407 ;
+  wire [63:0] \$402 ;
+  wire [7:0] \$403 ;
+  wire \$404 ;
+  wire [63:0] \$405 ;
+  wire [7:0] \$406 ;
+  wire \$407 ;
   wire \$408 ;
-  wire [2:0] \$409 ;
-  wire [1:0] \$41 ;
-  wire [2:0] \$410 ;
+  wire [63:0] \$409 ;
+  wire \$41 ;
+  wire [7:0] \$410 ;
   wire \$411 ;
-  wire \$412 ;
-  wire \$413 ;
-  wire \$414 ;
+  wire [63:0] \$412 ;
+  wire [7:0] \$413 ;
+  wire [7:0] \$414 ;
   wire \$415 ;
-  wire \$416 ;
-  wire \$417 ;
+  wire [63:0] \$416 ;
+  wire [7:0] \$417 ;
   wire \$418 ;
-  wire \$419 ;
-  wire [1:0] \$42 ;
-  wire \$420 ;
+  wire [63:0] \$419 ;
+  wire \$42 ;
+  wire [7:0] \$420 ;
   wire \$421 ;
   wire \$422 ;
-  wire \$423 ;
-  wire \$424 ;
+  wire [63:0] \$423 ;
+  wire [7:0] \$424 ;
   wire \$425 ;
-  wire [1:0] \$426 ;
-  wire [1:0] \$427 ;
-  wire [1:0] \$428 ;
-  wire [2:0] \$429 ;
+  wire [63:0] \$426 ;
+  wire [7:0] \$427 ;
+  wire [7:0] \$428 ;
+  wire \$429 ;
   wire [1:0] \$43 ;
   wire \$430 ;
-  wire \$431 ;
-  wire [17:0] \$432 ;
-  wire [20:0] \$433 ;
-  wire [21:0] \$434 ;
-  wire [21:0] \$435 ;
-  wire [21:0] \$436 ;
-  wire [21:0] \$437 ;
-  wire [17:0] \$438 ;
-  wire \$439 ;
-  wire [2:0] \$44 ;
-  wire [16:0] \$440 ;
-  wire \$441 ;
-  wire \$442 ;
-  wire [44:0] \$443 ;
+  wire [63:0] \$431 ;
+  wire [7:0] \$432 ;
+  wire \$433 ;
+  wire [63:0] \$434 ;
+  wire [7:0] \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire [63:0] \$438 ;
+  wire [7:0] \$439 ;
+  wire [1:0] \$44 ;
+  wire \$440 ;
+  wire [63:0] \$441 ;
+  wire [7:0] \$442 ;
+  wire [7:0] \$443 ;
   wire \$444 ;
-  wire [43:0] \$445 ;
-  wire [43:0] \$446 ;
-  wire [46:0] \$447 ;
-  wire [16:0] \$448 ;
-  wire \$449 ;
-  wire \$45 ;
-  wire [16:0] \$450 ;
-  wire [20:0] \$451 ;
-  wire [20:0] \$452 ;
-  wire [20:0] \$453 ;
+  wire [63:0] \$445 ;
+  wire [7:0] \$446 ;
+  wire \$447 ;
+  wire [63:0] \$448 ;
+  wire [7:0] \$449 ;
+  wire [1:0] \$45 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire [63:0] \$452 ;
+  wire [7:0] \$453 ;
   wire \$454 ;
-  wire [105:0] \$455 ;
-  wire [78:0] \$456 ;
-  wire [106:0] \$457 ;
-  wire [82:0] \$458 ;
-  wire [6:0] \$459 ;
-  wire \$46 ;
-  wire \$460 ;
-  wire [46:0] \$461 ;
-  wire [46:0] \$462 ;
-  wire \$463 ;
-  wire \$464 ;
-  wire [6:0] \$465 ;
-  wire [190:0] \$466 ;
-  wire [6:0] \$467 ;
+  wire [63:0] \$455 ;
+  wire [7:0] \$456 ;
+  wire [7:0] \$457 ;
+  wire [7:0] \$458 ;
+  wire \$459 ;
+  wire [2:0] \$46 ;
+  wire [63:0] \$460 ;
+  wire [7:0] \$461 ;
+  wire \$462 ;
+  wire [63:0] \$463 ;
+  wire [7:0] \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire [63:0] \$467 ;
   wire [7:0] \$468 ;
-  wire [8:0] \$469 ;
+  wire \$469 ;
   wire \$47 ;
-  wire [64:0] \$470 ;
+  wire [63:0] \$470 ;
   wire [7:0] \$471 ;
-  wire \$472 ;
-  wire [45:0] \$473 ;
-  wire [45:0] \$474 ;
-  wire \$475 ;
+  wire [7:0] \$472 ;
+  wire \$473 ;
+  wire [63:0] \$474 ;
+  wire [7:0] \$475 ;
   wire \$476 ;
-  wire \$477 ;
-  wire \$478 ;
+  wire [63:0] \$477 ;
+  wire [7:0] \$478 ;
   wire \$479 ;
   wire \$48 ;
   wire \$480 ;
-  wire \$481 ;
-  wire \$482 ;
+  wire [63:0] \$481 ;
+  wire [7:0] \$482 ;
   wire \$483 ;
-  wire \$484 ;
-  wire \$485 ;
-  wire [6:0] \$486 ;
+  wire [63:0] \$484 ;
+  wire [7:0] \$485 ;
+  wire [7:0] \$486 ;
   wire \$487 ;
   wire \$488 ;
-  wire \$489 ;
+  wire [63:0] \$489 ;
   wire \$49 ;
-  wire \$490 ;
+  wire [7:0] \$490 ;
   wire \$491 ;
-  wire \$492 ;
-  wire \$493 ;
+  wire [63:0] \$492 ;
+  wire [7:0] \$493 ;
   wire \$494 ;
   wire \$495 ;
-  wire \$496 ;
-  wire \$497 ;
+  wire [63:0] \$496 ;
+  wire [7:0] \$497 ;
   wire \$498 ;
-  wire \$499 ;
+  wire [63:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$500 ;
-  wire \$501 ;
+  wire [7:0] \$500 ;
+  wire [7:0] \$501 ;
   wire \$502 ;
-  wire [20:0] \$503 ;
-  wire \$504 ;
+  wire [63:0] \$503 ;
+  wire [7:0] \$504 ;
   wire \$505 ;
-  wire \$506 ;
-  wire \$507 ;
+  wire [63:0] \$506 ;
+  wire [7:0] \$507 ;
   wire \$508 ;
-  wire [20:0] \$509 ;
+  wire \$509 ;
   wire \$51 ;
-  wire [20:0] \$510 ;
-  wire \$511 ;
+  wire [63:0] \$510 ;
+  wire [7:0] \$511 ;
   wire \$512 ;
-  wire \$513 ;
-  wire \$514 ;
-  wire [6:0] \$515 ;
-  wire \$516 ;
-  wire \$517 ;
+  wire [63:0] \$513 ;
+  wire [7:0] \$514 ;
+  wire [7:0] \$515 ;
+  wire [7:0] \$516 ;
+  wire [7:0] \$517 ;
   wire \$518 ;
   wire \$519 ;
   wire \$52 ;
-  wire \$520 ;
-  wire \$521 ;
+  wire [63:0] \$520 ;
+  wire [7:0] \$521 ;
   wire \$522 ;
-  wire \$523 ;
-  wire \$524 ;
+  wire [63:0] \$523 ;
+  wire [7:0] \$524 ;
   wire \$525 ;
   wire \$526 ;
-  wire \$527 ;
-  wire \$528 ;
+  wire [63:0] \$527 ;
+  wire [7:0] \$528 ;
   wire \$529 ;
   wire \$53 ;
-  wire \$530 ;
-  wire [19:0] \$531 ;
-  wire [21:0] \$532 ;
+  wire [63:0] \$530 ;
+  wire [7:0] \$531 ;
+  wire [7:0] \$532 ;
   wire \$533 ;
-  wire \$534 ;
-  wire \$535 ;
+  wire [63:0] \$534 ;
+  wire [7:0] \$535 ;
   wire \$536 ;
-  wire \$537 ;
-  wire \$538 ;
-  wire [7:0] \$539 ;
-  wire [20:0] \$54 ;
-  wire [8:0] \$540 ;
-  wire [7:0] \$541 ;
-  wire \$542 ;
+  wire [63:0] \$537 ;
+  wire [7:0] \$538 ;
+  wire \$539 ;
+  wire \$54 ;
+  wire \$540 ;
+  wire [63:0] \$541 ;
+  wire [7:0] \$542 ;
   wire \$543 ;
-  wire \$544 ;
+  wire [63:0] \$544 ;
   wire [7:0] \$545 ;
-  wire \$546 ;
-  wire [7:0] \$547 ;
+  wire [7:0] \$546 ;
+  wire \$547 ;
   wire \$548 ;
-  wire [7:0] \$549 ;
+  wire [63:0] \$549 ;
   wire \$55 ;
-  wire \$550 ;
-  wire [7:0] \$551 ;
-  wire \$552 ;
+  wire [7:0] \$550 ;
+  wire \$551 ;
+  wire [63:0] \$552 ;
   wire [7:0] \$553 ;
   wire \$554 ;
-  wire [7:0] \$555 ;
-  wire \$556 ;
+  wire \$555 ;
+  wire [63:0] \$556 ;
   wire [7:0] \$557 ;
   wire \$558 ;
-  wire [7:0] \$559 ;
-  wire \$56 ;
-  wire \$560 ;
-  wire \$561 ;
+  wire [63:0] \$559 ;
+  wire [20:0] \$56 ;
+  wire [7:0] \$560 ;
+  wire [7:0] \$561 ;
   wire \$562 ;
-  wire \$563 ;
-  wire \$564 ;
+  wire [63:0] \$563 ;
+  wire [7:0] \$564 ;
   wire \$565 ;
-  wire \$566 ;
-  wire \$567 ;
+  wire [63:0] \$566 ;
+  wire [7:0] \$567 ;
   wire \$568 ;
   wire \$569 ;
   wire \$57 ;
-  wire \$570 ;
-  wire \$571 ;
+  wire [63:0] \$570 ;
+  wire [7:0] \$571 ;
   wire \$572 ;
-  wire \$573 ;
-  wire \$574 ;
-  wire \$575 ;
-  reg \$576 ;
-  reg [3:0] \$577 ;
-  reg [46:0] \$578 ;
-  reg [46:0] \$579 ;
+  wire [63:0] \$573 ;
+  wire [7:0] \$574 ;
+  wire [7:0] \$575 ;
+  wire [7:0] \$576 ;
+  wire \$577 ;
+  wire [63:0] \$578 ;
+  wire [7:0] \$579 ;
   wire \$58 ;
-  reg [46:0] \$580 ;
-  reg [63:0] \$581 ;
-  reg [63:0] \$582 ;
-  reg [255:0] \$583 ;
-  reg [63:0] \$584 ;
-  reg [63:0] \$585 ;
-  reg [255:0] \$586 ;
-  reg [255:0] \$587 ;
-  reg [41:0] \$588 ;
-  reg \$589 ;
+  wire \$580 ;
+  wire [63:0] \$581 ;
+  wire [7:0] \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire [63:0] \$585 ;
+  wire [7:0] \$586 ;
+  wire \$587 ;
+  wire [63:0] \$588 ;
+  wire [7:0] \$589 ;
   wire \$59 ;
-  reg [3:0] \$590 ;
-  reg [2:0] \$591 ;
-  reg [22:0] \$592 ;
-  reg [22:0] \$593 ;
-  reg [22:0] \$594 ;
-  reg [22:0] \$595 ;
-  reg [22:0] \$596 ;
-  reg [22:0] \$597 ;
-  reg [7:0] \$598 ;
-  reg [41:0] \$599 ;
+  wire [7:0] \$590 ;
+  wire \$591 ;
+  wire [63:0] \$592 ;
+  wire [7:0] \$593 ;
+  wire \$594 ;
+  wire [63:0] \$595 ;
+  wire [7:0] \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire [63:0] \$599 ;
   wire \$6 ;
-  wire [16:0] \$60 ;
-  reg [21:0] \$600 ;
-  reg [28:0] \$601 ;
-  reg [63:0] \$602 ;
-  reg [5:0] \$603 ;
-  reg [5:0] \$604 ;
-  reg [2:0] \$605 ;
-  reg [223:0] \$606 ;
-  reg [3:0] \$607 ;
-  reg [15:0] \$608 ;
-  reg [15:0] \$609 ;
-  wire [17:0] \$61 ;
-  reg [19:0] \$610 ;
-  reg [19:0] \$611 ;
-  reg [19:0] \$612 ;
-  reg \$613 ;
-  reg [7:0] \$614 ;
-  reg [7:0] \$615 ;
-  reg [7:0] \$616 ;
-  reg [15:0] \$617 ;
-  reg [5:0] \$618 ;
-  reg [19:0] \$619 ;
-  wire [20:0] \$62 ;
-  reg [19:0] \$620 ;
-  reg [19:0] \$621 ;
-  reg [15:0] \$622 ;
-  reg [5:0] \$623 ;
-  reg [15:0] \$624 ;
-  reg \$625 ;
-  reg [16:0] \$626 ;
-  reg [35:0] \$627 ;
-  reg [7:0] \$628 ;
-  reg [7:0] \$629 ;
-  wire \$63 ;
-  reg [15:0] \$630 ;
-  reg [2:0] \$631 ;
-  reg [16:0] \$632 ;
-  reg [1:0] \$633 ;
-  reg [19:0] \$634 ;
-  reg [20:0] \$635 ;
-  reg [20:0] \$636 ;
-  reg [20:0] \$637 ;
-  reg [20:0] \$638 ;
-  reg [63:0] \$639 ;
-  wire \$64 ;
-  reg [41:0] \$640 ;
-  reg [43:0] \$641 ;
-  reg [31:0] \$642 ;
-  reg [6:0] \$643 ;
-  reg [42:0] \$644 ;
-  reg \$645 ;
-  reg [79:0] \$646 ;
-  reg [43:0] \$647 ;
-  reg [39:0] \$648 ;
-  reg [5:0] \$649 ;
+  wire \$60 ;
+  wire [7:0] \$600 ;
+  wire \$601 ;
+  wire [63:0] \$602 ;
+  wire [7:0] \$603 ;
+  wire [7:0] \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire [63:0] \$607 ;
+  wire [7:0] \$608 ;
+  wire \$609 ;
+  wire \$61 ;
+  wire [63:0] \$610 ;
+  wire [7:0] \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire [63:0] \$614 ;
+  wire [7:0] \$615 ;
+  wire \$616 ;
+  wire [63:0] \$617 ;
+  wire [7:0] \$618 ;
+  wire [7:0] \$619 ;
+  wire [16:0] \$62 ;
+  wire \$620 ;
+  wire [63:0] \$621 ;
+  wire [7:0] \$622 ;
+  wire \$623 ;
+  wire [63:0] \$624 ;
+  wire [7:0] \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire [63:0] \$628 ;
+  wire [7:0] \$629 ;
+  wire [17:0] \$63 ;
+  wire \$630 ;
+  wire [63:0] \$631 ;
+  wire [7:0] \$632 ;
+  wire [7:0] \$633 ;
+  wire [7:0] \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire [63:0] \$637 ;
+  wire [7:0] \$638 ;
+  wire \$639 ;
+  wire [20:0] \$64 ;
+  wire [63:0] \$640 ;
+  wire [7:0] \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire [63:0] \$644 ;
+  wire [7:0] \$645 ;
+  wire \$646 ;
+  wire [63:0] \$647 ;
+  wire [7:0] \$648 ;
+  wire [7:0] \$649 ;
   wire \$65 ;
-  reg [5:0] \$650 ;
-  reg [24:0] \$651 ;
-  reg [15:0] \$652 ;
+  wire \$650 ;
+  wire [63:0] \$651 ;
+  wire [7:0] \$652 ;
+  wire \$653 ;
+  wire [63:0] \$654 ;
+  wire [7:0] \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire [63:0] \$658 ;
+  wire [7:0] \$659 ;
   wire \$66 ;
-  wire [20:0] \$67 ;
+  wire \$660 ;
+  wire [63:0] \$661 ;
+  wire [7:0] \$662 ;
+  wire [7:0] \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire [63:0] \$666 ;
+  wire [7:0] \$667 ;
+  wire \$668 ;
+  wire [63:0] \$669 ;
+  wire \$67 ;
+  wire [7:0] \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire [63:0] \$673 ;
+  wire [7:0] \$674 ;
+  wire \$675 ;
+  wire [63:0] \$676 ;
+  wire [7:0] \$677 ;
+  wire [7:0] \$678 ;
+  wire \$679 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [63:0] \$680 ;
+  wire [7:0] \$681 ;
+  wire \$682 ;
+  wire [63:0] \$683 ;
+  wire [7:0] \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire [63:0] \$687 ;
+  wire [7:0] \$688 ;
+  wire \$689 ;
+  wire [20:0] \$69 ;
+  wire [63:0] \$690 ;
+  wire [7:0] \$691 ;
+  wire [7:0] \$692 ;
+  wire [7:0] \$693 ;
+  wire \$694 ;
+  wire [63:0] \$695 ;
+  wire [7:0] \$696 ;
+  wire \$697 ;
+  wire [63:0] \$698 ;
+  wire [7:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire [63:0] \$702 ;
+  wire [7:0] \$703 ;
+  wire \$704 ;
+  wire [63:0] \$705 ;
+  wire [7:0] \$706 ;
+  wire [7:0] \$707 ;
+  wire \$708 ;
+  wire [63:0] \$709 ;
   wire \$71 ;
+  wire [7:0] \$710 ;
+  wire \$711 ;
+  wire [63:0] \$712 ;
+  wire [7:0] \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire [63:0] \$716 ;
+  wire [7:0] \$717 ;
+  wire \$718 ;
+  wire [63:0] \$719 ;
   wire \$72 ;
-  wire [16:0] \$73 ;
-  wire [17:0] \$74 ;
-  wire [20:0] \$75 ;
-  wire \$76 ;
-  wire \$77 ;
+  wire [7:0] \$720 ;
+  wire [7:0] \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  wire [63:0] \$724 ;
+  wire [7:0] \$725 ;
+  wire \$726 ;
+  wire [63:0] \$727 ;
+  wire [7:0] \$728 ;
+  wire \$729 ;
+  wire \$73 ;
+  wire \$730 ;
+  wire [63:0] \$731 ;
+  wire [7:0] \$732 ;
+  wire \$733 ;
+  wire [63:0] \$734 ;
+  wire [7:0] \$735 ;
+  wire [7:0] \$736 ;
+  wire \$737 ;
+  wire [63:0] \$738 ;
+  wire [7:0] \$739 ;
+  wire \$74 ;
+  wire \$740 ;
+  wire [63:0] \$741 ;
+  wire [7:0] \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire [63:0] \$745 ;
+  wire [7:0] \$746 ;
+  wire \$747 ;
+  wire [63:0] \$748 ;
+  wire [7:0] \$749 ;
+  wire [16:0] \$75 ;
+  wire [7:0] \$750 ;
+  wire [7:0] \$751 ;
+  wire [7:0] \$752 ;
+  wire [7:0] \$753 ;
+  wire [25:0] \$754 ;
+  wire [42:0] \$755 ;
+  wire [8:0] \$756 ;
+  wire [22:0] \$757 ;
+  wire [8:0] \$758 ;
+  wire [8:0] \$759 ;
+  wire [17:0] \$76 ;
+  wire [17:0] \$760 ;
+  wire [30:0] \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire \$767 ;
+  wire \$768 ;
+  wire \$769 ;
+  wire [20:0] \$77 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire [6:0] \$774 ;
+  wire \$775 ;
+  wire [7:0] \$776 ;
+  wire \$777 ;
+  wire \$778 ;
+  wire \$779 ;
   wire \$78 ;
+  wire [8:0] \$780 ;
+  wire \$781 ;
+  wire \$782 ;
+  wire \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  wire \$788 ;
+  wire \$789 ;
   wire \$79 ;
+  wire \$790 ;
+  wire \$791 ;
+  wire \$792 ;
+  wire \$793 ;
+  wire \$794 ;
+  wire [6:0] \$795 ;
+  wire \$796 ;
+  wire \$797 ;
+  wire \$798 ;
+  wire [7:0] \$799 ;
   wire \$8 ;
-  wire [20:0] \$80 ;
+  wire \$80 ;
+  wire \$800 ;
+  wire \$801 ;
+  wire \$802 ;
+  wire \$803 ;
+  wire [16:0] \$804 ;
+  wire [16:0] \$805 ;
+  wire [17:0] \$806 ;
+  wire [35:0] \$807 ;
+  wire \$808 ;
+  wire \$809 ;
   wire \$81 ;
-  wire \$82 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire \$812 ;
+  wire \$813 ;
+  wire \$814 ;
+  wire \$815 ;
+  wire \$816 ;
+  wire [36:0] \$817 ;
+  wire [37:0] \$818 ;
+  wire [38:0] \$819 ;
+  wire [20:0] \$82 ;
+  wire \$820 ;
+  wire [36:0] \$821 ;
+  wire [37:0] \$822 ;
+  wire [38:0] \$823 ;
+  wire \$824 ;
+  wire \$825 ;
+  wire \$826 ;
+  wire [36:0] \$827 ;
+  wire [37:0] \$828 ;
+  wire [38:0] \$829 ;
   wire \$83 ;
-  wire [7:0] \$830 ;
-  wire [7:0] \$837 ;
+  wire \$830 ;
+  wire \$831 ;
+  wire \$832 ;
+  wire \$833 ;
+  wire [20:0] \$834 ;
+  wire \$835 ;
+  wire \$836 ;
+  wire \$837 ;
+  wire \$838 ;
+  wire \$839 ;
   wire \$84 ;
-  wire [7:0] \$843 ;
-  wire [7:0] \$847 ;
+  wire \$840 ;
+  wire [20:0] \$841 ;
+  wire [21:0] \$842 ;
+  wire \$843 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire \$846 ;
+  wire [20:0] \$847 ;
+  wire [21:0] \$848 ;
+  wire \$849 ;
   wire \$85 ;
-  wire [9:0] \$851 ;
-  wire [9:0] \$854 ;
-  wire [16:0] \$86 ;
-  wire [6:0] \$864 ;
-  wire [17:0] \$87 ;
-  wire [20:0] \$88 ;
-  wire \$89 ;
+  wire \$850 ;
+  wire \$851 ;
+  wire \$852 ;
+  wire \$853 ;
+  wire [20:0] \$854 ;
+  wire [20:0] \$855 ;
+  wire [20:0] \$856 ;
+  wire \$857 ;
+  wire \$858 ;
+  wire \$859 ;
+  wire \$86 ;
+  wire \$860 ;
+  wire [2:0] \$861 ;
+  wire [2:0] \$862 ;
+  wire \$863 ;
+  wire \$864 ;
+  wire \$865 ;
+  wire \$866 ;
+  wire \$867 ;
+  wire \$868 ;
+  wire \$869 ;
+  wire \$87 ;
+  wire \$870 ;
+  wire \$871 ;
+  wire \$872 ;
+  wire \$873 ;
+  wire \$874 ;
+  wire \$875 ;
+  wire \$876 ;
+  wire \$877 ;
+  wire [1:0] \$878 ;
+  wire [1:0] \$879 ;
+  wire [16:0] \$88 ;
+  wire [1:0] \$880 ;
+  wire [2:0] \$881 ;
+  wire \$882 ;
+  wire [2:0] \$883 ;
+  wire [2:0] \$884 ;
+  wire \$885 ;
+  wire \$886 ;
+  wire \$887 ;
+  wire \$888 ;
+  wire \$889 ;
+  wire [17:0] \$89 ;
+  wire \$890 ;
+  wire \$891 ;
+  wire \$892 ;
+  wire \$893 ;
+  wire \$894 ;
+  wire \$895 ;
+  wire \$896 ;
+  wire \$897 ;
+  wire \$898 ;
+  wire \$899 ;
   wire \$9 ;
-  wire \$90 ;
+  wire [20:0] \$90 ;
+  wire [1:0] \$900 ;
+  wire [1:0] \$901 ;
+  wire [1:0] \$902 ;
+  wire [2:0] \$903 ;
+  wire \$904 ;
+  wire \$905 ;
+  wire [17:0] \$906 ;
+  wire [20:0] \$907 ;
+  wire [21:0] \$908 ;
+  wire [21:0] \$909 ;
   wire \$91 ;
+  wire [21:0] \$910 ;
+  wire [21:0] \$911 ;
+  wire [17:0] \$912 ;
+  wire \$913 ;
+  wire [16:0] \$914 ;
+  wire \$915 ;
+  wire \$916 ;
+  wire [44:0] \$917 ;
+  wire \$918 ;
+  wire [43:0] \$919 ;
   wire \$92 ;
-  wire [20:0] \$93 ;
+  wire [43:0] \$920 ;
+  wire [46:0] \$921 ;
+  wire [16:0] \$922 ;
+  wire \$923 ;
+  wire [16:0] \$924 ;
+  wire [20:0] \$925 ;
+  wire [20:0] \$926 ;
+  wire [20:0] \$927 ;
+  wire \$928 ;
+  wire [105:0] \$929 ;
+  wire \$93 ;
+  wire [78:0] \$930 ;
+  wire [106:0] \$931 ;
+  wire [82:0] \$932 ;
+  wire [6:0] \$933 ;
+  wire \$934 ;
+  wire [46:0] \$935 ;
+  wire [46:0] \$936 ;
+  wire \$937 ;
+  wire \$938 ;
+  wire [6:0] \$939 ;
   wire \$94 ;
-  wire [7:0] \$943 ;
-  wire [7:0] \$949 ;
-  wire \$95 ;
+  wire [190:0] \$940 ;
+  wire [6:0] \$941 ;
+  wire [7:0] \$942 ;
+  wire [8:0] \$943 ;
+  wire [64:0] \$944 ;
+  wire [7:0] \$945 ;
+  wire \$946 ;
+  wire [45:0] \$947 ;
+  wire [45:0] \$948 ;
+  wire \$949 ;
+  wire [20:0] \$95 ;
+  wire \$950 ;
+  wire \$951 ;
+  wire \$952 ;
+  wire \$953 ;
+  wire \$954 ;
+  wire \$955 ;
+  wire \$956 ;
+  wire \$957 ;
+  wire \$958 ;
+  wire \$959 ;
   wire \$96 ;
+  wire [6:0] \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire \$97 ;
+  wire \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire [20:0] \$977 ;
+  wire \$978 ;
+  wire \$979 ;
   wire \$98 ;
-  wire [16:0] \$99 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire \$982 ;
+  wire [20:0] \$983 ;
+  wire [20:0] \$984 ;
+  wire \$985 ;
+  wire \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire [6:0] \$989 ;
+  wire \$99 ;
+  wire \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   reg [15:0] \$signal  = 16'h0000;
   reg [15:0] \$signal$100  = 16'h0000;
   reg [20:0] \$signal$108  = 21'h000000;
@@ -45602,8 +46078,8 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [2:0] \port$11014$0 ;
-  wire [2:0] \port$11014$0 ;
+  input [2:0] \port$11492$0 ;
+  wire [2:0] \port$11492$0 ;
   input [223:0] \port$4515$32 ;
   wire [223:0] \port$4515$32 ;
   reg [19:0] pos = 20'h00000;
@@ -45764,473 +46240,9 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   end
   reg [63:0] _0_;
   always @(posedge clk) begin
-    _0_ <= lut0[\$541 [4:0]];
+    _0_ <= lut0[\$1019 [4:0]];
   end
   assign rp__data = _0_;
-  assign \$330  = \$signal  + 3'h7;
-  assign \$332  = segs - 1'h1;
-  assign \$333  = \$332 [15:0] * \$signal$94 ;
-  assign \$334  = ! \$signal$93 ;
-  assign \$335  = ! \$signal ;
-  assign \$336  = \$334  | \$335 ;
-  assign \$337  = op == 1'h1;
-  assign \$338  = op == 2'h2;
-  assign \$339  = \$337  | \$338 ;
-  assign \$340  = \$signal  > 13'h1000;
-  assign \$341  = \$339  & \$340 ;
-  assign \$342  = \$336  | \$341 ;
-  assign \$343  = \$signal$95  + span;
-  assign \$344  = \$343  + \$signal$93 ;
-  assign \$345  = \$344  - 1'h1;
-  assign \$346  = $signed(\$345 ) >= $signed(16'h4000);
-  assign \$347  = dst + span;
-  assign \$348  = \$347  + \$signal$93 ;
-  assign \$349  = \$348  - 1'h1;
-  assign \$350  = $signed(\$349 ) >= $signed(16'h4000);
-  assign \$351  = \$346  | \$350 ;
-  assign \$352  = op == 3'h4;
-  assign \$353  = \$signal$97  + span;
-  assign \$354  = \$353  + \$signal$93 ;
-  assign \$355  = \$354  - 1'h1;
-  assign \$356  = $signed(\$355 ) >= $signed(16'h4000);
-  assign \$357  = \$352  & \$356 ;
-  assign \$358  = \$351  | \$357 ;
-  assign \$359  = op == 2'h3;
-  assign \$360  = \$signal$97  + 5'h1f;
-  assign \$361  = \$360  >= 15'h4000;
-  assign \$362  = \$359  & \$361 ;
-  assign \$363  = \$358  | \$362 ;
-  assign \$364  = op == 1'h1;
-  assign \$365  = op == 2'h2;
-  assign \$366  = \$364  | \$365 ;
-  assign \$367  = \$signal$98  + segs;
-  assign \$368  = \$367  - 1'h1;
-  assign \$369  = $signed(\$368 ) >= $signed(15'h2000);
-  assign \$370  = \$366  & \$369 ;
-  assign \$371  = \$363  | \$370 ;
-  assign \$372  = op == 1'h1;
-  assign \$373  = bet + segs;
-  assign \$374  = \$373  - 1'h1;
-  assign \$375  = $signed(\$374 ) >= $signed(15'h2000);
-  assign \$376  = \$372  & \$375 ;
-  assign \$377  = \$371  | \$376 ;
-  assign \$378  = | err;
-  assign \$379  = op == 2'h3;
-  assign \$380  = \$signal$95  + row;
-  assign \$381  = \$signal$97  + row;
-  assign \$382  = dst + row;
-  assign \$383  = ! op;
-  assign \$384  = op == 1'h1;
-  assign \$385  = op == 2'h2;
-  assign \$386  = \$384  | \$385 ;
-  assign \$387  = \$386  ? 3'h3 : 3'h4;
-  assign \$388  = \$383  ? 3'h1 : \$387 ;
-  assign \$389  = op == 1'h1;
-  assign \$390  = op == 2'h2;
-  assign \$391  = \$389  | \$390 ;
-  assign \$392  = cur == 3'h4;
-  assign \$393  = \$391  & \$392 ;
-  assign \$394  = | slot;
-  assign \$395  = \$393  & \$394 ;
-  assign \$396  = acc_rd__en & acc_rd__gnt;
-  assign \$397  = spad_rd__en & spad_rd__gnt;
-  assign \$398  = \$395  ? \$396  : \$397 ;
-  assign \$399  = cur == 3'h4;
-  assign \$400  = op == 1'h1;
-  assign \$401  = op == 2'h2;
-  assign \$402  = op == 3'h4;
-  assign \$403  = \$401  | \$402 ;
-  assign \$404  = \$403  ? 2'h2 : 2'h1;
-  assign \$405  = \$400  ? 2'h3 : \$404 ;
-  assign \$406  = \$399  ? \$405  : 2'h1;
-  assign \$407  = \$406  - 1'h1;
-  assign \$408  = slot == \$407 ;
-  assign \$409  = slot + 1'h1;
-  assign \$410  = \$408  ? 3'h0 : \$409 ;
-  assign \$411  = op == 1'h1;
-  assign \$412  = op == 2'h2;
-  assign \$413  = \$411  | \$412 ;
-  assign \$414  = cur == 3'h4;
-  assign \$415  = \$413  & \$414 ;
-  assign \$416  = | slot;
-  assign \$417  = \$415  & \$416 ;
-  assign \$418  = acc_rd__en & acc_rd__gnt;
-  assign \$419  = spad_rd__en & spad_rd__gnt;
-  assign \$420  = \$417  ? \$418  : \$419 ;
-  assign \$421  = cur == 3'h4;
-  assign \$422  = op == 1'h1;
-  assign \$423  = op == 2'h2;
-  assign \$424  = op == 3'h4;
-  assign \$425  = \$423  | \$424 ;
-  assign \$426  = \$425  ? 2'h2 : 2'h1;
-  assign \$427  = \$422  ? 2'h3 : \$426 ;
-  assign \$428  = \$421  ? \$427  : 2'h1;
-  assign \$429  = \$428  - 1'h1;
-  assign \$430  = slot == \$429 ;
-  assign \$431  = \$420  & \$430 ;
-  assign \$432  = seg + 1'h1;
-  assign \$433  = pos + 4'h8;
-  assign \$434  = ptr_p + 1'h1;
-  assign \$435  = \$signal$108  + \$signal$94 ;
-  assign \$436  = \$signal$109  + \$signal$94 ;
-  assign \$437  = ptr_d + \$signal$94 ;
-  assign \$438  = seg + 1'h1;
-  assign \$439  = ! cur;
-  assign \$440  = \$439  ? 17'h00020 : segs;
-  assign \$441  = \$438  == \$440 ;
-  assign \$442  = ! inflight;
-  assign \$443  = \$signal  * s2;
-  assign \$444  = op == 1'h1;
-  assign \$445  = $signed(s1) * $signed(s1);
-  assign \$446  = \$444  ? \$445  : 44'h00000000000;
-  assign \$447  = $signed({ 1'h0, \$443  }) - $signed(\$446 );
-  assign \$448  = row + 1'h1;
-  assign \$449  = \$448  == \$signal$93 ;
-  assign \$450  = row + 1'h1;
-  assign \$451  = \$signal$95  + row;
-  assign \$452  = \$signal$97  + row;
-  assign \$453  = dst + row;
-  assign \$454  = ! d_val;
-  assign \$456  = \$signal$100  << eps_exp;
-  assign \$457  = \$455  + \$456 ;
-  assign \$459  = sq_cnt - 1'h1;
-  assign \$460  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
-  assign \$461  = { sq_rem, sq_n[79:78] } - { sq_root, 2'h1 };
-  assign \$462  = \$460  ? \$461  : { 1'h0, sq_rem, sq_n[79:78] };
-  assign \$463  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
-  assign \$464  = sq_cnt == 1'h1;
-  assign \$465  = bitlen + 5'h17;
-  assign \$466  = 1'h1 << \$465 ;
-  assign \$467  = bitlen + 5'h17;
-  assign \$468  = \$467  - 5'h10;
-  assign \$469  = $signed(\$468 ) - $signed(6'h10);
-  assign \$471  = dv_cnt - 1'h1;
-  assign \$472  = { dv_rem, dv_num[63] } >= dv_den;
-  assign \$473  = { dv_rem, dv_num[63] } - dv_den;
-  assign \$474  = \$472  ? \$473  : { 1'h0, dv_rem, dv_num[63] };
-  assign \$475  = { dv_rem, dv_num[63] } >= dv_den;
-  assign \$476  = dv_cnt == 1'h1;
-  assign \$477  = ! inflight;
-  assign \$478  = ~ r_rdy;
-  assign \$479  = \$477  & \$478 ;
-  assign \$480  = ! level;
-  assign \$481  = \$479  & \$480 ;
-  assign \$482  = cur == 3'h4;
-  assign \$483  = ! slot;
-  assign \$484  = \$482  & \$483 ;
-  assign \$485  = ~ \$484 ;
-  assign \$486  = pending_out + level;
-  assign \$487  = \$486  < 4'hf;
-  assign \$488  = \$485  | \$487 ;
-  assign \$489  = issuing & \$488 ;
-  assign \$490  = | slot;
-  assign \$491  = ! group_gap;
-  assign \$492  = \$490  | \$491 ;
-  assign \$493  = \$489  & \$492 ;
-  assign \$494  = op == 1'h1;
-  assign \$495  = op == 2'h2;
-  assign \$496  = \$494  | \$495 ;
-  assign \$497  = cur == 3'h4;
-  assign \$498  = \$496  & \$497 ;
-  assign \$499  = | slot;
-  assign \$500  = \$498  & \$499 ;
-  assign \$501  = ~ \$500 ;
-  assign spad_rd__en = \$493  & \$501 ;
-  assign \$502  = ! cur;
-  assign \$503  = \$signal$97  + seg;
-  assign \$504  = op == 3'h4;
-  assign \$505  = cur == 3'h4;
-  assign \$506  = \$504  & \$505 ;
-  assign \$507  = slot == 1'h1;
-  assign \$508  = \$506  & \$507 ;
-  assign \$509  = \$508  ? \$signal$109  : \$signal$108 ;
-  assign \$510  = \$502  ? \$503  : \$509 ;
-  assign \$511  = cur == 3'h4;
-  assign \$512  = ! slot;
-  assign \$513  = \$511  & \$512 ;
-  assign \$514  = ~ \$513 ;
-  assign \$515  = pending_out + level;
-  assign \$516  = \$515  < 4'hf;
-  assign \$517  = \$514  | \$516 ;
-  assign \$518  = issuing & \$517 ;
-  assign \$519  = | slot;
-  assign \$520  = ! group_gap;
-  assign \$521  = \$519  | \$520 ;
-  assign \$522  = \$518  & \$521 ;
-  assign \$523  = op == 1'h1;
-  assign \$524  = op == 2'h2;
-  assign \$525  = \$523  | \$524 ;
-  assign \$526  = cur == 3'h4;
-  assign \$527  = \$525  & \$526 ;
-  assign \$528  = | slot;
-  assign \$529  = \$527  & \$528 ;
-  assign acc_rd__en = \$522  & \$529 ;
-  assign \$530  = slot == 1'h1;
-  assign \$531  = \$530  ? \$signal$98  : bet;
-  assign \$532  = \$531  + ptr_p;
-  assign \$533  = | seg_meta[2:0];
-  assign \$534  = grp_busy & \$533 ;
-  assign \$535  = ! grp;
-  assign active = \$534  & \$535 ;
-  assign \$536  = ! seg_meta[2:0];
-  assign \$537  = grp_busy & \$536 ;
-  assign \$538  = ! grp;
-  assign wp__en = \$537  & \$538 ;
-  assign \$1213  = grp * 4'h8;
-  assign \$539  = seg_x >> \$1213 ;
-  assign \$540  = \$539  + 8'h80;
-  assign \$542  = e6_meta[0] & e6_meta[22];
-  assign \$543  = e6_meta[3:1] == 3'h4;
-  assign w_en = \$542  & \$543 ;
-  assign \$544  = ! e6_meta[21:19];
-  assign \$545  = \$544  ? l0_y : row_out[7:0];
-  assign \$546  = e6_meta[21:19] == 1'h1;
-  assign \$547  = \$546  ? l0_y : row_out[15:8];
-  assign \$548  = e6_meta[21:19] == 2'h2;
-  assign \$549  = \$548  ? l0_y : row_out[23:16];
-  assign \$550  = e6_meta[21:19] == 2'h3;
-  assign \$551  = \$550  ? l0_y : row_out[31:24];
-  assign \$552  = e6_meta[21:19] == 3'h4;
-  assign \$553  = \$552  ? l0_y : row_out[39:32];
-  assign \$554  = e6_meta[21:19] == 3'h5;
-  assign \$555  = \$554  ? l0_y : row_out[47:40];
-  assign \$556  = e6_meta[21:19] == 3'h6;
-  assign \$557  = \$556  ? l0_y : row_out[55:48];
-  assign \$558  = e6_meta[21:19] == 3'h7;
-  assign \$559  = \$558  ? l0_y : row_out[63:56];
-  assign ctl__busy = ~ \$560 ;
-  assign \$560  = ! sfu_fsm_state;
-  assign \$561  = sfu_fsm_state == 1'h1;
-  assign \$562  = sfu_fsm_state == 2'h2;
-  assign \$563  = sfu_fsm_state == 2'h3;
-  assign \$564  = sfu_fsm_state == 3'h4;
-  assign \$565  = sfu_fsm_state == 3'h5;
-  assign \$566  = sfu_fsm_state == 3'h6;
-  assign \$567  = sfu_fsm_state == 3'h7;
-  assign \$568  = sfu_fsm_state == 4'h8;
-  assign \$569  = sfu_fsm_state == 4'h9;
-  assign \$570  = sfu_fsm_state == 4'ha;
-  assign \$571  = sfu_fsm_state == 4'hb;
-  assign \$572  = sfu_fsm_state == 4'hc;
-  assign \$573  = sfu_fsm_state == 4'hd;
-  assign \$574  = sfu_fsm_state == 4'he;
-  assign \$575  = sfu_fsm_state == 4'hf;
-  always @(posedge clk)
-    done <= \$576 ;
-  always @(posedge clk)
-    group_gap <= \$577 ;
-  always @(posedge clk)
-    rd_tag0 <= \$578 ;
-  always @(posedge clk)
-    rd_tag1 <= \$579 ;
-  always @(posedge clk)
-    rd_tag2 <= \$580 ;
-  always @(posedge clk)
-    lat_x <= \$581 ;
-  always @(posedge clk)
-    lat_b <= \$582 ;
-  always @(posedge clk)
-    lat_g <= \$583 ;
-  always @(posedge clk)
-    seg_x <= \$584 ;
-  always @(posedge clk)
-    seg_b <= \$585 ;
-  always @(posedge clk)
-    seg_g <= \$586 ;
-  always @(posedge clk)
-    seg_beta <= \$587 ;
-  always @(posedge clk)
-    seg_meta <= \$588 ;
-  always @(posedge clk)
-    grp_busy <= \$589 ;
-  always @(posedge clk)
-    grp <= \$590 ;
-  always @(posedge clk)
-    lut0_sel <= \$591 ;
-  always @(posedge clk)
-    e1_meta <= \$592 ;
-  always @(posedge clk)
-    e2_meta <= \$593 ;
-  always @(posedge clk)
-    e3_meta <= \$594 ;
-  always @(posedge clk)
-    e4_meta <= \$595 ;
-  always @(posedge clk)
-    e5_meta <= \$596 ;
-  always @(posedge clk)
-    e6_meta <= \$597 ;
-  always @(posedge clk)
-    l0_u <= \$186 ;
-  always @(posedge clk)
-    l0_xs <= \$188 ;
-  always @(posedge clk)
-    l0_eb <= \$190 ;
-  always @(posedge clk)
-    l0_g1 <= \$191 ;
-  always @(posedge clk)
-    l0_be1 <= \$192 ;
-  always @(posedge clk)
-    l0_t <= \$193 ;
-  always @(posedge clk)
-    l0_dt <= \$194 ;
-  always @(posedge clk)
-    l0_w <= l0_u[9:0];
-  always @(posedge clk)
-    l0_n <= l0_u[23:16];
-  always @(posedge clk)
-    l0_c <= \$198 [22:0];
-  always @(posedge clk)
-    l0_pa <= \$199 ;
-  always @(posedge clk)
-    l0_g2 <= l0_g1;
-  always @(posedge clk)
-    l0_be2 <= l0_be1;
-  always @(posedge clk)
-    l0_y2 <= \$200 ;
-  always @(posedge clk)
-    l0_v <= \$204 [15:0];
-  always @(posedge clk)
-    l0_n3 <= l0_n;
-  always @(posedge clk)
-    l0_cr <= \$205 ;
-  always @(posedge clk)
-    l0_pe <= { \$206 [33], \$206  };
-  always @(posedge clk)
-    l0_g3 <= l0_g2;
-  always @(posedge clk)
-    l0_be3 <= l0_be2;
-  always @(posedge clk)
-    l0_y3 <= l0_y2;
-  always @(posedge clk)
-    l0_e <= \$221 [25:0];
-  always @(posedge clk)
-    l0_z <= \$226 [24:0];
-  always @(posedge clk)
-    l0_pe4 <= l0_pe;
-  always @(posedge clk)
-    l0_g4 <= l0_g3;
-  always @(posedge clk)
-    l0_be4 <= l0_be3;
-  always @(posedge clk)
-    l0_y4 <= l0_y3;
-  always @(posedge clk)
-    l0_prod <= \$227 ;
-  always @(posedge clk)
-    l0_p <= \$233 ;
-  always @(posedge clk)
-    l0_y5 <= l0_y4;
-  always @(posedge clk)
-    l0_y <= \$269 ;
-  always @(posedge clk)
-    m_row <= \$598 ;
-  always @(posedge clk)
-    s_sum <= \$599 ;
-  always @(posedge clk)
-    s1 <= \$600 ;
-  always @(posedge clk)
-    s2 <= \$601 ;
-  always @(posedge clk)
-    row_out <= \$602 ;
-  always @(posedge clk)
-    inflight <= \$603 ;
-  always @(posedge clk)
-    pending_out <= \$604 ;
-  always @(posedge clk)
-    op <= \$605 ;
-  always @(posedge clk)
-    raw <= \$606 ;
-  always @(posedge clk)
-    sfu_fsm_state <= \$607 ;
-  always @(posedge clk)
-    \$signal$93  <= \$608 ;
-  always @(posedge clk)
-    \$signal  <= \$609 ;
-  always @(posedge clk)
-    \$signal$94  <= \$610 ;
-  always @(posedge clk)
-    \$signal$95  <= \$611 ;
-  always @(posedge clk)
-    dst <= \$612 ;
-  always @(posedge clk)
-    \$signal$14  <= \$613 ;
-  always @(posedge clk)
-    \$signal$44  <= \$614 ;
-  always @(posedge clk)
-    \$signal$46  <= \$615 ;
-  always @(posedge clk)
-    zo <= \$616 ;
-  always @(posedge clk)
-    \$signal$42  <= \$617 ;
-  always @(posedge clk)
-    shift <= \$618 ;
-  always @(posedge clk)
-    \$signal$97  <= \$619 ;
-  always @(posedge clk)
-    \$signal$98  <= \$620 ;
-  always @(posedge clk)
-    bet <= \$621 ;
-  always @(posedge clk)
-    \$signal$100  <= \$622 ;
-  always @(posedge clk)
-    eps_exp <= \$623 ;
-  always @(posedge clk)
-    \$signal$16  <= \$624 ;
-  always @(posedge clk)
-    reserved_bad <= \$625 ;
-  always @(posedge clk)
-    segs <= \$626 ;
-  always @(posedge clk)
-    span <= \$627 ;
-  always @(posedge clk)
-    err <= \$628 ;
-  always @(posedge clk)
-    error <= \$629 ;
-  always @(posedge clk)
-    row <= \$630 ;
-  always @(posedge clk)
-    cur <= \$631 ;
-  always @(posedge clk)
-    seg <= \$632 ;
-  always @(posedge clk)
-    slot <= \$633 ;
-  always @(posedge clk)
-    pos <= \$634 ;
-  always @(posedge clk)
-    ptr_p <= \$635 ;
-  always @(posedge clk)
-    \$signal$108  <= \$636 ;
-  always @(posedge clk)
-    \$signal$109  <= \$637 ;
-  always @(posedge clk)
-    ptr_d <= \$638 ;
-  always @(posedge clk)
-    dv_num <= \$639 ;
-  always @(posedge clk)
-    dv_den <= \$640 ;
-  always @(posedge clk)
-    dv_rem <= \$641 ;
-  always @(posedge clk)
-    dv_q <= \$642 ;
-  always @(posedge clk)
-    dv_cnt <= \$643 ;
-  always @(posedge clk)
-    d_val <= \$644 ;
-  always @(posedge clk)
-    zero_d <= \$645 ;
-  always @(posedge clk)
-    sq_n <= \$646 ;
-  always @(posedge clk)
-    sq_rem <= \$647 ;
-  always @(posedge clk)
-    sq_root <= \$648 ;
-  always @(posedge clk)
-    sq_cnt <= \$649 ;
-  always @(posedge clk)
-    sh <= \$650 ;
-  always @(posedge clk)
-    recip <= \$651 ;
-  always @(posedge clk)
-    recip_sm <= \$652 ;
   assign \$1  = op == 1'h1;
   assign \$2  = op == 2'h2;
   assign \$3  = \$1  | \$2 ;
@@ -46252,329 +46264,1269 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \$19  = \$18  - 1'h1;
   assign \$20  = slot == \$19 ;
   assign \$21  = \$10  & \$20 ;
-  assign \$22  = | group_gap;
-  assign \$23  = group_gap - 1'h1;
-  assign \$24  = \$22  ? \$23  : 5'h00;
-  assign \$25  = \$21  ? 5'h07 : \$24 ;
-  assign \$26  = op == 1'h1;
-  assign \$27  = op == 2'h2;
-  assign \$28  = \$26  | \$27 ;
-  assign \$29  = cur == 3'h4;
-  assign \$30  = \$28  & \$29 ;
-  assign \$31  = | slot;
+  assign \$22  = cur != 1'h1;
+  assign \$23  = \$21  & \$22 ;
+  assign \$24  = | group_gap;
+  assign \$25  = group_gap - 1'h1;
+  assign \$26  = \$24  ? \$25  : 5'h00;
+  assign \$27  = \$23  ? 5'h07 : \$26 ;
+  assign \$28  = op == 1'h1;
+  assign \$29  = op == 2'h2;
+  assign \$30  = \$28  | \$29 ;
+  assign \$31  = cur == 3'h4;
   assign \$32  = \$30  & \$31 ;
-  assign \$33  = acc_rd__en & acc_rd__gnt;
-  assign \$34  = spad_rd__en & spad_rd__gnt;
-  assign \$35  = \$32  ? \$33  : \$34 ;
-  assign \$36  = cur == 3'h4;
-  assign \$37  = op == 1'h1;
-  assign \$38  = op == 2'h2;
-  assign \$39  = op == 3'h4;
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = \$40  ? 2'h2 : 2'h1;
-  assign \$42  = \$37  ? 2'h3 : \$41 ;
-  assign \$43  = \$36  ? \$42  : 2'h1;
-  assign \$44  = \$43  - 1'h1;
-  assign \$45  = slot == \$44 ;
-  assign \$46  = op == 1'h1;
-  assign \$47  = op == 2'h2;
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = cur == 3'h4;
-  assign \$50  = \$48  & \$49 ;
-  assign \$51  = | slot;
+  assign \$33  = | slot;
+  assign \$34  = \$32  & \$33 ;
+  assign \$35  = acc_rd__en & acc_rd__gnt;
+  assign \$36  = spad_rd__en & spad_rd__gnt;
+  assign \$37  = \$34  ? \$35  : \$36 ;
+  assign \$38  = cur == 3'h4;
+  assign \$39  = op == 1'h1;
+  assign \$40  = op == 2'h2;
+  assign \$41  = op == 3'h4;
+  assign \$42  = \$40  | \$41 ;
+  assign \$43  = \$42  ? 2'h2 : 2'h1;
+  assign \$44  = \$39  ? 2'h3 : \$43 ;
+  assign \$45  = \$38  ? \$44  : 2'h1;
+  assign \$46  = \$45  - 1'h1;
+  assign \$47  = slot == \$46 ;
+  assign \$48  = op == 1'h1;
+  assign \$49  = op == 2'h2;
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = cur == 3'h4;
   assign \$52  = \$50  & \$51 ;
-  assign \$53  = ! cur;
-  assign \$54  = \$signal  - pos;
-  assign \$55  = $signed(\$54 ) > $signed(1'h0);
-  assign \$56  = \$53  ? 1'h1 : \$55 ;
-  assign \$57  = ~ \$signal$14 ;
-  assign \$58  = | op;
-  assign \$59  = \$57  | \$58 ;
-  assign \$60  = row + \$signal$16 ;
-  assign \$61  = \$60  + 1'h1;
-  assign \$62  = \$61  - pos;
-  assign \$63  = $signed(\$62 ) > $signed(1'h0);
-  assign \$64  = \$59  | \$63 ;
-  assign \$65  = \$56  & \$64 ;
-  assign \$66  = ! cur;
-  assign \$67  = \$signal  - pos;
-  assign \$68  = $signed(\$67 ) > $signed(2'h1);
-  assign \$69  = \$66  ? 1'h1 : \$68 ;
-  assign \$70  = ~ \$signal$14 ;
-  assign \$71  = | op;
-  assign \$72  = \$70  | \$71 ;
-  assign \$73  = row + \$signal$16 ;
-  assign \$74  = \$73  + 1'h1;
-  assign \$75  = \$74  - pos;
-  assign \$76  = $signed(\$75 ) > $signed(2'h1);
-  assign \$77  = \$72  | \$76 ;
-  assign \$78  = \$69  & \$77 ;
-  assign \$79  = ! cur;
-  assign \$80  = \$signal  - pos;
-  assign \$81  = $signed(\$80 ) > $signed(3'h2);
-  assign \$82  = \$79  ? 1'h1 : \$81 ;
-  assign \$83  = ~ \$signal$14 ;
-  assign \$84  = | op;
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = row + \$signal$16 ;
-  assign \$87  = \$86  + 1'h1;
-  assign \$88  = \$87  - pos;
-  assign \$89  = $signed(\$88 ) > $signed(3'h2);
-  assign \$90  = \$85  | \$89 ;
-  assign \$91  = \$82  & \$90 ;
-  assign \$92  = ! cur;
-  assign \$93  = \$signal  - pos;
-  assign \$94  = $signed(\$93 ) > $signed(3'h3);
-  assign \$95  = \$92  ? 1'h1 : \$94 ;
-  assign \$96  = ~ \$signal$14 ;
-  assign \$97  = | op;
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = row + \$signal$16 ;
-  assign \$100  = \$99  + 1'h1;
-  assign \$101  = \$100  - pos;
-  assign \$102  = $signed(\$101 ) > $signed(3'h3);
-  assign \$103  = \$98  | \$102 ;
-  assign \$104  = \$95  & \$103 ;
-  assign \$105  = ! cur;
-  assign \$106  = \$signal  - pos;
-  assign \$107  = $signed(\$106 ) > $signed(4'h4);
-  assign \$108  = \$105  ? 1'h1 : \$107 ;
-  assign \$109  = ~ \$signal$14 ;
-  assign \$110  = | op;
-  assign \$111  = \$109  | \$110 ;
-  assign \$112  = row + \$signal$16 ;
-  assign \$113  = \$112  + 1'h1;
-  assign \$114  = \$113  - pos;
-  assign \$115  = $signed(\$114 ) > $signed(4'h4);
-  assign \$116  = \$111  | \$115 ;
-  assign \$117  = \$108  & \$116 ;
-  assign \$118  = ! cur;
-  assign \$119  = \$signal  - pos;
-  assign \$120  = $signed(\$119 ) > $signed(4'h5);
-  assign \$121  = \$118  ? 1'h1 : \$120 ;
-  assign \$122  = ~ \$signal$14 ;
-  assign \$123  = | op;
-  assign \$124  = \$122  | \$123 ;
-  assign \$125  = row + \$signal$16 ;
-  assign \$126  = \$125  + 1'h1;
-  assign \$127  = \$126  - pos;
-  assign \$128  = $signed(\$127 ) > $signed(4'h5);
-  assign \$129  = \$124  | \$128 ;
-  assign \$130  = \$121  & \$129 ;
-  assign \$131  = ! cur;
-  assign \$132  = \$signal  - pos;
-  assign \$133  = $signed(\$132 ) > $signed(4'h6);
-  assign \$134  = \$131  ? 1'h1 : \$133 ;
-  assign \$135  = ~ \$signal$14 ;
-  assign \$136  = | op;
-  assign \$137  = \$135  | \$136 ;
-  assign \$138  = row + \$signal$16 ;
-  assign \$139  = \$138  + 1'h1;
-  assign \$140  = \$139  - pos;
-  assign \$141  = $signed(\$140 ) > $signed(4'h6);
-  assign \$142  = \$137  | \$141 ;
-  assign \$143  = \$134  & \$142 ;
-  assign \$144  = ! cur;
-  assign \$145  = \$signal  - pos;
-  assign \$146  = $signed(\$145 ) > $signed(4'h7);
-  assign \$147  = \$144  ? 1'h1 : \$146 ;
-  assign \$148  = ~ \$signal$14 ;
-  assign \$149  = | op;
-  assign \$150  = \$148  | \$149 ;
-  assign \$151  = row + \$signal$16 ;
-  assign \$152  = \$151  + 1'h1;
-  assign \$153  = \$152  - pos;
-  assign \$154  = $signed(\$153 ) > $signed(4'h7);
-  assign \$155  = \$150  | \$154 ;
-  assign \$156  = \$147  & \$155 ;
-  assign \$157  = ~ rd_tag2[4];
-  assign \$158  = rd_tag2[0] & \$157 ;
-  assign \$159  = ! rd_tag2[2:1];
-  assign \$160  = \$158  & \$159 ;
-  assign \$161  = ~ rd_tag2[4];
-  assign \$162  = rd_tag2[0] & \$161 ;
-  assign \$163  = rd_tag2[2:1] == 1'h1;
-  assign \$164  = \$162  & \$163 ;
-  assign \$165  = rd_tag2[0] & rd_tag2[4];
-  assign \$166  = rd_tag2[2:1] == 1'h1;
-  assign \$167  = \$165  & \$166 ;
-  assign \$168  = rd_tag2[0] & rd_tag2[3];
-  assign \$169  = ! rd_tag2[2:1];
-  assign \$170  = \$169  ? spad_rd__data : lat_x;
-  assign \$171  = rd_tag2[2:1] == 1'h1;
-  assign \$172  = \$171  ? spad_rd__data : lat_b;
-  assign \$173  = rd_tag2[2:1] == 1'h1;
-  assign \$174  = rd_tag2[4] & \$173 ;
-  assign \$175  = \$174  ? acc_rd__data : lat_g;
-  assign \$176  = grp + 1'h1;
-  assign \$177  = grp == 3'h7;
-  assign \$830  = grp * 4'h8;
-  assign \$178  = seg_x >> \$830 ;
-  assign \$179  = \$178  + 8'h80;
-  assign \$180  = seg_meta[10:3] >> grp;
-  assign \$181  = grp == 3'h7;
-  assign \$182  = seg_meta[10:3] >> grp;
-  assign \$837  = grp * 4'h8;
-  assign \$183  = seg_x >> \$837 ;
-  assign \$184  = $signed(m_row) - $signed(\$183 );
-  assign \$185  = \$182  ? \$184  : 9'h000;
-  assign \$186  = \$185 [7:0] * \$signal$42 ;
-  assign \$843  = grp * 4'h8;
-  assign \$187  = seg_x >> \$843 ;
-  assign \$188  = $signed(\$187 ) - $signed(\$signal$44 );
-  assign \$847  = grp * 4'h8;
-  assign \$189  = seg_b >> \$847 ;
-  assign \$190  = $signed(\$189 ) - $signed(\$signal$46 );
-  assign \$851  = grp * 6'h20;
-  assign \$191  = seg_g >> \$851 ;
-  assign \$854  = grp * 6'h20;
-  assign \$192  = seg_beta >> \$854 ;
-  assign \$195  = $signed({ 1'h0, \$signal  }) * $signed(l0_xs);
-  assign \$196  = op == 1'h1;
-  assign \$197  = \$196  ? s1 : 22'h000000;
-  assign \$198  = $signed(\$195 ) - $signed(\$197 );
-  assign \$199  = $signed(l0_xs) * $signed(l0_eb);
-  assign \$864  = lut0_sel * 4'h8;
-  assign \$200  = rp__data >> \$864 ;
-  assign \$201  = l0_dt * l0_w;
-  assign \$202  = \$201  + 10'h200;
-  assign \$204  = l0_t - \$203 ;
-  assign \$205  = $signed(l0_c) * $signed({ 1'h0, recip });
-  assign \$206  = $signed(l0_pa) * $signed({ 1'h0, \$signal$42  });
-  assign \$207  = l0_n3 - 4'ha;
-  assign \$208  = $signed(\$207 ) <= $signed(1'h0);
-  assign \$209  = l0_n3 - 4'ha;
-  assign \$210  = - $signed(\$209 );
-  assign \$211  = l0_v << \$210 [3:0];
-  assign \$212  = l0_n3 - 4'ha;
-  assign \$213  = $signed(\$212 ) >= $signed(6'h11);
+  assign \$53  = | slot;
+  assign \$54  = \$52  & \$53 ;
+  assign \$55  = ! cur;
+  assign \$56  = \$signal  - pos;
+  assign \$57  = $signed(\$56 ) > $signed(1'h0);
+  assign \$58  = \$55  ? 1'h1 : \$57 ;
+  assign \$59  = ~ \$signal$14 ;
+  assign \$60  = | op;
+  assign \$61  = \$59  | \$60 ;
+  assign \$62  = row + \$signal$16 ;
+  assign \$63  = \$62  + 1'h1;
+  assign \$64  = \$63  - pos;
+  assign \$65  = $signed(\$64 ) > $signed(1'h0);
+  assign \$66  = \$61  | \$65 ;
+  assign \$67  = \$58  & \$66 ;
+  assign \$68  = ! cur;
+  assign \$69  = \$signal  - pos;
+  assign \$70  = $signed(\$69 ) > $signed(2'h1);
+  assign \$71  = \$68  ? 1'h1 : \$70 ;
+  assign \$72  = ~ \$signal$14 ;
+  assign \$73  = | op;
+  assign \$74  = \$72  | \$73 ;
+  assign \$75  = row + \$signal$16 ;
+  assign \$76  = \$75  + 1'h1;
+  assign \$77  = \$76  - pos;
+  assign \$78  = $signed(\$77 ) > $signed(2'h1);
+  assign \$79  = \$74  | \$78 ;
+  assign \$80  = \$71  & \$79 ;
+  assign \$81  = ! cur;
+  assign \$82  = \$signal  - pos;
+  assign \$83  = $signed(\$82 ) > $signed(3'h2);
+  assign \$84  = \$81  ? 1'h1 : \$83 ;
+  assign \$85  = ~ \$signal$14 ;
+  assign \$86  = | op;
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = row + \$signal$16 ;
+  assign \$89  = \$88  + 1'h1;
+  assign \$90  = \$89  - pos;
+  assign \$91  = $signed(\$90 ) > $signed(3'h2);
+  assign \$92  = \$87  | \$91 ;
+  assign \$93  = \$84  & \$92 ;
+  assign \$94  = ! cur;
+  assign \$95  = \$signal  - pos;
+  assign \$96  = $signed(\$95 ) > $signed(3'h3);
+  assign \$97  = \$94  ? 1'h1 : \$96 ;
+  assign \$98  = ~ \$signal$14 ;
+  assign \$99  = | op;
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = row + \$signal$16 ;
+  assign \$102  = \$101  + 1'h1;
+  assign \$103  = \$102  - pos;
+  assign \$104  = $signed(\$103 ) > $signed(3'h3);
+  assign \$105  = \$100  | \$104 ;
+  assign \$106  = \$97  & \$105 ;
+  assign \$107  = ! cur;
+  assign \$108  = \$signal  - pos;
+  assign \$109  = $signed(\$108 ) > $signed(4'h4);
+  assign \$110  = \$107  ? 1'h1 : \$109 ;
+  assign \$111  = ~ \$signal$14 ;
+  assign \$112  = | op;
+  assign \$113  = \$111  | \$112 ;
+  assign \$114  = row + \$signal$16 ;
+  assign \$115  = \$114  + 1'h1;
+  assign \$116  = \$115  - pos;
+  assign \$117  = $signed(\$116 ) > $signed(4'h4);
+  assign \$118  = \$113  | \$117 ;
+  assign \$119  = \$110  & \$118 ;
+  assign \$120  = ! cur;
+  assign \$121  = \$signal  - pos;
+  assign \$122  = $signed(\$121 ) > $signed(4'h5);
+  assign \$123  = \$120  ? 1'h1 : \$122 ;
+  assign \$124  = ~ \$signal$14 ;
+  assign \$125  = | op;
+  assign \$126  = \$124  | \$125 ;
+  assign \$127  = row + \$signal$16 ;
+  assign \$128  = \$127  + 1'h1;
+  assign \$129  = \$128  - pos;
+  assign \$130  = $signed(\$129 ) > $signed(4'h5);
+  assign \$131  = \$126  | \$130 ;
+  assign \$132  = \$123  & \$131 ;
+  assign \$133  = ! cur;
+  assign \$134  = \$signal  - pos;
+  assign \$135  = $signed(\$134 ) > $signed(4'h6);
+  assign \$136  = \$133  ? 1'h1 : \$135 ;
+  assign \$137  = ~ \$signal$14 ;
+  assign \$138  = | op;
+  assign \$139  = \$137  | \$138 ;
+  assign \$140  = row + \$signal$16 ;
+  assign \$141  = \$140  + 1'h1;
+  assign \$142  = \$141  - pos;
+  assign \$143  = $signed(\$142 ) > $signed(4'h6);
+  assign \$144  = \$139  | \$143 ;
+  assign \$145  = \$136  & \$144 ;
+  assign \$146  = ! cur;
+  assign \$147  = \$signal  - pos;
+  assign \$148  = $signed(\$147 ) > $signed(4'h7);
+  assign \$149  = \$146  ? 1'h1 : \$148 ;
+  assign \$150  = ~ \$signal$14 ;
+  assign \$151  = | op;
+  assign \$152  = \$150  | \$151 ;
+  assign \$153  = row + \$signal$16 ;
+  assign \$154  = \$153  + 1'h1;
+  assign \$155  = \$154  - pos;
+  assign \$156  = $signed(\$155 ) > $signed(4'h7);
+  assign \$157  = \$152  | \$156 ;
+  assign \$158  = \$149  & \$157 ;
+  assign \$159  = ~ rd_tag2[4];
+  assign \$160  = rd_tag2[0] & \$159 ;
+  assign \$161  = ! rd_tag2[2:1];
+  assign \$162  = \$160  & \$161 ;
+  assign \$163  = ~ rd_tag2[4];
+  assign \$164  = rd_tag2[0] & \$163 ;
+  assign \$165  = rd_tag2[2:1] == 1'h1;
+  assign \$166  = \$164  & \$165 ;
+  assign \$167  = rd_tag2[0] & rd_tag2[4];
+  assign \$168  = rd_tag2[2:1] == 1'h1;
+  assign \$169  = \$167  & \$168 ;
+  assign \$170  = rd_tag2[0] & rd_tag2[3];
+  assign \$171  = rd_tag2[0] & rd_tag2[3];
+  assign \$172  = rd_tag2[7:5] == 1'h1;
+  assign \$173  = \$171  & \$172 ;
+  assign \$174  = ~ \$173 ;
+  assign \$175  = \$170  & \$174 ;
+  assign \$176  = ! rd_tag2[2:1];
+  assign \$177  = \$176  ? spad_rd__data : lat_x;
+  assign \$178  = rd_tag2[2:1] == 1'h1;
+  assign \$179  = \$178  ? spad_rd__data : lat_b;
+  assign \$180  = rd_tag2[2:1] == 1'h1;
+  assign \$181  = rd_tag2[4] & \$180 ;
+  assign \$182  = \$181  ? acc_rd__data : lat_g;
+  assign \$183  = grp + 1'h1;
+  assign \$184  = grp == 3'h7;
+  assign \$1315  = grp * 4'h8;
+  assign \$185  = seg_x >> \$1315 ;
+  assign \$186  = \$185  + 8'h80;
+  assign \$187  = seg_meta[10:3] >> grp;
+  assign \$188  = grp == 3'h7;
+  assign \$189  = seg_meta[10:3] >> grp;
+  assign \$1322  = grp * 4'h8;
+  assign \$190  = seg_x >> \$1322 ;
+  assign \$191  = $signed(m_row) - $signed(\$190 );
+  assign \$192  = \$189  ? \$191  : 9'h000;
+  assign \$193  = \$192 [7:0] * \$signal$42 ;
+  assign \$1328  = grp * 4'h8;
+  assign \$194  = seg_x >> \$1328 ;
+  assign \$195  = $signed(\$194 ) - $signed(\$signal$44 );
+  assign \$1332  = grp * 4'h8;
+  assign \$196  = seg_b >> \$1332 ;
+  assign \$197  = $signed(\$196 ) - $signed(\$signal$46 );
+  assign \$1336  = grp * 6'h20;
+  assign \$198  = seg_g >> \$1336 ;
+  assign \$1339  = grp * 6'h20;
+  assign \$199  = seg_beta >> \$1339 ;
+  assign \$202  = $signed({ 1'h0, \$signal  }) * $signed(l0_xs);
+  assign \$203  = op == 1'h1;
+  assign \$204  = \$203  ? s1 : 22'h000000;
+  assign \$205  = $signed(\$202 ) - $signed(\$204 );
+  assign \$206  = $signed(l0_xs) * $signed(l0_eb);
+  assign \$1349  = lut0_sel * 4'h8;
+  assign \$207  = rp__data >> \$1349 ;
+  assign \$208  = l0_dt * l0_w;
+  assign \$209  = \$208  + 10'h200;
+  assign \$211  = l0_t - \$210 ;
+  assign \$212  = $signed(l0_c) * $signed({ 1'h0, recip });
+  assign \$213  = $signed(l0_pa) * $signed({ 1'h0, \$signal$42  });
   assign \$214  = l0_n3 - 4'ha;
-  assign \$215  = $signed(\$214 ) - $signed(2'h1);
-  assign \$216  = 1'h1 << \$215 [4:0];
-  assign \$217  = l0_v + \$216 ;
-  assign \$218  = l0_n3 - 4'ha;
-  assign \$219  = \$217  >> \$218 [4:0];
-  assign \$220  = \$213  ? 49'h0000000000000 : \$219 ;
-  assign \$221  = \$208  ? { 18'h00000, \$211  } : \$220 ;
-  assign \$222  = sh - 1'h1;
-  assign \$223  = 1'h1 << \$222 [5:0];
-  assign \$224  = $signed(l0_cr) + $signed({ 1'h0, \$223  });
-  assign \$225  = $signed(\$224 ) >>> sh;
-  assign \$226  = zero_d ? 113'h00000000000000000000000000000 : \$225 ;
-  assign \$227  = l0_e * recip_sm;
-  assign \$228  = op == 3'h4;
-  assign \$229  = $signed(l0_z) * $signed(l0_g4);
-  assign \$230  = op == 1'h1;
-  assign \$231  = \$230  ? l0_be4 : 32'd0;
-  assign \$232  = $signed(\$229 ) + $signed(\$231 );
-  assign \$233  = \$228  ? { l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4 } : \$232 ;
-  assign \$234  = ! op;
-  assign \$235  = l0_prod + 34'h200000000;
-  assign \$237  = \$236  > 7'h7f;
-  assign \$238  = l0_prod + 34'h200000000;
-  assign \$240  = \$237  ? 43'h0000000007f : \$239 ;
-  assign \$241  = op == 2'h3;
-  assign \$242  = ! shift;
-  assign \$243  = $signed(l0_p) >>> shift;
-  assign \$244  = shift - 1'h1;
-  assign \$245  = $signed(l0_p) >>> \$244 [5:0];
-  assign \$246  = $signed(\$243 ) + $signed({ 1'h0, \$245 [0] });
-  assign \$247  = \$242  ? { l0_p[57], l0_p } : \$246 ;
-  assign \$248  = $signed(\$247 ) + $signed(zo);
-  assign \$249  = $signed(\$248 ) > $signed(8'h7f);
-  assign \$250  = ! shift;
-  assign \$251  = $signed(l0_p) >>> shift;
-  assign \$252  = shift - 1'h1;
-  assign \$253  = $signed(l0_p) >>> \$252 [5:0];
-  assign \$254  = $signed(\$251 ) + $signed({ 1'h0, \$253 [0] });
-  assign \$255  = \$250  ? { l0_p[57], l0_p } : \$254 ;
-  assign \$256  = $signed(\$255 ) + $signed(zo);
-  assign \$257  = $signed(\$256 ) < $signed(8'h80);
-  assign \$258  = ! shift;
-  assign \$259  = $signed(l0_p) >>> shift;
-  assign \$260  = shift - 1'h1;
-  assign \$261  = $signed(l0_p) >>> \$260 [5:0];
-  assign \$262  = $signed(\$259 ) + $signed({ 1'h0, \$261 [0] });
-  assign \$263  = \$258  ? { l0_p[57], l0_p } : \$262 ;
-  assign \$264  = $signed(\$263 ) + $signed(zo);
-  assign \$265  = \$257  ? 60'hfffffffffffff80 : \$264 ;
-  assign \$266  = \$249  ? 60'h00000000000007f : \$265 ;
-  assign \$267  = \$241  ? l0_y5 : \$266 [7:0];
-  assign \$268  = \$234  ? \$240 [7:0] : \$267 ;
-  assign \$269  = e5_meta[4] ? \$268  : 8'h00;
-  assign \$270  = seg_meta[2:0] == 1'h1;
-  assign \$271  = grp_busy & \$270 ;
-  assign \$272  = e4_meta[3:1] == 2'h2;
-  assign \$273  = e4_meta[0] & \$272 ;
-  assign \$274  = e1_meta[3:1] == 2'h3;
-  assign \$275  = e1_meta[0] & \$274 ;
-  assign \$276  = seg_meta[10:3] >> grp;
-  assign \$943  = grp * 4'h8;
-  assign \$277  = seg_x >> \$943 ;
-  assign \$278  = \$276  ? \$277  : 8'h80;
-  assign \$279  = $signed(\$278 ) > $signed(m_row);
-  assign \$280  = seg_meta[10:3] >> grp;
-  assign \$949  = grp * 4'h8;
-  assign \$281  = seg_x >> \$949 ;
-  assign \$282  = \$280  ? \$281  : 8'h80;
-  assign \$283  = \$279  ? \$282  : m_row;
-  assign \$284  = e4_meta[4] ? l0_e : 26'h0000000;
-  assign \$285  = s_sum + \$284 ;
-  assign \$286  = e1_meta[4] ? l0_xs : 9'h000;
-  assign \$287  = $signed(s1) + $signed(\$286 );
-  assign \$288  = e1_meta[4] ? l0_xs : 9'h000;
-  assign \$289  = e1_meta[4] ? l0_xs : 9'h000;
-  assign \$290  = $signed(\$288 ) * $signed(\$289 );
-  assign \$291  = $signed({ 1'h0, s2 }) + $signed(\$290 );
-  assign \$292  = op == 1'h1;
-  assign \$293  = op == 2'h2;
-  assign \$294  = \$292  | \$293 ;
-  assign \$295  = cur == 3'h4;
-  assign \$296  = \$294  & \$295 ;
-  assign \$297  = | slot;
-  assign \$298  = \$296  & \$297 ;
-  assign \$299  = acc_rd__en & acc_rd__gnt;
-  assign \$300  = spad_rd__en & spad_rd__gnt;
-  assign \$301  = \$298  ? \$299  : \$300 ;
-  assign \$302  = ! slot;
-  assign \$303  = \$301  & \$302 ;
-  assign \$304  = inflight + \$303 ;
-  assign \$305  = e6_meta[0] & e6_meta[22];
-  assign \$306  = \$304  - \$305 ;
-  assign \$307  = op == 1'h1;
-  assign \$308  = op == 2'h2;
-  assign \$309  = \$307  | \$308 ;
-  assign \$310  = cur == 3'h4;
-  assign \$311  = \$309  & \$310 ;
-  assign \$312  = | slot;
-  assign \$313  = \$311  & \$312 ;
-  assign \$314  = acc_rd__en & acc_rd__gnt;
-  assign \$315  = spad_rd__en & spad_rd__gnt;
-  assign \$316  = \$313  ? \$314  : \$315 ;
-  assign \$317  = ! slot;
-  assign \$318  = \$316  & \$317 ;
-  assign \$319  = cur == 3'h4;
-  assign \$320  = \$318  & \$319 ;
-  assign \$321  = pending_out + \$320 ;
-  assign \$322  = e6_meta[0] & e6_meta[22];
-  assign \$323  = e6_meta[3:1] == 3'h4;
-  assign \$324  = \$322  & \$323 ;
-  assign \$325  = \$321  - \$324 ;
-  assign \$326  = | raw[223:125];
-  assign \$327  = | raw[223:176];
-  assign \$328  = | raw[223:112];
-  assign \$329  = | raw[223:158];
+  assign \$215  = $signed(\$214 ) <= $signed(1'h0);
+  assign \$216  = l0_n3 - 4'ha;
+  assign \$217  = - $signed(\$216 );
+  assign \$218  = l0_v << \$217 [3:0];
+  assign \$219  = l0_n3 - 4'ha;
+  assign \$220  = $signed(\$219 ) >= $signed(6'h11);
+  assign \$221  = l0_n3 - 4'ha;
+  assign \$222  = $signed(\$221 ) - $signed(2'h1);
+  assign \$223  = 1'h1 << \$222 [4:0];
+  assign \$224  = l0_v + \$223 ;
+  assign \$225  = l0_n3 - 4'ha;
+  assign \$226  = \$224  >> \$225 [4:0];
+  assign \$227  = \$220  ? 49'h0000000000000 : \$226 ;
+  assign \$228  = \$215  ? { 18'h00000, \$218  } : \$227 ;
+  assign \$229  = sh - 1'h1;
+  assign \$230  = 1'h1 << \$229 [5:0];
+  assign \$231  = $signed(l0_cr) + $signed({ 1'h0, \$230  });
+  assign \$232  = $signed(\$231 ) >>> sh;
+  assign \$233  = zero_d ? 113'h00000000000000000000000000000 : \$232 ;
+  assign \$234  = l0_e * recip_sm;
+  assign \$235  = op == 3'h4;
+  assign \$236  = $signed(l0_z) * $signed(l0_g4);
+  assign \$237  = op == 1'h1;
+  assign \$238  = \$237  ? l0_be4 : 32'd0;
+  assign \$239  = $signed(\$236 ) + $signed(\$238 );
+  assign \$240  = \$235  ? { l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4[34], l0_pe4 } : \$239 ;
+  assign \$241  = ! op;
+  assign \$242  = l0_prod + 34'h200000000;
+  assign \$244  = \$243  > 7'h7f;
+  assign \$245  = l0_prod + 34'h200000000;
+  assign \$247  = \$244  ? 43'h0000000007f : \$246 ;
+  assign \$248  = op == 2'h3;
+  assign \$249  = ! shift;
+  assign \$250  = $signed(l0_p) >>> shift;
+  assign \$251  = shift - 1'h1;
+  assign \$252  = $signed(l0_p) >>> \$251 [5:0];
+  assign \$253  = $signed(\$250 ) + $signed({ 1'h0, \$252 [0] });
+  assign \$254  = \$249  ? { l0_p[57], l0_p } : \$253 ;
+  assign \$255  = $signed(\$254 ) + $signed(zo);
+  assign \$256  = $signed(\$255 ) > $signed(8'h7f);
+  assign \$257  = ! shift;
+  assign \$258  = $signed(l0_p) >>> shift;
+  assign \$259  = shift - 1'h1;
+  assign \$260  = $signed(l0_p) >>> \$259 [5:0];
+  assign \$261  = $signed(\$258 ) + $signed({ 1'h0, \$260 [0] });
+  assign \$262  = \$257  ? { l0_p[57], l0_p } : \$261 ;
+  assign \$263  = $signed(\$262 ) + $signed(zo);
+  assign \$264  = $signed(\$263 ) < $signed(8'h80);
+  assign \$265  = ! shift;
+  assign \$266  = $signed(l0_p) >>> shift;
+  assign \$267  = shift - 1'h1;
+  assign \$268  = $signed(l0_p) >>> \$267 [5:0];
+  assign \$269  = $signed(\$266 ) + $signed({ 1'h0, \$268 [0] });
+  assign \$270  = \$265  ? { l0_p[57], l0_p } : \$269 ;
+  assign \$271  = $signed(\$270 ) + $signed(zo);
+  assign \$272  = \$264  ? 60'hfffffffffffff80 : \$271 ;
+  assign \$273  = \$256  ? 60'h00000000000007f : \$272 ;
+  assign \$274  = \$248  ? l0_y5 : \$273 [7:0];
+  assign \$275  = \$241  ? \$247 [7:0] : \$274 ;
+  assign \$276  = e5_meta[4] ? \$275  : 8'h00;
+  assign \$277  = rd_tag2[0] & rd_tag2[3];
+  assign \$278  = rd_tag2[7:5] == 1'h1;
+  assign \$279  = \$277  & \$278 ;
+  assign \$280  = e4_meta[3:1] == 2'h2;
+  assign \$281  = e4_meta[0] & \$280 ;
+  assign \$282  = e1_meta[3:1] == 2'h3;
+  assign \$283  = e1_meta[0] & \$282 ;
+  assign \$284  = ! rd_tag2[2:1];
+  assign \$285  = \$284  ? spad_rd__data : lat_x;
+  assign \$286  = rd_tag2[8] ? \$285 [7:0] : 8'h80;
+  assign \$287  = ! rd_tag2[2:1];
+  assign \$288  = \$287  ? spad_rd__data : lat_x;
+  assign \$289  = rd_tag2[9] ? \$288 [15:8] : 8'h80;
+  assign \$290  = $signed(\$286 ) > $signed(\$289 );
+  assign \$291  = ! rd_tag2[2:1];
+  assign \$292  = \$291  ? spad_rd__data : lat_x;
+  assign \$293  = rd_tag2[8] ? \$292 [7:0] : 8'h80;
+  assign \$294  = ! rd_tag2[2:1];
+  assign \$295  = \$294  ? spad_rd__data : lat_x;
+  assign \$296  = rd_tag2[9] ? \$295 [15:8] : 8'h80;
+  assign \$297  = \$290  ? \$293  : \$296 ;
+  assign \$298  = ! rd_tag2[2:1];
+  assign \$299  = \$298  ? spad_rd__data : lat_x;
+  assign \$300  = rd_tag2[10] ? \$299 [23:16] : 8'h80;
+  assign \$301  = ! rd_tag2[2:1];
+  assign \$302  = \$301  ? spad_rd__data : lat_x;
+  assign \$303  = rd_tag2[11] ? \$302 [31:24] : 8'h80;
+  assign \$304  = $signed(\$300 ) > $signed(\$303 );
+  assign \$305  = ! rd_tag2[2:1];
+  assign \$306  = \$305  ? spad_rd__data : lat_x;
+  assign \$307  = rd_tag2[10] ? \$306 [23:16] : 8'h80;
+  assign \$308  = ! rd_tag2[2:1];
+  assign \$309  = \$308  ? spad_rd__data : lat_x;
+  assign \$310  = rd_tag2[11] ? \$309 [31:24] : 8'h80;
+  assign \$311  = \$304  ? \$307  : \$310 ;
+  assign \$312  = $signed(\$297 ) > $signed(\$311 );
+  assign \$313  = ! rd_tag2[2:1];
+  assign \$314  = \$313  ? spad_rd__data : lat_x;
+  assign \$315  = rd_tag2[8] ? \$314 [7:0] : 8'h80;
+  assign \$316  = ! rd_tag2[2:1];
+  assign \$317  = \$316  ? spad_rd__data : lat_x;
+  assign \$318  = rd_tag2[9] ? \$317 [15:8] : 8'h80;
+  assign \$319  = $signed(\$315 ) > $signed(\$318 );
+  assign \$320  = ! rd_tag2[2:1];
+  assign \$321  = \$320  ? spad_rd__data : lat_x;
+  assign \$322  = rd_tag2[8] ? \$321 [7:0] : 8'h80;
+  assign \$323  = ! rd_tag2[2:1];
+  assign \$324  = \$323  ? spad_rd__data : lat_x;
+  assign \$325  = rd_tag2[9] ? \$324 [15:8] : 8'h80;
+  assign \$326  = \$319  ? \$322  : \$325 ;
+  assign \$327  = ! rd_tag2[2:1];
+  assign \$328  = \$327  ? spad_rd__data : lat_x;
+  assign \$329  = rd_tag2[10] ? \$328 [23:16] : 8'h80;
+  assign \$330  = ! rd_tag2[2:1];
+  assign \$331  = \$330  ? spad_rd__data : lat_x;
+  assign \$332  = rd_tag2[11] ? \$331 [31:24] : 8'h80;
+  assign \$333  = $signed(\$329 ) > $signed(\$332 );
+  assign \$334  = ! rd_tag2[2:1];
+  assign \$335  = \$334  ? spad_rd__data : lat_x;
+  assign \$336  = rd_tag2[10] ? \$335 [23:16] : 8'h80;
+  assign \$337  = ! rd_tag2[2:1];
+  assign \$338  = \$337  ? spad_rd__data : lat_x;
+  assign \$339  = rd_tag2[11] ? \$338 [31:24] : 8'h80;
+  assign \$340  = \$333  ? \$336  : \$339 ;
+  assign \$341  = \$312  ? \$326  : \$340 ;
+  assign \$342  = ! rd_tag2[2:1];
+  assign \$343  = \$342  ? spad_rd__data : lat_x;
+  assign \$344  = rd_tag2[12] ? \$343 [39:32] : 8'h80;
+  assign \$345  = ! rd_tag2[2:1];
+  assign \$346  = \$345  ? spad_rd__data : lat_x;
+  assign \$347  = rd_tag2[13] ? \$346 [47:40] : 8'h80;
+  assign \$348  = $signed(\$344 ) > $signed(\$347 );
+  assign \$349  = ! rd_tag2[2:1];
+  assign \$350  = \$349  ? spad_rd__data : lat_x;
+  assign \$351  = rd_tag2[12] ? \$350 [39:32] : 8'h80;
+  assign \$352  = ! rd_tag2[2:1];
+  assign \$353  = \$352  ? spad_rd__data : lat_x;
+  assign \$354  = rd_tag2[13] ? \$353 [47:40] : 8'h80;
+  assign \$355  = \$348  ? \$351  : \$354 ;
+  assign \$356  = ! rd_tag2[2:1];
+  assign \$357  = \$356  ? spad_rd__data : lat_x;
+  assign \$358  = rd_tag2[14] ? \$357 [55:48] : 8'h80;
+  assign \$359  = ! rd_tag2[2:1];
+  assign \$360  = \$359  ? spad_rd__data : lat_x;
+  assign \$361  = rd_tag2[15] ? \$360 [63:56] : 8'h80;
+  assign \$362  = $signed(\$358 ) > $signed(\$361 );
+  assign \$363  = ! rd_tag2[2:1];
+  assign \$364  = \$363  ? spad_rd__data : lat_x;
+  assign \$365  = rd_tag2[14] ? \$364 [55:48] : 8'h80;
+  assign \$366  = ! rd_tag2[2:1];
+  assign \$367  = \$366  ? spad_rd__data : lat_x;
+  assign \$368  = rd_tag2[15] ? \$367 [63:56] : 8'h80;
+  assign \$369  = \$362  ? \$365  : \$368 ;
+  assign \$370  = $signed(\$355 ) > $signed(\$369 );
+  assign \$371  = ! rd_tag2[2:1];
+  assign \$372  = \$371  ? spad_rd__data : lat_x;
+  assign \$373  = rd_tag2[12] ? \$372 [39:32] : 8'h80;
+  assign \$374  = ! rd_tag2[2:1];
+  assign \$375  = \$374  ? spad_rd__data : lat_x;
+  assign \$376  = rd_tag2[13] ? \$375 [47:40] : 8'h80;
+  assign \$377  = $signed(\$373 ) > $signed(\$376 );
+  assign \$378  = ! rd_tag2[2:1];
+  assign \$379  = \$378  ? spad_rd__data : lat_x;
+  assign \$380  = rd_tag2[12] ? \$379 [39:32] : 8'h80;
+  assign \$381  = ! rd_tag2[2:1];
+  assign \$382  = \$381  ? spad_rd__data : lat_x;
+  assign \$383  = rd_tag2[13] ? \$382 [47:40] : 8'h80;
+  assign \$384  = \$377  ? \$380  : \$383 ;
+  assign \$385  = ! rd_tag2[2:1];
+  assign \$386  = \$385  ? spad_rd__data : lat_x;
+  assign \$387  = rd_tag2[14] ? \$386 [55:48] : 8'h80;
+  assign \$388  = ! rd_tag2[2:1];
+  assign \$389  = \$388  ? spad_rd__data : lat_x;
+  assign \$390  = rd_tag2[15] ? \$389 [63:56] : 8'h80;
+  assign \$391  = $signed(\$387 ) > $signed(\$390 );
+  assign \$392  = ! rd_tag2[2:1];
+  assign \$393  = \$392  ? spad_rd__data : lat_x;
+  assign \$394  = rd_tag2[14] ? \$393 [55:48] : 8'h80;
+  assign \$395  = ! rd_tag2[2:1];
+  assign \$396  = \$395  ? spad_rd__data : lat_x;
+  assign \$397  = rd_tag2[15] ? \$396 [63:56] : 8'h80;
+  assign \$398  = \$391  ? \$394  : \$397 ;
+  assign \$399  = \$370  ? \$384  : \$398 ;
+  assign \$400  = $signed(\$341 ) > $signed(\$399 );
+  assign \$401  = ! rd_tag2[2:1];
+  assign \$402  = \$401  ? spad_rd__data : lat_x;
+  assign \$403  = rd_tag2[8] ? \$402 [7:0] : 8'h80;
+  assign \$404  = ! rd_tag2[2:1];
+  assign \$405  = \$404  ? spad_rd__data : lat_x;
+  assign \$406  = rd_tag2[9] ? \$405 [15:8] : 8'h80;
+  assign \$407  = $signed(\$403 ) > $signed(\$406 );
+  assign \$408  = ! rd_tag2[2:1];
+  assign \$409  = \$408  ? spad_rd__data : lat_x;
+  assign \$410  = rd_tag2[8] ? \$409 [7:0] : 8'h80;
+  assign \$411  = ! rd_tag2[2:1];
+  assign \$412  = \$411  ? spad_rd__data : lat_x;
+  assign \$413  = rd_tag2[9] ? \$412 [15:8] : 8'h80;
+  assign \$414  = \$407  ? \$410  : \$413 ;
+  assign \$415  = ! rd_tag2[2:1];
+  assign \$416  = \$415  ? spad_rd__data : lat_x;
+  assign \$417  = rd_tag2[10] ? \$416 [23:16] : 8'h80;
+  assign \$418  = ! rd_tag2[2:1];
+  assign \$419  = \$418  ? spad_rd__data : lat_x;
+  assign \$420  = rd_tag2[11] ? \$419 [31:24] : 8'h80;
+  assign \$421  = $signed(\$417 ) > $signed(\$420 );
+  assign \$422  = ! rd_tag2[2:1];
+  assign \$423  = \$422  ? spad_rd__data : lat_x;
+  assign \$424  = rd_tag2[10] ? \$423 [23:16] : 8'h80;
+  assign \$425  = ! rd_tag2[2:1];
+  assign \$426  = \$425  ? spad_rd__data : lat_x;
+  assign \$427  = rd_tag2[11] ? \$426 [31:24] : 8'h80;
+  assign \$428  = \$421  ? \$424  : \$427 ;
+  assign \$429  = $signed(\$414 ) > $signed(\$428 );
+  assign \$430  = ! rd_tag2[2:1];
+  assign \$431  = \$430  ? spad_rd__data : lat_x;
+  assign \$432  = rd_tag2[8] ? \$431 [7:0] : 8'h80;
+  assign \$433  = ! rd_tag2[2:1];
+  assign \$434  = \$433  ? spad_rd__data : lat_x;
+  assign \$435  = rd_tag2[9] ? \$434 [15:8] : 8'h80;
+  assign \$436  = $signed(\$432 ) > $signed(\$435 );
+  assign \$437  = ! rd_tag2[2:1];
+  assign \$438  = \$437  ? spad_rd__data : lat_x;
+  assign \$439  = rd_tag2[8] ? \$438 [7:0] : 8'h80;
+  assign \$440  = ! rd_tag2[2:1];
+  assign \$441  = \$440  ? spad_rd__data : lat_x;
+  assign \$442  = rd_tag2[9] ? \$441 [15:8] : 8'h80;
+  assign \$443  = \$436  ? \$439  : \$442 ;
+  assign \$444  = ! rd_tag2[2:1];
+  assign \$445  = \$444  ? spad_rd__data : lat_x;
+  assign \$446  = rd_tag2[10] ? \$445 [23:16] : 8'h80;
+  assign \$447  = ! rd_tag2[2:1];
+  assign \$448  = \$447  ? spad_rd__data : lat_x;
+  assign \$449  = rd_tag2[11] ? \$448 [31:24] : 8'h80;
+  assign \$450  = $signed(\$446 ) > $signed(\$449 );
+  assign \$451  = ! rd_tag2[2:1];
+  assign \$452  = \$451  ? spad_rd__data : lat_x;
+  assign \$453  = rd_tag2[10] ? \$452 [23:16] : 8'h80;
+  assign \$454  = ! rd_tag2[2:1];
+  assign \$455  = \$454  ? spad_rd__data : lat_x;
+  assign \$456  = rd_tag2[11] ? \$455 [31:24] : 8'h80;
+  assign \$457  = \$450  ? \$453  : \$456 ;
+  assign \$458  = \$429  ? \$443  : \$457 ;
+  assign \$459  = ! rd_tag2[2:1];
+  assign \$460  = \$459  ? spad_rd__data : lat_x;
+  assign \$461  = rd_tag2[12] ? \$460 [39:32] : 8'h80;
+  assign \$462  = ! rd_tag2[2:1];
+  assign \$463  = \$462  ? spad_rd__data : lat_x;
+  assign \$464  = rd_tag2[13] ? \$463 [47:40] : 8'h80;
+  assign \$465  = $signed(\$461 ) > $signed(\$464 );
+  assign \$466  = ! rd_tag2[2:1];
+  assign \$467  = \$466  ? spad_rd__data : lat_x;
+  assign \$468  = rd_tag2[12] ? \$467 [39:32] : 8'h80;
+  assign \$469  = ! rd_tag2[2:1];
+  assign \$470  = \$469  ? spad_rd__data : lat_x;
+  assign \$471  = rd_tag2[13] ? \$470 [47:40] : 8'h80;
+  assign \$472  = \$465  ? \$468  : \$471 ;
+  assign \$473  = ! rd_tag2[2:1];
+  assign \$474  = \$473  ? spad_rd__data : lat_x;
+  assign \$475  = rd_tag2[14] ? \$474 [55:48] : 8'h80;
+  assign \$476  = ! rd_tag2[2:1];
+  assign \$477  = \$476  ? spad_rd__data : lat_x;
+  assign \$478  = rd_tag2[15] ? \$477 [63:56] : 8'h80;
+  assign \$479  = $signed(\$475 ) > $signed(\$478 );
+  assign \$480  = ! rd_tag2[2:1];
+  assign \$481  = \$480  ? spad_rd__data : lat_x;
+  assign \$482  = rd_tag2[14] ? \$481 [55:48] : 8'h80;
+  assign \$483  = ! rd_tag2[2:1];
+  assign \$484  = \$483  ? spad_rd__data : lat_x;
+  assign \$485  = rd_tag2[15] ? \$484 [63:56] : 8'h80;
+  assign \$486  = \$479  ? \$482  : \$485 ;
+  assign \$487  = $signed(\$472 ) > $signed(\$486 );
+  assign \$488  = ! rd_tag2[2:1];
+  assign \$489  = \$488  ? spad_rd__data : lat_x;
+  assign \$490  = rd_tag2[12] ? \$489 [39:32] : 8'h80;
+  assign \$491  = ! rd_tag2[2:1];
+  assign \$492  = \$491  ? spad_rd__data : lat_x;
+  assign \$493  = rd_tag2[13] ? \$492 [47:40] : 8'h80;
+  assign \$494  = $signed(\$490 ) > $signed(\$493 );
+  assign \$495  = ! rd_tag2[2:1];
+  assign \$496  = \$495  ? spad_rd__data : lat_x;
+  assign \$497  = rd_tag2[12] ? \$496 [39:32] : 8'h80;
+  assign \$498  = ! rd_tag2[2:1];
+  assign \$499  = \$498  ? spad_rd__data : lat_x;
+  assign \$500  = rd_tag2[13] ? \$499 [47:40] : 8'h80;
+  assign \$501  = \$494  ? \$497  : \$500 ;
+  assign \$502  = ! rd_tag2[2:1];
+  assign \$503  = \$502  ? spad_rd__data : lat_x;
+  assign \$504  = rd_tag2[14] ? \$503 [55:48] : 8'h80;
+  assign \$505  = ! rd_tag2[2:1];
+  assign \$506  = \$505  ? spad_rd__data : lat_x;
+  assign \$507  = rd_tag2[15] ? \$506 [63:56] : 8'h80;
+  assign \$508  = $signed(\$504 ) > $signed(\$507 );
+  assign \$509  = ! rd_tag2[2:1];
+  assign \$510  = \$509  ? spad_rd__data : lat_x;
+  assign \$511  = rd_tag2[14] ? \$510 [55:48] : 8'h80;
+  assign \$512  = ! rd_tag2[2:1];
+  assign \$513  = \$512  ? spad_rd__data : lat_x;
+  assign \$514  = rd_tag2[15] ? \$513 [63:56] : 8'h80;
+  assign \$515  = \$508  ? \$511  : \$514 ;
+  assign \$516  = \$487  ? \$501  : \$515 ;
+  assign \$517  = \$400  ? \$458  : \$516 ;
+  assign \$518  = $signed(\$517 ) > $signed(m_row);
+  assign \$519  = ! rd_tag2[2:1];
+  assign \$520  = \$519  ? spad_rd__data : lat_x;
+  assign \$521  = rd_tag2[8] ? \$520 [7:0] : 8'h80;
+  assign \$522  = ! rd_tag2[2:1];
+  assign \$523  = \$522  ? spad_rd__data : lat_x;
+  assign \$524  = rd_tag2[9] ? \$523 [15:8] : 8'h80;
+  assign \$525  = $signed(\$521 ) > $signed(\$524 );
+  assign \$526  = ! rd_tag2[2:1];
+  assign \$527  = \$526  ? spad_rd__data : lat_x;
+  assign \$528  = rd_tag2[8] ? \$527 [7:0] : 8'h80;
+  assign \$529  = ! rd_tag2[2:1];
+  assign \$530  = \$529  ? spad_rd__data : lat_x;
+  assign \$531  = rd_tag2[9] ? \$530 [15:8] : 8'h80;
+  assign \$532  = \$525  ? \$528  : \$531 ;
+  assign \$533  = ! rd_tag2[2:1];
+  assign \$534  = \$533  ? spad_rd__data : lat_x;
+  assign \$535  = rd_tag2[10] ? \$534 [23:16] : 8'h80;
+  assign \$536  = ! rd_tag2[2:1];
+  assign \$537  = \$536  ? spad_rd__data : lat_x;
+  assign \$538  = rd_tag2[11] ? \$537 [31:24] : 8'h80;
+  assign \$539  = $signed(\$535 ) > $signed(\$538 );
+  assign \$540  = ! rd_tag2[2:1];
+  assign \$541  = \$540  ? spad_rd__data : lat_x;
+  assign \$542  = rd_tag2[10] ? \$541 [23:16] : 8'h80;
+  assign \$543  = ! rd_tag2[2:1];
+  assign \$544  = \$543  ? spad_rd__data : lat_x;
+  assign \$545  = rd_tag2[11] ? \$544 [31:24] : 8'h80;
+  assign \$546  = \$539  ? \$542  : \$545 ;
+  assign \$547  = $signed(\$532 ) > $signed(\$546 );
+  assign \$548  = ! rd_tag2[2:1];
+  assign \$549  = \$548  ? spad_rd__data : lat_x;
+  assign \$550  = rd_tag2[8] ? \$549 [7:0] : 8'h80;
+  assign \$551  = ! rd_tag2[2:1];
+  assign \$552  = \$551  ? spad_rd__data : lat_x;
+  assign \$553  = rd_tag2[9] ? \$552 [15:8] : 8'h80;
+  assign \$554  = $signed(\$550 ) > $signed(\$553 );
+  assign \$555  = ! rd_tag2[2:1];
+  assign \$556  = \$555  ? spad_rd__data : lat_x;
+  assign \$557  = rd_tag2[8] ? \$556 [7:0] : 8'h80;
+  assign \$558  = ! rd_tag2[2:1];
+  assign \$559  = \$558  ? spad_rd__data : lat_x;
+  assign \$560  = rd_tag2[9] ? \$559 [15:8] : 8'h80;
+  assign \$561  = \$554  ? \$557  : \$560 ;
+  assign \$562  = ! rd_tag2[2:1];
+  assign \$563  = \$562  ? spad_rd__data : lat_x;
+  assign \$564  = rd_tag2[10] ? \$563 [23:16] : 8'h80;
+  assign \$565  = ! rd_tag2[2:1];
+  assign \$566  = \$565  ? spad_rd__data : lat_x;
+  assign \$567  = rd_tag2[11] ? \$566 [31:24] : 8'h80;
+  assign \$568  = $signed(\$564 ) > $signed(\$567 );
+  assign \$569  = ! rd_tag2[2:1];
+  assign \$570  = \$569  ? spad_rd__data : lat_x;
+  assign \$571  = rd_tag2[10] ? \$570 [23:16] : 8'h80;
+  assign \$572  = ! rd_tag2[2:1];
+  assign \$573  = \$572  ? spad_rd__data : lat_x;
+  assign \$574  = rd_tag2[11] ? \$573 [31:24] : 8'h80;
+  assign \$575  = \$568  ? \$571  : \$574 ;
+  assign \$576  = \$547  ? \$561  : \$575 ;
+  assign \$577  = ! rd_tag2[2:1];
+  assign \$578  = \$577  ? spad_rd__data : lat_x;
+  assign \$579  = rd_tag2[12] ? \$578 [39:32] : 8'h80;
+  assign \$580  = ! rd_tag2[2:1];
+  assign \$581  = \$580  ? spad_rd__data : lat_x;
+  assign \$582  = rd_tag2[13] ? \$581 [47:40] : 8'h80;
+  assign \$583  = $signed(\$579 ) > $signed(\$582 );
+  assign \$584  = ! rd_tag2[2:1];
+  assign \$585  = \$584  ? spad_rd__data : lat_x;
+  assign \$586  = rd_tag2[12] ? \$585 [39:32] : 8'h80;
+  assign \$587  = ! rd_tag2[2:1];
+  assign \$588  = \$587  ? spad_rd__data : lat_x;
+  assign \$589  = rd_tag2[13] ? \$588 [47:40] : 8'h80;
+  assign \$590  = \$583  ? \$586  : \$589 ;
+  assign \$591  = ! rd_tag2[2:1];
+  assign \$592  = \$591  ? spad_rd__data : lat_x;
+  assign \$593  = rd_tag2[14] ? \$592 [55:48] : 8'h80;
+  assign \$594  = ! rd_tag2[2:1];
+  assign \$595  = \$594  ? spad_rd__data : lat_x;
+  assign \$596  = rd_tag2[15] ? \$595 [63:56] : 8'h80;
+  assign \$597  = $signed(\$593 ) > $signed(\$596 );
+  assign \$598  = ! rd_tag2[2:1];
+  assign \$599  = \$598  ? spad_rd__data : lat_x;
+  assign \$600  = rd_tag2[14] ? \$599 [55:48] : 8'h80;
+  assign \$601  = ! rd_tag2[2:1];
+  assign \$602  = \$601  ? spad_rd__data : lat_x;
+  assign \$603  = rd_tag2[15] ? \$602 [63:56] : 8'h80;
+  assign \$604  = \$597  ? \$600  : \$603 ;
+  assign \$605  = $signed(\$590 ) > $signed(\$604 );
+  assign \$606  = ! rd_tag2[2:1];
+  assign \$607  = \$606  ? spad_rd__data : lat_x;
+  assign \$608  = rd_tag2[12] ? \$607 [39:32] : 8'h80;
+  assign \$609  = ! rd_tag2[2:1];
+  assign \$610  = \$609  ? spad_rd__data : lat_x;
+  assign \$611  = rd_tag2[13] ? \$610 [47:40] : 8'h80;
+  assign \$612  = $signed(\$608 ) > $signed(\$611 );
+  assign \$613  = ! rd_tag2[2:1];
+  assign \$614  = \$613  ? spad_rd__data : lat_x;
+  assign \$615  = rd_tag2[12] ? \$614 [39:32] : 8'h80;
+  assign \$616  = ! rd_tag2[2:1];
+  assign \$617  = \$616  ? spad_rd__data : lat_x;
+  assign \$618  = rd_tag2[13] ? \$617 [47:40] : 8'h80;
+  assign \$619  = \$612  ? \$615  : \$618 ;
+  assign \$620  = ! rd_tag2[2:1];
+  assign \$621  = \$620  ? spad_rd__data : lat_x;
+  assign \$622  = rd_tag2[14] ? \$621 [55:48] : 8'h80;
+  assign \$623  = ! rd_tag2[2:1];
+  assign \$624  = \$623  ? spad_rd__data : lat_x;
+  assign \$625  = rd_tag2[15] ? \$624 [63:56] : 8'h80;
+  assign \$626  = $signed(\$622 ) > $signed(\$625 );
+  assign \$627  = ! rd_tag2[2:1];
+  assign \$628  = \$627  ? spad_rd__data : lat_x;
+  assign \$629  = rd_tag2[14] ? \$628 [55:48] : 8'h80;
+  assign \$630  = ! rd_tag2[2:1];
+  assign \$631  = \$630  ? spad_rd__data : lat_x;
+  assign \$632  = rd_tag2[15] ? \$631 [63:56] : 8'h80;
+  assign \$633  = \$626  ? \$629  : \$632 ;
+  assign \$634  = \$605  ? \$619  : \$633 ;
+  assign \$635  = $signed(\$576 ) > $signed(\$634 );
+  assign \$636  = ! rd_tag2[2:1];
+  assign \$637  = \$636  ? spad_rd__data : lat_x;
+  assign \$638  = rd_tag2[8] ? \$637 [7:0] : 8'h80;
+  assign \$639  = ! rd_tag2[2:1];
+  assign \$640  = \$639  ? spad_rd__data : lat_x;
+  assign \$641  = rd_tag2[9] ? \$640 [15:8] : 8'h80;
+  assign \$642  = $signed(\$638 ) > $signed(\$641 );
+  assign \$643  = ! rd_tag2[2:1];
+  assign \$644  = \$643  ? spad_rd__data : lat_x;
+  assign \$645  = rd_tag2[8] ? \$644 [7:0] : 8'h80;
+  assign \$646  = ! rd_tag2[2:1];
+  assign \$647  = \$646  ? spad_rd__data : lat_x;
+  assign \$648  = rd_tag2[9] ? \$647 [15:8] : 8'h80;
+  assign \$649  = \$642  ? \$645  : \$648 ;
+  assign \$650  = ! rd_tag2[2:1];
+  assign \$651  = \$650  ? spad_rd__data : lat_x;
+  assign \$652  = rd_tag2[10] ? \$651 [23:16] : 8'h80;
+  assign \$653  = ! rd_tag2[2:1];
+  assign \$654  = \$653  ? spad_rd__data : lat_x;
+  assign \$655  = rd_tag2[11] ? \$654 [31:24] : 8'h80;
+  assign \$656  = $signed(\$652 ) > $signed(\$655 );
+  assign \$657  = ! rd_tag2[2:1];
+  assign \$658  = \$657  ? spad_rd__data : lat_x;
+  assign \$659  = rd_tag2[10] ? \$658 [23:16] : 8'h80;
+  assign \$660  = ! rd_tag2[2:1];
+  assign \$661  = \$660  ? spad_rd__data : lat_x;
+  assign \$662  = rd_tag2[11] ? \$661 [31:24] : 8'h80;
+  assign \$663  = \$656  ? \$659  : \$662 ;
+  assign \$664  = $signed(\$649 ) > $signed(\$663 );
+  assign \$665  = ! rd_tag2[2:1];
+  assign \$666  = \$665  ? spad_rd__data : lat_x;
+  assign \$667  = rd_tag2[8] ? \$666 [7:0] : 8'h80;
+  assign \$668  = ! rd_tag2[2:1];
+  assign \$669  = \$668  ? spad_rd__data : lat_x;
+  assign \$670  = rd_tag2[9] ? \$669 [15:8] : 8'h80;
+  assign \$671  = $signed(\$667 ) > $signed(\$670 );
+  assign \$672  = ! rd_tag2[2:1];
+  assign \$673  = \$672  ? spad_rd__data : lat_x;
+  assign \$674  = rd_tag2[8] ? \$673 [7:0] : 8'h80;
+  assign \$675  = ! rd_tag2[2:1];
+  assign \$676  = \$675  ? spad_rd__data : lat_x;
+  assign \$677  = rd_tag2[9] ? \$676 [15:8] : 8'h80;
+  assign \$678  = \$671  ? \$674  : \$677 ;
+  assign \$679  = ! rd_tag2[2:1];
+  assign \$680  = \$679  ? spad_rd__data : lat_x;
+  assign \$681  = rd_tag2[10] ? \$680 [23:16] : 8'h80;
+  assign \$682  = ! rd_tag2[2:1];
+  assign \$683  = \$682  ? spad_rd__data : lat_x;
+  assign \$684  = rd_tag2[11] ? \$683 [31:24] : 8'h80;
+  assign \$685  = $signed(\$681 ) > $signed(\$684 );
+  assign \$686  = ! rd_tag2[2:1];
+  assign \$687  = \$686  ? spad_rd__data : lat_x;
+  assign \$688  = rd_tag2[10] ? \$687 [23:16] : 8'h80;
+  assign \$689  = ! rd_tag2[2:1];
+  assign \$690  = \$689  ? spad_rd__data : lat_x;
+  assign \$691  = rd_tag2[11] ? \$690 [31:24] : 8'h80;
+  assign \$692  = \$685  ? \$688  : \$691 ;
+  assign \$693  = \$664  ? \$678  : \$692 ;
+  assign \$694  = ! rd_tag2[2:1];
+  assign \$695  = \$694  ? spad_rd__data : lat_x;
+  assign \$696  = rd_tag2[12] ? \$695 [39:32] : 8'h80;
+  assign \$697  = ! rd_tag2[2:1];
+  assign \$698  = \$697  ? spad_rd__data : lat_x;
+  assign \$699  = rd_tag2[13] ? \$698 [47:40] : 8'h80;
+  assign \$700  = $signed(\$696 ) > $signed(\$699 );
+  assign \$701  = ! rd_tag2[2:1];
+  assign \$702  = \$701  ? spad_rd__data : lat_x;
+  assign \$703  = rd_tag2[12] ? \$702 [39:32] : 8'h80;
+  assign \$704  = ! rd_tag2[2:1];
+  assign \$705  = \$704  ? spad_rd__data : lat_x;
+  assign \$706  = rd_tag2[13] ? \$705 [47:40] : 8'h80;
+  assign \$707  = \$700  ? \$703  : \$706 ;
+  assign \$708  = ! rd_tag2[2:1];
+  assign \$709  = \$708  ? spad_rd__data : lat_x;
+  assign \$710  = rd_tag2[14] ? \$709 [55:48] : 8'h80;
+  assign \$711  = ! rd_tag2[2:1];
+  assign \$712  = \$711  ? spad_rd__data : lat_x;
+  assign \$713  = rd_tag2[15] ? \$712 [63:56] : 8'h80;
+  assign \$714  = $signed(\$710 ) > $signed(\$713 );
+  assign \$715  = ! rd_tag2[2:1];
+  assign \$716  = \$715  ? spad_rd__data : lat_x;
+  assign \$717  = rd_tag2[14] ? \$716 [55:48] : 8'h80;
+  assign \$718  = ! rd_tag2[2:1];
+  assign \$719  = \$718  ? spad_rd__data : lat_x;
+  assign \$720  = rd_tag2[15] ? \$719 [63:56] : 8'h80;
+  assign \$721  = \$714  ? \$717  : \$720 ;
+  assign \$722  = $signed(\$707 ) > $signed(\$721 );
+  assign \$723  = ! rd_tag2[2:1];
+  assign \$724  = \$723  ? spad_rd__data : lat_x;
+  assign \$725  = rd_tag2[12] ? \$724 [39:32] : 8'h80;
+  assign \$726  = ! rd_tag2[2:1];
+  assign \$727  = \$726  ? spad_rd__data : lat_x;
+  assign \$728  = rd_tag2[13] ? \$727 [47:40] : 8'h80;
+  assign \$729  = $signed(\$725 ) > $signed(\$728 );
+  assign \$730  = ! rd_tag2[2:1];
+  assign \$731  = \$730  ? spad_rd__data : lat_x;
+  assign \$732  = rd_tag2[12] ? \$731 [39:32] : 8'h80;
+  assign \$733  = ! rd_tag2[2:1];
+  assign \$734  = \$733  ? spad_rd__data : lat_x;
+  assign \$735  = rd_tag2[13] ? \$734 [47:40] : 8'h80;
+  assign \$736  = \$729  ? \$732  : \$735 ;
+  assign \$737  = ! rd_tag2[2:1];
+  assign \$738  = \$737  ? spad_rd__data : lat_x;
+  assign \$739  = rd_tag2[14] ? \$738 [55:48] : 8'h80;
+  assign \$740  = ! rd_tag2[2:1];
+  assign \$741  = \$740  ? spad_rd__data : lat_x;
+  assign \$742  = rd_tag2[15] ? \$741 [63:56] : 8'h80;
+  assign \$743  = $signed(\$739 ) > $signed(\$742 );
+  assign \$744  = ! rd_tag2[2:1];
+  assign \$745  = \$744  ? spad_rd__data : lat_x;
+  assign \$746  = rd_tag2[14] ? \$745 [55:48] : 8'h80;
+  assign \$747  = ! rd_tag2[2:1];
+  assign \$748  = \$747  ? spad_rd__data : lat_x;
+  assign \$749  = rd_tag2[15] ? \$748 [63:56] : 8'h80;
+  assign \$750  = \$743  ? \$746  : \$749 ;
+  assign \$751  = \$722  ? \$736  : \$750 ;
+  assign \$752  = \$635  ? \$693  : \$751 ;
+  assign \$753  = \$518  ? \$752  : m_row;
+  assign \$754  = e4_meta[4] ? l0_e : 26'h0000000;
+  assign \$755  = s_sum + \$754 ;
+  assign \$756  = e1_meta[4] ? l0_xs : 9'h000;
+  assign \$757  = $signed(s1) + $signed(\$756 );
+  assign \$758  = e1_meta[4] ? l0_xs : 9'h000;
+  assign \$759  = e1_meta[4] ? l0_xs : 9'h000;
+  assign \$760  = $signed(\$758 ) * $signed(\$759 );
+  assign \$761  = $signed({ 1'h0, s2 }) + $signed(\$760 );
+  assign \$762  = op == 1'h1;
+  assign \$763  = op == 2'h2;
+  assign \$764  = \$762  | \$763 ;
+  assign \$765  = cur == 3'h4;
+  assign \$766  = \$764  & \$765 ;
+  assign \$767  = | slot;
+  assign \$768  = \$766  & \$767 ;
+  assign \$769  = acc_rd__en & acc_rd__gnt;
+  assign \$770  = spad_rd__en & spad_rd__gnt;
+  assign \$771  = \$768  ? \$769  : \$770 ;
+  assign \$772  = ! slot;
+  assign \$773  = \$771  & \$772 ;
+  assign \$774  = inflight + \$773 ;
+  assign \$775  = e6_meta[0] & e6_meta[22];
+  assign \$776  = \$774  - \$775 ;
+  assign \$777  = rd_tag2[0] & rd_tag2[3];
+  assign \$778  = rd_tag2[7:5] == 1'h1;
+  assign \$779  = \$777  & \$778 ;
+  assign \$780  = $signed(\$776 ) - $signed({ 1'h0, \$779  });
+  assign \$781  = op == 1'h1;
+  assign \$782  = op == 2'h2;
+  assign \$783  = \$781  | \$782 ;
+  assign \$784  = cur == 3'h4;
+  assign \$785  = \$783  & \$784 ;
+  assign \$786  = | slot;
+  assign \$787  = \$785  & \$786 ;
+  assign \$788  = acc_rd__en & acc_rd__gnt;
+  assign \$789  = spad_rd__en & spad_rd__gnt;
+  assign \$790  = \$787  ? \$788  : \$789 ;
+  assign \$791  = ! slot;
+  assign \$792  = \$790  & \$791 ;
+  assign \$793  = cur == 3'h4;
+  assign \$794  = \$792  & \$793 ;
+  assign \$795  = pending_out + \$794 ;
+  assign \$796  = e6_meta[0] & e6_meta[22];
+  assign \$797  = e6_meta[3:1] == 3'h4;
+  assign \$798  = \$796  & \$797 ;
+  assign \$799  = \$795  - \$798 ;
+  assign \$800  = | raw[223:125];
+  assign \$801  = | raw[223:176];
+  assign \$802  = | raw[223:112];
+  assign \$803  = | raw[223:158];
+  assign \$804  = \$signal  + 3'h7;
+  assign \$806  = segs - 1'h1;
+  assign \$807  = \$806 [15:0] * \$signal$94 ;
+  assign \$808  = ! \$signal$93 ;
+  assign \$809  = ! \$signal ;
+  assign \$810  = \$808  | \$809 ;
+  assign \$811  = op == 1'h1;
+  assign \$812  = op == 2'h2;
+  assign \$813  = \$811  | \$812 ;
+  assign \$814  = \$signal  > 13'h1000;
+  assign \$815  = \$813  & \$814 ;
+  assign \$816  = \$810  | \$815 ;
+  assign \$817  = \$signal$95  + span;
+  assign \$818  = \$817  + \$signal$93 ;
+  assign \$819  = \$818  - 1'h1;
+  assign \$820  = $signed(\$819 ) >= $signed(16'h4000);
+  assign \$821  = dst + span;
+  assign \$822  = \$821  + \$signal$93 ;
+  assign \$823  = \$822  - 1'h1;
+  assign \$824  = $signed(\$823 ) >= $signed(16'h4000);
+  assign \$825  = \$820  | \$824 ;
+  assign \$826  = op == 3'h4;
+  assign \$827  = \$signal$97  + span;
+  assign \$828  = \$827  + \$signal$93 ;
+  assign \$829  = \$828  - 1'h1;
+  assign \$830  = $signed(\$829 ) >= $signed(16'h4000);
+  assign \$831  = \$826  & \$830 ;
+  assign \$832  = \$825  | \$831 ;
+  assign \$833  = op == 2'h3;
+  assign \$834  = \$signal$97  + 5'h1f;
+  assign \$835  = \$834  >= 15'h4000;
+  assign \$836  = \$833  & \$835 ;
+  assign \$837  = \$832  | \$836 ;
+  assign \$838  = op == 1'h1;
+  assign \$839  = op == 2'h2;
+  assign \$840  = \$838  | \$839 ;
+  assign \$841  = \$signal$98  + segs;
+  assign \$842  = \$841  - 1'h1;
+  assign \$843  = $signed(\$842 ) >= $signed(15'h2000);
+  assign \$844  = \$840  & \$843 ;
+  assign \$845  = \$837  | \$844 ;
+  assign \$846  = op == 1'h1;
+  assign \$847  = bet + segs;
+  assign \$848  = \$847  - 1'h1;
+  assign \$849  = $signed(\$848 ) >= $signed(15'h2000);
+  assign \$850  = \$846  & \$849 ;
+  assign \$851  = \$845  | \$850 ;
+  assign \$852  = | err;
+  assign \$853  = op == 2'h3;
+  assign \$854  = \$signal$95  + row;
+  assign \$855  = \$signal$97  + row;
+  assign \$856  = dst + row;
+  assign \$857  = ! op;
+  assign \$858  = op == 1'h1;
+  assign \$859  = op == 2'h2;
+  assign \$860  = \$858  | \$859 ;
+  assign \$861  = \$860  ? 3'h3 : 3'h4;
+  assign \$862  = \$857  ? 3'h1 : \$861 ;
+  assign \$863  = op == 1'h1;
+  assign \$864  = op == 2'h2;
+  assign \$865  = \$863  | \$864 ;
+  assign \$866  = cur == 3'h4;
+  assign \$867  = \$865  & \$866 ;
+  assign \$868  = | slot;
+  assign \$869  = \$867  & \$868 ;
+  assign \$870  = acc_rd__en & acc_rd__gnt;
+  assign \$871  = spad_rd__en & spad_rd__gnt;
+  assign \$872  = \$869  ? \$870  : \$871 ;
+  assign \$873  = cur == 3'h4;
+  assign \$874  = op == 1'h1;
+  assign \$875  = op == 2'h2;
+  assign \$876  = op == 3'h4;
+  assign \$877  = \$875  | \$876 ;
+  assign \$878  = \$877  ? 2'h2 : 2'h1;
+  assign \$879  = \$874  ? 2'h3 : \$878 ;
+  assign \$880  = \$873  ? \$879  : 2'h1;
+  assign \$881  = \$880  - 1'h1;
+  assign \$882  = slot == \$881 ;
+  assign \$883  = slot + 1'h1;
+  assign \$884  = \$882  ? 3'h0 : \$883 ;
+  assign \$885  = op == 1'h1;
+  assign \$886  = op == 2'h2;
+  assign \$887  = \$885  | \$886 ;
+  assign \$888  = cur == 3'h4;
+  assign \$889  = \$887  & \$888 ;
+  assign \$890  = | slot;
+  assign \$891  = \$889  & \$890 ;
+  assign \$892  = acc_rd__en & acc_rd__gnt;
+  assign \$893  = spad_rd__en & spad_rd__gnt;
+  assign \$894  = \$891  ? \$892  : \$893 ;
+  assign \$895  = cur == 3'h4;
+  assign \$896  = op == 1'h1;
+  assign \$897  = op == 2'h2;
+  assign \$898  = op == 3'h4;
+  assign \$899  = \$897  | \$898 ;
+  assign \$900  = \$899  ? 2'h2 : 2'h1;
+  assign \$901  = \$896  ? 2'h3 : \$900 ;
+  assign \$902  = \$895  ? \$901  : 2'h1;
+  assign \$903  = \$902  - 1'h1;
+  assign \$904  = slot == \$903 ;
+  assign \$905  = \$894  & \$904 ;
+  assign \$906  = seg + 1'h1;
+  assign \$907  = pos + 4'h8;
+  assign \$908  = ptr_p + 1'h1;
+  assign \$909  = \$signal$108  + \$signal$94 ;
+  assign \$910  = \$signal$109  + \$signal$94 ;
+  assign \$911  = ptr_d + \$signal$94 ;
+  assign \$912  = seg + 1'h1;
+  assign \$913  = ! cur;
+  assign \$914  = \$913  ? 17'h00020 : segs;
+  assign \$915  = \$912  == \$914 ;
+  assign \$916  = ! inflight;
+  assign \$917  = \$signal  * s2;
+  assign \$918  = op == 1'h1;
+  assign \$919  = $signed(s1) * $signed(s1);
+  assign \$920  = \$918  ? \$919  : 44'h00000000000;
+  assign \$921  = $signed({ 1'h0, \$917  }) - $signed(\$920 );
+  assign \$922  = row + 1'h1;
+  assign \$923  = \$922  == \$signal$93 ;
+  assign \$924  = row + 1'h1;
+  assign \$925  = \$signal$95  + row;
+  assign \$926  = \$signal$97  + row;
+  assign \$927  = dst + row;
+  assign \$928  = ! d_val;
+  assign \$930  = \$signal$100  << eps_exp;
+  assign \$931  = \$929  + \$930 ;
+  assign \$933  = sq_cnt - 1'h1;
+  assign \$934  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
+  assign \$935  = { sq_rem, sq_n[79:78] } - { sq_root, 2'h1 };
+  assign \$936  = \$934  ? \$935  : { 1'h0, sq_rem, sq_n[79:78] };
+  assign \$937  = { sq_rem, sq_n[79:78] } >= { sq_root, 2'h1 };
+  assign \$938  = sq_cnt == 1'h1;
+  assign \$939  = bitlen + 5'h17;
+  assign \$940  = 1'h1 << \$939 ;
+  assign \$941  = bitlen + 5'h17;
+  assign \$942  = \$941  - 5'h10;
+  assign \$943  = $signed(\$942 ) - $signed(6'h10);
+  assign \$945  = dv_cnt - 1'h1;
+  assign \$946  = { dv_rem, dv_num[63] } >= dv_den;
+  assign \$947  = { dv_rem, dv_num[63] } - dv_den;
+  assign \$948  = \$946  ? \$947  : { 1'h0, dv_rem, dv_num[63] };
+  assign \$949  = { dv_rem, dv_num[63] } >= dv_den;
+  assign \$950  = dv_cnt == 1'h1;
+  assign \$951  = ! inflight;
+  assign \$952  = ~ r_rdy;
+  assign \$953  = \$951  & \$952 ;
+  assign \$954  = ! level;
+  assign \$955  = \$953  & \$954 ;
+  assign \$956  = cur == 3'h4;
+  assign \$957  = ! slot;
+  assign \$958  = \$956  & \$957 ;
+  assign \$959  = ~ \$958 ;
+  assign \$960  = pending_out + level;
+  assign \$961  = \$960  < 4'hf;
+  assign \$962  = \$959  | \$961 ;
+  assign \$963  = issuing & \$962 ;
+  assign \$964  = | slot;
+  assign \$965  = ! group_gap;
+  assign \$966  = \$964  | \$965 ;
+  assign \$967  = \$963  & \$966 ;
+  assign \$968  = op == 1'h1;
+  assign \$969  = op == 2'h2;
+  assign \$970  = \$968  | \$969 ;
+  assign \$971  = cur == 3'h4;
+  assign \$972  = \$970  & \$971 ;
+  assign \$973  = | slot;
+  assign \$974  = \$972  & \$973 ;
+  assign \$975  = ~ \$974 ;
+  assign spad_rd__en = \$967  & \$975 ;
+  assign \$976  = ! cur;
+  assign \$977  = \$signal$97  + seg;
+  assign \$978  = op == 3'h4;
+  assign \$979  = cur == 3'h4;
+  assign \$980  = \$978  & \$979 ;
+  assign \$981  = slot == 1'h1;
+  assign \$982  = \$980  & \$981 ;
+  assign \$983  = \$982  ? \$signal$109  : \$signal$108 ;
+  assign \$984  = \$976  ? \$977  : \$983 ;
+  assign \$985  = cur == 3'h4;
+  assign \$986  = ! slot;
+  assign \$987  = \$985  & \$986 ;
+  assign \$988  = ~ \$987 ;
+  assign \$989  = pending_out + level;
+  assign \$990  = \$989  < 4'hf;
+  assign \$991  = \$988  | \$990 ;
+  assign \$992  = issuing & \$991 ;
+  assign \$993  = | slot;
+  assign \$994  = ! group_gap;
+  assign \$995  = \$993  | \$994 ;
+  assign \$996  = \$992  & \$995 ;
+  assign \$997  = op == 1'h1;
+  assign \$998  = op == 2'h2;
+  assign \$999  = \$997  | \$998 ;
+  assign \$1000  = cur == 3'h4;
+  assign \$1001  = \$999  & \$1000 ;
+  assign \$1002  = | slot;
+  assign \$1003  = \$1001  & \$1002 ;
+  assign acc_rd__en = \$996  & \$1003 ;
+  assign \$1004  = slot == 1'h1;
+  assign \$1005  = \$1004  ? \$signal$98  : bet;
+  assign \$1006  = \$1005  + ptr_p;
+  assign \$1007  = | seg_meta[2:0];
+  assign \$1008  = grp_busy & \$1007 ;
+  assign \$1009  = ! grp;
+  assign \$1010  = \$1008  & \$1009 ;
+  assign \$1011  = rd_tag2[0] & rd_tag2[3];
+  assign \$1012  = rd_tag2[7:5] == 1'h1;
+  assign \$1013  = \$1011  & \$1012 ;
+  assign active = \$1010  | \$1013 ;
+  assign \$1014  = ! seg_meta[2:0];
+  assign \$1015  = grp_busy & \$1014 ;
+  assign \$1016  = ! grp;
+  assign wp__en = \$1015  & \$1016 ;
+  assign \$2165  = grp * 4'h8;
+  assign \$1017  = seg_x >> \$2165 ;
+  assign \$1018  = \$1017  + 8'h80;
+  assign \$1020  = e6_meta[0] & e6_meta[22];
+  assign \$1021  = e6_meta[3:1] == 3'h4;
+  assign w_en = \$1020  & \$1021 ;
+  assign \$1022  = ! e6_meta[21:19];
+  assign \$1023  = \$1022  ? l0_y : row_out[7:0];
+  assign \$1024  = e6_meta[21:19] == 1'h1;
+  assign \$1025  = \$1024  ? l0_y : row_out[15:8];
+  assign \$1026  = e6_meta[21:19] == 2'h2;
+  assign \$1027  = \$1026  ? l0_y : row_out[23:16];
+  assign \$1028  = e6_meta[21:19] == 2'h3;
+  assign \$1029  = \$1028  ? l0_y : row_out[31:24];
+  assign \$1030  = e6_meta[21:19] == 3'h4;
+  assign \$1031  = \$1030  ? l0_y : row_out[39:32];
+  assign \$1032  = e6_meta[21:19] == 3'h5;
+  assign \$1033  = \$1032  ? l0_y : row_out[47:40];
+  assign \$1034  = e6_meta[21:19] == 3'h6;
+  assign \$1035  = \$1034  ? l0_y : row_out[55:48];
+  assign \$1036  = e6_meta[21:19] == 3'h7;
+  assign \$1037  = \$1036  ? l0_y : row_out[63:56];
+  assign ctl__busy = ~ \$1038 ;
+  assign \$1038  = ! sfu_fsm_state;
+  assign \$1039  = sfu_fsm_state == 1'h1;
+  assign \$1040  = sfu_fsm_state == 2'h2;
+  assign \$1041  = sfu_fsm_state == 2'h3;
+  assign \$1042  = sfu_fsm_state == 3'h4;
+  assign \$1043  = sfu_fsm_state == 3'h5;
+  assign \$1044  = sfu_fsm_state == 3'h6;
+  assign \$1045  = sfu_fsm_state == 3'h7;
+  assign \$1046  = sfu_fsm_state == 4'h8;
+  assign \$1047  = sfu_fsm_state == 4'h9;
+  assign \$1048  = sfu_fsm_state == 4'ha;
+  assign \$1049  = sfu_fsm_state == 4'hb;
+  assign \$1050  = sfu_fsm_state == 4'hc;
+  assign \$1051  = sfu_fsm_state == 4'hd;
+  assign \$1052  = sfu_fsm_state == 4'he;
+  assign \$1053  = sfu_fsm_state == 4'hf;
+  always @(posedge clk)
+    done <= \$1054 ;
+  always @(posedge clk)
+    group_gap <= \$1055 ;
+  always @(posedge clk)
+    rd_tag0 <= \$1056 ;
+  always @(posedge clk)
+    rd_tag1 <= \$1057 ;
+  always @(posedge clk)
+    rd_tag2 <= \$1058 ;
+  always @(posedge clk)
+    lat_x <= \$1059 ;
+  always @(posedge clk)
+    lat_b <= \$1060 ;
+  always @(posedge clk)
+    lat_g <= \$1061 ;
+  always @(posedge clk)
+    seg_x <= \$1062 ;
+  always @(posedge clk)
+    seg_b <= \$1063 ;
+  always @(posedge clk)
+    seg_g <= \$1064 ;
+  always @(posedge clk)
+    seg_beta <= \$1065 ;
+  always @(posedge clk)
+    seg_meta <= \$1066 ;
+  always @(posedge clk)
+    grp_busy <= \$1067 ;
+  always @(posedge clk)
+    grp <= \$1068 ;
+  always @(posedge clk)
+    lut0_sel <= \$1069 ;
+  always @(posedge clk)
+    e1_meta <= \$1070 ;
+  always @(posedge clk)
+    e2_meta <= \$1071 ;
+  always @(posedge clk)
+    e3_meta <= \$1072 ;
+  always @(posedge clk)
+    e4_meta <= \$1073 ;
+  always @(posedge clk)
+    e5_meta <= \$1074 ;
+  always @(posedge clk)
+    e6_meta <= \$1075 ;
+  always @(posedge clk)
+    l0_u <= \$193 ;
+  always @(posedge clk)
+    l0_xs <= \$195 ;
+  always @(posedge clk)
+    l0_eb <= \$197 ;
+  always @(posedge clk)
+    l0_g1 <= \$198 ;
+  always @(posedge clk)
+    l0_be1 <= \$199 ;
+  always @(posedge clk)
+    l0_t <= \$200 ;
+  always @(posedge clk)
+    l0_dt <= \$201 ;
+  always @(posedge clk)
+    l0_w <= l0_u[9:0];
+  always @(posedge clk)
+    l0_n <= l0_u[23:16];
+  always @(posedge clk)
+    l0_c <= \$205 [22:0];
+  always @(posedge clk)
+    l0_pa <= \$206 ;
+  always @(posedge clk)
+    l0_g2 <= l0_g1;
+  always @(posedge clk)
+    l0_be2 <= l0_be1;
+  always @(posedge clk)
+    l0_y2 <= \$207 ;
+  always @(posedge clk)
+    l0_v <= \$211 [15:0];
+  always @(posedge clk)
+    l0_n3 <= l0_n;
+  always @(posedge clk)
+    l0_cr <= \$212 ;
+  always @(posedge clk)
+    l0_pe <= { \$213 [33], \$213  };
+  always @(posedge clk)
+    l0_g3 <= l0_g2;
+  always @(posedge clk)
+    l0_be3 <= l0_be2;
+  always @(posedge clk)
+    l0_y3 <= l0_y2;
+  always @(posedge clk)
+    l0_e <= \$228 [25:0];
+  always @(posedge clk)
+    l0_z <= \$233 [24:0];
+  always @(posedge clk)
+    l0_pe4 <= l0_pe;
+  always @(posedge clk)
+    l0_g4 <= l0_g3;
+  always @(posedge clk)
+    l0_be4 <= l0_be3;
+  always @(posedge clk)
+    l0_y4 <= l0_y3;
+  always @(posedge clk)
+    l0_prod <= \$234 ;
+  always @(posedge clk)
+    l0_p <= \$240 ;
+  always @(posedge clk)
+    l0_y5 <= l0_y4;
+  always @(posedge clk)
+    l0_y <= \$276 ;
+  always @(posedge clk)
+    m_row <= \$1076 ;
+  always @(posedge clk)
+    s_sum <= \$1077 ;
+  always @(posedge clk)
+    s1 <= \$1078 ;
+  always @(posedge clk)
+    s2 <= \$1079 ;
+  always @(posedge clk)
+    row_out <= \$1080 ;
+  always @(posedge clk)
+    inflight <= \$1081 ;
+  always @(posedge clk)
+    pending_out <= \$1082 ;
+  always @(posedge clk)
+    op <= \$1083 ;
+  always @(posedge clk)
+    raw <= \$1084 ;
+  always @(posedge clk)
+    sfu_fsm_state <= \$1085 ;
+  always @(posedge clk)
+    \$signal$93  <= \$1086 ;
+  always @(posedge clk)
+    \$signal  <= \$1087 ;
+  always @(posedge clk)
+    \$signal$94  <= \$1088 ;
+  always @(posedge clk)
+    \$signal$95  <= \$1089 ;
+  always @(posedge clk)
+    dst <= \$1090 ;
+  always @(posedge clk)
+    \$signal$14  <= \$1091 ;
+  always @(posedge clk)
+    \$signal$44  <= \$1092 ;
+  always @(posedge clk)
+    \$signal$46  <= \$1093 ;
+  always @(posedge clk)
+    zo <= \$1094 ;
+  always @(posedge clk)
+    \$signal$42  <= \$1095 ;
+  always @(posedge clk)
+    shift <= \$1096 ;
+  always @(posedge clk)
+    \$signal$97  <= \$1097 ;
+  always @(posedge clk)
+    \$signal$98  <= \$1098 ;
+  always @(posedge clk)
+    bet <= \$1099 ;
+  always @(posedge clk)
+    \$signal$100  <= \$1100 ;
+  always @(posedge clk)
+    eps_exp <= \$1101 ;
+  always @(posedge clk)
+    \$signal$16  <= \$1102 ;
+  always @(posedge clk)
+    reserved_bad <= \$1103 ;
+  always @(posedge clk)
+    segs <= \$1104 ;
+  always @(posedge clk)
+    span <= \$1105 ;
+  always @(posedge clk)
+    err <= \$1106 ;
+  always @(posedge clk)
+    error <= \$1107 ;
+  always @(posedge clk)
+    row <= \$1108 ;
+  always @(posedge clk)
+    cur <= \$1109 ;
+  always @(posedge clk)
+    seg <= \$1110 ;
+  always @(posedge clk)
+    slot <= \$1111 ;
+  always @(posedge clk)
+    pos <= \$1112 ;
+  always @(posedge clk)
+    ptr_p <= \$1113 ;
+  always @(posedge clk)
+    \$signal$108  <= \$1114 ;
+  always @(posedge clk)
+    \$signal$109  <= \$1115 ;
+  always @(posedge clk)
+    ptr_d <= \$1116 ;
+  always @(posedge clk)
+    dv_num <= \$1117 ;
+  always @(posedge clk)
+    dv_den <= \$1118 ;
+  always @(posedge clk)
+    dv_rem <= \$1119 ;
+  always @(posedge clk)
+    dv_q <= \$1120 ;
+  always @(posedge clk)
+    dv_cnt <= \$1121 ;
+  always @(posedge clk)
+    d_val <= \$1122 ;
+  always @(posedge clk)
+    zero_d <= \$1123 ;
+  always @(posedge clk)
+    sq_n <= \$1124 ;
+  always @(posedge clk)
+    sq_rem <= \$1125 ;
+  always @(posedge clk)
+    sq_root <= \$1126 ;
+  always @(posedge clk)
+    sq_cnt <= \$1127 ;
+  always @(posedge clk)
+    sh <= \$1128 ;
+  always @(posedge clk)
+    recip <= \$1129 ;
+  always @(posedge clk)
+    recip_sm <= \$1130 ;
   \kaki_soc_8x8.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$10135$0 (\$545 ),
-    .\port$10137$0 (\$547 ),
-    .\port$10139$0 (\$549 ),
-    .\port$10141$0 (\$551 ),
-    .\port$10143$0 (\$553 ),
-    .\port$10145$0 (\$555 ),
-    .\port$10147$0 (\$557 ),
-    .\port$10149$0 (\$559 ),
-    .\port$13350$5 (e6_meta[18:5]),
+    .\port$10613$0 (\$1023 ),
+    .\port$10615$0 (\$1025 ),
+    .\port$10617$0 (\$1027 ),
+    .\port$10619$0 (\$1029 ),
+    .\port$10621$0 (\$1031 ),
+    .\port$10623$0 (\$1033 ),
+    .\port$10625$0 (\$1035 ),
+    .\port$10627$0 (\$1037 ),
+    .\port$13828$5 (e6_meta[18:5]),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -46585,7 +47537,275 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$576  = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (l0_u[15:10])
+      6'h00:
+          \$200  = 16'h8000;
+      6'h01:
+          \$200  = 16'h7e9f;
+      6'h02:
+          \$200  = 16'h7d42;
+      6'h03:
+          \$200  = 16'h7be8;
+      6'h04:
+          \$200  = 16'h7a93;
+      6'h05:
+          \$200  = 16'h7941;
+      6'h06:
+          \$200  = 16'h77f2;
+      6'h07:
+          \$200  = 16'h76a8;
+      6'h08:
+          \$200  = 16'h7560;
+      6'h09:
+          \$200  = 16'h741d;
+      6'h0a:
+          \$200  = 16'h72dd;
+      6'h0b:
+          \$200  = 16'h71a0;
+      6'h0c:
+          \$200  = 16'h7066;
+      6'h0d:
+          \$200  = 16'h6f30;
+      6'h0e:
+          \$200  = 16'h6dfe;
+      6'h0f:
+          \$200  = 16'h6ccf;
+      6'h10:
+          \$200  = 16'h6ba2;
+      6'h11:
+          \$200  = 16'h6a7a;
+      6'h12:
+          \$200  = 16'h6954;
+      6'h13:
+          \$200  = 16'h6832;
+      6'h14:
+          \$200  = 16'h6712;
+      6'h15:
+          \$200  = 16'h65f6;
+      6'h16:
+          \$200  = 16'h64dd;
+      6'h17:
+          \$200  = 16'h63c7;
+      6'h18:
+          \$200  = 16'h62b4;
+      6'h19:
+          \$200  = 16'h61a3;
+      6'h1a:
+          \$200  = 16'h6096;
+      6'h1b:
+          \$200  = 16'h5f8c;
+      6'h1c:
+          \$200  = 16'h5e84;
+      6'h1d:
+          \$200  = 16'h5d80;
+      6'h1e:
+          \$200  = 16'h5c7e;
+      6'h1f:
+          \$200  = 16'h5b7f;
+      6'h20:
+          \$200  = 16'h5a82;
+      6'h21:
+          \$200  = 16'h5989;
+      6'h22:
+          \$200  = 16'h5892;
+      6'h23:
+          \$200  = 16'h579e;
+      6'h24:
+          \$200  = 16'h56ac;
+      6'h25:
+          \$200  = 16'h55bd;
+      6'h26:
+          \$200  = 16'h54d1;
+      6'h27:
+          \$200  = 16'h53e7;
+      6'h28:
+          \$200  = 16'h52ff;
+      6'h29:
+          \$200  = 16'h521b;
+      6'h2a:
+          \$200  = 16'h5138;
+      6'h2b:
+          \$200  = 16'h5058;
+      6'h2c:
+          \$200  = 16'h4f7b;
+      6'h2d:
+          \$200  = 16'h4e9f;
+      6'h2e:
+          \$200  = 16'h4dc7;
+      6'h2f:
+          \$200  = 16'h4cf0;
+      6'h30:
+          \$200  = 16'h4c1c;
+      6'h31:
+          \$200  = 16'h4b4a;
+      6'h32:
+          \$200  = 16'h4a7a;
+      6'h33:
+          \$200  = 16'h49ad;
+      6'h34:
+          \$200  = 16'h48e2;
+      6'h35:
+          \$200  = 16'h4819;
+      6'h36:
+          \$200  = 16'h4752;
+      6'h37:
+          \$200  = 16'h468d;
+      6'h38:
+          \$200  = 16'h45cb;
+      6'h39:
+          \$200  = 16'h450a;
+      6'h3a:
+          \$200  = 16'h444c;
+      6'h3b:
+          \$200  = 16'h4390;
+      6'h3c:
+          \$200  = 16'h42d5;
+      6'h3d:
+          \$200  = 16'h421d;
+      6'h3e:
+          \$200  = 16'h4167;
+      6'h3f:
+          \$200  = 16'h40b2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    (* full_case = 32'd1 *)
+    casez (l0_u[15:10])
+      6'h00:
+          \$201  = 9'h161;
+      6'h01:
+          \$201  = 9'h15d;
+      6'h02:
+          \$201  = 9'h15a;
+      6'h03:
+          \$201  = 9'h155;
+      6'h04:
+          \$201  = 9'h152;
+      6'h05:
+          \$201  = 9'h14f;
+      6'h06:
+          \$201  = 9'h14a;
+      6'h07:
+          \$201  = 9'h148;
+      6'h08:
+          \$201  = 9'h143;
+      6'h09:
+          \$201  = 9'h140;
+      6'h0a:
+          \$201  = 9'h13d;
+      6'h0b:
+          \$201  = 9'h13a;
+      6'h0c:
+          \$201  = 9'h136;
+      6'h0d:
+          \$201  = 9'h132;
+      6'h0e:
+          \$201  = 9'h12f;
+      6'h0f:
+          \$201  = 9'h12d;
+      6'h10:
+          \$201  = 9'h128;
+      6'h11:
+          \$201  = 9'h126;
+      6'h12:
+          \$201  = 9'h122;
+      6'h13:
+          \$201  = 9'h120;
+      6'h14:
+          \$201  = 9'h11c;
+      6'h15:
+          \$201  = 9'h119;
+      6'h16:
+          \$201  = 9'h116;
+      6'h17:
+          \$201  = 9'h113;
+      6'h18:
+          \$201  = 9'h111;
+      6'h19:
+          \$201  = 9'h10d;
+      6'h1a:
+          \$201  = 9'h10a;
+      6'h1b:
+          \$201  = 9'h108;
+      6'h1c:
+          \$201  = 9'h104;
+      6'h1d:
+          \$201  = 9'h102;
+      6'h1e:
+          \$201  = 9'h0ff;
+      6'h1f:
+          \$201  = 9'h0fd;
+      6'h20:
+          \$201  = 9'h0f9;
+      6'h21:
+          \$201  = 9'h0f7;
+      6'h22:
+          \$201  = 9'h0f4;
+      6'h23:
+          \$201  = 9'h0f2;
+      6'h24:
+          \$201  = 9'h0ef;
+      6'h25:
+          \$201  = 9'h0ec;
+      6'h26:
+          \$201  = 9'h0ea;
+      6'h27:
+          \$201  = 9'h0e8;
+      6'h28:
+          \$201  = 9'h0e4;
+      6'h29:
+          \$201  = 9'h0e3;
+      6'h2a:
+          \$201  = 9'h0e0;
+      6'h2b:
+          \$201  = 9'h0dd;
+      6'h2c:
+          \$201  = 9'h0dc;
+      6'h2d:
+          \$201  = 9'h0d8;
+      6'h2e:
+          \$201  = 9'h0d7;
+      6'h2f:
+          \$201  = 9'h0d4;
+      6'h30:
+          \$201  = 9'h0d2;
+      6'h31:
+          \$201  = 9'h0d0;
+      6'h32:
+          \$201  = 9'h0cd;
+      6'h33:
+          \$201  = 9'h0cb;
+      6'h34:
+          \$201  = 9'h0c9;
+      6'h35:
+          \$201  = 9'h0c7;
+      6'h36:
+          \$201  = 9'h0c5;
+      6'h37:
+          \$201  = 9'h0c2;
+      6'h38:
+          \$201  = 9'h0c1;
+      6'h39:
+          \$201  = 9'h0be;
+      6'h3a:
+          \$201  = 9'h0bc;
+      6'h3b:
+          \$201  = 9'h0bb;
+      6'h3c:
+          \$201  = 9'h0b8;
+      6'h3d:
+          \$201  = 9'h0b6;
+      6'h3e:
+          \$201  = 9'h0b5;
+      6'h3f:
+          \$201  = 9'h0b2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1054  = 1'h0;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
       4'h0:
@@ -46599,8 +47819,8 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h4:
           /* empty */;
       4'h5:
-          if (\$378 ) begin
-            \$576  = 1'h1;
+          if (\$852 ) begin
+            \$1054  = 1'h1;
           end
       4'h7:
           /* empty */;
@@ -46621,478 +47841,478 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'hf:
           /* empty */;
       4'hc:
-          if (\$481 ) begin
-            \$576  = 1'h1;
+          if (\$955 ) begin
+            \$1054  = 1'h1;
           end
     endcase
     if (reset[4]) begin
-      \$576  = 1'h0;
+      \$1054  = 1'h0;
     end
     if (rst) begin
-      \$576  = 1'h0;
+      \$1054  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$577  = \$25 [3:0];
+    \$1055  = \$27 [3:0];
     if (reset[4]) begin
-      \$577  = 4'h0;
+      \$1055  = 4'h0;
     end
     if (rst) begin
-      \$577  = 4'h0;
+      \$1055  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$578 [0] = \$35 ;
-    \$578 [2:1] = slot;
-    \$578 [3] = \$45 ;
-    \$578 [4] = \$52 ;
-    \$578 [7:5] = cur;
-    \$578 [15:8] = { \$156 , \$143 , \$130 , \$117 , \$104 , \$91 , \$78 , \$65  };
-    \$578 [32:16] = seg;
-    \$578 [46:33] = ptr_d[13:0];
+    \$1056 [0] = \$37 ;
+    \$1056 [2:1] = slot;
+    \$1056 [3] = \$47 ;
+    \$1056 [4] = \$54 ;
+    \$1056 [7:5] = cur;
+    \$1056 [15:8] = { \$158 , \$145 , \$132 , \$119 , \$106 , \$93 , \$80 , \$67  };
+    \$1056 [32:16] = seg;
+    \$1056 [46:33] = ptr_d[13:0];
     if (reset[4]) begin
-      \$578  = 47'h000000000000;
+      \$1056  = 47'h000000000000;
     end
     if (rst) begin
-      \$578  = 47'h000000000000;
+      \$1056  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$579  = rd_tag0;
+    \$1057  = rd_tag0;
     if (reset[4]) begin
-      \$579  = 47'h000000000000;
+      \$1057  = 47'h000000000000;
     end
     if (rst) begin
-      \$579  = 47'h000000000000;
+      \$1057  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$580  = rd_tag1;
+    \$1058  = rd_tag1;
     if (reset[4]) begin
-      \$580  = 47'h000000000000;
+      \$1058  = 47'h000000000000;
     end
     if (rst) begin
-      \$580  = 47'h000000000000;
+      \$1058  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$581  = lat_x;
-    if (\$160 ) begin
-      \$581  = spad_rd__data;
+    \$1059  = lat_x;
+    if (\$162 ) begin
+      \$1059  = spad_rd__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$582  = lat_b;
-    if (\$164 ) begin
-      \$582  = spad_rd__data;
+    \$1060  = lat_b;
+    if (\$166 ) begin
+      \$1060  = spad_rd__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$583  = lat_g;
-    if (\$167 ) begin
-      \$583  = acc_rd__data;
+    \$1061  = lat_g;
+    if (\$169 ) begin
+      \$1061  = acc_rd__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$584  = seg_x;
-    if (\$168 ) begin
-      \$584  = \$170 ;
+    \$1062  = seg_x;
+    if (\$175 ) begin
+      \$1062  = \$177 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$585  = seg_b;
-    if (\$168 ) begin
-      \$585  = \$172 ;
+    \$1063  = seg_b;
+    if (\$175 ) begin
+      \$1063  = \$179 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$586  = seg_g;
-    if (\$168 ) begin
-      \$586  = \$175 ;
+    \$1064  = seg_g;
+    if (\$175 ) begin
+      \$1064  = \$182 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$587  = seg_beta;
-    if (\$168 ) begin
-      \$587  = acc_rd__data;
+    \$1065  = seg_beta;
+    if (\$175 ) begin
+      \$1065  = acc_rd__data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$588  = seg_meta;
-    if (\$168 ) begin
-      \$588 [2:0] = rd_tag2[7:5];
-      \$588 [10:3] = rd_tag2[15:8];
-      \$588 [27:11] = rd_tag2[32:16];
-      \$588 [41:28] = rd_tag2[46:33];
+    \$1066  = seg_meta;
+    if (\$175 ) begin
+      \$1066 [2:0] = rd_tag2[7:5];
+      \$1066 [10:3] = rd_tag2[15:8];
+      \$1066 [27:11] = rd_tag2[32:16];
+      \$1066 [41:28] = rd_tag2[46:33];
     end
     if (reset[4]) begin
-      \$588  = 42'h00000000000;
+      \$1066  = 42'h00000000000;
     end
     if (rst) begin
-      \$588  = 42'h00000000000;
+      \$1066  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$589  = grp_busy;
-    if (\$168 ) begin
-      \$589  = 1'h1;
+    \$1067  = grp_busy;
+    if (\$175 ) begin
+      \$1067  = 1'h1;
     end else if (grp_busy) begin
-      if (\$177 ) begin
-        \$589  = 1'h0;
+      if (\$184 ) begin
+        \$1067  = 1'h0;
       end
     end
     if (reset[4]) begin
-      \$589  = 1'h0;
+      \$1067  = 1'h0;
     end
     if (rst) begin
-      \$589  = 1'h0;
+      \$1067  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$590  = grp;
-    if (\$168 ) begin
-      \$590  = 4'h0;
+    \$1068  = grp;
+    if (\$175 ) begin
+      \$1068  = 4'h0;
     end else if (grp_busy) begin
-      \$590  = \$176 [3:0];
+      \$1068  = \$183 [3:0];
     end
     if (reset[4]) begin
-      \$590  = 4'h0;
+      \$1068  = 4'h0;
     end
     if (rst) begin
-      \$590  = 4'h0;
+      \$1068  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$591  = \$179 [2:0];
+    \$1069  = \$186 [2:0];
     if (reset[4]) begin
-      \$591  = 3'h0;
+      \$1069  = 3'h0;
     end
     if (rst) begin
-      \$591  = 3'h0;
+      \$1069  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$592 [0] = grp_busy;
-    \$592 [3:1] = seg_meta[2:0];
-    \$592 [4] = \$180 ;
-    \$592 [18:5] = seg_meta[41:28];
-    \$592 [21:19] = grp[2:0];
-    \$592 [22] = \$181 ;
+    \$1070 [0] = grp_busy;
+    \$1070 [3:1] = seg_meta[2:0];
+    \$1070 [4] = \$187 ;
+    \$1070 [18:5] = seg_meta[41:28];
+    \$1070 [21:19] = grp[2:0];
+    \$1070 [22] = \$188 ;
     if (reset[4]) begin
-      \$592  = 23'h000000;
+      \$1070  = 23'h000000;
     end
     if (rst) begin
-      \$592  = 23'h000000;
+      \$1070  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$593  = e1_meta;
+    \$1071  = e1_meta;
     if (reset[4]) begin
-      \$593  = 23'h000000;
+      \$1071  = 23'h000000;
     end
     if (rst) begin
-      \$593  = 23'h000000;
+      \$1071  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$594  = e2_meta;
+    \$1072  = e2_meta;
     if (reset[4]) begin
-      \$594  = 23'h000000;
+      \$1072  = 23'h000000;
     end
     if (rst) begin
-      \$594  = 23'h000000;
+      \$1072  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$595  = e3_meta;
+    \$1073  = e3_meta;
     if (reset[4]) begin
-      \$595  = 23'h000000;
+      \$1073  = 23'h000000;
     end
     if (rst) begin
-      \$595  = 23'h000000;
+      \$1073  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$596  = e4_meta;
+    \$1074  = e4_meta;
     if (reset[4]) begin
-      \$596  = 23'h000000;
+      \$1074  = 23'h000000;
     end
     if (rst) begin
-      \$596  = 23'h000000;
+      \$1074  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$597  = e5_meta;
+    \$1075  = e5_meta;
     if (reset[4]) begin
-      \$597  = 23'h000000;
+      \$1075  = 23'h000000;
     end
     if (rst) begin
-      \$597  = 23'h000000;
+      \$1075  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$598  = m_row;
+    \$1076  = m_row;
     if (row_start) begin
-      \$598  = 8'h80;
-    end else if (\$271 ) begin
-      \$598  = \$283 ;
+      \$1076  = 8'h80;
+    end else if (\$279 ) begin
+      \$1076  = \$753 ;
     end
     if (reset[4]) begin
-      \$598  = 8'h00;
+      \$1076  = 8'h00;
     end
     if (rst) begin
-      \$598  = 8'h00;
+      \$1076  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$599  = s_sum;
+    \$1077  = s_sum;
     if (row_start) begin
-      \$599  = 42'h00000000000;
-    end else if (\$271 ) begin
-    end else if (\$273 ) begin
-      \$599  = \$285 [41:0];
+      \$1077  = 42'h00000000000;
+    end else if (\$279 ) begin
+    end else if (\$281 ) begin
+      \$1077  = \$755 [41:0];
     end
     if (reset[4]) begin
-      \$599  = 42'h00000000000;
+      \$1077  = 42'h00000000000;
     end
     if (rst) begin
-      \$599  = 42'h00000000000;
+      \$1077  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$600  = s1;
+    \$1078  = s1;
     if (row_start) begin
-      \$600  = 22'h000000;
-    end else if (\$271 ) begin
-    end else if (\$273 ) begin
-    end else if (\$275 ) begin
-      \$600  = \$287 [21:0];
+      \$1078  = 22'h000000;
+    end else if (\$279 ) begin
+    end else if (\$281 ) begin
+    end else if (\$283 ) begin
+      \$1078  = \$757 [21:0];
     end
     if (reset[4]) begin
-      \$600  = 22'h000000;
+      \$1078  = 22'h000000;
     end
     if (rst) begin
-      \$600  = 22'h000000;
+      \$1078  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$601  = s2;
+    \$1079  = s2;
     if (row_start) begin
-      \$601  = 29'h00000000;
-    end else if (\$271 ) begin
-    end else if (\$273 ) begin
-    end else if (\$275 ) begin
-      \$601  = \$291 [28:0];
+      \$1079  = 29'h00000000;
+    end else if (\$279 ) begin
+    end else if (\$281 ) begin
+    end else if (\$283 ) begin
+      \$1079  = \$761 [28:0];
     end
     if (reset[4]) begin
-      \$601  = 29'h00000000;
+      \$1079  = 29'h00000000;
     end
     if (rst) begin
-      \$601  = 29'h00000000;
+      \$1079  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$602  = row_out;
+    \$1080  = row_out;
     if (e6_meta[0]) begin
       (* full_case = 32'd1 *)
       casez (e6_meta[21:19])
         3'h0:
-            \$602 [7:0] = l0_y;
+            \$1080 [7:0] = l0_y;
         3'h1:
-            \$602 [15:8] = l0_y;
+            \$1080 [15:8] = l0_y;
         3'h2:
-            \$602 [23:16] = l0_y;
+            \$1080 [23:16] = l0_y;
         3'h3:
-            \$602 [31:24] = l0_y;
+            \$1080 [31:24] = l0_y;
         3'h4:
-            \$602 [39:32] = l0_y;
+            \$1080 [39:32] = l0_y;
         3'h5:
-            \$602 [47:40] = l0_y;
+            \$1080 [47:40] = l0_y;
         3'h6:
-            \$602 [55:48] = l0_y;
+            \$1080 [55:48] = l0_y;
         3'h7:
-            \$602 [63:56] = l0_y;
+            \$1080 [63:56] = l0_y;
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$603  = \$306 [5:0];
+    \$1081  = \$780 [5:0];
     if (reset[4]) begin
-      \$603  = 6'h00;
+      \$1081  = 6'h00;
     end
     if (rst) begin
-      \$603  = 6'h00;
+      \$1081  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$604  = \$325 [5:0];
+    \$1082  = \$799 [5:0];
     if (reset[4]) begin
-      \$604  = 6'h00;
+      \$1082  = 6'h00;
     end
     if (rst) begin
-      \$604  = 6'h00;
+      \$1082  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$605  = op;
+    \$1083  = op;
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$605  = \port$11014$0 ;
+            \$1083  = \port$11492$0 ;
           end
     endcase
     if (reset[4]) begin
-      \$605  = 3'h0;
+      \$1083  = 3'h0;
     end
     if (rst) begin
-      \$605  = 3'h0;
+      \$1083  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$606  = raw;
+    \$1084  = raw;
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$606  = \port$4515$32 ;
+            \$1084  = \port$4515$32 ;
           end
     endcase
     if (reset[4]) begin
-      \$606  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$1084  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
     if (rst) begin
-      \$606  = 224'h00000000000000000000000000000000000000000000000000000000;
+      \$1084  = 224'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$607  = sfu_fsm_state;
+    \$1085  = sfu_fsm_state;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$607  = 4'h1;
+            \$1085  = 4'h1;
           end
       4'h1:
-          \$607  = 4'h2;
+          \$1085  = 4'h2;
       4'h2:
-          \$607  = 4'h3;
+          \$1085  = 4'h3;
       4'h3:
-          \$607  = 4'h4;
+          \$1085  = 4'h4;
       4'h4:
-          \$607  = 4'h5;
+          \$1085  = 4'h5;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$378 ) begin
-            \$607  = 4'h0;
+          if (\$852 ) begin
+            \$1085  = 4'h0;
           end else begin
             (* full_case = 32'd1 *)
-            if (\$379 ) begin
-              \$607  = 4'h6;
+            if (\$853 ) begin
+              \$1085  = 4'h6;
             end else begin
-              \$607  = 4'h7;
+              \$1085  = 4'h7;
             end
           end
       4'h7:
-          \$607  = 4'h6;
+          \$1085  = 4'h6;
       4'h6:
-          if (\$431 ) begin
-            if (\$441 ) begin
-              \$607  = 4'h8;
+          if (\$905 ) begin
+            if (\$915 ) begin
+              \$1085  = 4'h8;
             end
           end
       4'h8:
-          if (\$442 ) begin
+          if (\$916 ) begin
             (* full_case = 32'd1 *)
             casez (cur)
               3'h0:
-                  \$607  = 4'h7;
+                  \$1085  = 4'h7;
               3'h1:
-                  \$607  = 4'h9;
+                  \$1085  = 4'h9;
               3'h2:
-                  \$607  = 4'ha;
+                  \$1085  = 4'ha;
               3'h3:
-                  \$607  = 4'hb;
+                  \$1085  = 4'hb;
               default:
                   (* full_case = 32'd1 *)
-                  if (\$449 ) begin
-                    \$607  = 4'hc;
+                  if (\$923 ) begin
+                    \$1085  = 4'hc;
                   end else begin
-                    \$607  = 4'h7;
+                    \$1085  = 4'h7;
                   end
             endcase
           end
       4'h9:
-          \$607  = 4'h6;
+          \$1085  = 4'h6;
       4'hb:
-          \$607  = 4'hd;
+          \$1085  = 4'hd;
       4'hd:
-          if (\$464 ) begin
-            \$607  = 4'he;
+          if (\$938 ) begin
+            \$1085  = 4'he;
           end
       4'he:
           (* full_case = 32'd1 *)
           if (zero_d) begin
-            \$607  = 4'h9;
+            \$1085  = 4'h9;
           end else begin
-            \$607  = 4'ha;
+            \$1085  = 4'ha;
           end
       4'ha:
-          if (\$476 ) begin
-            \$607  = 4'hf;
+          if (\$950 ) begin
+            \$1085  = 4'hf;
           end
       4'hf:
-          \$607  = 4'h9;
+          \$1085  = 4'h9;
       4'hc:
-          if (\$481 ) begin
-            \$607  = 4'h0;
+          if (\$955 ) begin
+            \$1085  = 4'h0;
           end
     endcase
     if (reset[4]) begin
-      \$607  = 4'h0;
+      \$1085  = 4'h0;
     end
     if (rst) begin
-      \$607  = 4'h0;
+      \$1085  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$608  = \$signal$93 ;
+    \$1086  = \$signal$93 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$608  = raw[55:40];
+          \$1086  = raw[55:40];
           casez (op)
             3'h0:
                 /* empty */;
@@ -47101,26 +48321,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$608  = raw[75:60];
+                \$1086  = raw[75:60];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$608  = 16'h0000;
+      \$1086  = 16'h0000;
     end
     if (rst) begin
-      \$608  = 16'h0000;
+      \$1086  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$609  = \$signal ;
+    \$1087  = \$signal ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$609  = raw[71:56];
+          \$1087  = raw[71:56];
           casez (op)
             3'h0:
                 /* empty */;
@@ -47129,26 +48349,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$609  = raw[91:76];
+                \$1087  = raw[91:76];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$609  = 16'h0000;
+      \$1087  = 16'h0000;
     end
     if (rst) begin
-      \$609  = 16'h0000;
+      \$1087  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$610  = \$signal$94 ;
+    \$1088  = \$signal$94 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$610  = raw[91:72];
+          \$1088  = raw[91:72];
           casez (op)
             3'h0:
                 /* empty */;
@@ -47157,26 +48377,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$610  = raw[111:92];
+                \$1088  = raw[111:92];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$610  = 20'h00000;
+      \$1088  = 20'h00000;
     end
     if (rst) begin
-      \$610  = 20'h00000;
+      \$1088  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$611  = \$signal$95 ;
+    \$1089  = \$signal$95 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$611  = raw[19:0];
+          \$1089  = raw[19:0];
           casez (op)
             3'h0:
                 /* empty */;
@@ -47185,26 +48405,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$611  = raw[19:0];
+                \$1089  = raw[19:0];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$611  = 20'h00000;
+      \$1089  = 20'h00000;
     end
     if (rst) begin
-      \$611  = 20'h00000;
+      \$1089  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$612  = dst;
+    \$1090  = dst;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$612  = raw[39:20];
+          \$1090  = raw[39:20];
           casez (op)
             3'h0:
                 /* empty */;
@@ -47213,328 +48433,328 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
             3'h3:
                 /* empty */;
             3'h4:
-                \$612  = raw[59:40];
+                \$1090  = raw[59:40];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$612  = 20'h00000;
+      \$1090  = 20'h00000;
     end
     if (rst) begin
-      \$612  = 20'h00000;
+      \$1090  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$613  = \$signal$14 ;
+    \$1091  = \$signal$14 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$613  = 1'h0;
+          \$1091  = 1'h0;
           casez (op)
             3'h0:
-                \$613  = raw[108];
+                \$1091  = raw[108];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$613  = 1'h0;
+      \$1091  = 1'h0;
     end
     if (rst) begin
-      \$613  = 1'h0;
+      \$1091  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$614  = \$signal$44 ;
+    \$1092  = \$signal$44 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$614  = 8'h00;
-          casez (op)
-            3'h0:
-                /* empty */;
-            3'h1, 3'h2:
-                \$614  = raw[145:138];
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$614  = raw[141:134];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$614  = 8'h00;
-    end
-    if (rst) begin
-      \$614  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$615  = \$signal$46 ;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$615  = 8'h00;
+          \$1092  = 8'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                /* empty */;
+                \$1092  = raw[145:138];
             3'h3:
                 /* empty */;
             3'h4:
-                \$615  = raw[149:142];
+                \$1092  = raw[141:134];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$615  = 8'h00;
+      \$1092  = 8'h00;
     end
     if (rst) begin
-      \$615  = 8'h00;
+      \$1092  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$616  = zo;
+    \$1093  = \$signal$46 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$616  = 8'h00;
-          casez (op)
-            3'h0:
-                /* empty */;
-            3'h1, 3'h2:
-                \$616  = raw[153:146];
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$616  = raw[157:150];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$616  = 8'h00;
-    end
-    if (rst) begin
-      \$616  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$617  = \$signal$42 ;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$617  = 16'h0000;
-          casez (op)
-            3'h0:
-                \$617  = raw[107:92];
-            3'h1, 3'h2:
-                /* empty */;
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$617  = raw[127:112];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$617  = 16'h0000;
-    end
-    if (rst) begin
-      \$617  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$618  = shift;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$618  = 6'h00;
-          casez (op)
-            3'h0:
-                /* empty */;
-            3'h1, 3'h2:
-                \$618  = raw[137:132];
-            3'h3:
-                /* empty */;
-            3'h4:
-                \$618  = raw[133:128];
-          endcase
-        end
-    endcase
-    if (reset[4]) begin
-      \$618  = 6'h00;
-    end
-    if (rst) begin
-      \$618  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$619  = \$signal$97 ;
-    casez (sfu_fsm_state)
-      4'h0:
-          /* empty */;
-      4'h1:
-        begin
-          \$619  = 20'h00000;
+          \$1093  = 8'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
                 /* empty */;
             3'h3:
-                \$619  = raw[111:92];
+                /* empty */;
             3'h4:
-                \$619  = raw[39:20];
+                \$1093  = raw[149:142];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$619  = 20'h00000;
+      \$1093  = 8'h00;
     end
     if (rst) begin
-      \$619  = 20'h00000;
+      \$1093  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$620  = \$signal$98 ;
+    \$1094  = zo;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$620  = 20'h00000;
+          \$1094  = 8'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$620  = raw[111:92];
+                \$1094  = raw[153:146];
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$1094  = raw[157:150];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$620  = 20'h00000;
+      \$1094  = 8'h00;
     end
     if (rst) begin
-      \$620  = 20'h00000;
+      \$1094  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$621  = bet;
+    \$1095  = \$signal$42 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$621  = 20'h00000;
+          \$1095  = 16'h0000;
+          casez (op)
+            3'h0:
+                \$1095  = raw[107:92];
+            3'h1, 3'h2:
+                /* empty */;
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$1095  = raw[127:112];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$1095  = 16'h0000;
+    end
+    if (rst) begin
+      \$1095  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1096  = shift;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$1096  = 6'h00;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$621  = raw[131:112];
+                \$1096  = raw[137:132];
+            3'h3:
+                /* empty */;
+            3'h4:
+                \$1096  = raw[133:128];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$621  = 20'h00000;
+      \$1096  = 6'h00;
     end
     if (rst) begin
-      \$621  = 20'h00000;
+      \$1096  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$622  = \$signal$100 ;
+    \$1097  = \$signal$97 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$622  = 16'h0000;
+          \$1097  = 20'h00000;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$622  = raw[169:154];
+                /* empty */;
+            3'h3:
+                \$1097  = raw[111:92];
+            3'h4:
+                \$1097  = raw[39:20];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$622  = 16'h0000;
+      \$1097  = 20'h00000;
     end
     if (rst) begin
-      \$622  = 16'h0000;
+      \$1097  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$623  = eps_exp;
+    \$1098  = \$signal$98 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$623  = 6'h00;
+          \$1098  = 20'h00000;
           casez (op)
             3'h0:
                 /* empty */;
             3'h1, 3'h2:
-                \$623  = raw[175:170];
+                \$1098  = raw[111:92];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$623  = 6'h00;
+      \$1098  = 20'h00000;
     end
     if (rst) begin
-      \$623  = 6'h00;
+      \$1098  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$624  = \$signal$16 ;
+    \$1099  = bet;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
         begin
-          \$624  = 16'h0000;
+          \$1099  = 20'h00000;
           casez (op)
             3'h0:
-                \$624  = raw[124:109];
+                /* empty */;
+            3'h1, 3'h2:
+                \$1099  = raw[131:112];
           endcase
         end
     endcase
     if (reset[4]) begin
-      \$624  = 16'h0000;
+      \$1099  = 20'h00000;
     end
     if (rst) begin
-      \$624  = 16'h0000;
+      \$1099  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$625  = reserved_bad;
+    \$1100  = \$signal$100 ;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$1100  = 16'h0000;
+          casez (op)
+            3'h0:
+                /* empty */;
+            3'h1, 3'h2:
+                \$1100  = raw[169:154];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$1100  = 16'h0000;
+    end
+    if (rst) begin
+      \$1100  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1101  = eps_exp;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$1101  = 6'h00;
+          casez (op)
+            3'h0:
+                /* empty */;
+            3'h1, 3'h2:
+                \$1101  = raw[175:170];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$1101  = 6'h00;
+    end
+    if (rst) begin
+      \$1101  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1102  = \$signal$16 ;
+    casez (sfu_fsm_state)
+      4'h0:
+          /* empty */;
+      4'h1:
+        begin
+          \$1102  = 16'h0000;
+          casez (op)
+            3'h0:
+                \$1102  = raw[124:109];
+          endcase
+        end
+    endcase
+    if (reset[4]) begin
+      \$1102  = 16'h0000;
+    end
+    if (rst) begin
+      \$1102  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$1103  = reserved_bad;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -47542,45 +48762,45 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           casez (op)
             3'h0:
-                \$625  = \$326 ;
+                \$1103  = \$800 ;
             3'h1, 3'h2:
-                \$625  = \$327 ;
+                \$1103  = \$801 ;
             3'h3:
-                \$625  = \$328 ;
+                \$1103  = \$802 ;
             3'h4:
-                \$625  = \$329 ;
+                \$1103  = \$803 ;
             default:
-                \$625  = 1'h1;
+                \$1103  = 1'h1;
           endcase
     endcase
     if (reset[4]) begin
-      \$625  = 1'h0;
+      \$1103  = 1'h0;
     end
     if (rst) begin
-      \$625  = 1'h0;
+      \$1103  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$626  = segs;
+    \$1104  = segs;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
       4'h1:
           /* empty */;
       4'h2:
-          \$626  = \$331 ;
+          \$1104  = \$805 ;
     endcase
     if (reset[4]) begin
-      \$626  = 17'h00000;
+      \$1104  = 17'h00000;
     end
     if (rst) begin
-      \$626  = 17'h00000;
+      \$1104  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$627  = span;
+    \$1105  = span;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -47589,18 +48809,18 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h2:
           /* empty */;
       4'h3:
-          \$627  = \$333 ;
+          \$1105  = \$807 ;
     endcase
     if (reset[4]) begin
-      \$627  = 36'h000000000;
+      \$1105  = 36'h000000000;
     end
     if (rst) begin
-      \$627  = 36'h000000000;
+      \$1105  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$628  = err;
+    \$1106  = err;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -47613,25 +48833,25 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h4:
           (* full_case = 32'd1 *)
           if (reserved_bad) begin
-            \$628  = 8'h02;
-          end else if (\$342 ) begin
-            \$628  = 8'h03;
-          end else if (\$377 ) begin
-            \$628  = 8'h04;
+            \$1106  = 8'h02;
+          end else if (\$816 ) begin
+            \$1106  = 8'h03;
+          end else if (\$851 ) begin
+            \$1106  = 8'h04;
           end else begin
-            \$628  = 8'h00;
+            \$1106  = 8'h00;
           end
     endcase
     if (reset[4]) begin
-      \$628  = 8'h00;
+      \$1106  = 8'h00;
     end
     if (rst) begin
-      \$628  = 8'h00;
+      \$1106  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$629  = error;
+    \$1107  = error;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
       4'h0:
@@ -47645,8 +48865,8 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h4:
           /* empty */;
       4'h5:
-          if (\$378 ) begin
-            \$629  = err;
+          if (\$852 ) begin
+            \$1107  = err;
           end
       4'h7:
           /* empty */;
@@ -47667,20 +48887,20 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'hf:
           /* empty */;
       4'hc:
-          if (\$481 ) begin
-            \$629  = 8'h00;
+          if (\$955 ) begin
+            \$1107  = 8'h00;
           end
     endcase
     if (reset[4]) begin
-      \$629  = 8'h00;
+      \$1107  = 8'h00;
     end
     if (rst) begin
-      \$629  = 8'h00;
+      \$1107  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$630  = row;
+    \$1108  = row;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -47694,16 +48914,16 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$378 ) begin
+          if (\$852 ) begin
           end else begin
-            \$630  = 16'h0000;
+            \$1108  = 16'h0000;
           end
       4'h7:
           /* empty */;
       4'h6:
           /* empty */;
       4'h8:
-          if (\$442 ) begin
+          if (\$916 ) begin
             (* full_case = 32'd1 *)
             casez (cur)
               3'h0:
@@ -47716,23 +48936,23 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
                   /* empty */;
               default:
                   (* full_case = 32'd1 *)
-                  if (\$449 ) begin
+                  if (\$923 ) begin
                   end else begin
-                    \$630  = \$450 [15:0];
+                    \$1108  = \$924 [15:0];
                   end
             endcase
           end
     endcase
     if (reset[4]) begin
-      \$630  = 16'h0000;
+      \$1108  = 16'h0000;
     end
     if (rst) begin
-      \$630  = 16'h0000;
+      \$1108  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$631  = cur;
+    \$1109  = cur;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -47746,23 +48966,23 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$378 ) begin
+          if (\$852 ) begin
           end else begin
-            if (\$379 ) begin
-              \$631  = 3'h0;
+            if (\$853 ) begin
+              \$1109  = 3'h0;
             end
           end
       4'h7:
-          \$631  = \$388 ;
+          \$1109  = \$862 ;
       4'h6:
           /* empty */;
       4'h8:
-          if (\$442 ) begin
+          if (\$916 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
-                  \$631  = 3'h2;
+                  \$1109  = 3'h2;
             endcase
           end
       4'h9:
@@ -47773,23 +48993,23 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'he:
           if (zero_d) begin
-            \$631  = 3'h4;
+            \$1109  = 3'h4;
           end
       4'ha:
           /* empty */;
       4'hf:
-          \$631  = 3'h4;
+          \$1109  = 3'h4;
     endcase
     if (reset[4]) begin
-      \$631  = 3'h0;
+      \$1109  = 3'h0;
     end
     if (rst) begin
-      \$631  = 3'h0;
+      \$1109  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$632  = seg;
+    \$1110  = seg;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -47803,33 +49023,33 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$378 ) begin
+          if (\$852 ) begin
           end else begin
-            if (\$379 ) begin
-              \$632  = 17'h00000;
+            if (\$853 ) begin
+              \$1110  = 17'h00000;
             end
           end
       4'h7:
-          \$632  = 17'h00000;
+          \$1110  = 17'h00000;
       4'h6:
-          if (\$431 ) begin
-            \$632  = \$432 [16:0];
+          if (\$905 ) begin
+            \$1110  = \$906 [16:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$632  = 17'h00000;
+          \$1110  = 17'h00000;
     endcase
     if (reset[4]) begin
-      \$632  = 17'h00000;
+      \$1110  = 17'h00000;
     end
     if (rst) begin
-      \$632  = 17'h00000;
+      \$1110  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$633  = slot;
+    \$1111  = slot;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -47843,33 +49063,33 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$378 ) begin
+          if (\$852 ) begin
           end else begin
-            if (\$379 ) begin
-              \$633  = 2'h0;
+            if (\$853 ) begin
+              \$1111  = 2'h0;
             end
           end
       4'h7:
-          \$633  = 2'h0;
+          \$1111  = 2'h0;
       4'h6:
-          if (\$398 ) begin
-            \$633  = \$410 [1:0];
+          if (\$872 ) begin
+            \$1111  = \$884 [1:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$633  = 2'h0;
+          \$1111  = 2'h0;
     endcase
     if (reset[4]) begin
-      \$633  = 2'h0;
+      \$1111  = 2'h0;
     end
     if (rst) begin
-      \$633  = 2'h0;
+      \$1111  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$634  = pos;
+    \$1112  = pos;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -47884,26 +49104,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$634  = 20'h00000;
+          \$1112  = 20'h00000;
       4'h6:
-          if (\$431 ) begin
-            \$634  = \$433 [19:0];
+          if (\$905 ) begin
+            \$1112  = \$907 [19:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$634  = 20'h00000;
+          \$1112  = 20'h00000;
     endcase
     if (reset[4]) begin
-      \$634  = 20'h00000;
+      \$1112  = 20'h00000;
     end
     if (rst) begin
-      \$634  = 20'h00000;
+      \$1112  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$635  = ptr_p;
+    \$1113  = ptr_p;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -47918,26 +49138,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$635  = 21'h000000;
+          \$1113  = 21'h000000;
       4'h6:
-          if (\$431 ) begin
-            \$635  = \$434 [20:0];
+          if (\$905 ) begin
+            \$1113  = \$908 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$635  = 21'h000000;
+          \$1113  = 21'h000000;
     endcase
     if (reset[4]) begin
-      \$635  = 21'h000000;
+      \$1113  = 21'h000000;
     end
     if (rst) begin
-      \$635  = 21'h000000;
+      \$1113  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$636  = \$signal$108 ;
+    \$1114  = \$signal$108 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -47952,26 +49172,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$636  = \$380 ;
+          \$1114  = \$854 ;
       4'h6:
-          if (\$431 ) begin
-            \$636  = \$435 [20:0];
+          if (\$905 ) begin
+            \$1114  = \$909 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$636  = \$451 ;
+          \$1114  = \$925 ;
     endcase
     if (reset[4]) begin
-      \$636  = 21'h000000;
+      \$1114  = 21'h000000;
     end
     if (rst) begin
-      \$636  = 21'h000000;
+      \$1114  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$637  = \$signal$109 ;
+    \$1115  = \$signal$109 ;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -47986,26 +49206,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$637  = \$381 ;
+          \$1115  = \$855 ;
       4'h6:
-          if (\$431 ) begin
-            \$637  = \$436 [20:0];
+          if (\$905 ) begin
+            \$1115  = \$910 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$637  = \$452 ;
+          \$1115  = \$926 ;
     endcase
     if (reset[4]) begin
-      \$637  = 21'h000000;
+      \$1115  = 21'h000000;
     end
     if (rst) begin
-      \$637  = 21'h000000;
+      \$1115  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$638  = ptr_d;
+    \$1116  = ptr_d;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -48020,26 +49240,26 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h5:
           /* empty */;
       4'h7:
-          \$638  = \$382 ;
+          \$1116  = \$856 ;
       4'h6:
-          if (\$431 ) begin
-            \$638  = \$437 [20:0];
+          if (\$905 ) begin
+            \$1116  = \$911 [20:0];
           end
       4'h8:
           /* empty */;
       4'h9:
-          \$638  = \$453 ;
+          \$1116  = \$927 ;
     endcase
     if (reset[4]) begin
-      \$638  = 21'h000000;
+      \$1116  = 21'h000000;
     end
     if (rst) begin
-      \$638  = 21'h000000;
+      \$1116  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$639  = dv_num;
+    \$1117  = dv_num;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -48058,14 +49278,14 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$442 ) begin
+          if (\$916 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$639  = 64'h000001fc00000000;
+                  \$1117  = 64'h000001fc00000000;
             endcase
           end
       4'h9:
@@ -48078,21 +49298,21 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$639  = \$466 [63:0];
+            \$1117  = \$940 [63:0];
           end
       4'ha:
-          \$639  = \$470 [63:0];
+          \$1117  = \$944 [63:0];
     endcase
     if (reset[4]) begin
-      \$639  = 64'h0000000000000000;
+      \$1117  = 64'h0000000000000000;
     end
     if (rst) begin
-      \$639  = 64'h0000000000000000;
+      \$1117  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$640  = dv_den;
+    \$1118  = dv_den;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -48111,14 +49331,14 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$442 ) begin
+          if (\$916 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$640  = s_sum;
+                  \$1118  = s_sum;
             endcase
           end
       4'h9:
@@ -48131,19 +49351,19 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$640  = { 2'h0, sq_root };
+            \$1118  = { 2'h0, sq_root };
           end
     endcase
     if (reset[4]) begin
-      \$640  = 42'h00000000000;
+      \$1118  = 42'h00000000000;
     end
     if (rst) begin
-      \$640  = 42'h00000000000;
+      \$1118  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$641  = dv_rem;
+    \$1119  = dv_rem;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -48162,14 +49382,14 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$442 ) begin
+          if (\$916 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$641  = 44'h00000000000;
+                  \$1119  = 44'h00000000000;
             endcase
           end
       4'h9:
@@ -48182,21 +49402,21 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$641  = 44'h00000000000;
+            \$1119  = 44'h00000000000;
           end
       4'ha:
-          \$641  = \$474 [43:0];
+          \$1119  = \$948 [43:0];
     endcase
     if (reset[4]) begin
-      \$641  = 44'h00000000000;
+      \$1119  = 44'h00000000000;
     end
     if (rst) begin
-      \$641  = 44'h00000000000;
+      \$1119  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$642  = dv_q;
+    \$1120  = dv_q;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -48215,14 +49435,14 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$442 ) begin
+          if (\$916 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$642  = 32'd0;
+                  \$1120  = 32'd0;
             endcase
           end
       4'h9:
@@ -48235,21 +49455,21 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$642  = 32'd0;
+            \$1120  = 32'd0;
           end
       4'ha:
-          \$642  = { dv_q[30:0], \$475  };
+          \$1120  = { dv_q[30:0], \$949  };
     endcase
     if (reset[4]) begin
-      \$642  = 32'd0;
+      \$1120  = 32'd0;
     end
     if (rst) begin
-      \$642  = 32'd0;
+      \$1120  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$643  = dv_cnt;
+    \$1121  = dv_cnt;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -48268,14 +49488,14 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$442 ) begin
+          if (\$916 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
               3'h1:
                   /* empty */;
               3'h2:
-                  \$643  = 7'h40;
+                  \$1121  = 7'h40;
             endcase
           end
       4'h9:
@@ -48288,21 +49508,21 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$643  = 7'h40;
+            \$1121  = 7'h40;
           end
       4'ha:
-          \$643  = \$471 [6:0];
+          \$1121  = \$945 [6:0];
     endcase
     if (reset[4]) begin
-      \$643  = 7'h00;
+      \$1121  = 7'h00;
     end
     if (rst) begin
-      \$643  = 7'h00;
+      \$1121  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$644  = d_val;
+    \$1122  = d_val;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -48321,7 +49541,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h6:
           /* empty */;
       4'h8:
-          if (\$442 ) begin
+          if (\$916 ) begin
             casez (cur)
               3'h0:
                   /* empty */;
@@ -48330,20 +49550,20 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
               3'h2:
                   /* empty */;
               3'h3:
-                  \$644  = \$447 [42:0];
+                  \$1122  = \$921 [42:0];
             endcase
           end
     endcase
     if (reset[4]) begin
-      \$644  = 43'h00000000000;
+      \$1122  = 43'h00000000000;
     end
     if (rst) begin
-      \$644  = 43'h00000000000;
+      \$1122  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$645  = zero_d;
+    \$1123  = zero_d;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -48366,18 +49586,18 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$645  = \$454 ;
+          \$1123  = \$928 ;
     endcase
     if (reset[4]) begin
-      \$645  = 1'h0;
+      \$1123  = 1'h0;
     end
     if (rst) begin
-      \$645  = 1'h0;
+      \$1123  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$646  = sq_n;
+    \$1124  = sq_n;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -48400,20 +49620,20 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$646  = \$457 [79:0];
+          \$1124  = \$931 [79:0];
       4'hd:
-          \$646  = \$458 [79:0];
+          \$1124  = \$932 [79:0];
     endcase
     if (reset[4]) begin
-      \$646  = 80'h00000000000000000000;
+      \$1124  = 80'h00000000000000000000;
     end
     if (rst) begin
-      \$646  = 80'h00000000000000000000;
+      \$1124  = 80'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$647  = sq_rem;
+    \$1125  = sq_rem;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -48436,20 +49656,20 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$647  = 44'h00000000000;
+          \$1125  = 44'h00000000000;
       4'hd:
-          \$647  = \$462 [43:0];
+          \$1125  = \$936 [43:0];
     endcase
     if (reset[4]) begin
-      \$647  = 44'h00000000000;
+      \$1125  = 44'h00000000000;
     end
     if (rst) begin
-      \$647  = 44'h00000000000;
+      \$1125  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$648  = sq_root;
+    \$1126  = sq_root;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -48472,20 +49692,20 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$648  = 40'h0000000000;
+          \$1126  = 40'h0000000000;
       4'hd:
-          \$648  = { sq_root[38:0], \$463  };
+          \$1126  = { sq_root[38:0], \$937  };
     endcase
     if (reset[4]) begin
-      \$648  = 40'h0000000000;
+      \$1126  = 40'h0000000000;
     end
     if (rst) begin
-      \$648  = 40'h0000000000;
+      \$1126  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$649  = sq_cnt;
+    \$1127  = sq_cnt;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -48508,20 +49728,20 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'h9:
           /* empty */;
       4'hb:
-          \$649  = 6'h28;
+          \$1127  = 6'h28;
       4'hd:
-          \$649  = \$459 [5:0];
+          \$1127  = \$933 [5:0];
     endcase
     if (reset[4]) begin
-      \$649  = 6'h00;
+      \$1127  = 6'h00;
     end
     if (rst) begin
-      \$649  = 6'h00;
+      \$1127  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$650  = sh;
+    \$1128  = sh;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -48551,19 +49771,19 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           (* full_case = 32'd1 *)
           if (zero_d) begin
           end else begin
-            \$650  = \$469 [5:0];
+            \$1128  = \$943 [5:0];
           end
     endcase
     if (reset[4]) begin
-      \$650  = 6'h00;
+      \$1128  = 6'h00;
     end
     if (rst) begin
-      \$650  = 6'h00;
+      \$1128  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$651  = recip;
+    \$1129  = recip;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -48594,18 +49814,18 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'ha:
           /* empty */;
       4'hf:
-          \$651  = dv_q[24:0];
+          \$1129  = dv_q[24:0];
     endcase
     if (reset[4]) begin
-      \$651  = 25'h0000000;
+      \$1129  = 25'h0000000;
     end
     if (rst) begin
-      \$651  = 25'h0000000;
+      \$1129  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$652  = recip_sm;
+    \$1130  = recip_sm;
     casez (sfu_fsm_state)
       4'h0:
           /* empty */;
@@ -48636,13 +49856,13 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
       4'ha:
           /* empty */;
       4'hf:
-          \$652  = dv_q[15:0];
+          \$1130  = dv_q[15:0];
     endcase
     if (reset[4]) begin
-      \$652  = 16'h0000;
+      \$1130  = 16'h0000;
     end
     if (rst) begin
-      \$652  = 16'h0000;
+      \$1130  = 16'h0000;
     end
   end
   always @* begin
@@ -48819,275 +50039,7 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           issuing = 1'h1;
     endcase
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l0_u[15:10])
-      6'h00:
-          \$193  = 16'h8000;
-      6'h01:
-          \$193  = 16'h7e9f;
-      6'h02:
-          \$193  = 16'h7d42;
-      6'h03:
-          \$193  = 16'h7be8;
-      6'h04:
-          \$193  = 16'h7a93;
-      6'h05:
-          \$193  = 16'h7941;
-      6'h06:
-          \$193  = 16'h77f2;
-      6'h07:
-          \$193  = 16'h76a8;
-      6'h08:
-          \$193  = 16'h7560;
-      6'h09:
-          \$193  = 16'h741d;
-      6'h0a:
-          \$193  = 16'h72dd;
-      6'h0b:
-          \$193  = 16'h71a0;
-      6'h0c:
-          \$193  = 16'h7066;
-      6'h0d:
-          \$193  = 16'h6f30;
-      6'h0e:
-          \$193  = 16'h6dfe;
-      6'h0f:
-          \$193  = 16'h6ccf;
-      6'h10:
-          \$193  = 16'h6ba2;
-      6'h11:
-          \$193  = 16'h6a7a;
-      6'h12:
-          \$193  = 16'h6954;
-      6'h13:
-          \$193  = 16'h6832;
-      6'h14:
-          \$193  = 16'h6712;
-      6'h15:
-          \$193  = 16'h65f6;
-      6'h16:
-          \$193  = 16'h64dd;
-      6'h17:
-          \$193  = 16'h63c7;
-      6'h18:
-          \$193  = 16'h62b4;
-      6'h19:
-          \$193  = 16'h61a3;
-      6'h1a:
-          \$193  = 16'h6096;
-      6'h1b:
-          \$193  = 16'h5f8c;
-      6'h1c:
-          \$193  = 16'h5e84;
-      6'h1d:
-          \$193  = 16'h5d80;
-      6'h1e:
-          \$193  = 16'h5c7e;
-      6'h1f:
-          \$193  = 16'h5b7f;
-      6'h20:
-          \$193  = 16'h5a82;
-      6'h21:
-          \$193  = 16'h5989;
-      6'h22:
-          \$193  = 16'h5892;
-      6'h23:
-          \$193  = 16'h579e;
-      6'h24:
-          \$193  = 16'h56ac;
-      6'h25:
-          \$193  = 16'h55bd;
-      6'h26:
-          \$193  = 16'h54d1;
-      6'h27:
-          \$193  = 16'h53e7;
-      6'h28:
-          \$193  = 16'h52ff;
-      6'h29:
-          \$193  = 16'h521b;
-      6'h2a:
-          \$193  = 16'h5138;
-      6'h2b:
-          \$193  = 16'h5058;
-      6'h2c:
-          \$193  = 16'h4f7b;
-      6'h2d:
-          \$193  = 16'h4e9f;
-      6'h2e:
-          \$193  = 16'h4dc7;
-      6'h2f:
-          \$193  = 16'h4cf0;
-      6'h30:
-          \$193  = 16'h4c1c;
-      6'h31:
-          \$193  = 16'h4b4a;
-      6'h32:
-          \$193  = 16'h4a7a;
-      6'h33:
-          \$193  = 16'h49ad;
-      6'h34:
-          \$193  = 16'h48e2;
-      6'h35:
-          \$193  = 16'h4819;
-      6'h36:
-          \$193  = 16'h4752;
-      6'h37:
-          \$193  = 16'h468d;
-      6'h38:
-          \$193  = 16'h45cb;
-      6'h39:
-          \$193  = 16'h450a;
-      6'h3a:
-          \$193  = 16'h444c;
-      6'h3b:
-          \$193  = 16'h4390;
-      6'h3c:
-          \$193  = 16'h42d5;
-      6'h3d:
-          \$193  = 16'h421d;
-      6'h3e:
-          \$193  = 16'h4167;
-      6'h3f:
-          \$193  = 16'h40b2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    casez (l0_u[15:10])
-      6'h00:
-          \$194  = 9'h161;
-      6'h01:
-          \$194  = 9'h15d;
-      6'h02:
-          \$194  = 9'h15a;
-      6'h03:
-          \$194  = 9'h155;
-      6'h04:
-          \$194  = 9'h152;
-      6'h05:
-          \$194  = 9'h14f;
-      6'h06:
-          \$194  = 9'h14a;
-      6'h07:
-          \$194  = 9'h148;
-      6'h08:
-          \$194  = 9'h143;
-      6'h09:
-          \$194  = 9'h140;
-      6'h0a:
-          \$194  = 9'h13d;
-      6'h0b:
-          \$194  = 9'h13a;
-      6'h0c:
-          \$194  = 9'h136;
-      6'h0d:
-          \$194  = 9'h132;
-      6'h0e:
-          \$194  = 9'h12f;
-      6'h0f:
-          \$194  = 9'h12d;
-      6'h10:
-          \$194  = 9'h128;
-      6'h11:
-          \$194  = 9'h126;
-      6'h12:
-          \$194  = 9'h122;
-      6'h13:
-          \$194  = 9'h120;
-      6'h14:
-          \$194  = 9'h11c;
-      6'h15:
-          \$194  = 9'h119;
-      6'h16:
-          \$194  = 9'h116;
-      6'h17:
-          \$194  = 9'h113;
-      6'h18:
-          \$194  = 9'h111;
-      6'h19:
-          \$194  = 9'h10d;
-      6'h1a:
-          \$194  = 9'h10a;
-      6'h1b:
-          \$194  = 9'h108;
-      6'h1c:
-          \$194  = 9'h104;
-      6'h1d:
-          \$194  = 9'h102;
-      6'h1e:
-          \$194  = 9'h0ff;
-      6'h1f:
-          \$194  = 9'h0fd;
-      6'h20:
-          \$194  = 9'h0f9;
-      6'h21:
-          \$194  = 9'h0f7;
-      6'h22:
-          \$194  = 9'h0f4;
-      6'h23:
-          \$194  = 9'h0f2;
-      6'h24:
-          \$194  = 9'h0ef;
-      6'h25:
-          \$194  = 9'h0ec;
-      6'h26:
-          \$194  = 9'h0ea;
-      6'h27:
-          \$194  = 9'h0e8;
-      6'h28:
-          \$194  = 9'h0e4;
-      6'h29:
-          \$194  = 9'h0e3;
-      6'h2a:
-          \$194  = 9'h0e0;
-      6'h2b:
-          \$194  = 9'h0dd;
-      6'h2c:
-          \$194  = 9'h0dc;
-      6'h2d:
-          \$194  = 9'h0d8;
-      6'h2e:
-          \$194  = 9'h0d7;
-      6'h2f:
-          \$194  = 9'h0d4;
-      6'h30:
-          \$194  = 9'h0d2;
-      6'h31:
-          \$194  = 9'h0d0;
-      6'h32:
-          \$194  = 9'h0cd;
-      6'h33:
-          \$194  = 9'h0cb;
-      6'h34:
-          \$194  = 9'h0c9;
-      6'h35:
-          \$194  = 9'h0c7;
-      6'h36:
-          \$194  = 9'h0c5;
-      6'h37:
-          \$194  = 9'h0c2;
-      6'h38:
-          \$194  = 9'h0c1;
-      6'h39:
-          \$194  = 9'h0be;
-      6'h3a:
-          \$194  = 9'h0bc;
-      6'h3b:
-          \$194  = 9'h0bb;
-      6'h3c:
-          \$194  = 9'h0b8;
-      6'h3d:
-          \$194  = 9'h0b6;
-      6'h3e:
-          \$194  = 9'h0b5;
-      6'h3f:
-          \$194  = 9'h0b2;
-    endcase
-  end
-  assign ctl__cmd__payload = { \port$4515$32 , \port$11014$0  };
+  assign ctl__cmd__payload = { \port$4515$32 , \port$11492$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -49096,11 +50048,11 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign spad_wr__gnt = r_en;
   assign wp__addr = seg_meta[15:11];
   assign wp__data = seg_x;
-  assign rp__addr = \$541 [4:0];
+  assign rp__addr = \$1019 [4:0];
   assign rp__en = 1'h1;
-  assign w_data = { \$559 , \$557 , \$555 , \$553 , \$551 , \$549 , \$547 , \$545 , e6_meta[18:5] };
-  assign spad_rd__addr = \$510 [13:0];
-  assign acc_rd__addr = \$532 [12:0];
+  assign w_data = { \$1037 , \$1035 , \$1033 , \$1031 , \$1029 , \$1027 , \$1025 , \$1023 , e6_meta[18:5] };
+  assign spad_rd__addr = \$984 [13:0];
+  assign acc_rd__addr = \$1006 [12:0];
   assign \rd_tag0.valid  = rd_tag0[0];
   assign \rd_tag0.slot  = rd_tag0[2:1];
   assign \rd_tag0.last  = rd_tag0[3];
@@ -49165,20 +50117,20 @@ module \kaki_soc_8x8.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[21:19];
   assign \e6_meta.last  = e6_meta[22];
-  assign \ctl__cmd__payload.op  = \port$11014$0 ;
+  assign \ctl__cmd__payload.op  = \port$11492$0 ;
   assign \ctl__cmd__payload.payload  = \port$4515$32 ;
-  assign \$203  = { 10'h000, \$202 [19:10] };
-  assign \$236  = { 34'h000000000, \$235 [42:34] };
-  assign \$239  = { 34'h000000000, \$238 [42:34] };
-  assign \$331  = { 3'h0, \$330 [16:3] };
-  assign \$455  = { 31'h00000000, d_val, 32'h00000000 };
-  assign \$458  = { 1'h0, sq_n, 2'h0 };
-  assign \$470  = { dv_num, 1'h0 };
-  assign \$541  = { 3'h0, \$540 [7:3] };
+  assign \$210  = { 10'h000, \$209 [19:10] };
+  assign \$243  = { 34'h000000000, \$242 [42:34] };
+  assign \$246  = { 34'h000000000, \$245 [42:34] };
+  assign \$805  = { 3'h0, \$804 [16:3] };
+  assign \$929  = { 31'h00000000, d_val, 32'h00000000 };
+  assign \$932  = { 1'h0, sq_n, 2'h0 };
+  assign \$944  = { dv_num, 1'h0 };
+  assign \$1019  = { 3'h0, \$1018 [7:3] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10135$0 , \port$10137$0 , \port$10139$0 , \port$10141$0 , \port$10143$0 , \port$10145$0 , \port$10147$0 , \port$10149$0 , w_level, r_data, \port$13350$5 , r_rdy, clk);
+module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10613$0 , \port$10615$0 , \port$10617$0 , \port$10619$0 , \port$10621$0 , \port$10623$0 , \port$10625$0 , \port$10627$0 , w_level, r_data, \port$13828$5 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -49220,24 +50172,24 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10135$0 , \port
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [7:0] \port$10135$0 ;
-  wire [7:0] \port$10135$0 ;
-  input [7:0] \port$10137$0 ;
-  wire [7:0] \port$10137$0 ;
-  input [7:0] \port$10139$0 ;
-  wire [7:0] \port$10139$0 ;
-  input [7:0] \port$10141$0 ;
-  wire [7:0] \port$10141$0 ;
-  input [7:0] \port$10143$0 ;
-  wire [7:0] \port$10143$0 ;
-  input [7:0] \port$10145$0 ;
-  wire [7:0] \port$10145$0 ;
-  input [7:0] \port$10147$0 ;
-  wire [7:0] \port$10147$0 ;
-  input [7:0] \port$10149$0 ;
-  wire [7:0] \port$10149$0 ;
-  input [13:0] \port$13350$5 ;
-  wire [13:0] \port$13350$5 ;
+  input [7:0] \port$10613$0 ;
+  wire [7:0] \port$10613$0 ;
+  input [7:0] \port$10615$0 ;
+  wire [7:0] \port$10615$0 ;
+  input [7:0] \port$10617$0 ;
+  wire [7:0] \port$10617$0 ;
+  input [7:0] \port$10619$0 ;
+  wire [7:0] \port$10619$0 ;
+  input [7:0] \port$10621$0 ;
+  wire [7:0] \port$10621$0 ;
+  input [7:0] \port$10623$0 ;
+  wire [7:0] \port$10623$0 ;
+  input [7:0] \port$10625$0 ;
+  wire [7:0] \port$10625$0 ;
+  input [7:0] \port$10627$0 ;
+  wire [7:0] \port$10627$0 ;
+  input [13:0] \port$13828$5 ;
+  wire [13:0] \port$13828$5 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [77:0] r_data;
@@ -49283,7 +50235,7 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10135$0 , \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$10149$0 , \port$10147$0 , \port$10145$0 , \port$10143$0 , \port$10141$0 , \port$10139$0 , \port$10137$0 , \port$10135$0 , \port$13350$5  };
+      storage[w_port__addr] <= { \port$10627$0 , \port$10625$0 , \port$10623$0 , \port$10621$0 , \port$10619$0 , \port$10617$0 , \port$10615$0 , \port$10613$0 , \port$13828$5  };
   end
   reg [77:0] _0_;
   always @(posedge clk) begin
@@ -49394,14 +50346,14 @@ module \kaki_soc_8x8.sfu.out_fifo (rst, r_en, reset, w_en, \port$10135$0 , \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$10149$0 , \port$10147$0 , \port$10145$0 , \port$10143$0 , \port$10141$0 , \port$10139$0 , \port$10137$0 , \port$10135$0 , \port$13350$5  };
-  assign w_data = { \port$10149$0 , \port$10147$0 , \port$10145$0 , \port$10143$0 , \port$10141$0 , \port$10139$0 , \port$10137$0 , \port$10135$0 , \port$13350$5  };
+  assign w_port__data = { \port$10627$0 , \port$10625$0 , \port$10623$0 , \port$10621$0 , \port$10619$0 , \port$10617$0 , \port$10615$0 , \port$10613$0 , \port$13828$5  };
+  assign w_data = { \port$10627$0 , \port$10625$0 , \port$10623$0 , \port$10621$0 , \port$10619$0 , \port$10617$0 , \port$10615$0 , \port$10613$0 , \port$13828$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.sfu_retire (rst, held, r_en, w_en, r_data, \port$11577$16 , \port$13445$0 , r_rdy, clk);
+module \kaki_soc_8x8.sfu_retire (rst, held, r_en, w_en, r_data, \port$12055$16 , \port$13923$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -49445,10 +50397,10 @@ module \kaki_soc_8x8.sfu_retire (rst, held, r_en, w_en, r_data, \port$11577$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11577$16 ;
-  wire [15:0] \port$11577$16 ;
-  input [7:0] \port$13445$0 ;
-  wire [7:0] \port$13445$0 ;
+  input [15:0] \port$12055$16 ;
+  wire [15:0] \port$12055$16 ;
+  input [7:0] \port$13923$0 ;
+  wire [7:0] \port$13923$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -49483,7 +50435,7 @@ module \kaki_soc_8x8.sfu_retire (rst, held, r_en, w_en, r_data, \port$11577$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11577$16 , \port$13445$0  };
+      storage[w_port__addr] <= { \port$12055$16 , \port$13923$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -49594,14 +50546,14 @@ module \kaki_soc_8x8.sfu_retire (rst, held, r_en, w_en, r_data, \port$11577$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11577$16 , \port$13445$0  };
-  assign w_data = { \port$11577$16 , \port$13445$0  };
+  assign w_port__data = { \port$12055$16 , \port$13923$0  };
+  assign w_data = { \port$12055$16 , \port$13923$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$10296$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
+module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$10774$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
 , rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
@@ -49854,8 +50806,8 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [77:0] \port$10296$0 ;
-  wire [77:0] \port$10296$0 ;
+  input [77:0] \port$10774$0 ;
+  wire [77:0] \port$10774$0 ;
   reg [11:0] raddr = 12'h000;
   reg [11:0] \raddr$49  = 12'h000;
   reg [11:0] \raddr$69  = 12'h000;
@@ -50006,7 +50958,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$9  = \$17  & \$25 ;
   assign \$26  = ! wr__0__addr[13:12];
   assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$10296$0 [13:12];
+  assign \$27  = ! \port$10774$0 [13:12];
   assign \$28  = wr__1__en & \$27 ;
   assign \$29  = ! wr__0__addr[13:12];
   assign \$30  = wr__0__en & \$29 ;
@@ -50016,7 +50968,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$34  = wr__2__en & \$33 ;
   assign \$35  = ! wr__0__addr[13:12];
   assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$10296$0 [13:12];
+  assign \$37  = ! \port$10774$0 [13:12];
   assign \$38  = wr__1__en & \$37 ;
   assign \$39  = | { \$38 , \$36  };
   assign \$40  = ~ \$39 ;
@@ -50051,7 +51003,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$40  = \$57  & \$65 ;
   assign \$66  = wr__0__addr[13:12] == 1'h1;
   assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$10296$0 [13:12] == 1'h1;
+  assign \$67  = \port$10774$0 [13:12] == 1'h1;
   assign \$68  = wr__1__en & \$67 ;
   assign \$69  = wr__0__addr[13:12] == 1'h1;
   assign \$70  = wr__0__en & \$69 ;
@@ -50061,7 +51013,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$74  = wr__2__en & \$73 ;
   assign \$75  = wr__0__addr[13:12] == 1'h1;
   assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$10296$0 [13:12] == 1'h1;
+  assign \$77  = \port$10774$0 [13:12] == 1'h1;
   assign \$78  = wr__1__en & \$77 ;
   assign \$79  = | { \$78 , \$76  };
   assign \$80  = ~ \$79 ;
@@ -50096,7 +51048,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$60  = \$97  & \$105 ;
   assign \$106  = wr__0__addr[13:12] == 2'h2;
   assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$10296$0 [13:12] == 2'h2;
+  assign \$107  = \port$10774$0 [13:12] == 2'h2;
   assign \$108  = wr__1__en & \$107 ;
   assign \$109  = wr__0__addr[13:12] == 2'h2;
   assign \$110  = wr__0__en & \$109 ;
@@ -50106,7 +51058,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$114  = wr__2__en & \$113 ;
   assign \$115  = wr__0__addr[13:12] == 2'h2;
   assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$10296$0 [13:12] == 2'h2;
+  assign \$117  = \port$10774$0 [13:12] == 2'h2;
   assign \$118  = wr__1__en & \$117 ;
   assign \$119  = | { \$118 , \$116  };
   assign \$120  = ~ \$119 ;
@@ -50141,7 +51093,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$80  = \$137  & \$145 ;
   assign \$146  = wr__0__addr[13:12] == 2'h3;
   assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$10296$0 [13:12] == 2'h3;
+  assign \$147  = \port$10774$0 [13:12] == 2'h3;
   assign \$148  = wr__1__en & \$147 ;
   assign \$149  = wr__0__addr[13:12] == 2'h3;
   assign \$150  = wr__0__en & \$149 ;
@@ -50151,7 +51103,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$154  = wr__2__en & \$153 ;
   assign \$155  = wr__0__addr[13:12] == 2'h3;
   assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$10296$0 [13:12] == 2'h3;
+  assign \$157  = \port$10774$0 [13:12] == 2'h3;
   assign \$158  = wr__1__en & \$157 ;
   assign \$159  = | { \$158 , \$156  };
   assign \$160  = ~ \$159 ;
@@ -50306,7 +51258,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank0_addr$22  = wr__0__addr[11:0];
     end
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$10296$0 [11:0];
+      \bank0_addr$22  = \port$10774$0 [11:0];
     end
     if (\win$19 ) begin
       \bank0_addr$22  = wr__2__addr[11:0];
@@ -50319,7 +51271,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank0_wdata = wr__0__data;
     end
     if (\win$16 ) begin
-      bank0_wdata = \port$10296$0 [77:14];
+      bank0_wdata = \port$10774$0 [77:14];
     end
     if (\win$19 ) begin
       bank0_wdata = wr__2__data;
@@ -50348,7 +51300,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank1_addr$45  = wr__0__addr[11:0];
     end
     if (\win$43 ) begin
-      \bank1_addr$45  = \port$10296$0 [11:0];
+      \bank1_addr$45  = \port$10774$0 [11:0];
     end
     if (\win$44 ) begin
       \bank1_addr$45  = wr__2__addr[11:0];
@@ -50361,7 +51313,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank1_wdata = wr__0__data;
     end
     if (\win$43 ) begin
-      bank1_wdata = \port$10296$0 [77:14];
+      bank1_wdata = \port$10774$0 [77:14];
     end
     if (\win$44 ) begin
       bank1_wdata = wr__2__data;
@@ -50390,7 +51342,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank2_addr$65  = wr__0__addr[11:0];
     end
     if (\win$63 ) begin
-      \bank2_addr$65  = \port$10296$0 [11:0];
+      \bank2_addr$65  = \port$10774$0 [11:0];
     end
     if (\win$64 ) begin
       \bank2_addr$65  = wr__2__addr[11:0];
@@ -50403,7 +51355,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank2_wdata = wr__0__data;
     end
     if (\win$63 ) begin
-      bank2_wdata = \port$10296$0 [77:14];
+      bank2_wdata = \port$10774$0 [77:14];
     end
     if (\win$64 ) begin
       bank2_wdata = wr__2__data;
@@ -50432,7 +51384,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \bank3_addr$85  = wr__0__addr[11:0];
     end
     if (\win$83 ) begin
-      \bank3_addr$85  = \port$10296$0 [11:0];
+      \bank3_addr$85  = \port$10774$0 [11:0];
     end
     if (\win$84 ) begin
       \bank3_addr$85  = wr__2__addr[11:0];
@@ -50445,7 +51397,7 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       bank3_wdata = wr__0__data;
     end
     if (\win$83 ) begin
-      bank3_wdata = \port$10296$0 [77:14];
+      bank3_wdata = \port$10774$0 [77:14];
     end
     if (\win$84 ) begin
       bank3_wdata = wr__2__data;
@@ -50659,8 +51611,8 @@ module \kaki_soc_8x8.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
       \$192  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$10296$0 [13:0];
-  assign wr__1__data = \port$10296$0 [77:14];
+  assign wr__1__addr = \port$10774$0 [13:0];
+  assign wr__1__data = \port$10774$0 [77:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
@@ -53836,7 +54788,7 @@ module \kaki_soc_8x8.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$11575$16 , \port$13150$0 , r_rdy, clk);
+module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$12053$16 , \port$13628$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -53880,10 +54832,10 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$11575$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [15:0] \port$11575$16 ;
-  wire [15:0] \port$11575$16 ;
-  input [7:0] \port$13150$0 ;
-  wire [7:0] \port$13150$0 ;
+  input [15:0] \port$12053$16 ;
+  wire [15:0] \port$12053$16 ;
+  input [7:0] \port$13628$0 ;
+  wire [7:0] \port$13628$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -53918,7 +54870,7 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$11575$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$11575$16 , \port$13150$0  };
+      storage[w_port__addr] <= { \port$12053$16 , \port$13628$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -54029,8 +54981,8 @@ module \kaki_soc_8x8.vec_retire (rst, held, r_en, w_en, r_data, \port$11575$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$11575$16 , \port$13150$0  };
-  assign w_data = { \port$11575$16 , \port$13150$0  };
+  assign w_port__data = { \port$12053$16 , \port$13628$0  };
+  assign w_data = { \port$12053$16 , \port$13628$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
