@@ -1,9 +1,12 @@
 """compiler.torch_import on transformer blocks: LayerNorm/RMSNorm, GELU/SiLU, softmax, elementwise
-mul and multi-head attention (the head split/merge views around F.scaled_dot_product_attention as
-ONE graph ``attention`` node) import from torch.export, and the int8 graph's interpreter stays
-within a few output quantization steps of PyTorch's float result; what the importer cannot follow
-is a CompileError naming the exported node. No simulator, no compile: the graph interpreter only.
-Seeded by ``SEED`` like the other tests (printed)."""
+mul and multi-head attention (the head split/merge views around F.scaled_dot_product_attention, or
+around a hand-written ``softmax(q @ k^T * scale [causal mask]) @ v``, as ONE graph ``attention``
+node) import from torch.export, and the int8 graph's interpreter stays within a few output
+quantization steps of PyTorch's float result (a hand-written attention: the SDPA import's graph and
+int8 output); what the importer cannot follow is a CompileError naming the exported node. No
+simulator, no compile: the graph interpreter only. Seeded by ``SEED`` like the other tests
+(printed)."""
+import copy
 import math
 import os
 import secrets
@@ -206,6 +209,409 @@ def test_score_scale_is_the_calibrated_max_of_the_scaled_scores():
     assert att.attrs["causal"] and att.attrs["mask_offset"] == 0
 
 
+# ------------------------------------------------------------------------- hand-written attention
+
+class ManualAttention(Attention):
+    """:class:`Attention` written out as ``softmax(q @ k^T * scale [causal mask]) @ v``, the ways
+    models do it: the scale after the matmul (``* 1/sqrt(dh)``, ``/ math.sqrt(dh)``) or folded into
+    q (or into q and k); the causal mask from a registered tril buffer larger than the sequence
+    (nanoGPT: ``masked_fill(tril[:s, :s] == 0, -inf)``), from ``torch.triu`` built in forward, or
+    added (LLaMA: ``+ full(-inf).triu(1)``, with ``.float()`` / ``.type_as(q)`` around the
+    softmax); the softmax as a function or a method; an eval-mode dropout on the probabilities."""
+
+    def __init__(self, causal=False, scale="mul", mask="tril", max_seq=32, **kw):
+        super().__init__(causal=causal, **kw)
+        self.scale_form, self.mask_form = scale, mask
+        self.register_buffer("tril", torch.tril(torch.ones(max_seq, max_seq)), persistent=False)
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x):
+        b, s, d = x.shape
+        q, k, v = (self.heads(w(x), b, s, d) for w in (self.wq, self.wk, self.wv))
+        dh = d // self.h
+        if self.scale_form == "mul":
+            scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(dh))
+        elif self.scale_form == "div":
+            scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(dh)
+        elif self.scale_form == "q":
+            scores = (q * dh ** -0.5) @ k.transpose(-1, -2)
+        elif self.scale_form == "qk":
+            c = dh ** -0.25
+            scores = (q * c) @ (k * c).mT
+        else:
+            raise ValueError(self.scale_form)
+        if self.causal and self.mask_form == "tril":
+            scores = scores.masked_fill(self.tril[:s, :s] == 0, float("-inf"))
+        elif self.causal and self.mask_form == "triu":
+            scores = scores.masked_fill(torch.triu(torch.ones(s, s, dtype=torch.bool), diagonal=1),
+                                        float("-inf"))
+        elif self.causal and self.mask_form == "additive":
+            scores = scores + torch.full((s, s), float("-inf")).triu(1)
+        if self.mask_form == "additive":
+            p = F.softmax(scores.float(), dim=-1).type_as(q)
+        elif self.mask_form == "triu":
+            p = scores.softmax(-1)
+        else:
+            p = self.drop(F.softmax(scores, dim=-1))
+        return self.wo((p @ v).transpose(1, 2).reshape(b, s, d))
+
+
+def _codes(imported, x):
+    """The graph's int8 output codes on ``x``."""
+    (out,) = interpret(imported.graph, imported.quantize_inputs(np.asarray(x))).values()
+    return out
+
+
+def _scales_agree(a, b):
+    """Whether two imports picked the same quantization everywhere (op by op: every activation's
+    scale and zero point and every attribute, weights aside)."""
+    def sig(imported):
+        return [(n.op, float(n.output.scale) if n.op != "const" else None, n.output.zero_point,
+                 {k: v for k, v in n.attrs.items() if not isinstance(v, np.ndarray)})
+                for n in imported.graph.nodes]
+    return sig(a) == sig(b)
+
+
+def _same_as_sdpa(sdpa, manual, x, name):
+    """The two imports: the same ops, the same attention (score_scale: the same calibrated max),
+    int8 codes bit-exact when every calibrated scale agrees, else at most one code apart (the
+    attention's float output range differs in its last bits between torch's SDPA kernel and
+    p @ v)."""
+    assert _ops(manual) == _ops(sdpa), (name, _ops(manual), _ops(sdpa))
+    (a,), (b,) = ([n for n in m.graph.nodes if n.op == "attention"] for m in (sdpa, manual))
+    for key in ("heads", "causal", "mask_offset", "score_scale"):
+        assert b.attrs[key] == a.attrs[key], (name, key, b.attrs[key], a.attrs[key])
+    assert b.attrs["sm_scale"] == pytest.approx(a.attrs["sm_scale"], rel=1e-12)
+    assert all(t.zero_point == 0 for t in b.inputs) and [t.producer.op for t in b.inputs] == \
+        [t.producer.op for t in a.inputs]
+    ca, cb = _codes(sdpa, x), _codes(manual, x)
+    agree = _scales_agree(sdpa, manual)
+    diff = int(np.abs(ca.astype(np.int32) - cb.astype(np.int32)).max())
+    print(f"{name}: scales {'agree' if agree else 'differ'}, int8 codes differ by up to {diff}")
+    if agree:
+        np.testing.assert_array_equal(cb, ca)
+    assert diff <= 1
+    return agree
+
+
+HAND_WRITTEN = [(False, "mul", None), (False, "div", None), (False, "q", None), (False, "qk", None),
+                (True, "mul", "tril"), (True, "div", "triu"), (True, "q", "additive"),
+                (True, "qk", "tril")]
+
+
+@pytest.mark.parametrize("causal, scale, mask", HAND_WRITTEN,
+                         ids=[f"{'causal_' + m if c else 'noncausal'}_{s}"
+                              for c, s, m in HAND_WRITTEN])
+def test_hand_written_attention_imports_like_sdpa(causal, scale, mask):
+    """q @ k^T, scale, mask, softmax and @ v become the one attention node SDPA gives, the same
+    int8 output for the same weights, within the SDPA bounds of torch's float output."""
+    torch.manual_seed(SEED)
+    sdpa = Attention(causal=causal)
+    manual = ManualAttention(causal=causal, scale=scale, mask=mask)
+    manual.load_state_dict(sdpa.state_dict())
+    a, x = _import(sdpa, (2, 16, 32))
+    b, _ = _import(manual, (2, 16, 32))
+    assert set(_ops(b)) == {"input", "const", "linear", "attention"}
+    _same_as_sdpa(a, b, x, f"causal={causal} scale={scale} mask={mask}")
+    with torch.no_grad():
+        want = manual(x).numpy()
+        np.testing.assert_allclose(want, sdpa(x).numpy(), atol=1e-5)
+    for imported in (a, b):
+        got, qp = _run(imported, x)
+        mx, mean = _steps(got, want, qp)
+        assert mx <= ATTN_MAX_STEPS and mean <= ATTN_MEAN_STEPS, (mx, mean)
+    print(f"vs torch: max {mx:.2f} mean {mean:.3f} steps")
+
+
+class _KTransposed(Attention):
+    """Causal hand-written attention with k^T written other ways and finfo.min as the mask
+    value."""
+
+    def __init__(self, how):
+        super().__init__(causal=True)
+        self.how = how
+
+    def forward(self, x):
+        b, s, d = x.shape
+        q, v = (self.heads(w(x), b, s, d) for w in (self.wq, self.wv))
+        if self.how == "permute_from_split":          # [B, S, H, dh] -> [B, H, dh, S] at once
+            kt = self.wk(x).view(b, s, self.h, d // self.h).permute(0, 2, 3, 1)
+        else:
+            k = self.heads(self.wk(x), b, s, d)
+            kt = k.permute(0, 1, 3, 2) if self.how == "permute" else k.transpose(2, 3)
+        keep = torch.ones(s, s, dtype=torch.bool).tril()
+        scores = (q @ kt / math.sqrt(d // self.h)).masked_fill(~keep,
+                                                               torch.finfo(torch.float32).min)
+        return self.wo((F.softmax(scores, -1) @ v).transpose(1, 2).reshape(b, s, d))
+
+
+@pytest.mark.parametrize("how", ["permute", "transpose_2_3", "permute_from_split"])
+def test_hand_written_k_transposes_import_like_sdpa(how):
+    torch.manual_seed(SEED)
+    sdpa = Attention(causal=True)
+    manual = _KTransposed(how)
+    manual.load_state_dict(sdpa.state_dict())
+    a, x = _import(sdpa, (2, 16, 32))
+    b, _ = _import(manual, (2, 16, 32))
+    _same_as_sdpa(a, b, x, f"k^T by {how}")
+
+
+class HandSelfAttention(torch_models.SelfAttention):
+    """torch_models.SelfAttention by hand: nanoGPT's causal attention (tril buffer of the block
+    size, ``* 1/sqrt(dh)``, masked_fill, softmax, dropout) or, non-causal, ``/ sqrt(dh)``."""
+
+    def __init__(self, d_model, heads=4, causal=False, bias=True, block=128):
+        super().__init__(d_model, heads, causal, bias)
+        self.register_buffer("bias_mask", torch.tril(torch.ones(block, block))
+                             .view(1, 1, block, block), persistent=False)
+        self.attn_dropout = nn.Dropout(0.1)
+
+    def forward(self, x):
+        b, s, d = x.shape
+        q, k, v = (w(x).view(b, s, self.heads, d // self.heads).transpose(1, 2)
+                   for w in (self.wq, self.wk, self.wv))
+        if self.causal:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+            att = att.masked_fill(self.bias_mask[:, :, :s, :s] == 0, float("-inf"))
+        else:
+            att = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(d // self.heads)
+        att = self.attn_dropout(F.softmax(att, dim=-1))
+        return self.wo((att @ v).transpose(1, 2).contiguous().view(b, s, d))
+
+
+@pytest.mark.parametrize("name", ["encoder", "decoder_block"])
+def test_hand_written_blocks_match_the_sdpa_blocks(name):
+    """The encoder / decoder block (d 64, seq 64) with its attention written by hand imports to
+    the SDPA block's graph, the same int8 output, within the blocks' bounds of torch."""
+    torch.manual_seed(SEED)
+    block = (torch_models.EncoderBlock if name == "encoder" else torch_models.DecoderBlock)().eval()
+    hand = copy.deepcopy(block)
+    att = block.attn
+    hand.attn = HandSelfAttention(64, 4, causal=att.causal, bias=att.wq.bias is not None)
+    hand.attn.load_state_dict(att.state_dict())
+    gen = torch.Generator().manual_seed(SEED)
+    x = torch.randn(1, 64, 64, generator=gen)
+    calibration = [(torch.randn(1, 64, 64, generator=gen),) for _ in range(8)] + [(x,)]
+    a, b = (import_exported(_export(m, x), calibration) for m in (block, hand))
+    assert set(_ops(b)) - {"requantize"} == EXPECTED_OPS[name]
+    _same_as_sdpa(a, b, x, name)
+    with torch.no_grad():
+        want = hand(x).numpy()
+    for imported in (a, b):
+        got, qp = _run(imported, x)
+        mx, mean = _steps(got, want, qp)
+        assert mx <= MAX_STEPS and mean <= MEAN_STEPS, (mx, mean)
+    print(f"{name} by hand vs torch: max {mx:.2f} mean {mean:.3f} steps")
+
+
+class _ScaledTwice(Attention):
+    """q and k scaled by different constants and the scores divided again; a causal mask by
+    torch.where on a bool tril buffer."""
+
+    def __init__(self):
+        super().__init__(d=32, heads=2)
+        self.register_buffer("keep", torch.ones(8, 8, dtype=torch.bool).tril())
+
+    def forward(self, x):
+        b, s, d = x.shape
+        q, k, v = (self.heads(w(x), b, s, d) for w in (self.wq, self.wk, self.wv))
+        scores = ((q * 0.5) @ (k.transpose(-2, -1) * 0.6)) / 2.0
+        p = torch.where(self.keep, scores, float("-inf")).softmax(dim=-1)
+        return self.wo((p @ v).transpose(1, 2).reshape(b, s, d))
+
+
+def test_hand_written_sm_scale_folds_the_constants_and_score_scale_is_calibrated():
+    torch.manual_seed(SEED)
+    model = _ScaledTwice()
+    imported, x = _import(model, (1, 8, 32), batches=0)          # calibrated on x alone
+    (att,) = [n for n in imported.graph.nodes if n.op == "attention"]
+    with torch.no_grad():
+        q, k = (model.heads(w(x), 1, 8, 32) for w in (model.wq, model.wk))
+        s = (q @ k.transpose(-2, -1) * 0.15).masked_fill(~model.keep, 0)
+    assert att.attrs["sm_scale"] == pytest.approx(0.5 * 0.6 / 2.0, rel=1e-12)
+    assert att.attrs["score_scale"] == pytest.approx(float(s.abs().max()) / 127, rel=1e-5)
+    assert att.attrs["causal"] and att.attrs["mask_offset"] == 0 and att.attrs["heads"] == 2
+    assert [t.producer.op for t in att.inputs] == ["linear"] * 3, "q, k held unscaled"
+    got, qp = _run(imported, x)
+    with torch.no_grad():
+        want = model(x).numpy()
+    mx, mean = _steps(got, want, qp)
+    assert mx <= ATTN_MAX_STEPS and mean <= ATTN_MEAN_STEPS, (mx, mean)
+
+
+class _Head(nn.Module):
+    """One head, no split (Karpathy's ``Head``): q, k, v [B, T, hs], then a projection."""
+
+    def __init__(self, d=32, hs=16, block=16):
+        super().__init__()
+        self.key, self.query, self.value = (nn.Linear(d, hs, bias=False) for _ in range(3))
+        self.proj = nn.Linear(hs, d)
+        self.register_buffer("tril", torch.tril(torch.ones(block, block)))
+
+    def forward(self, x):
+        _, t, _ = x.shape
+        k, q = self.key(x), self.query(x)
+        wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5
+        wei = F.softmax(wei.masked_fill(self.tril[:t, :t] == 0, float("-inf")), dim=-1)
+        return self.proj(wei @ self.value(x))
+
+
+def test_single_head_hand_written_attention():
+    torch.manual_seed(SEED)
+    model = _Head()
+    imported, x = _import(model, (2, 16, 32))
+    (att,) = [n for n in imported.graph.nodes if n.op == "attention"]
+    assert att.attrs["heads"] == 1 and att.attrs["causal"]
+    assert att.attrs["sm_scale"] == pytest.approx(16 ** -0.5)
+    assert att.output.shape == (2, 16, 16)
+    got, qp = _run(imported, x)
+    with torch.no_grad():
+        want = model(x).numpy()
+    mx, mean = _steps(got, want, qp)
+    print(f"single head: max {mx:.2f} mean {mean:.3f} steps")
+    assert mx <= ATTN_MAX_STEPS and mean <= ATTN_MEAN_STEPS, (mx, mean)
+
+
+class _Hand(Attention):
+    """A hand-written attention with one thing changed by ``scores_fn`` / ``probs_fn`` (the
+    returned extra tensor, if any, becomes a second output)."""
+
+    def scores(self, q, k, x):
+        return (q @ k.transpose(-2, -1)) * 0.35
+
+    def probs(self, scores):
+        return F.softmax(scores, dim=-1)
+
+    def forward(self, x):
+        b, s, d = x.shape
+        q, k, v = (self.heads(w(x), b, s, d) for w in (self.wq, self.wk, self.wv))
+        scores = self.scores(q, k, x)
+        p = self.probs(scores)
+        out = self.wo((p @ v).transpose(1, 2).reshape(b, s, d))
+        extra = self.extra(scores, p)
+        return out if extra is None else (out, extra)
+
+    def extra(self, scores, p):
+        return None
+
+
+class _ScoresReturned(_Hand):
+    def extra(self, scores, p):
+        return scores
+
+
+class _ProbsReturned(_Hand):
+    def extra(self, scores, p):
+        return p
+
+
+class _ArbitraryMask(_Hand):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mask", torch.rand(8, 8, generator=torch.Generator().manual_seed(1))
+                             > 0.5)
+
+    def scores(self, q, k, x):
+        return super().scores(q, k, x).masked_fill(self.mask, float("-inf"))
+
+
+class _DiagonalMasked(_Hand):
+    """triu(ones) without diagonal=1: each query's own key masked too."""
+
+    def scores(self, q, k, x):
+        s = q.shape[-2]
+        return super().scores(q, k, x).masked_fill(torch.triu(torch.ones(s, s, dtype=torch.bool)),
+                                                   float("-inf"))
+
+
+class _PaddingMask(_Hand):
+    """A mask computed from the input (padding positions)."""
+
+    def scores(self, q, k, x):
+        pad = (x[..., 0] > 1.0)[:, None, None, :]
+        return super().scores(q, k, x).masked_fill(pad, float("-inf"))
+
+
+class _SmallFill(_Hand):
+    def scores(self, q, k, x):
+        s = q.shape[-2]
+        causal = torch.ones(s, s, dtype=torch.bool).tril()
+        return super().scores(q, k, x).masked_fill(~causal, -1.0)
+
+
+class _TrainingDropout(_Hand):
+    def probs(self, scores):
+        return F.dropout(super().probs(scores), 0.1, training=True)
+
+
+class _NegativeScale(_Hand):
+    def scores(self, q, k, x):
+        return (q @ k.transpose(-2, -1)) * -0.35
+
+
+class _HugeScores(_Hand):
+    """Masked scores at -1e4 (allowed), but k = -q and the scores * 1e5: query 0's own score is far
+    below -1e4, so its masked keys take its whole probability in torch."""
+
+    def __init__(self):
+        super().__init__()
+        with torch.no_grad():
+            self.wk.weight.copy_(-self.wq.weight)
+            self.wk.bias.copy_(-self.wq.bias)
+
+    def scores(self, q, k, x):
+        s = q.shape[-2]
+        causal = torch.ones(s, s, dtype=torch.bool).tril()
+        return ((q @ k.transpose(-2, -1)) * 1e5).masked_fill(~causal, -1e4)
+
+
+class _SoftmaxOverQueries(_Hand):
+    def probs(self, scores):
+        return F.softmax(scores, dim=-2)
+
+
+class _UntransposedK(_Hand):
+    """q @ k without the transpose (shapes allow it: 8 positions, head size 8)."""
+
+    def scores(self, q, k, x):
+        return q @ k
+
+
+class _ScaledQUsedTwice(_Hand):
+    """q * c feeds the scores and is added to the output: the constant cannot be folded."""
+
+    def forward(self, x):
+        b, s, d = x.shape
+        q, k, v = (self.heads(w(x), b, s, d) for w in (self.wq, self.wk, self.wv))
+        qs = q * 0.35
+        p = F.softmax(qs @ k.transpose(-2, -1), dim=-1)
+        return self.wo(((p @ v) + qs).transpose(1, 2).reshape(b, s, d))
+
+
+@pytest.mark.parametrize("model, node, reason", [
+    (_ScoresReturned(), "mul", "attention scores 'mul' are also used by exported node 'output'"),
+    (_ProbsReturned(), "softmax", "attention probabilities 'softmax' are used by"),
+    (_ArbitraryMask(), "masked_fill", "the mask is not the causal one"),
+    (_DiagonalMasked(), "masked_fill", "it differs at 8 of its 8x8 positions"),
+    (_PaddingMask(), "masked_fill", "depends on the model's input"),
+    (_SmallFill(), "masked_fill", "masked scores set to -1 are unsupported"),
+    (_TrainingDropout(), "dropout", "dropout p=0.1 (training mode) on the attention probabilities"),
+    (_NegativeScale(), "mul", "scaling the attention by -0.35 is unsupported"),
+    (_HugeScores(), "masked_fill", "masked keys kept probabilities up to"),
+    (_SoftmaxOverQueries(), "softmax", "softmax over dim -2 is unsupported"),
+    (_UntransposedK(), "matmul", "is not a transposed head split"),
+    (_ScaledQUsedTwice(), "mul", "folded into the attention's sm_scale, but"),
+], ids=["scores_returned", "probs_returned", "arbitrary_mask", "diagonal_masked", "padding_mask",
+        "small_fill", "training_dropout", "negative_scale", "huge_scores", "softmax_over_queries",
+        "untransposed_k", "scaled_q_used_twice"])
+def test_unsupported_hand_written_attention_names_the_exported_node(model, node, reason):
+    x = torch.randn(1, 8, 32)
+    with pytest.raises(CompileError) as e:
+        import_exported(_export(model, x), [(x,)])
+    print(e.value)
+    assert f"exported node {node!r}" in str(e.value) and reason in str(e.value), str(e.value)
+
+
 # ------------------------------------------------------------------------------- the other ops
 
 class Mix(nn.Module):
@@ -318,16 +724,6 @@ class _GroupedQuery(Attention):
                        .transpose(1, 2).reshape(b, s, d))
 
 
-class _ManualAttention(Attention):
-    """Attention written out: k.transpose(-2, -1) is a transpose the importer cannot follow."""
-
-    def forward(self, x):
-        b, s, d = x.shape
-        q, k, v = (self.heads(w(x), b, s, d) for w in (self.wq, self.wk, self.wv))
-        p = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // self.h), dim=-1)
-        return self.wo((p @ v).transpose(1, 2).reshape(b, s, d))
-
-
 class _HeadsUnmerged(Attention):
     """The SDPA output's heads merged without the transpose back: not [.., S, D]."""
 
@@ -377,13 +773,12 @@ class _SoftmaxDim1(nn.Module):
     (_MaskBuffer(), "scaled_dot_product_attention", "attn_mask is unsupported"),
     (_Dropout(), "scaled_dot_product_attention", "dropout_p=0.1 is unsupported"),
     (_GroupedQuery(), "scaled_dot_product_attention", "enable_gqa"),
-    (_ManualAttention(), "transpose_3", "a transpose the importer cannot follow"),
     (_HeadsUnmerged(), "reshape", "transpose(1, 2) them back first"),
     (_HeadViewToLinear(), "linear_1", "is an attention head view"),
     (_Tanh(), "tanh", "unsupported op"),
     (_ScaleByConstant(), "mul", "only the product of two activations"),
     (_SoftmaxDim1(), "softmax", "softmax over dim 1 is unsupported"),
-], ids=["attn_mask", "attn_mask_buffer", "dropout", "gqa", "manual_attention", "unmerged_heads",
+], ids=["attn_mask", "attn_mask_buffer", "dropout", "gqa", "unmerged_heads",
         "head_view_to_linear", "tanh", "mul_by_constant", "softmax_dim1"])
 def test_unsupported_input_names_the_exported_node(model, node, reason):
     x = torch.randn(1, 8, 32)
