@@ -14,9 +14,9 @@ parameter                               int32 bias at ``x.scale * w.scale``)
 square stride/padding)                  stride-1 conv anywhere is a per-pixel ``linear``
 ``relu``                                fused into the producing linear/conv when it is the
                                         only consumer, else ``relu``
-``add.Tensor``                          ``add`` (operands brought to one scale, zero point 0,
-                                        by choosing their producers' output scale or by a
-                                        ``requantize``)
+``add.Tensor``                          ``add`` (a residual stream's adds and operands share
+                                        one symmetric scale, chosen as their producers'
+                                        output scale: no ``requantize``)
 ``mul.Tensor`` of two activations of    ``mul`` (the SFU's elementwise product, requantized
 the same shape                          to the product's observed range)
 ``layer_norm`` over the last dim        ``layer_norm`` (float gamma/beta from the parameters;
@@ -635,20 +635,32 @@ class _Importer:
 
     # ------------------------------------------------------------------ planning
     def plan_adds(self):
-        """Give both operands of every add one symmetric scale covering operands and result, so the
-        graph's ``add`` (same scale, zero points summed) needs no requantize: an operand takes the
-        add's parameters unless another add claimed it first (a standalone requantize costs a
+        """Give every add, its operands and every add chained to them (a residual stream) one
+        symmetric scale covering all of them, so the graph's ``add`` (same scale, zero points
+        summed) needs no requantize anywhere along the stream (a standalone requantize costs a
         whole identity GEMM on the device; a ReLU output at zero point 0 costs one bit)."""
+        parent = {}
+
+        def find(x):
+            while parent.setdefault(x, x) != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        span = {}                                # group member -> its observed |range|
         for n in self.ep.graph.nodes:
             if n.target in _ADD and n.name not in self.absorbed:
-                absmax = max(max(abs(v) for v in self.ranges[x.name])
-                             for x in (*n.args[:2], n) if isinstance(x, torch.fx.Node))
-                qp = _symmetric_qparams(absmax)
-                for x in n.args[:2]:
-                    src = self._source(x)
-                    if src.name not in self.forced:
-                        self.forced[src.name] = qp
-                self.forced[n.name] = qp
+                args = [x for x in n.args[:2] if isinstance(x, torch.fx.Node)]
+                for x in args:
+                    parent[find(self._source(x).name)] = find(n.name)
+                for x in args + [n]:
+                    name = n.name if x is n else self._source(x).name
+                    span[name] = max(span.get(name, 0.0), *(abs(v) for v in self.ranges[x.name]))
+        absmax = {}
+        for name, v in span.items():
+            absmax[find(name)] = max(absmax.get(find(name), 0.0), v)
+        for name in span:
+            self.forced[name] = _symmetric_qparams(absmax[find(name)])
 
     def plan_attention(self):
         """Graph.attention takes q, k and v at zero point 0: the nodes producing them (through the
