@@ -24,7 +24,7 @@ from .dma import ceil_div
 from .errors import CompileError
 from .ir import AttentionPart, FusedSpecial, Step, Tile, TiledGemm
 
-__all__ = ["decompose", "needs", "tile_part", "verify_part", "AttentionPartScheduling"]
+__all__ = ["decompose", "heads_matmul_layer", "needs", "tile_part", "verify_part", "AttentionPartScheduling"]
 
 
 def decompose(g):
@@ -40,6 +40,22 @@ def decompose(g):
                              mask_offset=a["mask_offset"]))
     pv = AttentionPart(f"{g.name}.pv", g.nodes, g.q, g.k, g.v, g.output, a, part="pv", probs=probs)
     return [s, soft, pv]
+
+
+def heads_matmul_layer(n):
+    """A graph ``heads_matmul`` node as the attention part it is: with ``transpose_b`` the scores
+    part (``a`` as Q, ``b`` as K), else the P·V part (``a`` as the probabilities, ``b`` as V; the
+    output, ``[..., M, heads*N]``, carries the query shape)."""
+    a, b = n.inputs
+    at = n.attrs
+    if at["transpose_b"]:
+        attrs = dict(heads=at["heads"], score_mult=at["mult"], score_shift=at["shift"],
+                     score_zero_point=at["zero_point"], mult=0, shift=0, zero_point=0,
+                     causal=False, mask_offset=0)
+        return AttentionPart(n.name, [n], a, b, b, n.output, attrs, part="scores")
+    attrs = dict(heads=at["heads"], score_mult=0, score_shift=0, mult=at["mult"],
+                 shift=at["shift"], zero_point=at["zero_point"], causal=False, mask_offset=0)
+    return AttentionPart(n.name, [n], n.output, b, b, n.output, attrs, part="pv", probs=a)
 
 
 def _shape(g, dim):
@@ -175,7 +191,8 @@ class AttentionPartScheduling:
                     src_addr=self.bufs[f"c{t.buf}"].base, dst_addr=self.bufs[f"o{t.buf}"].base,
                     rows=(t.h1 - t.h0) * per_head * t.rows, bias_addr=p, mult_addr=p + 1,
                     shift_addr=p + 2, res_addr=0,
-                    zero_point=0 if g.part == "scores" else g.attrs["zero_point"] & 0xFF,
+                    zero_point=(g.attrs.get("score_zero_point", 0) if g.part == "scores"
+                                else g.attrs["zero_point"]) & 0xFF,
                     **{"ops.bias": 0, "ops.relu": 0, "ops.add": 0, "ops.maxred": 0})
         self.em.signal(q, EV_EPILOGUE[self.cqs.index(q)], t.index + 1, f"{g.name}: tile {t.index} done")
         if g.part == "scores":          # per head: its rows of the [B, heads, Sq, Sk] scores

@@ -27,6 +27,10 @@ program compute the same bits; the arithmetic is :mod:`golden.ops`):
 * ``maxred(x)``: int8 ``[R, C]`` (any rank, seen as rows x channels) -> ``[1, C]``, the elementwise
   max over all rows (:func:`golden.ops.max_reduce`, the vector unit's ``ops.maxred``; e.g. a global
   max-pool of an NHWC feature map); same scale and zero point.
+* transformer ops (the special-function unit; docs/compiler.md): ``softmax``, ``layer_norm``,
+  ``rms_norm``, ``lut`` / ``gelu`` / ``silu``, ``mul``, ``attention`` (multi-head scaled
+  dot-product, optional causal mask) and ``heads_matmul`` (a batched matmul over heads, with B
+  transposed or the heads merged).
 
 Feeds (``interpret`` and ``CompiledModel.pack_inputs``) are checked by :func:`check_feeds`: one
 NumPy array per graph input, exactly its shape and dtype, no other names; nothing is converted.
@@ -51,7 +55,7 @@ DTYPES = {"int8": np.int8, "int32": np.int32}
 SPECIAL_OPS = ("softmax", "layer_norm", "rms_norm", "lut", "mul")
 #: Ops the compiler knows (``Graph.custom`` can build others; compiling them is an error).
 KNOWN_OPS = ("input", "const", "linear", "matmul", "conv2d", "add", "relu", "requantize",
-             "maxred", "attention") + SPECIAL_OPS
+             "maxred", "attention", "heads_matmul") + SPECIAL_OPS
 
 
 class FeedError(CompileError):
@@ -454,6 +458,41 @@ class Graph:
                      mult=int(o_mult[0]), shift=int(o_shift[0]), zero_point=int(zero_point))
         return self._add("attention", name, [q, k, v], attrs, q.shape, "int8", scale, zero_point)
 
+    def heads_matmul(self, a, b, *, heads, transpose_b, scale, zero_point=0, alpha=1.0,
+                     name=None):
+        """Batched matmul over heads of int8 operands with zero point 0, requantized to int8 at
+        ``scale`` (the parts of an attention, usable alone). ``transpose_b``: ``a`` ``[..., M, D]``
+        and ``b`` ``[..., N, D]`` with head ``h`` in columns ``h*D/heads ..`` -> ``[..., heads, M,
+        N]`` = ``a_h @ b_h.T`` (Q·Kᵀ, K as stored). Else ``a`` ``[..., heads, M, K]`` and ``b``
+        ``[..., K, heads*N]`` -> ``[..., M, heads*N]`` = ``a_h @ b_h``, the heads merged (P·V).
+        ``alpha``: a real factor folded into the requantization (e.g. ``1/sqrt(dh)``)."""
+        name = self._unique(name, "heads_matmul")
+        where = f"heads_matmul {name!r}"
+        for what, t in (("a", a), ("b", b)):
+            self._need(where, t, "int8", what)
+            if t.zero_point != 0:
+                raise CompileError(where, f"{what} zero point {t.zero_point} is unsupported (0)")
+        if not isinstance(heads, (int, np.integer)) or heads < 1:
+            raise CompileError(where, f"heads={heads!r} must be a positive integer")
+        if transpose_b:
+            ok = (len(a.shape) >= 2 and a.shape[:-2] == b.shape[:-2] and a.cols == b.cols
+                  and a.cols % heads == 0)
+            shape = a.shape[:-2] + (int(heads), a.shape[-2], b.shape[-2]) if ok else None
+        else:
+            ok = (len(a.shape) >= 3 and a.shape[-3] == heads and a.shape[:-3] == b.shape[:-2]
+                  and a.shape[-1] == b.shape[-2] and b.cols % heads == 0)
+            shape = a.shape[:-3] + (a.shape[-2], b.cols) if ok else None
+        if not ok:
+            want = ("a [..., M, D], b [..., N, D], D divisible by heads" if transpose_b else
+                    "a [..., heads, M, K], b [..., K, heads*N]")
+            raise CompileError(where, f"shapes {a.shape} and {b.shape} with heads={heads}: "
+                                      f"expected {want}")
+        mult, shift = quantize_multiplier(float(a.scale) * float(b.scale) * float(alpha) / scale,
+                                          where)
+        attrs = dict(heads=int(heads), transpose_b=bool(transpose_b), mult=int(mult[0]),
+                     shift=int(shift[0]), zero_point=int(zero_point))
+        return self._add("heads_matmul", name, [a, b], attrs, shape, "int8", scale, zero_point)
+
     def custom(self, op, *inputs, shape, dtype="int8", name=None, **attrs):
         """A node of an op the compiler may not know (an importer's escape hatch)."""
         return self._add(op, name, list(inputs), attrs, shape, dtype)
@@ -572,6 +611,8 @@ def interpret(graph, feeds):
             y = _special(n, ins)
         elif n.op == "attention":
             y = _attention(n, ins)
+        elif n.op == "heads_matmul":
+            y = _heads_matmul(n, ins)
         else:
             raise CompileError(n.where, f"unsupported op {n.op!r}")
         env[id(t)] = y.reshape(t.shape)
@@ -630,3 +671,30 @@ def _attention(n, ins):
             c = slice(i * dh, (i + 1) * dh)
             out[b, :, c] = attention_head(a, *(np.ascontiguousarray(x[b, :, c]) for x in (q3, k3, v3)))
     return out
+
+
+def _heads_matmul(n, ins):
+    a, h = n.attrs, n.attrs["heads"]
+    x, y = ins
+    out = n.output
+    req = lambda acc: ops.requantize(acc, np.full(acc.shape[1], a["mult"], np.int32),  # noqa: E731
+                                     np.full(acc.shape[1], a["shift"], np.int32), a["zero_point"])
+    if a["transpose_b"]:
+        x3, y3 = x.reshape(-1, *x.shape[-2:]), y.reshape(-1, *y.shape[-2:])
+        dh = x.shape[-1] // h
+        res = np.empty((x3.shape[0], h, x3.shape[1], y3.shape[1]), np.int8)
+        for b in range(x3.shape[0]):
+            for i in range(h):
+                c = slice(i * dh, (i + 1) * dh)
+                res[b, i] = req(ops.gemm(np.ascontiguousarray(x3[b, :, c]),
+                                         np.ascontiguousarray(y3[b, :, c].T)))
+        return res.reshape(out.shape)
+    x4, y3 = x.reshape(-1, *x.shape[-3:]), y.reshape(-1, *y.shape[-2:])
+    dn = y.shape[-1] // h
+    res = np.empty((x4.shape[0], x4.shape[2], y.shape[-1]), np.int8)
+    for b in range(x4.shape[0]):
+        for i in range(h):
+            c = slice(i * dn, (i + 1) * dn)
+            res[b, :, c] = req(ops.gemm(np.ascontiguousarray(x4[b, i]),
+                                        np.ascontiguousarray(y3[b, :, c])))
+    return res.reshape(out.shape)

@@ -221,7 +221,7 @@ def _verify_layer(g, avail):
     shape = g.operands()[0].shape
     if any(t.shape != g.operands()[0].shape for t in g.operands()[1:]) and g.kind == "sfu":
         raise CompileError(g.where, f"operand shapes differ: {[t.shape for t in g.operands()]}")
-    if g.output.shape != shape or g.output.dtype != "int8":
+    if g.kind in ("sfu", "attention") and g.output.shape != shape or g.output.dtype != "int8":
         raise CompileError(g.where, f"output {g.output.name!r} is not int8 {shape}")
     avail.add(id(g.output))
 

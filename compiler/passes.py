@@ -35,7 +35,7 @@ from .dma import ceil_div, tiled_dma
 from .errors import CompileError
 from .graph import SPECIAL_OPS
 from .ir import Buffer, FusedAttention, FusedGemm, FusedSpecial, Step, Tile, TiledGemm, TiledProgram
-from .attention_parts import AttentionPartScheduling, decompose, tile_part
+from .attention_parts import AttentionPartScheduling, decompose, heads_matmul_layer, tile_part
 from .special_layers import (SpecialScheduling, fits_on_chip, param_rows, params_data,
                              tile_attention, tile_special)
 
@@ -173,6 +173,8 @@ def fuse(graph):
                                       n.inputs[1] if n.op == "mul" else None, out, a))
         elif n.op == "attention":
             gemms.append(FusedAttention(n.name, [n], *n.inputs, out, a))
+        elif n.op == "heads_matmul":
+            gemms.append(heads_matmul_layer(n))
         else:
             raise CompileError(n.where, f"unsupported op {n.op!r}")
     for g in gemms:

@@ -216,3 +216,41 @@ def test_random_block_shapes(rng):
         g, feeds = block(rng, kind, batch=batch, seq=seq, d=d, heads=heads, keys=keys)
         print(f"  {kind} dim {dim} batch {batch} seq {seq} keys {keys} d {d} heads {heads}")
         assert_bit_exact(compile_graph(g, caps_for(dim)), feeds, seeds=(int(rng.integers(99)),))
+
+
+@pytest.mark.parametrize("dim,small", [(4, False), (8, True), (16, False)])
+def test_heads_matmul_chain_is_the_attention(rng, dim, small):
+    """The batched matmuls over heads as graph ops — Q·Kᵀ (K transposed as stored) to int8 scores
+    [B, heads, Sq, Sk], a causal softmax over them, P·V with the heads merged — compile to the
+    scores / softmax / P·V layers and give exactly the attention op's bits."""
+    b, sq, sk, d, heads = 2, 6, 11, 24, 3
+    g = Graph("chain")
+    q = g.input("q", (b, sq, d), scale=0.05)
+    k, v = (g.input(n, (b, sk, d), scale=0.05) for n in ("k", "v"))
+    att = g.attention(q, k, v, heads=heads, score_scale=0.05, scale=0.02, causal=True, name="att")
+    s = g.heads_matmul(q, k, heads=heads, transpose_b=True, scale=0.05,
+                       alpha=1 / np.sqrt(d // heads), name="qk")
+    p = g.softmax(s, causal=True, name="p")
+    o = g.heads_matmul(p, v, heads=heads, transpose_b=False, scale=0.02, name="pv")
+    g.output(o, att, s)
+    assert s.shape == (b, heads, sq, sk) and o.shape == (b, sq, d)
+    feeds = {n: rng.integers(-128, 128, (b, x, d)).astype(np.int8)
+             for n, x in (("q", sq), ("k", sk), ("v", sk))}
+    ref = interpret(g, feeds)
+    # the P·V multiplier is the same real number computed in another order: at most one code
+    assert np.abs(ref[o.name].astype(int) - ref[att.name]).max() <= 1
+    caps = caps_for(dim, spad_bank_rows=128, acc_bank_rows=256) if small else caps_for(dim)
+    cm = compile_graph(g, caps)
+    kinds = [tg.gemm.kind for tg in cm.tiled.gemms]
+    assert kinds.count("attention_scores") >= 1 and kinds.count("attention_pv") >= 1, kinds
+    assert_bit_exact(cm, feeds, seeds=(0, 1))
+
+
+def test_heads_matmul_shapes_are_checked():
+    g = Graph("bad")
+    a, b = g.input("a", (4, 12), scale=0.1), g.input("b", (5, 10), scale=0.1)
+    with pytest.raises(CompileError, match="heads_matmul 'x'.*shapes"):
+        g.heads_matmul(a, b, heads=2, transpose_b=True, scale=0.1, name="x")
+    z = g.input("z", (4, 12), scale=0.1, zero_point=3)
+    with pytest.raises(CompileError, match="heads_matmul 'y'.*zero point 3"):
+        g.heads_matmul(z, a, heads=2, transpose_b=True, scale=0.1, name="y")
