@@ -67,8 +67,20 @@ class FusedGemm:
         return [self.a, self.w] + ([self.residual] if self.residual is not None else [])
 
 
+class _RowLayer:
+    """What the GEMM passes ask of every fused layer that is not a GEMM: no epilogue extras, and
+    its first graph node for error messages."""
+    relu = False
+    residual = None
+    maxred = False
+
+    @property
+    def where(self):
+        return self.nodes[0].where
+
+
 @dataclass(eq=False)
-class FusedSpecial:
+class FusedSpecial(_RowLayer):
     """``output = op(a [, b])`` row by row on the special-function unit: ``op`` is a graph op of
     ``compiler.graph.SPECIAL_OPS`` with its node's integer attributes; every row of ``a``
     (``m`` rows of ``k`` channels) is one logical SFU row."""
@@ -80,9 +92,6 @@ class FusedSpecial:
     output: object
     attrs: dict
     kind = "sfu"
-    relu = False
-    residual = None
-    maxred = False
 
     @property
     def m(self):
@@ -96,16 +105,12 @@ class FusedSpecial:
     def n(self):
         return self.a.cols
 
-    @property
-    def where(self):
-        return self.nodes[0].where
-
     def operands(self):
         return [self.a] + ([self.b] if self.b is not None else [])
 
 
 @dataclass(eq=False)
-class FusedAttention:
+class FusedAttention(_RowLayer):
     """A graph ``attention`` node: per batch item, query tile and group of heads, the batched
     Q·Kᵀ GEMM (K read transposed as stored), the scores' VECTOR requantization, one SOFTMAX per
     head and the batched P·V GEMM with its VECTOR requantization (docs/compiler.md)."""
@@ -117,9 +122,6 @@ class FusedAttention:
     output: object
     attrs: dict                  #: the graph node's attributes (heads, causal, multipliers)
     kind = "attention"
-    relu = False
-    residual = None
-    maxred = False
 
     @property
     def batches(self):
@@ -146,16 +148,8 @@ class FusedAttention:
         return self.q.rows
 
     @property
-    def k_dim(self):
-        return self.q.cols
-
-    @property
     def n(self):
         return self.q.cols
-
-    @property
-    def where(self):
-        return self.nodes[0].where
 
     def operands(self):
         return [self.q, self.k, self.v]
