@@ -1,5 +1,7 @@
 """Repository-wide pytest plugin: regression sharding and the failure/summary report.
 
+* Tests marked ``slow`` run only under ``make regress`` (``KAKI_REGRESS=1``); ``make test``
+  reports them as skipped, with the reason.
 * ``--shard i/n`` keeps the i-th (1-based) of n interleaved slices of the collected tests, sorted
   by node id, so n CI machines split one regression without overlap or gaps (every machine
   collects the same list). An empty shard exits with pytest's code 5, which ``make`` treats as a
@@ -78,7 +80,17 @@ def shard_items(items, i, n):
     return [it for it in items if id(it) in keep], [it for it in items if id(it) not in keep]
 
 
+def regress_enabled():
+    """``make regress`` (``KAKI_REGRESS`` set to anything but 0)."""
+    return os.environ.get("KAKI_REGRESS", "0") not in ("", "0")
+
+
 def pytest_collection_modifyitems(config, items):
+    if not regress_enabled():
+        slow = pytest.mark.skip(reason="long-running: make regress (KAKI_REGRESS=1) only")
+        for item in items:
+            if item.get_closest_marker("slow"):
+                item.add_marker(slow)
     text = config.getoption("--shard")
     if not text:
         return

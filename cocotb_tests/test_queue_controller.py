@@ -63,7 +63,9 @@ def test_queue_controller_lints(dbits, n, prefetch, depth, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
 
 
-SIM_TESTS = simbuild.cocotb_tests(MODULE)
+#: t_traffic is t_traffic_fast's long version (~45 s): make regress only.
+SIM_TESTS = [pytest.param(t, marks=pytest.mark.slow) if t == "t_traffic" else t
+             for t in simbuild.cocotb_tests(MODULE)]
 
 
 @pytest.mark.sim

@@ -17,7 +17,6 @@ from tools.simbuild import soc_target
 MODULE = "cocotb_tests.cocotb_stress"
 #: the cocotb tests this file runs (tests/test_cocotb_inventory.py: every @cocotb.test() must be run)
 COCOTB_RUNS = {MODULE: ("queue_stress", "queue_fuzz")}
-REGRESS = os.environ.get("KAKI_REGRESS", "0") not in ("", "0")
 #: Descriptors per queue: the full stress (make regress) and its scaled-down version (make test).
 STRESS_COMMANDS, SMALL_COMMANDS = 10_000, 200
 #: Malformed descriptors and configuration faults per regression seed, and in make test.
@@ -38,7 +37,6 @@ def test_queue_stress_small():
 
 @pytest.mark.sim
 @pytest.mark.slow
-@pytest.mark.skipif(not REGRESS, reason="4 x 10,000 descriptors: make regress (KAKI_REGRESS=1) only")
 def test_queue_stress():
     _run("queue_stress", "queue_stress", regress=True, KAKI_STRESS_COMMANDS=str(STRESS_COMMANDS))
 
@@ -50,7 +48,6 @@ def test_queue_fuzz_small():
 
 @pytest.mark.sim
 @pytest.mark.slow
-@pytest.mark.skipif(not REGRESS, reason="500 faults: make regress (KAKI_REGRESS=1) only")
 def test_queue_fuzz():
     faults = int(os.environ.get("KAKI_FUZZ_FAULTS", FUZZ_FAULTS))
     _run("queue_fuzz", "queue_fuzz", regress=True, KAKI_FUZZ_FAULTS=str(faults))

@@ -193,10 +193,11 @@ def _fuzz(s, faults, chip=None, **kw):
     return run_sync(fuzz_scenario(CAPS, s, host_bytes=HOST_BYTES, faults=faults, **kw), chip)
 
 
-@pytest.mark.parametrize("part", range(SLICES))
+@pytest.mark.parametrize("part", [pytest.param(k, marks=pytest.mark.slow if k else ())
+                                  for k in range(SLICES)])
 def test_fuzz_on_the_golden_chip(part):
     """10,000 faults on the golden chip, in slices with their own seeds (pytest-xdist runs them in
-    parallel; ~10 s of CPU each): every class occurs, each faulty queue halts with the oracle's
+    parallel; ~30 s of CPU each; make test runs the first slice, make regress all): every class occurs, each faulty queue halts with the oracle's
     code and recovers, the host memory and the local canary rows stay as the replay says."""
     rep = _fuzz(seed(100 + part), FAULTS_GOLDEN // SLICES)
     assert rep.injected >= FAULTS_GOLDEN // SLICES and rep.double > 0

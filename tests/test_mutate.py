@@ -19,7 +19,6 @@ from amaranth.lib.wiring import In, Out
 
 from tools import mutate as M
 
-REGRESS = os.environ.get("KAKI_REGRESS", "0") not in ("", "0")
 
 SRC = '''\
 class Thing:
@@ -238,7 +237,6 @@ def test_command_line_rejects_bad_values_by_name(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REGRESS, reason="a mutation campaign: make regress (KAKI_REGRESS=1) only")
 def test_mutation_sample(tmp_path):
     """A seeded sample (SEED= honoured): two mutants of each of two cheap blocks against their
     block benches. Every mutant must be killed or proven equivalent, unless EXPLAINED says why it
