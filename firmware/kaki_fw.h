@@ -1,7 +1,7 @@
 /* Kaki firmware: shared definitions. Register layouts, the command table and the chip constants
  * come from the generated headers (kaki_mmio.h from hdl_gen/kaki_mmio.rdl, kaki_desc.h from
  * hdl_gen/descriptor.py, kaki_chip.h from hdl_gen/config.py); nothing here repeats an address, a
- * bit position, an opcode's engine or a FIFO depth by hand. The service loop follows docs/queues.md. */
+ * bit position, an opcode's engine or a FIFO depth by hand. The service loop follows docs/queues.md "Firmware". */
 #ifndef KAKI_FW_H
 #define KAKI_FW_H
 #include <stddef.h>
@@ -25,27 +25,11 @@ typedef kaki_mmio_t __attribute__((aligned(4))) kaki_mmio_words_t;
 #define KAKI_EVENTS KAKI_COUNT(EVENT)
 #define KAKI_HEAD_WORDS (KAKI_COUNT(Q_HEAD) / KAKI_QUEUES)
 _Static_assert(KAKI_HEAD_WORDS == KAKI_DESC_WORDS, "Q_HEAD holds one descriptor per queue");
-_Static_assert(KAKI_COUNT(RETIRE) == KAKI_ENGINES, "one RETIRE register per engine of the command table");
+_Static_assert(KAKI_MMIO__WORK__HUNG_bm >> KAKI_MMIO__WORK__HUNG_bp == (1u << KAKI_ENGINES) - 1 &&
+               KAKI_MMIO__ENGINE_RESET__ENGINE_bm >> KAKI_MMIO__ENGINE_RESET__ENGINE_bp == (1u << KAKI_ENGINES) - 1,
+               "one WORK.HUNG and ENGINE_RESET bit per engine of the command table");
 _Static_assert(KAKI_QUEUES == KAKI_CHIP_QUEUES && KAKI_EVENTS == KAKI_CHIP_EVENTS,
                "the MMIO map's arrays match the chip's queue and event counts");
-
-/* Depth of each engine's command FIFO (CAP_QUEUES.FIFO_DEPTH; the firmware cannot read host CSRs,
- * so it takes the build constant): forwarding at most this many unretired commands per engine
- * means an engine FIFO never overflows and its retire FIFO never fills. */
-#define KAKI_ENGINE_FIFO_DEPTH KAKI_CHIP_FIFO_DEPTH
-_Static_assert(KAKI_CHIP_RETIRE_DEPTH > KAKI_CHIP_FIFO_DEPTH + 1, "a retire FIFO outlasts its engine's FIFO");
-
-/* Descriptors per queue popped but whose completion record is not requested yet (docs/queues.md:
- * at most 32). A power of two, so index & (KAKI_PENDING - 1) is the slot. */
-#define KAKI_PENDING 32
-
-/* FORWARD.TAG = (queue << TAG_QUEUE_SHIFT) | (index & TAG_INDEX_MASK) (docs/queues.md). The tag
- * alone then finds the pending slot of a retired command. */
-#define TAG_QUEUE_SHIFT 14
-#define TAG_INDEX_MASK ((1u << TAG_QUEUE_SHIFT) - 1)
-_Static_assert(KAKI_PENDING <= TAG_INDEX_MASK + 1, "a tag must name its pending slot");
-_Static_assert(((KAKI_QUEUES - 1) << TAG_QUEUE_SHIFT | TAG_INDEX_MASK) <= KAKI_MMIO__FORWARD__TAG_bm >> KAKI_MMIO__FORWARD__TAG_bp,
-               "the queue number fits in FORWARD.TAG");
 
 /* Register fields: value of FIELD in a REG value, and a REG value with FIELD = x. */
 #define FIELD_GET(reg, field, v) \
@@ -74,38 +58,21 @@ enum fw_state { FW_RESET = 0, FW_BOOTING = 1, FW_READY = 2, FW_FAULT = 3 };
 /* FW_FAULT_CAUSE values of faults the firmware detects itself (above every RISC-V mcause
  * exception code, below the interrupt bit); FW_FAULT_TVAL holds the offending value. */
 enum fw_panic {
-    PANIC_RETIRE_TAG = 0x100,    /* RETIRE TAG is not the engine's oldest forwarded command */
-    PANIC_RETIRE_EMPTY = 0x101,  /* RETIRE of an engine the firmware forwarded nothing to */
+    /* The issue unit left a well-formed head to the firmware: hardware and firmware disagree on
+     * the command table (FW_FAULT_TVAL = the head's word 0). */
+    PANIC_HEAD_SERVABLE = 0x100,
 };
 
 static inline void wfi(void) { __asm__ volatile("wfi"); }
-
-static inline uint32_t read_mcycle(void)
-{
-    uint32_t v;
-    __asm__ volatile("csrr %0, mcycle" : "=r"(v));
-    return v;
-}
 
 /* main.c */
 uint32_t kaki_trap(uint32_t mcause, uint32_t mepc, uint32_t mtval);
 /* Report a fault the firmware detected (FW_FAULT_PC = the call site) and stop serving. */
 void fw_panic(uint32_t cause, uint32_t tval) __attribute__((noreturn));
 
-/* engines.c: per-engine lists of forwarded commands, retirement and the watchdog. */
-void engines_init(void);
-int engine_has_room(unsigned e);
-void engine_forwarded(unsigned e, uint32_t tag);
-int engines_retire(uint32_t work);
-int engines_watchdog(void);
-int engines_busy(void);
-/* Cycles until the next watchdog check is due (<= 0: due now). */
-int32_t engines_until_check(void);
-
-/* queues.c: per-queue pending descriptors, completion requests, resets and dispatch. */
-void queues_init(void);
-void queue_done(uint32_t tag, uint32_t status);
-int queues_complete(int *stalled);
+/* engines.c: the watchdog policy; queues.c: heads left to the firmware and queue resets. Each
+ * serves its WORK bits and returns nonzero if it did anything. */
+int engines_watchdog(uint32_t work);
+int queues_serve(uint32_t work);
 int queues_reset(uint32_t work);
-int queues_dispatch(uint32_t work, uint32_t *blocked);
 #endif

@@ -1,10 +1,10 @@
-/* Kaki control-core firmware: boot, report version and readiness, then serve the command queues
- * (docs/queues.md "Firmware service loop").
+/* Kaki control-core firmware: boot, report version and readiness, enable the issue unit, then
+ * keep the policy the hardware leaves to it (docs/queues.md "Firmware"): hung engines, queue
+ * resets and the heads the issue unit does not serve (malformed descriptors).
  *
- * The firmware is the only agent that decides order: it forwards engine commands, runs NOP,
- * BARRIER, SIGNAL_EVENT and WAIT_EVENT itself, retires in queue order and requests completion
- * records. Any unexpected trap, or an inconsistency it detects, is reported through FW_FAULT_*
- * and FW_MSG (with the host interrupt FW_MSG) instead of a silent hang.
+ * Engine commands, events and barriers never pass through here. Any unexpected trap, or an
+ * inconsistency the firmware detects, is reported through FW_FAULT_* and FW_MSG (with the host
+ * interrupt FW_MSG) instead of a silent hang, and stops the issue unit.
  */
 #include "kaki_fw.h"
 
@@ -14,6 +14,9 @@
 
 static void __attribute__((noreturn)) fault(uint32_t pc, uint32_t cause, uint32_t tval)
 {
+    /* Nothing new is issued without the firmware's supervision; commands already issued
+     * still retire and get their records. */
+    MMIO->ISSUE = 0;
     MMIO->FW_FAULT_PC = pc;
     MMIO->FW_FAULT_CAUSE = cause;
     MMIO->FW_FAULT_TVAL = tval;
@@ -44,35 +47,14 @@ uint32_t kaki_trap(uint32_t mcause, uint32_t mepc, uint32_t mtval)
 
 static void __attribute__((noreturn)) serve(void)
 {
-    /* WORK_MASK as last written (its reset value: no queue masked, the timer off). */
-    uint32_t mask = FIELD_PUT(WORK_MASK, TIMER, 1);
     for (;;) {
         uint32_t work = MMIO->WORK;
-        int stalled = 0;
-        uint32_t blocked = 0;
-        int progress = engines_retire(work);
-        progress += queues_complete(&stalled);
+        int progress = engines_watchdog(work);
         progress += queues_reset(work);
-        progress += queues_dispatch(work, &blocked);
-        progress += engines_watchdog();
-        /* Sleep only when nothing can change without an interrupt. Records held back by a full
-         * completion writer need polling (the writer frees slots without a WORK bit). */
-        if (progress || stalled)
-            continue;
-        uint32_t want = FIELD_PUT(WORK_MASK, QREADY, blocked) | FIELD_PUT(WORK_MASK, TIMER, 1);
-        if (engines_busy()) {
-            /* A hung engine raises no WORK bit: wake for the next watchdog check at the latest. */
-            int32_t left = engines_until_check();
-            if (left <= 0)
-                continue;
-            MMIO->TIMER = FIELD_PUT(TIMER, CYCLES, FIELD_GET(TIMESTAMP, CYCLES, MMIO->TIMESTAMP) + (uint32_t)left);
-            want &= ~FIELD_PUT(WORK_MASK, TIMER, 1);
-        }
-        if (want != mask) {
-            mask = want;
-            MMIO->WORK_MASK = mask;
-        }
-        wfi();
+        progress += queues_serve(work);
+        /* Each action above clears the WORK bit it served; sleep once a pass finds none. */
+        if (!progress)
+            wfi();
     }
 }
 
@@ -80,9 +62,8 @@ int main(void)
 {
     MMIO->FW_STATUS = FW_BOOTING;
     MMIO->FW_VERSION = KAKI_FW_VERSION;
-    engines_init();
-    queues_init();
     MMIO->FW_STATUS = FW_READY;
+    MMIO->ISSUE = FIELD_PUT(ISSUE, ENABLE, 1);
     /* MEIE lets the work interrupt end WFI; mstatus.MIE stays 0 so it never traps. */
     __asm__ volatile("csrs mie, %0" ::"r"(MIE_MEIE));
     serve();

@@ -28,7 +28,8 @@ class KakiConfig:
     fifo_depth: int = 4          # commands each engine's dispatcher FIFO holds (CAP_QUEUES.FIFO_DEPTH)
     prefetch: int = 4            # descriptors each queue prefetches (CAP_QUEUES.PREFETCH)
     cpl_depth: int = 4           # completion requests the queue controller's writer holds
-    retire_depth: int = 8        # per-engine retire FIFO the firmware reads (> fifo_depth + 1)
+    retire_depth: int = 8        # per-engine retire FIFO the issue unit drains (> fifo_depth + 1)
+    inflight: int = 16           # descriptors per queue popped and without a completion request (issue unit window)
     # cycles from a granted scratchpad/accumulator read to its data: 1; 2 with the banks' read
     # ports registered (every block-RAM pin driven by a flip-flop); 3 with each bank's output
     # registered too (no block-RAM output drives logic; BankedMemory)
@@ -58,6 +59,8 @@ class KakiConfig:
                              f"{self.sfu_lanes!r}")
         if self.mem_read_latency not in (1, 2, 3):
             raise ValueError(f"mem_read_latency must be 1, 2 or 3, not {self.mem_read_latency!r}")
+        if not (_is_pow2(self.inflight) and 2 <= self.inflight <= 64):
+            raise ValueError(f"inflight must be a power of two in 2..64, not {self.inflight!r}")
         if not 2 <= self.prefetch <= 255 or not 2 <= self.cpl_depth <= 15:
             raise ValueError(f"prefetch must be in 2..255 and cpl_depth in 2..15, not "
                              f"{self.prefetch!r} and {self.cpl_depth!r}")

@@ -1,5 +1,5 @@
 """Descriptor dispatch: routes submitted descriptors to per-engine command FIFOs and retires them."""
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -52,8 +52,9 @@ class Dispatcher(wiring.Component):
     <engine>   : Out(stream.Signature(DispatchEntry)) — the next command for each engine of
                  :class:`Engine` (``dma_load``, ``dma_store``, ``gemm``, ``vec``), serving the
                  opcodes :data:`COMMANDS` assigns to it.
-    engine_reset : In(len(ENGINES)) — bit i: engine i is being reset; forget its command in
-                 flight (no retire event; its FIFO is kept).
+    engine_reset : In(len(ENGINES)) — bit i: engine i is being reset; its command in flight
+                 retires with WATCHDOG (its FIFO is kept, and the engine's own done in that
+                 cycle is ignored).
     <engine>_done, <engine>_error : In(1), In(ErrorCode) — the engine's retire pulse and result.
     retire     : Out(RetireSignature()).array(len(ENGINES)) — retire events per engine.
     reject     : Out(RetireSignature()) — descriptors refused at submission.
@@ -114,7 +115,9 @@ class Dispatcher(wiring.Component):
             with m.If(port.valid & port.ready):   # after `done`: a same-cycle accept wins
                 m.d.sync += [held.eq(port.payload.desc), self.inflight[i].eq(1)]
             r = self.retire[i]
-            m.d.comb += [r.done.eq(done & ~self.engine_reset[i]), r.error.eq(getattr(self, f"{name}_error")),
+            reset = self.engine_reset[i]
+            m.d.comb += [r.done.eq(Mux(reset, self.inflight[i], done)),
+                         r.error.eq(Mux(reset, ErrorCode.WATCHDOG, getattr(self, f"{name}_error"))),
                          r.irq.eq(held.flags.irq), r.opcode.eq(held.opcode), r.tag.eq(held.tag)]
             busy.append(q.r_rdy)
             m.d.comb += self.full[i].eq(~q.w_rdy)

@@ -256,7 +256,7 @@ def chip_py():
     lines += ["}", ""]
     lines += [f"{n.upper()} = DEFAULTS[{n!r}]" for n in
               ("queues", "events", "fifo_depth", "prefetch", "cpl_depth", "retire_depth",
-               "mem_read_latency", "sfu_lanes")]
+               "inflight", "mem_read_latency", "sfu_lanes")]
     lines += ["", "#: Cycles from a vector-unit row's granted read to its scratchpad write "
               "(hdl_gen/vector_unit.py).", f"VEC_PIPELINE_LATENCY = {vector_unit.PIPELINE_LATENCY}", ""]
     lines += ["#: The special-function unit's pipeline stages and per-row square root and division "
@@ -275,7 +275,7 @@ def chip_header():
     lines = [f"/* {HEADER.format(src='hdl_gen/config.py')} */", "#ifndef KAKI_CHIP_H", "#define KAKI_CHIP_H",
              "", "/* The chip's build parameters (KakiConfig defaults; the same for every array size). */"]
     lines += [f"#define KAKI_CHIP_{n.upper()} {v}" for n, v in _config_fields()
-              if n in ("queues", "events", "fifo_depth", "prefetch", "cpl_depth", "retire_depth")]
+              if n in ("queues", "events", "fifo_depth", "prefetch", "cpl_depth", "retire_depth", "inflight")]
     lines += ["", "#endif /* KAKI_CHIP_H */", ""]
     return "\n".join(lines)
 

@@ -21,10 +21,11 @@ halt/reset state; one AXI4 manager port serves every queue:
   and ``cpl_irq``/``error_irq`` pulse (both writes have completed by then).
 * **Reset** (``reset`` pulse): the queue stops fetching and its head is no longer offered
   (``ready`` 0), a read in flight for it is discarded; ``qreset_req`` asks the firmware. Once
-  acknowledged (``qreset_ack``, or at once while ``fw_running`` is 0) and no completion request of
-  the queue is left in the writer, the FIFO is emptied, P, F, C, the halt state and the error
-  clear and ``resetting`` drops. (A ``pop`` while resetting still works: the firmware may forward
-  the head it had already read.)
+  acknowledged (``qreset_ack``, or at once while ``fw_running`` is 0), ``drained`` (the issue unit
+  owes the queue no completion request) and no completion request of the queue is left in the
+  writer, the FIFO is emptied, P, F, C, the halt state and the error clear, ``cleared`` pulses and
+  ``resetting`` drops. (A ``pop`` while resetting still works: the firmware may pop the head it
+  had already read.)
 
 AXI use: full-width beats (``*size`` = log2 of the data bytes), INCR bursts, ``*prot`` 0. At most
 one read and one write burst of the controller's own are outstanding at a time (a write's AW and W
@@ -74,6 +75,8 @@ class QueuePortSignature(wiring.Signature):
       (``doorbell`` is sampled in the strobe cycle).
     * ``pop`` [1]: one-cycle pulse, drop the FIFO head (``Q_POP`` or ``FORWARD``).
     * ``qreset_ack`` [1]: one-cycle pulse, ``QRESET_ACK``.
+    * ``drained`` [1]: level, the issue unit holds no popped descriptor of the queue without a
+      completion request (a reset may complete).
 
     Outputs:
 
@@ -86,6 +89,7 @@ class QueuePortSignature(wiring.Signature):
       ``head_index`` [32]: its index (F − ``prefetched``).
     * ``ready`` [1]: ``active`` and the FIFO is not empty (``WORK.QREADY``).
     * ``qreset_req`` [1]: level, resetting and not yet acknowledged (``WORK.QRESET``).
+    * ``cleared`` [1]: one-cycle pulse, the reset completes (indices zeroed at the clock edge).
     * ``cpl_irq`` [1], ``error_irq`` [1]: one-cycle pulses that set ``IRQ_STATUS.QUEUE_CPL`` /
       ``QUEUE_ERROR``; ``retired`` [1]: one-cycle pulse per record written (``PERF_Q_RETIRED``).
     """
@@ -94,12 +98,12 @@ class QueuePortSignature(wiring.Signature):
         super().__init__({
             "ring_base": In(32), "ring_log2": In(4), "cpl_base": In(32), "enable": In(1),
             "reset": In(1), "doorbell": In(32), "doorbell_we": In(1), "pop": In(1),
-            "qreset_ack": In(1),
+            "qreset_ack": In(1), "drained": In(1),
             "producer": Out(32), "fetch": Out(32), "consumer": Out(32), "active": Out(1),
             "halted": Out(1), "resetting": Out(1), "prefetched": Out(8), "error": Out(8),
             "error_index": Out(32), "head": Out(DESCRIPTOR_BITS), "head_index": Out(32),
             "ready": Out(1), "qreset_req": Out(1), "cpl_irq": Out(1), "error_irq": Out(1),
-            "retired": Out(1),
+            "retired": Out(1), "cleared": Out(1),
         })
 
 
@@ -281,6 +285,7 @@ class QueueController(wiring.Component):
                 qp.head.eq(f.r_data), qp.head_index.eq(F[i] - f.level),
                 qp.ready.eq(active[i] & f.r_rdy),
                 qp.qreset_req.eq(resetting[i] & ~acked[i]),
+                qp.cleared.eq(reset_done[i]),
                 f.r_en.eq(qp.pop),
                 size[i].eq(Const(1, 1) << qp.ring_log2),
             ]
@@ -589,7 +594,7 @@ class QueueController(wiring.Component):
                 m.d.sync += [resetting[i].eq(1), acked[i].eq(0)]
             with m.Elif(resetting[i] & (qp.qreset_ack | ~self.fw_running)):
                 m.d.sync += acked[i].eq(1)
-            m.d.comb += reset_done[i].eq(resetting[i] & acked[i] & (pending[i] == 0))
+            m.d.comb += reset_done[i].eq(resetting[i] & acked[i] & (pending[i] == 0) & qp.drained)
             with m.If(cpl_abort & (wq == i)):
                 m.d.sync += cpl_dead[i].eq(1)
             with m.If(reset_done[i]):
@@ -647,9 +652,10 @@ class QueueController(wiring.Component):
 
         The environment: the guards keep the AXI4 subordinate rules towards each side (restarted
         at an abandon) and time out at any moment; each queue's configuration (ring base, size,
-        completion base) is fixed for the run; the firmware runs (``fw_running``), requests a completion only for a
-        descriptor it popped, and acknowledges a reset only when it owes none and pops nothing
-        after that (docs/queues.md, "Reset").
+        completion base) is fixed for the run; the firmware runs (``fw_running``); the issue unit
+        requests a completion only for a descriptor it popped and reports ``drained`` only when
+        it owes none; nothing pops a queue after its reset was acknowledged (docs/queues.md,
+        "Reset").
         """
         n = self.n_queues
         for name, guard, beats in (("fetch", guards[0], self.desc_beats),
@@ -679,10 +685,10 @@ class QueueController(wiring.Component):
             request = accepted & (self.cpl_queue == i)
             m.d.sync += owed.eq(Mux(reset_done[i], 0, owed + pop - request))
             rules.rely("fw.retire", implies(self.cpl_valid & (self.cpl_queue == i), owed != 0))
-            # the firmware acknowledges once it owes nothing, then leaves the queue alone
-            quiet = ~qp.pop & ~(self.cpl_valid & (self.cpl_queue == i))
-            rules.rely("fw.ack", implies(qp.qreset_ack, (owed == 0) & quiet))
-            rules.rely("fw.ack", implies(acked[i] & qp.resetting, quiet))
+            # the issue unit is drained only when it owes nothing; nothing pops an acknowledged
+            # resetting queue (its requests may still come, until it is drained)
+            rules.rely("issue.drained", implies(qp.drained, owed == 0))
+            rules.rely("fw.ack", implies(qp.qreset_ack | (acked[i] & qp.resetting), ~qp.pop))
             P, F, C = qp.producer, qp.fetch, qp.consumer
             rules.guarantee("ring.count", (F - C)[:32] == f.level + owed + pending[i])
             size = Signal(MAX_LOG2 + 2, name=f"formal_q{i}_size")

@@ -1,6 +1,6 @@
 """Kaki SoC top: queues, control core, dispatcher, engines, on-chip memories and their registers."""
 from amaranth import Cat, Module, ResetInserter, Signal
-from amaranth.lib import fifo, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from . import regmap
@@ -14,6 +14,7 @@ from .descriptor import Engine, ErrorCode, Opcode
 from .dispatcher import ENGINES, Dispatcher, port_name
 from .dma_engine import DmaEngine
 from .gemm_engine import GemmEngine
+from .issue_unit import IssueUnit
 from .mem_port import WritePortSignature
 from .queue_controller import QueueController
 from .special_function import SFU_OPCODES, SfuOp, SpecialFunctionUnit
@@ -39,10 +40,12 @@ class KakiSoc(wiring.Component):
 
     Control: the host loads the RV32IM control core's firmware through CORE_MEM_* and releases it
     with CORE_CTRL.RUN. The host writes descriptors into rings in host memory and rings a queue's
-    doorbell; the queue controller prefetches them, the firmware (through the MMIO registers of
-    ``kaki_mmio.rdl``) forwards them to the dispatcher or handles events and barriers itself, and
-    requests completion records, which the queue controller writes back (docs/queues.md). While
-    the core is held in reset the host may instead submit single descriptors through CMD/CMD_SUBMIT.
+    doorbell; the queue controller prefetches them, the issue unit hands engine commands to the
+    dispatcher, runs events and barriers and requests completion records in queue order, which
+    the queue controller writes back; the firmware (through the MMIO registers of
+    ``kaki_mmio.rdl``) serves the heads the issue unit leaves to it, hung engines and queue resets
+    (docs/queues.md). While the core is held in reset the host may instead submit single
+    descriptors through CMD/CMD_SUBMIT.
 
     Data path: host memory --AXI4--> DMA load --> scratchpad / accumulator --> GEMM engine (PE
     array) --> accumulator --> vector unit --> scratchpad --> DMA store --AXI4--> host memory.
@@ -103,29 +106,36 @@ class KakiSoc(wiring.Component):
         wiring.connect(m, arb.s, wiring.flipped(self.mem))
 
         self._control_core(m, csr, fw, ctl, held)
-        self._submission(m, csr, ctl, disp, qc, dma, held)
-        retire_valid = self._retire_fifos(m, fw, ctl, disp, held)
-        self._queues(m, csr, fw, ctl, qc, held)
+        iu = IssueUnit(cfg)
+        # Like the firmware's registers, the issue unit starts afresh whenever the core is held.
+        m.submodules.issue = ResetInserter({"sync": held})(iu)
+        self._submission(m, csr, ctl, disp, qc, dma, iu, held)
+        self._queues(m, csr, fw, ctl, qc, iu, held)
         m.d.comb += reset.eq(self._fw_write(m, ctl, "ENGINE_RESET", "ENGINE")[1])
-        qready = Cat(*[qc.q[i].ready for i in range(self.config.queues)])
+        qready = Cat(*[iu.q[i].fw_ready for i in range(self.config.queues)])
         qreset = Cat(*[qc.q[i].qreset_req for i in range(self.config.queues)])
         timer = Signal(name="fw_timer_due")
         diff = Signal(32, name="fw_timer_diff")
         fw_irq = Signal(name="fw_irq")
         m.d.comb += [
             diff.eq(fw.timestamp_cycles - fw.timer_cycles), timer.eq(~diff[31]),
-            fw.work_qready.eq(qready), fw.work_retire.eq(retire_valid), fw.work_qreset.eq(qreset),
+            fw.work_qready.eq(qready), fw.work_hung.eq(iu.hung), fw.work_qreset.eq(qreset),
             fw.work_timer.eq(timer),
+            iu.enable.eq(fw.issue_enable), iu.watchdog.eq(csr.watchdog_cycles),
+            iu.engine_reset.eq(reset),
             ctl.irq.eq(fw_irq),
         ]
-        # Registered: the work flags come from every block (queue controller, retire FIFOs, timer)
+        for e in range(len(ENGINES)):
+            r, d = iu.retire[e], disp.retire[e]
+            m.d.comb += [r.done.eq(d.done), r.error.eq(d.error), r.tag.eq(d.tag)]
+        # Registered: the work flags come from every block (issue unit, queue controller, timer)
         # and would otherwise reach the core's fetch enable (the WFI wake-up) in the same cycle.
         # A stale level after the firmware consumed the work only ends one WFI early.
-        m.d.sync += fw_irq.eq((qready & ~fw.work_mask_qready).any() | retire_valid.any() | qreset.any()
+        m.d.sync += fw_irq.eq((qready & ~fw.work_mask_qready).any() | iu.hung.any() | qreset.any()
                               | (timer & ~fw.work_mask_timer))
-        self._status(m, csr, disp)
+        self._status(m, csr, disp, reset)
         self._interrupts(m, csr, fw, disp, qc)
-        self._perf_counters(m, csr, fw, disp, qc, dma, gemm, vec, sfu, frozen)
+        self._perf_counters(m, csr, fw, disp, qc, iu, dma, gemm, vec, sfu, frozen)
         return m
 
     # ---------------------------------------------------------------- engines and memories
@@ -253,34 +263,28 @@ class KakiSoc(wiring.Component):
         ]
         with m.If(fw.fw_msg_send_go):
             m.d.sync += csr.fw_msg_value.eq(fw.fw_msg_value)
-        for e in range(self.config.events):
-            m.d.comb += getattr(csr, f"event{e}_value").eq(getattr(fw, f"event{e}_value"))
+
 
     # ---------------------------------------------------------------- command flow
 
-    def _submission(self, m, csr, ctl, disp, qc, dma, held):
-        """Dispatcher input: the firmware's FORWARD of a queue head, or (core held) CMD_SUBMIT."""
-        write, wdata = self._fw_write(m, ctl, "FORWARD")
-        q, tag = _mmio_field("FORWARD", "QUEUE", wdata), _mmio_field("FORWARD", "TAG", wdata)
-        head = Signal(len(qc.q[0].head), name="forward_head")
-        nonempty = Signal(name="forward_nonempty")
-        with m.Switch(q):
-            for i in range(self.config.queues):
-                with m.Case(i):
-                    m.d.comb += [head.eq(qc.q[i].head), nonempty.eq(qc.q[i].prefetched != 0)]
-        # Forwarding an empty FIFO (a firmware bug) must not inject a garbage command.
-        fwd = Signal(name="forward")
-        m.d.comb += fwd.eq(write & nonempty)
+    def _submission(self, m, csr, ctl, disp, qc, dma, iu, held):
+        """Dispatcher input: the issue unit's command, or (core held) CMD_SUBMIT; the heads the
+        issue unit pops, and the firmware's Q_POP of the heads it leaves to it."""
         words = [getattr(csr, f"cmd{i}_word") for i in range(8)]
-        direct = Cat(*words)
-        with m.If(fwd):
-            m.d.comb += [disp.desc.eq(Cat(head[:16], tag, head[32:])),
-                         disp.submit.eq(1), disp.queue.eq(q), disp.windowed.eq(1)]
+        with m.If(iu.submit):
+            m.d.comb += [disp.desc.eq(iu.desc), disp.submit.eq(1), disp.queue.eq(iu.submit_queue),
+                         disp.windowed.eq(1)]
         with m.Else():
-            m.d.comb += [disp.desc.eq(direct), disp.submit.eq(csr.cmd_submit_go & held)]
-        pops = self._fw_write(m, ctl, "Q_POP", "QUEUE")[1]
+            m.d.comb += [disp.desc.eq(Cat(*words)), disp.submit.eq(csr.cmd_submit_go & held)]
+        write, word = self._fw_write(m, ctl, "Q_POP")
+        pops = _mmio_field("Q_POP", "QUEUE", word) & write.replicate(self.config.queues)
+        m.d.comb += iu.fw_status.eq(_mmio_field("Q_POP", "STATUS", word))
         for i in range(self.config.queues):
-            m.d.comb += qc.q[i].pop.eq(pops[i] | (fwd & (q == i)))
+            q = qc.q[i]
+            m.d.comb += [q.pop.eq(iu.q[i].pop), iu.q[i].fw_pop.eq(pops[i]),
+                         iu.q[i].head.eq(q.head), iu.q[i].valid.eq(q.prefetched != 0),
+                         iu.q[i].active.eq(q.active), iu.q[i].index.eq(q.head_index),
+                         iu.q[i].cleared.eq(q.cleared), q.drained.eq(iu.q[i].drained)]
         # The DMA window of the queue a command came from travels with it through the FIFO.
         for chan, port in (("dma_load", dma.load_window), ("dma_store", dma.store_window)):
             entry = getattr(disp, chan).payload
@@ -291,22 +295,7 @@ class KakiSoc(wiring.Component):
                                      port.size.eq(getattr(csr, f"q_window_size{i}_bytes"))]
             m.d.comb += port.check.eq(entry.windowed)
 
-    def _retire_fifos(self, m, fw, ctl, disp, held):
-        """Per-engine FIFOs of retirements for the firmware (emptied while the core is held)."""
-        pops = self._fw_write(m, ctl, "RETIRE_POP", "ENGINE")[1]
-        valid = Signal(len(ENGINES), name="retire_valid")
-        for i, name in enumerate(map(port_name, ENGINES)):
-            q = ResetInserter({"sync": held})(fifo.SyncFIFOBuffered(width=24, depth=self.config.retire_depth))
-            m.submodules[f"{name}_retire"] = q
-            r = disp.retire[i]
-            m.d.comb += [q.w_en.eq(r.done & ~held), q.w_data.eq(Cat(r.error, r.tag)),
-                         q.r_en.eq(pops[i]), valid[i].eq(q.r_rdy),
-                         getattr(fw, f"retire{i}_valid").eq(q.r_rdy),
-                         getattr(fw, f"retire{i}_error").eq(q.r_data[:8]),
-                         getattr(fw, f"retire{i}_tag").eq(q.r_data[8:])]
-        return valid
-
-    def _queues(self, m, csr, fw, ctl, qc, held):
+    def _queues(self, m, csr, fw, ctl, qc, iu, held):
         timestamp = Signal(32, name="timestamp")
         m.d.sync += timestamp.eq(timestamp + 1)
         m.d.comb += [csr.timestamp_cycles.eq(timestamp), fw.timestamp_cycles.eq(timestamp)]
@@ -324,28 +313,28 @@ class KakiSoc(wiring.Component):
                 reg("q_consumer", "index").eq(q.consumer), reg("q_fetch", "index").eq(q.fetch),
                 reg("q_status", "active").eq(q.active), reg("q_status", "halted").eq(q.halted),
                 reg("q_status", "resetting").eq(q.resetting),
-                reg("q_status", "waiting").eq(fw.q_wait_queue[i]),
+                reg("q_status", "waiting").eq(iu.q[i].waiting),
                 reg("q_status", "prefetched").eq(q.prefetched),
                 reg("q_error", "code").eq(q.error), reg("q_error_index", "index").eq(q.error_index),
                 getattr(fw, f"q_head_index{i}_index").eq(q.head_index),
             ]
             for w in range(8):
                 m.d.comb += getattr(fw, f"q_head{8 * i + w}_word").eq(q.head[32 * w:32 * w + 32])
-        cpl_write, wdata = self._fw_write(m, ctl, "CPL")
-        cpl = {name: _mmio_field("CPL", name.upper(), wdata)
-               for name in ("queue", "irq", "halt", "flags", "status", "opcode")}
+        for e in range(self.config.events):
+            m.d.comb += [getattr(csr, f"event{e}_value").eq(iu.events[e]),
+                         getattr(fw, f"event{e}_value").eq(iu.events[e])]
+        free = qc.cpl_free != 0
         m.d.comb += [
             qc.fw_running.eq(~held), qc.bus_timeout.eq(csr.bus_timeout_cycles),
-            qc.cpl_valid.eq(cpl_write), qc.cpl_queue.eq(cpl["queue"]), qc.cpl_irq.eq(cpl["irq"]),
-            qc.cpl_halt.eq(cpl["halt"]), qc.cpl_flags.eq(cpl["flags"]),
-            qc.cpl_status.eq(cpl["status"]), qc.cpl_opcode.eq(cpl["opcode"]),
-            qc.cpl_tag.eq(fw.cpl_tag_tag), qc.cpl_timestamp.eq(timestamp),
-            fw.cpl_status_free.eq(qc.cpl_free),
+            iu.cpl_ready.eq(free), qc.cpl_valid.eq(iu.cpl_valid & free),
+            qc.cpl_queue.eq(iu.cpl_queue), qc.cpl_irq.eq(iu.cpl_irq), qc.cpl_halt.eq(iu.cpl_halt),
+            qc.cpl_flags.eq(iu.cpl_flags), qc.cpl_status.eq(iu.cpl_status),
+            qc.cpl_opcode.eq(iu.cpl_opcode), qc.cpl_tag.eq(iu.cpl_tag), qc.cpl_timestamp.eq(timestamp),
         ]
 
     # ---------------------------------------------------------------- status, interrupts, perf
 
-    def _status(self, m, csr, disp):
+    def _status(self, m, csr, disp, reset):
         cfg = self.config
         m.d.comb += [
             csr.cap_array_rows.eq(cfg.dim), csr.cap_array_cols.eq(cfg.dim),
@@ -363,7 +352,8 @@ class KakiSoc(wiring.Component):
         ]
         for i, name in enumerate(map(port_name, ENGINES)):
             count = Signal(32, name=f"done_count_{name}")
-            with m.If(disp.retire[i].done):
+            # Commands the engine completed: not the one an engine reset retires.
+            with m.If(disp.retire[i].done & ~reset[i]):
                 m.d.sync += count.eq(count + 1)
             m.d.comb += getattr(csr, f"done_{name}_count").eq(count)
 
@@ -402,7 +392,7 @@ class KakiSoc(wiring.Component):
                                      for n in status]).any())
         m.d.sync += self.irq.eq(pending)
 
-    def _perf_counters(self, m, csr, fw, disp, qc, dma, gemm, vec, sfu, frozen):
+    def _perf_counters(self, m, csr, fw, disp, qc, iu, dma, gemm, vec, sfu, frozen):
         # A frozen engine (DEBUG_HANG) counts as busy and stalled.
         gemm_frz, vec_frz = frozen["gemm"], frozen["vec"]
         vec_busy, vec_active = vec.ctl.busy | vec_frz, vec.active & ~vec_frz
@@ -420,7 +410,7 @@ class KakiSoc(wiring.Component):
             events[f"{name}_full"] = disp.full[i]
         for i in range(self.config.queues):
             events[f"q_retired{i}"] = qc.q[i].retired
-            events[f"q_event_stall{i}"] = fw.q_wait_queue[i]
+            events[f"q_event_stall{i}"] = iu.q[i].waiting
         regs = regmap.by_ident()
         by_addr = {}
         for name, inc in events.items():

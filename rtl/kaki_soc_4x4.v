@@ -24,9 +24,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$112 ;
   wire \$113 ;
   wire \$114 ;
-  wire \$115 ;
+  wire [3:0] \$115 ;
   wire \$116 ;
-  wire \$117 ;
+  wire [3:0] \$117 ;
   wire \$118 ;
   wire \$119 ;
   wire \$12 ;
@@ -37,9 +37,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
-  wire [3:0] \$127 ;
-  wire \$128 ;
-  wire [3:0] \$129 ;
+  wire \$127 ;
+  wire [32:0] \$128 ;
+  wire \$129 ;
   wire \$13 ;
   wire \$130 ;
   wire \$131 ;
@@ -50,9 +50,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire \$139 ;
+  wire [3:0] \$139 ;
   wire \$14 ;
-  wire \$140 ;
+  wire [3:0] \$140 ;
   wire \$141 ;
   wire \$142 ;
   wire \$143 ;
@@ -63,38 +63,38 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
-  wire [32:0] \$150 ;
-  wire \$151 ;
+  wire \$150 ;
+  wire [32:0] \$151 ;
   wire \$152 ;
   wire \$153 ;
-  wire \$154 ;
+  wire [32:0] \$154 ;
   wire \$155 ;
   wire \$156 ;
-  wire \$157 ;
+  wire [32:0] \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire \$16 ;
-  wire \$160 ;
+  wire [32:0] \$160 ;
   wire \$161 ;
   wire \$162 ;
-  wire \$163 ;
+  wire [32:0] \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire [3:0] \$166 ;
-  wire [3:0] \$167 ;
+  wire \$166 ;
+  wire [32:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
   wire \$17 ;
-  wire \$170 ;
+  wire [32:0] \$170 ;
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire \$174 ;
+  wire [32:0] \$174 ;
   wire \$175 ;
-  wire [32:0] \$176 ;
+  wire \$176 ;
   wire [32:0] \$177 ;
-  wire [32:0] \$178 ;
-  wire [32:0] \$179 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
   wire [32:0] \$180 ;
   wire \$181 ;
@@ -102,16 +102,16 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$183 ;
   wire [32:0] \$184 ;
   wire \$185 ;
-  wire \$186 ;
-  wire [32:0] \$187 ;
-  wire \$188 ;
+  wire [32:0] \$186 ;
+  wire \$187 ;
+  wire [32:0] \$188 ;
   wire \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire [32:0] \$191 ;
-  wire \$192 ;
+  wire [32:0] \$190 ;
+  wire \$191 ;
+  wire [32:0] \$192 ;
   wire \$193 ;
-  wire [32:0] \$194 ;
+  wire \$194 ;
   wire \$195 ;
   wire \$196 ;
   wire [32:0] \$197 ;
@@ -120,152 +120,132 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
-  wire [32:0] \$201 ;
-  wire \$202 ;
-  wire [32:0] \$203 ;
+  wire \$201 ;
+  wire [32:0] \$202 ;
+  wire \$203 ;
   wire \$204 ;
-  wire [32:0] \$205 ;
+  wire \$205 ;
   wire \$206 ;
-  wire [32:0] \$207 ;
+  wire \$207 ;
   wire \$208 ;
   wire [32:0] \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire \$211 ;
+  wire [32:0] \$211 ;
   wire \$212 ;
-  wire \$213 ;
-  wire [32:0] \$214 ;
+  wire [32:0] \$213 ;
+  wire \$214 ;
   wire \$215 ;
   wire \$216 ;
-  wire \$217 ;
+  wire [32:0] \$217 ;
   wire \$218 ;
   wire [32:0] \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire \$221 ;
+  wire [32:0] \$221 ;
   wire \$222 ;
-  wire \$223 ;
+  wire [32:0] \$223 ;
   wire \$224 ;
-  wire \$225 ;
-  wire [32:0] \$226 ;
-  wire \$227 ;
-  wire [32:0] \$228 ;
-  wire \$229 ;
+  wire [32:0] \$225 ;
+  wire \$226 ;
+  wire [32:0] \$227 ;
+  wire \$228 ;
+  wire [32:0] \$229 ;
   wire \$23 ;
-  wire [32:0] \$230 ;
-  wire \$231 ;
+  wire \$230 ;
+  wire [32:0] \$231 ;
   wire \$232 ;
-  wire \$233 ;
-  wire [32:0] \$234 ;
-  wire \$235 ;
-  wire [32:0] \$236 ;
-  wire \$237 ;
-  wire [32:0] \$238 ;
-  wire \$239 ;
+  wire [32:0] \$233 ;
+  wire \$234 ;
+  wire [32:0] \$235 ;
+  wire \$236 ;
+  wire [32:0] \$237 ;
+  wire \$238 ;
+  wire [32:0] \$239 ;
   wire \$24 ;
-  wire [32:0] \$240 ;
-  wire \$241 ;
-  wire [32:0] \$242 ;
-  wire \$243 ;
-  wire [32:0] \$244 ;
-  wire \$245 ;
-  wire [32:0] \$246 ;
-  wire \$247 ;
-  wire [32:0] \$248 ;
-  wire \$249 ;
+  wire \$240 ;
+  wire [32:0] \$241 ;
+  wire \$242 ;
+  wire [32:0] \$243 ;
+  reg \$244 ;
+  reg \$245 ;
+  reg \$246 ;
+  reg \$247 ;
+  reg [31:0] \$248 ;
+  reg \$249 ;
   wire [1:0] \$25 ;
-  wire [32:0] \$250 ;
-  wire \$251 ;
-  wire [32:0] \$252 ;
-  wire \$253 ;
-  wire [32:0] \$254 ;
-  wire \$255 ;
-  wire [32:0] \$256 ;
-  wire \$257 ;
-  wire [32:0] \$258 ;
-  wire \$259 ;
+  reg [31:0] \$250 ;
+  reg [31:0] \$251 ;
+  reg \$252 ;
+  reg [31:0] \$253 ;
+  reg \$254 ;
+  reg \$255 ;
+  reg \$256 ;
+  reg \$257 ;
+  reg \$258 ;
+  reg [31:0] \$259 ;
   wire \$26 ;
-  wire [32:0] \$260 ;
-  reg \$261 ;
-  reg \$262 ;
-  reg \$263 ;
-  reg \$264 ;
+  reg \$260 ;
+  reg [31:0] \$261 ;
+  reg [31:0] \$262 ;
+  reg [31:0] \$263 ;
+  reg [31:0] \$264 ;
   reg [31:0] \$265 ;
-  reg \$266 ;
-  reg [31:0] \$267 ;
-  reg \$268 ;
-  reg [31:0] \$269 ;
+  reg [7:0] \$266 ;
+  reg [7:0] \$267 ;
+  reg [15:0] \$268 ;
+  reg \$269 ;
   wire \$27 ;
-  reg \$270 ;
+  reg [31:0] \$270 ;
   reg [31:0] \$271 ;
   reg [31:0] \$272 ;
-  reg \$273 ;
+  reg [31:0] \$273 ;
   reg [31:0] \$274 ;
-  reg \$275 ;
-  reg \$276 ;
-  reg \$277 ;
-  reg \$278 ;
-  reg \$279 ;
+  reg [31:0] \$275 ;
+  reg [31:0] \$276 ;
+  reg [31:0] \$277 ;
+  reg [31:0] \$278 ;
+  reg [31:0] \$279 ;
   wire \$28 ;
   reg [31:0] \$280 ;
-  reg \$281 ;
+  reg [31:0] \$281 ;
   reg [31:0] \$282 ;
-  reg \$283 ;
+  reg [31:0] \$283 ;
   reg [31:0] \$284 ;
   reg [31:0] \$285 ;
   reg [31:0] \$286 ;
   reg [31:0] \$287 ;
   reg [31:0] \$288 ;
-  reg [7:0] \$289 ;
+  reg [31:0] \$289 ;
   wire \$29 ;
-  reg [7:0] \$290 ;
-  reg [15:0] \$291 ;
-  reg \$292 ;
+  reg [31:0] \$290 ;
+  reg [31:0] \$291 ;
+  reg [31:0] \$292 ;
   reg [31:0] \$293 ;
   reg [31:0] \$294 ;
   reg [31:0] \$295 ;
   reg [31:0] \$296 ;
   reg [31:0] \$297 ;
   reg [31:0] \$298 ;
-  reg [31:0] \$299 ;
+  wire [29:0] \$299 ;
   wire \$3 ;
   wire [1:0] \$30 ;
-  reg [31:0] \$300 ;
-  reg [31:0] \$301 ;
-  reg [31:0] \$302 ;
-  reg [31:0] \$303 ;
-  reg [31:0] \$304 ;
-  reg [31:0] \$305 ;
-  reg [31:0] \$306 ;
-  reg [31:0] \$307 ;
-  reg [31:0] \$308 ;
-  reg [31:0] \$309 ;
+  wire [8:0] \$300 ;
+  wire [8:0] \$301 ;
+  wire [8:0] \$302 ;
+  wire [8:0] \$303 ;
+  wire [8:0] \$304 ;
+  wire [2:0] \$305 ;
+  wire [2:0] \$306 ;
+  wire [2:0] \$307 ;
+  wire [2:0] \$308 ;
+  wire [45:0] \$309 ;
   wire [1:0] \$31 ;
-  reg [31:0] \$310 ;
-  reg [31:0] \$311 ;
-  reg [31:0] \$312 ;
-  reg [31:0] \$313 ;
-  reg [31:0] \$314 ;
-  reg [31:0] \$315 ;
-  reg [31:0] \$316 ;
-  reg [31:0] \$317 ;
-  reg [31:0] \$318 ;
-  reg [31:0] \$319 ;
+  wire [15:0] \$310 ;
+  wire [13:0] \$311 ;
+  wire [223:0] \$312 ;
   wire [1:0] \$32 ;
-  reg [31:0] \$320 ;
-  reg [31:0] \$321 ;
-  wire [29:0] \$322 ;
-  wire [8:0] \$323 ;
-  wire [8:0] \$324 ;
-  wire [8:0] \$325 ;
-  wire [8:0] \$326 ;
-  wire [8:0] \$327 ;
-  wire [2:0] \$328 ;
-  wire [2:0] \$329 ;
   wire [1:0] \$33 ;
-  wire [2:0] \$330 ;
-  wire [2:0] \$331 ;
-  wire [45:0] \$332 ;
   wire \$34 ;
   wire \$35 ;
   wire [1:0] \$36 ;
@@ -287,12 +267,12 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [1:0] \$50 ;
   wire [1:0] \$51 ;
   wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
-  wire \$56 ;
+  wire [3:0] \$53 ;
+  wire [3:0] \$54 ;
+  wire [3:0] \$55 ;
+  wire [3:0] \$56 ;
   wire \$57 ;
-  wire \$58 ;
+  wire [32:0] \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
@@ -306,7 +286,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
-  wire [32:0] \$70 ;
+  wire \$70 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
@@ -339,7 +319,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire \$98 ;
   wire \$99 ;
   reg [7:0] \$signal ;
-  reg [7:0] \$signal$817 ;
+  reg [7:0] \$signal$840 ;
   wire [12:0] acc_rd__addr;
   wire [12:0] \acc_rd__addr$212 ;
   wire [12:0] \acc_rd__addr$220 ;
@@ -365,8 +345,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire acc_wr__gnt;
   wire \acc_wr__gnt$247 ;
   wire active;
-  wire \active$941 ;
-  wire \active$947 ;
+  wire \active$964 ;
+  wire \active$970 ;
   wire [31:0] axi__araddr;
   wire [31:0] \axi__araddr$350 ;
   wire [1:0] axi__arburst;
@@ -456,7 +436,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [3:0] \bus__wstrb$86 ;
   wire bus__wvalid;
   wire [31:0] bus_timeout;
-  wire [31:0] \bus_timeout$737 ;
+  wire [31:0] \bus_timeout$720 ;
   wire [31:0] bus_timeout_cycles;
   wire [23:0] cap_acc_bank_rows;
   wire [7:0] cap_acc_banks;
@@ -490,18 +470,25 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire core_mem_data_data_swmod;
   wire [31:0] core_pc_pc;
   wire [7:0] cpl_flags;
+  wire [7:0] \cpl_flags$732 ;
   wire [3:0] cpl_free;
   wire cpl_halt;
+  wire \cpl_halt$730 ;
   wire cpl_irq;
+  wire \cpl_irq$728 ;
   wire [7:0] cpl_opcode;
+  wire [7:0] \cpl_opcode$736 ;
   wire [1:0] cpl_queue;
+  wire [1:0] \cpl_queue$726 ;
+  wire cpl_ready;
   wire [7:0] cpl_status;
-  wire [3:0] cpl_status_free;
+  wire [7:0] \cpl_status$734 ;
   wire [15:0] cpl_tag;
-  wire [15:0] cpl_tag_tag;
+  wire [15:0] \cpl_tag$738 ;
   (* init = 32'd0 *)
   wire [31:0] cpl_timestamp;
-  reg cpl_valid = 1'h0;
+  wire cpl_valid;
+  wire \cpl_valid$724 ;
   input [11:0] csr__araddr;
   wire [11:0] csr__araddr;
   input [2:0] csr__arprot;
@@ -541,8 +528,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   input csr__wvalid;
   wire csr__wvalid;
   wire ctl__busy;
-  wire \ctl__busy$924 ;
-  wire \ctl__busy$946 ;
+  wire \ctl__busy$947 ;
+  wire \ctl__busy$969 ;
   wire [223:0] ctl__cmd__payload;
   wire [155:0] \ctl__cmd__payload$130 ;
   wire [19:0] \ctl__cmd__payload$130.bias_addr ;
@@ -654,6 +641,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire debug_hang_gemm;
   wire debug_hang_vec;
   reg [255:0] desc;
+  wire [255:0] \desc$433 ;
   wire direct_busy;
   wire [258:0] dma_load__payload;
   wire [255:0] \dma_load__payload.desc ;
@@ -964,46 +952,62 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire doorbell2_written;
   (* init = 1'h0 *)
   wire doorbell3_written;
+  wire enable;
   wire [4:0] engine_reset;
+  wire [4:0] \engine_reset$762 ;
   reg [7:0] error_info_code = 8'h00;
   reg [7:0] error_info_opcode = 8'h00;
   reg [15:0] error_info_tag = 16'h0000;
   wire [31:0] event0_value;
-  wire [31:0] \event0_value$432 ;
+  wire [31:0] \event0_value$688 ;
   wire [31:0] event10_value;
-  wire [31:0] \event10_value$452 ;
+  wire [31:0] \event10_value$708 ;
   wire [31:0] event11_value;
-  wire [31:0] \event11_value$454 ;
+  wire [31:0] \event11_value$710 ;
   wire [31:0] event12_value;
-  wire [31:0] \event12_value$456 ;
+  wire [31:0] \event12_value$712 ;
   wire [31:0] event13_value;
-  wire [31:0] \event13_value$458 ;
+  wire [31:0] \event13_value$714 ;
   wire [31:0] event14_value;
-  wire [31:0] \event14_value$460 ;
+  wire [31:0] \event14_value$716 ;
   wire [31:0] event15_value;
-  wire [31:0] \event15_value$462 ;
+  wire [31:0] \event15_value$718 ;
   wire [31:0] event1_value;
-  wire [31:0] \event1_value$434 ;
+  wire [31:0] \event1_value$690 ;
   wire [31:0] event2_value;
-  wire [31:0] \event2_value$436 ;
+  wire [31:0] \event2_value$692 ;
   wire [31:0] event3_value;
-  wire [31:0] \event3_value$438 ;
+  wire [31:0] \event3_value$694 ;
   wire [31:0] event4_value;
-  wire [31:0] \event4_value$440 ;
+  wire [31:0] \event4_value$696 ;
   wire [31:0] event5_value;
-  wire [31:0] \event5_value$442 ;
+  wire [31:0] \event5_value$698 ;
   wire [31:0] event6_value;
-  wire [31:0] \event6_value$444 ;
+  wire [31:0] \event6_value$700 ;
   wire [31:0] event7_value;
-  wire [31:0] \event7_value$446 ;
+  wire [31:0] \event7_value$702 ;
   wire [31:0] event8_value;
-  wire [31:0] \event8_value$448 ;
+  wire [31:0] \event8_value$704 ;
   wire [31:0] event9_value;
-  wire [31:0] \event9_value$450 ;
+  wire [31:0] \event9_value$706 ;
+  wire [511:0] events;
+  wire [31:0] \events[0] ;
+  wire [31:0] \events[10] ;
+  wire [31:0] \events[11] ;
+  wire [31:0] \events[12] ;
+  wire [31:0] \events[13] ;
+  wire [31:0] \events[14] ;
+  wire [31:0] \events[15] ;
+  wire [31:0] \events[1] ;
+  wire [31:0] \events[2] ;
+  wire [31:0] \events[3] ;
+  wire [31:0] \events[4] ;
+  wire [31:0] \events[5] ;
+  wire [31:0] \events[6] ;
+  wire [31:0] \events[7] ;
+  wire [31:0] \events[8] ;
+  wire [31:0] \events[9] ;
   reg failing;
-  wire forward;
-  reg [255:0] forward_head;
-  reg forward_nonempty;
   wire [4:0] full;
   wire [31:0] fw_fault_cause_cause;
   wire [31:0] fw_fault_cause_value;
@@ -1015,8 +1019,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire fw_irq;
   wire fw_msg_send_go;
   reg [31:0] fw_msg_value = 32'd0;
-  wire [31:0] \fw_msg_value$927 ;
+  wire [31:0] \fw_msg_value$950 ;
   wire fw_running;
+  wire [7:0] fw_status;
   wire fw_status_sleeping;
   wire [7:0] fw_status_state;
   wire [7:0] \fw_status_state$418 ;
@@ -1024,23 +1029,14 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire fw_timer_due;
   wire [31:0] fw_version_version;
   wire [31:0] \fw_version_version$416 ;
-  (* init = 1'h0 *)
-  wire fw_write_cpl;
-  reg [31:0] fw_write_cpl_word = 32'd0;
   reg fw_write_engine_reset = 1'h0;
   wire [4:0] fw_write_engine_reset_engine;
   reg [31:0] fw_write_engine_reset_word = 32'd0;
-  reg fw_write_forward = 1'h0;
-  reg [31:0] fw_write_forward_word = 32'd0;
   reg fw_write_q_pop = 1'h0;
-  wire [3:0] fw_write_q_pop_queue;
   reg [31:0] fw_write_q_pop_word = 32'd0;
   reg fw_write_qreset_ack = 1'h0;
   wire [3:0] fw_write_qreset_ack_queue;
   reg [31:0] fw_write_qreset_ack_word = 32'd0;
-  reg fw_write_retire_pop = 1'h0;
-  wire [4:0] fw_write_retire_pop_engine;
-  reg [31:0] fw_write_retire_pop_word = 32'd0;
   wire [258:0] gemm__payload;
   wire [255:0] \gemm__payload.desc ;
   wire [7:0] \gemm__payload.desc.flags ;
@@ -1187,11 +1183,12 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   reg gemm_frozen = 1'h0;
   reg gemm_hang_armed = 1'h0;
   wire held;
+  wire [4:0] hung;
   wire idle;
   wire [4:0] inflight;
   output irq;
   reg irq = 1'h0;
-  reg \irq$770  = 1'h0;
+  reg \irq$763  = 1'h0;
   wire irq_enable_dma_load_done;
   wire irq_enable_dma_store_done;
   wire irq_enable_error;
@@ -1219,6 +1216,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire irq_status_sfu_done_set;
   wire irq_status_vec_done;
   wire irq_status_vec_done_set;
+  wire issue_enable;
   wire load__busy;
   wire [223:0] load__cmd__payload;
   wire \load__cmd__payload.acc ;
@@ -1490,101 +1488,145 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] perf_vec_stall;
   reg [31:0] perf_vec_stall_count = 32'd0;
   wire q__0__active;
+  wire \q__0__active$458 ;
+  wire q__0__cleared;
+  wire \q__0__cleared$462 ;
   wire [31:0] q__0__consumer;
   wire [31:0] q__0__cpl_base;
   wire q__0__cpl_irq;
   wire [31:0] q__0__doorbell;
   reg q__0__doorbell_we = 1'h0;
+  wire q__0__drained;
+  wire \q__0__drained$464 ;
   wire q__0__enable;
   wire [7:0] q__0__error;
   wire [31:0] q__0__error_index;
   wire q__0__error_irq;
   wire [31:0] q__0__fetch;
+  wire q__0__fw_pop;
+  wire q__0__fw_ready;
   wire q__0__halted;
   wire [255:0] q__0__head;
+  wire [255:0] \q__0__head$454 ;
   wire [31:0] q__0__head_index;
+  wire [31:0] q__0__index;
   wire q__0__pop;
+  wire \q__0__pop$450 ;
   wire [7:0] q__0__prefetched;
   wire q__0__qreset_ack;
   wire q__0__qreset_req;
-  wire q__0__ready;
   wire q__0__reset;
   wire q__0__resetting;
   wire q__0__retired;
   wire [31:0] q__0__ring_base;
   wire [3:0] q__0__ring_log2;
+  wire q__0__valid;
+  wire q__0__waiting;
   wire q__1__active;
+  wire \q__1__active$473 ;
+  wire q__1__cleared;
+  wire \q__1__cleared$477 ;
   wire [31:0] q__1__consumer;
   wire [31:0] q__1__cpl_base;
   wire q__1__cpl_irq;
   wire [31:0] q__1__doorbell;
   reg q__1__doorbell_we = 1'h0;
+  wire q__1__drained;
+  wire \q__1__drained$479 ;
   wire q__1__enable;
   wire [7:0] q__1__error;
   wire [31:0] q__1__error_index;
   wire q__1__error_irq;
   wire [31:0] q__1__fetch;
+  wire q__1__fw_pop;
+  wire q__1__fw_ready;
   wire q__1__halted;
   wire [255:0] q__1__head;
+  wire [255:0] \q__1__head$469 ;
   wire [31:0] q__1__head_index;
+  wire [31:0] q__1__index;
   wire q__1__pop;
+  wire \q__1__pop$466 ;
   wire [7:0] q__1__prefetched;
   wire q__1__qreset_ack;
   wire q__1__qreset_req;
-  wire q__1__ready;
   wire q__1__reset;
   wire q__1__resetting;
   wire q__1__retired;
   wire [31:0] q__1__ring_base;
   wire [3:0] q__1__ring_log2;
+  wire q__1__valid;
+  wire q__1__waiting;
   wire q__2__active;
+  wire \q__2__active$488 ;
+  wire q__2__cleared;
+  wire \q__2__cleared$492 ;
   wire [31:0] q__2__consumer;
   wire [31:0] q__2__cpl_base;
   wire q__2__cpl_irq;
   wire [31:0] q__2__doorbell;
   reg q__2__doorbell_we = 1'h0;
+  wire q__2__drained;
+  wire \q__2__drained$494 ;
   wire q__2__enable;
   wire [7:0] q__2__error;
   wire [31:0] q__2__error_index;
   wire q__2__error_irq;
   wire [31:0] q__2__fetch;
+  wire q__2__fw_pop;
+  wire q__2__fw_ready;
   wire q__2__halted;
   wire [255:0] q__2__head;
+  wire [255:0] \q__2__head$484 ;
   wire [31:0] q__2__head_index;
+  wire [31:0] q__2__index;
   wire q__2__pop;
+  wire \q__2__pop$481 ;
   wire [7:0] q__2__prefetched;
   wire q__2__qreset_ack;
   wire q__2__qreset_req;
-  wire q__2__ready;
   wire q__2__reset;
   wire q__2__resetting;
   wire q__2__retired;
   wire [31:0] q__2__ring_base;
   wire [3:0] q__2__ring_log2;
+  wire q__2__valid;
+  wire q__2__waiting;
   wire q__3__active;
+  wire \q__3__active$503 ;
+  wire q__3__cleared;
+  wire \q__3__cleared$507 ;
   wire [31:0] q__3__consumer;
   wire [31:0] q__3__cpl_base;
   wire q__3__cpl_irq;
   wire [31:0] q__3__doorbell;
   reg q__3__doorbell_we = 1'h0;
+  wire q__3__drained;
+  wire \q__3__drained$509 ;
   wire q__3__enable;
   wire [7:0] q__3__error;
   wire [31:0] q__3__error_index;
   wire q__3__error_irq;
   wire [31:0] q__3__fetch;
+  wire q__3__fw_pop;
+  wire q__3__fw_ready;
   wire q__3__halted;
   wire [255:0] q__3__head;
+  wire [255:0] \q__3__head$499 ;
   wire [31:0] q__3__head_index;
+  wire [31:0] q__3__index;
   wire q__3__pop;
+  wire \q__3__pop$496 ;
   wire [7:0] q__3__prefetched;
   wire q__3__qreset_ack;
   wire q__3__qreset_req;
-  wire q__3__ready;
   wire q__3__reset;
   wire q__3__resetting;
   wire q__3__retired;
   wire [31:0] q__3__ring_base;
   wire [3:0] q__3__ring_log2;
+  wire q__3__valid;
+  wire q__3__waiting;
   wire [31:0] q_consumer0_index;
   wire [31:0] q_consumer1_index;
   wire [31:0] q_consumer2_index;
@@ -1685,7 +1727,6 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [7:0] q_status3_prefetched;
   wire q_status3_resetting;
   wire q_status3_waiting;
-  wire [3:0] q_wait_queue;
   wire [31:0] q_window_base0_addr;
   wire [31:0] q_window_base1_addr;
   wire [31:0] q_window_base2_addr;
@@ -1695,21 +1736,6 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] q_window_size2_bytes;
   wire [31:0] q_window_size3_bytes;
   reg [1:0] queue;
-  wire [23:0] r_data;
-  wire [23:0] \r_data$530 ;
-  wire [23:0] \r_data$541 ;
-  wire [23:0] \r_data$552 ;
-  wire [23:0] \r_data$563 ;
-  wire r_en;
-  wire \r_en$526 ;
-  wire \r_en$537 ;
-  wire \r_en$548 ;
-  wire \r_en$559 ;
-  wire r_rdy;
-  wire \r_rdy$527 ;
-  wire \r_rdy$538 ;
-  wire \r_rdy$549 ;
-  wire \r_rdy$560 ;
   wire [13:0] rd__0__addr;
   wire [12:0] \rd__0__addr$203 ;
   wire [31:0] rd__0__data;
@@ -1779,22 +1805,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [7:0] reject__opcode;
   wire [15:0] reject__tag;
   wire [4:0] reset;
-  wire [7:0] retire0_error;
-  wire [15:0] retire0_tag;
-  wire retire0_valid;
-  wire [7:0] retire1_error;
-  wire [15:0] retire1_tag;
-  wire retire1_valid;
-  wire [7:0] retire2_error;
-  wire [15:0] retire2_tag;
-  wire retire2_valid;
-  wire [7:0] retire3_error;
-  wire [15:0] retire3_tag;
-  wire retire3_valid;
-  wire [7:0] retire4_error;
-  wire [15:0] retire4_tag;
-  wire retire4_valid;
   wire retire__0__done;
+  wire \retire__0__done$766 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1814,6 +1826,25 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] retire__0__error;
+  (* enum_base_type = "ErrorCode" *)
+  (* enum_value_00000000 = "OK" *)
+  (* enum_value_00000001 = "BAD_OPCODE" *)
+  (* enum_value_00000010 = "RESERVED_BITS" *)
+  (* enum_value_00000011 = "BAD_SHAPE" *)
+  (* enum_value_00000100 = "LOCAL_RANGE" *)
+  (* enum_value_00000101 = "HOST_RANGE" *)
+  (* enum_value_00000110 = "AXI_SLVERR" *)
+  (* enum_value_00000111 = "AXI_DECERR" *)
+  (* enum_value_00001000 = "BAD_SHIFT" *)
+  (* enum_value_00001001 = "CMD_OVERFLOW" *)
+  (* enum_value_00001010 = "WINDOW" *)
+  (* enum_value_00001011 = "MISALIGNED" *)
+  (* enum_value_00001100 = "RING_OVERFLOW" *)
+  (* enum_value_00001101 = "WATCHDOG" *)
+  (* enum_value_00001110 = "BAD_EVENT" *)
+  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  wire [7:0] \retire__0__error$768 ;
   wire retire__0__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1831,7 +1862,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__0__opcode;
   wire [15:0] retire__0__tag;
+  wire [15:0] \retire__0__tag$770 ;
   wire retire__1__done;
+  wire \retire__1__done$772 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1851,6 +1884,25 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] retire__1__error;
+  (* enum_base_type = "ErrorCode" *)
+  (* enum_value_00000000 = "OK" *)
+  (* enum_value_00000001 = "BAD_OPCODE" *)
+  (* enum_value_00000010 = "RESERVED_BITS" *)
+  (* enum_value_00000011 = "BAD_SHAPE" *)
+  (* enum_value_00000100 = "LOCAL_RANGE" *)
+  (* enum_value_00000101 = "HOST_RANGE" *)
+  (* enum_value_00000110 = "AXI_SLVERR" *)
+  (* enum_value_00000111 = "AXI_DECERR" *)
+  (* enum_value_00001000 = "BAD_SHIFT" *)
+  (* enum_value_00001001 = "CMD_OVERFLOW" *)
+  (* enum_value_00001010 = "WINDOW" *)
+  (* enum_value_00001011 = "MISALIGNED" *)
+  (* enum_value_00001100 = "RING_OVERFLOW" *)
+  (* enum_value_00001101 = "WATCHDOG" *)
+  (* enum_value_00001110 = "BAD_EVENT" *)
+  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  wire [7:0] \retire__1__error$774 ;
   wire retire__1__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1868,7 +1920,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__1__opcode;
   wire [15:0] retire__1__tag;
+  wire [15:0] \retire__1__tag$776 ;
   wire retire__2__done;
+  wire \retire__2__done$778 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1888,6 +1942,25 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] retire__2__error;
+  (* enum_base_type = "ErrorCode" *)
+  (* enum_value_00000000 = "OK" *)
+  (* enum_value_00000001 = "BAD_OPCODE" *)
+  (* enum_value_00000010 = "RESERVED_BITS" *)
+  (* enum_value_00000011 = "BAD_SHAPE" *)
+  (* enum_value_00000100 = "LOCAL_RANGE" *)
+  (* enum_value_00000101 = "HOST_RANGE" *)
+  (* enum_value_00000110 = "AXI_SLVERR" *)
+  (* enum_value_00000111 = "AXI_DECERR" *)
+  (* enum_value_00001000 = "BAD_SHIFT" *)
+  (* enum_value_00001001 = "CMD_OVERFLOW" *)
+  (* enum_value_00001010 = "WINDOW" *)
+  (* enum_value_00001011 = "MISALIGNED" *)
+  (* enum_value_00001100 = "RING_OVERFLOW" *)
+  (* enum_value_00001101 = "WATCHDOG" *)
+  (* enum_value_00001110 = "BAD_EVENT" *)
+  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  wire [7:0] \retire__2__error$780 ;
   wire retire__2__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1905,7 +1978,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__2__opcode;
   wire [15:0] retire__2__tag;
+  wire [15:0] \retire__2__tag$782 ;
   wire retire__3__done;
+  wire \retire__3__done$784 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1925,6 +2000,25 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] retire__3__error;
+  (* enum_base_type = "ErrorCode" *)
+  (* enum_value_00000000 = "OK" *)
+  (* enum_value_00000001 = "BAD_OPCODE" *)
+  (* enum_value_00000010 = "RESERVED_BITS" *)
+  (* enum_value_00000011 = "BAD_SHAPE" *)
+  (* enum_value_00000100 = "LOCAL_RANGE" *)
+  (* enum_value_00000101 = "HOST_RANGE" *)
+  (* enum_value_00000110 = "AXI_SLVERR" *)
+  (* enum_value_00000111 = "AXI_DECERR" *)
+  (* enum_value_00001000 = "BAD_SHIFT" *)
+  (* enum_value_00001001 = "CMD_OVERFLOW" *)
+  (* enum_value_00001010 = "WINDOW" *)
+  (* enum_value_00001011 = "MISALIGNED" *)
+  (* enum_value_00001100 = "RING_OVERFLOW" *)
+  (* enum_value_00001101 = "WATCHDOG" *)
+  (* enum_value_00001110 = "BAD_EVENT" *)
+  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  wire [7:0] \retire__3__error$786 ;
   wire retire__3__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1942,7 +2036,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__3__opcode;
   wire [15:0] retire__3__tag;
+  wire [15:0] \retire__3__tag$788 ;
   wire retire__4__done;
+  wire \retire__4__done$790 ;
   (* enum_base_type = "ErrorCode" *)
   (* enum_value_00000000 = "OK" *)
   (* enum_value_00000001 = "BAD_OPCODE" *)
@@ -1962,6 +2058,25 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
   wire [7:0] retire__4__error;
+  (* enum_base_type = "ErrorCode" *)
+  (* enum_value_00000000 = "OK" *)
+  (* enum_value_00000001 = "BAD_OPCODE" *)
+  (* enum_value_00000010 = "RESERVED_BITS" *)
+  (* enum_value_00000011 = "BAD_SHAPE" *)
+  (* enum_value_00000100 = "LOCAL_RANGE" *)
+  (* enum_value_00000101 = "HOST_RANGE" *)
+  (* enum_value_00000110 = "AXI_SLVERR" *)
+  (* enum_value_00000111 = "AXI_DECERR" *)
+  (* enum_value_00001000 = "BAD_SHIFT" *)
+  (* enum_value_00001001 = "CMD_OVERFLOW" *)
+  (* enum_value_00001010 = "WINDOW" *)
+  (* enum_value_00001011 = "MISALIGNED" *)
+  (* enum_value_00001100 = "RING_OVERFLOW" *)
+  (* enum_value_00001101 = "WATCHDOG" *)
+  (* enum_value_00001110 = "BAD_EVENT" *)
+  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  wire [7:0] \retire__4__error$792 ;
   wire retire__4__irq;
   (* enum_base_type = "Opcode" *)
   (* enum_value_00000000 = "NOP" *)
@@ -1979,7 +2094,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   (* enum_value_00001100 = "EMUL" *)
   wire [7:0] retire__4__opcode;
   wire [15:0] retire__4__tag;
-  wire [4:0] retire_valid;
+  wire [15:0] \retire__4__tag$794 ;
   input rst;
   wire rst;
   wire run;
@@ -2242,14 +2357,16 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [31:0] \store_window.base ;
   wire \store_window.check ;
   wire [31:0] \store_window.size ;
-  reg submit;
+  wire submit;
+  reg \submit$434 ;
+  wire [1:0] submit_queue;
   reg [15:0] tag;
   wire [31:0] timer_cycles;
   (* init = 32'd0 *)
   wire [31:0] timestamp;
   reg [31:0] timestamp_cycles = 32'd0;
   (* init = 32'd0 *)
-  wire [31:0] \timestamp_cycles$567 ;
+  wire [31:0] \timestamp_cycles$522 ;
   wire [258:0] vec__payload;
   wire [255:0] \vec__payload.desc ;
   wire [7:0] \vec__payload.desc.flags ;
@@ -2395,24 +2512,15 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   wire [7:0] vec_error;
   reg vec_frozen = 1'h0;
   reg vec_hang_armed = 1'h0;
-  wire [23:0] w_data;
-  wire [23:0] \w_data$523 ;
-  wire [23:0] \w_data$534 ;
-  wire [23:0] \w_data$545 ;
-  wire [23:0] \w_data$556 ;
-  wire w_en;
-  wire \w_en$521 ;
-  wire \w_en$532 ;
-  wire \w_en$543 ;
-  wire \w_en$554 ;
+  wire [31:0] watchdog;
   wire [31:0] watchdog_cycles;
   wire [31:0] \watchdog_cycles$430 ;
   reg windowed;
+  wire [4:0] work_hung;
   wire [3:0] work_mask_qready;
   wire work_mask_timer;
   wire [3:0] work_qready;
   wire [3:0] work_qreset;
-  wire [4:0] work_retire;
   wire work_timer;
   wire [13:0] wr__0__addr;
   wire [12:0] \wr__0__addr$235 ;
@@ -2487,347 +2595,317 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \wr__0__en$237  = acc_wr__en & \$48 ;
   assign \$49  = ~ gemm_frozen;
   assign acc_wr__gnt = \wr__0__gnt$240  & \$49 ;
-  assign \$52  = | \$328 ;
-  assign \$53  = | \$329 ;
-  assign \$54  = | \$330 ;
-  assign \$55  = | \$331 ;
-  assign forward = fw_write_forward & forward_nonempty;
-  assign \$56  = cmd_submit_go & held;
-  assign fw_write_q_pop_queue = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
-  assign \$57  = ! fw_write_forward_word[1:0];
-  assign \$58  = forward & \$57 ;
-  assign q__0__pop = fw_write_q_pop_queue[0] | \$58 ;
-  assign \$59  = fw_write_forward_word[1:0] == 1'h1;
-  assign \$60  = forward & \$59 ;
-  assign q__1__pop = fw_write_q_pop_queue[1] | \$60 ;
-  assign \$61  = fw_write_forward_word[1:0] == 2'h2;
-  assign \$62  = forward & \$61 ;
-  assign q__2__pop = fw_write_q_pop_queue[2] | \$62 ;
-  assign \$63  = fw_write_forward_word[1:0] == 2'h3;
-  assign \$64  = forward & \$63 ;
-  assign q__3__pop = fw_write_q_pop_queue[3] | \$64 ;
-  assign fw_write_retire_pop_engine = fw_write_retire_pop_word[4:0] & { fw_write_retire_pop, fw_write_retire_pop, fw_write_retire_pop, fw_write_retire_pop, fw_write_retire_pop };
-  assign w_en = retire__0__done & \$65 ;
-  assign \w_en$521  = retire__1__done & \$66 ;
-  assign \w_en$532  = retire__2__done & \$67 ;
-  assign \w_en$543  = retire__3__done & \$68 ;
-  assign \w_en$554  = retire__4__done & \$69 ;
+  assign \$52  = cmd_submit_go & held;
+  assign \$53  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
+  assign q__0__valid = | \$305 ;
+  assign \$54  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
+  assign q__1__valid = | \$306 ;
+  assign \$55  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
+  assign q__2__valid = | \$307 ;
+  assign \$56  = fw_write_q_pop_word[3:0] & { fw_write_q_pop, fw_write_q_pop, fw_write_q_pop, fw_write_q_pop };
+  assign q__3__valid = | \$308 ;
   assign fw_write_qreset_ack_queue = fw_write_qreset_ack_word[3:0] & { fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack, fw_write_qreset_ack };
+  assign cpl_ready = | cpl_free;
+  assign \$57  = | cpl_free;
+  assign cpl_valid = \cpl_valid$724  & \$57 ;
   assign reset = fw_write_engine_reset_word[4:0] & { fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset, fw_write_engine_reset };
-  assign \$70  = timestamp_cycles - timer_cycles;
-  assign fw_timer_due = ~ \$70 [31];
-  assign \$71  = retire__0__done & \$323 [8];
-  assign \$72  = ! dma_load_error;
+  assign \$58  = timestamp_cycles - timer_cycles;
+  assign fw_timer_due = ~ \$58 [31];
+  assign \$59  = retire__0__done & \$300 [8];
+  assign \$60  = ! retire__0__error;
+  assign \$61  = \$59  & \$60 ;
+  assign \$62  = ~ core_ctrl_run;
+  assign irq_status_dma_load_done_set = \$61  & \$62 ;
+  assign \$63  = retire__1__done & \$301 [8];
+  assign \$64  = ! retire__1__error;
+  assign \$65  = \$63  & \$64 ;
+  assign \$66  = ~ core_ctrl_run;
+  assign irq_status_dma_store_done_set = \$65  & \$66 ;
+  assign \$67  = retire__2__done & \$302 [8];
+  assign \$68  = ! retire__2__error;
+  assign \$69  = \$67  & \$68 ;
+  assign \$70  = ~ core_ctrl_run;
+  assign irq_status_gemm_done_set = \$69  & \$70 ;
+  assign \$71  = retire__3__done & \$303 [8];
+  assign \$72  = ! retire__3__error;
   assign \$73  = \$71  & \$72 ;
   assign \$74  = ~ core_ctrl_run;
-  assign irq_status_dma_load_done_set = \$73  & \$74 ;
-  assign \$75  = retire__1__done & \$324 [8];
-  assign \$76  = ! dma_store_error;
+  assign irq_status_vec_done_set = \$73  & \$74 ;
+  assign \$75  = retire__4__done & \$304 [8];
+  assign \$76  = ! retire__4__error;
   assign \$77  = \$75  & \$76 ;
   assign \$78  = ~ core_ctrl_run;
-  assign irq_status_dma_store_done_set = \$77  & \$78 ;
-  assign \$79  = retire__2__done & \$325 [8];
-  assign \$80  = ! gemm_error;
-  assign \$81  = \$79  & \$80 ;
-  assign \$82  = ~ core_ctrl_run;
-  assign irq_status_gemm_done_set = \$81  & \$82 ;
-  assign \$83  = retire__3__done & \$326 [8];
-  assign \$84  = ! vec_error;
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = ~ core_ctrl_run;
-  assign irq_status_vec_done_set = \$85  & \$86 ;
-  assign \$87  = retire__4__done & \$327 [8];
-  assign \$88  = ! sfu_error;
-  assign \$89  = \$87  & \$88 ;
-  assign \$90  = ~ core_ctrl_run;
-  assign irq_status_sfu_done_set = \$89  & \$90 ;
+  assign irq_status_sfu_done_set = \$77  & \$78 ;
   assign direct_busy = cmd_submit_go & core_ctrl_run;
-  assign \$91  = | sfu_error;
-  assign \$92  = retire__4__done & \$91 ;
+  assign \$79  = | retire__4__error;
+  assign \$80  = retire__4__done & \$79 ;
+  assign \$81  = ~ core_ctrl_run;
+  assign \$82  = \$80  & \$81 ;
+  assign \$83  = | retire__3__error;
+  assign \$84  = retire__3__done & \$83 ;
+  assign \$85  = ~ core_ctrl_run;
+  assign \$86  = \$84  & \$85 ;
+  assign \$87  = | retire__2__error;
+  assign \$88  = retire__2__done & \$87 ;
+  assign \$89  = ~ core_ctrl_run;
+  assign \$90  = \$88  & \$89 ;
+  assign \$91  = | retire__1__error;
+  assign \$92  = retire__1__done & \$91 ;
   assign \$93  = ~ core_ctrl_run;
   assign \$94  = \$92  & \$93 ;
-  assign \$95  = | vec_error;
-  assign \$96  = retire__3__done & \$95 ;
+  assign \$95  = | retire__0__error;
+  assign \$96  = retire__0__done & \$95 ;
   assign \$97  = ~ core_ctrl_run;
   assign \$98  = \$96  & \$97 ;
-  assign \$99  = | gemm_error;
-  assign \$100  = retire__2__done & \$99 ;
+  assign \$99  = | reject__error;
+  assign \$100  = reject__done & \$99 ;
   assign \$101  = ~ core_ctrl_run;
   assign \$102  = \$100  & \$101 ;
-  assign \$103  = | dma_store_error;
-  assign \$104  = retire__1__done & \$103 ;
-  assign \$105  = ~ core_ctrl_run;
-  assign \$106  = \$104  & \$105 ;
-  assign \$107  = | dma_load_error;
-  assign \$108  = retire__0__done & \$107 ;
-  assign \$109  = ~ core_ctrl_run;
-  assign \$110  = \$108  & \$109 ;
-  assign \$111  = | reject__error;
-  assign \$112  = reject__done & \$111 ;
-  assign \$113  = ~ core_ctrl_run;
-  assign \$114  = \$112  & \$113 ;
-  assign \$115  = irq_status_dma_load_done & irq_enable_dma_load_done;
-  assign \$117  = irq_status_dma_store_done & irq_enable_dma_store_done;
-  assign \$119  = irq_status_gemm_done & irq_enable_gemm_done;
-  assign \$121  = irq_status_vec_done & irq_enable_vec_done;
-  assign \$123  = irq_status_sfu_done & irq_enable_sfu_done;
-  assign \$125  = irq_status_error & irq_enable_error;
-  assign \$127  = irq_status_queue_cpl & irq_enable_queue_cpl;
-  assign \$128  = | \$127 ;
-  assign \$129  = irq_status_queue_error & irq_enable_queue_error;
-  assign \$130  = | \$129 ;
-  assign \$131  = irq_status_fw_msg & irq_enable_fw_msg;
-  assign pending = | { \$132 , \$130 , \$128 , \$126 , \$124 , \$122 , \$120 , \$118 , \$116  };
-  assign \$133  = gemm_hang_armed & ctl__busy;
-  assign \$134  = vec_hang_armed & \ctl__busy$924 ;
-  assign \$135  = ~ mmio__ack;
-  assign \$136  = bus__en & \$135 ;
-  assign \$137  = \$136  & bus__we;
-  assign \$138  = \$322 [9:0] == 4'hb;
-  assign \$139  = \$137  & \$138 ;
-  assign \$140  = ~ mmio__ack;
-  assign \$141  = bus__en & \$140 ;
-  assign \$142  = \$141  & bus__we;
-  assign \$143  = \$322 [9:0] == 4'ha;
-  assign \$144  = \$142  & \$143 ;
-  assign \$145  = ~ mmio__ack;
-  assign \$146  = bus__en & \$145 ;
-  assign \$147  = \$146  & bus__we;
-  assign \$148  = \$322 [9:0] == 5'h10;
-  assign \$149  = \$147  & \$148 ;
-  assign \$150  = timestamp_cycles + 1'h1;
-  assign \$151  = ~ mmio__ack;
-  assign \$152  = bus__en & \$151 ;
-  assign \$153  = \$152  & bus__we;
-  assign \$154  = \$322 [9:0] == 5'h14;
-  assign \$155  = \$153  & \$154 ;
-  assign \$156  = ~ mmio__ack;
-  assign \$157  = bus__en & \$156 ;
-  assign \$158  = \$157  & bus__we;
-  assign \$159  = \$322 [9:0] == 5'h11;
-  assign \$160  = \$158  & \$159 ;
-  assign \$161  = ~ mmio__ack;
-  assign \$162  = bus__en & \$161 ;
-  assign \$163  = \$162  & bus__we;
-  assign \$164  = \$322 [9:0] == 5'h15;
-  assign \$165  = \$163  & \$164 ;
-  assign \$166  = ~ work_mask_qready;
-  assign \$167  = { q__3__ready, q__2__ready, q__1__ready, q__0__ready } & \$166 ;
-  assign \$168  = | \$167 ;
-  assign \$169  = | retire_valid;
-  assign \$170  = \$168  | \$169 ;
-  assign \$171  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
-  assign \$172  = \$170  | \$171 ;
-  assign \$173  = ~ work_mask_timer;
-  assign \$174  = fw_timer_due & \$173 ;
-  assign \$175  = \$172  | \$174 ;
-  assign \$176  = done_dma_load_count + 1'h1;
-  assign \$177  = done_dma_store_count + 1'h1;
-  assign \$178  = done_gemm_count + 1'h1;
-  assign \$179  = done_vec_count + 1'h1;
-  assign \$180  = done_sfu_count + 1'h1;
-  assign \$181  = ~ irq_status_error;
-  assign \$182  = failing & \$181 ;
-  assign \$183  = ~ perf_ctrl_freeze;
-  assign \$184  = perf_cycles_count + 1'h1;
+  assign \$103  = irq_status_dma_load_done & irq_enable_dma_load_done;
+  assign \$105  = irq_status_dma_store_done & irq_enable_dma_store_done;
+  assign \$107  = irq_status_gemm_done & irq_enable_gemm_done;
+  assign \$109  = irq_status_vec_done & irq_enable_vec_done;
+  assign \$111  = irq_status_sfu_done & irq_enable_sfu_done;
+  assign \$113  = irq_status_error & irq_enable_error;
+  assign \$115  = irq_status_queue_cpl & irq_enable_queue_cpl;
+  assign \$116  = | \$115 ;
+  assign \$117  = irq_status_queue_error & irq_enable_queue_error;
+  assign \$118  = | \$117 ;
+  assign \$119  = irq_status_fw_msg & irq_enable_fw_msg;
+  assign pending = | { \$120 , \$118 , \$116 , \$114 , \$112 , \$110 , \$108 , \$106 , \$104  };
+  assign \$121  = gemm_hang_armed & ctl__busy;
+  assign \$122  = vec_hang_armed & \ctl__busy$947 ;
+  assign \$123  = ~ mmio__ack;
+  assign \$124  = bus__en & \$123 ;
+  assign \$125  = \$124  & bus__we;
+  assign \$126  = \$299 [9:0] == 4'ha;
+  assign \$127  = \$125  & \$126 ;
+  assign \$128  = timestamp_cycles + 1'h1;
+  assign \$129  = ~ mmio__ack;
+  assign \$130  = bus__en & \$129 ;
+  assign \$131  = \$130  & bus__we;
+  assign \$132  = \$299 [9:0] == 5'h14;
+  assign \$133  = \$131  & \$132 ;
+  assign \$134  = ~ mmio__ack;
+  assign \$135  = bus__en & \$134 ;
+  assign \$136  = \$135  & bus__we;
+  assign \$137  = \$299 [9:0] == 5'h15;
+  assign \$138  = \$136  & \$137 ;
+  assign \$139  = ~ work_mask_qready;
+  assign \$140  = { q__3__fw_ready, q__2__fw_ready, q__1__fw_ready, q__0__fw_ready } & \$139 ;
+  assign \$141  = | \$140 ;
+  assign \$142  = | work_hung;
+  assign \$143  = \$141  | \$142 ;
+  assign \$144  = | { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = ~ work_mask_timer;
+  assign \$147  = fw_timer_due & \$146 ;
+  assign \$148  = \$145  | \$147 ;
+  assign \$149  = ~ reset[0];
+  assign \$150  = retire__0__done & \$149 ;
+  assign \$151  = done_dma_load_count + 1'h1;
+  assign \$152  = ~ reset[1];
+  assign \$153  = retire__1__done & \$152 ;
+  assign \$154  = done_dma_store_count + 1'h1;
+  assign \$155  = ~ reset[2];
+  assign \$156  = retire__2__done & \$155 ;
+  assign \$157  = done_gemm_count + 1'h1;
+  assign \$158  = ~ reset[3];
+  assign \$159  = retire__3__done & \$158 ;
+  assign \$160  = done_vec_count + 1'h1;
+  assign \$161  = ~ reset[4];
+  assign \$162  = retire__4__done & \$161 ;
+  assign \$163  = done_sfu_count + 1'h1;
+  assign \$164  = ~ irq_status_error;
+  assign \$165  = failing & \$164 ;
+  assign \$166  = ~ perf_ctrl_freeze;
+  assign \$167  = perf_cycles_count + 1'h1;
+  assign \$168  = ~ perf_ctrl_freeze;
+  assign \$169  = ctl__busy | gemm_frozen;
+  assign \$170  = perf_gemm_busy_count + \$169 ;
+  assign \$171  = ~ perf_ctrl_freeze;
+  assign \$172  = ~ gemm_frozen;
+  assign \$173  = active & \$172 ;
+  assign \$174  = perf_gemm_active_count + \$173 ;
+  assign \$175  = ~ perf_ctrl_freeze;
+  assign \$176  = stall | gemm_frozen;
+  assign \$177  = perf_gemm_stall_count + \$176 ;
+  assign \$178  = ~ perf_ctrl_freeze;
+  assign \$179  = \ctl__busy$947  | vec_frozen;
+  assign \$180  = perf_vec_busy_count + \$179 ;
+  assign \$181  = ~ perf_ctrl_freeze;
+  assign \$182  = ~ vec_frozen;
+  assign \$183  = \active$964  & \$182 ;
+  assign \$184  = perf_vec_active_count + \$183 ;
   assign \$185  = ~ perf_ctrl_freeze;
-  assign \$186  = ctl__busy | gemm_frozen;
-  assign \$187  = perf_gemm_busy_count + \$186 ;
-  assign \$188  = ~ perf_ctrl_freeze;
-  assign \$189  = ~ gemm_frozen;
-  assign \$190  = active & \$189 ;
-  assign \$191  = perf_gemm_active_count + \$190 ;
-  assign \$192  = ~ perf_ctrl_freeze;
-  assign \$193  = stall | gemm_frozen;
-  assign \$194  = perf_gemm_stall_count + \$193 ;
-  assign \$195  = ~ perf_ctrl_freeze;
-  assign \$196  = \ctl__busy$924  | vec_frozen;
-  assign \$197  = perf_vec_busy_count + \$196 ;
+  assign \$186  = perf_dma_load_busy_count + load__busy;
+  assign \$187  = ~ perf_ctrl_freeze;
+  assign \$188  = perf_dma_store_busy_count + store__busy;
+  assign \$189  = ~ perf_ctrl_freeze;
+  assign \$190  = perf_dma_load_bytes_count + load_bytes;
+  assign \$191  = ~ perf_ctrl_freeze;
+  assign \$192  = perf_dma_store_bytes_count + store_bytes;
+  assign \$193  = ~ perf_ctrl_freeze;
+  assign \$194  = axi__rvalid & m__0__rready;
+  assign \$195  = ~ \$194 ;
+  assign \$196  = load__busy & \$195 ;
+  assign \$197  = perf_dma_load_stall_count + \$196 ;
   assign \$198  = ~ perf_ctrl_freeze;
-  assign \$199  = ~ vec_frozen;
-  assign \$200  = \active$941  & \$199 ;
-  assign \$201  = perf_vec_active_count + \$200 ;
-  assign \$202  = ~ perf_ctrl_freeze;
-  assign \$203  = perf_dma_load_busy_count + load__busy;
-  assign \$204  = ~ perf_ctrl_freeze;
-  assign \$205  = perf_dma_store_busy_count + store__busy;
-  assign \$206  = ~ perf_ctrl_freeze;
-  assign \$207  = perf_dma_load_bytes_count + load_bytes;
-  assign \$208  = ~ perf_ctrl_freeze;
-  assign \$209  = perf_dma_store_bytes_count + store_bytes;
+  assign \$199  = m__0__wvalid & axi__wready;
+  assign \$200  = ~ \$199 ;
+  assign \$201  = store__busy & \$200 ;
+  assign \$202  = perf_dma_store_stall_count + \$201 ;
+  assign \$203  = ~ perf_ctrl_freeze;
+  assign \$204  = \ctl__busy$947  | vec_frozen;
+  assign \$205  = ~ vec_frozen;
+  assign \$206  = \active$964  & \$205 ;
+  assign \$207  = ~ \$206 ;
+  assign \$208  = \$204  & \$207 ;
+  assign \$209  = perf_vec_stall_count + \$208 ;
   assign \$210  = ~ perf_ctrl_freeze;
-  assign \$211  = axi__rvalid & m__0__rready;
-  assign \$212  = ~ \$211 ;
-  assign \$213  = load__busy & \$212 ;
-  assign \$214  = perf_dma_load_stall_count + \$213 ;
-  assign \$215  = ~ perf_ctrl_freeze;
-  assign \$216  = m__0__wvalid & axi__wready;
-  assign \$217  = ~ \$216 ;
-  assign \$218  = store__busy & \$217 ;
-  assign \$219  = perf_dma_store_stall_count + \$218 ;
+  assign \$211  = perf_sfu_busy_count + \ctl__busy$969 ;
+  assign \$212  = ~ perf_ctrl_freeze;
+  assign \$213  = perf_sfu_active_count + \active$970 ;
+  assign \$214  = ~ perf_ctrl_freeze;
+  assign \$215  = ~ \active$970 ;
+  assign \$216  = \ctl__busy$969  & \$215 ;
+  assign \$217  = perf_sfu_stall_count + \$216 ;
+  assign \$218  = ~ perf_ctrl_freeze;
+  assign \$219  = perf_dma_load_full_count + full[0];
   assign \$220  = ~ perf_ctrl_freeze;
-  assign \$221  = \ctl__busy$924  | vec_frozen;
-  assign \$222  = ~ vec_frozen;
-  assign \$223  = \active$941  & \$222 ;
-  assign \$224  = ~ \$223 ;
-  assign \$225  = \$221  & \$224 ;
-  assign \$226  = perf_vec_stall_count + \$225 ;
-  assign \$227  = ~ perf_ctrl_freeze;
-  assign \$228  = perf_sfu_busy_count + \ctl__busy$946 ;
-  assign \$229  = ~ perf_ctrl_freeze;
-  assign \$230  = perf_sfu_active_count + \active$947 ;
-  assign \$231  = ~ perf_ctrl_freeze;
-  assign \$232  = ~ \active$947 ;
-  assign \$233  = \ctl__busy$946  & \$232 ;
-  assign \$234  = perf_sfu_stall_count + \$233 ;
-  assign \$235  = ~ perf_ctrl_freeze;
-  assign \$236  = perf_dma_load_full_count + full[0];
-  assign \$237  = ~ perf_ctrl_freeze;
-  assign \$238  = perf_dma_store_full_count + full[1];
-  assign \$239  = ~ perf_ctrl_freeze;
-  assign \$240  = perf_gemm_full_count + full[2];
-  assign \$241  = ~ perf_ctrl_freeze;
-  assign \$242  = perf_vec_full_count + full[3];
-  assign \$243  = ~ perf_ctrl_freeze;
-  assign \$244  = perf_sfu_full_count + full[4];
-  assign \$245  = ~ perf_ctrl_freeze;
-  assign \$246  = perf_q_retired0_count + q__0__retired;
-  assign \$247  = ~ perf_ctrl_freeze;
-  assign \$248  = perf_q_event_stall0_count + q_wait_queue[0];
-  assign \$249  = ~ perf_ctrl_freeze;
-  assign \$250  = perf_q_retired1_count + q__1__retired;
-  assign \$251  = ~ perf_ctrl_freeze;
-  assign \$252  = perf_q_event_stall1_count + q_wait_queue[1];
-  assign \$253  = ~ perf_ctrl_freeze;
-  assign \$254  = perf_q_retired2_count + q__2__retired;
-  assign \$255  = ~ perf_ctrl_freeze;
-  assign \$256  = perf_q_event_stall2_count + q_wait_queue[2];
-  assign \$257  = ~ perf_ctrl_freeze;
-  assign \$258  = perf_q_retired3_count + q__3__retired;
-  assign \$259  = ~ perf_ctrl_freeze;
-  assign \$260  = perf_q_event_stall3_count + q_wait_queue[3];
+  assign \$221  = perf_dma_store_full_count + full[1];
+  assign \$222  = ~ perf_ctrl_freeze;
+  assign \$223  = perf_gemm_full_count + full[2];
+  assign \$224  = ~ perf_ctrl_freeze;
+  assign \$225  = perf_vec_full_count + full[3];
+  assign \$226  = ~ perf_ctrl_freeze;
+  assign \$227  = perf_sfu_full_count + full[4];
+  assign \$228  = ~ perf_ctrl_freeze;
+  assign \$229  = perf_q_retired0_count + q__0__retired;
+  assign \$230  = ~ perf_ctrl_freeze;
+  assign \$231  = perf_q_event_stall0_count + q_status0_waiting;
+  assign \$232  = ~ perf_ctrl_freeze;
+  assign \$233  = perf_q_retired1_count + q__1__retired;
+  assign \$234  = ~ perf_ctrl_freeze;
+  assign \$235  = perf_q_event_stall1_count + q_status1_waiting;
+  assign \$236  = ~ perf_ctrl_freeze;
+  assign \$237  = perf_q_retired2_count + q__2__retired;
+  assign \$238  = ~ perf_ctrl_freeze;
+  assign \$239  = perf_q_event_stall2_count + q_status2_waiting;
+  assign \$240  = ~ perf_ctrl_freeze;
+  assign \$241  = perf_q_retired3_count + q__3__retired;
+  assign \$242  = ~ perf_ctrl_freeze;
+  assign \$243  = perf_q_event_stall3_count + q_status3_waiting;
   always @(posedge clk)
-    gemm_hang_armed <= \$261 ;
+    gemm_hang_armed <= \$244 ;
   always @(posedge clk)
-    gemm_frozen <= \$262 ;
+    gemm_frozen <= \$245 ;
   always @(posedge clk)
-    vec_hang_armed <= \$263 ;
+    vec_hang_armed <= \$246 ;
   always @(posedge clk)
-    vec_frozen <= \$264 ;
+    vec_frozen <= \$247 ;
   always @(posedge clk)
-    fw_msg_value <= \$265 ;
+    fw_msg_value <= \$248 ;
   always @(posedge clk)
-    fw_write_forward <= \$266 ;
+    fw_write_q_pop <= \$249 ;
   always @(posedge clk)
-    fw_write_forward_word <= \$267 ;
+    fw_write_q_pop_word <= \$250 ;
   always @(posedge clk)
-    fw_write_q_pop <= \$268 ;
+    timestamp_cycles <= \$251 ;
   always @(posedge clk)
-    fw_write_q_pop_word <= \$269 ;
+    fw_write_qreset_ack <= \$252 ;
   always @(posedge clk)
-    fw_write_retire_pop <= \$270 ;
+    fw_write_qreset_ack_word <= \$253 ;
   always @(posedge clk)
-    fw_write_retire_pop_word <= \$271 ;
+    q__0__doorbell_we <= \$254 ;
   always @(posedge clk)
-    timestamp_cycles <= \$272 ;
+    q__1__doorbell_we <= \$255 ;
   always @(posedge clk)
-    fw_write_qreset_ack <= \$273 ;
+    q__2__doorbell_we <= \$256 ;
   always @(posedge clk)
-    fw_write_qreset_ack_word <= \$274 ;
+    q__3__doorbell_we <= \$257 ;
   always @(posedge clk)
-    q__0__doorbell_we <= \$275 ;
+    fw_write_engine_reset <= \$258 ;
   always @(posedge clk)
-    q__1__doorbell_we <= \$276 ;
+    fw_write_engine_reset_word <= \$259 ;
   always @(posedge clk)
-    q__2__doorbell_we <= \$277 ;
+    \irq$763  <= \$260 ;
   always @(posedge clk)
-    q__3__doorbell_we <= \$278 ;
+    done_dma_load_count <= \$261 ;
   always @(posedge clk)
-    cpl_valid <= \$279 ;
+    done_dma_store_count <= \$262 ;
   always @(posedge clk)
-    fw_write_cpl_word <= \$280 ;
+    done_gemm_count <= \$263 ;
   always @(posedge clk)
-    fw_write_engine_reset <= \$281 ;
+    done_vec_count <= \$264 ;
   always @(posedge clk)
-    fw_write_engine_reset_word <= \$282 ;
+    done_sfu_count <= \$265 ;
   always @(posedge clk)
-    \irq$770  <= \$283 ;
+    error_info_code <= \$266 ;
   always @(posedge clk)
-    done_dma_load_count <= \$284 ;
+    error_info_opcode <= \$267 ;
   always @(posedge clk)
-    done_dma_store_count <= \$285 ;
+    error_info_tag <= \$268 ;
   always @(posedge clk)
-    done_gemm_count <= \$286 ;
+    irq <= \$269 ;
   always @(posedge clk)
-    done_vec_count <= \$287 ;
+    perf_cycles_count <= \$270 ;
   always @(posedge clk)
-    done_sfu_count <= \$288 ;
+    perf_gemm_busy_count <= \$271 ;
   always @(posedge clk)
-    error_info_code <= \$289 ;
+    perf_gemm_active_count <= \$272 ;
   always @(posedge clk)
-    error_info_opcode <= \$290 ;
+    perf_gemm_stall_count <= \$273 ;
   always @(posedge clk)
-    error_info_tag <= \$291 ;
+    perf_vec_busy_count <= \$274 ;
   always @(posedge clk)
-    irq <= \$292 ;
+    perf_vec_active_count <= \$275 ;
   always @(posedge clk)
-    perf_cycles_count <= \$293 ;
+    perf_dma_load_busy_count <= \$276 ;
   always @(posedge clk)
-    perf_gemm_busy_count <= \$294 ;
+    perf_dma_store_busy_count <= \$277 ;
   always @(posedge clk)
-    perf_gemm_active_count <= \$295 ;
+    perf_dma_load_bytes_count <= \$278 ;
   always @(posedge clk)
-    perf_gemm_stall_count <= \$296 ;
+    perf_dma_store_bytes_count <= \$279 ;
   always @(posedge clk)
-    perf_vec_busy_count <= \$297 ;
+    perf_dma_load_stall_count <= \$280 ;
   always @(posedge clk)
-    perf_vec_active_count <= \$298 ;
+    perf_dma_store_stall_count <= \$281 ;
   always @(posedge clk)
-    perf_dma_load_busy_count <= \$299 ;
+    perf_vec_stall_count <= \$282 ;
   always @(posedge clk)
-    perf_dma_store_busy_count <= \$300 ;
+    perf_sfu_busy_count <= \$283 ;
   always @(posedge clk)
-    perf_dma_load_bytes_count <= \$301 ;
+    perf_sfu_active_count <= \$284 ;
   always @(posedge clk)
-    perf_dma_store_bytes_count <= \$302 ;
+    perf_sfu_stall_count <= \$285 ;
   always @(posedge clk)
-    perf_dma_load_stall_count <= \$303 ;
+    perf_dma_load_full_count <= \$286 ;
   always @(posedge clk)
-    perf_dma_store_stall_count <= \$304 ;
+    perf_dma_store_full_count <= \$287 ;
   always @(posedge clk)
-    perf_vec_stall_count <= \$305 ;
+    perf_gemm_full_count <= \$288 ;
   always @(posedge clk)
-    perf_sfu_busy_count <= \$306 ;
+    perf_vec_full_count <= \$289 ;
   always @(posedge clk)
-    perf_sfu_active_count <= \$307 ;
+    perf_sfu_full_count <= \$290 ;
   always @(posedge clk)
-    perf_sfu_stall_count <= \$308 ;
+    perf_q_retired0_count <= \$291 ;
   always @(posedge clk)
-    perf_dma_load_full_count <= \$309 ;
+    perf_q_event_stall0_count <= \$292 ;
   always @(posedge clk)
-    perf_dma_store_full_count <= \$310 ;
+    perf_q_retired1_count <= \$293 ;
   always @(posedge clk)
-    perf_gemm_full_count <= \$311 ;
+    perf_q_event_stall1_count <= \$294 ;
   always @(posedge clk)
-    perf_vec_full_count <= \$312 ;
+    perf_q_retired2_count <= \$295 ;
   always @(posedge clk)
-    perf_sfu_full_count <= \$313 ;
+    perf_q_event_stall2_count <= \$296 ;
   always @(posedge clk)
-    perf_q_retired0_count <= \$314 ;
+    perf_q_retired3_count <= \$297 ;
   always @(posedge clk)
-    perf_q_event_stall0_count <= \$315 ;
-  always @(posedge clk)
-    perf_q_retired1_count <= \$316 ;
-  always @(posedge clk)
-    perf_q_event_stall1_count <= \$317 ;
-  always @(posedge clk)
-    perf_q_retired2_count <= \$318 ;
-  always @(posedge clk)
-    perf_q_event_stall2_count <= \$319 ;
-  always @(posedge clk)
-    perf_q_retired3_count <= \$320 ;
-  always @(posedge clk)
-    perf_q_event_stall3_count <= \$321 ;
+    perf_q_event_stall3_count <= \$298 ;
   \kaki_soc_4x4.acc  acc (
     .clk(clk),
     .rd__0__addr(\rd__0__addr$203 ),
@@ -2943,7 +3021,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   );
   \kaki_soc_4x4.control  control (
     .clk(clk),
-    .irq(\irq$770 ),
+    .irq(\irq$763 ),
     .load_addr(load_addr),
     .load_addr_we(load_addr_we),
     .load_data_we(load_data_we),
@@ -2954,7 +3032,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .mmio__we(bus__we),
     .mmio__wstrb(bus__wstrb),
     .pc(core_pc_pc),
-    .\port$9967$2 (\$322 ),
+    .\port$11071$2 (\$299 ),
     .rst(rst),
     .run(core_ctrl_run),
     .sleeping(fw_status_sleeping),
@@ -3002,22 +3080,6 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .error_info_code(error_info_code),
     .error_info_opcode(error_info_opcode),
     .error_info_tag(error_info_tag),
-    .event0_value(event0_value),
-    .event10_value(event10_value),
-    .event11_value(event11_value),
-    .event12_value(event12_value),
-    .event13_value(event13_value),
-    .event14_value(event14_value),
-    .event15_value(event15_value),
-    .event1_value(event1_value),
-    .event2_value(event2_value),
-    .event3_value(event3_value),
-    .event4_value(event4_value),
-    .event5_value(event5_value),
-    .event6_value(event6_value),
-    .event7_value(event7_value),
-    .event8_value(event8_value),
-    .event9_value(event9_value),
     .fw_fault_cause_value(fw_fault_cause_value),
     .fw_fault_pc_value(fw_fault_pc_value),
     .fw_fault_tval_value(fw_fault_tval_value),
@@ -3081,20 +3143,20 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .perf_vec_busy_count(perf_vec_busy_count),
     .perf_vec_full_count(perf_vec_full_count),
     .perf_vec_stall_count(perf_vec_stall_count),
-    .\port$10140$0 (q__0__cpl_irq),
-    .\port$10154$0 (q__0__error_irq),
-    .\port$10166$0 (q__1__cpl_irq),
-    .\port$10180$0 (q__1__error_irq),
-    .\port$10192$0 (q__2__cpl_irq),
-    .\port$10206$0 (q__2__error_irq),
-    .\port$10218$0 (q__3__cpl_irq),
-    .\port$10232$0 (q__3__error_irq),
-    .\port$10344$0 (\$328 ),
-    .\port$10352$0 (\$329 ),
-    .\port$10360$0 (\$330 ),
-    .\port$10368$0 (\$331 ),
-    .\port$9804$0 (q_wait_queue),
-    .\port$9993$0 (inflight),
+    .\port$11097$0 (inflight),
+    .\port$11244$0 (q__0__cpl_irq),
+    .\port$11258$0 (q__0__error_irq),
+    .\port$11270$0 (q__1__cpl_irq),
+    .\port$11284$0 (q__1__error_irq),
+    .\port$11296$0 (q__2__cpl_irq),
+    .\port$11310$0 (q__2__error_irq),
+    .\port$11322$0 (q__3__cpl_irq),
+    .\port$11336$0 (q__3__error_irq),
+    .\port$11448$0 (\$305 ),
+    .\port$11456$0 (\$306 ),
+    .\port$11464$0 (\$307 ),
+    .\port$11472$0 (\$308 ),
+    .\port$12550$0 (events),
     .q_consumer0_index(q_consumer0_index),
     .q_consumer1_index(q_consumer1_index),
     .q_consumer2_index(q_consumer2_index),
@@ -3135,18 +3197,22 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .q_ring_size1_log2(q__1__ring_log2),
     .q_ring_size2_log2(q__2__ring_log2),
     .q_ring_size3_log2(q__3__ring_log2),
-    .q_status0_active(q_status0_active),
+    .q_status0_active(q__0__active),
     .q_status0_halted(q_status0_halted),
     .q_status0_resetting(q_status0_resetting),
-    .q_status1_active(q_status1_active),
+    .q_status0_waiting(q_status0_waiting),
+    .q_status1_active(q__1__active),
     .q_status1_halted(q_status1_halted),
     .q_status1_resetting(q_status1_resetting),
-    .q_status2_active(q_status2_active),
+    .q_status1_waiting(q_status1_waiting),
+    .q_status2_active(q__2__active),
     .q_status2_halted(q_status2_halted),
     .q_status2_resetting(q_status2_resetting),
-    .q_status3_active(q_status3_active),
+    .q_status2_waiting(q_status2_waiting),
+    .q_status3_active(q__3__active),
     .q_status3_halted(q_status3_halted),
     .q_status3_resetting(q_status3_resetting),
+    .q_status3_waiting(q_status3_waiting),
     .q_window_base0_addr(q_window_base0_addr),
     .q_window_base1_addr(q_window_base1_addr),
     .q_window_base2_addr(q_window_base2_addr),
@@ -3172,52 +3238,57 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .dma_load__payload(dma_load__payload),
     .dma_load__valid(dma_load__valid),
     .dma_load_done(\$5 [0]),
+    .dma_load_error(dma_load_error),
     .dma_store__payload(dma_store__payload),
     .dma_store__valid(dma_store__valid),
     .dma_store_done(\$10 [0]),
+    .dma_store_error(dma_store_error),
     .engine_reset(engine_reset),
     .full(full),
     .gemm__payload(gemm__payload),
     .gemm__valid(gemm__valid),
     .gemm_done(gemm_done),
+    .gemm_error(gemm_error),
     .idle(status_idle),
     .inflight(inflight),
-    .\port$10001$0 (\$326 ),
-    .\port$10003$0 (\$327 ),
-    .\port$9995$0 (\$323 ),
-    .\port$9997$0 (\$324 ),
-    .\port$9999$0 (\$325 ),
+    .\port$11099$0 (\$300 ),
+    .\port$11101$0 (\$301 ),
+    .\port$11103$0 (\$302 ),
+    .\port$11105$0 (\$303 ),
+    .\port$11107$0 (\$304 ),
     .queue(queue),
     .r_en(dma_load__ready),
-    .\r_en$37 (dma_store__ready),
-    .\r_en$54 (gemm__ready),
-    .\r_en$71 (vec__ready),
-    .\r_en$88 (sfu__ready),
+    .\r_en$38 (dma_store__ready),
+    .\r_en$55 (gemm__ready),
+    .\r_en$72 (vec__ready),
+    .\r_en$89 (sfu__ready),
     .reject__done(reject__done),
     .reject__error(reject__error),
     .retire__0__done(retire__0__done),
-    .retire__0__error(dma_load_error),
+    .retire__0__error(retire__0__error),
     .retire__0__tag(retire__0__tag),
     .retire__1__done(retire__1__done),
-    .retire__1__error(dma_store_error),
+    .retire__1__error(retire__1__error),
     .retire__1__tag(retire__1__tag),
     .retire__2__done(retire__2__done),
-    .retire__2__error(gemm_error),
+    .retire__2__error(retire__2__error),
     .retire__2__tag(retire__2__tag),
     .retire__3__done(retire__3__done),
-    .retire__3__error(vec_error),
+    .retire__3__error(retire__3__error),
     .retire__3__tag(retire__3__tag),
     .retire__4__done(retire__4__done),
-    .retire__4__error(sfu_error),
+    .retire__4__error(retire__4__error),
     .retire__4__tag(retire__4__tag),
     .rst(rst),
     .sfu__payload(sfu__payload),
     .sfu__valid(sfu__valid),
     .sfu_done(\$25 [0]),
-    .submit(submit),
+    .sfu_error(sfu_error),
+    .submit(\submit$434 ),
     .vec__payload(vec__payload),
     .vec__valid(vec__valid),
     .vec_done(vec_done),
+    .vec_error(vec_error),
     .windowed(windowed)
   );
   \kaki_soc_4x4.dma  dma (
@@ -3268,7 +3339,7 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .load__error(dma_load_error),
     .load_bytes(load_bytes),
     .load_window(load_window),
-    .\port$132$0 (reset[1:0]),
+    .\port$109$0 (reset[1:0]),
     .rst(rst),
     .spad_rd__addr(rd__3__addr),
     .spad_rd__data(\spad_rd__data$177 ),
@@ -3286,28 +3357,6 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .store_bytes(store_bytes),
     .store_window(store_window)
   );
-  \kaki_soc_4x4.dma_load_retire  dma_load_retire (
-    .clk(clk),
-    .held(held),
-    .\port$10567$0 (dma_load_error),
-    .\port$9995$16 (retire__0__tag),
-    .r_data(r_data),
-    .r_en(fw_write_retire_pop_engine[0]),
-    .r_rdy(r_rdy),
-    .rst(rst),
-    .w_en(w_en)
-  );
-  \kaki_soc_4x4.dma_store_retire  dma_store_retire (
-    .clk(clk),
-    .held(held),
-    .\port$10695$0 (dma_store_error),
-    .\port$9997$16 (retire__1__tag),
-    .r_data(\r_data$530 ),
-    .r_en(fw_write_retire_pop_engine[1]),
-    .r_rdy(\r_rdy$527 ),
-    .rst(rst),
-    .w_en(\w_en$521 )
-  );
   \kaki_soc_4x4.fw_regs  fw_regs (
     .ack(mmio__ack),
     .bus__en(bus__en),
@@ -3316,69 +3365,42 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .bus__we(bus__we),
     .bus__wstrb(bus__wstrb),
     .clk(clk),
-    .cpl_status_free(cpl_status_free),
-    .cpl_tag_tag(cpl_tag),
-    .event0_value(event0_value),
-    .event10_value(event10_value),
-    .event11_value(event11_value),
-    .event12_value(event12_value),
-    .event13_value(event13_value),
-    .event14_value(event14_value),
-    .event15_value(event15_value),
-    .event1_value(event1_value),
-    .event2_value(event2_value),
-    .event3_value(event3_value),
-    .event4_value(event4_value),
-    .event5_value(event5_value),
-    .event6_value(event6_value),
-    .event7_value(event7_value),
-    .event8_value(event8_value),
-    .event9_value(event9_value),
     .fw_fault_cause_cause(fw_fault_cause_value),
     .fw_fault_pc_pc(fw_fault_pc_value),
     .fw_fault_tval_tval(fw_fault_tval_value),
     .fw_msg_send_go(irq_status_fw_msg_set),
-    .fw_msg_value(\fw_msg_value$927 ),
+    .fw_msg_value(\fw_msg_value$950 ),
     .fw_status_state(fw_status_state),
     .fw_version_version(fw_version_version),
     .held(held),
+    .issue_enable(enable),
     .perf_sel_addr(perf_sel_addr),
     .perf_value_value(perf_value_value),
-    .\port$4522$0 (q__0__ready),
-    .\port$4524$0 (q__0__qreset_req),
-    .\port$4532$0 (q__1__ready),
-    .\port$4534$0 (q__1__qreset_req),
-    .\port$4542$0 (q__2__ready),
-    .\port$4544$0 (q__2__qreset_req),
-    .\port$4552$0 (q__3__ready),
-    .\port$4554$0 (q__3__qreset_req),
-    .\port$5582$0 (q__0__head),
-    .\port$5612$0 (q__1__head),
-    .\port$5642$0 (q__2__head),
-    .\port$5672$0 (q__3__head),
-    .\port$9238$0 (r_data),
-    .\port$9288$0 (\r_data$530 ),
-    .\port$9338$0 (\r_data$541 ),
-    .\port$9388$0 (\r_data$552 ),
-    .\port$9438$0 (\r_data$563 ),
-    .\port$9967$2 (\$322 ),
-    .q_head_index0_index(q_head_index0_index),
-    .q_head_index1_index(q_head_index1_index),
-    .q_head_index2_index(q_head_index2_index),
-    .q_head_index3_index(q_head_index3_index),
-    .q_wait_queue(q_wait_queue),
-    .retire0_valid(r_rdy),
-    .retire1_valid(\r_rdy$527 ),
-    .retire2_valid(\r_rdy$538 ),
-    .retire3_valid(\r_rdy$549 ),
-    .retire4_valid(\r_rdy$560 ),
+    .\port$11071$2 (\$299 ),
+    .\port$12550$0 (events),
+    .\port$4221$0 (q__0__qreset_req),
+    .\port$4231$0 (q__1__qreset_req),
+    .\port$4241$0 (q__2__qreset_req),
+    .\port$4251$0 (q__3__qreset_req),
+    .\port$5283$0 (q__0__head),
+    .\port$5313$0 (q__1__head),
+    .\port$5343$0 (q__2__head),
+    .\port$5373$0 (q__3__head),
+    .\port$9191$0 (q__0__fw_ready),
+    .\port$9224$0 (q__1__fw_ready),
+    .\port$9257$0 (q__2__fw_ready),
+    .\port$9290$0 (q__3__fw_ready),
+    .q_head_index0_index(q__0__index),
+    .q_head_index1_index(q__1__index),
+    .q_head_index2_index(q__2__index),
+    .q_head_index3_index(q__3__index),
     .rst(rst),
     .timer_cycles(timer_cycles),
     .timestamp_cycles(timestamp_cycles),
     .watchdog_cycles(watchdog_cycles),
+    .work_hung(work_hung),
     .work_mask_qready(work_mask_qready),
     .work_mask_timer(work_mask_timer),
-    .work_retire(retire_valid),
     .work_timer(fw_timer_due)
   );
   \kaki_soc_4x4.gemm  gemm (
@@ -3404,16 +3426,85 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .spad_rd__gnt(spad_rd__gnt),
     .stall(stall)
   );
-  \kaki_soc_4x4.gemm_retire  gemm_retire (
+  \kaki_soc_4x4.issue  issue (
     .clk(clk),
+    .cpl_flags(cpl_flags),
+    .cpl_halt(cpl_halt),
+    .cpl_irq(cpl_irq),
+    .cpl_opcode(cpl_opcode),
+    .cpl_ready(cpl_ready),
+    .cpl_rr_any(\cpl_valid$724 ),
+    .cpl_rr_sel(cpl_queue),
+    .cpl_status(cpl_status),
+    .cpl_tag(cpl_tag),
+    .enable(enable),
+    .engine_reset(reset),
+    .events(events),
+    .fw_status(fw_write_q_pop_word[15:8]),
     .held(held),
-    .\port$10770$0 (gemm_error),
-    .\port$9999$16 (retire__2__tag),
-    .r_data(\r_data$541 ),
-    .r_en(fw_write_retire_pop_engine[2]),
-    .r_rdy(\r_rdy$538 ),
+    .hung(work_hung),
+    .issue_rr_sel(submit_queue),
+    .\port$9329$0 (\$310 ),
+    .\port$9335$0 (\$311 ),
+    .\port$9336$32 (\$312 ),
+    .q__0__active(q__0__active),
+    .q__0__cleared(q__0__cleared),
+    .q__0__drained(q__0__drained),
+    .q__0__fw_pop(\$53 [0]),
+    .q__0__fw_ready(q__0__fw_ready),
+    .q__0__head(q__0__head),
+    .q__0__index(q__0__index),
+    .q__0__pop(q__0__pop),
+    .q__0__valid(q__0__valid),
+    .q__0__waiting(q_status0_waiting),
+    .q__1__active(q__1__active),
+    .q__1__cleared(q__1__cleared),
+    .q__1__drained(q__1__drained),
+    .q__1__fw_pop(\$54 [1]),
+    .q__1__fw_ready(q__1__fw_ready),
+    .q__1__head(q__1__head),
+    .q__1__index(q__1__index),
+    .q__1__pop(q__1__pop),
+    .q__1__valid(q__1__valid),
+    .q__1__waiting(q_status1_waiting),
+    .q__2__active(q__2__active),
+    .q__2__cleared(q__2__cleared),
+    .q__2__drained(q__2__drained),
+    .q__2__fw_pop(\$55 [2]),
+    .q__2__fw_ready(q__2__fw_ready),
+    .q__2__head(q__2__head),
+    .q__2__index(q__2__index),
+    .q__2__pop(q__2__pop),
+    .q__2__valid(q__2__valid),
+    .q__2__waiting(q_status2_waiting),
+    .q__3__active(q__3__active),
+    .q__3__cleared(q__3__cleared),
+    .q__3__drained(q__3__drained),
+    .q__3__fw_pop(\$56 [3]),
+    .q__3__fw_ready(q__3__fw_ready),
+    .q__3__head(q__3__head),
+    .q__3__index(q__3__index),
+    .q__3__pop(q__3__pop),
+    .q__3__valid(q__3__valid),
+    .q__3__waiting(q_status3_waiting),
+    .retire__0__error(retire__0__error),
+    .retire__0__tag(retire__0__tag),
+    .retire__1__error(retire__1__error),
+    .retire__1__tag(retire__1__tag),
+    .retire__2__error(retire__2__error),
+    .retire__2__tag(retire__2__tag),
+    .retire__3__error(retire__3__error),
+    .retire__3__tag(retire__3__tag),
+    .retire__4__error(retire__4__error),
+    .retire__4__tag(retire__4__tag),
     .rst(rst),
-    .w_en(\w_en$532 )
+    .submit(submit),
+    .w_en(retire__0__done),
+    .\w_en$155 (retire__1__done),
+    .\w_en$160 (retire__2__done),
+    .\w_en$165 (retire__3__done),
+    .\w_en$170 (retire__4__done),
+    .watchdog(watchdog_cycles)
   );
   \kaki_soc_4x4.qc  qc (
     .axi__araddr(m__1__araddr),
@@ -3435,7 +3526,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .axi__wstrb(m__1__wstrb),
     .axi__wvalid(m__1__wvalid),
     .clk(clk),
-    .cpl_free(cpl_status_free),
+    .cpl_flags(cpl_flags),
+    .cpl_free(cpl_free),
+    .cpl_halt(cpl_halt),
+    .cpl_irq(cpl_irq),
+    .cpl_opcode(cpl_opcode),
+    .cpl_queue(cpl_queue),
+    .cpl_status(cpl_status),
     .cpl_tag(cpl_tag),
     .cpl_timestamp(timestamp_cycles),
     .cpl_valid(cpl_valid),
@@ -3453,102 +3550,104 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .down__rvalid(\axi__rvalid$371 ),
     .down__wready(\axi__wready$337 ),
     .fw_running(fw_running),
-    .level(\$328 ),
-    .\level$117 (\$329 ),
-    .\level$149 (\$330 ),
-    .\level$181 (\$331 ),
+    .level(\$305 ),
+    .\level$119 (\$306 ),
+    .\level$153 (\$307 ),
+    .\level$187 (\$308 ),
     .limit(bus_timeout),
-    .\port$130$0 (fw_write_qreset_ack_queue),
-    .\port$9496$0 (fw_write_cpl_word[3:0]),
-    .\port$9496$8 (fw_write_cpl_word[31:8]),
-    .q0_active(q_status0_active),
+    .\port$104$0 (fw_write_qreset_ack_queue),
+    .q0_active(q__0__active),
     .q0_halted(q_status0_halted),
     .q0_resetting(q_status0_resetting),
-    .q1_active(q_status1_active),
+    .q1_active(q__1__active),
     .q1_halted(q_status1_halted),
     .q1_resetting(q_status1_resetting),
-    .q2_active(q_status2_active),
+    .q2_active(q__2__active),
     .q2_halted(q_status2_halted),
     .q2_resetting(q_status2_resetting),
-    .q3_active(q_status3_active),
+    .q3_active(q__3__active),
     .q3_halted(q_status3_halted),
     .q3_resetting(q_status3_resetting),
+    .q__0__cleared(q__0__cleared),
     .q__0__consumer(q_consumer0_index),
     .q__0__cpl_base(q__0__cpl_base),
     .q__0__cpl_irq(q__0__cpl_irq),
     .q__0__doorbell(q__0__doorbell),
     .q__0__doorbell_we(q__0__doorbell_we),
+    .q__0__drained(q__0__drained),
     .q__0__enable(q__0__enable),
     .q__0__error(q_error0_code),
     .q__0__error_index(q_error_index0_index),
     .q__0__error_irq(q__0__error_irq),
     .q__0__fetch(q_fetch0_index),
     .q__0__head(q__0__head),
-    .q__0__head_index(q_head_index0_index),
+    .q__0__head_index(q__0__index),
     .q__0__qreset_req(q__0__qreset_req),
-    .q__0__ready(q__0__ready),
     .q__0__reset(q__0__reset),
     .q__0__retired(q__0__retired),
     .q__0__ring_base(q__0__ring_base),
     .q__0__ring_log2(q__0__ring_log2),
+    .q__1__cleared(q__1__cleared),
     .q__1__consumer(q_consumer1_index),
     .q__1__cpl_base(q__1__cpl_base),
     .q__1__cpl_irq(q__1__cpl_irq),
     .q__1__doorbell(q__1__doorbell),
     .q__1__doorbell_we(q__1__doorbell_we),
+    .q__1__drained(q__1__drained),
     .q__1__enable(q__1__enable),
     .q__1__error(q_error1_code),
     .q__1__error_index(q_error_index1_index),
     .q__1__error_irq(q__1__error_irq),
     .q__1__fetch(q_fetch1_index),
     .q__1__head(q__1__head),
-    .q__1__head_index(q_head_index1_index),
+    .q__1__head_index(q__1__index),
     .q__1__qreset_req(q__1__qreset_req),
-    .q__1__ready(q__1__ready),
     .q__1__reset(q__1__reset),
     .q__1__retired(q__1__retired),
     .q__1__ring_base(q__1__ring_base),
     .q__1__ring_log2(q__1__ring_log2),
+    .q__2__cleared(q__2__cleared),
     .q__2__consumer(q_consumer2_index),
     .q__2__cpl_base(q__2__cpl_base),
     .q__2__cpl_irq(q__2__cpl_irq),
     .q__2__doorbell(q__2__doorbell),
     .q__2__doorbell_we(q__2__doorbell_we),
+    .q__2__drained(q__2__drained),
     .q__2__enable(q__2__enable),
     .q__2__error(q_error2_code),
     .q__2__error_index(q_error_index2_index),
     .q__2__error_irq(q__2__error_irq),
     .q__2__fetch(q_fetch2_index),
     .q__2__head(q__2__head),
-    .q__2__head_index(q_head_index2_index),
+    .q__2__head_index(q__2__index),
     .q__2__qreset_req(q__2__qreset_req),
-    .q__2__ready(q__2__ready),
     .q__2__reset(q__2__reset),
     .q__2__retired(q__2__retired),
     .q__2__ring_base(q__2__ring_base),
     .q__2__ring_log2(q__2__ring_log2),
+    .q__3__cleared(q__3__cleared),
     .q__3__consumer(q_consumer3_index),
     .q__3__cpl_base(q__3__cpl_base),
     .q__3__cpl_irq(q__3__cpl_irq),
     .q__3__doorbell(q__3__doorbell),
     .q__3__doorbell_we(q__3__doorbell_we),
+    .q__3__drained(q__3__drained),
     .q__3__enable(q__3__enable),
     .q__3__error(q_error3_code),
     .q__3__error_index(q_error_index3_index),
     .q__3__error_irq(q__3__error_irq),
     .q__3__fetch(q_fetch3_index),
     .q__3__head(q__3__head),
-    .q__3__head_index(q_head_index3_index),
+    .q__3__head_index(q__3__index),
     .q__3__qreset_req(q__3__qreset_req),
-    .q__3__ready(q__3__ready),
     .q__3__reset(q__3__reset),
     .q__3__retired(q__3__retired),
     .q__3__ring_base(q__3__ring_base),
     .q__3__ring_log2(q__3__ring_log2),
     .r_en(q__0__pop),
-    .\r_en$129 (q__1__pop),
-    .\r_en$161 (q__2__pop),
-    .\r_en$193 (q__3__pop),
+    .\r_en$133 (q__1__pop),
+    .\r_en$167 (q__2__pop),
+    .\r_en$201 (q__3__pop),
     .rst(rst)
   );
   \kaki_soc_4x4.sfu  sfu (
@@ -3556,16 +3655,16 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .acc_rd__data(\acc_rd__data$225 ),
     .acc_rd__en(\acc_rd__en$222 ),
     .acc_rd__gnt(\$45 [0]),
-    .active(\active$947 ),
+    .active(\active$970 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$946 ),
+    .ctl__busy(\ctl__busy$969 ),
     .ctl__cmd__ready(\ctl__cmd__ready$141 ),
     .ctl__cmd__valid(\ctl__cmd__valid$138 ),
     .done(\ctl__done$144 ),
     .error(sfu_error),
-    .\port$4515$32 (sfu__payload[255:32]),
-    .\port$9440$0 (sfu_cmd_op),
-    .r_data(\$332 ),
+    .\port$10609$0 (sfu_cmd_op),
+    .\port$4212$32 (sfu__payload[255:32]),
+    .r_data(\$309 ),
     .r_en(\$37 [0]),
     .r_rdy(\spad_wr__en$190 ),
     .reset(reset),
@@ -3575,20 +3674,9 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .spad_rd__en(\spad_rd__en$166 ),
     .spad_rd__gnt(\$31 [0])
   );
-  \kaki_soc_4x4.sfu_retire  sfu_retire (
-    .clk(clk),
-    .held(held),
-    .\port$10003$16 (retire__4__tag),
-    .\port$11249$0 (sfu_error),
-    .r_data(\r_data$563 ),
-    .r_en(fw_write_retire_pop_engine[4]),
-    .r_rdy(\r_rdy$560 ),
-    .rst(rst),
-    .w_en(\w_en$554 )
-  );
   \kaki_soc_4x4.spad  spad (
     .clk(clk),
-    .\port$8722$0 (\$332 ),
+    .\port$8423$0 (\$309 ),
     .rd__0__addr(rd__0__addr),
     .rd__0__data(spad_rd__data),
     .rd__0__en(rd__0__en),
@@ -3623,13 +3711,13 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .acc_rd__en(\acc_rd__en$214 ),
     .acc_rd__gnt(\acc_rd__gnt$215 ),
     .clk(clk),
-    .ctl__busy(\ctl__busy$924 ),
+    .ctl__busy(\ctl__busy$947 ),
     .ctl__cmd__payload(vec__payload[187:32]),
     .ctl__cmd__ready(\ctl__cmd__ready$129 ),
     .ctl__cmd__valid(\ctl__cmd__valid$125 ),
     .ctl__done(\ctl__done$133 ),
     .err(vec_error),
-    .fire(\active$941 ),
+    .fire(\active$964 ),
     .res_ptr(rd__1__addr),
     .reset(reset),
     .rst(rst),
@@ -3639,17 +3727,6 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
     .wr_addr(wr__0__addr),
     .wr_data(wr__0__data),
     .wr_en(spad_wr__en)
-  );
-  \kaki_soc_4x4.vec_retire  vec_retire (
-    .clk(clk),
-    .held(held),
-    .\port$10001$16 (retire__3__tag),
-    .\port$11010$0 (vec_error),
-    .r_data(\r_data$552 ),
-    .r_en(fw_write_retire_pop_engine[3]),
-    .r_rdy(\r_rdy$549 ),
-    .rst(rst),
-    .w_en(\w_en$543 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -3670,36 +3747,8 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (fw_write_forward_word[1:0])
-      2'h0:
-          forward_head = q__0__head;
-      2'h1:
-          forward_head = q__1__head;
-      2'h2:
-          forward_head = q__2__head;
-      2'h3:
-          forward_head = q__3__head;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (fw_write_forward_word[1:0])
-      2'h0:
-          forward_nonempty = \$52 ;
-      2'h1:
-          forward_nonempty = \$53 ;
-      2'h2:
-          forward_nonempty = \$54 ;
-      2'h3:
-          forward_nonempty = \$55 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    if (forward) begin
-      desc = { forward_head[255:32], fw_write_forward_word[31:16], forward_head[15:0] };
+    if (submit) begin
+      desc = { \$312 , submit_queue, \$311 , \$310  };
     end else begin
       desc = { cmd7_word, cmd6_word, cmd5_word, cmd4_word, cmd3_word, cmd2_word, cmd1_word, cmd0_word };
     end
@@ -3707,23 +3756,23 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (forward) begin
-      submit = 1'h1;
+    if (submit) begin
+      \submit$434  = 1'h1;
     end else begin
-      submit = \$56 ;
+      \submit$434  = \$52 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     queue = 2'h0;
-    if (forward) begin
-      queue = fw_write_forward_word[1:0];
+    if (submit) begin
+      queue = submit_queue;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     windowed = 1'h0;
-    if (forward) begin
+    if (submit) begin
       windowed = 1'h1;
     end
   end
@@ -3788,6 +3837,15 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     failing = 1'h0;
+    if (\$82 ) begin
+      failing = 1'h1;
+    end
+    if (\$86 ) begin
+      failing = 1'h1;
+    end
+    if (\$90 ) begin
+      failing = 1'h1;
+    end
     if (\$94 ) begin
       failing = 1'h1;
     end
@@ -3795,15 +3853,6 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
       failing = 1'h1;
     end
     if (\$102 ) begin
-      failing = 1'h1;
-    end
-    if (\$106 ) begin
-      failing = 1'h1;
-    end
-    if (\$110 ) begin
-      failing = 1'h1;
-    end
-    if (\$114 ) begin
       failing = 1'h1;
     end
     if (direct_busy) begin
@@ -3813,22 +3862,22 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signal  = 8'h00;
+    if (\$82 ) begin
+      \$signal  = retire__4__error;
+    end
+    if (\$86 ) begin
+      \$signal  = retire__3__error;
+    end
+    if (\$90 ) begin
+      \$signal  = retire__2__error;
+    end
     if (\$94 ) begin
-      \$signal  = sfu_error;
+      \$signal  = retire__1__error;
     end
     if (\$98 ) begin
-      \$signal  = vec_error;
+      \$signal  = retire__0__error;
     end
     if (\$102 ) begin
-      \$signal  = gemm_error;
-    end
-    if (\$106 ) begin
-      \$signal  = dma_store_error;
-    end
-    if (\$110 ) begin
-      \$signal  = dma_load_error;
-    end
-    if (\$114 ) begin
       \$signal  = reject__error;
     end
     if (direct_busy) begin
@@ -3837,48 +3886,48 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signal$817  = 8'h00;
+    \$signal$840  = 8'h00;
+    if (\$82 ) begin
+      \$signal$840  = \$304 [7:0];
+    end
+    if (\$86 ) begin
+      \$signal$840  = \$303 [7:0];
+    end
+    if (\$90 ) begin
+      \$signal$840  = \$302 [7:0];
+    end
     if (\$94 ) begin
-      \$signal$817  = \$327 [7:0];
+      \$signal$840  = \$301 [7:0];
     end
     if (\$98 ) begin
-      \$signal$817  = \$326 [7:0];
+      \$signal$840  = \$300 [7:0];
     end
     if (\$102 ) begin
-      \$signal$817  = \$325 [7:0];
-    end
-    if (\$106 ) begin
-      \$signal$817  = \$324 [7:0];
-    end
-    if (\$110 ) begin
-      \$signal$817  = \$323 [7:0];
-    end
-    if (\$114 ) begin
-      \$signal$817  = desc[7:0];
+      \$signal$840  = desc[7:0];
     end
     if (direct_busy) begin
-      \$signal$817  = cmd0_word[7:0];
+      \$signal$840  = cmd0_word[7:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     tag = 16'h0000;
-    if (\$94 ) begin
+    if (\$82 ) begin
       tag = retire__4__tag;
     end
-    if (\$98 ) begin
+    if (\$86 ) begin
       tag = retire__3__tag;
     end
-    if (\$102 ) begin
+    if (\$90 ) begin
       tag = retire__2__tag;
     end
-    if (\$106 ) begin
+    if (\$94 ) begin
       tag = retire__1__tag;
     end
-    if (\$110 ) begin
+    if (\$98 ) begin
       tag = retire__0__tag;
     end
-    if (\$114 ) begin
+    if (\$102 ) begin
       tag = desc[31:16];
     end
     if (direct_busy) begin
@@ -3951,61 +4000,195 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$261  = gemm_hang_armed;
+    \$244  = gemm_hang_armed;
     if (reset[2]) begin
-      \$261  = 1'h0;
-    end else if (\$133 ) begin
-      \$261  = 1'h0;
+      \$244  = 1'h0;
+    end else if (\$121 ) begin
+      \$244  = 1'h0;
     end else if (debug_hang_gemm) begin
-      \$261  = 1'h1;
+      \$244  = 1'h1;
     end
     if (rst) begin
-      \$261  = 1'h0;
+      \$244  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$262  = gemm_frozen;
+    \$245  = gemm_frozen;
     if (reset[2]) begin
-      \$262  = 1'h0;
-    end else if (\$133 ) begin
-      \$262  = 1'h1;
+      \$245  = 1'h0;
+    end else if (\$121 ) begin
+      \$245  = 1'h1;
     end
     if (rst) begin
-      \$262  = 1'h0;
+      \$245  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$263  = vec_hang_armed;
+    \$246  = vec_hang_armed;
     if (reset[3]) begin
-      \$263  = 1'h0;
-    end else if (\$134 ) begin
-      \$263  = 1'h0;
+      \$246  = 1'h0;
+    end else if (\$122 ) begin
+      \$246  = 1'h0;
     end else if (debug_hang_vec) begin
-      \$263  = 1'h1;
+      \$246  = 1'h1;
     end
     if (rst) begin
-      \$263  = 1'h0;
+      \$246  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$264  = vec_frozen;
+    \$247  = vec_frozen;
     if (reset[3]) begin
-      \$264  = 1'h0;
-    end else if (\$134 ) begin
-      \$264  = 1'h1;
+      \$247  = 1'h0;
+    end else if (\$122 ) begin
+      \$247  = 1'h1;
     end
     if (rst) begin
-      \$264  = 1'h0;
+      \$247  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$265  = fw_msg_value;
+    \$248  = fw_msg_value;
     if (irq_status_fw_msg_set) begin
-      \$265  = \fw_msg_value$927 ;
+      \$248  = \fw_msg_value$950 ;
+    end
+    if (rst) begin
+      \$248  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$249  = \$127 ;
+    if (rst) begin
+      \$249  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$250  = bus__wdata;
+    if (rst) begin
+      \$250  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$251  = \$128 [31:0];
+    if (rst) begin
+      \$251  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$252  = \$133 ;
+    if (rst) begin
+      \$252  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$253  = bus__wdata;
+    if (rst) begin
+      \$253  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$254  = q_doorbell0_producer_swmod;
+    if (rst) begin
+      \$254  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$255  = q_doorbell1_producer_swmod;
+    if (rst) begin
+      \$255  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$256  = q_doorbell2_producer_swmod;
+    if (rst) begin
+      \$256  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$257  = q_doorbell3_producer_swmod;
+    if (rst) begin
+      \$257  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$258  = \$138 ;
+    if (rst) begin
+      \$258  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$259  = bus__wdata;
+    if (rst) begin
+      \$259  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$260  = \$148 ;
+    if (rst) begin
+      \$260  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$261  = done_dma_load_count;
+    if (\$150 ) begin
+      \$261  = \$151 [31:0];
+    end
+    if (rst) begin
+      \$261  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$262  = done_dma_store_count;
+    if (\$153 ) begin
+      \$262  = \$154 [31:0];
+    end
+    if (rst) begin
+      \$262  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$263  = done_gemm_count;
+    if (\$156 ) begin
+      \$263  = \$157 [31:0];
+    end
+    if (rst) begin
+      \$263  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$264  = done_vec_count;
+    if (\$159 ) begin
+      \$264  = \$160 [31:0];
+    end
+    if (rst) begin
+      \$264  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$265  = done_sfu_count;
+    if (\$162 ) begin
+      \$265  = \$163 [31:0];
     end
     if (rst) begin
       \$265  = 32'd0;
@@ -4013,135 +4196,216 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$266  = \$139 ;
+    \$266  = error_info_code;
+    if (\$165 ) begin
+      \$266  = \$signal ;
+    end
     if (rst) begin
-      \$266  = 1'h0;
+      \$266  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$267  = bus__wdata;
+    \$267  = error_info_opcode;
+    if (\$165 ) begin
+      \$267  = \$signal$840 ;
+    end
     if (rst) begin
-      \$267  = 32'd0;
+      \$267  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$268  = \$144 ;
+    \$268  = error_info_tag;
+    if (\$165 ) begin
+      \$268  = tag;
+    end
     if (rst) begin
-      \$268  = 1'h0;
+      \$268  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$269  = bus__wdata;
+    \$269  = pending;
     if (rst) begin
-      \$269  = 32'd0;
+      \$269  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$270  = \$149 ;
+    \$270  = perf_cycles_count;
+    if (perf_ctrl_clear) begin
+      \$270  = 32'd0;
+    end else if (\$166 ) begin
+      \$270  = \$167 [31:0];
+    end
     if (rst) begin
-      \$270  = 1'h0;
+      \$270  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$271  = bus__wdata;
+    \$271  = perf_gemm_busy_count;
+    if (perf_ctrl_clear) begin
+      \$271  = 32'd0;
+    end else if (\$168 ) begin
+      \$271  = \$170 [31:0];
+    end
     if (rst) begin
       \$271  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$272  = \$150 [31:0];
+    \$272  = perf_gemm_active_count;
+    if (perf_ctrl_clear) begin
+      \$272  = 32'd0;
+    end else if (\$171 ) begin
+      \$272  = \$174 [31:0];
+    end
     if (rst) begin
       \$272  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$273  = \$155 ;
+    \$273  = perf_gemm_stall_count;
+    if (perf_ctrl_clear) begin
+      \$273  = 32'd0;
+    end else if (\$175 ) begin
+      \$273  = \$177 [31:0];
+    end
     if (rst) begin
-      \$273  = 1'h0;
+      \$273  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$274  = bus__wdata;
+    \$274  = perf_vec_busy_count;
+    if (perf_ctrl_clear) begin
+      \$274  = 32'd0;
+    end else if (\$178 ) begin
+      \$274  = \$180 [31:0];
+    end
     if (rst) begin
       \$274  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$275  = q_doorbell0_producer_swmod;
+    \$275  = perf_vec_active_count;
+    if (perf_ctrl_clear) begin
+      \$275  = 32'd0;
+    end else if (\$181 ) begin
+      \$275  = \$184 [31:0];
+    end
     if (rst) begin
-      \$275  = 1'h0;
+      \$275  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$276  = q_doorbell1_producer_swmod;
+    \$276  = perf_dma_load_busy_count;
+    if (perf_ctrl_clear) begin
+      \$276  = 32'd0;
+    end else if (\$185 ) begin
+      \$276  = \$186 [31:0];
+    end
     if (rst) begin
-      \$276  = 1'h0;
+      \$276  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$277  = q_doorbell2_producer_swmod;
+    \$277  = perf_dma_store_busy_count;
+    if (perf_ctrl_clear) begin
+      \$277  = 32'd0;
+    end else if (\$187 ) begin
+      \$277  = \$188 [31:0];
+    end
     if (rst) begin
-      \$277  = 1'h0;
+      \$277  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$278  = q_doorbell3_producer_swmod;
+    \$278  = perf_dma_load_bytes_count;
+    if (perf_ctrl_clear) begin
+      \$278  = 32'd0;
+    end else if (\$189 ) begin
+      \$278  = \$190 [31:0];
+    end
     if (rst) begin
-      \$278  = 1'h0;
+      \$278  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$279  = \$160 ;
+    \$279  = perf_dma_store_bytes_count;
+    if (perf_ctrl_clear) begin
+      \$279  = 32'd0;
+    end else if (\$191 ) begin
+      \$279  = \$192 [31:0];
+    end
     if (rst) begin
-      \$279  = 1'h0;
+      \$279  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$280  = bus__wdata;
+    \$280  = perf_dma_load_stall_count;
+    if (perf_ctrl_clear) begin
+      \$280  = 32'd0;
+    end else if (\$193 ) begin
+      \$280  = \$197 [31:0];
+    end
     if (rst) begin
       \$280  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$281  = \$165 ;
+    \$281  = perf_dma_store_stall_count;
+    if (perf_ctrl_clear) begin
+      \$281  = 32'd0;
+    end else if (\$198 ) begin
+      \$281  = \$202 [31:0];
+    end
     if (rst) begin
-      \$281  = 1'h0;
+      \$281  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$282  = bus__wdata;
+    \$282  = perf_vec_stall_count;
+    if (perf_ctrl_clear) begin
+      \$282  = 32'd0;
+    end else if (\$203 ) begin
+      \$282  = \$209 [31:0];
+    end
     if (rst) begin
       \$282  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$283  = \$175 ;
+    \$283  = perf_sfu_busy_count;
+    if (perf_ctrl_clear) begin
+      \$283  = 32'd0;
+    end else if (\$210 ) begin
+      \$283  = \$211 [31:0];
+    end
     if (rst) begin
-      \$283  = 1'h0;
+      \$283  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$284  = done_dma_load_count;
-    if (retire__0__done) begin
-      \$284  = \$176 [31:0];
+    \$284  = perf_sfu_active_count;
+    if (perf_ctrl_clear) begin
+      \$284  = 32'd0;
+    end else if (\$212 ) begin
+      \$284  = \$213 [31:0];
     end
     if (rst) begin
       \$284  = 32'd0;
@@ -4149,9 +4413,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$285  = done_dma_store_count;
-    if (retire__1__done) begin
-      \$285  = \$177 [31:0];
+    \$285  = perf_sfu_stall_count;
+    if (perf_ctrl_clear) begin
+      \$285  = 32'd0;
+    end else if (\$214 ) begin
+      \$285  = \$217 [31:0];
     end
     if (rst) begin
       \$285  = 32'd0;
@@ -4159,9 +4425,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$286  = done_gemm_count;
-    if (retire__2__done) begin
-      \$286  = \$178 [31:0];
+    \$286  = perf_dma_load_full_count;
+    if (perf_ctrl_clear) begin
+      \$286  = 32'd0;
+    end else if (\$218 ) begin
+      \$286  = \$219 [31:0];
     end
     if (rst) begin
       \$286  = 32'd0;
@@ -4169,9 +4437,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$287  = done_vec_count;
-    if (retire__3__done) begin
-      \$287  = \$179 [31:0];
+    \$287  = perf_dma_store_full_count;
+    if (perf_ctrl_clear) begin
+      \$287  = 32'd0;
+    end else if (\$220 ) begin
+      \$287  = \$221 [31:0];
     end
     if (rst) begin
       \$287  = 32'd0;
@@ -4179,9 +4449,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$288  = done_sfu_count;
-    if (retire__4__done) begin
-      \$288  = \$180 [31:0];
+    \$288  = perf_gemm_full_count;
+    if (perf_ctrl_clear) begin
+      \$288  = 32'd0;
+    end else if (\$222 ) begin
+      \$288  = \$223 [31:0];
     end
     if (rst) begin
       \$288  = 32'd0;
@@ -4189,48 +4461,59 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$289  = error_info_code;
-    if (\$182 ) begin
-      \$289  = \$signal ;
+    \$289  = perf_vec_full_count;
+    if (perf_ctrl_clear) begin
+      \$289  = 32'd0;
+    end else if (\$224 ) begin
+      \$289  = \$225 [31:0];
     end
     if (rst) begin
-      \$289  = 8'h00;
+      \$289  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$290  = error_info_opcode;
-    if (\$182 ) begin
-      \$290  = \$signal$817 ;
+    \$290  = perf_sfu_full_count;
+    if (perf_ctrl_clear) begin
+      \$290  = 32'd0;
+    end else if (\$226 ) begin
+      \$290  = \$227 [31:0];
     end
     if (rst) begin
-      \$290  = 8'h00;
+      \$290  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$291  = error_info_tag;
-    if (\$182 ) begin
-      \$291  = tag;
+    \$291  = perf_q_retired0_count;
+    if (perf_ctrl_clear) begin
+      \$291  = 32'd0;
+    end else if (\$228 ) begin
+      \$291  = \$229 [31:0];
     end
     if (rst) begin
-      \$291  = 16'h0000;
+      \$291  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$292  = pending;
+    \$292  = perf_q_event_stall0_count;
+    if (perf_ctrl_clear) begin
+      \$292  = 32'd0;
+    end else if (\$230 ) begin
+      \$292  = \$231 [31:0];
+    end
     if (rst) begin
-      \$292  = 1'h0;
+      \$292  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$293  = perf_cycles_count;
+    \$293  = perf_q_retired1_count;
     if (perf_ctrl_clear) begin
       \$293  = 32'd0;
-    end else if (\$183 ) begin
-      \$293  = \$184 [31:0];
+    end else if (\$232 ) begin
+      \$293  = \$233 [31:0];
     end
     if (rst) begin
       \$293  = 32'd0;
@@ -4238,11 +4521,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$294  = perf_gemm_busy_count;
+    \$294  = perf_q_event_stall1_count;
     if (perf_ctrl_clear) begin
       \$294  = 32'd0;
-    end else if (\$185 ) begin
-      \$294  = \$187 [31:0];
+    end else if (\$234 ) begin
+      \$294  = \$235 [31:0];
     end
     if (rst) begin
       \$294  = 32'd0;
@@ -4250,11 +4533,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$295  = perf_gemm_active_count;
+    \$295  = perf_q_retired2_count;
     if (perf_ctrl_clear) begin
       \$295  = 32'd0;
-    end else if (\$188 ) begin
-      \$295  = \$191 [31:0];
+    end else if (\$236 ) begin
+      \$295  = \$237 [31:0];
     end
     if (rst) begin
       \$295  = 32'd0;
@@ -4262,11 +4545,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$296  = perf_gemm_stall_count;
+    \$296  = perf_q_event_stall2_count;
     if (perf_ctrl_clear) begin
       \$296  = 32'd0;
-    end else if (\$192 ) begin
-      \$296  = \$194 [31:0];
+    end else if (\$238 ) begin
+      \$296  = \$239 [31:0];
     end
     if (rst) begin
       \$296  = 32'd0;
@@ -4274,11 +4557,11 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$297  = perf_vec_busy_count;
+    \$297  = perf_q_retired3_count;
     if (perf_ctrl_clear) begin
       \$297  = 32'd0;
-    end else if (\$195 ) begin
-      \$297  = \$197 [31:0];
+    end else if (\$240 ) begin
+      \$297  = \$241 [31:0];
     end
     if (rst) begin
       \$297  = 32'd0;
@@ -4286,295 +4569,19 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$298  = perf_vec_active_count;
+    \$298  = perf_q_event_stall3_count;
     if (perf_ctrl_clear) begin
       \$298  = 32'd0;
-    end else if (\$198 ) begin
-      \$298  = \$201 [31:0];
+    end else if (\$242 ) begin
+      \$298  = \$243 [31:0];
     end
     if (rst) begin
       \$298  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$299  = perf_dma_load_busy_count;
-    if (perf_ctrl_clear) begin
-      \$299  = 32'd0;
-    end else if (\$202 ) begin
-      \$299  = \$203 [31:0];
-    end
-    if (rst) begin
-      \$299  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$300  = perf_dma_store_busy_count;
-    if (perf_ctrl_clear) begin
-      \$300  = 32'd0;
-    end else if (\$204 ) begin
-      \$300  = \$205 [31:0];
-    end
-    if (rst) begin
-      \$300  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$301  = perf_dma_load_bytes_count;
-    if (perf_ctrl_clear) begin
-      \$301  = 32'd0;
-    end else if (\$206 ) begin
-      \$301  = \$207 [31:0];
-    end
-    if (rst) begin
-      \$301  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$302  = perf_dma_store_bytes_count;
-    if (perf_ctrl_clear) begin
-      \$302  = 32'd0;
-    end else if (\$208 ) begin
-      \$302  = \$209 [31:0];
-    end
-    if (rst) begin
-      \$302  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$303  = perf_dma_load_stall_count;
-    if (perf_ctrl_clear) begin
-      \$303  = 32'd0;
-    end else if (\$210 ) begin
-      \$303  = \$214 [31:0];
-    end
-    if (rst) begin
-      \$303  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$304  = perf_dma_store_stall_count;
-    if (perf_ctrl_clear) begin
-      \$304  = 32'd0;
-    end else if (\$215 ) begin
-      \$304  = \$219 [31:0];
-    end
-    if (rst) begin
-      \$304  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$305  = perf_vec_stall_count;
-    if (perf_ctrl_clear) begin
-      \$305  = 32'd0;
-    end else if (\$220 ) begin
-      \$305  = \$226 [31:0];
-    end
-    if (rst) begin
-      \$305  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$306  = perf_sfu_busy_count;
-    if (perf_ctrl_clear) begin
-      \$306  = 32'd0;
-    end else if (\$227 ) begin
-      \$306  = \$228 [31:0];
-    end
-    if (rst) begin
-      \$306  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$307  = perf_sfu_active_count;
-    if (perf_ctrl_clear) begin
-      \$307  = 32'd0;
-    end else if (\$229 ) begin
-      \$307  = \$230 [31:0];
-    end
-    if (rst) begin
-      \$307  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$308  = perf_sfu_stall_count;
-    if (perf_ctrl_clear) begin
-      \$308  = 32'd0;
-    end else if (\$231 ) begin
-      \$308  = \$234 [31:0];
-    end
-    if (rst) begin
-      \$308  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$309  = perf_dma_load_full_count;
-    if (perf_ctrl_clear) begin
-      \$309  = 32'd0;
-    end else if (\$235 ) begin
-      \$309  = \$236 [31:0];
-    end
-    if (rst) begin
-      \$309  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$310  = perf_dma_store_full_count;
-    if (perf_ctrl_clear) begin
-      \$310  = 32'd0;
-    end else if (\$237 ) begin
-      \$310  = \$238 [31:0];
-    end
-    if (rst) begin
-      \$310  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$311  = perf_gemm_full_count;
-    if (perf_ctrl_clear) begin
-      \$311  = 32'd0;
-    end else if (\$239 ) begin
-      \$311  = \$240 [31:0];
-    end
-    if (rst) begin
-      \$311  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$312  = perf_vec_full_count;
-    if (perf_ctrl_clear) begin
-      \$312  = 32'd0;
-    end else if (\$241 ) begin
-      \$312  = \$242 [31:0];
-    end
-    if (rst) begin
-      \$312  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$313  = perf_sfu_full_count;
-    if (perf_ctrl_clear) begin
-      \$313  = 32'd0;
-    end else if (\$243 ) begin
-      \$313  = \$244 [31:0];
-    end
-    if (rst) begin
-      \$313  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$314  = perf_q_retired0_count;
-    if (perf_ctrl_clear) begin
-      \$314  = 32'd0;
-    end else if (\$245 ) begin
-      \$314  = \$246 [31:0];
-    end
-    if (rst) begin
-      \$314  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$315  = perf_q_event_stall0_count;
-    if (perf_ctrl_clear) begin
-      \$315  = 32'd0;
-    end else if (\$247 ) begin
-      \$315  = \$248 [31:0];
-    end
-    if (rst) begin
-      \$315  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$316  = perf_q_retired1_count;
-    if (perf_ctrl_clear) begin
-      \$316  = 32'd0;
-    end else if (\$249 ) begin
-      \$316  = \$250 [31:0];
-    end
-    if (rst) begin
-      \$316  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$317  = perf_q_event_stall1_count;
-    if (perf_ctrl_clear) begin
-      \$317  = 32'd0;
-    end else if (\$251 ) begin
-      \$317  = \$252 [31:0];
-    end
-    if (rst) begin
-      \$317  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$318  = perf_q_retired2_count;
-    if (perf_ctrl_clear) begin
-      \$318  = 32'd0;
-    end else if (\$253 ) begin
-      \$318  = \$254 [31:0];
-    end
-    if (rst) begin
-      \$318  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$319  = perf_q_event_stall2_count;
-    if (perf_ctrl_clear) begin
-      \$319  = 32'd0;
-    end else if (\$255 ) begin
-      \$319  = \$256 [31:0];
-    end
-    if (rst) begin
-      \$319  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$320  = perf_q_retired3_count;
-    if (perf_ctrl_clear) begin
-      \$320  = 32'd0;
-    end else if (\$257 ) begin
-      \$320  = \$258 [31:0];
-    end
-    if (rst) begin
-      \$320  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$321  = perf_q_event_stall3_count;
-    if (perf_ctrl_clear) begin
-      \$321  = 32'd0;
-    end else if (\$259 ) begin
-      \$321  = \$260 [31:0];
-    end
-    if (rst) begin
-      \$321  = 32'd0;
     end
   end
   assign bus__ack = mmio__ack;
-  assign bus__addr = { \$322 , 2'h0 };
-  assign mmio__addr = { \$322 , 2'h0 };
+  assign bus__addr = { \$299 , 2'h0 };
+  assign mmio__addr = { \$299 , 2'h0 };
   assign mmio__en = bus__en;
   assign bus__rdata = mmio__rdata;
   assign mmio__wdata = bus__wdata;
@@ -4629,12 +4636,12 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign rd__3__data = \spad_rd__data$177 ;
   assign spad_wr__addr = wr__0__addr;
   assign spad_wr__data = wr__0__data;
-  assign wr__1__addr = \$332 [13:0];
-  assign \spad_wr__addr$188  = \$332 [13:0];
+  assign wr__1__addr = \$309 [13:0];
+  assign \spad_wr__addr$188  = \$309 [13:0];
   assign wr__1__en = \$36 [0];
   assign \spad_wr__gnt$191  = \$37 [0];
-  assign wr__1__data = \$332 [45:14];
-  assign \spad_wr__data$194  = \$332 [45:14];
+  assign wr__1__data = \$309 [45:14];
+  assign \spad_wr__data$194  = \$309 [45:14];
   assign \spad_wr__addr$196  = wr__2__addr;
   assign wr__2__en = \$38 [0];
   assign \spad_wr__gnt$199  = \$39 [0];
@@ -4778,58 +4785,42 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign fw_fault_cause_cause = fw_fault_cause_value;
   assign fw_fault_tval_tval = fw_fault_tval_value;
   assign \watchdog_cycles$430  = watchdog_cycles;
-  assign \event0_value$432  = event0_value;
-  assign \event1_value$434  = event1_value;
-  assign \event2_value$436  = event2_value;
-  assign \event3_value$438  = event3_value;
-  assign \event4_value$440  = event4_value;
-  assign \event5_value$442  = event5_value;
-  assign \event6_value$444  = event6_value;
-  assign \event7_value$446  = event7_value;
-  assign \event8_value$448  = event8_value;
-  assign \event9_value$450  = event9_value;
-  assign \event10_value$452  = event10_value;
-  assign \event11_value$454  = event11_value;
-  assign \event12_value$456  = event12_value;
-  assign \event13_value$458  = event13_value;
-  assign \event14_value$460  = event14_value;
-  assign \event15_value$462  = event15_value;
-  assign q__0__prefetched = { 5'h00, \$328  };
-  assign q__1__prefetched = { 5'h00, \$329  };
-  assign q__2__prefetched = { 5'h00, \$330  };
-  assign q__3__prefetched = { 5'h00, \$331  };
-  assign w_data = { retire__0__tag, dma_load_error };
-  assign retire__0__error = dma_load_error;
-  assign r_en = fw_write_retire_pop_engine[0];
-  assign retire0_valid = r_rdy;
-  assign retire0_error = r_data[7:0];
-  assign retire0_tag = r_data[23:8];
-  assign \w_data$523  = { retire__1__tag, dma_store_error };
-  assign retire__1__error = dma_store_error;
-  assign \r_en$526  = fw_write_retire_pop_engine[1];
-  assign retire1_valid = \r_rdy$527 ;
-  assign retire1_error = \r_data$530 [7:0];
-  assign retire1_tag = \r_data$530 [23:8];
-  assign \w_data$534  = { retire__2__tag, gemm_error };
-  assign retire__2__error = gemm_error;
-  assign \r_en$537  = fw_write_retire_pop_engine[2];
-  assign retire2_valid = \r_rdy$538 ;
-  assign retire2_error = \r_data$541 [7:0];
-  assign retire2_tag = \r_data$541 [23:8];
-  assign \w_data$545  = { retire__3__tag, vec_error };
-  assign retire__3__error = vec_error;
-  assign \r_en$548  = fw_write_retire_pop_engine[3];
-  assign retire3_valid = \r_rdy$549 ;
-  assign retire3_error = \r_data$552 [7:0];
-  assign retire3_tag = \r_data$552 [23:8];
-  assign \w_data$556  = { retire__4__tag, sfu_error };
-  assign retire__4__error = sfu_error;
-  assign \r_en$559  = fw_write_retire_pop_engine[4];
-  assign retire4_valid = \r_rdy$560 ;
-  assign retire4_error = \r_data$563 [7:0];
-  assign retire4_tag = \r_data$563 [23:8];
+  assign \desc$433  = { \$312 , submit_queue, \$311 , \$310  };
+  assign fw_status = fw_write_q_pop_word[15:8];
+  assign \q__0__pop$450  = q__0__pop;
+  assign q__0__fw_pop = \$53 [0];
+  assign \q__0__head$454  = q__0__head;
+  assign q__0__prefetched = { 5'h00, \$305  };
+  assign \q__0__active$458  = q__0__active;
+  assign q__0__head_index = q__0__index;
+  assign \q__0__cleared$462  = q__0__cleared;
+  assign \q__0__drained$464  = q__0__drained;
+  assign \q__1__pop$466  = q__1__pop;
+  assign q__1__fw_pop = \$54 [1];
+  assign \q__1__head$469  = q__1__head;
+  assign q__1__prefetched = { 5'h00, \$306  };
+  assign \q__1__active$473  = q__1__active;
+  assign q__1__head_index = q__1__index;
+  assign \q__1__cleared$477  = q__1__cleared;
+  assign \q__1__drained$479  = q__1__drained;
+  assign \q__2__pop$481  = q__2__pop;
+  assign q__2__fw_pop = \$55 [2];
+  assign \q__2__head$484  = q__2__head;
+  assign q__2__prefetched = { 5'h00, \$307  };
+  assign \q__2__active$488  = q__2__active;
+  assign q__2__head_index = q__2__index;
+  assign \q__2__cleared$492  = q__2__cleared;
+  assign \q__2__drained$494  = q__2__drained;
+  assign \q__3__pop$496  = q__3__pop;
+  assign q__3__fw_pop = \$56 [3];
+  assign \q__3__head$499  = q__3__head;
+  assign q__3__prefetched = { 5'h00, \$308  };
+  assign \q__3__active$503  = q__3__active;
+  assign q__3__head_index = q__3__index;
+  assign \q__3__cleared$507  = q__3__cleared;
+  assign \q__3__drained$509  = q__3__drained;
   assign timestamp = timestamp_cycles;
-  assign \timestamp_cycles$567  = timestamp_cycles;
+  assign \timestamp_cycles$522  = timestamp_cycles;
   assign q_ring_base0_addr = q__0__ring_base;
   assign q_ring_size0_log2 = q__0__ring_log2;
   assign q_cpl_base0_addr = q__0__cpl_base;
@@ -4840,14 +4831,14 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__0__qreset_ack = fw_write_qreset_ack_queue[0];
   assign q__0__consumer = q_consumer0_index;
   assign q__0__fetch = q_fetch0_index;
-  assign q__0__active = q_status0_active;
+  assign q_status0_active = q__0__active;
   assign q__0__halted = q_status0_halted;
   assign q__0__resetting = q_status0_resetting;
-  assign q_status0_waiting = q_wait_queue[0];
-  assign q_status0_prefetched = { 5'h00, \$328  };
+  assign q__0__waiting = q_status0_waiting;
+  assign q_status0_prefetched = { 5'h00, \$305  };
   assign q__0__error = q_error0_code;
   assign q__0__error_index = q_error_index0_index;
-  assign q__0__head_index = q_head_index0_index;
+  assign q_head_index0_index = q__0__index;
   assign q_head0_word = q__0__head[31:0];
   assign q_head1_word = q__0__head[63:32];
   assign q_head2_word = q__0__head[95:64];
@@ -4866,14 +4857,14 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__1__qreset_ack = fw_write_qreset_ack_queue[1];
   assign q__1__consumer = q_consumer1_index;
   assign q__1__fetch = q_fetch1_index;
-  assign q__1__active = q_status1_active;
+  assign q_status1_active = q__1__active;
   assign q__1__halted = q_status1_halted;
   assign q__1__resetting = q_status1_resetting;
-  assign q_status1_waiting = q_wait_queue[1];
-  assign q_status1_prefetched = { 5'h00, \$329  };
+  assign q__1__waiting = q_status1_waiting;
+  assign q_status1_prefetched = { 5'h00, \$306  };
   assign q__1__error = q_error1_code;
   assign q__1__error_index = q_error_index1_index;
-  assign q__1__head_index = q_head_index1_index;
+  assign q_head_index1_index = q__1__index;
   assign q_head8_word = q__1__head[31:0];
   assign q_head9_word = q__1__head[63:32];
   assign q_head10_word = q__1__head[95:64];
@@ -4892,14 +4883,14 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__2__qreset_ack = fw_write_qreset_ack_queue[2];
   assign q__2__consumer = q_consumer2_index;
   assign q__2__fetch = q_fetch2_index;
-  assign q__2__active = q_status2_active;
+  assign q_status2_active = q__2__active;
   assign q__2__halted = q_status2_halted;
   assign q__2__resetting = q_status2_resetting;
-  assign q_status2_waiting = q_wait_queue[2];
-  assign q_status2_prefetched = { 5'h00, \$330  };
+  assign q__2__waiting = q_status2_waiting;
+  assign q_status2_prefetched = { 5'h00, \$307  };
   assign q__2__error = q_error2_code;
   assign q__2__error_index = q_error_index2_index;
-  assign q__2__head_index = q_head_index2_index;
+  assign q_head_index2_index = q__2__index;
   assign q_head16_word = q__2__head[31:0];
   assign q_head17_word = q__2__head[63:32];
   assign q_head18_word = q__2__head[95:64];
@@ -4918,14 +4909,14 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q__3__qreset_ack = fw_write_qreset_ack_queue[3];
   assign q__3__consumer = q_consumer3_index;
   assign q__3__fetch = q_fetch3_index;
-  assign q__3__active = q_status3_active;
+  assign q_status3_active = q__3__active;
   assign q__3__halted = q_status3_halted;
   assign q__3__resetting = q_status3_resetting;
-  assign q_status3_waiting = q_wait_queue[3];
-  assign q_status3_prefetched = { 5'h00, \$331  };
+  assign q__3__waiting = q_status3_waiting;
+  assign q_status3_prefetched = { 5'h00, \$308  };
   assign q__3__error = q_error3_code;
   assign q__3__error_index = q_error_index3_index;
-  assign q__3__head_index = q_head_index3_index;
+  assign q_head_index3_index = q__3__index;
   assign q_head24_word = q__3__head[31:0];
   assign q_head25_word = q__3__head[63:32];
   assign q_head26_word = q__3__head[95:64];
@@ -4934,24 +4925,72 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign q_head29_word = q__3__head[191:160];
   assign q_head30_word = q__3__head[223:192];
   assign q_head31_word = q__3__head[255:224];
-  assign \bus_timeout$737  = bus_timeout;
-  assign fw_write_cpl = cpl_valid;
-  assign cpl_queue = fw_write_cpl_word[1:0];
-  assign cpl_irq = fw_write_cpl_word[2];
-  assign cpl_halt = fw_write_cpl_word[3];
-  assign cpl_flags = fw_write_cpl_word[15:8];
-  assign cpl_status = fw_write_cpl_word[23:16];
-  assign cpl_opcode = fw_write_cpl_word[31:24];
-  assign cpl_tag_tag = cpl_tag;
+  assign event0_value = events[31:0];
+  assign \event0_value$688  = events[31:0];
+  assign event1_value = events[63:32];
+  assign \event1_value$690  = events[63:32];
+  assign event2_value = events[95:64];
+  assign \event2_value$692  = events[95:64];
+  assign event3_value = events[127:96];
+  assign \event3_value$694  = events[127:96];
+  assign event4_value = events[159:128];
+  assign \event4_value$696  = events[159:128];
+  assign event5_value = events[191:160];
+  assign \event5_value$698  = events[191:160];
+  assign event6_value = events[223:192];
+  assign \event6_value$700  = events[223:192];
+  assign event7_value = events[255:224];
+  assign \event7_value$702  = events[255:224];
+  assign event8_value = events[287:256];
+  assign \event8_value$704  = events[287:256];
+  assign event9_value = events[319:288];
+  assign \event9_value$706  = events[319:288];
+  assign event10_value = events[351:320];
+  assign \event10_value$708  = events[351:320];
+  assign event11_value = events[383:352];
+  assign \event11_value$710  = events[383:352];
+  assign event12_value = events[415:384];
+  assign \event12_value$712  = events[415:384];
+  assign event13_value = events[447:416];
+  assign \event13_value$714  = events[447:416];
+  assign event14_value = events[479:448];
+  assign \event14_value$716  = events[479:448];
+  assign event15_value = events[511:480];
+  assign \event15_value$718  = events[511:480];
+  assign \bus_timeout$720  = bus_timeout;
+  assign \cpl_queue$726  = cpl_queue;
+  assign \cpl_irq$728  = cpl_irq;
+  assign \cpl_halt$730  = cpl_halt;
+  assign \cpl_flags$732  = cpl_flags;
+  assign \cpl_status$734  = cpl_status;
+  assign \cpl_opcode$736  = cpl_opcode;
+  assign \cpl_tag$738  = cpl_tag;
   assign cpl_timestamp = timestamp_cycles;
-  assign cpl_free = cpl_status_free;
   assign fw_write_engine_reset_engine = reset;
-  assign fw_timer_diff = \$70 [31:0];
-  assign work_qready = { q__3__ready, q__2__ready, q__1__ready, q__0__ready };
-  assign work_retire = retire_valid;
+  assign fw_timer_diff = \$58 [31:0];
+  assign work_qready = { q__3__fw_ready, q__2__fw_ready, q__1__fw_ready, q__0__fw_ready };
+  assign hung = work_hung;
   assign work_qreset = { q__3__qreset_req, q__2__qreset_req, q__1__qreset_req, q__0__qreset_req };
   assign work_timer = fw_timer_due;
-  assign fw_irq = \irq$770 ;
+  assign issue_enable = enable;
+  assign watchdog = watchdog_cycles;
+  assign \engine_reset$762  = reset;
+  assign fw_irq = \irq$763 ;
+  assign \retire__0__done$766  = retire__0__done;
+  assign \retire__0__error$768  = retire__0__error;
+  assign \retire__0__tag$770  = retire__0__tag;
+  assign \retire__1__done$772  = retire__1__done;
+  assign \retire__1__error$774  = retire__1__error;
+  assign \retire__1__tag$776  = retire__1__tag;
+  assign \retire__2__done$778  = retire__2__done;
+  assign \retire__2__error$780  = retire__2__error;
+  assign \retire__2__tag$782  = retire__2__tag;
+  assign \retire__3__done$784  = retire__3__done;
+  assign \retire__3__error$786  = retire__3__error;
+  assign \retire__3__tag$788  = retire__3__tag;
+  assign \retire__4__done$790  = retire__4__done;
+  assign \retire__4__error$792  = retire__4__error;
+  assign \retire__4__tag$794  = retire__4__tag;
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -4977,16 +5016,16 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign done_count_gemm = done_gemm_count;
   assign done_count_vec = done_vec_count;
   assign done_count_sfu = done_sfu_count;
-  assign retire__0__irq = \$323 [8];
-  assign retire__1__irq = \$324 [8];
-  assign retire__2__irq = \$325 [8];
-  assign retire__3__irq = \$326 [8];
-  assign retire__4__irq = \$327 [8];
-  assign retire__4__opcode = \$327 [7:0];
-  assign retire__3__opcode = \$326 [7:0];
-  assign retire__2__opcode = \$325 [7:0];
-  assign retire__1__opcode = \$324 [7:0];
-  assign retire__0__opcode = \$323 [7:0];
+  assign retire__0__irq = \$300 [8];
+  assign retire__1__irq = \$301 [8];
+  assign retire__2__irq = \$302 [8];
+  assign retire__3__irq = \$303 [8];
+  assign retire__4__irq = \$304 [8];
+  assign retire__4__opcode = \$304 [7:0];
+  assign retire__3__opcode = \$303 [7:0];
+  assign retire__2__opcode = \$302 [7:0];
+  assign retire__1__opcode = \$301 [7:0];
+  assign retire__0__opcode = \$300 [7:0];
   assign reject__opcode = desc[7:0];
   assign reject__tag = desc[31:16];
   assign irq_status_error_set = failing;
@@ -5616,11 +5655,22 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \store_window.base  = store_window[31:0];
   assign \store_window.size  = store_window[63:32];
   assign \store_window.check  = store_window[64];
-  assign retire_valid[4] = \r_rdy$560 ;
-  assign retire_valid[3] = \r_rdy$549 ;
-  assign retire_valid[2] = \r_rdy$538 ;
-  assign retire_valid[1] = \r_rdy$527 ;
-  assign retire_valid[0] = r_rdy;
+  assign \events[0]  = events[31:0];
+  assign \events[1]  = events[63:32];
+  assign \events[2]  = events[95:64];
+  assign \events[3]  = events[127:96];
+  assign \events[4]  = events[159:128];
+  assign \events[5]  = events[191:160];
+  assign \events[6]  = events[223:192];
+  assign \events[7]  = events[255:224];
+  assign \events[8]  = events[287:256];
+  assign \events[9]  = events[319:288];
+  assign \events[10]  = events[351:320];
+  assign \events[11]  = events[383:352];
+  assign \events[12]  = events[415:384];
+  assign \events[13]  = events[447:416];
+  assign \events[14]  = events[479:448];
+  assign \events[15]  = events[511:480];
   assign engine_reset[4] = reset[4];
   assign engine_reset[3] = reset[3];
   assign engine_reset[2] = reset[2];
@@ -5649,19 +5699,14 @@ module kaki_soc_4x4(csr__awprot, csr__awvalid, csr__wdata, csr__wstrb, csr__wval
   assign \$47  = { 1'h0, \rd__3__gnt$232  };
   assign \$50  = { 1'h0, \acc_wr__en$246  };
   assign \$51  = { 1'h0, \wr__1__gnt$248  };
-  assign \$65  = core_ctrl_run;
-  assign \$66  = core_ctrl_run;
-  assign \$67  = core_ctrl_run;
-  assign \$68  = core_ctrl_run;
-  assign \$69  = core_ctrl_run;
   assign fw_running = core_ctrl_run;
-  assign \$116  = \$115 ;
-  assign \$118  = \$117 ;
+  assign \$104  = \$103 ;
+  assign \$106  = \$105 ;
+  assign \$108  = \$107 ;
+  assign \$110  = \$109 ;
+  assign \$112  = \$111 ;
+  assign \$114  = \$113 ;
   assign \$120  = \$119 ;
-  assign \$122  = \$121 ;
-  assign \$124  = \$123 ;
-  assign \$126  = \$125 ;
-  assign \$132  = \$131 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -7235,7 +7280,7 @@ module \kaki_soc_4x4.arb (s__wready, s__bid, m__0__bresp, s__bvalid, s__arready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$9967$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
+module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, run, load_addr, wdata, mmio__ack, mmio__rdata, pc, sleeping, \port$11071$2 , mmio__we, mmio__wdata, mmio__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [32:0] \$1 ;
   wire \$10 ;
@@ -7379,8 +7424,8 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   wire [3:0] mmio__wstrb;
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
-  output [29:0] \port$9967$2 ;
-  wire [29:0] \port$9967$2 ;
+  output [29:0] \port$11071$2 ;
+  wire [29:0] \port$11071$2 ;
   wire [11:0] raddr;
   wire [11:0] \raddr$45 ;
   wire [11:0] \raddr$50 ;
@@ -7560,7 +7605,7 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
     .imem__en(ren),
     .irq(irq),
     .pc(trace_pc),
-    .\port$9967$2 (\$99 ),
+    .\port$11071$2 (\$99 ),
     .rst(rst),
     .run(run),
     .sleeping(sleeping),
@@ -7678,11 +7723,11 @@ module \kaki_soc_4x4.control (rst, load_addr_we, load_data_we, mmio__en, irq, ru
   assign \raddr$60  = \$99 [11:0];
   assign \sleeping$65  = sleeping;
   assign \irq$67  = irq;
-  assign \port$9967$2  = \$99 ;
+  assign \port$11071$2  = \$99 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$9967$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
+module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq, run, imem__en, imem__addr, trace_valid, sleeping, pc, \port$11071$2 , dbus__en, dbus__we, dbus__wdata, dbus__wstrb, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [2:0] \$1 ;
   wire [62:0] \$10 ;
@@ -8107,8 +8152,8 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   output [31:0] pc;
   reg [31:0] pc = 32'd0;
   wire [31:0] pc4;
-  output [29:0] \port$9967$2 ;
-  wire [29:0] \port$9967$2 ;
+  output [29:0] \port$11071$2 ;
+  wire [29:0] \port$11071$2 ;
   wire [65:0] product;
   reg redirect = 1'h0;
   reg [31:0] redirect_pc = 32'd0;
@@ -11213,7 +11258,7 @@ module \kaki_soc_4x4.control.core (rst, dbus__ack, dbus__rdata, imem__data, irq,
   assign \$signature__addr  = d_word[19:15];
   assign rf_rs2__addr = d_word[24:20];
   assign imem__gnt = 1'h1;
-  assign \port$9967$2  = ls_addr_r[31:2];
+  assign \port$11071$2  = ls_addr_r[31:2];
   assign \$38  = { mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi[49], mul_hi, 17'h00000 };
   assign { \$53 [32], \$53 [0] } = 2'h0;
   assign \$53 [31:1] = \$52 [31:1];
@@ -11382,15 +11427,15 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus__bready, bus__araddr, bus__arvalid, bus__rready, clk, rst, irq_status_dma_load_done_set, irq_status_dma_store_done_set, irq_status_gemm_done_set, irq_status_vec_done_set, irq_status_sfu_done_set, do_write, bus__bresp, bus__arready, bus__rresp, cmd_submit_go, perf_ctrl_clear
-, wr_core_mem_addr, wr_core_mem_data, debug_hang_gemm, debug_hang_vec, wr_q_doorbell0, wr_q_doorbell1, wr_q_doorbell2, wr_q_doorbell3, q_ctrl0_reset, q_ctrl1_reset, q_ctrl2_reset, q_ctrl3_reset, irq_status_fw_msg_set, status_idle, q_status0_active, q_status1_active, q_status2_active, q_status3_active, irq_status_error_set, fw_msg_value, timestamp_cycles
-, done_dma_load_count, done_dma_store_count, done_gemm_count, done_vec_count, done_sfu_count, error_info_code, error_info_opcode, error_info_tag, perf_cycles_count, perf_gemm_busy_count, perf_gemm_active_count, perf_gemm_stall_count, perf_vec_busy_count, perf_vec_active_count, perf_dma_load_busy_count, perf_dma_store_busy_count, perf_dma_load_bytes_count, perf_dma_store_bytes_count, perf_dma_load_stall_count, perf_dma_store_stall_count, perf_vec_stall_count
-, perf_sfu_busy_count, perf_sfu_active_count, perf_sfu_stall_count, perf_dma_load_full_count, perf_dma_store_full_count, perf_gemm_full_count, perf_vec_full_count, perf_sfu_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid, bus__rvalid, cmd0_word, cmd1_word, cmd2_word
-, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done, irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl
-, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr
-, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value
-, \port$9804$0 , event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, core_pc_pc, fw_status_sleeping, \port$9993$0 , q_fetch0_index
-, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$10140$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$10154$0 , q_status0_resetting, q_consumer1_index, \port$10166$0 , q_status1_halted, q_error1_code, q_error_index1_index, \port$10180$0 , q_status1_resetting, q_consumer2_index, \port$10192$0 , q_status2_halted, q_error2_code
-, q_error_index2_index, \port$10206$0 , q_status2_resetting, q_consumer3_index, \port$10218$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$10232$0 , q_status3_resetting, \port$10344$0 , \port$10352$0 , \port$10360$0 , \port$10368$0 , bus__awaddr);
+, wr_core_mem_addr, wr_core_mem_data, debug_hang_gemm, debug_hang_vec, wr_q_doorbell0, wr_q_doorbell1, wr_q_doorbell2, wr_q_doorbell3, q_ctrl0_reset, q_ctrl1_reset, q_ctrl2_reset, q_ctrl3_reset, irq_status_fw_msg_set, status_idle, q_status0_active, q_status1_active, q_status2_active, q_status3_active, q_status0_waiting, q_status1_waiting, q_status2_waiting
+, q_status3_waiting, irq_status_error_set, fw_msg_value, timestamp_cycles, done_dma_load_count, done_dma_store_count, done_gemm_count, done_vec_count, done_sfu_count, error_info_code, error_info_opcode, error_info_tag, perf_cycles_count, perf_gemm_busy_count, perf_gemm_active_count, perf_gemm_stall_count, perf_vec_busy_count, perf_vec_active_count, perf_dma_load_busy_count, perf_dma_store_busy_count, perf_dma_load_bytes_count
+, perf_dma_store_bytes_count, perf_dma_load_stall_count, perf_dma_store_stall_count, perf_vec_stall_count, perf_sfu_busy_count, perf_sfu_active_count, perf_sfu_stall_count, perf_dma_load_full_count, perf_dma_store_full_count, perf_gemm_full_count, perf_vec_full_count, perf_sfu_full_count, perf_q_retired0_count, perf_q_event_stall0_count, perf_q_retired1_count, perf_q_event_stall1_count, perf_q_retired2_count, perf_q_event_stall2_count, perf_q_retired3_count, perf_q_event_stall3_count, bus__bvalid
+, bus__rvalid, cmd0_word, cmd1_word, cmd2_word, cmd3_word, cmd4_word, cmd5_word, cmd6_word, cmd7_word, irq_status_dma_load_done, irq_status_dma_store_done, irq_status_gemm_done, irq_status_vec_done, irq_status_sfu_done, irq_status_error, irq_status_queue_cpl, irq_status_queue_error, irq_status_fw_msg, irq_enable_dma_load_done, irq_enable_dma_store_done, irq_enable_gemm_done
+, irq_enable_vec_done, irq_enable_sfu_done, irq_enable_error, irq_enable_queue_cpl, irq_enable_queue_error, irq_enable_fw_msg, perf_ctrl_freeze, core_ctrl_run, core_mem_addr_addr, core_mem_data_data, watchdog_cycles, bus_timeout_cycles, q_ring_base0_addr, q_ring_base1_addr, q_ring_base2_addr, q_ring_base3_addr, q_ring_size0_log2, q_ring_size1_log2, q_ring_size2_log2, q_ring_size3_log2, q_cpl_base0_addr
+, q_cpl_base1_addr, q_cpl_base2_addr, q_cpl_base3_addr, q_window_base0_addr, q_window_base1_addr, q_window_base2_addr, q_window_base3_addr, q_window_size0_bytes, q_window_size1_bytes, q_window_size2_bytes, q_window_size3_bytes, q_doorbell0_producer, q_doorbell1_producer, q_doorbell2_producer, q_doorbell3_producer, q_ctrl0_enable, q_ctrl1_enable, q_ctrl2_enable, q_ctrl3_enable, bus__rdata, fw_version_version
+, fw_status_state, fw_fault_pc_value, fw_fault_cause_value, fw_fault_tval_value, core_pc_pc, fw_status_sleeping, \port$11097$0 , q_fetch0_index, q_fetch1_index, q_fetch2_index, q_fetch3_index, q_consumer0_index, \port$11244$0 , q_status0_halted, q_error0_code, q_error_index0_index, \port$11258$0 , q_status0_resetting, q_consumer1_index, \port$11270$0 , q_status1_halted
+, q_error1_code, q_error_index1_index, \port$11284$0 , q_status1_resetting, q_consumer2_index, \port$11296$0 , q_status2_halted, q_error2_code, q_error_index2_index, \port$11310$0 , q_status2_resetting, q_consumer3_index, \port$11322$0 , q_status3_halted, q_error3_code, q_error_index3_index, \port$11336$0 , q_status3_resetting, \port$11448$0 , \port$11456$0 , \port$11464$0 
+, \port$11472$0 , \port$12550$0 , bus__awaddr);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -12833,37 +12878,21 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [7:0] error_info_opcode;
   input [15:0] error_info_tag;
   wire [15:0] error_info_tag;
-  input [31:0] event0_value;
   wire [31:0] event0_value;
-  input [31:0] event10_value;
   wire [31:0] event10_value;
-  input [31:0] event11_value;
   wire [31:0] event11_value;
-  input [31:0] event12_value;
   wire [31:0] event12_value;
-  input [31:0] event13_value;
   wire [31:0] event13_value;
-  input [31:0] event14_value;
   wire [31:0] event14_value;
-  input [31:0] event15_value;
   wire [31:0] event15_value;
-  input [31:0] event1_value;
   wire [31:0] event1_value;
-  input [31:0] event2_value;
   wire [31:0] event2_value;
-  input [31:0] event3_value;
   wire [31:0] event3_value;
-  input [31:0] event4_value;
   wire [31:0] event4_value;
-  input [31:0] event5_value;
   wire [31:0] event5_value;
-  input [31:0] event6_value;
   wire [31:0] event6_value;
-  input [31:0] event7_value;
   wire [31:0] event7_value;
-  input [31:0] event8_value;
   wire [31:0] event8_value;
-  input [31:0] event9_value;
   wire [31:0] event9_value;
   input [31:0] fw_fault_cause_value;
   wire [31:0] fw_fault_cause_value;
@@ -12993,34 +13022,34 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [31:0] perf_vec_full_count;
   input [31:0] perf_vec_stall_count;
   wire [31:0] perf_vec_stall_count;
-  input \port$10140$0 ;
-  wire \port$10140$0 ;
-  input \port$10154$0 ;
-  wire \port$10154$0 ;
-  input \port$10166$0 ;
-  wire \port$10166$0 ;
-  input \port$10180$0 ;
-  wire \port$10180$0 ;
-  input \port$10192$0 ;
-  wire \port$10192$0 ;
-  input \port$10206$0 ;
-  wire \port$10206$0 ;
-  input \port$10218$0 ;
-  wire \port$10218$0 ;
-  input \port$10232$0 ;
-  wire \port$10232$0 ;
-  input [2:0] \port$10344$0 ;
-  wire [2:0] \port$10344$0 ;
-  input [2:0] \port$10352$0 ;
-  wire [2:0] \port$10352$0 ;
-  input [2:0] \port$10360$0 ;
-  wire [2:0] \port$10360$0 ;
-  input [2:0] \port$10368$0 ;
-  wire [2:0] \port$10368$0 ;
-  input [3:0] \port$9804$0 ;
-  wire [3:0] \port$9804$0 ;
-  input [4:0] \port$9993$0 ;
-  wire [4:0] \port$9993$0 ;
+  input [4:0] \port$11097$0 ;
+  wire [4:0] \port$11097$0 ;
+  input \port$11244$0 ;
+  wire \port$11244$0 ;
+  input \port$11258$0 ;
+  wire \port$11258$0 ;
+  input \port$11270$0 ;
+  wire \port$11270$0 ;
+  input \port$11284$0 ;
+  wire \port$11284$0 ;
+  input \port$11296$0 ;
+  wire \port$11296$0 ;
+  input \port$11310$0 ;
+  wire \port$11310$0 ;
+  input \port$11322$0 ;
+  wire \port$11322$0 ;
+  input \port$11336$0 ;
+  wire \port$11336$0 ;
+  input [2:0] \port$11448$0 ;
+  wire [2:0] \port$11448$0 ;
+  input [2:0] \port$11456$0 ;
+  wire [2:0] \port$11456$0 ;
+  input [2:0] \port$11464$0 ;
+  wire [2:0] \port$11464$0 ;
+  input [2:0] \port$11472$0 ;
+  wire [2:0] \port$11472$0 ;
+  input [511:0] \port$12550$0 ;
+  wire [511:0] \port$12550$0 ;
   input [31:0] q_consumer0_index;
   wire [31:0] q_consumer0_index;
   input [31:0] q_consumer1_index;
@@ -13112,6 +13141,7 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [7:0] q_status0_prefetched;
   input q_status0_resetting;
   wire q_status0_resetting;
+  input q_status0_waiting;
   wire q_status0_waiting;
   input q_status1_active;
   wire q_status1_active;
@@ -13120,6 +13150,7 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [7:0] q_status1_prefetched;
   input q_status1_resetting;
   wire q_status1_resetting;
+  input q_status1_waiting;
   wire q_status1_waiting;
   input q_status2_active;
   wire q_status2_active;
@@ -13128,6 +13159,7 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [7:0] q_status2_prefetched;
   input q_status2_resetting;
   wire q_status2_resetting;
+  input q_status2_waiting;
   wire q_status2_waiting;
   input q_status3_active;
   wire q_status3_active;
@@ -13136,6 +13168,7 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   wire [7:0] q_status3_prefetched;
   input q_status3_resetting;
   wire q_status3_resetting;
+  input q_status3_waiting;
   wire q_status3_waiting;
   output [31:0] q_window_base0_addr;
   reg [31:0] q_window_base0_addr = 32'd0;
@@ -13671,10 +13704,10 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$184  = \$183  | irq_status_error_set;
   assign \$185  = ~ clr_irq_status_queue_cpl;
   assign \$186  = irq_status_queue_cpl & \$185 ;
-  assign \$187  = \$186  | { \port$10218$0 , \port$10192$0 , \port$10166$0 , \port$10140$0  };
+  assign \$187  = \$186  | { \port$11322$0 , \port$11296$0 , \port$11270$0 , \port$11244$0  };
   assign \$188  = ~ clr_irq_status_queue_error;
   assign \$189  = irq_status_queue_error & \$188 ;
-  assign \$190  = \$189  | { \port$10232$0 , \port$10206$0 , \port$10180$0 , \port$10154$0  };
+  assign \$190  = \$189  | { \port$11336$0 , \port$11310$0 , \port$11284$0 , \port$11258$0  };
   assign \$191  = ~ clr_irq_status_fw_msg;
   assign \$192  = irq_status_fw_msg & \$191 ;
   assign \$193  = \$192  | irq_status_fw_msg_set;
@@ -15809,8 +15842,8 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign q_doorbell1_producer_swmod = wr_q_doorbell1;
   assign q_doorbell2_producer_swmod = wr_q_doorbell2;
   assign q_doorbell3_producer_swmod = wr_q_doorbell3;
-  assign irq_status_queue_cpl_set = { \port$10218$0 , \port$10192$0 , \port$10166$0 , \port$10140$0  };
-  assign irq_status_queue_error_set = { \port$10232$0 , \port$10206$0 , \port$10180$0 , \port$10154$0  };
+  assign irq_status_queue_cpl_set = { \port$11322$0 , \port$11296$0 , \port$11270$0 , \port$11244$0  };
+  assign irq_status_queue_error_set = { \port$11336$0 , \port$11310$0 , \port$11284$0 , \port$11258$0  };
   assign cap_array_rows = 8'h04;
   assign cap_array_cols = 8'h04;
   assign cap_spad_banks = 8'h04;
@@ -15825,19 +15858,31 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign cap_queues_fifo_depth = 8'h04;
   assign cap_queues_prefetch = 8'h04;
   assign cap_queues_events = 8'h10;
-  assign status_dma_load_busy = \port$9993$0 [0];
-  assign status_dma_store_busy = \port$9993$0 [1];
-  assign status_gemm_busy = \port$9993$0 [2];
-  assign status_vec_busy = \port$9993$0 [3];
-  assign status_sfu_busy = \port$9993$0 [4];
-  assign q_status0_waiting = \port$9804$0 [0];
-  assign q_status0_prefetched = { 5'h00, \port$10344$0  };
-  assign q_status1_waiting = \port$9804$0 [1];
-  assign q_status1_prefetched = { 5'h00, \port$10352$0  };
-  assign q_status2_waiting = \port$9804$0 [2];
-  assign q_status2_prefetched = { 5'h00, \port$10360$0  };
-  assign q_status3_waiting = \port$9804$0 [3];
-  assign q_status3_prefetched = { 5'h00, \port$10368$0  };
+  assign status_dma_load_busy = \port$11097$0 [0];
+  assign status_dma_store_busy = \port$11097$0 [1];
+  assign status_gemm_busy = \port$11097$0 [2];
+  assign status_vec_busy = \port$11097$0 [3];
+  assign status_sfu_busy = \port$11097$0 [4];
+  assign q_status0_prefetched = { 5'h00, \port$11448$0  };
+  assign q_status1_prefetched = { 5'h00, \port$11456$0  };
+  assign q_status2_prefetched = { 5'h00, \port$11464$0  };
+  assign q_status3_prefetched = { 5'h00, \port$11472$0  };
+  assign event0_value = \port$12550$0 [31:0];
+  assign event1_value = \port$12550$0 [63:32];
+  assign event2_value = \port$12550$0 [95:64];
+  assign event3_value = \port$12550$0 [127:96];
+  assign event4_value = \port$12550$0 [159:128];
+  assign event5_value = \port$12550$0 [191:160];
+  assign event6_value = \port$12550$0 [223:192];
+  assign event7_value = \port$12550$0 [255:224];
+  assign event8_value = \port$12550$0 [287:256];
+  assign event9_value = \port$12550$0 [319:288];
+  assign event10_value = \port$12550$0 [351:320];
+  assign event11_value = \port$12550$0 [383:352];
+  assign event12_value = \port$12550$0 [415:384];
+  assign event13_value = \port$12550$0 [447:416];
+  assign event14_value = \port$12550$0 [479:448];
+  assign event15_value = \port$12550$0 [511:480];
   assign bus__bvalid = \$signal ;
   assign bus__rvalid = \$signal$13 ;
   assign \$324  = 33'h04b414b49;
@@ -15882,12 +15927,12 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$414  = \$413 ;
   assign \$418  = 2'h0;
   assign \$419  = { 30'h00000000, \$418  };
-  assign \$440  = { 1'h0, \port$9993$0 [0] };
+  assign \$440  = { 1'h0, \port$11097$0 [0] };
   assign \$441  = { 30'h00000000, \$440  };
-  assign \$442  = { \port$9993$0 [1], 1'h0 };
-  assign \$444  = { 1'h0, \port$9993$0 [2], 2'h0 };
-  assign \$446  = { \port$9993$0 [3], 3'h0 };
-  assign \$448  = { 3'h0, \port$9993$0 [4], 4'h0 };
+  assign \$442  = { \port$11097$0 [1], 1'h0 };
+  assign \$444  = { 1'h0, \port$11097$0 [2], 2'h0 };
+  assign \$446  = { \port$11097$0 [3], 3'h0 };
+  assign \$448  = { 3'h0, \port$11097$0 [4], 4'h0 };
   assign \$450  = { 2'h0, status_idle, 5'h00 };
   assign \$454  = { 1'h0, irq_status_dma_load_done };
   assign \$455  = { 30'h00000000, \$454  };
@@ -16052,26 +16097,26 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$904  = { 30'h00000000, \$903  };
   assign \$905  = { q_status0_halted, 1'h0 };
   assign \$907  = { 1'h0, q_status0_resetting, 2'h0 };
-  assign \$909  = { \port$9804$0 [0], 3'h0 };
-  assign \$911  = { 12'h000, \port$10344$0 , 8'h00 };
+  assign \$909  = { q_status0_waiting, 3'h0 };
+  assign \$911  = { 12'h000, \port$11448$0 , 8'h00 };
   assign \$916  = { 1'h0, q_status1_active };
   assign \$917  = { 30'h00000000, \$916  };
   assign \$918  = { q_status1_halted, 1'h0 };
   assign \$920  = { 1'h0, q_status1_resetting, 2'h0 };
-  assign \$922  = { \port$9804$0 [1], 3'h0 };
-  assign \$924  = { 12'h000, \port$10352$0 , 8'h00 };
+  assign \$922  = { q_status1_waiting, 3'h0 };
+  assign \$924  = { 12'h000, \port$11456$0 , 8'h00 };
   assign \$929  = { 1'h0, q_status2_active };
   assign \$930  = { 30'h00000000, \$929  };
   assign \$931  = { q_status2_halted, 1'h0 };
   assign \$933  = { 1'h0, q_status2_resetting, 2'h0 };
-  assign \$935  = { \port$9804$0 [2], 3'h0 };
-  assign \$937  = { 12'h000, \port$10360$0 , 8'h00 };
+  assign \$935  = { q_status2_waiting, 3'h0 };
+  assign \$937  = { 12'h000, \port$11464$0 , 8'h00 };
   assign \$942  = { 1'h0, q_status3_active };
   assign \$943  = { 30'h00000000, \$942  };
   assign \$944  = { q_status3_halted, 1'h0 };
   assign \$946  = { 1'h0, q_status3_resetting, 2'h0 };
-  assign \$948  = { \port$9804$0 [3], 3'h0 };
-  assign \$950  = { 12'h000, \port$10368$0 , 8'h00 };
+  assign \$948  = { q_status3_waiting, 3'h0 };
+  assign \$950  = { 12'h000, \port$11472$0 , 8'h00 };
   assign \$955  = { 1'h0, q_error0_code };
   assign \$956  = { 23'h000000, \$955  };
   assign \$960  = { 1'h0, q_error1_code };
@@ -16112,37 +16157,37 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
   assign \$1062  = \$1061 ;
   assign \$1066  = { 1'h0, perf_q_event_stall3_count };
   assign \$1067  = \$1066 ;
-  assign \$1071  = { 1'h0, event0_value };
+  assign \$1071  = { 1'h0, \port$12550$0 [31:0] };
   assign \$1072  = \$1071 ;
-  assign \$1076  = { 1'h0, event1_value };
+  assign \$1076  = { 1'h0, \port$12550$0 [63:32] };
   assign \$1077  = \$1076 ;
-  assign \$1081  = { 1'h0, event2_value };
+  assign \$1081  = { 1'h0, \port$12550$0 [95:64] };
   assign \$1082  = \$1081 ;
-  assign \$1086  = { 1'h0, event3_value };
+  assign \$1086  = { 1'h0, \port$12550$0 [127:96] };
   assign \$1087  = \$1086 ;
-  assign \$1108  = { 1'h0, event4_value };
+  assign \$1108  = { 1'h0, \port$12550$0 [159:128] };
   assign \$1109  = \$1108 ;
-  assign \$1112  = { 1'h0, event5_value };
+  assign \$1112  = { 1'h0, \port$12550$0 [191:160] };
   assign \$1113  = \$1112 ;
-  assign \$1117  = { 1'h0, event6_value };
+  assign \$1117  = { 1'h0, \port$12550$0 [223:192] };
   assign \$1118  = \$1117 ;
-  assign \$1122  = { 1'h0, event7_value };
+  assign \$1122  = { 1'h0, \port$12550$0 [255:224] };
   assign \$1123  = \$1122 ;
-  assign \$1127  = { 1'h0, event8_value };
+  assign \$1127  = { 1'h0, \port$12550$0 [287:256] };
   assign \$1128  = \$1127 ;
-  assign \$1132  = { 1'h0, event9_value };
+  assign \$1132  = { 1'h0, \port$12550$0 [319:288] };
   assign \$1133  = \$1132 ;
-  assign \$1137  = { 1'h0, event10_value };
+  assign \$1137  = { 1'h0, \port$12550$0 [351:320] };
   assign \$1138  = \$1137 ;
-  assign \$1142  = { 1'h0, event11_value };
+  assign \$1142  = { 1'h0, \port$12550$0 [383:352] };
   assign \$1143  = \$1142 ;
-  assign \$1147  = { 1'h0, event12_value };
+  assign \$1147  = { 1'h0, \port$12550$0 [415:384] };
   assign \$1148  = \$1147 ;
-  assign \$1152  = { 1'h0, event13_value };
+  assign \$1152  = { 1'h0, \port$12550$0 [447:416] };
   assign \$1153  = \$1152 ;
-  assign \$1157  = { 1'h0, event14_value };
+  assign \$1157  = { 1'h0, \port$12550$0 [479:448] };
   assign \$1158  = \$1157 ;
-  assign \$1162  = { 1'h0, event15_value };
+  assign \$1162  = { 1'h0, \port$12550$0 [511:480] };
   assign \$1163  = \$1162 ;
   assign \$1167  = { 1'h0, perf_dma_load_stall_count };
   assign \$1168  = \$1167 ;
@@ -16185,13 +16230,12 @@ module \kaki_soc_4x4.csr (bus__awvalid, bus__wdata, bus__wstrb, bus__wvalid, bus
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_done, \r_en$54 , gemm_done, \r_en$71 , vec_done, \r_en$88 , sfu_done, retire__0__done, retire__1__done, retire__2__done, retire__3__done, retire__4__done, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload
-, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$9995$0 , retire__0__tag, \port$9997$0 , retire__1__tag, \port$9999$0 , retire__2__tag, \port$10001$0 , retire__3__tag, \port$10003$0 , retire__4__tag, dma_load__valid
-, dma_store__valid, gemm__valid, vec__valid, sfu__valid, retire__0__error, retire__1__error, retire__2__error, retire__3__error, retire__4__error, clk);
+module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$38 , dma_store_done, \r_en$55 , gemm_done, \r_en$72 , vec_done, \r_en$89 , sfu_done, retire__0__done, retire__0__error, retire__1__done, retire__1__error, retire__2__done, retire__2__error, retire__3__done, retire__3__error, retire__4__done, retire__4__error
+, idle, dma_load__payload, dma_store__payload, gemm__payload, vec__payload, sfu__payload, engine_reset, desc, submit, queue, windowed, reject__done, reject__error, full, inflight, \port$11099$0 , retire__0__tag, \port$11101$0 , retire__1__tag, \port$11103$0 , retire__2__tag
+, \port$11105$0 , retire__3__tag, \port$11107$0 , retire__4__tag, dma_load__valid, dma_store__valid, gemm__valid, vec__valid, sfu__valid, dma_load_error, dma_store_error, gemm_error, vec_error, sfu_error, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg [255:0] \$100 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
@@ -16279,16 +16323,12 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire \$88 ;
   wire \$89 ;
   wire \$9 ;
-  wire \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  reg [4:0] \$95 ;
-  reg [255:0] \$96 ;
-  reg [255:0] \$97 ;
-  reg [255:0] \$98 ;
-  reg [255:0] \$99 ;
+  reg [4:0] \$90 ;
+  reg [255:0] \$91 ;
+  reg [255:0] \$92 ;
+  reg [255:0] \$93 ;
+  reg [255:0] \$94 ;
+  reg [255:0] \$95 ;
   input clk;
   wire clk;
   input [255:0] desc;
@@ -16438,6 +16478,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  input [7:0] dma_load_error;
   wire [7:0] dma_load_error;
   reg [255:0] dma_load_held = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] \dma_load_held.flags ;
@@ -16702,6 +16743,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  input [7:0] dma_store_error;
   wire [7:0] dma_store_error;
   reg [255:0] dma_store_held = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] \dma_store_held.flags ;
@@ -17092,6 +17134,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  input [7:0] gemm_error;
   wire [7:0] gemm_error;
   reg [255:0] gemm_held = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] \gemm_held.flags ;
@@ -17216,38 +17259,38 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   output [4:0] inflight;
   reg [4:0] inflight = 5'h00;
   reg known;
-  output [8:0] \port$10001$0 ;
-  wire [8:0] \port$10001$0 ;
-  output [8:0] \port$10003$0 ;
-  wire [8:0] \port$10003$0 ;
-  output [8:0] \port$9995$0 ;
-  wire [8:0] \port$9995$0 ;
-  output [8:0] \port$9997$0 ;
-  wire [8:0] \port$9997$0 ;
-  output [8:0] \port$9999$0 ;
-  wire [8:0] \port$9999$0 ;
+  output [8:0] \port$11099$0 ;
+  wire [8:0] \port$11099$0 ;
+  output [8:0] \port$11101$0 ;
+  wire [8:0] \port$11101$0 ;
+  output [8:0] \port$11103$0 ;
+  wire [8:0] \port$11103$0 ;
+  output [8:0] \port$11105$0 ;
+  wire [8:0] \port$11105$0 ;
+  output [8:0] \port$11107$0 ;
+  wire [8:0] \port$11107$0 ;
   input [1:0] queue;
   wire [1:0] queue;
   wire [258:0] r_data;
-  wire [258:0] \r_data$36 ;
-  wire [258:0] \r_data$53 ;
-  wire [258:0] \r_data$70 ;
-  wire [258:0] \r_data$87 ;
+  wire [258:0] \r_data$37 ;
+  wire [258:0] \r_data$54 ;
+  wire [258:0] \r_data$71 ;
+  wire [258:0] \r_data$88 ;
   input r_en;
   wire r_en;
-  input \r_en$37 ;
-  wire \r_en$37 ;
-  input \r_en$54 ;
-  wire \r_en$54 ;
-  input \r_en$71 ;
-  wire \r_en$71 ;
-  input \r_en$88 ;
-  wire \r_en$88 ;
+  input \r_en$38 ;
+  wire \r_en$38 ;
+  input \r_en$55 ;
+  wire \r_en$55 ;
+  input \r_en$72 ;
+  wire \r_en$72 ;
+  input \r_en$89 ;
+  wire \r_en$89 ;
   wire r_rdy;
-  wire \r_rdy$34 ;
-  wire \r_rdy$51 ;
-  wire \r_rdy$68 ;
-  wire \r_rdy$85 ;
+  wire \r_rdy$35 ;
+  wire \r_rdy$52 ;
+  wire \r_rdy$69 ;
+  wire \r_rdy$86 ;
   output reject__done;
   reg reject__done;
   (* enum_base_type = "ErrorCode" *)
@@ -17307,7 +17350,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  input [7:0] retire__0__error;
+  output [7:0] retire__0__error;
   wire [7:0] retire__0__error;
   wire retire__0__irq;
   (* enum_base_type = "Opcode" *)
@@ -17347,7 +17390,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  input [7:0] retire__1__error;
+  output [7:0] retire__1__error;
   wire [7:0] retire__1__error;
   wire retire__1__irq;
   (* enum_base_type = "Opcode" *)
@@ -17387,7 +17430,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  input [7:0] retire__2__error;
+  output [7:0] retire__2__error;
   wire [7:0] retire__2__error;
   wire retire__2__irq;
   (* enum_base_type = "Opcode" *)
@@ -17427,7 +17470,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  input [7:0] retire__3__error;
+  output [7:0] retire__3__error;
   wire [7:0] retire__3__error;
   wire retire__3__irq;
   (* enum_base_type = "Opcode" *)
@@ -17467,7 +17510,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
-  input [7:0] retire__4__error;
+  output [7:0] retire__4__error;
   wire [7:0] retire__4__error;
   wire retire__4__irq;
   (* enum_base_type = "Opcode" *)
@@ -17634,6 +17677,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  input [7:0] sfu_error;
   wire [7:0] sfu_error;
   reg [255:0] sfu_held = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] \sfu_held.flags ;
@@ -17900,6 +17944,7 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   (* enum_value_00001110 = "BAD_EVENT" *)
   (* enum_value_00001111 = "DIRECT_SUBMIT" *)
   (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  input [7:0] vec_error;
   wire [7:0] vec_error;
   reg [255:0] vec_held = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   wire [7:0] \vec_held.flags ;
@@ -18020,26 +18065,22 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   wire [7:0] \vec_held.payload.vec.zero_point ;
   wire [15:0] \vec_held.tag ;
   wire [258:0] w_data;
-  wire [258:0] \w_data$31 ;
-  wire [258:0] \w_data$48 ;
-  wire [258:0] \w_data$65 ;
-  wire [258:0] \w_data$82 ;
+  wire [258:0] \w_data$32 ;
+  wire [258:0] \w_data$49 ;
+  wire [258:0] \w_data$66 ;
+  wire [258:0] \w_data$83 ;
   wire w_en;
-  wire \w_en$32 ;
-  wire \w_en$49 ;
-  wire \w_en$66 ;
-  wire \w_en$83 ;
+  wire \w_en$33 ;
+  wire \w_en$50 ;
+  wire \w_en$67 ;
+  wire \w_en$84 ;
   wire w_rdy;
-  wire \w_rdy$39 ;
-  wire \w_rdy$56 ;
-  wire \w_rdy$73 ;
-  wire \w_rdy$90 ;
+  wire \w_rdy$40 ;
+  wire \w_rdy$57 ;
+  wire \w_rdy$74 ;
+  wire \w_rdy$91 ;
   input windowed;
   wire windowed;
-  assign flags_bad = | desc[15:9];
-  assign \$1  = desc[7:0] == 1'h1;
-  assign \$2  = submit & \$1 ;
-  assign \$3  = ~ flags_bad;
   assign w_en = \$2  & \$3 ;
   assign \$4  = desc[7:0] == 1'h1;
   assign \$5  = submit & \$4 ;
@@ -18048,117 +18089,121 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \$8  = ~ flags_bad;
   assign \$9  = \$7  & \$8 ;
   assign \$10  = ~ w_rdy;
-  assign \$11  = ~ engine_reset[0];
-  assign retire__0__done = dma_load_done & \$11 ;
-  assign \$12  = ~ w_rdy;
-  assign \$13  = desc[7:0] == 2'h2;
-  assign \$14  = submit & \$13 ;
-  assign \$15  = ~ flags_bad;
-  assign \w_en$32  = \$14  & \$15 ;
-  assign \$16  = desc[7:0] == 2'h2;
-  assign \$17  = submit & \$16 ;
-  assign \$18  = desc[7:0] == 2'h2;
-  assign \$19  = submit & \$18 ;
-  assign \$20  = ~ flags_bad;
-  assign \$21  = \$19  & \$20 ;
-  assign \$22  = ~ \w_rdy$39 ;
-  assign \$23  = ~ engine_reset[1];
-  assign retire__1__done = dma_store_done & \$23 ;
-  assign \$24  = ~ \w_rdy$39 ;
-  assign \$25  = desc[7:0] == 2'h3;
-  assign \$26  = submit & \$25 ;
-  assign \$27  = ~ flags_bad;
-  assign \w_en$49  = \$26  & \$27 ;
+  assign retire__0__done = engine_reset[0] ? inflight[0] : dma_load_done;
+  assign retire__0__error = engine_reset[0] ? 8'h0d : dma_load_error;
+  assign \$11  = ~ w_rdy;
+  assign \$12  = desc[7:0] == 2'h2;
+  assign \$13  = submit & \$12 ;
+  assign \$14  = ~ flags_bad;
+  assign \w_en$33  = \$13  & \$14 ;
+  assign \$15  = desc[7:0] == 2'h2;
+  assign \$16  = submit & \$15 ;
+  assign \$17  = desc[7:0] == 2'h2;
+  assign \$18  = submit & \$17 ;
+  assign \$19  = ~ flags_bad;
+  assign \$20  = \$18  & \$19 ;
+  assign \$21  = ~ \w_rdy$40 ;
+  assign retire__1__done = engine_reset[1] ? inflight[1] : dma_store_done;
+  assign retire__1__error = engine_reset[1] ? 8'h0d : dma_store_error;
+  assign \$22  = ~ \w_rdy$40 ;
+  assign \$23  = desc[7:0] == 2'h3;
+  assign \$24  = submit & \$23 ;
+  assign \$25  = ~ flags_bad;
+  assign \w_en$50  = \$24  & \$25 ;
+  assign \$26  = desc[7:0] == 2'h3;
+  assign \$27  = submit & \$26 ;
   assign \$28  = desc[7:0] == 2'h3;
   assign \$29  = submit & \$28 ;
-  assign \$30  = desc[7:0] == 2'h3;
-  assign \$31  = submit & \$30 ;
-  assign \$32  = ~ flags_bad;
-  assign \$33  = \$31  & \$32 ;
-  assign \$34  = ~ \w_rdy$56 ;
-  assign \$35  = ~ engine_reset[2];
-  assign retire__2__done = gemm_done & \$35 ;
-  assign \$36  = ~ \w_rdy$56 ;
+  assign \$30  = ~ flags_bad;
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = ~ \w_rdy$57 ;
+  assign retire__2__done = engine_reset[2] ? inflight[2] : gemm_done;
+  assign retire__2__error = engine_reset[2] ? 8'h0d : gemm_error;
+  assign \$33  = ~ \w_rdy$57 ;
+  assign \$34  = desc[7:0] == 3'h4;
+  assign \$35  = submit & \$34 ;
+  assign \$36  = ~ flags_bad;
+  assign \w_en$67  = \$35  & \$36 ;
   assign \$37  = desc[7:0] == 3'h4;
   assign \$38  = submit & \$37 ;
-  assign \$39  = ~ flags_bad;
-  assign \w_en$66  = \$38  & \$39 ;
-  assign \$40  = desc[7:0] == 3'h4;
-  assign \$41  = submit & \$40 ;
-  assign \$42  = desc[7:0] == 3'h4;
-  assign \$43  = submit & \$42 ;
-  assign \$44  = ~ flags_bad;
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = ~ \w_rdy$73 ;
-  assign \$47  = ~ engine_reset[3];
-  assign retire__3__done = vec_done & \$47 ;
-  assign \$48  = ~ \w_rdy$73 ;
-  assign \$49  = desc[7:0] == 4'h8;
-  assign \$50  = desc[7:0] == 4'h9;
-  assign \$51  = desc[7:0] == 4'ha;
-  assign \$52  = desc[7:0] == 4'hb;
-  assign \$53  = desc[7:0] == 4'hc;
-  assign \$54  = | { \$53 , \$52 , \$51 , \$50 , \$49  };
-  assign \$55  = submit & \$54 ;
-  assign \$56  = ~ flags_bad;
-  assign \w_en$83  = \$55  & \$56 ;
-  assign \$57  = desc[7:0] == 4'h8;
-  assign \$58  = desc[7:0] == 4'h9;
-  assign \$59  = desc[7:0] == 4'ha;
-  assign \$60  = desc[7:0] == 4'hb;
-  assign \$61  = desc[7:0] == 4'hc;
-  assign \$62  = | { \$61 , \$60 , \$59 , \$58 , \$57  };
-  assign \$63  = submit & \$62 ;
-  assign \$64  = desc[7:0] == 4'h8;
-  assign \$65  = desc[7:0] == 4'h9;
-  assign \$66  = desc[7:0] == 4'ha;
-  assign \$67  = desc[7:0] == 4'hb;
-  assign \$68  = desc[7:0] == 4'hc;
-  assign \$69  = | { \$68 , \$67 , \$66 , \$65 , \$64  };
-  assign \$70  = submit & \$69 ;
-  assign \$71  = ~ flags_bad;
-  assign \$72  = \$70  & \$71 ;
-  assign \$73  = ~ \w_rdy$90 ;
-  assign \$74  = ~ engine_reset[4];
-  assign retire__4__done = sfu_done & \$74 ;
-  assign \$75  = ~ \w_rdy$90 ;
-  assign \$76  = ~ known;
-  assign \$77  = submit & \$76 ;
-  assign \$78  = | desc[7:0];
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = submit & flags_bad;
-  assign \$81  = | { sfu__valid, vec__valid, gemm__valid, dma_store__valid, dma_load__valid };
-  assign \$82  = ~ \$81 ;
-  assign \$83  = | inflight;
-  assign \$84  = ~ \$83 ;
-  assign idle = \$82  & \$84 ;
-  assign \$85  = dma_load_done | engine_reset[0];
-  assign \$86  = dma_load__valid & r_en;
-  assign \$87  = dma_store_done | engine_reset[1];
-  assign \$88  = dma_store__valid & \r_en$37 ;
-  assign \$89  = gemm_done | engine_reset[2];
-  assign \$90  = gemm__valid & \r_en$54 ;
-  assign \$91  = vec_done | engine_reset[3];
-  assign \$92  = vec__valid & \r_en$71 ;
-  assign \$93  = sfu_done | engine_reset[4];
-  assign \$94  = sfu__valid & \r_en$88 ;
+  assign \$39  = desc[7:0] == 3'h4;
+  assign \$40  = submit & \$39 ;
+  assign \$41  = ~ flags_bad;
+  assign \$42  = \$40  & \$41 ;
+  assign \$43  = ~ \w_rdy$74 ;
+  assign retire__3__done = engine_reset[3] ? inflight[3] : vec_done;
+  assign retire__3__error = engine_reset[3] ? 8'h0d : vec_error;
+  assign \$44  = ~ \w_rdy$74 ;
+  assign \$45  = desc[7:0] == 4'h8;
+  assign \$46  = desc[7:0] == 4'h9;
+  assign \$47  = desc[7:0] == 4'ha;
+  assign \$48  = desc[7:0] == 4'hb;
+  assign \$49  = desc[7:0] == 4'hc;
+  assign \$50  = | { \$49 , \$48 , \$47 , \$46 , \$45  };
+  assign \$51  = submit & \$50 ;
+  assign \$52  = ~ flags_bad;
+  assign \w_en$84  = \$51  & \$52 ;
+  assign \$53  = desc[7:0] == 4'h8;
+  assign \$54  = desc[7:0] == 4'h9;
+  assign \$55  = desc[7:0] == 4'ha;
+  assign \$56  = desc[7:0] == 4'hb;
+  assign \$57  = desc[7:0] == 4'hc;
+  assign \$58  = | { \$57 , \$56 , \$55 , \$54 , \$53  };
+  assign \$59  = submit & \$58 ;
+  assign \$60  = desc[7:0] == 4'h8;
+  assign \$61  = desc[7:0] == 4'h9;
+  assign \$62  = desc[7:0] == 4'ha;
+  assign \$63  = desc[7:0] == 4'hb;
+  assign \$64  = desc[7:0] == 4'hc;
+  assign \$65  = | { \$64 , \$63 , \$62 , \$61 , \$60  };
+  assign \$66  = submit & \$65 ;
+  assign \$67  = ~ flags_bad;
+  assign \$68  = \$66  & \$67 ;
+  assign \$69  = ~ \w_rdy$91 ;
+  assign retire__4__done = engine_reset[4] ? inflight[4] : sfu_done;
+  assign retire__4__error = engine_reset[4] ? 8'h0d : sfu_error;
+  assign \$70  = ~ \w_rdy$91 ;
+  assign \$71  = ~ known;
+  assign \$72  = submit & \$71 ;
+  assign \$73  = | desc[7:0];
+  assign \$74  = \$72  & \$73 ;
+  assign \$75  = submit & flags_bad;
+  assign \$76  = | { sfu__valid, vec__valid, gemm__valid, dma_store__valid, dma_load__valid };
+  assign \$77  = ~ \$76 ;
+  assign \$78  = | inflight;
+  assign \$79  = ~ \$78 ;
+  assign idle = \$77  & \$79 ;
+  assign \$80  = dma_load_done | engine_reset[0];
+  assign \$81  = dma_load__valid & r_en;
+  assign \$82  = dma_store_done | engine_reset[1];
+  assign \$83  = dma_store__valid & \r_en$38 ;
+  assign \$84  = gemm_done | engine_reset[2];
+  assign \$85  = gemm__valid & \r_en$55 ;
+  assign \$86  = vec_done | engine_reset[3];
+  assign \$87  = vec__valid & \r_en$72 ;
+  assign \$88  = sfu_done | engine_reset[4];
+  assign \$89  = sfu__valid & \r_en$89 ;
   always @(posedge clk)
-    inflight <= \$95 ;
+    inflight <= \$90 ;
   always @(posedge clk)
-    dma_load_held <= \$96 ;
+    dma_load_held <= \$91 ;
   always @(posedge clk)
-    dma_store_held <= \$97 ;
+    dma_store_held <= \$92 ;
   always @(posedge clk)
-    gemm_held <= \$98 ;
+    gemm_held <= \$93 ;
   always @(posedge clk)
-    vec_held <= \$99 ;
+    vec_held <= \$94 ;
   always @(posedge clk)
-    sfu_held <= \$100 ;
+    sfu_held <= \$95 ;
+  assign flags_bad = | desc[15:9];
+  assign \$1  = desc[7:0] == 1'h1;
+  assign \$2  = submit & \$1 ;
+  assign \$3  = ~ flags_bad;
   \kaki_soc_4x4.dispatcher.dma_load_fifo  dma_load_fifo (
     .clk(clk),
-    .\port$9443$0 (desc),
-    .\port$9445$0 (queue),
-    .\port$9446$0 (windowed),
+    .\port$10610$0 (desc),
+    .\port$10612$0 (queue),
+    .\port$10613$0 (windowed),
     .r_data(dma_load__payload),
     .r_en(r_en),
     .r_rdy(dma_load__valid),
@@ -18168,51 +18213,51 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   );
   \kaki_soc_4x4.dispatcher.dma_store_fifo  dma_store_fifo (
     .clk(clk),
-    .\port$9443$0 (desc),
-    .\port$9445$0 (queue),
-    .\port$9446$0 (windowed),
+    .\port$10610$0 (desc),
+    .\port$10612$0 (queue),
+    .\port$10613$0 (windowed),
     .r_data(dma_store__payload),
-    .r_en(\r_en$37 ),
+    .r_en(\r_en$38 ),
     .r_rdy(dma_store__valid),
     .rst(rst),
-    .w_en(\w_en$32 ),
-    .w_rdy(\w_rdy$39 )
+    .w_en(\w_en$33 ),
+    .w_rdy(\w_rdy$40 )
   );
   \kaki_soc_4x4.dispatcher.gemm_fifo  gemm_fifo (
     .clk(clk),
-    .\port$9443$0 (desc),
-    .\port$9445$0 (queue),
-    .\port$9446$0 (windowed),
+    .\port$10610$0 (desc),
+    .\port$10612$0 (queue),
+    .\port$10613$0 (windowed),
     .r_data(gemm__payload),
-    .r_en(\r_en$54 ),
+    .r_en(\r_en$55 ),
     .r_rdy(gemm__valid),
     .rst(rst),
-    .w_en(\w_en$49 ),
-    .w_rdy(\w_rdy$56 )
+    .w_en(\w_en$50 ),
+    .w_rdy(\w_rdy$57 )
   );
   \kaki_soc_4x4.dispatcher.sfu_fifo  sfu_fifo (
     .clk(clk),
-    .\port$9443$0 (desc),
-    .\port$9445$0 (queue),
-    .\port$9446$0 (windowed),
+    .\port$10610$0 (desc),
+    .\port$10612$0 (queue),
+    .\port$10613$0 (windowed),
     .r_data(sfu__payload),
-    .r_en(\r_en$88 ),
+    .r_en(\r_en$89 ),
     .r_rdy(sfu__valid),
     .rst(rst),
-    .w_en(\w_en$83 ),
-    .w_rdy(\w_rdy$90 )
+    .w_en(\w_en$84 ),
+    .w_rdy(\w_rdy$91 )
   );
   \kaki_soc_4x4.dispatcher.vec_fifo  vec_fifo (
     .clk(clk),
-    .\port$9443$0 (desc),
-    .\port$9445$0 (queue),
-    .\port$9446$0 (windowed),
+    .\port$10610$0 (desc),
+    .\port$10612$0 (queue),
+    .\port$10613$0 (windowed),
     .r_data(vec__payload),
-    .r_en(\r_en$71 ),
+    .r_en(\r_en$72 ),
     .r_rdy(vec__valid),
     .rst(rst),
-    .w_en(\w_en$66 ),
-    .w_rdy(\w_rdy$73 )
+    .w_en(\w_en$67 ),
+    .w_rdy(\w_rdy$74 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
@@ -18220,16 +18265,16 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
     if (\$5 ) begin
       known = 1'h1;
     end
-    if (\$17 ) begin
+    if (\$16 ) begin
       known = 1'h1;
     end
-    if (\$29 ) begin
+    if (\$27 ) begin
       known = 1'h1;
     end
-    if (\$41 ) begin
+    if (\$38 ) begin
       known = 1'h1;
     end
-    if (\$63 ) begin
+    if (\$59 ) begin
       known = 1'h1;
     end
   end
@@ -18241,29 +18286,29 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
         reject__done = 1'h1;
       end
     end
-    if (\$21 ) begin
-      if (\$22 ) begin
+    if (\$20 ) begin
+      if (\$21 ) begin
         reject__done = 1'h1;
       end
     end
-    if (\$33 ) begin
-      if (\$34 ) begin
+    if (\$31 ) begin
+      if (\$32 ) begin
         reject__done = 1'h1;
       end
     end
-    if (\$45 ) begin
-      if (\$46 ) begin
+    if (\$42 ) begin
+      if (\$43 ) begin
         reject__done = 1'h1;
       end
     end
-    if (\$72 ) begin
-      if (\$73 ) begin
+    if (\$68 ) begin
+      if (\$69 ) begin
         reject__done = 1'h1;
       end
     end
-    if (\$79 ) begin
+    if (\$74 ) begin
       reject__done = 1'h1;
-    end else if (\$80 ) begin
+    end else if (\$75 ) begin
       reject__done = 1'h1;
     end
   end
@@ -18275,117 +18320,117 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
         reject__error = 8'h09;
       end
     end
-    if (\$21 ) begin
-      if (\$22 ) begin
+    if (\$20 ) begin
+      if (\$21 ) begin
         reject__error = 8'h09;
       end
     end
-    if (\$33 ) begin
-      if (\$34 ) begin
+    if (\$31 ) begin
+      if (\$32 ) begin
         reject__error = 8'h09;
       end
     end
-    if (\$45 ) begin
-      if (\$46 ) begin
+    if (\$42 ) begin
+      if (\$43 ) begin
         reject__error = 8'h09;
       end
     end
-    if (\$72 ) begin
-      if (\$73 ) begin
+    if (\$68 ) begin
+      if (\$69 ) begin
         reject__error = 8'h09;
       end
     end
-    if (\$79 ) begin
+    if (\$74 ) begin
       reject__error = 8'h01;
-    end else if (\$80 ) begin
+    end else if (\$75 ) begin
       reject__error = 8'h02;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$95  = inflight;
+    \$90  = inflight;
+    if (\$80 ) begin
+      \$90 [0] = 1'h0;
+    end
+    if (\$81 ) begin
+      \$90 [0] = 1'h1;
+    end
+    if (\$82 ) begin
+      \$90 [1] = 1'h0;
+    end
+    if (\$83 ) begin
+      \$90 [1] = 1'h1;
+    end
+    if (\$84 ) begin
+      \$90 [2] = 1'h0;
+    end
     if (\$85 ) begin
-      \$95 [0] = 1'h0;
+      \$90 [2] = 1'h1;
     end
     if (\$86 ) begin
-      \$95 [0] = 1'h1;
+      \$90 [3] = 1'h0;
     end
     if (\$87 ) begin
-      \$95 [1] = 1'h0;
+      \$90 [3] = 1'h1;
     end
     if (\$88 ) begin
-      \$95 [1] = 1'h1;
+      \$90 [4] = 1'h0;
     end
     if (\$89 ) begin
-      \$95 [2] = 1'h0;
-    end
-    if (\$90 ) begin
-      \$95 [2] = 1'h1;
-    end
-    if (\$91 ) begin
-      \$95 [3] = 1'h0;
-    end
-    if (\$92 ) begin
-      \$95 [3] = 1'h1;
-    end
-    if (\$93 ) begin
-      \$95 [4] = 1'h0;
-    end
-    if (\$94 ) begin
-      \$95 [4] = 1'h1;
+      \$90 [4] = 1'h1;
     end
     if (rst) begin
-      \$95  = 5'h00;
+      \$90  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$96  = dma_load_held;
-    if (\$86 ) begin
-      \$96  = dma_load__payload[255:0];
+    \$91  = dma_load_held;
+    if (\$81 ) begin
+      \$91  = dma_load__payload[255:0];
     end
     if (rst) begin
-      \$96  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$91  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$97  = dma_store_held;
-    if (\$88 ) begin
-      \$97  = dma_store__payload[255:0];
+    \$92  = dma_store_held;
+    if (\$83 ) begin
+      \$92  = dma_store__payload[255:0];
     end
     if (rst) begin
-      \$97  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$92  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$98  = gemm_held;
-    if (\$90 ) begin
-      \$98  = gemm__payload[255:0];
+    \$93  = gemm_held;
+    if (\$85 ) begin
+      \$93  = gemm__payload[255:0];
     end
     if (rst) begin
-      \$98  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$93  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$99  = vec_held;
-    if (\$92 ) begin
-      \$99  = vec__payload[255:0];
+    \$94  = vec_held;
+    if (\$87 ) begin
+      \$94  = vec__payload[255:0];
     end
     if (rst) begin
-      \$99  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$94  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$100  = sfu_held;
-    if (\$94 ) begin
-      \$100  = sfu__payload[255:0];
+    \$95  = sfu_held;
+    if (\$89 ) begin
+      \$95  = sfu__payload[255:0];
     end
     if (rst) begin
-      \$100  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$95  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   assign reject__opcode = desc[7:0];
@@ -18396,46 +18441,41 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign r_rdy = dma_load__valid;
   assign r_data = dma_load__payload;
   assign dma_load__ready = r_en;
-  assign dma_load_error = retire__0__error;
   assign retire__0__irq = dma_load_held[8];
   assign retire__0__opcode = dma_load_held[7:0];
-  assign \w_data$31  = { windowed, queue, desc };
-  assign \r_rdy$34  = dma_store__valid;
-  assign \r_data$36  = dma_store__payload;
-  assign dma_store__ready = \r_en$37 ;
-  assign dma_store_error = retire__1__error;
+  assign \w_data$32  = { windowed, queue, desc };
+  assign \r_rdy$35  = dma_store__valid;
+  assign \r_data$37  = dma_store__payload;
+  assign dma_store__ready = \r_en$38 ;
   assign retire__1__irq = dma_store_held[8];
   assign retire__1__opcode = dma_store_held[7:0];
-  assign \w_data$48  = { windowed, queue, desc };
-  assign \r_rdy$51  = gemm__valid;
-  assign \r_data$53  = gemm__payload;
-  assign gemm__ready = \r_en$54 ;
-  assign gemm_error = retire__2__error;
+  assign \w_data$49  = { windowed, queue, desc };
+  assign \r_rdy$52  = gemm__valid;
+  assign \r_data$54  = gemm__payload;
+  assign gemm__ready = \r_en$55 ;
   assign retire__2__irq = gemm_held[8];
   assign retire__2__opcode = gemm_held[7:0];
-  assign \w_data$65  = { windowed, queue, desc };
-  assign \r_rdy$68  = vec__valid;
-  assign \r_data$70  = vec__payload;
-  assign vec__ready = \r_en$71 ;
-  assign vec_error = retire__3__error;
+  assign \w_data$66  = { windowed, queue, desc };
+  assign \r_rdy$69  = vec__valid;
+  assign \r_data$71  = vec__payload;
+  assign vec__ready = \r_en$72 ;
   assign retire__3__irq = vec_held[8];
   assign retire__3__opcode = vec_held[7:0];
-  assign \w_data$82  = { windowed, queue, desc };
-  assign \r_rdy$85  = sfu__valid;
-  assign \r_data$87  = sfu__payload;
-  assign sfu__ready = \r_en$88 ;
-  assign sfu_error = retire__4__error;
+  assign \w_data$83  = { windowed, queue, desc };
+  assign \r_rdy$86  = sfu__valid;
+  assign \r_data$88  = sfu__payload;
+  assign sfu__ready = \r_en$89 ;
   assign retire__4__irq = sfu_held[8];
   assign retire__4__opcode = sfu_held[7:0];
-  assign \port$9995$0  = dma_load_held[8:0];
+  assign \port$11099$0  = dma_load_held[8:0];
   assign retire__0__tag = dma_load_held[31:16];
-  assign \port$9997$0  = dma_store_held[8:0];
+  assign \port$11101$0  = dma_store_held[8:0];
   assign retire__1__tag = dma_store_held[31:16];
-  assign \port$9999$0  = gemm_held[8:0];
+  assign \port$11103$0  = gemm_held[8:0];
   assign retire__2__tag = gemm_held[31:16];
-  assign \port$10001$0  = vec_held[8:0];
+  assign \port$11105$0  = vec_held[8:0];
   assign retire__3__tag = vec_held[31:16];
-  assign \port$10003$0  = sfu_held[8:0];
+  assign \port$11107$0  = sfu_held[8:0];
   assign retire__4__tag = sfu_held[31:16];
   assign \entry.desc  = desc;
   assign \entry.desc.opcode  = desc[7:0];
@@ -19588,15 +19628,15 @@ module \kaki_soc_4x4.dispatcher (rst, r_en, dma_load_done, \r_en$37 , dma_store_
   assign \sfu_held.payload.emul.b_zero_point  = sfu_held[181:174];
   assign \sfu_held.payload.emul.out_zero_point  = sfu_held[189:182];
   assign \sfu_held.payload.emul.reserved  = sfu_held[255:190];
-  assign full[4] = \$75 ;
-  assign full[3] = \$48 ;
-  assign full[2] = \$36 ;
-  assign full[1] = \$24 ;
-  assign full[0] = \$12 ;
+  assign full[4] = \$70 ;
+  assign full[3] = \$44 ;
+  assign full[2] = \$33 ;
+  assign full[1] = \$22 ;
+  assign full[0] = \$11 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9443$0 , \port$9445$0 , \port$9446$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10610$0 , \port$10612$0 , \port$10613$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19638,12 +19678,12 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$9443$0 ;
-  wire [255:0] \port$9443$0 ;
-  input [1:0] \port$9445$0 ;
-  wire [1:0] \port$9445$0 ;
-  input \port$9446$0 ;
-  wire \port$9446$0 ;
+  input [255:0] \port$10610$0 ;
+  wire [255:0] \port$10610$0 ;
+  input [1:0] \port$10612$0 ;
+  wire [1:0] \port$10612$0 ;
+  input \port$10613$0 ;
+  wire \port$10613$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19675,7 +19715,7 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9446$0 , \port$9445$0 , \port$9443$0  };
+      storage[w_port__addr] <= { \port$10613$0 , \port$10612$0 , \port$10610$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19774,14 +19814,14 @@ module \kaki_soc_4x4.dispatcher.dma_load_fifo (rst, r_en, w_en, w_rdy, r_data, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
-  assign w_data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
+  assign w_port__data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
+  assign w_data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9443$0 , \port$9445$0 , \port$9446$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10610$0 , \port$10612$0 , \port$10613$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19823,12 +19863,12 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$9443$0 ;
-  wire [255:0] \port$9443$0 ;
-  input [1:0] \port$9445$0 ;
-  wire [1:0] \port$9445$0 ;
-  input \port$9446$0 ;
-  wire \port$9446$0 ;
+  input [255:0] \port$10610$0 ;
+  wire [255:0] \port$10610$0 ;
+  input [1:0] \port$10612$0 ;
+  wire [1:0] \port$10612$0 ;
+  input \port$10613$0 ;
+  wire \port$10613$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -19860,7 +19900,7 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9446$0 , \port$9445$0 , \port$9443$0  };
+      storage[w_port__addr] <= { \port$10613$0 , \port$10612$0 , \port$10610$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -19959,14 +19999,14 @@ module \kaki_soc_4x4.dispatcher.dma_store_fifo (rst, r_en, w_en, w_rdy, r_data, 
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
-  assign w_data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
+  assign w_port__data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
+  assign w_data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9443$0 , \port$9445$0 , \port$9446$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10610$0 , \port$10612$0 , \port$10613$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20008,12 +20048,12 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$9443$0 ;
-  wire [255:0] \port$9443$0 ;
-  input [1:0] \port$9445$0 ;
-  wire [1:0] \port$9445$0 ;
-  input \port$9446$0 ;
-  wire \port$9446$0 ;
+  input [255:0] \port$10610$0 ;
+  wire [255:0] \port$10610$0 ;
+  input [1:0] \port$10612$0 ;
+  wire [1:0] \port$10612$0 ;
+  input \port$10613$0 ;
+  wire \port$10613$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20045,7 +20085,7 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9446$0 , \port$9445$0 , \port$9443$0  };
+      storage[w_port__addr] <= { \port$10613$0 , \port$10612$0 , \port$10610$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20144,14 +20184,14 @@ module \kaki_soc_4x4.dispatcher.gemm_fifo (rst, r_en, w_en, w_rdy, r_data, \port
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
-  assign w_data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
+  assign w_port__data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
+  assign w_data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9443$0 , \port$9445$0 , \port$9446$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10610$0 , \port$10612$0 , \port$10613$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20193,12 +20233,12 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$9443$0 ;
-  wire [255:0] \port$9443$0 ;
-  input [1:0] \port$9445$0 ;
-  wire [1:0] \port$9445$0 ;
-  input \port$9446$0 ;
-  wire \port$9446$0 ;
+  input [255:0] \port$10610$0 ;
+  wire [255:0] \port$10610$0 ;
+  input [1:0] \port$10612$0 ;
+  wire [1:0] \port$10612$0 ;
+  input \port$10613$0 ;
+  wire \port$10613$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20230,7 +20270,7 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9446$0 , \port$9445$0 , \port$9443$0  };
+      storage[w_port__addr] <= { \port$10613$0 , \port$10612$0 , \port$10610$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20329,14 +20369,14 @@ module \kaki_soc_4x4.dispatcher.sfu_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
-  assign w_data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
+  assign w_port__data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
+  assign w_data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$9443$0 , \port$9445$0 , \port$9446$0 , r_rdy, clk);
+module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$10610$0 , \port$10612$0 , \port$10613$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20378,12 +20418,12 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   reg [1:0] inner_level = 2'h0;
   wire inner_r_rdy;
   wire [2:0] level;
-  input [255:0] \port$9443$0 ;
-  wire [255:0] \port$9443$0 ;
-  input [1:0] \port$9445$0 ;
-  wire [1:0] \port$9445$0 ;
-  input \port$9446$0 ;
-  wire \port$9446$0 ;
+  input [255:0] \port$10610$0 ;
+  wire [255:0] \port$10610$0 ;
+  input [1:0] \port$10612$0 ;
+  wire [1:0] \port$10612$0 ;
+  input \port$10613$0 ;
+  wire \port$10613$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [258:0] r_data;
@@ -20415,7 +20455,7 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9446$0 , \port$9445$0 , \port$9443$0  };
+      storage[w_port__addr] <= { \port$10613$0 , \port$10612$0 , \port$10610$0  };
   end
   reg [258:0] _0_;
   always @(posedge clk) begin
@@ -20514,14 +20554,14 @@ module \kaki_soc_4x4.dispatcher.vec_fifo (rst, r_en, w_en, w_rdy, r_data, \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
-  assign w_data = { \port$9446$0 , \port$9445$0 , \port$9443$0  };
+  assign w_port__data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
+  assign w_data = { \port$10613$0 , \port$10612$0 , \port$10610$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, load__cmd__valid, store__cmd__valid, spad_rd__gnt, spad_wr__gnt, acc_rd__gnt, acc_wr__gnt, \port$132$0 , load__cmd__payload, store__cmd__payload, down__arready, down__rvalid, down__awready, down__wready, down__bvalid
+module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, load__cmd__valid, store__cmd__valid, spad_rd__gnt, spad_wr__gnt, acc_rd__gnt, acc_wr__gnt, \port$109$0 , load__cmd__payload, store__cmd__payload, down__arready, down__rvalid, down__awready, down__wready, down__bvalid
 , axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready, axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, spad_wr__en, acc_wr__en, load_bytes, spad_rd__en
 , acc_rd__en, store_bytes, load_window, store_window, limit, axi__wvalid, axi__wdata, axi__wstrb, load__cmd__ready, load__busy, load__done, load__error, acc_wr__data, spad_wr__addr, store__cmd__ready, store__busy, store__done, spad_rd__addr, store__error, spad_rd__data, acc_rd__data
 , down__bid);
@@ -20691,8 +20731,8 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   wire [31:0] \load_window.base ;
   wire \load_window.check ;
   wire [31:0] \load_window.size ;
-  input [1:0] \port$132$0 ;
-  wire [1:0] \port$132$0 ;
+  input [1:0] \port$109$0 ;
+  wire [1:0] \port$109$0 ;
   input rst;
   wire rst;
   output [13:0] spad_rd__addr;
@@ -20789,8 +20829,8 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   wire up__wready;
   wire [7:0] up__wstrb;
   wire up__wvalid;
-  assign abandon = \port$132$0 [0] | ld_abort;
-  assign \abandon$68  = \port$132$0 [1] | st_abort;
+  assign abandon = \port$109$0 [0] | ld_abort;
+  assign \abandon$68  = \port$109$0 [1] | st_abort;
   \kaki_soc_4x4.dma.load_channel  load_channel (
     .acc_wr__en(acc_wr__en),
     .acc_wr__gnt(acc_wr__gnt),
@@ -20805,7 +20845,7 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
     .load__done(load__done),
     .load__error(load__error),
     .load_bytes(load_bytes),
-    .load_reset(\port$132$0 [0]),
+    .load_reset(\port$109$0 [0]),
     .load_window(load_window),
     .rst(rst),
     .spad_wr__addr(spad_wr__addr),
@@ -20868,7 +20908,7 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
     .store__done(store__done),
     .store__error(store__error),
     .store_bytes(store_bytes),
-    .store_reset(\port$132$0 [1]),
+    .store_reset(\port$109$0 [1]),
     .store_window(store_window),
     .timeout(\timeout$122 ),
     .up__awaddr(up__awaddr),
@@ -20928,7 +20968,7 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   assign axi__rvalid = down__rvalid;
   assign down__rready = axi__rready;
   assign bus_timeout = limit;
-  assign load_reset = \port$132$0 [0];
+  assign load_reset = \port$109$0 [0];
   assign axi__awid = { 1'h0, down__awid };
   assign down__awaddr = axi__awaddr;
   assign down__awlen = axi__awlen;
@@ -20947,7 +20987,7 @@ module \kaki_soc_4x4.dma (down__bresp, down__rid, down__rdata, down__rresp, down
   assign axi__bvalid = down__bvalid;
   assign down__bready = axi__bready;
   assign \limit$67  = limit;
-  assign store_reset = \port$132$0 [1];
+  assign store_reset = \port$109$0 [1];
   assign up__arsize = 3'h3;
   assign up__arburst = 2'h1;
   assign up__arprot = 3'h0;
@@ -25592,8 +25632,8 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
     aw_timer <= \$126 ;
   \kaki_soc_4x4.dma.store_guard.w_order  w_order (
     .clk(clk),
-    .\port$5985$0 (aw_hs_id),
-    .\port$5999$0 (down__awlen),
+    .\port$5686$0 (aw_hs_id),
+    .\port$5700$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -25938,7 +25978,7 @@ module \kaki_soc_4x4.dma.store_guard (up__bresp, clk, rst, down__awready, down__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5985$0 , w_en, \port$5999$0 , r_en, w_rdy, r_rdy, r_data, clk);
+module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5686$0 , w_en, \port$5700$0 , r_en, w_rdy, r_rdy, r_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -25966,10 +26006,10 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5985$0 , w_en, \port$59
   (* init = 3'h0 *)
   wire [2:0] consume;
   reg [2:0] level = 3'h0;
-  input [2:0] \port$5985$0 ;
-  wire [2:0] \port$5985$0 ;
-  input [7:0] \port$5999$0 ;
-  wire [7:0] \port$5999$0 ;
+  input [2:0] \port$5686$0 ;
+  wire [2:0] \port$5686$0 ;
+  input [7:0] \port$5700$0 ;
+  wire [7:0] \port$5700$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [10:0] r_data;
@@ -26004,7 +26044,7 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5985$0 , w_en, \port$59
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5985$0 , \port$5999$0  };
+      storage[w_port__addr] <= { \port$5686$0 , \port$5700$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h5;
@@ -26070,418 +26110,17 @@ module \kaki_soc_4x4.dma.store_guard.w_order (rst, \port$5985$0 , w_en, \port$59
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5985$0 , \port$5999$0  };
-  assign w_data = { \port$5985$0 , \port$5999$0  };
+  assign w_port__data = { \port$5686$0 , \port$5700$0  };
+  assign w_data = { \port$5686$0 , \port$5700$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_load_retire (rst, held, r_en, w_en, r_data, \port$9995$16 , \port$10567$0 , r_rdy, clk);
+module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4221$0 , q_head_index1_index, \port$4231$0 , q_head_index2_index, \port$4241$0 , q_head_index3_index, \port$4251$0 , \port$5283$0 , \port$5313$0 , \port$5343$0 , \port$5373$0 , \port$9191$0 , \port$9224$0 , \port$9257$0 , \port$9290$0 
+, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, issue_enable, timer_cycles, perf_sel_addr, \port$11071$2 , bus__we, bus__wdata, bus__wstrb, work_hung
+, \port$12550$0 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$11 ;
-  wire [3:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [3:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [3:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [2:0] \$30 ;
-  reg [2:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [3:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 3'h0 *)
-  wire [2:0] consume;
-  input held;
-  wire held;
-  reg [2:0] inner_level = 3'h0;
-  wire inner_r_rdy;
-  wire [3:0] level;
-  input [7:0] \port$10567$0 ;
-  wire [7:0] \port$10567$0 ;
-  input [15:0] \port$9995$16 ;
-  wire [15:0] \port$9995$16 ;
-  (* init = 3'h0 *)
-  wire [2:0] produce;
-  output [23:0] r_data;
-  wire [23:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [3:0] r_level;
-  reg [2:0] r_port__addr = 3'h0;
-  wire [23:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [23:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [3:0] w_level;
-  reg [2:0] w_port__addr = 3'h0;
-  wire [23:0] w_port__data;
-  wire w_port__en;
-  wire w_rdy;
-  reg [23:0] storage [6:0];
-  initial begin
-    storage[0] = 24'h000000;
-    storage[1] = 24'h000000;
-    storage[2] = 24'h000000;
-    storage[3] = 24'h000000;
-    storage[4] = 24'h000000;
-    storage[5] = 24'h000000;
-    storage[6] = 24'h000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= { \port$9995$16 , \port$10567$0  };
-  end
-  reg [23:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h7;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 3'h6;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 4'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 3'h6;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 4'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [2:0];
-    end
-    if (held) begin
-      \$30  = 3'h0;
-    end
-    if (rst) begin
-      \$30  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
-    end
-    if (rst) begin
-      \$31  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [2:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [2:0];
-    end
-    if (held) begin
-      \$32  = 3'h0;
-    end
-    if (rst) begin
-      \$32  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (held) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_port__data = { \port$9995$16 , \port$10567$0  };
-  assign w_data = { \port$9995$16 , \port$10567$0  };
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_4x4.dma_store_retire (rst, held, r_en, w_en, r_data, \port$9997$16 , \port$10695$0 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$11 ;
-  wire [3:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [3:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [3:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [2:0] \$30 ;
-  reg [2:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [3:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 3'h0 *)
-  wire [2:0] consume;
-  input held;
-  wire held;
-  reg [2:0] inner_level = 3'h0;
-  wire inner_r_rdy;
-  wire [3:0] level;
-  input [7:0] \port$10695$0 ;
-  wire [7:0] \port$10695$0 ;
-  input [15:0] \port$9997$16 ;
-  wire [15:0] \port$9997$16 ;
-  (* init = 3'h0 *)
-  wire [2:0] produce;
-  output [23:0] r_data;
-  wire [23:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [3:0] r_level;
-  reg [2:0] r_port__addr = 3'h0;
-  wire [23:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [23:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [3:0] w_level;
-  reg [2:0] w_port__addr = 3'h0;
-  wire [23:0] w_port__data;
-  wire w_port__en;
-  wire w_rdy;
-  reg [23:0] storage [6:0];
-  initial begin
-    storage[0] = 24'h000000;
-    storage[1] = 24'h000000;
-    storage[2] = 24'h000000;
-    storage[3] = 24'h000000;
-    storage[4] = 24'h000000;
-    storage[5] = 24'h000000;
-    storage[6] = 24'h000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= { \port$9997$16 , \port$10695$0  };
-  end
-  reg [23:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h7;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 3'h6;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 4'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 3'h6;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 4'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [2:0];
-    end
-    if (held) begin
-      \$30  = 3'h0;
-    end
-    if (rst) begin
-      \$30  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
-    end
-    if (rst) begin
-      \$31  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [2:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [2:0];
-    end
-    if (held) begin
-      \$32  = 3'h0;
-    end
-    if (rst) begin
-      \$32  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (held) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_port__data = { \port$9997$16 , \port$10695$0  };
-  assign w_data = { \port$9997$16 , \port$10695$0  };
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_head_index0_index, \port$4522$0 , \port$4524$0 , q_head_index1_index, \port$4532$0 , \port$4534$0 , q_head_index2_index, \port$4542$0 , \port$4544$0 , q_head_index3_index, \port$4552$0 , \port$4554$0 , cpl_status_free, \port$5582$0 , \port$5612$0 , \port$5642$0 
-, \port$5672$0 , \port$9238$0 , \port$9288$0 , \port$9338$0 , \port$9388$0 , \port$9438$0 , work_retire, perf_value_value, timestamp_cycles, watchdog_cycles, ack, bus__rdata, fw_version_version, fw_status_state, fw_fault_pc_pc, fw_fault_cause_cause, fw_fault_tval_tval, fw_msg_value, work_mask_qready, work_mask_timer, cpl_tag_tag
-, q_wait_queue, timer_cycles, event0_value, event1_value, event2_value, event3_value, event4_value, event5_value, event6_value, event7_value, event8_value, event9_value, event10_value, event11_value, event12_value, event13_value, event14_value, event15_value, perf_sel_addr, \port$9967$2 , bus__we
-, bus__wdata, bus__wstrb, retire0_valid, retire1_valid, retire2_valid, retire3_valid, retire4_valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -26530,787 +26169,577 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire \$14 ;
   wire \$140 ;
   wire \$141 ;
-  wire \$142 ;
-  wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire [31:0] \$142 ;
+  wire [31:0] \$143 ;
+  wire [31:0] \$144 ;
+  wire [7:0] \$145 ;
+  wire [7:0] \$146 ;
+  wire [7:0] \$147 ;
+  wire [31:0] \$148 ;
+  wire [31:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire [31:0] \$150 ;
+  wire [31:0] \$151 ;
+  wire [31:0] \$152 ;
+  wire [31:0] \$153 ;
+  wire [31:0] \$154 ;
+  wire [31:0] \$155 ;
+  wire [31:0] \$156 ;
+  wire [31:0] \$157 ;
+  wire [31:0] \$158 ;
+  wire [31:0] \$159 ;
   wire \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire [31:0] \$162 ;
-  wire [31:0] \$163 ;
-  wire [31:0] \$164 ;
-  wire [7:0] \$165 ;
-  wire [7:0] \$166 ;
-  wire [7:0] \$167 ;
-  wire [31:0] \$168 ;
-  wire [31:0] \$169 ;
+  wire [3:0] \$160 ;
+  wire [3:0] \$161 ;
+  wire [3:0] \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire [3:0] \$166 ;
+  wire [3:0] \$167 ;
+  wire [3:0] \$168 ;
+  wire [7:0] \$169 ;
   wire \$17 ;
-  wire [31:0] \$170 ;
-  wire [31:0] \$171 ;
-  wire [31:0] \$172 ;
-  wire [31:0] \$173 ;
-  wire [31:0] \$174 ;
-  wire [31:0] \$175 ;
-  wire [31:0] \$176 ;
-  wire [31:0] \$177 ;
-  wire [31:0] \$178 ;
-  wire [31:0] \$179 ;
+  wire [7:0] \$170 ;
+  wire [7:0] \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire [3:0] \$175 ;
+  wire [3:0] \$176 ;
+  wire [3:0] \$177 ;
+  wire [4:0] \$178 ;
+  wire [4:0] \$179 ;
   wire \$18 ;
-  wire [3:0] \$180 ;
-  wire [3:0] \$181 ;
-  wire [3:0] \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire [3:0] \$186 ;
-  wire [3:0] \$187 ;
-  wire [3:0] \$188 ;
-  wire [1:0] \$189 ;
+  wire [4:0] \$180 ;
+  wire [31:0] \$181 ;
+  wire [31:0] \$182 ;
+  wire [31:0] \$183 ;
+  wire [11:0] \$184 ;
+  wire [11:0] \$185 ;
+  wire [11:0] \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [1:0] \$190 ;
-  wire [1:0] \$191 ;
-  wire [15:0] \$192 ;
-  wire [15:0] \$193 ;
-  wire [15:0] \$194 ;
-  wire [4:0] \$195 ;
-  wire [4:0] \$196 ;
-  wire [4:0] \$197 ;
-  wire [1:0] \$198 ;
-  wire [1:0] \$199 ;
+  wire \$190 ;
+  wire [32:0] \$191 ;
+  wire [32:0] \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire [8:0] \$197 ;
+  wire [31:0] \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [1:0] \$200 ;
+  wire \$200 ;
   wire \$201 ;
   wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
+  wire [32:0] \$203 ;
+  wire [32:0] \$204 ;
   wire \$205 ;
   wire \$206 ;
-  wire [7:0] \$207 ;
-  wire [7:0] \$208 ;
-  wire [7:0] \$209 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire [32:0] \$209 ;
   wire \$21 ;
-  wire [7:0] \$210 ;
-  wire [7:0] \$211 ;
-  wire [7:0] \$212 ;
-  wire [7:0] \$213 ;
-  wire [7:0] \$214 ;
-  wire [7:0] \$215 ;
-  wire [15:0] \$216 ;
-  wire [15:0] \$217 ;
-  wire [15:0] \$218 ;
-  wire [3:0] \$219 ;
+  wire [32:0] \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire [32:0] \$215 ;
+  wire [32:0] \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire \$22 ;
-  wire [3:0] \$220 ;
-  wire [3:0] \$221 ;
-  wire [4:0] \$222 ;
-  wire [4:0] \$223 ;
-  wire [4:0] \$224 ;
-  wire [3:0] \$225 ;
-  wire [3:0] \$226 ;
-  wire [3:0] \$227 ;
+  wire \$220 ;
+  wire [32:0] \$221 ;
+  wire [32:0] \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire [1:0] \$227 ;
   wire [31:0] \$228 ;
-  wire [31:0] \$229 ;
+  wire \$229 ;
   wire \$23 ;
-  wire [31:0] \$230 ;
-  wire [31:0] \$231 ;
-  wire [31:0] \$232 ;
-  wire [31:0] \$233 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire [4:0] \$233 ;
   wire [31:0] \$234 ;
-  wire [31:0] \$235 ;
+  wire [19:0] \$235 ;
   wire [31:0] \$236 ;
-  wire [31:0] \$237 ;
-  wire [31:0] \$238 ;
+  wire [34:0] \$237 ;
+  wire [34:0] \$238 ;
   wire [31:0] \$239 ;
   wire \$24 ;
-  wire [31:0] \$240 ;
-  wire [31:0] \$241 ;
-  wire [31:0] \$242 ;
-  wire [31:0] \$243 ;
-  wire [31:0] \$244 ;
-  wire [31:0] \$245 ;
+  wire [34:0] \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire [4:0] \$245 ;
   wire [31:0] \$246 ;
   wire [31:0] \$247 ;
   wire [31:0] \$248 ;
-  wire [31:0] \$249 ;
+  wire \$249 ;
   wire \$25 ;
-  wire [31:0] \$250 ;
-  wire [31:0] \$251 ;
-  wire [31:0] \$252 ;
-  wire [31:0] \$253 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire [4:0] \$253 ;
   wire [31:0] \$254 ;
-  wire [31:0] \$255 ;
+  wire [22:0] \$255 ;
   wire [31:0] \$256 ;
-  wire [31:0] \$257 ;
-  wire [31:0] \$258 ;
-  wire [31:0] \$259 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
   wire \$26 ;
-  wire [31:0] \$260 ;
-  wire [31:0] \$261 ;
+  wire \$260 ;
+  wire [1:0] \$261 ;
   wire [31:0] \$262 ;
-  wire [31:0] \$263 ;
-  wire [31:0] \$264 ;
-  wire [31:0] \$265 ;
-  wire [31:0] \$266 ;
-  wire [31:0] \$267 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire [4:0] \$267 ;
   wire [31:0] \$268 ;
-  wire [31:0] \$269 ;
+  wire \$269 ;
   wire \$27 ;
-  wire [31:0] \$270 ;
-  wire [31:0] \$271 ;
-  wire [31:0] \$272 ;
-  wire [31:0] \$273 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire [5:0] \$273 ;
   wire [31:0] \$274 ;
-  wire [31:0] \$275 ;
-  wire [31:0] \$276 ;
-  wire [31:0] \$277 ;
-  wire [31:0] \$278 ;
-  wire [11:0] \$279 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire [32:0] \$279 ;
   wire \$28 ;
-  wire [11:0] \$280 ;
-  wire [11:0] \$281 ;
+  wire [32:0] \$280 ;
+  wire \$281 ;
   wire \$282 ;
   wire \$283 ;
   wire \$284 ;
-  wire \$285 ;
+  wire [32:0] \$285 ;
   wire [32:0] \$286 ;
-  wire [32:0] \$287 ;
+  wire \$287 ;
   wire \$288 ;
   wire \$289 ;
   wire \$29 ;
   wire \$290 ;
-  wire \$291 ;
-  wire [8:0] \$292 ;
-  wire [31:0] \$293 ;
+  wire [32:0] \$291 ;
+  wire [32:0] \$292 ;
+  wire \$293 ;
   wire \$294 ;
   wire \$295 ;
   wire \$296 ;
-  wire \$297 ;
+  wire [32:0] \$297 ;
   wire [32:0] \$298 ;
-  wire [32:0] \$299 ;
+  wire \$299 ;
   wire \$3 ;
   wire \$30 ;
   wire \$300 ;
   wire \$301 ;
   wire \$302 ;
-  wire \$303 ;
+  wire [32:0] \$303 ;
   wire [32:0] \$304 ;
-  wire [32:0] \$305 ;
+  wire \$305 ;
   wire \$306 ;
   wire \$307 ;
   wire \$308 ;
-  wire \$309 ;
+  wire [32:0] \$309 ;
   wire \$31 ;
   wire [32:0] \$310 ;
-  wire [32:0] \$311 ;
+  wire \$311 ;
   wire \$312 ;
   wire \$313 ;
   wire \$314 ;
-  wire \$315 ;
+  wire [32:0] \$315 ;
   wire [32:0] \$316 ;
-  wire [32:0] \$317 ;
+  wire \$317 ;
   wire \$318 ;
   wire \$319 ;
   wire \$32 ;
   wire \$320 ;
-  wire \$321 ;
-  wire [1:0] \$322 ;
-  wire [31:0] \$323 ;
+  wire [32:0] \$321 ;
+  wire [32:0] \$322 ;
+  wire \$323 ;
   wire \$324 ;
   wire \$325 ;
   wire \$326 ;
-  wire \$327 ;
-  wire [4:0] \$328 ;
-  wire [31:0] \$329 ;
+  wire [32:0] \$327 ;
+  wire [32:0] \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire [19:0] \$330 ;
-  wire [31:0] \$331 ;
-  wire [34:0] \$332 ;
-  wire [34:0] \$333 ;
-  wire [31:0] \$334 ;
-  wire [34:0] \$335 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire [32:0] \$333 ;
+  wire [32:0] \$334 ;
+  wire \$335 ;
   wire \$336 ;
   wire \$337 ;
   wire \$338 ;
-  wire \$339 ;
+  wire [32:0] \$339 ;
   wire \$34 ;
-  wire [4:0] \$340 ;
-  wire [31:0] \$341 ;
-  wire [31:0] \$342 ;
-  wire [31:0] \$343 ;
+  wire [32:0] \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
   wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
+  wire [32:0] \$345 ;
+  wire [32:0] \$346 ;
   wire \$347 ;
-  wire [4:0] \$348 ;
-  wire [31:0] \$349 ;
+  wire \$348 ;
+  wire \$349 ;
   wire \$35 ;
   wire \$350 ;
-  wire \$351 ;
-  wire \$352 ;
+  wire [32:0] \$351 ;
+  wire [32:0] \$352 ;
   wire \$353 ;
-  wire [2:0] \$354 ;
-  wire [31:0] \$355 ;
-  wire [46:0] \$356 ;
-  wire [46:0] \$357 ;
-  wire \$358 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire [32:0] \$357 ;
+  wire [32:0] \$358 ;
   wire \$359 ;
   wire \$36 ;
   wire \$360 ;
   wire \$361 ;
-  wire [5:0] \$362 ;
-  wire [31:0] \$363 ;
-  wire \$364 ;
+  wire \$362 ;
+  wire [32:0] \$363 ;
+  wire [32:0] \$364 ;
   wire \$365 ;
   wire \$366 ;
   wire \$367 ;
-  wire [2:0] \$368 ;
-  wire [31:0] \$369 ;
+  wire \$368 ;
+  wire [32:0] \$369 ;
   wire \$37 ;
-  wire [3:0] \$370 ;
-  wire [31:0] \$371 ;
-  wire [3:0] \$372 ;
-  wire [31:0] \$373 ;
-  wire [22:0] \$374 ;
-  wire [31:0] \$375 ;
-  wire [38:0] \$376 ;
-  wire [38:0] \$377 ;
-  wire [38:0] \$378 ;
-  wire [38:0] \$379 ;
+  wire [32:0] \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire [32:0] \$375 ;
+  wire [32:0] \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
   wire \$38 ;
   wire \$380 ;
-  wire \$381 ;
-  wire \$382 ;
+  wire [32:0] \$381 ;
+  wire [32:0] \$382 ;
   wire \$383 ;
-  wire [16:0] \$384 ;
-  wire [31:0] \$385 ;
+  wire \$384 ;
+  wire \$385 ;
   wire \$386 ;
-  wire \$387 ;
-  wire \$388 ;
+  wire [32:0] \$387 ;
+  wire [32:0] \$388 ;
   wire \$389 ;
   wire \$39 ;
-  wire [4:0] \$390 ;
-  wire [31:0] \$391 ;
+  wire \$390 ;
+  wire \$391 ;
   wire \$392 ;
-  wire \$393 ;
-  wire \$394 ;
+  wire [32:0] \$393 ;
+  wire [32:0] \$394 ;
   wire \$395 ;
-  wire [4:0] \$396 ;
-  wire [31:0] \$397 ;
+  wire \$396 ;
+  wire \$397 ;
   wire \$398 ;
-  wire \$399 ;
+  wire [32:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire \$400 ;
+  wire [32:0] \$400 ;
   wire \$401 ;
-  wire [5:0] \$402 ;
-  wire [31:0] \$403 ;
+  wire \$402 ;
+  wire \$403 ;
   wire \$404 ;
-  wire \$405 ;
-  wire \$406 ;
+  wire [32:0] \$405 ;
+  wire [32:0] \$406 ;
   wire \$407 ;
-  wire [32:0] \$408 ;
-  wire [32:0] \$409 ;
+  wire \$408 ;
+  wire \$409 ;
   wire \$41 ;
   wire \$410 ;
-  wire \$411 ;
-  wire \$412 ;
+  wire [32:0] \$411 ;
+  wire [32:0] \$412 ;
   wire \$413 ;
-  wire [4:0] \$414 ;
-  wire [31:0] \$415 ;
+  wire \$414 ;
+  wire \$415 ;
   wire \$416 ;
-  wire \$417 ;
-  wire \$418 ;
+  wire [32:0] \$417 ;
+  wire [32:0] \$418 ;
   wire \$419 ;
   wire \$42 ;
-  wire [32:0] \$420 ;
-  wire [32:0] \$421 ;
+  wire \$420 ;
+  wire \$421 ;
   wire \$422 ;
-  wire \$423 ;
-  wire \$424 ;
+  wire [32:0] \$423 ;
+  wire [32:0] \$424 ;
   wire \$425 ;
-  wire [32:0] \$426 ;
-  wire [32:0] \$427 ;
+  wire \$426 ;
+  wire \$427 ;
   wire \$428 ;
-  wire \$429 ;
+  wire [32:0] \$429 ;
   wire \$43 ;
-  wire \$430 ;
+  wire [32:0] \$430 ;
   wire \$431 ;
-  wire [32:0] \$432 ;
-  wire [32:0] \$433 ;
+  wire \$432 ;
+  wire \$433 ;
   wire \$434 ;
-  wire \$435 ;
-  wire \$436 ;
+  wire [32:0] \$435 ;
+  wire [32:0] \$436 ;
   wire \$437 ;
-  wire [32:0] \$438 ;
-  wire [32:0] \$439 ;
+  wire \$438 ;
+  wire \$439 ;
   wire \$44 ;
   wire \$440 ;
-  wire \$441 ;
-  wire \$442 ;
+  wire [32:0] \$441 ;
+  wire [32:0] \$442 ;
   wire \$443 ;
-  wire [32:0] \$444 ;
-  wire [32:0] \$445 ;
+  wire \$444 ;
+  wire \$445 ;
   wire \$446 ;
-  wire \$447 ;
-  wire \$448 ;
+  wire [32:0] \$447 ;
+  wire [32:0] \$448 ;
   wire \$449 ;
   wire \$45 ;
-  wire [32:0] \$450 ;
-  wire [32:0] \$451 ;
+  wire \$450 ;
+  wire \$451 ;
   wire \$452 ;
-  wire \$453 ;
-  wire \$454 ;
+  wire [32:0] \$453 ;
+  wire [32:0] \$454 ;
   wire \$455 ;
-  wire [32:0] \$456 ;
-  wire [32:0] \$457 ;
+  wire \$456 ;
+  wire \$457 ;
   wire \$458 ;
-  wire \$459 ;
+  wire [32:0] \$459 ;
   wire \$46 ;
-  wire \$460 ;
+  wire [32:0] \$460 ;
   wire \$461 ;
-  wire [32:0] \$462 ;
-  wire [32:0] \$463 ;
+  wire \$462 ;
+  wire \$463 ;
   wire \$464 ;
-  wire \$465 ;
-  wire \$466 ;
+  wire [32:0] \$465 ;
+  wire [32:0] \$466 ;
   wire \$467 ;
-  wire [32:0] \$468 ;
-  wire [32:0] \$469 ;
+  wire \$468 ;
+  wire \$469 ;
   wire \$47 ;
   wire \$470 ;
-  wire \$471 ;
-  wire \$472 ;
+  wire [32:0] \$471 ;
+  wire [32:0] \$472 ;
   wire \$473 ;
-  wire [32:0] \$474 ;
-  wire [32:0] \$475 ;
+  wire \$474 ;
+  wire \$475 ;
   wire \$476 ;
-  wire \$477 ;
-  wire \$478 ;
+  wire [32:0] \$477 ;
+  wire [32:0] \$478 ;
   wire \$479 ;
   wire \$48 ;
-  wire [32:0] \$480 ;
-  wire [32:0] \$481 ;
+  wire \$480 ;
+  wire \$481 ;
   wire \$482 ;
-  wire \$483 ;
-  wire \$484 ;
+  wire [32:0] \$483 ;
+  wire [32:0] \$484 ;
   wire \$485 ;
-  wire [32:0] \$486 ;
-  wire [32:0] \$487 ;
+  wire \$486 ;
+  wire \$487 ;
   wire \$488 ;
-  wire \$489 ;
+  wire [32:0] \$489 ;
   wire \$49 ;
-  wire \$490 ;
+  wire [32:0] \$490 ;
   wire \$491 ;
-  wire [32:0] \$492 ;
-  wire [32:0] \$493 ;
+  wire \$492 ;
+  wire \$493 ;
   wire \$494 ;
-  wire \$495 ;
-  wire \$496 ;
+  wire [32:0] \$495 ;
+  wire [32:0] \$496 ;
   wire \$497 ;
-  wire [32:0] \$498 ;
-  wire [32:0] \$499 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
   wire \$500 ;
-  wire \$501 ;
-  wire \$502 ;
+  wire [32:0] \$501 ;
+  wire [32:0] \$502 ;
   wire \$503 ;
-  wire [32:0] \$504 ;
-  wire [32:0] \$505 ;
+  wire \$504 ;
+  wire \$505 ;
   wire \$506 ;
-  wire \$507 ;
-  wire \$508 ;
+  wire [32:0] \$507 ;
+  wire [32:0] \$508 ;
   wire \$509 ;
   wire \$51 ;
-  wire [32:0] \$510 ;
-  wire [32:0] \$511 ;
+  wire \$510 ;
+  wire \$511 ;
   wire \$512 ;
-  wire \$513 ;
-  wire \$514 ;
+  wire [32:0] \$513 ;
+  wire [32:0] \$514 ;
   wire \$515 ;
-  wire [32:0] \$516 ;
-  wire [32:0] \$517 ;
+  wire \$516 ;
+  wire \$517 ;
   wire \$518 ;
-  wire \$519 ;
+  wire [32:0] \$519 ;
   wire \$52 ;
-  wire \$520 ;
+  wire [32:0] \$520 ;
   wire \$521 ;
-  wire [32:0] \$522 ;
-  wire [32:0] \$523 ;
+  wire \$522 ;
+  wire \$523 ;
   wire \$524 ;
-  wire \$525 ;
-  wire \$526 ;
+  wire [32:0] \$525 ;
+  wire [32:0] \$526 ;
   wire \$527 ;
-  wire [32:0] \$528 ;
-  wire [32:0] \$529 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
   wire \$530 ;
-  wire \$531 ;
-  wire \$532 ;
+  wire [32:0] \$531 ;
+  wire [32:0] \$532 ;
   wire \$533 ;
-  wire [32:0] \$534 ;
-  wire [32:0] \$535 ;
+  wire \$534 ;
+  wire \$535 ;
   wire \$536 ;
-  wire \$537 ;
-  wire \$538 ;
+  wire [32:0] \$537 ;
+  wire [32:0] \$538 ;
   wire \$539 ;
   wire \$54 ;
-  wire [32:0] \$540 ;
-  wire [32:0] \$541 ;
+  wire \$540 ;
+  wire \$541 ;
   wire \$542 ;
-  wire \$543 ;
-  wire \$544 ;
+  wire [32:0] \$543 ;
+  wire [32:0] \$544 ;
   wire \$545 ;
-  wire [32:0] \$546 ;
-  wire [32:0] \$547 ;
+  wire \$546 ;
+  wire \$547 ;
   wire \$548 ;
-  wire \$549 ;
+  wire [32:0] \$549 ;
   wire \$55 ;
-  wire \$550 ;
+  wire [32:0] \$550 ;
   wire \$551 ;
-  wire [32:0] \$552 ;
-  wire [32:0] \$553 ;
+  wire \$552 ;
+  wire \$553 ;
   wire \$554 ;
-  wire \$555 ;
-  wire \$556 ;
+  wire [32:0] \$555 ;
+  wire [32:0] \$556 ;
   wire \$557 ;
-  wire [32:0] \$558 ;
-  wire [32:0] \$559 ;
+  wire \$558 ;
+  wire \$559 ;
   wire \$56 ;
   wire \$560 ;
-  wire \$561 ;
-  wire \$562 ;
+  wire [32:0] \$561 ;
+  wire [32:0] \$562 ;
   wire \$563 ;
-  wire [32:0] \$564 ;
-  wire [32:0] \$565 ;
+  wire \$564 ;
+  wire \$565 ;
   wire \$566 ;
-  wire \$567 ;
-  wire \$568 ;
+  wire [32:0] \$567 ;
+  wire [32:0] \$568 ;
   wire \$569 ;
   wire \$57 ;
-  wire [32:0] \$570 ;
-  wire [32:0] \$571 ;
+  wire \$570 ;
+  wire \$571 ;
   wire \$572 ;
-  wire \$573 ;
-  wire \$574 ;
+  wire [32:0] \$573 ;
+  wire [32:0] \$574 ;
   wire \$575 ;
-  wire [32:0] \$576 ;
-  wire [32:0] \$577 ;
+  wire \$576 ;
+  wire \$577 ;
   wire \$578 ;
-  wire \$579 ;
+  wire [32:0] \$579 ;
   wire \$58 ;
-  wire \$580 ;
+  wire [32:0] \$580 ;
   wire \$581 ;
-  wire [32:0] \$582 ;
-  wire [32:0] \$583 ;
+  wire \$582 ;
+  wire \$583 ;
   wire \$584 ;
-  wire \$585 ;
-  wire \$586 ;
+  wire [32:0] \$585 ;
+  wire [32:0] \$586 ;
   wire \$587 ;
-  wire [32:0] \$588 ;
-  wire [32:0] \$589 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
   wire \$590 ;
-  wire \$591 ;
-  wire \$592 ;
+  wire [32:0] \$591 ;
+  wire [32:0] \$592 ;
   wire \$593 ;
-  wire [32:0] \$594 ;
-  wire [32:0] \$595 ;
+  wire \$594 ;
+  wire \$595 ;
   wire \$596 ;
-  wire \$597 ;
-  wire \$598 ;
+  wire [32:0] \$597 ;
+  wire [32:0] \$598 ;
   wire \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire [32:0] \$600 ;
-  wire [32:0] \$601 ;
+  wire \$600 ;
+  wire \$601 ;
   wire \$602 ;
-  wire \$603 ;
-  wire \$604 ;
+  wire [32:0] \$603 ;
+  wire [32:0] \$604 ;
   wire \$605 ;
-  wire [32:0] \$606 ;
-  wire [32:0] \$607 ;
+  wire \$606 ;
+  wire \$607 ;
   wire \$608 ;
-  wire \$609 ;
+  wire [12:0] \$609 ;
   wire \$61 ;
-  wire \$610 ;
+  wire [31:0] \$610 ;
   wire \$611 ;
-  wire [32:0] \$612 ;
-  wire [32:0] \$613 ;
+  wire \$612 ;
+  wire \$613 ;
   wire \$614 ;
-  wire \$615 ;
-  wire \$616 ;
-  wire \$617 ;
-  wire [32:0] \$618 ;
-  wire [32:0] \$619 ;
+  wire [32:0] \$615 ;
+  wire [32:0] \$616 ;
+  reg \$617 ;
+  reg [31:0] \$618 ;
+  reg \$619 ;
   wire \$62 ;
-  wire \$620 ;
-  wire \$621 ;
-  wire \$622 ;
-  wire \$623 ;
-  wire [32:0] \$624 ;
-  wire [32:0] \$625 ;
-  wire \$626 ;
-  wire \$627 ;
-  wire \$628 ;
-  wire \$629 ;
+  reg [31:0] \$620 ;
+  reg [7:0] \$621 ;
+  reg [31:0] \$622 ;
+  reg [31:0] \$623 ;
+  reg [31:0] \$624 ;
+  reg [31:0] \$625 ;
+  reg [3:0] \$626 ;
+  reg \$627 ;
+  reg [3:0] \$628 ;
+  reg [7:0] \$629 ;
   wire \$63 ;
-  wire [32:0] \$630 ;
-  wire [32:0] \$631 ;
-  wire \$632 ;
-  wire \$633 ;
-  wire \$634 ;
-  wire \$635 ;
-  wire [32:0] \$636 ;
-  wire [32:0] \$637 ;
-  wire \$638 ;
-  wire \$639 ;
+  reg \$630 ;
+  reg [3:0] \$631 ;
+  reg [4:0] \$632 ;
+  reg [31:0] \$633 ;
+  reg [11:0] \$634 ;
+  reg \$635 ;
   wire \$64 ;
-  wire \$640 ;
-  wire \$641 ;
-  wire [32:0] \$642 ;
-  wire [32:0] \$643 ;
-  wire \$644 ;
-  wire \$645 ;
-  wire \$646 ;
-  wire \$647 ;
-  wire [32:0] \$648 ;
-  wire [32:0] \$649 ;
   wire \$65 ;
-  wire \$650 ;
-  wire \$651 ;
-  wire \$652 ;
-  wire \$653 ;
-  wire [32:0] \$654 ;
-  wire [32:0] \$655 ;
-  wire \$656 ;
-  wire \$657 ;
-  wire \$658 ;
-  wire \$659 ;
   wire \$66 ;
-  wire [32:0] \$660 ;
-  wire [32:0] \$661 ;
-  wire \$662 ;
-  wire \$663 ;
-  wire \$664 ;
-  wire \$665 ;
-  wire [32:0] \$666 ;
-  wire [32:0] \$667 ;
-  wire \$668 ;
-  wire \$669 ;
   wire \$67 ;
-  wire \$670 ;
-  wire \$671 ;
-  wire [32:0] \$672 ;
-  wire [32:0] \$673 ;
-  wire \$674 ;
-  wire \$675 ;
-  wire \$676 ;
-  wire \$677 ;
-  wire [32:0] \$678 ;
-  wire [32:0] \$679 ;
   wire \$68 ;
-  wire \$680 ;
-  wire \$681 ;
-  wire \$682 ;
-  wire \$683 ;
-  wire [32:0] \$684 ;
-  wire [32:0] \$685 ;
-  wire \$686 ;
-  wire \$687 ;
-  wire \$688 ;
-  wire \$689 ;
   wire \$69 ;
-  wire [32:0] \$690 ;
-  wire [32:0] \$691 ;
-  wire \$692 ;
-  wire \$693 ;
-  wire \$694 ;
-  wire \$695 ;
-  wire [32:0] \$696 ;
-  wire [32:0] \$697 ;
-  wire \$698 ;
-  wire \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire \$700 ;
-  wire \$701 ;
-  wire [32:0] \$702 ;
-  wire [32:0] \$703 ;
-  wire \$704 ;
-  wire \$705 ;
-  wire \$706 ;
-  wire \$707 ;
-  wire [32:0] \$708 ;
-  wire [32:0] \$709 ;
   wire \$71 ;
-  wire \$710 ;
-  wire \$711 ;
-  wire \$712 ;
-  wire \$713 ;
-  wire [32:0] \$714 ;
-  wire [32:0] \$715 ;
-  wire \$716 ;
-  wire \$717 ;
-  wire \$718 ;
-  wire \$719 ;
   wire \$72 ;
-  wire [32:0] \$720 ;
-  wire [32:0] \$721 ;
-  wire \$722 ;
-  wire \$723 ;
-  wire \$724 ;
-  wire \$725 ;
-  wire [32:0] \$726 ;
-  wire [32:0] \$727 ;
-  wire \$728 ;
-  wire \$729 ;
   wire \$73 ;
-  wire \$730 ;
-  wire \$731 ;
-  wire [32:0] \$732 ;
-  wire [32:0] \$733 ;
-  wire \$734 ;
-  wire \$735 ;
-  wire \$736 ;
-  wire \$737 ;
-  wire [32:0] \$738 ;
-  wire [32:0] \$739 ;
   wire \$74 ;
-  wire \$740 ;
-  wire \$741 ;
-  wire \$742 ;
-  wire \$743 ;
-  wire [12:0] \$744 ;
-  wire [31:0] \$745 ;
-  wire \$746 ;
-  wire \$747 ;
-  wire \$748 ;
-  wire \$749 ;
   wire \$75 ;
-  wire [32:0] \$750 ;
-  wire [32:0] \$751 ;
-  wire \$752 ;
-  wire \$753 ;
-  wire \$754 ;
-  wire \$755 ;
-  wire [1:0] \$756 ;
-  wire [31:0] \$757 ;
-  wire [22:0] \$758 ;
-  wire [31:0] \$759 ;
   wire \$76 ;
-  wire [46:0] \$760 ;
-  wire [46:0] \$761 ;
-  wire \$762 ;
-  wire \$763 ;
-  wire \$764 ;
-  wire \$765 ;
-  wire [1:0] \$766 ;
-  wire [31:0] \$767 ;
-  wire [22:0] \$768 ;
-  wire [31:0] \$769 ;
   wire \$77 ;
-  wire [46:0] \$770 ;
-  wire [46:0] \$771 ;
-  wire \$772 ;
-  wire \$773 ;
-  wire \$774 ;
-  wire \$775 ;
-  wire [1:0] \$776 ;
-  wire [31:0] \$777 ;
-  wire [22:0] \$778 ;
-  wire [31:0] \$779 ;
   wire \$78 ;
-  wire [46:0] \$780 ;
-  wire [46:0] \$781 ;
-  wire \$782 ;
-  wire \$783 ;
-  wire \$784 ;
-  wire \$785 ;
-  wire [1:0] \$786 ;
-  wire [31:0] \$787 ;
-  wire [22:0] \$788 ;
-  wire [31:0] \$789 ;
   wire \$79 ;
-  wire [46:0] \$790 ;
-  wire [46:0] \$791 ;
-  wire \$792 ;
-  wire \$793 ;
-  wire \$794 ;
-  wire \$795 ;
-  wire [1:0] \$796 ;
-  wire [31:0] \$797 ;
-  wire [22:0] \$798 ;
-  wire [31:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
-  wire [46:0] \$800 ;
-  wire [46:0] \$801 ;
-  reg \$802 ;
-  reg [31:0] \$803 ;
-  reg \$804 ;
-  reg [31:0] \$805 ;
-  reg [7:0] \$806 ;
-  reg [31:0] \$807 ;
-  reg [31:0] \$808 ;
-  reg [31:0] \$809 ;
   wire \$81 ;
-  reg [31:0] \$810 ;
-  reg [3:0] \$811 ;
-  reg \$812 ;
-  reg [3:0] \$813 ;
-  reg [1:0] \$814 ;
-  reg [15:0] \$815 ;
-  reg [4:0] \$816 ;
-  reg [1:0] \$817 ;
-  reg \$818 ;
-  reg \$819 ;
   wire \$82 ;
-  reg [7:0] \$820 ;
-  reg [7:0] \$821 ;
-  reg [7:0] \$822 ;
-  reg [15:0] \$823 ;
-  reg [3:0] \$824 ;
-  reg [4:0] \$825 ;
-  reg [3:0] \$826 ;
-  reg [31:0] \$827 ;
-  reg [31:0] \$828 ;
-  reg [31:0] \$829 ;
   wire \$83 ;
-  reg [31:0] \$830 ;
-  reg [31:0] \$831 ;
-  reg [31:0] \$832 ;
-  reg [31:0] \$833 ;
-  reg [31:0] \$834 ;
-  reg [31:0] \$835 ;
-  reg [31:0] \$836 ;
-  reg [31:0] \$837 ;
-  reg [31:0] \$838 ;
-  reg [31:0] \$839 ;
   wire \$84 ;
-  reg [31:0] \$840 ;
-  reg [31:0] \$841 ;
-  reg [31:0] \$842 ;
-  reg [31:0] \$843 ;
-  reg [11:0] \$844 ;
-  reg \$845 ;
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
@@ -27345,51 +26774,23 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire [3:0] bus__wstrb;
   input clk;
   wire clk;
-  reg [7:0] cpl_flags = 8'h00;
-  reg cpl_halt = 1'h0;
-  reg cpl_irq = 1'h0;
-  reg [7:0] cpl_opcode = 8'h00;
-  reg [1:0] cpl_queue = 2'h0;
-  reg [7:0] cpl_status = 8'h00;
-  input [3:0] cpl_status_free;
-  wire [3:0] cpl_status_free;
-  output [15:0] cpl_tag_tag;
-  reg [15:0] cpl_tag_tag = 16'h0000;
   reg [4:0] engine_reset_engine = 5'h00;
-  output [31:0] event0_value;
-  reg [31:0] event0_value = 32'd0;
-  output [31:0] event10_value;
-  reg [31:0] event10_value = 32'd0;
-  output [31:0] event11_value;
-  reg [31:0] event11_value = 32'd0;
-  output [31:0] event12_value;
-  reg [31:0] event12_value = 32'd0;
-  output [31:0] event13_value;
-  reg [31:0] event13_value = 32'd0;
-  output [31:0] event14_value;
-  reg [31:0] event14_value = 32'd0;
-  output [31:0] event15_value;
-  reg [31:0] event15_value = 32'd0;
-  output [31:0] event1_value;
-  reg [31:0] event1_value = 32'd0;
-  output [31:0] event2_value;
-  reg [31:0] event2_value = 32'd0;
-  output [31:0] event3_value;
-  reg [31:0] event3_value = 32'd0;
-  output [31:0] event4_value;
-  reg [31:0] event4_value = 32'd0;
-  output [31:0] event5_value;
-  reg [31:0] event5_value = 32'd0;
-  output [31:0] event6_value;
-  reg [31:0] event6_value = 32'd0;
-  output [31:0] event7_value;
-  reg [31:0] event7_value = 32'd0;
-  output [31:0] event8_value;
-  reg [31:0] event8_value = 32'd0;
-  output [31:0] event9_value;
-  reg [31:0] event9_value = 32'd0;
-  reg [1:0] forward_queue = 2'h0;
-  reg [15:0] forward_tag = 16'h0000;
+  wire [31:0] event0_value;
+  wire [31:0] event10_value;
+  wire [31:0] event11_value;
+  wire [31:0] event12_value;
+  wire [31:0] event13_value;
+  wire [31:0] event14_value;
+  wire [31:0] event15_value;
+  wire [31:0] event1_value;
+  wire [31:0] event2_value;
+  wire [31:0] event3_value;
+  wire [31:0] event4_value;
+  wire [31:0] event5_value;
+  wire [31:0] event6_value;
+  wire [31:0] event7_value;
+  wire [31:0] event8_value;
+  wire [31:0] event9_value;
   output [31:0] fw_fault_cause_cause;
   reg [31:0] fw_fault_cause_cause = 32'd0;
   output [31:0] fw_fault_pc_pc;
@@ -27406,47 +26807,41 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   reg [31:0] fw_version_version = 32'd0;
   input held;
   wire held;
+  output issue_enable;
+  reg issue_enable = 1'h0;
   wire \new ;
   output [11:0] perf_sel_addr;
   reg [11:0] perf_sel_addr = 12'h000;
   input [31:0] perf_value_value;
   wire [31:0] perf_value_value;
-  input \port$4522$0 ;
-  wire \port$4522$0 ;
-  input \port$4524$0 ;
-  wire \port$4524$0 ;
-  input \port$4532$0 ;
-  wire \port$4532$0 ;
-  input \port$4534$0 ;
-  wire \port$4534$0 ;
-  input \port$4542$0 ;
-  wire \port$4542$0 ;
-  input \port$4544$0 ;
-  wire \port$4544$0 ;
-  input \port$4552$0 ;
-  wire \port$4552$0 ;
-  input \port$4554$0 ;
-  wire \port$4554$0 ;
-  input [255:0] \port$5582$0 ;
-  wire [255:0] \port$5582$0 ;
-  input [255:0] \port$5612$0 ;
-  wire [255:0] \port$5612$0 ;
-  input [255:0] \port$5642$0 ;
-  wire [255:0] \port$5642$0 ;
-  input [255:0] \port$5672$0 ;
-  wire [255:0] \port$5672$0 ;
-  input [23:0] \port$9238$0 ;
-  wire [23:0] \port$9238$0 ;
-  input [23:0] \port$9288$0 ;
-  wire [23:0] \port$9288$0 ;
-  input [23:0] \port$9338$0 ;
-  wire [23:0] \port$9338$0 ;
-  input [23:0] \port$9388$0 ;
-  wire [23:0] \port$9388$0 ;
-  input [23:0] \port$9438$0 ;
-  wire [23:0] \port$9438$0 ;
-  input [29:0] \port$9967$2 ;
-  wire [29:0] \port$9967$2 ;
+  input [29:0] \port$11071$2 ;
+  wire [29:0] \port$11071$2 ;
+  input [511:0] \port$12550$0 ;
+  wire [511:0] \port$12550$0 ;
+  input \port$4221$0 ;
+  wire \port$4221$0 ;
+  input \port$4231$0 ;
+  wire \port$4231$0 ;
+  input \port$4241$0 ;
+  wire \port$4241$0 ;
+  input \port$4251$0 ;
+  wire \port$4251$0 ;
+  input [255:0] \port$5283$0 ;
+  wire [255:0] \port$5283$0 ;
+  input [255:0] \port$5313$0 ;
+  wire [255:0] \port$5313$0 ;
+  input [255:0] \port$5343$0 ;
+  wire [255:0] \port$5343$0 ;
+  input [255:0] \port$5373$0 ;
+  wire [255:0] \port$5373$0 ;
+  input \port$9191$0 ;
+  wire \port$9191$0 ;
+  input \port$9224$0 ;
+  wire \port$9224$0 ;
+  input \port$9257$0 ;
+  wire \port$9257$0 ;
+  input \port$9290$0 ;
+  wire \port$9290$0 ;
   wire [31:0] q_head0_word;
   wire [31:0] q_head10_word;
   wire [31:0] q_head11_word;
@@ -27488,32 +26883,10 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   input [31:0] q_head_index3_index;
   wire [31:0] q_head_index3_index;
   reg [3:0] q_pop_queue = 4'h0;
-  output [3:0] q_wait_queue;
-  reg [3:0] q_wait_queue = 4'h0;
+  reg [7:0] q_pop_status = 8'h00;
   reg [3:0] qreset_ack_queue = 4'h0;
   (* init = 32'd0 *)
   wire [31:0] rdata;
-  wire [7:0] retire0_error;
-  wire [15:0] retire0_tag;
-  input retire0_valid;
-  wire retire0_valid;
-  wire [7:0] retire1_error;
-  wire [15:0] retire1_tag;
-  input retire1_valid;
-  wire retire1_valid;
-  wire [7:0] retire2_error;
-  wire [15:0] retire2_tag;
-  input retire2_valid;
-  wire retire2_valid;
-  wire [7:0] retire3_error;
-  wire [15:0] retire3_tag;
-  input retire3_valid;
-  wire retire3_valid;
-  wire [7:0] retire4_error;
-  wire [15:0] retire4_tag;
-  input retire4_valid;
-  wire retire4_valid;
-  reg [4:0] retire_pop_engine = 5'h00;
   input rst;
   wire rst;
   output [31:0] timer_cycles;
@@ -27524,19 +26897,16 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   input [31:0] watchdog_cycles;
   wire [31:0] watchdog_cycles;
   wire [31:0] wdata;
+  input [4:0] work_hung;
+  wire [4:0] work_hung;
   output [3:0] work_mask_qready;
   reg [3:0] work_mask_qready = 4'h0;
   output work_mask_timer;
   reg work_mask_timer = 1'h1;
   wire [3:0] work_qready;
   wire [3:0] work_qreset;
-  input [4:0] work_retire;
-  wire [4:0] work_retire;
   input work_timer;
   wire work_timer;
-  wire wr_cpl;
-  wire wr_cpl_status;
-  wire wr_cpl_tag;
   wire wr_engine_reset;
   wire wr_event0;
   wire wr_event1;
@@ -27554,7 +26924,6 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_event7;
   wire wr_event8;
   wire wr_event9;
-  wire wr_forward;
   wire wr_fw_fault_cause;
   wire wr_fw_fault_pc;
   wire wr_fw_fault_tval;
@@ -27562,6 +26931,7 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_fw_msg_send;
   wire wr_fw_status;
   wire wr_fw_version;
+  wire wr_issue;
   wire wr_perf_sel;
   wire wr_perf_value;
   wire wr_q_head0;
@@ -27601,2327 +26971,1666 @@ module \kaki_soc_4x4.fw_regs (rst, held, work_timer, fw_msg_send_go, bus__en, q_
   wire wr_q_head_index2;
   wire wr_q_head_index3;
   wire wr_q_pop;
-  wire wr_q_wait;
   wire wr_qreset_ack;
-  wire wr_retire0;
-  wire wr_retire1;
-  wire wr_retire2;
-  wire wr_retire3;
-  wire wr_retire4;
-  wire wr_retire_pop;
   wire wr_timer;
   wire wr_timestamp;
   wire wr_watchdog;
   wire wr_work;
   wire wr_work_mask;
-  assign \$102  = \new  & bus__we;
-  assign \$103  = \port$9967$2 [9:0] == 6'h39;
-  assign wr_q_head25 = \$102  & \$103 ;
-  assign \$104  = \new  & bus__we;
-  assign \$105  = \port$9967$2 [9:0] == 6'h3a;
-  assign wr_q_head26 = \$104  & \$105 ;
-  assign \$106  = \new  & bus__we;
-  assign \$107  = \port$9967$2 [9:0] == 6'h3b;
-  assign wr_q_head27 = \$106  & \$107 ;
-  assign \$108  = \new  & bus__we;
-  assign \$109  = \port$9967$2 [9:0] == 6'h3c;
-  assign wr_q_head28 = \$108  & \$109 ;
-  assign \$110  = \new  & bus__we;
-  assign \$111  = \port$9967$2 [9:0] == 6'h3d;
-  assign wr_q_head29 = \$110  & \$111 ;
-  assign \$112  = \new  & bus__we;
-  assign \$113  = \port$9967$2 [9:0] == 6'h3e;
-  assign wr_q_head30 = \$112  & \$113 ;
-  assign \$114  = \new  & bus__we;
-  assign \$115  = \port$9967$2 [9:0] == 6'h3f;
-  assign wr_q_head31 = \$114  & \$115 ;
-  assign \$116  = \new  & bus__we;
-  assign \$117  = \port$9967$2 [9:0] == 7'h40;
-  assign wr_event0 = \$116  & \$117 ;
-  assign \$118  = \new  & bus__we;
-  assign \$119  = \port$9967$2 [9:0] == 7'h41;
-  assign wr_event1 = \$118  & \$119 ;
-  assign \$120  = \new  & bus__we;
-  assign \$121  = \port$9967$2 [9:0] == 7'h42;
-  assign wr_event2 = \$120  & \$121 ;
-  assign \$122  = \new  & bus__we;
-  assign \$123  = \port$9967$2 [9:0] == 7'h43;
-  assign wr_event3 = \$122  & \$123 ;
-  assign \$124  = \new  & bus__we;
-  assign \$125  = \port$9967$2 [9:0] == 7'h44;
-  assign wr_event4 = \$124  & \$125 ;
-  assign \$126  = \new  & bus__we;
-  assign \$127  = \port$9967$2 [9:0] == 7'h45;
-  assign wr_event5 = \$126  & \$127 ;
-  assign \$128  = \new  & bus__we;
-  assign \$129  = \port$9967$2 [9:0] == 7'h46;
-  assign wr_event6 = \$128  & \$129 ;
-  assign \$130  = \new  & bus__we;
-  assign \$131  = \port$9967$2 [9:0] == 7'h47;
-  assign wr_event7 = \$130  & \$131 ;
-  assign \$132  = \new  & bus__we;
-  assign \$133  = \port$9967$2 [9:0] == 7'h48;
-  assign wr_event8 = \$132  & \$133 ;
-  assign \$134  = \new  & bus__we;
-  assign \$135  = \port$9967$2 [9:0] == 7'h49;
-  assign wr_event9 = \$134  & \$135 ;
-  assign \$136  = \new  & bus__we;
-  assign \$137  = \port$9967$2 [9:0] == 7'h4a;
-  assign wr_event10 = \$136  & \$137 ;
-  assign \$138  = \new  & bus__we;
-  assign \$139  = \port$9967$2 [9:0] == 7'h4b;
-  assign wr_event11 = \$138  & \$139 ;
-  assign \$140  = \new  & bus__we;
-  assign \$141  = \port$9967$2 [9:0] == 7'h4c;
-  assign wr_event12 = \$140  & \$141 ;
-  assign \$142  = \new  & bus__we;
-  assign \$143  = \port$9967$2 [9:0] == 7'h4d;
-  assign wr_event13 = \$142  & \$143 ;
-  assign \$144  = \new  & bus__we;
-  assign \$145  = \port$9967$2 [9:0] == 7'h4e;
-  assign wr_event14 = \$144  & \$145 ;
-  assign \$146  = \new  & bus__we;
-  assign \$147  = \port$9967$2 [9:0] == 7'h4f;
-  assign wr_event15 = \$146  & \$147 ;
-  assign \$148  = \new  & bus__we;
-  assign \$149  = \port$9967$2 [9:0] == 7'h50;
-  assign wr_perf_sel = \$148  & \$149 ;
-  assign \$150  = \new  & bus__we;
-  assign \$151  = \port$9967$2 [9:0] == 7'h51;
-  assign wr_perf_value = \$150  & \$151 ;
-  assign \$152  = \new  & bus__we;
-  assign \$153  = \port$9967$2 [9:0] == 7'h58;
-  assign wr_retire0 = \$152  & \$153 ;
-  assign \$154  = \new  & bus__we;
-  assign \$155  = \port$9967$2 [9:0] == 7'h59;
-  assign wr_retire1 = \$154  & \$155 ;
-  assign \$156  = \new  & bus__we;
-  assign \$157  = \port$9967$2 [9:0] == 7'h5a;
-  assign wr_retire2 = \$156  & \$157 ;
-  assign \$158  = \new  & bus__we;
-  assign \$159  = \port$9967$2 [9:0] == 7'h5b;
-  assign wr_retire3 = \$158  & \$159 ;
-  assign \$160  = \new  & bus__we;
-  assign \$161  = \port$9967$2 [9:0] == 7'h5c;
-  assign wr_retire4 = \$160  & \$161 ;
-  assign \$162  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$163  = fw_version_version & \$162 ;
-  assign \$164  = \$163  | wdata;
-  assign \$165  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$166  = fw_status_state & \$165 ;
-  assign \$167  = \$166  | wdata[7:0];
-  assign \$168  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$169  = fw_fault_pc_pc & \$168 ;
-  assign \$170  = \$169  | wdata;
-  assign \$171  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$172  = fw_fault_cause_cause & \$171 ;
-  assign \$173  = \$172  | wdata;
-  assign \$174  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$175  = fw_fault_tval_tval & \$174 ;
-  assign \$176  = \$175  | wdata;
-  assign \$177  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$178  = fw_msg_value & \$177 ;
-  assign \$179  = \$178  | wdata;
-  assign \$180  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$181  = work_mask_qready & \$180 ;
-  assign \$182  = \$181  | wdata[3:0];
-  assign \$183  = ~ bus__wstrb[3];
-  assign \$184  = work_mask_timer & \$183 ;
-  assign \$185  = \$184  | wdata[24];
-  assign \$186  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$187  = q_pop_queue & \$186 ;
-  assign \$188  = \$187  | wdata[3:0];
-  assign \$189  = ~ { bus__wstrb[0], bus__wstrb[0] };
-  assign \$190  = forward_queue & \$189 ;
-  assign \$191  = \$190  | wdata[1:0];
-  assign \$192  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2] };
-  assign \$193  = forward_tag & \$192 ;
-  assign \$194  = \$193  | wdata[31:16];
-  assign \$195  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$196  = retire_pop_engine & \$195 ;
-  assign \$197  = \$196  | wdata[4:0];
-  assign \$198  = ~ { bus__wstrb[0], bus__wstrb[0] };
-  assign \$199  = cpl_queue & \$198 ;
-  assign \$200  = \$199  | wdata[1:0];
-  assign \$201  = ~ bus__wstrb[0];
-  assign \$202  = cpl_irq & \$201 ;
-  assign \$203  = \$202  | wdata[2];
-  assign \$204  = ~ bus__wstrb[0];
-  assign \$205  = cpl_halt & \$204 ;
-  assign \$206  = \$205  | wdata[3];
-  assign \$207  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
-  assign \$208  = cpl_flags & \$207 ;
-  assign \$209  = \$208  | wdata[15:8];
-  assign \$210  = ~ { bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2] };
-  assign \$211  = cpl_status & \$210 ;
-  assign \$212  = \$211  | wdata[23:16];
-  assign \$213  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3] };
-  assign \$214  = cpl_opcode & \$213 ;
-  assign \$215  = \$214  | wdata[31:24];
-  assign \$216  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$217  = cpl_tag_tag & \$216 ;
-  assign \$218  = \$217  | wdata[15:0];
-  assign \$219  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$220  = qreset_ack_queue & \$219 ;
-  assign \$221  = \$220  | wdata[3:0];
-  assign \$222  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$223  = engine_reset_engine & \$222 ;
-  assign \$224  = \$223  | wdata[4:0];
-  assign \$225  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$226  = q_wait_queue & \$225 ;
-  assign \$227  = \$226  | wdata[3:0];
-  assign \$228  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$229  = timer_cycles & \$228 ;
-  assign \$230  = \$229  | wdata;
-  assign \$231  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$232  = event0_value & \$231 ;
-  assign \$233  = \$232  | wdata;
-  assign \$234  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$235  = event1_value & \$234 ;
-  assign \$236  = \$235  | wdata;
-  assign \$237  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$238  = event2_value & \$237 ;
-  assign \$239  = \$238  | wdata;
-  assign \$240  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$241  = event3_value & \$240 ;
-  assign \$242  = \$241  | wdata;
-  assign \$243  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$244  = event4_value & \$243 ;
-  assign \$245  = \$244  | wdata;
-  assign \$246  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$247  = event5_value & \$246 ;
-  assign \$248  = \$247  | wdata;
-  assign \$249  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$250  = event6_value & \$249 ;
-  assign \$251  = \$250  | wdata;
-  assign \$252  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$253  = event7_value & \$252 ;
-  assign \$254  = \$253  | wdata;
-  assign \$255  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$256  = event8_value & \$255 ;
-  assign \$257  = \$256  | wdata;
-  assign \$258  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$259  = event9_value & \$258 ;
-  assign \$260  = \$259  | wdata;
-  assign \$261  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$262  = event10_value & \$261 ;
-  assign \$263  = \$262  | wdata;
-  assign \$264  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$265  = event11_value & \$264 ;
-  assign \$266  = \$265  | wdata;
-  assign \$267  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$268  = event12_value & \$267 ;
-  assign \$269  = \$268  | wdata;
-  assign \$270  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$271  = event13_value & \$270 ;
-  assign \$272  = \$271  | wdata;
-  assign \$273  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$274  = event14_value & \$273 ;
-  assign \$275  = \$274  | wdata;
-  assign \$276  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$277  = event15_value & \$276 ;
-  assign \$278  = \$277  | wdata;
-  assign \$279  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
-  assign \$280  = perf_sel_addr & \$279 ;
-  assign \$281  = \$280  | wdata[11:0];
-  assign \$282  = ~ bus__we;
-  assign \$283  = \new  & \$282 ;
-  assign \$284  = ! \port$9967$2 [9:0];
-  assign \$285  = \$283  & \$284 ;
-  assign \$288  = ~ bus__we;
-  assign \$289  = \new  & \$288 ;
-  assign \$290  = \port$9967$2 [9:0] == 1'h1;
-  assign \$291  = \$289  & \$290 ;
-  assign \$294  = ~ bus__we;
-  assign \$295  = \new  & \$294 ;
-  assign \$296  = \port$9967$2 [9:0] == 2'h2;
-  assign \$297  = \$295  & \$296 ;
-  assign \$300  = ~ bus__we;
-  assign \$301  = \new  & \$300 ;
-  assign \$302  = \port$9967$2 [9:0] == 2'h3;
-  assign \$303  = \$301  & \$302 ;
-  assign \$306  = ~ bus__we;
-  assign \$307  = \new  & \$306 ;
-  assign \$308  = \port$9967$2 [9:0] == 3'h4;
-  assign \$309  = \$307  & \$308 ;
-  assign \$312  = ~ bus__we;
-  assign \$313  = \new  & \$312 ;
-  assign \$314  = \port$9967$2 [9:0] == 3'h5;
-  assign \$315  = \$313  & \$314 ;
-  assign \$318  = ~ bus__we;
-  assign \$319  = \new  & \$318 ;
-  assign \$320  = \port$9967$2 [9:0] == 3'h6;
-  assign \$321  = \$319  & \$320 ;
-  assign \$324  = ~ bus__we;
-  assign \$325  = \new  & \$324 ;
-  assign \$326  = \port$9967$2 [9:0] == 4'h8;
-  assign \$327  = \$325  & \$326 ;
-  assign \$331  = \$329  | { 12'h000, \$330  };
-  assign \$333  = { 3'h0, \$331  } | \$332 ;
-  assign \$335  = \$333  | { 3'h0, \$334  };
-  assign \$336  = ~ bus__we;
-  assign \$337  = \new  & \$336 ;
-  assign \$338  = \port$9967$2 [9:0] == 4'h9;
-  assign \$339  = \$337  & \$338 ;
-  assign \$343  = \$341  | \$342 ;
-  assign \$344  = ~ bus__we;
-  assign \$345  = \new  & \$344 ;
-  assign \$346  = \port$9967$2 [9:0] == 4'ha;
-  assign \$347  = \$345  & \$346 ;
-  assign \$350  = ~ bus__we;
-  assign \$351  = \new  & \$350 ;
-  assign \$352  = \port$9967$2 [9:0] == 4'hb;
-  assign \$353  = \$351  & \$352 ;
-  assign \$357  = { 15'h0000, \$355  } | \$356 ;
-  assign \$358  = ~ bus__we;
-  assign \$359  = \new  & \$358 ;
-  assign \$360  = \port$9967$2 [9:0] == 5'h10;
-  assign \$361  = \$359  & \$360 ;
-  assign \$364  = ~ bus__we;
-  assign \$365  = \new  & \$364 ;
-  assign \$366  = \port$9967$2 [9:0] == 5'h11;
-  assign \$367  = \$365  & \$366 ;
-  assign \$371  = \$369  | { 28'h0000000, \$370  };
-  assign \$373  = \$371  | { 28'h0000000, \$372  };
-  assign \$375  = \$373  | { 9'h000, \$374  };
-  assign \$377  = { 7'h00, \$375  } | \$376 ;
-  assign \$379  = \$377  | \$378 ;
-  assign \$380  = ~ bus__we;
-  assign \$381  = \new  & \$380 ;
-  assign \$382  = \port$9967$2 [9:0] == 5'h12;
-  assign \$383  = \$381  & \$382 ;
-  assign \$386  = ~ bus__we;
-  assign \$387  = \new  & \$386 ;
-  assign \$388  = \port$9967$2 [9:0] == 5'h13;
-  assign \$389  = \$387  & \$388 ;
-  assign \$392  = ~ bus__we;
-  assign \$393  = \new  & \$392 ;
-  assign \$394  = \port$9967$2 [9:0] == 5'h14;
-  assign \$395  = \$393  & \$394 ;
-  assign \$398  = ~ bus__we;
-  assign \$399  = \new  & \$398 ;
-  assign \$400  = \port$9967$2 [9:0] == 5'h15;
-  assign \$401  = \$399  & \$400 ;
-  assign \$404  = ~ bus__we;
-  assign \$405  = \new  & \$404 ;
-  assign \$406  = \port$9967$2 [9:0] == 5'h16;
-  assign \$407  = \$405  & \$406 ;
-  assign \$410  = ~ bus__we;
-  assign \$411  = \new  & \$410 ;
-  assign \$412  = \port$9967$2 [9:0] == 5'h17;
-  assign \$413  = \$411  & \$412 ;
-  assign \$416  = ~ bus__we;
-  assign \$417  = \new  & \$416 ;
-  assign \$418  = \port$9967$2 [9:0] == 5'h18;
-  assign \$419  = \$417  & \$418 ;
-  assign \$422  = ~ bus__we;
-  assign \$423  = \new  & \$422 ;
-  assign \$424  = \port$9967$2 [9:0] == 5'h19;
-  assign \$425  = \$423  & \$424 ;
-  assign \$428  = ~ bus__we;
-  assign \$429  = \new  & \$428 ;
-  assign \$430  = \port$9967$2 [9:0] == 5'h1a;
-  assign \$431  = \$429  & \$430 ;
-  assign \$434  = ~ bus__we;
-  assign \$435  = \new  & \$434 ;
-  assign \$436  = \port$9967$2 [9:0] == 5'h1b;
-  assign \$437  = \$435  & \$436 ;
-  assign \$440  = ~ bus__we;
-  assign \$441  = \new  & \$440 ;
-  assign \$442  = \port$9967$2 [9:0] == 5'h1c;
-  assign \$443  = \$441  & \$442 ;
-  assign \$446  = ~ bus__we;
-  assign \$447  = \new  & \$446 ;
-  assign \$448  = \port$9967$2 [9:0] == 5'h1d;
-  assign \$449  = \$447  & \$448 ;
-  assign \$452  = ~ bus__we;
-  assign \$453  = \new  & \$452 ;
-  assign \$454  = \port$9967$2 [9:0] == 6'h20;
-  assign \$455  = \$453  & \$454 ;
-  assign \$458  = ~ bus__we;
-  assign \$459  = \new  & \$458 ;
-  assign \$460  = \port$9967$2 [9:0] == 6'h21;
-  assign \$461  = \$459  & \$460 ;
-  assign \$464  = ~ bus__we;
-  assign \$465  = \new  & \$464 ;
-  assign \$466  = \port$9967$2 [9:0] == 6'h22;
-  assign \$467  = \$465  & \$466 ;
-  assign \$470  = ~ bus__we;
-  assign \$471  = \new  & \$470 ;
-  assign \$472  = \port$9967$2 [9:0] == 6'h23;
-  assign \$473  = \$471  & \$472 ;
-  assign \$476  = ~ bus__we;
-  assign \$477  = \new  & \$476 ;
-  assign \$478  = \port$9967$2 [9:0] == 6'h24;
-  assign \$479  = \$477  & \$478 ;
-  assign \$482  = ~ bus__we;
-  assign \$483  = \new  & \$482 ;
-  assign \$484  = \port$9967$2 [9:0] == 6'h25;
-  assign \$485  = \$483  & \$484 ;
-  assign \$488  = ~ bus__we;
-  assign \$489  = \new  & \$488 ;
-  assign \$490  = \port$9967$2 [9:0] == 6'h26;
-  assign \$491  = \$489  & \$490 ;
-  assign \$494  = ~ bus__we;
-  assign \$495  = \new  & \$494 ;
-  assign \$496  = \port$9967$2 [9:0] == 6'h27;
-  assign \$497  = \$495  & \$496 ;
-  assign \$500  = ~ bus__we;
-  assign \$501  = \new  & \$500 ;
-  assign \$502  = \port$9967$2 [9:0] == 6'h28;
-  assign \$503  = \$501  & \$502 ;
-  assign \$506  = ~ bus__we;
-  assign \$507  = \new  & \$506 ;
-  assign \$508  = \port$9967$2 [9:0] == 6'h29;
-  assign \$509  = \$507  & \$508 ;
-  assign \$512  = ~ bus__we;
-  assign \$513  = \new  & \$512 ;
-  assign \$514  = \port$9967$2 [9:0] == 6'h2a;
-  assign \$515  = \$513  & \$514 ;
-  assign \$518  = ~ bus__we;
-  assign \$519  = \new  & \$518 ;
-  assign \$520  = \port$9967$2 [9:0] == 6'h2b;
-  assign \$521  = \$519  & \$520 ;
-  assign \$524  = ~ bus__we;
-  assign \$525  = \new  & \$524 ;
-  assign \$526  = \port$9967$2 [9:0] == 6'h2c;
-  assign \$527  = \$525  & \$526 ;
-  assign \$530  = ~ bus__we;
-  assign \$531  = \new  & \$530 ;
-  assign \$532  = \port$9967$2 [9:0] == 6'h2d;
-  assign \$533  = \$531  & \$532 ;
-  assign \$536  = ~ bus__we;
-  assign \$537  = \new  & \$536 ;
-  assign \$538  = \port$9967$2 [9:0] == 6'h2e;
-  assign \$539  = \$537  & \$538 ;
-  assign \$542  = ~ bus__we;
-  assign \$543  = \new  & \$542 ;
-  assign \$544  = \port$9967$2 [9:0] == 6'h2f;
-  assign \$545  = \$543  & \$544 ;
-  assign \$548  = ~ bus__we;
-  assign \$549  = \new  & \$548 ;
-  assign \$550  = \port$9967$2 [9:0] == 6'h30;
-  assign \$551  = \$549  & \$550 ;
-  assign \$554  = ~ bus__we;
-  assign \$555  = \new  & \$554 ;
-  assign \$556  = \port$9967$2 [9:0] == 6'h31;
-  assign \$557  = \$555  & \$556 ;
-  assign \$560  = ~ bus__we;
-  assign \$561  = \new  & \$560 ;
-  assign \$562  = \port$9967$2 [9:0] == 6'h32;
-  assign \$563  = \$561  & \$562 ;
-  assign \$566  = ~ bus__we;
-  assign \$567  = \new  & \$566 ;
-  assign \$568  = \port$9967$2 [9:0] == 6'h33;
-  assign \$569  = \$567  & \$568 ;
-  assign \$572  = ~ bus__we;
-  assign \$573  = \new  & \$572 ;
-  assign \$574  = \port$9967$2 [9:0] == 6'h34;
-  assign \$575  = \$573  & \$574 ;
-  assign \$578  = ~ bus__we;
-  assign \$579  = \new  & \$578 ;
-  assign \$580  = \port$9967$2 [9:0] == 6'h35;
-  assign \$581  = \$579  & \$580 ;
-  assign \$584  = ~ bus__we;
-  assign \$585  = \new  & \$584 ;
-  assign \$586  = \port$9967$2 [9:0] == 6'h36;
-  assign \$587  = \$585  & \$586 ;
-  assign \$590  = ~ bus__we;
-  assign \$591  = \new  & \$590 ;
-  assign \$592  = \port$9967$2 [9:0] == 6'h37;
-  assign \$593  = \$591  & \$592 ;
-  assign \$596  = ~ bus__we;
-  assign \$597  = \new  & \$596 ;
-  assign \$598  = \port$9967$2 [9:0] == 6'h38;
-  assign \$599  = \$597  & \$598 ;
-  assign \$602  = ~ bus__we;
-  assign \$603  = \new  & \$602 ;
-  assign \$604  = \port$9967$2 [9:0] == 6'h39;
-  assign \$605  = \$603  & \$604 ;
-  assign \$608  = ~ bus__we;
-  assign \$609  = \new  & \$608 ;
-  assign \$610  = \port$9967$2 [9:0] == 6'h3a;
-  assign \$611  = \$609  & \$610 ;
-  assign \$614  = ~ bus__we;
-  assign \$615  = \new  & \$614 ;
-  assign \$616  = \port$9967$2 [9:0] == 6'h3b;
-  assign \$617  = \$615  & \$616 ;
-  assign \$620  = ~ bus__we;
-  assign \$621  = \new  & \$620 ;
-  assign \$622  = \port$9967$2 [9:0] == 6'h3c;
-  assign \$623  = \$621  & \$622 ;
-  assign \$626  = ~ bus__we;
-  assign \$627  = \new  & \$626 ;
-  assign \$628  = \port$9967$2 [9:0] == 6'h3d;
-  assign \$629  = \$627  & \$628 ;
-  assign \$632  = ~ bus__we;
-  assign \$633  = \new  & \$632 ;
-  assign \$634  = \port$9967$2 [9:0] == 6'h3e;
-  assign \$635  = \$633  & \$634 ;
-  assign \$638  = ~ bus__we;
-  assign \$639  = \new  & \$638 ;
-  assign \$640  = \port$9967$2 [9:0] == 6'h3f;
-  assign \$641  = \$639  & \$640 ;
-  assign \$644  = ~ bus__we;
-  assign \$645  = \new  & \$644 ;
-  assign \$646  = \port$9967$2 [9:0] == 7'h40;
-  assign \$647  = \$645  & \$646 ;
-  assign \$650  = ~ bus__we;
-  assign \$651  = \new  & \$650 ;
-  assign \$652  = \port$9967$2 [9:0] == 7'h41;
-  assign \$653  = \$651  & \$652 ;
-  assign \$656  = ~ bus__we;
-  assign \$657  = \new  & \$656 ;
-  assign \$658  = \port$9967$2 [9:0] == 7'h42;
-  assign \$659  = \$657  & \$658 ;
-  assign \$662  = ~ bus__we;
-  assign \$663  = \new  & \$662 ;
-  assign \$664  = \port$9967$2 [9:0] == 7'h43;
-  assign \$665  = \$663  & \$664 ;
-  assign \$668  = ~ bus__we;
-  assign \$669  = \new  & \$668 ;
-  assign \$670  = \port$9967$2 [9:0] == 7'h44;
-  assign \$671  = \$669  & \$670 ;
-  assign \$674  = ~ bus__we;
-  assign \$675  = \new  & \$674 ;
-  assign \$676  = \port$9967$2 [9:0] == 7'h45;
-  assign \$677  = \$675  & \$676 ;
-  assign \$680  = ~ bus__we;
-  assign \$681  = \new  & \$680 ;
-  assign \$682  = \port$9967$2 [9:0] == 7'h46;
-  assign \$683  = \$681  & \$682 ;
-  assign \$686  = ~ bus__we;
-  assign \$687  = \new  & \$686 ;
-  assign \$688  = \port$9967$2 [9:0] == 7'h47;
-  assign \$689  = \$687  & \$688 ;
-  assign \$692  = ~ bus__we;
-  assign \$693  = \new  & \$692 ;
-  assign \$694  = \port$9967$2 [9:0] == 7'h48;
-  assign \$695  = \$693  & \$694 ;
-  assign \$698  = ~ bus__we;
-  assign \$699  = \new  & \$698 ;
-  assign \$700  = \port$9967$2 [9:0] == 7'h49;
-  assign \$701  = \$699  & \$700 ;
-  assign \$704  = ~ bus__we;
-  assign \$705  = \new  & \$704 ;
-  assign \$706  = \port$9967$2 [9:0] == 7'h4a;
-  assign \$707  = \$705  & \$706 ;
-  assign \$710  = ~ bus__we;
-  assign \$711  = \new  & \$710 ;
-  assign \$712  = \port$9967$2 [9:0] == 7'h4b;
-  assign \$713  = \$711  & \$712 ;
-  assign \$716  = ~ bus__we;
-  assign \$717  = \new  & \$716 ;
-  assign \$718  = \port$9967$2 [9:0] == 7'h4c;
-  assign \$719  = \$717  & \$718 ;
-  assign \$722  = ~ bus__we;
-  assign \$723  = \new  & \$722 ;
-  assign \$724  = \port$9967$2 [9:0] == 7'h4d;
-  assign \$725  = \$723  & \$724 ;
-  assign \$728  = ~ bus__we;
-  assign \$729  = \new  & \$728 ;
-  assign \$730  = \port$9967$2 [9:0] == 7'h4e;
-  assign \$731  = \$729  & \$730 ;
-  assign \$734  = ~ bus__we;
-  assign \$735  = \new  & \$734 ;
-  assign \$736  = \port$9967$2 [9:0] == 7'h4f;
-  assign \$737  = \$735  & \$736 ;
-  assign \$740  = ~ bus__we;
-  assign \$741  = \new  & \$740 ;
-  assign \$742  = \port$9967$2 [9:0] == 7'h50;
-  assign \$743  = \$741  & \$742 ;
-  assign \$746  = ~ bus__we;
-  assign \$747  = \new  & \$746 ;
-  assign \$748  = \port$9967$2 [9:0] == 7'h51;
-  assign \$749  = \$747  & \$748 ;
-  assign \$752  = ~ bus__we;
-  assign \$753  = \new  & \$752 ;
-  assign \$754  = \port$9967$2 [9:0] == 7'h58;
-  assign \$755  = \$753  & \$754 ;
-  assign \$759  = \$757  | { 9'h000, \$758  };
-  assign \$761  = { 15'h0000, \$759  } | \$760 ;
-  assign \$762  = ~ bus__we;
-  assign \$763  = \new  & \$762 ;
-  assign \$764  = \port$9967$2 [9:0] == 7'h59;
-  assign \$765  = \$763  & \$764 ;
-  assign \$769  = \$767  | { 9'h000, \$768  };
-  assign \$771  = { 15'h0000, \$769  } | \$770 ;
-  assign \$772  = ~ bus__we;
-  assign \$773  = \new  & \$772 ;
-  assign \$774  = \port$9967$2 [9:0] == 7'h5a;
-  assign \$775  = \$773  & \$774 ;
-  assign \$779  = \$777  | { 9'h000, \$778  };
-  assign \$781  = { 15'h0000, \$779  } | \$780 ;
-  assign \$782  = ~ bus__we;
-  assign \$783  = \new  & \$782 ;
-  assign \$784  = \port$9967$2 [9:0] == 7'h5b;
-  assign \$785  = \$783  & \$784 ;
-  assign \$789  = \$787  | { 9'h000, \$788  };
-  assign \$791  = { 15'h0000, \$789  } | \$790 ;
-  assign \$792  = ~ bus__we;
-  assign \$793  = \new  & \$792 ;
-  assign \$794  = \port$9967$2 [9:0] == 7'h5c;
-  assign \$795  = \$793  & \$794 ;
-  assign \$799  = \$797  | { 9'h000, \$798  };
-  assign \$801  = { 15'h0000, \$799  } | \$800 ;
+  assign \$293  = ~ bus__we;
+  assign \$294  = \new  & \$293 ;
+  assign \$295  = \port$11071$2 [9:0] == 5'h1a;
+  assign \$296  = \$294  & \$295 ;
+  assign \$299  = ~ bus__we;
+  assign \$300  = \new  & \$299 ;
+  assign \$301  = \port$11071$2 [9:0] == 5'h1b;
+  assign \$302  = \$300  & \$301 ;
+  assign \$305  = ~ bus__we;
+  assign \$306  = \new  & \$305 ;
+  assign \$307  = \port$11071$2 [9:0] == 5'h1c;
+  assign \$308  = \$306  & \$307 ;
+  assign \$311  = ~ bus__we;
+  assign \$312  = \new  & \$311 ;
+  assign \$313  = \port$11071$2 [9:0] == 5'h1d;
+  assign \$314  = \$312  & \$313 ;
+  assign \$317  = ~ bus__we;
+  assign \$318  = \new  & \$317 ;
+  assign \$319  = \port$11071$2 [9:0] == 6'h20;
+  assign \$320  = \$318  & \$319 ;
+  assign \$323  = ~ bus__we;
+  assign \$324  = \new  & \$323 ;
+  assign \$325  = \port$11071$2 [9:0] == 6'h21;
+  assign \$326  = \$324  & \$325 ;
+  assign \$329  = ~ bus__we;
+  assign \$330  = \new  & \$329 ;
+  assign \$331  = \port$11071$2 [9:0] == 6'h22;
+  assign \$332  = \$330  & \$331 ;
+  assign \$335  = ~ bus__we;
+  assign \$336  = \new  & \$335 ;
+  assign \$337  = \port$11071$2 [9:0] == 6'h23;
+  assign \$338  = \$336  & \$337 ;
+  assign \$341  = ~ bus__we;
+  assign \$342  = \new  & \$341 ;
+  assign \$343  = \port$11071$2 [9:0] == 6'h24;
+  assign \$344  = \$342  & \$343 ;
+  assign \$347  = ~ bus__we;
+  assign \$348  = \new  & \$347 ;
+  assign \$349  = \port$11071$2 [9:0] == 6'h25;
+  assign \$350  = \$348  & \$349 ;
+  assign \$353  = ~ bus__we;
+  assign \$354  = \new  & \$353 ;
+  assign \$355  = \port$11071$2 [9:0] == 6'h26;
+  assign \$356  = \$354  & \$355 ;
+  assign \$359  = ~ bus__we;
+  assign \$360  = \new  & \$359 ;
+  assign \$361  = \port$11071$2 [9:0] == 6'h27;
+  assign \$362  = \$360  & \$361 ;
+  assign \$365  = ~ bus__we;
+  assign \$366  = \new  & \$365 ;
+  assign \$367  = \port$11071$2 [9:0] == 6'h28;
+  assign \$368  = \$366  & \$367 ;
+  assign \$371  = ~ bus__we;
+  assign \$372  = \new  & \$371 ;
+  assign \$373  = \port$11071$2 [9:0] == 6'h29;
+  assign \$374  = \$372  & \$373 ;
+  assign \$377  = ~ bus__we;
+  assign \$378  = \new  & \$377 ;
+  assign \$379  = \port$11071$2 [9:0] == 6'h2a;
+  assign \$380  = \$378  & \$379 ;
+  assign \$383  = ~ bus__we;
+  assign \$384  = \new  & \$383 ;
+  assign \$385  = \port$11071$2 [9:0] == 6'h2b;
+  assign \$386  = \$384  & \$385 ;
+  assign \$389  = ~ bus__we;
+  assign \$390  = \new  & \$389 ;
+  assign \$391  = \port$11071$2 [9:0] == 6'h2c;
+  assign \$392  = \$390  & \$391 ;
+  assign \$395  = ~ bus__we;
+  assign \$396  = \new  & \$395 ;
+  assign \$397  = \port$11071$2 [9:0] == 6'h2d;
+  assign \$398  = \$396  & \$397 ;
+  assign \$401  = ~ bus__we;
+  assign \$402  = \new  & \$401 ;
+  assign \$403  = \port$11071$2 [9:0] == 6'h2e;
+  assign \$404  = \$402  & \$403 ;
+  assign \$407  = ~ bus__we;
+  assign \$408  = \new  & \$407 ;
+  assign \$409  = \port$11071$2 [9:0] == 6'h2f;
+  assign \$410  = \$408  & \$409 ;
+  assign \$413  = ~ bus__we;
+  assign \$414  = \new  & \$413 ;
+  assign \$415  = \port$11071$2 [9:0] == 6'h30;
+  assign \$416  = \$414  & \$415 ;
+  assign \$419  = ~ bus__we;
+  assign \$420  = \new  & \$419 ;
+  assign \$421  = \port$11071$2 [9:0] == 6'h31;
+  assign \$422  = \$420  & \$421 ;
+  assign \$425  = ~ bus__we;
+  assign \$426  = \new  & \$425 ;
+  assign \$427  = \port$11071$2 [9:0] == 6'h32;
+  assign \$428  = \$426  & \$427 ;
+  assign \$431  = ~ bus__we;
+  assign \$432  = \new  & \$431 ;
+  assign \$433  = \port$11071$2 [9:0] == 6'h33;
+  assign \$434  = \$432  & \$433 ;
+  assign \$437  = ~ bus__we;
+  assign \$438  = \new  & \$437 ;
+  assign \$439  = \port$11071$2 [9:0] == 6'h34;
+  assign \$440  = \$438  & \$439 ;
+  assign \$443  = ~ bus__we;
+  assign \$444  = \new  & \$443 ;
+  assign \$445  = \port$11071$2 [9:0] == 6'h35;
+  assign \$446  = \$444  & \$445 ;
+  assign \$449  = ~ bus__we;
+  assign \$450  = \new  & \$449 ;
+  assign \$451  = \port$11071$2 [9:0] == 6'h36;
+  assign \$452  = \$450  & \$451 ;
+  assign \$455  = ~ bus__we;
+  assign \$456  = \new  & \$455 ;
+  assign \$457  = \port$11071$2 [9:0] == 6'h37;
+  assign \$458  = \$456  & \$457 ;
+  assign \$461  = ~ bus__we;
+  assign \$462  = \new  & \$461 ;
+  assign \$463  = \port$11071$2 [9:0] == 6'h38;
+  assign \$464  = \$462  & \$463 ;
+  assign \$467  = ~ bus__we;
+  assign \$468  = \new  & \$467 ;
+  assign \$469  = \port$11071$2 [9:0] == 6'h39;
+  assign \$470  = \$468  & \$469 ;
+  assign \$473  = ~ bus__we;
+  assign \$474  = \new  & \$473 ;
+  assign \$475  = \port$11071$2 [9:0] == 6'h3a;
+  assign \$476  = \$474  & \$475 ;
+  assign \$479  = ~ bus__we;
+  assign \$480  = \new  & \$479 ;
+  assign \$481  = \port$11071$2 [9:0] == 6'h3b;
+  assign \$482  = \$480  & \$481 ;
+  assign \$485  = ~ bus__we;
+  assign \$486  = \new  & \$485 ;
+  assign \$487  = \port$11071$2 [9:0] == 6'h3c;
+  assign \$488  = \$486  & \$487 ;
+  assign \$491  = ~ bus__we;
+  assign \$492  = \new  & \$491 ;
+  assign \$493  = \port$11071$2 [9:0] == 6'h3d;
+  assign \$494  = \$492  & \$493 ;
+  assign \$497  = ~ bus__we;
+  assign \$498  = \new  & \$497 ;
+  assign \$499  = \port$11071$2 [9:0] == 6'h3e;
+  assign \$500  = \$498  & \$499 ;
+  assign \$503  = ~ bus__we;
+  assign \$504  = \new  & \$503 ;
+  assign \$505  = \port$11071$2 [9:0] == 6'h3f;
+  assign \$506  = \$504  & \$505 ;
+  assign \$509  = ~ bus__we;
+  assign \$510  = \new  & \$509 ;
+  assign \$511  = \port$11071$2 [9:0] == 7'h40;
+  assign \$512  = \$510  & \$511 ;
+  assign \$515  = ~ bus__we;
+  assign \$516  = \new  & \$515 ;
+  assign \$517  = \port$11071$2 [9:0] == 7'h41;
+  assign \$518  = \$516  & \$517 ;
+  assign \$521  = ~ bus__we;
+  assign \$522  = \new  & \$521 ;
+  assign \$523  = \port$11071$2 [9:0] == 7'h42;
+  assign \$524  = \$522  & \$523 ;
+  assign \$527  = ~ bus__we;
+  assign \$528  = \new  & \$527 ;
+  assign \$529  = \port$11071$2 [9:0] == 7'h43;
+  assign \$530  = \$528  & \$529 ;
+  assign \$533  = ~ bus__we;
+  assign \$534  = \new  & \$533 ;
+  assign \$535  = \port$11071$2 [9:0] == 7'h44;
+  assign \$536  = \$534  & \$535 ;
+  assign \$539  = ~ bus__we;
+  assign \$540  = \new  & \$539 ;
+  assign \$541  = \port$11071$2 [9:0] == 7'h45;
+  assign \$542  = \$540  & \$541 ;
+  assign \$545  = ~ bus__we;
+  assign \$546  = \new  & \$545 ;
+  assign \$547  = \port$11071$2 [9:0] == 7'h46;
+  assign \$548  = \$546  & \$547 ;
+  assign \$551  = ~ bus__we;
+  assign \$552  = \new  & \$551 ;
+  assign \$553  = \port$11071$2 [9:0] == 7'h47;
+  assign \$554  = \$552  & \$553 ;
+  assign \$557  = ~ bus__we;
+  assign \$558  = \new  & \$557 ;
+  assign \$559  = \port$11071$2 [9:0] == 7'h48;
+  assign \$560  = \$558  & \$559 ;
+  assign \$563  = ~ bus__we;
+  assign \$564  = \new  & \$563 ;
+  assign \$565  = \port$11071$2 [9:0] == 7'h49;
+  assign \$566  = \$564  & \$565 ;
+  assign \$569  = ~ bus__we;
+  assign \$570  = \new  & \$569 ;
+  assign \$571  = \port$11071$2 [9:0] == 7'h4a;
+  assign \$572  = \$570  & \$571 ;
+  assign \$575  = ~ bus__we;
+  assign \$576  = \new  & \$575 ;
+  assign \$577  = \port$11071$2 [9:0] == 7'h4b;
+  assign \$578  = \$576  & \$577 ;
+  assign \$581  = ~ bus__we;
+  assign \$582  = \new  & \$581 ;
+  assign \$583  = \port$11071$2 [9:0] == 7'h4c;
+  assign \$584  = \$582  & \$583 ;
+  assign \$587  = ~ bus__we;
+  assign \$588  = \new  & \$587 ;
+  assign \$589  = \port$11071$2 [9:0] == 7'h4d;
+  assign \$590  = \$588  & \$589 ;
+  assign \$593  = ~ bus__we;
+  assign \$594  = \new  & \$593 ;
+  assign \$595  = \port$11071$2 [9:0] == 7'h4e;
+  assign \$596  = \$594  & \$595 ;
+  assign \$599  = ~ bus__we;
+  assign \$600  = \new  & \$599 ;
+  assign \$601  = \port$11071$2 [9:0] == 7'h4f;
+  assign \$602  = \$600  & \$601 ;
+  assign \$605  = ~ bus__we;
+  assign \$606  = \new  & \$605 ;
+  assign \$607  = \port$11071$2 [9:0] == 7'h50;
+  assign \$608  = \$606  & \$607 ;
+  assign \$611  = ~ bus__we;
+  assign \$612  = \new  & \$611 ;
+  assign \$613  = \port$11071$2 [9:0] == 7'h51;
+  assign \$614  = \$612  & \$613 ;
   always @(posedge clk)
-    ack <= \$802 ;
+    ack <= \$617 ;
   always @(posedge clk)
-    bus__rdata <= \$803 ;
+    bus__rdata <= \$618 ;
   always @(posedge clk)
-    \$signal  <= \$804 ;
+    \$signal  <= \$619 ;
   always @(posedge clk)
-    fw_version_version <= \$805 ;
+    fw_version_version <= \$620 ;
   always @(posedge clk)
-    fw_status_state <= \$806 ;
+    fw_status_state <= \$621 ;
   always @(posedge clk)
-    fw_fault_pc_pc <= \$807 ;
+    fw_fault_pc_pc <= \$622 ;
   always @(posedge clk)
-    fw_fault_cause_cause <= \$808 ;
+    fw_fault_cause_cause <= \$623 ;
   always @(posedge clk)
-    fw_fault_tval_tval <= \$809 ;
+    fw_fault_tval_tval <= \$624 ;
   always @(posedge clk)
-    fw_msg_value <= \$810 ;
+    fw_msg_value <= \$625 ;
   always @(posedge clk)
-    work_mask_qready <= \$811 ;
+    work_mask_qready <= \$626 ;
   always @(posedge clk)
-    work_mask_timer <= \$812 ;
+    work_mask_timer <= \$627 ;
   always @(posedge clk)
-    q_pop_queue <= \$813 ;
+    q_pop_queue <= \$628 ;
   always @(posedge clk)
-    forward_queue <= \$814 ;
+    q_pop_status <= \$629 ;
   always @(posedge clk)
-    forward_tag <= \$815 ;
+    issue_enable <= \$630 ;
   always @(posedge clk)
-    retire_pop_engine <= \$816 ;
+    qreset_ack_queue <= \$631 ;
   always @(posedge clk)
-    cpl_queue <= \$817 ;
+    engine_reset_engine <= \$632 ;
   always @(posedge clk)
-    cpl_irq <= \$818 ;
+    timer_cycles <= \$633 ;
   always @(posedge clk)
-    cpl_halt <= \$819 ;
+    perf_sel_addr <= \$634 ;
   always @(posedge clk)
-    cpl_flags <= \$820 ;
-  always @(posedge clk)
-    cpl_status <= \$821 ;
-  always @(posedge clk)
-    cpl_opcode <= \$822 ;
-  always @(posedge clk)
-    cpl_tag_tag <= \$823 ;
-  always @(posedge clk)
-    qreset_ack_queue <= \$824 ;
-  always @(posedge clk)
-    engine_reset_engine <= \$825 ;
-  always @(posedge clk)
-    q_wait_queue <= \$826 ;
-  always @(posedge clk)
-    timer_cycles <= \$827 ;
-  always @(posedge clk)
-    event0_value <= \$828 ;
-  always @(posedge clk)
-    event1_value <= \$829 ;
-  always @(posedge clk)
-    event2_value <= \$830 ;
-  always @(posedge clk)
-    event3_value <= \$831 ;
-  always @(posedge clk)
-    event4_value <= \$832 ;
-  always @(posedge clk)
-    event5_value <= \$833 ;
-  always @(posedge clk)
-    event6_value <= \$834 ;
-  always @(posedge clk)
-    event7_value <= \$835 ;
-  always @(posedge clk)
-    event8_value <= \$836 ;
-  always @(posedge clk)
-    event9_value <= \$837 ;
-  always @(posedge clk)
-    event10_value <= \$838 ;
-  always @(posedge clk)
-    event11_value <= \$839 ;
-  always @(posedge clk)
-    event12_value <= \$840 ;
-  always @(posedge clk)
-    event13_value <= \$841 ;
-  always @(posedge clk)
-    event14_value <= \$842 ;
-  always @(posedge clk)
-    event15_value <= \$843 ;
-  always @(posedge clk)
-    perf_sel_addr <= \$844 ;
-  always @(posedge clk)
-    unused_r <= \$845 ;
+    unused_r <= \$635 ;
   assign \$1  = ~ ack;
   assign \new  = bus__en & \$1 ;
   assign wdata = bus__wdata & { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
   assign \$2  = \new  & bus__we;
-  assign \$3  = ! \port$9967$2 [9:0];
+  assign \$3  = ! \port$11071$2 [9:0];
   assign wr_fw_version = \$2  & \$3 ;
   assign \$4  = \new  & bus__we;
-  assign \$5  = \port$9967$2 [9:0] == 1'h1;
+  assign \$5  = \port$11071$2 [9:0] == 1'h1;
   assign wr_fw_status = \$4  & \$5 ;
   assign \$6  = \new  & bus__we;
-  assign \$7  = \port$9967$2 [9:0] == 2'h2;
+  assign \$7  = \port$11071$2 [9:0] == 2'h2;
   assign wr_fw_fault_pc = \$6  & \$7 ;
   assign \$8  = \new  & bus__we;
-  assign \$9  = \port$9967$2 [9:0] == 2'h3;
+  assign \$9  = \port$11071$2 [9:0] == 2'h3;
   assign wr_fw_fault_cause = \$8  & \$9 ;
   assign \$10  = \new  & bus__we;
-  assign \$11  = \port$9967$2 [9:0] == 3'h4;
+  assign \$11  = \port$11071$2 [9:0] == 3'h4;
   assign wr_fw_fault_tval = \$10  & \$11 ;
   assign \$12  = \new  & bus__we;
-  assign \$13  = \port$9967$2 [9:0] == 3'h5;
+  assign \$13  = \port$11071$2 [9:0] == 3'h5;
   assign wr_fw_msg = \$12  & \$13 ;
   assign \$14  = \new  & bus__we;
-  assign \$15  = \port$9967$2 [9:0] == 3'h6;
+  assign \$15  = \port$11071$2 [9:0] == 3'h6;
   assign wr_fw_msg_send = \$14  & \$15 ;
   assign fw_msg_send_go = wr_fw_msg_send & wdata[0];
   assign \$16  = \new  & bus__we;
-  assign \$17  = \port$9967$2 [9:0] == 4'h8;
+  assign \$17  = \port$11071$2 [9:0] == 4'h8;
   assign wr_work = \$16  & \$17 ;
   assign \$18  = \new  & bus__we;
-  assign \$19  = \port$9967$2 [9:0] == 4'h9;
+  assign \$19  = \port$11071$2 [9:0] == 4'h9;
   assign wr_work_mask = \$18  & \$19 ;
   assign \$20  = \new  & bus__we;
-  assign \$21  = \port$9967$2 [9:0] == 4'ha;
+  assign \$21  = \port$11071$2 [9:0] == 4'ha;
   assign wr_q_pop = \$20  & \$21 ;
   assign \$22  = \new  & bus__we;
-  assign \$23  = \port$9967$2 [9:0] == 4'hb;
-  assign wr_forward = \$22  & \$23 ;
+  assign \$23  = \port$11071$2 [9:0] == 4'hb;
+  assign wr_issue = \$22  & \$23 ;
   assign \$24  = \new  & bus__we;
-  assign \$25  = \port$9967$2 [9:0] == 5'h10;
-  assign wr_retire_pop = \$24  & \$25 ;
+  assign \$25  = \port$11071$2 [9:0] == 5'h14;
+  assign wr_qreset_ack = \$24  & \$25 ;
   assign \$26  = \new  & bus__we;
-  assign \$27  = \port$9967$2 [9:0] == 5'h11;
-  assign wr_cpl = \$26  & \$27 ;
+  assign \$27  = \port$11071$2 [9:0] == 5'h15;
+  assign wr_engine_reset = \$26  & \$27 ;
   assign \$28  = \new  & bus__we;
-  assign \$29  = \port$9967$2 [9:0] == 5'h12;
-  assign wr_cpl_tag = \$28  & \$29 ;
+  assign \$29  = \port$11071$2 [9:0] == 5'h16;
+  assign wr_watchdog = \$28  & \$29 ;
   assign \$30  = \new  & bus__we;
-  assign \$31  = \port$9967$2 [9:0] == 5'h13;
-  assign wr_cpl_status = \$30  & \$31 ;
+  assign \$31  = \port$11071$2 [9:0] == 5'h18;
+  assign wr_q_head_index0 = \$30  & \$31 ;
   assign \$32  = \new  & bus__we;
-  assign \$33  = \port$9967$2 [9:0] == 5'h14;
-  assign wr_qreset_ack = \$32  & \$33 ;
+  assign \$33  = \port$11071$2 [9:0] == 5'h19;
+  assign wr_q_head_index1 = \$32  & \$33 ;
   assign \$34  = \new  & bus__we;
-  assign \$35  = \port$9967$2 [9:0] == 5'h15;
-  assign wr_engine_reset = \$34  & \$35 ;
+  assign \$35  = \port$11071$2 [9:0] == 5'h1a;
+  assign wr_q_head_index2 = \$34  & \$35 ;
   assign \$36  = \new  & bus__we;
-  assign \$37  = \port$9967$2 [9:0] == 5'h16;
-  assign wr_watchdog = \$36  & \$37 ;
+  assign \$37  = \port$11071$2 [9:0] == 5'h1b;
+  assign wr_q_head_index3 = \$36  & \$37 ;
   assign \$38  = \new  & bus__we;
-  assign \$39  = \port$9967$2 [9:0] == 5'h17;
-  assign wr_q_wait = \$38  & \$39 ;
+  assign \$39  = \port$11071$2 [9:0] == 5'h1c;
+  assign wr_timestamp = \$38  & \$39 ;
   assign \$40  = \new  & bus__we;
-  assign \$41  = \port$9967$2 [9:0] == 5'h18;
-  assign wr_q_head_index0 = \$40  & \$41 ;
+  assign \$41  = \port$11071$2 [9:0] == 5'h1d;
+  assign wr_timer = \$40  & \$41 ;
   assign \$42  = \new  & bus__we;
-  assign \$43  = \port$9967$2 [9:0] == 5'h19;
-  assign wr_q_head_index1 = \$42  & \$43 ;
+  assign \$43  = \port$11071$2 [9:0] == 6'h20;
+  assign wr_q_head0 = \$42  & \$43 ;
   assign \$44  = \new  & bus__we;
-  assign \$45  = \port$9967$2 [9:0] == 5'h1a;
-  assign wr_q_head_index2 = \$44  & \$45 ;
+  assign \$45  = \port$11071$2 [9:0] == 6'h21;
+  assign wr_q_head1 = \$44  & \$45 ;
   assign \$46  = \new  & bus__we;
-  assign \$47  = \port$9967$2 [9:0] == 5'h1b;
-  assign wr_q_head_index3 = \$46  & \$47 ;
+  assign \$47  = \port$11071$2 [9:0] == 6'h22;
+  assign wr_q_head2 = \$46  & \$47 ;
   assign \$48  = \new  & bus__we;
-  assign \$49  = \port$9967$2 [9:0] == 5'h1c;
-  assign wr_timestamp = \$48  & \$49 ;
+  assign \$49  = \port$11071$2 [9:0] == 6'h23;
+  assign wr_q_head3 = \$48  & \$49 ;
   assign \$50  = \new  & bus__we;
-  assign \$51  = \port$9967$2 [9:0] == 5'h1d;
-  assign wr_timer = \$50  & \$51 ;
+  assign \$51  = \port$11071$2 [9:0] == 6'h24;
+  assign wr_q_head4 = \$50  & \$51 ;
   assign \$52  = \new  & bus__we;
-  assign \$53  = \port$9967$2 [9:0] == 6'h20;
-  assign wr_q_head0 = \$52  & \$53 ;
+  assign \$53  = \port$11071$2 [9:0] == 6'h25;
+  assign wr_q_head5 = \$52  & \$53 ;
   assign \$54  = \new  & bus__we;
-  assign \$55  = \port$9967$2 [9:0] == 6'h21;
-  assign wr_q_head1 = \$54  & \$55 ;
+  assign \$55  = \port$11071$2 [9:0] == 6'h26;
+  assign wr_q_head6 = \$54  & \$55 ;
   assign \$56  = \new  & bus__we;
-  assign \$57  = \port$9967$2 [9:0] == 6'h22;
-  assign wr_q_head2 = \$56  & \$57 ;
+  assign \$57  = \port$11071$2 [9:0] == 6'h27;
+  assign wr_q_head7 = \$56  & \$57 ;
   assign \$58  = \new  & bus__we;
-  assign \$59  = \port$9967$2 [9:0] == 6'h23;
-  assign wr_q_head3 = \$58  & \$59 ;
+  assign \$59  = \port$11071$2 [9:0] == 6'h28;
+  assign wr_q_head8 = \$58  & \$59 ;
   assign \$60  = \new  & bus__we;
-  assign \$61  = \port$9967$2 [9:0] == 6'h24;
-  assign wr_q_head4 = \$60  & \$61 ;
+  assign \$61  = \port$11071$2 [9:0] == 6'h29;
+  assign wr_q_head9 = \$60  & \$61 ;
   assign \$62  = \new  & bus__we;
-  assign \$63  = \port$9967$2 [9:0] == 6'h25;
-  assign wr_q_head5 = \$62  & \$63 ;
+  assign \$63  = \port$11071$2 [9:0] == 6'h2a;
+  assign wr_q_head10 = \$62  & \$63 ;
   assign \$64  = \new  & bus__we;
-  assign \$65  = \port$9967$2 [9:0] == 6'h26;
-  assign wr_q_head6 = \$64  & \$65 ;
+  assign \$65  = \port$11071$2 [9:0] == 6'h2b;
+  assign wr_q_head11 = \$64  & \$65 ;
   assign \$66  = \new  & bus__we;
-  assign \$67  = \port$9967$2 [9:0] == 6'h27;
-  assign wr_q_head7 = \$66  & \$67 ;
+  assign \$67  = \port$11071$2 [9:0] == 6'h2c;
+  assign wr_q_head12 = \$66  & \$67 ;
   assign \$68  = \new  & bus__we;
-  assign \$69  = \port$9967$2 [9:0] == 6'h28;
-  assign wr_q_head8 = \$68  & \$69 ;
+  assign \$69  = \port$11071$2 [9:0] == 6'h2d;
+  assign wr_q_head13 = \$68  & \$69 ;
   assign \$70  = \new  & bus__we;
-  assign \$71  = \port$9967$2 [9:0] == 6'h29;
-  assign wr_q_head9 = \$70  & \$71 ;
+  assign \$71  = \port$11071$2 [9:0] == 6'h2e;
+  assign wr_q_head14 = \$70  & \$71 ;
   assign \$72  = \new  & bus__we;
-  assign \$73  = \port$9967$2 [9:0] == 6'h2a;
-  assign wr_q_head10 = \$72  & \$73 ;
+  assign \$73  = \port$11071$2 [9:0] == 6'h2f;
+  assign wr_q_head15 = \$72  & \$73 ;
   assign \$74  = \new  & bus__we;
-  assign \$75  = \port$9967$2 [9:0] == 6'h2b;
-  assign wr_q_head11 = \$74  & \$75 ;
+  assign \$75  = \port$11071$2 [9:0] == 6'h30;
+  assign wr_q_head16 = \$74  & \$75 ;
   assign \$76  = \new  & bus__we;
-  assign \$77  = \port$9967$2 [9:0] == 6'h2c;
-  assign wr_q_head12 = \$76  & \$77 ;
+  assign \$77  = \port$11071$2 [9:0] == 6'h31;
+  assign wr_q_head17 = \$76  & \$77 ;
   assign \$78  = \new  & bus__we;
-  assign \$79  = \port$9967$2 [9:0] == 6'h2d;
-  assign wr_q_head13 = \$78  & \$79 ;
+  assign \$79  = \port$11071$2 [9:0] == 6'h32;
+  assign wr_q_head18 = \$78  & \$79 ;
   assign \$80  = \new  & bus__we;
-  assign \$81  = \port$9967$2 [9:0] == 6'h2e;
-  assign wr_q_head14 = \$80  & \$81 ;
+  assign \$81  = \port$11071$2 [9:0] == 6'h33;
+  assign wr_q_head19 = \$80  & \$81 ;
   assign \$82  = \new  & bus__we;
-  assign \$83  = \port$9967$2 [9:0] == 6'h2f;
-  assign wr_q_head15 = \$82  & \$83 ;
+  assign \$83  = \port$11071$2 [9:0] == 6'h34;
+  assign wr_q_head20 = \$82  & \$83 ;
   assign \$84  = \new  & bus__we;
-  assign \$85  = \port$9967$2 [9:0] == 6'h30;
-  assign wr_q_head16 = \$84  & \$85 ;
+  assign \$85  = \port$11071$2 [9:0] == 6'h35;
+  assign wr_q_head21 = \$84  & \$85 ;
   assign \$86  = \new  & bus__we;
-  assign \$87  = \port$9967$2 [9:0] == 6'h31;
-  assign wr_q_head17 = \$86  & \$87 ;
+  assign \$87  = \port$11071$2 [9:0] == 6'h36;
+  assign wr_q_head22 = \$86  & \$87 ;
   assign \$88  = \new  & bus__we;
-  assign \$89  = \port$9967$2 [9:0] == 6'h32;
-  assign wr_q_head18 = \$88  & \$89 ;
+  assign \$89  = \port$11071$2 [9:0] == 6'h37;
+  assign wr_q_head23 = \$88  & \$89 ;
   assign \$90  = \new  & bus__we;
-  assign \$91  = \port$9967$2 [9:0] == 6'h33;
-  assign wr_q_head19 = \$90  & \$91 ;
+  assign \$91  = \port$11071$2 [9:0] == 6'h38;
+  assign wr_q_head24 = \$90  & \$91 ;
   assign \$92  = \new  & bus__we;
-  assign \$93  = \port$9967$2 [9:0] == 6'h34;
-  assign wr_q_head20 = \$92  & \$93 ;
+  assign \$93  = \port$11071$2 [9:0] == 6'h39;
+  assign wr_q_head25 = \$92  & \$93 ;
   assign \$94  = \new  & bus__we;
-  assign \$95  = \port$9967$2 [9:0] == 6'h35;
-  assign wr_q_head21 = \$94  & \$95 ;
+  assign \$95  = \port$11071$2 [9:0] == 6'h3a;
+  assign wr_q_head26 = \$94  & \$95 ;
   assign \$96  = \new  & bus__we;
-  assign \$97  = \port$9967$2 [9:0] == 6'h36;
-  assign wr_q_head22 = \$96  & \$97 ;
+  assign \$97  = \port$11071$2 [9:0] == 6'h3b;
+  assign wr_q_head27 = \$96  & \$97 ;
   assign \$98  = \new  & bus__we;
-  assign \$99  = \port$9967$2 [9:0] == 6'h37;
-  assign wr_q_head23 = \$98  & \$99 ;
+  assign \$99  = \port$11071$2 [9:0] == 6'h3c;
+  assign wr_q_head28 = \$98  & \$99 ;
   assign \$100  = \new  & bus__we;
-  assign \$101  = \port$9967$2 [9:0] == 6'h38;
-  assign wr_q_head24 = \$100  & \$101 ;
+  assign \$101  = \port$11071$2 [9:0] == 6'h3d;
+  assign wr_q_head29 = \$100  & \$101 ;
+  assign \$102  = \new  & bus__we;
+  assign \$103  = \port$11071$2 [9:0] == 6'h3e;
+  assign wr_q_head30 = \$102  & \$103 ;
+  assign \$104  = \new  & bus__we;
+  assign \$105  = \port$11071$2 [9:0] == 6'h3f;
+  assign wr_q_head31 = \$104  & \$105 ;
+  assign \$106  = \new  & bus__we;
+  assign \$107  = \port$11071$2 [9:0] == 7'h40;
+  assign wr_event0 = \$106  & \$107 ;
+  assign \$108  = \new  & bus__we;
+  assign \$109  = \port$11071$2 [9:0] == 7'h41;
+  assign wr_event1 = \$108  & \$109 ;
+  assign \$110  = \new  & bus__we;
+  assign \$111  = \port$11071$2 [9:0] == 7'h42;
+  assign wr_event2 = \$110  & \$111 ;
+  assign \$112  = \new  & bus__we;
+  assign \$113  = \port$11071$2 [9:0] == 7'h43;
+  assign wr_event3 = \$112  & \$113 ;
+  assign \$114  = \new  & bus__we;
+  assign \$115  = \port$11071$2 [9:0] == 7'h44;
+  assign wr_event4 = \$114  & \$115 ;
+  assign \$116  = \new  & bus__we;
+  assign \$117  = \port$11071$2 [9:0] == 7'h45;
+  assign wr_event5 = \$116  & \$117 ;
+  assign \$118  = \new  & bus__we;
+  assign \$119  = \port$11071$2 [9:0] == 7'h46;
+  assign wr_event6 = \$118  & \$119 ;
+  assign \$120  = \new  & bus__we;
+  assign \$121  = \port$11071$2 [9:0] == 7'h47;
+  assign wr_event7 = \$120  & \$121 ;
+  assign \$122  = \new  & bus__we;
+  assign \$123  = \port$11071$2 [9:0] == 7'h48;
+  assign wr_event8 = \$122  & \$123 ;
+  assign \$124  = \new  & bus__we;
+  assign \$125  = \port$11071$2 [9:0] == 7'h49;
+  assign wr_event9 = \$124  & \$125 ;
+  assign \$126  = \new  & bus__we;
+  assign \$127  = \port$11071$2 [9:0] == 7'h4a;
+  assign wr_event10 = \$126  & \$127 ;
+  assign \$128  = \new  & bus__we;
+  assign \$129  = \port$11071$2 [9:0] == 7'h4b;
+  assign wr_event11 = \$128  & \$129 ;
+  assign \$130  = \new  & bus__we;
+  assign \$131  = \port$11071$2 [9:0] == 7'h4c;
+  assign wr_event12 = \$130  & \$131 ;
+  assign \$132  = \new  & bus__we;
+  assign \$133  = \port$11071$2 [9:0] == 7'h4d;
+  assign wr_event13 = \$132  & \$133 ;
+  assign \$134  = \new  & bus__we;
+  assign \$135  = \port$11071$2 [9:0] == 7'h4e;
+  assign wr_event14 = \$134  & \$135 ;
+  assign \$136  = \new  & bus__we;
+  assign \$137  = \port$11071$2 [9:0] == 7'h4f;
+  assign wr_event15 = \$136  & \$137 ;
+  assign \$138  = \new  & bus__we;
+  assign \$139  = \port$11071$2 [9:0] == 7'h50;
+  assign wr_perf_sel = \$138  & \$139 ;
+  assign \$140  = \new  & bus__we;
+  assign \$141  = \port$11071$2 [9:0] == 7'h51;
+  assign wr_perf_value = \$140  & \$141 ;
+  assign \$142  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$143  = fw_version_version & \$142 ;
+  assign \$144  = \$143  | wdata;
+  assign \$145  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$146  = fw_status_state & \$145 ;
+  assign \$147  = \$146  | wdata[7:0];
+  assign \$148  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$149  = fw_fault_pc_pc & \$148 ;
+  assign \$150  = \$149  | wdata;
+  assign \$151  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$152  = fw_fault_cause_cause & \$151 ;
+  assign \$153  = \$152  | wdata;
+  assign \$154  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$155  = fw_fault_tval_tval & \$154 ;
+  assign \$156  = \$155  | wdata;
+  assign \$157  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$158  = fw_msg_value & \$157 ;
+  assign \$159  = \$158  | wdata;
+  assign \$160  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$161  = work_mask_qready & \$160 ;
+  assign \$162  = \$161  | wdata[3:0];
+  assign \$163  = ~ bus__wstrb[3];
+  assign \$164  = work_mask_timer & \$163 ;
+  assign \$165  = \$164  | wdata[24];
+  assign \$166  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$167  = q_pop_queue & \$166 ;
+  assign \$168  = \$167  | wdata[3:0];
+  assign \$169  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1] };
+  assign \$170  = q_pop_status & \$169 ;
+  assign \$171  = \$170  | wdata[15:8];
+  assign \$172  = ~ bus__wstrb[0];
+  assign \$173  = issue_enable & \$172 ;
+  assign \$174  = \$173  | wdata[0];
+  assign \$175  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$176  = qreset_ack_queue & \$175 ;
+  assign \$177  = \$176  | wdata[3:0];
+  assign \$178  = ~ { bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$179  = engine_reset_engine & \$178 ;
+  assign \$180  = \$179  | wdata[4:0];
+  assign \$181  = ~ { bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3], bus__wstrb[3:2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2], bus__wstrb[2:1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$182  = timer_cycles & \$181 ;
+  assign \$183  = \$182  | wdata;
+  assign \$184  = ~ { bus__wstrb[1], bus__wstrb[1], bus__wstrb[1], bus__wstrb[1:0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0], bus__wstrb[0] };
+  assign \$185  = perf_sel_addr & \$184 ;
+  assign \$186  = \$185  | wdata[11:0];
+  assign \$187  = ~ bus__we;
+  assign \$188  = \new  & \$187 ;
+  assign \$189  = ! \port$11071$2 [9:0];
+  assign \$190  = \$188  & \$189 ;
+  assign \$193  = ~ bus__we;
+  assign \$194  = \new  & \$193 ;
+  assign \$195  = \port$11071$2 [9:0] == 1'h1;
+  assign \$196  = \$194  & \$195 ;
+  assign \$199  = ~ bus__we;
+  assign \$200  = \new  & \$199 ;
+  assign \$201  = \port$11071$2 [9:0] == 2'h2;
+  assign \$202  = \$200  & \$201 ;
+  assign \$205  = ~ bus__we;
+  assign \$206  = \new  & \$205 ;
+  assign \$207  = \port$11071$2 [9:0] == 2'h3;
+  assign \$208  = \$206  & \$207 ;
+  assign \$211  = ~ bus__we;
+  assign \$212  = \new  & \$211 ;
+  assign \$213  = \port$11071$2 [9:0] == 3'h4;
+  assign \$214  = \$212  & \$213 ;
+  assign \$217  = ~ bus__we;
+  assign \$218  = \new  & \$217 ;
+  assign \$219  = \port$11071$2 [9:0] == 3'h5;
+  assign \$220  = \$218  & \$219 ;
+  assign \$223  = ~ bus__we;
+  assign \$224  = \new  & \$223 ;
+  assign \$225  = \port$11071$2 [9:0] == 3'h6;
+  assign \$226  = \$224  & \$225 ;
+  assign \$229  = ~ bus__we;
+  assign \$230  = \new  & \$229 ;
+  assign \$231  = \port$11071$2 [9:0] == 4'h8;
+  assign \$232  = \$230  & \$231 ;
+  assign \$236  = \$234  | { 12'h000, \$235  };
+  assign \$238  = { 3'h0, \$236  } | \$237 ;
+  assign \$240  = \$238  | { 3'h0, \$239  };
+  assign \$241  = ~ bus__we;
+  assign \$242  = \new  & \$241 ;
+  assign \$243  = \port$11071$2 [9:0] == 4'h9;
+  assign \$244  = \$242  & \$243 ;
+  assign \$248  = \$246  | \$247 ;
+  assign \$249  = ~ bus__we;
+  assign \$250  = \new  & \$249 ;
+  assign \$251  = \port$11071$2 [9:0] == 4'ha;
+  assign \$252  = \$250  & \$251 ;
+  assign \$256  = \$254  | { 9'h000, \$255  };
+  assign \$257  = ~ bus__we;
+  assign \$258  = \new  & \$257 ;
+  assign \$259  = \port$11071$2 [9:0] == 4'hb;
+  assign \$260  = \$258  & \$259 ;
+  assign \$263  = ~ bus__we;
+  assign \$264  = \new  & \$263 ;
+  assign \$265  = \port$11071$2 [9:0] == 5'h14;
+  assign \$266  = \$264  & \$265 ;
+  assign \$269  = ~ bus__we;
+  assign \$270  = \new  & \$269 ;
+  assign \$271  = \port$11071$2 [9:0] == 5'h15;
+  assign \$272  = \$270  & \$271 ;
+  assign \$275  = ~ bus__we;
+  assign \$276  = \new  & \$275 ;
+  assign \$277  = \port$11071$2 [9:0] == 5'h16;
+  assign \$278  = \$276  & \$277 ;
+  assign \$281  = ~ bus__we;
+  assign \$282  = \new  & \$281 ;
+  assign \$283  = \port$11071$2 [9:0] == 5'h18;
+  assign \$284  = \$282  & \$283 ;
+  assign \$287  = ~ bus__we;
+  assign \$288  = \new  & \$287 ;
+  assign \$289  = \port$11071$2 [9:0] == 5'h19;
+  assign \$290  = \$288  & \$289 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$802  = \new ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$617  = \new ;
     if (held) begin
-      \$802  = 1'h0;
+      \$617  = 1'h0;
     end
     if (rst) begin
-      \$802  = 1'h0;
+      \$617  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$803  = bus__rdata;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$618  = bus__rdata;
     if (\new ) begin
-      \$803  = 32'd0;
+      \$618  = 32'd0;
     end
-    if (\$285 ) begin
-      \$803  = \$287 [31:0];
+    if (\$190 ) begin
+      \$618  = \$192 [31:0];
     end
-    if (\$291 ) begin
-      \$803  = \$293 ;
+    if (\$196 ) begin
+      \$618  = \$198 ;
     end
-    if (\$297 ) begin
-      \$803  = \$299 [31:0];
+    if (\$202 ) begin
+      \$618  = \$204 [31:0];
     end
-    if (\$303 ) begin
-      \$803  = \$305 [31:0];
+    if (\$208 ) begin
+      \$618  = \$210 [31:0];
     end
-    if (\$309 ) begin
-      \$803  = \$311 [31:0];
+    if (\$214 ) begin
+      \$618  = \$216 [31:0];
     end
-    if (\$315 ) begin
-      \$803  = \$317 [31:0];
+    if (\$220 ) begin
+      \$618  = \$222 [31:0];
     end
-    if (\$321 ) begin
-      \$803  = \$323 ;
+    if (\$226 ) begin
+      \$618  = \$228 ;
     end
-    if (\$327 ) begin
-      \$803  = \$335 [31:0];
+    if (\$232 ) begin
+      \$618  = \$240 [31:0];
     end
-    if (\$339 ) begin
-      \$803  = \$343 ;
+    if (\$244 ) begin
+      \$618  = \$248 ;
     end
-    if (\$347 ) begin
-      \$803  = \$349 ;
+    if (\$252 ) begin
+      \$618  = \$256 ;
     end
-    if (\$353 ) begin
-      \$803  = \$357 [31:0];
+    if (\$260 ) begin
+      \$618  = \$262 ;
     end
-    if (\$361 ) begin
-      \$803  = \$363 ;
+    if (\$266 ) begin
+      \$618  = \$268 ;
     end
-    if (\$367 ) begin
-      \$803  = \$379 [31:0];
+    if (\$272 ) begin
+      \$618  = \$274 ;
     end
-    if (\$383 ) begin
-      \$803  = \$385 ;
+    if (\$278 ) begin
+      \$618  = \$280 [31:0];
     end
-    if (\$389 ) begin
-      \$803  = \$391 ;
+    if (\$284 ) begin
+      \$618  = \$286 [31:0];
     end
-    if (\$395 ) begin
-      \$803  = \$397 ;
+    if (\$290 ) begin
+      \$618  = \$292 [31:0];
     end
-    if (\$401 ) begin
-      \$803  = \$403 ;
+    if (\$296 ) begin
+      \$618  = \$298 [31:0];
     end
-    if (\$407 ) begin
-      \$803  = \$409 [31:0];
+    if (\$302 ) begin
+      \$618  = \$304 [31:0];
     end
-    if (\$413 ) begin
-      \$803  = \$415 ;
+    if (\$308 ) begin
+      \$618  = \$310 [31:0];
     end
-    if (\$419 ) begin
-      \$803  = \$421 [31:0];
+    if (\$314 ) begin
+      \$618  = \$316 [31:0];
     end
-    if (\$425 ) begin
-      \$803  = \$427 [31:0];
+    if (\$320 ) begin
+      \$618  = \$322 [31:0];
     end
-    if (\$431 ) begin
-      \$803  = \$433 [31:0];
+    if (\$326 ) begin
+      \$618  = \$328 [31:0];
     end
-    if (\$437 ) begin
-      \$803  = \$439 [31:0];
+    if (\$332 ) begin
+      \$618  = \$334 [31:0];
     end
-    if (\$443 ) begin
-      \$803  = \$445 [31:0];
+    if (\$338 ) begin
+      \$618  = \$340 [31:0];
     end
-    if (\$449 ) begin
-      \$803  = \$451 [31:0];
+    if (\$344 ) begin
+      \$618  = \$346 [31:0];
     end
-    if (\$455 ) begin
-      \$803  = \$457 [31:0];
+    if (\$350 ) begin
+      \$618  = \$352 [31:0];
     end
-    if (\$461 ) begin
-      \$803  = \$463 [31:0];
+    if (\$356 ) begin
+      \$618  = \$358 [31:0];
     end
-    if (\$467 ) begin
-      \$803  = \$469 [31:0];
+    if (\$362 ) begin
+      \$618  = \$364 [31:0];
     end
-    if (\$473 ) begin
-      \$803  = \$475 [31:0];
+    if (\$368 ) begin
+      \$618  = \$370 [31:0];
     end
-    if (\$479 ) begin
-      \$803  = \$481 [31:0];
+    if (\$374 ) begin
+      \$618  = \$376 [31:0];
     end
-    if (\$485 ) begin
-      \$803  = \$487 [31:0];
+    if (\$380 ) begin
+      \$618  = \$382 [31:0];
     end
-    if (\$491 ) begin
-      \$803  = \$493 [31:0];
+    if (\$386 ) begin
+      \$618  = \$388 [31:0];
     end
-    if (\$497 ) begin
-      \$803  = \$499 [31:0];
+    if (\$392 ) begin
+      \$618  = \$394 [31:0];
     end
-    if (\$503 ) begin
-      \$803  = \$505 [31:0];
+    if (\$398 ) begin
+      \$618  = \$400 [31:0];
     end
-    if (\$509 ) begin
-      \$803  = \$511 [31:0];
+    if (\$404 ) begin
+      \$618  = \$406 [31:0];
     end
-    if (\$515 ) begin
-      \$803  = \$517 [31:0];
+    if (\$410 ) begin
+      \$618  = \$412 [31:0];
     end
-    if (\$521 ) begin
-      \$803  = \$523 [31:0];
+    if (\$416 ) begin
+      \$618  = \$418 [31:0];
     end
-    if (\$527 ) begin
-      \$803  = \$529 [31:0];
+    if (\$422 ) begin
+      \$618  = \$424 [31:0];
     end
-    if (\$533 ) begin
-      \$803  = \$535 [31:0];
+    if (\$428 ) begin
+      \$618  = \$430 [31:0];
     end
-    if (\$539 ) begin
-      \$803  = \$541 [31:0];
+    if (\$434 ) begin
+      \$618  = \$436 [31:0];
     end
-    if (\$545 ) begin
-      \$803  = \$547 [31:0];
+    if (\$440 ) begin
+      \$618  = \$442 [31:0];
     end
-    if (\$551 ) begin
-      \$803  = \$553 [31:0];
+    if (\$446 ) begin
+      \$618  = \$448 [31:0];
     end
-    if (\$557 ) begin
-      \$803  = \$559 [31:0];
+    if (\$452 ) begin
+      \$618  = \$454 [31:0];
     end
-    if (\$563 ) begin
-      \$803  = \$565 [31:0];
+    if (\$458 ) begin
+      \$618  = \$460 [31:0];
     end
-    if (\$569 ) begin
-      \$803  = \$571 [31:0];
+    if (\$464 ) begin
+      \$618  = \$466 [31:0];
     end
-    if (\$575 ) begin
-      \$803  = \$577 [31:0];
+    if (\$470 ) begin
+      \$618  = \$472 [31:0];
     end
-    if (\$581 ) begin
-      \$803  = \$583 [31:0];
+    if (\$476 ) begin
+      \$618  = \$478 [31:0];
     end
-    if (\$587 ) begin
-      \$803  = \$589 [31:0];
+    if (\$482 ) begin
+      \$618  = \$484 [31:0];
     end
-    if (\$593 ) begin
-      \$803  = \$595 [31:0];
+    if (\$488 ) begin
+      \$618  = \$490 [31:0];
     end
-    if (\$599 ) begin
-      \$803  = \$601 [31:0];
+    if (\$494 ) begin
+      \$618  = \$496 [31:0];
     end
-    if (\$605 ) begin
-      \$803  = \$607 [31:0];
+    if (\$500 ) begin
+      \$618  = \$502 [31:0];
     end
-    if (\$611 ) begin
-      \$803  = \$613 [31:0];
+    if (\$506 ) begin
+      \$618  = \$508 [31:0];
     end
-    if (\$617 ) begin
-      \$803  = \$619 [31:0];
+    if (\$512 ) begin
+      \$618  = \$514 [31:0];
     end
-    if (\$623 ) begin
-      \$803  = \$625 [31:0];
+    if (\$518 ) begin
+      \$618  = \$520 [31:0];
     end
-    if (\$629 ) begin
-      \$803  = \$631 [31:0];
+    if (\$524 ) begin
+      \$618  = \$526 [31:0];
     end
-    if (\$635 ) begin
-      \$803  = \$637 [31:0];
+    if (\$530 ) begin
+      \$618  = \$532 [31:0];
     end
-    if (\$641 ) begin
-      \$803  = \$643 [31:0];
+    if (\$536 ) begin
+      \$618  = \$538 [31:0];
     end
-    if (\$647 ) begin
-      \$803  = \$649 [31:0];
+    if (\$542 ) begin
+      \$618  = \$544 [31:0];
     end
-    if (\$653 ) begin
-      \$803  = \$655 [31:0];
+    if (\$548 ) begin
+      \$618  = \$550 [31:0];
     end
-    if (\$659 ) begin
-      \$803  = \$661 [31:0];
+    if (\$554 ) begin
+      \$618  = \$556 [31:0];
     end
-    if (\$665 ) begin
-      \$803  = \$667 [31:0];
+    if (\$560 ) begin
+      \$618  = \$562 [31:0];
     end
-    if (\$671 ) begin
-      \$803  = \$673 [31:0];
+    if (\$566 ) begin
+      \$618  = \$568 [31:0];
     end
-    if (\$677 ) begin
-      \$803  = \$679 [31:0];
+    if (\$572 ) begin
+      \$618  = \$574 [31:0];
     end
-    if (\$683 ) begin
-      \$803  = \$685 [31:0];
+    if (\$578 ) begin
+      \$618  = \$580 [31:0];
     end
-    if (\$689 ) begin
-      \$803  = \$691 [31:0];
+    if (\$584 ) begin
+      \$618  = \$586 [31:0];
     end
-    if (\$695 ) begin
-      \$803  = \$697 [31:0];
+    if (\$590 ) begin
+      \$618  = \$592 [31:0];
     end
-    if (\$701 ) begin
-      \$803  = \$703 [31:0];
+    if (\$596 ) begin
+      \$618  = \$598 [31:0];
     end
-    if (\$707 ) begin
-      \$803  = \$709 [31:0];
+    if (\$602 ) begin
+      \$618  = \$604 [31:0];
     end
-    if (\$713 ) begin
-      \$803  = \$715 [31:0];
+    if (\$608 ) begin
+      \$618  = \$610 ;
     end
-    if (\$719 ) begin
-      \$803  = \$721 [31:0];
-    end
-    if (\$725 ) begin
-      \$803  = \$727 [31:0];
-    end
-    if (\$731 ) begin
-      \$803  = \$733 [31:0];
-    end
-    if (\$737 ) begin
-      \$803  = \$739 [31:0];
-    end
-    if (\$743 ) begin
-      \$803  = \$745 ;
-    end
-    if (\$749 ) begin
-      \$803  = \$751 [31:0];
-    end
-    if (\$755 ) begin
-      \$803  = \$761 [31:0];
-    end
-    if (\$765 ) begin
-      \$803  = \$771 [31:0];
-    end
-    if (\$775 ) begin
-      \$803  = \$781 [31:0];
-    end
-    if (\$785 ) begin
-      \$803  = \$791 [31:0];
-    end
-    if (\$795 ) begin
-      \$803  = \$801 [31:0];
+    if (\$614 ) begin
+      \$618  = \$616 [31:0];
     end
     if (held) begin
-      \$803  = 32'd0;
+      \$618  = 32'd0;
     end
     if (rst) begin
-      \$803  = 32'd0;
+      \$618  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$804  = \$signal ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$619  = \$signal ;
     if (wr_fw_version) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_fw_status) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_fw_fault_pc) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_fw_fault_cause) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_fw_fault_tval) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_fw_msg) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_fw_msg_send) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_work) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_work_mask) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_pop) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
-    if (wr_forward) begin
-      \$804  = 1'h1;
-    end
-    if (wr_retire_pop) begin
-      \$804  = 1'h1;
-    end
-    if (wr_cpl) begin
-      \$804  = 1'h1;
-    end
-    if (wr_cpl_tag) begin
-      \$804  = 1'h1;
-    end
-    if (wr_cpl_status) begin
-      \$804  = 1'h1;
+    if (wr_issue) begin
+      \$619  = 1'h1;
     end
     if (wr_qreset_ack) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_engine_reset) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_watchdog) begin
-      \$804  = 1'h1;
-    end
-    if (wr_q_wait) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head_index0) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head_index1) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head_index2) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head_index3) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_timestamp) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_timer) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head0) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head1) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head2) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head3) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head4) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head5) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head6) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head7) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head8) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head9) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head10) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head11) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head12) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head13) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head14) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head15) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head16) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head17) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head18) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head19) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head20) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head21) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head22) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head23) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head24) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head25) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head26) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head27) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head28) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head29) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head30) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_q_head31) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event0) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event1) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event2) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event3) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event4) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event5) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event6) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event7) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event8) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event9) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event10) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event11) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event12) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event13) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event14) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_event15) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_perf_sel) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (wr_perf_value) begin
-      \$804  = 1'h1;
-    end
-    if (wr_retire0) begin
-      \$804  = 1'h1;
-    end
-    if (wr_retire1) begin
-      \$804  = 1'h1;
-    end
-    if (wr_retire2) begin
-      \$804  = 1'h1;
-    end
-    if (wr_retire3) begin
-      \$804  = 1'h1;
-    end
-    if (wr_retire4) begin
-      \$804  = 1'h1;
+      \$619  = 1'h1;
     end
     if (held) begin
-      \$804  = 1'h0;
+      \$619  = 1'h0;
     end
     if (rst) begin
-      \$804  = 1'h0;
+      \$619  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$805  = fw_version_version;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$620  = fw_version_version;
     if (wr_fw_version) begin
-      \$805  = \$164 ;
+      \$620  = \$144 ;
     end
     if (held) begin
-      \$805  = 32'd0;
+      \$620  = 32'd0;
     end
     if (rst) begin
-      \$805  = 32'd0;
+      \$620  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$806  = fw_status_state;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$621  = fw_status_state;
     if (wr_fw_status) begin
-      \$806  = \$167 ;
+      \$621  = \$147 ;
     end
     if (held) begin
-      \$806  = 8'h00;
+      \$621  = 8'h00;
     end
     if (rst) begin
-      \$806  = 8'h00;
+      \$621  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$807  = fw_fault_pc_pc;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$622  = fw_fault_pc_pc;
     if (wr_fw_fault_pc) begin
-      \$807  = \$170 ;
+      \$622  = \$150 ;
     end
     if (held) begin
-      \$807  = 32'd0;
+      \$622  = 32'd0;
     end
     if (rst) begin
-      \$807  = 32'd0;
+      \$622  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$808  = fw_fault_cause_cause;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$623  = fw_fault_cause_cause;
     if (wr_fw_fault_cause) begin
-      \$808  = \$173 ;
+      \$623  = \$153 ;
     end
     if (held) begin
-      \$808  = 32'd0;
+      \$623  = 32'd0;
     end
     if (rst) begin
-      \$808  = 32'd0;
+      \$623  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$809  = fw_fault_tval_tval;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$624  = fw_fault_tval_tval;
     if (wr_fw_fault_tval) begin
-      \$809  = \$176 ;
+      \$624  = \$156 ;
     end
     if (held) begin
-      \$809  = 32'd0;
+      \$624  = 32'd0;
     end
     if (rst) begin
-      \$809  = 32'd0;
+      \$624  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$810  = fw_msg_value;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$625  = fw_msg_value;
     if (wr_fw_msg) begin
-      \$810  = \$179 ;
+      \$625  = \$159 ;
     end
     if (held) begin
-      \$810  = 32'd0;
+      \$625  = 32'd0;
     end
     if (rst) begin
-      \$810  = 32'd0;
+      \$625  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$811  = work_mask_qready;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$626  = work_mask_qready;
     if (wr_work_mask) begin
-      \$811  = \$182 ;
+      \$626  = \$162 ;
     end
     if (held) begin
-      \$811  = 4'h0;
+      \$626  = 4'h0;
     end
     if (rst) begin
-      \$811  = 4'h0;
+      \$626  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$812  = work_mask_timer;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$627  = work_mask_timer;
     if (wr_work_mask) begin
-      \$812  = \$185 ;
+      \$627  = \$165 ;
     end
     if (held) begin
-      \$812  = 1'h1;
+      \$627  = 1'h1;
     end
     if (rst) begin
-      \$812  = 1'h1;
+      \$627  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$813  = q_pop_queue;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$628  = q_pop_queue;
     if (wr_q_pop) begin
-      \$813  = \$188 ;
+      \$628  = \$168 ;
     end
     if (held) begin
-      \$813  = 4'h0;
+      \$628  = 4'h0;
     end
     if (rst) begin
-      \$813  = 4'h0;
+      \$628  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$814  = forward_queue;
-    if (wr_forward) begin
-      \$814  = \$191 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$629  = q_pop_status;
+    if (wr_q_pop) begin
+      \$629  = \$171 ;
     end
     if (held) begin
-      \$814  = 2'h0;
+      \$629  = 8'h00;
     end
     if (rst) begin
-      \$814  = 2'h0;
+      \$629  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$815  = forward_tag;
-    if (wr_forward) begin
-      \$815  = \$194 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$630  = issue_enable;
+    if (wr_issue) begin
+      \$630  = \$174 ;
     end
     if (held) begin
-      \$815  = 16'h0000;
+      \$630  = 1'h0;
     end
     if (rst) begin
-      \$815  = 16'h0000;
+      \$630  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$816  = retire_pop_engine;
-    if (wr_retire_pop) begin
-      \$816  = \$197 ;
-    end
-    if (held) begin
-      \$816  = 5'h00;
-    end
-    if (rst) begin
-      \$816  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$817  = cpl_queue;
-    if (wr_cpl) begin
-      \$817  = \$200 ;
-    end
-    if (held) begin
-      \$817  = 2'h0;
-    end
-    if (rst) begin
-      \$817  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$818  = cpl_irq;
-    if (wr_cpl) begin
-      \$818  = \$203 ;
-    end
-    if (held) begin
-      \$818  = 1'h0;
-    end
-    if (rst) begin
-      \$818  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$819  = cpl_halt;
-    if (wr_cpl) begin
-      \$819  = \$206 ;
-    end
-    if (held) begin
-      \$819  = 1'h0;
-    end
-    if (rst) begin
-      \$819  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$820  = cpl_flags;
-    if (wr_cpl) begin
-      \$820  = \$209 ;
-    end
-    if (held) begin
-      \$820  = 8'h00;
-    end
-    if (rst) begin
-      \$820  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$821  = cpl_status;
-    if (wr_cpl) begin
-      \$821  = \$212 ;
-    end
-    if (held) begin
-      \$821  = 8'h00;
-    end
-    if (rst) begin
-      \$821  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$822  = cpl_opcode;
-    if (wr_cpl) begin
-      \$822  = \$215 ;
-    end
-    if (held) begin
-      \$822  = 8'h00;
-    end
-    if (rst) begin
-      \$822  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$823  = cpl_tag_tag;
-    if (wr_cpl_tag) begin
-      \$823  = \$218 ;
-    end
-    if (held) begin
-      \$823  = 16'h0000;
-    end
-    if (rst) begin
-      \$823  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$824  = qreset_ack_queue;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$631  = qreset_ack_queue;
     if (wr_qreset_ack) begin
-      \$824  = \$221 ;
+      \$631  = \$177 ;
     end
     if (held) begin
-      \$824  = 4'h0;
+      \$631  = 4'h0;
     end
     if (rst) begin
-      \$824  = 4'h0;
+      \$631  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$825  = engine_reset_engine;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$632  = engine_reset_engine;
     if (wr_engine_reset) begin
-      \$825  = \$224 ;
+      \$632  = \$180 ;
     end
     if (held) begin
-      \$825  = 5'h00;
+      \$632  = 5'h00;
     end
     if (rst) begin
-      \$825  = 5'h00;
+      \$632  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$826  = q_wait_queue;
-    if (wr_q_wait) begin
-      \$826  = \$227 ;
-    end
-    if (held) begin
-      \$826  = 4'h0;
-    end
-    if (rst) begin
-      \$826  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$827  = timer_cycles;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$633  = timer_cycles;
     if (wr_timer) begin
-      \$827  = \$230 ;
+      \$633  = \$183 ;
     end
     if (held) begin
-      \$827  = 32'd0;
+      \$633  = 32'd0;
     end
     if (rst) begin
-      \$827  = 32'd0;
+      \$633  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$828  = event0_value;
-    if (wr_event0) begin
-      \$828  = \$233 ;
-    end
-    if (held) begin
-      \$828  = 32'd0;
-    end
-    if (rst) begin
-      \$828  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$829  = event1_value;
-    if (wr_event1) begin
-      \$829  = \$236 ;
-    end
-    if (held) begin
-      \$829  = 32'd0;
-    end
-    if (rst) begin
-      \$829  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$830  = event2_value;
-    if (wr_event2) begin
-      \$830  = \$239 ;
-    end
-    if (held) begin
-      \$830  = 32'd0;
-    end
-    if (rst) begin
-      \$830  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$831  = event3_value;
-    if (wr_event3) begin
-      \$831  = \$242 ;
-    end
-    if (held) begin
-      \$831  = 32'd0;
-    end
-    if (rst) begin
-      \$831  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$832  = event4_value;
-    if (wr_event4) begin
-      \$832  = \$245 ;
-    end
-    if (held) begin
-      \$832  = 32'd0;
-    end
-    if (rst) begin
-      \$832  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$833  = event5_value;
-    if (wr_event5) begin
-      \$833  = \$248 ;
-    end
-    if (held) begin
-      \$833  = 32'd0;
-    end
-    if (rst) begin
-      \$833  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$834  = event6_value;
-    if (wr_event6) begin
-      \$834  = \$251 ;
-    end
-    if (held) begin
-      \$834  = 32'd0;
-    end
-    if (rst) begin
-      \$834  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$835  = event7_value;
-    if (wr_event7) begin
-      \$835  = \$254 ;
-    end
-    if (held) begin
-      \$835  = 32'd0;
-    end
-    if (rst) begin
-      \$835  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$836  = event8_value;
-    if (wr_event8) begin
-      \$836  = \$257 ;
-    end
-    if (held) begin
-      \$836  = 32'd0;
-    end
-    if (rst) begin
-      \$836  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$837  = event9_value;
-    if (wr_event9) begin
-      \$837  = \$260 ;
-    end
-    if (held) begin
-      \$837  = 32'd0;
-    end
-    if (rst) begin
-      \$837  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$838  = event10_value;
-    if (wr_event10) begin
-      \$838  = \$263 ;
-    end
-    if (held) begin
-      \$838  = 32'd0;
-    end
-    if (rst) begin
-      \$838  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$839  = event11_value;
-    if (wr_event11) begin
-      \$839  = \$266 ;
-    end
-    if (held) begin
-      \$839  = 32'd0;
-    end
-    if (rst) begin
-      \$839  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$840  = event12_value;
-    if (wr_event12) begin
-      \$840  = \$269 ;
-    end
-    if (held) begin
-      \$840  = 32'd0;
-    end
-    if (rst) begin
-      \$840  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$841  = event13_value;
-    if (wr_event13) begin
-      \$841  = \$272 ;
-    end
-    if (held) begin
-      \$841  = 32'd0;
-    end
-    if (rst) begin
-      \$841  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$842  = event14_value;
-    if (wr_event14) begin
-      \$842  = \$275 ;
-    end
-    if (held) begin
-      \$842  = 32'd0;
-    end
-    if (rst) begin
-      \$842  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$843  = event15_value;
-    if (wr_event15) begin
-      \$843  = \$278 ;
-    end
-    if (held) begin
-      \$843  = 32'd0;
-    end
-    if (rst) begin
-      \$843  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$844  = perf_sel_addr;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$634  = perf_sel_addr;
     if (wr_perf_sel) begin
-      \$844  = \$281 ;
+      \$634  = \$186 ;
     end
     if (held) begin
-      \$844  = 12'h000;
+      \$634  = 12'h000;
     end
     if (rst) begin
-      \$844  = 12'h000;
+      \$634  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$845  = unused_r;
-    if (\$285 ) begin
-      \$845  = 1'h1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$635  = unused_r;
+    if (\$190 ) begin
+      \$635  = 1'h1;
     end
-    if (\$291 ) begin
-      \$845  = 1'h1;
+    if (\$196 ) begin
+      \$635  = 1'h1;
     end
-    if (\$297 ) begin
-      \$845  = 1'h1;
+    if (\$202 ) begin
+      \$635  = 1'h1;
     end
-    if (\$303 ) begin
-      \$845  = 1'h1;
+    if (\$208 ) begin
+      \$635  = 1'h1;
     end
-    if (\$309 ) begin
-      \$845  = 1'h1;
+    if (\$214 ) begin
+      \$635  = 1'h1;
     end
-    if (\$315 ) begin
-      \$845  = 1'h1;
+    if (\$220 ) begin
+      \$635  = 1'h1;
     end
-    if (\$321 ) begin
-      \$845  = 1'h1;
+    if (\$226 ) begin
+      \$635  = 1'h1;
     end
-    if (\$327 ) begin
-      \$845  = 1'h1;
+    if (\$232 ) begin
+      \$635  = 1'h1;
     end
-    if (\$339 ) begin
-      \$845  = 1'h1;
+    if (\$244 ) begin
+      \$635  = 1'h1;
     end
-    if (\$347 ) begin
-      \$845  = 1'h1;
+    if (\$252 ) begin
+      \$635  = 1'h1;
     end
-    if (\$353 ) begin
-      \$845  = 1'h1;
+    if (\$260 ) begin
+      \$635  = 1'h1;
     end
-    if (\$361 ) begin
-      \$845  = 1'h1;
+    if (\$266 ) begin
+      \$635  = 1'h1;
     end
-    if (\$367 ) begin
-      \$845  = 1'h1;
+    if (\$272 ) begin
+      \$635  = 1'h1;
     end
-    if (\$383 ) begin
-      \$845  = 1'h1;
+    if (\$278 ) begin
+      \$635  = 1'h1;
     end
-    if (\$389 ) begin
-      \$845  = 1'h1;
+    if (\$284 ) begin
+      \$635  = 1'h1;
     end
-    if (\$395 ) begin
-      \$845  = 1'h1;
+    if (\$290 ) begin
+      \$635  = 1'h1;
     end
-    if (\$401 ) begin
-      \$845  = 1'h1;
+    if (\$296 ) begin
+      \$635  = 1'h1;
     end
-    if (\$407 ) begin
-      \$845  = 1'h1;
+    if (\$302 ) begin
+      \$635  = 1'h1;
     end
-    if (\$413 ) begin
-      \$845  = 1'h1;
+    if (\$308 ) begin
+      \$635  = 1'h1;
     end
-    if (\$419 ) begin
-      \$845  = 1'h1;
+    if (\$314 ) begin
+      \$635  = 1'h1;
     end
-    if (\$425 ) begin
-      \$845  = 1'h1;
+    if (\$320 ) begin
+      \$635  = 1'h1;
     end
-    if (\$431 ) begin
-      \$845  = 1'h1;
+    if (\$326 ) begin
+      \$635  = 1'h1;
     end
-    if (\$437 ) begin
-      \$845  = 1'h1;
+    if (\$332 ) begin
+      \$635  = 1'h1;
     end
-    if (\$443 ) begin
-      \$845  = 1'h1;
+    if (\$338 ) begin
+      \$635  = 1'h1;
     end
-    if (\$449 ) begin
-      \$845  = 1'h1;
+    if (\$344 ) begin
+      \$635  = 1'h1;
     end
-    if (\$455 ) begin
-      \$845  = 1'h1;
+    if (\$350 ) begin
+      \$635  = 1'h1;
     end
-    if (\$461 ) begin
-      \$845  = 1'h1;
+    if (\$356 ) begin
+      \$635  = 1'h1;
     end
-    if (\$467 ) begin
-      \$845  = 1'h1;
+    if (\$362 ) begin
+      \$635  = 1'h1;
     end
-    if (\$473 ) begin
-      \$845  = 1'h1;
+    if (\$368 ) begin
+      \$635  = 1'h1;
     end
-    if (\$479 ) begin
-      \$845  = 1'h1;
+    if (\$374 ) begin
+      \$635  = 1'h1;
     end
-    if (\$485 ) begin
-      \$845  = 1'h1;
+    if (\$380 ) begin
+      \$635  = 1'h1;
     end
-    if (\$491 ) begin
-      \$845  = 1'h1;
+    if (\$386 ) begin
+      \$635  = 1'h1;
     end
-    if (\$497 ) begin
-      \$845  = 1'h1;
+    if (\$392 ) begin
+      \$635  = 1'h1;
     end
-    if (\$503 ) begin
-      \$845  = 1'h1;
+    if (\$398 ) begin
+      \$635  = 1'h1;
     end
-    if (\$509 ) begin
-      \$845  = 1'h1;
+    if (\$404 ) begin
+      \$635  = 1'h1;
     end
-    if (\$515 ) begin
-      \$845  = 1'h1;
+    if (\$410 ) begin
+      \$635  = 1'h1;
     end
-    if (\$521 ) begin
-      \$845  = 1'h1;
+    if (\$416 ) begin
+      \$635  = 1'h1;
     end
-    if (\$527 ) begin
-      \$845  = 1'h1;
+    if (\$422 ) begin
+      \$635  = 1'h1;
     end
-    if (\$533 ) begin
-      \$845  = 1'h1;
+    if (\$428 ) begin
+      \$635  = 1'h1;
     end
-    if (\$539 ) begin
-      \$845  = 1'h1;
+    if (\$434 ) begin
+      \$635  = 1'h1;
     end
-    if (\$545 ) begin
-      \$845  = 1'h1;
+    if (\$440 ) begin
+      \$635  = 1'h1;
     end
-    if (\$551 ) begin
-      \$845  = 1'h1;
+    if (\$446 ) begin
+      \$635  = 1'h1;
     end
-    if (\$557 ) begin
-      \$845  = 1'h1;
+    if (\$452 ) begin
+      \$635  = 1'h1;
     end
-    if (\$563 ) begin
-      \$845  = 1'h1;
+    if (\$458 ) begin
+      \$635  = 1'h1;
     end
-    if (\$569 ) begin
-      \$845  = 1'h1;
+    if (\$464 ) begin
+      \$635  = 1'h1;
     end
-    if (\$575 ) begin
-      \$845  = 1'h1;
+    if (\$470 ) begin
+      \$635  = 1'h1;
     end
-    if (\$581 ) begin
-      \$845  = 1'h1;
+    if (\$476 ) begin
+      \$635  = 1'h1;
     end
-    if (\$587 ) begin
-      \$845  = 1'h1;
+    if (\$482 ) begin
+      \$635  = 1'h1;
     end
-    if (\$593 ) begin
-      \$845  = 1'h1;
+    if (\$488 ) begin
+      \$635  = 1'h1;
     end
-    if (\$599 ) begin
-      \$845  = 1'h1;
+    if (\$494 ) begin
+      \$635  = 1'h1;
     end
-    if (\$605 ) begin
-      \$845  = 1'h1;
+    if (\$500 ) begin
+      \$635  = 1'h1;
     end
-    if (\$611 ) begin
-      \$845  = 1'h1;
+    if (\$506 ) begin
+      \$635  = 1'h1;
     end
-    if (\$617 ) begin
-      \$845  = 1'h1;
+    if (\$512 ) begin
+      \$635  = 1'h1;
     end
-    if (\$623 ) begin
-      \$845  = 1'h1;
+    if (\$518 ) begin
+      \$635  = 1'h1;
     end
-    if (\$629 ) begin
-      \$845  = 1'h1;
+    if (\$524 ) begin
+      \$635  = 1'h1;
     end
-    if (\$635 ) begin
-      \$845  = 1'h1;
+    if (\$530 ) begin
+      \$635  = 1'h1;
     end
-    if (\$641 ) begin
-      \$845  = 1'h1;
+    if (\$536 ) begin
+      \$635  = 1'h1;
     end
-    if (\$647 ) begin
-      \$845  = 1'h1;
+    if (\$542 ) begin
+      \$635  = 1'h1;
     end
-    if (\$653 ) begin
-      \$845  = 1'h1;
+    if (\$548 ) begin
+      \$635  = 1'h1;
     end
-    if (\$659 ) begin
-      \$845  = 1'h1;
+    if (\$554 ) begin
+      \$635  = 1'h1;
     end
-    if (\$665 ) begin
-      \$845  = 1'h1;
+    if (\$560 ) begin
+      \$635  = 1'h1;
     end
-    if (\$671 ) begin
-      \$845  = 1'h1;
+    if (\$566 ) begin
+      \$635  = 1'h1;
     end
-    if (\$677 ) begin
-      \$845  = 1'h1;
+    if (\$572 ) begin
+      \$635  = 1'h1;
     end
-    if (\$683 ) begin
-      \$845  = 1'h1;
+    if (\$578 ) begin
+      \$635  = 1'h1;
     end
-    if (\$689 ) begin
-      \$845  = 1'h1;
+    if (\$584 ) begin
+      \$635  = 1'h1;
     end
-    if (\$695 ) begin
-      \$845  = 1'h1;
+    if (\$590 ) begin
+      \$635  = 1'h1;
     end
-    if (\$701 ) begin
-      \$845  = 1'h1;
+    if (\$596 ) begin
+      \$635  = 1'h1;
     end
-    if (\$707 ) begin
-      \$845  = 1'h1;
+    if (\$602 ) begin
+      \$635  = 1'h1;
     end
-    if (\$713 ) begin
-      \$845  = 1'h1;
+    if (\$608 ) begin
+      \$635  = 1'h1;
     end
-    if (\$719 ) begin
-      \$845  = 1'h1;
-    end
-    if (\$725 ) begin
-      \$845  = 1'h1;
-    end
-    if (\$731 ) begin
-      \$845  = 1'h1;
-    end
-    if (\$737 ) begin
-      \$845  = 1'h1;
-    end
-    if (\$743 ) begin
-      \$845  = 1'h1;
-    end
-    if (\$749 ) begin
-      \$845  = 1'h1;
-    end
-    if (\$755 ) begin
-      \$845  = 1'h1;
-    end
-    if (\$765 ) begin
-      \$845  = 1'h1;
-    end
-    if (\$775 ) begin
-      \$845  = 1'h1;
-    end
-    if (\$785 ) begin
-      \$845  = 1'h1;
-    end
-    if (\$795 ) begin
-      \$845  = 1'h1;
+    if (\$614 ) begin
+      \$635  = 1'h1;
     end
     if (held) begin
-      \$845  = 1'h0;
+      \$635  = 1'h0;
     end
     if (rst) begin
-      \$845  = 1'h0;
+      \$635  = 1'h0;
     end
   end
   assign bus__ack = ack;
   assign rdata = bus__rdata;
-  assign bus__addr = { \port$9967$2 , 2'h0 };
-  assign work_qready = { \port$4552$0 , \port$4542$0 , \port$4532$0 , \port$4522$0  };
-  assign work_qreset = { \port$4554$0 , \port$4544$0 , \port$4534$0 , \port$4524$0  };
-  assign q_head0_word = \port$5582$0 [31:0];
-  assign q_head1_word = \port$5582$0 [63:32];
-  assign q_head2_word = \port$5582$0 [95:64];
-  assign q_head3_word = \port$5582$0 [127:96];
-  assign q_head4_word = \port$5582$0 [159:128];
-  assign q_head5_word = \port$5582$0 [191:160];
-  assign q_head6_word = \port$5582$0 [223:192];
-  assign q_head7_word = \port$5582$0 [255:224];
-  assign q_head8_word = \port$5612$0 [31:0];
-  assign q_head9_word = \port$5612$0 [63:32];
-  assign q_head10_word = \port$5612$0 [95:64];
-  assign q_head11_word = \port$5612$0 [127:96];
-  assign q_head12_word = \port$5612$0 [159:128];
-  assign q_head13_word = \port$5612$0 [191:160];
-  assign q_head14_word = \port$5612$0 [223:192];
-  assign q_head15_word = \port$5612$0 [255:224];
-  assign q_head16_word = \port$5642$0 [31:0];
-  assign q_head17_word = \port$5642$0 [63:32];
-  assign q_head18_word = \port$5642$0 [95:64];
-  assign q_head19_word = \port$5642$0 [127:96];
-  assign q_head20_word = \port$5642$0 [159:128];
-  assign q_head21_word = \port$5642$0 [191:160];
-  assign q_head22_word = \port$5642$0 [223:192];
-  assign q_head23_word = \port$5642$0 [255:224];
-  assign q_head24_word = \port$5672$0 [31:0];
-  assign q_head25_word = \port$5672$0 [63:32];
-  assign q_head26_word = \port$5672$0 [95:64];
-  assign q_head27_word = \port$5672$0 [127:96];
-  assign q_head28_word = \port$5672$0 [159:128];
-  assign q_head29_word = \port$5672$0 [191:160];
-  assign q_head30_word = \port$5672$0 [223:192];
-  assign q_head31_word = \port$5672$0 [255:224];
-  assign retire0_error = \port$9238$0 [7:0];
-  assign retire0_tag = \port$9238$0 [23:8];
-  assign retire1_error = \port$9288$0 [7:0];
-  assign retire1_tag = \port$9288$0 [23:8];
-  assign retire2_error = \port$9338$0 [7:0];
-  assign retire2_tag = \port$9338$0 [23:8];
-  assign retire3_error = \port$9388$0 [7:0];
-  assign retire3_tag = \port$9388$0 [23:8];
-  assign retire4_error = \port$9438$0 [7:0];
-  assign retire4_tag = \port$9438$0 [23:8];
-  assign \$286  = { 1'h0, fw_version_version };
-  assign \$287  = \$286 ;
-  assign \$292  = { 1'h0, fw_status_state };
-  assign \$293  = { 23'h000000, \$292  };
-  assign \$298  = { 1'h0, fw_fault_pc_pc };
-  assign \$299  = \$298 ;
-  assign \$304  = { 1'h0, fw_fault_cause_cause };
-  assign \$305  = \$304 ;
-  assign \$310  = { 1'h0, fw_fault_tval_tval };
-  assign \$311  = \$310 ;
-  assign \$316  = { 1'h0, fw_msg_value };
-  assign \$317  = \$316 ;
-  assign \$322  = 2'h0;
-  assign \$323  = { 30'h00000000, \$322  };
-  assign \$328  = { 1'h0, \port$4552$0 , \port$4542$0 , \port$4532$0 , \port$4522$0  };
-  assign \$329  = { 27'h0000000, \$328  };
-  assign \$330  = { 7'h00, work_retire, 8'h00 };
-  assign \$332  = { 15'h0000, \port$4554$0 , \port$4544$0 , \port$4534$0 , \port$4524$0 , 16'h0000 };
-  assign \$334  = { 7'h00, work_timer, 24'h000000 };
-  assign \$340  = { 1'h0, work_mask_qready };
-  assign \$341  = { 27'h0000000, \$340  };
-  assign \$342  = { 7'h00, work_mask_timer, 24'h000000 };
-  assign \$348  = { 1'h0, q_pop_queue };
-  assign \$349  = { 27'h0000000, \$348  };
-  assign \$354  = { 1'h0, forward_queue };
-  assign \$355  = { 29'h00000000, \$354  };
-  assign \$356  = { 15'h0000, forward_tag, 16'h0000 };
-  assign \$362  = { 1'h0, retire_pop_engine };
-  assign \$363  = { 26'h0000000, \$362  };
-  assign \$368  = { 1'h0, cpl_queue };
-  assign \$369  = { 29'h00000000, \$368  };
-  assign \$370  = { 1'h0, cpl_irq, 2'h0 };
-  assign \$372  = { cpl_halt, 3'h0 };
-  assign \$374  = { 7'h00, cpl_flags, 8'h00 };
-  assign \$376  = { 15'h0000, cpl_status, 16'h0000 };
-  assign \$378  = { 7'h00, cpl_opcode, 24'h000000 };
-  assign \$384  = { 1'h0, cpl_tag_tag };
-  assign \$385  = { 15'h0000, \$384  };
-  assign \$390  = { 1'h0, cpl_status_free };
-  assign \$391  = { 27'h0000000, \$390  };
-  assign \$396  = { 1'h0, qreset_ack_queue };
-  assign \$397  = { 27'h0000000, \$396  };
-  assign \$402  = { 1'h0, engine_reset_engine };
-  assign \$403  = { 26'h0000000, \$402  };
-  assign \$408  = { 1'h0, watchdog_cycles };
-  assign \$409  = \$408 ;
-  assign \$414  = { 1'h0, q_wait_queue };
-  assign \$415  = { 27'h0000000, \$414  };
-  assign \$420  = { 1'h0, q_head_index0_index };
-  assign \$421  = \$420 ;
-  assign \$426  = { 1'h0, q_head_index1_index };
-  assign \$427  = \$426 ;
-  assign \$432  = { 1'h0, q_head_index2_index };
-  assign \$433  = \$432 ;
-  assign \$438  = { 1'h0, q_head_index3_index };
-  assign \$439  = \$438 ;
-  assign \$444  = { 1'h0, timestamp_cycles };
-  assign \$445  = \$444 ;
-  assign \$450  = { 1'h0, timer_cycles };
-  assign \$451  = \$450 ;
-  assign \$456  = { 1'h0, \port$5582$0 [31:0] };
-  assign \$457  = \$456 ;
-  assign \$462  = { 1'h0, \port$5582$0 [63:32] };
-  assign \$463  = \$462 ;
-  assign \$468  = { 1'h0, \port$5582$0 [95:64] };
-  assign \$469  = \$468 ;
-  assign \$474  = { 1'h0, \port$5582$0 [127:96] };
-  assign \$475  = \$474 ;
-  assign \$480  = { 1'h0, \port$5582$0 [159:128] };
-  assign \$481  = \$480 ;
-  assign \$486  = { 1'h0, \port$5582$0 [191:160] };
-  assign \$487  = \$486 ;
-  assign \$492  = { 1'h0, \port$5582$0 [223:192] };
-  assign \$493  = \$492 ;
-  assign \$498  = { 1'h0, \port$5582$0 [255:224] };
-  assign \$499  = \$498 ;
-  assign \$504  = { 1'h0, \port$5612$0 [31:0] };
-  assign \$505  = \$504 ;
-  assign \$510  = { 1'h0, \port$5612$0 [63:32] };
-  assign \$511  = \$510 ;
-  assign \$516  = { 1'h0, \port$5612$0 [95:64] };
-  assign \$517  = \$516 ;
-  assign \$522  = { 1'h0, \port$5612$0 [127:96] };
-  assign \$523  = \$522 ;
-  assign \$528  = { 1'h0, \port$5612$0 [159:128] };
-  assign \$529  = \$528 ;
-  assign \$534  = { 1'h0, \port$5612$0 [191:160] };
-  assign \$535  = \$534 ;
-  assign \$540  = { 1'h0, \port$5612$0 [223:192] };
-  assign \$541  = \$540 ;
-  assign \$546  = { 1'h0, \port$5612$0 [255:224] };
-  assign \$547  = \$546 ;
-  assign \$552  = { 1'h0, \port$5642$0 [31:0] };
-  assign \$553  = \$552 ;
-  assign \$558  = { 1'h0, \port$5642$0 [63:32] };
-  assign \$559  = \$558 ;
-  assign \$564  = { 1'h0, \port$5642$0 [95:64] };
-  assign \$565  = \$564 ;
-  assign \$570  = { 1'h0, \port$5642$0 [127:96] };
-  assign \$571  = \$570 ;
-  assign \$576  = { 1'h0, \port$5642$0 [159:128] };
-  assign \$577  = \$576 ;
-  assign \$582  = { 1'h0, \port$5642$0 [191:160] };
-  assign \$583  = \$582 ;
-  assign \$588  = { 1'h0, \port$5642$0 [223:192] };
-  assign \$589  = \$588 ;
-  assign \$594  = { 1'h0, \port$5642$0 [255:224] };
-  assign \$595  = \$594 ;
-  assign \$600  = { 1'h0, \port$5672$0 [31:0] };
-  assign \$601  = \$600 ;
-  assign \$606  = { 1'h0, \port$5672$0 [63:32] };
-  assign \$607  = \$606 ;
-  assign \$612  = { 1'h0, \port$5672$0 [95:64] };
-  assign \$613  = \$612 ;
-  assign \$618  = { 1'h0, \port$5672$0 [127:96] };
-  assign \$619  = \$618 ;
-  assign \$624  = { 1'h0, \port$5672$0 [159:128] };
-  assign \$625  = \$624 ;
-  assign \$630  = { 1'h0, \port$5672$0 [191:160] };
-  assign \$631  = \$630 ;
-  assign \$636  = { 1'h0, \port$5672$0 [223:192] };
-  assign \$637  = \$636 ;
-  assign \$642  = { 1'h0, \port$5672$0 [255:224] };
-  assign \$643  = \$642 ;
-  assign \$648  = { 1'h0, event0_value };
-  assign \$649  = \$648 ;
-  assign \$654  = { 1'h0, event1_value };
-  assign \$655  = \$654 ;
-  assign \$660  = { 1'h0, event2_value };
-  assign \$661  = \$660 ;
-  assign \$666  = { 1'h0, event3_value };
-  assign \$667  = \$666 ;
-  assign \$672  = { 1'h0, event4_value };
-  assign \$673  = \$672 ;
-  assign \$678  = { 1'h0, event5_value };
-  assign \$679  = \$678 ;
-  assign \$684  = { 1'h0, event6_value };
-  assign \$685  = \$684 ;
-  assign \$690  = { 1'h0, event7_value };
-  assign \$691  = \$690 ;
-  assign \$696  = { 1'h0, event8_value };
-  assign \$697  = \$696 ;
-  assign \$702  = { 1'h0, event9_value };
-  assign \$703  = \$702 ;
-  assign \$708  = { 1'h0, event10_value };
-  assign \$709  = \$708 ;
-  assign \$714  = { 1'h0, event11_value };
-  assign \$715  = \$714 ;
-  assign \$720  = { 1'h0, event12_value };
-  assign \$721  = \$720 ;
-  assign \$726  = { 1'h0, event13_value };
-  assign \$727  = \$726 ;
-  assign \$732  = { 1'h0, event14_value };
-  assign \$733  = \$732 ;
-  assign \$738  = { 1'h0, event15_value };
-  assign \$739  = \$738 ;
-  assign \$744  = { 1'h0, perf_sel_addr };
-  assign \$745  = { 19'h00000, \$744  };
-  assign \$750  = { 1'h0, perf_value_value };
-  assign \$751  = \$750 ;
-  assign \$756  = { 1'h0, retire0_valid };
-  assign \$757  = { 30'h00000000, \$756  };
-  assign \$758  = { 7'h00, \port$9238$0 [7:0], 8'h00 };
-  assign \$760  = { 15'h0000, \port$9238$0 [23:8], 16'h0000 };
-  assign \$766  = { 1'h0, retire1_valid };
-  assign \$767  = { 30'h00000000, \$766  };
-  assign \$768  = { 7'h00, \port$9288$0 [7:0], 8'h00 };
-  assign \$770  = { 15'h0000, \port$9288$0 [23:8], 16'h0000 };
-  assign \$776  = { 1'h0, retire2_valid };
-  assign \$777  = { 30'h00000000, \$776  };
-  assign \$778  = { 7'h00, \port$9338$0 [7:0], 8'h00 };
-  assign \$780  = { 15'h0000, \port$9338$0 [23:8], 16'h0000 };
-  assign \$786  = { 1'h0, retire3_valid };
-  assign \$787  = { 30'h00000000, \$786  };
-  assign \$788  = { 7'h00, \port$9388$0 [7:0], 8'h00 };
-  assign \$790  = { 15'h0000, \port$9388$0 [23:8], 16'h0000 };
-  assign \$796  = { 1'h0, retire4_valid };
-  assign \$797  = { 30'h00000000, \$796  };
-  assign \$798  = { 7'h00, \port$9438$0 [7:0], 8'h00 };
-  assign \$800  = { 15'h0000, \port$9438$0 [23:8], 16'h0000 };
+  assign bus__addr = { \port$11071$2 , 2'h0 };
+  assign work_qready = { \port$9290$0 , \port$9257$0 , \port$9224$0 , \port$9191$0  };
+  assign work_qreset = { \port$4251$0 , \port$4241$0 , \port$4231$0 , \port$4221$0  };
+  assign q_head0_word = \port$5283$0 [31:0];
+  assign q_head1_word = \port$5283$0 [63:32];
+  assign q_head2_word = \port$5283$0 [95:64];
+  assign q_head3_word = \port$5283$0 [127:96];
+  assign q_head4_word = \port$5283$0 [159:128];
+  assign q_head5_word = \port$5283$0 [191:160];
+  assign q_head6_word = \port$5283$0 [223:192];
+  assign q_head7_word = \port$5283$0 [255:224];
+  assign q_head8_word = \port$5313$0 [31:0];
+  assign q_head9_word = \port$5313$0 [63:32];
+  assign q_head10_word = \port$5313$0 [95:64];
+  assign q_head11_word = \port$5313$0 [127:96];
+  assign q_head12_word = \port$5313$0 [159:128];
+  assign q_head13_word = \port$5313$0 [191:160];
+  assign q_head14_word = \port$5313$0 [223:192];
+  assign q_head15_word = \port$5313$0 [255:224];
+  assign q_head16_word = \port$5343$0 [31:0];
+  assign q_head17_word = \port$5343$0 [63:32];
+  assign q_head18_word = \port$5343$0 [95:64];
+  assign q_head19_word = \port$5343$0 [127:96];
+  assign q_head20_word = \port$5343$0 [159:128];
+  assign q_head21_word = \port$5343$0 [191:160];
+  assign q_head22_word = \port$5343$0 [223:192];
+  assign q_head23_word = \port$5343$0 [255:224];
+  assign q_head24_word = \port$5373$0 [31:0];
+  assign q_head25_word = \port$5373$0 [63:32];
+  assign q_head26_word = \port$5373$0 [95:64];
+  assign q_head27_word = \port$5373$0 [127:96];
+  assign q_head28_word = \port$5373$0 [159:128];
+  assign q_head29_word = \port$5373$0 [191:160];
+  assign q_head30_word = \port$5373$0 [223:192];
+  assign q_head31_word = \port$5373$0 [255:224];
+  assign event0_value = \port$12550$0 [31:0];
+  assign event1_value = \port$12550$0 [63:32];
+  assign event2_value = \port$12550$0 [95:64];
+  assign event3_value = \port$12550$0 [127:96];
+  assign event4_value = \port$12550$0 [159:128];
+  assign event5_value = \port$12550$0 [191:160];
+  assign event6_value = \port$12550$0 [223:192];
+  assign event7_value = \port$12550$0 [255:224];
+  assign event8_value = \port$12550$0 [287:256];
+  assign event9_value = \port$12550$0 [319:288];
+  assign event10_value = \port$12550$0 [351:320];
+  assign event11_value = \port$12550$0 [383:352];
+  assign event12_value = \port$12550$0 [415:384];
+  assign event13_value = \port$12550$0 [447:416];
+  assign event14_value = \port$12550$0 [479:448];
+  assign event15_value = \port$12550$0 [511:480];
+  assign \$191  = { 1'h0, fw_version_version };
+  assign \$192  = \$191 ;
+  assign \$197  = { 1'h0, fw_status_state };
+  assign \$198  = { 23'h000000, \$197  };
+  assign \$203  = { 1'h0, fw_fault_pc_pc };
+  assign \$204  = \$203 ;
+  assign \$209  = { 1'h0, fw_fault_cause_cause };
+  assign \$210  = \$209 ;
+  assign \$215  = { 1'h0, fw_fault_tval_tval };
+  assign \$216  = \$215 ;
+  assign \$221  = { 1'h0, fw_msg_value };
+  assign \$222  = \$221 ;
+  assign \$227  = 2'h0;
+  assign \$228  = { 30'h00000000, \$227  };
+  assign \$233  = { 1'h0, \port$9290$0 , \port$9257$0 , \port$9224$0 , \port$9191$0  };
+  assign \$234  = { 27'h0000000, \$233  };
+  assign \$235  = { 7'h00, work_hung, 8'h00 };
+  assign \$237  = { 15'h0000, \port$4251$0 , \port$4241$0 , \port$4231$0 , \port$4221$0 , 16'h0000 };
+  assign \$239  = { 7'h00, work_timer, 24'h000000 };
+  assign \$245  = { 1'h0, work_mask_qready };
+  assign \$246  = { 27'h0000000, \$245  };
+  assign \$247  = { 7'h00, work_mask_timer, 24'h000000 };
+  assign \$253  = { 1'h0, q_pop_queue };
+  assign \$254  = { 27'h0000000, \$253  };
+  assign \$255  = { 7'h00, q_pop_status, 8'h00 };
+  assign \$261  = { 1'h0, issue_enable };
+  assign \$262  = { 30'h00000000, \$261  };
+  assign \$267  = { 1'h0, qreset_ack_queue };
+  assign \$268  = { 27'h0000000, \$267  };
+  assign \$273  = { 1'h0, engine_reset_engine };
+  assign \$274  = { 26'h0000000, \$273  };
+  assign \$279  = { 1'h0, watchdog_cycles };
+  assign \$280  = \$279 ;
+  assign \$285  = { 1'h0, q_head_index0_index };
+  assign \$286  = \$285 ;
+  assign \$291  = { 1'h0, q_head_index1_index };
+  assign \$292  = \$291 ;
+  assign \$297  = { 1'h0, q_head_index2_index };
+  assign \$298  = \$297 ;
+  assign \$303  = { 1'h0, q_head_index3_index };
+  assign \$304  = \$303 ;
+  assign \$309  = { 1'h0, timestamp_cycles };
+  assign \$310  = \$309 ;
+  assign \$315  = { 1'h0, timer_cycles };
+  assign \$316  = \$315 ;
+  assign \$321  = { 1'h0, \port$5283$0 [31:0] };
+  assign \$322  = \$321 ;
+  assign \$327  = { 1'h0, \port$5283$0 [63:32] };
+  assign \$328  = \$327 ;
+  assign \$333  = { 1'h0, \port$5283$0 [95:64] };
+  assign \$334  = \$333 ;
+  assign \$339  = { 1'h0, \port$5283$0 [127:96] };
+  assign \$340  = \$339 ;
+  assign \$345  = { 1'h0, \port$5283$0 [159:128] };
+  assign \$346  = \$345 ;
+  assign \$351  = { 1'h0, \port$5283$0 [191:160] };
+  assign \$352  = \$351 ;
+  assign \$357  = { 1'h0, \port$5283$0 [223:192] };
+  assign \$358  = \$357 ;
+  assign \$363  = { 1'h0, \port$5283$0 [255:224] };
+  assign \$364  = \$363 ;
+  assign \$369  = { 1'h0, \port$5313$0 [31:0] };
+  assign \$370  = \$369 ;
+  assign \$375  = { 1'h0, \port$5313$0 [63:32] };
+  assign \$376  = \$375 ;
+  assign \$381  = { 1'h0, \port$5313$0 [95:64] };
+  assign \$382  = \$381 ;
+  assign \$387  = { 1'h0, \port$5313$0 [127:96] };
+  assign \$388  = \$387 ;
+  assign \$393  = { 1'h0, \port$5313$0 [159:128] };
+  assign \$394  = \$393 ;
+  assign \$399  = { 1'h0, \port$5313$0 [191:160] };
+  assign \$400  = \$399 ;
+  assign \$405  = { 1'h0, \port$5313$0 [223:192] };
+  assign \$406  = \$405 ;
+  assign \$411  = { 1'h0, \port$5313$0 [255:224] };
+  assign \$412  = \$411 ;
+  assign \$417  = { 1'h0, \port$5343$0 [31:0] };
+  assign \$418  = \$417 ;
+  assign \$423  = { 1'h0, \port$5343$0 [63:32] };
+  assign \$424  = \$423 ;
+  assign \$429  = { 1'h0, \port$5343$0 [95:64] };
+  assign \$430  = \$429 ;
+  assign \$435  = { 1'h0, \port$5343$0 [127:96] };
+  assign \$436  = \$435 ;
+  assign \$441  = { 1'h0, \port$5343$0 [159:128] };
+  assign \$442  = \$441 ;
+  assign \$447  = { 1'h0, \port$5343$0 [191:160] };
+  assign \$448  = \$447 ;
+  assign \$453  = { 1'h0, \port$5343$0 [223:192] };
+  assign \$454  = \$453 ;
+  assign \$459  = { 1'h0, \port$5343$0 [255:224] };
+  assign \$460  = \$459 ;
+  assign \$465  = { 1'h0, \port$5373$0 [31:0] };
+  assign \$466  = \$465 ;
+  assign \$471  = { 1'h0, \port$5373$0 [63:32] };
+  assign \$472  = \$471 ;
+  assign \$477  = { 1'h0, \port$5373$0 [95:64] };
+  assign \$478  = \$477 ;
+  assign \$483  = { 1'h0, \port$5373$0 [127:96] };
+  assign \$484  = \$483 ;
+  assign \$489  = { 1'h0, \port$5373$0 [159:128] };
+  assign \$490  = \$489 ;
+  assign \$495  = { 1'h0, \port$5373$0 [191:160] };
+  assign \$496  = \$495 ;
+  assign \$501  = { 1'h0, \port$5373$0 [223:192] };
+  assign \$502  = \$501 ;
+  assign \$507  = { 1'h0, \port$5373$0 [255:224] };
+  assign \$508  = \$507 ;
+  assign \$513  = { 1'h0, \port$12550$0 [31:0] };
+  assign \$514  = \$513 ;
+  assign \$519  = { 1'h0, \port$12550$0 [63:32] };
+  assign \$520  = \$519 ;
+  assign \$525  = { 1'h0, \port$12550$0 [95:64] };
+  assign \$526  = \$525 ;
+  assign \$531  = { 1'h0, \port$12550$0 [127:96] };
+  assign \$532  = \$531 ;
+  assign \$537  = { 1'h0, \port$12550$0 [159:128] };
+  assign \$538  = \$537 ;
+  assign \$543  = { 1'h0, \port$12550$0 [191:160] };
+  assign \$544  = \$543 ;
+  assign \$549  = { 1'h0, \port$12550$0 [223:192] };
+  assign \$550  = \$549 ;
+  assign \$555  = { 1'h0, \port$12550$0 [255:224] };
+  assign \$556  = \$555 ;
+  assign \$561  = { 1'h0, \port$12550$0 [287:256] };
+  assign \$562  = \$561 ;
+  assign \$567  = { 1'h0, \port$12550$0 [319:288] };
+  assign \$568  = \$567 ;
+  assign \$573  = { 1'h0, \port$12550$0 [351:320] };
+  assign \$574  = \$573 ;
+  assign \$579  = { 1'h0, \port$12550$0 [383:352] };
+  assign \$580  = \$579 ;
+  assign \$585  = { 1'h0, \port$12550$0 [415:384] };
+  assign \$586  = \$585 ;
+  assign \$591  = { 1'h0, \port$12550$0 [447:416] };
+  assign \$592  = \$591 ;
+  assign \$597  = { 1'h0, \port$12550$0 [479:448] };
+  assign \$598  = \$597 ;
+  assign \$603  = { 1'h0, \port$12550$0 [511:480] };
+  assign \$604  = \$603 ;
+  assign \$609  = { 1'h0, perf_sel_addr };
+  assign \$610  = { 19'h00000, \$609  };
+  assign \$615  = { 1'h0, perf_value_value };
+  assign \$616  = \$615 ;
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__payload, spad_rd__en, spad_rd__addr, active, stall, acc_rd__en, acc_wr__data, ctl__busy, done, acc_rd__addr, acc_wr__addr, error, ctl__cmd__ready, acc_wr__en, a_data, acc_rd__data, clk
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [34:0] \$100 ;
@@ -30630,7 +29339,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .deskew2_0(\$229 ),
     .out_valid_q(acc_wr__en),
     .pe3_3_psum(\$226 ),
-    .\port$10725$2 (spad_meta_q3[4:2]),
+    .\port$11829$2 (spad_meta_q3[4:2]),
     .reset(reset),
     .rst(rst),
     .w_data(a_data),
@@ -30638,7 +29347,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     .w_transpose(cmd[161])
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$182  = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
@@ -30664,7 +29373,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$183  = \$7 [2:0];
     if (reset[2]) begin
       \$183  = 3'h0;
@@ -30674,7 +29383,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$184 [0] = \$24 ;
     \$184 [1] = \$48 ;
     if (reset[2]) begin
@@ -30685,7 +29394,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$185  = \$31 [2:0];
     if (reset[2]) begin
       \$185  = 3'h0;
@@ -30695,7 +29404,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$186 [0] = \$49 ;
     \$186 [1] = \$50 ;
     \$186 [3:2] = idx[1:0];
@@ -30711,7 +29420,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$187  = spad_meta_q1;
     if (reset[2]) begin
       \$187  = 20'h00000;
@@ -30721,7 +29430,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$188  = spad_meta_q2;
     if (reset[2]) begin
       \$188  = 20'h00000;
@@ -30731,7 +29440,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$189  = { spad_meta_q3[19:5], \$63  };
     if (reset[2]) begin
       \$189  = 16'h0000;
@@ -30741,7 +29450,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$190  = meta1;
     if (reset[2]) begin
       \$190  = 16'h0000;
@@ -30751,7 +29460,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$191  = meta2;
     if (reset[2]) begin
       \$191  = 16'h0000;
@@ -30761,7 +29470,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$192  = meta3;
     if (reset[2]) begin
       \$192  = 16'h0000;
@@ -30771,7 +29480,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$193  = meta4;
     if (reset[2]) begin
       \$193  = 16'h0000;
@@ -30781,7 +29490,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$194  = meta5;
     if (reset[2]) begin
       \$194  = 16'h0000;
@@ -30791,7 +29500,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$195  = meta6;
     if (reset[2]) begin
       \$195  = 16'h0000;
@@ -30801,7 +29510,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$196  = \$66 ;
     if (reset[2]) begin
       \$196  = 1'h0;
@@ -30811,7 +29520,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$197  = \$72 ;
     if (reset[2]) begin
       \$197  = 1'h0;
@@ -30821,7 +29530,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$198  = cmd;
     casez (gemm_fsm_state)
       3'h0:
@@ -30837,7 +29546,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$199  = a_span;
     casez (gemm_fsm_state)
       3'h0:
@@ -30853,7 +29562,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$200  = b_span;
     casez (gemm_fsm_state)
       3'h0:
@@ -30869,7 +29578,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$201  = c_span;
     casez (gemm_fsm_state)
       3'h0:
@@ -30885,7 +29594,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$202  = a_batch_span;
     casez (gemm_fsm_state)
       3'h0:
@@ -30901,7 +29610,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$203  = b_batch_span;
     casez (gemm_fsm_state)
       3'h0:
@@ -30917,7 +29626,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$204  = c_batch_span;
     casez (gemm_fsm_state)
       3'h0:
@@ -30933,7 +29642,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$205  = gemm_fsm_state;
     casez (gemm_fsm_state)
       3'h0:
@@ -30974,7 +29683,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$206  = err_reserved;
     casez (gemm_fsm_state)
       3'h0:
@@ -30990,7 +29699,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$207  = err_shape;
     casez (gemm_fsm_state)
       3'h0:
@@ -31006,7 +29715,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$208  = err_range;
     casez (gemm_fsm_state)
       3'h0:
@@ -31022,7 +29731,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$209  = error;
     casez (gemm_fsm_state)
       3'h0:
@@ -31055,7 +29764,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$210  = batch;
     casez (gemm_fsm_state)
       3'h0:
@@ -31087,7 +29796,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$211  = nt;
     casez (gemm_fsm_state)
       3'h0:
@@ -31120,7 +29829,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$212  = kt;
     casez (gemm_fsm_state)
       3'h0:
@@ -31154,7 +29863,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$213  = idx;
     casez (gemm_fsm_state)
       3'h0:
@@ -31191,7 +29900,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$214  = load_b;
     casez (gemm_fsm_state)
       3'h0:
@@ -31226,7 +29935,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$215  = a_bbase;
     casez (gemm_fsm_state)
       3'h0:
@@ -31258,7 +29967,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$216  = a_base;
     casez (gemm_fsm_state)
       3'h0:
@@ -31292,7 +30001,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$217  = a_ptr;
     casez (gemm_fsm_state)
       3'h0:
@@ -31327,7 +30036,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$218  = b_bbase;
     casez (gemm_fsm_state)
       3'h0:
@@ -31359,7 +30068,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$219  = b_nbase;
     casez (gemm_fsm_state)
       3'h0:
@@ -31392,7 +30101,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$220  = b_tbase;
     casez (gemm_fsm_state)
       3'h0:
@@ -31426,7 +30135,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$221  = b_ptr;
     casez (gemm_fsm_state)
       3'h0:
@@ -31465,7 +30174,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$222  = c_bbase;
     casez (gemm_fsm_state)
       3'h0:
@@ -31497,7 +30206,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$223  = c_base;
     casez (gemm_fsm_state)
       3'h0:
@@ -31530,7 +30239,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$224  = c_ptr;
     casez (gemm_fsm_state)
       3'h0:
@@ -31565,7 +30274,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$225  = bank;
     casez (gemm_fsm_state)
       3'h0:
@@ -31589,7 +30298,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     ctl__cmd__ready = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
@@ -31597,7 +30306,7 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     issuing = 1'h0;
     casez (gemm_fsm_state)
       3'h0:
@@ -31684,8 +30393,8 @@ module \kaki_soc_4x4.gemm (rst, ctl__cmd__valid, spad_rd__gnt, reset, ctl__cmd__
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
+module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$11829$2 , w_transpose, pe3_3_psum, out_valid_q, deskew0_2, deskew1_1, deskew2_0, w_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
   wire [7:0] \$100 ;
@@ -32213,8 +30922,8 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   reg [31:0] pe3_3_psum = 32'd0;
   reg [7:0] pe3_3_w0 = 8'h00;
   reg [7:0] pe3_3_w1 = 8'h00;
-  input [2:0] \port$10725$2 ;
-  wire [2:0] \port$10725$2 ;
+  input [2:0] \port$11829$2 ;
+  wire [2:0] \port$11829$2 ;
   input [4:0] reset;
   wire [4:0] reset;
   input rst;
@@ -32248,22 +30957,22 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   wire w_transpose;
   assign \$1  = ~ w_transpose;
   assign \$2  = w_en & \$1 ;
-  assign \$3  = ! \port$10725$2 [1:0];
+  assign \$3  = ! \port$11829$2 [1:0];
   assign \$4  = \$2  & \$3 ;
   assign \$5  = w_en & w_transpose;
-  assign \$6  = ! \port$10725$2 [1:0];
+  assign \$6  = ! \port$11829$2 [1:0];
   assign \$7  = \$5  & \$6 ;
   assign \$8  = \$4  | \$7 ;
   assign \$11  = a_valid ? w_data[7:0] : 8'h00;
-  assign \$12  = \port$10725$2 [2] ? pe0_0_w1 : pe0_0_w0;
+  assign \$12  = \port$11829$2 [2] ? pe0_0_w1 : pe0_0_w0;
   assign \$13  = $signed(\$11 ) * $signed(\$12 );
   assign \$14  = a_valid ? w_data[7:0] : 8'h00;
   assign \$15  = ~ w_transpose;
   assign \$16  = w_en & \$15 ;
-  assign \$17  = ! \port$10725$2 [1:0];
+  assign \$17  = ! \port$11829$2 [1:0];
   assign \$18  = \$16  & \$17 ;
   assign \$19  = w_en & w_transpose;
-  assign \$20  = \port$10725$2 [1:0] == 1'h1;
+  assign \$20  = \port$11829$2 [1:0] == 1'h1;
   assign \$21  = \$19  & \$20 ;
   assign \$22  = \$18  | \$21 ;
   assign \$23  = w_transpose ? w_data[7:0] : w_data[15:8];
@@ -32272,10 +30981,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$26  = $signed(pe0_0_a) * $signed(\$25 );
   assign \$27  = ~ w_transpose;
   assign \$28  = w_en & \$27 ;
-  assign \$29  = ! \port$10725$2 [1:0];
+  assign \$29  = ! \port$11829$2 [1:0];
   assign \$30  = \$28  & \$29 ;
   assign \$31  = w_en & w_transpose;
-  assign \$32  = \port$10725$2 [1:0] == 2'h2;
+  assign \$32  = \port$11829$2 [1:0] == 2'h2;
   assign \$33  = \$31  & \$32 ;
   assign \$34  = \$30  | \$33 ;
   assign \$35  = w_transpose ? w_data[7:0] : w_data[23:16];
@@ -32284,10 +30993,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$38  = $signed(pe0_1_a) * $signed(\$37 );
   assign \$39  = ~ w_transpose;
   assign \$40  = w_en & \$39 ;
-  assign \$41  = ! \port$10725$2 [1:0];
+  assign \$41  = ! \port$11829$2 [1:0];
   assign \$42  = \$40  & \$41 ;
   assign \$43  = w_en & w_transpose;
-  assign \$44  = \port$10725$2 [1:0] == 2'h3;
+  assign \$44  = \port$11829$2 [1:0] == 2'h3;
   assign \$45  = \$43  & \$44 ;
   assign \$46  = \$42  | \$45 ;
   assign \$47  = w_transpose ? w_data[7:0] : w_data[31:24];
@@ -32297,10 +31006,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$51  = a_valid ? w_data[15:8] : 8'h00;
   assign \$52  = ~ w_transpose;
   assign \$53  = w_en & \$52 ;
-  assign \$54  = \port$10725$2 [1:0] == 1'h1;
+  assign \$54  = \port$11829$2 [1:0] == 1'h1;
   assign \$55  = \$53  & \$54 ;
   assign \$56  = w_en & w_transpose;
-  assign \$57  = ! \port$10725$2 [1:0];
+  assign \$57  = ! \port$11829$2 [1:0];
   assign \$58  = \$56  & \$57 ;
   assign \$59  = \$55  | \$58 ;
   assign \$60  = w_transpose ? w_data[15:8] : w_data[7:0];
@@ -32310,10 +31019,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$64  = $signed(pe0_0_psum) + $signed(\$63 );
   assign \$65  = ~ w_transpose;
   assign \$66  = w_en & \$65 ;
-  assign \$67  = \port$10725$2 [1:0] == 1'h1;
+  assign \$67  = \port$11829$2 [1:0] == 1'h1;
   assign \$68  = \$66  & \$67 ;
   assign \$69  = w_en & w_transpose;
-  assign \$70  = \port$10725$2 [1:0] == 1'h1;
+  assign \$70  = \port$11829$2 [1:0] == 1'h1;
   assign \$71  = \$69  & \$70 ;
   assign \$72  = \$68  | \$71 ;
   assign \$75  = pe1_0_bank ? pe1_1_w1 : pe1_1_w0;
@@ -32321,10 +31030,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$77  = $signed(pe0_1_psum) + $signed(\$76 );
   assign \$78  = ~ w_transpose;
   assign \$79  = w_en & \$78 ;
-  assign \$80  = \port$10725$2 [1:0] == 1'h1;
+  assign \$80  = \port$11829$2 [1:0] == 1'h1;
   assign \$81  = \$79  & \$80 ;
   assign \$82  = w_en & w_transpose;
-  assign \$83  = \port$10725$2 [1:0] == 2'h2;
+  assign \$83  = \port$11829$2 [1:0] == 2'h2;
   assign \$84  = \$82  & \$83 ;
   assign \$85  = \$81  | \$84 ;
   assign \$86  = w_transpose ? w_data[15:8] : w_data[23:16];
@@ -32334,10 +31043,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$90  = $signed(pe0_2_psum) + $signed(\$89 );
   assign \$91  = ~ w_transpose;
   assign \$92  = w_en & \$91 ;
-  assign \$93  = \port$10725$2 [1:0] == 1'h1;
+  assign \$93  = \port$11829$2 [1:0] == 1'h1;
   assign \$94  = \$92  & \$93 ;
   assign \$95  = w_en & w_transpose;
-  assign \$96  = \port$10725$2 [1:0] == 2'h3;
+  assign \$96  = \port$11829$2 [1:0] == 2'h3;
   assign \$97  = \$95  & \$96 ;
   assign \$98  = \$94  | \$97 ;
   assign \$99  = w_transpose ? w_data[15:8] : w_data[31:24];
@@ -32348,10 +31057,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$104  = a_valid ? w_data[23:16] : 8'h00;
   assign \$105  = ~ w_transpose;
   assign \$106  = w_en & \$105 ;
-  assign \$107  = \port$10725$2 [1:0] == 2'h2;
+  assign \$107  = \port$11829$2 [1:0] == 2'h2;
   assign \$108  = \$106  & \$107 ;
   assign \$109  = w_en & w_transpose;
-  assign \$110  = ! \port$10725$2 [1:0];
+  assign \$110  = ! \port$11829$2 [1:0];
   assign \$111  = \$109  & \$110 ;
   assign \$112  = \$108  | \$111 ;
   assign \$113  = w_transpose ? w_data[23:16] : w_data[7:0];
@@ -32361,10 +31070,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$117  = $signed(pe1_0_psum) + $signed(\$116 );
   assign \$118  = ~ w_transpose;
   assign \$119  = w_en & \$118 ;
-  assign \$120  = \port$10725$2 [1:0] == 2'h2;
+  assign \$120  = \port$11829$2 [1:0] == 2'h2;
   assign \$121  = \$119  & \$120 ;
   assign \$122  = w_en & w_transpose;
-  assign \$123  = \port$10725$2 [1:0] == 1'h1;
+  assign \$123  = \port$11829$2 [1:0] == 1'h1;
   assign \$124  = \$122  & \$123 ;
   assign \$125  = \$121  | \$124 ;
   assign \$126  = w_transpose ? w_data[23:16] : w_data[15:8];
@@ -32374,10 +31083,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$130  = $signed(pe1_1_psum) + $signed(\$129 );
   assign \$131  = ~ w_transpose;
   assign \$132  = w_en & \$131 ;
-  assign \$133  = \port$10725$2 [1:0] == 2'h2;
+  assign \$133  = \port$11829$2 [1:0] == 2'h2;
   assign \$134  = \$132  & \$133 ;
   assign \$135  = w_en & w_transpose;
-  assign \$136  = \port$10725$2 [1:0] == 2'h2;
+  assign \$136  = \port$11829$2 [1:0] == 2'h2;
   assign \$137  = \$135  & \$136 ;
   assign \$138  = \$134  | \$137 ;
   assign \$141  = pe2_1_bank ? pe2_2_w1 : pe2_2_w0;
@@ -32385,10 +31094,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$143  = $signed(pe1_2_psum) + $signed(\$142 );
   assign \$144  = ~ w_transpose;
   assign \$145  = w_en & \$144 ;
-  assign \$146  = \port$10725$2 [1:0] == 2'h2;
+  assign \$146  = \port$11829$2 [1:0] == 2'h2;
   assign \$147  = \$145  & \$146 ;
   assign \$148  = w_en & w_transpose;
-  assign \$149  = \port$10725$2 [1:0] == 2'h3;
+  assign \$149  = \port$11829$2 [1:0] == 2'h3;
   assign \$150  = \$148  & \$149 ;
   assign \$151  = \$147  | \$150 ;
   assign \$152  = w_transpose ? w_data[23:16] : w_data[31:24];
@@ -32399,10 +31108,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$157  = a_valid ? w_data[31:24] : 8'h00;
   assign \$158  = ~ w_transpose;
   assign \$159  = w_en & \$158 ;
-  assign \$160  = \port$10725$2 [1:0] == 2'h3;
+  assign \$160  = \port$11829$2 [1:0] == 2'h3;
   assign \$161  = \$159  & \$160 ;
   assign \$162  = w_en & w_transpose;
-  assign \$163  = ! \port$10725$2 [1:0];
+  assign \$163  = ! \port$11829$2 [1:0];
   assign \$164  = \$162  & \$163 ;
   assign \$165  = \$161  | \$164 ;
   assign \$166  = w_transpose ? w_data[31:24] : w_data[7:0];
@@ -32412,10 +31121,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$170  = $signed(pe2_0_psum) + $signed(\$169 );
   assign \$171  = ~ w_transpose;
   assign \$172  = w_en & \$171 ;
-  assign \$173  = \port$10725$2 [1:0] == 2'h3;
+  assign \$173  = \port$11829$2 [1:0] == 2'h3;
   assign \$174  = \$172  & \$173 ;
   assign \$175  = w_en & w_transpose;
-  assign \$176  = \port$10725$2 [1:0] == 1'h1;
+  assign \$176  = \port$11829$2 [1:0] == 1'h1;
   assign \$177  = \$175  & \$176 ;
   assign \$178  = \$174  | \$177 ;
   assign \$179  = w_transpose ? w_data[31:24] : w_data[15:8];
@@ -32425,10 +31134,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$183  = $signed(pe2_1_psum) + $signed(\$182 );
   assign \$184  = ~ w_transpose;
   assign \$185  = w_en & \$184 ;
-  assign \$186  = \port$10725$2 [1:0] == 2'h3;
+  assign \$186  = \port$11829$2 [1:0] == 2'h3;
   assign \$187  = \$185  & \$186 ;
   assign \$188  = w_en & w_transpose;
-  assign \$189  = \port$10725$2 [1:0] == 2'h2;
+  assign \$189  = \port$11829$2 [1:0] == 2'h2;
   assign \$190  = \$188  & \$189 ;
   assign \$191  = \$187  | \$190 ;
   assign \$192  = w_transpose ? w_data[31:24] : w_data[23:16];
@@ -32438,10 +31147,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$196  = $signed(pe2_2_psum) + $signed(\$195 );
   assign \$197  = ~ w_transpose;
   assign \$198  = w_en & \$197 ;
-  assign \$199  = \port$10725$2 [1:0] == 2'h3;
+  assign \$199  = \port$11829$2 [1:0] == 2'h3;
   assign \$200  = \$198  & \$199 ;
   assign \$201  = w_en & w_transpose;
-  assign \$202  = \port$10725$2 [1:0] == 2'h3;
+  assign \$202  = \port$11829$2 [1:0] == 2'h3;
   assign \$203  = \$201  & \$202 ;
   assign \$204  = \$200  | \$203 ;
   assign \$207  = pe3_2_bank ? pe3_3_w1 : pe3_3_w0;
@@ -32449,73 +31158,73 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$209  = $signed(pe2_3_psum) + $signed(\$208 );
   assign \$210  = ~ w_transpose;
   assign \$211  = w_en & \$210 ;
-  assign \$212  = ! \port$10725$2 [1:0];
+  assign \$212  = ! \port$11829$2 [1:0];
   assign \$213  = \$211  & \$212 ;
-  assign \$216  = pe0_0_bank == \port$10725$2 [2];
+  assign \$216  = pe0_0_bank == \port$11829$2 [2];
   assign \$217  = pe0_0_v & \$216 ;
-  assign \$218  = pe0_1_bank == \port$10725$2 [2];
+  assign \$218  = pe0_1_bank == \port$11829$2 [2];
   assign \$219  = pe0_1_v & \$218 ;
   assign \$220  = | { \$219 , \$217 , \$215  };
   assign \$221  = \$213  & \$220 ;
   assign \$222  = w_en & w_transpose;
-  assign \$223  = \port$10725$2 [1:0] >= 1'h1;
+  assign \$223  = \port$11829$2 [1:0] >= 1'h1;
   assign \$224  = \$222  & \$223 ;
   assign \$225  = \$224  & a_valid;
   assign \$228  = w_en & w_transpose;
-  assign \$229  = \port$10725$2 [1:0] >= 2'h2;
+  assign \$229  = \port$11829$2 [1:0] >= 2'h2;
   assign \$230  = \$228  & \$229 ;
   assign \$231  = \$230  & pe0_0_v;
-  assign \$232  = pe0_0_bank == \port$10725$2 [2];
+  assign \$232  = pe0_0_bank == \port$11829$2 [2];
   assign \$233  = \$231  & \$232 ;
   assign \$234  = w_en & w_transpose;
-  assign \$235  = \port$10725$2 [1:0] >= 2'h3;
+  assign \$235  = \port$11829$2 [1:0] >= 2'h3;
   assign \$236  = \$234  & \$235 ;
   assign \$237  = \$236  & pe0_1_v;
-  assign \$238  = pe0_1_bank == \port$10725$2 [2];
+  assign \$238  = pe0_1_bank == \port$11829$2 [2];
   assign \$239  = \$237  & \$238 ;
   assign \$240  = ~ w_transpose;
   assign \$241  = w_en & \$240 ;
-  assign \$242  = \port$10725$2 [1:0] == 1'h1;
+  assign \$242  = \port$11829$2 [1:0] == 1'h1;
   assign \$243  = \$241  & \$242 ;
-  assign \$246  = skew1_0_bank == \port$10725$2 [2];
+  assign \$246  = skew1_0_bank == \port$11829$2 [2];
   assign \$247  = skew1_0_v & \$246 ;
-  assign \$248  = pe1_0_bank == \port$10725$2 [2];
+  assign \$248  = pe1_0_bank == \port$11829$2 [2];
   assign \$249  = pe1_0_v & \$248 ;
-  assign \$250  = pe1_1_bank == \port$10725$2 [2];
+  assign \$250  = pe1_1_bank == \port$11829$2 [2];
   assign \$251  = pe1_1_v & \$250 ;
   assign \$252  = | { \$251 , \$249 , \$247 , \$245  };
   assign \$253  = \$243  & \$252 ;
   assign \$254  = w_en & w_transpose;
   assign \$256  = \$255  & a_valid;
   assign \$259  = w_en & w_transpose;
-  assign \$260  = \port$10725$2 [1:0] >= 1'h1;
+  assign \$260  = \port$11829$2 [1:0] >= 1'h1;
   assign \$261  = \$259  & \$260 ;
   assign \$262  = \$261  & skew1_0_v;
-  assign \$263  = skew1_0_bank == \port$10725$2 [2];
+  assign \$263  = skew1_0_bank == \port$11829$2 [2];
   assign \$264  = \$262  & \$263 ;
   assign \$265  = w_en & w_transpose;
-  assign \$266  = \port$10725$2 [1:0] >= 2'h2;
+  assign \$266  = \port$11829$2 [1:0] >= 2'h2;
   assign \$267  = \$265  & \$266 ;
   assign \$268  = \$267  & pe1_0_v;
-  assign \$269  = pe1_0_bank == \port$10725$2 [2];
+  assign \$269  = pe1_0_bank == \port$11829$2 [2];
   assign \$270  = \$268  & \$269 ;
   assign \$271  = w_en & w_transpose;
-  assign \$272  = \port$10725$2 [1:0] >= 2'h3;
+  assign \$272  = \port$11829$2 [1:0] >= 2'h3;
   assign \$273  = \$271  & \$272 ;
   assign \$274  = \$273  & pe1_1_v;
-  assign \$275  = pe1_1_bank == \port$10725$2 [2];
+  assign \$275  = pe1_1_bank == \port$11829$2 [2];
   assign \$276  = \$274  & \$275 ;
   assign \$277  = ~ w_transpose;
   assign \$278  = w_en & \$277 ;
-  assign \$279  = \port$10725$2 [1:0] == 2'h2;
+  assign \$279  = \port$11829$2 [1:0] == 2'h2;
   assign \$280  = \$278  & \$279 ;
-  assign \$283  = skew2_0_bank == \port$10725$2 [2];
+  assign \$283  = skew2_0_bank == \port$11829$2 [2];
   assign \$284  = skew2_0_v & \$283 ;
-  assign \$285  = skew2_1_bank == \port$10725$2 [2];
+  assign \$285  = skew2_1_bank == \port$11829$2 [2];
   assign \$286  = skew2_1_v & \$285 ;
-  assign \$287  = pe2_0_bank == \port$10725$2 [2];
+  assign \$287  = pe2_0_bank == \port$11829$2 [2];
   assign \$288  = pe2_0_v & \$287 ;
-  assign \$289  = pe2_1_bank == \port$10725$2 [2];
+  assign \$289  = pe2_1_bank == \port$11829$2 [2];
   assign \$290  = pe2_1_v & \$289 ;
   assign \$291  = | { \$290 , \$288 , \$286 , \$284 , \$282  };
   assign \$292  = \$280  & \$291 ;
@@ -32523,39 +31232,39 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$295  = \$294  & a_valid;
   assign \$298  = w_en & w_transpose;
   assign \$300  = \$299  & skew2_0_v;
-  assign \$301  = skew2_0_bank == \port$10725$2 [2];
+  assign \$301  = skew2_0_bank == \port$11829$2 [2];
   assign \$302  = \$300  & \$301 ;
   assign \$303  = w_en & w_transpose;
-  assign \$304  = \port$10725$2 [1:0] >= 1'h1;
+  assign \$304  = \port$11829$2 [1:0] >= 1'h1;
   assign \$305  = \$303  & \$304 ;
   assign \$306  = \$305  & skew2_1_v;
-  assign \$307  = skew2_1_bank == \port$10725$2 [2];
+  assign \$307  = skew2_1_bank == \port$11829$2 [2];
   assign \$308  = \$306  & \$307 ;
   assign \$309  = w_en & w_transpose;
-  assign \$310  = \port$10725$2 [1:0] >= 2'h2;
+  assign \$310  = \port$11829$2 [1:0] >= 2'h2;
   assign \$311  = \$309  & \$310 ;
   assign \$312  = \$311  & pe2_0_v;
-  assign \$313  = pe2_0_bank == \port$10725$2 [2];
+  assign \$313  = pe2_0_bank == \port$11829$2 [2];
   assign \$314  = \$312  & \$313 ;
   assign \$315  = w_en & w_transpose;
-  assign \$316  = \port$10725$2 [1:0] >= 2'h3;
+  assign \$316  = \port$11829$2 [1:0] >= 2'h3;
   assign \$317  = \$315  & \$316 ;
   assign \$318  = \$317  & pe2_1_v;
-  assign \$319  = pe2_1_bank == \port$10725$2 [2];
+  assign \$319  = pe2_1_bank == \port$11829$2 [2];
   assign \$320  = \$318  & \$319 ;
   assign \$321  = ~ w_transpose;
   assign \$322  = w_en & \$321 ;
-  assign \$323  = \port$10725$2 [1:0] == 2'h3;
+  assign \$323  = \port$11829$2 [1:0] == 2'h3;
   assign \$324  = \$322  & \$323 ;
-  assign \$327  = skew3_0_bank == \port$10725$2 [2];
+  assign \$327  = skew3_0_bank == \port$11829$2 [2];
   assign \$328  = skew3_0_v & \$327 ;
-  assign \$329  = skew3_1_bank == \port$10725$2 [2];
+  assign \$329  = skew3_1_bank == \port$11829$2 [2];
   assign \$330  = skew3_1_v & \$329 ;
-  assign \$331  = skew3_2_bank == \port$10725$2 [2];
+  assign \$331  = skew3_2_bank == \port$11829$2 [2];
   assign \$332  = skew3_2_v & \$331 ;
-  assign \$333  = pe3_0_bank == \port$10725$2 [2];
+  assign \$333  = pe3_0_bank == \port$11829$2 [2];
   assign \$334  = pe3_0_v & \$333 ;
-  assign \$335  = pe3_1_bank == \port$10725$2 [2];
+  assign \$335  = pe3_1_bank == \port$11829$2 [2];
   assign \$336  = pe3_1_v & \$335 ;
   assign \$337  = | { \$336 , \$334 , \$332 , \$330 , \$328 , \$326  };
   assign \$338  = \$324  & \$337 ;
@@ -32563,29 +31272,29 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   assign \$341  = \$340  & a_valid;
   assign \$344  = w_en & w_transpose;
   assign \$346  = \$345  & skew3_0_v;
-  assign \$347  = skew3_0_bank == \port$10725$2 [2];
+  assign \$347  = skew3_0_bank == \port$11829$2 [2];
   assign \$348  = \$346  & \$347 ;
   assign \$349  = w_en & w_transpose;
   assign \$351  = \$350  & skew3_1_v;
-  assign \$352  = skew3_1_bank == \port$10725$2 [2];
+  assign \$352  = skew3_1_bank == \port$11829$2 [2];
   assign \$353  = \$351  & \$352 ;
   assign \$354  = w_en & w_transpose;
-  assign \$355  = \port$10725$2 [1:0] >= 1'h1;
+  assign \$355  = \port$11829$2 [1:0] >= 1'h1;
   assign \$356  = \$354  & \$355 ;
   assign \$357  = \$356  & skew3_2_v;
-  assign \$358  = skew3_2_bank == \port$10725$2 [2];
+  assign \$358  = skew3_2_bank == \port$11829$2 [2];
   assign \$359  = \$357  & \$358 ;
   assign \$360  = w_en & w_transpose;
-  assign \$361  = \port$10725$2 [1:0] >= 2'h2;
+  assign \$361  = \port$11829$2 [1:0] >= 2'h2;
   assign \$362  = \$360  & \$361 ;
   assign \$363  = \$362  & pe3_0_v;
-  assign \$364  = pe3_0_bank == \port$10725$2 [2];
+  assign \$364  = pe3_0_bank == \port$11829$2 [2];
   assign \$365  = \$363  & \$364 ;
   assign \$366  = w_en & w_transpose;
-  assign \$367  = \port$10725$2 [1:0] >= 2'h3;
+  assign \$367  = \port$11829$2 [1:0] >= 2'h3;
   assign \$368  = \$366  & \$367 ;
   assign \$369  = \$368  & pe3_1_v;
-  assign \$370  = pe3_1_bank == \port$10725$2 [2];
+  assign \$370  = pe3_1_bank == \port$11829$2 [2];
   assign \$371  = \$369  & \$370 ;
   assign w_conflict = | { \$371 , \$365 , \$359 , \$353 , \$348 , \$343 , \$338 , \$320 , \$314 , \$308 , \$302 , \$297 , \$292 , \$276 , \$270 , \$264 , \$258 , \$253 , \$239 , \$233 , \$227 , \$221  };
   always @(posedge clk)
@@ -32599,7 +31308,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   always @(posedge clk)
     pe0_0_v <= \$374 ;
   always @(posedge clk)
-    pe0_0_bank <= \port$10725$2 [2];
+    pe0_0_bank <= \port$11829$2 [2];
   always @(posedge clk)
     pe0_1_w1 <= \$375 ;
   always @(posedge clk)
@@ -32635,7 +31344,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   always @(posedge clk)
     skew1_0_v <= \$383 ;
   always @(posedge clk)
-    skew1_0_bank <= \port$10725$2 [2];
+    skew1_0_bank <= \port$11829$2 [2];
   always @(posedge clk)
     pe1_0_w1 <= \$384 ;
   always @(posedge clk)
@@ -32683,7 +31392,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   always @(posedge clk)
     skew2_0_v <= \$395 ;
   always @(posedge clk)
-    skew2_0_bank <= \port$10725$2 [2];
+    skew2_0_bank <= \port$11829$2 [2];
   always @(posedge clk)
     skew2_1_a <= skew2_0_a;
   always @(posedge clk)
@@ -32737,7 +31446,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   always @(posedge clk)
     skew3_0_v <= \$408 ;
   always @(posedge clk)
-    skew3_0_bank <= \port$10725$2 [2];
+    skew3_0_bank <= \port$11829$2 [2];
   always @(posedge clk)
     skew3_1_a <= skew3_0_a;
   always @(posedge clk)
@@ -32807,27 +31516,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
   always @(posedge clk)
     deskew2_0 <= pe3_2_psum;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$372  = pe0_0_w1;
     if (\$8 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$372  = \$9 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$373  = pe0_0_w0;
     if (\$8 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$373  = \$10 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$374  = a_valid;
     if (reset[2]) begin
       \$374  = 1'h0;
@@ -32837,27 +31546,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$375  = pe0_1_w1;
     if (\$22 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$375  = \$23 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$376  = pe0_1_w0;
     if (\$22 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$376  = \$24 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$377  = pe0_0_v;
     if (reset[2]) begin
       \$377  = 1'h0;
@@ -32867,27 +31576,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$378  = pe0_2_w1;
     if (\$34 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$378  = \$35 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$379  = pe0_2_w0;
     if (\$34 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$379  = \$36 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$380  = pe0_1_v;
     if (reset[2]) begin
       \$380  = 1'h0;
@@ -32897,27 +31606,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$381  = pe0_3_w1;
     if (\$46 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$381  = \$47 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$382  = pe0_3_w0;
     if (\$46 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$382  = \$48 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$383  = a_valid;
     if (reset[2]) begin
       \$383  = 1'h0;
@@ -32927,27 +31636,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$384  = pe1_0_w1;
     if (\$59 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$384  = \$60 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$385  = pe1_0_w0;
     if (\$59 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$385  = \$61 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$386  = skew1_0_v;
     if (reset[2]) begin
       \$386  = 1'h0;
@@ -32957,27 +31666,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$387  = pe1_1_w1;
     if (\$72 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$387  = \$73 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$388  = pe1_1_w0;
     if (\$72 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$388  = \$74 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$389  = pe1_0_v;
     if (reset[2]) begin
       \$389  = 1'h0;
@@ -32987,27 +31696,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$390  = pe1_2_w1;
     if (\$85 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$390  = \$86 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$391  = pe1_2_w0;
     if (\$85 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$391  = \$87 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$392  = pe1_1_v;
     if (reset[2]) begin
       \$392  = 1'h0;
@@ -33017,27 +31726,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$393  = pe1_3_w1;
     if (\$98 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$393  = \$99 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$394  = pe1_3_w0;
     if (\$98 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$394  = \$100 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$395  = a_valid;
     if (reset[2]) begin
       \$395  = 1'h0;
@@ -33047,7 +31756,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$396  = skew2_0_v;
     if (reset[2]) begin
       \$396  = 1'h0;
@@ -33057,27 +31766,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$397  = pe2_0_w1;
     if (\$112 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$397  = \$113 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$398  = pe2_0_w0;
     if (\$112 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$398  = \$114 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$399  = skew2_1_v;
     if (reset[2]) begin
       \$399  = 1'h0;
@@ -33087,27 +31796,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$400  = pe2_1_w1;
     if (\$125 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$400  = \$126 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$401  = pe2_1_w0;
     if (\$125 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$401  = \$127 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$402  = pe2_0_v;
     if (reset[2]) begin
       \$402  = 1'h0;
@@ -33117,27 +31826,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$403  = pe2_2_w1;
     if (\$138 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$403  = \$139 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$404  = pe2_2_w0;
     if (\$138 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$404  = \$140 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$405  = pe2_1_v;
     if (reset[2]) begin
       \$405  = 1'h0;
@@ -33147,27 +31856,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$406  = pe2_3_w1;
     if (\$151 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$406  = \$152 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$407  = pe2_3_w0;
     if (\$151 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$407  = \$153 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$408  = a_valid;
     if (reset[2]) begin
       \$408  = 1'h0;
@@ -33177,7 +31886,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$409  = skew3_0_v;
     if (reset[2]) begin
       \$409  = 1'h0;
@@ -33187,7 +31896,7 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$410  = skew3_1_v;
     if (reset[2]) begin
       \$410  = 1'h0;
@@ -33197,27 +31906,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$411  = pe3_0_w1;
     if (\$165 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$411  = \$166 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$412  = pe3_0_w0;
     if (\$165 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$412  = \$167 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$413  = skew3_2_v;
     if (reset[2]) begin
       \$413  = 1'h0;
@@ -33227,27 +31936,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$414  = pe3_1_w1;
     if (\$178 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$414  = \$179 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$415  = pe3_1_w0;
     if (\$178 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$415  = \$180 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$416  = pe3_0_v;
     if (reset[2]) begin
       \$416  = 1'h0;
@@ -33257,27 +31966,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$417  = pe3_2_w1;
     if (\$191 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$417  = \$192 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$418  = pe3_2_w0;
     if (\$191 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$418  = \$193 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$419  = pe3_1_v;
     if (reset[2]) begin
       \$419  = 1'h0;
@@ -33287,27 +31996,27 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$420  = pe3_3_w1;
     if (\$204 ) begin
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
         \$420  = \$205 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$421  = pe3_3_w0;
     if (\$204 ) begin
       (* full_case = 32'd1 *)
-      if (\port$10725$2 [2]) begin
+      if (\port$11829$2 [2]) begin
       end else begin
         \$421  = \$206 ;
       end
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$422  = pe3_2_v;
     if (reset[2]) begin
       \$422  = 1'h0;
@@ -33316,10 +32025,10 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
       \$422  = 1'h0;
     end
   end
-  assign w_row = \port$10725$2 [1:0];
-  assign w_bank = \port$10725$2 [2];
+  assign w_row = \port$11829$2 [1:0];
+  assign w_bank = \port$11829$2 [2];
   assign a_data = w_data;
-  assign a_bank = \port$10725$2 [2];
+  assign a_bank = \port$11829$2 [2];
   assign out_data = { pe3_3_psum, deskew2_0, deskew1_1, deskew0_2 };
   assign out_valid = out_valid_q;
   assign \$9  = w_data[7:0];
@@ -33355,7 +32064,8148 @@ module \kaki_soc_4x4.gemm.array (rst, reset, a_valid, w_en, \port$10725$2 , w_tr
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$9999$16 , \port$10770$0 , r_rdy, clk);
+module \kaki_soc_4x4.issue (rst, held, q__0__fw_pop, q__0__valid, q__1__fw_pop, q__1__valid, q__2__fw_pop, q__2__valid, q__3__fw_pop, q__3__valid, cpl_ready, engine_reset, w_en, retire__0__error, \w_en$155 , retire__1__error, \w_en$160 , retire__2__error, \w_en$165 , retire__3__error, \w_en$170 
+, retire__4__error, q__0__active, q__0__index, q__1__active, q__1__index, q__2__active, q__2__index, q__3__active, q__3__index, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, q__0__head, q__1__head, q__2__head, q__3__head, q__0__drained, q__1__drained, q__2__drained, q__3__drained
+, q__0__fw_ready, q__0__waiting, q__1__fw_ready, q__1__waiting, q__2__fw_ready, q__2__waiting, q__3__fw_ready, q__3__waiting, \port$9329$0 , \port$9335$0 , \port$9336$32 , q__0__pop, q__1__pop, q__2__pop, q__3__pop, cpl_rr_any, cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status
+, cpl_halt, fw_status, watchdog, enable, retire__0__tag, retire__1__tag, retire__2__tag, retire__3__tag, retire__4__tag, issue_rr_sel, submit, cpl_rr_sel, hung, events, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  reg [31:0] \$113 ;
+  wire [32:0] \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire \$15 ;
+  wire \$150 ;
+  reg [31:0] \$151 ;
+  wire [32:0] \$152 ;
+  wire [5:0] \$153 ;
+  wire [5:0] \$154 ;
+  wire [5:0] \$155 ;
+  wire [5:0] \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire \$23 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
+  wire \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  reg [255:0] \$269 ;
+  wire \$27 ;
+  reg [13:0] \$270 ;
+  reg [255:0] \$271 ;
+  reg \$272 ;
+  reg \$273 ;
+  reg \$274 ;
+  reg \$275 ;
+  reg \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
+  wire \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire \$29 ;
+  wire \$290 ;
+  reg \$291 ;
+  wire \$292 ;
+  reg \$293 ;
+  wire \$294 ;
+  reg \$295 ;
+  wire \$296 ;
+  reg \$297 ;
+  reg [7:0] \$298 ;
+  reg [7:0] \$299 ;
+  wire \$3 ;
+  wire \$30 ;
+  reg [7:0] \$300 ;
+  reg [7:0] \$301 ;
+  reg [7:0] \$302 ;
+  reg [7:0] \$303 ;
+  reg [7:0] \$304 ;
+  reg [7:0] \$305 ;
+  reg [7:0] \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
+  wire \$31 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
+  wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire [5:0] \$328 ;
+  wire \$329 ;
+  wire \$33 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire [7:0] \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire [5:0] \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
+  wire \$34 ;
+  wire [7:0] \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire [5:0] \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire [7:0] \$348 ;
+  wire \$349 ;
+  wire \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire [5:0] \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire [7:0] \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
+  wire \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire [3:0] \$365 ;
+  wire [3:0] \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
+  reg [31:0] \$37 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire [3:0] \$373 ;
+  wire [3:0] \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
+  wire [32:0] \$38 ;
+  wire \$380 ;
+  wire [3:0] \$381 ;
+  wire [3:0] \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire [3:0] \$389 ;
+  wire \$39 ;
+  wire [3:0] \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire [3:0] \$397 ;
+  wire [3:0] \$398 ;
+  reg [1:0] \$399 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$400 ;
+  wire \$401 ;
+  reg [3:0] \$402 ;
+  wire [4:0] \$403 ;
+  wire \$404 ;
+  reg [3:0] \$405 ;
+  reg \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
+  wire \$41 ;
+  reg [3:0] \$410 ;
+  reg [7:0] \$411 ;
+  reg [3:0] \$412 ;
+  reg [7:0] \$413 ;
+  wire \$414 ;
+  reg [1:0] \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  reg [3:0] \$418 ;
+  wire [4:0] \$419 ;
+  wire \$42 ;
+  wire \$420 ;
+  reg [3:0] \$421 ;
+  reg \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  reg [3:0] \$426 ;
+  reg [7:0] \$427 ;
+  reg [3:0] \$428 ;
+  reg [7:0] \$429 ;
+  wire \$43 ;
+  wire \$430 ;
+  reg [1:0] \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  reg [3:0] \$434 ;
+  wire [4:0] \$435 ;
+  wire \$436 ;
+  reg [3:0] \$437 ;
+  reg \$438 ;
+  wire \$439 ;
+  wire \$44 ;
+  wire \$440 ;
+  wire \$441 ;
+  reg [3:0] \$442 ;
+  reg [7:0] \$443 ;
+  reg [3:0] \$444 ;
+  reg [7:0] \$445 ;
+  wire \$446 ;
+  reg [1:0] \$447 ;
+  wire \$448 ;
+  wire \$449 ;
+  wire \$45 ;
+  reg [3:0] \$450 ;
+  wire [4:0] \$451 ;
+  wire \$452 ;
+  reg [3:0] \$453 ;
+  reg \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  reg [3:0] \$458 ;
+  reg [7:0] \$459 ;
+  wire \$46 ;
+  reg [3:0] \$460 ;
+  reg [7:0] \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire [5:0] \$465 ;
+  wire \$466 ;
+  wire [5:0] \$467 ;
+  wire \$468 ;
+  wire [5:0] \$469 ;
+  wire \$47 ;
+  wire \$470 ;
+  wire [5:0] \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire [32:0] \$477 ;
+  wire \$478 ;
+  wire \$479 ;
+  wire \$48 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire [32:0] \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire [32:0] \$489 ;
+  wire \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire [32:0] \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$500 ;
+  wire [32:0] \$501 ;
+  reg [1:0] \$502 ;
+  reg [511:0] \$503 ;
+  reg [4:0] \$504 ;
+  reg [15:0] \$505 ;
+  reg [7:0] \$506 ;
+  reg [7:0] \$507 ;
+  reg [7:0] \$508 ;
+  reg [7:0] \$509 ;
+  wire \$51 ;
+  reg [7:0] \$510 ;
+  reg [7:0] \$511 ;
+  reg [7:0] \$512 ;
+  reg [7:0] \$513 ;
+  reg [7:0] \$514 ;
+  reg [7:0] \$515 ;
+  reg [7:0] \$516 ;
+  reg [7:0] \$517 ;
+  reg [7:0] \$518 ;
+  reg [7:0] \$519 ;
+  wire \$52 ;
+  reg [7:0] \$520 ;
+  reg [7:0] \$521 ;
+  reg \$522 ;
+  reg [4:0] \$523 ;
+  reg [15:0] \$524 ;
+  reg [7:0] \$525 ;
+  reg [7:0] \$526 ;
+  reg [7:0] \$527 ;
+  reg [7:0] \$528 ;
+  reg [7:0] \$529 ;
+  wire \$53 ;
+  reg [7:0] \$530 ;
+  reg [7:0] \$531 ;
+  reg [7:0] \$532 ;
+  reg [7:0] \$533 ;
+  reg [7:0] \$534 ;
+  reg [7:0] \$535 ;
+  reg [7:0] \$536 ;
+  reg [7:0] \$537 ;
+  reg [7:0] \$538 ;
+  reg [7:0] \$539 ;
+  wire \$54 ;
+  reg [7:0] \$540 ;
+  reg \$541 ;
+  reg [4:0] \$542 ;
+  reg [15:0] \$543 ;
+  reg [7:0] \$544 ;
+  reg [7:0] \$545 ;
+  reg [7:0] \$546 ;
+  reg [7:0] \$547 ;
+  reg [7:0] \$548 ;
+  reg [7:0] \$549 ;
+  wire \$55 ;
+  reg [7:0] \$550 ;
+  reg [7:0] \$551 ;
+  reg [7:0] \$552 ;
+  reg [7:0] \$553 ;
+  reg [7:0] \$554 ;
+  reg [7:0] \$555 ;
+  reg [7:0] \$556 ;
+  reg [7:0] \$557 ;
+  reg [7:0] \$558 ;
+  reg [7:0] \$559 ;
+  wire \$56 ;
+  reg \$560 ;
+  reg [4:0] \$561 ;
+  reg [15:0] \$562 ;
+  reg [7:0] \$563 ;
+  reg [7:0] \$564 ;
+  reg [7:0] \$565 ;
+  reg [7:0] \$566 ;
+  reg [7:0] \$567 ;
+  reg [7:0] \$568 ;
+  reg [7:0] \$569 ;
+  wire \$57 ;
+  reg [7:0] \$570 ;
+  reg [7:0] \$571 ;
+  reg [7:0] \$572 ;
+  reg [7:0] \$573 ;
+  reg [7:0] \$574 ;
+  reg [7:0] \$575 ;
+  reg [7:0] \$576 ;
+  reg [7:0] \$577 ;
+  reg [7:0] \$578 ;
+  reg \$579 ;
+  wire \$58 ;
+  reg [2:0] \$580 ;
+  reg [2:0] \$581 ;
+  reg [2:0] \$582 ;
+  reg [2:0] \$583 ;
+  reg [2:0] \$584 ;
+  reg [2:0] \$585 ;
+  reg [1:0] \$586 ;
+  reg [4:0] \$587 ;
+  reg [4:0] \$588 ;
+  reg [4:0] \$589 ;
+  wire \$59 ;
+  reg [4:0] \$590 ;
+  reg [31:0] \$591 ;
+  reg [31:0] \$592 ;
+  reg [31:0] \$593 ;
+  reg [31:0] \$594 ;
+  reg [31:0] \$595 ;
+  wire \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  reg [31:0] \$75 ;
+  wire [32:0] \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
+  wire \$8 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
+  wire [3:0] \$signature__addr ;
+  wire [3:0] \$signature__addr$137 ;
+  wire [3:0] \$signature__addr$142 ;
+  wire [3:0] \$signature__addr$147 ;
+  wire [3:0] \$signature__addr$195 ;
+  wire [3:0] \$signature__addr$198 ;
+  wire [3:0] \$signature__addr$201 ;
+  wire [3:0] \$signature__addr$204 ;
+  wire [31:0] \$signature__data ;
+  wire [31:0] \$signature__data$139 ;
+  wire [31:0] \$signature__data$144 ;
+  wire [31:0] \$signature__data$149 ;
+  wire [31:0] \$signature__data$211 ;
+  wire [31:0] \$signature__data$212 ;
+  wire [31:0] \$signature__data$213 ;
+  wire [31:0] \$signature__data$214 ;
+  wire \$signature__en ;
+  wire \$signature__en$138 ;
+  wire \$signature__en$143 ;
+  wire \$signature__en$148 ;
+  input clk;
+  wire clk;
+  output [7:0] cpl_flags;
+  reg [7:0] cpl_flags;
+  output cpl_halt;
+  wire cpl_halt;
+  output cpl_irq;
+  reg cpl_irq;
+  output [7:0] cpl_opcode;
+  reg [7:0] cpl_opcode;
+  wire [1:0] cpl_queue;
+  input cpl_ready;
+  wire cpl_ready;
+  output cpl_rr_any;
+  wire cpl_rr_any;
+  reg [1:0] cpl_rr_last = 2'h3;
+  output [1:0] cpl_rr_sel;
+  reg [1:0] cpl_rr_sel;
+  output [7:0] cpl_status;
+  reg [7:0] cpl_status;
+  output [15:0] cpl_tag;
+  reg [15:0] cpl_tag;
+  wire cpl_valid;
+  wire [255:0] desc;
+  wire dma_load_issued;
+  reg [2:0] dma_load_outstanding = 3'h0;
+  wire dma_load_retired;
+  reg [31:0] dma_load_since = 32'd0;
+  wire dma_store_issued;
+  reg [2:0] dma_store_outstanding = 3'h0;
+  wire dma_store_retired;
+  reg [31:0] dma_store_since = 32'd0;
+  input enable;
+  wire enable;
+  input [4:0] engine_reset;
+  wire [4:0] engine_reset;
+  output [511:0] events;
+  reg [511:0] events = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  wire [31:0] \events[0] ;
+  wire [31:0] \events[10] ;
+  wire [31:0] \events[11] ;
+  wire [31:0] \events[12] ;
+  wire [31:0] \events[13] ;
+  wire [31:0] \events[14] ;
+  wire [31:0] \events[15] ;
+  wire [31:0] \events[1] ;
+  wire [31:0] \events[2] ;
+  wire [31:0] \events[3] ;
+  wire [31:0] \events[4] ;
+  wire [31:0] \events[5] ;
+  wire [31:0] \events[6] ;
+  wire [31:0] \events[7] ;
+  wire [31:0] \events[8] ;
+  wire [31:0] \events[9] ;
+  input [7:0] fw_status;
+  wire [7:0] fw_status;
+  wire gemm_issued;
+  reg [2:0] gemm_outstanding = 3'h0;
+  wire gemm_retired;
+  reg [31:0] gemm_since = 32'd0;
+  input held;
+  wire held;
+  output [4:0] hung;
+  wire [4:0] hung;
+  wire issue_rr_any;
+  reg [1:0] issue_rr_last = 2'h3;
+  output [1:0] issue_rr_sel;
+  reg [1:0] issue_rr_sel;
+  output [15:0] \port$9329$0 ;
+  wire [15:0] \port$9329$0 ;
+  output [13:0] \port$9335$0 ;
+  wire [13:0] \port$9335$0 ;
+  output [223:0] \port$9336$32 ;
+  wire [223:0] \port$9336$32 ;
+  wire q0_can_issue;
+  wire [4:0] q0_count;
+  wire q0_cpl_ready;
+  reg [15:0] q0_done = 16'h0000;
+  reg q0_failed = 1'h0;
+  wire q0_full;
+  wire q0_fw_take;
+  reg [4:0] q0_h = 5'h00;
+  wire q0_head_barrier;
+  wire q0_head_dma_load;
+  wire q0_head_dma_store;
+  wire q0_head_firmware;
+  wire q0_head_gemm;
+  wire q0_head_nop;
+  wire q0_head_sfu;
+  wire q0_head_signal_event;
+  wire q0_head_vec;
+  wire q0_head_wait_event;
+  wire q0_issue;
+  wire q0_live;
+  reg [4:0] q0_r = 5'h00;
+  reg [7:0] q0_status0 = 8'h00;
+  reg [7:0] q0_status1 = 8'h00;
+  reg [7:0] q0_status10 = 8'h00;
+  reg [7:0] q0_status11 = 8'h00;
+  reg [7:0] q0_status12 = 8'h00;
+  reg [7:0] q0_status13 = 8'h00;
+  reg [7:0] q0_status14 = 8'h00;
+  reg [7:0] q0_status15 = 8'h00;
+  reg [7:0] q0_status2 = 8'h00;
+  reg [7:0] q0_status3 = 8'h00;
+  reg [7:0] q0_status4 = 8'h00;
+  reg [7:0] q0_status5 = 8'h00;
+  reg [7:0] q0_status6 = 8'h00;
+  reg [7:0] q0_status7 = 8'h00;
+  reg [7:0] q0_status8 = 8'h00;
+  reg [7:0] q0_status9 = 8'h00;
+  wire [31:0] q0_wait_diff;
+  wire q0_wait_reached;
+  wire q1_can_issue;
+  wire [4:0] q1_count;
+  wire q1_cpl_ready;
+  reg [15:0] q1_done = 16'h0000;
+  reg q1_failed = 1'h0;
+  wire q1_full;
+  wire q1_fw_take;
+  reg [4:0] q1_h = 5'h00;
+  wire q1_head_barrier;
+  wire q1_head_dma_load;
+  wire q1_head_dma_store;
+  wire q1_head_firmware;
+  wire q1_head_gemm;
+  wire q1_head_nop;
+  wire q1_head_sfu;
+  wire q1_head_signal_event;
+  wire q1_head_vec;
+  wire q1_head_wait_event;
+  wire q1_issue;
+  wire q1_live;
+  reg [4:0] q1_r = 5'h00;
+  reg [7:0] q1_status0 = 8'h00;
+  reg [7:0] q1_status1 = 8'h00;
+  reg [7:0] q1_status10 = 8'h00;
+  reg [7:0] q1_status11 = 8'h00;
+  reg [7:0] q1_status12 = 8'h00;
+  reg [7:0] q1_status13 = 8'h00;
+  reg [7:0] q1_status14 = 8'h00;
+  reg [7:0] q1_status15 = 8'h00;
+  reg [7:0] q1_status2 = 8'h00;
+  reg [7:0] q1_status3 = 8'h00;
+  reg [7:0] q1_status4 = 8'h00;
+  reg [7:0] q1_status5 = 8'h00;
+  reg [7:0] q1_status6 = 8'h00;
+  reg [7:0] q1_status7 = 8'h00;
+  reg [7:0] q1_status8 = 8'h00;
+  reg [7:0] q1_status9 = 8'h00;
+  wire [31:0] q1_wait_diff;
+  wire q1_wait_reached;
+  wire q2_can_issue;
+  wire [4:0] q2_count;
+  wire q2_cpl_ready;
+  reg [15:0] q2_done = 16'h0000;
+  reg q2_failed = 1'h0;
+  wire q2_full;
+  wire q2_fw_take;
+  reg [4:0] q2_h = 5'h00;
+  wire q2_head_barrier;
+  wire q2_head_dma_load;
+  wire q2_head_dma_store;
+  wire q2_head_firmware;
+  wire q2_head_gemm;
+  wire q2_head_nop;
+  wire q2_head_sfu;
+  wire q2_head_signal_event;
+  wire q2_head_vec;
+  wire q2_head_wait_event;
+  wire q2_issue;
+  wire q2_live;
+  reg [4:0] q2_r = 5'h00;
+  reg [7:0] q2_status0 = 8'h00;
+  reg [7:0] q2_status1 = 8'h00;
+  reg [7:0] q2_status10 = 8'h00;
+  reg [7:0] q2_status11 = 8'h00;
+  reg [7:0] q2_status12 = 8'h00;
+  reg [7:0] q2_status13 = 8'h00;
+  reg [7:0] q2_status14 = 8'h00;
+  reg [7:0] q2_status15 = 8'h00;
+  reg [7:0] q2_status2 = 8'h00;
+  reg [7:0] q2_status3 = 8'h00;
+  reg [7:0] q2_status4 = 8'h00;
+  reg [7:0] q2_status5 = 8'h00;
+  reg [7:0] q2_status6 = 8'h00;
+  reg [7:0] q2_status7 = 8'h00;
+  reg [7:0] q2_status8 = 8'h00;
+  reg [7:0] q2_status9 = 8'h00;
+  wire [31:0] q2_wait_diff;
+  wire q2_wait_reached;
+  wire q3_can_issue;
+  wire [4:0] q3_count;
+  wire q3_cpl_ready;
+  reg [15:0] q3_done = 16'h0000;
+  reg q3_failed = 1'h0;
+  wire q3_full;
+  wire q3_fw_take;
+  reg [4:0] q3_h = 5'h00;
+  wire q3_head_barrier;
+  wire q3_head_dma_load;
+  wire q3_head_dma_store;
+  wire q3_head_firmware;
+  wire q3_head_gemm;
+  wire q3_head_nop;
+  wire q3_head_sfu;
+  wire q3_head_signal_event;
+  wire q3_head_vec;
+  wire q3_head_wait_event;
+  wire q3_issue;
+  wire q3_live;
+  reg [4:0] q3_r = 5'h00;
+  reg [7:0] q3_status0 = 8'h00;
+  reg [7:0] q3_status1 = 8'h00;
+  reg [7:0] q3_status10 = 8'h00;
+  reg [7:0] q3_status11 = 8'h00;
+  reg [7:0] q3_status12 = 8'h00;
+  reg [7:0] q3_status13 = 8'h00;
+  reg [7:0] q3_status14 = 8'h00;
+  reg [7:0] q3_status15 = 8'h00;
+  reg [7:0] q3_status2 = 8'h00;
+  reg [7:0] q3_status3 = 8'h00;
+  reg [7:0] q3_status4 = 8'h00;
+  reg [7:0] q3_status5 = 8'h00;
+  reg [7:0] q3_status6 = 8'h00;
+  reg [7:0] q3_status7 = 8'h00;
+  reg [7:0] q3_status8 = 8'h00;
+  reg [7:0] q3_status9 = 8'h00;
+  wire [31:0] q3_wait_diff;
+  wire q3_wait_reached;
+  input q__0__active;
+  wire q__0__active;
+  input q__0__cleared;
+  wire q__0__cleared;
+  output q__0__drained;
+  wire q__0__drained;
+  input q__0__fw_pop;
+  wire q__0__fw_pop;
+  output q__0__fw_ready;
+  wire q__0__fw_ready;
+  input [255:0] q__0__head;
+  wire [255:0] q__0__head;
+  input [31:0] q__0__index;
+  wire [31:0] q__0__index;
+  output q__0__pop;
+  wire q__0__pop;
+  input q__0__valid;
+  wire q__0__valid;
+  output q__0__waiting;
+  wire q__0__waiting;
+  input q__1__active;
+  wire q__1__active;
+  input q__1__cleared;
+  wire q__1__cleared;
+  output q__1__drained;
+  wire q__1__drained;
+  input q__1__fw_pop;
+  wire q__1__fw_pop;
+  output q__1__fw_ready;
+  wire q__1__fw_ready;
+  input [255:0] q__1__head;
+  wire [255:0] q__1__head;
+  input [31:0] q__1__index;
+  wire [31:0] q__1__index;
+  output q__1__pop;
+  wire q__1__pop;
+  input q__1__valid;
+  wire q__1__valid;
+  output q__1__waiting;
+  wire q__1__waiting;
+  input q__2__active;
+  wire q__2__active;
+  input q__2__cleared;
+  wire q__2__cleared;
+  output q__2__drained;
+  wire q__2__drained;
+  input q__2__fw_pop;
+  wire q__2__fw_pop;
+  output q__2__fw_ready;
+  wire q__2__fw_ready;
+  input [255:0] q__2__head;
+  wire [255:0] q__2__head;
+  input [31:0] q__2__index;
+  wire [31:0] q__2__index;
+  output q__2__pop;
+  wire q__2__pop;
+  input q__2__valid;
+  wire q__2__valid;
+  output q__2__waiting;
+  wire q__2__waiting;
+  input q__3__active;
+  wire q__3__active;
+  input q__3__cleared;
+  wire q__3__cleared;
+  output q__3__drained;
+  wire q__3__drained;
+  input q__3__fw_pop;
+  wire q__3__fw_pop;
+  output q__3__fw_ready;
+  wire q__3__fw_ready;
+  input [255:0] q__3__head;
+  wire [255:0] q__3__head;
+  input [31:0] q__3__index;
+  wire [31:0] q__3__index;
+  output q__3__pop;
+  wire q__3__pop;
+  input q__3__valid;
+  wire q__3__valid;
+  output q__3__waiting;
+  wire q__3__waiting;
+  wire [23:0] r_data;
+  wire [23:0] \r_data$295 ;
+  wire [23:0] \r_data$296 ;
+  wire [23:0] \r_data$297 ;
+  wire [23:0] \r_data$298 ;
+  wire r_en;
+  wire \r_en$185 ;
+  wire \r_en$187 ;
+  wire \r_en$189 ;
+  wire \r_en$191 ;
+  wire r_rdy;
+  wire \r_rdy$177 ;
+  wire \r_rdy$178 ;
+  wire \r_rdy$179 ;
+  wire \r_rdy$180 ;
+  wire retire__0__done;
+  (* enum_base_type = "ErrorCode" *)
+  (* enum_value_00000000 = "OK" *)
+  (* enum_value_00000001 = "BAD_OPCODE" *)
+  (* enum_value_00000010 = "RESERVED_BITS" *)
+  (* enum_value_00000011 = "BAD_SHAPE" *)
+  (* enum_value_00000100 = "LOCAL_RANGE" *)
+  (* enum_value_00000101 = "HOST_RANGE" *)
+  (* enum_value_00000110 = "AXI_SLVERR" *)
+  (* enum_value_00000111 = "AXI_DECERR" *)
+  (* enum_value_00001000 = "BAD_SHIFT" *)
+  (* enum_value_00001001 = "CMD_OVERFLOW" *)
+  (* enum_value_00001010 = "WINDOW" *)
+  (* enum_value_00001011 = "MISALIGNED" *)
+  (* enum_value_00001100 = "RING_OVERFLOW" *)
+  (* enum_value_00001101 = "WATCHDOG" *)
+  (* enum_value_00001110 = "BAD_EVENT" *)
+  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  input [7:0] retire__0__error;
+  wire [7:0] retire__0__error;
+  input [15:0] retire__0__tag;
+  wire [15:0] retire__0__tag;
+  wire retire__1__done;
+  (* enum_base_type = "ErrorCode" *)
+  (* enum_value_00000000 = "OK" *)
+  (* enum_value_00000001 = "BAD_OPCODE" *)
+  (* enum_value_00000010 = "RESERVED_BITS" *)
+  (* enum_value_00000011 = "BAD_SHAPE" *)
+  (* enum_value_00000100 = "LOCAL_RANGE" *)
+  (* enum_value_00000101 = "HOST_RANGE" *)
+  (* enum_value_00000110 = "AXI_SLVERR" *)
+  (* enum_value_00000111 = "AXI_DECERR" *)
+  (* enum_value_00001000 = "BAD_SHIFT" *)
+  (* enum_value_00001001 = "CMD_OVERFLOW" *)
+  (* enum_value_00001010 = "WINDOW" *)
+  (* enum_value_00001011 = "MISALIGNED" *)
+  (* enum_value_00001100 = "RING_OVERFLOW" *)
+  (* enum_value_00001101 = "WATCHDOG" *)
+  (* enum_value_00001110 = "BAD_EVENT" *)
+  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  input [7:0] retire__1__error;
+  wire [7:0] retire__1__error;
+  input [15:0] retire__1__tag;
+  wire [15:0] retire__1__tag;
+  wire retire__2__done;
+  (* enum_base_type = "ErrorCode" *)
+  (* enum_value_00000000 = "OK" *)
+  (* enum_value_00000001 = "BAD_OPCODE" *)
+  (* enum_value_00000010 = "RESERVED_BITS" *)
+  (* enum_value_00000011 = "BAD_SHAPE" *)
+  (* enum_value_00000100 = "LOCAL_RANGE" *)
+  (* enum_value_00000101 = "HOST_RANGE" *)
+  (* enum_value_00000110 = "AXI_SLVERR" *)
+  (* enum_value_00000111 = "AXI_DECERR" *)
+  (* enum_value_00001000 = "BAD_SHIFT" *)
+  (* enum_value_00001001 = "CMD_OVERFLOW" *)
+  (* enum_value_00001010 = "WINDOW" *)
+  (* enum_value_00001011 = "MISALIGNED" *)
+  (* enum_value_00001100 = "RING_OVERFLOW" *)
+  (* enum_value_00001101 = "WATCHDOG" *)
+  (* enum_value_00001110 = "BAD_EVENT" *)
+  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  input [7:0] retire__2__error;
+  wire [7:0] retire__2__error;
+  input [15:0] retire__2__tag;
+  wire [15:0] retire__2__tag;
+  wire retire__3__done;
+  (* enum_base_type = "ErrorCode" *)
+  (* enum_value_00000000 = "OK" *)
+  (* enum_value_00000001 = "BAD_OPCODE" *)
+  (* enum_value_00000010 = "RESERVED_BITS" *)
+  (* enum_value_00000011 = "BAD_SHAPE" *)
+  (* enum_value_00000100 = "LOCAL_RANGE" *)
+  (* enum_value_00000101 = "HOST_RANGE" *)
+  (* enum_value_00000110 = "AXI_SLVERR" *)
+  (* enum_value_00000111 = "AXI_DECERR" *)
+  (* enum_value_00001000 = "BAD_SHIFT" *)
+  (* enum_value_00001001 = "CMD_OVERFLOW" *)
+  (* enum_value_00001010 = "WINDOW" *)
+  (* enum_value_00001011 = "MISALIGNED" *)
+  (* enum_value_00001100 = "RING_OVERFLOW" *)
+  (* enum_value_00001101 = "WATCHDOG" *)
+  (* enum_value_00001110 = "BAD_EVENT" *)
+  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  input [7:0] retire__3__error;
+  wire [7:0] retire__3__error;
+  input [15:0] retire__3__tag;
+  wire [15:0] retire__3__tag;
+  wire retire__4__done;
+  (* enum_base_type = "ErrorCode" *)
+  (* enum_value_00000000 = "OK" *)
+  (* enum_value_00000001 = "BAD_OPCODE" *)
+  (* enum_value_00000010 = "RESERVED_BITS" *)
+  (* enum_value_00000011 = "BAD_SHAPE" *)
+  (* enum_value_00000100 = "LOCAL_RANGE" *)
+  (* enum_value_00000101 = "HOST_RANGE" *)
+  (* enum_value_00000110 = "AXI_SLVERR" *)
+  (* enum_value_00000111 = "AXI_DECERR" *)
+  (* enum_value_00001000 = "BAD_SHIFT" *)
+  (* enum_value_00001001 = "CMD_OVERFLOW" *)
+  (* enum_value_00001010 = "WINDOW" *)
+  (* enum_value_00001011 = "MISALIGNED" *)
+  (* enum_value_00001100 = "RING_OVERFLOW" *)
+  (* enum_value_00001101 = "WATCHDOG" *)
+  (* enum_value_00001110 = "BAD_EVENT" *)
+  (* enum_value_00001111 = "DIRECT_SUBMIT" *)
+  (* enum_value_00010000 = "BUS_TIMEOUT" *)
+  input [7:0] retire__4__error;
+  wire [7:0] retire__4__error;
+  input [15:0] retire__4__tag;
+  wire [15:0] retire__4__tag;
+  wire retire_rr_any;
+  reg [2:0] retire_rr_last = 3'h4;
+  reg [2:0] retire_rr_sel;
+  input rst;
+  wire rst;
+  wire sfu_issued;
+  reg [2:0] sfu_outstanding = 3'h0;
+  wire sfu_retired;
+  reg [31:0] sfu_since = 32'd0;
+  output submit;
+  reg submit;
+  wire [1:0] submit_queue;
+  wire vec_issued;
+  reg [2:0] vec_outstanding = 3'h0;
+  wire vec_retired;
+  reg [31:0] vec_since = 32'd0;
+  wire [23:0] w_data;
+  wire [23:0] \w_data$157 ;
+  wire [23:0] \w_data$162 ;
+  wire [23:0] \w_data$167 ;
+  wire [23:0] \w_data$172 ;
+  input w_en;
+  wire w_en;
+  input \w_en$155 ;
+  wire \w_en$155 ;
+  input \w_en$160 ;
+  wire \w_en$160 ;
+  input \w_en$165 ;
+  wire \w_en$165 ;
+  input \w_en$170 ;
+  wire \w_en$170 ;
+  input [31:0] watchdog;
+  wire [31:0] watchdog;
+  reg [31:0] q0_info [15:0];
+  initial begin
+    q0_info[0] = 32'd0;
+    q0_info[1] = 32'd0;
+    q0_info[2] = 32'd0;
+    q0_info[3] = 32'd0;
+    q0_info[4] = 32'd0;
+    q0_info[5] = 32'd0;
+    q0_info[6] = 32'd0;
+    q0_info[7] = 32'd0;
+    q0_info[8] = 32'd0;
+    q0_info[9] = 32'd0;
+    q0_info[10] = 32'd0;
+    q0_info[11] = 32'd0;
+    q0_info[12] = 32'd0;
+    q0_info[13] = 32'd0;
+    q0_info[14] = 32'd0;
+    q0_info[15] = 32'd0;
+  end
+  always @(posedge clk) begin
+    if (\$signature__en )
+      q0_info[q0_h[3:0]] <= q__0__head[31:0];
+  end
+  assign \$signature__data$211  = q0_info[q0_r[3:0]];
+  reg [31:0] q1_info [15:0];
+  initial begin
+    q1_info[0] = 32'd0;
+    q1_info[1] = 32'd0;
+    q1_info[2] = 32'd0;
+    q1_info[3] = 32'd0;
+    q1_info[4] = 32'd0;
+    q1_info[5] = 32'd0;
+    q1_info[6] = 32'd0;
+    q1_info[7] = 32'd0;
+    q1_info[8] = 32'd0;
+    q1_info[9] = 32'd0;
+    q1_info[10] = 32'd0;
+    q1_info[11] = 32'd0;
+    q1_info[12] = 32'd0;
+    q1_info[13] = 32'd0;
+    q1_info[14] = 32'd0;
+    q1_info[15] = 32'd0;
+  end
+  always @(posedge clk) begin
+    if (\$signature__en$138 )
+      q1_info[q1_h[3:0]] <= q__1__head[31:0];
+  end
+  assign \$signature__data$212  = q1_info[q1_r[3:0]];
+  reg [31:0] q2_info [15:0];
+  initial begin
+    q2_info[0] = 32'd0;
+    q2_info[1] = 32'd0;
+    q2_info[2] = 32'd0;
+    q2_info[3] = 32'd0;
+    q2_info[4] = 32'd0;
+    q2_info[5] = 32'd0;
+    q2_info[6] = 32'd0;
+    q2_info[7] = 32'd0;
+    q2_info[8] = 32'd0;
+    q2_info[9] = 32'd0;
+    q2_info[10] = 32'd0;
+    q2_info[11] = 32'd0;
+    q2_info[12] = 32'd0;
+    q2_info[13] = 32'd0;
+    q2_info[14] = 32'd0;
+    q2_info[15] = 32'd0;
+  end
+  always @(posedge clk) begin
+    if (\$signature__en$143 )
+      q2_info[q2_h[3:0]] <= q__2__head[31:0];
+  end
+  assign \$signature__data$213  = q2_info[q2_r[3:0]];
+  reg [31:0] q3_info [15:0];
+  initial begin
+    q3_info[0] = 32'd0;
+    q3_info[1] = 32'd0;
+    q3_info[2] = 32'd0;
+    q3_info[3] = 32'd0;
+    q3_info[4] = 32'd0;
+    q3_info[5] = 32'd0;
+    q3_info[6] = 32'd0;
+    q3_info[7] = 32'd0;
+    q3_info[8] = 32'd0;
+    q3_info[9] = 32'd0;
+    q3_info[10] = 32'd0;
+    q3_info[11] = 32'd0;
+    q3_info[12] = 32'd0;
+    q3_info[13] = 32'd0;
+    q3_info[14] = 32'd0;
+    q3_info[15] = 32'd0;
+  end
+  always @(posedge clk) begin
+    if (\$signature__en$148 )
+      q3_info[q3_h[3:0]] <= q__3__head[31:0];
+  end
+  assign \$signature__data$214  = q3_info[q3_r[3:0]];
+  assign cpl_halt = | \$306 ;
+  assign \$307  = ! dma_load_outstanding;
+  assign \$308  = ~ \$307 ;
+  assign \$309  = dma_load_since >= watchdog;
+  assign \$310  = \$308  & \$309 ;
+  assign \$311  = ! dma_store_outstanding;
+  assign \$312  = ~ \$311 ;
+  assign \$313  = dma_store_since >= watchdog;
+  assign \$314  = \$312  & \$313 ;
+  assign \$315  = ! gemm_outstanding;
+  assign \$316  = ~ \$315 ;
+  assign \$317  = gemm_since >= watchdog;
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = ! vec_outstanding;
+  assign \$320  = ~ \$319 ;
+  assign \$321  = vec_since >= watchdog;
+  assign \$322  = \$320  & \$321 ;
+  assign \$323  = ! sfu_outstanding;
+  assign \$324  = ~ \$323 ;
+  assign \$325  = sfu_since >= watchdog;
+  assign \$326  = \$324  & \$325 ;
+  assign \$327  = q0_issue | q0_fw_take;
+  assign \$328  = q0_h + 1'h1;
+  assign \$329  = | { q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
+  assign \$330  = q0_issue & \$329 ;
+  assign \$331  = ~ \$330 ;
+  assign \$332  = q0_issue ? 8'h00 : fw_status;
+  assign \$333  = | fw_status;
+  assign \$334  = q0_fw_take & \$333 ;
+  assign \$335  = q1_issue | q1_fw_take;
+  assign \$336  = q1_h + 1'h1;
+  assign \$337  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
+  assign \$338  = q1_issue & \$337 ;
+  assign \$339  = ~ \$338 ;
+  assign \$340  = q1_issue ? 8'h00 : fw_status;
+  assign \$341  = | fw_status;
+  assign \$342  = q1_fw_take & \$341 ;
+  assign \$343  = q2_issue | q2_fw_take;
+  assign \$344  = q2_h + 1'h1;
+  assign \$345  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
+  assign \$346  = q2_issue & \$345 ;
+  assign \$347  = ~ \$346 ;
+  assign \$348  = q2_issue ? 8'h00 : fw_status;
+  assign \$349  = | fw_status;
+  assign \$350  = q2_fw_take & \$349 ;
+  assign \$351  = q3_issue | q3_fw_take;
+  assign \$352  = q3_h + 1'h1;
+  assign \$353  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
+  assign \$354  = q3_issue & \$353 ;
+  assign \$355  = ~ \$354 ;
+  assign \$356  = q3_issue ? 8'h00 : fw_status;
+  assign \$357  = | fw_status;
+  assign \$358  = q3_fw_take & \$357 ;
+  assign \$359  = ~ r_en;
+  assign \$360  = dma_load_issued & \$359 ;
+  assign \$361  = ~ dma_load_issued;
+  assign \$362  = r_en & \$361 ;
+  assign \$363  = | dma_load_outstanding;
+  assign \$364  = \$362  & \$363 ;
+  assign \$365  = dma_load_outstanding + 1'h1;
+  assign \$366  = dma_load_outstanding - 1'h1;
+  assign \$367  = ~ \r_en$185 ;
+  assign \$368  = dma_store_issued & \$367 ;
+  assign \$369  = ~ dma_store_issued;
+  assign \$370  = \r_en$185  & \$369 ;
+  assign \$371  = | dma_store_outstanding;
+  assign \$372  = \$370  & \$371 ;
+  assign \$373  = dma_store_outstanding + 1'h1;
+  assign \$374  = dma_store_outstanding - 1'h1;
+  assign \$375  = ~ \r_en$187 ;
+  assign \$376  = gemm_issued & \$375 ;
+  assign \$377  = ~ gemm_issued;
+  assign \$378  = \r_en$187  & \$377 ;
+  assign \$379  = | gemm_outstanding;
+  assign \$380  = \$378  & \$379 ;
+  assign \$381  = gemm_outstanding + 1'h1;
+  assign \$382  = gemm_outstanding - 1'h1;
+  assign \$383  = ~ \r_en$189 ;
+  assign \$384  = vec_issued & \$383 ;
+  assign \$385  = ~ vec_issued;
+  assign \$386  = \r_en$189  & \$385 ;
+  assign \$387  = | vec_outstanding;
+  assign \$388  = \$386  & \$387 ;
+  assign \$389  = vec_outstanding + 1'h1;
+  assign \$390  = vec_outstanding - 1'h1;
+  assign \$391  = ~ \r_en$191 ;
+  assign \$392  = sfu_issued & \$391 ;
+  assign \$393  = ~ sfu_issued;
+  assign \$394  = \r_en$191  & \$393 ;
+  assign \$395  = | sfu_outstanding;
+  assign \$396  = \$394  & \$395 ;
+  assign \$397  = sfu_outstanding + 1'h1;
+  assign \$398  = sfu_outstanding - 1'h1;
+  assign \$400  = ! \$399 ;
+  assign \$401  = retire_rr_any & \$400 ;
+  assign \$403  = \$402  - q0_r[3:0];
+  assign \$404  = \$403 [3:0] < \$153 [4:0];
+  assign \$407  = ~ \$406 ;
+  assign \$408  = \$404  & \$407 ;
+  assign \$409  = \$401  & \$408 ;
+  assign \$414  = | \$413 ;
+  assign \$416  = \$415  == 1'h1;
+  assign \$417  = retire_rr_any & \$416 ;
+  assign \$419  = \$418  - q1_r[3:0];
+  assign \$420  = \$419 [3:0] < \$154 [4:0];
+  assign \$423  = ~ \$422 ;
+  assign \$424  = \$420  & \$423 ;
+  assign \$425  = \$417  & \$424 ;
+  assign \$430  = | \$429 ;
+  assign \$432  = \$431  == 2'h2;
+  assign \$433  = retire_rr_any & \$432 ;
+  assign \$435  = \$434  - q2_r[3:0];
+  assign \$436  = \$435 [3:0] < \$155 [4:0];
+  assign \$439  = ~ \$438 ;
+  assign \$440  = \$436  & \$439 ;
+  assign \$441  = \$433  & \$440 ;
+  assign \$446  = | \$445 ;
+  assign \$448  = \$447  == 2'h3;
+  assign \$449  = retire_rr_any & \$448 ;
+  assign \$451  = \$450  - q3_r[3:0];
+  assign \$452  = \$451 [3:0] < \$156 [4:0];
+  assign \$455  = ~ \$454 ;
+  assign \$456  = \$452  & \$455 ;
+  assign \$457  = \$449  & \$456 ;
+  assign \$462  = | \$461 ;
+  assign \$463  = cpl_rr_any & cpl_ready;
+  assign \$464  = ! cpl_rr_sel;
+  assign \$465  = q0_r + 1'h1;
+  assign \$466  = cpl_rr_sel == 1'h1;
+  assign \$467  = q1_r + 1'h1;
+  assign \$468  = cpl_rr_sel == 2'h2;
+  assign \$469  = q2_r + 1'h1;
+  assign \$470  = cpl_rr_sel == 2'h3;
+  assign \$471  = q3_r + 1'h1;
+  assign \$472  = ! dma_load_outstanding;
+  assign \$473  = \$472  | r_en;
+  assign \$474  = \$473  | engine_reset[0];
+  assign \$475  = & dma_load_since;
+  assign \$476  = ~ \$475 ;
+  assign \$477  = dma_load_since + 1'h1;
+  assign \$478  = ! dma_store_outstanding;
+  assign \$479  = \$478  | \r_en$185 ;
+  assign \$480  = \$479  | engine_reset[1];
+  assign \$481  = & dma_store_since;
+  assign \$482  = ~ \$481 ;
+  assign \$483  = dma_store_since + 1'h1;
+  assign \$484  = ! gemm_outstanding;
+  assign \$485  = \$484  | \r_en$187 ;
+  assign \$486  = \$485  | engine_reset[2];
+  assign \$487  = & gemm_since;
+  assign \$488  = ~ \$487 ;
+  assign \$489  = gemm_since + 1'h1;
+  assign \$490  = ! vec_outstanding;
+  assign \$491  = \$490  | \r_en$189 ;
+  assign \$492  = \$491  | engine_reset[3];
+  assign \$493  = & vec_since;
+  assign \$494  = ~ \$493 ;
+  assign \$495  = vec_since + 1'h1;
+  assign \$496  = ! sfu_outstanding;
+  assign \$497  = \$496  | \r_en$191 ;
+  assign \$498  = \$497  | engine_reset[4];
+  assign \$499  = & sfu_since;
+  assign \$500  = ~ \$499 ;
+  assign \$501  = sfu_since + 1'h1;
+  always @(posedge clk)
+    issue_rr_last <= \$502 ;
+  always @(posedge clk)
+    events <= \$503 ;
+  always @(posedge clk)
+    q0_h <= \$504 ;
+  always @(posedge clk)
+    q0_done <= \$505 ;
+  always @(posedge clk)
+    q0_status0 <= \$506 ;
+  always @(posedge clk)
+    q0_status1 <= \$507 ;
+  always @(posedge clk)
+    q0_status2 <= \$508 ;
+  always @(posedge clk)
+    q0_status3 <= \$509 ;
+  always @(posedge clk)
+    q0_status4 <= \$510 ;
+  always @(posedge clk)
+    q0_status5 <= \$511 ;
+  always @(posedge clk)
+    q0_status6 <= \$512 ;
+  always @(posedge clk)
+    q0_status7 <= \$513 ;
+  always @(posedge clk)
+    q0_status8 <= \$514 ;
+  always @(posedge clk)
+    q0_status9 <= \$515 ;
+  always @(posedge clk)
+    q0_status10 <= \$516 ;
+  always @(posedge clk)
+    q0_status11 <= \$517 ;
+  always @(posedge clk)
+    q0_status12 <= \$518 ;
+  always @(posedge clk)
+    q0_status13 <= \$519 ;
+  always @(posedge clk)
+    q0_status14 <= \$520 ;
+  always @(posedge clk)
+    q0_status15 <= \$521 ;
+  always @(posedge clk)
+    q0_failed <= \$522 ;
+  always @(posedge clk)
+    q1_h <= \$523 ;
+  always @(posedge clk)
+    q1_done <= \$524 ;
+  always @(posedge clk)
+    q1_status0 <= \$525 ;
+  always @(posedge clk)
+    q1_status1 <= \$526 ;
+  always @(posedge clk)
+    q1_status2 <= \$527 ;
+  always @(posedge clk)
+    q1_status3 <= \$528 ;
+  always @(posedge clk)
+    q1_status4 <= \$529 ;
+  always @(posedge clk)
+    q1_status5 <= \$530 ;
+  always @(posedge clk)
+    q1_status6 <= \$531 ;
+  always @(posedge clk)
+    q1_status7 <= \$532 ;
+  always @(posedge clk)
+    q1_status8 <= \$533 ;
+  always @(posedge clk)
+    q1_status9 <= \$534 ;
+  always @(posedge clk)
+    q1_status10 <= \$535 ;
+  always @(posedge clk)
+    q1_status11 <= \$536 ;
+  always @(posedge clk)
+    q1_status12 <= \$537 ;
+  always @(posedge clk)
+    q1_status13 <= \$538 ;
+  always @(posedge clk)
+    q1_status14 <= \$539 ;
+  always @(posedge clk)
+    q1_status15 <= \$540 ;
+  always @(posedge clk)
+    q1_failed <= \$541 ;
+  always @(posedge clk)
+    q2_h <= \$542 ;
+  always @(posedge clk)
+    q2_done <= \$543 ;
+  always @(posedge clk)
+    q2_status0 <= \$544 ;
+  always @(posedge clk)
+    q2_status1 <= \$545 ;
+  always @(posedge clk)
+    q2_status2 <= \$546 ;
+  always @(posedge clk)
+    q2_status3 <= \$547 ;
+  always @(posedge clk)
+    q2_status4 <= \$548 ;
+  always @(posedge clk)
+    q2_status5 <= \$549 ;
+  always @(posedge clk)
+    q2_status6 <= \$550 ;
+  always @(posedge clk)
+    q2_status7 <= \$551 ;
+  always @(posedge clk)
+    q2_status8 <= \$552 ;
+  always @(posedge clk)
+    q2_status9 <= \$553 ;
+  always @(posedge clk)
+    q2_status10 <= \$554 ;
+  always @(posedge clk)
+    q2_status11 <= \$555 ;
+  always @(posedge clk)
+    q2_status12 <= \$556 ;
+  always @(posedge clk)
+    q2_status13 <= \$557 ;
+  always @(posedge clk)
+    q2_status14 <= \$558 ;
+  always @(posedge clk)
+    q2_status15 <= \$559 ;
+  always @(posedge clk)
+    q2_failed <= \$560 ;
+  always @(posedge clk)
+    q3_h <= \$561 ;
+  always @(posedge clk)
+    q3_done <= \$562 ;
+  always @(posedge clk)
+    q3_status0 <= \$563 ;
+  always @(posedge clk)
+    q3_status1 <= \$564 ;
+  always @(posedge clk)
+    q3_status2 <= \$565 ;
+  always @(posedge clk)
+    q3_status3 <= \$566 ;
+  always @(posedge clk)
+    q3_status4 <= \$567 ;
+  always @(posedge clk)
+    q3_status5 <= \$568 ;
+  always @(posedge clk)
+    q3_status6 <= \$569 ;
+  always @(posedge clk)
+    q3_status7 <= \$570 ;
+  always @(posedge clk)
+    q3_status8 <= \$571 ;
+  always @(posedge clk)
+    q3_status9 <= \$572 ;
+  always @(posedge clk)
+    q3_status10 <= \$573 ;
+  always @(posedge clk)
+    q3_status11 <= \$574 ;
+  always @(posedge clk)
+    q3_status12 <= \$575 ;
+  always @(posedge clk)
+    q3_status13 <= \$576 ;
+  always @(posedge clk)
+    q3_status14 <= \$577 ;
+  always @(posedge clk)
+    q3_status15 <= \$578 ;
+  always @(posedge clk)
+    q3_failed <= \$579 ;
+  always @(posedge clk)
+    retire_rr_last <= \$580 ;
+  always @(posedge clk)
+    dma_load_outstanding <= \$581 ;
+  always @(posedge clk)
+    dma_store_outstanding <= \$582 ;
+  always @(posedge clk)
+    gemm_outstanding <= \$583 ;
+  always @(posedge clk)
+    vec_outstanding <= \$584 ;
+  always @(posedge clk)
+    sfu_outstanding <= \$585 ;
+  always @(posedge clk)
+    cpl_rr_last <= \$586 ;
+  always @(posedge clk)
+    q0_r <= \$587 ;
+  always @(posedge clk)
+    q1_r <= \$588 ;
+  always @(posedge clk)
+    q2_r <= \$589 ;
+  always @(posedge clk)
+    q3_r <= \$590 ;
+  always @(posedge clk)
+    dma_load_since <= \$591 ;
+  always @(posedge clk)
+    dma_store_since <= \$592 ;
+  always @(posedge clk)
+    gemm_since <= \$593 ;
+  always @(posedge clk)
+    vec_since <= \$594 ;
+  always @(posedge clk)
+    sfu_since <= \$595 ;
+  assign \$1  = q__0__head[7:0] == 1'h1;
+  assign \$2  = ! q__0__head[15:9];
+  assign q0_head_dma_load = \$1  & \$2 ;
+  assign \$3  = q__0__head[7:0] == 2'h2;
+  assign \$4  = ! q__0__head[15:9];
+  assign q0_head_dma_store = \$3  & \$4 ;
+  assign \$5  = q__0__head[7:0] == 2'h3;
+  assign \$6  = ! q__0__head[15:9];
+  assign q0_head_gemm = \$5  & \$6 ;
+  assign \$7  = q__0__head[7:0] == 3'h4;
+  assign \$8  = ! q__0__head[15:9];
+  assign q0_head_vec = \$7  & \$8 ;
+  assign \$9  = q__0__head[7:0] == 4'h8;
+  assign \$10  = q__0__head[7:0] == 4'h9;
+  assign \$11  = q__0__head[7:0] == 4'ha;
+  assign \$12  = q__0__head[7:0] == 4'hb;
+  assign \$13  = q__0__head[7:0] == 4'hc;
+  assign \$14  = | { \$13 , \$12 , \$11 , \$10 , \$9  };
+  assign \$15  = ! q__0__head[15:9];
+  assign q0_head_sfu = \$14  & \$15 ;
+  assign \$16  = ! q__0__head[7:0];
+  assign \$17  = ! q__0__head[15:9];
+  assign q0_head_nop = \$16  & \$17 ;
+  assign \$18  = q__0__head[7:0] == 3'h7;
+  assign \$19  = ! q__0__head[15:9];
+  assign q0_head_barrier = \$18  & \$19 ;
+  assign \$20  = q__0__head[7:0] == 3'h5;
+  assign \$21  = ! q__0__head[15:9];
+  assign \$22  = \$20  & \$21 ;
+  assign \$23  = ! q__0__head[63:40];
+  assign \$24  = ! q__0__head[255:96];
+  assign \$25  = \$23  & \$24 ;
+  assign \$26  = q__0__head[39:32] < 5'h10;
+  assign \$27  = \$25  & \$26 ;
+  assign q0_head_signal_event = \$22  & \$27 ;
+  assign \$28  = q__0__head[7:0] == 3'h6;
+  assign \$29  = ! q__0__head[15:9];
+  assign \$30  = \$28  & \$29 ;
+  assign \$31  = ! q__0__head[63:40];
+  assign \$32  = ! q__0__head[255:96];
+  assign \$33  = \$31  & \$32 ;
+  assign \$34  = q__0__head[39:32] < 5'h10;
+  assign \$35  = \$33  & \$34 ;
+  assign q0_head_wait_event = \$30  & \$35 ;
+  assign \$36  = | { q0_head_wait_event, q0_head_signal_event, q0_head_barrier, q0_head_nop, q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
+  assign q0_head_firmware = ~ \$36 ;
+  assign \$38  = \$37  - q__0__head[95:64];
+  assign q0_wait_reached = ~ \$38 [31];
+  assign \$39  = q__1__head[7:0] == 1'h1;
+  assign \$40  = ! q__1__head[15:9];
+  assign q1_head_dma_load = \$39  & \$40 ;
+  assign \$41  = q__1__head[7:0] == 2'h2;
+  assign \$42  = ! q__1__head[15:9];
+  assign q1_head_dma_store = \$41  & \$42 ;
+  assign \$43  = q__1__head[7:0] == 2'h3;
+  assign \$44  = ! q__1__head[15:9];
+  assign q1_head_gemm = \$43  & \$44 ;
+  assign \$45  = q__1__head[7:0] == 3'h4;
+  assign \$46  = ! q__1__head[15:9];
+  assign q1_head_vec = \$45  & \$46 ;
+  assign \$47  = q__1__head[7:0] == 4'h8;
+  assign \$48  = q__1__head[7:0] == 4'h9;
+  assign \$49  = q__1__head[7:0] == 4'ha;
+  assign \$50  = q__1__head[7:0] == 4'hb;
+  assign \$51  = q__1__head[7:0] == 4'hc;
+  assign \$52  = | { \$51 , \$50 , \$49 , \$48 , \$47  };
+  assign \$53  = ! q__1__head[15:9];
+  assign q1_head_sfu = \$52  & \$53 ;
+  assign \$54  = ! q__1__head[7:0];
+  assign \$55  = ! q__1__head[15:9];
+  assign q1_head_nop = \$54  & \$55 ;
+  assign \$56  = q__1__head[7:0] == 3'h7;
+  assign \$57  = ! q__1__head[15:9];
+  assign q1_head_barrier = \$56  & \$57 ;
+  assign \$58  = q__1__head[7:0] == 3'h5;
+  assign \$59  = ! q__1__head[15:9];
+  assign \$60  = \$58  & \$59 ;
+  assign \$61  = ! q__1__head[63:40];
+  assign \$62  = ! q__1__head[255:96];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = q__1__head[39:32] < 5'h10;
+  assign \$65  = \$63  & \$64 ;
+  assign q1_head_signal_event = \$60  & \$65 ;
+  assign \$66  = q__1__head[7:0] == 3'h6;
+  assign \$67  = ! q__1__head[15:9];
+  assign \$68  = \$66  & \$67 ;
+  assign \$69  = ! q__1__head[63:40];
+  assign \$70  = ! q__1__head[255:96];
+  assign \$71  = \$69  & \$70 ;
+  assign \$72  = q__1__head[39:32] < 5'h10;
+  assign \$73  = \$71  & \$72 ;
+  assign q1_head_wait_event = \$68  & \$73 ;
+  assign \$74  = | { q1_head_wait_event, q1_head_signal_event, q1_head_barrier, q1_head_nop, q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
+  assign q1_head_firmware = ~ \$74 ;
+  assign \$76  = \$75  - q__1__head[95:64];
+  assign q1_wait_reached = ~ \$76 [31];
+  assign \$77  = q__2__head[7:0] == 1'h1;
+  assign \$78  = ! q__2__head[15:9];
+  assign q2_head_dma_load = \$77  & \$78 ;
+  assign \$79  = q__2__head[7:0] == 2'h2;
+  assign \$80  = ! q__2__head[15:9];
+  assign q2_head_dma_store = \$79  & \$80 ;
+  assign \$81  = q__2__head[7:0] == 2'h3;
+  assign \$82  = ! q__2__head[15:9];
+  assign q2_head_gemm = \$81  & \$82 ;
+  assign \$83  = q__2__head[7:0] == 3'h4;
+  assign \$84  = ! q__2__head[15:9];
+  assign q2_head_vec = \$83  & \$84 ;
+  assign \$85  = q__2__head[7:0] == 4'h8;
+  assign \$86  = q__2__head[7:0] == 4'h9;
+  assign \$87  = q__2__head[7:0] == 4'ha;
+  assign \$88  = q__2__head[7:0] == 4'hb;
+  assign \$89  = q__2__head[7:0] == 4'hc;
+  assign \$90  = | { \$89 , \$88 , \$87 , \$86 , \$85  };
+  assign \$91  = ! q__2__head[15:9];
+  assign q2_head_sfu = \$90  & \$91 ;
+  assign \$92  = ! q__2__head[7:0];
+  assign \$93  = ! q__2__head[15:9];
+  assign q2_head_nop = \$92  & \$93 ;
+  assign \$94  = q__2__head[7:0] == 3'h7;
+  assign \$95  = ! q__2__head[15:9];
+  assign q2_head_barrier = \$94  & \$95 ;
+  assign \$96  = q__2__head[7:0] == 3'h5;
+  assign \$97  = ! q__2__head[15:9];
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = ! q__2__head[63:40];
+  assign \$100  = ! q__2__head[255:96];
+  assign \$101  = \$99  & \$100 ;
+  assign \$102  = q__2__head[39:32] < 5'h10;
+  assign \$103  = \$101  & \$102 ;
+  assign q2_head_signal_event = \$98  & \$103 ;
+  assign \$104  = q__2__head[7:0] == 3'h6;
+  assign \$105  = ! q__2__head[15:9];
+  assign \$106  = \$104  & \$105 ;
+  assign \$107  = ! q__2__head[63:40];
+  assign \$108  = ! q__2__head[255:96];
+  assign \$109  = \$107  & \$108 ;
+  assign \$110  = q__2__head[39:32] < 5'h10;
+  assign \$111  = \$109  & \$110 ;
+  assign q2_head_wait_event = \$106  & \$111 ;
+  assign \$112  = | { q2_head_wait_event, q2_head_signal_event, q2_head_barrier, q2_head_nop, q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
+  assign q2_head_firmware = ~ \$112 ;
+  assign \$114  = \$113  - q__2__head[95:64];
+  assign q2_wait_reached = ~ \$114 [31];
+  assign \$115  = q__3__head[7:0] == 1'h1;
+  assign \$116  = ! q__3__head[15:9];
+  assign q3_head_dma_load = \$115  & \$116 ;
+  assign \$117  = q__3__head[7:0] == 2'h2;
+  assign \$118  = ! q__3__head[15:9];
+  assign q3_head_dma_store = \$117  & \$118 ;
+  assign \$119  = q__3__head[7:0] == 2'h3;
+  assign \$120  = ! q__3__head[15:9];
+  assign q3_head_gemm = \$119  & \$120 ;
+  assign \$121  = q__3__head[7:0] == 3'h4;
+  assign \$122  = ! q__3__head[15:9];
+  assign q3_head_vec = \$121  & \$122 ;
+  assign \$123  = q__3__head[7:0] == 4'h8;
+  assign \$124  = q__3__head[7:0] == 4'h9;
+  assign \$125  = q__3__head[7:0] == 4'ha;
+  assign \$126  = q__3__head[7:0] == 4'hb;
+  assign \$127  = q__3__head[7:0] == 4'hc;
+  assign \$128  = | { \$127 , \$126 , \$125 , \$124 , \$123  };
+  assign \$129  = ! q__3__head[15:9];
+  assign q3_head_sfu = \$128  & \$129 ;
+  assign \$130  = ! q__3__head[7:0];
+  assign \$131  = ! q__3__head[15:9];
+  assign q3_head_nop = \$130  & \$131 ;
+  assign \$132  = q__3__head[7:0] == 3'h7;
+  assign \$133  = ! q__3__head[15:9];
+  assign q3_head_barrier = \$132  & \$133 ;
+  assign \$134  = q__3__head[7:0] == 3'h5;
+  assign \$135  = ! q__3__head[15:9];
+  assign \$136  = \$134  & \$135 ;
+  assign \$137  = ! q__3__head[63:40];
+  assign \$138  = ! q__3__head[255:96];
+  assign \$139  = \$137  & \$138 ;
+  assign \$140  = q__3__head[39:32] < 5'h10;
+  assign \$141  = \$139  & \$140 ;
+  assign q3_head_signal_event = \$136  & \$141 ;
+  assign \$142  = q__3__head[7:0] == 3'h6;
+  assign \$143  = ! q__3__head[15:9];
+  assign \$144  = \$142  & \$143 ;
+  assign \$145  = ! q__3__head[63:40];
+  assign \$146  = ! q__3__head[255:96];
+  assign \$147  = \$145  & \$146 ;
+  assign \$148  = q__3__head[39:32] < 5'h10;
+  assign \$149  = \$147  & \$148 ;
+  assign q3_head_wait_event = \$144  & \$149 ;
+  assign \$150  = | { q3_head_wait_event, q3_head_signal_event, q3_head_barrier, q3_head_nop, q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
+  assign q3_head_firmware = ~ \$150 ;
+  assign \$152  = \$151  - q__3__head[95:64];
+  assign q3_wait_reached = ~ \$152 [31];
+  assign \$153  = q0_h - q0_r;
+  assign q0_full = \$153 [4:0] == 5'h10;
+  assign q__0__drained = ! \$153 [4:0];
+  assign \$154  = q1_h - q1_r;
+  assign q1_full = \$154 [4:0] == 5'h10;
+  assign q__1__drained = ! \$154 [4:0];
+  assign \$155  = q2_h - q2_r;
+  assign q2_full = \$155 [4:0] == 5'h10;
+  assign q__2__drained = ! \$155 [4:0];
+  assign \$156  = q3_h - q3_r;
+  assign q3_full = \$156 [4:0] == 5'h10;
+  assign q__3__drained = ! \$156 [4:0];
+  assign \$157  = enable & q__0__active;
+  assign \$158  = \$157  & q__0__valid;
+  assign \$159  = ~ q0_failed;
+  assign \$160  = \$158  & \$159 ;
+  assign \$161  = ~ q0_full;
+  assign q0_live = \$160  & \$161 ;
+  assign \$162  = dma_load_outstanding < 3'h4;
+  assign \$163  = q0_head_dma_load & \$162 ;
+  assign \$164  = dma_store_outstanding < 3'h4;
+  assign \$165  = q0_head_dma_store & \$164 ;
+  assign \$166  = gemm_outstanding < 3'h4;
+  assign \$167  = q0_head_gemm & \$166 ;
+  assign \$168  = vec_outstanding < 3'h4;
+  assign \$169  = q0_head_vec & \$168 ;
+  assign \$170  = sfu_outstanding < 3'h4;
+  assign \$171  = q0_head_sfu & \$170 ;
+  assign \$172  = | { \$171 , \$169 , \$167 , \$165 , \$163  };
+  assign \$173  = \$172  | q0_head_nop;
+  assign \$174  = q0_head_barrier | q0_head_signal_event;
+  assign \$175  = ! \$153 [4:0];
+  assign \$176  = \$174  & \$175 ;
+  assign \$177  = \$173  | \$176 ;
+  assign \$178  = q0_head_wait_event & q0_wait_reached;
+  assign \$179  = \$177  | \$178 ;
+  assign q0_can_issue = q0_live & \$179 ;
+  assign q__0__fw_ready = q0_live & q0_head_firmware;
+  assign \$180  = q0_live & q0_head_wait_event;
+  assign q__0__waiting = \$180  & \$181 ;
+  assign \$182  = q__0__fw_pop & q__0__valid;
+  assign \$183  = \$182  & q0_head_firmware;
+  assign \$184  = ~ q0_full;
+  assign q0_fw_take = \$183  & \$184 ;
+  assign \$185  = enable & q__1__active;
+  assign \$186  = \$185  & q__1__valid;
+  assign \$187  = ~ q1_failed;
+  assign \$188  = \$186  & \$187 ;
+  assign \$189  = ~ q1_full;
+  assign q1_live = \$188  & \$189 ;
+  assign \$190  = dma_load_outstanding < 3'h4;
+  assign \$191  = q1_head_dma_load & \$190 ;
+  assign \$192  = dma_store_outstanding < 3'h4;
+  assign \$193  = q1_head_dma_store & \$192 ;
+  assign \$194  = gemm_outstanding < 3'h4;
+  assign \$195  = q1_head_gemm & \$194 ;
+  assign \$196  = vec_outstanding < 3'h4;
+  assign \$197  = q1_head_vec & \$196 ;
+  assign \$198  = sfu_outstanding < 3'h4;
+  assign \$199  = q1_head_sfu & \$198 ;
+  assign \$200  = | { \$199 , \$197 , \$195 , \$193 , \$191  };
+  assign \$201  = \$200  | q1_head_nop;
+  assign \$202  = q1_head_barrier | q1_head_signal_event;
+  assign \$203  = ! \$154 [4:0];
+  assign \$204  = \$202  & \$203 ;
+  assign \$205  = \$201  | \$204 ;
+  assign \$206  = q1_head_wait_event & q1_wait_reached;
+  assign \$207  = \$205  | \$206 ;
+  assign q1_can_issue = q1_live & \$207 ;
+  assign q__1__fw_ready = q1_live & q1_head_firmware;
+  assign \$208  = q1_live & q1_head_wait_event;
+  assign q__1__waiting = \$208  & \$209 ;
+  assign \$210  = q__1__fw_pop & q__1__valid;
+  assign \$211  = \$210  & q1_head_firmware;
+  assign \$212  = ~ q1_full;
+  assign q1_fw_take = \$211  & \$212 ;
+  assign \$213  = enable & q__2__active;
+  assign \$214  = \$213  & q__2__valid;
+  assign \$215  = ~ q2_failed;
+  assign \$216  = \$214  & \$215 ;
+  assign \$217  = ~ q2_full;
+  assign q2_live = \$216  & \$217 ;
+  assign \$218  = dma_load_outstanding < 3'h4;
+  assign \$219  = q2_head_dma_load & \$218 ;
+  assign \$220  = dma_store_outstanding < 3'h4;
+  assign \$221  = q2_head_dma_store & \$220 ;
+  assign \$222  = gemm_outstanding < 3'h4;
+  assign \$223  = q2_head_gemm & \$222 ;
+  assign \$224  = vec_outstanding < 3'h4;
+  assign \$225  = q2_head_vec & \$224 ;
+  assign \$226  = sfu_outstanding < 3'h4;
+  assign \$227  = q2_head_sfu & \$226 ;
+  assign \$228  = | { \$227 , \$225 , \$223 , \$221 , \$219  };
+  assign \$229  = \$228  | q2_head_nop;
+  assign \$230  = q2_head_barrier | q2_head_signal_event;
+  assign \$231  = ! \$155 [4:0];
+  assign \$232  = \$230  & \$231 ;
+  assign \$233  = \$229  | \$232 ;
+  assign \$234  = q2_head_wait_event & q2_wait_reached;
+  assign \$235  = \$233  | \$234 ;
+  assign q2_can_issue = q2_live & \$235 ;
+  assign q__2__fw_ready = q2_live & q2_head_firmware;
+  assign \$236  = q2_live & q2_head_wait_event;
+  assign q__2__waiting = \$236  & \$237 ;
+  assign \$238  = q__2__fw_pop & q__2__valid;
+  assign \$239  = \$238  & q2_head_firmware;
+  assign \$240  = ~ q2_full;
+  assign q2_fw_take = \$239  & \$240 ;
+  assign \$241  = enable & q__3__active;
+  assign \$242  = \$241  & q__3__valid;
+  assign \$243  = ~ q3_failed;
+  assign \$244  = \$242  & \$243 ;
+  assign \$245  = ~ q3_full;
+  assign q3_live = \$244  & \$245 ;
+  assign \$246  = dma_load_outstanding < 3'h4;
+  assign \$247  = q3_head_dma_load & \$246 ;
+  assign \$248  = dma_store_outstanding < 3'h4;
+  assign \$249  = q3_head_dma_store & \$248 ;
+  assign \$250  = gemm_outstanding < 3'h4;
+  assign \$251  = q3_head_gemm & \$250 ;
+  assign \$252  = vec_outstanding < 3'h4;
+  assign \$253  = q3_head_vec & \$252 ;
+  assign \$254  = sfu_outstanding < 3'h4;
+  assign \$255  = q3_head_sfu & \$254 ;
+  assign \$256  = | { \$255 , \$253 , \$251 , \$249 , \$247  };
+  assign \$257  = \$256  | q3_head_nop;
+  assign \$258  = q3_head_barrier | q3_head_signal_event;
+  assign \$259  = ! \$156 [4:0];
+  assign \$260  = \$258  & \$259 ;
+  assign \$261  = \$257  | \$260 ;
+  assign \$262  = q3_head_wait_event & q3_wait_reached;
+  assign \$263  = \$261  | \$262 ;
+  assign q3_can_issue = q3_live & \$263 ;
+  assign q__3__fw_ready = q3_live & q3_head_firmware;
+  assign \$264  = q3_live & q3_head_wait_event;
+  assign q__3__waiting = \$264  & \$265 ;
+  assign \$266  = q__3__fw_pop & q__3__valid;
+  assign \$267  = \$266  & q3_head_firmware;
+  assign \$268  = ~ q3_full;
+  assign q3_fw_take = \$267  & \$268 ;
+  assign issue_rr_any = | { q3_can_issue, q2_can_issue, q1_can_issue, q0_can_issue };
+  assign dma_load_issued = issue_rr_any & \$272 ;
+  assign dma_store_issued = issue_rr_any & \$273 ;
+  assign gemm_issued = issue_rr_any & \$274 ;
+  assign vec_issued = issue_rr_any & \$275 ;
+  assign sfu_issued = issue_rr_any & \$276 ;
+  assign \$277  = ! issue_rr_sel;
+  assign q0_issue = issue_rr_any & \$277 ;
+  assign q__0__pop = q0_issue | q0_fw_take;
+  assign \$signature__en  = q0_issue | q0_fw_take;
+  assign \$278  = | { q0_head_sfu, q0_head_vec, q0_head_gemm, q0_head_dma_store, q0_head_dma_load };
+  assign \$279  = issue_rr_sel == 1'h1;
+  assign q1_issue = issue_rr_any & \$279 ;
+  assign q__1__pop = q1_issue | q1_fw_take;
+  assign \$signature__en$138  = q1_issue | q1_fw_take;
+  assign \$280  = | { q1_head_sfu, q1_head_vec, q1_head_gemm, q1_head_dma_store, q1_head_dma_load };
+  assign \$281  = issue_rr_sel == 2'h2;
+  assign q2_issue = issue_rr_any & \$281 ;
+  assign q__2__pop = q2_issue | q2_fw_take;
+  assign \$signature__en$143  = q2_issue | q2_fw_take;
+  assign \$282  = | { q2_head_sfu, q2_head_vec, q2_head_gemm, q2_head_dma_store, q2_head_dma_load };
+  assign \$283  = issue_rr_sel == 2'h3;
+  assign q3_issue = issue_rr_any & \$283 ;
+  assign q__3__pop = q3_issue | q3_fw_take;
+  assign \$signature__en$148  = q3_issue | q3_fw_take;
+  assign \$284  = | { q3_head_sfu, q3_head_vec, q3_head_gemm, q3_head_dma_store, q3_head_dma_load };
+  assign retire_rr_any = | { \r_rdy$180 , \r_rdy$179 , \r_rdy$178 , \r_rdy$177 , r_rdy };
+  assign \$285  = ! retire_rr_sel;
+  assign r_en = retire_rr_any & \$285 ;
+  assign \$286  = retire_rr_sel == 1'h1;
+  assign \r_en$185  = retire_rr_any & \$286 ;
+  assign \$287  = retire_rr_sel == 2'h2;
+  assign \r_en$187  = retire_rr_any & \$287 ;
+  assign \$288  = retire_rr_sel == 2'h3;
+  assign \r_en$189  = retire_rr_any & \$288 ;
+  assign \$289  = retire_rr_sel == 3'h4;
+  assign \r_en$191  = retire_rr_any & \$289 ;
+  assign \$290  = | \$153 [4:0];
+  assign q0_cpl_ready = \$290  & \$291 ;
+  assign \$292  = | \$154 [4:0];
+  assign q1_cpl_ready = \$292  & \$293 ;
+  assign \$294  = | \$155 [4:0];
+  assign q2_cpl_ready = \$294  & \$295 ;
+  assign \$296  = | \$156 [4:0];
+  assign q3_cpl_ready = \$296  & \$297 ;
+  assign cpl_rr_any = | { q3_cpl_ready, q2_cpl_ready, q1_cpl_ready, q0_cpl_ready };
+  \kaki_soc_4x4.issue.dma_load_retire  dma_load_retire (
+    .clk(clk),
+    .held(held),
+    .\port$11099$16 (retire__0__tag),
+    .\port$3833$0 (retire__0__error),
+    .r_data(r_data),
+    .r_en(r_en),
+    .r_rdy(r_rdy),
+    .rst(rst),
+    .w_en(w_en)
+  );
+  \kaki_soc_4x4.issue.dma_store_retire  dma_store_retire (
+    .clk(clk),
+    .held(held),
+    .\port$11101$16 (retire__1__tag),
+    .\port$3853$0 (retire__1__error),
+    .r_data(\r_data$295 ),
+    .r_en(\r_en$185 ),
+    .r_rdy(\r_rdy$177 ),
+    .rst(rst),
+    .w_en(\w_en$155 )
+  );
+  \kaki_soc_4x4.issue.gemm_retire  gemm_retire (
+    .clk(clk),
+    .held(held),
+    .\port$11103$16 (retire__2__tag),
+    .\port$3873$0 (retire__2__error),
+    .r_data(\r_data$296 ),
+    .r_en(\r_en$187 ),
+    .r_rdy(\r_rdy$178 ),
+    .rst(rst),
+    .w_en(\w_en$160 )
+  );
+  \kaki_soc_4x4.issue.sfu_retire  sfu_retire (
+    .clk(clk),
+    .held(held),
+    .\port$11107$16 (retire__4__tag),
+    .\port$3928$0 (retire__4__error),
+    .r_data(\r_data$298 ),
+    .r_en(\r_en$191 ),
+    .r_rdy(\r_rdy$180 ),
+    .rst(rst),
+    .w_en(\w_en$170 )
+  );
+  \kaki_soc_4x4.issue.vec_retire  vec_retire (
+    .clk(clk),
+    .held(held),
+    .\port$11105$16 (retire__3__tag),
+    .\port$3893$0 (retire__3__error),
+    .r_data(\r_data$297 ),
+    .r_en(\r_en$189 ),
+    .r_rdy(\r_rdy$179 ),
+    .rst(rst),
+    .w_en(\w_en$165 )
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q2_r[3:0])
+      4'h0:
+          \$300  = q2_status0;
+      4'h1:
+          \$300  = q2_status1;
+      4'h2:
+          \$300  = q2_status2;
+      4'h3:
+          \$300  = q2_status3;
+      4'h4:
+          \$300  = q2_status4;
+      4'h5:
+          \$300  = q2_status5;
+      4'h6:
+          \$300  = q2_status6;
+      4'h7:
+          \$300  = q2_status7;
+      4'h8:
+          \$300  = q2_status8;
+      4'h9:
+          \$300  = q2_status9;
+      4'ha:
+          \$300  = q2_status10;
+      4'hb:
+          \$300  = q2_status11;
+      4'hc:
+          \$300  = q2_status12;
+      4'hd:
+          \$300  = q2_status13;
+      4'he:
+          \$300  = q2_status14;
+      4'hf:
+          \$300  = q2_status15;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q3_r[3:0])
+      4'h0:
+          \$301  = q3_status0;
+      4'h1:
+          \$301  = q3_status1;
+      4'h2:
+          \$301  = q3_status2;
+      4'h3:
+          \$301  = q3_status3;
+      4'h4:
+          \$301  = q3_status4;
+      4'h5:
+          \$301  = q3_status5;
+      4'h6:
+          \$301  = q3_status6;
+      4'h7:
+          \$301  = q3_status7;
+      4'h8:
+          \$301  = q3_status8;
+      4'h9:
+          \$301  = q3_status9;
+      4'ha:
+          \$301  = q3_status10;
+      4'hb:
+          \$301  = q3_status11;
+      4'hc:
+          \$301  = q3_status12;
+      4'hd:
+          \$301  = q3_status13;
+      4'he:
+          \$301  = q3_status14;
+      4'hf:
+          \$301  = q3_status15;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_rr_sel)
+      2'h0:
+          cpl_status = \$298 ;
+      2'h1:
+          cpl_status = \$299 ;
+      2'h2:
+          cpl_status = \$300 ;
+      2'h3:
+          cpl_status = \$301 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q0_r[3:0])
+      4'h0:
+          \$302  = q0_status0;
+      4'h1:
+          \$302  = q0_status1;
+      4'h2:
+          \$302  = q0_status2;
+      4'h3:
+          \$302  = q0_status3;
+      4'h4:
+          \$302  = q0_status4;
+      4'h5:
+          \$302  = q0_status5;
+      4'h6:
+          \$302  = q0_status6;
+      4'h7:
+          \$302  = q0_status7;
+      4'h8:
+          \$302  = q0_status8;
+      4'h9:
+          \$302  = q0_status9;
+      4'ha:
+          \$302  = q0_status10;
+      4'hb:
+          \$302  = q0_status11;
+      4'hc:
+          \$302  = q0_status12;
+      4'hd:
+          \$302  = q0_status13;
+      4'he:
+          \$302  = q0_status14;
+      4'hf:
+          \$302  = q0_status15;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q1_r[3:0])
+      4'h0:
+          \$303  = q1_status0;
+      4'h1:
+          \$303  = q1_status1;
+      4'h2:
+          \$303  = q1_status2;
+      4'h3:
+          \$303  = q1_status3;
+      4'h4:
+          \$303  = q1_status4;
+      4'h5:
+          \$303  = q1_status5;
+      4'h6:
+          \$303  = q1_status6;
+      4'h7:
+          \$303  = q1_status7;
+      4'h8:
+          \$303  = q1_status8;
+      4'h9:
+          \$303  = q1_status9;
+      4'ha:
+          \$303  = q1_status10;
+      4'hb:
+          \$303  = q1_status11;
+      4'hc:
+          \$303  = q1_status12;
+      4'hd:
+          \$303  = q1_status13;
+      4'he:
+          \$303  = q1_status14;
+      4'hf:
+          \$303  = q1_status15;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q2_r[3:0])
+      4'h0:
+          \$304  = q2_status0;
+      4'h1:
+          \$304  = q2_status1;
+      4'h2:
+          \$304  = q2_status2;
+      4'h3:
+          \$304  = q2_status3;
+      4'h4:
+          \$304  = q2_status4;
+      4'h5:
+          \$304  = q2_status5;
+      4'h6:
+          \$304  = q2_status6;
+      4'h7:
+          \$304  = q2_status7;
+      4'h8:
+          \$304  = q2_status8;
+      4'h9:
+          \$304  = q2_status9;
+      4'ha:
+          \$304  = q2_status10;
+      4'hb:
+          \$304  = q2_status11;
+      4'hc:
+          \$304  = q2_status12;
+      4'hd:
+          \$304  = q2_status13;
+      4'he:
+          \$304  = q2_status14;
+      4'hf:
+          \$304  = q2_status15;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q3_r[3:0])
+      4'h0:
+          \$305  = q3_status0;
+      4'h1:
+          \$305  = q3_status1;
+      4'h2:
+          \$305  = q3_status2;
+      4'h3:
+          \$305  = q3_status3;
+      4'h4:
+          \$305  = q3_status4;
+      4'h5:
+          \$305  = q3_status5;
+      4'h6:
+          \$305  = q3_status6;
+      4'h7:
+          \$305  = q3_status7;
+      4'h8:
+          \$305  = q3_status8;
+      4'h9:
+          \$305  = q3_status9;
+      4'ha:
+          \$305  = q3_status10;
+      4'hb:
+          \$305  = q3_status11;
+      4'hc:
+          \$305  = q3_status12;
+      4'hd:
+          \$305  = q3_status13;
+      4'he:
+          \$305  = q3_status14;
+      4'hf:
+          \$305  = q3_status15;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_rr_sel)
+      2'h0:
+          \$306  = \$302 ;
+      2'h1:
+          \$306  = \$303 ;
+      2'h2:
+          \$306  = \$304 ;
+      2'h3:
+          \$306  = \$305 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$399  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$399  = r_data[23:22];
+      3'h1:
+          \$399  = \r_data$295 [23:22];
+      3'h2:
+          \$399  = \r_data$296 [23:22];
+      3'h3:
+          \$399  = \r_data$297 [23:22];
+      3'h4:
+          \$399  = \r_data$298 [23:22];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$402  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$402  = r_data[11:8];
+      3'h1:
+          \$402  = \r_data$295 [11:8];
+      3'h2:
+          \$402  = \r_data$296 [11:8];
+      3'h3:
+          \$402  = \r_data$297 [11:8];
+      3'h4:
+          \$402  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$405  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$405  = r_data[11:8];
+      3'h1:
+          \$405  = \r_data$295 [11:8];
+      3'h2:
+          \$405  = \r_data$296 [11:8];
+      3'h3:
+          \$405  = \r_data$297 [11:8];
+      3'h4:
+          \$405  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (\$405 )
+      4'h0:
+          \$406  = q0_done[0];
+      4'h1:
+          \$406  = q0_done[1];
+      4'h2:
+          \$406  = q0_done[2];
+      4'h3:
+          \$406  = q0_done[3];
+      4'h4:
+          \$406  = q0_done[4];
+      4'h5:
+          \$406  = q0_done[5];
+      4'h6:
+          \$406  = q0_done[6];
+      4'h7:
+          \$406  = q0_done[7];
+      4'h8:
+          \$406  = q0_done[8];
+      4'h9:
+          \$406  = q0_done[9];
+      4'ha:
+          \$406  = q0_done[10];
+      4'hb:
+          \$406  = q0_done[11];
+      4'hc:
+          \$406  = q0_done[12];
+      4'hd:
+          \$406  = q0_done[13];
+      4'he:
+          \$406  = q0_done[14];
+      4'hf:
+          \$406  = q0_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$410  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$410  = r_data[11:8];
+      3'h1:
+          \$410  = \r_data$295 [11:8];
+      3'h2:
+          \$410  = \r_data$296 [11:8];
+      3'h3:
+          \$410  = \r_data$297 [11:8];
+      3'h4:
+          \$410  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$411  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$411  = r_data[7:0];
+      3'h1:
+          \$411  = \r_data$295 [7:0];
+      3'h2:
+          \$411  = \r_data$296 [7:0];
+      3'h3:
+          \$411  = \r_data$297 [7:0];
+      3'h4:
+          \$411  = \r_data$298 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$412  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$412  = r_data[11:8];
+      3'h1:
+          \$412  = \r_data$295 [11:8];
+      3'h2:
+          \$412  = \r_data$296 [11:8];
+      3'h3:
+          \$412  = \r_data$297 [11:8];
+      3'h4:
+          \$412  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$413  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$413  = r_data[7:0];
+      3'h1:
+          \$413  = \r_data$295 [7:0];
+      3'h2:
+          \$413  = \r_data$296 [7:0];
+      3'h3:
+          \$413  = \r_data$297 [7:0];
+      3'h4:
+          \$413  = \r_data$298 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$415  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$415  = r_data[23:22];
+      3'h1:
+          \$415  = \r_data$295 [23:22];
+      3'h2:
+          \$415  = \r_data$296 [23:22];
+      3'h3:
+          \$415  = \r_data$297 [23:22];
+      3'h4:
+          \$415  = \r_data$298 [23:22];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$418  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$418  = r_data[11:8];
+      3'h1:
+          \$418  = \r_data$295 [11:8];
+      3'h2:
+          \$418  = \r_data$296 [11:8];
+      3'h3:
+          \$418  = \r_data$297 [11:8];
+      3'h4:
+          \$418  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$421  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$421  = r_data[11:8];
+      3'h1:
+          \$421  = \r_data$295 [11:8];
+      3'h2:
+          \$421  = \r_data$296 [11:8];
+      3'h3:
+          \$421  = \r_data$297 [11:8];
+      3'h4:
+          \$421  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (\$421 )
+      4'h0:
+          \$422  = q1_done[0];
+      4'h1:
+          \$422  = q1_done[1];
+      4'h2:
+          \$422  = q1_done[2];
+      4'h3:
+          \$422  = q1_done[3];
+      4'h4:
+          \$422  = q1_done[4];
+      4'h5:
+          \$422  = q1_done[5];
+      4'h6:
+          \$422  = q1_done[6];
+      4'h7:
+          \$422  = q1_done[7];
+      4'h8:
+          \$422  = q1_done[8];
+      4'h9:
+          \$422  = q1_done[9];
+      4'ha:
+          \$422  = q1_done[10];
+      4'hb:
+          \$422  = q1_done[11];
+      4'hc:
+          \$422  = q1_done[12];
+      4'hd:
+          \$422  = q1_done[13];
+      4'he:
+          \$422  = q1_done[14];
+      4'hf:
+          \$422  = q1_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$426  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$426  = r_data[11:8];
+      3'h1:
+          \$426  = \r_data$295 [11:8];
+      3'h2:
+          \$426  = \r_data$296 [11:8];
+      3'h3:
+          \$426  = \r_data$297 [11:8];
+      3'h4:
+          \$426  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$427  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$427  = r_data[7:0];
+      3'h1:
+          \$427  = \r_data$295 [7:0];
+      3'h2:
+          \$427  = \r_data$296 [7:0];
+      3'h3:
+          \$427  = \r_data$297 [7:0];
+      3'h4:
+          \$427  = \r_data$298 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$428  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$428  = r_data[11:8];
+      3'h1:
+          \$428  = \r_data$295 [11:8];
+      3'h2:
+          \$428  = \r_data$296 [11:8];
+      3'h3:
+          \$428  = \r_data$297 [11:8];
+      3'h4:
+          \$428  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$429  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$429  = r_data[7:0];
+      3'h1:
+          \$429  = \r_data$295 [7:0];
+      3'h2:
+          \$429  = \r_data$296 [7:0];
+      3'h3:
+          \$429  = \r_data$297 [7:0];
+      3'h4:
+          \$429  = \r_data$298 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$431  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$431  = r_data[23:22];
+      3'h1:
+          \$431  = \r_data$295 [23:22];
+      3'h2:
+          \$431  = \r_data$296 [23:22];
+      3'h3:
+          \$431  = \r_data$297 [23:22];
+      3'h4:
+          \$431  = \r_data$298 [23:22];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$434  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$434  = r_data[11:8];
+      3'h1:
+          \$434  = \r_data$295 [11:8];
+      3'h2:
+          \$434  = \r_data$296 [11:8];
+      3'h3:
+          \$434  = \r_data$297 [11:8];
+      3'h4:
+          \$434  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$437  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$437  = r_data[11:8];
+      3'h1:
+          \$437  = \r_data$295 [11:8];
+      3'h2:
+          \$437  = \r_data$296 [11:8];
+      3'h3:
+          \$437  = \r_data$297 [11:8];
+      3'h4:
+          \$437  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (\$437 )
+      4'h0:
+          \$438  = q2_done[0];
+      4'h1:
+          \$438  = q2_done[1];
+      4'h2:
+          \$438  = q2_done[2];
+      4'h3:
+          \$438  = q2_done[3];
+      4'h4:
+          \$438  = q2_done[4];
+      4'h5:
+          \$438  = q2_done[5];
+      4'h6:
+          \$438  = q2_done[6];
+      4'h7:
+          \$438  = q2_done[7];
+      4'h8:
+          \$438  = q2_done[8];
+      4'h9:
+          \$438  = q2_done[9];
+      4'ha:
+          \$438  = q2_done[10];
+      4'hb:
+          \$438  = q2_done[11];
+      4'hc:
+          \$438  = q2_done[12];
+      4'hd:
+          \$438  = q2_done[13];
+      4'he:
+          \$438  = q2_done[14];
+      4'hf:
+          \$438  = q2_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$442  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$442  = r_data[11:8];
+      3'h1:
+          \$442  = \r_data$295 [11:8];
+      3'h2:
+          \$442  = \r_data$296 [11:8];
+      3'h3:
+          \$442  = \r_data$297 [11:8];
+      3'h4:
+          \$442  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$443  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$443  = r_data[7:0];
+      3'h1:
+          \$443  = \r_data$295 [7:0];
+      3'h2:
+          \$443  = \r_data$296 [7:0];
+      3'h3:
+          \$443  = \r_data$297 [7:0];
+      3'h4:
+          \$443  = \r_data$298 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$444  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$444  = r_data[11:8];
+      3'h1:
+          \$444  = \r_data$295 [11:8];
+      3'h2:
+          \$444  = \r_data$296 [11:8];
+      3'h3:
+          \$444  = \r_data$297 [11:8];
+      3'h4:
+          \$444  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$445  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$445  = r_data[7:0];
+      3'h1:
+          \$445  = \r_data$295 [7:0];
+      3'h2:
+          \$445  = \r_data$296 [7:0];
+      3'h3:
+          \$445  = \r_data$297 [7:0];
+      3'h4:
+          \$445  = \r_data$298 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$447  = 2'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$447  = r_data[23:22];
+      3'h1:
+          \$447  = \r_data$295 [23:22];
+      3'h2:
+          \$447  = \r_data$296 [23:22];
+      3'h3:
+          \$447  = \r_data$297 [23:22];
+      3'h4:
+          \$447  = \r_data$298 [23:22];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$450  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$450  = r_data[11:8];
+      3'h1:
+          \$450  = \r_data$295 [11:8];
+      3'h2:
+          \$450  = \r_data$296 [11:8];
+      3'h3:
+          \$450  = \r_data$297 [11:8];
+      3'h4:
+          \$450  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$453  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$453  = r_data[11:8];
+      3'h1:
+          \$453  = \r_data$295 [11:8];
+      3'h2:
+          \$453  = \r_data$296 [11:8];
+      3'h3:
+          \$453  = \r_data$297 [11:8];
+      3'h4:
+          \$453  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (\$453 )
+      4'h0:
+          \$454  = q3_done[0];
+      4'h1:
+          \$454  = q3_done[1];
+      4'h2:
+          \$454  = q3_done[2];
+      4'h3:
+          \$454  = q3_done[3];
+      4'h4:
+          \$454  = q3_done[4];
+      4'h5:
+          \$454  = q3_done[5];
+      4'h6:
+          \$454  = q3_done[6];
+      4'h7:
+          \$454  = q3_done[7];
+      4'h8:
+          \$454  = q3_done[8];
+      4'h9:
+          \$454  = q3_done[9];
+      4'ha:
+          \$454  = q3_done[10];
+      4'hb:
+          \$454  = q3_done[11];
+      4'hc:
+          \$454  = q3_done[12];
+      4'hd:
+          \$454  = q3_done[13];
+      4'he:
+          \$454  = q3_done[14];
+      4'hf:
+          \$454  = q3_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$458  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$458  = r_data[11:8];
+      3'h1:
+          \$458  = \r_data$295 [11:8];
+      3'h2:
+          \$458  = \r_data$296 [11:8];
+      3'h3:
+          \$458  = \r_data$297 [11:8];
+      3'h4:
+          \$458  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$459  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$459  = r_data[7:0];
+      3'h1:
+          \$459  = \r_data$295 [7:0];
+      3'h2:
+          \$459  = \r_data$296 [7:0];
+      3'h3:
+          \$459  = \r_data$297 [7:0];
+      3'h4:
+          \$459  = \r_data$298 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$460  = 4'h0;
+    casez (retire_rr_sel)
+      3'h0:
+          \$460  = r_data[11:8];
+      3'h1:
+          \$460  = \r_data$295 [11:8];
+      3'h2:
+          \$460  = \r_data$296 [11:8];
+      3'h3:
+          \$460  = \r_data$297 [11:8];
+      3'h4:
+          \$460  = \r_data$298 [11:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$461  = 8'h00;
+    casez (retire_rr_sel)
+      3'h0:
+          \$461  = r_data[7:0];
+      3'h1:
+          \$461  = \r_data$295 [7:0];
+      3'h2:
+          \$461  = \r_data$296 [7:0];
+      3'h3:
+          \$461  = \r_data$297 [7:0];
+      3'h4:
+          \$461  = \r_data$298 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    issue_rr_sel = 2'h0;
+    (* full_case = 32'd1 *)
+    casez (issue_rr_last)
+      2'h0:
+        begin
+          if (q0_can_issue) begin
+            issue_rr_sel = 2'h0;
+          end
+          if (q3_can_issue) begin
+            issue_rr_sel = 2'h3;
+          end
+          if (q2_can_issue) begin
+            issue_rr_sel = 2'h2;
+          end
+          if (q1_can_issue) begin
+            issue_rr_sel = 2'h1;
+          end
+        end
+      2'h1:
+        begin
+          if (q1_can_issue) begin
+            issue_rr_sel = 2'h1;
+          end
+          if (q0_can_issue) begin
+            issue_rr_sel = 2'h0;
+          end
+          if (q3_can_issue) begin
+            issue_rr_sel = 2'h3;
+          end
+          if (q2_can_issue) begin
+            issue_rr_sel = 2'h2;
+          end
+        end
+      2'h2:
+        begin
+          if (q2_can_issue) begin
+            issue_rr_sel = 2'h2;
+          end
+          if (q1_can_issue) begin
+            issue_rr_sel = 2'h1;
+          end
+          if (q0_can_issue) begin
+            issue_rr_sel = 2'h0;
+          end
+          if (q3_can_issue) begin
+            issue_rr_sel = 2'h3;
+          end
+        end
+      2'h3:
+        begin
+          if (q3_can_issue) begin
+            issue_rr_sel = 2'h3;
+          end
+          if (q2_can_issue) begin
+            issue_rr_sel = 2'h2;
+          end
+          if (q1_can_issue) begin
+            issue_rr_sel = 2'h1;
+          end
+          if (q0_can_issue) begin
+            issue_rr_sel = 2'h0;
+          end
+        end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    submit = 1'h0;
+    if (q0_issue) begin
+      submit = \$278 ;
+    end
+    if (q1_issue) begin
+      submit = \$280 ;
+    end
+    if (q2_issue) begin
+      submit = \$282 ;
+    end
+    if (q3_issue) begin
+      submit = \$284 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    retire_rr_sel = 3'h0;
+    casez (retire_rr_last)
+      3'h0:
+        begin
+          if (r_rdy) begin
+            retire_rr_sel = 3'h0;
+          end
+          if (\r_rdy$180 ) begin
+            retire_rr_sel = 3'h4;
+          end
+          if (\r_rdy$179 ) begin
+            retire_rr_sel = 3'h3;
+          end
+          if (\r_rdy$178 ) begin
+            retire_rr_sel = 3'h2;
+          end
+          if (\r_rdy$177 ) begin
+            retire_rr_sel = 3'h1;
+          end
+        end
+      3'h1:
+        begin
+          if (\r_rdy$177 ) begin
+            retire_rr_sel = 3'h1;
+          end
+          if (r_rdy) begin
+            retire_rr_sel = 3'h0;
+          end
+          if (\r_rdy$180 ) begin
+            retire_rr_sel = 3'h4;
+          end
+          if (\r_rdy$179 ) begin
+            retire_rr_sel = 3'h3;
+          end
+          if (\r_rdy$178 ) begin
+            retire_rr_sel = 3'h2;
+          end
+        end
+      3'h2:
+        begin
+          if (\r_rdy$178 ) begin
+            retire_rr_sel = 3'h2;
+          end
+          if (\r_rdy$177 ) begin
+            retire_rr_sel = 3'h1;
+          end
+          if (r_rdy) begin
+            retire_rr_sel = 3'h0;
+          end
+          if (\r_rdy$180 ) begin
+            retire_rr_sel = 3'h4;
+          end
+          if (\r_rdy$179 ) begin
+            retire_rr_sel = 3'h3;
+          end
+        end
+      3'h3:
+        begin
+          if (\r_rdy$179 ) begin
+            retire_rr_sel = 3'h3;
+          end
+          if (\r_rdy$178 ) begin
+            retire_rr_sel = 3'h2;
+          end
+          if (\r_rdy$177 ) begin
+            retire_rr_sel = 3'h1;
+          end
+          if (r_rdy) begin
+            retire_rr_sel = 3'h0;
+          end
+          if (\r_rdy$180 ) begin
+            retire_rr_sel = 3'h4;
+          end
+        end
+      3'h4:
+        begin
+          if (\r_rdy$180 ) begin
+            retire_rr_sel = 3'h4;
+          end
+          if (\r_rdy$179 ) begin
+            retire_rr_sel = 3'h3;
+          end
+          if (\r_rdy$178 ) begin
+            retire_rr_sel = 3'h2;
+          end
+          if (\r_rdy$177 ) begin
+            retire_rr_sel = 3'h1;
+          end
+          if (r_rdy) begin
+            retire_rr_sel = 3'h0;
+          end
+        end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    cpl_rr_sel = 2'h0;
+    (* full_case = 32'd1 *)
+    casez (cpl_rr_last)
+      2'h0:
+        begin
+          if (q0_cpl_ready) begin
+            cpl_rr_sel = 2'h0;
+          end
+          if (q3_cpl_ready) begin
+            cpl_rr_sel = 2'h3;
+          end
+          if (q2_cpl_ready) begin
+            cpl_rr_sel = 2'h2;
+          end
+          if (q1_cpl_ready) begin
+            cpl_rr_sel = 2'h1;
+          end
+        end
+      2'h1:
+        begin
+          if (q1_cpl_ready) begin
+            cpl_rr_sel = 2'h1;
+          end
+          if (q0_cpl_ready) begin
+            cpl_rr_sel = 2'h0;
+          end
+          if (q3_cpl_ready) begin
+            cpl_rr_sel = 2'h3;
+          end
+          if (q2_cpl_ready) begin
+            cpl_rr_sel = 2'h2;
+          end
+        end
+      2'h2:
+        begin
+          if (q2_cpl_ready) begin
+            cpl_rr_sel = 2'h2;
+          end
+          if (q1_cpl_ready) begin
+            cpl_rr_sel = 2'h1;
+          end
+          if (q0_cpl_ready) begin
+            cpl_rr_sel = 2'h0;
+          end
+          if (q3_cpl_ready) begin
+            cpl_rr_sel = 2'h3;
+          end
+        end
+      2'h3:
+        begin
+          if (q3_cpl_ready) begin
+            cpl_rr_sel = 2'h3;
+          end
+          if (q2_cpl_ready) begin
+            cpl_rr_sel = 2'h2;
+          end
+          if (q1_cpl_ready) begin
+            cpl_rr_sel = 2'h1;
+          end
+          if (q0_cpl_ready) begin
+            cpl_rr_sel = 2'h0;
+          end
+        end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$502  = issue_rr_last;
+    if (issue_rr_any) begin
+      \$502  = issue_rr_sel;
+    end
+    if (held) begin
+      \$502  = 2'h3;
+    end
+    if (rst) begin
+      \$502  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$503  = events;
+    if (q0_issue) begin
+      if (q0_head_signal_event) begin
+        (* full_case = 32'd1 *)
+        casez (q__0__head[35:32])
+          4'h0:
+              \$503 [31:0] = q__0__head[95:64];
+          4'h1:
+              \$503 [63:32] = q__0__head[95:64];
+          4'h2:
+              \$503 [95:64] = q__0__head[95:64];
+          4'h3:
+              \$503 [127:96] = q__0__head[95:64];
+          4'h4:
+              \$503 [159:128] = q__0__head[95:64];
+          4'h5:
+              \$503 [191:160] = q__0__head[95:64];
+          4'h6:
+              \$503 [223:192] = q__0__head[95:64];
+          4'h7:
+              \$503 [255:224] = q__0__head[95:64];
+          4'h8:
+              \$503 [287:256] = q__0__head[95:64];
+          4'h9:
+              \$503 [319:288] = q__0__head[95:64];
+          4'ha:
+              \$503 [351:320] = q__0__head[95:64];
+          4'hb:
+              \$503 [383:352] = q__0__head[95:64];
+          4'hc:
+              \$503 [415:384] = q__0__head[95:64];
+          4'hd:
+              \$503 [447:416] = q__0__head[95:64];
+          4'he:
+              \$503 [479:448] = q__0__head[95:64];
+          4'hf:
+              \$503 [511:480] = q__0__head[95:64];
+        endcase
+      end
+    end
+    if (q1_issue) begin
+      if (q1_head_signal_event) begin
+        (* full_case = 32'd1 *)
+        casez (q__1__head[35:32])
+          4'h0:
+              \$503 [31:0] = q__1__head[95:64];
+          4'h1:
+              \$503 [63:32] = q__1__head[95:64];
+          4'h2:
+              \$503 [95:64] = q__1__head[95:64];
+          4'h3:
+              \$503 [127:96] = q__1__head[95:64];
+          4'h4:
+              \$503 [159:128] = q__1__head[95:64];
+          4'h5:
+              \$503 [191:160] = q__1__head[95:64];
+          4'h6:
+              \$503 [223:192] = q__1__head[95:64];
+          4'h7:
+              \$503 [255:224] = q__1__head[95:64];
+          4'h8:
+              \$503 [287:256] = q__1__head[95:64];
+          4'h9:
+              \$503 [319:288] = q__1__head[95:64];
+          4'ha:
+              \$503 [351:320] = q__1__head[95:64];
+          4'hb:
+              \$503 [383:352] = q__1__head[95:64];
+          4'hc:
+              \$503 [415:384] = q__1__head[95:64];
+          4'hd:
+              \$503 [447:416] = q__1__head[95:64];
+          4'he:
+              \$503 [479:448] = q__1__head[95:64];
+          4'hf:
+              \$503 [511:480] = q__1__head[95:64];
+        endcase
+      end
+    end
+    if (q2_issue) begin
+      if (q2_head_signal_event) begin
+        (* full_case = 32'd1 *)
+        casez (q__2__head[35:32])
+          4'h0:
+              \$503 [31:0] = q__2__head[95:64];
+          4'h1:
+              \$503 [63:32] = q__2__head[95:64];
+          4'h2:
+              \$503 [95:64] = q__2__head[95:64];
+          4'h3:
+              \$503 [127:96] = q__2__head[95:64];
+          4'h4:
+              \$503 [159:128] = q__2__head[95:64];
+          4'h5:
+              \$503 [191:160] = q__2__head[95:64];
+          4'h6:
+              \$503 [223:192] = q__2__head[95:64];
+          4'h7:
+              \$503 [255:224] = q__2__head[95:64];
+          4'h8:
+              \$503 [287:256] = q__2__head[95:64];
+          4'h9:
+              \$503 [319:288] = q__2__head[95:64];
+          4'ha:
+              \$503 [351:320] = q__2__head[95:64];
+          4'hb:
+              \$503 [383:352] = q__2__head[95:64];
+          4'hc:
+              \$503 [415:384] = q__2__head[95:64];
+          4'hd:
+              \$503 [447:416] = q__2__head[95:64];
+          4'he:
+              \$503 [479:448] = q__2__head[95:64];
+          4'hf:
+              \$503 [511:480] = q__2__head[95:64];
+        endcase
+      end
+    end
+    if (q3_issue) begin
+      if (q3_head_signal_event) begin
+        (* full_case = 32'd1 *)
+        casez (q__3__head[35:32])
+          4'h0:
+              \$503 [31:0] = q__3__head[95:64];
+          4'h1:
+              \$503 [63:32] = q__3__head[95:64];
+          4'h2:
+              \$503 [95:64] = q__3__head[95:64];
+          4'h3:
+              \$503 [127:96] = q__3__head[95:64];
+          4'h4:
+              \$503 [159:128] = q__3__head[95:64];
+          4'h5:
+              \$503 [191:160] = q__3__head[95:64];
+          4'h6:
+              \$503 [223:192] = q__3__head[95:64];
+          4'h7:
+              \$503 [255:224] = q__3__head[95:64];
+          4'h8:
+              \$503 [287:256] = q__3__head[95:64];
+          4'h9:
+              \$503 [319:288] = q__3__head[95:64];
+          4'ha:
+              \$503 [351:320] = q__3__head[95:64];
+          4'hb:
+              \$503 [383:352] = q__3__head[95:64];
+          4'hc:
+              \$503 [415:384] = q__3__head[95:64];
+          4'hd:
+              \$503 [447:416] = q__3__head[95:64];
+          4'he:
+              \$503 [479:448] = q__3__head[95:64];
+          4'hf:
+              \$503 [511:480] = q__3__head[95:64];
+        endcase
+      end
+    end
+    if (held) begin
+      \$503  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    end
+    if (rst) begin
+      \$503  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$504  = q0_h;
+    if (\$327 ) begin
+      \$504  = \$328 [4:0];
+    end
+    if (q__0__cleared) begin
+      \$504  = 5'h00;
+    end
+    if (held) begin
+      \$504  = 5'h00;
+    end
+    if (rst) begin
+      \$504  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$505  = q0_done;
+    if (\$327 ) begin
+      (* full_case = 32'd1 *)
+      casez (q0_h[3:0])
+        4'h0:
+            \$505 [0] = \$331 ;
+        4'h1:
+            \$505 [1] = \$331 ;
+        4'h2:
+            \$505 [2] = \$331 ;
+        4'h3:
+            \$505 [3] = \$331 ;
+        4'h4:
+            \$505 [4] = \$331 ;
+        4'h5:
+            \$505 [5] = \$331 ;
+        4'h6:
+            \$505 [6] = \$331 ;
+        4'h7:
+            \$505 [7] = \$331 ;
+        4'h8:
+            \$505 [8] = \$331 ;
+        4'h9:
+            \$505 [9] = \$331 ;
+        4'ha:
+            \$505 [10] = \$331 ;
+        4'hb:
+            \$505 [11] = \$331 ;
+        4'hc:
+            \$505 [12] = \$331 ;
+        4'hd:
+            \$505 [13] = \$331 ;
+        4'he:
+            \$505 [14] = \$331 ;
+        4'hf:
+            \$505 [15] = \$331 ;
+      endcase
+    end
+    if (\$409 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$410 )
+        4'h0:
+            \$505 [0] = 1'h1;
+        4'h1:
+            \$505 [1] = 1'h1;
+        4'h2:
+            \$505 [2] = 1'h1;
+        4'h3:
+            \$505 [3] = 1'h1;
+        4'h4:
+            \$505 [4] = 1'h1;
+        4'h5:
+            \$505 [5] = 1'h1;
+        4'h6:
+            \$505 [6] = 1'h1;
+        4'h7:
+            \$505 [7] = 1'h1;
+        4'h8:
+            \$505 [8] = 1'h1;
+        4'h9:
+            \$505 [9] = 1'h1;
+        4'ha:
+            \$505 [10] = 1'h1;
+        4'hb:
+            \$505 [11] = 1'h1;
+        4'hc:
+            \$505 [12] = 1'h1;
+        4'hd:
+            \$505 [13] = 1'h1;
+        4'he:
+            \$505 [14] = 1'h1;
+        4'hf:
+            \$505 [15] = 1'h1;
+      endcase
+    end
+    if (held) begin
+      \$505  = 16'h0000;
+    end
+    if (rst) begin
+      \$505  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$506  = q0_status0;
+    if (\$327 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            \$506  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      casez (\$412 )
+        4'h0:
+            \$506  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$506  = 8'h00;
+    end
+    if (rst) begin
+      \$506  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$507  = q0_status1;
+    if (\$327 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$507  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      casez (\$412 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$507  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$507  = 8'h00;
+    end
+    if (rst) begin
+      \$507  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$508  = q0_status2;
+    if (\$327 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$508  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      casez (\$412 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$508  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$508  = 8'h00;
+    end
+    if (rst) begin
+      \$508  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$509  = q0_status3;
+    if (\$327 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$509  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      casez (\$412 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$509  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$509  = 8'h00;
+    end
+    if (rst) begin
+      \$509  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$510  = q0_status4;
+    if (\$327 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$510  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      casez (\$412 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$510  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$510  = 8'h00;
+    end
+    if (rst) begin
+      \$510  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$511  = q0_status5;
+    if (\$327 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$511  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      casez (\$412 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$511  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$511  = 8'h00;
+    end
+    if (rst) begin
+      \$511  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$512  = q0_status6;
+    if (\$327 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$512  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      casez (\$412 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$512  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$512  = 8'h00;
+    end
+    if (rst) begin
+      \$512  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$513  = q0_status7;
+    if (\$327 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$513  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      casez (\$412 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$513  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$513  = 8'h00;
+    end
+    if (rst) begin
+      \$513  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$514  = q0_status8;
+    if (\$327 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$514  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      casez (\$412 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$514  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$514  = 8'h00;
+    end
+    if (rst) begin
+      \$514  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$515  = q0_status9;
+    if (\$327 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$515  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      casez (\$412 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$515  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$515  = 8'h00;
+    end
+    if (rst) begin
+      \$515  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$516  = q0_status10;
+    if (\$327 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$516  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      casez (\$412 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$516  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$516  = 8'h00;
+    end
+    if (rst) begin
+      \$516  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$517  = q0_status11;
+    if (\$327 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$517  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      casez (\$412 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$517  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$517  = 8'h00;
+    end
+    if (rst) begin
+      \$517  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$518  = q0_status12;
+    if (\$327 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$518  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      casez (\$412 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$518  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$518  = 8'h00;
+    end
+    if (rst) begin
+      \$518  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$519  = q0_status13;
+    if (\$327 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$519  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      casez (\$412 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$519  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$519  = 8'h00;
+    end
+    if (rst) begin
+      \$519  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$520  = q0_status14;
+    if (\$327 ) begin
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$520  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      casez (\$412 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$520  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$520  = 8'h00;
+    end
+    if (rst) begin
+      \$520  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$521  = q0_status15;
+    if (\$327 ) begin
+      (* full_case = 32'd1 *)
+      casez (q0_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$521  = \$332 ;
+      endcase
+    end
+    if (\$409 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$412 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$521  = \$411 ;
+      endcase
+    end
+    if (held) begin
+      \$521  = 8'h00;
+    end
+    if (rst) begin
+      \$521  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$522  = q0_failed;
+    if (\$334 ) begin
+      \$522  = 1'h1;
+    end
+    if (\$409 ) begin
+      if (\$414 ) begin
+        \$522  = 1'h1;
+      end
+    end
+    if (q__0__cleared) begin
+      \$522  = 1'h0;
+    end
+    if (held) begin
+      \$522  = 1'h0;
+    end
+    if (rst) begin
+      \$522  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$523  = q1_h;
+    if (\$335 ) begin
+      \$523  = \$336 [4:0];
+    end
+    if (q__1__cleared) begin
+      \$523  = 5'h00;
+    end
+    if (held) begin
+      \$523  = 5'h00;
+    end
+    if (rst) begin
+      \$523  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$524  = q1_done;
+    if (\$335 ) begin
+      (* full_case = 32'd1 *)
+      casez (q1_h[3:0])
+        4'h0:
+            \$524 [0] = \$339 ;
+        4'h1:
+            \$524 [1] = \$339 ;
+        4'h2:
+            \$524 [2] = \$339 ;
+        4'h3:
+            \$524 [3] = \$339 ;
+        4'h4:
+            \$524 [4] = \$339 ;
+        4'h5:
+            \$524 [5] = \$339 ;
+        4'h6:
+            \$524 [6] = \$339 ;
+        4'h7:
+            \$524 [7] = \$339 ;
+        4'h8:
+            \$524 [8] = \$339 ;
+        4'h9:
+            \$524 [9] = \$339 ;
+        4'ha:
+            \$524 [10] = \$339 ;
+        4'hb:
+            \$524 [11] = \$339 ;
+        4'hc:
+            \$524 [12] = \$339 ;
+        4'hd:
+            \$524 [13] = \$339 ;
+        4'he:
+            \$524 [14] = \$339 ;
+        4'hf:
+            \$524 [15] = \$339 ;
+      endcase
+    end
+    if (\$425 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$426 )
+        4'h0:
+            \$524 [0] = 1'h1;
+        4'h1:
+            \$524 [1] = 1'h1;
+        4'h2:
+            \$524 [2] = 1'h1;
+        4'h3:
+            \$524 [3] = 1'h1;
+        4'h4:
+            \$524 [4] = 1'h1;
+        4'h5:
+            \$524 [5] = 1'h1;
+        4'h6:
+            \$524 [6] = 1'h1;
+        4'h7:
+            \$524 [7] = 1'h1;
+        4'h8:
+            \$524 [8] = 1'h1;
+        4'h9:
+            \$524 [9] = 1'h1;
+        4'ha:
+            \$524 [10] = 1'h1;
+        4'hb:
+            \$524 [11] = 1'h1;
+        4'hc:
+            \$524 [12] = 1'h1;
+        4'hd:
+            \$524 [13] = 1'h1;
+        4'he:
+            \$524 [14] = 1'h1;
+        4'hf:
+            \$524 [15] = 1'h1;
+      endcase
+    end
+    if (held) begin
+      \$524  = 16'h0000;
+    end
+    if (rst) begin
+      \$524  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$525  = q1_status0;
+    if (\$335 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            \$525  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      casez (\$428 )
+        4'h0:
+            \$525  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$525  = 8'h00;
+    end
+    if (rst) begin
+      \$525  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$526  = q1_status1;
+    if (\$335 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$526  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      casez (\$428 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$526  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$526  = 8'h00;
+    end
+    if (rst) begin
+      \$526  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$527  = q1_status2;
+    if (\$335 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$527  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      casez (\$428 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$527  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$527  = 8'h00;
+    end
+    if (rst) begin
+      \$527  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$528  = q1_status3;
+    if (\$335 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$528  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      casez (\$428 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$528  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$528  = 8'h00;
+    end
+    if (rst) begin
+      \$528  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$529  = q1_status4;
+    if (\$335 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$529  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      casez (\$428 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$529  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$529  = 8'h00;
+    end
+    if (rst) begin
+      \$529  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$530  = q1_status5;
+    if (\$335 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$530  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      casez (\$428 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$530  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$530  = 8'h00;
+    end
+    if (rst) begin
+      \$530  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$531  = q1_status6;
+    if (\$335 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$531  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      casez (\$428 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$531  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$531  = 8'h00;
+    end
+    if (rst) begin
+      \$531  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$532  = q1_status7;
+    if (\$335 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$532  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      casez (\$428 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$532  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$532  = 8'h00;
+    end
+    if (rst) begin
+      \$532  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$533  = q1_status8;
+    if (\$335 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$533  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      casez (\$428 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$533  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$533  = 8'h00;
+    end
+    if (rst) begin
+      \$533  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$534  = q1_status9;
+    if (\$335 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$534  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      casez (\$428 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$534  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$534  = 8'h00;
+    end
+    if (rst) begin
+      \$534  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$535  = q1_status10;
+    if (\$335 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$535  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      casez (\$428 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$535  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$535  = 8'h00;
+    end
+    if (rst) begin
+      \$535  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$536  = q1_status11;
+    if (\$335 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$536  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      casez (\$428 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$536  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$536  = 8'h00;
+    end
+    if (rst) begin
+      \$536  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$537  = q1_status12;
+    if (\$335 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$537  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      casez (\$428 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$537  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$537  = 8'h00;
+    end
+    if (rst) begin
+      \$537  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$538  = q1_status13;
+    if (\$335 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$538  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      casez (\$428 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$538  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$538  = 8'h00;
+    end
+    if (rst) begin
+      \$538  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$539  = q1_status14;
+    if (\$335 ) begin
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$539  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      casez (\$428 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$539  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$539  = 8'h00;
+    end
+    if (rst) begin
+      \$539  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$540  = q1_status15;
+    if (\$335 ) begin
+      (* full_case = 32'd1 *)
+      casez (q1_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$540  = \$340 ;
+      endcase
+    end
+    if (\$425 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$428 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$540  = \$427 ;
+      endcase
+    end
+    if (held) begin
+      \$540  = 8'h00;
+    end
+    if (rst) begin
+      \$540  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$541  = q1_failed;
+    if (\$342 ) begin
+      \$541  = 1'h1;
+    end
+    if (\$425 ) begin
+      if (\$430 ) begin
+        \$541  = 1'h1;
+      end
+    end
+    if (q__1__cleared) begin
+      \$541  = 1'h0;
+    end
+    if (held) begin
+      \$541  = 1'h0;
+    end
+    if (rst) begin
+      \$541  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$542  = q2_h;
+    if (\$343 ) begin
+      \$542  = \$344 [4:0];
+    end
+    if (q__2__cleared) begin
+      \$542  = 5'h00;
+    end
+    if (held) begin
+      \$542  = 5'h00;
+    end
+    if (rst) begin
+      \$542  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$543  = q2_done;
+    if (\$343 ) begin
+      (* full_case = 32'd1 *)
+      casez (q2_h[3:0])
+        4'h0:
+            \$543 [0] = \$347 ;
+        4'h1:
+            \$543 [1] = \$347 ;
+        4'h2:
+            \$543 [2] = \$347 ;
+        4'h3:
+            \$543 [3] = \$347 ;
+        4'h4:
+            \$543 [4] = \$347 ;
+        4'h5:
+            \$543 [5] = \$347 ;
+        4'h6:
+            \$543 [6] = \$347 ;
+        4'h7:
+            \$543 [7] = \$347 ;
+        4'h8:
+            \$543 [8] = \$347 ;
+        4'h9:
+            \$543 [9] = \$347 ;
+        4'ha:
+            \$543 [10] = \$347 ;
+        4'hb:
+            \$543 [11] = \$347 ;
+        4'hc:
+            \$543 [12] = \$347 ;
+        4'hd:
+            \$543 [13] = \$347 ;
+        4'he:
+            \$543 [14] = \$347 ;
+        4'hf:
+            \$543 [15] = \$347 ;
+      endcase
+    end
+    if (\$441 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$442 )
+        4'h0:
+            \$543 [0] = 1'h1;
+        4'h1:
+            \$543 [1] = 1'h1;
+        4'h2:
+            \$543 [2] = 1'h1;
+        4'h3:
+            \$543 [3] = 1'h1;
+        4'h4:
+            \$543 [4] = 1'h1;
+        4'h5:
+            \$543 [5] = 1'h1;
+        4'h6:
+            \$543 [6] = 1'h1;
+        4'h7:
+            \$543 [7] = 1'h1;
+        4'h8:
+            \$543 [8] = 1'h1;
+        4'h9:
+            \$543 [9] = 1'h1;
+        4'ha:
+            \$543 [10] = 1'h1;
+        4'hb:
+            \$543 [11] = 1'h1;
+        4'hc:
+            \$543 [12] = 1'h1;
+        4'hd:
+            \$543 [13] = 1'h1;
+        4'he:
+            \$543 [14] = 1'h1;
+        4'hf:
+            \$543 [15] = 1'h1;
+      endcase
+    end
+    if (held) begin
+      \$543  = 16'h0000;
+    end
+    if (rst) begin
+      \$543  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$544  = q2_status0;
+    if (\$343 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            \$544  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      casez (\$444 )
+        4'h0:
+            \$544  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$544  = 8'h00;
+    end
+    if (rst) begin
+      \$544  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$545  = q2_status1;
+    if (\$343 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$545  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      casez (\$444 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$545  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$545  = 8'h00;
+    end
+    if (rst) begin
+      \$545  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$546  = q2_status2;
+    if (\$343 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$546  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      casez (\$444 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$546  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$546  = 8'h00;
+    end
+    if (rst) begin
+      \$546  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$547  = q2_status3;
+    if (\$343 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$547  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      casez (\$444 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$547  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$547  = 8'h00;
+    end
+    if (rst) begin
+      \$547  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$548  = q2_status4;
+    if (\$343 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$548  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      casez (\$444 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$548  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$548  = 8'h00;
+    end
+    if (rst) begin
+      \$548  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$549  = q2_status5;
+    if (\$343 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$549  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      casez (\$444 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$549  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$549  = 8'h00;
+    end
+    if (rst) begin
+      \$549  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$550  = q2_status6;
+    if (\$343 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$550  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      casez (\$444 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$550  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$550  = 8'h00;
+    end
+    if (rst) begin
+      \$550  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$551  = q2_status7;
+    if (\$343 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$551  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      casez (\$444 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$551  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$551  = 8'h00;
+    end
+    if (rst) begin
+      \$551  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$552  = q2_status8;
+    if (\$343 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$552  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      casez (\$444 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$552  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$552  = 8'h00;
+    end
+    if (rst) begin
+      \$552  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$553  = q2_status9;
+    if (\$343 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$553  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      casez (\$444 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$553  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$553  = 8'h00;
+    end
+    if (rst) begin
+      \$553  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$554  = q2_status10;
+    if (\$343 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$554  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      casez (\$444 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$554  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$554  = 8'h00;
+    end
+    if (rst) begin
+      \$554  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$555  = q2_status11;
+    if (\$343 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$555  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      casez (\$444 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$555  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$555  = 8'h00;
+    end
+    if (rst) begin
+      \$555  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$556  = q2_status12;
+    if (\$343 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$556  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      casez (\$444 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$556  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$556  = 8'h00;
+    end
+    if (rst) begin
+      \$556  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$557  = q2_status13;
+    if (\$343 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$557  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      casez (\$444 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$557  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$557  = 8'h00;
+    end
+    if (rst) begin
+      \$557  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$558  = q2_status14;
+    if (\$343 ) begin
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$558  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      casez (\$444 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$558  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$558  = 8'h00;
+    end
+    if (rst) begin
+      \$558  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$559  = q2_status15;
+    if (\$343 ) begin
+      (* full_case = 32'd1 *)
+      casez (q2_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$559  = \$348 ;
+      endcase
+    end
+    if (\$441 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$444 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$559  = \$443 ;
+      endcase
+    end
+    if (held) begin
+      \$559  = 8'h00;
+    end
+    if (rst) begin
+      \$559  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$560  = q2_failed;
+    if (\$350 ) begin
+      \$560  = 1'h1;
+    end
+    if (\$441 ) begin
+      if (\$446 ) begin
+        \$560  = 1'h1;
+      end
+    end
+    if (q__2__cleared) begin
+      \$560  = 1'h0;
+    end
+    if (held) begin
+      \$560  = 1'h0;
+    end
+    if (rst) begin
+      \$560  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$561  = q3_h;
+    if (\$351 ) begin
+      \$561  = \$352 [4:0];
+    end
+    if (q__3__cleared) begin
+      \$561  = 5'h00;
+    end
+    if (held) begin
+      \$561  = 5'h00;
+    end
+    if (rst) begin
+      \$561  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$562  = q3_done;
+    if (\$351 ) begin
+      (* full_case = 32'd1 *)
+      casez (q3_h[3:0])
+        4'h0:
+            \$562 [0] = \$355 ;
+        4'h1:
+            \$562 [1] = \$355 ;
+        4'h2:
+            \$562 [2] = \$355 ;
+        4'h3:
+            \$562 [3] = \$355 ;
+        4'h4:
+            \$562 [4] = \$355 ;
+        4'h5:
+            \$562 [5] = \$355 ;
+        4'h6:
+            \$562 [6] = \$355 ;
+        4'h7:
+            \$562 [7] = \$355 ;
+        4'h8:
+            \$562 [8] = \$355 ;
+        4'h9:
+            \$562 [9] = \$355 ;
+        4'ha:
+            \$562 [10] = \$355 ;
+        4'hb:
+            \$562 [11] = \$355 ;
+        4'hc:
+            \$562 [12] = \$355 ;
+        4'hd:
+            \$562 [13] = \$355 ;
+        4'he:
+            \$562 [14] = \$355 ;
+        4'hf:
+            \$562 [15] = \$355 ;
+      endcase
+    end
+    if (\$457 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$458 )
+        4'h0:
+            \$562 [0] = 1'h1;
+        4'h1:
+            \$562 [1] = 1'h1;
+        4'h2:
+            \$562 [2] = 1'h1;
+        4'h3:
+            \$562 [3] = 1'h1;
+        4'h4:
+            \$562 [4] = 1'h1;
+        4'h5:
+            \$562 [5] = 1'h1;
+        4'h6:
+            \$562 [6] = 1'h1;
+        4'h7:
+            \$562 [7] = 1'h1;
+        4'h8:
+            \$562 [8] = 1'h1;
+        4'h9:
+            \$562 [9] = 1'h1;
+        4'ha:
+            \$562 [10] = 1'h1;
+        4'hb:
+            \$562 [11] = 1'h1;
+        4'hc:
+            \$562 [12] = 1'h1;
+        4'hd:
+            \$562 [13] = 1'h1;
+        4'he:
+            \$562 [14] = 1'h1;
+        4'hf:
+            \$562 [15] = 1'h1;
+      endcase
+    end
+    if (held) begin
+      \$562  = 16'h0000;
+    end
+    if (rst) begin
+      \$562  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$563  = q3_status0;
+    if (\$351 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            \$563  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      casez (\$460 )
+        4'h0:
+            \$563  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$563  = 8'h00;
+    end
+    if (rst) begin
+      \$563  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$564  = q3_status1;
+    if (\$351 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$564  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      casez (\$460 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            \$564  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$564  = 8'h00;
+    end
+    if (rst) begin
+      \$564  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$565  = q3_status2;
+    if (\$351 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$565  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      casez (\$460 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            \$565  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$565  = 8'h00;
+    end
+    if (rst) begin
+      \$565  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$566  = q3_status3;
+    if (\$351 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$566  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      casez (\$460 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            \$566  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$566  = 8'h00;
+    end
+    if (rst) begin
+      \$566  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$567  = q3_status4;
+    if (\$351 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$567  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      casez (\$460 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            \$567  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$567  = 8'h00;
+    end
+    if (rst) begin
+      \$567  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$568  = q3_status5;
+    if (\$351 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$568  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      casez (\$460 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            \$568  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$568  = 8'h00;
+    end
+    if (rst) begin
+      \$568  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$569  = q3_status6;
+    if (\$351 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$569  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      casez (\$460 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            \$569  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$569  = 8'h00;
+    end
+    if (rst) begin
+      \$569  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$570  = q3_status7;
+    if (\$351 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$570  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      casez (\$460 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            \$570  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$570  = 8'h00;
+    end
+    if (rst) begin
+      \$570  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$571  = q3_status8;
+    if (\$351 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$571  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      casez (\$460 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            \$571  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$571  = 8'h00;
+    end
+    if (rst) begin
+      \$571  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$572  = q3_status9;
+    if (\$351 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$572  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      casez (\$460 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            \$572  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$572  = 8'h00;
+    end
+    if (rst) begin
+      \$572  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$573  = q3_status10;
+    if (\$351 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$573  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      casez (\$460 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            \$573  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$573  = 8'h00;
+    end
+    if (rst) begin
+      \$573  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$574  = q3_status11;
+    if (\$351 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$574  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      casez (\$460 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            \$574  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$574  = 8'h00;
+    end
+    if (rst) begin
+      \$574  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$575  = q3_status12;
+    if (\$351 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$575  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      casez (\$460 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            \$575  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$575  = 8'h00;
+    end
+    if (rst) begin
+      \$575  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$576  = q3_status13;
+    if (\$351 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$576  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      casez (\$460 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            \$576  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$576  = 8'h00;
+    end
+    if (rst) begin
+      \$576  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$577  = q3_status14;
+    if (\$351 ) begin
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$577  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      casez (\$460 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            \$577  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$577  = 8'h00;
+    end
+    if (rst) begin
+      \$577  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$578  = q3_status15;
+    if (\$351 ) begin
+      (* full_case = 32'd1 *)
+      casez (q3_h[3:0])
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$578  = \$356 ;
+      endcase
+    end
+    if (\$457 ) begin
+      (* full_case = 32'd1 *)
+      casez (\$460 )
+        4'h0:
+            /* empty */;
+        4'h1:
+            /* empty */;
+        4'h2:
+            /* empty */;
+        4'h3:
+            /* empty */;
+        4'h4:
+            /* empty */;
+        4'h5:
+            /* empty */;
+        4'h6:
+            /* empty */;
+        4'h7:
+            /* empty */;
+        4'h8:
+            /* empty */;
+        4'h9:
+            /* empty */;
+        4'ha:
+            /* empty */;
+        4'hb:
+            /* empty */;
+        4'hc:
+            /* empty */;
+        4'hd:
+            /* empty */;
+        4'he:
+            /* empty */;
+        4'hf:
+            \$578  = \$459 ;
+      endcase
+    end
+    if (held) begin
+      \$578  = 8'h00;
+    end
+    if (rst) begin
+      \$578  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$579  = q3_failed;
+    if (\$358 ) begin
+      \$579  = 1'h1;
+    end
+    if (\$457 ) begin
+      if (\$462 ) begin
+        \$579  = 1'h1;
+      end
+    end
+    if (q__3__cleared) begin
+      \$579  = 1'h0;
+    end
+    if (held) begin
+      \$579  = 1'h0;
+    end
+    if (rst) begin
+      \$579  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$580  = retire_rr_last;
+    if (retire_rr_any) begin
+      \$580  = retire_rr_sel;
+    end
+    if (held) begin
+      \$580  = 3'h4;
+    end
+    if (rst) begin
+      \$580  = 3'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$581  = dma_load_outstanding;
+    if (\$360 ) begin
+      \$581  = \$365 [2:0];
+    end else if (\$364 ) begin
+      \$581  = \$366 [2:0];
+    end
+    if (held) begin
+      \$581  = 3'h0;
+    end
+    if (rst) begin
+      \$581  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$582  = dma_store_outstanding;
+    if (\$368 ) begin
+      \$582  = \$373 [2:0];
+    end else if (\$372 ) begin
+      \$582  = \$374 [2:0];
+    end
+    if (held) begin
+      \$582  = 3'h0;
+    end
+    if (rst) begin
+      \$582  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$583  = gemm_outstanding;
+    if (\$376 ) begin
+      \$583  = \$381 [2:0];
+    end else if (\$380 ) begin
+      \$583  = \$382 [2:0];
+    end
+    if (held) begin
+      \$583  = 3'h0;
+    end
+    if (rst) begin
+      \$583  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$584  = vec_outstanding;
+    if (\$384 ) begin
+      \$584  = \$389 [2:0];
+    end else if (\$388 ) begin
+      \$584  = \$390 [2:0];
+    end
+    if (held) begin
+      \$584  = 3'h0;
+    end
+    if (rst) begin
+      \$584  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$585  = sfu_outstanding;
+    if (\$392 ) begin
+      \$585  = \$397 [2:0];
+    end else if (\$396 ) begin
+      \$585  = \$398 [2:0];
+    end
+    if (held) begin
+      \$585  = 3'h0;
+    end
+    if (rst) begin
+      \$585  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$586  = cpl_rr_last;
+    if (\$463 ) begin
+      \$586  = cpl_rr_sel;
+    end
+    if (held) begin
+      \$586  = 2'h3;
+    end
+    if (rst) begin
+      \$586  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$587  = q0_r;
+    if (\$463 ) begin
+      if (\$464 ) begin
+        \$587  = \$465 [4:0];
+      end
+    end
+    if (q__0__cleared) begin
+      \$587  = 5'h00;
+    end
+    if (held) begin
+      \$587  = 5'h00;
+    end
+    if (rst) begin
+      \$587  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$588  = q1_r;
+    if (\$463 ) begin
+      if (\$466 ) begin
+        \$588  = \$467 [4:0];
+      end
+    end
+    if (q__1__cleared) begin
+      \$588  = 5'h00;
+    end
+    if (held) begin
+      \$588  = 5'h00;
+    end
+    if (rst) begin
+      \$588  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$589  = q2_r;
+    if (\$463 ) begin
+      if (\$468 ) begin
+        \$589  = \$469 [4:0];
+      end
+    end
+    if (q__2__cleared) begin
+      \$589  = 5'h00;
+    end
+    if (held) begin
+      \$589  = 5'h00;
+    end
+    if (rst) begin
+      \$589  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$590  = q3_r;
+    if (\$463 ) begin
+      if (\$470 ) begin
+        \$590  = \$471 [4:0];
+      end
+    end
+    if (q__3__cleared) begin
+      \$590  = 5'h00;
+    end
+    if (held) begin
+      \$590  = 5'h00;
+    end
+    if (rst) begin
+      \$590  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$591  = dma_load_since;
+    if (\$474 ) begin
+      \$591  = 32'd0;
+    end else if (\$476 ) begin
+      \$591  = \$477 [31:0];
+    end
+    if (held) begin
+      \$591  = 32'd0;
+    end
+    if (rst) begin
+      \$591  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$592  = dma_store_since;
+    if (\$480 ) begin
+      \$592  = 32'd0;
+    end else if (\$482 ) begin
+      \$592  = \$483 [31:0];
+    end
+    if (held) begin
+      \$592  = 32'd0;
+    end
+    if (rst) begin
+      \$592  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$593  = gemm_since;
+    if (\$486 ) begin
+      \$593  = 32'd0;
+    end else if (\$488 ) begin
+      \$593  = \$489 [31:0];
+    end
+    if (held) begin
+      \$593  = 32'd0;
+    end
+    if (rst) begin
+      \$593  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$594  = vec_since;
+    if (\$492 ) begin
+      \$594  = 32'd0;
+    end else if (\$494 ) begin
+      \$594  = \$495 [31:0];
+    end
+    if (held) begin
+      \$594  = 32'd0;
+    end
+    if (rst) begin
+      \$594  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$595  = sfu_since;
+    if (\$498 ) begin
+      \$595  = 32'd0;
+    end else if (\$500 ) begin
+      \$595  = \$501 [31:0];
+    end
+    if (held) begin
+      \$595  = 32'd0;
+    end
+    if (rst) begin
+      \$595  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q__0__head[35:32])
+      4'h0:
+          \$37  = events[31:0];
+      4'h1:
+          \$37  = events[63:32];
+      4'h2:
+          \$37  = events[95:64];
+      4'h3:
+          \$37  = events[127:96];
+      4'h4:
+          \$37  = events[159:128];
+      4'h5:
+          \$37  = events[191:160];
+      4'h6:
+          \$37  = events[223:192];
+      4'h7:
+          \$37  = events[255:224];
+      4'h8:
+          \$37  = events[287:256];
+      4'h9:
+          \$37  = events[319:288];
+      4'ha:
+          \$37  = events[351:320];
+      4'hb:
+          \$37  = events[383:352];
+      4'hc:
+          \$37  = events[415:384];
+      4'hd:
+          \$37  = events[447:416];
+      4'he:
+          \$37  = events[479:448];
+      4'hf:
+          \$37  = events[511:480];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q__1__head[35:32])
+      4'h0:
+          \$75  = events[31:0];
+      4'h1:
+          \$75  = events[63:32];
+      4'h2:
+          \$75  = events[95:64];
+      4'h3:
+          \$75  = events[127:96];
+      4'h4:
+          \$75  = events[159:128];
+      4'h5:
+          \$75  = events[191:160];
+      4'h6:
+          \$75  = events[223:192];
+      4'h7:
+          \$75  = events[255:224];
+      4'h8:
+          \$75  = events[287:256];
+      4'h9:
+          \$75  = events[319:288];
+      4'ha:
+          \$75  = events[351:320];
+      4'hb:
+          \$75  = events[383:352];
+      4'hc:
+          \$75  = events[415:384];
+      4'hd:
+          \$75  = events[447:416];
+      4'he:
+          \$75  = events[479:448];
+      4'hf:
+          \$75  = events[511:480];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q__2__head[35:32])
+      4'h0:
+          \$113  = events[31:0];
+      4'h1:
+          \$113  = events[63:32];
+      4'h2:
+          \$113  = events[95:64];
+      4'h3:
+          \$113  = events[127:96];
+      4'h4:
+          \$113  = events[159:128];
+      4'h5:
+          \$113  = events[191:160];
+      4'h6:
+          \$113  = events[223:192];
+      4'h7:
+          \$113  = events[255:224];
+      4'h8:
+          \$113  = events[287:256];
+      4'h9:
+          \$113  = events[319:288];
+      4'ha:
+          \$113  = events[351:320];
+      4'hb:
+          \$113  = events[383:352];
+      4'hc:
+          \$113  = events[415:384];
+      4'hd:
+          \$113  = events[447:416];
+      4'he:
+          \$113  = events[479:448];
+      4'hf:
+          \$113  = events[511:480];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q__3__head[35:32])
+      4'h0:
+          \$151  = events[31:0];
+      4'h1:
+          \$151  = events[63:32];
+      4'h2:
+          \$151  = events[95:64];
+      4'h3:
+          \$151  = events[127:96];
+      4'h4:
+          \$151  = events[159:128];
+      4'h5:
+          \$151  = events[191:160];
+      4'h6:
+          \$151  = events[223:192];
+      4'h7:
+          \$151  = events[255:224];
+      4'h8:
+          \$151  = events[287:256];
+      4'h9:
+          \$151  = events[319:288];
+      4'ha:
+          \$151  = events[351:320];
+      4'hb:
+          \$151  = events[383:352];
+      4'hc:
+          \$151  = events[415:384];
+      4'hd:
+          \$151  = events[447:416];
+      4'he:
+          \$151  = events[479:448];
+      4'hf:
+          \$151  = events[511:480];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$269  = q__0__head;
+      2'h1:
+          \$269  = q__1__head;
+      2'h2:
+          \$269  = q__2__head;
+      2'h3:
+          \$269  = q__3__head;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$270  = q__0__index[13:0];
+      2'h1:
+          \$270  = q__1__index[13:0];
+      2'h2:
+          \$270  = q__2__index[13:0];
+      2'h3:
+          \$270  = q__3__index[13:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$271  = q__0__head;
+      2'h1:
+          \$271  = q__1__head;
+      2'h2:
+          \$271  = q__2__head;
+      2'h3:
+          \$271  = q__3__head;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$272  = q0_head_dma_load;
+      2'h1:
+          \$272  = q1_head_dma_load;
+      2'h2:
+          \$272  = q2_head_dma_load;
+      2'h3:
+          \$272  = q3_head_dma_load;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$273  = q0_head_dma_store;
+      2'h1:
+          \$273  = q1_head_dma_store;
+      2'h2:
+          \$273  = q2_head_dma_store;
+      2'h3:
+          \$273  = q3_head_dma_store;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$274  = q0_head_gemm;
+      2'h1:
+          \$274  = q1_head_gemm;
+      2'h2:
+          \$274  = q2_head_gemm;
+      2'h3:
+          \$274  = q3_head_gemm;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$275  = q0_head_vec;
+      2'h1:
+          \$275  = q1_head_vec;
+      2'h2:
+          \$275  = q2_head_vec;
+      2'h3:
+          \$275  = q3_head_vec;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (issue_rr_sel)
+      2'h0:
+          \$276  = q0_head_sfu;
+      2'h1:
+          \$276  = q1_head_sfu;
+      2'h2:
+          \$276  = q2_head_sfu;
+      2'h3:
+          \$276  = q3_head_sfu;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q0_r[3:0])
+      4'h0:
+          \$291  = q0_done[0];
+      4'h1:
+          \$291  = q0_done[1];
+      4'h2:
+          \$291  = q0_done[2];
+      4'h3:
+          \$291  = q0_done[3];
+      4'h4:
+          \$291  = q0_done[4];
+      4'h5:
+          \$291  = q0_done[5];
+      4'h6:
+          \$291  = q0_done[6];
+      4'h7:
+          \$291  = q0_done[7];
+      4'h8:
+          \$291  = q0_done[8];
+      4'h9:
+          \$291  = q0_done[9];
+      4'ha:
+          \$291  = q0_done[10];
+      4'hb:
+          \$291  = q0_done[11];
+      4'hc:
+          \$291  = q0_done[12];
+      4'hd:
+          \$291  = q0_done[13];
+      4'he:
+          \$291  = q0_done[14];
+      4'hf:
+          \$291  = q0_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q1_r[3:0])
+      4'h0:
+          \$293  = q1_done[0];
+      4'h1:
+          \$293  = q1_done[1];
+      4'h2:
+          \$293  = q1_done[2];
+      4'h3:
+          \$293  = q1_done[3];
+      4'h4:
+          \$293  = q1_done[4];
+      4'h5:
+          \$293  = q1_done[5];
+      4'h6:
+          \$293  = q1_done[6];
+      4'h7:
+          \$293  = q1_done[7];
+      4'h8:
+          \$293  = q1_done[8];
+      4'h9:
+          \$293  = q1_done[9];
+      4'ha:
+          \$293  = q1_done[10];
+      4'hb:
+          \$293  = q1_done[11];
+      4'hc:
+          \$293  = q1_done[12];
+      4'hd:
+          \$293  = q1_done[13];
+      4'he:
+          \$293  = q1_done[14];
+      4'hf:
+          \$293  = q1_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q2_r[3:0])
+      4'h0:
+          \$295  = q2_done[0];
+      4'h1:
+          \$295  = q2_done[1];
+      4'h2:
+          \$295  = q2_done[2];
+      4'h3:
+          \$295  = q2_done[3];
+      4'h4:
+          \$295  = q2_done[4];
+      4'h5:
+          \$295  = q2_done[5];
+      4'h6:
+          \$295  = q2_done[6];
+      4'h7:
+          \$295  = q2_done[7];
+      4'h8:
+          \$295  = q2_done[8];
+      4'h9:
+          \$295  = q2_done[9];
+      4'ha:
+          \$295  = q2_done[10];
+      4'hb:
+          \$295  = q2_done[11];
+      4'hc:
+          \$295  = q2_done[12];
+      4'hd:
+          \$295  = q2_done[13];
+      4'he:
+          \$295  = q2_done[14];
+      4'hf:
+          \$295  = q2_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q3_r[3:0])
+      4'h0:
+          \$297  = q3_done[0];
+      4'h1:
+          \$297  = q3_done[1];
+      4'h2:
+          \$297  = q3_done[2];
+      4'h3:
+          \$297  = q3_done[3];
+      4'h4:
+          \$297  = q3_done[4];
+      4'h5:
+          \$297  = q3_done[5];
+      4'h6:
+          \$297  = q3_done[6];
+      4'h7:
+          \$297  = q3_done[7];
+      4'h8:
+          \$297  = q3_done[8];
+      4'h9:
+          \$297  = q3_done[9];
+      4'ha:
+          \$297  = q3_done[10];
+      4'hb:
+          \$297  = q3_done[11];
+      4'hc:
+          \$297  = q3_done[12];
+      4'hd:
+          \$297  = q3_done[13];
+      4'he:
+          \$297  = q3_done[14];
+      4'hf:
+          \$297  = q3_done[15];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_rr_sel)
+      2'h0:
+          cpl_opcode = \$signature__data$211 [7:0];
+      2'h1:
+          cpl_opcode = \$signature__data$212 [7:0];
+      2'h2:
+          cpl_opcode = \$signature__data$213 [7:0];
+      2'h3:
+          cpl_opcode = \$signature__data$214 [7:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_rr_sel)
+      2'h0:
+          cpl_flags = \$signature__data$211 [15:8];
+      2'h1:
+          cpl_flags = \$signature__data$212 [15:8];
+      2'h2:
+          cpl_flags = \$signature__data$213 [15:8];
+      2'h3:
+          cpl_flags = \$signature__data$214 [15:8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_rr_sel)
+      2'h0:
+          cpl_irq = \$signature__data$211 [8];
+      2'h1:
+          cpl_irq = \$signature__data$212 [8];
+      2'h2:
+          cpl_irq = \$signature__data$213 [8];
+      2'h3:
+          cpl_irq = \$signature__data$214 [8];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_rr_sel)
+      2'h0:
+          cpl_tag = \$signature__data$211 [31:16];
+      2'h1:
+          cpl_tag = \$signature__data$212 [31:16];
+      2'h2:
+          cpl_tag = \$signature__data$213 [31:16];
+      2'h3:
+          cpl_tag = \$signature__data$214 [31:16];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q0_r[3:0])
+      4'h0:
+          \$298  = q0_status0;
+      4'h1:
+          \$298  = q0_status1;
+      4'h2:
+          \$298  = q0_status2;
+      4'h3:
+          \$298  = q0_status3;
+      4'h4:
+          \$298  = q0_status4;
+      4'h5:
+          \$298  = q0_status5;
+      4'h6:
+          \$298  = q0_status6;
+      4'h7:
+          \$298  = q0_status7;
+      4'h8:
+          \$298  = q0_status8;
+      4'h9:
+          \$298  = q0_status9;
+      4'ha:
+          \$298  = q0_status10;
+      4'hb:
+          \$298  = q0_status11;
+      4'hc:
+          \$298  = q0_status12;
+      4'hd:
+          \$298  = q0_status13;
+      4'he:
+          \$298  = q0_status14;
+      4'hf:
+          \$298  = q0_status15;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    (* full_case = 32'd1 *)
+    casez (q1_r[3:0])
+      4'h0:
+          \$299  = q1_status0;
+      4'h1:
+          \$299  = q1_status1;
+      4'h2:
+          \$299  = q1_status2;
+      4'h3:
+          \$299  = q1_status3;
+      4'h4:
+          \$299  = q1_status4;
+      4'h5:
+          \$299  = q1_status5;
+      4'h6:
+          \$299  = q1_status6;
+      4'h7:
+          \$299  = q1_status7;
+      4'h8:
+          \$299  = q1_status8;
+      4'h9:
+          \$299  = q1_status9;
+      4'ha:
+          \$299  = q1_status10;
+      4'hb:
+          \$299  = q1_status11;
+      4'hc:
+          \$299  = q1_status12;
+      4'hd:
+          \$299  = q1_status13;
+      4'he:
+          \$299  = q1_status14;
+      4'hf:
+          \$299  = q1_status15;
+    endcase
+  end
+  assign q0_wait_diff = \$38 [31:0];
+  assign q1_wait_diff = \$76 [31:0];
+  assign q2_wait_diff = \$114 [31:0];
+  assign q3_wait_diff = \$152 [31:0];
+  assign q0_count = \$153 [4:0];
+  assign q1_count = \$154 [4:0];
+  assign q2_count = \$155 [4:0];
+  assign q3_count = \$156 [4:0];
+  assign desc = { \$271 [255:32], issue_rr_sel, \$270 , \$269 [15:0] };
+  assign submit_queue = issue_rr_sel;
+  assign \$signature__addr  = q0_h[3:0];
+  assign \$signature__data  = q__0__head[31:0];
+  assign \$signature__addr$137  = q1_h[3:0];
+  assign \$signature__data$139  = q__1__head[31:0];
+  assign \$signature__addr$142  = q2_h[3:0];
+  assign \$signature__data$144  = q__2__head[31:0];
+  assign \$signature__addr$147  = q3_h[3:0];
+  assign \$signature__data$149  = q__3__head[31:0];
+  assign retire__0__done = w_en;
+  assign w_data = { retire__0__tag, retire__0__error };
+  assign retire__1__done = \w_en$155 ;
+  assign \w_data$157  = { retire__1__tag, retire__1__error };
+  assign retire__2__done = \w_en$160 ;
+  assign \w_data$162  = { retire__2__tag, retire__2__error };
+  assign retire__3__done = \w_en$165 ;
+  assign \w_data$167  = { retire__3__tag, retire__3__error };
+  assign retire__4__done = \w_en$170 ;
+  assign \w_data$172  = { retire__4__tag, retire__4__error };
+  assign dma_load_retired = r_en;
+  assign dma_store_retired = \r_en$185 ;
+  assign gemm_retired = \r_en$187 ;
+  assign vec_retired = \r_en$189 ;
+  assign sfu_retired = \r_en$191 ;
+  assign \$signature__addr$195  = q0_r[3:0];
+  assign \$signature__addr$198  = q1_r[3:0];
+  assign \$signature__addr$201  = q2_r[3:0];
+  assign \$signature__addr$204  = q3_r[3:0];
+  assign cpl_valid = cpl_rr_any;
+  assign cpl_queue = cpl_rr_sel;
+  assign \port$9329$0  = \$269 [15:0];
+  assign \port$9335$0  = \$270 ;
+  assign \port$9336$32  = \$271 [255:32];
+  assign \events[0]  = events[31:0];
+  assign \events[1]  = events[63:32];
+  assign \events[2]  = events[95:64];
+  assign \events[3]  = events[127:96];
+  assign \events[4]  = events[159:128];
+  assign \events[5]  = events[191:160];
+  assign \events[6]  = events[223:192];
+  assign \events[7]  = events[255:224];
+  assign \events[8]  = events[287:256];
+  assign \events[9]  = events[319:288];
+  assign \events[10]  = events[351:320];
+  assign \events[11]  = events[383:352];
+  assign \events[12]  = events[415:384];
+  assign \events[13]  = events[447:416];
+  assign \events[14]  = events[479:448];
+  assign \events[15]  = events[511:480];
+  assign hung[4] = \$326 ;
+  assign hung[3] = \$322 ;
+  assign hung[2] = \$318 ;
+  assign hung[1] = \$314 ;
+  assign hung[0] = \$310 ;
+  assign \$181  = \$38 [31];
+  assign \$209  = \$76 [31];
+  assign \$237  = \$114 [31];
+  assign \$265  = \$152 [31];
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_4x4.issue.dma_load_retire (rst, held, w_en, \port$3833$0 , r_en, r_data, \port$11099$16 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [3:0] \$11 ;
+  wire [3:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [3:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [3:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [2:0] \$30 ;
+  reg [2:0] \$31 ;
+  reg [2:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [3:0] \$5 ;
+  wire [3:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  input held;
+  wire held;
+  reg [2:0] inner_level = 3'h0;
+  wire inner_r_rdy;
+  wire [3:0] level;
+  input [15:0] \port$11099$16 ;
+  wire [15:0] \port$11099$16 ;
+  input [7:0] \port$3833$0 ;
+  wire [7:0] \port$3833$0 ;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [23:0] r_data;
+  wire [23:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [23:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [23:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  wire [23:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [23:0] storage [6:0];
+  initial begin
+    storage[0] = 24'h000000;
+    storage[1] = 24'h000000;
+    storage[2] = 24'h000000;
+    storage[3] = 24'h000000;
+    storage[4] = 24'h000000;
+    storage[5] = 24'h000000;
+    storage[6] = 24'h000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= { \port$11099$16 , \port$3833$0  };
+  end
+  reg [23:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 3'h7;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 3'h6;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 4'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 3'h6;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 4'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [2:0];
+    end
+    if (held) begin
+      \$30  = 3'h0;
+    end
+    if (rst) begin
+      \$30  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [2:0];
+    end
+    if (held) begin
+      \$31  = 3'h0;
+    end
+    if (rst) begin
+      \$31  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [2:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [2:0];
+    end
+    if (held) begin
+      \$32  = 3'h0;
+    end
+    if (rst) begin
+      \$32  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (held) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_port__data = { \port$11099$16 , \port$3833$0  };
+  assign w_data = { \port$11099$16 , \port$3833$0  };
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_4x4.issue.dma_store_retire (rst, held, w_en, \port$3853$0 , r_en, r_data, \port$11101$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -33399,10 +40249,10 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$9999$16 ,
   reg [2:0] inner_level = 3'h0;
   wire inner_r_rdy;
   wire [3:0] level;
-  input [7:0] \port$10770$0 ;
-  wire [7:0] \port$10770$0 ;
-  input [15:0] \port$9999$16 ;
-  wire [15:0] \port$9999$16 ;
+  input [15:0] \port$11101$16 ;
+  wire [15:0] \port$11101$16 ;
+  input [7:0] \port$3853$0 ;
+  wire [7:0] \port$3853$0 ;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [23:0] r_data;
@@ -33437,7 +40287,7 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$9999$16 ,
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9999$16 , \port$10770$0  };
+      storage[w_port__addr] <= { \port$11101$16 , \port$3853$0  };
   end
   reg [23:0] _0_;
   always @(posedge clk) begin
@@ -33548,21 +40398,621 @@ module \kaki_soc_4x4.gemm_retire (rst, held, r_en, w_en, r_data, \port$9999$16 ,
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9999$16 , \port$10770$0  };
-  assign w_data = { \port$9999$16 , \port$10770$0  };
+  assign w_port__data = { \port$11101$16 , \port$3853$0  };
+  assign w_data = { \port$11101$16 , \port$3853$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, r_en, \r_en$129 , \r_en$161 , \r_en$193 , \port$130$0 , fw_running, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__ready, q__0__qreset_req
-, q1_active, q__1__head_index, q__1__ready, q__1__qreset_req, q2_active, q__2__head_index, q__2__ready, q__2__qreset_req, q3_active, q__3__head_index, q__3__ready, q__3__qreset_req, cpl_free, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready
-, axi__awvalid, down__awid, axi__awaddr, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we
-, q__2__doorbell_we, q__3__doorbell_we, cpl_valid, \port$9496$0 , \port$9496$8 , limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell
-, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, cpl_tag, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq
-, q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting
-, axi__wvalid, axi__wdata, axi__wstrb, level, \level$117 , \level$149 , \level$181 , down__bid);
+module \kaki_soc_4x4.issue.gemm_retire (rst, held, w_en, \port$3873$0 , r_en, r_data, \port$11103$16 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [3:0] \$11 ;
+  wire [3:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [3:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [3:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [2:0] \$30 ;
+  reg [2:0] \$31 ;
+  reg [2:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [3:0] \$5 ;
+  wire [3:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  input held;
+  wire held;
+  reg [2:0] inner_level = 3'h0;
+  wire inner_r_rdy;
+  wire [3:0] level;
+  input [15:0] \port$11103$16 ;
+  wire [15:0] \port$11103$16 ;
+  input [7:0] \port$3873$0 ;
+  wire [7:0] \port$3873$0 ;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [23:0] r_data;
+  wire [23:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [23:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [23:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  wire [23:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [23:0] storage [6:0];
+  initial begin
+    storage[0] = 24'h000000;
+    storage[1] = 24'h000000;
+    storage[2] = 24'h000000;
+    storage[3] = 24'h000000;
+    storage[4] = 24'h000000;
+    storage[5] = 24'h000000;
+    storage[6] = 24'h000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= { \port$11103$16 , \port$3873$0  };
+  end
+  reg [23:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 3'h7;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 3'h6;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 4'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 3'h6;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 4'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [2:0];
+    end
+    if (held) begin
+      \$30  = 3'h0;
+    end
+    if (rst) begin
+      \$30  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [2:0];
+    end
+    if (held) begin
+      \$31  = 3'h0;
+    end
+    if (rst) begin
+      \$31  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [2:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [2:0];
+    end
+    if (held) begin
+      \$32  = 3'h0;
+    end
+    if (rst) begin
+      \$32  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (held) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_port__data = { \port$11103$16 , \port$3873$0  };
+  assign w_data = { \port$11103$16 , \port$3873$0  };
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_4x4.issue.sfu_retire (rst, held, w_en, \port$3928$0 , r_en, r_data, \port$11107$16 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [3:0] \$11 ;
+  wire [3:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [3:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [3:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [2:0] \$30 ;
+  reg [2:0] \$31 ;
+  reg [2:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [3:0] \$5 ;
+  wire [3:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  input held;
+  wire held;
+  reg [2:0] inner_level = 3'h0;
+  wire inner_r_rdy;
+  wire [3:0] level;
+  input [15:0] \port$11107$16 ;
+  wire [15:0] \port$11107$16 ;
+  input [7:0] \port$3928$0 ;
+  wire [7:0] \port$3928$0 ;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [23:0] r_data;
+  wire [23:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [23:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [23:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  wire [23:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [23:0] storage [6:0];
+  initial begin
+    storage[0] = 24'h000000;
+    storage[1] = 24'h000000;
+    storage[2] = 24'h000000;
+    storage[3] = 24'h000000;
+    storage[4] = 24'h000000;
+    storage[5] = 24'h000000;
+    storage[6] = 24'h000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= { \port$11107$16 , \port$3928$0  };
+  end
+  reg [23:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 3'h7;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 3'h6;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 4'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 3'h6;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 4'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [2:0];
+    end
+    if (held) begin
+      \$30  = 3'h0;
+    end
+    if (rst) begin
+      \$30  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [2:0];
+    end
+    if (held) begin
+      \$31  = 3'h0;
+    end
+    if (rst) begin
+      \$31  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [2:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [2:0];
+    end
+    if (held) begin
+      \$32  = 3'h0;
+    end
+    if (rst) begin
+      \$32  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (held) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_port__data = { \port$11107$16 , \port$3928$0  };
+  assign w_data = { \port$11107$16 , \port$3928$0  };
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_4x4.issue.vec_retire (rst, held, w_en, \port$3893$0 , r_en, r_data, \port$11105$16 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [3:0] \$11 ;
+  wire [3:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [3:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [3:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [2:0] \$30 ;
+  reg [2:0] \$31 ;
+  reg [2:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [3:0] \$5 ;
+  wire [3:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  input held;
+  wire held;
+  reg [2:0] inner_level = 3'h0;
+  wire inner_r_rdy;
+  wire [3:0] level;
+  input [15:0] \port$11105$16 ;
+  wire [15:0] \port$11105$16 ;
+  input [7:0] \port$3893$0 ;
+  wire [7:0] \port$3893$0 ;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [23:0] r_data;
+  wire [23:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [23:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [23:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  wire [23:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [23:0] storage [6:0];
+  initial begin
+    storage[0] = 24'h000000;
+    storage[1] = 24'h000000;
+    storage[2] = 24'h000000;
+    storage[3] = 24'h000000;
+    storage[4] = 24'h000000;
+    storage[5] = 24'h000000;
+    storage[6] = 24'h000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= { \port$11105$16 , \port$3893$0  };
+  end
+  reg [23:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 3'h7;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 3'h6;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 4'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 3'h6;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 4'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [2:0];
+    end
+    if (held) begin
+      \$30  = 3'h0;
+    end
+    if (rst) begin
+      \$30  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [2:0];
+    end
+    if (held) begin
+      \$31  = 3'h0;
+    end
+    if (rst) begin
+      \$31  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [2:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [2:0];
+    end
+    if (held) begin
+      \$32  = 3'h0;
+    end
+    if (rst) begin
+      \$32  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (held) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_port__data = { \port$11105$16 , \port$3893$0  };
+  assign w_data = { \port$11105$16 , \port$3893$0  };
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down__rlast, clk, rst, \port$104$0 , fw_running, cpl_valid, q__0__reset, q__1__reset, q__2__reset, q__3__reset, q0_active, q__0__head_index, q__0__qreset_req, q1_active, q__1__head_index, q__1__qreset_req, q2_active
+, q__2__head_index, q__2__qreset_req, q3_active, q__3__head_index, q__3__qreset_req, cpl_free, q__0__cleared, q__1__cleared, q__2__cleared, q__3__cleared, axi__arvalid, down__arid, axi__araddr, axi__arlen, axi__arsize, axi__arburst, axi__arprot, axi__rready, axi__awvalid, down__awid, axi__awaddr
+, axi__awlen, axi__awsize, axi__awburst, axi__awprot, axi__wlast, axi__bready, q__0__head, q__1__head, q__2__head, q__3__head, down__arready, down__rvalid, down__awready, down__wready, down__bvalid, q__0__drained, q__1__drained, q__2__drained, q__3__drained, r_en, \r_en$133 
+, \r_en$167 , \r_en$201 , cpl_opcode, cpl_flags, cpl_irq, cpl_tag, cpl_status, cpl_halt, cpl_timestamp, q__0__doorbell_we, q__1__doorbell_we, q__2__doorbell_we, q__3__doorbell_we, limit, q__0__ring_base, q__1__ring_base, q__2__ring_base, q__3__ring_base, q__0__ring_log2, q__1__ring_log2, q__2__ring_log2
+, q__3__ring_log2, q__0__cpl_base, q__1__cpl_base, q__2__cpl_base, q__3__cpl_base, q__0__doorbell, q__1__doorbell, q__2__doorbell, q__3__doorbell, q__0__enable, q__1__enable, q__2__enable, q__3__enable, q__0__fetch, q__1__fetch, q__2__fetch, q__3__fetch, q__0__consumer, q__0__retired, q__0__cpl_irq, q0_halted
+, q__0__error, q__0__error_index, q__0__error_irq, q0_resetting, q__1__consumer, q__1__retired, q__1__cpl_irq, q1_halted, q__1__error, q__1__error_index, q__1__error_irq, q1_resetting, q__2__consumer, q__2__retired, q__2__cpl_irq, q2_halted, q__2__error, q__2__error_index, q__2__error_irq, q2_resetting, q__3__consumer
+, q__3__retired, q__3__cpl_irq, q3_halted, q__3__error, q__3__error_index, q__3__error_irq, q3_resetting, axi__wvalid, axi__wdata, axi__wstrb, level, \level$119 , \level$153 , \level$187 , cpl_queue, down__bid);
+  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire [32:0] \$10 ;
   wire \$100 ;
@@ -33689,9 +41139,9 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$21 ;
   wire \$210 ;
   wire \$211 ;
-  wire [32:0] \$212 ;
+  wire \$212 ;
   wire [32:0] \$213 ;
-  wire \$214 ;
+  wire [32:0] \$214 ;
   wire \$215 ;
   wire \$216 ;
   wire \$217 ;
@@ -33703,8 +41153,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$222 ;
   wire \$223 ;
   wire \$224 ;
-  wire [7:0] \$225 ;
-  wire \$226 ;
+  wire \$225 ;
+  wire [7:0] \$226 ;
   wire \$227 ;
   wire \$228 ;
   wire \$229 ;
@@ -33721,10 +41171,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$239 ;
   wire [15:0] \$24 ;
   wire \$240 ;
-  wire [32:0] \$241 ;
-  wire [32:0] \$242 ;
-  wire \$243 ;
-  wire \$244 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire [32:0] \$243 ;
+  wire [32:0] \$244 ;
   wire \$245 ;
   wire \$246 ;
   wire \$247 ;
@@ -33735,9 +41185,9 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$251 ;
   wire \$252 ;
   wire \$253 ;
-  wire [7:0] \$254 ;
+  wire \$254 ;
   wire \$255 ;
-  wire \$256 ;
+  wire [7:0] \$256 ;
   wire \$257 ;
   wire \$258 ;
   wire \$259 ;
@@ -33753,11 +41203,11 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$268 ;
   wire \$269 ;
   wire \$27 ;
-  wire [32:0] \$270 ;
-  wire [32:0] \$271 ;
+  wire \$270 ;
+  wire \$271 ;
   wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
+  wire [32:0] \$273 ;
+  wire [32:0] \$274 ;
   wire \$275 ;
   wire \$276 ;
   wire \$277 ;
@@ -33767,10 +41217,10 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$280 ;
   wire \$281 ;
   wire \$282 ;
-  wire [7:0] \$283 ;
+  wire \$283 ;
   wire \$284 ;
   wire \$285 ;
-  wire \$286 ;
+  wire [7:0] \$286 ;
   wire \$287 ;
   wire \$288 ;
   wire \$289 ;
@@ -33790,28 +41240,28 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$300 ;
   wire \$301 ;
   wire \$302 ;
-  reg [31:0] \$303 ;
-  reg \$304 ;
+  wire \$303 ;
+  wire \$304 ;
   wire \$305 ;
-  wire [2:0] \$306 ;
-  wire \$307 ;
-  wire \$308 ;
+  wire \$306 ;
+  reg [31:0] \$307 ;
+  reg \$308 ;
   wire \$309 ;
   wire \$31 ;
-  wire [7:0] \$310 ;
-  wire [32:0] \$311 ;
-  wire [32:0] \$312 ;
-  wire [32:0] \$313 ;
-  wire [32:0] \$314 ;
-  wire \$315 ;
-  wire \$316 ;
-  wire [1:0] \$317 ;
+  wire [2:0] \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire [7:0] \$314 ;
+  wire [32:0] \$315 ;
+  wire [32:0] \$316 ;
+  wire [32:0] \$317 ;
   wire [32:0] \$318 ;
   wire \$319 ;
   wire \$32 ;
   wire \$320 ;
-  wire \$321 ;
-  wire \$322 ;
+  wire [1:0] \$321 ;
+  wire [32:0] \$322 ;
   wire \$323 ;
   wire \$324 ;
   wire \$325 ;
@@ -33824,26 +41274,26 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$331 ;
   wire \$332 ;
   wire \$333 ;
-  wire [14:0] \$334 ;
-  wire [21:0] \$335 ;
-  wire [33:0] \$336 ;
-  reg \$337 ;
-  wire \$338 ;
-  wire [7:0] \$339 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire [14:0] \$338 ;
+  wire [21:0] \$339 ;
   wire [31:0] \$34 ;
-  wire [32:0] \$340 ;
-  wire [7:0] \$341 ;
-  wire [32:0] \$342 ;
-  wire \$343 ;
-  wire \$344 ;
-  wire \$345 ;
-  wire [3:0] \$346 ;
-  wire [4:0] \$347 ;
+  wire [33:0] \$340 ;
+  reg \$341 ;
+  wire \$342 ;
+  wire [7:0] \$343 ;
+  wire [32:0] \$344 ;
+  wire [7:0] \$345 ;
+  wire [32:0] \$346 ;
+  wire \$347 ;
   wire \$348 ;
   wire \$349 ;
   wire [31:0] \$35 ;
-  wire \$350 ;
-  wire \$351 ;
+  wire [3:0] \$350 ;
+  wire [4:0] \$351 ;
   wire \$352 ;
   wire \$353 ;
   wire \$354 ;
@@ -33855,17 +41305,17 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$36 ;
   wire \$360 ;
   wire \$361 ;
-  wire [32:0] \$362 ;
+  wire \$362 ;
   wire \$363 ;
   wire \$364 ;
   wire \$365 ;
-  wire [3:0] \$366 ;
-  wire [4:0] \$367 ;
+  wire [32:0] \$366 ;
+  wire \$367 ;
   wire \$368 ;
   wire \$369 ;
   wire \$37 ;
-  wire \$370 ;
-  wire \$371 ;
+  wire [3:0] \$370 ;
+  wire [4:0] \$371 ;
   wire \$372 ;
   wire \$373 ;
   wire \$374 ;
@@ -33877,17 +41327,17 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$38 ;
   wire \$380 ;
   wire \$381 ;
-  wire [32:0] \$382 ;
+  wire \$382 ;
   wire \$383 ;
   wire \$384 ;
   wire \$385 ;
-  wire [3:0] \$386 ;
-  wire [4:0] \$387 ;
+  wire [32:0] \$386 ;
+  wire \$387 ;
   wire \$388 ;
   wire \$389 ;
   wire \$39 ;
-  wire \$390 ;
-  wire \$391 ;
+  wire [3:0] \$390 ;
+  wire [4:0] \$391 ;
   wire \$392 ;
   wire \$393 ;
   wire \$394 ;
@@ -33900,17 +41350,17 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$40 ;
   wire \$400 ;
   wire \$401 ;
-  wire [32:0] \$402 ;
+  wire \$402 ;
   wire \$403 ;
   wire \$404 ;
   wire \$405 ;
-  wire [3:0] \$406 ;
-  wire [4:0] \$407 ;
+  wire [32:0] \$406 ;
+  wire \$407 ;
   wire \$408 ;
   wire \$409 ;
   wire \$41 ;
-  wire \$410 ;
-  wire \$411 ;
+  wire [3:0] \$410 ;
+  wire [4:0] \$411 ;
   wire \$412 ;
   wire \$413 ;
   wire \$414 ;
@@ -33922,97 +41372,101 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$42 ;
   wire \$420 ;
   wire \$421 ;
-  reg \$422 ;
-  reg [1:0] \$423 ;
-  reg [1:0] \$424 ;
-  reg \$425 ;
-  reg [31:0] \$426 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  reg \$426 ;
   reg [1:0] \$427 ;
-  reg \$428 ;
-  reg [1:0] \$429 ;
+  reg [1:0] \$428 ;
+  reg \$429 ;
   wire \$43 ;
-  reg [191:0] \$430 ;
-  reg [7:0] \$431 ;
-  reg [31:0] \$432 ;
-  reg [31:0] \$433 ;
-  reg [31:0] \$434 ;
-  reg [31:0] \$435 ;
-  reg \$436 ;
-  reg \$437 ;
-  reg \$438 ;
-  reg \$439 ;
+  reg [31:0] \$430 ;
+  reg [1:0] \$431 ;
+  reg \$432 ;
+  reg [1:0] \$433 ;
+  reg [191:0] \$434 ;
+  reg [7:0] \$435 ;
+  reg [31:0] \$436 ;
+  reg [31:0] \$437 ;
+  reg [31:0] \$438 ;
+  reg [31:0] \$439 ;
   wire \$44 ;
-  reg [75:0] \$440 ;
-  reg [2:0] \$441 ;
+  reg \$440 ;
+  reg \$441 ;
   reg \$442 ;
-  reg [31:0] \$443 ;
-  reg [31:0] \$444 ;
-  reg [31:0] \$445 ;
-  reg [7:0] \$446 ;
-  reg [127:0] \$447 ;
-  reg [7:0] \$448 ;
-  reg [1:0] \$449 ;
+  reg \$443 ;
+  reg [75:0] \$444 ;
+  reg [2:0] \$445 ;
+  reg \$446 ;
+  reg [31:0] \$447 ;
+  reg [31:0] \$448 ;
+  reg [31:0] \$449 ;
   wire \$45 ;
-  reg \$450 ;
-  reg [7:0] \$451 ;
-  reg [31:0] \$452 ;
-  reg \$453 ;
+  reg [7:0] \$450 ;
+  reg [127:0] \$451 ;
+  reg [7:0] \$452 ;
+  reg [1:0] \$453 ;
   reg \$454 ;
-  reg [2:0] \$455 ;
-  reg \$456 ;
-  reg [31:0] \$457 ;
+  reg [7:0] \$455 ;
+  reg [31:0] \$456 ;
+  reg \$457 ;
   reg \$458 ;
-  reg [7:0] \$459 ;
+  reg [2:0] \$459 ;
   wire \$46 ;
-  reg [31:0] \$460 ;
-  reg \$461 ;
+  reg \$460 ;
+  reg [31:0] \$461 ;
   reg \$462 ;
-  reg \$463 ;
-  reg \$464 ;
-  reg [31:0] \$465 ;
+  reg [7:0] \$463 ;
+  reg [31:0] \$464 ;
+  reg \$465 ;
   reg \$466 ;
   reg \$467 ;
-  reg [2:0] \$468 ;
-  reg \$469 ;
+  reg \$468 ;
+  reg [31:0] \$469 ;
   wire \$47 ;
-  reg [31:0] \$470 ;
+  reg \$470 ;
   reg \$471 ;
-  reg [7:0] \$472 ;
-  reg [31:0] \$473 ;
-  reg \$474 ;
+  reg [2:0] \$472 ;
+  reg \$473 ;
+  reg [31:0] \$474 ;
   reg \$475 ;
-  reg \$476 ;
-  reg \$477 ;
-  reg [31:0] \$478 ;
+  reg [7:0] \$476 ;
+  reg [31:0] \$477 ;
+  reg \$478 ;
   reg \$479 ;
   wire \$48 ;
   reg \$480 ;
-  reg [2:0] \$481 ;
-  reg \$482 ;
-  reg [31:0] \$483 ;
+  reg \$481 ;
+  reg [31:0] \$482 ;
+  reg \$483 ;
   reg \$484 ;
-  reg [7:0] \$485 ;
-  reg [31:0] \$486 ;
-  reg \$487 ;
+  reg [2:0] \$485 ;
+  reg \$486 ;
+  reg [31:0] \$487 ;
   reg \$488 ;
-  reg \$489 ;
+  reg [7:0] \$489 ;
   wire \$49 ;
-  reg \$490 ;
-  reg [31:0] \$491 ;
+  reg [31:0] \$490 ;
+  reg \$491 ;
   reg \$492 ;
   reg \$493 ;
-  reg [2:0] \$494 ;
-  reg \$495 ;
-  reg [31:0] \$496 ;
+  reg \$494 ;
+  reg [31:0] \$495 ;
+  reg \$496 ;
   reg \$497 ;
-  reg [7:0] \$498 ;
-  reg [31:0] \$499 ;
+  reg [2:0] \$498 ;
+  reg \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg \$500 ;
+  reg [31:0] \$500 ;
   reg \$501 ;
-  reg \$502 ;
-  reg \$503 ;
+  reg [7:0] \$502 ;
+  reg [31:0] \$503 ;
+  reg \$504 ;
+  reg \$505 ;
+  reg \$506 ;
+  reg \$507 ;
   wire [14:0] \$51 ;
   wire [21:0] \$52 ;
   wire [32:0] \$53 ;
@@ -34035,7 +41489,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire \$69 ;
   wire \$7 ;
   wire \$70 ;
-  wire [7:0] \$705 ;
+  wire [7:0] \$709 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
@@ -34136,16 +41590,21 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire cpl_fin_bad;
   wire [7:0] cpl_fin_code;
   reg cpl_finish;
+  input [7:0] cpl_flags;
   wire [7:0] cpl_flags;
   output [3:0] cpl_free;
   wire [3:0] cpl_free;
   reg [2:0] cpl_fsm_state = 3'h0;
+  input cpl_halt;
   wire cpl_halt;
   reg cpl_idx_sent = 1'h0;
+  input cpl_irq;
   wire cpl_irq;
+  input [7:0] cpl_opcode;
   wire [7:0] cpl_opcode;
   reg cpl_overflow = 1'h0;
   wire cpl_push_ok;
+  input [1:0] cpl_queue;
   wire [1:0] cpl_queue;
   wire [127:0] cpl_rec;
   wire [7:0] \cpl_rec.flags ;
@@ -34170,6 +41629,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg [31:0] cpl_sel_c;
   reg [3:0] cpl_sel_log2;
   wire cpl_sent;
+  input [7:0] cpl_status;
   wire [7:0] cpl_status;
   input [15:0] cpl_tag;
   wire [15:0] cpl_tag;
@@ -34260,22 +41720,18 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire fw_running;
   output [2:0] level;
   wire [2:0] level;
-  output [2:0] \level$117 ;
-  wire [2:0] \level$117 ;
-  output [2:0] \level$149 ;
-  wire [2:0] \level$149 ;
-  output [2:0] \level$181 ;
-  wire [2:0] \level$181 ;
-  wire [2:0] \level$272 ;
+  output [2:0] \level$119 ;
+  wire [2:0] \level$119 ;
+  output [2:0] \level$153 ;
+  wire [2:0] \level$153 ;
+  output [2:0] \level$187 ;
+  wire [2:0] \level$187 ;
+  wire [2:0] \level$280 ;
   input [31:0] limit;
   wire [31:0] limit;
   wire [31:0] \limit$66 ;
-  input [3:0] \port$130$0 ;
-  wire [3:0] \port$130$0 ;
-  input [3:0] \port$9496$0 ;
-  wire [3:0] \port$9496$0 ;
-  input [23:0] \port$9496$8 ;
-  wire [23:0] \port$9496$8 ;
+  input [3:0] \port$104$0 ;
+  wire [3:0] \port$104$0 ;
   reg q0_acked = 1'h0;
   output q0_active;
   wire q0_active;
@@ -34413,6 +41869,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [16:0] q3_ring_size;
   wire q3_want;
   wire q__0__active;
+  output q__0__cleared;
+  wire q__0__cleared;
   output [31:0] q__0__consumer;
   reg [31:0] q__0__consumer = 32'd0;
   input [31:0] q__0__cpl_base;
@@ -34423,6 +41881,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] q__0__doorbell;
   input q__0__doorbell_we;
   wire q__0__doorbell_we;
+  input q__0__drained;
+  wire q__0__drained;
   input q__0__enable;
   wire q__0__enable;
   output [7:0] q__0__error;
@@ -34445,7 +41905,6 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire q__0__qreset_ack;
   output q__0__qreset_req;
   wire q__0__qreset_req;
-  output q__0__ready;
   wire q__0__ready;
   input q__0__reset;
   wire q__0__reset;
@@ -34458,6 +41917,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   input [3:0] q__0__ring_log2;
   wire [3:0] q__0__ring_log2;
   wire q__1__active;
+  output q__1__cleared;
+  wire q__1__cleared;
   output [31:0] q__1__consumer;
   reg [31:0] q__1__consumer = 32'd0;
   input [31:0] q__1__cpl_base;
@@ -34468,6 +41929,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] q__1__doorbell;
   input q__1__doorbell_we;
   wire q__1__doorbell_we;
+  input q__1__drained;
+  wire q__1__drained;
   input q__1__enable;
   wire q__1__enable;
   output [7:0] q__1__error;
@@ -34490,7 +41953,6 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire q__1__qreset_ack;
   output q__1__qreset_req;
   wire q__1__qreset_req;
-  output q__1__ready;
   wire q__1__ready;
   input q__1__reset;
   wire q__1__reset;
@@ -34503,6 +41965,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   input [3:0] q__1__ring_log2;
   wire [3:0] q__1__ring_log2;
   wire q__2__active;
+  output q__2__cleared;
+  wire q__2__cleared;
   output [31:0] q__2__consumer;
   reg [31:0] q__2__consumer = 32'd0;
   input [31:0] q__2__cpl_base;
@@ -34513,6 +41977,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] q__2__doorbell;
   input q__2__doorbell_we;
   wire q__2__doorbell_we;
+  input q__2__drained;
+  wire q__2__drained;
   input q__2__enable;
   wire q__2__enable;
   output [7:0] q__2__error;
@@ -34535,7 +42001,6 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire q__2__qreset_ack;
   output q__2__qreset_req;
   wire q__2__qreset_req;
-  output q__2__ready;
   wire q__2__ready;
   input q__2__reset;
   wire q__2__reset;
@@ -34548,6 +42013,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   input [3:0] q__2__ring_log2;
   wire [3:0] q__2__ring_log2;
   wire q__3__active;
+  output q__3__cleared;
+  wire q__3__cleared;
   output [31:0] q__3__consumer;
   reg [31:0] q__3__consumer = 32'd0;
   input [31:0] q__3__cpl_base;
@@ -34558,6 +42025,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire [31:0] q__3__doorbell;
   input q__3__doorbell_we;
   wire q__3__doorbell_we;
+  input q__3__drained;
+  wire q__3__drained;
   input q__3__enable;
   wire q__3__enable;
   output [7:0] q__3__error;
@@ -34580,7 +42049,6 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   wire q__3__qreset_ack;
   output q__3__qreset_req;
   wire q__3__qreset_req;
-  output q__3__ready;
   wire q__3__ready;
   input q__3__reset;
   wire q__3__reset;
@@ -34593,28 +42061,28 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   input [3:0] q__3__ring_log2;
   wire [3:0] q__3__ring_log2;
   wire [255:0] r_data;
-  wire [255:0] \r_data$123 ;
-  wire [255:0] \r_data$155 ;
-  wire [255:0] \r_data$187 ;
-  wire [75:0] \r_data$375 ;
+  wire [255:0] \r_data$125 ;
+  wire [255:0] \r_data$159 ;
+  wire [255:0] \r_data$193 ;
+  wire [75:0] \r_data$383 ;
   input r_en;
   wire r_en;
-  input \r_en$129 ;
-  wire \r_en$129 ;
-  input \r_en$161 ;
-  wire \r_en$161 ;
-  input \r_en$193 ;
-  wire \r_en$193 ;
-  reg \r_en$312 ;
+  input \r_en$133 ;
+  wire \r_en$133 ;
+  input \r_en$167 ;
+  wire \r_en$167 ;
+  input \r_en$201 ;
+  wire \r_en$201 ;
+  reg \r_en$320 ;
   wire r_rdy;
-  wire \r_rdy$126 ;
-  wire \r_rdy$158 ;
-  wire \r_rdy$190 ;
-  wire \r_rdy$374 ;
+  wire \r_rdy$128 ;
+  wire \r_rdy$162 ;
+  wire \r_rdy$196 ;
+  wire \r_rdy$382 ;
   input rst;
   wire rst;
   wire timeout;
-  wire \timeout$313 ;
+  wire \timeout$321 ;
   reg [31:0] up__araddr = 32'd0;
   wire [1:0] up__arburst;
   wire [7:0] up__arlen;
@@ -34643,180 +42111,184 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   reg [7:0] up__wstrb = 8'h00;
   reg up__wvalid = 1'h0;
   wire [255:0] w_data;
-  wire [255:0] \w_data$251 ;
-  wire [255:0] \w_data$254 ;
-  wire [255:0] \w_data$257 ;
-  wire [75:0] \w_data$258 ;
+  wire [255:0] \w_data$259 ;
+  wire [255:0] \w_data$262 ;
+  wire [255:0] \w_data$265 ;
+  wire [75:0] \w_data$266 ;
   wire w_en;
-  wire \w_en$250 ;
-  wire \w_en$253 ;
-  wire \w_en$256 ;
-  wire \w_en$270 ;
+  wire \w_en$258 ;
+  wire \w_en$261 ;
+  wire \w_en$264 ;
+  wire \w_en$278 ;
   wire w_rdy;
+  assign \$422  = \port$104$0 [3] | \$421 ;
+  assign \$423  = q3_resetting & \$422 ;
+  assign \$424  = cpl_req[1:0] == 2'h3;
+  assign \$425  = \abandon$67  & \$424 ;
   always @(posedge clk)
-    fetch_discard <= \$422 ;
+    fetch_discard <= \$426 ;
   always @(posedge clk)
-    fetch_q <= \$423 ;
+    fetch_q <= \$427 ;
   always @(posedge clk)
-    fetch_rr_last <= \$424 ;
+    fetch_rr_last <= \$428 ;
   always @(posedge clk)
-    up__arvalid <= \$425 ;
+    up__arvalid <= \$429 ;
   always @(posedge clk)
-    up__araddr <= \$426 ;
+    up__araddr <= \$430 ;
   always @(posedge clk)
-    fetch_r_beat <= \$427 ;
+    fetch_r_beat <= \$431 ;
   always @(posedge clk)
-    fetch_r_err <= \$428 ;
+    fetch_r_err <= \$432 ;
   always @(posedge clk)
-    fetch_fsm_state <= \$429 ;
+    fetch_fsm_state <= \$433 ;
   always @(posedge clk)
-    fetch_r_buf <= \$430 ;
+    fetch_r_buf <= \$434 ;
   always @(posedge clk)
-    fetch_r_code <= \$431 ;
+    fetch_r_code <= \$435 ;
   always @(posedge clk)
-    q__0__fetch <= \$432 ;
+    q__0__fetch <= \$436 ;
   always @(posedge clk)
-    q__1__fetch <= \$433 ;
+    q__1__fetch <= \$437 ;
   always @(posedge clk)
-    q__2__fetch <= \$434 ;
+    q__2__fetch <= \$438 ;
   always @(posedge clk)
-    q__3__fetch <= \$435 ;
+    q__3__fetch <= \$439 ;
   always @(posedge clk)
-    cpl_overflow <= \$436 ;
+    cpl_overflow <= \$440 ;
   always @(posedge clk)
-    up__awvalid <= \$437 ;
+    up__awvalid <= \$441 ;
   always @(posedge clk)
-    up__wvalid <= \$438 ;
+    up__wvalid <= \$442 ;
   always @(posedge clk)
-    cpl_w_beat <= \$439 ;
+    cpl_w_beat <= \$443 ;
   always @(posedge clk)
-    cpl_req <= \$440 ;
+    cpl_req <= \$444 ;
   always @(posedge clk)
-    cpl_fsm_state <= \$441 ;
+    cpl_fsm_state <= \$445 ;
   always @(posedge clk)
-    cpl_idx_sent <= \$442 ;
+    cpl_idx_sent <= \$446 ;
   always @(posedge clk)
-    cpl_rec_index <= \$443 ;
+    cpl_rec_index <= \$447 ;
   always @(posedge clk)
-    cpl_cons_addr <= \$444 ;
+    cpl_cons_addr <= \$448 ;
   always @(posedge clk)
-    up__awaddr <= \$445 ;
+    up__awaddr <= \$449 ;
   always @(posedge clk)
-    up__awlen <= \$446 ;
+    up__awlen <= \$450 ;
   always @(posedge clk)
-    cpl_w_buf <= \$447 ;
+    cpl_w_buf <= \$451 ;
   always @(posedge clk)
-    up__wstrb <= \$448 ;
+    up__wstrb <= \$452 ;
   always @(posedge clk)
-    cpl_w_nbeats <= \$449 ;
+    cpl_w_nbeats <= \$453 ;
   always @(posedge clk)
-    cpl_wr_err <= \$450 ;
+    cpl_wr_err <= \$454 ;
   always @(posedge clk)
-    cpl_wr_code <= \$451 ;
+    cpl_wr_code <= \$455 ;
   always @(posedge clk)
-    q__0__consumer <= \$452 ;
+    q__0__consumer <= \$456 ;
   always @(posedge clk)
-    q__0__retired <= \$453 ;
+    q__0__retired <= \$457 ;
   always @(posedge clk)
-    q__0__cpl_irq <= \$454 ;
+    q__0__cpl_irq <= \$458 ;
   always @(posedge clk)
-    q0_cpl_pending <= \$455 ;
+    q0_cpl_pending <= \$459 ;
   always @(posedge clk)
-    q0_checked <= \$456 ;
+    q0_checked <= \$460 ;
   always @(posedge clk)
-    q__0__producer <= \$457 ;
+    q__0__producer <= \$461 ;
   always @(posedge clk)
-    q0_halted <= \$458 ;
+    q0_halted <= \$462 ;
   always @(posedge clk)
-    q__0__error <= \$459 ;
+    q__0__error <= \$463 ;
   always @(posedge clk)
-    q__0__error_index <= \$460 ;
+    q__0__error_index <= \$464 ;
   always @(posedge clk)
-    q__0__error_irq <= \$461 ;
+    q__0__error_irq <= \$465 ;
   always @(posedge clk)
-    q0_resetting <= \$462 ;
+    q0_resetting <= \$466 ;
   always @(posedge clk)
-    q0_acked <= \$463 ;
+    q0_acked <= \$467 ;
   always @(posedge clk)
-    q0_cpl_dead <= \$464 ;
+    q0_cpl_dead <= \$468 ;
   always @(posedge clk)
-    q__1__consumer <= \$465 ;
+    q__1__consumer <= \$469 ;
   always @(posedge clk)
-    q__1__retired <= \$466 ;
+    q__1__retired <= \$470 ;
   always @(posedge clk)
-    q__1__cpl_irq <= \$467 ;
+    q__1__cpl_irq <= \$471 ;
   always @(posedge clk)
-    q1_cpl_pending <= \$468 ;
+    q1_cpl_pending <= \$472 ;
   always @(posedge clk)
-    q1_checked <= \$469 ;
+    q1_checked <= \$473 ;
   always @(posedge clk)
-    q__1__producer <= \$470 ;
+    q__1__producer <= \$474 ;
   always @(posedge clk)
-    q1_halted <= \$471 ;
+    q1_halted <= \$475 ;
   always @(posedge clk)
-    q__1__error <= \$472 ;
+    q__1__error <= \$476 ;
   always @(posedge clk)
-    q__1__error_index <= \$473 ;
+    q__1__error_index <= \$477 ;
   always @(posedge clk)
-    q__1__error_irq <= \$474 ;
+    q__1__error_irq <= \$478 ;
   always @(posedge clk)
-    q1_resetting <= \$475 ;
+    q1_resetting <= \$479 ;
   always @(posedge clk)
-    q1_acked <= \$476 ;
+    q1_acked <= \$480 ;
   always @(posedge clk)
-    q1_cpl_dead <= \$477 ;
+    q1_cpl_dead <= \$481 ;
   always @(posedge clk)
-    q__2__consumer <= \$478 ;
+    q__2__consumer <= \$482 ;
   always @(posedge clk)
-    q__2__retired <= \$479 ;
+    q__2__retired <= \$483 ;
   always @(posedge clk)
-    q__2__cpl_irq <= \$480 ;
+    q__2__cpl_irq <= \$484 ;
   always @(posedge clk)
-    q2_cpl_pending <= \$481 ;
+    q2_cpl_pending <= \$485 ;
   always @(posedge clk)
-    q2_checked <= \$482 ;
+    q2_checked <= \$486 ;
   always @(posedge clk)
-    q__2__producer <= \$483 ;
+    q__2__producer <= \$487 ;
   always @(posedge clk)
-    q2_halted <= \$484 ;
+    q2_halted <= \$488 ;
   always @(posedge clk)
-    q__2__error <= \$485 ;
+    q__2__error <= \$489 ;
   always @(posedge clk)
-    q__2__error_index <= \$486 ;
+    q__2__error_index <= \$490 ;
   always @(posedge clk)
-    q__2__error_irq <= \$487 ;
+    q__2__error_irq <= \$491 ;
   always @(posedge clk)
-    q2_resetting <= \$488 ;
+    q2_resetting <= \$492 ;
   always @(posedge clk)
-    q2_acked <= \$489 ;
+    q2_acked <= \$493 ;
   always @(posedge clk)
-    q2_cpl_dead <= \$490 ;
+    q2_cpl_dead <= \$494 ;
   always @(posedge clk)
-    q__3__consumer <= \$491 ;
+    q__3__consumer <= \$495 ;
   always @(posedge clk)
-    q__3__retired <= \$492 ;
+    q__3__retired <= \$496 ;
   always @(posedge clk)
-    q__3__cpl_irq <= \$493 ;
+    q__3__cpl_irq <= \$497 ;
   always @(posedge clk)
-    q3_cpl_pending <= \$494 ;
+    q3_cpl_pending <= \$498 ;
   always @(posedge clk)
-    q3_checked <= \$495 ;
+    q3_checked <= \$499 ;
   always @(posedge clk)
-    q__3__producer <= \$496 ;
+    q__3__producer <= \$500 ;
   always @(posedge clk)
-    q3_halted <= \$497 ;
+    q3_halted <= \$501 ;
   always @(posedge clk)
-    q__3__error <= \$498 ;
+    q__3__error <= \$502 ;
   always @(posedge clk)
-    q__3__error_index <= \$499 ;
+    q__3__error_index <= \$503 ;
   always @(posedge clk)
-    q__3__error_irq <= \$500 ;
+    q__3__error_irq <= \$504 ;
   always @(posedge clk)
-    q3_resetting <= \$501 ;
+    q3_resetting <= \$505 ;
   always @(posedge clk)
-    q3_acked <= \$502 ;
+    q3_acked <= \$506 ;
   always @(posedge clk)
-    q3_cpl_dead <= \$503 ;
+    q3_cpl_dead <= \$507 ;
   assign \$1  = ~ q0_halted;
   assign \$2  = q__0__enable & \$1 ;
   assign \$3  = ~ q0_resetting;
@@ -34832,8 +42304,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$9  = ~ q1_resetting;
   assign q1_want = \$8  & \$9 ;
   assign q1_active = q1_want & q1_checked;
-  assign \$10  = q__1__fetch - \level$117 ;
-  assign q__1__ready = q1_active & \r_rdy$126 ;
+  assign \$10  = q__1__fetch - \level$119 ;
+  assign q__1__ready = q1_active & \r_rdy$128 ;
   assign \$11  = ~ q1_acked;
   assign q__1__qreset_req = q1_resetting & \$11 ;
   assign \$12  = 1'h1 << q__1__ring_log2;
@@ -34842,8 +42314,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$15  = ~ q2_resetting;
   assign q2_want = \$14  & \$15 ;
   assign q2_active = q2_want & q2_checked;
-  assign \$16  = q__2__fetch - \level$149 ;
-  assign q__2__ready = q2_active & \r_rdy$158 ;
+  assign \$16  = q__2__fetch - \level$153 ;
+  assign q__2__ready = q2_active & \r_rdy$162 ;
   assign \$17  = ~ q2_acked;
   assign q__2__qreset_req = q2_resetting & \$17 ;
   assign \$18  = 1'h1 << q__2__ring_log2;
@@ -34852,8 +42324,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$21  = ~ q3_resetting;
   assign q3_want = \$20  & \$21 ;
   assign q3_active = q3_want & q3_checked;
-  assign \$22  = q__3__fetch - \level$181 ;
-  assign q__3__ready = q3_active & \r_rdy$190 ;
+  assign \$22  = q__3__fetch - \level$187 ;
+  assign q__3__ready = q3_active & \r_rdy$196 ;
   assign \$23  = ~ q3_acked;
   assign q__3__qreset_req = q3_resetting & \$23 ;
   assign \$24  = 1'h1 << q__3__ring_log2;
@@ -34892,7 +42364,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$59  = \$12  + 1'h1;
   assign \$60  = \$58 [31:0] <= \$59 ;
   assign \$61  = \$57  & \$60 ;
-  assign \$62  = \level$117  < 3'h4;
+  assign \$62  = \level$119  < 3'h4;
   assign q1_fetch_elig = \$61  & \$62 ;
   assign \$65  = q__1__ring_log2 > 1'h0;
   assign \$66  = q__1__ring_log2 > 1'h1;
@@ -34919,7 +42391,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$88  = \$18  + 1'h1;
   assign \$89  = \$87 [31:0] <= \$88 ;
   assign \$90  = \$86  & \$89 ;
-  assign \$91  = \level$149  < 3'h4;
+  assign \$91  = \level$153  < 3'h4;
   assign q2_fetch_elig = \$90  & \$91 ;
   assign \$94  = q__2__ring_log2 > 1'h0;
   assign \$95  = q__2__ring_log2 > 1'h1;
@@ -34946,7 +42418,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$117  = \$24  + 1'h1;
   assign \$118  = \$116 [31:0] <= \$117 ;
   assign \$119  = \$115  & \$118 ;
-  assign \$120  = \level$181  < 3'h4;
+  assign \$120  = \level$187  < 3'h4;
   assign q3_fetch_elig = \$119  & \$120 ;
   assign \$123  = q__3__ring_log2 > 1'h0;
   assign \$124  = q__3__ring_log2 > 1'h1;
@@ -35000,13 +42472,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$163  = fetch_q == 2'h3;
   assign q3_fetch_push = \$162  & \$163 ;
   assign \$164  = cpl_valid & w_rdy;
-  assign \$165  = \port$9496$0 [1:0] < 3'h4;
+  assign \$165  = cpl_queue < 3'h4;
   assign cpl_push_ok = \$164  & \$165 ;
-  assign cpl_free = 3'h4 - \level$272 ;
+  assign cpl_free = 3'h4 - \level$280 ;
   assign \$166  = cpl_w_nbeats - 1'h1;
   assign cpl_w_last = cpl_w_beat == \$166 ;
-  assign \$705  = cpl_w_beat * 7'h40;
-  assign up__wdata = cpl_w_buf >> \$705 ;
+  assign \$709  = cpl_w_beat * 7'h40;
+  assign up__wdata = cpl_w_buf >> \$709 ;
   assign cpl_aw_hs = up__awvalid & up__awready;
   assign cpl_w_hs = up__wvalid & up__wready;
   assign \$167  = ~ up__awvalid;
@@ -35054,247 +42526,247 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$202  = \$201  & q0_bad_cfg;
   assign \$203  = q0_resetting & q0_acked;
   assign \$204  = ! q0_cpl_pending;
-  assign q0_reset_done = \$203  & \$204 ;
-  assign \$205  = cpl_req[1:0] == 1'h1;
-  assign q1_cpl_done = cpl_finish & \$205 ;
-  assign \$206  = | q__1__ring_base[4:0];
-  assign \$207  = | q__1__cpl_base[3:0];
-  assign \$208  = \$206  | \$207 ;
-  assign \$209  = ! q__1__ring_log2;
-  assign q1_bad_cfg = \$208  | \$209 ;
-  assign \$210  = cpl_req[1:0] == 1'h1;
-  assign \$211  = cpl_cons_busy & \$210 ;
-  assign \$212  = q__1__consumer + \$211 ;
-  assign \$213  = q__1__doorbell - \$212 [31:0];
-  assign q1_db_overflow = \$213 [31:0] > \$12 ;
-  assign \$214  = ~ q1_resetting;
-  assign q1_db_write = q__1__doorbell_we & \$214 ;
-  assign \$215  = ~ q1_checked;
-  assign \$216  = q1_want & \$215 ;
-  assign \$217  = \$216  & q1_bad_cfg;
-  assign \$218  = q1_db_write & q1_db_overflow;
-  assign \$219  = fetch_q == 1'h1;
-  assign \$220  = fetch_fail & \$219 ;
-  assign \$221  = cpl_req[3] | cpl_fin_bad;
-  assign \$222  = q1_cpl_done & \$221 ;
-  assign q1_halt_any = | { \$222 , \$220 , \$218 , \$217  };
-  assign \$223  = cpl_req[3] | cpl_fin_bad;
-  assign \$224  = q1_cpl_done & \$223 ;
-  assign \$225  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$226  = fetch_q == 1'h1;
-  assign \$227  = fetch_fail & \$226 ;
-  assign \$228  = q1_db_write & q1_db_overflow;
-  assign \$229  = ~ q1_checked;
-  assign \$230  = q1_want & \$229 ;
-  assign \$231  = \$230  & q1_bad_cfg;
-  assign \$232  = q1_resetting & q1_acked;
-  assign \$233  = ! q1_cpl_pending;
-  assign q1_reset_done = \$232  & \$233 ;
-  assign \$234  = cpl_req[1:0] == 2'h2;
-  assign q2_cpl_done = cpl_finish & \$234 ;
-  assign \$235  = | q__2__ring_base[4:0];
-  assign \$236  = | q__2__cpl_base[3:0];
-  assign \$237  = \$235  | \$236 ;
-  assign \$238  = ! q__2__ring_log2;
-  assign q2_bad_cfg = \$237  | \$238 ;
-  assign \$239  = cpl_req[1:0] == 2'h2;
-  assign \$240  = cpl_cons_busy & \$239 ;
-  assign \$241  = q__2__consumer + \$240 ;
-  assign \$242  = q__2__doorbell - \$241 [31:0];
-  assign q2_db_overflow = \$242 [31:0] > \$18 ;
-  assign \$243  = ~ q2_resetting;
-  assign q2_db_write = q__2__doorbell_we & \$243 ;
-  assign \$244  = ~ q2_checked;
-  assign \$245  = q2_want & \$244 ;
-  assign \$246  = \$245  & q2_bad_cfg;
-  assign \$247  = q2_db_write & q2_db_overflow;
-  assign \$248  = fetch_q == 2'h2;
-  assign \$249  = fetch_fail & \$248 ;
-  assign \$250  = cpl_req[3] | cpl_fin_bad;
-  assign \$251  = q2_cpl_done & \$250 ;
-  assign q2_halt_any = | { \$251 , \$249 , \$247 , \$246  };
+  assign \$205  = \$203  & \$204 ;
+  assign q__0__cleared = \$205  & q__0__drained;
+  assign \$206  = cpl_req[1:0] == 1'h1;
+  assign q1_cpl_done = cpl_finish & \$206 ;
+  assign \$207  = | q__1__ring_base[4:0];
+  assign \$208  = | q__1__cpl_base[3:0];
+  assign \$209  = \$207  | \$208 ;
+  assign \$210  = ! q__1__ring_log2;
+  assign q1_bad_cfg = \$209  | \$210 ;
+  assign \$211  = cpl_req[1:0] == 1'h1;
+  assign \$212  = cpl_cons_busy & \$211 ;
+  assign \$213  = q__1__consumer + \$212 ;
+  assign \$214  = q__1__doorbell - \$213 [31:0];
+  assign q1_db_overflow = \$214 [31:0] > \$12 ;
+  assign \$215  = ~ q1_resetting;
+  assign q1_db_write = q__1__doorbell_we & \$215 ;
+  assign \$216  = ~ q1_checked;
+  assign \$217  = q1_want & \$216 ;
+  assign \$218  = \$217  & q1_bad_cfg;
+  assign \$219  = q1_db_write & q1_db_overflow;
+  assign \$220  = fetch_q == 1'h1;
+  assign \$221  = fetch_fail & \$220 ;
+  assign \$222  = cpl_req[3] | cpl_fin_bad;
+  assign \$223  = q1_cpl_done & \$222 ;
+  assign q1_halt_any = | { \$223 , \$221 , \$219 , \$218  };
+  assign \$224  = cpl_req[3] | cpl_fin_bad;
+  assign \$225  = q1_cpl_done & \$224 ;
+  assign \$226  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$227  = fetch_q == 1'h1;
+  assign \$228  = fetch_fail & \$227 ;
+  assign \$229  = q1_db_write & q1_db_overflow;
+  assign \$230  = ~ q1_checked;
+  assign \$231  = q1_want & \$230 ;
+  assign \$232  = \$231  & q1_bad_cfg;
+  assign \$233  = q1_resetting & q1_acked;
+  assign \$234  = ! q1_cpl_pending;
+  assign \$235  = \$233  & \$234 ;
+  assign q__1__cleared = \$235  & q__1__drained;
+  assign \$236  = cpl_req[1:0] == 2'h2;
+  assign q2_cpl_done = cpl_finish & \$236 ;
+  assign \$237  = | q__2__ring_base[4:0];
+  assign \$238  = | q__2__cpl_base[3:0];
+  assign \$239  = \$237  | \$238 ;
+  assign \$240  = ! q__2__ring_log2;
+  assign q2_bad_cfg = \$239  | \$240 ;
+  assign \$241  = cpl_req[1:0] == 2'h2;
+  assign \$242  = cpl_cons_busy & \$241 ;
+  assign \$243  = q__2__consumer + \$242 ;
+  assign \$244  = q__2__doorbell - \$243 [31:0];
+  assign q2_db_overflow = \$244 [31:0] > \$18 ;
+  assign \$245  = ~ q2_resetting;
+  assign q2_db_write = q__2__doorbell_we & \$245 ;
+  assign \$246  = ~ q2_checked;
+  assign \$247  = q2_want & \$246 ;
+  assign \$248  = \$247  & q2_bad_cfg;
+  assign \$249  = q2_db_write & q2_db_overflow;
+  assign \$250  = fetch_q == 2'h2;
+  assign \$251  = fetch_fail & \$250 ;
   assign \$252  = cpl_req[3] | cpl_fin_bad;
   assign \$253  = q2_cpl_done & \$252 ;
-  assign \$254  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$255  = fetch_q == 2'h2;
-  assign \$256  = fetch_fail & \$255 ;
-  assign \$257  = q2_db_write & q2_db_overflow;
-  assign \$258  = ~ q2_checked;
-  assign \$259  = q2_want & \$258 ;
-  assign \$260  = \$259  & q2_bad_cfg;
-  assign \$261  = q2_resetting & q2_acked;
-  assign \$262  = ! q2_cpl_pending;
-  assign q2_reset_done = \$261  & \$262 ;
-  assign \$263  = cpl_req[1:0] == 2'h3;
-  assign q3_cpl_done = cpl_finish & \$263 ;
-  assign \$264  = | q__3__ring_base[4:0];
-  assign \$265  = | q__3__cpl_base[3:0];
-  assign \$266  = \$264  | \$265 ;
-  assign \$267  = ! q__3__ring_log2;
-  assign q3_bad_cfg = \$266  | \$267 ;
-  assign \$268  = cpl_req[1:0] == 2'h3;
-  assign \$269  = cpl_cons_busy & \$268 ;
-  assign \$270  = q__3__consumer + \$269 ;
-  assign \$271  = q__3__doorbell - \$270 [31:0];
-  assign q3_db_overflow = \$271 [31:0] > \$24 ;
-  assign \$272  = ~ q3_resetting;
-  assign q3_db_write = q__3__doorbell_we & \$272 ;
-  assign \$273  = ~ q3_checked;
-  assign \$274  = q3_want & \$273 ;
-  assign \$275  = \$274  & q3_bad_cfg;
-  assign \$276  = q3_db_write & q3_db_overflow;
-  assign \$277  = fetch_q == 2'h3;
-  assign \$278  = fetch_fail & \$277 ;
-  assign \$279  = cpl_req[3] | cpl_fin_bad;
-  assign \$280  = q3_cpl_done & \$279 ;
-  assign q3_halt_any = | { \$280 , \$278 , \$276 , \$275  };
-  assign \$281  = cpl_req[3] | cpl_fin_bad;
-  assign \$282  = q3_cpl_done & \$281 ;
-  assign \$283  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
-  assign \$284  = fetch_q == 2'h3;
-  assign \$285  = fetch_fail & \$284 ;
-  assign \$286  = q3_db_write & q3_db_overflow;
-  assign \$287  = ~ q3_checked;
-  assign \$288  = q3_want & \$287 ;
-  assign \$289  = \$288  & q3_bad_cfg;
-  assign \$290  = q3_resetting & q3_acked;
-  assign \$291  = ! q3_cpl_pending;
-  assign q3_reset_done = \$290  & \$291 ;
-  assign \$292  = ! fetch_fsm_state;
-  assign \$293  = fetch_fsm_state == 1'h1;
-  assign \$294  = fetch_fsm_state == 2'h2;
-  assign \$295  = ! cpl_fsm_state;
-  assign \$296  = cpl_fsm_state == 1'h1;
-  assign \$297  = cpl_fsm_state == 2'h2;
-  assign \$298  = cpl_fsm_state == 2'h3;
-  assign \$299  = cpl_fsm_state == 3'h4;
-  assign \$300  = cpl_fsm_state == 3'h5;
-  assign \$301  = cpl_fsm_state == 3'h6;
-  assign \$302  = fetch_busy & fetch_q_reset;
-  assign \$305  = fetch_r_beat != 2'h3;
-  assign \$306  = fetch_r_beat + 1'h1;
-  assign \$307  = ~ fetch_r_err;
-  assign \$308  = down__rresp[1] & \$307 ;
-  assign \$309  = down__rresp == 2'h3;
-  assign \$310  = \$309  ? 8'h07 : 8'h06;
-  assign \$311  = q__0__fetch + 1'h1;
-  assign \$312  = q__1__fetch + 1'h1;
-  assign \$313  = q__2__fetch + 1'h1;
-  assign \$314  = q__3__fetch + 1'h1;
-  assign \$315  = ~ cpl_push_ok;
-  assign \$316  = cpl_valid & \$315 ;
-  assign \$317  = cpl_w_beat + 1'h1;
-  assign \$318  = cpl_sel_base + 5'h10;
-  assign \$319  = cpl_sel_log2 > 1'h0;
-  assign \$320  = cpl_sel_log2 > 1'h1;
-  assign \$321  = cpl_sel_log2 > 2'h2;
-  assign \$322  = cpl_sel_log2 > 2'h3;
-  assign \$323  = cpl_sel_log2 > 3'h4;
-  assign \$324  = cpl_sel_log2 > 3'h5;
-  assign \$325  = cpl_sel_log2 > 3'h6;
-  assign \$326  = cpl_sel_log2 > 3'h7;
-  assign \$327  = cpl_sel_log2 > 4'h8;
-  assign \$328  = cpl_sel_log2 > 4'h9;
-  assign \$329  = cpl_sel_log2 > 4'ha;
-  assign \$330  = cpl_sel_log2 > 4'hb;
-  assign \$331  = cpl_sel_log2 > 4'hc;
-  assign \$332  = cpl_sel_log2 > 4'hd;
-  assign \$333  = cpl_sel_log2 > 4'he;
-  assign \$334  = cpl_sel_c[14:0] & { \$333 , \$332 , \$331 , \$330 , \$329 , \$328 , \$327 , \$326 , \$325 , \$324 , \$323 , \$322 , \$321 , \$320 , \$319  };
-  assign \$336  = \$318  + \$335 ;
-  assign \$338  = down__bresp == 2'h3;
-  assign \$339  = \$338  ? 8'h07 : 8'h06;
-  assign \$340  = cpl_rec_index + 1'h1;
-  assign \$341  = cpl_wr_err ? cpl_wr_code : 8'h10;
-  assign \$342  = q__0__consumer + 1'h1;
-  assign \$343  = q0_cpl_done & cpl_req[2];
-  assign \$344  = ! \port$9496$0 [1:0];
-  assign \$345  = cpl_push_ok & \$344 ;
-  assign \$346  = q0_cpl_pending + \$345 ;
-  assign \$347  = \$346  - q0_cpl_done;
-  assign \$348  = ~ q0_bad_cfg;
-  assign \$349  = q0_checked | \$348 ;
-  assign \$350  = q0_want & \$349 ;
-  assign \$351  = ~ q0_db_overflow;
-  assign \$352  = q0_db_write & \$351 ;
-  assign \$353  = ~ q0_halted;
-  assign \$354  = q0_halt_any & \$353 ;
-  assign \$355  = ~ q0_resetting;
-  assign \$356  = q__0__reset & \$355 ;
-  assign \$357  = ~ fw_running;
-  assign \$358  = \port$130$0 [0] | \$357 ;
-  assign \$359  = q0_resetting & \$358 ;
-  assign \$360  = ! cpl_req[1:0];
-  assign \$361  = \abandon$67  & \$360 ;
-  assign \$362  = q__1__consumer + 1'h1;
-  assign \$363  = q1_cpl_done & cpl_req[2];
-  assign \$364  = \port$9496$0 [1:0] == 1'h1;
-  assign \$365  = cpl_push_ok & \$364 ;
-  assign \$366  = q1_cpl_pending + \$365 ;
-  assign \$367  = \$366  - q1_cpl_done;
-  assign \$368  = ~ q1_bad_cfg;
-  assign \$369  = q1_checked | \$368 ;
-  assign \$370  = q1_want & \$369 ;
-  assign \$371  = ~ q1_db_overflow;
-  assign \$372  = q1_db_write & \$371 ;
-  assign \$373  = ~ q1_halted;
-  assign \$374  = q1_halt_any & \$373 ;
-  assign \$375  = ~ q1_resetting;
-  assign \$376  = q__1__reset & \$375 ;
-  assign \$377  = ~ fw_running;
-  assign \$378  = \port$130$0 [1] | \$377 ;
-  assign \$379  = q1_resetting & \$378 ;
-  assign \$380  = cpl_req[1:0] == 1'h1;
-  assign \$381  = \abandon$67  & \$380 ;
-  assign \$382  = q__2__consumer + 1'h1;
-  assign \$383  = q2_cpl_done & cpl_req[2];
-  assign \$384  = \port$9496$0 [1:0] == 2'h2;
-  assign \$385  = cpl_push_ok & \$384 ;
-  assign \$386  = q2_cpl_pending + \$385 ;
-  assign \$387  = \$386  - q2_cpl_done;
-  assign \$388  = ~ q2_bad_cfg;
-  assign \$389  = q2_checked | \$388 ;
-  assign \$390  = q2_want & \$389 ;
-  assign \$391  = ~ q2_db_overflow;
-  assign \$392  = q2_db_write & \$391 ;
-  assign \$393  = ~ q2_halted;
-  assign \$394  = q2_halt_any & \$393 ;
-  assign \$395  = ~ q2_resetting;
-  assign \$396  = q__2__reset & \$395 ;
-  assign \$397  = ~ fw_running;
-  assign \$398  = \port$130$0 [2] | \$397 ;
-  assign \$399  = q2_resetting & \$398 ;
-  assign \$400  = cpl_req[1:0] == 2'h2;
-  assign \$401  = \abandon$67  & \$400 ;
-  assign \$402  = q__3__consumer + 1'h1;
-  assign \$403  = q3_cpl_done & cpl_req[2];
-  assign \$404  = \port$9496$0 [1:0] == 2'h3;
-  assign \$405  = cpl_push_ok & \$404 ;
-  assign \$406  = q3_cpl_pending + \$405 ;
-  assign \$407  = \$406  - q3_cpl_done;
-  assign \$408  = ~ q3_bad_cfg;
-  assign \$409  = q3_checked | \$408 ;
-  assign \$410  = q3_want & \$409 ;
-  assign \$411  = ~ q3_db_overflow;
-  assign \$412  = q3_db_write & \$411 ;
-  assign \$413  = ~ q3_halted;
-  assign \$414  = q3_halt_any & \$413 ;
-  assign \$415  = ~ q3_resetting;
-  assign \$416  = q__3__reset & \$415 ;
-  assign \$417  = ~ fw_running;
-  assign \$418  = \port$130$0 [3] | \$417 ;
-  assign \$419  = q3_resetting & \$418 ;
-  assign \$420  = cpl_req[1:0] == 2'h3;
-  assign \$421  = \abandon$67  & \$420 ;
+  assign q2_halt_any = | { \$253 , \$251 , \$249 , \$248  };
+  assign \$254  = cpl_req[3] | cpl_fin_bad;
+  assign \$255  = q2_cpl_done & \$254 ;
+  assign \$256  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$257  = fetch_q == 2'h2;
+  assign \$258  = fetch_fail & \$257 ;
+  assign \$259  = q2_db_write & q2_db_overflow;
+  assign \$260  = ~ q2_checked;
+  assign \$261  = q2_want & \$260 ;
+  assign \$262  = \$261  & q2_bad_cfg;
+  assign \$263  = q2_resetting & q2_acked;
+  assign \$264  = ! q2_cpl_pending;
+  assign \$265  = \$263  & \$264 ;
+  assign q__2__cleared = \$265  & q__2__drained;
+  assign \$266  = cpl_req[1:0] == 2'h3;
+  assign q3_cpl_done = cpl_finish & \$266 ;
+  assign \$267  = | q__3__ring_base[4:0];
+  assign \$268  = | q__3__cpl_base[3:0];
+  assign \$269  = \$267  | \$268 ;
+  assign \$270  = ! q__3__ring_log2;
+  assign q3_bad_cfg = \$269  | \$270 ;
+  assign \$271  = cpl_req[1:0] == 2'h3;
+  assign \$272  = cpl_cons_busy & \$271 ;
+  assign \$273  = q__3__consumer + \$272 ;
+  assign \$274  = q__3__doorbell - \$273 [31:0];
+  assign q3_db_overflow = \$274 [31:0] > \$24 ;
+  assign \$275  = ~ q3_resetting;
+  assign q3_db_write = q__3__doorbell_we & \$275 ;
+  assign \$276  = ~ q3_checked;
+  assign \$277  = q3_want & \$276 ;
+  assign \$278  = \$277  & q3_bad_cfg;
+  assign \$279  = q3_db_write & q3_db_overflow;
+  assign \$280  = fetch_q == 2'h3;
+  assign \$281  = fetch_fail & \$280 ;
+  assign \$282  = cpl_req[3] | cpl_fin_bad;
+  assign \$283  = q3_cpl_done & \$282 ;
+  assign q3_halt_any = | { \$283 , \$281 , \$279 , \$278  };
+  assign \$284  = cpl_req[3] | cpl_fin_bad;
+  assign \$285  = q3_cpl_done & \$284 ;
+  assign \$286  = cpl_fin_bad ? cpl_fin_code : cpl_req[19:12];
+  assign \$287  = fetch_q == 2'h3;
+  assign \$288  = fetch_fail & \$287 ;
+  assign \$289  = q3_db_write & q3_db_overflow;
+  assign \$290  = ~ q3_checked;
+  assign \$291  = q3_want & \$290 ;
+  assign \$292  = \$291  & q3_bad_cfg;
+  assign \$293  = q3_resetting & q3_acked;
+  assign \$294  = ! q3_cpl_pending;
+  assign \$295  = \$293  & \$294 ;
+  assign q__3__cleared = \$295  & q__3__drained;
+  assign \$296  = ! fetch_fsm_state;
+  assign \$297  = fetch_fsm_state == 1'h1;
+  assign \$298  = fetch_fsm_state == 2'h2;
+  assign \$299  = ! cpl_fsm_state;
+  assign \$300  = cpl_fsm_state == 1'h1;
+  assign \$301  = cpl_fsm_state == 2'h2;
+  assign \$302  = cpl_fsm_state == 2'h3;
+  assign \$303  = cpl_fsm_state == 3'h4;
+  assign \$304  = cpl_fsm_state == 3'h5;
+  assign \$305  = cpl_fsm_state == 3'h6;
+  assign \$306  = fetch_busy & fetch_q_reset;
+  assign \$309  = fetch_r_beat != 2'h3;
+  assign \$310  = fetch_r_beat + 1'h1;
+  assign \$311  = ~ fetch_r_err;
+  assign \$312  = down__rresp[1] & \$311 ;
+  assign \$313  = down__rresp == 2'h3;
+  assign \$314  = \$313  ? 8'h07 : 8'h06;
+  assign \$315  = q__0__fetch + 1'h1;
+  assign \$316  = q__1__fetch + 1'h1;
+  assign \$317  = q__2__fetch + 1'h1;
+  assign \$318  = q__3__fetch + 1'h1;
+  assign \$319  = ~ cpl_push_ok;
+  assign \$320  = cpl_valid & \$319 ;
+  assign \$321  = cpl_w_beat + 1'h1;
+  assign \$322  = cpl_sel_base + 5'h10;
+  assign \$323  = cpl_sel_log2 > 1'h0;
+  assign \$324  = cpl_sel_log2 > 1'h1;
+  assign \$325  = cpl_sel_log2 > 2'h2;
+  assign \$326  = cpl_sel_log2 > 2'h3;
+  assign \$327  = cpl_sel_log2 > 3'h4;
+  assign \$328  = cpl_sel_log2 > 3'h5;
+  assign \$329  = cpl_sel_log2 > 3'h6;
+  assign \$330  = cpl_sel_log2 > 3'h7;
+  assign \$331  = cpl_sel_log2 > 4'h8;
+  assign \$332  = cpl_sel_log2 > 4'h9;
+  assign \$333  = cpl_sel_log2 > 4'ha;
+  assign \$334  = cpl_sel_log2 > 4'hb;
+  assign \$335  = cpl_sel_log2 > 4'hc;
+  assign \$336  = cpl_sel_log2 > 4'hd;
+  assign \$337  = cpl_sel_log2 > 4'he;
+  assign \$338  = cpl_sel_c[14:0] & { \$337 , \$336 , \$335 , \$334 , \$333 , \$332 , \$331 , \$330 , \$329 , \$328 , \$327 , \$326 , \$325 , \$324 , \$323  };
+  assign \$340  = \$322  + \$339 ;
+  assign \$342  = down__bresp == 2'h3;
+  assign \$343  = \$342  ? 8'h07 : 8'h06;
+  assign \$344  = cpl_rec_index + 1'h1;
+  assign \$345  = cpl_wr_err ? cpl_wr_code : 8'h10;
+  assign \$346  = q__0__consumer + 1'h1;
+  assign \$347  = q0_cpl_done & cpl_req[2];
+  assign \$348  = ! cpl_queue;
+  assign \$349  = cpl_push_ok & \$348 ;
+  assign \$350  = q0_cpl_pending + \$349 ;
+  assign \$351  = \$350  - q0_cpl_done;
+  assign \$352  = ~ q0_bad_cfg;
+  assign \$353  = q0_checked | \$352 ;
+  assign \$354  = q0_want & \$353 ;
+  assign \$355  = ~ q0_db_overflow;
+  assign \$356  = q0_db_write & \$355 ;
+  assign \$357  = ~ q0_halted;
+  assign \$358  = q0_halt_any & \$357 ;
+  assign \$359  = ~ q0_resetting;
+  assign \$360  = q__0__reset & \$359 ;
+  assign \$361  = ~ fw_running;
+  assign \$362  = \port$104$0 [0] | \$361 ;
+  assign \$363  = q0_resetting & \$362 ;
+  assign \$364  = ! cpl_req[1:0];
+  assign \$365  = \abandon$67  & \$364 ;
+  assign \$366  = q__1__consumer + 1'h1;
+  assign \$367  = q1_cpl_done & cpl_req[2];
+  assign \$368  = cpl_queue == 1'h1;
+  assign \$369  = cpl_push_ok & \$368 ;
+  assign \$370  = q1_cpl_pending + \$369 ;
+  assign \$371  = \$370  - q1_cpl_done;
+  assign \$372  = ~ q1_bad_cfg;
+  assign \$373  = q1_checked | \$372 ;
+  assign \$374  = q1_want & \$373 ;
+  assign \$375  = ~ q1_db_overflow;
+  assign \$376  = q1_db_write & \$375 ;
+  assign \$377  = ~ q1_halted;
+  assign \$378  = q1_halt_any & \$377 ;
+  assign \$379  = ~ q1_resetting;
+  assign \$380  = q__1__reset & \$379 ;
+  assign \$381  = ~ fw_running;
+  assign \$382  = \port$104$0 [1] | \$381 ;
+  assign \$383  = q1_resetting & \$382 ;
+  assign \$384  = cpl_req[1:0] == 1'h1;
+  assign \$385  = \abandon$67  & \$384 ;
+  assign \$386  = q__2__consumer + 1'h1;
+  assign \$387  = q2_cpl_done & cpl_req[2];
+  assign \$388  = cpl_queue == 2'h2;
+  assign \$389  = cpl_push_ok & \$388 ;
+  assign \$390  = q2_cpl_pending + \$389 ;
+  assign \$391  = \$390  - q2_cpl_done;
+  assign \$392  = ~ q2_bad_cfg;
+  assign \$393  = q2_checked | \$392 ;
+  assign \$394  = q2_want & \$393 ;
+  assign \$395  = ~ q2_db_overflow;
+  assign \$396  = q2_db_write & \$395 ;
+  assign \$397  = ~ q2_halted;
+  assign \$398  = q2_halt_any & \$397 ;
+  assign \$399  = ~ q2_resetting;
+  assign \$400  = q__2__reset & \$399 ;
+  assign \$401  = ~ fw_running;
+  assign \$402  = \port$104$0 [2] | \$401 ;
+  assign \$403  = q2_resetting & \$402 ;
+  assign \$404  = cpl_req[1:0] == 2'h2;
+  assign \$405  = \abandon$67  & \$404 ;
+  assign \$406  = q__3__consumer + 1'h1;
+  assign \$407  = q3_cpl_done & cpl_req[2];
+  assign \$408  = cpl_queue == 2'h3;
+  assign \$409  = cpl_push_ok & \$408 ;
+  assign \$410  = q3_cpl_pending + \$409 ;
+  assign \$411  = \$410  - q3_cpl_done;
+  assign \$412  = ~ q3_bad_cfg;
+  assign \$413  = q3_checked | \$412 ;
+  assign \$414  = q3_want & \$413 ;
+  assign \$415  = ~ q3_db_overflow;
+  assign \$416  = q3_db_write & \$415 ;
+  assign \$417  = ~ q3_halted;
+  assign \$418  = q3_halt_any & \$417 ;
+  assign \$419  = ~ q3_resetting;
+  assign \$420  = q__3__reset & \$419 ;
+  assign \$421  = ~ fw_running;
   \kaki_soc_4x4.qc.cpl_fifo  cpl_fifo (
     .clk(clk),
-    .level(\level$272 ),
-    .r_data(\r_data$375 ),
-    .r_en(\r_en$312 ),
-    .r_rdy(\r_rdy$374 ),
+    .level(\level$280 ),
+    .r_data(\r_data$383 ),
+    .r_en(\r_en$320 ),
+    .r_rdy(\r_rdy$382 ),
     .rst(rst),
     .w_en(cpl_push_ok),
-    .w_port__data(\w_data$258 ),
+    .w_port__data(\w_data$266 ),
     .w_rdy(w_rdy)
   );
   \kaki_soc_4x4.qc.cpl_guard  cpl_guard (
@@ -35318,7 +42790,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .down__wvalid(axi__wvalid),
     .limit(limit),
     .rst(rst),
-    .timeout(\timeout$313 ),
+    .timeout(\timeout$321 ),
     .up__awaddr(up__awaddr),
     .up__awlen(up__awlen),
     .up__awready(up__awready),
@@ -35361,8 +42833,8 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     .clk(clk),
     .level(level),
     .\port$0$87 (down__rdata),
-    .\port$10092$0 (fetch_r_buf),
-    .q0_reset_done(q0_reset_done),
+    .\port$11196$0 (fetch_r_buf),
+    .q0_reset_done(q__0__cleared),
     .r_data(q__0__head),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -35371,1518 +42843,42 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   );
   \kaki_soc_4x4.qc.q1_fifo  q1_fifo (
     .clk(clk),
-    .level(\level$117 ),
+    .level(\level$119 ),
     .\port$0$87 (down__rdata),
-    .\port$10092$0 (fetch_r_buf),
-    .q1_reset_done(q1_reset_done),
+    .\port$11196$0 (fetch_r_buf),
+    .q1_reset_done(q__1__cleared),
     .r_data(q__1__head),
-    .r_en(\r_en$129 ),
-    .r_rdy(\r_rdy$126 ),
+    .r_en(\r_en$133 ),
+    .r_rdy(\r_rdy$128 ),
     .rst(rst),
     .w_en(q1_fetch_push)
   );
   \kaki_soc_4x4.qc.q2_fifo  q2_fifo (
     .clk(clk),
-    .level(\level$149 ),
+    .level(\level$153 ),
     .\port$0$87 (down__rdata),
-    .\port$10092$0 (fetch_r_buf),
-    .q2_reset_done(q2_reset_done),
+    .\port$11196$0 (fetch_r_buf),
+    .q2_reset_done(q__2__cleared),
     .r_data(q__2__head),
-    .r_en(\r_en$161 ),
-    .r_rdy(\r_rdy$158 ),
+    .r_en(\r_en$167 ),
+    .r_rdy(\r_rdy$162 ),
     .rst(rst),
     .w_en(q2_fetch_push)
   );
   \kaki_soc_4x4.qc.q3_fifo  q3_fifo (
     .clk(clk),
-    .level(\level$181 ),
+    .level(\level$187 ),
     .\port$0$87 (down__rdata),
-    .\port$10092$0 (fetch_r_buf),
-    .q3_reset_done(q3_reset_done),
+    .\port$11196$0 (fetch_r_buf),
+    .q3_reset_done(q__3__cleared),
     .r_data(q__3__head),
-    .r_en(\r_en$193 ),
-    .r_rdy(\r_rdy$190 ),
+    .r_en(\r_en$201 ),
+    .r_rdy(\r_rdy$196 ),
     .rst(rst),
     .w_en(q3_fetch_push)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \r_en$312  = 1'h0;
-    casez (cpl_fsm_state)
-      3'h0:
-          \r_en$312  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \abandon$67  = 1'h0;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          if (cpl_sent) begin
-          end else if (\timeout$313 ) begin
-            \abandon$67  = 1'h1;
-          end
-      3'h4:
-          if (cpl_b_hs) begin
-          end else if (\timeout$313 ) begin
-            \abandon$67  = 1'h1;
-          end
-      3'h5:
-          if (cpl_sent) begin
-          end else if (\timeout$313 ) begin
-            \abandon$67  = 1'h1;
-          end
-      3'h6:
-          if (cpl_b_hs) begin
-          end else if (\timeout$313 ) begin
-            \abandon$67  = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    up__bready = 1'h0;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          up__bready = 1'h1;
-      3'h5:
-          /* empty */;
-      3'h6:
-          up__bready = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    cpl_cons_busy = 1'h0;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          cpl_cons_busy = 1'h1;
-      3'h6:
-          cpl_cons_busy = 1'h1;
-      3'h2:
-          cpl_cons_busy = cpl_idx_sent;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    cpl_finish = 1'h0;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-          if (cpl_b_hs) begin
-            cpl_finish = 1'h1;
-          end
-      3'h2:
-          cpl_finish = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    q0_halt_code = 8'h00;
-    if (\$195 ) begin
-      q0_halt_code = \$196 ;
-    end
-    if (\$198 ) begin
-      q0_halt_code = fetch_fail_code;
-    end
-    if (\$199 ) begin
-      q0_halt_code = 8'h0c;
-    end
-    if (\$202 ) begin
-      q0_halt_code = 8'h0b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    q0_halt_index = 32'd0;
-    if (\$195 ) begin
-      q0_halt_index = cpl_rec_index;
-    end
-    if (\$198 ) begin
-      q0_halt_index = q__0__fetch;
-    end
-    if (\$199 ) begin
-      q0_halt_index = q__0__doorbell;
-    end
-    if (\$202 ) begin
-      q0_halt_index = q__0__consumer;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    q1_halt_code = 8'h00;
-    if (\$224 ) begin
-      q1_halt_code = \$225 ;
-    end
-    if (\$227 ) begin
-      q1_halt_code = fetch_fail_code;
-    end
-    if (\$228 ) begin
-      q1_halt_code = 8'h0c;
-    end
-    if (\$231 ) begin
-      q1_halt_code = 8'h0b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    q1_halt_index = 32'd0;
-    if (\$224 ) begin
-      q1_halt_index = cpl_rec_index;
-    end
-    if (\$227 ) begin
-      q1_halt_index = q__1__fetch;
-    end
-    if (\$228 ) begin
-      q1_halt_index = q__1__doorbell;
-    end
-    if (\$231 ) begin
-      q1_halt_index = q__1__consumer;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    q2_halt_code = 8'h00;
-    if (\$253 ) begin
-      q2_halt_code = \$254 ;
-    end
-    if (\$256 ) begin
-      q2_halt_code = fetch_fail_code;
-    end
-    if (\$257 ) begin
-      q2_halt_code = 8'h0c;
-    end
-    if (\$260 ) begin
-      q2_halt_code = 8'h0b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    q2_halt_index = 32'd0;
-    if (\$253 ) begin
-      q2_halt_index = cpl_rec_index;
-    end
-    if (\$256 ) begin
-      q2_halt_index = q__2__fetch;
-    end
-    if (\$257 ) begin
-      q2_halt_index = q__2__doorbell;
-    end
-    if (\$260 ) begin
-      q2_halt_index = q__2__consumer;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    q3_halt_code = 8'h00;
-    if (\$282 ) begin
-      q3_halt_code = \$283 ;
-    end
-    if (\$285 ) begin
-      q3_halt_code = fetch_fail_code;
-    end
-    if (\$286 ) begin
-      q3_halt_code = 8'h0c;
-    end
-    if (\$289 ) begin
-      q3_halt_code = 8'h0b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    q3_halt_index = 32'd0;
-    if (\$282 ) begin
-      q3_halt_index = cpl_rec_index;
-    end
-    if (\$285 ) begin
-      q3_halt_index = q__3__fetch;
-    end
-    if (\$286 ) begin
-      q3_halt_index = q__3__doorbell;
-    end
-    if (\$289 ) begin
-      q3_halt_index = q__3__consumer;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$422  = fetch_discard;
-    if (\$302 ) begin
-      \$422  = 1'h1;
-    end
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$422  = \$304 ;
-          end
-    endcase
-    if (rst) begin
-      \$422  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$423  = fetch_q;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$423  = fetch_rr_sel;
-          end
-    endcase
-    if (rst) begin
-      \$423  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$424  = fetch_rr_last;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$424  = fetch_rr_sel;
-          end
-    endcase
-    if (rst) begin
-      \$424  = 2'h3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$425  = up__arvalid;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$425  = 1'h1;
-          end
-      2'h1:
-          if (up__arready) begin
-            \$425  = 1'h0;
-          end else if (timeout) begin
-            \$425  = 1'h0;
-          end
-    endcase
-    if (rst) begin
-      \$425  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$426  = up__araddr;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$426  = \$303 ;
-          end
-    endcase
-    if (rst) begin
-      \$426  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$427  = fetch_r_beat;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$427  = 2'h0;
-          end
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$305 ) begin
-              \$427  = \$306 [1:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$427  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$428  = fetch_r_err;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$428  = 1'h0;
-          end
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$308 ) begin
-              \$428  = 1'h1;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$428  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$429  = fetch_fsm_state;
-    casez (fetch_fsm_state)
-      2'h0:
-          if (fetch_rr_any) begin
-            \$429  = 2'h1;
-          end
-      2'h1:
-          if (up__arready) begin
-            \$429  = 2'h2;
-          end else if (timeout) begin
-            \$429  = 2'h0;
-          end
-      2'h2:
-          if (fetch_r_done) begin
-            \$429  = 2'h0;
-          end else if (timeout) begin
-            \$429  = 2'h0;
-          end
-    endcase
-    if (rst) begin
-      \$429  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$430  = fetch_r_buf;
-    casez (fetch_fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$305 ) begin
-              casez (fetch_r_beat)
-                2'h0:
-                    \$430 [63:0] = down__rdata;
-                2'h1:
-                    \$430 [127:64] = down__rdata;
-                2'h2:
-                    \$430 [191:128] = down__rdata;
-              endcase
-            end
-          end
-    endcase
-    if (rst) begin
-      \$430  = 192'h000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$431  = fetch_r_code;
-    casez (fetch_fsm_state)
-      2'h0:
-          /* empty */;
-      2'h1:
-          /* empty */;
-      2'h2:
-          if (fetch_r_hs) begin
-            if (\$308 ) begin
-              \$431  = \$310 ;
-            end
-          end
-    endcase
-    if (rst) begin
-      \$431  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$432  = q__0__fetch;
-    if (q0_fetch_push) begin
-      \$432  = \$311 [31:0];
-    end
-    if (q0_reset_done) begin
-      \$432  = 32'd0;
-    end
-    if (rst) begin
-      \$432  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$433  = q__1__fetch;
-    if (q1_fetch_push) begin
-      \$433  = \$312 [31:0];
-    end
-    if (q1_reset_done) begin
-      \$433  = 32'd0;
-    end
-    if (rst) begin
-      \$433  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$434  = q__2__fetch;
-    if (q2_fetch_push) begin
-      \$434  = \$313 [31:0];
-    end
-    if (q2_reset_done) begin
-      \$434  = 32'd0;
-    end
-    if (rst) begin
-      \$434  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$435  = q__3__fetch;
-    if (q3_fetch_push) begin
-      \$435  = \$314 [31:0];
-    end
-    if (q3_reset_done) begin
-      \$435  = 32'd0;
-    end
-    if (rst) begin
-      \$435  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$436  = cpl_overflow;
-    if (\$316 ) begin
-      \$436  = 1'h1;
-    end
-    if (rst) begin
-      \$436  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$437  = up__awvalid;
-    if (cpl_aw_hs) begin
-      \$437  = 1'h0;
-    end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$337 ) begin
-          end else begin
-            \$437  = 1'h1;
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$437  = 1'h1;
-          end
-    endcase
-    if (\abandon$67 ) begin
-      \$437  = 1'h0;
-    end
-    if (rst) begin
-      \$437  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$438  = up__wvalid;
-    if (cpl_w_hs) begin
-      if (cpl_w_last) begin
-        \$438  = 1'h0;
-      end
-    end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$337 ) begin
-          end else begin
-            \$438  = 1'h1;
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$438  = 1'h1;
-          end
-    endcase
-    if (\abandon$67 ) begin
-      \$438  = 1'h0;
-    end
-    if (rst) begin
-      \$438  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$439  = cpl_w_beat;
-    if (cpl_w_hs) begin
-      (* full_case = 32'd1 *)
-      if (cpl_w_last) begin
-      end else begin
-        \$439  = \$317 [0];
-      end
-    end
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$439  = 1'h0;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$439  = 1'h0;
-          end
-    endcase
-    if (rst) begin
-      \$439  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$440  = cpl_req;
-    casez (cpl_fsm_state)
-      3'h0:
-          if (\r_rdy$374 ) begin
-            \$440  = \r_data$375 ;
-          end
-    endcase
-    if (rst) begin
-      \$440  = 76'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$441  = cpl_fsm_state;
-    casez (cpl_fsm_state)
-      3'h0:
-          if (\r_rdy$374 ) begin
-            \$441  = 3'h1;
-          end
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$337 ) begin
-            \$441  = 3'h2;
-          end else begin
-            \$441  = 3'h3;
-          end
-      3'h3:
-          if (cpl_sent) begin
-            \$441  = 3'h4;
-          end else if (\timeout$313 ) begin
-            \$441  = 3'h2;
-          end
-      3'h4:
-          if (cpl_b_hs) begin
-            \$441  = 3'h5;
-          end else if (\timeout$313 ) begin
-            \$441  = 3'h2;
-          end
-      3'h5:
-          if (cpl_sent) begin
-            \$441  = 3'h6;
-          end else if (\timeout$313 ) begin
-            \$441  = 3'h2;
-          end
-      3'h6:
-          if (cpl_b_hs) begin
-            \$441  = 3'h0;
-          end else if (\timeout$313 ) begin
-            \$441  = 3'h2;
-          end
-      3'h2:
-          \$441  = 3'h0;
-    endcase
-    if (rst) begin
-      \$441  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$442  = cpl_idx_sent;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$442  = 1'h0;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$442  = 1'h1;
-          end
-    endcase
-    if (rst) begin
-      \$442  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$443  = cpl_rec_index;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$443  = cpl_sel_c;
-    endcase
-    if (rst) begin
-      \$443  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$444  = cpl_cons_addr;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$444  = cpl_sel_base;
-    endcase
-    if (rst) begin
-      \$444  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$445  = up__awaddr;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$445  = \$336 [31:0];
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$445  = cpl_cons_addr;
-          end
-    endcase
-    if (rst) begin
-      \$445  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$446  = up__awlen;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$446  = 8'h01;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$446  = 8'h00;
-          end
-    endcase
-    if (rst) begin
-      \$446  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$447  = cpl_w_buf;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$447  = cpl_rec;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$447  = { 95'h000000000000000000000000, \$340  };
-          end
-    endcase
-    if (rst) begin
-      \$447  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$448  = up__wstrb;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$448  = 8'hff;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$448  = 8'h0f;
-          end
-    endcase
-    if (rst) begin
-      \$448  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$449  = cpl_w_nbeats;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$449  = 2'h2;
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            \$449  = 2'h1;
-          end
-    endcase
-    if (rst) begin
-      \$449  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$450  = cpl_wr_err;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          (* full_case = 32'd1 *)
-          if (\$337 ) begin
-            \$450  = 1'h1;
-          end else begin
-            \$450  = 1'h0;
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            if (down__bresp[1]) begin
-              \$450  = 1'h1;
-            end
-          end
-    endcase
-    if (\abandon$67 ) begin
-      \$450  = 1'h1;
-    end
-    if (rst) begin
-      \$450  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$451  = cpl_wr_code;
-    casez (cpl_fsm_state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          if (\$337 ) begin
-            \$451  = 8'h10;
-          end
-      3'h3:
-          /* empty */;
-      3'h4:
-          if (cpl_b_hs) begin
-            if (down__bresp[1]) begin
-              \$451  = \$339 ;
-            end
-          end
-    endcase
-    if (\abandon$67 ) begin
-      \$451  = \$341 ;
-    end
-    if (rst) begin
-      \$451  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$452  = q__0__consumer;
-    if (q0_cpl_done) begin
-      \$452  = \$342 [31:0];
-    end
-    if (q0_reset_done) begin
-      \$452  = 32'd0;
-    end
-    if (rst) begin
-      \$452  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$453  = q0_cpl_done;
-    if (rst) begin
-      \$453  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$454  = \$343 ;
-    if (rst) begin
-      \$454  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$455  = \$347 [2:0];
-    if (rst) begin
-      \$455  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$456  = \$350 ;
-    if (rst) begin
-      \$456  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$457  = q__0__producer;
-    if (\$352 ) begin
-      \$457  = q__0__doorbell;
-    end
-    if (q0_reset_done) begin
-      \$457  = 32'd0;
-    end
-    if (rst) begin
-      \$457  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$458  = q0_halted;
-    if (\$354 ) begin
-      \$458  = 1'h1;
-    end
-    if (q0_reset_done) begin
-      \$458  = 1'h0;
-    end
-    if (rst) begin
-      \$458  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$459  = q__0__error;
-    if (\$354 ) begin
-      \$459  = q0_halt_code;
-    end
-    if (q0_reset_done) begin
-      \$459  = 8'h00;
-    end
-    if (rst) begin
-      \$459  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$460  = q__0__error_index;
-    if (\$354 ) begin
-      \$460  = q0_halt_index;
-    end
-    if (q0_reset_done) begin
-      \$460  = 32'd0;
-    end
-    if (rst) begin
-      \$460  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$461  = q0_halt_any;
-    if (rst) begin
-      \$461  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$462  = q0_resetting;
-    if (\$356 ) begin
-      \$462  = 1'h1;
-    end
-    if (q0_reset_done) begin
-      \$462  = 1'h0;
-    end
-    if (rst) begin
-      \$462  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$463  = q0_acked;
-    if (\$356 ) begin
-      \$463  = 1'h0;
-    end else if (\$359 ) begin
-      \$463  = 1'h1;
-    end
-    if (q0_reset_done) begin
-      \$463  = 1'h0;
-    end
-    if (rst) begin
-      \$463  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$464  = q0_cpl_dead;
-    if (\$361 ) begin
-      \$464  = 1'h1;
-    end
-    if (q0_reset_done) begin
-      \$464  = 1'h0;
-    end
-    if (rst) begin
-      \$464  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$465  = q__1__consumer;
-    if (q1_cpl_done) begin
-      \$465  = \$362 [31:0];
-    end
-    if (q1_reset_done) begin
-      \$465  = 32'd0;
-    end
-    if (rst) begin
-      \$465  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$466  = q1_cpl_done;
-    if (rst) begin
-      \$466  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$467  = \$363 ;
-    if (rst) begin
-      \$467  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$468  = \$367 [2:0];
-    if (rst) begin
-      \$468  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$469  = \$370 ;
-    if (rst) begin
-      \$469  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$470  = q__1__producer;
-    if (\$372 ) begin
-      \$470  = q__1__doorbell;
-    end
-    if (q1_reset_done) begin
-      \$470  = 32'd0;
-    end
-    if (rst) begin
-      \$470  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$471  = q1_halted;
-    if (\$374 ) begin
-      \$471  = 1'h1;
-    end
-    if (q1_reset_done) begin
-      \$471  = 1'h0;
-    end
-    if (rst) begin
-      \$471  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$472  = q__1__error;
-    if (\$374 ) begin
-      \$472  = q1_halt_code;
-    end
-    if (q1_reset_done) begin
-      \$472  = 8'h00;
-    end
-    if (rst) begin
-      \$472  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$473  = q__1__error_index;
-    if (\$374 ) begin
-      \$473  = q1_halt_index;
-    end
-    if (q1_reset_done) begin
-      \$473  = 32'd0;
-    end
-    if (rst) begin
-      \$473  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$474  = q1_halt_any;
-    if (rst) begin
-      \$474  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$475  = q1_resetting;
-    if (\$376 ) begin
-      \$475  = 1'h1;
-    end
-    if (q1_reset_done) begin
-      \$475  = 1'h0;
-    end
-    if (rst) begin
-      \$475  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$476  = q1_acked;
-    if (\$376 ) begin
-      \$476  = 1'h0;
-    end else if (\$379 ) begin
-      \$476  = 1'h1;
-    end
-    if (q1_reset_done) begin
-      \$476  = 1'h0;
-    end
-    if (rst) begin
-      \$476  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$477  = q1_cpl_dead;
-    if (\$381 ) begin
-      \$477  = 1'h1;
-    end
-    if (q1_reset_done) begin
-      \$477  = 1'h0;
-    end
-    if (rst) begin
-      \$477  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$478  = q__2__consumer;
-    if (q2_cpl_done) begin
-      \$478  = \$382 [31:0];
-    end
-    if (q2_reset_done) begin
-      \$478  = 32'd0;
-    end
-    if (rst) begin
-      \$478  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$479  = q2_cpl_done;
-    if (rst) begin
-      \$479  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$480  = \$383 ;
-    if (rst) begin
-      \$480  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$481  = \$387 [2:0];
-    if (rst) begin
-      \$481  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$482  = \$390 ;
-    if (rst) begin
-      \$482  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$483  = q__2__producer;
-    if (\$392 ) begin
-      \$483  = q__2__doorbell;
-    end
-    if (q2_reset_done) begin
-      \$483  = 32'd0;
-    end
-    if (rst) begin
-      \$483  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$484  = q2_halted;
-    if (\$394 ) begin
-      \$484  = 1'h1;
-    end
-    if (q2_reset_done) begin
-      \$484  = 1'h0;
-    end
-    if (rst) begin
-      \$484  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$485  = q__2__error;
-    if (\$394 ) begin
-      \$485  = q2_halt_code;
-    end
-    if (q2_reset_done) begin
-      \$485  = 8'h00;
-    end
-    if (rst) begin
-      \$485  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$486  = q__2__error_index;
-    if (\$394 ) begin
-      \$486  = q2_halt_index;
-    end
-    if (q2_reset_done) begin
-      \$486  = 32'd0;
-    end
-    if (rst) begin
-      \$486  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$487  = q2_halt_any;
-    if (rst) begin
-      \$487  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$488  = q2_resetting;
-    if (\$396 ) begin
-      \$488  = 1'h1;
-    end
-    if (q2_reset_done) begin
-      \$488  = 1'h0;
-    end
-    if (rst) begin
-      \$488  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$489  = q2_acked;
-    if (\$396 ) begin
-      \$489  = 1'h0;
-    end else if (\$399 ) begin
-      \$489  = 1'h1;
-    end
-    if (q2_reset_done) begin
-      \$489  = 1'h0;
-    end
-    if (rst) begin
-      \$489  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$490  = q2_cpl_dead;
-    if (\$401 ) begin
-      \$490  = 1'h1;
-    end
-    if (q2_reset_done) begin
-      \$490  = 1'h0;
-    end
-    if (rst) begin
-      \$490  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$491  = q__3__consumer;
-    if (q3_cpl_done) begin
-      \$491  = \$402 [31:0];
-    end
-    if (q3_reset_done) begin
-      \$491  = 32'd0;
-    end
-    if (rst) begin
-      \$491  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$492  = q3_cpl_done;
-    if (rst) begin
-      \$492  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$493  = \$403 ;
-    if (rst) begin
-      \$493  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$494  = \$407 [2:0];
-    if (rst) begin
-      \$494  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$495  = \$410 ;
-    if (rst) begin
-      \$495  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$496  = q__3__producer;
-    if (\$412 ) begin
-      \$496  = q__3__doorbell;
-    end
-    if (q3_reset_done) begin
-      \$496  = 32'd0;
-    end
-    if (rst) begin
-      \$496  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$497  = q3_halted;
-    if (\$414 ) begin
-      \$497  = 1'h1;
-    end
-    if (q3_reset_done) begin
-      \$497  = 1'h0;
-    end
-    if (rst) begin
-      \$497  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$498  = q__3__error;
-    if (\$414 ) begin
-      \$498  = q3_halt_code;
-    end
-    if (q3_reset_done) begin
-      \$498  = 8'h00;
-    end
-    if (rst) begin
-      \$498  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$499  = q__3__error_index;
-    if (\$414 ) begin
-      \$499  = q3_halt_index;
-    end
-    if (q3_reset_done) begin
-      \$499  = 32'd0;
-    end
-    if (rst) begin
-      \$499  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$500  = q3_halt_any;
-    if (rst) begin
-      \$500  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$501  = q3_resetting;
-    if (\$416 ) begin
-      \$501  = 1'h1;
-    end
-    if (q3_reset_done) begin
-      \$501  = 1'h0;
-    end
-    if (rst) begin
-      \$501  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$502  = q3_acked;
-    if (\$416 ) begin
-      \$502  = 1'h0;
-    end else if (\$419 ) begin
-      \$502  = 1'h1;
-    end
-    if (q3_reset_done) begin
-      \$502  = 1'h0;
-    end
-    if (rst) begin
-      \$502  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$503  = q3_cpl_dead;
-    if (\$421 ) begin
-      \$503  = 1'h1;
-    end
-    if (q3_reset_done) begin
-      \$503  = 1'h0;
-    end
-    if (rst) begin
-      \$503  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    (* full_case = 32'd1 *)
-    casez (fetch_q)
-      2'h0:
-          fetch_q_reset = q__0__reset;
-      2'h1:
-          fetch_q_reset = q__1__reset;
-      2'h2:
-          fetch_q_reset = q__2__reset;
-      2'h3:
-          fetch_q_reset = q__3__reset;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cpl_req[1:0])
-      2'h0:
-          \$172  = q__0__cpl_base;
-      2'h1:
-          \$172  = q__1__cpl_base;
-      2'h2:
-          \$172  = q__2__cpl_base;
-      2'h3:
-          \$172  = q__3__cpl_base;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cpl_req[1:0])
-      2'h0:
-          cpl_sel_log2 = q__0__ring_log2;
-      2'h1:
-          cpl_sel_log2 = q__1__ring_log2;
-      2'h2:
-          cpl_sel_log2 = q__2__ring_log2;
-      2'h3:
-          cpl_sel_log2 = q__3__ring_log2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cpl_req[1:0])
-      2'h0:
-          cpl_sel_c = q__0__consumer;
-      2'h1:
-          cpl_sel_c = q__1__consumer;
-      2'h2:
-          cpl_sel_c = q__2__consumer;
-      2'h3:
-          cpl_sel_c = q__3__consumer;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    (* full_case = 32'd1 *)
-    casez (fetch_rr_sel)
-      2'h0:
-          \$303  = \$53 [31:0];
-      2'h1:
-          \$303  = \$82 [31:0];
-      2'h2:
-          \$303  = \$111 [31:0];
-      2'h3:
-          \$303  = \$140 [31:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    (* full_case = 32'd1 *)
-    casez (fetch_rr_sel)
-      2'h0:
-          \$304  = q__0__reset;
-      2'h1:
-          \$304  = q__1__reset;
-      2'h2:
-          \$304  = q__2__reset;
-      2'h3:
-          \$304  = q__3__reset;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cpl_req[1:0])
-      2'h0:
-          \$337  = q0_cpl_dead;
-      2'h1:
-          \$337  = q1_cpl_dead;
-      2'h2:
-          \$337  = q2_cpl_dead;
-      2'h3:
-          \$337  = q3_cpl_dead;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     fetch_rr_sel = 2'h0;
     (* full_case = 32'd1 *)
     casez (fetch_rr_last)
@@ -36949,7 +42945,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     fetch_busy = 1'h0;
     casez (fetch_fsm_state)
       2'h0:
@@ -36961,7 +42957,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     abandon = 1'h0;
     casez (fetch_fsm_state)
       2'h0:
@@ -36979,7 +42975,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     up__rready = 1'h0;
     casez (fetch_fsm_state)
       2'h0:
@@ -36988,6 +42984,1482 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
           /* empty */;
       2'h2:
           up__rready = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \r_en$320  = 1'h0;
+    casez (cpl_fsm_state)
+      3'h0:
+          \r_en$320  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \abandon$67  = 1'h0;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          if (cpl_sent) begin
+          end else if (\timeout$321 ) begin
+            \abandon$67  = 1'h1;
+          end
+      3'h4:
+          if (cpl_b_hs) begin
+          end else if (\timeout$321 ) begin
+            \abandon$67  = 1'h1;
+          end
+      3'h5:
+          if (cpl_sent) begin
+          end else if (\timeout$321 ) begin
+            \abandon$67  = 1'h1;
+          end
+      3'h6:
+          if (cpl_b_hs) begin
+          end else if (\timeout$321 ) begin
+            \abandon$67  = 1'h1;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    up__bready = 1'h0;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          up__bready = 1'h1;
+      3'h5:
+          /* empty */;
+      3'h6:
+          up__bready = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    cpl_cons_busy = 1'h0;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          cpl_cons_busy = 1'h1;
+      3'h6:
+          cpl_cons_busy = 1'h1;
+      3'h2:
+          cpl_cons_busy = cpl_idx_sent;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    cpl_finish = 1'h0;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          if (cpl_b_hs) begin
+            cpl_finish = 1'h1;
+          end
+      3'h2:
+          cpl_finish = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    q0_halt_code = 8'h00;
+    if (\$195 ) begin
+      q0_halt_code = \$196 ;
+    end
+    if (\$198 ) begin
+      q0_halt_code = fetch_fail_code;
+    end
+    if (\$199 ) begin
+      q0_halt_code = 8'h0c;
+    end
+    if (\$202 ) begin
+      q0_halt_code = 8'h0b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    q0_halt_index = 32'd0;
+    if (\$195 ) begin
+      q0_halt_index = cpl_rec_index;
+    end
+    if (\$198 ) begin
+      q0_halt_index = q__0__fetch;
+    end
+    if (\$199 ) begin
+      q0_halt_index = q__0__doorbell;
+    end
+    if (\$202 ) begin
+      q0_halt_index = q__0__consumer;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    q1_halt_code = 8'h00;
+    if (\$225 ) begin
+      q1_halt_code = \$226 ;
+    end
+    if (\$228 ) begin
+      q1_halt_code = fetch_fail_code;
+    end
+    if (\$229 ) begin
+      q1_halt_code = 8'h0c;
+    end
+    if (\$232 ) begin
+      q1_halt_code = 8'h0b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    q1_halt_index = 32'd0;
+    if (\$225 ) begin
+      q1_halt_index = cpl_rec_index;
+    end
+    if (\$228 ) begin
+      q1_halt_index = q__1__fetch;
+    end
+    if (\$229 ) begin
+      q1_halt_index = q__1__doorbell;
+    end
+    if (\$232 ) begin
+      q1_halt_index = q__1__consumer;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    q2_halt_code = 8'h00;
+    if (\$255 ) begin
+      q2_halt_code = \$256 ;
+    end
+    if (\$258 ) begin
+      q2_halt_code = fetch_fail_code;
+    end
+    if (\$259 ) begin
+      q2_halt_code = 8'h0c;
+    end
+    if (\$262 ) begin
+      q2_halt_code = 8'h0b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    q2_halt_index = 32'd0;
+    if (\$255 ) begin
+      q2_halt_index = cpl_rec_index;
+    end
+    if (\$258 ) begin
+      q2_halt_index = q__2__fetch;
+    end
+    if (\$259 ) begin
+      q2_halt_index = q__2__doorbell;
+    end
+    if (\$262 ) begin
+      q2_halt_index = q__2__consumer;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    q3_halt_code = 8'h00;
+    if (\$285 ) begin
+      q3_halt_code = \$286 ;
+    end
+    if (\$288 ) begin
+      q3_halt_code = fetch_fail_code;
+    end
+    if (\$289 ) begin
+      q3_halt_code = 8'h0c;
+    end
+    if (\$292 ) begin
+      q3_halt_code = 8'h0b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    q3_halt_index = 32'd0;
+    if (\$285 ) begin
+      q3_halt_index = cpl_rec_index;
+    end
+    if (\$288 ) begin
+      q3_halt_index = q__3__fetch;
+    end
+    if (\$289 ) begin
+      q3_halt_index = q__3__doorbell;
+    end
+    if (\$292 ) begin
+      q3_halt_index = q__3__consumer;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$426  = fetch_discard;
+    if (\$306 ) begin
+      \$426  = 1'h1;
+    end
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$426  = \$308 ;
+          end
+    endcase
+    if (rst) begin
+      \$426  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$427  = fetch_q;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$427  = fetch_rr_sel;
+          end
+    endcase
+    if (rst) begin
+      \$427  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$428  = fetch_rr_last;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$428  = fetch_rr_sel;
+          end
+    endcase
+    if (rst) begin
+      \$428  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$429  = up__arvalid;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$429  = 1'h1;
+          end
+      2'h1:
+          if (up__arready) begin
+            \$429  = 1'h0;
+          end else if (timeout) begin
+            \$429  = 1'h0;
+          end
+    endcase
+    if (rst) begin
+      \$429  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$430  = up__araddr;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$430  = \$307 ;
+          end
+    endcase
+    if (rst) begin
+      \$430  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$431  = fetch_r_beat;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$431  = 2'h0;
+          end
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$309 ) begin
+              \$431  = \$310 [1:0];
+            end
+          end
+    endcase
+    if (rst) begin
+      \$431  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$432  = fetch_r_err;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$432  = 1'h0;
+          end
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$312 ) begin
+              \$432  = 1'h1;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$432  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$433  = fetch_fsm_state;
+    casez (fetch_fsm_state)
+      2'h0:
+          if (fetch_rr_any) begin
+            \$433  = 2'h1;
+          end
+      2'h1:
+          if (up__arready) begin
+            \$433  = 2'h2;
+          end else if (timeout) begin
+            \$433  = 2'h0;
+          end
+      2'h2:
+          if (fetch_r_done) begin
+            \$433  = 2'h0;
+          end else if (timeout) begin
+            \$433  = 2'h0;
+          end
+    endcase
+    if (rst) begin
+      \$433  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$434  = fetch_r_buf;
+    casez (fetch_fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$309 ) begin
+              casez (fetch_r_beat)
+                2'h0:
+                    \$434 [63:0] = down__rdata;
+                2'h1:
+                    \$434 [127:64] = down__rdata;
+                2'h2:
+                    \$434 [191:128] = down__rdata;
+              endcase
+            end
+          end
+    endcase
+    if (rst) begin
+      \$434  = 192'h000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$435  = fetch_r_code;
+    casez (fetch_fsm_state)
+      2'h0:
+          /* empty */;
+      2'h1:
+          /* empty */;
+      2'h2:
+          if (fetch_r_hs) begin
+            if (\$312 ) begin
+              \$435  = \$314 ;
+            end
+          end
+    endcase
+    if (rst) begin
+      \$435  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$436  = q__0__fetch;
+    if (q0_fetch_push) begin
+      \$436  = \$315 [31:0];
+    end
+    if (q__0__cleared) begin
+      \$436  = 32'd0;
+    end
+    if (rst) begin
+      \$436  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$437  = q__1__fetch;
+    if (q1_fetch_push) begin
+      \$437  = \$316 [31:0];
+    end
+    if (q__1__cleared) begin
+      \$437  = 32'd0;
+    end
+    if (rst) begin
+      \$437  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$438  = q__2__fetch;
+    if (q2_fetch_push) begin
+      \$438  = \$317 [31:0];
+    end
+    if (q__2__cleared) begin
+      \$438  = 32'd0;
+    end
+    if (rst) begin
+      \$438  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$439  = q__3__fetch;
+    if (q3_fetch_push) begin
+      \$439  = \$318 [31:0];
+    end
+    if (q__3__cleared) begin
+      \$439  = 32'd0;
+    end
+    if (rst) begin
+      \$439  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$440  = cpl_overflow;
+    if (\$320 ) begin
+      \$440  = 1'h1;
+    end
+    if (rst) begin
+      \$440  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$441  = up__awvalid;
+    if (cpl_aw_hs) begin
+      \$441  = 1'h0;
+    end
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$341 ) begin
+          end else begin
+            \$441  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$441  = 1'h1;
+          end
+    endcase
+    if (\abandon$67 ) begin
+      \$441  = 1'h0;
+    end
+    if (rst) begin
+      \$441  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$442  = up__wvalid;
+    if (cpl_w_hs) begin
+      if (cpl_w_last) begin
+        \$442  = 1'h0;
+      end
+    end
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$341 ) begin
+          end else begin
+            \$442  = 1'h1;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$442  = 1'h1;
+          end
+    endcase
+    if (\abandon$67 ) begin
+      \$442  = 1'h0;
+    end
+    if (rst) begin
+      \$442  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$443  = cpl_w_beat;
+    if (cpl_w_hs) begin
+      (* full_case = 32'd1 *)
+      if (cpl_w_last) begin
+      end else begin
+        \$443  = \$321 [0];
+      end
+    end
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$443  = 1'h0;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$443  = 1'h0;
+          end
+    endcase
+    if (rst) begin
+      \$443  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$444  = cpl_req;
+    casez (cpl_fsm_state)
+      3'h0:
+          if (\r_rdy$382 ) begin
+            \$444  = \r_data$383 ;
+          end
+    endcase
+    if (rst) begin
+      \$444  = 76'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$445  = cpl_fsm_state;
+    casez (cpl_fsm_state)
+      3'h0:
+          if (\r_rdy$382 ) begin
+            \$445  = 3'h1;
+          end
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$341 ) begin
+            \$445  = 3'h2;
+          end else begin
+            \$445  = 3'h3;
+          end
+      3'h3:
+          if (cpl_sent) begin
+            \$445  = 3'h4;
+          end else if (\timeout$321 ) begin
+            \$445  = 3'h2;
+          end
+      3'h4:
+          if (cpl_b_hs) begin
+            \$445  = 3'h5;
+          end else if (\timeout$321 ) begin
+            \$445  = 3'h2;
+          end
+      3'h5:
+          if (cpl_sent) begin
+            \$445  = 3'h6;
+          end else if (\timeout$321 ) begin
+            \$445  = 3'h2;
+          end
+      3'h6:
+          if (cpl_b_hs) begin
+            \$445  = 3'h0;
+          end else if (\timeout$321 ) begin
+            \$445  = 3'h2;
+          end
+      3'h2:
+          \$445  = 3'h0;
+    endcase
+    if (rst) begin
+      \$445  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$446  = cpl_idx_sent;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$446  = 1'h0;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$446  = 1'h1;
+          end
+    endcase
+    if (rst) begin
+      \$446  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$447  = cpl_rec_index;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$447  = cpl_sel_c;
+    endcase
+    if (rst) begin
+      \$447  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$448  = cpl_cons_addr;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$448  = cpl_sel_base;
+    endcase
+    if (rst) begin
+      \$448  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$449  = up__awaddr;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$449  = \$340 [31:0];
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$449  = cpl_cons_addr;
+          end
+    endcase
+    if (rst) begin
+      \$449  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$450  = up__awlen;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$450  = 8'h01;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$450  = 8'h00;
+          end
+    endcase
+    if (rst) begin
+      \$450  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$451  = cpl_w_buf;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$451  = cpl_rec;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$451  = { 95'h000000000000000000000000, \$344  };
+          end
+    endcase
+    if (rst) begin
+      \$451  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$452  = up__wstrb;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$452  = 8'hff;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$452  = 8'h0f;
+          end
+    endcase
+    if (rst) begin
+      \$452  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$453  = cpl_w_nbeats;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$453  = 2'h2;
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            \$453  = 2'h1;
+          end
+    endcase
+    if (rst) begin
+      \$453  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$454  = cpl_wr_err;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          (* full_case = 32'd1 *)
+          if (\$341 ) begin
+            \$454  = 1'h1;
+          end else begin
+            \$454  = 1'h0;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            if (down__bresp[1]) begin
+              \$454  = 1'h1;
+            end
+          end
+    endcase
+    if (\abandon$67 ) begin
+      \$454  = 1'h1;
+    end
+    if (rst) begin
+      \$454  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$455  = cpl_wr_code;
+    casez (cpl_fsm_state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          if (\$341 ) begin
+            \$455  = 8'h10;
+          end
+      3'h3:
+          /* empty */;
+      3'h4:
+          if (cpl_b_hs) begin
+            if (down__bresp[1]) begin
+              \$455  = \$343 ;
+            end
+          end
+    endcase
+    if (\abandon$67 ) begin
+      \$455  = \$345 ;
+    end
+    if (rst) begin
+      \$455  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$456  = q__0__consumer;
+    if (q0_cpl_done) begin
+      \$456  = \$346 [31:0];
+    end
+    if (q__0__cleared) begin
+      \$456  = 32'd0;
+    end
+    if (rst) begin
+      \$456  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$457  = q0_cpl_done;
+    if (rst) begin
+      \$457  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$458  = \$347 ;
+    if (rst) begin
+      \$458  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$459  = \$351 [2:0];
+    if (rst) begin
+      \$459  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$460  = \$354 ;
+    if (rst) begin
+      \$460  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$461  = q__0__producer;
+    if (\$356 ) begin
+      \$461  = q__0__doorbell;
+    end
+    if (q__0__cleared) begin
+      \$461  = 32'd0;
+    end
+    if (rst) begin
+      \$461  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$462  = q0_halted;
+    if (\$358 ) begin
+      \$462  = 1'h1;
+    end
+    if (q__0__cleared) begin
+      \$462  = 1'h0;
+    end
+    if (rst) begin
+      \$462  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$463  = q__0__error;
+    if (\$358 ) begin
+      \$463  = q0_halt_code;
+    end
+    if (q__0__cleared) begin
+      \$463  = 8'h00;
+    end
+    if (rst) begin
+      \$463  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$464  = q__0__error_index;
+    if (\$358 ) begin
+      \$464  = q0_halt_index;
+    end
+    if (q__0__cleared) begin
+      \$464  = 32'd0;
+    end
+    if (rst) begin
+      \$464  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$465  = q0_halt_any;
+    if (rst) begin
+      \$465  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$466  = q0_resetting;
+    if (\$360 ) begin
+      \$466  = 1'h1;
+    end
+    if (q__0__cleared) begin
+      \$466  = 1'h0;
+    end
+    if (rst) begin
+      \$466  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$467  = q0_acked;
+    if (\$360 ) begin
+      \$467  = 1'h0;
+    end else if (\$363 ) begin
+      \$467  = 1'h1;
+    end
+    if (q__0__cleared) begin
+      \$467  = 1'h0;
+    end
+    if (rst) begin
+      \$467  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$468  = q0_cpl_dead;
+    if (\$365 ) begin
+      \$468  = 1'h1;
+    end
+    if (q__0__cleared) begin
+      \$468  = 1'h0;
+    end
+    if (rst) begin
+      \$468  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$469  = q__1__consumer;
+    if (q1_cpl_done) begin
+      \$469  = \$366 [31:0];
+    end
+    if (q__1__cleared) begin
+      \$469  = 32'd0;
+    end
+    if (rst) begin
+      \$469  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$470  = q1_cpl_done;
+    if (rst) begin
+      \$470  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$471  = \$367 ;
+    if (rst) begin
+      \$471  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$472  = \$371 [2:0];
+    if (rst) begin
+      \$472  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$473  = \$374 ;
+    if (rst) begin
+      \$473  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$474  = q__1__producer;
+    if (\$376 ) begin
+      \$474  = q__1__doorbell;
+    end
+    if (q__1__cleared) begin
+      \$474  = 32'd0;
+    end
+    if (rst) begin
+      \$474  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$475  = q1_halted;
+    if (\$378 ) begin
+      \$475  = 1'h1;
+    end
+    if (q__1__cleared) begin
+      \$475  = 1'h0;
+    end
+    if (rst) begin
+      \$475  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$476  = q__1__error;
+    if (\$378 ) begin
+      \$476  = q1_halt_code;
+    end
+    if (q__1__cleared) begin
+      \$476  = 8'h00;
+    end
+    if (rst) begin
+      \$476  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$477  = q__1__error_index;
+    if (\$378 ) begin
+      \$477  = q1_halt_index;
+    end
+    if (q__1__cleared) begin
+      \$477  = 32'd0;
+    end
+    if (rst) begin
+      \$477  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$478  = q1_halt_any;
+    if (rst) begin
+      \$478  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$479  = q1_resetting;
+    if (\$380 ) begin
+      \$479  = 1'h1;
+    end
+    if (q__1__cleared) begin
+      \$479  = 1'h0;
+    end
+    if (rst) begin
+      \$479  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$480  = q1_acked;
+    if (\$380 ) begin
+      \$480  = 1'h0;
+    end else if (\$383 ) begin
+      \$480  = 1'h1;
+    end
+    if (q__1__cleared) begin
+      \$480  = 1'h0;
+    end
+    if (rst) begin
+      \$480  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$481  = q1_cpl_dead;
+    if (\$385 ) begin
+      \$481  = 1'h1;
+    end
+    if (q__1__cleared) begin
+      \$481  = 1'h0;
+    end
+    if (rst) begin
+      \$481  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$482  = q__2__consumer;
+    if (q2_cpl_done) begin
+      \$482  = \$386 [31:0];
+    end
+    if (q__2__cleared) begin
+      \$482  = 32'd0;
+    end
+    if (rst) begin
+      \$482  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$483  = q2_cpl_done;
+    if (rst) begin
+      \$483  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$484  = \$387 ;
+    if (rst) begin
+      \$484  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$485  = \$391 [2:0];
+    if (rst) begin
+      \$485  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$486  = \$394 ;
+    if (rst) begin
+      \$486  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$487  = q__2__producer;
+    if (\$396 ) begin
+      \$487  = q__2__doorbell;
+    end
+    if (q__2__cleared) begin
+      \$487  = 32'd0;
+    end
+    if (rst) begin
+      \$487  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$488  = q2_halted;
+    if (\$398 ) begin
+      \$488  = 1'h1;
+    end
+    if (q__2__cleared) begin
+      \$488  = 1'h0;
+    end
+    if (rst) begin
+      \$488  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$489  = q__2__error;
+    if (\$398 ) begin
+      \$489  = q2_halt_code;
+    end
+    if (q__2__cleared) begin
+      \$489  = 8'h00;
+    end
+    if (rst) begin
+      \$489  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$490  = q__2__error_index;
+    if (\$398 ) begin
+      \$490  = q2_halt_index;
+    end
+    if (q__2__cleared) begin
+      \$490  = 32'd0;
+    end
+    if (rst) begin
+      \$490  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$491  = q2_halt_any;
+    if (rst) begin
+      \$491  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$492  = q2_resetting;
+    if (\$400 ) begin
+      \$492  = 1'h1;
+    end
+    if (q__2__cleared) begin
+      \$492  = 1'h0;
+    end
+    if (rst) begin
+      \$492  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$493  = q2_acked;
+    if (\$400 ) begin
+      \$493  = 1'h0;
+    end else if (\$403 ) begin
+      \$493  = 1'h1;
+    end
+    if (q__2__cleared) begin
+      \$493  = 1'h0;
+    end
+    if (rst) begin
+      \$493  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$494  = q2_cpl_dead;
+    if (\$405 ) begin
+      \$494  = 1'h1;
+    end
+    if (q__2__cleared) begin
+      \$494  = 1'h0;
+    end
+    if (rst) begin
+      \$494  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$495  = q__3__consumer;
+    if (q3_cpl_done) begin
+      \$495  = \$406 [31:0];
+    end
+    if (q__3__cleared) begin
+      \$495  = 32'd0;
+    end
+    if (rst) begin
+      \$495  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$496  = q3_cpl_done;
+    if (rst) begin
+      \$496  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$497  = \$407 ;
+    if (rst) begin
+      \$497  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$498  = \$411 [2:0];
+    if (rst) begin
+      \$498  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$499  = \$414 ;
+    if (rst) begin
+      \$499  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$500  = q__3__producer;
+    if (\$416 ) begin
+      \$500  = q__3__doorbell;
+    end
+    if (q__3__cleared) begin
+      \$500  = 32'd0;
+    end
+    if (rst) begin
+      \$500  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$501  = q3_halted;
+    if (\$418 ) begin
+      \$501  = 1'h1;
+    end
+    if (q__3__cleared) begin
+      \$501  = 1'h0;
+    end
+    if (rst) begin
+      \$501  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$502  = q__3__error;
+    if (\$418 ) begin
+      \$502  = q3_halt_code;
+    end
+    if (q__3__cleared) begin
+      \$502  = 8'h00;
+    end
+    if (rst) begin
+      \$502  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$503  = q__3__error_index;
+    if (\$418 ) begin
+      \$503  = q3_halt_index;
+    end
+    if (q__3__cleared) begin
+      \$503  = 32'd0;
+    end
+    if (rst) begin
+      \$503  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$504  = q3_halt_any;
+    if (rst) begin
+      \$504  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$505  = q3_resetting;
+    if (\$420 ) begin
+      \$505  = 1'h1;
+    end
+    if (q__3__cleared) begin
+      \$505  = 1'h0;
+    end
+    if (rst) begin
+      \$505  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$506  = q3_acked;
+    if (\$420 ) begin
+      \$506  = 1'h0;
+    end else if (\$423 ) begin
+      \$506  = 1'h1;
+    end
+    if (q__3__cleared) begin
+      \$506  = 1'h0;
+    end
+    if (rst) begin
+      \$506  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$507  = q3_cpl_dead;
+    if (\$425 ) begin
+      \$507  = 1'h1;
+    end
+    if (q__3__cleared) begin
+      \$507  = 1'h0;
+    end
+    if (rst) begin
+      \$507  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fetch_q)
+      2'h0:
+          fetch_q_reset = q__0__reset;
+      2'h1:
+          fetch_q_reset = q__1__reset;
+      2'h2:
+          fetch_q_reset = q__2__reset;
+      2'h3:
+          fetch_q_reset = q__3__reset;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_req[1:0])
+      2'h0:
+          \$172  = q__0__cpl_base;
+      2'h1:
+          \$172  = q__1__cpl_base;
+      2'h2:
+          \$172  = q__2__cpl_base;
+      2'h3:
+          \$172  = q__3__cpl_base;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_req[1:0])
+      2'h0:
+          cpl_sel_log2 = q__0__ring_log2;
+      2'h1:
+          cpl_sel_log2 = q__1__ring_log2;
+      2'h2:
+          cpl_sel_log2 = q__2__ring_log2;
+      2'h3:
+          cpl_sel_log2 = q__3__ring_log2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_req[1:0])
+      2'h0:
+          cpl_sel_c = q__0__consumer;
+      2'h1:
+          cpl_sel_c = q__1__consumer;
+      2'h2:
+          cpl_sel_c = q__2__consumer;
+      2'h3:
+          cpl_sel_c = q__3__consumer;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fetch_rr_sel)
+      2'h0:
+          \$307  = \$53 [31:0];
+      2'h1:
+          \$307  = \$82 [31:0];
+      2'h2:
+          \$307  = \$111 [31:0];
+      2'h3:
+          \$307  = \$140 [31:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (fetch_rr_sel)
+      2'h0:
+          \$308  = q__0__reset;
+      2'h1:
+          \$308  = q__1__reset;
+      2'h2:
+          \$308  = q__2__reset;
+      2'h3:
+          \$308  = q__3__reset;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cpl_req[1:0])
+      2'h0:
+          \$341  = q0_cpl_dead;
+      2'h1:
+          \$341  = q1_cpl_dead;
+      2'h2:
+          \$341  = q2_cpl_dead;
+      2'h3:
+          \$341  = q3_cpl_dead;
     endcase
   end
   assign axi__arid = { 1'h0, down__arid };
@@ -37035,6 +44507,7 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign q0_err = q__0__error;
   assign q0_err_index = q__0__error_index;
   assign r_data = q__0__head;
+  assign q0_reset_done = q__0__cleared;
   assign q__0__pop = r_en;
   assign q0_ring_size = { 1'h0, \$6  };
   assign q1_p = q__1__producer;
@@ -37043,11 +44516,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign q__1__active = q1_active;
   assign q__1__halted = q1_halted;
   assign q__1__resetting = q1_resetting;
-  assign q__1__prefetched = { 5'h00, \level$117  };
+  assign q__1__prefetched = { 5'h00, \level$119  };
   assign q1_err = q__1__error;
   assign q1_err_index = q__1__error_index;
-  assign \r_data$123  = q__1__head;
-  assign q__1__pop = \r_en$129 ;
+  assign \r_data$125  = q__1__head;
+  assign q1_reset_done = q__1__cleared;
+  assign q__1__pop = \r_en$133 ;
   assign q1_ring_size = { 1'h0, \$12  };
   assign q2_p = q__2__producer;
   assign q2_f = q__2__fetch;
@@ -37055,11 +44529,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign q__2__active = q2_active;
   assign q__2__halted = q2_halted;
   assign q__2__resetting = q2_resetting;
-  assign q__2__prefetched = { 5'h00, \level$149  };
+  assign q__2__prefetched = { 5'h00, \level$153  };
   assign q2_err = q__2__error;
   assign q2_err_index = q__2__error_index;
-  assign \r_data$155  = q__2__head;
-  assign q__2__pop = \r_en$161 ;
+  assign \r_data$159  = q__2__head;
+  assign q2_reset_done = q__2__cleared;
+  assign q__2__pop = \r_en$167 ;
   assign q2_ring_size = { 1'h0, \$18  };
   assign q3_p = q__3__producer;
   assign q3_f = q__3__fetch;
@@ -37067,11 +44542,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign q__3__active = q3_active;
   assign q__3__halted = q3_halted;
   assign q__3__resetting = q3_resetting;
-  assign q__3__prefetched = { 5'h00, \level$181  };
+  assign q__3__prefetched = { 5'h00, \level$187  };
   assign q3_err = q__3__error;
   assign q3_err_index = q__3__error_index;
-  assign \r_data$187  = q__3__head;
-  assign q__3__pop = \r_en$193 ;
+  assign \r_data$193  = q__3__head;
+  assign q3_reset_done = q__3__cleared;
+  assign q__3__pop = \r_en$201 ;
   assign q3_ring_size = { 1'h0, \$24  };
   assign q0_fetch_addr = \$53 [31:0];
   assign q1_fetch_addr = \$82 [31:0];
@@ -37089,19 +44565,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign w_en = q0_fetch_push;
   assign w_data = { down__rdata, fetch_r_buf };
   assign up__rdata = down__rdata;
-  assign \w_en$250  = q1_fetch_push;
-  assign \w_data$251  = { down__rdata, fetch_r_buf };
-  assign \w_en$253  = q2_fetch_push;
-  assign \w_data$254  = { down__rdata, fetch_r_buf };
-  assign \w_en$256  = q3_fetch_push;
-  assign \w_data$257  = { down__rdata, fetch_r_buf };
-  assign cpl_queue = \port$9496$0 [1:0];
-  assign cpl_irq = \port$9496$0 [2];
-  assign cpl_halt = \port$9496$0 [3];
-  assign cpl_flags = \port$9496$8 [7:0];
-  assign cpl_status = \port$9496$8 [15:8];
-  assign cpl_opcode = \port$9496$8 [23:16];
-  assign \w_en$270  = cpl_push_ok;
+  assign \w_en$258  = q1_fetch_push;
+  assign \w_data$259  = { down__rdata, fetch_r_buf };
+  assign \w_en$261  = q2_fetch_push;
+  assign \w_data$262  = { down__rdata, fetch_r_buf };
+  assign \w_en$264  = q3_fetch_push;
+  assign \w_data$265  = { down__rdata, fetch_r_buf };
+  assign \w_en$278  = cpl_push_ok;
   assign cpl_aw_addr = up__awaddr;
   assign cpl_aw_len = up__awlen;
   assign up__awsize = 3'h3;
@@ -37114,13 +44584,13 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_b_bad = down__bresp[1];
   assign up__bresp = down__bresp;
   assign q0_c_seen = \$183 [31:0];
-  assign q1_c_seen = \$212 [31:0];
-  assign q2_c_seen = \$241 [31:0];
-  assign q3_c_seen = \$270 [31:0];
-  assign q__0__qreset_ack = \port$130$0 [0];
-  assign q__1__qreset_ack = \port$130$0 [1];
-  assign q__2__qreset_ack = \port$130$0 [2];
-  assign q__3__qreset_ack = \port$130$0 [3];
+  assign q1_c_seen = \$213 [31:0];
+  assign q2_c_seen = \$243 [31:0];
+  assign q3_c_seen = \$273 [31:0];
+  assign q__0__qreset_ack = \port$104$0 [0];
+  assign q__1__qreset_ack = \port$104$0 [1];
+  assign q__2__qreset_ack = \port$104$0 [2];
+  assign q__3__qreset_ack = \port$104$0 [3];
   assign q__0__head_index = \$4 [31:0];
   assign q__1__head_index = \$10 [31:0];
   assign q__2__head_index = \$16 [31:0];
@@ -37149,14 +44619,14 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign cpl_rec[47:40] = cpl_req[19:12];
   assign cpl_rec[39:32] = cpl_req[27:20];
   assign cpl_rec[31:0] = cpl_sel_c;
-  assign \w_data$258 [75:44] = cpl_timestamp;
-  assign \w_data$258 [43:28] = cpl_tag;
-  assign \w_data$258 [27:20] = \port$9496$8 [23:16];
-  assign \w_data$258 [19:12] = \port$9496$8 [15:8];
-  assign \w_data$258 [11:4] = \port$9496$8 [7:0];
-  assign \w_data$258 [3] = \port$9496$0 [3];
-  assign \w_data$258 [2] = \port$9496$0 [2];
-  assign \w_data$258 [1:0] = \port$9496$0 [1:0];
+  assign \w_data$266 [75:44] = cpl_timestamp;
+  assign \w_data$266 [43:28] = cpl_tag;
+  assign \w_data$266 [27:20] = cpl_opcode;
+  assign \w_data$266 [19:12] = cpl_status;
+  assign \w_data$266 [11:4] = cpl_flags;
+  assign \w_data$266 [3] = cpl_halt;
+  assign \w_data$266 [2] = cpl_irq;
+  assign \w_data$266 [1:0] = cpl_queue;
   assign \$34  = 32'd4294967264;
   assign \$35 [4:0] = 5'h00;
   assign \$35 [31:5] = q__0__ring_base[31:5];
@@ -37176,12 +44646,12 @@ module \kaki_soc_4x4.qc (down__bresp, down__rid, down__rdata, down__rresp, down_
   assign \$173  = 32'd4294967280;
   assign cpl_sel_base[3:0] = 4'h0;
   assign cpl_sel_base[31:4] = \$172 [31:4];
-  assign \$335  = { 3'h0, \$334 , 4'h0 };
+  assign \$339  = { 3'h0, \$338 , 4'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__data, r_en, level, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -37266,7 +44736,7 @@ module \kaki_soc_4x4.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__data,
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [1:0];
@@ -37276,7 +44746,7 @@ module \kaki_soc_4x4.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__data,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [1:0];
@@ -37286,7 +44756,7 @@ module \kaki_soc_4x4.qc.cpl_fifo (rst, w_en, w_rdy, r_rdy, r_data, w_port__data,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [2:0];
@@ -37309,7 +44779,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid, up__awready, aw_hs_id, down__awaddr, down__awlen, down__awsize, down__awburst, down__awprot, down__wlast, up__bvalid, down__bready, timeout, down__awready, down__wready, down__bvalid, limit, abandon
 , up__bready, up__awvalid, up__wvalid, up__awaddr, up__awlen, up__wstrb, down__wvalid, down__wdata, down__wstrb, up__wready, down__bid);
-  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -37709,8 +45179,8 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     aw_timer <= \$126 ;
   \kaki_soc_4x4.qc.cpl_guard.w_order  w_order (
     .clk(clk),
-    .\port$5374$0 (aw_hs_id),
-    .\port$5388$0 (down__awlen),
+    .\port$5075$0 (aw_hs_id),
+    .\port$5089$0 (down__awlen),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -37719,7 +45189,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     (* full_case = 32'd1 *)
     casez (aw_cur)
       3'h0:
@@ -37741,7 +45211,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     (* full_case = 32'd1 *)
     casez (aw_cur)
       3'h0:
@@ -37763,7 +45233,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     (* full_case = 32'd1 *)
     casez (aw_cur)
       3'h0:
@@ -37785,7 +45255,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     down__wvalid = 1'h0;
     if (w_hold_valid) begin
       down__wvalid = 1'h1;
@@ -37796,7 +45266,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     down__wdata = 64'h0000000000000000;
     if (w_hold_valid) begin
       down__wdata = w_hold_data;
@@ -37805,7 +45275,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     down__wstrb = 8'h00;
     if (w_hold_valid) begin
       down__wstrb = w_hold_strb;
@@ -37814,7 +45284,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     up__wready = 1'h0;
     if (w_hold_valid) begin
     end else if (w_head_live) begin
@@ -37822,7 +45292,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$104  = aw_hold_valid;
     if (aw_hs) begin
       \$104  = 1'h0;
@@ -37835,7 +45305,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$105  = aw_hold_id;
     if (\$31 ) begin
       \$105  = aw_cur;
@@ -37845,7 +45315,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$106  = aw_hold_addr;
     if (\$31 ) begin
       \$106  = up__awaddr;
@@ -37855,7 +45325,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$107  = aw_hold_len;
     if (\$31 ) begin
       \$107  = up__awlen;
@@ -37865,7 +45335,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$108  = aw_hold_size;
     if (\$31 ) begin
       \$108  = 3'h3;
@@ -37875,7 +45345,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$109  = aw_hold_burst;
     if (\$31 ) begin
       \$109  = 2'h1;
@@ -37885,7 +45355,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$110  = aw_hold_prot;
     if (\$31 ) begin
       \$110  = 3'h0;
@@ -37895,63 +45365,63 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$111  = \$37 [0];
     if (rst) begin
       \$111  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$112  = \$43 [0];
     if (rst) begin
       \$112  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$113  = \$49 [0];
     if (rst) begin
       \$113  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$114  = \$55 [0];
     if (rst) begin
       \$114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$115  = \$61 [0];
     if (rst) begin
       \$115  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$116  = \$67 [0];
     if (rst) begin
       \$116  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$117  = \$73 [0];
     if (rst) begin
       \$117  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$118  = \$79 [0];
     if (rst) begin
       \$118  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$119  = aw_dirty;
     if (abandon) begin
       \$119  = 1'h1;
@@ -37965,7 +45435,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$120  = aw_cur;
     if (abandon) begin
     end else if (aw_dirty) begin
@@ -37980,7 +45450,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$121  = w_beat;
     if (w_hs) begin
       \$121  = \$88 [7:0];
@@ -37990,7 +45460,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$122  = w_hold_valid;
     if (w_hs) begin
       \$122  = 1'h0;
@@ -38003,7 +45473,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$123  = w_hold_data;
     if (\$92 ) begin
       \$123  = up__wdata;
@@ -38013,7 +45483,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$124  = w_hold_strb;
     if (\$92 ) begin
       \$124  = up__wstrb;
@@ -38023,7 +45493,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     (* full_case = 32'd1 *)
     if (abandon) begin
       \$125  = 1'h0;
@@ -38035,7 +45505,7 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$126  = \$103 [31:0];
     if (rst) begin
       \$126  = 32'd0;
@@ -38053,8 +45523,8 @@ module \kaki_soc_4x4.qc.cpl_guard (up__bresp, clk, rst, up__wdata, down__awvalid
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5374$0 , w_en, \port$5388$0 , r_en, w_rdy, r_rdy, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
+module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5075$0 , w_en, \port$5089$0 , r_en, w_rdy, r_rdy, r_data, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -38077,10 +45547,10 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5374$0 , w_en, \port$5388$
   (* init = 1'h0 *)
   wire consume;
   reg [1:0] level = 2'h0;
-  input [2:0] \port$5374$0 ;
-  wire [2:0] \port$5374$0 ;
-  input [7:0] \port$5388$0 ;
-  wire [7:0] \port$5388$0 ;
+  input [2:0] \port$5075$0 ;
+  wire [2:0] \port$5075$0 ;
+  input [7:0] \port$5089$0 ;
+  wire [7:0] \port$5089$0 ;
   (* init = 1'h0 *)
   wire produce;
   output [10:0] r_data;
@@ -38112,7 +45582,7 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5374$0 , w_en, \port$5388$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5374$0 , \port$5388$0  };
+      storage[w_port__addr] <= { \port$5075$0 , \port$5089$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 2'h2;
@@ -38139,7 +45609,7 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5374$0 , w_en, \port$5388$
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -38149,7 +45619,7 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5374$0 , w_en, \port$5388$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -38159,7 +45629,7 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5374$0 , w_en, \port$5388$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -38174,8 +45644,8 @@ module \kaki_soc_4x4.qc.cpl_guard.w_order (rst, \port$5374$0 , w_en, \port$5388$
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5374$0 , \port$5388$0  };
-  assign w_data = { \port$5374$0 , \port$5388$0  };
+  assign w_port__data = { \port$5075$0 , \port$5089$0  };
+  assign w_data = { \port$5075$0 , \port$5089$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -38183,7 +45653,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, down__arvalid, up__arready, ar_hs_id, down__araddr, down__arlen, down__arsize, down__arburst, down__arprot, up__rvalid, down__rready, timeout, down__arready, down__rvalid, limit, abandon, up__rready
 , up__arvalid, up__araddr, down__rid);
-  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
   reg \$100 ;
@@ -38499,7 +45969,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
   always @(posedge clk)
     ar_timer <= \$102 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     (* full_case = 32'd1 *)
     casez (ar_cur)
       3'h0:
@@ -38521,7 +45991,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     (* full_case = 32'd1 *)
     casez (ar_cur)
       3'h0:
@@ -38543,7 +46013,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     (* full_case = 32'd1 *)
     casez (ar_cur)
       3'h0:
@@ -38565,7 +46035,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$85  = ar_hold_valid;
     if (ar_hs) begin
       \$85  = 1'h0;
@@ -38578,7 +46048,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$86  = ar_hold_id;
     if (\$25 ) begin
       \$86  = ar_cur;
@@ -38588,7 +46058,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$87  = ar_hold_addr;
     if (\$25 ) begin
       \$87  = up__araddr;
@@ -38598,7 +46068,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$88  = ar_hold_len;
     if (\$25 ) begin
       \$88  = 8'h03;
@@ -38608,7 +46078,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$89  = ar_hold_size;
     if (\$25 ) begin
       \$89  = 3'h3;
@@ -38618,7 +46088,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$90  = ar_hold_burst;
     if (\$25 ) begin
       \$90  = 2'h1;
@@ -38628,7 +46098,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$91  = ar_hold_prot;
     if (\$25 ) begin
       \$91  = 3'h0;
@@ -38638,63 +46108,63 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$92  = \$31 [0];
     if (rst) begin
       \$92  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$93  = \$37 [0];
     if (rst) begin
       \$93  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$94  = \$43 [0];
     if (rst) begin
       \$94  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$95  = \$49 [0];
     if (rst) begin
       \$95  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$96  = \$55 [0];
     if (rst) begin
       \$96  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$97  = \$61 [0];
     if (rst) begin
       \$97  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$98  = \$67 [0];
     if (rst) begin
       \$98  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$99  = \$73 [0];
     if (rst) begin
       \$99  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$100  = ar_dirty;
     if (abandon) begin
       \$100  = 1'h1;
@@ -38708,7 +46178,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$101  = ar_cur;
     if (abandon) begin
     end else if (ar_dirty) begin
@@ -38723,7 +46193,7 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$102  = \$84 [31:0];
     if (rst) begin
       \$102  = 32'd0;
@@ -38742,8 +46212,8 @@ module \kaki_soc_4x4.qc.fetch_guard (up__rdata, up__rresp, up__rlast, clk, rst, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_data, \port$10092$0 , level, \port$0$87 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
+module \kaki_soc_4x4.qc.q0_fifo (clk, rst, w_en, q0_reset_done, r_rdy, r_data, r_en, \port$11196$0 , level, \port$0$87 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -38769,8 +46239,8 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10092$0 ;
-  wire [191:0] \port$10092$0 ;
+  input [191:0] \port$11196$0 ;
+  wire [191:0] \port$11196$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q0_reset_done;
@@ -38805,7 +46275,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10092$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11196$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38832,7 +46302,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [1:0];
@@ -38845,7 +46315,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [1:0];
@@ -38858,7 +46328,7 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [2:0];
@@ -38876,15 +46346,15 @@ module \kaki_soc_4x4.qc.q0_fifo (clk, rst, r_en, w_en, q0_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10092$0  };
-  assign w_data = { \port$0$87 , \port$10092$0  };
+  assign w_port__data = { \port$0$87 , \port$11196$0  };
+  assign w_data = { \port$0$87 , \port$11196$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_data, \port$10092$0 , level, \port$0$87 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
+module \kaki_soc_4x4.qc.q1_fifo (clk, rst, w_en, q1_reset_done, r_rdy, r_data, r_en, \port$11196$0 , level, \port$0$87 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -38910,8 +46380,8 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10092$0 ;
-  wire [191:0] \port$10092$0 ;
+  input [191:0] \port$11196$0 ;
+  wire [191:0] \port$11196$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q1_reset_done;
@@ -38946,7 +46416,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10092$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11196$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -38973,7 +46443,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [1:0];
@@ -38986,7 +46456,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [1:0];
@@ -38999,7 +46469,7 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [2:0];
@@ -39017,15 +46487,15 @@ module \kaki_soc_4x4.qc.q1_fifo (clk, rst, r_en, w_en, q1_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10092$0  };
-  assign w_data = { \port$0$87 , \port$10092$0  };
+  assign w_port__data = { \port$0$87 , \port$11196$0  };
+  assign w_data = { \port$0$87 , \port$11196$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_data, \port$10092$0 , level, \port$0$87 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
+module \kaki_soc_4x4.qc.q2_fifo (clk, rst, w_en, q2_reset_done, r_rdy, r_data, r_en, \port$11196$0 , level, \port$0$87 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -39051,8 +46521,8 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10092$0 ;
-  wire [191:0] \port$10092$0 ;
+  input [191:0] \port$11196$0 ;
+  wire [191:0] \port$11196$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q2_reset_done;
@@ -39087,7 +46557,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10092$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11196$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -39114,7 +46584,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [1:0];
@@ -39127,7 +46597,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [1:0];
@@ -39140,7 +46610,7 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [2:0];
@@ -39158,15 +46628,15 @@ module \kaki_soc_4x4.qc.q2_fifo (clk, rst, r_en, w_en, q2_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10092$0  };
-  assign w_data = { \port$0$87 , \port$10092$0  };
+  assign w_port__data = { \port$0$87 , \port$11196$0  };
+  assign w_data = { \port$0$87 , \port$11196$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_data, \port$10092$0 , level, \port$0$87 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
+module \kaki_soc_4x4.qc.q3_fifo (clk, rst, w_en, q3_reset_done, r_rdy, r_data, r_en, \port$11196$0 , level, \port$0$87 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -39192,8 +46662,8 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   reg [2:0] level = 3'h0;
   input [63:0] \port$0$87 ;
   wire [63:0] \port$0$87 ;
-  input [191:0] \port$10092$0 ;
-  wire [191:0] \port$10092$0 ;
+  input [191:0] \port$11196$0 ;
+  wire [191:0] \port$11196$0 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   input q3_reset_done;
@@ -39228,7 +46698,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$0$87 , \port$10092$0  };
+      storage[w_port__addr] <= { \port$0$87 , \port$11196$0  };
   end
   assign r_data = storage[r_port__addr];
   assign w_rdy = level != 3'h4;
@@ -39255,7 +46725,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [1:0];
@@ -39268,7 +46738,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [1:0];
@@ -39281,7 +46751,7 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [2:0];
@@ -39299,16 +46769,16 @@ module \kaki_soc_4x4.qc.q3_fifo (clk, rst, r_en, w_en, q3_reset_done, r_rdy, r_d
   assign w_level = level;
   assign r_level = level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$0$87 , \port$10092$0  };
-  assign w_data = { \port$0$87 , \port$10092$0  };
+  assign w_port__data = { \port$0$87 , \port$11196$0  };
+  assign w_data = { \port$0$87 , \port$11196$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4515$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$9440$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
+module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt, reset, \port$4212$32 , spad_rd__en, spad_rd__addr, acc_rd__en, acc_rd__addr, active, ctl__busy, r_data, \port$10609$0 , done, error, ctl__cmd__ready, r_rdy, spad_rd__data, acc_rd__data
 , clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -40284,10 +47754,10 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   (* enum_value_100 = "EMUL" *)
   reg [2:0] op = 3'h0;
   reg [5:0] pending_out = 6'h00;
-  input [223:0] \port$4515$32 ;
-  wire [223:0] \port$4515$32 ;
-  input [2:0] \port$9440$0 ;
-  wire [2:0] \port$9440$0 ;
+  input [2:0] \port$10609$0 ;
+  wire [2:0] \port$10609$0 ;
+  input [223:0] \port$4212$32 ;
+  wire [223:0] \port$4212$32 ;
   reg [18:0] pos = 19'h00000;
   reg [20:0] ptr_d = 21'h000000;
   reg [20:0] ptr_p = 21'h000000;
@@ -41344,11 +48814,11 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \$267  = $signed(\$263 ) > $signed(\$266 );
   \kaki_soc_4x4.sfu.out_fifo  out_fifo (
     .clk(clk),
-    .\port$11154$5 (e6_meta[18:5]),
-    .\port$8569$0 (\$619 ),
-    .\port$8571$0 (\$621 ),
-    .\port$8573$0 (\$623 ),
-    .\port$8575$0 (\$625 ),
+    .\port$12258$5 (e6_meta[18:5]),
+    .\port$8270$0 (\$619 ),
+    .\port$8272$0 (\$621 ),
+    .\port$8274$0 (\$623 ),
+    .\port$8276$0 (\$625 ),
     .r_data(r_data),
     .r_en(r_en),
     .r_rdy(r_rdy),
@@ -41358,7 +48828,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     .w_level(level)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$642  = 1'h0;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
@@ -41407,7 +48877,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$643  = \$27 [2:0];
     if (reset[4]) begin
       \$643  = 3'h0;
@@ -41417,7 +48887,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$644 [0] = \$37 ;
     \$644 [2:1] = slot;
     \$644 [3] = \$47 ;
@@ -41434,7 +48904,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$645  = rd_tag0;
     if (reset[4]) begin
       \$645  = 43'h00000000000;
@@ -41444,7 +48914,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$646  = rd_tag1;
     if (reset[4]) begin
       \$646  = 43'h00000000000;
@@ -41454,56 +48924,56 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$647  = lat_x;
     if (\$110 ) begin
       \$647  = spad_rd__data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$648  = lat_b;
     if (\$114 ) begin
       \$648  = spad_rd__data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$649  = lat_g;
     if (\$117 ) begin
       \$649  = acc_rd__data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$650  = seg_x;
     if (\$123 ) begin
       \$650  = \$125 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$651  = seg_b;
     if (\$123 ) begin
       \$651  = \$127 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$652  = seg_g;
     if (\$123 ) begin
       \$652  = \$130 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$653  = seg_beta;
     if (\$123 ) begin
       \$653  = acc_rd__data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$654  = seg_meta;
     if (\$123 ) begin
       \$654 [2:0] = rd_tag2[7:5];
@@ -41519,7 +48989,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$655  = grp_busy;
     if (\$123 ) begin
       \$655  = 1'h1;
@@ -41536,7 +49006,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$656  = grp;
     if (\$123 ) begin
       \$656  = 3'h0;
@@ -41551,7 +49021,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$657  = \$134 [1:0];
     if (reset[4]) begin
       \$657  = 2'h0;
@@ -41561,7 +49031,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$658 [0] = grp_busy;
     \$658 [3:1] = seg_meta[2:0];
     \$658 [4] = \$135 ;
@@ -41576,7 +49046,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$659  = e1_meta;
     if (reset[4]) begin
       \$659  = 22'h000000;
@@ -41586,7 +49056,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$660  = e2_meta;
     if (reset[4]) begin
       \$660  = 22'h000000;
@@ -41596,7 +49066,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$661  = e3_meta;
     if (reset[4]) begin
       \$661  = 22'h000000;
@@ -41606,7 +49076,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$662  = e4_meta;
     if (reset[4]) begin
       \$662  = 22'h000000;
@@ -41616,7 +49086,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$663  = e5_meta;
     if (reset[4]) begin
       \$663  = 22'h000000;
@@ -41626,7 +49096,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$664  = m_row;
     if (row_start) begin
       \$664  = 8'h80;
@@ -41641,7 +49111,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$665  = s_sum;
     if (row_start) begin
       \$665  = 42'h00000000000;
@@ -41657,7 +49127,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$666  = s1;
     if (row_start) begin
       \$666  = 22'h000000;
@@ -41674,7 +49144,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$667  = s2;
     if (row_start) begin
       \$667  = 29'h00000000;
@@ -41691,7 +49161,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$668  = row_out;
     if (e6_meta[0]) begin
       (* full_case = 32'd1 *)
@@ -41708,7 +49178,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$669  = \$376 [5:0];
     if (reset[4]) begin
       \$669  = 6'h00;
@@ -41718,7 +49188,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$670  = \$395 [5:0];
     if (reset[4]) begin
       \$670  = 6'h00;
@@ -41728,12 +49198,12 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$671  = op;
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$671  = \port$9440$0 ;
+            \$671  = \port$10609$0 ;
           end
     endcase
     if (reset[4]) begin
@@ -41744,12 +49214,12 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$672  = raw;
     casez (sfu_fsm_state)
       4'h0:
           if (ctl__cmd__valid) begin
-            \$672  = \port$4515$32 ;
+            \$672  = \port$4212$32 ;
           end
     endcase
     if (reset[4]) begin
@@ -41760,7 +49230,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$673  = sfu_fsm_state;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
@@ -41851,7 +49321,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$674  = \$signal$93 ;
     casez (sfu_fsm_state)
       4'h0:
@@ -41879,7 +49349,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$675  = \$signal ;
     casez (sfu_fsm_state)
       4'h0:
@@ -41907,7 +49377,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$676  = \$signal$94 ;
     casez (sfu_fsm_state)
       4'h0:
@@ -41935,7 +49405,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$677  = \$signal$95 ;
     casez (sfu_fsm_state)
       4'h0:
@@ -41963,7 +49433,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$678  = dst;
     casez (sfu_fsm_state)
       4'h0:
@@ -41991,7 +49461,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$679  = \$signal$14 ;
     casez (sfu_fsm_state)
       4'h0:
@@ -42013,7 +49483,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$680  = \$signal$44 ;
     casez (sfu_fsm_state)
       4'h0:
@@ -42041,7 +49511,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$681  = \$signal$46 ;
     casez (sfu_fsm_state)
       4'h0:
@@ -42069,7 +49539,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$682  = zo;
     casez (sfu_fsm_state)
       4'h0:
@@ -42097,7 +49567,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$683  = \$signal$42 ;
     casez (sfu_fsm_state)
       4'h0:
@@ -42125,7 +49595,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$684  = shift;
     casez (sfu_fsm_state)
       4'h0:
@@ -42153,7 +49623,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$685  = \$signal$97 ;
     casez (sfu_fsm_state)
       4'h0:
@@ -42181,7 +49651,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$686  = \$signal$98 ;
     casez (sfu_fsm_state)
       4'h0:
@@ -42205,7 +49675,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$687  = bet;
     casez (sfu_fsm_state)
       4'h0:
@@ -42229,7 +49699,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$688  = \$signal$100 ;
     casez (sfu_fsm_state)
       4'h0:
@@ -42253,7 +49723,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$689  = eps_exp;
     casez (sfu_fsm_state)
       4'h0:
@@ -42277,7 +49747,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$690  = \$signal$16 ;
     casez (sfu_fsm_state)
       4'h0:
@@ -42299,7 +49769,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$691  = reserved_bad;
     casez (sfu_fsm_state)
       4'h0:
@@ -42327,7 +49797,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$692  = segs;
     casez (sfu_fsm_state)
       4'h0:
@@ -42345,7 +49815,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$693  = span;
     casez (sfu_fsm_state)
       4'h0:
@@ -42365,7 +49835,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$694  = err;
     casez (sfu_fsm_state)
       4'h0:
@@ -42396,7 +49866,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$695  = error;
     (* full_case = 32'd1 *)
     casez (sfu_fsm_state)
@@ -42445,7 +49915,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$696  = row;
     casez (sfu_fsm_state)
       4'h0:
@@ -42497,7 +49967,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$697  = cur;
     casez (sfu_fsm_state)
       4'h0:
@@ -42554,7 +50024,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$698  = seg;
     casez (sfu_fsm_state)
       4'h0:
@@ -42594,7 +50064,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$699  = slot;
     casez (sfu_fsm_state)
       4'h0:
@@ -42634,7 +50104,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$700  = pos;
     casez (sfu_fsm_state)
       4'h0:
@@ -42668,7 +50138,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$701  = ptr_p;
     casez (sfu_fsm_state)
       4'h0:
@@ -42702,7 +50172,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$702  = \$signal$108 ;
     casez (sfu_fsm_state)
       4'h0:
@@ -42736,7 +50206,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$703  = \$signal$109 ;
     casez (sfu_fsm_state)
       4'h0:
@@ -42770,7 +50240,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$704  = ptr_d;
     casez (sfu_fsm_state)
       4'h0:
@@ -42804,7 +50274,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$705  = dv_num;
     casez (sfu_fsm_state)
       4'h0:
@@ -42857,7 +50327,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$706  = dv_den;
     casez (sfu_fsm_state)
       4'h0:
@@ -42908,7 +50378,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$707  = dv_rem;
     casez (sfu_fsm_state)
       4'h0:
@@ -42961,7 +50431,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$708  = dv_q;
     casez (sfu_fsm_state)
       4'h0:
@@ -43014,7 +50484,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$709  = dv_cnt;
     casez (sfu_fsm_state)
       4'h0:
@@ -43067,7 +50537,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$710  = d_val;
     casez (sfu_fsm_state)
       4'h0:
@@ -43108,7 +50578,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$711  = zero_d;
     casez (sfu_fsm_state)
       4'h0:
@@ -43142,7 +50612,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$712  = sq_n;
     casez (sfu_fsm_state)
       4'h0:
@@ -43178,7 +50648,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$713  = sq_rem;
     casez (sfu_fsm_state)
       4'h0:
@@ -43214,7 +50684,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$714  = sq_root;
     casez (sfu_fsm_state)
       4'h0:
@@ -43250,7 +50720,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$715  = sq_cnt;
     casez (sfu_fsm_state)
       4'h0:
@@ -43286,7 +50756,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$716  = sh;
     casez (sfu_fsm_state)
       4'h0:
@@ -43328,7 +50798,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$717  = recip;
     casez (sfu_fsm_state)
       4'h0:
@@ -43370,7 +50840,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$718  = recip_sm;
     casez (sfu_fsm_state)
       4'h0:
@@ -43412,7 +50882,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     bitlen = 6'h00;
     if (sq_root[0]) begin
       bitlen = 6'h01;
@@ -43536,7 +51006,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     ctl__cmd__ready = 1'h0;
     casez (sfu_fsm_state)
       4'h0:
@@ -43544,7 +51014,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     row_start = 1'h0;
     casez (sfu_fsm_state)
       4'h0:
@@ -43564,7 +51034,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     issuing = 1'h0;
     casez (sfu_fsm_state)
       4'h0:
@@ -43586,7 +51056,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     (* full_case = 32'd1 *)
     casez (l0_u[15:10])
       6'h00:
@@ -43720,7 +51190,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     (* full_case = 32'd1 *)
     casez (l0_u[15:10])
       6'h00:
@@ -43853,7 +51323,7 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
           \$149  = 9'h0b2;
     endcase
   end
-  assign ctl__cmd__payload = { \port$4515$32 , \port$9440$0  };
+  assign ctl__cmd__payload = { \port$4212$32 , \port$10609$0  };
   assign ctl__done = done;
   assign ctl__error = error;
   assign spad_wr__en = r_rdy;
@@ -43931,8 +51401,8 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
   assign \e6_meta.dst  = e6_meta[18:5];
   assign \e6_meta.grp  = e6_meta[20:19];
   assign \e6_meta.last  = e6_meta[21];
-  assign \ctl__cmd__payload.op  = \port$9440$0 ;
-  assign \ctl__cmd__payload.payload  = \port$4515$32 ;
+  assign \ctl__cmd__payload.op  = \port$10609$0 ;
+  assign \ctl__cmd__payload.payload  = \port$4212$32 ;
   assign \$158  = { 10'h000, \$157 [19:10] };
   assign \$191  = { 34'h000000000, \$190 [42:34] };
   assign \$194  = { 34'h000000000, \$193 [42:34] };
@@ -43944,8 +51414,8 @@ module \kaki_soc_4x4.sfu (rst, ctl__cmd__valid, spad_rd__gnt, r_en, acc_rd__gnt,
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8569$0 , \port$8571$0 , \port$8573$0 , \port$8575$0 , w_level, r_data, \port$11154$5 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
+module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8270$0 , \port$8272$0 , \port$8274$0 , \port$8276$0 , w_level, r_data, \port$12258$5 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -43986,16 +51456,16 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8569$0 , \port$
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [13:0] \port$11154$5 ;
-  wire [13:0] \port$11154$5 ;
-  input [7:0] \port$8569$0 ;
-  wire [7:0] \port$8569$0 ;
-  input [7:0] \port$8571$0 ;
-  wire [7:0] \port$8571$0 ;
-  input [7:0] \port$8573$0 ;
-  wire [7:0] \port$8573$0 ;
-  input [7:0] \port$8575$0 ;
-  wire [7:0] \port$8575$0 ;
+  input [13:0] \port$12258$5 ;
+  wire [13:0] \port$12258$5 ;
+  input [7:0] \port$8270$0 ;
+  wire [7:0] \port$8270$0 ;
+  input [7:0] \port$8272$0 ;
+  wire [7:0] \port$8272$0 ;
+  input [7:0] \port$8274$0 ;
+  wire [7:0] \port$8274$0 ;
+  input [7:0] \port$8276$0 ;
+  wire [7:0] \port$8276$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [45:0] r_data;
@@ -44041,7 +51511,7 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8569$0 , \port$
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$8575$0 , \port$8573$0 , \port$8571$0 , \port$8569$0 , \port$11154$5  };
+      storage[w_port__addr] <= { \port$8276$0 , \port$8274$0 , \port$8272$0 , \port$8270$0 , \port$12258$5  };
   end
   reg [45:0] _0_;
   always @(posedge clk) begin
@@ -44093,7 +51563,7 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8569$0 , \port$
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -44106,7 +51576,7 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8569$0 , \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -44119,7 +51589,7 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8569$0 , \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -44135,7 +51605,7 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8569$0 , \port$
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -44152,216 +51622,16 @@ module \kaki_soc_4x4.sfu.out_fifo (rst, r_en, reset, w_en, \port$8569$0 , \port$
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$8575$0 , \port$8573$0 , \port$8571$0 , \port$8569$0 , \port$11154$5  };
-  assign w_data = { \port$8575$0 , \port$8573$0 , \port$8571$0 , \port$8569$0 , \port$11154$5  };
+  assign w_port__data = { \port$8276$0 , \port$8274$0 , \port$8272$0 , \port$8270$0 , \port$12258$5  };
+  assign w_data = { \port$8276$0 , \port$8274$0 , \port$8272$0 , \port$8270$0 , \port$12258$5  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
-module \kaki_soc_4x4.sfu_retire (rst, held, r_en, w_en, r_data, \port$10003$16 , \port$11249$0 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$11 ;
-  wire [3:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [3:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [3:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [2:0] \$30 ;
-  reg [2:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [3:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 3'h0 *)
-  wire [2:0] consume;
-  input held;
-  wire held;
-  reg [2:0] inner_level = 3'h0;
-  wire inner_r_rdy;
-  wire [3:0] level;
-  input [15:0] \port$10003$16 ;
-  wire [15:0] \port$10003$16 ;
-  input [7:0] \port$11249$0 ;
-  wire [7:0] \port$11249$0 ;
-  (* init = 3'h0 *)
-  wire [2:0] produce;
-  output [23:0] r_data;
-  wire [23:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [3:0] r_level;
-  reg [2:0] r_port__addr = 3'h0;
-  wire [23:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [23:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [3:0] w_level;
-  reg [2:0] w_port__addr = 3'h0;
-  wire [23:0] w_port__data;
-  wire w_port__en;
-  wire w_rdy;
-  reg [23:0] storage [6:0];
-  initial begin
-    storage[0] = 24'h000000;
-    storage[1] = 24'h000000;
-    storage[2] = 24'h000000;
-    storage[3] = 24'h000000;
-    storage[4] = 24'h000000;
-    storage[5] = 24'h000000;
-    storage[6] = 24'h000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= { \port$10003$16 , \port$11249$0  };
-  end
-  reg [23:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h7;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 3'h6;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 4'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 3'h6;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 4'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [2:0];
-    end
-    if (held) begin
-      \$30  = 3'h0;
-    end
-    if (rst) begin
-      \$30  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
-    end
-    if (rst) begin
-      \$31  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [2:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [2:0];
-    end
-    if (held) begin
-      \$32  = 3'h0;
-    end
-    if (rst) begin
-      \$32  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (held) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_port__data = { \port$10003$16 , \port$11249$0  };
-  assign w_data = { \port$10003$16 , \port$11249$0  };
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$8722$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
+module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__0__en, wr__1__en, wr__2__en, rd__0__addr, rd__2__addr, \port$8423$0 , rd__0__gnt, rd__1__gnt, rd__2__gnt, rd__3__gnt, wr__0__gnt, wr__1__gnt, wr__2__gnt, wr__2__data, wr__2__addr, rd__3__addr
 , rd__1__addr, wr__0__addr, wr__0__data, rd__0__data, rd__1__data, rd__2__data, rd__3__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -44612,8 +51882,8 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   wire bank3_wen_q;
   input clk;
   wire clk;
-  input [45:0] \port$8722$0 ;
-  wire [45:0] \port$8722$0 ;
+  input [45:0] \port$8423$0 ;
+  wire [45:0] \port$8423$0 ;
   reg [11:0] raddr = 12'h000;
   reg [11:0] \raddr$49  = 12'h000;
   reg [11:0] \raddr$69  = 12'h000;
@@ -44764,7 +52034,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$9  = \$17  & \$25 ;
   assign \$26  = ! wr__0__addr[13:12];
   assign \win$13  = wr__0__en & \$26 ;
-  assign \$27  = ! \port$8722$0 [13:12];
+  assign \$27  = ! \port$8423$0 [13:12];
   assign \$28  = wr__1__en & \$27 ;
   assign \$29  = ! wr__0__addr[13:12];
   assign \$30  = wr__0__en & \$29 ;
@@ -44774,7 +52044,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$34  = wr__2__en & \$33 ;
   assign \$35  = ! wr__0__addr[13:12];
   assign \$36  = wr__0__en & \$35 ;
-  assign \$37  = ! \port$8722$0 [13:12];
+  assign \$37  = ! \port$8423$0 [13:12];
   assign \$38  = wr__1__en & \$37 ;
   assign \$39  = | { \$38 , \$36  };
   assign \$40  = ~ \$39 ;
@@ -44809,7 +52079,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$40  = \$57  & \$65 ;
   assign \$66  = wr__0__addr[13:12] == 1'h1;
   assign \win$42  = wr__0__en & \$66 ;
-  assign \$67  = \port$8722$0 [13:12] == 1'h1;
+  assign \$67  = \port$8423$0 [13:12] == 1'h1;
   assign \$68  = wr__1__en & \$67 ;
   assign \$69  = wr__0__addr[13:12] == 1'h1;
   assign \$70  = wr__0__en & \$69 ;
@@ -44819,7 +52089,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$74  = wr__2__en & \$73 ;
   assign \$75  = wr__0__addr[13:12] == 1'h1;
   assign \$76  = wr__0__en & \$75 ;
-  assign \$77  = \port$8722$0 [13:12] == 1'h1;
+  assign \$77  = \port$8423$0 [13:12] == 1'h1;
   assign \$78  = wr__1__en & \$77 ;
   assign \$79  = | { \$78 , \$76  };
   assign \$80  = ~ \$79 ;
@@ -44854,7 +52124,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$60  = \$97  & \$105 ;
   assign \$106  = wr__0__addr[13:12] == 2'h2;
   assign \win$62  = wr__0__en & \$106 ;
-  assign \$107  = \port$8722$0 [13:12] == 2'h2;
+  assign \$107  = \port$8423$0 [13:12] == 2'h2;
   assign \$108  = wr__1__en & \$107 ;
   assign \$109  = wr__0__addr[13:12] == 2'h2;
   assign \$110  = wr__0__en & \$109 ;
@@ -44864,7 +52134,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$114  = wr__2__en & \$113 ;
   assign \$115  = wr__0__addr[13:12] == 2'h2;
   assign \$116  = wr__0__en & \$115 ;
-  assign \$117  = \port$8722$0 [13:12] == 2'h2;
+  assign \$117  = \port$8423$0 [13:12] == 2'h2;
   assign \$118  = wr__1__en & \$117 ;
   assign \$119  = | { \$118 , \$116  };
   assign \$120  = ~ \$119 ;
@@ -44899,7 +52169,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \win$80  = \$137  & \$145 ;
   assign \$146  = wr__0__addr[13:12] == 2'h3;
   assign \win$82  = wr__0__en & \$146 ;
-  assign \$147  = \port$8722$0 [13:12] == 2'h3;
+  assign \$147  = \port$8423$0 [13:12] == 2'h3;
   assign \$148  = wr__1__en & \$147 ;
   assign \$149  = wr__0__addr[13:12] == 2'h3;
   assign \$150  = wr__0__en & \$149 ;
@@ -44909,7 +52179,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
   assign \$154  = wr__2__en & \$153 ;
   assign \$155  = wr__0__addr[13:12] == 2'h3;
   assign \$156  = wr__0__en & \$155 ;
-  assign \$157  = \port$8722$0 [13:12] == 2'h3;
+  assign \$157  = \port$8423$0 [13:12] == 2'h3;
   assign \$158  = wr__1__en & \$157 ;
   assign \$159  = | { \$158 , \$156  };
   assign \$160  = ~ \$159 ;
@@ -45042,7 +52312,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
     .wen(\wen$91 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank0_addr = 12'h000;
     if (win) begin
       bank0_addr = rd__0__addr[11:0];
@@ -45058,33 +52328,33 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \bank0_addr$22  = 12'h000;
     if (\win$13 ) begin
       \bank0_addr$22  = wr__0__addr[11:0];
     end
     if (\win$16 ) begin
-      \bank0_addr$22  = \port$8722$0 [11:0];
+      \bank0_addr$22  = \port$8423$0 [11:0];
     end
     if (\win$19 ) begin
       \bank0_addr$22  = wr__2__addr[11:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank0_wdata = 32'd0;
     if (\win$13 ) begin
       bank0_wdata = wr__0__data;
     end
     if (\win$16 ) begin
-      bank0_wdata = \port$8722$0 [45:14];
+      bank0_wdata = \port$8423$0 [45:14];
     end
     if (\win$19 ) begin
       bank0_wdata = wr__2__data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank1_addr = 12'h000;
     if (\win$37 ) begin
       bank1_addr = rd__0__addr[11:0];
@@ -45100,33 +52370,33 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \bank1_addr$45  = 12'h000;
     if (\win$42 ) begin
       \bank1_addr$45  = wr__0__addr[11:0];
     end
     if (\win$43 ) begin
-      \bank1_addr$45  = \port$8722$0 [11:0];
+      \bank1_addr$45  = \port$8423$0 [11:0];
     end
     if (\win$44 ) begin
       \bank1_addr$45  = wr__2__addr[11:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank1_wdata = 32'd0;
     if (\win$42 ) begin
       bank1_wdata = wr__0__data;
     end
     if (\win$43 ) begin
-      bank1_wdata = \port$8722$0 [45:14];
+      bank1_wdata = \port$8423$0 [45:14];
     end
     if (\win$44 ) begin
       bank1_wdata = wr__2__data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank2_addr = 12'h000;
     if (\win$57 ) begin
       bank2_addr = rd__0__addr[11:0];
@@ -45142,33 +52412,33 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \bank2_addr$65  = 12'h000;
     if (\win$62 ) begin
       \bank2_addr$65  = wr__0__addr[11:0];
     end
     if (\win$63 ) begin
-      \bank2_addr$65  = \port$8722$0 [11:0];
+      \bank2_addr$65  = \port$8423$0 [11:0];
     end
     if (\win$64 ) begin
       \bank2_addr$65  = wr__2__addr[11:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank2_wdata = 32'd0;
     if (\win$62 ) begin
       bank2_wdata = wr__0__data;
     end
     if (\win$63 ) begin
-      bank2_wdata = \port$8722$0 [45:14];
+      bank2_wdata = \port$8423$0 [45:14];
     end
     if (\win$64 ) begin
       bank2_wdata = wr__2__data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank3_addr = 12'h000;
     if (\win$77 ) begin
       bank3_addr = rd__0__addr[11:0];
@@ -45184,33 +52454,33 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \bank3_addr$85  = 12'h000;
     if (\win$82 ) begin
       \bank3_addr$85  = wr__0__addr[11:0];
     end
     if (\win$83 ) begin
-      \bank3_addr$85  = \port$8722$0 [11:0];
+      \bank3_addr$85  = \port$8423$0 [11:0];
     end
     if (\win$84 ) begin
       \bank3_addr$85  = wr__2__addr[11:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     bank3_wdata = 32'd0;
     if (\win$82 ) begin
       bank3_wdata = wr__0__data;
     end
     if (\win$83 ) begin
-      bank3_wdata = \port$8722$0 [45:14];
+      bank3_wdata = \port$8423$0 [45:14];
     end
     if (\win$84 ) begin
       bank3_wdata = wr__2__data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
     casez (rd0_bank_q3)
       2'h0:
@@ -45224,7 +52494,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
     casez (rd1_bank_q3)
       2'h0:
@@ -45238,7 +52508,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
     casez (rd2_bank_q3)
       2'h0:
@@ -45252,7 +52522,7 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
     casez (rd3_bank_q3)
       2'h0:
@@ -45266,63 +52536,63 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$173  = \$161 ;
     if (rst) begin
       \$173  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$174  = \$162 ;
     if (rst) begin
       \$174  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$175  = \$163 ;
     if (rst) begin
       \$175  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$176  = \$164 ;
     if (rst) begin
       \$176  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$177  = \$165 ;
     if (rst) begin
       \$177  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$178  = \$166 ;
     if (rst) begin
       \$178  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$179  = \$167 ;
     if (rst) begin
       \$179  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$180  = \$168 ;
     if (rst) begin
       \$180  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$181  = rd0_bank_q;
     if (\$169 ) begin
       \$181  = rd__0__addr[13:12];
@@ -45332,21 +52602,21 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$182  = rd0_bank_q;
     if (rst) begin
       \$182  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$183  = rd0_bank_q2;
     if (rst) begin
       \$183  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$184  = rd1_bank_q;
     if (\$170 ) begin
       \$184  = rd__1__addr[13:12];
@@ -45356,21 +52626,21 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$185  = rd1_bank_q;
     if (rst) begin
       \$185  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$186  = rd1_bank_q2;
     if (rst) begin
       \$186  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$187  = rd2_bank_q;
     if (\$171 ) begin
       \$187  = rd__2__addr[13:12];
@@ -45380,21 +52650,21 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$188  = rd2_bank_q;
     if (rst) begin
       \$188  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$189  = rd2_bank_q2;
     if (rst) begin
       \$189  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$190  = rd3_bank_q;
     if (\$172 ) begin
       \$190  = rd__3__addr[13:12];
@@ -45404,21 +52674,21 @@ module \kaki_soc_4x4.spad (rst, rd__0__en, rd__1__en, rd__2__en, rd__3__en, wr__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$191  = rd3_bank_q;
     if (rst) begin
       \$191  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$192  = rd3_bank_q2;
     if (rst) begin
       \$192  = 2'h0;
     end
   end
-  assign wr__1__addr = \port$8722$0 [13:0];
-  assign wr__1__data = \port$8722$0 [45:14];
+  assign wr__1__addr = \port$8423$0 [13:0];
+  assign wr__1__data = \port$8423$0 [45:14];
   assign bank0_ren_q = ren;
   assign bank0_raddr_q = raddr;
   assign bank0_wen_q = wen;
@@ -45580,7 +52850,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset, ctl__cmd__payload, ctl__busy, err, acc_ptr, res_ptr, wr_en, wr_addr, wr_data, ctl__cmd__ready, acc_rd__en, spad_rd__en, fire, ctl__done, spad_rd__data, acc_rd__data, clk
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [11:0] \$100 ;
@@ -46737,7 +54007,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   always @(posedge clk)
     wr_data <= \$399 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$357  = granted;
     if (reset[3]) begin
       \$357  = 1'h0;
@@ -46747,7 +54017,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$358  = pidx;
     if (reset[3]) begin
       \$358  = 2'h0;
@@ -46757,7 +54027,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$359  = cap_valid0;
     if (reset[3]) begin
       \$359  = 1'h0;
@@ -46767,7 +54037,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$360  = cap_idx0;
     if (reset[3]) begin
       \$360  = 2'h0;
@@ -46777,7 +54047,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$361  = cap_valid1;
     if (reset[3]) begin
       \$361  = 1'h0;
@@ -46787,7 +54057,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$362  = cap_idx1;
     if (reset[3]) begin
       \$362  = 2'h0;
@@ -46797,7 +54067,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$363  = shift_0;
     if (cap_valid2) begin
       casez (cap_idx2)
@@ -46807,7 +54077,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$364  = shift_1;
     if (cap_valid2) begin
       casez (cap_idx2)
@@ -46817,7 +54087,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$365  = shift_2;
     if (cap_valid2) begin
       casez (cap_idx2)
@@ -46827,7 +54097,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$366  = shift_3;
     if (cap_valid2) begin
       casez (cap_idx2)
@@ -46837,7 +54107,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$367  = shift_out_of_range;
     if (cap_valid2) begin
       casez (cap_idx2)
@@ -46853,7 +54123,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$368  = bias_0;
     if (cap_valid2) begin
       casez (cap_idx2)
@@ -46873,7 +54143,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$369  = bias_1;
     if (cap_valid2) begin
       casez (cap_idx2)
@@ -46893,7 +54163,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$370  = bias_2;
     if (cap_valid2) begin
       casez (cap_idx2)
@@ -46913,7 +54183,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$371  = bias_3;
     if (cap_valid2) begin
       casez (cap_idx2)
@@ -46933,7 +54203,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$372  = mult_0;
     if (cap_valid2) begin
       casez (cap_idx2)
@@ -46947,7 +54217,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$373  = mult_1;
     if (cap_valid2) begin
       casez (cap_idx2)
@@ -46961,7 +54231,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$374  = mult_2;
     if (cap_valid2) begin
       casez (cap_idx2)
@@ -46975,7 +54245,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$375  = mult_3;
     if (cap_valid2) begin
       casez (cap_idx2)
@@ -46989,7 +54259,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$376  = cmd;
     casez (vec_fsm_state)
       3'h0:
@@ -47005,7 +54275,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$377  = err;
     casez (vec_fsm_state)
       3'h0:
@@ -47037,7 +54307,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$378  = issued;
     casez (vec_fsm_state)
       3'h0:
@@ -47065,7 +54335,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$379  = retired;
     casez (vec_fsm_state)
       3'h0:
@@ -47084,7 +54354,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$380  = vec_fsm_state;
     (* full_case = 32'd1 *)
     casez (vec_fsm_state)
@@ -47142,7 +54412,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$381  = pidx;
     casez (vec_fsm_state)
       3'h0:
@@ -47168,7 +54438,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$382  = acc_ptr;
     casez (vec_fsm_state)
       3'h0:
@@ -47202,7 +54472,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$383  = res_ptr;
     casez (vec_fsm_state)
       3'h0:
@@ -47234,7 +54504,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$384  = more;
     casez (vec_fsm_state)
       3'h0:
@@ -47266,7 +54536,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$385  = fire;
     if (reset[3]) begin
       \$385  = 1'h0;
@@ -47276,7 +54546,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$386  = inflight1;
     if (reset[3]) begin
       \$386  = 1'h0;
@@ -47286,7 +54556,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$387  = inflight2;
     if (reset[3]) begin
       \$387  = 1'h0;
@@ -47296,7 +54566,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$388  = v0;
     if (reset[3]) begin
       \$388  = 1'h0;
@@ -47306,7 +54576,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$389  = v1;
     if (reset[3]) begin
       \$389  = 1'h0;
@@ -47316,7 +54586,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$390  = v2;
     if (reset[3]) begin
       \$390  = 1'h0;
@@ -47326,7 +54596,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$391  = v3;
     if (reset[3]) begin
       \$391  = 1'h0;
@@ -47336,7 +54606,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$392  = v4;
     if (reset[3]) begin
       \$392  = 1'h0;
@@ -47346,7 +54616,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$393  = 1'h0;
     if (v5) begin
       (* full_case = 32'd1 *)
@@ -47366,7 +54636,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$394  = max6_0;
     if (v5) begin
       if (cmd[147]) begin
@@ -47375,7 +54645,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$395  = max6_1;
     if (v5) begin
       if (cmd[147]) begin
@@ -47384,7 +54654,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$396  = max6_2;
     if (v5) begin
       if (cmd[147]) begin
@@ -47393,7 +54663,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$397  = max6_3;
     if (v5) begin
       if (cmd[147]) begin
@@ -47402,7 +54672,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$398  = wr_addr;
     if (v5) begin
       (* full_case = 32'd1 *)
@@ -47416,7 +54686,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$399  = wr_data;
     if (v5) begin
       (* full_case = 32'd1 *)
@@ -47430,7 +54700,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     ctl__cmd__ready = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -47438,7 +54708,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     acc_rd__en = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -47456,7 +54726,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     granted = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -47468,7 +54738,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     spad_rd__en = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -47486,7 +54756,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     fire = 1'h0;
     casez (vec_fsm_state)
       3'h0:
@@ -47504,7 +54774,7 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     ctl__done = 1'h0;
     (* full_case = 32'd1 *)
     casez (vec_fsm_state)
@@ -47571,204 +54841,4 @@ module \kaki_soc_4x4.vec (rst, ctl__cmd__valid, spad_rd__gnt, acc_rd__gnt, reset
   assign \$173  = { p3_2, 1'h0 };
   assign \$222  = { phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3[47], phi2_3, 16'h0000 };
   assign \$227  = { p3_3, 1'h0 };
-endmodule
-
-(* generator = "Amaranth" *)
-module \kaki_soc_4x4.vec_retire (rst, held, r_en, w_en, r_data, \port$10001$16 , \port$11010$0 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$11 ;
-  wire [3:0] \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [3:0] \$19 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [3:0] \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  reg [2:0] \$30 ;
-  reg [2:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg \$33 ;
-  wire \$4 ;
-  wire [3:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 3'h0 *)
-  wire [2:0] consume;
-  input held;
-  wire held;
-  reg [2:0] inner_level = 3'h0;
-  wire inner_r_rdy;
-  wire [3:0] level;
-  input [15:0] \port$10001$16 ;
-  wire [15:0] \port$10001$16 ;
-  input [7:0] \port$11010$0 ;
-  wire [7:0] \port$11010$0 ;
-  (* init = 3'h0 *)
-  wire [2:0] produce;
-  output [23:0] r_data;
-  wire [23:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [3:0] r_level;
-  reg [2:0] r_port__addr = 3'h0;
-  wire [23:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [23:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [3:0] w_level;
-  reg [2:0] w_port__addr = 3'h0;
-  wire [23:0] w_port__data;
-  wire w_port__en;
-  wire w_rdy;
-  reg [23:0] storage [6:0];
-  initial begin
-    storage[0] = 24'h000000;
-    storage[1] = 24'h000000;
-    storage[2] = 24'h000000;
-    storage[3] = 24'h000000;
-    storage[4] = 24'h000000;
-    storage[5] = 24'h000000;
-    storage[6] = 24'h000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= { \port$10001$16 , \port$11010$0  };
-  end
-  reg [23:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h7;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign w_level = inner_level + r_rdy;
-  assign \$3  = w_rdy & w_en;
-  assign \$4  = w_port__addr == 3'h6;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = \$4  ? 4'h0 : \$5 ;
-  assign \$7  = ~ r_rdy;
-  assign \$8  = \$7  | r_en;
-  assign \$9  = inner_r_rdy & \$8 ;
-  assign \$10  = r_port__addr == 3'h6;
-  assign \$11  = r_port__addr + 1'h1;
-  assign \$12  = \$10  ? 4'h0 : \$11 ;
-  assign \$13  = w_rdy & w_en;
-  assign \$14  = ~ r_rdy;
-  assign \$15  = \$14  | r_en;
-  assign \$16  = inner_r_rdy & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$18  = \$13  & \$17 ;
-  assign \$19  = inner_level + 1'h1;
-  assign \$20  = ~ r_rdy;
-  assign \$21  = \$20  | r_en;
-  assign \$22  = inner_r_rdy & \$21 ;
-  assign \$23  = w_rdy & w_en;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = inner_level - 1'h1;
-  assign \$27  = ~ r_rdy;
-  assign \$28  = \$27  | r_en;
-  assign \$29  = inner_r_rdy & \$28 ;
-  always @(posedge clk)
-    w_port__addr <= \$30 ;
-  always @(posedge clk)
-    r_port__addr <= \$31 ;
-  always @(posedge clk)
-    inner_level <= \$32 ;
-  always @(posedge clk)
-    r_rdy <= \$33 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$30  = w_port__addr;
-    if (\$3 ) begin
-      \$30  = \$6 [2:0];
-    end
-    if (held) begin
-      \$30  = 3'h0;
-    end
-    if (rst) begin
-      \$30  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$31  = r_port__addr;
-    if (\$9 ) begin
-      \$31  = \$12 [2:0];
-    end
-    if (held) begin
-      \$31  = 3'h0;
-    end
-    if (rst) begin
-      \$31  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$32  = inner_level;
-    if (\$18 ) begin
-      \$32  = \$19 [2:0];
-    end
-    if (\$25 ) begin
-      \$32  = \$26 [2:0];
-    end
-    if (held) begin
-      \$32  = 3'h0;
-    end
-    if (rst) begin
-      \$32  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$33  = r_rdy;
-    if (\$29 ) begin
-      \$33  = 1'h1;
-    end else if (r_en) begin
-      \$33  = 1'h0;
-    end
-    if (held) begin
-      \$33  = 1'h0;
-    end
-    if (rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  assign level = w_level;
-  assign r_level = w_level;
-  assign produce = w_port__addr;
-  assign w_port__data = { \port$10001$16 , \port$11010$0  };
-  assign w_data = { \port$10001$16 , \port$11010$0  };
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
 endmodule

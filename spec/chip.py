@@ -24,6 +24,7 @@ DEFAULTS = {
     "prefetch": 4,
     "cpl_depth": 4,
     "retire_depth": 8,
+    "inflight": 16,
     "mem_read_latency": 3,
     "sfu_lanes": 1,
 }
@@ -34,6 +35,7 @@ FIFO_DEPTH = DEFAULTS['fifo_depth']
 PREFETCH = DEFAULTS['prefetch']
 CPL_DEPTH = DEFAULTS['cpl_depth']
 RETIRE_DEPTH = DEFAULTS['retire_depth']
+INFLIGHT = DEFAULTS['inflight']
 MEM_READ_LATENCY = DEFAULTS['mem_read_latency']
 SFU_LANES = DEFAULTS['sfu_lanes']
 

@@ -9,5 +9,6 @@
 #define KAKI_CHIP_PREFETCH 4
 #define KAKI_CHIP_CPL_DEPTH 4
 #define KAKI_CHIP_RETIRE_DEPTH 8
+#define KAKI_CHIP_INFLIGHT 16
 
 #endif /* KAKI_CHIP_H */

@@ -56,9 +56,9 @@ extern "C" {
 #define KAKI_MMIO__WORK__QREADY_bm 0xf
 #define KAKI_MMIO__WORK__QREADY_bp 0
 #define KAKI_MMIO__WORK__QREADY_bw 4
-#define KAKI_MMIO__WORK__RETIRE_bm 0x1f00
-#define KAKI_MMIO__WORK__RETIRE_bp 8
-#define KAKI_MMIO__WORK__RETIRE_bw 5
+#define KAKI_MMIO__WORK__HUNG_bm 0x1f00
+#define KAKI_MMIO__WORK__HUNG_bp 8
+#define KAKI_MMIO__WORK__HUNG_bw 5
 #define KAKI_MMIO__WORK__QRESET_bm 0xf0000
 #define KAKI_MMIO__WORK__QRESET_bp 16
 #define KAKI_MMIO__WORK__QRESET_bw 4
@@ -81,59 +81,16 @@ extern "C" {
 #define KAKI_MMIO__Q_POP__QUEUE_bp 0
 #define KAKI_MMIO__Q_POP__QUEUE_bw 4
 #define KAKI_MMIO__Q_POP__QUEUE_reset 0x0
+#define KAKI_MMIO__Q_POP__STATUS_bm 0xff00
+#define KAKI_MMIO__Q_POP__STATUS_bp 8
+#define KAKI_MMIO__Q_POP__STATUS_bw 8
+#define KAKI_MMIO__Q_POP__STATUS_reset 0x0
 
-// reg - kaki_mmio::FORWARD
-#define KAKI_MMIO__FORWARD__QUEUE_bm 0x3
-#define KAKI_MMIO__FORWARD__QUEUE_bp 0
-#define KAKI_MMIO__FORWARD__QUEUE_bw 2
-#define KAKI_MMIO__FORWARD__QUEUE_reset 0x0
-#define KAKI_MMIO__FORWARD__TAG_bm 0xffff0000
-#define KAKI_MMIO__FORWARD__TAG_bp 16
-#define KAKI_MMIO__FORWARD__TAG_bw 16
-#define KAKI_MMIO__FORWARD__TAG_reset 0x0
-
-// reg - kaki_mmio::RETIRE_POP
-#define KAKI_MMIO__RETIRE_POP__ENGINE_bm 0x1f
-#define KAKI_MMIO__RETIRE_POP__ENGINE_bp 0
-#define KAKI_MMIO__RETIRE_POP__ENGINE_bw 5
-#define KAKI_MMIO__RETIRE_POP__ENGINE_reset 0x0
-
-// reg - kaki_mmio::CPL
-#define KAKI_MMIO__CPL__QUEUE_bm 0x3
-#define KAKI_MMIO__CPL__QUEUE_bp 0
-#define KAKI_MMIO__CPL__QUEUE_bw 2
-#define KAKI_MMIO__CPL__QUEUE_reset 0x0
-#define KAKI_MMIO__CPL__IRQ_bm 0x4
-#define KAKI_MMIO__CPL__IRQ_bp 2
-#define KAKI_MMIO__CPL__IRQ_bw 1
-#define KAKI_MMIO__CPL__IRQ_reset 0x0
-#define KAKI_MMIO__CPL__HALT_bm 0x8
-#define KAKI_MMIO__CPL__HALT_bp 3
-#define KAKI_MMIO__CPL__HALT_bw 1
-#define KAKI_MMIO__CPL__HALT_reset 0x0
-#define KAKI_MMIO__CPL__FLAGS_bm 0xff00
-#define KAKI_MMIO__CPL__FLAGS_bp 8
-#define KAKI_MMIO__CPL__FLAGS_bw 8
-#define KAKI_MMIO__CPL__FLAGS_reset 0x0
-#define KAKI_MMIO__CPL__STATUS_bm 0xff0000
-#define KAKI_MMIO__CPL__STATUS_bp 16
-#define KAKI_MMIO__CPL__STATUS_bw 8
-#define KAKI_MMIO__CPL__STATUS_reset 0x0
-#define KAKI_MMIO__CPL__OPCODE_bm 0xff000000
-#define KAKI_MMIO__CPL__OPCODE_bp 24
-#define KAKI_MMIO__CPL__OPCODE_bw 8
-#define KAKI_MMIO__CPL__OPCODE_reset 0x0
-
-// reg - kaki_mmio::CPL_TAG
-#define KAKI_MMIO__CPL_TAG__TAG_bm 0xffff
-#define KAKI_MMIO__CPL_TAG__TAG_bp 0
-#define KAKI_MMIO__CPL_TAG__TAG_bw 16
-#define KAKI_MMIO__CPL_TAG__TAG_reset 0x0
-
-// reg - kaki_mmio::CPL_STATUS
-#define KAKI_MMIO__CPL_STATUS__FREE_bm 0xf
-#define KAKI_MMIO__CPL_STATUS__FREE_bp 0
-#define KAKI_MMIO__CPL_STATUS__FREE_bw 4
+// reg - kaki_mmio::ISSUE
+#define KAKI_MMIO__ISSUE__ENABLE_bm 0x1
+#define KAKI_MMIO__ISSUE__ENABLE_bp 0
+#define KAKI_MMIO__ISSUE__ENABLE_bw 1
+#define KAKI_MMIO__ISSUE__ENABLE_reset 0x0
 
 // reg - kaki_mmio::QRESET_ACK
 #define KAKI_MMIO__QRESET_ACK__QUEUE_bm 0xf
@@ -151,12 +108,6 @@ extern "C" {
 #define KAKI_MMIO__WATCHDOG__CYCLES_bm 0xffffffff
 #define KAKI_MMIO__WATCHDOG__CYCLES_bp 0
 #define KAKI_MMIO__WATCHDOG__CYCLES_bw 32
-
-// reg - kaki_mmio::Q_WAIT
-#define KAKI_MMIO__Q_WAIT__QUEUE_bm 0xf
-#define KAKI_MMIO__Q_WAIT__QUEUE_bp 0
-#define KAKI_MMIO__Q_WAIT__QUEUE_bw 4
-#define KAKI_MMIO__Q_WAIT__QUEUE_reset 0x0
 
 // reg - kaki_mmio::Q_HEAD_INDEX
 #define KAKI_MMIO__Q_HEAD_INDEX__INDEX_bm 0xffffffff
@@ -183,7 +134,6 @@ extern "C" {
 #define KAKI_MMIO__EVENT__VALUE_bm 0xffffffff
 #define KAKI_MMIO__EVENT__VALUE_bp 0
 #define KAKI_MMIO__EVENT__VALUE_bw 32
-#define KAKI_MMIO__EVENT__VALUE_reset 0x0
 
 // reg - kaki_mmio::PERF_SEL
 #define KAKI_MMIO__PERF_SEL__ADDR_bm 0xfff
@@ -195,17 +145,6 @@ extern "C" {
 #define KAKI_MMIO__PERF_VALUE__VALUE_bm 0xffffffff
 #define KAKI_MMIO__PERF_VALUE__VALUE_bp 0
 #define KAKI_MMIO__PERF_VALUE__VALUE_bw 32
-
-// reg - kaki_mmio::RETIRE
-#define KAKI_MMIO__RETIRE__VALID_bm 0x1
-#define KAKI_MMIO__RETIRE__VALID_bp 0
-#define KAKI_MMIO__RETIRE__VALID_bw 1
-#define KAKI_MMIO__RETIRE__ERROR_bm 0xff00
-#define KAKI_MMIO__RETIRE__ERROR_bp 8
-#define KAKI_MMIO__RETIRE__ERROR_bw 8
-#define KAKI_MMIO__RETIRE__TAG_bm 0xffff0000
-#define KAKI_MMIO__RETIRE__TAG_bp 16
-#define KAKI_MMIO__RETIRE__TAG_bw 16
 
 // addrmap - kaki_mmio
 typedef struct __attribute__ ((__packed__)) {
@@ -220,16 +159,12 @@ typedef struct __attribute__ ((__packed__)) {
     uint32_t WORK;
     uint32_t WORK_MASK;
     uint32_t Q_POP;
-    uint32_t FORWARD;
-    uint8_t RESERVED_30_3f[0x10];
-    uint32_t RETIRE_POP;
-    uint32_t CPL;
-    uint32_t CPL_TAG;
-    uint32_t CPL_STATUS;
+    uint32_t ISSUE;
+    uint8_t RESERVED_30_4f[0x20];
     uint32_t QRESET_ACK;
     uint32_t ENGINE_RESET;
     uint32_t WATCHDOG;
-    uint32_t Q_WAIT;
+    uint8_t RESERVED_5c_5f[0x4];
     uint32_t Q_HEAD_INDEX[4];
     uint32_t TIMESTAMP;
     uint32_t TIMER;
@@ -238,12 +173,10 @@ typedef struct __attribute__ ((__packed__)) {
     uint32_t EVENT[16];
     uint32_t PERF_SEL;
     uint32_t PERF_VALUE;
-    uint8_t RESERVED_148_15f[0x18];
-    uint32_t RETIRE[5];
 } kaki_mmio_t;
 
 
-static_assert(sizeof(kaki_mmio_t) == 0x174, "Packing error");
+static_assert(sizeof(kaki_mmio_t) == 0x148, "Packing error");
 
 #ifdef __cplusplus
 }

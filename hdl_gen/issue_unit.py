@@ -1,0 +1,299 @@
+"""Issue unit: queue heads to the engines, events and barriers, completion requests in queue order.
+
+The hardware half of docs/queues.md "Issue unit": it takes the work that used to cost the
+control core's firmware ~150 instructions per command. Per queue it keeps the **window** of
+descriptors popped and without a completion request (indices ``R <= i < H``, at most
+``config.inflight``), each with its opcode, flags and tag (a small memory per queue), a done bit
+and a status. Each cycle:
+
+* **Issue** (one queue, round-robin among those whose head can act): an engine command goes to
+  the dispatcher with the engine tag ``(q << 14) | (index & 0x3FFF)`` when fewer than
+  ``fifo_depth`` commands of its engine are issued and not retired (so the engine FIFO never
+  overflows and a retire FIFO never fills); NOP completes at once; BARRIER and SIGNAL_EVENT when
+  the window is empty (SIGNAL_EVENT then sets its event counter); WAIT_EVENT once its event has
+  reached the value (wrap-safe). Any other head (unknown opcode, reserved flag bits, a malformed
+  event payload) is left to the firmware: ``fw_ready`` (``WORK.QREADY``). A firmware ``fw_pop``
+  pops such a head into the window, done with ``fw_status``.
+* **Retire**: one engine retirement per cycle (round-robin over the per-engine retire FIFOs)
+  marks its window entry done with the engine's status; a status other than OK fails the queue
+  (it issues nothing more until its reset).
+* **Complete**: one queue per cycle (round-robin), while the completion writer takes requests:
+  the oldest window entry, once done, becomes the queue's completion request and ``R`` advances.
+* **Watchdog**: ``hung[e]`` once engine e has held issued commands ``watchdog`` cycles without a
+  retirement (the firmware decides to reset it; the reset's WATCHDOG retirement arrives through
+  the retire FIFO like any other).
+
+Parameters
+----------
+config : KakiConfig
+    ``queues``, ``events``, ``fifo_depth``, ``retire_depth``, ``inflight``.
+
+Ports
+-----
+enable : In(1)
+    ``ISSUE.ENABLE``: issue nothing while 0 (retirements and completions go on).
+q : Out(IssueQueueSignature()).array(queues)
+    Per queue, see :class:`IssueQueueSignature`.
+fw_status : In(8)
+    The ``ErrorCode`` of the firmware's pops (``Q_POP.STATUS``).
+desc : Out(256), submit : Out(1), submit_queue : Out(qbits)
+    The command handed to the dispatcher (tag replaced by the engine tag) and its queue.
+retire : In(RetireSignature()).array(engines)
+    The dispatcher's retire events (``done`` pulse, ``error``, ``tag``; the others unused).
+cpl_valid : Out(1), cpl_ready : In(1), cpl_queue, cpl_irq, cpl_halt, cpl_flags, cpl_status,
+cpl_opcode, cpl_tag : Out
+    One completion request per cycle with ``cpl_valid & cpl_ready`` (queue controller's ``cpl_*``).
+events : Out(ArrayLayout(32, events))
+    The event counters (``EVENT[e]``).
+watchdog : In(32), engine_reset : In(engines), hung : Out(engines)
+    ``WATCHDOG.CYCLES``; the firmware's engine resets; ``WORK.HUNG``.
+"""
+from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, fifo, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .config import KakiConfig
+from .descriptor import COMMANDS, DESCRIPTOR_BITS, Descriptor, ErrorCode, engine_opcodes
+from .dispatcher import ENGINES, RetireSignature
+from .round_robin import round_robin
+
+__all__ = ["IssueUnit", "IssueQueueSignature", "TAG_QUEUE_SHIFT", "CONTROL_COMMANDS"]
+
+#: Engine tag = (queue << TAG_QUEUE_SHIFT) | (descriptor index & (2**TAG_QUEUE_SHIFT - 1)).
+TAG_QUEUE_SHIFT = 14
+#: The commands without an engine, all of which the issue unit runs itself.
+CONTROL_COMMANDS = ("NOP", "BARRIER", "SIGNAL_EVENT", "WAIT_EVENT")
+
+
+class IssueQueueSignature(wiring.Signature):
+    """One queue's connection to the issue unit, seen from the unit.
+
+    In: ``head`` [256] the prefetch FIFO's head, ``valid`` the FIFO is not empty, ``active`` the
+    queue is active (queue controller), ``index`` [32] the head's descriptor index, ``fw_pop``
+    the firmware's ``Q_POP`` bit, ``cleared`` the queue's reset completes this cycle.
+    Out: ``pop`` drop the head, ``fw_ready`` the head needs the firmware (``WORK.QREADY``),
+    ``waiting`` the head is a WAIT_EVENT not yet reached (``Q_STATUS.WAITING``), ``drained``
+    the window is empty (a reset may complete).
+    """
+
+    def __init__(self):
+        super().__init__({"head": In(DESCRIPTOR_BITS), "valid": In(1), "active": In(1),
+                          "index": In(32), "fw_pop": In(1), "cleared": In(1),
+                          "pop": Out(1), "fw_ready": Out(1), "waiting": Out(1), "drained": Out(1)})
+
+
+class _Head:
+    """What queue ``q``'s head is and whether it can act (comb signals)."""
+
+    def __init__(self, m, q, port, events, n_events):
+        desc = Descriptor(port.head)
+        self.desc = desc
+        op = desc.opcode.as_value()
+        flags_ok = desc.flags.reserved == 0
+        ev = desc.payload.event
+        ev_ok = (ev.reserved0 == 0) & (ev.reserved == 0) & (ev.event < n_events)
+        self.engine = [Signal(name=f"q{q}_head_{e.name.lower()}") for e in ENGINES]
+        for sig, e in zip(self.engine, ENGINES):
+            m.d.comb += sig.eq(op.matches(*engine_opcodes(e)) & flags_ok)
+        named = {c.name: c.opcode for c in COMMANDS}
+        self.nop, self.barrier, self.signal, self.wait = (
+            Signal(name=f"q{q}_head_{n.lower()}") for n in CONTROL_COMMANDS)
+        m.d.comb += [self.nop.eq((op == named["NOP"]) & flags_ok),
+                     self.barrier.eq((op == named["BARRIER"]) & flags_ok),
+                     self.signal.eq((op == named["SIGNAL_EVENT"]) & flags_ok & ev_ok),
+                     self.wait.eq((op == named["WAIT_EVENT"]) & flags_ok & ev_ok)]
+        self.firmware = Signal(name=f"q{q}_head_firmware")
+        m.d.comb += self.firmware.eq(~Cat(*self.engine, self.nop, self.barrier, self.signal,
+                                           self.wait).any())
+        self.event = ev.event[:max(1, (n_events - 1).bit_length())]
+        self.value = ev.value
+        self.reached = Signal(name=f"q{q}_wait_reached")
+        diff = Signal(32, name=f"q{q}_wait_diff")
+        m.d.comb += [diff.eq(Array(events)[self.event] - ev.value), self.reached.eq(~diff[31])]
+
+
+class IssueUnit(wiring.Component):
+    __doc__ = __doc__
+
+    def __init__(self, config=KakiConfig()):
+        if not isinstance(config, KakiConfig):
+            raise TypeError(f"config must be a KakiConfig, not {type(config).__name__}")
+        unknown = [c.name for c in COMMANDS if c.engine is None and c.name not in CONTROL_COMMANDS]
+        if unknown:
+            raise ValueError(f"the issue unit does not implement the control commands {unknown}")
+        if config.queues > 1 << (16 - TAG_QUEUE_SHIFT):
+            raise ValueError(f"{config.queues} queues do not fit the engine tag")
+        self.config = config
+        self.qbits = max(1, (config.queues - 1).bit_length())
+        self.slot_bits = (config.inflight - 1).bit_length()
+        n_eng = len(ENGINES)
+        super().__init__({
+            "enable": In(1), "q": Out(IssueQueueSignature()).array(config.queues),
+            "fw_status": In(8),
+            "desc": Out(DESCRIPTOR_BITS), "submit": Out(1), "submit_queue": Out(self.qbits),
+            "retire": In(RetireSignature()).array(n_eng),
+            "cpl_valid": Out(1), "cpl_ready": In(1), "cpl_queue": Out(self.qbits),
+            "cpl_irq": Out(1), "cpl_halt": Out(1), "cpl_flags": Out(8), "cpl_status": Out(8),
+            "cpl_opcode": Out(8), "cpl_tag": Out(16),
+            "events": Out(data.ArrayLayout(32, config.events)),
+            "watchdog": In(32), "engine_reset": In(n_eng), "hung": Out(n_eng),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        n, W, sb = cfg.queues, cfg.inflight, self.slot_bits
+        events = [self.events[e] for e in range(cfg.events)]
+        heads = [_Head(m, i, self.q[i], events, cfg.events) for i in range(n)]
+
+        # ---- window state per queue: H, R (mod 2W), done and status per slot, failed ----------
+        H = [Signal(sb + 1, name=f"q{i}_h") for i in range(n)]
+        R = [Signal(sb + 1, name=f"q{i}_r") for i in range(n)]
+        done = [Signal(W, name=f"q{i}_done") for i in range(n)]
+        status = [[Signal(8, name=f"q{i}_status{k}") for k in range(W)] for i in range(n)]
+        failed = [Signal(name=f"q{i}_failed") for i in range(n)]
+        count = [Signal(sb + 1, name=f"q{i}_count") for i in range(n)]
+        full = [Signal(name=f"q{i}_full") for i in range(n)]
+        for i in range(n):
+            m.d.comb += [count[i].eq(H[i] - R[i]), full[i].eq(count[i] == W),
+                         self.q[i].drained.eq(count[i] == 0)]
+        # opcode, flags and tag of each entry (the record's), one small memory per queue
+        info = []
+        for i in range(n):
+            mem = Memory(shape=32, depth=W, init=[])
+            m.submodules[f"q{i}_info"] = mem
+            info.append((mem.write_port(), mem.read_port(domain="comb")))
+
+        # ---- engine bookkeeping: issued and not retired, watchdog ----------------------------
+        n_eng = len(ENGINES)
+        outstanding = [Signal(range(cfg.fifo_depth + 1), name=f"{e.name.lower()}_outstanding")
+                       for e in ENGINES]
+
+        # ---- issue -----------------------------------------------------------------------------
+        can = []
+        fw_take = []                # the firmware's pop of queue i is taken this cycle
+        for i, h in enumerate(heads):
+            qp = self.q[i]
+            live = Signal(name=f"q{i}_live")
+            m.d.comb += live.eq(self.enable & qp.active & qp.valid & ~failed[i] & ~full[i])
+            room = Cat(*[h.engine[e] & (outstanding[e] < cfg.fifo_depth) for e in range(n_eng)]).any()
+            c = Signal(name=f"q{i}_can_issue")
+            m.d.comb += [
+                c.eq(live & (room | h.nop | ((h.barrier | h.signal) & (count[i] == 0))
+                             | (h.wait & h.reached))),
+                qp.fw_ready.eq(live & h.firmware),
+                qp.waiting.eq(live & h.wait & ~h.reached),
+            ]
+            can.append(c)
+            t = Signal(name=f"q{i}_fw_take")
+            m.d.comb += t.eq(qp.fw_pop & qp.valid & h.firmware & ~full[i])
+            fw_take.append(t)
+        rr_last = Signal(self.qbits, name="issue_rr_last", init=n - 1)
+        go, sel = round_robin(m, can, rr_last, "issue_rr")
+        sel_head = Array(h.desc for h in heads)[sel]
+        sel_index = Array(self.q[i].index for i in range(n))[sel]
+        tag = Cat(sel_index[:TAG_QUEUE_SHIFT], sel)
+        m.d.comb += [self.desc.eq(Cat(sel_head.as_value()[:16], tag,
+                                      sel_head.as_value()[32:])),
+                     self.submit_queue.eq(sel)]
+        issued_to = [Signal(name=f"{e.name.lower()}_issued") for e in ENGINES]
+        with m.If(go):
+            m.d.sync += rr_last.eq(sel)
+        for e in range(len(ENGINES)):
+            m.d.comb += issued_to[e].eq(go & Array(h.engine[e] for h in heads)[sel])
+        for i, h in enumerate(heads):
+            qp = self.q[i]
+            mine = Signal(name=f"q{i}_issue")
+            m.d.comb += mine.eq(go & (sel == i))
+            wp = info[i][0]
+            d = h.desc
+            m.d.comb += [qp.pop.eq(mine | fw_take[i]),
+                         wp.addr.eq(H[i][:sb]), wp.en.eq(mine | fw_take[i]),
+                         wp.data.eq(Cat(d.opcode, d.flags, d.tag))]
+            is_engine = Cat(*h.engine).any()
+            with m.If(mine):
+                m.d.comb += self.submit.eq(is_engine)
+                with m.If(h.signal):
+                    m.d.sync += Array(events)[h.event].eq(h.value)
+            slot = H[i][:sb]
+            with m.If(mine | fw_take[i]):
+                m.d.sync += [H[i].eq(H[i] + 1),
+                             Array(done[i])[slot].eq(~(mine & is_engine)),
+                             Array(status[i])[slot].eq(Mux(mine, ErrorCode.OK, self.fw_status))]
+            with m.If(fw_take[i] & (self.fw_status != ErrorCode.OK)):
+                m.d.sync += failed[i].eq(1)
+
+        # ---- retire ----------------------------------------------------------------------------
+        retire_valid = []
+        retire_data = []
+        retire_pop = []
+        for e, engine in enumerate(ENGINES):
+            rf = fifo.SyncFIFOBuffered(width=24, depth=cfg.retire_depth)
+            m.submodules[f"{engine.name.lower()}_retire"] = rf
+            r = self.retire[e]
+            m.d.comb += [rf.w_en.eq(r.done), rf.w_data.eq(Cat(r.error, r.tag))]
+            retire_valid.append(rf.r_rdy)
+            retire_data.append(rf.r_data)
+            retire_pop.append(rf.r_en)
+        ret_last = Signal(range(max(2, n_eng)), name="retire_rr_last", init=n_eng - 1)
+        ret_go, ret_sel = round_robin(m, retire_valid, ret_last, "retire_rr")
+        ret = Array(retire_data)[ret_sel]
+        ret_error, ret_tag = ret[:8], ret[8:24]
+        ret_q = ret_tag[TAG_QUEUE_SHIFT:TAG_QUEUE_SHIFT + self.qbits]
+        ret_slot = ret_tag[:sb]
+        drained = [Signal(name=f"{e.name.lower()}_retired") for e in ENGINES]
+        with m.If(ret_go):
+            m.d.sync += ret_last.eq(ret_sel)
+        for e in range(n_eng):
+            m.d.comb += [retire_pop[e].eq(ret_go & (ret_sel == e)), drained[e].eq(retire_pop[e])]
+            # Issued and retired in one cycle leave the count as it is.
+            with m.If(issued_to[e] & ~drained[e]):
+                m.d.sync += outstanding[e].eq(outstanding[e] + 1)
+            with m.Elif(drained[e] & ~issued_to[e] & (outstanding[e] != 0)):
+                m.d.sync += outstanding[e].eq(outstanding[e] - 1)
+        for i in range(n):
+            # Only an entry of the window waiting for its engine: a retirement of a command
+            # issued before the unit was reset (the core held with work in flight) is dropped.
+            inside = ((ret_slot - R[i][:sb])[:sb] < count[i]) & ~Array(done[i])[ret_slot]
+            with m.If(ret_go & (ret_q == i) & inside):
+                m.d.sync += [Array(done[i])[ret_slot].eq(1), Array(status[i])[ret_slot].eq(ret_error)]
+                with m.If(ret_error != ErrorCode.OK):
+                    m.d.sync += failed[i].eq(1)
+
+        # ---- complete --------------------------------------------------------------------------
+        ready = []
+        for i in range(n):
+            rdy = Signal(name=f"q{i}_cpl_ready")
+            m.d.comb += [rdy.eq((count[i] != 0) & Array(done[i])[R[i][:sb]]),
+                         info[i][1].addr.eq(R[i][:sb])]
+            ready.append(rdy)
+        cpl_last = Signal(self.qbits, name="cpl_rr_last", init=n - 1)
+        cpl_any, cpl_sel = round_robin(m, ready, cpl_last, "cpl_rr")
+        rec = Array(info[i][1].data for i in range(n))[cpl_sel]
+        st = Array(Array(status[i])[R[i][:sb]] for i in range(n))[cpl_sel]
+        m.d.comb += [self.cpl_valid.eq(cpl_any), self.cpl_queue.eq(cpl_sel),
+                     self.cpl_opcode.eq(rec[:8]), self.cpl_flags.eq(rec[8:16]),
+                     self.cpl_irq.eq(rec[8]), self.cpl_tag.eq(rec[16:32]),
+                     self.cpl_status.eq(st), self.cpl_halt.eq(st != ErrorCode.OK)]
+        with m.If(cpl_any & self.cpl_ready):
+            m.d.sync += cpl_last.eq(cpl_sel)
+            for i in range(n):
+                with m.If(cpl_sel == i):
+                    m.d.sync += R[i].eq(R[i] + 1)
+
+        # ---- queue reset ----------------------------------------------------------------------
+        for i in range(n):
+            with m.If(self.q[i].cleared):       # after the rest: the reset wins
+                m.d.sync += [H[i].eq(0), R[i].eq(0), failed[i].eq(0)]
+
+        # ---- watchdog -------------------------------------------------------------------------
+        for e, engine in enumerate(ENGINES):
+            since = Signal(32, name=f"{engine.name.lower()}_since")
+            idle = outstanding[e] == 0
+            with m.If(idle | drained[e] | self.engine_reset[e]):
+                m.d.sync += since.eq(0)
+            with m.Elif(~since.all()):
+                m.d.sync += since.eq(since + 1)
+            m.d.comb += self.hung[e].eq(~idle & (since >= self.watchdog))
+        return m
