@@ -54,6 +54,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import KakiConfig
+from .formal import Rules, contract_for, implies, past
 from .descriptor import COMMANDS, DESCRIPTOR_BITS, Descriptor, ErrorCode, engine_opcodes
 from .dispatcher import ENGINES, RetireSignature
 from .round_robin import round_robin
@@ -296,4 +297,87 @@ class IssueUnit(wiring.Component):
             with m.Elif(~since.all()):
                 m.d.sync += since.eq(since + 1)
             m.d.comb += self.hung[e].eq(~idle & (since >= self.watchdog))
+        if contract_for(platform, self):
+            self._formal_contract(m, platform, heads=heads, count=count, failed=failed, done=done,
+                                  R=R, outstanding=outstanding, issued_to=issued_to,
+                                  drained=drained, fw_take=fw_take,
+                                  retire_fifos=[m.submodules[f"{e.name.lower()}_retire"]
+                                                for e in ENGINES])
         return m
+
+    def _formal_contract(self, m, platform, *, heads, count, failed, done, R, outstanding,
+                         issued_to, drained, fw_take, retire_fifos):
+        """The issue unit's contract (docs/formal.md).
+
+        * ``window.*``: a queue's window never holds more than ``inflight`` descriptors;
+          ``drained`` is exactly an empty window; a queue reset (``cleared``) empties it and
+          clears the failed flag;
+        * ``issue.*``: a pop only takes a head that is there; the unit pops a head only while
+          enabled, the queue active and not failed, with room in the window; BARRIER and
+          SIGNAL_EVENT only with the window empty, WAIT_EVENT only once reached; a head it does
+          not serve leaves only by the firmware's pop; an engine gets a command only with fewer
+          than ``fifo_depth`` issued and not retired;
+        * ``retire.*``: a retire FIFO never overflows (an engine retires only what was issued);
+        * ``cpl.*``: a completion request names a queue whose oldest window entry is done and
+          halts exactly when its status is not OK; ``cpl.order``: the descriptor popped at any
+          chosen moment gets the completion request behind exactly the ones popped before it,
+          with its own opcode, flags and tag.
+
+        The environment: a head stays until popped or its queue is cleared; a reset clears only a
+        drained queue; each engine retires only commands issued to it.
+        """
+        from amaranth.asserts import AnySeq
+        n, W = self.config.queues, self.config.inflight
+        rules = Rules(m, platform, "issue")
+        started = past(m, Const(1), "formal_started")
+        for e in range(len(ENGINES)):
+            # the engine (dispatcher) side: issued and not yet retired by it
+            held = Signal(range(self.config.fifo_depth + 2), name=f"formal_eng{e}_held")
+            m.d.sync += held.eq(held + issued_to[e] - self.retire[e].done)
+            rules.rely("env.retire", implies(self.retire[e].done, held != 0))
+            rules.guarantee("retire.fifo", outstanding[e] == held + retire_fifos[e].level)
+            rules.guarantee("retire.fifo", implies(retire_fifos[e].w_en, retire_fifos[e].w_rdy))
+            rules.guarantee("issue.room", (outstanding[e] <= self.config.fifo_depth)
+                            & implies(issued_to[e], outstanding[e] < self.config.fifo_depth))
+        for i, h in enumerate(heads):
+            qp = self.q[i]
+            kept = past(m, qp.valid & ~qp.pop & ~qp.cleared, f"formal_q{i}_kept")
+            rules.rely("env.head", implies(started & kept, qp.valid
+                                           & (qp.head == past(m, qp.head, f"formal_q{i}_head"))))
+            rules.rely("env.reset", implies(qp.cleared, qp.drained))
+            rules.guarantee("window.bound", count[i] <= W)
+            rules.guarantee("window.drained", qp.drained == (count[i] == 0))
+            rules.guarantee("window.cleared", implies(past(m, qp.cleared, f"formal_q{i}_cleared"),
+                                                      (count[i] == 0) & ~failed[i]))
+            hw = qp.pop & ~fw_take[i]
+            rules.guarantee("issue.pop", implies(qp.pop, qp.valid & (count[i] < W)))
+            rules.guarantee("issue.gate", implies(hw, self.enable & qp.active & ~failed[i]))
+            rules.guarantee("issue.order", implies(hw & (h.barrier | h.signal), count[i] == 0))
+            rules.guarantee("issue.wait", implies(hw & h.wait, h.reached))
+            rules.guarantee("issue.firmware", implies(qp.pop & h.firmware, qp.fw_pop))
+            rules.cover("issue.full", count[i] == W)
+        oldest = Array(Array(done[i])[R[i][:self.slot_bits]] & (count[i] != 0) for i in range(n))
+        rules.guarantee("cpl.done", implies(self.cpl_valid, oldest[self.cpl_queue]))
+        rules.guarantee("cpl.status", self.cpl_halt == (self.cpl_status != ErrorCode.OK))
+        # cpl.order: one descriptor of queue 0, picked when popped, is followed to its request
+        q0, h0 = self.q[0], heads[0]
+        armed = Signal(name="formal_armed")
+        ahead = Signal(range(W + 1), name="formal_ahead")
+        want = Signal(32, name="formal_want")
+        pick = AnySeq(1)
+        req0 = self.cpl_valid & self.cpl_ready & (self.cpl_queue == 0)
+        with m.If(q0.cleared):
+            m.d.sync += armed.eq(0)
+        with m.Elif(~armed & q0.pop & pick):
+            m.d.sync += [armed.eq(1), ahead.eq(count[0] - req0),
+                         want.eq(Cat(h0.desc.opcode, h0.desc.flags, h0.desc.tag))]
+        with m.Elif(armed & req0):
+            with m.If(ahead == 0):
+                m.d.sync += armed.eq(0)
+            with m.Else():
+                m.d.sync += ahead.eq(ahead - 1)
+        mine = armed & req0 & (ahead == 0)
+        rules.guarantee("cpl.order", implies(armed, ahead < count[0]))
+        rules.guarantee("cpl.order", implies(mine, Cat(self.cpl_opcode, self.cpl_flags, self.cpl_tag)
+                                            == want))
+        rules.cover("cpl.order", mine & past(m, armed, "formal_was_armed"))

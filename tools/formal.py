@@ -38,6 +38,7 @@ from hdl_gen.banked_memory import BankedMemory
 from hdl_gen.config import KakiConfig
 from hdl_gen.csr_block import CsrBlock
 from hdl_gen.dma_engine import DmaEngine
+from hdl_gen.issue_unit import IssueUnit
 from hdl_gen.queue_controller import QueueController
 from hdl_gen.sram import VERILOG as SRAM_VERILOG
 from hdl_gen.round_robin import round_robin, round_robin_contract
@@ -169,6 +170,14 @@ _DMA_DESC = ("dim 2 (rows of up to 8 bytes, 3 beats), 2x4 scratchpad and accumul
              .format(**_DMA_OPT["command_bounds"]))
 
 
+_ISSUE_CFG = ("2 queues, window of 4, 2 events, engine FIFOs of 2, retire FIFOs of 4; free heads "
+              "(held until popped), retirements only of issued commands, any completion backpressure")
+
+
+def _issue():
+    return IssueUnit(KakiConfig(queues=2, events=2, inflight=4, fifo_depth=2, retire_depth=4))
+
+
 def _self(block):
     return block, block
 
@@ -258,6 +267,11 @@ PROOFS = {p.name: p for p in [
           "port: guard_read, guard_write); the consumer index written is C + 1",
           lambda: _self(_qc()), "bmc", 16, 22, _QC_CFG, groups=("axi", "handshake", "data"),
           cut=_QC_GUARDS),
+    Proof("issue_unit", "issue unit: window bound and drain, heads issued only when their "
+          "conditions hold (room, empty window for BARRIER/SIGNAL, WAIT reached), engine FIFOs and "
+          "retire FIFOs never overflow, completion requests in order with each descriptor's own "
+          "opcode, flags and tag",
+          lambda: _self(_issue()), "bmc", 10, 16, _ISSUE_CFG, cover_depth=12),
     Proof("dma", "DMA engine: a store writes only bytes of its command's host rows, each once, in "
           "(plane, row) order; a load writes exactly its command's local rows in the chosen "
           "memory; local requests held until granted",
